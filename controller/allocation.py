@@ -1,0 +1,61 @@
+"""The allocation MILP: integer workers per level x[K'] and flows f[K][K'], solved each window.
+
+On top of the flow model (controller/flow_model.py): sum_K' x[K'] = workers
+alive, and a small penalty for every worker moved off the current allocation,
+so that equally good plans resolve to the one already running and the plan
+stays put while demand does. Always returns a solution: if the solver fails or
+runs out of time without one, the current allocation (fitted to the workers
+alive) with routes from the route-planner LP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+
+from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, add_flows, flow_values, solve
+from controller.route_planner import route
+
+
+def allocate(problem: FlowProblem, workers: int, current: Mapping[int, int], options: SolverOptions) -> FlowSolution:
+    from ortools.linear_solver import pywraplp
+
+    started = time.perf_counter()
+    solver = pywraplp.Solver.CreateSolver(options.mip_solver)
+    if solver is not None:
+        x = {kp: solver.IntVar(0, workers, f"x_{kp}") for kp in problem.levels}
+        solver.Add(solver.Sum(list(x.values())) == workers)
+        flows, objective = add_flows(solver, problem, x)
+        moved = []
+        for kp in problem.levels:
+            m = solver.NumVar(0.0, solver.infinity(), f"m_{kp}")
+            solver.Add(m >= x[kp] - current.get(kp, 0))
+            solver.Add(m >= current.get(kp, 0) - x[kp])
+            moved.append(m)
+        # a worker moved leaves one level and joins another: it counts twice in sum |x - current|
+        solver.Maximize(objective - options.move_penalty / (2 * max(workers, 1)) * solver.Sum(moved))
+        params = pywraplp.MPSolverParameters()
+        # the moving penalty of one worker in a large fleet is far below the default gap: prove optimality
+        params.SetDoubleParam(params.RELATIVE_MIP_GAP, 0.0)
+        status = solve(solver, options.time_limit_ms, params)
+        if status is not None:
+            counts = {kp: round(v.solution_value()) for kp, v in x.items()}
+            return FlowSolution(counts, flow_values(flows), status, (time.perf_counter() - started) * 1000.0)
+    fallback = route(problem, fit_allocation(current, workers, problem.levels), options)
+    return replace(fallback, status="fallback", solve_ms=(time.perf_counter() - started) * 1000.0)
+
+
+def fit_allocation(current: Mapping[int, int], workers: int, levels: tuple[int, ...]) -> dict[int, int]:
+    """The current allocation resized to `workers`: losses come off the largest group (the higher level
+    on ties), newcomers join the largest group (the lower level on ties: level 0 when all are empty)."""
+    counts = {kp: max(0, current.get(kp, 0)) for kp in levels}
+    excess = sum(counts.values()) - workers
+    while excess > 0:
+        largest = max(levels, key=lambda kp: (counts[kp], kp))
+        counts[largest] -= 1
+        excess -= 1
+    if excess < 0:
+        largest = max(levels, key=lambda kp: (counts[kp], -kp))
+        counts[largest] -= excess
+    return counts

@@ -1,0 +1,56 @@
+"""The demand estimator: arrivals per window smoothed by an EWMA, with headroom, and the mix of predicted K*.
+
+As Proteus does: the rate planned for is beta times the EWMA of the observed
+rate (beta = 1.05, 5% headroom). The K* mix is that of the last window (a
+window without arrivals keeps the mix before it). No clock inside: the caller
+says when a window closes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DemandEstimate:
+    rps: float  # images/s to plan for, headroom included
+    mix: dict[int, float]  # class K* -> share of arrivals; shares sum to 1
+
+    def per_class(self) -> dict[int, float]:
+        return {k: self.rps * share for k, share in self.mix.items()}
+
+
+class DemandEstimator:
+    def __init__(self, window_started: float, alpha: float = 0.5, headroom: float = 1.05):
+        self.window_started = window_started
+        self.alpha = alpha  # EWMA weight of the newest window
+        self.headroom = headroom
+        self._counts: Counter[int] = Counter()
+        self._ewma_rps: float | None = None  # None until a window has been seen
+        self._mix: dict[int, float] = {0: 1.0}
+
+    def observe(self, k_star: int, images: int = 1) -> None:
+        self._counts[k_star] += images
+
+    def peek(self, now: float) -> DemandEstimate:
+        """The estimate if the window closed now, without closing it."""
+        ewma, mix = self._next(now)
+        return DemandEstimate(self.headroom * (ewma or 0.0), mix)
+
+    def close_window(self, now: float) -> DemandEstimate:
+        self._ewma_rps, self._mix = self._next(now)
+        self._counts = Counter()
+        self.window_started = now
+        return DemandEstimate(self.headroom * (self._ewma_rps or 0.0), dict(self._mix))
+
+    def _next(self, now: float) -> tuple[float | None, dict[int, float]]:
+        """The EWMA and mix after the window so far; a window of no length tells nothing."""
+        elapsed = now - self.window_started
+        if elapsed <= 0:
+            return self._ewma_rps, dict(self._mix)
+        arrivals = sum(self._counts.values())
+        rate = arrivals / elapsed
+        ewma = rate if self._ewma_rps is None else self.alpha * rate + (1.0 - self.alpha) * self._ewma_rps
+        mix = {k: n / arrivals for k, n in sorted(self._counts.items())} if arrivals else dict(self._mix)
+        return ewma, mix

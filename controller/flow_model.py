@@ -1,0 +1,200 @@
+"""What the allocation MILP and the route-planner LP share: the flow model, its solution, and the plan made from it.
+
+Classes are the keys of the demand (for Argus, the predicted best level K*);
+levels are the K' workers serve. f[K][K'] is the images/s of class K served at
+K'. Both models maximise
+
+    sum over (K, K') of (BIG_M - loss[K][K']) * f[K][K'] / total demand
+
+subject to sum_K' f[K][K'] <= demand[K] and sum_K f[K][K'] <= capacity[K'] * x[K'].
+BIG_M exceeds any loss (quality points, at most 100), so one more image/s
+served always outweighs the quality it costs: serving comes first, quality
+second. Among equally good routes, each class prefers its own level, then the
+nearest (a cost of ROUTE_TIE_BREAK per squared step between levels, far below
+any real loss and below the allocation's moving penalty): without it the LP
+has many optima, and the routes could flip between them from one solve to
+the next with nothing changed. Dividing by the total demand keeps the
+objective near BIG_M at any scale, so the solver's tolerances mean the same
+at 8 workers as at 1024.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.plan import Plan
+from controller.profiles import DegradationMatrix
+
+BIG_M = 1000.0
+ROUTE_TIE_BREAK = 1e-4
+# flows below this share of their class are solver noise, not routing
+_NEGLIGIBLE = 1e-9
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    mip_solver: str = "CBC"  # any OR-Tools MPSolver backend: CBC, SCIP, HIGHS ...
+    lp_solver: str = "GLOP"
+    time_limit_ms: int = 1000
+    # moving every worker to another level costs as much as this many points of average quality;
+    # small, so it only breaks ties and damps churn, never outweighs a real gain
+    move_penalty: float = 0.1
+
+
+@dataclass(frozen=True)
+class FlowProblem:
+    levels: tuple[int, ...]
+    capacity_rps: Mapping[int, float]  # level -> images/s of one worker (0: the SLO cannot be met there)
+    demand_rps: Mapping[int, float]  # class -> images/s
+    quality: Mapping[int, Mapping[int, float]]  # class -> allowed level -> expected quality (percent)
+    loss: Mapping[int, Mapping[int, float]]  # class -> allowed level -> quality points lost (the objective's cost)
+
+    @classmethod
+    def per_class(
+        cls, degradation: DegradationMatrix, capacity_rps: Mapping[int, float], demand_rps: Mapping[int, float]
+    ) -> FlowProblem:
+        """One class per best level K*, with the degradation matrix's costs (Argus)."""
+        levels = degradation.levels
+        allowed = {k: [kp for kp in levels if degradation.allowed(kp, k)] for k in levels}
+        return cls(
+            levels,
+            capacity_rps,
+            {k: demand_rps.get(k, 0.0) for k in levels},
+            {k: {kp: degradation.quality(kp, k) for kp in allowed[k]} for k in levels},
+            {k: {kp: degradation.loss(kp, k) for kp in allowed[k]} for k in levels},
+        )
+
+    @property
+    def total_demand_rps(self) -> float:
+        return sum(self.demand_rps.values())
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return [(k, kp) for k, row in self.loss.items() for kp in row]
+
+
+@dataclass(frozen=True)
+class FlowSolution:
+    workers_per_level: dict[int, int]
+    flows: dict[tuple[int, int], float] | None  # None: nothing was solved (fallback routes)
+    status: str
+    solve_ms: float
+
+
+def add_flows(solver: Any, problem: FlowProblem, workers: Mapping[int, Any]) -> tuple[dict, Any]:
+    """Flow variables and their constraints for `workers` (solver variables or fixed counts)."""
+    flows = {pair: solver.NumVar(0.0, solver.infinity(), f"f_{pair[0]}_{pair[1]}") for pair in problem.pairs()}
+    for k, row in problem.loss.items():
+        solver.Add(solver.Sum([flows[(k, kp)] for kp in row]) <= problem.demand_rps[k])
+    for kp in problem.levels:
+        inflow = [f for (_, level), f in flows.items() if level == kp]
+        if inflow:
+            solver.Add(solver.Sum(inflow) <= problem.capacity_rps[kp] * workers[kp])
+    scale = max(problem.total_demand_rps, 1e-9)
+    objective = solver.Sum(
+        [(BIG_M - problem.loss[k][kp] - _detour(problem.levels, k, kp)) / scale * f for (k, kp), f in flows.items()]
+    )
+    return flows, objective
+
+
+def _detour(levels: tuple[int, ...], k: int, kp: int) -> float:
+    """The tie-break cost of serving class k at level kp (none for a class that is not a level)."""
+    if k not in levels:
+        return 0.0
+    return ROUTE_TIE_BREAK * (levels.index(kp) - levels.index(k)) ** 2
+
+
+def solve(solver: Any, time_limit_ms: int, params: Any = None) -> str | None:
+    """Runs the solver: "optimal", "feasible" (stopped at the time limit with a solution), or None."""
+    from ortools.linear_solver import pywraplp
+
+    solver.SuppressOutput()  # some backends (HiGHS) print a banner on every solve
+    solver.SetTimeLimit(int(time_limit_ms))
+    status = solver.Solve(params) if params is not None else solver.Solve()
+    return {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "feasible"}.get(status)
+
+
+def flow_values(flows: Mapping[tuple[int, int], Any]) -> dict[tuple[int, int], float]:
+    return {pair: max(0.0, f.solution_value()) for pair, f in flows.items()}
+
+
+def default_row(problem: FlowProblem, k: int, workers_per_level: Mapping[int, int]) -> dict[int, float]:
+    """Where class k goes when nothing of it is routed: the cheapest allowed level that has workers,
+    nearest to k on ties (its own level when staffed), else its cheapest allowed level."""
+    allowed = problem.loss[k]
+    staffed = [kp for kp in allowed if workers_per_level.get(kp, 0) > 0] or list(allowed)
+    return {min(staffed, key=lambda kp: (allowed[kp], abs(kp - k))): 1.0}
+
+
+def plan_from_solution(problem: FlowProblem, solution: FlowSolution, policy: str, now: float) -> Plan:
+    """Routes are each class's flows normalised; a class with no flow takes its default row."""
+    if solution.flows is None:
+        rows = {k: default_row(problem, k, solution.workers_per_level) for k in problem.demand_rps}
+        return plan_from_rows(
+            problem, solution.workers_per_level, rows, policy, now, solution.status, solution.solve_ms
+        )
+    rows = {}
+    for k in problem.demand_rps:
+        row = {kp: f for (c, kp), f in solution.flows.items() if c == k}
+        total = sum(row.values())
+        kept = {kp: f for kp, f in row.items() if f > _NEGLIGIBLE * total}
+        rows[k] = (
+            {kp: f / sum(kept.values()) for kp, f in kept.items()}
+            if total > 0
+            else default_row(problem, k, solution.workers_per_level)
+        )
+    served = sum(solution.flows.values())
+    weighted = sum(f * problem.quality[k][kp] for (k, kp), f in solution.flows.items())
+    return Plan(
+        policy=policy,
+        workers_per_level=dict(solution.workers_per_level),
+        redirect=rows,
+        demand_rps=dict(problem.demand_rps),
+        served_rps=served,
+        expected_quality=weighted / served if served > 0 else math.nan,
+        solve_ms=solution.solve_ms,
+        created_at=now,
+        status=solution.status,
+    )
+
+
+def plan_from_rows(
+    problem: FlowProblem,
+    workers_per_level: Mapping[int, int],
+    rows: Mapping[int, Mapping[int, float]],
+    policy: str,
+    now: float,
+    status: str,
+    solve_ms: float = 0.0,
+) -> Plan:
+    """A plan for routes fixed in advance, with served and quality estimated as one pool.
+
+    Any worker can run any level (a level only keeps batches uniform), so the
+    estimate pools them: the workload is the worker-seconds per second the
+    routed demand needs (rate / capacity at its level), and if it exceeds the
+    workers, every class is cut by the same share. Routes into a level with no
+    capacity under the SLO, or not allowed for the class, count as unserved.
+    """
+    work = servable = weighted = 0.0
+    for k, demand in problem.demand_rps.items():
+        for kp, share in rows[k].items():
+            rate = demand * share
+            if problem.capacity_rps[kp] > 0 and kp in problem.quality[k]:
+                work += rate / problem.capacity_rps[kp]
+                servable += rate
+                weighted += rate * problem.quality[k][kp]
+    workers = sum(workers_per_level.values())
+    served = servable * (min(1.0, workers / work) if work > 0 else 1.0)
+    return Plan(
+        policy=policy,
+        workers_per_level=dict(workers_per_level),
+        redirect={k: dict(row) for k, row in rows.items()},
+        demand_rps=dict(problem.demand_rps),
+        served_rps=served,
+        expected_quality=weighted / servable if servable > 0 else math.nan,
+        solve_ms=solve_ms,
+        created_at=now,
+        status=status,
+    )

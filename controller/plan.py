@@ -1,0 +1,53 @@
+"""A plan: what the controller decided for the next window, in a form the engine applies and `GET /plan` shows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    policy: str
+    # how many workers serve each level K'; sums to the workers alive when it was made
+    workers_per_level: Mapping[int, int]
+    # r[K][K']: the probability that a prompt whose best level is K is served at K'; every row sums to 1
+    redirect: Mapping[int, Mapping[int, float]]
+    # the demand it was made for, images/s per class K (headroom included)
+    demand_rps: Mapping[int, float]
+    served_rps: float
+    # expected quality (percent of the exact image) over the images served; NaN when none are
+    expected_quality: float
+    solve_ms: float
+    created_at: float
+    # "optimal", "feasible" (stopped at the time limit with a solution), "fallback" (the solver failed:
+    # the current allocation with re-derived routes) or "fixed" (a policy with nothing to solve)
+    status: str
+
+    @property
+    def workers(self) -> int:
+        return sum(self.workers_per_level.values())
+
+    @property
+    def total_demand_rps(self) -> float:
+        return sum(self.demand_rps.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (string keys, no NaN) for `GET /plan`."""
+        return {
+            "policy": self.policy,
+            "status": self.status,
+            "created_at": self.created_at,
+            "solve_ms": self.solve_ms,
+            "workers": self.workers,
+            "workers_per_level": {str(k): n for k, n in sorted(self.workers_per_level.items())},
+            "redirect": {
+                str(k): {str(kp): p for kp, p in sorted(row.items())} for k, row in sorted(self.redirect.items())
+            },
+            "demand_rps": {str(k): d for k, d in sorted(self.demand_rps.items())},
+            "total_demand_rps": self.total_demand_rps,
+            "served_rps": self.served_rps,
+            "expected_quality": None if math.isnan(self.expected_quality) else self.expected_quality,
+        }

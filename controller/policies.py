@@ -1,0 +1,236 @@
+"""Five policies behind one interface, switched by name (the table in ../shared/ARCHITECTURE.md).
+
+| policy       | allocation                                   | K' for one prompt                           |
+| argus        | MILP each window, route-planner LP between   | K* predicted per prompt, then K' ~ r[K*]     |
+| clipper-ha   | every worker at K = 0                        | always 0                                     |
+| clipper-ht   | every worker at the largest K                | always the largest K (a miss runs in full)   |
+| nirvana      | one pool, left as it is (no load awareness)  | K from the similarity table alone            |
+| proteus      | MILP on quality per K averaged over prompts  | K' ~ the routing fractions, prompt ignored   |
+
+Whatever a policy picks, a prompt is only ever served at a level its
+neighbour has a latent for: the highest stored level at or below the pick,
+else 0 (a miss always runs in full).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from controller.allocation import allocate, fit_allocation
+from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, plan_from_rows, plan_from_solution
+from controller.plan import Plan
+from controller.predictor import KPredictor, Lookup, SimilarityPredictor, stored_level_at_most
+from controller.profiles import DegradationMatrix, LatencyProfile
+from controller.route_planner import route
+
+# Proteus's single, input-agnostic class
+ANY_PROMPT = -1
+
+
+@dataclass(frozen=True)
+class WindowInputs:
+    now: float
+    workers: int  # workers alive
+    current: Mapping[int, int]  # workers per level now
+    demand_rps: float  # images/s to plan for, headroom included
+    k_mix: Mapping[int, float]  # share of arrivals per predicted K*
+    slo_s: float
+
+    def class_demand(self) -> dict[int, float]:
+        return {k: self.demand_rps * share for k, share in self.k_mix.items()}
+
+
+class Policy(Protocol):
+    name: str
+
+    def predict(self, lookup: Lookup) -> int:
+        """K* for one prompt (what the demand mix counts)."""
+
+    def plan(self, inputs: WindowInputs) -> Plan:
+        """A full plan for the window; may solve a MILP, so run it off the event loop."""
+
+    def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
+        """New routes for workers that stay where they are (the demand moved between full plans)."""
+
+    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        """K' for one prompt; never a level its neighbour has no latent for."""
+
+
+def make_policy(
+    name: str, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, **options: object
+) -> Policy:
+    """`options` are SolverOptions fields (mip_solver, lp_solver, time_limit_ms, move_penalty)."""
+    if name not in _POLICIES:
+        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
+    missing = set(degradation.levels) - set(profile.levels)
+    if missing:
+        raise ValueError(f"the latency profile has no latencies for levels {sorted(missing)}")
+    return _POLICIES[name](profile, degradation, predictor, SolverOptions(**options))
+
+
+def sample_level(row: Mapping[int, float], rng: random.Random) -> int:
+    levels = sorted(row)
+    u = rng.random()
+    cumulative = 0.0
+    for level in levels:
+        cumulative += row[level]
+        if u < cumulative:
+            return level
+    return levels[-1]  # float rounding can leave the shares' sum a hair under 1
+
+
+class _Base:
+    name = ""
+
+    def __init__(
+        self, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, options: SolverOptions
+    ):
+        self.profile = profile
+        self.degradation = degradation
+        self.predictor = predictor
+        self.options = options
+        self.levels = degradation.levels
+
+    def predict(self, lookup: Lookup) -> int:
+        return self.predictor.predict(lookup)
+
+    def _problem(self, inputs: WindowInputs) -> FlowProblem:
+        capacity = {kp: self.profile.capacity_rps(kp, inputs.slo_s) for kp in self.levels}
+        return FlowProblem.per_class(self.degradation, capacity, inputs.class_demand())
+
+
+# -- solved each window ------------------------------------------------------------------
+class _Solved(_Base):
+    def plan(self, inputs: WindowInputs) -> Plan:
+        problem = self._problem(inputs)
+        return self._finish(inputs, problem, allocate(problem, inputs.workers, inputs.current, self.options))
+
+    def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
+        problem = self._problem(inputs)
+        return self._finish(inputs, problem, route(problem, workers_per_level, self.options))
+
+    def _finish(self, inputs: WindowInputs, problem: FlowProblem, solution: FlowSolution) -> Plan:
+        return plan_from_solution(problem, solution, self.name, inputs.now)
+
+
+class Argus(_Solved):
+    name = "argus"
+
+    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        return stored_level_at_most(sample_level(plan.redirect[k_star], rng), neighbour_levels)
+
+
+class Proteus(_Solved):
+    """Input-agnostic: one class of all prompts, and each level's quality averaged over the prompts
+    it could serve (the hit classes, weighted by the observed mix)."""
+
+    name = "proteus"
+
+    def _problem(self, inputs: WindowInputs) -> FlowProblem:
+        hits = {k: inputs.k_mix.get(k, 0.0) for k in self.levels if k}
+        weights = hits if sum(hits.values()) > 0 else dict.fromkeys(hits, 1.0)
+        total = sum(weights.values())
+        average = {
+            kp: sum(w * self.degradation.quality(kp, k) for k, w in weights.items()) / total for kp in self.levels
+        }
+        return FlowProblem(
+            self.levels,
+            {kp: self.profile.capacity_rps(kp, inputs.slo_s) for kp in self.levels},
+            {ANY_PROMPT: inputs.demand_rps},
+            {ANY_PROMPT: average},
+            {ANY_PROMPT: {kp: max(0.0, average[0] - q) for kp, q in average.items()}},
+        )
+
+    def _finish(self, inputs: WindowInputs, problem: FlowProblem, solution: FlowSolution) -> Plan:
+        plan = plan_from_solution(problem, solution, self.name, inputs.now)
+        row = plan.redirect[ANY_PROMPT]
+        demand = inputs.class_demand()
+        return replace(
+            plan, redirect={k: dict(row) for k in self.levels}, demand_rps={k: demand.get(k, 0.0) for k in self.levels}
+        )
+
+    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        # every row is the same; reading row 0 whatever K* is makes the prompt's irrelevance explicit
+        return stored_level_at_most(sample_level(plan.redirect[0], rng), neighbour_levels)
+
+
+# -- nothing to solve ----------------------------------------------------------------------
+class _Fixed(_Base):
+    """Allocation and routes follow from the rule; served and quality are estimates (plan_from_rows)."""
+
+    def plan(self, inputs: WindowInputs) -> Plan:
+        rows = {k: self._row(k) for k in self.levels}
+        return plan_from_rows(self._problem(inputs), self._allocation(inputs), rows, self.name, inputs.now, "fixed")
+
+    def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
+        return self.plan(inputs)
+
+    def _allocation(self, inputs: WindowInputs) -> dict[int, int]:
+        raise NotImplementedError
+
+    def _row(self, k: int) -> dict[int, float]:
+        raise NotImplementedError
+
+
+class ClipperHA(_Fixed):
+    name = "clipper-ha"
+
+    def _allocation(self, inputs: WindowInputs) -> dict[int, int]:
+        return {0: inputs.workers}
+
+    def _row(self, k: int) -> dict[int, float]:
+        return {0: 1.0}
+
+    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        return 0
+
+
+class ClipperHT(_Fixed):
+    name = "clipper-ht"
+
+    def _allocation(self, inputs: WindowInputs) -> dict[int, int]:
+        return {self.levels[-1]: inputs.workers}
+
+    def _row(self, k: int) -> dict[int, float]:
+        return {0: 1.0} if k == 0 else {self.levels[-1]: 1.0}
+
+    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        return stored_level_at_most(self.levels[-1], neighbour_levels)
+
+
+class Nirvana(_Fixed):
+    """One pool: workers stay at whatever level they are at, and each prompt runs at its table level."""
+
+    name = "nirvana"
+
+    def __init__(
+        self, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, options: SolverOptions
+    ):
+        super().__init__(profile, degradation, predictor, options)
+        # NIRVANA's level is the embedder's table alone, whatever predictor the engine was given
+        self.table_predictor = SimilarityPredictor(degradation.table)
+
+    def predict(self, lookup: Lookup) -> int:
+        return self.table_predictor.predict(lookup)
+
+    def _allocation(self, inputs: WindowInputs) -> dict[int, int]:
+        return fit_allocation(inputs.current, inputs.workers, self.levels)
+
+    def _row(self, k: int) -> dict[int, float]:
+        return {k: 1.0}
+
+    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        return stored_level_at_most(k_star, neighbour_levels)
+
+
+_POLICIES: dict[str, type[_Base]] = {
+    "argus": Argus,
+    "clipper-ha": ClipperHA,
+    "clipper-ht": ClipperHT,
+    "nirvana": Nirvana,
+    "proteus": Proteus,
+}
+POLICY_NAMES = tuple(_POLICIES)

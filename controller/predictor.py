@@ -1,0 +1,166 @@
+"""The Optimal-K predictor: for one prompt, the highest level K whose expected quality stays above a target.
+
+Two kinds, one method (`predict(lookup) -> K*`):
+- `SimilarityPredictor`, the default, needs no training: the embedder's
+  similarity table, which is calibrated for about 95% quality.
+- `TrainedPredictor`: per level K, a logistic model of P(quality >= target) on
+  prompt features, fit on profiled samples (`argus train-predictor`).
+Either way K* is a level the neighbour's latents exist for, or 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from controller.profiles import QualitySample
+from controller.similarity import SimilarityTable
+from controller.versioned import read_versioned, write_versioned
+
+PREDICTOR_KIND = "k_predictor"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the prompt cache found for one prompt."""
+
+    similarity: float | None  # cosine similarity of the nearest cached prompt; None: a miss
+    neighbour_levels: tuple[int, ...] = ()  # levels the cache holds that neighbour's latents at
+    prompt: str = ""
+    neighbour_prompt: str | None = None
+
+
+class KPredictor(Protocol):
+    def predict(self, lookup: Lookup) -> int: ...
+
+
+def stored_level_at_most(level: int, neighbour_levels: Iterable[int]) -> int:
+    """The highest level <= `level` the neighbour has a latent for; 0 (run in full) when there is none."""
+    return max((k for k in neighbour_levels if 0 < k <= level), default=0)
+
+
+@dataclass(frozen=True)
+class SimilarityPredictor:
+    table: SimilarityTable
+
+    def predict(self, lookup: Lookup) -> int:
+        return stored_level_at_most(self.table.level_for(lookup.similarity), lookup.neighbour_levels)
+
+
+# -- the trained predictor ---------------------------------------------------------------
+BASE_FEATURES = ("similarity", "log_words")
+OVERLAP = "word_overlap"  # used only when every training sample names its neighbour's prompt
+
+
+def feature_vector(names: Sequence[str], similarity: float, prompt: str, neighbour_prompt: str | None) -> list[float]:
+    words = prompt.lower().split()
+    values = {"similarity": similarity, "log_words": math.log1p(len(words))}
+    if OVERLAP in names:
+        if neighbour_prompt is None:
+            raise ValueError("this predictor uses word overlap: the lookup must give the neighbour's prompt")
+        mine, theirs = set(words), set(neighbour_prompt.lower().split())
+        values[OVERLAP] = len(mine & theirs) / len(mine | theirs) if mine | theirs else 1.0
+    return [values[name] for name in names]
+
+
+@dataclass(frozen=True)
+class TrainedPredictor:
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: Mapping[int, tuple[float, ...]]  # level -> (intercept, one weight per standardised feature)
+    target: float
+    min_probability: float
+    provenance: str
+
+    def probability(self, level: int, lookup: Lookup) -> float:
+        """P(quality >= target) for this prompt served at `level` from its neighbour."""
+        if level == 0:
+            return 1.0
+        if lookup.similarity is None:
+            return 0.0
+        x = np.asarray(feature_vector(self.features, lookup.similarity, lookup.prompt, lookup.neighbour_prompt))
+        w = np.asarray(self.weights[level])
+        return float(_sigmoid(w[0] + w[1:] @ ((x - self.mean) / self.scale)))
+
+    def predict(self, lookup: Lookup) -> int:
+        for level in sorted(set(lookup.neighbour_levels) & set(self.weights), reverse=True):
+            if self.probability(level, lookup) >= self.min_probability:
+                return level
+        return 0
+
+    @classmethod
+    def fit(
+        cls,
+        samples: Iterable[QualitySample],
+        target: float = 95.0,
+        min_probability: float = 0.5,
+        l2: float = 1.0,
+        provenance: str = "",
+    ) -> TrainedPredictor:
+        """One L2-regularised logistic regression per level on samples served from a neighbour (level > 0)."""
+        usable = [s for s in samples if s.similarity is not None and s.level > 0]
+        if not usable:
+            raise ValueError("no samples served from a cached neighbour (similarity given, level > 0)")
+        names = BASE_FEATURES + ((OVERLAP,) if all(s.neighbour_prompt is not None for s in usable) else ())
+        x = np.array([feature_vector(names, s.similarity, s.prompt, s.neighbour_prompt) for s in usable])
+        mean = x.mean(axis=0)
+        scale = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        z = (x - mean) / scale
+        levels = np.array([s.level for s in usable])
+        good = np.array([s.quality >= target for s in usable], dtype=float)
+        weights = {
+            int(k): tuple(float(v) for v in _fit_logistic(z[levels == k], good[levels == k], l2))
+            for k in np.unique(levels)
+        }
+        return cls(names, tuple(mean.tolist()), tuple(scale.tolist()), weights, target, min_probability, provenance)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainedPredictor:
+        data = read_versioned(path, PREDICTOR_KIND)
+        return cls(
+            tuple(data["features"]),
+            tuple(data["mean"]),
+            tuple(data["scale"]),
+            {int(k): tuple(w) for k, w in data["weights"].items()},
+            float(data["target"]),
+            float(data["min_probability"]),
+            data["provenance"],
+        )
+
+    def save(self, path: str | Path) -> None:
+        payload = {
+            "features": list(self.features),
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "weights": {str(k): list(w) for k, w in sorted(self.weights.items())},
+            "target": self.target,
+            "min_probability": self.min_probability,
+        }
+        write_versioned(path, PREDICTOR_KIND, self.provenance, payload)
+
+
+def _sigmoid(t: np.ndarray | float) -> np.ndarray | float:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(t)))  # tanh form: no overflow for large |t|
+
+
+def _fit_logistic(z: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> np.ndarray:
+    """Newton's method (IRLS) with a ridge penalty; the intercept gets a tiny one, so a level whose
+    samples are all good (or all bad) still has finite weights."""
+    design = np.hstack([np.ones((len(z), 1)), z])
+    penalty = np.diag([1e-3] + [l2] * z.shape[1])
+    w = np.zeros(design.shape[1])
+    for _ in range(iterations):
+        p = _sigmoid(design @ w)
+        gradient = design.T @ (p - y) + penalty @ w
+        hessian = design.T @ (design * (p * (1.0 - p))[:, None]) + penalty
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return w

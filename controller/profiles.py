@@ -1,0 +1,318 @@
+"""Profiles the controller plans with: batch latency per level K, and image quality per level.
+
+- `LatencyProfile`: seconds per batch by (level K, batch size), and what follows
+  from it: a worker's capacity under an SLO (the Proteus rule) and the largest
+  batch that meets a deadline.
+- `QualityModel`: the `sim` backend's modelled quality of an image served at
+  level K from a neighbour of similarity s (a model, not a measurement).
+- `DegradationMatrix`: expected quality of a prompt whose best level is K when it
+  is served at K', from the quality model or from measured qualities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from controller.similarity import SimilarityTable
+from controller.versioned import DATA_DIR, read_versioned, write_versioned
+
+LATENCY_KIND = "latency_profile"
+QUALITY_KIND = "quality_profile"
+
+
+# -- latency ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LatencyProfile:
+    """Seconds one worker takes for a batch of 1..max_batch images at each level K."""
+
+    name: str
+    steps: int
+    latency_s: Mapping[int, tuple[float, ...]]  # level -> seconds for a batch of 1, 2, ... images
+    provenance: str
+    # the formula the table was computed from, when it was (kept so the file can be checked and rebuilt)
+    derivation: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        lengths = {len(row) for row in self.latency_s.values()}
+        if not self.latency_s or len(lengths) != 1 or 0 in lengths:
+            raise ValueError("a latency profile needs the same non-empty range of batch sizes at every level")
+        for level, row in self.latency_s.items():
+            if not 0 <= level < self.steps:
+                raise ValueError(f"level {level} outside 0..{self.steps - 1}")
+            if row[0] <= 0 or any(b < a for a, b in itertools.pairwise(row)):
+                raise ValueError(f"level {level}: batch latencies must be positive and not fall with batch size")
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return tuple(sorted(self.latency_s))
+
+    @property
+    def max_batch(self) -> int:
+        return len(next(iter(self.latency_s.values())))
+
+    def latency(self, level: int, batch: int) -> float:
+        if not 1 <= batch <= self.max_batch:
+            raise ValueError(f"batch {batch} outside the profiled 1..{self.max_batch}")
+        return self.latency_s[level][batch - 1]
+
+    def best_batch(self, level: int, deadline_s: float) -> int:
+        """The largest batch whose latency fits in `deadline_s`; 0 when not even one image does."""
+        fitting = [b for b, seconds in enumerate(self.latency_s[level], start=1) if seconds <= deadline_s]
+        return max(fitting, default=0)
+
+    def capacity_rps(self, level: int, slo_s: float) -> float:
+        """Images/s of one worker at the largest batch whose latency is under SLO/2 (Proteus).
+
+        Half the SLO leaves the other half for queueing: a request may wait one
+        whole batch before its own batch runs.
+        """
+        batch = self.best_batch(level, slo_s / 2.0)
+        return batch / self.latency(level, batch) if batch else 0.0
+
+    @classmethod
+    def from_model(
+        cls,
+        name: str,
+        provenance: str,
+        *,
+        fixed_s: float,
+        step_s: float,
+        batch_marginal: float,
+        levels: Iterable[int],
+        steps: int,
+        max_batch: int,
+    ) -> LatencyProfile:
+        """latency(K, b) = (fixed_s + step_s * (steps - K)) * (1 + batch_marginal * (b - 1))."""
+        table = {
+            k: tuple(
+                round((fixed_s + step_s * (steps - k)) * (1.0 + batch_marginal * (b - 1)), 6)
+                for b in range(1, max_batch + 1)
+            )
+            for k in levels
+        }
+        derivation = {"fixed_s": fixed_s, "step_s": step_s, "batch_marginal": batch_marginal}
+        return cls(name, steps, table, provenance, derivation)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyProfile:
+        data = read_versioned(path, LATENCY_KIND)
+        batches = data["batch_sizes"]
+        if batches != list(range(1, len(batches) + 1)):
+            raise ValueError(f"{path}: batch_sizes must be 1, 2, ..., n")
+        table = {int(k): tuple(float(s) for s in row) for k, row in data["latency_s"].items()}
+        return cls(data["name"], int(data["steps"]), table, data["provenance"], data.get("derivation"))
+
+    @classmethod
+    def bundled(cls, name: str = "sdxl_a100") -> LatencyProfile:
+        return cls.load(DATA_DIR / f"{name}.json")
+
+    def save(self, path: str | Path) -> None:
+        payload = {
+            "name": self.name,
+            "steps": self.steps,
+            "batch_sizes": list(range(1, self.max_batch + 1)),
+            "latency_s": {str(k): list(self.latency_s[k]) for k in self.levels},
+        }
+        if self.derivation is not None:
+            payload["derivation"] = dict(self.derivation)
+        write_versioned(path, LATENCY_KIND, self.provenance, payload)
+
+
+# -- quality of the sim backend --------------------------------------------------------
+@dataclass(frozen=True)
+class QualityModel:
+    """Modelled quality (percent of the exact K=0 image) for the `sim` backend.
+
+    For level K > 0 with neighbour similarity s, and tau_K the embedder's
+    threshold for K (its similarity table):
+
+        loss(K, s)  = min(max_loss * K / K_top,  loss_at_threshold * exp((tau_K - s) / width))
+        quality     = clip(100 - loss(K, s) + noise_sd * z(prompt_key), 0, 100)
+
+    so quality is 100 - loss_at_threshold (95) at s = tau_K, rises towards 100
+    as s rises past tau_K, falls (e-fold per `width` of similarity) below it,
+    and never loses more than max_loss * K / K_top: an unrelated neighbour
+    hurts more the more of its steps are reused. Because tau_K rises with K,
+    quality falls with K at any s. z(prompt_key) is a standard normal drawn
+    from a hash of the key: the same prompt always gets the same offset, at
+    every level, so a prompt's quality still falls with K. K = 0 is exact:
+    100, no noise. A miss (no neighbour) has no latent to resume from, so
+    K > 0 without a similarity is an error.
+    """
+
+    table: SimilarityTable
+    loss_at_threshold: float = 5.0
+    width: float = 0.05
+    max_loss: float = 40.0
+    noise_sd: float = 1.2
+
+    def expected(self, level: int, similarity: float | None) -> float:
+        """The quality without the per-prompt noise."""
+        if level == 0:
+            return 100.0
+        if similarity is None:
+            raise ValueError(f"a miss (no cached neighbour) cannot be served at level {level}; it runs at 0")
+        top = self.table.levels[-1]
+        gap = (self.table.threshold(level) - similarity) / self.width
+        # the cap is reached long before gap 50; clamping only keeps exp() from overflowing
+        loss = min(self.max_loss * level / top, self.loss_at_threshold * math.exp(min(gap, 50.0)))
+        return 100.0 - loss
+
+    def quality(self, level: int, similarity: float | None, prompt_key: str) -> float:
+        expected = self.expected(level, similarity)
+        if level == 0:
+            return expected
+        return min(100.0, max(0.0, expected + self.noise_sd * prompt_offset(prompt_key)))
+
+
+def prompt_offset(prompt_key: str) -> float:
+    """A standard normal fixed by the key (blake2b, not Python's per-process salted hash)."""
+    seed = int.from_bytes(hashlib.blake2b(prompt_key.encode(), digest_size=8).digest(), "little")
+    return random.Random(seed).gauss(0.0, 1.0)
+
+
+# -- measured qualities ----------------------------------------------------------------
+@dataclass(frozen=True)
+class QualitySample:
+    """One profiled image: a prompt served at `level` from a neighbour of `similarity` (None: a miss)."""
+
+    similarity: float | None
+    level: int
+    quality: float
+    prompt: str = ""
+    neighbour_prompt: str | None = None
+
+
+def read_quality_samples(path: str | Path) -> list[QualitySample]:
+    """Profiled qualities: JSONL of samples, or JSON {level: {"lo-hi": quality}} per similarity band.
+
+    A band becomes one sample at its midpoint. The banded JSON may be wrapped as
+    a versioned "quality_profile" file with the table under "quality".
+    """
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None  # several JSON values: JSONL
+    if isinstance(data, dict):
+        banded = data["quality"] if "version" in data else data
+        return [
+            QualitySample(sum(map(float, band.split("-"))) / 2.0, int(level), float(quality))
+            for level, bands in banded.items()
+            for band, quality in bands.items()
+        ]
+    samples = []
+    for line in text.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            samples.append(
+                QualitySample(
+                    None if row.get("similarity") is None else float(row["similarity"]),
+                    int(row["level"]),
+                    float(row["quality"]),
+                    str(row.get("prompt", "")),
+                    row.get("neighbour_prompt"),
+                )
+            )
+    return samples
+
+
+# -- degradation -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class DegradationMatrix:
+    """Expected quality of class K (prompts whose best level is K) served at level K'.
+
+    Classes are the similarity bands of `table`. Class 0 (misses and neighbours
+    below every threshold) may only be served at 0. The loss D[K'][K] is 0 for
+    K' <= K (a lower level is at least as good) and q[K][K] - q[K'][K] above.
+    """
+
+    table: SimilarityTable
+    quality_by_class: Mapping[int, Mapping[int, float]]  # class K -> level K' -> expected quality
+    provenance: str
+
+    def __post_init__(self) -> None:
+        levels = set(self.levels)
+        if set(self.quality_by_class) != levels or set(self.quality_by_class[0]) != {0}:
+            raise ValueError("need a row for every class, and class 0 served only at level 0")
+        for k, row in self.quality_by_class.items():
+            if k and set(row) != levels:
+                raise ValueError(f"class {k} needs a quality at every level {sorted(levels)}")
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return self.table.levels
+
+    def allowed(self, k_prime: int, k: int) -> bool:
+        return k_prime in self.quality_by_class[k]
+
+    def quality(self, k_prime: int, k: int) -> float:
+        return self.quality_by_class[k][k_prime]
+
+    def loss(self, k_prime: int, k: int) -> float:
+        if not self.allowed(k_prime, k):
+            return math.inf
+        if k_prime <= k:
+            return 0.0
+        return max(0.0, self.quality(k, k) - self.quality(k_prime, k))
+
+    @classmethod
+    def from_quality_model(cls, model: QualityModel, grid: int = 201) -> DegradationMatrix:
+        """Each class's quality averaged over its similarity band (uniform in s)."""
+        levels = model.table.levels
+        rows: dict[int, dict[int, float]] = {0: {0: 100.0}}
+        for k in levels[1:]:
+            low, high = model.table.band(k)
+            sims = np.linspace(low, high, grid)
+            rows[k] = {kp: float(np.mean([model.expected(kp, float(s)) for s in sims])) for kp in levels}
+        provenance = (
+            f"sim QualityModel(loss_at_threshold={model.loss_at_threshold}, width={model.width}, "
+            f"max_loss={model.max_loss}) averaged uniformly over each similarity band"
+        )
+        return cls(model.table, rows, provenance)
+
+    @classmethod
+    def from_samples(
+        cls, samples: Iterable[QualitySample], table: SimilarityTable, provenance: str
+    ) -> DegradationMatrix:
+        """Mean measured quality per (class, level); level 0 is 100 unless measured.
+
+        Above a class's own level the means are made non-increasing in K' (a
+        running minimum), so noise in a measurement never makes a faster level
+        look better than a slower one, which the MILP would exploit.
+        """
+        levels = table.levels
+        sums: dict[tuple[int, int], list[float]] = defaultdict(list)
+        for sample in samples:
+            k = table.level_for(sample.similarity)
+            if k and sample.level in levels:
+                sums[(k, sample.level)].append(sample.quality)
+        rows: dict[int, dict[int, float]] = {0: {0: 100.0}}
+        missing = []
+        for k in levels[1:]:
+            row = {0: 100.0} | {kp: float(np.mean(q)) for (c, kp), q in sums.items() if c == k}
+            missing += [(k, kp) for kp in levels if kp not in row]
+            floor = math.inf
+            for kp in levels:
+                if kp >= k and kp in row:
+                    floor = min(floor, row[kp])
+                    row[kp] = floor
+            rows[k] = row
+        if missing:
+            raise ValueError(f"no measured quality for (class, level) {missing}")
+        return cls(table, rows, provenance)
+
+    @classmethod
+    def load_profiled(cls, path: str | Path, table: SimilarityTable) -> DegradationMatrix:
+        """From `argus profile quality` output (see read_quality_samples for the formats)."""
+        return cls.from_samples(read_quality_samples(path), table, f"measured qualities from {Path(path).name}")

@@ -1,0 +1,79 @@
+"""`argus train-predictor`: fit the Optimal-K predictor on profiled samples and save it as JSON.
+
+Input: JSONL, one profiled image a line: {"similarity": s, "level": K,
+"quality": q, "prompt": "..."} (optionally "neighbour_prompt", which adds the
+word-overlap feature). Every fifth sample is held out to report accuracy
+(whether the image stays above the target at its level), then the model is
+refit on all samples and written to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from controller.predictor import Lookup, TrainedPredictor
+from controller.profiles import QualitySample, read_quality_samples
+from controller.similarity import SimilarityTable
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("samples", help="JSONL of profiled samples (similarity, level, quality, prompt)")
+    parser.add_argument("--out", required=True, help="where to write the predictor (JSON)")
+    parser.add_argument("--target", type=float, default=95.0, help="quality to stay above, percent (default 95)")
+    parser.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.5,
+        help="serve at a level when P(quality >= target) is at least this (default 0.5)",
+    )
+    parser.add_argument("--l2", type=float, default=1.0, help="ridge penalty of the logistic fits (default 1)")
+    parser.add_argument("--embedder", help="also score this embedder's bundled similarity table on the same samples")
+
+
+def run(args: argparse.Namespace) -> int:
+    from loadgen.bench.harness import table
+
+    samples = [s for s in read_quality_samples(args.samples) if s.similarity is not None and s.level > 0]
+    if len(samples) < 10:
+        raise SystemExit(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
+    held_out = samples[4::5]
+    training = [s for i, s in enumerate(samples) if i % 5 != 4]
+    trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
+    reference = SimilarityTable.bundled(args.embedder) if args.embedder else None
+
+    rows = []
+    for level in sorted({s.level for s in held_out}):
+        at_level = [s for s in held_out if s.level == level]
+        share_good = sum(s.quality >= args.target for s in at_level) / len(at_level)
+        row = [level, len(at_level), share_good, _accuracy(lambda s: _trained_says_ok(trial, s), at_level, args.target)]
+        if reference is not None:
+            row.append(_accuracy(lambda s: s.level <= reference.level_for(s.similarity), at_level, args.target))
+        rows.append(row)
+
+    model = TrainedPredictor.fit(
+        samples,
+        args.target,
+        args.min_probability,
+        args.l2,
+        provenance=f"fit on {len(samples)} samples from {Path(args.samples).name}, target {args.target}%",
+    )
+    model.save(args.out)
+    headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
+    if reference is not None:
+        headers.append(f"table ({args.embedder}) accuracy")
+    print(f"held-out samples: every 5th of {len(samples)}; features: {', '.join(model.features)}")
+    print(table(headers, rows))
+    print(f"predictor written to {args.out}")
+    return 0
+
+
+def _accuracy(says_ok: Callable[[QualitySample], bool], samples: list[QualitySample], target: float) -> float:
+    """Share of samples where "this level keeps quality >= target" was called right."""
+    return sum(says_ok(s) == (s.quality >= target) for s in samples) / len(samples)
+
+
+def _trained_says_ok(model: TrainedPredictor, s: QualitySample) -> bool:
+    lookup = Lookup(s.similarity, (), s.prompt, s.neighbour_prompt)
+    return model.probability(s.level, lookup) >= model.min_probability

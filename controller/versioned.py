@@ -1,0 +1,25 @@
+"""Versioned JSON files: every file the controller reads or writes says what it is and where it came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def read_versioned(path: str | Path, kind: str) -> dict[str, Any]:
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or data.get("version") != VERSION or data.get("kind") != kind:
+        raise ValueError(f"{path}: not a version {VERSION} {kind!r} file")
+    return data
+
+
+def write_versioned(path: str | Path, kind: str, provenance: str, payload: dict[str, Any]) -> None:
+    data = {"version": VERSION, "kind": kind, "provenance": provenance, **payload}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")

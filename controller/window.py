@@ -1,0 +1,85 @@
+"""The controller's per-window logic, with the clock injected: when to solve what.
+
+- Every `window_s` (10 s, as Proteus re-solves), and at once when the number of
+  workers alive changes: close the demand window and make a full plan (the
+  MILP for argus and proteus).
+- In between, once a window has run `min_observe_s`: if the demand seen so
+  far has moved more than `shift_threshold` from what the plan was made for,
+  re-derive the routes for the workers where they are (the route-planner LP).
+
+The engine calls `observe_arrival` for every admitted image and
+`maybe_replan` every second or so, in a worker thread (a MILP takes
+milliseconds to seconds); one lock keeps the two apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from controller.demand import DemandEstimator
+from controller.plan import Plan
+from controller.policies import Policy, WindowInputs
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    slo_s: float = 15.0  # the SLO capacities are computed for (SD-XL's in DiffServe)
+    window_s: float = 10.0
+    # re-route when the per-class demand moved by more than this share of the planned total
+    shift_threshold: float = 0.25
+    # no re-route on a window younger than this, nor sooner than this after the last solve
+    min_observe_s: float = 2.0
+    ewma_alpha: float = 0.5
+    headroom: float = 1.05
+
+
+class Controller:
+    def __init__(self, policy: Policy, config: ControllerConfig, now: float):
+        self.policy = policy
+        self.config = config
+        self._demand = DemandEstimator(now, config.ewma_alpha, config.headroom)
+        self._lock = threading.Lock()
+        self._plan: Plan | None = None
+        self._last_solve_at = now
+
+    @property
+    def plan(self) -> Plan | None:
+        """The plan in force (None before the first `maybe_replan`)."""
+        return self._plan
+
+    def observe_arrival(self, k_star: int, images: int = 1) -> None:
+        with self._lock:
+            self._demand.observe(k_star, images)
+
+    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
+        """A new plan if one is due (full or re-routed), else None. Call it from one thread at a time."""
+        config = self.config
+        with self._lock:
+            plan = self._plan
+            window_age = now - self._demand.window_started
+            full = plan is None or window_age >= config.window_s or workers_alive != plan.workers
+            if full:
+                estimate = self._demand.close_window(now)
+            elif window_age >= config.min_observe_s and now - self._last_solve_at >= config.min_observe_s:
+                estimate = self._demand.peek(now)
+                if demand_shift(estimate.per_class(), plan.demand_rps) <= config.shift_threshold:
+                    return None
+            else:
+                return None
+            self._last_solve_at = now
+        current = dict(plan.workers_per_level) if plan is not None else {}
+        inputs = WindowInputs(now, workers_alive, current, estimate.rps, estimate.mix, config.slo_s)
+        new = self.policy.plan(inputs) if full else self.policy.reroute(inputs, current)
+        self._plan = new
+        return new
+
+
+def demand_shift(seen: Mapping[int, float], planned: Mapping[int, float]) -> float:
+    """Total per-class change in demand, as a share of the demand planned for."""
+    change = sum(abs(seen.get(k, 0.0) - planned.get(k, 0.0)) for k in set(seen) | set(planned))
+    total = sum(planned.values())
+    if total > 0:
+        return change / total
+    return float("inf") if change > 0 else 0.0

@@ -1,0 +1,1 @@
+"""Everything on the engine's event loop: front doors, admission, dispatch, worker registry."""

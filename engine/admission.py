@@ -1,0 +1,66 @@
+"""Admission: one validation for every front door, then a bounded queue.
+
+A spec that passes becomes an AdmittedRequest with its defaults filled in
+(size, steps, seeds, deadline); one that does not gets an Error naming the
+field, and a full engine answers Busy. Nothing here waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from engine.jobs import AdmittedRequest
+from engine.worker_registry import WorkerRegistry
+from protocols.client_messages import Busy, Error, Generate
+from protocols.limits import MAX_SEED, SIZE_MULTIPLE
+from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits
+
+
+class Admission:
+    def __init__(self, registry: WorkerRegistry, fallback_backend: str, retry_after_s: int):
+        self._registry = registry
+        self._fallback = BACKEND_SIZES.get(fallback_backend, BACKEND_SIZES["tiny"])
+        self._retry_after_ms = retry_after_s * 1000
+
+    def size_limits(self) -> SizeLimits:
+        """What every ready worker accepts (before any is ready: the configured backend's)."""
+        workers = [w.hello for w in self._registry.ready()]
+        if not workers:
+            return self._fallback
+        return SizeLimits(
+            min_size=max(h.min_size for h in workers),
+            max_size=min(h.max_size for h in workers),
+            default_size=workers[0].default_size,
+        )
+
+    def default_steps(self) -> int:
+        workers = self._registry.ready()
+        return workers[0].hello.default_steps if workers else DEFAULT_STEPS
+
+    def check(self, spec: Generate, room: bool) -> AdmittedRequest | Error | Busy:
+        limits = self.size_limits()
+        width = spec.width or limits.default_size
+        height = spec.height or limits.default_size
+        for name, value in (("width", width), ("height", height)):
+            if value % SIZE_MULTIPLE or not limits.min_size <= value <= limits.max_size:
+                return Error(
+                    spec.request_id,
+                    "invalid_size",
+                    f"{name} {value} must be a multiple of {SIZE_MULTIPLE} from {limits.min_size} to {limits.max_size}",
+                )
+        if not room:
+            return Busy(spec.request_id, self._retry_after_ms)
+        now = time.monotonic()
+        first_seed = spec.seed if spec.seed is not None else random.randrange(MAX_SEED)
+        return AdmittedRequest(
+            spec=spec,
+            width=width,
+            height=height,
+            steps=spec.steps or self.default_steps(),
+            seeds=[(first_seed + i) % MAX_SEED for i in range(spec.n)],
+            admitted_at=now,
+            deadline=now + spec.slo_ms / 1000.0 if spec.slo_ms else None,
+            future=asyncio.get_running_loop().create_future(),
+        )

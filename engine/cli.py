@@ -1,0 +1,166 @@
+"""`argus`: the command line. Every component's configuration is built here, in one place."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from engine.config import DispatchConfig, EngineConfig, LaunchConfig
+from loadgen.bench.commands import add_bench_commands
+from protocols.curve import ClientKeys, create_key_files
+from workers.config import WorkerConfig
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the engine and its local workers")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (0: any free port)")
+    p.add_argument("--client-listen", action="append", help="ZeroMQ address for client programs (repeatable)")
+    p.add_argument("--worker-listen", action="append", help="ZeroMQ address remote workers connect to (repeatable)")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes to spawn (0: none)")
+    p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
+    p.add_argument("--device", action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)")
+    p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
+    p.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
+    p.add_argument("--max-batch", type=int, help="largest batch a worker runs (default: the backend's)")
+    p.add_argument("--max-queue", type=int, default=1024, help="images admitted at once; past it, 429/Busy")
+    p.add_argument("--heartbeat-timeout", type=float, default=10.0, help="seconds of worker silence before it is lost")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight work on SIGTERM")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("ARGUS_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on every HTTP route but /health (default: $ARGUS_API_KEY)",
+    )
+    p.add_argument("--curve-secret", metavar="FILE", help="require CURVE on ZeroMQ: the engine's .key_secret file")
+    p.add_argument("--curve-allow", metavar="DIR", help="with --curve-secret: directory of admitted public keys")
+    p.set_defaults(func=_serve)
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    if bool(args.curve_secret) != bool(args.curve_allow):
+        raise SystemExit("--curve-secret and --curve-allow go together")
+    return EngineConfig(
+        host=args.host,
+        port=args.port,
+        client_listen=tuple(args.client_listen or ["tcp://127.0.0.1:5555"]),
+        worker_listen=tuple(args.worker_listen or ["tcp://127.0.0.1:5556"]),
+        launch=LaunchConfig(
+            count=args.workers,
+            backend=args.backend,
+            devices=tuple(args.device or ["cpu"]),
+            model=args.model,
+            time_scale=args.time_scale,
+            max_batch=args.max_batch,
+        ),
+        dispatch=DispatchConfig(max_queue=args.max_queue),
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        shutdown_timeout_s=args.shutdown_timeout,
+        api_key=args.api_key,
+        curve_secret_file=args.curve_secret,
+        curve_allowed_dir=args.curve_allow,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from engine.server import Engine
+
+    async def main() -> None:
+        await Engine(engine_config(args)).run()
+
+    uvloop.run(main())
+    return 0
+
+
+def _add_worker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run one worker process that connects to an engine")
+    p.add_argument("--connect", required=True, help="the engine's worker address, e.g. tcp://HOST:5556")
+    p.add_argument("--worker-id", default=None, help="a name for this worker (default: host and pid)")
+    p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
+    p.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
+    p.add_argument("--max-batch", type=int)
+    p.add_argument("--threads", type=int, help="torch threads on CPU")
+    p.add_argument("--die-with-parent", action="store_true", help="exit when the spawning engine dies")
+    p.add_argument("--curve-key", metavar="FILE", help="this worker's .key_secret file (engine requires CURVE)")
+    p.add_argument("--curve-server-key", metavar="FILE", help="the engine's public .key file")
+    p.set_defaults(func=_worker)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import socket
+
+    from workers.main import run_worker
+
+    config = WorkerConfig(
+        connect=args.connect,
+        worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+        backend=args.backend,
+        device=args.device,
+        model=args.model,
+        time_scale=args.time_scale,
+        max_batch=args.max_batch,
+        threads=args.threads,
+        die_with_parent=args.die_with_parent,
+        curve=_client_keys(args),
+    )
+    return run_worker(config)
+
+
+def _client_keys(args: argparse.Namespace) -> ClientKeys | None:
+    if bool(args.curve_key) != bool(args.curve_server_key):
+        raise SystemExit("--curve-key and --curve-server-key go together")
+    if args.curve_key:
+        return ClientKeys.from_files(args.curve_key, args.curve_server_key)
+    return ClientKeys.from_env()
+
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="make a CURVE key pair (NAME.key public, NAME.key_secret private)")
+    p.add_argument("--dir", required=True, help="directory to write the key files into")
+    p.add_argument("--name", default="engine", help="file name stem, e.g. engine, worker-1, client")
+    p.set_defaults(func=_keys)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    public, secret = create_key_files(args.dir, args.name)
+    print(f"public key:  {public}\nsecret key:  {secret} (keep it private)")
+    return 0
+
+
+def _add_train_predictor(sub: argparse._SubParsersAction) -> None:
+    from controller import train_predictor
+
+    p = sub.add_parser("train-predictor", help="fit the Optimal-K predictor on profiled quality samples")
+    train_predictor.add_arguments(p)
+    p.set_defaults(func=train_predictor.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="argus", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_worker(sub)
+    _add_keys(sub)
+    _add_train_predictor(sub)
+    add_bench_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Client classes for pipelines that talk to the engine's ZeroMQ front door.
+
+`ArgusClient` is blocking; `AsyncArgusClient` pipelines many requests over one
+socket, resolving each reply's future by request id. Against an engine that
+requires CURVE, pass `curve=ClientKeys.from_files(my.key_secret, engine.key)`. Both return the engine's
+terminal message: Images, Error, Busy or Cancelled (never raise for those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from protocols.client_messages import Busy, Cancel, Cancelled, Error, Generate, Images, client_side_codec
+from protocols.codec import DecodeError
+from protocols.curve import ClientKeys
+from protocols.sockets import make_socket
+
+Reply = Images | Error | Busy | Cancelled
+
+
+class ClientClosed(Exception):
+    pass
+
+
+def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Generate:
+    return Generate(request_id=request_id or uuid.uuid4().hex, prompt=prompt, **fields)
+
+
+class ArgusClient:
+    """Blocking client: one request at a time."""
+
+    def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None):
+        self._context = zmq.Context()
+        self._socket = make_socket(self._context, zmq.DEALER, connect=address, curve_client=curve)
+        self._codec = client_side_codec()
+        self._timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
+        if self._timeout_ms is not None:
+            # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
+            self._socket.setsockopt(zmq.SNDTIMEO, self._timeout_ms)
+
+    def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
+        request = _generate(prompt, request_id, fields)
+        try:
+            self._socket.send_multipart(self._codec.encode(request), copy=False)
+        except zmq.Again:
+            raise TimeoutError(f"could not reach the engine to send {request.request_id}") from None
+        while True:
+            if not self._socket.poll(self._timeout_ms):
+                self._cancel(request.request_id)
+                raise TimeoutError(f"no reply for {request.request_id}")
+            reply = self._codec.decode(self._socket.recv_multipart(copy=False))
+            if isinstance(reply, DecodeError):
+                raise ValueError(f"undecodable reply: {reply.reason}")
+            if reply.request_id == request.request_id:
+                return reply
+            # a stale reply to an earlier request that timed out: skip it
+
+    def _cancel(self, request_id: str) -> None:
+        try:
+            self._socket.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
+        except zmq.Again:
+            pass  # nobody to tell
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+        self._context.term()
+
+    def __enter__(self) -> ArgusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncArgusClient:
+    """asyncio client: any number of requests in flight over one socket."""
+
+    def __init__(self, address: str, curve: ClientKeys | None = None):
+        self._context = zmq.asyncio.Context()
+        self._socket = make_socket(self._context, zmq.DEALER, connect=address, curve_client=curve)
+        self._codec = client_side_codec()
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self._reader: asyncio.Task | None = None
+
+    async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
+        request = _generate(prompt, request_id, fields)
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_replies())
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[request.request_id] = future
+        try:
+            await self._socket.send_multipart(self._codec.encode(request), copy=False)
+            return await future
+        except asyncio.CancelledError:
+            # the caller gave up: tell the engine so it stops the work
+            await self._socket.send_multipart(self._codec.encode(Cancel(request.request_id)))
+            raise
+        finally:
+            self._waiting.pop(request.request_id, None)
+
+    async def _read_replies(self) -> None:
+        try:
+            while True:
+                reply = self._codec.decode(await self._socket.recv_multipart(copy=False))
+                if isinstance(reply, DecodeError):
+                    continue
+                future = self._waiting.get(reply.request_id)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except (zmq.ZMQError, asyncio.CancelledError):
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(ClientClosed("client closed"))
+            raise
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, zmq.ZMQError):
+                pass
+        self._socket.close(linger=0)
+        self._context.term()
+
+    async def __aenter__(self) -> AsyncArgusClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

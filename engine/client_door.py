@@ -1,0 +1,85 @@
+"""The ZeroMQ front door for client programs: a ROUTER speaking protocols.client_messages.
+
+Requests are keyed by (client identity, request id), so two clients may use the
+same ids. Every admitted Generate is answered exactly once; Busy and Error
+answer at once what cannot be admitted; garbage gets an Error, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import zmq
+import zmq.asyncio
+
+from engine.jobs import AdmittedRequest
+from engine.zmq_send import send_now
+from protocols.client_messages import Cancel, Error, Generate, engine_side_codec, salvage_request_id
+from protocols.codec import DecodeError
+from protocols.curve import KeyPair
+from protocols.sockets import bind_all, make_socket
+
+if TYPE_CHECKING:
+    from engine.server import Engine
+
+log = logging.getLogger("argus.clients")
+
+
+class ClientDoor:
+    def __init__(
+        self, engine: Engine, context: zmq.asyncio.Context, listen: tuple[str, ...], curve: KeyPair | None = None
+    ):
+        self._engine = engine
+        self._socket = make_socket(context, zmq.ROUTER, curve_server=curve)
+        self.endpoints = bind_all(self._socket, listen)
+        self._codec = engine_side_codec()
+        self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
+
+    async def run(self) -> None:
+        while True:
+            frames = await self._socket.recv_multipart(copy=False)
+            identity = frames[0].bytes
+            message = self._codec.decode(frames[1:])
+            if isinstance(message, DecodeError) and len(frames) > 1:
+                self._refuse(identity, message.reason, salvage_request_id(frames[1].buffer))
+            else:
+                self._on_message(identity, message)
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+    def _on_message(self, identity: bytes, message: object) -> None:
+        if isinstance(message, Generate):
+            self._on_generate(identity, message)
+        elif isinstance(message, Cancel):
+            request = self._live.get((identity, message.request_id))
+            if request is not None:
+                self._engine.dispatcher.cancel(request)
+        else:
+            reason = message.reason if isinstance(message, DecodeError) else "unexpected message"
+            self._refuse(identity, reason, "")
+
+    def _refuse(self, identity: bytes, reason: str, request_id: str) -> None:
+        self._engine.metrics.bad_messages.labels("client").inc()
+        self._reply(identity, Error(request_id, "invalid_request", reason))
+
+    def _on_generate(self, identity: bytes, spec: Generate) -> None:
+        key = (identity, spec.request_id)
+        if key in self._live:
+            self._reply(identity, Error(spec.request_id, "invalid_request", "request_id already in flight"))
+            return
+        admitted = self._engine.submit(spec)
+        if not isinstance(admitted, AdmittedRequest):
+            self._reply(identity, admitted)
+            return
+        self._live[key] = admitted
+        admitted.future.add_done_callback(lambda future: self._finished(key, future.result()))
+
+    def _finished(self, key: tuple[bytes, str], reply: object) -> None:
+        del self._live[key]
+        self._reply(key[0], reply)
+
+    def _reply(self, identity: bytes, message: object) -> None:
+        if not send_now(self._socket, identity, self._codec.encode(message)):
+            log.debug("client %r went away before its reply", identity)

@@ -1,0 +1,64 @@
+"""The engine's configuration: frozen, built in one place (engine.cli) from flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workers.config import WorkerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchConfig:
+    """Local worker processes the engine spawns and restarts."""
+
+    count: int = 2
+    backend: str = "tiny"
+    devices: tuple[str, ...] = ("cpu",)  # assigned round-robin
+    model: str | None = None
+    time_scale: float = 1.0
+    max_batch: int | None = None
+    startup_timeout_s: float = 180.0
+    restart_backoff_s: float = 1.0
+    max_restart_backoff_s: float = 30.0
+
+    def worker_config(self, connect: str, slot: int, threads: int | None) -> WorkerConfig:
+        return WorkerConfig(
+            connect=connect,
+            worker_id=f"local-{slot}",
+            backend=self.backend,
+            device=self.devices[slot % len(self.devices)],
+            model=self.model,
+            time_scale=self.time_scale,
+            max_batch=self.max_batch,
+            threads=threads,
+            die_with_parent=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchConfig:
+    max_queue: int = 1024  # images admitted but not finished; past it, Busy
+    inflight_batches_per_worker: int = 2  # one running, one waiting on the worker
+    max_attempts: int = 3  # a job whose worker died is re-dispatched this often
+    no_worker_timeout_s: float = 60.0  # a job nobody can take fails after this
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    client_listen: tuple[str, ...] = ("tcp://127.0.0.1:5555",)
+    worker_listen: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 10.0
+    shutdown_timeout_s: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    api_key: str | None = None  # when set, every HTTP route but /health needs "Authorization: Bearer KEY"
+    # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys
+    curve_secret_file: str | None = None
+    curve_allowed_dir: str | None = None
+    image_url_ttl_s: float = 3600.0
+    image_url_store_bytes: int = 256 * 1024 * 1024

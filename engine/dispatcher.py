@@ -1,0 +1,258 @@
+"""The dispatcher: routes jobs to workers, forms batches, and sees every job to its end.
+
+It owns every live job. Each job is in exactly one place: the pending queue (no
+worker can take it yet), a worker's queue, or a batch sent to a worker. A worker
+lost takes nothing with it: its jobs are routed again, or failed explicitly
+once they have been tried `max_attempts` times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from engine.config import DispatchConfig
+from engine.jobs import AdmittedRequest, Job
+from engine.metrics import EngineMetrics
+from engine.worker_registry import WorkerHandle, WorkerRegistry
+from protocols.client_messages import Cancelled, ImageResult
+from protocols.worker_messages import (
+    Abort,
+    Generate,
+    GenerateItem,
+    ItemCancelled,
+    ItemDone,
+    ItemFailed,
+    ItemOutcome,
+)
+
+log = logging.getLogger("argus.dispatcher")
+
+SendToWorker = Callable[[WorkerHandle, object], bool]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        send: SendToWorker,
+        metrics: EngineMetrics,
+        config: DispatchConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._registry = registry
+        self._send = send
+        self._metrics = metrics
+        self._config = config
+        self._clock = clock
+        self._pending: deque[Job] = deque()
+        self._live: dict[str, Job] = {}
+        self._batch_ids = itertools.count(1)
+
+    @property
+    def outstanding_images(self) -> int:
+        return len(self._live)
+
+    def has_room_for(self, images: int) -> bool:
+        return len(self._live) + images <= self._config.max_queue
+
+    # -- requests ------------------------------------------------------------
+    def admit(self, request: AdmittedRequest) -> None:
+        request.future.add_done_callback(lambda _: self._retire(request))
+        for job in request.jobs:
+            self._live[job.job_id] = job
+            self._route(job)
+        self._metrics.queued_images.set(len(self._live))
+
+    def cancel(self, request: AdmittedRequest) -> None:
+        request.finish(Cancelled(request.spec.request_id))
+
+    def cancel_all(self) -> None:
+        for request in {job.request for job in self._live.values()}:
+            self.cancel(request)
+
+    def _retire(self, request: AdmittedRequest) -> None:
+        """The request has its reply: drop what is left of it, abort what runs."""
+        aborts: dict[WorkerHandle, list[str]] = {}
+        for job in request.jobs:
+            if self._live.pop(job.job_id, None) is None:
+                continue
+            if job.worker is None:
+                self._discard(self._pending, job)
+            elif job.batch_id is None:
+                self._discard(job.worker.queue, job)
+            else:
+                # stays in its batch until the worker answers; the answer is then ignored
+                aborts.setdefault(job.worker, []).append(job.job_id)
+        for worker, job_ids in aborts.items():
+            if worker.ready:
+                self._send(worker, Abort(job_ids))
+        self._metrics.queued_images.set(len(self._live))
+
+    @staticmethod
+    def _discard(queue: deque[Job], job: Job) -> None:
+        try:
+            queue.remove(job)
+        except ValueError:
+            pass
+
+    # -- routing and batching ------------------------------------------------
+    def _route(self, job: Job) -> None:
+        worker = self._pick_worker(job)
+        job.batch_id = None
+        job.worker = worker
+        if worker is None:
+            self._pending.append(job)
+            return
+        worker.queue.append(job)
+        self._pump(worker)
+
+    def _pick_worker(self, job: Job) -> WorkerHandle | None:
+        ready = self._registry.ready()
+        if not ready:
+            return None
+        # a worker serving the job's level keeps batches uniform; any worker can run any level
+        at_level = [w for w in ready if w.level == job.level] or ready
+        return min(at_level, key=lambda w: w.load)
+
+    def _pump(self, worker: WorkerHandle) -> None:
+        while worker.ready and worker.queue and len(worker.inflight) < self._config.inflight_batches_per_worker:
+            jobs = self._take_batch(worker)
+            if jobs:
+                self._send_batch(worker, jobs)
+
+    def _take_batch(self, worker: WorkerHandle) -> list[Job]:
+        now = self._clock()
+        head = worker.queue.popleft()
+        if not self._still_wanted(head, now):
+            return []
+        batch = [head]
+        key = head.key
+        kept: deque[Job] = deque()
+        while worker.queue and len(batch) < worker.hello.max_batch:
+            job = worker.queue.popleft()
+            if job.key == key and self._still_wanted(job, now):
+                batch.append(job)
+            elif job.job_id in self._live:
+                kept.append(job)
+        kept.extend(worker.queue)
+        worker.queue = kept
+        return batch
+
+    def _still_wanted(self, job: Job, now: float) -> bool:
+        if job.request.done:
+            return False
+        left = job.request.seconds_left(now)
+        if left is not None and left <= 0:
+            job.request.fail("deadline_exceeded", "the request's deadline passed before it could be served")
+            return False
+        return True
+
+    def _send_batch(self, worker: WorkerHandle, jobs: list[Job]) -> None:
+        batch_id = next(self._batch_ids)
+        head = jobs[0]
+        key = head.key
+        message = Generate(
+            batch_id=batch_id,
+            level=key.level,
+            steps=key.steps,
+            width=key.width,
+            height=key.height,
+            guidance_scale=key.guidance_scale,
+            output_format=key.output_format,
+            items=[GenerateItem(job.job_id, job.prompt, job.seed, job.latent) for job in jobs],
+        )
+        now = self._clock()
+        worker.inflight[batch_id] = jobs
+        for job in jobs:
+            job.batch_id = batch_id
+            job.sent_at = now
+            job.attempts += 1
+            self._metrics.queue_seconds.observe(now - job.request.admitted_at)
+        if not self._send(worker, message):
+            self.worker_lost(worker, "unreachable")
+
+    # -- worker events -------------------------------------------------------
+    def worker_ready(self, worker: WorkerHandle) -> None:
+        waiting, self._pending = self._pending, deque()
+        for job in waiting:
+            if job.job_id in self._live:
+                self._route(job)
+        self._pump(worker)
+
+    def worker_lost(self, worker: WorkerHandle, cause: str) -> None:
+        if not worker.ready:
+            return
+        self._registry.remove(worker)
+        self._metrics.worker_losses.labels(cause).inc()
+        held = worker.held_jobs()
+        worker.queue.clear()
+        worker.inflight.clear()
+        log.warning("worker %s lost (%s) holding %d images", worker.name, cause, len(held))
+        for job in held:
+            self._reroute_or_fail(job)
+
+    def _reroute_or_fail(self, job: Job) -> None:
+        if job.job_id not in self._live:
+            return
+        if job.attempts >= self._config.max_attempts:
+            job.request.fail("worker_lost", f"the workers running this image failed {job.attempts} times")
+            return
+        if job.attempts:
+            self._metrics.redispatched.inc()
+        self._route(job)
+
+    def outcome(self, worker: WorkerHandle, message: ItemOutcome) -> None:
+        batch = worker.inflight.get(message.batch_id)
+        job = next((j for j in batch if j.job_id == message.request_id), None) if batch else None
+        if job is None:
+            return  # a late answer for a batch already given up on
+        batch.remove(job)
+        if not batch:
+            del worker.inflight[message.batch_id]
+        if job.job_id in self._live:
+            self._settle(worker, job, message)
+        self._pump(worker)
+
+    def _settle(self, worker: WorkerHandle, job: Job, message: ItemOutcome) -> None:
+        if isinstance(message, ItemCancelled):
+            # the worker stopped without the client asking: the image is still owed
+            self._reroute_or_fail(job)
+            return
+        self._live.pop(job.job_id)
+        self._metrics.queued_images.set(len(self._live))
+        if isinstance(message, ItemDone):
+            self._metrics.images.labels(str(message.level)).inc()
+            job.request.image_done(
+                job,
+                ImageResult(
+                    image=message.image,
+                    seed=job.seed,
+                    level=message.level,
+                    similarity=job.similarity,
+                    queue_ms=(job.sent_at - job.request.admitted_at) * 1000.0,
+                    run_ms=message.run_ms,
+                    worker=worker.name,
+                    quality=message.quality,
+                ),
+            )
+        elif isinstance(message, ItemFailed):
+            job.request.fail(message.code, message.message)
+
+    # -- time ----------------------------------------------------------------
+    def sweep(self) -> None:
+        """Answers jobs whose deadline passed while queued, and jobs no worker could take."""
+        now = self._clock()
+        for job in list(self._pending):
+            left = job.request.seconds_left(now)
+            if left is not None and left <= 0:
+                job.request.fail("deadline_exceeded", "the request's deadline passed while it waited for a worker")
+            elif now - job.request.admitted_at > self._config.no_worker_timeout_s:
+                job.request.fail("no_worker", "no worker was available to serve this request")
+        for worker in self._registry.ready():
+            for job in list(worker.queue):
+                if not self._still_wanted(job, now):
+                    self._discard(worker.queue, job)

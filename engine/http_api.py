@@ -1,0 +1,177 @@
+"""The HTTP front door (aiohttp): OpenAI-compatible image generation, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import uuid
+from importlib.metadata import version
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import web
+
+from protocols.client_messages import Busy, Cancelled, Error, ImageResult
+from protocols.openai_images import (
+    ImageData,
+    InvalidRequest,
+    error_response,
+    image_data,
+    images_response,
+    parse_request,
+    to_generate,
+)
+from protocols.openapi import openapi_document
+
+if TYPE_CHECKING:
+    from engine.server import Engine
+
+# encoding this many bytes to base64 on the loop would stall other requests
+_INLINE_B64_BYTES = 256 * 1024
+
+_STATUS = {
+    "invalid_request": 400,
+    "invalid_size": 400,
+    "body_too_large": 413,
+    "busy": 429,
+    "worker_error": 500,
+    "no_worker": 503,
+    "worker_lost": 503,
+    "shutting_down": 503,
+    "deadline_exceeded": 504,
+    "not_found": 404,
+    "unauthorized": 401,
+}
+
+ENGINE_KEY = web.AppKey("engine", object)
+
+
+# answered without an API key: liveness probes must not need a secret
+_OPEN_PATHS = frozenset({"/health"})
+
+
+def build_app(engine: Engine) -> web.Application:
+    middlewares = [_json_errors]
+    if engine.config.api_key:
+        middlewares.append(_require_api_key(engine.config.api_key))
+    app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
+    app[ENGINE_KEY] = engine
+    app.router.add_post("/v1/images/generations", generate)
+    app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+def _json(body: msgspec.Struct, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
+
+
+def _error(code: str, message: str, param: str | None = None, headers: dict | None = None) -> web.Response:
+    return _json(error_response(message, code, param), _STATUS.get(code, 500), headers)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler):
+    """aiohttp's own errors (413, 404, 405) answered in the API's JSON error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _error("body_too_large", exc.text or "request body too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json(error_response(exc.reason, exc.reason.lower().replace(" ", "_")), exc.status)
+
+
+def _require_api_key(api_key: str):
+    expected = f"Bearer {api_key}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if request.path in _OPEN_PATHS:
+            return await handler(request)
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _error(
+                "unauthorized",
+                "a valid API key is required (Authorization: Bearer KEY)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
+
+    return check
+
+
+async def generate(request: web.Request) -> web.Response:
+    engine: Engine = request.app[ENGINE_KEY]
+    try:
+        body = parse_request(await request.read())
+        spec = to_generate(body, request_id=uuid.uuid4().hex)
+    except InvalidRequest as exc:
+        return _error("invalid_request", str(exc), exc.param)
+    admitted = engine.submit(spec)
+    if isinstance(admitted, Busy):
+        retry_s = max(1, admitted.retry_after_ms // 1000)
+        return _error("busy", "the engine is at capacity; retry later", headers={"Retry-After": str(retry_s)})
+    if isinstance(admitted, Error):
+        return _error(admitted.code, admitted.message, "size" if admitted.code == "invalid_size" else None)
+    try:
+        reply = await asyncio.shield(admitted.future)
+    except asyncio.CancelledError:
+        # the client went away: abort its images, queued or running
+        engine.dispatcher.cancel(admitted)
+        raise
+    if isinstance(reply, Error):
+        return _error(reply.code, reply.message)
+    if isinstance(reply, Cancelled):
+        return _error("shutting_down", "the request was cancelled while the engine stopped")
+    data = [await _image_data(engine, request, body.response_format, body.output_format, r) for r in reply.images]
+    return _json(images_response(data, body, admitted.width, admitted.height))
+
+
+async def _image_data(
+    engine: Engine, request: web.Request, response_format: str, output_format: str, result: ImageResult
+) -> ImageData:
+    if response_format == "url":
+        name = engine.image_files.put(bytes(result.image), output_format)
+        path = request.app.router["image_file"].url_for(name=name)
+        return image_data(result, url=str(request.url.origin().join(path)))
+    if len(result.image) > _INLINE_B64_BYTES:
+        return image_data(result, b64_json=await asyncio.to_thread(_b64, result.image))
+    return image_data(result, b64_json=_b64(result.image))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def image_file(request: web.Request) -> web.Response:
+    found = request.app[ENGINE_KEY].image_files.get(request.match_info["name"])
+    if found is None:
+        return _error("not_found", "no such image (it may have expired)")
+    data, content_type = found
+    return web.Response(body=data, content_type=content_type)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    engine: Engine = request.app[ENGINE_KEY]
+    status = engine.readiness()
+    return web.json_response(status, status=200 if status["ready"] else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    engine: Engine = request.app[ENGINE_KEY]
+    return web.Response(body=engine.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    engine: Engine = request.app[ENGINE_KEY]
+    return web.json_response(openapi_document(version("argus-serve"), api_key=bool(engine.config.api_key)))

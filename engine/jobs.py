@@ -1,0 +1,120 @@
+"""Admitted requests and the jobs (one per image) they are made of.
+
+A request ends exactly once: `finish` resolves its future with Images, Error or
+Cancelled, and every later outcome for it (a late worker reply, a second
+failure, a cancel racing a result) is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from protocols.client_messages import Cancelled, Error, Generate, ImageResult, Images
+
+if TYPE_CHECKING:
+    from engine.worker_registry import WorkerHandle
+
+Reply = Images | Error | Cancelled
+
+_job_ids = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchKey:
+    """Jobs batch together only when all of these agree."""
+
+    level: int
+    steps: int
+    width: int
+    height: int
+    guidance_scale: float
+    output_format: str
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    job_id: str
+    request: AdmittedRequest
+    index: int
+    seed: int
+    level: int = 0
+    latent: np.ndarray | None = None
+    similarity: float | None = None
+    attempts: int = 0  # times sent to a worker
+    sent_at: float = 0.0
+    # where the job is: queued on a worker (batch_id None), or sent in a batch
+    worker: WorkerHandle | None = None
+    batch_id: int | None = None
+
+    @property
+    def prompt(self) -> str:
+        return self.request.spec.prompt
+
+    @property
+    def deadline(self) -> float | None:
+        return self.request.deadline
+
+    @property
+    def key(self) -> BatchKey:
+        spec = self.request.spec
+        return BatchKey(
+            self.level,
+            self.request.steps,
+            self.request.width,
+            self.request.height,
+            spec.guidance_scale,
+            spec.output_format,
+        )
+
+
+@dataclass(eq=False)
+class AdmittedRequest:
+    spec: Generate
+    width: int
+    height: int
+    steps: int
+    seeds: list[int]
+    admitted_at: float
+    deadline: float | None
+    future: asyncio.Future[Reply]
+    jobs: list[Job] = field(default_factory=list)
+    results: dict[int, ImageResult] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.jobs = [
+            Job(job_id=f"j{next(_job_ids)}", request=self, index=i, seed=seed) for i, seed in enumerate(self.seeds)
+        ]
+
+    @property
+    def done(self) -> bool:
+        return self.future.done()
+
+    def image_done(self, job: Job, result: ImageResult) -> bool:
+        """Records one image; True when that completes the request."""
+        if self.done:
+            return False
+        self.results[job.index] = result
+        if len(self.results) < len(self.jobs):
+            return False
+        self.finish(Images(self.spec.request_id, [self.results[i] for i in range(len(self.jobs))]))
+        return True
+
+    def finish(self, reply: Reply) -> bool:
+        if self.done:
+            return False
+        self.future.set_result(reply)
+        return True
+
+    def fail(self, code: str, message: str) -> bool:
+        return self.finish(Error(self.spec.request_id, code, message))
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - (time.monotonic() if now is None else now)

@@ -1,0 +1,127 @@
+"""Local worker processes: spawn one per slot, restart what dies, stop them all at the end.
+
+The process exit is the fastest sign of a dead worker (faster than a missed
+heartbeat), so the launcher tells the engine at once; it restarts with backoff so
+a worker that cannot start does not spin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from engine.config import LaunchConfig
+from engine.metrics import EngineMetrics
+from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
+from workers.config import WorkerConfig
+
+log = logging.getLogger("argus.launcher")
+
+# a worker that ran this long before dying is restarted without backoff
+_HEALTHY_RUN_S = 60.0
+
+
+def worker_command(config: WorkerConfig) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "worker",
+        "--connect",
+        config.connect,
+        "--worker-id",
+        config.worker_id,
+        "--backend",
+        config.backend,
+        "--device",
+        config.device,
+        "--time-scale",
+        str(config.time_scale),
+    ]
+    if config.model:
+        command += ["--model", config.model]
+    if config.max_batch:
+        command += ["--max-batch", str(config.max_batch)]
+    if config.threads:
+        command += ["--threads", str(config.threads)]
+    if config.die_with_parent:
+        command.append("--die-with-parent")
+    return command
+
+
+class LocalLauncher:
+    def __init__(
+        self,
+        config: LaunchConfig,
+        connect: str,
+        metrics: EngineMetrics,
+        on_exit: Callable[[str], None],
+        curve: ClientKeys | None = None,
+    ):
+        self._config = config
+        self._connect = connect
+        self._metrics = metrics
+        self._on_exit = on_exit
+        self._environment = dict(os.environ)
+        if curve is not None:
+            self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._stopping = False
+        # share the cores among CPU workers instead of oversubscribing them
+        self._threads = max(1, (os.cpu_count() or 1) // max(1, config.count))
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for slot in range(self._config.count):
+                group.create_task(self._supervise(slot))
+
+    def pid_of(self, worker_id: str) -> int | None:
+        process = self._processes.get(worker_id)
+        return process.pid if process else None
+
+    def kill(self, worker_id: str) -> None:
+        process = self._processes.get(worker_id)
+        if process and process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+
+    async def stop(self, timeout_s: float) -> None:
+        """SIGTERM every worker, then SIGKILL whatever is left after the timeout."""
+        self._stopping = True
+        live = [p for p in self._processes.values() if p.returncode is None]
+        for process in live:
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), timeout_s)
+        except TimeoutError:
+            for process in live:
+                if process.returncode is None:
+                    process.kill()
+            await asyncio.gather(*(p.wait() for p in live))
+
+    async def _supervise(self, slot: int) -> None:
+        config = self._config.worker_config(self._connect, slot, self._threads)
+        backoff = self._config.restart_backoff_s
+        while not self._stopping:
+            started = time.monotonic()
+            process = await asyncio.create_subprocess_exec(
+                *worker_command(config), stdin=asyncio.subprocess.DEVNULL, env=self._environment
+            )
+            self._processes[config.worker_id] = process
+            log.info(
+                "started worker %s (pid %d, %s on %s)", config.worker_id, process.pid, config.backend, config.device
+            )
+            code = await process.wait()
+            if self._stopping:
+                return
+            log.warning("worker %s (pid %d) exited with %s; restarting", config.worker_id, process.pid, code)
+            self._on_exit(config.worker_id)
+            self._metrics.worker_restarts.inc()
+            if time.monotonic() - started > _HEALTHY_RUN_S:
+                backoff = self._config.restart_backoff_s
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._config.max_restart_backoff_s)

@@ -1,0 +1,197 @@
+"""The engine: one event loop, its actors under one TaskGroup, and the shutdown state machine.
+
+RUNNING admits requests. A signal flips the state to DRAINING (the handler does
+nothing else): /ready turns false, new requests are refused, in-flight ones get
+up to `shutdown_timeout_s` to finish, the rest are cancelled with a reply, then
+workers are told to stop and the sockets close before the context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import signal
+import tempfile
+import time
+
+import zmq.asyncio
+from aiohttp import web
+
+from engine.admission import Admission
+from engine.client_door import ClientDoor
+from engine.config import EngineConfig
+from engine.curve_gate import CurveGate
+from engine.dispatcher import Dispatcher
+from engine.http_api import build_app
+from engine.image_files import ImageFiles
+from engine.jobs import AdmittedRequest
+from engine.launcher import LocalLauncher
+from engine.metrics import EngineMetrics
+from engine.worker_link import WorkerLink
+from engine.worker_registry import WorkerRegistry
+from protocols.client_messages import Busy, Cancelled, Error, Generate
+
+log = logging.getLogger("argus.engine")
+
+_SWEEP_INTERVAL_S = 0.1
+
+
+class EngineState(enum.Enum):
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class Engine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.state = EngineState.RUNNING
+        self.metrics = EngineMetrics()
+        self.registry = WorkerRegistry(self.metrics)
+        self.image_files = ImageFiles(config.image_url_store_bytes, config.image_url_ttl_s)
+        self._context = zmq.asyncio.Context()
+        self._curve = None
+        if config.curve_secret_file:
+            self._curve = CurveGate(self._context, config.curve_secret_file, config.curve_allowed_dir)
+            self._curve.start()
+        server_keys = self._curve.server_keys if self._curve else None
+        # local workers connect over a private IPC socket; remote ones over worker_listen
+        self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
+        local = f"ipc://{self._ipc_dir}/workers"
+        self.link = WorkerLink(
+            self._context,
+            [local, *config.worker_listen],
+            self.registry,
+            self.metrics,
+            config.heartbeat_interval_s,
+            config.heartbeat_timeout_s,
+            server_keys,
+        )
+        self.dispatcher = Dispatcher(self.registry, self.link.send, self.metrics, config.dispatch)
+        self.link.bind_dispatcher(self.dispatcher)
+        self.admission = Admission(self.registry, config.launch.backend, config.dispatch.retry_after_s)
+        self.clients = ClientDoor(self, self._context, config.client_listen, server_keys)
+        self.launcher = LocalLauncher(
+            config.launch,
+            self.link.endpoints[0],
+            self.metrics,
+            self._local_worker_exited,
+            self._curve.local_worker_keys if self._curve else None,
+        )
+        self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
+        self.http_url = ""
+        self._stop_requested = asyncio.Event()
+
+    # -- what the front doors call -----------------------------------------
+    def submit(self, spec: Generate) -> AdmittedRequest | Error | Busy:
+        if self.state is not EngineState.RUNNING:
+            self.metrics.requests.labels("rejected", "shutting_down").inc()
+            return Error(spec.request_id, "shutting_down", "the engine is shutting down")
+        admitted = self.admission.check(spec, self.dispatcher.has_room_for(spec.n))
+        if isinstance(admitted, Busy):
+            self.metrics.requests.labels("busy", "busy").inc()
+            return admitted
+        if isinstance(admitted, Error):
+            self.metrics.requests.labels("rejected", admitted.code).inc()
+            return admitted
+        admitted.future.add_done_callback(lambda future: self._count_reply(admitted, future.result()))
+        self.dispatcher.admit(admitted)
+        return admitted
+
+    def readiness(self) -> dict:
+        workers = self.registry.ready()
+        return {
+            "ready": self.state is EngineState.RUNNING and bool(workers),
+            "state": self.state.value,
+            "workers": [
+                {
+                    "name": w.name,
+                    "backend": w.hello.backend,
+                    "device": w.hello.device,
+                    "pid": w.hello.pid,
+                    "level": w.level,
+                    "load": w.load,
+                    "simulated": w.hello.simulated,
+                }
+                for w in workers
+            ],
+        }
+
+    def request_stop(self) -> None:
+        if self.state is EngineState.RUNNING:
+            self.state = EngineState.DRAINING
+            self._stop_requested.set()
+
+    def _count_reply(self, request: AdmittedRequest, reply: object) -> None:
+        self.metrics.request_seconds.observe(time.monotonic() - request.admitted_at)
+        if isinstance(reply, Error):
+            self.metrics.requests.labels("error", reply.code).inc()
+        elif isinstance(reply, Cancelled):
+            self.metrics.requests.labels("cancelled", "").inc()
+        else:
+            self.metrics.requests.labels("ok", "").inc()
+
+    def _local_worker_exited(self, worker_id: str) -> None:
+        for worker in self.registry.by_worker_id(worker_id):
+            self.dispatcher.worker_lost(worker, "exited")
+
+    # -- lifecycle -----------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        runner = web.AppRunner(build_app(self), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        self.http_url = f"http://{self.config.host}:{port}"
+        log.info("HTTP API listening on %s (POST /v1/images/generations)", self.http_url)
+        log.info("ZeroMQ clients: %s; workers: %s", ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints))
+        try:
+            async with asyncio.TaskGroup() as group:
+                actors = [
+                    group.create_task(self.link.run()),
+                    group.create_task(self.clients.run()),
+                    group.create_task(self._sweep_forever()),
+                    group.create_task(self.launcher.run()),
+                ]
+                await self._stop_requested.wait()
+                await self._drain(runner)
+                for actor in actors:
+                    actor.cancel()
+        finally:
+            await runner.cleanup()
+            self.clients.close()
+            self.link.close()
+            if self._curve:
+                self._curve.stop()
+            self._context.term()
+            _remove_dir(self._ipc_dir)
+            self.state = EngineState.STOPPED
+            log.info("engine stopped")
+
+    async def _drain(self, runner: web.AppRunner) -> None:
+        log.info("draining: %d images in flight", self.dispatcher.outstanding_images)
+        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        while self.dispatcher.outstanding_images and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self.dispatcher.cancel_all()
+        # let the replies written by cancel_all reach the front doors' sockets
+        await asyncio.sleep(0)
+        await runner.shutdown()
+        self.link.shutdown_all()
+        await self.launcher.stop(timeout_s=5.0)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            self.dispatcher.sweep()
+
+
+def _remove_dir(path: str) -> None:
+    for name in os.listdir(path):
+        os.unlink(os.path.join(path, name))
+    os.rmdir(path)

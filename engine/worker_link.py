@@ -1,0 +1,147 @@
+"""The engine's side of the worker links: one ROUTER socket, its reader, and liveness.
+
+Handshake: a worker's Hello (protocol version checked) is answered with Welcome
+and registers it. Heartbeats and every message refresh its last-seen time; a
+worker silent past the timeout is declared lost (and its process, if ours,
+killed and restarted by the launcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from engine.dispatcher import Dispatcher
+from engine.metrics import EngineMetrics
+from engine.worker_registry import WorkerHandle, WorkerRegistry
+from engine.zmq_send import send_now
+from protocols.codec import DecodeError
+from protocols.curve import KeyPair
+from protocols.sockets import bind_all, make_socket
+from protocols.worker_messages import (
+    PROTOCOL_VERSION,
+    EngineHeartbeat,
+    Heartbeat,
+    Hello,
+    ItemCancelled,
+    ItemDone,
+    ItemFailed,
+    LevelSet,
+    Refused,
+    Shutdown,
+    Welcome,
+    engine_side_codec,
+)
+
+log = logging.getLogger("argus.workers")
+
+OnLost = Callable[[WorkerHandle], None]
+
+
+class WorkerLink:
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        listen: list[str],
+        registry: WorkerRegistry,
+        metrics: EngineMetrics,
+        heartbeat_interval_s: float,
+        heartbeat_timeout_s: float,
+        curve: KeyPair | None = None,
+    ):
+        self._socket = make_socket(context, zmq.ROUTER, curve_server=curve)
+        self.endpoints = bind_all(self._socket, listen)
+        self._codec = engine_side_codec()
+        self._registry = registry
+        self._metrics = metrics
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._heartbeat_timeout_s = heartbeat_timeout_s
+        self.dispatcher: Dispatcher | None = None
+        self.on_silent: OnLost = lambda handle: None  # set by the engine: kill what hangs
+
+    def bind_dispatcher(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def send(self, worker: WorkerHandle, message: object) -> bool:
+        return send_now(self._socket, worker.identity, self._codec.encode(message))
+
+    def shutdown_all(self) -> None:
+        for worker in self._registry.all():
+            self.send(worker, Shutdown())
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+    async def run(self) -> None:
+        await asyncio.gather(self._read_forever(), self._watch_heartbeats())
+
+    async def _read_forever(self) -> None:
+        while True:
+            frames = await self._socket.recv_multipart(copy=False)
+            identity = frames[0].bytes
+            self._on_message(identity, self._codec.decode(frames[1:]))
+
+    def _on_message(self, identity: bytes, message: object) -> None:
+        worker = self._registry.get(identity)
+        if isinstance(message, Hello):
+            self._on_hello(identity, message, worker)
+            return
+        if worker is None or isinstance(message, DecodeError):
+            # strangers and garbage are counted and dropped, never fatal
+            self._metrics.bad_messages.labels("worker").inc()
+            log.debug("dropped %s from %r", type(message).__name__, identity)
+            return
+        worker.last_seen = time.monotonic()
+        if isinstance(message, (ItemDone, ItemFailed, ItemCancelled)):
+            self.dispatcher.outcome(worker, message)
+        elif isinstance(message, LevelSet):
+            worker.level = message.level
+        elif not isinstance(message, Heartbeat):
+            self._metrics.bad_messages.labels("worker").inc()
+
+    def _on_hello(self, identity: bytes, hello: Hello, known: WorkerHandle | None) -> None:
+        if hello.protocol != PROTOCOL_VERSION:
+            reason = f"protocol {hello.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
+            log.error("refusing worker %r: %s", identity, reason)
+            send_now(self._socket, identity, self._codec.encode(Refused(reason)))
+            return
+        if known is not None:
+            # a repeated hello (our Welcome crossed its retry): answer again, register once
+            self.send(known, self._welcome(known.level))
+            return
+        for stale in self._registry.by_worker_id(hello.worker_id):
+            # the same slot says hello from a new process: the old one is gone
+            self.dispatcher.worker_lost(stale, "replaced")
+        worker = self._registry.add(identity, hello, level=hello.level)
+        if not self.send(worker, self._welcome(worker.level)):
+            self._registry.remove(worker)
+            return
+        log.info(
+            "worker %s ready: %s on %s, pid %d%s",
+            worker.name,
+            hello.backend,
+            hello.device,
+            hello.pid,
+            " (SIMULATED)" if hello.simulated else "",
+        )
+        self.dispatcher.worker_ready(worker)
+
+    def _welcome(self, level: int) -> Welcome:
+        return Welcome(PROTOCOL_VERSION, self._heartbeat_interval_s, self._heartbeat_timeout_s, level)
+
+    async def _watch_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval_s)
+            beat = self._codec.encode(EngineHeartbeat())
+            for worker in self._registry.all():
+                send_now(self._socket, worker.identity, beat)
+            cutoff = time.monotonic() - self._heartbeat_timeout_s
+            for worker in self._registry.silent_since(cutoff):
+                log.error("worker %s silent for over %.0f s", worker.name, self._heartbeat_timeout_s)
+                self.dispatcher.worker_lost(worker, "heartbeat")
+                self.on_silent(worker)

@@ -1,0 +1,78 @@
+"""The workers the engine knows: their handshake, liveness and what they hold."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from engine.jobs import Job
+from engine.metrics import EngineMetrics
+from protocols.worker_messages import Hello
+
+
+class WorkerState(enum.Enum):
+    READY = "ready"
+    LOST = "lost"
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    identity: bytes
+    hello: Hello
+    level: int
+    last_seen: float
+    state: WorkerState = WorkerState.READY
+    queue: deque[Job] = field(default_factory=deque)  # routed here, not yet sent
+    inflight: dict[int, list[Job]] = field(default_factory=dict)  # batch id -> jobs sent
+
+    @property
+    def name(self) -> str:
+        return self.identity.decode(errors="replace")
+
+    @property
+    def ready(self) -> bool:
+        return self.state is WorkerState.READY
+
+    @property
+    def load(self) -> int:
+        """Images routed to this worker and not yet answered."""
+        return len(self.queue) + sum(len(jobs) for jobs in self.inflight.values())
+
+    def held_jobs(self) -> list[Job]:
+        return [job for jobs in self.inflight.values() for job in jobs] + list(self.queue)
+
+
+class WorkerRegistry:
+    """Owned by the engine loop; the worker link and the dispatcher read and update it."""
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self._by_identity: dict[bytes, WorkerHandle] = {}
+        self._ready_gauge = metrics.workers.labels("ready")
+
+    def add(self, identity: bytes, hello: Hello, level: int) -> WorkerHandle:
+        handle = WorkerHandle(identity, hello, level, last_seen=time.monotonic())
+        self._by_identity[identity] = handle
+        self._ready_gauge.set(len(self._by_identity))
+        return handle
+
+    def get(self, identity: bytes) -> WorkerHandle | None:
+        return self._by_identity.get(identity)
+
+    def remove(self, handle: WorkerHandle) -> None:
+        handle.state = WorkerState.LOST
+        self._by_identity.pop(handle.identity, None)
+        self._ready_gauge.set(len(self._by_identity))
+
+    def by_worker_id(self, worker_id: str) -> list[WorkerHandle]:
+        return [h for h in self._by_identity.values() if h.hello.worker_id == worker_id]
+
+    def ready(self) -> list[WorkerHandle]:
+        return [h for h in self._by_identity.values() if h.ready]
+
+    def all(self) -> list[WorkerHandle]:
+        return list(self._by_identity.values())
+
+    def silent_since(self, cutoff: float) -> list[WorkerHandle]:
+        return [h for h in self._by_identity.values() if h.last_seen < cutoff]

@@ -1,0 +1,31 @@
+"""The `argus bench` sub-commands; each benchmark module is imported only when run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module, help); the module defines add_arguments(parser) and run(args) -> int
+BENCHMARKS = {
+    "worker": ("loadgen.bench.worker_bench", "seconds per image by level K, and worker overhead vs. diffusers"),
+    "engine": ("loadgen.bench.engine_bench", "engine throughput and added latency vs. bare ZeroMQ and aiohttp"),
+    "controller": ("loadgen.bench.controller_bench", "allocation MILP solve time by fleet size, route LP beside it"),
+}
+
+
+def add_bench_commands(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="run a benchmark (prints a table, writes --json)")
+    kinds = bench.add_subparsers(dest="benchmark", required=True)
+    for name, (module, help_text) in BENCHMARKS.items():
+        parser = kinds.add_parser(name, help=help_text)
+        parser.add_argument("--json", metavar="FILE", help="write the results here as JSON")
+        parser.set_defaults(func=_runner(module), bench_module=module)
+        _load(module).add_arguments(parser)
+
+
+def _runner(module: str):
+    return lambda args: _load(module).run(args)
+
+
+def _load(module: str):
+    return importlib.import_module(module)

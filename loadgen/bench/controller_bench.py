@@ -1,0 +1,114 @@
+"""`argus bench controller`: how long the allocation MILP takes to solve, with the route-planner LP beside it.
+
+For each fleet size (8, 64 and 1024 workers by default) and the six levels of
+the bundled SD-XL profile, `--solves` MILP solves with varied demand: total
+load drawn between 0.3x and 3x what the fleet serves at the middle level, the
+K* mix drawn at random. Each solve starts from the previous plan's
+allocation, as in the running controller. The LP re-derives the routes for
+the allocation just solved, on the same demand. Times are wall clock around
+the whole call (model build, solve, reading the solution); one unmeasured
+solve of each kind comes first, so importing OR-Tools is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from loadgen.bench.harness import median, percentile, table, write_json
+
+# issue "Controller": p99 targets by fleet size
+TARGET_P99_MS = {64: 100.0, 1024: 2000.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", default="8,64,1024", help="fleet sizes, comma separated (default 8,64,1024)")
+    parser.add_argument("--solves", type=int, default=20, help="MILP solves per fleet size (default 20)")
+    parser.add_argument("--slo", type=float, default=15.0, help="SLO in seconds the capacities are for (default 15)")
+    parser.add_argument("--solver", default="CBC", help="OR-Tools MIP backend: CBC, SCIP, HIGHS (default CBC)")
+    parser.add_argument("--time-limit-ms", type=int, default=5000, help="solver time limit (default 5000)")
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def run(args: argparse.Namespace) -> int:
+    from controller.allocation import allocate
+    from controller.flow_model import FlowProblem, SolverOptions
+    from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+    from controller.route_planner import route
+    from controller.similarity import SimilarityTable
+
+    fleets = [int(n) for n in args.workers.split(",") if n.strip()]
+    if args.solves < 1 or not fleets or min(fleets) < 1:
+        raise SystemExit("--solves and every --workers must be at least 1")
+    profile = LatencyProfile.bundled()
+    degradation = DegradationMatrix.from_quality_model(QualityModel(SimilarityTable.bundled("clip")))
+    levels = degradation.levels
+    capacity = {k: profile.capacity_rps(k, args.slo) for k in levels}
+    options = SolverOptions(mip_solver=args.solver, time_limit_ms=args.time_limit_ms)
+
+    def problem(total: float, weights: list[float]) -> FlowProblem:
+        demand = {k: total * w / sum(weights) for k, w in zip(levels, weights, strict=True)}
+        return FlowProblem.per_class(degradation, capacity, demand)
+
+    warm = problem(1.0, [1.0] * len(levels))
+    route(warm, allocate(warm, 8, {}, options).workers_per_level, options)
+
+    results, rows = [], []
+    for workers in fleets:
+        rng = random.Random(args.seed * 1_000_003 + workers)
+        middle = workers * capacity[levels[len(levels) // 2]]
+        milp_ms, lp_ms, statuses = [], [], []
+        current: dict[int, int] = {}
+        for _ in range(args.solves):
+            p = problem(middle * rng.uniform(0.3, 3.0), [rng.random() for _ in levels])
+            started = time.perf_counter()
+            solution = allocate(p, workers, current, options)
+            milp_ms.append((time.perf_counter() - started) * 1000.0)
+            started = time.perf_counter()
+            route(p, solution.workers_per_level, options)
+            lp_ms.append((time.perf_counter() - started) * 1000.0)
+            statuses.append(solution.status)
+            current = solution.workers_per_level
+        p50, p99 = median(milp_ms), percentile(milp_ms, 99)
+        target = TARGET_P99_MS.get(workers)
+        rows.append(
+            [
+                workers,
+                len(levels),
+                p50,
+                p99,
+                median(lp_ms),
+                percentile(lp_ms, 99),
+                p50 / median(lp_ms),
+                f"{statuses.count('optimal')}/{len(statuses)}",
+                "" if target is None else f"<= {target:g} ({'met' if p99 <= target else 'MISSED'})",
+            ]
+        )
+        results.append({"workers": workers, "levels": len(levels), "solve_p50_ms": p50, "solve_p99_ms": p99})
+
+    print()
+    print(
+        f"argus bench controller: allocation MILP ({args.solver}) vs. route-planner LP (GLOP), "
+        f"{args.solves} solves per fleet with varied demand, SLO {args.slo:g} s, bundled {profile.name} profile"
+    )
+    print("wall-clock ms per call on this machine (absolute times are noisy; the MILP/LP ratio less so)")
+    print()
+    print(
+        table(
+            [
+                "workers",
+                "levels",
+                "MILP p50 ms",
+                "MILP p99 ms",
+                "LP p50 ms",
+                "LP p99 ms",
+                "MILP/LP p50",
+                "optimal",
+                "target p99 ms",
+            ],
+            rows,
+        )
+    )
+    write_json(args.json, {"results": results})
+    return 0

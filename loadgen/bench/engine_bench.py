@@ -1,0 +1,510 @@
+"""`argus bench engine`: throughput and added latency of the whole engine, both front doors.
+
+A real `argus serve` runs as a subprocess with SIMULATED workers at time scale 0
+(`--backend sim --time-scale 0`: no model runs, a worker answers at once), so
+what is measured is the engine itself: admission, dispatch, batching, the worker
+links, and the replies. Each front door is compared, in the same run and with
+the same client code, to a bare server answering messages of the same size:
+
+- ZeroMQ: a closed-loop asyncio DEALER client with many requests in flight,
+  against a bare pyzmq ROUTER that only decodes the request and encodes the reply.
+- HTTP: an aiohttp client with a connection pool, against a bare aiohttp server
+  whose handler parses the JSON body and returns a JSON body of the engine's size.
+
+Baseline and engine measurements alternate round by round and medians are
+reported. Latency is then measured open-loop at half the engine's measured peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from loadgen.bench.harness import (
+    LOOPBACK,
+    children_of,
+    free_port,
+    median,
+    percentile,
+    process_cpu_s,
+    python_module,
+    spawn,
+    start_engine,
+    table,
+    wait_http,
+    write_json,
+)
+
+PROMPT = "a photograph of a red fox in a snowy forest, golden light"
+TARGETS = {"zmq": 0.3, "http": 0.5}
+P99_TARGET_MS = 5.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration-s", type=float, default=2.0,
+                        help="seconds of each closed-loop (peak) measurement (default 2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating baseline/engine peak measurements per door (default 3)")
+    parser.add_argument("--latency-s", type=float, default=4.0,
+                        help="seconds of the open-loop latency run at half the peak (default 4)")
+    parser.add_argument("--warmup-s", type=float, default=0.5, help="unmeasured lead-in of every run")
+    parser.add_argument("--concurrency", type=int, default=128, help="ZeroMQ requests in flight (default 128)")
+    parser.add_argument("--http-concurrency", type=int, default=32,
+                        help="HTTP requests in flight, one pooled connection each (default 32)")
+    parser.add_argument("--workers", type=int, default=2, help="simulated local workers (default 2)")
+    parser.add_argument("--size", type=int, default=64, help="image side asked for (default 64)")
+    parser.add_argument("--doors", default="zmq,http", help="front doors to measure (default zmq,http)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    doors = [d.strip() for d in args.doors.split(",") if d.strip()]
+    unknown = set(doors) - set(TARGETS)
+    if unknown or not doors:
+        raise SystemExit(f"--doors takes zmq and/or http, not {sorted(unknown) or doors}")
+    with tempfile.TemporaryDirectory(prefix="argus-bench-engine-") as tmp:
+        results = uvloop.run(_measure(args, doors, Path(tmp)))
+    _report(args, doors, results)
+    return 0
+
+
+# -- ZeroMQ client -----------------------------------------------------------------------
+class ZmqLoad:
+    """One DEALER, many requests in flight; latency per reply from its send."""
+
+    def __init__(self, address: str, size: int):
+        import zmq
+        import zmq.asyncio
+
+        from protocols.client_messages import Generate, client_side_codec
+        from protocols.sockets import make_socket
+
+        self._context = zmq.asyncio.Context()
+        self._socket = make_socket(self._context, zmq.DEALER, connect=address)
+        self._codec = client_side_codec()
+        self._generate = Generate
+        self._size = size
+        self._prefix = uuid.uuid4().hex[:8]
+        self._count = 0
+        self.sent_count = 0
+        self.sent: dict[str, float] = {}
+
+    def send(self) -> None:
+        request_id = f"{self._prefix}-{self._count}"
+        self._count += 1
+        self.sent_count = self._count
+        frames = self._codec.encode(self._generate(request_id, PROMPT, width=self._size, height=self._size))
+        self.sent[request_id] = time.perf_counter()
+        # a DEALER below its high-water mark sends at once; the future needs no await
+        self._socket.send_multipart(frames, copy=False)
+
+    async def receive(self):
+        """(reply, seconds since its request was sent, reply frames' total bytes)."""
+        frames = await self._socket.recv_multipart(copy=False)
+        now = time.perf_counter()
+        reply = self._codec.decode(frames)
+        started = self.sent.pop(getattr(reply, "request_id", ""), now)
+        return reply, now - started, frames
+
+    async def drain(self, timeout_s: float = 20.0) -> None:
+        import asyncio
+
+        deadline = time.perf_counter() + timeout_s
+        while self.sent and time.perf_counter() < deadline:
+            try:
+                await asyncio.wait_for(self.receive(), max(0.01, deadline - time.perf_counter()))
+            except TimeoutError:
+                break
+        if self.sent:
+            raise RuntimeError(f"{len(self.sent)} requests never answered")
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+        self._context.term()
+
+
+async def zmq_closed_loop(address: str, args: argparse.Namespace, duration_s: float) -> dict:
+    from protocols.client_messages import Images
+
+    client = ZmqLoad(address, args.size)
+    try:
+        for _ in range(args.concurrency):
+            client.send()
+        begin = time.perf_counter() + args.warmup_s
+        end = begin + duration_s
+        done = failed = 0
+        while True:
+            reply, _, _ = await client.receive()
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if now >= begin:
+                done += 1
+                failed += not isinstance(reply, Images)
+            client.send()
+        await client.drain()
+    finally:
+        client.close()
+    # total: every request of the run, lead-in and drain included (what server CPU is divided by)
+    return {"rps": done / duration_s, "replies": done, "not_images": failed, "total": client.sent_count}
+
+
+async def zmq_open_loop(address: str, args: argparse.Namespace, rate: float, duration_s: float) -> dict:
+    import asyncio
+
+    from protocols.client_messages import Images
+
+    client = ZmqLoad(address, args.size)
+    total = max(1, int(rate * (args.warmup_s + duration_s)))
+    latencies: list[float] = []
+    failed = 0
+
+    async def read() -> None:
+        nonlocal failed
+        for _ in range(total):
+            reply, seconds, _ = await client.receive()
+            latencies.append(seconds)
+            failed += not isinstance(reply, Images)
+
+    try:
+        reader = asyncio.create_task(read())
+        started = await _paced(rate, total, client.send)
+        await asyncio.wait_for(reader, 30.0)
+    finally:
+        client.close()
+    measured = latencies[int(rate * args.warmup_s):]  # replies come back in about send order
+    return _latency_summary(measured, total, started, rate, failed)
+
+
+async def _paced(rate: float, total: int, send) -> float:
+    """Calls send() total times at `rate` per second (catching up after a late wake-up)."""
+    import asyncio
+
+    started = time.perf_counter()
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.perf_counter() - started) * rate) + 1)
+        while sent < due:
+            send()
+            sent += 1
+        next_at = started + sent / rate
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    return time.perf_counter() - started
+
+
+def _latency_summary(latencies: list[float], total: int, send_s: float, rate: float, failed: int) -> dict:
+    ms = [x * 1000.0 for x in latencies]
+    return {
+        "rate_rps": rate,
+        "total": total,
+        "achieved_send_rps": total / send_s if send_s > 0 else float("nan"),
+        "requests": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms) if ms else float("nan"),
+        "not_ok": failed,
+    }
+
+
+# -- HTTP client ---------------------------------------------------------------------------
+class HttpLoad:
+    def __init__(self, url: str, size: int, pool: int):
+        import aiohttp
+
+        self._url = url + "/v1/images/generations"
+        self._body = json.dumps({"prompt": PROMPT, "size": f"{size}x{size}"}).encode()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def post(self) -> tuple[int, float, bytes]:
+        started = time.perf_counter()
+        async with self._session.post(self._url, data=self._body) as response:
+            body = await response.read()
+            return response.status, time.perf_counter() - started, body
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+async def http_closed_loop(url: str, args: argparse.Namespace, duration_s: float) -> dict:
+    import asyncio
+
+    client = HttpLoad(url, args.size, args.http_concurrency)
+    begin = time.perf_counter() + args.warmup_s
+    end = begin + duration_s
+    counts = {"done": 0, "not_ok": 0, "total": 0}
+
+    async def loop() -> None:
+        while True:
+            status, _, _ = await client.post()
+            counts["total"] += 1
+            now = time.perf_counter()
+            if now >= end:
+                return
+            if now >= begin:
+                counts["done"] += 1
+                counts["not_ok"] += status != 200
+
+    try:
+        await asyncio.gather(*(loop() for _ in range(args.http_concurrency)))
+    finally:
+        await client.close()
+    return {"rps": counts["done"] / duration_s, "replies": counts["done"], "not_images": counts["not_ok"],
+            "total": counts["total"]}
+
+
+async def http_open_loop(url: str, args: argparse.Namespace, rate: float, duration_s: float) -> dict:
+    import asyncio
+
+    # enough pooled connections that pacing, not the pool, decides when a request goes out
+    client = HttpLoad(url, args.size, max(args.http_concurrency, 256))
+    total = max(1, int(rate * (args.warmup_s + duration_s)))
+    skip = int(rate * args.warmup_s)
+    tasks: list[asyncio.Task] = []
+    try:
+        started = await _paced(rate, total, lambda: tasks.append(asyncio.create_task(client.post())))
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 60.0)
+    finally:
+        await client.close()
+    measured = results[skip:]
+    failed = sum(status != 200 for status, _, _ in measured)
+    return _latency_summary([seconds for _, seconds, _ in measured], total, started, rate, failed)
+
+
+# -- the run -----------------------------------------------------------------------------
+async def _measure(args: argparse.Namespace, doors: list[str], tmp: Path) -> dict:
+    print(f"starting `argus serve --backend sim --time-scale 0 --workers {args.workers}` ...", flush=True)
+    engine = start_engine(
+        tmp, "--backend", "sim", "--time-scale", "0", "--max-queue", str(1 << 20), workers=args.workers,
+    )
+    baselines = []
+    results: dict = {}
+    try:
+        status = await _in_thread(engine.wait_ready, args.workers)
+        results["workers"] = status["workers"]
+        for door in doors:
+            measure = _zmq_door if door == "zmq" else _http_door
+            results[door] = await measure(args, engine, tmp, baselines)
+    finally:
+        for child in baselines:
+            child.stop(timeout_s=5.0)
+        code = engine.stop()
+        if code != 0:
+            print(f"warning: the engine exited with {code}:\n{engine.child.log_tail()}")
+    return results
+
+
+async def _in_thread(fn, *a):
+    import asyncio
+
+    return await asyncio.to_thread(fn, *a)
+
+
+async def _zmq_door(args, engine, tmp: Path, baselines: list) -> dict:
+    from protocols.client_messages import Images
+
+    # one engine reply, to size the baseline's answers like it
+    client = ZmqLoad(engine.client_address, args.size)
+    try:
+        client.send()
+        reply, _, frames = await client.receive()
+    finally:
+        client.close()
+    if not isinstance(reply, Images):
+        raise RuntimeError(f"the engine answered {reply}")
+    image = reply.images[0]
+    reply_bytes = sum(len(f.buffer) for f in frames)
+    address = f"tcp://{LOOPBACK}:{free_port()}"
+    baseline = spawn(
+        python_module("loadgen.bench.harness", "zmq-echo", "--bind", address,
+                      "--image-bytes", str(len(image.image)), "--worker-name", image.worker),
+        tmp, "zmq-baseline",
+    )
+    baselines.append(baseline)
+    await _wait_log(baseline, "ready")
+    print(f"ZeroMQ: {args.rounds} rounds of {args.duration_s:g} s closed loop, {args.concurrency} in flight "
+          f"(reply {reply_bytes} bytes) ...", flush=True)
+
+    def peak(target: str):
+        return zmq_closed_loop(target, args, args.duration_s)
+
+    async def latency(target: str, rate: float):
+        return await zmq_open_loop(target, args, rate, args.latency_s)
+
+    result = await _door(args, engine, engine.client_address, address, peak, latency, baseline)
+    result["reply_bytes"] = reply_bytes
+    result["concurrency"] = args.concurrency
+    return result
+
+
+async def _http_door(args, engine, tmp: Path, baselines: list) -> dict:
+    client = HttpLoad(engine.http, args.size, 1)
+    try:
+        status, _, body = await client.post()
+    finally:
+        await client.close()
+    if status != 200:
+        raise RuntimeError(f"the engine answered HTTP {status}: {body[:500]!r}")
+    template = tmp / "http-response.json"
+    template.write_bytes(body)
+    port = free_port()
+    baseline = spawn(
+        python_module("loadgen.bench.harness", "http-echo", "--port", str(port), "--template", str(template)),
+        tmp, "http-baseline",
+    )
+    baselines.append(baseline)
+    url = f"http://{LOOPBACK}:{port}"
+    await _in_thread(wait_http, baseline, url + "/health")
+    print(f"HTTP: {args.rounds} rounds of {args.duration_s:g} s closed loop, {args.http_concurrency} connections "
+          f"(response {len(body)} bytes) ...", flush=True)
+
+    def peak(target: str):
+        return http_closed_loop(target, args, args.duration_s)
+
+    async def latency(target: str, rate: float):
+        return await http_open_loop(target, args, rate, args.latency_s)
+
+    result = await _door(args, engine, engine.http, url, peak, latency, baseline)
+    result["response_bytes"] = len(body)
+    result["concurrency"] = args.http_concurrency
+    return result
+
+
+async def _door(args, engine, engine_target: str, baseline_target: str, peak, latency, baseline) -> dict:
+    engine_pid = engine.child.process.pid
+    processes = {
+        "engine": [engine_pid],
+        "workers": children_of(engine_pid),
+        "baseline": [baseline.process.pid],
+    }
+
+    async def measured(run, name: str, *a) -> dict:
+        """Runs one measurement; adds the CPU its server processes used per request (microseconds)."""
+        watched = ["engine", "workers"] if name == "engine" else ["baseline"]
+        before = {w: sum(process_cpu_s(pid) for pid in processes[w]) for w in watched}
+        with _no_gc():
+            result = await run(*a)
+        for w in watched:
+            used = sum(process_cpu_s(pid) for pid in processes[w]) - before[w]
+            result[f"{w}_cpu_us_per_request"] = used / max(1, result["total"]) * 1e6
+        return result
+
+    runs: dict[str, list[dict]] = {"engine": [], "baseline": []}
+    for r in range(args.rounds):
+        # alternate which goes first, so drift on the machine falls on both alike
+        order = [("baseline", baseline_target), ("engine", engine_target)]
+        for name, target in order if r % 2 == 0 else order[::-1]:
+            result = await measured(peak, name, target)
+            if result["not_images"]:
+                raise RuntimeError(f"{name}: {result['not_images']} replies were not images")
+            runs[name].append(result)
+        baseline.check_alive()
+    engine_rps = median([x["rps"] for x in runs["engine"]])
+    baseline_rps = median([x["rps"] for x in runs["baseline"]])
+    rate = engine_rps / 2.0
+    print(f"  peak: engine {engine_rps:,.0f} req/s, baseline {baseline_rps:,.0f} req/s; "
+          f"latency at {rate:,.0f} req/s for {args.latency_s:g} s ...", flush=True)
+    engine_latency = await measured(latency, "engine", engine_target, rate)
+    baseline_latency = await measured(latency, "baseline", baseline_target, rate)
+    return {
+        "engine_rps": engine_rps,
+        "baseline_rps": baseline_rps,
+        "ratio": engine_rps / baseline_rps,
+        "engine_p99_ms": engine_latency["p99_ms"],
+        "engine_p50_ms": engine_latency["p50_ms"],
+        "baseline_p99_ms": baseline_latency["p99_ms"],
+        "baseline_p50_ms": baseline_latency["p50_ms"],
+        "latency_rate_rps": rate,
+        # server CPU per request at peak (medians): steadier than req/s on a shared machine
+        "engine_cpu_us_per_request": median([x["engine_cpu_us_per_request"] for x in runs["engine"]]),
+        "workers_cpu_us_per_request": median([x["workers_cpu_us_per_request"] for x in runs["engine"]]),
+        "baseline_cpu_us_per_request": median([x["baseline_cpu_us_per_request"] for x in runs["baseline"]]),
+        "engine_rps_runs": [x["rps"] for x in runs["engine"]],
+        "baseline_rps_runs": [x["rps"] for x in runs["baseline"]],
+        "engine_latency": engine_latency,
+        "baseline_latency": baseline_latency,
+    }
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """No collector pauses in the load client while it measures (it collects between runs).
+
+    A full collection in the client stalls every request in flight for milliseconds,
+    which would show up as server latency, engine and baseline alike.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
+
+
+async def _wait_log(child, word: str, timeout_s: float = 30.0) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        child.check_alive()
+        if word in child.log_tail():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{child.name} did not start:\n{child.log_tail()}")
+
+
+def _report(args: argparse.Namespace, doors: list[str], results: dict) -> None:
+    print()
+    print("argus bench engine: the whole engine with SIMULATED workers (sim backend, --time-scale 0: no model")
+    print(f"runs); {args.workers} workers, {args.size}x{args.size} images; baselines are bare servers measured in"
+          " the same run with the same client")
+    print(f"peak: median of {args.rounds} alternating {args.duration_s:g} s closed-loop runs; latency: open loop"
+          f" for {args.latency_s:g} s at half the engine's peak, end to end from the client")
+    print()
+    rows = []
+    for door in doors:
+        r = results[door]
+        rows.append([
+            door, r["engine_rps"], r["baseline_rps"], r["ratio"], f">= {TARGETS[door]}",
+            r["latency_rate_rps"], r["engine_p50_ms"], r["engine_p99_ms"], r["baseline_p99_ms"],
+            f"< {P99_TARGET_MS:g}",
+        ])
+    print(table(
+        ["door", "engine req/s", "baseline req/s", "ratio", "target", "at req/s", "engine p50 ms",
+         "engine p99 ms", "baseline p99 ms", "p99 target"],
+        rows,
+    ))
+    print()
+    print("server CPU per request (microseconds; steadier than req/s when other load shares the machine):")
+    print(table(
+        ["door", "engine at peak", "its sim workers", "baseline at peak", "engine at latency rate",
+         "workers at latency rate"],
+        [[door, results[door]["engine_cpu_us_per_request"], results[door]["workers_cpu_us_per_request"],
+          results[door]["baseline_cpu_us_per_request"],
+          results[door]["engine_latency"]["engine_cpu_us_per_request"],
+          results[door]["engine_latency"]["workers_cpu_us_per_request"]] for door in doors],
+    ))
+    data: dict = {door: results[door] for door in doors}
+    data.update({
+        "simulated": True,
+        "backend": "sim",
+        "time_scale": 0.0,
+        "workers": args.workers,
+        "size": args.size,
+        "rounds": args.rounds,
+        "duration_s": args.duration_s,
+        "latency_s": args.latency_s,
+    })
+    write_json(args.json, data)

@@ -1,0 +1,308 @@
+"""What the benchmarks share: free ports, subprocesses started and stopped cleanly, medians,
+plain tables, JSON output, and the bare baseline servers the engine is measured against.
+
+The baseline servers run as their own processes (so they never share the load
+client's CPU), started as `python -m loadgen.bench.harness zmq-echo|http-echo ...`.
+Nothing heavy is imported at module level: `argus` imports the bench modules at
+every start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+# -- subprocesses ----------------------------------------------------------------
+@dataclass
+class Child:
+    """A subprocess in its own process group, logging to a file."""
+
+    process: subprocess.Popen
+    log_path: Path
+    name: str
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL to its whole group (its own children too) if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the group is left
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        return self.process.returncode
+
+
+def spawn(command: Sequence[str], log_dir: Path, name: str, env: dict[str, str] | None = None) -> Child:
+    log_path = Path(log_dir) / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            list(command), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+        )
+    return Child(process, log_path, name)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_http(child: Child, url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        child.check_alive()
+        try:
+            http_get(url, timeout_s=2.0)
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.1)
+    raise TimeoutError(f"{child.name} did not answer {url}:\n{child.log_tail()}")
+
+
+@dataclass
+class EngineChild:
+    child: Child
+    http: str
+    client_address: str
+
+    def ready(self) -> dict:
+        status, body = http_get(self.http + "/ready")
+        return json.loads(body)
+
+    def wait_ready(self, workers: int, timeout_s: float = 120.0) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.child.check_alive()
+            try:
+                status = self.ready()
+                if len(status["workers"]) >= workers:
+                    return status
+            except (urllib.error.URLError, ConnectionError, OSError, json.JSONDecodeError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"engine not ready with {workers} workers:\n{self.child.log_tail()}")
+
+    def stop(self) -> int:
+        return self.child.stop(timeout_s=30.0)
+
+
+def start_engine(log_dir: Path, *args: str, workers: int = 2) -> EngineChild:
+    """`argus serve` on free loopback ports (HTTP, ZeroMQ clients, ZeroMQ workers)."""
+    http_port, client_port, worker_port = free_port(), free_port(), free_port()
+    command = python_module(
+        "engine.cli", "--log-level", "WARNING", "serve",
+        "--host", LOOPBACK,
+        "--port", str(http_port),
+        "--client-listen", f"tcp://{LOOPBACK}:{client_port}",
+        "--worker-listen", f"tcp://{LOOPBACK}:{worker_port}",
+        "--workers", str(workers),
+        *args,
+    )
+    child = spawn(command, log_dir, f"engine-{http_port}")
+    return EngineChild(child, f"http://{LOOPBACK}:{http_port}", f"tcp://{LOOPBACK}:{client_port}")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by every thread of a live process (ns resolution, from schedstat)."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total / 1e9
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is pid (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+# -- numbers and output ------------------------------------------------------------
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return float(ordered[rank - 1])
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Plain text, columns aligned (numbers right, text left)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], (int, float)) for row in rows) if rows else False for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def write_json(path: str | None, data: dict) -> None:
+    if not path:
+        return
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+    print(f"JSON written to {path}")
+
+
+# -- baseline servers (run as subprocesses) ----------------------------------------
+def _zmq_echo(args: argparse.Namespace) -> int:
+    """A bare pyzmq ROUTER: decode the client's Generate, answer Images of the engine's reply size.
+
+    The codec work (strict decode, encode) is the least any server speaking this
+    protocol does; everything the engine does beyond it is what is measured.
+    """
+    import zmq
+
+    from protocols.client_messages import ImageResult, Images, engine_side_codec
+    from protocols.codec import Blob
+    from protocols.sockets import make_socket
+
+    context = zmq.Context()
+    sock = make_socket(context, zmq.ROUTER)
+    sock.bind(args.bind)
+    codec = engine_side_codec()
+    image = Blob(b"\x00" * args.image_bytes)
+    worker = args.worker_name
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print("ready", flush=True)
+    try:
+        while True:
+            frames = sock.recv_multipart(copy=False)
+            request = codec.decode(frames[1:])
+            reply = Images(request.request_id, [
+                ImageResult(image=image, seed=12345, level=0, similarity=None, queue_ms=0.1, run_ms=0.1, worker=worker)
+            ])
+            sock.send_multipart([frames[0], *codec.encode(reply)], copy=False)
+    finally:
+        sock.close(linger=0)
+        context.term()
+
+
+def _http_echo(args: argparse.Namespace) -> int:
+    """A bare aiohttp server: read and parse the JSON body, answer a JSON body of the engine's size."""
+    import uvloop
+    from aiohttp import web
+
+    with open(args.template) as f:
+        template = json.load(f)
+
+    async def generate(request: web.Request) -> web.Response:
+        body = await request.json()
+        if not isinstance(body, dict) or "prompt" not in body:
+            return web.json_response({"error": "no prompt"}, status=400)
+        return web.json_response(template)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    app = web.Application()
+    app.router.add_post("/v1/images/generations", generate)
+    app.router.add_get("/health", health)
+    web.run_app(app, host=LOOPBACK, port=args.port, access_log=None, print=None, loop=uvloop.new_event_loop())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadgen.bench.harness", description="baseline servers")
+    sub = parser.add_subparsers(dest="server", required=True)
+    z = sub.add_parser("zmq-echo")
+    z.add_argument("--bind", required=True)
+    z.add_argument("--image-bytes", type=int, required=True)
+    z.add_argument("--worker-name", default="local-0/00000000")
+    z.set_defaults(func=_zmq_echo)
+    h = sub.add_parser("http-echo")
+    h.add_argument("--port", type=int, required=True)
+    h.add_argument("--template", required=True, help="JSON file: the response body")
+    h.set_defaults(func=_http_echo)
+    args = parser.parse_args(argv)
+    if args.server == "zmq-echo" and not args.bind.startswith(f"tcp://{LOOPBACK}:"):
+        parser.error("the baseline binds loopback only")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

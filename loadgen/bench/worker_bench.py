@@ -1,0 +1,306 @@
+"""`argus bench worker`: seconds per image by cache level K through a real worker process,
+and the worker's overhead against the same diffusers pipeline called directly.
+
+The worker (`argus worker --backend tiny`) is a subprocess driven over a ROUTER
+socket the way the engine drives it: Hello -> Welcome, then Generate batches
+answered by ItemDone. A K=0 run hands back the latents at each cache level; the
+level-K runs resume from them. The baseline is the same tiny SD-XL pipeline
+(same weights, prompt, steps, size, seed, guidance and torch thread count)
+called in this process. Worker and direct runs alternate, never overlap, and
+medians are reported, so the noise of a shared machine falls on both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from loadgen.bench.harness import LOOPBACK, median, process_cpu_s, python_module, spawn, table, write_json
+
+PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
+NEIGHBOUR_PROMPT = "a lighthouse on a cliff at night, highly detailed oil painting"
+HEARTBEAT_S = 1.0  # the engine's default
+ENGINE_TIMEOUT_S = 3600.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps N (default 50)")
+    parser.add_argument("--levels", default="10,25", help="cache levels K to resume from, comma separated")
+    parser.add_argument("--repeats", type=int, default=20, help="measurements of each kind (default 20)")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    parser.add_argument(
+        "--threads", type=int, default=max(1, (os.cpu_count() or 1) // 2),
+        help="torch threads, worker and direct alike (default: half the cores, what `argus serve`"
+             " gives each of its 2 default local workers)",
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each kind first")
+
+
+def run(args: argparse.Namespace) -> int:
+    levels = sorted({int(k) for k in args.levels.split(",") if k.strip()})
+    if not levels or any(not 0 < k < args.steps for k in levels):
+        raise SystemExit(f"--levels must lie within (0, --steps={args.steps}): {levels}")
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="argus-bench-worker-") as tmp:
+        results = _measure(args, levels, Path(tmp))
+    _report(args, levels, results)
+    return 0
+
+
+# -- the worker side -----------------------------------------------------------------
+class WorkerDriver:
+    """A ROUTER socket and one `argus worker` subprocess, as the engine has them."""
+
+    def __init__(self, args: argparse.Namespace, log_dir: Path):
+        import zmq
+
+        from protocols.worker_messages import engine_side_codec
+
+        self._zmq = zmq
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        port = self.socket.bind_to_random_port(f"tcp://{LOOPBACK}")
+        self.codec = engine_side_codec()
+        self.identity = b""
+        self.heartbeats = 0
+        self.child = spawn(
+            python_module(
+                "engine.cli", "--log-level", "WARNING", "worker",
+                "--connect", f"tcp://{LOOPBACK}:{port}",
+                "--backend", "tiny", "--worker-id", "bench", "--threads", str(args.threads),
+            ),
+            log_dir, "worker",
+        )
+        self._batch_ids = iter(range(1, 1 << 30))
+
+    def handshake(self, timeout_s: float = 300.0):
+        from protocols.worker_messages import PROTOCOL_VERSION, Hello, Welcome
+
+        hello = self.receive(Hello, timeout_s)
+        welcome = {"protocol": PROTOCOL_VERSION, "heartbeat_interval_s": HEARTBEAT_S, "level": 0}
+        if "engine_timeout_s" in Welcome.__struct_fields__:
+            # this driver sends nothing while the direct pipeline runs: the worker must not give up on it
+            welcome["engine_timeout_s"] = ENGINE_TIMEOUT_S
+        self.send(Welcome(**welcome))
+        return hello
+
+    def receive(self, kind: type, timeout_s: float = 300.0):
+        from protocols.worker_messages import Heartbeat, ItemFailed
+
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.socket.poll(int(min(left, 1.0) * 1000)):
+                self.child.check_alive()
+                continue
+            identity, *frames = self.socket.recv_multipart()
+            message = self.codec.decode(frames)
+            self.identity = identity
+            if isinstance(message, kind):
+                return message
+            if isinstance(message, Heartbeat):
+                self.heartbeats += 1
+                continue
+            if isinstance(message, ItemFailed):
+                raise RuntimeError(f"worker failed: {message.code}: {message.message}")
+            raise RuntimeError(f"unexpected {type(message).__name__} from the worker: {message}")
+        raise TimeoutError(f"no {kind.__name__} from the worker:\n{self.child.log_tail()}")
+
+    def send(self, message) -> None:
+        self.socket.send_multipart([self.identity, *self.codec.encode(message)], copy=False)
+
+    def generate(self, args: argparse.Namespace, level: int, latent=None):
+        """One image, end to end: (seconds from send to ItemDone received, the ItemDone)."""
+        from protocols.worker_messages import Generate, GenerateItem, ItemDone
+
+        batch_id = next(self._batch_ids)
+        prompt = PROMPT if level == 0 else NEIGHBOUR_PROMPT
+        item = GenerateItem(f"b{batch_id}", prompt, args.seed, latent)
+        message = Generate(batch_id, level, args.steps, args.size, args.size, args.guidance, "png", [item])
+        cpu = process_cpu_s(self.child.process.pid)
+        started = time.perf_counter()
+        self.send(message)
+        done = self.receive(ItemDone)
+        seconds = time.perf_counter() - started
+        self.last_cpu_s = process_cpu_s(self.child.process.pid) - cpu
+        if done.level != level or done.steps_run != args.steps - level:
+            raise RuntimeError(f"worker ran {done.steps_run} steps at level {done.level}; asked level {level}")
+        return seconds, done
+
+    def close(self) -> None:
+        from protocols.worker_messages import Shutdown
+
+        try:
+            if self.identity and self.child.alive():
+                self.send(Shutdown())
+                self.child.process.wait(10)
+        except Exception:
+            pass
+        finally:
+            self.child.stop(timeout_s=5.0)
+            self.socket.close(linger=0)
+            self.context.term()
+
+
+# -- the direct baseline -------------------------------------------------------------
+class DirectPipeline:
+    """The same tiny SD-XL pipeline, called in this process."""
+
+    def __init__(self, args: argparse.Namespace):
+        import torch
+
+        from workers.tiny_pipeline import build_tiny_sdxl
+
+        torch.set_num_threads(args.threads)
+        self._torch = torch
+        self.pipe = build_tiny_sdxl()  # seed 0, as the worker's load_tiny builds it
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def generate(self, args: argparse.Namespace):
+        torch = self._torch
+        cpu = time.process_time()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=PROMPT,
+                num_inference_steps=args.steps,
+                width=args.size,
+                height=args.size,
+                guidance_scale=args.guidance,
+                generator=torch.Generator("cpu").manual_seed(args.seed),
+            )
+        seconds = time.perf_counter() - started
+        self.last_cpu_s = time.process_time() - cpu
+        return seconds, out.images[0]
+
+
+# -- the measurement -------------------------------------------------------------------
+def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    print(f"starting a tiny worker ({args.threads} torch threads) and building the direct pipeline ...", flush=True)
+    worker = WorkerDriver(args, log_dir)
+    try:
+        # build the direct pipeline while the worker loads: both must be ready before timing starts
+        direct = DirectPipeline(args)
+        hello = worker.handshake()
+        missing = [k for k in levels if k not in hello.levels]
+        if missing:
+            raise SystemExit(f"the worker returns latents only at levels {hello.levels}; not at {missing}")
+
+        # warm-up: every kind of run once, unmeasured; the K=0 run gives the latents to resume from
+        latents = {}
+        for _ in range(max(1, args.warmup)):
+            _, full = worker.generate(args, 0)
+            latents = {k: np.array(full.latents[k]) for k in levels}
+            _, direct_image = direct.generate(args)
+            for k in levels:
+                worker.generate(args, k, latents[k])
+        worker_image = Image.open(io.BytesIO(bytes(full.image))).convert("RGB")
+        same_image = bool(np.array_equal(np.asarray(worker_image), np.asarray(direct_image.convert("RGB"))))
+
+        kinds = [("worker", 0), ("direct", 0), *(("worker", k) for k in levels)]
+        samples: dict[tuple[str, int], list[float]] = {kind: [] for kind in kinds}
+        cpu: dict[tuple[str, int], list[float]] = {kind: [] for kind in kinds}
+        internal: dict[int, list[float]] = {k: [] for k in [0, *levels]}
+        print(f"measuring {args.repeats} rounds of {len(kinds)} runs (worker and direct alternate) ...", flush=True)
+        for r in range(args.repeats):
+            # worker K=0 and the direct call run back to back (which goes first alternates), so each
+            # round gives a pair measured under the same conditions; the resumes rotate around them
+            pair = [("worker", 0), ("direct", 0)]
+            units = [pair if r % 2 == 0 else pair[::-1], *([("worker", k)] for k in levels)]
+            shift = r % len(units)
+            for source, level in (kind for unit in units[shift:] + units[:shift] for kind in unit):
+                if source == "direct":
+                    seconds, _ = direct.generate(args)
+                    cpu[(source, level)].append(direct.last_cpu_s)
+                else:
+                    seconds, done = worker.generate(args, level, latents.get(level))
+                    internal[level].append(done.run_ms / 1000.0)
+                    cpu[(source, level)].append(worker.last_cpu_s)
+                samples[(source, level)].append(seconds)
+    finally:
+        worker.close()
+    return {
+        "samples": samples,
+        "cpu": cpu,
+        "internal": internal,
+        "same_image": same_image,
+        "heartbeats": worker.heartbeats,
+    }
+
+
+def _report(args: argparse.Namespace, levels: list[int], results: dict) -> None:
+    samples, cpu, internal = results["samples"], results["cpu"], results["internal"]
+    k0 = median(samples[("worker", 0)])
+    direct_s = median(samples[("direct", 0)])
+    overhead = k0 / direct_s
+    # CPU seconds are far less disturbed by other load on a shared machine than wall time
+    overhead_cpu = median(cpu[("worker", 0)]) / median(cpu[("direct", 0)])
+    # the same ratio round by round (each pair ran back to back), then the median: robust to drift
+    overhead_paired = median([w / d for w, d in zip(samples[("worker", 0)], samples[("direct", 0)])])
+    level_json = {}
+    rows = []
+    for k in [0, *levels]:
+        runs = samples[("worker", k)]
+        s = median(runs)
+        ratio = 1.0 if k == 0 else s / k0
+        level_json[str(k)] = {
+            "s_per_image": s,
+            "ratio_to_k0": ratio,
+            "steps_run": args.steps - k,
+            "min_s_per_image": min(runs),
+            "paired_ratio_to_k0": median([x / k0_run for x, k0_run in zip(runs, samples[("worker", 0)])]),
+            "cpu_s_per_image": median(cpu[("worker", k)]),
+            "backend_s_per_image": median(internal[k]),  # the worker's own run_ms: denoise, decode, PNG
+        }
+        rows.append([f"worker K={k}", args.steps - k, s, min(runs), median(cpu[("worker", k)]),
+                     median(internal[k]), ratio, level_json[str(k)]["paired_ratio_to_k0"],
+                     "<= 0.6" if k == 25 else ""])
+    direct_runs = samples[("direct", 0)]
+    rows.append(["direct diffusers call", args.steps, direct_s, min(direct_runs), median(cpu[("direct", 0)]),
+                 float("nan"), float("nan"), float("nan"), ""])
+
+    print()
+    print("argus bench worker: tiny backend (SD-XL-shaped, random weights) on CPU through a real `argus worker`")
+    print(f"{args.size}x{args.size}, batch 1, N={args.steps} steps, {args.threads} torch thread(s), "
+          f"{args.repeats} interleaved repeats; s/image and CPU s are medians (end to end: Generate sent"
+          " -> ItemDone received)")
+    print()
+    print(table(
+        ["run", "steps", "s/image", "min s", "CPU s", "in-backend s", "ratio to K=0", "paired ratio", "target"],
+        rows,
+    ))
+    print()
+    print(f"overhead ratio (worker K=0 s/image / direct call s/image) = {overhead:.3f}   target <= 1.05")
+    print(f"  median of per-round ratios (each pair back to back)        = {overhead_paired:.3f}")
+    print(f"  same ratio in CPU seconds (less sensitive to other load)  = {overhead_cpu:.3f}")
+    print(f"worker image identical to the direct call's: {results['same_image']}")
+
+    data = {
+        "steps": args.steps,
+        "levels": level_json,
+        "overhead_ratio": overhead,
+        "overhead_ratio_paired": overhead_paired,
+        "overhead_ratio_cpu": overhead_cpu,
+        "direct_s_per_image": direct_s,
+        "direct_min_s_per_image": min(direct_runs),
+        "direct_cpu_s_per_image": median(cpu[("direct", 0)]),
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "size": args.size,
+        "same_image": results["same_image"],
+        "samples_s": {f"{src}_k{k}": v for (src, k), v in samples.items()},
+        "simulated": False,
+        "backend": "tiny",
+    }
+    write_json(args.json, data)

@@ -1,0 +1,99 @@
+"""Messages between client programs and the engine's ZeroMQ front door (DEALER <-> ROUTER).
+
+A client sends Generate (or Cancel) with an id of its choosing; the engine
+answers each admitted Generate with exactly one terminal message: Images, Error
+or Cancelled. Busy is the answer to a request the engine could not admit.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from protocols.codec import Blob, Codec
+from protocols.limits import (
+    MAX_GUIDANCE,
+    MAX_IMAGES_PER_REQUEST,
+    MAX_PROMPT_CHARS,
+    MAX_REQUEST_ID_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    OUTPUT_FORMATS,
+)
+
+RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID_CHARS)]
+OutputFormat = Annotated[str, msgspec.Meta(pattern=f"^({'|'.join(OUTPUT_FORMATS)})$")]
+
+
+class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_fields=True):
+    request_id: RequestId
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES_PER_REQUEST)] = 1
+    width: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the backend's default
+    height: Annotated[int, msgspec.Meta(ge=0)] = 0
+    steps: Annotated[int, msgspec.Meta(ge=0, le=MAX_STEPS)] = 0  # 0: the backend's default
+    guidance_scale: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_GUIDANCE)] = 5.0
+    seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
+    slo_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    output_format: OutputFormat = "png"
+
+
+class Cancel(msgspec.Struct, tag="cancel", frozen=True, forbid_unknown_fields=True):
+    request_id: RequestId
+
+
+class ImageResult(msgspec.Struct, frozen=True):
+    image: Blob
+    seed: int
+    level: int  # the cache level K the image was generated from (0: exact)
+    similarity: float | None  # of the cached neighbour whose latent was used
+    queue_ms: float
+    run_ms: float
+    worker: str
+    quality: float | None = None  # modelled, set only by simulated workers
+
+
+class Images(msgspec.Struct, tag="images", frozen=True):
+    request_id: str
+    images: list[ImageResult]
+
+
+class Error(msgspec.Struct, tag="error", frozen=True):
+    request_id: str
+    code: str
+    message: str
+
+
+class Busy(msgspec.Struct, tag="busy", frozen=True):
+    request_id: str
+    retry_after_ms: int
+
+
+class Cancelled(msgspec.Struct, tag="cancelled", frozen=True):
+    request_id: str
+
+
+class _RequestIdOnly(msgspec.Struct):
+    request_id: str = ""
+
+
+def salvage_request_id(header: bytes | memoryview) -> str:
+    """The request id of a message that failed strict decoding, so its error can name it."""
+    try:
+        request_id = msgspec.msgpack.decode(header, type=_RequestIdOnly).request_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+    return request_id[:MAX_REQUEST_ID_CHARS]
+
+
+FromClient = Generate | Cancel
+ToClient = Images | Error | Busy | Cancelled
+
+
+def engine_side_codec() -> Codec:
+    return Codec(FromClient)
+
+
+def client_side_codec() -> Codec:
+    return Codec(ToClient)

@@ -1,0 +1,115 @@
+"""One msgpack codec for every ZeroMQ link.
+
+A message travels as a multipart ZeroMQ message: frame 0 is the msgpack header
+(a msgspec tagged struct), frames 1.. are raw buffers. Arrays and blobs in the
+header are msgpack extension values naming their frame, dtype and shape, so big
+payloads are never copied into (or parsed out of) the header. Decoding is
+strict: anything that is not exactly one of the link's message types comes back
+as a `DecodeError` value, never as an exception that could kill a loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+
+_ARRAY_EXT = 1
+_BLOB_EXT = 2
+# dtypes that may cross the wire; anything else is refused at decode
+_ALLOWED_DTYPES = frozenset({"float16", "float32", "uint8"})
+MAX_FRAMES = 64
+
+
+class Blob(bytes):
+    """Bytes that travel as their own frame (encoded images)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """What a malformed message decodes to."""
+
+    reason: str
+
+
+class Codec:
+    """Encodes and decodes one link's union of message types.
+
+    Not thread-safe: each socket-owning actor keeps its own instance.
+    """
+
+    def __init__(self, message_types: Any):
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=self._enc_hook)
+        self._decoder = msgspec.msgpack.Decoder(message_types, ext_hook=self._ext_hook, dec_hook=self._dec_hook)
+        self._out_frames: list[Any] = []
+        self._in_frames: Sequence[Any] = ()
+
+    def encode(self, message: msgspec.Struct) -> list[Any]:
+        self._out_frames = []
+        try:
+            header = self._encoder.encode(message)
+            return [header, *self._out_frames]
+        finally:
+            self._out_frames = []
+
+    def decode(self, frames: Sequence[Any]) -> Any:
+        if not frames:
+            return DecodeError("empty message")
+        if len(frames) > MAX_FRAMES:
+            return DecodeError(f"too many frames ({len(frames)} > {MAX_FRAMES})")
+        self._in_frames = [_as_buffer(f) for f in frames[1:]]
+        try:
+            return self._decoder.decode(_as_buffer(frames[0]))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+            return DecodeError(str(exc))
+        finally:
+            self._in_frames = ()
+
+    def _enc_hook(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            array = np.ascontiguousarray(obj)
+            self._out_frames.append(array.data)
+            meta = (len(self._out_frames) - 1, array.dtype.name, list(array.shape))
+            return msgspec.msgpack.Ext(_ARRAY_EXT, msgspec.msgpack.encode(meta))
+        if isinstance(obj, Blob):
+            self._out_frames.append(obj)
+            return msgspec.msgpack.Ext(_BLOB_EXT, msgspec.msgpack.encode(len(self._out_frames) - 1))
+        raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+    def _ext_hook(self, code: int, data: memoryview) -> Any:
+        if code == _ARRAY_EXT:
+            index, dtype, shape = msgspec.msgpack.decode(data, type=tuple[int, str, list[int]])
+            if dtype not in _ALLOWED_DTYPES:
+                raise ValueError(f"dtype {dtype!r} not allowed")
+            if any(d < 0 for d in shape):
+                raise ValueError("negative dimension")
+            buffer = self._frame(index)
+            dt = np.dtype(dtype)
+            if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(buffer):
+                raise ValueError("array frame size does not match its shape")
+            return np.frombuffer(buffer, dtype=dt).reshape(shape)
+        if code == _BLOB_EXT:
+            index = msgspec.msgpack.decode(data, type=int)
+            return Blob(self._frame(index))
+        raise ValueError(f"unknown extension code {code}")
+
+    def _frame(self, index: int) -> memoryview:
+        if not 0 <= index < len(self._in_frames):
+            raise ValueError(f"frame {index} missing")
+        return self._in_frames[index]
+
+    @staticmethod
+    def _dec_hook(expected: type, obj: Any) -> Any:
+        if isinstance(obj, expected):
+            return obj
+        raise TypeError(f"expected {expected.__name__}, got {type(obj).__name__}")
+
+
+def _as_buffer(frame: Any) -> memoryview:
+    """zmq.Frame, bytes or memoryview -> memoryview, without copying."""
+    view = memoryview(getattr(frame, "buffer", frame))
+    # an array's own buffer (in-process) is shaped; the wire always sees flat bytes
+    return view if view.ndim == 1 and view.format == "B" else view.cast("B")

@@ -1,0 +1,88 @@
+"""CURVE authentication for ZeroMQ links over TCP: key files, and socket options set before bind/connect.
+
+Key files are the ones `zmq.auth.create_certificates` writes (`argus keys`):
+NAME.key holds a public key, NAME.key_secret the pair. Keys are z85 text.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+# how the engine hands its local workers their keys: an environment variable
+# (readable only by the owner, unlike a command line)
+LOCAL_WORKER_KEYS_ENV = "ARGUS_WORKER_CURVE"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        public, secret = zmq.curve_keypair()
+        return cls(public, secret)
+
+    @classmethod
+    def load(cls, secret_file: str | Path) -> KeyPair:
+        public, secret = zmq.auth.load_certificate(secret_file)
+        if secret is None:
+            raise ValueError(f"{secret_file} holds no secret key (pass the .key_secret file)")
+        return cls(public, secret)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKeys:
+    """What a worker or a client needs to reach a CURVE engine."""
+
+    own: KeyPair
+    server_public: bytes
+
+    @classmethod
+    def from_files(cls, secret_file: str | Path, server_public_file: str | Path) -> ClientKeys:
+        server_public, _ = zmq.auth.load_certificate(server_public_file)
+        return cls(KeyPair.load(secret_file), server_public)
+
+    def to_env(self) -> str:
+        return b" ".join((self.own.public, self.own.secret, self.server_public)).decode()
+
+    @classmethod
+    def from_env(cls) -> ClientKeys | None:
+        value = os.environ.get(LOCAL_WORKER_KEYS_ENV)
+        if not value:
+            return None
+        public, secret, server_public = value.encode().split()
+        return cls(KeyPair(public, secret), server_public)
+
+
+def load_public_keys(directory: str | Path) -> set[bytes]:
+    """Every public key (*.key) in a directory: the workers and clients an engine admits."""
+    keys = set()
+    for path in sorted(Path(directory).glob("*.key")):
+        public, _ = zmq.auth.load_certificate(path)
+        keys.add(public)
+    return keys
+
+
+def make_server(sock: zmq.Socket, keys: KeyPair) -> None:
+    sock.curve_server = True
+    sock.curve_publickey = keys.public
+    sock.curve_secretkey = keys.secret
+
+
+def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
+    sock.curve_publickey = keys.own.public
+    sock.curve_secretkey = keys.own.secret
+    sock.curve_serverkey = keys.server_public
+
+
+def create_key_files(directory: str | Path, name: str) -> tuple[Path, Path]:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(directory, name)
+    os.chmod(secret, 0o600)
+    return Path(public), Path(secret)

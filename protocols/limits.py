@@ -1,0 +1,10 @@
+"""Bounds every front door enforces on what a client may ask for."""
+
+MAX_PROMPT_CHARS = 4000
+MAX_IMAGES_PER_REQUEST = 10  # as the OpenAI images API
+MAX_STEPS = 200
+MAX_GUIDANCE = 50.0
+MAX_SEED = 2**63 - 1
+MAX_REQUEST_ID_CHARS = 128
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+SIZE_MULTIPLE = 8

@@ -1,0 +1,161 @@
+"""The HTTP schema: OpenAI's `POST /v1/images/generations`, with argus extension fields.
+
+Decoded strictly (msgspec.json): a wrong type, an unknown field or a value out
+of range is a 400 naming the field. `model`, `quality`, `style` and `user` are
+accepted for compatibility; `model` is echoed back, the others do not change
+generation.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated, Literal
+
+import msgspec
+
+from protocols.client_messages import Generate, ImageResult, OutputFormat
+from protocols.limits import MAX_GUIDANCE, MAX_IMAGES_PER_REQUEST, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
+
+SIZE_PATTERN = r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$"
+_SIZE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+
+
+class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    model: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES_PER_REQUEST)] = 1
+    size: Annotated[str, msgspec.Meta(max_length=32, pattern=SIZE_PATTERN)] = "auto"
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    output_format: OutputFormat = "png"
+    quality: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    style: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    # argus extensions
+    seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
+    num_inference_steps: Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)] | None = None
+    guidance_scale: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_GUIDANCE)] | None = None
+    slo_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class InvalidRequest(ValueError):
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+def parse_request(body: bytes) -> ImageGenerationRequest:
+    try:
+        return msgspec.json.decode(body, type=ImageGenerationRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc), _param_of(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from None
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """`WxH` -> (width, height); `auto` -> (0, 0), the backend's default."""
+    if size == "auto":
+        return 0, 0
+    match = _SIZE.match(size)
+    if not match:
+        raise InvalidRequest(f"size {size!r} must be 'auto' or 'WIDTHxHEIGHT', e.g. '1024x1024'", "size")
+    return int(match.group(1)), int(match.group(2))
+
+
+def to_generate(request: ImageGenerationRequest, request_id: str) -> Generate:
+    width, height = parse_size(request.size)
+    optional = {
+        name: value
+        for name, value in (
+            ("steps", request.num_inference_steps),
+            ("guidance_scale", request.guidance_scale),
+        )
+        if value is not None
+    }
+    return Generate(
+        request_id=request_id,
+        prompt=request.prompt,
+        n=request.n,
+        width=width,
+        height=height,
+        seed=request.seed,
+        slo_ms=request.slo_ms,
+        output_format=request.output_format,
+        **optional,
+    )
+
+
+class ArgusImageInfo(msgspec.Struct, frozen=True):
+    """What happened to one image."""
+
+    level: int  # cache level K the image resumed from (0: exact generation)
+    similarity: float | None  # of the cached neighbour whose latent was used
+    seed: int
+    queue_ms: float
+    run_ms: float
+    worker: str
+    quality: float | None  # modelled quality, simulated workers only
+
+
+class ImageData(msgspec.Struct, frozen=True, omit_defaults=True):
+    argus: ArgusImageInfo
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(msgspec.Struct, frozen=True, omit_defaults=True):
+    created: int
+    data: list[ImageData]
+    output_format: str
+    size: str
+    model: str | None = None
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorResponse(msgspec.Struct, frozen=True):
+    error: ErrorDetail
+
+
+def image_data(result: ImageResult, b64_json: str | None = None, url: str | None = None) -> ImageData:
+    info = ArgusImageInfo(
+        level=result.level,
+        similarity=result.similarity,
+        seed=result.seed,
+        queue_ms=round(result.queue_ms, 3),
+        run_ms=round(result.run_ms, 3),
+        worker=result.worker,
+        quality=result.quality,
+    )
+    return ImageData(argus=info, b64_json=b64_json, url=url)
+
+
+def images_response(data: list[ImageData], request: ImageGenerationRequest, width: int, height: int) -> ImagesResponse:
+    return ImagesResponse(
+        created=int(time.time()),
+        data=data,
+        output_format=request.output_format,
+        size=f"{width}x{height}",
+        model=request.model,
+    )
+
+
+_INVALID_INPUT = ("invalid_request", "invalid_size", "body_too_large")
+
+
+def error_response(message: str, code: str, param: str | None = None) -> ErrorResponse:
+    kind = "invalid_request_error" if code in _INVALID_INPUT else code
+    return ErrorResponse(ErrorDetail(message=message, type=kind, param=param, code=code))
+
+
+def _param_of(message: str) -> str | None:
+    # msgspec names the field as "... - at `$.field`"
+    match = re.search(r"at `\$\.([a-z_]+)", message)
+    return match.group(1) if match else None

@@ -1,0 +1,62 @@
+"""The HTTP API as an OpenAPI 3.1 document, generated from the schema types themselves."""
+
+from __future__ import annotations
+
+import msgspec
+
+from protocols.openai_images import ErrorResponse, ImageGenerationRequest, ImagesResponse
+
+_REF = "#/components/schemas/{name}"
+
+
+def _json_content(name: str) -> dict:
+    return {"application/json": {"schema": {"$ref": _REF.format(name=name)}}}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": _json_content("ErrorResponse")}
+
+
+def openapi_document(version: str, api_key: bool) -> dict:
+    (_, components) = msgspec.json.schema_components(
+        [ImageGenerationRequest, ImagesResponse, ErrorResponse], ref_template=_REF
+    )
+    guarded = [{"bearer": []}] if api_key else []
+    generate = {
+        "operationId": "createImage",
+        "summary": "Generate images (OpenAI images API, with argus extensions)",
+        "requestBody": {"required": True, "content": _json_content("ImageGenerationRequest")},
+        "responses": {
+            "200": {"description": "the images", "content": _json_content("ImagesResponse")},
+            "400": _error("invalid input, naming the field"),
+            "401": _error("missing or wrong API key"),
+            "413": _error("body over the size limit"),
+            "429": _error("queue full; retry after the Retry-After header"),
+            "500": _error("a worker failed on this request"),
+            "503": _error("no worker can serve, or the engine is shutting down"),
+            "504": _error("the request's deadline (slo_ms) passed"),
+        },
+        "security": guarded,
+    }
+    plain_text = {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    any_json = {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "argus", "version": version},
+        "paths": {
+            "/v1/images/generations": {"post": generate},
+            "/health": {"get": {"operationId": "health", "responses": any_json, "security": []}},
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "responses": {**any_json, "503": {"description": "not ready"}},
+                    "security": guarded,
+                }
+            },
+            "/metrics": {"get": {"operationId": "metrics", "responses": plain_text, "security": guarded}},
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

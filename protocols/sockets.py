@@ -1,0 +1,75 @@
+"""The one place ZeroMQ sockets are made: linger, high-water marks, identity, bind or connect."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import zmq
+
+from protocols.curve import ClientKeys, KeyPair, make_client, make_server
+
+# a message over the high-water mark is dropped by ROUTER sockets (not queued
+# without bound); replies that matter are small, and engines re-send nothing
+DEFAULT_HWM = 100_000
+# a whole encoded 1536 px image with latents fits with room to spare
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def make_socket(
+    context: zmq.Context,
+    kind: int,
+    *,
+    connect: str | None = None,
+    identity: bytes | None = None,
+    curve_server: KeyPair | None = None,
+    curve_client: ClientKeys | None = None,
+) -> zmq.Socket:
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
+    sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    if kind == zmq.ROUTER:
+        # an unroutable reply (peer gone) raises instead of vanishing silently
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    # security must be set before bind or connect
+    if curve_server is not None:
+        make_server(sock, curve_server)
+    if curve_client is not None:
+        make_client(sock, curve_client)
+    if connect is not None:
+        sock.connect(connect)
+    return sock
+
+
+def bind_all(sock: zmq.Socket, addresses: list[str] | tuple[str, ...]) -> list[str]:
+    """Binds every address; returns the concrete endpoints (tcp port 0 resolved)."""
+    endpoints = []
+    for address in addresses:
+        _prepare_ipc_dir(address)
+        sock.bind(address)
+        _restrict_ipc_file(address)
+        endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+    return endpoints
+
+
+def _ipc_path(address: str) -> str | None:
+    if not address.startswith("ipc://"):
+        return None
+    return address[len("ipc://") :]
+
+
+def _prepare_ipc_dir(address: str) -> None:
+    path = _ipc_path(address)
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+
+
+def _restrict_ipc_file(address: str) -> None:
+    # only the owner may connect to a local socket
+    path = _ipc_path(address)
+    if path and os.path.exists(path):
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)

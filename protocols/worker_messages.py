@@ -1,0 +1,131 @@
+"""Messages between the engine and a worker process (ROUTER <-> DEALER).
+
+The worker speaks first (a ROUTER cannot reach a peer it has not heard from):
+Hello, answered by Welcome or Refused. After that the engine sends Generate,
+SetLevel, Abort, Shutdown and EngineHeartbeat; the worker sends Heartbeat,
+LevelSet and one terminal message per generated item: ItemDone, ItemFailed or
+ItemCancelled. Both sides watch the other's heartbeats: the engine drops a
+silent worker, and a worker that stops hearing its engine says hello again
+(to a restarted engine, or the same one once it answers).
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from protocols.codec import Blob, Codec
+
+PROTOCOL_VERSION = 1
+
+
+class Hello(msgspec.Struct, tag="hello", frozen=True):
+    protocol: int
+    worker_id: str
+    backend: str
+    device: str
+    simulated: bool
+    levels: list[int]  # cache levels K this backend returns latents for
+    max_batch: int
+    default_steps: int
+    min_size: int
+    max_size: int
+    default_size: int
+    level: int  # level the worker serves now
+    pid: int
+
+
+class Welcome(msgspec.Struct, tag="welcome", frozen=True):
+    protocol: int
+    heartbeat_interval_s: float
+    # a worker that hears nothing from the engine this long says hello again
+    engine_timeout_s: float
+    level: int
+
+
+class Refused(msgspec.Struct, tag="refused", frozen=True):
+    reason: str
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
+    level: int
+    running_batch: int  # batch id, or -1 when idle
+
+
+class EngineHeartbeat(msgspec.Struct, tag="engine_heartbeat", frozen=True):
+    pass
+
+
+class SetLevel(msgspec.Struct, tag="set_level", frozen=True):
+    level: int
+
+
+class LevelSet(msgspec.Struct, tag="level_set", frozen=True):
+    level: int
+
+
+class GenerateItem(msgspec.Struct, frozen=True):
+    request_id: str
+    prompt: str
+    seed: int
+    # the cached neighbour's latent after `level` steps; None only at level 0
+    latent: np.ndarray | None = None
+
+
+class Generate(msgspec.Struct, tag="generate", frozen=True):
+    """A batch: every item shares level, steps, size, guidance and format."""
+
+    batch_id: int
+    level: int
+    steps: int
+    width: int
+    height: int
+    guidance_scale: float
+    output_format: str
+    items: list[GenerateItem]
+
+
+class Abort(msgspec.Struct, tag="abort", frozen=True):
+    request_ids: list[str]
+
+
+class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
+    pass
+
+
+class ItemDone(msgspec.Struct, tag="done", frozen=True):
+    request_id: str
+    batch_id: int
+    image: Blob  # encoded in the batch's output_format
+    level: int
+    # latents passed through after each cache level above `level`
+    latents: dict[int, np.ndarray]
+    run_ms: float
+    steps_run: int  # denoising steps (UNet evaluations per image) this run took
+    quality: float | None = None  # set by simulated backends only
+
+
+class ItemFailed(msgspec.Struct, tag="failed", frozen=True):
+    request_id: str
+    batch_id: int
+    code: str
+    message: str
+
+
+class ItemCancelled(msgspec.Struct, tag="cancelled", frozen=True):
+    request_id: str
+    batch_id: int
+
+
+ToWorker = Welcome | Refused | EngineHeartbeat | Generate | SetLevel | Abort | Shutdown
+FromWorker = Hello | Heartbeat | LevelSet | ItemDone | ItemFailed | ItemCancelled
+ItemOutcome = ItemDone | ItemFailed | ItemCancelled
+
+
+def engine_side_codec() -> Codec:
+    """Decodes what workers send; encodes what the engine sends."""
+    return Codec(FromWorker)
+
+
+def worker_side_codec() -> Codec:
+    return Codec(ToWorker)

@@ -1,0 +1,143 @@
+"""Starts a real `argus serve` in a subprocess for a test, and stops it with nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class EngineProcess:
+    process: subprocess.Popen
+    http: str
+    client_address: str
+    worker_address: str
+    log_path: Path
+    api_key: str | None = None
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(self.http + path, headers=headers), timeout=10
+            ) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def ready(self) -> dict:
+        return json.loads(self.get("/ready")[1])
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample in /metrics (0 when absent)."""
+        _, body = self.get("/metrics")
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in body.decode().splitlines():
+            if line.startswith("#"):
+                continue
+            sample, _, value = line.rpartition(" ")
+            sample_name, _, sample_labels = sample.partition("{")
+            got = ",".join(sorted(sample_labels.rstrip("}").split(","))) if sample_labels else ""
+            if sample_name == name and got == wanted:
+                return float(value)
+        return 0.0
+
+    def wait_ready(self, workers: int, timeout_s: float = 180.0) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"engine exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                status = self.ready()
+                if len(status["workers"]) >= workers:
+                    return status
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"engine not ready with {workers} workers:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_engine(
+    tmp_path: Path,
+    *args: str,
+    workers: int = 2,
+    backend: str = "tiny",
+    wait: bool = True,
+    api_key: str | None = None,
+    worker_port: int | None = None,
+) -> EngineProcess:
+    port, client_port, worker_port = free_port(), free_port(), worker_port or free_port()
+    log_path = tmp_path / f"engine-{port}.log"
+    options = {
+        "--port": str(port),
+        "--client-listen": f"tcp://127.0.0.1:{client_port}",
+        "--worker-listen": f"tcp://127.0.0.1:{worker_port}",
+        "--workers": str(workers),
+        "--backend": backend,
+        **({"--api-key": api_key} if api_key else {}),
+    }
+    command = [sys.executable, "-m", "engine.cli", "serve", *(x for pair in options.items() for x in pair), *args]
+    with open(log_path, "wb") as log:
+        # its own process group, so a failed test can kill the engine and its workers together
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    engine = EngineProcess(
+        process,
+        f"http://127.0.0.1:{port}",
+        f"tcp://127.0.0.1:{client_port}",
+        f"tcp://127.0.0.1:{worker_port}",
+        log_path,
+        api_key,
+    )
+    if wait:
+        try:
+            engine.wait_ready(workers)
+        except Exception:
+            engine.stop()
+            raise
+    return engine
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is pid (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found

@@ -1,0 +1,156 @@
+"""The wire codec: round trips, and strict refusal of anything malformed (never an exception)."""
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols import client_messages, worker_messages
+from protocols.codec import Blob, DecodeError
+from protocols.worker_messages import Generate, GenerateItem, ItemDone
+
+
+def _generate_with_latent() -> Generate:
+    latent = np.arange(4 * 8 * 8, dtype=np.float16).reshape(4, 8, 8)
+    return Generate(
+        batch_id=7,
+        level=10,
+        steps=50,
+        width=64,
+        height=64,
+        guidance_scale=5.0,
+        output_format="png",
+        items=[GenerateItem("j1", "a cat", 3, latent), GenerateItem("j2", "a dog", 4, latent * 2)],
+    )
+
+
+def test_arrays_travel_as_frames_and_round_trip():
+    message = _generate_with_latent()
+    frames = worker_messages.engine_side_codec().encode(message)
+    assert len(frames) == 3  # header + one frame per latent
+    assert memoryview(frames[1]).nbytes == 4 * 8 * 8 * 2
+    assert len(frames[0]) < 4 * 8 * 8 * 2  # the latents are not copied into the header
+    decoded = worker_messages.worker_side_codec().decode(frames)
+    assert decoded.items[1].prompt == "a dog"
+    np.testing.assert_array_equal(decoded.items[1].latent, message.items[1].latent)
+    assert decoded.items[0].latent.dtype == np.float16
+
+
+def test_blob_and_latent_dict_round_trip():
+    done = ItemDone("j1", 7, Blob(b"\x89PNG..."), 10, {15: np.ones((4, 8, 8), np.float16)}, 12.5, 40)
+    frames = worker_messages.worker_side_codec().encode(done)
+    decoded = worker_messages.engine_side_codec().decode(frames)
+    assert decoded.image == b"\x89PNG..." and isinstance(decoded.image, Blob)
+    assert list(decoded.latents) == [15]
+    np.testing.assert_array_equal(decoded.latents[15], done.latents[15])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=256), min_size=0, max_size=5))
+def test_random_frames_decode_to_an_error_value(frames):
+    for codec in (
+        worker_messages.engine_side_codec(),
+        worker_messages.worker_side_codec(),
+        client_messages.engine_side_codec(),
+        client_messages.client_side_codec(),
+    ):
+        result = codec.decode(frames)
+        assert isinstance(result, DecodeError) or isinstance(result, msgspec.Struct)
+
+
+def _header_with_array(index: int, dtype: str, shape: list[int]) -> bytes:
+    ext = msgspec.msgpack.Ext(1, msgspec.msgpack.encode((index, dtype, shape)))
+    item = {"request_id": "j", "prompt": "p", "seed": 1, "latent": ext}
+    return msgspec.msgpack.encode(
+        {
+            "type": "generate",
+            "batch_id": 1,
+            "level": 5,
+            "steps": 50,
+            "width": 64,
+            "height": 64,
+            "guidance_scale": 5.0,
+            "output_format": "png",
+            "items": [item],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "frames", "reason"),
+    [
+        (_header_with_array(1, "float16", [4, 8, 8]), [b"\0" * 512], "missing"),
+        (_header_with_array(0, "float16", [4, 8, 8]), [b"\0" * 100], "does not match"),
+        (_header_with_array(0, "object", [1]), [b"\0" * 8], "not allowed"),
+        (_header_with_array(0, "float16", [-1]), [b""], "negative"),
+        (msgspec.msgpack.encode({"type": "no_such_kind"}), [], "Invalid value"),
+        (msgspec.msgpack.encode({"type": "abort", "request_ids": "not a list"}), [], "Expected `array`"),
+        (b"\xc1", [], "invalid"),
+    ],
+)
+def test_malformed_multipart_is_refused_with_a_reason(header, frames, reason):
+    result = worker_messages.worker_side_codec().decode([header, *frames])
+    assert isinstance(result, DecodeError)
+    assert reason.lower() in result.reason.lower()
+
+
+def test_too_many_frames_are_refused():
+    result = worker_messages.worker_side_codec().decode([b"x"] * 1000)
+    assert isinstance(result, DecodeError) and "too many frames" in result.reason
+
+
+def test_only_its_own_types_are_encoded():
+    class Foreign:
+        pass
+
+    with pytest.raises(NotImplementedError):
+        worker_messages.engine_side_codec().encode(worker_messages.Abort([Foreign()]))  # type: ignore[list-item]
+
+
+def test_client_request_bounds_are_part_of_decoding():
+    codec = client_messages.engine_side_codec()
+    frames = client_messages.client_side_codec()._encoder.encode(
+        {"type": "generate", "request_id": "r", "prompt": "", "n": 1}
+    )
+    result = codec.decode([frames])
+    assert isinstance(result, DecodeError) and "length >= 1" in result.reason
+
+
+def _valid_messages():
+    latent = np.ones((4, 8, 8), np.float16)
+    return [
+        (worker_messages.engine_side_codec(), worker_messages.worker_side_codec(), _generate_with_latent()),
+        (
+            worker_messages.worker_side_codec(),
+            worker_messages.engine_side_codec(),
+            ItemDone("j", 1, Blob(b"img"), 5, {10: latent, 15: latent}, 3.0, 45),
+        ),
+        (
+            client_messages.client_side_codec(),
+            client_messages.engine_side_codec(),
+            client_messages.Generate("r", "a prompt", n=2, width=64, height=64, seed=3),
+        ),
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    which=st.integers(0, 2),
+    frame=st.integers(0, 10),
+    position=st.integers(0, 10_000),
+    value=st.integers(0, 255),
+    cut=st.integers(0, 10_000),
+    drop_frame=st.booleans(),
+)
+def test_mutated_frames_decode_to_a_message_or_an_error(which, frame, position, value, cut, drop_frame):
+    sender, receiver, message = _valid_messages()[which]
+    frames = [bytearray(memoryview(f).cast("B")) for f in sender.encode(message)]
+    target = frames[frame % len(frames)]
+    if target:
+        target[position % len(target)] = value
+        del target[cut % (len(target) + 1) :]
+    if drop_frame and len(frames) > 1:
+        frames.pop()
+    result = receiver.decode([bytes(f) for f in frames])
+    assert isinstance(result, (DecodeError, msgspec.Struct))

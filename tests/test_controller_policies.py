@@ -1,0 +1,164 @@
+"""The five policies: each behaves as the architecture's table says, and no prompt goes to a level its
+neighbour has no latent for."""
+
+import itertools
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.policies import POLICY_NAMES, WindowInputs, make_policy
+from controller.predictor import Lookup, SimilarityPredictor
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+from controller.similarity import SimilarityTable
+
+LEVELS = (0, 5, 10, 15, 20, 25)
+TABLE = SimilarityTable.bundled("clip")
+PROFILE = LatencyProfile.bundled()
+SIM = DegradationMatrix.from_quality_model(QualityModel(TABLE))
+MIX = {0: 0.2, 5: 0.1, 10: 0.1, 15: 0.15, 20: 0.2, 25: 0.25}
+
+
+class Always:
+    """A predictor that ignores the prompt (to show which policies use the one they are given)."""
+
+    def __init__(self, level: int):
+        self.level = level
+
+    def predict(self, lookup: Lookup) -> int:
+        return self.level
+
+
+def policy(name: str, predictor=None):
+    return make_policy(name, PROFILE, SIM, predictor or SimilarityPredictor(TABLE))
+
+
+def inputs(workers: int = 8, demand: float = 2.0, current=None, mix=MIX) -> WindowInputs:
+    return WindowInputs(now=100.0, workers=workers, current=current or {}, demand_rps=demand, k_mix=mix, slo_s=15.0)
+
+
+def test_unknown_policy():
+    with pytest.raises(ValueError, match="unknown policy"):
+        policy("fastest")
+
+
+def test_clipper_ha_runs_everything_exactly():
+    p = policy("clipper-ha")
+    plan = p.plan(inputs())
+    assert plan.workers_per_level == {0: 8}
+    assert all(row == {0: 1.0} for row in plan.redirect.values())
+    assert plan.expected_quality == 100.0
+    rng = random.Random(0)
+    assert {p.choose_level(k, LEVELS[1:], plan, rng) for k in LEVELS} == {0}
+
+
+def test_clipper_ht_runs_everything_at_the_largest_level():
+    p = policy("clipper-ht")
+    plan = p.plan(inputs())
+    assert plan.workers_per_level == {25: 8}
+    rng = random.Random(0)
+    assert {p.choose_level(k, LEVELS[1:], plan, rng) for k in LEVELS} == {25}
+    assert p.choose_level(25, (), plan, rng) == 0  # a miss runs in full
+    assert p.choose_level(5, (5, 10), plan, rng) == 10  # the neighbour has nothing above 10
+    # everything at 25 serves more than everything at 0, at a lower quality
+    ha = policy("clipper-ha").plan(inputs(demand=20.0))
+    ht = p.plan(inputs(demand=20.0))
+    assert ht.served_rps > ha.served_rps and ht.expected_quality < ha.expected_quality
+
+
+def test_nirvana_uses_the_table_alone_and_moves_no_worker():
+    p = policy("nirvana", predictor=Always(25))
+    assert p.predict(Lookup(0.80, LEVELS[1:])) == 10  # the table, not the predictor it was given
+    assert p.predict(Lookup(None)) == 0
+    current = {0: 5, 15: 3}
+    for demand in (0.1, 2.0, 50.0):  # no load awareness
+        plan = p.plan(inputs(demand=demand, current=current))
+        assert {k: n for k, n in plan.workers_per_level.items() if n} == current
+        assert all(row == {k: 1.0} for k, row in plan.redirect.items())
+    rng = random.Random(0)
+    assert [p.choose_level(k, LEVELS[1:], plan, rng) for k in LEVELS] == list(LEVELS)
+
+
+def test_proteus_routes_every_prompt_alike():
+    p = policy("proteus")
+    plan = p.plan(inputs(demand=3.0))
+    assert plan.status == "optimal" and plan.workers == 8
+    rows = list(plan.redirect.values())
+    assert all(row == rows[0] for row in rows)
+    assert set(plan.demand_rps) == set(LEVELS)
+    assert sum(plan.demand_rps.values()) == pytest.approx(3.0)
+    # the prompt is ignored: the same random draw gives the same level whatever K* is
+    picks = {k: p.choose_level(k, LEVELS[1:], plan, random.Random(7)) for k in LEVELS}
+    assert len(set(picks.values())) == 1
+
+
+def test_proteus_trades_quality_for_throughput_without_knowing_the_prompt():
+    p = policy("proteus")
+    light = p.plan(inputs(demand=0.5))
+    heavy = p.plan(inputs(demand=30.0))
+    assert light.served_rps == pytest.approx(0.5)
+    assert max(light.redirect[0]) == 0  # spare capacity: everything exact
+    assert heavy.workers_per_level[25] == 8  # overload: all at the fastest level
+
+
+def test_argus_samples_the_redirect_row():
+    p = policy("argus")
+    plan = p.plan(inputs(demand=5.0))
+    rng = random.Random(3)
+    for k in LEVELS:
+        row = plan.redirect[k]
+        counts = Counter(p.choose_level(k, LEVELS[1:], plan, rng) for _ in range(2000))
+        for kp, share in row.items():
+            assert counts[kp] / 2000 == pytest.approx(share, abs=0.05)
+        assert set(counts) <= set(row)
+
+
+def test_argus_reroute_keeps_the_workers():
+    p = policy("argus")
+    plan = p.plan(inputs(demand=2.0))
+    moved = p.reroute(inputs(demand=2.0, mix={25: 1.0}), plan.workers_per_level)
+    assert moved.workers_per_level == plan.workers_per_level
+    assert moved.demand_rps[25] == pytest.approx(2.0)
+
+
+def _plans():
+    """One plan per policy and load, made once: the property below only samples from them."""
+    plans = []
+    for name in POLICY_NAMES:
+        p = policy(name)
+        for demand in (0.5, 3.0, 40.0):
+            plans.append((p, p.plan(inputs(demand=demand, current={0: 4, 20: 4}))))
+    return plans
+
+
+PLANS = _plans()
+NEIGHBOURS = [(), *(c for n in range(1, 6) for c in itertools.combinations(LEVELS[1:], n))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    which=st.integers(0, len(PLANS) - 1),
+    k_star=st.sampled_from(LEVELS),
+    neighbour=st.sampled_from(NEIGHBOURS),
+    seed=st.integers(0, 2**32),
+)
+def test_choose_level_never_picks_a_level_the_neighbour_lacks(which, k_star, neighbour, seed):
+    p, plan = PLANS[which]
+    level = p.choose_level(k_star, neighbour, plan, random.Random(seed))
+    assert level == 0 or level in neighbour
+    if not neighbour:
+        assert level == 0
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_every_policy_makes_sound_plans(name):
+    p = policy(name)
+    for workers, demand in ((0, 0.0), (1, 0.1), (8, 3.0), (64, 500.0)):
+        plan = p.plan(inputs(workers=workers, demand=demand))
+        assert plan.policy == name and plan.workers == workers and plan.created_at == 100.0
+        assert set(plan.redirect) == set(LEVELS)
+        for row in plan.redirect.values():
+            assert sum(row.values()) == pytest.approx(1.0)
+        assert 0.0 <= plan.served_rps <= demand + 1e-6

@@ -1,0 +1,96 @@
+"""The Optimal-K predictor: the similarity-table default, the trained logistic model, `argus train-predictor`."""
+
+import argparse
+import json
+import random
+
+import pytest
+
+from controller import train_predictor
+from controller.predictor import Lookup, SimilarityPredictor, TrainedPredictor, stored_level_at_most
+from controller.profiles import QualityModel, QualitySample
+from controller.similarity import SimilarityTable
+
+LEVELS = (0, 5, 10, 15, 20, 25)
+ALL_STORED = LEVELS[1:]
+CLIP = SimilarityTable.bundled("clip")
+MODEL = QualityModel(CLIP)
+WORDS = "a red cat sitting on an old wooden chair in the warm evening light oil painting".split()
+
+
+def _prompt(rng: random.Random) -> str:
+    return " ".join(rng.sample(WORDS, rng.randint(3, len(WORDS))))
+
+
+def _samples(n: int, seed: int, with_neighbour: bool = False) -> list[QualitySample]:
+    rng = random.Random(seed)
+    samples = []
+    for _ in range(n):
+        s = rng.uniform(0.55, 1.0)
+        level = rng.choice(ALL_STORED)
+        prompt = _prompt(rng)
+        neighbour = _prompt(rng) if with_neighbour else None
+        samples.append(QualitySample(s, level, MODEL.quality(level, s, prompt), prompt, neighbour))
+    return samples
+
+
+def test_stored_level_at_most():
+    assert stored_level_at_most(25, (10, 15, 20, 25)) == 25
+    assert stored_level_at_most(25, (10, 15)) == 15
+    assert stored_level_at_most(5, (10, 15)) == 0
+    assert stored_level_at_most(20, ()) == 0
+
+
+def test_similarity_predictor_follows_the_table_within_the_stored_levels():
+    predictor = SimilarityPredictor(CLIP)
+    assert predictor.predict(Lookup(None)) == 0
+    assert predictor.predict(Lookup(0.97, ALL_STORED)) == 25
+    assert predictor.predict(Lookup(0.97, (5, 10, 20))) == 20
+    assert predictor.predict(Lookup(0.80, ALL_STORED)) == 10
+    assert predictor.predict(Lookup(0.80, (15, 20, 25))) == 0  # nothing at or below 10 is stored
+    assert predictor.predict(Lookup(0.50, ALL_STORED)) == 0
+    assert predictor.predict(Lookup(0.99, ())) == 0
+
+
+def test_trained_predictor_learns_the_sim_quality_model():
+    predictor = TrainedPredictor.fit(_samples(4000, seed=1))
+    table = SimilarityPredictor(CLIP)
+    rng = random.Random(2)
+    lookups = [Lookup(rng.uniform(0.55, 1.0), ALL_STORED, _prompt(rng)) for _ in range(500)]
+    agree = sum(predictor.predict(x) == table.predict(x) for x in lookups)
+    assert agree / len(lookups) > 0.85
+    assert predictor.predict(Lookup(None, ALL_STORED, "a cat")) == 0
+    assert predictor.predict(Lookup(0.999, ALL_STORED, "a cat")) == 25
+    assert predictor.predict(Lookup(0.999, (10,), "a cat")) == 10
+    # probability of staying above the target falls with the level and rises with similarity
+    probabilities = [predictor.probability(k, Lookup(0.9, prompt="a cat")) for k in ALL_STORED]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert predictor.probability(20, Lookup(0.85)) < predictor.probability(20, Lookup(0.95))
+
+
+def test_trained_predictor_round_trips(tmp_path):
+    predictor = TrainedPredictor.fit(_samples(1500, seed=3, with_neighbour=True), provenance="test")
+    assert predictor.features[-1] == "word_overlap"
+    path = tmp_path / "predictor.json"
+    predictor.save(path)
+    loaded = TrainedPredictor.load(path)
+    assert json.loads(path.read_text())["version"] == 1
+    rng = random.Random(4)
+    for _ in range(100):
+        lookup = Lookup(rng.uniform(0.6, 1.0), ALL_STORED, _prompt(rng), _prompt(rng))
+        assert loaded.predict(lookup) == predictor.predict(lookup)
+    with pytest.raises(ValueError, match="neighbour's prompt"):
+        loaded.predict(Lookup(0.9, ALL_STORED, "a cat"))
+
+
+def test_train_predictor_command(tmp_path, capsys):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in _samples(1500, seed=5)))
+    parser = argparse.ArgumentParser()
+    train_predictor.add_arguments(parser)
+    out = tmp_path / "model.json"
+    args = parser.parse_args([str(samples), "--out", str(out), "--embedder", "clip"])
+    assert train_predictor.run(args) == 0
+    assert TrainedPredictor.load(out).target == 95.0
+    printed = capsys.readouterr().out
+    assert "held-out" in printed and "table" in printed

@@ -1,0 +1,189 @@
+"""Profiles: the bundled SD-XL latency table, the Proteus capacity rule, the sim quality model, D[K'][K]."""
+
+import json
+import math
+import statistics
+
+import pytest
+
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel, QualitySample, read_quality_samples
+from controller.similarity import SimilarityTable
+
+LEVELS = (0, 5, 10, 15, 20, 25)
+CLIP = SimilarityTable.from_pairs([(0.95, 25), (0.90, 20), (0.85, 15), (0.75, 10), (0.65, 5)])
+
+
+# -- similarity table --------------------------------------------------------------------
+def test_bundled_clip_table_is_the_published_one():
+    assert SimilarityTable.bundled("clip") == CLIP
+    assert CLIP.levels == LEVELS
+
+
+def test_level_for_and_bands():
+    assert CLIP.level_for(None) == 0
+    assert CLIP.level_for(0.99) == 25
+    assert CLIP.level_for(0.95) == 20  # strictly above the threshold, as MoDM does
+    assert CLIP.level_for(0.70) == 5
+    assert CLIP.level_for(0.5) == 0
+    assert CLIP.band(25) == (0.95, 1.0)
+    assert CLIP.band(10) == (0.75, 0.85)
+    assert CLIP.band(0) == (-1.0, 0.65)
+
+
+def test_a_table_must_fall():
+    with pytest.raises(ValueError):
+        SimilarityTable(((0.9, 20), (0.95, 25)))
+
+
+# -- latency -----------------------------------------------------------------------------
+def test_bundled_profile_matches_the_published_figures():
+    profile = LatencyProfile.bundled()
+    assert profile.levels == LEVELS
+    assert profile.latency(0, 1) == pytest.approx(5.1, abs=0.1)  # reference: 5.13 s, 50 steps, batch 1
+    # roughly 0.1 s per step: 25 fewer steps save about 2.5 s
+    assert profile.latency(0, 1) - profile.latency(25, 1) == pytest.approx(2.25, abs=0.3)
+    for k in LEVELS:
+        per_image = [profile.latency(k, b) / b for b in range(1, profile.max_batch + 1)]
+        assert per_image == sorted(per_image, reverse=True)
+        assert per_image[0] / per_image[-1] < 2.0  # batching gains at most about 2x
+    assert "reference.md" in profile.provenance
+
+
+def test_bundled_table_is_its_recorded_formula():
+    profile = LatencyProfile.bundled()
+    rebuilt = LatencyProfile.from_model(
+        profile.name,
+        profile.provenance,
+        levels=profile.levels,
+        steps=profile.steps,
+        max_batch=profile.max_batch,
+        **profile.derivation,
+    )
+    for k in LEVELS:
+        assert rebuilt.latency_s[k] == pytest.approx(profile.latency_s[k])
+
+
+def test_capacity_is_the_largest_batch_under_half_the_slo():
+    profile = LatencyProfile.bundled()
+    # level 25: batches take 2.85 * (1 + 0.5 (b - 1)) s; under 7.5 s the largest is b = 4 (7.125 s)
+    assert profile.best_batch(25, 7.5) == 4
+    assert profile.capacity_rps(25, 15.0) == pytest.approx(4 / profile.latency(25, 4))
+    # level 0 at batch 1 takes 5.1 s: a 10 s SLO leaves 5 s, so not even batch 1 fits
+    assert profile.capacity_rps(0, 10.0) == 0.0
+    assert profile.best_batch(0, 1.0) == 0
+    assert profile.best_batch(0, 1e6) == profile.max_batch
+
+
+def test_profile_round_trips_and_checks_its_version(tmp_path):
+    profile = LatencyProfile.from_model(
+        "toy", "made up for a test", fixed_s=0.5, step_s=0.1, batch_marginal=0.5, levels=LEVELS, steps=50, max_batch=4
+    )
+    path = tmp_path / "p.json"
+    profile.save(path)
+    assert LatencyProfile.load(path) == profile
+    data = json.loads(path.read_text())
+    assert data["version"] == 1 and data["provenance"] == "made up for a test"
+    data["version"] = 2
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError):
+        LatencyProfile.load(path)
+
+
+def test_profile_rejects_latency_falling_with_batch():
+    with pytest.raises(ValueError):
+        LatencyProfile("bad", 50, {0: (2.0, 1.0)}, "")
+
+
+# -- quality model -----------------------------------------------------------------------
+def test_quality_is_100_at_level_0_and_about_95_at_each_threshold():
+    model = QualityModel(CLIP)
+    assert model.quality(0, None, "a") == 100.0
+    assert model.quality(0, 0.3, "a") == 100.0
+    for threshold, level in CLIP.thresholds:
+        assert model.expected(level, threshold) == pytest.approx(95.0)
+        noisy = [model.quality(level, threshold, f"prompt {i}") for i in range(400)]
+        assert statistics.mean(noisy) == pytest.approx(95.0, abs=0.3)
+        assert 0.9 < statistics.stdev(noisy) < 1.5
+
+
+def test_quality_falls_with_level_and_rises_with_similarity():
+    model = QualityModel(CLIP)
+    for s in (0.5, 0.7, 0.8, 0.9, 0.97, 1.0):
+        qualities = [model.quality(k, s, "same prompt") for k in LEVELS[1:]]
+        assert qualities == sorted(qualities, reverse=True)
+    for k in LEVELS[1:]:
+        by_similarity = [model.expected(k, s / 100) for s in range(40, 101)]
+        assert by_similarity == sorted(by_similarity)
+        assert all(0.0 <= model.quality(k, s / 100, f"p{s}") <= 100.0 for s in range(0, 101))
+
+
+def test_noise_is_fixed_by_the_prompt_key():
+    model = QualityModel(CLIP)
+    assert model.quality(20, 0.9, "a cat") == model.quality(20, 0.9, "a cat")
+    assert model.quality(20, 0.9, "a cat") != model.quality(20, 0.9, "a dog")
+
+
+def test_a_miss_cannot_run_above_level_0():
+    with pytest.raises(ValueError, match="miss"):
+        QualityModel(CLIP).quality(5, None, "x")
+
+
+# -- degradation -------------------------------------------------------------------------
+def test_degradation_from_the_model_is_zero_below_and_grows_above():
+    matrix = DegradationMatrix.from_quality_model(QualityModel(CLIP))
+    assert matrix.levels == LEVELS
+    for k in LEVELS:
+        for kp in LEVELS:
+            if k == 0 and kp > 0:
+                assert not matrix.allowed(kp, 0) and matrix.loss(kp, 0) == math.inf
+            elif kp <= k:
+                assert matrix.loss(kp, k) == 0.0
+        above = [matrix.loss(kp, k) for kp in LEVELS if kp > k] if k else []
+        assert all(loss > 0 for loss in above) and above == sorted(above)
+    # a class served at its own level is above the target on average (its band starts at the 95% threshold)
+    assert all(95.0 < matrix.quality(k, k) < 100.0 for k in LEVELS[1:])
+
+
+def _model_samples(model: QualityModel, n: int = 3000) -> list[QualitySample]:
+    samples = []
+    for i in range(n):
+        s = 0.6 + 0.4 * (i % 200) / 199
+        level = LEVELS[1 + (i // 200) % 5]
+        samples.append(QualitySample(s, level, model.quality(level, s, f"prompt {i}"), f"prompt {i}"))
+    return samples
+
+
+def test_degradation_from_measured_samples_agrees_with_the_model(tmp_path):
+    model = QualityModel(CLIP)
+    path = tmp_path / "quality.jsonl"
+    path.write_text("".join(json.dumps(vars(s)) + "\n" for s in _model_samples(model)))
+    measured = DegradationMatrix.load_profiled(path, CLIP)
+    modelled = DegradationMatrix.from_quality_model(model)
+    for k in LEVELS[1:]:
+        for kp in LEVELS:
+            assert measured.quality(kp, k) == pytest.approx(modelled.quality(kp, k), abs=1.5)
+            if kp > k:
+                assert measured.loss(kp, k) >= measured.loss(LEVELS[LEVELS.index(kp) - 1], k)
+
+
+def test_degradation_from_banded_json(tmp_path):
+    bands = {
+        str(k): {
+            f"{lo:.2f}-{hi:.2f}": 100.0 - k * (1.0 - lo)
+            for lo, hi in [(0.65, 0.75), (0.75, 0.85), (0.85, 0.90), (0.90, 0.95), (0.95, 1.0)]
+        }
+        for k in LEVELS[1:]
+    }
+    path = tmp_path / "bands.json"
+    path.write_text(json.dumps({"version": 1, "kind": "quality_profile", "provenance": "test", "quality": bands}))
+    assert len(read_quality_samples(path)) == 25
+    matrix = DegradationMatrix.load_profiled(path, CLIP)
+    # class 25 is the band (0.95, 1.0], midpoint 0.975: quality 100 - K * 0.05
+    assert matrix.quality(20, 25) == pytest.approx(100 - 20 * 0.05)
+    assert matrix.loss(25, 20) == pytest.approx(5 * 0.1)
+
+
+def test_degradation_needs_every_class_at_every_level():
+    samples = [QualitySample(0.97, 25, 96.0)]
+    with pytest.raises(ValueError, match="no measured quality"):
+        DegradationMatrix.from_samples(samples, CLIP, "test")

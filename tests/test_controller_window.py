@@ -1,0 +1,131 @@
+"""The demand estimator and the per-window controller, driven by a fake clock (no time passes)."""
+
+import pytest
+
+from controller.demand import DemandEstimator
+from controller.policies import make_policy
+from controller.predictor import SimilarityPredictor
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+from controller.similarity import SimilarityTable
+from controller.window import Controller, ControllerConfig, demand_shift
+
+TABLE = SimilarityTable.bundled("clip")
+SIM = DegradationMatrix.from_quality_model(QualityModel(TABLE))
+PROFILE = LatencyProfile.bundled()
+
+
+# -- demand ------------------------------------------------------------------------------
+def test_ewma_with_headroom_and_the_last_windows_mix():
+    demand = DemandEstimator(window_started=0.0, alpha=0.5, headroom=1.05)
+    for _ in range(20):
+        demand.observe(25)
+    first = demand.close_window(10.0)  # 2 images/s, the first window sets the EWMA
+    assert first.rps == pytest.approx(1.05 * 2.0)
+    assert first.mix == {25: 1.0}
+    for k in [0] * 10 + [10] * 30:
+        demand.observe(k)
+    second = demand.close_window(20.0)  # 4 images/s: EWMA 0.5 * 4 + 0.5 * 2
+    assert second.rps == pytest.approx(1.05 * 3.0)
+    assert second.mix == {0: 0.25, 10: 0.75}
+    assert second.per_class() == pytest.approx({0: 1.05 * 0.75, 10: 1.05 * 2.25})
+    quiet = demand.close_window(30.0)  # nothing arrived: the rate decays, the mix is kept
+    assert quiet.rps == pytest.approx(1.05 * 1.5)
+    assert quiet.mix == second.mix
+
+
+def test_peek_does_not_close_the_window():
+    demand = DemandEstimator(window_started=0.0, alpha=1.0, headroom=1.0)
+    demand.observe(5, images=4)
+    assert demand.peek(2.0).rps == pytest.approx(2.0)
+    assert demand.peek(4.0).rps == pytest.approx(1.0)
+    assert demand.close_window(4.0).rps == pytest.approx(1.0)
+    assert demand.window_started == 4.0
+
+
+def test_demand_shift():
+    assert demand_shift({5: 1.0}, {5: 1.0}) == 0.0
+    assert demand_shift({5: 1.0, 25: 1.0}, {5: 2.0}) == pytest.approx(1.0)
+    assert demand_shift({}, {}) == 0.0
+    assert demand_shift({5: 1.0}, {}) == float("inf")
+
+
+# -- the controller ----------------------------------------------------------------------
+class Counting:
+    """A real policy that counts how it was asked to plan."""
+
+    def __init__(self, name: str = "argus"):
+        self.inner = make_policy(name, PROFILE, SIM, SimilarityPredictor(TABLE))
+        self.name = name
+        self.full = 0
+        self.reroutes = 0
+
+    def plan(self, inputs):
+        self.full += 1
+        return self.inner.plan(inputs)
+
+    def reroute(self, inputs, workers_per_level):
+        self.reroutes += 1
+        return self.inner.reroute(inputs, workers_per_level)
+
+
+def arrive(controller: Controller, k_star: int, n: int) -> None:
+    for _ in range(n):
+        controller.observe_arrival(k_star)
+
+
+def test_full_plans_on_schedule():
+    policy = Counting()
+    controller = Controller(policy, ControllerConfig(window_s=10.0, min_observe_s=2.0), now=0.0)
+    first = controller.maybe_replan(0.0, 8)
+    assert first is not None and controller.plan is first and first.workers == 8
+    new_plans = {}
+    for t in range(1, 31):
+        arrive(controller, 25, 3)  # steady: 3 images/s, all class 25
+        new_plans[t] = controller.maybe_replan(float(t), 8)
+    made = [t for t, plan in new_plans.items() if plan is not None]
+    # full plans every 10 s; one re-route at 2 s, when the first plan (made before any demand) is seen to be off
+    assert made == [2, 10, 20, 30]
+    assert policy.full == 4 and policy.reroutes == 1
+    assert new_plans[2].workers_per_level == first.workers_per_level
+    for t in (10, 20, 30):
+        assert new_plans[t].created_at == t
+        assert new_plans[t].total_demand_rps == pytest.approx(1.05 * 3.0)
+    assert controller.plan is new_plans[30]
+
+
+def test_a_demand_shift_mid_window_reroutes_without_moving_workers():
+    policy = Counting()
+    config = ControllerConfig(window_s=10.0, shift_threshold=0.25, min_observe_s=2.0)
+    controller = Controller(policy, config, now=0.0)
+    controller.maybe_replan(0.0, 8)
+    for t in range(1, 11):
+        arrive(controller, 25, 2)
+        controller.maybe_replan(float(t), 8)
+    planned = controller.plan
+    assert planned.created_at == 10.0 and policy.full == 2
+    reroutes = policy.reroutes
+    arrive(controller, 20, 12)  # 6 images/s of class 20 in the first 2 s of the window
+    assert controller.maybe_replan(11.0, 8) is None  # the window is too young to judge
+    shifted = controller.maybe_replan(12.0, 8)
+    assert shifted is not None and policy.reroutes == reroutes + 1 and policy.full == 2
+    assert shifted.workers_per_level == planned.workers_per_level
+    assert shifted.demand_rps[20] > 0 and planned.demand_rps[20] == 0
+    assert controller.maybe_replan(13.0, 8) is None  # no second solve within min_observe_s
+
+
+def test_a_change_in_workers_replans_at_once():
+    policy = Counting()
+    controller = Controller(policy, ControllerConfig(), now=0.0)
+    controller.maybe_replan(0.0, 8)
+    arrive(controller, 10, 5)
+    plan = controller.maybe_replan(3.0, 7)
+    assert plan is not None and plan.workers == 7 and policy.full == 2
+
+
+@pytest.mark.parametrize("name", ["clipper-ha", "nirvana", "proteus"])
+def test_the_controller_drives_every_policy(name):
+    controller = Controller(Counting(name), ControllerConfig(), now=0.0)
+    for t in range(0, 31):
+        arrive(controller, 15, 2)
+        controller.maybe_replan(float(t), 4)
+    assert controller.plan.policy == name and controller.plan.created_at == 30.0

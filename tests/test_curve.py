@@ -1,0 +1,85 @@
+"""CURVE: an engine that requires it serves workers and clients holding admitted keys, and no one else."""
+
+import subprocess
+import sys
+
+import pytest
+
+from engine.client import ArgusClient
+from engine_process import ROOT, start_engine
+from protocols.client_messages import Images
+from protocols.curve import ClientKeys, KeyPair, create_key_files
+
+
+def argus_keys(directory, name):
+    subprocess.run([sys.executable, "-m", "engine.cli", "keys", "--dir", str(directory), "--name", name], check=True)
+    return directory / f"{name}.key", directory / f"{name}.key_secret"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    admitted = root / "admitted"
+    engine_public, engine_secret = argus_keys(root, "engine")
+    worker_public, worker_secret = argus_keys(admitted, "worker")
+    client_public, client_secret = argus_keys(admitted, "client")
+    _, stranger_secret = create_key_files(root / "strangers", "stranger")
+    assert (engine_secret.stat().st_mode & 0o777) == 0o600
+    return {
+        "root": root,
+        "admitted": admitted,
+        "engine_public": engine_public,
+        "engine_secret": engine_secret,
+        "worker_secret": worker_secret,
+        "client": ClientKeys.from_files(client_secret, engine_public),
+        "stranger": ClientKeys.from_files(stranger_secret, engine_public),
+    }
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, keys):
+    # one local worker (admitted through its ephemeral key) and one started by hand with its key files
+    engine = start_engine(
+        tmp_path_factory.mktemp("curve"),
+        "--time-scale", "0.01",
+        "--curve-secret", str(keys["engine_secret"]),
+        "--curve-allow", str(keys["admitted"]),
+        workers=1, backend="sim",
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "worker", "--connect", engine.worker_address, "--backend", "sim",
+         "--worker-id", "remote", "--curve-key", str(keys["worker_secret"]),
+         "--curve-server-key", str(keys["engine_public"])],
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        engine.wait_ready(2, timeout_s=60)
+        yield engine
+    finally:
+        assert engine.stop() == 0
+        worker.wait(timeout=30)
+
+
+def test_local_and_remote_workers_join_over_curve(engine):
+    names = sorted(w["name"].split("/")[0] for w in engine.ready()["workers"])
+    assert names == ["local-0", "remote"]
+
+
+def test_admitted_client_is_served(engine, keys):
+    with ArgusClient(engine.client_address, timeout_s=30, curve=keys["client"]) as client:
+        assert isinstance(client.generate("over curve", width=64, height=64), Images)
+
+
+@pytest.mark.parametrize("who", ["stranger", "plaintext", "wrong-server-key"])
+def test_others_get_nothing(engine, keys, who):
+    curve = {
+        "stranger": keys["stranger"],
+        "plaintext": None,
+        "wrong-server-key": ClientKeys(keys["client"].own, KeyPair.generate().public),
+    }[who]
+    with ArgusClient(engine.client_address, timeout_s=2, curve=curve) as client:
+        with pytest.raises(TimeoutError):
+            client.generate("let me in", width=64, height=64)
+    # and the engine is unharmed
+    with ArgusClient(engine.client_address, timeout_s=30, curve=keys["client"]) as client:
+        assert isinstance(client.generate("still fine", width=64, height=64), Images)

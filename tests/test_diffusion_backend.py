@@ -1,0 +1,289 @@
+"""DiffusionBackend on the tiny random SD-XL: ApproxC resume, aborts, formats."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from protocols.codec import Blob
+from protocols.worker_messages import (
+    Generate,
+    GenerateItem,
+    ItemCancelled,
+    ItemDone,
+    engine_side_codec,
+    worker_side_codec,
+)
+from workers.diffusion_backend import DiffusionBackend, load_sdxl
+from workers.limits import BACKEND_SIZES
+from workers.tiny_pipeline import build_tiny_sdxl
+
+STEPS = 20
+LEVELS = (4, 8, 12)
+TINY = BACKEND_SIZES["tiny"]
+
+
+class RecordingControl:
+    """Counts between_steps calls; reports `abort_ids` aborted once `abort_after` steps ran."""
+
+    def __init__(self, abort_ids: tuple[str, ...] = (), abort_after: int = 0):
+        self.steps = 0
+        self._abort_ids = set(abort_ids)
+        self._abort_after = abort_after
+
+    def between_steps(self) -> None:
+        self.steps += 1
+
+    def is_aborted(self, request_id: str) -> bool:
+        return request_id in self._abort_ids and self.steps >= self._abort_after
+
+
+class UnetCalls:
+    def __init__(self, unet: torch.nn.Module):
+        self.count = 0
+        unet.register_forward_hook(self._hook)
+
+    def _hook(self, *_: object) -> None:
+        self.count += 1
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_tiny_sdxl(seed=0)
+
+
+@pytest.fixture(scope="module")
+def backend(pipe) -> DiffusionBackend:
+    return DiffusionBackend(pipe, "tiny", "cpu", levels=LEVELS, default_steps=STEPS, max_batch=4, **tiny_sizes())
+
+
+def tiny_sizes() -> dict[str, int]:
+    return {"min_size": TINY.min_size, "max_size": TINY.max_size, "default_size": TINY.default_size}
+
+
+@pytest.fixture(scope="module")
+def hook(pipe) -> UnetCalls:
+    return UnetCalls(pipe.unet)
+
+
+@pytest.fixture
+def unet_calls(hook: UnetCalls) -> Iterator[UnetCalls]:
+    hook.count = 0
+    yield hook
+
+
+def batch(
+    level: int = 0,
+    items: tuple[GenerateItem, ...] = (GenerateItem("r1", "a red cat on a roof", 7),),
+    steps: int = STEPS,
+    width: int = 64,
+    height: int = 64,
+    output_format: str = "png",
+) -> Generate:
+    return Generate(
+        batch_id=3,
+        level=level,
+        steps=steps,
+        width=width,
+        height=height,
+        guidance_scale=5.0,
+        output_format=output_format,
+        items=list(items),
+    )
+
+
+def decode(image: bytes) -> Image.Image:
+    decoded = Image.open(io.BytesIO(image))
+    decoded.load()
+    return decoded
+
+
+@pytest.fixture(scope="module")
+def full_run(backend: DiffusionBackend) -> ItemDone:
+    (done,) = backend.run(batch(), RecordingControl())
+    assert isinstance(done, ItemDone)
+    return done
+
+
+def test_full_run_returns_image_and_latents_at_every_level(backend, unet_calls):
+    control = RecordingControl()
+    (done,) = backend.run(batch(), control)
+    assert isinstance(done, ItemDone)
+    assert (done.request_id, done.batch_id, done.level, done.quality) == ("r1", 3, 0, None)
+    assert done.run_ms > 0
+    assert decode(done.image).size == (64, 64)
+    assert sorted(done.latents) == list(LEVELS)
+    for latent in done.latents.values():
+        assert latent.shape == (4, 8, 8) and latent.dtype == np.float16
+        assert np.isfinite(latent).all()
+    assert unet_calls.count == STEPS
+    assert control.steps == STEPS
+    assert done.steps_run == STEPS
+
+
+def test_default_levels_at_fifty_steps(pipe, unet_calls):
+    default = DiffusionBackend(pipe, "tiny", "cpu", **tiny_sizes())
+    (done,) = default.run(batch(steps=50), RecordingControl())
+    assert sorted(done.latents) == [5, 10, 15, 20, 25]
+    assert unet_calls.count == 50
+
+
+def test_non_square_latents_follow_the_image_shape(backend):
+    (done,) = backend.run(batch(width=96, height=64), RecordingControl())
+    assert decode(done.image).size == (96, 64)
+    assert all(latent.shape == (4, 8, 12) for latent in done.latents.values())
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_resume_runs_exactly_the_remaining_steps(backend, full_run, unet_calls, level):
+    item = GenerateItem("r2", "a blue dog in the snow", 11, full_run.latents[level])
+    control = RecordingControl()
+    (done,) = backend.run(batch(level=level, items=(item,)), control)
+    assert isinstance(done, ItemDone) and done.level == level
+    assert unet_calls.count == STEPS - level
+    assert control.steps == STEPS - level
+    assert done.steps_run == STEPS - level  # what the worker reports over the wire
+    assert sorted(done.latents) == [k for k in LEVELS if k > level]
+    assert decode(done.image).size == (64, 64)
+
+
+@pytest.mark.parametrize(("steps", "level"), [(30, 10), (7, 3), (33, 4)])
+def test_resume_count_is_exact_off_the_timestep_grid(backend, full_run, unet_calls, steps, level):
+    # diffusers' own denoising_start cutoff runs one step too many for these
+    item = GenerateItem("r2", "a blue dog", 11, full_run.latents[4])
+    backend.run(batch(level=level, steps=steps, items=(item,)), RecordingControl())
+    assert unet_calls.count == steps - level
+
+
+def test_resuming_own_latent_continues_the_same_trajectory(backend, full_run):
+    item = GenerateItem("r1", "a red cat on a roof", 7, full_run.latents[4])
+    (done,) = backend.run(batch(level=4, items=(item,)), RecordingControl())
+    # equal up to the float16 rounding of the cached latent
+    for k in (8, 12):
+        np.testing.assert_allclose(done.latents[k], full_run.latents[k], atol=0.1)
+    resumed = np.asarray(decode(done.image), dtype=int)
+    full = np.asarray(decode(full_run.image), dtype=int)
+    assert np.abs(resumed - full).max() <= 3
+
+
+@pytest.mark.parametrize("level", [0, 8])
+def test_same_inputs_give_identical_outputs(backend, full_run, level):
+    latent = full_run.latents[level] if level else None
+    runs = [
+        backend.run(batch(level=level, items=(GenerateItem("r", "a castle", 5, latent),)), RecordingControl())[0]
+        for _ in range(2)
+    ]
+    assert runs[0].image == runs[1].image
+    assert runs[0].latents.keys() == runs[1].latents.keys()
+    for k in runs[0].latents:
+        assert np.array_equal(runs[0].latents[k], runs[1].latents[k])
+
+
+def test_different_seed_gives_a_different_image(backend, full_run):
+    (other,) = backend.run(batch(items=(GenerateItem("r1", "a red cat on a roof", 8),)), RecordingControl())
+    assert other.image != full_run.image
+    assert not np.array_equal(other.latents[4], full_run.latents[4])
+
+
+def test_aborting_every_item_stops_early(backend, unet_calls):
+    items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
+    control = RecordingControl(abort_ids=("a", "b"), abort_after=3)
+    outcomes = backend.run(batch(items=items), control)
+    assert outcomes == [ItemCancelled("a", 3), ItemCancelled("b", 3)]
+    assert unet_calls.count == 3 < STEPS
+
+
+def test_batch_aborted_before_it_starts_runs_nothing(backend, unet_calls):
+    control = RecordingControl(abort_ids=("r1",))
+    assert backend.run(batch(), control) == [ItemCancelled("r1", 3)]
+    assert unet_calls.count == 0
+
+
+def test_aborting_one_item_keeps_the_other(backend, unet_calls):
+    items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
+    control = RecordingControl(abort_ids=("a",), abort_after=3)
+    cancelled, done = backend.run(batch(items=items), control)
+    assert cancelled == ItemCancelled("a", 3)
+    assert isinstance(done, ItemDone) and done.request_id == "b"
+    assert unet_calls.count == STEPS
+
+
+def test_batch_of_two_prompts_including_unicode(backend, full_run, unet_calls):
+    latent = full_run.latents[8]
+    items = (
+        GenerateItem("a", "a lighthouse at dusk, oil painting", 1, latent),
+        GenerateItem("b", "東京の夜景 🌃 — ñandú, naïve café", 2, latent),
+    )
+    outcomes = backend.run(batch(level=8, items=items), RecordingControl())
+    assert [o.request_id for o in outcomes] == ["a", "b"]
+    assert all(isinstance(o, ItemDone) for o in outcomes)
+    assert outcomes[0].image != outcomes[1].image
+    assert unet_calls.count == STEPS - 8  # one UNet call per step for the whole batch
+
+
+@pytest.mark.parametrize(("fmt", "pil_format"), [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
+def test_output_formats_decode(backend, full_run, fmt, pil_format):
+    item = GenerateItem("r", "a tree", 3, full_run.latents[12])
+    (done,) = backend.run(batch(level=12, items=(item,), output_format=fmt), RecordingControl())
+    assert isinstance(done.image, Blob)
+    image = decode(done.image)
+    assert (image.format, image.size) == (pil_format, (64, 64))
+
+
+def test_item_done_crosses_the_wire(full_run):
+    # bytes, as ZeroMQ delivers each frame
+    frames = [bytes(frame) for frame in worker_side_codec().encode(full_run)]
+    decoded = engine_side_codec().decode(frames)
+    assert isinstance(decoded, ItemDone)
+    assert decoded.image == full_run.image
+    assert all(np.array_equal(decoded.latents[k], full_run.latents[k]) for k in LEVELS)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        batch(width=32),
+        batch(width=260),
+        batch(height=100),
+        batch(output_format="gif"),
+        batch(level=STEPS),
+        batch(level=4),  # no latent
+        batch(level=4, items=(GenerateItem("r", "p", 1, np.zeros((4, 4, 4), np.float16)),)),
+        batch(items=(GenerateItem("r", "p", 1, np.zeros((4, 8, 8), np.float16)),)),
+        batch(items=tuple(GenerateItem(str(i), "p", i) for i in range(5))),
+    ],
+)
+def test_unrunnable_batches_are_refused(backend, unet_calls, bad):
+    with pytest.raises(ValueError):
+        backend.run(bad, RecordingControl())
+    assert unet_calls.count == 0
+
+
+def test_describe(backend):
+    info = backend.describe()
+    assert (info.name, info.device, info.simulated, info.levels) == ("tiny", "cpu", False, LEVELS)
+    assert (info.default_steps, info.max_batch) == (STEPS, 4)
+    assert (info.min_size, info.max_size, info.default_size) == (64, 256, 64)
+
+
+def test_load_sdxl_needs_a_local_checkpoint_directory(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        load_sdxl(str(missing), "cpu")
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        load_sdxl(str(tmp_path), "cpu")
+
+
+def test_tiny_weights_depend_only_on_the_seed(pipe):
+    rng_state = torch.get_rng_state()
+    again, other = build_tiny_sdxl(seed=0), build_tiny_sdxl(seed=1)
+    assert torch.equal(torch.get_rng_state(), rng_state)  # caller's RNG untouched
+    for name, weight in pipe.unet.state_dict().items():
+        assert torch.equal(weight, again.unet.state_dict()[name])
+    assert not torch.equal(pipe.unet.conv_in.weight, other.unet.conv_in.weight)
+    assert torch.equal(pipe.text_encoder_2.text_projection.weight, again.text_encoder_2.text_projection.weight)

@@ -1,0 +1,179 @@
+"""The dispatcher alone (no sockets, an injected clock): routing, batching, re-dispatch, explicit failures."""
+
+import asyncio
+
+from engine.config import DispatchConfig
+from engine.dispatcher import Dispatcher
+from engine.jobs import AdmittedRequest
+from engine.metrics import EngineMetrics
+from engine.worker_registry import WorkerRegistry
+from protocols.client_messages import Cancelled, Error, Generate, Images
+from protocols.codec import Blob
+from protocols.worker_messages import Abort, Hello, ItemCancelled, ItemDone, ItemFailed
+from protocols.worker_messages import Generate as Batch
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Harness:
+    def __init__(self, **config):
+        self.clock = Clock()
+        self.metrics = EngineMetrics()
+        self.registry = WorkerRegistry(self.metrics)
+        self.sent: list[tuple[str, object]] = []
+        self.dispatcher = Dispatcher(
+            self.registry, self._send, self.metrics, DispatchConfig(**config), clock=self.clock
+        )
+
+    def _send(self, worker, message) -> bool:
+        self.sent.append((worker.name, message))
+        return True
+
+    def add_worker(self, name: str, max_batch: int = 4, level: int = 0):
+        hello = Hello(1, name, "sim", "sim", True, [5, 10], max_batch, 50, 64, 256, 64, level, 1)
+        worker = self.registry.add(name.encode(), hello, level)
+        self.dispatcher.worker_ready(worker)
+        return worker
+
+    def request(self, n=1, slo_ms=None, prompt="p") -> AdmittedRequest:
+        spec = Generate(request_id=f"r{len(self.sent)}-{prompt}", prompt=prompt, n=n, slo_ms=slo_ms)
+        request = AdmittedRequest(
+            spec=spec,
+            width=64,
+            height=64,
+            steps=50,
+            seeds=list(range(n)),
+            admitted_at=self.clock.now,
+            deadline=self.clock.now + slo_ms / 1000 if slo_ms else None,
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self.dispatcher.admit(request)
+        return request
+
+    def batches(self, worker_name=None) -> list[Batch]:
+        return [m for w, m in self.sent if isinstance(m, Batch) and worker_name in (None, w)]
+
+    def finish(self, worker, batch: Batch):
+        for item in batch.items:
+            done = ItemDone(item.request_id, batch.batch_id, Blob(b"img"), batch.level, {}, 1.0, 50)
+            self.dispatcher.outcome(worker, done)
+
+
+async def settle():
+    await asyncio.sleep(0)  # let done-callbacks run
+
+
+async def test_requests_spread_over_idle_workers():
+    h = Harness()
+    h.add_worker("a"), h.add_worker("b")
+    h.request(), h.request()
+    assert {w for w, m in h.sent} == {"a", "b"}
+
+
+async def test_queued_jobs_with_the_same_key_batch_together():
+    h = Harness(inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=3)
+    first = h.request()
+    rest = [h.request() for _ in range(4)]
+    assert [len(b.items) for b in h.batches()] == [1]
+    h.finish(a, h.batches()[0])
+    assert [len(b.items) for b in h.batches()] == [1, 3]
+    assert first.done and isinstance(first.future.result(), Images)
+    assert sum(r.done for r in rest) == 0
+
+
+async def test_lost_worker_jobs_go_to_another_worker_once():
+    h = Harness()
+    a, b = h.add_worker("a"), h.add_worker("b")
+    request = h.request(n=2)
+    assert {w for w, m in h.sent} == {"a", "b"}
+    h.dispatcher.worker_lost(a, "exited")
+    resent = h.batches("b")
+    assert len(resent) == 2
+    for batch in resent:
+        h.finish(b, batch)
+    await settle()
+    reply = request.future.result()
+    assert isinstance(reply, Images) and len(reply.images) == 2
+    assert h.dispatcher.outstanding_images == 0
+
+
+async def test_a_job_that_keeps_losing_workers_fails_explicitly():
+    h = Harness(max_attempts=2)
+    request = h.request()
+    for name in ("a", "b"):
+        worker = h.add_worker(name)
+        h.dispatcher.worker_lost(worker, "exited")
+    await settle()
+    reply = request.future.result()
+    assert isinstance(reply, Error) and reply.code == "worker_lost"
+    assert h.dispatcher.outstanding_images == 0
+
+
+async def test_no_worker_at_all_fails_after_the_timeout():
+    h = Harness(no_worker_timeout_s=5)
+    request = h.request()
+    h.dispatcher.sweep()
+    assert not request.done
+    h.clock.now += 6
+    h.dispatcher.sweep()
+    await settle()
+    assert request.future.result().code == "no_worker"
+    assert h.dispatcher.outstanding_images == 0
+
+
+async def test_deadline_passed_in_queue_is_answered_not_dropped():
+    h = Harness(inflight_batches_per_worker=1)
+    h.add_worker("a", max_batch=1)
+    h.request()
+    late = h.request(slo_ms=100)
+    h.clock.now += 1
+    h.dispatcher.sweep()
+    await settle()
+    reply = late.future.result()
+    assert isinstance(reply, Error) and reply.code == "deadline_exceeded"
+    assert len(h.batches()) == 1
+
+
+async def test_failure_of_one_image_fails_the_request_and_aborts_siblings():
+    h = Harness()
+    a = h.add_worker("a", max_batch=1)
+    request = h.request(n=2)
+    first, second = h.batches("a")
+    h.dispatcher.outcome(a, ItemFailed(first.items[0].request_id, first.batch_id, "worker_error", "boom"))
+    await settle()
+    assert request.future.result().code == "worker_error"
+    assert any(isinstance(m, Abort) and m.request_ids == [second.items[0].request_id] for _, m in h.sent)
+    # the aborted sibling's late answer is ignored, and nothing is left behind
+    h.dispatcher.outcome(a, ItemCancelled(second.items[0].request_id, second.batch_id))
+    assert h.dispatcher.outstanding_images == 0 and not a.inflight
+
+
+async def test_cancel_removes_queued_work_and_replies_once():
+    h = Harness(inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=1)
+    running = h.request()
+    queued = h.request()
+    h.dispatcher.cancel(queued)
+    await settle()
+    assert isinstance(queued.future.result(), Cancelled)
+    assert not a.queue
+    h.finish(a, h.batches()[0])
+    assert isinstance(running.future.result(), Images)
+    assert len(h.batches()) == 1  # the cancelled one was never sent
+
+
+async def test_worker_cancelling_on_its_own_means_the_image_is_still_owed():
+    h = Harness()
+    a, b = h.add_worker("a"), h.add_worker("b")
+    request = h.request()
+    (batch,) = h.batches()
+    owner = a if h.sent[0][0] == "a" else b
+    h.dispatcher.outcome(owner, ItemCancelled(batch.items[0].request_id, batch.batch_id))
+    assert len(h.batches()) == 2 and not request.done

@@ -1,0 +1,53 @@
+"""SIGTERM drains: readiness drops, new work is refused, in-flight work finishes, no process is left."""
+
+import asyncio
+import signal
+import time
+
+from engine.client import AsyncArgusClient
+from engine_process import children_of, start_engine
+from protocols.client_messages import Error, Images
+
+
+def test_sigterm_finishes_in_flight_work_and_leaves_no_worker(tmp_path):
+    engine = start_engine(tmp_path, "--time-scale", "0.2", "--shutdown-timeout", "30", backend="sim")
+    workers = children_of(engine.process.pid)
+    assert len(workers) == 2
+
+    async def scenario():
+        async with AsyncArgusClient(engine.client_address) as client:
+            in_flight = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(4)]
+            await asyncio.sleep(0.3)
+            engine.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            ready_status = engine.get("/ready")[0]
+            refused = await client.generate("too late", width=64, height=64)
+            return ready_status, refused, await asyncio.wait_for(asyncio.gather(*in_flight), 60)
+
+    ready_status, refused, replies = asyncio.run(scenario())
+    assert ready_status == 503
+    assert isinstance(refused, Error) and refused.code == "shutting_down"
+    assert all(isinstance(reply, Images) for reply in replies)
+    assert engine.process.wait(timeout=60) == 0
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def test_workers_exit_when_the_engine_is_killed(tmp_path):
+    engine = start_engine(tmp_path, backend="sim")
+    workers = children_of(engine.process.pid)
+    assert len(workers) == 2
+    engine.process.send_signal(signal.SIGKILL)
+    engine.process.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,47 @@
+"""A hand-started worker outlives its engine: when a new engine comes up on the same address, it rejoins."""
+
+import signal
+import subprocess
+import sys
+
+from engine.client import ArgusClient
+from engine_process import ROOT, free_port, start_engine
+from protocols.client_messages import Images
+
+
+def test_worker_rejoins_a_restarted_engine(tmp_path):
+    worker_port = free_port()
+    first = start_engine(
+        tmp_path, "--heartbeat-timeout", "2", workers=0, backend="sim", worker_port=worker_port, wait=False
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "worker",
+            "--connect",
+            first.worker_address,
+            "--backend",
+            "sim",
+            "--time-scale",
+            "0.01",
+            "--worker-id",
+            "survivor",
+        ],
+        cwd=ROOT,
+    )
+    second = None
+    try:
+        first.wait_ready(1, timeout_s=60)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        second = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
+        (rejoined,) = second.wait_ready(1, timeout_s=60)["workers"]
+        assert rejoined["pid"] == worker.pid
+        with ArgusClient(second.client_address, timeout_s=30) as client:
+            assert isinstance(client.generate("after the restart", width=64, height=64), Images)
+    finally:
+        if second is not None:
+            assert second.stop() == 0
+        assert worker.wait(timeout=30) == 0

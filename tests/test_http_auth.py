@@ -1,0 +1,45 @@
+"""An API key guards every HTTP route but /health."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from engine_process import start_engine
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("auth"), "--time-scale", "0.001", backend="sim", api_key="s3cret")
+    yield engine
+    assert engine.stop() == 0
+
+
+def call(engine, path: str, key: str | None, body: dict | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(engine.http + path, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}") if path != "/metrics" else {}
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize("key", [None, "wrong", "s3cret-but-longer", ""])
+@pytest.mark.parametrize("path", ["/v1/images/generations", "/ready", "/metrics", "/openapi.json"])
+def test_missing_or_wrong_key_is_401(engine, path, key):
+    body = {"prompt": "a cat", "size": "64x64"} if path.startswith("/v1") else None
+    status, reply = call(engine, path, key, body)
+    assert status == 401
+    assert reply["error"]["code"] == "unauthorized"
+
+
+def test_right_key_is_served_and_health_needs_none(engine):
+    status, reply = call(engine, "/v1/images/generations", "s3cret", {"prompt": "a cat", "size": "64x64"})
+    assert status == 200 and len(reply["data"]) == 1
+    assert call(engine, "/health", None) == (200, {"status": "alive"})
+    assert call(engine, "/metrics", "s3cret")[0] == 200

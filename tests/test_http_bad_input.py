@@ -1,0 +1,105 @@
+"""Bad HTTP input gets a precise 4xx, and the engine keeps serving."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from engine_process import start_engine
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("bad-input"), "--time-scale", "0.01", backend="sim")
+    yield engine
+    assert engine.stop() == 0
+
+
+def post(engine, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    request = urllib.request.Request(
+        engine.http + "/v1/images/generations", data=body, headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def good(engine) -> None:
+    status, body = post(engine, json.dumps({"prompt": "a lighthouse", "size": "64x64"}).encode())
+    assert status == 200, body
+    assert len(body["data"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param", "words"),
+    [
+        (b"{not json", 400, "invalid_request", None, "malformed JSON"),
+        (b"", 400, "invalid_request", None, "malformed JSON"),
+        (b"[1, 2]", 400, "invalid_request", None, "Expected `object`"),
+        (json.dumps({"prompt": 5}).encode(), 400, "invalid_request", "prompt", "Expected `str`"),
+        (json.dumps({"prompt": ""}).encode(), 400, "invalid_request", "prompt", "length >= 1"),
+        (json.dumps({"prompt": "x" * 4001}).encode(), 400, "invalid_request", "prompt", "length <= 4000"),
+        (json.dumps({}).encode(), 400, "invalid_request", None, "missing required field `prompt`"),
+        (json.dumps({"prompt": "a", "n": 0}).encode(), 400, "invalid_request", "n", ">= 1"),
+        (json.dumps({"prompt": "a", "n": 11}).encode(), 400, "invalid_request", "n", "<= 10"),
+        (json.dumps({"prompt": "a", "n": "2"}).encode(), 400, "invalid_request", "n", "Expected `int`"),
+        (json.dumps({"prompt": "a", "size": "huge"}).encode(), 400, "invalid_request", "size", "matching regex"),
+        (json.dumps({"prompt": "a", "size": "65x64"}).encode(), 400, "invalid_size", "size", "multiple of 8"),
+        (json.dumps({"prompt": "a", "size": "8x8"}).encode(), 400, "invalid_size", "size", "from 64"),
+        (json.dumps({"prompt": "a", "size": "99999x64"}).encode(), 400, "invalid_size", "size", "width 99999"),
+        (
+            json.dumps({"prompt": "a", "output_format": "gif"}).encode(),
+            400,
+            "invalid_request",
+            "output_format",
+            "match",
+        ),
+        (
+            json.dumps({"prompt": "a", "response_format": "bmp"}).encode(),
+            400,
+            "invalid_request",
+            "response_format",
+            "Invalid enum",
+        ),
+        (json.dumps({"prompt": "a", "bogus": 1}).encode(), 400, "invalid_request", None, "unknown field `bogus`"),
+        (json.dumps({"prompt": "a", "seed": -1}).encode(), 400, "invalid_request", "seed", ">= 0"),
+        (json.dumps({"prompt": "a", "slo_ms": 0}).encode(), 400, "invalid_request", "slo_ms", "> 0"),
+        (
+            json.dumps({"prompt": "a", "num_inference_steps": 100000}).encode(),
+            400,
+            "invalid_request",
+            "num_inference_steps",
+            "<= 200",
+        ),
+    ],
+)
+def test_bad_requests_get_precise_errors(engine, body, status, code, param, words):
+    got_status, got = post(engine, body)
+    assert got_status == status, got
+    error = got["error"]
+    assert error["code"] == code
+    assert error["param"] == param
+    assert words.lower() in error["message"].lower()
+
+
+def test_body_over_the_limit_is_413(engine):
+    status, body = post(engine, json.dumps({"prompt": "a" * (2 * 1024 * 1024)}).encode())
+    assert status == 413
+    assert body["error"]["code"] == "body_too_large"
+
+
+def test_unknown_route_is_a_json_404(engine):
+    status, body = engine.get("/v1/nothing")
+    assert status == 404
+    assert json.loads(body)["error"]["code"] == "not_found"
+
+
+def test_engine_keeps_serving_after_bad_input(engine):
+    for body in (b"\xff\xfe garbage", b'{"prompt": null}', b'{"prompt": "a", "n": 1e309}'):
+        assert post(engine, body)[0] == 400
+    good(engine)
+    assert engine.ready()["ready"] is True
+    assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_size") >= 1

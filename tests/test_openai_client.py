@@ -1,0 +1,79 @@
+"""The official `openai` client against a running engine with tiny workers."""
+
+import base64
+import io
+import urllib.request
+
+import pytest
+from openai import OpenAI
+from PIL import Image
+
+from engine_process import start_engine
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("openai"), backend="tiny")
+    yield engine
+    assert engine.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def client(engine):
+    return OpenAI(base_url=engine.http + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def test_b64_json_images_decode_at_the_requested_size(client):
+    response = client.images.generate(
+        model="sdxl-tiny",
+        prompt="a watercolor fox in a forest",
+        n=2,
+        size="64x64",
+        response_format="b64_json",
+        extra_body={"seed": 3, "num_inference_steps": 10},
+    )
+    assert len(response.data) == 2
+    for entry in response.data:
+        assert decode(base64.b64decode(entry.b64_json)).size == (64, 64)
+    assert response.size == "64x64"
+    meta = [entry.model_extra["argus"] for entry in response.data]
+    assert [m["seed"] for m in meta] == [3, 4]
+    assert all(m["level"] == 0 and m["run_ms"] > 0 and m["queue_ms"] >= 0 for m in meta)
+    assert all(m["similarity"] is None for m in meta)
+
+
+def test_url_images_are_served_by_the_engine(client):
+    response = client.images.generate(
+        prompt="a paper boat",
+        size="128x64",
+        response_format="url",
+        extra_body={"output_format": "webp", "num_inference_steps": 8},
+    )
+    (entry,) = response.data
+    with urllib.request.urlopen(entry.url, timeout=30) as reply:
+        assert reply.headers["Content-Type"] == "image/webp"
+        image = decode(reply.read())
+    assert image.size == (128, 64) and image.format == "WEBP"
+
+
+def test_same_seed_same_image(client):
+    def once() -> bytes:
+        response = client.images.generate(
+            prompt="a red apple", size="64x64", extra_body={"seed": 42, "num_inference_steps": 6}
+        )
+        return base64.b64decode(response.data[0].b64_json)
+
+    assert once() == once()
+
+
+def test_model_is_echoed_and_default_size_applies(engine, client):
+    response = client.images.generate(model="anything", prompt="a tree", extra_body={"num_inference_steps": 4})
+    assert response.model_extra["model"] == "anything"
+    assert decode(base64.b64decode(response.data[0].b64_json)).size == (64, 64)
+    assert engine.metric("argus_images_total", level="0") >= 5

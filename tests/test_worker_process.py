@@ -1,0 +1,160 @@
+"""A real `argus worker` process (tiny backend) driven over a real ROUTER socket, as the engine does."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zmq
+
+from engine_process import ROOT, free_port
+from protocols.worker_messages import (
+    PROTOCOL_VERSION,
+    Abort,
+    Generate,
+    GenerateItem,
+    Heartbeat,
+    Hello,
+    ItemCancelled,
+    ItemDone,
+    LevelSet,
+    SetLevel,
+    Shutdown,
+    Welcome,
+    engine_side_codec,
+)
+
+STEPS = 20
+
+
+class FakeEngine:
+    def __init__(self):
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.socket.bind(self.address)
+        self.codec = engine_side_codec()
+        self.identity = b""
+
+    def receive(self, kind: type, timeout_s: float = 120.0):
+        """The next message of `kind` (heartbeats in between are skipped)."""
+        while self.socket.poll(int(timeout_s * 1000)):
+            identity, *frames = self.socket.recv_multipart()
+            message = self.codec.decode(frames)
+            self.identity = identity
+            if isinstance(message, kind):
+                return message
+            assert isinstance(message, Heartbeat), message
+        raise TimeoutError(f"no {kind.__name__} from the worker")
+
+    def send(self, message) -> None:
+        self.socket.send_multipart([self.identity, *self.codec.encode(message)])
+
+    def close(self):
+        self.socket.close()
+        self.context.term()
+
+
+@pytest.fixture(scope="module")
+def worker():
+    engine = FakeEngine()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "worker",
+            "--connect",
+            engine.address,
+            "--backend",
+            "tiny",
+            "--worker-id",
+            "w0",
+            "--threads",
+            "2",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        hello = engine.receive(Hello)
+        # this fake engine sends no heartbeats of its own: let the worker wait long before giving up on it
+        engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
+        yield engine, hello, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        engine.close()
+
+
+def generate(engine, batch_id, level=0, items=None):
+    items = items or [GenerateItem(f"r{batch_id}", "a lighthouse on a cliff at dusk", 7)]
+    engine.send(Generate(batch_id, level, STEPS, 64, 64, 5.0, "png", items))
+    return [engine.receive(ItemDone) for _ in items]
+
+
+def test_hello_describes_the_worker(worker):
+    _, hello, process = worker
+    assert (hello.protocol, hello.worker_id, hello.backend, hello.device) == (PROTOCOL_VERSION, "w0", "tiny", "cpu")
+    assert hello.pid == process.pid and not hello.simulated
+    assert hello.levels == [5, 10, 15, 20, 25] and hello.default_size == 64
+
+
+def test_full_run_then_resume_runs_exactly_the_remaining_steps(worker):
+    engine, _, _ = worker
+    (full,) = generate(engine, 1)
+    assert full.steps_run == STEPS and full.level == 0
+    assert sorted(full.latents) == [5, 10, 15]
+    for level in (5, 10, 15):
+        item = GenerateItem(f"k{level}", "a lighthouse on a cliff at night", 8, full.latents[level])
+        (resumed,) = generate(engine, 10 + level, level=level, items=[item])
+        assert resumed.steps_run == STEPS - level
+        assert resumed.level == level
+        assert sorted(resumed.latents) == [k for k in (5, 10, 15) if k > level]
+        assert resumed.image[:4] == b"\x89PNG"
+
+
+def test_same_inputs_same_image_over_the_wire(worker):
+    engine, _, _ = worker
+    (first,) = generate(engine, 30)
+    (second,) = generate(engine, 31)
+    assert bytes(first.image) == bytes(second.image)
+    np.testing.assert_array_equal(first.latents[10], second.latents[10])
+    other = generate(engine, 32, items=[GenerateItem("x", "a lighthouse on a cliff at dusk", 8)])[0]
+    assert bytes(other.image) != bytes(first.image)
+
+
+def test_set_level_is_acknowledged_without_reload(worker):
+    engine, _, _ = worker
+    engine.send(SetLevel(10))
+    assert engine.receive(LevelSet).level == 10
+    assert engine.receive(Heartbeat).level == 10
+
+
+def test_garbage_from_the_engine_side_does_not_kill_the_worker(worker):
+    engine, _, process = worker
+    engine.socket.send_multipart([engine.identity, os.urandom(40)])
+    engine.socket.send_multipart([engine.identity, b"\x81\xa4type\xa8generate"])
+    (done,) = generate(engine, 40)
+    assert done.steps_run == STEPS and process.poll() is None
+
+
+def test_abort_between_steps_cancels_a_running_batch(worker):
+    engine, _, _ = worker
+    item = GenerateItem("long", "a long one", 1)
+    engine.send(Generate(50, 0, 200, 64, 64, 5.0, "png", [item]))
+    while engine.receive(Heartbeat).running_batch != 50:
+        pass  # wait until the batch is under way
+    engine.send(Abort(["long"]))
+    cancelled = engine.receive(ItemCancelled)
+    assert (cancelled.request_id, cancelled.batch_id) == ("long", 50)
+    (done,) = generate(engine, 51)  # and the worker carries on
+    assert done.steps_run == STEPS
+
+
+def test_shutdown_ends_the_process(worker):
+    engine, _, process = worker
+    engine.send(Shutdown())
+    assert process.wait(timeout=30) == 0

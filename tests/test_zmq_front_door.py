@@ -1,0 +1,126 @@
+"""The ZeroMQ front door and the engine.client classes; garbage on either ZeroMQ socket is harmless."""
+
+import asyncio
+import os
+
+import msgspec
+import pytest
+import zmq
+
+from engine.client import ArgusClient, AsyncArgusClient
+from engine_process import start_engine
+from protocols.client_messages import Busy, Error, Images, client_side_codec
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("zmq"), "--time-scale", "0.02", backend="sim")
+    yield engine
+    assert engine.stop() == 0
+
+
+def test_sync_client_gets_images_with_metadata(engine):
+    with ArgusClient(engine.client_address, timeout_s=30) as client:
+        reply = client.generate("a red bicycle", n=3, width=64, height=72, seed=11, output_format="jpeg")
+    assert isinstance(reply, Images)
+    assert [image.seed for image in reply.images] == [11, 12, 13]
+    for image in reply.images:
+        assert image.image[:3] == b"\xff\xd8\xff"  # JPEG
+        assert image.level == 0 and image.run_ms > 0 and image.worker.startswith("local-")
+
+
+def test_async_client_pipelines_many_requests(engine):
+    async def run():
+        async with AsyncArgusClient(engine.client_address) as client:
+            return await asyncio.wait_for(
+                asyncio.gather(*(client.generate(f"prompt {i}", width=64, height=64) for i in range(40))), 60
+            )
+
+    replies = asyncio.run(run())
+    assert all(isinstance(r, Images) and len(r.images) == 1 for r in replies)
+    assert len({r.request_id for r in replies}) == 40
+
+
+def test_invalid_request_gets_an_error_reply(engine):
+    with ArgusClient(engine.client_address, timeout_s=30) as client:
+        reply = client.generate("a cat", width=66, height=64)
+        assert isinstance(reply, Error) and reply.code == "invalid_size"
+        reply = client.generate("a cat", request_id="r1", width=64, height=64, n=99)
+    # n out of range fails strict decoding; the error still names the request
+    assert isinstance(reply, Error) and reply.request_id == "r1"
+    assert reply.code == "invalid_request" and "<= 10" in reply.message
+
+
+def _survives(engine) -> None:
+    with ArgusClient(engine.client_address, timeout_s=30) as client:
+        assert isinstance(client.generate("still alive", width=64, height=64), Images)
+    assert engine.ready()["ready"]
+
+
+def test_garbage_to_the_client_door_is_answered_not_fatal(engine):
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.client_address)
+    codec = client_side_codec()
+    try:
+        payloads = [
+            [os.urandom(64)],
+            [b""],
+            [msgspec.msgpack.encode({"type": "generate"})],
+            # a reply kind, not a request
+            [msgspec.msgpack.encode({"type": "images", "request_id": "x", "images": []})],
+            [msgspec.msgpack.encode({"type": "generate", "request_id": "a", "prompt": "p"}), os.urandom(10)],
+            [msgspec.msgpack.encode([1, 2, 3])],
+        ]
+        for frames in payloads:
+            sock.send_multipart(frames)
+            assert sock.poll(10_000), f"no answer to {frames!r}"
+            reply = codec.decode(sock.recv_multipart())
+            # the last-but-one is a valid request with a stray frame: served; the rest are errors
+            assert isinstance(reply, (Error, Images))
+    finally:
+        sock.close()
+        context.term()
+    _survives(engine)
+
+
+def test_garbage_to_the_worker_socket_is_dropped_not_fatal(engine):
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.worker_address)
+    try:
+        for frames in (
+            [os.urandom(32)],
+            [b"", b"", b""],
+            [msgspec.msgpack.encode({"type": "done", "request_id": "j0", "batch_id": 1})],
+            [msgspec.msgpack.encode({"type": "heartbeat", "level": 0, "running_batch": -1})],
+            [msgspec.msgpack.encode({"type": "hello", "protocol": 1})],
+        ):
+            sock.send_multipart(frames)
+        assert not sock.poll(500)  # strangers get no answer
+    finally:
+        sock.close()
+        context.term()
+    _survives(engine)
+    assert engine.metric("argus_bad_messages_total", link="worker") >= 4
+
+
+def test_busy_when_the_queue_is_full(tmp_path):
+    engine = start_engine(tmp_path, "--time-scale", "1", "--max-queue", "2", "--workers", "1", workers=1, backend="sim")
+    try:
+
+        async def run():
+            async with AsyncArgusClient(engine.client_address) as client:
+                return await asyncio.wait_for(
+                    asyncio.gather(*(client.generate(f"p{i}", width=64, height=64) for i in range(6))), 60
+                )
+
+        replies = asyncio.run(run())
+        busy = [r for r in replies if isinstance(r, Busy)]
+        served = [r for r in replies if isinstance(r, Images)]
+        assert len(served) == 2 and len(busy) == 4
+        assert all(b.retry_after_ms > 0 for b in busy)
+    finally:
+        assert engine.stop() == 0

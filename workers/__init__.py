@@ -1,0 +1,1 @@
+"""The process per device: a blocking loop around one generation backend."""

@@ -1,0 +1,48 @@
+"""The interface every generation backend implements (sdxl, tiny, sim)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocols.worker_messages import Generate, ItemOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    name: str
+    device: str
+    simulated: bool
+    levels: tuple[int, ...]  # cache levels K (each below default_steps)
+    max_batch: int
+    default_steps: int
+    min_size: int
+    max_size: int
+    default_size: int
+
+
+class StepControl(Protocol):
+    """What a backend calls between denoising steps."""
+
+    def between_steps(self) -> None:
+        """Lets the worker answer heartbeats and take in aborts."""
+
+    def is_aborted(self, request_id: str) -> bool: ...
+
+
+class BatchAborted(Exception):
+    """Raised inside a run when every item of the batch has been aborted."""
+
+
+class Backend(ABC):
+    @abstractmethod
+    def describe(self) -> BackendInfo: ...
+
+    @abstractmethod
+    def run(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
+        """Runs the batch's remaining steps; one outcome per item, in order.
+
+        Items aborted while running come back as ItemCancelled. An exception
+        escaping run() fails the whole batch (the worker answers every item).
+        """

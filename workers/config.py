@@ -1,0 +1,22 @@
+"""A worker's configuration, built from `argus worker` flags or by the engine's launcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.curve import ClientKeys
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    connect: str
+    worker_id: str
+    backend: str = "tiny"  # tiny | sdxl | sim
+    device: str = "cpu"
+    model: str | None = None  # local directory, sdxl only
+    time_scale: float = 1.0  # sim only
+    max_batch: int | None = None  # None: the backend's own
+    threads: int | None = None  # torch intra-op threads on CPU
+    die_with_parent: bool = False
+    hello_retry_s: float = 1.0
+    curve: ClientKeys | None = None  # set when the engine requires CURVE

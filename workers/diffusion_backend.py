@@ -1,0 +1,254 @@
+"""The real backends: a diffusers SD-XL pipeline (`sdxl`, or the random `tiny`).
+
+ApproxC: a level-K batch does not start from noise but from a cached
+neighbour's latent after K of N steps, and runs only the remaining N-K steps
+conditioned on its own prompt. Full (K=0) runs hand back their latents at every
+cache level so the engine can cache them for later neighbours.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+from protocols.codec import Blob
+from protocols.limits import OUTPUT_FORMATS, SIZE_MULTIPLE
+from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
+from workers.backend import Backend, BackendInfo, BatchAborted, StepControl
+from workers.image_encoding import encode_image
+from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
+
+_SDXL_SIZES = BACKEND_SIZES["sdxl"]
+
+
+class _ResumePipeline(StableDiffusionXLImg2ImgPipeline):
+    """Img2img that resumes after exactly round(denoising_start * N) steps.
+
+    Diffusers cuts the schedule at the timestep round(T * (1 - denoising_start)),
+    which keeps one step too many whenever the N timesteps do not sit on that
+    grid (N = 30, K = 10 runs 21 steps). Cutting by step index is exact for any
+    N and any timestep spacing.
+    """
+
+    def get_timesteps(
+        self,
+        num_inference_steps: int,
+        strength: float,
+        device: Any,
+        denoising_start: float | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        if denoising_start is None:
+            return super().get_timesteps(num_inference_steps, strength, device)
+        done = round(denoising_start * num_inference_steps)
+        self.scheduler.set_begin_index(done)
+        return self.scheduler.timesteps[done:], num_inference_steps - done
+
+
+class DiffusionBackend(Backend):
+    def __init__(
+        self,
+        pipe: StableDiffusionXLPipeline,
+        name: str,
+        device: str,
+        levels: tuple[int, ...] = DEFAULT_LEVELS,
+        default_steps: int = DEFAULT_STEPS,
+        max_batch: int = 4,
+        min_size: int = _SDXL_SIZES.min_size,
+        max_size: int = _SDXL_SIZES.max_size,
+        default_size: int = _SDXL_SIZES.default_size,
+    ):
+        if list(levels) != sorted(set(levels)) or not all(0 < k < default_steps for k in levels):
+            raise ValueError(f"levels must be increasing and within (0, {default_steps}): {levels}")
+        # _ResumePipeline counts steps as scheduler timesteps, one per step
+        if pipe.scheduler.order != 1:
+            raise ValueError(f"{type(pipe.scheduler).__name__} is not a first-order scheduler")
+        self._text2img = pipe.to(device)
+        # Shares the modules (no second copy of the weights). Not from_pipe():
+        # without a dtype it casts the shared modules to float32.
+        self._resume = _ResumePipeline(
+            **pipe.components,
+            force_zeros_for_empty_prompt=pipe.config.force_zeros_for_empty_prompt,
+        )
+        for pipeline in (self._text2img, self._resume):
+            pipeline.set_progress_bar_config(disable=True)
+        self._scheduler_template = pipe.scheduler
+        self._device = torch.device(device)
+        self._latent_shape = (pipe.unet.config.in_channels, pipe.vae_scale_factor)
+        self._info = BackendInfo(
+            name=name,
+            device=device,
+            simulated=False,
+            levels=tuple(levels),
+            max_batch=max_batch,
+            default_steps=default_steps,
+            min_size=min_size,
+            max_size=max_size,
+            default_size=default_size,
+        )
+
+    def describe(self) -> BackendInfo:
+        return self._info
+
+    def run(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
+        started = time.perf_counter()
+        self._check(batch)
+        ids = [item.request_id for item in batch.items]
+        if all(control.is_aborted(rid) for rid in ids):
+            return _cancel_all(batch)
+        try:
+            images, captured, steps_run = self._denoise(batch, ids, control)
+        except BatchAborted:
+            return _cancel_all(batch)
+        encoded = [encode_image(image, batch.output_format) for image in images]
+        run_ms = (time.perf_counter() - started) * 1000.0
+        outcomes: list[ItemOutcome] = []
+        for i, rid in enumerate(ids):
+            if control.is_aborted(rid):
+                outcomes.append(ItemCancelled(request_id=rid, batch_id=batch.batch_id))
+                continue
+            outcomes.append(
+                ItemDone(
+                    request_id=rid,
+                    batch_id=batch.batch_id,
+                    image=Blob(encoded[i]),
+                    level=batch.level,
+                    latents={k: stacked[i] for k, stacked in captured.items()},
+                    run_ms=run_ms,
+                    steps_run=steps_run,
+                )
+            )
+        return outcomes
+
+    def _denoise(
+        self, batch: Generate, ids: list[str], control: StepControl
+    ) -> tuple[list[Any], dict[int, np.ndarray], int]:
+        """Runs steps level..steps-1; returns PIL images, batched latents by level, steps run."""
+        first, steps = batch.level, batch.steps
+        capture = {k for k in self._info.levels if first < k < steps}
+        captured: dict[int, np.ndarray] = {}
+        steps_run = 0
+
+        def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, torch.Tensor]) -> dict:
+            nonlocal steps_run
+            steps_run += 1
+            done = first + i + 1  # latents after step index i are the state after i+1 steps
+            if done in capture:
+                captured[done] = tensors["latents"].to(torch.float16).cpu().numpy()
+            control.between_steps()
+            if all(control.is_aborted(rid) for rid in ids):
+                raise BatchAborted
+            return {}
+
+        common: dict[str, Any] = dict(
+            prompt=[item.prompt for item in batch.items],
+            num_inference_steps=steps,
+            guidance_scale=batch.guidance_scale,
+            # CPU generators: the same seed gives the same noise on any device
+            generator=[torch.Generator("cpu").manual_seed(item.seed) for item in batch.items],
+            callback_on_step_end=on_step_end,
+        )
+        pipeline = self._resume if first else self._text2img
+        # a fresh scheduler per run: step and begin indices are per-run state
+        template = self._scheduler_template
+        pipeline.scheduler = type(template).from_config(template.config)
+        with torch.inference_mode():
+            if first:
+                start = torch.from_numpy(np.stack([item.latent for item in batch.items]))
+                out = pipeline(
+                    image=start.to(self._device, self._text2img.unet.dtype),
+                    denoising_start=first / steps,
+                    **common,
+                )
+            else:
+                out = pipeline(width=batch.width, height=batch.height, **common)
+        return out.images, captured, steps_run
+
+    def _check(self, batch: Generate) -> None:
+        """Raises ValueError for a batch this backend cannot run as asked."""
+        info = self._info
+        if not 1 <= len(batch.items) <= info.max_batch:
+            raise ValueError(f"batch of {len(batch.items)} items; this backend takes 1 to {info.max_batch}")
+        if not 0 <= batch.level < batch.steps:
+            raise ValueError(f"level {batch.level} is not below steps {batch.steps}")
+        for side in (batch.width, batch.height):
+            if side % SIZE_MULTIPLE or not info.min_size <= side <= info.max_size:
+                raise ValueError(
+                    f"size {batch.width}x{batch.height}: each side must be a multiple of {SIZE_MULTIPLE}"
+                    f" from {info.min_size} to {info.max_size}"
+                )
+        if batch.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unsupported output format {batch.output_format!r}")
+        channels, factor = self._latent_shape
+        shape = (channels, batch.height // factor, batch.width // factor)
+        for item in batch.items:
+            if batch.level == 0 and item.latent is not None:
+                raise ValueError(f"{item.request_id}: a level-0 item takes no latent")
+            if batch.level > 0 and (item.latent is None or item.latent.shape != shape):
+                got = None if item.latent is None else item.latent.shape
+                raise ValueError(f"{item.request_id}: expected a latent of shape {shape}, got {got}")
+
+
+def _cancel_all(batch: Generate) -> list[ItemOutcome]:
+    return [ItemCancelled(request_id=item.request_id, batch_id=batch.batch_id) for item in batch.items]
+
+
+def load_tiny(
+    device: str = "cpu",
+    *,
+    seed: int = 0,
+    levels: tuple[int, ...] = DEFAULT_LEVELS,
+    default_steps: int = DEFAULT_STEPS,
+    max_batch: int = 8,
+) -> DiffusionBackend:
+    # imported here so an sdxl worker never builds the tiny model
+    from workers.tiny_pipeline import build_tiny_sdxl
+
+    return _backend(build_tiny_sdxl(seed), "tiny", device, levels, default_steps, max_batch)
+
+
+def load_sdxl(
+    model_dir: str,
+    device: str,
+    *,
+    levels: tuple[int, ...] = DEFAULT_LEVELS,
+    default_steps: int = DEFAULT_STEPS,
+    max_batch: int = 4,
+) -> DiffusionBackend:
+    """Loads SD-XL from a local diffusers checkpoint directory, never the hub."""
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(
+            f"SD-XL model directory {model_dir!r} does not exist; pass a local"
+            " diffusers checkpoint (a directory holding model_index.json)"
+        )
+    if not os.path.isfile(os.path.join(model_dir, "model_index.json")):
+        raise FileNotFoundError(f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint")
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    pipe = StableDiffusionXLPipeline.from_pretrained(model_dir, local_files_only=True, torch_dtype=dtype)
+    return _backend(pipe, "sdxl", device, levels, default_steps, max_batch)
+
+
+def _backend(
+    pipe: StableDiffusionXLPipeline,
+    name: str,
+    device: str,
+    levels: tuple[int, ...],
+    default_steps: int,
+    max_batch: int,
+) -> DiffusionBackend:
+    sizes = BACKEND_SIZES[name]
+    return DiffusionBackend(
+        pipe,
+        name,
+        device,
+        levels=levels,
+        default_steps=default_steps,
+        max_batch=max_batch,
+        min_size=sizes.min_size,
+        max_size=sizes.max_size,
+        default_size=sizes.default_size,
+    )

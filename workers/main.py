@@ -1,0 +1,65 @@
+"""Entry point of one worker process (`argus worker`)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import sys
+
+from workers.backend import Backend
+from workers.config import WorkerConfig
+from workers.runtime import EngineRefused, WorkerRuntime
+
+log = logging.getLogger("argus.worker")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def load_backend(config: WorkerConfig) -> Backend:
+    # imported here so a sim worker never imports torch
+    if config.backend == "sim":
+        from workers.sim_backend import SimBackend
+
+        return SimBackend(time_scale=config.time_scale, **_batch_override(config))
+    if config.threads and config.device == "cpu":
+        import torch
+
+        torch.set_num_threads(config.threads)
+    if config.backend == "tiny":
+        from workers.diffusion_backend import load_tiny
+
+        return load_tiny(device=config.device, **_batch_override(config))
+    if config.backend == "sdxl":
+        from workers.diffusion_backend import load_sdxl
+
+        if not config.model:
+            raise SystemExit("the sdxl backend needs --model DIR (a local diffusers SD-XL folder)")
+        return load_sdxl(config.model, device=config.device, **_batch_override(config))
+    raise SystemExit(f"unknown backend {config.backend!r} (tiny, sdxl or sim)")
+
+
+def _batch_override(config: WorkerConfig) -> dict:
+    return {"max_batch": config.max_batch} if config.max_batch else {}
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the engine that spawned it dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def run_worker(config: WorkerConfig) -> int:
+    if config.die_with_parent:
+        _die_with_parent()
+    backend = load_backend(config)
+    runtime = WorkerRuntime(backend, config.connect, config.worker_id, config.hello_retry_s, config.curve)
+    # the handler only flips a state; the loop notices between steps
+    signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
+    try:
+        runtime.serve()
+    except EngineRefused as exc:
+        log.error("engine refused this worker: %s", exc)
+        return 2
+    return 0

@@ -1,0 +1,212 @@
+"""The worker's blocking loop: no asyncio, one batch at a time.
+
+Say hello, then repeat: drain the socket without blocking, run the next batch,
+send one terminal message per item. While a batch runs, the backend calls
+`between_steps` so heartbeats go out and aborts come in between denoising steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import deque
+
+import zmq
+
+from protocols.codec import DecodeError
+from protocols.curve import ClientKeys
+from protocols.sockets import make_socket
+from protocols.worker_messages import (
+    PROTOCOL_VERSION,
+    Abort,
+    EngineHeartbeat,
+    Generate,
+    Heartbeat,
+    Hello,
+    ItemCancelled,
+    ItemFailed,
+    ItemOutcome,
+    LevelSet,
+    Refused,
+    SetLevel,
+    Shutdown,
+    Welcome,
+    worker_side_codec,
+)
+from workers.backend import Backend, BatchAborted
+
+log = logging.getLogger("argus.worker")
+
+
+class EngineRefused(Exception):
+    pass
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        backend: Backend,
+        connect: str,
+        worker_id: str,
+        hello_retry_s: float = 1.0,
+        curve: ClientKeys | None = None,
+    ):
+        self._backend = backend
+        self._info = backend.describe()
+        self._worker_id = worker_id
+        # a fresh identity per process: a restarted worker is a new peer
+        self.identity = f"{worker_id}/{uuid.uuid4().hex[:8]}".encode()
+        self._context = zmq.Context()
+        self._socket = make_socket(
+            self._context, zmq.DEALER, connect=connect, identity=self.identity, curve_client=curve
+        )
+        self._codec = worker_side_codec()
+        self._hello_retry_s = hello_retry_s
+        self._level = 0
+        self._heartbeat_interval_s = 1.0
+        self._engine_timeout_s = 10.0
+        self._next_heartbeat = 0.0
+        self._last_heard = 0.0
+        self._engine_lost = False
+        self._pending: deque[Generate] = deque()
+        self._running: Generate | None = None
+        self._aborted: set[str] = set()
+        self._stopping = False
+
+    # -- StepControl -------------------------------------------------------
+    def between_steps(self) -> None:
+        self._drain()
+        self._heartbeat_if_due()
+
+    def is_aborted(self, request_id: str) -> bool:
+        return self._stopping or self._engine_lost or request_id in self._aborted
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    # -- loop ----------------------------------------------------------------
+    def serve(self) -> None:
+        try:
+            self._handshake()
+            log.info("worker %s ready (%s on %s)", self.identity.decode(), self._info.name, self._info.device)
+            while not self._stopping:
+                self._drain()
+                self._heartbeat_if_due()
+                if self._engine_lost:
+                    self._rejoin()
+                elif self._pending:
+                    self._run(self._pending.popleft())
+                elif not self._stopping:
+                    timeout_ms = max(1, int((self._next_heartbeat - time.monotonic()) * 1000))
+                    self._socket.poll(timeout_ms, zmq.POLLIN)
+            # answer what was queued but never started
+            while self._pending:
+                batch = self._pending.popleft()
+                self._send_all([ItemCancelled(i.request_id, batch.batch_id) for i in batch.items])
+        finally:
+            self._socket.close(linger=500)
+            self._context.term()
+
+    def _rejoin(self) -> None:
+        """The engine went silent: what it sent is void (it re-dispatches), so start over."""
+        log.warning("engine silent for %.0f s; saying hello again", self._engine_timeout_s)
+        self._pending.clear()
+        self._aborted.clear()
+        self._handshake()
+        self._engine_lost = False
+
+    def _handshake(self) -> None:
+        hello = Hello(
+            protocol=PROTOCOL_VERSION,
+            worker_id=self._worker_id,
+            backend=self._info.name,
+            device=self._info.device,
+            simulated=self._info.simulated,
+            levels=list(self._info.levels),
+            max_batch=self._info.max_batch,
+            default_steps=self._info.default_steps,
+            min_size=self._info.min_size,
+            max_size=self._info.max_size,
+            default_size=self._info.default_size,
+            level=self._level,
+            pid=os.getpid(),
+        )
+        while True:
+            self._send(hello)
+            if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
+                continue  # engine not up yet: say hello again
+            message = self._codec.decode(self._socket.recv_multipart(copy=False))
+            if isinstance(message, Refused):
+                raise EngineRefused(message.reason)
+            if isinstance(message, Welcome):
+                self._heartbeat_interval_s = message.heartbeat_interval_s
+                self._engine_timeout_s = message.engine_timeout_s
+                self._level = message.level
+                self._last_heard = time.monotonic()
+                return
+            log.warning("ignoring %s before welcome", type(message).__name__)
+
+    def _drain(self) -> None:
+        while self._socket.poll(0, zmq.POLLIN):
+            self._last_heard = time.monotonic()
+            self._handle(self._codec.decode(self._socket.recv_multipart(copy=False)))
+
+    def _handle(self, message: object) -> None:
+        if isinstance(message, Generate):
+            self._pending.append(message)
+        elif isinstance(message, Abort):
+            live = self._live_request_ids()
+            self._aborted.update(rid for rid in message.request_ids if rid in live)
+        elif isinstance(message, SetLevel):
+            # a level is a routing role, not a reload: the batch in flight finishes as it is
+            self._level = message.level
+            self._send(LevelSet(message.level))
+        elif isinstance(message, Shutdown):
+            self._stopping = True
+        elif isinstance(message, (EngineHeartbeat, Welcome)):
+            pass  # liveness only (a Welcome repeated for a hello retry)
+        elif isinstance(message, DecodeError):
+            log.error("undecodable message from engine: %s", message.reason)
+        else:
+            log.warning("unexpected %s from engine", type(message).__name__)
+
+    def _live_request_ids(self) -> set[str]:
+        batches = [*self._pending, *([self._running] if self._running else [])]
+        return {item.request_id for batch in batches for item in batch.items}
+
+    def _run(self, batch: Generate) -> None:
+        self._running = batch
+        try:
+            outcomes = self._backend.run(batch, self)
+        except BatchAborted:
+            outcomes = [ItemCancelled(i.request_id, batch.batch_id) for i in batch.items]
+        except Exception as exc:  # a failed batch becomes one error per member
+            log.exception("batch %d failed", batch.batch_id)
+            outcomes = [
+                ItemFailed(i.request_id, batch.batch_id, "worker_error", f"{type(exc).__name__}: {exc}")
+                for i in batch.items
+            ]
+        finally:
+            self._running = None
+        if self._engine_lost:
+            return  # nobody is waiting for these any more
+        self._send_all(outcomes)
+        self._aborted.difference_update(item.request_id for item in batch.items)
+
+    def _send_all(self, outcomes: list[ItemOutcome]) -> None:
+        for outcome in outcomes:
+            self._send(outcome)
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heard > self._engine_timeout_s:
+            self._engine_lost = True
+        if now >= self._next_heartbeat:
+            running = self._running.batch_id if self._running else -1
+            self._send(Heartbeat(self._level, running))
+            self._next_heartbeat = now + self._heartbeat_interval_s
+
+    def _send(self, message: object) -> None:
+        self._socket.send_multipart(self._codec.encode(message), copy=False)
