@@ -20,4 +20,5 @@ serve: $(STAMP)
 	$(VENV)/bin/argus serve $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q $(ARGS)

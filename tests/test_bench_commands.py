@@ -15,7 +15,10 @@ def _bench(tmp_path, *args: str, timeout_s: float = 150.0) -> tuple[dict, str]:
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, "-m", "engine.cli", "bench", *args, "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     return json.loads(out.read_text()), proc.stdout
@@ -40,7 +43,16 @@ def test_worker_bench_writes_levels_and_overhead(tmp_path):
 
 def test_engine_bench_writes_both_doors(tmp_path):
     data, stdout = _bench(
-        tmp_path, "engine", "--duration-s", "0.3", "--rounds", "1", "--latency-s", "0.3", "--warmup-s", "0.1",
+        tmp_path,
+        "engine",
+        "--duration-s",
+        "0.3",
+        "--rounds",
+        "1",
+        "--latency-s",
+        "0.3",
+        "--warmup-s",
+        "0.1",
     )
     for door in ("zmq", "http"):
         for key in ("engine_rps", "baseline_rps", "ratio", "engine_p99_ms"):

@@ -47,16 +47,23 @@ P99_TARGET_MS = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration-s", type=float, default=2.0,
-                        help="seconds of each closed-loop (peak) measurement (default 2)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating baseline/engine peak measurements per door (default 3)")
-    parser.add_argument("--latency-s", type=float, default=4.0,
-                        help="seconds of the open-loop latency run at half the peak (default 4)")
+    parser.add_argument(
+        "--duration-s", type=float, default=2.0, help="seconds of each closed-loop (peak) measurement (default 2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating baseline/engine peak measurements per door (default 3)"
+    )
+    parser.add_argument(
+        "--latency-s", type=float, default=4.0, help="seconds of the open-loop latency run at half the peak (default 4)"
+    )
     parser.add_argument("--warmup-s", type=float, default=0.5, help="unmeasured lead-in of every run")
     parser.add_argument("--concurrency", type=int, default=128, help="ZeroMQ requests in flight (default 128)")
-    parser.add_argument("--http-concurrency", type=int, default=32,
-                        help="HTTP requests in flight, one pooled connection each (default 32)")
+    parser.add_argument(
+        "--http-concurrency",
+        type=int,
+        default=32,
+        help="HTTP requests in flight, one pooled connection each (default 32)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="simulated local workers (default 2)")
     parser.add_argument("--size", type=int, default=64, help="image side asked for (default 64)")
     parser.add_argument("--doors", default="zmq,http", help="front doors to measure (default zmq,http)")
@@ -179,7 +186,7 @@ async def zmq_open_loop(address: str, args: argparse.Namespace, rate: float, dur
         await asyncio.wait_for(reader, 30.0)
     finally:
         client.close()
-    measured = latencies[int(rate * args.warmup_s):]  # replies come back in about send order
+    measured = latencies[int(rate * args.warmup_s) :]  # replies come back in about send order
     return _latency_summary(measured, total, started, rate, failed)
 
 
@@ -258,8 +265,12 @@ async def http_closed_loop(url: str, args: argparse.Namespace, duration_s: float
         await asyncio.gather(*(loop() for _ in range(args.http_concurrency)))
     finally:
         await client.close()
-    return {"rps": counts["done"] / duration_s, "replies": counts["done"], "not_images": counts["not_ok"],
-            "total": counts["total"]}
+    return {
+        "rps": counts["done"] / duration_s,
+        "replies": counts["done"],
+        "not_images": counts["not_ok"],
+        "total": counts["total"],
+    }
 
 
 async def http_open_loop(url: str, args: argparse.Namespace, rate: float, duration_s: float) -> dict:
@@ -284,7 +295,14 @@ async def http_open_loop(url: str, args: argparse.Namespace, rate: float, durati
 async def _measure(args: argparse.Namespace, doors: list[str], tmp: Path) -> dict:
     print(f"starting `argus serve --backend sim --time-scale 0 --workers {args.workers}` ...", flush=True)
     engine = start_engine(
-        tmp, "--backend", "sim", "--time-scale", "0", "--max-queue", str(1 << 20), workers=args.workers,
+        tmp,
+        "--backend",
+        "sim",
+        "--time-scale",
+        "0",
+        "--max-queue",
+        str(1 << 20),
+        workers=args.workers,
     )
     baselines = []
     results: dict = {}
@@ -325,14 +343,26 @@ async def _zmq_door(args, engine, tmp: Path, baselines: list) -> dict:
     reply_bytes = sum(len(f.buffer) for f in frames)
     address = f"tcp://{LOOPBACK}:{free_port()}"
     baseline = spawn(
-        python_module("loadgen.bench.harness", "zmq-echo", "--bind", address,
-                      "--image-bytes", str(len(image.image)), "--worker-name", image.worker),
-        tmp, "zmq-baseline",
+        python_module(
+            "loadgen.bench.harness",
+            "zmq-echo",
+            "--bind",
+            address,
+            "--image-bytes",
+            str(len(image.image)),
+            "--worker-name",
+            image.worker,
+        ),
+        tmp,
+        "zmq-baseline",
     )
     baselines.append(baseline)
     await _wait_log(baseline, "ready")
-    print(f"ZeroMQ: {args.rounds} rounds of {args.duration_s:g} s closed loop, {args.concurrency} in flight "
-          f"(reply {reply_bytes} bytes) ...", flush=True)
+    print(
+        f"ZeroMQ: {args.rounds} rounds of {args.duration_s:g} s closed loop, {args.concurrency} in flight "
+        f"(reply {reply_bytes} bytes) ...",
+        flush=True,
+    )
 
     def peak(target: str):
         return zmq_closed_loop(target, args, args.duration_s)
@@ -359,13 +389,17 @@ async def _http_door(args, engine, tmp: Path, baselines: list) -> dict:
     port = free_port()
     baseline = spawn(
         python_module("loadgen.bench.harness", "http-echo", "--port", str(port), "--template", str(template)),
-        tmp, "http-baseline",
+        tmp,
+        "http-baseline",
     )
     baselines.append(baseline)
     url = f"http://{LOOPBACK}:{port}"
     await _in_thread(wait_http, baseline, url + "/health")
-    print(f"HTTP: {args.rounds} rounds of {args.duration_s:g} s closed loop, {args.http_concurrency} connections "
-          f"(response {len(body)} bytes) ...", flush=True)
+    print(
+        f"HTTP: {args.rounds} rounds of {args.duration_s:g} s closed loop, {args.http_concurrency} connections "
+        f"(response {len(body)} bytes) ...",
+        flush=True,
+    )
 
     def peak(target: str):
         return http_closed_loop(target, args, args.duration_s)
@@ -411,8 +445,11 @@ async def _door(args, engine, engine_target: str, baseline_target: str, peak, la
     engine_rps = median([x["rps"] for x in runs["engine"]])
     baseline_rps = median([x["rps"] for x in runs["baseline"]])
     rate = engine_rps / 2.0
-    print(f"  peak: engine {engine_rps:,.0f} req/s, baseline {baseline_rps:,.0f} req/s; "
-          f"latency at {rate:,.0f} req/s for {args.latency_s:g} s ...", flush=True)
+    print(
+        f"  peak: engine {engine_rps:,.0f} req/s, baseline {baseline_rps:,.0f} req/s; "
+        f"latency at {rate:,.0f} req/s for {args.latency_s:g} s ...",
+        flush=True,
+    )
     engine_latency = await measured(latency, "engine", engine_target, rate)
     baseline_latency = await measured(latency, "baseline", baseline_target, rate)
     return {
@@ -468,43 +505,85 @@ async def _wait_log(child, word: str, timeout_s: float = 30.0) -> None:
 def _report(args: argparse.Namespace, doors: list[str], results: dict) -> None:
     print()
     print("argus bench engine: the whole engine with SIMULATED workers (sim backend, --time-scale 0: no model")
-    print(f"runs); {args.workers} workers, {args.size}x{args.size} images; baselines are bare servers measured in"
-          " the same run with the same client")
-    print(f"peak: median of {args.rounds} alternating {args.duration_s:g} s closed-loop runs; latency: open loop"
-          f" for {args.latency_s:g} s at half the engine's peak, end to end from the client")
+    print(
+        f"runs); {args.workers} workers, {args.size}x{args.size} images; baselines are bare servers measured in"
+        " the same run with the same client"
+    )
+    print(
+        f"peak: median of {args.rounds} alternating {args.duration_s:g} s closed-loop runs; latency: open loop"
+        f" for {args.latency_s:g} s at half the engine's peak, end to end from the client"
+    )
     print()
     rows = []
     for door in doors:
         r = results[door]
-        rows.append([
-            door, r["engine_rps"], r["baseline_rps"], r["ratio"], f">= {TARGETS[door]}",
-            r["latency_rate_rps"], r["engine_p50_ms"], r["engine_p99_ms"], r["baseline_p99_ms"],
-            f"< {P99_TARGET_MS:g}",
-        ])
-    print(table(
-        ["door", "engine req/s", "baseline req/s", "ratio", "target", "at req/s", "engine p50 ms",
-         "engine p99 ms", "baseline p99 ms", "p99 target"],
-        rows,
-    ))
+        rows.append(
+            [
+                door,
+                r["engine_rps"],
+                r["baseline_rps"],
+                r["ratio"],
+                f">= {TARGETS[door]}",
+                r["latency_rate_rps"],
+                r["engine_p50_ms"],
+                r["engine_p99_ms"],
+                r["baseline_p99_ms"],
+                f"< {P99_TARGET_MS:g}",
+            ]
+        )
+    print(
+        table(
+            [
+                "door",
+                "engine req/s",
+                "baseline req/s",
+                "ratio",
+                "target",
+                "at req/s",
+                "engine p50 ms",
+                "engine p99 ms",
+                "baseline p99 ms",
+                "p99 target",
+            ],
+            rows,
+        )
+    )
     print()
     print("server CPU per request (microseconds; steadier than req/s when other load shares the machine):")
-    print(table(
-        ["door", "engine at peak", "its sim workers", "baseline at peak", "engine at latency rate",
-         "workers at latency rate"],
-        [[door, results[door]["engine_cpu_us_per_request"], results[door]["workers_cpu_us_per_request"],
-          results[door]["baseline_cpu_us_per_request"],
-          results[door]["engine_latency"]["engine_cpu_us_per_request"],
-          results[door]["engine_latency"]["workers_cpu_us_per_request"]] for door in doors],
-    ))
+    print(
+        table(
+            [
+                "door",
+                "engine at peak",
+                "its sim workers",
+                "baseline at peak",
+                "engine at latency rate",
+                "workers at latency rate",
+            ],
+            [
+                [
+                    door,
+                    results[door]["engine_cpu_us_per_request"],
+                    results[door]["workers_cpu_us_per_request"],
+                    results[door]["baseline_cpu_us_per_request"],
+                    results[door]["engine_latency"]["engine_cpu_us_per_request"],
+                    results[door]["engine_latency"]["workers_cpu_us_per_request"],
+                ]
+                for door in doors
+            ],
+        )
+    )
     data: dict = {door: results[door] for door in doors}
-    data.update({
-        "simulated": True,
-        "backend": "sim",
-        "time_scale": 0.0,
-        "workers": args.workers,
-        "size": args.size,
-        "rounds": args.rounds,
-        "duration_s": args.duration_s,
-        "latency_s": args.latency_s,
-    })
+    data.update(
+        {
+            "simulated": True,
+            "backend": "sim",
+            "time_scale": 0.0,
+            "workers": args.workers,
+            "size": args.size,
+            "rounds": args.rounds,
+            "duration_s": args.duration_s,
+            "latency_s": args.latency_s,
+        }
+    )
     write_json(args.json, data)

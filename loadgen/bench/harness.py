@@ -21,9 +21,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -77,8 +78,13 @@ def spawn(command: Sequence[str], log_dir: Path, name: str, env: dict[str, str] 
     log_path = Path(log_dir) / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            list(command), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+            list(command),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
         )
     return Child(process, log_path, name)
 
@@ -138,12 +144,20 @@ def start_engine(log_dir: Path, *args: str, workers: int = 2) -> EngineChild:
     """`argus serve` on free loopback ports (HTTP, ZeroMQ clients, ZeroMQ workers)."""
     http_port, client_port, worker_port = free_port(), free_port(), free_port()
     command = python_module(
-        "engine.cli", "--log-level", "WARNING", "serve",
-        "--host", LOOPBACK,
-        "--port", str(http_port),
-        "--client-listen", f"tcp://{LOOPBACK}:{client_port}",
-        "--worker-listen", f"tcp://{LOOPBACK}:{worker_port}",
-        "--workers", str(workers),
+        "engine.cli",
+        "--log-level",
+        "WARNING",
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(http_port),
+        "--client-listen",
+        f"tcp://{LOOPBACK}:{client_port}",
+        "--worker-listen",
+        f"tcp://{LOOPBACK}:{worker_port}",
+        "--workers",
+        str(workers),
         *args,
     )
     child = spawn(command, log_dir, f"engine-{http_port}")
@@ -202,7 +216,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     numeric = [all(isinstance(row[i], (int, float)) for row in rows) if rows else False for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in cells]
@@ -253,9 +269,14 @@ def _zmq_echo(args: argparse.Namespace) -> int:
         while True:
             frames = sock.recv_multipart(copy=False)
             request = codec.decode(frames[1:])
-            reply = Images(request.request_id, [
-                ImageResult(image=image, seed=12345, level=0, similarity=None, queue_ms=0.1, run_ms=0.1, worker=worker)
-            ])
+            reply = Images(
+                request.request_id,
+                [
+                    ImageResult(
+                        image=image, seed=12345, level=0, similarity=None, queue_ms=0.1, run_ms=0.1, worker=worker
+                    )
+                ],
+            )
             sock.send_multipart([frames[0], *codec.encode(reply)], copy=False)
     finally:
         sock.close(linger=0)

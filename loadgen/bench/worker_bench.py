@@ -32,9 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="measurements of each kind (default 20)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument(
-        "--threads", type=int, default=max(1, (os.cpu_count() or 1) // 2),
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) // 2),
         help="torch threads, worker and direct alike (default: half the cores, what `argus serve`"
-             " gives each of its 2 default local workers)",
+        " gives each of its 2 default local workers)",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--guidance", type=float, default=5.0)
@@ -72,11 +74,21 @@ class WorkerDriver:
         self.heartbeats = 0
         self.child = spawn(
             python_module(
-                "engine.cli", "--log-level", "WARNING", "worker",
-                "--connect", f"tcp://{LOOPBACK}:{port}",
-                "--backend", "tiny", "--worker-id", "bench", "--threads", str(args.threads),
+                "engine.cli",
+                "--log-level",
+                "WARNING",
+                "worker",
+                "--connect",
+                f"tcp://{LOOPBACK}:{port}",
+                "--backend",
+                "tiny",
+                "--worker-id",
+                "bench",
+                "--threads",
+                str(args.threads),
             ),
-            log_dir, "worker",
+            log_dir,
+            "worker",
         )
         self._batch_ids = iter(range(1, 1 << 30))
 
@@ -247,7 +259,7 @@ def _report(args: argparse.Namespace, levels: list[int], results: dict) -> None:
     # CPU seconds are far less disturbed by other load on a shared machine than wall time
     overhead_cpu = median(cpu[("worker", 0)]) / median(cpu[("direct", 0)])
     # the same ratio round by round (each pair ran back to back), then the median: robust to drift
-    overhead_paired = median([w / d for w, d in zip(samples[("worker", 0)], samples[("direct", 0)])])
+    overhead_paired = median([w / d for w, d in zip(samples[("worker", 0)], samples[("direct", 0)], strict=False)])
     level_json = {}
     rows = []
     for k in [0, *levels]:
@@ -259,27 +271,52 @@ def _report(args: argparse.Namespace, levels: list[int], results: dict) -> None:
             "ratio_to_k0": ratio,
             "steps_run": args.steps - k,
             "min_s_per_image": min(runs),
-            "paired_ratio_to_k0": median([x / k0_run for x, k0_run in zip(runs, samples[("worker", 0)])]),
+            "paired_ratio_to_k0": median([x / k0_run for x, k0_run in zip(runs, samples[("worker", 0)], strict=False)]),
             "cpu_s_per_image": median(cpu[("worker", k)]),
             "backend_s_per_image": median(internal[k]),  # the worker's own run_ms: denoise, decode, PNG
         }
-        rows.append([f"worker K={k}", args.steps - k, s, min(runs), median(cpu[("worker", k)]),
-                     median(internal[k]), ratio, level_json[str(k)]["paired_ratio_to_k0"],
-                     "<= 0.6" if k == 25 else ""])
+        rows.append(
+            [
+                f"worker K={k}",
+                args.steps - k,
+                s,
+                min(runs),
+                median(cpu[("worker", k)]),
+                median(internal[k]),
+                ratio,
+                level_json[str(k)]["paired_ratio_to_k0"],
+                "<= 0.6" if k == 25 else "",
+            ]
+        )
     direct_runs = samples[("direct", 0)]
-    rows.append(["direct diffusers call", args.steps, direct_s, min(direct_runs), median(cpu[("direct", 0)]),
-                 float("nan"), float("nan"), float("nan"), ""])
+    rows.append(
+        [
+            "direct diffusers call",
+            args.steps,
+            direct_s,
+            min(direct_runs),
+            median(cpu[("direct", 0)]),
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            "",
+        ]
+    )
 
     print()
     print("argus bench worker: tiny backend (SD-XL-shaped, random weights) on CPU through a real `argus worker`")
-    print(f"{args.size}x{args.size}, batch 1, N={args.steps} steps, {args.threads} torch thread(s), "
-          f"{args.repeats} interleaved repeats; s/image and CPU s are medians (end to end: Generate sent"
-          " -> ItemDone received)")
+    print(
+        f"{args.size}x{args.size}, batch 1, N={args.steps} steps, {args.threads} torch thread(s), "
+        f"{args.repeats} interleaved repeats; s/image and CPU s are medians (end to end: Generate sent"
+        " -> ItemDone received)"
+    )
     print()
-    print(table(
-        ["run", "steps", "s/image", "min s", "CPU s", "in-backend s", "ratio to K=0", "paired ratio", "target"],
-        rows,
-    ))
+    print(
+        table(
+            ["run", "steps", "s/image", "min s", "CPU s", "in-backend s", "ratio to K=0", "paired ratio", "target"],
+            rows,
+        )
+    )
     print()
     print(f"overhead ratio (worker K=0 s/image / direct call s/image) = {overhead:.3f}   target <= 1.05")
     print(f"  median of per-round ratios (each pair back to back)        = {overhead_paired:.3f}")
