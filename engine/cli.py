@@ -64,9 +64,15 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import gc
+
     import uvloop
 
     from engine.server import Engine
+
+    # what start-up built lives as long as the process: spare full collections the walk over it
+    gc.collect()
+    gc.freeze()
 
     async def main() -> None:
         await Engine(engine_config(args)).run()
@@ -140,6 +146,14 @@ def _add_train_predictor(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=train_predictor.run)
 
 
+def _add_loadgen(sub: argparse._SubParsersAction) -> None:
+    from loadgen import cli as loadgen_cli
+
+    p = sub.add_parser("loadgen", help="replay arrivals (Poisson, gamma, a trace) against an engine and report")
+    loadgen_cli.add_arguments(p)
+    p.set_defaults(func=loadgen_cli.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="argus", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -148,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_keys(sub)
     _add_train_predictor(sub)
+    _add_loadgen(sub)
     add_bench_commands(sub)
     return parser
 

@@ -11,10 +11,9 @@ import logging
 from typing import TYPE_CHECKING
 
 import zmq
-import zmq.asyncio
 
 from engine.jobs import AdmittedRequest
-from engine.zmq_send import send_now
+from engine.loop_socket import LoopSocket
 from protocols.client_messages import Cancel, Error, Generate, engine_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import KeyPair
@@ -28,26 +27,27 @@ log = logging.getLogger("argus.clients")
 
 class ClientDoor:
     def __init__(
-        self, engine: Engine, context: zmq.asyncio.Context, listen: tuple[str, ...], curve: KeyPair | None = None
+        self, engine: Engine, context: zmq.Context, listen: tuple[str, ...], curve: KeyPair | None = None
     ):
         self._engine = engine
-        self._socket = make_socket(context, zmq.ROUTER, curve_server=curve)
-        self.endpoints = bind_all(self._socket, listen)
+        sock = make_socket(context, zmq.ROUTER, curve_server=curve)
+        self.endpoints = bind_all(sock, listen)
+        self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
 
-    async def run(self) -> None:
-        while True:
-            frames = await self._socket.recv_multipart(copy=False)
-            identity = frames[0].bytes
-            message = self._codec.decode(frames[1:])
-            if isinstance(message, DecodeError) and len(frames) > 1:
-                self._refuse(identity, message.reason, salvage_request_id(frames[1].buffer))
-            else:
-                self._on_message(identity, message)
+    def start(self) -> None:
+        self._socket.start()
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        self._socket.close()
+
+    def _on_frames(self, identity: bytes, frames: list) -> None:
+        message = self._codec.decode(frames)
+        if isinstance(message, DecodeError) and frames:
+            self._refuse(identity, message.reason, salvage_request_id(frames[0].buffer))
+        else:
+            self._on_message(identity, message)
 
     def _on_message(self, identity: bytes, message: object) -> None:
         if isinstance(message, Generate):
@@ -81,5 +81,5 @@ class ClientDoor:
         self._reply(key[0], reply)
 
     def _reply(self, identity: bytes, message: object) -> None:
-        if not send_now(self._socket, identity, self._codec.encode(message)):
+        if not self._socket.send(identity, self._codec.encode(message)):
             log.debug("client %r went away before its reply", identity)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-import zmq.asyncio
-from zmq.auth.asyncio import AsyncioAuthenticator
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from protocols.curve import ClientKeys, KeyPair, load_public_keys
 
@@ -27,12 +27,12 @@ class _AllowedKeys:
 
 
 class CurveGate:
-    def __init__(self, context: zmq.asyncio.Context, secret_file: str, allowed_dir: str):
+    def __init__(self, context: zmq.Context, secret_file: str, allowed_dir: str):
         self.server_keys = KeyPair.load(secret_file)
         self.local_worker_keys = ClientKeys(KeyPair.generate(), self.server_keys.public)
         allowed = load_public_keys(allowed_dir)
         log.info("CURVE on: %d public keys admitted from %s", len(allowed), allowed_dir)
-        self._authenticator = AsyncioAuthenticator(context)
+        self._authenticator = ThreadAuthenticator(context)
         self._authenticator.configure_curve_callback("*", _AllowedKeys(allowed | {self.local_worker_keys.own.public}))
 
     def start(self) -> None:

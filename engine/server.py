@@ -16,7 +16,7 @@ import signal
 import tempfile
 import time
 
-import zmq.asyncio
+import zmq
 from aiohttp import web
 
 from engine.admission import Admission
@@ -51,7 +51,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
         self.image_files = ImageFiles(config.image_url_store_bytes, config.image_url_ttl_s)
-        self._context = zmq.asyncio.Context()
+        self._context = zmq.Context()
         self._curve = None
         if config.curve_secret_file:
             self._curve = CurveGate(self._context, config.curve_secret_file, config.curve_allowed_dir)
@@ -142,6 +142,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        self.clients.start()
         runner = web.AppRunner(build_app(self), handler_cancellation=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port)
@@ -154,7 +155,6 @@ class Engine:
             async with asyncio.TaskGroup() as group:
                 actors = [
                     group.create_task(self.link.run()),
-                    group.create_task(self.clients.run()),
                     group.create_task(self._sweep_forever()),
                     group.create_task(self.launcher.run()),
                 ]

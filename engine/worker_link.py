@@ -14,12 +14,11 @@ import time
 from collections.abc import Callable
 
 import zmq
-import zmq.asyncio
 
 from engine.dispatcher import Dispatcher
+from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
-from engine.zmq_send import send_now
 from protocols.codec import DecodeError
 from protocols.curve import KeyPair
 from protocols.sockets import bind_all, make_socket
@@ -46,7 +45,7 @@ OnLost = Callable[[WorkerHandle], None]
 class WorkerLink:
     def __init__(
         self,
-        context: zmq.asyncio.Context,
+        context: zmq.Context,
         listen: list[str],
         registry: WorkerRegistry,
         metrics: EngineMetrics,
@@ -54,8 +53,9 @@ class WorkerLink:
         heartbeat_timeout_s: float,
         curve: KeyPair | None = None,
     ):
-        self._socket = make_socket(context, zmq.ROUTER, curve_server=curve)
-        self.endpoints = bind_all(self._socket, listen)
+        sock = make_socket(context, zmq.ROUTER, curve_server=curve)
+        self.endpoints = bind_all(sock, listen)
+        self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()
         self._registry = registry
         self._metrics = metrics
@@ -68,23 +68,21 @@ class WorkerLink:
         self.dispatcher = dispatcher
 
     def send(self, worker: WorkerHandle, message: object) -> bool:
-        return send_now(self._socket, worker.identity, self._codec.encode(message))
+        return self._socket.send(worker.identity, self._codec.encode(message))
 
     def shutdown_all(self) -> None:
         for worker in self._registry.all():
             self.send(worker, Shutdown())
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        self._socket.close()
 
     async def run(self) -> None:
-        await asyncio.gather(self._read_forever(), self._watch_heartbeats())
+        self._socket.start()
+        await self._watch_heartbeats()
 
-    async def _read_forever(self) -> None:
-        while True:
-            frames = await self._socket.recv_multipart(copy=False)
-            identity = frames[0].bytes
-            self._on_message(identity, self._codec.decode(frames[1:]))
+    def _on_frames(self, identity: bytes, frames: list) -> None:
+        self._on_message(identity, self._codec.decode(frames))
 
     def _on_message(self, identity: bytes, message: object) -> None:
         worker = self._registry.get(identity)
@@ -108,7 +106,7 @@ class WorkerLink:
         if hello.protocol != PROTOCOL_VERSION:
             reason = f"protocol {hello.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
             log.error("refusing worker %r: %s", identity, reason)
-            send_now(self._socket, identity, self._codec.encode(Refused(reason)))
+            self._socket.send(identity, self._codec.encode(Refused(reason)))
             return
         if known is not None:
             # a repeated hello (our Welcome crossed its retry): answer again, register once
@@ -139,7 +137,7 @@ class WorkerLink:
             await asyncio.sleep(self._heartbeat_interval_s)
             beat = self._codec.encode(EngineHeartbeat())
             for worker in self._registry.all():
-                send_now(self._socket, worker.identity, beat)
+                self._socket.send(worker.identity, beat)
             cutoff = time.monotonic() - self._heartbeat_timeout_s
             for worker in self._registry.silent_since(cutoff):
                 log.error("worker %s silent for over %.0f s", worker.name, self._heartbeat_timeout_s)

@@ -10,6 +10,7 @@ as a `DecodeError` value, never as an exception that could kill a loop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,9 @@ import numpy as np
 _ARRAY_EXT = 1
 _BLOB_EXT = 2
 # dtypes that may cross the wire; anything else is refused at decode
-_ALLOWED_DTYPES = frozenset({"float16", "float32", "uint8"})
+_DTYPES = {name: np.dtype(name) for name in ("float16", "float32", "uint8")}
+_ARRAY_META = msgspec.msgpack.Decoder(tuple[int, str, list[int]])
+_BLOB_META = msgspec.msgpack.Decoder(int)
 MAX_FRAMES = 64
 
 
@@ -81,18 +84,18 @@ class Codec:
 
     def _ext_hook(self, code: int, data: memoryview) -> Any:
         if code == _ARRAY_EXT:
-            index, dtype, shape = msgspec.msgpack.decode(data, type=tuple[int, str, list[int]])
-            if dtype not in _ALLOWED_DTYPES:
+            index, dtype, shape = _ARRAY_META.decode(data)
+            dt = _DTYPES.get(dtype)
+            if dt is None:
                 raise ValueError(f"dtype {dtype!r} not allowed")
             if any(d < 0 for d in shape):
                 raise ValueError("negative dimension")
             buffer = self._frame(index)
-            dt = np.dtype(dtype)
-            if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(buffer):
+            if math.prod(shape) * dt.itemsize != len(buffer):
                 raise ValueError("array frame size does not match its shape")
             return np.frombuffer(buffer, dtype=dt).reshape(shape)
         if code == _BLOB_EXT:
-            index = msgspec.msgpack.decode(data, type=int)
+            index = _BLOB_META.decode(data)
             return Blob(self._frame(index))
         raise ValueError(f"unknown extension code {code}")
 

@@ -98,11 +98,18 @@ class ItemDone(msgspec.Struct, tag="done", frozen=True):
     batch_id: int
     image: Blob  # encoded in the batch's output_format
     level: int
-    # latents passed through after each cache level above `level`
-    latents: dict[int, np.ndarray]
+    # the latents passed through after each cache level above `level`, stacked
+    # [len(latent_levels), C, H, W] so they travel as one frame
+    latent_levels: list[int]
+    latents: np.ndarray | None
     run_ms: float
     steps_run: int  # denoising steps (UNet evaluations per image) this run took
     quality: float | None = None  # set by simulated backends only
+
+    def by_level(self) -> dict[int, np.ndarray]:
+        if self.latents is None:
+            return {}
+        return dict(zip(self.latent_levels, self.latents, strict=True))
 
 
 class ItemFailed(msgspec.Struct, tag="failed", frozen=True):

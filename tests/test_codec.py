@@ -38,12 +38,12 @@ def test_arrays_travel_as_frames_and_round_trip():
 
 
 def test_blob_and_latent_dict_round_trip():
-    done = ItemDone("j1", 7, Blob(b"\x89PNG..."), 10, {15: np.ones((4, 8, 8), np.float16)}, 12.5, 40)
+    done = ItemDone("j1", 7, Blob(b"\x89PNG..."), 10, [15], np.ones((1, 4, 8, 8), np.float16), 12.5, 40)
     frames = worker_messages.worker_side_codec().encode(done)
     decoded = worker_messages.engine_side_codec().decode(frames)
     assert decoded.image == b"\x89PNG..." and isinstance(decoded.image, Blob)
-    assert list(decoded.latents) == [15]
-    np.testing.assert_array_equal(decoded.latents[15], done.latents[15])
+    assert list(decoded.by_level()) == [15]
+    np.testing.assert_array_equal(decoded.by_level()[15], done.by_level()[15])
 
 
 @settings(max_examples=300, deadline=None)
@@ -124,7 +124,7 @@ def _valid_messages():
         (
             worker_messages.worker_side_codec(),
             worker_messages.engine_side_codec(),
-            ItemDone("j", 1, Blob(b"img"), 5, {10: latent, 15: latent}, 3.0, 45),
+            ItemDone("j", 1, Blob(b"img"), 5, [10, 15], np.stack([latent, latent]), 3.0, 45),
         ),
         (
             client_messages.client_side_codec(),

@@ -117,8 +117,8 @@ def test_full_run_returns_image_and_latents_at_every_level(backend, unet_calls):
     assert (done.request_id, done.batch_id, done.level, done.quality) == ("r1", 3, 0, None)
     assert done.run_ms > 0
     assert decode(done.image).size == (64, 64)
-    assert sorted(done.latents) == list(LEVELS)
-    for latent in done.latents.values():
+    assert sorted(done.by_level()) == list(LEVELS)
+    for latent in done.by_level().values():
         assert latent.shape == (4, 8, 8) and latent.dtype == np.float16
         assert np.isfinite(latent).all()
     assert unet_calls.count == STEPS
@@ -129,43 +129,43 @@ def test_full_run_returns_image_and_latents_at_every_level(backend, unet_calls):
 def test_default_levels_at_fifty_steps(pipe, unet_calls):
     default = DiffusionBackend(pipe, "tiny", "cpu", **tiny_sizes())
     (done,) = default.run(batch(steps=50), RecordingControl())
-    assert sorted(done.latents) == [5, 10, 15, 20, 25]
+    assert sorted(done.by_level()) == [5, 10, 15, 20, 25]
     assert unet_calls.count == 50
 
 
 def test_non_square_latents_follow_the_image_shape(backend):
     (done,) = backend.run(batch(width=96, height=64), RecordingControl())
     assert decode(done.image).size == (96, 64)
-    assert all(latent.shape == (4, 8, 12) for latent in done.latents.values())
+    assert all(latent.shape == (4, 8, 12) for latent in done.by_level().values())
 
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_resume_runs_exactly_the_remaining_steps(backend, full_run, unet_calls, level):
-    item = GenerateItem("r2", "a blue dog in the snow", 11, full_run.latents[level])
+    item = GenerateItem("r2", "a blue dog in the snow", 11, full_run.by_level()[level])
     control = RecordingControl()
     (done,) = backend.run(batch(level=level, items=(item,)), control)
     assert isinstance(done, ItemDone) and done.level == level
     assert unet_calls.count == STEPS - level
     assert control.steps == STEPS - level
     assert done.steps_run == STEPS - level  # what the worker reports over the wire
-    assert sorted(done.latents) == [k for k in LEVELS if k > level]
+    assert sorted(done.by_level()) == [k for k in LEVELS if k > level]
     assert decode(done.image).size == (64, 64)
 
 
 @pytest.mark.parametrize(("steps", "level"), [(30, 10), (7, 3), (33, 4)])
 def test_resume_count_is_exact_off_the_timestep_grid(backend, full_run, unet_calls, steps, level):
     # diffusers' own denoising_start cutoff runs one step too many for these
-    item = GenerateItem("r2", "a blue dog", 11, full_run.latents[4])
+    item = GenerateItem("r2", "a blue dog", 11, full_run.by_level()[4])
     backend.run(batch(level=level, steps=steps, items=(item,)), RecordingControl())
     assert unet_calls.count == steps - level
 
 
 def test_resuming_own_latent_continues_the_same_trajectory(backend, full_run):
-    item = GenerateItem("r1", "a red cat on a roof", 7, full_run.latents[4])
+    item = GenerateItem("r1", "a red cat on a roof", 7, full_run.by_level()[4])
     (done,) = backend.run(batch(level=4, items=(item,)), RecordingControl())
     # equal up to the float16 rounding of the cached latent
     for k in (8, 12):
-        np.testing.assert_allclose(done.latents[k], full_run.latents[k], atol=0.1)
+        np.testing.assert_allclose(done.by_level()[k], full_run.by_level()[k], atol=0.1)
     resumed = np.asarray(decode(done.image), dtype=int)
     full = np.asarray(decode(full_run.image), dtype=int)
     assert np.abs(resumed - full).max() <= 3
@@ -173,21 +173,21 @@ def test_resuming_own_latent_continues_the_same_trajectory(backend, full_run):
 
 @pytest.mark.parametrize("level", [0, 8])
 def test_same_inputs_give_identical_outputs(backend, full_run, level):
-    latent = full_run.latents[level] if level else None
+    latent = full_run.by_level()[level] if level else None
     runs = [
         backend.run(batch(level=level, items=(GenerateItem("r", "a castle", 5, latent),)), RecordingControl())[0]
         for _ in range(2)
     ]
     assert runs[0].image == runs[1].image
-    assert runs[0].latents.keys() == runs[1].latents.keys()
-    for k in runs[0].latents:
-        assert np.array_equal(runs[0].latents[k], runs[1].latents[k])
+    assert runs[0].by_level().keys() == runs[1].by_level().keys()
+    for k in runs[0].by_level():
+        assert np.array_equal(runs[0].by_level()[k], runs[1].by_level()[k])
 
 
 def test_different_seed_gives_a_different_image(backend, full_run):
     (other,) = backend.run(batch(items=(GenerateItem("r1", "a red cat on a roof", 8),)), RecordingControl())
     assert other.image != full_run.image
-    assert not np.array_equal(other.latents[4], full_run.latents[4])
+    assert not np.array_equal(other.by_level()[4], full_run.by_level()[4])
 
 
 def test_aborting_every_item_stops_early(backend, unet_calls):
@@ -214,7 +214,7 @@ def test_aborting_one_item_keeps_the_other(backend, unet_calls):
 
 
 def test_batch_of_two_prompts_including_unicode(backend, full_run, unet_calls):
-    latent = full_run.latents[8]
+    latent = full_run.by_level()[8]
     items = (
         GenerateItem("a", "a lighthouse at dusk, oil painting", 1, latent),
         GenerateItem("b", "東京の夜景 🌃 — ñandú, naïve café", 2, latent),
@@ -228,7 +228,7 @@ def test_batch_of_two_prompts_including_unicode(backend, full_run, unet_calls):
 
 @pytest.mark.parametrize(("fmt", "pil_format"), [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
 def test_output_formats_decode(backend, full_run, fmt, pil_format):
-    item = GenerateItem("r", "a tree", 3, full_run.latents[12])
+    item = GenerateItem("r", "a tree", 3, full_run.by_level()[12])
     (done,) = backend.run(batch(level=12, items=(item,), output_format=fmt), RecordingControl())
     assert isinstance(done.image, Blob)
     image = decode(done.image)
@@ -241,7 +241,7 @@ def test_item_done_crosses_the_wire(full_run):
     decoded = engine_side_codec().decode(frames)
     assert isinstance(decoded, ItemDone)
     assert decoded.image == full_run.image
-    assert all(np.array_equal(decoded.latents[k], full_run.latents[k]) for k in LEVELS)
+    assert all(np.array_equal(decoded.by_level()[k], full_run.by_level()[k]) for k in LEVELS)
 
 
 @pytest.mark.parametrize(

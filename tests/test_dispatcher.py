@@ -61,7 +61,7 @@ class Harness:
 
     def finish(self, worker, batch: Batch):
         for item in batch.items:
-            done = ItemDone(item.request_id, batch.batch_id, Blob(b"img"), batch.level, {}, 1.0, 50)
+            done = ItemDone(item.request_id, batch.batch_id, Blob(b"img"), batch.level, [], None, 1.0, 50)
             self.dispatcher.outcome(worker, done)
 
 

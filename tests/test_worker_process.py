@@ -106,13 +106,13 @@ def test_full_run_then_resume_runs_exactly_the_remaining_steps(worker):
     engine, _, _ = worker
     (full,) = generate(engine, 1)
     assert full.steps_run == STEPS and full.level == 0
-    assert sorted(full.latents) == [5, 10, 15]
+    assert sorted(full.by_level()) == [5, 10, 15]
     for level in (5, 10, 15):
-        item = GenerateItem(f"k{level}", "a lighthouse on a cliff at night", 8, full.latents[level])
+        item = GenerateItem(f"k{level}", "a lighthouse on a cliff at night", 8, full.by_level()[level])
         (resumed,) = generate(engine, 10 + level, level=level, items=[item])
         assert resumed.steps_run == STEPS - level
         assert resumed.level == level
-        assert sorted(resumed.latents) == [k for k in (5, 10, 15) if k > level]
+        assert sorted(resumed.by_level()) == [k for k in (5, 10, 15) if k > level]
         assert resumed.image[:4] == b"\x89PNG"
 
 
@@ -121,7 +121,7 @@ def test_same_inputs_same_image_over_the_wire(worker):
     (first,) = generate(engine, 30)
     (second,) = generate(engine, 31)
     assert bytes(first.image) == bytes(second.image)
-    np.testing.assert_array_equal(first.latents[10], second.latents[10])
+    np.testing.assert_array_equal(first.by_level()[10], second.by_level()[10])
     other = generate(engine, 32, items=[GenerateItem("x", "a lighthouse on a cliff at dusk", 8)])[0]
     assert bytes(other.image) != bytes(first.image)
 

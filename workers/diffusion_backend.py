@@ -107,6 +107,7 @@ class DiffusionBackend(Backend):
         encoded = [encode_image(image, batch.output_format) for image in images]
         run_ms = (time.perf_counter() - started) * 1000.0
         outcomes: list[ItemOutcome] = []
+        levels = sorted(captured)
         for i, rid in enumerate(ids):
             if control.is_aborted(rid):
                 outcomes.append(ItemCancelled(request_id=rid, batch_id=batch.batch_id))
@@ -117,7 +118,8 @@ class DiffusionBackend(Backend):
                     batch_id=batch.batch_id,
                     image=Blob(encoded[i]),
                     level=batch.level,
-                    latents={k: stacked[i] for k, stacked in captured.items()},
+                    latent_levels=levels,
+                    latents=np.stack([captured[k][i] for k in levels]) if levels else None,
                     run_ms=run_ms,
                     steps_run=steps_run,
                 )

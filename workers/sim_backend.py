@@ -89,14 +89,23 @@ class SimBackend(Backend):
         run_ms = (time.perf_counter() - started) * 1000.0
         image = Blob(_flat_image(batch.width, batch.height, batch.output_format))
         later_levels = [k for k in self._info.levels if batch.level < k < batch.steps]
+        placeholders = np.zeros((len(later_levels), *_PLACEHOLDER_LATENT_SHAPE), np.float16) if later_levels else None
         outcomes: list[ItemOutcome] = []
         for item in batch.items:
             if control.is_aborted(item.request_id):
                 outcomes.append(ItemCancelled(item.request_id, batch.batch_id))
                 continue
-            latents = {k: np.zeros(_PLACEHOLDER_LATENT_SHAPE, np.float16) for k in later_levels}
             outcomes.append(
-                ItemDone(item.request_id, batch.batch_id, image, batch.level, latents, run_ms, remaining_steps)
+                ItemDone(
+                    item.request_id,
+                    batch.batch_id,
+                    image,
+                    batch.level,
+                    later_levels,
+                    placeholders,
+                    run_ms,
+                    remaining_steps,
+                )
             )
         return outcomes
 

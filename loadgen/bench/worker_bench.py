@@ -213,7 +213,7 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
         latents = {}
         for _ in range(max(1, args.warmup)):
             _, full = worker.generate(args, 0)
-            latents = {k: np.array(full.latents[k]) for k in levels}
+            latents = {k: np.array(full.by_level()[k]) for k in levels}
             _, direct_image = direct.generate(args)
             for k in levels:
                 worker.generate(args, k, latents[k])

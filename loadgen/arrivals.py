@@ -1,0 +1,112 @@
+"""Arrival processes and the transforms that turn one into a replay schedule.
+
+A schedule is a list of `Arrival(offset_s, prompt_index)`, sorted by offset,
+offsets in seconds from the start of the run. Everything here is a pure
+function of its arguments (and the seed), so a schedule is reproducible.
+
+Order of the transforms (see `shape`): rescale to a target mean rate (in the
+schedule's own time), then compress time by `time_scale`, then cut at
+`duration_s` (seconds of the run, after compression) and `max_requests`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+# gaps are drawn in blocks of this many; any block size gives the same schedule
+_BLOCK = 4096
+
+
+class Arrival(NamedTuple):
+    offset_s: float
+    prompt_index: int | None = None
+
+
+Schedule = list[Arrival]
+
+
+def poisson(rate: float, *, seed: int, duration_s: float | None = None, max_requests: int | None = None) -> Schedule:
+    """Poisson arrivals: exponential gaps with mean 1/rate."""
+    return gamma(rate, 1.0, seed=seed, duration_s=duration_s, max_requests=max_requests)
+
+
+def gamma(
+    rate: float, cv: float, *, seed: int, duration_s: float | None = None, max_requests: int | None = None
+) -> Schedule:
+    """Gamma-renewal arrivals: gaps with mean 1/rate and coefficient of variation `cv`.
+
+    cv = 1 is Poisson; cv > 1 is burstier (shape 1/cv^2 < 1 puts many gaps near
+    zero and a few very long ones), cv < 1 more regular.
+    """
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0, not {rate}")
+    if not cv > 0:
+        raise ValueError(f"cv must be > 0, not {cv}")
+    if duration_s is None and max_requests is None:
+        raise ValueError("a synthetic arrival process needs duration_s or max_requests to end")
+    shape = 1.0 / (cv * cv)
+    scale = 1.0 / (rate * shape)
+    rng = np.random.default_rng(seed)
+    limit = math.inf if max_requests is None else max_requests
+    horizon = math.inf if duration_s is None else duration_s
+    offsets: list[float] = []
+    now = 0.0
+    while len(offsets) < limit:
+        block = now + np.cumsum(rng.gamma(shape, scale, _BLOCK))
+        offsets.extend(float(t) for t in block if t <= horizon)
+        if block[-1] > horizon:
+            break
+        now = float(block[-1])
+    return [Arrival(t) for t in offsets[: None if max_requests is None else max_requests]]
+
+
+def mean_rate(schedule: Sequence[Arrival]) -> float:
+    """Arrivals per second between the first and the last arrival: (n - 1) / span."""
+    if len(schedule) < 2:
+        raise ValueError("a mean rate needs at least two arrivals")
+    span = schedule[-1].offset_s - schedule[0].offset_s
+    if span <= 0:
+        raise ValueError("all arrivals are at the same instant: the mean rate is undefined")
+    return (len(schedule) - 1) / span
+
+
+def rescale_to_rate(schedule: Sequence[Arrival], rate: float) -> Schedule:
+    """Stretch or squeeze every offset so the whole schedule's mean rate is `rate`; burstiness is kept."""
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0, not {rate}")
+    factor = mean_rate(schedule) / rate
+    return [Arrival(a.offset_s * factor, a.prompt_index) for a in schedule]
+
+
+def compress_time(schedule: Sequence[Arrival], time_scale: float) -> Schedule:
+    """Multiply every offset by `time_scale`: 0.1 replays ten times faster."""
+    if not time_scale > 0:
+        raise ValueError(f"time_scale must be > 0, not {time_scale}")
+    return [Arrival(a.offset_s * time_scale, a.prompt_index) for a in schedule]
+
+
+def truncate(
+    schedule: Sequence[Arrival], *, duration_s: float | None = None, max_requests: int | None = None
+) -> Schedule:
+    """The arrivals at or before `duration_s`, at most `max_requests` of them."""
+    kept = [a for a in schedule if duration_s is None or a.offset_s <= duration_s]
+    return kept if max_requests is None else kept[:max_requests]
+
+
+def shape(
+    schedule: Sequence[Arrival],
+    *,
+    rate: float | None = None,
+    time_scale: float = 1.0,
+    duration_s: float | None = None,
+    max_requests: int | None = None,
+) -> Schedule:
+    """Apply the transforms in their fixed order: rate, then time compression, then the bounds."""
+    shaped = list(schedule) if rate is None else rescale_to_rate(schedule, rate)
+    if time_scale != 1.0:
+        shaped = compress_time(shaped, time_scale)
+    return truncate(shaped, duration_s=duration_s, max_requests=max_requests)

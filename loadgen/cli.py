@@ -1,0 +1,259 @@
+"""`argus loadgen`: replay an arrival process against a running engine and report what came back.
+
+Register it in the argus command line with
+    p = sub.add_parser("loadgen", help=...); loadgen.cli.add_arguments(p); p.set_defaults(func=loadgen.cli.run)
+or run it alone as `python -m loadgen.cli ...`. Nothing heavy is imported at
+module level: `argus` builds every sub-command's parser at each start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loadgen.arrivals import Schedule
+    from loadgen.records import Record
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
+
+
+class UsageError(Exception):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    door = parser.add_argument_group("engine")
+    door.add_argument(
+        "--url",
+        help=f"the engine's HTTP address (default {DEFAULT_URL}); with --zmq, only used to read /ready and /plan",
+    )
+    door.add_argument("--zmq", metavar="ADDRESS", help="send over ZeroMQ to this client address instead of HTTP")
+    door.add_argument(
+        "--api-key",
+        default=os.environ.get("ARGUS_API_KEY"),
+        help="for an engine started with --api-key: sent as 'Authorization: Bearer KEY' (default: $ARGUS_API_KEY)",
+    )
+    door.add_argument("--curve-secret", metavar="FILE", help="for a CURVE engine over --zmq: this client's .key_secret")
+    door.add_argument("--curve-server-key", metavar="FILE", help="with --curve-secret: the engine's public .key file")
+
+    load = parser.add_argument_group("arrivals")
+    load.add_argument(
+        "--arrivals",
+        choices=["poisson", "gamma", "trace"],
+        help="arrival process (default: trace with --trace, else poisson)",
+    )
+    load.add_argument("--rate", type=float, help="mean requests per second (a trace is rescaled to it)")
+    load.add_argument(
+        "--load", type=float, help="mean rate as a multiple of the exact-generation capacity (--capacity-rps or /ready)"
+    )
+    load.add_argument(
+        "--capacity-rps",
+        type=float,
+        help="exact-generation (K=0) capacity in requests/s; default: exact_capacity_rps of /ready",
+    )
+    load.add_argument("--cv", type=float, default=1.0, help="gamma: coefficient of variation of gaps (default 1)")
+    load.add_argument("--trace", metavar="FILE", help="TIMESTAMP CSV or offset_ms[,prompt_index] lines")
+    load.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiply every offset after rescaling: 0.1 replays 10x faster (default 1)",
+    )
+    load.add_argument("--duration-s", type=float, help="send only arrivals in the first this many seconds")
+    load.add_argument("--max-requests", type=int, help="send at most this many requests")
+    load.add_argument("--seed", type=int, default=0, help="seeds the arrivals and the image seeds (default 0)")
+
+    req = parser.add_argument_group("requests")
+    req.add_argument(
+        "--prompts",
+        default=str(DEFAULT_PROMPTS),
+        help="a .txt (one a line), .tsv (Prompt column) or .json (list) file (default: DiffusionDB 5k)",
+    )
+    req.add_argument("--slo-ms", type=float, help="latency objective, also sent to the engine (default: none)")
+    req.add_argument("--size", default="auto", help="WIDTHxHEIGHT, e.g. 64x64 (default auto)")
+    req.add_argument("--steps", type=int, help="num_inference_steps (default: the backend's)")
+    req.add_argument(
+        "--drain-s",
+        type=float,
+        default=60.0,
+        help="after the last send, wait this long for answers, then give up (default 60)",
+    )
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--records", metavar="OUT.jsonl", help="write one record per request")
+    out.add_argument("--json", metavar="SUMMARY.json", help="write the summary")
+    out.add_argument("--plot", metavar="OUT.png", help="write the timeline plot")
+    out.add_argument("--bin-s", type=float, help="timeline bin width in seconds (default: at most 60 bins)")
+    out.add_argument(
+        "--sample-every-s", type=float, default=1.0, help="poll the engine for workers per level this often (default 1)"
+    )
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    try:
+        _check(args)
+        records, summary = uvloop.run(_main(args))
+    except (UsageError, ValueError, OSError) as exc:
+        print(f"argus loadgen: error: {exc}", file=sys.stderr)
+        return 2
+    from loadgen.report import format_summary
+
+    print(format_summary(summary))
+    try:
+        _write_outputs(args, records, summary)
+    except OSError as exc:
+        print(f"argus loadgen: error writing results: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.arrivals is None:
+        args.arrivals = "trace" if args.trace else "poisson"
+    if (args.arrivals == "trace") != bool(args.trace):
+        raise UsageError("--trace FILE goes with --arrivals trace (and only with it)")
+    if bool(args.curve_secret) != bool(args.curve_server_key):
+        raise UsageError("--curve-secret and --curve-server-key go together")
+    if args.curve_secret and not args.zmq:
+        raise UsageError("CURVE keys are for --zmq")
+    if args.rate is not None and args.load is not None:
+        raise UsageError("give --rate or --load, not both")
+    if args.arrivals != "trace" and args.rate is None and args.load is None:
+        raise UsageError(f"--arrivals {args.arrivals} needs --rate or --load")
+    if args.arrivals != "trace" and args.duration_s is None and args.max_requests is None:
+        raise UsageError(f"--arrivals {args.arrivals} needs --duration-s or --max-requests to end")
+    if args.load is not None and args.capacity_rps is None and args.url is None and args.zmq:
+        raise UsageError("--load over --zmq needs --capacity-rps, or --url to read it from /ready")
+    for name in ("rate", "load", "capacity_rps", "time_scale", "duration_s", "drain_s", "sample_every_s", "slo_ms"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0")
+    if args.max_requests is not None and args.max_requests < 1:
+        raise UsageError("--max-requests must be >= 1")
+    for path in (args.records, args.json, args.plot):
+        # found out now, not after a long run
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"no directory for {path}")
+    if args.zmq is None and args.url is None:
+        args.url = DEFAULT_URL
+
+
+def _size(text: str) -> tuple[int, int]:
+    if text == "auto":
+        return 0, 0
+    width, sep, height = text.partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 64x64, or auto")
+    return int(width), int(height)
+
+
+async def _target_rate(args: argparse.Namespace) -> float | None:
+    if args.load is None:
+        return args.rate
+    if args.capacity_rps is not None:
+        return args.load * args.capacity_rps
+    from loadgen.engine_status import CapacityUnknown, exact_capacity_rps
+
+    try:
+        return args.load * await exact_capacity_rps(args.url, args.api_key)
+    except CapacityUnknown as exc:
+        raise UsageError(f"{exc}; pass --capacity-rps") from None
+
+
+async def _schedule(args: argparse.Namespace) -> Schedule:
+    from loadgen import arrivals
+    from loadgen.traces import load_trace
+
+    rate = await _target_rate(args)
+    if args.arrivals == "trace":
+        base = load_trace(args.trace)
+    else:
+        # drawn in the schedule's own time, up to where compression will leave duration_s of it
+        horizon = None if args.duration_s is None else args.duration_s / args.time_scale
+        cv = 1.0 if args.arrivals == "poisson" else args.cv
+        base = arrivals.gamma(rate, cv, seed=args.seed, duration_s=horizon, max_requests=args.max_requests)
+        rate = None
+    return arrivals.shape(
+        base, rate=rate, time_scale=args.time_scale, duration_s=args.duration_s, max_requests=args.max_requests
+    )
+
+
+async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]:
+    from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
+    from loadgen.prompts import load_prompts
+    from loadgen.run import run_load
+
+    width, height = _size(args.size)
+    options = RequestOptions(width=width, height=height, steps=args.steps)
+    prompts = load_prompts(args.prompts)
+    schedule = await _schedule(args)
+    if not schedule:
+        raise UsageError("the schedule is empty (check --duration-s and --time-scale)")
+    span = schedule[-1].offset_s
+    print(
+        f"sending {len(schedule)} requests over {span:.1f} s"
+        + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")
+        + f" to {args.zmq or args.url}",
+        file=sys.stderr,
+    )
+    if args.zmq:
+        from protocols.curve import ClientKeys
+
+        curve = ClientKeys.from_files(args.curve_secret, args.curve_server_key) if args.curve_secret else None
+        client: LoadClient = ZmqLoadClient(args.zmq, options, curve)
+    else:
+        client = HttpLoadClient(args.url, options, args.api_key)
+    try:
+        return await run_load(
+            schedule,
+            prompts,
+            client,
+            args.slo_ms,
+            seed=args.seed,
+            drain_s=args.drain_s,
+            status_url=args.url,
+            api_key=args.api_key,
+            sample_every_s=args.sample_every_s,
+            progress=not args.no_progress,
+        )
+    finally:
+        await client.close()
+
+
+def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dict[str, Any]) -> None:
+    from loadgen.report import write_records, write_summary
+
+    if args.records:
+        write_records(records, args.records)
+    if args.json:
+        write_summary(summary, args.json)
+    if args.plot:
+        from loadgen.plot import timeline_plot
+
+        source = summary["worker_levels_source"]
+        timeline_plot(
+            records,
+            args.plot,
+            worker_levels=summary["worker_levels"],
+            bin_s=args.bin_s,
+            title=f"{len(records)} requests" + (f", workers per level from /{source}" if source else ""),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadgen.cli", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

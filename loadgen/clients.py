@@ -1,0 +1,185 @@
+"""The two ways to send a request, behind one interface: HTTP (aiohttp) and ZeroMQ (AsyncArgusClient).
+
+Each request asks for one image (n = 1), so a record's level, similarity and
+quality describe that image. Transport failures become error records rather
+than exceptions: one refused connection must not end a long run.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import aiohttp
+import msgspec
+import zmq
+
+from engine.client import AsyncArgusClient, ClientClosed
+from loadgen.records import Answer, ImageMeta, Record, make_record
+from protocols.client_messages import Busy, Cancelled, Error, Images
+from protocols.curve import ClientKeys
+
+GENERATIONS_PATH = "/v1/images/generations"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    width: int = 0  # 0 with height 0: the backend's default size ("auto")
+    height: int = 0
+    steps: int | None = None  # None: the backend's default
+
+
+class Planned(NamedTuple):
+    id: int
+    prompt_index: int
+    prompt: str
+    scheduled_at: float
+    seed: int | None
+
+
+class LoadClient(ABC):
+    def __init__(self, options: RequestOptions):
+        self.options = options
+
+    async def request(self, planned: Planned, run_start: float, slo_ms: float | None) -> Record:
+        """Send now and wait for the answer; `run_start` is the time.perf_counter() offsets count from."""
+        sent = time.perf_counter()
+        answer = await self._exchange(planned.prompt, planned.seed, slo_ms)
+        latency_ms = (time.perf_counter() - sent) * 1000.0
+        return make_record(
+            planned.id, planned.prompt_index, planned.scheduled_at, sent - run_start, latency_ms, answer, slo_ms
+        )
+
+    @abstractmethod
+    async def _exchange(self, prompt: str, seed: int | None, slo_ms: float | None) -> Answer: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+class _Argus(msgspec.Struct):
+    level: int
+    similarity: float | None = None
+    quality: float | None = None
+    queue_ms: float = 0.0
+    run_ms: float = 0.0
+    worker: str = ""
+
+
+class _Entry(msgspec.Struct):
+    argus: _Argus
+
+
+class _ImagesBody(msgspec.Struct):
+    data: list[_Entry]
+
+
+class _ErrorInfo(msgspec.Struct):
+    code: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorInfo
+
+
+# typed decoders skip what they do not name, so a response's base64 images are never built as str
+_IMAGES = msgspec.json.Decoder(_ImagesBody)
+_ERROR = msgspec.json.Decoder(_ErrorBody)
+
+
+class HttpLoadClient(LoadClient):
+    """POST /v1/images/generations over one pooled aiohttp session.
+
+    The pool has no connection limit: a limit would hold requests back in the
+    client, and an open-loop generator must put every request on the wire on
+    schedule, so that queueing happens in the engine where it is measured.
+    """
+
+    def __init__(self, base_url: str, options: RequestOptions = RequestOptions(), api_key: str | None = None):
+        super().__init__(options)
+        self._url = base_url.rstrip("/") + GENERATIONS_PATH
+        self._headers = auth_headers(api_key)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _body(self, prompt: str, seed: int | None, slo_ms: float | None) -> dict:
+        o = self.options
+        body: dict = {"prompt": prompt, "n": 1, "size": f"{o.width}x{o.height}" if o.width else "auto"}
+        for name, value in (("seed", seed), ("num_inference_steps", o.steps), ("slo_ms", slo_ms)):
+            if value is not None:
+                body[name] = value
+        return body
+
+    async def _exchange(self, prompt: str, seed: int | None, slo_ms: float | None) -> Answer:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=None),
+                headers=self._headers,
+            )
+        try:
+            async with self._session.post(self._url, json=self._body(prompt, seed, slo_ms)) as response:
+                payload = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, OSError):
+            return Answer("error", code="connection_error")
+        if status == 200:
+            try:
+                entries = _IMAGES.decode(payload).data
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return Answer("error", code="bad_response", status=status)
+            return Answer("images", status=status, images=[_image(entry.argus) for entry in entries])
+        try:
+            code = _ERROR.decode(payload).error.code or f"http_{status}"
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            code = f"http_{status}"
+        return Answer("busy" if status == 429 else "error", code=code, status=status)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """For an engine started with --api-key."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _image(meta: _Argus) -> ImageMeta:
+    return ImageMeta(meta.level, meta.similarity, meta.quality, meta.queue_ms, meta.run_ms, meta.worker)
+
+
+# -- ZeroMQ -------------------------------------------------------------------------------
+class ZmqLoadClient(LoadClient):
+    """Generate messages pipelined over one DEALER socket (engine.client.AsyncArgusClient)."""
+
+    def __init__(self, address: str, options: RequestOptions = RequestOptions(), curve: ClientKeys | None = None):
+        super().__init__(options)
+        self._address = address
+        self._curve = curve
+        self._client: AsyncArgusClient | None = None
+
+    async def _exchange(self, prompt: str, seed: int | None, slo_ms: float | None) -> Answer:
+        if self._client is None:
+            self._client = AsyncArgusClient(self._address, curve=self._curve)
+        o = self.options
+        fields: dict = {"width": o.width, "height": o.height, "steps": o.steps or 0, "seed": seed, "slo_ms": slo_ms}
+        try:
+            reply = await self._client.generate(prompt, **fields)
+        except (ClientClosed, zmq.ZMQError):
+            return Answer("error", code="connection_error")
+        if isinstance(reply, Images):
+            images = [ImageMeta(r.level, r.similarity, r.quality, r.queue_ms, r.run_ms, r.worker) for r in reply.images]
+            return Answer("images", images=images)
+        if isinstance(reply, Busy):
+            return Answer("busy", code="busy")
+        if isinstance(reply, Cancelled):
+            return Answer("cancelled", code="cancelled")
+        assert isinstance(reply, Error)
+        return Answer("error", code=reply.code)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()

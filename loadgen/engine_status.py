@@ -1,0 +1,100 @@
+"""What the load generator reads from the engine's HTTP status endpoints.
+
+- `GET /ready` may carry `exact_capacity_rps`: requests per second the ready
+  workers sustain at exact generation (K = 0); `--load` is a multiple of it.
+- Workers per level over time, for the timeline plot: from `GET /plan` when the
+  engine has a controller (expected shape `{"workers_per_level": {"K": n}}`),
+  else from the `level` of each worker listed by `GET /ready`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+import aiohttp
+
+from loadgen.clients import auth_headers
+from loadgen.report import LevelSample
+
+log = logging.getLogger(__name__)
+_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+
+
+class CapacityUnknown(Exception):
+    pass
+
+
+async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> float:
+    """The engine's `exact_capacity_rps` from /ready; raises CapacityUnknown when it does not report one."""
+    async with aiohttp.ClientSession(timeout=_TIMEOUT, headers=auth_headers(api_key)) as session:
+        try:
+            async with session.get(base_url.rstrip("/") + "/ready") as response:
+                # 503 is an engine not ready yet, still with a body; anything else (a 401) has no capacity in it
+                if response.status not in (200, 503):
+                    raise CapacityUnknown(f"{base_url}/ready answered {response.status}")
+                status = await response.json(content_type=None)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise CapacityUnknown(f"could not read {base_url}/ready: {exc}") from None
+    capacity = status.get("exact_capacity_rps") if isinstance(status, dict) else None
+    if not isinstance(capacity, (int, float)) or capacity <= 0:
+        raise CapacityUnknown(f"{base_url}/ready reports no exact_capacity_rps")
+    return float(capacity)
+
+
+@dataclass
+class LevelSampler:
+    """Polls the engine every `every_s` seconds; each sample is (seconds since run start, {level: workers})."""
+
+    base_url: str
+    every_s: float = 1.0
+    api_key: str | None = None
+    samples: list[LevelSample] = field(default_factory=list)
+    source: Literal["plan", "ready"] | None = None
+
+    async def run(self, run_start: float) -> None:
+        """`run_start`: the time.perf_counter() sample times count from."""
+        base = self.base_url.rstrip("/")
+        use_plan = True
+        async with aiohttp.ClientSession(timeout=_TIMEOUT, headers=auth_headers(self.api_key)) as session:
+            while True:
+                try:
+                    if use_plan:
+                        levels = await _plan_levels(session, base)
+                        use_plan = levels is not None
+                    if not use_plan:
+                        levels = await _ready_levels(session, base)
+                    if levels is not None:
+                        self.source = "plan" if use_plan else "ready"
+                        self.samples.append((time.perf_counter() - run_start, levels))
+                except (aiohttp.ClientError, OSError, ValueError, TypeError, KeyError) as exc:
+                    # a missed sample leaves a gap in one panel; the load itself goes on
+                    log.debug("status poll failed: %s", exc)
+                await asyncio.sleep(self.every_s)
+
+
+async def _plan_levels(session: aiohttp.ClientSession, base: str) -> dict[int, int] | None:
+    """None when the engine has no /plan (404) or one this reader does not understand."""
+    async with session.get(base + "/plan") as response:
+        if response.status == 404:
+            return None
+        response.raise_for_status()
+        body = await response.json(content_type=None)
+    plan = body.get("workers_per_level") if isinstance(body, dict) else None
+    if not isinstance(plan, dict):
+        log.warning("GET /plan has no workers_per_level mapping; reading worker levels from /ready instead")
+        return None
+    return {int(level): int(n) for level, n in plan.items()}
+
+
+async def _ready_levels(session: aiohttp.ClientSession, base: str) -> dict[int, int] | None:
+    async with session.get(base + "/ready") as response:
+        body = await response.json(content_type=None)
+    workers = body.get("workers") if isinstance(body, dict) else None
+    if not isinstance(workers, list):
+        return None
+    return dict(Counter(int(w["level"]) for w in workers if isinstance(w, dict) and "level" in w))

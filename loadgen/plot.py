@@ -1,0 +1,133 @@
+"""PNG figures of a run, in the style of the papers' timelines: panels over time sharing one axis.
+
+Drawn on matplotlib's Agg canvas directly (no pyplot), so nothing global is
+switched and no display is needed. Everything is binned by the time a request
+was sent, so one bin shows what became of the load offered in it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from loadgen.records import VIOLATIONS, Record
+
+_BIN_CHOICES_S = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
+_MAX_BINS = 60
+
+
+def auto_bin_s(span_s: float) -> float:
+    """The smallest of a few round widths giving at most 60 bins."""
+    return next((b for b in _BIN_CHOICES_S if span_s / b <= _MAX_BINS), _BIN_CHOICES_S[-1])
+
+
+def timeline_plot(
+    records: Sequence[Record],
+    path: str | Path,
+    *,
+    worker_levels: Sequence[tuple[float, Mapping[Any, int]]] = (),
+    bin_s: float | None = None,
+    title: str | None = None,
+) -> None:
+    """Offered load and goodput, mean quality, SLO violation ratio, and (given samples) workers per level."""
+    sent = np.array([r["sent_at"] for r in records], dtype=float)
+    span = float(sent.max()) if len(sent) else 0.0
+    if worker_levels:
+        span = max(span, max(t for t, _ in worker_levels))
+    width = bin_s or auto_bin_s(span)
+    edges = np.arange(0.0, span + width, width)
+    if len(edges) < 2:
+        edges = np.array([0.0, width])
+    which = np.clip(np.digitize(sent, edges) - 1, 0, len(edges) - 2)
+
+    def per_bin(mask: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """Sum of values (count if None) over the records in `mask`, per bin."""
+        weights = None if values is None else values[mask]
+        return np.bincount(which[mask], weights=weights, minlength=len(edges) - 1).astype(float)
+
+    outcome = np.array([r["outcome"] for r in records])
+    everything = np.ones(len(records), dtype=bool)
+    offered = per_bin(everything)
+    quality = np.array([np.nan if r["quality"] is None else r["quality"] for r in records], dtype=float)
+    has_quality = np.isin(outcome, ("ok", "late")) & ~np.isnan(quality)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_quality = 100.0 * per_bin(has_quality, quality) / per_bin(has_quality)
+        violation_ratio = per_bin(np.isin(outcome, VIOLATIONS)) / offered
+
+    panels = 4 if worker_levels else 3
+    figure = Figure(figsize=(9, 2.2 * panels), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(panels, 1, sharex=True)
+
+    load = axes[0]
+    load.stairs(offered / width, edges, fill=True, color="lightgray", label="offered")
+    load.stairs(per_bin(outcome == "ok") / width, edges, baseline=None, color="tab:blue", label="ok within SLO")
+    load.set_ylabel("req/s")
+    load.legend(loc="upper right", fontsize="small")
+
+    qual = axes[1]
+    if has_quality.any():
+        qual.stairs(mean_quality, edges, baseline=None, color="tab:green")
+    else:
+        qual.text(0.5, 0.5, "no quality reported", transform=qual.transAxes, ha="center", va="center", color="gray")
+    qual.set_ylabel("quality (%)")
+
+    slo = axes[2]
+    slo.stairs(violation_ratio, edges, baseline=None, color="tab:red")
+    slo.set_ylim(-0.02, 1.02)
+    slo.set_ylabel("SLO violation\nratio")
+
+    if worker_levels:
+        _workers_panel(axes[3], worker_levels, float(edges[-1]))
+    axes[-1].set_xlabel(f"time since start (s), bins of {width:g} s")
+    axes[-1].set_xlim(0, edges[-1])
+    if title:
+        figure.suptitle(title)
+    figure.savefig(path, format="png", dpi=110)
+
+
+def _workers_panel(ax, samples: Sequence[tuple[float, Mapping[Any, int]]], end: float) -> None:
+    """Stacked: each sample holds until the next one, the last until the end of the axis."""
+    edges = np.array([t for t, _ in samples] + [max(end, samples[-1][0])], dtype=float)
+    levels = sorted({int(k) for _, counts in samples for k in counts})
+    below = np.zeros(len(samples))
+    for level in levels:
+        count = np.array([_count(counts, level) for _, counts in samples], dtype=float)
+        ax.stairs(below + count, edges, baseline=below, fill=True, label=f"K={level}")
+        below = below + count
+    ax.set_ylabel("workers")
+    ax.legend(loc="upper right", fontsize="small", ncols=min(len(levels), 6))
+
+
+def _count(counts: Mapping[Any, int], level: int) -> int:
+    # samples straight from the sampler have int keys, samples read back from JSON str keys
+    return int(counts.get(level, counts.get(str(level), 0)))
+
+
+def compare_plot(summaries_by_policy: Mapping[str, Mapping[str, Any]], path: str | Path) -> None:
+    """Bars per policy: SLO violation ratio and mean quality (a policy without quality gets no bar)."""
+    names = list(summaries_by_policy)
+    violations = [_or_nan(s.get("slo_violation_ratio")) * 100.0 for s in summaries_by_policy.values()]
+    quality = [_or_nan(s.get("mean_quality_pct")) for s in summaries_by_policy.values()]
+    figure = Figure(figsize=(max(5.0, 1.3 * len(names) + 2), 5.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    for ax, values, label, color in (
+        (top, violations, "SLO violations (%)", "tab:red"),
+        (bottom, quality, "mean quality (%)", "tab:green"),
+    ):
+        bars = ax.bar(names, [0.0 if math.isnan(v) else v for v in values], color=color)
+        ax.bar_label(bars, labels=["n/a" if math.isnan(v) else f"{v:.1f}" for v in values], fontsize="small")
+        ax.set_ylabel(label)
+        ax.margins(y=0.15)
+    figure.savefig(path, format="png", dpi=110)
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)

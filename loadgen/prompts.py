@@ -1,0 +1,75 @@
+"""Prompt sets, read by file extension, and the pairing of prompts with a schedule.
+
+- `.txt`: one prompt a line (as diffusiondb_5k.txt); blank lines are skipped.
+- `.tsv`: a header with a `Prompt` column (as PartiPrompts). The file is not
+  CSV-quoted: a prompt may begin with a double quote, which is part of it.
+- `.json`: a list of strings (as DrawBench).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from loadgen.arrivals import Arrival
+from protocols.limits import MAX_PROMPT_CHARS
+
+PROMPT_COLUMN = "Prompt"
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        prompts = _lines(path)
+    elif suffix == ".tsv":
+        prompts = _tsv(path)
+    elif suffix == ".json":
+        prompts = _json(path)
+    else:
+        raise ValueError(f"{path}: prompts come as .txt (one a line), .tsv (a Prompt column) or .json (a list)")
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    too_long = [i for i, p in enumerate(prompts) if len(p) > MAX_PROMPT_CHARS]
+    if too_long:
+        # the engine would answer each with a 400; better to say so before the run than to count errors
+        raise ValueError(f"{path}: prompt {too_long[0]} (and {len(too_long) - 1} more) over {MAX_PROMPT_CHARS} chars")
+    return prompts
+
+
+def _lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\r\n") for line in f if line.strip()]
+
+
+def _tsv(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if reader.fieldnames is None or PROMPT_COLUMN not in reader.fieldnames:
+            raise ValueError(f"{path}: no {PROMPT_COLUMN!r} column in the header")
+        return [row[PROMPT_COLUMN] for row in reader if (row[PROMPT_COLUMN] or "").strip()]
+
+
+def _json(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
+        raise ValueError(f"{path}: expected a JSON list of strings")
+    return [p for p in data if p.strip()]
+
+
+def pair_prompts(schedule: Sequence[Arrival], prompts: Sequence[str]) -> list[int]:
+    """The prompt index for each arrival: the one the trace names, else the next in order, cycling."""
+    if not prompts:
+        raise ValueError("no prompts")
+    chosen = []
+    for i, arrival in enumerate(schedule):
+        if arrival.prompt_index is None:
+            chosen.append(i % len(prompts))
+        elif arrival.prompt_index < len(prompts):
+            chosen.append(arrival.prompt_index)
+        else:
+            raise ValueError(f"arrival {i} names prompt {arrival.prompt_index}, but there are {len(prompts)} prompts")
+    return chosen

@@ -1,0 +1,112 @@
+"""From per-request records to a summary; records to JSONL, the summary to JSON and a text table.
+
+Definitions (docs/loadgen.md has them in full):
+- image replies: records with outcome ok or late (the request got its image).
+- throughput_rps = image replies / duration_s; goodput_rps = ok / duration_s,
+  where duration_s runs from the start of the run to its last answer.
+- slo_violation_ratio = (late + rejected + error + deadline_exceeded) / sent.
+- latency percentiles, quality, level mix and cache hit rate are over image replies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loadgen.records import OUTCOMES, VIOLATIONS, Record
+
+LevelSample = tuple[float, dict[int, int]]
+
+
+def summarize(
+    records: Sequence[Record],
+    *,
+    slo_ms: float | None,
+    duration_s: float,
+    worker_levels: Sequence[LevelSample] = (),
+    worker_levels_source: str | None = None,
+) -> dict[str, Any]:
+    sent = len(records)
+    outcomes = {name: 0 for name in OUTCOMES}
+    outcomes.update(Counter(r["outcome"] for r in records))
+    served = [r for r in records if r["outcome"] in ("ok", "late")]
+    latencies = [r["latency_ms"] for r in served if r["latency_ms"] is not None]
+    qualities = [r["quality"] for r in served if r["quality"] is not None]
+    levels = Counter(r["level"] for r in served if r["level"] is not None)
+    hits = sum(1 for r in served if (r["level"] or 0) > 0 or r["similarity"] is not None)
+    last_offset = max((r["scheduled_at"] for r in records), default=0.0)
+    return {
+        "sent": sent,
+        "outcomes": outcomes,
+        "error_codes": dict(Counter(r["code"] or "" for r in records if r["outcome"] not in ("ok", "late"))),
+        "slo_ms": slo_ms,
+        "duration_s": duration_s,
+        "offered_rps": sent / last_offset if last_offset > 0 else None,
+        "throughput_rps": len(served) / duration_s if duration_s > 0 else None,
+        "goodput_rps": outcomes["ok"] / duration_s if duration_s > 0 else None,
+        "slo_violation_ratio": sum(outcomes[v] for v in VIOLATIONS) / sent if sent else None,
+        "latency_p50_ms": percentile(latencies, 50),
+        "latency_p90_ms": percentile(latencies, 90),
+        "latency_p99_ms": percentile(latencies, 99),
+        "mean_quality_pct": 100.0 * sum(qualities) / len(qualities) if qualities else None,
+        # str keys, so a summary read back from JSON is equal to the one written
+        "level_mix": {str(k): n / sum(levels.values()) for k, n in sorted(levels.items())},
+        "cache_hit_rate": hits / len(served) if served else None,
+        "max_send_lag_ms": max(((r["sent_at"] - r["scheduled_at"]) * 1000.0 for r in records), default=None),
+        "worker_levels": [[t, {str(k): n for k, n in sorted(counts.items())}] for t, counts in worker_levels],
+        "worker_levels_source": worker_levels_source,
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest rank (an observed value, never an interpolation); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return float(ordered[max(1, math.ceil(q / 100.0 * len(ordered))) - 1])
+
+
+def write_records(records: Sequence[Record], path: str | Path) -> None:
+    with open(path, "w") as f:
+        for record in records:
+            f.write(json.dumps(record))
+            f.write("\n")
+
+
+def read_records(path: str | Path) -> list[Record]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_summary(summary: dict[str, Any], path: str | Path) -> None:
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few aligned lines for a terminal."""
+
+    def num(value: Any, unit: str = "", digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}g}{unit}"
+
+    outcomes = "  ".join(f"{name} {n}" for name, n in summary["outcomes"].items())
+    mix = "  ".join(f"K={k}: {share:.0%}" for k, share in summary["level_mix"].items()) or "n/a"
+    ratio = summary["slo_violation_ratio"]
+    rows = [
+        ("sent", f"{summary['sent']} over {summary['duration_s']:.1f} s (offered {num(summary['offered_rps'])}/s)"),
+        ("outcomes", outcomes),
+        ("throughput", f"{num(summary['throughput_rps'])}/s   goodput {num(summary['goodput_rps'])}/s"),
+        ("SLO violations", "n/a" if ratio is None else f"{ratio:.1%}  (SLO {num(summary['slo_ms'], ' ms')})"),
+        ("latency", "   ".join(f"p{q} {num(summary[f'latency_p{q}_ms'], ' ms')}" for q in (50, 90, 99))),
+        ("quality", num(summary["mean_quality_pct"], " %")),
+        ("level mix", mix),
+        ("cache hits", "n/a" if summary["cache_hit_rate"] is None else f"{summary['cache_hit_rate']:.1%}"),
+        ("max send lag", num(summary["max_send_lag_ms"], " ms")),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

@@ -1,0 +1,142 @@
+"""`run_load`: replay one schedule open-loop against one engine and measure what comes back.
+
+Open loop: each request is sent at its offset as its own task, whatever the
+state of earlier ones, so a slow engine sees the load the schedule offers
+rather than a load throttled by its own replies. The run has a hard end: the
+last offset plus `drain_s`; a request still unanswered then is cancelled (over
+ZeroMQ the engine is told) and recorded as an error with code client_timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from loadgen.arrivals import Arrival
+from loadgen.clients import LoadClient, Planned
+from loadgen.engine_status import LevelSampler
+from loadgen.prompts import pair_prompts
+from loadgen.records import Answer, Record, make_record
+from loadgen.report import summarize
+from protocols.limits import MAX_SEED
+
+log = logging.getLogger(__name__)
+
+
+async def run_load(
+    schedule: Sequence[Arrival],
+    prompts: Sequence[str],
+    client: LoadClient,
+    slo_ms: float | None,
+    *,
+    seed: int | None = None,
+    drain_s: float = 60.0,
+    status_url: str | None = None,
+    api_key: str | None = None,
+    sample_every_s: float = 1.0,
+    progress: bool = True,
+) -> tuple[list[Record], dict[str, Any]]:
+    """Send every arrival of `schedule` through `client`; return the records (by id) and their summary.
+
+    seed: request i asks for image seed `seed + i` (None: the engine picks).
+    status_url: the engine's HTTP base URL, polled every `sample_every_s` for
+    workers per level (see loadgen.engine_status), with `api_key` if the
+    engine wants one; None: no polling.
+    The caller owns `client` and closes it.
+    """
+    if not drain_s > 0:
+        raise ValueError(f"drain_s must be > 0, not {drain_s}")
+    planned = [
+        Planned(i, p, prompts[p], arrival.offset_s, None if seed is None else (seed + i) % (MAX_SEED + 1))
+        for i, (arrival, p) in enumerate(zip(schedule, pair_prompts(schedule, prompts), strict=True))
+    ]
+    sampler = LevelSampler(status_url, sample_every_s, api_key) if status_url else None
+    counts: Counter[str] = Counter()
+    records: list[Record] = []
+    in_flight: dict[asyncio.Task[Record], tuple[Planned, float]] = {}
+    last_answer = 0.0
+    bar = tqdm(total=len(planned), unit="req", desc="answered", disable=not progress, dynamic_ncols=True)
+
+    # perf_counter, not the loop's clock: uvloop's ticks in whole milliseconds
+    start = time.perf_counter()
+
+    def answered(task: asyncio.Task[Record]) -> None:
+        nonlocal last_answer
+        if task.cancelled():
+            return  # recorded by the timeout path below
+        planned_request, sent_at = in_flight[task]
+        error = task.exception()
+        if error is None:
+            record = task.result()
+        else:
+            # a bug, not a transport failure (those are answers); still counted, once, and shown
+            log.error("request %d failed in the client", planned_request.id, exc_info=error)
+            answer = Answer("error", code=f"exception:{type(error).__name__}")
+            record = make_record(
+                planned_request.id,
+                planned_request.prompt_index,
+                planned_request.scheduled_at,
+                sent_at,
+                (time.perf_counter() - start - sent_at) * 1000.0,
+                answer,
+                slo_ms,
+            )
+        records.append(record)
+        last_answer = time.perf_counter()
+        counts[record["outcome"]] += 1
+        bar.set_postfix(counts, refresh=False)
+        bar.update(1)
+
+    sampler_task = asyncio.create_task(sampler.run(start)) if sampler else None
+    try:
+        for request in planned:
+            delay = start + request.scheduled_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(client.request(request, start, slo_ms))
+            in_flight[task] = (request, time.perf_counter() - start)
+            task.add_done_callback(answered)
+        hard_end = start + (planned[-1].scheduled_at if planned else 0.0) + drain_s
+        pending: set[asyncio.Task[Record]] = set()
+        if in_flight:
+            _, pending = await asyncio.wait(in_flight, timeout=max(0.0, hard_end - time.perf_counter()))
+        end = time.perf_counter() if pending else max(last_answer, start)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in pending:
+            if task.cancelled():  # else it answered while being cancelled, and `answered` recorded it
+                request, sent_at = in_flight[task]
+                records.append(
+                    make_record(request.id, request.prompt_index, request.scheduled_at, sent_at, None, None, slo_ms)
+                )
+                counts[records[-1]["outcome"]] += 1
+                bar.set_postfix(counts, refresh=False)
+                bar.update(1)
+    finally:
+        # only when the run itself is cancelled or fails is anything still in flight here
+        leftover = [task for task in in_flight if not task.done()]
+        for task in leftover:
+            task.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
+        if sampler_task is not None:
+            sampler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler_task
+        bar.close()
+    records.sort(key=lambda r: r["id"])
+    summary = summarize(
+        records,
+        slo_ms=slo_ms,
+        duration_s=end - start,
+        worker_levels=sampler.samples if sampler else (),
+        worker_levels_source=sampler.source if sampler else None,
+    )
+    return records, summary

@@ -1,0 +1,76 @@
+"""Arrival traces from files, as schedules (see loadgen.arrivals).
+
+Two formats, told apart by the first line:
+
+- CSV with a header naming a `TIMESTAMP` column of wall-clock times with
+  fractional seconds (`2023-11-16 18:17:03.9799600`, as the Azure traces in
+  ../shared/data/traces). Other columns are ignored: only arrival gaps matter
+  for image serving. Offsets are taken from the first arrival, which is at 0.
+- Plain `offset_ms[,prompt_index]` lines: milliseconds from the start of the
+  run, optionally the index of the prompt to send. Blank lines and lines
+  starting with `#` are skipped. Offsets are kept as written.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from loadgen.arrivals import Arrival, Schedule
+
+TIMESTAMP = "TIMESTAMP"
+
+
+def load_trace(path: str | Path) -> Schedule:
+    with open(path, newline="") as f:
+        first = f.readline()
+        f.seek(0)
+        if TIMESTAMP in (name.strip() for name in first.split(",")):
+            schedule = _timestamp_csv(f, path)
+        else:
+            schedule = _offsets(f, path)
+    if not schedule:
+        raise ValueError(f"{path}: no arrivals")
+    return schedule
+
+
+def _timestamp_csv(f, path: str | Path) -> Schedule:
+    reader = csv.reader(f)
+    header = [name.strip() for name in next(reader)]
+    column = header.index(TIMESTAMP)
+    stamps = [row[column].strip() for row in reader if row]
+    try:
+        # numpy parses the 7 fractional digits the Azure traces carry; datetime stops at 6
+        times = np.array(stamps, dtype="datetime64[ns]")
+    except ValueError as exc:
+        raise ValueError(f"{path}: unreadable {TIMESTAMP}: {exc}") from None
+    if not len(times):
+        return []
+    # a trace is a log of arrivals, so its order is time order whatever the file's
+    times.sort()
+    offsets_ns = (times - times[0]).astype(np.int64)
+    return [Arrival(float(ns) / 1e9) for ns in offsets_ns]
+
+
+def _offsets(f, path: str | Path) -> Schedule:
+    schedule: Schedule = []
+    for number, line in enumerate(f, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = [field.strip() for field in text.split(",")]
+        try:
+            if len(fields) > 2:
+                raise ValueError("expected offset_ms[,prompt_index]")
+            offset_ms = float(fields[0])
+            prompt_index = int(fields[1]) if len(fields) == 2 else None
+            if offset_ms < 0 or (prompt_index is not None and prompt_index < 0):
+                raise ValueError("offsets and prompt indices are >= 0")
+            if schedule and offset_ms / 1000.0 < schedule[-1].offset_s:
+                raise ValueError("offsets must not decrease")
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}: {text!r}") from None
+        schedule.append(Arrival(offset_ms / 1000.0, prompt_index))
+    return schedule

@@ -1,0 +1,79 @@
+"""Arrival processes and schedule transforms: rates, burstiness, bounds, determinism."""
+
+import numpy as np
+import pytest
+
+from loadgen.arrivals import Arrival, compress_time, gamma, mean_rate, poisson, rescale_to_rate, shape, truncate
+
+
+def gaps(schedule):
+    return np.diff([0.0] + [a.offset_s for a in schedule])
+
+
+def cv(values):
+    return float(np.std(values) / np.mean(values))
+
+
+def test_poisson_mean_rate_and_cv():
+    schedule = poisson(5.0, seed=1, max_requests=20_000)
+    assert len(schedule) == 20_000
+    # the standard error of the mean gap is 1/sqrt(n) = 0.7% here
+    assert mean_rate(schedule) == pytest.approx(5.0, rel=0.03)
+    assert cv(gaps(schedule)) == pytest.approx(1.0, rel=0.03)
+
+
+@pytest.mark.parametrize("target_cv", [0.5, 3.0])
+def test_gamma_mean_rate_and_cv(target_cv):
+    schedule = gamma(2.0, target_cv, seed=7, max_requests=50_000)
+    assert mean_rate(schedule) == pytest.approx(2.0, rel=0.05)
+    assert cv(gaps(schedule)) == pytest.approx(target_cv, rel=0.1)
+
+
+def test_same_seed_same_schedule_other_seed_other_schedule():
+    assert gamma(3.0, 2.0, seed=4, duration_s=60) == gamma(3.0, 2.0, seed=4, duration_s=60)
+    assert gamma(3.0, 2.0, seed=4, duration_s=60) != gamma(3.0, 2.0, seed=5, duration_s=60)
+
+
+def test_duration_bound_across_many_draw_blocks():
+    schedule = poisson(1000.0, seed=2, duration_s=10.0)
+    offsets = [a.offset_s for a in schedule]
+    assert offsets == sorted(offsets) and 0 < offsets[0] and offsets[-1] <= 10.0
+    assert len(schedule) == pytest.approx(10_000, rel=0.05)
+    assert poisson(1000.0, seed=2, duration_s=10.0, max_requests=123) == schedule[:123]
+
+
+def test_synthetic_processes_need_an_end_and_sane_parameters():
+    with pytest.raises(ValueError, match="duration_s or max_requests"):
+        poisson(1.0, seed=0)
+    with pytest.raises(ValueError):
+        poisson(0.0, seed=0, max_requests=3)
+    with pytest.raises(ValueError):
+        gamma(1.0, 0.0, seed=0, max_requests=3)
+
+
+BURSTY = [Arrival(0.0, 4), Arrival(0.1), Arrival(0.2), Arrival(5.0, 1), Arrival(9.0)]
+
+
+def test_rescale_to_rate_keeps_the_shape_and_the_prompt_indices():
+    rescaled = rescale_to_rate(BURSTY, 2.0)
+    assert mean_rate(BURSTY) == pytest.approx(4 / 9.0)
+    assert mean_rate(rescaled) == pytest.approx(2.0)
+    ratios = [b.offset_s / a.offset_s for a, b in zip(BURSTY[1:], rescaled[1:], strict=True)]
+    assert ratios == pytest.approx([ratios[0]] * 4)
+    assert [a.prompt_index for a in rescaled] == [4, None, None, 1, None]
+
+
+def test_time_compression_and_truncation():
+    assert [a.offset_s for a in compress_time(BURSTY, 0.1)] == pytest.approx([0.0, 0.01, 0.02, 0.5, 0.9])
+    assert truncate(BURSTY, duration_s=5.0) == BURSTY[:4]
+    assert truncate(BURSTY, max_requests=2) == BURSTY[:2]
+    assert truncate(BURSTY, duration_s=5.0, max_requests=10) == BURSTY[:4]
+
+
+def test_shape_rescales_then_compresses_then_cuts():
+    # rate 1/s over the whole schedule, replayed twice as fast: 2/s, then cut at 1.5 s of the run
+    shaped = shape(BURSTY, rate=1.0, time_scale=0.5, duration_s=1.5)
+    whole = compress_time(rescale_to_rate(BURSTY, 1.0), 0.5)
+    assert mean_rate(whole) == pytest.approx(2.0)
+    assert [a.offset_s for a in whole] == pytest.approx([0.0, 1 / 45, 2 / 45, 10 / 9, 2.0])
+    assert shaped == whole[:4]

@@ -1,0 +1,65 @@
+"""The clients and run_load when nothing useful answers: every request is still recorded, once."""
+
+import asyncio
+
+import zmq
+import zmq.asyncio
+
+from engine_process import free_port
+from loadgen.arrivals import Arrival
+from loadgen.clients import HttpLoadClient, RequestOptions, ZmqLoadClient
+from loadgen.run import run_load
+from protocols.client_messages import Cancel, Generate, engine_side_codec
+
+SCHEDULE = [Arrival(0.0), Arrival(0.05), Arrival(0.1, 1)]
+PROMPTS = ["a red fox", "a paper boat"]
+
+
+def assert_counted_once(records, summary, n):
+    assert [r["id"] for r in records] == list(range(n))
+    assert summary["sent"] == n == sum(summary["outcomes"].values())
+
+
+async def test_refused_http_connections_are_error_records():
+    client = HttpLoadClient(f"http://127.0.0.1:{free_port()}", RequestOptions(64, 64, steps=4))
+    try:
+        records, summary = await asyncio.wait_for(
+            run_load(SCHEDULE, PROMPTS, client, 1000.0, drain_s=10.0, progress=False), 30
+        )
+    finally:
+        await client.close()
+    assert_counted_once(records, summary, 3)
+    assert summary["outcomes"]["error"] == 3 and summary["error_codes"] == {"connection_error": 3}
+    assert summary["slo_violation_ratio"] == 1.0
+    assert [r["prompt_index"] for r in records] == [0, 1, 1]
+
+
+async def test_unanswered_requests_time_out_and_the_engine_is_told():
+    """A ROUTER that never answers: the run ends at its hard timeout and cancels what is in flight."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    context = zmq.asyncio.Context()
+    silent = context.socket(zmq.ROUTER)
+    silent.setsockopt(zmq.LINGER, 0)
+    silent.bind(address)
+    codec = engine_side_codec()
+    client = ZmqLoadClient(address, RequestOptions(64, 64, steps=4))
+    try:
+        records, summary = await asyncio.wait_for(
+            run_load(SCHEDULE, PROMPTS, client, None, seed=9, drain_s=0.5, progress=False), 30
+        )
+        received = []
+        while len(received) < 6 and await silent.poll(5000):
+            frames = await silent.recv_multipart()
+            received.append(codec.decode(frames[1:]))
+    finally:
+        await client.close()
+        silent.close()
+        context.term()
+    assert_counted_once(records, summary, 3)
+    assert all(r["outcome"] == "error" and r["code"] == "client_timeout" for r in records)
+    assert all(r["latency_ms"] is None and r["n_images"] == 0 for r in records)
+    generates = [m for m in received if isinstance(m, Generate)]
+    assert [g.seed for g in generates] == [9, 10, 11]
+    assert [(g.prompt, g.width, g.height, g.steps) for g in generates][0] == ("a red fox", 64, 64, 4)
+    cancelled = {m.request_id for m in received if isinstance(m, Cancel)}
+    assert cancelled == {g.request_id for g in generates}

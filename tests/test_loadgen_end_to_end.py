@@ -1,0 +1,124 @@
+"""Short replays against a real engine with tiny workers (guarded by an API key), over HTTP
+(through the CLI) and ZeroMQ."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from engine_process import start_engine
+from loadgen import cli
+from loadgen.arrivals import Arrival, gamma
+from loadgen.clients import HttpLoadClient, RequestOptions, ZmqLoadClient
+from loadgen.plot import timeline_plot
+from loadgen.prompts import load_prompts
+from loadgen.records import OUTCOMES
+from loadgen.report import read_records, write_records, write_summary
+from loadgen.run import run_load
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+API_KEY = "loadgen-test-key"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("loadgen"), backend="tiny", api_key=API_KEY)
+    yield engine
+    assert engine.stop() == 0
+
+
+def assert_each_request_counted_once(records, summary, n):
+    assert sorted(r["id"] for r in records) == list(range(n))
+    assert all(r["outcome"] in OUTCOMES for r in records)
+    assert summary["sent"] == n == sum(summary["outcomes"].values())
+    for name in OUTCOMES:
+        assert summary["outcomes"][name] == sum(1 for r in records if r["outcome"] == name)
+
+
+def opens_as_png(path):
+    with Image.open(path) as picture:
+        picture.load()
+        return picture.format == "PNG"
+
+
+@pytest.mark.timeout(90)
+def test_http_trace_replay_through_the_cli(engine, tmp_path, capsys):
+    out = {name: tmp_path / name for name in ("records.jsonl", "summary.json", "timeline.png")}
+    # the conversational trace's head at 4 req/s (2 x a stated capacity of 2/s), 5x faster: 12 requests in ~3 s
+    code = cli.main([
+        "--url", engine.http, "--api-key", API_KEY,
+        "--trace", str(DATA / "traces" / "azure_llm2023_conv.csv"),
+        "--load", "2", "--capacity-rps", "2", "--time-scale", "0.2", "--max-requests", "12",
+        "--prompts", str(DATA / "prompts" / "partiprompts.tsv"),
+        "--size", "64x64", "--steps", "4", "--slo-ms", "30000", "--seed", "3", "--drain-s", "40",
+        "--records", str(out["records.jsonl"]), "--json", str(out["summary.json"]),
+        "--plot", str(out["timeline.png"]), "--sample-every-s", "0.5", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    records = read_records(out["records.jsonl"])
+    summary = json.loads(out["summary.json"].read_text())
+    assert_each_request_counted_once(records, summary, 12)
+    assert summary["outcomes"]["ok"] + summary["outcomes"]["late"] == 12
+    assert all(r["status"] == 200 and r["n_images"] == 1 and r["level"] == 0 for r in records)
+    assert all(r["worker"].startswith("local-") and r["run_ms"] > 0 for r in records)
+    assert [r["prompt_index"] for r in records] == list(range(12))
+    assert summary["level_mix"] == {"0": 1.0} and summary["cache_hit_rate"] == 0.0
+    # this engine has no /plan: workers per level come from /ready
+    assert summary["worker_levels_source"] == "ready" and summary["worker_levels"]
+    assert all(levels == {"0": 2} for _, levels in summary["worker_levels"])
+    assert opens_as_png(out["timeline.png"])
+    assert "SLO violations" in capsys.readouterr().out
+
+
+async def test_zmq_bursty_replay_through_run_load(engine, tmp_path):
+    prompts = load_prompts(DATA / "prompts" / "drawbench.json")
+    schedule = gamma(4.0, 2.0, seed=11, max_requests=12)
+    client = ZmqLoadClient(engine.client_address, RequestOptions(64, 64, steps=4))
+    try:
+        # a tight SLO, so some answers may be late or past their deadline; all must still be counted
+        records, summary = await asyncio.wait_for(
+            run_load(schedule, prompts, client, 400.0, seed=1, drain_s=40.0, status_url=engine.http,
+                     api_key=API_KEY, progress=False),
+            60,
+        )  # fmt: skip
+    finally:
+        await client.close()
+    assert_each_request_counted_once(records, summary, 12)
+    assert summary["outcomes"]["error"] == summary["outcomes"]["cancelled"] == 0
+    assert summary["worker_levels_source"] == "ready"  # /ready polled with the API key
+    for r in records:
+        assert r["status"] is None
+        if r["outcome"] in ("ok", "late"):
+            assert r["n_images"] == 1 and r["level"] == 0 and r["latency_ms"] > 0
+        if r["outcome"] == "deadline_exceeded":
+            assert r["code"] == "deadline_exceeded"
+    write_records(records, tmp_path / "r.jsonl")
+    write_summary(summary, tmp_path / "s.json")
+    await asyncio.to_thread(
+        timeline_plot, records, tmp_path / "t.png", worker_levels=summary["worker_levels"], title="zmq"
+    )
+    assert read_records(tmp_path / "r.jsonl") == records
+    assert json.loads((tmp_path / "s.json").read_text()) == summary
+    assert opens_as_png(tmp_path / "t.png")
+
+
+def test_load_needs_a_capacity_the_engine_does_not_report_yet(engine, capsys):
+    code = cli.main(
+        ["--url", engine.http, "--api-key", API_KEY, "--load", "1.0", "--max-requests", "3", "--no-progress"]
+    )
+    assert code == 2
+    assert "exact_capacity_rps" in capsys.readouterr().err
+
+
+async def test_http_without_the_api_key_is_refused_and_counted(engine):
+    client = HttpLoadClient(engine.http, RequestOptions(64, 64, steps=4))
+    try:
+        records, summary = await asyncio.wait_for(
+            run_load([Arrival(0.0), Arrival(0.1)], ["a red fox"], client, None, drain_s=20.0, progress=False), 30
+        )
+    finally:
+        await client.close()
+    assert_each_request_counted_once(records, summary, 2)
+    assert [(r["outcome"], r["status"], r["code"]) for r in records] == [("error", 401, "unauthorized")] * 2

@@ -1,0 +1,83 @@
+"""Reading capacity and workers per level from the engine's status endpoints (a stand-in HTTP server
+with the fields the engine does not serve yet: exact_capacity_rps in /ready, and GET /plan)."""
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+from aiohttp import web
+
+from engine_process import free_port
+from loadgen.engine_status import CapacityUnknown, LevelSampler, exact_capacity_rps
+
+
+@contextlib.asynccontextmanager
+async def status_server(ready: dict, plan: dict | None, api_key: str | None = None):
+    @web.middleware
+    async def require_key(request, handler):
+        if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
+            return web.json_response({"error": {"code": "unauthorized"}}, status=401)
+        return await handler(request)
+
+    async def get_ready(request):
+        return web.json_response(ready)
+
+    async def get_plan(request):
+        if plan is None:
+            raise web.HTTPNotFound()
+        return web.json_response(plan)
+
+    app = web.Application(middlewares=[require_key])
+    app.router.add_get("/ready", get_ready)
+    app.router.add_get("/plan", get_plan)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+READY = {"ready": True, "workers": [{"name": "a", "level": 0}, {"name": "b", "level": 25}, {"name": "c", "level": 0}]}
+
+
+async def sample(url: str, api_key: str | None = None) -> LevelSampler:
+    sampler = LevelSampler(url, every_s=0.05, api_key=api_key)
+    task = asyncio.create_task(sampler.run(time.perf_counter()))
+    while len(sampler.samples) < 2:
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return sampler
+
+
+async def test_capacity_from_ready():
+    async with asyncio.timeout(20):
+        async with status_server({**READY, "exact_capacity_rps": 2.5}, None, api_key="k") as url:
+            assert await exact_capacity_rps(url, api_key="k") == 2.5
+            with pytest.raises(CapacityUnknown, match="answered 401"):
+                await exact_capacity_rps(url)
+        async with status_server(READY, None) as url:
+            with pytest.raises(CapacityUnknown, match="exact_capacity_rps"):
+                await exact_capacity_rps(url)
+
+
+async def test_workers_per_level_from_plan_when_there_is_one():
+    async with asyncio.timeout(20):
+        async with status_server(READY, {"workers_per_level": {"0": 1, "25": 3}}, api_key="k") as url:
+            sampler = await sample(url, api_key="k")
+    assert sampler.source == "plan"
+    assert all(levels == {0: 1, 25: 3} for _, levels in sampler.samples)
+    assert [t for t, _ in sampler.samples] == sorted(t for t, _ in sampler.samples)
+
+
+async def test_workers_per_level_from_ready_without_a_plan():
+    async with asyncio.timeout(20):
+        async with status_server(READY, None) as url:
+            sampler = await sample(url)
+    assert sampler.source == "ready"
+    assert all(levels == {0: 2, 25: 1} for _, levels in sampler.samples)

@@ -1,0 +1,60 @@
+"""Prompt sources, read in place from ../shared/data/prompts, and their pairing with a schedule."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadgen.arrivals import Arrival
+from loadgen.prompts import load_prompts, pair_prompts
+
+PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts"
+
+
+def test_one_prompt_a_line():
+    prompts = load_prompts(PROMPTS / "diffusiondb_5k.txt")
+    with open(PROMPTS / "diffusiondb_5k.txt") as f:
+        lines = f.read().splitlines()
+    # blank lines are not prompts; everything else is kept in order, as written
+    assert prompts == [line for line in lines if line.strip()]
+    assert len(prompts) == 4999
+    assert prompts[0].startswith("a renaissance portrait of dwayne johnson")
+
+
+def test_partiprompts_tsv_keeps_quotes_that_are_part_of_a_prompt():
+    prompts = load_prompts(PROMPTS / "partiprompts.tsv")
+    assert len(prompts) == 1632
+    assert prompts[:3] == ["bond", "element", "molecule"]
+    assert any(p.startswith('"G I G G L E" painted') for p in prompts)
+
+
+def test_drawbench_json_list():
+    prompts = load_prompts(PROMPTS / "drawbench.json")
+    assert len(prompts) == 200
+    assert prompts[0] == "A red colored car."
+
+
+def test_unknown_or_malformed_files_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"\.txt"):
+        load_prompts(tmp_path / "prompts.csv")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"prompts": ["a"]}))
+    with pytest.raises(ValueError, match="list of strings"):
+        load_prompts(bad)
+    no_column = tmp_path / "bad.tsv"
+    no_column.write_text("Text\tCategory\na cat\tanimals\n")
+    with pytest.raises(ValueError, match="Prompt"):
+        load_prompts(no_column)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="no prompts"):
+        load_prompts(empty)
+
+
+def test_prompts_go_in_order_and_cycle_unless_the_trace_names_one():
+    schedule = [Arrival(float(i)) for i in range(5)]
+    assert pair_prompts(schedule, ["a", "b"]) == [0, 1, 0, 1, 0]
+    schedule[3] = Arrival(3.0, 1)
+    assert pair_prompts(schedule, ["a", "b", "c"]) == [0, 1, 2, 1, 1]
+    with pytest.raises(ValueError, match="names prompt 7"):
+        pair_prompts([Arrival(0.0, 7)], ["a", "b"])

@@ -1,0 +1,117 @@
+"""Report arithmetic on synthetic records, and the figures written as PNGs that open."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from loadgen.plot import compare_plot, timeline_plot
+from loadgen.records import OUTCOMES, Answer, ImageMeta, make_record
+from loadgen.report import format_summary, percentile, read_records, summarize, write_records, write_summary
+
+SLO_MS = 1000.0
+
+
+def image(level=0, similarity=None, quality=None):
+    return ImageMeta(level, similarity, quality, queue_ms=1.0, run_ms=100.0, worker="w0")
+
+
+# (answer, latency_ms); None answer: nothing came back before the hard timeout
+CASES = [
+    (Answer("images", status=200, images=[image(0, None, 1.0)]), 200.0),
+    (Answer("images", status=200, images=[image(0, None, 0.9)]), 400.0),
+    (Answer("images", status=200, images=[image(10, 0.92, 0.8)]), 600.0),
+    (Answer("images", status=200, images=[image(25, 0.97)]), 800.0),
+    (Answer("images", status=200, images=[image(5, 0.7, 0.5)]), 1500.0),  # late
+    (Answer("images", images=[image(0)]), 3000.0),  # late
+    (Answer("busy", code="busy", status=429), 5.0),
+    (Answer("error", code="deadline_exceeded", status=504), 1000.5),
+    (Answer("error", code="no_worker", status=503), 50.0),
+    (Answer("cancelled", code="cancelled"), 70.0),
+    (None, None),
+]
+
+
+@pytest.fixture
+def records():
+    return [
+        make_record(i, i % 3, i * 0.5, i * 0.5 + 0.001 * i, latency, answer, SLO_MS)
+        for i, (answer, latency) in enumerate(CASES)
+    ]
+
+
+def test_outcomes_are_classified_and_add_up(records):
+    assert [r["outcome"] for r in records] == [
+        "ok", "ok", "ok", "ok", "late", "late", "rejected", "deadline_exceeded", "error", "cancelled", "error",
+    ]  # fmt: skip
+    assert records[-1]["code"] == "client_timeout" and records[-1]["latency_ms"] is None
+    summary = summarize(records, slo_ms=SLO_MS, duration_s=10.0)
+    assert summary["sent"] == len(records) == sum(summary["outcomes"].values())
+    assert list(summary["outcomes"]) == list(OUTCOMES)
+    assert summary["outcomes"] == {
+        "ok": 4, "late": 2, "rejected": 1, "error": 2, "deadline_exceeded": 1, "cancelled": 1,
+    }  # fmt: skip
+    assert summary["error_codes"] == {
+        "busy": 1, "deadline_exceeded": 1, "no_worker": 1, "cancelled": 1, "client_timeout": 1,
+    }  # fmt: skip
+
+
+def test_summary_arithmetic(records):
+    summary = summarize(records, slo_ms=SLO_MS, duration_s=10.0)
+    # (late + rejected + error + deadline_exceeded) / sent; cancelled is not a violation
+    assert summary["slo_violation_ratio"] == pytest.approx((2 + 1 + 2 + 1) / 11)
+    assert summary["throughput_rps"] == pytest.approx(6 / 10.0)
+    assert summary["goodput_rps"] == pytest.approx(4 / 10.0)
+    assert summary["offered_rps"] == pytest.approx(11 / 5.0)
+    # nearest rank over the six image replies: 200 400 600 800 1500 3000
+    assert (summary["latency_p50_ms"], summary["latency_p90_ms"], summary["latency_p99_ms"]) == (600, 3000, 3000)
+    assert summary["mean_quality_pct"] == pytest.approx(100 * (1.0 + 0.9 + 0.8 + 0.5) / 4)
+    assert summary["level_mix"] == pytest.approx({"0": 3 / 6, "5": 1 / 6, "10": 1 / 6, "25": 1 / 6})
+    assert list(summary["level_mix"]) == ["0", "5", "10", "25"]
+    assert summary["cache_hit_rate"] == pytest.approx(3 / 6)
+    assert summary["max_send_lag_ms"] == pytest.approx(10.0)
+
+
+def test_no_slo_means_nothing_is_late_and_no_quality_means_none(records):
+    bare = [make_record(0, 0, 0.0, 0.0, 5000.0, Answer("images", images=[image(0)]), None)]
+    summary = summarize(bare, slo_ms=None, duration_s=1.0)
+    assert summary["outcomes"]["ok"] == 1 and summary["slo_violation_ratio"] == 0.0
+    assert summary["mean_quality_pct"] is None and summary["offered_rps"] is None
+    empty = summarize([], slo_ms=None, duration_s=0.0)
+    assert empty["sent"] == 0 and empty["slo_violation_ratio"] is None and empty["throughput_rps"] is None
+    assert empty["latency_p50_ms"] is None and empty["cache_hit_rate"] is None
+    format_summary(empty)
+
+
+def test_percentile_is_an_observed_value():
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
+    assert percentile(list(range(1, 101)), 99) == 99
+    assert percentile([7.0], 90) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_records_and_summary_round_trip_through_files(records, tmp_path):
+    samples = [(0.0, {0: 2}), (1.0, {0: 1, 25: 1})]
+    summary = summarize(records, slo_ms=SLO_MS, duration_s=10.0, worker_levels=samples, worker_levels_source="plan")
+    write_records(records, tmp_path / "r.jsonl")
+    write_summary(summary, tmp_path / "s.json")
+    assert read_records(tmp_path / "r.jsonl") == records
+    assert json.loads((tmp_path / "s.json").read_text()) == summary
+    assert summary["worker_levels"] == [[0.0, {"0": 2}], [1.0, {"0": 1, "25": 1}]]
+    assert "SLO violations" in format_summary(summary)
+
+
+def opens_as_png(path):
+    with Image.open(path) as picture:
+        picture.load()
+        return picture.format == "PNG" and picture.size[0] > 100
+
+
+def test_timeline_and_compare_plots(records, tmp_path):
+    timeline_plot(records, tmp_path / "t.png", worker_levels=[(0.0, {"0": 2}), (3.0, {"0": 1, "25": 1})])
+    timeline_plot(records, tmp_path / "no_levels.png", bin_s=1.0, title="no samples")
+    assert opens_as_png(tmp_path / "t.png") and opens_as_png(tmp_path / "no_levels.png")
+    summary = summarize(records, slo_ms=SLO_MS, duration_s=10.0)
+    no_quality = {**summary, "mean_quality_pct": None}
+    compare_plot({"argus": summary, "clipper-ha": no_quality}, tmp_path / "c.png")
+    assert opens_as_png(tmp_path / "c.png")

@@ -1,0 +1,83 @@
+"""Trace files: the real Azure CSV read in place, and the offset_ms[,prompt_index] format."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadgen.arrivals import mean_rate, rescale_to_rate, shape
+from loadgen.traces import load_trace
+
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
+CODE = TRACES / "azure_llm2023_code.csv"
+
+
+@pytest.fixture(scope="module")
+def code_trace():
+    return load_trace(CODE)
+
+
+def test_azure_code_trace_head(code_trace):
+    # the first rows are 18:17:03.9799600, 04.0319600, 04.0781490, 04.1206440
+    assert [a.offset_s for a in code_trace[:4]] == pytest.approx([0.0, 0.052, 0.098189, 0.140684], abs=1e-9)
+    assert all(a.prompt_index is None for a in code_trace[:100])
+    with open(CODE) as f:
+        rows = sum(1 for line in f if line.strip()) - 1
+    assert len(code_trace) == rows
+
+
+def test_azure_code_trace_is_as_bursty_as_documented(code_trace):
+    gaps = np.diff([a.offset_s for a in code_trace])
+    assert (gaps >= 0).all()
+    # data/README.md: a mean of about 2.6 arrivals/s, inter-arrival CV about 13
+    assert mean_rate(code_trace) == pytest.approx(2.6, abs=0.1)
+    assert np.std(gaps) / np.mean(gaps) == pytest.approx(13, rel=0.1)
+
+
+def test_rescaling_the_real_trace_to_a_target_rate_keeps_its_burstiness(code_trace):
+    rescaled = rescale_to_rate(code_trace, 10.0)
+    assert mean_rate(rescaled) == pytest.approx(10.0)
+    before, after = np.diff([a.offset_s for a in code_trace]), np.diff([a.offset_s for a in rescaled])
+    assert np.std(after) / np.mean(after) == pytest.approx(np.std(before) / np.mean(before))
+
+
+def test_time_compression_of_the_real_trace(code_trace):
+    fast = shape(code_trace, time_scale=0.1, max_requests=50)
+    assert [a.offset_s for a in fast] == pytest.approx([a.offset_s * 0.1 for a in code_trace[:50]])
+
+
+def test_offset_file(tmp_path):
+    path = tmp_path / "offsets.txt"
+    path.write_text("# offset_ms,prompt_index\n0\n\n250,3\n250.5, 1\n1000\n")
+    schedule = load_trace(path)
+    assert [a.offset_s for a in schedule] == pytest.approx([0.0, 0.25, 0.2505, 1.0])
+    assert [a.prompt_index for a in schedule] == [None, 3, 1, None]
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [("0\n500\n400\n", 3), ("-5\n", 1), ("10,1,2\n", 1), ("abc\n", 1), ("10,-1\n", 1), ("0\n10,x\n", 2)],
+)
+def test_bad_offset_files_name_the_line(tmp_path, text, line):
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"bad.txt:{line}:"):
+        load_trace(path)
+
+
+def test_timestamp_column_anywhere_and_rows_in_any_order(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "id,TIMESTAMP,extra\n"
+        "a,2024-01-01 00:00:01.5000000,x\n"
+        "b,2024-01-01 00:00:00.2500000,y\n"
+        "c,2024-01-01 00:00:03.0000000,z\n"
+    )
+    assert [a.offset_s for a in load_trace(path)] == pytest.approx([0.0, 1.25, 2.75])
+
+
+def test_empty_trace_is_an_error(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no arrivals"):
+        load_trace(path)
