@@ -52,7 +52,8 @@ def summarize(
         "latency_p50_ms": percentile(latencies, 50),
         "latency_p90_ms": percentile(latencies, 90),
         "latency_p99_ms": percentile(latencies, 99),
-        "mean_quality_pct": 100.0 * sum(qualities) / len(qualities) if qualities else None,
+        # workers report quality already in percent of the exact (K=0) image
+        "mean_quality_pct": sum(qualities) / len(qualities) if qualities else None,
         # str keys, so a summary read back from JSON is equal to the one written
         "level_mix": {str(k): n / sum(levels.values()) for k, n in sorted(levels.items())},
         "cache_hit_rate": hits / len(served) if served else None,

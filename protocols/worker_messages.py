@@ -70,6 +70,8 @@ class GenerateItem(msgspec.Struct, frozen=True):
     seed: int
     # the cached neighbour's latent after `level` steps; None only at level 0
     latent: np.ndarray | None = None
+    # that neighbour's similarity to this prompt (what a simulated worker's quality model needs)
+    similarity: float | None = None
 
 
 class Generate(msgspec.Struct, tag="generate", frozen=True):

@@ -18,11 +18,11 @@ def image(level=0, similarity=None, quality=None):
 
 # (answer, latency_ms); None answer: nothing came back before the hard timeout
 CASES = [
-    (Answer("images", status=200, images=[image(0, None, 1.0)]), 200.0),
-    (Answer("images", status=200, images=[image(0, None, 0.9)]), 400.0),
-    (Answer("images", status=200, images=[image(10, 0.92, 0.8)]), 600.0),
+    (Answer("images", status=200, images=[image(0, None, 100.0)]), 200.0),
+    (Answer("images", status=200, images=[image(0, None, 90.0)]), 400.0),
+    (Answer("images", status=200, images=[image(10, 0.92, 80.0)]), 600.0),
     (Answer("images", status=200, images=[image(25, 0.97)]), 800.0),
-    (Answer("images", status=200, images=[image(5, 0.7, 0.5)]), 1500.0),  # late
+    (Answer("images", status=200, images=[image(5, 0.7, 50.0)]), 1500.0),  # late
     (Answer("images", images=[image(0)]), 3000.0),  # late
     (Answer("busy", code="busy", status=429), 5.0),
     (Answer("error", code="deadline_exceeded", status=504), 1000.5),
@@ -65,7 +65,7 @@ def test_summary_arithmetic(records):
     assert summary["offered_rps"] == pytest.approx(11 / 5.0)
     # nearest rank over the six image replies: 200 400 600 800 1500 3000
     assert (summary["latency_p50_ms"], summary["latency_p90_ms"], summary["latency_p99_ms"]) == (600, 3000, 3000)
-    assert summary["mean_quality_pct"] == pytest.approx(100 * (1.0 + 0.9 + 0.8 + 0.5) / 4)
+    assert summary["mean_quality_pct"] == pytest.approx((100 + 90 + 80 + 50) / 4)
     assert summary["level_mix"] == pytest.approx({"0": 3 / 6, "5": 1 / 6, "10": 1 / 6, "25": 1 / 6})
     assert list(summary["level_mix"]) == ["0", "5", "10", "25"]
     assert summary["cache_hit_rate"] == pytest.approx(3 / 6)
