@@ -79,6 +79,12 @@ class LatencyProfile:
         batch = self.best_batch(level, slo_s / 2.0)
         return batch / self.latency(level, batch) if batch else 0.0
 
+    def scaled(self, factor: float) -> LatencyProfile:
+        """The same profile on a clock `factor` times as slow (the sim backend's --time-scale)."""
+        factor = max(factor, 1e-6)  # a zero time scale still needs positive latencies
+        table = {k: tuple(seconds * factor for seconds in row) for k, row in self.latency_s.items()}
+        return LatencyProfile(f"{self.name} x{factor:g}", self.steps, table, f"{self.provenance}; times {factor:g}")
+
     @classmethod
     def from_model(
         cls,

@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 
-from engine.config import DispatchConfig, EngineConfig, LaunchConfig
+from controller.policies import POLICY_NAMES
+from engine.config import CacheConfig, DispatchConfig, EngineConfig, LaunchConfig, PolicyConfig
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from workers.config import WorkerConfig
@@ -26,6 +27,19 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
     p.add_argument("--max-batch", type=int, help="largest batch a worker runs (default: the backend's)")
     p.add_argument("--max-queue", type=int, default=1024, help="images admitted at once; past it, 429/Busy")
+    p.add_argument("--policy", default="argus", choices=POLICY_NAMES, help="allocation and level policy")
+    p.add_argument("--slo-ms", type=float, help="SLO the controller plans for (default: three exact images)")
+    p.add_argument("--window-s", type=float, default=10.0, help="controller window: a full re-plan this often")
+    p.add_argument("--latency-profile", metavar="FILE", help="`argus profile latency` output (default: bundled)")
+    p.add_argument("--quality-profile", metavar="FILE", help="`argus profile quality` samples (default: modelled)")
+    p.add_argument("--predictor", metavar="FILE", help="`argus train-predictor` output (default: similarity table)")
+    p.add_argument("--serve-late", action="store_true", help="serve requests past their deadline instead of 504")
+    p.add_argument("--embedder", default="hash", choices=["hash", "minilm", "clip"], help="prompt embedder")
+    p.add_argument("--embedder-path", metavar="DIR", help="clip: a local CLIP text encoder directory")
+    p.add_argument("--no-cache", action="store_true", help="no approximate caching: every image runs in full")
+    p.add_argument("--cache-bytes", type=int, default=1 << 30, help="latents held in memory, bytes")
+    p.add_argument("--cache-dir", metavar="DIR", help="spill directory, and where the cache is saved on shutdown")
+    p.add_argument("--cache-dir-bytes", type=int, default=0, help="latents spilled to --cache-dir, bytes")
     p.add_argument("--heartbeat-timeout", type=float, default=10.0, help="seconds of worker silence before it is lost")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight work on SIGTERM")
     p.add_argument(
@@ -54,7 +68,23 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             time_scale=args.time_scale,
             max_batch=args.max_batch,
         ),
-        dispatch=DispatchConfig(max_queue=args.max_queue),
+        dispatch=DispatchConfig(max_queue=args.max_queue, serve_late=args.serve_late),
+        policy=PolicyConfig(
+            name=args.policy,
+            slo_s=args.slo_ms / 1000.0 if args.slo_ms else None,
+            window_s=args.window_s,
+            latency_profile=args.latency_profile,
+            quality_profile=args.quality_profile,
+            predictor=args.predictor,
+        ),
+        cache=CacheConfig(
+            enabled=not args.no_cache,
+            embedder=args.embedder,
+            embedder_path=args.embedder_path,
+            max_bytes=args.cache_bytes,
+            directory=args.cache_dir,
+            directory_bytes=args.cache_dir_bytes,
+        ),
         heartbeat_timeout_s=args.heartbeat_timeout,
         shutdown_timeout_s=args.shutdown_timeout,
         api_key=args.api_key,
@@ -146,6 +176,27 @@ def _add_train_predictor(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=train_predictor.run)
 
 
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    from controller import profile_latency, profile_quality
+
+    p = sub.add_parser("profile", help="measure a backend: latency per level and batch, or quality per level")
+    kinds = p.add_subparsers(dest="profile", required=True)
+    latency = kinds.add_parser("latency", help="seconds per batch by level K and batch size -> LatencyProfile JSON")
+    profile_latency.add_arguments(latency)
+    latency.set_defaults(func=profile_latency.run)
+    quality = kinds.add_parser("quality", help="CLIPScore quality by level K and neighbour similarity -> JSONL")
+    profile_quality.add_arguments(quality)
+    quality.set_defaults(func=profile_quality.run)
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from engine.cache import calibrate
+
+    p = sub.add_parser("calibrate", help="derive an embedder's similarity thresholds from a prompt set")
+    calibrate.add_arguments(p)
+    p.set_defaults(func=calibrate.run)
+
+
 def _add_loadgen(sub: argparse._SubParsersAction) -> None:
     from loadgen import cli as loadgen_cli
 
@@ -163,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys(sub)
     _add_train_predictor(sub)
     _add_loadgen(sub)
+    _add_calibrate(sub)
+    _add_profile(sub)
     add_bench_commands(sub)
     return parser
 

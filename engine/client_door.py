@@ -26,9 +26,7 @@ log = logging.getLogger("argus.clients")
 
 
 class ClientDoor:
-    def __init__(
-        self, engine: Engine, context: zmq.Context, listen: tuple[str, ...], curve: KeyPair | None = None
-    ):
+    def __init__(self, engine: Engine, context: zmq.Context, listen: tuple[str, ...], curve: KeyPair | None = None):
         self._engine = engine
         sock = make_socket(context, zmq.ROUTER, curve_server=curve)
         self.endpoints = bind_all(sock, listen)

@@ -42,6 +42,28 @@ class DispatchConfig:
     max_attempts: int = 3  # a job whose worker died is re-dispatched this often
     no_worker_timeout_s: float = 60.0  # a job nobody can take fails after this
     retry_after_s: int = 1
+    # a job that can no longer meet its deadline: answered deadline_exceeded at once, or served late
+    serve_late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    name: str = "argus"  # argus | clipper-ha | clipper-ht | nirvana | proteus
+    slo_s: float | None = None  # None: three exact images on the latency profile
+    window_s: float = 10.0
+    latency_profile: str | None = None  # None: the bundled one for the backend
+    quality_profile: str | None = None  # `argus profile quality` samples; None: the modelled quality
+    predictor: str | None = None  # `argus train-predictor` output; None: the similarity table
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    enabled: bool = True
+    embedder: str = "hash"  # hash | minilm | clip
+    embedder_path: str | None = None  # clip: a local CLIP text encoder directory
+    max_bytes: int = 1 << 30
+    directory: str | None = None  # spill directory and warm-restart file
+    directory_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +74,8 @@ class EngineConfig:
     worker_listen: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 10.0
     shutdown_timeout_s: float = 30.0

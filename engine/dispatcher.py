@@ -1,9 +1,17 @@
 """The dispatcher: routes jobs to workers, forms batches, and sees every job to its end.
 
-It owns every live job. Each job is in exactly one place: the pending queue (no
-worker can take it yet), a worker's queue, or a batch sent to a worker. A worker
-lost takes nothing with it: its jobs are routed again, or failed explicitly
-once they have been tried `max_attempts` times.
+It owns every live job. Each job is in exactly one place: waiting for its level
+to be chosen (admitted, not yet routed), the pending queue (no worker can take
+it yet), a worker's queue, or a batch sent to a worker. A worker lost takes
+nothing with it: its jobs are routed again, or failed explicitly once they have
+been tried `max_attempts` times.
+
+Route-and-batch: while some worker at the job's level is idle, jobs spread over
+the idle ones (batch 1, lowest latency); once all are busy, jobs go to the
+worker whose queue is longest but still short of a full batch, so batches fill.
+A batch is the largest that still meets its head's deadline; a job that cannot
+meet its deadline any more is answered `deadline_exceeded` at once (unless the
+engine is told to serve late).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
 from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
@@ -32,6 +41,7 @@ from protocols.worker_messages import (
 log = logging.getLogger("argus.dispatcher")
 
 SendToWorker = Callable[[WorkerHandle, object], bool]
+OnImage = Callable[[Job, ItemDone], None]
 
 
 class Dispatcher:
@@ -42,8 +52,12 @@ class Dispatcher:
         metrics: EngineMetrics,
         config: DispatchConfig,
         clock: Callable[[], float] = time.monotonic,
+        profile: LatencyProfile | None = None,
+        on_image: OnImage | None = None,
     ):
         self._registry = registry
+        self._profile = profile
+        self._on_image = on_image
         self._send = send
         self._metrics = metrics
         self._config = config
@@ -61,11 +75,19 @@ class Dispatcher:
 
     # -- requests ------------------------------------------------------------
     def admit(self, request: AdmittedRequest) -> None:
+        """Counts the request's images against the queue bound; they wait for `route`."""
         request.future.add_done_callback(lambda _: self._retire(request))
         for job in request.jobs:
             self._live[job.job_id] = job
-            self._route(job)
         self._metrics.queued_images.set(len(self._live))
+
+    def route(self, request: AdmittedRequest, level: int, latent: object, similarity: float | None) -> None:
+        """The request's level is chosen (and its neighbour's latent fetched): send its images on."""
+        if request.done:
+            return
+        for job in request.jobs:
+            job.level, job.latent, job.similarity = level, latent, similarity
+            self._route(job)
 
     def cancel(self, request: AdmittedRequest) -> None:
         request.finish(Cancelled(request.spec.request_id))
@@ -115,8 +137,15 @@ class Dispatcher:
         if not ready:
             return None
         # a worker serving the job's level keeps batches uniform; any worker can run any level
-        at_level = [w for w in ready if w.level == job.level] or ready
-        return min(at_level, key=lambda w: w.load)
+        candidates = [w for w in ready if w.level == job.level] or ready
+        depth = self._config.inflight_batches_per_worker
+        idle = [w for w in candidates if not w.queue and len(w.inflight) < depth]
+        if idle:
+            return min(idle, key=lambda w: w.load)
+        filling = [w for w in candidates if len(w.queue) < w.hello.max_batch]
+        if filling:
+            return max(filling, key=lambda w: len(w.queue))
+        return min(candidates, key=lambda w: w.load)
 
     def _pump(self, worker: WorkerHandle) -> None:
         while worker.ready and worker.queue and len(worker.inflight) < self._config.inflight_batches_per_worker:
@@ -126,15 +155,18 @@ class Dispatcher:
 
     def _take_batch(self, worker: WorkerHandle) -> list[Job]:
         now = self._clock()
+        # the batch starts once what the worker holds is done
+        wait = max(0.0, worker.busy_until - now)
         head = worker.queue.popleft()
-        if not self._still_wanted(head, now):
+        if not self._still_wanted(head, now, wait):
             return []
         batch = [head]
         key = head.key
+        limit = self._batch_limit(head, worker.hello.max_batch, now, wait)
         kept: deque[Job] = deque()
-        while worker.queue and len(batch) < worker.hello.max_batch:
+        while worker.queue and len(batch) < limit:
             job = worker.queue.popleft()
-            if job.key == key and self._still_wanted(job, now):
+            if job.key == key and self._still_wanted(job, now, wait):
                 batch.append(job)
             elif job.job_id in self._live:
                 kept.append(job)
@@ -142,14 +174,37 @@ class Dispatcher:
         worker.queue = kept
         return batch
 
-    def _still_wanted(self, job: Job, now: float) -> bool:
+    def _batch_limit(self, head: Job, max_batch: int, now: float, wait: float) -> int:
+        """The largest batch that still meets the head's deadline, by the latency profile."""
+        left = head.request.seconds_left(now)
+        if left is None or not self._profiled(head.level):
+            return max_batch
+        fitting = self._profile.best_batch(head.level, left - wait)
+        return max(1, min(max_batch, fitting))
+
+    def _still_wanted(self, job: Job, now: float, wait: float = 0.0) -> bool:
+        """False (and the request answered) for a job that is done for, or can no longer meet its deadline."""
         if job.request.done:
             return False
         left = job.request.seconds_left(now)
-        if left is not None and left <= 0:
+        if left is None:
+            return True
+        if left <= 0:
             job.request.fail("deadline_exceeded", "the request's deadline passed before it could be served")
             return False
+        if not self._config.serve_late and self._profiled(job.level):
+            if wait + self._profile.latency(job.level, 1) > left:
+                job.request.fail("deadline_exceeded", "the request can no longer be served within its deadline")
+                return False
         return True
+
+    def _profiled(self, level: int) -> bool:
+        return self._profile is not None and level in self._profile.latency_s
+
+    def _expect_busy(self, worker: WorkerHandle, level: int, size: int, now: float) -> None:
+        if self._profiled(level):
+            start = max(now, worker.busy_until)
+            worker.busy_until = start + self._profile.latency(level, min(size, self._profile.max_batch))
 
     def _send_batch(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         batch_id = next(self._batch_ids)
@@ -163,9 +218,10 @@ class Dispatcher:
             height=key.height,
             guidance_scale=key.guidance_scale,
             output_format=key.output_format,
-            items=[GenerateItem(job.job_id, job.prompt, job.seed, job.latent) for job in jobs],
+            items=[GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity) for job in jobs],
         )
         now = self._clock()
+        self._expect_busy(worker, key.level, len(jobs), now)
         worker.inflight[batch_id] = jobs
         for job in jobs:
             job.batch_id = batch_id
@@ -213,6 +269,8 @@ class Dispatcher:
         batch.remove(job)
         if not batch:
             del worker.inflight[message.batch_id]
+            if not worker.inflight:
+                worker.busy_until = self._clock()  # idle now, whatever the estimate said
         if job.job_id in self._live:
             self._settle(worker, job, message)
         self._pump(worker)
@@ -226,6 +284,8 @@ class Dispatcher:
         self._metrics.queued_images.set(len(self._live))
         if isinstance(message, ItemDone):
             self._metrics.images.labels(str(message.level)).inc()
+            if self._on_image is not None:
+                self._on_image(job, message)
             job.request.image_done(
                 job,
                 ImageResult(
@@ -235,6 +295,7 @@ class Dispatcher:
                     similarity=job.similarity,
                     queue_ms=(job.sent_at - job.request.admitted_at) * 1000.0,
                     run_ms=message.run_ms,
+                    steps_run=message.steps_run,
                     worker=worker.name,
                     quality=message.quality,
                 ),
@@ -253,6 +314,7 @@ class Dispatcher:
             elif now - job.request.admitted_at > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
         for worker in self._registry.ready():
+            wait = max(0.0, worker.busy_until - now)
             for job in list(worker.queue):
-                if not self._still_wanted(job, now):
+                if not self._still_wanted(job, now, wait):
                     self._discard(worker.queue, job)

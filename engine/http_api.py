@@ -42,6 +42,8 @@ _STATUS = {
     "deadline_exceeded": 504,
     "not_found": 404,
     "unauthorized": 401,
+    "no_plan": 503,
+    "internal_error": 500,
 }
 
 ENGINE_KEY = web.AppKey("engine", object)
@@ -63,6 +65,7 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/plan", plan)
     return app
 
 
@@ -175,3 +178,11 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     engine: Engine = request.app[ENGINE_KEY]
     return web.json_response(openapi_document(version("argus-serve"), api_key=bool(engine.config.api_key)))
+
+
+async def plan(request: web.Request) -> web.Response:
+    engine: Engine = request.app[ENGINE_KEY]
+    current = engine.control_loop.plan
+    if current is None:
+        return _error("no_plan", "the controller has not made a plan yet")
+    return web.json_response(current.to_json())

@@ -85,6 +85,8 @@ class AdmittedRequest:
     future: asyncio.Future[Reply]
     jobs: list[Job] = field(default_factory=list)
     results: dict[int, ImageResult] = field(default_factory=dict)
+    vector: np.ndarray | None = None  # the prompt's embedding, once the cache thread made it
+    latents_cached: bool = False
 
     def __post_init__(self) -> None:
         self.jobs = [

@@ -12,18 +12,15 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 
 from engine.config import LaunchConfig
 from engine.metrics import EngineMetrics
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.config import WorkerConfig
+from workers.main import SIM_SIMILARITY_TABLE_ENV
 
 log = logging.getLogger("argus.launcher")
-
-# a worker that ran this long before dying is restarted without backoff
-_HEALTHY_RUN_S = 60.0
 
 
 def worker_command(config: WorkerConfig) -> list[str]:
@@ -62,15 +59,18 @@ class LocalLauncher:
         metrics: EngineMetrics,
         on_exit: Callable[[str], None],
         curve: ClientKeys | None = None,
+        embedder: str = "hash",
     ):
         self._config = config
         self._connect = connect
         self._metrics = metrics
         self._on_exit = on_exit
-        self._environment = dict(os.environ)
+        # a simulated worker models quality on the similarity table of the engine's embedder
+        self._environment = {**os.environ, SIM_SIMILARITY_TABLE_ENV: embedder}
         if curve is not None:
             self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._backoff: dict[str, float] = {}  # worker id -> wait before its next restart
         self._stopping = False
         # share the cores among CPU workers instead of oversubscribing them
         self._threads = max(1, (os.cpu_count() or 1) // max(1, config.count))
@@ -103,11 +103,15 @@ class LocalLauncher:
                     process.kill()
             await asyncio.gather(*(p.wait() for p in live))
 
+    def joined(self, worker_id: str) -> None:
+        """The slot's worker said hello: it starts, so its next restart needs no backoff."""
+        if worker_id in self._backoff:
+            self._backoff[worker_id] = self._config.restart_backoff_s
+
     async def _supervise(self, slot: int) -> None:
         config = self._config.worker_config(self._connect, slot, self._threads)
-        backoff = self._config.restart_backoff_s
+        self._backoff[config.worker_id] = self._config.restart_backoff_s
         while not self._stopping:
-            started = time.monotonic()
             process = await asyncio.create_subprocess_exec(
                 *worker_command(config), stdin=asyncio.subprocess.DEVNULL, env=self._environment
             )
@@ -121,7 +125,7 @@ class LocalLauncher:
             log.warning("worker %s (pid %d) exited with %s; restarting", config.worker_id, process.pid, code)
             self._on_exit(config.worker_id)
             self._metrics.worker_restarts.inc()
-            if time.monotonic() - started > _HEALTHY_RUN_S:
-                backoff = self._config.restart_backoff_s
+            # a worker that dies before its hello (it cannot start) backs off, doubling each time
+            backoff = self._backoff[config.worker_id]
+            self._backoff[config.worker_id] = min(backoff * 2, self._config.max_restart_backoff_s)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._config.max_restart_backoff_s)

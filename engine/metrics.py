@@ -25,6 +25,22 @@ class EngineMetrics:
         self.worker_restarts = Counter("argus_worker_restarts", "Local worker processes restarted", registry=r)
         self.redispatched = Counter("argus_redispatched_images", "Images re-sent after a worker loss", registry=r)
         self.bad_messages = Counter("argus_bad_messages", "Undecodable or unexpected messages", ["link"], registry=r)
+        self.k_star = Counter("argus_predicted_level", "Requests by predicted best level K*", ["level"], registry=r)
+        self.cache_hits = Gauge("argus_cache_hits", "Latents served from the cache, by level", ["level"], registry=r)
+        self.cache_misses = Gauge("argus_cache_misses", "Requests the cache could not serve (run in full)", registry=r)
+        self.cache_bytes = Gauge("argus_cache_bytes", "Bytes of latents held, by tier", ["tier"], registry=r)
+        self.cache_prompts = Gauge("argus_cache_prompts", "Prompts in the cache index", registry=r)
+        self.cache_evictions = Gauge("argus_cache_evictions", "Latents evicted for good", registry=r)
+        self.plan_workers = Gauge(
+            "argus_plan_workers", "Workers the current plan puts at each level K", ["level"], registry=r
+        )
+        self.demand_rps = Gauge("argus_demand_rps", "Demand the current plan was made for, images/s", registry=r)
+        self.solve_ms = Histogram(
+            "argus_plan_solve_ms",
+            "Controller solve time per plan, ms",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

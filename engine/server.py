@@ -20,22 +20,28 @@ import zmq
 from aiohttp import web
 
 from engine.admission import Admission
+from engine.cache_service import Preparation, build_cache_service
 from engine.client_door import ClientDoor
 from engine.config import EngineConfig
+from engine.control_loop import ControlLoop
+from engine.control_setup import build_control
 from engine.curve_gate import CurveGate
 from engine.dispatcher import Dispatcher
 from engine.http_api import build_app
 from engine.image_files import ImageFiles
-from engine.jobs import AdmittedRequest
+from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
+from protocols.worker_messages import ItemDone
+from workers.limits import DEFAULT_LEVELS
 
 log = logging.getLogger("argus.engine")
 
 _SWEEP_INTERVAL_S = 0.1
+_STATS_INTERVAL_S = 1.0
 
 
 class EngineState(enum.Enum):
@@ -69,8 +75,26 @@ class Engine:
             config.heartbeat_timeout_s,
             server_keys,
         )
-        self.dispatcher = Dispatcher(self.registry, self.link.send, self.metrics, config.dispatch)
+        self.control = build_control(config, time.monotonic())
+        self.dispatcher = Dispatcher(
+            self.registry,
+            self.link.send,
+            self.metrics,
+            config.dispatch,
+            profile=self.control.profile,
+            on_image=self._cache_latents,
+        )
         self.link.bind_dispatcher(self.dispatcher)
+        self.control_loop = ControlLoop(
+            self.control.policy,
+            self.control.controller,
+            self.registry,
+            self.link.send,
+            self.metrics,
+            time.monotonic,
+            config.policy.window_s,
+        )
+        self.cache = build_cache_service(config.cache, DEFAULT_LEVELS, self.control_loop.choose)
         self.admission = Admission(self.registry, config.launch.backend, config.dispatch.retry_after_s)
         self.clients = ClientDoor(self, self._context, config.client_listen, server_keys)
         self.launcher = LocalLauncher(
@@ -79,8 +103,10 @@ class Engine:
             self.metrics,
             self._local_worker_exited,
             self._curve.local_worker_keys if self._curve else None,
+            config.cache.embedder,
         )
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
+        self.link.on_joined = lambda worker: self.launcher.joined(worker.hello.worker_id)
         self.http_url = ""
         self._stop_requested = asyncio.Event()
 
@@ -98,13 +124,34 @@ class Engine:
             return admitted
         admitted.future.add_done_callback(lambda future: self._count_reply(admitted, future.result()))
         self.dispatcher.admit(admitted)
+        self.cache.prepare(admitted).add_done_callback(lambda prepared: self._prepared(admitted, prepared))
         return admitted
+
+    def _prepared(self, request: AdmittedRequest, prepared: asyncio.Future[Preparation]) -> None:
+        if prepared.exception() is not None:
+            log.error("preparing request %s failed", request.spec.request_id, exc_info=prepared.exception())
+            request.fail("internal_error", "the engine failed to prepare this request")
+            return
+        preparation = prepared.result()
+        request.vector = preparation.vector
+        self.metrics.k_star.labels(str(preparation.k_star)).inc()
+        self.dispatcher.route(request, preparation.level, preparation.latent, preparation.similarity)
+
+    def _cache_latents(self, job: Job, done: ItemDone) -> None:
+        """The first image of a request brings the latents its generation passed through: cache them."""
+        request = job.request
+        if request.vector is None or request.latents_cached or done.latents is None:
+            return
+        request.latents_cached = True
+        self.cache.insert(request, request.vector, done.by_level())
 
     def readiness(self) -> dict:
         workers = self.registry.ready()
         return {
             "ready": self.state is EngineState.RUNNING and bool(workers),
             "state": self.state.value,
+            # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies
+            "exact_capacity_rps": len(workers) * self.control.profile.capacity_rps(0, self.control.slo_s),
             "workers": [
                 {
                     "name": w.name,
@@ -157,6 +204,8 @@ class Engine:
                     group.create_task(self.link.run()),
                     group.create_task(self._sweep_forever()),
                     group.create_task(self.launcher.run()),
+                    group.create_task(self.control_loop.run()),
+                    group.create_task(self._cache_stats_forever()),
                 ]
                 await self._stop_requested.wait()
                 await self._drain(runner)
@@ -184,11 +233,25 @@ class Engine:
         await runner.shutdown()
         self.link.shutdown_all()
         await self.launcher.stop(timeout_s=5.0)
+        await self.cache.close(save_to=self.config.cache.directory)
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL_S)
             self.dispatcher.sweep()
+
+    async def _cache_stats_forever(self) -> None:
+        while self.cache.enabled:
+            stats = await self.cache.stats()
+            m = self.metrics
+            for level, hits in stats.hits_by_level.items():
+                m.cache_hits.labels(str(level)).set(hits)
+            m.cache_misses.set(stats.misses)
+            m.cache_bytes.labels("memory").set(stats.bytes_in_memory)
+            m.cache_bytes.labels("disk").set(stats.bytes_on_disk)
+            m.cache_prompts.set(stats.prompts)
+            m.cache_evictions.set(stats.evictions)
+            await asyncio.sleep(_STATS_INTERVAL_S)
 
 
 def _remove_dir(path: str) -> None:

@@ -39,7 +39,7 @@ from protocols.worker_messages import (
 
 log = logging.getLogger("argus.workers")
 
-OnLost = Callable[[WorkerHandle], None]
+WorkerEvent = Callable[[WorkerHandle], None]
 
 
 class WorkerLink:
@@ -62,7 +62,8 @@ class WorkerLink:
         self._heartbeat_interval_s = heartbeat_interval_s
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self.dispatcher: Dispatcher | None = None
-        self.on_silent: OnLost = lambda handle: None  # set by the engine: kill what hangs
+        self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
+        self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
 
     def bind_dispatcher(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
@@ -108,10 +109,13 @@ class WorkerLink:
             log.error("refusing worker %r: %s", identity, reason)
             self._socket.send(identity, self._codec.encode(Refused(reason)))
             return
-        if known is not None:
+        if known is not None and not (known.inflight or known.queue):
             # a repeated hello (our Welcome crossed its retry): answer again, register once
             self.send(known, self._welcome(known.level))
             return
+        if known is not None:
+            # it lost us and dropped what it held (workers/runtime.py, _rejoin): route that again
+            self.dispatcher.worker_lost(known, "rejoined")
         for stale in self._registry.by_worker_id(hello.worker_id):
             # the same slot says hello from a new process: the old one is gone
             self.dispatcher.worker_lost(stale, "replaced")
@@ -127,6 +131,7 @@ class WorkerLink:
             hello.pid,
             " (SIMULATED)" if hello.simulated else "",
         )
+        self.on_joined(worker)
         self.dispatcher.worker_ready(worker)
 
     def _welcome(self, level: int) -> Welcome:

@@ -26,6 +26,7 @@ class WorkerHandle:
     state: WorkerState = WorkerState.READY
     queue: deque[Job] = field(default_factory=deque)  # routed here, not yet sent
     inflight: dict[int, list[Job]] = field(default_factory=dict)  # batch id -> jobs sent
+    busy_until: float = 0.0  # when the batches sent should be done, by the latency profile
 
     @property
     def name(self) -> str:

@@ -50,6 +50,7 @@ class ImageResult(msgspec.Struct, frozen=True):
     similarity: float | None  # of the cached neighbour whose latent was used
     queue_ms: float
     run_ms: float
+    steps_run: int  # denoising steps run for this image (N - level)
     worker: str
     quality: float | None = None  # modelled, set only by simulated workers
 

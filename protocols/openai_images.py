@@ -94,6 +94,7 @@ class ArgusImageInfo(msgspec.Struct, frozen=True):
     seed: int
     queue_ms: float
     run_ms: float
+    steps_run: int  # denoising steps run (N - level)
     worker: str
     quality: float | None  # modelled quality, simulated workers only
 
@@ -131,6 +132,7 @@ def image_data(result: ImageResult, b64_json: str | None = None, url: str | None
         seed=result.seed,
         queue_ms=round(result.queue_ms, 3),
         run_ms=round(result.run_ms, 3),
+        steps_run=result.steps_run,
         worker=result.worker,
         quality=result.quality,
     )

@@ -2,6 +2,7 @@
 
 import asyncio
 
+from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
 from engine.dispatcher import Dispatcher
 from engine.jobs import AdmittedRequest
@@ -22,13 +23,13 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, **config):
+    def __init__(self, profile=None, **config):
         self.clock = Clock()
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
         self.sent: list[tuple[str, object]] = []
         self.dispatcher = Dispatcher(
-            self.registry, self._send, self.metrics, DispatchConfig(**config), clock=self.clock
+            self.registry, self._send, self.metrics, DispatchConfig(**config), clock=self.clock, profile=profile
         )
 
     def _send(self, worker, message) -> bool:
@@ -54,6 +55,7 @@ class Harness:
             future=asyncio.get_running_loop().create_future(),
         )
         self.dispatcher.admit(request)
+        self.dispatcher.route(request, level=0, latent=None, similarity=None)
         return request
 
     def batches(self, worker_name=None) -> list[Batch]:
@@ -177,3 +179,36 @@ async def test_worker_cancelling_on_its_own_means_the_image_is_still_owed():
     owner = a if h.sent[0][0] == "a" else b
     h.dispatcher.outcome(owner, ItemCancelled(batch.items[0].request_id, batch.batch_id))
     assert len(h.batches()) == 2 and not request.done
+
+
+# one second for one image, a second more for each further image
+PROFILE = LatencyProfile("test", 50, {0: (1.0, 2.0, 3.0, 4.0)}, "made up for the test")
+
+
+async def test_a_job_that_cannot_meet_its_deadline_is_answered_at_once():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=2)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # runs now: the worker is busy for 1 s
+    doomed = h.request(slo_ms=1_500)  # would start after 1 s and need 1 s more
+    await settle()
+    assert doomed.future.result().code == "deadline_exceeded"
+    assert len(h.batches()) == 1
+
+
+async def test_late_jobs_are_served_when_the_engine_is_told_to():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=2, serve_late=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)
+    late = h.request(slo_ms=1_500)
+    assert len(h.batches()) == 2 and not late.done
+
+
+async def test_batches_stop_at_the_size_the_head_deadline_allows():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=4)
+    h.request()  # occupies the worker while the rest queue
+    for _ in range(4):
+        h.request(slo_ms=2_500)
+    h.finish(a, h.batches()[0])
+    # 2.5 s left: a batch of 2 (2 s) fits, a batch of 3 (3 s) does not
+    assert [len(b.items) for b in h.batches()] == [1, 2]

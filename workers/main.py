@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from workers.backend import Backend
 from workers.config import WorkerConfig
 from workers.runtime import EngineRefused, WorkerRuntime
 
+if TYPE_CHECKING:
+    from controller.similarity import SimilarityTable
+
 log = logging.getLogger("argus.worker")
 
 _PR_SET_PDEATHSIG = 1
+# names the engine's embedder, whose level table the sim backend's quality model is calibrated on
+SIM_SIMILARITY_TABLE_ENV = "ARGUS_SIM_SIMILARITY_TABLE"
 
 
 def load_backend(config: WorkerConfig) -> Backend:
@@ -21,7 +28,8 @@ def load_backend(config: WorkerConfig) -> Backend:
     if config.backend == "sim":
         from workers.sim_backend import SimBackend
 
-        return SimBackend(time_scale=config.time_scale, **_batch_override(config))
+        table = sim_similarity_table(os.environ.get(SIM_SIMILARITY_TABLE_ENV, "hash"))
+        return SimBackend(table, time_scale=config.time_scale, **_batch_override(config))
     if config.threads and config.device == "cpu":
         import torch
 
@@ -37,6 +45,17 @@ def load_backend(config: WorkerConfig) -> Backend:
             raise SystemExit("the sdxl backend needs --model DIR (a local diffusers SD-XL folder)")
         return load_sdxl(config.model, device=config.device, **_batch_override(config))
     raise SystemExit(f"unknown backend {config.backend!r} (tiny, sdxl or sim)")
+
+
+def sim_similarity_table(embedder: str) -> SimilarityTable:
+    """The similarity table of the engine's embedder, which the modelled quality is calibrated to.
+
+    A worker cannot ask which embedder its engine runs, hence the environment
+    variable (the launcher sets it); "hash" is the engine's default embedder.
+    """
+    from controller.similarity import SimilarityTable
+
+    return SimilarityTable.bundled(embedder)
 
 
 def _batch_override(config: WorkerConfig) -> dict:

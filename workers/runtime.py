@@ -52,13 +52,16 @@ class WorkerRuntime:
         worker_id: str,
         hello_retry_s: float = 1.0,
         curve: ClientKeys | None = None,
+        context: zmq.Context | None = None,
     ):
         self._backend = backend
         self._info = backend.describe()
         self._worker_id = worker_id
         # a fresh identity per process: a restarted worker is a new peer
         self.identity = f"{worker_id}/{uuid.uuid4().hex[:8]}".encode()
-        self._context = zmq.Context()
+        # several runtimes in one process (a simulated fleet) share one context
+        self._own_context = context is None
+        self._context = context or zmq.Context()
         self._socket = make_socket(
             self._context, zmq.DEALER, connect=connect, identity=self.identity, curve_client=curve
         )
@@ -101,24 +104,43 @@ class WorkerRuntime:
                 elif not self._stopping:
                     timeout_ms = max(1, int((self._next_heartbeat - time.monotonic()) * 1000))
                     self._socket.poll(timeout_ms, zmq.POLLIN)
-            # answer what was queued but never started
-            while self._pending:
-                batch = self._pending.popleft()
-                self._send_all([ItemCancelled(i.request_id, batch.batch_id) for i in batch.items])
+            self._cancel_pending()
         finally:
-            self._socket.close(linger=500)
+            self._close()
+
+    def _cancel_pending(self) -> None:
+        """Answers what was queued but never started."""
+        while self._pending:
+            batch = self._pending.popleft()
+            self._send_all([ItemCancelled(i.request_id, batch.batch_id) for i in batch.items])
+
+    def _close(self) -> None:
+        self._socket.close(linger=500)
+        if self._own_context:
             self._context.term()
 
     def _rejoin(self) -> None:
+        self._forget_engine()
+        self._handshake()
+        self._engine_lost = False
+
+    def _forget_engine(self) -> None:
         """The engine went silent: what it sent is void (it re-dispatches), so start over."""
         log.warning("engine silent for %.0f s; saying hello again", self._engine_timeout_s)
         self._pending.clear()
         self._aborted.clear()
-        self._handshake()
-        self._engine_lost = False
 
     def _handshake(self) -> None:
-        hello = Hello(
+        hello = self._hello()
+        while True:
+            self._send(hello)
+            if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
+                continue  # engine not up yet: say hello again
+            if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
+                return
+
+    def _hello(self) -> Hello:
+        return Hello(
             protocol=PROTOCOL_VERSION,
             worker_id=self._worker_id,
             backend=self._info.name,
@@ -133,20 +155,19 @@ class WorkerRuntime:
             level=self._level,
             pid=os.getpid(),
         )
-        while True:
-            self._send(hello)
-            if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
-                continue  # engine not up yet: say hello again
-            message = self._codec.decode(self._socket.recv_multipart(copy=False))
-            if isinstance(message, Refused):
-                raise EngineRefused(message.reason)
-            if isinstance(message, Welcome):
-                self._heartbeat_interval_s = message.heartbeat_interval_s
-                self._engine_timeout_s = message.engine_timeout_s
-                self._level = message.level
-                self._last_heard = time.monotonic()
-                return
-            log.warning("ignoring %s before welcome", type(message).__name__)
+
+    def _welcomed(self, message: object) -> bool:
+        """Takes the engine's answer to a hello: True once welcomed (raises EngineRefused when refused)."""
+        if isinstance(message, Refused):
+            raise EngineRefused(message.reason)
+        if isinstance(message, Welcome):
+            self._heartbeat_interval_s = message.heartbeat_interval_s
+            self._engine_timeout_s = message.engine_timeout_s
+            self._level = message.level
+            self._last_heard = time.monotonic()
+            return True
+        log.warning("ignoring %s before welcome", type(message).__name__)
+        return False
 
     def _drain(self) -> None:
         while self._socket.poll(0, zmq.POLLIN):

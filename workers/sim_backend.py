@@ -1,19 +1,22 @@
-"""`sim`: a SIMULATION of GPU time, for driving the real engine at cluster scale.
+"""`sim`: a SIMULATION of GPU time and image quality, for driving the real engine at cluster scale.
 
-No model runs. A batch sleeps for a profiled latency (per level K and batch size,
-scaled by a time factor) and answers with a flat image of the requested size and
-small placeholder latents. Everything it reports says `simulated`.
+No model runs. A batch sleeps for the latency a `LatencyProfile` gives its level K
+and batch size (times a time scale) and answers with a flat image of the
+requested size, small placeholder latents, and the quality the controller's
+`QualityModel` gives the item's level and neighbour similarity. Everything it
+reports says `simulated`. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
+from controller.profiles import LatencyProfile, QualityModel
+from controller.similarity import SimilarityTable
 from protocols.codec import Blob
 from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo, StepControl
@@ -27,36 +30,70 @@ _PLACEHOLDER_LATENT_SHAPE = (4, 2, 2)
 _SLICE_S = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class SimLatency:
-    """Latency of one batch: fixed part plus per-step part, sub-linear in batch.
+class ProfileLatency:
+    """Simulated seconds of one batch, read from a latency profile.
 
-    Defaults model SD-XL at 1024 px on one A100 (data/reference.md: about 5.1 s
-    for 50 steps at batch 1, i.e. roughly 0.09 s a step plus about 0.6 s of text
-    encoding and VAE decode; batching gains at most about 2x per image).
+    On the profile's grid (its N, a profiled level K, batch 1..max_batch) it is the
+    table's value. Off the grid:
+
+    - another N, or a level the profile lacks: each batch size's column is
+      fitted by least squares as fixed + per_step * steps_run over the profiled
+      levels (steps_run = N - K), and the fit is evaluated at the batch's own
+      N - K. Only the per-step part scales with the steps; the fixed part (text
+      encoding, VAE decode) stays. A profile with a single level has nothing to
+      fit: its one value is scaled in proportion to the steps run.
+    - a batch above max_batch: extrapolated linearly from the last two batch
+      sizes (from batch 1 and an empty batch of 0 s when only batch 1 was profiled).
+
+    For the bundled `sdxl_a100` profile, derived from such a line, the fit is exact.
     """
 
-    fixed_s: float = 0.6
-    step_s: float = 0.09
-    # each extra image in a batch costs this share of a lone image
-    batch_marginal: float = 0.5
+    def __init__(self, profile: LatencyProfile):
+        self._profile = profile
+        steps_run = np.array([profile.steps - k for k in profile.levels], dtype=np.float64)
+        self._fits: list[tuple[float, float]] = []  # (fixed_s, per_step_s) per batch size
+        for batch in range(1, profile.max_batch + 1):
+            seconds = np.array([profile.latency(k, batch) for k in profile.levels])
+            if len(seconds) > 1:
+                per_step, fixed = np.polyfit(steps_run, seconds, 1)
+            else:
+                per_step, fixed = seconds[0] / steps_run[0], 0.0
+            self._fits.append((float(fixed), float(per_step)))
 
-    def seconds(self, steps_to_run: int, batch_size: int) -> float:
-        single = self.fixed_s + self.step_s * steps_to_run
-        return single * (1.0 + self.batch_marginal * (batch_size - 1))
+    def seconds(self, level: int, steps: int, batch: int) -> float:
+        profile = self._profile
+        top = profile.max_batch
+        if batch > top:
+            last = self.seconds(level, steps, top)
+            before = self.seconds(level, steps, top - 1) if top > 1 else 0.0
+            return last + (batch - top) * (last - before)
+        if steps == profile.steps and level in profile.latency_s:
+            return profile.latency(level, batch)
+        fixed, per_step = self._fits[batch - 1]
+        # a fit of noisy measurements can cross zero far below the profiled steps; time never runs backwards
+        return max(0.0, fixed + per_step * (steps - level))
 
 
 class SimBackend(Backend):
     def __init__(
         self,
+        similarity: SimilarityTable,
+        profile: LatencyProfile | None = None,
         time_scale: float = 1.0,
-        latency: SimLatency = SimLatency(),
         levels: tuple[int, ...] = DEFAULT_LEVELS,
         default_steps: int = DEFAULT_STEPS,
         max_batch: int = 8,
     ):
+        """`similarity` is the engine's embedder's table: the quality model is calibrated on it.
+
+        `profile` defaults to the bundled `sdxl_a100` latency profile.
+        """
+        unknown = set(levels) - set(similarity.levels)
+        if unknown:
+            raise ValueError(f"levels {sorted(unknown)} are not in the similarity table {similarity.levels}")
         self._time_scale = time_scale
-        self._latency = latency
+        self._latency = ProfileLatency(profile or LatencyProfile.bundled("sdxl_a100"))
+        self._quality = QualityModel(similarity)
         sizes = BACKEND_SIZES["sim"]
         self._info = BackendInfo(
             name="sim",
@@ -75,8 +112,13 @@ class SimBackend(Backend):
 
     def run(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
         started = time.perf_counter()
+        if batch.level:
+            # as a real backend needs a neighbour's latent, the quality model needs its similarity
+            lacking = [item.request_id for item in batch.items if item.similarity is None]
+            if lacking:
+                raise ValueError(f"level {batch.level} items without a neighbour similarity: {lacking}")
         remaining_steps = batch.steps - batch.level
-        duration = self._time_scale * self._latency.seconds(remaining_steps, len(batch.items))
+        duration = self._time_scale * self._latency.seconds(batch.level, batch.steps, len(batch.items))
         deadline = started + duration
         while True:
             control.between_steps()
@@ -105,6 +147,8 @@ class SimBackend(Backend):
                     placeholders,
                     run_ms,
                     remaining_steps,
+                    # the prompt itself is the key: the model hashes it with blake2b, the same in every process
+                    quality=self._quality.quality(batch.level, item.similarity, item.prompt),
                 )
             )
         return outcomes

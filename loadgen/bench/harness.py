@@ -273,7 +273,14 @@ def _zmq_echo(args: argparse.Namespace) -> int:
                 request.request_id,
                 [
                     ImageResult(
-                        image=image, seed=12345, level=0, similarity=None, queue_ms=0.1, run_ms=0.1, worker=worker
+                        image=image,
+                        seed=12345,
+                        level=0,
+                        similarity=None,
+                        queue_ms=0.1,
+                        run_ms=0.1,
+                        steps_run=50,
+                        worker=worker,
                     )
                 ],
             )

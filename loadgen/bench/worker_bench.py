@@ -104,7 +104,7 @@ class WorkerDriver:
         return hello
 
     def receive(self, kind: type, timeout_s: float = 300.0):
-        from protocols.worker_messages import Heartbeat, ItemFailed
+        from protocols.worker_messages import Heartbeat, Hello, ItemFailed
 
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
@@ -119,6 +119,8 @@ class WorkerDriver:
             if isinstance(message, Heartbeat):
                 self.heartbeats += 1
                 continue
+            if isinstance(message, Hello):
+                continue  # a hello repeated while our welcome was on its way
             if isinstance(message, ItemFailed):
                 raise RuntimeError(f"worker failed: {message.code}: {message.message}")
             raise RuntimeError(f"unexpected {type(message).__name__} from the worker: {message}")

@@ -1,0 +1,371 @@
+"""`argus profile latency`: seconds per batch by level K and batch size, measured on a running backend.
+
+One real worker process (`argus worker --backend tiny|sdxl|sim`) is started and
+driven over a ROUTER socket the way the engine drives it (Hello -> Welcome,
+then Generate batches answered by one ItemDone per image). A K=0 run supplies
+the latents the level-K runs resume from. Every (level, batch) cell is run
+`--repeats` times, the cells in a fresh random order each round so drift in the
+machine's load falls on all of them alike, and the median is kept. The result
+is a versioned `LatencyProfile` JSON whose provenance says how it was made.
+
+Unlike the rest of controller/, this is a tool, not policy: it spawns a
+process, opens a socket and reads the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import random
+import shlex
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from controller.profiles import LatencyProfile
+
+if TYPE_CHECKING:
+    from protocols.worker_messages import Hello
+
+DEFAULT_LEVELS = (0, 5, 10, 15, 20, 25)
+# distinct prompts (cycled past eight), so a batch is what the engine sends: one image per request
+PROMPTS = (
+    "a lighthouse on a cliff at dusk, highly detailed oil painting",
+    "a red fox in a snowy forest, golden hour photograph",
+    "a futuristic city street at night, neon lights, cinematic",
+    "a bowl of ramen on a wooden table, studio lighting",
+    "a portrait of an old sailor, charcoal drawing",
+    "a castle on a mountain above the clouds, concept art",
+    "a cat sleeping on a windowsill in the rain, watercolour",
+    "a desert caravan under a starry sky, digital art",
+)
+HEARTBEAT_S = 1.0  # the engine's default
+# the driver may sit idle between batches (scoring images, say): the worker must not give up on it
+ENGINE_TIMEOUT_S = 3600.0
+BATCH_TIMEOUT_S = 900.0
+CLOCKS = ("wall", "cpu")
+
+
+# -- the worker process, shared with `argus profile quality` ---------------------------
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
+    parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) // 2),
+        help="torch threads on CPU (default: half the cores, what `argus serve` gives each of its 2 default workers)",
+    )
+    parser.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps N (default 50)")
+    parser.add_argument("--size", type=int, help="image side in pixels (default: the backend's default size)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--guidance", type=float, default=5.0)
+
+
+def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:
+    command = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "worker", "--connect", connect]
+    command += ["--backend", args.backend, "--device", args.device, "--worker-id", "profile"]
+    command += ["--threads", str(args.threads), "--time-scale", str(args.time_scale), "--max-batch", str(max_batch)]
+    if args.model:
+        command += ["--model", args.model]
+    return command
+
+
+class WorkerProcess:
+    """One `argus worker` subprocess and the ROUTER socket it connects to, as the engine has them."""
+
+    def __init__(self, args: argparse.Namespace, max_batch: int, log_dir: Path):
+        import zmq
+
+        from loadgen.bench.harness import LOOPBACK, spawn
+        from protocols.worker_messages import engine_side_codec
+
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        port = self._socket.bind_to_random_port(f"tcp://{LOOPBACK}")
+        self._codec = engine_side_codec()
+        self._identity = b""
+        self._batch_ids = iter(range(1, 1 << 30))
+        self.child = spawn(worker_command(args, f"tcp://{LOOPBACK}:{port}", max_batch), log_dir, "worker")
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
+
+    def handshake(self, timeout_s: float = 600.0) -> Hello:
+        """Waits for the worker's Hello (it loads its model first) and welcomes it; returns the Hello."""
+        from protocols.worker_messages import PROTOCOL_VERSION, Hello, Welcome
+
+        hello = self._receive(Hello, time.monotonic() + timeout_s)
+        self._send(Welcome(PROTOCOL_VERSION, HEARTBEAT_S, ENGINE_TIMEOUT_S, level=0))
+        return hello
+
+    def generate(self, level: int, steps: int, size: int, guidance: float, items: list) -> tuple[float, list]:
+        """One batch of GenerateItems: (seconds from Generate sent to its last ItemDone received, the ItemDones)."""
+        from protocols.worker_messages import Generate, ItemDone
+
+        batch_id = next(self._batch_ids)
+        started = time.perf_counter()
+        self._send(Generate(batch_id, level, steps, size, size, guidance, "png", items))
+        deadline = time.monotonic() + BATCH_TIMEOUT_S
+        done = {}
+        while len(done) < len(items):
+            message = self._receive(ItemDone, deadline)
+            done[message.request_id] = message
+        seconds = time.perf_counter() - started
+        results = [done[item.request_id] for item in items]
+        for result in results:
+            if result.level != level or result.steps_run != steps - level:
+                raise RuntimeError(f"worker ran {result.steps_run} steps at level {result.level}; asked level {level}")
+        return seconds, results
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the worker process has used so far, all its threads together."""
+        from loadgen.bench.harness import process_cpu_s
+
+        return process_cpu_s(self.child.process.pid)
+
+    def close(self) -> None:
+        from protocols.worker_messages import Shutdown
+
+        try:
+            if self._identity and self.child.alive():
+                self._send(Shutdown())
+        finally:
+            self.child.stop(timeout_s=10.0)
+            self._socket.close(linger=0)
+            self._context.term()
+
+    def _receive(self, kind: type, deadline: float):
+        from protocols.worker_messages import Heartbeat, ItemCancelled, ItemFailed
+
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._socket.poll(int(min(left, 1.0) * 1000)):
+                self.child.check_alive()
+                continue
+            identity, *frames = self._socket.recv_multipart()
+            self._identity = identity
+            message = self._codec.decode(frames)
+            if isinstance(message, kind):
+                return message
+            if isinstance(message, Heartbeat):
+                continue
+            if isinstance(message, ItemFailed):
+                raise RuntimeError(f"worker failed {message.request_id}: {message.code}: {message.message}")
+            if isinstance(message, ItemCancelled):
+                raise RuntimeError(f"worker cancelled {message.request_id}")
+            raise RuntimeError(f"unexpected {type(message).__name__} from the worker: {message}")
+        raise TimeoutError(f"no {kind.__name__} from the worker:\n{self.child.log_tail()}")
+
+    def _send(self, message: object) -> None:
+        self._socket.send_multipart([self._identity, *self._codec.encode(message)], copy=False)
+
+
+def cache_levels(text: str | None, hello: Hello, steps: int) -> list[int]:
+    """Levels K > 0 asked for (default: every one the worker returns latents for below N), checked against it."""
+    cached = [k for k in hello.levels if k < steps]
+    levels = sorted({int(k) for k in text.split(",") if k.strip()} - {0}) if text else cached
+    wrong = [k for k in levels if k not in cached]
+    if wrong:
+        raise SystemExit(f"levels {wrong}: the worker returns latents below N={steps} only at {cached}")
+    return levels
+
+
+def machine_description(hello: Hello, args: argparse.Namespace) -> str:
+    if hello.simulated:
+        backend = f"backend {hello.backend}, SIMULATED (time scale {args.time_scale}), no torch"
+    else:
+        torch = importlib.metadata.version("torch")
+        threads = f"{args.threads} torch thread{'' if args.threads == 1 else 's'}"
+        backend = f"backend {hello.backend} on {hello.device} ({threads}), torch {torch}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{backend}; host {socket.gethostname()} ({_cpu_model()}, {os.cpu_count()} cores,"
+        f" load average {load} at the start)"
+    )
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# -- the command -------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_worker_arguments(parser)
+    parser.add_argument(
+        "--levels",
+        help="levels K, comma separated; 0 is always measured (default: 0 and every level the worker caches below N,"
+        " 0,5,10,15,20,25 at N=50)",
+    )
+    parser.add_argument("--batches", default="1,2,4", help="batch sizes, comma separated, 1 among them (default 1,2,4)")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements of each (level, batch) (default 5)")
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="wall",
+        help="wall: seconds from Generate sent to the last ItemDone received (default); cpu: CPU seconds the"
+        " worker process used, for a CPU backend on a shared machine (leaves out waiting for a core)",
+    )
+    parser.add_argument("--name", help="the profile's name (default BACKEND_DEVICE, e.g. tiny_cpu, sdxl_cuda0)")
+    parser.add_argument("--out", required=True, help="where to write the latency profile (JSON)")
+
+
+def run(args: argparse.Namespace) -> int:
+    batches = sorted({int(b) for b in args.batches.split(",") if b.strip()})
+    if not batches or batches[0] != 1:
+        raise SystemExit(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:
+        with WorkerProcess(args, batches[-1], Path(tmp)) as worker:
+            hello = worker.handshake()
+            levels = [0, *cache_levels(args.levels, hello, args.steps)]
+            if args.clock == "cpu" and (hello.simulated or hello.device != "cpu"):
+                raise SystemExit("--clock cpu counts the worker's CPU time: only for a tiny or sdxl backend on cpu")
+            described = f"measured from {now_utc()} by `{shlex.join(sys.argv)}`; {machine_description(hello, args)}"
+            size = args.size or hello.default_size
+            measured = _measure(worker, args, levels, batches, size)
+    profile = _profile(args, hello, levels, batches, size, measured, described)
+    profile.save(args.out)
+    _print(profile, batches, args.clock)
+    print(f"latency profile written to {args.out}")
+    return 0
+
+
+def _measure(
+    worker: WorkerProcess, args: argparse.Namespace, levels: list[int], batches: list[int], size: int
+) -> dict[str, dict[tuple[int, int], list[float]]]:
+    """Seconds per batch by clock ("wall", "cpu") and cell (level, batch), one value a repeat."""
+    from protocols.worker_messages import GenerateItem
+
+    def items(level: int, batch: int, latents: list[dict] | None = None) -> list[GenerateItem]:
+        # only the sim backend reads the similarity (for its quality model); it changes no timing
+        return [
+            GenerateItem(
+                f"{level}-{batch}-{i}", PROMPTS[i % len(PROMPTS)], args.seed, latents[i][level] if level else None, 1.0
+            )
+            for i in range(batch)
+        ]
+
+    print(f"warming up the worker ({args.backend} on {args.device}, {size}x{size}, N={args.steps}) ...", flush=True)
+    _, full = worker.generate(0, args.steps, size, args.guidance, items(0, batches[-1]))
+    latents = [result.by_level() for result in full]
+
+    def run_cell(level: int, batch: int) -> tuple[float, float]:
+        cpu = worker.cpu_seconds()
+        wall, _ = worker.generate(level, args.steps, size, args.guidance, items(level, batch, latents))
+        return wall, worker.cpu_seconds() - cpu
+
+    # first runs of each shape and code path (text-to-image, resume) are slow: run them once unmeasured
+    for batch in batches:
+        run_cell(0, batch)
+        run_cell(levels[-1], batch)
+
+    cells = [(k, b) for k in levels for b in batches]
+    seconds: dict[str, dict[tuple[int, int], list[float]]] = {clock: {cell: [] for cell in cells} for clock in CLOCKS}
+    print(f"measuring {args.repeats} rounds of {len(cells)} batches ...", flush=True)
+    for round_number in range(args.repeats):
+        order = list(cells)
+        random.Random(round_number).shuffle(order)
+        for cell in order:
+            for clock, value in zip(CLOCKS, run_cell(*cell), strict=True):
+                seconds[clock][cell].append(value)
+    return seconds
+
+
+def _profile(
+    args: argparse.Namespace,
+    hello: Hello,
+    levels: list[int],
+    batches: list[int],
+    size: int,
+    measured: dict[str, dict[tuple[int, int], list[float]]],
+    described: str,
+) -> LatencyProfile:
+    from loadgen.bench.harness import median
+
+    medians = {clock: {cell: median(values) for cell, values in cells.items()} for clock, cells in measured.items()}
+    table: dict[int, tuple[float, ...]] = {}
+    raised = 0
+    for level in levels:
+        known = {b: medians[args.clock][(level, b)] for b in batches}
+        row: list[float] = []
+        for batch in range(1, batches[-1] + 1):
+            value = known[batch] if batch in known else _interpolate(known, batch)
+            # a median may dip below the smaller batch's on a noisy machine; a profile never falls with batch
+            if row and value < row[-1]:
+                value, raised = row[-1], raised + 1
+            row.append(round(value, 6))
+        table[level] = tuple(row)
+    filled = [b for b in range(1, batches[-1] + 1) if b not in batches]
+    notes = [
+        described,
+        f"{size}x{size}, N={args.steps}, guidance {args.guidance}, one prompt per image",
+        _CLOCK_NOTES[args.clock],
+        f"median of {args.repeats} repeats per cell, cells shuffled each round, after an unmeasured warm-up",
+    ]
+    if args.clock == "cpu":
+        ratios = [medians["wall"][cell] / medians["cpu"][cell] for cell in medians["cpu"]]
+        notes.append(
+            f"wall-clock medians of the same runs (Generate sent to last ItemDone received, under the load above)"
+            f" were {min(ratios):.2f}x to {max(ratios):.2f}x these (median {median(ratios):.2f}x)"
+        )
+    if filled:
+        notes.append(f"batch sizes {filled} not measured: interpolated linearly between their measured neighbours")
+    if raised:
+        notes.append(f"{raised} cells raised to the smaller batch's value so latency does not fall with batch size")
+    # tiny_cpu, sdxl_cuda0; a sim worker's device is "sim": plain "sim"
+    name = args.name or "_".join(dict.fromkeys([hello.backend, hello.device.replace(":", "")]))
+    return LatencyProfile(name, args.steps, table, "; ".join(notes) + ".")
+
+
+_CLOCK_NOTES = {
+    "wall": "seconds per batch from Generate sent to its last ItemDone received (denoising, VAE decode, PNG encoding"
+    " and the ZeroMQ round trip) through a real worker process",
+    "cpu": "CPU seconds the worker process used per batch (all its threads: denoising, VAE decode, PNG encoding,"
+    " messaging) through a real worker process: unlike the wall clock they leave out the time spent waiting for a"
+    " core, though other load still slows the core itself (a busy sibling hyperthread, shared caches)",
+}
+
+
+def _interpolate(known: dict[int, float], batch: int) -> float:
+    below = max(b for b in known if b < batch)
+    above = min(b for b in known if b > batch)
+    share = (batch - below) / (above - below)
+    return known[below] + share * (known[above] - known[below])
+
+
+def _print(profile: LatencyProfile, batches: list[int], clock: str) -> None:
+    from loadgen.bench.harness import table
+
+    headers = ["K", *(f"b={b}{'' if b in batches else ' (interp.)'}" for b in range(1, profile.max_batch + 1))]
+    print(f"\n{profile.name}: {clock} seconds per batch (median), N={profile.steps}")
+    print(table(headers, [[k, *profile.latency_s[k]] for k in profile.levels]))
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="python -m controller.profile_latency", description=__doc__)
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

@@ -1,0 +1,260 @@
+"""`argus profile quality`: measured image quality by level K and neighbour similarity, on a real backend.
+
+For a prompt set, every prompt is generated exactly (K=0) by one real worker
+process (the same driver as `argus profile latency`). Each prompt's nearest
+other prompts in the set, by the engine's embedder, are its neighbours: the
+prompt is generated again at every level K, resumed from each neighbour's
+latent after K steps. Every image is scored with CLIPScore against its own
+prompt,
+
+    CLIPScore = 100 * max(cos(image embedding, text embedding), 0)
+
+(Hessel et al. 2021, scaled to 100 as torchmetrics does), from a CLIP model in a
+local directory, and its quality is relative to the same prompt's exact image:
+
+    quality = 100 * CLIPScore(level K image) / CLIPScore(K=0 image)
+
+A prompt whose exact image scores 0 has no relative quality; it is left out and
+counted. The output is JSONL, one image a line, {"similarity", "level",
+"quality", "prompt", "neighbour_prompt"} (level-0 lines have similarity null and
+quality 100), as `read_quality_samples` reads it: input to `argus
+train-predictor` and `DegradationMatrix.load_profiled`. Quality is not clipped:
+a resumed image may score above the exact one. Beside the samples, a file of
+the same name with the extension .provenance.json says how they were made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from controller.profile_latency import WorkerProcess, add_worker_arguments, cache_levels, machine_description, now_utc
+from controller.versioned import write_versioned
+
+# the file beside the samples that says how they were made (JSONL has no room for it)
+SAMPLES_KIND = "quality_samples_provenance"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompts", help="prompt set: .txt (one a line), .json (a list) or .tsv (a Prompt column)")
+    add_worker_arguments(parser)
+    parser.add_argument(
+        "--clip", required=True, metavar="DIR", help="local CLIP model directory (CLIPModel + processor)"
+    )
+    parser.add_argument(
+        "--levels", help="levels K > 0, comma separated (default: every level the worker caches below N)"
+    )
+    parser.add_argument("--embedder", default="hash", help="the engine's embedder: hash, minilm or clip (default hash)")
+    parser.add_argument("--embedder-model", metavar="DIR", help="minilm or clip embedder weights (clip: --clip)")
+    parser.add_argument("--neighbours", type=int, default=2, help="nearest other prompts per prompt (default 2)")
+    parser.add_argument("--limit", type=int, help="profile only the first N prompts of the set")
+    parser.add_argument("--batch", type=int, default=4, help="images per batch sent to the worker (default 4)")
+    parser.add_argument("--out", required=True, help="where to write the samples (JSONL)")
+
+
+@dataclass(frozen=True)
+class Resume:
+    """One image to make: `target` resumed at `level` from `neighbour`'s latent."""
+
+    target: int
+    neighbour: int
+    level: int
+    similarity: float
+
+
+def run(args: argparse.Namespace) -> int:
+    from loadgen.prompts import load_prompts
+
+    if args.backend == "sim":
+        raise SystemExit("the sim backend's quality is modelled (QualityModel), not measured: use tiny or sdxl")
+    prompts = load_prompts(args.prompts)[: args.limit]
+    if len(prompts) < 2:
+        raise SystemExit("need at least 2 prompts: each one's neighbours are the others")
+    if not 1 <= args.neighbours < len(prompts):
+        raise SystemExit(f"--neighbours must lie in 1..{len(prompts) - 1}")
+    similarity = _similarities(args, prompts)
+    scorer = ClipScorer(args.clip, args.device)
+    with tempfile.TemporaryDirectory(prefix="argus-profile-quality-") as tmp:
+        with WorkerProcess(args, args.batch, Path(tmp)) as worker:
+            hello = worker.handshake()
+            levels = cache_levels(args.levels, hello, args.steps)
+            size = args.size or hello.default_size
+            described = f"measured from {now_utc()} by `{shlex.join(sys.argv)}`; {machine_description(hello, args)}"
+            generate = _Generator(worker, scorer, args, size)
+            print(f"{len(prompts)} prompts at K=0 ({hello.backend}, {size}x{size}, N={args.steps}) ...", flush=True)
+            exact, latents = generate.exact(prompts)
+            resumes = [
+                Resume(i, int(j), level, float(similarity[i, j]))
+                for i in range(len(prompts))
+                for j in np.argsort(-similarity[i], kind="stable")[: args.neighbours]
+                for level in levels
+            ]
+            print(f"{len(resumes)} resumed images at levels {levels} ...", flush=True)
+            resumed = generate.resumed(prompts, resumes, latents)
+    rows, unscored = _rows(prompts, exact, resumes, resumed)
+    _write(args, rows, levels, [described, *_method(args, len(prompts), size, levels, unscored)])
+    _print_summary(rows, levels, unscored)
+    return 0
+
+
+def _method(args: argparse.Namespace, prompts: int, size: int, levels: list[int], unscored: int) -> list[str]:
+    notes = [
+        f"{size}x{size}, N={args.steps}, guidance {args.guidance}, seed {args.seed} for every image",
+        f"{prompts} prompts of {Path(args.prompts).name}, each resumed from its {args.neighbours} nearest others"
+        f" by the {args.embedder} embedder at levels {levels}",
+        f"quality = 100 * CLIPScore(level K image) / CLIPScore(K=0 image of the same prompt), CLIP from {args.clip}",
+    ]
+    if unscored:
+        notes.append(f"{unscored} prompts left out: their exact image scored 0")
+    return notes
+
+
+def _write(args: argparse.Namespace, rows: list[dict], levels: list[int], notes: list[str]) -> None:
+    with open(args.out, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    provenance_path = Path(args.out).with_suffix(".provenance.json")
+    payload = {"samples": Path(args.out).name, "images": len(rows), "levels": levels, "embedder": args.embedder}
+    write_versioned(provenance_path, SAMPLES_KIND, "; ".join(notes) + ".", payload)
+    print(f"{len(rows)} samples written to {args.out}, how they were made to {provenance_path}")
+
+
+class _Generator:
+    """Sends batches to the worker and scores what comes back, keeping only scores (and the K=0 latents)."""
+
+    def __init__(self, worker: WorkerProcess, scorer: ClipScorer, args: argparse.Namespace, size: int):
+        self._worker, self._scorer, self._args, self._size = worker, scorer, args, size
+
+    def exact(self, prompts: Sequence[str]) -> tuple[list[float], list[dict[int, np.ndarray]]]:
+        from protocols.worker_messages import GenerateItem
+
+        scores: list[float] = []
+        latents: list[dict[int, np.ndarray]] = []
+        for start in range(0, len(prompts), self._args.batch):
+            chunk = range(start, min(start + self._args.batch, len(prompts)))
+            items = [GenerateItem(f"exact-{i}", prompts[i], self._args.seed) for i in chunk]
+            done = self._run(0, items)
+            scores += self._scorer.score([bytes(d.image) for d in done], [prompts[i] for i in chunk])
+            latents += [{k: np.array(v) for k, v in d.by_level().items()} for d in done]
+        return scores, latents
+
+    def resumed(
+        self, prompts: Sequence[str], resumes: Sequence[Resume], latents: Sequence[dict[int, np.ndarray]]
+    ) -> list[float]:
+        from protocols.worker_messages import GenerateItem
+
+        scores: dict[int, float] = {}
+        for level in sorted({r.level for r in resumes}):
+            # a batch shares its level: group by it, keeping each image's place in `resumes`
+            at_level = [n for n, r in enumerate(resumes) if r.level == level]
+            for start in range(0, len(at_level), self._args.batch):
+                chunk = at_level[start : start + self._args.batch]
+                items = [
+                    GenerateItem(
+                        f"resume-{n}",
+                        prompts[resumes[n].target],
+                        self._args.seed,
+                        latents[resumes[n].neighbour][level],
+                        resumes[n].similarity,
+                    )
+                    for n in chunk
+                ]
+                done = self._run(level, items)
+                texts = [prompts[resumes[n].target] for n in chunk]
+                scores.update(zip(chunk, self._scorer.score([bytes(d.image) for d in done], texts), strict=True))
+        return [scores[n] for n in range(len(resumes))]
+
+    def _run(self, level: int, items: list) -> list:
+        args = self._args
+        return self._worker.generate(level, args.steps, self._size, args.guidance, items)[1]
+
+
+class ClipScorer:
+    """CLIPScore of images against their prompts with a local CLIP model (transformers CLIPModel + CLIPProcessor)."""
+
+    def __init__(self, model_dir: str, device: str):
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        self._torch = torch
+        self._device = device
+        self._processor = CLIPProcessor.from_pretrained(model_dir, local_files_only=True)
+        self._model = CLIPModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+
+    def score(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[float]:
+        from PIL import Image
+
+        pictures = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+        inputs = self._processor(
+            text=list(prompts), images=pictures, return_tensors="pt", padding=True, truncation=True
+        ).to(self._device)
+        with self._torch.inference_mode():
+            out = self._model(**inputs)
+        # CLIPModel returns both embeddings of unit length: the row-wise dot product is the cosine
+        cosine = (out.image_embeds * out.text_embeds).sum(dim=-1)
+        return [100.0 * max(float(c), 0.0) for c in cosine]
+
+
+def _similarities(args: argparse.Namespace, prompts: list[str]) -> np.ndarray:
+    """Cosine similarity of every pair by the engine's embedder; a prompt is never its own neighbour."""
+    from engine.cache.embedders import make_embedder
+
+    model = args.embedder_model or (args.clip if args.embedder == "clip" else None)
+    vectors = make_embedder(args.embedder, model).embed(prompts)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity
+
+
+def _rows(
+    prompts: list[str], exact: list[float], resumes: list[Resume], resumed: list[float]
+) -> tuple[list[dict], int]:
+    rows = [
+        {"similarity": None, "level": 0, "quality": 100.0, "prompt": prompts[i]}
+        for i, score in enumerate(exact)
+        if score > 0
+    ]
+    for resume, score in zip(resumes, resumed, strict=True):
+        if exact[resume.target] > 0:
+            rows.append(
+                {
+                    "similarity": round(resume.similarity, 6),
+                    "level": resume.level,
+                    "quality": round(100.0 * score / exact[resume.target], 4),
+                    "prompt": prompts[resume.target],
+                    "neighbour_prompt": prompts[resume.neighbour],
+                }
+            )
+    return rows, sum(score <= 0 for score in exact)
+
+
+def _print_summary(rows: list[dict], levels: list[int], unscored: int) -> None:
+    from loadgen.bench.harness import table
+
+    lines = []
+    for level in levels:
+        at = [r for r in rows if r["level"] == level]
+        if at:
+            quality = [r["quality"] for r in at]
+            share = sum(q >= 95.0 for q in quality) / len(quality)
+            lines.append(
+                [level, len(at), float(np.mean([r["similarity"] for r in at])), float(np.mean(quality)), share]
+            )
+    print(table(["K", "images", "mean similarity", "mean quality %", "share >= 95"], lines))
+    if unscored:
+        print(f"{unscored} prompts left out: their exact image scored 0 (CLIP cosine <= 0), no relative quality")
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="python -m controller.profile_quality", description=__doc__)
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

@@ -1,0 +1,189 @@
+"""`argus calibrate`: derives an embedder's similarity -> level table from a prompt set.
+
+The prompts are replayed in order, as a serving cache sees them: each prompt is
+compared with its most similar EARLIER prompt (exact search, unbounded cache;
+the first prompt has none and is a miss). A prompt "reaches" level K when that
+similarity exceeds the table's threshold for K.
+
+Method (see docs/cache.md): quantile matching. Thresholds for embedder E are
+chosen so that, on this prompt set, the fraction of prompts reaching each level
+equals the fraction the reference embedder R reaches under its own table. It
+assumes E and R order prompt pairs alike; the report's `agreement` (how often E
+and R pick the same level for a prompt) shows how far that holds. With
+`--reference nirvana` no matching is done: NIRVANA's CLIP table is applied to E's
+own similarities as they are, the assumption the shipped minilm table rests on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from engine.cache.embedders import EMBEDDERS, make_embedder
+from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
+
+NIRVANA = "nirvana"
+# candidate thresholds: 0.001 apart, like the precision tables are published with;
+# a coarse grid also keeps float noise around similarity 1.0 (exact repeats) harmless
+_GRID = np.round(np.arange(0, 1000) / 1000.0, 3)
+_BLOCK = 1024  # rows of the similarity matrix computed at once
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embedder", required=True, choices=EMBEDDERS, help="the embedder to calibrate")
+    parser.add_argument(
+        "--prompts",
+        required=True,
+        metavar="FILE",
+        help="prompts in serving order: .txt (one a line), .tsv (a Prompt column) or .json (a list)",
+    )
+    parser.add_argument(
+        "--reference",
+        choices=(*EMBEDDERS, NIRVANA),
+        help="match the per-level hit fractions of this embedder under its shipped table (default minilm;"
+        " for --embedder minilm, nirvana: NIRVANA's CLIP table applied unchanged)",
+    )
+    parser.add_argument("--model-path", help="local CLIP directory when --embedder is clip")
+    parser.add_argument("--reference-model-path", help="local CLIP directory when --reference is clip")
+    parser.add_argument("--limit", type=int, help="use only the first N prompts")
+    parser.add_argument("--json", metavar="OUT", help="write the table and the hit fractions here")
+
+
+def run(args: argparse.Namespace) -> int:
+    reference = args.reference or (NIRVANA if args.embedder == "minilm" else "minilm")
+    if reference == args.embedder:
+        raise SystemExit(f"--reference must differ from --embedder ({reference}); try --reference {NIRVANA}")
+    prompts = load_prompts(args.prompts)[: args.limit]
+    if len(prompts) < 2:
+        raise SystemExit(f"{args.prompts}: need at least 2 prompts, got {len(prompts)}")
+    similarities = replay_similarities(make_embedder(args.embedder, args.model_path).embed(prompts))
+    if reference == NIRVANA:
+        reference_table, reference_similarities = NIRVANA_CLIP, similarities
+        table = dict(NIRVANA_CLIP)
+    else:
+        reference_table = table_for(reference)
+        reference_vectors = make_embedder(reference, args.reference_model_path).embed(prompts)
+        reference_similarities = replay_similarities(reference_vectors)
+        table = match_quantiles(similarities, reaching(reference_similarities, reference_table))
+    report = {
+        "embedder": args.embedder,
+        "reference": reference,
+        "method": "nirvana-table-unchanged" if reference == NIRVANA else "quantile-match",
+        "prompts": str(args.prompts),
+        "count": len(prompts),
+        "thresholds": _by_level(table),
+        "reference_thresholds": _by_level(reference_table),
+        "reaching": _by_level(reaching(similarities, table)),
+        "reference_reaching": _by_level(reaching(reference_similarities, reference_table)),
+        "served": _by_level(served(similarities, table)),
+        "mean_level": mean_level(similarities, table),
+        "agreement": agreement(similarities, table, reference_similarities, reference_table),
+    }
+    _print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+# -- prompt files ----------------------------------------------------------------
+def load_prompts(path: str | Path) -> list[str]:
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        prompts = json.loads(text)
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"{path}: expected a JSON list of strings")
+        return prompts
+    if path.suffix == ".tsv":
+        # PartiPrompts quotes nothing, and a prompt may begin with a quotation mark
+        rows = csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+        if "Prompt" not in (rows.fieldnames or ()):
+            raise ValueError(f"{path}: no Prompt column")
+        return [row["Prompt"] for row in rows]
+    # one prompt a line; an empty line is an empty prompt, as real users send them
+    return text.splitlines()
+
+
+# -- replay and tables ---------------------------------------------------------------
+def replay_similarities(vectors: np.ndarray) -> np.ndarray:
+    """For each row, the cosine similarity to its most similar earlier row (-inf for the first)."""
+    n = len(vectors)
+    best = np.full(n, -np.inf)
+    for start in range(0, n, _BLOCK):
+        stop = min(n, start + _BLOCK)
+        block = vectors[start:stop] @ vectors[:stop].T
+        earlier = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
+        best[start:stop] = np.where(earlier, block, -np.inf).max(axis=1)
+    # rounding error of unit vectors must not lift an exact repeat past 1
+    return np.minimum(best, 1.0)
+
+
+def reaching(similarities: np.ndarray, table: LevelTable) -> dict[int, float]:
+    """Per level, the fraction of prompts whose similarity exceeds that level's threshold."""
+    return {level: float(np.mean(similarities > threshold)) for level, threshold in table.items()}
+
+
+def match_quantiles(similarities: np.ndarray, targets: Mapping[int, float]) -> dict[int, float]:
+    """Per level, the grid threshold whose reaching fraction is nearest the target.
+
+    Every threshold in a run of equally good ones reaches the same prompts; the
+    middle of the run leaves the widest margin to the similarities either side.
+    """
+    ordered = np.sort(similarities)
+    fractions = 1.0 - np.searchsorted(ordered, _GRID, side="right") / len(ordered)
+    table = {}
+    for level, target in targets.items():
+        error = np.abs(fractions - target)
+        best = np.flatnonzero(error == error.min())
+        table[level] = float(_GRID[best[len(best) // 2]])
+    return table
+
+
+def served(similarities: np.ndarray, table: LevelTable) -> dict[int, float]:
+    """The fraction of prompts served at each level (0: a miss), with every level stored."""
+    levels = [allowed_level(s, table) for s in similarities]
+    return {level: levels.count(level) / len(levels) for level in (0, *sorted(table))}
+
+
+def mean_level(similarities: np.ndarray, table: LevelTable) -> float:
+    return float(np.mean([allowed_level(s, table) for s in similarities]))
+
+
+def agreement(similarities: np.ndarray, table: LevelTable, other: np.ndarray, other_table: LevelTable) -> float:
+    """The fraction of prompts that both embedders serve at the same level."""
+    same = [allowed_level(a, table) == allowed_level(b, other_table) for a, b in zip(similarities, other, strict=True)]
+    return float(np.mean(same))
+
+
+def _by_level(values: Mapping[int, float]) -> dict[str, float]:
+    return {str(level): round(value, 4) for level, value in sorted(values.items())}
+
+
+def _print_report(report: dict) -> None:
+    print(
+        f"{report['embedder']} calibrated against {report['reference']} ({report['method']}) "
+        f"on {report['count']} prompts of {report['prompts']}"
+    )
+    header = ("level", "threshold", "reaching", "ref. threshold", "ref. reaching", "served")
+    print("  ".join(f"{h:>{w}}" for h, w in zip(header, (5, 9, 8, 14, 13, 6), strict=True)))
+    print(f"{0:>5}  {'':>9}  {'':>8}  {'':>14}  {'':>13}  {report['served']['0']:>6.3f}")
+    for level in report["thresholds"]:
+        print(
+            f"{level:>5}  {report['thresholds'][level]:>9.3f}  {report['reaching'][level]:>8.3f}  "
+            f"{report['reference_thresholds'][level]:>14.3f}  {report['reference_reaching'][level]:>13.3f}  "
+            f"{report['served'][level]:>6.3f}"
+        )
+    print(
+        f"mean level {report['mean_level']:.2f}; same level as the reference for {report['agreement']:.1%} of prompts"
+    )
+
+
+if __name__ == "__main__":  # the same as `argus calibrate ...`
+    _parser = argparse.ArgumentParser(prog="python -m engine.cache.calibrate", description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    raise SystemExit(run(_parser.parse_args()))

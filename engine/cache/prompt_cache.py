@@ -1,0 +1,261 @@
+"""The shared approximate prompt cache: which earlier prompt is nearest, and its latents by level K.
+
+One cache for the whole engine (docs/cache.md). A prompt generated in full
+leaves its intermediate latents at the cache levels; a later, similar prompt in
+the same shape (steps, width, height) starts from the neighbour's latent at
+level K and runs only the remaining steps. Latents are evicted one (prompt,
+level) entry at a time by LCBFU; a prompt leaves the index when its last
+latent goes, so every level a lookup reports can be taken.
+
+Thread-confined: the engine calls one cache from one dedicated thread only.
+Nothing here locks; lookup and take_latent agree because nothing can run between
+them. Arrays returned by take_latent are read-only and shared with the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.cache import persistence
+from engine.cache.index import VectorIndex
+from engine.cache.latent_store import Key, LatentStore, check_dtype
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeKey:
+    """Latents are only reusable within one shape."""
+
+    steps: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    prompt_id: int
+    prompt: str
+    similarity: float
+    levels: tuple[int, ...]  # the levels whose latents are stored, ascending
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    entries: int  # stored (prompt, level) latents
+    prompts: int
+    bytes_in_memory: int
+    bytes_on_disk: int
+    max_bytes: int
+    spill_bytes: int
+    spills: int  # latents moved from memory to the spill directory
+    evictions: int  # latents dropped for good
+    hits_by_level: dict[int, int]
+    misses: int
+
+
+@dataclass(slots=True)
+class _Prompt:
+    text: str
+    shape: ShapeKey
+    levels: set[int]
+
+
+class PromptCache:
+    def __init__(
+        self,
+        embedder_name: str,
+        dim: int,
+        levels: Iterable[int],
+        max_bytes: int,
+        spill_dir: str | None = None,
+        spill_bytes: int = 0,
+    ):
+        self.embedder_name = embedder_name
+        self.dim = dim
+        self.levels = tuple(sorted(set(levels)))
+        if not self.levels or self.levels[0] <= 0:
+            raise ValueError(f"levels must be positive step counts, got {self.levels}")
+        self._store = LatentStore(max_bytes, spill_dir, spill_bytes, on_evict=self._forget)
+        self._indexes: dict[ShapeKey, VectorIndex] = {}
+        self._prompts: dict[int, _Prompt] = {}
+        self._ids_by_text: dict[tuple[ShapeKey, str], int] = {}
+        self._next_id = 1
+        self._hits = dict.fromkeys(self.levels, 0)
+        self._misses = 0
+
+    # -- serving ---------------------------------------------------------------------
+    def lookup(self, vector: np.ndarray, shape: ShapeKey) -> Neighbour | None:
+        """The most similar cached prompt in this shape, with the levels it still has; None if none."""
+        index = self._indexes.get(shape)
+        found = index.nearest(self._checked(vector)) if index is not None else None
+        if found is None:
+            return None
+        prompt_id, similarity = found
+        prompt = self._prompts[prompt_id]
+        return Neighbour(prompt_id, prompt.text, similarity, tuple(sorted(prompt.levels)))
+
+    def take_latent(self, prompt_id: int, level: int) -> np.ndarray | None:
+        """The latent after `level` steps, counted as a hit; None if it is no longer stored."""
+        latent = self._store.take((prompt_id, level))
+        if latent is not None:
+            self._hits[level] += 1
+        return latent
+
+    def record_miss(self) -> None:
+        self._misses += 1
+
+    def insert(self, prompt: str, vector: np.ndarray, shape: ShapeKey, latents: Mapping[int, np.ndarray]) -> int:
+        """Stores a generation's latents by level; returns the prompt's id.
+
+        The same prompt text in the same shape is one entry: new levels join it,
+        levels it already has are kept as they are (with their hits). Storing may
+        evict other entries, or, when these rank lowest, some of these latents.
+        """
+        vector = self._checked(vector)
+        if not latents:
+            raise ValueError("no latents to insert")
+        unknown = set(latents) - set(self.levels)
+        if unknown:
+            raise ValueError(f"levels {sorted(unknown)} are not cache levels {self.levels}")
+        for latent in latents.values():
+            check_dtype(latent)
+        prompt_id = self._ids_by_text.get((shape, prompt))
+        if prompt_id is None:
+            prompt_id = self._next_id
+            self._next_id += 1
+            self._index(shape).add(prompt_id, vector)  # first: it refuses a bad vector
+            self._register(prompt_id, prompt, shape, set())
+        entry = self._prompts[prompt_id]
+        new_levels = sorted(set(latents) - entry.levels)
+        # every new level is registered before any is stored: storing one may evict
+        # another, and the prompt must not leave the index while some are still to come
+        entry.levels.update(new_levels)
+        # lowest level first: among a prompt's fresh latents it is the oldest, so the first evicted
+        for level in new_levels:
+            self._store.put((prompt_id, level), latents[level])
+        return prompt_id
+
+    def stats(self) -> CacheStats:
+        store = self._store
+        return CacheStats(
+            entries=len(store),
+            prompts=len(self._prompts),
+            bytes_in_memory=store.bytes_in_memory,
+            bytes_on_disk=store.bytes_on_disk,
+            max_bytes=store.max_bytes,
+            spill_bytes=store.spill_bytes,
+            spills=store.spills,
+            evictions=store.evictions,
+            hits_by_level=dict(self._hits),
+            misses=self._misses,
+        )
+
+    def close(self) -> None:
+        """Deletes the spill folder. Call save() first to keep the contents."""
+        self._store.close()
+
+    # -- warm restart ------------------------------------------------------------------
+    def save(self, directory: str) -> None:
+        """Writes everything to `directory`/prompt_cache.argus, atomically replacing an older save."""
+        prompt_ids = sorted(self._prompts)
+        prompts = [self._saved_prompt(prompt_id) for prompt_id in prompt_ids]
+        latents = [
+            persistence.SavedLatent(key[0], key[1], record.uses, entry.dtype.name, list(entry.shape), 0, entry.nbytes)
+            for key, record, entry in self._store.stored()
+        ]
+        persistence.write_cache_file(
+            Path(directory) / persistence.FILE_NAME,
+            self.embedder_name,
+            self.dim,
+            self.levels,
+            self._next_id,
+            prompts,
+            self._vectors(prompt_ids),
+            latents,
+            self._store.read,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        directory: str,
+        embedder_name: str,
+        dim: int,
+        levels: Iterable[int],
+        max_bytes: int,
+        spill_dir: str | None = None,
+        spill_bytes: int = 0,
+    ) -> PromptCache:
+        """A cache holding what save() wrote; raises CacheFileError, having built nothing, if the file is unusable.
+
+        Hit and miss counters start at zero. If the budgets are smaller than the
+        saved contents, LCBFU keeps the best-ranked latents and evicts the rest.
+        """
+        path = Path(directory) / persistence.FILE_NAME
+        saved = persistence.read_cache_file(path, embedder_name, dim, tuple(sorted(set(levels))))
+        cache = cls(embedder_name, dim, levels, max_bytes, spill_dir, spill_bytes)
+        try:
+            cache._restore(saved)
+        except BaseException:
+            cache.close()
+            raise
+        return cache
+
+    def _restore(self, saved: persistence.CacheFile) -> None:
+        levels_by_id: dict[int, set[int]] = {}
+        for latent in saved.latents:
+            levels_by_id.setdefault(latent.prompt_id, set()).add(latent.level)
+        rows_by_shape: dict[ShapeKey, list[int]] = {}
+        for row, p in enumerate(saved.prompts):
+            shape = ShapeKey(p.steps, p.width, p.height)
+            self._register(p.prompt_id, p.text, shape, levels_by_id[p.prompt_id])
+            rows_by_shape.setdefault(shape, []).append(row)
+        for shape, rows in rows_by_shape.items():
+            self._index(shape).add_many([saved.prompts[row].prompt_id for row in rows], saved.vectors[rows])
+        self._next_id = saved.next_prompt_id
+        # oldest first, so the restored entries keep their relative age for LCBFU's tie-break
+        for latent in saved.latents:
+            self._store.put((latent.prompt_id, latent.level), saved.read_latent(latent), uses=latent.uses)
+
+    # -- internals ---------------------------------------------------------------------
+    def _register(self, prompt_id: int, text: str, shape: ShapeKey, levels: set[int]) -> None:
+        self._prompts[prompt_id] = _Prompt(text, shape, levels)
+        self._ids_by_text[(shape, text)] = prompt_id
+
+    def _index(self, shape: ShapeKey) -> VectorIndex:
+        index = self._indexes.get(shape)
+        if index is None:
+            index = self._indexes[shape] = VectorIndex(self.dim)
+        return index
+
+    def _forget(self, key: Key) -> None:
+        """The store dropped a latent for good: the prompt leaves the index with its last one."""
+        prompt_id, level = key
+        prompt = self._prompts[prompt_id]
+        prompt.levels.discard(level)
+        if not prompt.levels:
+            del self._prompts[prompt_id]
+            del self._ids_by_text[(prompt.shape, prompt.text)]
+            self._indexes[prompt.shape].remove(prompt_id)
+
+    def _saved_prompt(self, prompt_id: int) -> persistence.SavedPrompt:
+        p = self._prompts[prompt_id]
+        return persistence.SavedPrompt(prompt_id, p.text, p.shape.steps, p.shape.width, p.shape.height)
+
+    def _vectors(self, prompt_ids: list[int]) -> np.ndarray:
+        vectors = np.zeros((len(prompt_ids), self.dim), dtype=np.float32)
+        rows_by_shape: dict[ShapeKey, list[int]] = {}
+        for row, prompt_id in enumerate(prompt_ids):
+            rows_by_shape.setdefault(self._prompts[prompt_id].shape, []).append(row)
+        for shape, rows in rows_by_shape.items():
+            vectors[rows] = self._indexes[shape].vectors([prompt_ids[row] for row in rows])
+        return vectors
+
+    def _checked(self, vector: np.ndarray) -> np.ndarray:
+        vector = np.asarray(vector, dtype=np.float32)
+        if vector.shape != (self.dim,):
+            raise ValueError(f"expected a vector of shape ({self.dim},), got {vector.shape}")
+        return vector

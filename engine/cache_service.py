@@ -1,0 +1,161 @@
+"""The request path's off-loop half: embed, look up, choose the level, fetch the latent; and cache inserts.
+
+Everything that touches the prompt cache or the embedder runs on ONE dedicated
+thread, so the cache needs no locks and the event loop never waits on a
+lookup. Requests that arrive while the thread is busy are embedded together in
+the next call, so a burst costs one numpy pass rather than one per prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.predictor import Lookup
+from engine.cache.embedders import Embedder, make_embedder
+from engine.cache.persistence import FILE_NAME, CacheFileError
+from engine.cache.prompt_cache import CacheStats, PromptCache, ShapeKey
+from engine.config import CacheConfig
+from engine.jobs import AdmittedRequest
+
+log = logging.getLogger("argus.cache")
+
+# (lookup, images) -> (K*, K'): the controller's choice, safe to call from the cache thread
+Choose = Callable[[Lookup, int, random.Random], tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Preparation:
+    k_star: int
+    level: int  # K' the request is served at
+    latent: np.ndarray | None  # the neighbour's latent after `level` steps (None at 0)
+    similarity: float | None
+    vector: np.ndarray | None  # the prompt's embedding, kept to cache what its generation brings back
+
+
+class CacheService:
+    def __init__(self, cache: PromptCache | None, embedder: Embedder | None, choose: Choose, seed: int = 0):
+        self._cache = cache
+        self._embedder = embedder
+        self._choose = choose
+        self._rng = random.Random(seed)  # used on the cache thread only
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache")
+        self._waiting: list[tuple[AdmittedRequest, asyncio.Future[Preparation]]] = []
+        self._busy = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._cache is not None
+
+    def prepare(self, request: AdmittedRequest) -> asyncio.Future[Preparation]:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, future))
+        if not self._busy:
+            self._start_batch()
+        return future
+
+    def insert(self, request: AdmittedRequest, vector: np.ndarray, latents: dict[int, np.ndarray]) -> None:
+        """Caches what a generation passed through (fire and forget, in order with lookups)."""
+        if self._cache is None or not latents:
+            return
+        shape = ShapeKey(request.steps, request.width, request.height)
+        future = self._thread.submit(self._cache.insert, request.spec.prompt, vector, shape, latents)
+        future.add_done_callback(_log_failure)
+
+    async def stats(self) -> CacheStats | None:
+        if self._cache is None:
+            return None
+        return await asyncio.wrap_future(self._thread.submit(self._cache.stats))
+
+    async def close(self, save_to: str | None) -> None:
+        """Saves the cache (warm restart) and stops the thread."""
+        if self._cache is not None:
+            if save_to:
+                await asyncio.wrap_future(self._thread.submit(self._cache.save, save_to))
+                log.info("prompt cache saved to %s", save_to)
+            await asyncio.wrap_future(self._thread.submit(self._cache.close))
+        self._thread.shutdown(wait=True)
+
+    # -- batching onto the thread ------------------------------------------------------
+    def _start_batch(self) -> None:
+        batch, self._waiting = self._waiting, []
+        self._busy = True
+        requests = [request for request, _ in batch]
+        done = asyncio.wrap_future(self._thread.submit(self._prepare_all, requests))
+        done.add_done_callback(lambda result: self._finish_batch(batch, result))
+
+    def _finish_batch(self, batch: list, result: asyncio.Future) -> None:
+        self._busy = False
+        error = result.exception()
+        for i, (_, future) in enumerate(batch):
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result.result()[i])
+        if self._waiting:
+            self._start_batch()
+
+    # -- on the cache thread ---------------------------------------------------------------
+    def _prepare_all(self, requests: list[AdmittedRequest]) -> list[Preparation]:
+        if self._embedder is None:
+            return [self._decide(request, None, None) for request in requests]
+        vectors = self._embedder.embed([request.spec.prompt for request in requests])
+        return [self._decide(request, vector, self._cache) for request, vector in zip(requests, vectors, strict=True)]
+
+    def _decide(self, request: AdmittedRequest, vector: np.ndarray | None, cache: PromptCache | None) -> Preparation:
+        shape = ShapeKey(request.steps, request.width, request.height)
+        neighbour = cache.lookup(vector, shape) if cache is not None else None
+        lookup = Lookup(
+            similarity=neighbour.similarity if neighbour else None,
+            neighbour_levels=tuple(k for k in neighbour.levels if k < request.steps) if neighbour else (),
+            prompt=request.spec.prompt,
+            neighbour_prompt=neighbour.prompt if neighbour else None,
+        )
+        k_star, level = self._choose(lookup, len(request.jobs), self._rng)
+        latent = cache.take_latent(neighbour.prompt_id, level) if cache is not None and neighbour and level else None
+        if level and latent is None:
+            level = 0  # the policy picked a level the neighbour does not have: run in full
+        if cache is not None and not level:
+            cache.record_miss()
+        return Preparation(k_star, level, latent, lookup.similarity, vector)
+
+
+def _log_failure(future) -> None:
+    if future.exception() is not None:
+        log.error("caching a generation failed: %s", future.exception())
+
+
+def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int, ...]) -> PromptCache:
+    """The cache saved in `config.directory` at the last shutdown, or a new one.
+
+    A file that cannot be trusted (corrupt, foreign, another version) is set
+    aside, never half-loaded, and the engine starts with an empty cache.
+    """
+    spill = os.path.join(config.directory, "spill") if config.directory else None
+    arguments = (embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes)
+    saved = os.path.join(config.directory, FILE_NAME) if config.directory else None
+    if saved and os.path.exists(saved):
+        try:
+            cache = PromptCache.load(config.directory, *arguments)
+            log.info("prompt cache restored from %s: %d prompts", saved, cache.stats().prompts)
+            return cache
+        except CacheFileError as error:
+            os.replace(saved, saved + ".rejected")
+            log.error("refused the saved prompt cache (%s); kept it as %s.rejected, starting empty", error, saved)
+    return PromptCache(*arguments)
+
+
+def build_cache_service(config: CacheConfig, levels: tuple[int, ...], choose: Choose) -> CacheService:
+    if not config.enabled:
+        return CacheService(None, None, choose)
+    embedder = make_embedder(config.embedder, config.embedder_path)
+    return CacheService(open_prompt_cache(config, embedder, levels), embedder, choose)

@@ -1,0 +1,109 @@
+"""The controller coroutine: every second, ask the controller for a plan (solved off the loop) and apply it.
+
+Applying a plan moves as few workers as possible: the ones at a level with too
+many leave for levels with too few, the least loaded first. A move is a
+SetLevel message, not a reload: batches in flight finish at the level they were
+sent at, and routing follows the new level at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+
+from controller.plan import Plan
+from controller.policies import Policy
+from controller.predictor import Lookup
+from controller.window import Controller
+from engine.metrics import EngineMetrics
+from engine.worker_registry import WorkerHandle, WorkerRegistry
+from protocols.worker_messages import SetLevel
+
+log = logging.getLogger("argus.controller")
+
+_TICK_S = 1.0
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        policy: Policy,
+        controller: Controller,
+        registry: WorkerRegistry,
+        send: Callable[[WorkerHandle, object], bool],
+        metrics: EngineMetrics,
+        clock: Callable[[], float],
+        window_s: float,
+    ):
+        self.policy = policy
+        self._controller = controller
+        self._registry = registry
+        self._send = send
+        self._metrics = metrics
+        self._clock = clock
+        # look often enough to re-route within a window, however short the window is
+        self._tick_s = min(_TICK_S, window_s / 10)
+        self._last_allocation: dict[int, int] = {}
+
+    @property
+    def plan(self) -> Plan | None:
+        return self._controller.plan
+
+    def choose(self, lookup: Lookup, images: int, rng: random.Random) -> tuple[int, int]:
+        """(K*, K') for one request. Thread-safe: the cache thread calls it."""
+        k_star = self.policy.predict(lookup)
+        self._controller.observe_arrival(k_star, images)
+        plan = self._controller.plan
+        if plan is None:
+            return k_star, 0
+        return k_star, self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                plan = await asyncio.to_thread(
+                    self._controller.maybe_replan, self._clock(), len(self._registry.ready())
+                )
+                if plan is not None:
+                    self._apply(plan)
+            except Exception:  # a failed solve keeps the plan in force; serving goes on
+                log.exception("re-planning failed")
+            await asyncio.sleep(self._tick_s)
+
+    def _apply(self, plan: Plan) -> None:
+        want = plan.workers_per_level
+        have: Counter[int] = Counter()
+        movers = []
+        for worker in sorted(self._registry.ready(), key=lambda w: w.load):  # the least loaded move first
+            if have[worker.level] < want.get(worker.level, 0):
+                have[worker.level] += 1
+            else:
+                movers.append(worker)
+        targets = [level for level, n in sorted(want.items()) for _ in range(n - have[level])]
+        # with the fleet changed since the plan was made, extra movers stay where they are until the next one
+        for worker, level in zip(movers, targets, strict=False):
+            worker.level = level
+            self._send(worker, SetLevel(level))
+        self._record(plan)
+
+    def _record(self, plan: Plan) -> None:
+        m = self._metrics
+        for level in self.policy.levels:
+            m.plan_workers.labels(str(level)).set(plan.workers_per_level.get(level, 0))
+        m.demand_rps.set(plan.total_demand_rps)
+        m.solve_ms.observe(plan.solve_ms)
+        allocation = dict(sorted(plan.workers_per_level.items()))
+        moved, self._last_allocation = allocation != self._last_allocation, allocation
+        log.log(
+            logging.INFO if moved else logging.DEBUG,
+            "plan (%s, %s, %.1f ms): workers %s, demand %.2f img/s, expected quality %.1f",
+            plan.policy,
+            plan.status,
+            plan.solve_ms,
+            allocation,
+            plan.total_demand_rps,
+            plan.expected_quality,
+        )

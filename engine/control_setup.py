@@ -1,0 +1,62 @@
+"""Builds the controller side of an engine from its configuration: profiles, predictor, policy, controller."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from controller.policies import Policy, make_policy
+from controller.predictor import SimilarityPredictor, TrainedPredictor
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+from controller.similarity import SimilarityTable
+from controller.versioned import DATA_DIR
+from controller.window import Controller, ControllerConfig
+from engine.config import EngineConfig
+
+log = logging.getLogger("argus.controller")
+
+# the latency profile each backend plans with when none is given
+_DEFAULT_PROFILES = {"sim": "sdxl_a100", "sdxl": "sdxl_a100", "tiny": "tiny_cpu"}
+# an SLO of this many exact (K=0) images, when none is given
+_SLO_IN_EXACT_IMAGES = 3.0
+
+
+@dataclass(frozen=True)
+class ControlSetup:
+    profile: LatencyProfile
+    policy: Policy
+    controller: Controller
+    slo_s: float
+
+
+def build_control(config: EngineConfig, now: float) -> ControlSetup:
+    policy_config = config.policy
+    profile = _latency_profile(config)
+    table = SimilarityTable.bundled(config.cache.embedder)
+    if policy_config.quality_profile:
+        degradation = DegradationMatrix.load_profiled(policy_config.quality_profile, table)
+    else:
+        degradation = DegradationMatrix.from_quality_model(QualityModel(table))
+    predictor = (
+        TrainedPredictor.load(policy_config.predictor) if policy_config.predictor else SimilarityPredictor(table)
+    )
+    policy = make_policy(policy_config.name, profile, degradation, predictor)
+    slo_s = policy_config.slo_s or _SLO_IN_EXACT_IMAGES * profile.latency(0, 1)
+    window_s = policy_config.window_s
+    # re-route no sooner than a fifth of a window (a compressed clock compresses this too)
+    controller_config = ControllerConfig(slo_s=slo_s, window_s=window_s, min_observe_s=min(2.0, window_s / 5))
+    controller = Controller(policy, controller_config, now)
+    log.info("policy %s, SLO %.2f s, latency profile %s", policy.name, slo_s, profile.name)
+    return ControlSetup(profile, policy, controller, slo_s)
+
+
+def _latency_profile(config: EngineConfig) -> LatencyProfile:
+    if config.policy.latency_profile:
+        return LatencyProfile.load(config.policy.latency_profile)
+    name = _DEFAULT_PROFILES.get(config.launch.backend, "sdxl_a100")
+    if not (DATA_DIR / f"{name}.json").exists():
+        name = "sdxl_a100"
+    profile = LatencyProfile.bundled(name)
+    if config.launch.backend == "sim":
+        return profile.scaled(config.launch.time_scale)
+    return profile

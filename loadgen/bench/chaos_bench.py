@@ -1,0 +1,827 @@
+"""`argus bench chaos`: exactly-once replies while workers are killed and hung under sustained load.
+
+A real `argus serve` runs as a subprocess with SIMULATED workers (`--backend sim`:
+no model runs, a batch sleeps for a profiled latency scaled by `--time-scale`).
+Open-loop Poisson load at a share of the cluster's capacity goes in over ZeroMQ
+(one raw DEALER, so every reply on the wire is seen, duplicates included) and
+HTTP, while every `--kill-every` seconds a worker that holds work is picked at
+random and either killed (SIGKILL) or hung (SIGSTOP: it stays alive but silent;
+the engine must notice by heartbeat timeout, then kill and restart it).
+
+Every reply is counted per request id. After the load a drain period lets the
+engine answer what it holds, then the socket is watched a while longer for late
+duplicates. `lost` is a request with no terminal reply at the end; `duplicates`
+is every terminal reply beyond the first for one id. Faults stop with the load.
+
+The ledger, the two load doors and the RSS sampler are reused by
+tests/test_chaos.py and tests/test_overload.py. Nothing heavy is imported at
+module level: `argus` imports the bench modules at every start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loadgen.bench.harness import children_of, median, percentile, start_engine, table, write_json
+
+if TYPE_CHECKING:
+    import asyncio
+
+PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+# the sim backend's profiled latency (workers/sim_backend.SimLatency): fixed + per step, at batch 1
+_SIM_FIXED_S = 0.6
+_SIM_STEP_S = 0.09
+_DEFAULT_STEPS = 50
+
+
+# -- configuration ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChaosConfig:
+    duration_s: float = 75.0  # seconds of load (faults happen during it)
+    kill_every_s: float = 4.0  # one fault in every slot of this length
+    min_kills: int = 10  # SIGKILLs at least (hangs come on top)
+    hang_share: float = 1 / 3  # of the faults, this share are hangs (SIGSTOP), kills permitting
+    workers: int = 4
+    time_scale: float = 0.06  # sim: 0.06 x 5.1 s = about 0.31 s per 50-step image at batch 1
+    max_batch: int = 1
+    load: float = 0.75  # offered load as a share of the workers' capacity at batch 1
+    http_share: float = 0.2  # of the requests, this share go over HTTP (the rest over ZeroMQ)
+    heartbeat_timeout_s: float = 2.0
+    max_queue: int = 1024
+    size: int = 64
+    drain_s: float = 90.0  # after the load, at most this long for the engine to answer what it holds
+    dup_watch_s: float = 3.0  # then this long watching for late (duplicate) replies
+    seed: int = 0
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.time_scale * (_SIM_FIXED_S + _SIM_STEP_S * _DEFAULT_STEPS)
+
+    @property
+    def capacity_rps(self) -> float:
+        return self.workers / self.seconds_per_image
+
+    @property
+    def rate_rps(self) -> float:
+        return self.load * self.capacity_rps
+
+    def fault_plan(self) -> list[str]:
+        """The faults in order: 'kill' or 'hang', one per slot, at least min_kills kills (kill_every_s 0: none)."""
+        if self.kill_every_s <= 0:
+            if self.min_kills > 0:
+                raise ValueError("--kill-every 0 (no faults) needs --min-kills 0")
+            return []
+        slots = int(self.duration_s // self.kill_every_s)
+        if slots < self.min_kills:
+            raise ValueError(
+                f"{self.duration_s:g} s with a fault every {self.kill_every_s:g} s gives {slots} faults,"
+                f" fewer than --min-kills {self.min_kills}"
+            )
+        hangs = min(round(slots * self.hang_share), slots - self.min_kills)
+        plan = ["hang"] * hangs + ["kill"] * (slots - hangs)
+        random.Random(self.seed).shuffle(plan)
+        return plan
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = ChaosConfig()
+    parser.add_argument(
+        "--duration", type=float, default=d.duration_s, help=f"seconds of load (default {d.duration_s:g})"
+    )
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        default=d.kill_every_s,
+        help=f"one fault every S seconds; 0: none, load only (default {d.kill_every_s:g})",
+    )
+    parser.add_argument(
+        "--min-kills",
+        type=int,
+        default=d.min_kills,
+        help=f"SIGKILLs at least; hangs come on top (default {d.min_kills})",
+    )
+    parser.add_argument(
+        "--hang-share", type=float, default=d.hang_share, help="share of the faults that are hangs (default 1/3)"
+    )
+    parser.add_argument("--workers", type=int, default=d.workers, help=f"simulated local workers (default {d.workers})")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=d.time_scale,
+        help=f"sim time scale (default {d.time_scale:g}: about {d.seconds_per_image:.2f} s per image)",
+    )
+    parser.add_argument("--max-batch", type=int, default=d.max_batch, help=f"largest batch (default {d.max_batch})")
+    parser.add_argument(
+        "--load", type=float, default=d.load, help=f"offered load, share of capacity at batch 1 (default {d.load:g})"
+    )
+    parser.add_argument(
+        "--http-share", type=float, default=d.http_share, help=f"share of requests over HTTP (default {d.http_share:g})"
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=d.heartbeat_timeout_s,
+        help=f"the engine's --heartbeat-timeout (default {d.heartbeat_timeout_s:g})",
+    )
+    parser.add_argument("--max-queue", type=int, default=d.max_queue, help=f"the engine's --max-queue ({d.max_queue})")
+    parser.add_argument("--drain", type=float, default=d.drain_s, help=f"seconds to wait for answers ({d.drain_s:g})")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of arrivals, doors and faults (default 0)")
+
+
+def config_from_args(args: argparse.Namespace) -> ChaosConfig:
+    return ChaosConfig(
+        duration_s=args.duration,
+        kill_every_s=args.kill_every,
+        min_kills=args.min_kills,
+        hang_share=args.hang_share,
+        workers=args.workers,
+        time_scale=args.time_scale,
+        max_batch=args.max_batch,
+        load=args.load,
+        http_share=args.http_share,
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        max_queue=args.max_queue,
+        drain_s=args.drain,
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    config = config_from_args(args)
+    try:
+        config.fault_plan()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="argus-bench-chaos-") as tmp:
+        result = uvloop.run(measure(config, Path(tmp), progress=True))
+    report(result)
+    write_json(getattr(args, "json", None), result)
+    return 0 if passed(result, config) else 1
+
+
+def passed(result: dict, config: ChaosConfig) -> bool:
+    return result["lost"] == 0 and result["duplicates"] == 0 and result["kills"] >= config.min_kills
+
+
+# -- what came back, per request id ----------------------------------------------------------
+@dataclass
+class Ledger:
+    """Every request sent and every reply seen on the wire, by request id."""
+
+    sent: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (door, perf_counter at send)
+    replies: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)  # id -> [(kind, code, at)]
+    unexpected: int = 0  # replies naming an id never sent
+    undecodable: int = 0
+    transport_errors: Counter = field(default_factory=Counter)  # HTTP exchanges that ended without a response
+    http_busy_without_retry_after: int = 0
+
+    def record_sent(self, request_id: str, door: str) -> None:
+        self.sent[request_id] = (door, time.perf_counter())
+
+    def record_reply(self, request_id: str, kind: str, code: str = "") -> None:
+        if request_id not in self.sent:
+            self.unexpected += 1
+            return
+        self.replies.setdefault(request_id, []).append((kind, code, time.perf_counter()))
+
+    @property
+    def unanswered(self) -> int:
+        return sum(1 for request_id in self.sent if request_id not in self.replies)
+
+    def summary(self) -> dict[str, Any]:
+        outcomes: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        by_door: dict[str, Counter[str]] = {}
+        latencies_ms: list[float] = []
+        image_latencies_ms: list[float] = []
+        busy_latencies_ms: list[float] = []
+        duplicates = 0
+        duplicate_ids: list[str] = []
+        for request_id, (door, sent_at) in self.sent.items():
+            seen = self.replies.get(request_id)
+            door_counts = by_door.setdefault(door, Counter())
+            door_counts["sent"] += 1
+            if not seen:
+                door_counts["lost"] += 1
+                continue
+            if len(seen) > 1:
+                duplicates += len(seen) - 1
+                duplicate_ids.append(request_id)
+            kind, code, at = seen[0]
+            outcomes[kind] += 1
+            door_counts[kind] += 1
+            if kind == "error":
+                errors[code] += 1
+            latency = (at - sent_at) * 1000.0
+            latencies_ms.append(latency)
+            if kind == "images":
+                image_latencies_ms.append(latency)
+            elif kind == "busy":
+                busy_latencies_ms.append(latency)
+        return {
+            "sent": len(self.sent),
+            "replies": sum(len(r) for r in self.replies.values()),
+            "lost": self.unanswered,
+            "duplicates": duplicates,
+            "outcomes": dict(outcomes),
+            "errors": dict(errors),
+            "by_door": {door: dict(counts) for door, counts in by_door.items()},
+            "p50_ms": _finite(percentile(latencies_ms, 50)),
+            "p99_ms": _finite(percentile(latencies_ms, 99)),
+            "max_ms": _finite(max(latencies_ms)) if latencies_ms else None,
+            "images_p99_ms": _finite(percentile(image_latencies_ms, 99)),
+            "busy_p99_ms": _finite(percentile(busy_latencies_ms, 99)),
+            "unexpected_replies": self.unexpected,
+            "undecodable_replies": self.undecodable,
+            "http_transport_errors": dict(self.transport_errors),
+            "http_busy_without_retry_after": self.http_busy_without_retry_after,
+            "duplicate_ids": duplicate_ids[:20],
+        }
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 3)
+
+
+# -- the two doors -------------------------------------------------------------------------------
+class ZmqDoor:
+    """One raw DEALER: Generate out, every reply in (a second reply for an id is counted, not dropped)."""
+
+    def __init__(self, address: str, ledger: Ledger, size: int):
+        import zmq
+        import zmq.asyncio
+
+        from protocols.client_messages import Busy, Cancelled, Error, Generate, Images, client_side_codec
+        from protocols.sockets import make_socket
+
+        self._types = {Images: "images", Busy: "busy", Error: "error", Cancelled: "cancelled"}
+        self._error = Error
+        self._generate = Generate
+        self._context = zmq.asyncio.Context()
+        self._socket = make_socket(self._context, zmq.DEALER, connect=address)
+        self._codec = client_side_codec()
+        self._ledger = ledger
+        self._size = size
+        self._prefix = uuid.uuid4().hex[:8]
+        self._count = 0
+        self._reader: asyncio.Task | None = None
+
+    def start(self) -> None:
+        import asyncio
+
+        self._reader = asyncio.create_task(self._read())
+
+    async def send(self, **fields: Any) -> str:
+        request_id = f"z{self._prefix}-{self._count}"
+        self._count += 1
+        message = self._generate(request_id, PROMPT, width=self._size, height=self._size, **fields)
+        self._ledger.record_sent(request_id, "zmq")
+        await self._socket.send_multipart(self._codec.encode(message), copy=False)
+        return request_id
+
+    async def _read(self) -> None:
+        from protocols.codec import DecodeError
+
+        while True:
+            reply = self._codec.decode(await self._socket.recv_multipart(copy=False))
+            if isinstance(reply, DecodeError):
+                self._ledger.undecodable += 1
+                continue
+            kind = self._types.get(type(reply), "other")
+            code = reply.code if isinstance(reply, self._error) else "busy" if kind == "busy" else ""
+            self._ledger.record_reply(reply.request_id, kind, code)
+
+    async def close(self) -> None:
+        import asyncio
+
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._socket.close(linger=0)
+        self._context.term()
+
+
+class HttpDoor:
+    """POST /v1/images/generations, one task per request over a pooled session; the status is the reply."""
+
+    def __init__(self, base_url: str, ledger: Ledger, size: int, timeout_s: float):
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._url = base_url + "/v1/images/generations"
+        self._base_url = base_url
+        self._body = json.dumps({"prompt": PROMPT, "n": 1, "size": f"{size}x{size}"}).encode()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            headers={"Content-Type": "application/json"},
+        )
+        self._ledger = ledger
+        self._count = 0
+        self._prefix = uuid.uuid4().hex[:8]
+        self.tasks: set[asyncio.Task] = set()
+
+    def send(self) -> str:
+        import asyncio
+
+        request_id = f"h{self._prefix}-{self._count}"
+        self._count += 1
+        self._ledger.record_sent(request_id, "http")
+        task = asyncio.create_task(self._post(request_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return request_id
+
+    async def _post(self, request_id: str) -> None:
+        aiohttp = self._aiohttp
+        try:
+            async with self._session.post(self._url, data=self._body) as response:
+                payload = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._ledger.transport_errors[type(exc).__name__] += 1
+            return
+        if status == 200:
+            ok = len(json.loads(payload).get("data", [])) == 1
+            self._ledger.record_reply(request_id, "images" if ok else "error", "" if ok else "bad_response")
+            return
+        try:
+            code = json.loads(payload)["error"]["code"] or f"http_{status}"
+        except (ValueError, KeyError, TypeError):
+            code = f"http_{status}"
+        if status == 429:
+            if not (retry_after and retry_after.isdigit() and int(retry_after) >= 1):
+                self._ledger.http_busy_without_retry_after += 1
+            self._ledger.record_reply(request_id, "busy", code)
+        else:
+            self._ledger.record_reply(request_id, "error", code)
+
+    async def get_json(self, path: str) -> Any:
+        async with self._session.get(self._base_url + path) as response:
+            return json.loads(await response.read())
+
+    async def get_text(self, path: str) -> str:
+        async with self._session.get(self._base_url + path) as response:
+            return (await response.read()).decode()
+
+    async def close(self) -> None:
+        import asyncio
+
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._session.close()
+
+
+# -- processes: memory, liveness, metrics ---------------------------------------------------------
+def status_kb(pid: int, key: str) -> int | None:
+    """A `kB` field of /proc/PID/status (VmRSS, VmHWM), or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def process_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) from /proc/PID/stat; None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def alive_child(pid: int, parent: int) -> bool:
+    """pid is a live (not zombie) child of parent: never signal a recycled pid."""
+    state = process_state(pid)
+    return state is not None and state[0] != "Z" and state[1] == parent
+
+
+class RssSampler:
+    """Samples the engine's VmRSS (and its workers') every `every_s` until stopped."""
+
+    def __init__(self, engine_pid: int, every_s: float = 0.5):
+        self.engine_pid = engine_pid
+        self.every_s = every_s
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, engine RSS MB)
+        self.worker_peak_mb = 0.0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        import asyncio
+
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        import asyncio
+
+        started = time.perf_counter()
+        while True:
+            self.sample(time.perf_counter() - started)
+            await asyncio.sleep(self.every_s)
+
+    def sample(self, at: float) -> None:
+        rss = status_kb(self.engine_pid, "VmRSS")
+        if rss is not None:
+            self.samples.append((round(at, 2), rss / 1024.0))
+        for pid in children_of(self.engine_pid):
+            peak = status_kb(pid, "VmHWM")
+            if peak is not None:
+                self.worker_peak_mb = max(self.worker_peak_mb, peak / 1024.0)
+
+    def engine_peak_mb(self) -> float | None:
+        peak = status_kb(self.engine_pid, "VmHWM")
+        return None if peak is None else peak / 1024.0
+
+    async def stop(self) -> None:
+        import asyncio
+
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def parse_metrics(text: str) -> dict[str, dict[str, float]]:
+    """Prometheus text -> {sample name: {"label=value,...": value}} (labels sorted; "" when none)."""
+    found: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        name, _, labels = sample.partition("{")
+        key = ",".join(sorted(x.replace('"', "") for x in labels.rstrip("}").split(",") if x))
+        found.setdefault(name, {})[key] = float(value)
+    return found
+
+
+def metrics_vs_clients(metrics: dict[str, dict[str, float]], summary: dict) -> dict[str, Any]:
+    """argus_requests_total by outcome beside what the clients saw; `match` when they agree."""
+    requests = metrics.get("argus_requests_total", {})
+    engine: Counter[str] = Counter()
+    engine_errors: Counter[str] = Counter()
+    for labels, value in requests.items():
+        fields = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
+        outcome = fields.get("outcome", "")
+        engine[outcome] += int(value)
+        if outcome in ("error", "rejected"):
+            engine_errors[fields.get("code", "")] += int(value)
+    clients = summary["outcomes"]
+    seen = {
+        "ok": clients.get("images", 0),
+        "busy": clients.get("busy", 0),
+        "error": sum(summary["errors"].values()),
+        "cancelled": clients.get("cancelled", 0),
+    }
+    got = {
+        "ok": engine["ok"],
+        "busy": engine["busy"],
+        "error": engine["error"] + engine["rejected"],
+        "cancelled": engine["cancelled"],
+    }
+    return {
+        "engine": got,
+        "clients": seen,
+        "engine_errors": dict(engine_errors),
+        "client_errors": summary["errors"],
+        "match": got == seen and dict(engine_errors) == {k: v for k, v in summary["errors"].items() if v},
+    }
+
+
+# -- the run ---------------------------------------------------------------------------------------
+@dataclass
+class Fault:
+    at_s: float
+    action: str  # kill or hang
+    pid: int
+    worker: str
+    load: int
+    gone_after_s: float | None = None  # hang: SIGSTOP until the engine had killed the process
+
+
+async def measure(config: ChaosConfig, log_dir: Path, progress: bool = False) -> dict[str, Any]:
+    """Starts the engine, runs load and faults, drains, stops the engine; returns the results."""
+    import asyncio
+
+    plan = config.fault_plan()
+    engine = start_engine(
+        log_dir,
+        "--backend",
+        "sim",
+        "--time-scale",
+        str(config.time_scale),
+        "--max-batch",
+        str(config.max_batch),
+        "--heartbeat-timeout",
+        str(config.heartbeat_timeout_s),
+        "--max-queue",
+        str(config.max_queue),
+        workers=config.workers,
+    )
+    engine_pid = engine.child.process.pid
+    try:
+        await asyncio.to_thread(engine.wait_ready, config.workers)
+        result = await _load_with_faults(config, plan, engine, engine_pid, progress)
+    finally:
+        code = await asyncio.to_thread(engine.stop)
+    result["engine_exit_code"] = code
+    if code != 0:
+        result["engine_log_tail"] = engine.child.log_tail(3000)
+    return result
+
+
+async def _load_with_faults(config: ChaosConfig, plan: list[str], engine, engine_pid: int, progress: bool) -> dict:
+    import asyncio
+
+    from loadgen.arrivals import poisson
+
+    ledger = Ledger()
+    zmq_door = ZmqDoor(engine.client_address, ledger, config.size)
+    http_door = HttpDoor(engine.http, ledger, config.size, timeout_s=config.duration_s + config.drain_s + 30.0)
+    sampler = RssSampler(engine_pid)
+    faults: list[Fault] = []
+    arrivals = poisson(config.rate_rps, seed=config.seed, duration_s=config.duration_s)
+    doors = random.Random(config.seed + 1)
+    say = print if progress else (lambda *a, **k: None)
+    say(
+        f"SIMULATED workers: {config.workers} x sim at --time-scale {config.time_scale:g} "
+        f"(~{config.seconds_per_image:.2f} s/image), {len(arrivals)} requests at {config.rate_rps:.1f} req/s "
+        f"({config.load:.0%} of {config.capacity_rps:.1f}), {len(plan)} faults over {config.duration_s:g} s ...",
+        flush=True,
+    )
+    zmq_door.start()
+    sampler.start()
+    ready_counts: list[int] = []
+    ready_sampler = asyncio.create_task(_sample_ready(http_door, ready_counts))
+    started = time.perf_counter()
+    chaos = asyncio.create_task(_faults(config, plan, engine_pid, http_door, faults, started, say))
+    try:
+        for arrival in arrivals:
+            delay = started + arrival.offset_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if doors.random() < config.http_share:
+                http_door.send()
+            else:
+                await zmq_door.send()
+        await chaos
+        load_s = time.perf_counter() - started
+        ready_sampler.cancel()
+        say(f"load done after {load_s:.1f} s; draining (at most {config.drain_s:g} s) ...", flush=True)
+        drain_end = time.perf_counter() + config.drain_s
+        while ledger.unanswered and time.perf_counter() < drain_end:
+            await asyncio.sleep(0.1)
+        # late replies after every request had its first: a duplicate shows up here
+        await asyncio.sleep(config.dup_watch_s)
+        drained_s = time.perf_counter() - started - load_s
+        for fault in faults:
+            if fault.action == "hang" and fault.gone_after_s is None and alive_child(fault.pid, engine_pid):
+                os.kill(fault.pid, signal.SIGKILL)  # never detected: leave nothing stopped behind
+        metrics = parse_metrics(await http_door.get_text("/metrics"))
+        sampler.sample(time.perf_counter() - started)
+        engine_peak = sampler.engine_peak_mb()
+    finally:
+        chaos.cancel()
+        await asyncio.gather(chaos, return_exceptions=True)
+        await sampler.stop()
+        ready_sampler.cancel()
+        await asyncio.gather(ready_sampler, return_exceptions=True)
+        await zmq_door.close()
+        await http_door.close()
+    # an HTTP exchange that ended without a response has no reply recorded: it counts as lost
+    summary = ledger.summary()
+    kills = [f for f in faults if f.action == "kill"]
+    hangs = [f for f in faults if f.action == "hang"]
+    detected = [f.gone_after_s for f in hangs if f.gone_after_s is not None]
+    rss = [mb for _, mb in sampler.samples]
+    half = len(rss) // 2
+    return {
+        "sent": summary["sent"],
+        "replies": summary["replies"],
+        "lost": summary["lost"],
+        "duplicates": summary["duplicates"],
+        "kills": len(kills),
+        "hangs": len(hangs),
+        "p99_ms": summary["p99_ms"],
+        "peak_rss_mb": None if engine_peak is None else round(engine_peak, 1),
+        "simulated": True,
+        "backend": "sim",
+        "p50_ms": summary["p50_ms"],
+        "max_ms": summary["max_ms"],
+        "images_p99_ms": summary["images_p99_ms"],
+        "busy_p99_ms": summary["busy_p99_ms"],
+        "outcomes": summary["outcomes"],
+        "errors": summary["errors"],
+        "busy": summary["outcomes"].get("busy", 0),
+        "by_door": summary["by_door"],
+        "unexpected_replies": summary["unexpected_replies"],
+        "undecodable_replies": summary["undecodable_replies"],
+        "http_transport_errors": summary["http_transport_errors"],
+        "http_busy_without_retry_after": summary["http_busy_without_retry_after"],
+        "duplicate_ids": summary["duplicate_ids"],
+        "hangs_detected": len(detected),
+        "hang_detect_s": {
+            "median": round(median(detected), 2) if detected else None,
+            "max": round(max(detected), 2) if detected else None,
+        },
+        "workers_peak_rss_mb": round(sampler.worker_peak_mb, 1),
+        # workers listed by /ready every 0.5 s during the load: what the faults left of the cluster
+        "ready_workers": {
+            "mean": round(sum(ready_counts) / len(ready_counts), 2) if ready_counts else None,
+            "min": min(ready_counts) if ready_counts else None,
+            "samples": len(ready_counts),
+        },
+        "engine_rss_mb": {
+            "first": round(rss[0], 1) if rss else None,
+            "last": round(rss[-1], 1) if rss else None,
+            "max_first_half": round(max(rss[:half]), 1) if half else None,
+            "max_second_half": round(max(rss[half:]), 1) if rss[half:] else None,
+            "samples": len(rss),
+        },
+        "engine_metrics": _engine_figures(metrics),
+        "metrics_vs_clients": metrics_vs_clients(metrics, summary),
+        "load_s": round(load_s, 1),
+        "drain_s": round(drained_s, 1),
+        "config": {**asdict(config), "rate_rps": config.rate_rps, "capacity_rps": config.capacity_rps},
+        "faults": [asdict(f) for f in faults],
+    }
+
+
+def _engine_figures(metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def total(name: str) -> dict[str, float] | float:
+        values = metrics.get(name, {})
+        return values.get("", 0.0) if set(values) <= {""} else {k: v for k, v in values.items()}
+
+    return {
+        "worker_losses": total("argus_worker_losses_total"),
+        "worker_restarts": total("argus_worker_restarts_total"),
+        "redispatched_images": total("argus_redispatched_images_total"),
+        "requests": total("argus_requests_total"),
+        "queued_images_at_end": total("argus_queued_images"),
+    }
+
+
+async def _faults(
+    config: ChaosConfig, plan: list[str], engine_pid: int, http, faults: list[Fault], started: float, say
+) -> None:
+    """One fault per slot of kill_every_s, at a random point in the slot's middle half."""
+    import asyncio
+
+    rng = random.Random(config.seed + 2)
+    stopped: set[int] = set()
+    watchers: list[asyncio.Task] = []
+    try:
+        for slot, action in enumerate(plan):
+            at = started + (slot + rng.uniform(0.25, 0.75)) * config.kill_every_s
+            slot_end = started + (slot + 1) * config.kill_every_s
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            victim = None
+            while victim is None and time.perf_counter() < slot_end:
+                victim = await _pick_victim(http, engine_pid, stopped, rng)
+                if victim is None:
+                    await asyncio.sleep(0.1)  # every worker is down or restarting
+            if victim is None:
+                say(f"  slot {slot}: no live worker to {action}; skipped", flush=True)
+                continue
+            fault = Fault(
+                round(time.perf_counter() - started, 2), action, victim["pid"], victim["name"], victim["load"]
+            )
+            if not alive_child(fault.pid, engine_pid):
+                say(f"  slot {slot}: {fault.worker} exited before its {action}; skipped", flush=True)
+                continue
+            if action == "kill":
+                os.kill(fault.pid, signal.SIGKILL)
+            else:
+                os.kill(fault.pid, signal.SIGSTOP)
+                stopped.add(fault.pid)
+                watchers.append(asyncio.create_task(_watch_hang(fault, engine_pid, config)))
+            faults.append(fault)
+            say(f"  {fault.at_s:6.1f} s  {action:4s} {fault.worker} (pid {fault.pid}, load {fault.load})", flush=True)
+        # the last hang's detection is part of the run
+        await asyncio.gather(*watchers)
+    finally:
+        for task in watchers:
+            task.cancel()
+
+
+async def _pick_victim(http, engine_pid: int, stopped: set[int], rng: random.Random) -> dict | None:
+    try:
+        status = await http.get_json("/ready")
+    except Exception:  # noqa: BLE001 - a failed probe just means: try again
+        return None
+    live = [w for w in status.get("workers", []) if w["pid"] not in stopped and alive_child(w["pid"], engine_pid)]
+    busy = [w for w in live if w["load"] > 0]
+    pool = busy or live
+    return rng.choice(pool) if pool else None
+
+
+async def _sample_ready(http, counts: list[int], every_s: float = 0.5) -> None:
+    import asyncio
+
+    while True:
+        try:
+            counts.append(len((await http.get_json("/ready")).get("workers", [])))
+        except Exception:  # noqa: BLE001 - a failed probe is a missing sample, not a failed run
+            pass
+        await asyncio.sleep(every_s)
+
+
+async def _watch_hang(fault: Fault, engine_pid: int, config: ChaosConfig) -> None:
+    """Waits for the engine to kill the stopped worker (heartbeat timeout), bounded."""
+    import asyncio
+
+    stopped_at = time.perf_counter()
+    limit = stopped_at + config.heartbeat_timeout_s * 4 + 10.0
+    while time.perf_counter() < limit:
+        if not alive_child(fault.pid, engine_pid):
+            fault.gone_after_s = round(time.perf_counter() - stopped_at, 2)
+            return
+        await asyncio.sleep(0.05)
+
+
+# -- output ------------------------------------------------------------------------------------------
+def report(result: dict) -> None:
+    c = result["config"]
+    print()
+    print(
+        f"argus bench chaos: SIMULATED workers (sim backend, --time-scale {c['time_scale']:g}, no model runs); "
+        f"{c['workers']} workers, max batch {c['max_batch']}, --heartbeat-timeout {c['heartbeat_timeout_s']:g}"
+    )
+    print(
+        f"open-loop Poisson load {c['rate_rps']:.1f} req/s ({c['load']:.0%} of {c['capacity_rps']:.1f} req/s at"
+        f" batch 1) for {c['duration_s']:g} s, {c['http_share']:.0%} over HTTP, --max-queue {c['max_queue']}; "
+        + (
+            f"one fault every {c['kill_every_s']:g} s (SIGKILL or SIGSTOP of a random worker holding work)"
+            if c["kill_every_s"] > 0
+            else "no faults"
+        )
+    )
+    print()
+    em = result["engine_metrics"]
+    rows = [
+        ["sent", result["sent"], "requests (zmq + http)"],
+        ["replies", result["replies"], "terminal replies seen on the wire"],
+        ["lost", result["lost"], "target 0"],
+        ["duplicates", result["duplicates"], "target 0"],
+        ["kills", result["kills"], "SIGKILL"],
+        ["hangs", result["hangs"], f"SIGSTOP; {result['hangs_detected']} detected and killed by the engine"],
+        ["hang detect s (median/max)", f"{result['hang_detect_s']['median']}/{result['hang_detect_s']['max']}", ""],
+        ["images", result["outcomes"].get("images", 0), ""],
+        ["errors", sum(result["errors"].values()), _codes(result["errors"])],
+        ["busy", result["busy"], "Busy / HTTP 429"],
+        ["busy p99 ms", result["busy_p99_ms"], "send to Busy / 429"],
+        ["p50 ms", result["p50_ms"], "send to reply, all replies"],
+        ["p99 ms", result["p99_ms"], "send to reply, all replies"],
+        ["max ms", result["max_ms"], ""],
+        ["engine peak RSS MB", result["peak_rss_mb"], "VmHWM of the engine process"],
+        ["worker peak RSS MB", result["workers_peak_rss_mb"], "largest VmHWM of any worker"],
+        [
+            "ready workers (mean/min)",
+            f"{result['ready_workers']['mean']}/{result['ready_workers']['min']}",
+            f"of {c['workers']}, sampled from /ready every 0.5 s",
+        ],
+        ["worker losses", _codes(em["worker_losses"]), "engine metric, by cause"],
+        ["worker restarts", em["worker_restarts"], "engine metric"],
+        ["redispatched images", em["redispatched_images"], "engine metric"],
+        ["metrics match clients", result["metrics_vs_clients"]["match"], "argus_requests_total vs replies"],
+    ]
+    print(table(["measure", "value", "note"], [[str(a), str(b), n] for a, b, n in rows]))
+    print()
+    keys = ("sent", "replies", "lost", "duplicates", "kills", "hangs", "p99_ms", "peak_rss_mb")
+    print(json.dumps({k: result[k] for k in keys}))
+
+
+def _codes(values: dict | float) -> str:
+    if not isinstance(values, dict):
+        return str(values)
+    return ", ".join(f"{k or '-'}: {int(v)}" for k, v in sorted(values.items())) or "none"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadgen.bench.chaos_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", metavar="FILE", help="write the results here as JSON")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

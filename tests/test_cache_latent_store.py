@@ -1,0 +1,96 @@
+"""The latent store: byte budgets in memory and on disk, spilling down a tier, compact storage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.cache.latent_store import LatentStore
+
+LATENT = np.arange(4 * 16 * 16, dtype=np.float16).reshape(4, 16, 16)  # 2 KiB
+
+
+def test_memory_overflow_spills_to_disk_then_evicts(tmp_path):
+    evicted = []
+    store = LatentStore(2 * LATENT.nbytes, str(tmp_path), 2 * LATENT.nbytes, on_evict=evicted.append)
+    for prompt_id in range(1, 6):
+        store.put((prompt_id, 5), LATENT * prompt_id)
+    assert (store.bytes_in_memory, store.bytes_on_disk) == (2 * LATENT.nbytes, 2 * LATENT.nbytes)
+    assert evicted == [(1, 5)]  # memory keeps 4 and 5; 2 and 3 are on disk
+    [folder] = tmp_path.iterdir()
+    assert sorted(f.name for f in folder.iterdir()) == ["2_5.latent", "3_5.latent"]
+    assert all(f.stat().st_size == LATENT.nbytes for f in folder.iterdir())
+    spilled = store.take((2, 5))  # served from disk, dtype and shape intact
+    assert spilled.dtype == np.float16 and spilled.shape == (4, 16, 16)
+    np.testing.assert_array_equal(spilled, LATENT * 2)
+    store.put((6, 5), LATENT)  # 4 spills; on disk 3 (score 0) goes, 2 (a hit) stays
+    assert evicted == [(1, 5), (3, 5)]
+    assert (2, 5) in store and (3, 5) not in store
+    store.close()
+    assert not folder.exists()
+
+
+def test_without_a_spill_directory_evictions_are_final():
+    evicted = []
+    store = LatentStore(LATENT.nbytes, on_evict=evicted.append)
+    store.put((1, 5), LATENT)
+    store.put((2, 5), LATENT)
+    assert evicted == [(1, 5)] and store.bytes_in_memory == LATENT.nbytes and store.spills == 0
+
+
+def test_a_latent_larger_than_memory_goes_straight_to_disk(tmp_path):
+    store = LatentStore(LATENT.nbytes - 1, str(tmp_path), LATENT.nbytes)
+    store.put((1, 5), LATENT)
+    assert (store.bytes_in_memory, store.bytes_on_disk) == (0, LATENT.nbytes)
+    np.testing.assert_array_equal(store.take((1, 5)), LATENT)
+    store.close()
+
+
+def test_a_newcomer_ranked_below_everything_goes_down_instead(tmp_path):
+    evicted = []
+    store = LatentStore(LATENT.nbytes, str(tmp_path), LATENT.nbytes, on_evict=evicted.append)
+    store.put((1, 25), LATENT)
+    store.take((1, 25))  # score 25: outranks any fresh latent
+    store.put((2, 5), LATENT)  # to disk, not displacing (1, 25)
+    store.take((2, 5))
+    store.put((3, 5), LATENT)  # below both: dropped at once
+    assert evicted == [(3, 5)]
+    assert (1, 25) in store and (2, 5) in store
+    store.close()
+
+
+def test_an_unreadable_spill_file_is_a_miss_and_an_eviction(tmp_path):
+    evicted = []
+    store = LatentStore(0, str(tmp_path), LATENT.nbytes, on_evict=evicted.append)
+    store.put((1, 5), LATENT)
+    [file] = next(tmp_path.iterdir()).iterdir()
+    file.write_bytes(b"short")
+    assert store.take((1, 5)) is None
+    assert evicted == [(1, 5)] and store.bytes_on_disk == 0
+    store.close()
+
+
+def test_bookkeeping_is_small_next_to_the_latents():
+    import tracemalloc
+
+    sdxl = np.zeros((4, 128, 128), dtype=np.float16)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = LatentStore(1 << 30)
+        for prompt_id in range(200):
+            store.put((prompt_id, 5), sdxl)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert store.bytes_in_memory == 200 * sdxl.nbytes
+    assert held / 200 <= 1.01 * sdxl.nbytes
+
+
+def test_rejects_a_duplicate_key_and_an_unsupported_dtype():
+    store = LatentStore(1 << 20)
+    store.put((1, 5), LATENT)
+    with pytest.raises(KeyError):
+        store.put((1, 5), LATENT)
+    with pytest.raises(TypeError):
+        store.put((2, 5), LATENT.astype(np.int16))

@@ -1,0 +1,164 @@
+"""Warm restart: save() then load() gives the same cache; a bad file is refused whole, with CacheFileError."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from engine.cache import persistence
+from engine.cache.persistence import FILE_NAME, CacheFileError
+from engine.cache.prompt_cache import PromptCache, ShapeKey
+
+DIM = 16
+LEVELS = (5, 10, 15, 20, 25)
+SQUARE, WIDE = ShapeKey(50, 64, 64), ShapeKey(30, 96, 64)
+
+
+def vector(i: int) -> np.ndarray:
+    return np.random.default_rng(i).standard_normal(DIM).astype(np.float32)
+
+
+def latent(i: int, level: int, dtype=np.float16) -> np.ndarray:
+    return np.random.default_rng(1000 * i + level).standard_normal((4, 8, 8)).astype(dtype)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A cache with prompts in two shapes, one latent spilled to disk and some hits, saved to tmp_path/saved."""
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=9 * 512, spill_dir=str(tmp_path), spill_bytes=4096)
+    for i in range(4):
+        cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5), 25: latent(i, 25)})
+    cache.insert("prompt 9", vector(9), WIDE, {10: latent(9, 10, np.float32)})
+    cache.take_latent(1, 25)
+    cache.take_latent(1, 25)
+    assert cache.stats().bytes_on_disk > 0
+    cache.save(str(tmp_path / "saved"))
+    yield cache, tmp_path / "saved"
+    cache.close()
+
+
+def load(directory, **changes) -> PromptCache:
+    args = dict(embedder_name="hash", dim=DIM, levels=LEVELS, max_bytes=1 << 20) | changes
+    return PromptCache.load(str(directory), **args)
+
+
+def test_round_trip(saved):
+    original, directory = saved
+    restored = load(directory)
+    try:
+        assert restored.stats().entries == original.stats().entries
+        assert restored.stats().prompts == original.stats().prompts
+        for i, shape in [(0, SQUARE), (1, SQUARE), (3, SQUARE), (9, WIDE)]:
+            before, after = original.lookup(vector(i), shape), restored.lookup(vector(i), shape)
+            assert (after.prompt_id, after.prompt, after.levels) == (before.prompt_id, before.prompt, before.levels)
+            assert after.similarity == pytest.approx(1.0, abs=1e-5)
+            for level in after.levels:
+                a, b = original.take_latent(after.prompt_id, level), restored.take_latent(after.prompt_id, level)
+                assert a.dtype == b.dtype and a.shape == b.shape
+                np.testing.assert_array_equal(a, b)
+        assert restored.insert("new", vector(20), SQUARE, {5: latent(20, 5)}) > 5  # ids are not reused
+    finally:
+        restored.close()
+
+
+def test_hits_survive_a_restart_into_a_smaller_cache(saved):
+    _, directory = saved
+    restored = load(directory, max_bytes=512)  # room for one latent: the most used one
+    try:
+        assert restored.stats().entries == 1
+        assert restored.lookup(vector(1), SQUARE).levels == (25,)
+    finally:
+        restored.close()
+
+
+def test_saving_again_replaces_the_file_atomically(saved):
+    cache, directory = saved
+    cache.insert("prompt 10", vector(10), SQUARE, {5: latent(10, 5)})
+    cache.save(str(directory))
+    assert [p.name for p in directory.iterdir()] == [FILE_NAME]
+    restored = load(directory)
+    assert restored.lookup(vector(10), SQUARE).prompt == "prompt 10"
+    restored.close()
+
+
+def damage_byte(path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["header", "meta", "vectors", "latents", "digest"])
+def test_a_corrupt_byte_is_refused(saved, where):
+    _, directory = saved
+    path = directory / FILE_NAME
+    size = path.stat().st_size
+    meta_length = struct.unpack_from("<Q", path.read_bytes(), 12)[0]
+    offsets = {"header": 3, "meta": 60, "vectors": 52 + meta_length + 5, "latents": size - 100, "digest": size - 1}
+    damage_byte(path, offsets[where])
+    with pytest.raises(CacheFileError, match="not a prompt cache|corrupt|checksum"):
+        load(directory)
+
+
+@pytest.mark.parametrize("keep", [0, 10, 60, -33, -1])
+def test_a_truncated_file_is_refused(saved, keep):
+    _, directory = saved
+    path = directory / FILE_NAME
+    data = path.read_bytes()
+    path.write_bytes(data[: keep % len(data)])
+    with pytest.raises(CacheFileError, match="short|truncated"):
+        load(directory)
+
+
+@pytest.mark.parametrize("changes", [dict(embedder_name="minilm"), dict(dim=DIM + 1), dict(levels=(5, 10, 15, 20))])
+def test_a_foreign_file_is_refused(saved, changes):
+    _, directory = saved
+    with pytest.raises(CacheFileError, match="was saved for embedder 'hash', dim 16"):
+        load(directory, **changes)
+
+
+def test_another_format_version_is_refused(saved):
+    _, directory = saved
+    path = directory / FILE_NAME
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 8, persistence.FORMAT_VERSION + 1)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CacheFileError, match="format version 2; this build reads version 1"):
+        load(directory)
+
+
+def test_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(CacheFileError, match="no saved cache"):
+        load(tmp_path)
+
+
+def test_a_refused_file_builds_nothing(saved, tmp_path, monkeypatch):
+    _, directory = saved
+    damage_byte(directory / FILE_NAME, (directory / FILE_NAME).stat().st_size - 100)
+    built = []
+    monkeypatch.setattr(PromptCache, "_restore", lambda self, saved: built.append(saved))
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with pytest.raises(CacheFileError):
+        load(directory, spill_dir=str(spill), spill_bytes=1 << 20)
+    assert built == [] and list(spill.iterdir()) == []
+
+
+def test_an_intact_but_inconsistent_file_is_refused(tmp_path):
+    """A file whose checksums hold but whose contents contradict themselves (a buggy writer)."""
+    prompts = [persistence.SavedPrompt(1, "p", 50, 64, 64)]
+    bad_level = [persistence.SavedLatent(1, 7, 0, "float16", [4, 8, 8], 0, 512)]
+    persistence.write_cache_file(
+        tmp_path / FILE_NAME,
+        "hash",
+        DIM,
+        LEVELS,
+        2,
+        prompts,
+        vector(0)[None],
+        bad_level,
+        lambda key: latent(0, 5),
+    )
+    with pytest.raises(CacheFileError, match="inconsistent: latent \\(1, 7\\)"):
+        load(tmp_path)

@@ -1,0 +1,83 @@
+"""A prompt is in the index exactly while it has a stored latent; the same prompt text merges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.cache.prompt_cache import PromptCache, ShapeKey
+
+SHAPE = ShapeKey(50, 64, 64)
+LATENT = np.zeros((4, 8, 8), dtype=np.float16)
+LEVELS = (5, 10, 15, 20, 25)
+
+
+def unit(i: int) -> np.ndarray:
+    return np.eye(8, dtype=np.float32)[i]
+
+
+def test_prompt_leaves_the_index_with_its_last_level():
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=3 * LATENT.nbytes)
+    first = cache.insert("first", unit(0), SHAPE, {5: LATENT, 25: LATENT})
+    assert cache.lookup(unit(0), SHAPE).levels == (5, 25)
+    cache.insert("second", unit(1), SHAPE, {10: LATENT, 15: LATENT})  # evicts (first, 5)
+    neighbour = cache.lookup(unit(0), SHAPE)
+    assert (neighbour.prompt_id, neighbour.levels) == (first, (25,))
+    cache.insert("third", unit(2), SHAPE, {20: LATENT})  # evicts (first, 25): the last one
+    neighbour = cache.lookup(unit(0), SHAPE)
+    assert neighbour.prompt_id != first
+    assert cache.stats().prompts == 2
+    assert cache.take_latent(first, 25) is None
+
+
+def test_identical_prompt_in_one_shape_merges_levels():
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=1 << 20)
+    original = np.full((4, 8, 8), 1, dtype=np.float16)
+    prompt_id = cache.insert("a cat", unit(0), SHAPE, {5: original, 10: original})
+    assert cache.take_latent(prompt_id, 10) is not None
+    again = cache.insert("a cat", unit(0), SHAPE, {10: original * 2, 25: original * 3})
+    assert again == prompt_id
+    assert cache.lookup(unit(0), SHAPE).levels == (5, 10, 25)
+    np.testing.assert_array_equal(cache.take_latent(prompt_id, 10), original)  # kept, with its hit
+    np.testing.assert_array_equal(cache.take_latent(prompt_id, 25), original * 3)
+    stats = cache.stats()
+    assert (stats.prompts, stats.entries, stats.hits_by_level[10]) == (1, 3, 2)
+
+
+def test_taken_latents_are_read_only_copies_of_what_was_given():
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=1 << 20)
+    given = np.arange(256, dtype=np.float32).reshape(4, 8, 8)
+    prompt_id = cache.insert("p", unit(0), SHAPE, {5: given})
+    given[:] = 0  # the caller reusing its buffer does not reach the cache
+    taken = cache.take_latent(prompt_id, 5)
+    assert taken.dtype == np.float32 and taken.shape == (4, 8, 8) and taken[0, 0, 1] == 1
+    with pytest.raises(ValueError):
+        taken[0, 0, 0] = 5
+
+
+def test_misses_and_hits_are_counted():
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=1 << 20)
+    prompt_id = cache.insert("p", unit(0), SHAPE, {5: LATENT, 25: LATENT})
+    cache.take_latent(prompt_id, 25)
+    cache.take_latent(prompt_id, 25)
+    cache.take_latent(prompt_id, 5)
+    cache.take_latent(prompt_id, 10)  # not stored: no hit
+    cache.record_miss()
+    stats = cache.stats()
+    assert stats.hits_by_level == {5: 1, 10: 0, 15: 0, 20: 0, 25: 2} and stats.misses == 1
+
+
+@pytest.mark.parametrize(
+    "latents, error",
+    [({}, ValueError), ({7: LATENT}, ValueError), ({5: LATENT.astype(np.int32)}, TypeError)],
+)
+def test_bad_inserts_change_nothing(latents, error):
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=1 << 20)
+    with pytest.raises(error):
+        cache.insert("p", unit(0), SHAPE, latents)
+    with pytest.raises(ValueError):
+        cache.insert("p", np.ones(3), SHAPE, {5: LATENT})
+    with pytest.raises(ValueError):
+        cache.insert("p", np.full(8, np.nan), SHAPE, {5: LATENT})
+    assert cache.lookup(unit(0), SHAPE) is None
+    assert cache.stats().prompts == 0

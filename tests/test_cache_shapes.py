@@ -1,0 +1,26 @@
+"""Latents are only reusable within one shape (steps, width, height): lookups never cross shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.cache.prompt_cache import PromptCache, ShapeKey
+
+LATENT = np.zeros((4, 8, 8), dtype=np.float16)
+
+
+def test_lookup_sees_only_its_own_shape():
+    cache = PromptCache("hash", 4, (5, 25), max_bytes=1 << 20)
+    square, wide, fewer_steps = ShapeKey(50, 1024, 1024), ShapeKey(50, 1280, 768), ShapeKey(30, 1024, 1024)
+    vector = np.array([1, 0, 0, 0], dtype=np.float32)
+    in_square = cache.insert("a red fox", vector, square, {5: LATENT})
+    assert cache.lookup(vector, wide) is None
+    assert cache.lookup(vector, fewer_steps) is None
+    in_wide = cache.insert("a red fox", vector, wide, {25: LATENT})
+    assert in_wide != in_square  # same text, another shape: another entry
+    assert cache.lookup(vector, square).prompt_id == in_square
+    assert cache.lookup(vector, square).levels == (5,)
+    assert cache.lookup(vector, wide).levels == (25,)
+    # a nearer prompt in another shape does not hide this shape's neighbour
+    cache.insert("a red fox, 4k", np.array([1, 0.01, 0, 0], dtype=np.float32), wide, {5: LATENT})
+    assert cache.lookup(np.array([1, 0.01, 0, 0]), square).prompt_id == in_square

@@ -1,0 +1,56 @@
+"""The prompt cache on the request path, through a real engine with tiny workers."""
+
+import time
+
+import pytest
+
+from engine.client import ArgusClient
+from engine_process import start_engine
+from protocols.client_messages import Images
+
+STEPS = 20  # cache levels below it: 5, 10, 15
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    # nirvana: the level comes from the similarity table alone (argus, at light load, would rather
+    # spend its idle capacity on exact images)
+    engine = start_engine(tmp_path_factory.mktemp("cache"), "--policy", "nirvana", backend="tiny")
+    yield engine
+    assert engine.stop() == 0
+
+
+def wait_for(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def generate(engine, prompt: str) -> Images:
+    with ArgusClient(engine.client_address, timeout_s=120) as client:
+        reply = client.generate(prompt, width=64, height=64, steps=STEPS, seed=1)
+    assert isinstance(reply, Images), reply
+    return reply
+
+
+def test_near_duplicate_resumes_from_the_cache_and_unrelated_prompt_misses(engine):
+    first = generate(engine, "a red fox in a snowy forest at dawn, oil painting").images[0]
+    assert (first.level, first.steps_run) == (0, STEPS)
+
+    near = generate(engine, "a red fox in a snowy forest at dawn, oil painting!").images[0]
+    assert near.level > 0
+    assert near.steps_run == STEPS - near.level
+    assert near.similarity is not None and near.similarity > 0.9
+
+    unrelated = generate(engine, "blueprint of a steam locomotive, technical drawing").images[0]
+    assert (unrelated.level, unrelated.steps_run) == (0, STEPS)
+
+    # the cache's own counters reach /metrics within a stats interval
+    assert wait_for(lambda: engine.metric("argus_cache_hits", level=str(near.level)) == 1)
+    # the near-duplicate joins the cache only if it passed through a level above its start
+    expected_prompts = 2 + (near.level < 15)
+    assert wait_for(lambda: engine.metric("argus_cache_prompts") == expected_prompts)
+    assert engine.metric("argus_cache_misses") == 2

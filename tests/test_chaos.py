@@ -1,0 +1,184 @@
+"""Chaos: workers killed (SIGKILL) and hung (SIGSTOP) under open-loop load; every request answered exactly once.
+
+The short run is `argus bench chaos` (loadgen/bench/chaos_bench.py) at a smaller
+size: a real engine with SIMULATED workers, a raw DEALER that sees every reply on
+the wire (duplicates included) and HTTP beside it. No assertion on any timing.
+"""
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+import zmq
+
+from engine.client import ArgusClient
+from engine_process import start_engine
+from loadgen.bench.chaos_bench import ChaosConfig, Ledger, measure
+from protocols.client_messages import Images
+from protocols.codec import Blob
+from protocols.worker_messages import (
+    PROTOCOL_VERSION,
+    Generate,
+    Heartbeat,
+    Hello,
+    ItemDone,
+    Welcome,
+    worker_side_codec,
+)
+
+# errors the engine may answer when the workers holding an image keep dying: explicit, never silent
+FAULT_ERRORS = {"worker_lost", "no_worker"}
+
+
+@pytest.mark.timeout(240)
+def test_kills_and_hangs_lose_nothing_and_duplicate_nothing(tmp_path):
+    # 8 slots of 3 s: 5 SIGKILLs and 3 SIGSTOPs, each of a worker that holds work when one does
+    config = ChaosConfig(duration_s=24.0, kill_every_s=3.0, min_kills=4, hang_share=0.35, drain_s=60.0, seed=7)
+    result = asyncio.run(asyncio.wait_for(measure(config, tmp_path), 200))
+
+    assert result["kills"] + result["hangs"] >= 4 and result["kills"] >= 1 and result["hangs"] >= 1, result["faults"]
+    assert result["lost"] == 0, result["by_door"]
+    assert result["duplicates"] == 0, result["duplicate_ids"]
+    assert result["replies"] == result["sent"] > 0
+    # every reply is Images or an explicit Error: nothing else, nothing undecodable, nothing for ids never sent
+    assert set(result["outcomes"]) <= {"images", "error"}, result["outcomes"]
+    assert set(result["errors"]) <= FAULT_ERRORS, result["errors"]
+    assert result["outcomes"].get("images", 0) > 0
+    assert result["unexpected_replies"] == 0 and result["undecodable_replies"] == 0
+    assert result["http_transport_errors"] == {}
+    assert set(result["by_door"]) == {"zmq", "http"}
+    # each hang was noticed by heartbeat and its process killed by the engine (not by the test)
+    assert result["hangs_detected"] == result["hangs"]
+    losses = result["engine_metrics"]["worker_losses"]
+    assert losses.get("cause=exited", 0) >= result["kills"] and losses.get("cause=heartbeat", 0) >= result["hangs"]
+    assert result["engine_metrics"]["worker_restarts"] >= result["kills"] + result["hangs"]
+    # the engine's own count of terminal replies agrees with what the clients saw
+    assert result["metrics_vs_clients"]["match"], result["metrics_vs_clients"]
+    assert result["engine_exit_code"] == 0, result.get("engine_log_tail")
+
+
+def test_ledger_counts_duplicates_lost_and_strangers():
+    """What the chaos run counts: a second reply for an id, an id never answered, a reply nobody asked for."""
+    ledger = Ledger()
+    for request_id in ("a", "b", "c"):
+        ledger.record_sent(request_id, "zmq")
+    ledger.record_reply("a", "images")
+    ledger.record_reply("a", "error", "worker_lost")
+    ledger.record_reply("b", "busy")
+    ledger.record_reply("zzz", "images")
+    summary = ledger.summary()
+    assert (summary["sent"], summary["replies"], summary["lost"], summary["duplicates"]) == (3, 3, 1, 1)
+    assert summary["outcomes"] == {"images": 1, "busy": 1} and summary["unexpected_replies"] == 1
+    assert summary["duplicate_ids"] == ["a"]
+
+
+# -- engine bug: a worker's second hello strands the batches it held -----------------------------------
+class FakeWorker:
+    """The worker protocol by hand, so a rejoin can be placed exactly: Hello, Welcome, heartbeats, ItemDone."""
+
+    def __init__(self, address: str):
+        self.codec = worker_side_codec()
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.IDENTITY, b"rejoiner/00000001")
+        self.socket.connect(address)
+        self.hello = Hello(
+            protocol=PROTOCOL_VERSION,
+            worker_id="rejoiner",
+            backend="sim",
+            device="sim",
+            simulated=True,
+            levels=[5, 10],
+            max_batch=1,
+            default_steps=50,
+            min_size=64,
+            max_size=2048,
+            default_size=64,
+            level=0,
+            pid=os.getpid(),
+        )
+
+    def send(self, message: object) -> None:
+        self.socket.send_multipart(self.codec.encode(message))
+
+    def receive(self, timeout_s: float) -> object | None:
+        if self.socket.poll(int(timeout_s * 1000)):
+            return self.codec.decode(self.socket.recv_multipart())
+        return None
+
+    def handshake(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.send(self.hello)
+            retry_at = time.monotonic() + 1.0
+            while (left := retry_at - time.monotonic()) > 0:
+                if isinstance(self.receive(left), Welcome):
+                    return  # what came before it (heartbeats, a Generate) is ignored, as the runtime does
+        raise TimeoutError("no Welcome from the engine")
+
+    def next_batch(self, timeout_s: float) -> Generate | None:
+        """Heartbeats while waiting (so the engine never finds it silent); the next Generate, if any."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.send(Heartbeat(0, -1))
+            message = self.receive(0.3)
+            if isinstance(message, Generate):
+                return message
+        return None
+
+    def close(self) -> None:
+        self.socket.close()
+        self.context.term()
+
+
+@pytest.mark.timeout(120)
+def test_worker_rejoin_does_not_strand_its_batches(tmp_path):
+    """ENGINE BUG (fails today): a worker that says hello again has dropped what it held; the engine must re-route it.
+
+    workers/runtime.py `_rejoin` (the worker heard nothing from the engine for
+    `engine_timeout_s`) clears its queue, drops the outcomes of the batch it was
+    running and says hello again, counting on the engine to re-dispatch; the
+    protocol (protocols/worker_messages.py) allows that hello to reach the same
+    engine. engine/worker_link.py `_on_hello` treats a hello from a known identity
+    as a crossed retry: it answers Welcome and keeps the batches in the worker's
+    `inflight`, where nothing ever answers them (no sweep looks at sent batches),
+    so the request never gets a reply and the slot stays full. Seen for real when
+    the worker's timer fires before the engine's (both use the same timeout; the
+    engine checks once per heartbeat interval), e.g. a link stall of just over the
+    timeout, or an engine paused that long.
+    """
+    engine = start_engine(tmp_path, "--heartbeat-timeout", "5", workers=0, backend="sim", wait=False)
+    worker = FakeWorker(engine.worker_address)
+    replies: list[object] = []
+    try:
+        worker.handshake(timeout_s=30)
+
+        def ask() -> None:
+            with ArgusClient(engine.client_address, timeout_s=20) as client:
+                try:
+                    replies.append(client.generate("stranded?", width=64, height=64))
+                except TimeoutError as exc:
+                    replies.append(exc)
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        batch = worker.next_batch(timeout_s=20)
+        assert batch is not None, "the engine sent the only worker nothing"
+        # the rejoin, exactly as WorkerRuntime._rejoin does it: forget the batch, say hello again
+        worker.handshake(timeout_s=10)
+        # from here on a well-behaved worker: it answers whatever it is sent
+        deadline = time.monotonic() + 25
+        while asker.is_alive() and time.monotonic() < deadline:
+            again = worker.next_batch(timeout_s=0.5)
+            if again is not None:
+                for item in again.items:
+                    worker.send(ItemDone(item.request_id, again.batch_id, Blob(b"img"), 0, [], None, 1.0, 50))
+        asker.join(timeout=30)
+    finally:
+        worker.close()
+        assert engine.stop() == 0
+    (reply,) = replies
+    assert isinstance(reply, Images), f"the request was never answered after the worker rejoined: {reply!r}"

@@ -1,0 +1,63 @@
+"""The controller in a running engine: a demand step moves workers between levels, and GET /plan shows it."""
+
+import asyncio
+import json
+import time
+
+from engine.client import AsyncArgusClient
+from engine_process import start_engine
+from protocols.client_messages import Images
+
+WINDOW_S = 1.0
+PROMPT = "a red fox in a snowy forest at dawn, oil painting, detailed, variation {}"
+
+
+def plan(engine) -> dict:
+    status, body = engine.get("/plan")
+    assert status == 200, body
+    return json.loads(body)
+
+
+async def offer(engine, rate: float, seconds: float) -> list:
+    """Open-loop arrivals of near-duplicate prompts (they hit the cache at a high level)."""
+    async with AsyncArgusClient(engine.client_address) as client:
+        tasks = []
+        for i in range(int(rate * seconds)):
+            tasks.append(asyncio.create_task(client.generate(PROMPT.format(i), width=64, height=64)))
+            await asyncio.sleep(1 / rate)
+        return await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+
+def planned_levels(current: dict) -> list[int]:
+    return sorted(int(level) for level, n in current["workers_per_level"].items() for _ in range(n))
+
+
+def wait_for(condition, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_demand_step_moves_workers_to_higher_levels(tmp_path):
+    # sim workers: an exact image takes about 0.1 s, so four of them serve about 50 exact images/s
+    engine = start_engine(tmp_path, "--time-scale", "0.02", "--window-s", str(WINDOW_S), workers=4, backend="sim")
+    try:
+        exact_capacity = engine.ready()["exact_capacity_rps"]
+        light = asyncio.run(offer(engine, 0.2 * exact_capacity, 3.0))
+        assert all(isinstance(reply, Images) for reply in light)
+        before = plan(engine)["workers_per_level"]
+        # the step: three times what exact generation can serve, for two and a half windows
+        heavy = asyncio.run(offer(engine, 3.0 * exact_capacity, 2.5 * WINDOW_S))
+        after = plan(engine)
+        high = sum(n for level, n in after["workers_per_level"].items() if int(level) >= 15)
+        assert high > sum(n for level, n in before.items() if int(level) >= 15)
+        assert sum(after["workers_per_level"].values()) == 4
+        assert all(abs(sum(row.values()) - 1.0) < 1e-6 for row in after["redirect"].values())
+        # the workers were really moved: /ready reports them at the planned levels
+        assert wait_for(lambda: planned_levels(plan(engine)) == sorted(w["level"] for w in engine.ready()["workers"]))
+        assert sum(isinstance(reply, Images) and reply.images[0].level > 0 for reply in heavy) > 0
+    finally:
+        assert engine.stop() == 0

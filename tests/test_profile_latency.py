@@ -1,0 +1,46 @@
+"""`argus profile latency` end to end: a real worker process (sim, then tiny) measured into a LatencyProfile file."""
+
+import subprocess
+import sys
+
+from controller.profiles import LatencyProfile
+from engine_process import ROOT
+
+
+def profile_latency(tmp_path, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "controller.profile_latency", *options, "--out", str(tmp_path / "profile.json")]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+def assert_complete(profile: LatencyProfile, levels: tuple[int, ...], max_batch: int) -> None:
+    assert profile.levels == levels and profile.max_batch == max_batch
+    for level in levels:
+        for batch in range(1, max_batch + 1):
+            assert profile.latency(level, batch) > 0
+
+
+def test_sim_backend_at_a_tiny_time_scale(tmp_path):
+    done = profile_latency(tmp_path, "--backend", "sim", "--time-scale", "0.001", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    profile = LatencyProfile.load(tmp_path / "profile.json")
+    assert_complete(profile, (0, 5, 10, 15, 20, 25), 4)  # batches 1,2,4 by default; 3 is interpolated
+    assert (profile.name, profile.steps) == ("sim", 50)
+    assert "SIMULATED" in profile.provenance and "batch sizes [3] not measured" in profile.provenance
+
+
+def test_tiny_backend_at_few_steps(tmp_path):
+    done = profile_latency(
+        tmp_path, "--backend", "tiny", "--steps", "6", "--batches", "1,2", "--repeats", "1", "--threads", "1"
+    )
+    assert done.returncode == 0, done.stderr
+    profile = LatencyProfile.load(tmp_path / "profile.json")
+    assert_complete(profile, (0, 5), 2)  # at N=6 the worker caches only level 5
+    assert (profile.name, profile.steps) == ("tiny_cpu", 6)
+    assert "torch 2." in profile.provenance and "(1 torch thread)" in profile.provenance
+
+
+def test_levels_the_worker_has_no_latents_for_are_refused(tmp_path):
+    done = profile_latency(tmp_path, "--backend", "sim", "--time-scale", "0.001", "--levels", "0,7")
+    assert done.returncode != 0
+    assert "levels [7]" in done.stderr
+    assert not (tmp_path / "profile.json").exists()

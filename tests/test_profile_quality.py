@@ -1,0 +1,90 @@
+"""`argus profile quality` end to end: a real tiny worker process, a tiny CLIP built here, JSONL samples out."""
+
+import math
+import subprocess
+import sys
+
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+from controller.profile_quality import SAMPLES_KIND
+from controller.profiles import read_quality_samples
+from controller.versioned import read_versioned
+from engine_process import ROOT
+from workers.tiny_pipeline import build_tiny_sdxl
+
+PROMPTS = [
+    "a lighthouse on a cliff at dusk, oil painting",
+    "a lighthouse on a cliff at night, oil painting",
+    "a red fox in a snowy forest, photograph",
+]
+STEPS = 12  # the tiny worker caches levels 5, 10, ... : below N = 12, levels 5 and 10
+
+
+def save_tiny_clip(directory) -> None:
+    """A random CLIP (text and vision towers, 32 px images), saved as a local model directory.
+
+    A random CLIP scores image-text pairs near 0 on either side, and a pair at or
+    below 0 has no relative quality. Both towers' last layer norms share a large
+    bias and both projections the same weights, so every embedding leans the same
+    way: every score is positive, and still differs from image to image.
+    """
+    tokenizer = build_tiny_sdxl().tokenizer
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+        shared_bias = 3.0 * torch.randn(32)
+    with torch.no_grad():
+        model.visual_projection.weight.copy_(model.text_projection.weight)
+        for norm in (model.vision_model.post_layernorm, model.text_model.final_layer_norm):
+            norm.weight.fill_(0.5)
+            norm.bias.copy_(shared_bias)
+    model.save_pretrained(directory)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(directory)
+
+
+def test_profile_quality_writes_samples_the_controller_reads(tmp_path):
+    save_tiny_clip(tmp_path / "clip")
+    prompts = tmp_path / "parti.tsv"
+    prompts.write_text("Prompt\tCategory\n" + "".join(f"{p}\tTest\n" for p in PROMPTS))
+    out = tmp_path / "samples.jsonl"
+    command = [sys.executable, "-m", "controller.profile_quality", str(prompts), "--clip", str(tmp_path / "clip")]
+    command += ["--backend", "tiny", "--steps", str(STEPS), "--threads", "1", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+
+    samples = read_quality_samples(out)
+    exact = [s for s in samples if s.level == 0]
+    resumed = [s for s in samples if s.level > 0]
+    assert sorted(s.prompt for s in exact) == sorted(PROMPTS)
+    assert all(s.quality == 100.0 and s.similarity is None for s in exact)
+    # every prompt resumed from its 2 neighbours (the other two) at both levels
+    assert len(resumed) == len(PROMPTS) * 2 * 2
+    assert {s.level for s in resumed} == {5, 10}
+    for s in resumed:
+        assert s.prompt in PROMPTS and s.neighbour_prompt in PROMPTS and s.neighbour_prompt != s.prompt
+        assert math.isfinite(s.quality) and s.quality > 0
+        assert math.isfinite(s.similarity) and -1.0 <= s.similarity <= 1.0
+    # the two lighthouse prompts are each other's nearest neighbour (hash embedder)
+    lighthouses = [s for s in resumed if "lighthouse" in s.prompt and "lighthouse" in s.neighbour_prompt]
+    foxes = [s for s in resumed if "fox" in s.neighbour_prompt]
+    assert min(s.similarity for s in lighthouses) > max(s.similarity for s in foxes)
+
+    provenance = read_versioned(tmp_path / "samples.provenance.json", SAMPLES_KIND)
+    assert provenance["samples"] == "samples.jsonl" and provenance["levels"] == [5, 10]
+    assert "CLIPScore" in provenance["provenance"]

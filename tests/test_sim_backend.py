@@ -1,0 +1,124 @@
+"""The sim backend: latency from the controller's LatencyProfile, quality from its QualityModel."""
+
+import argparse
+import math
+
+import pytest
+
+from controller.profile_latency import WorkerProcess, add_worker_arguments
+from controller.profiles import LatencyProfile, QualityModel
+from protocols.worker_messages import Generate, GenerateItem
+from workers.main import SIM_SIMILARITY_TABLE_ENV, sim_similarity_table
+from workers.sim_backend import ProfileLatency, SimBackend
+
+SDXL = LatencyProfile.bundled("sdxl_a100")
+HASH = sim_similarity_table("hash")
+PROMPT = "a lighthouse on a cliff at dusk"
+
+
+class NoControl:
+    def between_steps(self) -> None:
+        pass
+
+    def is_aborted(self, request_id: str) -> bool:
+        return False
+
+
+def formula(steps_run: int, batch: int) -> float:
+    """sdxl_a100's derivation: (0.6 + 0.09 steps run) (1 + 0.5 (b - 1))."""
+    return (0.6 + 0.09 * steps_run) * (1.0 + 0.5 * (batch - 1))
+
+
+# -- latency (the pure function; nothing here measures time) ---------------------------
+def test_on_the_grid_the_latency_is_the_profiles():
+    latency = ProfileLatency(SDXL)
+    for level in SDXL.levels:
+        for batch in range(1, SDXL.max_batch + 1):
+            assert latency.seconds(level, SDXL.steps, batch) == SDXL.latency(level, batch)
+
+
+def test_off_the_grid_only_the_per_step_part_scales():
+    latency = ProfileLatency(SDXL)
+    assert latency.seconds(5, 30, 1) == pytest.approx(formula(25, 1))  # N = 30: 25 steps run
+    assert latency.seconds(0, 20, 3) == pytest.approx(formula(20, 3))
+    assert latency.seconds(7, 50, 2) == pytest.approx(formula(43, 2))  # a level the profile lacks
+
+
+def test_batches_above_the_profile_extend_its_last_two_points():
+    assert ProfileLatency(SDXL).seconds(25, 50, 10) == pytest.approx(formula(25, 10))
+    bent = LatencyProfile("bent", 10, {0: (1.0, 1.5, 1.8), 5: (0.6, 0.9, 1.0)}, "made up for a test")
+    assert ProfileLatency(bent).seconds(0, 10, 5) == pytest.approx(1.8 + 2 * 0.3)
+    assert ProfileLatency(bent).seconds(5, 10, 4) == pytest.approx(1.1)
+
+
+def test_a_single_level_profile_scales_in_proportion():
+    latency = ProfileLatency(LatencyProfile("one", 10, {0: (2.0,)}, "made up for a test"))
+    assert latency.seconds(5, 10, 1) == pytest.approx(1.0)
+    assert latency.seconds(0, 10, 3) == pytest.approx(6.0)  # from batch 1 and an empty batch of 0 s
+
+
+# -- quality ---------------------------------------------------------------------------
+def run_items(backend: SimBackend, level: int, items: list[GenerateItem]) -> list[float]:
+    batch = Generate(1, level, 50, 64, 64, 5.0, "png", items)
+    return [done.quality for done in backend.run(batch, NoControl())]
+
+
+def quality(level: int, similarity: float | None, prompt: str = PROMPT, backend: SimBackend | None = None) -> float:
+    backend = backend or SimBackend(HASH, time_scale=0.0)
+    (q,) = run_items(backend, level, [GenerateItem("r", prompt, 1, None, similarity)])
+    return q
+
+
+def test_exact_images_are_full_quality():
+    assert quality(0, None) == 100.0
+
+
+def test_quality_falls_with_the_level_at_a_fixed_similarity():
+    qualities = [quality(level, 0.9) for level in HASH.levels[1:]]
+    assert qualities == sorted(qualities, reverse=True)
+    assert qualities[0] > qualities[-1]
+
+
+def test_quality_rises_with_the_similarity():
+    qualities = [quality(15, s) for s in (0.5, 0.7, 0.8, 0.85, 0.9, 0.99)]
+    assert qualities == sorted(qualities)
+    assert qualities[0] < qualities[-1]
+
+
+def test_quality_is_the_same_for_the_same_prompt_and_differs_between_prompts():
+    backend = SimBackend(HASH, time_scale=0.0)
+    items = [GenerateItem(str(i), p, i, None, 0.9) for i, p in enumerate([PROMPT, "a red fox", PROMPT])]
+    first, other, again = run_items(backend, 20, items)
+    assert first == again == quality(20, 0.9, backend=SimBackend(HASH, time_scale=0.0))
+    assert first != other
+    assert all(0.0 <= q <= 100.0 and math.isfinite(q) for q in (first, other))
+
+
+def test_a_resumed_item_needs_its_neighbours_similarity():
+    with pytest.raises(ValueError, match="similarity"):
+        quality(10, None)
+
+
+def test_levels_must_be_in_the_similarity_table():
+    with pytest.raises(ValueError, match="not in the similarity table"):
+        SimBackend(HASH, levels=(5, 7))
+
+
+# -- a real sim worker process -----------------------------------------------------------
+@pytest.mark.parametrize("embedder", [None, "clip"])
+def test_a_sim_worker_reports_the_quality_of_the_engines_embedder_table(tmp_path, monkeypatch, embedder):
+    if embedder:
+        monkeypatch.setenv(SIM_SIMILARITY_TABLE_ENV, embedder)
+    else:
+        monkeypatch.delenv(SIM_SIMILARITY_TABLE_ENV, raising=False)
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    args = parser.parse_args(["--backend", "sim", "--time-scale", "0"])
+    # similarity 0.6 is above hash's level-5 threshold (0.458) and below clip's (0.65): the two differ a lot
+    items = [GenerateItem("a", PROMPT, 1, None, 0.6), GenerateItem("b", "a red fox", 2, None, 0.95)]
+    with WorkerProcess(args, 8, tmp_path) as worker:
+        hello = worker.handshake()
+        assert hello.simulated and hello.backend == "sim"
+        _, done = worker.generate(5, 50, 64, 5.0, items)
+    model = QualityModel(sim_similarity_table(embedder or "hash"))
+    assert [d.quality for d in done] == [model.quality(5, i.similarity, i.prompt) for i in items]
