@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	# the CPU build of torch (a plain `torch` requirement may pull a multi-GB CUDA build)
 	$(VENV)/bin/python -m pip install --quiet torch==2.13.0
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	# the optional extras too, so their tests run rather than skip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,minilm,ray]'
 	touch $(STAMP)
 
 serve: $(STAMP)

@@ -23,9 +23,17 @@ class Admission:
         self._registry = registry
         self._fallback = BACKEND_SIZES.get(fallback_backend, BACKEND_SIZES["tiny"])
         self._retry_after_ms = retry_after_s * 1000
+        self._limits_version = -1
+        self._limits = self._fallback
 
     def size_limits(self) -> SizeLimits:
         """What every ready worker accepts (before any is ready: the configured backend's)."""
+        if self._limits_version != self._registry.version:
+            self._limits = self._size_limits()
+            self._limits_version = self._registry.version
+        return self._limits
+
+    def _size_limits(self) -> SizeLimits:
         workers = [w.hello for w in self._registry.ready()]
         if not workers:
             return self._fallback

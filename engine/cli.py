@@ -47,6 +47,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("ARGUS_API_KEY"),
         help="require 'Authorization: Bearer KEY' on every HTTP route but /health (default: $ARGUS_API_KEY)",
     )
+    p.add_argument(
+        "--launcher",
+        default="local",
+        choices=["local", "ray"],
+        help="start --workers as local processes, or as Ray actors (pip install ray)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="with --launcher ray: the cluster to join (auto, HOST:PORT, ray://...); default: start one on loopback",
+    )
+    p.add_argument(
+        "--ray-connect",
+        metavar="ADDR",
+        help="with --launcher ray: the worker address actors dial (default: the first TCP --worker-listen)",
+    )
     p.add_argument("--curve-secret", metavar="FILE", help="require CURVE on ZeroMQ: the engine's .key_secret file")
     p.add_argument("--curve-allow", metavar="DIR", help="with --curve-secret: directory of admitted public keys")
     p.set_defaults(func=_serve)
@@ -90,6 +105,9 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         api_key=args.api_key,
         curve_secret_file=args.curve_secret,
         curve_allowed_dir=args.curve_allow,
+        launcher=args.launcher,
+        ray_address=args.ray_address,
+        ray_connect=args.ray_connect,
     )
 
 
@@ -122,6 +140,12 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int)
     p.add_argument("--threads", type=int, help="torch threads on CPU")
     p.add_argument("--die-with-parent", action="store_true", help="exit when the spawning engine dies")
+    p.add_argument(
+        "--count",
+        type=int,
+        default=1,
+        help="sim backend: run this many SIMULATED workers in this one process (ids WORKER_ID-0 .. WORKER_ID-N-1)",
+    )
     p.add_argument("--curve-key", metavar="FILE", help="this worker's .key_secret file (engine requires CURVE)")
     p.add_argument("--curve-server-key", metavar="FILE", help="the engine's public .key file")
     p.set_defaults(func=_worker)
@@ -132,9 +156,16 @@ def _worker(args: argparse.Namespace) -> int:
 
     from workers.main import run_worker
 
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    if args.count != 1:
+        if args.backend != "sim":
+            raise SystemExit("--count runs simulated workers only: add --backend sim")
+        from workers.fleet import run_fleet
+
+        return run_fleet(args.connect, args.count, worker_id, args.time_scale, args.max_batch, _client_keys(args))
     config = WorkerConfig(
         connect=args.connect,
-        worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+        worker_id=worker_id,
         backend=args.backend,
         device=args.device,
         model=args.model,

@@ -86,3 +86,6 @@ class EngineConfig:
     curve_allowed_dir: str | None = None
     image_url_ttl_s: float = 3600.0
     image_url_store_bytes: int = 256 * 1024 * 1024
+    launcher: str = "local"  # local | ray
+    ray_address: str | None = None  # None: a Ray instance of our own, loopback only
+    ray_connect: str | None = None  # the worker address Ray actors dial; None: the first TCP worker_listen

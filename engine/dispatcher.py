@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
@@ -137,15 +137,33 @@ class Dispatcher:
         if not ready:
             return None
         # a worker serving the job's level keeps batches uniform; any worker can run any level
-        candidates = [w for w in ready if w.level == job.level] or ready
+        level = job.level
+        picked = self._pick_among(ready, level)
+        return picked if picked is not None else self._pick_among(ready, None)
+
+    def _pick_among(self, ready: Sequence[WorkerHandle], level: int | None) -> WorkerHandle | None:
+        """One pass: the idle worker with the fewest images in flight (an empty one at once), else the one
+        whose queue is longest short of a full batch, else the least loaded."""
         depth = self._config.inflight_batches_per_worker
-        idle = [w for w in candidates if not w.queue and len(w.inflight) < depth]
-        if idle:
-            return min(idle, key=lambda w: w.load)
-        filling = [w for w in candidates if len(w.queue) < w.hello.max_batch]
-        if filling:
-            return max(filling, key=lambda w: len(w.queue))
-        return min(candidates, key=lambda w: w.load)
+        idle = idle_load = filling = filling_len = least = least_load = None
+        for w in ready:
+            if level is not None and w.level != level:
+                continue
+            queued = len(w.queue)
+            inflight = w.inflight
+            if not queued and len(inflight) < depth:
+                if not inflight:
+                    return w
+                load = sum(len(jobs) for jobs in inflight.values())
+                if idle is None or load < idle_load:
+                    idle, idle_load = w, load
+            elif idle is None:
+                if queued < w.hello.max_batch and (filling is None or queued > filling_len):
+                    filling, filling_len = w, queued
+                load = queued + sum(len(jobs) for jobs in inflight.values())
+                if least is None or load < least_load:
+                    least, least_load = w, load
+        return idle or filling or least
 
     def _pump(self, worker: WorkerHandle) -> None:
         while worker.ready and worker.queue and len(worker.inflight) < self._config.inflight_batches_per_worker:
@@ -314,6 +332,8 @@ class Dispatcher:
             elif now - job.request.admitted_at > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
         for worker in self._registry.ready():
+            if not worker.queue:
+                continue
             wait = max(0.0, worker.busy_until - now)
             for job in list(worker.queue):
                 if not self._still_wanted(job, now, wait):

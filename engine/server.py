@@ -12,6 +12,7 @@ import asyncio
 import enum
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -32,9 +33,11 @@ from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
+from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
+from protocols.curve import create_key_files
 from protocols.worker_messages import ItemDone
 from workers.limits import DEFAULT_LEVELS
 
@@ -61,6 +64,15 @@ class Engine:
         self._curve = None
         if config.curve_secret_file:
             self._curve = CurveGate(self._context, config.curve_secret_file, config.curve_allowed_dir)
+        # CURVE on the client socket only when configured; on the worker socket also when Ray actors dial in
+        client_keys = self._curve.server_keys if self._curve else None
+        self._run_keys_dir = None
+        if self._curve is None and config.launcher == "ray":
+            # a key pair made for this run; the gate admits the actors' (its local_worker_keys)
+            self._run_keys_dir = tempfile.mkdtemp(prefix="argus-keys-")
+            _, secret = create_key_files(self._run_keys_dir, "engine")
+            self._curve = CurveGate(self._context, str(secret), self._run_keys_dir)
+        if self._curve:
             self._curve.start()
         server_keys = self._curve.server_keys if self._curve else None
         # local workers connect over a private IPC socket; remote ones over worker_listen
@@ -96,19 +108,31 @@ class Engine:
         )
         self.cache = build_cache_service(config.cache, DEFAULT_LEVELS, self.control_loop.choose)
         self.admission = Admission(self.registry, config.launch.backend, config.dispatch.retry_after_s)
-        self.clients = ClientDoor(self, self._context, config.client_listen, server_keys)
-        self.launcher = LocalLauncher(
-            config.launch,
-            self.link.endpoints[0],
-            self.metrics,
-            self._local_worker_exited,
-            self._curve.local_worker_keys if self._curve else None,
-            config.cache.embedder,
-        )
+        self.clients = ClientDoor(self, self._context, config.client_listen, client_keys)
+        self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.link.on_joined = lambda worker: self.launcher.joined(worker.hello.worker_id)
         self.http_url = ""
         self._stop_requested = asyncio.Event()
+
+    def _launcher(self) -> LocalLauncher | RayLauncher:
+        config = self.config
+        worker_keys = self._curve.local_worker_keys if self._curve else None
+        embedder = config.cache.embedder
+        if config.launcher == "ray":
+            connect = config.ray_connect or tcp_endpoint(self.link.endpoints)
+            return RayLauncher(
+                config.launch,
+                connect,
+                self.metrics,
+                self._local_worker_exited,
+                worker_keys,
+                embedder,
+                config.ray_address,
+            )
+        return LocalLauncher(
+            config.launch, self.link.endpoints[0], self.metrics, self._local_worker_exited, worker_keys, embedder
+        )
 
     # -- what the front doors call -----------------------------------------
     def submit(self, spec: Generate) -> AdmittedRequest | Error | Busy:
@@ -217,6 +241,8 @@ class Engine:
             self.link.close()
             if self._curve:
                 self._curve.stop()
+            if self._run_keys_dir:
+                shutil.rmtree(self._run_keys_dir)
             self._context.term()
             _remove_dir(self._ipc_dir)
             self.state = EngineState.STOPPED

@@ -9,6 +9,7 @@ killed and restarted by the launcher).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from protocols.worker_messages import (
 )
 
 log = logging.getLogger("argus.workers")
+# ticks per heartbeat interval: each sends to its share of the workers
+_BEAT_TICKS = 20
 
 WorkerEvent = Callable[[WorkerHandle], None]
 
@@ -138,11 +141,14 @@ class WorkerLink:
         return Welcome(PROTOCOL_VERSION, self._heartbeat_interval_s, self._heartbeat_timeout_s, level)
 
     async def _watch_heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_interval_s)
-            beat = self._codec.encode(EngineHeartbeat())
-            for worker in self._registry.all():
+        beat = self._codec.encode(EngineHeartbeat())
+        for turn in itertools.count(1):
+            # a slice of the workers each tick: beats spread over the interval, never a burst of thousands
+            await asyncio.sleep(self._heartbeat_interval_s / _BEAT_TICKS)
+            for worker in self._registry.all()[turn % _BEAT_TICKS :: _BEAT_TICKS]:
                 self._socket.send(worker.identity, beat)
+            if turn % _BEAT_TICKS:
+                continue
             cutoff = time.monotonic() - self._heartbeat_timeout_s
             for worker in self._registry.silent_since(cutoff):
                 log.error("worker %s silent for over %.0f s", worker.name, self._heartbeat_timeout_s)

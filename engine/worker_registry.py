@@ -51,11 +51,14 @@ class WorkerRegistry:
     def __init__(self, metrics: EngineMetrics) -> None:
         self._by_identity: dict[bytes, WorkerHandle] = {}
         self._ready_gauge = metrics.workers.labels("ready")
+        # bumped on every add and remove: what is derived from the set of workers is cached against it
+        self.version = 0
+        self._ready: tuple[WorkerHandle, ...] | None = None
 
     def add(self, identity: bytes, hello: Hello, level: int) -> WorkerHandle:
         handle = WorkerHandle(identity, hello, level, last_seen=time.monotonic())
         self._by_identity[identity] = handle
-        self._ready_gauge.set(len(self._by_identity))
+        self._changed()
         return handle
 
     def get(self, identity: bytes) -> WorkerHandle | None:
@@ -64,13 +67,21 @@ class WorkerRegistry:
     def remove(self, handle: WorkerHandle) -> None:
         handle.state = WorkerState.LOST
         self._by_identity.pop(handle.identity, None)
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._ready = None
         self._ready_gauge.set(len(self._by_identity))
 
     def by_worker_id(self, worker_id: str) -> list[WorkerHandle]:
         return [h for h in self._by_identity.values() if h.hello.worker_id == worker_id]
 
-    def ready(self) -> list[WorkerHandle]:
-        return [h for h in self._by_identity.values() if h.ready]
+    def ready(self) -> tuple[WorkerHandle, ...]:
+        """Every registered worker (remove() is the only way out of READY); rebuilt only when the set changes."""
+        if self._ready is None:
+            self._ready = tuple(self._by_identity.values())
+        return self._ready
 
     def all(self) -> list[WorkerHandle]:
         return list(self._by_identity.values())

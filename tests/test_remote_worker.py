@@ -11,8 +11,20 @@ from protocols.client_messages import Images
 def test_hand_started_worker_serves(tmp_path):
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "worker", "--connect", engine.worker_address,
-         "--backend", "sim", "--time-scale", "0.01", "--worker-id", "by-hand"],
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "worker",
+            "--connect",
+            engine.worker_address,
+            "--backend",
+            "sim",
+            "--time-scale",
+            "0.01",
+            "--worker-id",
+            "by-hand",
+        ],
         cwd=ROOT,
     )
     try:

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "chaos": ("loadgen.bench.chaos_bench", "exactly-once replies while SIMULATED workers are killed and hung"),
     "compare": ("loadgen.bench.compare_bench", "policies side by side on one trace (simulated cluster)"),
     "controller": ("loadgen.bench.controller_bench", "allocation MILP solve time by fleet size, route LP beside it"),
+    "scale": ("loadgen.bench.scale_bench", "one engine, a thousand simulated workers: peak req/s, p99, engine CPU"),
 }
 
 

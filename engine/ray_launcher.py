@@ -1,0 +1,192 @@
+"""Workers as Ray actors (`argus serve --launcher ray`): Ray places them, the engine supervises them.
+
+Each worker slot is one actor (num_gpus=1 on a GPU, num_cpus=1 on CPU) whose
+process runs the ordinary worker loop (`workers.main.run_worker`) and dials the
+engine's worker address over TCP with CURVE. The end of an actor (its loop
+returned or raised, it was killed, its node died) is the worker's exit, as a
+process exit is for the local launcher: the engine is told at once (on_exit
+re-dispatches what it held) and a new actor takes the slot, after a backoff
+that doubles while actors end before their worker says hello.
+
+Ray is an optional extra (`pip install ray`), imported only here. With no
+address a Ray instance of our own is started on this machine, bound to the
+loopback interface only; with one (`auto`, `HOST:PORT`, `ray://...`) the
+engine joins that cluster as a driver. Actors are owned by the engine's Ray
+job: when the engine process ends, Ray ends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from engine.config import LaunchConfig
+from engine.metrics import EngineMetrics
+from protocols.curve import ClientKeys
+from workers.config import WorkerConfig
+from workers.main import SIM_SIMILARITY_TABLE_ENV
+
+log = logging.getLogger("argus.launcher")
+# Ray picks a node's address when it is imported: with this off it is the loopback address, so a
+# Ray instance of our own binds nothing else (Ray reads it on Windows and macOS, where it defaults off)
+_RAY_CLUSTER_ADDRESSES_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class RayWorker:
+    """The actor: one worker in the actor's own process (Ray runs its methods on the main thread)."""
+
+    def __init__(self, config: WorkerConfig):
+        self._config = config
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def serve(self) -> int:
+        from workers.main import run_worker
+
+        return run_worker(self._config)
+
+
+def tcp_endpoint(endpoints: list[str]) -> str:
+    """The engine's first TCP worker endpoint: what actors on any node dial."""
+    for endpoint in endpoints:
+        if endpoint.startswith("tcp://"):
+            return endpoint
+    raise SystemExit("--launcher ray needs a TCP --worker-listen address for its actors to dial")
+
+
+def connect_ray(address: str | None) -> Any:
+    """Joins the Ray cluster at `address`, or starts a loopback-only one; returns the ray module."""
+    if address is None:
+        os.environ.setdefault(_RAY_CLUSTER_ADDRESSES_ENV, "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("--launcher ray needs Ray: pip install ray") from exc
+
+    ray.init(address=address or "local", include_dashboard=False)
+    if address is None and not ipaddress.ip_address(ray.util.get_node_ip_address()).is_loopback:
+        ray.shutdown()
+        raise RuntimeError(
+            f"a local Ray instance would listen beyond loopback: set {_RAY_CLUSTER_ADDRESSES_ENV}=0 before ray "
+            "is imported, or start Ray yourself and pass --ray-address"
+        )
+    return ray
+
+
+class RayLauncher:
+    """The local launcher's interface (run, kill, stop, pid_of, joined; on_exit per worker), with Ray actors."""
+
+    def __init__(
+        self,
+        config: LaunchConfig,
+        connect: str,
+        metrics: EngineMetrics,
+        on_exit: Callable[[str], None],
+        curve: ClientKeys,
+        embedder: str = "hash",
+        address: str | None = None,
+    ):
+        self._config = config
+        self._connect = connect
+        self._metrics = metrics
+        self._on_exit = on_exit
+        self._curve = curve
+        # a simulated worker models quality on the similarity table of the engine's embedder
+        self._runtime_env = {"env_vars": {SIM_SIMILARITY_TABLE_ENV: embedder}}
+        self._address = address
+        self._connected: asyncio.Task | None = None
+        self._ray: Any = None  # the ray module, once connected
+        self._actors: dict[str, Any] = {}
+        self._serving: dict[str, Any] = {}  # worker id -> the ObjectRef of its actor's loop
+        self._pids: dict[str, int] = {}
+        self._backoff: dict[str, float] = {}  # worker id -> wait before its next replacement
+        self._stopping = False
+
+    async def run(self) -> None:
+        self._connected = asyncio.create_task(asyncio.to_thread(connect_ray, self._address))
+        self._ray = await self._connected
+        actor_class = self._ray.remote(RayWorker)
+        async with asyncio.TaskGroup() as group:
+            for slot in range(self._config.count):
+                group.create_task(self._supervise(actor_class, slot))
+
+    def pid_of(self, worker_id: str) -> int | None:
+        """The actor's process id, on whichever node it runs."""
+        return self._pids.get(worker_id)
+
+    def kill(self, worker_id: str) -> None:
+        actor = self._actors.get(worker_id)
+        if actor is not None:
+            self._ray.kill(actor)
+
+    def joined(self, worker_id: str) -> None:
+        """The slot's worker said hello: it starts, so its next replacement needs no backoff."""
+        if worker_id in self._backoff:
+            self._backoff[worker_id] = self._config.restart_backoff_s
+
+    async def stop(self, timeout_s: float) -> None:
+        """Lets each actor's loop end (the engine has told its workers to shut down), kills what is left."""
+        self._stopping = True
+        if self._connected is None:
+            return
+        ray = await self._connected
+        serving = list(self._serving.values())
+        try:
+            await asyncio.wait_for(asyncio.gather(*serving, return_exceptions=True), timeout_s)
+        except TimeoutError:
+            log.warning("%d Ray actors still running after %.0f s: killing them", len(serving), timeout_s)
+        for actor in self._actors.values():
+            ray.kill(actor)
+        await asyncio.to_thread(ray.shutdown)
+
+    async def _supervise(self, actor_class: Any, slot: int) -> None:
+        ray = self._ray
+        config = self._worker_config(slot)
+        worker_id = config.worker_id
+        gpu = config.device.startswith("cuda")
+        resources = {"num_gpus": 1} if gpu else {"num_cpus": 1}
+        self._backoff[worker_id] = self._config.restart_backoff_s
+        while not self._stopping:
+            # named in this engine's job (its own namespace): `ray.get_actor("ray-0")` from the engine
+            actor = actor_class.options(
+                name=worker_id, max_restarts=0, runtime_env=self._runtime_env, **resources
+            ).remote(config)
+            self._actors[worker_id] = actor
+            try:
+                self._pids[worker_id] = await actor.pid.remote()
+                log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, self._pids[worker_id], resources)
+                self._serving[worker_id] = actor.serve.remote()
+                ended = f"returned {await self._serving[worker_id]}"
+            except ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
+                ended = f"ended: {type(error).__name__}"
+            self._serving.pop(worker_id, None)
+            self._pids.pop(worker_id, None)
+            if self._stopping:
+                return
+            log.warning("worker %s (Ray actor) %s; replacing it", worker_id, ended)
+            ray.kill(actor)  # one that is unreachable but alive must not serve beside its replacement
+            self._on_exit(worker_id)
+            self._metrics.worker_restarts.inc()
+            # an actor that ends before its worker's hello (it cannot start) backs off, doubling each time
+            backoff = self._backoff[worker_id]
+            self._backoff[worker_id] = min(backoff * 2, self._config.max_restart_backoff_s)
+            await asyncio.sleep(backoff)
+
+    def _worker_config(self, slot: int) -> WorkerConfig:
+        local = self._config.worker_config(self._connect, slot, threads=None)
+        gpu = local.device.startswith("cuda")
+        return replace(
+            local,
+            worker_id=f"ray-{slot}",
+            # Ray gives a num_gpus=1 actor one device, visible as the first
+            device="cuda:0" if gpu else local.device,
+            threads=None if gpu else 1,
+            die_with_parent=False,
+            curve=self._curve,
+        )

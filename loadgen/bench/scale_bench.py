@@ -1,0 +1,501 @@
+"""`argus bench scale`: one engine and a thousand SIMULATED workers, under rising open-loop load until it saturates.
+
+A real `argus serve --workers 0 --backend sim` listens for workers on loopback
+TCP; `--fleets` processes of `argus worker --backend sim --count N --time-scale 0`
+(a fleet answers at once: no model runs) bring `--workers` workers in all, each
+its own peer. Once /ready lists them all, `--load-processes` load generators
+(raw DEALER sockets and the msgspec codec, one process each, outside the engine)
+offer an evenly paced open-loop rate that rises step by step until the engine
+saturates: the rate it answers stops following the offered rate, or p99
+explodes, or it answers other than with images. The step between the last rate
+it kept up with and the first it did not is then halved twice.
+
+Reported: the peak rate (the highest offered rate the engine kept up with, as
+answered in the window, counted up to the offered rate); at half that rate, p99
+of the added latency (end to end at the client, less the worker's reported run
+time) and the engine process's CPU (utime+stime from /proc/PID/stat over the
+measured window, as a share of one core); and the controller's solve time for
+the whole fleet (the engine's GET /plan once its plan covers every worker; else
+one solve of the allocation in this process, labelled so). Absolute numbers
+depend on the machine: the engine, its fleets and the load generators share its
+cores, so engine CPU per request is printed too (steadier than req/s).
+
+A load generator runs as `python -m loadgen.bench.scale_bench load ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadgen.bench.harness import (
+    LOOPBACK,
+    Child,
+    EngineChild,
+    free_port,
+    http_get,
+    percentile,
+    python_module,
+    spawn,
+    table,
+    write_json,
+)
+
+PROMPT = "a photograph of a red fox in a snowy forest, golden light"
+PEAK_TARGET_RPS = 2000.0
+P99_TARGET_MS = 10.0
+# a step keeps up when it answers this share of the offered rate, every answer an image, p99 under the limit
+KEEP_UP = 0.95
+BISECTIONS = 2
+# the load generator waits this long for the last replies of a step
+DRAIN_S = 30.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1024, help="simulated workers in all (default 1024)")
+    parser.add_argument("--fleets", type=int, default=4, help="fleet processes sharing them (default 4)")
+    parser.add_argument("--load-processes", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument("--start-rps", type=float, default=250.0, help="first offered rate (default 250)")
+    parser.add_argument("--growth", type=float, default=1.3, help="offered rate factor per step (default 1.3)")
+    parser.add_argument("--max-rps", type=float, default=50_000.0, help="stop rising here (default 50000)")
+    parser.add_argument("--step-s", type=float, default=3.0, help="measured seconds of each step (default 3)")
+    parser.add_argument("--half-s", type=float, default=6.0, help="measured seconds at half the peak (default 6)")
+    parser.add_argument("--warmup-s", type=float, default=0.5, help="unmeasured lead-in of every step")
+    parser.add_argument(
+        "--p99-limit-ms", type=float, default=200.0, help="a step whose p99 passes this has saturated (default 200)"
+    )
+    parser.add_argument("--size", type=int, default=64, help="image side asked for (default 64)")
+    parser.add_argument("--ready-timeout-s", type=float, default=300.0, help="for every worker to join (default 300)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.fleets <= args.workers or args.load_processes < 1 or args.growth <= 1.0:
+        raise SystemExit("--fleets must be from 1 to --workers, --load-processes at least 1, --growth above 1")
+    with tempfile.TemporaryDirectory(prefix="argus-bench-scale-") as tmp:
+        result = _measure(args, Path(tmp))
+    _report(args, result)
+    return 0
+
+
+# -- one step of load, as the parent sees it --------------------------------------------------
+@dataclass
+class Step:
+    offered_rps: float
+    answered_rps: float
+    p50_ms: float
+    p99_ms: float
+    not_images: int
+    unanswered: int
+    engine_cpu: float  # share of one core over the measured window
+
+    @property
+    def engine_us_per_request(self) -> float:
+        """Engine CPU per request answered: steadier than req/s when other load shares the machine."""
+        return self.engine_cpu / self.answered_rps * 1e6 if self.answered_rps else math.nan
+
+    def kept_up(self, p99_limit_ms: float) -> bool:
+        return (
+            self.answered_rps >= KEEP_UP * self.offered_rps
+            and self.p99_ms <= p99_limit_ms
+            and not self.not_images
+            and not self.unanswered
+        )
+
+
+@dataclass
+class EngineUnderTest:
+    child: EngineChild
+    worker_address: str
+
+
+def _measure(args: argparse.Namespace, tmp: Path) -> dict:
+    engine = _start_engine(tmp)
+    fleets: list[Child] = []
+    try:
+        engine.child.wait_ready(0)  # its HTTP is up
+        per_fleet = [args.workers // args.fleets + (i < args.workers % args.fleets) for i in range(args.fleets)]
+        print(f"starting {args.fleets} fleet processes ({'+'.join(map(str, per_fleet))} SIMULATED workers) ...")
+        for i, count in enumerate(per_fleet):
+            fleets.append(_start_fleet(tmp, engine.worker_address, count, i))
+        started = time.monotonic()
+        _wait_workers(engine.child, fleets, args.workers, args.ready_timeout_s)
+        print(f"  all {args.workers} workers ready after {time.monotonic() - started:.1f} s", flush=True)
+        pid = engine.child.child.process.pid
+        steps = _ramp(args, engine.child, fleets, tmp, pid)
+        kept = [min(s.answered_rps, s.offered_rps) for s in steps if s.kept_up(args.p99_limit_ms)]
+        if not kept:
+            raise RuntimeError(f"the engine did not keep up with {args.start_rps:g} req/s: lower --start-rps")
+        peak = max(kept)
+        print(f"half the peak: {peak / 2:,.0f} req/s for {args.half_s:g} s ...", flush=True)
+        half = _step(args, engine.child, tmp, pid, peak / 2, args.half_s)
+        solve_ms, solve_source = _controller_solve_ms(engine.child, args.workers)
+    finally:
+        for fleet in fleets:
+            fleet.stop(timeout_s=10.0)
+        code = engine.child.stop()
+        if code != 0:
+            print(f"warning: the engine exited with {code}:\n{engine.child.child.log_tail()}")
+    return {"steps": steps, "peak_rps": peak, "half": half, "solve_ms": solve_ms, "solve_source": solve_source}
+
+
+def _start_engine(tmp: Path) -> EngineUnderTest:
+    http_port, client_port, worker_port = free_port(), free_port(), free_port()
+    command = python_module(
+        "engine.cli",
+        "--log-level",
+        "WARNING",
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(http_port),
+        "--client-listen",
+        f"tcp://{LOOPBACK}:{client_port}",
+        "--worker-listen",
+        f"tcp://{LOOPBACK}:{worker_port}",
+        "--workers",
+        "0",
+        "--backend",
+        "sim",
+        "--time-scale",
+        "0",
+        "--max-queue",
+        str(1 << 20),
+    )
+    print("starting `argus serve --workers 0 --backend sim` ...", flush=True)
+    child = spawn(command, tmp, "engine")
+    return EngineUnderTest(
+        EngineChild(child, f"http://{LOOPBACK}:{http_port}", f"tcp://{LOOPBACK}:{client_port}"),
+        f"tcp://{LOOPBACK}:{worker_port}",
+    )
+
+
+def _start_fleet(tmp: Path, connect: str, count: int, index: int) -> Child:
+    command = python_module(
+        "engine.cli",
+        "--log-level",
+        "WARNING",
+        "worker",
+        "--connect",
+        connect,
+        "--backend",
+        "sim",
+        "--time-scale",
+        "0",
+        "--count",
+        str(count),
+        "--worker-id",
+        f"fleet{index}",
+    )
+    return spawn(command, tmp, f"fleet-{index}")
+
+
+def _wait_workers(engine: EngineChild, fleets: list[Child], workers: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for fleet in fleets:
+            fleet.check_alive()
+        try:
+            engine.wait_ready(workers, timeout_s=min(5.0, max(0.1, deadline - time.monotonic())))
+            return
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _ramp(args: argparse.Namespace, engine: EngineChild, fleets: list[Child], tmp: Path, pid: int) -> list[Step]:
+    print(
+        f"rising load: from {args.start_rps:g} req/s, x{args.growth:g} a step, {args.step_s:g} s each, "
+        f"{args.load_processes} load processes",
+        flush=True,
+    )
+    steps: list[Step] = []
+    good, bad = 0.0, None
+    rate = args.start_rps
+    while rate <= args.max_rps:
+        step = _measured_step(args, engine, fleets, tmp, pid, rate)
+        steps.append(step)
+        if not step.kept_up(args.p99_limit_ms):
+            bad = rate
+            break
+        good = rate
+        rate *= args.growth
+    for _ in range(BISECTIONS if bad is not None and good else 0):
+        rate = (good + bad) / 2
+        step = _measured_step(args, engine, fleets, tmp, pid, rate)
+        steps.append(step)
+        good, bad = (rate, bad) if step.kept_up(args.p99_limit_ms) else (good, rate)
+    return steps
+
+
+def _measured_step(
+    args: argparse.Namespace, engine: EngineChild, fleets: list[Child], tmp: Path, pid: int, rate: float
+) -> Step:
+    step = _step(args, engine, tmp, pid, rate, args.step_s)
+    for fleet in fleets:
+        fleet.check_alive()
+    verdict = "kept up" if step.kept_up(args.p99_limit_ms) else "SATURATED"
+    print(
+        f"  offered {rate:8,.0f}  answered {step.answered_rps:8,.0f} req/s  p50 {step.p50_ms:7.2f}  "
+        f"p99 {step.p99_ms:8.2f} ms  engine CPU {step.engine_cpu:4.0%} ({step.engine_us_per_request:,.0f} us/req)  "
+        f"{verdict}",
+        flush=True,
+    )
+    return step
+
+
+def _step(args: argparse.Namespace, engine: EngineChild, tmp: Path, pid: int, rate: float, seconds: float) -> Step:
+    """Offers `rate` for warm-up plus `seconds`, split over the load processes, all starting at one moment."""
+    start_at = time.time() + 1.0  # time for the load processes to start and connect
+    outputs = [tmp / f"load-{uuid.uuid4().hex[:8]}.json" for _ in range(args.load_processes)]
+    loaders = [
+        spawn(
+            python_module(
+                "loadgen.bench.scale_bench",
+                "load",
+                "--address",
+                engine.client_address,
+                "--rate",
+                str(rate / args.load_processes),
+                "--warmup-s",
+                str(args.warmup_s),
+                "--duration-s",
+                str(seconds),
+                "--start-at",
+                str(start_at),
+                "--size",
+                str(args.size),
+                "--out",
+                str(out),
+            ),
+            tmp,
+            out.stem,
+        )
+        for out in outputs
+    ]
+    window_start = start_at + args.warmup_s
+    _sleep_until(window_start)
+    cpu_before = _cpu_s(pid)
+    _sleep_until(window_start + seconds)
+    cpu = (_cpu_s(pid) - cpu_before) / seconds
+    for loader in loaders:
+        if loader.process.wait() != 0:
+            raise RuntimeError(f"a load generator failed:\n{loader.log_tail()}")
+    parts = [json.loads(out.read_text()) for out in outputs]
+    latencies = [x for part in parts for x in part["added_ms"]]
+    return Step(
+        offered_rps=rate,
+        answered_rps=sum(part["answered_in_window"] for part in parts) / seconds,
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        not_images=sum(part["not_images"] for part in parts),
+        unanswered=sum(part["unanswered"] for part in parts),
+        engine_cpu=cpu,
+    )
+
+
+def _sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()))
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _controller_solve_ms(engine: EngineChild, workers: int) -> tuple[float, str]:
+    status, body = http_get(engine.http + "/plan")
+    if status == 200:
+        plan = json.loads(body)
+        if plan.get("workers") == workers and "solve_ms" in plan:
+            return float(plan["solve_ms"]), f"engine GET /plan ({plan.get('policy')}, {plan.get('status')})"
+    return _allocation_solve_ms(workers), "controller.allocation in this process (no engine plan for the fleet)"
+
+
+def _allocation_solve_ms(workers: int) -> float:
+    """One allocation MILP for the fleet, on the bundled profile, after an unmeasured one (imports, set-up)."""
+    from controller.allocation import allocate
+    from controller.flow_model import FlowProblem, SolverOptions
+    from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+    from controller.similarity import SimilarityTable
+
+    profile = LatencyProfile.bundled()
+    degradation = DegradationMatrix.from_quality_model(QualityModel(SimilarityTable.bundled("clip")))
+    levels = degradation.levels
+    capacity = {k: profile.capacity_rps(k, 15.0) for k in levels}
+    # demand at the fleet's capacity at the middle level, spread evenly over the classes
+    total = workers * capacity[levels[len(levels) // 2]]
+    problem = FlowProblem.per_class(degradation, capacity, {k: total / len(levels) for k in levels})
+    options = SolverOptions()
+    allocate(problem, 8, {}, options)
+    started = time.perf_counter()
+    allocate(problem, workers, {}, options)
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _report(args: argparse.Namespace, result: dict) -> None:
+    steps: list[Step] = result["steps"]
+    half: Step = result["half"]
+    print()
+    print(
+        f"argus bench scale: one engine, {args.workers} SIMULATED workers (sim, time scale 0) in {args.fleets} fleet"
+        f" processes over loopback TCP; open-loop load from {args.load_processes} processes"
+    )
+    print("added latency: end to end at the client less the worker's run time; engine CPU: share of one core")
+    print()
+    print(
+        table(
+            [
+                "offered req/s",
+                "answered req/s",
+                "p50 ms",
+                "p99 ms",
+                "not images",
+                "unanswered",
+                "engine CPU",
+                "engine us/req",
+                "kept up",
+            ],
+            [
+                [
+                    s.offered_rps,
+                    s.answered_rps,
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.not_images,
+                    s.unanswered,
+                    s.engine_cpu,
+                    s.engine_us_per_request,
+                    s.kept_up(args.p99_limit_ms),
+                ]
+                for s in steps
+            ],
+        )
+    )
+    print()
+    peak = result["peak_rps"]
+    print(
+        table(
+            ["measure", "value", "target"],
+            [
+                ["workers", args.workers, ""],
+                ["peak req/s", peak, f">= {PEAK_TARGET_RPS:g} ({'met' if peak >= PEAK_TARGET_RPS else 'MISSED'})"],
+                [
+                    f"p99 added ms at {half.offered_rps:,.0f} req/s",
+                    half.p99_ms,
+                    f"< {P99_TARGET_MS:g} ({'met' if half.p99_ms < P99_TARGET_MS else 'MISSED'})",
+                ],
+                ["engine CPU at half peak (cores)", half.engine_cpu, ""],
+                ["engine CPU us per request at half peak", half.engine_us_per_request, ""],
+                ["controller solve ms", result["solve_ms"], result["solve_source"]],
+            ],
+        )
+    )
+    write_json(
+        args.json,
+        {
+            "workers": args.workers,
+            "peak_rps": peak,
+            "p99_added_ms_at_half_peak": half.p99_ms,
+            "controller_solve_ms": result["solve_ms"],
+            "engine_cpu_at_half_peak": half.engine_cpu,
+        },
+    )
+
+
+# -- the load generator (its own process) ----------------------------------------------------
+def _load(args: argparse.Namespace) -> int:
+    """Sends Generate at an even rate from `start_at` on; writes what came back to --out as JSON."""
+    import zmq
+
+    from protocols.client_messages import Generate, Images, client_side_codec
+    from protocols.sockets import make_socket
+
+    context = zmq.Context()
+    sock = make_socket(context, zmq.DEALER, connect=args.address)
+    codec = client_side_codec()
+    prefix = uuid.uuid4().hex[:8]
+    total = max(1, round(args.rate * (args.warmup_s + args.duration_s)))
+    sent_at: dict[str, float] = {}
+    added_ms: list[float] = []
+    answered_in_window = not_images = 0
+    gc.disable()  # a collection would stall every request in flight: it would count as latency
+    _sleep_until(args.start_at)
+    began = time.perf_counter()
+    window = (began + args.warmup_s, began + args.warmup_s + args.duration_s)
+    sent = 0
+    try:
+        while sent < total or sent_at:
+            now = time.perf_counter()
+            due = min(total, int((now - began) * args.rate) + 1)
+            while sent < due:
+                request_id = f"{prefix}-{sent}"
+                frames = codec.encode(Generate(request_id, PROMPT, width=args.size, height=args.size))
+                sent_at[request_id] = time.perf_counter()
+                sock.send_multipart(frames, copy=False)
+                sent += 1
+            if sent < total:
+                wait_ms = max(1, math.ceil((began + sent / args.rate - time.perf_counter()) * 1000))
+            else:
+                wait_ms = max(0, math.ceil((window[1] + DRAIN_S - time.perf_counter()) * 1000))
+                if not wait_ms:
+                    break
+            if not sock.poll(wait_ms, zmq.POLLIN):
+                continue
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                reply = codec.decode(sock.recv_multipart(copy=False))
+                now = time.perf_counter()
+                started = sent_at.pop(getattr(reply, "request_id", ""), None)
+                if started is None:
+                    continue
+                if not isinstance(reply, Images):
+                    not_images += 1
+                    continue
+                if window[0] <= now < window[1]:
+                    answered_in_window += 1
+                if window[0] <= started < window[1]:
+                    added_ms.append((now - started) * 1000.0 - reply.images[0].run_ms)
+    finally:
+        sock.close(linger=0)
+        context.term()
+    result = {
+        "sent": sent,
+        "answered_in_window": answered_in_window,
+        "not_images": not_images,
+        "unanswered": len(sent_at),
+        "added_ms": added_ms,
+    }
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadgen.bench.scale_bench", description="a load generator")
+    sub = parser.add_subparsers(dest="role", required=True)
+    load = sub.add_parser("load")
+    load.add_argument("--address", required=True)
+    load.add_argument("--rate", type=float, required=True)
+    load.add_argument("--warmup-s", type=float, required=True)
+    load.add_argument("--duration-s", type=float, required=True)
+    load.add_argument("--start-at", type=float, required=True, help="wall-clock time (time.time()) to start")
+    load.add_argument("--size", type=int, required=True)
+    load.add_argument("--out", required=True)
+    load.set_defaults(func=_load)
+    args = parser.parse_args(argv)
+    if not args.address.startswith(f"tcp://{LOOPBACK}:"):
+        parser.error("the load generator sends to loopback only")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

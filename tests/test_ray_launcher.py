@@ -1,0 +1,109 @@
+"""Workers as Ray actors on a local Ray instance serve a real engine; killing one mid-load loses no request."""
+
+import asyncio
+import importlib.util
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from engine.config import EngineConfig, LaunchConfig
+from engine.ray_launcher import RayLauncher, tcp_endpoint
+from engine.server import Engine
+from engine_process import free_port
+from protocols.client_messages import Generate, Images, client_side_codec
+from protocols.curve import ClientKeys, create_key_files
+from protocols.sockets import make_socket
+
+# ray is not imported here: the launcher must import it first, to keep its Ray instance on loopback
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+
+WORKERS = 2
+REQUESTS = 24
+
+
+class RayEngine(Engine):
+    """The engine with Ray actors for workers, as `argus serve --launcher ray` builds it (docs/scaling.md)."""
+
+    def __init__(self, config: EngineConfig):
+        super().__init__(config)
+        self.launcher = RayLauncher(
+            config.launch,
+            tcp_endpoint(self.link.endpoints),
+            self.metrics,
+            self._local_worker_exited,
+            self._curve.local_worker_keys,
+            config.cache.embedder,
+        )
+
+
+def sample(engine: Engine, name: str, **labels: str) -> float:
+    return engine.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def wait_for(condition, what: str, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path):
+    keys = tmp_path / "keys"
+    _, engine_secret = create_key_files(keys / "engine", "engine")
+    create_key_files(keys / "allowed", "client")
+    client_keys = ClientKeys.from_files(keys / "allowed" / "client.key_secret", keys / "engine" / "engine.key")
+    client_address = f"tcp://127.0.0.1:{free_port()}"
+    config = EngineConfig(
+        port=0,
+        client_listen=(client_address,),
+        worker_listen=(f"tcp://127.0.0.1:{free_port()}",),
+        # sim workers: about half a second per image, so the kill lands while they hold work
+        launch=LaunchConfig(count=WORKERS, backend="sim", time_scale=0.1, max_batch=2),
+        curve_secret_file=str(engine_secret),
+        curve_allowed_dir=str(keys / "allowed"),
+    )
+    engine = RayEngine(config)
+    running = asyncio.create_task(engine.run())
+    context = zmq.asyncio.Context()
+    client = make_socket(context, zmq.DEALER, connect=client_address, curve_client=client_keys)
+    codec = client_side_codec()
+    try:
+        await wait_for(lambda: len(engine.registry.ready()) == WORKERS, "the Ray workers")
+        first = {w.name for w in engine.registry.ready()}
+        assert {w.hello.worker_id for w in engine.registry.ready()} == {f"ray-{i}" for i in range(WORKERS)}
+
+        ids = [uuid.uuid4().hex for _ in range(REQUESTS)]
+        for request_id in ids:
+            await client.send_multipart(codec.encode(Generate(request_id, f"a kite {request_id}", width=64, height=64)))
+        await wait_for(lambda: engine.registry.ready() and max(w.load for w in engine.registry.ready()) > 0, "load")
+        victim = max(engine.registry.ready(), key=lambda w: w.load)
+        import ray
+
+        ray.kill(ray.get_actor(victim.hello.worker_id))
+
+        replies: Counter[str] = Counter()
+        deadline = time.monotonic() + 120
+        # read until every request is answered, then a while longer to catch duplicates
+        while time.monotonic() < deadline and (len(replies) < REQUESTS or await client.poll(1500)):
+            if await client.poll(500):
+                reply = codec.decode(await client.recv_multipart())
+                assert isinstance(reply, Images), reply
+                replies[reply.request_id] += 1
+        assert set(replies) == set(ids)
+        assert set(replies.values()) == {1}
+        assert sample(engine, "argus_redispatched_images_total") >= 1
+
+        # a new actor took the slot: a new peer under the same worker id
+        await wait_for(lambda: len(engine.registry.ready()) == WORKERS, "the replacement actor")
+        after = {w.name for w in engine.registry.ready()}
+        assert victim.name not in after and len(after - first) == 1
+        assert sample(engine, "argus_worker_restarts_total") == 1
+    finally:
+        client.close()
+        context.term()
+        engine.request_stop()
+        await running

@@ -1,0 +1,99 @@
+"""`argus worker --backend sim --count N`: many simulated workers in one process, each its own peer of a real engine."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import zmq
+
+from engine_process import ROOT, start_engine
+from protocols.client_messages import Error, Generate, Images, client_side_codec
+
+FLEET = 50
+SPARE = 10
+
+
+def start_fleet(tmp_path, connect: str, count: int, name: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "engine.cli", "worker", "--connect", connect, "--backend", "sim"]
+    command += ["--count", str(count), "--time-scale", "0.1", "--worker-id", name]
+    with open(tmp_path / f"{name}.log", "wb") as log:
+        return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class Client:
+    def __init__(self, address: str):
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(address)
+        self.codec = client_side_codec()
+
+    def send(self, count: int) -> list[str]:
+        ids = [uuid.uuid4().hex for _ in range(count)]
+        for request_id in ids:
+            request = Generate(request_id, f"a harbour {request_id}", width=64, height=64)
+            self.socket.send_multipart(self.codec.encode(request))
+        return ids
+
+    def replies(self, ids: list[str], timeout_s: float = 60.0) -> dict[str, list]:
+        """Every reply to `ids`, read until all are in and a while longer, to catch duplicates."""
+        got: dict[str, list] = {}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (len(got) < len(ids) or self.socket.poll(1500)):
+            if self.socket.poll(500):
+                reply = self.codec.decode(self.socket.recv_multipart())
+                got.setdefault(reply.request_id, []).append(reply)
+        return got
+
+    def close(self):
+        self.socket.close()
+        self.context.term()
+
+
+def test_a_fleet_process_is_many_workers_and_its_death_loses_nothing(tmp_path):
+    engine = start_engine(tmp_path, "--heartbeat-timeout", "3", workers=0, backend="sim", wait=False)
+    fleet = start_fleet(tmp_path, engine.worker_address, FLEET, "fleet")
+    spare = start_fleet(tmp_path, engine.worker_address, SPARE, "spare")
+    client = Client(engine.client_address)
+    try:
+        workers = engine.wait_ready(FLEET + SPARE, timeout_s=120)["workers"]
+        ours = [w for w in workers if w["pid"] == fleet.pid]
+        assert len({w["name"] for w in ours}) == FLEET
+        assert {w["name"].split("/")[0] for w in ours} == {f"fleet-{i}" for i in range(FLEET)}
+        assert all(w["simulated"] for w in workers)
+
+        ids = client.send(3 * (FLEET + SPARE))
+        replies = client.replies(ids)
+        assert set(replies) == set(ids) and all(len(r) == 1 for r in replies.values())
+        assert all(isinstance(r, Images) for (r,) in replies.values())
+        served_by = Counter(r.images[0].worker for (r,) in replies.values())
+        assert len(served_by) >= FLEET // 2
+
+        # the fleet holds work, then its process dies at once: every one of its workers with it
+        ids = client.send(3 * (FLEET + SPARE))
+        deadline = time.monotonic() + 30
+        while not sum(w["load"] for w in engine.ready()["workers"] if w["pid"] == fleet.pid):
+            assert time.monotonic() < deadline, "the fleet never held work"
+            time.sleep(0.05)
+        os.kill(fleet.pid, signal.SIGKILL)
+        fleet.wait()
+
+        replies = client.replies(ids)
+        assert set(replies) == set(ids)
+        assert all(len(r) == 1 for r in replies.values()), "a request was answered twice"
+        outcomes = Counter(type(r).__name__ if not isinstance(r, Error) else r.code for (r,) in replies.values())
+        assert set(outcomes) <= {"Images", "worker_lost"}, outcomes
+        assert engine.metric("argus_redispatched_images_total") >= 1
+        left = engine.wait_ready(SPARE)["workers"]
+        assert len(left) == SPARE and all(w["pid"] == spare.pid for w in left)
+    finally:
+        client.close()
+        if fleet.poll() is None:
+            fleet.kill()
+        assert engine.stop() == 0
+        # the engine's drain told every spare worker to shut down: the fleet process ends with them
+        assert spare.wait(timeout=30) == 0

@@ -1,0 +1,268 @@
+"""`argus worker --backend sim --count N`: N SIMULATED workers in one process, so a fleet of a thousand fits a laptop.
+
+Each worker is a WorkerRuntime of its own: its own DEALER socket and identity
+(`{base}-{i}/...`), queue, level, heartbeats, hello, and rejoin when the engine
+goes silent. They share one ZeroMQ context and one SimBackend. Instead of a
+blocking loop per worker, one loop serves them all, woken by the operating
+system's selector on the sockets' file descriptors (zmq.Poller would look at
+every socket on every wake-up) or by the earliest of their timers: a worker that
+starts a batch is busy until its simulated time has passed (a timer in the
+loop, where a lone sim worker would sleep; the same latency profile, times the
+time scale), then SimBackend answers the batch at once, reporting the time the
+worker was busy.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import resource
+import selectors
+import signal
+import time
+
+import msgspec
+import zmq
+
+from controller.profiles import LatencyProfile
+from protocols.curve import ClientKeys
+from protocols.worker_messages import Generate, ItemDone, ItemOutcome
+from workers.backend import Backend, BackendInfo
+from workers.config import WorkerConfig
+from workers.main import load_backend
+from workers.runtime import EngineRefused, WorkerRuntime
+from workers.sim_backend import ProfileLatency
+
+log = logging.getLogger("argus.fleet")
+
+# file descriptors each worker needs (its TCP connection and its socket's mailbox), and some for the process
+_FDS_PER_WORKER = 2
+_SPARE_FDS = 64
+
+
+class _SimulatedRun(Backend):
+    """SimBackend's answers, built at time scale 0: the simulated time was spent busy in the fleet's loop."""
+
+    def __init__(self, connect: str, base_id: str, max_batch: int | None):
+        # built as a lone sim worker builds its backend, at time scale 0
+        self._sim = load_backend(WorkerConfig(connect, base_id, backend="sim", time_scale=0.0, max_batch=max_batch))
+
+    def describe(self) -> BackendInfo:
+        return self._sim.describe()
+
+    def run(self, batch: Generate, control: SimWorker) -> list[ItemOutcome]:
+        run_ms = control.busy_ms()
+        outcomes = self._sim.run(batch, control)
+        return [msgspec.structs.replace(o, run_ms=run_ms) if isinstance(o, ItemDone) else o for o in outcomes]
+
+
+class SimWorker(WorkerRuntime):
+    """One worker of the fleet: WorkerRuntime's protocol, driven by the fleet's loop instead of its own."""
+
+    def __init__(
+        self,
+        backend: _SimulatedRun,
+        connect: str,
+        worker_id: str,
+        context: zmq.Context,
+        latency: ProfileLatency,
+        time_scale: float,
+        curve: ClientKeys | None,
+        phase: float,
+    ):
+        super().__init__(backend, connect, worker_id, curve=curve, context=context)
+        self._latency = latency
+        self._time_scale = time_scale
+        # workers welcomed together would beat together: spread them over the interval, as workers
+        # started apart are (a burst of a thousand heartbeats stalls the engine for milliseconds)
+        self._phase = phase
+        self._joined = False
+        self._hello_due = 0.0
+        self._started = 0.0
+        self._busy_until = 0.0
+        self.wake_at = math.inf  # the fleet's timer for this worker
+
+    @property
+    def fd(self) -> int:
+        """Signals that the socket's events may have changed (ZMQ_FD): the fleet's selector watches it."""
+        return self._socket.FD
+
+    @property
+    def readable(self) -> bool:
+        return bool(self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    @property
+    def joined(self) -> bool:
+        return self._joined
+
+    def busy_ms(self) -> float:
+        return (time.monotonic() - self._started) * 1000.0
+
+    def close(self) -> None:
+        self._close()
+
+    def on_readable(self) -> None:
+        while not self._joined and self._socket.poll(0, zmq.POLLIN):
+            self._joined = self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False)))
+            if self._joined:
+                self._engine_lost = False
+                self._next_heartbeat = time.monotonic() + self._phase * self._heartbeat_interval_s
+        if self._joined:
+            self._drain()
+
+    def tick(self, now: float) -> float | None:
+        """Does what is due; returns when to come back, or None once this worker has stopped (close it then)."""
+        if self._stopping:
+            if self._running is not None:
+                self._run(self._running)  # every item is aborted now: answered as cancelled
+            self._cancel_pending()
+            return None
+        if self._joined:
+            self._heartbeat_if_due()
+            if self._engine_lost:
+                self._forget_engine()
+                self._running = None
+                self._joined = False
+                self._hello_due = now
+        if not self._joined:
+            if now >= self._hello_due:
+                self._send(self._hello())
+                self._hello_due = now + self._hello_retry_s
+            return self._hello_due
+        return self._work(now)
+
+    def _work(self, now: float) -> float:
+        while True:
+            if self._running is not None:
+                if now < self._busy_until and not self._all_aborted(self._running):
+                    return min(self._next_heartbeat, self._busy_until)
+                self._run(self._running)
+            if self._stopping:
+                return now  # a Shutdown came in while the batch was answered
+            if not self._pending:
+                return self._next_heartbeat
+            batch = self._pending.popleft()
+            self._running = batch
+            self._started = now
+            seconds = self._latency.seconds(batch.level, batch.steps, len(batch.items))
+            self._busy_until = now + self._time_scale * seconds
+
+    def _all_aborted(self, batch: Generate) -> bool:
+        return all(self.is_aborted(item.request_id) for item in batch.items)
+
+
+class Fleet:
+    def __init__(
+        self,
+        connect: str,
+        count: int,
+        base_id: str,
+        time_scale: float,
+        max_batch: int | None,
+        curve: ClientKeys | None,
+    ):
+        _allow_open_files(count * _FDS_PER_WORKER + _SPARE_FDS)
+        self._context = zmq.Context()
+        self._context.set(zmq.MAX_SOCKETS, count + _SPARE_FDS)
+        backend = _SimulatedRun(connect, base_id, max_batch)
+        # SimBackend's own default profile
+        latency = ProfileLatency(LatencyProfile.bundled())
+        self._workers = [
+            SimWorker(backend, connect, f"{base_id}-{i}", self._context, latency, time_scale, curve, i / count)
+            for i in range(count)
+        ]
+        self._selector = selectors.DefaultSelector()
+        for worker in self._workers:
+            self._selector.register(worker.fd, selectors.EVENT_READ, worker)
+        self._timers: list[tuple[float, int, SimWorker]] = []
+        self._order = itertools.count()
+        self._stop_requested = False
+
+    def stop(self) -> None:
+        """Safe from a signal handler: the loop notices."""
+        self._stop_requested = True
+
+    def serve(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._selector.close()
+            for worker in self._workers:
+                worker.close()
+            self._context.term()
+
+    def _loop(self) -> None:
+        live = set(self._workers)
+        now = time.monotonic()
+        for worker in self._workers:
+            self._serve(worker, now, live)
+        announced = False
+        while live:
+            if self._stop_requested:
+                self._stop_requested = False
+                for worker in live:
+                    worker.stop()
+                    self._schedule(worker, now)
+            events = self._selector.select(max(0.0, self._timers[0][0] - time.monotonic()))
+            now = time.monotonic()
+            for key, _ in events:
+                if key.data in live:
+                    self._serve(key.data, now, live)
+            while self._timers and self._timers[0][0] <= now:
+                due, _, worker = heapq.heappop(self._timers)
+                if due == worker.wake_at and worker in live:
+                    worker.wake_at = math.inf
+                    self._serve(worker, now, live)
+            if not announced and all(w.joined for w in live):
+                announced = True
+                log.info("fleet of %d SIMULATED workers ready", len(live))
+
+    def _serve(self, worker: SimWorker, now: float, live: set[SimWorker]) -> None:
+        while True:
+            if worker.readable:
+                worker.on_readable()
+            wake = worker.tick(now)
+            if wake is None:
+                self._selector.unregister(worker.fd)
+                worker.close()
+                live.discard(worker)
+                return
+            # a send can take the descriptor's signal with it: what came in meanwhile is read now
+            if not worker.readable:
+                break
+        self._schedule(worker, wake)
+
+    def _schedule(self, worker: SimWorker, at: float) -> None:
+        # one live timer per worker, the earliest: a later one is re-armed by the tick the earlier one causes
+        if at < worker.wake_at:
+            worker.wake_at = at
+            heapq.heappush(self._timers, (at, next(self._order), worker))
+
+
+def _allow_open_files(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
+def run_fleet(
+    connect: str,
+    count: int,
+    base_id: str,
+    time_scale: float,
+    max_batch: int | None,
+    curve: ClientKeys | None,
+) -> int:
+    if count < 1:
+        raise SystemExit("--count must be at least 1")
+    fleet = Fleet(connect, count, base_id, time_scale, max_batch, curve)
+    signal.signal(signal.SIGTERM, lambda *_: fleet.stop())
+    try:
+        fleet.serve()
+    except EngineRefused as exc:
+        log.error("engine refused the fleet: %s", exc)
+        return 2
+    return 0
