@@ -37,7 +37,8 @@ def summarize(
     latencies = [r["latency_ms"] for r in served if r["latency_ms"] is not None]
     qualities = [r["quality"] for r in served if r["quality"] is not None]
     levels = Counter(r["level"] for r in served if r["level"] is not None)
-    hits = sum(1 for r in served if (r["level"] or 0) > 0 or r["similarity"] is not None)
+    # a hit is an image resumed from a cached latent; a neighbour found but not used (level 0) is not one
+    hits = sum(1 for r in served if (r["level"] or 0) > 0)
     last_offset = max((r["scheduled_at"] for r in records), default=0.0)
     return {
         "sent": sent,
