@@ -118,6 +118,7 @@ class EngineChild:
     child: Child
     http: str
     client_address: str
+    worker_address: str
 
     def ready(self) -> dict:
         status, body = http_get(self.http + "/ready")
@@ -161,7 +162,9 @@ def start_engine(log_dir: Path, *args: str, workers: int = 2) -> EngineChild:
         *args,
     )
     child = spawn(command, log_dir, f"engine-{http_port}")
-    return EngineChild(child, f"http://{LOOPBACK}:{http_port}", f"tcp://{LOOPBACK}:{client_port}")
+    return EngineChild(
+        child, f"http://{LOOPBACK}:{http_port}", f"tcp://{LOOPBACK}:{client_port}", f"tcp://{LOOPBACK}:{worker_port}"
+    )
 
 
 def process_cpu_s(pid: int) -> float:

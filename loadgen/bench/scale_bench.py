@@ -41,11 +41,11 @@ from loadgen.bench.harness import (
     LOOPBACK,
     Child,
     EngineChild,
-    free_port,
     http_get,
     percentile,
     python_module,
     spawn,
+    start_engine,
     table,
     write_json,
 )
@@ -111,72 +111,39 @@ class Step:
         )
 
 
-@dataclass
-class EngineUnderTest:
-    child: EngineChild
-    worker_address: str
-
-
 def _measure(args: argparse.Namespace, tmp: Path) -> dict:
     engine = _start_engine(tmp)
     fleets: list[Child] = []
     try:
-        engine.child.wait_ready(0)  # its HTTP is up
+        engine.wait_ready(0)  # its HTTP is up
         per_fleet = [args.workers // args.fleets + (i < args.workers % args.fleets) for i in range(args.fleets)]
         print(f"starting {args.fleets} fleet processes ({'+'.join(map(str, per_fleet))} SIMULATED workers) ...")
         for i, count in enumerate(per_fleet):
             fleets.append(_start_fleet(tmp, engine.worker_address, count, i))
         started = time.monotonic()
-        _wait_workers(engine.child, fleets, args.workers, args.ready_timeout_s)
+        _wait_workers(engine, fleets, args.workers, args.ready_timeout_s)
         print(f"  all {args.workers} workers ready after {time.monotonic() - started:.1f} s", flush=True)
-        pid = engine.child.child.process.pid
-        steps = _ramp(args, engine.child, fleets, tmp, pid)
+        pid = engine.child.process.pid
+        steps = _ramp(args, engine, fleets, tmp, pid)
         kept = [min(s.answered_rps, s.offered_rps) for s in steps if s.kept_up(args.p99_limit_ms)]
         if not kept:
             raise RuntimeError(f"the engine did not keep up with {args.start_rps:g} req/s: lower --start-rps")
         peak = max(kept)
         print(f"half the peak: {peak / 2:,.0f} req/s for {args.half_s:g} s ...", flush=True)
-        half = _step(args, engine.child, tmp, pid, peak / 2, args.half_s)
-        solve_ms, solve_source = _controller_solve_ms(engine.child, args.workers)
+        half = _step(args, engine, tmp, pid, peak / 2, args.half_s)
+        solve_ms, solve_source = _controller_solve_ms(engine, args.workers)
     finally:
         for fleet in fleets:
             fleet.stop(timeout_s=10.0)
-        code = engine.child.stop()
+        code = engine.stop()
         if code != 0:
-            print(f"warning: the engine exited with {code}:\n{engine.child.child.log_tail()}")
+            print(f"warning: the engine exited with {code}:\n{engine.child.log_tail()}")
     return {"steps": steps, "peak_rps": peak, "half": half, "solve_ms": solve_ms, "solve_source": solve_source}
 
 
-def _start_engine(tmp: Path) -> EngineUnderTest:
-    http_port, client_port, worker_port = free_port(), free_port(), free_port()
-    command = python_module(
-        "engine.cli",
-        "--log-level",
-        "WARNING",
-        "serve",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(http_port),
-        "--client-listen",
-        f"tcp://{LOOPBACK}:{client_port}",
-        "--worker-listen",
-        f"tcp://{LOOPBACK}:{worker_port}",
-        "--workers",
-        "0",
-        "--backend",
-        "sim",
-        "--time-scale",
-        "0",
-        "--max-queue",
-        str(1 << 20),
-    )
+def _start_engine(tmp: Path) -> EngineChild:
     print("starting `argus serve --workers 0 --backend sim` ...", flush=True)
-    child = spawn(command, tmp, "engine")
-    return EngineUnderTest(
-        EngineChild(child, f"http://{LOOPBACK}:{http_port}", f"tcp://{LOOPBACK}:{client_port}"),
-        f"tcp://{LOOPBACK}:{worker_port}",
-    )
+    return start_engine(tmp, "--backend", "sim", "--time-scale", "0", "--max-queue", str(1 << 20), workers=0)
 
 
 def _start_fleet(tmp: Path, connect: str, count: int, index: int) -> Child:
