@@ -26,7 +26,7 @@ def allocate(problem: FlowProblem, workers: int, current: Mapping[int, int], opt
     if solver is not None:
         x = {kp: solver.IntVar(0, workers, f"x_{kp}") for kp in problem.levels}
         solver.Add(solver.Sum(list(x.values())) == workers)
-        flows, objective = add_flows(solver, problem, x)
+        flows, objective = add_flows(solver, problem, x, workers)
         moved = []
         for kp in problem.levels:
             m = solver.NumVar(0.0, solver.infinity(), f"m_{kp}")

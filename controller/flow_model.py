@@ -4,7 +4,7 @@ Classes are the keys of the demand (for Argus, the predicted best level K*);
 levels are the K' workers serve. f[K][K'] is the images/s of class K served at
 K'. Both models maximise
 
-    sum over (K, K') of (BIG_M - loss[K][K']) * f[K][K'] / total demand
+    sum over (K, K') of [(BIG_M - loss[K][K']) / total demand - HEADROOM_WEIGHT / (capacity[K'] * W)] * f[K][K']
 
 subject to sum_K' f[K][K'] <= demand[K] and sum_K f[K][K'] <= capacity[K'] * x[K'].
 BIG_M exceeds any loss (quality points, at most 100), so one more image/s
@@ -30,6 +30,10 @@ from controller.profiles import DegradationMatrix
 
 BIG_M = 1000.0
 ROUTE_TIE_BREAK = 1e-4
+# quality points a plan gives up to keep the whole cluster's capacity free: below any real quality loss, above
+# the moving penalty, so of two equally good plans the one that leaves more headroom for bursts wins (it serves
+# a class at its own level K* rather than spending a lower, slower level's capacity on it)
+HEADROOM_WEIGHT = 0.5
 # flows below this share of their class are solver noise, not routing
 _NEGLIGIBLE = 1e-9
 
@@ -83,8 +87,8 @@ class FlowSolution:
     solve_ms: float
 
 
-def add_flows(solver: Any, problem: FlowProblem, workers: Mapping[int, Any]) -> tuple[dict, Any]:
-    """Flow variables and their constraints for `workers` (solver variables or fixed counts)."""
+def add_flows(solver: Any, problem: FlowProblem, workers: Mapping[int, Any], fleet: int) -> tuple[dict, Any]:
+    """Flow variables and their constraints for `workers` (solver variables or fixed counts) of `fleet` in all."""
     flows = {pair: solver.NumVar(0.0, solver.infinity(), f"f_{pair[0]}_{pair[1]}") for pair in problem.pairs()}
     for k, row in problem.loss.items():
         solver.Add(solver.Sum([flows[(k, kp)] for kp in row]) <= problem.demand_rps[k])
@@ -93,10 +97,21 @@ def add_flows(solver: Any, problem: FlowProblem, workers: Mapping[int, Any]) -> 
         if inflow:
             solver.Add(solver.Sum(inflow) <= problem.capacity_rps[kp] * workers[kp])
     scale = max(problem.total_demand_rps, 1e-9)
+    fleet = max(fleet, 1)
     objective = solver.Sum(
-        [(BIG_M - problem.loss[k][kp] - _detour(problem.levels, k, kp)) / scale * f for (k, kp), f in flows.items()]
+        [
+            ((BIG_M - problem.loss[k][kp] - _detour(problem.levels, k, kp)) / scale - _busy(problem, kp, fleet)) * f
+            for (k, kp), f in flows.items()
+        ]
     )
     return flows, objective
+
+
+def _busy(problem: FlowProblem, level: int, fleet: int) -> float:
+    """Headroom cost of one image/s at `level`: the share of the fleet it keeps busy, weighted."""
+    capacity = problem.capacity_rps[level]
+    return HEADROOM_WEIGHT / (capacity * fleet) if capacity > 0 else 0.0
+
 
 
 def _detour(levels: tuple[int, ...], k: int, kp: int) -> float:

@@ -96,6 +96,7 @@ class WorkerProcess:
         self._codec = engine_side_codec()
         self._identity = b""
         self._batch_ids = iter(range(1, 1 << 30))
+        self.heartbeats = 0
         self.child = spawn(worker_command(args, f"tcp://{LOOPBACK}:{port}", max_batch), log_dir, "worker")
 
     def __enter__(self) -> WorkerProcess:
@@ -149,7 +150,7 @@ class WorkerProcess:
             self._context.term()
 
     def _receive(self, kind: type, deadline: float):
-        from protocols.worker_messages import Heartbeat, ItemCancelled, ItemFailed
+        from protocols.worker_messages import Heartbeat, Hello, ItemCancelled, ItemFailed
 
         while (left := deadline - time.monotonic()) > 0:
             if not self._socket.poll(int(min(left, 1.0) * 1000)):
@@ -161,7 +162,10 @@ class WorkerProcess:
             if isinstance(message, kind):
                 return message
             if isinstance(message, Heartbeat):
+                self.heartbeats += 1
                 continue
+            if isinstance(message, Hello):
+                continue  # a hello repeated while our welcome was on its way
             if isinstance(message, ItemFailed):
                 raise RuntimeError(f"worker failed {message.request_id}: {message.code}: {message.message}")
             if isinstance(message, ItemCancelled):

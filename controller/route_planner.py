@@ -21,7 +21,7 @@ def route(problem: FlowProblem, workers_per_level: Mapping[int, int], options: S
     workers = {kp: workers_per_level.get(kp, 0) for kp in problem.levels}
     solver = pywraplp.Solver.CreateSolver(options.lp_solver)
     if solver is not None:
-        flows, objective = add_flows(solver, problem, workers)
+        flows, objective = add_flows(solver, problem, workers, sum(workers.values()))
         solver.Maximize(objective)
         status = solve(solver, options.time_limit_ms)
         if status is not None:

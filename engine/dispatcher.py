@@ -7,8 +7,10 @@ nothing with it: its jobs are routed again, or failed explicitly once they have
 been tried `max_attempts` times.
 
 Route-and-batch: while some worker at the job's level is idle, jobs spread over
-the idle ones (batch 1, lowest latency); once all are busy, jobs go to the
-worker whose queue is longest but still short of a full batch, so batches fill.
+the idle ones (batch 1, lowest latency); once all are busy, a worker idle at
+another level takes the job (a batch carries its own level, so nothing waits
+while a worker is free); else jobs go to the worker at the level whose queue is
+longest but still short of a full batch, so batches fill.
 A batch is the largest that still meets its head's deadline; a job that cannot
 meet its deadline any more is answered `deadline_exceeded` at once (unless the
 engine is told to serve late).
@@ -137,8 +139,12 @@ class Dispatcher:
         if not ready:
             return None
         # a worker serving the job's level keeps batches uniform; any worker can run any level
-        level = job.level
-        picked = self._pick_among(ready, level)
+        picked = self._pick_among(ready, job.level)
+        if picked is None or picked.queue or picked.inflight:
+            # work-conserving: a worker idle at another level runs the job now rather than let it queue
+            idle = next((w for w in ready if not w.queue and not w.inflight), None)
+            if idle is not None:
+                return idle
         return picked if picked is not None else self._pick_among(ready, None)
 
     def _pick_among(self, ready: Sequence[WorkerHandle], level: int | None) -> WorkerHandle | None:

@@ -18,12 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadgen.bench.harness import LOOPBACK, median, process_cpu_s, python_module, spawn, table, write_json
+from loadgen.bench.harness import median, table, write_json
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
 NEIGHBOUR_PROMPT = "a lighthouse on a cliff at night, highly detailed oil painting"
-HEARTBEAT_S = 1.0  # the engine's default
-ENGINE_TIMEOUT_S = 3600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,110 +54,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- the worker side -----------------------------------------------------------------
-class WorkerDriver:
-    """A ROUTER socket and one `argus worker` subprocess, as the engine has them."""
+class WorkerRuns:
+    """Single-image runs through a real worker process (the driver the profile commands use)."""
 
     def __init__(self, args: argparse.Namespace, log_dir: Path):
-        import zmq
+        from controller.profile_latency import WorkerProcess
 
-        from protocols.worker_messages import engine_side_codec
-
-        self._zmq = zmq
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        port = self.socket.bind_to_random_port(f"tcp://{LOOPBACK}")
-        self.codec = engine_side_codec()
-        self.identity = b""
-        self.heartbeats = 0
-        self.child = spawn(
-            python_module(
-                "engine.cli",
-                "--log-level",
-                "WARNING",
-                "worker",
-                "--connect",
-                f"tcp://{LOOPBACK}:{port}",
-                "--backend",
-                "tiny",
-                "--worker-id",
-                "bench",
-                "--threads",
-                str(args.threads),
-            ),
-            log_dir,
-            "worker",
-        )
-        self._batch_ids = iter(range(1, 1 << 30))
-
-    def handshake(self, timeout_s: float = 300.0):
-        from protocols.worker_messages import PROTOCOL_VERSION, Hello, Welcome
-
-        hello = self.receive(Hello, timeout_s)
-        welcome = {"protocol": PROTOCOL_VERSION, "heartbeat_interval_s": HEARTBEAT_S, "level": 0}
-        if "engine_timeout_s" in Welcome.__struct_fields__:
-            # this driver sends nothing while the direct pipeline runs: the worker must not give up on it
-            welcome["engine_timeout_s"] = ENGINE_TIMEOUT_S
-        self.send(Welcome(**welcome))
-        return hello
-
-    def receive(self, kind: type, timeout_s: float = 300.0):
-        from protocols.worker_messages import Heartbeat, Hello, ItemFailed
-
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if not self.socket.poll(int(min(left, 1.0) * 1000)):
-                self.child.check_alive()
-                continue
-            identity, *frames = self.socket.recv_multipart()
-            message = self.codec.decode(frames)
-            self.identity = identity
-            if isinstance(message, kind):
-                return message
-            if isinstance(message, Heartbeat):
-                self.heartbeats += 1
-                continue
-            if isinstance(message, Hello):
-                continue  # a hello repeated while our welcome was on its way
-            if isinstance(message, ItemFailed):
-                raise RuntimeError(f"worker failed: {message.code}: {message.message}")
-            raise RuntimeError(f"unexpected {type(message).__name__} from the worker: {message}")
-        raise TimeoutError(f"no {kind.__name__} from the worker:\n{self.child.log_tail()}")
-
-    def send(self, message) -> None:
-        self.socket.send_multipart([self.identity, *self.codec.encode(message)], copy=False)
+        worker = argparse.Namespace(backend="tiny", device="cpu", model=None, threads=args.threads, time_scale=1.0)
+        self.process = WorkerProcess(worker, 1, log_dir)
+        self.last_cpu_s = 0.0
 
     def generate(self, args: argparse.Namespace, level: int, latent=None):
         """One image, end to end: (seconds from send to ItemDone received, the ItemDone)."""
-        from protocols.worker_messages import Generate, GenerateItem, ItemDone
+        from protocols.worker_messages import GenerateItem
 
-        batch_id = next(self._batch_ids)
-        prompt = PROMPT if level == 0 else NEIGHBOUR_PROMPT
-        item = GenerateItem(f"b{batch_id}", prompt, args.seed, latent)
-        message = Generate(batch_id, level, args.steps, args.size, args.size, args.guidance, "png", [item])
-        cpu = process_cpu_s(self.child.process.pid)
-        started = time.perf_counter()
-        self.send(message)
-        done = self.receive(ItemDone)
-        seconds = time.perf_counter() - started
-        self.last_cpu_s = process_cpu_s(self.child.process.pid) - cpu
-        if done.level != level or done.steps_run != args.steps - level:
-            raise RuntimeError(f"worker ran {done.steps_run} steps at level {done.level}; asked level {level}")
+        item = GenerateItem(f"k{level}", PROMPT if level == 0 else NEIGHBOUR_PROMPT, args.seed, latent)
+        cpu = self.process.cpu_seconds()
+        seconds, (done,) = self.process.generate(level, args.steps, args.size, args.guidance, [item])
+        self.last_cpu_s = self.process.cpu_seconds() - cpu
         return seconds, done
-
-    def close(self) -> None:
-        from protocols.worker_messages import Shutdown
-
-        try:
-            if self.identity and self.child.alive():
-                self.send(Shutdown())
-                self.child.process.wait(10)
-        except Exception:
-            pass
-        finally:
-            self.child.stop(timeout_s=5.0)
-            self.socket.close(linger=0)
-            self.context.term()
 
 
 # -- the direct baseline -------------------------------------------------------------
@@ -202,11 +115,11 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
     from PIL import Image
 
     print(f"starting a tiny worker ({args.threads} torch threads) and building the direct pipeline ...", flush=True)
-    worker = WorkerDriver(args, log_dir)
+    worker = WorkerRuns(args, log_dir)
     try:
         # build the direct pipeline while the worker loads: both must be ready before timing starts
         direct = DirectPipeline(args)
-        hello = worker.handshake()
+        hello = worker.process.handshake()
         missing = [k for k in levels if k not in hello.levels]
         if missing:
             raise SystemExit(f"the worker returns latents only at levels {hello.levels}; not at {missing}")
@@ -243,13 +156,13 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
                     cpu[(source, level)].append(worker.last_cpu_s)
                 samples[(source, level)].append(seconds)
     finally:
-        worker.close()
+        worker.process.close()
     return {
         "samples": samples,
         "cpu": cpu,
         "internal": internal,
         "same_image": same_image,
-        "heartbeats": worker.heartbeats,
+        "heartbeats": worker.process.heartbeats,
     }
 
 
