@@ -15,7 +15,8 @@ import zmq
 
 from engine.client import ArgusClient
 from engine_process import start_engine
-from loadgen.bench.chaos_bench import ChaosConfig, Ledger, measure
+from loadgen.bench.chaos_bench import ChaosConfig, measure
+from loadgen.bench.chaos_ledger import Ledger
 from protocols.client_messages import Images
 from protocols.codec import Blob
 from protocols.worker_messages import (

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from engine_process import start_engine
-from loadgen.bench.chaos_bench import HttpDoor, Ledger, RssSampler, ZmqDoor, metrics_vs_clients, parse_metrics
+from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
+from loadgen.bench.process_watch import RssSampler, metrics_vs_clients, parse_metrics
 
 WORKERS = 2
 TIME_SCALE = 0.05  # sim: 0.05 x 5.1 s, about 0.26 s per 50-step image at batch 1

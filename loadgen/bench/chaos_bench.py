@@ -22,28 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import signal
 import tempfile
 import time
-import uuid
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loadgen.bench.harness import children_of, median, percentile, start_engine, table, write_json
+from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
+from loadgen.bench.harness import median, start_engine, table, write_json
+from loadgen.bench.process_watch import RssSampler, alive_child, metrics_vs_clients, parse_metrics
 
 if TYPE_CHECKING:
     import asyncio
-
-PROMPT = "a lighthouse on a cliff at dusk, oil painting"
-# the sim backend's profiled latency (workers/sim_backend.SimLatency): fixed + per step, at batch 1
-_SIM_FIXED_S = 0.6
-_SIM_STEP_S = 0.09
-_DEFAULT_STEPS = 50
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -67,7 +60,10 @@ class ChaosConfig:
 
     @property
     def seconds_per_image(self) -> float:
-        return self.time_scale * (_SIM_FIXED_S + _SIM_STEP_S * _DEFAULT_STEPS)
+        from controller.profiles import LatencyProfile
+
+        # the sim backend's own profile (controller/data/sdxl_a100.json): an exact image at batch 1
+        return self.time_scale * LatencyProfile.bundled("sdxl_a100").latency(0, 1)
 
     @property
     def capacity_rps(self) -> float:
@@ -175,336 +171,6 @@ def run(args: argparse.Namespace) -> int:
 
 def passed(result: dict, config: ChaosConfig) -> bool:
     return result["lost"] == 0 and result["duplicates"] == 0 and result["kills"] >= config.min_kills
-
-
-# -- what came back, per request id ----------------------------------------------------------
-@dataclass
-class Ledger:
-    """Every request sent and every reply seen on the wire, by request id."""
-
-    sent: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (door, perf_counter at send)
-    replies: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)  # id -> [(kind, code, at)]
-    unexpected: int = 0  # replies naming an id never sent
-    undecodable: int = 0
-    transport_errors: Counter = field(default_factory=Counter)  # HTTP exchanges that ended without a response
-    http_busy_without_retry_after: int = 0
-
-    def record_sent(self, request_id: str, door: str) -> None:
-        self.sent[request_id] = (door, time.perf_counter())
-
-    def record_reply(self, request_id: str, kind: str, code: str = "") -> None:
-        if request_id not in self.sent:
-            self.unexpected += 1
-            return
-        self.replies.setdefault(request_id, []).append((kind, code, time.perf_counter()))
-
-    @property
-    def unanswered(self) -> int:
-        return sum(1 for request_id in self.sent if request_id not in self.replies)
-
-    def summary(self) -> dict[str, Any]:
-        outcomes: Counter[str] = Counter()
-        errors: Counter[str] = Counter()
-        by_door: dict[str, Counter[str]] = {}
-        latencies_ms: list[float] = []
-        image_latencies_ms: list[float] = []
-        busy_latencies_ms: list[float] = []
-        duplicates = 0
-        duplicate_ids: list[str] = []
-        for request_id, (door, sent_at) in self.sent.items():
-            seen = self.replies.get(request_id)
-            door_counts = by_door.setdefault(door, Counter())
-            door_counts["sent"] += 1
-            if not seen:
-                door_counts["lost"] += 1
-                continue
-            if len(seen) > 1:
-                duplicates += len(seen) - 1
-                duplicate_ids.append(request_id)
-            kind, code, at = seen[0]
-            outcomes[kind] += 1
-            door_counts[kind] += 1
-            if kind == "error":
-                errors[code] += 1
-            latency = (at - sent_at) * 1000.0
-            latencies_ms.append(latency)
-            if kind == "images":
-                image_latencies_ms.append(latency)
-            elif kind == "busy":
-                busy_latencies_ms.append(latency)
-        return {
-            "sent": len(self.sent),
-            "replies": sum(len(r) for r in self.replies.values()),
-            "lost": self.unanswered,
-            "duplicates": duplicates,
-            "outcomes": dict(outcomes),
-            "errors": dict(errors),
-            "by_door": {door: dict(counts) for door, counts in by_door.items()},
-            "p50_ms": _finite(percentile(latencies_ms, 50)),
-            "p99_ms": _finite(percentile(latencies_ms, 99)),
-            "max_ms": _finite(max(latencies_ms)) if latencies_ms else None,
-            "images_p99_ms": _finite(percentile(image_latencies_ms, 99)),
-            "busy_p99_ms": _finite(percentile(busy_latencies_ms, 99)),
-            "unexpected_replies": self.unexpected,
-            "undecodable_replies": self.undecodable,
-            "http_transport_errors": dict(self.transport_errors),
-            "http_busy_without_retry_after": self.http_busy_without_retry_after,
-            "duplicate_ids": duplicate_ids[:20],
-        }
-
-
-def _finite(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else round(value, 3)
-
-
-# -- the two doors -------------------------------------------------------------------------------
-class ZmqDoor:
-    """One raw DEALER: Generate out, every reply in (a second reply for an id is counted, not dropped)."""
-
-    def __init__(self, address: str, ledger: Ledger, size: int):
-        import zmq
-        import zmq.asyncio
-
-        from protocols.client_messages import Busy, Cancelled, Error, Generate, Images, client_side_codec
-        from protocols.sockets import make_socket
-
-        self._types = {Images: "images", Busy: "busy", Error: "error", Cancelled: "cancelled"}
-        self._error = Error
-        self._generate = Generate
-        self._context = zmq.asyncio.Context()
-        self._socket = make_socket(self._context, zmq.DEALER, connect=address)
-        self._codec = client_side_codec()
-        self._ledger = ledger
-        self._size = size
-        self._prefix = uuid.uuid4().hex[:8]
-        self._count = 0
-        self._reader: asyncio.Task | None = None
-
-    def start(self) -> None:
-        import asyncio
-
-        self._reader = asyncio.create_task(self._read())
-
-    async def send(self, **fields: Any) -> str:
-        request_id = f"z{self._prefix}-{self._count}"
-        self._count += 1
-        message = self._generate(request_id, PROMPT, width=self._size, height=self._size, **fields)
-        self._ledger.record_sent(request_id, "zmq")
-        await self._socket.send_multipart(self._codec.encode(message), copy=False)
-        return request_id
-
-    async def _read(self) -> None:
-        from protocols.codec import DecodeError
-
-        while True:
-            reply = self._codec.decode(await self._socket.recv_multipart(copy=False))
-            if isinstance(reply, DecodeError):
-                self._ledger.undecodable += 1
-                continue
-            kind = self._types.get(type(reply), "other")
-            code = reply.code if isinstance(reply, self._error) else "busy" if kind == "busy" else ""
-            self._ledger.record_reply(reply.request_id, kind, code)
-
-    async def close(self) -> None:
-        import asyncio
-
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        self._socket.close(linger=0)
-        self._context.term()
-
-
-class HttpDoor:
-    """POST /v1/images/generations, one task per request over a pooled session; the status is the reply."""
-
-    def __init__(self, base_url: str, ledger: Ledger, size: int, timeout_s: float):
-        import aiohttp
-
-        self._aiohttp = aiohttp
-        self._url = base_url + "/v1/images/generations"
-        self._base_url = base_url
-        self._body = json.dumps({"prompt": PROMPT, "n": 1, "size": f"{size}x{size}"}).encode()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            headers={"Content-Type": "application/json"},
-        )
-        self._ledger = ledger
-        self._count = 0
-        self._prefix = uuid.uuid4().hex[:8]
-        self.tasks: set[asyncio.Task] = set()
-
-    def send(self) -> str:
-        import asyncio
-
-        request_id = f"h{self._prefix}-{self._count}"
-        self._count += 1
-        self._ledger.record_sent(request_id, "http")
-        task = asyncio.create_task(self._post(request_id))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return request_id
-
-    async def _post(self, request_id: str) -> None:
-        aiohttp = self._aiohttp
-        try:
-            async with self._session.post(self._url, data=self._body) as response:
-                payload = await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._ledger.transport_errors[type(exc).__name__] += 1
-            return
-        if status == 200:
-            ok = len(json.loads(payload).get("data", [])) == 1
-            self._ledger.record_reply(request_id, "images" if ok else "error", "" if ok else "bad_response")
-            return
-        try:
-            code = json.loads(payload)["error"]["code"] or f"http_{status}"
-        except (ValueError, KeyError, TypeError):
-            code = f"http_{status}"
-        if status == 429:
-            if not (retry_after and retry_after.isdigit() and int(retry_after) >= 1):
-                self._ledger.http_busy_without_retry_after += 1
-            self._ledger.record_reply(request_id, "busy", code)
-        else:
-            self._ledger.record_reply(request_id, "error", code)
-
-    async def get_json(self, path: str) -> Any:
-        async with self._session.get(self._base_url + path) as response:
-            return json.loads(await response.read())
-
-    async def get_text(self, path: str) -> str:
-        async with self._session.get(self._base_url + path) as response:
-            return (await response.read()).decode()
-
-    async def close(self) -> None:
-        import asyncio
-
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self._session.close()
-
-
-# -- processes: memory, liveness, metrics ---------------------------------------------------------
-def status_kb(pid: int, key: str) -> int | None:
-    """A `kB` field of /proc/PID/status (VmRSS, VmHWM), or None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def process_state(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) from /proc/PID/stat; None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1])
-
-
-def alive_child(pid: int, parent: int) -> bool:
-    """pid is a live (not zombie) child of parent: never signal a recycled pid."""
-    state = process_state(pid)
-    return state is not None and state[0] != "Z" and state[1] == parent
-
-
-class RssSampler:
-    """Samples the engine's VmRSS (and its workers') every `every_s` until stopped."""
-
-    def __init__(self, engine_pid: int, every_s: float = 0.5):
-        self.engine_pid = engine_pid
-        self.every_s = every_s
-        self.samples: list[tuple[float, float]] = []  # (seconds since start, engine RSS MB)
-        self.worker_peak_mb = 0.0
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        import asyncio
-
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        import asyncio
-
-        started = time.perf_counter()
-        while True:
-            self.sample(time.perf_counter() - started)
-            await asyncio.sleep(self.every_s)
-
-    def sample(self, at: float) -> None:
-        rss = status_kb(self.engine_pid, "VmRSS")
-        if rss is not None:
-            self.samples.append((round(at, 2), rss / 1024.0))
-        for pid in children_of(self.engine_pid):
-            peak = status_kb(pid, "VmHWM")
-            if peak is not None:
-                self.worker_peak_mb = max(self.worker_peak_mb, peak / 1024.0)
-
-    def engine_peak_mb(self) -> float | None:
-        peak = status_kb(self.engine_pid, "VmHWM")
-        return None if peak is None else peak / 1024.0
-
-    async def stop(self) -> None:
-        import asyncio
-
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
-def parse_metrics(text: str) -> dict[str, dict[str, float]]:
-    """Prometheus text -> {sample name: {"label=value,...": value}} (labels sorted; "" when none)."""
-    found: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        name, _, labels = sample.partition("{")
-        key = ",".join(sorted(x.replace('"', "") for x in labels.rstrip("}").split(",") if x))
-        found.setdefault(name, {})[key] = float(value)
-    return found
-
-
-def metrics_vs_clients(metrics: dict[str, dict[str, float]], summary: dict) -> dict[str, Any]:
-    """argus_requests_total by outcome beside what the clients saw; `match` when they agree."""
-    requests = metrics.get("argus_requests_total", {})
-    engine: Counter[str] = Counter()
-    engine_errors: Counter[str] = Counter()
-    for labels, value in requests.items():
-        fields = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
-        outcome = fields.get("outcome", "")
-        engine[outcome] += int(value)
-        if outcome in ("error", "rejected"):
-            engine_errors[fields.get("code", "")] += int(value)
-    clients = summary["outcomes"]
-    seen = {
-        "ok": clients.get("images", 0),
-        "busy": clients.get("busy", 0),
-        "error": sum(summary["errors"].values()),
-        "cancelled": clients.get("cancelled", 0),
-    }
-    got = {
-        "ok": engine["ok"],
-        "busy": engine["busy"],
-        "error": engine["error"] + engine["rejected"],
-        "cancelled": engine["cancelled"],
-    }
-    return {
-        "engine": got,
-        "clients": seen,
-        "engine_errors": dict(engine_errors),
-        "client_errors": summary["errors"],
-        "match": got == seen and dict(engine_errors) == {k: v for k, v in summary["errors"].items() if v},
-    }
 
 
 # -- the run ---------------------------------------------------------------------------------------
