@@ -20,7 +20,6 @@ import logging
 import math
 import resource
 import selectors
-import signal
 import time
 
 import msgspec
@@ -31,8 +30,8 @@ from protocols.curve import ClientKeys
 from protocols.worker_messages import Generate, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
-from workers.main import load_backend
-from workers.runtime import EngineRefused, WorkerRuntime
+from workers.main import load_backend, serve_until_stopped
+from workers.runtime import WorkerRuntime
 from workers.sim_backend import ProfileLatency
 
 log = logging.getLogger("argus.fleet")
@@ -258,11 +257,4 @@ def run_fleet(
 ) -> int:
     if count < 1:
         raise SystemExit("--count must be at least 1")
-    fleet = Fleet(connect, count, base_id, time_scale, max_batch, curve)
-    signal.signal(signal.SIGTERM, lambda *_: fleet.stop())
-    try:
-        fleet.serve()
-    except EngineRefused as exc:
-        log.error("engine refused the fleet: %s", exc)
-        return 2
-    return 0
+    return serve_until_stopped(Fleet(connect, count, base_id, time_scale, max_batch, curve))

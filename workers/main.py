@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from workers.backend import Backend
 from workers.config import WorkerConfig
@@ -73,11 +73,23 @@ def run_worker(config: WorkerConfig) -> int:
     if config.die_with_parent:
         _die_with_parent()
     backend = load_backend(config)
-    runtime = WorkerRuntime(backend, config.connect, config.worker_id, config.hello_retry_s, config.curve)
+    return serve_until_stopped(
+        WorkerRuntime(backend, config.connect, config.worker_id, config.hello_retry_s, config.curve)
+    )
+
+
+class Serving(Protocol):
+    def serve(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def serve_until_stopped(runner: Serving) -> int:
+    """Serves until SIGTERM or the engine's Shutdown; exit code 2 if the engine refuses us."""
     # the handler only flips a state; the loop notices between steps
-    signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     try:
-        runtime.serve()
+        runner.serve()
     except EngineRefused as exc:
         log.error("engine refused this worker: %s", exc)
         return 2
