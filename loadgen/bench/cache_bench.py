@@ -46,7 +46,12 @@ PROMPT_FILES = ("diffusiondb_5k.txt", "partiprompts.tsv")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entries", type=int, default=100_000, help="prompts in the index (default 100000)")
     parser.add_argument("--dim", type=int, default=HASH_WIDTH, help="random vectors' width (default 1024, as hash)")
-    parser.add_argument("--vectors", choices=("random", "prompts"), default="random", help="what is indexed")
+    parser.add_argument(
+        "--vectors",
+        choices=("prompts", "random"),
+        default="prompts",
+        help="what is indexed: hash embeddings of prompts (the engine's case), or random unit vectors (HNSW's worst)",
+    )
     parser.add_argument("--lookups", type=int, default=2000, help="timed lookups (default 2000)")
     parser.add_argument("--timed-inserts", type=int, default=2000, help="inserts timed at the end of the fill")
     parser.add_argument("--latents", type=int, default=5000, help="SD-XL latents for the bytes measurement")
