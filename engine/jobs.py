@@ -57,10 +57,6 @@ class Job:
         return self.request.spec.prompt
 
     @property
-    def deadline(self) -> float | None:
-        return self.request.deadline
-
-    @property
     def key(self) -> BatchKey:
         spec = self.request.spec
         return BatchKey(

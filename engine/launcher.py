@@ -80,10 +80,6 @@ class LocalLauncher:
             for slot in range(self._config.count):
                 group.create_task(self._supervise(slot))
 
-    def pid_of(self, worker_id: str) -> int | None:
-        process = self._processes.get(worker_id)
-        return process.pid if process else None
-
     def kill(self, worker_id: str) -> None:
         process = self._processes.get(worker_id)
         if process and process.returncode is None:

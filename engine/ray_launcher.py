@@ -80,7 +80,7 @@ def connect_ray(address: str | None) -> Any:
 
 
 class RayLauncher:
-    """The local launcher's interface (run, kill, stop, pid_of, joined; on_exit per worker), with Ray actors."""
+    """The local launcher's interface (run, kill, stop, joined; on_exit per worker), with Ray actors."""
 
     def __init__(
         self,
@@ -104,7 +104,6 @@ class RayLauncher:
         self._ray: Any = None  # the ray module, once connected
         self._actors: dict[str, Any] = {}
         self._serving: dict[str, Any] = {}  # worker id -> the ObjectRef of its actor's loop
-        self._pids: dict[str, int] = {}
         self._backoff: dict[str, float] = {}  # worker id -> wait before its next replacement
         self._stopping = False
 
@@ -115,10 +114,6 @@ class RayLauncher:
         async with asyncio.TaskGroup() as group:
             for slot in range(self._config.count):
                 group.create_task(self._supervise(actor_class, slot))
-
-    def pid_of(self, worker_id: str) -> int | None:
-        """The actor's process id, on whichever node it runs."""
-        return self._pids.get(worker_id)
 
     def kill(self, worker_id: str) -> None:
         actor = self._actors.get(worker_id)
@@ -159,14 +154,13 @@ class RayLauncher:
             ).remote(config)
             self._actors[worker_id] = actor
             try:
-                self._pids[worker_id] = await actor.pid.remote()
-                log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, self._pids[worker_id], resources)
+                pid = await actor.pid.remote()
+                log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
                 self._serving[worker_id] = actor.serve.remote()
                 ended = f"returned {await self._serving[worker_id]}"
             except ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
                 ended = f"ended: {type(error).__name__}"
             self._serving.pop(worker_id, None)
-            self._pids.pop(worker_id, None)
             if self._stopping:
                 return
             log.warning("worker %s (Ray actor) %s; replacing it", worker_id, ended)

@@ -112,7 +112,6 @@ class Engine:
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.link.on_joined = lambda worker: self.launcher.joined(worker.hello.worker_id)
-        self.http_url = ""
         self._stop_requested = asyncio.Event()
 
     def _launcher(self) -> LocalLauncher | RayLauncher:
@@ -219,8 +218,7 @@ class Engine:
         site = web.TCPSite(runner, self.config.host, self.config.port)
         await site.start()
         port = runner.addresses[0][1]
-        self.http_url = f"http://{self.config.host}:{port}"
-        log.info("HTTP API listening on %s (POST /v1/images/generations)", self.http_url)
+        log.info("HTTP API listening on http://%s:%d (POST /v1/images/generations)", self.config.host, port)
         log.info("ZeroMQ clients: %s; workers: %s", ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints))
         try:
             async with asyncio.TaskGroup() as group:
