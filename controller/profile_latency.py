@@ -2,7 +2,7 @@
 
 One real worker process (`argus worker --backend tiny|sdxl|sim`) is started and
 driven over a ROUTER socket the way the engine drives it (Hello -> Welcome,
-then Generate batches answered by one ItemDone per image). A K=0 run supplies
+then Generate batches, each answered by one BatchDone of ItemDones). A K=0 run supplies
 the latents the level-K runs resume from. Every (level, batch) cell is run
 `--repeats` times, the cells in a fresh random order each round so drift in the
 machine's load falls on all of them alike, and the median is kept. The result
@@ -114,18 +114,21 @@ class WorkerProcess:
         return hello
 
     def generate(self, level: int, steps: int, size: int, guidance: float, items: list) -> tuple[float, list]:
-        """One batch of GenerateItems: (seconds from Generate sent to its last ItemDone received, the ItemDones)."""
-        from protocols.worker_messages import Generate, ItemDone
+        """One batch of GenerateItems: (seconds from Generate sent to its BatchDone received, the ItemDones)."""
+        from protocols.worker_messages import BatchDone, Generate, ItemCancelled, ItemFailed
 
         batch_id = next(self._batch_ids)
         started = time.perf_counter()
         self._send(Generate(batch_id, level, steps, size, size, guidance, "png", items))
         deadline = time.monotonic() + BATCH_TIMEOUT_S
-        done = {}
-        while len(done) < len(items):
-            message = self._receive(ItemDone, deadline)
-            done[message.request_id] = message
+        answer = self._receive(BatchDone, deadline)
         seconds = time.perf_counter() - started
+        for outcome in answer.outcomes:
+            if isinstance(outcome, ItemFailed):
+                raise RuntimeError(f"worker failed {outcome.request_id}: {outcome.code}: {outcome.message}")
+            if isinstance(outcome, ItemCancelled):
+                raise RuntimeError(f"worker cancelled {outcome.request_id}")
+        done = {outcome.request_id: outcome for outcome in answer.outcomes}
         results = [done[item.request_id] for item in items]
         for result in results:
             if result.level != level or result.steps_run != steps - level:
@@ -150,7 +153,7 @@ class WorkerProcess:
             self._context.term()
 
     def _receive(self, kind: type, deadline: float):
-        from protocols.worker_messages import Heartbeat, Hello, ItemCancelled, ItemFailed
+        from protocols.worker_messages import Heartbeat, Hello
 
         while (left := deadline - time.monotonic()) > 0:
             if not self._socket.poll(int(min(left, 1.0) * 1000)):
@@ -166,10 +169,6 @@ class WorkerProcess:
                 continue
             if isinstance(message, Hello):
                 continue  # a hello repeated while our welcome was on its way
-            if isinstance(message, ItemFailed):
-                raise RuntimeError(f"worker failed {message.request_id}: {message.code}: {message.message}")
-            if isinstance(message, ItemCancelled):
-                raise RuntimeError(f"worker cancelled {message.request_id}")
             raise RuntimeError(f"unexpected {type(message).__name__} from the worker: {message}")
         raise TimeoutError(f"no {kind.__name__} from the worker:\n{self.child.log_tail()}")
 
@@ -229,7 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clock",
         choices=CLOCKS,
         default="wall",
-        help="wall: seconds from Generate sent to the last ItemDone received (default); cpu: CPU seconds the"
+        help="wall: seconds from Generate sent to its BatchDone received (default); cpu: CPU seconds the"
         " worker process used, for a CPU backend on a shared machine (leaves out waiting for a core)",
     )
     parser.add_argument("--name", help="the profile's name (default BACKEND_DEVICE, e.g. tiny_cpu, sdxl_cuda0)")
@@ -333,7 +332,7 @@ def _profile(
     if args.clock == "cpu":
         ratios = [medians["wall"][cell] / medians["cpu"][cell] for cell in medians["cpu"]]
         notes.append(
-            f"wall-clock medians of the same runs (Generate sent to last ItemDone received, under the load above)"
+            f"wall-clock medians of the same runs (Generate sent to BatchDone received, under the load above)"
             f" were {min(ratios):.2f}x to {max(ratios):.2f}x these (median {median(ratios):.2f}x)"
         )
     if filled:
@@ -346,7 +345,7 @@ def _profile(
 
 
 _CLOCK_NOTES = {
-    "wall": "seconds per batch from Generate sent to its last ItemDone received (denoising, VAE decode, PNG encoding"
+    "wall": "seconds per batch from Generate sent to its BatchDone received (denoising, VAE decode, PNG encoding"
     " and the ZeroMQ round trip) through a real worker process",
     "cpu": "CPU seconds the worker process used per batch (all its threads: denoising, VAE decode, PNG encoding,"
     " messaging) through a real worker process: unlike the wall clock they leave out the time spent waiting for a"

@@ -2,8 +2,10 @@
 
 Everything that touches the prompt cache or the embedder runs on ONE dedicated
 thread, so the cache needs no locks and the event loop never waits on a
-lookup. Requests that arrive while the thread is busy are embedded together in
-the next call, so a burst costs one numpy pass rather than one per prompt.
+lookup. Requests that arrive while the thread is busy are embedded and looked
+up together in the next call, so a burst costs one numpy pass and one index
+query rather than one per prompt. Without a cache there is nothing to look up
+and a request's level is chosen at once, on the loop.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from controller.predictor import Lookup
 from engine.cache.embedders import Embedder, make_embedder
 from engine.cache.persistence import FILE_NAME, CacheFileError
-from engine.cache.prompt_cache import CacheStats, PromptCache, ShapeKey
+from engine.cache.prompt_cache import CacheStats, Neighbour, PromptCache, ShapeKey
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest
 
@@ -40,26 +42,32 @@ class Preparation:
     vector: np.ndarray | None  # the prompt's embedding, kept to cache what its generation brings back
 
 
+# called on the loop with the request's preparation, or the error that prevented it
+Prepared = Callable[[AdmittedRequest, Preparation | BaseException], None]
+
+
 class CacheService:
     def __init__(self, cache: PromptCache | None, embedder: Embedder | None, choose: Choose, seed: int = 0):
         self._cache = cache
         self._embedder = embedder
         self._choose = choose
-        self._rng = random.Random(seed)  # used on the cache thread only
+        self._rng = random.Random(seed)  # used by one thread only: the cache thread, or the loop without a cache
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache")
-        self._waiting: list[tuple[AdmittedRequest, asyncio.Future[Preparation]]] = []
+        self._waiting: list[tuple[AdmittedRequest, Prepared]] = []
         self._busy = False
 
     @property
     def enabled(self) -> bool:
         return self._cache is not None
 
-    def prepare(self, request: AdmittedRequest) -> asyncio.Future[Preparation]:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((request, future))
+    def prepare(self, request: AdmittedRequest, then: Prepared) -> None:
+        """Chooses the request's level (and fetches its neighbour's latent); calls `then` on the loop."""
+        if self._cache is None:
+            then(request, self._decide(request, None, None))
+            return
+        self._waiting.append((request, then))
         if not self._busy:
             self._start_batch()
-        return future
 
     def insert(self, request: AdmittedRequest, vector: np.ndarray, latents: dict[int, np.ndarray]) -> None:
         """Caches what a generation passed through (fire and forget, in order with lookups)."""
@@ -91,29 +99,26 @@ class CacheService:
         done = asyncio.wrap_future(self._thread.submit(self._prepare_all, requests))
         done.add_done_callback(lambda result: self._finish_batch(batch, result))
 
-    def _finish_batch(self, batch: list, result: asyncio.Future) -> None:
+    def _finish_batch(self, batch: list[tuple[AdmittedRequest, Prepared]], result: asyncio.Future) -> None:
         self._busy = False
-        error = result.exception()
-        for i, (_, future) in enumerate(batch):
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result.result()[i])
         if self._waiting:
-            self._start_batch()
+            self._start_batch()  # the thread starts on the next burst while this one is handed on
+        error = result.exception()
+        preparations = [error] * len(batch) if error is not None else result.result()
+        for (request, then), preparation in zip(batch, preparations, strict=True):
+            then(request, preparation)
 
     # -- on the cache thread ---------------------------------------------------------------
     def _prepare_all(self, requests: list[AdmittedRequest]) -> list[Preparation]:
-        if self._embedder is None:
-            return [self._decide(request, None, None) for request in requests]
         vectors = self._embedder.embed([request.spec.prompt for request in requests])
-        return [self._decide(request, vector, self._cache) for request, vector in zip(requests, vectors, strict=True)]
+        shapes = [ShapeKey(request.steps, request.width, request.height) for request in requests]
+        neighbours = self._cache.lookup_many(vectors, shapes)
+        return [
+            self._decide(request, vector, neighbour)
+            for request, vector, neighbour in zip(requests, vectors, neighbours, strict=True)
+        ]
 
-    def _decide(self, request: AdmittedRequest, vector: np.ndarray | None, cache: PromptCache | None) -> Preparation:
-        shape = ShapeKey(request.steps, request.width, request.height)
-        neighbour = cache.lookup(vector, shape) if cache is not None else None
+    def _decide(self, request: AdmittedRequest, vector: np.ndarray | None, neighbour: Neighbour | None) -> Preparation:
         lookup = Lookup(
             similarity=neighbour.similarity if neighbour else None,
             neighbour_levels=tuple(k for k in neighbour.levels if k < request.steps) if neighbour else (),
@@ -121,11 +126,12 @@ class CacheService:
             neighbour_prompt=neighbour.prompt if neighbour else None,
         )
         k_star, level = self._choose(lookup, len(request.jobs), self._rng)
-        latent = cache.take_latent(neighbour.prompt_id, level) if cache is not None and neighbour and level else None
+        # a neighbour comes from the cache, so with one there is a cache to take its latent from
+        latent = self._cache.take_latent(neighbour.prompt_id, level) if neighbour and level else None
         if level and latent is None:
             level = 0  # the policy picked a level the neighbour does not have: run in full
-        if cache is not None and not level:
-            cache.record_miss()
+        if self._cache is not None and not level:
+            self._cache.record_miss()
         return Preparation(k_star, level, latent, lookup.similarity, vector)
 
 

@@ -11,7 +11,15 @@ from controller.policies import POLICY_NAMES
 from engine.config import CacheConfig, DispatchConfig, EngineConfig, LaunchConfig, PolicyConfig
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
+from protocols.limits import MAX_BATCH
 from workers.config import WorkerConfig
+
+
+def batch_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"a batch holds 1 to {MAX_BATCH} images, not {value}")
+    return value
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +33,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
-    p.add_argument("--max-batch", type=int, help="largest batch a worker runs (default: the backend's)")
+    p.add_argument(
+        "--max-batch", type=batch_size, help=f"largest batch a worker runs, 1 to {MAX_BATCH} (default: the backend's)"
+    )
     p.add_argument("--max-queue", type=int, default=1024, help="images admitted at once; past it, 429/Busy")
     p.add_argument("--policy", default="argus", choices=POLICY_NAMES, help="allocation and level policy")
     p.add_argument("--slo-ms", type=float, help="SLO the controller plans for (default: three exact images)")
@@ -137,7 +147,7 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda:N")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
-    p.add_argument("--max-batch", type=int)
+    p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
     p.add_argument("--threads", type=int, help="torch threads on CPU")
     p.add_argument("--die-with-parent", action="store_true", help="exit when the spawning engine dies")
     p.add_argument(

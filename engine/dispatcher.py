@@ -32,6 +32,7 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled, ImageResult
 from protocols.worker_messages import (
     Abort,
+    BatchDone,
     Generate,
     GenerateItem,
     ItemCancelled,
@@ -67,6 +68,8 @@ class Dispatcher:
         self._pending: deque[Job] = deque()
         self._live: dict[str, Job] = {}
         self._batch_ids = itertools.count(1)
+        # read when scraped: no gauge update on the request path
+        metrics.queued_images.set_function(lambda: len(self._live))
 
     @property
     def outstanding_images(self) -> int:
@@ -81,7 +84,6 @@ class Dispatcher:
         request.future.add_done_callback(lambda _: self._retire(request))
         for job in request.jobs:
             self._live[job.job_id] = job
-        self._metrics.queued_images.set(len(self._live))
 
     def route(self, request: AdmittedRequest, level: int, latent: object, similarity: float | None) -> None:
         """The request's level is chosen (and its neighbour's latent fetched): send its images on."""
@@ -114,7 +116,6 @@ class Dispatcher:
         for worker, job_ids in aborts.items():
             if worker.ready:
                 self._send(worker, Abort(job_ids))
-        self._metrics.queued_images.set(len(self._live))
 
     @staticmethod
     def _discard(queue: deque[Job], job: Job) -> None:
@@ -285,18 +286,20 @@ class Dispatcher:
             self._metrics.redispatched.inc()
         self._route(job)
 
-    def outcome(self, worker: WorkerHandle, message: ItemOutcome) -> None:
-        batch = worker.inflight.get(message.batch_id)
-        job = next((j for j in batch if j.job_id == message.request_id), None) if batch else None
-        if job is None:
+    def batch_done(self, worker: WorkerHandle, done: BatchDone) -> None:
+        jobs = worker.inflight.pop(done.batch_id, None)
+        if jobs is None:
             return  # a late answer for a batch already given up on
-        batch.remove(job)
-        if not batch:
-            del worker.inflight[message.batch_id]
-            if not worker.inflight:
-                worker.busy_until = self._clock()  # idle now, whatever the estimate said
-        if job.job_id in self._live:
-            self._settle(worker, job, message)
+        if not worker.inflight:
+            worker.busy_until = self._clock()  # idle now, whatever the estimate said
+        by_id = {job.job_id: job for job in jobs}
+        for outcome in done.outcomes:
+            job = by_id.pop(outcome.request_id, None)
+            if job is not None and job.job_id in self._live:
+                self._settle(worker, job, outcome)
+        for job in by_id.values():
+            # a worker that answers a batch but leaves items out still owes them
+            self._settle(worker, job, ItemCancelled(job.job_id))
         self._pump(worker)
 
     def _settle(self, worker: WorkerHandle, job: Job, message: ItemOutcome) -> None:
@@ -305,7 +308,6 @@ class Dispatcher:
             self._reroute_or_fail(job)
             return
         self._live.pop(job.job_id)
-        self._metrics.queued_images.set(len(self._live))
         if isinstance(message, ItemDone):
             self._metrics.images.labels(str(message.level)).inc()
             if self._on_image is not None:

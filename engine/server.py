@@ -147,15 +147,14 @@ class Engine:
             return admitted
         admitted.future.add_done_callback(lambda future: self._count_reply(admitted, future.result()))
         self.dispatcher.admit(admitted)
-        self.cache.prepare(admitted).add_done_callback(lambda prepared: self._prepared(admitted, prepared))
+        self.cache.prepare(admitted, self._prepared)
         return admitted
 
-    def _prepared(self, request: AdmittedRequest, prepared: asyncio.Future[Preparation]) -> None:
-        if prepared.exception() is not None:
-            log.error("preparing request %s failed", request.spec.request_id, exc_info=prepared.exception())
+    def _prepared(self, request: AdmittedRequest, preparation: Preparation | BaseException) -> None:
+        if isinstance(preparation, BaseException):
+            log.error("preparing request %s failed", request.spec.request_id, exc_info=preparation)
             request.fail("internal_error", "the engine failed to prepare this request")
             return
-        preparation = prepared.result()
         request.vector = preparation.vector
         self.metrics.k_star.labels(str(preparation.k_star)).inc()
         self.dispatcher.route(request, preparation.level, preparation.latent, preparation.similarity)

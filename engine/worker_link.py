@@ -22,15 +22,14 @@ from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.codec import DecodeError
 from protocols.curve import KeyPair
+from protocols.limits import MAX_BATCH
 from protocols.sockets import bind_all, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
+    BatchDone,
     EngineHeartbeat,
     Heartbeat,
     Hello,
-    ItemCancelled,
-    ItemDone,
-    ItemFailed,
     LevelSet,
     Refused,
     Shutdown,
@@ -99,16 +98,16 @@ class WorkerLink:
             log.debug("dropped %s from %r", type(message).__name__, identity)
             return
         worker.last_seen = time.monotonic()
-        if isinstance(message, (ItemDone, ItemFailed, ItemCancelled)):
-            self.dispatcher.outcome(worker, message)
+        if isinstance(message, BatchDone):
+            self.dispatcher.batch_done(worker, message)
         elif isinstance(message, LevelSet):
             worker.level = message.level
         elif not isinstance(message, Heartbeat):
             self._metrics.bad_messages.labels("worker").inc()
 
     def _on_hello(self, identity: bytes, hello: Hello, known: WorkerHandle | None) -> None:
-        if hello.protocol != PROTOCOL_VERSION:
-            reason = f"protocol {hello.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
+        reason = _refusal(hello)
+        if reason:
             log.error("refusing worker %r: %s", identity, reason)
             self._socket.send(identity, self._codec.encode(Refused(reason)))
             return
@@ -154,3 +153,12 @@ class WorkerLink:
                 log.error("worker %s silent for over %.0f s", worker.name, self._heartbeat_timeout_s)
                 self.dispatcher.worker_lost(worker, "heartbeat")
                 self.on_silent(worker)
+
+
+def _refusal(hello: Hello) -> str | None:
+    """Why a worker cannot join, or None."""
+    if hello.protocol != PROTOCOL_VERSION:
+        return f"protocol {hello.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
+    if not 1 <= hello.max_batch <= MAX_BATCH:
+        return f"max_batch {hello.max_batch} outside 1..{MAX_BATCH}"
+    return None

@@ -18,13 +18,16 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from protocols.limits import MAX_BATCH
+
 _ARRAY_EXT = 1
 _BLOB_EXT = 2
 # dtypes that may cross the wire; anything else is refused at decode
 _DTYPES = {name: np.dtype(name) for name in ("float16", "float32", "uint8")}
 _ARRAY_META = msgspec.msgpack.Decoder(tuple[int, str, list[int]])
 _BLOB_META = msgspec.msgpack.Decoder(int)
-MAX_FRAMES = 64
+# a header, then an image and a latent stack per item of the largest batch
+MAX_FRAMES = 1 + 2 * MAX_BATCH
 
 
 class Blob(bytes):

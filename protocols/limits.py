@@ -8,3 +8,5 @@ MAX_SEED = 2**63 - 1
 MAX_REQUEST_ID_CHARS = 128
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 SIZE_MULTIPLE = 8
+# items in one worker batch: bounds the frames of a Generate and of its BatchDone
+MAX_BATCH = 32

@@ -3,8 +3,8 @@
 The worker speaks first (a ROUTER cannot reach a peer it has not heard from):
 Hello, answered by Welcome or Refused. After that the engine sends Generate,
 SetLevel, Abort, Shutdown and EngineHeartbeat; the worker sends Heartbeat,
-LevelSet and one terminal message per generated item: ItemDone, ItemFailed or
-ItemCancelled. Both sides watch the other's heartbeats: the engine drops a
+LevelSet and, once a batch ends, one BatchDone holding a terminal outcome per
+item: ItemDone, ItemFailed or ItemCancelled. Both sides watch the other's heartbeats: the engine drops a
 silent worker, and a worker that stops hearing its engine says hello again
 (to a restarted engine, or the same one once it answers).
 """
@@ -97,7 +97,6 @@ class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
 
 class ItemDone(msgspec.Struct, tag="done", frozen=True):
     request_id: str
-    batch_id: int
     image: Blob  # encoded in the batch's output_format
     level: int
     # the latents passed through after each cache level above `level`, stacked
@@ -116,19 +115,26 @@ class ItemDone(msgspec.Struct, tag="done", frozen=True):
 
 class ItemFailed(msgspec.Struct, tag="failed", frozen=True):
     request_id: str
-    batch_id: int
     code: str
     message: str
 
 
 class ItemCancelled(msgspec.Struct, tag="cancelled", frozen=True):
     request_id: str
+
+
+ItemOutcome = ItemDone | ItemFailed | ItemCancelled
+
+
+class BatchDone(msgspec.Struct, tag="batch_done", frozen=True):
+    """Every item of one batch, answered in one message (one send and one decode per batch, not per image)."""
+
     batch_id: int
+    outcomes: list[ItemOutcome]
 
 
 ToWorker = Welcome | Refused | EngineHeartbeat | Generate | SetLevel | Abort | Shutdown
-FromWorker = Hello | Heartbeat | LevelSet | ItemDone | ItemFailed | ItemCancelled
-ItemOutcome = ItemDone | ItemFailed | ItemCancelled
+FromWorker = Hello | Heartbeat | LevelSet | BatchDone
 
 
 def engine_side_codec() -> Codec:

@@ -21,6 +21,7 @@ from protocols.client_messages import Images
 from protocols.codec import Blob
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
+    BatchDone,
     Generate,
     Heartbeat,
     Hello,
@@ -175,8 +176,8 @@ def test_worker_rejoin_does_not_strand_its_batches(tmp_path):
         while asker.is_alive() and time.monotonic() < deadline:
             again = worker.next_batch(timeout_s=0.5)
             if again is not None:
-                for item in again.items:
-                    worker.send(ItemDone(item.request_id, again.batch_id, Blob(b"img"), 0, [], None, 1.0, 50))
+                done = [ItemDone(item.request_id, Blob(b"img"), 0, [], None, 1.0, 50) for item in again.items]
+                worker.send(BatchDone(again.batch_id, done))
         asker.join(timeout=30)
     finally:
         worker.close()

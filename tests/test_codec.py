@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from protocols import client_messages, worker_messages
 from protocols.codec import Blob, DecodeError
-from protocols.worker_messages import Generate, GenerateItem, ItemDone
+from protocols.worker_messages import BatchDone, Generate, GenerateItem, ItemDone
 
 
 def _generate_with_latent() -> Generate:
@@ -38,9 +38,9 @@ def test_arrays_travel_as_frames_and_round_trip():
 
 
 def test_blob_and_latent_dict_round_trip():
-    done = ItemDone("j1", 7, Blob(b"\x89PNG..."), 10, [15], np.ones((1, 4, 8, 8), np.float16), 12.5, 40)
-    frames = worker_messages.worker_side_codec().encode(done)
-    decoded = worker_messages.engine_side_codec().decode(frames)
+    done = ItemDone("j1", Blob(b"\x89PNG..."), 10, [15], np.ones((1, 4, 8, 8), np.float16), 12.5, 40)
+    frames = worker_messages.worker_side_codec().encode(BatchDone(7, [done]))
+    (decoded,) = worker_messages.engine_side_codec().decode(frames).outcomes
     assert decoded.image == b"\x89PNG..." and isinstance(decoded.image, Blob)
     assert list(decoded.by_level()) == [15]
     np.testing.assert_array_equal(decoded.by_level()[15], done.by_level()[15])
@@ -124,7 +124,7 @@ def _valid_messages():
         (
             worker_messages.worker_side_codec(),
             worker_messages.engine_side_codec(),
-            ItemDone("j", 1, Blob(b"img"), 5, [10, 15], np.stack([latent, latent]), 3.0, 45),
+            BatchDone(1, [ItemDone("j", Blob(b"img"), 5, [10, 15], np.stack([latent, latent]), 3.0, 45)]),
         ),
         (
             client_messages.client_side_codec(),

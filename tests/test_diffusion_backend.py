@@ -12,6 +12,7 @@ from PIL import Image
 
 from protocols.codec import Blob
 from protocols.worker_messages import (
+    BatchDone,
     Generate,
     GenerateItem,
     ItemCancelled,
@@ -114,7 +115,7 @@ def test_full_run_returns_image_and_latents_at_every_level(backend, unet_calls):
     control = RecordingControl()
     (done,) = backend.run(batch(), control)
     assert isinstance(done, ItemDone)
-    assert (done.request_id, done.batch_id, done.level, done.quality) == ("r1", 3, 0, None)
+    assert (done.request_id, done.level, done.quality) == ("r1", 0, None)
     assert done.run_ms > 0
     assert decode(done.image).size == (64, 64)
     assert sorted(done.by_level()) == list(LEVELS)
@@ -194,13 +195,13 @@ def test_aborting_every_item_stops_early(backend, unet_calls):
     items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
     control = RecordingControl(abort_ids=("a", "b"), abort_after=3)
     outcomes = backend.run(batch(items=items), control)
-    assert outcomes == [ItemCancelled("a", 3), ItemCancelled("b", 3)]
+    assert outcomes == [ItemCancelled("a"), ItemCancelled("b")]
     assert unet_calls.count == 3 < STEPS
 
 
 def test_batch_aborted_before_it_starts_runs_nothing(backend, unet_calls):
     control = RecordingControl(abort_ids=("r1",))
-    assert backend.run(batch(), control) == [ItemCancelled("r1", 3)]
+    assert backend.run(batch(), control) == [ItemCancelled("r1")]
     assert unet_calls.count == 0
 
 
@@ -208,7 +209,7 @@ def test_aborting_one_item_keeps_the_other(backend, unet_calls):
     items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
     control = RecordingControl(abort_ids=("a",), abort_after=3)
     cancelled, done = backend.run(batch(items=items), control)
-    assert cancelled == ItemCancelled("a", 3)
+    assert cancelled == ItemCancelled("a")
     assert isinstance(done, ItemDone) and done.request_id == "b"
     assert unet_calls.count == STEPS
 
@@ -237,8 +238,8 @@ def test_output_formats_decode(backend, full_run, fmt, pil_format):
 
 def test_item_done_crosses_the_wire(full_run):
     # bytes, as ZeroMQ delivers each frame
-    frames = [bytes(frame) for frame in worker_side_codec().encode(full_run)]
-    decoded = engine_side_codec().decode(frames)
+    frames = [bytes(frame) for frame in worker_side_codec().encode(BatchDone(3, [full_run]))]
+    (decoded,) = engine_side_codec().decode(frames).outcomes
     assert isinstance(decoded, ItemDone)
     assert decoded.image == full_run.image
     assert all(np.array_equal(decoded.by_level()[k], full_run.by_level()[k]) for k in LEVELS)

@@ -10,7 +10,7 @@ from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Cancelled, Error, Generate, Images
 from protocols.codec import Blob
-from protocols.worker_messages import Abort, Hello, ItemCancelled, ItemDone, ItemFailed
+from protocols.worker_messages import Abort, BatchDone, Hello, ItemCancelled, ItemDone, ItemFailed
 from protocols.worker_messages import Generate as Batch
 
 
@@ -62,9 +62,8 @@ class Harness:
         return [m for w, m in self.sent if isinstance(m, Batch) and worker_name in (None, w)]
 
     def finish(self, worker, batch: Batch):
-        for item in batch.items:
-            done = ItemDone(item.request_id, batch.batch_id, Blob(b"img"), batch.level, [], None, 1.0, 50)
-            self.dispatcher.outcome(worker, done)
+        done = [ItemDone(item.request_id, Blob(b"img"), batch.level, [], None, 1.0, 50) for item in batch.items]
+        self.dispatcher.batch_done(worker, BatchDone(batch.batch_id, done))
 
 
 async def settle():
@@ -148,12 +147,14 @@ async def test_failure_of_one_image_fails_the_request_and_aborts_siblings():
     a = h.add_worker("a", max_batch=1)
     request = h.request(n=2)
     first, second = h.batches("a")
-    h.dispatcher.outcome(a, ItemFailed(first.items[0].request_id, first.batch_id, "worker_error", "boom"))
+    h.dispatcher.batch_done(
+        a, BatchDone(first.batch_id, [ItemFailed(first.items[0].request_id, "worker_error", "boom")])
+    )
     await settle()
     assert request.future.result().code == "worker_error"
     assert any(isinstance(m, Abort) and m.request_ids == [second.items[0].request_id] for _, m in h.sent)
     # the aborted sibling's late answer is ignored, and nothing is left behind
-    h.dispatcher.outcome(a, ItemCancelled(second.items[0].request_id, second.batch_id))
+    h.dispatcher.batch_done(a, BatchDone(second.batch_id, [ItemCancelled(second.items[0].request_id)]))
     assert h.dispatcher.outstanding_images == 0 and not a.inflight
 
 
@@ -177,7 +178,7 @@ async def test_worker_cancelling_on_its_own_means_the_image_is_still_owed():
     request = h.request()
     (batch,) = h.batches()
     owner = a if h.sent[0][0] == "a" else b
-    h.dispatcher.outcome(owner, ItemCancelled(batch.items[0].request_id, batch.batch_id))
+    h.dispatcher.batch_done(owner, BatchDone(batch.batch_id, [ItemCancelled(batch.items[0].request_id)]))
     assert len(h.batches()) == 2 and not request.done
 
 

@@ -12,6 +12,7 @@ from engine_process import ROOT, free_port
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     Abort,
+    BatchDone,
     Generate,
     GenerateItem,
     Heartbeat,
@@ -92,7 +93,10 @@ def worker():
 def generate(engine, batch_id, level=0, items=None):
     items = items or [GenerateItem(f"r{batch_id}", "a lighthouse on a cliff at dusk", 7)]
     engine.send(Generate(batch_id, level, STEPS, 64, 64, 5.0, "png", items))
-    return [engine.receive(ItemDone) for _ in items]
+    answer = engine.receive(BatchDone)
+    assert answer.batch_id == batch_id
+    assert all(isinstance(outcome, ItemDone) for outcome in answer.outcomes)
+    return answer.outcomes
 
 
 def test_hello_describes_the_worker(worker):
@@ -148,8 +152,8 @@ def test_abort_between_steps_cancels_a_running_batch(worker):
     while engine.receive(Heartbeat).running_batch != 50:
         pass  # wait until the batch is under way
     engine.send(Abort(["long"]))
-    cancelled = engine.receive(ItemCancelled)
-    assert (cancelled.request_id, cancelled.batch_id) == ("long", 50)
+    cancelled = engine.receive(BatchDone)
+    assert (cancelled.batch_id, cancelled.outcomes) == (50, [ItemCancelled("long")])
     (done,) = generate(engine, 51)  # and the worker carries on
     assert done.steps_run == STEPS
 

@@ -110,12 +110,11 @@ class DiffusionBackend(Backend):
         levels = sorted(captured)
         for i, rid in enumerate(ids):
             if control.is_aborted(rid):
-                outcomes.append(ItemCancelled(request_id=rid, batch_id=batch.batch_id))
+                outcomes.append(ItemCancelled(request_id=rid))
                 continue
             outcomes.append(
                 ItemDone(
                     request_id=rid,
-                    batch_id=batch.batch_id,
                     image=Blob(encoded[i]),
                     level=batch.level,
                     latent_levels=levels,
@@ -196,7 +195,7 @@ class DiffusionBackend(Backend):
 
 
 def _cancel_all(batch: Generate) -> list[ItemOutcome]:
-    return [ItemCancelled(request_id=item.request_id, batch_id=batch.batch_id) for item in batch.items]
+    return [ItemCancelled(request_id=item.request_id) for item in batch.items]
 
 
 def load_tiny(

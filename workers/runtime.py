@@ -1,7 +1,7 @@
 """The worker's blocking loop: no asyncio, one batch at a time.
 
 Say hello, then repeat: drain the socket without blocking, run the next batch,
-send one terminal message per item. While a batch runs, the backend calls
+answer it with one BatchDone (a terminal outcome per item). While a batch runs, the backend calls
 `between_steps` so heartbeats go out and aborts come in between denoising steps.
 """
 
@@ -21,13 +21,13 @@ from protocols.sockets import make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     Abort,
+    BatchDone,
     EngineHeartbeat,
     Generate,
     Heartbeat,
     Hello,
     ItemCancelled,
     ItemFailed,
-    ItemOutcome,
     LevelSet,
     Refused,
     SetLevel,
@@ -112,7 +112,7 @@ class WorkerRuntime:
         """Answers what was queued but never started."""
         while self._pending:
             batch = self._pending.popleft()
-            self._send_all([ItemCancelled(i.request_id, batch.batch_id) for i in batch.items])
+            self._send(BatchDone(batch.batch_id, [ItemCancelled(i.request_id) for i in batch.items]))
 
     def _close(self) -> None:
         self._socket.close(linger=500)
@@ -202,23 +202,19 @@ class WorkerRuntime:
         try:
             outcomes = self._backend.run(batch, self)
         except BatchAborted:
-            outcomes = [ItemCancelled(i.request_id, batch.batch_id) for i in batch.items]
+            outcomes = [ItemCancelled(i.request_id) for i in batch.items]
         except Exception as exc:  # a failed batch becomes one error per member
             log.exception("batch %d failed", batch.batch_id)
             outcomes = [
-                ItemFailed(i.request_id, batch.batch_id, "worker_error", f"{type(exc).__name__}: {exc}")
+                ItemFailed(i.request_id, "worker_error", f"{type(exc).__name__}: {exc}")
                 for i in batch.items
             ]
         finally:
             self._running = None
         if self._engine_lost:
             return  # nobody is waiting for these any more
-        self._send_all(outcomes)
+        self._send(BatchDone(batch.batch_id, outcomes))
         self._aborted.difference_update(item.request_id for item in batch.items)
-
-    def _send_all(self, outcomes: list[ItemOutcome]) -> None:
-        for outcome in outcomes:
-            self._send(outcome)
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()

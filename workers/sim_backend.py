@@ -135,12 +135,11 @@ class SimBackend(Backend):
         outcomes: list[ItemOutcome] = []
         for item in batch.items:
             if control.is_aborted(item.request_id):
-                outcomes.append(ItemCancelled(item.request_id, batch.batch_id))
+                outcomes.append(ItemCancelled(item.request_id))
                 continue
             outcomes.append(
                 ItemDone(
                     item.request_id,
-                    batch.batch_id,
                     image,
                     batch.level,
                     later_levels,

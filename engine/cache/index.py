@@ -67,12 +67,17 @@ class VectorIndex:
 
     def nearest(self, vector: np.ndarray) -> tuple[int, float] | None:
         """(id, cosine similarity) of the closest live vector, or None if the index is empty."""
+        return self.nearest_many(np.reshape(vector, (1, -1)))[0]
+
+    def nearest_many(self, vectors: np.ndarray) -> list[tuple[int, float] | None]:
+        """`nearest` for each row, in one query (one call into hnswlib for a burst of prompts)."""
         if not self._live:
-            return None
-        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        labels, distances = self._index.knn_query(query, k=1, num_threads=1)
+            return [None] * len(vectors)
+        queries = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        labels, distances = self._index.knn_query(queries, k=1, num_threads=1)
         # rounding can put an exact repeat a hair above 1
-        return int(labels[0, 0]), min(1.0, 1.0 - float(distances[0, 0]))
+        similarities = np.minimum(1.0, 1.0 - distances[:, 0])
+        return list(zip(labels[:, 0].tolist(), similarities.tolist(), strict=True))
 
     def vectors(self, ids: list[int]) -> np.ndarray:
         """The stored (unit-length) vectors of these ids, float32 [len(ids), dim]."""

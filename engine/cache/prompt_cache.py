@@ -14,7 +14,7 @@ them. Arrays returned by take_latent are read-only and shared with the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +89,24 @@ class PromptCache:
     # -- serving ---------------------------------------------------------------------
     def lookup(self, vector: np.ndarray, shape: ShapeKey) -> Neighbour | None:
         """The most similar cached prompt in this shape, with the levels it still has; None if none."""
-        index = self._indexes.get(shape)
-        found = index.nearest(self._checked(vector)) if index is not None else None
-        if found is None:
-            return None
-        prompt_id, similarity = found
+        return self.lookup_many(self._checked(vector).reshape(1, -1), [shape])[0]
+
+    def lookup_many(self, vectors: np.ndarray, shapes: Sequence[ShapeKey]) -> list[Neighbour | None]:
+        """`lookup` for each row of `vectors` in its shape: one index query per shape present."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(shapes), self.dim):
+            raise ValueError(f"expected {len(shapes)} vectors of {self.dim} values, got shape {vectors.shape}")
+        found: list[tuple[int, float] | None] = [None] * len(shapes)
+        for shape in set(shapes):
+            index = self._indexes.get(shape)
+            if index is None:
+                continue
+            rows = [i for i, s in enumerate(shapes) if s == shape]
+            for row, hit in zip(rows, index.nearest_many(vectors[rows]), strict=True):
+                found[row] = hit
+        return [self._neighbour(*hit) if hit is not None else None for hit in found]
+
+    def _neighbour(self, prompt_id: int, similarity: float) -> Neighbour:
         prompt = self._prompts[prompt_id]
         return Neighbour(prompt_id, prompt.text, similarity, tuple(sorted(prompt.levels)))
 

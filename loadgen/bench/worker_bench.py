@@ -3,7 +3,7 @@ and the worker's overhead against the same diffusers pipeline called directly.
 
 The worker (`argus worker --backend tiny`) is a subprocess driven over a ROUTER
 socket the way the engine drives it: Hello -> Welcome, then Generate batches
-answered by ItemDone. A K=0 run hands back the latents at each cache level; the
+answered by a BatchDone. A K=0 run hands back the latents at each cache level; the
 level-K runs resume from them. The baseline is the same tiny SD-XL pipeline
 (same weights, prompt, steps, size, seed, guidance and torch thread count)
 called in this process. Worker and direct runs alternate, never overlap, and
@@ -65,7 +65,7 @@ class WorkerRuns:
         self.last_cpu_s = 0.0
 
     def generate(self, args: argparse.Namespace, level: int, latent=None):
-        """One image, end to end: (seconds from send to ItemDone received, the ItemDone)."""
+        """One image, end to end: (seconds from send to BatchDone received, the ItemDone)."""
         from protocols.worker_messages import GenerateItem
 
         item = GenerateItem(f"k{level}", PROMPT if level == 0 else NEIGHBOUR_PROMPT, args.seed, latent)
@@ -223,7 +223,7 @@ def _report(args: argparse.Namespace, levels: list[int], results: dict) -> None:
     print(
         f"{args.size}x{args.size}, batch 1, N={args.steps} steps, {args.threads} torch thread(s), "
         f"{args.repeats} interleaved repeats; s/image and CPU s are medians (end to end: Generate sent"
-        " -> ItemDone received)"
+        " -> BatchDone received)"
     )
     print()
     print(
