@@ -113,7 +113,6 @@ def _busy(problem: FlowProblem, level: int, fleet: int) -> float:
     return HEADROOM_WEIGHT / (capacity * fleet) if capacity > 0 else 0.0
 
 
-
 def _detour(levels: tuple[int, ...], k: int, kp: int) -> float:
     """The tie-break cost of serving class k at level kp (none for a class that is not a level)."""
     if k not in levels:

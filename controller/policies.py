@@ -58,6 +58,10 @@ class Policy(Protocol):
     def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         """K' for one prompt; never a level its neighbour has no latent for."""
 
+    @property
+    def escalates(self) -> bool:
+        """Whether a job about to miss its deadline moves up to its neighbour's highest stored level."""
+
 
 def make_policy(
     name: str, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, **options: object
@@ -84,6 +88,9 @@ def sample_level(row: Mapping[int, float], rng: random.Random) -> int:
 
 class _Base:
     name = ""
+    # at dispatch, a job that would miss its deadline at its level is served from its neighbour's highest
+    # stored level instead (argus's route-and-batch); the baselines keep their pick and miss
+    escalates = False
 
     def __init__(
         self, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, options: SolverOptions
@@ -118,6 +125,7 @@ class _Solved(_Base):
 
 class Argus(_Solved):
     name = "argus"
+    escalates = True
 
     def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         return stored_level_at_most(sample_level(plan.redirect[k_star], rng), neighbour_levels)

@@ -243,8 +243,9 @@ class DegradationMatrix:
     """Expected quality of class K (prompts whose best level is K) served at level K'.
 
     Classes are the similarity bands of `table`. Class 0 (misses and neighbours
-    below every threshold) may only be served at 0. The loss D[K'][K] is 0 for
-    K' <= K (a lower level is at least as good) and q[K][K] - q[K'][K] above.
+    below every threshold) may only be served at 0. The loss D[K'][K] is what
+    class K gives up at K' against its exact image: q[K][0] - q[K'][K]. It grows
+    with K', so a level below K* is a real gain when there is capacity for it.
     """
 
     table: SimilarityTable
@@ -272,9 +273,7 @@ class DegradationMatrix:
     def loss(self, k_prime: int, k: int) -> float:
         if not self.allowed(k_prime, k):
             return math.inf
-        if k_prime <= k:
-            return 0.0
-        return max(0.0, self.quality(k, k) - self.quality(k_prime, k))
+        return max(0.0, self.quality(0, k) - self.quality(k_prime, k))
 
     @classmethod
     def from_quality_model(cls, model: QualityModel, grid: int = 201) -> DegradationMatrix:

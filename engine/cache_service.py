@@ -40,6 +40,8 @@ class Preparation:
     latent: np.ndarray | None  # the neighbour's latent after `level` steps (None at 0)
     similarity: float | None
     vector: np.ndarray | None  # the prompt's embedding, kept to cache what its generation brings back
+    # (level, latent): the neighbour's highest stored level above `level`, for a job about to miss its deadline
+    fallback: tuple[int, np.ndarray] | None = None
 
 
 # called on the loop with the request's preparation, or the error that prevented it
@@ -47,10 +49,18 @@ Prepared = Callable[[AdmittedRequest, Preparation | BaseException], None]
 
 
 class CacheService:
-    def __init__(self, cache: PromptCache | None, embedder: Embedder | None, choose: Choose, seed: int = 0):
+    def __init__(
+        self,
+        cache: PromptCache | None,
+        embedder: Embedder | None,
+        choose: Choose,
+        seed: int = 0,
+        with_fallback: bool = False,
+    ):
         self._cache = cache
         self._embedder = embedder
         self._choose = choose
+        self._with_fallback = with_fallback
         self._rng = random.Random(seed)  # used by one thread only: the cache thread, or the loop without a cache
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache")
         self._waiting: list[tuple[AdmittedRequest, Prepared]] = []
@@ -132,7 +142,14 @@ class CacheService:
             level = 0  # the policy picked a level the neighbour does not have: run in full
         if self._cache is not None and not level:
             self._cache.record_miss()
-        return Preparation(k_star, level, latent, lookup.similarity, vector)
+        return Preparation(k_star, level, latent, lookup.similarity, vector, self._fallback(neighbour, lookup, level))
+
+    def _fallback(self, neighbour: Neighbour | None, lookup: Lookup, level: int) -> tuple[int, np.ndarray] | None:
+        top = max(lookup.neighbour_levels, default=0)
+        if not self._with_fallback or neighbour is None or top <= level:
+            return None
+        latent = self._cache.peek_latent(neighbour.prompt_id, top)
+        return (top, latent) if latent is not None else None
 
 
 def _log_failure(future) -> None:
@@ -160,8 +177,11 @@ def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int
     return PromptCache(*arguments)
 
 
-def build_cache_service(config: CacheConfig, levels: tuple[int, ...], choose: Choose) -> CacheService:
+def build_cache_service(
+    config: CacheConfig, levels: tuple[int, ...], choose: Choose, with_fallback: bool = False
+) -> CacheService:
+    """`with_fallback`: also hand each hit its neighbour's highest stored latent (a policy that escalates)."""
     if not config.enabled:
         return CacheService(None, None, choose)
     embedder = make_embedder(config.embedder, config.embedder_path)
-    return CacheService(open_prompt_cache(config, embedder, levels), embedder, choose)
+    return CacheService(open_prompt_cache(config, embedder, levels), embedder, choose, with_fallback=with_fallback)

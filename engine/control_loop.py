@@ -20,7 +20,6 @@ from controller.predictor import Lookup
 from controller.window import Controller
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
-from protocols.worker_messages import SetLevel
 
 log = logging.getLogger("argus.controller")
 
@@ -33,7 +32,7 @@ class ControlLoop:
         policy: Policy,
         controller: Controller,
         registry: WorkerRegistry,
-        send: Callable[[WorkerHandle, object], bool],
+        move: Callable[[WorkerHandle, int], None],  # puts a worker at a level and tells it so
         metrics: EngineMetrics,
         clock: Callable[[], float],
         window_s: float,
@@ -41,7 +40,7 @@ class ControlLoop:
         self.policy = policy
         self._controller = controller
         self._registry = registry
-        self._send = send
+        self._move = move
         self._metrics = metrics
         self._clock = clock
         # look often enough to re-route within a window, however short the window is
@@ -85,8 +84,7 @@ class ControlLoop:
         targets = [level for level, n in sorted(want.items()) for _ in range(n - have[level])]
         # with the fleet changed since the plan was made, extra movers stay where they are until the next one
         for worker, level in zip(movers, targets, strict=False):
-            worker.level = level
-            self._send(worker, SetLevel(level))
+            self._move(worker, level)
         self._record(plan)
 
     def _record(self, plan: Plan) -> None:

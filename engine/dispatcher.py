@@ -12,8 +12,9 @@ another level takes the job (a batch carries its own level, so nothing waits
 while a worker is free); else jobs go to the worker at the level whose queue is
 longest but still short of a full batch, so batches fill.
 A batch is the largest that still meets its head's deadline; a job that cannot
-meet its deadline any more is answered `deadline_exceeded` at once (unless the
-engine is told to serve late).
+meet its deadline any more moves up to its fallback level when it has one (the
+neighbour's highest stored latent; argus only) and would make it there, else it
+is answered `deadline_exceeded` at once (unless the engine is told to serve late).
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         profile: LatencyProfile | None = None,
         on_image: OnImage | None = None,
+        escalate: bool = False,
     ):
         self._registry = registry
         self._profile = profile
         self._on_image = on_image
+        self._escalate = escalate
         self._send = send
         self._metrics = metrics
         self._config = config
@@ -68,6 +71,10 @@ class Dispatcher:
         self._pending: deque[Job] = deque()
         self._live: dict[str, Job] = {}
         self._batch_ids = itertools.count(1)
+        # workers with nothing queued or running, by level (insertion-ordered sets). Entries go stale when a
+        # worker gets work or changes level and are dropped or moved when met: a pick is O(1), not a scan of
+        # a thousand workers
+        self._idle: dict[int, dict[WorkerHandle, None]] = {}
         # read when scraped: no gauge update on the request path
         metrics.queued_images.set_function(lambda: len(self._live))
 
@@ -85,12 +92,20 @@ class Dispatcher:
         for job in request.jobs:
             self._live[job.job_id] = job
 
-    def route(self, request: AdmittedRequest, level: int, latent: object, similarity: float | None) -> None:
+    def route(
+        self,
+        request: AdmittedRequest,
+        level: int,
+        latent: object,
+        similarity: float | None,
+        fallback: tuple[int, object] | None = None,
+    ) -> None:
         """The request's level is chosen (and its neighbour's latent fetched): send its images on."""
         if request.done:
             return
         for job in request.jobs:
             job.level, job.latent, job.similarity = level, latent, similarity
+            job.fallback = fallback if self._escalate else None
             self._route(job)
 
     def cancel(self, request: AdmittedRequest) -> None:
@@ -110,6 +125,7 @@ class Dispatcher:
                 self._discard(self._pending, job)
             elif job.batch_id is None:
                 self._discard(job.worker.queue, job)
+                self._note_if_idle(job.worker)
             else:
                 # stays in its batch until the worker answers; the answer is then ignored
                 aborts.setdefault(job.worker, []).append(job.job_id)
@@ -140,13 +156,35 @@ class Dispatcher:
         if not ready:
             return None
         # a worker serving the job's level keeps batches uniform; any worker can run any level
+        idle = self._idle_worker(job.level)
+        if idle is not None:
+            return idle
         picked = self._pick_among(ready, job.level)
         if picked is None or picked.queue or picked.inflight:
             # work-conserving: a worker idle at another level runs the job now rather than let it queue
-            idle = next((w for w in ready if not w.queue and not w.inflight), None)
+            idle = self._idle_worker(None)
             if idle is not None:
                 return idle
         return picked if picked is not None else self._pick_among(ready, None)
+
+    def _idle_worker(self, level: int | None) -> WorkerHandle | None:
+        """A worker with nothing queued or running, at `level` (None: any level), or None."""
+        for bucket_level in [level] if level is not None else list(self._idle):
+            bucket = self._idle.get(bucket_level, {})
+            while bucket:
+                worker = next(iter(bucket))
+                del bucket[worker]
+                if not (worker.ready and not worker.queue and not worker.inflight):
+                    continue  # it got work since, or left: it is noted again once idle
+                if worker.level != bucket_level:
+                    self._idle.setdefault(worker.level, {})[worker] = None  # it changed level
+                    continue
+                return worker
+        return None
+
+    def _note_if_idle(self, worker: WorkerHandle) -> None:
+        if worker.ready and not worker.queue and not worker.inflight:
+            self._idle.setdefault(worker.level, {})[worker] = None
 
     def _pick_among(self, ready: Sequence[WorkerHandle], level: int | None) -> WorkerHandle | None:
         """One pass: the idle worker with the fewest images in flight (an empty one at once), else the one
@@ -177,6 +215,7 @@ class Dispatcher:
             jobs = self._take_batch(worker)
             if jobs:
                 self._send_batch(worker, jobs)
+        self._note_if_idle(worker)
 
     def _take_batch(self, worker: WorkerHandle) -> list[Job]:
         now = self._clock()
@@ -191,7 +230,8 @@ class Dispatcher:
         kept: deque[Job] = deque()
         while worker.queue and len(batch) < limit:
             job = worker.queue.popleft()
-            if job.key == key and self._still_wanted(job, now, wait):
+            # checked again after _still_wanted: a job it moves up a level waits for a batch of that level
+            if job.key == key and self._still_wanted(job, now, wait) and job.key == key:
                 batch.append(job)
             elif job.job_id in self._live:
                 kept.append(job)
@@ -218,9 +258,20 @@ class Dispatcher:
             job.request.fail("deadline_exceeded", "the request's deadline passed before it could be served")
             return False
         if not self._config.serve_late and self._profiled(job.level):
-            if wait + self._profile.latency(job.level, 1) > left:
+            if wait + self._profile.latency(job.level, 1) > left and not self._escalated(job, left - wait):
                 job.request.fail("deadline_exceeded", "the request can no longer be served within its deadline")
                 return False
+        return True
+
+    def _escalated(self, job: Job, budget_s: float) -> bool:
+        """Moves a job too slow at its level up to its fallback level if it makes the deadline there."""
+        if job.fallback is None:
+            return False
+        level, latent = job.fallback
+        if not self._profiled(level) or self._profile.latency(level, 1) > budget_s:
+            return False
+        job.level, job.latent, job.fallback = level, latent, None
+        self._metrics.escalated.inc()
         return True
 
     def _profiled(self, level: int) -> bool:
@@ -263,6 +314,10 @@ class Dispatcher:
             if job.job_id in self._live:
                 self._route(job)
         self._pump(worker)
+
+    def worker_level_set(self, worker: WorkerHandle, level: int) -> None:
+        worker.level = level
+        self._note_if_idle(worker)
 
     def worker_lost(self, worker: WorkerHandle, cause: str) -> None:
         if not worker.ready:
@@ -346,3 +401,4 @@ class Dispatcher:
             for job in list(worker.queue):
                 if not self._still_wanted(job, now, wait):
                     self._discard(worker.queue, job)
+            self._note_if_idle(worker)

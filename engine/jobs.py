@@ -46,6 +46,7 @@ class Job:
     level: int = 0
     latent: np.ndarray | None = None
     similarity: float | None = None
+    fallback: tuple[int, np.ndarray] | None = None  # (a higher level, its latent) should this one be too slow
     attempts: int = 0  # times sent to a worker
     sent_at: float = 0.0
     # where the job is: queued on a worker (batch_id None), or sent in a batch

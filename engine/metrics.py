@@ -24,6 +24,9 @@ class EngineMetrics:
         self.worker_losses = Counter("argus_worker_losses", "Workers lost, by cause", ["cause"], registry=r)
         self.worker_restarts = Counter("argus_worker_restarts", "Local worker processes restarted", registry=r)
         self.redispatched = Counter("argus_redispatched_images", "Images re-sent after a worker loss", registry=r)
+        self.escalated = Counter(
+            "argus_escalated_images", "Images moved up to a higher level to make their deadline", registry=r
+        )
         self.bad_messages = Counter("argus_bad_messages", "Undecodable or unexpected messages", ["link"], registry=r)
         self.k_star = Counter("argus_predicted_level", "Requests by predicted best level K*", ["level"], registry=r)
         self.cache_hits = Gauge("argus_cache_hits", "Latents served from the cache, by level", ["level"], registry=r)

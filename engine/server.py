@@ -35,10 +35,10 @@ from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.worker_link import WorkerLink
-from engine.worker_registry import WorkerRegistry
+from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import create_key_files
-from protocols.worker_messages import ItemDone
+from protocols.worker_messages import ItemDone, SetLevel
 from workers.limits import DEFAULT_LEVELS
 
 log = logging.getLogger("argus.engine")
@@ -95,18 +95,21 @@ class Engine:
             config.dispatch,
             profile=self.control.profile,
             on_image=self._cache_latents,
+            escalate=self.control.policy.escalates,
         )
         self.link.bind_dispatcher(self.dispatcher)
         self.control_loop = ControlLoop(
             self.control.policy,
             self.control.controller,
             self.registry,
-            self.link.send,
+            self._move_worker,
             self.metrics,
             time.monotonic,
             config.policy.window_s,
         )
-        self.cache = build_cache_service(config.cache, DEFAULT_LEVELS, self.control_loop.choose)
+        self.cache = build_cache_service(
+            config.cache, DEFAULT_LEVELS, self.control_loop.choose, with_fallback=self.control.policy.escalates
+        )
         self.admission = Admission(self.registry, config.launch.backend, config.dispatch.retry_after_s)
         self.clients = ClientDoor(self, self._context, config.client_listen, client_keys)
         self.launcher = self._launcher()
@@ -150,6 +153,11 @@ class Engine:
         self.cache.prepare(admitted, self._prepared)
         return admitted
 
+    def _move_worker(self, worker: WorkerHandle, level: int) -> None:
+        # the dispatcher routes by the new level at once; batches in flight finish at theirs
+        self.dispatcher.worker_level_set(worker, level)
+        self.link.send(worker, SetLevel(level))
+
     def _prepared(self, request: AdmittedRequest, preparation: Preparation | BaseException) -> None:
         if isinstance(preparation, BaseException):
             log.error("preparing request %s failed", request.spec.request_id, exc_info=preparation)
@@ -157,7 +165,9 @@ class Engine:
             return
         request.vector = preparation.vector
         self.metrics.k_star.labels(str(preparation.k_star)).inc()
-        self.dispatcher.route(request, preparation.level, preparation.latent, preparation.similarity)
+        self.dispatcher.route(
+            request, preparation.level, preparation.latent, preparation.similarity, preparation.fallback
+        )
 
     def _cache_latents(self, job: Job, done: ItemDone) -> None:
         """The first image of a request brings the latents its generation passed through: cache them."""

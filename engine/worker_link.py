@@ -101,7 +101,7 @@ class WorkerLink:
         if isinstance(message, BatchDone):
             self.dispatcher.batch_done(worker, message)
         elif isinstance(message, LevelSet):
-            worker.level = message.level
+            self.dispatcher.worker_level_set(worker, message.level)
         elif not isinstance(message, Heartbeat):
             self._metrics.bad_messages.labels("worker").inc()
 

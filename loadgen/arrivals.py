@@ -74,6 +74,29 @@ def mean_rate(schedule: Sequence[Arrival]) -> float:
     return (len(schedule) - 1) / span
 
 
+# --load sizes a trace by its busiest stretch of this length, on the trace's own clock
+LOAD_WINDOW_S = 60.0
+
+
+def peak_to_mean(schedule: Sequence[Arrival], window_s: float = LOAD_WINDOW_S) -> float:
+    """The rate of the busiest `window_s` stretch (any start) over the mean rate: 1 for a steady schedule.
+
+    It is a property of the schedule's shape, kept by `rescale_to_rate`, so a rate for the busiest
+    stretch becomes a mean rate by dividing by it. A schedule shorter than the window has no
+    busiest stretch other than itself: 1.
+    """
+    offsets = [a.offset_s for a in schedule]
+    span = offsets[-1] - offsets[0] if offsets else 0.0
+    if span <= window_s:
+        return 1.0
+    busiest, first = 0, 0
+    for last, end in enumerate(offsets):
+        while offsets[first] <= end - window_s:
+            first += 1
+        busiest = max(busiest, last - first + 1)
+    return busiest / window_s / mean_rate(schedule)
+
+
 def rescale_to_rate(schedule: Sequence[Arrival], rate: float) -> Schedule:
     """Stretch or squeeze every offset so the whole schedule's mean rate is `rate`; burstiness is kept."""
     if not rate > 0:

@@ -50,7 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     load.add_argument("--rate", type=float, help="mean requests per second (a trace is rescaled to it)")
     load.add_argument(
-        "--load", type=float, help="mean rate as a multiple of the exact-generation capacity (--capacity-rps or /ready)"
+        "--load",
+        type=float,
+        help="rate as a multiple of the exact-generation capacity (--capacity-rps or /ready): a trace's busiest "
+        "minute, a poisson or gamma process's mean",
     )
     load.add_argument(
         "--capacity-rps",
@@ -176,6 +179,8 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
     rate = await _target_rate(args)
     if args.arrivals == "trace":
         base = load_trace(args.trace)
+        if args.load is not None:
+            rate /= arrivals.peak_to_mean(base)  # --load is what the busiest minute offers
     else:
         # drawn in the schedule's own time, up to where compression will leave duration_s of it
         horizon = None if args.duration_s is None else args.duration_s / args.time_scale

@@ -81,3 +81,11 @@ def test_bad_inserts_change_nothing(latents, error):
         cache.insert("p", np.full(8, np.nan), SHAPE, {5: LATENT})
     assert cache.lookup(unit(0), SHAPE) is None
     assert cache.stats().prompts == 0
+
+
+def test_a_peeked_latent_is_not_a_hit():
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=1 << 20)
+    prompt_id = cache.insert("a cat", unit(0), SHAPE, {25: LATENT + 1})
+    np.testing.assert_array_equal(cache.peek_latent(prompt_id, 25), LATENT + 1)
+    assert cache.peek_latent(prompt_id, 10) is None  # a level it does not have
+    assert cache.stats().hits_by_level[25] == 0

@@ -211,11 +211,11 @@ def test_route_planner_rederives_routes_for_fixed_workers():
         plan = plan_from_solution(p, solution, "argus", 0.0)
         assert_plan_is_sound(plan, 8)
         assert plan.served_rps == pytest.approx(p.total_demand_rps)
-    # level 25 takes all it can; the rest of class 25 goes down to 15, then to what level 0 has spare
+    # class 25 loses least in full: what level 0 has spare after class 0, then all of 15, the rest at 25
     row = plan.redirect[25]
-    assert row[25] == pytest.approx(3 * CAPACITY[25] / 2.5)
+    assert row[0] == pytest.approx((3 * CAPACITY[0] - 0.4) / 2.5)
     assert row[15] == pytest.approx(2 * CAPACITY[15] / 2.5)
-    assert row[0] == pytest.approx(1 - row[25] - row[15])
+    assert row[25] == pytest.approx(1 - row[0] - row[15])
 
 
 def test_fit_allocation():

@@ -162,3 +162,7 @@ def test_every_policy_makes_sound_plans(name):
         for row in plan.redirect.values():
             assert sum(row.values()) == pytest.approx(1.0)
         assert 0.0 <= plan.served_rps <= demand + 1e-6
+
+
+def test_only_argus_moves_a_late_job_up_a_level():
+    assert {name for name in POLICY_NAMES if policy(name).escalates} == {"argus"}

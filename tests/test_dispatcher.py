@@ -23,13 +23,19 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, profile=None, **config):
+    def __init__(self, profile=None, escalate=False, **config):
         self.clock = Clock()
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
         self.sent: list[tuple[str, object]] = []
         self.dispatcher = Dispatcher(
-            self.registry, self._send, self.metrics, DispatchConfig(**config), clock=self.clock, profile=profile
+            self.registry,
+            self._send,
+            self.metrics,
+            DispatchConfig(**config),
+            clock=self.clock,
+            profile=profile,
+            escalate=escalate,
         )
 
     def _send(self, worker, message) -> bool:
@@ -42,7 +48,7 @@ class Harness:
         self.dispatcher.worker_ready(worker)
         return worker
 
-    def request(self, n=1, slo_ms=None, prompt="p") -> AdmittedRequest:
+    def request(self, n=1, slo_ms=None, prompt="p", level=0, fallback=None) -> AdmittedRequest:
         spec = Generate(request_id=f"r{len(self.sent)}-{prompt}", prompt=prompt, n=n, slo_ms=slo_ms)
         request = AdmittedRequest(
             spec=spec,
@@ -55,7 +61,7 @@ class Harness:
             future=asyncio.get_running_loop().create_future(),
         )
         self.dispatcher.admit(request)
-        self.dispatcher.route(request, level=0, latent=None, similarity=None)
+        self.dispatcher.route(request, level=level, latent=None, similarity=None, fallback=fallback)
         return request
 
     def batches(self, worker_name=None) -> list[Batch]:
@@ -75,6 +81,22 @@ async def test_requests_spread_over_idle_workers():
     h.add_worker("a"), h.add_worker("b")
     h.request(), h.request()
     assert {w for w, m in h.sent} == {"a", "b"}
+
+
+async def test_idle_workers_are_found_at_their_current_level():
+    h = Harness()
+    a, b = h.add_worker("a"), h.add_worker("b")
+    h.dispatcher.worker_level_set(b, 10)  # moved while idle
+    h.request(level=10)
+    assert [(w, m.level) for w, m in h.sent] == [("b", 10)]
+    h.request(level=0)
+    assert h.sent[-1][0] == "a"
+    h.finish(a, h.batches("a")[0])
+    h.request(level=0)  # a is idle again: it takes the job, not b (busy, and at another level)
+    assert h.sent[-1][0] == "a" and len(h.batches("a")) == 2
+    h.finish(b, h.batches("b")[0])
+    h.request(level=0)  # a busy, b idle at 10: b takes it rather than let it queue
+    assert h.sent[-1][0] == "b" and h.sent[-1][1].level == 0
 
 
 async def test_queued_jobs_with_the_same_key_batch_together():
@@ -194,6 +216,35 @@ async def test_a_job_that_cannot_meet_its_deadline_is_answered_at_once():
     await settle()
     assert doomed.future.result().code == "deadline_exceeded"
     assert len(h.batches()) == 1
+
+
+# level 25 runs in half the time of level 0
+TWO_LEVELS = LatencyProfile("test", 50, {0: (1.0, 2.0), 25: (0.5, 1.0)}, "made up for the test")
+
+
+async def test_a_job_too_slow_at_its_level_moves_up_to_its_fallback():
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=3, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    # 1.6 s left: at level 0 it would end after 2 s, from its neighbour's level 25 after 1.5 s
+    moved = h.request(slo_ms=1_600, fallback=(25, "latent-25"))
+    # then busy for 1.5 s: 1.8 s left is too little even at level 25 (2 s)
+    stuck = h.request(slo_ms=1_800, fallback=(25, "latent-25"))
+    await settle()
+    assert not moved.done and stuck.future.result().code == "deadline_exceeded"
+    sent = h.batches()[1]
+    assert len(h.batches()) == 2
+    assert (sent.level, sent.items[0].latent, sent.items[0].request_id) == (25, "latent-25", moved.jobs[0].job_id)
+    assert h.metrics.escalated._value.get() == 1
+
+
+async def test_baselines_never_move_a_job_up():
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)
+    doomed = h.request(slo_ms=1_600, fallback=(25, "latent-25"))
+    await settle()
+    assert doomed.future.result().code == "deadline_exceeded"
 
 
 async def test_late_jobs_are_served_when_the_engine_is_told_to():

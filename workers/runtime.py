@@ -205,10 +205,7 @@ class WorkerRuntime:
             outcomes = [ItemCancelled(i.request_id) for i in batch.items]
         except Exception as exc:  # a failed batch becomes one error per member
             log.exception("batch %d failed", batch.batch_id)
-            outcomes = [
-                ItemFailed(i.request_id, "worker_error", f"{type(exc).__name__}: {exc}")
-                for i in batch.items
-            ]
+            outcomes = [ItemFailed(i.request_id, "worker_error", f"{type(exc).__name__}: {exc}") for i in batch.items]
         finally:
             self._running = None
         if self._engine_lost:

@@ -117,6 +117,13 @@ class PromptCache:
             self._hits[level] += 1
         return latent
 
+    def peek_latent(self, prompt_id: int, level: int) -> np.ndarray | None:
+        """The latent after `level` steps without counting a hit (a fallback that may go unused)."""
+        try:
+            return self._store.read((prompt_id, level))
+        except (KeyError, OSError, ValueError):
+            return None
+
     def record_miss(self) -> None:
         self._misses += 1
 
