@@ -4,6 +4,13 @@ As Proteus does: the rate planned for is beta times the EWMA of the observed
 rate (beta = 1.05, 5% headroom). The K* mix is that of the last window (a
 window without arrivals keeps the mix before it). No clock inside: the caller
 says when a window closes.
+
+With `fast_attack` (argus), a rise is planned for at once: the rate planned for
+is beta times the larger of the EWMA and the rate of the window so far, so a
+burst moves the routes within the controller's first look at it, while a fall
+still decays through the EWMA. A plain EWMA plans for half a burst's rate in
+its first window and most of it only in the third, by when a burst of the
+Azure code trace is over.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ class DemandEstimate:
 
 
 class DemandEstimator:
-    def __init__(self, window_started: float, alpha: float = 0.5, headroom: float = 1.05):
+    def __init__(self, window_started: float, alpha: float = 0.5, headroom: float = 1.05, fast_attack: bool = False):
         self.window_started = window_started
         self.alpha = alpha  # EWMA weight of the newest window
         self.headroom = headroom
+        self.fast_attack = fast_attack
         self._counts: Counter[int] = Counter()
         self._ewma_rps: float | None = None  # None until a window has been seen
         self._mix: dict[int, float] = {0: 1.0}
@@ -35,22 +43,23 @@ class DemandEstimator:
 
     def peek(self, now: float) -> DemandEstimate:
         """The estimate if the window closed now, without closing it."""
-        ewma, mix = self._next(now)
-        return DemandEstimate(self.headroom * (ewma or 0.0), mix)
+        _, planned, mix = self._next(now)
+        return DemandEstimate(self.headroom * planned, mix)
 
     def close_window(self, now: float) -> DemandEstimate:
-        self._ewma_rps, self._mix = self._next(now)
+        self._ewma_rps, planned, self._mix = self._next(now)
         self._counts = Counter()
         self.window_started = now
-        return DemandEstimate(self.headroom * (self._ewma_rps or 0.0), dict(self._mix))
+        return DemandEstimate(self.headroom * planned, dict(self._mix))
 
-    def _next(self, now: float) -> tuple[float | None, dict[int, float]]:
-        """The EWMA and mix after the window so far; a window of no length tells nothing."""
+    def _next(self, now: float) -> tuple[float | None, float, dict[int, float]]:
+        """The EWMA, the rate to plan for and the mix after the window so far; a window of no length
+        tells nothing."""
         elapsed = now - self.window_started
         if elapsed <= 0:
-            return self._ewma_rps, dict(self._mix)
+            return self._ewma_rps, self._ewma_rps or 0.0, dict(self._mix)
         arrivals = sum(self._counts.values())
         rate = arrivals / elapsed
         ewma = rate if self._ewma_rps is None else self.alpha * rate + (1.0 - self.alpha) * self._ewma_rps
         mix = {k: n / arrivals for k, n in sorted(self._counts.items())} if arrivals else dict(self._mix)
-        return ewma, mix
+        return ewma, max(ewma, rate) if self.fast_attack else ewma, mix

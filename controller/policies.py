@@ -28,6 +28,10 @@ from controller.route_planner import route
 
 # Proteus's single, input-agnostic class
 ANY_PROMPT = -1
+# argus moves a job up a level only while its class's expected quality there stays at least this (percent of
+# the exact image): further off, an image is worth less than an honest deadline_exceeded. A miss has no level
+# above 0 to move to: its neighbour is too far for any.
+ESCALATION_QUALITY_FLOOR = 75.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,13 @@ class Policy(Protocol):
     def escalates(self) -> bool:
         """Whether a job about to miss its deadline moves up to its neighbour's highest stored level."""
 
+    def fallback_levels(self, k_star: int, level: int, neighbour_levels: tuple[int, ...]) -> tuple[int, ...]:
+        """The neighbour's levels above `level` a job may move up to when it must wait or would be late."""
+
+    @property
+    def plans_for_bursts(self) -> bool:
+        """Whether a rise in demand is planned for at once (controller/demand.py, fast_attack)."""
+
 
 def make_policy(
     name: str, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, **options: object
@@ -91,6 +102,8 @@ class _Base:
     # at dispatch, a job that would miss its deadline at its level is served from its neighbour's highest
     # stored level instead (argus's route-and-batch); the baselines keep their pick and miss
     escalates = False
+    # the baselines plan for the EWMA of the rate, as Proteus does
+    plans_for_bursts = False
 
     def __init__(
         self, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, options: SolverOptions
@@ -103,6 +116,9 @@ class _Base:
 
     def predict(self, lookup: Lookup) -> int:
         return self.predictor.predict(lookup)
+
+    def fallback_levels(self, k_star: int, level: int, neighbour_levels: tuple[int, ...]) -> tuple[int, ...]:
+        return ()
 
     def _problem(self, inputs: WindowInputs) -> FlowProblem:
         capacity = {kp: self.profile.capacity_rps(kp, inputs.slo_s) for kp in self.levels}
@@ -126,6 +142,19 @@ class _Solved(_Base):
 class Argus(_Solved):
     name = "argus"
     escalates = True
+    plans_for_bursts = True
+
+    def fallback_levels(self, k_star: int, level: int, neighbour_levels: tuple[int, ...]) -> tuple[int, ...]:
+        degradation = self.degradation
+        return tuple(
+            sorted(
+                kp
+                for kp in neighbour_levels
+                if kp > level
+                and degradation.allowed(kp, k_star)
+                and degradation.quality(kp, k_star) >= ESCALATION_QUALITY_FLOOR
+            )
+        )
 
     def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         return stored_level_at_most(sample_level(plan.redirect[k_star], rng), neighbour_levels)

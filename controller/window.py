@@ -39,7 +39,7 @@ class Controller:
     def __init__(self, policy: Policy, config: ControllerConfig, now: float):
         self.policy = policy
         self.config = config
-        self._demand = DemandEstimator(now, config.ewma_alpha, config.headroom)
+        self._demand = DemandEstimator(now, config.ewma_alpha, config.headroom, policy.plans_for_bursts)
         self._lock = threading.Lock()
         self._plan: Plan | None = None
         self._last_solve_at = now

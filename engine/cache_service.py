@@ -31,6 +31,8 @@ log = logging.getLogger("argus.cache")
 
 # (lookup, images) -> (K*, K'): the controller's choice, safe to call from the cache thread
 Choose = Callable[[Lookup, int, random.Random], tuple[int, int]]
+# (K*, K', the neighbour's levels) -> the levels a job may move up to (Policy.fallback_levels)
+FallbackLevels = Callable[[int, int, tuple[int, ...]], tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +42,9 @@ class Preparation:
     latent: np.ndarray | None  # the neighbour's latent after `level` steps (None at 0)
     similarity: float | None
     vector: np.ndarray | None  # the prompt's embedding, kept to cache what its generation brings back
-    # (level, latent): the neighbour's highest stored level above `level`, for a job about to miss its deadline
-    fallback: tuple[int, np.ndarray] | None = None
+    # (level, latent) pairs above `level`, ascending, for a job that must wait or would miss its deadline:
+    # every level the neighbour holds in memory (see Dispatcher)
+    fallbacks: tuple[tuple[int, np.ndarray], ...] = ()
 
 
 # called on the loop with the request's preparation, or the error that prevented it
@@ -55,12 +58,12 @@ class CacheService:
         embedder: Embedder | None,
         choose: Choose,
         seed: int = 0,
-        with_fallback: bool = False,
+        fallback_levels: FallbackLevels | None = None,
     ):
         self._cache = cache
         self._embedder = embedder
         self._choose = choose
-        self._with_fallback = with_fallback
+        self._fallback_levels = fallback_levels
         self._rng = random.Random(seed)  # used by one thread only: the cache thread, or the loop without a cache
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache")
         self._waiting: list[tuple[AdmittedRequest, Prepared]] = []
@@ -142,14 +145,18 @@ class CacheService:
             level = 0  # the policy picked a level the neighbour does not have: run in full
         if self._cache is not None and not level:
             self._cache.record_miss()
-        return Preparation(k_star, level, latent, lookup.similarity, vector, self._fallback(neighbour, lookup, level))
+        fallbacks = self._fallbacks(neighbour, lookup, k_star, level)
+        return Preparation(k_star, level, latent, lookup.similarity, vector, fallbacks)
 
-    def _fallback(self, neighbour: Neighbour | None, lookup: Lookup, level: int) -> tuple[int, np.ndarray] | None:
-        top = max(lookup.neighbour_levels, default=0)
-        if not self._with_fallback or neighbour is None or top <= level:
-            return None
-        latent = self._cache.peek_latent(neighbour.prompt_id, top)
-        return (top, latent) if latent is not None else None
+    def _fallbacks(
+        self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int
+    ) -> tuple[tuple[int, np.ndarray], ...]:
+        """The latents of the levels the policy lets the job move up to, held in memory, ascending."""
+        if self._fallback_levels is None or neighbour is None:
+            return ()
+        levels = self._fallback_levels(k_star, level, lookup.neighbour_levels)
+        found = ((k, self._cache.peek_latent(neighbour.prompt_id, k)) for k in levels)
+        return tuple((k, latent) for k, latent in found if latent is not None)
 
 
 def _log_failure(future) -> None:
@@ -178,10 +185,10 @@ def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int
 
 
 def build_cache_service(
-    config: CacheConfig, levels: tuple[int, ...], choose: Choose, with_fallback: bool = False
+    config: CacheConfig, levels: tuple[int, ...], choose: Choose, fallback_levels: FallbackLevels | None = None
 ) -> CacheService:
-    """`with_fallback`: also hand each hit its neighbour's highest stored latent (a policy that escalates)."""
+    """`fallback_levels`: also hand each hit the latents of these levels (a policy that escalates)."""
     if not config.enabled:
         return CacheService(None, None, choose)
     embedder = make_embedder(config.embedder, config.embedder_path)
-    return CacheService(open_prompt_cache(config, embedder, levels), embedder, choose, with_fallback=with_fallback)
+    return CacheService(open_prompt_cache(config, embedder, levels), embedder, choose, fallback_levels=fallback_levels)

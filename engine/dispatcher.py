@@ -9,21 +9,32 @@ been tried `max_attempts` times.
 Route-and-batch: while some worker at the job's level is idle, jobs spread over
 the idle ones (batch 1, lowest latency); once all are busy, a worker idle at
 another level takes the job (a batch carries its own level, so nothing waits
-while a worker is free); else jobs go to the worker at the level whose queue is
-longest but still short of a full batch, so batches fill.
-A batch is the largest that still meets its head's deadline; a job that cannot
-meet its deadline any more moves up to its fallback level when it has one (the
-neighbour's highest stored latent; argus only) and would make it there, else it
-is answered `deadline_exceeded` at once (unless the engine is told to serve late).
+while a worker is free); else the job queues here, on the worker at its level
+expected to be free first, and jobs of one kind that queue together leave as
+one batch. A batch goes to a busy worker only when its running one is about
+to end (PIPELINE_HORIZON_S): a job sent behind a long batch could not move. A
+worker with room serves the most urgent job queued anywhere (the one that must
+start soonest to meet its deadline), so no job waits behind a busy worker
+while another could take it.
+
+Moving up a level (argus only; a job's fallbacks are the latents its neighbour
+has above its level): a job the plan gave a level below its K* goes back to K*
+when it must queue, since that upgrade is only worth spare capacity. A job
+that would miss its deadline behind the jobs queued before it moves up to the
+lowest fallback that makes it. A job that cannot make it any more is answered
+`deadline_exceeded` at once (unless the engine is told to serve late). A batch
+is the largest that still meets its head's deadline.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
@@ -43,6 +54,10 @@ from protocols.worker_messages import (
 )
 
 log = logging.getLogger("argus.dispatcher")
+
+# a second batch goes to a busy worker only when its running one should end this soon (by the latency
+# profile): enough to hide the round trip between batches, far below any real generation
+PIPELINE_HORIZON_S = 0.005
 
 SendToWorker = Callable[[WorkerHandle, object], bool]
 OnImage = Callable[[Job, ItemDone], None]
@@ -75,6 +90,11 @@ class Dispatcher:
         # worker gets work or changes level and are dropped or moved when met: a pick is O(1), not a scan of
         # a thousand workers
         self._idle: dict[int, dict[WorkerHandle, None]] = {}
+        # every job queued on a worker, by the latest time it can start and still meet its deadline (then
+        # in the order queued); entries go stale when the job leaves the queue and are dropped when met.
+        # A worker with room serves the most urgent, wherever it queued
+        self._queued: list[tuple[float, int, Job]] = []
+        self._queued_order = itertools.count()
         # read when scraped: no gauge update on the request path
         metrics.queued_images.set_function(lambda: len(self._live))
 
@@ -98,14 +118,15 @@ class Dispatcher:
         level: int,
         latent: object,
         similarity: float | None,
-        fallback: tuple[int, object] | None = None,
+        fallbacks: tuple[tuple[int, object], ...] = (),
+        k_star: int = 0,
     ) -> None:
-        """The request's level is chosen (and its neighbour's latent fetched): send its images on."""
+        """The request's level is chosen (and its neighbour's latents fetched): send its images on."""
         if request.done:
             return
         for job in request.jobs:
-            job.level, job.latent, job.similarity = level, latent, similarity
-            job.fallback = fallback if self._escalate else None
+            job.level, job.latent, job.similarity, job.k_star = level, latent, similarity, k_star
+            job.fallbacks = fallbacks if self._escalate else ()
             self._route(job)
 
     def cancel(self, request: AdmittedRequest) -> None:
@@ -148,8 +169,26 @@ class Dispatcher:
         if worker is None:
             self._pending.append(job)
             return
+        now = self._clock()
+        if not self._has_room(worker, now):
+            self._hold_at_best_level(job)
+            # it waits for this worker (or one that frees sooner): if that is too long, it moves up a
+            # level or is answered now, not when it reaches the head of the queue
+            wait = max(0.0, worker.busy_until - now)
+            if not self._still_wanted(job, now, wait, wait + self._queued_seconds(worker.queue)):
+                return
         worker.queue.append(job)
+        heapq.heappush(self._queued, (self._start_by(job), next(self._queued_order), job))
         self._pump(worker)
+
+    def _start_by(self, job: Job) -> float:
+        """The latest time the job can start at its level and still meet its deadline (inf: no deadline).
+        Jobs are served in this order: a miss, which runs all steps and cannot move up a level, goes
+        before a hit that came a little earlier but can wait longer."""
+        deadline = job.request.deadline
+        if deadline is None:
+            return math.inf
+        return deadline - (self._profile.latency(job.level, 1) if self._profiled(job.level) else 0.0)
 
     def _pick_worker(self, job: Job) -> WorkerHandle | None:
         ready = self._registry.ready()
@@ -187,35 +226,72 @@ class Dispatcher:
             self._idle.setdefault(worker.level, {})[worker] = None
 
     def _pick_among(self, ready: Sequence[WorkerHandle], level: int | None) -> WorkerHandle | None:
-        """One pass: the idle worker with the fewest images in flight (an empty one at once), else the one
-        whose queue is longest short of a full batch, else the least loaded."""
-        depth = self._config.inflight_batches_per_worker
-        idle = idle_load = filling = filling_len = least = least_load = None
+        """One pass over the workers at `level` (None: all): one with room for a batch now (an empty one at
+        once, else the fewest images in flight), else the one expected to be free first, its queue counted
+        at `level` on the latency profile (without one: the fewest images held)."""
+        now = self._clock()
+        per_job = self._profile.latency(level, 1) if level is not None and self._profiled(level) else 0.0
+        roomy = roomy_load = soonest = soonest_at = None
         for w in ready:
             if level is not None and w.level != level:
                 continue
-            queued = len(w.queue)
-            inflight = w.inflight
-            if not queued and len(inflight) < depth:
-                if not inflight:
+            if not w.queue and self._has_room(w, now):
+                if not w.inflight:
                     return w
-                load = sum(len(jobs) for jobs in inflight.values())
-                if idle is None or load < idle_load:
-                    idle, idle_load = w, load
-            elif idle is None:
-                if queued < w.hello.max_batch and (filling is None or queued > filling_len):
-                    filling, filling_len = w, queued
-                load = queued + sum(len(jobs) for jobs in inflight.values())
-                if least is None or load < least_load:
-                    least, least_load = w, load
-        return idle or filling or least
+                load = w.load
+                if roomy is None or load < roomy_load:
+                    roomy, roomy_load = w, load
+            elif roomy is None:
+                free_at = (max(w.busy_until, now) + len(w.queue) * per_job, w.load)
+                if soonest is None or free_at < soonest_at:
+                    soonest, soonest_at = w, free_at
+        return roomy or soonest
 
     def _pump(self, worker: WorkerHandle) -> None:
-        while worker.ready and worker.queue and len(worker.inflight) < self._config.inflight_batches_per_worker:
+        while worker.ready and self._has_room(worker, self._clock()):
+            if not self._bring_most_urgent(worker):
+                break
             jobs = self._take_batch(worker)
             if jobs:
                 self._send_batch(worker, jobs)
         self._note_if_idle(worker)
+
+    def _has_room(self, worker: WorkerHandle, now: float) -> bool:
+        """Whether a batch can go to the worker now: it holds fewer than `inflight_batches_per_worker`,
+        and what it holds ends within PIPELINE_HORIZON_S. A batch sent behind a long one is stuck
+        there, where a job kept here goes to whichever worker frees first."""
+        if not worker.inflight:
+            return True
+        return (
+            len(worker.inflight) < self._config.inflight_batches_per_worker
+            and worker.busy_until - now <= PIPELINE_HORIZON_S
+        )
+
+    def _bring_most_urgent(self, worker: WorkerHandle) -> bool:
+        """Puts the most urgent job queued anywhere at the head of the worker's queue, with the jobs queued
+        beside it that share its batch key, up to a batch. False: no job is queued."""
+        while self._queued:
+            job = self._queued[0][2]
+            owner = job.worker
+            # sent, answered (its request may be done before its retirement runs) or waiting for a worker
+            if owner is None or job.batch_id is not None or job.request.done or job.job_id not in self._live:
+                heapq.heappop(self._queued)
+                continue
+            if owner is worker:
+                if worker.queue[0] is not job:
+                    worker.queue.remove(job)
+                    worker.queue.appendleft(job)
+                return True
+            key = job.key
+            taken = [job, *(other for other in owner.queue if other is not job and other.key == key)]
+            taken = taken[: worker.hello.max_batch]
+            moving = set(map(id, taken))
+            owner.queue = deque(other for other in owner.queue if id(other) not in moving)
+            for other in taken:
+                other.worker = worker
+            worker.queue.extendleft(reversed(taken))
+            return True
+        return False
 
     def _take_batch(self, worker: WorkerHandle) -> list[Job]:
         now = self._clock()
@@ -247,8 +323,14 @@ class Dispatcher:
         fitting = self._profile.best_batch(head.level, left - wait)
         return max(1, min(max_batch, fitting))
 
-    def _still_wanted(self, job: Job, now: float, wait: float = 0.0) -> bool:
-        """False (and the request answered) for a job that is done for, or can no longer meet its deadline."""
+    def _still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
+        """False (and the request answered) for a job that is done for, or can no longer meet its deadline.
+
+        `wait`: until its worker is free; `ahead`: until the jobs queued before it are done too, each
+        counted as if it ran alone (batching only shortens it). A job that would be late behind them
+        moves up to its fallback now (argus), while that still makes its deadline: moved early, it
+        leaves the time it saves to the jobs behind it, misses among them, which cannot move up.
+        """
         if job.request.done:
             return False
         left = job.request.seconds_left(now)
@@ -257,22 +339,42 @@ class Dispatcher:
         if left <= 0:
             job.request.fail("deadline_exceeded", "the request's deadline passed before it could be served")
             return False
-        if not self._config.serve_late and self._profiled(job.level):
-            if wait + self._profile.latency(job.level, 1) > left and not self._escalated(job, left - wait):
-                job.request.fail("deadline_exceeded", "the request can no longer be served within its deadline")
-                return False
+        if self._config.serve_late or not self._profiled(job.level):
+            return True
+        latency = self._profile.latency(job.level, 1)
+        if ahead is not None and ahead > wait and ahead + latency > left:
+            self._escalated(job, left - ahead)
+            latency = self._profile.latency(job.level, 1)
+        if wait + latency > left and not self._escalated(job, left - wait):
+            job.request.fail("deadline_exceeded", "the request can no longer be served within its deadline")
+            return False
         return True
 
+    def _queued_seconds(self, jobs: Iterable[Job]) -> float:
+        """How long `jobs` take one by one at their levels (0 for a level without a profile)."""
+        return sum(self._profile.latency(job.level, 1) for job in jobs if self._profiled(job.level))
+
+    def _hold_at_best_level(self, job: Job) -> None:
+        """A job the plan gave a level below its K* (an upgrade, paid for by spare capacity) goes back up to
+        K* when it must wait: capacity is not spare while jobs queue."""
+        if job.level < job.k_star:
+            best = [fallback for fallback in job.fallbacks if fallback[0] <= job.k_star]
+            if best:
+                self._move_up(job, best[-1])
+
     def _escalated(self, job: Job, budget_s: float) -> bool:
-        """Moves a job too slow at its level up to its fallback level if it makes the deadline there."""
-        if job.fallback is None:
-            return False
-        level, latent = job.fallback
-        if not self._profiled(level) or self._profile.latency(level, 1) > budget_s:
-            return False
-        job.level, job.latent, job.fallback = level, latent, None
-        self._metrics.escalated.inc()
-        return True
+        """Moves a job too slow at its level up to the lowest of its fallbacks that makes the deadline."""
+        for fallback in job.fallbacks:
+            if self._profiled(fallback[0]) and self._profile.latency(fallback[0], 1) <= budget_s:
+                self._move_up(job, fallback)
+                self._metrics.escalated.inc()
+                return True
+        return False
+
+    @staticmethod
+    def _move_up(job: Job, fallback: tuple[int, object]) -> None:
+        job.level, job.latent = fallback
+        job.fallbacks = tuple(higher for higher in job.fallbacks if higher[0] > job.level)
 
     def _profiled(self, level: int) -> bool:
         return self._profile is not None and level in self._profile.latency_s
@@ -398,7 +500,10 @@ class Dispatcher:
             if not worker.queue:
                 continue
             wait = max(0.0, worker.busy_until - now)
+            ahead = wait
             for job in list(worker.queue):
-                if not self._still_wanted(job, now, wait):
+                if self._still_wanted(job, now, wait, ahead):
+                    ahead += self._queued_seconds((job,))
+                else:
                     self._discard(worker.queue, job)
             self._note_if_idle(worker)

@@ -46,7 +46,10 @@ class Job:
     level: int = 0
     latent: np.ndarray | None = None
     similarity: float | None = None
-    fallback: tuple[int, np.ndarray] | None = None  # (a higher level, its latent) should this one be too slow
+    # (level, latent) pairs above `level`, ascending, to move up to: the levels its neighbour holds in memory
+    # (argus only; empty for the other policies)
+    fallbacks: tuple[tuple[int, np.ndarray], ...] = ()
+    k_star: int = 0  # its predicted best level
     attempts: int = 0  # times sent to a worker
     sent_at: float = 0.0
     # where the job is: queued on a worker (batch_id None), or sent in a batch

@@ -43,7 +43,12 @@ from workers.limits import DEFAULT_LEVELS
 
 log = logging.getLogger("argus.engine")
 
+# the sweep looks at queued jobs this often, and at least SWEEPS_PER_SLO times within a shorter SLO (a job
+# that falls behind must be found while moving it up a level can still save it), but not more often than
+# every _MIN_SWEEP_INTERVAL_S
 _SWEEP_INTERVAL_S = 0.1
+_SWEEPS_PER_SLO = 50
+_MIN_SWEEP_INTERVAL_S = 0.005
 _STATS_INTERVAL_S = 1.0
 
 
@@ -108,7 +113,7 @@ class Engine:
             config.policy.window_s,
         )
         self.cache = build_cache_service(
-            config.cache, DEFAULT_LEVELS, self.control_loop.choose, with_fallback=self.control.policy.escalates
+            config.cache, DEFAULT_LEVELS, self.control_loop.choose, self.control.policy.fallback_levels
         )
         self.admission = Admission(self.registry, config.launch.backend, config.dispatch.retry_after_s)
         self.clients = ClientDoor(self, self._context, config.client_listen, client_keys)
@@ -166,7 +171,12 @@ class Engine:
         request.vector = preparation.vector
         self.metrics.k_star.labels(str(preparation.k_star)).inc()
         self.dispatcher.route(
-            request, preparation.level, preparation.latent, preparation.similarity, preparation.fallback
+            request,
+            preparation.level,
+            preparation.latent,
+            preparation.similarity,
+            preparation.fallbacks,
+            preparation.k_star,
         )
 
     def _cache_latents(self, job: Job, done: ItemDone) -> None:
@@ -269,8 +279,11 @@ class Engine:
         await self.cache.close(save_to=self.config.cache.directory)
 
     async def _sweep_forever(self) -> None:
+        # zero-latency simulated workers make the SLO zero: nothing to keep up with
+        per_slo = self.control.slo_s / _SWEEPS_PER_SLO or _SWEEP_INTERVAL_S
+        interval = max(_MIN_SWEEP_INTERVAL_S, min(_SWEEP_INTERVAL_S, per_slo))
         while True:
-            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            await asyncio.sleep(interval)
             self.dispatcher.sweep()
 
     async def _cache_stats_forever(self) -> None:

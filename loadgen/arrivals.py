@@ -7,15 +7,21 @@ function of its arguments (and the seed), so a schedule is reproducible.
 Order of the transforms (see `shape`): rescale to a target mean rate (in the
 schedule's own time), then compress time by `time_scale`, then cut at
 `duration_s` (seconds of the run, after compression) and `max_requests`.
+
+Two ways to rescale a rate (RESCALE_MODES). `thin` keeps the schedule's clock and
+draws a seeded share of its arrivals (superposing copies to go above its own
+rate): a burst lasts as long as it did where the trace was recorded, only
+fewer or more requests arrive in it. `stretch` multiplies every offset instead,
+which also stretches every burst: a one-second burst of a trace slowed eightfold
+lasts eight seconds, long against an SLO of a few seconds.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from typing import NamedTuple
-
-import numpy as np
 
 # gaps are drawn in blocks of this many; any block size gives the same schedule
 _BLOCK = 4096
@@ -46,6 +52,8 @@ def gamma(
         raise ValueError(f"rate must be > 0, not {rate}")
     if not cv > 0:
         raise ValueError(f"cv must be > 0, not {cv}")
+    import numpy as np  # here, not at the top: the command line imports this module to build its parser
+
     if duration_s is None and max_requests is None:
         raise ValueError("a synthetic arrival process needs duration_s or max_requests to end")
     shape = 1.0 / (cv * cv)
@@ -81,9 +89,9 @@ LOAD_WINDOW_S = 60.0
 def peak_to_mean(schedule: Sequence[Arrival], window_s: float = LOAD_WINDOW_S) -> float:
     """The rate of the busiest `window_s` stretch (any start) over the mean rate: 1 for a steady schedule.
 
-    It is a property of the schedule's shape, kept by `rescale_to_rate`, so a rate for the busiest
-    stretch becomes a mean rate by dividing by it. A schedule shorter than the window has no
-    busiest stretch other than itself: 1.
+    It is a property of the schedule's shape, kept by `rescale_to_rate` (and, in expectation, by
+    `thin_to_rate`), so a rate for the busiest stretch becomes a mean rate by dividing by it. A
+    schedule shorter than the window has no busiest stretch other than itself: 1.
     """
     offsets = [a.offset_s for a in schedule]
     span = offsets[-1] - offsets[0] if offsets else 0.0
@@ -105,6 +113,22 @@ def rescale_to_rate(schedule: Sequence[Arrival], rate: float) -> Schedule:
     return [Arrival(a.offset_s * factor, a.prompt_index) for a in schedule]
 
 
+def thin_to_rate(schedule: Sequence[Arrival], rate: float, *, seed: int) -> Schedule:
+    """Keep each arrival with probability rate / mean rate, on the schedule's own clock.
+
+    Above the schedule's own rate, ceil(ratio) copies of it are each thinned to their share and merged,
+    so every arrival instant of the original carries on average `ratio` arrivals.
+    """
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0, not {rate}")
+    ratio = rate / mean_rate(schedule)
+    copies = math.ceil(ratio)
+    keep = ratio / copies
+    rng = random.Random(seed)
+    kept = [a for _ in range(copies) for a in schedule if rng.random() < keep]
+    return sorted(kept, key=lambda a: a.offset_s)
+
+
 def compress_time(schedule: Sequence[Arrival], time_scale: float) -> Schedule:
     """Multiply every offset by `time_scale`: 0.1 replays ten times faster."""
     if not time_scale > 0:
@@ -120,16 +144,29 @@ def truncate(
     return kept if max_requests is None else kept[:max_requests]
 
 
+RESCALE_MODES = ("thin", "stretch")
+
+
 def shape(
     schedule: Sequence[Arrival],
     *,
     rate: float | None = None,
+    rescale: str = "thin",
+    seed: int = 0,
     time_scale: float = 1.0,
     duration_s: float | None = None,
     max_requests: int | None = None,
 ) -> Schedule:
-    """Apply the transforms in their fixed order: rate, then time compression, then the bounds."""
-    shaped = list(schedule) if rate is None else rescale_to_rate(schedule, rate)
+    """Apply the transforms in their fixed order: rate (`rescale` mode; `seed` draws a thinning), then time
+    compression, then the bounds."""
+    if rescale not in RESCALE_MODES:
+        raise ValueError(f"rescale must be one of {', '.join(RESCALE_MODES)}, not {rescale!r}")
+    if rate is None:
+        shaped = list(schedule)
+    elif rescale == "thin":
+        shaped = thin_to_rate(schedule, rate, seed=seed)
+    else:
+        shaped = rescale_to_rate(schedule, rate)
     if time_scale != 1.0:
         shaped = compress_time(shaped, time_scale)
     return truncate(shaped, duration_s=duration_s, max_requests=max_requests)

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadgen.arrivals import RESCALE_MODES
+
 if TYPE_CHECKING:
     from loadgen.arrivals import Schedule
     from loadgen.records import Record
@@ -49,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="arrival process (default: trace with --trace, else poisson)",
     )
     load.add_argument("--rate", type=float, help="mean requests per second (a trace is rescaled to it)")
+    load.add_argument(
+        "--rescale",
+        choices=RESCALE_MODES,
+        default="thin",
+        help="how a trace meets --rate/--load: thin (default: keep its clock, draw a share of its arrivals) or "
+        "stretch (scale its offsets, which stretches its bursts too)",
+    )
     load.add_argument(
         "--load",
         type=float,
@@ -188,7 +197,13 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
         base = arrivals.gamma(rate, cv, seed=args.seed, duration_s=horizon, max_requests=args.max_requests)
         rate = None
     return arrivals.shape(
-        base, rate=rate, time_scale=args.time_scale, duration_s=args.duration_s, max_requests=args.max_requests
+        base,
+        rate=rate,
+        rescale=args.rescale,
+        seed=args.seed,
+        time_scale=args.time_scale,
+        duration_s=args.duration_s,
+        max_requests=args.max_requests,
     )
 
 

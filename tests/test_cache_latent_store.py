@@ -20,6 +20,8 @@ def test_memory_overflow_spills_to_disk_then_evicts(tmp_path):
     [folder] = tmp_path.iterdir()
     assert sorted(f.name for f in folder.iterdir()) == ["2_5.latent", "3_5.latent"]
     assert all(f.stat().st_size == LATENT.nbytes for f in folder.iterdir())
+    assert store.peek((2, 5)) is None and store.peek((1, 5)) is None  # a peek reads memory only
+    np.testing.assert_array_equal(store.peek((4, 5)), LATENT * 4)
     spilled = store.take((2, 5))  # served from disk, dtype and shape intact
     assert spilled.dtype == np.float16 and spilled.shape == (4, 16, 16)
     np.testing.assert_array_equal(spilled, LATENT * 2)

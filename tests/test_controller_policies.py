@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.policies import POLICY_NAMES, WindowInputs, make_policy
+from controller.policies import ESCALATION_QUALITY_FLOOR, POLICY_NAMES, WindowInputs, make_policy
 from controller.predictor import Lookup, SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
@@ -166,3 +166,17 @@ def test_every_policy_makes_sound_plans(name):
 
 def test_only_argus_moves_a_late_job_up_a_level():
     assert {name for name in POLICY_NAMES if policy(name).escalates} == {"argus"}
+    assert {name for name in POLICY_NAMES if policy(name).plans_for_bursts} == {"argus"}
+
+
+def test_argus_moves_a_job_up_only_to_levels_above_the_quality_floor():
+    argus = policy("argus")
+    levels = (5, 10, 15, 20, 25)
+    ups = {k: argus.fallback_levels(k, k, levels) for k in (5, 15, 20, 25)}
+    for k, allowed in ups.items():
+        assert all(kp > k and argus.degradation.quality(kp, k) >= ESCALATION_QUALITY_FLOOR for kp in allowed)
+    assert ups[20] == (25,) and ups[25] == ()
+    assert 25 not in ups[5]  # 60% of the exact image: below the floor
+    assert argus.fallback_levels(0, 0, levels) == ()  # a miss has no level to move up to
+    assert argus.fallback_levels(20, 0, (5, 25)) == (5, 25)  # an upgrade below K* can go back up
+    assert all(policy(name).fallback_levels(20, 0, levels) == () for name in POLICY_NAMES if name != "argus")

@@ -33,6 +33,21 @@ def test_ewma_with_headroom_and_the_last_windows_mix():
     assert quiet.mix == second.mix
 
 
+def test_fast_attack_plans_for_a_rise_at_once_and_lets_a_fall_decay():
+    demand = DemandEstimator(window_started=0.0, alpha=0.5, headroom=1.0, fast_attack=True)
+    demand.observe(5, images=10)
+    assert demand.close_window(10.0).rps == pytest.approx(1.0)
+    demand.observe(5, images=12)
+    assert demand.peek(13.0).rps == pytest.approx(4.0)  # a burst 3 s into the window: its own rate, not 2.5
+    assert demand.close_window(15.0).rps == pytest.approx(2.4)  # 12 in 5 s; the EWMA would say 1.7
+    assert demand.close_window(25.0).rps == pytest.approx(0.85)  # quiet: the EWMA's decay, half of 1.7
+    plain = DemandEstimator(window_started=0.0, alpha=0.5, headroom=1.0)
+    plain.observe(5, images=10)
+    plain.close_window(10.0)
+    plain.observe(5, images=12)
+    assert plain.peek(13.0).rps == pytest.approx(2.5)
+
+
 def test_peek_does_not_close_the_window():
     demand = DemandEstimator(window_started=0.0, alpha=1.0, headroom=1.0)
     demand.observe(5, images=4)
@@ -56,6 +71,7 @@ class Counting:
     def __init__(self, name: str = "argus"):
         self.inner = make_policy(name, PROFILE, SIM, SimilarityPredictor(TABLE))
         self.name = name
+        self.plans_for_bursts = self.inner.plans_for_bursts
         self.full = 0
         self.reroutes = 0
 

@@ -4,7 +4,7 @@ import asyncio
 
 from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
-from engine.dispatcher import Dispatcher
+from engine.dispatcher import PIPELINE_HORIZON_S, Dispatcher
 from engine.jobs import AdmittedRequest
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerRegistry
@@ -48,7 +48,7 @@ class Harness:
         self.dispatcher.worker_ready(worker)
         return worker
 
-    def request(self, n=1, slo_ms=None, prompt="p", level=0, fallback=None) -> AdmittedRequest:
+    def request(self, n=1, slo_ms=None, prompt="p", level=0, fallbacks=(), k_star=0) -> AdmittedRequest:
         spec = Generate(request_id=f"r{len(self.sent)}-{prompt}", prompt=prompt, n=n, slo_ms=slo_ms)
         request = AdmittedRequest(
             spec=spec,
@@ -61,7 +61,7 @@ class Harness:
             future=asyncio.get_running_loop().create_future(),
         )
         self.dispatcher.admit(request)
-        self.dispatcher.route(request, level=level, latent=None, similarity=None, fallback=fallback)
+        self.dispatcher.route(request, level, None, None, fallbacks, k_star)
         return request
 
     def batches(self, worker_name=None) -> list[Batch]:
@@ -224,16 +224,17 @@ TWO_LEVELS = LatencyProfile("test", 50, {0: (1.0, 2.0), 25: (0.5, 1.0)}, "made u
 
 async def test_a_job_too_slow_at_its_level_moves_up_to_its_fallback():
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=3, escalate=True)
-    h.add_worker("a", max_batch=1)
+    a = h.add_worker("a", max_batch=1)
     h.request(slo_ms=10_000)  # the worker is busy for 1 s
     # 1.6 s left: at level 0 it would end after 2 s, from its neighbour's level 25 after 1.5 s
-    moved = h.request(slo_ms=1_600, fallback=(25, "latent-25"))
-    # then busy for 1.5 s: 1.8 s left is too little even at level 25 (2 s)
-    stuck = h.request(slo_ms=1_800, fallback=(25, "latent-25"))
+    moved = h.request(slo_ms=1_600, fallbacks=((25, "latent-25"),))
+    # 1.4 s left is too little even at level 25 (1.5 s)
+    stuck = h.request(slo_ms=1_400, fallbacks=((25, "latent-25"),))
     await settle()
     assert not moved.done and stuck.future.result().code == "deadline_exceeded"
+    assert len(h.batches()) == 1  # it waits for the worker to finish, not behind its batch
+    h.finish(a, h.batches()[0])
     sent = h.batches()[1]
-    assert len(h.batches()) == 2
     assert (sent.level, sent.items[0].latent, sent.items[0].request_id) == (25, "latent-25", moved.jobs[0].job_id)
     assert h.metrics.escalated._value.get() == 1
 
@@ -242,17 +243,31 @@ async def test_baselines_never_move_a_job_up():
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2)
     h.add_worker("a", max_batch=1)
     h.request(slo_ms=10_000)
-    doomed = h.request(slo_ms=1_600, fallback=(25, "latent-25"))
+    doomed = h.request(slo_ms=1_600, fallbacks=((25, "latent-25"),))
     await settle()
     assert doomed.future.result().code == "deadline_exceeded"
 
 
 async def test_late_jobs_are_served_when_the_engine_is_told_to():
     h = Harness(profile=PROFILE, inflight_batches_per_worker=2, serve_late=True)
-    h.add_worker("a", max_batch=1)
+    a = h.add_worker("a", max_batch=1)
     h.request(slo_ms=10_000)
     late = h.request(slo_ms=1_500)
-    assert len(h.batches()) == 2 and not late.done
+    await settle()
+    assert len(h.batches()) == 1 and not late.done
+    h.finish(a, h.batches()[0])
+    assert len(h.batches()) == 2 and h.batches()[1].items[0].request_id == late.jobs[0].job_id
+
+
+async def test_a_second_batch_goes_to_a_busy_worker_only_when_its_running_one_is_about_to_end():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=2)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy for 1 s
+    h.request(slo_ms=10_000)
+    assert len(h.batches()) == 1  # kept here, where a worker that frees sooner could take it
+    h.clock.now += 1.0 - PIPELINE_HORIZON_S / 2  # the running batch is about to end
+    h.request(slo_ms=10_000)  # a routing event: the worker is pumped
+    assert len(h.batches()) == 2 and len(a.inflight) == 2
 
 
 async def test_batches_stop_at_the_size_the_head_deadline_allows():
@@ -264,3 +279,104 @@ async def test_batches_stop_at_the_size_the_head_deadline_allows():
     h.finish(a, h.batches()[0])
     # 2.5 s left: a batch of 2 (2 s) fits, a batch of 3 (3 s) does not
     assert [len(b.items) for b in h.batches()] == [1, 2]
+
+
+async def test_a_worker_that_runs_dry_takes_the_oldest_jobs_queued_on_a_busy_one():
+    h = Harness(inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=4)
+    h.request()  # runs on a
+    waiting = [h.request(prompt=f"w{i}") for i in range(3)]
+    assert all(job.worker is a for r in waiting for job in r.jobs)  # queued behind a's running batch
+    b = h.add_worker("b", max_batch=2)  # a worker joins, with nothing to do: it takes a's oldest two, one batch
+    stolen = h.batches("b")[-1]
+    assert [item.request_id for item in stolen.items] == [r.jobs[0].job_id for r in waiting[:2]]
+    assert [j.worker.name for j in waiting[2].jobs] == ["a"]
+    h.finish(a, h.batches("a")[0])
+    assert [item.request_id for item in h.batches("a")[-1].items] == [waiting[2].jobs[0].job_id]
+    for name, worker in (("a", a), ("b", b)):
+        h.finish(worker, h.batches(name)[-1])
+    await settle()
+    assert all(isinstance(r.future.result(), Images) for r in waiting)
+    assert h.dispatcher.outstanding_images == 0
+
+
+async def test_a_freed_worker_serves_the_oldest_queued_job_whatever_its_level():
+    h = Harness(inflight_batches_per_worker=1)
+    a, b, c = h.add_worker("a"), h.add_worker("b", level=10), h.add_worker("c", level=10)
+    h.request(level=0), h.request(level=10), h.request(level=10)  # each busy
+    older_at_0 = h.request(level=0)
+    at_10 = h.request(level=10)
+    h.finish(c, h.batches("c")[0])
+    assert [(m.level, [i.request_id for i in m.items]) for m in h.batches("c")[1:]] == [
+        (0, [older_at_0.jobs[0].job_id])
+    ]
+    h.finish(b, h.batches("b")[0])
+    assert h.batches("b")[-1].items[0].request_id == at_10.jobs[0].job_id
+    assert not a.queue
+
+
+# level 10 takes 0.8 s, level 25 half of level 0's time
+THREE_LEVELS = LatencyProfile("test", 50, {0: (1.0, 2.0), 10: (0.8, 1.6), 25: (0.5, 1.0)}, "made up for the test")
+LADDER = ((10, "latent-10"), (25, "latent-25"))
+
+
+async def test_a_late_job_moves_up_only_as_far_as_its_deadline_needs():
+    h = Harness(profile=THREE_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy for 1 s
+    near = h.request(slo_ms=1_900, fallbacks=LADDER)  # 0.9 s after the wait: level 10 (0.8 s) will do
+    far = h.request(slo_ms=1_600, fallbacks=LADDER)  # 0.6 s: only level 25 (0.5 s)
+    assert [job.level for job in near.jobs + far.jobs] == [10, 25]
+    assert far.jobs[0].fallbacks == () and near.jobs[0].fallbacks == (LADDER[1],)
+    assert h.metrics.escalated._value.get() == 2
+    h.finish(a, h.batches()[0])
+    assert (h.batches()[-1].level, h.batches()[-1].items[0].latent) == (10, "latent-10")
+
+
+async def test_an_upgrade_below_k_star_is_kept_only_on_a_free_worker():
+    h = Harness(profile=THREE_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    upgraded = h.request(slo_ms=10_000, fallbacks=LADDER, k_star=10)  # the worker is free: exact, as planned
+    waiting = h.request(slo_ms=10_000, fallbacks=LADDER, k_star=10)  # it must queue: back to its K*
+    assert h.batches()[0].level == 0 and upgraded.jobs[0].level == 0
+    assert waiting.jobs[0].level == 10 and waiting.jobs[0].latent == "latent-10"
+    assert h.metrics.escalated._value.get() == 0  # not late: held at its own level
+
+
+async def test_a_freed_worker_serves_the_job_that_must_start_soonest():
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy for 1 s
+    hit = h.request(slo_ms=3_000, level=25)  # must start within 2.5 s
+    h.clock.now += 0.2
+    miss = h.request(slo_ms=3_000, level=0)  # came later, but must start within 2 s: it goes first
+    h.finish(a, h.batches()[0])
+    assert h.batches()[-1].items[0].request_id == miss.jobs[0].job_id
+    h.finish(a, h.batches()[-1])
+    assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
+
+
+async def test_a_job_that_must_queue_waits_on_the_worker_free_first():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1)
+    a, b = h.add_worker("a"), h.add_worker("b")
+    h.request()  # a: busy until 1001.0
+    h.clock.now += 0.5
+    h.request()  # b: busy until 1001.5
+    first = h.request()  # both busy: it queues on a, free first
+    second = h.request()  # a has one queued already (free at 1002.0): b is next free
+    assert first.jobs[0].worker is a and second.jobs[0].worker is b
+
+
+async def test_a_job_answered_at_the_head_of_its_queue_leaves_nothing_stuck_behind_it():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy for 1 s
+    doomed = h.request(slo_ms=2_500)  # fits now (1 s wait + 1 s), not once the worker is late
+    kept = h.request(slo_ms=10_000)
+    h.clock.now += 2.0  # the first batch ends late: the doomed job can no longer make it
+    h.finish(a, h.batches()[0])  # its answer and the next batch come in the same turn of the loop
+    assert doomed.done and h.batches()[-1].items[0].request_id == kept.jobs[0].job_id
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert doomed.future.result().code == "deadline_exceeded" and isinstance(kept.future.result(), Images)
+    assert h.dispatcher.outstanding_images == 0

@@ -3,7 +3,18 @@
 import numpy as np
 import pytest
 
-from loadgen.arrivals import Arrival, compress_time, gamma, mean_rate, poisson, rescale_to_rate, shape, truncate
+from loadgen.arrivals import (
+    Arrival,
+    compress_time,
+    gamma,
+    mean_rate,
+    peak_to_mean,
+    poisson,
+    rescale_to_rate,
+    shape,
+    thin_to_rate,
+    truncate,
+)
 
 
 def gaps(schedule):
@@ -72,8 +83,40 @@ def test_time_compression_and_truncation():
 
 def test_shape_rescales_then_compresses_then_cuts():
     # rate 1/s over the whole schedule, replayed twice as fast: 2/s, then cut at 1.5 s of the run
-    shaped = shape(BURSTY, rate=1.0, time_scale=0.5, duration_s=1.5)
+    shaped = shape(BURSTY, rate=1.0, rescale="stretch", time_scale=0.5, duration_s=1.5)
     whole = compress_time(rescale_to_rate(BURSTY, 1.0), 0.5)
     assert mean_rate(whole) == pytest.approx(2.0)
     assert [a.offset_s for a in whole] == pytest.approx([0.0, 1 / 45, 2 / 45, 10 / 9, 2.0])
     assert shaped == whole[:4]
+
+
+# a steady 10/s for 100 s with a 5-s burst at 50/s in the middle: a trace in miniature
+TRACE = sorted(
+    [Arrival(i / 10.0) for i in range(1000)] + [Arrival(50.0 + i / 40.0) for i in range(200)],
+    key=lambda a: a.offset_s,
+)
+
+
+def test_thinning_keeps_the_clock_and_the_bursts_and_only_lowers_the_rate():
+    thinned = thin_to_rate(TRACE, 1.2, seed=3)
+    assert set(thinned) <= set(TRACE)  # the same instants, a subset of them
+    assert mean_rate(thinned) == pytest.approx(1.2, rel=0.15)
+    # the burst still lasts from 50 s to 55 s, where stretching would have made it ten times longer
+    in_burst = [a for a in thinned if 50.0 <= a.offset_s < 55.0]
+    assert len(in_burst) / 5.0 == pytest.approx(6.0, rel=0.35)
+    assert peak_to_mean(thinned, 5.0) == pytest.approx(peak_to_mean(TRACE, 5.0), rel=0.35)
+    assert thin_to_rate(TRACE, 1.2, seed=3) == thinned
+    assert thin_to_rate(TRACE, 1.2, seed=4) != thinned
+
+
+def test_thinning_above_the_schedules_rate_superposes_copies():
+    doubled = thin_to_rate(TRACE, 2.5 * mean_rate(TRACE), seed=1)
+    assert mean_rate(doubled) == pytest.approx(2.5 * mean_rate(TRACE), rel=0.05)
+    assert {a.offset_s for a in doubled} <= {a.offset_s for a in TRACE}
+    assert [a.offset_s for a in doubled] == sorted(a.offset_s for a in doubled)
+
+
+def test_shape_thins_by_default_and_rejects_an_unknown_mode():
+    assert shape(TRACE, rate=1.2, seed=3) == thin_to_rate(TRACE, 1.2, seed=3)
+    with pytest.raises(ValueError, match="rescale must be one of thin, stretch"):
+        shape(TRACE, rate=1.2, rescale="squeeze")

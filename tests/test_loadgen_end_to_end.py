@@ -46,7 +46,8 @@ def opens_as_png(path):
 @pytest.mark.timeout(90)
 def test_http_trace_replay_through_the_cli(engine, tmp_path, capsys):
     out = {name: tmp_path / name for name in ("records.jsonl", "summary.json", "timeline.png")}
-    # the conversational trace's head at 4 req/s (2 x a stated capacity of 2/s), 5x faster: 12 requests in ~3 s
+    # the conversational trace thinned so its busiest minute offers 2 x a stated capacity of 2/s, 5x faster:
+    # its first 12 requests
     code = cli.main([
         "--url", engine.http, "--api-key", API_KEY,
         "--trace", str(DATA / "traces" / "azure_llm2023_conv.csv"),

@@ -114,6 +114,11 @@ class LatentStore:
         entry = self._entries[key]
         return entry.array if entry.array is not None else self._read_file(key, entry)
 
+    def peek(self, key: Key) -> np.ndarray | None:
+        """The latent if it is stored and held in memory, not counted as a hit; None otherwise."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.array
+
     def stored(self) -> list[tuple[Key, Record, StoredLatent]]:
         """Every entry with its LCBFU record, oldest first."""
         items = [(key, self._tier(key).record(key), entry) for key, entry in self._entries.items()]

@@ -118,11 +118,9 @@ class PromptCache:
         return latent
 
     def peek_latent(self, prompt_id: int, level: int) -> np.ndarray | None:
-        """The latent after `level` steps without counting a hit (a fallback that may go unused)."""
-        try:
-            return self._store.read((prompt_id, level))
-        except (KeyError, OSError, ValueError):
-            return None
+        """The latent after `level` steps if it is held in memory, without counting a hit: a fallback
+        that may go unused is worth a reference, not a file read on the request path."""
+        return self._store.peek((prompt_id, level))
 
     def record_miss(self) -> None:
         self._misses += 1
