@@ -53,9 +53,8 @@ class HashEmbedder:
 
     def embed(self, prompts: list[str]) -> np.ndarray:
         n = len(prompts)
-        out = np.zeros((n, self.dim), dtype=np.float32)
         if n == 0:
-            return out
+            return np.zeros((0, self.dim), dtype=np.float32)
         texts = [_normalise(p) for p in prompts]
         lengths = np.fromiter((len(t) + 2 for t in texts), dtype=np.int64, count=n)
         marked = "".join(f"\x00{t}\x00" for t in texts)
@@ -63,6 +62,7 @@ class HashEmbedder:
         codes = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
         rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
         bucket_mask = np.uint64(self.dim - 1)
+        cells, signs = [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
         for size in _NGRAMS:
             if len(codes) < size:
                 continue
@@ -74,10 +74,11 @@ class HashEmbedder:
             # an n-gram counts only if it lies within one prompt
             inside = rows[:count] == rows[size - 1 :]
             h, row = h[inside], rows[:count][inside]
-            sign = 1.0 - 2.0 * (h >> np.uint64(63)).astype(np.float64)
-            cells = row * self.dim + (h & bucket_mask).astype(np.int64)
-            out += np.bincount(cells, weights=sign, minlength=n * self.dim).reshape(n, self.dim).astype(np.float32)
-        return _unit_rows(out)
+            signs.append(1.0 - 2.0 * (h >> np.uint64(63)).astype(np.float64))
+            cells.append(row * self.dim + (h & bucket_mask).astype(np.int64))
+        # one histogram over every n-gram size, normalised in place: three passes over the rows, not ten
+        counts = np.bincount(np.concatenate(cells), weights=np.concatenate(signs), minlength=n * self.dim)
+        return _unit_rows(counts.reshape(n, self.dim).astype(np.float32))
 
 
 class _TorchEmbedder:
@@ -203,6 +204,7 @@ def _splitmix64(h: np.ndarray) -> np.ndarray:
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]
     # an empty prompt has no n-grams: it stays the zero vector rather than NaN
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    matrix /= np.where(norms > 0, norms, 1.0)
+    return matrix
