@@ -18,6 +18,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from statistics import NormalDist
 
@@ -56,7 +57,7 @@ class LatencyProfile:
     def levels(self) -> tuple[int, ...]:
         return tuple(sorted(self.latency_s))
 
-    @property
+    @cached_property  # read for every job the dispatcher routes
     def max_batch(self) -> int:
         return len(next(iter(self.latency_s.values())))
 
