@@ -76,7 +76,7 @@ class HashEmbedder:
             h, row = h[inside], rows[:count][inside]
             signs.append(1.0 - 2.0 * (h >> np.uint64(63)).astype(np.float64))
             cells.append(row * self.dim + (h & bucket_mask).astype(np.int64))
-        # one histogram over every n-gram size, normalised in place: three passes over the rows, not ten
+        # one histogram over every n-gram size, normalised in place: fewer passes over the n x dim rows
         counts = np.bincount(np.concatenate(cells), weights=np.concatenate(signs), minlength=n * self.dim)
         return _unit_rows(counts.reshape(n, self.dim).astype(np.float32))
 
