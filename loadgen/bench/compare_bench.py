@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of violations and quality per policy")
     parser.add_argument("--log-dir", help="where engine logs go (default: a temporary directory)")
+    parser.add_argument(
+        "--records-dir",
+        metavar="DIR",
+        help="write each policy's per-request records here as POLICY.jsonl (times on the simulated clock)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.bench.harness import table, write_json
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
+    from loadgen.report import write_records
     from loadgen.traces import load_trace
 
     logging.basicConfig(level=logging.WARNING)
@@ -99,11 +105,16 @@ def run(args: argparse.Namespace) -> int:
         "ties": {"slo_violation_ratio": VIOLATION_TIE, "mean_quality": QUALITY_TIE},
     }
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="argus-compare-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for policy in policies:
         print(f"{policy}: {len(schedule)} requests over {schedule[-1].offset_s:.0f} s (wall)", flush=True)
-        summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
+        records, summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
         results[policy] = _simulated_clock(summary, args.time_scale)
+        if args.records_dir:
+            Path(args.records_dir).mkdir(parents=True, exist_ok=True)
+            simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
+            write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
     verdicts = {p: verdict(results["argus"], results[p]) for p in policies if p != "argus" and "argus" in results}
     for policy, text in verdicts.items():
         results[policy]["argus_verdict"] = text
@@ -120,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: Path) -> dict:
+async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: Path) -> tuple[list, dict]:
     from loadgen.bench.harness import start_engine
     from loadgen.clients import RequestOptions, ZmqLoadClient
     from loadgen.run import run_load
@@ -140,14 +151,13 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
         await asyncio.to_thread(engine.wait_ready, args.workers)
         client = ZmqLoadClient(engine.client_address, RequestOptions(width=width, height=height))
         try:
-            _, summary = await run_load(
+            return await run_load(
                 schedule, prompts, client, wall_slo_ms, seed=args.seed, status_url=engine.http, progress=True
             )
         finally:
             await client.close()
     finally:
         engine.stop()
-    return summary
 
 
 def _simulated_clock(summary: dict, time_scale: float) -> dict:
@@ -172,6 +182,17 @@ def _simulated_clock(summary: dict, time_scale: float) -> dict:
         "outcomes": summary["outcomes"],
         "level_mix": summary["level_mix"],
         "cache_hit_rate": summary["cache_hit_rate"],
+    }
+
+
+# a record's times: seconds from the start of the run, and milliseconds
+_RECORD_TIMES = ("scheduled_at", "sent_at", "latency_ms", "queue_ms", "run_ms")
+
+
+def _record_on_simulated_clock(record: dict, time_scale: float) -> dict:
+    return {
+        key: value / time_scale if key in _RECORD_TIMES and value is not None else value
+        for key, value in record.items()
     }
 
 
