@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import itertools
 import uuid
 from importlib.metadata import version
 from typing import TYPE_CHECKING
@@ -47,6 +48,10 @@ _STATUS = {
 }
 
 ENGINE_KEY = web.AppKey("engine", object)
+
+# ids for HTTP requests, unique within this process: a random prefix drawn once, then a count (uuid4 per
+# request reads the OS's random source, 4% of the engine's time at peak)
+_REQUEST_IDS = (f"{uuid.uuid4().hex[:16]}-{n}" for n in itertools.count())
 
 
 # answered without an API key: liveness probes must not need a secret
@@ -113,7 +118,7 @@ async def generate(request: web.Request) -> web.Response:
     engine: Engine = request.app[ENGINE_KEY]
     try:
         body = parse_request(await request.read())
-        spec = to_generate(body, request_id=uuid.uuid4().hex)
+        spec = to_generate(body, request_id=next(_REQUEST_IDS))
     except InvalidRequest as exc:
         return _error("invalid_request", str(exc), exc.param)
     admitted = engine.submit(spec)
