@@ -110,7 +110,9 @@ def _count(counts: Mapping[Any, int], level: int) -> int:
     return int(counts.get(level, counts.get(str(level), 0)))
 
 
-def compare_plot(summaries_by_policy: Mapping[str, Mapping[str, Any]], path: str | Path) -> None:
+def compare_plot(
+    summaries_by_policy: Mapping[str, Mapping[str, Any]], path: str | Path, *, title: str | None = None
+) -> None:
     """Bars per policy: SLO violation ratio and mean quality (a policy without quality gets no bar)."""
     names = list(summaries_by_policy)
     violations = [_or_nan(s.get("slo_violation_ratio")) * 100.0 for s in summaries_by_policy.values()]
@@ -126,6 +128,9 @@ def compare_plot(summaries_by_policy: Mapping[str, Mapping[str, Any]], path: str
         ax.bar_label(bars, labels=["n/a" if math.isnan(v) else f"{v:.1f}" for v in values], fontsize="small")
         ax.set_ylabel(label)
         ax.margins(y=0.15)
+        ax.set_ylim(bottom=0)
+    if title:
+        figure.suptitle(title, fontsize="small")
     figure.savefig(path, format="png", dpi=110)
 
 

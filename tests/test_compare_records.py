@@ -33,9 +33,11 @@ def test_each_policy_writes_one_record_a_request_on_the_simulated_clock(tmp_path
         "--log-dir", str(tmp_path / "logs"),
         "--records-dir", str(records_dir),
         "--json", str(result_json),
+        "--plot", str(tmp_path / "compare.png"),
     ]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=240)
 
+    assert (tmp_path / "compare.png").read_bytes().startswith(b"\x89PNG")
     results = json.loads(result_json.read_text())["policies"]
     assert sorted(path.name for path in records_dir.iterdir()) == ["argus.jsonl", "clipper-ht.jsonl"]
     for policy, summary in results.items():

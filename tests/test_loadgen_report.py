@@ -113,5 +113,5 @@ def test_timeline_and_compare_plots(records, tmp_path):
     assert opens_as_png(tmp_path / "t.png") and opens_as_png(tmp_path / "no_levels.png")
     summary = summarize(records, slo_ms=SLO_MS, duration_s=10.0)
     no_quality = {**summary, "mean_quality_pct": None}
-    compare_plot({"argus": summary, "clipper-ha": no_quality}, tmp_path / "c.png")
+    compare_plot({"argus": summary, "clipper-ha": no_quality}, tmp_path / "c.png", title="SIMULATED")
     assert opens_as_png(tmp_path / "c.png")

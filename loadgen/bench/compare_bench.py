@@ -126,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
     )
     print(table(["policy", *_TABLE_KEYS, "argus against it"], rows))
     if args.plot:
-        compare_plot({p: _for_plot(results[p]) for p in policies}, args.plot)
+        title = (
+            f"SIMULATED: {args.workers} sim workers, {Path(args.trace).name}\n"
+            f"load {args.load}x in the busiest minute, SLO {args.slo_ms / 1000:g} s"
+        )
+        compare_plot({p: _for_plot(results[p]) for p in policies}, args.plot, title=title)
     write_json(args.json, {"config": config, "policies": results})
     return 0
 
