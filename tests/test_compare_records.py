@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pictures import opens_as_png
+
 from loadgen.records import OUTCOMES
 from loadgen.report import percentile, read_records
 
@@ -37,7 +39,7 @@ def test_each_policy_writes_one_record_a_request_on_the_simulated_clock(tmp_path
     ]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=240)
 
-    assert (tmp_path / "compare.png").read_bytes().startswith(b"\x89PNG")
+    assert opens_as_png(tmp_path / "compare.png")
     results = json.loads(result_json.read_text())["policies"]
     assert sorted(path.name for path in records_dir.iterdir()) == ["argus.jsonl", "clipper-ht.jsonl"]
     for policy, summary in results.items():

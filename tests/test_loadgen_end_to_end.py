@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from pictures import opens_as_png
 
 from engine_process import start_engine
 from loadgen import cli
@@ -35,12 +35,6 @@ def assert_each_request_counted_once(records, summary, n):
     assert summary["sent"] == n == sum(summary["outcomes"].values())
     for name in OUTCOMES:
         assert summary["outcomes"][name] == sum(1 for r in records if r["outcome"] == name)
-
-
-def opens_as_png(path):
-    with Image.open(path) as picture:
-        picture.load()
-        return picture.format == "PNG"
 
 
 @pytest.mark.timeout(90)

@@ -106,13 +106,14 @@ def run(args: argparse.Namespace) -> int:
     }
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="argus-compare-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    if args.records_dir:
+        Path(args.records_dir).mkdir(parents=True, exist_ok=True)
     results = {}
     for policy in policies:
         print(f"{policy}: {len(schedule)} requests over {schedule[-1].offset_s:.0f} s (wall)", flush=True)
         records, summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
         results[policy] = _simulated_clock(summary, args.time_scale)
         if args.records_dir:
-            Path(args.records_dir).mkdir(parents=True, exist_ok=True)
             simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
             write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
     verdicts = {p: verdict(results["argus"], results[p]) for p in policies if p != "argus" and "argus" in results}
