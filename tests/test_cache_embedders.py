@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 
@@ -35,6 +36,20 @@ def test_hash_is_the_same_in_another_process():
         [sys.executable, "-c", script], capture_output=True, check=True, env={"PYTHONHASHSEED": "12345"}
     ).stdout
     np.testing.assert_array_equal(np.frombuffer(out, dtype=np.float32).reshape(3, HASH_DIM), here)
+
+
+def test_hash_vectors_are_pinned():
+    """Saved caches and the calibrated level thresholds hold hash vectors: a faster embedder must give the same ones.
+    Each row is pinned as its signed n-gram counts (exact integers, free of float rounding on any CPU)."""
+    vectors = make_embedder("hash").embed([*PROMPTS, "ab", "a", "abc", "abcd"])
+    counts = np.zeros(vectors.shape, dtype=np.int16)
+    for row, vector in zip(counts, vectors, strict=True):
+        if vector.any():
+            row[:] = np.rint(vector / np.abs(vector[vector != 0]).min())
+    assert [int(np.abs(row).sum()) for row in counts] == [113, 115, 107, 0, 75, 3, 1, 5, 7]
+    assert hashlib.sha256(counts.tobytes()).hexdigest() == (
+        "f14005271b4bbab54509bf26b934b59e945ce32e8b670f2a4d9c1d3aaf02ae1d"
+    )
 
 
 def test_hash_ranks_near_duplicates_above_unrelated_prompts():

