@@ -7,6 +7,7 @@ import base64
 import hmac
 import itertools
 import uuid
+from collections.abc import Iterator
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
@@ -49,9 +50,15 @@ _STATUS = {
 
 ENGINE_KEY = web.AppKey("engine", object)
 
-# ids for HTTP requests, unique within this process: a random prefix drawn once, then a count (uuid4 per
-# request reads the OS's random source, 4% of the engine's time at peak)
-_REQUEST_IDS = (f"{uuid.uuid4().hex[:16]}-{n}" for n in itertools.count())
+
+def request_ids() -> Iterator[str]:
+    """Ids for HTTP requests, unique within this process: a random prefix drawn once, then a count.
+    (uuid4 per request reads the OS's random source: 2 to 4% of the engine's time at the HTTP peak.)"""
+    prefix = uuid.uuid4().hex[:16]
+    return (f"{prefix}-{n}" for n in itertools.count())
+
+
+_REQUEST_IDS = request_ids()
 
 
 # answered without an API key: liveness probes must not need a secret
