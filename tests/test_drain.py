@@ -1,15 +1,29 @@
-"""SIGTERM drains: readiness drops, new work is refused, in-flight work finishes, no process is left."""
+"""SIGTERM, or Ctrl-C in a terminal, drains: readiness drops, new work is refused, in-flight work finishes, no process
+is left."""
 
 import asyncio
+import os
 import signal
 import time
+
+import pytest
 
 from engine.client import AsyncArgusClient
 from engine_process import children_of, start_engine
 from protocols.client_messages import Error, Images
 
 
-def test_sigterm_finishes_in_flight_work_and_leaves_no_worker(tmp_path):
+def stop_with_sigterm(engine) -> None:
+    engine.process.send_signal(signal.SIGTERM)
+
+
+def stop_with_ctrl_c(engine) -> None:
+    """What a terminal does: SIGINT to the whole foreground group, the engine's workers too."""
+    os.killpg(engine.process.pid, signal.SIGINT)  # the engine leads its own group (start_engine)
+
+
+@pytest.mark.parametrize("stop", [stop_with_sigterm, stop_with_ctrl_c])
+def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     engine = start_engine(tmp_path, "--time-scale", "0.2", "--shutdown-timeout", "30", backend="sim")
     workers = children_of(engine.process.pid)
     assert len(workers) == 2
@@ -18,7 +32,7 @@ def test_sigterm_finishes_in_flight_work_and_leaves_no_worker(tmp_path):
         async with AsyncArgusClient(engine.client_address) as client:
             in_flight = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(4)]
             await asyncio.sleep(0.3)
-            engine.process.send_signal(signal.SIGTERM)
+            stop(engine)
             await asyncio.sleep(0.3)
             ready_status = engine.get("/ready")[0]
             refused = await client.generate("too late", width=64, height=64)
@@ -29,6 +43,7 @@ def test_sigterm_finishes_in_flight_work_and_leaves_no_worker(tmp_path):
     assert isinstance(refused, Error) and refused.code == "shutting_down"
     assert all(isinstance(reply, Images) for reply in replies)
     assert engine.process.wait(timeout=60) == 0
+    assert "Traceback" not in engine.log()  # the workers too: they share the engine's output
     time.sleep(0.5)
     assert not [pid for pid in workers if _alive(pid)]
 

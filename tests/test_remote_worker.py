@@ -1,10 +1,14 @@
-"""A worker started by hand with `argus worker --connect` joins an engine that spawned none."""
+"""A worker started by hand with `argus worker --connect` joins an engine that spawned none, and stops on Ctrl-C."""
 
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from engine.client import ArgusClient
-from engine_process import ROOT, start_engine
+from engine_process import ROOT, free_port, start_engine
 from protocols.client_messages import Images
 
 
@@ -39,3 +43,26 @@ def test_hand_started_worker_serves(tmp_path):
         assert engine.stop() == 0
         # the engine's drain told the worker to shut down
         assert worker.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_hand_started_worker_stops_cleanly_while_no_engine_answers(tmp_path, signum):
+    # an engine address nothing listens on: the worker keeps saying hello
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "worker",
+            "--connect",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--backend",
+            "sim",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(3)  # past its start and first hellos
+    worker.send_signal(signum)
+    assert worker.wait(timeout=30) == 0
+    assert b"Traceback" not in worker.stderr.read()

@@ -74,7 +74,8 @@ def run_worker(config: WorkerConfig) -> int:
         _die_with_parent()
     backend = load_backend(config)
     return serve_until_stopped(
-        WorkerRuntime(backend, config.connect, config.worker_id, config.hello_retry_s, config.curve)
+        WorkerRuntime(backend, config.connect, config.worker_id, config.hello_retry_s, config.curve),
+        owned=config.die_with_parent,
     )
 
 
@@ -84,10 +85,15 @@ class Serving(Protocol):
     def stop(self) -> None: ...
 
 
-def serve_until_stopped(runner: Serving) -> int:
-    """Serves until SIGTERM or the engine's Shutdown; exit code 2 if the engine refuses us."""
+def serve_until_stopped(runner: Serving, owned: bool = False) -> int:
+    """Serves until SIGTERM, SIGINT or the engine's Shutdown; exit code 2 if the engine refuses us.
+
+    `owned`: the engine that spawned this process stops it, after draining. Ctrl-C in a terminal sends
+    SIGINT to the engine and its workers alike; an owned worker ignores it and finishes what it runs.
+    """
     # the handler only flips a state; the loop notices between steps
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, signal.SIG_IGN if owned else lambda *_: runner.stop())
     try:
         runner.serve()
     except EngineRefused as exc:

@@ -92,7 +92,8 @@ class WorkerRuntime:
     # -- loop ----------------------------------------------------------------
     def serve(self) -> None:
         try:
-            self._handshake()
+            if not self._handshake():
+                return
             log.info("worker %s ready (%s on %s)", self.identity.decode(), self._info.name, self._info.device)
             while not self._stopping:
                 self._drain()
@@ -121,8 +122,7 @@ class WorkerRuntime:
 
     def _rejoin(self) -> None:
         self._forget_engine()
-        self._handshake()
-        self._engine_lost = False
+        self._engine_lost = not self._handshake()
 
     def _forget_engine(self) -> None:
         """The engine went silent: what it sent is void (it re-dispatches), so start over."""
@@ -130,14 +130,17 @@ class WorkerRuntime:
         self._pending.clear()
         self._aborted.clear()
 
-    def _handshake(self) -> None:
+    def _handshake(self) -> bool:
+        """Says hello until the engine welcomes this worker (True) or it is told to stop (False): an engine that
+        is not up yet must not keep a stopped worker alive."""
         hello = self._hello()
-        while True:
+        while not self._stopping:
             self._send(hello)
             if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
                 continue  # engine not up yet: say hello again
             if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
-                return
+                return True
+        return False
 
     def _hello(self) -> Hello:
         return Hello(
