@@ -430,6 +430,10 @@ class Dispatcher:
         worker.queue.clear()
         worker.inflight.clear()
         log.warning("worker %s lost (%s) holding %d images", worker.name, cause, len(held))
+        # all of them wait for a worker before any is routed: routing one can give another worker room, and
+        # it takes the most urgent job queued anywhere, which must not be one still counted on the lost worker
+        for job in held:
+            job.worker = job.batch_id = None
         for job in held:
             self._reroute_or_fail(job)
 
@@ -468,7 +472,10 @@ class Dispatcher:
         if isinstance(message, ItemDone):
             self._metrics.images.labels(str(message.level)).inc()
             if self._on_image is not None:
-                self._on_image(job, message)
+                try:
+                    self._on_image(job, message)
+                except Exception:  # caching what it passed through is a bonus: the image is the client's anyway
+                    log.exception("handling image %s beyond its reply failed", job.job_id)
             job.request.image_done(
                 job,
                 ImageResult(

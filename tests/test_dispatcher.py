@@ -23,7 +23,7 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, profile=None, escalate=False, **config):
+    def __init__(self, profile=None, escalate=False, on_image=None, **config):
         self.clock = Clock()
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
@@ -35,6 +35,7 @@ class Harness:
             DispatchConfig(**config),
             clock=self.clock,
             profile=profile,
+            on_image=on_image,
             escalate=escalate,
         )
 
@@ -124,6 +125,35 @@ async def test_lost_worker_jobs_go_to_another_worker_once():
     await settle()
     reply = request.future.result()
     assert isinstance(reply, Images) and len(reply.images) == 2
+    assert h.dispatcher.outstanding_images == 0
+
+
+async def test_a_lost_workers_jobs_are_each_sent_once_even_when_rerouting_one_frees_room_for_another():
+    h = Harness(profile=PROFILE)
+    a = h.add_worker("a")
+    h.add_worker("b")
+    h.request(), h.request()  # one running on each
+    h.request(slo_ms=10_000)  # queued on a
+    h.clock.now += 1.0 - PIPELINE_HORIZON_S / 2  # b's batch is about to end: b has room for one more
+    held = {job.job_id for job in a.held_jobs()}
+    before = len(h.batches())
+    h.dispatcher.worker_lost(a, "exited")
+    h.add_worker("c")
+    sent = [item.request_id for batch in h.batches()[before:] for item in batch.items]
+    assert sorted(sent) == sorted(held)
+
+
+async def test_an_image_is_answered_even_when_handling_it_further_fails():
+    def broken(job, done):
+        raise ValueError("2 latent levels for 3 latents")  # what a mismatched worker's ItemDone gives
+
+    h = Harness(on_image=broken)
+    a = h.add_worker("a")
+    request = h.request()
+    (batch,) = h.batches()
+    h.finish(a, batch)
+    await settle()
+    assert isinstance(request.future.result(), Images)
     assert h.dispatcher.outstanding_images == 0
 
 
