@@ -67,7 +67,8 @@ class Admission:
             width=width,
             height=height,
             steps=spec.steps or self.default_steps(),
-            seeds=[(first_seed + i) % MAX_SEED for i in range(spec.n)],
+            # seeds run through every value a client may ask for, 0 to MAX_SEED, and wrap past the top
+            seeds=[(first_seed + i) % (MAX_SEED + 1) for i in range(spec.n)],
             admitted_at=now,
             deadline=now + spec.slo_ms / 1000.0 if spec.slo_ms else None,
             future=asyncio.get_running_loop().create_future(),
