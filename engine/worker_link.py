@@ -111,8 +111,10 @@ class WorkerLink:
             log.error("refusing worker %r: %s", identity, reason)
             self._socket.send(identity, self._codec.encode(Refused(reason)))
             return
-        if known is not None and not (known.inflight or known.queue):
-            # a repeated hello (our Welcome crossed its retry): answer again, register once
+        if known is not None and (hello.session == known.hello.session or not (known.inflight or known.queue)):
+            # a repeated hello (our Welcome crossed its retry, or its retries queued while we were down), or one
+            # that dropped nothing: answer again, register once
+            known.hello = hello
             self.send(known, self._welcome(known.level))
             return
         if known is not None:

@@ -33,6 +33,9 @@ class Hello(msgspec.Struct, tag="hello", frozen=True):
     default_size: int
     level: int  # level the worker serves now
     pid: int
+    # counts the times this worker forgot its engine and dropped what it held: a hello repeated within one
+    # session (a retry, or retries queued while the engine was down) is not a worker that lost its work
+    session: int = 0
 
 
 class Welcome(msgspec.Struct, tag="welcome", frozen=True):

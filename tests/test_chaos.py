@@ -10,6 +10,7 @@ import os
 import threading
 import time
 
+import msgspec
 import pytest
 import zmq
 
@@ -138,19 +139,16 @@ class FakeWorker:
 
 @pytest.mark.timeout(120)
 def test_worker_rejoin_does_not_strand_its_batches(tmp_path):
-    """ENGINE BUG (fails today): a worker that says hello again has dropped what it held; the engine must re-route it.
+    """A worker that says hello again in a new session has dropped what it held: the engine routes it again.
 
     workers/runtime.py `_rejoin` (the worker heard nothing from the engine for
     `engine_timeout_s`) clears its queue, drops the outcomes of the batch it was
-    running and says hello again, counting on the engine to re-dispatch; the
-    protocol (protocols/worker_messages.py) allows that hello to reach the same
-    engine. engine/worker_link.py `_on_hello` treats a hello from a known identity
-    as a crossed retry: it answers Welcome and keeps the batches in the worker's
-    `inflight`, where nothing ever answers them (no sweep looks at sent batches),
-    so the request never gets a reply and the slot stays full. Seen for real when
-    the worker's timer fires before the engine's (both use the same timeout; the
-    engine checks once per heartbeat interval), e.g. a link stall of just over the
-    timeout, or an engine paused that long.
+    running and says hello again, counting on the engine to re-dispatch. Left in
+    the worker's `inflight`, nothing would ever answer those batches (no sweep
+    looks at sent batches). It happens when the worker's timer fires before the
+    engine's (both use the same timeout; the engine checks once per heartbeat
+    interval), e.g. a link stall of just over the timeout, or an engine paused
+    that long.
     """
     engine = start_engine(tmp_path, "--heartbeat-timeout", "5", workers=0, backend="sim", wait=False)
     worker = FakeWorker(engine.worker_address)
@@ -169,7 +167,8 @@ def test_worker_rejoin_does_not_strand_its_batches(tmp_path):
         asker.start()
         batch = worker.next_batch(timeout_s=20)
         assert batch is not None, "the engine sent the only worker nothing"
-        # the rejoin, exactly as WorkerRuntime._rejoin does it: forget the batch, say hello again
+        # the rejoin, exactly as WorkerRuntime._rejoin does it: forget the batch, say hello again in a new session
+        worker.hello = msgspec.structs.replace(worker.hello, session=worker.hello.session + 1)
         worker.handshake(timeout_s=10)
         # from here on a well-behaved worker: it answers whatever it is sent
         deadline = time.monotonic() + 25

@@ -67,6 +67,7 @@ class WorkerRuntime:
         )
         self._codec = worker_side_codec()
         self._hello_retry_s = hello_retry_s
+        self._session = 0  # see Hello.session
         self._level = 0
         self._heartbeat_interval_s = 1.0
         self._engine_timeout_s = 10.0
@@ -129,6 +130,7 @@ class WorkerRuntime:
         log.warning("engine silent for %.0f s; saying hello again", self._engine_timeout_s)
         self._pending.clear()
         self._aborted.clear()
+        self._session += 1
 
     def _handshake(self) -> bool:
         """Says hello until the engine welcomes this worker (True) or it is told to stop (False): an engine that
@@ -157,6 +159,7 @@ class WorkerRuntime:
             default_size=self._info.default_size,
             level=self._level,
             pid=os.getpid(),
+            session=self._session,
         )
 
     def _welcomed(self, message: object) -> bool:

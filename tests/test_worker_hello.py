@@ -1,0 +1,53 @@
+"""Hellos at the engine: repeats are answered again, a worker that dropped its work has it routed again."""
+
+import msgspec
+import pytest
+import zmq
+from test_dispatcher import Harness
+
+from engine.worker_link import WorkerLink
+from protocols.worker_messages import Generate as Batch
+from protocols.worker_messages import Hello, Welcome
+
+HELLO = Hello(1, "remote-0", "sim", "sim", True, [5, 10], 4, 50, 64, 256, 64, 0, 123)
+IDENTITY = b"remote-0/abcd"
+
+
+@pytest.fixture
+def link_for(tmp_path):
+    """The engine's worker link over a dispatcher harness; what it sends is recorded in the harness."""
+    links = []
+
+    def make(h: Harness) -> WorkerLink:
+        link = WorkerLink(zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 1.0, 10.0)
+        link.bind_dispatcher(h.dispatcher)
+        link.send = lambda worker, message: h.sent.append((worker.name, message)) or True
+        links.append(link)
+        return link
+
+    yield make
+    for link in links:
+        link.close()
+
+
+async def test_hellos_queued_while_the_engine_was_down_register_once_and_send_the_work_once(link_for):
+    h = Harness()
+    link = link_for(h)
+    request = h.request()  # waits for a worker
+    for _ in range(4):  # one session's retries, delivered together when the engine binds
+        link._on_message(IDENTITY, HELLO)
+    assert len(h.registry.ready()) == 1
+    assert sum(isinstance(m, Welcome) for _, m in h.sent) == 4
+    assert len(h.batches()) == 1 and request.jobs[0].attempts == 1 and not request.done
+
+
+async def test_a_hello_from_a_new_session_routes_what_the_worker_dropped_again(link_for):
+    h = Harness()
+    link = link_for(h)
+    link._on_message(IDENTITY, HELLO)
+    request = h.request()
+    (first,) = h.batches()
+    link._on_message(IDENTITY, msgspec.structs.replace(HELLO, session=1))  # it lost the engine and forgot the batch
+    resent = [m for m in h.batches() if m is not first]
+    assert [item.request_id for batch in resent for item in batch.items] == [first.items[0].request_id]
+    assert request.jobs[0].attempts == 2 and isinstance(resent[0], Batch)
