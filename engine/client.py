@@ -4,11 +4,17 @@
 socket, resolving each reply's future by request id. Against an engine that
 requires CURVE, pass `curve=ClientKeys.from_files(my.key_secret, engine.key)`. Both return the engine's
 terminal message: Images, Error, Busy or Cancelled (never raise for those).
+
+Replies are matched to requests by request id. The engine answers every
+request exactly once, even one the client gave up on (timed out or cancelled),
+and that late reply cannot be told from the reply to a retry under the same id:
+retry with a fresh id (the default when none is given).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -38,10 +44,10 @@ class ArgusClient:
         self._context = zmq.Context()
         self._socket = make_socket(self._context, zmq.DEALER, connect=address, curve_client=curve)
         self._codec = client_side_codec()
-        self._timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
-        if self._timeout_ms is not None:
+        self._timeout_s = timeout_s
+        if timeout_s is not None:
             # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
-            self._socket.setsockopt(zmq.SNDTIMEO, self._timeout_ms)
+            self._socket.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         request = _generate(prompt, request_id, fields)
@@ -49,8 +55,11 @@ class ArgusClient:
             self._socket.send_multipart(self._codec.encode(request), copy=False)
         except zmq.Again:
             raise TimeoutError(f"could not reach the engine to send {request.request_id}") from None
+        # one deadline for the call: the late replies skipped on the way must not extend it
+        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
         while True:
-            if not self._socket.poll(self._timeout_ms):
+            wait_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
+            if not self._socket.poll(wait_ms):
                 self._cancel(request.request_id)
                 raise TimeoutError(f"no reply for {request.request_id}")
             reply = self._codec.decode(self._socket.recv_multipart(copy=False))
@@ -88,7 +97,10 @@ class AsyncArgusClient:
         self._reader: asyncio.Task | None = None
 
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
+        """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
         request = _generate(prompt, request_id, fields)
+        if request.request_id in self._waiting:
+            raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         if self._reader is None:
             self._reader = asyncio.create_task(self._read_replies())
         future = asyncio.get_running_loop().create_future()

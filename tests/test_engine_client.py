@@ -1,0 +1,78 @@
+"""engine.client against a scripted ZeroMQ ROUTER: one deadline per call, one request per id in flight."""
+
+import asyncio
+import threading
+
+import pytest
+import zmq
+
+from engine.client import ArgusClient, AsyncArgusClient
+from engine_process import free_port
+from protocols.client_messages import Error, Generate, engine_side_codec
+
+
+class ScriptedEngine:
+    """A ROUTER that records what clients send and answers only as the test says."""
+
+    def __init__(self):
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(self.address)
+        self.codec = engine_side_codec()
+
+    def receive(self, timeout_s: float = 10.0):
+        assert self.socket.poll(int(timeout_s * 1000)), "the client sent nothing"
+        identity, *frames = self.socket.recv_multipart()
+        return identity, self.codec.decode(frames)
+
+    def answer(self, identity: bytes, message) -> None:
+        self.socket.send_multipart([identity, *self.codec.encode(message)])
+
+    def close(self) -> None:
+        self.socket.close()
+        self.context.term()
+
+
+@pytest.fixture
+def engine():
+    engine = ScriptedEngine()
+    yield engine
+    engine.close()
+
+
+def test_stale_replies_do_not_stretch_the_timeout(engine):
+    stop = threading.Event()
+    stale_sent = 0
+
+    def stale_replies():
+        nonlocal stale_sent
+        identity, _ = engine.receive()
+        # answers to requests the client gave up on long ago, one every 0.1 s for up to 10 s
+        while not stop.wait(0.1) and stale_sent < 100:
+            engine.answer(identity, Error(f"old-{stale_sent}", "deadline_exceeded", "late"))
+            stale_sent += 1
+
+    sender = threading.Thread(target=stale_replies)
+    sender.start()
+    try:
+        with ArgusClient(engine.address, timeout_s=0.5) as client, pytest.raises(TimeoutError):
+            client.generate("a fox", request_id="wanted")
+        # it gave up on its own deadline, not when the stale replies ran out
+        assert stale_sent < 50
+    finally:
+        stop.set()
+        sender.join()
+
+
+async def test_a_second_request_under_an_id_in_flight_is_refused_and_the_first_still_answered(engine):
+    async with AsyncArgusClient(engine.address) as client:
+        first = asyncio.create_task(client.generate("a fox", request_id="same"))
+        identity, sent = await asyncio.to_thread(engine.receive)
+        assert isinstance(sent, Generate) and sent.request_id == "same"
+        with pytest.raises(ValueError, match="already in flight"):
+            await client.generate("a wolf", request_id="same")
+        engine.answer(identity, Error("same", "invalid_size", "answered"))
+        reply = await asyncio.wait_for(first, 10)
+        assert isinstance(reply, Error) and reply.message == "answered"
