@@ -14,6 +14,7 @@ Two formats, told apart by the first line:
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,19 @@ def _timestamp_csv(f, path: str | Path) -> Schedule:
     reader = csv.reader(f)
     header = [name.strip() for name in next(reader)]
     column = header.index(TIMESTAMP)
-    stamps = [row[column].strip() for row in reader if row]
+    lines, stamps = [], []
+    for row in reader:
+        if row:
+            lines.append(reader.line_num)
+            stamps.append(row[column].strip())
     try:
         # numpy parses the 7 fractional digits the Azure traces carry; datetime stops at 6
         times = np.array(stamps, dtype="datetime64[ns]")
     except ValueError as exc:
         raise ValueError(f"{path}: unreadable {TIMESTAMP}: {exc}") from None
+    missing = np.flatnonzero(np.isnat(times))
+    if len(missing):  # numpy reads a blank cell as "not a time", which would sort as the earliest arrival
+        raise ValueError(f"{path}:{lines[missing[0]]}: no {TIMESTAMP}")
     if not len(times):
         return []
     # a trace is a log of arrivals, so its order is time order whatever the file's
@@ -66,8 +74,8 @@ def _offsets(f, path: str | Path) -> Schedule:
                 raise ValueError("expected offset_ms[,prompt_index]")
             offset_ms = float(fields[0])
             prompt_index = int(fields[1]) if len(fields) == 2 else None
-            if offset_ms < 0 or (prompt_index is not None and prompt_index < 0):
-                raise ValueError("offsets and prompt indices are >= 0")
+            if not math.isfinite(offset_ms) or offset_ms < 0 or (prompt_index is not None and prompt_index < 0):
+                raise ValueError("offsets are finite numbers >= 0, prompt indices integers >= 0")
             if schedule and offset_ms / 1000.0 < schedule[-1].offset_s:
                 raise ValueError("offsets must not decrease")
         except ValueError as exc:

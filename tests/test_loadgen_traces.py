@@ -56,7 +56,16 @@ def test_offset_file(tmp_path):
 
 @pytest.mark.parametrize(
     "text, line",
-    [("0\n500\n400\n", 3), ("-5\n", 1), ("10,1,2\n", 1), ("abc\n", 1), ("10,-1\n", 1), ("0\n10,x\n", 2)],
+    [
+        ("0\n500\n400\n", 3),
+        ("-5\n", 1),
+        ("10,1,2\n", 1),
+        ("abc\n", 1),
+        ("10,-1\n", 1),
+        ("0\n10,x\n", 2),
+        ("0\nnan\n", 2),
+        ("inf\n", 1),
+    ],
 )
 def test_bad_offset_files_name_the_line(tmp_path, text, line):
     path = tmp_path / "bad.txt"
@@ -74,6 +83,13 @@ def test_timestamp_column_anywhere_and_rows_in_any_order(tmp_path):
         "c,2024-01-01 00:00:03.0000000,z\n"
     )
     assert [a.offset_s for a in load_trace(path)] == pytest.approx([0.0, 1.25, 2.75])
+
+
+def test_a_timestamp_row_without_a_time_names_its_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,TIMESTAMP\na,2024-01-01 00:00:01\nb,\nc,2024-01-01 00:00:02\n")
+    with pytest.raises(ValueError, match="t.csv:3: no TIMESTAMP"):
+        load_trace(path)
 
 
 def test_empty_trace_is_an_error(tmp_path):
