@@ -1,4 +1,5 @@
-"""Starts a real `argus serve` in a subprocess for a test, and stops it with nothing left behind."""
+"""Starts a real `argus serve` (or a hand-started `argus worker`) in a subprocess for a test, and stops it with nothing
+left behind."""
 
 from __future__ import annotations
 
@@ -85,6 +86,12 @@ class EngineProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode
+
+
+def start_worker(connect: str, backend: str, *args: str, **popen: object) -> subprocess.Popen:
+    """`argus worker --connect CONNECT --backend BACKEND ARGS`, as a user starts one by hand."""
+    command = [sys.executable, "-m", "engine.cli", "worker", "--connect", connect, "--backend", backend, *args]
+    return subprocess.Popen(command, cwd=ROOT, **popen)
 
 
 def start_engine(

@@ -1,11 +1,9 @@
 """A hand-started worker outlives its engine: when a new engine comes up on the same address, it rejoins."""
 
 import signal
-import subprocess
-import sys
 
 from engine.client import ArgusClient
-from engine_process import ROOT, free_port, start_engine
+from engine_process import free_port, start_engine, start_worker
 from protocols.client_messages import Images
 
 
@@ -14,23 +12,7 @@ def test_worker_rejoins_a_restarted_engine(tmp_path):
     first = start_engine(
         tmp_path, "--heartbeat-timeout", "2", workers=0, backend="sim", worker_port=worker_port, wait=False
     )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "worker",
-            "--connect",
-            first.worker_address,
-            "--backend",
-            "sim",
-            "--time-scale",
-            "0.01",
-            "--worker-id",
-            "survivor",
-        ],
-        cwd=ROOT,
-    )
+    worker = start_worker(first.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "survivor")
     second = None
     try:
         first.wait_ready(1, timeout_s=60)

@@ -2,35 +2,18 @@
 
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from engine.client import ArgusClient
-from engine_process import ROOT, free_port, start_engine
+from engine_process import free_port, start_engine, start_worker
 from protocols.client_messages import Images
 
 
 def test_hand_started_worker_serves(tmp_path):
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "worker",
-            "--connect",
-            engine.worker_address,
-            "--backend",
-            "sim",
-            "--time-scale",
-            "0.01",
-            "--worker-id",
-            "by-hand",
-        ],
-        cwd=ROOT,
-    )
+    worker = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "by-hand")
     try:
         status = engine.wait_ready(1, timeout_s=60)
         (described,) = status["workers"]
@@ -48,20 +31,7 @@ def test_hand_started_worker_serves(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_hand_started_worker_stops_cleanly_while_no_engine_answers(tmp_path, signum):
     # an engine address nothing listens on: the worker keeps saying hello
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "worker",
-            "--connect",
-            f"tcp://127.0.0.1:{free_port()}",
-            "--backend",
-            "sim",
-        ],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-    )
+    worker = start_worker(f"tcp://127.0.0.1:{free_port()}", "sim", stderr=subprocess.PIPE)
     time.sleep(3)  # past its start and first hellos
     worker.send_signal(signum)
     assert worker.wait(timeout=30) == 0

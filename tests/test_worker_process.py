@@ -1,14 +1,12 @@
 """A real `argus worker` process (tiny backend) driven over a real ROUTER socket, as the engine does."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import zmq
 
-from engine_process import ROOT, free_port
+from engine_process import free_port, start_worker
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     Abort,
@@ -61,23 +59,7 @@ class FakeEngine:
 @pytest.fixture(scope="module")
 def worker():
     engine = FakeEngine()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "worker",
-            "--connect",
-            engine.address,
-            "--backend",
-            "tiny",
-            "--worker-id",
-            "w0",
-            "--threads",
-            "2",
-        ],
-        cwd=ROOT,
-    )
+    process = start_worker(engine.address, "tiny", "--worker-id", "w0", "--threads", "2")
     try:
         hello = engine.receive(Hello)
         # this fake engine sends no heartbeats of its own: let the worker wait long before giving up on it
