@@ -112,6 +112,8 @@ class LocalLauncher:
                 *worker_command(config), stdin=asyncio.subprocess.DEVNULL, env=self._environment
             )
             self._processes[config.worker_id] = process
+            if self._stopping:  # started while stop() was signalling the others: it missed their SIGTERM
+                process.send_signal(signal.SIGTERM)
             log.info(
                 "started worker %s (pid %d, %s on %s)", config.worker_id, process.pid, config.backend, config.device
             )

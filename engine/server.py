@@ -21,6 +21,7 @@ import zmq
 from aiohttp import web
 
 from engine.admission import Admission
+from engine.cache.prompt_cache import CacheStats
 from engine.cache_service import Preparation, build_cache_service
 from engine.client_door import ClientDoor
 from engine.config import EngineConfig
@@ -284,20 +285,28 @@ class Engine:
         interval = max(_MIN_SWEEP_INTERVAL_S, min(_SWEEP_INTERVAL_S, per_slo))
         while True:
             await asyncio.sleep(interval)
-            self.dispatcher.sweep()
+            try:
+                self.dispatcher.sweep()
+            except Exception:  # a bug here must not end the TaskGroup, and with it the engine, without a drain
+                log.exception("sweeping the queues failed")
 
     async def _cache_stats_forever(self) -> None:
         while self.cache.enabled:
-            stats = await self.cache.stats()
-            m = self.metrics
-            for level, hits in stats.hits_by_level.items():
-                m.cache_hits.labels(str(level)).set(hits)
-            m.cache_misses.set(stats.misses)
-            m.cache_bytes.labels("memory").set(stats.bytes_in_memory)
-            m.cache_bytes.labels("disk").set(stats.bytes_on_disk)
-            m.cache_prompts.set(stats.prompts)
-            m.cache_evictions.set(stats.evictions)
+            try:
+                self._publish_cache_stats(await self.cache.stats())
+            except Exception:  # stale gauges until the next turn, but serving goes on
+                log.exception("reading the cache's statistics failed")
             await asyncio.sleep(_STATS_INTERVAL_S)
+
+    def _publish_cache_stats(self, stats: CacheStats) -> None:
+        m = self.metrics
+        for level, hits in stats.hits_by_level.items():
+            m.cache_hits.labels(str(level)).set(hits)
+        m.cache_misses.set(stats.misses)
+        m.cache_bytes.labels("memory").set(stats.bytes_in_memory)
+        m.cache_bytes.labels("disk").set(stats.bytes_on_disk)
+        m.cache_prompts.set(stats.prompts)
+        m.cache_evictions.set(stats.evictions)
 
 
 def _remove_dir(path: str) -> None:

@@ -153,7 +153,10 @@ class WorkerLink:
             cutoff = time.monotonic() - self._heartbeat_timeout_s
             for worker in self._registry.silent_since(cutoff):
                 log.error("worker %s silent for over %.0f s", worker.name, self._heartbeat_timeout_s)
-                self.dispatcher.worker_lost(worker, "heartbeat")
+                try:
+                    self.dispatcher.worker_lost(worker, "heartbeat")
+                except Exception:  # the other silent workers, and the next watches, must still be handled
+                    log.exception("handling the loss of worker %s failed", worker.name)
                 self.on_silent(worker)
 
 

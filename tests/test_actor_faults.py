@@ -1,0 +1,114 @@
+"""The engine's periodic actors outlive a failing step, and the launcher leaves no worker behind at stop.
+
+An exception escaping one of the actors under the engine's TaskGroup would end
+the engine at once, without a drain: every request in flight would go
+unanswered. So each periodic step logs its failure and the actor goes on.
+"""
+
+import asyncio
+import signal
+
+import zmq
+from test_dispatcher import Harness
+
+from engine.config import CacheConfig, EngineConfig, LaunchConfig
+from engine.launcher import LocalLauncher
+from engine.metrics import EngineMetrics
+from engine.server import Engine
+from engine.worker_link import WorkerLink
+
+
+async def eventually(condition, timeout_s: float = 10.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def failing_first(calls: list, step):
+    """`step`, except that its first call raises (a stand-in for a bug in it)."""
+
+    def wrapped(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return step(*args)
+
+    return wrapped
+
+
+async def test_the_heartbeat_watch_handles_every_silent_worker_when_one_loss_fails(tmp_path, caplog):
+    h = Harness()
+    first, second = h.add_worker("a"), h.add_worker("b")
+    first.last_seen = second.last_seen = 0.0  # both silent for ages
+    calls = []
+    h.dispatcher.worker_lost = failing_first(calls, h.dispatcher.worker_lost)
+    link = WorkerLink(zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 0.02, 0.01)
+    link.bind_dispatcher(h.dispatcher)
+    watch = asyncio.create_task(link.run())
+    try:
+        assert await eventually(lambda: not h.registry.ready()), "a silent worker was never let go"
+        assert not watch.done()
+        assert [worker.name for worker, _ in calls][:2] == ["a", "b"]
+        assert "handling the loss of worker a failed" in caplog.text
+    finally:
+        watch.cancel()
+        link.close()
+
+
+async def test_the_engine_keeps_serving_after_a_sweep_or_a_cache_statistics_read_fails(tmp_path, caplog):
+    endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
+    engine = Engine(EngineConfig(port=0, launch=LaunchConfig(count=0), cache=CacheConfig(), **endpoints))
+    sweeps, reads = [], []
+    engine.dispatcher.sweep = failing_first(sweeps, engine.dispatcher.sweep)
+    real_stats = engine.cache.stats
+
+    async def stats():
+        reads.append(())
+        if len(reads) == 1:
+            raise RuntimeError("a bug")
+        return await real_stats()
+
+    engine.cache.stats = stats
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: len(sweeps) > 2 and len(reads) > 1)
+        assert not running.done()
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)  # the drain ran, and the engine stopped without an error
+    assert "sweeping the queues failed" in caplog.text
+    assert "reading the cache's statistics failed" in caplog.text
+
+
+async def test_a_worker_started_while_the_launcher_stops_is_stopped_too(monkeypatch, tmp_path):
+    spawning, spawned = asyncio.Event(), asyncio.Event()
+    processes = []
+    create = asyncio.create_subprocess_exec
+
+    async def slow_spawn(*args, **kwargs):
+        spawning.set()
+        await spawned.wait()  # still starting when stop() signals the workers it knows
+        processes.append(await create(*args, **kwargs))
+        return processes[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", slow_spawn)
+    launcher = LocalLauncher(
+        LaunchConfig(count=1, backend="sim"), f"ipc://{tmp_path}/nobody", EngineMetrics(), on_exit=lambda _: None
+    )
+    running = asyncio.create_task(launcher.run())
+    try:
+        await asyncio.wait_for(spawning.wait(), 10)
+        await launcher.stop(timeout_s=5.0)
+        spawned.set()
+        assert await eventually(lambda: processes)
+        # a worker with no engine to answer keeps saying hello until it is told to stop
+        assert await asyncio.wait_for(processes[0].wait(), 30) in (0, -signal.SIGTERM)
+        await asyncio.wait_for(running, 5)
+    finally:
+        running.cancel()
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
