@@ -29,6 +29,10 @@ from protocols.sockets import make_socket
 Reply = Images | Error | Busy | Cancelled
 
 
+# what is still queued at close, a Cancel above all, gets this long to reach the engine
+_CLOSE_LINGER_MS = 500
+
+
 class ClientClosed(Exception):
     pass
 
@@ -76,7 +80,7 @@ class ArgusClient:
             pass  # nobody to tell
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        self._socket.close(linger=_CLOSE_LINGER_MS)
         self._context.term()
 
     def __enter__(self) -> ArgusClient:
@@ -131,13 +135,19 @@ class AsyncArgusClient:
             raise
 
     async def close(self) -> None:
+        """Requests still in flight are cancelled at the engine and raise ClientClosed here."""
+        for request_id in self._waiting:
+            try:
+                self._socket.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
+            except zmq.Again:
+                break  # nobody to tell
         if self._reader is not None:
             self._reader.cancel()
             try:
                 await self._reader
             except (asyncio.CancelledError, zmq.ZMQError):
                 pass
-        self._socket.close(linger=0)
+        self._socket.close(linger=_CLOSE_LINGER_MS)
         self._context.term()
 
     async def __aenter__(self) -> AsyncArgusClient:

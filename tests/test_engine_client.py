@@ -6,9 +6,9 @@ import threading
 import pytest
 import zmq
 
-from engine.client import ArgusClient, AsyncArgusClient
+from engine.client import ArgusClient, AsyncArgusClient, ClientClosed
 from engine_process import free_port
-from protocols.client_messages import Error, Generate, engine_side_codec
+from protocols.client_messages import Cancel, Error, Generate, engine_side_codec
 
 
 class ScriptedEngine:
@@ -76,3 +76,15 @@ async def test_a_second_request_under_an_id_in_flight_is_refused_and_the_first_s
         engine.answer(identity, Error("same", "invalid_size", "answered"))
         reply = await asyncio.wait_for(first, 10)
         assert isinstance(reply, Error) and reply.message == "answered"
+
+
+async def test_closing_the_async_client_cancels_what_it_has_in_flight(engine):
+    client = AsyncArgusClient(engine.address)
+    pending = asyncio.create_task(client.generate("a fox", request_id="left-behind"))
+    _, sent = await asyncio.to_thread(engine.receive)
+    assert isinstance(sent, Generate)
+    await client.close()
+    _, cancel = await asyncio.to_thread(engine.receive)
+    assert isinstance(cancel, Cancel) and cancel.request_id == "left-behind"
+    with pytest.raises(ClientClosed):
+        await pending
