@@ -1,9 +1,12 @@
 """The controller coroutine: every second, ask the controller for a plan (solved off the loop) and apply it.
 
 Applying a plan moves as few workers as possible: the ones at a level with too
-many leave for levels with too few, the least loaded first. A move is a
-SetLevel message, not a reload: batches in flight finish at the level they were
-sent at, and routing follows the new level at once.
+many leave for levels with too few, the least loaded first (the busiest keep
+the level their queues were routed for). A move is a SetLevel message, not a
+reload: batches in flight finish at the level they were sent at, and routing
+follows the new level at once. The plan in force is applied again at every
+tick, so a worker that joined since (a replacement, at the level its hello
+brought) is put where the plan wants it without waiting for the next plan.
 """
 
 from __future__ import annotations
@@ -67,25 +70,26 @@ class ControlLoop:
                     self._controller.maybe_replan, self._clock(), len(self._registry.ready())
                 )
                 if plan is not None:
-                    self._apply(plan)
+                    self._record(plan)
+                if self.plan is not None:
+                    self._staff(self.plan)
             except Exception:  # a failed solve keeps the plan in force; serving goes on
                 log.exception("re-planning failed")
             await asyncio.sleep(self._tick_s)
 
-    def _apply(self, plan: Plan) -> None:
+    def _staff(self, plan: Plan) -> None:
         want = plan.workers_per_level
         have: Counter[int] = Counter()
-        movers = []
-        for worker in sorted(self._registry.ready(), key=lambda w: w.load):  # the least loaded move first
+        surplus = []
+        for worker in sorted(self._registry.ready(), key=lambda w: w.load, reverse=True):
             if have[worker.level] < want.get(worker.level, 0):
                 have[worker.level] += 1
             else:
-                movers.append(worker)
+                surplus.append(worker)
         targets = [level for level, n in sorted(want.items()) for _ in range(n - have[level])]
-        # with the fleet changed since the plan was made, extra movers stay where they are until the next one
-        for worker, level in zip(movers, targets, strict=False):
+        # the least loaded move first; with the fleet changed since the plan was made, extra ones stay put
+        for worker, level in zip(reversed(surplus), targets, strict=False):
             self._move(worker, level)
-        self._record(plan)
 
     def _record(self, plan: Plan) -> None:
         m = self._metrics
