@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,27 @@ def test_an_unreadable_spill_file_is_a_miss_and_an_eviction(tmp_path):
     file.write_bytes(b"short")
     assert store.take((1, 5)) is None
     assert evicted == [(1, 5)] and store.bytes_on_disk == 0
+    store.close()
+
+
+def test_a_spill_directory_that_does_not_exist_yet_is_made(tmp_path):
+    store = LatentStore(0, str(tmp_path / "cache" / "spill"), LATENT.nbytes)
+    store.put((1, 5), LATENT)
+    np.testing.assert_array_equal(store.take((1, 5)), LATENT)
+    store.close()
+
+
+def test_a_spill_that_cannot_be_written_is_an_eviction_and_the_books_stay_right(tmp_path):
+    evicted = []
+    store = LatentStore(LATENT.nbytes, str(tmp_path), 4 * LATENT.nbytes, on_evict=evicted.append)
+    store.put((1, 5), LATENT)
+    shutil.rmtree(next(tmp_path.iterdir()))  # the spill folder is gone (a cleaner, a full disk: writes fail)
+    store.put((2, 5), LATENT)  # (1, 5) cannot go down a tier: it is lost, not half-kept
+    store.put((3, 5), LATENT * 3)
+    assert evicted == [(1, 5), (2, 5)]
+    assert (store.bytes_in_memory, store.bytes_on_disk, len(store)) == (LATENT.nbytes, 0, 1)
+    assert [key for key, _, _ in store.stored()] == [(3, 5)]  # every entry is ranked in a tier
+    np.testing.assert_array_equal(store.take((3, 5)), LATENT * 3)
     store.close()
 
 

@@ -19,6 +19,7 @@ Not thread-safe: the prompt cache owns its store and uses it from one thread.
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import tempfile
 import weakref
@@ -29,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.cache.lcbfu import Lcbfu, Record
+
+log = logging.getLogger("argus.cache")
 
 Key = tuple[int, int]  # (prompt_id, level)
 # what workers hand back; persistence refuses any other dtype in a file
@@ -72,6 +75,7 @@ class LatentStore:
         self._spill_path: Path | None = None
         if self.spill_bytes:
             # a private folder: several engines may share one spill directory
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
             self._spill_path = Path(tempfile.mkdtemp(prefix="argus-spill-", dir=spill_dir))
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._spill_path, True)
 
@@ -157,8 +161,14 @@ class LatentStore:
                 return
             self._delete_from_disk(victim_key)
             self._evict(victim_key)
-        with open(self._file(key), "wb") as f:
-            f.write(entry.array.data)
+        try:
+            with open(self._file(key), "wb") as f:
+                f.write(entry.array.data)
+        except OSError as error:  # disk full, folder gone: the latent is lost, the books stay right
+            log.warning("could not spill latent %s to disk (%s): evicted instead", key, error)
+            self._file(key).unlink(missing_ok=True)
+            self._evict(key)
+            return
         entry.array = None
         self._disk.add(key, record)
         self.bytes_on_disk += entry.nbytes
