@@ -19,11 +19,10 @@ from protocols.limits import (
     MAX_REQUEST_ID_CHARS,
     MAX_SEED,
     MAX_STEPS,
-    OUTPUT_FORMATS,
+    OutputFormat,
 )
 
 RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID_CHARS)]
-OutputFormat = Annotated[str, msgspec.Meta(pattern=f"^({'|'.join(OUTPUT_FORMATS)})$")]
 
 
 class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_fields=True):

@@ -1,12 +1,15 @@
 """Bounds every front door enforces on what a client may ask for."""
 
+from typing import Literal, get_args
+
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGES_PER_REQUEST = 10  # as the OpenAI images API
 MAX_STEPS = 200
 MAX_GUIDANCE = 50.0
 MAX_SEED = 2**63 - 1
 MAX_REQUEST_ID_CHARS = 128
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
+OutputFormat = Literal["png", "jpeg", "webp"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 SIZE_MULTIPLE = 8
 # items in one worker batch: bounds the frames of a Generate and of its BatchDone
 MAX_BATCH = 32

@@ -14,11 +14,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from protocols.client_messages import Generate, ImageResult, OutputFormat
-from protocols.limits import MAX_GUIDANCE, MAX_IMAGES_PER_REQUEST, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
+from protocols.client_messages import Generate, ImageResult
+from protocols.limits import MAX_GUIDANCE, MAX_IMAGES_PER_REQUEST, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, OutputFormat
 
 SIZE_PATTERN = r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$"
-_SIZE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+# matched whole: the schema's pattern is searched with Python's `$`, which also matches before a final newline
+_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 
 
 class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -57,7 +58,7 @@ def parse_size(size: str) -> tuple[int, int]:
     """`WxH` -> (width, height); `auto` -> (0, 0), the backend's default."""
     if size == "auto":
         return 0, 0
-    match = _SIZE.match(size)
+    match = _SIZE.fullmatch(size)
     if not match:
         raise InvalidRequest(f"size {size!r} must be 'auto' or 'WIDTHxHEIGHT', e.g. '1024x1024'", "size")
     return int(match.group(1)), int(match.group(2))

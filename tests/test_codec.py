@@ -108,13 +108,17 @@ def test_only_its_own_types_are_encoded():
         worker_messages.engine_side_codec().encode(worker_messages.Abort([Foreign()]))  # type: ignore[list-item]
 
 
-def test_client_request_bounds_are_part_of_decoding():
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [({"prompt": ""}, "length >= 1"), ({"output_format": "png\n"}, "Invalid enum value 'png\\n'")],
+)
+def test_client_request_bounds_are_part_of_decoding(fields, reason):
     codec = client_messages.engine_side_codec()
     frames = client_messages.client_side_codec()._encoder.encode(
-        {"type": "generate", "request_id": "r", "prompt": "", "n": 1}
+        {"type": "generate", "request_id": "r", "prompt": "a", "n": 1, **fields}
     )
     result = codec.decode([frames])
-    assert isinstance(result, DecodeError) and "length >= 1" in result.reason
+    assert isinstance(result, DecodeError) and reason in result.reason
 
 
 def _valid_messages():

@@ -55,8 +55,16 @@ def good(engine) -> None:
             400,
             "invalid_request",
             "output_format",
-            "match",
+            "Invalid enum",
         ),
+        (
+            json.dumps({"prompt": "a", "output_format": "png\n"}).encode(),
+            400,
+            "invalid_request",
+            "output_format",
+            "Invalid enum",
+        ),
+        (json.dumps({"prompt": "a", "size": "64x64\n"}).encode(), 400, "invalid_request", "size", "WIDTHxHEIGHT"),
         (
             json.dumps({"prompt": "a", "response_format": "bmp"}).encode(),
             400,
