@@ -405,7 +405,6 @@ class Dispatcher:
             job.batch_id = batch_id
             job.sent_at = now
             job.attempts += 1
-            self._metrics.queue_seconds.observe(now - job.request.admitted_at)
         if not self._send(worker, message):
             self.worker_lost(worker, "unreachable")
 
@@ -470,7 +469,9 @@ class Dispatcher:
             return
         self._live.pop(job.job_id)
         if isinstance(message, ItemDone):
+            queued_s = job.sent_at - job.request.admitted_at  # until the run that made it was sent
             self._metrics.images.labels(str(message.level)).inc()
+            self._metrics.queue_seconds.observe(queued_s)
             if self._on_image is not None:
                 try:
                     self._on_image(job, message)
@@ -483,7 +484,7 @@ class Dispatcher:
                     seed=job.seed,
                     level=message.level,
                     similarity=job.similarity,
-                    queue_ms=(job.sent_at - job.request.admitted_at) * 1000.0,
+                    queue_ms=queued_s * 1000.0,
                     run_ms=message.run_ms,
                     steps_run=message.steps_run,
                     worker=worker.name,

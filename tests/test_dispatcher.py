@@ -126,6 +126,8 @@ async def test_lost_worker_jobs_go_to_another_worker_once():
     reply = request.future.result()
     assert isinstance(reply, Images) and len(reply.images) == 2
     assert h.dispatcher.outstanding_images == 0
+    # each image's queue time is observed once, for the run that made it
+    assert h.metrics.registry.get_sample_value("argus_queue_seconds_count") == 2
 
 
 async def test_a_lost_workers_jobs_are_each_sent_once_even_when_rerouting_one_frees_room_for_another():
