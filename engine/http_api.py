@@ -49,6 +49,7 @@ _STATUS = {
 }
 
 ENGINE_KEY = web.AppKey("engine", object)
+_BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
 def request_ids() -> Iterator[str]:
@@ -99,7 +100,9 @@ async def _json_errors(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json(error_response(exc.reason, exc.reason.lower().replace(" ", "_")), exc.status)
+        # keep what the status needs (Allow on a 405), not the plain-text body's own headers
+        kept = {name: value for name, value in exc.headers.items() if name.lower() not in _BODY_HEADERS}
+        return _json(error_response(exc.reason, exc.reason.lower().replace(" ", "_")), exc.status, kept)
 
 
 def _require_api_key(api_key: str):

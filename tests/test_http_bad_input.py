@@ -105,6 +105,14 @@ def test_unknown_route_is_a_json_404(engine):
     assert json.loads(body)["error"]["code"] == "not_found"
 
 
+def test_a_wrong_method_is_a_json_405_that_names_the_allowed_one(engine):
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(engine.http + "/v1/images/generations", timeout=30)
+    assert raised.value.code == 405
+    assert raised.value.headers["Allow"] == "POST"
+    assert json.loads(raised.value.read())["error"]["code"] == "method_not_allowed"
+
+
 def test_engine_keeps_serving_after_bad_input(engine):
     for body in (b"\xff\xfe garbage", b'{"prompt": null}', b'{"prompt": "a", "n": 1e309}'):
         assert post(engine, body)[0] == 400
