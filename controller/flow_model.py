@@ -4,7 +4,7 @@ Classes are the keys of the demand (for Argus, the predicted best level K*);
 levels are the K' workers serve. f[K][K'] is the images/s of class K served at
 K'. Both models maximise
 
-    sum over (K, K') of [(BIG_M - loss[K][K']) / total demand - HEADROOM_WEIGHT / (capacity[K'] * W)] * f[K][K']
+    sum over (K, K') of [(BIG_M - loss[K][K']) / S - HEADROOM_WEIGHT / (capacity[K'] * W)] * f[K][K']
 
 subject to sum_K' f[K][K'] <= demand[K] and sum_K f[K][K'] <= capacity[K'] * x[K'].
 BIG_M exceeds any loss (quality points, at most 100), so one more image/s
@@ -13,9 +13,13 @@ second. Among equally good routes, each class prefers its own level, then the
 nearest (a cost of ROUTE_TIE_BREAK per squared step between levels, far below
 any real loss and below the allocation's moving penalty): without it the LP
 has many optima, and the routes could flip between them from one solve to
-the next with nothing changed. Dividing by the total demand keeps the
-objective near BIG_M at any scale, so the solver's tolerances mean the same
-at 8 workers as at 1024.
+the next with nothing changed. S is the total demand, or what the fleet can
+serve at most (W workers at the fastest level) when that is less. Dividing by
+it keeps the objective near BIG_M at any scale, so the solver's tolerances mean
+the same at 8 workers as at 1024. It also keeps an image served worth far more
+than any headroom or move cost however far demand outgrows the fleet: divided
+by the demand alone, a flood of a few thousand times the fleet's capacity
+made every flow cost more than it earned, and nothing was served.
 """
 
 from __future__ import annotations
@@ -96,8 +100,8 @@ def add_flows(solver: Any, problem: FlowProblem, workers: Mapping[int, Any], fle
         inflow = [f for (_, level), f in flows.items() if level == kp]
         if inflow:
             solver.Add(solver.Sum(inflow) <= problem.capacity_rps[kp] * workers[kp])
-    scale = max(problem.total_demand_rps, 1e-9)
     fleet = max(fleet, 1)
+    scale = max(_servable_at_most(problem, fleet), 1e-9)
     objective = solver.Sum(
         [
             ((BIG_M - problem.loss[k][kp] - _detour(problem.levels, k, kp)) / scale - _busy(problem, kp, fleet)) * f
@@ -105,6 +109,12 @@ def add_flows(solver: Any, problem: FlowProblem, workers: Mapping[int, Any], fle
         ]
     )
     return flows, objective
+
+
+def _servable_at_most(problem: FlowProblem, fleet: int) -> float:
+    """The demand, or the images/s the whole fleet serves at its fastest level when that is less."""
+    fastest = max(problem.capacity_rps.values(), default=0.0)
+    return min(problem.total_demand_rps, fleet * fastest) if fastest > 0 else problem.total_demand_rps
 
 
 def _busy(problem: FlowProblem, level: int, fleet: int) -> float:
@@ -135,9 +145,12 @@ def flow_values(flows: Mapping[tuple[int, int], Any]) -> dict[tuple[int, int], f
 
 
 def default_row(problem: FlowProblem, k: int, workers_per_level: Mapping[int, int]) -> dict[int, float]:
-    """Where class k goes when nothing of it is routed: the cheapest allowed level that has workers,
-    nearest to k on ties (its own level when staffed), else its cheapest allowed level."""
+    """Where class k goes when nothing of it is routed: its own level when staffed (the cheapest level
+    is level 0, the slowest, where a burst of a class that was quiet would cost the most), else the
+    cheapest allowed level that has workers, nearest to k on ties, else its cheapest allowed level."""
     allowed = problem.loss[k]
+    if k in allowed and workers_per_level.get(k, 0) > 0:
+        return {k: 1.0}
     staffed = [kp for kp in allowed if workers_per_level.get(kp, 0) > 0] or list(allowed)
     return {min(staffed, key=lambda kp: (allowed[kp], abs(kp - k))): 1.0}
 

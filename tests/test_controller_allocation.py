@@ -138,6 +138,21 @@ def test_ten_times_capacity_still_serves_as_much_as_possible():
     assert solution.workers_per_level[25] == workers
 
 
+def test_any_overload_still_serves_all_it_can():
+    demand = {0: 5000 * CAPACITY[25], 25: 5000 * CAPACITY[25]}  # a flood at one worker
+    solution = allocate(problem(demand), 1, {0: 1}, OPTIONS)
+    plan = plan_from_solution(problem(demand), solution, "argus", 0.0)
+    assert_plan_is_sound(plan, 1)
+    assert plan.served_rps == pytest.approx(max_servable(demand, 1), rel=1e-6)
+
+
+def test_a_class_without_demand_goes_to_its_own_level_when_it_is_staffed():
+    solution = route(problem({25: 1.0}), {0: 2, 20: 2, 25: 2}, OPTIONS)
+    plan = plan_from_solution(problem({25: 1.0}), solution, "argus", 0.0)
+    assert plan.redirect[20] == {20: 1.0}
+    assert plan.redirect[10] == {0: 1.0}  # its level has no workers: the staffed level that loses least
+
+
 def test_ten_times_capacity_of_misses_alone_fills_level_0():
     demand = {0: 10 * 6 * CAPACITY[0]}
     solution = allocate(problem(demand), 6, {25: 6}, OPTIONS)
