@@ -104,6 +104,8 @@ class TrainedPredictor:
         provenance: str = "",
     ) -> TrainedPredictor:
         """One L2-regularised logistic regression per level on samples served from a neighbour (level > 0)."""
+        if not (math.isfinite(l2) and l2 > 0):
+            raise ValueError(f"l2 must be > 0, not {l2}: without a penalty a separable level has no fit")
         usable = [s for s in samples if s.similarity is not None and s.level > 0]
         if not usable:
             raise ValueError("no samples served from a cached neighbour (similarity given, level > 0)")

@@ -50,8 +50,11 @@ class LatencyProfile:
         for level, row in self.latency_s.items():
             if not 0 <= level < self.steps:
                 raise ValueError(f"level {level} outside 0..{self.steps - 1}")
-            if row[0] <= 0 or any(b < a for a, b in itertools.pairwise(row)):
-                raise ValueError(f"level {level}: batch latencies must be positive and not fall with batch size")
+            finite = all(math.isfinite(s) for s in row)  # NaN would pass every comparison below
+            if not finite or row[0] <= 0 or any(b < a for a, b in itertools.pairwise(row)):
+                raise ValueError(
+                    f"level {level}: batch latencies must be finite, positive and not fall with batch size"
+                )
 
     @property
     def levels(self) -> tuple[int, ...]:

@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
     held_out = samples[4::5]
     training = [s for i, s in enumerate(samples) if i % 5 != 4]
-    trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
+    try:
+        trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
+    except ValueError as error:  # an option it cannot fit with
+        raise SystemExit(f"argus train-predictor: {error}") from None
     reference = SimilarityTable.bundled(args.embedder) if args.embedder else None
 
     rows = []

@@ -14,6 +14,7 @@ milliseconds to seconds); one lock keeps the two apart.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,13 @@ class ControllerConfig:
     min_observe_s: float = 2.0
     ewma_alpha: float = 0.5
     headroom: float = 1.05
+
+    def __post_init__(self) -> None:
+        # a window of 0 would re-plan without pause on demand measured over a few milliseconds
+        for name in ("slo_s", "window_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, not {value}")
 
 
 class Controller:

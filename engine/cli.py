@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
+from collections.abc import Callable
 
 from controller.policies import POLICY_NAMES
 from engine.config import CacheConfig, DispatchConfig, EngineConfig, LaunchConfig, PolicyConfig
@@ -22,24 +24,49 @@ def batch_size(text: str) -> int:
     return value
 
 
+def _at_least_zero(kind: type, zero_allowed: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind` above zero (or from zero)."""
+    bound = ">= 0" if zero_allowed else "> 0"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, not {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, not {text!r}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {bound}"  # argparse names the type in its errors
+    return parse
+
+
+positive_int = _at_least_zero(int, zero_allowed=False)
+positive_float = _at_least_zero(float, zero_allowed=False)
+non_negative_int = _at_least_zero(int, zero_allowed=True)
+non_negative_float = _at_least_zero(float, zero_allowed=True)
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the engine and its local workers")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (0: any free port)")
     p.add_argument("--client-listen", action="append", help="ZeroMQ address for client programs (repeatable)")
     p.add_argument("--worker-listen", action="append", help="ZeroMQ address remote workers connect to (repeatable)")
-    p.add_argument("--workers", type=int, default=2, help="local worker processes to spawn (0: none)")
+    p.add_argument("--workers", type=non_negative_int, default=2, help="local worker processes to spawn (0: none)")
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
     p.add_argument("--device", action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
-    p.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
+    p.add_argument(
+        "--time-scale", type=non_negative_float, default=1.0, help="sim backend: multiply simulated GPU time"
+    )
     p.add_argument(
         "--max-batch", type=batch_size, help=f"largest batch a worker runs, 1 to {MAX_BATCH} (default: the backend's)"
     )
-    p.add_argument("--max-queue", type=int, default=1024, help="images admitted at once; past it, 429/Busy")
+    p.add_argument("--max-queue", type=positive_int, default=1024, help="images admitted at once; past it, 429/Busy")
     p.add_argument("--policy", default="argus", choices=POLICY_NAMES, help="allocation and level policy")
-    p.add_argument("--slo-ms", type=float, help="SLO the controller plans for (default: three exact images)")
-    p.add_argument("--window-s", type=float, default=10.0, help="controller window: a full re-plan this often")
+    p.add_argument("--slo-ms", type=positive_float, help="SLO the controller plans for (default: three exact images)")
+    p.add_argument("--window-s", type=positive_float, default=10.0, help="controller window: a full re-plan this often")
     p.add_argument("--latency-profile", metavar="FILE", help="`argus profile latency` output (default: bundled)")
     p.add_argument("--quality-profile", metavar="FILE", help="`argus profile quality` samples (default: modelled)")
     p.add_argument("--predictor", metavar="FILE", help="`argus train-predictor` output (default: similarity table)")
@@ -47,11 +74,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedder", default="hash", choices=["hash", "minilm", "clip"], help="prompt embedder")
     p.add_argument("--embedder-path", metavar="DIR", help="clip: a local CLIP text encoder directory")
     p.add_argument("--no-cache", action="store_true", help="no approximate caching: every image runs in full")
-    p.add_argument("--cache-bytes", type=int, default=1 << 30, help="latents held in memory, bytes")
+    p.add_argument("--cache-bytes", type=non_negative_int, default=1 << 30, help="latents held in memory, bytes")
     p.add_argument("--cache-dir", metavar="DIR", help="spill directory, and where the cache is saved on shutdown")
-    p.add_argument("--cache-dir-bytes", type=int, default=0, help="latents spilled to --cache-dir, bytes")
-    p.add_argument("--heartbeat-timeout", type=float, default=10.0, help="seconds of worker silence before it is lost")
-    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight work on SIGTERM")
+    p.add_argument("--cache-dir-bytes", type=non_negative_int, default=0, help="latents spilled to --cache-dir, bytes")
+    p.add_argument(
+        "--heartbeat-timeout", type=positive_float, default=10.0, help="seconds of worker silence before it is lost"
+    )
+    p.add_argument(
+        "--shutdown-timeout", type=non_negative_float, default=30.0, help="seconds to finish in-flight work on SIGTERM"
+    )
     p.add_argument(
         "--api-key",
         default=os.environ.get("ARGUS_API_KEY"),
@@ -146,13 +177,15 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
     p.add_argument("--device", default="cpu", help="cpu or cuda:N")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
-    p.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
+    p.add_argument(
+        "--time-scale", type=non_negative_float, default=1.0, help="sim backend: multiply simulated GPU time"
+    )
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
-    p.add_argument("--threads", type=int, help="torch threads on CPU")
+    p.add_argument("--threads", type=positive_int, help="torch threads on CPU")
     p.add_argument("--die-with-parent", action="store_true", help="exit when the spawning engine dies")
     p.add_argument(
         "--count",
-        type=int,
+        type=positive_int,
         default=1,
         help="sim backend: run this many SIMULATED workers in this one process (ids WORKER_ID-0 .. WORKER_ID-N-1)",
     )

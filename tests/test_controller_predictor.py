@@ -94,3 +94,14 @@ def test_train_predictor_command(tmp_path, capsys):
     assert TrainedPredictor.load(out).target == 95.0
     printed = capsys.readouterr().out
     assert "held-out" in printed and "table" in printed
+
+
+@pytest.mark.parametrize("l2", ["0", "-1", "nan"])
+def test_train_predictor_refuses_a_penalty_that_is_not_positive(tmp_path, l2):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in _samples(100, seed=5)))
+    parser = argparse.ArgumentParser()
+    train_predictor.add_arguments(parser)
+    args = parser.parse_args([str(samples), "--out", str(tmp_path / "model.json"), "--l2", l2])
+    with pytest.raises(SystemExit, match="l2 must be > 0"):
+        train_predictor.run(args)

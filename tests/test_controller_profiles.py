@@ -89,9 +89,10 @@ def test_profile_round_trips_and_checks_its_version(tmp_path):
         LatencyProfile.load(path)
 
 
-def test_profile_rejects_latency_falling_with_batch():
-    with pytest.raises(ValueError):
-        LatencyProfile("bad", 50, {0: (2.0, 1.0)}, "")
+@pytest.mark.parametrize("row", [(2.0, 1.0), (float("nan"), 1.0), (1.0, float("nan")), (1.0, float("inf"))])
+def test_profile_rejects_latency_that_falls_with_batch_or_is_not_finite(row):
+    with pytest.raises(ValueError, match="finite, positive and not fall"):
+        LatencyProfile("bad", 50, {0: row}, "")
 
 
 # -- quality model -----------------------------------------------------------------------

@@ -145,3 +145,10 @@ def test_the_controller_drives_every_policy(name):
         arrive(controller, 15, 2)
         controller.maybe_replan(float(t), 4)
     assert controller.plan.policy == name and controller.plan.created_at == 30.0
+
+
+@pytest.mark.parametrize("field", ["window_s", "slo_s"])
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan")])
+def test_a_window_or_slo_that_is_not_positive_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        ControllerConfig(**{field: value})
