@@ -89,6 +89,15 @@ class LatencyProfile:
         table = {k: tuple(seconds * factor for seconds in row) for k, row in self.latency_s.items()}
         return LatencyProfile(f"{self.name} x{factor:g}", self.steps, table, f"{self.provenance}; times {factor:g}")
 
+    def limited_to(self, max_batch: int) -> LatencyProfile:
+        """The profile of workers that run at most `max_batch` images at once."""
+        if max_batch >= self.max_batch:
+            return self
+        table = {k: row[:max_batch] for k, row in self.latency_s.items()}
+        return LatencyProfile(
+            f"{self.name} (batch <= {max_batch})", self.steps, table, f"{self.provenance}; batches up to {max_batch}"
+        )
+
     @classmethod
     def from_model(
         cls,

@@ -12,6 +12,7 @@ from controller.similarity import SimilarityTable
 from controller.versioned import DATA_DIR
 from controller.window import Controller, ControllerConfig
 from engine.config import EngineConfig
+from workers.limits import BACKEND_MAX_BATCH
 
 log = logging.getLogger("argus.controller")
 
@@ -23,7 +24,10 @@ _SLO_IN_EXACT_IMAGES = 3.0
 
 @dataclass(frozen=True)
 class ControlSetup:
-    profile: LatencyProfile
+    profile: LatencyProfile  # every batch size profiled: a remote worker may run larger ones
+    # cut to the batches the configured workers run: their capacity is the largest batch that fits in the SLO,
+    # so a batch they never run would overstate it
+    planned: LatencyProfile
     policy: Policy
     controller: Controller
     slo_s: float
@@ -32,6 +36,8 @@ class ControlSetup:
 def build_control(config: EngineConfig, now: float) -> ControlSetup:
     policy_config = config.policy
     profile = _latency_profile(config)
+    launch = config.launch
+    planned = profile.limited_to(launch.max_batch or BACKEND_MAX_BATCH.get(launch.backend, BACKEND_MAX_BATCH["sdxl"]))
     table = SimilarityTable.bundled(config.cache.embedder)
     if policy_config.quality_profile:
         degradation = DegradationMatrix.load_profiled(policy_config.quality_profile, table)
@@ -40,14 +46,14 @@ def build_control(config: EngineConfig, now: float) -> ControlSetup:
     predictor = (
         TrainedPredictor.load(policy_config.predictor) if policy_config.predictor else SimilarityPredictor(table)
     )
-    policy = make_policy(policy_config.name, profile, degradation, predictor)
+    policy = make_policy(policy_config.name, planned, degradation, predictor)
     slo_s = policy_config.slo_s or _SLO_IN_EXACT_IMAGES * profile.latency(0, 1)
     window_s = policy_config.window_s
     # re-route no sooner than a fifth of a window (a compressed clock compresses this too)
     controller_config = ControllerConfig(slo_s=slo_s, window_s=window_s, min_observe_s=min(2.0, window_s / 5))
     controller = Controller(policy, controller_config, now)
-    log.info("policy %s, SLO %.2f s, latency profile %s", policy.name, slo_s, profile.name)
-    return ControlSetup(profile, policy, controller, slo_s)
+    log.info("policy %s, SLO %.2f s, latency profile %s", policy.name, slo_s, planned.name)
+    return ControlSetup(profile, planned, policy, controller, slo_s)
 
 
 def _latency_profile(config: EngineConfig) -> LatencyProfile:

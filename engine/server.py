@@ -194,7 +194,7 @@ class Engine:
             "ready": self.state is EngineState.RUNNING and bool(workers),
             "state": self.state.value,
             # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies
-            "exact_capacity_rps": len(workers) * self.control.profile.capacity_rps(0, self.control.slo_s),
+            "exact_capacity_rps": len(workers) * self.control.planned.capacity_rps(0, self.control.slo_s),
             "workers": [
                 {
                     "name": w.name,

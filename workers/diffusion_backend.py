@@ -21,7 +21,7 @@ from protocols.limits import OUTPUT_FORMATS, SIZE_MULTIPLE
 from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo, BatchAborted, StepControl
 from workers.image_encoding import encode_image
-from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
+from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 
@@ -204,7 +204,7 @@ def load_tiny(
     seed: int = 0,
     levels: tuple[int, ...] = DEFAULT_LEVELS,
     default_steps: int = DEFAULT_STEPS,
-    max_batch: int = 8,
+    max_batch: int = BACKEND_MAX_BATCH["tiny"],
 ) -> DiffusionBackend:
     # imported here so an sdxl worker never builds the tiny model
     from workers.tiny_pipeline import build_tiny_sdxl
@@ -218,7 +218,7 @@ def load_sdxl(
     *,
     levels: tuple[int, ...] = DEFAULT_LEVELS,
     default_steps: int = DEFAULT_STEPS,
-    max_batch: int = 4,
+    max_batch: int = BACKEND_MAX_BATCH["sdxl"],
 ) -> DiffusionBackend:
     """Loads SD-XL from a local diffusers checkpoint directory, never the hub."""
     if not os.path.isdir(model_dir):

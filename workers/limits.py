@@ -1,4 +1,4 @@
-"""Image sizes each backend accepts, known without loading it (the engine validates with them)."""
+"""Image sizes and batch sizes each backend accepts, known without loading it (the engine plans with them)."""
 
 from __future__ import annotations
 
@@ -17,5 +17,7 @@ BACKEND_SIZES = {
     "sdxl": SizeLimits(512, 1536, 1024),
     "sim": SizeLimits(64, 2048, 1024),
 }
+# the largest batch each backend runs when --max-batch does not say
+BACKEND_MAX_BATCH = {"tiny": 8, "sdxl": 4, "sim": 8}
 DEFAULT_STEPS = 50
 DEFAULT_LEVELS = (5, 10, 15, 20, 25)

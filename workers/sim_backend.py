@@ -21,7 +21,7 @@ from protocols.codec import Blob
 from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo, StepControl
 from workers.image_encoding import encode_image
-from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
+from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
 
 # placeholder latents: the engine's cache treats them like real ones, at a size
 # that keeps a thousand simulated workers cheap to feed
@@ -82,7 +82,7 @@ class SimBackend(Backend):
         time_scale: float = 1.0,
         levels: tuple[int, ...] = DEFAULT_LEVELS,
         default_steps: int = DEFAULT_STEPS,
-        max_batch: int = 8,
+        max_batch: int = BACKEND_MAX_BATCH["sim"],
     ):
         """`similarity` is the engine's embedder's table: the quality model is calibrated on it.
 
