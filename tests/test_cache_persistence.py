@@ -63,6 +63,31 @@ def test_round_trip(saved):
         restored.close()
 
 
+def test_a_restart_with_the_same_budgets_keeps_every_latent_in_its_tier(tmp_path):
+    """Latents of two sizes: placed anew by LCBFU, a small one pushed a large one off a full disk."""
+    budgets = dict(max_bytes=1024, spill_dir=str(tmp_path), spill_bytes=1024)
+    big, small = ShapeKey(50, 64, 64), ShapeKey(50, 32, 32)
+    cache = PromptCache("hash", DIM, LEVELS, **budgets)
+    for i, (shape, elements) in enumerate([(big, 128), (big, 128), (small, 64), (big, 128), (small, 64)]):
+        cache.insert(f"p{i}", vector(i), shape, {25: np.full(elements, i, np.float32)})
+    cache.take_latent(cache.lookup(vector(1), big).prompt_id, 25)
+    before = cache.stats()
+    assert before.bytes_on_disk > 0 and before.evictions == 0
+    cache.save(str(tmp_path / "saved"))
+    restored = load(tmp_path / "saved", **budgets)
+    try:
+        after = restored.stats()
+        assert (after.entries, after.bytes_in_memory, after.bytes_on_disk) == (
+            before.entries,
+            before.bytes_in_memory,
+            before.bytes_on_disk,
+        )
+        assert after.evictions == 0
+    finally:
+        restored.close()
+        cache.close()
+
+
 def test_hits_survive_a_restart_into_a_smaller_cache(saved):
     _, directory = saved
     restored = load(directory, max_bytes=512)  # room for one latent: the most used one

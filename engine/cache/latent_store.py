@@ -45,6 +45,10 @@ class StoredLatent:
     nbytes: int
     array: np.ndarray | None  # None while spilled to disk
 
+    @property
+    def on_disk(self) -> bool:
+        return self.array is None
+
 
 def check_dtype(latent: np.ndarray) -> None:
     if latent.dtype.name not in ALLOWED_DTYPES:
@@ -85,16 +89,25 @@ class LatentStore:
     def __contains__(self, key: Key) -> bool:
         return key in self._entries
 
-    def put(self, key: Key, latent: np.ndarray, uses: int = 0) -> None:
-        """Stores a latent (uses > 0 only when restoring a saved entry); may evict others, or this one."""
-        if key in self._entries:
-            raise KeyError(f"latent {key} is already stored")
-        check_dtype(latent)
-        array = np.array(latent, order="C", copy=True)
-        array.flags.writeable = False
-        entry = StoredLatent(array.dtype, array.shape, array.nbytes, array)
-        self._entries[key] = entry
-        self._to_memory(key, entry, Record(level=key[1], uses=uses, seq=next(self._seq)))
+    def put(self, key: Key, latent: np.ndarray) -> None:
+        """Stores a latent; may evict others, or this one."""
+        entry, record = self._admit(key, latent, uses=0)
+        self._to_memory(key, entry, record)
+
+    def restore(self, key: Key, latent: np.ndarray, uses: int, on_disk: bool) -> None:
+        """Stores a saved latent in the tier it was saved from while that has room, evicting nothing; else as put.
+
+        Entries restored oldest first into budgets that held them all come back as they were: placed by LCBFU
+        instead, a small newcomer could push a larger entry down to a full disk, and so out for good.
+        """
+        entry, record = self._admit(key, latent, uses)
+        if on_disk and self._spill_path is not None and self.bytes_on_disk + entry.nbytes <= self.spill_bytes:
+            self._write_to_disk(key, entry, record)
+        elif not on_disk and self.bytes_in_memory + entry.nbytes <= self.max_bytes:
+            self._memory.add(key, record)
+            self.bytes_in_memory += entry.nbytes
+        else:
+            self._to_memory(key, entry, record)
 
     def take(self, key: Key) -> np.ndarray | None:
         """The latent, counted as a hit; None if it is not stored (or its spill file is unreadable)."""
@@ -161,6 +174,9 @@ class LatentStore:
                 return
             self._delete_from_disk(victim_key)
             self._evict(victim_key)
+        self._write_to_disk(key, entry, record)
+
+    def _write_to_disk(self, key: Key, entry: StoredLatent, record: Record) -> None:
         try:
             with open(self._file(key), "wb") as f:
                 f.write(entry.array.data)
@@ -173,6 +189,16 @@ class LatentStore:
         self._disk.add(key, record)
         self.bytes_on_disk += entry.nbytes
         self.spills += 1
+
+    def _admit(self, key: Key, latent: np.ndarray, uses: int) -> tuple[StoredLatent, Record]:
+        if key in self._entries:
+            raise KeyError(f"latent {key} is already stored")
+        check_dtype(latent)
+        array = np.array(latent, order="C", copy=True)
+        array.flags.writeable = False
+        entry = StoredLatent(array.dtype, array.shape, array.nbytes, array)
+        self._entries[key] = entry
+        return entry, Record(level=key[1], uses=uses, seq=next(self._seq))
 
     def _delete_from_disk(self, key: Key) -> None:
         self._disk.remove(key)

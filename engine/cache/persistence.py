@@ -59,6 +59,7 @@ class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     shape: list[int]
     offset: int  # from the start of the latents section
     nbytes: int
+    on_disk: bool = False  # the tier it was saved from (absent in files saved before it was recorded)
 
 
 class _Meta(msgspec.Struct, forbid_unknown_fields=True):

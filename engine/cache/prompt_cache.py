@@ -181,7 +181,9 @@ class PromptCache:
         prompt_ids = sorted(self._prompts)
         prompts = [self._saved_prompt(prompt_id) for prompt_id in prompt_ids]
         latents = [
-            persistence.SavedLatent(key[0], key[1], record.uses, entry.dtype.name, list(entry.shape), 0, entry.nbytes)
+            persistence.SavedLatent(
+                key[0], key[1], record.uses, entry.dtype.name, list(entry.shape), 0, entry.nbytes, entry.on_disk
+            )
             for key, record, entry in self._store.stored()
         ]
         persistence.write_cache_file(
@@ -236,7 +238,8 @@ class PromptCache:
         self._next_id = saved.next_prompt_id
         # oldest first, so the restored entries keep their relative age for LCBFU's tie-break
         for latent in saved.latents:
-            self._store.put((latent.prompt_id, latent.level), saved.read_latent(latent), uses=latent.uses)
+            key = (latent.prompt_id, latent.level)
+            self._store.restore(key, saved.read_latent(latent), latent.uses, latent.on_disk)
 
     # -- internals ---------------------------------------------------------------------
     def _register(self, prompt_id: int, text: str, shape: ShapeKey, levels: set[int]) -> None:
