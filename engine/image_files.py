@@ -5,30 +5,41 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
 class ImageFiles:
-    def __init__(self, max_bytes: int, ttl_s: float):
+    def __init__(self, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic):
         self._max_bytes = max_bytes
         self._ttl_s = ttl_s
+        self._clock = clock
         self._files: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._bytes = 0
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes
 
     def put(self, data: bytes, output_format: str) -> str:
         """Stores an image; returns its file name (unguessable)."""
         name = f"{secrets.token_urlsafe(18)}.{output_format}"
-        self._evict(time.monotonic(), room_for=len(data))
-        self._files[name] = (time.monotonic() + self._ttl_s, data)
+        now = self._clock()
+        self._evict(now, room_for=len(data))
+        self._files[name] = (now + self._ttl_s, data)
         self._bytes += len(data)
         return name
 
     def get(self, name: str) -> tuple[bytes, str] | None:
         entry = self._files.get(name)
-        if entry is None or entry[0] < time.monotonic():
+        if entry is None or entry[0] < self._clock():
             return None
         return entry[1], CONTENT_TYPES[name.rsplit(".", 1)[1]]
+
+    def drop_expired(self) -> None:
+        """Frees the images past their TTL (the engine calls it periodically: else only a put would)."""
+        self._evict(self._clock(), room_for=0)
 
     def _evict(self, now: float, room_for: int) -> None:
         # oldest first: insertion order is expiry order, since the TTL is fixed

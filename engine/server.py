@@ -287,6 +287,7 @@ class Engine:
             await asyncio.sleep(interval)
             try:
                 self.dispatcher.sweep()
+                self.image_files.drop_expired()
             except Exception:  # a bug here must not end the TaskGroup, and with it the engine, without a drain
                 log.exception("sweeping the queues failed")
 

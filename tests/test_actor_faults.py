@@ -10,21 +10,13 @@ import signal
 
 import zmq
 from test_dispatcher import Harness
+from waiting import eventually
 
 from engine.config import CacheConfig, EngineConfig, LaunchConfig
 from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.server import Engine
 from engine.worker_link import WorkerLink
-
-
-async def eventually(condition, timeout_s: float = 10.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 def failing_first(calls: list, step):

@@ -3,8 +3,8 @@
 import asyncio
 from collections import Counter
 
-from test_actor_faults import eventually
 from test_dispatcher import Harness
+from waiting import eventually
 
 from controller.plan import Plan
 from engine.control_loop import ControlLoop

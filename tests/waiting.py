@@ -1,0 +1,13 @@
+"""Waiting in tests for what the engine does in its own time, without asserting how long it takes."""
+
+import asyncio
+
+
+async def eventually(condition, timeout_s: float = 10.0) -> bool:
+    """Whether `condition()` turned true within `timeout_s` (polled while the event loop runs)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
