@@ -110,7 +110,9 @@ def _require_api_key(api_key: str):
 
     @web.middleware
     async def check(request: web.Request, handler):
-        if request.path in _OPEN_PATHS:
+        # an image URL is a capability, as OpenAI's are: unguessable and short-lived, it can be handed to a
+        # browser or another service that holds no key
+        if request.path in _OPEN_PATHS or request.match_info.route.name == "image_file":
             return await handler(request)
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):

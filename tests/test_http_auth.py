@@ -1,4 +1,4 @@
-"""An API key guards every HTTP route but /health."""
+"""An API key guards every HTTP route but /health and the image URLs it hands out."""
 
 import json
 import urllib.error
@@ -43,3 +43,12 @@ def test_right_key_is_served_and_health_needs_none(engine):
     assert status == 200 and len(reply["data"]) == 1
     assert call(engine, "/health", None) == (200, {"status": "alive"})
     assert call(engine, "/metrics", "s3cret")[0] == 200
+
+
+def test_an_image_url_is_fetched_without_the_key(engine):
+    body = {"prompt": "a cat", "size": "64x64", "response_format": "url"}
+    status, reply = call(engine, "/v1/images/generations", "s3cret", body)
+    assert status == 200
+    with urllib.request.urlopen(reply["data"][0]["url"], timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Type"] == "image/png"
+        assert response.read().startswith(b"\x89PNG")
