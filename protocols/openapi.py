@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from protocols.limits import OUTPUT_FORMATS
 from protocols.openai_images import ErrorResponse, ImageGenerationRequest, ImagesResponse
 
 _REF = "#/components/schemas/{name}"
@@ -40,11 +41,23 @@ def openapi_document(version: str, api_key: bool) -> dict:
     }
     plain_text = {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}
     any_json = {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    binary = {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
+    image_file = {
+        "operationId": "getImageFile",
+        "summary": "An image generated with response_format=url (kept for a while, no API key needed)",
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            "200": {"description": "the image", "content": {f"image/{kind}": binary for kind in OUTPUT_FORMATS}},
+            "404": _error("no such image, or it expired"),
+        },
+        "security": [],
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "argus", "version": version},
         "paths": {
             "/v1/images/generations": {"post": generate},
+            "/v1/images/files/{name}": {"get": image_file},
             "/health": {"get": {"operationId": "health", "responses": any_json, "security": []}},
             "/ready": {
                 "get": {
@@ -54,6 +67,15 @@ def openapi_document(version: str, api_key: bool) -> dict:
                 }
             },
             "/metrics": {"get": {"operationId": "metrics", "responses": plain_text, "security": guarded}},
+            "/plan": {
+                "get": {
+                    "operationId": "plan",
+                    "summary": "The controller's plan in force: workers per level and redirection",
+                    "responses": {**any_json, "503": _error("no plan made yet")},
+                    "security": guarded,
+                }
+            },
+            "/openapi.json": {"get": {"operationId": "openapi", "responses": any_json, "security": guarded}},
         },
         "components": {
             "schemas": components,

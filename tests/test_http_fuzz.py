@@ -21,7 +21,13 @@ def engine(tmp_path_factory):
 
 @pytest.mark.parametrize(
     ("path", "method", "examples"),
-    [("/v1/images/generations", "POST", 150), ("/ready", "GET", 5), ("/health", "GET", 5), ("/metrics", "GET", 5)],
+    [
+        ("/v1/images/generations", "POST", 150),
+        ("/v1/images/files/{name}", "GET", 10),
+        ("/ready", "GET", 5),
+        ("/health", "GET", 5),
+        ("/metrics", "GET", 5),
+    ],
 )
 def test_api_holds_its_contract(engine, path, method, examples):
     schema = schemathesis.openapi.from_url(engine.http + "/openapi.json", headers=AUTH)
