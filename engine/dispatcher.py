@@ -58,6 +58,8 @@ log = logging.getLogger("argus.dispatcher")
 # a second batch goes to a busy worker only when its running one should end this soon (by the latency
 # profile): enough to hide the round trip between batches, far below any real generation
 PIPELINE_HORIZON_S = 0.005
+# stale entries the queued-jobs heap may hold beyond twice the live jobs before it is compacted
+_HEAP_SLACK = 64
 
 SendToWorker = Callable[[WorkerHandle, object], bool]
 OnImage = Callable[[Job, ItemDone], None]
@@ -179,7 +181,22 @@ class Dispatcher:
                 return
         worker.queue.append(job)
         heapq.heappush(self._queued, (self._start_by(job), next(self._queued_order), job))
+        if len(self._queued) > 2 * len(self._live) + _HEAP_SLACK:
+            self._compact_queued()
         self._pump(worker)
+
+    def _compact_queued(self) -> None:
+        """Drops the heap entries of jobs no longer queued. Entries leave the heap only from its top, so under a
+        steady stream of jobs with a deadline, those of jobs without one (keyed inf) would pile up for good,
+        each holding its finished request and images; a job routed again has its latest entry kept."""
+        latest = {entry[2].job_id: entry for entry in sorted(self._queued, key=lambda entry: entry[1])}
+        self._queued = [entry for entry in latest.values() if self._is_queued(entry[2])]
+        heapq.heapify(self._queued)
+
+    def _is_queued(self, job: Job) -> bool:
+        """Waiting in a worker's queue: not sent, not answered (its request may be done before its retirement
+        runs), not waiting for a worker."""
+        return job.worker is not None and job.batch_id is None and not job.request.done and job.job_id in self._live
 
     def _start_by(self, job: Job) -> float:
         """The latest time the job can start at its level and still meet its deadline (inf: no deadline).
@@ -272,11 +289,10 @@ class Dispatcher:
         beside it that share its batch key, up to a batch. False: no job is queued."""
         while self._queued:
             job = self._queued[0][2]
-            owner = job.worker
-            # sent, answered (its request may be done before its retirement runs) or waiting for a worker
-            if owner is None or job.batch_id is not None or job.request.done or job.job_id not in self._live:
+            if not self._is_queued(job):
                 heapq.heappop(self._queued)
                 continue
+            owner = job.worker
             if owner is worker:
                 if worker.queue[0] is not job:
                     worker.queue.remove(job)

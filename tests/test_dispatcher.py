@@ -412,3 +412,18 @@ async def test_a_job_answered_at_the_head_of_its_queue_leaves_nothing_stuck_behi
     await settle()
     assert doomed.future.result().code == "deadline_exceeded" and isinstance(kept.future.result(), Images)
     assert h.dispatcher.outstanding_images == 0
+
+
+async def test_jobs_sent_beside_an_urgent_one_leave_no_entry_behind_in_the_queued_heap():
+    h = Harness(profile=PROFILE)
+    worker = h.add_worker("a", max_batch=4)
+    requests = []
+    for _ in range(300):
+        # with a deadline, and without (keyed inf: never at the heap's top while deadlines keep coming)
+        requests += [h.request(slo_ms=10**9), h.request(), h.request(slo_ms=10**9), h.request()]
+        for batch in [b for b in h.batches("a") if b.batch_id in worker.inflight]:
+            h.finish(worker, batch)
+    await settle()
+    assert sum(r.done for r in requests) >= len(requests) - 8
+    # what is left are the entries of jobs still queued, plus bounded slack: not one per request served
+    assert len(h.dispatcher._queued) <= 2 * h.dispatcher.outstanding_images + 64
