@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("argus.clients")
 
+# at shutdown, replies already written still queue for clients that read slowly (large images on a slow link):
+# they get this long to leave before the engine exits
+_REPLY_FLUSH_MS = 10_000
+
 
 class ClientDoor:
     def __init__(self, engine: Engine, context: zmq.Context, listen: tuple[str, ...], curve: KeyPair | None = None):
@@ -38,7 +42,7 @@ class ClientDoor:
         self._socket.start()
 
     def close(self) -> None:
-        self._socket.close()
+        self._socket.close(linger_ms=_REPLY_FLUSH_MS)
 
     def _on_frames(self, identity: bytes, frames: list) -> None:
         message = self._codec.decode(frames)

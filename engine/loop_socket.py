@@ -57,10 +57,11 @@ class LoopSocket:
             self._schedule_drain()
         return True
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """`linger_ms`: how long what is still queued to send may keep the context's termination waiting."""
         if self._loop is not None and not self._sock.closed:
             self._loop.remove_reader(self._sock.FD)
-        self._sock.close(linger=0)
+        self._sock.close(linger=linger_ms)
 
     def _schedule_drain(self) -> None:
         if self._loop is not None and not self._drain_scheduled:

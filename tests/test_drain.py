@@ -7,10 +7,11 @@ import signal
 import time
 
 import pytest
+import zmq
 
 from engine.client import AsyncArgusClient
 from engine_process import children_of, start_engine
-from protocols.client_messages import Error, Images
+from protocols.client_messages import Error, Generate, Images, client_side_codec
 
 
 def stop_with_sigterm(engine) -> None:
@@ -46,6 +47,34 @@ def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     assert "Traceback" not in engine.log()  # the workers too: they share the engine's output
     time.sleep(0.5)
     assert not [pid for pid in workers if _alive(pid)]
+
+
+def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path):
+    engine = start_engine(tmp_path, "--time-scale", "0", backend="sim", workers=1)
+    codec = client_side_codec()
+    context = zmq.Context()
+    client = context.socket(zmq.DEALER)
+    client.setsockopt(zmq.RCVHWM, 1)
+    client.setsockopt(zmq.RCVBUF, 4096)  # the engine's socket holds what the link has no room for
+    client.connect(engine.client_address)
+    try:
+        requests = 20
+        for i in range(requests):
+            big = Generate(f"r{i}", f"a big picture {i}", n=10, width=2048, height=2048, output_format="jpeg")
+            client.send_multipart(codec.encode(big))
+        deadline = time.monotonic() + 60
+        while engine.metric("argus_requests_total", outcome="ok", code="") < requests:
+            assert time.monotonic() < deadline, "the engine did not answer"
+            time.sleep(0.2)
+        stop_with_sigterm(engine)
+        received = []  # read while the engine stops
+        while client.poll(5000):
+            received.append(codec.decode(client.recv_multipart()))
+        assert engine.process.wait(timeout=60) == 0
+        assert sorted(reply.request_id for reply in received) == sorted(f"r{i}" for i in range(requests))
+    finally:
+        client.close(linger=0)
+        context.term()
 
 
 def test_workers_exit_when_the_engine_is_killed(tmp_path):
