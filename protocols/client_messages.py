@@ -82,7 +82,7 @@ def salvage_request_id(header: bytes | memoryview) -> str:
     """The request id of a message that failed strict decoding, so its error can name it."""
     try:
         request_id = msgspec.msgpack.decode(header, type=_RequestIdOnly).request_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return ""
     return request_id[:MAX_REQUEST_ID_CHARS]
 

@@ -69,7 +69,8 @@ class Codec:
         self._in_frames = [_as_buffer(f) for f in frames[1:]]
         try:
             return self._decoder.decode(_as_buffer(frames[0]))
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+        # RecursionError: msgspec's answer to deeply nested arrays or maps, which a peer can send
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, RecursionError) as exc:
             return DecodeError(str(exc))
         finally:
             self._in_frames = ()

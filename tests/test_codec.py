@@ -87,6 +87,7 @@ def _header_with_array(index: int, dtype: str, shape: list[int]) -> bytes:
         (msgspec.msgpack.encode({"type": "no_such_kind"}), [], "Invalid value"),
         (msgspec.msgpack.encode({"type": "abort", "request_ids": "not a list"}), [], "Expected `array`"),
         (b"\xc1", [], "invalid"),
+        (b"\x82\xa1x" + b"\x91" * 100_000 + b"\xc0\xa4type\xa5abort", [], "recursion"),  # nested too deep
     ],
 )
 def test_malformed_multipart_is_refused_with_a_reason(header, frames, reason):
@@ -158,3 +159,8 @@ def test_mutated_frames_decode_to_a_message_or_an_error(which, frame, position, 
         frames.pop()
     result = receiver.decode([bytes(f) for f in frames])
     assert isinstance(result, (DecodeError, msgspec.Struct))
+
+
+def test_a_request_id_is_salvaged_from_nesting_too_deep_to_decode_as_nothing():
+    nested = b"\x82\xa1x" + b"\x91" * 100_000 + b"\xc0" + b"\xaarequest_id\xa1a"
+    assert client_messages.salvage_request_id(nested) == ""
