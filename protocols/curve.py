@@ -7,6 +7,8 @@ NAME.key holds a public key, NAME.key_secret the pair. Keys are z85 text.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +84,19 @@ def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
 
 
 def create_key_files(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """`name`.key and `name`.key_secret (owner only) in `directory`.
+
+    They are written in a private folder and moved in: written in place, the secret was readable by anyone
+    who could read `directory` until it was chmod-ed, long enough to open it and keep the descriptor.
+    """
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    private = tempfile.mkdtemp(prefix=".keys-", dir=directory)
+    try:
+        written = zmq.auth.create_certificates(private, name)
+        os.chmod(written[1], 0o600)
+        public, secret = (Path(directory) / Path(path).name for path in written)
+        os.replace(written[0], public)
+        os.replace(written[1], secret)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return public, secret

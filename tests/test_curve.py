@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import zmq.auth
 
 from engine.client import ArgusClient
 from engine_process import ROOT, start_engine
@@ -83,3 +85,25 @@ def test_others_get_nothing(engine, keys, who):
     # and the engine is unharmed
     with ArgusClient(engine.client_address, timeout_s=30, curve=keys["client"]) as client:
         assert isinstance(client.generate("still fine", width=64, height=64), Images)
+
+
+def test_a_secret_key_is_never_readable_by_others_not_even_while_it_is_written(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)  # a folder others may read
+    write = zmq.auth.create_certificates
+    exposed = []
+
+    def watched(directory, name):
+        paths = write(directory, name)
+        secret = Path(paths[1])
+        # readable by others now: the file itself, or a folder they may enter
+        exposed.append(bool(secret.stat().st_mode & 0o077) and bool(secret.parent.stat().st_mode & 0o077))
+        return paths
+
+    monkeypatch.setattr(zmq.auth, "create_certificates", watched)
+    public, secret = create_key_files(shared, "engine")
+    assert exposed == [False]
+    assert (public.parent, secret.parent) == (shared, shared)
+    assert (secret.stat().st_mode & 0o777) == 0o600
+    assert KeyPair.load(secret).public == zmq.auth.load_certificate(public)[0]
+    assert sorted(p.name for p in shared.iterdir()) == ["engine.key", "engine.key_secret"]
