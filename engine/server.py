@@ -9,9 +9,9 @@ workers are told to stop and the sockets close before the context.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
-import os
 import shutil
 import signal
 import tempfile
@@ -61,12 +61,28 @@ class EngineState(enum.Enum):
 
 class Engine:
     def __init__(self, config: EngineConfig):
+        # what is opened below, closed in reverse order when the engine stops, or at once if it cannot start
+        # (a port in use): sockets, the CURVE gate's thread, the context, the temporary folders
+        self._resources = contextlib.ExitStack()
+        try:
+            self._build(config)
+        except BaseException:
+            self._resources.close()
+            raise
+
+    def close(self) -> None:
+        """Closes what the constructor opened, for an engine that will not run (run() closes it when it ends)."""
+        self._resources.close()
+
+    def _build(self, config: EngineConfig) -> None:
         self.config = config
         self.state = EngineState.RUNNING
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
         self.image_files = ImageFiles(config.image_url_store_bytes, config.image_url_ttl_s)
         self._context = zmq.Context()
+        # destroy, not term: it also closes a socket whose bind failed, which term would wait on for ever
+        self._resources.callback(self._context.destroy)
         self._curve = None
         if config.curve_secret_file:
             self._curve = CurveGate(self._context, config.curve_secret_file, config.curve_allowed_dir)
@@ -76,13 +92,16 @@ class Engine:
         if self._curve is None and config.launcher == "ray":
             # a key pair made for this run; the gate admits the actors' (its local_worker_keys)
             self._run_keys_dir = tempfile.mkdtemp(prefix="argus-keys-")
+            self._resources.callback(shutil.rmtree, self._run_keys_dir, True)
             _, secret = create_key_files(self._run_keys_dir, "engine")
             self._curve = CurveGate(self._context, str(secret), self._run_keys_dir)
         if self._curve:
             self._curve.start()
+            self._resources.callback(self._curve.stop)
         server_keys = self._curve.server_keys if self._curve else None
         # local workers connect over a private IPC socket; remote ones over worker_listen
         self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
+        self._resources.callback(shutil.rmtree, self._ipc_dir, True)
         local = f"ipc://{self._ipc_dir}/workers"
         self.link = WorkerLink(
             self._context,
@@ -93,6 +112,7 @@ class Engine:
             config.heartbeat_timeout_s,
             server_keys,
         )
+        self._resources.callback(self.link.close)
         self.control = build_control(config, time.monotonic())
         self.dispatcher = Dispatcher(
             self.registry,
@@ -118,6 +138,7 @@ class Engine:
         )
         self.admission = Admission(self.registry, config.launch.backend, config.dispatch.retry_after_s)
         self.clients = ClientDoor(self, self._context, config.client_listen, client_keys)
+        self._resources.callback(self.clients.close)
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.link.on_joined = lambda worker: self.launcher.joined(worker.hello.worker_id)
@@ -232,15 +253,16 @@ class Engine:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
-        self.clients.start()
         runner = web.AppRunner(build_app(self), handler_cancellation=True, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port)
-        await site.start()
-        port = runner.addresses[0][1]
-        log.info("HTTP API listening on http://%s:%d (POST /v1/images/generations)", self.config.host, port)
-        log.info("ZeroMQ clients: %s; workers: %s", ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints))
         try:
+            self.clients.start()
+            await runner.setup()
+            site = web.TCPSite(runner, self.config.host, self.config.port)
+            await site.start()  # an HTTP port in use fails here: what was opened is closed below all the same
+            port = runner.addresses[0][1]
+            log.info("HTTP API listening on http://%s:%d (POST /v1/images/generations)", self.config.host, port)
+            endpoints = ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints)
+            log.info("ZeroMQ clients: %s; workers: %s", *endpoints)
             async with asyncio.TaskGroup() as group:
                 actors = [
                     group.create_task(self.link.run()),
@@ -255,14 +277,7 @@ class Engine:
                     actor.cancel()
         finally:
             await runner.cleanup()
-            self.clients.close()
-            self.link.close()
-            if self._curve:
-                self._curve.stop()
-            if self._run_keys_dir:
-                shutil.rmtree(self._run_keys_dir)
-            self._context.term()
-            _remove_dir(self._ipc_dir)
+            self.close()
             self.state = EngineState.STOPPED
             log.info("engine stopped")
 
@@ -308,9 +323,3 @@ class Engine:
         m.cache_bytes.labels("disk").set(stats.bytes_on_disk)
         m.cache_prompts.set(stats.prompts)
         m.cache_evictions.set(stats.evictions)
-
-
-def _remove_dir(path: str) -> None:
-    for name in os.listdir(path):
-        os.unlink(os.path.join(path, name))
-    os.rmdir(path)
