@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("argus.clients")
 
+# a request is one small frame (a prompt is at most 4,000 characters): a peer that sends a larger one is cut off
+# before the engine buffers it
+_MAX_REQUEST_FRAME_BYTES = 256 * 1024
 # at shutdown, replies already written still queue for clients that read slowly (large images on a slow link):
 # they get this long to leave before the engine exits
 _REPLY_FLUSH_MS = 10_000
@@ -32,7 +35,7 @@ _REPLY_FLUSH_MS = 10_000
 class ClientDoor:
     def __init__(self, engine: Engine, context: zmq.Context, listen: tuple[str, ...], curve: KeyPair | None = None):
         self._engine = engine
-        sock = make_socket(context, zmq.ROUTER, curve_server=curve)
+        sock = make_socket(context, zmq.ROUTER, curve_server=curve, max_frame_bytes=_MAX_REQUEST_FRAME_BYTES)
         self.endpoints = bind_all(sock, listen)
         self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()

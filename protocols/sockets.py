@@ -12,8 +12,9 @@ from protocols.curve import ClientKeys, KeyPair, make_client, make_server
 # a message over the high-water mark is dropped by ROUTER sockets (not queued
 # without bound); replies that matter are small, and engines re-send nothing
 DEFAULT_HWM = 100_000
-# a whole encoded 1536 px image with latents fits with room to spare
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# the largest frame a socket takes in (libzmq bounds each frame, not a message of many): a whole encoded
+# 1536 px image with latents fits with room to spare
+MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
 def make_socket(
@@ -24,12 +25,13 @@ def make_socket(
     identity: bytes | None = None,
     curve_server: KeyPair | None = None,
     curve_client: ClientKeys | None = None,
+    max_frame_bytes: int = MAX_FRAME_BYTES,
 ) -> zmq.Socket:
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
     sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
     if kind == zmq.ROUTER:
         # an unroutable reply (peer gone) raises instead of vanishing silently
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)

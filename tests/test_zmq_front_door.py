@@ -85,6 +85,24 @@ def test_garbage_to_the_client_door_is_answered_not_fatal(engine):
     _survives(engine)
 
 
+def test_a_request_frame_far_larger_than_any_request_is_cut_off_before_it_is_buffered(engine):
+    longest = "\U0001f98a" * 4000  # the longest prompt, 4 bytes a character: still served
+    with ArgusClient(engine.client_address, timeout_s=30) as client:
+        assert isinstance(client.generate(longest, width=64, height=64), Images)
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.client_address)
+    try:
+        header = msgspec.msgpack.encode({"type": "generate", "request_id": "huge", "prompt": "x" * (1 << 20)})
+        sock.send_multipart([header])
+        assert not sock.poll(1000)  # libzmq drops the connection: nothing reaches the engine to answer
+    finally:
+        sock.close()
+        context.term()
+    _survives(engine)
+
+
 def test_garbage_to_the_worker_socket_is_dropped_not_fatal(engine):
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
