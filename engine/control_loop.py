@@ -79,9 +79,13 @@ class ControlLoop:
 
     def _staff(self, plan: Plan) -> None:
         want = plan.workers_per_level
+        ready = self._registry.ready()
+        levels = Counter(worker.level for worker in ready)
+        if all(levels[level] >= n for level, n in want.items()):
+            return  # nothing to fill (the usual tick): no sort of a thousand workers on the loop
         have: Counter[int] = Counter()
         surplus = []
-        for worker in sorted(self._registry.ready(), key=lambda w: w.load, reverse=True):
+        for worker in sorted(ready, key=lambda w: w.load, reverse=True):
             if have[worker.level] < want.get(worker.level, 0):
                 have[worker.level] += 1
             else:
