@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,22 @@ def auto_bin_s(span_s: float) -> float:
     return next((b for b in _BIN_CHOICES_S if span_s / b <= _MAX_BINS), _BIN_CHOICES_S[-1])
 
 
-def timeline_plot(
-    records: Sequence[Record],
-    path: str | Path,
-    *,
-    worker_levels: Sequence[tuple[float, Mapping[Any, int]]] = (),
-    bin_s: float | None = None,
-    title: str | None = None,
-) -> None:
-    """Offered load and goodput, mean quality, SLO violation ratio, and (given samples) workers per level."""
+@dataclass(frozen=True)
+class TimelineBins:
+    """A run binned by the time each request was sent: per bin, requests per second and shares."""
+
+    edges: np.ndarray  # bin boundaries, seconds since the start
+    width_s: float
+    offered_rps: np.ndarray
+    ok_rps: np.ndarray  # answered with images within the SLO
+    mean_quality: np.ndarray  # percent of the exact image, over the images answered; NaN for a bin without
+    violation_ratio: np.ndarray  # NaN for a bin nothing was sent in
+
+
+def bin_timeline(records: Sequence[Record], *, span_s: float = 0.0, bin_s: float | None = None) -> TimelineBins:
+    """`span_s`: draw at least this far (the last worker sample may come after the last request)."""
     sent = np.array([r["sent_at"] for r in records], dtype=float)
-    span = float(sent.max()) if len(sent) else 0.0
-    if worker_levels:
-        span = max(span, max(t for t, _ in worker_levels))
+    span = max(float(sent.max()) if len(sent) else 0.0, span_s)
     width = bin_s or auto_bin_s(span)
     edges = np.arange(0.0, span + width, width)
     if len(edges) < 2:
@@ -52,13 +56,28 @@ def timeline_plot(
         return np.bincount(which[mask], weights=weights, minlength=len(edges) - 1).astype(float)
 
     outcome = np.array([r["outcome"] for r in records])
-    everything = np.ones(len(records), dtype=bool)
-    offered = per_bin(everything)
+    offered = per_bin(np.ones(len(records), dtype=bool))
+    # workers report quality in percent already
     quality = np.array([np.nan if r["quality"] is None else r["quality"] for r in records], dtype=float)
     has_quality = np.isin(outcome, ("ok", "late")) & ~np.isnan(quality)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_quality = 100.0 * per_bin(has_quality, quality) / per_bin(has_quality)
+        mean_quality = per_bin(has_quality, quality) / per_bin(has_quality)
         violation_ratio = per_bin(np.isin(outcome, VIOLATIONS)) / offered
+    return TimelineBins(edges, width, offered / width, per_bin(outcome == "ok") / width, mean_quality, violation_ratio)
+
+
+def timeline_plot(
+    records: Sequence[Record],
+    path: str | Path,
+    *,
+    worker_levels: Sequence[tuple[float, Mapping[Any, int]]] = (),
+    bin_s: float | None = None,
+    title: str | None = None,
+) -> None:
+    """Offered load and goodput, mean quality, SLO violation ratio, and (given samples) workers per level."""
+    last_sample = max((t for t, _ in worker_levels), default=0.0)
+    bins = bin_timeline(records, span_s=last_sample, bin_s=bin_s)
+    edges = bins.edges
 
     panels = 4 if worker_levels else 3
     figure = Figure(figsize=(9, 2.2 * panels), layout="constrained")
@@ -66,26 +85,26 @@ def timeline_plot(
     axes = figure.subplots(panels, 1, sharex=True)
 
     load = axes[0]
-    load.stairs(offered / width, edges, fill=True, color="lightgray", label="offered")
-    load.stairs(per_bin(outcome == "ok") / width, edges, baseline=None, color="tab:blue", label="ok within SLO")
+    load.stairs(bins.offered_rps, edges, fill=True, color="lightgray", label="offered")
+    load.stairs(bins.ok_rps, edges, baseline=None, color="tab:blue", label="ok within SLO")
     load.set_ylabel("req/s")
     load.legend(loc="upper right", fontsize="small")
 
     qual = axes[1]
-    if has_quality.any():
-        qual.stairs(mean_quality, edges, baseline=None, color="tab:green")
+    if not np.isnan(bins.mean_quality).all():
+        qual.stairs(bins.mean_quality, edges, baseline=None, color="tab:green")
     else:
         qual.text(0.5, 0.5, "no quality reported", transform=qual.transAxes, ha="center", va="center", color="gray")
     qual.set_ylabel("quality (%)")
 
     slo = axes[2]
-    slo.stairs(violation_ratio, edges, baseline=None, color="tab:red")
+    slo.stairs(bins.violation_ratio, edges, baseline=None, color="tab:red")
     slo.set_ylim(-0.02, 1.02)
     slo.set_ylabel("SLO violation\nratio")
 
     if worker_levels:
         _workers_panel(axes[3], worker_levels, float(edges[-1]))
-    axes[-1].set_xlabel(f"time since start (s), bins of {width:g} s")
+    axes[-1].set_xlabel(f"time since start (s), bins of {bins.width_s:g} s")
     axes[-1].set_xlim(0, edges[-1])
     if title:
         figure.suptitle(title)

@@ -2,10 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 from pictures import opens_as_png
 
-from loadgen.plot import compare_plot, timeline_plot
+from loadgen.plot import bin_timeline, compare_plot, timeline_plot
 from loadgen.records import OUTCOMES, Answer, ImageMeta, make_record
 from loadgen.report import format_summary, percentile, read_records, summarize, write_records, write_summary
 
@@ -99,6 +100,17 @@ def test_records_and_summary_round_trip_through_files(records, tmp_path):
     assert json.loads((tmp_path / "s.json").read_text()) == summary
     assert summary["worker_levels"] == [[0.0, {"0": 2}], [1.0, {"0": 1, "25": 1}]]
     assert "SLO violations" in format_summary(summary)
+
+
+def test_timeline_bins_what_each_second_of_sends_became(records):
+    bins = bin_timeline(records, bin_s=1.0)
+    assert list(bins.edges) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert list(bins.offered_rps) == [2, 2, 2, 2, 2, 1]
+    assert list(bins.ok_rps) == [2, 2, 0, 0, 0, 0]
+    # in percent, as workers report it: images without a quality left out, bins without images NaN
+    assert list(bins.mean_quality[:3]) == [95.0, 80.0, 50.0]
+    assert np.isnan(bins.mean_quality[3:]).all()
+    assert list(bins.violation_ratio) == [0.0, 0.0, 1.0, 1.0, 0.5, 1.0]  # cancelled does not count
 
 
 def test_timeline_and_compare_plots(records, tmp_path):

@@ -5,10 +5,10 @@ Index: `--entries` prompts are inserted one at a time through PromptCache.insert
 `--timed-inserts` are timed. Then `--lookups` lookups are timed, half of them
 near-duplicates of a stored prompt (like a hit), half unrelated (like a miss),
 and checked against an exact search (recall@1). Vectors (`--vectors`):
-- random (default): random unit vectors of the hash embedder's width, HNSW's
+- random: random unit vectors of the hash embedder's width, HNSW's
   hard case (no neighbour stands out); near-duplicates are stored vectors
   turned to cosine 0.9;
-- prompts: synthetic prompts, each a real prompt's subject with 2 to 6 phrases
+- prompts (default): synthetic prompts, each a real prompt's subject with 2 to 6 phrases
   drawn from the phrases of ../shared/data/prompts (DiffusionDB, PartiPrompts),
   hash-embedded; a near-duplicate swaps one phrase of a stored prompt, as users do.
 Wall-clock percentiles include whatever else the machine runs; the CPU-time
