@@ -169,6 +169,7 @@ class Dispatcher:
         job.batch_id = None
         job.worker = worker
         if worker is None:
+            job.waiting_since = self._clock()
             self._pending.append(job)
             return
         now = self._clock()
@@ -518,7 +519,7 @@ class Dispatcher:
             left = job.request.seconds_left(now)
             if left is not None and left <= 0:
                 job.request.fail("deadline_exceeded", "the request's deadline passed while it waited for a worker")
-            elif now - job.request.admitted_at > self._config.no_worker_timeout_s:
+            elif now - job.waiting_since > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
         for worker in self._registry.ready():
             if not worker.queue:

@@ -52,6 +52,7 @@ class Job:
     k_star: int = 0  # its predicted best level
     attempts: int = 0  # times sent to a worker
     sent_at: float = 0.0
+    waiting_since: float = 0.0  # when it last found no worker to take it (the no_worker timeout runs from here)
     # where the job is: queued on a worker (batch_id None), or sent in a batch
     worker: WorkerHandle | None = None
     batch_id: int | None = None

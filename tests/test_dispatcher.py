@@ -183,6 +183,19 @@ async def test_no_worker_at_all_fails_after_the_timeout():
     assert h.dispatcher.outstanding_images == 0
 
 
+async def test_the_no_worker_timeout_runs_from_when_a_job_lost_its_worker_not_from_admission():
+    h = Harness(no_worker_timeout_s=5)
+    a = h.add_worker("a")
+    request = h.request()
+    h.clock.now += 60  # a long run
+    h.dispatcher.worker_lost(a, "exited")
+    h.clock.now += 1
+    h.dispatcher.sweep()
+    assert not request.done  # its replacement, restarting, still has time to take it
+    h.add_worker("b")
+    assert len(h.batches("b")) == 1
+
+
 async def test_deadline_passed_in_queue_is_answered_not_dropped():
     h = Harness(inflight_batches_per_worker=1)
     h.add_worker("a", max_batch=1)
