@@ -175,11 +175,12 @@ class Dispatcher:
         now = self._clock()
         if not self._has_room(worker, now):
             self._hold_at_best_level(job)
-            # it waits for this worker (or one that frees sooner): if that is too long, it moves up a
-            # level or is answered now, not when it reaches the head of the queue
-            wait = max(0.0, worker.busy_until - now)
-            if not self._still_wanted(job, now, wait, wait + self._queued_seconds(worker.queue)):
-                return
+            # it waits for a worker: if that is too long, it moves up a level or is answered now, not when it
+            # reaches the head of the queue
+            if job.request.deadline is not None:
+                wait = self._soonest_free(now)
+                if not self._still_wanted(job, now, wait, wait + self._work_before(job)):
+                    return
         worker.queue.append(job)
         heapq.heappush(self._queued, (self._start_by(job), next(self._queued_order), job))
         if len(self._queued) > 2 * len(self._live) + _HEAP_SLACK:
@@ -371,6 +372,18 @@ class Dispatcher:
         """How long `jobs` take one by one at their levels (0 for a level without a profile)."""
         return sum(self._profile.latency(job.level, 1) for job in jobs if self._profiled(job.level))
 
+    def _soonest_free(self, now: float) -> float:
+        """Seconds until the first ready worker is free: a freed worker takes the most urgent job queued
+        anywhere, whichever worker it was queued on."""
+        return min((max(0.0, w.busy_until - now) for w in self._registry.ready()), default=0.0)
+
+    def _work_before(self, job: Job) -> float:
+        """Seconds the ready workers need, shared among them, for the jobs queued anywhere that go first."""
+        start_by = self._start_by(job)
+        before = {other.job_id: other for key, _, other in self._queued if key <= start_by and self._is_queued(other)}
+        before.pop(job.job_id, None)
+        return self._queued_seconds(before.values()) / max(1, len(self._registry.ready()))
+
     def _hold_at_best_level(self, job: Job) -> None:
         """A job the plan gave a level below its K* (an upgrade, paid for by spare capacity) goes back up to
         K* when it must wait: capacity is not spare while jobs queue."""
@@ -521,14 +534,17 @@ class Dispatcher:
                 job.request.fail("deadline_exceeded", "the request's deadline passed while it waited for a worker")
             elif now - job.waiting_since > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
-        for worker in self._registry.ready():
-            if not worker.queue:
+        # every queued job in the order the workers will take them, each behind the ones before it, shared
+        # among the workers
+        wait = self._soonest_free(now)
+        workers = max(1, len(self._registry.ready()))
+        before, seen = 0.0, set()
+        for _, _, job in sorted(self._queued):
+            if job.job_id in seen or not self._is_queued(job):
                 continue
-            wait = max(0.0, worker.busy_until - now)
-            ahead = wait
-            for job in list(worker.queue):
-                if self._still_wanted(job, now, wait, ahead):
-                    ahead += self._queued_seconds((job,))
-                else:
-                    self._discard(worker.queue, job)
-            self._note_if_idle(worker)
+            seen.add(job.job_id)
+            if self._still_wanted(job, now, wait, wait + before / workers):
+                before += self._queued_seconds((job,))
+            else:
+                self._discard(job.worker.queue, job)
+                self._note_if_idle(job.worker)

@@ -440,3 +440,29 @@ async def test_jobs_sent_beside_an_urgent_one_leave_no_entry_behind_in_the_queue
     assert sum(r.done for r in requests) >= len(requests) - 8
     # what is left are the entries of jobs still queued, plus bounded slack: not one per request served
     assert len(h.dispatcher._queued) <= 2 * h.dispatcher.outstanding_images + 64
+
+
+async def test_a_job_is_judged_by_the_worker_that_frees_first_not_the_one_it_queued_on():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1)
+    a, b = h.add_worker("a", max_batch=1), h.add_worker("b", max_batch=1)
+    h.request()  # a: busy until 1001.0
+    h.clock.now += 0.9
+    h.request()  # b: busy until 1001.9
+    h.request()  # no deadline: queued, goes after the urgent one
+    urgent = h.request(slo_ms=1500)  # due at 1002.4: 1.0 s of work once a frees
+    assert urgent.jobs[0].worker is b and not urgent.done
+    h.clock.now = a.busy_until
+    h.finish(a, h.batches("a")[0])
+    assert h.batches("a")[-1].items[0].request_id == urgent.jobs[0].job_id  # a takes it, in time
+
+
+async def test_jobs_queued_to_go_after_a_job_do_not_move_it_up_a_level():
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request()  # running until 1001.0
+    h.request()  # no deadline, queued before it
+    job = h.request(slo_ms=2600, fallbacks=((25, "latent-25"),))  # at level 0 it ends at 1002.0, in time
+    assert job.jobs[0].level == 0 and h.metrics.registry.get_sample_value("argus_escalated_images_total") == 0
+    h.clock.now = 1001.0
+    h.finish(a, h.batches()[0])
+    assert h.batches()[-1].items[0].request_id == job.jobs[0].job_id and h.batches()[-1].level == 0
