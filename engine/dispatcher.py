@@ -126,10 +126,24 @@ class Dispatcher:
         """The request's level is chosen (and its neighbour's latents fetched): send its images on."""
         if request.done:
             return
+        touched: dict[WorkerHandle, None] = {}
         for job in request.jobs:
             job.level, job.latent, job.similarity, job.k_star = level, latent, similarity, k_star
             job.fallbacks = fallbacks if self._escalate else ()
-            self._route(job)
+            worker = self._enqueue(job)
+            if worker is not None:
+                touched[worker] = None
+        # all its images queued before any is sent: those that share a worker leave as one batch (sent one by
+        # one, the second would be judged as waiting behind the first, and the request could fail for it).
+        # Each worker first sends what it was given, so images given to different idle workers run side by side
+        # rather than the first worker taking them all as the most urgent jobs queued anywhere.
+        for worker in touched:
+            if worker.ready and worker.queue and self._has_room(worker, self._clock()):
+                jobs = self._take_batch(worker)
+                if jobs:
+                    self._send_batch(worker, jobs)
+        for worker in touched:
+            self._pump(worker)
 
     def cancel(self, request: AdmittedRequest) -> None:
         request.finish(Cancelled(request.spec.request_id))
@@ -165,13 +179,19 @@ class Dispatcher:
 
     # -- routing and batching ------------------------------------------------
     def _route(self, job: Job) -> None:
+        worker = self._enqueue(job)
+        if worker is not None:
+            self._pump(worker)
+
+    def _enqueue(self, job: Job) -> WorkerHandle | None:
+        """Queues the job on a worker (None: it waits for one, or it was answered) without sending anything."""
         worker = self._pick_worker(job)
         job.batch_id = None
         job.worker = worker
         if worker is None:
             job.waiting_since = self._clock()
             self._pending.append(job)
-            return
+            return None
         now = self._clock()
         if not self._has_room(worker, now):
             self._hold_at_best_level(job)
@@ -180,12 +200,12 @@ class Dispatcher:
             if job.request.deadline is not None:
                 wait = self._soonest_free(now)
                 if not self._still_wanted(job, now, wait, wait + self._work_before(job)):
-                    return
+                    return None
         worker.queue.append(job)
         heapq.heappush(self._queued, (self._start_by(job), next(self._queued_order), job))
         if len(self._queued) > 2 * len(self._live) + _HEAP_SLACK:
             self._compact_queued()
-        self._pump(worker)
+        return worker
 
     def _compact_queued(self) -> None:
         """Drops the heap entries of jobs no longer queued. Entries leave the heap only from its top, so under a

@@ -466,3 +466,18 @@ async def test_jobs_queued_to_go_after_a_job_do_not_move_it_up_a_level():
     h.clock.now = 1001.0
     h.finish(a, h.batches()[0])
     assert h.batches()[-1].items[0].request_id == job.jobs[0].job_id and h.batches()[-1].level == 0
+
+
+async def test_the_images_of_a_request_that_share_a_worker_leave_as_one_batch():
+    h = Harness(profile=LatencyProfile("t", 50, {0: (1.0, 1.5)}, "a batch of 2 takes 1.5 s"))
+    h.add_worker("a", max_batch=2)
+    request = h.request(n=2, slo_ms=1800)  # one after the other would take 2 s; together, 1.5 s
+    assert not request.done
+    assert [len(batch.items) for batch in h.batches()] == [2]
+
+
+async def test_the_images_of_a_request_spread_over_idle_workers():
+    h = Harness()
+    h.add_worker("a"), h.add_worker("b")
+    h.request(n=2)
+    assert sorted(worker for worker, _ in h.sent) == ["a", "b"]
