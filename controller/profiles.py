@@ -147,6 +147,50 @@ class LatencyProfile:
         write_versioned(path, LATENCY_KIND, self.provenance, payload)
 
 
+class ProfileLatency:
+    """Seconds of one batch, read from a latency profile, at any number of steps.
+
+    On the profile's grid (its N, a profiled level K, batch 1..max_batch) it is the
+    table's value. Off the grid:
+
+    - another N, or a level the profile lacks: each batch size's column is
+      fitted by least squares as fixed + per_step * steps_run over the profiled
+      levels (steps_run = N - K), and the fit is evaluated at the batch's own
+      N - K. Only the per-step part scales with the steps; the fixed part (text
+      encoding, VAE decode) stays. A profile with a single level has nothing to
+      fit: its one value is scaled in proportion to the steps run.
+    - a batch above max_batch: extrapolated linearly from the last two batch
+      sizes (from batch 1 and an empty batch of 0 s when only batch 1 was profiled).
+
+    For the bundled `sdxl_a100` profile, derived from such a line, the fit is exact.
+    """
+
+    def __init__(self, profile: LatencyProfile):
+        self._profile = profile
+        steps_run = np.array([profile.steps - k for k in profile.levels], dtype=np.float64)
+        self._fits: list[tuple[float, float]] = []  # (fixed_s, per_step_s) per batch size
+        for batch in range(1, profile.max_batch + 1):
+            seconds = np.array([profile.latency(k, batch) for k in profile.levels])
+            if len(seconds) > 1:
+                per_step, fixed = np.polyfit(steps_run, seconds, 1)
+            else:
+                per_step, fixed = seconds[0] / steps_run[0], 0.0
+            self._fits.append((float(fixed), float(per_step)))
+
+    def seconds(self, level: int, steps: int, batch: int) -> float:
+        profile = self._profile
+        top = profile.max_batch
+        if batch > top:
+            last = self.seconds(level, steps, top)
+            before = self.seconds(level, steps, top - 1) if top > 1 else 0.0
+            return last + (batch - top) * (last - before)
+        if steps == profile.steps and level in profile.latency_s:
+            return profile.latency(level, batch)
+        fixed, per_step = self._fits[batch - 1]
+        # a fit of noisy measurements can cross zero far below the profiled steps; time never runs backwards
+        return max(0.0, fixed + per_step * (steps - level))
+
+
 # -- quality of the sim backend --------------------------------------------------------
 @dataclass(frozen=True)
 class QualityModel:

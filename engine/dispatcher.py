@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
-from controller.profiles import LatencyProfile
+from controller.profiles import LatencyProfile, ProfileLatency
 from engine.config import DispatchConfig
 from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
@@ -79,6 +79,8 @@ class Dispatcher:
     ):
         self._registry = registry
         self._profile = profile
+        # a request's steps need not be the profile's N: its time is read off the profile's fit in steps run
+        self._latency = ProfileLatency(profile) if profile is not None else None
         self._on_image = on_image
         self._escalate = escalate
         self._send = send
@@ -227,7 +229,7 @@ class Dispatcher:
         deadline = job.request.deadline
         if deadline is None:
             return math.inf
-        return deadline - (self._profile.latency(job.level, 1) if self._profiled(job.level) else 0.0)
+        return deadline - (self._seconds(job, job.level) if self._profiled(job.level) else 0.0)
 
     def _pick_worker(self, job: Job) -> WorkerHandle | None:
         ready = self._registry.ready()
@@ -358,8 +360,8 @@ class Dispatcher:
         left = head.request.seconds_left(now)
         if left is None or not self._profiled(head.level):
             return max_batch
-        fitting = self._profile.best_batch(head.level, left - wait)
-        return max(1, min(max_batch, fitting))
+        fitting = (b for b in range(max_batch, 1, -1) if self._seconds(head, head.level, b) <= left - wait)
+        return next(fitting, 1)
 
     def _still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
         """False (and the request answered) for a job that is done for, or can no longer meet its deadline.
@@ -379,10 +381,10 @@ class Dispatcher:
             return False
         if self._config.serve_late or not self._profiled(job.level):
             return True
-        latency = self._profile.latency(job.level, 1)
+        latency = self._seconds(job, job.level)
         if ahead is not None and ahead > wait and ahead + latency > left:
             self._escalated(job, left - ahead)
-            latency = self._profile.latency(job.level, 1)
+            latency = self._seconds(job, job.level)
         if wait + latency > left and not self._escalated(job, left - wait):
             job.request.fail("deadline_exceeded", "the request can no longer be served within its deadline")
             return False
@@ -390,7 +392,11 @@ class Dispatcher:
 
     def _queued_seconds(self, jobs: Iterable[Job]) -> float:
         """How long `jobs` take one by one at their levels (0 for a level without a profile)."""
-        return sum(self._profile.latency(job.level, 1) for job in jobs if self._profiled(job.level))
+        return sum(self._seconds(job, job.level) for job in jobs if self._profiled(job.level))
+
+    def _seconds(self, job: Job, level: int, batch: int = 1) -> float:
+        """How long a batch of `batch` jobs like `job` takes at `level`, by the latency profile."""
+        return self._latency.seconds(level, job.request.steps, batch)
 
     def _soonest_free(self, now: float) -> float:
         """Seconds until the first ready worker is free: a freed worker takes the most urgent job queued
@@ -415,7 +421,7 @@ class Dispatcher:
     def _escalated(self, job: Job, budget_s: float) -> bool:
         """Moves a job too slow at its level up to the lowest of its fallbacks that makes the deadline."""
         for fallback in job.fallbacks:
-            if self._profiled(fallback[0]) and self._profile.latency(fallback[0], 1) <= budget_s:
+            if self._profiled(fallback[0]) and self._seconds(job, fallback[0]) <= budget_s:
                 self._move_up(job, fallback)
                 self._metrics.escalated.inc()
                 return True
@@ -429,10 +435,11 @@ class Dispatcher:
     def _profiled(self, level: int) -> bool:
         return self._profile is not None and level in self._profile.latency_s
 
-    def _expect_busy(self, worker: WorkerHandle, level: int, size: int, now: float) -> None:
+    def _expect_busy(self, worker: WorkerHandle, jobs: list[Job], now: float) -> None:
+        level = jobs[0].level
         if self._profiled(level):
             start = max(now, worker.busy_until)
-            worker.busy_until = start + self._profile.latency(level, min(size, self._profile.max_batch))
+            worker.busy_until = start + self._seconds(jobs[0], level, len(jobs))
 
     def _send_batch(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         batch_id = next(self._batch_ids)
@@ -449,7 +456,7 @@ class Dispatcher:
             items=[GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity) for job in jobs],
         )
         now = self._clock()
-        self._expect_busy(worker, key.level, len(jobs), now)
+        self._expect_busy(worker, jobs, now)
         worker.inflight[batch_id] = jobs
         for job in jobs:
             job.batch_id = batch_id

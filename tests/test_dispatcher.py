@@ -49,13 +49,13 @@ class Harness:
         self.dispatcher.worker_ready(worker)
         return worker
 
-    def request(self, n=1, slo_ms=None, prompt="p", level=0, fallbacks=(), k_star=0) -> AdmittedRequest:
-        spec = Generate(request_id=f"r{len(self.sent)}-{prompt}", prompt=prompt, n=n, slo_ms=slo_ms)
+    def request(self, n=1, slo_ms=None, prompt="p", level=0, fallbacks=(), k_star=0, steps=50) -> AdmittedRequest:
+        spec = Generate(request_id=f"r{len(self.sent)}-{prompt}", prompt=prompt, n=n, slo_ms=slo_ms, steps=steps)
         request = AdmittedRequest(
             spec=spec,
             width=64,
             height=64,
-            steps=50,
+            steps=steps,
             seeds=list(range(n)),
             admitted_at=self.clock.now,
             deadline=self.clock.now + slo_ms / 1000 if slo_ms else None,
@@ -481,3 +481,14 @@ async def test_the_images_of_a_request_spread_over_idle_workers():
     h.add_worker("a"), h.add_worker("b")
     h.request(n=2)
     assert sorted(worker for worker, _ in h.sent) == ["a", "b"]
+
+
+async def test_a_requests_own_step_count_sets_its_deadline_maths():
+    sdxl = LatencyProfile.bundled("sdxl_a100")  # 50 steps at K = 0: 5.1 s; 20 steps: 2.4 s; 150 steps: 14.1 s
+    h = Harness(profile=sdxl)
+    h.add_worker("a", max_batch=8)
+    short = h.request(steps=20, slo_ms=3000)
+    long = h.request(steps=150, slo_ms=6000)
+    await settle()
+    assert not short.done and [len(batch.items) for batch in h.batches()] == [1]
+    assert long.future.result().code == "deadline_exceeded"

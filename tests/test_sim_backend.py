@@ -6,10 +6,10 @@ import math
 import pytest
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments
-from controller.profiles import LatencyProfile, QualityModel
+from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
 from protocols.worker_messages import Generate, GenerateItem
 from workers.main import SIM_SIMILARITY_TABLE_ENV, sim_similarity_table
-from workers.sim_backend import ProfileLatency, SimBackend
+from workers.sim_backend import SimBackend
 
 SDXL = LatencyProfile.bundled("sdxl_a100")
 HASH = sim_similarity_table("hash")

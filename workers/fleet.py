@@ -25,14 +25,13 @@ import time
 import msgspec
 import zmq
 
-from controller.profiles import LatencyProfile
+from controller.profiles import LatencyProfile, ProfileLatency
 from protocols.curve import ClientKeys
 from protocols.worker_messages import Generate, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
 from workers.main import load_backend, serve_until_stopped
 from workers.runtime import WorkerRuntime
-from workers.sim_backend import ProfileLatency
 
 log = logging.getLogger("argus.fleet")
 
