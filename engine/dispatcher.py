@@ -563,15 +563,17 @@ class Dispatcher:
                 job.request.fail("no_worker", "no worker was available to serve this request")
         # every queued job in the order the workers will take them, each behind the ones before it, shared
         # among the workers
-        wait = self._soonest_free(now)
         workers = max(1, len(self._registry.ready()))
+        wait = None  # until the soonest worker frees: only looked for when a queued job has a deadline
         before, seen = 0.0, set()
         for _, _, job in sorted(self._queued):
             if job.job_id in seen or not self._is_queued(job):
                 continue
             seen.add(job.job_id)
-            if self._still_wanted(job, now, wait, wait + before / workers):
-                before += self._queued_seconds((job,))
-            else:
-                self._discard(job.worker.queue, job)
-                self._note_if_idle(job.worker)
+            if job.request.deadline is not None:
+                wait = self._soonest_free(now) if wait is None else wait
+                if not self._still_wanted(job, now, wait, wait + before / workers):
+                    self._discard(job.worker.queue, job)
+                    self._note_if_idle(job.worker)
+                    continue
+            before += self._queued_seconds((job,))
