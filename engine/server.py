@@ -192,14 +192,18 @@ class Engine:
             return
         request.vector = preparation.vector
         self.metrics.k_star.labels(str(preparation.k_star)).inc()
-        self.dispatcher.route(
-            request,
-            preparation.level,
-            preparation.latent,
-            preparation.similarity,
-            preparation.fallbacks,
-            preparation.k_star,
-        )
+        try:
+            self.dispatcher.route(
+                request,
+                preparation.level,
+                preparation.latent,
+                preparation.similarity,
+                preparation.fallbacks,
+                preparation.k_star,
+            )
+        except Exception:  # a bug must not leave it unanswered, nor the requests prepared with it unrouted
+            log.exception("routing request %s failed", request.spec.request_id)
+            request.fail("internal_error", "the engine failed to route this request")
 
     def _cache_latents(self, job: Job, done: ItemDone) -> None:
         """The first image of a request brings the latents its generation passed through: cache them."""

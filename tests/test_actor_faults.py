@@ -1,4 +1,5 @@
-"""The engine's periodic actors outlive a failing step, and the launcher leaves no worker behind at stop.
+"""The engine's periodic actors outlive a failing step, a request whose routing fails is still answered, and the
+launcher leaves no worker behind at stop.
 
 An exception escaping one of the actors under the engine's TaskGroup would end
 the engine at once, without a drain: every request in flight would go
@@ -17,6 +18,7 @@ from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.server import Engine
 from engine.worker_link import WorkerLink
+from protocols.client_messages import Error, Generate
 
 
 def failing_first(calls: list, step):
@@ -73,6 +75,24 @@ async def test_the_engine_keeps_serving_after_a_sweep_or_a_cache_statistics_read
         await asyncio.wait_for(running, 30)  # the drain ran, and the engine stopped without an error
     assert "sweeping the queues failed" in caplog.text
     assert "reading the cache's statistics failed" in caplog.text
+
+
+async def test_a_request_whose_routing_fails_is_answered_and_the_next_one_served(tmp_path, caplog):
+    endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
+    engine = Engine(EngineConfig(port=0, launch=LaunchConfig(count=0), **endpoints))
+    routed = []
+    engine.dispatcher.route = failing_first(routed, engine.dispatcher.route)
+    try:
+        first = engine.submit(Generate("first", "a fox", width=64, height=64))
+        reply = await asyncio.wait_for(first.future, 30)
+        assert isinstance(reply, Error) and reply.code == "internal_error"
+        second = engine.submit(Generate("second", "a fox", width=64, height=64))
+        assert await eventually(lambda: len(routed) == 2) and not second.done  # routed: it waits for a worker
+        assert "routing request first failed" in caplog.text
+    finally:
+        engine.dispatcher.cancel_all()
+        await engine.cache.close(save_to=None)
+        engine.close()
 
 
 async def test_a_worker_started_while_the_launcher_stops_is_stopped_too(monkeypatch, tmp_path):
