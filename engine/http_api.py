@@ -41,6 +41,7 @@ _STATUS = {
     "no_worker": 503,
     "worker_lost": 503,
     "shutting_down": 503,
+    "cancelled": 503,
     "deadline_exceeded": 504,
     "not_found": 404,
     "unauthorized": 401,
@@ -148,7 +149,8 @@ async def generate(request: web.Request) -> web.Response:
     if isinstance(reply, Error):
         return _error(reply.code, reply.message)
     if isinstance(reply, Cancelled):
-        return _error("shutting_down", "the request was cancelled while the engine stopped")
+        # not shutting_down (refused at the door): this one was admitted, then cancelled at the drain's end
+        return _error("cancelled", "the request was cancelled while the engine stopped")
     data = [await _image_data(engine, request, body.response_format, body.output_format, r) for r in reply.images]
     return _json(images_response(data, body, admitted.width, admitted.height))
 

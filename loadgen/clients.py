@@ -135,7 +135,10 @@ class HttpLoadClient(LoadClient):
             code = _ERROR.decode(payload).error.code or f"http_{status}"
         except (msgspec.DecodeError, msgspec.ValidationError):
             code = f"http_{status}"
-        return Answer("busy" if status == 429 else "error", code=code, status=status)
+        if status == 429:
+            return Answer("busy", code=code, status=status)
+        # the engine stopped with it in flight: what a ZeroMQ Cancelled is, not counted against the SLO
+        return Answer("cancelled" if code == "cancelled" else "error", code=code, status=status)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -34,7 +34,10 @@ def openapi_document(version: str, api_key: bool) -> dict:
             "413": _error("body over the size limit"),
             "429": _error("queue full; retry after the Retry-After header"),
             "500": _error("a worker failed on this request"),
-            "503": _error("no worker can serve, or the engine is shutting down"),
+            "503": _error(
+                "no worker can serve (no_worker, worker_lost), or the engine is stopping: shutting_down (refused) or"
+                " cancelled (admitted, then cancelled when the drain ended)"
+            ),
             "504": _error("the request's deadline (slo_ms) passed"),
         },
         "security": guarded,

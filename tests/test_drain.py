@@ -11,6 +11,7 @@ import zmq
 
 from engine.client import AsyncArgusClient
 from engine_process import children_of, start_engine
+from loadgen.clients import HttpLoadClient, Planned, RequestOptions
 from protocols.client_messages import Error, Generate, Images, client_side_codec
 
 
@@ -95,3 +96,24 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too(tmp_path):
+    # an exact image takes about 5 s; the drain gives in-flight work no time at all
+    engine = start_engine(tmp_path, "--time-scale", "1", "--shutdown-timeout", "0", backend="sim", workers=1)
+
+    async def scenario():
+        client = HttpLoadClient(engine.http, RequestOptions(64, 64))
+        try:
+            in_flight = asyncio.create_task(
+                client.request(Planned(0, 0, "a fox", 0.0, None), time.perf_counter(), None)
+            )
+            await asyncio.sleep(0.5)
+            stop_with_sigterm(engine)
+            return await asyncio.wait_for(in_flight, 60)
+        finally:
+            await client.close()
+
+    record = asyncio.run(scenario())
+    assert (record["outcome"], record["status"], record["code"]) == ("cancelled", 503, "cancelled")
+    assert engine.process.wait(timeout=60) == 0
