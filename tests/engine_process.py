@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import EngineConfig, LaunchConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -148,3 +150,10 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(entry))
     return found
+
+
+def in_process_config(tmp_path: Path, **changes) -> EngineConfig:
+    """For an Engine built in the test's own process: its ZeroMQ sockets on IPC under `tmp_path`, HTTP on any
+    free port, no local workers."""
+    endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
+    return EngineConfig(**({"port": 0, "launch": LaunchConfig(count=0)} | endpoints | changes))

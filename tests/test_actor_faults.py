@@ -13,11 +13,12 @@ import zmq
 from test_dispatcher import Harness
 from waiting import eventually
 
-from engine.config import CacheConfig, EngineConfig, LaunchConfig
+from engine.config import LaunchConfig
 from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.server import Engine
 from engine.worker_link import WorkerLink
+from engine_process import in_process_config
 from protocols.client_messages import Error, Generate
 
 
@@ -53,8 +54,7 @@ async def test_the_heartbeat_watch_handles_every_silent_worker_when_one_loss_fai
 
 
 async def test_the_engine_keeps_serving_after_a_sweep_or_a_cache_statistics_read_fails(tmp_path, caplog):
-    endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
-    engine = Engine(EngineConfig(port=0, launch=LaunchConfig(count=0), cache=CacheConfig(), **endpoints))
+    engine = Engine(in_process_config(tmp_path))
     sweeps, reads = [], []
     engine.dispatcher.sweep = failing_first(sweeps, engine.dispatcher.sweep)
     real_stats = engine.cache.stats
@@ -78,8 +78,7 @@ async def test_the_engine_keeps_serving_after_a_sweep_or_a_cache_statistics_read
 
 
 async def test_a_request_whose_routing_fails_is_answered_and_the_next_one_served(tmp_path, caplog):
-    endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
-    engine = Engine(EngineConfig(port=0, launch=LaunchConfig(count=0), **endpoints))
+    engine = Engine(in_process_config(tmp_path))
     routed = []
     engine.dispatcher.route = failing_first(routed, engine.dispatcher.route)
     try:

@@ -7,8 +7,8 @@ import threading
 import pytest
 import zmq
 
-from engine.config import EngineConfig, LaunchConfig
 from engine.server import Engine
+from engine_process import in_process_config
 from protocols.curve import create_key_files
 
 
@@ -30,25 +30,22 @@ def busy_port():
     holder.close()
 
 
-def config(tmp_path, **changes) -> EngineConfig:
-    endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
-    return EngineConfig(**({"port": 0, "launch": LaunchConfig(count=0)} | endpoints | changes))
-
-
 async def test_an_http_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port):
     keys = tmp_path / "keys"
     _, secret = create_key_files(keys, "engine")
     threads = set(threading.enumerate())
-    engine = Engine(config(tmp_path, port=busy_port, curve_secret_file=str(secret), curve_allowed_dir=str(keys)))
+    engine = Engine(
+        in_process_config(tmp_path, port=busy_port, curve_secret_file=str(secret), curve_allowed_dir=str(keys))
+    )
     with pytest.raises(OSError):
         await engine.run()
     assert list(temp_root.iterdir()) == []
     assert set(threading.enumerate()) <= threads  # the CURVE gate's thread stopped
-    Engine(config(tmp_path)).close()  # the ZeroMQ addresses are free again
+    Engine(in_process_config(tmp_path)).close()  # the ZeroMQ addresses are free again
 
 
 def test_a_worker_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port):
     with pytest.raises(zmq.ZMQError):
-        Engine(config(tmp_path, worker_listen=(f"tcp://127.0.0.1:{busy_port}",)))
+        Engine(in_process_config(tmp_path, worker_listen=(f"tcp://127.0.0.1:{busy_port}",)))
     assert list(temp_root.iterdir()) == []
-    Engine(config(tmp_path)).close()
+    Engine(in_process_config(tmp_path)).close()

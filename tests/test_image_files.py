@@ -4,9 +4,9 @@ import asyncio
 
 from waiting import eventually
 
-from engine.config import EngineConfig, LaunchConfig
 from engine.image_files import ImageFiles
 from engine.server import Engine
+from engine_process import in_process_config
 
 
 class Clock:
@@ -42,8 +42,7 @@ def test_expired_images_are_not_served_and_are_freed_without_another_put():
 
 
 async def test_the_engine_frees_expired_images_on_its_own(tmp_path):
-    endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
-    engine = Engine(EngineConfig(port=0, launch=LaunchConfig(count=0), image_url_ttl_s=0.05, **endpoints))
+    engine = Engine(in_process_config(tmp_path, image_url_ttl_s=0.05))
     engine.image_files.put(b"x" * 100, "png")
     running = asyncio.create_task(engine.run())
     try:
