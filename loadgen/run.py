@@ -67,11 +67,20 @@ async def run_load(
     # perf_counter, not the loop's clock: uvloop's ticks in whole milliseconds
     start = time.perf_counter()
 
+    recorded: set[int] = set()
+
+    def add(record: Record) -> None:
+        records.append(record)
+        recorded.add(record["id"])
+        counts[record["outcome"]] += 1
+        bar.set_postfix(counts, refresh=False)
+        bar.update(1)
+
     def answered(task: asyncio.Task[Record]) -> None:
         nonlocal last_answer
-        if task.cancelled():
-            return  # recorded by the timeout path below
         planned_request, sent_at = in_flight[task]
+        if task.cancelled() or planned_request.id in recorded:
+            return  # a cancelled one is recorded by the timeout path below
         error = task.exception()
         if error is None:
             record = task.result()
@@ -88,11 +97,8 @@ async def run_load(
                 answer,
                 slo_ms,
             )
-        records.append(record)
+        add(record)
         last_answer = time.perf_counter()
-        counts[record["outcome"]] += 1
-        bar.set_postfix(counts, refresh=False)
-        bar.update(1)
 
     sampler_task = asyncio.create_task(sampler.run(start)) if sampler else None
     try:
@@ -111,15 +117,13 @@ async def run_load(
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for task in pending:
-            if task.cancelled():  # else it answered while being cancelled, and `answered` recorded it
-                request, sent_at = in_flight[task]
-                records.append(
-                    make_record(request.id, request.prompt_index, request.scheduled_at, sent_at, None, None, slo_ms)
-                )
-                counts[records[-1]["outcome"]] += 1
-                bar.set_postfix(counts, refresh=False)
-                bar.update(1)
+        for task, (request, sent_at) in in_flight.items():
+            if task.cancelled():
+                add(make_record(request.id, request.prompt_index, request.scheduled_at, sent_at, None, None, slo_ms))
+            else:
+                # one that ended in the loop turn of the hard end (or while being cancelled) is done, but its
+                # done callback may not have run yet: record it now, once
+                answered(task)
     finally:
         # only when the run itself is cancelled or fails is anything still in flight here
         leftover = [task for task in in_flight if not task.done()]

@@ -1,13 +1,16 @@
-"""The clients and run_load when nothing useful answers: every request is still recorded, once."""
+"""The clients and run_load when nothing useful answers, or answers at the hard end: every request is still
+recorded, once."""
 
 import asyncio
+import time
 
 import zmq
 import zmq.asyncio
 
 from engine_process import free_port
 from loadgen.arrivals import Arrival
-from loadgen.clients import HttpLoadClient, RequestOptions, ZmqLoadClient
+from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
+from loadgen.records import Answer
 from loadgen.run import run_load
 from protocols.client_messages import Cancel, Generate, engine_side_codec
 
@@ -63,3 +66,29 @@ async def test_unanswered_requests_time_out_and_the_engine_is_told():
     assert [(g.prompt, g.width, g.height, g.steps) for g in generates][0] == ("a red fox", 64, 64, 4)
     cancelled = {m.request_id for m in received if isinstance(m, Cancel)}
     assert cancelled == {g.request_id for g in generates}
+
+
+class _StallingClient(LoadClient):
+    """Request 0 answers just before the run's hard end, and request 1 stalls the loop across both instants:
+    the answer and the hard end come due in one loop turn."""
+
+    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
+        if seed == 0:
+            await asyncio.sleep(0.25)
+        else:
+            await asyncio.sleep(0.05)
+            time.sleep(0.5)  # noqa: ASYNC251 - the stall is the point
+        return Answer("busy", code="busy")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_answer_due_in_the_loop_turn_of_the_hard_end_is_recorded_before_the_summary():
+    records, summary = await run_load(
+        [Arrival(0.0), Arrival(0.0)], PROMPTS, _StallingClient(RequestOptions()), None, seed=0, drain_s=0.3,
+        progress=False,
+    )  # fmt: skip
+    assert_counted_once(records, summary, 2)
+    await asyncio.sleep(0.05)  # a done callback left over would add its record now
+    assert len(records) == 2
