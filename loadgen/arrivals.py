@@ -9,7 +9,7 @@ schedule's own time), then compress time by `time_scale`, then cut at
 `duration_s` (seconds of the run, after compression) and `max_requests`.
 
 Two ways to rescale a rate (RESCALE_MODES). `thin` keeps the schedule's clock and
-draws a seeded share of its arrivals (superposing copies to go above its own
+draws a seeded share of its arrivals (repeating arrivals to go above its own
 rate): a burst lasts as long as it did where the trace was recorded, only
 fewer or more requests arrive in it. `stretch` multiplies every offset instead,
 which also stretches every burst: a one-second burst of a trace slowed eightfold
@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 # gaps are drawn in blocks of this many; any block size gives the same schedule
 _BLOCK = 4096
+# a schedule is held in memory: more arrivals than this is a mistyped rate, not a run
+MAX_ARRIVALS = 10_000_000
 
 
 class Arrival(NamedTuple):
@@ -56,6 +58,8 @@ def gamma(
 
     if duration_s is None and max_requests is None:
         raise ValueError("a synthetic arrival process needs duration_s or max_requests to end")
+    expected = min(rate * (duration_s if duration_s is not None else math.inf), max_requests or math.inf)
+    _check_size(expected)
     shape = 1.0 / (cv * cv)
     scale = 1.0 / (rate * shape)
     rng = np.random.default_rng(seed)
@@ -116,17 +120,22 @@ def rescale_to_rate(schedule: Sequence[Arrival], rate: float) -> Schedule:
 def thin_to_rate(schedule: Sequence[Arrival], rate: float, *, seed: int) -> Schedule:
     """Keep each arrival with probability rate / mean rate, on the schedule's own clock.
 
-    Above the schedule's own rate, ceil(ratio) copies of it are each thinned to their share and merged,
-    so every arrival instant of the original carries on average `ratio` arrivals.
+    Above the schedule's own rate, each arrival is repeated floor(ratio) times, and once more with
+    probability ratio - floor(ratio): every arrival instant of the original carries on average `ratio`
+    arrivals, and a ratio just above 1 keeps the original whole (thinned copies would drop some of it).
     """
     if not rate > 0:
         raise ValueError(f"rate must be > 0, not {rate}")
     ratio = rate / mean_rate(schedule)
-    copies = math.ceil(ratio)
-    keep = ratio / copies
+    _check_size(ratio * len(schedule))
+    whole, extra = divmod(ratio, 1.0)
     rng = random.Random(seed)
-    kept = [a for _ in range(copies) for a in schedule if rng.random() < keep]
-    return sorted(kept, key=lambda a: a.offset_s)
+    return [a for a in schedule for _ in range(int(whole) + (rng.random() < extra))]
+
+
+def _check_size(arrivals: float) -> None:
+    if not arrivals <= MAX_ARRIVALS:
+        raise ValueError(f"that makes about {arrivals:.3g} arrivals, more than a schedule may hold ({MAX_ARRIVALS:,})")
 
 
 def compress_time(schedule: Sequence[Arrival], time_scale: float) -> Schedule:

@@ -1,5 +1,7 @@
 """Arrival processes and schedule transforms: rates, burstiness, bounds, determinism."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -109,11 +111,30 @@ def test_thinning_keeps_the_clock_and_the_bursts_and_only_lowers_the_rate():
     assert thin_to_rate(TRACE, 1.2, seed=4) != thinned
 
 
-def test_thinning_above_the_schedules_rate_superposes_copies():
+def test_thinning_above_the_schedules_rate_repeats_arrivals():
     doubled = thin_to_rate(TRACE, 2.5 * mean_rate(TRACE), seed=1)
     assert mean_rate(doubled) == pytest.approx(2.5 * mean_rate(TRACE), rel=0.05)
     assert {a.offset_s for a in doubled} <= {a.offset_s for a in TRACE}
     assert [a.offset_s for a in doubled] == sorted(a.offset_s for a in doubled)
+    # every arrival twice, and half of them a third time
+    original, repeated = Counter(TRACE), Counter(doubled)
+    assert set(repeated) == set(original)
+    assert all(2 * original[a] <= n <= 3 * original[a] for a, n in repeated.items())
+
+
+def test_thinning_just_above_the_schedules_rate_keeps_all_of_it():
+    """Not a reshuffle: two thinned copies at 1.001x would each drop half of the original."""
+    a_little_more = thin_to_rate(TRACE, 1.001 * mean_rate(TRACE), seed=1)
+    assert set(a_little_more) == set(TRACE)
+    assert len(a_little_more) - len(TRACE) <= 0.01 * len(TRACE)
+
+
+def test_a_schedule_too_large_to_hold_is_refused_before_it_is_drawn():
+    with pytest.raises(ValueError, match="arrivals, more than"):
+        poisson(1e12, seed=0, duration_s=1.0)
+    with pytest.raises(ValueError, match="arrivals, more than"):
+        thin_to_rate(TRACE, 1e12, seed=0)
+    assert len(poisson(1e12, seed=0, max_requests=5)) == 5  # bounded by the count, not the rate
 
 
 def test_shape_thins_by_default_and_rejects_an_unknown_mode():
