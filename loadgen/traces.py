@@ -25,10 +25,11 @@ TIMESTAMP = "TIMESTAMP"
 
 
 def load_trace(path: str | Path) -> Schedule:
-    with open(path, newline="") as f:
-        first = f.readline()
+    # utf-8-sig: a spreadsheet's export may start with a byte-order mark, which is not part of the first name
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = next(csv.reader([f.readline()]), [])
         f.seek(0)
-        if TIMESTAMP in (name.strip() for name in first.split(",")):
+        if TIMESTAMP in (name.strip() for name in first):
             schedule = _timestamp_csv(f, path)
         else:
             schedule = _offsets(f, path)
@@ -44,6 +45,8 @@ def _timestamp_csv(f, path: str | Path) -> Schedule:
     lines, stamps = [], []
     for row in reader:
         if row:
+            if len(row) <= column:
+                raise ValueError(f"{path}:{reader.line_num}: no {TIMESTAMP}")
             lines.append(reader.line_num)
             stamps.append(row[column].strip())
     try:

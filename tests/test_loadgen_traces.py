@@ -85,9 +85,22 @@ def test_timestamp_column_anywhere_and_rows_in_any_order(tmp_path):
     assert [a.offset_s for a in load_trace(path)] == pytest.approx([0.0, 1.25, 2.75])
 
 
-def test_a_timestamp_row_without_a_time_names_its_line(tmp_path):
+@pytest.mark.parametrize(
+    "header", ["id,TIMESTAMP", '"id","TIMESTAMP"', "\ufeffTIMESTAMP,id"], ids=["plain", "quoted", "byte-order-mark"]
+)
+def test_a_timestamp_header_however_a_csv_writer_spells_it(tmp_path, header):
     path = tmp_path / "t.csv"
-    path.write_text("id,TIMESTAMP\na,2024-01-01 00:00:01\nb,\nc,2024-01-01 00:00:02\n")
+    rows = ["a,2024-01-01 00:00:01", "b,2024-01-01 00:00:03"]
+    if header.startswith("\ufeff"):
+        rows = [",".join(reversed(row.split(","))) for row in rows]
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    assert [a.offset_s for a in load_trace(path)] == [0.0, 2.0]
+
+
+@pytest.mark.parametrize("missing", ["b,", "b"], ids=["blank cell", "short row"])
+def test_a_timestamp_row_without_a_time_names_its_line(tmp_path, missing):
+    path = tmp_path / "t.csv"
+    path.write_text(f"id,TIMESTAMP\na,2024-01-01 00:00:01\n{missing}\nc,2024-01-01 00:00:02\n")
     with pytest.raises(ValueError, match="t.csv:3: no TIMESTAMP"):
         load_trace(path)
 
