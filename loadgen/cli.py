@@ -9,12 +9,14 @@ module level: `argus` builds every sub-command's parser at each start.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadgen.arrivals import RESCALE_MODES
+from protocols.limits import MAX_STEPS
 
 if TYPE_CHECKING:
     from loadgen.arrivals import Schedule
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
+# a timeline cut finer than this is not a figure anyone can read (nor one matplotlib draws in reasonable memory)
+MAX_PLOT_BINS = 10_000
 
 
 class UsageError(Exception):
@@ -62,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--load",
         type=float,
         help="rate as a multiple of the exact-generation capacity (--capacity-rps or /ready): a trace's busiest "
-        "minute, a poisson or gamma process's mean",
+        "minute, a poisson or gamma process's mean, as the engine sees it (whatever --time-scale)",
     )
     load.add_argument(
         "--capacity-rps",
@@ -75,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--time-scale",
         type=float,
         default=1.0,
-        help="multiply every offset after rescaling: 0.1 replays 10x faster (default 1)",
+        help="multiply every offset after rescaling: 0.1 replays 10x faster, so the engine sees 10x --rate and "
+        "bursts a tenth as long; --load stays a multiple of the capacity (default 1)",
     )
     load.add_argument("--duration-s", type=float, help="send only arrivals in the first this many seconds")
     load.add_argument("--max-requests", type=int, help="send at most this many requests")
@@ -128,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# flags that must be finite and > 0 when given
+_POSITIVE = "rate load capacity_rps cv time_scale duration_s drain_s slo_ms bin_s sample_every_s".split()
+
+
 def _check(args: argparse.Namespace) -> None:
     if args.arrivals is None:
         args.arrivals = "trace" if args.trace else "poisson"
@@ -145,12 +154,14 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--arrivals {args.arrivals} needs --duration-s or --max-requests to end")
     if args.load is not None and args.capacity_rps is None and args.url is None and args.zmq:
         raise UsageError("--load over --zmq needs --capacity-rps, or --url to read it from /ready")
-    for name in ("rate", "load", "capacity_rps", "time_scale", "duration_s", "drain_s", "sample_every_s", "slo_ms"):
+    for name in _POSITIVE:
         value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be > 0")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, not {value}")
     if args.max_requests is not None and args.max_requests < 1:
         raise UsageError("--max-requests must be >= 1")
+    if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be from 1 to {MAX_STEPS}")
     for path in (args.records, args.json, args.plot):
         # found out now, not after a long run
         if path and not Path(path).resolve().parent.is_dir():
@@ -169,16 +180,20 @@ def _size(text: str) -> tuple[int, int]:
 
 
 async def _target_rate(args: argparse.Namespace) -> float | None:
+    """The rate on the schedule's own clock. --load is what the engine is to see, so it is slowed by
+    --time-scale here for the compression to bring it back."""
     if args.load is None:
         return args.rate
     if args.capacity_rps is not None:
-        return args.load * args.capacity_rps
-    from loadgen.engine_status import CapacityUnknown, exact_capacity_rps
+        capacity = args.capacity_rps
+    else:
+        from loadgen.engine_status import CapacityUnknown, exact_capacity_rps
 
-    try:
-        return args.load * await exact_capacity_rps(args.url, args.api_key)
-    except CapacityUnknown as exc:
-        raise UsageError(f"{exc}; pass --capacity-rps") from None
+        try:
+            capacity = await exact_capacity_rps(args.url, args.api_key)
+        except CapacityUnknown as exc:
+            raise UsageError(f"{exc}; pass --capacity-rps") from None
+    return args.load * capacity * args.time_scale
 
 
 async def _schedule(args: argparse.Namespace) -> Schedule:
@@ -219,6 +234,8 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     if not schedule:
         raise UsageError("the schedule is empty (check --duration-s and --time-scale)")
     span = schedule[-1].offset_s
+    if args.plot and args.bin_s and span / args.bin_s > MAX_PLOT_BINS:
+        raise UsageError(f"--bin-s {args.bin_s:g} cuts {span:.0f} s into more than {MAX_PLOT_BINS:,} bins")
     print(
         f"sending {len(schedule)} requests over {span:.1f} s"
         + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")

@@ -1,0 +1,64 @@
+"""`argus loadgen`'s command line: what it refuses up front, and the schedule its flags make."""
+
+import argparse
+import asyncio
+
+import pytest
+
+from loadgen import cli
+from loadgen.arrivals import mean_rate
+
+NO_ENGINE = "http://127.0.0.1:9"  # nothing listens: every case here must stop before reaching it
+
+
+def parsed(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--url", NO_ENGINE, *argv])
+    cli._check(args)
+    return args
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rate", "inf", "--duration-s", "1"], "--rate must be a finite number > 0"),
+        (["--rate", "nan", "--duration-s", "1"], "--rate must be a finite number > 0"),
+        (["--load", "1", "--capacity-rps", "inf", "--duration-s", "1"], "--capacity-rps must be"),
+        (["--rate", "1", "--time-scale", "inf", "--duration-s", "1"], "--time-scale must be"),
+        (["--rate", "1", "--arrivals", "gamma", "--cv", "0", "--duration-s", "1"], "--cv must be"),
+        (["--rate", "1", "--duration-s", "1", "--bin-s", "-1"], "--bin-s must be"),
+        (["--rate", "1", "--duration-s", "1", "--bin-s", "nan"], "--bin-s must be"),
+        (["--rate", "1", "--duration-s", "1", "--steps", "0"], "--steps must be from 1 to 200"),
+        (["--rate", "1", "--duration-s", "1", "--steps", "201"], "--steps must be from 1 to 200"),
+        (["--rate", "1", "--duration-s", "1", "--drain-s", "inf"], "--drain-s must be"),
+    ],
+)
+def test_numbers_no_run_can_use_are_refused_before_it_starts(argv, message, capsys):
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_plot_cut_into_more_bins_than_a_figure_can_hold_is_refused_before_the_run(tmp_path, capsys):
+    argv = ["--rate", "10", "--duration-s", "100", "--plot", str(tmp_path / "t.png"), "--bin-s", "0.001"]
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", *argv]) == 2
+    assert "--bin-s 0.001 cuts" in capsys.readouterr().err
+
+
+def test_a_rate_too_high_to_hold_is_refused_not_drawn(capsys):
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1e12", "--duration-s", "10"]) == 2
+    assert "more than a schedule may hold" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("time_scale", [1.0, 0.1])
+def test_load_is_what_the_engine_sees_whatever_the_time_scale(time_scale):
+    """--load 2 x a capacity of 5/s is 10 requests/s at the engine; --time-scale compresses the schedule's
+    clock, not the load."""
+    args = parsed("--load", "2", "--capacity-rps", "5", "--time-scale", str(time_scale), "--duration-s", "200")
+    schedule = asyncio.run(cli._schedule(args))
+    assert mean_rate(schedule) == pytest.approx(10.0, rel=0.1)
+
+
+def test_rate_is_on_the_schedules_own_clock_and_compression_speeds_it_up():
+    args = parsed("--rate", "2", "--time-scale", "0.1", "--duration-s", "100")
+    assert mean_rate(asyncio.run(cli._schedule(args))) == pytest.approx(20.0, rel=0.1)
