@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
-from collections.abc import Callable
 
 from controller.policies import POLICY_NAMES
+from engine.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
 from engine.config import CacheConfig, DispatchConfig, EngineConfig, LaunchConfig, PolicyConfig
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
@@ -22,29 +21,6 @@ def batch_size(text: str) -> int:
     if not 1 <= value <= MAX_BATCH:
         raise argparse.ArgumentTypeError(f"a batch holds 1 to {MAX_BATCH} images, not {value}")
     return value
-
-
-def _at_least_zero(kind: type, zero_allowed: bool) -> Callable[[str], float]:
-    """An argparse type: a finite number of `kind` above zero (or from zero)."""
-    bound = ">= 0" if zero_allowed else "> 0"
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, not {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, not {text!r}")
-        return value
-
-    parse.__name__ = f"{kind.__name__} {bound}"  # argparse names the type in its errors
-    return parse
-
-
-positive_int = _at_least_zero(int, zero_allowed=False)
-positive_float = _at_least_zero(float, zero_allowed=False)
-non_negative_int = _at_least_zero(int, zero_allowed=True)
-non_negative_float = _at_least_zero(float, zero_allowed=True)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:

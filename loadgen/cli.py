@@ -170,15 +170,6 @@ def _check(args: argparse.Namespace) -> None:
         args.url = DEFAULT_URL
 
 
-def _size(text: str) -> tuple[int, int]:
-    if text == "auto":
-        return 0, 0
-    width, sep, height = text.partition("x")
-    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
-        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 64x64, or auto")
-    return int(width), int(height)
-
-
 async def _target_rate(args: argparse.Namespace) -> float | None:
     """The rate on the schedule's own clock. --load is what the engine is to see, so it is slowed by
     --time-scale here for the compression to bring it back."""
@@ -226,8 +217,9 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
     from loadgen.prompts import load_prompts
     from loadgen.run import run_load
+    from protocols.openai_images import parse_size
 
-    width, height = _size(args.size)
+    width, height = parse_size(args.size)  # as the HTTP API reads it
     options = RequestOptions(width=width, height=height, steps=args.steps)
     prompts = load_prompts(args.prompts)
     schedule = await _schedule(args)

@@ -51,3 +51,12 @@ def test_each_policy_writes_one_record_a_request_on_the_simulated_clock(tmp_path
         served = [r["latency_ms"] for r in records if r["outcome"] in ("ok", "late")]
         assert percentile(served, 50) == summary["p50_ms"]
         assert max(r["scheduled_at"] for r in records) > 30.0  # simulated seconds, not the 1.2 s of wall time
+
+
+def test_a_mistyped_policy_is_refused_before_any_engine_runs(tmp_path):
+    command = [sys.executable, "-m", "engine.cli", "bench", "compare", "--policies", "argus,clipper_ha"]
+    command += ["--json", str(tmp_path / "compare.json"), "--log-dir", str(tmp_path / "logs")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "--policies takes distinct names from argus, clipper-ha" in result.stderr
+    assert not (tmp_path / "logs").exists()  # argus was not run first, to be thrown away

@@ -25,7 +25,10 @@ import logging
 import tempfile
 from pathlib import Path
 
+from controller.policies import POLICY_NAMES
+from engine.arg_types import positive_float, positive_int
 from loadgen.arrivals import RESCALE_MODES
+from protocols.openai_images import parse_size
 
 DEFAULT_POLICIES = "argus,clipper-ha,clipper-ht,nirvana,proteus"
 _WINDOW_S = 10.0  # the controller's window on the simulated clock, as Proteus re-solves
@@ -39,21 +42,24 @@ QUALITY_TIE = 0.5
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", default=DEFAULT_POLICIES, help="comma-separated policies to compare")
     parser.add_argument("--backend", default="sim", choices=["sim"], help="only the simulated backend (a cluster)")
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=positive_int, default=8)
     parser.add_argument("--trace", default="../shared/data/traces/azure_llm2023_code.csv")
     parser.add_argument("--prompts", default="../shared/data/prompts/diffusiondb_5k.txt")
     parser.add_argument(
-        "--load", type=float, default=1.3, help="the trace's busiest minute as a multiple of exact-generation capacity"
+        "--load",
+        type=positive_float,
+        default=1.3,
+        help="the trace's busiest minute as a multiple of exact-generation capacity",
     )
-    parser.add_argument("--slo-ms", type=float, default=15_000.0, help="SLO on the simulated clock")
-    parser.add_argument("--time-scale", type=float, default=0.025, help="wall seconds per simulated second")
+    parser.add_argument("--slo-ms", type=positive_float, default=15_000.0, help="SLO on the simulated clock")
+    parser.add_argument("--time-scale", type=positive_float, default=0.025, help="wall seconds per simulated second")
     parser.add_argument(
         "--rescale", choices=RESCALE_MODES, default="thin", help="how the trace meets --load (see argus loadgen)"
     )
     parser.add_argument(
-        "--duration-s", type=float, help="simulated seconds of the trace to replay (default: all of it)"
+        "--duration-s", type=positive_float, help="simulated seconds of the trace to replay (default: all of it)"
     )
-    parser.add_argument("--size", default="1024x1024")
+    parser.add_argument("--size", type=parse_size, default="1024x1024", help="WIDTHxHEIGHT (default 1024x1024)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of violations and quality per policy")
     parser.add_argument("--log-dir", help="where engine logs go (default: a temporary directory)")
@@ -62,6 +68,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="write each policy's per-request records here as POLICY.jsonl (times on the simulated clock)",
     )
+
+
+def _policies(text: str) -> list[str]:
+    """The policies named, checked before the first run: a typo in the last one would waste all the others."""
+    policies = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in POLICY_NAMES]
+    if unknown or not policies or len(set(policies)) < len(policies):
+        raise SystemExit(
+            f"argus bench compare: --policies takes distinct names from {', '.join(POLICY_NAMES)}, not {text!r}"
+        )
+    return policies
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.traces import load_trace
 
     logging.basicConfig(level=logging.WARNING)
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    policies = _policies(args.policies)
     slo_s = args.slo_ms / 1000.0
     # exact-generation capacity of the cluster, simulated clock: K = 0 at the largest batch within SLO/2
     capacity_rps = args.workers * LatencyProfile.bundled("sdxl_a100").capacity_rps(0, slo_s)
@@ -84,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     simulated = shape(trace, rate=rate, rescale=args.rescale, seed=args.seed, duration_s=args.duration_s)
     schedule = shape(simulated, time_scale=args.time_scale)
     prompts = load_prompts(args.prompts)
-    width, height = (int(side) for side in args.size.split("x"))
+    width, height = args.size
     config = {
         "simulated": True,
         "backend": args.backend,
@@ -100,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         "time_scale": args.time_scale,
         "duration_s": args.duration_s,
         "requests": len(schedule),
-        "size": args.size,
+        "size": f"{width}x{height}",
         "clock": "simulated (wall / time_scale)",
         "ties": {"slo_violation_ratio": VIOLATION_TIE, "mean_quality": QUALITY_TIE},
     }
@@ -116,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         if args.records_dir:
             simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
             write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
+        # each policy's results as soon as they are in: a failure later (an engine that will not start) loses none
+        write_json(args.json, {"config": config, "policies": results})
     verdicts = {p: verdict(results["argus"], results[p]) for p in policies if p != "argus" and "argus" in results}
     for policy, text in verdicts.items():
         results[policy]["argus_verdict"] = text
