@@ -158,7 +158,11 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
     p.add_argument("--threads", type=positive_int, help="torch threads on CPU")
-    p.add_argument("--die-with-parent", action="store_true", help="exit when the spawning engine dies")
+    p.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        help="spawned by an engine: exit when it dies or shuts down; ignore Ctrl-C (meant for it)",
+    )
     p.add_argument(
         "--count",
         type=positive_int,
@@ -192,6 +196,7 @@ def _worker(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         threads=args.threads,
         die_with_parent=args.die_with_parent,
+        owned=args.die_with_parent,  # only an engine spawns its workers so
         curve=_client_keys(args),
     )
     return run_worker(config)

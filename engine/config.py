@@ -32,6 +32,7 @@ class LaunchConfig:
             max_batch=self.max_batch,
             threads=threads,
             die_with_parent=True,
+            owned=True,
         )
 
 

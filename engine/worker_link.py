@@ -30,6 +30,7 @@ from protocols.worker_messages import (
     EngineHeartbeat,
     Heartbeat,
     Hello,
+    Leaving,
     LevelSet,
     Refused,
     Shutdown,
@@ -40,6 +41,9 @@ from protocols.worker_messages import (
 log = logging.getLogger("argus.workers")
 # ticks per heartbeat interval: each sends to its share of the workers
 _BEAT_TICKS = 20
+# a worker heard from within this many heartbeat intervals is alive: a hello from another process with its
+# worker id is a second worker misnamed, not its replacement (a restarted process takes longer than this)
+_ALIVE_INTERVALS = 3
 
 WorkerEvent = Callable[[WorkerHandle], None]
 
@@ -102,11 +106,13 @@ class WorkerLink:
             self.dispatcher.batch_done(worker, message)
         elif isinstance(message, LevelSet):
             self.dispatcher.worker_level_set(worker, message.level)
+        elif isinstance(message, Leaving):
+            self.dispatcher.worker_lost(worker, "left")
         elif not isinstance(message, Heartbeat):
             self._metrics.bad_messages.labels("worker").inc()
 
     def _on_hello(self, identity: bytes, hello: Hello, known: WorkerHandle | None) -> None:
-        reason = _refusal(hello)
+        reason = _refusal(hello) or (None if known else self._id_in_use(hello.worker_id))
         if reason:
             log.error("refusing worker %r: %s", identity, reason)
             self._socket.send(identity, self._codec.encode(Refused(reason)))
@@ -121,7 +127,7 @@ class WorkerLink:
             # it lost us and dropped what it held (workers/runtime.py, _rejoin): route that again
             self.dispatcher.worker_lost(known, "rejoined")
         for stale in self._registry.by_worker_id(hello.worker_id):
-            # the same slot says hello from a new process: the old one is gone
+            # the same slot says hello from a new process, and the old one is silent: it is gone
             self.dispatcher.worker_lost(stale, "replaced")
         worker = self._registry.add(identity, hello, level=hello.level)
         if not self.send(worker, self._welcome(worker.level)):
@@ -137,6 +143,15 @@ class WorkerLink:
         )
         self.on_joined(worker)
         self.dispatcher.worker_ready(worker)
+
+    def _id_in_use(self, worker_id: str) -> str | None:
+        """Why a new process may not take `worker_id`: a live worker has it. Replacing it would make the two
+        evict each other at every hello, each time re-routing what the other held."""
+        alive_since = time.monotonic() - _ALIVE_INTERVALS * self._heartbeat_interval_s
+        for holder in self._registry.by_worker_id(worker_id):
+            if holder.last_seen >= alive_since:
+                return f"worker id {worker_id!r} is in use by the live worker {holder.name}: give each its own"
+        return None
 
     def _welcome(self, level: int) -> Welcome:
         return Welcome(PROTOCOL_VERSION, self._heartbeat_interval_s, self._heartbeat_timeout_s, level)

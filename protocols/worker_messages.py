@@ -6,7 +6,9 @@ SetLevel, Abort, Shutdown and EngineHeartbeat; the worker sends Heartbeat,
 LevelSet and, once a batch ends, one BatchDone holding a terminal outcome per
 item: ItemDone, ItemFailed or ItemCancelled. Both sides watch the other's heartbeats: the engine drops a
 silent worker, and a worker that stops hearing its engine says hello again
-(to a restarted engine, or the same one once it answers).
+(to a restarted engine, or the same one once it answers). A worker that is
+stopped (SIGTERM) says Leaving before it answers what it gives up, so the
+engine routes that elsewhere rather than back to it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from protocols.codec import Blob, Codec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -95,7 +97,11 @@ class Abort(msgspec.Struct, tag="abort", frozen=True):
 
 
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
-    pass
+    """The engine is stopping. A worker it launched exits; one started by hand waits for the next engine."""
+
+
+class Leaving(msgspec.Struct, tag="leaving", frozen=True):
+    """The worker is stopping: send it nothing more; what it held comes back cancelled, to be routed elsewhere."""
 
 
 class ItemDone(msgspec.Struct, tag="done", frozen=True):
@@ -137,7 +143,7 @@ class BatchDone(msgspec.Struct, tag="batch_done", frozen=True):
 
 
 ToWorker = Welcome | Refused | EngineHeartbeat | Generate | SetLevel | Abort | Shutdown
-FromWorker = Hello | Heartbeat | LevelSet | BatchDone
+FromWorker = Hello | Heartbeat | LevelSet | BatchDone | Leaving
 
 
 def engine_side_codec() -> Codec:

@@ -59,6 +59,7 @@ def engine(tmp_path_factory, keys):
         yield engine
     finally:
         assert engine.stop() == 0
+        worker.terminate()  # started by hand, it would wait for the next engine
         worker.wait(timeout=30)
 
 

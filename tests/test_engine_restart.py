@@ -2,12 +2,17 @@
 
 import signal
 
+import pytest
+
 from engine.client import ArgusClient
 from engine_process import free_port, start_engine, start_worker
 from protocols.client_messages import Images
 
 
-def test_worker_rejoins_a_restarted_engine(tmp_path):
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_worker_rejoins_a_restarted_engine(tmp_path, stop):
+    """Stopped (it drains, then says Shutdown) or killed (it goes silent), the engine is back on the same
+    address: the worker serves the new one."""
     worker_port = free_port()
     first = start_engine(
         tmp_path, "--heartbeat-timeout", "2", workers=0, backend="sim", worker_port=worker_port, wait=False
@@ -16,8 +21,11 @@ def test_worker_rejoins_a_restarted_engine(tmp_path):
     second = None
     try:
         first.wait_ready(1, timeout_s=60)
-        first.process.send_signal(signal.SIGKILL)
-        first.process.wait()
+        if stop == "SIGTERM":
+            assert first.stop() == 0
+        else:
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait()
         second = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
         (rejoined,) = second.wait_ready(1, timeout_s=60)["workers"]
         assert rejoined["pid"] == worker.pid
@@ -26,4 +34,5 @@ def test_worker_rejoins_a_restarted_engine(tmp_path):
     finally:
         if second is not None:
             assert second.stop() == 0
+        worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0

@@ -1,14 +1,17 @@
-"""A worker started by hand with `argus worker --connect` joins an engine that spawned none, and stops on Ctrl-C."""
+"""A worker started by hand with `argus worker --connect`: it joins an engine that spawned none, stops on Ctrl-C
+or SIGTERM (handing its work on), and takes no live worker's id."""
 
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from engine.client import ArgusClient
 from engine_process import free_port, start_engine, start_worker
 from protocols.client_messages import Images
+from protocols.curve import create_key_files
 
 
 def test_hand_started_worker_serves(tmp_path):
@@ -24,8 +27,78 @@ def test_hand_started_worker_serves(tmp_path):
         assert isinstance(reply, Images) and reply.images[0].worker == described["name"]
     finally:
         assert engine.stop() == 0
-        # the engine's drain told the worker to shut down
+        # a worker started by hand outlives its engine (tests/test_engine_restart.py); its operator stops it
+        worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
+
+
+def test_a_stopped_worker_hands_its_work_to_another_at_the_cost_of_one_try(tmp_path):
+    """SIGTERM mid-batch: the worker says it is leaving before it answers its images cancelled, so they go to
+    the other worker at once, not back to the one leaving (two tries spent, and a wait for its heartbeat)."""
+    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    slow = start_worker(engine.worker_address, "sim", "--time-scale", "1", "--worker-id", "slow")
+    fast = None
+    try:
+        engine.wait_ready(1, timeout_s=60)
+        with ArgusClient(engine.client_address, timeout_s=60) as client, ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(client.generate, "a harbour at dawn", width=64, height=64)
+            deadline = time.monotonic() + 30
+            while not engine.ready()["workers"][0]["load"]:  # a 50-step image takes the slow worker 5 s
+                assert time.monotonic() < deadline, "the slow worker never took the image"
+                time.sleep(0.05)
+            fast = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "fast")
+            engine.wait_ready(2, timeout_s=60)
+            slow.send_signal(signal.SIGTERM)
+            reply = reply.result()
+        assert isinstance(reply, Images) and reply.images[0].worker.startswith("fast/")
+        assert slow.wait(timeout=30) == 0
+        assert engine.metric("argus_worker_losses_total", cause="left") == 1
+        assert engine.metric("argus_redispatched_images_total") == 1
+    finally:
+        for worker in (slow, fast):
+            if worker is not None and worker.poll() is None:
+                worker.kill()
+        assert engine.stop() == 0
+
+
+def test_a_second_worker_given_a_live_workers_id_is_refused(tmp_path):
+    """Not a replacement: evicting the live one would start the two evicting each other at every hello."""
+    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    first = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
+    try:
+        (registered,) = engine.wait_ready(1, timeout_s=60)["workers"]
+        second = start_worker(
+            engine.worker_address, "sim", "--worker-id", "gpu0", stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        assert second.wait(timeout=60) == 2
+        assert "worker id 'gpu0' is in use by the live worker" in second.stderr.read()
+        (still,) = engine.ready()["workers"]
+        assert still["name"] == registered["name"] and still["pid"] == first.pid
+        assert engine.metric("argus_worker_losses_total", cause="replaced") == 0
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+        assert engine.stop() == 0
+
+
+def test_a_worker_whose_curve_key_is_not_admitted_still_stops_on_sigterm(tmp_path):
+    """Its hellos have no peer to go to: sent blocking, one would wait for good, deaf to signals."""
+    _, engine_secret = create_key_files(tmp_path / "keys", "engine")
+    (tmp_path / "admitted").mkdir()
+    engine = start_engine(
+        tmp_path, "--curve-secret", str(engine_secret), "--curve-allow", str(tmp_path / "admitted"),
+        workers=0, backend="sim", wait=False,
+    )  # fmt: skip
+    worker = start_worker(engine.worker_address, "sim", stderr=subprocess.PIPE)  # no keys at all
+    try:
+        time.sleep(3)  # past its start and first hellos
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        assert engine.ready()["workers"] == []
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        assert engine.stop() == 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

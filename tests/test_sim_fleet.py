@@ -9,9 +9,12 @@ import uuid
 from collections import Counter
 
 import zmq
+from fake_engine import FakeEngine
 
 from engine_process import ROOT, start_engine
 from protocols.client_messages import Error, Generate, Images, client_side_codec
+from protocols.worker_messages import PROTOCOL_VERSION, BatchDone, GenerateItem, Hello, ItemDone, Welcome
+from protocols.worker_messages import Generate as WorkerGenerate
 
 FLEET = 50
 SPARE = 10
@@ -95,5 +98,32 @@ def test_a_fleet_process_is_many_workers_and_its_death_loses_nothing(tmp_path):
         if fleet.poll() is None:
             fleet.kill()
         assert engine.stop() == 0
-        # the engine's drain told every spare worker to shut down: the fleet process ends with them
+        # a fleet started by hand outlives its engine; SIGTERM ends it, every worker with it
+        spare.send_signal(signal.SIGTERM)
         assert spare.wait(timeout=30) == 0
+
+
+def test_a_batch_no_profile_can_time_is_answered_and_the_fleet_lives_on():
+    """A lone sim worker answers an empty batch with an empty BatchDone; a fleet must not let one worker's odd
+    message end the loop that serves them all."""
+    engine = FakeEngine()
+    fleet = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "worker", "--connect", engine.address, "--backend", "sim",
+         "--count", "2", "--worker-id", "pair"],
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        identities = set()
+        while len(identities) < 2:
+            engine.receive(Hello)
+            identities.add(engine.identity)
+            engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
+        engine.send(WorkerGenerate(1, 0, 50, 64, 64, 5.0, "png", []))
+        assert engine.receive(BatchDone) == BatchDone(1, [])
+        engine.send(WorkerGenerate(2, 0, 50, 64, 64, 5.0, "png", [GenerateItem("r", "a kite", 1)]))
+        (done,) = engine.receive(BatchDone).outcomes
+        assert isinstance(done, ItemDone) and fleet.poll() is None
+    finally:
+        fleet.send_signal(signal.SIGTERM)
+        assert fleet.wait(timeout=30) == 0
+        engine.close()

@@ -6,10 +6,10 @@ import zmq
 from test_dispatcher import Harness
 
 from engine.worker_link import WorkerLink
+from protocols.worker_messages import PROTOCOL_VERSION, Hello, Welcome
 from protocols.worker_messages import Generate as Batch
-from protocols.worker_messages import Hello, Welcome
 
-HELLO = Hello(1, "remote-0", "sim", "sim", True, [5, 10], 4, 50, 64, 256, 64, 0, 123)
+HELLO = Hello(PROTOCOL_VERSION, "remote-0", "sim", "sim", True, [5, 10], 4, 50, 64, 256, 64, 0, 123)
 IDENTITY = b"remote-0/abcd"
 
 

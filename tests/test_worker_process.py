@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 import pytest
-import zmq
+from fake_engine import FakeEngine
 
-from engine_process import free_port, start_worker
+from engine_process import start_worker
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     Abort,
@@ -21,39 +21,9 @@ from protocols.worker_messages import (
     SetLevel,
     Shutdown,
     Welcome,
-    engine_side_codec,
 )
 
 STEPS = 20
-
-
-class FakeEngine:
-    def __init__(self):
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.socket.bind(self.address)
-        self.codec = engine_side_codec()
-        self.identity = b""
-
-    def receive(self, kind: type, timeout_s: float = 120.0):
-        """The next message of `kind` (heartbeats in between are skipped)."""
-        while self.socket.poll(int(timeout_s * 1000)):
-            identity, *frames = self.socket.recv_multipart()
-            message = self.codec.decode(frames)
-            self.identity = identity
-            if isinstance(message, kind):
-                return message
-            assert isinstance(message, Heartbeat), message
-        raise TimeoutError(f"no {kind.__name__} from the worker")
-
-    def send(self, message) -> None:
-        self.socket.send_multipart([self.identity, *self.codec.encode(message)])
-
-    def close(self):
-        self.socket.close()
-        self.context.term()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +110,26 @@ def test_abort_between_steps_cancels_a_running_batch(worker):
     assert done.steps_run == STEPS
 
 
-def test_shutdown_ends_the_process(worker):
-    engine, _, process = worker
+def test_shutdown_sends_a_worker_started_by_hand_back_to_saying_hello(worker):
+    """It outlives its engine: an engine restarted on the same address gets it back at once."""
+    engine, hello, process = worker
     engine.send(Shutdown())
-    assert process.wait(timeout=30) == 0
+    again = engine.receive(Hello)
+    assert (again.worker_id, again.session) == (hello.worker_id, hello.session + 1)
+    engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
+    (done,) = generate(engine, 60)
+    assert done.steps_run == STEPS and process.poll() is None
+
+
+def test_shutdown_ends_a_worker_an_engine_spawned():
+    engine = FakeEngine()
+    process = start_worker(engine.address, "sim", "--time-scale", "0", "--die-with-parent")
+    try:
+        engine.receive(Hello)
+        engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
+        engine.send(Shutdown())
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        engine.close()

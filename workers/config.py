@@ -18,5 +18,8 @@ class WorkerConfig:
     max_batch: int | None = None  # None: the backend's own
     threads: int | None = None  # torch intra-op threads on CPU
     die_with_parent: bool = False
+    # launched by an engine, which stops it: its Shutdown ends the worker, and Ctrl-C (meant for the engine)
+    # does not. A worker started by hand outlives its engine, waiting for the next one on the same address.
+    owned: bool = False
     hello_retry_s: float = 1.0
     curve: ClientKeys | None = None  # set when the engine requires CURVE

@@ -144,8 +144,15 @@ class SimWorker(WorkerRuntime):
             batch = self._pending.popleft()
             self._running = batch
             self._started = now
-            seconds = self._latency.seconds(batch.level, batch.steps, len(batch.items))
-            self._busy_until = now + self._time_scale * seconds
+            self._busy_until = now + self._time_scale * self._seconds(batch)
+
+    def _seconds(self, batch: Generate) -> float:
+        try:
+            return self._latency.seconds(batch.level, batch.steps, len(batch.items))
+        except ValueError:
+            # a batch no profile can time (an empty one): due at once, and _run answers it as a lone worker
+            # does, where an exception here would end the loop of every worker in the process
+            return 0.0
 
     def _all_aborted(self, batch: Generate) -> bool:
         return all(self.is_aborted(item.request_id) for item in batch.items)

@@ -74,8 +74,10 @@ def run_worker(config: WorkerConfig) -> int:
         _die_with_parent()
     backend = load_backend(config)
     return serve_until_stopped(
-        WorkerRuntime(backend, config.connect, config.worker_id, config.hello_retry_s, config.curve),
-        owned=config.die_with_parent,
+        WorkerRuntime(
+            backend, config.connect, config.worker_id, config.hello_retry_s, config.curve, owned=config.owned
+        ),
+        owned=config.owned,
     )
 
 
@@ -86,7 +88,8 @@ class Serving(Protocol):
 
 
 def serve_until_stopped(runner: Serving, owned: bool = False) -> int:
-    """Serves until SIGTERM, SIGINT or the engine's Shutdown; exit code 2 if the engine refuses us.
+    """Serves until SIGTERM, SIGINT or (for an owned worker) the engine's Shutdown; exit code 2 if the engine
+    refuses us.
 
     `owned`: the engine that spawned this process stops it, after draining. Ctrl-C in a terminal sends
     SIGINT to the engine and its workers alike; an owned worker ignores it and finishes what it runs.

@@ -3,6 +3,11 @@
 Say hello, then repeat: drain the socket without blocking, run the next batch,
 answer it with one BatchDone (a terminal outcome per item). While a batch runs, the backend calls
 `between_steps` so heartbeats go out and aborts come in between denoising steps.
+
+Nothing is sent blocking: with no engine to take them (none up yet, or one that
+refused this worker's CURVE key) messages would pile up to the high-water mark
+and then block the loop for good, deaf to SIGTERM. A message that cannot leave
+at once is dropped: the engine re-dispatches what it does not hear about.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from protocols.worker_messages import (
     Hello,
     ItemCancelled,
     ItemFailed,
+    Leaving,
     LevelSet,
     Refused,
     SetLevel,
@@ -38,6 +44,10 @@ from protocols.worker_messages import (
 from workers.backend import Backend, BatchAborted
 
 log = logging.getLogger("argus.worker")
+
+# hellos unanswered this long are worth a warning: the engine is down, unreachable, or drops us unheard (a
+# CURVE key it does not admit); then again at this interval
+_UNANSWERED_WARNING_S = 10.0
 
 
 class EngineRefused(Exception):
@@ -53,6 +63,7 @@ class WorkerRuntime:
         hello_retry_s: float = 1.0,
         curve: ClientKeys | None = None,
         context: zmq.Context | None = None,
+        owned: bool = False,
     ):
         self._backend = backend
         self._info = backend.describe()
@@ -66,6 +77,10 @@ class WorkerRuntime:
             self._context, zmq.DEALER, connect=connect, identity=self.identity, curve_client=curve
         )
         self._codec = worker_side_codec()
+        self._connect = connect
+        # launched by an engine, which stops it: the engine's Shutdown ends this worker. One started by hand
+        # outlives its engine and says hello to the next one on the same address.
+        self._owned = owned
         self._hello_retry_s = hello_retry_s
         self._session = 0  # see Hello.session
         self._level = 0
@@ -78,6 +93,7 @@ class WorkerRuntime:
         self._running: Generate | None = None
         self._aborted: set[str] = set()
         self._stopping = False
+        self._leaving_said = False  # see _say_leaving
 
     # -- StepControl -------------------------------------------------------
     def between_steps(self) -> None:
@@ -112,6 +128,7 @@ class WorkerRuntime:
 
     def _cancel_pending(self) -> None:
         """Answers what was queued but never started."""
+        self._say_leaving()
         while self._pending:
             batch = self._pending.popleft()
             self._send(BatchDone(batch.batch_id, [ItemCancelled(i.request_id) for i in batch.items]))
@@ -121,13 +138,24 @@ class WorkerRuntime:
         if self._own_context:
             self._context.term()
 
+    def _say_leaving(self) -> None:
+        """Before a stopping worker answers what it gives up: the engine then routes that work elsewhere, not
+        back to a worker about to go (which would cost the images a try each)."""
+        if not self._leaving_said:
+            self._leaving_said = True
+            self._send(Leaving())
+
     def _rejoin(self) -> None:
         self._forget_engine()
         self._engine_lost = not self._handshake()
 
+    def _lose_engine(self, why: str) -> None:
+        if not self._engine_lost:
+            log.warning("%s; saying hello again", why)
+            self._engine_lost = True
+
     def _forget_engine(self) -> None:
-        """The engine went silent: what it sent is void (it re-dispatches), so start over."""
-        log.warning("engine silent for %.0f s; saying hello again", self._engine_timeout_s)
+        """The engine is gone: what it sent is void (it re-dispatches), so start over."""
         self._pending.clear()
         self._aborted.clear()
         self._session += 1
@@ -136,13 +164,26 @@ class WorkerRuntime:
         """Says hello until the engine welcomes this worker (True) or it is told to stop (False): an engine that
         is not up yet must not keep a stopped worker alive."""
         hello = self._hello()
+        started = time.monotonic()
+        warn_at = started + _UNANSWERED_WARNING_S
         while not self._stopping:
             self._send(hello)
             if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
+                if time.monotonic() >= warn_at:
+                    self._warn_unanswered(time.monotonic() - started)
+                    warn_at += _UNANSWERED_WARNING_S
                 continue  # engine not up yet: say hello again
             if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
                 return True
         return False
+
+    def _warn_unanswered(self, waited_s: float) -> None:
+        log.warning(
+            "no answer from an engine at %s for %.0f s: is it up, and does it take this worker "
+            "(CURVE keys: --curve-secret/--curve-server-key here, --curve-allow there)?",
+            self._connect,
+            waited_s,
+        )
 
     def _hello(self) -> Hello:
         return Hello(
@@ -191,7 +232,11 @@ class WorkerRuntime:
             self._level = message.level
             self._send(LevelSet(message.level))
         elif isinstance(message, Shutdown):
-            self._stopping = True
+            if self._owned:
+                self._stopping = True
+                self._leaving_said = True  # the engine asked: nothing to tell it
+            else:
+                self._lose_engine("engine stopping")
         elif isinstance(message, (EngineHeartbeat, Welcome)):
             pass  # liveness only (a Welcome repeated for a hello retry)
         elif isinstance(message, DecodeError):
@@ -216,17 +261,22 @@ class WorkerRuntime:
             self._running = None
         if self._engine_lost:
             return  # nobody is waiting for these any more
+        if self._stopping:
+            self._say_leaving()
         self._send(BatchDone(batch.batch_id, outcomes))
         self._aborted.difference_update(item.request_id for item in batch.items)
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
         if now - self._last_heard > self._engine_timeout_s:
-            self._engine_lost = True
+            self._lose_engine(f"engine silent for {self._engine_timeout_s:.0f} s")
         if now >= self._next_heartbeat:
             running = self._running.batch_id if self._running else -1
             self._send(Heartbeat(self._level, running))
             self._next_heartbeat = now + self._heartbeat_interval_s
 
     def _send(self, message: object) -> None:
-        self._socket.send_multipart(self._codec.encode(message), copy=False)
+        try:
+            self._socket.send_multipart(self._codec.encode(message), flags=zmq.DONTWAIT, copy=False)
+        except zmq.Again:
+            log.debug("no engine to take %s: dropped", type(message).__name__)

@@ -1,0 +1,35 @@
+"""An engine's worker socket and nothing else: a test drives a real worker process message by message."""
+
+import zmq
+
+from engine_process import free_port
+from protocols.worker_messages import Heartbeat, engine_side_codec
+
+
+class FakeEngine:
+    def __init__(self):
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.socket.bind(self.address)
+        self.codec = engine_side_codec()
+        self.identity = b""
+
+    def receive(self, kind: type, timeout_s: float = 120.0):
+        """The next message of `kind` (heartbeats in between are skipped)."""
+        while self.socket.poll(int(timeout_s * 1000)):
+            identity, *frames = self.socket.recv_multipart()
+            message = self.codec.decode(frames)
+            self.identity = identity
+            if isinstance(message, kind):
+                return message
+            assert isinstance(message, Heartbeat), message
+        raise TimeoutError(f"no {kind.__name__} from the worker")
+
+    def send(self, message) -> None:
+        self.socket.send_multipart([self.identity, *self.codec.encode(message)])
+
+    def close(self):
+        self.socket.close()
+        self.context.term()
