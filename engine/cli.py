@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
 
 from controller.policies import POLICY_NAMES
 from engine.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
-from engine.config import CacheConfig, DispatchConfig, EngineConfig, LaunchConfig, PolicyConfig
+from engine.config import (
+    HEARTBEAT_INTERVAL_S,
+    MIN_HEARTBEAT_TIMEOUT_S,
+    CacheConfig,
+    DispatchConfig,
+    EngineConfig,
+    LaunchConfig,
+    PolicyConfig,
+)
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from protocols.limits import MAX_BATCH
 from workers.config import WorkerConfig
+from workers.runtime import MAX_WORKER_ID_BYTES
+
+
+class UsageError(Exception):
+    """Flags that cannot run together, or a file in the way: the command says why and exits 2, as argparse does."""
 
 
 def batch_size(text: str) -> int:
@@ -54,7 +68,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="spill directory, and where the cache is saved on shutdown")
     p.add_argument("--cache-dir-bytes", type=non_negative_int, default=0, help="latents spilled to --cache-dir, bytes")
     p.add_argument(
-        "--heartbeat-timeout", type=positive_float, default=10.0, help="seconds of worker silence before it is lost"
+        "--heartbeat-timeout",
+        type=positive_float,
+        default=10.0,
+        help=f"seconds of worker silence before it is lost, at least {MIN_HEARTBEAT_TIMEOUT_S:g}",
     )
     p.add_argument(
         "--shutdown-timeout", type=non_negative_float, default=30.0, help="seconds to finish in-flight work on SIGTERM"
@@ -68,7 +85,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--launcher",
         default="local",
         choices=["local", "ray"],
-        help="start --workers as local processes, or as Ray actors (pip install ray)",
+        help="start --workers as local processes, or as Ray actors (pip install -e '.[ray]')",
     )
     p.add_argument(
         "--ray-address",
@@ -84,9 +101,24 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
-def engine_config(args: argparse.Namespace) -> EngineConfig:
+def _check_serve_args(args: argparse.Namespace) -> None:
+    """Refuses what would start and then fail, or silently ignore a flag."""
     if bool(args.curve_secret) != bool(args.curve_allow):
-        raise SystemExit("--curve-secret and --curve-allow go together")
+        raise UsageError("--curve-secret and --curve-allow go together")
+    if args.heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT_S:
+        raise UsageError(
+            f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
+            f" {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost"
+        )
+    if args.backend == "sdxl" and args.workers and not args.model:
+        raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
+    # found now, not once the engine is up and its launcher first imports it
+    if args.launcher == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    _check_serve_args(args)
     return EngineConfig(
         host=args.host,
         port=args.port,
@@ -135,12 +167,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from engine.server import Engine
 
+    config = engine_config(args)
     # what start-up built lives as long as the process: spare full collections the walk over it
     gc.collect()
     gc.freeze()
 
     async def main() -> None:
-        await Engine(engine_config(args)).run()
+        await Engine(config).run()
 
     uvloop.run(main())
     return 0
@@ -174,15 +207,27 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_worker)
 
 
+def check_worker_args(args: argparse.Namespace) -> None:
+    """Refuses what would start and then fail, or silently ignore a flag."""
+    if args.count != 1:
+        if args.backend != "sim":
+            raise UsageError("--count runs simulated workers only: add --backend sim")
+    if args.worker_id:
+        longest = args.worker_id if args.count == 1 else f"{args.worker_id}-{args.count - 1}"
+        if len(longest.encode()) > MAX_WORKER_ID_BYTES:
+            # the ZeroMQ identity would not fit: the worker would die as it connects
+            suffix = "" if args.count == 1 else f" with --count's suffix -{args.count - 1}"
+            raise UsageError(f"--worker-id is {len(longest.encode())} bytes{suffix}; at most {MAX_WORKER_ID_BYTES}")
+
+
 def _worker(args: argparse.Namespace) -> int:
     import socket
 
     from workers.main import run_worker
 
+    check_worker_args(args)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     if args.count != 1:
-        if args.backend != "sim":
-            raise SystemExit("--count runs simulated workers only: add --backend sim")
         from workers.fleet import run_fleet
 
         return run_fleet(args.connect, args.count, worker_id, args.time_scale, args.max_batch, _client_keys(args))
@@ -204,7 +249,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _client_keys(args: argparse.Namespace) -> ClientKeys | None:
     if bool(args.curve_key) != bool(args.curve_server_key):
-        raise SystemExit("--curve-key and --curve-server-key go together")
+        raise UsageError("--curve-key and --curve-server-key go together")
     if args.curve_key:
         return ClientKeys.from_files(args.curve_key, args.curve_server_key)
     return ClientKeys.from_env()
@@ -282,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"argus {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 from workers.config import WorkerConfig
 
+# engine and workers beat this often; each counts the other lost after heartbeat_timeout_s of silence
+HEARTBEAT_INTERVAL_S = 1.0
+# a timeout nearer the interval loses healthy workers to one late beat (a long step, a loaded host): the chaos
+# bench runs at this floor
+MIN_HEARTBEAT_TIMEOUT_S = 2 * HEARTBEAT_INTERVAL_S
+
 
 @dataclass(frozen=True, slots=True)
 class LaunchConfig:
@@ -77,7 +83,7 @@ class EngineConfig:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
-    heartbeat_interval_s: float = 1.0
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_timeout_s: float = 10.0
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024

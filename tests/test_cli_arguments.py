@@ -1,8 +1,12 @@
-"""The command line refuses numbers its components cannot run with, naming the option, before starting anything."""
+"""The command line refuses numbers its components cannot run with, and flags it would ignore or fail on later,
+naming the option, before starting anything."""
+
+import re
+import sys
 
 import pytest
 
-from engine.cli import build_parser
+from engine.cli import UsageError, build_parser, check_worker_args, engine_config
 
 
 @pytest.mark.parametrize(
@@ -30,3 +34,55 @@ def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
 def test_zero_where_zero_means_something_is_accepted():
     args = build_parser().parse_args(["serve", "--workers", "0", "--time-scale", "0", "--shutdown-timeout", "0"])
     assert (args.workers, args.time_scale, args.shutdown_timeout) == (0, 0.0, 0.0)
+
+
+# flags that each parse but cannot run together: refused before anything starts, not accepted and then ignored
+# (or failing once the engine is up)
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        # below the heartbeat interval, healthy workers were lost and restarted in a loop
+        (["serve", "--heartbeat-timeout", "0.5"], "--heartbeat-timeout must be at least 2"),
+        (["serve", "--backend", "sdxl", "--workers", "1"], "--backend sdxl needs --model"),
+    ],
+)
+def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
+    with pytest.raises(UsageError, match=re.escape(says)):
+        engine_config(build_parser().parse_args(argv))
+
+
+def test_serve_accepts_what_it_runs_with():
+    config = engine_config(build_parser().parse_args(["serve", "--heartbeat-timeout", "2"]))
+    assert config.heartbeat_timeout_s == 2.0
+    # no local workers need no model: the engine alone reads the backend's latency profile
+    engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "0"]))
+
+
+def test_launcher_ray_without_ray_is_refused_before_the_engine_starts(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # find_spec answers None, as without Ray installed
+    with pytest.raises(UsageError, match=re.escape("pip install -e '.[ray]'")):
+        engine_config(build_parser().parse_args(["serve", "--launcher", "ray", "--workers", "2"]))
+
+
+WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        # the ZeroMQ identity (id, "/", 8 hex digits) would pass 255 bytes: the worker died as it connected
+        (["--worker-id", "w" * 247], "--worker-id is 247 bytes; at most 246"),
+        (["--worker-id", "é" * 124], "--worker-id is 248 bytes"),
+        (["--backend", "sim", "--count", "100", "--worker-id", "w" * 244], "247 bytes with --count's suffix -99"),
+    ],
+)
+def test_worker_refuses_flags_it_would_ignore_or_fail_on(argv, says):
+    with pytest.raises(UsageError, match=re.escape(says)):
+        check_worker_args(build_parser().parse_args(WORKER + argv))
+
+
+def test_worker_accepts_the_longest_id_that_fits():
+    check_worker_args(build_parser().parse_args([*WORKER, "--worker-id", "w" * 246]))
+    check_worker_args(
+        build_parser().parse_args([*WORKER, "--backend", "sim", "--count", "10", "--worker-id", "w" * 244])
+    )

@@ -48,6 +48,8 @@ log = logging.getLogger("argus.worker")
 # hellos unanswered this long are worth a warning: the engine is down, unreachable, or drops us unheard (a
 # CURVE key it does not admit); then again at this interval
 _UNANSWERED_WARNING_S = 10.0
+# a ZeroMQ identity holds at most 255 bytes: the worker id, "/" and 8 hex digits (see WorkerRuntime.identity)
+MAX_WORKER_ID_BYTES = 255 - 1 - 8
 
 
 class EngineRefused(Exception):
