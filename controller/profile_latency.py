@@ -74,7 +74,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:
     command = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "worker", "--connect", connect]
     command += ["--backend", args.backend, "--device", args.device, "--worker-id", "profile"]
-    command += ["--threads", str(args.threads), "--time-scale", str(args.time_scale), "--max-batch", str(max_batch)]
+    command += ["--threads", str(args.threads), "--max-batch", str(max_batch)]
+    if args.backend == "sim":  # a model backend refuses a time scale: its time is real
+        command += ["--time-scale", str(args.time_scale)]
     if args.model:
         command += ["--model", args.model]
     return command

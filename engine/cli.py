@@ -47,9 +47,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
     p.add_argument("--device", action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
-    p.add_argument(
-        "--time-scale", type=non_negative_float, default=1.0, help="sim backend: multiply simulated GPU time"
-    )
+    p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
     p.add_argument(
         "--max-batch", type=batch_size, help=f"largest batch a worker runs, 1 to {MAX_BATCH} (default: the backend's)"
     )
@@ -112,9 +110,16 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         )
     if args.backend == "sdxl" and args.workers and not args.model:
         raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
-    # found now, not once the engine is up and its launcher first imports it
-    if args.launcher == "ray" and importlib.util.find_spec("ray") is None:
-        raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
+    if args.time_scale is not None and args.backend != "sim":
+        raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+    if args.launcher == "ray":
+        if not args.workers:
+            raise UsageError("--launcher ray starts --workers as Ray actors: with --workers 0 it has none to start")
+        # found now, not once the engine is up and its launcher first imports it
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
+    elif args.ray_address or args.ray_connect:
+        raise UsageError("--ray-address and --ray-connect go with --launcher ray")
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -129,7 +134,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             backend=args.backend,
             devices=tuple(args.device or ["cpu"]),
             model=args.model,
-            time_scale=args.time_scale,
+            time_scale=1.0 if args.time_scale is None else args.time_scale,
             max_batch=args.max_batch,
         ),
         dispatch=DispatchConfig(max_queue=args.max_queue, serve_late=args.serve_late),
@@ -184,11 +189,9 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--connect", required=True, help="the engine's worker address, e.g. tcp://HOST:5556")
     p.add_argument("--worker-id", default=None, help="a name for this worker (default: host and pid)")
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
-    p.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    p.add_argument("--device", help="cpu or cuda:N (default cpu)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
-    p.add_argument(
-        "--time-scale", type=non_negative_float, default=1.0, help="sim backend: multiply simulated GPU time"
-    )
+    p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
     p.add_argument("--threads", type=positive_int, help="torch threads on CPU")
     p.add_argument(
@@ -212,6 +215,10 @@ def check_worker_args(args: argparse.Namespace) -> None:
     if args.count != 1:
         if args.backend != "sim":
             raise UsageError("--count runs simulated workers only: add --backend sim")
+        if args.device or args.threads:
+            raise UsageError("--count runs simulated workers, which use no --device or --threads")
+    if args.time_scale is not None and args.backend != "sim":
+        raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
     if args.worker_id:
         longest = args.worker_id if args.count == 1 else f"{args.worker_id}-{args.count - 1}"
         if len(longest.encode()) > MAX_WORKER_ID_BYTES:
@@ -227,17 +234,26 @@ def _worker(args: argparse.Namespace) -> int:
 
     check_worker_args(args)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    time_scale = 1.0 if args.time_scale is None else args.time_scale
     if args.count != 1:
         from workers.fleet import run_fleet
 
-        return run_fleet(args.connect, args.count, worker_id, args.time_scale, args.max_batch, _client_keys(args))
+        return run_fleet(
+            args.connect,
+            args.count,
+            worker_id,
+            time_scale,
+            args.max_batch,
+            _client_keys(args),
+            die_with_parent=args.die_with_parent,
+        )
     config = WorkerConfig(
         connect=args.connect,
         worker_id=worker_id,
         backend=args.backend,
-        device=args.device,
+        device=args.device or "cpu",
         model=args.model,
-        time_scale=args.time_scale,
+        time_scale=time_scale,
         max_batch=args.max_batch,
         threads=args.threads,
         die_with_parent=args.die_with_parent,

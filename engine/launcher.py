@@ -37,9 +37,9 @@ def worker_command(config: WorkerConfig) -> list[str]:
         config.backend,
         "--device",
         config.device,
-        "--time-scale",
-        str(config.time_scale),
     ]
+    if config.backend == "sim":  # the worker refuses it for a model backend
+        command += ["--time-scale", str(config.time_scale)]
     if config.model:
         command += ["--model", config.model]
     if config.max_batch:

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from engine.cli import UsageError, build_parser, check_worker_args, engine_config
+from engine.cli import UsageError, build_parser, check_worker_args, engine_config, main
+from engine.config import LaunchConfig
+from engine.launcher import worker_command
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,10 @@ def test_zero_where_zero_means_something_is_accepted():
         # below the heartbeat interval, healthy workers were lost and restarted in a loop
         (["serve", "--heartbeat-timeout", "0.5"], "--heartbeat-timeout must be at least 2"),
         (["serve", "--backend", "sdxl", "--workers", "1"], "--backend sdxl needs --model"),
+        (["serve", "--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
+        (["serve", "--ray-address", "10.0.0.9:6379"], "go with --launcher ray"),
+        (["serve", "--ray-connect", "tcp://10.0.0.5:5556"], "go with --launcher ray"),
+        (["serve", "--launcher", "ray", "--workers", "0"], "with --workers 0 it has none to start"),
     ],
 )
 def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
@@ -53,9 +59,11 @@ def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
 
 def test_serve_accepts_what_it_runs_with():
     config = engine_config(build_parser().parse_args(["serve", "--heartbeat-timeout", "2"]))
-    assert config.heartbeat_timeout_s == 2.0
+    assert (config.heartbeat_timeout_s, config.launch.time_scale) == (2.0, 1.0)
     # no local workers need no model: the engine alone reads the backend's latency profile
     engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "0"]))
+    config = engine_config(build_parser().parse_args(["serve", "--backend", "sim", "--time-scale", "0"]))
+    assert config.launch.time_scale == 0.0
 
 
 def test_launcher_ray_without_ray_is_refused_before_the_engine_starts(monkeypatch):
@@ -70,6 +78,9 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
+        (["--backend", "sim", "--count", "4", "--device", "cuda:3"], "use no --device or --threads"),
+        (["--backend", "sim", "--count", "4", "--threads", "2"], "use no --device or --threads"),
+        (["--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
         # the ZeroMQ identity (id, "/", 8 hex digits) would pass 255 bytes: the worker died as it connected
         (["--worker-id", "w" * 247], "--worker-id is 247 bytes; at most 246"),
         (["--worker-id", "é" * 124], "--worker-id is 248 bytes"),
@@ -86,3 +97,27 @@ def test_worker_accepts_the_longest_id_that_fits():
     check_worker_args(
         build_parser().parse_args([*WORKER, "--backend", "sim", "--count", "10", "--worker-id", "w" * 244])
     )
+
+
+def test_a_fleet_honours_die_with_parent(monkeypatch):
+    from workers import fleet
+
+    called = {}
+
+    def serve_until_stopped(runner, owned):
+        called["owned"] = owned
+        return 0
+
+    monkeypatch.setattr(fleet, "Fleet", lambda *args: "fleet")
+    monkeypatch.setattr(fleet, "exit_with_parent", lambda: called.setdefault("exit_with_parent", True))
+    monkeypatch.setattr(fleet, "serve_until_stopped", serve_until_stopped)
+    assert main([*WORKER, "--backend", "sim", "--count", "3", "--die-with-parent"]) == 0
+    assert called == {"exit_with_parent": True, "owned": True}
+
+
+@pytest.mark.parametrize("backend", ["tiny", "sdxl", "sim"])
+def test_the_engines_own_worker_command_passes_the_worker_checks(backend):
+    launch = LaunchConfig(backend=backend, model="/models/sdxl", time_scale=0.5)
+    command = worker_command(launch.worker_config("ipc:///tmp/w", slot=0, threads=2))
+    check_worker_args(build_parser().parse_args(command[command.index("worker") :]))
+    assert ("--time-scale" in command) == (backend == "sim")

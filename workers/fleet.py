@@ -30,7 +30,7 @@ from protocols.curve import ClientKeys
 from protocols.worker_messages import Generate, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
-from workers.main import load_backend, serve_until_stopped
+from workers.main import exit_with_parent, load_backend, serve_until_stopped
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("argus.fleet")
@@ -260,7 +260,10 @@ def run_fleet(
     time_scale: float,
     max_batch: int | None,
     curve: ClientKeys | None,
+    die_with_parent: bool = False,
 ) -> int:
     if count < 1:
         raise SystemExit("--count must be at least 1")
-    return serve_until_stopped(Fleet(connect, count, base_id, time_scale, max_batch, curve))
+    if die_with_parent:
+        exit_with_parent()
+    return serve_until_stopped(Fleet(connect, count, base_id, time_scale, max_batch, curve), owned=die_with_parent)

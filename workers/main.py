@@ -62,7 +62,7 @@ def _batch_override(config: WorkerConfig) -> dict:
     return {"max_batch": config.max_batch} if config.max_batch else {}
 
 
-def _die_with_parent() -> None:
+def exit_with_parent() -> None:
     """Ask Linux to SIGTERM this process when the engine that spawned it dies."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -71,7 +71,7 @@ def _die_with_parent() -> None:
 
 def run_worker(config: WorkerConfig) -> int:
     if config.die_with_parent:
-        _die_with_parent()
+        exit_with_parent()
     backend = load_backend(config)
     return serve_until_stopped(
         WorkerRuntime(
