@@ -95,7 +95,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="with --launcher ray: the worker address actors dial (default: the first TCP --worker-listen)",
     )
     p.add_argument("--curve-secret", metavar="FILE", help="require CURVE on ZeroMQ: the engine's .key_secret file")
-    p.add_argument("--curve-allow", metavar="DIR", help="with --curve-secret: directory of admitted public keys")
+    p.add_argument(
+        "--curve-allow", metavar="DIR", help="with --curve-secret: directory of admitted public keys (*.key)"
+    )
     p.set_defaults(func=_serve)
 
 
@@ -103,6 +105,9 @@ def _check_serve_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
+    if args.curve_allow and not os.path.isdir(args.curve_allow):
+        # a mistyped directory would admit no key at all
+        raise UsageError(f"--curve-allow {args.curve_allow}: not a directory (it holds the admitted NAME.key files)")
     if args.heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT_S:
         raise UsageError(
             f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
@@ -275,11 +280,16 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keys", help="make a CURVE key pair (NAME.key public, NAME.key_secret private)")
     p.add_argument("--dir", required=True, help="directory to write the key files into")
     p.add_argument("--name", default="engine", help="file name stem, e.g. engine, worker-1, client")
+    p.add_argument("--force", action="store_true", help="replace an existing NAME.key / NAME.key_secret pair")
     p.set_defaults(func=_keys)
 
 
 def _keys(args: argparse.Namespace) -> int:
-    public, secret = create_key_files(args.dir, args.name)
+    try:
+        public, secret = create_key_files(args.dir, args.name, replace=args.force)
+    except FileExistsError as error:
+        # whoever holds the old public key would be refused by the new pair
+        raise UsageError(f"{error.filename} exists: pass --force to replace the key pair") from None
     print(f"public key:  {public}\nsecret key:  {secret} (keep it private)")
     return 0
 

@@ -23,7 +23,11 @@ class _AllowedKeys:
         self._keys = keys
 
     def callback(self, domain: str, key: bytes) -> bool:
-        return key in self._keys
+        if key in self._keys:
+            return True
+        # asked once per connection handshake (libzmq does not retry a refused peer), so no flood
+        log.warning("CURVE: refused a peer whose public key %s is not admitted", key.decode())
+        return False
 
 
 class CurveGate:
@@ -32,6 +36,8 @@ class CurveGate:
         self.local_worker_keys = ClientKeys(KeyPair.generate(), self.server_keys.public)
         allowed = load_public_keys(allowed_dir)
         log.info("CURVE on: %d public keys admitted from %s", len(allowed), allowed_dir)
+        if not allowed:
+            log.warning("CURVE: %s holds no public key (*.key): no remote worker or client can connect", allowed_dir)
         self._authenticator = ThreadAuthenticator(context)
         self._authenticator.configure_curve_callback("*", _AllowedKeys(allowed | {self.local_worker_keys.own.public}))
 

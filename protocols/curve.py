@@ -6,6 +6,7 @@ NAME.key holds a public key, NAME.key_secret the pair. Keys are z85 text.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -64,6 +65,9 @@ class ClientKeys:
 
 def load_public_keys(directory: str | Path) -> set[bytes]:
     """Every public key (*.key) in a directory: the workers and clients an engine admits."""
+    if not Path(directory).is_dir():
+        # globbing a mistyped path finds nothing: an engine that admits no one, and no word why
+        raise NotADirectoryError(f"{directory}: not a directory of public keys")
     keys = set()
     for path in sorted(Path(directory).glob("*.key")):
         public, _ = zmq.auth.load_certificate(path)
@@ -83,12 +87,18 @@ def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
     sock.curve_serverkey = keys.server_public
 
 
-def create_key_files(directory: str | Path, name: str) -> tuple[Path, Path]:
+def create_key_files(directory: str | Path, name: str, replace: bool = False) -> tuple[Path, Path]:
     """`name`.key and `name`.key_secret (owner only) in `directory`.
 
     They are written in a private folder and moved in: written in place, the secret was readable by anyone
     who could read `directory` until it was chmod-ed, long enough to open it and keep the descriptor.
+    An existing pair is replaced only if `replace` (FileExistsError otherwise): peers holding its public
+    key would be refused by the new one.
     """
+    if not replace:
+        for path in (Path(directory) / f"{name}.key", Path(directory) / f"{name}.key_secret"):
+            if path.exists():
+                raise FileExistsError(errno.EEXIST, "key file exists", str(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     private = tempfile.mkdtemp(prefix=".keys-", dir=directory)
     try:

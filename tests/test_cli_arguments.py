@@ -9,6 +9,7 @@ import pytest
 from engine.cli import UsageError, build_parser, check_worker_args, engine_config, main
 from engine.config import LaunchConfig
 from engine.launcher import worker_command
+from protocols.curve import create_key_files
 
 
 @pytest.mark.parametrize(
@@ -70,6 +71,17 @@ def test_launcher_ray_without_ray_is_refused_before_the_engine_starts(monkeypatc
     monkeypatch.setitem(sys.modules, "ray", None)  # find_spec answers None, as without Ray installed
     with pytest.raises(UsageError, match=re.escape("pip install -e '.[ray]'")):
         engine_config(build_parser().parse_args(["serve", "--launcher", "ray", "--workers", "2"]))
+
+
+def test_curve_allow_must_be_a_directory(tmp_path):
+    _, secret = create_key_files(tmp_path / "keys", "engine")
+    public, _ = create_key_files(tmp_path / "allowed", "worker")
+    for mistyped in (tmp_path / "alowed", public):
+        argv = ["serve", "--curve-secret", str(secret), "--curve-allow", str(mistyped)]
+        with pytest.raises(UsageError, match="not a directory"):
+            engine_config(build_parser().parse_args(argv))
+    argv = ["serve", "--curve-secret", str(secret), "--curve-allow", str(tmp_path / "allowed")]
+    assert engine_config(build_parser().parse_args(argv)).curve_allowed_dir == str(tmp_path / "allowed")
 
 
 WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]

@@ -1,5 +1,6 @@
 """CURVE: an engine that requires it serves workers and clients holding admitted keys, and no one else."""
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -7,10 +8,12 @@ from pathlib import Path
 import pytest
 import zmq.auth
 
+from engine.cli import main
 from engine.client import ArgusClient
+from engine.curve_gate import CurveGate, _AllowedKeys
 from engine_process import ROOT, start_engine
 from protocols.client_messages import Images
-from protocols.curve import ClientKeys, KeyPair, create_key_files
+from protocols.curve import ClientKeys, KeyPair, create_key_files, load_public_keys
 
 
 def argus_keys(directory, name):
@@ -108,3 +111,41 @@ def test_a_secret_key_is_never_readable_by_others_not_even_while_it_is_written(t
     assert (secret.stat().st_mode & 0o777) == 0o600
     assert KeyPair.load(secret).public == zmq.auth.load_certificate(public)[0]
     assert sorted(p.name for p in shared.iterdir()) == ["engine.key", "engine.key_secret"]
+
+
+def test_argus_keys_refuses_to_replace_a_key_pair_unless_forced(tmp_path, capsys):
+    assert main(["keys", "--dir", str(tmp_path), "--name", "engine"]) == 0
+    first = (tmp_path / "engine.key").read_bytes()
+    assert main(["keys", "--dir", str(tmp_path), "--name", "engine"]) == 2
+    assert f"{tmp_path / 'engine.key'} exists: pass --force" in capsys.readouterr().err
+    assert (tmp_path / "engine.key").read_bytes() == first
+    # half a pair left behind is kept too
+    (tmp_path / "engine.key").unlink()
+    assert main(["keys", "--dir", str(tmp_path), "--name", "engine"]) == 2
+    assert f"{tmp_path / 'engine.key_secret'} exists" in capsys.readouterr().err
+    assert main(["keys", "--dir", str(tmp_path), "--name", "engine", "--force"]) == 0
+    assert KeyPair.load(tmp_path / "engine.key_secret").public == zmq.auth.load_certificate(tmp_path / "engine.key")[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.key", "engine.key_secret"]
+
+
+def test_a_mistyped_allowed_directory_is_refused(tmp_path):
+    public, _ = create_key_files(tmp_path / "allowed", "worker")
+    for mistyped in (tmp_path / "alowed", public):
+        with pytest.raises(NotADirectoryError):
+            load_public_keys(mistyped)
+    assert load_public_keys(tmp_path / "allowed") == {zmq.auth.load_certificate(public)[0]}
+
+
+def test_an_empty_allowed_directory_and_a_refused_key_are_logged(tmp_path, caplog):
+    _, secret = create_key_files(tmp_path / "keys", "engine")
+    (tmp_path / "allowed").mkdir()
+    caplog.set_level(logging.WARNING, logger="argus.curve")
+    with zmq.Context() as context:
+        CurveGate(context, str(secret), str(tmp_path / "allowed"))  # its authenticator thread is not started
+    assert "holds no public key (*.key): no remote worker or client can connect" in caplog.text
+    caplog.clear()
+    # what the authenticator asks at each CURVE handshake
+    allowed = _AllowedKeys({b"admitted"})
+    assert allowed.callback("*", b"admitted") and not caplog.text
+    assert not allowed.callback("*", b"stranger")
+    assert "refused a peer whose public key stranger is not admitted" in caplog.text
