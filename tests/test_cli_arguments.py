@@ -120,7 +120,7 @@ def test_a_fleet_honours_die_with_parent(monkeypatch):
         called["owned"] = owned
         return 0
 
-    monkeypatch.setattr(fleet, "Fleet", lambda *args: "fleet")
+    monkeypatch.setattr(fleet, "Fleet", lambda *args, **kwargs: "fleet")
     monkeypatch.setattr(fleet, "exit_with_parent", lambda: called.setdefault("exit_with_parent", True))
     monkeypatch.setattr(fleet, "serve_until_stopped", serve_until_stopped)
     assert main([*WORKER, "--backend", "sim", "--count", "3", "--die-with-parent"]) == 0

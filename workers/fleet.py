@@ -69,8 +69,9 @@ class SimWorker(WorkerRuntime):
         time_scale: float,
         curve: ClientKeys | None,
         phase: float,
+        owned: bool,
     ):
-        super().__init__(backend, connect, worker_id, curve=curve, context=context)
+        super().__init__(backend, connect, worker_id, curve=curve, context=context, owned=owned)
         self._latency = latency
         self._time_scale = time_scale
         # workers welcomed together would beat together: spread them over the interval, as workers
@@ -167,6 +168,7 @@ class Fleet:
         time_scale: float,
         max_batch: int | None,
         curve: ClientKeys | None,
+        owned: bool = False,
     ):
         _allow_open_files(count * _FDS_PER_WORKER + _SPARE_FDS)
         self._context = zmq.Context()
@@ -175,7 +177,7 @@ class Fleet:
         # SimBackend's own default profile
         latency = ProfileLatency(LatencyProfile.bundled())
         self._workers = [
-            SimWorker(backend, connect, f"{base_id}-{i}", self._context, latency, time_scale, curve, i / count)
+            SimWorker(backend, connect, f"{base_id}-{i}", self._context, latency, time_scale, curve, i / count, owned)
             for i in range(count)
         ]
         self._selector = selectors.DefaultSelector()
@@ -266,4 +268,5 @@ def run_fleet(
         raise SystemExit("--count must be at least 1")
     if die_with_parent:
         exit_with_parent()
-    return serve_until_stopped(Fleet(connect, count, base_id, time_scale, max_batch, curve), owned=die_with_parent)
+    fleet = Fleet(connect, count, base_id, time_scale, max_batch, curve, owned=die_with_parent)
+    return serve_until_stopped(fleet, owned=die_with_parent)
