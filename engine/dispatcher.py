@@ -527,7 +527,7 @@ class Dispatcher:
         self._live.pop(job.job_id)
         if isinstance(message, ItemDone):
             queued_s = job.sent_at - job.request.admitted_at  # until the run that made it was sent
-            self._metrics.images.labels(str(message.level)).inc()
+            self._metrics.images_at(message.level).inc()
             self._metrics.queue_seconds.observe(queued_s)
             if self._on_image is not None:
                 try:

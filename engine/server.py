@@ -166,14 +166,14 @@ class Engine:
     # -- what the front doors call -----------------------------------------
     def submit(self, spec: Generate) -> AdmittedRequest | Error | Busy:
         if self.state is not EngineState.RUNNING:
-            self.metrics.requests.labels("rejected", "shutting_down").inc()
+            self.metrics.requests_by("rejected", "shutting_down").inc()
             return Error(spec.request_id, "shutting_down", "the engine is shutting down")
         admitted = self.admission.check(spec, self.dispatcher.has_room_for(spec.n))
         if isinstance(admitted, Busy):
-            self.metrics.requests.labels("busy", "busy").inc()
+            self.metrics.requests_by("busy", "busy").inc()
             return admitted
         if isinstance(admitted, Error):
-            self.metrics.requests.labels("rejected", admitted.code).inc()
+            self.metrics.requests_by("rejected", admitted.code).inc()
             return admitted
         admitted.future.add_done_callback(lambda future: self._count_reply(admitted, future.result()))
         self.dispatcher.admit(admitted)
@@ -191,7 +191,7 @@ class Engine:
             request.fail("internal_error", "the engine failed to prepare this request")
             return
         request.vector = preparation.vector
-        self.metrics.k_star.labels(str(preparation.k_star)).inc()
+        self.metrics.k_star_at(preparation.k_star).inc()
         try:
             self.dispatcher.route(
                 request,
@@ -242,11 +242,11 @@ class Engine:
     def _count_reply(self, request: AdmittedRequest, reply: object) -> None:
         self.metrics.request_seconds.observe(time.monotonic() - request.admitted_at)
         if isinstance(reply, Error):
-            self.metrics.requests.labels("error", reply.code).inc()
+            self.metrics.requests_by("error", reply.code).inc()
         elif isinstance(reply, Cancelled):
-            self.metrics.requests.labels("cancelled", "").inc()
+            self.metrics.requests_by("cancelled", "").inc()
         else:
-            self.metrics.requests.labels("ok", "").inc()
+            self.metrics.requests_by("ok", "").inc()
 
     def _local_worker_exited(self, worker_id: str) -> None:
         for worker in self.registry.by_worker_id(worker_id):
