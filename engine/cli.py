@@ -72,6 +72,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help=f"seconds of worker silence before it is lost, at least {MIN_HEARTBEAT_TIMEOUT_S:g}",
     )
     p.add_argument(
+        "--startup-timeout",
+        type=positive_float,
+        default=180.0,
+        help="seconds a started worker has to say hello (load its model) before it is killed and restarted",
+    )
+    p.add_argument(
         "--shutdown-timeout", type=non_negative_float, default=30.0, help="seconds to finish in-flight work on SIGTERM"
     )
     p.add_argument(
@@ -141,6 +147,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             model=args.model,
             time_scale=1.0 if args.time_scale is None else args.time_scale,
             max_batch=args.max_batch,
+            startup_timeout_s=args.startup_timeout,
         ),
         dispatch=DispatchConfig(max_queue=args.max_queue, serve_late=args.serve_late),
         policy=PolicyConfig(

@@ -2,7 +2,9 @@
 
 The process exit is the fastest sign of a dead worker (faster than a missed
 heartbeat), so the launcher tells the engine at once; it restarts with backoff so
-a worker that cannot start does not spin.
+a worker that cannot start does not spin. Before its hello a worker has no
+heartbeat to miss: one that does not say hello within the startup timeout is
+killed and restarted like one that died.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class LocalLauncher:
             self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._backoff: dict[str, float] = {}  # worker id -> wait before its next restart
+        self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current process says hello
         self._stopping = False
         # share the cores among CPU workers instead of oversubscribing them
         self._threads = max(1, (os.cpu_count() or 1) // max(1, config.count))
@@ -103,27 +106,54 @@ class LocalLauncher:
         """The slot's worker said hello: it starts, so its next restart needs no backoff."""
         if worker_id in self._backoff:
             self._backoff[worker_id] = self._config.restart_backoff_s
+            self._hello[worker_id].set()
 
     async def _supervise(self, slot: int) -> None:
         config = self._config.worker_config(self._connect, slot, self._threads)
-        self._backoff[config.worker_id] = self._config.restart_backoff_s
+        worker_id = config.worker_id
+        self._backoff[worker_id] = self._config.restart_backoff_s
         while not self._stopping:
-            process = await asyncio.create_subprocess_exec(
-                *worker_command(config), stdin=asyncio.subprocess.DEVNULL, env=self._environment
-            )
-            self._processes[config.worker_id] = process
+            hello = self._hello[worker_id] = asyncio.Event()
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *worker_command(config), stdin=asyncio.subprocess.DEVNULL, env=self._environment
+                )
+            except OSError as error:  # fork or exec refused (EAGAIN under memory or pid pressure): try again later
+                log.error("could not start worker %s: %s; retrying", worker_id, error)
+                await self._back_off(worker_id)
+                continue
+            self._processes[worker_id] = process
             if self._stopping:  # started while stop() was signalling the others: it missed their SIGTERM
                 process.send_signal(signal.SIGTERM)
-            log.info(
-                "started worker %s (pid %d, %s on %s)", config.worker_id, process.pid, config.backend, config.device
-            )
-            code = await process.wait()
+            log.info("started worker %s (pid %d, %s on %s)", worker_id, process.pid, config.backend, config.device)
+            exited = asyncio.ensure_future(process.wait())
+            timeout_s = self._config.startup_timeout_s
+            if not await said_hello_or_ended(hello, exited, timeout_s) and not self._stopping:
+                # stuck loading its model or opening its device: no heartbeat watch covers it before its hello
+                log.error(
+                    "worker %s (pid %d) said no hello within %.0f s; killing it", worker_id, process.pid, timeout_s
+                )
+                process.kill()
+            code = await exited
             if self._stopping:
                 return
-            log.warning("worker %s (pid %d) exited with %s; restarting", config.worker_id, process.pid, code)
-            self._on_exit(config.worker_id)
+            log.warning("worker %s (pid %d) exited with %s; restarting", worker_id, process.pid, code)
+            self._on_exit(worker_id)
             self._metrics.worker_restarts.inc()
-            # a worker that dies before its hello (it cannot start) backs off, doubling each time
-            backoff = self._backoff[config.worker_id]
-            self._backoff[config.worker_id] = min(backoff * 2, self._config.max_restart_backoff_s)
-            await asyncio.sleep(backoff)
+            await self._back_off(worker_id)
+
+    async def _back_off(self, worker_id: str) -> None:
+        # a worker that dies before its hello (it cannot start) backs off, doubling each time
+        backoff = self._backoff[worker_id]
+        self._backoff[worker_id] = min(backoff * 2, self._config.max_restart_backoff_s)
+        await asyncio.sleep(backoff)
+
+
+async def said_hello_or_ended(hello: asyncio.Event, ended: asyncio.Future, timeout_s: float) -> bool:
+    """Waits for a new worker's hello or its end; False if neither came within timeout_s (it hangs as it starts)."""
+    waiting = asyncio.ensure_future(hello.wait())
+    try:
+        await asyncio.wait((waiting, ended), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    return hello.is_set() or ended.done()
