@@ -20,7 +20,7 @@ from engine.config import LaunchConfig
 from engine.metrics import EngineMetrics
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.config import WorkerConfig
-from workers.main import SIM_SIMILARITY_TABLE_ENV
+from workers.main import PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
 
 log = logging.getLogger("argus.launcher")
 
@@ -68,7 +68,7 @@ class LocalLauncher:
         self._metrics = metrics
         self._on_exit = on_exit
         # a simulated worker models quality on the similarity table of the engine's embedder
-        self._environment = {**os.environ, SIM_SIMILARITY_TABLE_ENV: embedder}
+        self._environment = {**os.environ, SIM_SIMILARITY_TABLE_ENV: embedder, PARENT_PID_ENV: str(os.getpid())}
         if curve is not None:
             self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
         self._processes: dict[str, asyncio.subprocess.Process] = {}

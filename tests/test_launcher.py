@@ -1,17 +1,21 @@
 """The local launcher keeps each slot served: a worker that hangs before its hello is killed and restarted, and a
-spawn the OS refuses is tried again, without ending the engine."""
+spawn the OS refuses is tried again, without ending the engine. A worker it spawned never outlives it."""
 
 import asyncio
 import errno
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from waiting import eventually
 
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
 from engine.server import Engine
-from engine_process import in_process_config
+from engine_process import ROOT, in_process_config
 
 
 def sample(engine: Engine, name: str) -> float:
@@ -79,3 +83,40 @@ async def test_a_refused_spawn_is_retried_and_the_engine_goes_on(monkeypatch, tm
 def test_the_startup_timeout_is_set_from_the_command_line():
     args = build_parser().parse_args(["serve", "--startup-timeout", "2.5"])
     assert engine_config(args).launch.startup_timeout_s == 2.5
+
+
+# stands for an engine that dies just after it spawned a worker (the OOM killer, a crash): before the worker's
+# start-up reached PR_SET_PDEATHSIG
+SPAWN_AND_DIE = """
+import os, subprocess, sys
+from engine.launcher import worker_command
+from workers.config import WorkerConfig
+from workers.main import PARENT_PID_ENV
+config = WorkerConfig(sys.argv[1], "local-0", backend="sim", die_with_parent=True)
+environment = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+worker = subprocess.Popen(worker_command(config), stdin=subprocess.DEVNULL, env=environment)
+print(worker.pid, flush=True)
+os._exit(0)
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_worker_whose_engine_died_while_it_started_exits(tmp_path):
+    engine = subprocess.run(
+        [sys.executable, "-c", SPAWN_AND_DIE, f"ipc://{tmp_path}/nobody"], cwd=ROOT, capture_output=True, text=True
+    )
+    worker = int(engine.stdout)
+    try:
+        deadline = time.monotonic() + 60
+        while running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(worker), "the worker outlived its engine"
+    finally:
+        if running(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -21,6 +21,8 @@ log = logging.getLogger("argus.worker")
 _PR_SET_PDEATHSIG = 1
 # names the engine's embedder, whose level table the sim backend's quality model is calibrated on
 SIM_SIMILARITY_TABLE_ENV = "ARGUS_SIM_SIMILARITY_TABLE"
+# the pid of the engine that spawned this worker, to tell whether it died before PR_SET_PDEATHSIG was set
+PARENT_PID_ENV = "ARGUS_PARENT_PID"
 
 
 def load_backend(config: WorkerConfig) -> Backend:
@@ -63,10 +65,17 @@ def _batch_override(config: WorkerConfig) -> dict:
 
 
 def exit_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the engine that spawned it dies."""
+    """Ask Linux to SIGTERM this process when the engine that spawned it dies, or exit if it already has.
+
+    The request covers only a parent that dies after it is made: an engine that died while this process
+    started (imports take a few hundred ms) left it to another parent, and it must not serve on alone.
+    """
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent and os.getppid() != int(parent):
+        raise SystemExit(f"the engine that started this worker (pid {parent}) is gone")
 
 
 def run_worker(config: WorkerConfig) -> int:
