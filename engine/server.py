@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import ipaddress
 import logging
 import shutil
 import signal
@@ -38,7 +39,7 @@ from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
-from protocols.curve import create_key_files
+from protocols.curve import KeyPair, create_key_files
 from protocols.worker_messages import ItemDone, SetLevel
 from workers.limits import DEFAULT_LEVELS
 
@@ -51,6 +52,29 @@ _SWEEP_INTERVAL_S = 0.1
 _SWEEPS_PER_SLO = 50
 _MIN_SWEEP_INTERVAL_S = 0.005
 _STATS_INTERVAL_S = 1.0
+
+
+def _warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_can_do: str) -> None:
+    """A TCP address beyond loopback without CURVE admits anyone who reaches it: say so at start."""
+    for endpoint in endpoints:
+        if keys is None and not _loopback_only(endpoint):
+            log.warning(
+                "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with --curve-secret and "
+                "--curve-allow, docs/scaling.md)",
+                endpoint,
+                what_a_peer_can_do,
+            )
+
+
+def _loopback_only(endpoint: str) -> bool:
+    transport, _, address = endpoint.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # *, an interface name or a host name
+        return False
 
 
 class EngineState(enum.Enum):
@@ -99,6 +123,8 @@ class Engine:
             self._curve.start()
             self._resources.callback(self._curve.stop)
         server_keys = self._curve.server_keys if self._curve else None
+        _warn_if_open(config.client_listen, client_keys, "send requests")
+        _warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts")
         # local workers connect over a private IPC socket; remote ones over worker_listen
         self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
         self._resources.callback(shutil.rmtree, self._ipc_dir, True)
