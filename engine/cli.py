@@ -75,7 +75,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--startup-timeout",
         type=positive_float,
         default=180.0,
-        help="seconds a started worker has to say hello (load its model) before it is killed and restarted",
+        help="seconds a local worker or Ray actor has to start and say hello (load its model) before it is replaced",
     )
     p.add_argument(
         "--shutdown-timeout", type=non_negative_float, default=30.0, help="seconds to finish in-flight work on SIGTERM"
@@ -94,6 +94,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ray-address",
         help="with --launcher ray: the cluster to join (auto, HOST:PORT, ray://...); default: start one on loopback",
+    )
+    p.add_argument(
+        "--ray-connect-timeout",
+        type=positive_float,
+        default=60.0,
+        help="with --launcher ray: seconds to join the cluster or start a local one before the engine gives up",
     )
     p.add_argument(
         "--ray-connect",
@@ -173,6 +179,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         curve_allowed_dir=args.curve_allow,
         launcher=args.launcher,
         ray_address=args.ray_address,
+        ray_connect_timeout_s=args.ray_connect_timeout,
         ray_connect=args.ray_connect,
     )
 

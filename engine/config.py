@@ -95,4 +95,5 @@ class EngineConfig:
     image_url_store_bytes: int = 256 * 1024 * 1024
     launcher: str = "local"  # local | ray
     ray_address: str | None = None  # None: a Ray instance of our own, loopback only
+    ray_connect_timeout_s: float = 60.0  # ray.init waits for ever on a cluster it cannot reach
     ray_connect: str | None = None  # the worker address Ray actors dial; None: the first TCP worker_listen

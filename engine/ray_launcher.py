@@ -1,12 +1,15 @@
 """Workers as Ray actors (`argus serve --launcher ray`): Ray places them, the engine supervises them.
 
-Each worker slot is one actor (num_gpus=1 on a GPU, num_cpus=1 on CPU) whose
-process runs the ordinary worker loop (`workers.main.run_worker`) and dials the
-engine's worker address over TCP with CURVE. The end of an actor (its loop
+Each worker slot is one actor (num_gpus=1 on a GPU, num_cpus=1 on CPU, none for
+a simulated worker, which sleeps) whose process runs the ordinary worker loop
+(`workers.main.run_worker`) and dials the engine's worker address over TCP with
+CURVE. The end of an actor (its loop
 returned or raised, it was killed, its node died) is the worker's exit, as a
 process exit is for the local launcher: the engine is told at once (on_exit
 re-dispatches what it held) and a new actor takes the slot, after a backoff
-that doubles while actors end before their worker says hello.
+that doubles while actors end before their worker says hello. An actor Ray has
+not started within the startup timeout (the cluster lacks what it asks for), or
+whose worker has not said hello within it after, is replaced the same way.
 
 Ray is an optional extra (`pip install ray`), imported only here. With no
 address a Ray instance of our own is started on this machine, bound to the
@@ -18,14 +21,17 @@ job: when the engine process ends, Ray ends them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from engine.config import LaunchConfig
+from engine.launcher import said_hello_or_ended
 from engine.metrics import EngineMetrics
 from protocols.curve import ClientKeys
 from workers.config import WorkerConfig
@@ -79,6 +85,25 @@ def connect_ray(address: str | None) -> Any:
     return ray
 
 
+def connect_in_background(address: str | None) -> concurrent.futures.Future:
+    """connect_ray in a daemon thread: ray.init waits for ever on a cluster it cannot reach, and an engine told to
+    stop must not wait with it (asyncio.to_thread's executor threads are joined at exit)."""
+    connected: concurrent.futures.Future = concurrent.futures.Future()
+
+    def connect() -> None:
+        try:
+            connected.set_result(connect_ray(address))
+        except BaseException as error:
+            connected.set_exception(error)
+            return
+        # the thread stays: Ray starts the processes of a local instance with PR_SET_PDEATHSIG, which fires
+        # when the thread that started them ends
+        threading.Event().wait()
+
+    threading.Thread(target=connect, name="ray-connect", daemon=True).start()
+    return connected
+
+
 class RayLauncher:
     """The local launcher's interface (run, kill, stop, joined; on_exit per worker), with Ray actors."""
 
@@ -91,6 +116,7 @@ class RayLauncher:
         curve: ClientKeys,
         embedder: str = "hash",
         address: str | None = None,
+        connect_timeout_s: float = 60.0,
     ):
         self._config = config
         self._connect = connect
@@ -100,16 +126,23 @@ class RayLauncher:
         # a simulated worker models quality on the similarity table of the engine's embedder
         self._runtime_env = {"env_vars": {SIM_SIMILARITY_TABLE_ENV: embedder}}
         self._address = address
-        self._connected: asyncio.Task | None = None
+        self._connect_timeout_s = connect_timeout_s
         self._ray: Any = None  # the ray module, once connected
         self._actors: dict[str, Any] = {}
-        self._serving: dict[str, Any] = {}  # worker id -> the ObjectRef of its actor's loop
+        self._serving: dict[str, asyncio.Future] = {}  # worker id -> its actor's loop
         self._backoff: dict[str, float] = {}  # worker id -> wait before its next replacement
+        self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current actor's worker says hello
         self._stopping = False
 
     async def run(self) -> None:
-        self._connected = asyncio.create_task(asyncio.to_thread(connect_ray, self._address))
-        self._ray = await self._connected
+        connected = asyncio.wrap_future(connect_in_background(self._address))
+        try:
+            self._ray = await asyncio.wait_for(asyncio.shield(connected), self._connect_timeout_s)
+        except TimeoutError:
+            cluster = f"the Ray cluster at {self._address}" if self._address else "a local Ray instance"
+            message = f"could not connect to {cluster} within {self._connect_timeout_s:.0f} s (--ray-connect-timeout)"
+            log.error("%s: no worker can start", message)
+            raise RuntimeError(message) from None
         actor_class = self._ray.remote(RayWorker)
         async with asyncio.TaskGroup() as group:
             for slot in range(self._config.count):
@@ -124,13 +157,14 @@ class RayLauncher:
         """The slot's worker said hello: it starts, so its next replacement needs no backoff."""
         if worker_id in self._backoff:
             self._backoff[worker_id] = self._config.restart_backoff_s
+            self._hello[worker_id].set()
 
     async def stop(self, timeout_s: float) -> None:
         """Lets each actor's loop end (the engine has told its workers to shut down), kills what is left."""
         self._stopping = True
-        if self._connected is None:
+        ray = self._ray
+        if ray is None:  # not connected yet, so no actor: the connection is not waited for
             return
-        ray = await self._connected
         serving = list(self._serving.values())
         try:
             await asyncio.wait_for(asyncio.gather(*serving, return_exceptions=True), timeout_s)
@@ -144,22 +178,16 @@ class RayLauncher:
         ray = self._ray
         config = self._worker_config(slot)
         worker_id = config.worker_id
-        gpu = config.device.startswith("cuda")
-        resources = {"num_gpus": 1} if gpu else {"num_cpus": 1}
+        resources = actor_resources(config)
         self._backoff[worker_id] = self._config.restart_backoff_s
         while not self._stopping:
+            self._hello[worker_id] = asyncio.Event()
             # named in this engine's job (its own namespace): `ray.get_actor("ray-0")` from the engine
             actor = actor_class.options(
                 name=worker_id, max_restarts=0, runtime_env=self._runtime_env, **resources
             ).remote(config)
             self._actors[worker_id] = actor
-            try:
-                pid = await actor.pid.remote()
-                log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
-                self._serving[worker_id] = actor.serve.remote()
-                ended = f"returned {await self._serving[worker_id]}"
-            except ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
-                ended = f"ended: {type(error).__name__}"
+            ended = await self._serve(actor, worker_id, resources)
             self._serving.pop(worker_id, None)
             if self._stopping:
                 return
@@ -172,15 +200,54 @@ class RayLauncher:
             self._backoff[worker_id] = min(backoff * 2, self._config.max_restart_backoff_s)
             await asyncio.sleep(backoff)
 
+    async def _serve(self, actor: Any, worker_id: str, resources: dict[str, int]) -> str:
+        """Runs the actor's worker loop until it ends; says what ended it."""
+        timeout_s = self._config.startup_timeout_s
+        try:
+            try:
+                pid = await asyncio.wait_for(actor.pid.remote(), timeout_s)
+            except TimeoutError:  # Ray could not place it, or its process does not start
+                return f"was not started by Ray within {timeout_s:.0f} s ({self._shortage(resources)})"
+            log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
+            serving = self._serving[worker_id] = asyncio.ensure_future(actor.serve.remote())
+            if not await said_hello_or_ended(self._hello[worker_id], serving, timeout_s):
+                log.error(
+                    "worker %s (Ray actor, pid %d) said no hello within %.0f s; killing it", worker_id, pid, timeout_s
+                )
+                self._ray.kill(actor)
+            return f"returned {await serving}"
+        except self._ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
+            return f"ended: {type(error).__name__}"
+
+    def _shortage(self, resources: dict[str, int]) -> str:
+        """What the actor asks for that the cluster has not got free, for the log."""
+        free, total = self._ray.available_resources(), self._ray.cluster_resources()
+        asked = {"CPU": resources.get("num_cpus", 0), "GPU": resources.get("num_gpus", 0)}
+        short = [
+            f"it needs {amount} {name}, the cluster has {free.get(name, 0):g} free of {total.get(name, 0):g}"
+            for name, amount in asked.items()
+            if amount > free.get(name, 0)
+        ]
+        return "; ".join(short) or "the cluster has what it needs free: look at the Ray logs"
+
     def _worker_config(self, slot: int) -> WorkerConfig:
         local = self._config.worker_config(self._connect, slot, threads=None)
-        gpu = local.device.startswith("cuda")
         return replace(
             local,
             worker_id=f"ray-{slot}",
             # Ray gives a num_gpus=1 actor one device, visible as the first
-            device="cuda:0" if gpu else local.device,
-            threads=None if gpu else 1,
+            device="cuda:0" if gpu(local) else local.device,
+            threads=None if gpu(local) else 1,
             die_with_parent=False,
             curve=self._curve,
         )
+
+
+def gpu(config: WorkerConfig) -> bool:
+    return config.device.startswith("cuda")
+
+
+def actor_resources(config: WorkerConfig) -> dict[str, int]:
+    if config.backend == "sim":  # it sleeps: no core of its own, so a thousand of them need no thousand CPUs
+        return {"num_cpus": 0}
+    return {"num_gpus": 1} if gpu(config) else {"num_cpus": 1}

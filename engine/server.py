@@ -184,6 +184,7 @@ class Engine:
                 worker_keys,
                 embedder,
                 config.ray_address,
+                config.ray_connect_timeout_s,
             )
         return LocalLauncher(
             config.launch, self.link.endpoints[0], self.metrics, self._local_worker_exited, worker_keys, embedder

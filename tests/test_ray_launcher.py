@@ -1,4 +1,6 @@
-"""Workers as Ray actors on a local Ray instance serve a real engine; killing one mid-load loses no request."""
+"""Workers as Ray actors on a local Ray instance serve a real engine; killing one mid-load loses no request. Simulated
+workers need no CPU of their own; an actor Ray cannot place is named in a warning and replaced; a cluster that
+cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries."""
 
 import asyncio
 import importlib.util
@@ -13,7 +15,7 @@ import zmq.asyncio
 from engine.config import EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.server import Engine
-from engine_process import free_port
+from engine_process import free_port, start_engine
 from protocols.client_messages import Generate, Images, client_side_codec
 from protocols.curve import ClientKeys, create_key_files
 from protocols.sockets import make_socket
@@ -107,3 +109,63 @@ async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path):
         context.term()
         engine.request_stop()
         await running
+
+
+def ray_engine(launch: LaunchConfig) -> Engine:
+    """As `argus serve --launcher ray` builds it: no CURVE of its own, so a key pair made for the run."""
+    return Engine(
+        EngineConfig(
+            port=0,
+            client_listen=(f"tcp://127.0.0.1:{free_port()}",),
+            worker_listen=(f"tcp://127.0.0.1:{free_port()}",),
+            launch=launch,
+            launcher="ray",
+        )
+    )
+
+
+async def test_more_sim_workers_than_cpus_all_start(monkeypatch):
+    monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", '{"CPU": 1}')  # the local Ray instance has one CPU
+    engine = ray_engine(LaunchConfig(count=2, backend="sim", time_scale=0))
+    running = asyncio.create_task(engine.run())
+    try:
+        await wait_for(lambda: len(engine.registry.ready()) == 2, "two sim workers on one CPU", timeout_s=120)
+    finally:
+        engine.request_stop()
+        await running
+
+
+async def test_an_actor_ray_cannot_place_is_named_in_a_warning_and_replaced(monkeypatch, caplog):
+    monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", '{"CPU": 1, "GPU": 0}')
+    launch = LaunchConfig(count=1, backend="tiny", devices=("cuda:0",), startup_timeout_s=3.0)
+    engine = ray_engine(launch)
+    running = asyncio.create_task(engine.run())
+    try:
+        await wait_for(lambda: sample(engine, "argus_worker_restarts_total") >= 1, "the replacement", timeout_s=120)
+        assert "worker ray-0 (Ray actor) was not started by Ray within 3 s (it needs 1 GPU" in caplog.text
+    finally:
+        engine.request_stop()
+        await running
+
+
+def test_an_unreachable_cluster_ends_the_engine_with_an_error(tmp_path):
+    nobody = f"127.0.0.1:{free_port()}"
+    options = ("--launcher", "ray", "--ray-address", nobody, "--ray-connect-timeout", "3")
+    engine = start_engine(tmp_path, *options, workers=1, backend="sim", wait=False)
+    try:
+        assert engine.process.wait(120) != 0
+        assert f"could not connect to the Ray cluster at {nobody} within 3 s" in engine.log()
+    finally:
+        engine.stop()
+
+
+def test_sigterm_stops_an_engine_still_connecting_to_ray(tmp_path):
+    options = ("--launcher", "ray", "--ray-address", f"127.0.0.1:{free_port()}")
+    engine = start_engine(tmp_path, *options, workers=1, backend="sim", wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while "Connecting to existing Ray cluster" not in engine.log() and time.monotonic() < deadline:
+            assert engine.process.poll() is None, engine.log()
+            time.sleep(0.2)
+    finally:
+        assert engine.stop() == 0, engine.log()  # drained and stopped, without waiting for the connection
