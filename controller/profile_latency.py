@@ -72,7 +72,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:
+    # --die-with-parent: the profiler owns it, as an engine owns its workers (its Shutdown ends it)
     command = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "worker", "--connect", connect]
+    command += ["--die-with-parent"]
     command += ["--backend", args.backend, "--device", args.device, "--worker-id", "profile"]
     command += ["--threads", str(args.threads), "--max-batch", str(max_batch)]
     if args.backend == "sim":  # a model backend refuses a time scale: its time is real
@@ -243,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
     if args.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
+    if args.backend != "sim" and args.time_scale != 1.0:
+        raise SystemExit("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:
         with WorkerProcess(args, batches[-1], Path(tmp)) as worker:
             hello = worker.handshake()

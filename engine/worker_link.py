@@ -96,10 +96,14 @@ class WorkerLink:
         if isinstance(message, Hello):
             self._on_hello(identity, message, worker)
             return
-        if worker is None or isinstance(message, DecodeError):
-            # strangers and garbage are counted and dropped, never fatal
+        if isinstance(message, DecodeError):
+            # garbage is counted and dropped, never fatal
             self._metrics.bad_messages.labels("worker").inc()
-            log.debug("dropped %s from %r", type(message).__name__, identity)
+            log.debug("dropped %s from %r", message.reason, identity)
+            return
+        if worker is None:
+            # the tail of a worker that left or was dropped (its cancelled batch, a last heartbeat): not news
+            log.debug("dropped %s from %r, not a worker here", type(message).__name__, identity)
             return
         worker.last_seen = time.monotonic()
         if isinstance(message, BatchDone):

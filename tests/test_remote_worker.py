@@ -54,6 +54,8 @@ def test_a_stopped_worker_hands_its_work_to_another_at_the_cost_of_one_try(tmp_p
         assert slow.wait(timeout=30) == 0
         assert engine.metric("argus_worker_losses_total", cause="left") == 1
         assert engine.metric("argus_redispatched_images_total") == 1
+        # its cancelled batch, come after its Leaving, is the tail of a worker that went: not garbage
+        assert engine.metric("argus_bad_messages_total", link="worker") == 0
     finally:
         for worker in (slow, fast):
             if worker is not None and worker.poll() is None:
