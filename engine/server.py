@@ -3,7 +3,8 @@
 RUNNING admits requests. A signal flips the state to DRAINING (the handler does
 nothing else): /ready turns false, new requests are refused, in-flight ones get
 up to `shutdown_timeout_s` to finish, the rest are cancelled with a reply, then
-workers are told to stop and the sockets close before the context.
+every worker is told the engine is stopping (those it launched exit, ones started
+by hand wait for the next engine), and the sockets close before the context.
 """
 
 from __future__ import annotations

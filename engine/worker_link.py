@@ -1,9 +1,11 @@
 """The engine's side of the worker links: one ROUTER socket, its reader, and liveness.
 
 Handshake: a worker's Hello (protocol version checked) is answered with Welcome
-and registers it. Heartbeats and every message refresh its last-seen time; a
-worker silent past the timeout is declared lost (and its process, if ours,
-killed and restarted by the launcher).
+and registers it; a hello from a new process under the id of a worker heard from
+within 3 heartbeat intervals is Refused. Heartbeats and every message refresh its
+last-seen time; a worker silent past the timeout is declared lost (and its
+process, if ours, killed and restarted by the launcher). A Leaving removes the
+worker at once, and what it held is routed again.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Each worker is a WorkerRuntime of its own: its own DEALER socket and identity
 (`{base}-{i}/...`), queue, level, heartbeats, hello, and rejoin when the engine
-goes silent. They share one ZeroMQ context and one SimBackend. Instead of a
+goes silent or (unless started with --die-with-parent) says Shutdown. They share
+one ZeroMQ context and one SimBackend. Instead of a
 blocking loop per worker, one loop serves them all, woken by the operating
 system's selector on the sockets' file descriptors (zmq.Poller would look at
 every socket on every wake-up) or by the earliest of their timers: a worker that
