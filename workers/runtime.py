@@ -182,7 +182,7 @@ class WorkerRuntime:
     def _warn_unanswered(self, waited_s: float) -> None:
         log.warning(
             "no answer from an engine at %s for %.0f s: is it up, and does it take this worker "
-            "(CURVE keys: --curve-secret/--curve-server-key here, --curve-allow there)?",
+            "(CURVE keys: --curve-key/--curve-server-key here, --curve-allow there)?",
             self._connect,
             waited_s,
         )
