@@ -26,6 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
+from engine.arg_types import non_negative_float, positive_float, positive_int
 from loadgen.bench.harness import (
     LOOPBACK,
     children_of,
@@ -48,24 +49,33 @@ P99_TARGET_MS = 5.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--duration-s", type=float, default=2.0, help="seconds of each closed-loop (peak) measurement (default 2)"
+        "--duration-s",
+        type=positive_float,
+        default=2.0,
+        help="seconds of each closed-loop (peak) measurement (default 2)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating baseline/engine peak measurements per door (default 3)"
+        "--rounds",
+        type=positive_int,
+        default=3,
+        help="alternating baseline/engine peak measurements per door (default 3)",
     )
     parser.add_argument(
-        "--latency-s", type=float, default=4.0, help="seconds of the open-loop latency run at half the peak (default 4)"
+        "--latency-s",
+        type=positive_float,
+        default=4.0,
+        help="seconds of the open-loop latency run at half the peak (default 4)",
     )
-    parser.add_argument("--warmup-s", type=float, default=0.5, help="unmeasured lead-in of every run")
-    parser.add_argument("--concurrency", type=int, default=128, help="ZeroMQ requests in flight (default 128)")
+    parser.add_argument("--warmup-s", type=non_negative_float, default=0.5, help="unmeasured lead-in of every run")
+    parser.add_argument("--concurrency", type=positive_int, default=128, help="ZeroMQ requests in flight (default 128)")
     parser.add_argument(
         "--http-concurrency",
-        type=int,
+        type=positive_int,
         default=32,
         help="HTTP requests in flight, one pooled connection each (default 32)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="simulated local workers (default 2)")
-    parser.add_argument("--size", type=int, default=64, help="image side asked for (default 64)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="simulated local workers (default 2)")
+    parser.add_argument("--size", type=positive_int, default=64, help="image side asked for (default 64)")
     parser.add_argument("--doors", default="zmq,http", help="front doors to measure (default zmq,http)")
 
 
