@@ -58,6 +58,12 @@ class ChaosConfig:
     dup_watch_s: float = 3.0  # then this long watching for late (duplicate) replies
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # a share outside 0..1 made a plan of faults running long after the load (-1: 36 kills over 144 s)
+        for name in ("hang_share", "http_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name.replace('_', '-')} must be from 0 to 1, not {getattr(self, name)}")
+
     @property
     def seconds_per_image(self) -> float:
         from controller.profiles import LatencyProfile
@@ -157,7 +163,10 @@ def config_from_args(args: argparse.Namespace) -> ChaosConfig:
 def run(args: argparse.Namespace) -> int:
     import uvloop
 
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        raise SystemExit(f"argus bench chaos: --{error}") from None
     try:
         config.fault_plan()
     except ValueError as exc:
