@@ -20,19 +20,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from engine.arg_types import non_negative_float, positive_float, positive_int
+from loadgen.bench.engine_load import (
+    HttpLoad,
+    ZmqLoad,
+    http_closed_loop,
+    http_open_loop,
+    zmq_closed_loop,
+    zmq_open_loop,
+)
 from loadgen.bench.harness import (
     LOOPBACK,
     children_of,
     free_port,
     median,
-    percentile,
     process_cpu_s,
     python_module,
     spawn,
@@ -42,7 +47,6 @@ from loadgen.bench.harness import (
     write_json,
 )
 
-PROMPT = "a photograph of a red fox in a snowy forest, golden light"
 TARGETS = {"zmq": 0.3, "http": 0.5}
 P99_TARGET_MS = 5.0
 
@@ -90,221 +94,6 @@ def run(args: argparse.Namespace) -> int:
         results = uvloop.run(_measure(args, doors, Path(tmp)))
     _report(args, doors, results)
     return 0
-
-
-# -- ZeroMQ client -----------------------------------------------------------------------
-class ZmqLoad:
-    """One DEALER, many requests in flight; latency per reply from its send."""
-
-    def __init__(self, address: str, size: int):
-        import zmq
-        import zmq.asyncio
-
-        from protocols.client_messages import Generate, client_side_codec
-        from protocols.sockets import make_socket
-
-        self._context = zmq.asyncio.Context()
-        self._socket = make_socket(self._context, zmq.DEALER, connect=address)
-        self._codec = client_side_codec()
-        self._generate = Generate
-        self._size = size
-        self._prefix = uuid.uuid4().hex[:8]
-        self._count = 0
-        self.sent_count = 0
-        self.sent: dict[str, float] = {}
-
-    def send(self) -> None:
-        request_id = f"{self._prefix}-{self._count}"
-        self._count += 1
-        self.sent_count = self._count
-        frames = self._codec.encode(self._generate(request_id, PROMPT, width=self._size, height=self._size))
-        self.sent[request_id] = time.perf_counter()
-        # a DEALER below its high-water mark sends at once; the future needs no await
-        self._socket.send_multipart(frames, copy=False)
-
-    async def receive(self):
-        """(reply, seconds since its request was sent, reply frames' total bytes)."""
-        frames = await self._socket.recv_multipart(copy=False)
-        now = time.perf_counter()
-        reply = self._codec.decode(frames)
-        started = self.sent.pop(getattr(reply, "request_id", ""), now)
-        return reply, now - started, frames
-
-    async def drain(self, timeout_s: float = 20.0) -> None:
-        import asyncio
-
-        deadline = time.perf_counter() + timeout_s
-        while self.sent and time.perf_counter() < deadline:
-            try:
-                await asyncio.wait_for(self.receive(), max(0.01, deadline - time.perf_counter()))
-            except TimeoutError:
-                break
-        if self.sent:
-            raise RuntimeError(f"{len(self.sent)} requests never answered")
-
-    def close(self) -> None:
-        self._socket.close(linger=0)
-        self._context.term()
-
-
-async def zmq_closed_loop(address: str, args: argparse.Namespace, duration_s: float) -> dict:
-    from protocols.client_messages import Images
-
-    client = ZmqLoad(address, args.size)
-    try:
-        for _ in range(args.concurrency):
-            client.send()
-        begin = time.perf_counter() + args.warmup_s
-        end = begin + duration_s
-        done = failed = 0
-        while True:
-            reply, _, _ = await client.receive()
-            now = time.perf_counter()
-            if now >= end:
-                break
-            if now >= begin:
-                done += 1
-                failed += not isinstance(reply, Images)
-            client.send()
-        await client.drain()
-    finally:
-        client.close()
-    # total: every request of the run, lead-in and drain included (what server CPU is divided by)
-    return {"rps": done / duration_s, "replies": done, "not_images": failed, "total": client.sent_count}
-
-
-async def zmq_open_loop(address: str, args: argparse.Namespace, rate: float, duration_s: float) -> dict:
-    import asyncio
-
-    from protocols.client_messages import Images
-
-    client = ZmqLoad(address, args.size)
-    total = max(1, int(rate * (args.warmup_s + duration_s)))
-    latencies: list[float] = []
-    failed = 0
-
-    async def read() -> None:
-        nonlocal failed
-        for _ in range(total):
-            reply, seconds, _ = await client.receive()
-            latencies.append(seconds)
-            failed += not isinstance(reply, Images)
-
-    try:
-        reader = asyncio.create_task(read())
-        started = await _paced(rate, total, client.send)
-        await asyncio.wait_for(reader, 30.0)
-    finally:
-        client.close()
-    measured = latencies[int(rate * args.warmup_s) :]  # replies come back in about send order
-    return _latency_summary(measured, total, started, rate, failed)
-
-
-# the pacer's shortest sleep: below the loop's timer resolution a sleep returns at once, and a
-# client spinning on it would take a core from the servers it measures
-_PACE_TICK_S = 0.001
-
-
-async def _paced(rate: float, total: int, send) -> float:
-    """Calls send() total times at `rate` per second: what is due each tick (at most 1 ms apart), catching up
-    after a late wake-up."""
-    import asyncio
-
-    started = time.perf_counter()
-    sent = 0
-    while sent < total:
-        due = min(total, int((time.perf_counter() - started) * rate) + 1)
-        while sent < due:
-            send()
-            sent += 1
-        next_at = started + sent / rate
-        await asyncio.sleep(max(_PACE_TICK_S, next_at - time.perf_counter()))
-    return time.perf_counter() - started
-
-
-def _latency_summary(latencies: list[float], total: int, send_s: float, rate: float, failed: int) -> dict:
-    ms = [x * 1000.0 for x in latencies]
-    return {
-        "rate_rps": rate,
-        "total": total,
-        "achieved_send_rps": total / send_s if send_s > 0 else float("nan"),
-        "requests": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "max_ms": max(ms) if ms else float("nan"),
-        "not_ok": failed,
-    }
-
-
-# -- HTTP client ---------------------------------------------------------------------------
-class HttpLoad:
-    def __init__(self, url: str, size: int, pool: int):
-        import aiohttp
-
-        self._url = url + "/v1/images/generations"
-        self._body = json.dumps({"prompt": PROMPT, "size": f"{size}x{size}"}).encode()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
-            headers={"Content-Type": "application/json"},
-        )
-
-    async def post(self) -> tuple[int, float, bytes]:
-        started = time.perf_counter()
-        async with self._session.post(self._url, data=self._body) as response:
-            body = await response.read()
-            return response.status, time.perf_counter() - started, body
-
-    async def close(self) -> None:
-        await self._session.close()
-
-
-async def http_closed_loop(url: str, args: argparse.Namespace, duration_s: float) -> dict:
-    import asyncio
-
-    client = HttpLoad(url, args.size, args.http_concurrency)
-    begin = time.perf_counter() + args.warmup_s
-    end = begin + duration_s
-    counts = {"done": 0, "not_ok": 0, "total": 0}
-
-    async def loop() -> None:
-        while True:
-            status, _, _ = await client.post()
-            counts["total"] += 1
-            now = time.perf_counter()
-            if now >= end:
-                return
-            if now >= begin:
-                counts["done"] += 1
-                counts["not_ok"] += status != 200
-
-    try:
-        await asyncio.gather(*(loop() for _ in range(args.http_concurrency)))
-    finally:
-        await client.close()
-    return {
-        "rps": counts["done"] / duration_s,
-        "replies": counts["done"],
-        "not_images": counts["not_ok"],
-        "total": counts["total"],
-    }
-
-
-async def http_open_loop(url: str, args: argparse.Namespace, rate: float, duration_s: float) -> dict:
-    import asyncio
-
-    # enough pooled connections that pacing, not the pool, decides when a request goes out
-    client = HttpLoad(url, args.size, max(args.http_concurrency, 256))
-    total = max(1, int(rate * (args.warmup_s + duration_s)))
-    skip = int(rate * args.warmup_s)
-    tasks: list[asyncio.Task] = []
-    try:
-        started = await _paced(rate, total, lambda: tasks.append(asyncio.create_task(client.post())))
-        results = await asyncio.wait_for(asyncio.gather(*tasks), 60.0)
-    finally:
-        await client.close()
-    measured = results[skip:]
-    failed = sum(status != 200 for status, _, _ in measured)
-    return _latency_summary([seconds for _, seconds, _ in measured], total, started, rate, failed)
 
 
 # -- the run -----------------------------------------------------------------------------
