@@ -127,8 +127,7 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         )
     if args.backend == "sdxl" and args.workers and not args.model:
         raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
-    if args.time_scale is not None and args.backend != "sim":
-        raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+    _check_time_scale(args)
     if args.launcher == "ray":
         if not args.workers:
             raise UsageError("--launcher ray starts --workers as Ray actors: with --workers 0 it has none to start")
@@ -229,6 +228,12 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_worker)
 
 
+def _check_time_scale(args: argparse.Namespace) -> None:
+    """`argus serve` and `argus worker` alike: only the sim backend's time is simulated, so only it scales."""
+    if args.time_scale is not None and args.backend != "sim":
+        raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+
+
 def check_worker_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
     if args.count != 1:
@@ -236,8 +241,7 @@ def check_worker_args(args: argparse.Namespace) -> None:
             raise UsageError("--count runs simulated workers only: add --backend sim")
         if args.device or args.threads:
             raise UsageError("--count runs simulated workers, which use no --device or --threads")
-    if args.time_scale is not None and args.backend != "sim":
-        raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+    _check_time_scale(args)
     if args.worker_id:
         longest = args.worker_id if args.count == 1 else f"{args.worker_id}-{args.count - 1}"
         if len(longest.encode()) > MAX_WORKER_ID_BYTES:
