@@ -22,7 +22,7 @@ from engine.config import (
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from protocols.limits import MAX_BATCH
-from workers.config import WorkerConfig
+from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
 from workers.runtime import MAX_WORKER_ID_BYTES
 
 
@@ -223,6 +223,13 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="sim backend: run this many SIMULATED workers in this one process (ids WORKER_ID-0 .. WORKER_ID-N-1)",
     )
+    p.add_argument(
+        "--stall-timeout",
+        type=positive_float,
+        metavar="S",
+        help="a batch that shows no denoising step for S seconds stops being vouched for by heartbeats, so the"
+        f" engine counts the worker hung (default {DEFAULT_STALL_TIMEOUT_S:g}; raise it for very slow steps)",
+    )
     p.add_argument("--curve-key", metavar="FILE", help="this worker's .key_secret file (engine requires CURVE)")
     p.add_argument("--curve-server-key", metavar="FILE", help="the engine's public .key file")
     p.set_defaults(func=_worker)
@@ -239,8 +246,8 @@ def check_worker_args(args: argparse.Namespace) -> None:
     if args.count != 1:
         if args.backend != "sim":
             raise UsageError("--count runs simulated workers only: add --backend sim")
-        if args.device or args.threads:
-            raise UsageError("--count runs simulated workers, which use no --device or --threads")
+        if args.device or args.threads or args.stall_timeout:
+            raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
     _check_time_scale(args)
     if args.worker_id:
         longest = args.worker_id if args.count == 1 else f"{args.worker_id}-{args.count - 1}"
@@ -282,6 +289,7 @@ def _worker(args: argparse.Namespace) -> int:
         die_with_parent=args.die_with_parent,
         owned=args.die_with_parent,  # only an engine spawns its workers so
         curve=_client_keys(args),
+        stall_timeout_s=args.stall_timeout or DEFAULT_STALL_TIMEOUT_S,
     )
     return run_worker(config)
 

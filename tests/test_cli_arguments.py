@@ -25,6 +25,7 @@ from protocols.curve import create_key_files
         (["serve", "--time-scale", "-0.5"], "--time-scale"),
         (["worker", "--connect", "tcp://127.0.0.1:5556", "--count", "0"], "--count"),
         (["worker", "--connect", "tcp://127.0.0.1:5556", "--threads", "two"], "--threads"),
+        (["worker", "--connect", "tcp://127.0.0.1:5556", "--stall-timeout", "0"], "--stall-timeout"),
     ],
 )
 def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
@@ -90,8 +91,9 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--backend", "sim", "--count", "4", "--device", "cuda:3"], "use no --device or --threads"),
-        (["--backend", "sim", "--count", "4", "--threads", "2"], "use no --device or --threads"),
+        (["--backend", "sim", "--count", "4", "--device", "cuda:3"], "use no --device, --threads"),
+        (["--backend", "sim", "--count", "4", "--threads", "2"], "use no --device, --threads"),
+        (["--backend", "sim", "--count", "4", "--stall-timeout", "9"], "--threads or --stall-timeout"),
         (["--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
         # the ZeroMQ identity (id, "/", 8 hex digits) would pass 255 bytes: the worker died as it connected
         (["--worker-id", "w" * 247], "--worker-id is 247 bytes; at most 246"),

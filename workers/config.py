@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from protocols.curve import ClientKeys
 
+# a run that shows no progress (no denoising step) for this long is left to the engine's heartbeat watch
+DEFAULT_STALL_TIMEOUT_S = 120.0
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
@@ -22,4 +25,5 @@ class WorkerConfig:
     # does not. A worker started by hand outlives its engine, waiting for the next one on the same address.
     owned: bool = False
     hello_retry_s: float = 1.0
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     curve: ClientKeys | None = None  # set when the engine requires CURVE

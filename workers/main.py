@@ -84,7 +84,13 @@ def run_worker(config: WorkerConfig) -> int:
     backend = load_backend(config)
     return serve_until_stopped(
         WorkerRuntime(
-            backend, config.connect, config.worker_id, config.hello_retry_s, config.curve, owned=config.owned
+            backend,
+            config.connect,
+            config.worker_id,
+            config.hello_retry_s,
+            config.curve,
+            owned=config.owned,
+            stall_timeout_s=config.stall_timeout_s,
         ),
         owned=config.owned,
     )

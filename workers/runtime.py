@@ -4,6 +4,15 @@ Say hello, then repeat: drain the socket without blocking, run the next batch,
 answer it with one BatchDone (a terminal outcome per item). While a batch runs, the backend calls
 `between_steps` so heartbeats go out and aborts come in between denoising steps.
 
+Some of a run shows no step: the text encoders before the first, the VAE decode
+and image encoding after the last, a first run's warm-up, one step of a large
+image on a slow device. At 1024x1024 these outlast a short --heartbeat-timeout,
+and the engine would count a healthy worker hung, kill it and run its batch
+again, forever. So while a run is in progress a second thread, the beat keeper,
+does what `between_steps` does once a beat falls due. It vouches for a run only
+until the run has shown no progress for `stall_timeout_s`: a run stuck for good
+still goes silent, and the engine's heartbeat watch still replaces the worker.
+
 Nothing is sent blocking: with no engine to take them (none up yet, or one that
 refused this worker's CURVE key) messages would pile up to the high-water mark
 and then block the loop for good, deaf to SIGTERM. A message that cannot leave
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import deque
@@ -42,6 +52,7 @@ from protocols.worker_messages import (
     worker_side_codec,
 )
 from workers.backend import Backend, BatchAborted
+from workers.config import DEFAULT_STALL_TIMEOUT_S
 
 log = logging.getLogger("argus.worker")
 
@@ -66,6 +77,7 @@ class WorkerRuntime:
         curve: ClientKeys | None = None,
         context: zmq.Context | None = None,
         owned: bool = False,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     ):
         self._backend = backend
         self._info = backend.describe()
@@ -96,11 +108,20 @@ class WorkerRuntime:
         self._aborted: set[str] = set()
         self._stopping = False
         self._leaving_said = False  # see _say_leaving
+        # the beat keeper (see the module's docstring): it touches the socket only under this lock, and only
+        # while _in_run; the worker's thread clears _in_run under the lock before it uses the socket unlocked
+        self._stall_timeout_s = stall_timeout_s
+        self._socket_lock = threading.Lock()
+        self._in_run = False
+        self._last_progress = 0.0
+        self._closing = threading.Event()
 
     # -- StepControl -------------------------------------------------------
     def between_steps(self) -> None:
-        self._drain()
-        self._heartbeat_if_due()
+        with self._socket_lock:
+            self._drain()
+            self._heartbeat_if_due()
+        self._last_progress = time.monotonic()
 
     def is_aborted(self, request_id: str) -> bool:
         return self._stopping or self._engine_lost or request_id in self._aborted
@@ -110,6 +131,8 @@ class WorkerRuntime:
 
     # -- loop ----------------------------------------------------------------
     def serve(self) -> None:
+        keeper = threading.Thread(target=self._keep_beating, name="argus-beat-keeper", daemon=True)
+        keeper.start()
         try:
             if not self._handshake():
                 return
@@ -126,7 +149,18 @@ class WorkerRuntime:
                     self._socket.poll(timeout_ms, zmq.POLLIN)
             self._cancel_pending()
         finally:
+            self._closing.set()
+            keeper.join()
             self._close()
+
+    def _keep_beating(self) -> None:
+        """The beat keeper's thread: between_steps' work for a run that shows no step for a while."""
+        while not self._closing.wait(self._heartbeat_interval_s / 4):
+            with self._socket_lock:
+                quiet_s = time.monotonic() - self._last_progress
+                if self._in_run and quiet_s < self._stall_timeout_s and time.monotonic() >= self._next_heartbeat:
+                    self._drain()
+                    self._heartbeat_if_due()
 
     def _cancel_pending(self) -> None:
         """Answers what was queued but never started."""
@@ -252,6 +286,8 @@ class WorkerRuntime:
 
     def _run(self, batch: Generate) -> None:
         self._running = batch
+        self._last_progress = time.monotonic()
+        self._in_run = True
         try:
             outcomes = self._backend.run(batch, self)
         except BatchAborted:
@@ -260,6 +296,8 @@ class WorkerRuntime:
             log.exception("batch %d failed", batch.batch_id)
             outcomes = [ItemFailed(i.request_id, "worker_error", f"{type(exc).__name__}: {exc}") for i in batch.items]
         finally:
+            with self._socket_lock:
+                self._in_run = False
             self._running = None
         if self._engine_lost:
             return  # nobody is waiting for these any more
