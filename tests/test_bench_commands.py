@@ -1,4 +1,4 @@
-"""`argus bench worker` and `argus bench engine` run end to end at a tiny size and write their JSON.
+"""`argus bench worker`, `engine` and `scale` run end to end at a tiny size and write their JSON.
 
 Real processes and sockets, as at full size; no assertion on any timing.
 """
@@ -57,5 +57,26 @@ def test_engine_bench_writes_both_doors(tmp_path):
     for door in ("zmq", "http"):
         for key in ("engine_rps", "baseline_rps", "ratio", "engine_p99_ms"):
             assert _positive(data[door][key]), (door, key, data[door].get(key))
+        for run in ("engine_latency", "baseline_latency"):
+            assert data[door][run]["send_late_p99_ms"] >= 0, (door, run)
     assert data["simulated"] is True
+    assert "send lateness" in stdout
     assert "SIMULATED" in stdout
+
+
+def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
+    # rates a handful of workers keeps up with: the ramp ends at --max-rps, never saturated
+    data, stdout = _bench(
+        tmp_path,
+        "scale",
+        *("--workers", "4", "--fleets", "2", "--load-processes", "1"),
+        *("--start-rps", "40", "--growth", "1.5", "--max-rps", "70"),
+        *("--step-s", "1", "--half-s", "1", "--warmup-s", "0.2"),
+    )
+    assert data["workers"] == 4
+    assert data["saturated"] is False and 40 <= data["peak_rps"] <= 60  # what was answered, up to the rate offered
+    assert data["kept_up_at_half_peak"] is True
+    for key in ("p99_added_ms_at_half_peak", "controller_solve_ms", "engine_cpu_at_half_peak"):
+        assert _positive(data[key]), (key, data[key])
+    assert data["send_late_p99_ms_at_half_peak"] >= 0
+    assert "(never saturated)" in stdout and "SIMULATED" in stdout

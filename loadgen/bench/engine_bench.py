@@ -353,6 +353,12 @@ def _report(args: argparse.Namespace, doors: list[str], results: dict) -> None:
             rows,
         )
     )
+    lateness = ", ".join(
+        f"{door} {results[door]['engine_latency']['send_late_p99_ms']:.3g} ms (baseline"
+        f" {results[door]['baseline_latency']['send_late_p99_ms']:.3g} ms)"
+        for door in doors
+    )
+    print(f"the client's send lateness at the latency rate, p99 (latency is timed from the send): {lateness}")
     print()
     print("server CPU per request (microseconds; steadier than req/s when other load shares the machine):")
     print(

@@ -118,12 +118,13 @@ async def zmq_open_loop(address: str, args: argparse.Namespace, rate: float, dur
 
     try:
         reader = asyncio.create_task(read())
-        started = await _paced(rate, total, client.send)
+        send_s, late = await _paced(rate, total, client.send)
         await asyncio.wait_for(reader, 30.0)
     finally:
         client.close()
-    measured = latencies[int(rate * args.warmup_s) :]  # replies come back in about send order
-    return _latency_summary(measured, total, started, rate, failed)
+    skip = int(rate * args.warmup_s)
+    measured = latencies[skip:]  # replies come back in about send order
+    return _latency_summary(measured, total, send_s, late[skip:], rate, failed)
 
 
 # the pacer's shortest sleep: below the loop's timer resolution a sleep returns at once, and a
@@ -131,29 +132,36 @@ async def zmq_open_loop(address: str, args: argparse.Namespace, rate: float, dur
 _PACE_TICK_S = 0.001
 
 
-async def _paced(rate: float, total: int, send) -> float:
+async def _paced(rate: float, total: int, send) -> tuple[float, list[float]]:
     """Calls send() total times at `rate` per second: what is due each tick (at most 1 ms apart), catching up
-    after a late wake-up."""
+    after a late wake-up. Returns the time it took and how late each send went out, in seconds.
+
+    Latency is timed from the actual send, so a client too slow to keep its schedule would understate it
+    (coordinated omission): its lateness is reported beside the latency, to judge the figure by."""
     import asyncio
 
     started = time.perf_counter()
-    sent = 0
-    while sent < total:
+    late: list[float] = []
+    while len(late) < total:
         due = min(total, int((time.perf_counter() - started) * rate) + 1)
-        while sent < due:
+        while len(late) < due:
+            late.append(max(0.0, time.perf_counter() - started - len(late) / rate))
             send()
-            sent += 1
-        next_at = started + sent / rate
+        next_at = started + len(late) / rate
         await asyncio.sleep(max(_PACE_TICK_S, next_at - time.perf_counter()))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, late
 
 
-def _latency_summary(latencies: list[float], total: int, send_s: float, rate: float, failed: int) -> dict:
+def _latency_summary(
+    latencies: list[float], total: int, send_s: float, late: list[float], rate: float, failed: int
+) -> dict:
+    """`late`: how late each measured request was sent (see _paced)."""
     ms = [x * 1000.0 for x in latencies]
     return {
         "rate_rps": rate,
         "total": total,
         "achieved_send_rps": total / send_s if send_s > 0 else float("nan"),
+        "send_late_p99_ms": percentile([x * 1000.0 for x in late], 99),
         "requests": len(ms),
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
@@ -224,10 +232,10 @@ async def http_open_loop(url: str, args: argparse.Namespace, rate: float, durati
     skip = int(rate * args.warmup_s)
     tasks: list[asyncio.Task] = []
     try:
-        started = await _paced(rate, total, lambda: tasks.append(asyncio.create_task(client.post())))
+        send_s, late = await _paced(rate, total, lambda: tasks.append(asyncio.create_task(client.post())))
         results = await asyncio.wait_for(asyncio.gather(*tasks), 60.0)
     finally:
         await client.close()
     measured = results[skip:]
     failed = sum(status != 200 for status, _, _ in measured)
-    return _latency_summary([seconds for _, seconds, _ in measured], total, started, rate, failed)
+    return _latency_summary([seconds for _, seconds, _ in measured], total, send_s, late[skip:], rate, failed)

@@ -107,6 +107,8 @@ class Step:
     not_images: int
     unanswered: int
     engine_cpu: float  # share of one core over the measured window
+    # how late the load processes sent, p99: latency is timed from the send, so late sending understates it
+    send_late_p99_ms: float
 
     @property
     def engine_us_per_request(self) -> float:
@@ -275,6 +277,7 @@ def _step(args: argparse.Namespace, engine: EngineChild, tmp: Path, pid: int, ra
             loader.stop(timeout_s=5.0)
     parts = [json.loads(out.read_text()) for out in outputs]
     latencies = [x for part in parts for x in part["added_ms"]]
+    lateness = [x for part in parts for x in part["send_late_ms"]]
     return Step(
         offered_rps=rate,
         answered_rps=sum(part["answered_in_window"] for part in parts) / seconds,
@@ -283,6 +286,7 @@ def _step(args: argparse.Namespace, engine: EngineChild, tmp: Path, pid: int, ra
         not_images=sum(part["not_images"] for part in parts),
         unanswered=sum(part["unanswered"] for part in parts),
         engine_cpu=cpu,
+        send_late_p99_ms=percentile(lateness, 99),
     )
 
 
@@ -331,6 +335,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
         f" processes over loopback TCP; open-loop load from {args.load_processes} processes"
     )
     print("added latency: end to end at the client less the worker's run time; engine CPU: share of one core")
+    print("send late: how far behind its schedule the load sent (latency is timed from the send)")
     print()
     print(
         table(
@@ -343,6 +348,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
                 "unanswered",
                 "engine CPU",
                 "engine us/req",
+                "send late p99 ms",
                 "kept up",
             ],
             [
@@ -355,6 +361,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
                     s.unanswered,
                     s.engine_cpu,
                     s.engine_us_per_request,
+                    s.send_late_p99_ms,
                     s.kept_up(args.p99_limit_ms),
                 ]
                 for s in steps
@@ -397,6 +404,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
             "p99_added_ms_at_half_peak": half.p99_ms,
             "controller_solve_ms": solve_ms,
             "engine_cpu_at_half_peak": half.engine_cpu,
+            "send_late_p99_ms_at_half_peak": half.send_late_p99_ms,
             "saturated": result["saturated"],  # false: peak_rps is only a floor
             "kept_up_at_half_peak": half_kept_up,
         },
@@ -418,6 +426,7 @@ def _load(args: argparse.Namespace) -> int:
     total = max(1, round(args.rate * (args.warmup_s + args.duration_s)))
     sent_at: dict[str, float] = {}
     added_ms: list[float] = []
+    send_late_ms: list[float] = []
     answered_in_window = not_images = 0
     gc.disable()  # a collection would stall every request in flight: it would count as latency
     _sleep_until(args.start_at)
@@ -432,6 +441,8 @@ def _load(args: argparse.Namespace) -> int:
                 request_id = f"{prefix}-{sent}"
                 frames = codec.encode(Generate(request_id, PROMPT, width=args.size, height=args.size))
                 sent_at[request_id] = time.perf_counter()
+                if window[0] <= sent_at[request_id] < window[1]:
+                    send_late_ms.append(max(0.0, sent_at[request_id] - began - sent / args.rate) * 1000.0)
                 sock.send_multipart(frames, copy=False)
                 sent += 1
             if sent < total:
@@ -464,6 +475,7 @@ def _load(args: argparse.Namespace) -> int:
         "not_images": not_images,
         "unanswered": len(sent_at),
         "added_ms": added_ms,
+        "send_late_ms": send_late_ms,
     }
     Path(args.out).write_text(json.dumps(result))
     return 0
