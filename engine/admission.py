@@ -19,8 +19,9 @@ from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits
 
 
 class Admission:
-    def __init__(self, registry: WorkerRegistry, fallback_backend: str, retry_after_s: int):
+    def __init__(self, registry: WorkerRegistry, fallback_backend: str, retry_after_s: int, max_queue: int):
         self._registry = registry
+        self._max_queue = max_queue
         self._fallback = BACKEND_SIZES.get(fallback_backend, BACKEND_SIZES["tiny"])
         self._retry_after_ms = retry_after_s * 1000
         self._limits_version = -1
@@ -58,6 +59,13 @@ class Admission:
                     "invalid_size",
                     f"{name} {value} must be a multiple of {SIZE_MULTIPLE} from {limits.min_size} to {limits.max_size}",
                 )
+        if spec.n > self._max_queue:
+            # Busy would have the client retry for ever: no queue this small ever has room for it
+            return Error(
+                spec.request_id,
+                "invalid_request",
+                f"n {spec.n} is more images than this engine queues at once (--max-queue {self._max_queue})",
+            )
         if not room:
             return Busy(spec.request_id, self._retry_after_ms)
         now = time.monotonic()

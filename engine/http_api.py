@@ -27,6 +27,8 @@ from protocols.openai_images import (
 from protocols.openapi import openapi_document
 
 if TYPE_CHECKING:
+    from yarl import URL
+
     from engine.server import Engine
 
 # encoding this many bytes to base64 on the loop would stall other requests
@@ -36,6 +38,7 @@ _STATUS = {
     "invalid_request": 400,
     "invalid_size": 400,
     "body_too_large": 413,
+    "unsupported_encoding": 415,
     "busy": 429,
     "worker_error": 500,
     "no_worker": 503,
@@ -115,7 +118,8 @@ def _require_api_key(api_key: str):
         # browser or another service that holds no key
         if request.path in _OPEN_PATHS or request.match_info.route.name == "image_file":
             return await handler(request)
-        given = request.headers.get("Authorization", "").encode()
+        # aiohttp keeps bytes that are not UTF-8 as surrogates: encode them back, or such a header would be a 500
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
             return _error(
                 "unauthorized",
@@ -129,11 +133,20 @@ def _require_api_key(api_key: str):
 
 async def generate(request: web.Request) -> web.Response:
     engine: Engine = request.app[ENGINE_KEY]
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return _error("unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
     try:
         body = parse_request(await request.read())
         spec = to_generate(body, request_id=next(_REQUEST_IDS))
     except InvalidRequest as exc:
         return _error("invalid_request", str(exc), exc.param)
+    origin = None
+    if body.response_format == "url":
+        try:  # before any work is done for it: the image URLs are made from the Host header
+            origin = request.url.origin()
+        except ValueError as exc:
+            reason = f"no image URL can be made from this Host header: {exc}"
+            return _error("invalid_request", reason, "response_format")
     admitted = engine.submit(spec)
     if isinstance(admitted, Busy):
         retry_s = max(1, admitted.retry_after_ms // 1000)
@@ -151,17 +164,18 @@ async def generate(request: web.Request) -> web.Response:
     if isinstance(reply, Cancelled):
         # not shutting_down (refused at the door): this one was admitted, then cancelled at the drain's end
         return _error("cancelled", "the request was cancelled while the engine stopped")
-    data = [await _image_data(engine, request, body.response_format, body.output_format, r) for r in reply.images]
+    data = [await _image_data(engine, request, origin, body.output_format, r) for r in reply.images]
     return _json(images_response(data, body, admitted.width, admitted.height))
 
 
 async def _image_data(
-    engine: Engine, request: web.Request, response_format: str, output_format: str, result: ImageResult
+    engine: Engine, request: web.Request, origin: URL | None, output_format: str, result: ImageResult
 ) -> ImageData:
-    if response_format == "url":
+    """`origin`: where image URLs point (response_format url), None for base64."""
+    if origin is not None:
         name = engine.image_files.put(bytes(result.image), output_format)
         path = request.app.router["image_file"].url_for(name=name)
-        return image_data(result, url=str(request.url.origin().join(path)))
+        return image_data(result, url=str(origin.join(path)))
     if len(result.image) > _INLINE_B64_BYTES:
         return image_data(result, b64_json=await asyncio.to_thread(_b64, result.image))
     return image_data(result, b64_json=_b64(result.image))

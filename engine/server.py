@@ -163,7 +163,9 @@ class Engine:
         self.cache = build_cache_service(
             config.cache, DEFAULT_LEVELS, self.control_loop.choose, self.control.policy.fallback_levels
         )
-        self.admission = Admission(self.registry, config.launch.backend, config.dispatch.retry_after_s)
+        self.admission = Admission(
+            self.registry, config.launch.backend, config.dispatch.retry_after_s, config.dispatch.max_queue
+        )
         self.clients = ClientDoor(self, self._context, config.client_listen, client_keys)
         self._resources.callback(self.clients.close)
         self.launcher = self._launcher()
@@ -285,7 +287,9 @@ class Engine:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
-        runner = web.AppRunner(build_app(self), handler_cancellation=True, access_log=None)
+        # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a
+        # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed
+        runner = web.AppRunner(build_app(self), handler_cancellation=True, access_log=None, auto_decompress=False)
         try:
             self.clients.start()
             await runner.setup()

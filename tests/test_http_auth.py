@@ -38,6 +38,12 @@ def test_missing_or_wrong_key_is_401(engine, path, key):
     assert reply["error"]["code"] == "unauthorized"
 
 
+def test_a_key_that_is_not_utf8_is_401_not_500(engine):
+    # http.client sends header values as latin-1: these are the bytes ff fe, which aiohttp keeps as surrogates
+    status, reply = call(engine, "/v1/images/generations", "\xff\xfe", {"prompt": "a cat", "size": "64x64"})
+    assert status == 401 and reply["error"]["code"] == "unauthorized"
+
+
 def test_right_key_is_served_and_health_needs_none(engine):
     status, reply = call(engine, "/v1/images/generations", "s3cret", {"prompt": "a cat", "size": "64x64"})
     assert status == 200 and len(reply["data"]) == 1

@@ -1,5 +1,6 @@
 """Bad HTTP input gets a precise 4xx, and the engine keeps serving."""
 
+import gzip
 import json
 import urllib.error
 import urllib.request
@@ -16,9 +17,9 @@ def engine(tmp_path_factory):
     assert engine.stop() == 0
 
 
-def post(engine, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+def post(engine, body: bytes, content_type: str = "application/json", **headers: str) -> tuple[int, dict]:
     request = urllib.request.Request(
-        engine.http + "/v1/images/generations", data=body, headers={"Content-Type": content_type}
+        engine.http + "/v1/images/generations", data=body, headers={"Content-Type": content_type, **headers}
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -97,6 +98,25 @@ def test_body_over_the_limit_is_413(engine):
     status, body = post(engine, json.dumps({"prompt": "a" * (2 * 1024 * 1024)}).encode())
     assert status == 413
     assert body["error"]["code"] == "body_too_large"
+
+
+def test_a_compressed_body_is_415_and_never_inflated(engine):
+    """aiohttp would inflate it on the loop, before the size limit: a megabyte of gzip grows to a gigabyte."""
+    bomb = gzip.compress(b'{"prompt": "' + b"a" * (64 * 1024 * 1024) + b'"}')
+    assert len(bomb) < 100_000
+    status, body = post(engine, bomb, **{"Content-Encoding": "gzip"})
+    assert status == 415 and body["error"]["code"] == "unsupported_encoding"
+    good(engine)
+
+
+@pytest.mark.parametrize("host", ["host:abc", "host:99999", "@"])
+def test_a_url_request_whose_host_makes_no_url_is_400_before_any_work(engine, host):
+    before = engine.metric("argus_requests_total", outcome="ok", code="")
+    body = json.dumps({"prompt": "a lighthouse", "size": "64x64", "response_format": "url"}).encode()
+    status, reply = post(engine, body, Host=host)
+    assert status == 400, reply
+    assert reply["error"]["param"] == "response_format" and "Host header" in reply["error"]["message"]
+    assert engine.metric("argus_requests_total", outcome="ok", code="") == before  # nothing was generated
 
 
 def test_unknown_route_is_a_json_404(engine):
