@@ -37,6 +37,13 @@ class ClientClosed(Exception):
     pass
 
 
+def _socket(context: zmq.Context, address: str, curve: ClientKeys | None) -> zmq.Socket:
+    # an identity of its own, kept across reconnects: the engine sends each reply to the identity that asked,
+    # and libzmq would give a reconnected socket a new one, so a dropped connection would lose every reply
+    identity = uuid.uuid4().hex.encode()
+    return make_socket(context, zmq.DEALER, connect=address, identity=identity, curve_client=curve)
+
+
 def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Generate:
     return Generate(request_id=request_id or uuid.uuid4().hex, prompt=prompt, **fields)
 
@@ -46,7 +53,7 @@ class ArgusClient:
 
     def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None):
         self._context = zmq.Context()
-        self._socket = make_socket(self._context, zmq.DEALER, connect=address, curve_client=curve)
+        self._socket = _socket(self._context, address, curve)
         self._codec = client_side_codec()
         self._timeout_s = timeout_s
         if timeout_s is not None:
@@ -95,7 +102,7 @@ class AsyncArgusClient:
 
     def __init__(self, address: str, curve: ClientKeys | None = None):
         self._context = zmq.asyncio.Context()
-        self._socket = make_socket(self._context, zmq.DEALER, connect=address, curve_client=curve)
+        self._socket = _socket(self._context, address, curve)
         self._codec = client_side_codec()
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._reader: asyncio.Task | None = None

@@ -3,11 +3,21 @@
 Requests are keyed by (client identity, request id), so two clients may use the
 same ids. Every admitted Generate is answered exactly once; Busy and Error
 answer at once what cannot be admitted; garbage gets an Error, never a crash.
+A reply is lost only to a client that cannot take it: one gone for good, or one
+that leaves _MAX_UNREAD_REPLIES unread (it would hold engine memory without
+bound). Both are counted in argus_replies_dropped_total.
+
+libzmq bounds the size of each frame, not the number of frames in a message,
+and delivers a message only whole: a peer may make the engine buffer one
+message of many frames before it is refused. Keep the door on loopback, or
+behind CURVE (docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import zmq
@@ -27,6 +37,10 @@ log = logging.getLogger("argus.clients")
 # a request is one small frame (a prompt is at most 4,000 characters): a peer that sends a larger one is cut off
 # before the engine buffers it
 _MAX_REQUEST_FRAME_BYTES = 256 * 1024
+# replies queued for a client beyond what its connection takes: past this many, it is not reading them
+_MAX_UNREAD_REPLIES = 256
+# a client that does not read is named in the log at most this often (each drop is counted)
+_UNREAD_WARNING_S = 60.0
 # at shutdown, replies already written still queue for clients that read slowly (large images on a slow link):
 # they get this long to leave before the engine exits
 _REPLY_FLUSH_MS = 10_000
@@ -35,11 +49,18 @@ _REPLY_FLUSH_MS = 10_000
 class ClientDoor:
     def __init__(self, engine: Engine, context: zmq.Context, listen: tuple[str, ...], curve: KeyPair | None = None):
         self._engine = engine
-        sock = make_socket(context, zmq.ROUTER, curve_server=curve, max_frame_bytes=_MAX_REQUEST_FRAME_BYTES)
+        sock = make_socket(
+            context,
+            zmq.ROUTER,
+            curve_server=curve,
+            max_frame_bytes=_MAX_REQUEST_FRAME_BYTES,
+            send_hwm=_MAX_UNREAD_REPLIES,
+        )
         self.endpoints = bind_all(sock, listen)
         self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
+        self._unread_warned_at = -_UNREAD_WARNING_S
 
     def start(self) -> None:
         self._socket.start()
@@ -86,5 +107,13 @@ class ClientDoor:
         self._reply(key[0], reply)
 
     def _reply(self, identity: bytes, message: object) -> None:
-        if not self._socket.send(identity, self._codec.encode(message)):
+        failed = self._socket.send(identity, self._codec.encode(message))
+        if failed == errno.EAGAIN:
+            self._engine.metrics.replies_dropped.labels("unread").inc()
+            now = time.monotonic()
+            if now - self._unread_warned_at >= _UNREAD_WARNING_S:
+                self._unread_warned_at = now
+                log.warning("client %r leaves %d replies unread: dropping its replies", identity, _MAX_UNREAD_REPLIES)
+        elif failed:
+            self._engine.metrics.replies_dropped.labels("gone").inc()
             log.debug("client %r went away before its reply", identity)

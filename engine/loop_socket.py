@@ -40,8 +40,8 @@ class LoopSocket:
         self._loop.add_reader(self._sock.FD, self._drain)
         self._schedule_drain()  # messages may have arrived before the reader was added
 
-    def send(self, identity: bytes, frames: list) -> bool:
-        """Sends at once; False when the peer is gone or its queue is full."""
+    def send(self, identity: bytes, frames: list) -> int:
+        """Sends at once: 0, or why it could not (EHOSTUNREACH: the peer is gone; EAGAIN: its queue is full)."""
         send = self._sock.send
         try:
             # frame by frame with plain-int flags: send_multipart's enum arithmetic costs more than the sends
@@ -51,11 +51,11 @@ class LoopSocket:
             send(frames[-1], _DONTWAIT)
         except zmq.ZMQError as error:  # EHOSTUNREACH (ROUTER_MANDATORY) or EAGAIN (peer's queue full)
             log.debug("send to %r failed: %s", identity, error)
-            return False
+            return error.errno
         finally:
             # a send can swallow the FD's wake-up for waiting input: look once this loop turn is over
             self._schedule_drain()
-        return True
+        return 0
 
     def close(self, linger_ms: int = 0) -> None:
         """`linger_ms`: how long what is still queued to send may keep the context's termination waiting."""

@@ -50,6 +50,12 @@ class EngineMetrics:
             "argus_escalated_images", "Images moved up to a higher level to make their deadline", registry=r
         )
         self.bad_messages = Counter("argus_bad_messages", "Undecodable or unexpected messages", ["link"], registry=r)
+        self.replies_dropped = Counter(
+            "argus_replies_dropped",
+            "ZeroMQ replies not delivered: the client went away, or left too many unread",
+            ["reason"],
+            registry=r,
+        )
         self.k_star = Counter("argus_predicted_level", "Requests by predicted best level K*", ["level"], registry=r)
         self.k_star_at = children(self.k_star)
         self.cache_hits = Gauge("argus_cache_hits", "Latents served from the cache, by level", ["level"], registry=r)

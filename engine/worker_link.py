@@ -77,7 +77,8 @@ class WorkerLink:
         self.dispatcher = dispatcher
 
     def send(self, worker: WorkerHandle, message: object) -> bool:
-        return self._socket.send(worker.identity, self._codec.encode(message))
+        """True once handed to the worker's connection."""
+        return not self._socket.send(worker.identity, self._codec.encode(message))
 
     def shutdown_all(self) -> None:
         for worker in self._registry.all():

@@ -26,15 +26,19 @@ def make_socket(
     curve_server: KeyPair | None = None,
     curve_client: ClientKeys | None = None,
     max_frame_bytes: int = MAX_FRAME_BYTES,
+    send_hwm: int = DEFAULT_HWM,
 ) -> zmq.Socket:
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
+    sock.setsockopt(zmq.SNDHWM, send_hwm)
     sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
     if kind == zmq.ROUTER:
         # an unroutable reply (peer gone) raises instead of vanishing silently
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # a peer that reconnects under its identity (a dropped TCP connection, a NAT reset) takes its replies
+        # over at once, rather than being refused while the old connection is still thought alive
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
     # security must be set before bind or connect

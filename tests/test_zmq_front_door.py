@@ -2,14 +2,17 @@
 
 import asyncio
 import os
+import threading
+import time
 
 import msgspec
 import pytest
 import zmq
+from tcp_proxy import DroppingProxy
 
 from engine.client import ArgusClient, AsyncArgusClient
 from engine_process import start_engine
-from protocols.client_messages import Busy, Error, Images, client_side_codec
+from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
 
 
 @pytest.fixture(scope="module")
@@ -141,4 +144,50 @@ def test_busy_when_the_queue_is_full(tmp_path):
         assert len(served) == 2 and len(busy) == 4
         assert all(b.retry_after_ms > 0 for b in busy)
     finally:
+        assert engine.stop() == 0
+
+
+def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(tmp_path):
+    """The reply goes to the identity that asked: a reconnected client must keep it to get its reply."""
+    engine = start_engine(tmp_path, "--time-scale", "0.5", backend="sim", workers=1)  # an image takes about 2.5 s
+    proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
+    try:
+        with ArgusClient(proxy.address, timeout_s=60) as client:
+            threading.Timer(1.0, proxy.drop_all).start()  # the request is in flight by then
+            reply = client.generate("a lighthouse at dusk", width=64, height=64)
+        assert isinstance(reply, Images)
+        assert proxy.accepted >= 2  # the client did reconnect
+    finally:
+        proxy.close()
+        assert engine.stop() == 0
+
+
+def test_replies_a_client_leaves_unread_are_bounded_and_counted(tmp_path):
+    """Each reply is delivered or counted dropped, and the engine holds a bounded number for a client that
+    does not read: it held them all before, gigabytes of images."""
+    engine = start_engine(tmp_path, "--time-scale", "0", backend="sim")
+    codec = client_side_codec()
+    context = zmq.Context()
+    client = context.socket(zmq.DEALER)
+    client.setsockopt(zmq.RCVHWM, 1)
+    client.setsockopt(zmq.RCVBUF, 4096)  # the engine's side holds what the connection has no room for
+    client.connect(engine.client_address)
+    requests = 600  # large images: the kernel's socket buffers take fewer than a hundred
+    try:
+        for i in range(requests):
+            client.send_multipart(codec.encode(Generate(f"r{i}", f"picture {i}", width=2048, height=2048)))
+        deadline = time.monotonic() + 120
+        while engine.metric("argus_requests_total", outcome="ok", code="") < requests:
+            assert time.monotonic() < deadline, "the engine did not answer"
+            time.sleep(0.2)
+        dropped = engine.metric("argus_replies_dropped_total", reason="unread")
+        received = 0
+        while client.poll(3000):
+            assert isinstance(codec.decode(client.recv_multipart()), Images)
+            received += 1
+        assert dropped > 0 and received + dropped == requests
+        assert engine.metric("argus_replies_dropped_total", reason="gone") == 0
+    finally:
+        client.close(linger=0)
+        context.term()
         assert engine.stop() == 0
