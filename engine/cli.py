@@ -108,7 +108,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--curve-secret", metavar="FILE", help="require CURVE on ZeroMQ: the engine's .key_secret file")
     p.add_argument(
-        "--curve-allow", metavar="DIR", help="with --curve-secret: directory of admitted public keys (*.key)"
+        "--curve-allow",
+        metavar="DIR",
+        help="with --curve-secret: directory of admitted public keys (*.key); clients only with --curve-allow-workers",
+    )
+    p.add_argument(
+        "--curve-allow-workers",
+        metavar="DIR",
+        help="with --curve-secret: the keys admitted on the worker socket (default: --curve-allow's, clients' too)",
     )
     p.set_defaults(func=_serve)
 
@@ -117,9 +124,12 @@ def _check_serve_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
-    if args.curve_allow and not os.path.isdir(args.curve_allow):
-        # a mistyped directory would admit no key at all
-        raise UsageError(f"--curve-allow {args.curve_allow}: not a directory (it holds the admitted NAME.key files)")
+    for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):
+        if directory and not os.path.isdir(directory):
+            # a mistyped directory would admit no key at all
+            raise UsageError(f"{flag} {directory}: not a directory (it holds the admitted NAME.key files)")
+    if args.curve_allow_workers and not args.curve_secret:
+        raise UsageError("--curve-allow-workers goes with --curve-secret and --curve-allow")
     if args.heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT_S:
         raise UsageError(
             f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
@@ -176,6 +186,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         api_key=args.api_key,
         curve_secret_file=args.curve_secret,
         curve_allowed_dir=args.curve_allow,
+        curve_workers_dir=args.curve_allow_workers,
         launcher=args.launcher,
         ray_address=args.ray_address,
         ray_connect_timeout_s=args.ray_connect_timeout,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from engine.curve_gate import CLIENTS
 from engine.jobs import AdmittedRequest
 from engine.loop_socket import LoopSocket
 from protocols.client_messages import Cancel, Error, Generate, engine_side_codec, salvage_request_id
@@ -53,6 +54,7 @@ class ClientDoor:
             context,
             zmq.ROUTER,
             curve_server=curve,
+            curve_domain=CLIENTS,
             max_frame_bytes=_MAX_REQUEST_FRAME_BYTES,
             send_hwm=_MAX_UNREAD_REPLIES,
         )

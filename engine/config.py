@@ -88,9 +88,11 @@ class EngineConfig:
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
     api_key: str | None = None  # when set, every HTTP route but /health needs "Authorization: Bearer KEY"
-    # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys
+    # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;
+    # with curve_workers_dir, the worker socket admits that directory's keys and curve_allowed_dir is for clients
     curve_secret_file: str | None = None
     curve_allowed_dir: str | None = None
+    curve_workers_dir: str | None = None
     image_url_ttl_s: float = 3600.0
     image_url_store_bytes: int = 256 * 1024 * 1024
     launcher: str = "local"  # local | ray

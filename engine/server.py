@@ -110,7 +110,9 @@ class Engine:
         self._resources.callback(self._context.destroy)
         self._curve = None
         if config.curve_secret_file:
-            self._curve = CurveGate(self._context, config.curve_secret_file, config.curve_allowed_dir)
+            self._curve = CurveGate(
+                self._context, config.curve_secret_file, config.curve_allowed_dir, config.curve_workers_dir
+            )
         # CURVE on the client socket only when configured; on the worker socket also when Ray actors dial in
         client_keys = self._curve.server_keys if self._curve else None
         self._run_keys_dir = None

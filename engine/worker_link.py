@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import zmq
 
+from engine.curve_gate import WORKERS
 from engine.dispatcher import Dispatcher
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
@@ -61,7 +62,7 @@ class WorkerLink:
         heartbeat_timeout_s: float,
         curve: KeyPair | None = None,
     ):
-        sock = make_socket(context, zmq.ROUTER, curve_server=curve)
+        sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS)
         self.endpoints = bind_all(sock, listen)
         self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()

@@ -75,7 +75,9 @@ def load_public_keys(directory: str | Path) -> set[bytes]:
     return keys
 
 
-def make_server(sock: zmq.Socket, keys: KeyPair) -> None:
+def make_server(sock: zmq.Socket, keys: KeyPair, domain: str) -> None:
+    """`domain`: the ZAP domain the authenticator is asked in, so that each socket may admit keys of its own."""
+    sock.zap_domain = domain.encode()
     sock.curve_server = True
     sock.curve_publickey = keys.public
     sock.curve_secretkey = keys.secret

@@ -24,6 +24,7 @@ def make_socket(
     connect: str | None = None,
     identity: bytes | None = None,
     curve_server: KeyPair | None = None,
+    curve_domain: str = "",
     curve_client: ClientKeys | None = None,
     max_frame_bytes: int = MAX_FRAME_BYTES,
     send_hwm: int = DEFAULT_HWM,
@@ -43,7 +44,7 @@ def make_socket(
         sock.setsockopt(zmq.IDENTITY, identity)
     # security must be set before bind or connect
     if curve_server is not None:
-        make_server(sock, curve_server)
+        make_server(sock, curve_server, curve_domain)
     if curve_client is not None:
         make_client(sock, curve_client)
     if connect is not None:

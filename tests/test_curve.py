@@ -145,7 +145,63 @@ def test_an_empty_allowed_directory_and_a_refused_key_are_logged(tmp_path, caplo
     assert "holds no public key (*.key): no remote worker or client can connect" in caplog.text
     caplog.clear()
     # what the authenticator asks at each CURVE handshake
-    allowed = _AllowedKeys({b"admitted"})
-    assert allowed.callback("*", b"admitted") and not caplog.text
-    assert not allowed.callback("*", b"stranger")
-    assert "refused a peer whose public key stranger is not admitted" in caplog.text
+    allowed = _AllowedKeys({"clients": {b"admitted"}})
+    assert allowed.callback("clients", b"admitted") and not caplog.text
+    assert not allowed.callback("clients", b"stranger")
+    assert "refused a peer whose public key stranger is not admitted (clients socket)" in caplog.text
+    assert not allowed.callback("workers", b"admitted")  # admitted on one socket is not admitted on the other
+
+
+def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp_path_factory, keys):
+    """With --curve-allow-workers each socket admits its own keys: a client key that could join as a worker
+    would be sent other users' prompts."""
+    root = tmp_path_factory.mktemp("split")
+    _, client_secret = argus_keys(root / "clients", "client")
+    _, worker_secret = argus_keys(root / "workers", "worker")
+    client_keys = ClientKeys.from_files(client_secret, keys["engine_public"])
+    worker_keys = ClientKeys.from_files(worker_secret, keys["engine_public"])
+    engine = start_engine(
+        root,
+        "--time-scale", "0.01",
+        "--curve-secret", str(keys["engine_secret"]),
+        "--curve-allow", str(root / "clients"),
+        "--curve-allow-workers", str(root / "workers"),
+        workers=1, backend="sim",
+    )  # fmt: skip
+    remote = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "worker",
+                "--connect",
+                engine.worker_address,
+                "--backend",
+                "sim",
+                "--worker-id",
+                name,
+                "--curve-key",
+                str(secret),
+                "--curve-server-key",
+                str(keys["engine_public"]),
+            ],
+            cwd=ROOT,
+        )  # fmt: skip
+        for name, secret in (("with-worker-key", worker_secret), ("with-client-key", client_secret))
+    ]
+    try:
+        engine.wait_ready(2, timeout_s=60)
+        with ArgusClient(engine.client_address, timeout_s=30, curve=client_keys) as client:
+            assert isinstance(client.generate("over curve", width=64, height=64), Images)
+        with ArgusClient(engine.client_address, timeout_s=2, curve=worker_keys) as client:
+            with pytest.raises(TimeoutError):
+                client.generate("a worker's key asking", width=64, height=64)
+        # the worker with a client's key had as long as the other to join
+        names = sorted(w["name"].split("/")[0] for w in engine.ready()["workers"])
+        assert names == ["local-0", "with-worker-key"]
+    finally:
+        assert engine.stop() == 0
+        for worker in remote:
+            worker.terminate()
+            worker.wait(timeout=30)
