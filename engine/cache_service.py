@@ -96,13 +96,15 @@ class CacheService:
         return await asyncio.wrap_future(self._thread.submit(self._cache.stats))
 
     async def close(self, save_to: str | None) -> None:
-        """Saves the cache (warm restart) and stops the thread."""
-        if self._cache is not None:
-            if save_to:
+        """Saves the cache (warm restart) and stops the thread; a failed save still closes the cache and the thread."""
+        try:
+            if self._cache is not None and save_to:
                 await asyncio.wrap_future(self._thread.submit(self._cache.save, save_to))
                 log.info("prompt cache saved to %s", save_to)
-            await asyncio.wrap_future(self._thread.submit(self._cache.close))
-        self._thread.shutdown(wait=True)
+        finally:
+            if self._cache is not None:
+                await asyncio.wrap_future(self._thread.submit(self._cache.close))
+            self._thread.shutdown(wait=True)
 
     # -- batching onto the thread ------------------------------------------------------
     def _start_batch(self) -> None:

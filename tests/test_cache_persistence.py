@@ -108,6 +108,26 @@ def test_saving_again_replaces_the_file_atomically(saved):
     restored.close()
 
 
+def test_a_save_leaves_out_latents_whose_spill_files_are_gone_or_cut_short(tmp_path):
+    """Before, one unreadable spill file failed the whole save: a restart lost everything since the last one."""
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=512, spill_dir=str(tmp_path / "spill"), spill_bytes=4096)
+    ids = [cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5)}) for i in range(4)]  # 3 spilled
+    [folder] = (tmp_path / "spill").iterdir()
+    (folder / f"{ids[0]}_5.latent").unlink()
+    (folder / f"{ids[1]}_5.latent").write_bytes(b"short")
+    cache.save(str(tmp_path / "saved"))
+    restored = load(tmp_path / "saved")
+    try:
+        assert restored.stats().prompts == 2
+        for i in (2, 3):
+            neighbour = restored.lookup(vector(i), SQUARE)
+            assert neighbour.prompt == f"prompt {i}"
+            np.testing.assert_array_equal(restored.take_latent(neighbour.prompt_id, 5), latent(i, 5))
+    finally:
+        restored.close()
+        cache.close()
+
+
 def damage_byte(path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01

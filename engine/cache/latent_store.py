@@ -120,8 +120,7 @@ class LatentStore:
         try:
             array = self._read_file(key, entry)
         except (OSError, ValueError):
-            self._delete_from_disk(key)
-            self._evict(key)
+            self._lose_spilled(key)
             return None
         self._disk.hit(key)
         return array
@@ -130,6 +129,14 @@ class LatentStore:
         """The latent, not counted as a hit (for saving)."""
         entry = self._entries[key]
         return entry.array if entry.array is not None else self._read_file(key, entry)
+
+    def drop_missing_spills(self) -> None:
+        """Evicts every spilled latent whose file is gone or not its size (a tmp cleaner, a partial write), as
+        take() would on reading it: a save must not fail, and so lose everything, over one lost latent."""
+        for key, entry in list(self._entries.items()):
+            if entry.on_disk and not self._file_intact(key, entry):
+                log.warning("spill file of latent %s is missing or damaged: evicted", key)
+                self._lose_spilled(key)
 
     def peek(self, key: Key) -> np.ndarray | None:
         """The latent if it is stored and held in memory, not counted as a hit; None otherwise."""
@@ -200,6 +207,10 @@ class LatentStore:
         self._entries[key] = entry
         return entry, Record(level=key[1], uses=uses, seq=next(self._seq))
 
+    def _lose_spilled(self, key: Key) -> None:
+        self._delete_from_disk(key)
+        self._evict(key)
+
     def _delete_from_disk(self, key: Key) -> None:
         self._disk.remove(key)
         self.bytes_on_disk -= self._entries[key].nbytes
@@ -215,6 +226,12 @@ class LatentStore:
 
     def _file(self, key: Key) -> Path:
         return self._spill_path / f"{key[0]}_{key[1]}.latent"
+
+    def _file_intact(self, key: Key, entry: StoredLatent) -> bool:
+        try:
+            return self._file(key).stat().st_size == entry.nbytes
+        except OSError:
+            return False
 
     def _read_file(self, key: Key, entry: StoredLatent) -> np.ndarray:
         array = np.fromfile(self._file(key), dtype=entry.dtype)

@@ -177,7 +177,11 @@ class PromptCache:
 
     # -- warm restart ------------------------------------------------------------------
     def save(self, directory: str) -> None:
-        """Writes everything to `directory`/prompt_cache.argus, atomically replacing an older save."""
+        """Writes everything to `directory`/prompt_cache.argus, atomically replacing an older save.
+
+        Spilled latents whose files are missing or damaged are evicted first, so they are left out, not fatal.
+        """
+        self._store.drop_missing_spills()  # first: evictions may take prompts with them
         prompt_ids = sorted(self._prompts)
         prompts = [self._saved_prompt(prompt_id) for prompt_id in prompt_ids]
         latents = [
