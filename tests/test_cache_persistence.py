@@ -207,3 +207,23 @@ def test_an_intact_but_inconsistent_file_is_refused(tmp_path):
     )
     with pytest.raises(CacheFileError, match="inconsistent: latent \\(1, 7\\)"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "next_prompt_id, prompt_id, shape, data",
+    [
+        (2, 1, [2**62, 4], np.zeros(0, np.float16)),  # numpy's product of the shape wraps to 0 bytes
+        (2, 1, [1] * 70, np.zeros(1, np.float16)),  # more dimensions than numpy allows
+        (2**64 - 1, 2**64 - 2, [4], np.zeros(4, np.float16)),  # ids past what the index takes
+    ],
+    ids=["wrapping-shape", "too-many-dimensions", "huge-ids"],
+)
+def test_an_intact_file_a_hostile_writer_made_is_refused(tmp_path, next_prompt_id, prompt_id, shape, data):
+    """Checksums anyone can recompute; before, these files crashed the load (and the engine's start)."""
+    prompts = [persistence.SavedPrompt(prompt_id, "p", 50, 64, 64)]
+    latents = [persistence.SavedLatent(prompt_id, 5, 0, "float16", shape, 0, data.nbytes)]
+    persistence.write_cache_file(
+        tmp_path / FILE_NAME, "hash", DIM, LEVELS, next_prompt_id, prompts, vector(0)[None], latents, lambda key: data
+    )
+    with pytest.raises(CacheFileError):
+        load(tmp_path)

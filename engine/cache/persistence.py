@@ -19,6 +19,7 @@ over the old one, so a crash mid-save leaves the previous file intact.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 from collections.abc import Callable, Iterable
@@ -37,6 +38,8 @@ _PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, meta length, meta diges
 _DIGEST_BYTES = 32
 _MAX_META_BYTES = 1 << 30
 _CHUNK = 1 << 20
+# hnswlib takes ids below 2**64: a file may not leave fewer than 2**63 ids to come
+_MAX_NEXT_PROMPT_ID = 1 << 63
 
 
 class CacheFileError(Exception):
@@ -230,6 +233,8 @@ def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path, levels: tuple[
         return CacheFileError(f"{path} is inconsistent: {reason}")
 
     prompt_ids = [p.prompt_id for p in meta.prompts]
+    if meta.next_prompt_id > _MAX_NEXT_PROMPT_ID:
+        raise bad(f"next_prompt_id {meta.next_prompt_id} is above {_MAX_NEXT_PROMPT_ID}")
     if len(set(prompt_ids)) != len(prompt_ids) or not all(0 < i < meta.next_prompt_id for i in prompt_ids):
         raise bad("prompt ids are not unique integers in [1, next_prompt_id)")
     if len({(p.steps, p.width, p.height, p.text) for p in meta.prompts}) != len(meta.prompts):
@@ -248,7 +253,8 @@ def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path, levels: tuple[
         keys.add(key)
         if latent.dtype not in ALLOWED_DTYPES or latent.uses < 0 or any(d < 0 for d in latent.shape):
             raise bad(f"latent {key} has dtype {latent.dtype!r}, uses {latent.uses}, shape {latent.shape}")
-        if int(np.prod(latent.shape, dtype=np.int64)) * np.dtype(latent.dtype).itemsize != latent.nbytes:
+        # in Python ints: numpy's product wraps, and a huge shape would "match" a few bytes
+        if math.prod(latent.shape) * np.dtype(latent.dtype).itemsize != latent.nbytes:
             raise bad(f"latent {key} has {latent.nbytes} bytes for shape {latent.shape} of {latent.dtype}")
         if latent.offset != offset:
             raise bad(f"latent {key} is not where the previous one ends")

@@ -222,7 +222,10 @@ class PromptCache:
         saved = persistence.read_cache_file(path, embedder_name, dim, tuple(sorted(set(levels))))
         cache = cls(embedder_name, dim, levels, max_bytes, spill_dir, spill_bytes)
         try:
-            cache._restore(saved)
+            try:
+                cache._restore(saved)
+            except (ValueError, OverflowError, OSError) as exc:  # what the checks missed is still the file's fault
+                raise persistence.CacheFileError(f"{path} cannot be restored: {exc}") from exc
         except BaseException:
             cache.close()
             raise
