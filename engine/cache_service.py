@@ -14,15 +14,18 @@ import asyncio
 import logging
 import os
 import random
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from controller.predictor import Lookup
 from engine.cache.embedders import Embedder, make_embedder
-from engine.cache.persistence import FILE_NAME, CacheFileError
+from engine.cache.latent_store import SPILL_FOLDER_PREFIX
+from engine.cache.persistence import FILE_NAME, TEMPORARY_PREFIX, CacheFileError
 from engine.cache.prompt_cache import CacheStats, Neighbour, PromptCache, ShapeKey
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest
@@ -171,8 +174,12 @@ def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int
 
     A file that cannot be trusted (corrupt, foreign, another version) is set
     aside, never half-loaded, and the engine starts with an empty cache.
+    The directory belongs to this engine: what an earlier one left there when it
+    died without closing its cache is removed first.
     """
     spill = os.path.join(config.directory, "spill") if config.directory else None
+    if config.directory:
+        _remove_leftovers(config.directory, spill)
     arguments = (embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes)
     saved = os.path.join(config.directory, FILE_NAME) if config.directory else None
     if saved and os.path.exists(saved):
@@ -184,6 +191,19 @@ def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int
             os.replace(saved, saved + ".rejected")
             log.error("refused the saved prompt cache (%s); kept it as %s.rejected, starting empty", error, saved)
     return PromptCache(*arguments)
+
+
+def _remove_leftovers(directory: str, spill: str) -> None:
+    """Spill folders (latents only their dead engine knew of) and half-written saves: nobody can use them, and
+    each crash would otherwise leave up to directory_bytes more on disk."""
+    folders = list(Path(spill).glob(SPILL_FOLDER_PREFIX + "*"))
+    saves = list(Path(directory).glob(TEMPORARY_PREFIX + "*"))
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    for save in saves:
+        save.unlink(missing_ok=True)
+    if folders or saves:
+        log.warning("removed %d spill folders and %d unfinished saves left in %s", len(folders), len(saves), directory)
 
 
 def build_cache_service(

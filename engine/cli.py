@@ -63,7 +63,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedder-path", metavar="DIR", help="clip: a local CLIP text encoder directory")
     p.add_argument("--no-cache", action="store_true", help="no approximate caching: every image runs in full")
     p.add_argument("--cache-bytes", type=non_negative_int, default=1 << 30, help="latents held in memory, bytes")
-    p.add_argument("--cache-dir", metavar="DIR", help="spill directory, and where the cache is saved on shutdown")
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="spill directory, and where the cache is saved on shutdown (one engine's own)",
+    )
     p.add_argument("--cache-dir-bytes", type=non_negative_int, default=0, help="latents spilled to --cache-dir, bytes")
     p.add_argument(
         "--heartbeat-timeout",

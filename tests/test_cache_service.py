@@ -1,4 +1,5 @@
-"""The cache service's ends: closing (save, then always close the cache and stop its thread)."""
+"""The cache service's ends: opening the cache saved in its directory, and closing (save, then always close
+the cache and stop its thread)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,40 @@ import pytest
 
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_service import CacheService
+from engine.cache_service import CacheService, open_prompt_cache
+from engine.config import CacheConfig
 
 LEVELS = (5, 10, 15, 20, 25)
 SHAPE = ShapeKey(50, 64, 64)
 LATENT = np.zeros((4, 8, 8), dtype=np.float16)
+EMBEDDER = HashEmbedder()
+
+
+def save_a_cache(directory, prompts: int) -> None:
+    cache = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20)
+    for i in range(prompts):
+        cache.insert(f"prompt {i}", EMBEDDER.embed([f"prompt {i}"])[0], SHAPE, {5: LATENT})
+    cache.save(str(directory))
+    cache.close()
+
+
+def test_a_start_removes_what_an_engine_that_died_left_in_its_directory(tmp_path):
+    """Before, every crash left its spill folder (up to directory_bytes) for good."""
+    save_a_cache(tmp_path, prompts=3)
+    dead_spill = tmp_path / "spill" / "argus-spill-dead"
+    dead_spill.mkdir(parents=True)
+    (dead_spill / "1_5.latent").write_bytes(LATENT.tobytes())
+    (tmp_path / "prompt_cache.argus.tmp-4242").write_bytes(b"a save cut short")
+    (tmp_path / "notes.txt").write_text("not the cache's")
+    config = CacheConfig(directory=str(tmp_path), directory_bytes=4096)
+    cache = open_prompt_cache(config, EMBEDDER, LEVELS)
+    try:
+        assert cache.stats().prompts == 3  # the last save is kept and loaded
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "prompt_cache.argus", "spill"]
+        [own_spill] = (tmp_path / "spill").iterdir()
+        assert own_spill != dead_spill
+    finally:
+        cache.close()
 
 
 def test_a_failed_save_still_closes_the_cache_and_stops_the_thread(tmp_path):

@@ -36,6 +36,7 @@ log = logging.getLogger("argus.cache")
 Key = tuple[int, int]  # (prompt_id, level)
 # what workers hand back; persistence refuses any other dtype in a file
 ALLOWED_DTYPES = frozenset({"float16", "float32"})
+SPILL_FOLDER_PREFIX = "argus-spill-"
 
 
 @dataclass(slots=True)
@@ -80,7 +81,7 @@ class LatentStore:
         if self.spill_bytes:
             # a private folder: several engines may share one spill directory
             Path(spill_dir).mkdir(parents=True, exist_ok=True)
-            self._spill_path = Path(tempfile.mkdtemp(prefix="argus-spill-", dir=spill_dir))
+            self._spill_path = Path(tempfile.mkdtemp(prefix=SPILL_FOLDER_PREFIX, dir=spill_dir))
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._spill_path, True)
 
     def __len__(self) -> int:

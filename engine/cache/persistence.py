@@ -32,6 +32,7 @@ import numpy as np
 from engine.cache.latent_store import ALLOWED_DTYPES, Key
 
 FILE_NAME = "prompt_cache.argus"
+TEMPORARY_PREFIX = f"{FILE_NAME}.tmp-"  # a save in progress, or cut short by a crash
 FORMAT_VERSION = 1
 _MAGIC = b"ARGUSPC\0"
 _PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, meta length, meta digest
@@ -113,7 +114,7 @@ def write_cache_file(
     meta = msgspec.msgpack.encode(_Meta(embedder, dim, list(levels), next_prompt_id, prompts, latents))
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
