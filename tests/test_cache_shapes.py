@@ -24,3 +24,14 @@ def test_lookup_sees_only_its_own_shape():
     # a nearer prompt in another shape does not hide this shape's neighbour
     cache.insert("a red fox, 4k", np.array([1, 0.01, 0, 0], dtype=np.float32), wide, {5: LATENT})
     assert cache.lookup(np.array([1, 0.01, 0, 0]), square).prompt_id == in_square
+
+
+def test_an_index_is_kept_only_while_its_shape_has_prompts_and_starts_small():
+    """Before, each shape ever seen kept its index (about 2.5 MB resident, 1024 slots) for good."""
+    cache = PromptCache("hash", 4, (5, 25), max_bytes=LATENT.nbytes)  # room for one prompt
+    shapes = [ShapeKey(50, 64 * i, 64) for i in range(1, 41)]
+    for shape in shapes:
+        cache.insert("a red fox", np.array([1, 0, 0, 0], dtype=np.float32), shape, {5: LATENT})
+    assert cache.stats().prompts == 1
+    assert list(cache._indexes) == [shapes[-1]]
+    assert cache._indexes[shapes[-1]]._index.get_max_elements() <= 16

@@ -26,7 +26,9 @@ EF_CONSTRUCTION = 100
 
 
 class VectorIndex:
-    def __init__(self, dim: int, capacity: int = 1024):
+    # small to start: one index per shape cached, and many shapes hold a prompt or two (hnswlib's own
+    # fixed cost, about 2.5 MB of label locks, is there whatever the capacity)
+    def __init__(self, dim: int, capacity: int = 16):
         self.dim = dim
         self._index = hnswlib.Index(space="cosine", dim=dim)
         self._index.init_index(

@@ -267,7 +267,10 @@ class PromptCache:
         if not prompt.levels:
             del self._prompts[prompt_id]
             del self._ids_by_text[(prompt.shape, prompt.text)]
-            self._indexes[prompt.shape].remove(prompt_id)
+            index = self._indexes[prompt.shape]
+            index.remove(prompt_id)
+            if not index:  # clients choose the shapes: an empty index kept for each would grow without bound
+                del self._indexes[prompt.shape]
 
     def _saved_prompt(self, prompt_id: int) -> persistence.SavedPrompt:
         p = self._prompts[prompt_id]
