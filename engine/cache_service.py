@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,8 @@ def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int
     """The cache saved in `config.directory` at the last shutdown, or a new one.
 
     A file that cannot be trusted (corrupt, foreign, another version) is set
-    aside, never half-loaded, and the engine starts with an empty cache.
+    aside under a name of its own (never half-loaded, never overwritten), and the
+    engine starts with an empty cache.
     The directory belongs to this engine: what an earlier one left there when it
     died without closing its cache is removed first.
     """
@@ -188,8 +190,10 @@ def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int
             log.info("prompt cache restored from %s: %d prompts", saved, cache.stats().prompts)
             return cache
         except CacheFileError as error:
-            os.replace(saved, saved + ".rejected")
-            log.error("refused the saved prompt cache (%s); kept it as %s.rejected, starting empty", error, saved)
+            # a name of its own: a refused file may be another embedder's good cache, to be renamed back
+            aside = f"{saved}.rejected-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"
+            os.replace(saved, aside)
+            log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
     return PromptCache(*arguments)
 
 

@@ -8,6 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 from engine.cache_service import CacheService, open_prompt_cache
@@ -44,6 +45,26 @@ def test_a_start_removes_what_an_engine_that_died_left_in_its_directory(tmp_path
         assert own_spill != dead_spill
     finally:
         cache.close()
+
+
+def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
+    """Before, every refused file was renamed to .rejected: a restart with another embedder and back destroyed
+    the first embedder's cache."""
+
+    class OtherEmbedder:
+        name, dim = "other", 8
+
+    save_a_cache(tmp_path, prompts=3)
+    config = CacheConfig(directory=str(tmp_path))
+    other = open_prompt_cache(config, OtherEmbedder(), LEVELS)  # refuses the hash cache
+    other.insert("a dog", np.ones(8, dtype=np.float32), SHAPE, {5: LATENT})
+    other.save(str(tmp_path))
+    other.close()
+    open_prompt_cache(config, EMBEDDER, LEVELS).close()  # refuses the other embedder's cache
+    set_aside = sorted(tmp_path.glob("prompt_cache.argus.rejected-*"))
+    assert len(set_aside) == 2 and not (tmp_path / "prompt_cache.argus").exists()
+    first = persistence.read_cache_file(set_aside[0], "hash", EMBEDDER.dim, LEVELS)  # the older name sorts first
+    assert len(first.prompts) == 3
 
 
 def test_a_failed_save_still_closes_the_cache_and_stops_the_thread(tmp_path):
