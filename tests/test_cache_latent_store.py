@@ -63,6 +63,21 @@ def test_a_newcomer_ranked_below_everything_goes_down_instead(tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("tier", ["memory", "disk"])
+def test_a_newcomer_that_cannot_fit_displaces_nobody(tmp_path, tier):
+    """Before, the lowest-ranked entry was pushed out first, and then the newcomer went down a tier anyway."""
+    evicted = []
+    budgets = dict(max_bytes=300) if tier == "memory" else dict(max_bytes=0, spill_dir=str(tmp_path), spill_bytes=300)
+    store = LatentStore(**budgets, on_evict=evicted.append)  # the tier below is none, or nothing
+    store.put((1, 5), np.zeros(50, np.float16))  # 100 bytes, score 0: the lowest ranked
+    store.put((2, 25), np.zeros(100, np.float16))  # 200 bytes
+    store.take((2, 25))  # score 25: outranks the newcomer
+    store.put((3, 5), np.zeros(100, np.float16))  # 200 bytes, score 0: fits only if (2, 25) goes
+    assert evicted == [(3, 5)]
+    assert (1, 5) in store and (2, 25) in store
+    store.close()
+
+
 def test_an_unreadable_spill_file_is_a_miss_and_an_eviction(tmp_path):
     evicted = []
     store = LatentStore(0, str(tmp_path), LATENT.nbytes, on_evict=evicted.append)

@@ -11,24 +11,29 @@ SHAPE = ShapeKey(50, 64, 64)
 LATENT = np.zeros((4, 8, 8), dtype=np.float16)  # 512 bytes
 
 
+def victim(ranks: Lcbfu):
+    """The key of the entry to evict next, or None."""
+    return next((key for key, _ in ranks.lowest()), None)
+
+
 def test_lowest_score_then_oldest():
     ranks = Lcbfu()
     ranks.add("a", Record(level=25, uses=0, seq=0))
     ranks.add("b", Record(level=5, uses=0, seq=1))
     ranks.add("c", Record(level=10, uses=0, seq=2))
-    assert ranks.victim()[0] == "a"  # all score 0: the oldest goes first, whatever its K
+    assert victim(ranks) == "a"  # all score 0: the oldest goes first, whatever its K
     ranks.hit("a")  # 25
     ranks.hit("b")
     ranks.hit("b")  # 10
     ranks.hit("c")  # 10
-    assert ranks.victim()[0] == "b"  # tied at 10 with c, and older
+    assert victim(ranks) == "b"  # tied at 10 with c, and older
     ranks.hit("b")  # 15
-    assert ranks.victim()[0] == "c"
+    assert victim(ranks) == "c"
     ranks.remove("c")
-    assert ranks.victim()[0] == "b"
+    assert victim(ranks) == "b"
     ranks.remove("b")
     ranks.remove("a")
-    assert ranks.victim() is None
+    assert victim(ranks) is None
 
 
 def test_a_record_keeps_its_rank_when_it_moves():
@@ -36,8 +41,8 @@ def test_a_record_keeps_its_rank_when_it_moves():
     first.add("old", Record(level=5, uses=2, seq=0))
     second.add("new", Record(level=5, uses=2, seq=7))
     second.add("old", first.remove("old"))
-    assert second.victim()[0] == "old"
-    assert first.victim() is None
+    assert victim(second) == "old"
+    assert victim(first) is None
 
 
 def test_stale_heap_items_are_dropped():
@@ -46,8 +51,22 @@ def test_stale_heap_items_are_dropped():
     ranks.add("y", Record(level=25, uses=0, seq=1))
     for _ in range(1000):
         ranks.hit("x")
-    assert ranks.victim()[0] == "y"
+    assert victim(ranks) == "y"
     assert len(ranks._heap) <= 2 * len(ranks) + 64
+
+
+def test_lowest_walks_every_entry_in_rank_order_and_moves_nothing():
+    rng = np.random.default_rng(0)
+    ranks = Lcbfu()
+    for seq in range(200):
+        ranks.add(seq, Record(level=int(rng.choice([5, 10, 25])), uses=0, seq=seq))
+    for key in rng.integers(0, 200, 500):
+        ranks.hit(int(key))  # leaves stale heap items behind
+    for key in range(0, 200, 7):
+        ranks.remove(key)
+    expected = sorted((key for key in range(200) if key % 7), key=lambda key: ranks.record(key).rank)
+    assert [key for key, _ in ranks.lowest()] == expected
+    assert [key for key, _ in ranks.lowest()] == expected  # a second walk sees the same
 
 
 def test_cache_evicts_the_least_beneficial_entry():

@@ -3,8 +3,9 @@
 Two tiers, each ranked by LCBFU (engine/cache/lcbfu.py). New latents go to
 memory; to make room, memory's lowest-ranked entry moves to the spill directory
 (when there is one) and the spill directory's lowest-ranked entry is deleted for
-good. An entry that ranks below every entry it would displace goes down a tier
-itself instead, so a budget is never exceeded, not even for a moment. A spilled
+good. A newcomer displaces entries only if the room it needs can be made from
+entries ranked below it; otherwise it goes down a tier itself and displaces
+nobody. So a budget is never exceeded, not even for a moment. A spilled
 entry stays on disk (its hits are read from there, and the OS page cache keeps
 the hot ones in RAM); its score keeps growing there and protects it.
 
@@ -157,14 +158,11 @@ class LatentStore:
 
     # -- tiers -----------------------------------------------------------------------
     def _to_memory(self, key: Key, entry: StoredLatent, record: Record) -> None:
-        if entry.nbytes > self.max_bytes:
+        victims = self._room(self._memory, self.bytes_in_memory, self.max_bytes, entry.nbytes, record)
+        if victims is None:
             self._to_disk(key, entry, record)
             return
-        while self.bytes_in_memory + entry.nbytes > self.max_bytes:
-            victim_key, victim = self._memory.victim()
-            if record.rank < victim.rank:
-                self._to_disk(key, entry, record)
-                return
+        for victim_key, victim in victims:
             self._memory.remove(victim_key)
             self.bytes_in_memory -= self._entries[victim_key].nbytes
             self._to_disk(victim_key, self._entries[victim_key], victim)
@@ -172,17 +170,33 @@ class LatentStore:
         self.bytes_in_memory += entry.nbytes
 
     def _to_disk(self, key: Key, entry: StoredLatent, record: Record) -> None:
-        if self._spill_path is None or entry.nbytes > self.spill_bytes:
+        victims = None
+        if self._spill_path is not None:
+            victims = self._room(self._disk, self.bytes_on_disk, self.spill_bytes, entry.nbytes, record)
+        if victims is None:
             self._evict(key)
             return
-        while self.bytes_on_disk + entry.nbytes > self.spill_bytes:
-            victim_key, victim = self._disk.victim()
-            if record.rank < victim.rank:
-                self._evict(key)
-                return
-            self._delete_from_disk(victim_key)
-            self._evict(victim_key)
+        for victim_key, _ in victims:
+            self._lose_spilled(victim_key)
         self._write_to_disk(key, entry, record)
+
+    def _room(
+        self, tier: Lcbfu, used: int, budget: int, needed: int, newcomer: Record
+    ) -> list[tuple[Key, Record]] | None:
+        """The entries to push out of a tier, lowest ranked first, to fit `needed` more bytes; None if that needs
+        one ranked above the newcomer. Chosen before any moves: pushing some out and then finding the newcomer
+        cannot fit after all would lose them for nothing."""
+        if needed > budget:
+            return None
+        victims = []
+        for victim_key, victim in tier.lowest():
+            if used + needed <= budget:
+                break
+            if newcomer.rank < victim.rank:
+                return None
+            victims.append((victim_key, victim))
+            used -= self._entries[victim_key].nbytes
+        return victims
 
     def _write_to_disk(self, key: Key, entry: StoredLatent, record: Record) -> None:
         try:

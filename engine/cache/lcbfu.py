@@ -7,14 +7,15 @@ stored. One instance ranks one set of entries (a tier of the latent store);
 an entry moves between sets with its record, so it keeps its score and age.
 
 A binary heap with lazy invalidation: a hit pushes the entry's new rank and
-leaves the old one in place, to be skipped when it surfaces. Victim selection
-is O(log n) amortised; the heap is rebuilt when stale ranks outnumber live ones.
+leaves the old one in place, to be skipped when it surfaces. The first k victims
+cost O(k log k) beyond the stale ranks skipped; the heap is rebuilt when stale
+ranks outnumber live ones.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 
@@ -62,16 +63,30 @@ class Lcbfu:
     def record(self, key: Hashable) -> Record:
         return self._records[key]
 
-    def victim(self) -> tuple[Hashable, Record] | None:
-        """The entry to evict next (left in place), or None if there are none."""
+    def lowest(self) -> Iterator[tuple[Hashable, Record]]:
+        """Every entry, lowest rank (the next victim) first, left in place; do not change entries while walking.
+
+        A lazy walk down the heap's tree, the lowest node reached so far first (a node never ranks above its
+        children), so a caller can look at as many victims as it needs before it displaces any.
+        """
         heap = self._heap
-        while heap:
-            score, seq, key = heap[0]
-            record = self._records.get(key)
-            if record is not None and record.seq == seq and record.score == score:
-                return key, record
+        while heap and not self._is_current(heap[0]):
             heapq.heappop(heap)
-        return None
+        frontier = [(heap[0][0], heap[0][1], 0)] if heap else []  # (score, seq, position in the heap)
+        while frontier:
+            *_, position = heapq.heappop(frontier)
+            if self._is_current(heap[position]):
+                key = heap[position][2]
+                yield key, self._records[key]
+            for child in (2 * position + 1, 2 * position + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child][0], heap[child][1], child))
+
+    def _is_current(self, item: tuple[int, int, Hashable]) -> bool:
+        """Whether a heap item is its entry's present rank, not one left behind by a hit or a removal."""
+        score, seq, key = item
+        record = self._records.get(key)
+        return record is not None and record.seq == seq and record.score == score
 
     def _push(self, key: Hashable, record: Record) -> None:
         # seq is unique, so the key itself is never compared
