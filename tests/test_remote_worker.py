@@ -111,3 +111,17 @@ def test_hand_started_worker_stops_cleanly_while_no_engine_answers(tmp_path, sig
     worker.send_signal(signum)
     assert worker.wait(timeout=30) == 0
     assert b"Traceback" not in worker.stderr.read()
+
+
+def test_a_worker_or_fleet_no_engine_answers_says_so():
+    """A mistyped address or a CURVE key the engine does not admit looks like nothing at all: both warn."""
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens here
+    lone = start_worker(address, "sim", stderr=subprocess.PIPE)
+    fleet = start_worker(address, "sim", "--count", "3", stderr=subprocess.PIPE)
+    time.sleep(12)  # past the first warning, due after 10 s unanswered
+    for worker in (lone, fleet):
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    assert f"no answer from an engine at {address}" in lone.stderr.read().decode()
+    said = fleet.stderr.read().decode()
+    assert f"no answer from an engine at {address}" in said and "take 3 of this fleet's 3 workers" in said

@@ -32,7 +32,7 @@ from protocols.worker_messages import Generate, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
 from workers.main import exit_with_parent, load_backend, serve_until_stopped
-from workers.runtime import WorkerRuntime
+from workers.runtime import UNANSWERED_WARNING_S, WorkerRuntime, warn_unanswered
 
 log = logging.getLogger("argus.fleet")
 
@@ -79,6 +79,7 @@ class SimWorker(WorkerRuntime):
         # started apart are (a burst of a thousand heartbeats stalls the engine for milliseconds)
         self._phase = phase
         self._joined = False
+        self.unwelcomed_since = time.monotonic()  # saying hello since, while not joined
         self._hello_due = 0.0
         self._started = 0.0
         self._busy_until = 0.0
@@ -125,7 +126,7 @@ class SimWorker(WorkerRuntime):
                 self._forget_engine()
                 self._running = None
                 self._joined = False
-                self._hello_due = now
+                self.unwelcomed_since = self._hello_due = now
         if not self._joined:
             if now >= self._hello_due:
                 self._send(self._hello())
@@ -177,6 +178,7 @@ class Fleet:
         backend = _SimulatedRun(connect, base_id, max_batch)
         # SimBackend's own default profile
         latency = ProfileLatency(LatencyProfile.bundled())
+        self._connect = connect
         self._workers = [
             SimWorker(backend, connect, f"{base_id}-{i}", self._context, latency, time_scale, curve, i / count, owned)
             for i in range(count)
@@ -207,6 +209,7 @@ class Fleet:
         for worker in self._workers:
             self._serve(worker, now, live)
         announced = False
+        check_at = now + UNANSWERED_WARNING_S  # for workers still unwelcomed: not on every wake-up of a big fleet
         while live:
             if self._stop_requested:
                 self._stop_requested = False
@@ -226,6 +229,14 @@ class Fleet:
             if not announced and all(w.joined for w in live):
                 announced = True
                 log.info("fleet of %d SIMULATED workers ready", len(live))
+            if now >= check_at:
+                check_at = now + UNANSWERED_WARNING_S
+                self._warn_if_unanswered(live, now)
+
+    def _warn_if_unanswered(self, live: set[SimWorker], now: float) -> None:
+        since = [w.unwelcomed_since for w in live if not w.joined and now - w.unwelcomed_since >= UNANSWERED_WARNING_S]
+        if since:
+            warn_unanswered(self._connect, now - min(since), f"{len(since)} of this fleet's {len(live)} workers")
 
     def _serve(self, worker: SimWorker, now: float, live: set[SimWorker]) -> None:
         while True:

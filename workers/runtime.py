@@ -58,13 +58,23 @@ log = logging.getLogger("argus.worker")
 
 # hellos unanswered this long are worth a warning: the engine is down, unreachable, or drops us unheard (a
 # CURVE key it does not admit); then again at this interval
-_UNANSWERED_WARNING_S = 10.0
+UNANSWERED_WARNING_S = 10.0
 # a ZeroMQ identity holds at most 255 bytes: the worker id, "/" and 8 hex digits (see WorkerRuntime.identity)
 MAX_WORKER_ID_BYTES = 255 - 1 - 8
 
 
 class EngineRefused(Exception):
     pass
+
+
+def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker") -> None:
+    log.warning(
+        "no answer from an engine at %s for %.0f s: is it up, and does it take %s "
+        "(CURVE keys: --curve-key/--curve-server-key here, --curve-allow or --curve-allow-workers there)?",
+        connect,
+        waited_s,
+        workers,
+    )
 
 
 class WorkerRuntime:
@@ -201,25 +211,17 @@ class WorkerRuntime:
         is not up yet must not keep a stopped worker alive."""
         hello = self._hello()
         started = time.monotonic()
-        warn_at = started + _UNANSWERED_WARNING_S
+        warn_at = started + UNANSWERED_WARNING_S
         while not self._stopping:
             self._send(hello)
             if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
                 if time.monotonic() >= warn_at:
-                    self._warn_unanswered(time.monotonic() - started)
-                    warn_at += _UNANSWERED_WARNING_S
+                    warn_unanswered(self._connect, time.monotonic() - started)
+                    warn_at += UNANSWERED_WARNING_S
                 continue  # engine not up yet: say hello again
             if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
                 return True
         return False
-
-    def _warn_unanswered(self, waited_s: float) -> None:
-        log.warning(
-            "no answer from an engine at %s for %.0f s: is it up, and does it take this worker "
-            "(CURVE keys: --curve-key/--curve-server-key here, --curve-allow there)?",
-            self._connect,
-            waited_s,
-        )
 
     def _hello(self) -> Hello:
         return Hello(
