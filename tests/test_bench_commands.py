@@ -1,4 +1,4 @@
-"""`argus bench worker`, `engine` and `scale` run end to end at a tiny size and write their JSON.
+"""`argus bench worker`, `engine`, `controller` and `scale` run end to end at a tiny size and write their JSON.
 
 Real processes and sockets, as at full size; no assertion on any timing.
 """
@@ -8,6 +8,8 @@ import math
 import subprocess
 import sys
 
+from controller.flow_model import SolverOptions
+from engine.cli import build_parser
 from engine_process import ROOT
 
 
@@ -80,3 +82,13 @@ def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
         assert _positive(data[key]), (key, data[key])
     assert data["send_late_p99_ms_at_half_peak"] >= 0
     assert "(never saturated)" in stdout and "SIMULATED" in stdout
+
+
+def test_controller_bench_solves_each_fleet_with_the_engines_time_limit(tmp_path):
+    # it timed solves with 5 s to spare where the engine gives a solve 1 s
+    assert build_parser().parse_args(["bench", "controller"]).time_limit_ms == SolverOptions().time_limit_ms
+    data, stdout = _bench(tmp_path, "controller", "--workers", "8,64", "--solves", "2")
+    assert [r["workers"] for r in data["results"]] == [8, 64]
+    for result in data["results"]:
+        assert _positive(result["solve_p50_ms"]) and _positive(result["solve_p99_ms"])
+    assert "allocation MILP" in stdout and "2/2" in stdout  # both solves optimal

@@ -16,6 +16,8 @@ import argparse
 import random
 import time
 
+from controller.flow_model import SolverOptions
+from engine.arg_types import positive_int
 from loadgen.bench.harness import median, percentile, table, write_json
 
 # issue "Controller": p99 targets by fleet size
@@ -27,13 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solves", type=int, default=20, help="MILP solves per fleet size (default 20)")
     parser.add_argument("--slo", type=float, default=15.0, help="SLO in seconds the capacities are for (default 15)")
     parser.add_argument("--solver", default="CBC", help="OR-Tools MIP backend: CBC, SCIP, HIGHS (default CBC)")
-    parser.add_argument("--time-limit-ms", type=int, default=5000, help="solver time limit (default 5000)")
+    parser.add_argument(
+        "--time-limit-ms",
+        type=positive_int,
+        default=SolverOptions.time_limit_ms,
+        help=f"solver time limit (default {SolverOptions.time_limit_ms}: the engine's own)",
+    )
     parser.add_argument("--seed", type=int, default=1)
 
 
 def run(args: argparse.Namespace) -> int:
     from controller.allocation import allocate
-    from controller.flow_model import FlowProblem, SolverOptions
+    from controller.flow_model import FlowProblem
     from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
     from controller.route_planner import route
     from controller.similarity import SimilarityTable
