@@ -168,18 +168,14 @@ def start_engine(log_dir: Path, *args: str, workers: int = 2) -> EngineChild:
 
 
 def process_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by every thread of a live process (ns resolution, from schedstat)."""
-    total = 0
+    """CPU seconds used so far by a process, utime + stime of every thread it ever ran, ended ones too
+    (/proc/PID/stat fields 14 and 15; summing the live threads would miss a thread pool's that ended); 0 if
+    the process is gone."""
     try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    for task in tasks:
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that just ended
-    return total / 1e9
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_of(pid: int) -> list[int]:

@@ -31,7 +31,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from loadgen.bench.harness import (
     Child,
     EngineChild,
     percentile,
+    process_cpu_s,
     python_module,
     spawn,
     start_engine,
@@ -265,9 +265,9 @@ def _step(args: argparse.Namespace, engine: EngineChild, tmp: Path, pid: int, ra
     try:
         window_start = start_at + args.warmup_s
         _sleep_until(window_start)
-        cpu_before = _cpu_s(pid)
+        cpu_before = process_cpu_s(pid)
         _sleep_until(window_start + seconds)
-        cpu = (_cpu_s(pid) - cpu_before) / seconds
+        cpu = (process_cpu_s(pid) - cpu_before) / seconds
         for loader in loaders:
             if loader.process.wait(timeout=args.warmup_s + seconds + DRAIN_S + 30.0) != 0:
                 raise RuntimeError(f"a load generator failed:\n{loader.log_tail()}")
@@ -292,12 +292,6 @@ def _step(args: argparse.Namespace, engine: EngineChild, tmp: Path, pid: int, ra
 
 def _sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.time()))
-
-
-def _cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _allocation_solve_ms(workers: int) -> float:
