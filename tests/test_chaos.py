@@ -16,7 +16,7 @@ import zmq
 
 from engine.client import ArgusClient
 from engine_process import start_engine
-from loadgen.bench.chaos_bench import ChaosConfig, measure
+from loadgen.bench.chaos_bench import ChaosConfig, measure, passed
 from loadgen.bench.chaos_ledger import Ledger
 from protocols.client_messages import Images
 from protocols.codec import Blob
@@ -60,6 +60,22 @@ def test_kills_and_hangs_lose_nothing_and_duplicate_nothing(tmp_path):
     # the engine's own count of terminal replies agrees with what the clients saw
     assert result["metrics_vs_clients"]["match"], result["metrics_vs_clients"]
     assert result["engine_exit_code"] == 0, result.get("engine_log_tail")
+    assert passed(result, config)
+
+
+@pytest.mark.parametrize(
+    ("change", "verdict"),
+    [
+        ({}, True),
+        ({"lost": 1}, False),
+        ({"duplicates": 1}, False),
+        ({"kills": 9}, False),
+        ({"hangs_detected": 4}, False),
+    ],
+)
+def test_the_bench_passes_only_with_nothing_lost_and_every_hang_found(change, verdict):
+    result = {"lost": 0, "duplicates": 0, "kills": 12, "hangs": 5, "hangs_detected": 5} | change
+    assert passed(result, ChaosConfig(min_kills=10)) is verdict
 
 
 @pytest.mark.parametrize("share", [{"hang_share": -1.0}, {"hang_share": 1.5}, {"http_share": 2.0}])

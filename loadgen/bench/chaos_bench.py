@@ -179,7 +179,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def passed(result: dict, config: ChaosConfig) -> bool:
-    return result["lost"] == 0 and result["duplicates"] == 0 and result["kills"] >= config.min_kills
+    """Nothing lost or answered twice, enough kills, and every hang found by the engine (an undetected one is a
+    worker that stays stopped, holding its work, for good)."""
+    return (
+        result["lost"] == 0
+        and result["duplicates"] == 0
+        and result["kills"] >= config.min_kills
+        and result["hangs_detected"] == result["hangs"]
+    )
 
 
 # -- the run ---------------------------------------------------------------------------------------
