@@ -23,7 +23,7 @@ when it must queue, since that upgrade is only worth spare capacity. A job
 that would miss its deadline behind the jobs queued before it moves up to the
 lowest fallback that makes it. A job that cannot make it any more is answered
 `deadline_exceeded` at once (unless the engine is told to serve late). A batch
-is the largest that still meets its head's deadline.
+is the largest that still meets the deadline of every job in it.
 """
 
 from __future__ import annotations
@@ -137,13 +137,12 @@ class Dispatcher:
                 touched[worker] = None
         # all its images queued before any is sent: those that share a worker leave as one batch (sent one by
         # one, the second would be judged as waiting behind the first, and the request could fail for it).
-        # Each worker first sends what it was given, so images given to different idle workers run side by side
-        # rather than the first worker taking them all as the most urgent jobs queued anywhere.
+        # Each worker first sends one batch, so images given to different idle workers run side by side rather
+        # than the first worker taking them all as the most urgent jobs queued anywhere. That batch too is led by
+        # the most urgent job: led by a laxer one queued before it, a tight job could only join it, and end late.
         for worker in touched:
-            if worker.ready and worker.queue and self._has_room(worker, self._clock()):
-                jobs = self._take_batch(worker)
-                if jobs:
-                    self._send_batch(worker, jobs)
+            if worker.ready and self._has_room(worker, self._clock()):
+                self._send_most_urgent(worker)
         for worker in touched:
             self._pump(worker)
 
@@ -289,13 +288,18 @@ class Dispatcher:
         return roomy or soonest
 
     def _pump(self, worker: WorkerHandle) -> None:
-        while worker.ready and self._has_room(worker, self._clock()):
-            if not self._bring_most_urgent(worker):
-                break
-            jobs = self._take_batch(worker)
-            if jobs:
-                self._send_batch(worker, jobs)
+        while worker.ready and self._has_room(worker, self._clock()) and self._send_most_urgent(worker):
+            pass
         self._note_if_idle(worker)
+
+    def _send_most_urgent(self, worker: WorkerHandle) -> bool:
+        """Sends the worker a batch led by the most urgent job queued anywhere. False: no job is queued."""
+        if not self._bring_most_urgent(worker):
+            return False
+        jobs = self._take_batch(worker)
+        if jobs:
+            self._send_batch(worker, jobs)
+        return True
 
     def _has_room(self, worker: WorkerHandle, now: float) -> bool:
         """Whether a batch can go to the worker now: it holds fewer than `inflight_batches_per_worker`,
@@ -348,19 +352,25 @@ class Dispatcher:
             job = worker.queue.popleft()
             # checked again after _still_wanted: a job it moves up a level waits for a batch of that level
             if job.key == key and self._still_wanted(job, now, wait) and job.key == key:
-                batch.append(job)
-            elif job.job_id in self._live:
+                # a job joins only a batch its own deadline allows, and keeps it that small: the head's deadline
+                # is not always the tightest (a job without one, or one moved up a level, keeps its place)
+                fits = self._batch_limit(job, limit, now, wait)
+                if fits > len(batch):
+                    batch.append(job)
+                    limit = fits
+                    continue
+            if job.job_id in self._live:
                 kept.append(job)
         kept.extend(worker.queue)
         worker.queue = kept
         return batch
 
-    def _batch_limit(self, head: Job, max_batch: int, now: float, wait: float) -> int:
-        """The largest batch that still meets the head's deadline, by the latency profile."""
-        left = head.request.seconds_left(now)
-        if left is None or not self._profiled(head.level):
+    def _batch_limit(self, job: Job, max_batch: int, now: float, wait: float) -> int:
+        """The largest batch that still meets the job's deadline, by the latency profile."""
+        left = job.request.seconds_left(now)
+        if left is None or not self._profiled(job.level):
             return max_batch
-        fitting = (b for b in range(max_batch, 1, -1) if self._seconds(head, head.level, b) <= left - wait)
+        fitting = (b for b in range(max_batch, 1, -1) if self._seconds(job, job.level, b) <= left - wait)
         return next(fitting, 1)
 
     def _still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:

@@ -492,3 +492,16 @@ async def test_a_requests_own_step_count_sets_its_deadline_maths():
     await settle()
     assert not short.done and [len(batch.items) for batch in h.batches()] == [1]
     assert long.future.result().code == "deadline_exceeded"
+
+
+async def test_a_tight_job_is_not_batched_behind_a_laxer_one_queued_before_it():
+    for late_by in (-PIPELINE_HORIZON_S / 2, 0.5):  # the running batch about to end, or running past its estimate
+        h = Harness(profile=PROFILE)
+        a = h.add_worker("a", max_batch=4)
+        h.request()  # running until 1001.0
+        lax = h.request(prompt="lax")  # no deadline: queued on a
+        h.clock.now = a.busy_until + late_by
+        tight = h.request(slo_ms=1_500, prompt="tight")  # alone, it ends 1 s from now: in time
+        sent = h.batches()[-1]
+        assert [item.request_id for item in sent.items] == [tight.jobs[0].job_id]
+        assert a.busy_until <= tight.deadline and [job.worker for job in lax.jobs] == [a]
