@@ -34,10 +34,11 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from controller.profiles import LatencyProfile, ProfileLatency
 from engine.config import DispatchConfig
+from engine.dispatch_index import FreeAt, QueuedWork
 from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -99,6 +100,10 @@ class Dispatcher:
         # A worker with room serves the most urgent, wherever it queued
         self._queued: list[tuple[float, int, Job]] = []
         self._queued_order = itertools.count()
+        # the seconds of those jobs by the same key, and the workers by when each should be free: what a job that
+        # must queue is judged by, looked up without a pass over the queue or the fleet
+        self._queued_work = QueuedWork(self._image_seconds)
+        self._free_at = FreeAt()
         # read when scraped: no gauge update on the request path
         metrics.queued_images.set_function(lambda: len(self._live))
 
@@ -163,7 +168,8 @@ class Dispatcher:
                 self._discard(self._pending, job)
             elif job.batch_id is None:
                 self._discard(job.worker.queue, job)
-                self._note_if_idle(job.worker)
+                self._queued_work.remove(job)
+                self._file(job.worker)
             else:
                 # stays in its batch until the worker answers; the answer is then ignored
                 aborts.setdefault(job.worker, []).append(job.job_id)
@@ -203,7 +209,10 @@ class Dispatcher:
                 if not self._still_wanted(job, now, wait, wait + self._work_before(job)):
                     return None
         worker.queue.append(job)
-        heapq.heappush(self._queued, (self._start_by(job), next(self._queued_order), job))
+        self._file(worker)
+        start_by = self._start_by(job)
+        heapq.heappush(self._queued, (start_by, next(self._queued_order), job))
+        self._queued_work.add(job, start_by)
         if len(self._queued) > 2 * len(self._live) + _HEAP_SLACK:
             self._compact_queued()
         return worker
@@ -231,20 +240,20 @@ class Dispatcher:
         return deadline - (self._seconds(job, job.level) if self._profiled(job.level) else 0.0)
 
     def _pick_worker(self, job: Job) -> WorkerHandle | None:
-        ready = self._registry.ready()
-        if not ready:
+        if not self._registry.ready():
             return None
-        # a worker serving the job's level keeps batches uniform; any worker can run any level
-        idle = self._idle_worker(job.level)
-        if idle is not None:
-            return idle
-        picked = self._pick_among(ready, job.level)
-        if picked is None or picked.queue or picked.inflight:
-            # work-conserving: a worker idle at another level runs the job now rather than let it queue
-            idle = self._idle_worker(None)
+        # a worker serving the job's level keeps batches uniform; any worker can run any level, and one idle at
+        # another level runs the job now rather than let it queue (work-conserving)
+        for level in (job.level, None):
+            idle = self._idle_worker(level)
             if idle is not None:
                 return idle
-        return picked if picked is not None else self._pick_among(ready, None)
+        # all busy: the one at its level free first (with room for a batch now, if one has), its queue counted on
+        # the latency profile; with none at its level, the one at any level whose sent batches end first
+        now = self._clock()
+        one_image_s = self._profile.latency(job.level, 1) if self._profiled(job.level) else 0.0
+        picked = self._free_at.soonest(now, job.level, one_image_s)
+        return picked if picked is not None else self._free_at.soonest(now, None, 0.0)
 
     def _idle_worker(self, level: int | None) -> WorkerHandle | None:
         """A worker with nothing queued or running, at `level` (None: any level), or None."""
@@ -261,36 +270,19 @@ class Dispatcher:
                 return worker
         return None
 
-    def _note_if_idle(self, worker: WorkerHandle) -> None:
-        if worker.ready and not worker.queue and not worker.inflight:
+    def _file(self, worker: WorkerHandle) -> None:
+        """Files the worker where picks find it after a change to its level, queue or batches: by when it should
+        be free, and among the idle workers if it is one."""
+        if not worker.ready:
+            return
+        self._free_at.file(worker)
+        if not worker.queue and not worker.inflight:
             self._idle.setdefault(worker.level, {})[worker] = None
-
-    def _pick_among(self, ready: Sequence[WorkerHandle], level: int | None) -> WorkerHandle | None:
-        """One pass over the workers at `level` (None: all): one with room for a batch now (an empty one at
-        once, else the fewest images in flight), else the one expected to be free first, its queue counted
-        at `level` on the latency profile (without one: the fewest images held)."""
-        now = self._clock()
-        per_job = self._profile.latency(level, 1) if level is not None and self._profiled(level) else 0.0
-        roomy = roomy_load = soonest = soonest_at = None
-        for w in ready:
-            if level is not None and w.level != level:
-                continue
-            if not w.queue and self._has_room(w, now):
-                if not w.inflight:
-                    return w
-                load = w.load
-                if roomy is None or load < roomy_load:
-                    roomy, roomy_load = w, load
-            elif roomy is None:
-                free_at = (max(w.busy_until, now) + len(w.queue) * per_job, w.load)
-                if soonest is None or free_at < soonest_at:
-                    soonest, soonest_at = w, free_at
-        return roomy or soonest
 
     def _pump(self, worker: WorkerHandle) -> None:
         while worker.ready and self._has_room(worker, self._clock()) and self._send_most_urgent(worker):
             pass
-        self._note_if_idle(worker)
+        self._file(worker)
 
     def _send_most_urgent(self, worker: WorkerHandle) -> bool:
         """Sends the worker a batch led by the most urgent job queued anywhere. False: no job is queued."""
@@ -331,6 +323,7 @@ class Dispatcher:
             taken = taken[: worker.hello.max_batch]
             moving = set(map(id, taken))
             owner.queue = deque(other for other in owner.queue if id(other) not in moving)
+            self._file(owner)
             for other in taken:
                 other.worker = worker
             worker.queue.extendleft(reversed(taken))
@@ -402,7 +395,11 @@ class Dispatcher:
 
     def _queued_seconds(self, jobs: Iterable[Job]) -> float:
         """How long `jobs` take one by one at their levels (0 for a level without a profile)."""
-        return sum(self._seconds(job, job.level) for job in jobs if self._profiled(job.level))
+        return sum(self._image_seconds(job.level, job.request.steps) for job in jobs)
+
+    def _image_seconds(self, level: int, steps: int) -> float:
+        """How long one image of `steps` steps takes at `level` (0 for a level without a profile)."""
+        return self._latency.seconds(level, steps, 1) if self._profiled(level) else 0.0
 
     def _seconds(self, job: Job, level: int, batch: int = 1) -> float:
         """How long a batch of `batch` jobs like `job` takes at `level`, by the latency profile."""
@@ -411,14 +408,12 @@ class Dispatcher:
     def _soonest_free(self, now: float) -> float:
         """Seconds until the first ready worker is free: a freed worker takes the most urgent job queued
         anywhere, whichever worker it was queued on."""
-        return min((max(0.0, w.busy_until - now) for w in self._registry.ready()), default=0.0)
+        return self._free_at.first_free_in(now)
 
     def _work_before(self, job: Job) -> float:
-        """Seconds the ready workers need, shared among them, for the jobs queued anywhere that go first."""
-        start_by = self._start_by(job)
-        before = {other.job_id: other for key, _, other in self._queued if key <= start_by and self._is_queued(other)}
-        before.pop(job.job_id, None)
-        return self._queued_seconds(before.values()) / max(1, len(self._registry.ready()))
+        """Seconds the ready workers need, shared among them, for the jobs queued anywhere that go first (the job,
+        not queued yet, is not among them)."""
+        return self._queued_work.seconds_up_to(self._start_by(job)) / max(1, len(self._registry.ready()))
 
     def _hold_at_best_level(self, job: Job) -> None:
         """A job the plan gave a level below its K* (an upgrade, paid for by spare capacity) goes back up to
@@ -437,10 +432,10 @@ class Dispatcher:
                 return True
         return False
 
-    @staticmethod
-    def _move_up(job: Job, fallback: tuple[int, object]) -> None:
+    def _move_up(self, job: Job, fallback: tuple[int, object]) -> None:
         job.level, job.latent = fallback
         job.fallbacks = tuple(higher for higher in job.fallbacks if higher[0] > job.level)
+        self._queued_work.moved_up(job)
 
     def _profiled(self, level: int) -> bool:
         return self._profile is not None and level in self._profile.latency_s
@@ -469,6 +464,7 @@ class Dispatcher:
         self._expect_busy(worker, jobs, now)
         worker.inflight[batch_id] = jobs
         for job in jobs:
+            self._queued_work.remove(job)
             job.batch_id = batch_id
             job.sent_at = now
             job.attempts += 1
@@ -477,6 +473,7 @@ class Dispatcher:
 
     # -- worker events -------------------------------------------------------
     def worker_ready(self, worker: WorkerHandle) -> None:
+        self._file(worker)  # before the jobs waiting for a worker are routed: they go to it
         waiting, self._pending = self._pending, deque()
         for job in waiting:
             if job.job_id in self._live:
@@ -485,12 +482,13 @@ class Dispatcher:
 
     def worker_level_set(self, worker: WorkerHandle, level: int) -> None:
         worker.level = level
-        self._note_if_idle(worker)
+        self._file(worker)
 
     def worker_lost(self, worker: WorkerHandle, cause: str) -> None:
         if not worker.ready:
             return
         self._registry.remove(worker)
+        self._free_at.drop(worker)
         self._metrics.worker_losses.labels(cause).inc()
         held = worker.held_jobs()
         worker.queue.clear()
@@ -499,6 +497,7 @@ class Dispatcher:
         # all of them wait for a worker before any is routed: routing one can give another worker room, and
         # it takes the most urgent job queued anywhere, which must not be one still counted on the lost worker
         for job in held:
+            self._queued_work.remove(job)
             job.worker = job.batch_id = None
         for job in held:
             self._reroute_or_fail(job)
@@ -519,6 +518,7 @@ class Dispatcher:
             return  # a late answer for a batch already given up on
         if not worker.inflight:
             worker.busy_until = self._clock()  # idle now, whatever the estimate said
+        self._file(worker)  # the images it settles may be routed again, and find it free
         by_id = {job.job_id: job for job in jobs}
         for outcome in done.outcomes:
             job = by_id.pop(outcome.request_id, None)
@@ -584,6 +584,7 @@ class Dispatcher:
                 wait = self._soonest_free(now) if wait is None else wait
                 if not self._still_wanted(job, now, wait, wait + before / workers):
                     self._discard(job.worker.queue, job)
-                    self._note_if_idle(job.worker)
+                    self._queued_work.remove(job)
+                    self._file(job.worker)
                     continue
             before += self._queued_seconds((job,))

@@ -1,13 +1,14 @@
 """The dispatcher alone (no sockets, an injected clock): routing, batching, re-dispatch, explicit failures."""
 
 import asyncio
+from collections import Counter
 
 from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
 from engine.dispatcher import PIPELINE_HORIZON_S, Dispatcher
 from engine.jobs import AdmittedRequest
 from engine.metrics import EngineMetrics
-from engine.worker_registry import WorkerRegistry
+from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled, Error, Generate, Images
 from protocols.codec import Blob
 from protocols.worker_messages import Abort, BatchDone, Hello, ItemCancelled, ItemDone, ItemFailed
@@ -505,3 +506,20 @@ async def test_a_tight_job_is_not_batched_behind_a_laxer_one_queued_before_it():
         sent = h.batches()[-1]
         assert [item.request_id for item in sent.items] == [tight.jobs[0].job_id]
         assert a.busy_until <= tight.deadline and [job.worker for job in lax.jobs] == [a]
+
+
+async def test_routing_an_image_that_must_queue_reads_neither_every_worker_nor_every_queued_job(monkeypatch):
+    h = Harness(profile=PROFILE, max_queue=100_000)
+    workers = [h.add_worker(f"w{i}") for i in range(256)]
+    for _ in workers:
+        h.request(slo_ms=10**6)  # every worker busy
+    reads = Counter()
+    load, is_queued = WorkerHandle.load.fget, h.dispatcher._is_queued
+    monkeypatch.setattr(WorkerHandle, "load", property(lambda worker: reads.update(["worker"]) or load(worker)))
+    monkeypatch.setattr(h.dispatcher, "_is_queued", lambda job: reads.update(["job"]) or is_queued(job))
+    images = 512
+    for i in range(images):
+        h.request(slo_ms=10**6, prompt=f"p{i}")  # each queues, judged behind those queued before it
+    assert all(job.worker is not None for job in h.dispatcher._live.values())
+    # a pass over the fleet or the queue per image would be 256 to 512 reads each
+    assert reads["worker"] < 4 * images and reads["job"] < 4 * images

@@ -1,0 +1,141 @@
+"""What the dispatcher looks up on every route, kept up to date so that a look-up scans neither the fleet nor
+the queue: with a thousand workers and a burst of a thousand images, a scan per image blocked the event loop
+for seconds."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+
+from engine.jobs import Job
+from engine.worker_registry import WorkerHandle
+
+# stale entries a heap may hold beyond twice the workers before it is compacted
+_HEAP_SLACK = 64
+
+
+class FreeAt:
+    """The ready workers by level and queue length, for the one that could start a queued job first. A worker is
+    filed again whenever its level, queue or batches change; its older entries are left behind and dropped when
+    met. A look-up reads the first worker of each group: a handful (queue lengths differ little, since jobs
+    queue on the worker free first), whatever the size of the fleet."""
+
+    def __init__(self) -> None:
+        self._by_level: dict[int, dict[int, _Group]] = {}
+        self._latest: dict[WorkerHandle, int] = {}  # the filing order of each worker's one live entry
+        self._joined: dict[WorkerHandle, int] = {}
+        self._order = itertools.count()
+
+    def file(self, worker: WorkerHandle) -> None:
+        order = next(self._order)
+        self._latest[worker] = order
+        joined = self._joined.setdefault(worker, order)
+        group = self._by_level.setdefault(worker.level, {}).setdefault(len(worker.queue), _Group())
+        entry = (worker.busy_until, worker.load, joined, order, worker)
+        group.add(entry, 2 * len(self._latest) + _HEAP_SLACK, self._is_latest)
+
+    def drop(self, worker: WorkerHandle) -> None:
+        self._latest.pop(worker, None)
+        self._joined.pop(worker, None)
+
+    def soonest(self, now: float, level: int | None, queued_job_s: float) -> WorkerHandle | None:
+        """The worker at `level` (None: any) that could start a job queued on it now first: once its sent batches
+        end (now, if they are overdue) and its queue has run, at `queued_job_s` seconds a job; of those equally
+        soon, the one holding the fewest images, then the first to join."""
+        best, best_at = None, None
+        for at_level in list(self._by_level) if level is None else [level]:
+            for queued, (ends, load, joined, worker) in self._firsts(at_level, now):
+                at = (ends + queued * queued_job_s, load, joined)
+                if best_at is None or at < best_at:
+                    best, best_at = worker, at
+        return best
+
+    def first_free_in(self, now: float) -> float:
+        """Seconds until the first worker's sent batches should end (0: one has none running, or no worker)."""
+        ends = (first[0] for level in list(self._by_level) for _, first in self._firsts(level, now))
+        return min(ends, default=now) - now
+
+    def _firsts(self, level: int, now: float) -> Iterator[tuple[int, tuple[float, int, int, WorkerHandle]]]:
+        """(queue length, (when its sent batches end, images held, joining order, worker)) of the first live
+        worker of each group at `level`; a group left with none is dropped."""
+        groups = self._by_level.get(level, {})
+        for queued in list(groups):
+            first = groups[queued].first(now, self._is_latest)
+            if first is not None:
+                yield queued, first
+            else:
+                del groups[queued]
+
+    def _is_latest(self, entry: tuple) -> bool:
+        return self._latest.get(entry[-1]) == entry[-2]
+
+
+class _Group:
+    """The workers at one level with one queue length: those whose sent batches should still run, by when they
+    end, then images held; those past that estimate, whose end is any moment now, by images held alone."""
+
+    def __init__(self) -> None:
+        self._running: list[tuple[float, int, int, int, WorkerHandle]] = []  # (ends, load, joined, order, worker)
+        self._overdue: list[tuple[int, int, int, WorkerHandle]] = []  # (load, joined, order, worker)
+
+    def add(self, entry: tuple[float, int, int, int, WorkerHandle], most: int, is_latest: Callable[[tuple], bool]):
+        heapq.heappush(self._running, entry)
+        if len(self._running) + len(self._overdue) > most:  # compacted: stale entries deep in a heap stay there
+            for heap in (self._running, self._overdue):
+                heap[:] = filter(is_latest, heap)
+                heapq.heapify(heap)
+
+    def first(self, now: float, is_latest: Callable[[tuple], bool]) -> tuple[float, int, int, WorkerHandle] | None:
+        running, overdue = self._running, self._overdue
+        # as the clock passes a worker's estimated end it joins the overdue ones, for good: time only moves on
+        while running and (not is_latest(running[0]) or running[0][0] <= now):
+            entry = heapq.heappop(running)
+            if is_latest(entry):
+                heapq.heappush(overdue, entry[1:])
+        while overdue and not is_latest(overdue[0]):
+            heapq.heappop(overdue)
+        if overdue:
+            return (now, *overdue[0][:2], overdue[0][-1])
+        if running:
+            return (*running[0][:3], running[0][-1])
+        return None
+
+
+class QueuedWork:
+    """The jobs queued on the workers by their key in the urgency order (the time each must start by), for the
+    seconds of work that go before a key: per kind of job (level, steps), the count of keys up to it, found by
+    bisection, times one image's seconds, instead of a pass over every queued job."""
+
+    def __init__(self, image_seconds: Callable[[int, int], float]):
+        self._image_seconds = image_seconds  # (level, steps) -> seconds of one image
+        self._keys: dict[tuple[int, int], list[float]] = {}  # by kind: the keys of the jobs queued, sorted
+        self._counted: dict[str, tuple[tuple[int, int], float]] = {}  # job id -> the kind and key it is counted at
+
+    def add(self, job: Job, key: float) -> None:
+        kind = (job.level, job.request.steps)
+        self._counted[job.job_id] = kind, key
+        bisect.insort(self._keys.setdefault(kind, []), key)
+
+    def remove(self, job: Job) -> None:
+        """The job left the queue (sent, answered, or its worker lost); nothing if it was not counted."""
+        counted = self._counted.pop(job.job_id, None)
+        if counted is None:
+            return
+        kind, key = counted
+        keys = self._keys[kind]
+        del keys[bisect.bisect_left(keys, key)]
+        if not keys:
+            del self._keys[kind]
+
+    def moved_up(self, job: Job) -> None:
+        """A queued job runs at a faster level now: it is counted at that one, in the place it kept."""
+        counted = self._counted.get(job.job_id)
+        if counted is not None:
+            self.remove(job)
+            self.add(job, counted[1])
+
+    def seconds_up_to(self, key: float) -> float:
+        """Seconds the queued jobs keyed at or before `key` take one by one."""
+        return sum(self._image_seconds(*kind) * bisect.bisect_right(keys, key) for kind, keys in self._keys.items())
