@@ -31,7 +31,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -77,6 +76,8 @@ class Dispatcher:
         profile: LatencyProfile | None = None,
         on_image: OnImage | None = None,
         escalate: bool = False,
+        *,
+        slo_s: float,
     ):
         self._registry = registry
         self._profile = profile
@@ -84,6 +85,8 @@ class Dispatcher:
         self._latency = ProfileLatency(profile) if profile is not None else None
         self._on_image = on_image
         self._escalate = escalate
+        # a request sent without a deadline is served as if due this long after it was admitted
+        self._slo_s = slo_s
         self._send = send
         self._metrics = metrics
         self._config = config
@@ -219,8 +222,8 @@ class Dispatcher:
 
     def _compact_queued(self) -> None:
         """Drops the heap entries of jobs no longer queued. Entries leave the heap only from its top, so under a
-        steady stream of jobs with a deadline, those of jobs without one (keyed inf) would pile up for good,
-        each holding its finished request and images; a job routed again has its latest entry kept."""
+        steady stream of urgent jobs, those of jobs that could wait long would pile up, each holding its
+        finished request and images; a job routed again has its latest entry kept."""
         latest = {entry[2].job_id: entry for entry in sorted(self._queued, key=lambda entry: entry[1])}
         self._queued = [entry for entry in latest.values() if self._is_queued(entry[2])]
         heapq.heapify(self._queued)
@@ -231,12 +234,14 @@ class Dispatcher:
         return job.worker is not None and job.batch_id is None and not job.request.done and job.job_id in self._live
 
     def _start_by(self, job: Job) -> float:
-        """The latest time the job can start at its level and still meet its deadline (inf: no deadline).
-        Jobs are served in this order: a miss, which runs all steps and cannot move up a level, goes
-        before a hit that came a little earlier but can wait longer."""
+        """The latest time the job can start at its level and still meet its deadline. Jobs are served in this
+        order: a miss, which runs all steps and cannot move up a level, goes before a hit that came a little
+        earlier but can wait longer. A request sent without a deadline is ranked as due one SLO (the one the
+        controller plans for) after it was admitted: it is never answered late, and it no longer waits for as
+        long as requests with a deadline keep coming."""
         deadline = job.request.deadline
         if deadline is None:
-            return math.inf
+            deadline = job.request.admitted_at + self._slo_s
         return deadline - (self._seconds(job, job.level) if self._profiled(job.level) else 0.0)
 
     def _pick_worker(self, job: Job) -> WorkerHandle | None:

@@ -151,6 +151,7 @@ class Engine:
             profile=self.control.profile,
             on_image=self._cache_latents,
             escalate=self.control.policy.escalates,
+            slo_s=self.control.slo_s,
         )
         self.link.bind_dispatcher(self.dispatcher)
         self.control_loop = ControlLoop(

@@ -24,7 +24,7 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, profile=None, escalate=False, on_image=None, **config):
+    def __init__(self, profile=None, escalate=False, on_image=None, slo_s=10.0, **config):
         self.clock = Clock()
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
@@ -38,6 +38,7 @@ class Harness:
             profile=profile,
             on_image=on_image,
             escalate=escalate,
+            slo_s=slo_s,
         )
 
     def _send(self, worker, message) -> bool:
@@ -433,7 +434,7 @@ async def test_jobs_sent_beside_an_urgent_one_leave_no_entry_behind_in_the_queue
     worker = h.add_worker("a", max_batch=4)
     requests = []
     for _ in range(300):
-        # with a deadline, and without (keyed inf: never at the heap's top while deadlines keep coming)
+        # with a far deadline, and without (due one SLO after admission: ahead of the far ones)
         requests += [h.request(slo_ms=10**9), h.request(), h.request(slo_ms=10**9), h.request()]
         for batch in [b for b in h.batches("a") if b.batch_id in worker.inflight]:
             h.finish(worker, batch)
@@ -523,3 +524,31 @@ async def test_routing_an_image_that_must_queue_reads_neither_every_worker_nor_e
     assert all(job.worker is not None for job in h.dispatcher._live.values())
     # a pass over the fleet or the queue per image would be 256 to 512 reads each
     assert reads["worker"] < 4 * images and reads["job"] < 4 * images
+
+
+async def test_a_request_without_a_deadline_is_served_as_if_due_one_slo_after_it_came():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=3.0)
+    a = h.add_worker("a", max_batch=1)  # 1 s an image
+    h.request(slo_ms=10_000)  # running until 1001.0
+    patient = h.request(prompt="patient")  # no deadline: ranked as due at 1003.0
+    for second in range(20):  # a 10 s-SLO request a second, as many as the worker serves
+        h.request(slo_ms=10_000, prompt=f"d{second}")
+        h.clock.now = a.busy_until
+        h.finish(a, h.batches("a")[-1])
+    await settle()
+    assert isinstance(patient.future.result(), Images)
+    assert patient.jobs[0].sent_at <= 1002.0  # behind the one running, and the one due at 1010.0 before it
+
+
+async def test_a_job_joins_a_batch_only_as_large_as_its_own_deadline_allows():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=3.0)
+    a = h.add_worker("a", max_batch=4)
+    h.request()  # running until 1001.0
+    patient = h.request(prompt="p")  # no deadline, ranked due at 1003.0: it leads the next batch
+    h.clock.now += 0.5
+    tight = [h.request(slo_ms=2_600, prompt="p") for _ in range(3)]  # due at 1003.1, ranked after it
+    h.clock.now = 1001.0
+    h.finish(a, h.batches()[0])
+    # a batch of 2 ends at 1003.0, in time for the first; a batch of 4 would end at 1005.0
+    assert [item.request_id for item in h.batches()[-1].items] == [patient.jobs[0].job_id, tight[0].jobs[0].job_id]
+    assert a.busy_until <= tight[0].deadline
