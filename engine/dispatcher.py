@@ -182,10 +182,10 @@ class Dispatcher:
 
     @staticmethod
     def _discard(queue: deque[Job], job: Job) -> None:
-        try:
+        # not remove() alone: for an item it lacks, a deque names it by its repr, and a job's runs over every
+        # request, job and worker it reaches (a job answered as it was routed has a worker but is in no queue)
+        if job in queue:
             queue.remove(job)
-        except ValueError:
-            pass
 
     # -- routing and batching ------------------------------------------------
     def _route(self, job: Job) -> None:

@@ -6,7 +6,7 @@ from collections import Counter
 from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
 from engine.dispatcher import PIPELINE_HORIZON_S, Dispatcher
-from engine.jobs import AdmittedRequest
+from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled, Error, Generate, Images
@@ -552,3 +552,16 @@ async def test_a_job_joins_a_batch_only_as_large_as_its_own_deadline_allows():
     # a batch of 2 ends at 1003.0, in time for the first; a batch of 4 would end at 1005.0
     assert [item.request_id for item in h.batches()[-1].items] == [patient.jobs[0].job_id, tight[0].jobs[0].job_id]
     assert a.busy_until <= tight[0].deadline
+
+
+async def test_retiring_a_job_answered_as_it_was_routed_does_not_describe_the_whole_queue(monkeypatch):
+    described = []
+    monkeypatch.setattr(Job, "__repr__", lambda job: described.append(job.job_id) or job.job_id)
+    h = Harness(profile=PROFILE)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    doomed = h.request(slo_ms=1_500)  # answered at once: it has a worker but is in no queue
+    await settle()  # its retirement runs
+    assert doomed.future.result().code == "deadline_exceeded"
+    # a deque's remove() names an item it lacks by its repr, which runs over every job and worker it reaches
+    assert described == []
