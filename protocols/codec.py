@@ -28,6 +28,9 @@ _ARRAY_META = msgspec.msgpack.Decoder(tuple[int, str, list[int]])
 _BLOB_META = msgspec.msgpack.Decoder(int)
 # a header, then an image and a latent stack per item of the largest batch
 MAX_FRAMES = 1 + 2 * MAX_BATCH
+# the most dimensions an array on the wire has (a latent stack: levels, channels, height, width), with room: the
+# size check multiplies them, which for tens of thousands of huge ones took seconds to hours of the engine's loop
+MAX_ARRAY_DIMS = 8
 
 
 class Blob(bytes):
@@ -92,6 +95,8 @@ class Codec:
             dt = _DTYPES.get(dtype)
             if dt is None:
                 raise ValueError(f"dtype {dtype!r} not allowed")
+            if len(shape) > MAX_ARRAY_DIMS:
+                raise ValueError(f"{len(shape)} dimensions; at most {MAX_ARRAY_DIMS}")
             if any(d < 0 for d in shape):
                 raise ValueError("negative dimension")
             buffer = self._frame(index)
