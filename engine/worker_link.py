@@ -70,6 +70,7 @@ class WorkerLink:
         self._metrics = metrics
         self._heartbeat_interval_s = heartbeat_interval_s
         self._heartbeat_timeout_s = heartbeat_timeout_s
+        self._stopping = False  # Shutdown sent: see _on_hello
         self.dispatcher: Dispatcher | None = None
         self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
         self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
@@ -82,6 +83,8 @@ class WorkerLink:
         return not self._socket.send(worker.identity, self._codec.encode(message))
 
     def shutdown_all(self) -> None:
+        """Tells every worker this engine is stopping; from now on hellos go unanswered (see _on_hello)."""
+        self._stopping = True
         for worker in self._registry.all():
             self.send(worker, Shutdown())
 
@@ -120,6 +123,11 @@ class WorkerLink:
             self._metrics.bad_messages.labels("worker").inc()
 
     def _on_hello(self, identity: bytes, hello: Hello, known: WorkerHandle | None) -> None:
+        if self._stopping:
+            # a worker started by hand says hello again at the Shutdown: welcomed by the engine going away, it would
+            # wait out a heartbeat timeout before trying the next engine on this address. Unanswered, it retries
+            # every second; Refused would end it
+            return
         reason = _refusal(hello) or (None if known else self._id_in_use(hello.worker_id))
         if reason:
             log.error("refusing worker %r: %s", identity, reason)

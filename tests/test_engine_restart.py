@@ -36,3 +36,29 @@ def test_worker_rejoins_a_restarted_engine(tmp_path, stop):
             assert second.stop() == 0
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
+
+
+def test_a_stopping_engine_does_not_welcome_the_worker_it_told_to_stop(tmp_path):
+    """The worker says hello again at the Shutdown; welcomed by the engine going away, it waited out a heartbeat
+    timeout (10 s) before it tried the next engine on the address."""
+    worker_port = free_port()
+    # a local worker of its own to stop: the engine goes on reading its worker socket meanwhile
+    first = start_engine(tmp_path, workers=1, backend="sim", worker_port=worker_port, wait=False)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = start_worker(first.worker_address, "sim", "--time-scale", "0.01", stderr=log)
+    second = None
+    try:
+        first.wait_ready(2, timeout_s=60)
+        assert first.stop() == 0
+        second = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
+        (rejoined,) = second.wait_ready(1, timeout_s=60)["workers"]
+        assert rejoined["pid"] == worker.pid
+        said = log_path.read_text()
+        assert "engine stopping; saying hello again" in said
+        assert "engine silent" not in said  # it never waited for a welcome that came from the engine going away
+    finally:
+        if second is not None:
+            assert second.stop() == 0
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
