@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from controller.profiles import LatencyProfile
+from engine.arg_types import output_file
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -236,7 +237,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " worker process used, for a CPU backend on a shared machine (leaves out waiting for a core)",
     )
     parser.add_argument("--name", help="the profile's name (default BACKEND_DEVICE, e.g. tiny_cpu, sdxl_cuda0)")
-    parser.add_argument("--out", required=True, help="where to write the latency profile (JSON)")
+    parser.add_argument("--out", required=True, type=output_file, help="where to write the latency profile (JSON)")
 
 
 def run(args: argparse.Namespace) -> int:

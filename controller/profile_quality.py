@@ -39,6 +39,7 @@ import numpy as np
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments, cache_levels, machine_description, now_utc
 from controller.versioned import write_versioned
+from engine.arg_types import output_file
 
 # the file beside the samples that says how they were made (JSONL has no room for it)
 SAMPLES_KIND = "quality_samples_provenance"
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neighbours", type=int, default=2, help="nearest other prompts per prompt (default 2)")
     parser.add_argument("--limit", type=int, help="profile only the first N prompts of the set")
     parser.add_argument("--batch", type=int, default=4, help="images per batch sent to the worker (default 4)")
-    parser.add_argument("--out", required=True, help="where to write the samples (JSONL)")
+    parser.add_argument("--out", required=True, type=output_file, help="where to write the samples (JSONL)")
 
 
 @dataclass(frozen=True)

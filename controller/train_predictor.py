@@ -16,11 +16,12 @@ from pathlib import Path
 from controller.predictor import Lookup, TrainedPredictor
 from controller.profiles import QualitySample, read_quality_samples
 from controller.similarity import SimilarityTable
+from engine.arg_types import output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("samples", help="JSONL of profiled samples (similarity, level, quality, prompt)")
-    parser.add_argument("--out", required=True, help="where to write the predictor (JSON)")
+    parser.add_argument("--out", required=True, type=output_file, help="where to write the predictor (JSON)")
     parser.add_argument("--target", type=float, default=95.0, help="quality to stay above, percent (default 95)")
     parser.add_argument(
         "--min-probability",

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.arg_types import output_file
 from loadgen.arrivals import RESCALE_MODES
 from protocols.limits import MAX_STEPS
 
@@ -103,9 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--records", metavar="OUT.jsonl", help="write one record per request")
-    out.add_argument("--json", metavar="SUMMARY.json", help="write the summary")
-    out.add_argument("--plot", metavar="OUT.png", help="write the timeline plot")
+    out.add_argument("--records", metavar="OUT.jsonl", type=output_file, help="write one record per request")
+    out.add_argument("--json", metavar="SUMMARY.json", type=output_file, help="write the summary")
+    out.add_argument("--plot", metavar="OUT.png", type=output_file, help="write the timeline plot")
     out.add_argument("--bin-s", type=float, help="timeline bin width in seconds (default: at most 60 bins)")
     out.add_argument(
         "--sample-every-s", type=float, default=1.0, help="poll the engine for workers per level this often (default 1)"
@@ -162,10 +163,6 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--max-requests must be >= 1")
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         raise UsageError(f"--steps must be from 1 to {MAX_STEPS}")
-    for path in (args.records, args.json, args.plot):
-        # found out now, not after a long run
-        if path and not Path(path).resolve().parent.is_dir():
-            raise UsageError(f"no directory for {path}")
     if args.zmq is None and args.url is None:
         args.url = DEFAULT_URL
 

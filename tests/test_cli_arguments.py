@@ -9,6 +9,7 @@ import pytest
 from engine.cli import UsageError, build_parser, check_worker_args, engine_config, main
 from engine.config import LaunchConfig
 from engine.launcher import worker_command
+from loadgen.bench.commands import BENCHMARKS
 from protocols.curve import create_key_files
 
 
@@ -33,6 +34,34 @@ def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
         build_parser().parse_args(argv)
     assert exited.value.code == 2
     assert f"argument {option}: expected a number" in capsys.readouterr().err
+
+
+# every file a command writes when it ends (the flag last): a measurement may take hours, and a typo in the
+# directory was found only then, the measurements lost
+OUTPUT_FILES = [
+    ["profile", "latency", "--out"],
+    ["profile", "quality", "prompts.txt", "--clip", "clip", "--out"],
+    ["train-predictor", "samples.jsonl", "--out"],
+    ["calibrate", "--embedder", "hash", "--prompts", "prompts.txt", "--json"],
+    *(["bench", name, "--json"] for name in BENCHMARKS),
+    ["bench", "compare", "--plot"],
+    ["loadgen", "--records"],
+    ["loadgen", "--json"],
+    ["loadgen", "--plot"],
+]
+
+
+@pytest.mark.parametrize("argv", OUTPUT_FILES, ids=" ".join)
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(argv, tmp_path, capsys):
+    option = argv[-1]
+    for path, says in [(tmp_path / "typo" / "out.json", "no directory"), (tmp_path, "is a directory")]:
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args([*argv, str(path)])
+        assert exited.value.code == 2
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert f"argument {option}: " in error and says in error
+    args = build_parser().parse_args([*argv, str(tmp_path / "out.json")])
+    assert str(tmp_path / "out.json") in vars(args).values()
 
 
 def test_zero_where_zero_means_something_is_accepted():

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.arg_types import output_file
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
 
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-path", help="local CLIP directory when --embedder is clip")
     parser.add_argument("--reference-model-path", help="local CLIP directory when --reference is clip")
     parser.add_argument("--limit", type=int, help="use only the first N prompts")
-    parser.add_argument("--json", metavar="OUT", help="write the table and the hit fractions here")
+    parser.add_argument("--json", metavar="OUT", type=output_file, help="write the table and the hit fractions here")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.arg_types import output_file
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
 from loadgen.bench.harness import median, start_engine, table, write_json
 from loadgen.bench.process_watch import RssSampler, alive_child, metrics_vs_clients, parse_metrics
@@ -500,7 +501,7 @@ def _codes(values: dict | float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadgen.bench.chaos_bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", metavar="FILE", help="write the results here as JSON")
+    parser.add_argument("--json", metavar="FILE", type=output_file, help="write the results here as JSON")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

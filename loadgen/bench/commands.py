@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from engine.arg_types import output_file
+
 # name -> (module, help); the module defines add_arguments(parser) and run(args) -> int
 BENCHMARKS = {
     "worker": ("loadgen.bench.worker_bench", "seconds per image by level K, and worker overhead vs. diffusers"),
@@ -22,7 +24,7 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     kinds = bench.add_subparsers(dest="benchmark", required=True)
     for name, (module, help_text) in BENCHMARKS.items():
         parser = kinds.add_parser(name, help=help_text)
-        parser.add_argument("--json", metavar="FILE", help="write the results here as JSON")
+        parser.add_argument("--json", metavar="FILE", type=output_file, help="write the results here as JSON")
         parser.set_defaults(func=_runner(module), bench_module=module)
         _load(module).add_arguments(parser)
 

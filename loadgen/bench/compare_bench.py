@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
-from engine.arg_types import positive_float, positive_int
+from engine.arg_types import output_file, positive_float, positive_int
 from loadgen.arrivals import RESCALE_MODES
 from protocols.openai_images import parse_size
 
@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--size", type=parse_size, default="1024x1024", help="WIDTHxHEIGHT (default 1024x1024)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", metavar="FILE.png", help="bar chart of violations and quality per policy")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", type=output_file, help="bar chart of violations and quality per policy"
+    )
     parser.add_argument("--log-dir", help="where engine logs go (default: a temporary directory)")
     parser.add_argument(
         "--records-dir",
