@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from controller.profiles import LatencyProfile
-from engine.arg_types import output_file
+from engine.arg_types import comma_separated, non_negative_int, output_file, positive_int
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -61,13 +61,13 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=max(1, (os.cpu_count() or 1) // 2),
         help="torch threads on CPU (default: half the cores, what `argus serve` gives each of its 2 default workers)",
     )
     parser.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps N (default 50)")
-    parser.add_argument("--size", type=int, help="image side in pixels (default: the backend's default size)")
+    parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps N (default 50)")
+    parser.add_argument("--size", type=positive_int, help="image side in pixels (default: the backend's default size)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--guidance", type=float, default=5.0)
 
@@ -181,10 +181,14 @@ class WorkerProcess:
         self._socket.send_multipart([self._identity, *self._codec.encode(message)], copy=False)
 
 
-def cache_levels(text: str | None, hello: Hello, steps: int) -> list[int]:
+# --levels of both profile commands: level 0, the exact image, is measured without asking
+levels_list = comma_separated(non_negative_int)
+
+
+def cache_levels(asked: list[int] | None, hello: Hello, steps: int) -> list[int]:
     """Levels K > 0 asked for (default: every one the worker returns latents for below N), checked against it."""
     cached = [k for k in hello.levels if k < steps]
-    levels = sorted({int(k) for k in text.split(",") if k.strip()} - {0}) if text else cached
+    levels = sorted(set(asked) - {0}) if asked else cached
     wrong = [k for k in levels if k not in cached]
     if wrong:
         raise SystemExit(f"levels {wrong}: the worker returns latents below N={steps} only at {cached}")
@@ -224,11 +228,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_worker_arguments(parser)
     parser.add_argument(
         "--levels",
+        type=levels_list,
         help="levels K, comma separated; 0 is always measured (default: 0 and every level the worker caches below N,"
         " 0,5,10,15,20,25 at N=50)",
     )
-    parser.add_argument("--batches", default="1,2,4", help="batch sizes, comma separated, 1 among them (default 1,2,4)")
-    parser.add_argument("--repeats", type=int, default=5, help="measurements of each (level, batch) (default 5)")
+    parser.add_argument(
+        "--batches",
+        type=comma_separated(positive_int),
+        default="1,2,4",
+        help="batch sizes, comma separated, 1 among them (default 1,2,4)",
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=5, help="measurements of each (level, batch) (default 5)"
+    )
     parser.add_argument(
         "--clock",
         choices=CLOCKS,
@@ -241,11 +253,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    batches = sorted({int(b) for b in args.batches.split(",") if b.strip()})
+    batches = sorted(set(args.batches))
     if not batches or batches[0] != 1:
         raise SystemExit(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
-    if args.repeats < 1:
-        raise SystemExit("--repeats must be at least 1")
     if args.backend != "sim" and args.time_scale != 1.0:
         raise SystemExit("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:

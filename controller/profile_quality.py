@@ -37,9 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.profile_latency import WorkerProcess, add_worker_arguments, cache_levels, machine_description, now_utc
+from controller.profile_latency import (
+    WorkerProcess,
+    add_worker_arguments,
+    cache_levels,
+    levels_list,
+    machine_description,
+    now_utc,
+)
 from controller.versioned import write_versioned
-from engine.arg_types import output_file
+from engine.arg_types import output_file, positive_int, read_user_file
 
 # the file beside the samples that says how they were made (JSONL has no room for it)
 SAMPLES_KIND = "quality_samples_provenance"
@@ -52,13 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clip", required=True, metavar="DIR", help="local CLIP model directory (CLIPModel + processor)"
     )
     parser.add_argument(
-        "--levels", help="levels K > 0, comma separated (default: every level the worker caches below N)"
+        "--levels",
+        type=levels_list,
+        help="levels K > 0, comma separated (default: every level the worker caches below N)",
     )
     parser.add_argument("--embedder", default="hash", help="the engine's embedder: hash, minilm or clip (default hash)")
     parser.add_argument("--embedder-model", metavar="DIR", help="minilm or clip embedder weights (clip: --clip)")
     parser.add_argument("--neighbours", type=int, default=2, help="nearest other prompts per prompt (default 2)")
-    parser.add_argument("--limit", type=int, help="profile only the first N prompts of the set")
-    parser.add_argument("--batch", type=int, default=4, help="images per batch sent to the worker (default 4)")
+    parser.add_argument("--limit", type=positive_int, help="profile only the first N prompts of the set")
+    parser.add_argument("--batch", type=positive_int, default=4, help="images per batch sent to the worker (default 4)")
     parser.add_argument("--out", required=True, type=output_file, help="where to write the samples (JSONL)")
 
 
@@ -77,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend == "sim":
         raise SystemExit("the sim backend's quality is modelled (QualityModel), not measured: use tiny or sdxl")
-    prompts = load_prompts(args.prompts)[: args.limit]
+    prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
         raise SystemExit("need at least 2 prompts: each one's neighbours are the others")
     if not 1 <= args.neighbours < len(prompts):
@@ -255,7 +264,7 @@ def _print_summary(rows: list[dict], levels: list[int], unscored: int) -> None:
         print(f"{unscored} prompts left out: their exact image scored 0 (CLIP cosine <= 0), no relative quality")
 
 
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m controller.profile_quality", description=__doc__)
-    add_arguments(_parser)
-    sys.exit(run(_parser.parse_args()))
+if __name__ == "__main__":  # the same as `argus profile quality ...`
+    from engine.cli import main
+
+    sys.exit(main(["profile", "quality", *sys.argv[1:]]))

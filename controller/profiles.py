@@ -381,4 +381,8 @@ class DegradationMatrix:
     @classmethod
     def load_profiled(cls, path: str | Path, table: SimilarityTable) -> DegradationMatrix:
         """From `argus profile quality` output (see read_quality_samples for the formats)."""
-        return cls.from_samples(read_quality_samples(path), table, f"measured qualities from {Path(path).name}")
+        samples = read_quality_samples(path)
+        try:
+            return cls.from_samples(samples, table, f"measured qualities from {Path(path).name}")
+        except ValueError as error:  # a (class, level) it has no sample of: say which file lacks it
+            raise ValueError(f"{path}: {error}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 from controller.predictor import Lookup, TrainedPredictor
 from controller.profiles import QualitySample, read_quality_samples
 from controller.similarity import SimilarityTable
-from engine.arg_types import output_file
+from engine.arg_types import output_file, read_user_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from loadgen.bench.harness import table
 
-    samples = [s for s in read_quality_samples(args.samples) if s.similarity is not None and s.level > 0]
+    profiled = read_user_file(read_quality_samples, args.samples)
+    samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
         raise SystemExit(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
     held_out = samples[4::5]

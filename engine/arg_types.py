@@ -1,13 +1,24 @@
-"""argparse types for what a command cannot run with: numbers (finite, and above zero or from zero), and files to
-write into a directory that is not there."""
+"""What a command cannot run with, refused before it starts: argparse types for numbers (finite, and above zero or
+from zero), lists of them, and files to write into a directory that is not there; and files to read that cannot be
+read, as a UsageError."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+# here, not in engine/cli.py, which the commands' modules would import again as a second module (and class) when
+# it runs as `python -m engine.cli`: its main() would not catch what they raise
+class UsageError(Exception):
+    """Flags that cannot run together, or a file in the way: the command says why and exits 2, as argparse does."""
 
 
 def _at_least_zero(kind: type, zero_allowed: bool) -> Callable[[str], float]:
@@ -33,6 +44,16 @@ non_negative_int = _at_least_zero(int, zero_allowed=True)
 non_negative_float = _at_least_zero(float, zero_allowed=True)
 
 
+def comma_separated(item: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """An argparse type: a comma-separated list (blank items skipped), each item of type `item`."""
+
+    def parse(text: str) -> list[T]:
+        return [item(part) for part in text.split(",") if part.strip()]
+
+    parse.__name__ = f"comma-separated {item.__name__}"
+    return parse
+
+
 def output_file(text: str) -> str:
     """An argparse type: a file a command writes when it ends, checked now, not after a run that may take hours."""
     directory = Path(text).resolve().parent
@@ -43,3 +64,17 @@ def output_file(text: str) -> str:
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
     return text
+
+
+def read_user_file(read: Callable[[str], T], path: str) -> T:
+    """`read(path)`, where a file the user named cannot be used (missing, unreadable, not UTF-8, malformed): that
+    is a one-line UsageError naming the file, not a traceback. Only the reading is covered: a bug elsewhere still
+    shows its traceback."""
+    try:
+        return read(path)
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror or error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:  # Python's own, which do not name the file
+        raise UsageError(f"{path}: {error}") from None
+    except ValueError as error:  # the readers', which name the file (and line)
+        raise UsageError(str(error)) from None

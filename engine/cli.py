@@ -9,7 +9,7 @@ import os
 import sys
 
 from controller.policies import POLICY_NAMES
-from engine.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
+from engine.arg_types import UsageError, non_negative_float, non_negative_int, positive_float, positive_int
 from engine.config import (
     HEARTBEAT_INTERVAL_S,
     MIN_HEARTBEAT_TIMEOUT_S,
@@ -25,9 +25,7 @@ from protocols.limits import MAX_BATCH
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
 from workers.runtime import MAX_WORKER_ID_BYTES
 
-
-class UsageError(Exception):
-    """Flags that cannot run together, or a file in the way: the command says why and exits 2, as argparse does."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def batch_size(text: str) -> int:
@@ -374,7 +372,7 @@ def _add_loadgen(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="argus", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_worker(sub)
@@ -390,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )

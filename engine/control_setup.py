@@ -11,6 +11,7 @@ from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.versioned import DATA_DIR
 from controller.window import Controller, ControllerConfig
+from engine.arg_types import read_user_file
 from engine.config import EngineConfig
 from workers.limits import BACKEND_MAX_BATCH
 
@@ -34,18 +35,23 @@ class ControlSetup:
 
 
 def build_control(config: EngineConfig, now: float) -> ControlSetup:
+    """A file the user named (--latency-profile, --quality-profile, --predictor) that cannot be used stops the
+    engine as it starts, with a UsageError naming it."""
     policy_config = config.policy
     profile = _latency_profile(config)
     launch = config.launch
     planned = profile.limited_to(launch.max_batch or BACKEND_MAX_BATCH.get(launch.backend, BACKEND_MAX_BATCH["sdxl"]))
     table = SimilarityTable.bundled(config.cache.embedder)
     if policy_config.quality_profile:
-        degradation = DegradationMatrix.load_profiled(policy_config.quality_profile, table)
+        degradation = read_user_file(
+            lambda path: DegradationMatrix.load_profiled(path, table), policy_config.quality_profile
+        )
     else:
         degradation = DegradationMatrix.from_quality_model(QualityModel(table))
-    predictor = (
-        TrainedPredictor.load(policy_config.predictor) if policy_config.predictor else SimilarityPredictor(table)
-    )
+    if policy_config.predictor:
+        predictor = read_user_file(TrainedPredictor.load, policy_config.predictor)
+    else:
+        predictor = SimilarityPredictor(table)
     policy = make_policy(policy_config.name, planned, degradation, predictor)
     slo_s = policy_config.slo_s or _SLO_IN_EXACT_IMAGES * profile.latency(0, 1)
     window_s = policy_config.window_s
@@ -58,7 +64,7 @@ def build_control(config: EngineConfig, now: float) -> ControlSetup:
 
 def _latency_profile(config: EngineConfig) -> LatencyProfile:
     if config.policy.latency_profile:
-        return LatencyProfile.load(config.policy.latency_profile)
+        return read_user_file(LatencyProfile.load, config.policy.latency_profile)
     name = _DEFAULT_PROFILES.get(config.launch.backend, "sdxl_a100")
     if not (DATA_DIR / f"{name}.json").exists():
         name = "sdxl_a100"

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.arg_types import output_file
+from engine.arg_types import UsageError, output_file
 from loadgen.arrivals import RESCALE_MODES
 from protocols.limits import MAX_STEPS
 
@@ -28,10 +28,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
 # a timeline cut finer than this is not a figure anyone can read (nor one matplotlib draws in reasonable memory)
 MAX_PLOT_BINS = 10_000
-
-
-class UsageError(Exception):
-    pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

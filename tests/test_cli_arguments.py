@@ -27,6 +27,15 @@ from protocols.curve import create_key_files
         (["worker", "--connect", "tcp://127.0.0.1:5556", "--count", "0"], "--count"),
         (["worker", "--connect", "tcp://127.0.0.1:5556", "--threads", "two"], "--threads"),
         (["worker", "--connect", "tcp://127.0.0.1:5556", "--stall-timeout", "0"], "--stall-timeout"),
+        # measured first, then failed: "level 0 outside 0..-1"
+        (["profile", "latency", "--steps", "0"], "--steps"),
+        (["profile", "latency", "--batches", "1,x"], "--batches"),
+        (["profile", "latency", "--levels", "a"], "--levels"),
+        (["profile", "latency", "--repeats", "0"], "--repeats"),
+        (["profile", "quality", "p.txt", "--clip", "clip", "--batch", "0"], "--batch"),
+        # a negative limit cut prompts off the end
+        (["calibrate", "--embedder", "hash", "--prompts", "p.txt", "--limit", "-1"], "--limit"),
+        (["profile", "quality", "p.txt", "--clip", "clip", "--limit", "-1"], "--limit"),
     ],
 )
 def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
@@ -62,6 +71,19 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(argv, t
         assert f"argument {option}: " in error and says in error
     args = build_parser().parse_args([*argv, str(tmp_path / "out.json")])
     assert str(tmp_path / "out.json") in vars(args).values()
+
+
+def test_comma_separated_numbers_are_read_as_a_list():
+    args = build_parser().parse_args(["profile", "latency", "--batches", "1,4,2,", "--levels", "0,10", "--out", "p"])
+    assert (args.batches, args.levels) == ([1, 4, 2], [0, 10])
+
+
+def test_an_unknown_log_level_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--log-level", "bogus", "keys", "--dir", "k"])
+    assert exited.value.code == 2
+    assert "argument --log-level: invalid choice: 'BOGUS'" in capsys.readouterr().err
+    assert build_parser().parse_args(["--log-level", "debug", "keys", "--dir", "k"]).log_level == "DEBUG"
 
 
 def test_zero_where_zero_means_something_is_accepted():
@@ -164,3 +186,36 @@ def test_the_engines_own_worker_command_passes_the_worker_checks(backend):
     command = worker_command(launch.worker_config("ipc:///tmp/w", slot=0, threads=2))
     check_worker_args(build_parser().parse_args(command[command.index("worker") :]))
     assert ("--time-scale" in command) == (backend == "sim")
+
+
+# an input file a command cannot use, made in a temporary directory: (name, how it is made, what the error says)
+BAD_INPUTS = {
+    "missing": ("gone.txt", lambda path: None, "No such file or directory"),
+    "a directory": ("folder.txt", lambda path: path.mkdir(), "Is a directory"),
+    "not UTF-8": ("latin1.txt", lambda path: path.write_bytes(b"caf\xe9\n"), "can't decode byte 0xe9"),
+    "not JSON": ("broken.json", lambda path: path.write_text('["a", '), "Expecting value"),
+    "not a list": ("dict.json", lambda path: path.write_text('{"a": 1}'), "expected a JSON list of strings"),
+    "no Prompt column": ("columns.tsv", lambda path: path.write_text("x\ty\n1\t2\n"), "no Prompt column"),
+    "not JSONL": ("samples.jsonl", lambda path: path.write_text("not json\n"), "Expecting value"),
+}
+COMMANDS_READING = [
+    (["calibrate", "--embedder", "hash", "--reference", "nirvana", "--prompts"], BAD_INPUTS.keys() - {"not JSONL"}),
+    (["profile", "quality", "--clip", "clip", "--out", "{tmp}/q.jsonl"], {"missing", "not a list", "not UTF-8"}),
+    (["train-predictor", "--out", "{tmp}/model.json"], {"missing", "not JSONL", "a directory"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "bad"),
+    [pytest.param(argv, bad, id=f"{argv[0]}: {bad}") for argv, cases in COMMANDS_READING for bad in sorted(cases)],
+)
+def test_an_input_file_that_cannot_be_used_is_one_line_naming_it(argv, bad, tmp_path, capsys):
+    name, make, says = BAD_INPUTS[bad]
+    path = tmp_path / name
+    make(path)
+    # the file goes last: --prompts' value, or the positional argument after the options
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    assert main([*argv, str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"argus {argv[0]}: error: {path}") and says in error
+    assert error.count("\n") == 1  # one line, no traceback

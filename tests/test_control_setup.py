@@ -1,8 +1,12 @@
-"""The controller plans with the batches the workers run, and the dispatcher keeps the whole profile."""
+"""The controller plans with the batches the workers run, and the dispatcher keeps the whole profile; a file the user
+named that cannot be used stops the engine with one line naming it."""
+
+import re
 
 import pytest
 
-from engine.config import EngineConfig, LaunchConfig
+from engine.cli import UsageError
+from engine.config import EngineConfig, LaunchConfig, PolicyConfig
 from engine.control_setup import build_control
 
 
@@ -13,3 +17,21 @@ def test_capacity_is_planned_on_the_largest_batch_the_workers_run(backend, max_b
     assert setup.profile.max_batch == 8  # the bundled profile, whole, for remote workers that batch more
     one_at_a_time = 1 / setup.profile.latency(25, 1)
     assert (setup.planned.capacity_rps(25, setup.slo_s) == pytest.approx(one_at_a_time)) == (planned == 1)
+
+
+@pytest.mark.parametrize(
+    ("option", "content", "says"),
+    [
+        ("latency_profile", None, "No such file or directory"),
+        ("latency_profile", '{"version": 1, "kind": "k_predictor"}', "not a version 1 'latency_profile' file"),
+        ("predictor", "{", "Expecting property name"),
+        # read, but it lacks a class: the error names the file still
+        ("quality_profile", '{"similarity": 0.97, "level": 25, "quality": 96.0}\n' * 2, "no measured quality"),
+    ],
+)
+def test_a_file_the_user_named_that_cannot_be_used_stops_the_engine_naming_it(tmp_path, option, content, says):
+    path = tmp_path / "given.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UsageError, match=f"^{re.escape(str(path))}: .*{re.escape(says)}"):
+        build_control(EngineConfig(policy=PolicyConfig(**{option: str(path)})), now=0.0)

@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from engine.arg_types import output_file
+from engine.arg_types import output_file, positive_int, read_user_file
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
 
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model-path", help="local CLIP directory when --embedder is clip")
     parser.add_argument("--reference-model-path", help="local CLIP directory when --reference is clip")
-    parser.add_argument("--limit", type=int, help="use only the first N prompts")
+    parser.add_argument("--limit", type=positive_int, help="use only the first N prompts")
     parser.add_argument("--json", metavar="OUT", type=output_file, help="write the table and the hit fractions here")
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     reference = args.reference or (NIRVANA if args.embedder == "minilm" else "minilm")
     if reference == args.embedder:
         raise SystemExit(f"--reference must differ from --embedder ({reference}); try --reference {NIRVANA}")
-    prompts = load_prompts(args.prompts)[: args.limit]
+    prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
         raise SystemExit(f"{args.prompts}: need at least 2 prompts, got {len(prompts)}")
     similarities = replay_similarities(make_embedder(args.embedder, args.model_path).embed(prompts))
@@ -185,6 +186,6 @@ def _print_report(report: dict) -> None:
 
 
 if __name__ == "__main__":  # the same as `argus calibrate ...`
-    _parser = argparse.ArgumentParser(prog="python -m engine.cache.calibrate", description=__doc__.splitlines()[0])
-    add_arguments(_parser)
-    raise SystemExit(run(_parser.parse_args()))
+    from engine.cli import main
+
+    sys.exit(main(["calibrate", *sys.argv[1:]]))
