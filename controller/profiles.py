@@ -264,34 +264,55 @@ def read_quality_samples(path: str | Path) -> list[QualitySample]:
     """Profiled qualities: JSONL of samples, or JSON {level: {"lo-hi": quality}} per similarity band.
 
     A band becomes one sample at its midpoint. The banded JSON may be wrapped as
-    a versioned "quality_profile" file with the table under "quality".
+    a versioned "quality_profile" file with the table under "quality". A line
+    or band that cannot be read is a ValueError naming the file (and line).
     """
-    text = Path(path).read_text()
+    text = Path(path).read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
         data = None  # several JSON values: JSONL
-    if isinstance(data, dict):
-        banded = data["quality"] if "version" in data else data
+    if _is_banded(data):
+        return _banded_samples(path, data.get("quality") if "version" in data else data)
+    return [_sample_line(f"{path}:{number}", line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _is_banded(data: object) -> bool:
+    """Told by its shape: a banded table's values are tables, while a one-line JSONL file, one JSON value too, is
+    one sample, whose values are numbers and text."""
+    return isinstance(data, dict) and ("version" in data or all(isinstance(v, dict) for v in data.values()))
+
+
+def _banded_samples(path: str | Path, banded: object) -> list[QualitySample]:
+    if not isinstance(banded, dict) or not all(isinstance(bands, dict) for bands in banded.values()):
+        raise ValueError(f'{path}: not a table {{level: {{"lo-hi": quality}}}}')
+    try:
         return [
             QualitySample(sum(map(float, band.split("-"))) / 2.0, int(level), float(quality))
             for level, bands in banded.items()
             for band, quality in bands.items()
         ]
-    samples = []
-    for line in text.splitlines():
-        if line.strip():
-            row = json.loads(line)
-            samples.append(
-                QualitySample(
-                    None if row.get("similarity") is None else float(row["similarity"]),
-                    int(row["level"]),
-                    float(row["quality"]),
-                    str(row.get("prompt", "")),
-                    row.get("neighbour_prompt"),
-                )
-            )
-    return samples
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def _sample_line(where: str, line: str) -> QualitySample:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not JSON ({error})") from None
+    if not isinstance(row, dict) or not {"level", "quality"} <= row.keys():
+        raise ValueError(f"{where}: not a sample {{similarity, level, quality, prompt}}")
+    try:
+        return QualitySample(
+            None if row.get("similarity") is None else float(row["similarity"]),
+            int(row["level"]),
+            float(row["quality"]),
+            str(row.get("prompt", "")),
+            row.get("neighbour_prompt"),
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 # -- degradation -----------------------------------------------------------------------

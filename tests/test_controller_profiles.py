@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import statistics
 
 import pytest
@@ -187,3 +188,32 @@ def test_degradation_needs_every_class_at_every_level():
     samples = [QualitySample(0.97, 25, 96.0)]
     with pytest.raises(ValueError, match="no measured quality"):
         DegradationMatrix.from_samples(samples, CLIP, "test")
+
+
+def test_a_jsonl_file_of_one_sample_is_one_sample_not_a_banded_table(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"similarity": 0.9, "level": 5, "quality": 97.0, "prompt": "a cat"}) + "\n")
+    assert read_quality_samples(path) == [QualitySample(0.9, 5, 97.0, "a cat")]
+
+
+@pytest.mark.parametrize(
+    ("second_line", "says"),
+    [
+        ("not json", "not JSON"),
+        ('{"similarity": 0.9, "quality": 97.0}', "not a sample"),
+        ("[0.9, 5, 97.0]", "not a sample"),
+        ('{"similarity": 0.9, "level": "five", "quality": 97.0}', "'five'"),
+    ],
+)
+def test_a_sample_line_that_cannot_be_read_is_named_by_file_and_line(tmp_path, second_line, says):
+    path = tmp_path / "samples.jsonl"
+    path.write_text(json.dumps({"similarity": 0.9, "level": 5, "quality": 97.0}) + "\n" + second_line + "\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}:2: .*{re.escape(says)}"):
+        read_quality_samples(path)
+
+
+def test_a_banded_file_without_its_table_is_named(tmp_path):
+    path = tmp_path / "bands.json"
+    path.write_text(json.dumps({"version": 1, "kind": "quality_profile", "provenance": "test"}))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: not a table"):
+        read_quality_samples(path)
