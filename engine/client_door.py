@@ -57,6 +57,10 @@ class ClientDoor:
             curve_domain=CLIENTS,
             max_frame_bytes=_MAX_REQUEST_FRAME_BYTES,
             send_hwm=_MAX_UNREAD_REPLIES,
+            # a client that reconnects under its identity (a dropped TCP connection, a NAT reset) gets its replies
+            # at once, rather than being refused while the old connection is still thought alive. The identity is
+            # the client's secret (engine.client draws 128 random bits), and never logged whole
+            handover=True,
         )
         self.endpoints = bind_all(sock, listen)
         self._socket = LoopSocket(sock, self._on_frames)
@@ -115,7 +119,14 @@ class ClientDoor:
             now = time.monotonic()
             if now - self._unread_warned_at >= _UNREAD_WARNING_S:
                 self._unread_warned_at = now
-                log.warning("client %r leaves %d replies unread: dropping its replies", identity, _MAX_UNREAD_REPLIES)
+                log.warning(
+                    "client %s leaves %d replies unread: dropping its replies", _named(identity), _MAX_UNREAD_REPLIES
+                )
         elif failed:
             self._engine.metrics.replies_dropped.labels("gone").inc()
-            log.debug("client %r went away before its reply", identity)
+            log.debug("client %s went away before its reply", _named(identity))
+
+
+def _named(identity: bytes) -> str:
+    """Enough of a client's identity to tell clients apart in a log, not enough to take its replies over."""
+    return f"{identity[:6].hex()}..."

@@ -28,7 +28,11 @@ def make_socket(
     curve_client: ClientKeys | None = None,
     max_frame_bytes: int = MAX_FRAME_BYTES,
     send_hwm: int = DEFAULT_HWM,
+    handover: bool = False,
 ) -> zmq.Socket:
+    """`handover` (ROUTER): a peer that connects under an identity already connected takes its traffic over. Only
+    for peers whose identity is a secret: on the worker socket, where an identity is a worker's public name, it
+    would let anyone who can dial in take a worker's prompts (and get the worker killed as silent)."""
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, send_hwm)
@@ -37,9 +41,7 @@ def make_socket(
     if kind == zmq.ROUTER:
         # an unroutable reply (peer gone) raises instead of vanishing silently
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # a peer that reconnects under its identity (a dropped TCP connection, a NAT reset) takes its replies
-        # over at once, rather than being refused while the old connection is still thought alive
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, int(handover))
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
     # security must be set before bind or connect

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import zmq
 
 from engine.client import ArgusClient
 from engine_process import free_port, start_engine, start_worker
@@ -125,3 +126,28 @@ def test_a_worker_or_fleet_no_engine_answers_says_so():
     assert f"no answer from an engine at {address}" in lone.stderr.read().decode()
     said = fleet.stderr.read().decode()
     assert f"no answer from an engine at {address}" in said and "take 3 of this fleet's 3 workers" in said
+
+
+def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(tmp_path):
+    """A worker's identity is its public name (in /ready and every reply): a second connection under it is
+    refused, not handed the worker's prompts (the worker, gone silent, was then killed as hung)."""
+    engine = start_engine(tmp_path, "--time-scale", "0.2", "--heartbeat-timeout", "2", workers=1, backend="sim")
+    context = zmq.Context()
+    impostor = context.socket(zmq.DEALER)
+    impostor.setsockopt(zmq.LINGER, 0)
+    try:
+        (worker,) = engine.ready()["workers"]
+        impostor.setsockopt(zmq.IDENTITY, worker["name"].encode())
+        impostor.connect(engine.worker_address)
+        time.sleep(1)  # connected, had the engine taken it
+        with ArgusClient(engine.client_address, timeout_s=60) as client:
+            for i in range(3):  # past a heartbeat timeout: a worker cut off would be lost by now
+                reply = client.generate(f"another user's prompt {i}", width=64, height=64)
+                assert isinstance(reply, Images) and reply.images[0].worker == worker["name"]
+        assert not impostor.poll(0)  # not a heartbeat, not a prompt
+        assert engine.ready()["workers"][0]["pid"] == worker["pid"]
+        assert engine.metric("argus_worker_losses_total", cause="heartbeat") == 0
+    finally:
+        impostor.close()
+        context.term()
+        assert engine.stop() == 0
