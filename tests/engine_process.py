@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import zmq
+
 from engine.config import EngineConfig, LaunchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +90,15 @@ class EngineProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode
+
+
+def slow_reading_client(context: zmq.Context, address: str) -> zmq.Socket:
+    """A raw ZeroMQ client with the least room to take replies in: the engine's side of the link holds the rest."""
+    client = context.socket(zmq.DEALER)
+    client.setsockopt(zmq.RCVHWM, 1)
+    client.setsockopt(zmq.RCVBUF, 4096)
+    client.connect(address)
+    return client
 
 
 def start_worker(connect: str, backend: str, *args: str, **popen: object) -> subprocess.Popen:

@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from engine.client import AsyncArgusClient
-from engine_process import children_of, start_engine
+from engine_process import children_of, slow_reading_client, start_engine
 from loadgen.clients import HttpLoadClient, Planned, RequestOptions
 from protocols.client_messages import Error, Generate, Images, client_side_codec
 
@@ -54,10 +54,7 @@ def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path
     engine = start_engine(tmp_path, "--time-scale", "0", backend="sim", workers=1)
     codec = client_side_codec()
     context = zmq.Context()
-    client = context.socket(zmq.DEALER)
-    client.setsockopt(zmq.RCVHWM, 1)
-    client.setsockopt(zmq.RCVBUF, 4096)  # the engine's socket holds what the link has no room for
-    client.connect(engine.client_address)
+    client = slow_reading_client(context, engine.client_address)
     try:
         requests = 20
         for i in range(requests):

@@ -11,7 +11,7 @@ import zmq
 from tcp_proxy import DroppingProxy
 
 from engine.client import ArgusClient, AsyncArgusClient
-from engine_process import start_engine
+from engine_process import slow_reading_client, start_engine
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
 
 
@@ -168,10 +168,7 @@ def test_replies_a_client_leaves_unread_are_bounded_and_counted(tmp_path):
     engine = start_engine(tmp_path, "--time-scale", "0", backend="sim")
     codec = client_side_codec()
     context = zmq.Context()
-    client = context.socket(zmq.DEALER)
-    client.setsockopt(zmq.RCVHWM, 1)
-    client.setsockopt(zmq.RCVBUF, 4096)  # the engine's side holds what the connection has no room for
-    client.connect(engine.client_address)
+    client = slow_reading_client(context, engine.client_address)
     requests = 600  # large images: the kernel's socket buffers take fewer than a hundred
     try:
         for i in range(requests):
