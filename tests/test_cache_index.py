@@ -1,11 +1,11 @@
-"""The hnswlib index: nearest by cosine similarity, growth past its capacity, removal and slot reuse."""
+"""The nearest-prompt index: exact over few prompts, an hnswlib graph past GRAPH_ABOVE, and back below EXACT_AT."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.cache.index import VectorIndex
+from engine.cache.index import EXACT_AT, GRAPH_ABOVE, VectorIndex, _Exact, _Graph
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -13,9 +13,10 @@ def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_nearest_is_the_most_similar_by_cosine():
-    vectors = unit_rows(300, 32)
-    index = VectorIndex(32, capacity=8)  # grows several times
+@pytest.mark.parametrize("count", [300, GRAPH_ABOVE + 300])
+def test_nearest_is_the_most_similar_by_cosine(count):
+    vectors = unit_rows(count, 32)
+    index = VectorIndex(32)
     for i, v in enumerate(vectors):
         index.add(i + 100, v * (i + 1))  # scale does not matter to cosine
     query = vectors[42] + 0.05 * unit_rows(1, 32, seed=1)[0]
@@ -23,31 +24,111 @@ def test_nearest_is_the_most_similar_by_cosine():
     found, similarity = index.nearest(query)
     assert found == 142
     assert similarity == pytest.approx(expected.max(), abs=1e-5)
-    assert len(index) == 300
+    assert len(index) == count
 
 
-def test_removed_ids_are_never_returned_and_slots_are_reused():
-    vectors = unit_rows(64, 16)
-    index = VectorIndex(16, capacity=64)
-    index.add_many(list(range(64)), vectors)
+def test_a_small_index_is_exact_search_and_agrees_with_brute_force():
+    vectors = unit_rows(GRAPH_ABOVE, 64)
+    index = VectorIndex(64)
+    index.add_many(list(range(1, GRAPH_ABOVE + 1)), vectors * 3)
+    assert isinstance(index._search, _Exact)
+    queries = unit_rows(500, 64, seed=1)  # unrelated: the case a graph gets wrong most often
+    similarities = queries @ vectors.T
+    found = index.nearest_many(queries * 0.5)
+    assert [prompt_id for prompt_id, _ in found] == (similarities.argmax(axis=1) + 1).tolist()
+    np.testing.assert_allclose([s for _, s in found], similarities.max(axis=1), atol=1e-5)
+    assert index.nearest(queries[7]) == found[7]
+
+
+def test_crossing_the_threshold_keeps_every_id_and_vector_both_ways():
+    dim = 16
+    vectors = unit_rows(GRAPH_ABOVE + 1, dim)
+    ids = list(range(10, 10 + GRAPH_ABOVE + 1))
+    index = VectorIndex(dim)
+    index.add_many(ids[:-1], vectors[:-1])
+    before = index.vectors(ids[:-1])
+    assert isinstance(index._search, _Exact)
+    index.add(ids[-1], vectors[-1])
+    assert isinstance(index._search, _Graph)
+    assert len(index) == len(ids) and all(i in index for i in ids)
+    np.testing.assert_array_equal(index.vectors(ids[:-1]), before)  # the graph holds the very same vectors
+    found = index.nearest_many(vectors)
+    assert sum(prompt_id == i for (prompt_id, _), i in zip(found, ids, strict=True)) >= 0.99 * len(ids)
+    assert all(similarity == pytest.approx(1.0, abs=1e-5) for _, similarity in found)
+
+    # hysteresis: back to exact only at EXACT_AT, not as soon as the count is under GRAPH_ABOVE
+    live = ids[: EXACT_AT + 1]
+    for i in ids[EXACT_AT + 1 :]:
+        index.remove(i)
+    assert isinstance(index._search, _Graph) and len(index) == EXACT_AT + 1
+    index.remove(live.pop())
+    assert isinstance(index._search, _Exact) and len(index) == EXACT_AT
+    np.testing.assert_array_equal(index.vectors(live), before[: len(live)])
+    assert [prompt_id for prompt_id, _ in index.nearest_many(vectors[: len(live)])] == live
+    # and it stays exact up to GRAPH_ABOVE again
+    index.add_many(list(range(5000, 5000 + GRAPH_ABOVE - EXACT_AT)), unit_rows(GRAPH_ABOVE - EXACT_AT, dim, seed=3))
+    assert isinstance(index._search, _Exact) and len(index) == GRAPH_ABOVE
+
+
+def test_churn_at_a_steady_size_keeps_the_matrix_and_finds_only_live_ids():
+    dim = 16
+    index = VectorIndex(dim)
+    vectors = unit_rows(3000, dim)
+    index.add_many(list(range(100)), vectors[:100])
+    rows = len(index._search._matrix)
+    for new in range(100, 3000):  # the oldest leaves, a new one comes: 100 live all along
+        index.remove(new - 100)
+        index.add(new, vectors[new])
+        assert len(index._search._matrix) == rows
+    live = list(range(2900, 3000))
+    assert [i for i in range(3000) if i in index] == live
+    np.testing.assert_allclose(index.vectors(live), vectors[2900:], atol=1e-6)
+    assert [prompt_id for prompt_id, _ in index.nearest_many(vectors[2900:])] == live
+    assert all(index.nearest(v)[0] in live for v in vectors[:50])  # removed vectors are not found
+
+
+def test_a_shrinking_matrix_gives_its_memory_back():
+    index = VectorIndex(8)
+    index.add_many(list(range(512)), unit_rows(512, 8))
+    for i in range(510):
+        index.remove(i)
+    assert len(index._search._matrix) <= 8
+    assert [prompt_id for prompt_id, _ in index.nearest_many(unit_rows(512, 8)[510:])] == [510, 511]
+
+
+def test_the_graph_reuses_removed_slots():
+    vectors = unit_rows(GRAPH_ABOVE + 64, 16)
+    index = VectorIndex(16)
+    index.add_many(list(range(len(vectors))), vectors)
+    capacity = index._search._index.get_max_elements()
     for i in range(0, 64, 2):
         index.remove(i)
-    assert all(index.nearest(vectors[i])[0] % 2 == 1 for i in range(64))
-    index.add_many(list(range(100, 132)), unit_rows(32, 16, seed=2))  # fills the freed slots
-    assert index._index.get_max_elements() == 64 and len(index) == 64
-    for i in range(100, 132):
-        index.remove(i)
-    for i in range(1, 64, 2):
-        index.remove(i)
-    assert index.nearest(vectors[0]) is None
+    assert all(index.nearest(vectors[i])[0] != i for i in range(0, 64, 2))
+    index.add_many(list(range(5000, 5032)), unit_rows(32, 16, seed=2))  # fills the freed slots
+    assert index._search._index.get_max_elements() == capacity and len(index) == len(vectors)
 
 
-def test_refuses_reused_ids_and_bad_vectors():
+@pytest.mark.parametrize("count", [1, GRAPH_ABOVE + 1])
+def test_refuses_reused_ids_and_bad_vectors(count):
     index = VectorIndex(4)
-    index.add(1, np.ones(4))
-    with pytest.raises(ValueError):
-        index.add(1, np.ones(4))
-    with pytest.raises(ValueError):
-        index.add(2, np.array([1, np.inf, 0, 0]))
-    assert len(index) == 1
+    index.add_many(list(range(1, count + 1)), np.ones((count, 4)))
+    for ids, vectors in [
+        ([1], np.ones((1, 4))),  # taken
+        ([0, 0], np.ones((2, 4))),  # repeated
+        ([0], np.ones((2, 4))),  # one id for two vectors
+        ([-1], np.ones((1, 4))),
+        ([1 << 64], np.ones((1, 4))),
+        ([0.5], np.ones((1, 4))),
+        ([0], np.array([[1, np.inf, 0, 0]])),
+    ]:
+        with pytest.raises(ValueError):
+            index.add_many(ids, vectors)
+    assert len(index) == count and 0 not in index
     np.testing.assert_allclose(index.vectors([1]), np.full((1, 4), 0.5), atol=1e-6)
+
+
+def test_a_zero_vector_is_similar_to_nothing():
+    index = VectorIndex(4)
+    index.add(1, np.zeros(4))
+    assert index.nearest(np.array([1, 0, 0, 0])) == (1, 0.0)
+    np.testing.assert_array_equal(index.vectors([1]), np.zeros((1, 4)))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hnswlib
 import numpy as np
 
+from engine.cache.index import GRAPH_ABOVE
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 
 LATENT = np.zeros((4, 8, 8), dtype=np.float16)
@@ -26,12 +28,35 @@ def test_lookup_sees_only_its_own_shape():
     assert cache.lookup(np.array([1, 0.01, 0, 0]), square).prompt_id == in_square
 
 
-def test_an_index_is_kept_only_while_its_shape_has_prompts_and_starts_small():
-    """Before, each shape ever seen kept its index (about 2.5 MB resident, 1024 slots) for good."""
+def test_an_index_is_kept_only_while_its_shape_has_prompts():
+    """Before, each shape ever seen kept its index (about 2.5 MB resident) for good."""
     cache = PromptCache("hash", 4, (5, 25), max_bytes=LATENT.nbytes)  # room for one prompt
     shapes = [ShapeKey(50, 64 * i, 64) for i in range(1, 41)]
     for shape in shapes:
         cache.insert("a red fox", np.array([1, 0, 0, 0], dtype=np.float32), shape, {5: LATENT})
     assert cache.stats().prompts == 1
     assert list(cache._indexes) == [shapes[-1]]
-    assert cache._indexes[shapes[-1]]._index.get_max_elements() <= 16
+
+
+def test_only_a_shape_past_graph_above_holds_an_hnswlib_index(monkeypatch):
+    """Before, every cached shape had an hnswlib index, about 2.5 MB resident even for one prompt."""
+    made = []
+    real_index = hnswlib.Index
+
+    def counted(*args, **kwargs):
+        made.append(real_index(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(hnswlib, "Index", counted)
+    tiny = np.zeros(1, dtype=np.float16)
+    cache = PromptCache("hash", 8, (5, 25), max_bytes=1 << 20)
+    rng = np.random.default_rng(0)
+    for i in range(100):
+        for text in ("a red fox", "a blue fox"):
+            cache.insert(text, rng.standard_normal(8), ShapeKey(50, 64 * (i + 1), 64), {5: tiny})
+    busy = ShapeKey(30, 512, 512)
+    for i in range(GRAPH_ABOVE):
+        cache.insert(f"prompt {i}", rng.standard_normal(8), busy, {5: tiny})
+    assert cache.stats().prompts == 200 + GRAPH_ABOVE and made == []
+    cache.insert("one more", rng.standard_normal(8), busy, {5: tiny})
+    assert len(made) == 1

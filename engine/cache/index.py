@@ -1,12 +1,20 @@
-"""Nearest-prompt search: an hnswlib HNSW graph over prompt embeddings, cosine similarity.
+"""Nearest-prompt search by cosine similarity: exact over a few prompts, an hnswlib HNSW graph over many.
 
-Ids are the prompt cache's prompt ids. Removal marks the id deleted; its slot
-is reused by a later insert (allow_replace_deleted), so a cache that churns at a
-steady size keeps a steady index. The graph grows by doubling when every slot
-holds a live prompt.
+Ids are the prompt cache's prompt ids; vectors are stored unit-length. The cache
+keeps one index per shape and clients choose the shapes, so a small index must
+cost little. Every hnswlib index holds about 2.5 MB resident whatever its size (a
+fixed table of 65,536 label locks): a cache with 2 prompts in each of 300 shapes
+grew by 792 MB when each shape had a graph. Up to GRAPH_ABOVE prompts, a shape's
+unit vectors are the rows of one numpy matrix and a lookup takes the dot product
+with each (exact, so recall is 100%); the same cache now grows by 3.1 MB. A shape
+that grows past GRAPH_ABOVE gets a graph built from its vectors, and goes back to
+the matrix when it shrinks to EXACT_AT. Removal from the matrix moves its last row
+into the freed one; from the graph it marks the id deleted, and a later insert
+reuses the slot (allow_replace_deleted). Either way a cache that churns at a
+steady size keeps a steady index.
 
-The parameters were chosen with 100k vectors of 1024 dimensions (`argus bench
-cache`, numbers in docs/cache.md). They need a denser graph than hnswlib's default
+The graph parameters were chosen with 100k vectors of 1024 dimensions (`argus
+bench cache`, numbers in docs/cache.md). They need a denser graph than hnswlib's default
 M = 16: on hash-embedded synthetic prompts, M = 24 with ef_construction = 100 finds
 the exact nearest prompt for 86-88% of near-duplicate queries at ef = 24-32 (84-86%
 at M = 16), and on random unit vectors, the hard case, 62-70% (38-46% at M = 16).
@@ -23,17 +31,153 @@ import numpy as np
 EF_SEARCH = 24
 M = 24
 EF_CONSTRUCTION = 100
+# Measured through VectorIndex.nearest on this 2-core machine (load average about 3), random unit vectors of
+# 1024 dims, CPU time per lookup, p50 of two runs: exact 53-54 us at 256 prompts, 73-77 at 512, 107-122 at
+# 1024, 186-208 at 2048, 461-488 at 4096; the graph 67-72, 69-89, 102-112, 140-214 and 259-362 us, finding
+# the exact nearest for 98%, 94%, 88%, 79% and 70% of the queries (at 384 dims, 1024 prompts: exact 64 us,
+# graph 69 us). Up to 1024, then, exact search costs what the graph does, always finds the nearest, and
+# holds less memory (a graph stores the vectors too, plus its links and its 2.5 MB); past it, it grows
+# linearly. Not higher: building the graph as a shape crosses over stalls the cache thread once, 106-190 ms
+# at 1024 prompts of 1024 dims, and the stall grows with the threshold.
+GRAPH_ABOVE = 1024
+# A graph goes back to exact only at a quarter of that, not as soon as it is below: a shape hovering near
+# GRAPH_ABOVE would otherwise rebuild its graph on every crossing; this way at least 768 inserts come between
+# two builds. Going back at all gives back the memory of a shape that shrank: a graph keeps the largest size it
+# grew to, and its 2.5 MB.
+EXACT_AT = GRAPH_ABOVE // 4
+# the graph keeps ids as hnswlib labels, uint64
+_ID_LIMIT = 1 << 64
 
 
 class VectorIndex:
-    # small to start: one index per shape cached, and many shapes hold a prompt or two (hnswlib's own
-    # fixed cost, about 2.5 MB of label locks, is there whatever the capacity)
-    def __init__(self, dim: int, capacity: int = 16):
+    """One shape's prompts: a matrix searched exactly up to GRAPH_ABOVE of them, an HNSW graph past it."""
+
+    def __init__(self, dim: int):
         self.dim = dim
-        self._index = hnswlib.Index(space="cosine", dim=dim)
-        self._index.init_index(
-            max_elements=max(1, capacity), M=M, ef_construction=EF_CONSTRUCTION, allow_replace_deleted=True
-        )
+        self._search: _Exact | _Graph = _Exact(dim)
+
+    def __len__(self) -> int:
+        return len(self._search)
+
+    def __contains__(self, item_id: int) -> bool:
+        return item_id in self._search
+
+    def add(self, item_id: int, vector: np.ndarray) -> None:
+        self.add_many([item_id], vector.reshape(1, -1))
+
+    def add_many(self, ids: list[int], vectors: np.ndarray) -> None:
+        """Inserts rows in one call (a graph spreads a batch over threads)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(ids) != len(vectors) or len(set(ids)) != len(ids) or any(i in self._search for i in ids):
+            raise ValueError("ids must be new, unique and one per vector")
+        # checked here, not by hnswlib: an id taken in the matrix must still be taken by the graph built later
+        if not all(isinstance(i, int | np.integer) and 0 <= i < _ID_LIMIT for i in ids):
+            raise ValueError("ids must be integers in [0, 2**64)")
+        if not np.isfinite(vectors).all():
+            raise ValueError("vectors must be finite")
+        ids, vectors = [int(i) for i in ids], _unit(vectors)
+        if isinstance(self._search, _Exact) and len(self) + len(ids) > GRAPH_ABOVE:
+            held_ids, held = self._search.items()  # the graph is built from all of them in one batch
+            ids, vectors = held_ids + ids, np.concatenate([held, vectors])
+            self._search = _Graph(self.dim, capacity=len(ids))
+        self._search.add(ids, vectors)
+
+    def remove(self, item_id: int) -> None:
+        self._search.remove(item_id)
+        if isinstance(self._search, _Graph) and len(self) <= EXACT_AT:
+            exact = _Exact(self.dim)
+            exact.add(*self._search.items())
+            self._search = exact
+
+    def nearest(self, vector: np.ndarray) -> tuple[int, float] | None:
+        """(id, cosine similarity) of the closest live vector, or None if the index is empty."""
+        return self.nearest_many(np.reshape(vector, (1, -1)))[0]
+
+    def nearest_many(self, vectors: np.ndarray) -> list[tuple[int, float] | None]:
+        """`nearest` for each row, in one query (one pass over the index for a burst of prompts)."""
+        if not self._search:
+            return [None] * len(vectors)
+        queries = _unit(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim))
+        ids, similarities = self._search.nearest_many(queries)
+        # rounding can put an exact repeat a hair above 1
+        return list(zip(ids, np.minimum(1.0, similarities).tolist(), strict=True))
+
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        """The stored (unit-length) vectors of these ids, float32 [len(ids), dim]."""
+        if not ids:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._search.vectors(ids)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # a zero vector (an empty prompt's) stays zero, similar to nothing, as hnswlib's cosine space kept it
+    return vectors / np.where(norms > 0, norms, 1)
+
+
+class _Exact:
+    """Live vectors packed in the first rows of one matrix: row i holds the vector of _ids[i]."""
+
+    def __init__(self, dim: int):
+        self._matrix = np.zeros((0, dim), dtype=np.float32)
+        self._ids: list[int] = []
+        self._rows: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item_id: int) -> bool:
+        return item_id in self._rows
+
+    def add(self, ids: list[int], unit_vectors: np.ndarray) -> None:
+        start, end = len(self._ids), len(self._ids) + len(ids)
+        if end > len(self._matrix):
+            self._resize(max(end, 2 * len(self._matrix)))
+        self._matrix[start:end] = unit_vectors
+        self._rows.update(zip(ids, range(start, end), strict=True))
+        self._ids.extend(ids)
+
+    def remove(self, item_id: int) -> None:
+        row = self._rows.pop(item_id)
+        last_id = self._ids.pop()
+        if last_id != item_id:  # the last row fills the hole, so live rows stay packed
+            self._matrix[row] = self._matrix[len(self._ids)]
+            self._ids[row] = last_id
+            self._rows[last_id] = row
+        # halved only at a quarter full: a shape that shrank gives its memory back, and one churning
+        # around a size does not reallocate back and forth
+        if len(self._ids) <= len(self._matrix) // 4:
+            self._resize(len(self._matrix) // 2)
+
+    def _resize(self, rows: int) -> None:
+        matrix = np.zeros((rows, self._matrix.shape[1]), dtype=np.float32)
+        matrix[: len(self._ids)] = self._matrix[: len(self._ids)]
+        self._matrix = matrix
+
+    def nearest_many(self, unit_queries: np.ndarray) -> tuple[list[int], np.ndarray]:
+        live = self._matrix[: len(self._ids)]
+        # a stack of (1 x dim) by (dim x 1) products, one per query and row, which numpy runs on this thread:
+        # a matrix product (live @ query) spreads 512 prompts of 1024 dims over two OpenBLAS threads (256 it
+        # keeps on one; measured), taking the machine's second core from the engine. (np.vecdot reads
+        # better but needs numpy 2, and argus allows 1.26.)
+        similarities = np.matmul(unit_queries[:, None, None, :], live[None, :, :, None])[:, :, 0, 0]
+        rows = similarities.argmax(axis=1)
+        best = similarities[np.arange(len(rows)), rows]
+        return [self._ids[row] for row in rows.tolist()], best
+
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        return self._matrix[[self._rows[i] for i in ids]]
+
+    def items(self) -> tuple[list[int], np.ndarray]:
+        return list(self._ids), self._matrix[: len(self._ids)]
+
+
+class _Graph:
+    def __init__(self, dim: int, capacity: int):
+        # inner product over unit vectors is hnswlib's cosine space without its own normalising, so the graph
+        # stores the very vectors the matrix held: vectors(ids) does not change when a shape crosses over
+        self._index = hnswlib.Index(space="ip", dim=dim)
+        self._index.init_index(max_elements=capacity, M=M, ef_construction=EF_CONSTRUCTION, allow_replace_deleted=True)
         self._index.set_ef(EF_SEARCH)
         self._live: set[int] = set()
 
@@ -43,16 +187,7 @@ class VectorIndex:
     def __contains__(self, item_id: int) -> bool:
         return item_id in self._live
 
-    def add(self, item_id: int, vector: np.ndarray) -> None:
-        self.add_many([item_id], vector.reshape(1, -1))
-
-    def add_many(self, ids: list[int], vectors: np.ndarray) -> None:
-        """Inserts rows in one call (hnswlib spreads a batch over threads)."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        if len(ids) != len(vectors) or len(set(ids)) != len(ids) or self._live.intersection(ids):
-            raise ValueError("ids must be new, unique and one per vector")
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors must be finite")
+    def add(self, ids: list[int], unit_vectors: np.ndarray) -> None:
         needed = len(self._live) + len(ids)
         capacity = self._index.get_max_elements()
         if needed > capacity:
@@ -60,29 +195,20 @@ class VectorIndex:
                 capacity *= 2
             self._index.resize_index(capacity)
         # one thread for a single vector: waking a thread pool costs more than the insert
-        self._index.add_items(vectors, ids, num_threads=1 if len(ids) == 1 else -1, replace_deleted=True)
+        self._index.add_items(unit_vectors, ids, num_threads=1 if len(ids) == 1 else -1, replace_deleted=True)
         self._live.update(ids)
 
     def remove(self, item_id: int) -> None:
         self._index.mark_deleted(item_id)
         self._live.remove(item_id)
 
-    def nearest(self, vector: np.ndarray) -> tuple[int, float] | None:
-        """(id, cosine similarity) of the closest live vector, or None if the index is empty."""
-        return self.nearest_many(np.reshape(vector, (1, -1)))[0]
-
-    def nearest_many(self, vectors: np.ndarray) -> list[tuple[int, float] | None]:
-        """`nearest` for each row, in one query (one call into hnswlib for a burst of prompts)."""
-        if not self._live:
-            return [None] * len(vectors)
-        queries = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        labels, distances = self._index.knn_query(queries, k=1, num_threads=1)
-        # rounding can put an exact repeat a hair above 1
-        similarities = np.minimum(1.0, 1.0 - distances[:, 0])
-        return list(zip(labels[:, 0].tolist(), similarities.tolist(), strict=True))
+    def nearest_many(self, unit_queries: np.ndarray) -> tuple[list[int], np.ndarray]:
+        labels, distances = self._index.knn_query(unit_queries, k=1, num_threads=1)
+        return labels[:, 0].tolist(), 1.0 - distances[:, 0]
 
     def vectors(self, ids: list[int]) -> np.ndarray:
-        """The stored (unit-length) vectors of these ids, float32 [len(ids), dim]."""
-        if not ids:
-            return np.zeros((0, self.dim), dtype=np.float32)
         return np.asarray(self._index.get_items(ids, return_type="numpy"), dtype=np.float32)
+
+    def items(self) -> tuple[list[int], np.ndarray]:
+        ids = list(self._live)
+        return ids, self.vectors(ids)

@@ -264,7 +264,7 @@ def _resident_bytes() -> int:
 def replay_hit_rates(prompts: list[str], embedder: Embedder, table: LevelTable) -> dict:
     """Hit rates per level when `prompts` are served in order through one PromptCache.
 
-    Each prompt looks up its nearest earlier prompt (hnswlib, as served), is
+    Each prompt looks up its nearest earlier prompt (the index as served), is
     served at the level `table` and the neighbour's stored levels allow (taking
     that latent), then is inserted as a full generation with every level. The
     cache is unbounded, so the rates show what similarity alone allows.
