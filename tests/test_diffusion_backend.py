@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler, PNDMScheduler, StableDiffusionXLPipeline
 from PIL import Image
 
 from protocols.codec import Blob
@@ -278,6 +279,35 @@ def test_load_sdxl_needs_a_local_checkpoint_directory(tmp_path):
         load_sdxl(str(missing), "cpu")
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         load_sdxl(str(tmp_path), "cpu")
+
+
+def with_scheduler(pipe, scheduler_class) -> StableDiffusionXLPipeline:
+    """The same weights under another scheduler, as an SD-XL checkpoint may ship."""
+    scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    return StableDiffusionXLPipeline(**{**pipe.components, "scheduler": scheduler})
+
+
+@pytest.mark.parametrize("scheduler_class", [DDIMScheduler, DDPMScheduler])
+def test_resume_with_a_scheduler_that_keeps_no_step_index(pipe, unet_calls, scheduler_class):
+    """DDIM and DDPM step by the timestep's value and have no begin index to set: a resumed batch failed."""
+    other = DiffusionBackend(
+        with_scheduler(pipe, scheduler_class), "tiny", "cpu", levels=LEVELS, default_steps=STEPS, **tiny_sizes()
+    )
+    (full,) = other.run(batch(), RecordingControl())
+    unet_calls.count = 0
+    item = GenerateItem("r2", "a blue dog in the snow", 11, full.by_level()[8])
+    (done,) = other.run(batch(level=8, items=(item,)), RecordingControl())
+    assert isinstance(done, ItemDone) and done.steps_run == STEPS - 8
+    assert unet_calls.count == STEPS - 8
+    assert sorted(done.by_level()) == [12]
+
+
+def test_a_scheduler_with_more_timesteps_than_steps_is_refused(pipe):
+    # PNDM's Runge-Kutta warm-up adds timesteps: counted as steps, every cached level would be off
+    with pytest.raises(ValueError, match="one timestep per step"):
+        DiffusionBackend(
+            with_scheduler(pipe, PNDMScheduler), "tiny", "cpu", levels=LEVELS, default_steps=STEPS, **tiny_sizes()
+        )
 
 
 def test_tiny_weights_depend_only_on_the_seed(pipe):

@@ -45,7 +45,10 @@ class _ResumePipeline(StableDiffusionXLImg2ImgPipeline):
         if denoising_start is None:
             return super().get_timesteps(num_inference_steps, strength, device)
         done = round(denoising_start * num_inference_steps)
-        self.scheduler.set_begin_index(done)
+        # an indexed scheduler (Euler, DPM-Solver) must start at step `done`; one that steps by the timestep's
+        # value alone (DDIM, DDPM) has no index to set
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(done)
         return self.scheduler.timesteps[done:], num_inference_steps - done
 
 
@@ -64,9 +67,15 @@ class DiffusionBackend(Backend):
     ):
         if list(levels) != sorted(set(levels)) or not all(0 < k < default_steps for k in levels):
             raise ValueError(f"levels must be increasing and within (0, {default_steps}): {levels}")
-        # _ResumePipeline counts steps as scheduler timesteps, one per step
-        if pipe.scheduler.order != 1:
-            raise ValueError(f"{type(pipe.scheduler).__name__} is not a first-order scheduler")
+        # _ResumePipeline and the latent capture count steps as scheduler timesteps, one UNet call each: a
+        # second-order scheduler, or PNDM's extra warm-up timesteps, would shift every level
+        probe = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        probe.set_timesteps(default_steps)
+        if probe.order != 1 or len(probe.timesteps) != default_steps:
+            raise ValueError(
+                f"{type(pipe.scheduler).__name__} does not run one timestep per step"
+                f" ({len(probe.timesteps)} timesteps for {default_steps} steps, order {probe.order})"
+            )
         self._text2img = pipe.to(device)
         # Shares the modules (no second copy of the weights). Not from_pipe():
         # without a dtype it casts the shared modules to float32.
