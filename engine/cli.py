@@ -22,7 +22,7 @@ from engine.config import (
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from protocols.limits import MAX_BATCH
-from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
+from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, sdxl_model_problem
 from workers.runtime import MAX_WORKER_ID_BYTES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -137,8 +137,12 @@ def _check_serve_args(args: argparse.Namespace) -> None:
             f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
             f" {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost"
         )
-    if args.backend == "sdxl" and args.workers and not args.model:
-        raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
+    if args.backend == "sdxl" and args.workers:
+        if not args.model:
+            raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
+        # Ray actors read --model on the hosts Ray places them on, which this one need not see
+        if args.launcher != "ray":
+            _check_model(args.model)
     _check_time_scale(args)
     if args.launcher == "ray":
         if not args.workers:
@@ -254,6 +258,12 @@ def _check_time_scale(args: argparse.Namespace) -> None:
         raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
 
 
+def _check_model(model_dir: str) -> None:
+    problem = sdxl_model_problem(model_dir)
+    if problem:
+        raise UsageError(f"--model: {problem}")
+
+
 def check_worker_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
     if args.count != 1:
@@ -262,6 +272,10 @@ def check_worker_args(args: argparse.Namespace) -> None:
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
     _check_time_scale(args)
+    if args.backend == "sdxl":
+        if not args.model:
+            raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder)")
+        _check_model(args.model)
     if args.worker_id:
         longest = args.worker_id if args.count == 1 else f"{args.worker_id}-{args.count - 1}"
         if len(longest.encode()) > MAX_WORKER_ID_BYTES:

@@ -180,9 +180,48 @@ def test_a_fleet_honours_die_with_parent(monkeypatch):
     assert called == {"exit_with_parent": True, "owned": True}
 
 
+def sdxl_checkpoint(tmp_path) -> str:
+    """A folder that passes for a diffusers checkpoint (the check reads no weights)."""
+    (tmp_path / "model_index.json").write_text("{}")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("gone", "SD-XL model directory"),  # a typo
+        ("empty", "holds no model_index.json"),  # a folder of weights, not a diffusers checkpoint
+    ],
+)
+def test_an_sdxl_model_folder_that_cannot_load_is_refused_before_any_worker_starts(model, says, tmp_path, capsys):
+    """Each worker imported torch and diffusers for seconds, then failed with a traceback; an engine restarted its
+    workers so for ever, never ready."""
+    (tmp_path / "empty").mkdir()
+    path = str(tmp_path / model)
+    with pytest.raises(UsageError, match=re.escape(says)):
+        engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "1", "--model", path]))
+    assert main([*WORKER, "--backend", "sdxl", "--model", path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("argus worker: error: --model: ") and repr(path) in err
+    # Ray places its actors on other hosts: the folder need not be on this one
+    engine_config(
+        build_parser().parse_args(
+            ["serve", "--backend", "sdxl", "--workers", "1", "--model", path, "--launcher", "ray"]
+        )
+    )
+
+
+def test_an_sdxl_worker_needs_a_model(tmp_path):
+    with pytest.raises(UsageError, match=re.escape("--backend sdxl needs --model DIR")):
+        check_worker_args(build_parser().parse_args([*WORKER, "--backend", "sdxl"]))
+    model = sdxl_checkpoint(tmp_path)
+    check_worker_args(build_parser().parse_args([*WORKER, "--backend", "sdxl", "--model", model]))
+    engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "1", "--model", model]))
+
+
 @pytest.mark.parametrize("backend", ["tiny", "sdxl", "sim"])
-def test_the_engines_own_worker_command_passes_the_worker_checks(backend):
-    launch = LaunchConfig(backend=backend, model="/models/sdxl", time_scale=0.5)
+def test_the_engines_own_worker_command_passes_the_worker_checks(backend, tmp_path):
+    launch = LaunchConfig(backend=backend, model=sdxl_checkpoint(tmp_path), time_scale=0.5)
     command = worker_command(launch.worker_config("ipc:///tmp/w", slot=0, threads=2))
     check_worker_args(build_parser().parse_args(command[command.index("worker") :]))
     assert ("--time-scale" in command) == (backend == "sim")

@@ -8,7 +8,6 @@ cache level so the engine can cache them for later neighbours.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from protocols.codec import Blob
 from protocols.limits import OUTPUT_FORMATS, SIZE_MULTIPLE
 from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo, BatchAborted, StepControl
+from workers.config import sdxl_model_problem
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
 
@@ -230,13 +230,9 @@ def load_sdxl(
     max_batch: int = BACKEND_MAX_BATCH["sdxl"],
 ) -> DiffusionBackend:
     """Loads SD-XL from a local diffusers checkpoint directory, never the hub."""
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(
-            f"SD-XL model directory {model_dir!r} does not exist; pass a local"
-            " diffusers checkpoint (a directory holding model_index.json)"
-        )
-    if not os.path.isfile(os.path.join(model_dir, "model_index.json")):
-        raise FileNotFoundError(f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint")
+    problem = sdxl_model_problem(model_dir)
+    if problem:
+        raise FileNotFoundError(problem)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     pipe = StableDiffusionXLPipeline.from_pretrained(model_dir, local_files_only=True, torch_dtype=dtype)
     return _backend(pipe, "sdxl", device, levels, default_steps, max_batch)
