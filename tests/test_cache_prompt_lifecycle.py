@@ -89,3 +89,15 @@ def test_a_peeked_latent_is_not_a_hit():
     np.testing.assert_array_equal(cache.peek_latent(prompt_id, 25), LATENT + 1)
     assert cache.peek_latent(prompt_id, 10) is None  # a level it does not have
     assert cache.stats().hits_by_level[25] == 0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_generation_with_a_non_finite_latent_is_not_cached(bad):
+    """A run that overflowed hands back NaN or inf; once cached, every neighbour resumed from it would be spoiled."""
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=1 << 20)
+    spoiled = LATENT.copy()
+    spoiled[0, 0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cache.insert("a cat", unit(0), SHAPE, {5: LATENT, 10: spoiled})
+    assert cache.lookup(unit(0), SHAPE) is None
+    assert cache.stats().entries == 0

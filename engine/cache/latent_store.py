@@ -54,9 +54,13 @@ class StoredLatent:
         return self.array is None
 
 
-def check_dtype(latent: np.ndarray) -> None:
+def check_latent(latent: np.ndarray) -> None:
+    """A latent worth keeping: of an allowed dtype, and finite. A run that overflowed (fp16 on a GPU) hands back
+    NaN or inf; cached, it would spoil the image of every later prompt that starts from it."""
     if latent.dtype not in _ALLOWED:
         raise TypeError(f"latent dtype {latent.dtype} is not one of {sorted(ALLOWED_DTYPES)}")
+    if not np.isfinite(latent).all():
+        raise ValueError("the latent holds NaN or infinite values")
 
 
 class LatentStore:
@@ -217,7 +221,7 @@ class LatentStore:
     def _admit(self, key: Key, latent: np.ndarray, uses: int) -> tuple[StoredLatent, Record]:
         if key in self._entries:
             raise KeyError(f"latent {key} is already stored")
-        check_dtype(latent)
+        check_latent(latent)
         array = np.array(latent, order="C", copy=True)
         array.flags.writeable = False
         entry = StoredLatent(array.dtype, array.shape, array.nbytes, array)

@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.cache import persistence
 from engine.cache.index import VectorIndex
-from engine.cache.latent_store import Key, LatentStore, check_dtype
+from engine.cache.latent_store import Key, LatentStore, check_latent
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +139,7 @@ class PromptCache:
         if unknown:
             raise ValueError(f"levels {sorted(unknown)} are not cache levels {self.levels}")
         for latent in latents.values():
-            check_dtype(latent)
+            check_latent(latent)
         prompt_id = self._ids_by_text.get((shape, prompt))
         if prompt_id is None:
             prompt_id = self._next_id
