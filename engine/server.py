@@ -331,7 +331,10 @@ class Engine:
         await runner.shutdown()
         self.link.shutdown_all()
         await self.launcher.stop(timeout_s=5.0)
-        await self.cache.close(save_to=self.config.cache.directory)
+        try:
+            await self.cache.close(save_to=self.config.cache.directory)
+        except Exception:  # the drain is done: a stop asked for is not a failure for a supervisor to restart
+            log.exception("saving the prompt cache failed; the next start will be cold")
 
     async def _sweep_forever(self) -> None:
         # zero-latency simulated workers make the SLO zero: nothing to keep up with

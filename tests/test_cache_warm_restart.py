@@ -1,0 +1,59 @@
+"""The prompt cache saved in --cache-dir at a drain is the next engine's, through real engines; a save that
+fails does not turn the drain into a failure."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine.client import ArgusClient
+from engine_process import start_engine
+from protocols.client_messages import Images
+
+PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+
+
+def generate(engine) -> Images:
+    with ArgusClient(engine.client_address, timeout_s=60) as client:
+        reply = client.generate(PROMPT, width=64, height=64, seed=1)
+    assert isinstance(reply, Images), reply
+    return reply
+
+
+def start(tmp_path, cache_dir):
+    # nirvana: a hit is served at its table level whatever the load, so the restored neighbour shows in the reply
+    return start_engine(
+        tmp_path, "--cache-dir", str(cache_dir), "--policy", "nirvana", "--time-scale", "0", backend="sim", workers=1
+    )
+
+
+def test_the_next_engine_starts_from_the_cache_the_last_one_saved(tmp_path):
+    cache_dir = tmp_path / "cache"
+    first = start(tmp_path, cache_dir)
+    try:
+        assert generate(first).images[0].similarity is None  # an empty cache: a miss
+    finally:
+        assert first.stop() == 0
+    assert (cache_dir / "prompt_cache.argus").is_file()
+    second = start(tmp_path, cache_dir)
+    try:
+        assert generate(second).images[0].similarity == pytest.approx(1.0)
+    finally:
+        assert second.stop() == 0
+
+
+def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
+    """Before, the error ended the engine with a traceback and exit 1: a supervisor would restart an engine
+    that was asked to stop."""
+    cache_dir = tmp_path / "cache"
+    engine = start(tmp_path, cache_dir)
+    try:
+        generate(engine)
+        # where the save writes before its atomic rename: a directory there makes the save fail
+        os.makedirs(cache_dir / f"prompt_cache.argus.tmp-{engine.process.pid}")
+    finally:
+        code = engine.stop()
+    assert code == 0
+    assert "saving the prompt cache failed" in engine.log_path.read_text()
+    assert not (cache_dir / "prompt_cache.argus").exists()
