@@ -115,12 +115,12 @@ class WorkerLink:
         worker.last_seen = time.monotonic()
         if isinstance(message, BatchDone):
             self.dispatcher.batch_done(worker, message)
-        elif isinstance(message, LevelSet):
-            self.dispatcher.worker_level_set(worker, message.level)
         elif isinstance(message, Leaving):
             self.dispatcher.worker_lost(worker, "left")
-        elif not isinstance(message, Heartbeat):
+        elif not isinstance(message, Heartbeat | LevelSet):
             self._metrics.bad_messages.labels("worker").inc()
+        # LevelSet only acknowledges: the engine routes by a level from the moment it sends SetLevel, and taking
+        # the echo as news would move the worker back when a later SetLevel crossed it on the wire
 
     def _on_hello(self, identity: bytes, hello: Hello, known: WorkerHandle | None) -> None:
         if self._stopping:

@@ -6,7 +6,7 @@ import zmq
 from test_dispatcher import Harness
 
 from engine.worker_link import WorkerLink
-from protocols.worker_messages import PROTOCOL_VERSION, Hello, Welcome
+from protocols.worker_messages import PROTOCOL_VERSION, Hello, LevelSet, Welcome
 from protocols.worker_messages import Generate as Batch
 
 HELLO = Hello(PROTOCOL_VERSION, "remote-0", "sim", "sim", True, [5, 10], 4, 50, 64, 256, 64, 0, 123)
@@ -51,3 +51,16 @@ async def test_a_hello_from_a_new_session_routes_what_the_worker_dropped_again(l
     resent = [m for m in h.batches() if m is not first]
     assert [item.request_id for batch in resent for item in batch.items] == [first.items[0].request_id]
     assert request.jobs[0].attempts == 2 and isinstance(resent[0], Batch)
+
+
+async def test_a_level_acknowledged_late_does_not_move_the_worker_back(link_for):
+    """Two moves whose SetLevel and LevelSet cross: before, the first echo set the level the engine had just left."""
+    h = Harness()
+    link = link_for(h)
+    link._on_message(IDENTITY, HELLO)
+    worker = h.registry.get(IDENTITY)
+    for level in (10, 15):  # the controller moves it twice in a row
+        h.dispatcher.worker_level_set(worker, level)
+    link._on_message(IDENTITY, LevelSet(10))  # the first move's echo, after the second was sent
+    assert worker.level == 15
+    assert not h.metrics.registry.get_sample_value("argus_bad_messages_total", {"link": "worker"})
