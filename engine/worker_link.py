@@ -5,7 +5,8 @@ and registers it; a hello from a new process under the id of a worker heard from
 within 3 heartbeat intervals is Refused. Heartbeats and every message refresh its
 last-seen time; a worker silent past the timeout is declared lost (and its
 process, if ours, killed and restarted by the launcher). A Leaving removes the
-worker at once, and what it held is routed again.
+worker at once, and what it held is routed again. Any other message from an
+identity that is not a worker here is answered Rejoin: the worker says hello at once.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from protocols.worker_messages import (
     Leaving,
     LevelSet,
     Refused,
+    Rejoin,
     Shutdown,
     Welcome,
     engine_side_codec,
@@ -109,8 +111,11 @@ class WorkerLink:
             log.debug("dropped %s from %r", message.reason, identity)
             return
         if worker is None:
-            # the tail of a worker that left or was dropped (its cancelled batch, a last heartbeat): not news
             log.debug("dropped %s from %r, not a worker here", type(message).__name__, identity)
+            if not (self._stopping or isinstance(message, Leaving)):
+                # one this engine dropped as silent (a stall, a network cut), or one the engine before it on this
+                # address welcomed: without a word it would serve no one until our silence timed out (10 s)
+                self._socket.send(identity, self._codec.encode(Rejoin()))
             return
         worker.last_seen = time.monotonic()
         if isinstance(message, BatchDone):

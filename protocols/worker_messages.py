@@ -6,7 +6,10 @@ SetLevel, Abort, Shutdown and EngineHeartbeat; the worker sends Heartbeat,
 LevelSet and, once a batch ends, one BatchDone holding a terminal outcome per
 item: ItemDone, ItemFailed or ItemCancelled. Both sides watch the other's heartbeats: the engine drops a
 silent worker, and a worker that stops hearing its engine says hello again
-(to a restarted engine, or the same one once it answers). A worker that is
+(to a restarted engine, or the same one once it answers). An engine that hears
+from a worker it does not know (one it dropped as silent, or one welcomed by the
+engine before it on this address) answers Rejoin, and the worker says hello at
+once rather than after the engine's silence. A worker that is
 stopped (SIGTERM) says Leaving before it answers what it gives up, so the
 engine routes that elsewhere rather than back to it.
 """
@@ -18,7 +21,7 @@ import numpy as np
 
 from protocols.codec import Blob, Codec
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -50,6 +53,10 @@ class Welcome(msgspec.Struct, tag="welcome", frozen=True):
 
 class Refused(msgspec.Struct, tag="refused", frozen=True):
     reason: str
+
+
+class Rejoin(msgspec.Struct, tag="rejoin", frozen=True):
+    """This engine does not know the worker: what it holds is void, and it must say hello again."""
 
 
 class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
@@ -142,7 +149,7 @@ class BatchDone(msgspec.Struct, tag="batch_done", frozen=True):
     outcomes: list[ItemOutcome]
 
 
-ToWorker = Welcome | Refused | EngineHeartbeat | Generate | SetLevel | Abort | Shutdown
+ToWorker = Welcome | Refused | Rejoin | EngineHeartbeat | Generate | SetLevel | Abort | Shutdown
 FromWorker = Hello | Heartbeat | LevelSet | BatchDone | Leaving
 
 

@@ -62,3 +62,29 @@ def test_a_stopping_engine_does_not_welcome_the_worker_it_told_to_stop(tmp_path)
             assert second.stop() == 0
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
+
+
+def test_a_restarted_engine_tells_the_worker_it_does_not_know_to_say_hello(tmp_path):
+    """Killed, the engine says nothing more: before, its workers served no one until their engine timeout
+    (10 s by default) ran out. The new engine answers the first heartbeat it does not know with Rejoin."""
+    worker_port = free_port()
+    first = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = start_worker(first.worker_address, "sim", "--time-scale", "0.01", stderr=log)
+    second = None
+    try:
+        first.wait_ready(1, timeout_s=60)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        second = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
+        (rejoined,) = second.wait_ready(1, timeout_s=60)["workers"]
+        assert rejoined["pid"] == worker.pid
+        said = log_path.read_text()
+        assert "the engine does not know this worker" in said
+        assert "engine silent" not in said
+    finally:
+        if second is not None:
+            assert second.stop() == 0
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0

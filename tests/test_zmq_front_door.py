@@ -13,6 +13,7 @@ from tcp_proxy import DroppingProxy
 from engine.client import ArgusClient, AsyncArgusClient
 from engine_process import slow_reading_client, start_engine
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
+from protocols.worker_messages import Rejoin, worker_side_codec
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,12 @@ def test_garbage_to_the_worker_socket_is_dropped_not_fatal(engine):
             [msgspec.msgpack.encode({"type": "hello", "protocol": 1})],
         ):
             sock.send_multipart(frames)
-        assert not sock.poll(500)  # strangers get no answer
+        replies = []
+        while sock.poll(500):
+            replies.append(worker_side_codec().decode(sock.recv_multipart(copy=False)))
+        # a stranger gets no welcome and no work: only its well-formed heartbeat is answered, with Rejoin (say
+        # hello first), as a worker the engine dropped would be
+        assert replies == [Rejoin()]
     finally:
         sock.close()
         context.term()

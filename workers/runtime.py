@@ -46,6 +46,7 @@ from protocols.worker_messages import (
     Leaving,
     LevelSet,
     Refused,
+    Rejoin,
     SetLevel,
     Shutdown,
     Welcome,
@@ -275,6 +276,8 @@ class WorkerRuntime:
                 self._leaving_said = True  # the engine asked: nothing to tell it
             else:
                 self._lose_engine("engine stopping")
+        elif isinstance(message, Rejoin):
+            self._lose_engine("the engine does not know this worker (it was dropped, or the engine restarted)")
         elif isinstance(message, (EngineHeartbeat, Welcome)):
             pass  # liveness only (a Welcome repeated for a hello retry)
         elif isinstance(message, DecodeError):
