@@ -46,7 +46,7 @@ from controller.profile_latency import (
     now_utc,
 )
 from controller.versioned import write_versioned
-from engine.arg_types import output_file, positive_int, read_user_file
+from engine.arg_types import UsageError, output_file, positive_int, read_user_file
 
 # the file beside the samples that says how they were made (JSONL has no room for it)
 SAMPLES_KIND = "quality_samples_provenance"
@@ -85,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.prompts import load_prompts
 
     if args.backend == "sim":
-        raise SystemExit("the sim backend's quality is modelled (QualityModel), not measured: use tiny or sdxl")
+        raise UsageError("the sim backend's quality is modelled (QualityModel), not measured: use tiny or sdxl")
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
-        raise SystemExit("need at least 2 prompts: each one's neighbours are the others")
+        raise UsageError("need at least 2 prompts: each one's neighbours are the others")
     if not 1 <= args.neighbours < len(prompts):
-        raise SystemExit(f"--neighbours must lie in 1..{len(prompts) - 1}")
+        raise UsageError(f"--neighbours must lie in 1..{len(prompts) - 1}")
     similarity = _similarities(args, prompts)
     scorer = ClipScorer(args.clip, args.device)
     with tempfile.TemporaryDirectory(prefix="argus-profile-quality-") as tmp:

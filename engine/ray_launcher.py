@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from engine.arg_types import UsageError
 from engine.config import LaunchConfig
 from engine.launcher import said_hello_or_ended
 from engine.metrics import EngineMetrics
@@ -63,7 +64,7 @@ def tcp_endpoint(endpoints: list[str]) -> str:
     for endpoint in endpoints:
         if endpoint.startswith("tcp://"):
             return endpoint
-    raise SystemExit("--launcher ray needs a TCP --worker-listen address for its actors to dial")
+    raise UsageError("--launcher ray needs a TCP --worker-listen address for its actors to dial")
 
 
 def connect_ray(address: str | None) -> Any:

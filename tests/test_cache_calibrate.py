@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.arg_types import UsageError
 from engine.cache import calibrate
 from engine.cache.thresholds import NIRVANA_CLIP
 
@@ -80,5 +81,5 @@ def test_hash_against_minilm_on_a_slice(tmp_path):
 
 
 def test_an_embedder_is_not_its_own_reference(tmp_path):
-    with pytest.raises(SystemExit, match="--reference nirvana"):
+    with pytest.raises(UsageError, match="--reference nirvana"):
         run(tmp_path, "--embedder", "hash", "--reference", "hash", "--prompts", str(DATA / "drawbench.json"))

@@ -258,3 +258,22 @@ def test_an_input_file_that_cannot_be_used_is_one_line_naming_it(argv, bad, tmp_
     error = capsys.readouterr().err
     assert error.startswith(f"argus {argv[0]}: error: {path}") and says in error
     assert error.count("\n") == 1  # one line, no traceback
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["calibrate", "--embedder", "hash", "--reference", "hash", "--prompts", "{prompts}"], "must differ"),
+        (
+            ["profile", "quality", "--backend", "sim", "--clip", "clip", "--out", "{tmp}/q.jsonl", "{prompts}"],
+            "the sim backend's quality is modelled",
+        ),
+    ],
+)
+def test_flags_an_offline_command_cannot_run_with_are_a_usage_error(argv, says, tmp_path, capsys):
+    """Before, these exited 1, as a failed run does, where every other usage error exits 2."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na blue whale\n")
+    assert main([arg.format(tmp=tmp_path, prompts=prompts) for arg in argv]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"argus {argv[0]}: error: ") and says in error

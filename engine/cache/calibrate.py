@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.arg_types import output_file, positive_int, read_user_file
+from engine.arg_types import UsageError, output_file, positive_int, read_user_file
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
 
@@ -59,10 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     reference = args.reference or (NIRVANA if args.embedder == "minilm" else "minilm")
     if reference == args.embedder:
-        raise SystemExit(f"--reference must differ from --embedder ({reference}); try --reference {NIRVANA}")
+        raise UsageError(f"--reference must differ from --embedder ({reference}); try --reference {NIRVANA}")
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
-        raise SystemExit(f"{args.prompts}: need at least 2 prompts, got {len(prompts)}")
+        raise UsageError(f"{args.prompts}: need at least 2 prompts, got {len(prompts)}")
     similarities = replay_similarities(make_embedder(args.embedder, args.model_path).embed(prompts))
     if reference == NIRVANA:
         reference_table, reference_similarities = NIRVANA_CLIP, similarities
