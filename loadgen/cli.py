@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.arg_types import UsageError, output_file
+from engine.arg_types import UsageError, output_file, read_user_file
 from loadgen.arrivals import RESCALE_MODES
 from protocols.limits import MAX_STEPS
 
@@ -186,7 +186,7 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
 
     rate = await _target_rate(args)
     if args.arrivals == "trace":
-        base = load_trace(args.trace)
+        base = read_user_file(load_trace, args.trace)
         if args.load is not None:
             rate /= arrivals.peak_to_mean(base)  # --load is what the busiest minute offers
     else:
@@ -214,7 +214,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
 
     width, height = parse_size(args.size)  # as the HTTP API reads it
     options = RequestOptions(width=width, height=height, steps=args.steps)
-    prompts = load_prompts(args.prompts)
+    prompts = read_user_file(load_prompts, args.prompts)
     schedule = await _schedule(args)
     if not schedule:
         raise UsageError("the schedule is empty (check --duration-s and --time-scale)")

@@ -49,7 +49,10 @@ def _tsv(path: Path) -> list[str]:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if reader.fieldnames is None or PROMPT_COLUMN not in reader.fieldnames:
             raise ValueError(f"{path}: no {PROMPT_COLUMN!r} column in the header")
-        return [row[PROMPT_COLUMN] for row in reader if (row[PROMPT_COLUMN] or "").strip()]
+        try:
+            return [row[PROMPT_COLUMN] for row in reader if (row[PROMPT_COLUMN] or "").strip()]
+        except csv.Error as exc:  # a line over the csv module's field limit
+            raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
 
 
 def _json(path: Path) -> list[str]:

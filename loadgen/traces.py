@@ -43,12 +43,15 @@ def _timestamp_csv(f, path: str | Path) -> Schedule:
     header = [name.strip() for name in next(reader)]
     column = header.index(TIMESTAMP)
     lines, stamps = [], []
-    for row in reader:
-        if row:
-            if len(row) <= column:
-                raise ValueError(f"{path}:{reader.line_num}: no {TIMESTAMP}")
-            lines.append(reader.line_num)
-            stamps.append(row[column].strip())
+    try:
+        for row in reader:
+            if row:
+                if len(row) <= column:
+                    raise ValueError(f"{path}:{reader.line_num}: no {TIMESTAMP}")
+                lines.append(reader.line_num)
+                stamps.append(row[column].strip())
+    except csv.Error as exc:  # a field over the csv module's limit, as a stray quote makes of the rest of the file
+        raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
     try:
         # numpy parses the 7 fractional digits the Azure traces carry; datetime stops at 6
         times = np.array(stamps, dtype="datetime64[ns]")
