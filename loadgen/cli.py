@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from engine.arg_types import UsageError, output_file, read_user_file
 from loadgen.arrivals import RESCALE_MODES
@@ -161,6 +162,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--steps must be from 1 to {MAX_STEPS}")
     if args.zmq is None and args.url is None:
         args.url = DEFAULT_URL
+    if args.url is not None:
+        url = urlsplit(args.url)
+        # aiohttp would take anything else as a URL it cannot reach: every request a connection_error
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise UsageError(f"--url must be an http:// or https:// address, not {args.url!r}")
 
 
 async def _target_rate(args: argparse.Namespace) -> float | None:

@@ -39,6 +39,12 @@ def test_numbers_no_run_can_use_are_refused_before_it_starts(argv, message, caps
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:9", "tcp://127.0.0.1:9", "http://"])
+def test_a_url_that_is_not_an_http_address_is_refused_not_run_as_connection_errors(url, capsys):
+    assert cli.main(["--url", url, "--no-progress", "--rate", "1", "--max-requests", "1"]) == 2
+    assert f"--url must be an http:// or https:// address, not {url!r}" in capsys.readouterr().err
+
+
 def test_a_plot_cut_into_more_bins_than_a_figure_can_hold_is_refused_before_the_run(tmp_path, capsys):
     argv = ["--rate", "10", "--duration-s", "100", "--plot", str(tmp_path / "t.png"), "--bin-s", "0.001"]
     assert cli.main(["--url", NO_ENGINE, "--no-progress", *argv]) == 2
