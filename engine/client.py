@@ -41,7 +41,13 @@ def _socket(context: zmq.Context, address: str, curve: ClientKeys | None) -> zmq
     # an identity of its own, kept across reconnects: the engine sends each reply to the identity that asked,
     # and libzmq would give a reconnected socket a new one, so a dropped connection would lose every reply
     identity = uuid.uuid4().hex.encode()
-    return make_socket(context, zmq.DEALER, connect=address, identity=identity, curve_client=curve)
+    try:
+        return make_socket(context, zmq.DEALER, connect=address, identity=identity, curve_client=curve)
+    except zmq.ZMQError:
+        # an address ZeroMQ refuses: the client is not made, so nothing would close its own context, and a
+        # context left with a socket in it blocks whoever terminates it (the garbage collector: for ever)
+        context.destroy(linger=0)
+        raise
 
 
 def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Generate:

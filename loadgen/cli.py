@@ -227,20 +227,25 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     span = schedule[-1].offset_s
     if args.plot and args.bin_s and span / args.bin_s > MAX_PLOT_BINS:
         raise UsageError(f"--bin-s {args.bin_s:g} cuts {span:.0f} s into more than {MAX_PLOT_BINS:,} bins")
-    print(
-        f"sending {len(schedule)} requests over {span:.1f} s"
-        + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")
-        + f" to {args.zmq or args.url}",
-        file=sys.stderr,
-    )
     if args.zmq:
+        import zmq
+
         from protocols.curve import ClientKeys
 
         curve = ClientKeys.from_files(args.curve_secret, args.curve_server_key) if args.curve_secret else None
-        client: LoadClient = ZmqLoadClient(args.zmq, options, curve)
+        try:
+            client: LoadClient = ZmqLoadClient(args.zmq, options, curve)
+        except zmq.ZMQError as exc:
+            raise UsageError(f"--zmq: {exc}") from None
     else:
         client = HttpLoadClient(args.url, options, args.api_key)
     try:
+        print(
+            f"sending {len(schedule)} requests over {span:.1f} s"
+            + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")
+            + f" to {args.zmq or args.url}",
+            file=sys.stderr,
+        )
         return await run_load(
             schedule,
             prompts,

@@ -156,17 +156,17 @@ def _image(meta: _Argus) -> ImageMeta:
 
 # -- ZeroMQ -------------------------------------------------------------------------------
 class ZmqLoadClient(LoadClient):
-    """Generate messages pipelined over one DEALER socket (engine.client.AsyncArgusClient)."""
+    """Generate messages pipelined over one DEALER socket (engine.client.AsyncArgusClient).
+
+    Raises zmq.ZMQError for an address ZeroMQ cannot connect to (`localhost:5555`, with no transport): at once,
+    not as a failure of every request.
+    """
 
     def __init__(self, address: str, options: RequestOptions = RequestOptions(), curve: ClientKeys | None = None):
         super().__init__(options)
-        self._address = address
-        self._curve = curve
-        self._client: AsyncArgusClient | None = None
+        self._client = AsyncArgusClient(address, curve=curve)
 
     async def _exchange(self, prompt: str, seed: int | None, slo_ms: float | None) -> Answer:
-        if self._client is None:
-            self._client = AsyncArgusClient(self._address, curve=self._curve)
         o = self.options
         fields: dict = {"width": o.width, "height": o.height, "steps": o.steps or 0, "seed": seed, "slo_ms": slo_ms}
         try:
@@ -184,5 +184,4 @@ class ZmqLoadClient(LoadClient):
         return Answer("error", code=reply.code)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self._client.close()

@@ -45,6 +45,11 @@ def test_a_url_that_is_not_an_http_address_is_refused_not_run_as_connection_erro
     assert f"--url must be an http:// or https:// address, not {url!r}" in capsys.readouterr().err
 
 
+def test_a_zmq_address_zeromq_cannot_connect_to_is_one_error_not_one_per_request(capsys):
+    assert cli.main(["--zmq", "localhost:5555", "--no-progress", "--rate", "1", "--max-requests", "3"]) == 2
+    assert capsys.readouterr().err == "argus loadgen: error: --zmq: Invalid argument (addr='localhost:5555')\n"
+
+
 def test_a_plot_cut_into_more_bins_than_a_figure_can_hold_is_refused_before_the_run(tmp_path, capsys):
     argv = ["--rate", "10", "--duration-s", "100", "--plot", str(tmp_path / "t.png"), "--bin-s", "0.001"]
     assert cli.main(["--url", NO_ENGINE, "--no-progress", *argv]) == 2
