@@ -122,12 +122,16 @@ class AsyncArgusClient:
             self._reader = asyncio.create_task(self._read_replies())
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
+        sending = self._socket.send_multipart(self._codec.encode(request), copy=False)
         try:
-            await self._socket.send_multipart(self._codec.encode(request), copy=False)
+            await sending
             return await future
         except asyncio.CancelledError:
-            # the caller gave up: tell the engine so it stops the work
-            await self._socket.send_multipart(self._codec.encode(Cancel(request.request_id)))
+            if not sending.cancelled():
+                # the caller gave up on a request that went out: tell the engine so it stops the work. Queued on
+                # the socket, not awaited: with no engine there, the queue stays full, and a caller that gave up
+                # must not wait for room in it (close() drops what is still queued)
+                self._socket.send_multipart(self._codec.encode(Cancel(request.request_id)))
             raise
         finally:
             self._waiting.pop(request.request_id, None)

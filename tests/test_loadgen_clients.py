@@ -2,11 +2,13 @@
 recorded, once."""
 
 import asyncio
+import functools
 import time
 
 import zmq
 import zmq.asyncio
 
+import engine.client
 from engine_process import free_port
 from loadgen.arrivals import Arrival
 from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
@@ -66,6 +68,22 @@ async def test_unanswered_requests_time_out_and_the_engine_is_told():
     assert [(g.prompt, g.width, g.height, g.steps) for g in generates][0] == ("a red fox", 64, 64, 4)
     cancelled = {m.request_id for m in received if isinstance(m, Cancel)}
     assert cancelled == {g.request_id for g in generates}
+
+
+async def test_a_run_ends_when_the_engine_is_not_there_and_the_send_queue_is_full(monkeypatch):
+    """Nothing listens, so every Generate waits in the socket's queue, bounded by its high-water mark (100,000:
+    4 here). At the hard end, the Cancel of each request given up on must not wait for room in that queue."""
+    small_queue = functools.partial(engine.client.make_socket, send_hwm=4)
+    monkeypatch.setattr(engine.client, "make_socket", small_queue)
+    client = ZmqLoadClient(f"tcp://127.0.0.1:{free_port()}", RequestOptions(64, 64, steps=4))
+    try:
+        records, summary = await asyncio.wait_for(
+            run_load([Arrival(0.0)] * 20, PROMPTS, client, None, drain_s=0.3, progress=False), 30
+        )
+    finally:
+        await client.close()
+    assert_counted_once(records, summary, 20)
+    assert summary["error_codes"] == {"client_timeout": 20}
 
 
 class _StallingClient(LoadClient):
