@@ -3,8 +3,9 @@
 Open loop: each request is sent at its offset as its own task, whatever the
 state of earlier ones, so a slow engine sees the load the schedule offers
 rather than a load throttled by its own replies. The run has a hard end: the
-last offset plus `drain_s`; a request still unanswered then is cancelled (over
-ZeroMQ the engine is told) and recorded as an error with code client_timeout.
+last send plus `drain_s` (the last offset, unless the generator fell behind); a
+request still unanswered then is cancelled (over ZeroMQ the engine is told) and
+recorded as an error with code client_timeout.
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ async def run_load(
             task = asyncio.create_task(client.request(request, start, slo_ms))
             in_flight[task] = (request, time.perf_counter() - start)
             task.add_done_callback(answered)
-        hard_end = start + (planned[-1].scheduled_at if planned else 0.0) + drain_s
+        # from the last send, which is the last offset unless the generator fell behind: a request it sent late
+        # still gets the whole drain, rather than being cancelled as it goes out and counted as client_timeout
+        hard_end = time.perf_counter() + drain_s
         pending: set[asyncio.Task[Record]] = set()
         if in_flight:
             _, pending = await asyncio.wait(in_flight, timeout=max(0.0, hard_end - time.perf_counter()))

@@ -110,3 +110,29 @@ async def test_an_answer_due_in_the_loop_turn_of_the_hard_end_is_recorded_before
     assert_counted_once(records, summary, 2)
     await asyncio.sleep(0.05)  # a done callback left over would add its record now
     assert len(records) == 2
+
+
+class _LateSendingClient(LoadClient):
+    """Request 0 stalls the loop past the drain, so request 1 goes out that late; it is answered soon after."""
+
+    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
+        if seed == 0:
+            time.sleep(0.5)  # noqa: ASYNC251 - the stall is the point
+        else:
+            await asyncio.sleep(0.05)
+        return Answer("busy", code="busy")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_request_sent_late_still_gets_the_whole_drain():
+    """The generator fell behind by more than --drain-s: a request it sent late is given the drain from its send,
+    not cancelled as it goes out and counted as the engine's client_timeout."""
+    records, summary = await run_load(
+        [Arrival(0.0), Arrival(0.01)], PROMPTS, _LateSendingClient(RequestOptions()), None, seed=0, drain_s=0.3,
+        progress=False,
+    )  # fmt: skip
+    assert_counted_once(records, summary, 2)
+    assert records[1]["sent_at"] - records[1]["scheduled_at"] > 0.3  # the case at hand
+    assert summary["outcomes"]["rejected"] == 2, records
