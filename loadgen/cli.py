@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from engine.arg_types import UsageError, output_file, read_user_file
 from loadgen.arrivals import RESCALE_MODES
-from protocols.limits import MAX_STEPS
+from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
 
 if TYPE_CHECKING:
     from loadgen.arrivals import Schedule
@@ -219,6 +219,8 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     from protocols.openai_images import parse_size
 
     width, height = parse_size(args.size)  # as the HTTP API reads it
+    if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:  # every engine would refuse every request
+        raise UsageError(f"--size {args.size}: each side must be a multiple of {SIZE_MULTIPLE}")
     options = RequestOptions(width=width, height=height, steps=args.steps)
     prompts = read_user_file(load_prompts, args.prompts)
     schedule = await _schedule(args)

@@ -32,6 +32,8 @@ def parsed(*argv: str) -> argparse.Namespace:
         (["--rate", "1", "--duration-s", "1", "--steps", "0"], "--steps must be from 1 to 200"),
         (["--rate", "1", "--duration-s", "1", "--steps", "201"], "--steps must be from 1 to 200"),
         (["--rate", "1", "--duration-s", "1", "--drain-s", "inf"], "--drain-s must be"),
+        (["--rate", "1", "--duration-s", "1", "--size", "65x64"], "--size 65x64: each side must be a multiple of 8"),
+        (["--rate", "1", "--duration-s", "1", "--size", "64x100"], "--size 64x100: each side must be a multiple"),
     ],
 )
 def test_numbers_no_run_can_use_are_refused_before_it_starts(argv, message, capsys):
