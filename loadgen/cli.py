@@ -9,9 +9,13 @@ module level: `argus` builds every sub-command's parser at each start.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import math
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,6 +27,7 @@ from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
 if TYPE_CHECKING:
     from loadgen.arrivals import Schedule
     from loadgen.records import Record
+    from loadgen.run import Interrupt
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -120,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, OSError) as exc:
         print(f"argus loadgen: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the run started: nothing was sent
+        print("argus loadgen: interrupted", file=sys.stderr)
+        return 130
     from loadgen.report import format_summary
 
     print(format_summary(summary))
@@ -242,26 +250,52 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     else:
         client = HttpLoadClient(args.url, options, args.api_key)
     try:
-        print(
-            f"sending {len(schedule)} requests over {span:.1f} s"
-            + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")
-            + f" to {args.zmq or args.url}",
-            file=sys.stderr,
-        )
-        return await run_load(
-            schedule,
-            prompts,
-            client,
-            args.slo_ms,
-            seed=args.seed,
-            drain_s=args.drain_s,
-            status_url=args.url,
-            api_key=args.api_key,
-            sample_every_s=args.sample_every_s,
-            progress=not args.no_progress,
-        )
+        with _interruptible() as interrupt:  # first: a Ctrl-C once the user is told the run is on is the run's
+            print(
+                f"sending {len(schedule)} requests over {span:.1f} s"
+                + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")
+                + f" to {args.zmq or args.url}",
+                file=sys.stderr,
+            )
+            return await run_load(
+                schedule,
+                prompts,
+                client,
+                args.slo_ms,
+                seed=args.seed,
+                drain_s=args.drain_s,
+                status_url=args.url,
+                api_key=args.api_key,
+                sample_every_s=args.sample_every_s,
+                progress=not args.no_progress,
+                interrupt=interrupt,
+            )
     finally:
         await client.close()
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[Interrupt]:
+    """Ctrl-C stops the sending, a second one the waiting for replies, SIGTERM both: the results of what was
+    sent are still reported and written, as a run cut short."""
+    from loadgen.run import Interrupt
+
+    interrupt = Interrupt()
+    loop = asyncio.get_running_loop()
+
+    def on_ctrl_c() -> None:
+        waiting = interrupt.stop_sending.is_set()
+        interrupt.next_stage()
+        said = "not waiting for the replies still due" if waiting else "sending no more (Ctrl-C again: stop waiting)"
+        print(f"\nargus loadgen: interrupted: {said}", file=sys.stderr)
+
+    loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
+    loop.add_signal_handler(signal.SIGTERM, interrupt.stop_now)
+    try:
+        yield interrupt
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dict[str, Any]) -> None:

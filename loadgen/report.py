@@ -29,7 +29,9 @@ def summarize(
     duration_s: float,
     worker_levels: Sequence[LevelSample] = (),
     worker_levels_source: str | None = None,
+    planned: int | None = None,
 ) -> dict[str, Any]:
+    """`planned`: the requests the schedule held; more than were sent when the run was cut short."""
     sent = len(records)
     outcomes = {name: 0 for name in OUTCOMES}
     outcomes.update(Counter(r["outcome"] for r in records))
@@ -41,6 +43,7 @@ def summarize(
     hits = sum(1 for r in served if (r["level"] or 0) > 0)
     last_offset = max((r["scheduled_at"] for r in records), default=0.0)
     return {
+        "planned": sent if planned is None else planned,
         "sent": sent,
         "outcomes": outcomes,
         "error_codes": dict(Counter(r["code"] or "" for r in records if r["outcome"] not in ("ok", "late"))),
@@ -99,8 +102,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     outcomes = "  ".join(f"{name} {n}" for name, n in summary["outcomes"].items())
     mix = "  ".join(f"K={k}: {share:.0%}" for k, share in summary["level_mix"].items()) or "n/a"
     ratio = summary["slo_violation_ratio"]
+    sent = f"{summary['sent']} over {summary['duration_s']:.1f} s (offered {num(summary['offered_rps'])}/s)"
+    if summary["planned"] > summary["sent"]:
+        sent += f", cut short: {summary['planned']} planned"
     rows = [
-        ("sent", f"{summary['sent']} over {summary['duration_s']:.1f} s (offered {num(summary['offered_rps'])}/s)"),
+        ("sent", sent),
         ("outcomes", outcomes),
         ("throughput", f"{num(summary['throughput_rps'])}/s   goodput {num(summary['goodput_rps'])}/s"),
         ("SLO violations", "n/a" if ratio is None else f"{ratio:.1%}  (SLO {num(summary['slo_ms'], ' ms')})"),

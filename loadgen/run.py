@@ -6,6 +6,11 @@ rather than a load throttled by its own replies. The run has a hard end: the
 last send plus `drain_s` (the last offset, unless the generator fell behind); a
 request still unanswered then is cancelled (over ZeroMQ the engine is told) and
 recorded as an error with code client_timeout.
+
+A run can be cut short (`Interrupt`, Ctrl-C in `argus loadgen`): it sends
+nothing more, and waits the drain for what is in flight, or, told again, not at
+all. The records and summary then cover what was sent; the summary says how
+many were planned.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from tqdm import tqdm
@@ -31,6 +36,22 @@ from protocols.limits import MAX_SEED
 log = logging.getLogger(__name__)
 
 
+class Interrupt:
+    """How far a run is cut short: `stop_sending` first, `stop_waiting` for the replies still due too."""
+
+    def __init__(self) -> None:
+        self.stop_sending = asyncio.Event()
+        self.stop_waiting = asyncio.Event()
+
+    def next_stage(self) -> None:
+        """Ctrl-C: the first stops the sending, the next the waiting."""
+        (self.stop_waiting if self.stop_sending.is_set() else self.stop_sending).set()
+
+    def stop_now(self) -> None:
+        self.stop_sending.set()
+        self.stop_waiting.set()
+
+
 async def run_load(
     schedule: Sequence[Arrival],
     prompts: Sequence[str],
@@ -43,6 +64,7 @@ async def run_load(
     api_key: str | None = None,
     sample_every_s: float = 1.0,
     progress: bool = True,
+    interrupt: Interrupt | None = None,
 ) -> tuple[list[Record], dict[str, Any]]:
     """Send every arrival of `schedule` through `client`; return the records (by id) and their summary.
 
@@ -50,6 +72,7 @@ async def run_load(
     status_url: the engine's HTTP base URL, polled every `sample_every_s` for
     workers per level (see loadgen.engine_status), with `api_key` if the
     engine wants one; None: no polling.
+    interrupt: cuts the run short (see Interrupt); None: the run goes to its end.
     The caller owns `client` and closes it.
     """
     if not drain_s > 0:
@@ -101,21 +124,27 @@ async def run_load(
         add(record)
         last_answer = time.perf_counter()
 
-    sampler_task = asyncio.create_task(sampler.run(start)) if sampler else None
-    try:
+    async def send_all() -> None:
         for request in planned:
             delay = start + request.scheduled_at - time.perf_counter()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # the one await: an interrupt cancels the sending here, between sends
             task = asyncio.create_task(client.request(request, start, slo_ms))
             in_flight[task] = (request, time.perf_counter() - start)
             task.add_done_callback(answered)
+
+    interrupt = interrupt or Interrupt()
+    sampler_task = asyncio.create_task(sampler.run(start)) if sampler else None
+    try:
+        await _until_done_or_stopped(send_all(), interrupt.stop_sending)
         # from the last send, which is the last offset unless the generator fell behind: a request it sent late
         # still gets the whole drain, rather than being cancelled as it goes out and counted as client_timeout
         hard_end = time.perf_counter() + drain_s
-        pending: set[asyncio.Task[Record]] = set()
         if in_flight:
-            _, pending = await asyncio.wait(in_flight, timeout=max(0.0, hard_end - time.perf_counter()))
+            await _until_done_or_stopped(
+                asyncio.wait(in_flight, timeout=max(0.0, hard_end - time.perf_counter())), interrupt.stop_waiting
+            )
+        pending = {task for task in in_flight if not task.done()}
         end = time.perf_counter() if pending else max(last_answer, start)
         for task in pending:
             task.cancel()
@@ -145,5 +174,20 @@ async def run_load(
         duration_s=end - start,
         worker_levels=sampler.samples if sampler else (),
         worker_levels_source=sampler.source if sampler else None,
+        planned=len(planned),
     )
     return records, summary
+
+
+async def _until_done_or_stopped(work: Coroutine[Any, Any, Any], stop: asyncio.Event) -> None:
+    """Runs `work` until it ends or `stop` is set, whichever comes first (then `work` is cancelled)."""
+    working = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({working, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (working, stopped):
+            waiter.cancel()
+        done = await asyncio.gather(working, stopped, return_exceptions=True)
+    if isinstance(done[0], Exception):  # a bug in the work, not its cancellation: shown, as it was when awaited
+        raise done[0]

@@ -13,7 +13,7 @@ from engine_process import free_port
 from loadgen.arrivals import Arrival
 from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
 from loadgen.records import Answer
-from loadgen.run import run_load
+from loadgen.run import Interrupt, run_load
 from protocols.client_messages import Cancel, Generate, engine_side_codec
 
 SCHEDULE = [Arrival(0.0), Arrival(0.05), Arrival(0.1, 1)]
@@ -136,3 +136,40 @@ async def test_a_request_sent_late_still_gets_the_whole_drain():
     assert_counted_once(records, summary, 2)
     assert records[1]["sent_at"] - records[1]["scheduled_at"] > 0.3  # the case at hand
     assert summary["outcomes"]["rejected"] == 2, records
+
+
+class _SlowClient(LoadClient):
+    """Every request waits a long time for its answer."""
+
+    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
+        await asyncio.sleep(30)
+        return Answer("busy", code="busy")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_again():
+    """Ctrl-C in argus loadgen: the first stops the sending, the second the waiting; before, the run lost every
+    record. What was sent is counted once, and the summary says how many were planned."""
+    interrupt = Interrupt()
+    schedule = [Arrival(0.1 * i) for i in range(100)]  # ten seconds of it
+
+    async def press_ctrl_c_twice():
+        await asyncio.sleep(0.35)
+        interrupt.next_stage()
+        await asyncio.sleep(0.2)
+        interrupt.next_stage()
+
+    pressing = asyncio.create_task(press_ctrl_c_twice())
+    records, summary = await asyncio.wait_for(
+        run_load(schedule, PROMPTS, _SlowClient(RequestOptions()), None, drain_s=60.0, progress=False,
+                 interrupt=interrupt),
+        10,
+    )  # fmt: skip
+    await pressing
+    sent = len(records)
+    assert 1 <= sent < len(schedule)
+    assert_counted_once(records, summary, sent)
+    assert summary["planned"] == len(schedule)
+    assert summary["outcomes"]["error"] == sent and summary["error_codes"] == {"client_timeout": sent}
