@@ -27,7 +27,7 @@ from pathlib import Path
 from engine.arg_types import non_negative_float, positive_float, positive_int
 from loadgen.bench.engine_load import (
     HttpLoad,
-    ZmqLoad,
+    first_reply,
     http_closed_loop,
     http_open_loop,
     zmq_closed_loop,
@@ -136,12 +136,7 @@ async def _zmq_door(args, engine, tmp: Path, baselines: list) -> dict:
     from protocols.client_messages import Images
 
     # one engine reply, to size the baseline's answers like it
-    client = ZmqLoad(engine.client_address, args.size)
-    try:
-        client.send()
-        reply, _, frames = await client.receive()
-    finally:
-        client.close()
+    reply, frames = await first_reply(engine.client_address, args.size)
     if not isinstance(reply, Images):
         raise RuntimeError(f"the engine answered {reply}")
     image = reply.images[0]

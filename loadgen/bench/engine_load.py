@@ -16,6 +16,9 @@ import uuid
 from loadgen.bench.harness import percentile
 
 PROMPT = "a photograph of a red fox in a snowy forest, golden light"
+# a ZeroMQ peer that is gone (or silent) never fails a receive, it only never answers: past its lead-in and
+# measured time, a closed-loop run waits this long for the reply that ends it, then fails rather than hang
+NO_REPLY_S = 30.0
 
 
 # -- ZeroMQ client -----------------------------------------------------------------------
@@ -49,7 +52,7 @@ class ZmqLoad:
         self._socket.send_multipart(frames, copy=False)
 
     async def receive(self):
-        """(reply, seconds since its request was sent, reply frames' total bytes)."""
+        """(reply, seconds since its request was sent, reply frames' total bytes); waits for ever."""
         frames = await self._socket.recv_multipart(copy=False)
         now = time.perf_counter()
         reply = self._codec.decode(frames)
@@ -73,7 +76,25 @@ class ZmqLoad:
         self._context.term()
 
 
+async def first_reply(address: str, size: int):
+    """One request's (reply, its frames), or a RuntimeError after NO_REPLY_S without one."""
+    import asyncio
+
+    client = ZmqLoad(address, size)
+    try:
+        client.send()
+        async with asyncio.timeout(NO_REPLY_S):
+            reply, _, frames = await client.receive()
+    except TimeoutError:
+        raise RuntimeError(f"{address} did not answer a request in {NO_REPLY_S:g} s") from None
+    finally:
+        client.close()
+    return reply, frames
+
+
 async def zmq_closed_loop(address: str, args: argparse.Namespace, duration_s: float) -> dict:
+    import asyncio
+
     from protocols.client_messages import Images
 
     client = ZmqLoad(address, args.size)
@@ -83,16 +104,20 @@ async def zmq_closed_loop(address: str, args: argparse.Namespace, duration_s: fl
         begin = time.perf_counter() + args.warmup_s
         end = begin + duration_s
         done = failed = 0
-        while True:
-            reply, _, _ = await client.receive()
-            now = time.perf_counter()
-            if now >= end:
-                break
-            if now >= begin:
-                done += 1
-                failed += not isinstance(reply, Images)
-            client.send()
+        # one deadline for the whole loop, not one per receive: the client's own cost is part of what it measures
+        async with asyncio.timeout(args.warmup_s + duration_s + NO_REPLY_S):
+            while True:
+                reply, _, _ = await client.receive()
+                now = time.perf_counter()
+                if now >= end:
+                    break
+                if now >= begin:
+                    done += 1
+                    failed += not isinstance(reply, Images)
+                client.send()
         await client.drain()
+    except TimeoutError:
+        raise RuntimeError(f"{address} stopped answering: no reply for {NO_REPLY_S:g} s past the run") from None
     finally:
         client.close()
     # total: every request of the run, lead-in and drain included (what server CPU is divided by)
