@@ -143,7 +143,7 @@ def _measure(args: argparse.Namespace, tmp: Path) -> dict:
             raise RuntimeError(f"the engine did not keep up with {args.start_rps:g} req/s: lower --start-rps")
         peak = max(kept)
         print(f"half the peak: {peak / 2:,.0f} req/s for {args.half_s:g} s ...", flush=True)
-        half = _step(args, engine, tmp, pid, peak / 2, args.half_s)
+        half = _step(args, engine, fleets, tmp, pid, peak / 2, args.half_s)
     finally:
         for fleet in fleets:
             fleet.stop(timeout_s=10.0)
@@ -220,9 +220,7 @@ def _ramp(args: argparse.Namespace, engine: EngineChild, fleets: list[Child], tm
 def _measured_step(
     args: argparse.Namespace, engine: EngineChild, fleets: list[Child], tmp: Path, pid: int, rate: float
 ) -> Step:
-    step = _step(args, engine, tmp, pid, rate, args.step_s)
-    for fleet in fleets:
-        fleet.check_alive()
+    step = _step(args, engine, fleets, tmp, pid, rate, args.step_s)
     verdict = "kept up" if step.kept_up(args.p99_limit_ms) else "SATURATED"
     print(
         f"  offered {rate:8,.0f}  answered {step.answered_rps:8,.0f} req/s  p50 {step.p50_ms:7.2f}  "
@@ -233,8 +231,17 @@ def _measured_step(
     return step
 
 
-def _step(args: argparse.Namespace, engine: EngineChild, tmp: Path, pid: int, rate: float, seconds: float) -> Step:
-    """Offers `rate` for warm-up plus `seconds`, split over the load processes, all starting at one moment."""
+def _step(
+    args: argparse.Namespace,
+    engine: EngineChild,
+    fleets: list[Child],
+    tmp: Path,
+    pid: int,
+    rate: float,
+    seconds: float,
+) -> Step:
+    """Offers `rate` for warm-up plus `seconds`, split over the load processes, all starting at one moment; fails
+    if the engine or a fleet exited meanwhile (its unanswered requests would pass for saturation)."""
     start_at = time.time() + 1.0  # time for the load processes to start and connect
     outputs = [tmp / f"load-{uuid.uuid4().hex[:8]}.json" for _ in range(args.load_processes)]
     loaders = [
@@ -254,6 +261,8 @@ def _step(args: argparse.Namespace, engine: EngineChild, tmp: Path, pid: int, ra
                 str(start_at),
                 "--size",
                 str(args.size),
+                "--drain-s",
+                str(DRAIN_S),
                 "--out",
                 str(out),
             ),
@@ -275,6 +284,8 @@ def _step(args: argparse.Namespace, engine: EngineChild, tmp: Path, pid: int, ra
         # they run in sessions of their own, which Ctrl-C does not reach: nothing is left behind on an error
         for loader in loaders:
             loader.stop(timeout_s=5.0)
+    for child in (engine.child, *fleets):
+        child.check_alive()
     parts = [json.loads(out.read_text()) for out in outputs]
     latencies = [x for part in parts for x in part["added_ms"]]
     lateness = [x for part in parts for x in part["send_late_ms"]]
@@ -442,7 +453,7 @@ def _load(args: argparse.Namespace) -> int:
             if sent < total:
                 wait_ms = max(1, math.ceil((began + sent / args.rate - time.perf_counter()) * 1000))
             else:
-                wait_ms = max(0, math.ceil((window[1] + DRAIN_S - time.perf_counter()) * 1000))
+                wait_ms = max(0, math.ceil((window[1] + args.drain_s - time.perf_counter()) * 1000))
                 if not wait_ms:
                     break
             if not sock.poll(wait_ms, zmq.POLLIN):
@@ -485,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--duration-s", type=float, required=True)
     load.add_argument("--start-at", type=float, required=True, help="wall-clock time (time.time()) to start")
     load.add_argument("--size", type=int, required=True)
+    load.add_argument("--drain-s", type=float, required=True, help="how long to wait for the last replies")
     load.add_argument("--out", required=True)
     load.set_defaults(func=_load)
     args = parser.parse_args(argv)
