@@ -1,0 +1,29 @@
+"""`argus bench compare` fails when a policy's engine dies: its requests timing out are not the policy's result."""
+
+import argparse
+import asyncio
+import os
+import signal
+
+import pytest
+
+from loadgen import run as run_module
+from loadgen.bench import compare_bench
+from loadgen.bench.harness import children_of
+
+
+@pytest.mark.timeout(120)
+async def test_an_engine_that_dies_during_the_load_fails_the_policy(tmp_path, monkeypatch):
+    async def load_while_the_engine_dies(*args, **kwargs):
+        (engine_pid,) = children_of(os.getpid())
+        os.kill(engine_pid, signal.SIGKILL)
+        # dead and waitable, but left for the bench to reap, as a crash would be. Not /proc's "Z": the process shows
+        # it while its other threads are still exiting, and a poll() then finds it alive
+        while os.waitid(os.P_PID, engine_pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+            await asyncio.sleep(0.05)
+        return [], {"sent": 0}
+
+    monkeypatch.setattr(run_module, "run_load", load_while_the_engine_dies)
+    args = argparse.Namespace(backend="sim", time_scale=0.02, slo_ms=15_000.0, workers=1, seed=0)
+    with pytest.raises(RuntimeError, match=r"engine-\d+ exited with -9"):
+        await compare_bench._one_policy("argus", args, [], ["a prompt"], 64, 64, tmp_path)
