@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", metavar="FILE.png", type=output_file, help="bar chart of violations and quality per policy"
     )
-    parser.add_argument("--log-dir", help="where engine logs go (default: a temporary directory)")
+    parser.add_argument(
+        "--log-dir", help="keep the engines' logs here (default: a temporary directory, removed at the end)"
+    )
     parser.add_argument(
         "--records-dir",
         metavar="DIR",
@@ -123,20 +125,22 @@ def run(args: argparse.Namespace) -> int:
         "clock": "simulated (wall / time_scale)",
         "ties": {"slo_violation_ratio": VIOLATION_TIE, "mean_quality": QUALITY_TIE},
     }
-    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="argus-compare-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
     if args.records_dir:
         Path(args.records_dir).mkdir(parents=True, exist_ok=True)
     results = {}
-    for policy in policies:
-        print(f"{policy}: {len(schedule)} requests over {schedule[-1].offset_s:.0f} s (wall)", flush=True)
-        records, summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
-        results[policy] = _simulated_clock(summary, args.time_scale)
-        if args.records_dir:
-            simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
-            write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
-        # each policy's results as soon as they are in: a failure later (an engine that will not start) loses none
-        write_json(args.json, {"config": config, "policies": results})
+    # without --log-dir the engines' logs go with the run: a failure shows the dead engine's log tail itself
+    with tempfile.TemporaryDirectory(prefix="argus-compare-") as tmp:
+        log_dir = Path(args.log_dir or tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for policy in policies:
+            print(f"{policy}: {len(schedule)} requests over {schedule[-1].offset_s:.0f} s (wall)", flush=True)
+            records, summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
+            results[policy] = _simulated_clock(summary, args.time_scale)
+            if args.records_dir:
+                simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
+                write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
+            # each policy's results as soon as they are in: a later failure (an engine that will not start) loses none
+            write_json(args.json, {"config": config, "policies": results})
     verdicts = {p: verdict(results["argus"], results[p]) for p in policies if p != "argus" and "argus" in results}
     for policy, text in verdicts.items():
         results[policy]["argus_verdict"] = text
