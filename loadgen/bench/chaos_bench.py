@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.arg_types import output_file
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
-from loadgen.bench.harness import median, start_engine, table, write_json
+from loadgen.bench.harness import median, start_engine, table, unwind_on_sigterm, write_json
 from loadgen.bench.process_watch import RssSampler, alive_child, metrics_vs_clients, parse_metrics
 
 if TYPE_CHECKING:
@@ -503,7 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadgen.bench.chaos_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--json", metavar="FILE", type=output_file, help="write the results here as JSON")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    unwind_on_sigterm()
+    return run(args)
 
 
 if __name__ == "__main__":

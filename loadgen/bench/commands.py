@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 from engine.arg_types import output_file
+from loadgen.bench.harness import unwind_on_sigterm
 
 # name -> (module, help); the module defines add_arguments(parser) and run(args) -> int
 BENCHMARKS = {
@@ -30,7 +31,11 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _runner(module: str):
-    return lambda args: _load(module).run(args)
+    def run(args: argparse.Namespace) -> int:
+        unwind_on_sigterm()
+        return _load(module).run(args)
+
+    return run
 
 
 def _load(module: str):

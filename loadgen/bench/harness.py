@@ -74,6 +74,16 @@ class Child:
         return self.process.returncode
 
 
+def unwind_on_sigterm() -> None:
+    """A SIGTERM (a timeout, a cancelled job) unwinds the benchmark as an error does, through the code that stops
+    its children: they run in sessions of their own (out of a Ctrl-C's reach), and would outlive it."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def spawn(command: Sequence[str], log_dir: Path, name: str, env: dict[str, str] | None = None) -> Child:
     log_path = Path(log_dir) / f"{name}.log"
     with open(log_path, "wb") as log:
