@@ -17,7 +17,7 @@ import random
 import time
 
 from controller.flow_model import SolverOptions
-from engine.arg_types import positive_int
+from engine.arg_types import UsageError, positive_int
 from loadgen.bench.harness import median, percentile, table, write_json
 
 # issue "Controller": p99 targets by fleet size
@@ -39,12 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ortools.linear_solver import pywraplp
+
     from controller.allocation import allocate
     from controller.flow_model import FlowProblem
     from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
     from controller.route_planner import route
     from controller.similarity import SimilarityTable
 
+    # allocate() falls back to the route LP when it gets no solver, and an LP backend ignores integrality: either
+    # way what would be timed is not the MILP
+    solver = pywraplp.Solver.CreateSolver(args.solver)
+    if solver is None or not solver.IsMip():
+        raise UsageError(f"--solver {args.solver}: not a MIP backend of this OR-Tools (CBC, SCIP, HIGHS, ...)")
     fleets = [int(n) for n in args.workers.split(",") if n.strip()]
     if args.solves < 1 or not fleets or min(fleets) < 1:
         raise SystemExit("--solves and every --workers must be at least 1")
