@@ -18,35 +18,45 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.arg_types import UsageError, comma_separated, non_negative_int, positive_int
 from loadgen.bench.harness import median, table, write_json
+from protocols.limits import SIZE_MULTIPLE
+from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
 NEIGHBOUR_PROMPT = "a lighthouse on a cliff at night, highly detailed oil painting"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps N (default 50)")
-    parser.add_argument("--levels", default="10,25", help="cache levels K to resume from, comma separated")
-    parser.add_argument("--repeats", type=int, default=20, help="measurements of each kind (default 20)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps N (default 50)")
+    parser.add_argument(
+        "--levels",
+        type=comma_separated(positive_int),
+        default="10,25",
+        help=f"cache levels K to resume from, comma separated, of the worker's {','.join(map(str, DEFAULT_LEVELS))}",
+    )
+    parser.add_argument("--repeats", type=positive_int, default=20, help="measurements of each kind (default 20)")
+    parser.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=max(1, (os.cpu_count() or 1) // 2),
         help="torch threads, worker and direct alike (default: half the cores, what `argus serve`"
         " gives each of its 2 default local workers)",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each kind first")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="unmeasured runs of each kind first")
 
 
 def run(args: argparse.Namespace) -> int:
-    levels = sorted({int(k) for k in args.levels.split(",") if k.strip()})
-    if not levels or any(not 0 < k < args.steps for k in levels):
-        raise SystemExit(f"--levels must lie within (0, --steps={args.steps}): {levels}")
-    if args.repeats < 1:
-        raise SystemExit("--repeats must be at least 1")
+    # refused before a worker starts and a pipeline is built, which the worker's first image would refuse after
+    levels = sorted(set(args.levels))
+    if not levels or any(k >= args.steps or k not in DEFAULT_LEVELS for k in levels):
+        raise UsageError(f"--levels must be of the worker's {DEFAULT_LEVELS} and below --steps={args.steps}: {levels}")
+    sizes = BACKEND_SIZES["tiny"]
+    if args.size % SIZE_MULTIPLE or not sizes.min_size <= args.size <= sizes.max_size:
+        raise UsageError(f"--size must be a multiple of {SIZE_MULTIPLE} from {sizes.min_size} to {sizes.max_size}")
     with tempfile.TemporaryDirectory(prefix="argus-bench-worker-") as tmp:
         results = _measure(args, levels, Path(tmp))
     _report(args, levels, results)

@@ -1,0 +1,34 @@
+"""A benchmark's bad flag is a one-line error and exit 2 before anything starts, not a traceback (or a worker
+started, a pipeline built and an engine run, to fail then)."""
+
+import pytest
+
+from engine.cli import main
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse's own refusals
+        return stop.code
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--levels", "ten"],
+        ["--levels", "10,0"],
+        ["--levels", "30"],  # the worker keeps latents at 5 to 25 only
+        ["--steps", "0"],
+        ["--steps", "20"],  # below the default level 25
+        ["--repeats", "0"],
+        ["--size", "60"],
+        ["--size", "512"],
+        ["--threads", "0"],
+        ["--warmup", "-1"],
+    ],
+)
+def test_worker_bench(flags, capsys):
+    assert _exit_code(["bench", "worker", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
