@@ -32,3 +32,33 @@ def test_worker_bench(flags, capsys):
     assert _exit_code(["bench", "worker", *flags]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--time-scale", "0"],
+        ["--workers", "0"],
+        ["--load", "0"],
+        ["--duration", "0"],
+        ["--heartbeat-timeout", "0"],
+        ["--max-queue", "0"],
+        ["--max-batch", "0"],
+        ["--drain", "-1"],
+        ["--hang-share", "2"],
+        ["--kill-every", "0"],  # no faults, yet the default --min-kills 10
+    ],
+)
+def test_chaos_bench(flags, capsys):
+    assert _exit_code(["bench", "chaos", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_chaos_bench_as_a_module(capsys):
+    from loadgen.bench.chaos_bench import main as chaos_main
+
+    with pytest.raises(SystemExit) as stop:
+        chaos_main(["--hang-share", "2"])
+    assert stop.value.code == 2
+    assert "--hang-share must be from 0 to 1" in capsys.readouterr().err

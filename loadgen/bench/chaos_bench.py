@@ -31,7 +31,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.arg_types import output_file
+from engine.arg_types import (
+    UsageError,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
 from loadgen.bench.harness import median, start_engine, table, unwind_on_sigterm, write_json
 from loadgen.bench.process_watch import RssSampler, alive_child, metrics_vs_clients, parse_metrics
@@ -101,45 +108,56 @@ class ChaosConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = ChaosConfig()
     parser.add_argument(
-        "--duration", type=float, default=d.duration_s, help=f"seconds of load (default {d.duration_s:g})"
+        "--duration", type=positive_float, default=d.duration_s, help=f"seconds of load (default {d.duration_s:g})"
     )
     parser.add_argument(
         "--kill-every",
-        type=float,
+        type=non_negative_float,
         default=d.kill_every_s,
         help=f"one fault every S seconds; 0: none, load only (default {d.kill_every_s:g})",
     )
     parser.add_argument(
         "--min-kills",
-        type=int,
+        type=non_negative_int,
         default=d.min_kills,
         help=f"SIGKILLs at least; hangs come on top (default {d.min_kills})",
     )
     parser.add_argument(
         "--hang-share", type=float, default=d.hang_share, help="share of the faults that are hangs (default 1/3)"
     )
-    parser.add_argument("--workers", type=int, default=d.workers, help=f"simulated local workers (default {d.workers})")
+    parser.add_argument(
+        "--workers", type=positive_int, default=d.workers, help=f"simulated local workers (default {d.workers})"
+    )
     parser.add_argument(
         "--time-scale",
-        type=float,
+        type=positive_float,
         default=d.time_scale,
         help=f"sim time scale (default {d.time_scale:g}: about {d.seconds_per_image:.2f} s per image)",
     )
-    parser.add_argument("--max-batch", type=int, default=d.max_batch, help=f"largest batch (default {d.max_batch})")
     parser.add_argument(
-        "--load", type=float, default=d.load, help=f"offered load, share of capacity at batch 1 (default {d.load:g})"
+        "--max-batch", type=positive_int, default=d.max_batch, help=f"largest batch (default {d.max_batch})"
+    )
+    parser.add_argument(
+        "--load",
+        type=positive_float,
+        default=d.load,
+        help=f"offered load, share of capacity at batch 1 (default {d.load:g})",
     )
     parser.add_argument(
         "--http-share", type=float, default=d.http_share, help=f"share of requests over HTTP (default {d.http_share:g})"
     )
     parser.add_argument(
         "--heartbeat-timeout",
-        type=float,
+        type=positive_float,
         default=d.heartbeat_timeout_s,
         help=f"the engine's --heartbeat-timeout (default {d.heartbeat_timeout_s:g})",
     )
-    parser.add_argument("--max-queue", type=int, default=d.max_queue, help=f"the engine's --max-queue ({d.max_queue})")
-    parser.add_argument("--drain", type=float, default=d.drain_s, help=f"seconds to wait for answers ({d.drain_s:g})")
+    parser.add_argument(
+        "--max-queue", type=positive_int, default=d.max_queue, help=f"the engine's --max-queue ({d.max_queue})"
+    )
+    parser.add_argument(
+        "--drain", type=non_negative_float, default=d.drain_s, help=f"seconds to wait for answers ({d.drain_s:g})"
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of arrivals, doors and faults (default 0)")
 
 
@@ -167,11 +185,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as error:
-        raise SystemExit(f"argus bench chaos: --{error}") from None
+        raise UsageError(f"--{error}") from None
     try:
         config.fault_plan()
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise UsageError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="argus-bench-chaos-") as tmp:
         result = uvloop.run(measure(config, Path(tmp), progress=True))
     report(result)
@@ -505,7 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     unwind_on_sigterm()
-    return run(args)
+    try:
+        return run(args)
+    except UsageError as error:
+        parser.error(str(error))
 
 
 if __name__ == "__main__":
