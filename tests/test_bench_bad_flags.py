@@ -62,3 +62,12 @@ def test_chaos_bench_as_a_module(capsys):
         chaos_main(["--hang-share", "2"])
     assert stop.value.code == 2
     assert "--hang-share must be from 0 to 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags", [["--workers", "8,x"], ["--workers", "0"], ["--workers", ","], ["--solves", "0"], ["--slo", "0"]]
+)
+def test_controller_bench(flags, capsys):
+    assert _exit_code(["bench", "controller", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
