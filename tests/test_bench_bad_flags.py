@@ -1,6 +1,8 @@
 """A benchmark's bad flag is a one-line error and exit 2 before anything starts, not a traceback (or a worker
 started, a pipeline built and an engine run, to fail then)."""
 
+from pathlib import Path
+
 import pytest
 
 from engine.cli import main
@@ -71,3 +73,26 @@ def test_controller_bench(flags, capsys):
     assert _exit_code(["bench", "controller", *flags]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--trace", "{tmp}/missing.csv"], "missing.csv: No such file"),
+        (["--trace", "{tmp}/trace.txt", "--prompts", "{tmp}/missing.txt"], "missing.txt"),
+        (["--trace", "{tmp}/one.txt"], "a mean rate needs at least two arrivals"),
+        (["--trace", "{tmp}/trace.txt", "--duration-s", "1"], "--duration-s 1.0"),
+        (["--trace", "{tmp}/trace.txt", "--log-dir", "{tmp}/trace.txt"], "--log-dir"),
+        (["--trace", "{tmp}/trace.txt", "--records-dir", "{tmp}/trace.txt/records"], "--records-dir"),
+    ],
+)
+def test_compare_bench_files(flags, says, tmp_path, capsys):
+    (tmp_path / "trace.txt").write_text("".join(f"{i * 2000}\n" for i in range(30)))
+    (tmp_path / "one.txt").write_text("0\n")
+    argv = ["bench", "compare", "--prompts", str(PROMPTS), *(f.format(tmp=tmp_path) for f in flags)]
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err

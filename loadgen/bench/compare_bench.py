@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
-from engine.arg_types import output_file, positive_float, positive_int
+from engine.arg_types import UsageError, output_file, positive_float, positive_int, read_user_file
 from loadgen.arrivals import RESCALE_MODES
 from protocols.openai_images import parse_size
 
@@ -99,12 +99,16 @@ def run(args: argparse.Namespace) -> int:
     slo_s = args.slo_ms / 1000.0
     # exact-generation capacity of the cluster, simulated clock: K = 0 at the largest batch within SLO/2
     capacity_rps = args.workers * LatencyProfile.bundled("sdxl_a100").capacity_rps(0, slo_s)
-    trace = load_trace(args.trace)
-    busiest = peak_to_mean(trace)
-    rate = args.load * capacity_rps / busiest
-    simulated = shape(trace, rate=rate, rescale=args.rescale, seed=args.seed, duration_s=args.duration_s)
+    trace = read_user_file(load_trace, args.trace)
+    prompts = read_user_file(load_prompts, args.prompts)
+    try:
+        busiest = peak_to_mean(trace)
+        rate = args.load * capacity_rps / busiest
+        simulated = shape(trace, rate=rate, rescale=args.rescale, seed=args.seed, duration_s=args.duration_s)
+        offered_rps = mean_rate(simulated)
+    except ValueError as error:  # a trace, or the --duration-s of it, with fewer than two arrivals
+        raise UsageError(f"--trace {args.trace} (--duration-s {args.duration_s}): {error}") from None
     schedule = shape(simulated, time_scale=args.time_scale)
-    prompts = load_prompts(args.prompts)
     width, height = args.size
     config = {
         "simulated": True,
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "load": args.load,
         "exact_capacity_rps": capacity_rps,
         "mean_load": rate / capacity_rps,  # the whole trace's mean as a multiple of exact capacity
-        "offered_rps": mean_rate(simulated),
+        "offered_rps": offered_rps,
         "rescale": args.rescale,
         "slo_ms": args.slo_ms,
         "time_scale": args.time_scale,
@@ -125,13 +129,16 @@ def run(args: argparse.Namespace) -> int:
         "clock": "simulated (wall / time_scale)",
         "ties": {"slo_violation_ratio": VIOLATION_TIE, "mean_quality": QUALITY_TIE},
     }
-    if args.records_dir:
-        Path(args.records_dir).mkdir(parents=True, exist_ok=True)
+    for flag, directory in (("--log-dir", args.log_dir), ("--records-dir", args.records_dir)):
+        if directory:
+            try:
+                Path(directory).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UsageError(f"{flag} {directory}: {error.strerror or error}") from None
     results = {}
     # without --log-dir the engines' logs go with the run: a failure shows the dead engine's log tail itself
     with tempfile.TemporaryDirectory(prefix="argus-compare-") as tmp:
         log_dir = Path(args.log_dir or tmp)
-        log_dir.mkdir(parents=True, exist_ok=True)
         for policy in policies:
             print(f"{policy}: {len(schedule)} requests over {schedule[-1].offset_s:.0f} s (wall)", flush=True)
             records, summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
