@@ -96,3 +96,25 @@ def test_compare_bench_files(flags, says, tmp_path, capsys):
     assert _exit_code(argv) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--entries", "1"],
+        ["--entries", "0"],
+        ["--lookups", "x"],
+        ["--entries", "10", "--timed-inserts", "11"],
+        ["--replay", "/nonexistent/prompts.txt"],
+        ["--replay", "{not utf-8}"],
+        ["--replay", "{prompts}", "--embedder", "bert"],
+        ["--data", "/nonexistent", "--entries", "10", "--timed-inserts", "5", "--latents", "2", "--lookups", "2"],
+    ],
+)
+def test_cache_bench(flags, tmp_path, capsys):
+    (tmp_path / "bytes.txt").write_bytes(b"\xff\xfe not text")
+    (tmp_path / "prompts.txt").write_text("a red fox\na blue whale\n")
+    named = {"{not utf-8}": str(tmp_path / "bytes.txt"), "{prompts}": str(tmp_path / "prompts.txt")}
+    assert _exit_code(["bench", "cache", *(named.get(flag, flag) for flag in flags)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.arg_types import UsageError, positive_int, read_user_file
 from loadgen.bench.harness import ROOT, percentile, table, write_json
 
 if TYPE_CHECKING:  # `argus` imports this module at every start: nothing heavy at run time
@@ -44,17 +45,19 @@ PROMPT_FILES = ("diffusiondb_5k.txt", "partiprompts.tsv")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--entries", type=int, default=100_000, help="prompts in the index (default 100000)")
-    parser.add_argument("--dim", type=int, default=HASH_WIDTH, help="random vectors' width (default 1024, as hash)")
+    parser.add_argument("--entries", type=positive_int, default=100_000, help="prompts in the index (default 100000)")
+    parser.add_argument(
+        "--dim", type=positive_int, default=HASH_WIDTH, help="random vectors' width (default 1024, as hash)"
+    )
     parser.add_argument(
         "--vectors",
         choices=("prompts", "random"),
         default="prompts",
         help="what is indexed: hash embeddings of prompts (the engine's case), or random unit vectors (HNSW's worst)",
     )
-    parser.add_argument("--lookups", type=int, default=2000, help="timed lookups (default 2000)")
-    parser.add_argument("--timed-inserts", type=int, default=2000, help="inserts timed at the end of the fill")
-    parser.add_argument("--latents", type=int, default=5000, help="SD-XL latents for the bytes measurement")
+    parser.add_argument("--lookups", type=positive_int, default=2000, help="timed lookups (default 2000)")
+    parser.add_argument("--timed-inserts", type=positive_int, default=2000, help="inserts timed at the end of the fill")
+    parser.add_argument("--latents", type=positive_int, default=5000, help="SD-XL latents for the bytes measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--data", default=str(ROOT.parent / "shared" / "data" / "prompts"), help="folder of the shared prompt files"
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.replay:
         return _run_replay(args)
     if min(args.entries, args.lookups, args.latents) < 2 or not 0 < args.timed_inserts <= args.entries:
-        raise SystemExit("--entries, --lookups and --latents must be at least 2, --timed-inserts within (0, entries]")
+        raise UsageError("--entries, --lookups and --latents must be at least 2, --timed-inserts at most --entries")
     if args.vectors == "prompts":
         args.dim = HASH_WIDTH
     print(f"storing {args.latents} SD-XL latents ...", flush=True)
@@ -190,7 +193,7 @@ def _prompt_vectors(rng, args: argparse.Namespace):
     from engine.cache.calibrate import load_prompts
     from engine.cache.embedders import make_embedder
 
-    real = [p for name in PROMPT_FILES for p in load_prompts(Path(args.data) / name) if p.strip()]
+    real = [p for name in PROMPT_FILES for p in read_user_file(load_prompts, str(Path(args.data) / name)) if p.strip()]
     subjects = [p.split(",")[0].strip() for p in real]
     phrases = sorted({part.strip() for p in real for part in p.split(",")[1:] if part.strip()})
 
@@ -306,8 +309,11 @@ def _run_replay(args: argparse.Namespace) -> int:
     from engine.cache.embedders import make_embedder
     from engine.cache.thresholds import table_for
 
-    prompts = load_prompts(args.replay)
-    embedder = make_embedder(args.embedder, args.model_path)
+    prompts = read_user_file(load_prompts, args.replay)
+    try:
+        embedder = make_embedder(args.embedder, args.model_path)
+    except ValueError as error:  # an unknown name, or a model it cannot load
+        raise UsageError(f"--embedder: {error}") from None
     print(f"replaying {len(prompts)} prompts of {args.replay} in order, embedder {embedder.name} ...", flush=True)
     result = replay_hit_rates(prompts, embedder, table_for(embedder.name))
     rows = [["0 (miss)", "", result["served"]["0"]]]
