@@ -92,3 +92,21 @@ def test_controller_bench_solves_each_fleet_with_the_engines_time_limit(tmp_path
     for result in data["results"]:
         assert _positive(result["solve_p50_ms"]) and _positive(result["solve_p99_ms"])
     assert "allocation MILP" in stdout and "2/2" in stdout  # both solves optimal
+
+
+def test_a_figure_that_could_not_be_measured_is_written_null_not_nan(tmp_path):
+    """Python's json writes NaN, which no strict reader takes: a scale bench whose half-peak step got no answer
+    wrote a file jq refused."""
+    from loadgen.bench.harness import write_json
+
+    path = tmp_path / "bench.json"
+    write_json(str(path), {"p99_ms": math.nan, "steps": [{"rps": math.inf}, (1.5, -math.inf)], "workers": 8})
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "p99_ms": None,
+        "steps": [{"rps": None}, [1.5, None]],
+        "workers": 8,
+    }

@@ -245,12 +245,24 @@ def _cell(value: Any) -> str:
 
 
 def write_json(path: str | None, data: dict) -> None:
+    """A figure that could not be measured (NaN, infinite) is written null: JSON has no such numbers, and strict
+    readers (jq, JavaScript) refuse a file that holds Python's NaN."""
     if not path:
         return
     with open(path, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
+        json.dump(_finite_or_null(data), f, indent=2, allow_nan=False)
         f.write("\n")
     print(f"JSON written to {path}")
+
+
+def _finite_or_null(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 # -- baseline servers (run as subprocesses) ----------------------------------------
