@@ -71,8 +71,9 @@ class LevelSampler:
                     if levels is not None:
                         self.source = "plan" if use_plan else "ready"
                         self.samples.append((time.perf_counter() - run_start, levels))
-                except (aiohttp.ClientError, OSError, ValueError, TypeError, KeyError) as exc:
-                    # a missed sample leaves a gap in one panel; the load itself goes on
+                except Exception as exc:  # whatever the server sends (an Infinity count, deep nesting): the
+                    # sampler must not end, as run_load awaits it at the end; a missed sample leaves a gap in one
+                    # panel, and the load itself goes on
                     log.debug("status poll failed: %s", exc)
                 await asyncio.sleep(self.every_s)
 

@@ -81,3 +81,34 @@ async def test_workers_per_level_from_ready_without_a_plan():
             sampler = await sample(url)
     assert sampler.source == "ready"
     assert all(levels == {0: 2, 25: 1} for _, levels in sampler.samples)
+
+
+async def test_a_status_the_sampler_cannot_read_costs_samples_not_the_run():
+    """A /plan whose count is Infinity (int() overflows): before, the error ended the sampler, and run_load,
+    awaiting it at the end, lost every record of the run."""
+    polls = 0
+
+    async def get_plan(request):
+        nonlocal polls
+        polls += 1
+        return web.Response(text='{"workers_per_level": {"5": Infinity}}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/plan", get_plan)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sampler = LevelSampler(f"http://127.0.0.1:{port}", every_s=0.02)
+    task = asyncio.create_task(sampler.run(time.perf_counter()))
+    try:
+        async with asyncio.timeout(20):
+            while polls < 3 and not task.done():
+                await asyncio.sleep(0.02)
+        assert not task.done(), task.exception()
+        assert sampler.samples == []
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.cleanup()
