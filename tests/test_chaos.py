@@ -71,10 +71,13 @@ def test_kills_and_hangs_lose_nothing_and_duplicate_nothing(tmp_path):
         ({"duplicates": 1}, False),
         ({"kills": 9}, False),
         ({"hangs_detected": 4}, False),
+        ({"metrics_vs_clients": {"match": False}}, False),
+        ({"engine_exit_code": 1}, False),
     ],
 )
 def test_the_bench_passes_only_with_nothing_lost_and_every_hang_found(change, verdict):
     result = {"lost": 0, "duplicates": 0, "kills": 12, "hangs": 5, "hangs_detected": 5} | change
+    result = {"metrics_vs_clients": {"match": True}, "engine_exit_code": 0} | result
     assert passed(result, ChaosConfig(min_kills=10)) is verdict
 
 

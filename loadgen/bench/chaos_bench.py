@@ -198,13 +198,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def passed(result: dict, config: ChaosConfig) -> bool:
-    """Nothing lost or answered twice, enough kills, and every hang found by the engine (an undetected one is a
-    worker that stays stopped, holding its work, for good)."""
+    """Nothing lost or answered twice, enough kills, every hang found by the engine (an undetected one is a
+    worker that stays stopped, holding its work, for good), the engine's own counts agreeing with what the clients
+    saw, and a clean drain at the end (exit 0)."""
     return (
         result["lost"] == 0
         and result["duplicates"] == 0
         and result["kills"] >= config.min_kills
         and result["hangs_detected"] == result["hangs"]
+        and result["metrics_vs_clients"]["match"]
+        and result["engine_exit_code"] == 0
     )
 
 
