@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from protocols.limits import MAX_BATCH
+
 T = TypeVar("T")
 
 
@@ -42,6 +44,14 @@ positive_int = _at_least_zero(int, zero_allowed=False)
 positive_float = _at_least_zero(float, zero_allowed=False)
 non_negative_int = _at_least_zero(int, zero_allowed=True)
 non_negative_float = _at_least_zero(float, zero_allowed=True)
+
+
+def batch_size(text: str) -> int:
+    """An argparse type: the largest batch a worker runs, within what the wire carries."""
+    value = positive_int(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"a batch holds 1 to {MAX_BATCH} images, not {value}")
+    return value
 
 
 def comma_separated(item: Callable[[str], T]) -> Callable[[str], list[T]]:

@@ -9,7 +9,7 @@ import os
 import sys
 
 from controller.policies import POLICY_NAMES
-from engine.arg_types import UsageError, non_negative_float, non_negative_int, positive_float, positive_int
+from engine.arg_types import UsageError, batch_size, non_negative_float, non_negative_int, positive_float, positive_int
 from engine.config import (
     HEARTBEAT_INTERVAL_S,
     MIN_HEARTBEAT_TIMEOUT_S,
@@ -26,13 +26,6 @@ from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, sdxl_model_pro
 from workers.runtime import MAX_WORKER_ID_BYTES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def batch_size(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_BATCH:
-        raise argparse.ArgumentTypeError(f"a batch holds 1 to {MAX_BATCH} images, not {value}")
-    return value
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:

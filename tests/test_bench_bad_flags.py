@@ -46,6 +46,8 @@ def test_worker_bench(flags, capsys):
         ["--heartbeat-timeout", "0"],
         ["--max-queue", "0"],
         ["--max-batch", "0"],
+        ["--max-batch", "33"],  # more than the wire carries: the engine refused it only once started
+        ["--heartbeat-timeout", "1"],  # below the engine's floor of two beats, likewise
         ["--drain", "-1"],
         ["--hang-share", "2"],
         ["--kill-every", "0"],  # no faults, yet the default --min-kills 10

@@ -33,12 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 from engine.arg_types import (
     UsageError,
+    batch_size,
     non_negative_float,
     non_negative_int,
     output_file,
     positive_float,
     positive_int,
 )
+from engine.config import MIN_HEARTBEAT_TIMEOUT_S
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
 from loadgen.bench.harness import median, start_engine, table, unwind_on_sigterm, write_json
 from loadgen.bench.process_watch import RssSampler, alive_child, metrics_vs_clients, parse_metrics
@@ -71,6 +73,8 @@ class ChaosConfig:
         for name in ("hang_share", "http_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name.replace('_', '-')} must be from 0 to 1, not {getattr(self, name)}")
+        if self.heartbeat_timeout_s < MIN_HEARTBEAT_TIMEOUT_S:  # the engine's own floor, refused before it starts
+            raise ValueError(f"heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s")
 
     @property
     def seconds_per_image(self) -> float:
@@ -135,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"sim time scale (default {d.time_scale:g}: about {d.seconds_per_image:.2f} s per image)",
     )
     parser.add_argument(
-        "--max-batch", type=positive_int, default=d.max_batch, help=f"largest batch (default {d.max_batch})"
+        "--max-batch", type=batch_size, default=d.max_batch, help=f"largest batch (default {d.max_batch})"
     )
     parser.add_argument(
         "--load",
