@@ -38,9 +38,18 @@ def test_worker_rejoins_a_restarted_engine(tmp_path, stop):
         assert worker.wait(timeout=30) == 0
 
 
-def test_a_stopping_engine_does_not_welcome_the_worker_it_told_to_stop(tmp_path):
-    """The worker says hello again at the Shutdown; welcomed by the engine going away, it waited out a heartbeat
-    timeout (10 s) before it tried the next engine on the address."""
+@pytest.mark.parametrize(
+    ("stop", "told"),
+    [
+        # the worker says hello again at the Shutdown; welcomed by the engine going away, it waited out a heartbeat
+        # timeout (10 s) before it tried the next engine on the address
+        ("SIGTERM", "engine stopping; saying hello again"),
+        # killed, the engine says nothing more: its workers served no one until their engine timeout (10 s by
+        # default) ran out; now the new engine answers the first heartbeat it does not know with Rejoin
+        ("SIGKILL", "the engine does not know this worker"),
+    ],
+)
+def test_a_worker_moves_to_the_next_engine_when_told_not_when_the_last_one_falls_silent(tmp_path, stop, told):
     worker_port = free_port()
     # a local worker of its own to stop: the engine goes on reading its worker socket meanwhile
     first = start_engine(tmp_path, workers=1, backend="sim", worker_port=worker_port, wait=False)
@@ -50,38 +59,16 @@ def test_a_stopping_engine_does_not_welcome_the_worker_it_told_to_stop(tmp_path)
     second = None
     try:
         first.wait_ready(2, timeout_s=60)
-        assert first.stop() == 0
+        if stop == "SIGTERM":
+            assert first.stop() == 0
+        else:
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait()
         second = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
         (rejoined,) = second.wait_ready(1, timeout_s=60)["workers"]
         assert rejoined["pid"] == worker.pid
         said = log_path.read_text()
-        assert "engine stopping; saying hello again" in said
-        assert "engine silent" not in said  # it never waited for a welcome that came from the engine going away
-    finally:
-        if second is not None:
-            assert second.stop() == 0
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0
-
-
-def test_a_restarted_engine_tells_the_worker_it_does_not_know_to_say_hello(tmp_path):
-    """Killed, the engine says nothing more: before, its workers served no one until their engine timeout
-    (10 s by default) ran out. The new engine answers the first heartbeat it does not know with Rejoin."""
-    worker_port = free_port()
-    first = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        worker = start_worker(first.worker_address, "sim", "--time-scale", "0.01", stderr=log)
-    second = None
-    try:
-        first.wait_ready(1, timeout_s=60)
-        first.process.send_signal(signal.SIGKILL)
-        first.process.wait()
-        second = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
-        (rejoined,) = second.wait_ready(1, timeout_s=60)["workers"]
-        assert rejoined["pid"] == worker.pid
-        said = log_path.read_text()
-        assert "the engine does not know this worker" in said
+        assert told in said
         assert "engine silent" not in said
     finally:
         if second is not None:
