@@ -21,7 +21,9 @@ from protocols.worker_messages import (
     engine_side_codec,
     worker_side_codec,
 )
+from workers import diffusion_backend
 from workers.diffusion_backend import DiffusionBackend, load_sdxl
+from workers.image_encoding import encode_image
 from workers.limits import BACKEND_SIZES
 from workers.tiny_pipeline import build_tiny_sdxl
 
@@ -31,10 +33,12 @@ TINY = BACKEND_SIZES["tiny"]
 
 
 class RecordingControl:
-    """Counts between_steps calls; reports `abort_ids` aborted once `abort_after` steps ran."""
+    """Counts between_steps calls; reports `abort_ids` aborted (cancelled by the engine) once `abort_after` steps
+    ran, and every request aborted once `stopping` is set (the worker stopping, which cancels nothing)."""
 
     def __init__(self, abort_ids: tuple[str, ...] = (), abort_after: int = 0):
         self.steps = 0
+        self.stopping = False
         self._abort_ids = set(abort_ids)
         self._abort_after = abort_after
 
@@ -42,6 +46,9 @@ class RecordingControl:
         self.steps += 1
 
     def is_aborted(self, request_id: str) -> bool:
+        return self.stopping or self.cancelled(request_id)
+
+    def cancelled(self, request_id: str) -> bool:
         return request_id in self._abort_ids and self.steps >= self._abort_after
 
 
@@ -198,6 +205,21 @@ def test_aborting_every_item_stops_early(backend, unet_calls):
     outcomes = backend.run(batch(items=items), control)
     assert outcomes == [ItemCancelled("a"), ItemCancelled("b")]
     assert unet_calls.count == 3 < STEPS
+
+
+def test_a_worker_stopping_after_the_last_step_still_answers_the_images_it_made(backend, unet_calls, monkeypatch):
+    """SIGTERM while the images are encoded: before, they were answered cancelled and made again elsewhere."""
+    control = RecordingControl()
+
+    def encode_as_the_stop_comes(image, output_format):
+        control.stopping = True
+        return encode_image(image, output_format)
+
+    monkeypatch.setattr(diffusion_backend, "encode_image", encode_as_the_stop_comes)
+    items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
+    outcomes = backend.run(batch(items=items), control)
+    assert control.stopping and [type(o) for o in outcomes] == [ItemDone, ItemDone]
+    assert unet_calls.count == STEPS
 
 
 def test_batch_aborted_before_it_starts_runs_nothing(backend, unet_calls):

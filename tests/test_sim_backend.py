@@ -23,6 +23,9 @@ class NoControl:
     def is_aborted(self, request_id: str) -> bool:
         return False
 
+    def cancelled(self, request_id: str) -> bool:
+        return False
+
 
 def formula(steps_run: int, batch: int) -> float:
     """sdxl_a100's derivation: (0.6 + 0.09 steps run) (1 + 0.5 (b - 1))."""

@@ -28,7 +28,12 @@ class StepControl(Protocol):
     def between_steps(self) -> None:
         """Lets the worker answer heartbeats and take in aborts."""
 
-    def is_aborted(self, request_id: str) -> bool: ...
+    def is_aborted(self, request_id: str) -> bool:
+        """Whether to stop computing for this request: it was cancelled, or the worker is stopping."""
+
+    def cancelled(self, request_id: str) -> bool:
+        """Whether the engine aborted this request: its outcome is ItemCancelled even when its image is made. A
+        worker that is stopping stops computing, but what it has finished is still worth sending."""
 
 
 class BatchAborted(Exception):

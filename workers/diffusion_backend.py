@@ -118,7 +118,7 @@ class DiffusionBackend(Backend):
         outcomes: list[ItemOutcome] = []
         levels = sorted(captured)
         for i, rid in enumerate(ids):
-            if control.is_aborted(rid):
+            if control.cancelled(rid):
                 outcomes.append(ItemCancelled(request_id=rid))
                 continue
             outcomes.append(

@@ -137,6 +137,9 @@ class WorkerRuntime:
     def is_aborted(self, request_id: str) -> bool:
         return self._stopping or self._engine_lost or request_id in self._aborted
 
+    def cancelled(self, request_id: str) -> bool:
+        return request_id in self._aborted
+
     def stop(self) -> None:
         self._stopping = True
 

@@ -79,7 +79,7 @@ class SimBackend(Backend):
         while True:
             control.between_steps()
             if all(control.is_aborted(item.request_id) for item in batch.items):
-                break
+                return [ItemCancelled(item.request_id) for item in batch.items]  # cut short: nothing was made
             left = deadline - time.perf_counter()
             if left <= 0:
                 break
@@ -90,7 +90,7 @@ class SimBackend(Backend):
         placeholders = np.zeros((len(later_levels), *_PLACEHOLDER_LATENT_SHAPE), np.float16) if later_levels else None
         outcomes: list[ItemOutcome] = []
         for item in batch.items:
-            if control.is_aborted(item.request_id):
+            if control.cancelled(item.request_id):
                 outcomes.append(ItemCancelled(item.request_id))
                 continue
             outcomes.append(
