@@ -46,6 +46,15 @@ non_negative_int = _at_least_zero(int, zero_allowed=True)
 non_negative_float = _at_least_zero(float, zero_allowed=True)
 
 
+def tcp_port(text: str) -> int:
+    """An argparse type: a TCP port to listen on, 0 for any free one. A port past 65535 is not an error to the
+    socket layer: it listens on the number modulo 65536 (70000 on 4464)."""
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 65535, not {text!r}")
+    return value
+
+
 def batch_size(text: str) -> int:
     """An argparse type: the largest batch a worker runs, within what the wire carries."""
     value = positive_int(text)

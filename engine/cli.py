@@ -9,7 +9,15 @@ import os
 import sys
 
 from controller.policies import POLICY_NAMES
-from engine.arg_types import UsageError, batch_size, non_negative_float, non_negative_int, positive_float, positive_int
+from engine.arg_types import (
+    UsageError,
+    batch_size,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    tcp_port,
+)
 from engine.config import (
     HEARTBEAT_INTERVAL_S,
     MIN_HEARTBEAT_TIMEOUT_S,
@@ -31,7 +39,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the engine and its local workers")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (0: any free port)")
+    p.add_argument("--port", type=tcp_port, default=8000, help="HTTP port (0: any free port)")
     p.add_argument("--client-listen", action="append", help="ZeroMQ address for client programs (repeatable)")
     p.add_argument("--worker-listen", action="append", help="ZeroMQ address remote workers connect to (repeatable)")
     p.add_argument("--workers", type=non_negative_int, default=2, help="local worker processes to spawn (0: none)")

@@ -24,6 +24,9 @@ from protocols.curve import create_key_files
         (["serve", "--cache-bytes", "-1"], "--cache-bytes"),
         (["serve", "--heartbeat-timeout", "inf"], "--heartbeat-timeout"),
         (["serve", "--time-scale", "-0.5"], "--time-scale"),
+        # past 65535 the engine listened on the port modulo 65536 (70000: 4464), -1 failed once it had started
+        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--port", "-1"], "--port"),
         (["worker", "--connect", "tcp://127.0.0.1:5556", "--count", "0"], "--count"),
         (["worker", "--connect", "tcp://127.0.0.1:5556", "--threads", "two"], "--threads"),
         (["worker", "--connect", "tcp://127.0.0.1:5556", "--stall-timeout", "0"], "--stall-timeout"),
@@ -87,8 +90,10 @@ def test_an_unknown_log_level_is_a_usage_error(capsys):
 
 
 def test_zero_where_zero_means_something_is_accepted():
-    args = build_parser().parse_args(["serve", "--workers", "0", "--time-scale", "0", "--shutdown-timeout", "0"])
-    assert (args.workers, args.time_scale, args.shutdown_timeout) == (0, 0.0, 0.0)
+    argv = ["serve", "--workers", "0", "--time-scale", "0", "--shutdown-timeout", "0", "--port", "0"]
+    args = build_parser().parse_args(argv)
+    assert (args.workers, args.time_scale, args.shutdown_timeout, args.port) == (0, 0.0, 0.0, 0)
+    assert build_parser().parse_args(["serve", "--port", "65535"]).port == 65535
 
 
 # flags that each parse but cannot run together: refused before anything starts, not accepted and then ignored
