@@ -164,7 +164,23 @@ def _check_serve_args(args: argparse.Namespace) -> None:
 def _check_embedder(args: argparse.Namespace) -> None:
     """The prompt cache's embedder is loaded as the engine is built: what it cannot load is refused first."""
     if args.no_cache:
-        return  # no embedder is loaded: --embedder only picks the controller's similarity table
+        # no embedder is loaded (--embedder only picks the controller's similarity table), nothing kept or saved
+        ignored = [
+            flag
+            for flag, given in (
+                ("--cache-dir", args.cache_dir),
+                ("--cache-dir-bytes", args.cache_dir_bytes),
+                ("--embedder-path", args.embedder_path),
+            )
+            if given
+        ]
+        if ignored:
+            raise UsageError(f"--no-cache keeps no prompt cache: drop {' and '.join(ignored)}")
+        return
+    if args.cache_dir_bytes and not args.cache_dir:
+        raise UsageError("--cache-dir-bytes spills latents to --cache-dir: add --cache-dir DIR")
+    if args.embedder_path and args.embedder == "hash":
+        raise UsageError("--embedder-path goes with --embedder clip or minilm: the hash embedder reads no model")
     if args.embedder == "clip" and not args.embedder_path:
         raise UsageError("--embedder clip needs --embedder-path DIR (a local CLIP text encoder directory)")
     if args.embedder_path and not os.path.isdir(args.embedder_path):

@@ -113,6 +113,12 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--embedder", "clip"], "--embedder clip needs --embedder-path"),
         (["serve", "--embedder", "clip", "--embedder-path", "/no/such/clip"], "/no/such/clip: not a directory"),
         (["serve", "--embedder", "minilm", "--embedder-path", "/no/such/minilm"], "/no/such/minilm: not a directory"),
+        # accepted and ignored: nothing spilled, no model read, no cache saved to or loaded from the directory
+        (["serve", "--cache-dir-bytes", "1000000"], "--cache-dir-bytes spills latents to --cache-dir"),
+        (["serve", "--embedder-path", "/tmp"], "--embedder-path goes with --embedder clip or minilm"),
+        (["serve", "--no-cache", "--cache-dir", "/tmp"], "--no-cache keeps no prompt cache: drop --cache-dir"),
+        (["serve", "--no-cache", "--cache-dir-bytes", "9"], "--no-cache keeps no prompt cache: drop --cache-dir-bytes"),
+        (["serve", "--no-cache", "--embedder-path", "/tmp"], "--no-cache keeps no prompt cache: drop --embedder-path"),
     ],
 )
 def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
@@ -147,6 +153,8 @@ def test_the_embedder_is_checked_only_when_the_engine_loads_one(tmp_path, monkey
         engine_config(build_parser().parse_args(["serve", "--embedder", "minilm"]))
     minilm = ["serve", "--embedder", "minilm", "--embedder-path", str(tmp_path)]
     assert engine_config(build_parser().parse_args(minilm)).cache.embedder == "minilm"
+    spill = ["serve", "--cache-dir", str(tmp_path), "--cache-dir-bytes", "1000"]
+    assert engine_config(build_parser().parse_args(spill)).cache.directory_bytes == 1000
 
 
 def test_curve_allow_must_be_a_directory(tmp_path):
