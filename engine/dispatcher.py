@@ -433,7 +433,9 @@ class Dispatcher:
         for fallback in job.fallbacks:
             if self._profiled(fallback[0]) and self._seconds(job, fallback[0]) <= budget_s:
                 self._move_up(job, fallback)
-                self._metrics.escalated.inc()
+                if not job.escalated:  # the metric counts images: one moved up twice is still one image
+                    job.escalated = True
+                    self._metrics.escalated.inc()
                 return True
         return False
 

@@ -50,6 +50,7 @@ class Job:
     # (argus only; empty for the other policies)
     fallbacks: tuple[tuple[int, np.ndarray], ...] = ()
     k_star: int = 0  # its predicted best level
+    escalated: bool = False  # moved up a level to make its deadline (counted once, however many times it moves)
     attempts: int = 0  # times sent to a worker
     sent_at: float = 0.0
     waiting_since: float = 0.0  # when it last found no worker to take it (the no_worker timeout runs from here)

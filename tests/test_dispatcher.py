@@ -380,6 +380,19 @@ async def test_a_late_job_moves_up_only_as_far_as_its_deadline_needs():
     assert (h.batches()[-1].level, h.batches()[-1].items[0].latent) == (10, "latent-10")
 
 
+async def test_an_image_moved_up_twice_is_counted_once():
+    fast_top = LatencyProfile("test", 50, {0: (1.0, 2.0), 10: (0.8, 1.6), 25: (0.2, 0.4)}, "made up for the test")
+    h = Harness(profile=fast_top, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy for 1 s
+    moved = h.request(slo_ms=1_950, fallbacks=LADDER)  # 0.95 s after the wait: level 10 (0.8 s) makes it
+    assert moved.jobs[0].level == 10 and h.metrics.escalated._value.get() == 1
+    h.request(slo_ms=1_300, level=25)  # must start sooner: 0.2 s of work goes before the moved one
+    h.dispatcher.sweep()  # 0.75 s left behind it: up again, to level 25
+    assert moved.jobs[0].level == 25 and not moved.done
+    assert h.metrics.escalated._value.get() == 1
+
+
 async def test_an_upgrade_below_k_star_is_kept_only_on_a_free_worker():
     h = Harness(profile=THREE_LEVELS, inflight_batches_per_worker=1, escalate=True)
     h.add_worker("a", max_batch=1)
