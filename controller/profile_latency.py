@@ -258,6 +258,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
     if args.backend != "sim" and args.time_scale != 1.0:
         raise SystemExit("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+    if args.model and args.backend != "sdxl":  # the worker refuses it: only the sdxl backend reads a model
+        raise SystemExit(
+            f"--model is read by the sdxl backend only, not {args.backend}: add --backend sdxl, or drop it"
+        )
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:
         with WorkerProcess(args, batches[-1], Path(tmp)) as worker:
             hello = worker.handshake()

@@ -149,7 +149,7 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         # Ray actors read --model on the hosts Ray places them on, which this one need not see
         if args.launcher != "ray":
             _check_model(args.model)
-    _check_time_scale(args)
+    _check_backend_flags(args)
     _check_embedder(args)
     if args.launcher == "ray":
         if not args.workers:
@@ -287,10 +287,16 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_worker)
 
 
-def _check_time_scale(args: argparse.Namespace) -> None:
-    """`argus serve` and `argus worker` alike: only the sim backend's time is simulated, so only it scales."""
+def _check_backend_flags(args: argparse.Namespace) -> None:
+    """`argus serve` and `argus worker` alike: only the sim backend's time is simulated, so only it scales, and
+    only the sdxl backend reads a --model (tiny builds its own, sim runs none)."""
     if args.time_scale is not None and args.backend != "sim":
         raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+    if args.model and args.backend != "sdxl":
+        # the default backend is tiny: `--model DIR` alone served the tiny model's pictures as SD-XL's
+        raise UsageError(
+            f"--model is read by the sdxl backend only, not {args.backend}: add --backend sdxl, or drop it"
+        )
 
 
 def _check_model(model_dir: str) -> None:
@@ -306,7 +312,7 @@ def check_worker_args(args: argparse.Namespace) -> None:
             raise UsageError("--count runs simulated workers only: add --backend sim")
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
-    _check_time_scale(args)
+    _check_backend_flags(args)
     if args.backend == "sdxl":
         if not args.model:
             raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder)")

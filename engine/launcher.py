@@ -42,7 +42,7 @@ def worker_command(config: WorkerConfig) -> list[str]:
     ]
     if config.backend == "sim":  # the worker refuses it for a model backend
         command += ["--time-scale", str(config.time_scale)]
-    if config.model:
+    if config.model and config.backend == "sdxl":  # the worker refuses it for the others, which read no model
         command += ["--model", config.model]
     if config.max_batch:
         command += ["--max-batch", str(config.max_batch)]

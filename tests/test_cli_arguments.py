@@ -106,6 +106,9 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--heartbeat-timeout", "0.5"], "--heartbeat-timeout must be at least 2"),
         (["serve", "--backend", "sdxl", "--workers", "1"], "--backend sdxl needs --model"),
         (["serve", "--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
+        # tiny (the default) and sim read no model: the tiny model's pictures were served as if from the SD-XL one
+        (["serve", "--model", "/models/sdxl"], "--model is read by the sdxl backend only, not tiny"),
+        (["serve", "--backend", "sim", "--model", "/models/sdxl"], "--model is read by the sdxl backend only, not sim"),
         (["serve", "--ray-address", "10.0.0.9:6379"], "go with --launcher ray"),
         (["serve", "--ray-connect", "tcp://10.0.0.5:5556"], "go with --launcher ray"),
         (["serve", "--launcher", "ray", "--workers", "0"], "with --workers 0 it has none to start"),
@@ -178,6 +181,7 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
         (["--backend", "sim", "--count", "4", "--threads", "2"], "use no --device, --threads"),
         (["--backend", "sim", "--count", "4", "--stall-timeout", "9"], "--threads or --stall-timeout"),
         (["--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
+        (["--model", "/models/sdxl"], "--model is read by the sdxl backend only, not tiny"),
         # the ZeroMQ identity (id, "/", 8 hex digits) would pass 255 bytes: the worker died as it connected
         (["--worker-id", "w" * 247], "--worker-id is 247 bytes; at most 246"),
         (["--worker-id", "é" * 124], "--worker-id is 248 bytes"),
@@ -257,6 +261,7 @@ def test_the_engines_own_worker_command_passes_the_worker_checks(backend, tmp_pa
     command = worker_command(launch.worker_config("ipc:///tmp/w", slot=0, threads=2))
     check_worker_args(build_parser().parse_args(command[command.index("worker") :]))
     assert ("--time-scale" in command) == (backend == "sim")
+    assert ("--model" in command) == (backend == "sdxl")
 
 
 # an input file a command cannot use, made in a temporary directory: (name, how it is made, what the error says)
