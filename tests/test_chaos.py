@@ -55,7 +55,9 @@ def test_kills_and_hangs_lose_nothing_and_duplicate_nothing(tmp_path):
     # each hang was noticed by heartbeat and its process killed by the engine (not by the test)
     assert result["hangs_detected"] == result["hangs"]
     losses = result["engine_metrics"]["worker_losses"]
-    assert losses.get("cause=exited", 0) >= result["kills"] and losses.get("cause=heartbeat", 0) >= result["hangs"]
+    # a kill is seen by the launcher (exited) or, when a batch goes out first, by the refused send (unreachable)
+    killed_seen = losses.get("cause=exited", 0) + losses.get("cause=unreachable", 0)
+    assert killed_seen >= result["kills"] and losses.get("cause=heartbeat", 0) >= result["hangs"], losses
     assert result["engine_metrics"]["worker_restarts"] >= result["kills"] + result["hangs"]
     # the engine's own count of terminal replies agrees with what the clients saw
     assert result["metrics_vs_clients"]["match"], result["metrics_vs_clients"]
