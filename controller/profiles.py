@@ -25,7 +25,7 @@ from statistics import NormalDist
 import numpy as np
 
 from controller.similarity import SimilarityTable
-from controller.versioned import DATA_DIR, read_versioned, write_versioned
+from controller.versioned import DATA_DIR, fields_of, read_versioned, write_versioned
 
 LATENCY_KIND = "latency_profile"
 QUALITY_KIND = "quality_profile"
@@ -125,11 +125,12 @@ class LatencyProfile:
     @classmethod
     def load(cls, path: str | Path) -> LatencyProfile:
         data = read_versioned(path, LATENCY_KIND)
-        batches = data["batch_sizes"]
-        if batches != list(range(1, len(batches) + 1)):
-            raise ValueError(f"{path}: batch_sizes must be 1, 2, ..., n")
-        table = {int(k): tuple(float(s) for s in row) for k, row in data["latency_s"].items()}
-        return cls(data["name"], int(data["steps"]), table, data["provenance"], data.get("derivation"))
+        with fields_of(path):
+            batches = data["batch_sizes"]
+            if batches != list(range(1, len(batches) + 1)):
+                raise ValueError("batch_sizes must be 1, 2, ..., n")
+            table = {int(k): tuple(float(s) for s in row) for k, row in data["latency_s"].items()}
+            return cls(data["name"], int(data["steps"]), table, data["provenance"], data.get("derivation"))
 
     @classmethod
     def bundled(cls, name: str = "sdxl_a100") -> LatencyProfile:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,18 @@ def read_versioned(path: str | Path, kind: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("version") != VERSION or data.get("kind") != kind:
         raise ValueError(f"{path}: not a version {VERSION} {kind!r} file")
     return data
+
+
+@contextmanager
+def fields_of(path: str | Path) -> Iterator[None]:
+    """Reading a versioned file's fields: one missing, or of the wrong type or value, is a ValueError naming the
+    file (what the engine reports as a bad file), not a KeyError or TypeError traceback."""
+    try:
+        yield
+    except KeyError as error:
+        raise ValueError(f"{path}: no field {error}") from None
+    except (TypeError, AttributeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def write_versioned(path: str | Path, kind: str, provenance: str, payload: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.versioned import DATA_DIR
 from controller.window import Controller, ControllerConfig
-from engine.arg_types import read_user_file
+from engine.arg_types import UsageError, read_user_file
 from engine.config import EngineConfig
 from workers.limits import BACKEND_MAX_BATCH
 
@@ -38,10 +38,10 @@ def build_control(config: EngineConfig, now: float) -> ControlSetup:
     """A file the user named (--latency-profile, --quality-profile, --predictor) that cannot be used stops the
     engine as it starts, with a UsageError naming it."""
     policy_config = config.policy
-    profile = _latency_profile(config)
+    table = SimilarityTable.bundled(config.cache.embedder)
+    profile = _latency_profile(config, table.levels)
     launch = config.launch
     planned = profile.limited_to(launch.max_batch or BACKEND_MAX_BATCH.get(launch.backend, BACKEND_MAX_BATCH["sdxl"]))
-    table = SimilarityTable.bundled(config.cache.embedder)
     if policy_config.quality_profile:
         degradation = read_user_file(
             lambda path: DegradationMatrix.load_profiled(path, table), policy_config.quality_profile
@@ -62,9 +62,14 @@ def build_control(config: EngineConfig, now: float) -> ControlSetup:
     return ControlSetup(profile, planned, policy, controller, slo_s)
 
 
-def _latency_profile(config: EngineConfig) -> LatencyProfile:
-    if config.policy.latency_profile:
-        return read_user_file(LatencyProfile.load, config.policy.latency_profile)
+def _latency_profile(config: EngineConfig, levels: tuple[int, ...]) -> LatencyProfile:
+    path = config.policy.latency_profile
+    if path:
+        profile = read_user_file(LatencyProfile.load, path)
+        missing = sorted(set(levels) - set(profile.levels))
+        if missing:  # the policy plans every level the cache serves
+            raise UsageError(f"{path}: no latencies for levels {missing}")
+        return profile
     name = _DEFAULT_PROFILES.get(config.launch.backend, "sdxl_a100")
     if not (DATA_DIR / f"{name}.json").exists():
         name = "sdxl_a100"

@@ -1,6 +1,7 @@
 """The controller plans with the batches the workers run, and the dispatcher keeps the whole profile; a file the user
 named that cannot be used stops the engine with one line naming it."""
 
+import json
 import re
 
 import pytest
@@ -19,11 +20,23 @@ def test_capacity_is_planned_on_the_largest_batch_the_workers_run(backend, max_b
     assert (setup.planned.capacity_rps(25, setup.slo_s) == pytest.approx(one_at_a_time)) == (planned == 1)
 
 
+def _latency(**fields) -> str:
+    """A latency profile file with `fields` changed (None: left out)."""
+    data = {"version": 1, "kind": "latency_profile", "name": "x", "provenance": "test", "steps": 50}
+    data |= {"batch_sizes": [1], "latency_s": {str(k): [1.0] for k in (0, 5, 10, 15, 20, 25)}} | fields
+    return json.dumps({k: v for k, v in data.items() if v is not None})
+
+
 @pytest.mark.parametrize(
     ("option", "content", "says"),
     [
         ("latency_profile", None, "No such file or directory"),
         ("latency_profile", '{"version": 1, "kind": "k_predictor"}', "not a version 1 'latency_profile' file"),
+        ("latency_profile", _latency(batch_sizes=None), "no field 'batch_sizes'"),
+        ("latency_profile", _latency(latency_s=[[1.0]]), "'list' object has no attribute 'items'"),
+        ("latency_profile", _latency(latency_s={"x": [1.0]}), "invalid literal for int()"),
+        ("latency_profile", _latency(latency_s={"60": [1.0]}), "level 60 outside 0..49"),
+        ("latency_profile", _latency(latency_s={"0": [1.0]}), "no latencies for levels [5, 10, 15, 20, 25]"),
         ("predictor", "{", "Expecting property name"),
         # read, but it lacks a class: the error names the file still
         ("quality_profile", '{"similarity": 0.97, "level": 25, "quality": 96.0}\n' * 2, "no measured quality"),
