@@ -20,7 +20,7 @@ import numpy as np
 
 from controller.profiles import QualitySample
 from controller.similarity import SimilarityTable
-from controller.versioned import read_versioned, write_versioned
+from controller.versioned import fields_of, read_versioned, write_versioned
 
 PREDICTOR_KIND = "k_predictor"
 
@@ -78,6 +78,21 @@ class TrainedPredictor:
     min_probability: float
     provenance: str
 
+    def __post_init__(self) -> None:
+        # checked here, not at the first cache hit: a malformed file would fail every request served from a neighbour
+        n = len(self.features)
+        if unknown := set(self.features) - {*BASE_FEATURES, OVERLAP}:
+            raise ValueError(f"unknown features {sorted(unknown)}")
+        if len(self.mean) != n or len(self.scale) != n:
+            raise ValueError(f"mean and scale need one value per feature ({n})")
+        if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.scale):
+            raise ValueError("means must be finite and scales finite and > 0")
+        for level, w in self.weights.items():
+            if level <= 0 or len(w) != n + 1 or not all(math.isfinite(v) for v in w):
+                raise ValueError(f"level {level}: needs a level > 0 and {n + 1} finite weights (intercept first)")
+        if not (math.isfinite(self.target) and 0 <= self.min_probability <= 1):
+            raise ValueError("target must be finite and min_probability within 0..1")
+
     def probability(self, level: int, lookup: Lookup) -> float:
         """P(quality >= target) for this prompt served at `level` from its neighbour."""
         if level == 0:
@@ -125,15 +140,16 @@ class TrainedPredictor:
     @classmethod
     def load(cls, path: str | Path) -> TrainedPredictor:
         data = read_versioned(path, PREDICTOR_KIND)
-        return cls(
-            tuple(data["features"]),
-            tuple(data["mean"]),
-            tuple(data["scale"]),
-            {int(k): tuple(w) for k, w in data["weights"].items()},
-            float(data["target"]),
-            float(data["min_probability"]),
-            data["provenance"],
-        )
+        with fields_of(path):
+            return cls(
+                tuple(str(name) for name in data["features"]),
+                tuple(float(v) for v in data["mean"]),
+                tuple(float(v) for v in data["scale"]),
+                {int(k): tuple(float(v) for v in w) for k, w in data["weights"].items()},
+                float(data["target"]),
+                float(data["min_probability"]),
+                data["provenance"],
+            )
 
     def save(self, path: str | Path) -> None:
         payload = {

@@ -27,6 +27,14 @@ def _latency(**fields) -> str:
     return json.dumps({k: v for k, v in data.items() if v is not None})
 
 
+def _predictor(**fields) -> str:
+    """A trained predictor file with `fields` changed (None: left out)."""
+    data = {"version": 1, "kind": "k_predictor", "provenance": "test", "features": ["similarity", "log_words"]}
+    data |= {"mean": [0.8, 2.0], "scale": [0.1, 1.0], "weights": {"25": [0.0, 1.0, 0.0]}}
+    data |= {"target": 95.0, "min_probability": 0.5} | fields
+    return json.dumps({k: v for k, v in data.items() if v is not None})
+
+
 @pytest.mark.parametrize(
     ("option", "content", "says"),
     [
@@ -38,6 +46,11 @@ def _latency(**fields) -> str:
         ("latency_profile", _latency(latency_s={"60": [1.0]}), "level 60 outside 0..49"),
         ("latency_profile", _latency(latency_s={"0": [1.0]}), "no latencies for levels [5, 10, 15, 20, 25]"),
         ("predictor", "{", "Expecting property name"),
+        ("predictor", _predictor(weights=None), "no field 'weights'"),
+        # accepted, each would fail every request served from a neighbour
+        ("predictor", _predictor(weights={"25": [0.0, 1.0]}), "needs a level > 0 and 3 finite weights"),
+        ("predictor", _predictor(features=["similarity", "colour"]), "unknown features ['colour']"),
+        ("predictor", _predictor(scale=[0.0, 1.0]), "scales finite and > 0"),
         # read, but it lacks a class: the error names the file still
         ("quality_profile", '{"similarity": 0.97, "level": 25, "quality": 96.0}\n' * 2, "no measured quality"),
     ],
