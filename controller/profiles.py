@@ -289,7 +289,7 @@ def _banded_samples(path: str | Path, banded: object) -> list[QualitySample]:
         raise ValueError(f'{path}: not a table {{level: {{"lo-hi": quality}}}}')
     try:
         return [
-            QualitySample(sum(map(float, band.split("-"))) / 2.0, int(level), float(quality))
+            QualitySample(sum(map(_finite, band.split("-"))) / 2.0, int(level), _finite(quality))
             for level, bands in banded.items()
             for band, quality in bands.items()
         ]
@@ -306,14 +306,23 @@ def _sample_line(where: str, line: str) -> QualitySample:
         raise ValueError(f"{where}: not a sample {{similarity, level, quality, prompt}}")
     try:
         return QualitySample(
-            None if row.get("similarity") is None else float(row["similarity"]),
+            None if row.get("similarity") is None else _finite(row["similarity"]),
             int(row["level"]),
-            float(row["quality"]),
+            _finite(row["quality"]),
             str(row.get("prompt", "")),
             row.get("neighbour_prompt"),
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
+
+
+def _finite(value: object) -> float:
+    """A number read from a samples file: Python's json reads NaN and Infinity, and a NaN quality became an infinite
+    one in the degradation matrix (a running minimum skips it), which GET /plan then showed as Infinity."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 # -- degradation -----------------------------------------------------------------------

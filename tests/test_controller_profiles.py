@@ -203,12 +203,22 @@ def test_a_jsonl_file_of_one_sample_is_one_sample_not_a_banded_table(tmp_path):
         ('{"similarity": 0.9, "quality": 97.0}', "not a sample"),
         ("[0.9, 5, 97.0]", "not a sample"),
         ('{"similarity": 0.9, "level": "five", "quality": 97.0}', "'five'"),
+        # Python's json reads them; a NaN quality became an infinite one in the degradation matrix
+        ('{"similarity": 0.9, "level": 5, "quality": NaN}', "nan is not a finite number"),
+        ('{"similarity": Infinity, "level": 5, "quality": 97.0}', "inf is not a finite number"),
     ],
 )
 def test_a_sample_line_that_cannot_be_read_is_named_by_file_and_line(tmp_path, second_line, says):
     path = tmp_path / "samples.jsonl"
     path.write_text(json.dumps({"similarity": 0.9, "level": 5, "quality": 97.0}) + "\n" + second_line + "\n")
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}:2: .*{re.escape(says)}"):
+        read_quality_samples(path)
+
+
+def test_a_band_of_no_finite_quality_is_named(tmp_path):
+    path = tmp_path / "bands.json"
+    path.write_text('{"5": {"0.7-0.75": Infinity}}')
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: inf is not a finite number"):
         read_quality_samples(path)
 
 
