@@ -71,10 +71,14 @@ class ControlLoop:
                 )
                 if plan is not None:
                     self._record(plan)
-                if self.plan is not None:
-                    self._staff(self.plan)
             except Exception:  # a failed solve keeps the plan in force; serving goes on
                 log.exception("re-planning failed")
+            try:
+                # even when the solve failed: a worker that joined (the change that asked for it) is placed
+                if self.plan is not None:
+                    self._staff(self.plan)
+            except Exception:
+                log.exception("applying the plan failed")
             await asyncio.sleep(self._tick_s)
 
     def _staff(self, plan: Plan) -> None:

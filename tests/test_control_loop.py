@@ -63,3 +63,30 @@ async def test_a_worker_that_joins_under_a_plan_is_put_where_the_plan_wants_it()
         assert moves == [("d", 0)]
     finally:
         running.cancel()
+
+
+class FailingController(FixedController):
+    """A controller with a plan in force whose every new solve fails."""
+
+    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
+        raise RuntimeError("the solver failed")
+
+
+async def test_a_failed_solve_still_staffs_the_plan_in_force():
+    h = Harness()
+    h.add_worker("a", level=0)
+    moves = []
+
+    def move(worker, level):
+        moves.append((worker.name, level))
+        worker.level = level
+
+    loop = ControlLoop(Levels(), FailingController({0: 1, 25: 1}), h.registry, move, h.metrics, h.clock, 1.0)
+    running = asyncio.create_task(loop.run())
+    try:
+        # a worker joins: the controller re-plans for the new fleet, fails, and the plan in force places it
+        h.add_worker("b", level=0)
+        assert await eventually(lambda: moves)
+        assert moves == [("b", 25)]
+    finally:
+        running.cancel()
