@@ -1,5 +1,10 @@
 """The controller coroutine: every second, ask the controller for a plan (solved off the loop) and apply it.
 
+With a short window it looks more often (a tenth of the window, at least every
+10 ms), and after a solve it waits at least as long as the solve took: a window
+shorter than a solve (`--window-s 0.01`) would otherwise run the MILP back to
+back, a core's worth of solving taken from serving.
+
 Applying a plan moves as few workers as possible: the ones at a level with too
 many leave for levels with too few, the least loaded first (the busiest keep
 the level their queues were routed for). A move is a SetLevel message, not a
@@ -27,6 +32,7 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 log = logging.getLogger("argus.controller")
 
 _TICK_S = 1.0
+_MIN_TICK_S = 0.01
 
 
 class ControlLoop:
@@ -47,7 +53,7 @@ class ControlLoop:
         self._metrics = metrics
         self._clock = clock
         # look often enough to re-route within a window, however short the window is
-        self._tick_s = min(_TICK_S, window_s / 10)
+        self._tick_s = max(_MIN_TICK_S, min(_TICK_S, window_s / 10))
         self._last_allocation: dict[int, int] = {}
 
     @property
@@ -64,22 +70,28 @@ class ControlLoop:
         return k_star, self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
 
     async def run(self) -> None:
+        failing = False
         while True:
+            started = self._clock()
             try:
-                plan = await asyncio.to_thread(
-                    self._controller.maybe_replan, self._clock(), len(self._registry.ready())
-                )
+                plan = await asyncio.to_thread(self._controller.maybe_replan, started, len(self._registry.ready()))
                 if plan is not None:
                     self._record(plan)
+                if failing:
+                    log.info("re-planning works again")
+                failing = False
             except Exception:  # a failed solve keeps the plan in force; serving goes on
-                log.exception("re-planning failed")
+                # one traceback per run of failures: the next tick would print the same one again
+                log.log(logging.DEBUG if failing else logging.ERROR, "re-planning failed", exc_info=True)
+                failing = True
+            solve_s = self._clock() - started
             try:
                 # even when the solve failed: a worker that joined (the change that asked for it) is placed
                 if self.plan is not None:
                     self._staff(self.plan)
             except Exception:
                 log.exception("applying the plan failed")
-            await asyncio.sleep(self._tick_s)
+            await asyncio.sleep(max(self._tick_s, solve_s))
 
     def _staff(self, plan: Plan) -> None:
         want = plan.workers_per_level

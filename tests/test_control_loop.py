@@ -1,8 +1,10 @@
 """The control loop staffs levels as the plan says: the least loaded move, and newcomers are placed too."""
 
 import asyncio
+import logging
 from collections import Counter
 
+import pytest
 from test_dispatcher import Harness
 from waiting import eventually
 
@@ -90,3 +92,60 @@ async def test_a_failed_solve_still_staffs_the_plan_in_force():
         assert moves == [("b", 25)]
     finally:
         running.cancel()
+
+
+class SlowController(FixedController):
+    """A controller whose every solve takes `solve_s` on the harness's clock; its first `failures` solves fail."""
+
+    def __init__(self, clock, solve_s: float, failures: int = 0):
+        super().__init__({0: 1})
+        self._clock, self._solve_s, self._failures = clock, solve_s, failures
+
+    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
+        self._clock.now += self._solve_s
+        if self._failures:
+            self._failures -= 1
+            raise RuntimeError("the solver failed")
+        return None
+
+
+async def ticks(loop: ControlLoop, monkeypatch, count: int) -> list[float]:
+    """The waits between the control loop's first `count` solves."""
+    waits = []
+
+    async def recorded_sleep(delay):
+        waits.append(delay)
+        if len(waits) == count:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(asyncio, "sleep", recorded_sleep)
+    try:
+        await loop.run()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        monkeypatch.undo()
+    return waits
+
+
+async def test_a_window_shorter_than_a_solve_does_not_solve_back_to_back(monkeypatch):
+    h = Harness()
+    h.add_worker("a", level=0)
+    loop = ControlLoop(Levels(), SlowController(h.clock, 0.3), h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    # the loop waits at least as long as each solve took: solving takes at most half of the time
+    assert await ticks(loop, monkeypatch, 3) == pytest.approx([0.3] * 3)
+    fast = ControlLoop(Levels(), SlowController(h.clock, 0.0), h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    assert await ticks(fast, monkeypatch, 3) == [0.01] * 3  # the shortest tick, however short the window
+
+
+async def test_a_solver_that_keeps_failing_logs_one_traceback(monkeypatch, caplog):
+    h = Harness()
+    h.add_worker("a", level=0)
+    controller = SlowController(h.clock, 0.0, failures=4)
+    loop = ControlLoop(Levels(), controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1.0)
+    with caplog.at_level(logging.DEBUG, logger="argus.controller"):
+        await ticks(loop, monkeypatch, 5)
+    failures = [r for r in caplog.records if r.getMessage() == "re-planning failed"]
+    assert [r.levelno for r in failures] == [logging.ERROR] + [logging.DEBUG] * 3
+    assert failures[0].exc_info is not None
+    assert "re-planning works again" in caplog.messages
