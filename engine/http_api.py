@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
+from engine.image_files import ImagesTooLarge
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult
 from protocols.openai_images import (
     ImageData,
@@ -27,8 +28,6 @@ from protocols.openai_images import (
 from protocols.openapi import openapi_document
 
 if TYPE_CHECKING:
-    from yarl import URL
-
     from engine.server import Engine
 
 # encoding this many bytes to base64 on the loop would stall other requests
@@ -164,18 +163,22 @@ async def generate(request: web.Request) -> web.Response:
     if isinstance(reply, Cancelled):
         # not shutting_down (refused at the door): this one was admitted, then cancelled at the drain's end
         return _error("cancelled", "the request was cancelled while the engine stopped")
-    data = [await _image_data(engine, request, origin, body.output_format, r) for r in reply.images]
+    if origin is None:
+        data = [await _b64_data(r) for r in reply.images]
+    else:
+        try:
+            names = engine.image_files.put([bytes(r.image) for r in reply.images], body.output_format)
+        except ImagesTooLarge as exc:
+            return _error("invalid_request", str(exc), "response_format")
+        route = request.app.router["image_file"]
+        data = [
+            image_data(r, url=str(origin.join(route.url_for(name=name))))
+            for r, name in zip(reply.images, names, strict=True)
+        ]
     return _json(images_response(data, body, admitted.width, admitted.height))
 
 
-async def _image_data(
-    engine: Engine, request: web.Request, origin: URL | None, output_format: str, result: ImageResult
-) -> ImageData:
-    """`origin`: where image URLs point (response_format url), None for base64."""
-    if origin is not None:
-        name = engine.image_files.put(bytes(result.image), output_format)
-        path = request.app.router["image_file"].url_for(name=name)
-        return image_data(result, url=str(origin.join(path)))
+async def _b64_data(result: ImageResult) -> ImageData:
     if len(result.image) > _INLINE_B64_BYTES:
         return image_data(result, b64_json=await asyncio.to_thread(_b64, result.image))
     return image_data(result, b64_json=_b64(result.image))

@@ -10,6 +10,10 @@ from collections.abc import Callable
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
+class ImagesTooLarge(ValueError):
+    pass
+
+
 class ImageFiles:
     def __init__(self, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic):
         self._max_bytes = max_bytes
@@ -22,14 +26,25 @@ class ImageFiles:
     def bytes_held(self) -> int:
         return self._bytes
 
-    def put(self, data: bytes, output_format: str) -> str:
-        """Stores an image; returns its file name (unguessable)."""
-        name = f"{secrets.token_urlsafe(18)}.{output_format}"
+    def put(self, images: list[bytes], output_format: str) -> list[str]:
+        """Stores one response's images together; returns their file names (unguessable).
+
+        Raises ImagesTooLarge, storing and evicting nothing, when they are more than the whole budget: stored,
+        they would push out every other client's images, then the first of their own before the response is
+        sent (or all of them at the next sweep)."""
+        total = sum(len(data) for data in images)
+        if total > self._max_bytes:
+            raise ImagesTooLarge(
+                f"the {len(images)} image(s) take {total} bytes, more than the {self._max_bytes} bytes kept for"
+                " image URLs: ask for response_format b64_json"
+            )
         now = self._clock()
-        self._evict(now, room_for=len(data))
-        self._files[name] = (now + self._ttl_s, data)
-        self._bytes += len(data)
-        return name
+        self._evict(now, room_for=total)
+        names = [f"{secrets.token_urlsafe(18)}.{output_format}" for _ in images]
+        for name, data in zip(names, images, strict=True):
+            self._files[name] = (now + self._ttl_s, data)
+        self._bytes += total
+        return names
 
     def get(self, name: str) -> tuple[bytes, str] | None:
         entry = self._files.get(name)

@@ -2,11 +2,14 @@
 
 import asyncio
 
+import aiohttp
+import pytest
 from waiting import eventually
 
-from engine.image_files import ImageFiles
+from engine.config import LaunchConfig
+from engine.image_files import ImageFiles, ImagesTooLarge
 from engine.server import Engine
-from engine_process import in_process_config
+from engine_process import free_port, in_process_config
 
 
 class Clock:
@@ -19,19 +22,31 @@ class Clock:
 
 def test_the_oldest_images_make_room_within_the_budget():
     files = ImageFiles(max_bytes=10, ttl_s=60, clock=Clock())
-    first = files.put(b"a" * 4, "png")
-    second = files.put(b"b" * 4, "jpeg")
-    third = files.put(b"c" * 4, "webp")
+    (first,) = files.put([b"a" * 4], "png")
+    (second,) = files.put([b"b" * 4], "jpeg")
+    (third,) = files.put([b"c" * 4], "webp")
     assert files.get(first) is None and files.bytes_held == 8
     assert files.get(second) == (b"b" * 4, "image/jpeg")
     assert files.get(third) == (b"c" * 4, "image/webp")
     assert first != second and len(first) > 20  # names cannot be guessed
 
 
+def test_images_over_the_whole_budget_are_refused_and_push_out_nothing():
+    files = ImageFiles(max_bytes=10, ttl_s=60, clock=Clock())
+    (kept,) = files.put([b"a" * 4], "png")
+    with pytest.raises(ImagesTooLarge, match="b64_json"):
+        files.put([b"b" * 11], "png")
+    with pytest.raises(ImagesTooLarge):
+        files.put([b"c" * 6, b"d" * 6], "png")  # one response's images, each within the budget
+    assert files.get(kept) == (b"a" * 4, "image/png") and files.bytes_held == 4
+    names = files.put([b"e" * 5, b"f" * 5], "png")
+    assert [files.get(name)[0] for name in names] == [b"e" * 5, b"f" * 5] and files.get(kept) is None
+
+
 def test_expired_images_are_not_served_and_are_freed_without_another_put():
     clock = Clock()
     files = ImageFiles(max_bytes=1000, ttl_s=60, clock=clock)
-    name = files.put(b"x" * 100, "png")
+    (name,) = files.put([b"x" * 100], "png")
     clock.now += 59
     files.drop_expired()
     assert files.get(name) is not None and files.bytes_held == 100
@@ -43,10 +58,40 @@ def test_expired_images_are_not_served_and_are_freed_without_another_put():
 
 async def test_the_engine_frees_expired_images_on_its_own(tmp_path):
     engine = Engine(in_process_config(tmp_path, image_url_ttl_s=0.05))
-    engine.image_files.put(b"x" * 100, "png")
+    engine.image_files.put([b"x" * 100], "png")
     running = asyncio.create_task(engine.run())
     try:
         assert await eventually(lambda: engine.image_files.bytes_held == 0)
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_handed_out_works(tmp_path):
+    port = free_port()
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
+    # a sim 64x64 PNG takes a few hundred bytes: two fit, three do not
+    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, image_url_store_bytes=600))
+    running = asyncio.create_task(engine.run())
+    url = f"http://127.0.0.1:{port}/v1/images/generations"
+    try:
+        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json={"prompt": "a", "size": "64x64", "response_format": "url"}) as reply:
+                assert reply.status == 200
+                (first,) = (await reply.json())["data"]
+            held = engine.image_files.bytes_held
+            body = {"prompt": "b", "size": "64x64", "n": 3, "response_format": "url"}
+            async with session.post(url, json=body) as reply:
+                assert reply.status == 400
+                error = (await reply.json())["error"]
+            assert error["param"] == "response_format" and "b64_json" in error["message"]
+            assert engine.image_files.bytes_held == held
+            engine.image_files.drop_expired()
+            async with session.get(first["url"]) as image:
+                assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
+            async with session.post(url, json=body | {"response_format": "b64_json"}) as reply:
+                assert reply.status == 200 and len((await reply.json())["data"]) == 3
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)
