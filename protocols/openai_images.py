@@ -1,7 +1,7 @@
 """The HTTP schema: OpenAI's `POST /v1/images/generations`, with argus extension fields.
 
 Decoded strictly (msgspec.json): a wrong type, an unknown field or a value out
-of range is a 400 naming the field. `model`, `quality`, `style` and `user` are
+of range is a 400 naming the field; null is a field's default. `model`, `quality`, `style` and `user` are
 accepted for compatibility; `model` is echoed back, the others do not change
 generation.
 """
@@ -25,10 +25,11 @@ _SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
     model: Annotated[str, msgspec.Meta(max_length=256)] | None = None
-    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES_PER_REQUEST)] = 1
-    size: Annotated[str, msgspec.Meta(max_length=32, pattern=SIZE_PATTERN)] = "auto"
-    response_format: Literal["b64_json", "url"] = "b64_json"
-    output_format: OutputFormat = "png"
+    # null is the default, as in OpenAI's API: its client sends null for an argument given as None
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES_PER_REQUEST)] | None = 1
+    size: Annotated[str, msgspec.Meta(max_length=32, pattern=SIZE_PATTERN)] | None = "auto"
+    response_format: Literal["b64_json", "url"] | None = "b64_json"
+    output_format: OutputFormat | None = "png"
     quality: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     style: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
@@ -45,13 +46,23 @@ class InvalidRequest(ValueError):
         self.param = param
 
 
+_NULL_MEANS = {
+    field.name: field.default
+    for field in msgspec.structs.fields(ImageGenerationRequest)
+    if field.default not in (None, msgspec.NODEFAULT)
+}
+
+
 def parse_request(body: bytes) -> ImageGenerationRequest:
+    """The request, with a field sent as null holding its default."""
     try:
-        return msgspec.json.decode(body, type=ImageGenerationRequest)
+        request = msgspec.json.decode(body, type=ImageGenerationRequest)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(str(exc), _param_of(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"malformed JSON: {exc}") from None
+    nulls = {name: default for name, default in _NULL_MEANS.items() if getattr(request, name) is None}
+    return msgspec.structs.replace(request, **nulls) if nulls else request
 
 
 def parse_size(size: str) -> tuple[int, int]:

@@ -46,7 +46,7 @@ def good(engine) -> None:
         (json.dumps({}).encode(), 400, "invalid_request", None, "missing required field `prompt`"),
         (json.dumps({"prompt": "a", "n": 0}).encode(), 400, "invalid_request", "n", ">= 1"),
         (json.dumps({"prompt": "a", "n": 11}).encode(), 400, "invalid_request", "n", "<= 10"),
-        (json.dumps({"prompt": "a", "n": "2"}).encode(), 400, "invalid_request", "n", "Expected `int`"),
+        (json.dumps({"prompt": "a", "n": "2"}).encode(), 400, "invalid_request", "n", "got `str`"),
         (json.dumps({"prompt": "a", "size": "huge"}).encode(), 400, "invalid_request", "size", "matching regex"),
         (json.dumps({"prompt": "a", "size": "65x64"}).encode(), 400, "invalid_size", "size", "multiple of 8"),
         (json.dumps({"prompt": "a", "size": "8x8"}).encode(), 400, "invalid_size", "size", "from 64"),

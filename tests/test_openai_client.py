@@ -77,3 +77,21 @@ def test_model_is_echoed_and_default_size_applies(engine, client):
     assert response.model_extra["model"] == "anything"
     assert decode(base64.b64decode(response.data[0].b64_json)).size == (64, 64)
     assert engine.metric("argus_images_total", level="0") >= 5
+
+
+def test_an_argument_given_as_none_is_its_default(client):
+    # the client sends None as null, as OpenAI's API takes it
+    response = client.images.generate(
+        prompt="a kite",
+        n=None,
+        size=None,
+        response_format=None,
+        output_format=None,
+        quality=None,
+        style=None,
+        model=None,
+        extra_body={"seed": None, "num_inference_steps": 2},
+    )
+    (entry,) = response.data
+    assert response.size == "64x64" and response.output_format == "png"
+    assert decode(base64.b64decode(entry.b64_json)).format == "PNG"
