@@ -1,9 +1,9 @@
 """The HTTP schema: OpenAI's `POST /v1/images/generations`, with argus extension fields.
 
 Decoded strictly (msgspec.json): a wrong type, an unknown field or a value out
-of range is a 400 naming the field; null is a field's default. `model`, `quality`, `style` and `user` are
-accepted for compatibility; `model` is echoed back, the others do not change
-generation.
+of range is a 400 naming the field; null is a field's default. `model`,
+`quality`, `style`, `user` and `stream` (false) are accepted for compatibility;
+`model` is echoed back, the others do not change generation.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     quality: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     style: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    stream: Literal[False] | None = None  # images come whole: true is a 400
     # argus extensions
     seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
     num_inference_steps: Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)] | None = None

@@ -4,6 +4,7 @@ import base64
 import io
 import urllib.request
 
+import openai
 import pytest
 from openai import OpenAI
 from PIL import Image
@@ -95,3 +96,11 @@ def test_an_argument_given_as_none_is_its_default(client):
     (entry,) = response.data
     assert response.size == "64x64" and response.output_format == "png"
     assert decode(base64.b64decode(entry.b64_json)).format == "PNG"
+
+
+def test_stream_false_is_served_and_stream_true_refused(client):
+    response = client.images.generate(prompt="a kite", stream=False, extra_body={"num_inference_steps": 2})
+    assert len(response.data) == 1
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(prompt="a kite", stream=True)
+    assert raised.value.body["param"] == "stream"
