@@ -171,6 +171,6 @@ def error_response(message: str, code: str, param: str | None = None) -> ErrorRe
 
 
 def _param_of(message: str) -> str | None:
-    # msgspec names the field as "... - at `$.field`"
-    match = re.search(r"at `\$\.([a-z_]+)", message)
-    return match.group(1) if match else None
+    # msgspec names the field as "... - at `$.field`", or one missing or unknown as "... field `field`"
+    match = re.search(r"at `\$\.([a-z_]+)|field `([^`]*)`", message)
+    return (match.group(1) or match.group(2)) if match else None

@@ -43,7 +43,7 @@ def good(engine) -> None:
         (json.dumps({"prompt": 5}).encode(), 400, "invalid_request", "prompt", "Expected `str`"),
         (json.dumps({"prompt": ""}).encode(), 400, "invalid_request", "prompt", "length >= 1"),
         (json.dumps({"prompt": "x" * 4001}).encode(), 400, "invalid_request", "prompt", "length <= 4000"),
-        (json.dumps({}).encode(), 400, "invalid_request", None, "missing required field `prompt`"),
+        (json.dumps({}).encode(), 400, "invalid_request", "prompt", "missing required field `prompt`"),
         (json.dumps({"prompt": "a", "n": 0}).encode(), 400, "invalid_request", "n", ">= 1"),
         (json.dumps({"prompt": "a", "n": 11}).encode(), 400, "invalid_request", "n", "<= 10"),
         (json.dumps({"prompt": "a", "n": "2"}).encode(), 400, "invalid_request", "n", "got `str`"),
@@ -73,7 +73,7 @@ def good(engine) -> None:
             "response_format",
             "Invalid enum",
         ),
-        (json.dumps({"prompt": "a", "bogus": 1}).encode(), 400, "invalid_request", None, "unknown field `bogus`"),
+        (json.dumps({"prompt": "a", "bogus": 1}).encode(), 400, "invalid_request", "bogus", "unknown field `bogus`"),
         (json.dumps({"prompt": "a", "seed": -1}).encode(), 400, "invalid_request", "seed", ">= 0"),
         (json.dumps({"prompt": "a", "slo_ms": 0}).encode(), 400, "invalid_request", "slo_ms", "> 0"),
         (
