@@ -38,6 +38,7 @@ _STATUS = {
     "invalid_size": 400,
     "body_too_large": 413,
     "unsupported_encoding": 415,
+    "unsupported_media_type": 415,
     "busy": 429,
     "worker_error": 500,
     "no_worker": 503,
@@ -132,6 +133,10 @@ def _require_api_key(api_key: str):
 
 async def generate(request: web.Request) -> web.Response:
     engine: Engine = request.app[ENGINE_KEY]
+    # a web page may have a browser post a form, text/plain or an untyped body to any site without asking the site
+    # first (CORS): taking only JSON keeps pages from spending this engine's workers through their visitors
+    if request.content_type != "application/json":
+        return _error("unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
         return _error("unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
     try:

@@ -162,7 +162,7 @@ def images_response(data: list[ImageData], request: ImageGenerationRequest, widt
     )
 
 
-_INVALID_INPUT = ("invalid_request", "invalid_size", "body_too_large")
+_INVALID_INPUT = ("invalid_request", "invalid_size", "body_too_large", "unsupported_encoding", "unsupported_media_type")
 
 
 def error_response(message: str, code: str, param: str | None = None) -> ErrorResponse:

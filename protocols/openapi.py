@@ -32,7 +32,7 @@ def openapi_document(version: str, api_key: bool) -> dict:
             "400": _error("invalid input, naming the field"),
             "401": _error("missing or wrong API key"),
             "413": _error("body over the size limit"),
-            "415": _error("a compressed body (Content-Encoding): send the JSON as is"),
+            "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)"),
             "429": _error("queue full; retry after the Retry-After header"),
             "500": _error("a worker failed on this request"),
             "503": _error(

@@ -1,6 +1,7 @@
 """Bad HTTP input gets a precise 4xx, and the engine keeps serving."""
 
 import gzip
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -107,6 +108,28 @@ def test_a_compressed_body_is_415_and_never_inflated(engine):
     status, body = post(engine, bomb, **{"Content-Encoding": "gzip"})
     assert status == 415 and body["error"]["code"] == "unsupported_encoding"
     good(engine)
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
+def test_a_body_not_typed_as_json_is_415_before_any_work(engine, content_type):
+    """What a browser sends to any site without a CORS preflight: a web page cannot spend the workers."""
+    before = engine.metric("argus_requests_total", outcome="ok", code="")
+    connection = http.client.HTTPConnection(engine.http.removeprefix("http://"), timeout=30)
+    headers = {"Content-Type": content_type} if content_type else {}
+    connection.request("POST", "/v1/images/generations", json.dumps({"prompt": "a", "size": "64x64"}), headers)
+    response = connection.getresponse()
+    assert response.status == 415
+    assert json.loads(response.read())["error"]["code"] == "unsupported_media_type"
+    connection.close()
+    assert engine.metric("argus_requests_total", outcome="ok", code="") == before
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_json_with_parameters_or_in_capitals_is_served(engine, content_type):
+    status, body = post(engine, json.dumps({"prompt": "a", "size": "64x64"}).encode(), content_type)
+    assert status == 200, body
 
 
 @pytest.mark.parametrize("host", ["host:abc", "host:99999", "@"])
