@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hmac
 import itertools
+import logging
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -29,6 +30,8 @@ from protocols.openapi import openapi_document
 
 if TYPE_CHECKING:
     from engine.server import Engine
+
+log = logging.getLogger("argus.http")
 
 # encoding this many bytes to base64 on the loop would stall other requests
 _INLINE_B64_BYTES = 256 * 1024
@@ -96,7 +99,8 @@ def _error(code: str, message: str, param: str | None = None, headers: dict | No
 
 @web.middleware
 async def _json_errors(request: web.Request, handler):
-    """aiohttp's own errors (413, 404, 405) answered in the API's JSON error shape."""
+    """aiohttp's own errors (413, 404, 405), and a failure of the engine's own, answered in the API's JSON error
+    shape: a client of the OpenAI API reads the error from the body."""
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -107,6 +111,9 @@ async def _json_errors(request: web.Request, handler):
         # keep what the status needs (Allow on a 405), not the plain-text body's own headers
         kept = {name: value for name, value in exc.headers.items() if name.lower() not in _BODY_HEADERS}
         return _json(error_response(exc.reason, exc.reason.lower().replace(" ", "_")), exc.status, kept)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error("internal_error", "the engine failed to answer this request")
 
 
 def _require_api_key(api_key: str):
