@@ -7,6 +7,7 @@ import base64
 import hmac
 import itertools
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -29,6 +30,8 @@ from protocols.openai_images import (
 from protocols.openapi import openapi_document
 
 if TYPE_CHECKING:
+    from yarl import URL
+
     from engine.server import Engine
 
 log = logging.getLogger("argus.http")
@@ -68,6 +71,9 @@ def request_ids() -> Iterator[str]:
 
 _REQUEST_IDS = request_ids()
 
+
+# a DNS name, an IPv4 address or an IPv6 one (yarl drops its brackets), as the host of an image URL
+_URL_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
 
 # answered without an API key: liveness probes must not need a secret
 _OPEN_PATHS = frozenset({"/health"})
@@ -154,7 +160,7 @@ async def generate(request: web.Request) -> web.Response:
     origin = None
     if body.response_format == "url":
         try:  # before any work is done for it: the image URLs are made from the Host header
-            origin = request.url.origin()
+            origin = _image_origin(request)
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
             return _error("invalid_request", reason, "response_format")
@@ -188,6 +194,14 @@ async def generate(request: web.Request) -> web.Response:
             for r, name in zip(reply.images, names, strict=True)
         ]
     return _json(images_response(data, body, admitted.width, admitted.height))
+
+
+def _image_origin(request: web.Request) -> URL:
+    origin = request.url.origin()
+    # yarl keeps "a/b", "a b" or "a?b" as a host, and the image URL would then point at another path or site
+    if not _URL_HOST.fullmatch(origin.raw_host or ""):
+        raise ValueError(f"{request.host!r} is not a host name or address")
+    return origin
 
 
 async def _b64_data(result: ImageResult) -> ImageData:

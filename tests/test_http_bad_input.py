@@ -132,7 +132,7 @@ def test_json_with_parameters_or_in_capitals_is_served(engine, content_type):
     assert status == 200, body
 
 
-@pytest.mark.parametrize("host", ["host:abc", "host:99999", "@"])
+@pytest.mark.parametrize("host", ["host:abc", "host:99999", "@", "a/b", "a?b", "a#b", "a b:80"])
 def test_a_url_request_whose_host_makes_no_url_is_400_before_any_work(engine, host):
     before = engine.metric("argus_requests_total", outcome="ok", code="")
     body = json.dumps({"prompt": "a lighthouse", "size": "64x64", "response_format": "url"}).encode()
