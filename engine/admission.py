@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 
 from engine.jobs import AdmittedRequest
 from engine.worker_registry import WorkerRegistry
@@ -38,11 +39,12 @@ class Admission:
         workers = [w.hello for w in self._registry.ready()]
         if not workers:
             return self._fallback
-        return SizeLimits(
-            min_size=max(h.min_size for h in workers),
-            max_size=min(h.max_size for h in workers),
-            default_size=workers[0].default_size,
-        )
+        min_size, max_size = max(h.min_size for h in workers), min(h.max_size for h in workers)
+        # a mixed fleet: the default most of its workers use, within what all of them take (the first one's
+        # could be outside, and every request without a size would be refused)
+        defaults = Counter(h.default_size for h in workers)
+        usual = min(defaults, key=lambda size: (-defaults[size], size))
+        return SizeLimits(min_size=min_size, max_size=max_size, default_size=min(max(usual, min_size), max_size))
 
     def default_steps(self) -> int:
         workers = self._registry.ready()
