@@ -133,10 +133,11 @@ class WorkerLink:
             # wait out a heartbeat timeout before trying the next engine on this address. Unanswered, it retries
             # every second; Refused would end it
             return
-        reason = _refusal(hello) or (None if known else self._id_in_use(hello.worker_id))
-        if reason:
-            log.error("refusing worker %r: %s", identity, reason)
-            self._socket.send(identity, self._codec.encode(Refused(reason)))
+        reason = _refusal(hello)
+        refused = Refused(reason) if reason else (None if known else self._id_in_use(hello.worker_id))
+        if refused:
+            log.error("refusing worker %r: %s", identity, refused.reason)
+            self._socket.send(identity, self._codec.encode(refused))
             return
         if known is not None and (hello.session == known.hello.session or not (known.inflight or known.queue)):
             # a repeated hello (our Welcome crossed its retry, or its retries queued while we were down), or one
@@ -165,13 +166,14 @@ class WorkerLink:
         self.on_joined(worker)
         self.dispatcher.worker_ready(worker)
 
-    def _id_in_use(self, worker_id: str) -> str | None:
+    def _id_in_use(self, worker_id: str) -> Refused | None:
         """Why a new process may not take `worker_id`: a live worker has it. Replacing it would make the two
         evict each other at every hello, each time re-routing what the other held."""
         alive_since = time.monotonic() - _ALIVE_INTERVALS * self._heartbeat_interval_s
         for holder in self._registry.by_worker_id(worker_id):
             if holder.last_seen >= alive_since:
-                return f"worker id {worker_id!r} is in use by the live worker {holder.name}: give each its own"
+                reason = f"worker id {worker_id!r} is in use by the live worker {holder.name}: give each its own"
+                return Refused(reason, id_in_use=True)
         return None
 
     def _welcome(self, level: int) -> Welcome:

@@ -53,6 +53,9 @@ class Welcome(msgspec.Struct, tag="welcome", frozen=True):
 
 class Refused(msgspec.Struct, tag="refused", frozen=True):
     reason: str
+    # only the worker id is refused (a live worker has it): the same hello under another id would be welcomed, so a
+    # fleet stops this one worker, not all of them
+    id_in_use: bool = False
 
 
 class Rejoin(msgspec.Struct, tag="rejoin", frozen=True):

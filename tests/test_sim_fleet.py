@@ -11,9 +11,19 @@ from collections import Counter
 import zmq
 from fake_engine import FakeEngine
 
-from engine_process import ROOT, start_engine
+from engine.client import ArgusClient
+from engine_process import ROOT, start_engine, start_worker
 from protocols.client_messages import Error, Generate, Images, client_side_codec
-from protocols.worker_messages import PROTOCOL_VERSION, BatchDone, GenerateItem, Hello, ItemDone, Welcome
+from protocols.worker_messages import (
+    PROTOCOL_VERSION,
+    BatchDone,
+    GenerateItem,
+    Hello,
+    ItemDone,
+    Leaving,
+    Refused,
+    Welcome,
+)
 from protocols.worker_messages import Generate as WorkerGenerate
 
 FLEET = 50
@@ -126,4 +136,61 @@ def test_a_batch_no_profile_can_time_is_answered_and_the_fleet_lives_on():
     finally:
         fleet.send_signal(signal.SIGTERM)
         assert fleet.wait(timeout=30) == 0
+        engine.close()
+
+
+def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_path):
+    """Before, the one refusal ended the process: the fleet's welcomed workers with it, unannounced."""
+    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    lone = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu-1")
+    fleet = None
+    try:
+        engine.wait_ready(1, timeout_s=60)
+        fleet = start_fleet(tmp_path, engine.worker_address, 3, "gpu")
+        workers = engine.wait_ready(3, timeout_s=60)["workers"]
+        assert sorted(w["name"].split("/")[0] for w in workers if w["pid"] == fleet.pid) == ["gpu-0", "gpu-2"]
+        deadline = time.monotonic() + 30
+        while "worker id 'gpu-1' is in use" not in (tmp_path / "gpu.log").read_text():
+            assert time.monotonic() < deadline, "the fleet logged no refusal"
+            time.sleep(0.1)
+        assert fleet.poll() is None
+        with ArgusClient(engine.client_address, timeout_s=30) as client:
+            assert isinstance(client.generate("a mill by a river", width=64, height=64), Images)
+    finally:
+        # every process is stopped before any exit code is checked: a failed check leaves none behind
+        for worker in (fleet, lone):
+            if worker is not None:
+                worker.send_signal(signal.SIGTERM)
+        codes = [engine.stop(), *(w.wait(timeout=30) for w in (fleet, lone) if w is not None)]
+        assert codes == [0] * len(codes)
+
+
+def test_a_refused_hello_stops_the_whole_fleet_and_its_welcomed_workers_say_leaving():
+    """Its workers send one hello but for their ids: what refuses one refuses them all, so the process ends (exit 2)
+    at the first such refusal, once its workers the engine welcomed have said they are leaving."""
+    engine = FakeEngine()
+    fleet = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "worker", "--connect", engine.address, "--backend", "sim",
+         "--count", "2", "--worker-id", "pair"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        welcomed = None
+        leaving = False
+        while not leaving and engine.socket.poll(60_000):
+            identity, *frames = engine.socket.recv_multipart()
+            message = engine.codec.decode(frames)
+            engine.identity = identity
+            if isinstance(message, Hello) and welcomed in (None, identity):
+                welcomed = identity
+                engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
+            elif isinstance(message, Hello):
+                engine.send(Refused("protocol 3 not supported (engine speaks 9)"))
+            leaving = isinstance(message, Leaving) and identity == welcomed
+        assert leaving, "the welcomed worker never said it was leaving"
+        assert fleet.wait(timeout=30) == 2
+        assert "protocol 3 not supported (engine speaks 9); stopping every worker of this fleet" in fleet.stderr.read()
+    finally:
+        if fleet.poll() is None:
+            fleet.kill()
         engine.close()

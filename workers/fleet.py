@@ -28,11 +28,11 @@ import zmq
 
 from controller.profiles import LatencyProfile, ProfileLatency
 from protocols.curve import ClientKeys
-from protocols.worker_messages import Generate, ItemDone, ItemOutcome
+from protocols.worker_messages import Generate, ItemDone, ItemOutcome, Refused
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
 from workers.main import exit_with_parent, load_backend, serve_until_stopped
-from workers.runtime import UNANSWERED_WARNING_S, WorkerRuntime, warn_unanswered
+from workers.runtime import UNANSWERED_WARNING_S, EngineRefused, WorkerRuntime, warn_unanswered
 
 log = logging.getLogger("argus.fleet")
 
@@ -189,6 +189,8 @@ class Fleet:
         self._timers: list[tuple[float, int, SimWorker]] = []
         self._order = itertools.count()
         self._stop_requested = False
+        self._refusal: EngineRefused | None = None  # what ended the fleet: a hello every worker of it sends
+        self._ids_refused = 0
 
     def stop(self) -> None:
         """Safe from a signal handler: the loop notices."""
@@ -202,6 +204,10 @@ class Fleet:
             for worker in self._workers:
                 worker.close()
             self._context.term()
+        if self._refusal is None and self._ids_refused == len(self._workers):
+            self._refusal = EngineRefused(Refused("each of this fleet's worker ids is in use", id_in_use=True))
+        if self._refusal is not None:
+            raise self._refusal  # exit code 2, as a lone worker refused
 
     def _loop(self) -> None:
         live = set(self._workers)
@@ -241,7 +247,10 @@ class Fleet:
     def _serve(self, worker: SimWorker, now: float, live: set[SimWorker]) -> None:
         while True:
             if worker.readable:
-                worker.on_readable()
+                try:
+                    worker.on_readable()
+                except EngineRefused as refusal:
+                    self._refused(worker, refusal)
             wake = worker.tick(now)
             if wake is None:
                 self._selector.unregister(worker.fd)
@@ -252,6 +261,18 @@ class Fleet:
             if not worker.readable:
                 break
         self._schedule(worker, wake)
+
+    def _refused(self, worker: SimWorker, refusal: EngineRefused) -> None:
+        worker.stop()
+        name = worker.identity.decode()
+        if refusal.id_in_use:
+            self._ids_refused += 1
+            log.error("engine refused worker %s: %s; the fleet's other workers serve on", name, refusal)
+        elif self._refusal is None:
+            # the workers of a fleet send one hello but for their ids: what refuses it refuses them all
+            self._refusal = refusal
+            log.error("engine refused worker %s: %s; stopping every worker of this fleet", name, refusal)
+            self.stop()
 
     def _schedule(self, worker: SimWorker, at: float) -> None:
         # one live timer per worker, the earliest: a later one is re-armed by the tick the earlier one causes

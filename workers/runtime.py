@@ -65,7 +65,9 @@ MAX_WORKER_ID_BYTES = 255 - 1 - 8
 
 
 class EngineRefused(Exception):
-    pass
+    def __init__(self, refused: Refused):
+        super().__init__(refused.reason)
+        self.id_in_use = refused.id_in_use
 
 
 def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker") -> None:
@@ -248,7 +250,7 @@ class WorkerRuntime:
     def _welcomed(self, message: object) -> bool:
         """Takes the engine's answer to a hello: True once welcomed (raises EngineRefused when refused)."""
         if isinstance(message, Refused):
-            raise EngineRefused(message.reason)
+            raise EngineRefused(message)
         if isinstance(message, Welcome):
             self._heartbeat_interval_s = message.heartbeat_interval_s
             self._engine_timeout_s = message.engine_timeout_s
