@@ -544,7 +544,8 @@ class Dispatcher:
         self._live.pop(job.job_id)
         if isinstance(message, ItemDone):
             queued_s = job.sent_at - job.request.admitted_at  # until the run that made it was sent
-            self._metrics.images_at(message.level).inc()
+            # the level it was sent at, not the one the worker names: a label takes only the engine's values
+            self._metrics.images_at(job.level).inc()
             self._metrics.queue_seconds.observe(queued_s)
             if self._on_image is not None:
                 try:
@@ -556,7 +557,7 @@ class Dispatcher:
                 ImageResult(
                     image=message.image,
                     seed=job.seed,
-                    level=message.level,
+                    level=job.level,
                     similarity=job.similarity,
                     queue_ms=queued_s * 1000.0,
                     run_ms=message.run_ms,

@@ -578,3 +578,20 @@ async def test_retiring_a_job_answered_as_it_was_routed_does_not_describe_the_wh
     assert doomed.future.result().code == "deadline_exceeded"
     # a deque's remove() names an item it lacks by its repr, which runs over every job and worker it reaches
     assert described == []
+
+
+async def test_an_image_counts_at_the_level_its_batch_was_sent_at_whatever_the_worker_says():
+    """The level in a worker's ItemDone was a Prometheus label: a buggy or hostile worker made a series per image."""
+    h = Harness()
+    a = h.add_worker("a")
+    requests = [h.request(prompt=f"p{i}") for i in range(3)]
+    answered = 0
+    while answered < len(h.batches()):  # each answer lets the next queued batch go
+        batch = h.batches()[answered]
+        done = [ItemDone(i.request_id, Blob(b"img"), 10**6 + answered, [], None, 1.0, 50) for i in batch.items]
+        h.dispatcher.batch_done(a, BatchDone(batch.batch_id, done))
+        answered += 1
+    await settle()
+    series = [s for m in h.metrics.registry.collect() if m.name == "argus_images" for s in m.samples]
+    assert {(s.labels["level"], s.value) for s in series if s.name == "argus_images_total"} == {("0", 3.0)}
+    assert all(isinstance(r.future.result(), Images) and r.future.result().images[0].level == 0 for r in requests)
