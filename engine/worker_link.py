@@ -1,6 +1,6 @@
 """The engine's side of the worker links: one ROUTER socket, its reader, and liveness.
 
-Handshake: a worker's Hello (protocol version checked) is answered with Welcome
+Handshake: a worker's Hello (its values checked: engine/hello_check.py) is answered with Welcome
 and registers it; a hello from a new process under the id of a worker heard from
 within 3 heartbeat intervals is Refused. Heartbeats and every message refresh its
 last-seen time; a worker silent past the timeout is declared lost (and its
@@ -21,12 +21,12 @@ import zmq
 
 from engine.curve_gate import WORKERS
 from engine.dispatcher import Dispatcher
+from engine.hello_check import hello_refusal
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.codec import DecodeError
 from protocols.curve import KeyPair
-from protocols.limits import MAX_BATCH
 from protocols.sockets import bind_all, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -133,7 +133,7 @@ class WorkerLink:
             # wait out a heartbeat timeout before trying the next engine on this address. Unanswered, it retries
             # every second; Refused would end it
             return
-        reason = _refusal(hello)
+        reason = hello_refusal(hello)
         refused = Refused(reason) if reason else (None if known else self._id_in_use(hello.worker_id))
         if refused:
             log.error("refusing worker %r: %s", identity, refused.reason)
@@ -196,12 +196,3 @@ class WorkerLink:
                 except Exception:  # the other silent workers, and the next watches, must still be handled
                     log.exception("handling the loss of worker %s failed", worker.name)
                 self.on_silent(worker)
-
-
-def _refusal(hello: Hello) -> str | None:
-    """Why a worker cannot join, or None."""
-    if hello.protocol != PROTOCOL_VERSION:
-        return f"protocol {hello.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
-    if not 1 <= hello.max_batch <= MAX_BATCH:
-        return f"max_batch {hello.max_batch} outside 1..{MAX_BATCH}"
-    return None

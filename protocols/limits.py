@@ -11,5 +11,7 @@ MAX_REQUEST_ID_CHARS = 128
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 SIZE_MULTIPLE = 8
+# the largest image side a worker may offer: its encoded image (48 MiB as raw RGB) fits a frame (MAX_FRAME_BYTES)
+MAX_IMAGE_SIZE = 4096
 # items in one worker batch: bounds the frames of a Generate and of its BatchDone
 MAX_BATCH = 32

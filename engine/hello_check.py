@@ -1,0 +1,51 @@
+"""What the engine takes from a worker's hello, checked before the worker joins.
+
+Its values size what clients may ask for (the smallest max_size of the ready
+workers bounds every request), shape batches, and are shown in /ready and the
+log. A buggy or hostile worker must not shrink every request to nothing, nor
+make /ready megabytes long: a hello out of bounds is refused, naming the field.
+"""
+
+from __future__ import annotations
+
+from protocols.limits import MAX_BATCH, MAX_IMAGE_SIZE, MAX_STEPS, SIZE_MULTIPLE
+from protocols.worker_messages import PROTOCOL_VERSION, Hello
+from workers.limits import DEFAULT_LEVELS
+from workers.runtime import MAX_WORKER_ID_BYTES
+
+# backend and device names: "sdxl", "cuda:0"
+MAX_NAME_CHARS = 64
+
+
+def hello_refusal(hello: Hello) -> str | None:
+    """Why a worker cannot join, or None."""
+    if hello.protocol != PROTOCOL_VERSION:
+        return f"protocol {hello.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
+    if not hello.worker_id.isprintable() or not 0 < len(hello.worker_id.encode()) <= MAX_WORKER_ID_BYTES:
+        return f"worker_id must be 1 to {MAX_WORKER_ID_BYTES} bytes of printable characters"
+    for field, name in (("backend", hello.backend), ("device", hello.device)):
+        if not name.isprintable() or not 0 < len(name) <= MAX_NAME_CHARS:
+            return f"{field} must be 1 to {MAX_NAME_CHARS} printable characters"
+    if not 1 <= hello.max_batch <= MAX_BATCH:
+        return f"max_batch {hello.max_batch} outside 1..{MAX_BATCH}"
+    if not 1 <= hello.default_steps <= MAX_STEPS:
+        return f"default_steps {hello.default_steps} outside 1..{MAX_STEPS}"
+    sizes = (hello.min_size, hello.default_size, hello.max_size)
+    if (
+        any(size % SIZE_MULTIPLE for size in sizes)
+        or not SIZE_MULTIPLE <= sizes[0] <= sizes[1] <= sizes[2] <= MAX_IMAGE_SIZE
+    ):
+        return (
+            f"min_size {sizes[0]}, default_size {sizes[1]}, max_size {sizes[2]}: multiples of {SIZE_MULTIPLE},"
+            f" in that order, from {SIZE_MULTIPLE} to {MAX_IMAGE_SIZE}"
+        )
+    # the engine's cache keeps these levels only (server.py): a latent at another would fail every image's insert
+    levels = hello.levels
+    if not levels or levels != sorted(set(levels)) or not set(levels) <= set(DEFAULT_LEVELS):
+        shown = levels[: len(DEFAULT_LEVELS) + 1]
+        return f"levels {shown}: not some of the engine's cache levels {list(DEFAULT_LEVELS)}, ascending"
+    if levels[-1] >= hello.default_steps:
+        return f"levels {levels}: not all below default_steps {hello.default_steps}"
+    if not 0 <= hello.level < hello.default_steps:
+        return f"level {hello.level} outside 0..{hello.default_steps - 1} (below default_steps)"
+    return None

@@ -1,0 +1,70 @@
+"""A hello whose values the engine cannot take is refused, naming the field: before, one worker claiming sizes 0 to 0
+had every request refused, and one naming its device in megabytes made /ready megabytes long."""
+
+import msgspec
+import pytest
+import zmq
+
+from engine_process import start_engine
+from protocols.worker_messages import PROTOCOL_VERSION, Hello, Refused, Welcome, engine_side_codec, worker_side_codec
+
+GOOD = Hello(PROTOCOL_VERSION, "w", "sim", "sim", True, [5, 10, 15, 20, 25], 8, 50, 64, 2048, 1024, 0, 1)
+
+BAD = [
+    ({"protocol": PROTOCOL_VERSION + 1}, "protocol"),
+    ({"worker_id": ""}, "worker_id"),
+    ({"worker_id": "w\nERROR forged log line"}, "worker_id"),
+    ({"backend": "x" * 5_000_000}, "backend"),
+    ({"device": ""}, "device"),
+    ({"max_batch": 0}, "max_batch"),
+    ({"max_batch": 10**9}, "max_batch"),
+    ({"default_steps": 0}, "default_steps"),
+    ({"default_steps": 10**9}, "default_steps"),
+    ({"min_size": 0, "max_size": 0, "default_size": 7}, "min_size"),
+    ({"max_size": 10**9}, "max_size"),
+    ({"min_size": 512, "default_size": 256}, "min_size"),
+    ({"levels": []}, "levels"),
+    ({"levels": [10, 5]}, "levels"),
+    ({"levels": [5, 5, 10]}, "levels"),
+    ({"levels": [5, 7]}, "levels"),
+    ({"levels": [5, 10], "default_steps": 8}, "levels"),
+    ({"level": 999}, "level"),
+    ({"level": -1}, "level"),
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("hello"), workers=0, backend="sim", wait=False)
+    engine.wait_ready(0)
+    yield engine
+    assert engine.stop() == 0
+
+
+def say_hello(engine, hello: Hello, identity: bytes) -> object:
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.IDENTITY, identity)
+    socket.connect(engine.worker_address)
+    try:
+        socket.send_multipart(engine_side_codec().encode(hello))
+        assert socket.poll(30_000), "no answer to the hello"
+        return worker_side_codec().decode(socket.recv_multipart())
+    finally:
+        socket.close()
+        context.term()
+
+
+@pytest.mark.parametrize(("changes", "field"), BAD, ids=[f"{i}-{field}" for i, (_, field) in enumerate(BAD)])
+def test_a_hello_out_of_bounds_is_refused_naming_the_field(engine, changes, field):
+    hello = msgspec.structs.replace(GOOD, **changes)
+    answer = say_hello(engine, hello, f"w/{field}{len(engine.ready()['workers'])}".encode())
+    assert isinstance(answer, Refused) and field in answer.reason, answer
+    assert not engine.ready()["workers"]
+
+
+def test_a_hello_within_bounds_is_welcomed(engine):
+    assert isinstance(say_hello(engine, GOOD, b"w/good"), Welcome)
+    (worker,) = engine.ready()["workers"]
+    assert worker["name"] == "w/good"
