@@ -25,7 +25,7 @@ from engine.hello_check import hello_refusal
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
-from protocols.codec import DecodeError
+from protocols.codec import Codec, DecodeError
 from protocols.curve import KeyPair
 from protocols.sockets import bind_all, make_socket
 from protocols.worker_messages import (
@@ -34,6 +34,7 @@ from protocols.worker_messages import (
     EngineHeartbeat,
     Heartbeat,
     Hello,
+    HelloVersion,
     Leaving,
     LevelSet,
     Refused,
@@ -68,6 +69,7 @@ class WorkerLink:
         self.endpoints = bind_all(sock, listen)
         self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()
+        self._version_codec = Codec(HelloVersion)
         self._registry = registry
         self._metrics = metrics
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -98,7 +100,14 @@ class WorkerLink:
         await self._watch_heartbeats()
 
     def _on_frames(self, identity: bytes, frames: list) -> None:
-        self._on_message(identity, self._codec.decode(frames))
+        message = self._codec.decode(frames)
+        if isinstance(message, DecodeError) and not self._stopping:
+            other = self._version_codec.decode(frames)
+            if isinstance(other, HelloVersion) and other.protocol != PROTOCOL_VERSION:
+                reason = f"protocol {other.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
+                log.error("refusing worker %r: %s", identity, reason)
+                self._socket.send(identity, self._codec.encode(Refused(reason)))
+        self._on_message(identity, message)  # a message this engine cannot read is counted, even one answered
 
     def _on_message(self, identity: bytes, message: object) -> None:
         worker = self._registry.get(identity)

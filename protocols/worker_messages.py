@@ -43,6 +43,13 @@ class Hello(msgspec.Struct, tag="hello", frozen=True):
     session: int = 0
 
 
+class HelloVersion(msgspec.Struct, tag="hello", frozen=True):
+    """The field every version's Hello keeps: a hello of another version that does not decode as this one's is
+    still answered, Refused naming both versions, rather than dropped unheard."""
+
+    protocol: int
+
+
 class Welcome(msgspec.Struct, tag="welcome", frozen=True):
     protocol: int
     heartbeat_interval_s: float

@@ -68,3 +68,20 @@ def test_a_hello_within_bounds_is_welcomed(engine):
     assert isinstance(say_hello(engine, GOOD, b"w/good"), Welcome)
     (worker,) = engine.ready()["workers"]
     assert worker["name"] == "w/good"
+
+
+def test_a_hello_of_another_version_that_does_not_decode_as_this_ones_is_refused_naming_both(engine):
+    """Before, it was dropped as garbage: the worker, unanswered, warned that the engine was down or took not its
+    CURVE key."""
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(engine.worker_address)
+    try:
+        socket.send(msgspec.msgpack.encode({"type": "hello", "protocol": PROTOCOL_VERSION + 1, "name": "w"}))
+        assert socket.poll(30_000), "no answer to the hello"
+        answer = worker_side_codec().decode(socket.recv_multipart())
+    finally:
+        socket.close()
+        context.term()
+    assert answer == Refused(f"protocol {PROTOCOL_VERSION + 1} not supported (engine speaks {PROTOCOL_VERSION})")

@@ -13,7 +13,7 @@ from tcp_proxy import DroppingProxy
 from engine.client import ArgusClient, AsyncArgusClient
 from engine_process import slow_reading_client, start_engine
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
-from protocols.worker_messages import Rejoin, worker_side_codec
+from protocols.worker_messages import PROTOCOL_VERSION, Refused, Rejoin, worker_side_codec
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +124,9 @@ def test_garbage_to_the_worker_socket_is_dropped_not_fatal(engine):
         replies = []
         while sock.poll(500):
             replies.append(worker_side_codec().decode(sock.recv_multipart(copy=False)))
-        # a stranger gets no welcome and no work: only its well-formed heartbeat is answered, with Rejoin (say
-        # hello first), as a worker the engine dropped would be
-        assert replies == [Rejoin()]
+        # a stranger gets no welcome and no work: its well-formed heartbeat is answered with Rejoin (say hello
+        # first), as a worker the engine dropped would be, and its hello of another version is Refused naming both
+        assert replies == [Rejoin(), Refused(f"protocol 1 not supported (engine speaks {PROTOCOL_VERSION})")]
     finally:
         sock.close()
         context.term()
