@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import msgspec
 import zmq
 
 from engine.curve_gate import WORKERS
@@ -142,6 +143,11 @@ class WorkerLink:
             # wait out a heartbeat timeout before trying the next engine on this address. Unanswered, it retries
             # every second; Refused would end it
             return
+        if known is not None and not _repeats(known.hello, hello):
+            # the same peer now says it is another worker (its id, sizes, batch): what it held was sent for the
+            # worker it was, and the limits and ids derived from that hello would go stale; it joins anew, checked
+            self.dispatcher.worker_lost(known, "rejoined")
+            known = None
         reason = hello_refusal(hello)
         refused = Refused(reason) if reason else (None if known else self._id_in_use(hello.worker_id))
         if refused:
@@ -205,3 +211,9 @@ class WorkerLink:
                 except Exception:  # the other silent workers, and the next watches, must still be handled
                     log.exception("handling the loss of worker %s failed", worker.name)
                 self.on_silent(worker)
+
+
+def _repeats(first: Hello, again: Hello) -> bool:
+    """`again` says what `first` said, but for what changes while a worker runs: its level, and its session (a
+    new one drops its work: see _on_hello)."""
+    return msgspec.structs.replace(again, level=first.level, session=first.session) == first

@@ -64,3 +64,30 @@ async def test_a_level_acknowledged_late_does_not_move_the_worker_back(link_for)
     link._on_message(IDENTITY, LevelSet(10))  # the first move's echo, after the second was sent
     assert worker.level == 15
     assert not h.metrics.registry.get_sample_value("argus_bad_messages_total", {"link": "worker"})
+
+
+@pytest.mark.parametrize("change", [{"max_size": 128}, {"worker_id": "remote-1"}, {"max_batch": 1}])
+async def test_a_known_peer_whose_hello_says_another_worker_joins_anew(link_for, change):
+    h = Harness()
+    link = link_for(h)
+    link._on_message(IDENTITY, HELLO)
+    request = h.request()
+    (first,) = h.batches()
+    link._on_message(IDENTITY, msgspec.structs.replace(HELLO, **change))
+    (worker,) = h.registry.ready()
+    assert msgspec.structs.asdict(worker.hello).items() >= change.items()  # it is what it says now
+    # what was sent to the worker it was is sent again, to the worker it is
+    resent = [m for m in h.batches() if m is not first]
+    assert [item.request_id for batch in resent for item in batch.items] == [first.items[0].request_id]
+    assert request.jobs[0].attempts == 2
+
+
+async def test_a_known_peer_whose_hello_takes_a_live_workers_id_is_refused(link_for, caplog):
+    h = Harness()
+    link = link_for(h)
+    link._on_message(IDENTITY, HELLO)
+    link._on_message(b"other/1234", msgspec.structs.replace(HELLO, worker_id="other"))
+    link._on_message(b"other/1234", HELLO)  # now it claims the id remote-0 has
+    assert [w.hello.worker_id for w in h.registry.ready()] == ["remote-0"]
+    assert sum(isinstance(m, Welcome) for _, m in h.sent) == 2  # the third hello is not welcomed
+    assert "worker id 'remote-0' is in use" in caplog.text
