@@ -8,7 +8,8 @@ terminal message: Images, Error, Busy or Cancelled (never raise for those).
 Replies are matched to requests by request id. The engine answers every
 request exactly once, even one the client gave up on (timed out or cancelled),
 and that late reply cannot be told from the reply to a retry under the same id:
-retry with a fresh id (the default when none is given).
+retry with a fresh id (the default when none is given). An id must be a string
+of 1 to 128 characters: any other raises ValueError before anything is sent.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 import zmq
 import zmq.asyncio
 
-from protocols.client_messages import Busy, Cancel, Cancelled, Error, Generate, Images, client_side_codec
+from protocols.client_messages import Busy, Cancel, Cancelled, Error, Generate, Images, RequestId, client_side_codec
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
 from protocols.sockets import make_socket
@@ -51,7 +53,14 @@ def _socket(context: zmq.Context, address: str, curve: ClientKeys | None) -> zmq
 
 
 def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Generate:
-    return Generate(request_id=request_id or uuid.uuid4().hex, prompt=prompt, **fields)
+    request_id = request_id or uuid.uuid4().hex
+    try:
+        # checked here, not left to the engine: it answers an id it cannot read (not a string, too long) under ""
+        # or the id cut short, which no call would match, so the call would wait for ever
+        msgspec.convert(request_id, RequestId)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"request_id {request_id!r:.60}: {exc}") from None
+    return Generate(request_id=request_id, prompt=prompt, **fields)
 
 
 class ArgusClient:

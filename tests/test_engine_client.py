@@ -88,3 +88,19 @@ async def test_closing_the_async_client_cancels_what_it_has_in_flight(engine):
     assert isinstance(cancel, Cancel) and cancel.request_id == "left-behind"
     with pytest.raises(ClientClosed):
         await pending
+
+
+@pytest.mark.parametrize("request_id", ["x" * 129, 5])
+async def test_a_request_id_the_engine_could_not_answer_under_is_refused_before_it_is_sent(engine, request_id):
+    # the engine answers it under an id cut short or "", which no call matches: the call waited for ever
+    with ArgusClient(engine.address, timeout_s=10) as client, pytest.raises(ValueError, match="request_id"):
+        client.generate("a fox", request_id=request_id)
+    async with AsyncArgusClient(engine.address) as client:
+        with pytest.raises(ValueError, match="request_id"):
+            await client.generate("a fox", request_id=request_id)
+        pending = asyncio.create_task(client.generate("a fox", request_id="sent"))
+        _, sent = await asyncio.to_thread(engine.receive)
+        assert sent.request_id == "sent"  # the first message to reach the engine
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
