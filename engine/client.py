@@ -127,11 +127,13 @@ class AsyncArgusClient:
         request = _generate(prompt, request_id, fields)
         if request.request_id in self._waiting:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
+        # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight
+        frames = self._codec.encode(request)
         if self._reader is None:
             self._reader = asyncio.create_task(self._read_replies())
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
-        sending = self._socket.send_multipart(self._codec.encode(request), copy=False)
+        sending = self._socket.send_multipart(frames, copy=False)
         try:
             await sending
             return await future

@@ -3,6 +3,7 @@
 import asyncio
 import threading
 
+import numpy as np
 import pytest
 import zmq
 
@@ -104,3 +105,15 @@ async def test_a_request_id_the_engine_could_not_answer_under_is_refused_before_
         pending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await pending
+
+
+async def test_a_request_that_cannot_be_encoded_leaves_its_id_free(engine):
+    async with AsyncArgusClient(engine.address) as client:
+        with pytest.raises(NotImplementedError, match="int64"):
+            await client.generate("a fox", request_id="seeded", seed=np.int64(7))
+        # before, the id stayed in flight for ever: this raised ValueError
+        retry = asyncio.create_task(client.generate("a fox", request_id="seeded", seed=7))
+        identity, sent = await asyncio.to_thread(engine.receive)
+        assert sent.request_id == "seeded" and sent.seed == 7
+        engine.answer(identity, Error("seeded", "invalid_size", "answered"))
+        assert (await asyncio.wait_for(retry, 10)).message == "answered"
