@@ -23,7 +23,17 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from protocols.client_messages import Busy, Cancel, Cancelled, Error, Generate, Images, RequestId, client_side_codec
+from protocols.client_messages import (
+    Busy,
+    Cancel,
+    Cancelled,
+    Error,
+    Generate,
+    Images,
+    RequestId,
+    client_side_codec,
+    salvage_request_id,
+)
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
 from protocols.sockets import make_socket
@@ -150,8 +160,13 @@ class AsyncArgusClient:
     async def _read_replies(self) -> None:
         try:
             while True:
-                reply = self._codec.decode(await self._socket.recv_multipart(copy=False))
+                frames = await self._socket.recv_multipart(copy=False)
+                reply = self._codec.decode(frames)
                 if isinstance(reply, DecodeError):
+                    # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
+                    future = self._waiting.get(salvage_request_id(frames[0].buffer))
+                    if future is not None and not future.done():
+                        future.set_exception(ValueError(f"undecodable reply: {reply.reason}"))
                     continue
                 future = self._waiting.get(reply.request_id)
                 if future is not None and not future.done():

@@ -3,6 +3,7 @@
 import asyncio
 import threading
 
+import msgspec
 import numpy as np
 import pytest
 import zmq
@@ -117,3 +118,15 @@ async def test_a_request_that_cannot_be_encoded_leaves_its_id_free(engine):
         assert sent.request_id == "seeded" and sent.seed == 7
         engine.answer(identity, Error("seeded", "invalid_size", "answered"))
         assert (await asyncio.wait_for(retry, 10)).message == "answered"
+
+
+async def test_an_undecodable_reply_fails_the_async_call_it_answers(engine):
+    async with AsyncArgusClient(engine.address) as client:
+        call = asyncio.create_task(client.generate("a fox", request_id="garbled"))
+        identity, _ = await asyncio.to_thread(engine.receive)
+        # an image that is not bytes: what an engine of another protocol version might send
+        garbled = {"type": "images", "request_id": "garbled", "images": [{"image": 1}]}
+        engine.socket.send_multipart([identity, msgspec.msgpack.encode(garbled)])
+        # before, the reply was dropped and the call waited for ever
+        with pytest.raises(ValueError, match="undecodable reply"):
+            await asyncio.wait_for(call, 10)
