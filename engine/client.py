@@ -46,7 +46,7 @@ _CLOSE_LINGER_MS = 500
 
 
 class ClientClosed(Exception):
-    pass
+    """A call made on a closed client, or (async) still in flight when it was closed."""
 
 
 def _socket(context: zmq.Context, address: str, curve: ClientKeys | None) -> zmq.Socket:
@@ -60,6 +60,12 @@ def _socket(context: zmq.Context, address: str, curve: ClientKeys | None) -> zmq
         # context left with a socket in it blocks whoever terminates it (the garbage collector: for ever)
         context.destroy(linger=0)
         raise
+
+
+def _refuse_if_closed(sock: zmq.Socket) -> None:
+    # rather than ZeroMQ's 'Socket operation on non-socket', and (async) a reader task failing unseen
+    if sock.closed:
+        raise ClientClosed("client closed")
 
 
 def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Generate:
@@ -86,6 +92,7 @@ class ArgusClient:
             self._socket.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
+        _refuse_if_closed(self._socket)
         request = _generate(prompt, request_id, fields)
         try:
             self._socket.send_multipart(self._codec.encode(request), copy=False)
@@ -134,6 +141,7 @@ class AsyncArgusClient:
 
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
+        _refuse_if_closed(self._socket)
         request = _generate(prompt, request_id, fields)
         if request.request_id in self._waiting:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")

@@ -130,3 +130,15 @@ async def test_an_undecodable_reply_fails_the_async_call_it_answers(engine):
         # before, the reply was dropped and the call waited for ever
         with pytest.raises(ValueError, match="undecodable reply"):
             await asyncio.wait_for(call, 10)
+
+
+async def test_a_closed_client_refuses_a_request_as_closed(engine):
+    # it was ZeroMQ's 'Socket operation on non-socket', and the async client's reader task failed unretrieved
+    client = ArgusClient(engine.address, timeout_s=10)
+    client.close()
+    with pytest.raises(ClientClosed):
+        client.generate("a fox")
+    async_client = AsyncArgusClient(engine.address)
+    await async_client.close()
+    with pytest.raises(ClientClosed):
+        await async_client.generate("a fox")
