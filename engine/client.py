@@ -130,7 +130,8 @@ class ArgusClient:
 
 
 class AsyncArgusClient:
-    """asyncio client: any number of requests in flight over one socket."""
+    """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
+    asyncio.run after another is fine; two threads' loops at once are not)."""
 
     def __init__(self, address: str, curve: ClientKeys | None = None):
         self._context = zmq.asyncio.Context()
@@ -147,7 +148,8 @@ class AsyncArgusClient:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight
         frames = self._codec.encode(request)
-        if self._reader is None:
+        if self._reader is None or self._reader.done():
+            # done: its event loop ended (asyncio.run returned), and this call runs in another
             self._reader = asyncio.create_task(self._read_replies())
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future

@@ -142,3 +142,19 @@ async def test_a_closed_client_refuses_a_request_as_closed(engine):
     await async_client.close()
     with pytest.raises(ClientClosed):
         await async_client.generate("a fox")
+
+
+def test_the_async_client_serves_one_event_loop_after_another(engine):
+    # a pipeline that calls asyncio.run once per batch: the second loop's replies went to the first loop's reader,
+    # ended with that loop, and the call waited for ever
+    client = AsyncArgusClient(engine.address)
+
+    async def one(request_id):
+        call = asyncio.create_task(client.generate("a fox", request_id=request_id))
+        identity, _ = await asyncio.to_thread(engine.receive)
+        engine.answer(identity, Error(request_id, "invalid_size", "answered"))
+        return await asyncio.wait_for(call, 10)
+
+    assert asyncio.run(one("first")).request_id == "first"
+    assert asyncio.run(one("second")).request_id == "second"
+    asyncio.run(client.close())
