@@ -43,6 +43,8 @@ Reply = Images | Error | Busy | Cancelled
 
 # what is still queued at close, a Cancel above all, gets this long to reach the engine
 _CLOSE_LINGER_MS = 500
+# ZeroMQ's send timeout is an int of milliseconds
+_MAX_TIMEOUT_S = (2**31 - 1) / 1000
 
 
 class ClientClosed(Exception):
@@ -83,6 +85,10 @@ class ArgusClient:
     """Blocking client: one request at a time."""
 
     def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None):
+        # checked before the socket is made: ZeroMQ refused a negative one with 'Invalid argument' (NaN, infinity
+        # and over 24 days failed otherwise), each time leaving the socket and context unclosed
+        if timeout_s is not None and not 0 < timeout_s <= _MAX_TIMEOUT_S:
+            raise ValueError(f"timeout_s must be above 0 and at most {_MAX_TIMEOUT_S:.0f} (or None), not {timeout_s}")
         self._context = zmq.Context()
         self._socket = _socket(self._context, address, curve)
         self._codec = client_side_codec()

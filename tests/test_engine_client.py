@@ -158,3 +158,10 @@ def test_the_async_client_serves_one_event_loop_after_another(engine):
     assert asyncio.run(one("first")).request_id == "first"
     assert asyncio.run(one("second")).request_id == "second"
     asyncio.run(client.close())
+
+
+@pytest.mark.parametrize("timeout_s", [-1, 0, float("nan"), float("inf"), 1e7])
+def test_a_timeout_zeromq_cannot_take_is_refused_before_a_socket_is_made(engine, timeout_s):
+    # ZeroMQ refused -1 with 'Invalid argument', NaN to 1e7 s were int conversion errors, 0 timed every call out
+    with pytest.raises(ValueError, match="timeout_s"):
+        ArgusClient(engine.address, timeout_s=timeout_s)
