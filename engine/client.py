@@ -15,6 +15,7 @@ of 1 to 128 characters: any other raises ValueError before anything is sent.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from typing import Any
@@ -82,7 +83,8 @@ def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Ge
 
 
 class ArgusClient:
-    """Blocking client: one request at a time."""
+    """Blocking client: one request at a time. Calls from several threads take turns, each with its own timeout:
+    for requests in parallel, give each thread a client of its own, or use AsyncArgusClient."""
 
     def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None):
         # checked before the socket is made: ZeroMQ refused a negative one with 'Invalid argument' (NaN, infinity
@@ -92,14 +94,21 @@ class ArgusClient:
         self._context = zmq.Context()
         self._socket = _socket(self._context, address, curve)
         self._codec = client_side_codec()
+        # a call takes every reply that is not its own for a stale one and drops it: another thread's call in
+        # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once)
+        self._turn = threading.Lock()
         self._timeout_s = timeout_s
         if timeout_s is not None:
             # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
             self._socket.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
-        _refuse_if_closed(self._socket)
         request = _generate(prompt, request_id, fields)
+        with self._turn:
+            _refuse_if_closed(self._socket)
+            return self._exchange(request)
+
+    def _exchange(self, request: Generate) -> Reply:
         try:
             self._socket.send_multipart(self._codec.encode(request), copy=False)
         except zmq.Again:

@@ -165,3 +165,37 @@ def test_a_timeout_zeromq_cannot_take_is_refused_before_a_socket_is_made(engine,
     # ZeroMQ refused -1 with 'Invalid argument', NaN to 1e7 s were int conversion errors, 0 timed every call out
     with pytest.raises(ValueError, match="timeout_s"):
         ArgusClient(engine.address, timeout_s=timeout_s)
+
+
+def test_calls_from_several_threads_each_get_their_own_reply(engine):
+    calls = 6
+
+    def answer_each():
+        answered = 0
+        while answered < calls:
+            # what came together is answered last first, so no call's reply is simply the next to arrive
+            came = [engine.receive()]
+            while engine.socket.poll(300):
+                came.append(engine.receive())
+            for identity, sent in reversed(came):
+                engine.answer(identity, Error(sent.request_id, "invalid_size", sent.request_id))
+            answered += len(came)
+
+    answering = threading.Thread(target=answer_each)
+    answering.start()
+    replies = {}
+    with ArgusClient(engine.address, timeout_s=10) as client:
+
+        def call(request_id):
+            try:
+                replies[request_id] = client.generate("a fox", request_id=request_id).message
+            except TimeoutError as error:  # before: another thread's call took its reply for a stale one
+                replies[request_id] = error
+
+        threads = [threading.Thread(target=call, args=(f"thread-{i}",)) for i in range(calls)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    answering.join()
+    assert replies == {f"thread-{i}": f"thread-{i}" for i in range(calls)}
