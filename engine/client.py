@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import recv_monitor_message
 
 from protocols.client_messages import (
     Busy,
@@ -46,6 +47,12 @@ Reply = Images | Error | Busy | Cancelled
 _CLOSE_LINGER_MS = 500
 # ZeroMQ's send timeout is an int of milliseconds
 _MAX_TIMEOUT_S = (2**31 - 1) / 1000
+# why the engine refused a connection, as a timeout tells it: to the caller, a refusal is only silence
+_REFUSALS = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the engine refuses this client's CURVE key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the engine and this client disagree on CURVE (one uses it, one does not)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the CURVE handshake failed (is the engine's public key the right one?)",
+}
 
 
 class ClientClosed(Exception):
@@ -97,6 +104,8 @@ class ArgusClient:
         # a call takes every reply that is not its own for a stale one and drops it: another thread's call in
         # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once)
         self._turn = threading.Lock()
+        self._handshakes = self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_REFUSALS))
+        self._refusal = ""
         self._timeout_s = timeout_s
         if timeout_s is not None:
             # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
@@ -109,6 +118,7 @@ class ArgusClient:
             return self._exchange(request)
 
     def _exchange(self, request: Generate) -> Reply:
+        self._read_handshakes()  # unread, they would fill the monitor's queue, and the newest would be dropped
         try:
             self._socket.send_multipart(self._codec.encode(request), copy=False)
         except zmq.Again:
@@ -119,13 +129,19 @@ class ArgusClient:
             wait_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
             if not self._socket.poll(wait_ms):
                 self._cancel(request.request_id)
-                raise TimeoutError(f"no reply for {request.request_id}")
+                self._read_handshakes()
+                why = f": {self._refusal}" if self._refusal else ""
+                raise TimeoutError(f"no reply for {request.request_id}{why}")
             reply = self._codec.decode(self._socket.recv_multipart(copy=False))
             if isinstance(reply, DecodeError):
                 raise ValueError(f"undecodable reply: {reply.reason}")
             if reply.request_id == request.request_id:
                 return reply
             # a stale reply to an earlier request that timed out: skip it
+
+    def _read_handshakes(self) -> None:
+        while self._handshakes.poll(0):
+            self._refusal = _REFUSALS.get(recv_monitor_message(self._handshakes)["event"], "")
 
     def _cancel(self, request_id: str) -> None:
         try:
@@ -134,6 +150,7 @@ class ArgusClient:
             pass  # nobody to tell
 
     def close(self) -> None:
+        self._handshakes.close()
         self._socket.close(linger=_CLOSE_LINGER_MS)
         self._context.term()
 

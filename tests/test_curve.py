@@ -76,15 +76,23 @@ def test_admitted_client_is_served(engine, keys):
         assert isinstance(client.generate("over curve", width=64, height=64), Images)
 
 
-@pytest.mark.parametrize("who", ["stranger", "plaintext", "wrong-server-key"])
-def test_others_get_nothing(engine, keys, who):
+@pytest.mark.parametrize(
+    ("who", "told"),
+    [
+        ("stranger", "refuses this client's CURVE key"),
+        ("plaintext", "disagree on CURVE"),
+        ("wrong-server-key", "is the engine's public key the right one"),
+    ],
+)
+def test_others_get_nothing_and_are_told_why(engine, keys, who, told):
     curve = {
         "stranger": keys["stranger"],
         "plaintext": None,
         "wrong-server-key": ClientKeys(keys["client"].own, KeyPair.generate().public),
     }[who]
     with ArgusClient(engine.client_address, timeout_s=2, curve=curve) as client:
-        with pytest.raises(TimeoutError):
+        # the timeout said only 'no reply', as from an engine that is slow
+        with pytest.raises(TimeoutError, match=told):
             client.generate("let me in", width=64, height=64)
     # and the engine is unharmed
     with ArgusClient(engine.client_address, timeout_s=30, curve=keys["client"]) as client:
