@@ -120,6 +120,14 @@ class ArgusClient:
     def _exchange(self, request: Generate) -> Reply:
         self._read_handshakes()  # unread, they would fill the monitor's queue, and the newest would be dropped
         try:
+            return self._send_and_wait(request)
+        except KeyboardInterrupt:
+            # the caller gave up (Ctrl-C), maybe as the request went out: the engine stops its work, as at a timeout
+            self._cancel(request.request_id)
+            raise
+
+    def _send_and_wait(self, request: Generate) -> Reply:
+        try:
             self._socket.send_multipart(self._codec.encode(request), copy=False)
         except zmq.Again:
             raise TimeoutError(f"could not reach the engine to send {request.request_id}") from None

@@ -1,6 +1,8 @@
 """engine.client against a scripted ZeroMQ ROUTER: one deadline per call, one request per id in flight."""
 
 import asyncio
+import os
+import signal
 import threading
 
 import msgspec
@@ -199,3 +201,23 @@ def test_calls_from_several_threads_each_get_their_own_reply(engine):
             thread.join()
     answering.join()
     assert replies == {f"thread-{i}": f"thread-{i}" for i in range(calls)}
+
+
+def test_ctrl_c_during_a_call_cancels_it_at_the_engine(engine):
+    client = ArgusClient(engine.address)
+    sent = []
+
+    def interrupt_once_sent():
+        sent.append(engine.receive()[1])
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_once_sent)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.generate("a fox", request_id="r1")
+        interrupter.join()
+        assert [m.request_id for m in sent] == ["r1"]
+        assert engine.receive()[1] == Cancel("r1")
+    finally:
+        client.close()
