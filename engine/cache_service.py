@@ -11,6 +11,7 @@ and a request's level is chosen at once, on the loop.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from controller.predictor import Lookup
+from engine.arg_types import UsageError
 from engine.cache.embedders import Embedder, make_embedder
 from engine.cache.latent_store import SPILL_FOLDER_PREFIX
 from engine.cache.persistence import FILE_NAME, TEMPORARY_PREFIX, CacheFileError
@@ -63,8 +65,10 @@ class CacheService:
         choose: Choose,
         seed: int = 0,
         fallback_levels: FallbackLevels | None = None,
+        directory_lock: int | None = None,
     ):
         self._cache = cache
+        self._directory_lock = directory_lock  # held until close(): the save at the drain is still this engine's
         self._embedder = embedder
         self._choose = choose
         self._fallback_levels = fallback_levels
@@ -109,6 +113,8 @@ class CacheService:
             if self._cache is not None:
                 await asyncio.wrap_future(self._thread.submit(self._cache.close))
             self._thread.shutdown(wait=True)
+            if self._directory_lock is not None:
+                os.close(self._directory_lock)
 
     # -- batching onto the thread ------------------------------------------------------
     def _start_batch(self) -> None:
@@ -210,6 +216,33 @@ def _remove_leftovers(directory: str, spill: str) -> None:
         log.warning("removed %d spill folders and %d unfinished saves left in %s", len(folders), len(saves), directory)
 
 
+def lock_cache_dir(directory: str) -> int:
+    """Makes `directory` this engine's for as long as the returned descriptor is open (the kernel lets go of it
+    when the process dies, however it dies); refuses one held by a live engine, or that cannot be written.
+
+    A second engine would delete the first's spill folder as a dead engine's leftovers, and overwrite its save.
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise UsageError(f"--cache-dir {directory}: not writable ({error.strerror or error})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # checked now, not at the drain: without a spill folder nothing is written there until the save
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(f"--cache-dir {directory}: not writable (read-only or permission denied)")
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(
+            f"--cache-dir {directory} is in use by another engine: give each engine a --cache-dir of its own"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def build_cache_service(
     config: CacheConfig, levels: tuple[int, ...], choose: Choose, fallback_levels: FallbackLevels | None = None
 ) -> CacheService:
@@ -217,4 +250,11 @@ def build_cache_service(
     if not config.enabled:
         return CacheService(None, None, choose)
     embedder = make_embedder(config.embedder, config.embedder_path)
-    return CacheService(open_prompt_cache(config, embedder, levels), embedder, choose, fallback_levels=fallback_levels)
+    lock = lock_cache_dir(config.directory) if config.directory else None
+    try:
+        cache = open_prompt_cache(config, embedder, levels)
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
+    return CacheService(cache, embedder, choose, fallback_levels=fallback_levels, directory_lock=lock)

@@ -1,0 +1,60 @@
+"""A --cache-dir belongs to one engine: a second engine pointed at it, or a directory the engine cannot write, is
+refused at start with one line (exit 2), through real engines."""
+
+from __future__ import annotations
+
+import time
+
+from engine.client import ArgusClient
+from engine_process import start_engine
+from protocols.client_messages import Images
+
+
+def start(tmp_path, cache_dir, wait=True):
+    return start_engine(
+        tmp_path,
+        *("--cache-dir", str(cache_dir), "--cache-dir-bytes", "1000000", "--cache-bytes", "0"),
+        *("--policy", "nirvana", "--time-scale", "0"),
+        backend="sim",
+        workers=1,
+        wait=wait,
+    )
+
+
+def test_a_second_engine_on_a_cache_dir_in_use_is_refused_and_the_first_keeps_its_spilled_latents(tmp_path):
+    """Before, the second engine deleted the first's spill folder as a dead engine's leftovers (the first lost every
+    spilled latent), and whichever stopped last overwrote the other's save."""
+    cache_dir = tmp_path / "cache"
+    first = start(tmp_path, cache_dir)
+    try:
+        with ArgusClient(first.client_address, timeout_s=60) as client:
+            assert isinstance(client.generate("a red fox in the snow", width=64, height=64), Images)
+        [spill] = (cache_dir / "spill").iterdir()
+        # --cache-bytes 0: the five latents of a full run go to disk, once the cache thread has inserted them
+        deadline = time.monotonic() + 30
+        while len(spilled := sorted(spill.iterdir())) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(spilled) == 5
+        second = start(tmp_path, cache_dir, wait=False)
+        try:
+            assert second.process.wait(60) == 2
+        finally:
+            second.stop()
+        assert f"--cache-dir {cache_dir} is in use by another engine" in second.log_path.read_text()
+        assert sorted(spill.iterdir()) == spilled
+    finally:
+        assert first.stop() == 0
+    third = start(tmp_path, cache_dir)  # the first released the directory as it stopped
+    assert third.stop() == 0
+
+
+def test_a_cache_dir_that_cannot_be_made_is_refused_at_start(tmp_path):
+    """Before, the engine ended with an OSError traceback (exit 1) with --cache-dir-bytes, and without it served for
+    hours, then failed its save at the drain."""
+    (tmp_path / "file").write_text("")
+    engine = start(tmp_path, tmp_path / "file" / "cache", wait=False)
+    try:
+        assert engine.process.wait(60) == 2
+    finally:
+        engine.stop()
+    assert f"--cache-dir {tmp_path / 'file' / 'cache'}: not writable" in engine.log_path.read_text()
