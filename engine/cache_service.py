@@ -188,7 +188,7 @@ def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int
     spill = os.path.join(config.directory, "spill") if config.directory else None
     if config.directory:
         _remove_leftovers(config.directory, spill)
-    arguments = (embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes)
+    arguments = (embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, config.model)
     saved = os.path.join(config.directory, FILE_NAME) if config.directory else None
     if saved and os.path.exists(saved):
         try:

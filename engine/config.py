@@ -71,6 +71,7 @@ class CacheConfig:
     max_bytes: int = 1 << 30
     directory: str | None = None  # spill directory and warm-restart file
     directory_bytes: int = 0
+    model: str = ""  # what makes the latents (sdxl:DIR, tiny, sim): a saved cache of another model's is refused
 
 
 @dataclass(frozen=True, slots=True)

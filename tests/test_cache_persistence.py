@@ -156,7 +156,9 @@ def test_a_truncated_file_is_refused(saved, keep):
         load(directory)
 
 
-@pytest.mark.parametrize("changes", [dict(embedder_name="minilm"), dict(dim=DIM + 1), dict(levels=(5, 10, 15, 20))])
+@pytest.mark.parametrize(
+    "changes", [dict(embedder_name="minilm"), dict(dim=DIM + 1), dict(levels=(5, 10, 15, 20)), dict(model="tiny")]
+)
 def test_a_foreign_file_is_refused(saved, changes):
     _, directory = saved
     with pytest.raises(CacheFileError, match="was saved for embedder 'hash', dim 16"):
@@ -204,6 +206,7 @@ def test_an_intact_but_inconsistent_file_is_refused(tmp_path):
         vector(0)[None],
         bad_level,
         lambda key: latent(0, 5),
+        "",
     )
     with pytest.raises(CacheFileError, match="inconsistent: latent \\(1, 7\\)"):
         load(tmp_path)
@@ -223,7 +226,16 @@ def test_an_intact_file_a_hostile_writer_made_is_refused(tmp_path, next_prompt_i
     prompts = [persistence.SavedPrompt(prompt_id, "p", 50, 64, 64)]
     latents = [persistence.SavedLatent(prompt_id, 5, 0, "float16", shape, 0, data.nbytes)]
     persistence.write_cache_file(
-        tmp_path / FILE_NAME, "hash", DIM, LEVELS, next_prompt_id, prompts, vector(0)[None], latents, lambda key: data
+        tmp_path / FILE_NAME,
+        "hash",
+        DIM,
+        LEVELS,
+        next_prompt_id,
+        prompts,
+        vector(0)[None],
+        latents,
+        lambda key: data,
+        "",
     )
     with pytest.raises(CacheFileError):
         load(tmp_path)

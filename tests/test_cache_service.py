@@ -63,7 +63,7 @@ def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
     open_prompt_cache(config, EMBEDDER, LEVELS).close()  # refuses the other embedder's cache
     set_aside = sorted(tmp_path.glob("prompt_cache.argus.rejected-*"))
     assert len(set_aside) == 2 and not (tmp_path / "prompt_cache.argus").exists()
-    first = persistence.read_cache_file(set_aside[0], "hash", EMBEDDER.dim, LEVELS)  # the older name sorts first
+    first = persistence.read_cache_file(set_aside[0], "hash", EMBEDDER.dim, LEVELS, "")  # the older name sorts first
     assert len(first.prompts) == 3
 
 

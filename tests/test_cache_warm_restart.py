@@ -57,3 +57,26 @@ def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
     assert code == 0
     assert "saving the prompt cache failed" in engine.log_path.read_text()
     assert not (cache_dir / "prompt_cache.argus").exists()
+
+
+def test_a_cache_saved_by_another_model_is_set_aside_not_served(tmp_path):
+    """Before, a tiny engine restored the sim engine's placeholder latents, and every prompt near a cached one failed
+    (worker_error: expected a latent of shape (4, 8, 8)); an sdxl engine would have started SD-XL from the tiny
+    model's latents, which have SD-XL's shape."""
+    cache_dir = tmp_path / "cache"
+    first = start(tmp_path, cache_dir)
+    try:
+        generate(first)
+    finally:
+        assert first.stop() == 0
+    second = start_engine(tmp_path, "--cache-dir", str(cache_dir), "--policy", "nirvana", backend="tiny", workers=1)
+    try:
+        # 50 tiny steps on a loaded machine can take longer than generate()'s minute
+        with ArgusClient(second.client_address, timeout_s=600) as client:
+            reply = client.generate(PROMPT, width=64, height=64, seed=1)
+        assert isinstance(reply, Images), reply
+        assert reply.images[0].similarity is None  # refused: a miss
+    finally:
+        assert second.stop() == 0
+    assert "model 'sim'; this cache uses" in second.log_path.read_text()
+    [set_aside] = cache_dir.glob("prompt_cache.argus.rejected-*")

@@ -7,13 +7,14 @@ Layout (integers little-endian):
     | latents: raw bytes, back to back, in meta.latents order (oldest first)
     | blake2b-256 of everything before it
 
-The meta names the embedder, dim and levels, so a foreign file is refused after
-reading only its head; the trailing digest covers the whole payload. Nothing is
-pickled: the meta is msgpack decoded into strict types, arrays are raw bytes
-with dtype and shape in the meta. The index graph itself is not stored: it is
-rebuilt from the vectors, so no third-party binary format has to be trusted or
-kept compatible. A file is only ever written under a temporary name and renamed
-over the old one, so a crash mid-save leaves the previous file intact.
+The meta names the embedder, dim, levels and the model that made the latents, so
+a foreign file is refused after reading only its head; the trailing digest covers
+the whole payload. Nothing is pickled: the meta is msgpack decoded into strict
+types, arrays are raw bytes with dtype and shape in the meta. The index graph
+itself is not stored: it is rebuilt from the vectors, so no third-party binary
+format has to be trusted or kept compatible. A file is only ever written under a
+temporary name and renamed over the old one, so a crash mid-save leaves the
+previous file intact.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class _Meta(msgspec.Struct, forbid_unknown_fields=True):
     next_prompt_id: int  # ids are never reused, not even across a restart
     prompts: list[SavedPrompt]
     latents: list[SavedLatent]
+    # what made the latents: another model's, even of the same shape, would start hits from latents it never made
+    # ("" in files saved before it was recorded, which no engine naming its model takes)
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +109,14 @@ def write_cache_file(
     vectors: np.ndarray,
     latents: list[SavedLatent],
     read_latent: Callable[[Key], np.ndarray],
+    model: str,
 ) -> None:
     """Writes the file under a temporary name, then renames it over `path` (offsets in `latents` are set here)."""
     offset = 0
     for latent in latents:
         latent.offset = offset
         offset += latent.nbytes
-    meta = msgspec.msgpack.encode(_Meta(embedder, dim, list(levels), next_prompt_id, prompts, latents))
+    meta = msgspec.msgpack.encode(_Meta(embedder, dim, list(levels), next_prompt_id, prompts, latents, model))
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}")
@@ -132,13 +137,13 @@ def write_cache_file(
     _fsync_dir(path.parent)
 
 
-def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]) -> CacheFile:
+def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...], model: str) -> CacheFile:
     """Checks everything a load depends on, reading the latents only to verify the digest."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             meta, meta_length = _read_meta(f, path, size)
-            _check_identity(meta, path, embedder, dim, levels)
+            _check_identity(meta, path, embedder, dim, levels, model)
             latents_bytes = sum(latent.nbytes for latent in meta.latents)
             vectors_start = _PREAMBLE.size + meta_length
             latents_start = vectors_start + len(meta.prompts) * dim * 4
@@ -203,13 +208,13 @@ def _read_meta(f, path: Path, size: int) -> tuple[_Meta, int]:
         raise CacheFileError(f"{path} has a malformed header: {exc}") from exc
 
 
-def _check_identity(meta: _Meta, path: Path, embedder: str, dim: int, levels: tuple[int, ...]) -> None:
-    saved = (meta.embedder, meta.dim, tuple(meta.levels))
-    wanted = (embedder, dim, tuple(levels))
+def _check_identity(meta: _Meta, path: Path, embedder: str, dim: int, levels: tuple[int, ...], model: str) -> None:
+    saved = (meta.embedder, meta.dim, tuple(meta.levels), meta.model)
+    wanted = (embedder, dim, tuple(levels), model)
     if saved != wanted:
         raise CacheFileError(
-            f"{path} was saved for embedder {saved[0]!r}, dim {saved[1]}, levels {saved[2]};"
-            f" this cache uses embedder {wanted[0]!r}, dim {wanted[1]}, levels {wanted[2]}"
+            f"{path} was saved for embedder {saved[0]!r}, dim {saved[1]}, levels {saved[2]}, model {saved[3]!r};"
+            f" this cache uses embedder {wanted[0]!r}, dim {wanted[1]}, levels {wanted[2]}, model {wanted[3]!r}"
         )
 
 

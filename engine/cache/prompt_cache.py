@@ -72,8 +72,11 @@ class PromptCache:
         max_bytes: int,
         spill_dir: str | None = None,
         spill_bytes: int = 0,
+        model: str = "",
     ):
+        """`model` names what makes the latents (saved with them: a file of another model's is refused)."""
         self.embedder_name = embedder_name
+        self.model = model
         self.dim = dim
         self.levels = tuple(sorted(set(levels)))
         if not self.levels or self.levels[0] <= 0:
@@ -200,6 +203,7 @@ class PromptCache:
             self._vectors(prompt_ids),
             latents,
             self._store.read,
+            self.model,
         )
 
     @classmethod
@@ -212,6 +216,7 @@ class PromptCache:
         max_bytes: int,
         spill_dir: str | None = None,
         spill_bytes: int = 0,
+        model: str = "",
     ) -> PromptCache:
         """A cache holding what save() wrote; raises CacheFileError, having built nothing, if the file is unusable.
 
@@ -219,8 +224,8 @@ class PromptCache:
         saved contents, LCBFU keeps the best-ranked latents and evicts the rest.
         """
         path = Path(directory) / persistence.FILE_NAME
-        saved = persistence.read_cache_file(path, embedder_name, dim, tuple(sorted(set(levels))))
-        cache = cls(embedder_name, dim, levels, max_bytes, spill_dir, spill_bytes)
+        saved = persistence.read_cache_file(path, embedder_name, dim, tuple(sorted(set(levels))), model)
+        cache = cls(embedder_name, dim, levels, max_bytes, spill_dir, spill_bytes, model)
         try:
             try:
                 cache._restore(saved)
