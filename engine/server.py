@@ -334,7 +334,8 @@ class Engine:
         try:
             await self.cache.close(save_to=self.config.cache.directory)
         except Exception:  # the drain is done: a stop asked for is not a failure for a supervisor to restart
-            log.exception("saving the prompt cache failed; the next start will be cold")
+            # the save is written aside and renamed over the last one: a failed save leaves that in place
+            log.exception("saving the prompt cache failed; the next start restores the last save made, if any")
 
     async def _sweep_forever(self) -> None:
         # zero-latency simulated workers make the SLO zero: nothing to keep up with

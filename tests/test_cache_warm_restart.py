@@ -80,3 +80,26 @@ def test_a_cache_saved_by_another_model_is_set_aside_not_served(tmp_path):
         assert second.stop() == 0
     assert "model 'sim'; this cache uses" in second.log_path.read_text()
     [set_aside] = cache_dir.glob("prompt_cache.argus.rejected-*")
+
+
+def test_a_failed_save_leaves_the_last_one_for_the_next_start(tmp_path):
+    """Before, the log said the next start would be cold, and the next start restored the older save."""
+    cache_dir = tmp_path / "cache"
+    first = start(tmp_path, cache_dir)
+    try:
+        generate(first)
+    finally:
+        assert first.stop() == 0
+    second = start(tmp_path, cache_dir)
+    in_the_way = cache_dir / f"prompt_cache.argus.tmp-{second.process.pid}"
+    try:
+        os.makedirs(in_the_way)
+    finally:
+        assert second.stop() == 0
+    assert "the next start restores the last save made" in second.log_path.read_text()
+    in_the_way.rmdir()
+    third = start(tmp_path, cache_dir)
+    try:
+        assert generate(third).images[0].similarity == pytest.approx(1.0)
+    finally:
+        assert third.stop() == 0
