@@ -134,3 +134,20 @@ def test_rejects_a_duplicate_key_and_an_unsupported_dtype():
         store.put((1, 5), LATENT)
     with pytest.raises(TypeError):
         store.put((2, 5), LATENT.astype(np.int16))
+
+
+def test_a_spill_directory_that_keeps_failing_is_logged_once_until_it_works_again(tmp_path, caplog):
+    """Before, every latent that could not go to disk logged a warning: five a request while a disk stayed full."""
+    store = LatentStore(0, str(tmp_path), 100 * LATENT.nbytes)
+    [folder] = tmp_path.iterdir()
+    folder.rmdir()  # writes fail, as on a full disk
+    with caplog.at_level("INFO", logger="argus.cache"):
+        for i in range(20):
+            store.put((i, 5), LATENT)
+        folder.mkdir()
+        store.put((20, 5), LATENT)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert "could not spill latent (0, 5)" in messages[0] and "further failures are not logged" in messages[0]
+    assert "spilling to disk works again: 20 latents could not be spilled" in messages[1]
+    store.close()

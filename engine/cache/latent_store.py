@@ -79,6 +79,8 @@ class LatentStore:
         self.bytes_on_disk = 0
         self.spills = 0
         self.evictions = 0
+        # spills failed since the last that worked: a full disk fails every one, and is logged once
+        self._failed_spills = 0
         self._on_evict = on_evict
         self._entries: dict[Key, StoredLatent] = {}
         self._memory = Lcbfu()
@@ -209,10 +211,20 @@ class LatentStore:
             with open(self._file(key), "wb") as f:
                 f.write(entry.array.data)
         except OSError as error:  # disk full, folder gone: the latent is lost, the books stay right
-            log.warning("could not spill latent %s to disk (%s): evicted instead", key, error)
+            if not self._failed_spills:
+                log.warning(
+                    "could not spill latent %s to disk (%s): evicted instead; further failures are not logged"
+                    " until a spill works again",
+                    key,
+                    error,
+                )
+            self._failed_spills += 1
             self._file(key).unlink(missing_ok=True)
             self._evict(key)
             return
+        if self._failed_spills:
+            log.info("spilling to disk works again: %d latents could not be spilled", self._failed_spills)
+            self._failed_spills = 0
         entry.array = None
         self._disk.add(key, record)
         self.bytes_on_disk += entry.nbytes
