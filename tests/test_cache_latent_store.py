@@ -151,3 +151,23 @@ def test_a_spill_directory_that_keeps_failing_is_logged_once_until_it_works_agai
     assert "could not spill latent (0, 5)" in messages[0] and "further failures are not logged" in messages[0]
     assert "spilling to disk works again: 20 latents could not be spilled" in messages[1]
     store.close()
+
+
+def test_a_spill_folder_where_files_cannot_even_be_deleted_keeps_the_books_right(tmp_path):
+    """A filesystem remounted read-only (ext4 on errors) fails the deletes too, as a file in the folder's place does.
+    Before, the failed delete escaped: the latent stayed stored in no tier, and the next hit on it (a KeyError) or
+    save at the drain (the same) failed."""
+    evicted = []
+    store = LatentStore(LATENT.nbytes, str(tmp_path), 4 * LATENT.nbytes, on_evict=evicted.append)
+    store.put((1, 5), LATENT)
+    store.put((2, 5), LATENT * 2)  # (1, 5) goes to disk
+    [folder] = tmp_path.iterdir()
+    shutil.rmtree(folder)
+    folder.write_bytes(b"")  # writes, reads and deletes in the folder all fail
+    store.put((3, 5), LATENT * 3)  # (2, 5) cannot go down to disk: lost
+    assert store.take((1, 5)) is None  # unreadable: lost
+    assert evicted == [(2, 5), (1, 5)]
+    assert (store.bytes_in_memory, store.bytes_on_disk, len(store)) == (LATENT.nbytes, 0, 1)
+    assert [key for key, _, _ in store.stored()] == [(3, 5)]
+    np.testing.assert_array_equal(store.take((3, 5)), LATENT * 3)
+    store.close()

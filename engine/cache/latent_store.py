@@ -19,6 +19,7 @@ Not thread-safe: the prompt cache owns its store and uses it from one thread.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import shutil
@@ -219,7 +220,7 @@ class LatentStore:
                     error,
                 )
             self._failed_spills += 1
-            self._file(key).unlink(missing_ok=True)
+            self._unlink(key)
             self._evict(key)
             return
         if self._failed_spills:
@@ -247,7 +248,7 @@ class LatentStore:
     def _delete_from_disk(self, key: Key) -> None:
         self._disk.remove(key)
         self.bytes_on_disk -= self._entries[key].nbytes
-        self._file(key).unlink(missing_ok=True)
+        self._unlink(key)
 
     def _evict(self, key: Key) -> None:
         del self._entries[key]
@@ -259,6 +260,13 @@ class LatentStore:
 
     def _file(self, key: Key) -> Path:
         return self._spill_path / f"{key[0]}_{key[1]}.latent"
+
+    def _unlink(self, key: Key) -> None:
+        """Deletes a spill file if it can: a folder gone read-only (a filesystem remounted on errors) fails deletes
+        too, and an exception here would leave the entry in no tier. What stays goes with the folder, at close() or
+        at the engine's next start."""
+        with contextlib.suppress(OSError):
+            self._file(key).unlink(missing_ok=True)
 
     def _file_intact(self, key: Key, entry: StoredLatent) -> bool:
         try:
