@@ -17,10 +17,14 @@ from workers.runtime import MAX_WORKER_ID_BYTES
 MAX_NAME_CHARS = 64
 
 
-def hello_refusal(hello: Hello) -> str | None:
-    """Why a worker cannot join, or None."""
+def hello_refusal(hello: Hello, backend: str) -> str | None:
+    """Why a worker cannot join an engine serving `backend`, or None."""
     if hello.protocol != PROTOCOL_VERSION:
         return f"protocol {hello.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
+    if hello.backend != backend:
+        # one model on every worker: the cache holds one model's latents, and another model's worker sent them
+        # would fail every image resumed from one (or, of the same shape, start from latents it never made)
+        return f"backend {hello.backend[:MAX_NAME_CHARS]!r}: this engine serves {backend!r} (argus serve --backend)"
     if not hello.worker_id.isprintable() or not 0 < len(hello.worker_id.encode()) <= MAX_WORKER_ID_BYTES:
         return f"worker_id must be 1 to {MAX_WORKER_ID_BYTES} bytes of printable characters"
     for field, name in (("backend", hello.backend), ("device", hello.device)):

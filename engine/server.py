@@ -140,6 +140,7 @@ class Engine:
             config.heartbeat_interval_s,
             config.heartbeat_timeout_s,
             server_keys,
+            backend=config.launch.backend,
         )
         self._resources.callback(self.link.close)
         self.control = build_control(config, time.monotonic())

@@ -65,12 +65,15 @@ class WorkerLink:
         heartbeat_interval_s: float,
         heartbeat_timeout_s: float,
         curve: KeyPair | None = None,
+        *,
+        backend: str,
     ):
         sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS)
         self.endpoints = bind_all(sock, listen)
         self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()
         self._version_codec = Codec(HelloVersion)
+        self._backend = backend  # the one every worker must run
         self._registry = registry
         self._metrics = metrics
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -148,7 +151,7 @@ class WorkerLink:
             # worker it was, and the limits and ids derived from that hello would go stale; it joins anew, checked
             self.dispatcher.worker_lost(known, "rejoined")
             known = None
-        reason = hello_refusal(hello)
+        reason = hello_refusal(hello, self._backend)
         refused = Refused(reason) if reason else (None if known else self._id_in_use(hello.worker_id))
         if refused:
             log.error("refusing worker %r: %s", identity, refused.reason)

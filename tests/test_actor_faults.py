@@ -40,7 +40,9 @@ async def test_the_heartbeat_watch_handles_every_silent_worker_when_one_loss_fai
     first.last_seen = second.last_seen = 0.0  # both silent for ages
     calls = []
     h.dispatcher.worker_lost = failing_first(calls, h.dispatcher.worker_lost)
-    link = WorkerLink(zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 0.02, 0.01)
+    link = WorkerLink(
+        zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 0.02, 0.01, backend="sim"
+    )
     link.bind_dispatcher(h.dispatcher)
     watch = asyncio.create_task(link.run())
     try:

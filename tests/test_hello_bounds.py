@@ -15,6 +15,7 @@ BAD = [
     ({"worker_id": ""}, "worker_id"),
     ({"worker_id": "w\nERROR forged log line"}, "worker_id"),
     ({"backend": "x" * 5_000_000}, "backend"),
+    ({"backend": "tiny"}, "backend"),  # another model than the engine serves (sim)
     ({"device": ""}, "device"),
     ({"max_batch": 0}, "max_batch"),
     ({"max_batch": 10**9}, "max_batch"),

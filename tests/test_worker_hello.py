@@ -19,7 +19,9 @@ def link_for(tmp_path):
     links = []
 
     def make(h: Harness) -> WorkerLink:
-        link = WorkerLink(zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 1.0, 10.0)
+        link = WorkerLink(
+            zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 1.0, 10.0, backend="sim"
+        )
         link.bind_dispatcher(h.dispatcher)
         link.send = lambda worker, message: h.sent.append((worker.name, message)) or True
         links.append(link)
