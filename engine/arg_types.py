@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from protocols.curve import ClientKeys, KeyPair, load_public_key
 from protocols.limits import MAX_BATCH
 
 T = TypeVar("T")
@@ -91,9 +92,14 @@ def read_user_file(read: Callable[[str], T], path: str) -> T:
     shows its traceback."""
     try:
         return read(path)
-    except OSError as error:
-        raise UsageError(f"{path}: {error.strerror or error}") from None
+    except OSError as error:  # named by the file it is about: `path` may be a directory of them
+        raise UsageError(f"{error.filename or path}: {error.strerror or error}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:  # Python's own, which do not name the file
         raise UsageError(f"{path}: {error}") from None
     except ValueError as error:  # the readers', which name the file (and line)
         raise UsageError(str(error)) from None
+
+
+def client_keys(secret_file: str, server_public_file: str) -> ClientKeys:
+    """What a worker or a client reaches a CURVE engine with: a key file it cannot use is a UsageError naming it."""
+    return ClientKeys(read_user_file(KeyPair.load, secret_file), read_user_file(load_public_key, server_public_file))

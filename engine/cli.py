@@ -12,6 +12,7 @@ from controller.policies import POLICY_NAMES
 from engine.arg_types import (
     UsageError,
     batch_size,
+    client_keys,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -373,7 +374,7 @@ def _client_keys(args: argparse.Namespace) -> ClientKeys | None:
     if bool(args.curve_key) != bool(args.curve_server_key):
         raise UsageError("--curve-key and --curve-server-key go together")
     if args.curve_key:
-        return ClientKeys.from_files(args.curve_key, args.curve_server_key)
+        return client_keys(args.curve_key, args.curve_server_key)
     return ClientKeys.from_env()
 
 

@@ -15,6 +15,7 @@ import logging
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from engine.arg_types import read_user_file
 from protocols.curve import ClientKeys, KeyPair, load_public_keys
 
 log = logging.getLogger("argus.curve")
@@ -41,7 +42,7 @@ class _AllowedKeys:
 class CurveGate:
     def __init__(self, context: zmq.Context, secret_file: str, allowed_dir: str, workers_dir: str | None = None):
         """`workers_dir`: the keys admitted on the worker socket, where `allowed_dir` then admits clients only."""
-        self.server_keys = KeyPair.load(secret_file)
+        self.server_keys = read_user_file(KeyPair.load, secret_file)
         self.local_worker_keys = ClientKeys(KeyPair.generate(), self.server_keys.public)
         clients = _load(allowed_dir, "client" if workers_dir else "remote worker or client")
         workers = _load(workers_dir, "remote worker") if workers_dir else clients
@@ -59,7 +60,7 @@ class CurveGate:
 
 
 def _load(directory: str, who: str) -> set[bytes]:
-    keys = load_public_keys(directory)
+    keys = read_user_file(load_public_keys, directory)
     log.info("CURVE on: %d public keys admitted from %s", len(keys), directory)
     if not keys:
         log.warning("CURVE: %s holds no public key (*.key): no %s can connect", directory, who)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from engine.arg_types import UsageError, output_file, read_user_file
+from engine.arg_types import UsageError, client_keys, output_file, read_user_file
 from loadgen.arrivals import RESCALE_MODES
 from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
 
@@ -240,9 +240,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     if args.zmq:
         import zmq
 
-        from protocols.curve import ClientKeys
-
-        curve = ClientKeys.from_files(args.curve_secret, args.curve_server_key) if args.curve_secret else None
+        curve = client_keys(args.curve_secret, args.curve_server_key) if args.curve_secret else None
         try:
             client: LoadClient = ZmqLoadClient(args.zmq, options, curve)
         except zmq.ZMQError as exc:

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+from zmq.utils.z85 import Z85CHARS
 
 # how the engine hands its local workers their keys: an environment variable
 # (readable only by the owner, unlike a command line)
 LOCAL_WORKER_KEYS_ENV = "ARGUS_WORKER_CURVE"
+# a 32-byte key in z85
+_KEY_CHARS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +36,12 @@ class KeyPair:
 
     @classmethod
     def load(cls, secret_file: str | Path) -> KeyPair:
-        public, secret = zmq.auth.load_certificate(secret_file)
+        public, secret = _read_key_file(secret_file)
         if secret is None:
             raise ValueError(f"{secret_file} holds no secret key (pass the .key_secret file)")
+        if zmq.curve_public(secret) != public:
+            # the secret serves, but the engine would hand its local workers this public key: none would join
+            raise ValueError(f"{secret_file}: its public key is not the secret key's")
         return cls(public, secret)
 
 
@@ -48,8 +54,7 @@ class ClientKeys:
 
     @classmethod
     def from_files(cls, secret_file: str | Path, server_public_file: str | Path) -> ClientKeys:
-        server_public, _ = zmq.auth.load_certificate(server_public_file)
-        return cls(KeyPair.load(secret_file), server_public)
+        return cls(KeyPair.load(secret_file), load_public_key(server_public_file))
 
     def to_env(self) -> str:
         return b" ".join((self.own.public, self.own.secret, self.server_public)).decode()
@@ -68,10 +73,23 @@ def load_public_keys(directory: str | Path) -> set[bytes]:
     if not Path(directory).is_dir():
         # globbing a mistyped path finds nothing: an engine that admits no one, and no word why
         raise NotADirectoryError(f"{directory}: not a directory of public keys")
-    keys = set()
-    for path in sorted(Path(directory).glob("*.key")):
-        public, _ = zmq.auth.load_certificate(path)
-        keys.add(public)
+    return {load_public_key(path) for path in sorted(Path(directory).glob("*.key"))}
+
+
+def load_public_key(path: str | Path) -> bytes:
+    return _read_key_file(path)[0]
+
+
+def _read_key_file(path: str | Path) -> tuple[bytes, bytes | None]:
+    """The public key and the secret one (None in a .key file), checked: pyzmq's reader takes whatever stands
+    between the quotes, and a key of the wrong length failed later as a socket option, "Invalid argument", naming
+    no file. Errors are OSError or ValueError naming the file."""
+    if not os.path.exists(path):  # pyzmq's own error for it gives no reason
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    keys = zmq.auth.load_certificate(path)  # ValueError naming the file when it holds no public key
+    for what, key in zip(("public", "secret"), keys, strict=True):
+        if key is not None and not (len(key) == _KEY_CHARS and set(key) <= set(Z85CHARS)):
+            raise ValueError(f"{path}: its {what} key is not a CURVE key ({_KEY_CHARS} z85 characters)")
     return keys
 
 

@@ -1,6 +1,7 @@
 """CURVE: an engine that requires it serves workers and clients holding admitted keys, and no one else."""
 
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import zmq.auth
 
+from engine.arg_types import UsageError, client_keys
 from engine.cli import main
 from engine.client import ArgusClient
 from engine.curve_gate import CurveGate, _AllowedKeys
@@ -213,3 +215,67 @@ def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp
         for worker in remote:
             worker.terminate()
             worker.wait(timeout=30)
+
+
+def _spoiled(directory, keys, how):
+    """A key file spoiled `how`, beside the good ones: its path, and what the refusal says."""
+    secret = keys["engine_secret"].read_text()
+    stranger = KeyPair.generate()
+    path = directory / f"{how}.key_secret"
+    spoiled = {
+        "missing": None,
+        "empty": "",
+        "truncated": secret[: secret.index("secret-key")],
+        "short key": secret.replace(KeyPair.load(keys["engine_secret"]).secret.decode(), "abc"),
+        "another pair's public key": secret.replace(
+            KeyPair.load(keys["engine_secret"]).public.decode(), stranger.public.decode()
+        ),
+    }[how]
+    if spoiled is not None:
+        path.write_text(spoiled)
+    says = {
+        "missing": "No such file or directory",
+        "empty": "No public key found",
+        "truncated": "holds no secret key",
+        "short key": "its secret key is not a CURVE key (40 z85 characters)",
+        "another pair's public key": "its public key is not the secret key's",
+    }[how]
+    return path, says
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "truncated", "short key", "another pair's public key"])
+def test_a_key_file_that_cannot_be_used_is_refused_naming_it(tmp_path, keys, how, capsys):
+    """Each was a traceback (exit 1); a key of the wrong length, ZeroMQ's "Invalid argument" naming no file; and a
+    pair whose public key is not its secret's started an engine that its own workers could not join."""
+    path, says = _spoiled(tmp_path, keys, how)
+    with zmq.Context() as context:
+        with pytest.raises(UsageError, match=re.escape(says)) as refused:
+            CurveGate(context, str(path), str(keys["admitted"]))
+    assert str(path) in str(refused.value)
+    with pytest.raises(UsageError, match=re.escape(says)):
+        client_keys(str(path), str(keys["engine_public"]))
+    if how in ("missing", "empty", "short key"):  # the others hold a good public key
+        with pytest.raises(UsageError, match=re.escape(str(path))):
+            client_keys(str(keys["worker_secret"]), str(path))
+    (tmp_path / "allowed").mkdir()
+    (tmp_path / "allowed" / "spoiled.key").write_text('public-key = "abc"\n')
+    with zmq.Context() as context:
+        with pytest.raises(UsageError, match=re.escape(f"{tmp_path / 'allowed' / 'spoiled.key'}: its public key")):
+            CurveGate(context, str(keys["engine_secret"]), str(tmp_path / "allowed"))
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_command_given_a_spoiled_key_file_says_so_in_one_line_and_exits_2(tmp_path, keys, command):
+    path, says = _spoiled(tmp_path, keys, "short key")
+    flags = {
+        "serve": ["--workers", "0", "--port", "0", "--client-listen", "tcp://127.0.0.1:0", "--worker-listen",
+                  "tcp://127.0.0.1:0", "--curve-secret", str(path), "--curve-allow", str(keys["admitted"])],
+        "worker": ["--connect", "tcp://127.0.0.1:9", "--backend", "sim", "--curve-key", str(path),
+                   "--curve-server-key", str(keys["engine_public"])],
+    }[command]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", command, *flags], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"argus {command}: error: {path}: {says}"
+    assert "Traceback" not in done.stderr
