@@ -15,6 +15,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+from zmq.utils.monitor import recv_monitor_message
 from zmq.utils.z85 import Z85CHARS
 
 # how the engine hands its local workers their keys: an environment variable
@@ -105,6 +106,34 @@ def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
     sock.curve_publickey = keys.own.public
     sock.curve_secretkey = keys.own.secret
     sock.curve_serverkey = keys.server_public
+
+
+class RefusedHandshakes:
+    """Hears on a connecting socket's monitor the handshakes libzmq does not retry: the engine refused this key
+    (its ZAP handler), or one side speaks CURVE and the other not. The socket then never connects again, not
+    even to a restarted engine that would take it: waiting on it is waiting for ever."""
+
+    def __init__(self, sock: zmq.Socket, address: str, curve_on: bool):
+        self._socket = sock
+        self._address = address
+        self._curve_on = curve_on
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+
+    def reason(self) -> str | None:
+        """Why the engine will never be reached over this socket, or None while it may be."""
+        if not self._monitor.poll(0):
+            return None
+        event = recv_monitor_message(self._monitor)
+        engine = f"the engine at {self._address}"
+        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return f"{engine} does not admit this CURVE key (not in its --curve-allow or --curve-allow-workers)"
+        if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return f"{engine} does not use CURVE" if self._curve_on else f"{engine} requires CURVE keys"
+        return f"the handshake with {engine} failed (ZeroMQ protocol error {event['value']:#x})"
+
+    def close(self) -> None:
+        self._socket.disable_monitor()
+        self._monitor.close()
 
 
 def create_key_files(directory: str | Path, name: str, replace: bool = False) -> tuple[Path, Path]:

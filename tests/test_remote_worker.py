@@ -84,20 +84,55 @@ def test_a_second_worker_given_a_live_workers_id_is_refused(tmp_path):
         assert engine.stop() == 0
 
 
-def test_a_worker_whose_curve_key_is_not_admitted_still_stops_on_sigterm(tmp_path):
-    """Its hellos have no peer to go to: sent blocking, one would wait for good, deaf to signals."""
+def test_a_worker_whose_hellos_the_engine_cannot_read_still_stops_on_sigterm(tmp_path):
+    """With a wrong --curve-server-key its hellos have no peer to go to: sent blocking, one would wait for good,
+    deaf to signals."""
     _, engine_secret = create_key_files(tmp_path / "keys", "engine")
-    (tmp_path / "admitted").mkdir()
+    _, worker_secret = create_key_files(tmp_path / "admitted", "worker")
+    wrong_server_key, _ = create_key_files(tmp_path / "other", "engine")
     engine = start_engine(
         tmp_path, "--curve-secret", str(engine_secret), "--curve-allow", str(tmp_path / "admitted"),
         workers=0, backend="sim", wait=False,
     )  # fmt: skip
-    worker = start_worker(engine.worker_address, "sim", stderr=subprocess.PIPE)  # no keys at all
+    worker = start_worker(
+        engine.worker_address, "sim", "--curve-key", str(worker_secret), "--curve-server-key", str(wrong_server_key),
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
     try:
         time.sleep(3)  # past its start and first hellos
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
         assert engine.ready()["workers"] == []
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        assert engine.stop() == 0
+
+
+@pytest.mark.parametrize("who", ["key not admitted", "no keys", "keys, engine without CURVE"])
+def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(tmp_path, who):
+    """libzmq does not dial again after the engine refused the key, nor when one side speaks CURVE and the other
+    not: the worker warned of no answer every 10 s, for ever, and did not join even a restarted engine that
+    admitted it."""
+    _, engine_secret = create_key_files(tmp_path / "keys", "engine")
+    _, stranger_secret = create_key_files(tmp_path / "strangers", "stranger")
+    (tmp_path / "admitted").mkdir()
+    curve = ["--curve-secret", str(engine_secret), "--curve-allow", str(tmp_path / "admitted")]
+    engine = start_engine(
+        tmp_path, *([] if who == "keys, engine without CURVE" else curve), workers=0, backend="sim", wait=False
+    )
+    keys = ["--curve-key", str(stranger_secret), "--curve-server-key", str(tmp_path / "keys" / "engine.key")]
+    worker = start_worker(engine.worker_address, "sim", *([] if who == "no keys" else keys), stderr=subprocess.PIPE)
+    try:
+        assert worker.wait(timeout=60) == 2
+        says = {
+            "key not admitted": "does not admit this CURVE key (not in its --curve-allow or --curve-allow-workers)",
+            "no keys": "requires CURVE keys",
+            "keys, engine without CURVE": "does not use CURVE",
+        }[who]
+        assert (
+            f"engine refused this worker: the engine at {engine.worker_address} {says}" in worker.stderr.read().decode()
+        )
     finally:
         if worker.poll() is None:
             worker.kill()

@@ -31,7 +31,7 @@ from collections import deque
 import zmq
 
 from protocols.codec import DecodeError
-from protocols.curve import ClientKeys
+from protocols.curve import ClientKeys, RefusedHandshakes
 from protocols.sockets import make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -57,8 +57,8 @@ from workers.config import DEFAULT_STALL_TIMEOUT_S
 
 log = logging.getLogger("argus.worker")
 
-# hellos unanswered this long are worth a warning: the engine is down, unreachable, or drops us unheard (a
-# CURVE key it does not admit); then again at this interval
+# hellos unanswered this long are worth a warning: the engine is down, unreachable, or drops us unheard (sealed
+# for another engine key, --curve-server-key); then again at this interval
 UNANSWERED_WARNING_S = 10.0
 # a ZeroMQ identity holds at most 255 bytes: the worker id, "/" and 8 hex digits (see WorkerRuntime.identity)
 MAX_WORKER_ID_BYTES = 255 - 1 - 8
@@ -105,6 +105,8 @@ class WorkerRuntime:
         )
         self._codec = worker_side_codec()
         self._connect = connect
+        self._curve_on = curve is not None
+        self._refused_handshakes: RefusedHandshakes | None = None  # watched by serve(), not by a fleet's workers
         # launched by an engine, which stops it: the engine's Shutdown ends this worker. One started by hand
         # outlives its engine and says hello to the next one on the same address.
         self._owned = owned
@@ -147,6 +149,7 @@ class WorkerRuntime:
 
     # -- loop ----------------------------------------------------------------
     def serve(self) -> None:
+        self._refused_handshakes = RefusedHandshakes(self._socket, self._connect, self._curve_on)
         keeper = threading.Thread(target=self._keep_beating, name="argus-beat-keeper", daemon=True)
         keeper.start()
         try:
@@ -186,6 +189,8 @@ class WorkerRuntime:
             self._send(BatchDone(batch.batch_id, [ItemCancelled(i.request_id) for i in batch.items]))
 
     def _close(self) -> None:
+        if self._refused_handshakes is not None:
+            self._refused_handshakes.close()
         self._socket.close(linger=500)
         if self._own_context:
             self._context.term()
@@ -221,6 +226,9 @@ class WorkerRuntime:
         while not self._stopping:
             self._send(hello)
             if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
+                refused = self._refused_handshakes and self._refused_handshakes.reason()
+                if refused:
+                    raise EngineRefused(Refused(refused))
                 if time.monotonic() >= warn_at:
                     warn_unanswered(self._connect, time.monotonic() - started)
                     warn_at += UNANSWERED_WARNING_S
