@@ -11,6 +11,9 @@ Without a directory for workers, the one directory admits both.
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Callable
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -23,19 +26,35 @@ log = logging.getLogger("argus.curve")
 # the ZAP domains of the two sockets
 WORKERS = "workers"
 CLIENTS = "clients"
+# refused peers are logged at most once per socket this often: anyone who holds the engine's public key (every
+# worker and client host) can make a handshake with a fresh key each, thousands a second, a log line each
+REFUSED_LOG_INTERVAL_S = 10.0
 
 
 class _AllowedKeys:
     """The credentials provider zmq.auth asks about each connecting peer: the keys admitted per domain."""
 
-    def __init__(self, keys_by_domain: dict[str, set[bytes]]):
+    def __init__(self, keys_by_domain: dict[str, set[bytes]], clock: Callable[[], float] = time.monotonic):
         self._keys = keys_by_domain
+        self._clock = clock
+        self._quiet_until: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}  # refusals since the domain's last line
 
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self._keys.get(domain, ()):
             return True
-        # asked once per connection handshake (libzmq does not retry a refused peer), so no flood
-        log.warning("CURVE: refused a peer whose public key %s is not admitted (%s socket)", key.decode(), domain)
+        now = self._clock()
+        if now < self._quiet_until.get(domain, -math.inf):
+            self._unlogged[domain] = self._unlogged.get(domain, 0) + 1
+            return False
+        self._quiet_until[domain] = now + REFUSED_LOG_INTERVAL_S
+        unlogged = self._unlogged.pop(domain, 0)
+        log.warning(
+            "CURVE: refused a peer whose public key %s is not admitted (%s socket)%s",
+            key.decode(),
+            domain,
+            f"; {unlogged} more refused since the last such line" if unlogged else "",
+        )
         return False
 
 

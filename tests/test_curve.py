@@ -12,7 +12,7 @@ import zmq.auth
 from engine.arg_types import UsageError, client_keys
 from engine.cli import main
 from engine.client import ArgusClient
-from engine.curve_gate import CurveGate, _AllowedKeys
+from engine.curve_gate import REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
 from engine_process import ROOT, start_engine
 from protocols.client_messages import Images
 from protocols.curve import ClientKeys, KeyPair, create_key_files, load_public_keys
@@ -279,3 +279,26 @@ def test_a_command_given_a_spoiled_key_file_says_so_in_one_line_and_exits_2(tmp_
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"argus {command}: error: {path}: {says}"
     assert "Traceback" not in done.stderr
+
+
+def test_refused_handshakes_are_logged_once_per_socket_per_interval(caplog):
+    """Each refused handshake was a line: a peer holding the engine's public key made thousands a second, with a
+    fresh key each."""
+    now = [0.0]
+    allowed = _AllowedKeys({"clients": {b"admitted"}, "workers": set()}, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="argus.curve")
+    for i in range(1000):
+        assert not allowed.callback("clients", f"stranger-{i}".encode())
+    assert not allowed.callback("workers", b"stranger-w")  # the other socket has its own line
+    assert allowed.callback("clients", b"admitted")
+    assert [r.getMessage() for r in caplog.records] == [
+        "CURVE: refused a peer whose public key stranger-0 is not admitted (clients socket)",
+        "CURVE: refused a peer whose public key stranger-w is not admitted (workers socket)",
+    ]
+    caplog.clear()
+    now[0] = REFUSED_LOG_INTERVAL_S
+    assert not allowed.callback("clients", b"stranger-last")
+    assert [r.getMessage() for r in caplog.records] == [
+        "CURVE: refused a peer whose public key stranger-last is not admitted (clients socket);"
+        " 999 more refused since the last such line"
+    ]
