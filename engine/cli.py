@@ -131,6 +131,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 def _check_serve_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
+    if args.api_key is not None:
+        _check_api_key(args.api_key)
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
     for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):
@@ -160,6 +162,18 @@ def _check_serve_args(args: argparse.Namespace) -> None:
             raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
     elif args.ray_address or args.ray_connect:
         raise UsageError("--ray-address and --ray-connect go with --launcher ray")
+
+
+def _check_api_key(key: str) -> None:
+    if not key:
+        # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
+        raise UsageError("--api-key (or $ARGUS_API_KEY) is empty: give a key, or unset ARGUS_API_KEY for none")
+    if key != key.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        # HTTP trims a header's value and carries no control character: no client could send this key
+        raise UsageError(
+            "--api-key (or $ARGUS_API_KEY) starts or ends with a space or holds a control character (a newline read"
+            " from a file?): no HTTP client can send it"
+        )
 
 
 def _check_embedder(args: argparse.Namespace) -> None:

@@ -129,6 +129,27 @@ def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
         engine_config(build_parser().parse_args(argv))
 
 
+@pytest.mark.parametrize(
+    ("argv", "environment", "says"),
+    [
+        # every route was open, with no word said
+        (["serve", "--api-key", ""], {}, "--api-key (or $ARGUS_API_KEY) is empty"),
+        (["serve"], {"ARGUS_API_KEY": ""}, "--api-key (or $ARGUS_API_KEY) is empty"),
+        # every request was a 401, the right key too: HTTP trims a header, and carries no newline
+        (["serve"], {"ARGUS_API_KEY": "s3cret\n"}, "no HTTP client can send it"),
+        (["serve", "--api-key", " s3cret"], {}, "no HTTP client can send it"),
+        (["serve", "--api-key", "s3\x01cret"], {}, "no HTTP client can send it"),
+    ],
+)
+def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environment, says, monkeypatch):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=re.escape(says)):
+        engine_config(build_parser().parse_args(argv))
+    monkeypatch.delenv("ARGUS_API_KEY", raising=False)
+    assert engine_config(build_parser().parse_args(["serve", "--api-key", "s3 cret"])).api_key == "s3 cret"
+
+
 def test_serve_accepts_what_it_runs_with():
     config = engine_config(build_parser().parse_args(["serve", "--heartbeat-timeout", "2"]))
     assert (config.heartbeat_timeout_s, config.launch.time_scale) == (2.0, 1.0)
