@@ -7,6 +7,7 @@ NAME.key holds a public key, NAME.key_secret the pair. Keys are z85 text.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ import zmq
 import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 from zmq.utils.z85 import Z85CHARS
+
+log = logging.getLogger("argus.curve")
 
 # how the engine hands its local workers their keys: an environment variable
 # (readable only by the owner, unlike a command line)
@@ -40,6 +43,14 @@ class KeyPair:
         public, secret = _read_key_file(secret_file)
         if secret is None:
             raise ValueError(f"{secret_file} holds no secret key (pass the .key_secret file)")
+        mode = os.stat(secret_file).st_mode & 0o777
+        if mode & 0o077:
+            # warned, not refused: a Kubernetes Secret is mounted 0644 unless told otherwise
+            log.warning(
+                "%s is readable by other users (mode %04o): whoever reads it can pose as its owner; chmod 600 it",
+                secret_file,
+                mode,
+            )
         if zmq.curve_public(secret) != public:
             # the secret serves, but the engine would hand its local workers this public key: none would join
             raise ValueError(f"{secret_file}: its public key is not the secret key's")

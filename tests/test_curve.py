@@ -302,3 +302,14 @@ def test_refused_handshakes_are_logged_once_per_socket_per_interval(caplog):
         "CURVE: refused a peer whose public key stranger-last is not admitted (clients socket);"
         " 999 more refused since the last such line"
     ]
+
+
+def test_a_secret_key_file_others_may_read_is_warned_of(tmp_path, caplog):
+    """It was taken without a word: whoever reads it can pose as the engine, or as an admitted worker."""
+    _, secret = create_key_files(tmp_path, "engine")
+    caplog.set_level(logging.WARNING, logger="argus.curve")
+    KeyPair.load(secret)
+    assert not caplog.text
+    secret.chmod(0o644)
+    KeyPair.load(secret)
+    assert f"{secret} is readable by other users (mode 0644)" in caplog.text
