@@ -3,7 +3,9 @@
 `ArgusClient` is blocking; `AsyncArgusClient` pipelines many requests over one
 socket, resolving each reply's future by request id. Against an engine that
 requires CURVE, pass `curve=ClientKeys.from_files(my.key_secret, engine.key)`. Both return the engine's
-terminal message: Images, Error, Busy or Cancelled (never raise for those).
+terminal message: Images, Error, Busy or Cancelled (never raise for those). Both raise ConnectionRefusedError,
+saying why, once the engine refuses this client's CURVE key, or CURVE is on at one end only: ZeroMQ does not
+try again, so no reply would ever come.
 
 Replies are matched to requests by request id. The engine answers every
 request exactly once, even one the client gave up on (timed out or cancelled),
@@ -23,7 +25,6 @@ from typing import Any
 import msgspec
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import recv_monitor_message
 
 from protocols.client_messages import (
     Busy,
@@ -37,7 +38,7 @@ from protocols.client_messages import (
     salvage_request_id,
 )
 from protocols.codec import DecodeError
-from protocols.curve import ClientKeys
+from protocols.curve import ClientKeys, RefusedHandshakes
 from protocols.sockets import make_socket
 
 Reply = Images | Error | Busy | Cancelled
@@ -47,12 +48,6 @@ Reply = Images | Error | Busy | Cancelled
 _CLOSE_LINGER_MS = 500
 # ZeroMQ's send timeout is an int of milliseconds
 _MAX_TIMEOUT_S = (2**31 - 1) / 1000
-# why the engine refused a connection, as a timeout tells it: to the caller, a refusal is only silence
-_REFUSALS = {
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the engine refuses this client's CURVE key",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the engine and this client disagree on CURVE (one uses it, one does not)",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the CURVE handshake failed (is the engine's public key the right one?)",
-}
 
 
 class ClientClosed(Exception):
@@ -100,16 +95,14 @@ class ArgusClient:
             raise ValueError(f"timeout_s must be above 0 and at most {_MAX_TIMEOUT_S:.0f} (or None), not {timeout_s}")
         self._context = zmq.Context()
         self._socket = _socket(self._context, address, curve)
+        self._refusals = RefusedHandshakes(self._socket, address, curve is not None)
+        self._poller = zmq.Poller()
+        self._poller.register(self._refusals.monitor, zmq.POLLIN)
         self._codec = client_side_codec()
         # a call takes every reply that is not its own for a stale one and drops it: another thread's call in
         # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once)
         self._turn = threading.Lock()
-        self._handshakes = self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_REFUSALS))
-        self._refusal = ""
         self._timeout_s = timeout_s
-        if timeout_s is not None:
-            # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
-            self._socket.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         request = _generate(prompt, request_id, fields)
@@ -118,7 +111,6 @@ class ArgusClient:
             return self._exchange(request)
 
     def _exchange(self, request: Generate) -> Reply:
-        self._read_handshakes()  # unread, they would fill the monitor's queue, and the newest would be dropped
         try:
             return self._send_and_wait(request)
         except KeyboardInterrupt:
@@ -127,19 +119,16 @@ class ArgusClient:
             raise
 
     def _send_and_wait(self, request: Generate) -> Reply:
-        try:
-            self._socket.send_multipart(self._codec.encode(request), copy=False)
-        except zmq.Again:
-            raise TimeoutError(f"could not reach the engine to send {request.request_id}") from None
+        # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
+        if not self._wait(zmq.POLLOUT, self._deadline()):
+            raise TimeoutError(f"could not reach the engine to send {request.request_id}")
+        self._socket.send_multipart(self._codec.encode(request), copy=False)
         # one deadline for the call: the late replies skipped on the way must not extend it
-        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
+        deadline = self._deadline()
         while True:
-            wait_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
-            if not self._socket.poll(wait_ms):
+            if not self._wait(zmq.POLLIN, deadline):
                 self._cancel(request.request_id)
-                self._read_handshakes()
-                why = f": {self._refusal}" if self._refusal else ""
-                raise TimeoutError(f"no reply for {request.request_id}{why}")
+                raise TimeoutError(f"no reply for {request.request_id}")
             reply = self._codec.decode(self._socket.recv_multipart(copy=False))
             if isinstance(reply, DecodeError):
                 raise ValueError(f"undecodable reply: {reply.reason}")
@@ -147,9 +136,19 @@ class ArgusClient:
                 return reply
             # a stale reply to an earlier request that timed out: skip it
 
-    def _read_handshakes(self) -> None:
-        while self._handshakes.poll(0):
-            self._refusal = _REFUSALS.get(recv_monitor_message(self._handshakes)["event"], "")
+    def _deadline(self) -> float | None:
+        return None if self._timeout_s is None else time.monotonic() + self._timeout_s
+
+    def _wait(self, events: int, deadline: float | None) -> bool:
+        """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once
+        the engine will never answer."""
+        wait_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
+        self._poller.register(self._socket, events)
+        ready = dict(self._poller.poll(wait_ms))
+        refused = self._refusals.reason()
+        if refused:
+            raise ConnectionRefusedError(refused)
+        return self._socket in ready
 
     def _cancel(self, request_id: str) -> None:
         try:
@@ -158,7 +157,7 @@ class ArgusClient:
             pass  # nobody to tell
 
     def close(self) -> None:
-        self._handshakes.close()
+        self._refusals.close()
         self._socket.close(linger=_CLOSE_LINGER_MS)
         self._context.term()
 
@@ -176,13 +175,18 @@ class AsyncArgusClient:
     def __init__(self, address: str, curve: ClientKeys | None = None):
         self._context = zmq.asyncio.Context()
         self._socket = _socket(self._context, address, curve)
+        self._refusals = RefusedHandshakes(self._socket, address, curve is not None)
+        self._refused: str | None = None  # why the engine will never answer, once it will not
         self._codec = client_side_codec()
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._reader: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
 
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
         _refuse_if_closed(self._socket)
+        if self._refused:
+            raise ConnectionRefusedError(self._refused)
         request = _generate(prompt, request_id, fields)
         if request.request_id in self._waiting:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
@@ -191,13 +195,21 @@ class AsyncArgusClient:
         if self._reader is None or self._reader.done():
             # done: its event loop ended (asyncio.run returned), and this call runs in another
             self._reader = asyncio.create_task(self._read_replies())
+            self._watcher = asyncio.create_task(self._watch_refusals())
         future = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         sending = self._socket.send_multipart(frames, copy=False)
         try:
-            await sending
+            # a refusal fails `future`, while the send may wait for good: no engine will take it
+            await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
+            if future.done() and not sending.done():
+                sending.cancel()
+            else:
+                await sending
             return await future
         except asyncio.CancelledError:
+            if not sending.done():
+                sending.cancel()
             if not sending.cancelled():
                 # the caller gave up on a request that went out: tell the engine so it stops the work. Queued on
                 # the socket, not awaited: with no engine there, the queue stays full, and a caller that gave up
@@ -227,6 +239,12 @@ class AsyncArgusClient:
                     future.set_exception(ClientClosed("client closed"))
             raise
 
+    async def _watch_refusals(self) -> None:
+        self._refused = await self._refusals.refused()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionRefusedError(self._refused))
+
     async def close(self) -> None:
         """Requests still in flight are cancelled at the engine and raise ClientClosed here."""
         for request_id in self._waiting:
@@ -234,12 +252,14 @@ class AsyncArgusClient:
                 self._socket.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
             except zmq.Again:
                 break  # nobody to tell
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except (asyncio.CancelledError, zmq.ZMQError):
-                pass
+        for task in (self._reader, self._watcher):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, zmq.ZMQError):
+                    pass
+        self._refusals.close()
         self._socket.close(linger=_CLOSE_LINGER_MS)
         self._context.term()
 

@@ -7,6 +7,7 @@ than exceptions: one refused connection must not end a long run.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from engine.client import AsyncArgusClient, ClientClosed
 from loadgen.records import Answer, ImageMeta, Record, make_record
 from protocols.client_messages import Busy, Cancelled, Error, Images
 from protocols.curve import ClientKeys
+
+log = logging.getLogger(__name__)
 
 GENERATIONS_PATH = "/v1/images/generations"
 
@@ -165,6 +168,7 @@ class ZmqLoadClient(LoadClient):
     def __init__(self, address: str, options: RequestOptions = RequestOptions(), curve: ClientKeys | None = None):
         super().__init__(options)
         self._client = AsyncArgusClient(address, curve=curve)
+        self._refusal_said = False
 
     async def _exchange(self, prompt: str, seed: int | None, slo_ms: float | None) -> Answer:
         o = self.options
@@ -173,6 +177,11 @@ class ZmqLoadClient(LoadClient):
             reply = await self._client.generate(prompt, **fields)
         except (ClientClosed, zmq.ZMQError):
             return Answer("error", code="connection_error")
+        except ConnectionRefusedError as refused:
+            if not self._refusal_said:  # every request after it is refused alike
+                self._refusal_said = True
+                log.error("%s: no request over --zmq can be served", refused)
+            return Answer("error", code="connection_refused")
         if isinstance(reply, Images):
             images = [ImageMeta(r.level, r.similarity, r.quality, r.queue_ms, r.run_ms, r.worker) for r in reply.images]
             return Answer("images", images=images)

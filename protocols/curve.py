@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.utils.monitor import recv_monitor_message
+from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
 from zmq.utils.z85 import Z85CHARS
 
 log = logging.getLogger("argus.curve")
@@ -128,13 +128,20 @@ class RefusedHandshakes:
         self._socket = sock
         self._address = address
         self._curve_on = curve_on
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        # of the socket's kind: a zmq.asyncio socket's monitor is awaited (refused()), a blocking one's polled
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
     def reason(self) -> str | None:
         """Why the engine will never be reached over this socket, or None while it may be."""
-        if not self._monitor.poll(0):
+        if not self.monitor.poll(0):
             return None
-        event = recv_monitor_message(self._monitor)
+        return self._explain(recv_monitor_message(self.monitor))
+
+    async def refused(self) -> str:
+        """Why, once the engine will never be reached over this (asyncio) socket."""
+        return self._explain(parse_monitor_message(await self.monitor.recv_multipart()))
+
+    def _explain(self, event: dict) -> str:
         engine = f"the engine at {self._address}"
         if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return f"{engine} does not admit this CURVE key (not in its --curve-allow or --curve-allow-workers)"
@@ -144,7 +151,7 @@ class RefusedHandshakes:
 
     def close(self) -> None:
         self._socket.disable_monitor()
-        self._monitor.close()
+        self.monitor.close()
 
 
 def create_key_files(directory: str | Path, name: str, replace: bool = False) -> tuple[Path, Path]:

@@ -15,6 +15,7 @@ from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadC
 from loadgen.records import Answer
 from loadgen.run import Interrupt, run_load
 from protocols.client_messages import Cancel, Generate, engine_side_codec
+from protocols.curve import KeyPair, make_server
 
 SCHEDULE = [Arrival(0.0), Arrival(0.05), Arrival(0.1, 1)]
 PROMPTS = ["a red fox", "a paper boat"]
@@ -84,6 +85,31 @@ async def test_a_run_ends_when_the_engine_is_not_there_and_the_send_queue_is_ful
         await client.close()
     assert_counted_once(records, summary, 20)
     assert summary["error_codes"] == {"client_timeout": 20}
+
+
+async def test_requests_to_an_engine_that_requires_curve_are_refused_and_said_why_once(caplog):
+    """ZeroMQ does not dial again after such a handshake: each request waited for the run's hard end, recorded
+    client_timeout with no word of CURVE."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    context = zmq.Context()
+    engine_keys = KeyPair.generate()
+    server = context.socket(zmq.ROUTER)
+    server.setsockopt(zmq.LINGER, 0)
+    make_server(server, engine_keys, "clients")
+    server.bind(address)
+    client = ZmqLoadClient(address, RequestOptions(64, 64, steps=4))  # no keys
+    try:
+        records, summary = await asyncio.wait_for(
+            run_load(SCHEDULE, PROMPTS, client, None, drain_s=2.0, progress=False), 30
+        )
+    finally:
+        await client.close()
+        server.close()
+        context.term()
+    assert_counted_once(records, summary, 3)
+    assert summary["error_codes"] == {"connection_refused": 3}
+    refusals = [r.getMessage() for r in caplog.records if "CURVE" in r.getMessage()]
+    assert refusals == [f"the engine at {address} requires CURVE keys: no request over --zmq can be served"]
 
 
 class _StallingClient(LoadClient):
