@@ -126,6 +126,13 @@ class Engine:
             self._curve.start()
             self._resources.callback(self._curve.stop)
         server_keys = self._curve.server_keys if self._curve else None
+        if not config.api_key and not _loopback_only(f"tcp://{config.host}:{config.port}"):
+            log.warning(
+                "HTTP on %s:%d listens without an API key: any client that reaches it can generate images (set"
+                " ARGUS_API_KEY, README.md)",
+                config.host,
+                config.port,
+            )
         _warn_if_open(config.client_listen, client_keys, "send requests")
         _warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts")
         # local workers connect over a private IPC socket; remote ones over worker_listen

@@ -1,5 +1,5 @@
 """The engine warns at start about a ZeroMQ socket that listens beyond loopback without CURVE: any peer that
-reaches it is admitted (on the worker socket, it is sent users' prompts)."""
+reaches it is admitted (on the worker socket, it is sent users' prompts); and about HTTP there without an API key."""
 
 import pytest
 import zmq
@@ -24,6 +24,14 @@ def test_a_socket_beyond_loopback_without_curve_is_warned_about(tmp_path, caplog
     with pytest.raises(zmq.ZMQError):
         Engine(in_process_config(tmp_path, **{socket: (ELSEWHERE,)}))
     assert f"{ELSEWHERE} listens without CURVE: any peer that reaches it can {warning}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("host", "api_key", "warned"), [("0.0.0.0", None, True), ("0.0.0.0", "k", False), ("::1", None, False)]
+)
+def test_http_beyond_loopback_without_an_api_key_is_warned_about(tmp_path, caplog, host, api_key, warned):
+    Engine(in_process_config(tmp_path, host=host, api_key=api_key)).close()  # HTTP binds in run(): nothing opened
+    assert ("listens without an API key: any client that reaches it can generate images" in caplog.text) == warned
 
 
 def test_curve_or_loopback_is_not_warned_about(tmp_path, caplog):
