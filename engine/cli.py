@@ -21,6 +21,7 @@ from engine.arg_types import (
 )
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.config import (
+    API_KEY_ENV,
     HEARTBEAT_INTERVAL_S,
     MIN_HEARTBEAT_TIMEOUT_S,
     CacheConfig,
@@ -91,8 +92,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--api-key",
-        default=os.environ.get("ARGUS_API_KEY"),
-        help="require 'Authorization: Bearer KEY' on every HTTP route but /health (default: $ARGUS_API_KEY)",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require 'Authorization: Bearer KEY' on every HTTP route but /health (default: ${API_KEY_ENV})",
     )
     p.add_argument(
         "--launcher",

@@ -11,6 +11,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 # a timeout nearer the interval loses healthy workers to one late beat (a long step, a loaded host): the chaos
 # bench runs at this floor
 MIN_HEARTBEAT_TIMEOUT_S = 2 * HEARTBEAT_INTERVAL_S
+# where the HTTP API key may come from instead of the command line, which ps shows
+API_KEY_ENV = "ARGUS_API_KEY"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from engine.config import LaunchConfig
+from engine.config import API_KEY_ENV, LaunchConfig
 from engine.metrics import EngineMetrics
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.config import WorkerConfig
@@ -68,7 +68,9 @@ class LocalLauncher:
         self._metrics = metrics
         self._on_exit = on_exit
         # a simulated worker models quality on the similarity table of the engine's embedder
-        self._environment = {**os.environ, SIM_SIMILARITY_TABLE_ENV: embedder, PARENT_PID_ENV: str(os.getpid())}
+        # the engine's environment but its API key, which a worker has no use for
+        inherited = {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
+        self._environment = {**inherited, SIM_SIMILARITY_TABLE_ENV: embedder, PARENT_PID_ENV: str(os.getpid())}
         if curve is not None:
             self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
         self._processes: dict[str, asyncio.subprocess.Process] = {}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from engine.arg_types import UsageError, client_keys, output_file, read_user_file
+from engine.config import API_KEY_ENV
 from loadgen.arrivals import RESCALE_MODES
 from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
 
@@ -45,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     door.add_argument("--zmq", metavar="ADDRESS", help="send over ZeroMQ to this client address instead of HTTP")
     door.add_argument(
         "--api-key",
-        default=os.environ.get("ARGUS_API_KEY"),
-        help="for an engine started with --api-key: sent as 'Authorization: Bearer KEY' (default: $ARGUS_API_KEY)",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"for an engine started with --api-key: sent as 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})",
     )
     door.add_argument("--curve-secret", metavar="FILE", help="for a CURVE engine over --zmq: this client's .key_secret")
     door.add_argument("--curve-server-key", metavar="FILE", help="with --curve-secret: the engine's public .key file")

@@ -3,15 +3,19 @@
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
+from engine.config import API_KEY_ENV
 from engine_process import start_engine
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = start_engine(tmp_path_factory.mktemp("auth"), "--time-scale", "0.001", backend="sim", api_key="s3cret")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(API_KEY_ENV, "s3cret")  # as an operator keeps it off the command line
+        engine = start_engine(tmp_path_factory.mktemp("auth"), "--time-scale", "0.001", backend="sim", api_key="s3cret")
     yield engine
     assert engine.stop() == 0
 
@@ -58,3 +62,12 @@ def test_an_image_url_is_fetched_without_the_key(engine):
     with urllib.request.urlopen(reply["data"][0]["url"], timeout=30) as response:
         assert response.status == 200 and response.headers["Content-Type"] == "image/png"
         assert response.read().startswith(b"\x89PNG")
+
+
+def test_the_local_workers_are_not_handed_the_api_key(engine):
+    """They inherit the engine's environment, and need nothing of the HTTP door's."""
+    status, ready = call(engine, "/ready", "s3cret")
+    assert status == 200 and ready["workers"]
+    for worker in ready["workers"]:
+        names = {entry.partition(b"=")[0] for entry in Path(f"/proc/{worker['pid']}/environ").read_bytes().split(b"\0")}
+        assert b"PATH" in names and API_KEY_ENV.encode() not in names
