@@ -150,7 +150,8 @@ class RefusedHandshakes:
         return f"the handshake with {engine} failed (ZeroMQ protocol error {event['value']:#x})"
 
     def close(self) -> None:
-        self._socket.disable_monitor()
+        if not self._socket.closed:  # closing the socket ended its monitoring
+            self._socket.disable_monitor()
         self.monitor.close()
 
 

@@ -109,7 +109,9 @@ def test_a_worker_whose_hellos_the_engine_cannot_read_still_stops_on_sigterm(tmp
         assert engine.stop() == 0
 
 
-@pytest.mark.parametrize("who", ["key not admitted", "no keys", "keys, engine without CURVE"])
+@pytest.mark.parametrize(
+    "who", ["key not admitted", "no keys", "keys, engine without CURVE", "a fleet, key not admitted"]
+)
 def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(tmp_path, who):
     """libzmq does not dial again after the engine refused the key, nor when one side speaks CURVE and the other
     not: the worker warned of no answer every 10 s, for ever, and did not join even a restarted engine that
@@ -122,13 +124,17 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(tmp_path, who):
         tmp_path, *([] if who == "keys, engine without CURVE" else curve), workers=0, backend="sim", wait=False
     )
     keys = ["--curve-key", str(stranger_secret), "--curve-server-key", str(tmp_path / "keys" / "engine.key")]
-    worker = start_worker(engine.worker_address, "sim", *([] if who == "no keys" else keys), stderr=subprocess.PIPE)
+    fleet = ["--count", "3"] if who.startswith("a fleet") else []
+    worker = start_worker(
+        engine.worker_address, "sim", *([] if who == "no keys" else keys), *fleet, stderr=subprocess.PIPE
+    )
     try:
         assert worker.wait(timeout=60) == 2
         says = {
             "key not admitted": "does not admit this CURVE key (not in its --curve-allow or --curve-allow-workers)",
             "no keys": "requires CURVE keys",
             "keys, engine without CURVE": "does not use CURVE",
+            "a fleet, key not admitted": "does not admit this CURVE key",
         }[who]
         assert (
             f"engine refused this worker: the engine at {engine.worker_address} {says}" in worker.stderr.read().decode()

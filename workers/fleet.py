@@ -27,7 +27,7 @@ import msgspec
 import zmq
 
 from controller.profiles import LatencyProfile, ProfileLatency
-from protocols.curve import ClientKeys
+from protocols.curve import ClientKeys, RefusedHandshakes
 from protocols.worker_messages import Generate, ItemDone, ItemOutcome, Refused
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
@@ -97,6 +97,10 @@ class SimWorker(WorkerRuntime):
     @property
     def joined(self) -> bool:
         return self._joined
+
+    def refused_handshakes(self) -> RefusedHandshakes:
+        """Its socket's handshakes the engine refused for good (its CURVE key, or CURVE at one end only)."""
+        return RefusedHandshakes(self._socket, self._connect, self._curve_on)
 
     def busy_ms(self) -> float:
         return (time.monotonic() - self._started) * 1000.0
@@ -190,6 +194,8 @@ class Fleet:
         self._order = itertools.count()
         self._stop_requested = False
         self._refusal: EngineRefused | None = None  # what ended the fleet: a hello every worker of it sends
+        # the workers share one key: a handshake refused for one (libzmq dials no more) is refused for all
+        self._handshakes = self._workers[0].refused_handshakes()
         self._ids_refused = 0
 
     def stop(self) -> None:
@@ -200,6 +206,7 @@ class Fleet:
         try:
             self._loop()
         finally:
+            self._handshakes.close()
             self._selector.close()
             for worker in self._workers:
                 worker.close()
@@ -232,9 +239,11 @@ class Fleet:
                 if due == worker.wake_at and worker in live:
                     worker.wake_at = math.inf
                     self._serve(worker, now, live)
-            if not announced and all(w.joined for w in live):
+            if not announced and live and all(w.joined for w in live):
                 announced = True
                 log.info("fleet of %d SIMULATED workers ready", len(live))
+            elif not announced and self._refusal is None and (refused := self._handshakes.reason()):
+                self._refused(self._workers[0], EngineRefused(Refused(refused)))
             if now >= check_at:
                 check_at = now + UNANSWERED_WARNING_S
                 self._warn_if_unanswered(live, now)
