@@ -3,16 +3,20 @@ or SIGTERM (handing its work on), and takes no live worker's id."""
 
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import zmq
 
+from controller.similarity import SimilarityTable
 from engine.client import ArgusClient
 from engine_process import free_port, start_engine, start_worker
 from protocols.client_messages import Images
 from protocols.curve import create_key_files
+from workers.runtime import WorkerRuntime
+from workers.sim_backend import SimBackend
 
 
 def test_hand_started_worker_serves(tmp_path):
@@ -61,6 +65,59 @@ def test_a_stopped_worker_hands_its_work_to_another_at_the_cost_of_one_try(tmp_p
         for worker in (slow, fast):
             if worker is not None and worker.poll() is None:
                 worker.kill()
+        assert engine.stop() == 0
+
+
+class StopAfterTheSteps:
+    """The sim backend, whose worker is stopped (SIGTERM) once a batch's steps are done, as its images are encoded;
+    a batch waits for `go` first."""
+
+    def __init__(self, runtime_of):
+        self._inner = SimBackend(SimilarityTable.bundled("hash"), time_scale=0.01)
+        self._runtime_of = runtime_of
+        self.running, self.go = threading.Event(), threading.Event()
+
+    def describe(self):
+        return self._inner.describe()
+
+    def run(self, batch, control):
+        self.running.set()
+        assert self.go.wait(60), "the test never let the batch run"
+        outcomes = self._inner.run(batch, control)
+        self._runtime_of().stop()
+        return outcomes
+
+
+def test_a_worker_stopped_after_making_its_images_answers_them(tmp_path):
+    """Before, it said Leaving before answering: the engine routed the images elsewhere at once, dropped the
+    answer that came after, and they were made again (a try each, and a whole run)."""
+    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    backend = StopAfterTheSteps(lambda: runtime)
+    runtime = WorkerRuntime(backend, engine.worker_address, "stopping")
+    serving = threading.Thread(target=runtime.serve, daemon=True)
+    serving.start()
+    other = None
+    try:
+        engine.wait_ready(1, timeout_s=60)
+        with ArgusClient(engine.client_address, timeout_s=60) as client, ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(client.generate, "a harbour at dawn", width=64, height=64)
+            assert backend.running.wait(30), "the worker never took the image"
+            # another worker, so that an image given up is made again rather than waiting for one
+            other = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "other")
+            engine.wait_ready(2, timeout_s=60)
+            backend.go.set()
+            reply = reply.result()
+        assert isinstance(reply, Images) and reply.images[0].worker.startswith("stopping/")
+        serving.join(30)
+        assert not serving.is_alive()
+        assert engine.metric("argus_worker_losses_total", cause="left") == 1
+        assert engine.metric("argus_redispatched_images_total") == 0
+    finally:
+        backend.go.set()
+        runtime.stop()
+        if other is not None:
+            other.terminate()
+            other.wait(30)
         assert engine.stop() == 0
 
 

@@ -43,6 +43,7 @@ from protocols.worker_messages import (
     Hello,
     ItemCancelled,
     ItemFailed,
+    ItemOutcome,
     Leaving,
     LevelSet,
     Refused,
@@ -319,10 +320,16 @@ class WorkerRuntime:
             self._running = None
         if self._engine_lost:
             return  # nobody is waiting for these any more
-        if self._stopping:
+        if self._stopping and self._gives_up(outcomes):
             self._say_leaving()
+        # a Leaving goes before images given up, so the engine sends them elsewhere, not back here; images made
+        # go first, as the engine drops an answer that comes after a Leaving (the Leaving follows: _cancel_pending)
         self._send(BatchDone(batch.batch_id, outcomes))
         self._aborted.difference_update(item.request_id for item in batch.items)
+
+    def _gives_up(self, outcomes: list[ItemOutcome]) -> bool:
+        """Whether the run gave up images that are still owed (not those the engine aborted)."""
+        return any(isinstance(o, ItemCancelled) and not self.cancelled(o.request_id) for o in outcomes)
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
