@@ -84,7 +84,11 @@ class CacheService:
     def prepare(self, request: AdmittedRequest, then: Prepared) -> None:
         """Chooses the request's level (and fetches its neighbour's latent); calls `then` on the loop."""
         if self._cache is None:
-            then(request, self._decide(request, None, None))
+            try:
+                preparation = self._decide(request, None, None)
+            except Exception as error:  # answered, as on the cache thread: not left admitted, holding its room
+                preparation = error
+            then(request, preparation)
             return
         self._waiting.append((request, then))
         if not self._busy:

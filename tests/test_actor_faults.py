@@ -13,7 +13,7 @@ import zmq
 from test_dispatcher import Harness
 from waiting import eventually
 
-from engine.config import LaunchConfig
+from engine.config import CacheConfig, LaunchConfig
 from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.server import Engine
@@ -90,6 +90,26 @@ async def test_a_request_whose_routing_fails_is_answered_and_the_next_one_served
         second = engine.submit(Generate("second", "a fox", width=64, height=64))
         assert await eventually(lambda: len(routed) == 2) and not second.done  # routed: it waits for a worker
         assert "routing request first failed" in caplog.text
+    finally:
+        engine.dispatcher.cancel_all()
+        await engine.cache.close(save_to=None)
+        engine.close()
+
+
+async def test_a_request_whose_level_choice_fails_without_a_cache_is_answered_and_lets_its_room_go(tmp_path, caplog):
+    """Before, the failure left submit() unanswered: the request stayed admitted, its images held --max-queue room
+    for good, and a ZeroMQ client got no reply (over HTTP, a 500 with the request still counted)."""
+    engine = Engine(in_process_config(tmp_path, cache=CacheConfig(enabled=False)))
+    chosen = []
+    engine.cache._choose = failing_first(chosen, engine.cache._choose)
+    try:
+        first = engine.submit(Generate("first", "a fox", width=64, height=64))
+        reply = await asyncio.wait_for(first.future, 30)
+        assert isinstance(reply, Error) and reply.code == "internal_error"
+        assert await eventually(lambda: engine.dispatcher.outstanding_images == 0)
+        second = engine.submit(Generate("second", "a fox", width=64, height=64))
+        assert len(chosen) == 2 and not second.done  # its level chosen: it waits for a worker
+        assert "preparing request first failed" in caplog.text
     finally:
         engine.dispatcher.cancel_all()
         await engine.cache.close(save_to=None)
