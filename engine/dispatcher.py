@@ -103,6 +103,10 @@ class Dispatcher:
         # A worker with room serves the most urgent, wherever it queued
         self._queued: list[tuple[float, int, Job]] = []
         self._queued_order = itertools.count()
+        # the ids of the jobs sent whose request has a deadline, by that deadline: a request whose deadline passes
+        # while its images run (a worker slower than its profile, or hung) is answered then, as a queued one is.
+        # Ids, not jobs: the entry of a job answered since holds none of its images until it is met
+        self._sent_deadlines: list[tuple[float, int, str]] = []
         # the seconds of those jobs by the same key, and the workers by when each should be free: what a job that
         # must queue is judged by, looked up without a pass over the queue or the fleet
         self._queued_work = QueuedWork(self._image_seconds)
@@ -475,8 +479,18 @@ class Dispatcher:
             job.batch_id = batch_id
             job.sent_at = now
             job.attempts += 1
+        if not self._config.serve_late:
+            self._watch_deadlines(jobs)
         if not self._send(worker, message):
             self.worker_lost(worker, "unreachable")
+
+    def _watch_deadlines(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if job.request.deadline is not None:
+                heapq.heappush(self._sent_deadlines, (job.request.deadline, next(self._queued_order), job.job_id))
+        if len(self._sent_deadlines) > 2 * len(self._live) + _HEAP_SLACK:
+            self._sent_deadlines = [entry for entry in self._sent_deadlines if entry[2] in self._live]
+            heapq.heapify(self._sent_deadlines)
 
     # -- worker events -------------------------------------------------------
     def worker_ready(self, worker: WorkerHandle) -> None:
@@ -571,8 +585,12 @@ class Dispatcher:
 
     # -- time ----------------------------------------------------------------
     def sweep(self) -> None:
-        """Answers jobs whose deadline passed while queued, and jobs no worker could take."""
+        """Answers requests whose deadline passed while queued or running, and jobs no worker could take."""
         now = self._clock()
+        while self._sent_deadlines and self._sent_deadlines[0][0] <= now:
+            job = self._live.get(heapq.heappop(self._sent_deadlines)[2])
+            if job is not None:  # its answer, should it come, is ignored, and what still runs is aborted (_retire)
+                job.request.fail("deadline_exceeded", "the request's deadline passed while its images were made")
         for job in list(self._pending):
             left = job.request.seconds_left(now)
             if left is not None and left <= 0:

@@ -306,6 +306,35 @@ async def test_late_jobs_are_served_when_the_engine_is_told_to():
     assert len(h.batches()) == 2 and h.batches()[1].items[0].request_id == late.jobs[0].job_id
 
 
+async def test_a_request_whose_deadline_passes_while_its_image_runs_is_answered_then():
+    """A worker slower than its profile (or hung): before, the request waited for its answer, however late."""
+    h = Harness(profile=PROFILE)
+    a = h.add_worker("a", max_batch=1)
+    late = h.request(slo_ms=1_500)  # sent at once: 1 s by the profile
+    (batch,) = h.batches()
+    h.clock.now += 1.2
+    h.dispatcher.sweep()
+    assert not late.done  # late by the profile, not by its deadline: the answer may still come in time
+    h.clock.now += 0.3
+    h.dispatcher.sweep()
+    await settle()
+    assert late.future.result().code == "deadline_exceeded"
+    assert any(isinstance(m, Abort) and m.request_ids == [batch.items[0].request_id] for _, m in h.sent)
+    h.finish(a, batch)  # its late answer is ignored
+    assert h.dispatcher.outstanding_images == 0 and not a.inflight
+
+
+async def test_a_request_whose_deadline_passes_while_its_image_runs_is_served_late_when_told_to():
+    h = Harness(profile=PROFILE, serve_late=True)
+    a = h.add_worker("a", max_batch=1)
+    late = h.request(slo_ms=1_500)
+    h.clock.now += 2
+    h.dispatcher.sweep()
+    assert not late.done
+    h.finish(a, h.batches()[0])
+    assert isinstance(late.future.result(), Images)
+
+
 async def test_a_second_batch_goes_to_a_busy_worker_only_when_its_running_one_is_about_to_end():
     h = Harness(profile=PROFILE, inflight_batches_per_worker=2)
     a = h.add_worker("a", max_batch=1)
