@@ -4,8 +4,9 @@ Requests are keyed by (client identity, request id), so two clients may use the
 same ids. Every admitted Generate is answered exactly once; Busy and Error
 answer at once what cannot be admitted; garbage gets an Error, never a crash.
 A reply is lost only to a client that cannot take it: one gone for good, or one
-that leaves _MAX_UNREAD_REPLIES unread (it would hold engine memory without
-bound). Both are counted in argus_replies_dropped_total.
+that leaves _MAX_UNREAD_REPLIES unread beyond the --max-queue the engine may
+answer at once (it would hold engine memory without bound). Both are counted in
+argus_replies_dropped_total.
 
 libzmq bounds the size of each frame, not the number of frames in a message,
 and delivers a message only whole: a peer may make the engine buffer one
@@ -38,7 +39,8 @@ log = logging.getLogger("argus.clients")
 # a request is one small frame (a prompt is at most 4,000 characters): a peer that sends a larger one is cut off
 # before the engine buffers it
 _MAX_REQUEST_FRAME_BYTES = 256 * 1024
-# replies queued for a client beyond what its connection takes: past this many, it is not reading them
+# replies queued for a client beyond what its connection takes, and beyond the --max-queue ones the engine may
+# write at once (a drain's end, a sweep): past this many, it is not reading them
 _MAX_UNREAD_REPLIES = 256
 # a client that does not read is named in the log at most this often (each drop is counted)
 _UNREAD_WARNING_S = 60.0
@@ -50,13 +52,14 @@ _REPLY_FLUSH_MS = 10_000
 class ClientDoor:
     def __init__(self, engine: Engine, context: zmq.Context, listen: tuple[str, ...], curve: KeyPair | None = None):
         self._engine = engine
+        self._unread_bound = engine.config.dispatch.max_queue + _MAX_UNREAD_REPLIES
         sock = make_socket(
             context,
             zmq.ROUTER,
             curve_server=curve,
             curve_domain=CLIENTS,
             max_frame_bytes=_MAX_REQUEST_FRAME_BYTES,
-            send_hwm=_MAX_UNREAD_REPLIES,
+            send_hwm=self._unread_bound,
             # a client that reconnects under its identity (a dropped TCP connection, a NAT reset) gets its replies
             # at once, rather than being refused while the old connection is still thought alive. The identity is
             # the client's secret (engine.client draws 128 random bits), and never logged whole
@@ -120,7 +123,7 @@ class ClientDoor:
             if now - self._unread_warned_at >= _UNREAD_WARNING_S:
                 self._unread_warned_at = now
                 log.warning(
-                    "client %s leaves %d replies unread: dropping its replies", _named(identity), _MAX_UNREAD_REPLIES
+                    "client %s leaves %d replies unread: dropping its replies", _named(identity), self._unread_bound
                 )
         elif failed:
             self._engine.metrics.replies_dropped.labels("gone").inc()

@@ -5,14 +5,15 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 
 import pytest
 import zmq
 
 from engine.client import AsyncArgusClient
-from engine_process import children_of, slow_reading_client, start_engine
+from engine_process import children_of, slow_reading_client, start_engine, start_worker
 from loadgen.clients import HttpLoadClient, Planned, RequestOptions
-from protocols.client_messages import Error, Generate, Images, client_side_codec
+from protocols.client_messages import Cancelled, Error, Generate, Images, client_side_codec
 
 
 def stop_with_sigterm(engine) -> None:
@@ -73,6 +74,44 @@ def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path
     finally:
         client.close(linger=0)
         context.term()
+
+
+def test_a_client_gets_every_reply_when_the_drain_cancels_all_its_requests_at_once(tmp_path):
+    """A client may have --max-queue requests admitted, and the end of a drain answers them all in one go: before,
+    a client that had left some images unread (fewer than the 256 of one that does not read) lost most of them."""
+    images, waiting = 100, 900
+    engine = start_engine(tmp_path, "--shutdown-timeout", "0", "--max-queue", "1000", workers=0, backend="sim")
+    worker = start_worker(engine.worker_address, "sim", "--time-scale", "0", "--worker-id", "by-hand")
+    codec = client_side_codec()
+    context = zmq.Context()
+    client = slow_reading_client(context, engine.client_address)
+    try:
+        engine.wait_ready(1, timeout_s=60)
+        for i in range(images):  # large: left unread, they fill the connection
+            client.send_multipart(codec.encode(Generate(f"i{i}", f"a big picture {i}", width=2048, height=2048)))
+        deadline = time.monotonic() + 60
+        while engine.metric("argus_requests_total", outcome="ok", code="") < images:
+            assert time.monotonic() < deadline, "the engine did not answer"
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)  # the rest wait for a worker until the drain cancels them
+        assert worker.wait(timeout=30) == 0
+        for i in range(waiting):
+            client.send_multipart(codec.encode(Generate(f"w{i}", f"a fox {i}", width=64, height=64)))
+        while engine.metric("argus_queued_images") < waiting:
+            assert time.monotonic() < deadline, "the engine did not admit them all"
+            time.sleep(0.2)
+        stop_with_sigterm(engine)
+        received = []
+        while client.poll(5000):
+            received.append(codec.decode(client.recv_multipart()))
+        assert engine.process.wait(timeout=60) == 0
+        assert Counter(type(reply) for reply in received) == {Images: images, Cancelled: waiting}
+        assert len({reply.request_id for reply in received}) == images + waiting
+    finally:
+        client.close(linger=0)
+        context.term()
+        if worker.poll() is None:
+            worker.kill()
 
 
 def test_workers_exit_when_the_engine_is_killed(tmp_path):
