@@ -510,6 +510,10 @@ class Dispatcher:
             return
         self._registry.remove(worker)
         self._free_at.drop(worker)
+        for idle in self._idle.values():
+            # a bucket is only weeded when searched, and one at a level no job asks for never is: a fleet whose
+            # workers come and go would leave one handle there for each
+            idle.pop(worker, None)
         self._metrics.worker_losses.labels(cause).inc()
         held = worker.held_jobs()
         worker.queue.clear()

@@ -624,3 +624,12 @@ async def test_an_image_counts_at_the_level_its_batch_was_sent_at_whatever_the_w
     series = [s for m in h.metrics.registry.collect() if m.name == "argus_images" for s in m.samples]
     assert {(s.labels["level"], s.value) for s in series if s.name == "argus_images_total"} == {("0", 3.0)}
     assert all(isinstance(r.future.result(), Images) and r.future.result().images[0].level == 0 for r in requests)
+
+
+async def test_workers_lost_leave_nothing_behind_in_the_idle_lists():
+    h = Harness()
+    h.add_worker("stays")
+    for i in range(200):  # workers that come and go at a level no request asks for
+        h.dispatcher.worker_lost(h.add_worker(f"churn-{i}", level=25), "exited")
+    h.request()  # served by the one left, at level 0
+    assert sum(len(bucket) for bucket in h.dispatcher._idle.values()) <= 1
