@@ -42,6 +42,9 @@ log = logging.getLogger("argus.launcher")
 # Ray picks a node's address when it is imported: with this off it is the loopback address, so a
 # Ray instance of our own binds nothing else (Ray reads it on Windows and macOS, where it defaults off)
 _RAY_CLUSTER_ADDRESSES_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's crash handler, read when ray is imported, takes SIGTERM (the engine's ordinary stop) for a crash: it dumped a
+# stack to the log at every stop, and once the GCS was gone the drain ended in SIGABRT, before the prompt cache's save
+_RAY_CRASH_HANDLER_OFF_ENV = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 
 class RayWorker:
@@ -71,6 +74,7 @@ def connect_ray(address: str | None) -> Any:
     """Joins the Ray cluster at `address`, or starts a loopback-only one; returns the ray module."""
     if address is None:
         os.environ.setdefault(_RAY_CLUSTER_ADDRESSES_ENV, "0")
+    os.environ.setdefault(_RAY_CRASH_HANDLER_OFF_ENV, "1")
     try:
         import ray
     except ImportError as exc:

@@ -1,9 +1,12 @@
 """Workers as Ray actors on a local Ray instance serve a real engine; killing one mid-load loses no request. Simulated
 workers need no CPU of their own; an actor Ray cannot place is named in a warning and replaced; a cluster that
-cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries."""
+cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its Ray instance
+lost its head (the GCS)."""
 
 import asyncio
 import importlib.util
+import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -15,7 +18,7 @@ import zmq.asyncio
 from engine.config import EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.server import Engine
-from engine_process import free_port, start_engine
+from engine_process import children_of, free_port, start_engine
 from protocols.client_messages import Generate, Images, client_side_codec
 from protocols.curve import ClientKeys, create_key_files
 from protocols.sockets import make_socket
@@ -169,3 +172,24 @@ def test_sigterm_stops_an_engine_still_connecting_to_ray(tmp_path):
             time.sleep(0.2)
     finally:
         assert engine.stop() == 0, engine.log()  # drained and stopped, without waiting for the connection
+
+
+def test_sigterm_stops_the_engine_cleanly_after_its_ray_instance_lost_the_gcs(tmp_path):
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim")
+    try:
+        (gcs,) = (pid for pid in children_of(engine.process.pid) if "gcs_server" in read_command(pid))
+        os.kill(gcs, signal.SIGKILL)
+        # the actor goes on serving; SIGTERM is an ordinary stop, which Ray's crash handler turned into an abort
+        assert engine.stop() == 0, engine.log()
+        assert "engine stopped" in engine.log()
+        assert "SIGTERM received" not in engine.log()
+    finally:
+        engine.stop()
+
+
+def read_command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().decode(errors="replace")
+    except OSError:  # it ended meanwhile
+        return ""
