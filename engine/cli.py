@@ -273,7 +273,14 @@ def _serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         await Engine(config).run()
 
-    uvloop.run(main())
+    try:
+        uvloop.run(main())
+    except BaseExceptionGroup as group:
+        # a launcher whose workers cannot start (a Ray cluster it cannot join) ends the engine's task group
+        refused, others = group.split(UsageError)
+        if refused is None or others is not None:
+            raise
+        raise refused.exceptions[0] from None
     return 0
 
 

@@ -109,6 +109,17 @@ def connect_in_background(address: str | None) -> concurrent.futures.Future:
     return connected
 
 
+def reasons(error: BaseException) -> str:
+    """The error and what it was raised from, the last line of each: ray.init raises a ConnectionError from an error
+    whose message is a traceback, ending in the reason (a token the cluster refuses)."""
+    said = []
+    cause: BaseException | None = error
+    while cause is not None:
+        said.append((str(cause).strip() or type(cause).__name__).splitlines()[-1])
+        cause = cause.__cause__ or cause.__context__
+    return ": ".join(said)
+
+
 class RayLauncher:
     """The local launcher's interface (run, kill, stop, joined; on_exit per worker), with Ray actors."""
 
@@ -141,13 +152,16 @@ class RayLauncher:
 
     async def run(self) -> None:
         connected = asyncio.wrap_future(connect_in_background(self._address))
+        cluster = f"the Ray cluster at {self._address}" if self._address else "a local Ray instance"
+        # no worker can start: the engine ends, saying why in one line (a traceback buried the reason)
         try:
             self._ray = await asyncio.wait_for(asyncio.shield(connected), self._connect_timeout_s)
         except TimeoutError:
-            cluster = f"the Ray cluster at {self._address}" if self._address else "a local Ray instance"
-            message = f"could not connect to {cluster} within {self._connect_timeout_s:.0f} s (--ray-connect-timeout)"
-            log.error("%s: no worker can start", message)
-            raise RuntimeError(message) from None
+            raise UsageError(
+                f"could not connect to {cluster} within {self._connect_timeout_s:.0f} s (--ray-connect-timeout)"
+            ) from None
+        except Exception as error:  # an address Ray cannot parse, a token it refuses, Ray Client not installed
+            raise UsageError(f"could not connect to {cluster}: {reasons(error)}") from None
         actor_class = self._ray.remote(RayWorker)
         async with asyncio.TaskGroup() as group:
             for slot in range(self._config.count):

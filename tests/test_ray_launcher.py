@@ -151,13 +151,22 @@ async def test_an_actor_ray_cannot_place_is_named_in_a_warning_and_replaced(monk
         await running
 
 
-def test_an_unreachable_cluster_ends_the_engine_with_an_error(tmp_path):
-    nobody = f"127.0.0.1:{free_port()}"
-    options = ("--launcher", "ray", "--ray-address", nobody, "--ray-connect-timeout", "3")
+@pytest.mark.parametrize(
+    "address, error",
+    [
+        (f"127.0.0.1:{free_port()}", "within 3 s (--ray-connect-timeout)"),  # nobody answers
+        ("127.0.0.1:port", "Unable to parse port number"),
+        ("ray://127.0.0.1:1", "Ray Client requires pip package `ray[client]`"),  # not in the ray extra
+    ],
+)
+def test_a_cluster_the_engine_cannot_join_ends_it_in_one_line(tmp_path, address, error):
+    options = ("--launcher", "ray", "--ray-address", address, "--ray-connect-timeout", "3")
     engine = start_engine(tmp_path, *options, workers=1, backend="sim", wait=False)
     try:
-        assert engine.process.wait(120) != 0
-        assert f"could not connect to the Ray cluster at {nobody} within 3 s" in engine.log()
+        assert engine.process.wait(120) == 2, engine.log()
+        assert f"argus serve: error: could not connect to the Ray cluster at {address}" in engine.log()
+        assert error in engine.log()
+        assert "Traceback" not in engine.log()
     finally:
         engine.stop()
 
