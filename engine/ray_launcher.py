@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from engine.arg_types import UsageError
-from engine.config import LaunchConfig
+from engine.config import API_KEY_ENV, LaunchConfig
 from engine.launcher import said_hello_or_ended
 from engine.metrics import EngineMetrics
 from protocols.curve import ClientKeys
@@ -80,7 +80,14 @@ def connect_ray(address: str | None) -> Any:
     except ImportError as exc:
         raise RuntimeError("--launcher ray needs Ray: pip install ray") from exc
 
-    ray.init(address=address or "local", include_dashboard=False)
+    # a Ray instance of our own, and every actor it starts, inherits the engine's environment but for the API key,
+    # which they have no use for (nor have local workers: engine/launcher.py); the engine read it at start
+    api_key = os.environ.pop(API_KEY_ENV, None) if address is None else None
+    try:
+        ray.init(address=address or "local", include_dashboard=False)
+    finally:
+        if api_key is not None:
+            os.environ[API_KEY_ENV] = api_key
     if address is None and not ipaddress.ip_address(ray.util.get_node_ip_address()).is_loopback:
         ray.shutdown()
         raise RuntimeError(

@@ -15,7 +15,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from engine.config import EngineConfig, LaunchConfig
+from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.server import Engine
 from engine_process import children_of, free_port, start_engine
@@ -194,6 +194,27 @@ def test_sigterm_stops_the_engine_cleanly_after_its_ray_instance_lost_the_gcs(tm
         assert "SIGTERM received" not in engine.log()
     finally:
         engine.stop()
+
+
+def test_the_engines_ray_instance_and_its_actors_are_not_handed_the_api_key(tmp_path, monkeypatch):
+    monkeypatch.setenv(API_KEY_ENV, "a-key-for-http-only")
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim", wait=False)
+    engine.api_key = "a-key-for-http-only"
+    try:
+        (worker,) = engine.wait_ready(1)["workers"]
+        ray_processes = [worker["pid"], *children_of(engine.process.pid)]  # the actor; the GCS, the raylet, ...
+        holding = [pid for pid in ray_processes if b"\0%s=" % API_KEY_ENV.encode() in read_environment(pid)]
+        assert holding == [], [read_command(pid) for pid in holding]
+    finally:
+        engine.stop()
+
+
+def read_environment(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environment:
+            return b"\0" + environment.read()
+    except OSError:  # it ended meanwhile
+        return b""
 
 
 def read_command(pid: int) -> str:
