@@ -35,6 +35,7 @@ from engine.config import API_KEY_ENV, LaunchConfig
 from engine.launcher import said_hello_or_ended
 from engine.metrics import EngineMetrics
 from protocols.curve import ClientKeys
+from protocols.worker_messages import Hello
 from workers.config import WorkerConfig
 from workers.main import SIM_SIMILARITY_TABLE_ENV
 
@@ -155,6 +156,7 @@ class RayLauncher:
         self._serving: dict[str, asyncio.Future] = {}  # worker id -> its actor's loop
         self._backoff: dict[str, float] = {}  # worker id -> wait before its next replacement
         self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current actor's worker says hello
+        self._pids: dict[str, int | None] = {}  # worker id -> the pid of its slot's live actor (None: none yet)
         self._stopping = False
 
     async def run(self) -> None:
@@ -185,6 +187,13 @@ class RayLauncher:
             self._backoff[worker_id] = self._config.restart_backoff_s
             self._hello[worker_id].set()
 
+    def refusal(self, hello: Hello) -> str | None:
+        """Why a worker under a slot's id is not the slot's live actor: one Ray counts ended (its node lost) can run
+        on, out of Ray's reach, and would serve beside its replacement; refused, it ends."""
+        if hello.worker_id in self._pids and hello.pid != self._pids[hello.worker_id]:
+            return f"pid {hello.pid} is not the live Ray actor of {hello.worker_id} (Ray counts its actor ended)"
+        return None
+
     async def stop(self, timeout_s: float) -> None:
         """Lets each actor's loop end (the engine has told its workers to shut down), kills what is left."""
         self._stopping = True
@@ -206,6 +215,7 @@ class RayLauncher:
         worker_id = config.worker_id
         resources = actor_resources(config)
         self._backoff[worker_id] = self._config.restart_backoff_s
+        self._pids[worker_id] = None
         while not self._stopping:
             self._hello[worker_id] = asyncio.Event()
             # named in this engine's job (its own namespace): `ray.get_actor("ray-0")` from the engine
@@ -215,6 +225,7 @@ class RayLauncher:
             self._actors[worker_id] = actor
             ended = await self._serve(actor, worker_id, resources)
             self._serving.pop(worker_id, None)
+            self._pids[worker_id] = None
             if self._stopping:
                 return
             log.warning("worker %s (Ray actor) %s; replacing it", worker_id, ended)
@@ -235,6 +246,7 @@ class RayLauncher:
             except TimeoutError:  # Ray could not place it, or its process does not start
                 return f"was not started by Ray within {timeout_s:.0f} s ({self._shortage(resources)})"
             log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
+            self._pids[worker_id] = pid
             serving = self._serving[worker_id] = asyncio.ensure_future(actor.serve.remote())
             if not await said_hello_or_ended(self._hello[worker_id], serving, timeout_s):
                 log.error(

@@ -182,6 +182,8 @@ class Engine:
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.link.on_joined = lambda worker: self.launcher.joined(worker.hello.worker_id)
+        if isinstance(self.launcher, RayLauncher):
+            self.link.refusal = self.launcher.refusal
         self._stop_requested = asyncio.Event()
 
     def _launcher(self) -> LocalLauncher | RayLauncher:

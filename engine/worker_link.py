@@ -82,6 +82,8 @@ class WorkerLink:
         self.dispatcher: Dispatcher | None = None
         self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
         self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
+        # set by the engine for Ray actors: why a hello is not from the actor now in its slot, or None
+        self.refusal: Callable[[Hello], str | None] = lambda hello: None
 
     def bind_dispatcher(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
@@ -151,7 +153,7 @@ class WorkerLink:
             # worker it was, and the limits and ids derived from that hello would go stale; it joins anew, checked
             self.dispatcher.worker_lost(known, "rejoined")
             known = None
-        reason = hello_refusal(hello, self._backend)
+        reason = hello_refusal(hello, self._backend) or self.refusal(hello)
         refused = Refused(reason) if reason else (None if known else self._id_in_use(hello.worker_id))
         if refused:
             log.error("refusing worker %r: %s", identity, refused.reason)

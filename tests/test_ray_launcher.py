@@ -209,6 +209,24 @@ def test_the_engines_ray_instance_and_its_actors_are_not_handed_the_api_key(tmp_
         engine.stop()
 
 
+def test_a_worker_whose_actor_ray_counts_ended_is_refused_not_served_beside_its_replacement(tmp_path):
+    # the raylet killed: Ray counts its node lost and the actor ended, but the actor's process runs on (as it does on
+    # a node cut off from the head) and would say hello again, serving beside the actor that takes its slot
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim")
+    try:
+        (worker,) = engine.ready()["workers"]
+        (raylet,) = (pid for pid in children_of(engine.process.pid) if "raylet/raylet" in read_command(pid))
+        os.kill(raylet, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while "refusing worker" not in engine.log() and time.monotonic() < deadline:
+            assert engine.process.poll() is None, engine.log()
+            time.sleep(0.2)
+        assert f"pid {worker['pid']} is not the live Ray actor of ray-0" in engine.log()
+        assert engine.ready()["workers"] == []
+    finally:
+        engine.stop()
+
+
 def read_environment(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/environ", "rb") as environment:
