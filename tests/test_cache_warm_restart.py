@@ -28,6 +28,15 @@ def start(tmp_path, cache_dir):
     )
 
 
+def save_a_cache(tmp_path, cache_dir) -> None:
+    """One engine's run that leaves PROMPT's latents saved in cache_dir."""
+    engine = start(tmp_path, cache_dir)
+    try:
+        generate(engine)
+    finally:
+        assert engine.stop() == 0
+
+
 def test_the_next_engine_starts_from_the_cache_the_last_one_saved(tmp_path):
     cache_dir = tmp_path / "cache"
     first = start(tmp_path, cache_dir)
@@ -64,11 +73,7 @@ def test_a_cache_saved_by_another_model_is_set_aside_not_served(tmp_path):
     (worker_error: expected a latent of shape (4, 8, 8)); an sdxl engine would have started SD-XL from the tiny
     model's latents, which have SD-XL's shape."""
     cache_dir = tmp_path / "cache"
-    first = start(tmp_path, cache_dir)
-    try:
-        generate(first)
-    finally:
-        assert first.stop() == 0
+    save_a_cache(tmp_path, cache_dir)
     second = start_engine(tmp_path, "--cache-dir", str(cache_dir), "--policy", "nirvana", backend="tiny", workers=1)
     try:
         # 50 tiny steps on a loaded machine can take longer than generate()'s minute
@@ -85,11 +90,7 @@ def test_a_cache_saved_by_another_model_is_set_aside_not_served(tmp_path):
 def test_a_failed_save_leaves_the_last_one_for_the_next_start(tmp_path):
     """Before, the log said the next start would be cold, and the next start restored the older save."""
     cache_dir = tmp_path / "cache"
-    first = start(tmp_path, cache_dir)
-    try:
-        generate(first)
-    finally:
-        assert first.stop() == 0
+    save_a_cache(tmp_path, cache_dir)
     second = start(tmp_path, cache_dir)
     in_the_way = cache_dir / f"prompt_cache.argus.tmp-{second.process.pid}"
     try:
