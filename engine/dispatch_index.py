@@ -1,19 +1,19 @@
-"""What the dispatcher looks up on every route, kept up to date so that a look-up scans neither the fleet nor
-the queue: with a thousand workers and a burst of a thousand images, a scan per image blocked the event loop
-for seconds."""
+"""What the dispatcher looks up on every route (and every sweep), kept up to date so that a look-up scans neither
+the fleet nor the queue: with a thousand workers and a burst of a thousand images, a scan per image blocked the
+event loop for seconds."""
 
 from __future__ import annotations
 
 import bisect
 import heapq
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from engine.jobs import Job
 from engine.worker_registry import WorkerHandle
 
-# stale entries a heap may hold beyond twice the workers before it is compacted
-_HEAP_SLACK = 64
+# stale entries a heap may hold beyond twice its live ones (workers, jobs) before it is compacted
+HEAP_SLACK = 64
 
 
 class FreeAt:
@@ -34,7 +34,7 @@ class FreeAt:
         joined = self._joined.setdefault(worker, order)
         group = self._by_level.setdefault(worker.level, {}).setdefault(len(worker.queue), _Group())
         entry = (worker.busy_until, worker.load, joined, order, worker)
-        group.add(entry, 2 * len(self._latest) + _HEAP_SLACK, self._is_latest)
+        group.add(entry, 2 * len(self._latest) + HEAP_SLACK, self._is_latest)
 
     def drop(self, worker: WorkerHandle) -> None:
         self._latest.pop(worker, None)
@@ -139,3 +139,63 @@ class QueuedWork:
     def seconds_up_to(self, key: float) -> float:
         """Seconds the queued jobs keyed at or before `key` take one by one."""
         return sum(self._image_seconds(*kind) * bisect.bisect_right(keys, key) for kind, keys in self._keys.items())
+
+
+class IdleWorkers:
+    """The workers with nothing queued or running, by level (insertion-ordered sets). Entries go stale when a
+    worker gets work or changes level, and are dropped or moved when met: a pick is O(1), not a scan of a
+    thousand workers."""
+
+    def __init__(self) -> None:
+        self._by_level: dict[int, dict[WorkerHandle, None]] = {}
+
+    def __len__(self) -> int:
+        """Entries held, stale ones too."""
+        return sum(len(bucket) for bucket in self._by_level.values())
+
+    def add(self, worker: WorkerHandle) -> None:
+        self._by_level.setdefault(worker.level, {})[worker] = None
+
+    def drop(self, worker: WorkerHandle) -> None:
+        """A worker lost: a list is only weeded when searched, and one at a level no job asks for never is, so a
+        fleet whose workers come and go would leave a handle there for each."""
+        for bucket in self._by_level.values():
+            bucket.pop(worker, None)
+
+    def pick(self, level: int | None) -> WorkerHandle | None:
+        """A worker with nothing queued or running, at `level` (None: any level), taken off the list; or None."""
+        for bucket_level in [level] if level is not None else list(self._by_level):
+            bucket = self._by_level.get(bucket_level, {})
+            while bucket:
+                worker = next(iter(bucket))
+                del bucket[worker]
+                if not (worker.ready and not worker.queue and not worker.inflight):
+                    continue  # it got work since, or left: it is noted again once idle
+                if worker.level != bucket_level:
+                    self.add(worker)  # it changed level
+                    continue
+                return worker
+        return None
+
+
+class SentDeadlines:
+    """The ids of the jobs sent to workers whose request has a deadline, by that deadline. Ids, not jobs: the
+    entry of a job answered since holds none of its images until it is met, or the heap is compacted."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
+
+    def watch(self, jobs: list[Job], live: Collection[str]) -> None:
+        """Notes the jobs of a batch just sent; `live`: the ids of the jobs still unanswered, to compact by."""
+        for job in jobs:
+            if job.request.deadline is not None:
+                heapq.heappush(self._heap, (job.request.deadline, next(self._order), job.job_id))
+        if len(self._heap) > 2 * len(live) + HEAP_SLACK:
+            self._heap = [entry for entry in self._heap if entry[2] in live]
+            heapq.heapify(self._heap)
+
+    def passed(self, now: float) -> Iterator[str]:
+        """The ids whose deadline is past, each once (some answered since)."""
+        while self._heap and self._heap[0][0] <= now:
+            yield heapq.heappop(self._heap)[2]

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 
 from controller.profiles import LatencyProfile, ProfileLatency
 from engine.config import DispatchConfig
-from engine.dispatch_index import FreeAt, QueuedWork
+from engine.dispatch_index import HEAP_SLACK, FreeAt, IdleWorkers, QueuedWork, SentDeadlines
 from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -58,8 +58,6 @@ log = logging.getLogger("argus.dispatcher")
 # a second batch goes to a busy worker only when its running one should end this soon (by the latency
 # profile): enough to hide the round trip between batches, far below any real generation
 PIPELINE_HORIZON_S = 0.005
-# stale entries the queued-jobs heap may hold beyond twice the live jobs before it is compacted
-_HEAP_SLACK = 64
 
 SendToWorker = Callable[[WorkerHandle, object], bool]
 OnImage = Callable[[Job, ItemDone], None]
@@ -94,19 +92,15 @@ class Dispatcher:
         self._pending: deque[Job] = deque()
         self._live: dict[str, Job] = {}
         self._batch_ids = itertools.count(1)
-        # workers with nothing queued or running, by level (insertion-ordered sets). Entries go stale when a
-        # worker gets work or changes level and are dropped or moved when met: a pick is O(1), not a scan of
-        # a thousand workers
-        self._idle: dict[int, dict[WorkerHandle, None]] = {}
+        self._idle = IdleWorkers()
         # every job queued on a worker, by the latest time it can start and still meet its deadline (then
         # in the order queued); entries go stale when the job leaves the queue and are dropped when met.
         # A worker with room serves the most urgent, wherever it queued
         self._queued: list[tuple[float, int, Job]] = []
         self._queued_order = itertools.count()
-        # the ids of the jobs sent whose request has a deadline, by that deadline: a request whose deadline passes
-        # while its images run (a worker slower than its profile, or hung) is answered then, as a queued one is.
-        # Ids, not jobs: the entry of a job answered since holds none of its images until it is met
-        self._sent_deadlines: list[tuple[float, int, str]] = []
+        # a request whose deadline passes while its images run (a worker slower than its profile, or hung) is
+        # answered then, as a queued one is
+        self._sent_deadlines = SentDeadlines()
         # the seconds of those jobs by the same key, and the workers by when each should be free: what a job that
         # must queue is judged by, looked up without a pass over the queue or the fleet
         self._queued_work = QueuedWork(self._image_seconds)
@@ -220,7 +214,7 @@ class Dispatcher:
         start_by = self._start_by(job)
         heapq.heappush(self._queued, (start_by, next(self._queued_order), job))
         self._queued_work.add(job, start_by)
-        if len(self._queued) > 2 * len(self._live) + _HEAP_SLACK:
+        if len(self._queued) > 2 * len(self._live) + HEAP_SLACK:
             self._compact_queued()
         return worker
 
@@ -254,7 +248,7 @@ class Dispatcher:
         # a worker serving the job's level keeps batches uniform; any worker can run any level, and one idle at
         # another level runs the job now rather than let it queue (work-conserving)
         for level in (job.level, None):
-            idle = self._idle_worker(level)
+            idle = self._idle.pick(level)
             if idle is not None:
                 return idle
         # all busy: the one at its level free first (with room for a batch now, if one has), its queue counted on
@@ -264,21 +258,6 @@ class Dispatcher:
         picked = self._free_at.soonest(now, job.level, one_image_s)
         return picked if picked is not None else self._free_at.soonest(now, None, 0.0)
 
-    def _idle_worker(self, level: int | None) -> WorkerHandle | None:
-        """A worker with nothing queued or running, at `level` (None: any level), or None."""
-        for bucket_level in [level] if level is not None else list(self._idle):
-            bucket = self._idle.get(bucket_level, {})
-            while bucket:
-                worker = next(iter(bucket))
-                del bucket[worker]
-                if not (worker.ready and not worker.queue and not worker.inflight):
-                    continue  # it got work since, or left: it is noted again once idle
-                if worker.level != bucket_level:
-                    self._idle.setdefault(worker.level, {})[worker] = None  # it changed level
-                    continue
-                return worker
-        return None
-
     def _file(self, worker: WorkerHandle) -> None:
         """Files the worker where picks find it after a change to its level, queue or batches: by when it should
         be free, and among the idle workers if it is one."""
@@ -286,7 +265,7 @@ class Dispatcher:
             return
         self._free_at.file(worker)
         if not worker.queue and not worker.inflight:
-            self._idle.setdefault(worker.level, {})[worker] = None
+            self._idle.add(worker)
 
     def _pump(self, worker: WorkerHandle) -> None:
         while worker.ready and self._has_room(worker, self._clock()) and self._send_most_urgent(worker):
@@ -480,17 +459,9 @@ class Dispatcher:
             job.sent_at = now
             job.attempts += 1
         if not self._config.serve_late:
-            self._watch_deadlines(jobs)
+            self._sent_deadlines.watch(jobs, self._live)
         if not self._send(worker, message):
             self.worker_lost(worker, "unreachable")
-
-    def _watch_deadlines(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            if job.request.deadline is not None:
-                heapq.heappush(self._sent_deadlines, (job.request.deadline, next(self._queued_order), job.job_id))
-        if len(self._sent_deadlines) > 2 * len(self._live) + _HEAP_SLACK:
-            self._sent_deadlines = [entry for entry in self._sent_deadlines if entry[2] in self._live]
-            heapq.heapify(self._sent_deadlines)
 
     # -- worker events -------------------------------------------------------
     def worker_ready(self, worker: WorkerHandle) -> None:
@@ -510,10 +481,7 @@ class Dispatcher:
             return
         self._registry.remove(worker)
         self._free_at.drop(worker)
-        for idle in self._idle.values():
-            # a bucket is only weeded when searched, and one at a level no job asks for never is: a fleet whose
-            # workers come and go would leave one handle there for each
-            idle.pop(worker, None)
+        self._idle.drop(worker)
         self._metrics.worker_losses.labels(cause).inc()
         held = worker.held_jobs()
         worker.queue.clear()
@@ -591,8 +559,8 @@ class Dispatcher:
     def sweep(self) -> None:
         """Answers requests whose deadline passed while queued or running, and jobs no worker could take."""
         now = self._clock()
-        while self._sent_deadlines and self._sent_deadlines[0][0] <= now:
-            job = self._live.get(heapq.heappop(self._sent_deadlines)[2])
+        for job_id in self._sent_deadlines.passed(now):
+            job = self._live.get(job_id)
             if job is not None:  # its answer, should it come, is ignored, and what still runs is aborted (_retire)
                 job.request.fail("deadline_exceeded", "the request's deadline passed while its images were made")
         for job in list(self._pending):
