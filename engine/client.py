@@ -46,6 +46,8 @@ Reply = Images | Error | Busy | Cancelled
 
 # what is still queued at close, a Cancel above all, gets this long to reach the engine
 _CLOSE_LINGER_MS = 500
+# the longest a blocking call waits in C before a signal handler can run (see ArgusClient._wait)
+_POLL_SLICE_MS = 200
 # ZeroMQ's send timeout is an int of milliseconds
 _MAX_TIMEOUT_S = (2**31 - 1) / 1000
 
@@ -142,13 +144,19 @@ class ArgusClient:
     def _wait(self, events: int, deadline: float | None) -> bool:
         """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once
         the engine will never answer."""
-        wait_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
         self._poller.register(self._socket, events)
-        ready = dict(self._poller.poll(wait_ms))
-        refused = self._refusals.reason()
-        if refused:
-            raise ConnectionRefusedError(refused)
-        return self._socket in ready
+        while True:
+            left_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
+            # in slices: Ctrl-C taken by another of the process's threads interrupts no poll, and is only raised
+            # here once the poll returns to Python (a poll without end never would)
+            ready = dict(self._poller.poll(_POLL_SLICE_MS if left_ms is None else min(left_ms, _POLL_SLICE_MS)))
+            refused = self._refusals.reason()
+            if refused:
+                raise ConnectionRefusedError(refused)
+            if self._socket in ready:
+                return True
+            if left_ms is not None and left_ms <= _POLL_SLICE_MS:
+                return False
 
     def _cancel(self, request_id: str) -> None:
         try:
