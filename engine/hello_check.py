@@ -17,10 +17,17 @@ from workers.runtime import MAX_WORKER_ID_BYTES
 MAX_NAME_CHARS = 64
 
 
+def protocol_refusal(protocol: int) -> str | None:
+    """Why a worker speaking `protocol` cannot join, or None."""
+    if protocol != PROTOCOL_VERSION:
+        return f"protocol {protocol} not supported (engine speaks {PROTOCOL_VERSION})"
+    return None
+
+
 def hello_refusal(hello: Hello, backend: str) -> str | None:
     """Why a worker cannot join an engine serving `backend`, or None."""
-    if hello.protocol != PROTOCOL_VERSION:
-        return f"protocol {hello.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
+    if refused := protocol_refusal(hello.protocol):
+        return refused
     if hello.backend != backend:
         # one model on every worker: the cache holds one model's latents, and another model's worker sent them
         # would fail every image resumed from one (or, of the same shape, start from latents it never made)

@@ -69,9 +69,10 @@ def _warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_
 
 def _loopback_only(endpoint: str) -> bool:
     transport, _, address = endpoint.partition("://")
-    if transport in ("ipc", "inproc"):
-        return True
-    host = address.rpartition(":")[0].strip("[]")
+    return transport in ("ipc", "inproc") or _loopback_host(address.rpartition(":")[0].strip("[]"))
+
+
+def _loopback_host(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:  # *, an interface name or a host name
@@ -126,7 +127,7 @@ class Engine:
             self._curve.start()
             self._resources.callback(self._curve.stop)
         server_keys = self._curve.server_keys if self._curve else None
-        if not config.api_key and not _loopback_only(f"tcp://{config.host}:{config.port}"):
+        if not config.api_key and not _loopback_host(config.host):
             log.warning(
                 "HTTP on %s:%d listens without an API key: any client that reaches it can generate images (set"
                 " ARGUS_API_KEY, README.md)",

@@ -22,7 +22,7 @@ import zmq
 
 from engine.curve_gate import WORKERS
 from engine.dispatcher import Dispatcher
-from engine.hello_check import hello_refusal
+from engine.hello_check import hello_refusal, protocol_refusal
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -109,10 +109,8 @@ class WorkerLink:
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError) and not self._stopping:
             other = self._version_codec.decode(frames)
-            if isinstance(other, HelloVersion) and other.protocol != PROTOCOL_VERSION:
-                reason = f"protocol {other.protocol} not supported (engine speaks {PROTOCOL_VERSION})"
-                log.error("refusing worker %r: %s", identity, reason)
-                self._socket.send(identity, self._codec.encode(Refused(reason)))
+            if isinstance(other, HelloVersion) and (reason := protocol_refusal(other.protocol)):
+                self._refuse(identity, Refused(reason))
         self._on_message(identity, message)  # a message this engine cannot read is counted, even one answered
 
     def _on_message(self, identity: bytes, message: object) -> None:
@@ -156,8 +154,7 @@ class WorkerLink:
         reason = hello_refusal(hello, self._backend) or self.refusal(hello)
         refused = Refused(reason) if reason else (None if known else self._id_in_use(hello.worker_id))
         if refused:
-            log.error("refusing worker %r: %s", identity, refused.reason)
-            self._socket.send(identity, self._codec.encode(refused))
+            self._refuse(identity, refused)
             return
         if known is not None and (hello.session == known.hello.session or not (known.inflight or known.queue)):
             # a repeated hello (our Welcome crossed its retry, or its retries queued while we were down), or one
@@ -185,6 +182,10 @@ class WorkerLink:
         )
         self.on_joined(worker)
         self.dispatcher.worker_ready(worker)
+
+    def _refuse(self, identity: bytes, refused: Refused) -> None:
+        log.error("refusing worker %r: %s", identity, refused.reason)
+        self._socket.send(identity, self._codec.encode(refused))
 
     def _id_in_use(self, worker_id: str) -> Refused | None:
         """Why a new process may not take `worker_id`: a live worker has it. Replacing it would make the two
