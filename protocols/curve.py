@@ -89,7 +89,12 @@ def load_public_keys(directory: str | Path) -> set[bytes]:
 
 
 def load_public_key(path: str | Path) -> bytes:
-    return _read_key_file(path)[0]
+    public, secret = _read_key_file(path)
+    if secret is not None:
+        # a secret belongs to its owner alone: one handed to a peer as its public key (a .key_secret, or one
+        # renamed .key into an allow directory) has leaked, and using it quietly would hide that
+        raise ValueError(f"{path} holds a secret key: pass the public NAME.key, and keep the secret with its owner")
+    return public
 
 
 def _read_key_file(path: str | Path) -> tuple[bytes, bytes | None]:

@@ -278,6 +278,21 @@ def test_a_key_file_that_cannot_be_used_is_refused_naming_it(tmp_path, keys, how
             CurveGate(context, str(keys["engine_secret"]), str(tmp_path / "allowed"))
 
 
+def test_a_secret_key_given_where_a_public_one_belongs_is_refused(tmp_path, keys):
+    """It was taken quietly: the engine's secret could sit on every client host as its --curve-server-key, or a
+    client's secret in the engine's allow directory, and nobody be told."""
+    says = re.escape(f"{keys['engine_secret']} holds a secret key: pass the public NAME.key")
+    with pytest.raises(UsageError, match=says):
+        client_keys(str(keys["worker_secret"]), str(keys["engine_secret"]))
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    renamed = allowed / "client.key"
+    renamed.write_bytes(keys["engine_secret"].read_bytes())
+    with zmq.Context() as context:
+        with pytest.raises(UsageError, match=re.escape(f"{renamed} holds a secret key")):
+            CurveGate(context, str(keys["engine_secret"]), str(allowed))
+
+
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_a_command_given_a_spoiled_key_file_says_so_in_one_line_and_exits_2(tmp_path, keys, command):
     path, says = _spoiled(tmp_path, keys, "short key")
