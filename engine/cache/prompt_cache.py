@@ -141,16 +141,18 @@ class PromptCache:
         unknown = set(latents) - set(self.levels)
         if unknown:
             raise ValueError(f"levels {sorted(unknown)} are not cache levels {self.levels}")
-        for latent in latents.values():
-            check_latent(latent)
         prompt_id = self._ids_by_text.get((shape, prompt))
+        known = self._prompts[prompt_id].levels if prompt_id is not None else set()
+        new_levels = sorted(set(latents) - known)
+        # only what is stored is checked: a prompt asked for again brings back levels it has, kept as they are
+        for level in new_levels:
+            check_latent(latents[level])
         if prompt_id is None:
             prompt_id = self._next_id
             self._next_id += 1
             self._index(shape).add(prompt_id, vector)  # first: it refuses a bad vector
             self._register(prompt_id, prompt, shape, set())
         entry = self._prompts[prompt_id]
-        new_levels = sorted(set(latents) - entry.levels)
         # every new level is registered before any is stored: storing one may evict
         # another, and the prompt must not leave the index while some are still to come
         entry.levels.update(new_levels)
