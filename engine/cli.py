@@ -168,11 +168,11 @@ def _check_serve_args(args: argparse.Namespace) -> None:
 def _check_api_key(key: str) -> None:
     if not key:
         # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
-        raise UsageError("--api-key (or $ARGUS_API_KEY) is empty: give a key, or unset ARGUS_API_KEY for none")
+        raise UsageError(f"--api-key (or ${API_KEY_ENV}) is empty: give a key, or unset {API_KEY_ENV} for none")
     if key != key.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
         # HTTP trims a header's value and carries no control character: no client could send this key
         raise UsageError(
-            "--api-key (or $ARGUS_API_KEY) starts or ends with a space or holds a control character (a newline read"
+            f"--api-key (or ${API_KEY_ENV}) starts or ends with a space or holds a control character (a newline read"
             " from a file?): no HTTP client can send it"
         )
 
