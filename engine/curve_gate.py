@@ -6,6 +6,10 @@ in the allowed directory, so turning CURVE on never locks out our own workers.
 Each socket admits keys of its own (its ZAP domain): a key trusted to send
 requests need not be trusted to join as a worker, which is sent users' prompts.
 Without a directory for workers, the one directory admits both.
+
+The directories are read at start and again on `reload` (SIGHUP): a key added
+is admitted, a key removed refused, at the peer's next handshake. ZeroMQ checks
+a key only then: a peer already connected keeps its connection until it drops.
 """
 
 from __future__ import annotations
@@ -35,13 +39,13 @@ class _AllowedKeys:
     """The credentials provider zmq.auth asks about each connecting peer: the keys admitted per domain."""
 
     def __init__(self, keys_by_domain: dict[str, set[bytes]], clock: Callable[[], float] = time.monotonic):
-        self._keys = keys_by_domain
+        self.keys = keys_by_domain  # replaced whole, never changed in place: the authenticator's thread reads it
         self._clock = clock
         self._quiet_until: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}  # refusals since the domain's last line
 
     def callback(self, domain: str, key: bytes) -> bool:
-        if key in self._keys.get(domain, ()):
+        if key in self.keys.get(domain, ()):
             return True
         now = self._clock()
         if now < self._quiet_until.get(domain, -math.inf):
@@ -63,12 +67,32 @@ class CurveGate:
         """`workers_dir`: the keys admitted on the worker socket, where `allowed_dir` then admits clients only."""
         self.server_keys = read_user_file(KeyPair.load, secret_file)
         self.local_worker_keys = ClientKeys(KeyPair.generate(), self.server_keys.public)
-        clients = _load(allowed_dir, "client" if workers_dir else "remote worker or client")
-        workers = _load(workers_dir, "remote worker") if workers_dir else clients
+        self._allowed_dir, self._workers_dir = allowed_dir, workers_dir
         self._authenticator = ThreadAuthenticator(context)
-        allowed = _AllowedKeys({CLIENTS: clients, WORKERS: workers | {self.local_worker_keys.own.public}})
+        self._allowed = _AllowedKeys(self._read_keys())
         for domain in (CLIENTS, WORKERS):  # zmq.auth asks a domain's own provider: "*" is only for no domain
-            self._authenticator.configure_curve_callback(domain, allowed)
+            self._authenticator.configure_curve_callback(domain, self._allowed)
+
+    def reload(self) -> None:
+        """Reads the directories again. One that cannot be read (a key file spoiled, say) raises UsageError naming
+        it, and the keys admitted until now stay in force: a half-read directory could lock everyone out."""
+        before = self._allowed.keys
+        after = self._read_keys()
+        self._allowed.keys = after
+        for domain in (CLIENTS, WORKERS):
+            added, removed = len(after[domain] - before[domain]), len(before[domain] - after[domain])
+            log.info(
+                "CURVE keys reloaded: %d admitted on the %s socket (%d added, %d removed)",
+                len(after[domain]),
+                domain,
+                added,
+                removed,
+            )
+
+    def _read_keys(self) -> dict[str, set[bytes]]:
+        clients = _load(self._allowed_dir, "client" if self._workers_dir else "remote worker or client")
+        workers = _load(self._workers_dir, "remote worker") if self._workers_dir else clients
+        return {CLIENTS: clients, WORKERS: workers | {self.local_worker_keys.own.public}}
 
     def start(self) -> None:
         """Must run before the secured sockets bind (it answers their ZAP requests)."""

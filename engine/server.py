@@ -23,6 +23,7 @@ import zmq
 from aiohttp import web
 
 from engine.admission import Admission
+from engine.arg_types import UsageError
 from engine.cache.prompt_cache import CacheStats
 from engine.cache_service import Preparation, build_cache_service
 from engine.client_door import ClientDoor
@@ -186,6 +187,7 @@ class Engine:
         if isinstance(self.launcher, RayLauncher):
             self.link.refusal = self.launcher.refusal
         self._stop_requested = asyncio.Event()
+        self._hangup = asyncio.Event()  # SIGHUP: read the CURVE key directories again
 
     def _launcher(self) -> LocalLauncher | RayLauncher:
         config = self.config
@@ -301,6 +303,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup.set)
         # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a
         # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed
         runner = web.AppRunner(build_app(self), handler_cancellation=True, access_log=None, auto_decompress=False)
@@ -320,6 +323,7 @@ class Engine:
                     group.create_task(self.launcher.run()),
                     group.create_task(self.control_loop.run()),
                     group.create_task(self._cache_stats_forever()),
+                    group.create_task(self._reload_keys_on_hangup()),
                 ]
                 await self._stop_requested.wait()
                 await self._drain(runner)
@@ -367,6 +371,18 @@ class Engine:
             except Exception:  # stale gauges until the next turn, but serving goes on
                 log.exception("reading the cache's statistics failed")
             await asyncio.sleep(_STATS_INTERVAL_S)
+
+    async def _reload_keys_on_hangup(self) -> None:
+        while True:
+            await self._hangup.wait()
+            self._hangup.clear()
+            if not self.config.curve_secret_file:
+                log.warning("SIGHUP: nothing to reload (the engine runs without --curve-secret)")
+                continue
+            try:
+                await asyncio.to_thread(self._curve.reload)  # reads files: not on the loop
+            except UsageError as error:
+                log.error("SIGHUP: CURVE keys not reloaded, those admitted until now still hold: %s", error)
 
     def _publish_cache_stats(self, stats: CacheStats) -> None:
         m = self.metrics

@@ -1,8 +1,7 @@
 """The prompt cache on the request path, through a real engine with tiny workers."""
 
-import time
-
 import pytest
+from waiting import wait_for
 
 from engine.client import ArgusClient
 from engine_process import start_engine
@@ -18,15 +17,6 @@ def engine(tmp_path_factory):
     engine = start_engine(tmp_path_factory.mktemp("cache"), "--policy", "nirvana", backend="tiny")
     yield engine
     assert engine.stop() == 0
-
-
-def wait_for(condition, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def generate(engine, prompt: str) -> Images:

@@ -2,7 +2,8 @@
 
 import asyncio
 import json
-import time
+
+from waiting import wait_for
 
 from engine.client import AsyncArgusClient
 from engine_process import start_engine
@@ -34,15 +35,6 @@ def planned_levels(current: dict) -> list[int]:
 
 def mean_level(workers_per_level: dict) -> float:
     return sum(int(level) * n for level, n in workers_per_level.items()) / sum(workers_per_level.values())
-
-
-def wait_for(condition, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_demand_step_moves_workers_to_higher_levels(tmp_path):

@@ -3,12 +3,14 @@
 import asyncio
 import logging
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import zmq.auth
+from waiting import wait_for
 
 from engine.arg_types import UsageError, client_keys
 from engine.cli import main
@@ -276,6 +278,46 @@ def test_a_key_file_that_cannot_be_used_is_refused_naming_it(tmp_path, keys, how
     with zmq.Context() as context:
         with pytest.raises(UsageError, match=re.escape(f"{tmp_path / 'allowed' / 'spoiled.key'}: its public key")):
             CurveGate(context, str(keys["engine_secret"]), str(tmp_path / "allowed"))
+
+
+def test_sighup_reads_the_allowed_keys_again_and_a_directory_it_cannot_read_changes_nothing(tmp_path, keys):
+    """Keys were read once, at start: admitting a new client, or refusing one whose key leaked, meant a restart."""
+    allowed = tmp_path / "allowed"
+    old_public, old_secret = argus_keys(allowed, "old")
+    new_public, new_secret = argus_keys(tmp_path / "pending", "new")
+    old, new = (ClientKeys.from_files(secret, keys["engine_public"]) for secret in (old_secret, new_secret))
+    engine = start_engine(
+        tmp_path, "--time-scale", "0.01", "--curve-secret", str(keys["engine_secret"]), "--curve-allow", str(allowed),
+        workers=1, backend="sim",
+    )  # fmt: skip
+
+    def hang_up(outcome: str) -> None:
+        before = engine.log_path.read_text().count(outcome)
+        engine.process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: engine.log_path.read_text().count(outcome) > before), engine.log()
+
+    def served(curve: ClientKeys) -> bool:  # a client of its own: ZeroMQ checks a key at the handshake only
+        with ArgusClient(engine.client_address, timeout_s=30, curve=curve) as client:
+            try:
+                return isinstance(client.generate("who is in", width=64, height=64), Images)
+            except ConnectionRefusedError:
+                return False
+
+    try:
+        assert served(old) and not served(new)
+        (allowed / "new.key").write_bytes(new_public.read_bytes())
+        hang_up("CURVE keys reloaded")
+        assert served(old) and served(new)
+        old_public.unlink()
+        (allowed / "spoiled.key").write_text('public-key = "abc"\n')
+        hang_up("CURVE keys not reloaded")
+        assert served(old) and served(new)  # the keys in force until then still hold
+        (allowed / "spoiled.key").unlink()
+        hang_up("CURVE keys reloaded")
+        assert served(new) and not served(old)
+        assert "spoiled.key: its public key is not a CURVE key" in engine.log()
+    finally:
+        assert engine.stop() == 0
 
 
 def test_a_secret_key_given_where_a_public_one_belongs_is_refused(tmp_path, keys):

@@ -1,6 +1,7 @@
 """Waiting in tests for what the engine does in its own time, without asserting how long it takes."""
 
 import asyncio
+import time
 
 
 async def eventually(condition, timeout_s: float = 10.0) -> bool:
@@ -10,4 +11,14 @@ async def eventually(condition, timeout_s: float = 10.0) -> bool:
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(0.01)
+    return True
+
+
+def wait_for(condition, timeout_s: float = 30.0) -> bool:
+    """Whether `condition()` turned true within `timeout_s`, polled from a test's own thread."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
     return True
