@@ -56,12 +56,17 @@ class ClientClosed(Exception):
     """A call made on a closed client, or (async) still in flight when it was closed."""
 
 
-def _socket(context: zmq.Context, address: str, curve: ClientKeys | None) -> zmq.Socket:
+def _connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tuple[zmq.Socket, RefusedHandshakes]:
     # an identity of its own, kept across reconnects: the engine sends each reply to the identity that asked,
     # and libzmq would give a reconnected socket a new one, so a dropped connection would lose every reply
     identity = uuid.uuid4().hex.encode()
     try:
-        return make_socket(context, zmq.DEALER, connect=address, identity=identity, curve_client=curve)
+        sock = make_socket(context, zmq.DEALER, identity=identity, curve_client=curve)
+        # heard from before the socket connects: a refusal that came first would go unheard, and a call wait for
+        # ever (or for its timeout) on an engine that will never answer it
+        refusals = RefusedHandshakes(sock, address, curve is not None)
+        sock.connect(address)
+        return sock, refusals
     except zmq.ZMQError:
         # an address ZeroMQ refuses: the client is not made, so nothing would close its own context, and a
         # context left with a socket in it blocks whoever terminates it (the garbage collector: for ever)
@@ -96,8 +101,7 @@ class ArgusClient:
         if timeout_s is not None and not 0 < timeout_s <= _MAX_TIMEOUT_S:
             raise ValueError(f"timeout_s must be above 0 and at most {_MAX_TIMEOUT_S:.0f} (or None), not {timeout_s}")
         self._context = zmq.Context()
-        self._socket = _socket(self._context, address, curve)
-        self._refusals = RefusedHandshakes(self._socket, address, curve is not None)
+        self._socket, self._refusals = _connect(self._context, address, curve)
         self._poller = zmq.Poller()
         self._poller.register(self._refusals.monitor, zmq.POLLIN)
         self._codec = client_side_codec()
@@ -182,8 +186,7 @@ class AsyncArgusClient:
 
     def __init__(self, address: str, curve: ClientKeys | None = None):
         self._context = zmq.asyncio.Context()
-        self._socket = _socket(self._context, address, curve)
-        self._refusals = RefusedHandshakes(self._socket, address, curve is not None)
+        self._socket, self._refusals = _connect(self._context, address, curve)
         self._refused: str | None = None  # why the engine will never answer, once it will not
         self._codec = client_side_codec()
         self._waiting: dict[str, asyncio.Future[Reply]] = {}

@@ -137,8 +137,8 @@ class RefusedHandshakes:
         self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
     def reason(self) -> str | None:
-        """Why the engine will never be reached over this socket, or None while it may be."""
-        if not self.monitor.poll(0):
+        """Why the engine will never be reached over this socket, or None while it may be (or once it is closed)."""
+        if self.monitor.closed or not self.monitor.poll(0):
             return None
         return self._explain(recv_monitor_message(self.monitor))
 

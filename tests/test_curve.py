@@ -6,6 +6,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,11 @@ from engine.client import ArgusClient, AsyncArgusClient
 from engine.curve_gate import REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
 from engine_process import ROOT, start_engine
 from protocols.client_messages import Images
-from protocols.curve import ClientKeys, KeyPair, create_key_files, load_public_keys
+from protocols.curve import ClientKeys, KeyPair, RefusedHandshakes, create_key_files, load_public_keys
+from protocols.sockets import make_socket
+from workers.config import WorkerConfig
+from workers.main import load_backend
+from workers.runtime import EngineRefused, WorkerRuntime
 
 
 def argus_keys(directory, name):
@@ -384,3 +390,47 @@ def test_a_secret_key_file_others_may_read_is_warned_of(tmp_path, caplog):
     secret.chmod(0o644)
     KeyPair.load(secret)
     assert f"{secret} is readable by other users (mode 0644)" in caplog.text
+
+
+def test_a_refusal_before_the_watch_would_have_started_is_still_heard(monkeypatch):
+    """Clients and workers connected first and started hearing refusals next: a handshake refused in between (the
+    process descheduled on a busy host) went unheard, and they waited for ever. Here that moment is stretched."""
+    hear = RefusedHandshakes.__init__
+
+    def late(self, *args):
+        time.sleep(0.5)  # a plaintext handshake with a CURVE engine on loopback is refused well within this
+        hear(self, *args)
+
+    monkeypatch.setattr(RefusedHandshakes, "__init__", late)
+    says = "requires CURVE keys"
+    with zmq.Context() as context:
+        engine = make_socket(context, zmq.ROUTER, curve_server=KeyPair.generate(), curve_domain="clients")
+        address = f"tcp://127.0.0.1:{engine.bind_to_random_port('tcp://127.0.0.1')}"
+        with ArgusClient(address, timeout_s=10) as client:
+            with pytest.raises(ConnectionRefusedError, match=says):
+                client.generate("let me in", width=64, height=64)
+
+        async def ask_async():
+            async with AsyncArgusClient(address) as client:
+                with pytest.raises(ConnectionRefusedError, match=says):
+                    await asyncio.wait_for(client.generate("let me in", width=64, height=64), 10)
+
+        asyncio.run(ask_async())
+        worker = WorkerRuntime(load_backend(WorkerConfig(address, "w", backend="sim", time_scale=0)), address, "w")
+        refused: list[EngineRefused] = []
+        serving = threading.Thread(target=lambda: refused.extend(_raised(worker.serve, EngineRefused)))
+        serving.start()
+        serving.join(timeout=30)
+        if serving.is_alive():
+            worker.stop()
+            serving.join(timeout=30)
+        assert [str(error) for error in refused] == [f"the engine at {address} {says}"]
+        engine.close(linger=0)
+
+
+def _raised(call, kind: type[Exception]) -> list[Exception]:
+    try:
+        call()
+    except kind as error:
+        return [error]
+    return []

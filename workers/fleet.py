@@ -27,7 +27,7 @@ import msgspec
 import zmq
 
 from controller.profiles import LatencyProfile, ProfileLatency
-from protocols.curve import ClientKeys, RefusedHandshakes
+from protocols.curve import ClientKeys
 from protocols.worker_messages import Generate, ItemDone, ItemOutcome, Refused
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
@@ -71,8 +71,11 @@ class SimWorker(WorkerRuntime):
         curve: ClientKeys | None,
         phase: float,
         owned: bool,
+        watch_handshakes: bool,
     ):
-        super().__init__(backend, connect, worker_id, curve=curve, context=context, owned=owned)
+        super().__init__(
+            backend, connect, worker_id, curve=curve, context=context, owned=owned, watch_handshakes=watch_handshakes
+        )
         self._latency = latency
         self._time_scale = time_scale
         # workers welcomed together would beat together: spread them over the interval, as workers
@@ -97,10 +100,6 @@ class SimWorker(WorkerRuntime):
     @property
     def joined(self) -> bool:
         return self._joined
-
-    def refused_handshakes(self) -> RefusedHandshakes:
-        """Its socket's handshakes the engine refused for good (its CURVE key, or CURVE at one end only)."""
-        return RefusedHandshakes(self._socket, self._connect, self._curve_on)
 
     def busy_ms(self) -> float:
         return (time.monotonic() - self._started) * 1000.0
@@ -184,7 +183,9 @@ class Fleet:
         latency = ProfileLatency(LatencyProfile.bundled())
         self._connect = connect
         self._workers = [
-            SimWorker(backend, connect, f"{base_id}-{i}", self._context, latency, time_scale, curve, i / count, owned)
+            SimWorker(
+                backend, connect, f"{base_id}-{i}", self._context, latency, time_scale, curve, i / count, owned, i == 0
+            )
             for i in range(count)
         ]
         self._selector = selectors.DefaultSelector()
@@ -195,7 +196,7 @@ class Fleet:
         self._stop_requested = False
         self._refusal: EngineRefused | None = None  # what ended the fleet: a hello every worker of it sends
         # the workers share one key: a handshake refused for one (libzmq dials no more) is refused for all
-        self._handshakes = self._workers[0].refused_handshakes()
+        self._handshakes = self._workers[0].refused_handshakes
         self._ids_refused = 0
 
     def stop(self) -> None:
@@ -206,7 +207,6 @@ class Fleet:
         try:
             self._loop()
         finally:
-            self._handshakes.close()
             self._selector.close()
             for worker in self._workers:
                 worker.close()

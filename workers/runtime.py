@@ -92,7 +92,9 @@ class WorkerRuntime:
         context: zmq.Context | None = None,
         owned: bool = False,
         stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        watch_handshakes: bool = True,
     ):
+        """`watch_handshakes`: hear the handshakes the engine refuses for good (a fleet watches one of its workers)."""
         self._backend = backend
         self._info = backend.describe()
         self._worker_id = worker_id
@@ -101,13 +103,15 @@ class WorkerRuntime:
         # several runtimes in one process (a simulated fleet) share one context
         self._own_context = context is None
         self._context = context or zmq.Context()
-        self._socket = make_socket(
-            self._context, zmq.DEALER, connect=connect, identity=self.identity, curve_client=curve
-        )
+        self._socket = make_socket(self._context, zmq.DEALER, identity=self.identity, curve_client=curve)
+        # heard from before the socket connects: a refusal that came first would go unheard, the worker waiting
+        # for an engine that will never answer it
+        self.refused_handshakes = None
+        if watch_handshakes:
+            self.refused_handshakes = RefusedHandshakes(self._socket, connect, curve is not None)
+        self._socket.connect(connect)
         self._codec = worker_side_codec()
         self._connect = connect
-        self._curve_on = curve is not None
-        self._refused_handshakes: RefusedHandshakes | None = None  # watched by serve(), not by a fleet's workers
         # launched by an engine, which stops it: the engine's Shutdown ends this worker. One started by hand
         # outlives its engine and says hello to the next one on the same address.
         self._owned = owned
@@ -150,7 +154,6 @@ class WorkerRuntime:
 
     # -- loop ----------------------------------------------------------------
     def serve(self) -> None:
-        self._refused_handshakes = RefusedHandshakes(self._socket, self._connect, self._curve_on)
         keeper = threading.Thread(target=self._keep_beating, name="argus-beat-keeper", daemon=True)
         keeper.start()
         try:
@@ -190,8 +193,8 @@ class WorkerRuntime:
             self._send(BatchDone(batch.batch_id, [ItemCancelled(i.request_id) for i in batch.items]))
 
     def _close(self) -> None:
-        if self._refused_handshakes is not None:
-            self._refused_handshakes.close()
+        if self.refused_handshakes is not None:
+            self.refused_handshakes.close()
         self._socket.close(linger=500)
         if self._own_context:
             self._context.term()
@@ -227,7 +230,7 @@ class WorkerRuntime:
         while not self._stopping:
             self._send(hello)
             if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
-                refused = self._refused_handshakes and self._refused_handshakes.reason()
+                refused = self.refused_handshakes and self.refused_handshakes.reason()
                 if refused:
                     raise EngineRefused(Refused(refused))
                 if time.monotonic() >= warn_at:
