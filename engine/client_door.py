@@ -112,7 +112,7 @@ class ClientDoor:
         admitted.future.add_done_callback(lambda future: self._finished(key, future.result()))
 
     def _finished(self, key: tuple[bytes, str], reply: object) -> None:
-        del self._live[key]
+        self._engine.count_reply(self._live.pop(key), reply)
         self._reply(key[0], reply)
 
     def _reply(self, identity: bytes, message: object) -> None:

@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from engine.image_files import ImagesTooLarge
-from protocols.client_messages import Busy, Cancelled, Error, ImageResult
+from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.openai_images import (
     ImageData,
     InvalidRequest,
@@ -175,19 +175,24 @@ async def generate(request: web.Request) -> web.Response:
     except asyncio.CancelledError:
         # the client went away: abort its images, queued or running
         engine.dispatcher.cancel(admitted)
+        engine.count_reply(admitted, Cancelled(spec.request_id))
         raise
-    if isinstance(reply, Error):
-        return _error(reply.code, reply.message)
-    if isinstance(reply, Cancelled):
-        # not shutting_down (refused at the door): this one was admitted, then cancelled at the drain's end
-        return _error("cancelled", "the request was cancelled while the engine stopped")
-    if origin is None:
-        data = [await _b64_data(r) for r in reply.images]
-    else:
+    names, param = None, None
+    if origin is not None and isinstance(reply, Images):
         try:
             names = engine.image_files.put([bytes(r.image) for r in reply.images], body.output_format)
         except ImagesTooLarge as exc:
-            return _error("invalid_request", str(exc), "response_format")
+            reply, param = Error(spec.request_id, "invalid_request", str(exc)), "response_format"
+    # counted before the images are encoded: a client that leaves meanwhile was answered, as one over ZeroMQ is
+    engine.count_reply(admitted, reply)
+    if isinstance(reply, Error):
+        return _error(reply.code, reply.message, param)
+    if isinstance(reply, Cancelled):
+        # not shutting_down (refused at the door): this one was admitted, then cancelled at the drain's end
+        return _error("cancelled", "the request was cancelled while the engine stopped")
+    if names is None:
+        data = [await _b64_data(r) for r in reply.images]
+    else:
         route = request.app.router["image_file"]
         data = [
             image_data(r, url=str(origin.join(route.url_for(name=name))))

@@ -221,7 +221,6 @@ class Engine:
         if isinstance(admitted, Error):
             self.metrics.requests_by("rejected", admitted.code).inc()
             return admitted
-        admitted.future.add_done_callback(lambda future: self._count_reply(admitted, future.result()))
         self.dispatcher.admit(admitted)
         self.cache.prepare(admitted, self._prepared)
         return admitted
@@ -285,7 +284,9 @@ class Engine:
             self.state = EngineState.DRAINING
             self._stop_requested.set()
 
-    def _count_reply(self, request: AdmittedRequest, reply: object) -> None:
+    def count_reply(self, request: AdmittedRequest, reply: object) -> None:
+        """Counts the answer a front door sends for an admitted request, once: the door's, not the engine's, as
+        the door may answer otherwise (HTTP refuses images too large for the URL store, made all the same)."""
         self.metrics.request_seconds.observe(time.monotonic() - request.admitted_at)
         if isinstance(reply, Error):
             self.metrics.requests_by("error", reply.code).inc()

@@ -67,6 +67,10 @@ async def test_the_engine_frees_expired_images_on_its_own(tmp_path):
         await asyncio.wait_for(running, 30)
 
 
+def counted(engine: Engine, outcome: str, code: str = "") -> float:
+    return engine.metrics.registry.get_sample_value("argus_requests_total", {"outcome": outcome, "code": code}) or 0
+
+
 async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_handed_out_works(tmp_path):
     port = free_port()
     launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
@@ -86,6 +90,8 @@ async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_hande
                 assert reply.status == 400
                 error = (await reply.json())["error"]
             assert error["param"] == "response_format" and "b64_json" in error["message"]
+            # counted as the client saw it: before, an ok (its images were made)
+            assert (counted(engine, "ok"), counted(engine, "error", "invalid_request")) == (1, 1)
             assert engine.image_files.bytes_held == held
             engine.image_files.drop_expired()
             async with session.get(first["url"]) as image:
