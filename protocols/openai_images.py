@@ -1,9 +1,12 @@
 """The HTTP schema: OpenAI's `POST /v1/images/generations`, with argus extension fields.
 
 Decoded strictly (msgspec.json): a wrong type, an unknown field or a value out
-of range is a 400 naming the field; null is a field's default. `model`,
-`quality`, `style`, `user` and `stream` (false) are accepted for compatibility;
-`model` is echoed back, the others do not change generation.
+of range is a 400 naming the field; null is a field's default. OpenAI's other
+fields that argus can honour are accepted with the values OpenAI's own client
+sends, for clients written for OpenAI: `model` is echoed back; the rest do not
+change generation (README.md says why, field by field). Values argus cannot
+honour are a 400 saying why: `background` transparent, `stream` true,
+`partial_images` above 0.
 """
 
 from __future__ import annotations
@@ -30,10 +33,17 @@ class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     size: Annotated[str, msgspec.Meta(max_length=32, pattern=SIZE_PATTERN)] | None = "auto"
     response_format: Literal["b64_json", "url"] | None = "b64_json"
     output_format: OutputFormat | None = "png"
-    quality: Annotated[str, msgspec.Meta(max_length=32)] | None = None
-    style: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    # OpenAI's fields that change nothing here: argus's controller sets each image's quality within the SLO, and
+    # the rest ask for what argus does anyway (opaque images, no moderation) or have nothing to act on
+    quality: Literal["auto", "standard", "hd", "low", "medium", "high", "xhigh", "max"] | None = None
+    style: Literal["vivid", "natural"] | None = None
+    background: Literal["auto", "opaque", "transparent"] | None = None  # transparent is a 400
+    moderation: Literal["auto", "low"] | None = None
+    output_compression: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    safety_identifier: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     stream: Literal[False] | None = None  # images come whole: true is a 400
+    partial_images: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None  # streamed only: above 0 is a 400
     # argus extensions
     seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
     num_inference_steps: Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)] | None = None
@@ -77,6 +87,12 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def to_generate(request: ImageGenerationRequest, request_id: str) -> Generate:
+    if request.background == "transparent":
+        raise InvalidRequest("background 'transparent' cannot be made: argus's images are opaque", "background")
+    if request.partial_images:
+        raise InvalidRequest(
+            "partial_images needs streaming, which argus does not do: images come whole", "partial_images"
+        )
     width, height = parse_size(request.size)
     optional = {
         name: value

@@ -104,3 +104,41 @@ def test_stream_false_is_served_and_stream_true_refused(client):
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.generate(prompt="a kite", stream=True)
     assert raised.value.body["param"] == "stream"
+
+
+def test_openai_fields_clients_send_are_served(client):
+    # what apps written for dall-e-3 and gpt-image-1 send: before, background, moderation, output_compression and
+    # safety_identifier were 400s as unknown fields
+    response = client.images.generate(
+        prompt="a kite",
+        quality="hd",
+        style="vivid",
+        background="opaque",
+        moderation="low",
+        output_compression=80,
+        output_format="jpeg",
+        user="user-1234",
+        safety_identifier="hashed-user-1234",
+        partial_images=0,
+        extra_body={"num_inference_steps": 2},
+    )
+    (entry,) = response.data
+    assert decode(base64.b64decode(entry.b64_json)).format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("quality", "ultra", "invalid enum value 'ultra'"),
+        ("style", "noir", "invalid enum value 'noir'"),
+        ("background", "transparent", "opaque"),
+        ("moderation", "off", "invalid enum value 'off'"),
+        ("output_compression", 101, "<= 100"),
+        ("partial_images", 2, "streaming"),
+    ],
+)
+def test_a_value_argus_cannot_honour_is_a_400_naming_the_field(client, field, value, words):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(prompt="a kite", **{field: value})
+    assert raised.value.body["param"] == field
+    assert words in raised.value.body["message"].lower()
