@@ -1,6 +1,6 @@
 """What a command cannot run with, refused before it starts: argparse types for numbers (finite, and above zero or
-from zero), lists of them, and files to write into a directory that is not there; and files to read that cannot be
-read, as a UsageError."""
+from zero), lists of them, URLs, and files to write into a directory that is not there; and files to read that cannot
+be read, as a UsageError."""
 
 from __future__ import annotations
 
@@ -8,14 +8,21 @@ import argparse
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from protocols.curve import ClientKeys, KeyPair, load_public_key
 from protocols.limits import MAX_BATCH
 
 T = TypeVar("T")
+
+# a DNS name, an IPv4 address or an IPv6 one (without its brackets), as the host of an image URL
+URL_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
+# a URL path that needs no quoting: image URLs are made by appending to it
+_URL_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
 
 
 # here, not in engine/cli.py, which the commands' modules would import again as a second module (and class) when
@@ -54,6 +61,23 @@ def tcp_port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"expected a number from 0 to 65535, not {text!r}")
     return value
+
+
+def public_url(text: str) -> str:
+    """An argparse type: the URL clients reach the HTTP API at (a reverse proxy's), without its final slash."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (it raises on a port that is not one)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not URL_HOST.fullmatch(parts.hostname or "")
+        or not _URL_PATH.fullmatch(parts.path)
+        or any(c in text for c in "?#@")
+    ):
+        raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH], not {text!r}")
+    return text.rstrip("/")
 
 
 def batch_size(text: str) -> int:

@@ -17,6 +17,7 @@ from engine.arg_types import (
     non_negative_int,
     positive_float,
     positive_int,
+    public_url,
     tcp_port,
 )
 from engine.cache.embedders import MINILM_PACKAGE
@@ -43,6 +44,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the engine and its local workers")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: loopback only)")
     p.add_argument("--port", type=tcp_port, default=8000, help="HTTP port (0: any free port)")
+    p.add_argument(
+        "--public-url",
+        type=public_url,
+        metavar="URL",
+        help="where clients reach the HTTP API, e.g. https://images.example.com/argus behind a proxy: image URLs"
+        " (response_format url) start with it (default: http:// and the request's Host header)",
+    )
     p.add_argument("--client-listen", action="append", help="ZeroMQ address for client programs (repeatable)")
     p.add_argument("--worker-listen", action="append", help="ZeroMQ address remote workers connect to (repeatable)")
     p.add_argument("--workers", type=non_negative_int, default=2, help="local worker processes to spawn (0: none)")
@@ -248,6 +256,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         heartbeat_timeout_s=args.heartbeat_timeout,
         shutdown_timeout_s=args.shutdown_timeout,
         api_key=args.api_key,
+        public_url=args.public_url,
         curve_secret_file=args.curve_secret,
         curve_allowed_dir=args.curve_allow,
         curve_workers_dir=args.curve_allow_workers,

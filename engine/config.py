@@ -96,6 +96,9 @@ class EngineConfig:
     curve_secret_file: str | None = None
     curve_allowed_dir: str | None = None
     curve_workers_dir: str | None = None
+    # where clients reach the HTTP API (a TLS-terminating proxy's https://HOST/PATH), to make image URLs from;
+    # None: the request's Host header, with scheme http
+    public_url: str | None = None
     image_url_ttl_s: float = 3600.0
     image_url_store_bytes: int = 256 * 1024 * 1024
     launcher: str = "local"  # local | ray

@@ -7,7 +7,6 @@ import base64
 import hmac
 import itertools
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
+from engine.arg_types import URL_HOST
 from engine.image_files import ImagesTooLarge
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.openai_images import (
@@ -30,8 +30,6 @@ from protocols.openai_images import (
 from protocols.openapi import openapi_document
 
 if TYPE_CHECKING:
-    from yarl import URL
-
     from engine.server import Engine
 
 log = logging.getLogger("argus.http")
@@ -71,9 +69,6 @@ def request_ids() -> Iterator[str]:
 
 _REQUEST_IDS = request_ids()
 
-
-# a DNS name, an IPv4 address or an IPv6 one (yarl drops its brackets), as the host of an image URL
-_URL_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
 
 # answered without an API key: liveness probes must not need a secret
 _OPEN_PATHS = frozenset({"/health"})
@@ -159,8 +154,8 @@ async def generate(request: web.Request) -> web.Response:
         return _error("invalid_request", str(exc), exc.param)
     origin = None
     if body.response_format == "url":
-        try:  # before any work is done for it: the image URLs are made from the Host header
-            origin = _image_origin(request)
+        try:  # before any work is done for it: without --public-url, the image URLs are made from the Host header
+            origin = engine.config.public_url or _request_origin(request)
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
             return _error("invalid_request", reason, "response_format")
@@ -195,18 +190,20 @@ async def generate(request: web.Request) -> web.Response:
     else:
         route = request.app.router["image_file"]
         data = [
-            image_data(r, url=str(origin.join(route.url_for(name=name))))
+            image_data(r, url=origin + str(route.url_for(name=name)))
             for r, name in zip(reply.images, names, strict=True)
         ]
     return _json(images_response(data, body, admitted.width, admitted.height))
 
 
-def _image_origin(request: web.Request) -> URL:
+def _request_origin(request: web.Request) -> str:
+    # X-Forwarded-Proto and -Host are not read: any client may send them, and only a proxy the engine is told to
+    # trust could be believed (--public-url says where clients reach it instead)
     origin = request.url.origin()
     # yarl keeps "a/b", "a b" or "a?b" as a host, and the image URL would then point at another path or site
-    if not _URL_HOST.fullmatch(origin.raw_host or ""):
+    if not URL_HOST.fullmatch(origin.raw_host or ""):
         raise ValueError(f"{request.host!r} is not a host name or address")
-    return origin
+    return str(origin)
 
 
 async def _b64_data(result: ImageResult) -> ImageData:

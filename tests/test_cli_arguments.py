@@ -150,6 +150,38 @@ def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environ
     assert engine_config(build_parser().parse_args(["serve", "--api-key", "s3 cret"])).api_key == "s3 cret"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "images.example.com",  # no scheme
+        "ftp://images.example.com",
+        "https://",
+        "https://images example.com",
+        "https://images.example.com:99999",
+        "https://images.example.com/a b",
+        "https://images.example.com/?key=1",
+        "https://images.example.com/#top",
+        "https://user:secret@images.example.com",
+    ],
+)
+def test_a_public_url_image_urls_cannot_start_with_is_a_usage_error(url, capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--public-url", url])
+    assert exited.value.code == 2
+    assert "argument --public-url:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://images.example.com/argus/", "https://images.example.com/argus"),
+        ("http://[::1]:8443", "http://[::1]:8443"),
+    ],
+)
+def test_a_public_url_is_kept_without_its_final_slash(url, kept):
+    assert engine_config(build_parser().parse_args(["serve", "--public-url", url])).public_url == kept
+
+
 def test_serve_accepts_what_it_runs_with():
     config = engine_config(build_parser().parse_args(["serve", "--heartbeat-timeout", "2"]))
     assert (config.heartbeat_timeout_s, config.launch.time_scale) == (2.0, 1.0)

@@ -101,3 +101,29 @@ async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_hande
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)
+
+
+async def test_image_urls_start_with_the_public_url_whatever_the_host_header_or_forwarded_headers_say(tmp_path):
+    """Before, behind a TLS-terminating proxy, image URLs were http:// and named the Host the proxy sent on; the
+    X-Forwarded headers, which any client may send, are not believed either."""
+    port = free_port()
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
+    public = "https://images.example.com/argus"
+    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, public_url=public))
+    running = asyncio.create_task(engine.run())
+    forwarded = {"Host": "argus.internal:8000", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}
+    try:
+        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        async with aiohttp.ClientSession() as session:
+            body = {"prompt": "a", "size": "64x64", "response_format": "url"}
+            url = f"http://127.0.0.1:{port}/v1/images/generations"
+            async with session.post(url, json=body, headers=forwarded) as reply:
+                assert reply.status == 200
+                (entry,) = (await reply.json())["data"]
+            assert entry["url"].startswith(f"{public}/v1/images/files/")
+            # the proxy takes /argus off, as it does for every route
+            async with session.get(f"http://127.0.0.1:{port}" + entry["url"].removeprefix(public)) as image:
+                assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
