@@ -118,7 +118,7 @@ async def _json_errors(request: web.Request, handler):
 
 
 def _require_api_key(api_key: str):
-    expected = f"Bearer {api_key}".encode()
+    expected = api_key.encode()
 
     @web.middleware
     async def check(request: web.Request, handler):
@@ -126,9 +126,10 @@ def _require_api_key(api_key: str):
         # browser or another service that holds no key
         if request.path in _OPEN_PATHS or request.match_info.route.name == "image_file":
             return await handler(request)
-        # aiohttp keeps bytes that are not UTF-8 as surrogates: encode them back, or such a header would be a 500
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, expected):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # the scheme is case-insensitive (RFC 9110): clients and proxies send "bearer" too. aiohttp keeps bytes
+        # that are not UTF-8 as surrogates: encode them back, or such a header would be a 500
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
             return _error(
                 "unauthorized",
                 "a valid API key is required (Authorization: Bearer KEY)",

@@ -20,10 +20,10 @@ def engine(tmp_path_factory):
     assert engine.stop() == 0
 
 
-def call(engine, path: str, key: str | None, body: dict | None = None) -> tuple[int, dict]:
+def call(engine, path: str, key: str | None, body: dict | None = None, scheme: str = "Bearer") -> tuple[int, dict]:
     headers = {"Content-Type": "application/json"}
     if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
+        headers["Authorization"] = f"{scheme} {key}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(engine.http + path, data=data, headers=headers)
     try:
@@ -53,6 +53,17 @@ def test_right_key_is_served_and_health_needs_none(engine):
     assert status == 200 and len(reply["data"]) == 1
     assert call(engine, "/health", None) == (200, {"status": "alive"})
     assert call(engine, "/metrics", "s3cret")[0] == 200
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER"])
+def test_the_scheme_is_case_insensitive(engine, scheme):
+    # as HTTP has it: before, "bearer s3cret" was a 401
+    assert call(engine, "/metrics", "s3cret", scheme=scheme)[0] == 200
+
+
+@pytest.mark.parametrize(("scheme", "key"), [("Basic", "s3cret"), ("Bearer", " s3cret"), ("", "s3cret")])
+def test_the_right_key_under_another_scheme_or_spacing_is_401(engine, scheme, key):
+    assert call(engine, "/metrics", key, scheme=scheme)[0] == 401
 
 
 def test_an_image_url_is_fetched_without_the_key(engine):
