@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,9 @@ import numpy as np
 from loadgen.arrivals import Arrival, Schedule
 
 TIMESTAMP = "TIMESTAMP"
+# numpy reads a bare number as a year (epoch seconds, 1700000000, as the year 1.7e9) and wraps a year beyond
+# datetime64[ns] (1678 to 2262) round without a word: a stamp must begin with a date and a time of day, in range
+_STAMP = re.compile(r"(1[7-9]|2[01])\d\d-\d\d-\d\d[ T]\d\d:\d\d")
 
 
 def load_trace(path: str | Path) -> Schedule:
@@ -48,8 +52,14 @@ def _timestamp_csv(f, path: str | Path) -> Schedule:
             if row:
                 if len(row) <= column:
                     raise ValueError(f"{path}:{reader.line_num}: no {TIMESTAMP}")
+                stamp = row[column].strip()
+                if stamp and not _STAMP.match(stamp):
+                    raise ValueError(
+                        f"{path}:{reader.line_num}: {TIMESTAMP} {stamp!r} is not a date and time from the years "
+                        "1700 to 2199 (YYYY-MM-DD HH:MM:SS.fffffff)"
+                    )
                 lines.append(reader.line_num)
-                stamps.append(row[column].strip())
+                stamps.append(stamp)
     except csv.Error as exc:  # a field over the csv module's limit, as a stray quote makes of the rest of the file
         raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
     try:

@@ -110,3 +110,15 @@ def test_empty_trace_is_an_error(tmp_path):
     path.write_text("# nothing\n")
     with pytest.raises(ValueError, match="no arrivals"):
         load_trace(path)
+
+
+@pytest.mark.parametrize(
+    "stamp", ["1700000000", "1700000000.25", "2024", "3000-01-01 00:00:00"], ids=["epoch", "epoch ms", "year", "far"]
+)
+def test_a_timestamp_numpy_would_misread_names_its_line(tmp_path, stamp):
+    """numpy took epoch seconds for a year (1700000000 s to 1700000001 s became a year apart) and wrapped a year
+    out of its range round: a silent run of a schedule the trace never held."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"id,TIMESTAMP\na,2024-01-01 00:00:01\nb,{stamp}\n")
+    with pytest.raises(ValueError, match=f"t.csv:3: TIMESTAMP '{stamp}' is not a date and time"):
+        load_trace(path)
