@@ -17,6 +17,9 @@ from loadgen.arrivals import Arrival
 from protocols.limits import MAX_PROMPT_CHARS
 
 PROMPT_COLUMN = "Prompt"
+# an editor's or a spreadsheet's export may begin with a byte-order mark, which is no part of the first prompt (nor
+# of the TSV's Prompt header, nor JSON)
+_ENCODING = "utf-8-sig"
 
 
 def load_prompts(path: str | Path) -> list[str]:
@@ -40,12 +43,12 @@ def load_prompts(path: str | Path) -> list[str]:
 
 
 def _lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=_ENCODING) as f:
         return [line.rstrip("\r\n") for line in f if line.strip()]
 
 
 def _tsv(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding=_ENCODING, newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if reader.fieldnames is None or PROMPT_COLUMN not in reader.fieldnames:
             raise ValueError(f"{path}: no {PROMPT_COLUMN!r} column in the header")
@@ -56,7 +59,7 @@ def _tsv(path: Path) -> list[str]:
 
 
 def _json(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=_ENCODING) as f:
         data = json.load(f)
     if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
         raise ValueError(f"{path}: expected a JSON list of strings")

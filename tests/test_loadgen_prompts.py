@@ -58,3 +58,14 @@ def test_prompts_go_in_order_and_cycle_unless_the_trace_names_one():
     assert pair_prompts(schedule, ["a", "b", "c"]) == [0, 1, 2, 1, 1]
     with pytest.raises(ValueError, match="names prompt 7"):
         pair_prompts([Arrival(0.0, 7)], ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("p.txt", "a red fox\n"), ("p.tsv", "Prompt\tCategory\na red fox\tAnimals\n"), ("p.json", '["a red fox"]')],
+)
+def test_a_byte_order_mark_is_not_part_of_the_prompts(tmp_path, name, content):
+    """With one, a TSV had 'no Prompt column', a JSON file was refused, and the first line's prompt began with it."""
+    path = tmp_path / name
+    path.write_text("\ufeff" + content, encoding="utf-8")
+    assert load_prompts(path) == ["a red fox"]
