@@ -223,7 +223,7 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
 
 async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]:
     from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
-    from loadgen.prompts import load_prompts
+    from loadgen.prompts import load_prompts, pair_prompts
     from loadgen.run import run_load
     from protocols.openai_images import parse_size
 
@@ -235,6 +235,10 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     schedule = await _schedule(args)
     if not schedule:
         raise UsageError("the schedule is empty (check --duration-s and --time-scale)")
+    try:  # run_load pairs them too, but only after the run is announced, and without naming the files
+        pair_prompts(schedule, prompts)
+    except ValueError as exc:
+        raise UsageError(f"--trace {args.trace}: {exc} in --prompts {args.prompts}") from None
     span = schedule[-1].offset_s
     if args.plot and args.bin_s and span / args.bin_s > MAX_PLOT_BINS:
         raise UsageError(f"--bin-s {args.bin_s:g} cuts {span:.0f} s into more than {MAX_PLOT_BINS:,} bins")

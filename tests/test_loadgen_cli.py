@@ -103,6 +103,18 @@ def test_an_input_file_that_cannot_be_read_is_a_one_line_error_naming_it(tmp_pat
     assert error.startswith(f"argus loadgen: error: {path}") and error.count("\n") == 1
 
 
+def test_a_trace_naming_a_prompt_the_prompt_file_lacks_is_refused_before_the_run_naming_both(tmp_path, capsys):
+    """It was refused once the run was announced ('sending 1 requests'), naming neither file."""
+    trace, prompts = tmp_path / "t.txt", tmp_path / "p.txt"
+    trace.write_text("0,2\n")
+    prompts.write_text("a red fox\na blue fox\n")
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--trace", str(trace), "--prompts", str(prompts)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus loadgen: error: --trace {trace}: arrival 0 names prompt 2, but there are 2 prompts "
+        f"in --prompts {prompts}\n"
+    )
+
+
 def test_ctrl_c_ends_a_run_with_the_results_of_what_was_sent(tmp_path):
     """Before, Ctrl-C printed a traceback and wrote nothing: a long run stopped early was lost."""
     records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
