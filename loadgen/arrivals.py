@@ -60,8 +60,10 @@ def gamma(
         raise ValueError("a synthetic arrival process needs duration_s or max_requests to end")
     expected = min(rate * (duration_s if duration_s is not None else math.inf), max_requests or math.inf)
     _check_size(expected)
-    shape = 1.0 / (cv * cv)
-    scale = 1.0 / (rate * shape)
+    # shape 1/cv^2 and scale cv^2/rate: a cv or rate far from 1 takes one beyond the floats, to 0 or infinity
+    shape, scale = (1.0 / (cv * cv) if cv * cv > 0 else math.inf), cv * cv / rate
+    if not (0 < shape < math.inf and 0 < scale < math.inf):
+        raise ValueError(f"no gamma gaps can be drawn for cv {cv:g} at rate {rate:g}/s: floats cannot hold them")
     rng = np.random.default_rng(seed)
     limit = math.inf if max_requests is None else max_requests
     horizon = math.inf if duration_s is None else duration_s

@@ -32,6 +32,9 @@ def parsed(*argv: str) -> argparse.Namespace:
         (["--load", "1", "--capacity-rps", "inf", "--duration-s", "1"], "--capacity-rps must be"),
         (["--rate", "1", "--time-scale", "inf", "--duration-s", "1"], "--time-scale must be"),
         (["--rate", "1", "--arrivals", "gamma", "--cv", "0", "--duration-s", "1"], "--cv must be"),
+        # squared, each leaves the floats: it was a ZeroDivisionError traceback
+        (["--rate", "1", "--arrivals", "gamma", "--cv", "1e-200", "--duration-s", "1"], "for cv 1e-200 at rate 1/s"),
+        (["--rate", "1", "--arrivals", "gamma", "--cv", "1e200", "--duration-s", "1"], "for cv 1e+200 at rate 1/s"),
         (["--rate", "1", "--duration-s", "1", "--bin-s", "-1"], "--bin-s must be"),
         (["--rate", "1", "--duration-s", "1", "--bin-s", "nan"], "--bin-s must be"),
         (["--rate", "1", "--duration-s", "1", "--steps", "0"], "--steps must be from 1 to 200"),
