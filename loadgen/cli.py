@@ -167,6 +167,8 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, not {value}")
     if args.max_requests is not None and args.max_requests < 1:
         raise UsageError("--max-requests must be >= 1")
+    if args.seed < 0:  # numpy's generators take none
+        raise UsageError("--seed must be >= 0")
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         raise UsageError(f"--steps must be from 1 to {MAX_STEPS}")
     if args.zmq is None and args.url is None:
