@@ -120,6 +120,8 @@ def read_user_file(read: Callable[[str], T], path: str) -> T:
         raise UsageError(f"{error.filename or path}: {error.strerror or error}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:  # Python's own, which do not name the file
         raise UsageError(f"{path}: {error}") from None
+    except RecursionError:  # json's, for lists or objects nested a thousand deep
+        raise UsageError(f"{path}: nested too deep to read") from None
     except ValueError as error:  # the readers', which name the file (and line)
         raise UsageError(str(error)) from None
 
