@@ -15,6 +15,8 @@ OUTCOMES: tuple[Outcome, ...] = ("ok", "late", "rejected", "error", "deadline_ex
 VIOLATIONS: tuple[Outcome, ...] = ("late", "rejected", "error", "deadline_exceeded")
 # the code of a request that had no answer when the run's hard timeout came
 CLIENT_TIMEOUT = "client_timeout"
+# the code of a request still unanswered when the user stopped waiting (Ctrl-C twice)
+INTERRUPTED = "interrupted"
 
 
 class Record(TypedDict):

@@ -9,8 +9,9 @@ recorded as an error with code client_timeout.
 
 A run can be cut short (`Interrupt`, Ctrl-C in `argus loadgen`): it sends
 nothing more, and waits the drain for what is in flight, or, told again, not at
-all. The records and summary then cover what was sent; the summary says how
-many were planned.
+all: a request then unanswered has code interrupted, and is an error if it had
+waited past its SLO, else cancelled. The records and summary then cover what
+was sent; the summary says how many were planned.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from loadgen.arrivals import Arrival
 from loadgen.clients import LoadClient, Planned
 from loadgen.engine_status import LevelSampler
 from loadgen.prompts import pair_prompts
-from loadgen.records import Answer, Record, make_record
+from loadgen.records import INTERRUPTED, Answer, Record, make_record
 from loadgen.report import summarize
 from protocols.limits import MAX_SEED
 
@@ -146,12 +147,15 @@ async def run_load(
             )
         pending = {task for task in in_flight if not task.done()}
         end = time.perf_counter() if pending else max(last_answer, start)
+        given_up = interrupt.stop_waiting.is_set()
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for task, (request, sent_at) in in_flight.items():
             if task.cancelled():
-                add(make_record(request.id, request.prompt_index, request.scheduled_at, sent_at, None, None, slo_ms))
+                waited_ms = (end - start - sent_at) * 1000.0
+                answer = _interrupted(waited_ms, slo_ms) if given_up else None
+                add(make_record(request.id, request.prompt_index, request.scheduled_at, sent_at, None, answer, slo_ms))
             else:
                 # one that ended in the loop turn of the hard end (or while being cancelled) is done, but its
                 # done callback may not have run yet: record it now, once
@@ -177,6 +181,13 @@ async def run_load(
         planned=len(planned),
     )
     return records, summary
+
+
+def _interrupted(waited_ms: float, slo_ms: float | None) -> Answer:
+    """A request the user stopped waiting for: a violation only if it had waited past its SLO already, else its
+    fate is unknown, as a request the engine cancelled is, and it is not counted against the SLO."""
+    late = slo_ms is not None and waited_ms > slo_ms
+    return Answer("error" if late else "cancelled", code=INTERRUPTED)
 
 
 async def _until_done_or_stopped(work: Coroutine[Any, Any, Any], stop: asyncio.Event) -> None:

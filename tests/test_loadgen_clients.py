@@ -5,6 +5,7 @@ import asyncio
 import functools
 import time
 
+import pytest
 import zmq
 import zmq.asyncio
 
@@ -175,9 +176,14 @@ class _SlowClient(LoadClient):
         pass
 
 
-async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_again():
+@pytest.mark.parametrize(
+    ("slo_ms", "outcome"), [(None, "cancelled"), (60_000.0, "cancelled"), (1.0, "error")], ids=["no SLO", "SLO", "late"]
+)
+async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_again(slo_ms, outcome):
     """Ctrl-C in argus loadgen: the first stops the sending, the second the waiting; before, the run lost every
-    record. What was sent is counted once, and the summary says how many were planned."""
+    record. What was sent is counted once, and the summary says how many were planned. A request given up on is
+    a violation only if it had waited past its SLO already: each was an error, client_timeout, so a run stopped
+    soon after its start reported every request in flight as a violation."""
     interrupt = Interrupt()
     schedule = [Arrival(0.1 * i) for i in range(100)]  # ten seconds of it
 
@@ -189,7 +195,7 @@ async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_
 
     pressing = asyncio.create_task(press_ctrl_c_twice())
     records, summary = await asyncio.wait_for(
-        run_load(schedule, PROMPTS, _SlowClient(RequestOptions()), None, drain_s=60.0, progress=False,
+        run_load(schedule, PROMPTS, _SlowClient(RequestOptions()), slo_ms, drain_s=60.0, progress=False,
                  interrupt=interrupt),
         10,
     )  # fmt: skip
@@ -198,4 +204,5 @@ async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_
     assert 1 <= sent < len(schedule)
     assert_counted_once(records, summary, sent)
     assert summary["planned"] == len(schedule)
-    assert summary["outcomes"]["error"] == sent and summary["error_codes"] == {"client_timeout": sent}
+    assert summary["outcomes"][outcome] == sent and summary["error_codes"] == {"interrupted": sent}
+    assert summary["slo_violation_ratio"] == (1.0 if outcome == "error" else 0.0)
