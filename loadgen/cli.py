@@ -244,6 +244,13 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     span = schedule[-1].offset_s
     if args.plot and args.bin_s and span / args.bin_s > MAX_PLOT_BINS:
         raise UsageError(f"--bin-s {args.bin_s:g} cuts {span:.0f} s into more than {MAX_PLOT_BINS:,} bins")
+    if args.url is not None:
+        from loadgen.engine_status import EngineUnreachable, check_reachable
+
+        try:
+            await check_reachable(args.url, args.api_key)
+        except EngineUnreachable as exc:
+            raise UsageError(str(exc)) from None
     if args.zmq:
         import zmq
 

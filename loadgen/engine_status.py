@@ -1,5 +1,6 @@
 """What the load generator reads from the engine's HTTP status endpoints.
 
+- `GET /ready` answering at all, and not 401, before a run: else no request could be served.
 - `GET /ready` may carry `exact_capacity_rps`: requests per second the ready
   workers sustain at exact generation (K = 0); `--load` is a multiple of it.
 - Workers per level over time, for the timeline plot: from `GET /plan` when the
@@ -18,6 +19,7 @@ from typing import Literal
 
 import aiohttp
 
+from engine.config import API_KEY_ENV
 from loadgen.clients import auth_headers
 from loadgen.report import LevelSample
 
@@ -27,6 +29,23 @@ _TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 
 class CapacityUnknown(Exception):
     pass
+
+
+class EngineUnreachable(Exception):
+    pass
+
+
+async def check_reachable(base_url: str, api_key: str | None = None) -> None:
+    """Raises EngineUnreachable when nothing answers HTTP at `base_url`, or the engine refuses the API key: every
+    request of a run would fail alike, for as long as the run lasts."""
+    async with aiohttp.ClientSession(timeout=_TIMEOUT, headers=auth_headers(api_key)) as session:
+        try:
+            async with session.get(base_url.rstrip("/") + "/ready") as response:
+                status = response.status
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"no engine answers at {base_url}: {exc or type(exc).__name__}") from None
+    if status == 401:
+        raise EngineUnreachable(f"the engine at {base_url} refuses the API key (--api-key or ${API_KEY_ENV})")
 
 
 async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> float:

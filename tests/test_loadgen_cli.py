@@ -2,10 +2,12 @@
 
 import argparse
 import asyncio
+import http.server
 import json
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -121,10 +123,29 @@ def test_a_trace_naming_a_prompt_the_prompt_file_lacks_is_refused_before_the_run
     )
 
 
-def test_ctrl_c_ends_a_run_with_the_results_of_what_was_sent(tmp_path):
+def test_a_run_with_no_engine_to_answer_is_refused_before_it_starts(capsys):
+    """It ran its whole schedule, each request a connection_error, and reported 100% violations, exit 0."""
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--max-requests", "3"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"argus loadgen: error: no engine answers at {NO_ENGINE}: ") and error.count("\n") == 1
+
+
+@pytest.fixture
+def http_that_answers_nothing_useful():
+    """Something that answers HTTP (501 to every request), so a run starts; no request gets an image."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_ctrl_c_ends_a_run_with_the_results_of_what_was_sent(tmp_path, http_that_answers_nothing_useful):
     """Before, Ctrl-C printed a traceback and wrote nothing: a long run stopped early was lost."""
     records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
-    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", NO_ENGINE, "--rate", "20", "--duration-s", "60"]
+    url = http_that_answers_nothing_useful
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", url, "--rate", "20", "--duration-s", "60"]
     command += ["--records", str(records), "--json", str(summary), "--no-progress"]
     run = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:

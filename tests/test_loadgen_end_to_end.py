@@ -110,6 +110,16 @@ def test_load_is_a_multiple_of_the_capacity_the_engine_reports(engine, tmp_path)
     assert json.loads(summary_path.read_text())["sent"] == 3
 
 
+def test_a_run_with_a_key_the_engine_refuses_is_refused_before_it_starts(engine, capsys):
+    """It ran its whole schedule, each request a 401, and reported 100% violations, exit 0."""
+    code = cli.main(["--url", engine.http, "--api-key", "not-" + API_KEY, "--rate", "1", "--max-requests", "3",
+                     "--no-progress"])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"argus loadgen: error: the engine at {engine.http} refuses the API key (--api-key or $ARGUS_API_KEY)\n"
+    )
+
+
 async def test_http_without_the_api_key_is_refused_and_counted(engine):
     client = HttpLoadClient(engine.http, RequestOptions(64, 64, steps=4))
     try:
