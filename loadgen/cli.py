@@ -169,6 +169,9 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--max-requests must be >= 1")
     if args.seed < 0:  # numpy's generators take none
         raise UsageError("--seed must be >= 0")
+    if args.slo_ms is not None and args.drain_s * 1000.0 < args.slo_ms:
+        # a request unanswered at the hard end is counted a violation, which one still within its SLO is not yet
+        raise UsageError(f"--drain-s {args.drain_s:g} is shorter than --slo-ms {args.slo_ms:g}")
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         raise UsageError(f"--steps must be from 1 to {MAX_STEPS}")
     if args.zmq is None and args.url is None:

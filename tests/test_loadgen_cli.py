@@ -44,6 +44,8 @@ def parsed(*argv: str) -> argparse.Namespace:
         (["--rate", "1", "--duration-s", "1", "--steps", "0"], "--steps must be from 1 to 200"),
         (["--rate", "1", "--duration-s", "1", "--steps", "201"], "--steps must be from 1 to 200"),
         (["--rate", "1", "--duration-s", "1", "--drain-s", "inf"], "--drain-s must be"),
+        # the last requests, unanswered at the hard end before their SLO had passed, were counted violations
+        (["--rate", "1", "--duration-s", "1", "--slo-ms", "15000", "--drain-s", "3"], "--drain-s 3 is shorter than"),
         (["--rate", "1", "--duration-s", "1", "--size", "65x64"], "--size 65x64: each side must be a multiple of 8"),
         (["--rate", "1", "--duration-s", "1", "--size", "64x100"], "--size 64x100: each side must be a multiple"),
     ],
