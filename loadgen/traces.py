@@ -95,6 +95,8 @@ def _offsets(f, path: str | Path) -> Schedule:
             if schedule and offset_ms / 1000.0 < schedule[-1].offset_s:
                 raise ValueError("offsets must not decrease")
         except ValueError as exc:
+            if not schedule:  # a CSV whose header lacks the column comes here, to fail on its header
+                exc = f"neither offset_ms[,prompt_index] nor a CSV header with a {TIMESTAMP} column ({exc})"
             raise ValueError(f"{path}:{number}: {exc}: {text!r}") from None
         schedule.append(Arrival(offset_ms / 1000.0, prompt_index))
     return schedule

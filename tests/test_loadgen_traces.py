@@ -122,3 +122,12 @@ def test_a_timestamp_numpy_would_misread_names_its_line(tmp_path, stamp):
     path.write_text(f"id,TIMESTAMP\na,2024-01-01 00:00:01\nb,{stamp}\n")
     with pytest.raises(ValueError, match=f"t.csv:3: TIMESTAMP '{stamp}' is not a date and time"):
         load_trace(path)
+
+
+@pytest.mark.parametrize("header", ["time,tokens", "timestamp,tokens", "id,time,tokens"])
+def test_a_csv_without_a_timestamp_column_says_so(tmp_path, header):
+    """It said only that 'time' could not be converted to a float."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"{header}\n2024-01-01 00:00:01,3\n")
+    with pytest.raises(ValueError, match=r"t.csv:1: neither offset_ms\[,prompt_index\] nor a CSV header with a TIME"):
+        load_trace(path)
