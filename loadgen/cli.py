@@ -131,11 +131,18 @@ def run(args: argparse.Namespace) -> int:
         return 130
     from loadgen.report import format_summary
 
-    print(format_summary(summary))
+    # the files first: a reader of the summary that went away (`| head`) must not cost them
     try:
         _write_outputs(args, records, summary)
+        failure = None
     except OSError as exc:
-        print(f"argus loadgen: error writing results: {exc}", file=sys.stderr)
+        failure = exc
+    try:
+        print(format_summary(summary), flush=True)
+    except BrokenPipeError:  # the Python docs' recipe (signal, SIGPIPE): else the flush at exit fails again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if failure is not None:
+        print(f"argus loadgen: error writing results: {failure}", file=sys.stderr)
         return 1
     return 0
 

@@ -163,3 +163,20 @@ def test_ctrl_c_ends_a_run_with_the_results_of_what_was_sent(tmp_path, http_that
     written = json.loads(summary.read_text())
     # a Poisson draw of about 1,200 requests; what was sent before the Ctrl-C, each recorded once
     assert written["planned"] > 1000 > written["sent"] == len(records.read_text().splitlines())
+
+
+def test_a_summary_nobody_reads_costs_no_file(tmp_path, http_that_answers_nothing_useful):
+    """`argus loadgen ... | head -1`: the summary's print met a closed pipe before the files were written, and
+    ended the command with a BrokenPipeError traceback, writing none."""
+    records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "20", "--max-requests", "3", "--records", str(records), "--json", str(summary)]
+    run = subprocess.Popen(command + ["--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run.stdout.close()  # the reader is gone before the summary comes
+    try:
+        said = run.stderr.read().decode()
+        assert run.wait(timeout=60) == 0, said
+    finally:
+        run.kill()
+    assert "Traceback" not in said and "Exception" not in said
+    assert len(records.read_text().splitlines()) == json.loads(summary.read_text())["sent"] == 3
