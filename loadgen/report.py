@@ -20,6 +20,9 @@ from typing import Any
 from loadgen.records import OUTCOMES, VIOLATIONS, Record
 
 LevelSample = tuple[float, dict[int, int]]
+# a generator this far behind its schedule did not offer the arrivals it reports (a sim engine at --time-scale 0.01
+# saw them 10 s late): the summary says so where it is read, not only as a number on its last line
+SEND_LAG_WARNING_MS = 100.0
 
 
 def summarize(
@@ -116,5 +119,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("cache hits", "n/a" if summary["cache_hit_rate"] is None else f"{summary['cache_hit_rate']:.1%}"),
         ("max send lag", num(summary["max_send_lag_ms"], " ms")),
     ]
+    if (summary["max_send_lag_ms"] or 0.0) > SEND_LAG_WARNING_MS:
+        rows.insert(1, ("WARNING", "the generator fell behind its schedule: the engine did not see the offered load"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

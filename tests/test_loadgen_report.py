@@ -84,6 +84,14 @@ def test_no_slo_means_nothing_is_late_and_no_quality_means_none(records):
     format_summary(empty)
 
 
+def test_a_generator_behind_its_schedule_is_said_at_the_top_of_the_summary():
+    """At 3,000 requests/s the generator sent 1.6 s late, and the summary's only sign of it was its last line."""
+    on_time, late = (make_record(0, 0, 1.0, sent, 50.0, Answer("busy", code="busy"), None) for sent in (1.01, 1.5))
+    assert "WARNING" not in format_summary(summarize([on_time], slo_ms=None, duration_s=2.0))
+    lines = format_summary(summarize([on_time, late], slo_ms=None, duration_s=2.0)).splitlines()
+    assert lines[1].startswith("WARNING") and "fell behind its schedule" in lines[1]
+
+
 def test_percentile_is_an_observed_value():
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert percentile(list(range(1, 101)), 99) == 99
