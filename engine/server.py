@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import ipaddress
 import logging
 import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 
 import zmq
 from aiohttp import web
@@ -54,6 +56,18 @@ _SWEEP_INTERVAL_S = 0.1
 _SWEEPS_PER_SLO = 50
 _MIN_SWEEP_INTERVAL_S = 0.005
 _STATS_INTERVAL_S = 1.0
+
+
+@contextlib.contextmanager
+def _bind_errors_named(flag: str) -> Iterator[None]:
+    """An address this host cannot listen on (in use, not its own, a privileged port) is the user's to change: one
+    line naming the flag, not a traceback."""
+    try:
+        yield
+    except zmq.ZMQError as error:
+        if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise UsageError(f"{flag}: {error}") from None
 
 
 def _warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_can_do: str) -> None:
@@ -141,16 +155,17 @@ class Engine:
         self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
         self._resources.callback(shutil.rmtree, self._ipc_dir, True)
         local = f"ipc://{self._ipc_dir}/workers"
-        self.link = WorkerLink(
-            self._context,
-            [local, *config.worker_listen],
-            self.registry,
-            self.metrics,
-            config.heartbeat_interval_s,
-            config.heartbeat_timeout_s,
-            server_keys,
-            backend=config.launch.backend,
-        )
+        with _bind_errors_named("--worker-listen"):
+            self.link = WorkerLink(
+                self._context,
+                [local, *config.worker_listen],
+                self.registry,
+                self.metrics,
+                config.heartbeat_interval_s,
+                config.heartbeat_timeout_s,
+                server_keys,
+                backend=config.launch.backend,
+            )
         self._resources.callback(self.link.close)
         self.control = build_control(config, time.monotonic())
         self.dispatcher = Dispatcher(
@@ -179,7 +194,8 @@ class Engine:
         self.admission = Admission(
             self.registry, config.launch.backend, config.dispatch.retry_after_s, config.dispatch.max_queue
         )
-        self.clients = ClientDoor(self, self._context, config.client_listen, client_keys)
+        with _bind_errors_named("--client-listen"):
+            self.clients = ClientDoor(self, self._context, config.client_listen, client_keys)
         self._resources.callback(self.clients.close)
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
@@ -312,7 +328,11 @@ class Engine:
             self.clients.start()
             await runner.setup()
             site = web.TCPSite(runner, self.config.host, self.config.port)
-            await site.start()  # an HTTP port in use fails here: what was opened is closed below all the same
+            try:
+                await site.start()  # what was opened is closed below all the same
+            except OSError as error:
+                where = f"--host {self.config.host} --port {self.config.port}"
+                raise UsageError(f"{where}: {error.strerror or error}") from None
             port = runner.addresses[0][1]
             log.info("HTTP API listening on http://%s:%d (POST /v1/images/generations)", self.config.host, port)
             endpoints = ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints)

@@ -1,14 +1,17 @@
-"""An engine that cannot start (a port in use) closes what it opened: no folder, socket or thread is left."""
+"""An engine that cannot start (a port in use) says which flag in one line, and closes what it opened: no folder,
+socket or thread is left."""
 
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 
 import pytest
-import zmq
 
+from engine.arg_types import UsageError
 from engine.server import Engine
-from engine_process import in_process_config
+from engine_process import ROOT, in_process_config
 from protocols.curve import create_key_files
 
 
@@ -37,7 +40,7 @@ async def test_an_http_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy
     engine = Engine(
         in_process_config(tmp_path, port=busy_port, curve_secret_file=str(secret), curve_allowed_dir=str(keys))
     )
-    with pytest.raises(OSError):
+    with pytest.raises(UsageError, match=f"--host 127.0.0.1 --port {busy_port}: .*address already in use"):
         await engine.run()
     assert list(temp_root.iterdir()) == []
     assert set(threading.enumerate()) <= threads  # the CURVE gate's thread stopped
@@ -45,7 +48,22 @@ async def test_an_http_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy
 
 
 def test_a_worker_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port):
-    with pytest.raises(zmq.ZMQError):
-        Engine(in_process_config(tmp_path, worker_listen=(f"tcp://127.0.0.1:{busy_port}",)))
+    address = f"tcp://127.0.0.1:{busy_port}"
+    with pytest.raises(UsageError, match=f"--worker-listen: Address already in use \\(addr='{address}'\\)"):
+        Engine(in_process_config(tmp_path, worker_listen=(address,)))
     assert list(temp_root.iterdir()) == []
     Engine(in_process_config(tmp_path)).close()
+
+
+@pytest.mark.parametrize("flag", ["--port", "--client-listen", "--worker-listen"])
+def test_argus_serve_on_an_address_in_use_says_which_in_one_line_and_exits_2(busy_port, flag):
+    """Each was a traceback, exit 1: a second engine started beside a first one, on the default ports."""
+    ports = {"--port": "0", "--client-listen": "tcp://127.0.0.1:0", "--worker-listen": "tcp://127.0.0.1:0"}
+    ports[flag] = str(busy_port) if flag == "--port" else f"tcp://127.0.0.1:{busy_port}"
+    flags = [x for pair in ports.items() for x in pair]
+    command = [sys.executable, "-m", "engine.cli", "serve", "--workers", "0", *flags]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("argus serve: error: ") and flag in last and "in use" in last.lower()
