@@ -2,7 +2,7 @@
 
 The socket's FD only signals that its events *may* have changed, so every
 wake-up (and the loop turn after a send, which can swallow that signal)
-re-reads ZMQ_EVENTS and receives until nothing is left. A burst is handled in slices so one busy peer
+receives until nothing is left (EAGAIN). A burst is handled in slices so one busy peer
 cannot starve the rest of the loop.
 """
 
@@ -21,9 +21,6 @@ _SLICE = 256
 # plain ints: pyzmq's enum flags cost an enum operation at every use on the hot path
 _DONTWAIT = int(zmq.DONTWAIT)
 _MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_RCVMORE = int(zmq.RCVMORE)
 
 OnMessage = Callable[[bytes, list[zmq.Frame]], None]
 
@@ -71,13 +68,21 @@ class LoopSocket:
     def _drain(self) -> None:
         self._drain_scheduled = False
         sock = self._sock
+        recv = sock.recv
         for _ in range(_SLICE):
-            if sock.closed or not sock.get(_EVENTS) & _POLLIN:
+            if sock.closed:
                 return
-            identity = sock.recv(_DONTWAIT)
-            frames = [sock.recv(_DONTWAIT, copy=False)]
-            while sock.get(_RCVMORE):
-                frames.append(sock.recv(_DONTWAIT, copy=False))
+            # receiving until EAGAIN re-reads the socket's events as ZMQ_EVENTS would, and spares a getsockopt
+            # per message and per frame: pyzmq looks each option up in an enum (9.9 against 2.8 us a 3-frame message)
+            try:
+                identity = recv(_DONTWAIT)
+            except zmq.Again:
+                return
+            frame = recv(_DONTWAIT, copy=False)  # a ROUTER's identity always has a frame after it
+            frames = [frame]
+            while frame.more:
+                frame = recv(_DONTWAIT, copy=False)
+                frames.append(frame)
             try:
                 self._on_message(identity, frames)
             except Exception:  # a bug in one handler must not stall the socket for everyone
