@@ -7,6 +7,8 @@ import base64
 import hmac
 import itertools
 import logging
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -16,11 +18,14 @@ import msgspec
 from aiohttp import web
 
 from engine.arg_types import URL_HOST
+from engine.config import LaunchConfig
 from engine.image_files import ImagesTooLarge
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.openai_images import (
     ImageData,
     InvalidRequest,
+    Model,
+    ModelList,
     error_response,
     image_data,
     images_response,
@@ -53,10 +58,12 @@ _STATUS = {
     "not_found": 404,
     "unauthorized": 401,
     "no_plan": 503,
+    "model_not_found": 404,
     "internal_error": 500,
 }
 
 ENGINE_KEY = web.AppKey("engine", object)
+MODEL_KEY = web.AppKey("model", Model)
 _BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
@@ -80,6 +87,7 @@ def build_app(engine: Engine) -> web.Application:
         middlewares.append(_require_api_key(engine.config.api_key))
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
+    app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
     app.router.add_post("/v1/images/generations", generate)
     app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")
     app.router.add_get("/health", health)
@@ -87,7 +95,14 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/plan", plan)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model}", model)
     return app
+
+
+def served_model_id(launch: LaunchConfig) -> str:
+    """The name GET /v1/models gives: the --model folder's, else the backend's (tiny, sim: no folder)."""
+    return os.path.basename(os.path.normpath(launch.model)) if launch.model else f"argus-{launch.backend}"
 
 
 def _json(body: msgspec.Struct, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -243,6 +258,18 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     engine: Engine = request.app[ENGINE_KEY]
     return web.json_response(openapi_document(version("argus-serve"), api_key=bool(engine.config.api_key)))
+
+
+async def models(request: web.Request) -> web.Response:
+    """For OpenAI clients and tools that list models before they ask for images."""
+    return _json(ModelList([request.app[MODEL_KEY]]))
+
+
+async def model(request: web.Request) -> web.Response:
+    served = request.app[MODEL_KEY]
+    if request.match_info["model"] != served.id:
+        return _error("model_not_found", f"this engine serves one model, {served.id!r}", "model")
+    return _json(served)
 
 
 async def plan(request: web.Request) -> web.Response:

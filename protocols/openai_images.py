@@ -143,6 +143,20 @@ class ImagesResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     model: str | None = None
 
 
+class Model(msgspec.Struct, frozen=True):
+    """What GET /v1/models lists: the one model this engine serves (the images endpoint echoes any `model`)."""
+
+    id: str
+    created: int
+    object: str = "model"
+    owned_by: str = "argus"
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    data: list[Model]
+    object: str = "list"
+
+
 class ErrorDetail(msgspec.Struct, frozen=True):
     message: str
     type: str

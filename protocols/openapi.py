@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from protocols.limits import OUTPUT_FORMATS
-from protocols.openai_images import ErrorResponse, ImageGenerationRequest, ImagesResponse
+from protocols.openai_images import ErrorResponse, ImageGenerationRequest, ImagesResponse, Model, ModelList
 
 _REF = "#/components/schemas/{name}"
 
@@ -20,7 +20,7 @@ def _error(description: str) -> dict:
 
 def openapi_document(version: str, api_key: bool) -> dict:
     (_, components) = msgspec.json.schema_components(
-        [ImageGenerationRequest, ImagesResponse, ErrorResponse], ref_template=_REF
+        [ImageGenerationRequest, ImagesResponse, ErrorResponse, Model, ModelList], ref_template=_REF
     )
     guarded = [{"bearer": []}] if api_key else []
     generate = {
@@ -76,6 +76,25 @@ def openapi_document(version: str, api_key: bool) -> dict:
                     "operationId": "plan",
                     "summary": "The controller's plan in force: workers per level and redirection",
                     "responses": {**any_json, "503": _error("no plan made yet")},
+                    "security": guarded,
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "summary": "The one model this engine serves (the images endpoint echoes any model it is given)",
+                    "responses": {"200": {"description": "ok", "content": _json_content("ModelList")}},
+                    "security": guarded,
+                }
+            },
+            "/v1/models/{model}": {
+                "get": {
+                    "operationId": "retrieveModel",
+                    "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "ok", "content": _json_content("Model")},
+                        "404": _error("not the model this engine serves"),
+                    },
                     "security": guarded,
                 }
             },

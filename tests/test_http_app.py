@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from engine.config import LaunchConfig
 from engine.http_api import build_app, request_ids
 
 
@@ -20,7 +21,7 @@ def test_ids_share_one_random_prefix_and_never_repeat(monkeypatch):
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():
-    engine = SimpleNamespace(config=SimpleNamespace(api_key=None, max_body_bytes=1024))
+    engine = SimpleNamespace(config=SimpleNamespace(api_key=None, max_body_bytes=1024, launch=LaunchConfig()))
     app = build_app(engine)
 
     async def broken(request):

@@ -34,9 +34,9 @@ def call(engine, path: str, key: str | None, body: dict | None = None, scheme: s
 
 
 @pytest.mark.parametrize("key", [None, "wrong", "s3cret-but-longer", ""])
-@pytest.mark.parametrize("path", ["/v1/images/generations", "/ready", "/metrics", "/openapi.json"])
+@pytest.mark.parametrize("path", ["/v1/images/generations", "/ready", "/metrics", "/openapi.json", "/v1/models"])
 def test_missing_or_wrong_key_is_401(engine, path, key):
-    body = {"prompt": "a cat", "size": "64x64"} if path.startswith("/v1") else None
+    body = {"prompt": "a cat", "size": "64x64"} if path.startswith("/v1/images") else None
     status, reply = call(engine, path, key, body)
     assert status == 401
     assert reply["error"]["code"] == "unauthorized"

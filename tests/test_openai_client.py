@@ -80,6 +80,15 @@ def test_model_is_echoed_and_default_size_applies(engine, client):
     assert engine.metric("argus_images_total", level="0") >= 5
 
 
+def test_models_lists_the_one_served_and_retrieves_only_it(client):
+    """Tools that list models before they ask for images got a 404 for the list."""
+    (served,) = client.models.list().data
+    assert (served.id, served.object, served.owned_by) == ("argus-tiny", "model", "argus")
+    assert client.models.retrieve("argus-tiny").id == "argus-tiny"
+    with pytest.raises(openai.NotFoundError, match="this engine serves one model, 'argus-tiny'"):
+        client.models.retrieve("dall-e-3")
+
+
 def test_an_argument_given_as_none_is_its_default(client):
     # the client sends None as null, as OpenAI's API takes it
     response = client.images.generate(
