@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,6 +19,7 @@ from protocols.worker_messages import (
     GenerateItem,
     ItemCancelled,
     ItemDone,
+    ItemFailed,
     engine_side_codec,
     worker_side_codec,
 )
@@ -276,9 +278,6 @@ def test_item_done_crosses_the_wire(full_run):
         batch(height=100),
         batch(output_format="gif"),
         batch(level=STEPS),
-        batch(level=4),  # no latent
-        batch(level=4, items=(GenerateItem("r", "p", 1, np.zeros((4, 4, 4), np.float16)),)),
-        batch(items=(GenerateItem("r", "p", 1, np.zeros((4, 8, 8), np.float16)),)),
         batch(items=tuple(GenerateItem(str(i), "p", i) for i in range(5))),
     ],
 )
@@ -286,6 +285,36 @@ def test_unrunnable_batches_are_refused(backend, unet_calls, bad):
     with pytest.raises(ValueError):
         backend.run(bad, RecordingControl())
     assert unet_calls.count == 0
+
+
+def with_nan(latent: np.ndarray) -> np.ndarray:
+    spoilt = latent.astype(np.float32)
+    spoilt[0, 0, 0] = np.nan
+    return spoilt
+
+
+@pytest.mark.parametrize(
+    ("level", "bad_latent", "why"),
+    [
+        (8, None, "expected a float16 or float32 latent"),
+        (8, np.zeros((4, 4, 4), np.float16), r"shape \(4, 8, 8\)"),
+        (8, np.zeros((4, 8, 8), np.uint8), "got uint8"),
+        (8, with_nan, "NaN or infinite"),
+        (8, np.full((4, 8, 8), np.inf, np.float32), "NaN or infinite"),
+        (0, np.zeros((4, 8, 8), np.float16), "a level-0 item takes no latent"),
+    ],
+)
+def test_an_item_whose_latent_cannot_start_a_run_fails_alone(backend, full_run, unet_calls, level, bad_latent, why):
+    """A NaN or uint8 latent ran to an image answered as made; a latent of the wrong shape failed every batch-mate."""
+    good = full_run.by_level()[8] if level else None
+    if callable(bad_latent):
+        bad_latent = bad_latent(full_run.by_level()[8])
+    items = (GenerateItem("bad", "a dog", 2, bad_latent), GenerateItem("good", "a cat", 1, good))
+    failed, done = backend.run(batch(level=level, items=items), RecordingControl())
+    assert isinstance(failed, ItemFailed) and failed.request_id == "bad" and failed.code == "worker_error"
+    assert re.search(why, failed.message)
+    assert isinstance(done, ItemDone) and done.request_id == "good" and done.steps_run == STEPS - level
+    assert unet_calls.count == STEPS - level  # one run, for the good item alone
 
 
 def test_describe(backend):

@@ -11,19 +11,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import numpy as np
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
 from protocols.codec import Blob
 from protocols.limits import OUTPUT_FORMATS, SIZE_MULTIPLE
-from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
+from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
 from workers.backend import Backend, BackendInfo, BatchAborted, StepControl
 from workers.config import sdxl_model_problem
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
+# what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
+_LATENT_DTYPES = (np.float16, np.float32)
 
 
 class _ResumePipeline(StableDiffusionXLImg2ImgPipeline):
@@ -104,8 +107,22 @@ class DiffusionBackend(Backend):
         return self._info
 
     def run(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
-        started = time.perf_counter()
         self._check(batch)
+        # an item this backend cannot start from fails alone: its batch-mates are other clients' images
+        problems = {item.request_id: problem for item in batch.items if (problem := self._latent_problem(batch, item))}
+        if not problems:
+            return self._run_checked(batch, control)
+        runnable = [item for item in batch.items if item.request_id not in problems]
+        made = iter(self._run_checked(msgspec.structs.replace(batch, items=runnable), control) if runnable else [])
+        return [
+            ItemFailed(item.request_id, "worker_error", problems[item.request_id])
+            if item.request_id in problems
+            else next(made)
+            for item in batch.items
+        ]
+
+    def _run_checked(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
+        started = time.perf_counter()
         ids = [item.request_id for item in batch.items]
         if all(control.is_aborted(rid) for rid in ids):
             return _cancel_all(batch)
@@ -193,14 +210,21 @@ class DiffusionBackend(Backend):
                 )
         if batch.output_format not in OUTPUT_FORMATS:
             raise ValueError(f"unsupported output format {batch.output_format!r}")
+
+    def _latent_problem(self, batch: Generate, item: GenerateItem) -> str | None:
+        """Why this item's latent cannot start its run, or None. A NaN or an infinity ran to a black image answered
+        as made; a uint8 array (which the wire carries, for images) to a meaningless one."""
+        if batch.level == 0:
+            return None if item.latent is None else f"{item.request_id}: a level-0 item takes no latent"
         channels, factor = self._latent_shape
         shape = (channels, batch.height // factor, batch.width // factor)
-        for item in batch.items:
-            if batch.level == 0 and item.latent is not None:
-                raise ValueError(f"{item.request_id}: a level-0 item takes no latent")
-            if batch.level > 0 and (item.latent is None or item.latent.shape != shape):
-                got = None if item.latent is None else item.latent.shape
-                raise ValueError(f"{item.request_id}: expected a latent of shape {shape}, got {got}")
+        latent = item.latent
+        if latent is None or latent.shape != shape or latent.dtype not in _LATENT_DTYPES:
+            got = None if latent is None else f"{latent.dtype} {latent.shape}"
+            return f"{item.request_id}: expected a float16 or float32 latent of shape {shape}, got {got}"
+        if not np.isfinite(latent).all():
+            return f"{item.request_id}: the latent holds NaN or infinite values"
+        return None
 
 
 def _cancel_all(batch: Generate) -> list[ItemOutcome]:
