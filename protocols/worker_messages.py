@@ -109,6 +109,30 @@ class Generate(msgspec.Struct, tag="generate", frozen=True):
     items: list[GenerateItem]
 
 
+class _ItemId(msgspec.Struct, frozen=True):
+    request_id: str
+
+
+class _GenerateIds(msgspec.Struct, tag="generate", frozen=True):
+    """The part of a Generate that a frame of the wrong size, or one too many, leaves readable."""
+
+    batch_id: int
+    items: list[_ItemId]
+
+
+_GENERATE_IDS = msgspec.msgpack.Decoder(_GenerateIds)
+
+
+def generate_ids(header: memoryview | bytes) -> tuple[int, list[str]] | None:
+    """The batch id and request ids of a Generate whose header decodes but whose frames do not, or None: the worker
+    answers each item failed, where the engine would wait for them until their deadline, or for ever."""
+    try:
+        batch = _GENERATE_IDS.decode(header)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return batch.batch_id, [item.request_id for item in batch.items]
+
+
 class Abort(msgspec.Struct, tag="abort", frozen=True):
     request_ids: list[str]
 

@@ -1,5 +1,7 @@
 """An engine's worker socket and nothing else: a test drives a real worker process message by message."""
 
+import time
+
 import zmq
 
 from engine_process import free_port
@@ -17,8 +19,9 @@ class FakeEngine:
         self.identity = b""
 
     def receive(self, kind: type, timeout_s: float = 120.0):
-        """The next message of `kind` (heartbeats in between are skipped)."""
-        while self.socket.poll(int(timeout_s * 1000)):
+        """The next message of `kind` (heartbeats in between are skipped), within `timeout_s` in all."""
+        deadline = time.monotonic() + timeout_s
+        while self.socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
             identity, *frames = self.socket.recv_multipart()
             message = self.codec.decode(frames)
             self.identity = identity

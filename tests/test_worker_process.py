@@ -17,6 +17,7 @@ from protocols.worker_messages import (
     Hello,
     ItemCancelled,
     ItemDone,
+    ItemFailed,
     LevelSet,
     SetLevel,
     Shutdown,
@@ -94,6 +95,22 @@ def test_garbage_from_the_engine_side_does_not_kill_the_worker(worker):
     engine.socket.send_multipart([engine.identity, os.urandom(40)])
     engine.socket.send_multipart([engine.identity, b"\x81\xa4type\xa8generate"])
     (done,) = generate(engine, 40)
+    assert done.steps_run == STEPS and process.poll() is None
+
+
+def test_a_batch_whose_frames_do_not_decode_is_answered_failed(worker):
+    """A latent frame of the wrong size: the worker dropped the batch unanswered, so the engine waited for its
+    images until their deadline, or for ever."""
+    engine, _, process = worker
+    latent = np.zeros((4, 8, 8), np.float16)
+    items = [GenerateItem("whole", "a cat", 1, latent), GenerateItem("short", "a dog", 2, latent)]
+    frames = engine.codec.encode(Generate(45, 5, STEPS, 64, 64, 5.0, "png", items))
+    frames[2] = bytes(frames[2])[:-2]
+    engine.socket.send_multipart([engine.identity, *frames])
+    answer = engine.receive(BatchDone, timeout_s=30)
+    assert answer.batch_id == 45 and [o.request_id for o in answer.outcomes] == ["whole", "short"]
+    assert all(isinstance(o, ItemFailed) and "frame size" in o.message for o in answer.outcomes)
+    (done,) = generate(engine, 46)
     assert done.steps_run == STEPS and process.poll() is None
 
 

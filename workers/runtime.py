@@ -51,6 +51,7 @@ from protocols.worker_messages import (
     SetLevel,
     Shutdown,
     Welcome,
+    generate_ids,
     worker_side_codec,
 )
 from workers.backend import Backend, BatchAborted
@@ -275,7 +276,20 @@ class WorkerRuntime:
     def _drain(self) -> None:
         while self._socket.poll(0, zmq.POLLIN):
             self._last_heard = time.monotonic()
-            self._handle(self._codec.decode(self._socket.recv_multipart(copy=False)))
+            frames = self._socket.recv_multipart(copy=False)
+            message = self._codec.decode(frames)
+            if isinstance(message, DecodeError):
+                self._undecodable(frames[0].buffer, message.reason)
+            else:
+                self._handle(message)
+
+    def _undecodable(self, header: memoryview, reason: str) -> None:
+        log.error("undecodable message from engine: %s", reason)
+        batch = generate_ids(header)
+        if batch is not None:
+            batch_id, request_ids = batch
+            failed = f"the batch did not decode: {reason}"
+            self._send(BatchDone(batch_id, [ItemFailed(rid, "worker_error", failed) for rid in request_ids]))
 
     def _handle(self, message: object) -> None:
         if isinstance(message, Generate):
@@ -297,8 +311,6 @@ class WorkerRuntime:
             self._lose_engine("the engine does not know this worker (it was dropped, or the engine restarted)")
         elif isinstance(message, (EngineHeartbeat, Welcome)):
             pass  # liveness only (a Welcome repeated for a hello retry)
-        elif isinstance(message, DecodeError):
-            log.error("undecodable message from engine: %s", message.reason)
         else:
             log.warning("unexpected %s from engine", type(message).__name__)
 
