@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Iterator
 
@@ -250,6 +251,22 @@ def test_batch_of_two_prompts_including_unicode(backend, full_run, unet_calls):
     assert all(isinstance(o, ItemDone) for o in outcomes)
     assert outcomes[0].image != outcomes[1].image
     assert unet_calls.count == STEPS - 8  # one UNet call per step for the whole batch
+
+
+def test_a_prompt_past_77_tokens_runs_and_is_not_logged(backend, full_run):
+    """Diffusers logged the cut-off part of every long prompt at WARNING, twice: users' words in the worker's log."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    diffusers_log = logging.getLogger("diffusers")
+    diffusers_log.addHandler(handler)
+    try:
+        item = GenerateItem("r", "a lighthouse at dusk, " * 200 + "secret words", 3, full_run.by_level()[12])
+        (done,) = backend.run(batch(level=12, items=(item,)), RecordingControl())
+    finally:
+        diffusers_log.removeHandler(handler)
+    assert isinstance(done, ItemDone) and done.steps_run == STEPS - 12
+    assert not [r for r in records if "secret words" in r.getMessage()]
 
 
 @pytest.mark.parametrize(("fmt", "pil_format"), [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])

@@ -8,6 +8,7 @@ cache level so the engine can cache them for later neighbours.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -25,8 +26,20 @@ from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
+_TRUNCATION_NOTICE = "The following part of your input was truncated"
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
 _LATENT_DTYPES = (np.float16, np.float32)
+
+
+def _drop_truncation_notices(record: logging.LogRecord) -> bool:
+    """CLIP reads 77 tokens, and SD-XL cuts every prompt there. Diffusers logs the rest of each longer prompt at
+    WARNING, once per text encoder: users' words, up to 4,000 characters a prompt, in a shared log, for a
+    routine event (many prompts run past 77 tokens)."""
+    return not record.getMessage().startswith(_TRUNCATION_NOTICE)
+
+
+for _pipeline in (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline):
+    logging.getLogger(_pipeline.__module__).addFilter(_drop_truncation_notices)
 
 
 class _ResumePipeline(StableDiffusionXLImg2ImgPipeline):
