@@ -2,12 +2,15 @@
 
 import argparse
 import math
+import subprocess
 
 import pytest
+from fake_engine import FakeEngine
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments
 from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
-from protocols.worker_messages import Generate, GenerateItem
+from engine_process import start_worker
+from protocols.worker_messages import PROTOCOL_VERSION, Generate, GenerateItem, Heartbeat, Hello, Welcome
 from workers.main import SIM_SIMILARITY_TABLE_ENV, sim_similarity_table
 from workers.sim_backend import SimBackend
 
@@ -125,3 +128,18 @@ def test_a_sim_worker_reports_the_quality_of_the_engines_embedder_table(tmp_path
         _, done = worker.generate(5, 50, 64, 5.0, items)
     model = QualityModel(sim_similarity_table(embedder or "hash"))
     assert [d.quality for d in done] == [model.quality(5, i.similarity, i.prompt) for i in items]
+
+
+def test_a_sim_worker_says_it_is_simulated_as_it_starts():
+    """Its one line said 'ready (sim on sim)': nothing of a simulation, where a fleet of them says SIMULATED."""
+    engine = FakeEngine()
+    process = start_worker(engine.address, "sim", "--time-scale", "0", stderr=subprocess.PIPE, text=True)
+    try:
+        engine.receive(Hello)
+        engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
+        engine.receive(Heartbeat)  # sent once it logged that it is ready
+    finally:
+        process.terminate()
+        _, log = process.communicate(timeout=30)
+        engine.close()
+    assert "ready (sim on sim) SIMULATED" in log

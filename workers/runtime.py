@@ -160,7 +160,13 @@ class WorkerRuntime:
         try:
             if not self._handshake():
                 return
-            log.info("worker %s ready (%s on %s)", self.identity.decode(), self._info.name, self._info.device)
+            log.info(
+                "worker %s ready (%s on %s)%s",
+                self.identity.decode(),
+                self._info.name,
+                self._info.device,
+                " SIMULATED: no model runs" if self._info.simulated else "",
+            )
             while not self._stopping:
                 self._drain()
                 self._heartbeat_if_due()
