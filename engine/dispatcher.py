@@ -550,6 +550,7 @@ class Dispatcher:
                     steps_run=message.steps_run,
                     worker=worker.name,
                     quality=message.quality,
+                    simulated=worker.hello.simulated,
                 ),
             )
         elif isinstance(message, ItemFailed):

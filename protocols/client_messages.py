@@ -52,6 +52,7 @@ class ImageResult(msgspec.Struct, frozen=True):
     steps_run: int  # denoising steps run for this image (N - level)
     worker: str
     quality: float | None = None  # modelled, set only by simulated workers
+    simulated: bool = False  # made by a simulated worker: no model ran, run_ms is a scaled profile
 
 
 class Images(msgspec.Struct, tag="images", frozen=True):

@@ -126,6 +126,8 @@ class ArgusImageInfo(msgspec.Struct, frozen=True):
     steps_run: int  # denoising steps run (N - level)
     worker: str
     quality: float | None  # modelled quality, simulated workers only
+    # made by a simulated worker (--backend sim): no model ran, its run_ms is a scaled profile, its quality modelled
+    simulated: bool
 
 
 class ImageData(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -178,6 +180,7 @@ def image_data(result: ImageResult, b64_json: str | None = None, url: str | None
         steps_run=result.steps_run,
         worker=result.worker,
         quality=result.quality,
+        simulated=result.simulated,
     )
     return ImageData(argus=info, b64_json=b64_json, url=url)
 

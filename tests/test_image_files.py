@@ -97,7 +97,9 @@ async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_hande
             async with session.get(first["url"]) as image:
                 assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
             async with session.post(url, json=body | {"response_format": "b64_json"}) as reply:
-                assert reply.status == 200 and len((await reply.json())["data"]) == 3
+                data = (await reply.json())["data"]
+                assert reply.status == 200 and len(data) == 3
+                assert all(entry["argus"]["simulated"] for entry in data)  # sim workers: said so with every image
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)

@@ -46,7 +46,7 @@ def test_b64_json_images_decode_at_the_requested_size(client):
     meta = [entry.model_extra["argus"] for entry in response.data]
     assert [m["seed"] for m in meta] == [3, 4]
     assert all(m["level"] == 0 and m["run_ms"] > 0 and m["queue_ms"] >= 0 for m in meta)
-    assert all(m["similarity"] is None for m in meta)
+    assert all(m["similarity"] is None and m["quality"] is None and m["simulated"] is False for m in meta)
 
 
 def test_url_images_are_served_by_the_engine(client):

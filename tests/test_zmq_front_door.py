@@ -31,6 +31,7 @@ def test_sync_client_gets_images_with_metadata(engine):
     for image in reply.images:
         assert image.image[:3] == b"\xff\xd8\xff"  # JPEG
         assert image.level == 0 and image.run_ms > 0 and image.worker.startswith("local-")
+        assert image.simulated and image.quality is not None  # sim workers: said so with every image
 
 
 def test_async_client_pipelines_many_requests(engine):
