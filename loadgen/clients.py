@@ -70,6 +70,7 @@ class _Argus(msgspec.Struct):
     queue_ms: float = 0.0
     run_ms: float = 0.0
     worker: str = ""
+    simulated: bool = False
 
 
 class _Entry(msgspec.Struct):
@@ -154,7 +155,7 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 def _image(meta: _Argus) -> ImageMeta:
-    return ImageMeta(meta.level, meta.similarity, meta.quality, meta.queue_ms, meta.run_ms, meta.worker)
+    return ImageMeta(meta.level, meta.similarity, meta.quality, meta.queue_ms, meta.run_ms, meta.worker, meta.simulated)
 
 
 # -- ZeroMQ -------------------------------------------------------------------------------
@@ -183,7 +184,10 @@ class ZmqLoadClient(LoadClient):
                 log.error("%s: no request over --zmq can be served", refused)
             return Answer("error", code="connection_refused")
         if isinstance(reply, Images):
-            images = [ImageMeta(r.level, r.similarity, r.quality, r.queue_ms, r.run_ms, r.worker) for r in reply.images]
+            images = [
+                ImageMeta(r.level, r.similarity, r.quality, r.queue_ms, r.run_ms, r.worker, r.simulated)
+                for r in reply.images
+            ]
             return Answer("images", images=images)
         if isinstance(reply, Busy):
             return Answer("busy", code="busy")

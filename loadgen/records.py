@@ -34,6 +34,7 @@ class Record(TypedDict):
     queue_ms: float | None
     run_ms: float | None
     worker: str | None
+    simulated: bool | None  # made by a simulated worker: quality modelled, run_ms a scaled profile
     n_images: int
 
 
@@ -45,6 +46,7 @@ class ImageMeta:
     queue_ms: float
     run_ms: float
     worker: str
+    simulated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,5 +98,6 @@ def make_record(
         queue_ms=first.queue_ms if first else None,
         run_ms=first.run_ms if first else None,
         worker=first.worker if first else None,
+        simulated=first.simulated if first else None,
         n_images=0 if answer is None else len(answer.images),
     )

@@ -47,6 +47,7 @@ def test_each_policy_writes_one_record_a_request_on_the_simulated_clock(tmp_path
         assert len(records) == summary["requests"] > 0
         assert [r["id"] for r in records] == list(range(len(records)))
         assert all(r["outcome"] in OUTCOMES for r in records)
+        assert all(r["simulated"] for r in records if r["n_images"])  # sim workers: every image says so
         # the records' times are the summary's: both on the simulated clock
         served = [r["latency_ms"] for r in records if r["outcome"] in ("ok", "late")]
         assert percentile(served, 50) == summary["p50_ms"]

@@ -57,7 +57,8 @@ def test_http_trace_replay_through_the_cli(engine, tmp_path, capsys):
     assert_each_request_counted_once(records, summary, 12)
     assert summary["outcomes"]["ok"] + summary["outcomes"]["late"] == 12
     assert all(r["status"] == 200 and r["n_images"] == 1 and r["level"] == 0 for r in records)
-    assert all(r["worker"].startswith("local-") and r["run_ms"] > 0 for r in records)
+    assert all(r["worker"].startswith("local-") and r["run_ms"] > 0 and r["simulated"] is False for r in records)
+    assert summary["simulated"] is False
     assert [r["prompt_index"] for r in records] == list(range(12))
     assert summary["level_mix"] == {"0": 1.0} and summary["cache_hit_rate"] == 0.0
     # workers per level come from the controller's plan (GET /plan)

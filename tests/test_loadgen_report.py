@@ -57,6 +57,15 @@ def test_outcomes_are_classified_and_add_up(records):
     }  # fmt: skip
 
 
+def test_images_of_simulated_workers_are_labelled_so_in_the_summary(records):
+    assert summarize(records, slo_ms=SLO_MS, duration_s=10.0)["simulated"] is False
+    simulated = ImageMeta(0, None, 99.0, queue_ms=1.0, run_ms=100.0, worker="w0", simulated=True)
+    record = make_record(0, 0, 0.0, 0.0, 10.0, Answer("images", images=[simulated]), SLO_MS)
+    summary = summarize([record], slo_ms=SLO_MS, duration_s=1.0)
+    assert record["simulated"] and summary["simulated"]
+    assert "99 %  (SIMULATED workers: modelled)" in format_summary(summary)
+
+
 def test_summary_arithmetic(records):
     summary = summarize(records, slo_ms=SLO_MS, duration_s=10.0)
     # (late + rejected + error + deadline_exceeded) / sent; cancelled is not a violation
