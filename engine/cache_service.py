@@ -66,8 +66,10 @@ class CacheService:
         seed: int = 0,
         fallback_levels: FallbackLevels | None = None,
         directory_lock: int | None = None,
+        config: CacheConfig | None = None,
     ):
         self._cache = cache
+        self._config = config  # to open the saved cache once the model is named (adopt_model)
         self._directory_lock = directory_lock  # held until close(): the save at the drain is still this engine's
         self._embedder = embedder
         self._choose = choose
@@ -102,6 +104,15 @@ class CacheService:
         future = self._thread.submit(self._cache.insert, request.spec.prompt, vector, shape, latents)
         future.add_done_callback(_log_failure)
 
+    def adopt_model(self, model: str) -> None:
+        """The model the engine could not name at start, named by the first worker welcomed: the saved cache is
+        restored now if that model made it, and set aside if another did. Until now the cache held nothing (no
+        worker had made anything), and the saved one was left unread: its latents may be another model's."""
+        if self._cache is None or self._cache.model:
+            return
+        future = self._thread.submit(self._adopt_model, model)
+        future.add_done_callback(_log_failure)
+
     async def stats(self) -> CacheStats | None:
         if self._cache is None:
             return None
@@ -111,11 +122,11 @@ class CacheService:
         """Saves the cache (warm restart) and stops the thread; a failed save still closes the cache and the thread."""
         try:
             if self._cache is not None and save_to:
-                await asyncio.wrap_future(self._thread.submit(self._cache.save, save_to))
-                log.info("prompt cache saved to %s", save_to)
+                await asyncio.wrap_future(self._thread.submit(self._save, save_to))
         finally:
             if self._cache is not None:
-                await asyncio.wrap_future(self._thread.submit(self._cache.close))
+                # on the thread, which reads self._cache there: an adopt_model queued before it replaced the cache
+                await asyncio.wrap_future(self._thread.submit(lambda: self._cache.close()))
             self._thread.shutdown(wait=True)
             if self._directory_lock is not None:
                 os.close(self._directory_lock)
@@ -138,6 +149,19 @@ class CacheService:
             then(request, preparation)
 
     # -- on the cache thread ---------------------------------------------------------------
+    def _save(self, directory: str) -> None:
+        if not self._cache.model:
+            # no worker named the model: the last save, whichever model made it, is left for the next start
+            log.info("no worker joined: the saved prompt cache in %s is left as it was", directory)
+            return
+        self._cache.save(directory)
+        log.info("prompt cache saved to %s", directory)
+
+    def _adopt_model(self, model: str) -> None:
+        # inserts come after a worker's images, and so after this (one thread, in order): the cache is still empty
+        self._cache.close()
+        self._cache = open_prompt_cache(self._config, model, self._embedder, self._cache.levels)
+
     def _prepare_all(self, requests: list[AdmittedRequest]) -> list[Preparation]:
         vectors = self._embedder.embed([request.spec.prompt for request in requests])
         shapes = [ShapeKey(request.steps, request.width, request.height) for request in requests]
@@ -180,8 +204,8 @@ def _log_failure(future) -> None:
         log.error("caching a generation failed: %s", future.exception())
 
 
-def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int, ...]) -> PromptCache:
-    """The cache saved in `config.directory` at the last shutdown, or a new one.
+def open_prompt_cache(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> PromptCache:
+    """The cache saved in `config.directory` at the last shutdown if `model` made it, or a new one.
 
     A file that cannot be trusted (corrupt, foreign, another version) is set
     aside under a name of its own (never half-loaded, never overwritten), and the
@@ -192,9 +216,9 @@ def open_prompt_cache(config: CacheConfig, embedder: Embedder, levels: tuple[int
     spill = os.path.join(config.directory, "spill") if config.directory else None
     if config.directory:
         _remove_leftovers(config.directory, spill)
-    arguments = (embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, config.model)
+    arguments = (embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model)
     saved = os.path.join(config.directory, FILE_NAME) if config.directory else None
-    if saved and os.path.exists(saved):
+    if saved and model and os.path.exists(saved):
         try:
             cache = PromptCache.load(config.directory, *arguments)
             log.info("prompt cache restored from %s: %d prompts", saved, cache.stats().prompts)
@@ -248,17 +272,22 @@ def lock_cache_dir(directory: str) -> int:
 
 
 def build_cache_service(
-    config: CacheConfig, levels: tuple[int, ...], choose: Choose, fallback_levels: FallbackLevels | None = None
+    config: CacheConfig,
+    model: str,
+    levels: tuple[int, ...],
+    choose: Choose,
+    fallback_levels: FallbackLevels | None = None,
 ) -> CacheService:
-    """`fallback_levels`: also hand each hit the latents of these levels (a policy that escalates)."""
+    """`model`: what makes the latents ("" until the first worker names it: adopt_model). `fallback_levels`: also
+    hand each hit the latents of these levels (a policy that escalates)."""
     if not config.enabled:
         return CacheService(None, None, choose)
     embedder = make_embedder(config.embedder, config.embedder_path)
     lock = lock_cache_dir(config.directory) if config.directory else None
     try:
-        cache = open_prompt_cache(config, embedder, levels)
+        cache = open_prompt_cache(config, model, embedder, levels)
     except BaseException:
         if lock is not None:
             os.close(lock)
         raise
-    return CacheService(cache, embedder, choose, fallback_levels=fallback_levels, directory_lock=lock)
+    return CacheService(cache, embedder, choose, fallback_levels=fallback_levels, directory_lock=lock, config=config)

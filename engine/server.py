@@ -165,6 +165,7 @@ class Engine:
                 config.heartbeat_timeout_s,
                 server_keys,
                 backend=config.launch.backend,
+                model=config.model_id,
             )
         self._resources.callback(self.link.close)
         self.control = build_control(config, time.monotonic())
@@ -189,8 +190,9 @@ class Engine:
             config.policy.window_s,
         )
         self.cache = build_cache_service(
-            config.cache, DEFAULT_LEVELS, self.control_loop.choose, self.control.policy.fallback_levels
+            config.cache, config.model_id, DEFAULT_LEVELS, self.control_loop.choose, self.control.policy.fallback_levels
         )
+        self.link.on_model = self.cache.adopt_model
         self.admission = Admission(
             self.registry, config.launch.backend, config.dispatch.retry_after_s, config.dispatch.max_queue
         )

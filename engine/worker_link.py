@@ -67,6 +67,7 @@ class WorkerLink:
         curve: KeyPair | None = None,
         *,
         backend: str,
+        model: str = "",
     ):
         sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS)
         self.endpoints = bind_all(sock, listen)
@@ -74,6 +75,9 @@ class WorkerLink:
         self._codec = engine_side_codec()
         self._version_codec = Codec(HelloVersion)
         self._backend = backend  # the one every worker must run
+        # and the one model: named at start when the engine can read it, else by the first worker welcomed
+        self._model = model or None
+        self._model_named_by = "argus serve --backend/--model"
         self._registry = registry
         self._metrics = metrics
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -84,6 +88,7 @@ class WorkerLink:
         self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
         # set by the engine for Ray actors: why a hello is not from the actor now in its slot, or None
         self.refusal: Callable[[Hello], str | None] = lambda hello: None
+        self.on_model: Callable[[str], None] = lambda model: None  # set by the engine: the first worker named it
 
     def bind_dispatcher(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
@@ -151,7 +156,7 @@ class WorkerLink:
             # worker it was, and the limits and ids derived from that hello would go stale; it joins anew, checked
             self.dispatcher.worker_lost(known, "rejoined")
             known = None
-        reason = hello_refusal(hello, self._backend) or self.refusal(hello)
+        reason = hello_refusal(hello, self._backend, self._model, self._model_named_by) or self.refusal(hello)
         refused = Refused(reason) if reason else (None if known else self._id_in_use(hello.worker_id))
         if refused:
             self._refuse(identity, refused)
@@ -172,10 +177,16 @@ class WorkerLink:
         if not self.send(worker, self._welcome(worker.level)):
             self._registry.remove(worker)
             return
+        if self._model is None:
+            # pinned for this engine's life, even once every worker has gone: the cache holds this model's latents
+            self._model, self._model_named_by = hello.model, f"named by {worker.name}, the first worker it welcomed"
+            log.info("serving model %s, %s", hello.model, self._model_named_by)
+            self.on_model(hello.model)
         log.info(
-            "worker %s ready: %s on %s, pid %d%s",
+            "worker %s ready: %s %s on %s, pid %d%s",
             worker.name,
             hello.backend,
+            hello.model,
             hello.device,
             hello.pid,
             " (SIMULATED)" if hello.simulated else "",

@@ -21,13 +21,18 @@ import numpy as np
 
 from protocols.codec import Blob, Codec
 
-PROTOCOL_VERSION = 3
+# raised with every change to what a message holds: a worker of another version is refused, both versions named
+# (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model
+PROTOCOL_VERSION = 4
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
     protocol: int
     worker_id: str
     backend: str
+    # the identity of the model it runs, by content (workers/model_id.py): the engine's cache hands one worker's
+    # latents to any other, so every worker of an engine must run the same model
+    model: str
     device: str
     simulated: bool
     levels: list[int]  # cache levels K this backend returns latents for

@@ -29,7 +29,7 @@ async def test_a_mixed_fleet_defaults_to_the_usual_size_that_every_worker_takes(
     admission = Admission(registry, "tiny", 1, max_queue=4)
     # (min, max, default): the first to join defaults to 1024, which the two small ones do not take
     for name, sizes in (("big", (128, 2048, 1024)), ("small1", (64, 256, 64)), ("small2", (64, 256, 64))):
-        registry.add(name.encode(), Hello(1, name, "sim", "sim", True, [5], 4, 50, *sizes, 0, 1), 0)
+        registry.add(name.encode(), Hello(1, name, "sim", "sim:0", "sim", True, [5], 4, 50, *sizes, 0, 1), 0)
     admitted = admission.check(Generate("default", "p"), room=True)
     # the usual default (64), raised to the least size the big one takes
     assert (admitted.width, admitted.height) == (128, 128)

@@ -18,10 +18,11 @@ LEVELS = (5, 10, 15, 20, 25)
 SHAPE = ShapeKey(50, 64, 64)
 LATENT = np.zeros((4, 8, 8), dtype=np.float16)
 EMBEDDER = HashEmbedder()
+MODEL = "tiny:0123456789abcdef"
 
 
 def save_a_cache(directory, prompts: int) -> None:
-    cache = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20)
+    cache = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20, model=MODEL)
     for i in range(prompts):
         cache.insert(f"prompt {i}", EMBEDDER.embed([f"prompt {i}"])[0], SHAPE, {5: LATENT})
     cache.save(str(directory))
@@ -37,7 +38,7 @@ def test_a_start_removes_what_an_engine_that_died_left_in_its_directory(tmp_path
     (tmp_path / "prompt_cache.argus.tmp-4242").write_bytes(b"a save cut short")
     (tmp_path / "notes.txt").write_text("not the cache's")
     config = CacheConfig(directory=str(tmp_path), directory_bytes=4096)
-    cache = open_prompt_cache(config, EMBEDDER, LEVELS)
+    cache = open_prompt_cache(config, MODEL, EMBEDDER, LEVELS)
     try:
         assert cache.stats().prompts == 3  # the last save is kept and loaded
         assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "prompt_cache.argus", "spill"]
@@ -56,20 +57,21 @@ def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
 
     save_a_cache(tmp_path, prompts=3)
     config = CacheConfig(directory=str(tmp_path))
-    other = open_prompt_cache(config, OtherEmbedder(), LEVELS)  # refuses the hash cache
+    other = open_prompt_cache(config, MODEL, OtherEmbedder(), LEVELS)  # refuses the hash cache
     other.insert("a dog", np.ones(8, dtype=np.float32), SHAPE, {5: LATENT})
     other.save(str(tmp_path))
     other.close()
-    open_prompt_cache(config, EMBEDDER, LEVELS).close()  # refuses the other embedder's cache
+    open_prompt_cache(config, MODEL, EMBEDDER, LEVELS).close()  # refuses the other embedder's cache
     set_aside = sorted(tmp_path.glob("prompt_cache.argus.rejected-*"))
     assert len(set_aside) == 2 and not (tmp_path / "prompt_cache.argus").exists()
-    first = persistence.read_cache_file(set_aside[0], "hash", EMBEDDER.dim, LEVELS, "")  # the older name sorts first
+    first = persistence.read_cache_file(set_aside[0], "hash", EMBEDDER.dim, LEVELS, MODEL)  # the older name sorts first
     assert len(first.prompts) == 3
 
 
 def test_a_failed_save_still_closes_the_cache_and_stops_the_thread(tmp_path):
     embedder = HashEmbedder()
-    cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=0, spill_dir=str(tmp_path / "spill"), spill_bytes=4096)
+    spill = str(tmp_path / "spill")
+    cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=0, spill_dir=spill, spill_bytes=4096, model=MODEL)
     cache.insert("a cat", embedder.embed(["a cat"])[0], SHAPE, {5: LATENT})
     service = CacheService(cache, embedder, choose=lambda *args: (0, 0))
     not_a_directory = tmp_path / "file"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_hello_bounds import SIM_MODEL
 
 from engine.client import ArgusClient
 from engine_process import start_engine
@@ -83,7 +84,7 @@ def test_a_cache_saved_by_another_model_is_set_aside_not_served(tmp_path):
         assert reply.images[0].similarity is None  # refused: a miss
     finally:
         assert second.stop() == 0
-    assert "model 'sim'; this cache uses" in second.log_path.read_text()
+    assert f"model {SIM_MODEL!r}; this cache uses" in second.log_path.read_text()
     [set_aside] = cache_dir.glob("prompt_cache.argus.rejected-*")
 
 

@@ -13,6 +13,7 @@ import time
 import msgspec
 import pytest
 import zmq
+from test_hello_bounds import SIM_MODEL
 
 from engine.client import ArgusClient
 from engine_process import start_engine
@@ -119,6 +120,7 @@ class FakeWorker:
             protocol=PROTOCOL_VERSION,
             worker_id="rejoiner",
             backend="sim",
+            model=SIM_MODEL,
             device="sim",
             simulated=True,
             levels=[5, 10],

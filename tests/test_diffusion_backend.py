@@ -71,7 +71,9 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def backend(pipe) -> DiffusionBackend:
-    return DiffusionBackend(pipe, "tiny", "cpu", levels=LEVELS, default_steps=STEPS, max_batch=4, **tiny_sizes())
+    return DiffusionBackend(
+        pipe, "tiny", "cpu", "tiny:test", levels=LEVELS, default_steps=STEPS, max_batch=4, **tiny_sizes()
+    )
 
 
 def tiny_sizes() -> dict[str, int]:
@@ -139,7 +141,7 @@ def test_full_run_returns_image_and_latents_at_every_level(backend, unet_calls):
 
 
 def test_default_levels_at_fifty_steps(pipe, unet_calls):
-    default = DiffusionBackend(pipe, "tiny", "cpu", **tiny_sizes())
+    default = DiffusionBackend(pipe, "tiny", "cpu", "tiny:test", **tiny_sizes())
     (done,) = default.run(batch(steps=50), RecordingControl())
     assert sorted(done.by_level()) == [5, 10, 15, 20, 25]
     assert unet_calls.count == 50
@@ -359,7 +361,13 @@ def with_scheduler(pipe, scheduler_class) -> StableDiffusionXLPipeline:
 def test_resume_with_a_scheduler_that_keeps_no_step_index(pipe, unet_calls, scheduler_class):
     """DDIM and DDPM step by the timestep's value and have no begin index to set: a resumed batch failed."""
     other = DiffusionBackend(
-        with_scheduler(pipe, scheduler_class), "tiny", "cpu", levels=LEVELS, default_steps=STEPS, **tiny_sizes()
+        with_scheduler(pipe, scheduler_class),
+        "tiny",
+        "cpu",
+        "tiny:test",
+        levels=LEVELS,
+        default_steps=STEPS,
+        **tiny_sizes(),
     )
     (full,) = other.run(batch(), RecordingControl())
     unet_calls.count = 0
@@ -374,7 +382,13 @@ def test_a_scheduler_with_more_timesteps_than_steps_is_refused(pipe):
     # PNDM's Runge-Kutta warm-up adds timesteps: counted as steps, every cached level would be off
     with pytest.raises(ValueError, match="one timestep per step"):
         DiffusionBackend(
-            with_scheduler(pipe, PNDMScheduler), "tiny", "cpu", levels=LEVELS, default_steps=STEPS, **tiny_sizes()
+            with_scheduler(pipe, PNDMScheduler),
+            "tiny",
+            "cpu",
+            "tiny:test",
+            levels=LEVELS,
+            default_steps=STEPS,
+            **tiny_sizes(),
         )
 
 

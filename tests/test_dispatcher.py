@@ -46,7 +46,7 @@ class Harness:
         return True
 
     def add_worker(self, name: str, max_batch: int = 4, level: int = 0):
-        hello = Hello(1, name, "sim", "sim", True, [5, 10], max_batch, 50, 64, 256, 64, level, 1)
+        hello = Hello(1, name, "sim", "sim:0", "sim", True, [5, 10], max_batch, 50, 64, 256, 64, level, 1)
         worker = self.registry.add(name.encode(), hello, level)
         self.dispatcher.worker_ready(worker)
         return worker

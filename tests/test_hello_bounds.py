@@ -5,10 +5,14 @@ import msgspec
 import pytest
 import zmq
 
+from controller.profiles import LatencyProfile
 from engine_process import start_engine
 from protocols.worker_messages import PROTOCOL_VERSION, Hello, Refused, Welcome, engine_side_codec, worker_side_codec
+from workers.model_id import SIM_PROFILE, sim_model_id
 
-GOOD = Hello(PROTOCOL_VERSION, "w", "sim", "sim", True, [5, 10, 15, 20, 25], 8, 50, 64, 2048, 1024, 0, 1)
+SIM_MODEL = sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
+
+GOOD = Hello(PROTOCOL_VERSION, "w", "sim", SIM_MODEL, "sim", True, [5, 10, 15, 20, 25], 8, 50, 64, 2048, 1024, 0, 1)
 
 BAD = [
     ({"protocol": PROTOCOL_VERSION + 1}, "protocol"),
@@ -16,6 +20,8 @@ BAD = [
     ({"worker_id": "w\nERROR forged log line"}, "worker_id"),
     ({"backend": "x" * 5_000_000}, "backend"),
     ({"backend": "tiny"}, "backend"),  # another model than the engine serves (sim)
+    ({"model": "sim:" + "0" * 5_000_000}, "model"),
+    ({"model": "sim:0123456789abcdef"}, "model"),  # the same backend, another model than the engine serves
     ({"device": ""}, "device"),
     ({"max_batch": 0}, "max_batch"),
     ({"max_batch": 10**9}, "max_batch"),

@@ -9,7 +9,7 @@ from engine.worker_link import WorkerLink
 from protocols.worker_messages import PROTOCOL_VERSION, Hello, LevelSet, Welcome
 from protocols.worker_messages import Generate as Batch
 
-HELLO = Hello(PROTOCOL_VERSION, "remote-0", "sim", "sim", True, [5, 10], 4, 50, 64, 256, 64, 0, 123)
+HELLO = Hello(PROTOCOL_VERSION, "remote-0", "sim", "sim:0", "sim", True, [5, 10], 4, 50, 64, 256, 64, 0, 123)
 IDENTITY = b"remote-0/abcd"
 
 

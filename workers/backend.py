@@ -20,6 +20,7 @@ class BackendInfo:
     min_size: int
     max_size: int
     default_size: int
+    model_id: str  # what it runs, by content (workers/model_id.py): every worker of an engine runs one model
 
 
 class StepControl(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from workers.backend import Backend, BackendInfo, BatchAborted, StepControl
 from workers.config import sdxl_model_problem
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
+from workers.model_id import config_bytes, folder_model_id, model_id
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 _TRUNCATION_NOTICE = "The following part of your input was truncated"
@@ -74,6 +76,7 @@ class DiffusionBackend(Backend):
         pipe: StableDiffusionXLPipeline,
         name: str,
         device: str,
+        model_id: str,
         levels: tuple[int, ...] = DEFAULT_LEVELS,
         default_steps: int = DEFAULT_STEPS,
         max_batch: int = 4,
@@ -114,6 +117,7 @@ class DiffusionBackend(Backend):
             min_size=min_size,
             max_size=max_size,
             default_size=default_size,
+            model_id=model_id,
         )
 
     def describe(self) -> BackendInfo:
@@ -255,7 +259,8 @@ def load_tiny(
     # imported here so an sdxl worker never builds the tiny model
     from workers.tiny_pipeline import build_tiny_sdxl
 
-    return _backend(build_tiny_sdxl(seed), "tiny", device, levels, default_steps, max_batch)
+    pipe = build_tiny_sdxl(seed)
+    return _backend(pipe, "tiny", device, _tiny_model_id(pipe, seed), levels, default_steps, max_batch)
 
 
 def load_sdxl(
@@ -270,15 +275,32 @@ def load_sdxl(
     problem = sdxl_model_problem(model_dir)
     if problem:
         raise FileNotFoundError(problem)
+    identity = folder_model_id(model_dir)  # before the load: what loads is what was read
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     pipe = StableDiffusionXLPipeline.from_pretrained(model_dir, local_files_only=True, torch_dtype=dtype)
-    return _backend(pipe, "sdxl", device, levels, default_steps, max_batch)
+    return _backend(pipe, "sdxl", device, identity, levels, default_steps, max_batch)
+
+
+def _tiny_model_id(pipe: StableDiffusionXLPipeline, seed: int) -> str:
+    """The tiny model is its seeded configs: the seed, each component's config and the tokenizers' vocabulary."""
+    parts = [str(seed).encode()]
+    for name, component in sorted(pipe.components.items()):
+        if component is None:
+            continue
+        config = getattr(component, "config", None)
+        if config is None:
+            config = component.get_vocab()  # a tokenizer
+        elif not isinstance(config, Mapping):
+            config = config.to_dict()  # transformers' configs
+        parts += [name.encode(), config_bytes(config)]
+    return model_id("tiny", parts)
 
 
 def _backend(
     pipe: StableDiffusionXLPipeline,
     name: str,
     device: str,
+    identity: str,
     levels: tuple[int, ...],
     default_steps: int,
     max_batch: int,
@@ -288,6 +310,7 @@ def _backend(
         pipe,
         name,
         device,
+        identity,
         levels=levels,
         default_steps=default_steps,
         max_batch=max_batch,

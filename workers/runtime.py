@@ -253,6 +253,7 @@ class WorkerRuntime:
             protocol=PROTOCOL_VERSION,
             worker_id=self._worker_id,
             backend=self._info.name,
+            model=self._info.model_id,
             device=self._info.device,
             simulated=self._info.simulated,
             levels=list(self._info.levels),

@@ -22,6 +22,7 @@ from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOut
 from workers.backend import Backend, BackendInfo, StepControl
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
+from workers.model_id import SIM_PROFILE, sim_model_id
 
 # placeholder latents: the engine's cache treats them like real ones, at a size
 # that keeps a thousand simulated workers cheap to feed
@@ -48,7 +49,8 @@ class SimBackend(Backend):
         if unknown:
             raise ValueError(f"levels {sorted(unknown)} are not in the similarity table {similarity.levels}")
         self._time_scale = time_scale
-        self._latency = ProfileLatency(profile or LatencyProfile.bundled("sdxl_a100"))
+        profile = profile or LatencyProfile.bundled(SIM_PROFILE)
+        self._latency = ProfileLatency(profile)
         self._quality = QualityModel(similarity)
         sizes = BACKEND_SIZES["sim"]
         self._info = BackendInfo(
@@ -61,6 +63,7 @@ class SimBackend(Backend):
             min_size=sizes.min_size,
             max_size=sizes.max_size,
             default_size=sizes.default_size,
+            model_id=sim_model_id(profile),
         )
 
     def describe(self) -> BackendInfo:

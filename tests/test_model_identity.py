@@ -1,0 +1,155 @@
+"""One model on every worker, by content: a worker whose model differs from the engine's is refused at its hello,
+naming both; the saved prompt cache is restored only for the model that made it. Through real engines and sdxl
+workers, each model a tiny pipeline saved as a diffusers folder: two seeds are two models of one shape (the same
+configs and weight sizes, as a fine-tune has), and the same seed saved twice is one model at two paths."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from engine.client import ArgusClient
+from engine_process import ROOT, start_engine, start_worker
+from protocols.client_messages import Images
+from workers.model_id import folder_model_id
+
+PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Folders a (seed 0), a_copy (seed 0, saved apart) and b (seed 1)."""
+    from workers.tiny_pipeline import build_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("models")
+    for name, seed in (("a", 0), ("a_copy", 0), ("b", 1)):
+        build_tiny_sdxl(seed).save_pretrained(root / name)
+    return {name: str(root / name) for name in ("a", "a_copy", "b")}
+
+
+def test_a_model_is_named_by_its_content_not_its_path(models):
+    assert folder_model_id(models["a"]) == folder_model_id(models["a_copy"]) != folder_model_id(models["b"])
+
+
+# builds the tiny model, saves it to argv[1] and prints its identity as a worker names it
+_NAME_IN_A_PROCESS = """
+import sys
+from workers.config import WorkerConfig
+from workers.main import load_backend
+from workers.tiny_pipeline import build_tiny_sdxl
+build_tiny_sdxl().save_pretrained(sys.argv[1])
+print(load_backend(WorkerConfig("tcp://127.0.0.1:9", "w", backend="tiny")).describe().model_id)
+"""
+
+
+def test_one_model_has_one_identity_in_every_process(models, tmp_path):
+    """diffusers lists a config's fields left at their defaults in a set's order, which differs from one process
+    to the next: an engine's two local tiny workers were refused as two models."""
+    named = []
+    for hash_seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", _NAME_IN_A_PROCESS, str(tmp_path / hash_seed)],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        named.append(done.stdout.split()[-1])
+    assert named[0] == named[1]
+    assert folder_model_id(str(tmp_path / "1")) == folder_model_id(str(tmp_path / "2")) == folder_model_id(models["a"])
+
+
+def sdxl_worker(engine, model: str, worker_id: str) -> subprocess.Popen:
+    return start_worker(
+        engine.worker_address, "sdxl", "--model", model, "--worker-id", worker_id, stderr=subprocess.PIPE, text=True
+    )
+
+
+def refused(worker: subprocess.Popen) -> str:
+    """What the worker said as it ended, refused (exit 2)."""
+    try:
+        _, err = worker.communicate(timeout=180)
+    finally:
+        worker.kill()
+    assert worker.returncode == 2, err
+    return err
+
+
+def stop(worker: subprocess.Popen) -> None:
+    worker.terminate()
+    worker.communicate(timeout=60)
+
+
+def generate(engine, **fields) -> Images:
+    with ArgusClient(engine.client_address, timeout_s=300) as client:
+        reply = client.generate(PROMPT, width=512, height=512, steps=6, seed=1, **fields)
+    assert isinstance(reply, Images), reply
+    return reply
+
+
+def test_a_worker_of_another_model_is_refused_naming_both(models, tmp_path):
+    """Before, both workers were welcomed, and the cache fed the latents one model made to the other: wrong images,
+    no error. The engine reads its --model on this host: a copy at another path is the same model."""
+    engine = start_engine(tmp_path, "--model", models["a"], backend="sdxl", workers=0, wait=False)
+    served, other = folder_model_id(models["a"]), folder_model_id(models["b"])
+    same = sdxl_worker(engine, models["a_copy"], "same")
+    try:
+        (worker,) = engine.wait_ready(1)["workers"]
+        assert worker["name"].startswith("same/")
+        err = refused(sdxl_worker(engine, models["b"], "other"))
+        assert f"model {other!r}: this engine serves {served!r} (argus serve --backend/--model)" in err
+        assert len(engine.ready()["workers"]) == 1
+    finally:
+        stop(same)
+        assert engine.stop() == 0
+
+
+def test_without_a_model_it_can_read_the_engine_serves_the_first_worker_s(models, tmp_path):
+    engine = start_engine(tmp_path, backend="sdxl", workers=0, wait=False)
+    first = sdxl_worker(engine, models["b"], "first")
+    try:
+        engine.wait_ready(1)
+        err = refused(sdxl_worker(engine, models["a"], "second"))
+        served = folder_model_id(models["b"])
+        assert f"this engine serves {served!r} (named by first/" in err and "the first worker it welcomed" in err
+    finally:
+        stop(first)
+        assert engine.stop() == 0
+
+
+def test_a_model_replaced_in_place_does_not_restore_the_last_one_s_cache(models, tmp_path):
+    """Before, the saved cache recorded the --model path: the same path holding another model restored the latents
+    the last one made."""
+    model, cache_dir = tmp_path / "model", tmp_path / "cache"
+    shutil.copytree(models["a"], model)
+    flags = ("--model", str(model), "--cache-dir", str(cache_dir))
+    first = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
+    first.wait_ready(0)
+    assert first.stop() == 0
+    shutil.rmtree(model)
+    shutil.copytree(models["b"], model)
+    second = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
+    second.wait_ready(0)
+    assert second.stop() == 0
+    assert f"model {folder_model_id(models['a'])!r}; this cache uses" in second.log_path.read_text()
+    [_set_aside] = cache_dir.glob("prompt_cache.argus.rejected-*")
+
+
+def test_a_saved_cache_waits_for_the_first_worker_to_name_the_model(models, tmp_path):
+    """An engine that cannot read the model restores the saved cache once its first worker names it: a copy of the
+    model at another path is served the saved latents, another model gets none."""
+    cache_dir = tmp_path / "cache"
+    flags = ("--cache-dir", str(cache_dir), "--policy", "nirvana")
+    for model, similarity in (("a", None), ("a_copy", pytest.approx(1.0)), ("b", None)):
+        engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
+        worker = sdxl_worker(engine, models[model], model)
+        try:
+            engine.wait_ready(1)
+            assert generate(engine).images[0].similarity == similarity, model
+        finally:
+            stop(worker)
+            assert engine.stop() == 0
+    assert f"model {folder_model_id(models['a'])!r}; this cache uses" in engine.log_path.read_text()
