@@ -554,7 +554,9 @@ class Dispatcher:
                 ),
             )
         elif isinstance(message, ItemFailed):
-            job.request.fail(message.code, message.message)
+            # worker_error whatever code the worker names: a worker's code would become a metric label (one series
+            # per value made up) and the client's HTTP status (a 429 or 504 for a failure of its own)
+            job.request.fail("worker_error", message.message)
 
     # -- time ----------------------------------------------------------------
     def sweep(self) -> None:

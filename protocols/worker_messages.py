@@ -170,7 +170,7 @@ class ItemDone(msgspec.Struct, tag="done", frozen=True):
 
 class ItemFailed(msgspec.Struct, tag="failed", frozen=True):
     request_id: str
-    code: str
+    code: str  # the engine answers worker_error whatever it says (engine/dispatcher.py, _settle)
     message: str
 
 

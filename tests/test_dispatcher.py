@@ -227,6 +227,17 @@ async def test_failure_of_one_image_fails_the_request_and_aborts_siblings():
     assert h.dispatcher.outstanding_images == 0 and not a.inflight
 
 
+async def test_a_failure_is_a_worker_error_whatever_code_the_worker_names():
+    """A worker's own code went to the client (a 429 with a made-up code at HTTP) and became a metric label."""
+    h = Harness()
+    a = h.add_worker("a")
+    request = h.request()
+    (batch,) = h.batches()
+    h.dispatcher.batch_done(a, BatchDone(batch.batch_id, [ItemFailed(batch.items[0].request_id, "busy", "boom")]))
+    await settle()
+    assert (request.future.result().code, request.future.result().message) == ("worker_error", "boom")
+
+
 async def test_cancel_removes_queued_work_and_replies_once():
     h = Harness(inflight_batches_per_worker=1)
     a = h.add_worker("a", max_batch=1)
