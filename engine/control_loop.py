@@ -116,7 +116,7 @@ class ControlLoop:
         for level in self.policy.levels:
             m.plan_workers.labels(str(level)).set(plan.workers_per_level.get(level, 0))
         m.demand_rps.set(plan.total_demand_rps)
-        m.solve_ms.observe(plan.solve_ms)
+        m.solve_seconds.observe(plan.solve_ms / 1000.0)
         allocation = dict(sorted(plan.workers_per_level.items()))
         moved, self._last_allocation = allocation != self._last_allocation, allocation
         log.log(

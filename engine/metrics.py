@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from engine.cache.prompt_cache import CacheStats
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300)
 
@@ -58,21 +62,42 @@ class EngineMetrics:
         )
         self.k_star = Counter("argus_predicted_level", "Requests by predicted best level K*", ["level"], registry=r)
         self.k_star_at = children(self.k_star)
-        self.cache_hits = Gauge("argus_cache_hits", "Latents served from the cache, by level", ["level"], registry=r)
-        self.cache_misses = Gauge("argus_cache_misses", "Requests the cache could not serve (run in full)", registry=r)
-        self.cache_bytes = Gauge("argus_cache_bytes", "Bytes of latents held, by tier", ["tier"], registry=r)
-        self.cache_prompts = Gauge("argus_cache_prompts", "Prompts in the cache index", registry=r)
-        self.cache_evictions = Gauge("argus_cache_evictions", "Latents evicted for good", registry=r)
+        self.cache = CacheCollector()
+        r.register(self.cache)
         self.plan_workers = Gauge(
             "argus_plan_workers", "Workers the current plan puts at each level K", ["level"], registry=r
         )
         self.demand_rps = Gauge("argus_demand_rps", "Demand the current plan was made for, images/s", registry=r)
-        self.solve_ms = Histogram(
-            "argus_plan_solve_ms",
-            "Controller solve time per plan, ms",
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+        self.solve_seconds = Histogram(
+            "argus_plan_solve_seconds",
+            "Controller solve time per plan",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
             registry=r,
         )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class CacheCollector:
+    """The prompt cache's figures as of its last statistics (the cache thread's counts, read once a second): its
+    running counts are counters, as a dashboard's rate() expects, not gauges. None until the first: no series."""
+
+    def __init__(self) -> None:
+        self.stats: CacheStats | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        if stats is None:
+            return
+        hits = CounterMetricFamily("argus_cache_hits", "Latents taken from the cache, by level", labels=["level"])
+        for level, count in sorted(stats.hits_by_level.items()):
+            hits.add_metric([str(level)], count)
+        yield hits
+        yield CounterMetricFamily("argus_cache_misses", "Requests prepared with no latent (run in full)", stats.misses)
+        held = GaugeMetricFamily("argus_cache_bytes", "Bytes of latents held, by tier", labels=["tier"])
+        held.add_metric(["memory"], stats.bytes_in_memory)
+        held.add_metric(["disk"], stats.bytes_on_disk)
+        yield held
+        yield GaugeMetricFamily("argus_cache_prompts", "Prompts in the cache index", stats.prompts)
+        yield CounterMetricFamily("argus_cache_evictions", "Latents evicted for good", stats.evictions)

@@ -26,7 +26,6 @@ from aiohttp import web
 
 from engine.admission import Admission
 from engine.arg_types import UsageError
-from engine.cache.prompt_cache import CacheStats
 from engine.cache_service import Preparation, build_cache_service
 from engine.client_door import ClientDoor
 from engine.config import EngineConfig
@@ -390,7 +389,7 @@ class Engine:
     async def _cache_stats_forever(self) -> None:
         while self.cache.enabled:
             try:
-                self._publish_cache_stats(await self.cache.stats())
+                self.metrics.cache.stats = await self.cache.stats()
             except Exception:  # stale gauges until the next turn, but serving goes on
                 log.exception("reading the cache's statistics failed")
             await asyncio.sleep(_STATS_INTERVAL_S)
@@ -406,13 +405,3 @@ class Engine:
                 await asyncio.to_thread(self._curve.reload)  # reads files: not on the loop
             except UsageError as error:
                 log.error("SIGHUP: CURVE keys not reloaded, those admitted until now still hold: %s", error)
-
-    def _publish_cache_stats(self, stats: CacheStats) -> None:
-        m = self.metrics
-        for level, hits in stats.hits_by_level.items():
-            m.cache_hits.labels(str(level)).set(hits)
-        m.cache_misses.set(stats.misses)
-        m.cache_bytes.labels("memory").set(stats.bytes_in_memory)
-        m.cache_bytes.labels("disk").set(stats.bytes_on_disk)
-        m.cache_prompts.set(stats.prompts)
-        m.cache_evictions.set(stats.evictions)

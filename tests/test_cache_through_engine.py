@@ -39,8 +39,8 @@ def test_near_duplicate_resumes_from_the_cache_and_unrelated_prompt_misses(engin
     assert (unrelated.level, unrelated.steps_run) == (0, STEPS)
 
     # the cache's own counters reach /metrics within a stats interval
-    assert wait_for(lambda: engine.metric("argus_cache_hits", level=str(near.level)) == 1)
+    assert wait_for(lambda: engine.metric("argus_cache_hits_total", level=str(near.level)) == 1)
     # the near-duplicate joins the cache only if it passed through a level above its start
     expected_prompts = 2 + (near.level < 15)
     assert wait_for(lambda: engine.metric("argus_cache_prompts") == expected_prompts)
-    assert engine.metric("argus_cache_misses") == 2
+    assert engine.metric("argus_cache_misses_total") == 2
