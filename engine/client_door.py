@@ -97,12 +97,17 @@ class ClientDoor:
 
     def _refuse(self, identity: bytes, reason: str, request_id: str) -> None:
         self._engine.metrics.bad_messages.labels("client").inc()
+        self._refuse_request(identity, request_id, reason)
+
+    def _refuse_request(self, identity: bytes, request_id: str, reason: str) -> None:
+        """Answered invalid_request before the engine saw it, and counted as the engine counts those it refuses."""
+        self._engine.metrics.requests_by("rejected", "invalid_request").inc()
         self._reply(identity, Error(request_id, "invalid_request", reason))
 
     def _on_generate(self, identity: bytes, spec: Generate) -> None:
         key = (identity, spec.request_id)
         if key in self._live:
-            self._reply(identity, Error(spec.request_id, "invalid_request", "request_id already in flight"))
+            self._refuse_request(identity, spec.request_id, "request_id already in flight")
             return
         admitted = self._engine.submit(spec)
         if not isinstance(admitted, AdmittedRequest):

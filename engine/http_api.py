@@ -160,21 +160,26 @@ async def generate(request: web.Request) -> web.Response:
     # a web page may have a browser post a form, text/plain or an untyped body to any site without asking the site
     # first (CORS): taking only JSON keeps pages from spending this engine's workers through their visitors
     if request.content_type != "application/json":
-        return _error("unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
+        return _refused(engine, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return _error("unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
+        return _refused(engine, "unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
     try:
-        body = parse_request(await request.read())
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # answered by _json_errors
+        engine.metrics.requests_by("rejected", "body_too_large").inc()
+        raise
+    try:
+        body = parse_request(raw)
         spec = to_generate(body, request_id=next(_REQUEST_IDS))
     except InvalidRequest as exc:
-        return _error("invalid_request", str(exc), exc.param)
+        return _refused(engine, "invalid_request", str(exc), exc.param)
     origin = None
     if body.response_format == "url":
         try:  # before any work is done for it: without --public-url, the image URLs are made from the Host header
             origin = engine.config.public_url or _request_origin(request)
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
-            return _error("invalid_request", reason, "response_format")
+            return _refused(engine, "invalid_request", reason, "response_format")
     admitted = engine.submit(spec)
     if isinstance(admitted, Busy):
         retry_s = max(1, admitted.retry_after_ms // 1000)
@@ -210,6 +215,12 @@ async def generate(request: web.Request) -> web.Response:
             for r, name in zip(reply.images, names, strict=True)
         ]
     return _json(images_response(data, body, admitted.width, admitted.height))
+
+
+def _refused(engine: Engine, code: str, message: str, param: str | None = None) -> web.Response:
+    """A request refused before the engine saw it, counted as the engine counts those it refuses."""
+    engine.metrics.requests_by("rejected", code).inc()
+    return _error(code, message, param)
 
 
 def _request_origin(request: web.Request) -> str:

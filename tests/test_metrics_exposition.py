@@ -1,12 +1,17 @@
 """What GET /metrics of a real engine tells an operator: Prometheus's names, types and base units."""
 
+import json
+import urllib.error
+import urllib.request
+
 import pytest
+import zmq
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_for
 
 from engine.client import ArgusClient
 from engine_process import start_engine
-from protocols.client_messages import Images
+from protocols.client_messages import Error, Generate, Images, client_side_codec
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +36,48 @@ def test_running_counts_are_counters_and_times_are_in_seconds(engine):
     # the solve time was argus_plan_solve_ms, in ms
     assert found["argus_plan_solve_seconds"].type == "histogram"
     assert not [name for name in found if name.endswith("_ms")]
+
+
+def post(engine, body: bytes, content_type: str = "application/json") -> tuple[int, str]:
+    request = urllib.request.Request(engine.http + "/v1/images/generations", body, {"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())["error"]["code"]
+
+
+def test_every_refusal_a_client_sees_is_counted_by_its_code(engine):
+    """Only those the engine itself refused were counted: a body the front door refused left no trace."""
+
+    def rejected(code: str) -> float:
+        return engine.metric("argus_requests_total", outcome="rejected", code=code)
+
+    before = {code: rejected(code) for code in ("invalid_request", "unsupported_media_type", "body_too_large")}
+    answers = [
+        post(engine, b'{"prompt": 5}'),
+        post(engine, b"not json"),
+        post(engine, b'{"prompt": "x"}', "text/plain"),
+        post(engine, b'{"prompt": "' + b"x" * 2_000_000 + b'"}'),
+    ]
+    assert [status for status, _ in answers] == [400, 400, 415, 413]
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.client_address)
+    codec = client_side_codec()
+    try:
+        sock.send_multipart([b"garbage"])
+        request = codec.encode(Generate("same", "a fox", width=64, height=64))
+        sock.send_multipart(request)
+        sock.send_multipart(request)  # the same id while the first is in flight
+        replies = [codec.decode(sock.recv_multipart()) for _ in range(3) if sock.poll(30_000)]
+    finally:
+        sock.close()
+        context.term()
+    zmq_refusals = [r for r in replies if isinstance(r, Error)]
+    assert {r.code for r in zmq_refusals} == {"invalid_request"}
+    for _, code in answers:
+        before[code] += 1
+    before["invalid_request"] += len(zmq_refusals)
+    assert {code: rejected(code) for code in before} == before
