@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -59,6 +60,14 @@ class ControlLoop:
     @property
     def plan(self) -> Plan | None:
         return self._controller.plan
+
+    def plan_json(self) -> dict | None:
+        """The plan in force for GET /plan, made at a Unix time: the controller's clock is monotonic, whose
+        zero is the host's boot, not a time an operator can read."""
+        plan = self.plan
+        if plan is None:
+            return None
+        return {**plan.to_json(), "created_at": time.time() - (self._clock() - plan.created_at)}
 
     def choose(self, lookup: Lookup, images: int, rng: random.Random) -> tuple[int, int]:
         """(K*, K') for one request. Thread-safe: the cache thread calls it."""

@@ -285,7 +285,7 @@ async def model(request: web.Request) -> web.Response:
 
 async def plan(request: web.Request) -> web.Response:
     engine: Engine = request.app[ENGINE_KEY]
-    current = engine.control_loop.plan
+    current = engine.control_loop.plan_json()
     if current is None:
         return _error("no_plan", "the controller has not made a plan yet")
-    return web.json_response(current.to_json())
+    return web.json_response(current)

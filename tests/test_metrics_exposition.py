@@ -1,6 +1,7 @@
 """What GET /metrics of a real engine tells an operator: Prometheus's names, types and base units."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -81,3 +82,10 @@ def test_every_refusal_a_client_sees_is_counted_by_its_code(engine):
         before[code] += 1
     before["invalid_request"] += len(zmq_refusals)
     assert {code: rejected(code) for code in before} == before
+
+
+def test_the_plan_says_when_it_was_made_in_unix_time(engine):
+    """created_at was the controller's monotonic clock: seconds since the host booted, not a time."""
+    before = time.time()
+    made = json.loads(engine.get("/plan")[1])["created_at"]
+    assert before - 3600 < made <= time.time()
