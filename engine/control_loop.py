@@ -92,6 +92,7 @@ class ControlLoop:
             except Exception:  # a failed solve keeps the plan in force; serving goes on
                 # one traceback per run of failures: the next tick would print the same one again
                 log.log(logging.DEBUG if failing else logging.ERROR, "re-planning failed", exc_info=True)
+                self._metrics.plan_failures.inc()
                 failing = True
             solve_s = self._clock() - started
             try:
@@ -119,6 +120,7 @@ class ControlLoop:
         # the least loaded move first; with the fleet changed since the plan was made, extra ones stay put
         for worker, level in zip(reversed(surplus), targets, strict=False):
             self._move(worker, level)
+            self._metrics.worker_moves.inc()
 
     def _record(self, plan: Plan) -> None:
         m = self._metrics
@@ -126,6 +128,7 @@ class ControlLoop:
             m.plan_workers.labels(str(level)).set(plan.workers_per_level.get(level, 0))
         m.demand_rps.set(plan.total_demand_rps)
         m.solve_seconds.observe(plan.solve_ms / 1000.0)
+        m.plans.labels(plan.status).inc()
         allocation = dict(sorted(plan.workers_per_level.items()))
         moved, self._last_allocation = allocation != self._last_allocation, allocation
         log.log(

@@ -68,6 +68,16 @@ class EngineMetrics:
             "argus_plan_workers", "Workers the current plan puts at each level K", ["level"], registry=r
         )
         self.demand_rps = Gauge("argus_demand_rps", "Demand the current plan was made for, images/s", registry=r)
+        self.plans = Counter(
+            "argus_plans",
+            "Plans made, by status: fallback when the solver failed and the allocation was kept",
+            ["status"],
+            registry=r,
+        )
+        self.plan_failures = Counter(
+            "argus_plan_failures", "Re-plans that raised (the plan in force stays; logged once a run)", registry=r
+        )
+        self.worker_moves = Counter("argus_worker_moves", "Workers moved to another level by the plan", registry=r)
         self.solve_seconds = Histogram(
             "argus_plan_solve_seconds",
             "Controller solve time per plan",

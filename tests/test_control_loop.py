@@ -149,3 +149,31 @@ async def test_a_solver_that_keeps_failing_logs_one_traceback(monkeypatch, caplo
     assert [r.levelno for r in failures] == [logging.ERROR] + [logging.DEBUG] * 3
     assert failures[0].exc_info is not None
     assert "re-planning works again" in caplog.messages
+
+
+class FallbackController(FixedController):
+    """A controller whose solver fails twice with a fallback plan, then raises."""
+
+    def __init__(self):
+        super().__init__({0: 1, 25: 1})
+        self._made = 0
+
+    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
+        self._made += 1
+        if self._made > 2:
+            raise RuntimeError("the solver failed")
+        self.plan = Plan("argus", {0: 1, 25: 1}, {}, {}, 0.0, float("nan"), 2.0, now, "fallback")
+        return self.plan
+
+
+async def test_failed_solves_and_moves_are_counted(monkeypatch):
+    """A solver that keeps failing logged one traceback, and then nothing an operator could see."""
+    h = Harness()
+    h.add_worker("a", level=0), h.add_worker("b", level=0)
+    loop = ControlLoop(Levels(), FallbackController(), h.registry, lambda w, k: None, h.metrics, h.clock, 1.0)
+    await ticks(loop, monkeypatch, 5)
+    sample = h.metrics.registry.get_sample_value
+    assert sample("argus_plans_total", {"status": "fallback"}) == 2
+    assert sample("argus_plan_failures_total") == 3
+    assert sample("argus_worker_moves_total") == 5  # the move is not applied here: each tick moves again
+    assert sample("argus_plan_solve_seconds_sum") == pytest.approx(0.004)
