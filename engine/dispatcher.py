@@ -107,6 +107,10 @@ class Dispatcher:
         self._free_at = FreeAt()
         # read when scraped: no gauge update on the request path
         metrics.queued_images.set_function(lambda: len(self._live))
+        metrics.running_images.set_function(self._running_images)
+
+    def _running_images(self) -> int:
+        return sum(len(jobs) for worker in self._registry.ready() for jobs in worker.inflight.values())
 
     @property
     def outstanding_images(self) -> int:
@@ -368,7 +372,7 @@ class Dispatcher:
         if left is None:
             return True
         if left <= 0:
-            job.request.fail("deadline_exceeded", "the request's deadline passed before it could be served")
+            self._deadline_exceeded(job, "queued", "the request's deadline passed before it could be served")
             return False
         if self._config.serve_late or not self._profiled(job.level):
             return True
@@ -377,9 +381,13 @@ class Dispatcher:
             self._escalated(job, left - ahead)
             latency = self._seconds(job, job.level)
         if wait + latency > left and not self._escalated(job, left - wait):
-            job.request.fail("deadline_exceeded", "the request can no longer be served within its deadline")
+            self._deadline_exceeded(job, "predicted", "the request can no longer be served within its deadline")
             return False
         return True
+
+    def _deadline_exceeded(self, job: Job, cause: str, message: str) -> None:
+        if job.request.fail("deadline_exceeded", message):
+            self._metrics.deadline_exceeded_by(cause).inc()
 
     def _queued_seconds(self, jobs: Iterable[Job]) -> float:
         """How long `jobs` take one by one at their levels (0 for a level without a profile)."""
@@ -565,11 +573,11 @@ class Dispatcher:
         for job_id in self._sent_deadlines.passed(now):
             job = self._live.get(job_id)
             if job is not None:  # its answer, should it come, is ignored, and what still runs is aborted (_retire)
-                job.request.fail("deadline_exceeded", "the request's deadline passed while its images were made")
+                self._deadline_exceeded(job, "running", "the request's deadline passed while its images were made")
         for job in list(self._pending):
             left = job.request.seconds_left(now)
             if left is not None and left <= 0:
-                job.request.fail("deadline_exceeded", "the request's deadline passed while it waited for a worker")
+                self._deadline_exceeded(job, "no_worker", "the request's deadline passed while it waited for a worker")
             elif now - job.waiting_since > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
         # every queued job in the order the workers will take them, each behind the ones before it, shared

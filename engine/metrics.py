@@ -46,6 +46,15 @@ class EngineMetrics:
             "argus_request_seconds", "Admission to reply, per request", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.queued_images = Gauge("argus_queued_images", "Images admitted and not yet answered", registry=r)
+        self.running_images = Gauge("argus_running_images", "Images in batches sent to workers", registry=r)
+        self.deadline_exceeded = Counter(
+            "argus_deadline_exceeded",
+            "Requests answered deadline_exceeded, by where they were: queued, predicted (would finish late: answered"
+            " early), running, no_worker",
+            ["cause"],
+            registry=r,
+        )
+        self.deadline_exceeded_by = children(self.deadline_exceeded)
         self.workers = Gauge("argus_workers", "Workers by state", ["state"], registry=r)
         self.worker_losses = Counter("argus_worker_losses", "Workers lost, by cause", ["cause"], registry=r)
         self.worker_restarts = Counter("argus_worker_restarts", "Local worker processes restarted", registry=r)

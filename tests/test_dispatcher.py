@@ -276,6 +276,28 @@ async def test_a_job_that_cannot_meet_its_deadline_is_answered_at_once():
     assert len(h.batches()) == 1
 
 
+async def test_deadlines_missed_are_counted_by_where_the_request_was_and_running_images_are_shown():
+    """deadline_exceeded came from four places, and /metrics could not tell them apart."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=2)
+    lonely = h.request(slo_ms=500)  # no worker yet
+    h.clock.now += 1
+    h.dispatcher.sweep()
+    a = h.add_worker("a", max_batch=2)
+    running = h.request(n=2, slo_ms=2_500)  # runs now: 2 s for the batch of 2
+    assert h.metrics.registry.get_sample_value("argus_running_images") == 2
+    predicted = h.request(slo_ms=2_500)  # would start after 2 s and need 1 s more
+    h.clock.now += 3
+    h.dispatcher.sweep()
+    await settle()
+    assert {r.future.result().code for r in (lonely, running, predicted)} == {"deadline_exceeded"}
+    counted = {
+        cause: h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": cause})
+        for cause in ("no_worker", "running", "predicted")
+    }
+    assert counted == {"no_worker": 1, "running": 1, "predicted": 1}  # the request of 2 images counted once
+    assert a.inflight and h.metrics.registry.get_sample_value("argus_running_images") == 2  # aborted, not answered
+
+
 # level 25 runs in half the time of level 0
 TWO_LEVELS = LatencyProfile("test", 50, {0: (1.0, 2.0), 25: (0.5, 1.0)}, "made up for the test")
 
