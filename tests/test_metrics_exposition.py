@@ -89,3 +89,11 @@ def test_the_plan_says_when_it_was_made_in_unix_time(engine):
     before = time.time()
     made = json.loads(engine.get("/plan")[1])["created_at"]
     assert before - 3600 < made <= time.time()
+
+
+def test_latency_buckets_reach_down_to_a_millisecond(engine):
+    """A sim engine at time scale 0 answers in milliseconds: a third of its requests fell in the first bucket, 5 ms."""
+    found = families(engine)
+    for name in ("argus_request_seconds", "argus_queue_seconds"):
+        bounds = [float(s.labels["le"]) for s in found[name].samples if s.name.endswith("_bucket")]
+        assert min(bounds) <= 0.001 and max(b for b in bounds if b != float("inf")) >= 300, name
