@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from controller.profiles import LatencyProfile
-from engine.arg_types import comma_separated, non_negative_int, output_file, positive_int
+from engine.arg_types import UsageError, comma_separated, non_negative_int, output_file, positive_int
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -191,7 +191,7 @@ def cache_levels(asked: list[int] | None, hello: Hello, steps: int) -> list[int]
     levels = sorted(set(asked) - {0}) if asked else cached
     wrong = [k for k in levels if k not in cached]
     if wrong:
-        raise SystemExit(f"levels {wrong}: the worker returns latents below N={steps} only at {cached}")
+        raise UsageError(f"levels {wrong}: the worker returns latents below N={steps} only at {cached}")
     return levels
 
 
@@ -255,11 +255,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     batches = sorted(set(args.batches))
     if not batches or batches[0] != 1:
-        raise SystemExit(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
+        raise UsageError(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
     if args.backend != "sim" and args.time_scale != 1.0:
-        raise SystemExit("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+        raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
     if args.model and args.backend != "sdxl":  # the worker refuses it: only the sdxl backend reads a model
-        raise SystemExit(
+        raise UsageError(
             f"--model is read by the sdxl backend only, not {args.backend}: add --backend sdxl, or drop it"
         )
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
             hello = worker.handshake()
             levels = [0, *cache_levels(args.levels, hello, args.steps)]
             if args.clock == "cpu" and (hello.simulated or hello.device != "cpu"):
-                raise SystemExit("--clock cpu counts the worker's CPU time: only for a tiny or sdxl backend on cpu")
+                raise UsageError("--clock cpu counts the worker's CPU time: only for a tiny or sdxl backend on cpu")
             described = f"measured from {now_utc()} by `{shlex.join(sys.argv)}`; {machine_description(hello, args)}"
             size = args.size or hello.default_size
             measured = _measure(worker, args, levels, batches, size)

@@ -16,7 +16,7 @@ from pathlib import Path
 from controller.predictor import Lookup, TrainedPredictor
 from controller.profiles import QualitySample, read_quality_samples
 from controller.similarity import SimilarityTable
-from engine.arg_types import output_file, read_user_file
+from engine.arg_types import UsageError, output_file, read_user_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
     profiled = read_user_file(read_quality_samples, args.samples)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
-        raise SystemExit(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
+        raise UsageError(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
     held_out = samples[4::5]
     training = [s for i, s in enumerate(samples) if i % 5 != 4]
     try:
         trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
     except ValueError as error:  # an option it cannot fit with
-        raise SystemExit(f"argus train-predictor: {error}") from None
+        raise UsageError(str(error)) from None
     reference = SimilarityTable.bundled(args.embedder) if args.embedder else None
 
     rows = []

@@ -120,3 +120,22 @@ def test_cache_bench(flags, tmp_path, capsys):
     assert _exit_code(["bench", "cache", *(named.get(flag, flag) for flag in flags)]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["bench", "compare", "--policies", "argus,foo"], "--policies takes distinct names"),
+        (["bench", "engine", "--doors", "foo"], "--doors takes zmq and/or http"),
+        (["bench", "scale", "--fleets", "9", "--workers", "2"], "--fleets must be at most --workers"),
+        (["profile", "latency", "--backend", "sim", "--batches", "2", "--out", "{tmp}/x.json"], "--batches must"),
+        (["profile", "latency", "--backend", "tiny", "--time-scale", "2", "--out", "{tmp}/x.json"], "--time-scale"),
+        (["train-predictor", "{tmp}/few.jsonl", "--out", "{tmp}/o.json"], "need at least 10 samples"),
+    ],
+)
+def test_flags_that_cannot_run_together_exit_2_as_usage_errors(argv, says, tmp_path, capsys):
+    """These said why in one line but exited 1, as a failed run does (SystemExit with a message)."""
+    (tmp_path / "few.jsonl").write_text('{"similarity": 0.9, "level": 10, "quality": 90.0, "prompt": "a"}\n')
+    assert _exit_code([arg.format(tmp=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err

@@ -10,6 +10,7 @@ from controller import train_predictor
 from controller.predictor import Lookup, SimilarityPredictor, TrainedPredictor, stored_level_at_most
 from controller.profiles import QualityModel, QualitySample
 from controller.similarity import SimilarityTable
+from engine.arg_types import UsageError
 
 LEVELS = (0, 5, 10, 15, 20, 25)
 ALL_STORED = LEVELS[1:]
@@ -103,5 +104,5 @@ def test_train_predictor_refuses_a_penalty_that_is_not_positive(tmp_path, l2):
     parser = argparse.ArgumentParser()
     train_predictor.add_arguments(parser)
     args = parser.parse_args([str(samples), "--out", str(tmp_path / "model.json"), "--l2", l2])
-    with pytest.raises(SystemExit, match="l2 must be > 0"):
+    with pytest.raises(UsageError, match="l2 must be > 0"):
         train_predictor.run(args)

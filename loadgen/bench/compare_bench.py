@@ -79,9 +79,7 @@ def _policies(text: str) -> list[str]:
     policies = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown or not policies or len(set(policies)) < len(policies):
-        raise SystemExit(
-            f"argus bench compare: --policies takes distinct names from {', '.join(POLICY_NAMES)}, not {text!r}"
-        )
+        raise UsageError(f"--policies takes distinct names from {', '.join(POLICY_NAMES)}, not {text!r}")
     return policies
 
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.arg_types import non_negative_float, positive_float, positive_int
+from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
 from loadgen.bench.engine_load import (
     HttpLoad,
     first_reply,
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     doors = [d.strip() for d in args.doors.split(",") if d.strip()]
     unknown = set(doors) - set(TARGETS)
     if unknown or not doors:
-        raise SystemExit(f"--doors takes zmq and/or http, not {sorted(unknown) or doors}")
+        raise UsageError(f"--doors takes zmq and/or http, not {sorted(unknown) or doors}")
     with tempfile.TemporaryDirectory(prefix="argus-bench-engine-") as tmp:
         results = uvloop.run(_measure(args, doors, Path(tmp)))
     _report(args, doors, results)

@@ -38,7 +38,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.arg_types import non_negative_float, positive_float, positive_int
+from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
 from loadgen.bench.harness import (
     LOOPBACK,
     Child,
@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.fleets > args.workers or args.growth <= 1.0 or args.max_rps < args.start_rps:
-        raise SystemExit("--fleets must be at most --workers, --growth above 1, --max-rps at least --start-rps")
+        raise UsageError("--fleets must be at most --workers, --growth above 1, --max-rps at least --start-rps")
     with tempfile.TemporaryDirectory(prefix="argus-bench-scale-") as tmp:
         result = _measure(args, Path(tmp))
     _report(args, result)

@@ -132,7 +132,7 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
         hello = worker.process.handshake()
         missing = [k for k in levels if k not in hello.levels]
         if missing:
-            raise SystemExit(f"the worker returns latents only at levels {hello.levels}; not at {missing}")
+            raise UsageError(f"the worker returns latents only at levels {hello.levels}; not at {missing}")
 
         # warm-up: every kind of run once, unmeasured; the K=0 run gives the latents to resume from
         latents = {}
