@@ -92,6 +92,14 @@ class EngineProcess:
         return self.process.returncode
 
 
+def raw_client(context: zmq.Context, address: str) -> zmq.Socket:
+    """A bare DEALER connected to the engine, to send what engine.client would not; closed, it waits for nothing."""
+    client = context.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(address)
+    return client
+
+
 def slow_reading_client(context: zmq.Context, address: str) -> zmq.Socket:
     """A raw ZeroMQ client with the least room to take replies in: the engine's side of the link holds the rest."""
     client = context.socket(zmq.DEALER)

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_for
 
 from engine.client import ArgusClient
-from engine_process import start_engine
+from engine_process import raw_client, start_engine
 from protocols.client_messages import Error, Generate, Images, client_side_codec
 
 
@@ -63,9 +63,7 @@ def test_every_refusal_a_client_sees_is_counted_by_its_code(engine):
     ]
     assert [status for status, _ in answers] == [400, 400, 415, 413]
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(engine.client_address)
+    sock = raw_client(context, engine.client_address)
     codec = client_side_codec()
     try:
         sock.send_multipart([b"garbage"])

@@ -8,7 +8,7 @@ from collections import Counter
 
 import zmq
 
-from engine_process import start_engine
+from engine_process import raw_client, start_engine
 from protocols.client_messages import Generate, Images, client_side_codec
 
 REQUESTS = 16
@@ -18,9 +18,7 @@ def test_killed_worker_loses_nothing_and_is_restarted(tmp_path):
     # sim workers: about 0.5 s per image, so the kill lands while they hold work
     engine = start_engine(tmp_path, "--time-scale", "0.1", "--max-batch", "2", backend="sim")
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(engine.client_address)
+    sock = raw_client(context, engine.client_address)
     codec = client_side_codec()
     try:
         before = {w["name"] for w in engine.ready()["workers"]}

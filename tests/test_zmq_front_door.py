@@ -11,7 +11,7 @@ import zmq
 from tcp_proxy import DroppingProxy
 
 from engine.client import ArgusClient, AsyncArgusClient
-from engine_process import slow_reading_client, start_engine
+from engine_process import raw_client, slow_reading_client, start_engine
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
 from protocols.worker_messages import PROTOCOL_VERSION, Refused, Rejoin, worker_side_codec
 
@@ -64,9 +64,7 @@ def _survives(engine) -> None:
 
 def test_garbage_to_the_client_door_is_answered_not_fatal(engine):
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(engine.client_address)
+    sock = raw_client(context, engine.client_address)
     codec = client_side_codec()
     try:
         payloads = [
