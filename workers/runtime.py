@@ -161,10 +161,11 @@ class WorkerRuntime:
             if not self._handshake():
                 return
             log.info(
-                "worker %s ready (%s on %s)%s",
+                "worker %s ready (%s on %s, model %s)%s",
                 self.identity.decode(),
                 self._info.name,
                 self._info.device,
+                self._info.model_id,
                 " SIMULATED: no model runs" if self._info.simulated else "",
             )
             while not self._stopping:
