@@ -130,7 +130,10 @@ class LocalLauncher:
             log.info("started worker %s (pid %d, %s on %s)", worker_id, process.pid, config.backend, config.device)
             exited = asyncio.ensure_future(process.wait())
             timeout_s = self._config.startup_timeout_s
-            if not await said_hello_or_ended(hello, exited, timeout_s) and not self._stopping:
+            # a worker loading its model (minutes, for SD-XL from a slow disk) is capacity on its way, not missing
+            with self._metrics.workers.labels("starting").track_inprogress():
+                started = await said_hello_or_ended(hello, exited, timeout_s)
+            if not started and not self._stopping:
                 # stuck loading its model or opening its device: no heartbeat watch covers it before its hello
                 log.error(
                     "worker %s (pid %d) said no hello within %.0f s; killing it", worker_id, process.pid, timeout_s

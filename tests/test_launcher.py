@@ -18,8 +18,8 @@ from engine.server import Engine
 from engine_process import ROOT, in_process_config
 
 
-def sample(engine: Engine, name: str) -> float:
-    return engine.metrics.registry.get_sample_value(name) or 0.0
+def sample(engine: Engine, name: str, **labels: str) -> float:
+    return engine.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monkeypatch, tmp_path, caplog):
@@ -36,8 +36,12 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
     launch = LaunchConfig(count=1, backend="sim", time_scale=0, startup_timeout_s=5.0)
     engine = Engine(in_process_config(tmp_path, launch=launch))
     running = asyncio.create_task(engine.run())
+    starting = {"state": "starting"}
     try:
+        # the slot's capacity is on its way, not missing: an operator sees it starting
+        assert await eventually(lambda: spawned and sample(engine, "argus_workers", **starting) == 1, timeout_s=30)
         assert await eventually(lambda: engine.registry.ready(), timeout_s=60), "the slot was never served"
+        assert sample(engine, "argus_workers", **starting) == 0
         hung = spawned[0]
         assert [w.hello.pid for w in engine.registry.ready()] != [hung.pid]
         assert hung.returncode == -signal.SIGKILL
