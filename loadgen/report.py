@@ -23,6 +23,8 @@ LevelSample = tuple[float, dict[int, int]]
 # a generator this far behind its schedule did not offer the arrivals it reports (a sim engine at --time-scale 0.01
 # saw them 10 s late): the summary says so where it is read, not only as a number on its last line
 SEND_LAG_WARNING_MS = 100.0
+# beside the quality, when simulated workers made the images: their quality is modelled, not measured
+SIMULATED_QUALITY = "  (SIMULATED workers: modelled)"
 
 
 def summarize(
@@ -61,9 +63,8 @@ def summarize(
         "latency_p99_ms": percentile(latencies, 99),
         # workers report quality already in percent of the exact (K=0) image
         "mean_quality_pct": sum(qualities) / len(qualities) if qualities else None,
-        # simulated workers made them: the quality is modelled, the run times a scaled profile (records written
-        # before the field was kept have none)
-        "simulated": any(r.get("simulated") for r in served),
+        # simulated workers made them: the quality is modelled, the run times a scaled profile
+        "simulated": any(r["simulated"] for r in served),
         # str keys, so a summary read back from JSON is equal to the one written
         "level_mix": {str(k): n / sum(levels.values()) for k, n in sorted(levels.items())},
         "cache_hit_rate": hits / len(served) if served else None,
@@ -108,7 +109,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     outcomes = "  ".join(f"{name} {n}" for name, n in summary["outcomes"].items())
     mix = "  ".join(f"K={k}: {share:.0%}" for k, share in summary["level_mix"].items()) or "n/a"
     ratio = summary["slo_violation_ratio"]
-    simulated = summary.get("simulated")  # a summary written before the field was kept has none
     sent = f"{summary['sent']} over {summary['duration_s']:.1f} s (offered {num(summary['offered_rps'])}/s)"
     if summary["planned"] > summary["sent"]:
         sent += f", cut short: {summary['planned']} planned"
@@ -118,7 +118,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("throughput", f"{num(summary['throughput_rps'])}/s   goodput {num(summary['goodput_rps'])}/s"),
         ("SLO violations", "n/a" if ratio is None else f"{ratio:.1%}  (SLO {num(summary['slo_ms'], ' ms')})"),
         ("latency", "   ".join(f"p{q} {num(summary[f'latency_p{q}_ms'], ' ms')}" for q in (50, 90, 99))),
-        ("quality", num(summary["mean_quality_pct"], " %") + ("  (SIMULATED workers: modelled)" if simulated else "")),
+        ("quality", num(summary["mean_quality_pct"], " %") + (SIMULATED_QUALITY if summary["simulated"] else "")),
         ("level mix", mix),
         ("cache hits", "n/a" if summary["cache_hit_rate"] is None else f"{summary['cache_hit_rate']:.1%}"),
         ("max send lag", num(summary["max_send_lag_ms"], " ms")),
