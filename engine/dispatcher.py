@@ -456,6 +456,7 @@ class Dispatcher:
             height=key.height,
             guidance_scale=key.guidance_scale,
             output_format=key.output_format,
+            output_compression=key.output_compression,
             items=[GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity) for job in jobs],
         )
         now = self._clock()

@@ -35,6 +35,7 @@ class BatchKey:
     height: int
     guidance_scale: float
     output_format: str
+    output_compression: int | None
 
 
 @dataclass(eq=False, slots=True)
@@ -72,6 +73,7 @@ class Job:
             self.request.height,
             spec.guidance_scale,
             spec.output_format,
+            spec.output_compression,
         )
 
 

@@ -19,6 +19,7 @@ from protocols.limits import (
     MAX_REQUEST_ID_CHARS,
     MAX_SEED,
     MAX_STEPS,
+    OutputCompression,
     OutputFormat,
 )
 
@@ -36,6 +37,7 @@ class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_field
     seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
     slo_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
     output_format: OutputFormat = "png"
+    output_compression: OutputCompression | None = None  # None: the worker's own setting
 
 
 class Cancel(msgspec.Struct, tag="cancel", frozen=True, forbid_unknown_fields=True):

@@ -1,6 +1,8 @@
 """Bounds every front door enforces on what a client may ask for."""
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
+
+import msgspec
 
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGES_PER_REQUEST = 10  # as the OpenAI images API
@@ -10,6 +12,8 @@ MAX_SEED = 2**63 - 1
 MAX_REQUEST_ID_CHARS = 128
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+# quality of a lossy format (jpeg, webp), as OpenAI's output_compression: lower is smaller and coarser
+OutputCompression = Annotated[int, msgspec.Meta(ge=0, le=100)]
 SIZE_MULTIPLE = 8
 # the largest image side a worker may offer: its encoded image (48 MiB as raw RGB) fits a frame (MAX_FRAME_BYTES)
 MAX_IMAGE_SIZE = 4096

@@ -18,7 +18,15 @@ from typing import Annotated, Literal
 import msgspec
 
 from protocols.client_messages import Generate, ImageResult
-from protocols.limits import MAX_GUIDANCE, MAX_IMAGES_PER_REQUEST, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, OutputFormat
+from protocols.limits import (
+    MAX_GUIDANCE,
+    MAX_IMAGES_PER_REQUEST,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    OutputCompression,
+    OutputFormat,
+)
 
 SIZE_PATTERN = r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$"
 # matched whole: the schema's pattern is searched with Python's `$`, which also matches before a final newline
@@ -33,13 +41,13 @@ class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     size: Annotated[str, msgspec.Meta(max_length=32, pattern=SIZE_PATTERN)] | None = "auto"
     response_format: Literal["b64_json", "url"] | None = "b64_json"
     output_format: OutputFormat | None = "png"
+    output_compression: OutputCompression | None = None
     # OpenAI's fields that change nothing here: argus's controller sets each image's quality within the SLO, and
     # the rest ask for what argus does anyway (opaque images, no moderation) or have nothing to act on
     quality: Literal["auto", "standard", "hd", "low", "medium", "high", "xhigh", "max"] | None = None
     style: Literal["vivid", "natural"] | None = None
     background: Literal["auto", "opaque", "transparent"] | None = None  # transparent is a 400
     moderation: Literal["auto", "low"] | None = None
-    output_compression: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     safety_identifier: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     stream: Literal[False] | None = None  # images come whole: true is a 400
@@ -111,6 +119,7 @@ def to_generate(request: ImageGenerationRequest, request_id: str) -> Generate:
         seed=request.seed,
         slo_ms=request.slo_ms,
         output_format=request.output_format,
+        output_compression=request.output_compression,
         **optional,
     )
 

@@ -20,10 +20,11 @@ import msgspec
 import numpy as np
 
 from protocols.codec import Blob, Codec
+from protocols.limits import OutputCompression
 
 # raised with every change to what a message holds: a worker of another version is refused, both versions named
-# (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model
-PROTOCOL_VERSION = 4
+# (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model; 5: Generate.output_compression
+PROTOCOL_VERSION = 5
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -112,6 +113,7 @@ class Generate(msgspec.Struct, tag="generate", frozen=True):
     guidance_scale: float
     output_format: str
     items: list[GenerateItem]
+    output_compression: OutputCompression | None = None  # None: the worker's own setting
 
 
 class _ItemId(msgspec.Struct, frozen=True):

@@ -114,7 +114,11 @@ def test_only_its_own_types_are_encoded():
 
 @pytest.mark.parametrize(
     ("fields", "reason"),
-    [({"prompt": ""}, "length >= 1"), ({"output_format": "png\n"}, "Invalid enum value 'png\\n'")],
+    [
+        ({"prompt": ""}, "length >= 1"),
+        ({"output_format": "png\n"}, "Invalid enum value 'png\\n'"),
+        ({"output_compression": 101}, "<= 100"),
+    ],
 )
 def test_client_request_bounds_are_part_of_decoding(fields, reason):
     codec = client_messages.engine_side_codec()

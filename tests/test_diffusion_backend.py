@@ -216,9 +216,9 @@ def test_a_worker_stopping_after_the_last_step_still_answers_the_images_it_made(
     """SIGTERM while the images are encoded: before, they were answered cancelled and made again elsewhere."""
     control = RecordingControl()
 
-    def encode_as_the_stop_comes(image, output_format):
+    def encode_as_the_stop_comes(image, output_format, compression):
         control.stopping = True
-        return encode_image(image, output_format)
+        return encode_image(image, output_format, compression)
 
     monkeypatch.setattr(diffusion_backend, "encode_image", encode_as_the_stop_comes)
     items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))

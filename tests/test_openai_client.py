@@ -135,6 +135,26 @@ def test_openai_fields_clients_send_are_served(client):
     assert decode(base64.b64decode(entry.b64_json)).format == "JPEG"
 
 
+def quantization_at(quality: int) -> dict:
+    """A JPEG's quantization tables follow from the quality it was saved at, whatever the picture."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="JPEG", quality=quality)
+    return decode(buffer.getvalue()).quantization
+
+
+@pytest.mark.parametrize("compression", [10, 95])
+def test_output_compression_is_the_quality_a_jpeg_is_saved_at(client, compression):
+    # before, it was taken and every JPEG came at quality 90
+    response = client.images.generate(
+        prompt="a kite",
+        output_format="jpeg",
+        output_compression=compression,
+        extra_body={"num_inference_steps": 2},
+    )
+    (entry,) = response.data
+    assert decode(base64.b64decode(entry.b64_json)).quantization == quantization_at(compression)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [

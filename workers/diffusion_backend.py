@@ -147,7 +147,7 @@ class DiffusionBackend(Backend):
             images, captured, steps_run = self._denoise(batch, ids, control)
         except BatchAborted:
             return _cancel_all(batch)
-        encoded = [encode_image(image, batch.output_format) for image in images]
+        encoded = [encode_image(image, batch.output_format, batch.output_compression) for image in images]
         run_ms = (time.perf_counter() - started) * 1000.0
         outcomes: list[ItemOutcome] = []
         levels = sorted(captured)

@@ -15,10 +15,14 @@ _SAVE_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
-def encode_image(image: Image.Image, fmt: str) -> bytes:
+def encode_image(image: Image.Image, fmt: str, compression: int | None = None) -> bytes:
+    """`compression` (0-100, OpenAI's output_compression) is the quality of a lossy format; a PNG is lossless
+    whatever it says."""
     options = _SAVE_OPTIONS.get(fmt)
     if options is None:
         raise ValueError(f"unsupported output format {fmt!r}; expected one of {sorted(_SAVE_OPTIONS)}")
+    if compression is not None and "quality" in options:
+        options = {**options, "quality": compression}
     if image.mode != "RGB":  # JPEG has no alpha; keep every format alike
         image = image.convert("RGB")
     buffer = io.BytesIO()

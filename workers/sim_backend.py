@@ -88,7 +88,7 @@ class SimBackend(Backend):
                 break
             time.sleep(min(left, _SLICE_S))
         run_ms = (time.perf_counter() - started) * 1000.0
-        image = Blob(_flat_image(batch.width, batch.height, batch.output_format))
+        image = Blob(_flat_image(batch.width, batch.height, batch.output_format, batch.output_compression))
         later_levels = [k for k in self._info.levels if batch.level < k < batch.steps]
         placeholders = np.zeros((len(later_levels), *_PLACEHOLDER_LATENT_SHAPE), np.float16) if later_levels else None
         outcomes: list[ItemOutcome] = []
@@ -113,5 +113,5 @@ class SimBackend(Backend):
 
 
 @lru_cache(maxsize=64)
-def _flat_image(width: int, height: int, output_format: str) -> bytes:
-    return encode_image(Image.new("RGB", (width, height), (128, 128, 128)), output_format)
+def _flat_image(width: int, height: int, output_format: str, compression: int | None) -> bytes:
+    return encode_image(Image.new("RGB", (width, height), (128, 128, 128)), output_format, compression)
