@@ -15,7 +15,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from engine.arg_types import URL_HOST
 from engine.config import LaunchConfig
@@ -35,6 +35,8 @@ from protocols.openai_images import (
 from protocols.openapi import openapi_document
 
 if TYPE_CHECKING:
+    from yarl import URL
+
     from engine.server import Engine
 
 log = logging.getLogger("argus.http")
@@ -226,11 +228,20 @@ def _refused(engine: Engine, code: str, message: str, param: str | None = None) 
 def _request_origin(request: web.Request) -> str:
     # X-Forwarded-Proto and -Host are not read: any client may send them, and only a proxy the engine is told to
     # trust could be believed (--public-url says where clients reach it instead)
-    origin = request.url.origin()
+    origin = request.url.origin() if hdrs.HOST in request.headers else _socket_origin(request)
     # yarl keeps "a/b", "a b" or "a?b" as a host, and the image URL would then point at another path or site
     if not URL_HOST.fullmatch(origin.raw_host or ""):
         raise ValueError(f"{request.host!r} is not a host name or address")
     return str(origin)
+
+
+def _socket_origin(request: web.Request) -> URL:
+    """The origin of a request without a Host header (HTTP/1.0 allows it): aiohttp makes its URL from the address
+    it came on, without the port, and the image URLs named port 80 whatever --port was."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not isinstance(sockname, tuple):
+        raise ValueError("the request names no host and came on no address")
+    return request.url.origin().with_port(sockname[1])
 
 
 async def _b64_data(result: ImageResult) -> ImageData:

@@ -1,6 +1,7 @@
 """Images kept for response_format=url: a byte budget, oldest out first, and a TTL that frees them."""
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -126,6 +127,32 @@ async def test_image_urls_start_with_the_public_url_whatever_the_host_header_or_
             # the proxy takes /argus off, as it does for every route
             async with session.get(f"http://127.0.0.1:{port}" + entry["url"].removeprefix(public)) as image:
                 assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_a_request_without_a_host_header_gets_urls_on_the_port_it_came_to(tmp_path):
+    """HTTP/1.0 needs no Host header: aiohttp then names the host by the address alone, and the image URL named
+    port 80 rather than the engine's port."""
+    port = free_port()
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
+    engine = Engine(in_process_config(tmp_path, port=port, launch=launch))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        body = json.dumps({"prompt": "a", "size": "64x64", "response_format": "url"}).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST /v1/images/generations HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+        writer.write(head.encode() + b"\r\n\r\n" + body)
+        reply = await reader.read()
+        writer.close()
+        status, _, payload = reply.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.0 200")
+        (entry,) = json.loads(payload)["data"]
+        assert entry["url"].startswith(f"http://127.0.0.1:{port}/v1/images/files/")
+        async with aiohttp.ClientSession() as session, session.get(entry["url"]) as image:
+            assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)
