@@ -46,6 +46,10 @@ class DemandEstimator:
         _, planned, mix = self._next(now)
         return DemandEstimate(self.headroom * planned, mix)
 
+    def last(self) -> DemandEstimate:
+        """The estimate as of the last window closed, for a window too young to tell anything yet."""
+        return DemandEstimate(self.headroom * (self._ewma_rps or 0.0), dict(self._mix))
+
     def close_window(self, now: float) -> DemandEstimate:
         self._ewma_rps, planned, self._mix = self._next(now)
         self._counts = Counter()

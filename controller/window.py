@@ -1,8 +1,10 @@
 """The controller's per-window logic, with the clock injected: when to solve what.
 
-- Every `window_s` (10 s, as Proteus re-solves), and at once when the number of
-  workers alive changes: close the demand window and make a full plan (the
-  MILP for argus and proteus).
+- Every `window_s` (10 s, as Proteus re-solves): close the demand window and
+  make a full plan (the MILP for argus and proteus).
+- At once when the number of workers alive changes: a full plan on the demand
+  of the window so far (once it has run `min_observe_s`; before, the last
+  closed window's), and the window goes on.
 - In between, once a window has run `min_observe_s`: if the demand seen so
   far has moved more than `shift_threshold` from what the plan was made for,
   re-derive the routes for the workers where they are (the route-planner LP).
@@ -67,9 +69,14 @@ class Controller:
         with self._lock:
             plan = self._plan
             window_age = now - self._demand.window_started
-            full = plan is None or window_age >= config.window_s or workers_alive != plan.workers
-            if full:
+            window_due = plan is None or window_age >= config.window_s
+            full = window_due or workers_alive != plan.workers
+            if window_due:
                 estimate = self._demand.close_window(now)
+            elif full:
+                # a worker came or went: re-allocate now, on the demand of a window that goes on. Closed early,
+                # a window of a fraction of a second weighed in the EWMA as much as a whole one
+                estimate = self._demand.peek(now) if window_age >= config.min_observe_s else self._demand.last()
             elif window_age >= config.min_observe_s and now - self._last_solve_at >= config.min_observe_s:
                 estimate = self._demand.peek(now)
                 if demand_shift(estimate.per_class(), plan.demand_rps) <= config.shift_threshold:

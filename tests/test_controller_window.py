@@ -138,6 +138,40 @@ def test_a_change_in_workers_replans_at_once():
     assert plan is not None and plan.workers == 7 and policy.full == 2
 
 
+def test_a_worker_replaced_within_a_second_leaves_the_demand_estimate_as_it_was():
+    policy = Counting()
+    controller = Controller(policy, ControllerConfig(), now=0.0)
+    for t in range(0, 21):
+        arrive(controller, 15, 2)
+        controller.maybe_replan(float(t), 4)
+    assert controller.plan.total_demand_rps == pytest.approx(1.05 * 2.0)
+    arrive(controller, 15, 2)
+    # one dies and its replacement joins 0.3 s later, no arrival in between: not a 0.3 s window of no demand
+    lost = controller.maybe_replan(21.0, 3)
+    replaced = controller.maybe_replan(21.3, 4)
+    assert policy.full == 5
+    assert lost.total_demand_rps == pytest.approx(1.05 * 2.0)
+    assert replaced.total_demand_rps == pytest.approx(1.05 * 2.0)
+    for t in range(22, 31):
+        arrive(controller, 15, 2)
+        controller.maybe_replan(float(t), 4)
+    # the window went on: it closes on schedule, as long as every other
+    assert controller.plan.created_at == 30.0
+    assert controller.plan.total_demand_rps == pytest.approx(1.05 * 2.0)
+
+
+def test_a_worker_change_late_in_a_window_plans_on_the_window_so_far():
+    controller = Controller(Counting(), ControllerConfig(), now=0.0)
+    for t in range(0, 11):
+        arrive(controller, 15, 2)
+        controller.maybe_replan(float(t), 4)
+    arrive(controller, 15, 30)  # 30 images/s for 3 s
+    arrive(controller, 15, 30)
+    arrive(controller, 15, 30)
+    changed = controller.maybe_replan(13.0, 3)
+    assert changed.total_demand_rps == pytest.approx(1.05 * 30.0)  # argus plans for a rise at once
+
+
 @pytest.mark.parametrize("name", ["clipper-ha", "nirvana", "proteus"])
 def test_the_controller_drives_every_policy(name):
     controller = Controller(Counting(name), ControllerConfig(), now=0.0)
