@@ -162,14 +162,17 @@ def plan_from_solution(problem: FlowProblem, solution: FlowSolution, policy: str
         return plan_from_rows(
             problem, solution.workers_per_level, rows, policy, now, solution.status, solution.solve_ms
         )
+    # a flow into a level that serves nothing is within the solver's tolerance, not a route: at a demand of
+    # 1e-12 images/s (a few minutes idle) every hit was routed to an empty level 0
+    serving = {kp for kp in problem.levels if problem.capacity_rps[kp] * solution.workers_per_level.get(kp, 0) > 0}
     rows = {}
     for k in problem.demand_rps:
         row = {kp: f for (c, kp), f in solution.flows.items() if c == k}
         total = sum(row.values())
-        kept = {kp: f for kp, f in row.items() if f > _NEGLIGIBLE * total}
+        kept = {kp: f for kp, f in row.items() if f > _NEGLIGIBLE * total and kp in serving}
         rows[k] = (
             {kp: f / sum(kept.values()) for kp, f in kept.items()}
-            if total > 0
+            if kept
             else default_row(problem, k, solution.workers_per_level)
         )
     served = sum(solution.flows.values())

@@ -214,6 +214,18 @@ def test_no_workers_and_no_demand():
     assert plan.to_json()["expected_quality"] is None
 
 
+@pytest.mark.parametrize("current", [{25: 4}, {5: 4}])
+def test_a_demand_near_zero_routes_hits_only_to_levels_with_workers(current):
+    # what the EWMA decays to after a few minutes idle: flows of 1e-13 are within the solver's tolerance
+    demand = mixed_demand(1e-12)
+    solution = allocate(problem(demand), 4, current, OPTIONS)
+    plan = plan_from_solution(problem(demand), solution, "argus", 0.0)
+    assert_plan_is_sound(plan, 4)
+    for k, row in plan.redirect.items():
+        if k:  # a miss has level 0 alone
+            assert all(plan.workers_per_level[kp] > 0 for kp in row), (k, row, plan.workers_per_level)
+
+
 def test_route_planner_rederives_routes_for_fixed_workers():
     workers = {0: 3, 15: 2, 25: 3}
     before = problem(mixed_demand(1.0))
