@@ -57,12 +57,13 @@ class DemandEstimator:
         return DemandEstimate(self.headroom * planned, dict(self._mix))
 
     def _next(self, now: float) -> tuple[float | None, float, dict[int, float]]:
-        """The EWMA, the rate to plan for and the mix after the window so far; a window of no length
-        tells nothing."""
+        """The EWMA, the rate to plan for and the mix after the window so far. A window of no length tells
+        nothing, nor do the quiet ones before the first arrival: an engine's first look, as it starts, taken
+        as a rate of 0 had the baselines plan for half the demand in the first window of load."""
         elapsed = now - self.window_started
-        if elapsed <= 0:
-            return self._ewma_rps, self._ewma_rps or 0.0, dict(self._mix)
         arrivals = sum(self._counts.values())
+        if elapsed <= 0 or (self._ewma_rps is None and not arrivals):
+            return self._ewma_rps, self._ewma_rps or 0.0, dict(self._mix)
         rate = arrivals / elapsed
         ewma = rate if self._ewma_rps is None else self.alpha * rate + (1.0 - self.alpha) * self._ewma_rps
         mix = {k: n / arrivals for k, n in sorted(self._counts.items())} if arrivals else dict(self._mix)

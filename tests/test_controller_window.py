@@ -33,6 +33,16 @@ def test_ewma_with_headroom_and_the_last_windows_mix():
     assert quiet.mix == second.mix
 
 
+def test_the_first_window_with_arrivals_sets_the_ewma():
+    demand = DemandEstimator(window_started=0.0, alpha=0.5, headroom=1.0)
+    assert demand.close_window(0.05).rps == 0.0  # the engine's first look, before any request
+    assert demand.close_window(10.05).rps == 0.0
+    demand.observe(15, images=20)
+    assert demand.peek(12.05).rps == pytest.approx(10.0)
+    assert demand.close_window(20.05).rps == pytest.approx(2.0)  # not half of it, averaged with the quiet start
+    assert demand.close_window(30.05).rps == pytest.approx(1.0)  # quiet after arrivals: the EWMA decays
+
+
 def test_fast_attack_plans_for_a_rise_at_once_and_lets_a_fall_decay():
     demand = DemandEstimator(window_started=0.0, alpha=0.5, headroom=1.0, fast_attack=True)
     demand.observe(5, images=10)
