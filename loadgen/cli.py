@@ -236,6 +236,7 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
 async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]:
     from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
     from loadgen.prompts import load_prompts, pair_prompts
+    from loadgen.report import records_as_they_come
     from loadgen.run import run_load
     from protocols.openai_images import parse_size
 
@@ -272,7 +273,10 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     else:
         client = HttpLoadClient(args.url, options, args.api_key)
     try:
-        with _interruptible() as interrupt:  # first: a Ctrl-C once the user is told the run is on is the run's
+        with (
+            _interruptible() as interrupt,  # first: a Ctrl-C once the user is told the run is on is the run's
+            records_as_they_come(args.records) if args.records else contextlib.nullcontext() as on_record,
+        ):
             print(
                 f"sending {len(schedule)} requests over {span:.1f} s"
                 + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")
@@ -291,6 +295,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
                 sample_every_s=args.sample_every_s,
                 progress=not args.no_progress,
                 interrupt=interrupt,
+                on_record=on_record,
             )
     finally:
         await client.close()
@@ -298,7 +303,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
 
 @contextlib.contextmanager
 def _interruptible() -> Iterator[Interrupt]:
-    """Ctrl-C stops the sending, a second one the waiting for replies, SIGTERM both: the results of what was
+    """Ctrl-C stops the sending, a second one the waiting for replies, SIGTERM (or SIGHUP) both: the results of what was
     sent are still reported and written, as a run cut short."""
     from loadgen.run import Interrupt
 
@@ -312,12 +317,13 @@ def _interruptible() -> Iterator[Interrupt]:
         print(f"\nargus loadgen: interrupted: {said}", file=sys.stderr)
 
     loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
-    loop.add_signal_handler(signal.SIGTERM, interrupt.stop_now)
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal it ran in was closed
+        loop.add_signal_handler(stop, interrupt.stop_now)
     try:
         yield interrupt
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        loop.remove_signal_handler(signal.SIGTERM)
+        for handled in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(handled)
 
 
 def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dict[str, Any]) -> None:

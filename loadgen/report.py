@@ -10,10 +10,12 @@ Definitions (docs/loadgen.md has them in full):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +85,26 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def write_records(records: Sequence[Record], path: str | Path) -> None:
-    with open(path, "w") as f:
+    # beside it, then in its place: a write that fails leaves the file as it was (loadgen's, written as it went)
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w") as f:
         for record in records:
             f.write(json.dumps(record))
             f.write("\n")
+    os.replace(partial, path)
+
+
+@contextlib.contextmanager
+def records_as_they_come(path: str | Path) -> Iterator[Callable[[Record], None]]:
+    """A writer of one record a line, each on disk once written: a run killed (or its terminal closed) keeps
+    the records of the requests that ended before."""
+    with open(path, "w", buffering=1) as f:
+
+        def write(record: Record) -> None:
+            f.write(json.dumps(record) + "\n")
+
+        yield write
 
 
 def read_records(path: str | Path) -> list[Record]:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from tqdm import tqdm
@@ -66,6 +66,7 @@ async def run_load(
     sample_every_s: float = 1.0,
     progress: bool = True,
     interrupt: Interrupt | None = None,
+    on_record: Callable[[Record], None] | None = None,
 ) -> tuple[list[Record], dict[str, Any]]:
     """Send every arrival of `schedule` through `client`; return the records (by id) and their summary.
 
@@ -74,6 +75,7 @@ async def run_load(
     workers per level (see loadgen.engine_status), with `api_key` if the
     engine wants one; None: no polling.
     interrupt: cuts the run short (see Interrupt); None: the run goes to its end.
+    on_record: called with each record as its request ends, in the order they end.
     The caller owns `client` and closes it.
     """
     if not drain_s > 0:
@@ -98,6 +100,8 @@ async def run_load(
         records.append(record)
         recorded.add(record["id"])
         counts[record["outcome"]] += 1
+        if on_record is not None:
+            on_record(record)
         bar.set_postfix(counts, refresh=False)
         bar.update(1)
 

@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from loadgen import cli
 from loadgen.arrivals import mean_rate
@@ -145,24 +147,33 @@ def http_that_answers_nothing_useful():
 
 def test_ctrl_c_ends_a_run_with_the_results_of_what_was_sent(tmp_path, http_that_answers_nothing_useful):
     """Before, Ctrl-C printed a traceback and wrote nothing: a long run stopped early was lost."""
-    records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
-    url = http_that_answers_nothing_useful
-    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", url, "--rate", "20", "--duration-s", "60"]
-    command += ["--records", str(records), "--json", str(summary), "--no-progress"]
-    run = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in run.stderr:  # the schedule is drawn: the run is on
-            if line.startswith("sending"):
-                break
-        run.send_signal(signal.SIGINT)
-        said = run.stderr.read()
-        assert run.wait(timeout=30) == 0, said
-    finally:
-        run.kill()
+    run, records, summary = _start_long_run(tmp_path, http_that_answers_nothing_useful)
+    said = _signal_once_sending(run, signal.SIGINT)
     assert "Traceback" not in said and "interrupted: sending no more" in said
     written = json.loads(summary.read_text())
     # a Poisson draw of about 1,200 requests; what was sent before the Ctrl-C, each recorded once
     assert written["planned"] > 1000 > written["sent"] == len(records.read_text().splitlines())
+
+
+def _start_long_run(tmp_path, url: str) -> tuple[subprocess.Popen, Path, Path]:
+    records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", url, "--rate", "20", "--duration-s", "60"]
+    command += ["--records", str(records), "--json", str(summary), "--no-progress"]
+    return subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True), records, summary
+
+
+def _signal_once_sending(run: subprocess.Popen, signum: int) -> str:
+    """Sends `signum` once the schedule is drawn and the run is on; what the run said, once it ended with 0."""
+    try:
+        for line in run.stderr:
+            if line.startswith("sending"):
+                break
+        run.send_signal(signum)
+        said = run.stderr.read()
+        assert run.wait(timeout=30) == 0, said
+    finally:
+        run.kill()
+    return said
 
 
 def test_a_summary_nobody_reads_costs_no_file(tmp_path, http_that_answers_nothing_useful):
@@ -180,3 +191,25 @@ def test_a_summary_nobody_reads_costs_no_file(tmp_path, http_that_answers_nothin
         run.kill()
     assert "Traceback" not in said and "Exception" not in said
     assert len(records.read_text().splitlines()) == json.loads(summary.read_text())["sent"] == 3
+
+
+def test_a_run_killed_keeps_the_records_of_the_requests_that_ended(tmp_path, http_that_answers_nothing_useful):
+    """Records were written only at the end: an hour's replay killed (out of memory, kill -9) left no file."""
+    run, records, _ = _start_long_run(tmp_path, http_that_answers_nothing_useful)
+    try:
+        assert wait_for(lambda: records.exists() and len(records.read_text().splitlines()) >= 20)
+        run.kill()
+        run.wait(timeout=30)
+    finally:
+        run.kill()
+    lines = records.read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in lines]  # each line whole: none cut off by the kill
+    assert len(set(ids)) == len(ids) >= 20
+
+
+def test_a_closed_terminal_ends_a_run_as_sigterm_does(tmp_path, http_that_answers_nothing_useful):
+    """SIGHUP (the terminal or ssh session the run was started in went away) ended it unreported."""
+    run, records, summary = _start_long_run(tmp_path, http_that_answers_nothing_useful)
+    _signal_once_sending(run, signal.SIGHUP)
+    written = json.loads(summary.read_text())
+    assert written["planned"] > written["sent"] == len(records.read_text().splitlines())
