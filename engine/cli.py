@@ -36,9 +36,14 @@ from engine.config import (
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from protocols.limits import MAX_BATCH
+from protocols.sockets import allow_open_files
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, sdxl_model_problem
 from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
 from workers.runtime import MAX_WORKER_ID_BYTES
+
+# descriptors the engine may hold: one per worker, HTTP connection and ZeroMQ client over TCP, and files; a soft
+# limit of 1,024 took no more workers past about a thousand and left HTTP (even /health) unanswered, without a word
+ENGINE_OPEN_FILES = 65536
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -300,6 +305,7 @@ def _serve(args: argparse.Namespace) -> int:
     from engine.server import Engine
 
     config = engine_config(args)
+    allow_open_files(ENGINE_OPEN_FILES)  # as far as the hard limit goes
     # what start-up built lives as long as the process: spare full collections the walk over it
     gc.collect()
     gc.freeze()

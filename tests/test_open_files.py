@@ -1,0 +1,29 @@
+"""A soft limit on open files lower than a fleet of workers needs: the engine raises its own and takes them all,
+answering HTTP meanwhile."""
+
+import resource
+import signal
+
+from test_sim_fleet import start_fleet
+
+from engine_process import start_engine
+
+FLEET = 100
+LOW_LIMIT = 64  # under what the engine holds for a fleet of FLEET, with its own descriptors
+
+
+def test_an_engine_started_under_a_low_soft_limit_takes_more_workers_than_it_allows(tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_LIMIT, hard))  # the engine inherits it, as from a shell's
+    try:
+        engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    fleet = start_fleet(tmp_path, engine.worker_address, FLEET, "fleet")
+    try:
+        assert len(engine.wait_ready(FLEET, timeout_s=60)["workers"]) == FLEET
+        assert engine.get("/health")[0] == 200
+    finally:
+        fleet.send_signal(signal.SIGTERM)
+        fleet.wait(timeout=30)
+        assert engine.stop() == 0
