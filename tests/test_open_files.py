@@ -1,12 +1,14 @@
 """A soft limit on open files lower than a fleet of workers needs: the engine raises its own and takes them all,
-answering HTTP meanwhile."""
+answering HTTP meanwhile; a fleet over its hard limit says so in one line and exits 2."""
 
 import resource
 import signal
+import subprocess
+import sys
 
 from test_sim_fleet import start_fleet
 
-from engine_process import start_engine
+from engine_process import ROOT, start_engine
 
 FLEET = 100
 LOW_LIMIT = 64  # under what the engine holds for a fleet of FLEET, with its own descriptors
@@ -27,3 +29,16 @@ def test_an_engine_started_under_a_low_soft_limit_takes_more_workers_than_it_all
         fleet.send_signal(signal.SIGTERM)
         fleet.wait(timeout=30)
         assert engine.stop() == 0
+
+
+def test_a_fleet_over_its_hard_limit_says_so_and_exits_2():
+    command = [sys.executable, "-m", "engine.cli", "worker", "--connect", "tcp://127.0.0.1:9", "--backend", "sim"]
+    command += ["--count", str(FLEET)]
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_LIMIT, LOW_LIMIT))
+
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, preexec_fn=low_limit)
+    assert done.returncode == 2, done.stderr
+    assert f"--count {FLEET} needs 264 open files, over this process's hard limit" in done.stderr
+    assert "Traceback" not in done.stderr

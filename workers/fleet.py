@@ -19,7 +19,6 @@ import heapq
 import itertools
 import logging
 import math
-import resource
 import selectors
 import time
 
@@ -28,6 +27,7 @@ import zmq
 
 from controller.profiles import LatencyProfile, ProfileLatency
 from protocols.curve import ClientKeys
+from protocols.sockets import allow_open_files
 from protocols.worker_messages import Generate, ItemDone, ItemOutcome, Refused
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
@@ -175,7 +175,6 @@ class Fleet:
         curve: ClientKeys | None,
         owned: bool = False,
     ):
-        _allow_open_files(count * _FDS_PER_WORKER + _SPARE_FDS)
         self._context = zmq.Context()
         self._context.set(zmq.MAX_SOCKETS, count + _SPARE_FDS)
         backend = _SimulatedRun(connect, base_id, max_batch)
@@ -290,13 +289,6 @@ class Fleet:
             heapq.heappush(self._timers, (at, next(self._order), worker))
 
 
-def _allow_open_files(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-
-
 def run_fleet(
     connect: str,
     count: int,
@@ -308,6 +300,15 @@ def run_fleet(
 ) -> int:
     if count < 1:
         raise SystemExit("--count must be at least 1")
+    needed = count * _FDS_PER_WORKER + _SPARE_FDS
+    if not allow_open_files(needed):
+        # past the limit, the fleet died of "Too many open files" with a traceback as it made its sockets
+        log.error(
+            "--count %d needs %d open files, over this process's hard limit (ulimit -Hn): raise it or split the fleet",
+            count,
+            needed,
+        )
+        return 2
     if die_with_parent:
         exit_with_parent()
     fleet = Fleet(connect, count, base_id, time_scale, max_batch, curve, owned=die_with_parent)
