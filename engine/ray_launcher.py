@@ -255,7 +255,8 @@ class RayLauncher:
                 self._ray.kill(actor)
             return f"returned {await serving}"
         except self._ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
-            return f"ended: {type(error).__name__}"
+            # why, not only Ray's class for it: "RayTaskError(FileNotFoundError)" named no file
+            return f"ended: {reasons(error)}"
 
     def _shortage(self, resources: dict[str, int]) -> str:
         """What the actor asks for that the cluster has not got free, for the log."""

@@ -1,5 +1,6 @@
 """Workers as Ray actors on a local Ray instance serve a real engine; killing one mid-load loses no request. Simulated
-workers need no CPU of their own; an actor Ray cannot place is named in a warning and replaced; a cluster that
+workers need no CPU of their own; an actor Ray cannot place is named in a warning and replaced, and one whose worker
+cannot load its model is replaced with a warning saying why; a cluster that
 cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its Ray instance
 lost its head (the GCS)."""
 
@@ -146,6 +147,19 @@ async def test_an_actor_ray_cannot_place_is_named_in_a_warning_and_replaced(monk
     try:
         await wait_for(lambda: sample(engine, "argus_worker_restarts_total") >= 1, "the replacement", timeout_s=120)
         assert "worker ray-0 (Ray actor) was not started by Ray within 3 s (it needs 1 GPU" in caplog.text
+    finally:
+        engine.request_stop()
+        await running
+
+
+async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_and_the_log_says_why(caplog):
+    launch = LaunchConfig(count=1, backend="sdxl", model="/no/such/sdxl-model")
+    engine = ray_engine(launch)
+    running = asyncio.create_task(engine.run())
+    try:
+        await wait_for(lambda: sample(engine, "argus_worker_restarts_total") >= 1, "the replacement", timeout_s=120)
+        assert "worker ray-0 (Ray actor) ended: FileNotFoundError" in caplog.text
+        assert "/no/such/sdxl-model" in caplog.text
     finally:
         engine.request_stop()
         await running
