@@ -1,6 +1,7 @@
-"""`argus bench engine` fails, not hangs, when the server it measures over ZeroMQ stops answering."""
+"""`argus bench engine` fails, not hangs, when the server it measures over ZeroMQ or HTTP stops answering."""
 
 import argparse
+import socket
 
 import pytest
 import zmq
@@ -33,3 +34,20 @@ async def test_the_first_request_to_a_silent_server_fails(silent_server, monkeyp
     monkeypatch.setattr(engine_load, "NO_REPLY_S", 0.3)
     with pytest.raises(RuntimeError, match="did not answer"):
         await engine_load.first_reply(silent_server, 64)
+
+
+@pytest.fixture
+def silent_http_server():
+    """A listening socket that never accepts: the kernel takes connections and requests, nobody answers."""
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(64)
+        yield f"http://{LOOPBACK}:{listener.getsockname()[1]}"
+
+
+@pytest.mark.timeout(30)
+async def test_an_http_closed_loop_against_a_silent_server_fails(silent_http_server, monkeypatch):
+    monkeypatch.setattr(engine_load, "NO_REPLY_S", 0.3)
+    args = argparse.Namespace(size=64, http_concurrency=2, warmup_s=0.0)
+    with pytest.raises(RuntimeError, match="stopped answering"):
+        await engine_load.http_closed_loop(silent_http_server, args, 0.2)

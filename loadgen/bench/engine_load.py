@@ -17,7 +17,8 @@ from loadgen.bench.harness import percentile
 
 PROMPT = "a photograph of a red fox in a snowy forest, golden light"
 # a ZeroMQ peer that is gone (or silent) never fails a receive, it only never answers: past its lead-in and
-# measured time, a closed-loop run waits this long for the reply that ends it, then fails rather than hang
+# measured time, a closed-loop run waits this long for the reply that ends it, then fails rather than hang; an
+# HTTP request waits as long for its response
 NO_REPLY_S = 30.0
 
 
@@ -205,13 +206,18 @@ class HttpLoad:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
             headers={"Content-Type": "application/json"},
+            # aiohttp's default waits 5 minutes a request: a hung server held the run that long per request
+            timeout=aiohttp.ClientTimeout(sock_read=NO_REPLY_S),
         )
 
     async def post(self) -> tuple[int, float, bytes]:
         started = time.perf_counter()
-        async with self._session.post(self._url, data=self._body) as response:
-            body = await response.read()
-            return response.status, time.perf_counter() - started, body
+        try:
+            async with self._session.post(self._url, data=self._body) as response:
+                body = await response.read()
+                return response.status, time.perf_counter() - started, body
+        except TimeoutError:
+            raise RuntimeError(f"{self._url} stopped answering: no response for {NO_REPLY_S:g} s") from None
 
     async def close(self) -> None:
         await self._session.close()
