@@ -122,6 +122,14 @@ def test_cache_bench(flags, tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("bench", ["engine", "scale"])
+@pytest.mark.parametrize("size", ["65", "56", "4096"])  # sizes the sim engine answers invalid_size
+def test_an_image_size_the_sim_engine_refuses(bench, size, capsys):
+    assert _exit_code(["bench", bench, "--size", size]) == 2
+    err = capsys.readouterr().err
+    assert "argument --size: expected a multiple of 8 from 64 to 2048" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

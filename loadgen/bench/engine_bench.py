@@ -40,6 +40,7 @@ from loadgen.bench.harness import (
     median,
     process_cpu_s,
     python_module,
+    sim_image_side,
     spawn,
     start_engine,
     table,
@@ -79,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="HTTP requests in flight, one pooled connection each (default 32)",
     )
     parser.add_argument("--workers", type=positive_int, default=2, help="simulated local workers (default 2)")
-    parser.add_argument("--size", type=positive_int, default=64, help="image side asked for (default 64)")
+    parser.add_argument("--size", type=sim_image_side, default=64, help="image side asked for (default 64)")
     parser.add_argument("--doors", default="zmq,http", help="front doors to measure (default zmq,http)")
 
 

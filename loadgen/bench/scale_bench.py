@@ -46,6 +46,7 @@ from loadgen.bench.harness import (
     percentile,
     process_cpu_s,
     python_module,
+    sim_image_side,
     spawn,
     start_engine,
     table,
@@ -82,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=200.0,
         help="a step whose p99 passes this has saturated (default 200)",
     )
-    parser.add_argument("--size", type=positive_int, default=64, help="image side asked for (default 64)")
+    parser.add_argument("--size", type=sim_image_side, default=64, help="image side asked for (default 64)")
     parser.add_argument(
         "--ready-timeout-s", type=positive_float, default=300.0, help="for every worker to join (default 300)"
     )
