@@ -63,6 +63,16 @@ def tcp_port(text: str) -> int:
     return value
 
 
+def engine_address(text: str) -> str:
+    """An argparse type: the engine's worker address to dial, tcp://HOST:PORT or ipc://PATH. ZeroMQ refuses any
+    other only as the socket connects: a worker died with a traceback, and a Ray actor, replaced, died again."""
+    scheme, _, rest = text.partition("://")
+    host, _, port = rest.rpartition(":")
+    if (scheme == "ipc" and rest) or (scheme == "tcp" and host and port.isdigit() and 0 < int(port) <= 65535):
+        return text
+    raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT or ipc://PATH, not {text!r}")
+
+
 def public_url(text: str) -> str:
     """An argparse type: the URL clients reach the HTTP API at (a reverse proxy's), without its final slash."""
     try:

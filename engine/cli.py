@@ -15,6 +15,7 @@ from engine.arg_types import (
     UsageError,
     batch_size,
     client_keys,
+    engine_address,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -136,6 +137,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ray-connect",
         metavar="ADDR",
+        type=engine_address,
         help="with --launcher ray: the worker address actors dial (default: the first TCP --worker-listen)",
     )
     p.add_argument("--curve-secret", metavar="FILE", help="require CURVE on ZeroMQ: the engine's .key_secret file")
@@ -326,7 +328,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _add_worker(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run one worker process that connects to an engine")
-    p.add_argument("--connect", required=True, help="the engine's worker address, e.g. tcp://HOST:5556")
+    p.add_argument(
+        "--connect", required=True, type=engine_address, help="the engine's worker address, e.g. tcp://HOST:5556"
+    )
     p.add_argument("--worker-id", default=None, help="a name for this worker (default: host and pid)")
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
     p.add_argument("--device", help="cpu or cuda:N (default cpu)")

@@ -182,6 +182,24 @@ def test_a_public_url_is_kept_without_its_final_slash(url, kept):
     assert engine_config(build_parser().parse_args(["serve", "--public-url", url])).public_url == kept
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:5556", "tcp://127.0.0.1", "tcp://host:0", "tcp://host:99999", "ipc://"])
+@pytest.mark.parametrize(
+    "argv", [["worker", "--backend", "sim", "--connect"], ["serve", "--launcher", "ray", "--ray-connect"]]
+)
+def test_an_engine_address_zeromq_cannot_dial_is_a_usage_error(argv, address, capsys):
+    """A worker died of it with a traceback as it connected; under --launcher ray, actor after actor did."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*argv, address])
+    assert exited.value.code == 2
+    assert f"expected tcp://HOST:PORT or ipc://PATH, not '{address}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("address", ["tcp://10.0.0.7:5556", "tcp://[::1]:5556", "tcp://gpu-7.example:5556", "ipc:///a"])
+def test_an_engine_address_zeromq_dials_is_taken(address):
+    args = build_parser().parse_args(["worker", "--connect", address])
+    assert args.connect == address
+
+
 def test_serve_accepts_what_it_runs_with():
     config = engine_config(build_parser().parse_args(["serve", "--heartbeat-timeout", "2"]))
     assert (config.heartbeat_timeout_s, config.launch.time_scale) == (2.0, 1.0)
