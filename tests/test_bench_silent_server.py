@@ -36,6 +36,14 @@ async def test_the_first_request_to_a_silent_server_fails(silent_server, monkeyp
         await engine_load.first_reply(silent_server, 64)
 
 
+@pytest.mark.timeout(30)
+async def test_an_open_loop_against_a_silent_server_fails(silent_server, monkeypatch):
+    monkeypatch.setattr(engine_load, "NO_REPLY_S", 0.3)
+    args = argparse.Namespace(size=64, warmup_s=0.0)
+    with pytest.raises(RuntimeError, match="stopped answering"):
+        await engine_load.zmq_open_loop(silent_server, args, 20.0, 0.2)
+
+
 @pytest.fixture
 def silent_http_server():
     """A listening socket that never accepts: the kernel takes connections and requests, nobody answers."""

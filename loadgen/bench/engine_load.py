@@ -145,7 +145,9 @@ async def zmq_open_loop(address: str, args: argparse.Namespace, rate: float, dur
     try:
         reader = asyncio.create_task(read())
         send_s, late = await _paced(rate, total, client.send)
-        await asyncio.wait_for(reader, 30.0)
+        await asyncio.wait_for(reader, NO_REPLY_S)
+    except TimeoutError:  # bare, it said neither which server nor what
+        raise RuntimeError(f"{address} stopped answering: no reply for {NO_REPLY_S:g} s past the run") from None
     finally:
         client.close()
     skip = int(rate * args.warmup_s)
