@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import re
+import resource
 import sys
 
 from controller.policies import POLICY_NAMES
@@ -307,7 +308,13 @@ def _serve(args: argparse.Namespace) -> int:
     from engine.server import Engine
 
     config = engine_config(args)
-    allow_open_files(ENGINE_OPEN_FILES)  # as far as the hard limit goes
+    if not allow_open_files(ENGINE_OPEN_FILES):  # raised as far as the hard limit goes
+        logging.getLogger("argus.engine").warning(
+            "this process may hold at most %d open files (ulimit -Hn): past about that many workers, HTTP connections"
+            " and ZeroMQ clients in all, it takes no more and leaves HTTP unanswered; raise the hard limit to %d",
+            resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+            ENGINE_OPEN_FILES,
+        )
     # what start-up built lives as long as the process: spare full collections the walk over it
     gc.collect()
     gc.freeze()

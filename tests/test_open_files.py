@@ -8,7 +8,7 @@ import sys
 
 from test_sim_fleet import start_fleet
 
-from engine_process import ROOT, start_engine
+from engine_process import ROOT, free_port, start_engine
 
 FLEET = 100
 LOW_LIMIT = 64  # under what the engine holds for a fleet of FLEET, with its own descriptors
@@ -42,3 +42,31 @@ def test_a_fleet_over_its_hard_limit_says_so_and_exits_2():
     assert done.returncode == 2, done.stderr
     assert f"--count {FLEET} needs 264 open files, over this process's hard limit" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_engine_under_a_low_hard_limit_says_so(tmp_path):
+    """It raised its soft limit as far as the hard one let it and said nothing: at a hard limit of 1,024 it still
+    stopped taking workers past about a thousand, without a word."""
+    port, client_port, worker_port = free_port(), free_port(), free_port()
+    command = [sys.executable, "-m", "engine.cli", "serve", "--workers", "0", "--backend", "sim", "--port", str(port)]
+    command += [
+        "--client-listen",
+        f"tcp://127.0.0.1:{client_port}",
+        "--worker-listen",
+        f"tcp://127.0.0.1:{worker_port}",
+    ]
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_LIMIT * 4, LOW_LIMIT * 4))
+
+    engine = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=low_limit)
+    said = []
+    try:
+        for line in engine.stderr:  # up to the listening line, when SIGTERM is the engine's to handle
+            said.append(line)
+            if "listening" in line:
+                break
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(timeout=30) == 0
+    assert any(f"may hold at most {LOW_LIMIT * 4} open files (ulimit -Hn)" in line for line in said), said
