@@ -228,6 +228,8 @@ async def _door(args, engine, engine_target: str, baseline_target: str, peak, la
         before = {w: sum(process_cpu_s(pid) for pid in processes[w]) for w in watched}
         with _no_gc():
             result = await run(*a)
+        if result["not_images"]:  # an error's latency or rate is not the engine's at serving images
+            raise RuntimeError(f"{name}: {result['not_images']} replies were not images")
         for w in watched:
             used = sum(process_cpu_s(pid) for pid in processes[w]) - before[w]
             result[f"{w}_cpu_us_per_request"] = used / max(1, result["total"]) * 1e6
@@ -238,10 +240,7 @@ async def _door(args, engine, engine_target: str, baseline_target: str, peak, la
         # alternate which goes first, so drift on the machine falls on both alike
         order = [("baseline", baseline_target), ("engine", engine_target)]
         for name, target in order if r % 2 == 0 else order[::-1]:
-            result = await measured(peak, name, target)
-            if result["not_images"]:
-                raise RuntimeError(f"{name}: {result['not_images']} replies were not images")
-            runs[name].append(result)
+            runs[name].append(await measured(peak, name, target))
         baseline.check_alive()
     engine_rps = median([x["rps"] for x in runs["engine"]])
     baseline_rps = median([x["rps"] for x in runs["baseline"]])

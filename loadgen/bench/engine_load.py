@@ -194,7 +194,7 @@ def _latency_summary(
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
         "max_ms": max(ms) if ms else float("nan"),
-        "not_ok": failed,
+        "not_images": failed,
     }
 
 
