@@ -28,6 +28,8 @@ def _exit_code(argv: list[str]) -> int:
         ["--size", "512"],
         ["--threads", "0"],
         ["--warmup", "-1"],
+        ["--guidance", "nan"],  # it ran, every image from NaN
+        ["--guidance", "-1"],
     ],
 )
 def test_worker_bench(flags, capsys):

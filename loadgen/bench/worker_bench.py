@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.arg_types import UsageError, comma_separated, non_negative_int, positive_int
+from engine.arg_types import UsageError, comma_separated, non_negative_float, non_negative_int, positive_int
 from loadgen.bench.harness import median, table, write_json
 from protocols.limits import SIZE_MULTIPLE
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " gives each of its 2 default local workers)",
     )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--guidance", type=non_negative_float, default=5.0)
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="unmeasured runs of each kind first")
 
 
