@@ -33,6 +33,7 @@ from protocols.worker_messages import (
     PROTOCOL_VERSION,
     BatchDone,
     EngineHeartbeat,
+    Generate,
     Heartbeat,
     Hello,
     HelloVersion,
@@ -95,6 +96,8 @@ class WorkerLink:
 
     def send(self, worker: WorkerHandle, message: object) -> bool:
         """True once handed to the worker's connection."""
+        if isinstance(message, Generate):
+            worker.idle_since = None
         return not self._socket.send(worker.identity, self._codec.encode(message))
 
     def shutdown_all(self) -> None:
@@ -138,12 +141,31 @@ class WorkerLink:
         worker.last_seen = time.monotonic()
         if isinstance(message, BatchDone):
             self.dispatcher.batch_done(worker, message)
+        elif isinstance(message, Heartbeat):
+            for batch_id in self._lost_batches(worker, message.running_batch):
+                log.warning("batch %d to %s was lost on the link: sending its images again", batch_id, worker.name)
+                self.dispatcher.batch_done(worker, BatchDone(batch_id, []))  # each image it leaves out is still owed
         elif isinstance(message, Leaving):
             self.dispatcher.worker_lost(worker, "left")
-        elif not isinstance(message, Heartbeat | LevelSet):
+        elif not isinstance(message, LevelSet):
             self._metrics.bad_messages.labels("worker").inc()
         # LevelSet only acknowledges: the engine routes by a level from the moment it sends SetLevel, and taking
         # the echo as news would move the worker back when a later SetLevel crossed it on the wire
+
+    def _lost_batches(self, worker: WorkerHandle, running_batch: int) -> list[int]:
+        """The batches sent to the worker that its heartbeat shows it will never answer. A link cut loses what is on
+        the wire (a Generate on its way, a BatchDone on its way back) and the worker, dialling again at once, beats
+        on: nothing else would ever answer them. It runs its batches in the order sent and answers each before the
+        next, so those sent before the one it runs are lost; and idle at every beat for over a heartbeat timeout
+        since the last one was sent (none takes that long to arrive, and one it had but had not started at a beat,
+        it runs by the next), it holds none."""
+        if running_batch >= 0:
+            worker.idle_since = None
+            return [batch_id for batch_id in worker.inflight if batch_id < running_batch]
+        now = time.monotonic()
+        if worker.idle_since is None:
+            worker.idle_since = now
+        return list(worker.inflight) if now - worker.idle_since > self._heartbeat_timeout_s else []
 
     def _on_hello(self, identity: bytes, hello: Hello, known: WorkerHandle | None) -> None:
         if self._stopping:

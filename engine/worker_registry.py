@@ -27,6 +27,8 @@ class WorkerHandle:
     queue: deque[Job] = field(default_factory=deque)  # routed here, not yet sent
     inflight: dict[int, list[Job]] = field(default_factory=dict)  # batch id -> jobs sent
     busy_until: float = 0.0  # when the batches sent should be done, by the latency profile
+    # since when its every heartbeat says it runs nothing (and no batch was sent to it): see WorkerLink._lost_batches
+    idle_since: float | None = None
 
     @property
     def name(self) -> str:

@@ -13,6 +13,9 @@ class DroppingProxy:
         self.address = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self.accepted = 0
+        # cleared: what comes in is held, not passed on (a link that stalls); it is lost if the link is then cut
+        self.flowing = threading.Event()
+        self.flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def drop_all(self) -> None:
@@ -35,12 +38,13 @@ class DroppingProxy:
             self._pairs.append((client, upstream))
             self.accepted += 1
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+                threading.Thread(target=_pump, args=(source, sink, self.flowing), daemon=True).start()
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, flowing: threading.Event) -> None:
     try:
         while data := source.recv(65536):
+            flowing.wait()
             sink.sendall(data)
     except OSError:
         pass
