@@ -369,12 +369,12 @@ class Dispatcher:
         if job.request.done:
             return False
         left = job.request.seconds_left(now)
-        if left is None:
+        if left is None or self._config.serve_late:
             return True
         if left <= 0:
             self._deadline_exceeded(job, "queued", "the request's deadline passed before it could be served")
             return False
-        if self._config.serve_late or not self._profiled(job.level):
+        if not self._profiled(job.level):
             return True
         latency = self._seconds(job, job.level)
         if ahead is not None and ahead > wait and ahead + latency > left:
@@ -577,7 +577,7 @@ class Dispatcher:
                 self._deadline_exceeded(job, "running", "the request's deadline passed while its images were made")
         for job in list(self._pending):
             left = job.request.seconds_left(now)
-            if left is not None and left <= 0:
+            if left is not None and left <= 0 and not self._config.serve_late:
                 self._deadline_exceeded(job, "no_worker", "the request's deadline passed while it waited for a worker")
             elif now - job.waiting_since > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")

@@ -339,6 +339,25 @@ async def test_late_jobs_are_served_when_the_engine_is_told_to():
     assert len(h.batches()) == 2 and h.batches()[1].items[0].request_id == late.jobs[0].job_id
 
 
+async def test_a_request_whose_deadline_passes_while_it_waits_is_served_late_when_told_to():
+    """Before, --serve-late served late only what was already running: one queued, or waiting for a worker, past
+    its deadline was answered deadline_exceeded all the same."""
+    h = Harness(profile=PROFILE, serve_late=True)
+    queued, waiting = h.request(slo_ms=10_000), h.request(slo_ms=1_000)  # no worker yet
+    h.clock.now += 2
+    h.dispatcher.sweep()
+    a = h.add_worker("a", max_batch=1)
+    later = h.request(slo_ms=1_000)  # queued behind the two
+    h.clock.now += 2
+    h.dispatcher.sweep()
+    await settle()
+    assert not any(request.done for request in (queued, waiting, later))
+    for _ in range(3):
+        h.finish(a, h.batches()[-1])
+    await settle()
+    assert all(isinstance(request.future.result(), Images) for request in (queued, waiting, later))
+
+
 async def test_a_request_whose_deadline_passes_while_its_image_runs_is_answered_then():
     """A worker slower than its profile (or hung): before, the request waited for its answer, however late."""
     h = Harness(profile=PROFILE)
