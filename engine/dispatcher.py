@@ -351,12 +351,15 @@ class Dispatcher:
         return batch
 
     def _batch_limit(self, job: Job, max_batch: int, now: float, wait: float) -> int:
-        """The largest batch that still meets the job's deadline, by the latency profile."""
+        """The largest batch that still meets the job's deadline, by the latency profile. One served late
+        (--serve-late) that cannot meet it at all gains nothing from a small batch: it takes a whole one, and the
+        jobs late behind it are served at the fleet's full rate."""
         left = job.request.seconds_left(now)
         if left is None or not self._profiled(job.level):
             return max_batch
         fitting = (b for b in range(max_batch, 1, -1) if self._seconds(job, job.level, b) <= left - wait)
-        return next(fitting, 1)
+        late = self._config.serve_late and self._seconds(job, job.level) > left - wait
+        return next(fitting, max_batch if late else 1)
 
     def _still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
         """False (and the request answered) for a job that is done for, or can no longer meet its deadline.

@@ -358,6 +358,19 @@ async def test_a_request_whose_deadline_passes_while_it_waits_is_served_late_whe
     assert all(isinstance(request.future.result(), Images) for request in (queued, waiting, later))
 
 
+async def test_requests_served_late_leave_in_whole_batches():
+    """Before, each job that could not meet its deadline went alone: a fleet serving late ran at batch 1."""
+    h = Harness(profile=PROFILE, serve_late=True)
+    a = h.add_worker("a", max_batch=4)
+    h.request()  # runs for 1 s
+    late = [h.request(slo_ms=500) for _ in range(8)]
+    h.finish(a, h.batches()[0])
+    h.finish(a, h.batches()[1])
+    await settle()
+    assert [len(batch.items) for batch in h.batches()] == [1, 4, 4]
+    assert sum(request.done for request in late) == 4
+
+
 async def test_a_request_whose_deadline_passes_while_its_image_runs_is_answered_then():
     """A worker slower than its profile (or hung): before, the request waited for its answer, however late."""
     h = Harness(profile=PROFILE)
