@@ -576,7 +576,9 @@ class Dispatcher:
         now = self._clock()
         for job_id in self._sent_deadlines.passed(now):
             job = self._live.get(job_id)
-            if job is not None:  # its answer, should it come, is ignored, and what still runs is aborted (_retire)
+            # one given back since (its worker lost) is answered below, where it waits; one still sent: its answer,
+            # should it come, is ignored, and what still runs is aborted (_retire)
+            if job is not None and job.batch_id is not None:
                 self._deadline_exceeded(job, "running", "the request's deadline passed while its images were made")
         for job in list(self._pending):
             left = job.request.seconds_left(now)

@@ -389,6 +389,20 @@ async def test_a_request_whose_deadline_passes_while_its_image_runs_is_answered_
     assert h.dispatcher.outstanding_images == 0 and not a.inflight
 
 
+async def test_a_deadline_missed_waiting_for_a_worker_after_a_loss_is_counted_as_such():
+    """Before, an image sent once was counted (and its client told) late while running, wherever it waited."""
+    h = Harness(profile=PROFILE)
+    a = h.add_worker("a", max_batch=1)
+    request = h.request(slo_ms=1_500)
+    h.dispatcher.worker_lost(a, "exited")  # its image waits for a worker now
+    h.clock.now += 2
+    h.dispatcher.sweep()
+    await settle()
+    assert "waited for a worker" in request.future.result().message
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "no_worker"}) == 1
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "running"}) is None
+
+
 async def test_a_request_whose_deadline_passes_while_its_image_runs_is_served_late_when_told_to():
     h = Harness(profile=PROFILE, serve_late=True)
     a = h.add_worker("a", max_batch=1)
