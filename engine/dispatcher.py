@@ -91,6 +91,8 @@ class Dispatcher:
         self._clock = clock
         self._pending: deque[Job] = deque()
         self._live: dict[str, Job] = {}
+        # admitted, their level still being chosen on the cache thread (a heavy embedder can take a while)
+        self._choosing: dict[AdmittedRequest, None] = {}
         self._batch_ids = itertools.count(1)
         self._idle = IdleWorkers()
         # every job queued on a worker, by the latest time it can start and still meet its deadline (then
@@ -125,6 +127,7 @@ class Dispatcher:
         request.future.add_done_callback(lambda _: self._retire(request))
         for job in request.jobs:
             self._live[job.job_id] = job
+        self._choosing[request] = None
 
     def route(
         self,
@@ -136,6 +139,7 @@ class Dispatcher:
         k_star: int = 0,
     ) -> None:
         """The request's level is chosen (and its neighbour's latents fetched): send its images on."""
+        self._choosing.pop(request, None)
         if request.done:
             return
         touched: dict[WorkerHandle, None] = {}
@@ -165,6 +169,7 @@ class Dispatcher:
 
     def _retire(self, request: AdmittedRequest) -> None:
         """The request has its reply: drop what is left of it, abort what runs."""
+        self._choosing.pop(request, None)
         aborts: dict[WorkerHandle, list[str]] = {}
         for job in request.jobs:
             if self._live.pop(job.job_id, None) is None:
@@ -375,7 +380,7 @@ class Dispatcher:
         if left is None or self._config.serve_late:
             return True
         if left <= 0:
-            self._deadline_exceeded(job, "queued", "the request's deadline passed before it could be served")
+            self._deadline_exceeded(job.request, "queued", "the request's deadline passed before it could be served")
             return False
         if not self._profiled(job.level):
             return True
@@ -384,12 +389,12 @@ class Dispatcher:
             self._escalated(job, left - ahead)
             latency = self._seconds(job, job.level)
         if wait + latency > left and not self._escalated(job, left - wait):
-            self._deadline_exceeded(job, "predicted", "the request can no longer be served within its deadline")
+            self._deadline_exceeded(job.request, "predicted", "the request can no longer be served within its deadline")
             return False
         return True
 
-    def _deadline_exceeded(self, job: Job, cause: str, message: str) -> None:
-        if job.request.fail("deadline_exceeded", message):
+    def _deadline_exceeded(self, request: AdmittedRequest, cause: str, message: str) -> None:
+        if request.fail("deadline_exceeded", message):
             self._metrics.deadline_exceeded_by(cause).inc()
 
     def _queued_seconds(self, jobs: Iterable[Job]) -> float:
@@ -574,16 +579,27 @@ class Dispatcher:
     def sweep(self) -> None:
         """Answers requests whose deadline passed while queued or running, and jobs no worker could take."""
         now = self._clock()
+        if not self._config.serve_late:
+            for request in list(self._choosing):
+                left = request.seconds_left(now)
+                if left is not None and left <= 0:
+                    self._deadline_exceeded(
+                        request, "queued", "the request's deadline passed while its level was chosen"
+                    )
         for job_id in self._sent_deadlines.passed(now):
             job = self._live.get(job_id)
             # one given back since (its worker lost) is answered below, where it waits; one still sent: its answer,
             # should it come, is ignored, and what still runs is aborted (_retire)
             if job is not None and job.batch_id is not None:
-                self._deadline_exceeded(job, "running", "the request's deadline passed while its images were made")
+                self._deadline_exceeded(
+                    job.request, "running", "the request's deadline passed while its images were made"
+                )
         for job in list(self._pending):
             left = job.request.seconds_left(now)
             if left is not None and left <= 0 and not self._config.serve_late:
-                self._deadline_exceeded(job, "no_worker", "the request's deadline passed while it waited for a worker")
+                self._deadline_exceeded(
+                    job.request, "no_worker", "the request's deadline passed while it waited for a worker"
+                )
             elif now - job.waiting_since > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
         # every queued job in the order the workers will take them, each behind the ones before it, shared

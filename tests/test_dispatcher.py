@@ -51,7 +51,10 @@ class Harness:
         self.dispatcher.worker_ready(worker)
         return worker
 
-    def request(self, n=1, slo_ms=None, prompt="p", level=0, fallbacks=(), k_star=0, steps=50) -> AdmittedRequest:
+    def request(
+        self, n=1, slo_ms=None, prompt="p", level=0, fallbacks=(), k_star=0, steps=50, chosen=True
+    ) -> AdmittedRequest:
+        """An admitted request, routed at `level` unless not yet `chosen` (its level still being chosen)."""
         spec = Generate(request_id=f"r{len(self.sent)}-{prompt}", prompt=prompt, n=n, slo_ms=slo_ms, steps=steps)
         request = AdmittedRequest(
             spec=spec,
@@ -64,7 +67,8 @@ class Harness:
             future=asyncio.get_running_loop().create_future(),
         )
         self.dispatcher.admit(request)
-        self.dispatcher.route(request, level, None, None, fallbacks, k_star)
+        if chosen:
+            self.dispatcher.route(request, level, None, None, fallbacks, k_star)
         return request
 
     def batches(self, worker_name=None) -> list[Batch]:
@@ -712,3 +716,31 @@ async def test_workers_lost_leave_nothing_behind_in_the_idle_lists():
         h.dispatcher.worker_lost(h.add_worker(f"churn-{i}", level=25), "exited")
     h.request()  # served by the one left, at level 0
     assert len(h.dispatcher._idle) <= 1
+
+
+async def test_a_deadline_that_passes_while_the_level_is_chosen_is_answered_then():
+    """The sweep looked only at routed jobs: a request waiting on a slow cache thread (a heavy embedder) was
+    answered deadline_exceeded only once its level came back, however late."""
+    h = Harness()
+    h.add_worker("a")
+    request = h.request(slo_ms=500, chosen=False)
+    h.clock.now += 0.6
+    h.dispatcher.sweep()
+    await settle()
+    reply = request.future.result()
+    assert isinstance(reply, Error) and reply.code == "deadline_exceeded" and "level was chosen" in reply.message
+    assert h.metrics.deadline_exceeded_by("queued")._value.get() == 1
+    h.dispatcher.route(request, 0, None, None)  # the level, when it comes, sends nothing
+    assert not h.batches() and h.dispatcher.outstanding_images == 0
+
+
+async def test_a_request_served_late_is_not_answered_while_its_level_is_chosen():
+    h = Harness(serve_late=True)
+    h.add_worker("a")
+    request = h.request(slo_ms=500, chosen=False)
+    h.clock.now += 0.6
+    h.dispatcher.sweep()
+    await settle()
+    assert not request.done
+    h.dispatcher.route(request, 0, None, None)
+    assert len(h.batches()) == 1
