@@ -53,7 +53,7 @@ _MAX_TIMEOUT_S = (2**31 - 1) / 1000
 
 
 class ClientClosed(Exception):
-    """A call made on a closed client, or (async) still in flight when it was closed."""
+    """A call made on a closed client, or still in flight when it was closed."""
 
 
 def _connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tuple[zmq.Socket, RefusedHandshakes]:
@@ -108,19 +108,28 @@ class ArgusClient:
         # a call takes every reply that is not its own for a stale one and drops it: another thread's call in
         # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once)
         self._turn = threading.Lock()
+        self._closing = False  # set by close(): a call in another thread gives up at its next poll slice
+        self._calling: int | None = None  # the thread whose call holds the turn
         self._timeout_s = timeout_s
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         request = _generate(prompt, request_id, fields)
         with self._turn:
             _refuse_if_closed(self._socket)
-            return self._exchange(request)
+            self._calling = threading.get_ident()
+            try:
+                return self._exchange(request)
+            finally:
+                self._calling = None
+                if self._closing:
+                    self._close()  # asked for by a signal handler during this call, which could not wait for it
 
     def _exchange(self, request: Generate) -> Reply:
         try:
             return self._send_and_wait(request)
-        except KeyboardInterrupt:
-            # the caller gave up (Ctrl-C), maybe as the request went out: the engine stops its work, as at a timeout
+        except (KeyboardInterrupt, ClientClosed):
+            # the caller gave up (Ctrl-C, or close() from another thread), maybe as the request went out: the engine
+            # stops its work, as at a timeout
             self._cancel(request.request_id)
             raise
 
@@ -154,6 +163,8 @@ class ArgusClient:
             # in slices: Ctrl-C taken by another of the process's threads interrupts no poll, and is only raised
             # here once the poll returns to Python (a poll without end never would)
             ready = dict(self._poller.poll(_POLL_SLICE_MS if left_ms is None else min(left_ms, _POLL_SLICE_MS)))
+            if self._closing:
+                raise ClientClosed("client closed during the call")
             refused = self._refusals.reason()
             if refused:
                 raise ConnectionRefusedError(refused)
@@ -169,6 +180,15 @@ class ArgusClient:
             pass  # nobody to tell
 
     def close(self) -> None:
+        """A call in flight in another thread is cancelled at the engine and raises ClientClosed, rather than poll a
+        socket closed under it (ZeroMQ sockets are not thread-safe)."""
+        self._closing = True
+        if self._calling == threading.get_ident():
+            return  # a signal handler, during this thread's call: waiting for the turn would wait for ever
+        with self._turn:
+            self._close()
+
+    def _close(self) -> None:
         self._refusals.close()
         self._socket.close(linger=_CLOSE_LINGER_MS)
         self._context.term()

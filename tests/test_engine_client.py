@@ -202,6 +202,48 @@ def test_calls_from_several_threads_each_get_their_own_reply(engine):
     assert replies == {f"thread-{i}": f"thread-{i}" for i in range(calls)}
 
 
+def test_closing_the_sync_client_from_another_thread_cancels_the_call_in_flight(engine):
+    client = ArgusClient(engine.address)  # no timeout: only close() ends the call
+    outcome = []
+
+    def call():
+        try:
+            outcome.append(client.generate("a fox", request_id="in-flight"))
+        except Exception as error:  # before: ZeroMQ's 'Socket operation on non-socket', from a socket closed under it
+            outcome.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    _, sent = engine.receive()
+    assert sent.request_id == "in-flight"
+    client.close()
+    caller.join(timeout=30)
+    assert [type(o) for o in outcome] == [ClientClosed]
+    assert engine.receive()[1] == Cancel("in-flight")
+
+
+def test_closing_the_sync_client_from_a_signal_handler_during_a_call_ends_the_call(engine):
+    client = ArgusClient(engine.address)
+    caller = threading.get_ident()
+
+    def close_once_sent():
+        engine.receive()
+        signal.pthread_kill(caller, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, lambda *_: client.close())
+    closer = threading.Thread(target=close_once_sent)
+    closer.start()
+    try:
+        with pytest.raises(ClientClosed):
+            client.generate("a fox", request_id="r1")
+        closer.join()
+        assert engine.receive()[1] == Cancel("r1")
+        with pytest.raises(ClientClosed):
+            client.generate("a fox")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_ctrl_c_during_a_call_cancels_it_at_the_engine(engine):
     """Ctrl-C is taken by whichever thread of the process the kernel picks: here not the caller's, whose poll it
     does not interrupt (before, a call without a timeout never saw it, and CI timed out)."""
