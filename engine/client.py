@@ -265,16 +265,17 @@ class AsyncArgusClient:
                 if future is not None and not future.done():
                     future.set_result(reply)
         except (zmq.ZMQError, asyncio.CancelledError):
-            for future in self._waiting.values():
-                if not future.done():
-                    future.set_exception(ClientClosed("client closed"))
+            self._fail_waiting(ClientClosed("client closed"))
             raise
 
     async def _watch_refusals(self) -> None:
         self._refused = await self._refusals.refused()
+        self._fail_waiting(ConnectionRefusedError(self._refused))
+
+    def _fail_waiting(self, error: Exception) -> None:
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(ConnectionRefusedError(self._refused))
+                future.set_exception(error)
 
     async def close(self) -> None:
         """Requests still in flight are cancelled at the engine and raise ClientClosed here."""
@@ -290,6 +291,9 @@ class AsyncArgusClient:
                     await task
                 except (asyncio.CancelledError, zmq.ZMQError):
                     pass
+        # here too, not only by the reader: a reader cancelled before its first turn (a call sent in the same turn
+        # as the close) never runs, and its calls waited for ever
+        self._fail_waiting(ClientClosed("client closed"))
         self._refusals.close()
         self._socket.close(linger=_CLOSE_LINGER_MS)
         self._context.term()

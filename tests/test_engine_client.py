@@ -93,6 +93,15 @@ async def test_closing_the_async_client_cancels_what_it_has_in_flight(engine):
         await pending
 
 
+async def test_closing_the_async_client_as_a_call_goes_out_ends_the_call(engine):
+    async with AsyncArgusClient(engine.address) as client:
+        call = asyncio.create_task(client.generate("a fox"))
+        await asyncio.sleep(0)  # the call is sent; the client's reader has not had its first turn
+    # before: the reader, cancelled before it ran, failed no call, and this one waited for ever
+    with pytest.raises(ClientClosed):
+        await asyncio.wait_for(call, 10)
+
+
 @pytest.mark.parametrize("request_id", ["x" * 129, 5])
 async def test_a_request_id_the_engine_could_not_answer_under_is_refused_before_it_is_sent(engine, request_id):
     # the engine answers it under an id cut short or "", which no call matches: the call waited for ever
