@@ -279,9 +279,13 @@ class AsyncArgusClient:
 
     async def close(self) -> None:
         """Requests still in flight are cancelled at the engine and raise ClientClosed here."""
+        # through a blocking socket over the same one: an asyncio socket fails the future of a send that would block
+        # rather than raise, which left a 'Future exception was never retrieved' traceback per request in flight
+        # once the queue was full (the engine down)
+        sock = zmq.Socket.shadow(self._socket.underlying)
         for request_id in self._waiting:
             try:
-                self._socket.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
+                sock.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
             except zmq.Again:
                 break  # nobody to tell
         for task in (self._reader, self._watcher):

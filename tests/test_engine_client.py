@@ -12,6 +12,7 @@ import zmq
 from engine.client import ArgusClient, AsyncArgusClient, ClientClosed
 from engine_process import free_port
 from protocols.client_messages import Cancel, Error, Generate, engine_side_codec
+from protocols.sockets import DEFAULT_HWM
 
 
 class ScriptedEngine:
@@ -140,6 +141,17 @@ async def test_an_undecodable_reply_fails_the_async_call_it_answers(engine):
         # before, the reply was dropped and the call waited for ever
         with pytest.raises(ValueError, match="undecodable reply"):
             await asyncio.wait_for(call, 10)
+
+
+async def test_closing_the_async_client_with_its_send_queue_full_cancels_each_call_quietly(caplog):
+    client = AsyncArgusClient(f"tcp://127.0.0.1:{free_port()}")  # no engine: every request stays queued
+    calls = [asyncio.create_task(client.generate("a fox")) for _ in range(DEFAULT_HWM)]
+    await asyncio.sleep(0)  # each call sent, and the socket's queue full
+    await client.close()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert {type(outcome) for outcome in outcomes} == {ClientClosed}
+    # before: a 'Future exception was never retrieved' traceback for each of them
+    assert "never retrieved" not in caplog.text
 
 
 async def test_a_closed_client_refuses_a_request_as_closed(engine):
