@@ -66,7 +66,7 @@ class ClientDoor:
             handover=True,
         )
         self.endpoints = bind_all(sock, listen)
-        self._socket = LoopSocket(sock, self._on_frames)
+        self._socket = LoopSocket(sock, self._on_frames, _named)
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
         self._unread_warned_at = -_UNREAD_WARNING_S

@@ -26,9 +26,12 @@ OnMessage = Callable[[bytes, list[zmq.Frame]], None]
 
 
 class LoopSocket:
-    def __init__(self, sock: zmq.Socket, on_message: OnMessage):
+    def __init__(self, sock: zmq.Socket, on_message: OnMessage, named: Callable[[bytes], str] = repr):
+        """`named`: how a peer's identity is written in a log (a client's is a secret: whoever has it takes its
+        replies over)."""
         self._sock = sock
         self._on_message = on_message
+        self._named = named
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
 
@@ -47,7 +50,7 @@ class LoopSocket:
                 send(frame, _MORE)
             send(frames[-1], _DONTWAIT)
         except zmq.ZMQError as error:  # EHOSTUNREACH (ROUTER_MANDATORY) or EAGAIN (peer's queue full)
-            log.debug("send to %r failed: %s", identity, error)
+            log.debug("send to %s failed: %s", self._named(identity), error)
             return error.errno
         finally:
             # a send can swallow the FD's wake-up for waiting input: look once this loop turn is over
@@ -86,5 +89,5 @@ class LoopSocket:
             try:
                 self._on_message(identity, frames)
             except Exception:  # a bug in one handler must not stall the socket for everyone
-                log.exception("handling a message from %r failed", identity)
+                log.exception("handling a message from %s failed", self._named(identity))
         self._schedule_drain()  # more may be waiting: come back after others had a turn

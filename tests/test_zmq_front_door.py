@@ -1,6 +1,7 @@
 """The ZeroMQ front door and the engine.client classes; garbage on either ZeroMQ socket is harmless."""
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -9,9 +10,12 @@ import msgspec
 import pytest
 import zmq
 from tcp_proxy import DroppingProxy
+from waiting import eventually
 
 from engine.client import ArgusClient, AsyncArgusClient
-from engine_process import raw_client, slow_reading_client, start_engine
+from engine.config import LaunchConfig
+from engine.server import Engine
+from engine_process import in_process_config, raw_client, slow_reading_client, start_engine
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
 from protocols.worker_messages import PROTOCOL_VERSION, Refused, Rejoin, worker_side_codec
 
@@ -196,3 +200,27 @@ def test_replies_a_client_leaves_unread_are_bounded_and_counted(tmp_path):
         client.close(linger=0)
         context.term()
         assert engine.stop() == 0
+
+
+async def test_no_log_names_a_client_identity_whole(tmp_path, caplog):
+    """Whoever has a client's identity takes its replies over (ROUTER_HANDOVER): a debug line named it whole."""
+    caplog.set_level(logging.DEBUG)
+    # a worker that takes about half a second an image: the client is gone well before its reply
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0.1)))
+    running = asyncio.create_task(engine.run())
+    context = zmq.Context()
+    identity = b"a client's secret identity"
+    client = context.socket(zmq.DEALER)
+    client.setsockopt(zmq.IDENTITY, identity)
+    client.connect(engine.clients.endpoints[0])
+    try:
+        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        client.send_multipart(client_side_codec().encode(Generate("r", "a fox", width=64, height=64)))
+        client.close(linger=-1)  # gone before the engine answers
+        assert await eventually(lambda: "went away before its reply" in caplog.text)
+        assert "send to" in caplog.text
+        assert identity.decode() not in caplog.text and identity.hex() not in caplog.text
+    finally:
+        context.term()
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
