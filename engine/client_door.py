@@ -6,7 +6,8 @@ answer at once what cannot be admitted; garbage gets an Error, never a crash.
 A reply is lost only to a client that cannot take it: one gone for good, or one
 that leaves _MAX_UNREAD_REPLIES unread beyond the --max-queue the engine may
 answer at once (it would hold engine memory without bound). Both are counted in
-argus_replies_dropped_total.
+argus_replies_dropped_total. A client still gone _GONE_GRACE_S after a reply
+found it gone has its other requests cancelled.
 
 libzmq bounds the size of each frame, not the number of frames in a message,
 and delivers a message only whole: a peer may make the engine buffer one
@@ -16,6 +17,7 @@ behind CURVE (docs/scaling.md).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import time
@@ -47,6 +49,10 @@ _UNREAD_WARNING_S = 60.0
 # at shutdown, replies already written still queue for clients that read slowly (large images on a slow link):
 # they get this long to leave before the engine exits
 _REPLY_FLUSH_MS = 10_000
+# a client a reply found gone, and not heard from nor reached since, has its other requests cancelled after this
+# long: the engine made every image a killed pipeline had asked for (up to --max-queue), for no one, while the
+# clients still there got Busy. Time enough for a client whose connection dropped to connect again
+_GONE_GRACE_S = 10.0
 
 
 class ClientDoor:
@@ -69,15 +75,19 @@ class ClientDoor:
         self._socket = LoopSocket(sock, self._on_frames, _named)
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
+        self._gone: dict[bytes, asyncio.TimerHandle] = {}  # clients a reply found gone: their requests' cancel
         self._unread_warned_at = -_UNREAD_WARNING_S
 
     def start(self) -> None:
         self._socket.start()
 
     def close(self) -> None:
+        for cancel in self._gone.values():
+            cancel.cancel()
         self._socket.close(linger_ms=_REPLY_FLUSH_MS)
 
     def _on_frames(self, identity: bytes, frames: list) -> None:
+        self._back(identity)
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError) and frames:
             self._refuse(identity, message.reason, salvage_request_id(frames[0].buffer))
@@ -122,7 +132,9 @@ class ClientDoor:
 
     def _reply(self, identity: bytes, message: object) -> None:
         failed = self._socket.send(identity, self._codec.encode(message))
-        if failed == errno.EAGAIN:
+        if not failed:
+            self._back(identity)
+        elif failed == errno.EAGAIN:
             self._engine.metrics.replies_dropped.labels("unread").inc()
             now = time.monotonic()
             if now - self._unread_warned_at >= _UNREAD_WARNING_S:
@@ -133,6 +145,23 @@ class ClientDoor:
         elif failed:
             self._engine.metrics.replies_dropped.labels("gone").inc()
             log.debug("client %s went away before its reply", _named(identity))
+            if identity not in self._gone:
+                self._gone[identity] = asyncio.get_running_loop().call_later(
+                    _GONE_GRACE_S, self._cancel_requests_of, identity
+                )
+
+    def _back(self, identity: bytes) -> None:
+        cancel = self._gone.pop(identity, None)
+        if cancel is not None:
+            cancel.cancel()
+
+    def _cancel_requests_of(self, identity: bytes) -> None:
+        del self._gone[identity]
+        mine = [request for (owner, _), request in self._live.items() if owner == identity]
+        if mine:
+            log.info("client %s gone: cancelling its %d requests", _named(identity), len(mine))
+        for request in mine:
+            self._engine.dispatcher.cancel(request)
 
 
 def _named(identity: bytes) -> str:

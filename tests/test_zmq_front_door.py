@@ -3,6 +3,8 @@
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,7 +17,7 @@ from waiting import eventually
 from engine.client import ArgusClient, AsyncArgusClient
 from engine.config import LaunchConfig
 from engine.server import Engine
-from engine_process import in_process_config, raw_client, slow_reading_client, start_engine
+from engine_process import ROOT, in_process_config, raw_client, slow_reading_client, start_engine
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
 from protocols.worker_messages import PROTOCOL_VERSION, Refused, Rejoin, worker_side_codec
 
@@ -224,3 +226,42 @@ async def test_no_log_names_a_client_identity_whole(tmp_path, caplog):
         context.term()
         engine.request_stop()
         await asyncio.wait_for(running, 30)
+
+
+def test_the_requests_of_a_client_killed_with_them_in_flight_are_cancelled(tmp_path):
+    """Before, the engine made every image a killed pipeline had asked for, for no one."""
+    # one worker, one image at a time, about 5 s each: the six requests would keep it busy for 30 s
+    engine = start_engine(tmp_path, "--time-scale", "1", "--max-batch", "1", workers=1, backend="sim")
+    pipeline = subprocess.Popen(
+        [sys.executable, "-c", _PIPELINE, engine.client_address], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while engine.metric("argus_queued_images") < 6:
+            assert time.monotonic() < deadline and pipeline.poll() is None, "the requests were not admitted"
+            time.sleep(0.05)
+        pipeline.kill()
+        pipeline.wait()
+        answered = {}
+        while sum(answered.values()) < 6:
+            assert time.monotonic() < deadline, f"still in flight: {answered}"
+            time.sleep(0.2)
+            answered = {o: engine.metric("argus_requests_total", outcome=o, code="") for o in ("ok", "cancelled")}
+        # the first reply found it gone; what was left once it had stayed gone was cancelled
+        assert answered["ok"] >= 1 and answered["cancelled"] >= 1
+        assert engine.metric("argus_replies_dropped_total", reason="gone") == 6
+    finally:
+        pipeline.kill()
+        assert engine.stop() == 0
+
+
+_PIPELINE = """
+import asyncio, sys
+from engine.client import AsyncArgusClient
+
+async def main():
+    client = AsyncArgusClient(sys.argv[1])
+    await asyncio.gather(*(client.generate(f"picture {i}", width=64, height=64) for i in range(6)))
+
+asyncio.run(main())
+"""
