@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
+import secrets
 import stat
 
 import zmq
@@ -16,6 +18,14 @@ DEFAULT_HWM = 100_000
 # the largest frame a socket takes in (libzmq bounds each frame, not a message of many): a whole encoded
 # 1536 px image with latents fits with room to spare
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+
+def _seed_peer_numbering() -> None:
+    """A ROUTER names a peer that gives no identity of its own by a number counted from a start libzmq draws with
+    libc's rand() as the socket is made, which nothing seeds: the same at every start of the engine, so any peer
+    could connect under the first such client's name and take its replies (ROUTER_HANDOVER). Seeded from the OS,
+    the start is a secret."""
+    ctypes.CDLL(None).srand(ctypes.c_uint(secrets.randbits(32)))
 
 
 def make_socket(
@@ -34,6 +44,8 @@ def make_socket(
     """`handover` (ROUTER): a peer that connects under an identity already connected takes its traffic over. Only
     for peers whose identity is a secret: on the worker socket, where an identity is a worker's public name, it
     would let anyone who can dial in take a worker's prompts (and get the worker killed as silent)."""
+    if kind == zmq.ROUTER:
+        _seed_peer_numbering()
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, send_hwm)

@@ -228,6 +228,32 @@ async def test_no_log_names_a_client_identity_whole(tmp_path, caplog):
         await asyncio.wait_for(running, 30)
 
 
+_FIRST_PEER_NAME = """
+import zmq
+from protocols.sockets import make_socket
+context = zmq.Context()
+router = make_socket(context, zmq.ROUTER)
+router.bind("inproc://door")
+client = context.socket(zmq.DEALER)  # no identity of its own: the ROUTER names it
+client.connect("inproc://door")
+client.send(b"hello")
+print(router.recv_multipart()[0].hex())
+"""
+
+
+def test_the_name_a_router_gives_a_peer_without_an_identity_differs_at_every_start():
+    """libzmq counts such names from a start drawn with an unseeded rand(): the first client of every engine was
+    006b8b4567, and any peer that connected under that name took its replies over."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    names = {
+        subprocess.run(
+            [sys.executable, "-c", _FIRST_PEER_NAME], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(3)
+    }
+    assert len(names) == 3
+
+
 def test_the_requests_of_a_client_killed_with_them_in_flight_are_cancelled(tmp_path):
     """Before, the engine made every image a killed pipeline had asked for, for no one."""
     # one worker, one image at a time, about 5 s each: the six requests would keep it busy for 30 s
