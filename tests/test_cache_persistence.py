@@ -239,3 +239,9 @@ def test_an_intact_file_a_hostile_writer_made_is_refused(tmp_path, next_prompt_i
     )
     with pytest.raises(CacheFileError):
         load(tmp_path)
+
+
+def test_the_saved_file_is_readable_by_its_owner_alone(saved):
+    """It holds users' prompts: saved with the umask's 0644 in a 0755 --cache-dir, every user of the host read them."""
+    _, directory = saved
+    assert (directory / FILE_NAME).stat().st_mode & 0o777 == 0o600

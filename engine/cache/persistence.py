@@ -121,7 +121,9 @@ def write_cache_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        # users' prompts: for this engine's user alone, whatever the umask (the mode of a file left there too)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
             digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
             meta_digest = hashlib.blake2b(meta, digest_size=_DIGEST_BYTES).digest()
             head = _PREAMBLE.pack(_MAGIC, FORMAT_VERSION, len(meta), meta_digest)
