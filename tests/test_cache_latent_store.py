@@ -100,7 +100,9 @@ def test_a_spill_that_cannot_be_written_is_an_eviction_and_the_books_stay_right(
     evicted = []
     store = LatentStore(LATENT.nbytes, str(tmp_path), 4 * LATENT.nbytes, on_evict=evicted.append)
     store.put((1, 5), LATENT)
-    shutil.rmtree(next(tmp_path.iterdir()))  # the spill folder is gone (a cleaner, a full disk: writes fail)
+    [folder] = tmp_path.iterdir()
+    shutil.rmtree(folder)
+    folder.write_bytes(b"")  # writes in the folder fail, as on a full disk
     store.put((2, 5), LATENT)  # (1, 5) cannot go down a tier: it is lost, not half-kept
     store.put((3, 5), LATENT * 3)
     assert evicted == [(1, 5), (2, 5)]
@@ -108,6 +110,26 @@ def test_a_spill_that_cannot_be_written_is_an_eviction_and_the_books_stay_right(
     assert [key for key, _, _ in store.stored()] == [(3, 5)]  # every entry is ranked in a tier
     np.testing.assert_array_equal(store.take((3, 5)), LATENT * 3)
     store.close()
+
+
+def test_a_spill_folder_deleted_while_running_is_made_again(tmp_path):
+    """A tmp cleaner, or a hand tidying up argus-spill-* folders. Before, every later spill failed (the first
+    logged), and the disk tier stayed empty until a restart."""
+    evicted = []
+    store = LatentStore(LATENT.nbytes, str(tmp_path), 4 * LATENT.nbytes, on_evict=evicted.append)
+    store.put((1, 5), LATENT)
+    store.put((2, 5), LATENT * 2)  # (1, 5) goes to disk
+    [folder] = tmp_path.iterdir()
+    shutil.rmtree(tmp_path)
+    for prompt_id in range(3, 6):
+        store.put((prompt_id, 5), LATENT * prompt_id)
+    assert evicted == []
+    assert sorted(f.name for f in folder.iterdir()) == ["2_5.latent", "3_5.latent", "4_5.latent"]
+    assert folder.stat().st_mode & 0o777 == 0o700
+    np.testing.assert_array_equal(store.take((3, 5)), LATENT * 3)
+    assert store.take((1, 5)) is None and evicted == [(1, 5)]  # deleted with the folder
+    store.close()
+    assert not folder.exists()
 
 
 def test_bookkeeping_is_small_next_to_the_latents():
@@ -140,10 +162,12 @@ def test_a_spill_directory_that_keeps_failing_is_logged_once_until_it_works_agai
     """Before, every latent that could not go to disk logged a warning: five a request while a disk stayed full."""
     store = LatentStore(0, str(tmp_path), 100 * LATENT.nbytes)
     [folder] = tmp_path.iterdir()
-    folder.rmdir()  # writes fail, as on a full disk
+    folder.rmdir()
+    folder.write_bytes(b"")  # writes in the folder fail, as on a full disk
     with caplog.at_level("INFO", logger="argus.cache"):
         for i in range(20):
             store.put((i, 5), LATENT)
+        folder.unlink()
         folder.mkdir()
         store.put((20, 5), LATENT)
     messages = [record.getMessage() for record in caplog.records]

@@ -209,9 +209,8 @@ class LatentStore:
 
     def _write_to_disk(self, key: Key, entry: StoredLatent, record: Record) -> None:
         try:
-            with open(self._file(key), "wb") as f:
-                f.write(entry.array.data)
-        except OSError as error:  # disk full, folder gone: the latent is lost, the books stay right
+            self._write_file(key, entry)
+        except OSError as error:  # disk full, read-only: the latent is lost, the books stay right
             if not self._failed_spills:
                 log.warning(
                     "could not spill latent %s to disk (%s): evicted instead; further failures are not logged"
@@ -230,6 +229,17 @@ class LatentStore:
         self._disk.add(key, record)
         self.bytes_on_disk += entry.nbytes
         self.spills += 1
+
+    def _write_file(self, key: Key, entry: StoredLatent) -> None:
+        try:
+            f = open(self._file(key), "wb")
+        except FileNotFoundError:
+            # the folder was deleted under a running engine (a tmp cleaner, a hand tidying up): without it made
+            # again, every later spill failed, and the disk tier stayed empty until a restart
+            self._spill_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            f = open(self._file(key), "wb")
+        with f:
+            f.write(entry.array.data)
 
     def _admit(self, key: Key, latent: np.ndarray, uses: int) -> tuple[StoredLatent, Record]:
         if key in self._entries:
