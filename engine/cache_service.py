@@ -101,7 +101,7 @@ class CacheService:
         if self._cache is None or not latents:
             return
         shape = ShapeKey(request.steps, request.width, request.height)
-        future = self._thread.submit(self._cache.insert, request.spec.prompt, vector, shape, latents)
+        future = self._thread.submit(self._insert, request.spec.prompt, vector, shape, latents)
         future.add_done_callback(_log_failure)
 
     def adopt_model(self, model: str) -> None:
@@ -116,7 +116,7 @@ class CacheService:
     async def stats(self) -> CacheStats | None:
         if self._cache is None:
             return None
-        return await asyncio.wrap_future(self._thread.submit(self._cache.stats))
+        return await asyncio.wrap_future(self._thread.submit(lambda: self._cache.stats()))
 
     async def close(self, save_to: str | None) -> None:
         """Saves the cache (warm restart) and stops the thread; a failed save still closes the cache and the thread."""
@@ -156,6 +156,11 @@ class CacheService:
             return
         self._cache.save(directory)
         log.info("prompt cache saved to %s", directory)
+
+    def _insert(self, prompt: str, vector: np.ndarray, shape: ShapeKey, latents: dict[int, np.ndarray]) -> None:
+        # self._cache read here, not when queued (stats too): an adopt_model queued before it replaces the cache (a
+        # request that waited for the first worker brings its latents while the saved cache is still being restored)
+        self._cache.insert(prompt, vector, shape, latents)
 
     def _adopt_model(self, model: str) -> None:
         # inserts come after a worker's images, and so after this (one thread, in order): the cache is still empty

@@ -4,14 +4,15 @@ the cache and stop its thread)."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
-from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_service import CacheService, open_prompt_cache
+from engine.cache.prompt_cache import CacheStats, PromptCache, ShapeKey
+from engine.cache_service import CacheService, build_cache_service, open_prompt_cache
 from engine.config import CacheConfig
 
 LEVELS = (5, 10, 15, 20, 25)
@@ -85,3 +86,22 @@ def test_a_failed_save_still_closes_the_cache_and_stops_the_thread(tmp_path):
 
     asyncio.run(close_then_ask_for_stats())
     assert list((tmp_path / "spill").iterdir()) == []  # the cache was closed: its spill folder is gone
+
+
+def test_what_a_generation_brings_while_the_model_is_adopted_goes_to_the_adopted_cache(tmp_path):
+    """A request that waited for the first worker of an engine that could not name its model (tiny) brings its
+    latents while the saved cache is restored. Before, the insert was bound to the cache being replaced when it
+    was queued: the latents were lost with it, and the same prompt asked again was a miss."""
+    save_a_cache(tmp_path, prompts=2000)  # restoring it takes a while
+    service = build_cache_service(CacheConfig(directory=str(tmp_path)), "", LEVELS, choose=lambda *args: (0, 0))
+    request = SimpleNamespace(spec=SimpleNamespace(prompt="a cat"), steps=SHAPE.steps, width=64, height=64)
+
+    async def adopt_then_insert() -> CacheStats:
+        service.adopt_model(MODEL)
+        service.insert(request, EMBEDDER.embed(["a cat"])[0], {5: LATENT})
+        try:
+            return await service.stats()
+        finally:
+            await service.close(save_to=None)
+
+    assert asyncio.run(adopt_then_insert()).prompts == 2001
