@@ -134,6 +134,23 @@ def damage_byte(path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def test_spill_files_lost_together_are_one_warning_at_the_save(tmp_path, caplog):
+    """A spill folder deleted under a large cache: before, the save logged a line per latent, hundreds of thousands."""
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=0, spill_dir=str(tmp_path / "spill"), spill_bytes=1 << 20)
+    for i in range(30):
+        cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5), 25: latent(i, 25)})
+    [folder] = (tmp_path / "spill").iterdir()
+    for spilled in folder.iterdir():
+        spilled.unlink()
+    with caplog.at_level("INFO", logger="argus.cache"):
+        cache.save(str(tmp_path / "saved"))
+    assert [record.getMessage() for record in caplog.records] == [
+        "60 spill files were missing or cut short (latent (1, 5) the first): evicted"
+    ]
+    assert cache.stats().prompts == 0
+    cache.close()
+
+
 @pytest.mark.parametrize("where", ["header", "meta", "vectors", "latents", "digest"])
 def test_a_corrupt_byte_is_refused(saved, where):
     _, directory = saved

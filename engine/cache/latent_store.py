@@ -144,10 +144,12 @@ class LatentStore:
     def drop_missing_spills(self) -> None:
         """Evicts every spilled latent whose file is gone or not its size (a tmp cleaner, a partial write), as
         take() would on reading it: a save must not fail, and so lose everything, over one lost latent."""
-        for key, entry in list(self._entries.items()):
-            if entry.on_disk and not self._file_intact(key, entry):
-                log.warning("spill file of latent %s is missing or damaged: evicted", key)
-                self._lose_spilled(key)
+        lost = [key for key, entry in self._entries.items() if entry.on_disk and not self._file_intact(key, entry)]
+        for key in lost:
+            self._lose_spilled(key)
+        if lost:
+            # one line: a spill folder deleted under a large cache loses hundreds of thousands of files
+            log.warning("%d spill files were missing or cut short (latent %s the first): evicted", len(lost), lost[0])
 
     def peek(self, key: Key) -> np.ndarray | None:
         """The latent if it is stored and held in memory, not counted as a hit; None otherwise."""
