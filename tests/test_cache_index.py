@@ -132,3 +132,19 @@ def test_a_zero_vector_is_similar_to_nothing():
     index.add(1, np.zeros(4))
     assert index.nearest(np.array([1, 0, 0, 0])) == (1, 0.0)
     np.testing.assert_array_equal(index.vectors([1]), np.zeros((1, 4)))
+
+
+def test_a_graph_that_shrank_to_a_quarter_of_its_size_goes_back_to_exact_search_sooner():
+    """A lookup walks past removed prompts' nodes: 300 prompts left of 20,000 took 10.8 ms, 65 us exact."""
+    dim = 16
+    vectors = unit_rows(4 * GRAPH_ABOVE, dim)
+    ids = list(range(1, 4 * GRAPH_ABOVE + 1))
+    index = VectorIndex(dim)
+    index.add_many(ids, vectors)
+    for i in ids[GRAPH_ABOVE + 1 :]:
+        index.remove(i)
+    assert isinstance(index._search, _Graph)
+    index.remove(ids[GRAPH_ABOVE])
+    assert isinstance(index._search, _Exact) and len(index) == GRAPH_ABOVE
+    np.testing.assert_allclose(index.vectors(ids[:GRAPH_ABOVE]), vectors[:GRAPH_ABOVE], rtol=1e-6)
+    assert index.nearest(vectors[7]) == (ids[7], pytest.approx(1.0))
