@@ -240,7 +240,8 @@ def _remove_leftovers(directory: str, spill: str) -> None:
     """Spill folders (latents only their dead engine knew of) and half-written saves: nobody can use them, and
     each crash would otherwise leave up to directory_bytes more on disk."""
     folders = list(Path(spill).glob(SPILL_FOLDER_PREFIX + "*"))
-    saves = list(Path(directory).glob(TEMPORARY_PREFIX + "*"))
+    # a save is a file: a directory of that name (made by hand) is not the engine's to delete, and failed its start
+    saves = [path for path in Path(directory).glob(TEMPORARY_PREFIX + "*") if not path.is_dir()]
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
     for save in saves:

@@ -37,12 +37,18 @@ def test_a_start_removes_what_an_engine_that_died_left_in_its_directory(tmp_path
     dead_spill.mkdir(parents=True)
     (dead_spill / "1_5.latent").write_bytes(LATENT.tobytes())
     (tmp_path / "prompt_cache.argus.tmp-4242").write_bytes(b"a save cut short")
+    (tmp_path / "prompt_cache.argus.tmp-made-by-hand").mkdir()  # before, IsADirectoryError ended the start
     (tmp_path / "notes.txt").write_text("not the cache's")
     config = CacheConfig(directory=str(tmp_path), directory_bytes=4096)
     cache = open_prompt_cache(config, MODEL, EMBEDDER, LEVELS)
     try:
         assert cache.stats().prompts == 3  # the last save is kept and loaded
-        assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "prompt_cache.argus", "spill"]
+        assert sorted(path.name for path in tmp_path.iterdir()) == [
+            "notes.txt",
+            "prompt_cache.argus",
+            "prompt_cache.argus.tmp-made-by-hand",
+            "spill",
+        ]
         [own_spill] = (tmp_path / "spill").iterdir()
         assert own_spill != dead_spill
     finally:
