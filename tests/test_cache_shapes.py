@@ -60,3 +60,28 @@ def test_only_a_shape_past_graph_above_holds_an_hnswlib_index(monkeypatch):
     assert cache.stats().prompts == 200 + GRAPH_ABOVE and made == []
     cache.insert("one more", rng.standard_normal(8), busy, {5: tiny})
     assert len(made) == 1
+
+
+def test_a_burst_in_many_shapes_is_grouped_in_one_pass():
+    """Before, each cached shape scanned the whole batch: 4,096 requests in as many cached shapes took 3.4 s of the
+    cache thread (0.12 s grouped). Counted in comparisons of shapes, not in time."""
+    compared = 0
+
+    class CountedShape(ShapeKey):
+        __slots__ = ()
+
+        def __eq__(self, other):
+            nonlocal compared
+            compared += 1
+            return super().__eq__(other)
+
+        __hash__ = ShapeKey.__hash__
+
+    cache = PromptCache("hash", 4, (5,), max_bytes=1 << 20)
+    shapes = [CountedShape(50, 64 + 8 * i, 64) for i in range(200)]
+    for i, shape in enumerate(shapes):
+        cache.insert(f"prompt {i}", np.eye(4, dtype=np.float32)[i % 4], shape, {5: LATENT})
+    compared = 0
+    found = cache.lookup_many(np.eye(4, dtype=np.float32)[[i % 4 for i in range(200)]], shapes)
+    assert [n.prompt for n in found] == [f"prompt {i}" for i in range(200)]
+    assert compared <= 2 * len(shapes)  # a scan per shape: 40,000

@@ -100,11 +100,15 @@ class PromptCache:
         if vectors.shape != (len(shapes), self.dim):
             raise ValueError(f"expected {len(shapes)} vectors of {self.dim} values, got shape {vectors.shape}")
         found: list[tuple[int, float] | None] = [None] * len(shapes)
-        for shape in set(shapes):
+        # grouped in one pass: a scan of the batch per shape was quadratic in a burst of many shapes (4,096 requests
+        # in as many cached shapes: 3.4 s of the cache thread)
+        rows_by_shape: dict[ShapeKey, list[int]] = {}
+        for row, shape in enumerate(shapes):
+            rows_by_shape.setdefault(shape, []).append(row)
+        for shape, rows in rows_by_shape.items():
             index = self._indexes.get(shape)
             if index is None:
                 continue
-            rows = [i for i, s in enumerate(shapes) if s == shape]
             for row, hit in zip(rows, index.nearest_many(vectors[rows]), strict=True):
                 found[row] = hit
         return [self._neighbour(*hit) if hit is not None else None for hit in found]
