@@ -262,3 +262,26 @@ def test_the_saved_file_is_readable_by_its_owner_alone(saved):
     """It holds users' prompts: saved with the umask's 0644 in a 0755 --cache-dir, every user of the host read them."""
     _, directory = saved
     assert (directory / FILE_NAME).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_spill_file_overwritten_with_nan_is_neither_served_nor_the_end_of_the_saved_cache(tmp_path, caplog):
+    """A spill file of the right size holding NaN (a bad sector, a hand) was served as it was, and once saved, the
+    next start refused the whole save over it."""
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=512, spill_dir=str(tmp_path / "spill"), spill_bytes=4096)
+    ids = [cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5)}) for i in range(4)]  # 3 spilled
+    [folder] = (tmp_path / "spill").iterdir()
+    for i in (0, 1):
+        spilled = folder / f"{ids[i]}_5.latent"
+        spilled.write_bytes(b"\xff" * spilled.stat().st_size)  # float16 NaN, every value
+    assert cache.take_latent(ids[0], 5) is None
+    cache.save(str(tmp_path / "saved"))  # the second, not read since, is saved as it is on disk
+    with caplog.at_level("WARNING", logger="argus.cache"):
+        restored = load(tmp_path / "saved")
+    try:
+        assert restored.stats().prompts == 2
+        assert "1 saved latents hold NaN or infinite values" in caplog.text
+        for i in (2, 3):
+            np.testing.assert_array_equal(restored.take_latent(ids[i], 5), latent(i, 5))
+    finally:
+        restored.close()
+        cache.close()

@@ -130,6 +130,7 @@ class LatentStore:
             return entry.array
         try:
             array = self._read_file(key, entry)
+            check_latent(array)  # a spill file changed on disk (a bad sector, a hand): NaN would reach a worker
         except (OSError, ValueError):
             self._lose_spilled(key)
             return None

@@ -14,6 +14,7 @@ them. Arrays returned by take_latent are read-only and shared with the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 from engine.cache import persistence
 from engine.cache.index import VectorIndex
 from engine.cache.latent_store import Key, LatentStore, check_latent
+
+log = logging.getLogger("argus.cache")
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,9 +258,22 @@ class PromptCache:
             self._index(shape).add_many([saved.prompts[row].prompt_id for row in rows], saved.vectors[rows])
         self._next_id = saved.next_prompt_id
         # oldest first, so the restored entries keep their relative age for LCBFU's tie-break
+        unusable: list[Key] = []
         for latent in saved.latents:
             key = (latent.prompt_id, latent.level)
-            self._store.restore(key, saved.read_latent(latent), latent.uses, latent.on_disk)
+            array = saved.read_latent(latent)
+            try:
+                check_latent(array)
+            except (TypeError, ValueError):
+                # a spill file damaged on disk is saved as read: one such latent refused the whole save
+                unusable.append(key)
+                self._forget(key)
+                continue
+            self._store.restore(key, array, latent.uses, latent.on_disk)
+        if unusable:
+            log.warning(
+                "%d saved latents hold NaN or infinite values (%s the first): left out", len(unusable), unusable[0]
+            )
 
     # -- internals ---------------------------------------------------------------------
     def _register(self, prompt_id: int, text: str, shape: ShapeKey, levels: set[int]) -> None:
