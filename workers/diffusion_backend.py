@@ -105,6 +105,7 @@ class DiffusionBackend(Backend):
         for pipeline in (self._text2img, self._resume):
             pipeline.set_progress_bar_config(disable=True)
         self._scheduler_template = pipe.scheduler
+        self._vae_dtype = pipe.vae.dtype
         self._device = torch.device(device)
         self._latent_shape = (pipe.unet.config.in_channels, pipe.vae_scale_factor)
         self._info = BackendInfo(
@@ -200,16 +201,22 @@ class DiffusionBackend(Backend):
         # a fresh scheduler per run: step and begin indices are per-run state
         template = self._scheduler_template
         pipeline.scheduler = type(template).from_config(template.config)
-        with torch.inference_mode():
-            if first:
-                start = torch.from_numpy(np.stack([item.latent for item in batch.items]))
-                out = pipeline(
-                    image=start.to(self._device, self._text2img.unet.dtype),
-                    denoising_start=first / steps,
-                    **common,
-                )
-            else:
-                out = pipeline(width=batch.width, height=batch.height, **common)
+        try:
+            with torch.inference_mode():
+                if first:
+                    start = torch.from_numpy(np.stack([item.latent for item in batch.items]))
+                    out = pipeline(
+                        image=start.to(self._device, self._text2img.unet.dtype),
+                        denoising_start=first / steps,
+                        **common,
+                    )
+                else:
+                    out = pipeline(width=batch.width, height=batch.height, **common)
+        finally:
+            # diffusers casts a float16 VAE to float32 for the decode and back after it: a decode that failed (out
+            # of memory at a large size) left it float32, and every later batch failed on the dtype mismatch
+            if pipeline.vae.dtype != self._vae_dtype:
+                pipeline.vae.to(self._vae_dtype)
         return out.images, captured, steps_run
 
     def _check(self, batch: Generate) -> None:
