@@ -39,7 +39,8 @@ from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from protocols.limits import MAX_BATCH
 from protocols.sockets import allow_open_files
-from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, sdxl_model_problem
+from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
+from workers.model_folder import sdxl_model_problem
 from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
 from workers.runtime import MAX_WORKER_ID_BYTES
 

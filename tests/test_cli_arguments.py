@@ -1,8 +1,11 @@
 """The command line refuses numbers its components cannot run with, and flags it would ignore or fail on later,
 naming the option, before starting anything."""
 
+import json
 import re
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -287,10 +290,68 @@ def test_a_fleet_honours_die_with_parent(monkeypatch):
     assert called == {"exit_with_parent": True, "owned": True}
 
 
-def sdxl_checkpoint(tmp_path) -> str:
-    """A folder that passes for a diffusers checkpoint (the check reads no weights)."""
-    (tmp_path / "model_index.json").write_text("{}")
+# an SD-XL base folder's parts as model_index.json names them, and the weights file each model part holds
+SDXL_PARTS = {
+    "unet": (["diffusers", "UNet2DConditionModel"], "diffusion_pytorch_model.safetensors"),
+    "vae": (["diffusers", "AutoencoderKL"], "diffusion_pytorch_model.safetensors"),
+    "text_encoder": (["transformers", "CLIPTextModel"], "model.safetensors"),
+    "text_encoder_2": (["transformers", "CLIPTextModelWithProjection"], "model.safetensors"),
+    "tokenizer": (["transformers", "CLIPTokenizer"], None),
+    "tokenizer_2": (["transformers", "CLIPTokenizer"], None),
+    "scheduler": (["diffusers", "EulerDiscreteScheduler"], None),
+}
+
+
+def sdxl_checkpoint(tmp_path, index_changes: dict | None = None) -> str:
+    """A folder laid out as a diffusers SD-XL base checkpoint (the check reads no weights: the files are empty);
+    `index_changes` edits its model_index.json (None drops a key)."""
+    index = {"_class_name": "StableDiffusionXLPipeline", "image_encoder": [None, None]}
+    for part, (names, weights) in SDXL_PARTS.items():
+        index[part] = names
+        (tmp_path / part).mkdir()
+        if weights:
+            (tmp_path / part / "config.json").write_text("{}")
+            (tmp_path / part / weights).write_bytes(b"")
+    index.update(index_changes or {})
+    (tmp_path / "model_index.json").write_text(json.dumps({k: v for k, v in index.items() if v is not None}))
     return str(tmp_path)
+
+
+def unmake(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+# SD-XL's own pipeline loaded the first three (a refiner with no first text encoder, SD 1.5 with no second) and
+# failed every batch; the rest it failed to load, as every worker started, with a traceback (exit 1)
+NOT_SDXL_BASE = {
+    "refiner": (
+        {"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None], "tokenizer": [None, None]},
+        (),
+        "its model_index.json (StableDiffusionXLImg2ImgPipeline) names no text_encoder, tokenizer",
+    ),
+    "sd15": (
+        {"_class_name": "StableDiffusionPipeline", "text_encoder_2": None, "tokenizer_2": None},
+        (),
+        "names no text_encoder_2, tokenizer_2",
+    ),
+    "sd3": ({"_class_name": "StableDiffusion3Pipeline", "unet": None}, (), "names no unet"),
+    "no vae folder": ({}, ("vae",), "lacks vae/"),
+    "no unet weights": ({}, ("unet/diffusion_pytorch_model.safetensors",), "unet holds no weights"),
+    "no config": ({}, ("text_encoder_2/config.json",), "text_encoder_2 holds no config.json"),
+}
+
+
+@pytest.mark.parametrize(("index_changes", "removed", "says"), NOT_SDXL_BASE.values(), ids=NOT_SDXL_BASE)
+def test_a_folder_that_is_not_sdxl_base_is_refused_before_any_worker_starts(
+    index_changes, removed, says, tmp_path, capsys
+):
+    path = sdxl_checkpoint(tmp_path, index_changes)
+    for part in removed:
+        unmake(tmp_path / part)
+    with pytest.raises(UsageError, match=re.escape(says)):
+        engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "1", "--model", path]))
+    assert main([*WORKER, "--backend", "sdxl", "--model", path]) == 2
+    assert capsys.readouterr().err.startswith("argus worker: error: --model: ")
 
 
 @pytest.mark.parametrize(
@@ -298,12 +359,14 @@ def sdxl_checkpoint(tmp_path) -> str:
     [
         ("gone", "SD-XL model directory"),  # a typo
         ("empty", "holds no model_index.json"),  # a folder of weights, not a diffusers checkpoint
+        ("sd_xl_base_1.0.safetensors", "is a file: argus loads a diffusers folder"),  # a single-file checkpoint
     ],
 )
 def test_an_sdxl_model_folder_that_cannot_load_is_refused_before_any_worker_starts(model, says, tmp_path, capsys):
     """Each worker imported torch and diffusers for seconds, then failed with a traceback; an engine restarted its
     workers so for ever, never ready."""
     (tmp_path / "empty").mkdir()
+    (tmp_path / "sd_xl_base_1.0.safetensors").write_bytes(b"")
     path = str(tmp_path / model)
     with pytest.raises(UsageError, match=re.escape(says)):
         engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "1", "--model", path]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from protocols.curve import ClientKeys
@@ -28,19 +27,3 @@ class WorkerConfig:
     hello_retry_s: float = 1.0
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     curve: ClientKeys | None = None  # set when the engine requires CURVE
-
-
-def sdxl_model_problem(model_dir: str) -> str | None:
-    """Why `model_dir` is not a local diffusers SD-XL checkpoint, or None.
-
-    Torch-free, so the command line can refuse a mistyped --model before a worker starts: every start would
-    import torch and diffusers for seconds, fail, and (launched by an engine) be restarted for ever.
-    """
-    if not os.path.isdir(model_dir):
-        return (
-            f"SD-XL model directory {model_dir!r} does not exist; pass a local"
-            " diffusers checkpoint (a directory holding model_index.json)"
-        )
-    if not os.path.isfile(os.path.join(model_dir, "model_index.json")):
-        return f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint"
-    return None

@@ -22,9 +22,9 @@ from protocols.codec import Blob
 from protocols.limits import OUTPUT_FORMATS, SIZE_MULTIPLE
 from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
 from workers.backend import Backend, BackendInfo, BatchAborted, StepControl
-from workers.config import sdxl_model_problem
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
+from workers.model_folder import sdxl_model_problem
 from workers.model_id import config_bytes, folder_model_id, model_id
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]

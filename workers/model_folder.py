@@ -1,0 +1,70 @@
+"""What a local SD-XL folder (`--model DIR`) must hold, checked without torch.
+
+The command line refuses a folder that cannot serve before a worker starts: every start would import torch and
+diffusers for seconds and fail, and (launched by an engine) be restarted for ever. Worse, diffusers loads some
+folders that are not SD-XL base (an SD 1.5 folder, the SD-XL refiner) as an SD-XL pipeline with parts missing: the
+worker said hello, and failed every batch the engine sent it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+# the parts StableDiffusionXLPipeline runs; the refiner has no text_encoder, SD 1.5 no text_encoder_2, SD 3 no unet
+_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+# the parts that hold weights: a config.json and weights next to it (diffusers' or transformers' file names)
+_MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+def sdxl_model_problem(model_dir: str) -> str | None:
+    """Why `model_dir` is not a local diffusers SD-XL base checkpoint, or None."""
+    if os.path.isfile(model_dir):
+        return (
+            f"{model_dir!r} is a file: argus loads a diffusers folder (one holding model_index.json); convert a"
+            " single-file checkpoint once with StableDiffusionXLPipeline.from_single_file(FILE).save_pretrained(DIR)"
+        )
+    if not os.path.isdir(model_dir):
+        return (
+            f"SD-XL model directory {model_dir!r} does not exist; pass a local"
+            " diffusers checkpoint (a directory holding model_index.json)"
+        )
+    index_path = os.path.join(model_dir, "model_index.json")
+    if not os.path.isfile(index_path):
+        return f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint"
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+    except (OSError, ValueError) as error:
+        return f"{index_path}: cannot be read as JSON ({error})"
+    if not isinstance(index, dict):
+        return f"{index_path}: not a diffusers model index (a JSON object)"
+    unnamed = [name for name in _COMPONENTS if not _named(index.get(name))]
+    if unnamed:
+        kind = index.get("_class_name", "a pipeline of no named class")
+        return f"{model_dir!r} is not SD-XL base: its model_index.json ({kind}) names no {', '.join(unnamed)}"
+    missing = [f"{name}/" for name in _COMPONENTS if not os.path.isdir(os.path.join(model_dir, name))]
+    if missing:
+        return f"{model_dir!r} lacks {', '.join(missing)} (named in its model_index.json)"
+    for name in _MODELS:
+        problem = _weights_problem(os.path.join(model_dir, name))
+        if problem:
+            return problem
+    return None
+
+
+def _named(entry: object) -> bool:
+    # model_index.json names a part as [library, class]; [null, null] is a part the pipeline goes without
+    return isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)
+
+
+def _weights_problem(folder: str) -> str | None:
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        return f"{folder} holds no config.json"
+    files = os.listdir(folder)
+    weights = [name for name in files if name.endswith(_WEIGHT_SUFFIXES)]
+    if not any(".fp16." not in name for name in weights):
+        found = " (only fp16 variants: *.fp16.*)" if weights else ""
+        return f"{folder} holds no weights{found}: diffusion_pytorch_model.safetensors or model.safetensors"
+    return None
