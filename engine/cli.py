@@ -39,6 +39,7 @@ from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from protocols.limits import MAX_BATCH
 from protocols.sockets import allow_open_files
+from workers.backend import BackendUnavailable
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
 from workers.model_folder import sdxl_model_problem
 from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
@@ -441,7 +442,10 @@ def _worker(args: argparse.Namespace) -> int:
         curve=_client_keys(args),
         stall_timeout_s=args.stall_timeout or DEFAULT_STALL_TIMEOUT_S,
     )
-    return run_worker(config)
+    try:
+        return run_worker(config)
+    except BackendUnavailable as error:
+        raise UsageError(str(error)) from None
 
 
 def _client_keys(args: argparse.Namespace) -> ClientKeys | None:

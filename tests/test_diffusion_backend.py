@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, PNDMScheduler, StableDiffusionXLPipeline
+from diffusers import DDIMScheduler, DDPMScheduler, HeunDiscreteScheduler, PNDMScheduler, StableDiffusionXLPipeline
 from PIL import Image
 
+from engine.cli import main
 from protocols.codec import Blob
 from protocols.worker_messages import (
     BatchDone,
@@ -33,6 +34,7 @@ from workers.tiny_pipeline import build_tiny_sdxl
 STEPS = 20
 LEVELS = (4, 8, 12)
 TINY = BACKEND_SIZES["tiny"]
+WORKER = ["worker", "--connect", "tcp://127.0.0.1:9"]
 
 
 class RecordingControl:
@@ -349,6 +351,23 @@ def test_load_sdxl_needs_a_local_checkpoint_directory(tmp_path):
         load_sdxl(str(missing), "cpu")
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         load_sdxl(str(tmp_path), "cpu")
+
+
+@pytest.mark.parametrize(("device", "says"), [("gpu", "is not a torch device"), ("cuda:99", "CUDA devices here")])
+def test_a_device_this_host_lacks_fails_the_worker_in_one_line_before_the_model_loads(device, says, capsys):
+    """Such a worker loaded its model (minutes, for SD-XL), then died with a traceback, exit 1."""
+    assert main([*WORKER, "--backend", "tiny", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("argus worker: error: --device ") and says in err
+    assert "Traceback" not in err
+
+
+def test_a_model_whose_scheduler_is_refused_fails_its_worker_in_one_line(pipe, tmp_path, capsys):
+    with_scheduler(pipe, HeunDiscreteScheduler).save_pretrained(tmp_path)
+    assert main([*WORKER, "--backend", "sdxl", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("argus worker: error: --model ") and "Traceback" not in err
+    assert "HeunDiscreteScheduler does not run one timestep per step" in err
 
 
 def with_scheduler(pipe, scheduler_class) -> StableDiffusionXLPipeline:

@@ -37,6 +37,11 @@ class StepControl(Protocol):
         worker that is stopping stops computing, but what it has finished is still worth sending."""
 
 
+class BackendUnavailable(Exception):
+    """The backend cannot start on this host as configured (its device, its model): `argus worker` says why in one
+    line and exits 2, where a traceback would have it restarted for ever."""
+
+
 class BatchAborted(Exception):
     """Raised inside a run when every item of the batch has been aborted."""
 

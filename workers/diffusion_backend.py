@@ -21,7 +21,7 @@ from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipelin
 from protocols.codec import Blob
 from protocols.limits import OUTPUT_FORMATS, SIZE_MULTIPLE
 from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
-from workers.backend import Backend, BackendInfo, BatchAborted, StepControl
+from workers.backend import Backend, BackendInfo, BackendUnavailable, BatchAborted, StepControl
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
 from workers.model_folder import sdxl_model_problem
@@ -266,6 +266,7 @@ def load_tiny(
     # imported here so an sdxl worker never builds the tiny model
     from workers.tiny_pipeline import build_tiny_sdxl
 
+    _check_device(device)
     pipe = build_tiny_sdxl(seed)
     return _backend(pipe, "tiny", device, _tiny_model_id(pipe, seed), levels, default_steps, max_batch)
 
@@ -282,10 +283,25 @@ def load_sdxl(
     problem = sdxl_model_problem(model_dir)
     if problem:
         raise FileNotFoundError(problem)
+    _check_device(device)
     identity = folder_model_id(model_dir)  # before the load: what loads is what was read
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = StableDiffusionXLPipeline.from_pretrained(model_dir, local_files_only=True, torch_dtype=dtype)
-    return _backend(pipe, "sdxl", device, identity, levels, default_steps, max_batch)
+    try:
+        pipe = StableDiffusionXLPipeline.from_pretrained(model_dir, local_files_only=True, torch_dtype=dtype)
+        return _backend(pipe, "sdxl", device, identity, levels, default_steps, max_batch)
+    except (OSError, ValueError, RuntimeError) as error:  # weights cut short, a scheduler refused, out of memory
+        raise BackendUnavailable(f"--model {model_dir} cannot serve on {device}: {error}") from None
+
+
+def _check_device(device: str) -> None:
+    """Before the model loads (minutes, for SD-XL from a slow disk): a device this host lacks failed only after."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise BackendUnavailable(f"--device {device!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        built = "" if torch.backends.cuda.is_built() else ", this torch being built without CUDA"
+        raise BackendUnavailable(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA devices here{built}")
 
 
 def _tiny_model_id(pipe: StableDiffusionXLPipeline, seed: int) -> str:
