@@ -353,6 +353,15 @@ def test_load_sdxl_needs_a_local_checkpoint_directory(tmp_path):
         load_sdxl(str(tmp_path), "cpu")
 
 
+def test_a_folder_of_fp16_weights_only_loads(tmp_path):
+    """A download of SD-XL's *.fp16.safetensors alone (half the size) failed every worker's start: diffusers loads
+    those files only when told the variant."""
+    build_tiny_sdxl(seed=0).to(torch.float16).save_pretrained(tmp_path, variant="fp16")
+    assert not list(tmp_path.glob("*/diffusion_pytorch_model.safetensors"))
+    loaded = load_sdxl(str(tmp_path), "cpu")
+    assert loaded.describe().name == "sdxl"
+
+
 @pytest.mark.parametrize(("device", "says"), [("gpu", "is not a torch device"), ("cuda:99", "CUDA devices here")])
 def test_a_device_this_host_lacks_fails_the_worker_in_one_line_before_the_model_loads(device, says, capsys):
     """Such a worker loaded its model (minutes, for SD-XL), then died with a traceback, exit 1."""

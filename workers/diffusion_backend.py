@@ -24,7 +24,7 @@ from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, Ite
 from workers.backend import Backend, BackendInfo, BackendUnavailable, BatchAborted, StepControl
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
-from workers.model_folder import sdxl_model_problem
+from workers.model_folder import sdxl_model_problem, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
@@ -287,7 +287,9 @@ def load_sdxl(
     identity = folder_model_id(model_dir)  # before the load: what loads is what was read
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     try:
-        pipe = StableDiffusionXLPipeline.from_pretrained(model_dir, local_files_only=True, torch_dtype=dtype)
+        pipe = StableDiffusionXLPipeline.from_pretrained(
+            model_dir, local_files_only=True, torch_dtype=dtype, variant=sdxl_weights_variant(model_dir)
+        )
         return _backend(pipe, "sdxl", device, identity, levels, default_steps, max_batch)
     except (OSError, ValueError, RuntimeError) as error:  # weights cut short, a scheduler refused, out of memory
         raise BackendUnavailable(f"--model {model_dir} cannot serve on {device}: {error}") from None

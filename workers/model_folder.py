@@ -59,12 +59,22 @@ def _named(entry: object) -> bool:
     return isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)
 
 
+def sdxl_weights_variant(model_dir: str) -> str | None:
+    """ "fp16" when a part of a checked folder holds fp16-variant weights only (a download of *.fp16.safetensors,
+    half the size): diffusers loads such a folder only when told the variant, and then takes a part's plain
+    weights where it has no fp16 ones."""
+    return "fp16" if any(not _weights(os.path.join(model_dir, name))[0] for name in _MODELS) else None
+
+
+def _weights(folder: str) -> tuple[bool, bool]:
+    """Whether `folder` holds plain weights, and fp16-variant ones (diffusion_pytorch_model.fp16.safetensors)."""
+    names = [name for name in os.listdir(folder) if name.endswith(_WEIGHT_SUFFIXES)]
+    return any(".fp16." not in name for name in names), any(".fp16." in name for name in names)
+
+
 def _weights_problem(folder: str) -> str | None:
     if not os.path.isfile(os.path.join(folder, "config.json")):
         return f"{folder} holds no config.json"
-    files = os.listdir(folder)
-    weights = [name for name in files if name.endswith(_WEIGHT_SUFFIXES)]
-    if not any(".fp16." not in name for name in weights):
-        found = " (only fp16 variants: *.fp16.*)" if weights else ""
-        return f"{folder} holds no weights{found}: diffusion_pytorch_model.safetensors or model.safetensors"
+    if not any(_weights(folder)):
+        return f"{folder} holds no weights: diffusion_pytorch_model.safetensors or model.safetensors (or .fp16. ones)"
     return None
