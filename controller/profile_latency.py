@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from controller.profiles import LatencyProfile
-from engine.arg_types import UsageError, comma_separated, non_negative_int, output_file, positive_int
+from engine.arg_types import UsageError, comma_separated, non_negative_int, output_file, positive_int, torch_device
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -57,7 +57,7 @@ CLOCKS = ("wall", "cpu")
 # -- the worker process, shared with `argus profile quality` ---------------------------
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
+    parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
         "--threads",

@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 # a DNS name, an IPv4 address or an IPv6 one (without its brackets), as the host of an image URL
 URL_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
+# the devices a worker runs its model on (torch names more, none a worker here is built for)
+_DEVICE = re.compile(r"cpu|mps|cuda(:[0-9]+)?")
 # a URL path that needs no quoting: image URLs are made by appending to it
 _URL_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
 
@@ -88,6 +90,14 @@ def public_url(text: str) -> str:
     ):
         raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH], not {text!r}")
     return text.rstrip("/")
+
+
+def torch_device(text: str) -> str:
+    """An argparse type: a device a worker runs its model on. A typo ('gpu', 'cuda0') failed each worker as it
+    started, and an engine restarted its local workers so for ever, never ready."""
+    if _DEVICE.fullmatch(text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, not {text!r}")
 
 
 def batch_size(text: str) -> int:

@@ -23,6 +23,7 @@ from engine.arg_types import (
     positive_int,
     public_url,
     tcp_port,
+    torch_device,
 )
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.config import (
@@ -67,7 +68,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--worker-listen", action="append", help="ZeroMQ address remote workers connect to (repeatable)")
     p.add_argument("--workers", type=non_negative_int, default=2, help="local worker processes to spawn (0: none)")
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
-    p.add_argument("--device", action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)")
+    p.add_argument(
+        "--device", type=torch_device, action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)"
+    )
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument(
         "--model-id",
@@ -342,7 +345,7 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--worker-id", default=None, help="a name for this worker (default: host and pid)")
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
-    p.add_argument("--device", help="cpu or cuda:N (default cpu)")
+    p.add_argument("--device", type=torch_device, help="cpu or cuda:N (default cpu)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")

@@ -67,6 +67,26 @@ OUTPUT_FILES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve"],
+        ["serve", "--device", "cpu"],
+        ["worker", "--connect", "ipc:///w"],
+        ["profile", "latency", "--out", "p.json"],
+    ],
+)
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:", "cuda:-1", "CPU"])
+def test_a_device_no_worker_runs_on_is_refused_at_start(argv, device, capsys):
+    """Each worker failed as it started, and an engine restarted its local workers so for ever, never ready."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*argv, "--device", device])
+    assert exited.value.code == 2
+    assert f"argument --device: expected cpu, cuda, cuda:N or mps, not {device!r}" in capsys.readouterr().err
+    for good in ("cpu", "cuda", "cuda:3", "mps"):
+        build_parser().parse_args([*argv, "--device", good])
+
+
 @pytest.mark.parametrize("argv", OUTPUT_FILES, ids=" ".join)
 def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(argv, tmp_path, capsys):
     option = argv[-1]

@@ -362,12 +362,11 @@ def test_a_folder_of_fp16_weights_only_loads(tmp_path):
     assert loaded.describe().name == "sdxl"
 
 
-@pytest.mark.parametrize(("device", "says"), [("gpu", "is not a torch device"), ("cuda:99", "CUDA devices here")])
-def test_a_device_this_host_lacks_fails_the_worker_in_one_line_before_the_model_loads(device, says, capsys):
+def test_a_device_this_host_lacks_fails_the_worker_in_one_line_before_the_model_loads(capsys):
     """Such a worker loaded its model (minutes, for SD-XL), then died with a traceback, exit 1."""
-    assert main([*WORKER, "--backend", "tiny", "--device", device]) == 2
+    assert main([*WORKER, "--backend", "tiny", "--device", "cuda:99"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("argus worker: error: --device ") and says in err
+    assert err.startswith("argus worker: error: --device cuda:99: torch sees ")
     assert "Traceback" not in err
 
 

@@ -297,10 +297,7 @@ def load_sdxl(
 
 def _check_device(device: str) -> None:
     """Before the model loads (minutes, for SD-XL from a slow disk): a device this host lacks failed only after."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise BackendUnavailable(f"--device {device!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    parsed = torch.device(device)
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
         built = "" if torch.backends.cuda.is_built() else ", this torch being built without CUDA"
         raise BackendUnavailable(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA devices here{built}")
