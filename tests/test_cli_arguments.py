@@ -332,6 +332,7 @@ def sdxl_checkpoint(tmp_path, index_changes: dict | None = None) -> str:
         if weights:
             (tmp_path / part / "config.json").write_text("{}")
             (tmp_path / part / weights).write_bytes(b"")
+    write_unet_config(tmp_path, 4)
     index.update(index_changes or {})
     (tmp_path / "model_index.json").write_text(json.dumps({k: v for k, v in index.items() if v is not None}))
     return str(tmp_path)
@@ -341,33 +342,46 @@ def unmake(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-# SD-XL's own pipeline loaded the first three (a refiner with no first text encoder, SD 1.5 with no second) and
-# failed every batch; the rest it failed to load, as every worker started, with a traceback (exit 1)
+def write_unet_config(folder: Path, in_channels: int) -> None:
+    (folder / "unet" / "config.json").write_text(json.dumps({"in_channels": in_channels}))
+
+
+# SD-XL's own pipeline loaded the first four (a refiner with no first text encoder, SD 1.5 with no second, an
+# inpainting UNet) and failed every batch; the rest it failed to load, as every worker started, with a traceback
 NOT_SDXL_BASE = {
     "refiner": (
         {"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None], "tokenizer": [None, None]},
-        (),
+        None,
         "its model_index.json (StableDiffusionXLImg2ImgPipeline) names no text_encoder, tokenizer",
     ),
     "sd15": (
         {"_class_name": "StableDiffusionPipeline", "text_encoder_2": None, "tokenizer_2": None},
-        (),
+        None,
         "names no text_encoder_2, tokenizer_2",
     ),
-    "sd3": ({"_class_name": "StableDiffusion3Pipeline", "unet": None}, (), "names no unet"),
-    "no vae folder": ({}, ("vae",), "lacks vae/"),
-    "no unet weights": ({}, ("unet/diffusion_pytorch_model.safetensors",), "unet holds no weights"),
-    "no config": ({}, ("text_encoder_2/config.json",), "text_encoder_2 holds no config.json"),
+    "inpainting": (
+        {"_class_name": "StableDiffusionXLInpaintPipeline"},
+        lambda folder: write_unet_config(folder, 9),
+        "its unet takes 9 input channels, not 4",
+    ),
+    "sd3": ({"_class_name": "StableDiffusion3Pipeline", "unet": None}, None, "names no unet"),
+    "no vae folder": ({}, lambda folder: unmake(folder / "vae"), "lacks vae/"),
+    "no unet weights": (
+        {},
+        lambda folder: unmake(folder / "unet" / "diffusion_pytorch_model.safetensors"),
+        "unet holds no weights",
+    ),
+    "no config": ({}, lambda folder: unmake(folder / "text_encoder_2" / "config.json"), "holds no config.json"),
 }
 
 
-@pytest.mark.parametrize(("index_changes", "removed", "says"), NOT_SDXL_BASE.values(), ids=NOT_SDXL_BASE)
+@pytest.mark.parametrize(("index_changes", "spoil", "says"), NOT_SDXL_BASE.values(), ids=NOT_SDXL_BASE)
 def test_a_folder_that_is_not_sdxl_base_is_refused_before_any_worker_starts(
-    index_changes, removed, says, tmp_path, capsys
+    index_changes, spoil, says, tmp_path, capsys
 ):
     path = sdxl_checkpoint(tmp_path, index_changes)
-    for part in removed:
-        unmake(tmp_path / part)
+    if spoil:
+        spoil(tmp_path)
     with pytest.raises(UsageError, match=re.escape(says)):
         engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "1", "--model", path]))
     assert main([*WORKER, "--backend", "sdxl", "--model", path]) == 2

@@ -15,6 +15,7 @@ import os
 _COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 # the parts that hold weights: a config.json and weights next to it (diffusers' or transformers' file names)
 _MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
+_LATENT_CHANNELS = 4
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
@@ -34,12 +35,9 @@ def sdxl_model_problem(model_dir: str) -> str | None:
     if not os.path.isfile(index_path):
         return f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint"
     try:
-        with open(index_path, encoding="utf-8") as f:
-            index = json.load(f)
-    except (OSError, ValueError) as error:
-        return f"{index_path}: cannot be read as JSON ({error})"
-    if not isinstance(index, dict):
-        return f"{index_path}: not a diffusers model index (a JSON object)"
+        index = _json_object(index_path)
+    except ValueError as error:
+        return str(error)
     unnamed = [name for name in _COMPONENTS if not _named(index.get(name))]
     if unnamed:
         kind = index.get("_class_name", "a pipeline of no named class")
@@ -51,7 +49,25 @@ def sdxl_model_problem(model_dir: str) -> str | None:
         problem = _weights_problem(os.path.join(model_dir, name))
         if problem:
             return problem
+    try:
+        channels = _json_object(os.path.join(model_dir, "unet", "config.json")).get("in_channels")
+    except ValueError as error:
+        return str(error)
+    if channels != _LATENT_CHANNELS:
+        # an inpainting UNet (9: the latent, a mask and the masked image's latent) loaded, and failed every batch
+        return f"{model_dir!r} is not SD-XL base: its unet takes {channels} input channels, not {_LATENT_CHANNELS}"
     return None
+
+
+def _json_object(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot be read as JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return value
 
 
 def _named(entry: object) -> bool:
