@@ -193,7 +193,7 @@ class DiffusionBackend(Backend):
             prompt=[item.prompt for item in batch.items],
             num_inference_steps=steps,
             guidance_scale=batch.guidance_scale,
-            # CPU generators: the same seed gives the same noise on any device
+            # CPU generators: the same seed gives the same noise on any device (rounded to the run's dtype)
             generator=[torch.Generator("cpu").manual_seed(item.seed) for item in batch.items],
             callback_on_step_end=on_step_end,
         )
