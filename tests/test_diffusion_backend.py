@@ -362,12 +362,13 @@ def test_a_folder_of_fp16_weights_only_loads(tmp_path):
     assert loaded.describe().name == "sdxl"
 
 
-def test_a_device_this_host_lacks_fails_the_worker_in_one_line_before_the_model_loads(capsys):
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this host has an MPS device")
+@pytest.mark.parametrize(("device", "says"), [("cuda:99", "torch sees "), ("mps", "torch has no MPS device")])
+def test_a_device_this_host_lacks_fails_the_worker_in_one_line_before_the_model_loads(device, says, capsys):
     """Such a worker loaded its model (minutes, for SD-XL), then died with a traceback, exit 1."""
-    assert main([*WORKER, "--backend", "tiny", "--device", "cuda:99"]) == 2
+    assert main([*WORKER, "--backend", "tiny", "--device", device]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("argus worker: error: --device cuda:99: torch sees ")
-    assert "Traceback" not in err
+    assert err.startswith(f"argus worker: error: --device {device}: {says}") and "Traceback" not in err
 
 
 def test_a_model_whose_scheduler_is_refused_fails_its_worker_in_one_line(pipe, tmp_path, capsys):

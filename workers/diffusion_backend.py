@@ -301,6 +301,8 @@ def _check_device(device: str) -> None:
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
         built = "" if torch.backends.cuda.is_built() else ", this torch being built without CUDA"
         raise BackendUnavailable(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA devices here{built}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise BackendUnavailable(f"--device {device}: torch has no MPS device here (Apple silicon only)")
 
 
 def _tiny_model_id(pipe: StableDiffusionXLPipeline, seed: int) -> str:
