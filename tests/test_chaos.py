@@ -184,16 +184,7 @@ def test_worker_rejoin_does_not_strand_its_batches(tmp_path):
     replies: list[object] = []
     try:
         worker.handshake(timeout_s=30)
-
-        def ask() -> None:
-            with ArgusClient(engine.client_address, timeout_s=20) as client:
-                try:
-                    replies.append(client.generate("stranded?", width=64, height=64))
-                except TimeoutError as exc:
-                    replies.append(exc)
-
-        asker = threading.Thread(target=ask)
-        asker.start()
+        asker = ask_in_background(engine.client_address, replies, "stranded?", timeout_s=20)
         batch = worker.next_batch(timeout_s=20)
         assert batch is not None, "the engine sent the only worker nothing"
         # the rejoin, exactly as WorkerRuntime._rejoin does it: forget the batch, say hello again in a new session
@@ -212,3 +203,18 @@ def test_worker_rejoin_does_not_strand_its_batches(tmp_path):
         assert engine.stop() == 0
     (reply,) = replies
     assert isinstance(reply, Images), f"the request was never answered after the worker rejoined: {reply!r}"
+
+
+def ask_in_background(address: str, replies: list, prompt: str, timeout_s: float) -> threading.Thread:
+    """One request from a thread of its own: its reply, or the TimeoutError, goes to `replies`."""
+
+    def ask() -> None:
+        with ArgusClient(address, timeout_s=timeout_s) as client:
+            try:
+                replies.append(client.generate(prompt, width=64, height=64))
+            except TimeoutError as error:
+                replies.append(error)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    return asker

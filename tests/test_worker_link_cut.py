@@ -1,32 +1,17 @@
 """A worker link cut with a batch on the wire: the batch is lost, the worker dials again and beats on; its images
 are sent again rather than owed for ever."""
 
-import threading
 import time
 
 import pytest
 from tcp_proxy import DroppingProxy
-from test_chaos import FakeWorker
+from test_chaos import FakeWorker, ask_in_background
 from waiting import wait_for
 
-from engine.client import ArgusClient
 from engine_process import start_engine, start_worker
 from protocols.client_messages import Images
 from protocols.codec import Blob
 from protocols.worker_messages import BatchDone, Heartbeat, ItemDone
-
-
-def ask_in_background(engine, replies: list) -> threading.Thread:
-    def ask() -> None:
-        with ArgusClient(engine.client_address, timeout_s=60) as client:
-            try:
-                replies.append(client.generate("a lost batch", width=64, height=64))
-            except TimeoutError as error:
-                replies.append(error)
-
-    asker = threading.Thread(target=ask)
-    asker.start()
-    return asker
 
 
 @pytest.mark.timeout(120)
@@ -38,7 +23,7 @@ def test_a_batch_lost_to_an_idle_worker_is_sent_again(tmp_path):
     try:
         engine.wait_ready(1)
         proxy.flowing.clear()  # the link stalls: the batch the engine sends next does not reach the worker
-        asker = ask_in_background(engine, replies)
+        asker = ask_in_background(engine.client_address, replies, "a lost batch", timeout_s=60)
         assert wait_for(lambda: engine.metric("argus_running_images") == 1)
         proxy.drop_all()  # and is cut, the batch on it; the worker dials again at once, idle
         proxy.flowing.set()
@@ -60,10 +45,10 @@ def test_the_batches_sent_before_the_one_a_worker_runs_are_sent_again(tmp_path):
     replies = []
     try:
         worker.handshake(timeout_s=30)
-        askers = [ask_in_background(engine, replies)]
+        askers = [ask_in_background(engine.client_address, replies, "a lost batch", timeout_s=60)]
         lost = worker.next_batch(timeout_s=30)  # as if cut from the link: never run
         time.sleep(1.0)
-        askers.append(ask_in_background(engine, replies))
+        askers.append(ask_in_background(engine.client_address, replies, "a lost batch", timeout_s=60))
         second = worker.next_batch(timeout_s=30)
         assert lost is not None and second is not None and second.items[0].request_id != lost.items[0].request_id
         worker.send(Heartbeat(0, second.batch_id))  # running the second: the first never came
