@@ -15,7 +15,7 @@ from collections import Counter
 from engine.jobs import AdmittedRequest
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Error, Generate
-from protocols.limits import MAX_SEED, SIZE_MULTIPLE
+from protocols.limits import MAX_SEED
 from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits
 
 
@@ -55,12 +55,8 @@ class Admission:
         width = spec.width or limits.default_size
         height = spec.height or limits.default_size
         for name, value in (("width", width), ("height", height)):
-            if value % SIZE_MULTIPLE or not limits.min_size <= value <= limits.max_size:
-                return Error(
-                    spec.request_id,
-                    "invalid_size",
-                    f"{name} {value} must be a multiple of {SIZE_MULTIPLE} from {limits.min_size} to {limits.max_size}",
-                )
+            if not limits.takes(value):
+                return Error(spec.request_id, "invalid_size", f"{name} {value} must be {limits.rule}")
         if spec.n > self._max_queue:
             # Busy would have the client retry for ever: no queue this small ever has room for it
             return Error(

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocols.limits import SIZE_MULTIPLE
+
 
 @dataclass(frozen=True, slots=True)
 class SizeLimits:
     min_size: int
     max_size: int
     default_size: int
+
+    def takes(self, side: int) -> bool:
+        return side % SIZE_MULTIPLE == 0 and self.min_size <= side <= self.max_size
+
+    @property
+    def rule(self) -> str:
+        """What `takes` asks of a side, in words for an error."""
+        return f"a multiple of {SIZE_MULTIPLE} from {self.min_size} to {self.max_size}"
 
 
 BACKEND_SIZES = {

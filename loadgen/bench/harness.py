@@ -34,14 +34,11 @@ def sim_image_side(text: str) -> int:
     """An argparse type: an image side the sim backend takes. The engine answers any other with invalid_size: the
     engine bench failed with a traceback once its engine was up, the scale bench blamed the engine's speed."""
     from engine.arg_types import positive_int
-    from protocols.limits import SIZE_MULTIPLE
     from workers.limits import BACKEND_SIZES
 
     side, sizes = positive_int(text), BACKEND_SIZES["sim"]
-    if side % SIZE_MULTIPLE or not sizes.min_size <= side <= sizes.max_size:
-        raise argparse.ArgumentTypeError(
-            f"expected a multiple of {SIZE_MULTIPLE} from {sizes.min_size} to {sizes.max_size}, not {text!r}"
-        )
+    if not sizes.takes(side):
+        raise argparse.ArgumentTypeError(f"expected {sizes.rule}, not {text!r}")
     return side
 
 

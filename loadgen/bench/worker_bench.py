@@ -20,7 +20,6 @@ from pathlib import Path
 
 from engine.arg_types import UsageError, comma_separated, non_negative_float, non_negative_int, positive_int
 from loadgen.bench.harness import median, table, write_json
-from protocols.limits import SIZE_MULTIPLE
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
@@ -55,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if not levels or any(k >= args.steps or k not in DEFAULT_LEVELS for k in levels):
         raise UsageError(f"--levels must be of the worker's {DEFAULT_LEVELS} and below --steps={args.steps}: {levels}")
     sizes = BACKEND_SIZES["tiny"]
-    if args.size % SIZE_MULTIPLE or not sizes.min_size <= args.size <= sizes.max_size:
-        raise UsageError(f"--size must be a multiple of {SIZE_MULTIPLE} from {sizes.min_size} to {sizes.max_size}")
+    if not sizes.takes(args.size):
+        raise UsageError(f"--size must be {sizes.rule}")
     with tempfile.TemporaryDirectory(prefix="argus-bench-worker-") as tmp:
         results = _measure(args, levels, Path(tmp))
     _report(args, levels, results)
