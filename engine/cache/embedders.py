@@ -67,7 +67,7 @@ class HashEmbedder:
                 chars = 0
             passes[-1].append(text)
             chars += len(text)
-        return np.vstack([self._embed(texts) for texts in passes])
+        return np.vstack([self._embed(chunk) for chunk in passes])
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         n = len(texts)
