@@ -178,6 +178,53 @@ class IdleWorkers:
         return None
 
 
+class UrgencyOrder:
+    """Every job queued on a worker, by the latest time it can start and still meet its deadline, then in the order
+    queued: a worker with room serves the most urgent, wherever it queued. Entries go stale when the job leaves the
+    queue and are dropped when met; `is_queued`, the dispatcher's, says which are live."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Job]] = []
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        """Entries held, stale ones too."""
+        return len(self._heap)
+
+    def push(self, job: Job, start_by: float, live: int, is_queued: Callable[[Job], bool]) -> None:
+        """Notes a job just queued; `live`: the jobs still unanswered, to compact by."""
+        heapq.heappush(self._heap, (start_by, next(self._order), job))
+        if len(self._heap) > 2 * live + HEAP_SLACK:
+            self._compact(is_queued)
+
+    def first(self, is_queued: Callable[[Job], bool]) -> Job | None:
+        """The most urgent job queued, left in place; None when none is."""
+        while self._heap:
+            job = self._heap[0][2]
+            if is_queued(job):
+                return job
+            heapq.heappop(self._heap)
+        return None
+
+    def in_order(self, is_queued: Callable[[Job], bool]) -> Iterator[Job]:
+        """The jobs queued, most urgent first, each once; each checked as it is reached, so one that leaves the
+        queue while the ones before it are handled is passed over."""
+        seen = set()
+        for _, _, job in sorted(self._heap):
+            if job.job_id in seen or not is_queued(job):
+                continue
+            seen.add(job.job_id)
+            yield job
+
+    def _compact(self, is_queued: Callable[[Job], bool]) -> None:
+        """Drops the entries of jobs no longer queued. Entries leave the heap only from its top, so under a
+        steady stream of urgent jobs, those of jobs that could wait long would pile up, each holding its
+        finished request and images; a job routed again has its latest entry kept."""
+        latest = {entry[2].job_id: entry for entry in sorted(self._heap, key=lambda entry: entry[1])}
+        self._heap = [entry for entry in latest.values() if is_queued(entry[2])]
+        heapq.heapify(self._heap)
+
+
 class SentDeadlines:
     """The ids of the jobs sent to workers whose request has a deadline, by that deadline. Ids, not jobs: the
     entry of a job answered since holds none of its images until it is met, or the heap is compacted."""

@@ -17,27 +17,23 @@ worker with room serves the most urgent job queued anywhere (the one that must
 start soonest to meet its deadline), so no job waits behind a busy worker
 while another could take it.
 
-Moving up a level (argus only; a job's fallbacks are the latents its neighbour
-has above its level): a job the plan gave a level below its K* goes back to K*
-when it must queue, since that upgrade is only worth spare capacity. A job
-that would miss its deadline behind the jobs queued before it moves up to the
-lowest fallback that makes it. A job that cannot make it any more is answered
-`deadline_exceeded` at once (unless the engine is told to serve late). A batch
-is the largest that still meets the deadline of every job in it.
+Whether a job can still meet its deadline, how large its batch may be, and
+moving it up a level to make it are judged in `dispatch_timing.py`; the
+look-ups that keep routing free of scans are in `dispatch_index.py`.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from controller.profiles import LatencyProfile, ProfileLatency
+from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
-from engine.dispatch_index import HEAP_SLACK, FreeAt, IdleWorkers, QueuedWork, SentDeadlines
+from engine.dispatch_index import FreeAt, IdleWorkers, SentDeadlines, UrgencyOrder
+from engine.dispatch_timing import DispatchTiming
 from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -78,13 +74,8 @@ class Dispatcher:
         slo_s: float,
     ):
         self._registry = registry
-        self._profile = profile
-        # a request's steps need not be the profile's N: its time is read off the profile's fit in steps run
-        self._latency = ProfileLatency(profile) if profile is not None else None
         self._on_image = on_image
         self._escalate = escalate
-        # a request sent without a deadline is served as if due this long after it was admitted
-        self._slo_s = slo_s
         self._send = send
         self._metrics = metrics
         self._config = config
@@ -95,18 +86,17 @@ class Dispatcher:
         self._choosing: dict[AdmittedRequest, None] = {}
         self._batch_ids = itertools.count(1)
         self._idle = IdleWorkers()
-        # every job queued on a worker, by the latest time it can start and still meet its deadline (then
-        # in the order queued); entries go stale when the job leaves the queue and are dropped when met.
-        # A worker with room serves the most urgent, wherever it queued
-        self._queued: list[tuple[float, int, Job]] = []
-        self._queued_order = itertools.count()
+        # every job queued on a worker, most urgent first: a worker with room serves the first, wherever it queued
+        self._urgency = UrgencyOrder()
         # a request whose deadline passes while its images run (a worker slower than its profile, or hung) is
         # answered then, as a queued one is
         self._sent_deadlines = SentDeadlines()
-        # the seconds of those jobs by the same key, and the workers by when each should be free: what a job that
-        # must queue is judged by, looked up without a pass over the queue or the fleet
-        self._queued_work = QueuedWork(self._image_seconds)
+        # the workers by when each should be free, for the one a job that must queue goes to (and is judged by)
+        # without a pass over the fleet
         self._free_at = FreeAt()
+        self._timing = DispatchTiming(
+            profile, registry, self._free_at, metrics, serve_late=config.serve_late, slo_s=slo_s
+        )
         # read when scraped: no gauge update on the request path
         metrics.queued_images.set_function(lambda: len(self._live))
         metrics.running_images.set_function(self._running_images)
@@ -178,7 +168,7 @@ class Dispatcher:
                 self._discard(self._pending, job)
             elif job.batch_id is None:
                 self._discard(job.worker.queue, job)
-                self._queued_work.remove(job)
+                self._timing.remove_queued(job)
                 self._file(job.worker)
             else:
                 # stays in its batch until the worker answers; the answer is then ignored
@@ -210,46 +200,17 @@ class Dispatcher:
             self._pending.append(job)
             return None
         now = self._clock()
-        if not self._has_room(worker, now):
-            self._hold_at_best_level(job)
-            # it waits for a worker: if that is too long, it moves up a level or is answered now, not when it
-            # reaches the head of the queue
-            if job.request.deadline is not None:
-                wait = self._soonest_free(now)
-                if not self._still_wanted(job, now, wait, wait + self._work_before(job)):
-                    return None
+        if not self._has_room(worker, now) and not self._timing.may_queue(job, now):
+            return None
         worker.queue.append(job)
         self._file(worker)
-        start_by = self._start_by(job)
-        heapq.heappush(self._queued, (start_by, next(self._queued_order), job))
-        self._queued_work.add(job, start_by)
-        if len(self._queued) > 2 * len(self._live) + HEAP_SLACK:
-            self._compact_queued()
+        self._urgency.push(job, self._timing.add_queued(job), len(self._live), self._is_queued)
         return worker
-
-    def _compact_queued(self) -> None:
-        """Drops the heap entries of jobs no longer queued. Entries leave the heap only from its top, so under a
-        steady stream of urgent jobs, those of jobs that could wait long would pile up, each holding its
-        finished request and images; a job routed again has its latest entry kept."""
-        latest = {entry[2].job_id: entry for entry in sorted(self._queued, key=lambda entry: entry[1])}
-        self._queued = [entry for entry in latest.values() if self._is_queued(entry[2])]
-        heapq.heapify(self._queued)
 
     def _is_queued(self, job: Job) -> bool:
         """Waiting in a worker's queue: not sent, not answered (its request may be done before its retirement
         runs), not waiting for a worker."""
         return job.worker is not None and job.batch_id is None and not job.request.done and job.job_id in self._live
-
-    def _start_by(self, job: Job) -> float:
-        """The latest time the job can start at its level and still meet its deadline. Jobs are served in this
-        order: a miss, which runs all steps and cannot move up a level, goes before a hit that came a little
-        earlier but can wait longer. A request sent without a deadline is ranked as due one SLO (the one the
-        controller plans for) after it was admitted: it is never answered late, and it no longer waits for as
-        long as requests with a deadline keep coming."""
-        deadline = job.request.deadline
-        if deadline is None:
-            deadline = job.request.admitted_at + self._slo_s
-        return deadline - (self._seconds(job, job.level) if self._profiled(job.level) else 0.0)
 
     def _pick_worker(self, job: Job) -> WorkerHandle | None:
         if not self._registry.ready():
@@ -263,8 +224,7 @@ class Dispatcher:
         # all busy: the one at its level free first (with room for a batch now, if one has), its queue counted on
         # the latency profile; with none at its level, the one at any level whose sent batches end first
         now = self._clock()
-        one_image_s = self._profile.latency(job.level, 1) if self._profiled(job.level) else 0.0
-        picked = self._free_at.soonest(now, job.level, one_image_s)
+        picked = self._free_at.soonest(now, job.level, self._timing.queued_job_seconds(job.level))
         return picked if picked is not None else self._free_at.soonest(now, None, 0.0)
 
     def _file(self, worker: WorkerHandle) -> None:
@@ -304,47 +264,44 @@ class Dispatcher:
     def _bring_most_urgent(self, worker: WorkerHandle) -> bool:
         """Puts the most urgent job queued anywhere at the head of the worker's queue, with the jobs queued
         beside it that share its batch key, up to a batch. False: no job is queued."""
-        while self._queued:
-            job = self._queued[0][2]
-            if not self._is_queued(job):
-                heapq.heappop(self._queued)
-                continue
-            owner = job.worker
-            if owner is worker:
-                if worker.queue[0] is not job:
-                    worker.queue.remove(job)
-                    worker.queue.appendleft(job)
-                return True
-            key = job.key
-            taken = [job, *(other for other in owner.queue if other is not job and other.key == key)]
-            taken = taken[: worker.hello.max_batch]
-            moving = set(map(id, taken))
-            owner.queue = deque(other for other in owner.queue if id(other) not in moving)
-            self._file(owner)
-            for other in taken:
-                other.worker = worker
-            worker.queue.extendleft(reversed(taken))
+        job = self._urgency.first(self._is_queued)
+        if job is None:
+            return False
+        owner = job.worker
+        if owner is worker:
+            if worker.queue[0] is not job:
+                worker.queue.remove(job)
+                worker.queue.appendleft(job)
             return True
-        return False
+        key = job.key
+        taken = [job, *(other for other in owner.queue if other is not job and other.key == key)]
+        taken = taken[: worker.hello.max_batch]
+        moving = set(map(id, taken))
+        owner.queue = deque(other for other in owner.queue if id(other) not in moving)
+        self._file(owner)
+        for other in taken:
+            other.worker = worker
+        worker.queue.extendleft(reversed(taken))
+        return True
 
     def _take_batch(self, worker: WorkerHandle) -> list[Job]:
         now = self._clock()
         # the batch starts once what the worker holds is done
         wait = max(0.0, worker.busy_until - now)
         head = worker.queue.popleft()
-        if not self._still_wanted(head, now, wait):
+        if not self._timing.still_wanted(head, now, wait):
             return []
         batch = [head]
         key = head.key
-        limit = self._batch_limit(head, worker.hello.max_batch, now, wait)
+        limit = self._timing.batch_limit(head, worker.hello.max_batch, now, wait)
         kept: deque[Job] = deque()
         while worker.queue and len(batch) < limit:
             job = worker.queue.popleft()
-            # checked again after _still_wanted: a job it moves up a level waits for a batch of that level
-            if job.key == key and self._still_wanted(job, now, wait) and job.key == key:
+            # checked again after still_wanted: a job it moves up a level waits for a batch of that level
+            if job.key == key and self._timing.still_wanted(job, now, wait) and job.key == key:
                 # a job joins only a batch its own deadline allows, and keeps it that small: the head's deadline
                 # is not always the tightest (a job without one, or one moved up a level, keeps its place)
-                fits = self._batch_limit(job, limit, now, wait)
+                fits = self._timing.batch_limit(job, limit, now, wait)
                 if fits > len(batch):
                     batch.append(job)
                     limit = fits
@@ -354,103 +311,6 @@ class Dispatcher:
         kept.extend(worker.queue)
         worker.queue = kept
         return batch
-
-    def _batch_limit(self, job: Job, max_batch: int, now: float, wait: float) -> int:
-        """The largest batch that still meets the job's deadline, by the latency profile. One served late
-        (--serve-late) that cannot meet it at all gains nothing from a small batch: it takes a whole one, and the
-        jobs late behind it are served at the fleet's full rate."""
-        left = job.request.seconds_left(now)
-        if left is None or not self._profiled(job.level):
-            return max_batch
-        fitting = (b for b in range(max_batch, 1, -1) if self._seconds(job, job.level, b) <= left - wait)
-        late = self._config.serve_late and self._seconds(job, job.level) > left - wait
-        return next(fitting, max_batch if late else 1)
-
-    def _still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
-        """False (and the request answered) for a job that is done for, or can no longer meet its deadline.
-
-        `wait`: until its worker is free; `ahead`: until the jobs queued before it are done too, each
-        counted as if it ran alone (batching only shortens it). A job that would be late behind them
-        moves up to its fallback now (argus), while that still makes its deadline: moved early, it
-        leaves the time it saves to the jobs behind it, misses among them, which cannot move up.
-        """
-        if job.request.done:
-            return False
-        left = job.request.seconds_left(now)
-        if left is None or self._config.serve_late:
-            return True
-        if left <= 0:
-            self._deadline_exceeded(job.request, "queued", "the request's deadline passed before it could be served")
-            return False
-        if not self._profiled(job.level):
-            return True
-        latency = self._seconds(job, job.level)
-        if ahead is not None and ahead > wait and ahead + latency > left:
-            self._escalated(job, left - ahead)
-            latency = self._seconds(job, job.level)
-        if wait + latency > left and not self._escalated(job, left - wait):
-            self._deadline_exceeded(job.request, "predicted", "the request can no longer be served within its deadline")
-            return False
-        return True
-
-    def _deadline_exceeded(self, request: AdmittedRequest, cause: str, message: str) -> None:
-        if request.fail("deadline_exceeded", message):
-            self._metrics.deadline_exceeded_by(cause).inc()
-
-    def _queued_seconds(self, jobs: Iterable[Job]) -> float:
-        """How long `jobs` take one by one at their levels (0 for a level without a profile)."""
-        return sum(self._image_seconds(job.level, job.request.steps) for job in jobs)
-
-    def _image_seconds(self, level: int, steps: int) -> float:
-        """How long one image of `steps` steps takes at `level` (0 for a level without a profile)."""
-        return self._latency.seconds(level, steps, 1) if self._profiled(level) else 0.0
-
-    def _seconds(self, job: Job, level: int, batch: int = 1) -> float:
-        """How long a batch of `batch` jobs like `job` takes at `level`, by the latency profile."""
-        return self._latency.seconds(level, job.request.steps, batch)
-
-    def _soonest_free(self, now: float) -> float:
-        """Seconds until the first ready worker is free: a freed worker takes the most urgent job queued
-        anywhere, whichever worker it was queued on."""
-        return self._free_at.first_free_in(now)
-
-    def _work_before(self, job: Job) -> float:
-        """Seconds the ready workers need, shared among them, for the jobs queued anywhere that go first (the job,
-        not queued yet, is not among them)."""
-        return self._queued_work.seconds_up_to(self._start_by(job)) / max(1, len(self._registry.ready()))
-
-    def _hold_at_best_level(self, job: Job) -> None:
-        """A job the plan gave a level below its K* (an upgrade, paid for by spare capacity) goes back up to
-        K* when it must wait: capacity is not spare while jobs queue."""
-        if job.level < job.k_star:
-            best = [fallback for fallback in job.fallbacks if fallback[0] <= job.k_star]
-            if best:
-                self._move_up(job, best[-1])
-
-    def _escalated(self, job: Job, budget_s: float) -> bool:
-        """Moves a job too slow at its level up to the lowest of its fallbacks that makes the deadline."""
-        for fallback in job.fallbacks:
-            if self._profiled(fallback[0]) and self._seconds(job, fallback[0]) <= budget_s:
-                self._move_up(job, fallback)
-                if not job.escalated:  # the metric counts images: one moved up twice is still one image
-                    job.escalated = True
-                    self._metrics.escalated.inc()
-                return True
-        return False
-
-    def _move_up(self, job: Job, fallback: tuple[int, object]) -> None:
-        job.level, job.latent = fallback
-        job.fallbacks = tuple(higher for higher in job.fallbacks if higher[0] > job.level)
-        self._queued_work.moved_up(job)
-
-    def _profiled(self, level: int) -> bool:
-        return self._profile is not None and level in self._profile.latency_s
-
-    def _expect_busy(self, worker: WorkerHandle, jobs: list[Job], now: float) -> None:
-        level = jobs[0].level
-        if self._profiled(level):
-            start = max(now, worker.busy_until)
-            worker.busy_until = start + self._seconds(jobs[0], level, len(jobs))
 
     def _send_batch(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         batch_id = next(self._batch_ids)
@@ -468,10 +328,10 @@ class Dispatcher:
             items=[GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity) for job in jobs],
         )
         now = self._clock()
-        self._expect_busy(worker, jobs, now)
+        self._timing.expect_busy(worker, jobs, now)
         worker.inflight[batch_id] = jobs
         for job in jobs:
-            self._queued_work.remove(job)
+            self._timing.remove_queued(job)
             job.batch_id = batch_id
             job.sent_at = now
             job.attempts += 1
@@ -507,7 +367,7 @@ class Dispatcher:
         # all of them wait for a worker before any is routed: routing one can give another worker room, and
         # it takes the most urgent job queued anywhere, which must not be one still counted on the lost worker
         for job in held:
-            self._queued_work.remove(job)
+            self._timing.remove_queued(job)
             job.worker = job.batch_id = None
         for job in held:
             self._reroute_or_fail(job)
@@ -583,7 +443,7 @@ class Dispatcher:
             for request in list(self._choosing):
                 left = request.seconds_left(now)
                 if left is not None and left <= 0:
-                    self._deadline_exceeded(
+                    self._timing.deadline_exceeded(
                         request, "queued", "the request's deadline passed while its level was chosen"
                     )
         for job_id in self._sent_deadlines.passed(now):
@@ -591,31 +451,19 @@ class Dispatcher:
             # one given back since (its worker lost) is answered below, where it waits; one still sent: its answer,
             # should it come, is ignored, and what still runs is aborted (_retire)
             if job is not None and job.batch_id is not None:
-                self._deadline_exceeded(
+                self._timing.deadline_exceeded(
                     job.request, "running", "the request's deadline passed while its images were made"
                 )
         for job in list(self._pending):
             left = job.request.seconds_left(now)
             if left is not None and left <= 0 and not self._config.serve_late:
-                self._deadline_exceeded(
+                self._timing.deadline_exceeded(
                     job.request, "no_worker", "the request's deadline passed while it waited for a worker"
                 )
             elif now - job.waiting_since > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
-        # every queued job in the order the workers will take them, each behind the ones before it, shared
-        # among the workers
-        workers = max(1, len(self._registry.ready()))
-        wait = None  # until the soonest worker frees: only looked for when a queued job has a deadline
-        before, seen = 0.0, set()
-        for _, _, job in sorted(self._queued):
-            if job.job_id in seen or not self._is_queued(job):
-                continue
-            seen.add(job.job_id)
-            if job.request.deadline is not None:
-                wait = self._soonest_free(now) if wait is None else wait
-                if not self._still_wanted(job, now, wait, wait + before / workers):
-                    self._discard(job.worker.queue, job)
-                    self._queued_work.remove(job)
-                    self._file(job.worker)
-                    continue
-            before += self._queued_seconds((job,))
+        # every queued job, judged in the order the workers will take them, each behind the ones before it
+        for job in self._timing.too_late(self._urgency.in_order(self._is_queued), now):
+            self._discard(job.worker.queue, job)
+            self._timing.remove_queued(job)
+            self._file(job.worker)

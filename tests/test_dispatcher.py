@@ -566,7 +566,7 @@ async def test_jobs_sent_beside_an_urgent_one_leave_no_entry_behind_in_the_queue
     await settle()
     assert sum(r.done for r in requests) >= len(requests) - 8
     # what is left are the entries of jobs still queued, plus bounded slack: not one per request served
-    assert len(h.dispatcher._queued) <= 2 * h.dispatcher.outstanding_images + 64
+    assert len(h.dispatcher._urgency) <= 2 * h.dispatcher.outstanding_images + 64
 
 
 async def test_a_job_is_judged_by_the_worker_that_frees_first_not_the_one_it_queued_on():

@@ -1,0 +1,201 @@
+"""The dispatcher's timing judgement, by the latency profile: how long a job or a batch takes, when a job must
+start, what is queued before it, whether it can still meet its deadline, and how large its batch may be.
+
+Moving up a level (argus only; a job's fallbacks are the latents its neighbour has above its level): a job the
+plan gave a level below its K* goes back to K* when it must queue, since that upgrade is only worth spare
+capacity. A job that would miss its deadline behind the jobs queued before it moves up to the lowest fallback
+that makes it. A job that cannot make it any more is answered `deadline_exceeded` at once (unless the engine is
+told to serve late). A batch is the largest that still meets the deadline of every job in it.
+
+A level the profile lacks (or no profile at all) counts as taking no time: its jobs are answered
+`deadline_exceeded` once their deadline has passed, never on a prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from controller.profiles import LatencyProfile, ProfileLatency
+from engine.dispatch_index import FreeAt, QueuedWork
+from engine.jobs import AdmittedRequest, Job
+from engine.metrics import EngineMetrics
+from engine.worker_registry import WorkerHandle, WorkerRegistry
+
+
+class DispatchTiming:
+    """Reads the fleet (the ready workers, when each should be free) and counts the work queued on it. Of what the
+    dispatcher owns it writes only what timing decides: a worker's expected end, a job's level when it moves up,
+    and the answer of a request that cannot make its deadline."""
+
+    def __init__(
+        self,
+        profile: LatencyProfile | None,
+        registry: WorkerRegistry,
+        free_at: FreeAt,
+        metrics: EngineMetrics,
+        *,
+        serve_late: bool,
+        slo_s: float,
+    ):
+        self._profile = profile
+        # a request's steps need not be the profile's N: its time is read off the profile's fit in steps run
+        self._latency = ProfileLatency(profile) if profile is not None else None
+        self._registry = registry
+        self._free_at = free_at
+        self._metrics = metrics
+        self._serve_late = serve_late
+        # a request sent without a deadline is served as if due this long after it was admitted
+        self._slo_s = slo_s
+        # the seconds of the jobs queued on the workers, by the time each must start by: what a job that must
+        # queue is judged by, looked up without a pass over the queue
+        self._queued_work = QueuedWork(self._image_seconds)
+
+    # -- how long ------------------------------------------------------------
+    def _image_seconds(self, level: int, steps: int) -> float:
+        """How long one image of `steps` steps takes at `level` (0 for a level without a profile)."""
+        return self._latency.seconds(level, steps, 1) if self._profiled(level) else 0.0
+
+    def queued_job_seconds(self, level: int) -> float:
+        """What each job queued on a worker at `level` adds before it is free, to pick the worker free first:
+        one image at the profile's steps (0 for a level without a profile)."""
+        return self._profile.latency(level, 1) if self._profiled(level) else 0.0
+
+    def _seconds(self, job: Job, level: int, batch: int = 1) -> float:
+        """How long a batch of `batch` jobs like `job` takes at `level`, by the latency profile."""
+        return self._latency.seconds(level, job.request.steps, batch)
+
+    def _profiled(self, level: int) -> bool:
+        return self._profile is not None and level in self._profile.latency_s
+
+    def expect_busy(self, worker: WorkerHandle, jobs: list[Job], now: float) -> None:
+        """The batch `jobs` was just sent to the worker: it should be busy that much longer."""
+        level = jobs[0].level
+        if self._profiled(level):
+            start = max(now, worker.busy_until)
+            worker.busy_until = start + self._seconds(jobs[0], level, len(jobs))
+
+    # -- when ----------------------------------------------------------------
+    def _start_by(self, job: Job) -> float:
+        """The latest time the job can start at its level and still meet its deadline. Jobs are served in this
+        order: a miss, which runs all steps and cannot move up a level, goes before a hit that came a little
+        earlier but can wait longer. A request sent without a deadline is ranked as due one SLO (the one the
+        controller plans for) after it was admitted: it is never answered late, and it no longer waits for as
+        long as requests with a deadline keep coming."""
+        deadline = job.request.deadline
+        if deadline is None:
+            deadline = job.request.admitted_at + self._slo_s
+        return deadline - (self._seconds(job, job.level) if self._profiled(job.level) else 0.0)
+
+    def add_queued(self, job: Job) -> float:
+        """Counts a job just queued on a worker among the work queued; returns the time it must start by, its
+        place in the order the workers take jobs."""
+        start_by = self._start_by(job)
+        self._queued_work.add(job, start_by)
+        return start_by
+
+    def remove_queued(self, job: Job) -> None:
+        """The job left the workers' queues (sent, answered, or its worker lost); nothing if it was in none."""
+        self._queued_work.remove(job)
+
+    def _first_free_in(self, now: float) -> float:
+        """Seconds until the first ready worker is free: a freed worker takes the most urgent job queued
+        anywhere, whichever worker it was queued on."""
+        return self._free_at.first_free_in(now)
+
+    def _work_before(self, job: Job) -> float:
+        """Seconds the ready workers need, shared among them, for the jobs queued anywhere that go first (the job,
+        not queued yet, is not among them)."""
+        return self._queued_work.seconds_up_to(self._start_by(job)) / max(1, len(self._registry.ready()))
+
+    # -- whether it makes its deadline ---------------------------------------
+    def may_queue(self, job: Job, now: float) -> bool:
+        """A job that must wait for a worker: False (and the request answered) when that is too long. It moves
+        up a level (back to K*, or to make its deadline) or is answered now, not when it reaches the head of the
+        queue."""
+        self._hold_at_best_level(job)
+        if job.request.deadline is None:
+            return True
+        wait = self._first_free_in(now)
+        return self.still_wanted(job, now, wait, wait + self._work_before(job))
+
+    def too_late(self, queued: Iterable[Job], now: float) -> Iterator[Job]:
+        """Of the jobs queued, in the order the workers will take them, those that can no longer meet their
+        deadline (each answered as it is met; one that makes it by moving up a level is moved). Each is judged
+        behind the ones before it, shared among the workers."""
+        workers = max(1, len(self._registry.ready()))
+        wait = None  # until the soonest worker frees: only looked for when a queued job has a deadline
+        before = 0.0
+        for job in queued:
+            if job.request.deadline is not None:
+                wait = self._first_free_in(now) if wait is None else wait
+                if not self.still_wanted(job, now, wait, wait + before / workers):
+                    yield job
+                    continue
+            before += self._image_seconds(job.level, job.request.steps)
+
+    def still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
+        """False (and the request answered) for a job that is done for, or can no longer meet its deadline.
+
+        `wait`: until its worker is free; `ahead`: until the jobs queued before it are done too, each
+        counted as if it ran alone (batching only shortens it). A job that would be late behind them
+        moves up to its fallback now (argus), while that still makes its deadline: moved early, it
+        leaves the time it saves to the jobs behind it, misses among them, which cannot move up.
+        """
+        if job.request.done:
+            return False
+        left = job.request.seconds_left(now)
+        if left is None or self._serve_late:
+            return True
+        if left <= 0:
+            self.deadline_exceeded(job.request, "queued", "the request's deadline passed before it could be served")
+            return False
+        if not self._profiled(job.level):
+            return True
+        latency = self._seconds(job, job.level)
+        if ahead is not None and ahead > wait and ahead + latency > left:
+            self._escalated(job, left - ahead)
+            latency = self._seconds(job, job.level)
+        if wait + latency > left and not self._escalated(job, left - wait):
+            self.deadline_exceeded(job.request, "predicted", "the request can no longer be served within its deadline")
+            return False
+        return True
+
+    def deadline_exceeded(self, request: AdmittedRequest, cause: str, message: str) -> None:
+        if request.fail("deadline_exceeded", message):
+            self._metrics.deadline_exceeded_by(cause).inc()
+
+    def batch_limit(self, job: Job, max_batch: int, now: float, wait: float) -> int:
+        """The largest batch that still meets the job's deadline, by the latency profile. One served late
+        (--serve-late) that cannot meet it at all gains nothing from a small batch: it takes a whole one, and the
+        jobs late behind it are served at the fleet's full rate."""
+        left = job.request.seconds_left(now)
+        if left is None or not self._profiled(job.level):
+            return max_batch
+        fitting = (b for b in range(max_batch, 1, -1) if self._seconds(job, job.level, b) <= left - wait)
+        late = self._serve_late and self._seconds(job, job.level) > left - wait
+        return next(fitting, max_batch if late else 1)
+
+    # -- moving up a level ---------------------------------------------------
+    def _hold_at_best_level(self, job: Job) -> None:
+        """A job the plan gave a level below its K* (an upgrade, paid for by spare capacity) goes back up to
+        K* when it must wait: capacity is not spare while jobs queue."""
+        if job.level < job.k_star:
+            best = [fallback for fallback in job.fallbacks if fallback[0] <= job.k_star]
+            if best:
+                self._move_up(job, best[-1])
+
+    def _escalated(self, job: Job, budget_s: float) -> bool:
+        """Moves a job too slow at its level up to the lowest of its fallbacks that makes the deadline."""
+        for fallback in job.fallbacks:
+            if self._profiled(fallback[0]) and self._seconds(job, fallback[0]) <= budget_s:
+                self._move_up(job, fallback)
+                if not job.escalated:  # the metric counts images: one moved up twice is still one image
+                    job.escalated = True
+                    self._metrics.escalated.inc()
+                return True
+        return False
+
+    def _move_up(self, job: Job, fallback: tuple[int, object]) -> None:
+        job.level, job.latent = fallback
+        job.fallbacks = tuple(higher for higher in job.fallbacks if higher[0] > job.level)
+        self._queued_work.moved_up(job)
