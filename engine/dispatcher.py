@@ -176,6 +176,7 @@ class Dispatcher:
         for worker, job_ids in aborts.items():
             if worker.ready:
                 self._send(worker, Abort(job_ids))
+        request.release_jobs()
 
     @staticmethod
     def _discard(queue: deque[Job], job: Job) -> None:

@@ -120,6 +120,13 @@ class AdmittedRequest:
     def fail(self, code: str, message: str) -> bool:
         return self.finish(Error(self.spec.request_id, code, message))
 
+    def release_jobs(self) -> None:
+        """Once the request is answered and retired: a request and its jobs point at each other, so until then
+        they (with the latents they hold and the reply's images) are freed only by a full pass of the garbage
+        collector, which a request that waited seconds reaches late; released, the last holder to let go frees
+        them. A job still in a batch keeps its request until the worker answers it."""
+        self.jobs = []
+
     def seconds_left(self, now: float | None = None) -> float | None:
         if self.deadline is None:
             return None

@@ -656,13 +656,14 @@ async def test_a_request_without_a_deadline_is_served_as_if_due_one_slo_after_it
     a = h.add_worker("a", max_batch=1)  # 1 s an image
     h.request(slo_ms=10_000)  # running until 1001.0
     patient = h.request(prompt="patient")  # no deadline: ranked as due at 1003.0
+    (patient_job,) = patient.jobs  # released once answered
     for second in range(20):  # a 10 s-SLO request a second, as many as the worker serves
         h.request(slo_ms=10_000, prompt=f"d{second}")
         h.clock.now = a.busy_until
         h.finish(a, h.batches("a")[-1])
     await settle()
     assert isinstance(patient.future.result(), Images)
-    assert patient.jobs[0].sent_at <= 1002.0  # behind the one running, and the one due at 1010.0 before it
+    assert patient_job.sent_at <= 1002.0  # behind the one running, and the one due at 1010.0 before it
 
 
 async def test_a_job_joins_a_batch_only_as_large_as_its_own_deadline_allows():

@@ -1,0 +1,47 @@
+"""An answered request is freed as soon as nothing holds it: no reference cycle waits for the garbage collector.
+
+A request and its jobs point at each other. Left so, every answered request (its latents, and its reply's
+images) stayed in memory until a full collection: under a steady 100 req/s with 8 simulated workers, up to
+703 answered requests were alive beside about 50 in flight.
+"""
+
+import asyncio
+import gc
+
+from waiting import eventually
+
+from engine.client import AsyncArgusClient
+from engine.config import LaunchConfig
+from engine.jobs import AdmittedRequest, Job
+from engine.server import Engine
+from engine_process import in_process_config
+from protocols.client_messages import Error, Images
+
+
+def _alive(kind: type) -> int:
+    return sum(isinstance(thing, kind) for thing in gc.get_objects())
+
+
+async def test_answered_requests_are_freed_without_a_collection(tmp_path):
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0.05)))
+    running = asyncio.create_task(engine.run())
+    client = AsyncArgusClient(engine.clients.endpoints[0])
+    try:
+        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        gc.collect()
+        gc.disable()  # only reference counting frees anything from here
+        made = [client.generate(f"a fox, take {i % 3}", width=64, height=64, n=2) for i in range(12)]
+        # each a few milliseconds against images of tens: answered deadline_exceeded, some while they run
+        late = [client.generate("a hurried fox", width=64, height=64, slo_ms=5) for _ in range(4)]
+        replies = await asyncio.gather(*made, *late)
+        assert all(isinstance(reply, Images) for reply in replies[:12])
+        assert all(isinstance(reply, Error) for reply in replies[12:])
+        del replies
+        # a job aborted while it ran keeps its request until the worker answers the batch
+        assert await eventually(lambda: _alive(AdmittedRequest) == 0, timeout_s=30)
+        assert _alive(Job) == 0
+    finally:
+        gc.enable()
+        await client.close()
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
