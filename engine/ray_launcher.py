@@ -241,14 +241,17 @@ class RayLauncher:
         """Runs the actor's worker loop until it ends; says what ended it."""
         timeout_s = self._config.startup_timeout_s
         try:
-            try:
-                pid = await asyncio.wait_for(actor.pid.remote(), timeout_s)
-            except TimeoutError:  # Ray could not place it, or its process does not start
-                return f"was not started by Ray within {timeout_s:.0f} s ({self._shortage(resources)})"
-            log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
-            self._pids[worker_id] = pid
-            serving = self._serving[worker_id] = asyncio.ensure_future(actor.serve.remote())
-            if not await said_hello_or_ended(self._hello[worker_id], serving, timeout_s):
+            # an actor Ray places, or whose worker loads its model, is capacity on its way, as a local worker is
+            with self._metrics.workers.labels("starting").track_inprogress():
+                try:
+                    pid = await asyncio.wait_for(actor.pid.remote(), timeout_s)
+                except TimeoutError:  # Ray could not place it, or its process does not start
+                    return f"was not started by Ray within {timeout_s:.0f} s ({self._shortage(resources)})"
+                log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
+                self._pids[worker_id] = pid
+                serving = self._serving[worker_id] = asyncio.ensure_future(actor.serve.remote())
+                started = await said_hello_or_ended(self._hello[worker_id], serving, timeout_s)
+            if not started:
                 log.error(
                     "worker %s (Ray actor, pid %d) said no hello within %.0f s; killing it", worker_id, pid, timeout_s
                 )
