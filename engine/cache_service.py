@@ -6,30 +6,32 @@ lookup. Requests that arrive while the thread is busy are embedded and looked
 up together in the next call, so a burst costs one numpy pass and one index
 query rather than one per prompt. Without a cache there is nothing to look up
 and a request's level is chosen at once, on the loop.
+
+The cache saved in --cache-dir is read on a thread of its own while the cache
+thread serves: until it is handed over, lookups see what generations brought
+since the start (most prompts miss), and a checkpoint waits for the next turn.
+The hand-over inserts what they brought into the restored cache, so nothing is
+lost; the drain waits for it before its save.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import contextlib
 import logging
 import os
 import random
-import shutil
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
 from controller.predictor import Lookup
-from engine.arg_types import UsageError
 from engine.cache.embedders import Embedder, make_embedder
-from engine.cache.latent_store import SPILL_FOLDER_PREFIX
-from engine.cache.persistence import FILE_NAME, TEMPORARY_PREFIX, CacheFileError
 from engine.cache.prompt_cache import CacheStats, Neighbour, PromptCache, ShapeKey
+from engine.cache_dir import has_saved_cache, load_saved_cache, lock_cache_dir, new_prompt_cache, remove_leftovers
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest
 
@@ -69,19 +71,38 @@ class CacheService:
         config: CacheConfig | None = None,
     ):
         self._cache = cache
-        self._config = config  # to open the saved cache once the model is named (adopt_model)
+        self._config = config  # where the saved cache is, restored once the model is named
         self._directory_lock = directory_lock  # held until close(): the save at the drain is still this engine's
         self._embedder = embedder
         self._choose = choose
         self._fallback_levels = fallback_levels
         self._rng = random.Random(seed)  # used by one thread only: the cache thread, or the loop without a cache
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache")
+        # reads the saved cache, which takes seconds (a 1 GiB save: 6 s), while the cache thread serves
+        self._restorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache-restore")
+        self._restore: Future[PromptCache | None] | None = None
+        # a restore not handed over yet: set on the loop as it is asked for (so /ready says so at once), then only
+        # on the cache thread, which owns the rest: the cache's `changes` at its last save (None: never saved); a
+        # restore failed unexpectedly, so its file is left as it was, not saved over
+        self._restoring = False
+        self._saved_changes: int | None = None
+        self._keep_saved_file = False
         self._waiting: list[tuple[AdmittedRequest, Prepared]] = []
         self._busy = False
 
     @property
     def enabled(self) -> bool:
         return self._cache is not None
+
+    @property
+    def restoring(self) -> bool:
+        """The saved cache is still being read: lookups find only what was cached since the start."""
+        return self._restoring
+
+    def restore_saved(self) -> None:
+        """Starts restoring the saved cache, if the model the cache names made it (build_cache_service)."""
+        self._restoring = True  # at once, as seen from the loop: _start_restore says so if there is nothing to read
+        self._thread.submit(self._start_restore).add_done_callback(_log_failure("restoring the prompt cache"))
 
     def prepare(self, request: AdmittedRequest, then: Prepared) -> None:
         """Chooses the request's level (and fetches its neighbour's latent); calls `then` on the loop."""
@@ -102,7 +123,7 @@ class CacheService:
             return
         shape = ShapeKey(request.steps, request.width, request.height)
         future = self._thread.submit(self._insert, request.spec.prompt, vector, shape, latents)
-        future.add_done_callback(_log_failure)
+        future.add_done_callback(_log_failure("caching a generation"))
 
     def adopt_model(self, model: str) -> None:
         """The model the engine could not name at start, named by the first worker welcomed: the saved cache is
@@ -110,24 +131,32 @@ class CacheService:
         worker had made anything), and the saved one was left unread: its latents may be another model's."""
         if self._cache is None or self._cache.model:
             return
-        future = self._thread.submit(self._adopt_model, model)
-        future.add_done_callback(_log_failure)
+        self._restoring = True
+        self._thread.submit(self._adopt_model, model).add_done_callback(_log_failure("restoring the prompt cache"))
 
     async def stats(self) -> CacheStats | None:
         if self._cache is None:
             return None
         return await asyncio.wrap_future(self._thread.submit(lambda: self._cache.stats()))
 
+    async def checkpoint(self, save_to: str) -> None:
+        """Saves the cache if it changed since the last save (a kill loses only what came after), on the cache
+        thread: lookups wait for it, the loop does not. Skipped while the saved cache is being restored."""
+        if self._cache is not None:
+            await asyncio.wrap_future(self._thread.submit(self._save, save_to, False))
+
     async def close(self, save_to: str | None) -> None:
-        """Saves the cache (warm restart) and stops the thread; a failed save still closes the cache and the thread."""
+        """Saves the cache (warm restart) and stops the thread; a failed save still closes the cache and the thread.
+        A restore still running is waited for, and saved with the rest."""
         try:
             if self._cache is not None and save_to:
-                await asyncio.wrap_future(self._thread.submit(self._save, save_to))
+                await asyncio.wrap_future(self._thread.submit(self._save, save_to, True))
         finally:
             if self._cache is not None:
-                # on the thread, which reads self._cache there: an adopt_model queued before it replaced the cache
-                await asyncio.wrap_future(self._thread.submit(lambda: self._cache.close()))
+                # on the thread, which reads self._cache there: a restore handed over before it replaced the cache
+                await asyncio.wrap_future(self._thread.submit(self._close_cache))
             self._thread.shutdown(wait=True)
+            self._restorer.shutdown(wait=True)
             if self._directory_lock is not None:
                 os.close(self._directory_lock)
 
@@ -149,23 +178,91 @@ class CacheService:
             then(request, preparation)
 
     # -- on the cache thread ---------------------------------------------------------------
-    def _save(self, directory: str) -> None:
+    def _save(self, directory: str, final: bool) -> None:
+        if final:
+            self._hand_over()  # waits for a restore still running: saved without it, the file's contents were lost
+        elif self._restoring:
+            return  # the file holds more than this cache yet: the next checkpoint saves
         if not self._cache.model:
-            # no worker named the model: the last save, whichever model made it, is left for the next start
-            log.info("no worker joined: the saved prompt cache in %s is left as it was", directory)
+            if final:  # no worker named the model: the last save, whichever model made it, is left for the next start
+                log.info("no worker joined: the saved prompt cache in %s is left as it was", directory)
             return
+        if self._keep_saved_file:
+            if final:
+                log.warning(
+                    "the saved prompt cache in %s could not be restored: left as it was, not saved over", directory
+                )
+            return
+        if self._cache.changes == self._saved_changes:
+            return  # nothing new since the last save: the file holds it all
+        changes, started = self._cache.changes, time.monotonic()
         self._cache.save(directory)
-        log.info("prompt cache saved to %s", directory)
+        self._saved_changes = changes
+        what = "saved" if final else "checkpointed"
+        prompts = self._cache.stats().prompts
+        log.info("prompt cache %s to %s: %d prompts in %.1f s", what, directory, prompts, time.monotonic() - started)
 
     def _insert(self, prompt: str, vector: np.ndarray, shape: ShapeKey, latents: dict[int, np.ndarray]) -> None:
-        # self._cache read here, not when queued (stats too): an adopt_model queued before it replaces the cache (a
-        # request that waited for the first worker brings its latents while the saved cache is still being restored)
+        # self._cache read here, not when queued (stats too): the restore's hand-over, queued before, replaces it
         self._cache.insert(prompt, vector, shape, latents)
 
     def _adopt_model(self, model: str) -> None:
         # inserts come after a worker's images, and so after this (one thread, in order): the cache is still empty
+        self._cache.model = model
+        self._start_restore()
+
+    def _start_restore(self) -> None:
+        if not self._cache.model or self._config is None or not has_saved_cache(self._config):
+            self._restoring = False
+            return
+        self._restore = self._restorer.submit(
+            load_saved_cache, self._config, self._cache.model, self._embedder, self._cache.levels
+        )
+        self._restore.add_done_callback(self._restored)
+
+    def _restored(self, _: Future) -> None:
+        """On the restore thread, once the saved cache is read: hand it over on the cache thread."""
+        with contextlib.suppress(RuntimeError):  # the cache thread has stopped: close() handed it over itself
+            self._thread.submit(self._hand_over).add_done_callback(_log_failure("restoring the prompt cache"))
+
+    def _hand_over(self) -> None:
+        """Serves from the restored cache, with what generations brought while it was read inserted into it;
+        waits for the restore if it is still running. Once per restore: later calls return at once."""
+        if not self._restoring:
+            return
+        try:
+            self._swap_in_restored()
+        finally:
+            self._restoring = False  # after the swap: a stats() or lookup that sees it done sees the restored cache
+
+    def _swap_in_restored(self) -> None:
+        try:
+            restored = self._restore.result()
+        except Exception:
+            self._give_up_restore()
+            return
+        if restored is None:  # no file after all, or one refused and set aside
+            return
+        on_file = restored.changes
+        try:
+            restored.absorb(self._cache)
+        except Exception:
+            restored.close()
+            self._give_up_restore()
+            return
+        joined = self._cache.stats().prompts
+        log.info("serving from the restored prompt cache (%d prompts cached while it was read joined it)", joined)
         self._cache.close()
-        self._cache = open_prompt_cache(self._config, model, self._embedder, self._cache.levels)
+        self._cache, self._saved_changes = restored, on_file
+
+    def _give_up_restore(self) -> None:
+        # a bug or no memory, not a bad file (that is set aside): the file may be good, so it is not saved over
+        self._keep_saved_file = True
+        log.exception("restoring the saved prompt cache failed: serving without it; the file is left as it was")
+
+    def _close_cache(self) -> None:
+        self._hand_over()  # a restore still running is waited for: its cache has a spill folder to delete
+        self._cache.close()
 
     def _prepare_all(self, requests: list[AdmittedRequest]) -> list[Preparation]:
         vectors = self._embedder.embed([request.spec.prompt for request in requests])
@@ -204,77 +301,12 @@ class CacheService:
         return tuple((k, latent) for k, latent in found if latent is not None)
 
 
-def _log_failure(future) -> None:
-    if future.exception() is not None:
-        log.error("caching a generation failed: %s", future.exception())
+def _log_failure(what: str) -> Callable[[Future], None]:
+    def log_if_failed(future: Future) -> None:
+        if future.exception() is not None:
+            log.error("%s failed: %s", what, future.exception())
 
-
-def open_prompt_cache(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> PromptCache:
-    """The cache saved in `config.directory` at the last shutdown if `model` made it, or a new one.
-
-    A file that cannot be trusted (corrupt, foreign, another version) is set
-    aside under a name of its own (never half-loaded, never overwritten), and the
-    engine starts with an empty cache.
-    The directory belongs to this engine: what an earlier one left there when it
-    died without closing its cache is removed first.
-    """
-    spill = os.path.join(config.directory, "spill") if config.directory else None
-    if config.directory:
-        _remove_leftovers(config.directory, spill)
-    arguments = (embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model)
-    saved = os.path.join(config.directory, FILE_NAME) if config.directory else None
-    if saved and model and os.path.exists(saved):
-        try:
-            cache = PromptCache.load(config.directory, *arguments)
-            log.info("prompt cache restored from %s: %d prompts", saved, cache.stats().prompts)
-            return cache
-        except CacheFileError as error:
-            # a name of its own: a refused file may be another embedder's good cache, to be renamed back
-            aside = f"{saved}.rejected-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"
-            os.replace(saved, aside)
-            log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
-    return PromptCache(*arguments)
-
-
-def _remove_leftovers(directory: str, spill: str) -> None:
-    """Spill folders (latents only their dead engine knew of) and half-written saves: nobody can use them, and
-    each crash would otherwise leave up to directory_bytes more on disk."""
-    folders = list(Path(spill).glob(SPILL_FOLDER_PREFIX + "*"))
-    # a save is a file: a directory of that name (made by hand) is not the engine's to delete, and failed its start
-    saves = [path for path in Path(directory).glob(TEMPORARY_PREFIX + "*") if not path.is_dir()]
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
-    for save in saves:
-        save.unlink(missing_ok=True)
-    if folders or saves:
-        log.warning("removed %d spill folders and %d unfinished saves left in %s", len(folders), len(saves), directory)
-
-
-def lock_cache_dir(directory: str) -> int:
-    """Makes `directory` this engine's for as long as the returned descriptor is open (the kernel lets go of it
-    when the process dies, however it dies); refuses one held by a live engine, or that cannot be written.
-
-    A second engine would delete the first's spill folder as a dead engine's leftovers, and overwrite its save.
-    """
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as error:
-        raise UsageError(f"--cache-dir {directory}: not writable ({error.strerror or error})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # checked now, not at the drain: without a spill folder nothing is written there until the save
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise UsageError(f"--cache-dir {directory}: not writable (read-only or permission denied)")
-    except BlockingIOError:
-        os.close(fd)
-        raise UsageError(
-            f"--cache-dir {directory} is in use by another engine: give each engine a --cache-dir of its own"
-        ) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return log_if_failed
 
 
 def build_cache_service(
@@ -291,9 +323,14 @@ def build_cache_service(
     embedder = make_embedder(config.embedder, config.embedder_path)
     lock = lock_cache_dir(config.directory) if config.directory else None
     try:
-        cache = open_prompt_cache(config, model, embedder, levels)
+        if config.directory:
+            remove_leftovers(config.directory)
+        cache = new_prompt_cache(config, model, embedder, levels)
     except BaseException:
         if lock is not None:
             os.close(lock)
         raise
-    return CacheService(cache, embedder, choose, fallback_levels=fallback_levels, directory_lock=lock, config=config)
+    service = CacheService(cache, embedder, choose, fallback_levels=fallback_levels, directory_lock=lock, config=config)
+    if model:  # else the first worker names it (adopt_model)
+        service.restore_saved()  # the doors open meanwhile: they do not wait for it
+    return service

@@ -28,6 +28,7 @@ from engine.arg_types import (
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.config import (
     API_KEY_ENV,
+    DEFAULT_SAVE_INTERVAL_S,
     HEARTBEAT_INTERVAL_S,
     MIN_HEARTBEAT_TIMEOUT_S,
     CacheConfig,
@@ -104,6 +105,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="spill directory, and where the cache is saved on shutdown (one engine's own)",
     )
     p.add_argument("--cache-dir-bytes", type=non_negative_int, default=0, help="latents spilled to --cache-dir, bytes")
+    p.add_argument(
+        "--cache-save-interval",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help=f"with --cache-dir: also save the cache this often if it changed (default {DEFAULT_SAVE_INTERVAL_S:g}; 0:"
+        " only at a clean stop), so an engine killed (SIGKILL, OOM, a crash) restarts warm, losing what came after the"
+        " last save. Each save rewrites the whole file and holds up lookups while it runs (docs/cache.md)",
+    )
     p.add_argument(
         "--heartbeat-timeout",
         type=positive_float,
@@ -216,6 +225,7 @@ def _check_embedder(args: argparse.Namespace) -> None:
             for flag, given in (
                 ("--cache-dir", args.cache_dir),
                 ("--cache-dir-bytes", args.cache_dir_bytes),
+                ("--cache-save-interval", args.cache_save_interval is not None),
                 ("--embedder-path", args.embedder_path),
             )
             if given
@@ -225,6 +235,8 @@ def _check_embedder(args: argparse.Namespace) -> None:
         return
     if args.cache_dir_bytes and not args.cache_dir:
         raise UsageError("--cache-dir-bytes spills latents to --cache-dir: add --cache-dir DIR")
+    if args.cache_save_interval is not None and not args.cache_dir:
+        raise UsageError("--cache-save-interval saves the cache to --cache-dir: add --cache-dir DIR")
     if args.embedder_path and args.embedder == "hash":
         raise UsageError("--embedder-path goes with --embedder clip or minilm: the hash embedder reads no model")
     if args.embedder == "clip" and not args.embedder_path:
@@ -289,6 +301,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             max_bytes=args.cache_bytes,
             directory=args.cache_dir,
             directory_bytes=args.cache_dir_bytes,
+            save_interval_s=DEFAULT_SAVE_INTERVAL_S if args.cache_save_interval is None else args.cache_save_interval,
         ),
         model_id=_model_id(args.backend, args.model, args.model_id),
         heartbeat_timeout_s=args.heartbeat_timeout,

@@ -13,6 +13,9 @@ HEARTBEAT_INTERVAL_S = 1.0
 MIN_HEARTBEAT_TIMEOUT_S = 2 * HEARTBEAT_INTERVAL_S
 # where the HTTP API key may come from instead of the command line, which ps shows
 API_KEY_ENV = "ARGUS_API_KEY"
+# a checkpoint of the prompt cache this often: a kill loses at most this much of what generations brought. Not much
+# more often: a save rewrites the whole file and holds up lookups while it runs (the 1 GiB default: about 3 s here)
+DEFAULT_SAVE_INTERVAL_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,8 @@ class CacheConfig:
     max_bytes: int = 1 << 30
     directory: str | None = None  # spill directory and warm-restart file
     directory_bytes: int = 0
+    # a checkpoint of the cache to `directory` this often (0: only at the drain), so a killed engine restarts warm
+    save_interval_s: float = DEFAULT_SAVE_INTERVAL_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -280,6 +280,8 @@ class Engine:
         return {
             "ready": self.state is EngineState.RUNNING and bool(workers),
             "state": self.state.value,
+            # the saved cache is still being read: requests are served meanwhile, from what was cached since the start
+            "cache_restoring": self.cache.restoring,
             # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies
             "exact_capacity_rps": len(workers) * self.control.planned.capacity_rps(0, self.control.slo_s),
             "workers": [
@@ -345,6 +347,7 @@ class Engine:
                     group.create_task(self.launcher.run()),
                     group.create_task(self.control_loop.run()),
                     group.create_task(self._cache_stats_forever()),
+                    group.create_task(self._checkpoint_forever()),
                     group.create_task(self._reload_keys_on_hangup()),
                 ]
                 await self._stop_requested.wait()
@@ -393,6 +396,23 @@ class Engine:
             except Exception:  # stale gauges until the next turn, but serving goes on
                 log.exception("reading the cache's statistics failed")
             await asyncio.sleep(_STATS_INTERVAL_S)
+
+    async def _checkpoint_forever(self) -> None:
+        """Saves the cache every --cache-save-interval, so a killed engine restarts warm. Stops as the drain starts:
+        the drain's own save comes after a checkpoint still running (one thread), never beside it."""
+        directory, interval = self.config.cache.directory, self.config.cache.save_interval_s
+        if not (self.cache.enabled and directory and interval):
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if self.state is not EngineState.RUNNING:
+                return
+            try:
+                await self.cache.checkpoint(directory)
+            except Exception:  # written aside and renamed over the last: a failed save leaves that whole
+                log.exception(
+                    "checkpointing the prompt cache failed; the last save stays, tried again in %g s", interval
+                )
 
     async def _reload_keys_on_hangup(self) -> None:
         while True:

@@ -64,14 +64,16 @@ class EngineProcess:
                 return float(value)
         return 0.0
 
-    def wait_ready(self, workers: int, timeout_s: float = 180.0) -> dict:
+    def wait_ready(self, workers: int, timeout_s: float = 180.0, restored: bool = True) -> dict:
+        """/ready once it lists `workers` workers, and (`restored`) the saved cache is restored: requests made
+        while it is read are served, but most as misses."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"engine exited with {self.process.returncode}:\n{self.log()}")
             try:
                 status = self.ready()
-                if len(status["workers"]) >= workers:
+                if len(status["workers"]) >= workers and not (restored and status["cache_restoring"]):
                     return status
             except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
                 pass

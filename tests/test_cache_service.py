@@ -11,8 +11,9 @@ import pytest
 
 from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
-from engine.cache.prompt_cache import CacheStats, PromptCache, ShapeKey
-from engine.cache_service import CacheService, build_cache_service, open_prompt_cache
+from engine.cache.prompt_cache import PromptCache, ShapeKey
+from engine.cache_dir import load_saved_cache, new_prompt_cache, remove_leftovers
+from engine.cache_service import CacheService, build_cache_service
 from engine.config import CacheConfig
 
 LEVELS = (5, 10, 15, 20, 25)
@@ -40,7 +41,8 @@ def test_a_start_removes_what_an_engine_that_died_left_in_its_directory(tmp_path
     (tmp_path / "prompt_cache.argus.tmp-made-by-hand").mkdir()  # before, IsADirectoryError ended the start
     (tmp_path / "notes.txt").write_text("not the cache's")
     config = CacheConfig(directory=str(tmp_path), directory_bytes=4096)
-    cache = open_prompt_cache(config, MODEL, EMBEDDER, LEVELS)
+    remove_leftovers(str(tmp_path))
+    cache = load_saved_cache(config, MODEL, EMBEDDER, LEVELS)
     try:
         assert cache.stats().prompts == 3  # the last save is kept and loaded
         assert sorted(path.name for path in tmp_path.iterdir()) == [
@@ -64,11 +66,12 @@ def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
 
     save_a_cache(tmp_path, prompts=3)
     config = CacheConfig(directory=str(tmp_path))
-    other = open_prompt_cache(config, MODEL, OtherEmbedder(), LEVELS)  # refuses the hash cache
+    assert load_saved_cache(config, MODEL, OtherEmbedder(), LEVELS) is None  # refuses the hash cache
+    other = new_prompt_cache(config, MODEL, OtherEmbedder(), LEVELS)
     other.insert("a dog", np.ones(8, dtype=np.float32), SHAPE, {5: LATENT})
     other.save(str(tmp_path))
     other.close()
-    open_prompt_cache(config, MODEL, EMBEDDER, LEVELS).close()  # refuses the other embedder's cache
+    assert load_saved_cache(config, MODEL, EMBEDDER, LEVELS) is None  # refuses the other embedder's cache
     set_aside = sorted(tmp_path.glob("prompt_cache.argus.rejected-*"))
     assert len(set_aside) == 2 and not (tmp_path / "prompt_cache.argus").exists()
     first = persistence.read_cache_file(set_aside[0], "hash", EMBEDDER.dim, LEVELS, MODEL)  # the older name sorts first
@@ -102,12 +105,11 @@ def test_what_a_generation_brings_while_the_model_is_adopted_goes_to_the_adopted
     service = build_cache_service(CacheConfig(directory=str(tmp_path)), "", LEVELS, choose=lambda *args: (0, 0))
     request = SimpleNamespace(spec=SimpleNamespace(prompt="a cat"), steps=SHAPE.steps, width=64, height=64)
 
-    async def adopt_then_insert() -> CacheStats:
+    async def adopt_insert_and_stop() -> None:
         service.adopt_model(MODEL)
         service.insert(request, EMBEDDER.embed(["a cat"])[0], {5: LATENT})
-        try:
-            return await service.stats()
-        finally:
-            await service.close(save_to=None)
+        await service.close(save_to=str(tmp_path))  # the drain's save waits for the restore, and keeps both
 
-    assert asyncio.run(adopt_then_insert()).prompts == 2001
+    asyncio.run(adopt_insert_and_stop())
+    saved = persistence.read_cache_file(tmp_path / persistence.FILE_NAME, "hash", EMBEDDER.dim, LEVELS, MODEL)
+    assert len(saved.prompts) == 2001 and "a cat" in {p.text for p in saved.prompts}

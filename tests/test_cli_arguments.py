@@ -142,6 +142,8 @@ def test_zero_where_zero_means_something_is_accepted():
         # accepted and ignored: nothing spilled, no model read, no cache saved to or loaded from the directory
         (["serve", "--cache-dir-bytes", "1000000"], "--cache-dir-bytes spills latents to --cache-dir"),
         (["serve", "--embedder-path", "/tmp"], "--embedder-path goes with --embedder clip or minilm"),
+        (["serve", "--cache-save-interval", "60"], "--cache-save-interval saves the cache to --cache-dir"),
+        (["serve", "--no-cache", "--cache-save-interval", "0"], "--no-cache keeps no prompt cache: drop --cache-save-"),
         (["serve", "--no-cache", "--cache-dir", "/tmp"], "--no-cache keeps no prompt cache: drop --cache-dir"),
         (["serve", "--no-cache", "--cache-dir-bytes", "9"], "--no-cache keeps no prompt cache: drop --cache-dir-bytes"),
         (["serve", "--no-cache", "--embedder-path", "/tmp"], "--no-cache keeps no prompt cache: drop --embedder-path"),

@@ -91,6 +91,9 @@ class PromptCache:
         self._next_id = 1
         self._hits = dict.fromkeys(self.levels, 0)
         self._misses = 0
+        # counts what a save writes changing (inserts, and hits: a latent's uses rank it): a checkpoint with nothing
+        # new since the last save is skipped. Not saved: a loaded cache starts at 0, as the file it came from
+        self.changes = 0
 
     # -- serving ---------------------------------------------------------------------
     def lookup(self, vector: np.ndarray, shape: ShapeKey) -> Neighbour | None:
@@ -123,6 +126,7 @@ class PromptCache:
     def take_latent(self, prompt_id: int, level: int) -> np.ndarray | None:
         """The latent after `level` steps, counted as a hit; None if it is no longer stored."""
         latent = self._store.take((prompt_id, level))
+        self.changes += 1  # a hit, or a spill file found unreadable and evicted
         if latent is not None:
             self._hits[level] += 1
         return latent
@@ -159,6 +163,7 @@ class PromptCache:
             self._next_id += 1
             self._index(shape).add(prompt_id, vector)  # first: it refuses a bad vector
             self._register(prompt_id, prompt, shape, set())
+        self.changes += bool(new_levels)  # a prompt asked for again may bring only levels it has
         entry = self._prompts[prompt_id]
         # every new level is registered before any is stored: storing one may evict
         # another, and the prompt must not leave the index while some are still to come
@@ -167,6 +172,23 @@ class PromptCache:
         for level in new_levels:
             self._store.put((prompt_id, level), latents[level])
         return prompt_id
+
+    def absorb(self, newer: PromptCache) -> None:
+        """Inserts what `newer` holds (what generations brought while this cache was being restored), oldest
+        prompt first, and adds its hit and miss counts to this one's; `newer` is left as it was.
+
+        A prompt both hold keeps this cache's latents and gains the levels only `newer` has; the hits a latent of
+        `newer` served are not carried over (its uses start at 0, as a fresh insert's).
+        """
+        newer._store.drop_missing_spills()  # as a save does: a latent lost on disk is left out, not fatal
+        prompt_ids = sorted(newer._prompts)
+        for prompt_id, vector in zip(prompt_ids, newer._vectors(prompt_ids), strict=True):
+            prompt = newer._prompts[prompt_id]
+            latents = {level: newer._store.read((prompt_id, level)) for level in sorted(prompt.levels)}
+            self.insert(prompt.text, vector, prompt.shape, latents)
+        for level, hits in newer._hits.items():
+            self._hits[level] += hits
+        self._misses += newer._misses
 
     def stats(self) -> CacheStats:
         store = self._store

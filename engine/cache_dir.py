@@ -1,0 +1,101 @@
+"""The engine's --cache-dir: one engine's own (a lock), cleared of what a dead engine left, and the saved cache in it.
+
+The directory holds the saved cache (`prompt_cache.argus`) and the spill folders (in `spill/`), see docs/cache.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from engine.arg_types import UsageError
+from engine.cache.embedders import Embedder
+from engine.cache.latent_store import SPILL_FOLDER_PREFIX
+from engine.cache.persistence import FILE_NAME, TEMPORARY_PREFIX, CacheFileError
+from engine.cache.prompt_cache import PromptCache
+from engine.config import CacheConfig
+
+log = logging.getLogger("argus.cache")
+
+
+def new_prompt_cache(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> PromptCache:
+    """An empty cache spilling to `config.directory`'s spill folder."""
+    return PromptCache(*_cache_arguments(config, model, embedder, levels))
+
+
+def has_saved_cache(config: CacheConfig) -> bool:
+    return bool(config.directory) and os.path.exists(os.path.join(config.directory, FILE_NAME))
+
+
+def load_saved_cache(
+    config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]
+) -> PromptCache | None:
+    """The cache saved in `config.directory` if `model` made it; None if there is none, or it was refused.
+
+    A file that cannot be trusted (corrupt, foreign, another version) is set
+    aside under a name of its own (never half-loaded, never overwritten).
+    """
+    saved = os.path.join(config.directory, FILE_NAME)
+    if not os.path.exists(saved):
+        return None
+    try:
+        cache = PromptCache.load(config.directory, *_cache_arguments(config, model, embedder, levels))
+    except CacheFileError as error:
+        # a name of its own: a refused file may be another embedder's good cache, to be renamed back
+        aside = f"{saved}.rejected-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"
+        os.replace(saved, aside)
+        log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
+        return None
+    log.info("prompt cache restored from %s: %d prompts", saved, cache.stats().prompts)
+    return cache
+
+
+def _cache_arguments(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> tuple:
+    spill = os.path.join(config.directory, "spill") if config.directory else None
+    return embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model
+
+
+def remove_leftovers(directory: str) -> None:
+    """Spill folders (latents only their dead engine knew of) and half-written saves: nobody can use them, and
+    each crash would otherwise leave up to directory_bytes more on disk. The directory belongs to this engine
+    (lock_cache_dir): what is there was left by an earlier one that died without closing its cache."""
+    folders = list(Path(directory, "spill").glob(SPILL_FOLDER_PREFIX + "*"))
+    # a save is a file: a directory of that name (made by hand) is not the engine's to delete, and failed its start
+    saves = [path for path in Path(directory).glob(TEMPORARY_PREFIX + "*") if not path.is_dir()]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    for save in saves:
+        save.unlink(missing_ok=True)
+    if folders or saves:
+        log.warning("removed %d spill folders and %d unfinished saves left in %s", len(folders), len(saves), directory)
+
+
+def lock_cache_dir(directory: str) -> int:
+    """Makes `directory` this engine's for as long as the returned descriptor is open (the kernel lets go of it
+    when the process dies, however it dies); refuses one held by a live engine, or that cannot be written.
+
+    A second engine would delete the first's spill folder as a dead engine's leftovers, and overwrite its save.
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise UsageError(f"--cache-dir {directory}: not writable ({error.strerror or error})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # checked now, not at the drain: without a spill folder nothing is written there until the save
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(f"--cache-dir {directory}: not writable (read-only or permission denied)")
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(
+            f"--cache-dir {directory} is in use by another engine: give each engine a --cache-dir of its own"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -1,0 +1,146 @@
+"""The saved cache is read after the doors open: requests are served meanwhile (from what was cached since the
+start), what they bring joins the restored cache, and no checkpoint writes a cache that lacks the file's contents.
+Before, the engine restored it before binding its port: a 1 GiB save (the default --cache-bytes) kept even /health
+unanswered for 6 s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from test_cache_warm_restart import generate, start
+
+from engine import cache_service
+from engine.cache import persistence
+from engine.cache.embedders import HashEmbedder
+from engine.cache.prompt_cache import PromptCache, ShapeKey
+from engine.cache_service import build_cache_service
+from engine.config import CacheConfig
+
+LEVELS = (5, 10, 15, 20, 25)
+SHAPE = ShapeKey(50, 64, 64)
+LATENT = np.zeros((4, 8, 8), dtype=np.float16)
+EMBEDDER = HashEmbedder()
+MODEL = "sim:0123456789abcdef"
+
+
+def request(prompt: str) -> SimpleNamespace:
+    return SimpleNamespace(spec=SimpleNamespace(prompt=prompt), steps=SHAPE.steps, width=64, height=64, jobs=[1])
+
+
+def vector(prompt: str) -> np.ndarray:
+    return EMBEDDER.embed([prompt])[0]
+
+
+def take_level_5(lookup, images, rng) -> tuple[int, int]:
+    return (5, 5) if lookup.similarity else (0, 0)
+
+
+async def similarity(service, prompt: str) -> float | None:
+    done = asyncio.get_running_loop().create_future()
+    service.prepare(request(prompt), lambda _, preparation: done.set_result(preparation))
+    return (await done).similarity
+
+
+def file_identity(path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns
+
+
+@pytest.fixture
+def held_restore(monkeypatch):
+    """The saved cache is read only once the returned event is set."""
+    release = threading.Event()
+    load = cache_service.load_saved_cache
+
+    def held(*args):
+        release.wait()
+        return load(*args)
+
+    monkeypatch.setattr(cache_service, "load_saved_cache", held)
+    yield release
+    release.set()  # a failed test must not leave the restore thread waiting
+
+
+def test_requests_are_served_while_the_saved_cache_is_read_and_what_they_bring_joins_it(tmp_path, held_restore):
+    saved = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20, model=MODEL)
+    for prompt in ("a red fox", "a blue whale"):
+        saved.insert(prompt, vector(prompt), SHAPE, {5: LATENT})
+    saved.save(str(tmp_path))
+    saved.close()
+    path = tmp_path / persistence.FILE_NAME
+    before = file_identity(path)
+    service = build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=take_level_5)
+
+    async def serve_through_the_restore() -> None:
+        assert service.restoring
+        assert await similarity(service, "a red fox") is None  # not restored yet: a miss, served at once
+        service.insert(request("a cat"), vector("a cat"), {5: LATENT})
+        service.insert(request("a red fox"), vector("a red fox"), {5: LATENT, 10: LATENT})
+        await service.checkpoint(str(tmp_path))  # would write a cache lacking the file's prompts: skipped
+        assert file_identity(path) == before
+        held_restore.set()
+        while service.restoring:
+            await asyncio.sleep(0.01)
+        for prompt in ("a red fox", "a blue whale", "a cat"):
+            assert await similarity(service, prompt) == pytest.approx(1.0), prompt
+        assert (await service.stats()).prompts == 3  # "a red fox" once, though both caches held it
+        await service.close(save_to=str(tmp_path))
+
+    asyncio.run(asyncio.wait_for(serve_through_the_restore(), timeout=60))
+    saved = persistence.read_cache_file(path, "hash", EMBEDDER.dim, LEVELS, MODEL)
+    texts = {p.prompt_id: p.text for p in saved.prompts}
+    levels = {}
+    for latent in saved.latents:
+        levels.setdefault(texts[latent.prompt_id], set()).add(latent.level)
+    # the restored latent of level 5 kept, level 10 added from the generation made while it was read
+    assert levels == {"a red fox": {5, 10}, "a blue whale": {5}, "a cat": {5}}
+
+
+def test_a_stop_while_the_saved_cache_is_read_waits_for_it_and_saves_both(tmp_path, held_restore):
+    """Saved without waiting, the drain would have replaced the file with what the engine cached since it started."""
+    saved = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20, model=MODEL)
+    saved.insert("a red fox", vector("a red fox"), SHAPE, {5: LATENT})
+    saved.save(str(tmp_path))
+    saved.close()
+    service = build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=take_level_5)
+
+    async def stop_while_restoring() -> None:
+        service.insert(request("a cat"), vector("a cat"), {5: LATENT})
+        stopping = asyncio.create_task(service.close(save_to=str(tmp_path)))
+        await asyncio.sleep(0.1)  # a chance to reach the wait (the result is the same if it has not)
+        held_restore.set()
+        await stopping
+
+    asyncio.run(asyncio.wait_for(stop_while_restoring(), timeout=60))
+    saved = persistence.read_cache_file(tmp_path / persistence.FILE_NAME, "hash", EMBEDDER.dim, LEVELS, MODEL)
+    assert sorted(p.text for p in saved.prompts) == ["a cat", "a red fox"]
+
+
+def test_an_engine_answers_while_its_saved_cache_is_read(tmp_path):
+    """A FIFO in the saved cache's place holds the restore for as long as the test needs (it blocks until written):
+    before, the engine answered nothing, not even /health, until it was."""
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    fifo = cache_dir / persistence.FILE_NAME
+    os.mkfifo(fifo)
+    engine = start(tmp_path, cache_dir, wait=False)
+    try:
+        status = engine.wait_ready(1, timeout_s=120, restored=False)
+        assert status["ready"] and status["cache_restoring"]
+        assert engine.get("/health")[0] == 200
+        assert generate(engine).images[0].similarity is None  # served meanwhile, as a miss
+        with open(fifo, "wb"):
+            pass  # the restore reads an empty file: refused, set aside
+        assert not engine.wait_ready(1)["cache_restoring"]
+        assert generate(engine).images[0].similarity == pytest.approx(1.0)  # what it made meanwhile was kept
+    finally:
+        with contextlib.suppress(OSError):  # not read yet (a failed test): unblock the restore, so the drain ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        assert engine.stop() == 0
+    [_set_aside] = cache_dir.glob(f"{persistence.FILE_NAME}.rejected-*")
