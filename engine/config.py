@@ -13,9 +13,10 @@ HEARTBEAT_INTERVAL_S = 1.0
 MIN_HEARTBEAT_TIMEOUT_S = 2 * HEARTBEAT_INTERVAL_S
 # where the HTTP API key may come from instead of the command line, which ps shows
 API_KEY_ENV = "ARGUS_API_KEY"
-# a checkpoint of the prompt cache this often: a kill loses at most this much of what generations brought. Not much
-# more often: a save rewrites the whole file and holds up lookups while it runs (the 1 GiB default: about 3 s here)
-DEFAULT_SAVE_INTERVAL_S = 300.0
+# no checkpoints of the prompt cache unless asked for: a save rewrites the whole file and holds up lookups while it
+# runs (the 1 GiB default: 2 to 3 s here), which every request arriving meanwhile pays against its SLO, at every
+# checkpoint; a kill, which is what a checkpoint saves the cache from, is rarer
+DEFAULT_SAVE_INTERVAL_S = 0.0
 
 
 @dataclass(frozen=True, slots=True)
