@@ -236,10 +236,14 @@ class WorkerLink:
     async def _watch_heartbeats(self) -> None:
         beat = self._codec.encode(EngineHeartbeat())
         for turn in itertools.count(1):
-            # a slice of the workers each tick: beats spread over the interval, never a burst of thousands
+            # a slice of the workers each tick: beats spread over the interval, never a burst of thousands. A
+            # worker's tick follows its identity, not its place in the registry: by place, a worker that left moved
+            # the later ones back one, and the one whose tick came next waited almost two intervals for its beat
             await asyncio.sleep(self._heartbeat_interval_s / _BEAT_TICKS)
-            for worker in self._registry.all()[turn % _BEAT_TICKS :: _BEAT_TICKS]:
-                self._socket.send(worker.identity, beat)
+            tick = turn % _BEAT_TICKS
+            for worker in self._registry.all():
+                if hash(worker.identity) % _BEAT_TICKS == tick:
+                    self._socket.send(worker.identity, beat)
             if turn % _BEAT_TICKS:
                 continue
             cutoff = time.monotonic() - self._heartbeat_timeout_s
