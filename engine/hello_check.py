@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from protocols.limits import MAX_BATCH, MAX_IMAGE_SIZE, MAX_STEPS, SIZE_MULTIPLE
 from protocols.worker_messages import PROTOCOL_VERSION, Hello
-from workers.limits import DEFAULT_LEVELS
+from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 from workers.runtime import MAX_WORKER_ID_BYTES
 
 # backend and device names: "sdxl", "cuda:0"
@@ -55,6 +55,12 @@ def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str =
             f"min_size {sizes[0]}, default_size {sizes[1]}, max_size {sizes[2]}: multiples of {SIZE_MULTIPLE},"
             f" in that order, from {SIZE_MULTIPLE} to {MAX_IMAGE_SIZE}"
         )
+    # requests may take only the sizes every ready worker takes: one worker without the backend's default (8 to 8,
+    # within every bound above) left none to the others, and had every request refused. Each taking it, it is
+    # always one
+    usual = BACKEND_SIZES[backend].default_size
+    if not sizes[0] <= usual <= sizes[2]:
+        return f"min_size {sizes[0]}, max_size {sizes[2]}: not taking {usual}, the {backend} backend's default size"
     # the engine's cache keeps these levels only (server.py): a latent at another would fail every image's insert
     levels = hello.levels
     if not levels or levels != sorted(set(levels)) or not set(levels) <= set(DEFAULT_LEVELS):

@@ -1,5 +1,6 @@
 """A hello whose values the engine cannot take is refused, naming the field: before, one worker claiming sizes 0 to 0
-had every request refused, and one naming its device in megabytes made /ready megabytes long."""
+(and then one claiming 8 to 8, within every bound) had every request refused, and one naming its device in megabytes
+made /ready megabytes long."""
 
 import msgspec
 import pytest
@@ -30,6 +31,9 @@ BAD = [
     ({"min_size": 0, "max_size": 0, "default_size": 7}, "min_size"),
     ({"max_size": 10**9}, "max_size"),
     ({"min_size": 512, "default_size": 256}, "min_size"),
+    # within bounds, but without the backend's default size (1024 for sim): beside the others, every size refused
+    ({"min_size": 8, "default_size": 8, "max_size": 8}, "max_size"),
+    ({"min_size": 2048, "default_size": 2048}, "min_size"),
     ({"levels": []}, "levels"),
     ({"levels": [10, 5]}, "levels"),
     ({"levels": [5, 5, 10]}, "levels"),

@@ -9,7 +9,7 @@ from engine.worker_link import WorkerLink
 from protocols.worker_messages import PROTOCOL_VERSION, Hello, LevelSet, Welcome
 from protocols.worker_messages import Generate as Batch
 
-HELLO = Hello(PROTOCOL_VERSION, "remote-0", "sim", "sim:0", "sim", True, [5, 10], 4, 50, 64, 256, 64, 0, 123)
+HELLO = Hello(PROTOCOL_VERSION, "remote-0", "sim", "sim:0", "sim", True, [5, 10], 4, 50, 64, 2048, 1024, 0, 123)
 IDENTITY = b"remote-0/abcd"
 
 
@@ -68,7 +68,7 @@ async def test_a_level_acknowledged_late_does_not_move_the_worker_back(link_for)
     assert not h.metrics.registry.get_sample_value("argus_bad_messages_total", {"link": "worker"})
 
 
-@pytest.mark.parametrize("change", [{"max_size": 128}, {"worker_id": "remote-1"}, {"max_batch": 1}])
+@pytest.mark.parametrize("change", [{"max_size": 1536}, {"worker_id": "remote-1"}, {"max_batch": 1}])
 async def test_a_known_peer_whose_hello_says_another_worker_joins_anew(link_for, change):
     h = Harness()
     link = link_for(h)
