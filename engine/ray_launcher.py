@@ -129,7 +129,7 @@ def reasons(error: BaseException) -> str:
 
 
 class RayLauncher:
-    """The local launcher's interface (run, kill, stop, joined; on_exit per worker), with Ray actors."""
+    """The local launcher's interface (run, kill, stop, joined, refusal; on_exit per worker), with Ray actors."""
 
     def __init__(
         self,

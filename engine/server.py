@@ -201,8 +201,8 @@ class Engine:
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.link.on_joined = lambda worker: self.launcher.joined(worker.hello.worker_id)
-        if isinstance(self.launcher, RayLauncher):
-            self.link.refusal = self.launcher.refusal
+        # a slot's id is its own process's (or Ray actor's): the launcher's exits, kills and backoff go by it
+        self.link.refusal = self.launcher.refusal
         self._stop_requested = asyncio.Event()
         self._hangup = asyncio.Event()  # SIGHUP: read the CURVE key directories again
 

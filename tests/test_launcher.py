@@ -15,7 +15,7 @@ from waiting import eventually
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
 from engine.server import Engine
-from engine_process import ROOT, in_process_config
+from engine_process import ROOT, in_process_config, start_worker
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float:
@@ -124,3 +124,39 @@ def test_a_worker_whose_engine_died_while_it_started_exits(tmp_path):
     finally:
         if running(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+async def test_a_worker_started_by_hand_under_a_slots_id_is_refused(monkeypatch, tmp_path):
+    """Before, one that said hello while the slot's process was down took the id; the slot's next process was refused
+    (the id in use) and its exit, taken for the namesake's, dropped the namesake as exited: 11 times in 15 s."""
+    spawned = []
+    create = asyncio.create_subprocess_exec
+
+    async def first_one_held(*args, **kwargs):
+        spawned.append(await create(*args, **kwargs))
+        if len(spawned) == 1:
+            os.kill(spawned[0].pid, signal.SIGSTOP)  # the slot's process, still loading its model
+        return spawned[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", first_one_held)
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+    namesake = None
+    try:
+        assert await eventually(lambda: spawned, timeout_s=30)
+        namesake = start_worker(engine.link.endpoints[-1], "sim", "--worker-id", "local-0", "--time-scale", "0")
+        assert await eventually(lambda: namesake.poll() is not None, timeout_s=60), "the namesake was welcomed"
+        assert namesake.returncode == 2
+        os.kill(spawned[0].pid, signal.SIGCONT)
+        assert await eventually(lambda: [w.hello.pid for w in engine.registry.ready()] == [spawned[0].pid], 60)
+        assert sample(engine, "argus_worker_losses_total", cause="exited") == 0
+        assert len(spawned) == 1  # the slot's process was never refused, nor restarted
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 60)
+        if namesake is not None and namesake.poll() is None:
+            namesake.kill()
+        for process in spawned:
+            if process.returncode is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
