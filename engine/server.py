@@ -54,6 +54,10 @@ log = logging.getLogger("argus.engine")
 _SWEEP_INTERVAL_S = 0.1
 _SWEEPS_PER_SLO = 50
 _MIN_SWEEP_INTERVAL_S = 0.005
+# after the drain, HTTP responses still being written (large images to a slow reader) get this long, as the ZeroMQ
+# door's do; a client still sending a request body then (refused, the engine drains) held the exit for aiohttp's
+# default of 60 s
+_HTTP_FLUSH_S = 10.0
 _STATS_INTERVAL_S = 1.0
 
 
@@ -326,7 +330,13 @@ class Engine:
         loop.add_signal_handler(signal.SIGHUP, self._hangup.set)
         # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a
         # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed
-        runner = web.AppRunner(build_app(self), handler_cancellation=True, access_log=None, auto_decompress=False)
+        runner = web.AppRunner(
+            build_app(self),
+            handler_cancellation=True,
+            access_log=None,
+            auto_decompress=False,
+            shutdown_timeout=_HTTP_FLUSH_S,
+        )
         try:
             self.clients.start()
             await runner.setup()

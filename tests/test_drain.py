@@ -4,6 +4,7 @@ is left."""
 import asyncio
 import os
 import signal
+import socket
 import time
 from collections import Counter
 
@@ -153,3 +154,17 @@ def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too
     record = asyncio.run(scenario())
     assert (record["outcome"], record["status"], record["code"]) == ("cancelled", 503, "cancelled")
     assert engine.process.wait(timeout=60) == 0
+
+
+def test_a_client_still_sending_its_body_does_not_hold_the_stop(tmp_path):
+    """The drain refuses it; it held the exit for aiohttp's default 60 s, as long as a response being written."""
+    engine = start_engine(tmp_path, "--time-scale", "0", backend="sim", workers=1)
+    host, port = engine.http.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as trickling:
+        trickling.sendall(
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: argus\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"pro'
+        )
+        assert engine.ready()["ready"]  # the engine serves on beside it
+        # past 30 s the engine is killed (-9): well within it the stop ends, well outside aiohttp's 60 s
+        assert engine.stop(timeout_s=30) == 0
