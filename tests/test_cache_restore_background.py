@@ -30,7 +30,7 @@ MODEL = "sim:0123456789abcdef"
 
 
 def request(prompt: str) -> SimpleNamespace:
-    return SimpleNamespace(spec=SimpleNamespace(prompt=prompt), steps=SHAPE.steps, width=64, height=64, jobs=[1])
+    return SimpleNamespace(spec=SimpleNamespace(prompt=prompt, n=1), steps=SHAPE.steps, width=64, height=64)
 
 
 def vector(prompt: str) -> np.ndarray:
