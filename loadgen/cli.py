@@ -35,6 +35,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
 # a timeline cut finer than this is not a figure anyone can read (nor one matplotlib draws in reasonable memory)
 MAX_PLOT_BINS = 10_000
+# descriptors the process holds besides its HTTP connections: stdio, the event loop, the status polls, the outputs
+_OWN_FILES = 64
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -271,6 +273,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
         except zmq.ZMQError as exc:
             raise UsageError(f"--zmq: {exc}") from None
     else:
+        _allow_a_connection_each(len(schedule))
         client = HttpLoadClient(args.url, options, args.api_key)
     try:
         with (
@@ -299,6 +302,22 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
             )
     finally:
         await client.close()
+
+
+def _allow_a_connection_each(requests: int) -> None:
+    """Over HTTP each request in flight holds a connection, a descriptor: under a shell's usual soft limit of 1,024,
+    the sends past about a thousand in flight failed, recorded as the engine's connection_error."""
+    import resource
+
+    from loadgen.clients import CLIENT_OUT_OF_FILES
+    from protocols.sockets import allow_open_files
+
+    if not allow_open_files(requests + _OWN_FILES):  # raised as far as the hard limit goes
+        print(
+            f"argus loadgen: warning: this process may hold at most {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
+            f" open files (ulimit -Hn): past about that many requests in flight, sends fail as {CLIENT_OUT_OF_FILES}",
+            file=sys.stderr,
+        )
 
 
 @contextlib.contextmanager

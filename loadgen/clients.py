@@ -7,6 +7,7 @@ than exceptions: one refused connection must not end a long run.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -25,6 +26,9 @@ from protocols.curve import ClientKeys
 log = logging.getLogger(__name__)
 
 GENERATIONS_PATH = "/v1/images/generations"
+# a send that failed for want of a descriptor in this process (or the system): the generator's failure, which
+# connection_error would lay at the engine's door
+CLIENT_OUT_OF_FILES = "client_out_of_files"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +131,9 @@ class HttpLoadClient(LoadClient):
             async with self._session.post(self._url, json=self._body(prompt, seed, slo_ms)) as response:
                 payload = await response.read()
                 status = response.status
-        except (aiohttp.ClientError, OSError):
-            return Answer("error", code="connection_error")
+        except (aiohttp.ClientError, OSError) as exc:
+            out_of_files = getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE)
+            return Answer("error", code=CLIENT_OUT_OF_FILES if out_of_files else "connection_error")
         if status == 200:
             try:
                 entries = _IMAGES.decode(payload).data
