@@ -203,9 +203,15 @@ async def _target_rate(args: argparse.Namespace) -> float | None:
         from loadgen.engine_status import CapacityUnknown, exact_capacity_rps
 
         try:
-            capacity = await exact_capacity_rps(args.url, args.api_key)
+            capacity, workers = await exact_capacity_rps(args.url, args.api_key)
         except CapacityUnknown as exc:
             raise UsageError(f"{exc}; pass --capacity-rps") from None
+        # the workers ready now: an engine whose others still load their model is sized for these alone
+        print(
+            f"--load {args.load:g} x {capacity:.3g} requests/s: the exact capacity of the {workers} worker"
+            f"{'' if workers == 1 else 's'} ready at {args.url}",
+            file=sys.stderr,
+        )
     return args.load * capacity * args.time_scale
 
 

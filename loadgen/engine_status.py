@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import aiohttp
 
@@ -48,7 +48,12 @@ async def check_reachable(base_url: str, api_key: str | None = None) -> None:
         raise EngineUnreachable(f"the engine at {base_url} refuses the API key (--api-key or ${API_KEY_ENV})")
 
 
-async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> float:
+class Capacity(NamedTuple):
+    rps: float
+    workers: int  # the ready workers it is the capacity of: fewer than started while some still load their model
+
+
+async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> Capacity:
     """The engine's `exact_capacity_rps` from /ready; raises CapacityUnknown when it does not report one."""
     async with aiohttp.ClientSession(timeout=_TIMEOUT, headers=auth_headers(api_key)) as session:
         try:
@@ -62,7 +67,8 @@ async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> float
     capacity = status.get("exact_capacity_rps") if isinstance(status, dict) else None
     if not isinstance(capacity, (int, float)) or capacity <= 0:
         raise CapacityUnknown(f"{base_url}/ready reports no exact_capacity_rps")
-    return float(capacity)
+    workers = status.get("workers")
+    return Capacity(float(capacity), len(workers) if isinstance(workers, list) else 0)
 
 
 @dataclass

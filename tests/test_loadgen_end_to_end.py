@@ -101,7 +101,9 @@ async def test_zmq_bursty_replay_through_run_load(engine, tmp_path):
     assert opens_as_png(tmp_path / "t.png")
 
 
-def test_load_is_a_multiple_of_the_capacity_the_engine_reports(engine, tmp_path):
+def test_load_is_a_multiple_of_the_capacity_the_engine_reports(engine, tmp_path, capsys):
+    """And the run says which capacity, of how many workers: against an engine that answers ready with one of
+    several workers loaded, --load was sized for that one alone, without a word."""
     summary_path = tmp_path / "s.json"
     code = cli.main(
         ["--url", engine.http, "--api-key", API_KEY, "--load", "1.0", "--max-requests", "3", "--no-progress",
@@ -109,6 +111,9 @@ def test_load_is_a_multiple_of_the_capacity_the_engine_reports(engine, tmp_path)
     )  # fmt: skip
     assert code == 0
     assert json.loads(summary_path.read_text())["sent"] == 3
+    capacity = engine.ready()["exact_capacity_rps"]
+    said = f"--load 1 x {capacity:.3g} requests/s: the exact capacity of the 2 workers ready at {engine.http}"
+    assert said in capsys.readouterr().err
 
 
 def test_a_run_with_a_key_the_engine_refuses_is_refused_before_it_starts(engine, capsys):

@@ -58,7 +58,7 @@ async def sample(url: str, api_key: str | None = None) -> LevelSampler:
 async def test_capacity_from_ready():
     async with asyncio.timeout(20):
         async with status_server({**READY, "exact_capacity_rps": 2.5}, None, api_key="k") as url:
-            assert await exact_capacity_rps(url, api_key="k") == 2.5
+            assert await exact_capacity_rps(url, api_key="k") == (2.5, 3)
             with pytest.raises(CapacityUnknown, match="answered 401"):
                 await exact_capacity_rps(url)
         async with status_server(READY, None) as url:
