@@ -72,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--load",
         type=float,
         help="rate as a multiple of the exact-generation capacity (--capacity-rps or /ready): a trace's busiest "
-        "minute, a poisson or gamma process's mean, as the engine sees it (whatever --time-scale)",
+        "minute, a poisson or gamma process's mean, as the engine sees it (whatever --time-scale; with --rescale "
+        "stretch, the busiest minute of the trace's own clock, before its offsets are scaled)",
     )
     load.add_argument(
         "--capacity-rps",
