@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pictures import opens_as_png
 
 from loadgen.records import OUTCOMES
@@ -52,6 +53,9 @@ def test_each_policy_writes_one_record_a_request_on_the_simulated_clock(tmp_path
         served = [r["latency_ms"] for r in records if r["outcome"] in ("ok", "late")]
         assert percentile(served, 50) == summary["p50_ms"]
         assert max(r["scheduled_at"] for r in records) > 30.0  # simulated seconds, not the 1.2 s of wall time
+        # how far behind its schedule a request was sent, also on the simulated clock
+        lag_ms = max((r["sent_at"] - r["scheduled_at"]) * 1000.0 for r in records)
+        assert summary["max_send_lag_ms"] == pytest.approx(lag_ms)
 
 
 def test_a_mistyped_policy_is_refused_before_any_engine_runs(tmp_path):

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.bench.harness import table, write_json
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
-    from loadgen.report import write_records
+    from loadgen.report import SEND_LAG_WARNING_MS, write_records
     from loadgen.traces import load_trace
 
     logging.basicConfig(level=logging.WARNING)
@@ -141,6 +141,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{policy}: {len(schedule)} requests over {schedule[-1].offset_s:.0f} s (wall)", flush=True)
             records, summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
             results[policy] = _simulated_clock(summary, args.time_scale)
+            if (summary["max_send_lag_ms"] or 0.0) > SEND_LAG_WARNING_MS:
+                print(
+                    f"WARNING: {policy}: the generator fell behind its schedule by up to "
+                    f"{summary['max_send_lag_ms']:.0f} ms of wall time: the engine did not see the offered load",
+                    flush=True,
+                )
             if args.records_dir:
                 simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
                 write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
@@ -220,6 +226,8 @@ def _simulated_clock(summary: dict, time_scale: float) -> dict:
         "outcomes": summary["outcomes"],
         "level_mix": summary["level_mix"],
         "cache_hit_rate": summary["cache_hit_rate"],
+        # how far behind its schedule the generator sent: what the engine saw was not the offered load past a little
+        "max_send_lag_ms": ms("max_send_lag_ms"),
     }
 
 
