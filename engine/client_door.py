@@ -13,6 +13,10 @@ libzmq bounds the size of each frame, not the number of frames in a message,
 and delivers a message only whole: a peer may make the engine buffer one
 message of many frames before it is refused. Keep the door on loopback, or
 behind CURVE (docs/scaling.md).
+
+With CURVE, a request is refused (unauthorized) unless the key it came with is
+admitted now: ZeroMQ checks a key only at the handshake, and a client whose key
+a reload (SIGHUP) removed was served for as long as it stayed connected.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import errno
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import zmq
@@ -30,7 +35,7 @@ from engine.jobs import AdmittedRequest
 from engine.loop_socket import LoopSocket
 from protocols.client_messages import Cancel, Error, Generate, engine_side_codec, salvage_request_id
 from protocols.codec import DecodeError
-from protocols.curve import KeyPair
+from protocols.curve import KeyPair, peer_key
 from protocols.sockets import bind_all, make_socket
 
 if TYPE_CHECKING:
@@ -56,8 +61,17 @@ _GONE_GRACE_S = 10.0
 
 
 class ClientDoor:
-    def __init__(self, engine: Engine, context: zmq.Context, listen: tuple[str, ...], curve: KeyPair | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        context: zmq.Context,
+        listen: tuple[str, ...],
+        curve: KeyPair | None = None,
+        admits: Callable[[bytes], bool] | None = None,
+    ):
+        """`admits` (with `curve`): whether a peer's public key is admitted on this socket now (CurveGate.admits)."""
         self._engine = engine
+        self._admits = admits
         self._unread_bound = engine.config.dispatch.max_queue + _MAX_UNREAD_REPLIES
         sock = make_socket(
             context,
@@ -91,6 +105,10 @@ class ClientDoor:
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError) and frames:
             self._refuse(identity, message.reason, salvage_request_id(frames[0].buffer))
+        elif isinstance(message, Generate) and self._admits and not self._admits(peer_key(frames[0])):
+            # not counted, as an HTTP request without the API key is not
+            reason = "this client's CURVE key is no longer admitted (removed from the engine's allowed keys)"
+            self._reply(identity, Error(message.request_id, "unauthorized", reason))
         else:
             self._on_message(identity, message)
 

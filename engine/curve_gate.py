@@ -9,7 +9,9 @@ Without a directory for workers, the one directory admits both.
 
 The directories are read at start and again on `reload` (SIGHUP): a key added
 is admitted, a key removed refused, at the peer's next handshake. ZeroMQ checks
-a key only then: a peer already connected keeps its connection until it drops.
+a key only then, and keeps a peer already connected: so the doors ask `admits`
+too, of the key each message came with (`peer_key`), and the engine drops the
+workers whose key was removed (WorkerLink.drop_revoked).
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ class CurveGate:
         self._allowed = _AllowedKeys(self._read_keys())
         for domain in (CLIENTS, WORKERS):  # zmq.auth asks a domain's own provider: "*" is only for no domain
             self._authenticator.configure_curve_callback(domain, self._allowed)
+
+    def admits(self, domain: str, key: bytes) -> bool:
+        """Whether the public key (z85) is admitted on the socket of `domain` now (the loop may ask: the keys are
+        replaced whole by a reload)."""
+        return key in self._allowed.keys.get(domain, ())
 
     def reload(self) -> None:
         """Reads the directories again. One that cannot be read (a key file spoiled, say) raises UsageError naming

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import errno
+import functools
 import ipaddress
 import logging
 import shutil
@@ -31,7 +32,7 @@ from engine.client_door import ClientDoor
 from engine.config import EngineConfig
 from engine.control_loop import ControlLoop
 from engine.control_setup import build_control
-from engine.curve_gate import CurveGate
+from engine.curve_gate import CLIENTS, WORKERS, CurveGate
 from engine.dispatcher import Dispatcher
 from engine.http_api import build_app
 from engine.image_files import ImageFiles
@@ -169,6 +170,7 @@ class Engine:
                 server_keys,
                 backend=config.launch.backend,
                 model=config.model_id,
+                admits=functools.partial(self._curve.admits, WORKERS) if self._curve else None,
             )
         self._resources.callback(self.link.close)
         self.control = build_control(config, time.monotonic())
@@ -199,8 +201,9 @@ class Engine:
         self.admission = Admission(
             self.registry, config.launch.backend, config.dispatch.retry_after_s, config.dispatch.max_queue
         )
+        admits = functools.partial(self._curve.admits, CLIENTS) if client_keys else None
         with _bind_errors_named("--client-listen"):
-            self.clients = ClientDoor(self, self._context, config.client_listen, client_keys)
+            self.clients = ClientDoor(self, self._context, config.client_listen, client_keys, admits)
         self._resources.callback(self.clients.close)
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
@@ -435,3 +438,5 @@ class Engine:
                 await asyncio.to_thread(self._curve.reload)  # reads files: not on the loop
             except UsageError as error:
                 log.error("SIGHUP: CURVE keys not reloaded, those admitted until now still hold: %s", error)
+                continue
+            self.link.drop_revoked()

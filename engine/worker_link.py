@@ -7,6 +7,10 @@ last-seen time; a worker silent past the timeout is declared lost (and its
 process, if ours, killed and restarted by the launcher). A Leaving removes the
 worker at once, and what it held is routed again. Any other message from an
 identity that is not a worker here is answered Rejoin: the worker says hello at once.
+
+With CURVE, a hello is refused unless its peer's key is admitted now, and a worker whose key a reload (SIGHUP)
+removed is dropped and told to rejoin, which it is refused: ZeroMQ checks a key only at the handshake, and a
+revoked worker still connected was kept and sent users' prompts until it dropped its connection.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.codec import Codec, DecodeError
-from protocols.curve import KeyPair
+from protocols.curve import KeyPair, peer_key
 from protocols.sockets import bind_all, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -69,8 +73,11 @@ class WorkerLink:
         *,
         backend: str,
         model: str = "",
+        admits: Callable[[bytes], bool] | None = None,
     ):
+        """`admits` (with `curve`): whether a peer's public key is admitted on this socket now (CurveGate.admits)."""
         sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS)
+        self._admits = admits
         self.endpoints = bind_all(sock, listen)
         self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()
@@ -106,6 +113,14 @@ class WorkerLink:
         for worker in self._registry.all():
             self.send(worker, Shutdown())
 
+    def drop_revoked(self) -> None:
+        """Drops the workers whose CURVE key is no longer admitted (after a reload), and routes what they held
+        elsewhere; each is told to rejoin, and its hello is refused: it says why and exits."""
+        for worker in self._registry.all():
+            if worker.curve_key is not None and not self._admits(worker.curve_key):
+                self.dispatcher.worker_lost(worker, "revoked")
+                self._socket.send(worker.identity, self._codec.encode(Rejoin()))
+
     def close(self) -> None:
         self._socket.close()
 
@@ -119,12 +134,15 @@ class WorkerLink:
             other = self._version_codec.decode(frames)
             if isinstance(other, HelloVersion) and (reason := protocol_refusal(other.protocol)):
                 self._refuse(identity, Refused(reason))
-        self._on_message(identity, message)  # a message this engine cannot read is counted, even one answered
+        curve_key = peer_key(frames[0]) if self._admits and isinstance(message, Hello) else None
+        # a message this engine cannot read is counted, even one answered
+        self._on_message(identity, message, curve_key)
 
-    def _on_message(self, identity: bytes, message: object) -> None:
+    def _on_message(self, identity: bytes, message: object, curve_key: bytes | None = None) -> None:
+        """`curve_key`: with CURVE, the public key a Hello came with."""
         worker = self._registry.get(identity)
         if isinstance(message, Hello):
-            self._on_hello(identity, message, worker)
+            self._on_hello(identity, message, worker, curve_key)
             return
         if isinstance(message, DecodeError):
             # garbage is counted and dropped, never fatal
@@ -167,11 +185,17 @@ class WorkerLink:
             worker.idle_since = now
         return list(worker.inflight) if now - worker.idle_since > self._heartbeat_timeout_s else []
 
-    def _on_hello(self, identity: bytes, hello: Hello, known: WorkerHandle | None) -> None:
+    def _on_hello(self, identity: bytes, hello: Hello, known: WorkerHandle | None, curve_key: bytes | None) -> None:
         if self._stopping:
             # a worker started by hand says hello again at the Shutdown: welcomed by the engine going away, it would
             # wait out a heartbeat timeout before trying the next engine on this address. Unanswered, it retries
             # every second; Refused would end it
+            return
+        if self._admits and not self._admits(curve_key):
+            if known is not None:
+                self.dispatcher.worker_lost(known, "revoked")
+            reason = "this worker's CURVE key is no longer admitted (removed from the engine's allowed keys)"
+            self._refuse(identity, Refused(reason))
             return
         if known is not None and not _repeats(known.hello, hello):
             # the same peer now says it is another worker (its id, sizes, batch): what it held was sent for the
@@ -196,6 +220,7 @@ class WorkerLink:
             # the same slot says hello from a new process, and the old one is silent: it is gone
             self.dispatcher.worker_lost(stale, "replaced")
         worker = self._registry.add(identity, hello, level=hello.level)
+        worker.curve_key = curve_key
         if not self.send(worker, self._welcome(worker.level)):
             self._registry.remove(worker)
             return

@@ -29,6 +29,7 @@ class WorkerHandle:
     busy_until: float = 0.0  # when the batches sent should be done, by the latency profile
     # since when its every heartbeat says it runs nothing (and no batch was sent to it): see WorkerLink._lost_batches
     idle_since: float | None = None
+    curve_key: bytes | None = None  # with CURVE, the public key it said hello with: a reload may revoke it
 
     @property
     def name(self) -> str:

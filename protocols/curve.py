@@ -118,6 +118,12 @@ def make_server(sock: zmq.Socket, keys: KeyPair, domain: str) -> None:
     sock.curve_secretkey = keys.secret
 
 
+def peer_key(frame: zmq.Frame) -> bytes:
+    """The public key (z85) of the CURVE peer a received frame came from: zmq.auth's authenticator names an admitted
+    peer by it (its User-Id), and libzmq attaches that to every message of the connection."""
+    return frame.get("User-Id").encode()
+
+
 def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
     sock.curve_publickey = keys.own.public
     sock.curve_secretkey = keys.own.secret
