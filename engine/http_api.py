@@ -258,8 +258,11 @@ async def image_file(request: web.Request) -> web.Response:
     found = request.app[ENGINE_KEY].image_files.get(request.match_info["name"])
     if found is None:
         return _error("not_found", "no such image (it may have expired)")
-    data, content_type = found
-    return web.Response(body=data, content_type=content_type)
+    # without a lifetime of its own, a 200 may be kept by any cache on the way for as long as it likes (RFC 9111
+    # 4.2.2; a CDN keeps images for hours by default): the image outlived its TTL there, and stayed at a URL
+    # that is its only key for everyone who could reach the cache. A browser may keep it until it expires here
+    cache_control = f"private, max-age={int(found.seconds_left)}"
+    return web.Response(body=found.data, content_type=found.content_type, headers={"Cache-Control": cache_control})
 
 
 async def health(request: web.Request) -> web.Response:

@@ -6,12 +6,19 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
 class ImagesTooLarge(ValueError):
     pass
+
+
+class StoredImage(NamedTuple):
+    data: bytes
+    content_type: str
+    seconds_left: float  # until its TTL ends
 
 
 class ImageFiles:
@@ -46,11 +53,12 @@ class ImageFiles:
         self._bytes += total
         return names
 
-    def get(self, name: str) -> tuple[bytes, str] | None:
+    def get(self, name: str) -> StoredImage | None:
         entry = self._files.get(name)
-        if entry is None or entry[0] < self._clock():
+        now = self._clock()
+        if entry is None or entry[0] < now:
             return None
-        return entry[1], CONTENT_TYPES[name.rsplit(".", 1)[1]]
+        return StoredImage(entry[1], CONTENT_TYPES[name.rsplit(".", 1)[1]], entry[0] - now)
 
     def drop_expired(self) -> None:
         """Frees the images past their TTL (the engine calls it periodically: else only a put would)."""

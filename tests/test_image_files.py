@@ -27,8 +27,8 @@ def test_the_oldest_images_make_room_within_the_budget():
     (second,) = files.put([b"b" * 4], "jpeg")
     (third,) = files.put([b"c" * 4], "webp")
     assert files.get(first) is None and files.bytes_held == 8
-    assert files.get(second) == (b"b" * 4, "image/jpeg")
-    assert files.get(third) == (b"c" * 4, "image/webp")
+    assert files.get(second)[:2] == (b"b" * 4, "image/jpeg")
+    assert files.get(third)[:2] == (b"c" * 4, "image/webp")
     assert first != second and len(first) > 20  # names cannot be guessed
 
 
@@ -39,7 +39,7 @@ def test_images_over_the_whole_budget_are_refused_and_push_out_nothing():
         files.put([b"b" * 11], "png")
     with pytest.raises(ImagesTooLarge):
         files.put([b"c" * 6, b"d" * 6], "png")  # one response's images, each within the budget
-    assert files.get(kept) == (b"a" * 4, "image/png") and files.bytes_held == 4
+    assert files.get(kept)[:2] == (b"a" * 4, "image/png") and files.bytes_held == 4
     names = files.put([b"e" * 5, b"f" * 5], "png")
     assert [files.get(name)[0] for name in names] == [b"e" * 5, b"f" * 5] and files.get(kept) is None
 
@@ -153,6 +153,30 @@ async def test_a_request_without_a_host_header_gets_urls_on_the_port_it_came_to(
         assert entry["url"].startswith(f"http://127.0.0.1:{port}/v1/images/files/")
         async with aiohttp.ClientSession() as session, session.get(entry["url"]) as image:
             assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_an_image_may_be_kept_by_its_client_alone_and_no_longer_than_its_ttl(tmp_path):
+    """It was sent with no Cache-Control: a proxy or CDN in front of the engine could keep it as long as it liked
+    (RFC 9111 4.2.2), past the TTL and for everyone who could reach that cache."""
+    port = free_port()
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
+    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, image_url_ttl_s=600))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        async with aiohttp.ClientSession() as session:
+            body = {"prompt": "a", "size": "64x64", "response_format": "url"}
+            async with session.post(f"http://127.0.0.1:{port}/v1/images/generations", json=body) as reply:
+                (entry,) = (await reply.json())["data"]
+            async with session.get(entry["url"]) as image:
+                assert image.status == 200
+                directives = dict(
+                    d.strip().partition("=")[::2] for d in image.headers.get("Cache-Control", "").split(",")
+                )
+        assert "private" in directives and 590 <= int(directives["max-age"]) <= 600, directives
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)
