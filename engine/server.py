@@ -74,21 +74,29 @@ def _bind_errors_named(flag: str) -> Iterator[None]:
         raise UsageError(f"{flag}: {error}") from None
 
 
-def _warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_can_do: str) -> None:
-    """A TCP address beyond loopback without CURVE admits anyone who reaches it: say so at start."""
+def _warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_can_do: str, api_key: bool) -> None:
+    """A TCP address without CURVE admits anyone who reaches it: say so at start, beyond loopback; and on loopback
+    too when HTTP asks for an API key, which says that not everyone on this host is trusted (every user of the
+    host reaches its loopback, and the key guards HTTP alone)."""
     for endpoint in endpoints:
-        if keys is None and not _loopback_only(endpoint):
+        transport, _, address = endpoint.partition("://")
+        if keys is not None or transport in ("ipc", "inproc"):  # an ipc socket only this user may open
+            continue
+        if not _loopback_host(address.rpartition(":")[0].strip("[]")):
             log.warning(
                 "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with --curve-secret and "
                 "--curve-allow, docs/scaling.md)",
                 endpoint,
                 what_a_peer_can_do,
             )
-
-
-def _loopback_only(endpoint: str) -> bool:
-    transport, _, address = endpoint.partition("://")
-    return transport in ("ipc", "inproc") or _loopback_host(address.rpartition(":")[0].strip("[]"))
+        elif api_key:
+            log.warning(
+                "%s listens without CURVE: any user of this host can %s without the API key, which guards HTTP"
+                " alone (turn CURVE on with --curve-secret and --curve-allow, or listen on an ipc:// path, which only"
+                " this user may open; docs/scaling.md)",
+                endpoint,
+                what_a_peer_can_do,
+            )
 
 
 def _loopback_host(host: str) -> bool:
@@ -153,8 +161,9 @@ class Engine:
                 config.host,
                 config.port,
             )
-        _warn_if_open(config.client_listen, client_keys, "send requests")
-        _warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts")
+        api_key = bool(config.api_key)
+        _warn_if_open(config.client_listen, client_keys, "send requests", api_key)
+        _warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts", api_key)
         # local workers connect over a private IPC socket; remote ones over worker_listen
         self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
         self._resources.callback(shutil.rmtree, self._ipc_dir, True)

@@ -1,5 +1,6 @@
 """The engine warns at start about a ZeroMQ socket that listens beyond loopback without CURVE: any peer that
-reaches it is admitted (on the worker socket, it is sent users' prompts); and about HTTP there without an API key."""
+reaches it is admitted (on the worker socket, it is sent users' prompts); about one on loopback too when HTTP asks
+for an API key (every user of the host reaches it, without the key); and about HTTP beyond loopback without a key."""
 
 import pytest
 
@@ -50,3 +51,17 @@ def test_curve_or_loopback_is_not_warned_about(tmp_path, caplog):
     )
     Engine(loopback).close()
     assert "without CURVE" not in caplog.text
+
+
+@pytest.mark.parametrize("api_key", [None, "k"])
+def test_a_loopback_socket_without_curve_is_warned_about_when_http_asks_for_a_key(tmp_path, caplog, api_key):
+    """With --api-key, an operator who trusts not everyone on the host was told nothing: any user of it could send
+    requests over ZeroMQ without the key, or join as a worker and be sent the prompts of every client."""
+    client, worker = f"tcp://127.0.0.1:{free_port()}", f"tcp://localhost:{free_port()}"
+    private = f"ipc://{tmp_path}/private-clients"  # only this user may open it: never warned about
+    config = in_process_config(tmp_path, client_listen=(client, private), worker_listen=(worker,), api_key=api_key)
+    Engine(config).close()
+    warned = [f"{client} listens without CURVE: any user of this host can send requests without the API key"]
+    warned.append(f"{worker} listens without CURVE: any user of this host can join as a worker and be sent")
+    assert [line in caplog.text for line in warned] == [bool(api_key)] * 2
+    assert private not in caplog.text
