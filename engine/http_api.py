@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import ipaddress
 import itertools
 import logging
 import os
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import hdrs, web
+from yarl import URL
 
 from engine.arg_types import URL_HOST
 from engine.config import LaunchConfig
@@ -35,8 +37,6 @@ from protocols.openai_images import (
 from protocols.openapi import openapi_document
 
 if TYPE_CHECKING:
-    from yarl import URL
-
     from engine.server import Engine
 
 log = logging.getLogger("argus.http")
@@ -59,6 +59,7 @@ _STATUS = {
     "deadline_exceeded": 504,
     "not_found": 404,
     "unauthorized": 401,
+    "host_not_allowed": 403,
     "no_plan": 503,
     "model_not_found": 404,
     "internal_error": 500,
@@ -87,6 +88,9 @@ def build_app(engine: Engine) -> web.Application:
     middlewares = [_json_errors]
     if engine.config.api_key:
         middlewares.append(_require_api_key(engine.config.api_key))
+    elif _is_loopback(engine.config.host):
+        public_host = URL(engine.config.public_url).host if engine.config.public_url else None
+        middlewares.append(_require_a_loopback_host(public_host))
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
     app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
@@ -155,6 +159,51 @@ def _require_api_key(api_key: str):
         return await handler(request)
 
     return check
+
+
+def _require_a_loopback_host(public_host: str | None):
+    """An engine on loopback without an API key answers only requests that name it by a loopback name or address, a
+    name of one label (a proxy's upstream, a hosts-file name: none that DNS outside can answer for) or --public-url's
+    host. A web page its user opens could otherwise drive it by DNS rebinding: a name of the page's made to resolve
+    to 127.0.0.1, which the browser sends as the Host, spends the workers and reads /plan."""
+
+    @web.middleware
+    async def check(request: web.Request, handler):
+        # HTTP/1.0 may leave the Host out, and a Host that is no host name at all is answered by the handlers (a 400
+        # where it matters): no browser sends either
+        name = _host_name(request.headers.get(hdrs.HOST, ""))
+        if URL_HOST.fullmatch(name) and not _names_this_engine(name, public_host):
+            return _error(
+                "host_not_allowed",
+                f"Host {request.headers[hdrs.HOST]!r} does not name this engine: without an API key, an engine on"
+                " loopback answers only localhost, a loopback address or a name of one label (a web page could"
+                " otherwise reach it by DNS rebinding). Behind a proxy, give --public-url; or set --api-key",
+            )
+        return await handler(request)
+
+    return check
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port or an IPv6 address's brackets; "" if it is not one."""
+    try:
+        return URL.build(scheme="http", authority=host).host or ""
+    except ValueError:
+        return ""
+
+
+def _names_this_engine(name: str, public_host: str | None) -> bool:
+    return name == public_host or _is_loopback(name) or ("." not in name and ":" not in name)
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: resolved to loopback, never by DNS
+        return True
+    try:
+        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 async def generate(request: web.Request) -> web.Response:

@@ -32,7 +32,7 @@ async def post_then_hang_up(engine, after_s: float) -> None:
     reader, writer = await asyncio.open_connection(host, int(port))
     body = json.dumps({"prompt": "a slow one", "size": "64x64"}).encode()
     writer.write(
-        b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )

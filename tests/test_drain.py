@@ -162,7 +162,7 @@ def test_a_client_still_sending_its_body_does_not_hold_the_stop(tmp_path):
     host, port = engine.http.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port))) as trickling:
         trickling.sendall(
-            b"POST /v1/images/generations HTTP/1.1\r\nHost: argus\r\nContent-Type: application/json\r\n"
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b'Content-Length: 100\r\n\r\n{"pro'
         )
         assert engine.ready()["ready"]  # the engine serves on beside it

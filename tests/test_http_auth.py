@@ -1,5 +1,6 @@
 """An API key guards every HTTP route but /health and the image URLs it hands out."""
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -82,3 +83,13 @@ def test_the_local_workers_are_not_handed_the_api_key(engine):
     for worker in ready["workers"]:
         names = {entry.partition(b"=")[0] for entry in Path(f"/proc/{worker['pid']}/environ").read_bytes().split(b"\0")}
         assert b"PATH" in names and API_KEY_ENV.encode() not in names
+
+
+def test_with_a_key_the_host_does_not_matter(engine):
+    """The key guards the engine: a name no DNS rebinding check would take is served to a client that holds it."""
+    address, port = engine.http.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(address, int(port), timeout=30)
+    headers = {"Host": "rebound.attacker.example", "Authorization": "Bearer s3cret", "Content-Type": "application/json"}
+    connection.request("POST", "/v1/images/generations", json.dumps({"prompt": "a cat", "size": "64x64"}), headers)
+    assert connection.getresponse().status == 200
+    connection.close()

@@ -114,7 +114,7 @@ async def test_image_urls_start_with_the_public_url_whatever_the_host_header_or_
     public = "https://images.example.com/argus"
     engine = Engine(in_process_config(tmp_path, port=port, launch=launch, public_url=public))
     running = asyncio.create_task(engine.run())
-    forwarded = {"Host": "argus.internal:8000", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}
+    forwarded = {"Host": "argus:8000", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}
     try:
         assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
         async with aiohttp.ClientSession() as session:

@@ -1,0 +1,51 @@
+"""An engine on loopback without an API key answers only requests that name it so: a web page could otherwise drive
+it by DNS rebinding (its own name made to resolve to 127.0.0.1, which the browser sends as the Host)."""
+
+import http.client
+import json
+
+import pytest
+
+from engine_process import start_engine
+
+PUBLIC = "https://images.example.com"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(
+        tmp_path_factory.mktemp("hosts"), "--time-scale", "0", "--public-url", PUBLIC, backend="sim", workers=1
+    )
+    yield engine
+    assert engine.stop() == 0
+
+
+def post(engine, host: str) -> tuple[int, dict]:
+    address, port = engine.http.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(address, int(port), timeout=30)
+    try:
+        body = json.dumps({"prompt": "a fox", "size": "64x64"})
+        connection.request("POST", "/v1/images/generations", body, {"Host": host, "Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("host", ["rebound.attacker.example", "rebound.attacker.example:8000", "192.168.1.20"])
+def test_a_host_that_does_not_name_the_engine_is_403_before_any_work(engine, host):
+    before = engine.metric("argus_requests_total", outcome="ok", code="")
+    status, reply = post(engine, host)
+    assert status == 403
+    assert reply["error"]["code"] == "host_not_allowed" and "DNS rebinding" in reply["error"]["message"]
+    assert engine.metric("argus_requests_total", outcome="ok", code="") == before
+
+
+SERVED = ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "argus", "images.example.com"]
+
+
+@pytest.mark.parametrize("host", SERVED)
+def test_loopback_names_one_label_names_and_the_public_urls_host_are_served(engine, host):
+    status, reply = post(engine, host.format(port=engine.http.rsplit(":", 1)[1]))
+    assert status == 200, reply
+    assert len(reply["data"]) == 1
