@@ -85,6 +85,15 @@ def load_public_keys(directory: str | Path) -> set[bytes]:
     if not Path(directory).is_dir():
         # globbing a mistyped path finds nothing: an engine that admits no one, and no word why
         raise NotADirectoryError(f"{directory}: not a directory of public keys")
+    mode = os.stat(directory).st_mode & 0o777
+    if mode & 0o022:
+        # warned, as a readable secret is: the directory is the engine's list of who may connect
+        log.warning(
+            "%s is writable by other users (mode %04o): whoever writes a key there is admitted at the next start or"
+            " SIGHUP; chmod go-w it",
+            directory,
+            mode,
+        )
     return {load_public_key(path) for path in sorted(Path(directory).glob("*.key"))}
 
 

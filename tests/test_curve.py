@@ -392,6 +392,19 @@ def test_a_secret_key_file_others_may_read_is_warned_of(tmp_path, caplog):
     assert f"{secret} is readable by other users (mode 0644)" in caplog.text
 
 
+def test_an_allow_directory_others_may_write_to_is_warned_of(tmp_path, caplog):
+    """Whoever can write there admits any key at the next start or SIGHUP: it was taken without a word."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir(mode=0o700)
+    create_key_files(allowed, "worker")
+    caplog.set_level(logging.WARNING, logger="argus.curve")
+    assert len(load_public_keys(allowed)) == 1
+    assert not caplog.text
+    allowed.chmod(0o777)
+    assert len(load_public_keys(allowed)) == 1
+    assert f"{allowed} is writable by other users (mode 0777)" in caplog.text
+
+
 def test_a_refusal_before_the_watch_would_have_started_is_still_heard(monkeypatch):
     """Clients and workers connected first and started hearing refusals next: a handshake refused in between (the
     process descheduled on a busy host) went unheard, and they waited for ever. Here that moment is stretched."""
