@@ -30,10 +30,12 @@ import numpy as np
 
 from controller.predictor import Lookup
 from engine.cache.embedders import Embedder, make_embedder
+from engine.cache.latent_store import check_latent
 from engine.cache.prompt_cache import CacheStats, Neighbour, PromptCache, ShapeKey
 from engine.cache_dir import has_saved_cache, load_saved_cache, lock_cache_dir, new_prompt_cache, remove_leftovers
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest
+from protocols.worker_messages import ItemDone
 
 log = logging.getLogger("argus.cache")
 
@@ -55,10 +57,20 @@ class Preparation:
     fallbacks: tuple[tuple[int, np.ndarray], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """What a worker's image brought back to cache: checked before it is (latents_problem)."""
+
+    done: ItemDone
+    worker: str  # named in the warning when they do not fit
+    run_level: int  # the level the run started from: it passed through the levels above it only
+    latent_shape: tuple[int, int, int]  # of one latent, for the worker's backend at the request's size
+
+
 # called on the loop with the request's preparation, or the error that prevented it
 Prepared = Callable[[AdmittedRequest, Preparation | BaseException], None]
-# what a generation brought to cache: (prompt, its vector, its shape, latents by level)
-Insert = tuple[str, np.ndarray, ShapeKey, dict[int, np.ndarray]]
+# what a generation brought to cache: (prompt, its vector, its shape, what its worker returned)
+Insert = tuple[str, np.ndarray, ShapeKey, Returned]
 # inserts wait this long at most for lookups to ride with
 _INSERTS_WAIT_S = 0.05
 
@@ -124,8 +136,8 @@ class CacheService:
         if not self._busy:
             self._start_batch()
 
-    def insert(self, request: AdmittedRequest, vector: np.ndarray, latents: dict[int, np.ndarray]) -> None:
-        """Caches what a generation passed through (fire and forget, in order with lookups).
+    def insert(self, request: AdmittedRequest, vector: np.ndarray, returned: Returned) -> None:
+        """Caches what a generation passed through, once checked (fire and forget, in order with lookups).
 
         The insert goes to the thread with the next lookups, run before them, or within _INSERTS_WAIT_S when none
         come: handed over alone, each woke the thread for a few microseconds of work, and on this 2-core VM the
@@ -133,10 +145,10 @@ class CacheService:
         us of engine CPU; with the inserts riding along, 2.8 and 695 us). Whatever else runs on the thread comes
         after the inserts queued before it.
         """
-        if self._cache is None or not latents:
+        if self._cache is None or (returned.done.latents is None and not returned.done.latent_levels):
             return
         shape = ShapeKey(request.steps, request.width, request.height)
-        self._inserts.append((request.spec.prompt, vector, shape, latents))
+        self._inserts.append((request.spec.prompt, vector, shape, returned))
         if self._inserts_due is None:
             self._inserts_due = asyncio.get_running_loop().call_later(_INSERTS_WAIT_S, self._hand_inserts_over)
 
@@ -236,11 +248,30 @@ class CacheService:
 
     def _insert_all(self, inserts: list[Insert]) -> None:
         # self._cache read here, not when queued (stats too): the restore's hand-over, queued before, replaces it
-        for prompt, vector, shape, latents in inserts:
+        for prompt, vector, shape, returned in inserts:
             try:
-                self._cache.insert(prompt, vector, shape, latents)
+                self._insert(prompt, vector, shape, returned)
             except Exception as error:  # costs only itself: the other inserts, and the lookups after, go on
                 log.error("caching a generation failed: %s", error)
+
+    def _insert(self, prompt: str, vector: np.ndarray, shape: ShapeKey, returned: Returned) -> None:
+        done = returned.done
+        problem = latents_problem(done, returned.run_level, shape.steps, self._cache.levels, returned.latent_shape)
+        if problem:
+            # cached, they would be the starting latent of every similar prompt after: each failed at its worker
+            log.warning(
+                "not caching the latents worker %s returned for image %s (%dx%d, from step %d of %d): %s",
+                returned.worker,
+                done.request_id,
+                shape.width,
+                shape.height,
+                returned.run_level,
+                shape.steps,
+                problem,
+            )
+            return
+        if levels := done.by_level():
+            self._cache.insert(prompt, vector, shape, levels)
 
     def _adopt_model(self, model: str) -> None:
         # inserts come after a worker's images, and so after this (one thread, in order): the cache is still empty
@@ -336,6 +367,27 @@ class CacheService:
         levels = self._fallback_levels(k_star, level, lookup.neighbour_levels)
         found = ((k, self._cache.peek_latent(neighbour.prompt_id, k)) for k in levels)
         return tuple((k, latent) for k, latent in found if latent is not None)
+
+
+def latents_problem(
+    done: ItemDone, run_level: int, steps: int, cache_levels: tuple[int, ...], shape: tuple[int, int, int]
+) -> str | None:
+    """Why the latents `done` brings cannot be what a run from `run_level` of `steps` passed through, or None.
+
+    A worker of another build, or a buggy one, may say anything: a latent of the wrong shape, cached, failed every
+    similar prompt resumed from it at the worker that got it (a NaN made a black image, answered as made)."""
+    levels, latents = done.latent_levels, done.latents
+    if latents is None:
+        return f"levels {levels[:8]} named, and no latents"
+    if levels != sorted(set(levels)) or not all(run_level < k < steps and k in cache_levels for k in levels):
+        return f"levels {levels[:8]}: not cache levels {list(cache_levels)} above {run_level} and below {steps}"
+    if latents.shape != (len(levels), *shape):
+        return f"latents of shape {latents.shape}, not {(len(levels), *shape)}"
+    try:
+        check_latent(latents)  # dtype, finite
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return None
 
 
 def _log_failure(what: str) -> Callable[[Future], None]:

@@ -56,7 +56,7 @@ log = logging.getLogger("argus.dispatcher")
 PIPELINE_HORIZON_S = 0.005
 
 SendToWorker = Callable[[WorkerHandle, object], bool]
-OnImage = Callable[[Job, ItemDone], None]
+OnImage = Callable[[WorkerHandle, Job, ItemDone], None]
 
 
 class Dispatcher:
@@ -413,7 +413,7 @@ class Dispatcher:
             self._metrics.queue_seconds.observe(queued_s)
             if self._on_image is not None:
                 try:
-                    self._on_image(job, message)
+                    self._on_image(worker, job, message)
                 except Exception:  # caching what it passed through is a bonus: the image is the client's anyway
                     log.exception("handling image %s beyond its reply failed", job.job_id)
             job.request.image_done(

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from engine.admission import Admission
 from engine.arg_types import UsageError
-from engine.cache_service import Preparation, build_cache_service
+from engine.cache_service import Preparation, Returned, build_cache_service
 from engine.client_door import ClientDoor
 from engine.config import EngineConfig
 from engine.control_loop import ControlLoop
@@ -45,7 +45,7 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import KeyPair, create_key_files
 from protocols.worker_messages import ItemDone, SetLevel
-from workers.limits import DEFAULT_LEVELS
+from workers.limits import DEFAULT_LEVELS, latent_shape
 
 log = logging.getLogger("argus.engine")
 
@@ -283,13 +283,15 @@ class Engine:
             log.exception("routing request %s failed", request.spec.request_id)
             request.fail("internal_error", "the engine failed to route this request")
 
-    def _cache_latents(self, job: Job, done: ItemDone) -> None:
-        """The first image of a request brings the latents its generation passed through: cache them."""
+    def _cache_latents(self, worker: WorkerHandle, job: Job, done: ItemDone) -> None:
+        """The first image of a request brings the latents its generation passed through: cache them (once checked
+        on the cache thread: they are what the worker says)."""
         request = job.request
-        if request.vector is None or request.latents_cached or done.latents is None:
+        if request.vector is None or request.latents_cached:
             return
         request.latents_cached = True
-        self.cache.insert(request, request.vector, done.by_level())
+        shape = latent_shape(worker.hello.backend, request.width, request.height)
+        self.cache.insert(request, request.vector, Returned(done, worker.name, job.level, shape))
 
     def readiness(self) -> dict:
         workers = self.registry.ready()

@@ -9,7 +9,17 @@ import signal
 import time
 
 import pytest
-from test_cache_restore_background import EMBEDDER, LATENT, LEVELS, MODEL, file_identity, request, similarity, vector
+from test_cache_restore_background import (
+    EMBEDDER,
+    LATENT,
+    LEVELS,
+    MODEL,
+    file_identity,
+    request,
+    returned,
+    similarity,
+    vector,
+)
 from test_cache_restore_background import take_level_5 as choose
 from test_cache_warm_restart import generate, start
 
@@ -43,7 +53,7 @@ def test_a_checkpoint_writes_only_when_the_cache_changed(tmp_path):
     path = tmp_path / persistence.FILE_NAME
 
     async def checkpoint_thrice() -> None:
-        service.insert(request("a red fox"), vector("a red fox"), {5: LATENT})
+        service.insert(request("a red fox"), vector("a red fox"), returned({5: LATENT}))
         await service.checkpoint(str(tmp_path))
         first = file_identity(path)
         await service.checkpoint(str(tmp_path))

@@ -19,8 +19,10 @@ from engine import cache_service
 from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_service import build_cache_service
+from engine.cache_service import Returned, build_cache_service
 from engine.config import CacheConfig
+from protocols.codec import Blob
+from protocols.worker_messages import ItemDone
 
 LEVELS = (5, 10, 15, 20, 25)
 SHAPE = ShapeKey(50, 64, 64)
@@ -31,6 +33,13 @@ MODEL = "sim:0123456789abcdef"
 
 def request(prompt: str) -> SimpleNamespace:
     return SimpleNamespace(spec=SimpleNamespace(prompt=prompt, n=1), steps=SHAPE.steps, width=64, height=64)
+
+
+def returned(latents: dict[int, np.ndarray]) -> Returned:
+    """What a worker's run from level 0 brings back, latents by level, as the engine hands it to the cache."""
+    levels = sorted(latents)
+    done = ItemDone("j0", Blob(b"image"), 0, levels, np.stack([latents[k] for k in levels]), 1.0, SHAPE.steps)
+    return Returned(done, "local-0", 0, LATENT.shape)
 
 
 def vector(prompt: str) -> np.ndarray:
@@ -80,8 +89,8 @@ def test_requests_are_served_while_the_saved_cache_is_read_and_what_they_bring_j
     async def serve_through_the_restore() -> None:
         assert service.restoring
         assert await similarity(service, "a red fox") is None  # not restored yet: a miss, served at once
-        service.insert(request("a cat"), vector("a cat"), {5: LATENT})
-        service.insert(request("a red fox"), vector("a red fox"), {5: LATENT, 10: LATENT})
+        service.insert(request("a cat"), vector("a cat"), returned({5: LATENT}))
+        service.insert(request("a red fox"), vector("a red fox"), returned({5: LATENT, 10: LATENT}))
         await service.checkpoint(str(tmp_path))  # would write a cache lacking the file's prompts: skipped
         assert file_identity(path) == before
         held_restore.set()
@@ -111,7 +120,7 @@ def test_a_stop_while_the_saved_cache_is_read_waits_for_it_and_saves_both(tmp_pa
     service = build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=take_level_5)
 
     async def stop_while_restoring() -> None:
-        service.insert(request("a cat"), vector("a cat"), {5: LATENT})
+        service.insert(request("a cat"), vector("a cat"), returned({5: LATENT}))
         stopping = asyncio.create_task(service.close(save_to=str(tmp_path)))
         await asyncio.sleep(0.1)  # a chance to reach the wait (the result is the same if it has not)
         held_restore.set()

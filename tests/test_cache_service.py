@@ -13,8 +13,10 @@ from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 from engine.cache_dir import load_saved_cache, new_prompt_cache, remove_leftovers
-from engine.cache_service import CacheService, build_cache_service
+from engine.cache_service import CacheService, Returned, build_cache_service
 from engine.config import CacheConfig
+from protocols.codec import Blob
+from protocols.worker_messages import ItemDone
 
 LEVELS = (5, 10, 15, 20, 25)
 SHAPE = ShapeKey(50, 64, 64)
@@ -107,7 +109,8 @@ def test_what_a_generation_brings_while_the_model_is_adopted_goes_to_the_adopted
 
     async def adopt_insert_and_stop() -> None:
         service.adopt_model(MODEL)
-        service.insert(request, EMBEDDER.embed(["a cat"])[0], {5: LATENT})
+        done = ItemDone("j0", Blob(b"img"), 0, [5], LATENT[np.newaxis], 1.0, SHAPE.steps)
+        service.insert(request, EMBEDDER.embed(["a cat"])[0], Returned(done, "w", 0, LATENT.shape))
         await service.close(save_to=str(tmp_path))  # the drain's save waits for the restore, and keeps both
 
     asyncio.run(adopt_insert_and_stop())

@@ -205,13 +205,13 @@ def test_worker_rejoin_does_not_strand_its_batches(tmp_path):
     assert isinstance(reply, Images), f"the request was never answered after the worker rejoined: {reply!r}"
 
 
-def ask_in_background(address: str, replies: list, prompt: str, timeout_s: float) -> threading.Thread:
-    """One request from a thread of its own: its reply, or the TimeoutError, goes to `replies`."""
+def ask_in_background(address: str, replies: list, prompt: str, timeout_s: float, size: int = 64) -> threading.Thread:
+    """One request (size x size) from a thread of its own: its reply, or the TimeoutError, goes to `replies`."""
 
     def ask() -> None:
         with ArgusClient(address, timeout_s=timeout_s) as client:
             try:
-                replies.append(client.generate(prompt, width=64, height=64))
+                replies.append(client.generate(prompt, width=size, height=size))
             except TimeoutError as error:
                 replies.append(error)
 

@@ -428,3 +428,12 @@ def test_tiny_weights_depend_only_on_the_seed(pipe):
         assert torch.equal(weight, again.unet.state_dict()[name])
     assert not torch.equal(pipe.unet.conv_in.weight, other.unet.conv_in.weight)
     assert torch.equal(pipe.text_encoder_2.text_projection.weight, again.text_encoder_2.text_projection.weight)
+
+
+def test_a_model_whose_latents_are_not_sd_xls_shape_is_refused(pipe):
+    """The engine checks what it caches against SD-XL's latent shape: a worker making others would have every
+    latent it returns dropped, and be sent none."""
+    other = StableDiffusionXLPipeline(**pipe.components)
+    other.vae_scale_factor = 4  # a VAE of three blocks
+    with pytest.raises(ValueError, match="at 1/4 of the image's sides, not SD-XL's 4 at 1/8"):
+        DiffusionBackend(other, "tiny", "cpu", "tiny:test", levels=LEVELS, default_steps=STEPS, **tiny_sizes())

@@ -152,8 +152,8 @@ async def test_a_lost_workers_jobs_are_each_sent_once_even_when_rerouting_one_fr
 
 
 async def test_an_image_is_answered_even_when_handling_it_further_fails():
-    def broken(job, done):
-        raise ValueError("2 latent levels for 3 latents")  # what a mismatched worker's ItemDone gives
+    def broken(worker, job, done):
+        raise RuntimeError("a bug in caching what the image brought")
 
     h = Harness(on_image=broken)
     a = h.add_worker("a")

@@ -23,7 +23,15 @@ from protocols.limits import OUTPUT_FORMATS, SIZE_MULTIPLE
 from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
 from workers.backend import Backend, BackendInfo, BackendUnavailable, BatchAborted, StepControl
 from workers.image_encoding import encode_image
-from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
+from workers.limits import (
+    BACKEND_MAX_BATCH,
+    BACKEND_SIZES,
+    DEFAULT_LEVELS,
+    DEFAULT_STEPS,
+    LATENT_CHANNELS,
+    LATENT_SCALE,
+    latent_shape,
+)
 from workers.model_folder import sdxl_model_problem, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
 
@@ -95,6 +103,13 @@ class DiffusionBackend(Backend):
                 f"{type(pipe.scheduler).__name__} does not run one timestep per step"
                 f" ({len(probe.timesteps)} timesteps for {default_steps} steps, order {probe.order})"
             )
+        latent = (pipe.unet.config.in_channels, pipe.vae_scale_factor)
+        if latent != (LATENT_CHANNELS, LATENT_SCALE):
+            # the engine caches, and checks what it caches against, SD-XL's latent shape (workers/limits.py)
+            raise ValueError(
+                f"latents of {latent[0]} channels at 1/{latent[1]} of the image's sides, not SD-XL's"
+                f" {LATENT_CHANNELS} at 1/{LATENT_SCALE}"
+            )
         self._text2img = pipe.to(device)
         # Shares the modules (no second copy of the weights). Not from_pipe():
         # without a dtype it casts the shared modules to float32.
@@ -107,7 +122,6 @@ class DiffusionBackend(Backend):
         self._scheduler_template = pipe.scheduler
         self._vae_dtype = pipe.vae.dtype
         self._device = torch.device(device)
-        self._latent_shape = (pipe.unet.config.in_channels, pipe.vae_scale_factor)
         self._info = BackendInfo(
             name=name,
             device=device,
@@ -240,8 +254,7 @@ class DiffusionBackend(Backend):
         as made; a uint8 array (which the wire carries, for images) to a meaningless one."""
         if batch.level == 0:
             return None if item.latent is None else f"{item.request_id}: a level-0 item takes no latent"
-        channels, factor = self._latent_shape
-        shape = (channels, batch.height // factor, batch.width // factor)
+        shape = latent_shape(self._info.name, batch.width, batch.height)
         latent = item.latent
         if latent is None or latent.shape != shape or latent.dtype not in _LATENT_DTYPES:
             got = None if latent is None else f"{latent.dtype} {latent.shape}"

@@ -31,3 +31,17 @@ BACKEND_SIZES = {
 BACKEND_MAX_BATCH = {"tiny": 8, "sdxl": 4, "sim": 8}
 DEFAULT_STEPS = 50
 DEFAULT_LEVELS = (5, 10, 15, 20, 25)
+
+# SD-XL's latent: 4 channels at an eighth of the image's sides (the VAE's scale factor). The tiny model has the same
+# shape; the sim backend hands back small placeholders whatever the size, to keep a thousand workers cheap to feed
+LATENT_CHANNELS = 4
+LATENT_SCALE = 8
+SIM_LATENT_SHAPE = (LATENT_CHANNELS, 2, 2)
+
+
+def latent_shape(backend: str, width: int, height: int) -> tuple[int, int, int]:
+    """The shape of one latent a `backend` worker passes through, and resumes from, at width x height: what the
+    engine's cache takes from a worker, and what a worker takes from the cache."""
+    if backend == "sim":
+        return SIM_LATENT_SHAPE
+    return (LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE)

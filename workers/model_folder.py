@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 
+from workers.limits import LATENT_CHANNELS
+
 # the parts StableDiffusionXLPipeline runs; the refiner has no text_encoder, SD 1.5 no text_encoder_2, SD 3 no unet
 _COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 # the parts that hold weights: a config.json and weights next to it (diffusers' or transformers' file names)
 _MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
-_LATENT_CHANNELS = 4
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
@@ -53,9 +54,9 @@ def sdxl_model_problem(model_dir: str) -> str | None:
         channels = _json_object(os.path.join(model_dir, "unet", "config.json")).get("in_channels")
     except ValueError as error:
         return str(error)
-    if channels != _LATENT_CHANNELS:
+    if channels != LATENT_CHANNELS:
         # an inpainting UNet (9: the latent, a mask and the masked image's latent) loaded, and failed every batch
-        return f"{model_dir!r} is not SD-XL base: its unet takes {channels} input channels, not {_LATENT_CHANNELS}"
+        return f"{model_dir!r} is not SD-XL base: its unet takes {channels} input channels, not {LATENT_CHANNELS}"
     return None
 
 

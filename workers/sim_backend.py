@@ -21,12 +21,9 @@ from protocols.codec import Blob
 from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
 from workers.backend import Backend, BackendInfo, StepControl
 from workers.image_encoding import encode_image
-from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS
+from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS, SIM_LATENT_SHAPE
 from workers.model_id import SIM_PROFILE, sim_model_id
 
-# placeholder latents: the engine's cache treats them like real ones, at a size
-# that keeps a thousand simulated workers cheap to feed
-_PLACEHOLDER_LATENT_SHAPE = (4, 2, 2)
 # sleep in slices no longer than this, so heartbeats and aborts are served
 _SLICE_S = 0.05
 
@@ -90,7 +87,7 @@ class SimBackend(Backend):
         run_ms = (time.perf_counter() - started) * 1000.0
         image = Blob(_flat_image(batch.width, batch.height, batch.output_format, batch.output_compression))
         later_levels = [k for k in self._info.levels if batch.level < k < batch.steps]
-        placeholders = np.zeros((len(later_levels), *_PLACEHOLDER_LATENT_SHAPE), np.float16) if later_levels else None
+        placeholders = np.zeros((len(later_levels), *SIM_LATENT_SHAPE), np.float16) if later_levels else None
         outcomes: list[ItemOutcome] = []
         for item in batch.items:
             if control.cancelled(item.request_id):
