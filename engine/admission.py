@@ -1,8 +1,8 @@
 """Admission: one validation for every front door, then a bounded queue.
 
 A spec that passes becomes an AdmittedRequest with its defaults filled in
-(size, steps, seeds, deadline); one that does not gets an Error naming the
-field, and a full engine answers Busy. Nothing here waits.
+(size, steps, seeds, deadline); one that does not (a size, or a step count the
+workers' model cannot run exactly) gets an Error naming the field, and a full engine answers Busy. Nothing here waits.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from engine.jobs import AdmittedRequest
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Error, Generate
 from protocols.limits import MAX_SEED
-from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits
+from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits, steps_refusal
 
 
 class Admission:
@@ -27,13 +27,23 @@ class Admission:
         self._retry_after_ms = retry_after_s * 1000
         self._limits_version = -1
         self._limits = self._fallback
+        self._refused_steps: frozenset[int] = frozenset()
 
     def size_limits(self) -> SizeLimits:
         """What every ready worker accepts (before any is ready: the configured backend's)."""
+        self._read_workers()
+        return self._limits
+
+    def refused_steps(self) -> frozenset[int]:
+        """The step counts some ready worker cannot run exactly (every worker runs one model: all the same ones)."""
+        self._read_workers()
+        return self._refused_steps
+
+    def _read_workers(self) -> None:
         if self._limits_version != self._registry.version:
             self._limits = self._size_limits()
+            self._refused_steps = frozenset(n for w in self._registry.ready() for n in w.hello.refused_steps)
             self._limits_version = self._registry.version
-        return self._limits
 
     def _size_limits(self) -> SizeLimits:
         workers = [w.hello for w in self._registry.ready()]
@@ -57,6 +67,10 @@ class Admission:
         for name, value in (("width", width), ("height", height)):
             if not limits.takes(value):
                 return Error(spec.request_id, "invalid_size", f"{name} {value} must be {limits.rule}")
+        steps = spec.steps or self.default_steps()
+        if refusal := steps_refusal(steps, self.refused_steps()):
+            # a worker would refuse the batch (500, worker_error); before, it ran N + 1 steps and cached them as N
+            return Error(spec.request_id, "invalid_steps", refusal)
         if spec.n > self._max_queue:
             # Busy would have the client retry for ever: no queue this small ever has room for it
             return Error(
@@ -72,7 +86,7 @@ class Admission:
             spec=spec,
             width=width,
             height=height,
-            steps=spec.steps or self.default_steps(),
+            steps=steps,
             # seeds run through every value a client may ask for, 0 to MAX_SEED, and wrap past the top
             seeds=[(first_seed + i) % (MAX_SEED + 1) for i in range(spec.n)],
             admitted_at=now,

@@ -70,4 +70,10 @@ def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str =
         return f"levels {levels}: not all below default_steps {hello.default_steps}"
     if not 0 <= hello.level < hello.default_steps:
         return f"level {hello.level} outside 0..{hello.default_steps - 1} (below default_steps)"
+    refused = hello.refused_steps
+    if refused != sorted(set(refused)) or not all(1 <= n <= MAX_STEPS for n in refused):
+        return f"refused_steps {refused[:8]}: not step counts from 1 to {MAX_STEPS}, ascending"
+    if hello.default_steps in refused:
+        # every request that names no steps would be refused
+        return f"refused_steps holds default_steps {hello.default_steps}"
     return None

@@ -41,12 +41,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("argus.http")
 
+# the field an admission error names, as the OpenAI schema calls it
+_ADMISSION_PARAMS = {"invalid_size": "size", "invalid_steps": "num_inference_steps"}
 # encoding this many bytes to base64 on the loop would stall other requests
 _INLINE_B64_BYTES = 256 * 1024
 
 _STATUS = {
     "invalid_request": 400,
     "invalid_size": 400,
+    "invalid_steps": 400,
     "body_too_large": 413,
     "unsupported_encoding": 415,
     "unsupported_media_type": 415,
@@ -236,7 +239,7 @@ async def generate(request: web.Request) -> web.Response:
         retry_s = max(1, admitted.retry_after_ms // 1000)
         return _error("busy", "the engine is at capacity; retry later", headers={"Retry-After": str(retry_s)})
     if isinstance(admitted, Error):
-        return _error(admitted.code, admitted.message, "size" if admitted.code == "invalid_size" else None)
+        return _error(admitted.code, admitted.message, _ADMISSION_PARAMS.get(admitted.code))
     try:
         reply = await asyncio.shield(admitted.future)
     except asyncio.CancelledError:

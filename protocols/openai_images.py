@@ -204,7 +204,14 @@ def images_response(data: list[ImageData], request: ImageGenerationRequest, widt
     )
 
 
-_INVALID_INPUT = ("invalid_request", "invalid_size", "body_too_large", "unsupported_encoding", "unsupported_media_type")
+_INVALID_INPUT = (
+    "invalid_request",
+    "invalid_size",
+    "invalid_steps",
+    "body_too_large",
+    "unsupported_encoding",
+    "unsupported_media_type",
+)
 
 
 def error_response(message: str, code: str, param: str | None = None) -> ErrorResponse:

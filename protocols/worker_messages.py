@@ -23,8 +23,9 @@ from protocols.codec import Blob, Codec
 from protocols.limits import OutputCompression
 
 # raised with every change to what a message holds: a worker of another version is refused, both versions named
-# (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model; 5: Generate.output_compression
-PROTOCOL_VERSION = 5
+# (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model; 5: Generate.output_compression;
+# 6: Hello.refused_steps
+PROTOCOL_VERSION = 6
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -47,6 +48,8 @@ class Hello(msgspec.Struct, tag="hello", frozen=True):
     # counts the times this worker forgot its engine and dropped what it held: a hello repeated within one
     # session (a retry, or retries queued while the engine was down) is not a worker that lost its work
     session: int = 0
+    # step counts its model's scheduler cannot run exactly (workers/backend.py BackendInfo): admission refuses them
+    refused_steps: list[int] = []
 
 
 class HelloVersion(msgspec.Struct, tag="hello", frozen=True):

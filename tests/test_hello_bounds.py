@@ -41,6 +41,10 @@ BAD = [
     ({"levels": [5, 10], "default_steps": 8}, "levels"),
     ({"level": 999}, "level"),
     ({"level": -1}, "level"),
+    ({"refused_steps": [103, 61]}, "refused_steps"),
+    ({"refused_steps": [0]}, "refused_steps"),
+    ({"refused_steps": [10**9]}, "refused_steps"),
+    ({"refused_steps": [50]}, "refused_steps"),  # the default: every request naming no steps would be refused
 ]
 
 

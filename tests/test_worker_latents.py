@@ -2,6 +2,8 @@
 finite) are not cached: before, one remote worker of another build had its latents cached and served as the
 starting latent of every similar prompt after, each failing at the worker that got it (or made garbage)."""
 
+import contextlib
+
 import msgspec
 import numpy as np
 import pytest
@@ -41,16 +43,26 @@ BAD = {
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     # nirvana: the level comes from the similarity alone, so an identical prompt resumes at once
-    engine = start_engine(tmp_path_factory.mktemp("latents"), "--policy", "nirvana", workers=0, wait=False)
+    with engine_with_a_raw_worker(tmp_path_factory.mktemp("latents"), "--policy", "nirvana", levels=LEVELS) as joined:
+        yield joined
+
+
+@contextlib.contextmanager
+def engine_with_a_raw_worker(tmp_path, *args: str, **hello):
+    """An engine serving `tiny` with no workers of its own, and one raw worker joined to it, whose hello says
+    `hello`: the test speaks for it, message by message."""
+    engine = start_engine(tmp_path, *args, workers=0, wait=False)
     worker = FakeWorker(engine.worker_address)
-    worker.hello = msgspec.structs.replace(
-        worker.hello, backend="tiny", model="tiny:0123456789abcdef", device="cpu", simulated=False,
-        levels=LEVELS, min_size=64, max_size=256,
-    )  # fmt: skip
-    worker.handshake(timeout_s=60)
-    yield engine, worker
-    worker.close()
-    assert engine.stop() == 0
+    try:
+        worker.hello = msgspec.structs.replace(
+            worker.hello, backend="tiny", model="tiny:0123456789abcdef", device="cpu", simulated=False,
+            min_size=64, max_size=256, **hello,
+        )  # fmt: skip
+        worker.handshake(timeout_s=60)
+        yield engine, worker
+    finally:
+        worker.close()
+        assert engine.stop() == 0
 
 
 def serve(engine, worker, prompt: str, size: int, answer) -> tuple[Images, object]:

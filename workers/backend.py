@@ -21,6 +21,9 @@ class BackendInfo:
     max_size: int
     default_size: int
     model_id: str  # what it runs, by content (workers/model_id.py): every worker of an engine runs one model
+    # step counts (1 to MAX_STEPS) it cannot run as exactly that many denoising steps: its scheduler makes another
+    # number of timesteps for them (diffusers' "trailing" spacing makes 62 for 61), or none
+    refused_steps: tuple[int, ...] = ()
 
 
 class StepControl(Protocol):

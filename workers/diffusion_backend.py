@@ -19,7 +19,7 @@ import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
 from protocols.codec import Blob
-from protocols.limits import OUTPUT_FORMATS, SIZE_MULTIPLE
+from protocols.limits import MAX_STEPS, OUTPUT_FORMATS, SIZE_MULTIPLE
 from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
 from workers.backend import Backend, BackendInfo, BackendUnavailable, BatchAborted, StepControl
 from workers.image_encoding import encode_image
@@ -31,6 +31,7 @@ from workers.limits import (
     LATENT_CHANNELS,
     LATENT_SCALE,
     latent_shape,
+    steps_refusal,
 )
 from workers.model_folder import sdxl_model_problem, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
@@ -103,6 +104,7 @@ class DiffusionBackend(Backend):
                 f"{type(pipe.scheduler).__name__} does not run one timestep per step"
                 f" ({len(probe.timesteps)} timesteps for {default_steps} steps, order {probe.order})"
             )
+        refused_steps = _uneven_steps(probe)
         latent = (pipe.unet.config.in_channels, pipe.vae_scale_factor)
         if latent != (LATENT_CHANNELS, LATENT_SCALE):
             # the engine caches, and checks what it caches against, SD-XL's latent shape (workers/limits.py)
@@ -133,6 +135,7 @@ class DiffusionBackend(Backend):
             max_size=max_size,
             default_size=default_size,
             model_id=model_id,
+            refused_steps=refused_steps,
         )
 
     def describe(self) -> BackendInfo:
@@ -240,6 +243,9 @@ class DiffusionBackend(Backend):
             raise ValueError(f"batch of {len(batch.items)} items; this backend takes 1 to {info.max_batch}")
         if not 0 <= batch.level < batch.steps:
             raise ValueError(f"level {batch.level} is not below steps {batch.steps}")
+        if refused := steps_refusal(batch.steps, info.refused_steps):
+            # run, it would make other than steps - level UNet evaluations, and its latents at every level wrong
+            raise ValueError(refused)
         for side in (batch.width, batch.height):
             if side % SIZE_MULTIPLE or not info.min_size <= side <= info.max_size:
                 raise ValueError(
@@ -262,6 +268,25 @@ class DiffusionBackend(Backend):
         if not np.isfinite(latent).all():
             return f"{item.request_id}: the latent holds NaN or infinite values"
         return None
+
+
+def _uneven_steps(scheduler: Any) -> tuple[int, ...]:
+    """The step counts a client may ask for that `scheduler` does not make into exactly that many timesteps.
+
+    The resume and the latent capture count steps as timesteps. Diffusers' "trailing" spacing steps back from 1000
+    by a float 1000 / N, and for N = 61, 103, 121 and 122 keeps one timestep more (a last one at -1): such a run
+    made N + 1 UNet evaluations, and one resumed at K made N - K + 1. Some schedulers refuse some counts (LCM: any
+    above its original_inference_steps). A few ms for all of them at the worker's start."""
+    refused = []
+    for steps in range(1, MAX_STEPS + 1):
+        try:
+            scheduler.set_timesteps(steps)
+            exact = len(scheduler.timesteps) == steps
+        except Exception:  # whatever a scheduler raises for a count, it cannot run that count
+            exact = False
+        if not exact:
+            refused.append(steps)
+    return tuple(refused)
 
 
 def _cancel_all(batch: Generate) -> list[ItemOutcome]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from protocols.limits import SIZE_MULTIPLE
+from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +46,17 @@ def latent_shape(backend: str, width: int, height: int) -> tuple[int, int, int]:
     if backend == "sim":
         return SIM_LATENT_SHAPE
     return (LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE)
+
+
+def steps_refusal(steps: int, refused: Collection[int]) -> str | None:
+    """Why a backend that refuses the step counts `refused` (BackendInfo.refused_steps) cannot run `steps`, naming
+    the nearest counts it can run; None if it can."""
+    if steps not in refused:
+        return None
+    below = next((n for n in range(steps - 1, 0, -1) if n not in refused), None)
+    above = next((n for n in range(steps + 1, MAX_STEPS + 1) if n not in refused), None)
+    nearest = " or ".join(str(n) for n in (below, above) if n is not None)
+    return (
+        f"steps {steps}: the model's scheduler makes another number of timesteps for it, so no worker can run"
+        f" exactly {steps} steps; ask for {nearest}"
+    )

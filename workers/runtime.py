@@ -264,6 +264,7 @@ class WorkerRuntime:
             max_size=self._info.max_size,
             default_size=self._info.default_size,
             level=self._level,
+            refused_steps=list(self._info.refused_steps),
             pid=os.getpid(),
             session=self._session,
         )
