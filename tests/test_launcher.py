@@ -10,12 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+from diffusers import HeunDiscreteScheduler, StableDiffusionXLPipeline
 from waiting import eventually
 
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
+from engine.launcher import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, start_worker
+from workers.tiny_pipeline import build_tiny_sdxl
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float:
@@ -82,6 +85,59 @@ async def test_a_refused_spawn_is_retried_and_the_engine_goes_on(monkeypatch, tm
         for process in spawned:
             if process is not None and process.returncode is None:
                 process.kill()
+
+
+async def test_a_worker_that_cannot_serve_as_configured_is_not_restarted_for_ever(monkeypatch, tmp_path, caplog):
+    """A model whose scheduler the backend refuses: each start loaded the model and exited 2, and the launcher
+    started it again for as long as the engine ran (5 times in 45 s, then every 30 s)."""
+    model = tmp_path / "heun"
+    pipe = build_tiny_sdxl(seed=0)
+    scheduler = HeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    StableDiffusionXLPipeline(**{**pipe.components, "scheduler": scheduler}).save_pretrained(model)
+    spawned = spawns_recorded(monkeypatch)
+    launch = LaunchConfig(count=1, backend="sdxl", model=str(model), restart_backoff_s=0.1)
+    engine = Engine(in_process_config(tmp_path, launch=launch))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: sample(engine, "argus_workers", state="failed") == 1, timeout_s=150)
+        assert [process.returncode for process in spawned] == [2] * GIVE_UP_AFTER
+        assert f"exited with 2 before its hello {GIVE_UP_AFTER} times in a row" in caplog.text
+        assert not running.done()  # the engine serves on: remote workers may still join
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 60)
+
+
+async def test_a_worker_that_could_not_serve_once_is_started_again(monkeypatch, tmp_path):
+    """Fewer failed starts in a row than GIVE_UP_AFTER (an out-of-memory while the model loads may pass): the slot
+    is started again and served."""
+    spawned = spawns_recorded(monkeypatch, failing=GIVE_UP_AFTER - 1)
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0, restart_backoff_s=0.1)
+    engine = Engine(in_process_config(tmp_path, launch=launch))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: engine.registry.ready(), timeout_s=60), "the slot was never served"
+        assert [process.returncode for process in spawned[:-1]] == [2] * (GIVE_UP_AFTER - 1)
+        assert sample(engine, "argus_workers", state="failed") == 0
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 60)
+
+
+def spawns_recorded(monkeypatch, failing: int = 0) -> list:
+    """The worker processes the launcher starts, the first `failing` of them exiting 2 at once, as a worker that
+    cannot serve as configured does."""
+    spawned = []
+    create = asyncio.create_subprocess_exec
+
+    async def recorded(*args, **kwargs):
+        if len(spawned) < failing:
+            args = (sys.executable, "-c", "raise SystemExit(2)")
+        spawned.append(await create(*args, **kwargs))
+        return spawned[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", recorded)
+    return spawned
 
 
 def test_the_startup_timeout_is_set_from_the_command_line():

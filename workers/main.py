@@ -23,6 +23,9 @@ _PR_SET_PDEATHSIG = 1
 SIM_SIMILARITY_TABLE_ENV = "ARGUS_SIM_SIMILARITY_TABLE"
 # the pid of the engine that spawned this worker, to tell whether it died before PR_SET_PDEATHSIG was set
 PARENT_PID_ENV = "ARGUS_PARENT_PID"
+# the exit code of a worker that cannot serve as configured: a usage error, a model or device it cannot use (engine/
+# cli.py, UsageError), or refused by its engine. Started again the same way, it fails the same way
+CANNOT_SERVE_EXIT = 2
 
 
 def load_backend(config: WorkerConfig) -> Backend:
@@ -116,5 +119,5 @@ def serve_until_stopped(runner: Serving, owned: bool = False) -> int:
         runner.serve()
     except EngineRefused as exc:
         log.error("engine refused this worker: %s", exc)
-        return 2
+        return CANNOT_SERVE_EXIT
     return 0
