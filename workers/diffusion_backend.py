@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -278,14 +279,18 @@ def _uneven_steps(scheduler: Any) -> tuple[int, ...]:
     made N + 1 UNet evaluations, and one resumed at K made N - K + 1. Some schedulers refuse some counts (LCM: any
     above its original_inference_steps). A few ms for all of them at the worker's start."""
     refused = []
-    for steps in range(1, MAX_STEPS + 1):
-        try:
-            scheduler.set_timesteps(steps)
-            exact = len(scheduler.timesteps) == steps
-        except Exception:  # whatever a scheduler raises for a count, it cannot run that count
-            exact = False
-        if not exact:
-            refused.append(steps)
+    with warnings.catch_warnings():
+        # diffusers' Euler schedulers warn at each set_timesteps under NumPy 2 (of their own __array__ use): once a
+        # request is nothing, 200 at each start buried a test run's summary
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for steps in range(1, MAX_STEPS + 1):
+            try:
+                scheduler.set_timesteps(steps)
+                exact = len(scheduler.timesteps) == steps
+            except Exception:  # whatever a scheduler raises for a count, it cannot run that count
+                exact = False
+            if not exact:
+                refused.append(steps)
     return tuple(refused)
 
 
