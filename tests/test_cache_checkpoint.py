@@ -21,7 +21,7 @@ from test_cache_restore_background import (
     vector,
 )
 from test_cache_restore_background import take_level_5 as choose
-from test_cache_warm_restart import generate, start
+from test_cache_warm_restart import assert_a_restart_finds_it, generate, start
 
 from engine.cache import persistence
 from engine.cache_service import build_cache_service
@@ -40,11 +40,7 @@ def test_an_engine_killed_after_a_checkpoint_restarts_from_it(tmp_path):
     finally:
         os.killpg(first.process.pid, signal.SIGKILL)  # the engine and its worker: no drain, no save
         first.process.wait()
-    second = start(tmp_path, cache_dir)
-    try:
-        assert generate(second).images[0].similarity == pytest.approx(1.0)
-    finally:
-        assert second.stop() == 0
+    assert_a_restart_finds_it(tmp_path, cache_dir)
 
 
 def test_a_checkpoint_writes_only_when_the_cache_changed(tmp_path):

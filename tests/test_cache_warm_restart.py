@@ -28,6 +28,15 @@ def start(tmp_path, cache_dir, *args: str, wait: bool = True):
     return start_engine(tmp_path, *flags, backend="sim", workers=1, wait=wait)
 
 
+def assert_a_restart_finds_it(tmp_path, cache_dir) -> None:
+    """An engine started on cache_dir serves PROMPT from its own saved latents."""
+    engine = start(tmp_path, cache_dir)
+    try:
+        assert generate(engine).images[0].similarity == pytest.approx(1.0)
+    finally:
+        assert engine.stop() == 0
+
+
 def save_a_cache(tmp_path, cache_dir) -> None:
     """One engine's run that leaves PROMPT's latents saved in cache_dir."""
     engine = start(tmp_path, cache_dir)
@@ -45,11 +54,7 @@ def test_the_next_engine_starts_from_the_cache_the_last_one_saved(tmp_path):
     finally:
         assert first.stop() == 0
     assert (cache_dir / "prompt_cache.argus").is_file()
-    second = start(tmp_path, cache_dir)
-    try:
-        assert generate(second).images[0].similarity == pytest.approx(1.0)
-    finally:
-        assert second.stop() == 0
+    assert_a_restart_finds_it(tmp_path, cache_dir)
 
 
 def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
