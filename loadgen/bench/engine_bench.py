@@ -38,6 +38,7 @@ from loadgen.bench.harness import (
     children_of,
     free_port,
     median,
+    p99_caveat,
     process_cpu_s,
     python_module,
     sim_image_side,
@@ -354,6 +355,9 @@ def _report(args: argparse.Namespace, doors: list[str], results: dict) -> None:
         for door in doors
     )
     print(f"the client's send lateness at the latency rate, p99 (latency is timed from the send): {lateness}")
+    for door in doors:
+        if caveat := p99_caveat(results[door]["engine_latency"]["requests"]):
+            print(f"note: {door}: the engine's {caveat}; a longer --latency-s gives a tail figure")
     print()
     print("server CPU per request (microseconds; steadier than req/s when other load shares the machine):")
     print(

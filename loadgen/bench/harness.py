@@ -230,6 +230,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(ordered[rank - 1])
 
 
+# below this many samples a nearest-rank p99 is the largest of them: the tail is not resolved, and a report says so
+P99_MIN_SAMPLES = 100
+
+
+def p99_caveat(samples: int) -> str:
+    """What a p99 over `samples` values is, when it is not a tail figure: "" from P99_MIN_SAMPLES on."""
+    return "" if samples >= P99_MIN_SAMPLES else f"p99 of {samples} samples is their max"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Plain text, columns aligned (numbers right, text left)."""
     cells = [[_cell(v) for v in row] for row in rows]
