@@ -441,7 +441,9 @@ def _load(args: argparse.Namespace) -> int:
     answered_in_window = not_images = 0
     gc.disable()  # a collection would stall every request in flight: it would count as latency
     _sleep_until(args.start_at)
-    began = time.perf_counter()
+    # the schedule starts at --start-at, not when this process got there: the parent times the engine's CPU from it,
+    # and a process that started late (a busy machine) sends what is due at once, and counts as late
+    began = time.perf_counter() - max(0.0, time.time() - args.start_at)
     window = (began + args.warmup_s, began + args.warmup_s + args.duration_s)
     sent = 0
     try:
