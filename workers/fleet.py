@@ -150,7 +150,8 @@ class SimWorker(WorkerRuntime):
             batch = self._pending.popleft()
             self._running = batch
             self._started = now
-            self._busy_until = now + self._time_scale * self._seconds(batch)
+            # timed for the items still wanted, as _run runs only those
+            self._busy_until = now + self._time_scale * self._seconds(self.unaborted(batch))
 
     def _seconds(self, batch: Generate) -> float:
         try:

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections import deque
 
+import msgspec
 import zmq
 
 from protocols.codec import DecodeError
@@ -332,7 +333,7 @@ class WorkerRuntime:
         self._last_progress = time.monotonic()
         self._in_run = True
         try:
-            outcomes = self._backend.run(batch, self)
+            outcomes = self._run_unaborted(batch)
         except BatchAborted:
             outcomes = [ItemCancelled(i.request_id) for i in batch.items]
         except Exception as exc:  # a failed batch becomes one error per member
@@ -350,6 +351,26 @@ class WorkerRuntime:
         # go first, as the engine drops an answer that comes after a Leaving (the Leaving follows: _cancel_pending)
         self._send(BatchDone(batch.batch_id, outcomes))
         self._aborted.difference_update(item.request_id for item in batch.items)
+
+    def unaborted(self, batch: Generate) -> Generate:
+        """The batch without the items the engine aborted while it waited here: those are not worth a run."""
+        if not any(self.cancelled(item.request_id) for item in batch.items):
+            return batch
+        return msgspec.structs.replace(batch, items=[i for i in batch.items if not self.cancelled(i.request_id)])
+
+    def _run_unaborted(self, batch: Generate) -> list[ItemOutcome]:
+        """Runs what is still wanted of the batch; an item aborted before its run started is answered cancelled.
+
+        It ran with the rest: a batch of 4 with 3 aborted while it queued here took the 4-image time (sim SD-XL
+        profile: 12.75 s for its one image, 5.1 s alone), and one whose every item was aborted went to the backend.
+        """
+        runnable = self.unaborted(batch)
+        if runnable is batch:
+            return self._backend.run(batch, self)
+        # taken once: an abort that comes in during the run is the backend's to answer
+        kept = {item.request_id for item in runnable.items}
+        made = iter(self._backend.run(runnable, self) if kept else [])
+        return [next(made) if item.request_id in kept else ItemCancelled(item.request_id) for item in batch.items]
 
     def _gives_up(self, outcomes: list[ItemOutcome]) -> bool:
         """Whether the run gave up images that are still owed (not those the engine aborted)."""
