@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.restart_backoff import RestartBackoff
 from workers.config import WorkerConfig
 
 # engine and workers beat this often; each counts the other lost after heartbeat_timeout_s of silence
@@ -32,6 +33,10 @@ class LaunchConfig:
     startup_timeout_s: float = 180.0
     restart_backoff_s: float = 1.0
     max_restart_backoff_s: float = 30.0
+
+    def restart_backoff(self) -> RestartBackoff:
+        """A slot's wait before each restart, for either launcher."""
+        return RestartBackoff(self.restart_backoff_s, self.max_restart_backoff_s)
 
     def worker_config(self, connect: str, slot: int, threads: int | None) -> WorkerConfig:
         return WorkerConfig(

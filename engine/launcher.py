@@ -2,7 +2,8 @@
 
 The process exit is the fastest sign of a dead worker (faster than a missed
 heartbeat), so the launcher tells the engine at once; it restarts with backoff so
-a worker that cannot start does not spin. Before its hello a worker has no
+a worker that cannot start, or dies soon after it starts, does not spin
+(engine/restart_backoff.py). Before its hello a worker has no
 heartbeat to miss: one that does not say hello within the startup timeout is
 killed and restarted like one that died. One that exits saying it cannot serve as
 configured (exit 2) before its hello, GIVE_UP_AFTER times in a row, is not
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.metrics import EngineMetrics
+from engine.restart_backoff import RestartBackoff
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from protocols.worker_messages import Hello
 from workers.config import WorkerConfig
@@ -81,7 +83,7 @@ class LocalLauncher:
         if curve is not None:
             self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
-        self._backoff: dict[str, float] = {}  # worker id -> wait before its next restart
+        self._backoff: dict[str, RestartBackoff] = {}  # worker id -> its wait before each restart
         self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current process says hello
         self._stopping = False
         # share the cores among CPU workers instead of oversubscribing them
@@ -123,15 +125,15 @@ class LocalLauncher:
         return None
 
     def joined(self, worker_id: str) -> None:
-        """The slot's worker said hello: it starts, so its next restart needs no backoff."""
+        """The slot's worker said hello: it starts, and once it has stayed up a while its restart needs no backoff."""
         if worker_id in self._backoff:
-            self._backoff[worker_id] = self._config.restart_backoff_s
+            self._backoff[worker_id].joined()
             self._hello[worker_id].set()
 
     async def _supervise(self, slot: int) -> None:
         config = self._config.worker_config(self._connect, slot, self._threads)
         worker_id = config.worker_id
-        self._backoff[worker_id] = self._config.restart_backoff_s
+        backoff = self._backoff[worker_id] = self._config.restart_backoff()
         cannot_serve = 0  # starts in a row that ended CANNOT_SERVE_EXIT before a hello
         while not self._stopping:
             hello = self._hello[worker_id] = asyncio.Event()
@@ -141,7 +143,7 @@ class LocalLauncher:
                 )
             except OSError as error:  # fork or exec refused (EAGAIN under memory or pid pressure): try again later
                 log.error("could not start worker %s: %s; retrying", worker_id, error)
-                await self._back_off(worker_id)
+                await asyncio.sleep(backoff.after_exit())
                 continue
             self._processes[worker_id] = process
             if self._stopping:  # started while stop() was signalling the others: it missed their SIGTERM
@@ -173,15 +175,12 @@ class LocalLauncher:
                 )
                 self._metrics.workers.labels("failed").inc()
                 return
-            log.warning("worker %s (pid %d) exited with %s; restarting", worker_id, process.pid, code)
+            wait_s = backoff.after_exit()
+            log.warning(
+                "worker %s (pid %d) exited with %s; restarting%s", worker_id, process.pid, code, backoff.said(wait_s)
+            )
             self._metrics.worker_restarts.inc()
-            await self._back_off(worker_id)
-
-    async def _back_off(self, worker_id: str) -> None:
-        # a worker that dies before its hello (it cannot start) backs off, doubling each time
-        backoff = self._backoff[worker_id]
-        self._backoff[worker_id] = min(backoff * 2, self._config.max_restart_backoff_s)
-        await asyncio.sleep(backoff)
+            await asyncio.sleep(wait_s)
 
 
 async def said_hello_or_ended(hello: asyncio.Event, ended: asyncio.Future, timeout_s: float) -> bool:

@@ -7,7 +7,8 @@ CURVE. The end of an actor (its loop
 returned or raised, it was killed, its node died) is the worker's exit, as a
 process exit is for the local launcher: the engine is told at once (on_exit
 re-dispatches what it held) and a new actor takes the slot, after a backoff
-that doubles while actors end before their worker says hello. An actor Ray has
+that doubles while actors end before their worker says hello or soon after
+(engine/restart_backoff.py). An actor Ray has
 not started within the startup timeout (the cluster lacks what it asks for), or
 whose worker has not said hello within it after, is replaced the same way.
 
@@ -34,6 +35,7 @@ from engine.arg_types import UsageError
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.launcher import said_hello_or_ended
 from engine.metrics import EngineMetrics
+from engine.restart_backoff import RestartBackoff
 from protocols.curve import ClientKeys
 from protocols.worker_messages import Hello
 from workers.config import WorkerConfig
@@ -154,7 +156,7 @@ class RayLauncher:
         self._ray: Any = None  # the ray module, once connected
         self._actors: dict[str, Any] = {}
         self._serving: dict[str, asyncio.Future] = {}  # worker id -> its actor's loop
-        self._backoff: dict[str, float] = {}  # worker id -> wait before its next replacement
+        self._backoff: dict[str, RestartBackoff] = {}  # worker id -> its wait before each replacement
         self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current actor's worker says hello
         self._pids: dict[str, int | None] = {}  # worker id -> the pid of its slot's live actor (None: none yet)
         self._stopping = False
@@ -182,9 +184,10 @@ class RayLauncher:
             self._ray.kill(actor)
 
     def joined(self, worker_id: str) -> None:
-        """The slot's worker said hello: it starts, so its next replacement needs no backoff."""
+        """The slot's worker said hello: it starts, and once it has stayed up a while its replacement needs no
+        backoff."""
         if worker_id in self._backoff:
-            self._backoff[worker_id] = self._config.restart_backoff_s
+            self._backoff[worker_id].joined()
             self._hello[worker_id].set()
 
     def refusal(self, hello: Hello) -> str | None:
@@ -214,7 +217,7 @@ class RayLauncher:
         config = self._worker_config(slot)
         worker_id = config.worker_id
         resources = actor_resources(config)
-        self._backoff[worker_id] = self._config.restart_backoff_s
+        backoff = self._backoff[worker_id] = self._config.restart_backoff()
         self._pids[worker_id] = None
         while not self._stopping:
             self._hello[worker_id] = asyncio.Event()
@@ -228,14 +231,12 @@ class RayLauncher:
             self._pids[worker_id] = None
             if self._stopping:
                 return
-            log.warning("worker %s (Ray actor) %s; replacing it", worker_id, ended)
+            wait_s = backoff.after_exit()
+            log.warning("worker %s (Ray actor) %s; replacing it%s", worker_id, ended, backoff.said(wait_s))
             ray.kill(actor)  # one that is unreachable but alive must not serve beside its replacement
             self._on_exit(worker_id)
             self._metrics.worker_restarts.inc()
-            # an actor that ends before its worker's hello (it cannot start) backs off, doubling each time
-            backoff = self._backoff[worker_id]
-            self._backoff[worker_id] = min(backoff * 2, self._config.max_restart_backoff_s)
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(wait_s)
 
     async def _serve(self, actor: Any, worker_id: str, resources: dict[str, int]) -> str:
         """Runs the actor's worker loop until it ends; says what ended it."""

@@ -1,0 +1,51 @@
+"""The wait before a worker slot is started again: doubling while its workers crash, reset once one has lasted.
+
+A worker that dies before its hello cannot start; one that says hello and dies
+at once (a CUDA fault, an OOM kill or a bad driver on its first batch) cannot
+serve either. Before, the hello alone reset the wait, so such a worker was
+started again about every second for ever, reloading its model and taking (and
+losing) a batch each time. As supervisors do (systemd's StartLimit, Kubernetes'
+CrashLoopBackOff), the wait is reset only once a worker has stayed up for a
+stable period after its hello: the longest wait, max_s (30 s by default). A
+worker that has served that long dies of something that may well not come back
+(it is started again after the initial wait, as before), and one that dies
+sooner every time is started at most once per max_s once the wait is at its
+cap: the slot spends at least half its time waiting, not loading and failing.
+Longer (Kubernetes waits 10 minutes) would also back off a worker that
+served for minutes between rare faults.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class RestartBackoff:
+    """One slot's wait. Pure: the launchers tell it when a worker said hello and ask it, at an exit, how long to
+    wait; the clock is passed in so a test needs no time to pass."""
+
+    def __init__(self, initial_s: float, max_s: float, clock: Callable[[], float] = time.monotonic):
+        self.initial_s = initial_s
+        self._max_s = max_s
+        self._clock = clock
+        self._next_s = initial_s
+        self._joined_at: float | None = None  # when the slot's current worker said hello
+
+    def joined(self) -> None:
+        self._joined_at = self._clock()
+
+    def after_exit(self) -> float:
+        """The wait before the next start, now that the slot's worker ended (or could not be started)."""
+        if self._joined_at is not None and self._clock() - self._joined_at >= self._max_s:
+            self._next_s = self.initial_s  # it served a stable period: its end says nothing of the next start
+        self._joined_at = None
+        wait, self._next_s = self._next_s, min(self._next_s * 2, self._max_s)
+        return wait
+
+    def said(self, wait_s: float) -> str:
+        """What the launcher's restart line adds when the wait grew (a crash loop), else nothing: no line of its
+        own, the restart is logged already."""
+        if wait_s <= self.initial_s:
+            return ""
+        return f" in {wait_s:g} s (it keeps ending within {self._max_s:g} s of its start or hello)"

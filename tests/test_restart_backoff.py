@@ -1,0 +1,70 @@
+"""A worker that says hello and dies at once, every time (a CUDA fault, an OOM kill or a bad driver on its first
+batch), is started again with a doubling wait, not about every second for ever; one that served a stable period
+and then died is started again after the initial wait."""
+
+import asyncio
+import logging
+
+from waiting import eventually
+
+from engine.config import LaunchConfig
+from engine.launcher import LocalLauncher
+from engine.restart_backoff import RestartBackoff
+from engine.server import Engine
+from engine_process import in_process_config
+
+WINDOW_S = 15.0
+
+
+async def test_a_worker_that_dies_right_after_each_hello_backs_off(monkeypatch, tmp_path, caplog):
+    """Before, each hello reset the wait to 1 s: 8 restarts in 15 s here (a sim worker starts in about 0.8 s). The
+    waits now double, 1 + 2 + 4 + 8 s: at most 4 restarts in 15 s, however fast a worker starts."""
+    caplog.set_level(logging.INFO, "argus.launcher")
+    hellos = []
+    said_hello = LocalLauncher.joined
+
+    def dies_at_its_hello(launcher: LocalLauncher, worker_id: str) -> None:
+        said_hello(launcher, worker_id)
+        hellos.append(worker_id)
+        launcher.kill(worker_id)
+
+    monkeypatch.setattr(LocalLauncher, "joined", dies_at_its_hello)
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: hellos, timeout_s=60), "the worker never said hello"
+        await asyncio.sleep(WINDOW_S)
+        restarts = caplog.text.count("exited with -9; restarting")
+        assert 2 <= restarts <= 4, f"{restarts} restarts in {WINDOW_S:g} s"
+        assert "exited with -9; restarting in 2 s" in caplog.text
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 60)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_wait_doubles_while_workers_die_soon_after_their_hello_and_is_reset_after_a_stable_period():
+    clock = Clock()
+    backoff = RestartBackoff(1.0, 30.0, clock)
+    waits = []
+    for _ in range(7):  # each one says hello and dies 5 s later
+        backoff.joined()
+        clock.now += 5.0
+        waits.append(backoff.after_exit())
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+    backoff.joined()
+    clock.now += 30.0  # it served the stable period: killed then, it is started again as a first time
+    assert [backoff.after_exit(), backoff.after_exit()] == [1, 2]  # the second: it died before its hello
+
+
+def test_the_restart_line_says_the_wait_only_once_it_grew():
+    backoff = RestartBackoff(1.0, 30.0, Clock())
+    assert backoff.said(backoff.after_exit()) == ""
+    assert backoff.said(backoff.after_exit()).startswith(" in 2 s")
