@@ -28,6 +28,7 @@ def test_the_engine_logs_go_with_the_run(tmp_path, monkeypatch):
             "outcomes": {"ok": len(schedule)},
             "level_mix": {"0": 1.0},
             "cache_hit_rate": 0.0,
+            "max_send_lag_ms": 1.0,
         }
         return [], summary
 

@@ -21,7 +21,10 @@ def test_ids_share_one_random_prefix_and_never_repeat(monkeypatch):
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():
-    engine = SimpleNamespace(config=SimpleNamespace(api_key=None, max_body_bytes=1024, launch=LaunchConfig()))
+    config = SimpleNamespace(
+        api_key=None, host="127.0.0.1", public_url=None, max_body_bytes=1024, launch=LaunchConfig()
+    )
+    engine = SimpleNamespace(config=config)
     app = build_app(engine)
 
     async def broken(request):
