@@ -1,10 +1,11 @@
 """What a command cannot run with, refused before it starts: argparse types for numbers (finite, and above zero or
 from zero), lists of them, URLs, and files to write into a directory that is not there; and files to read that cannot
-be read, as a UsageError."""
+be read, as a UsageError. And what a host name or address is: a URL's host, a loopback one."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import os
@@ -21,6 +22,19 @@ T = TypeVar("T")
 
 # a DNS name, an IPv4 address or an IPv6 one (without its brackets), as the host of an image URL
 URL_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address (no port, no brackets) names this machine's loopback only."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: resolved to loopback, never by DNS
+        return True
+    try:
+        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
+    except ValueError:  # *, an interface name or another host name
+        return False
+
+
 # the devices a worker runs its model on (torch names more, none a worker here is built for)
 _DEVICE = re.compile(r"cpu|mps|cuda(:[0-9]+)?")
 # a URL path that needs no quoting: image URLs are made by appending to it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import ipaddress
 import itertools
 import logging
 import os
@@ -19,7 +18,7 @@ import msgspec
 from aiohttp import hdrs, web
 from yarl import URL
 
-from engine.arg_types import URL_HOST
+from engine.arg_types import URL_HOST, is_loopback
 from engine.config import LaunchConfig
 from engine.image_files import ImagesTooLarge
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
@@ -91,7 +90,7 @@ def build_app(engine: Engine) -> web.Application:
     middlewares = [_json_errors]
     if engine.config.api_key:
         middlewares.append(_require_api_key(engine.config.api_key))
-    elif _is_loopback(engine.config.host):
+    elif is_loopback(engine.config.host):
         public_host = URL(engine.config.public_url).host if engine.config.public_url else None
         middlewares.append(_require_a_loopback_host(public_host))
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
@@ -196,17 +195,7 @@ def _host_name(host: str) -> str:
 
 
 def _names_this_engine(name: str, public_host: str | None) -> bool:
-    return name == public_host or _is_loopback(name) or ("." not in name and ":" not in name)
-
-
-def _is_loopback(host: str) -> bool:
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: resolved to loopback, never by DNS
-        return True
-    try:
-        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
-    except ValueError:
-        return False
+    return name == public_host or is_loopback(name) or ("." not in name and ":" not in name)
 
 
 async def generate(request: web.Request) -> web.Response:

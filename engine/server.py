@@ -14,7 +14,6 @@ import contextlib
 import enum
 import errno
 import functools
-import ipaddress
 import logging
 import shutil
 import signal
@@ -26,7 +25,7 @@ import zmq
 from aiohttp import web
 
 from engine.admission import Admission
-from engine.arg_types import UsageError
+from engine.arg_types import UsageError, is_loopback
 from engine.cache_service import Preparation, Returned, build_cache_service
 from engine.client_door import ClientDoor
 from engine.config import EngineConfig
@@ -82,7 +81,7 @@ def _warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_
         transport, _, address = endpoint.partition("://")
         if keys is not None or transport in ("ipc", "inproc"):  # an ipc socket only this user may open
             continue
-        if not _loopback_host(address.rpartition(":")[0].strip("[]")):
+        if not is_loopback(address.rpartition(":")[0].strip("[]")):
             log.warning(
                 "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with --curve-secret and "
                 "--curve-allow, docs/scaling.md)",
@@ -97,13 +96,6 @@ def _warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_
                 endpoint,
                 what_a_peer_can_do,
             )
-
-
-def _loopback_host(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # *, an interface name or a host name
-        return False
 
 
 class EngineState(enum.Enum):
@@ -154,7 +146,7 @@ class Engine:
             self._curve.start()
             self._resources.callback(self._curve.stop)
         server_keys = self._curve.server_keys if self._curve else None
-        if not config.api_key and not _loopback_host(config.host):
+        if not config.api_key and not is_loopback(config.host):
             log.warning(
                 "HTTP on %s:%d listens without an API key: any client that reaches it can generate images (set"
                 " ARGUS_API_KEY, README.md)",
