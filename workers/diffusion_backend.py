@@ -20,7 +20,7 @@ import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
 from protocols.codec import Blob
-from protocols.limits import MAX_STEPS, OUTPUT_FORMATS, SIZE_MULTIPLE
+from protocols.limits import MAX_STEPS, OUTPUT_FORMATS
 from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
 from workers.backend import Backend, BackendInfo, BackendUnavailable, BatchAborted, StepControl
 from workers.image_encoding import encode_image
@@ -31,6 +31,7 @@ from workers.limits import (
     DEFAULT_STEPS,
     LATENT_CHANNELS,
     LATENT_SCALE,
+    SizeLimits,
     latent_shape,
     steps_refusal,
 )
@@ -247,12 +248,9 @@ class DiffusionBackend(Backend):
         if refused := steps_refusal(batch.steps, info.refused_steps):
             # run, it would make other than steps - level UNet evaluations, and its latents at every level wrong
             raise ValueError(refused)
-        for side in (batch.width, batch.height):
-            if side % SIZE_MULTIPLE or not info.min_size <= side <= info.max_size:
-                raise ValueError(
-                    f"size {batch.width}x{batch.height}: each side must be a multiple of {SIZE_MULTIPLE}"
-                    f" from {info.min_size} to {info.max_size}"
-                )
+        sizes = SizeLimits(info.min_size, info.max_size, info.default_size)
+        if not (sizes.takes(batch.width) and sizes.takes(batch.height)):
+            raise ValueError(f"size {batch.width}x{batch.height}: each side must be {sizes.rule}")
         if batch.output_format not in OUTPUT_FORMATS:
             raise ValueError(f"unsupported output format {batch.output_format!r}")
 
