@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import itertools
 import logging
@@ -169,12 +170,17 @@ def _require_a_loopback_host(public_host: str | None):
     host. A web page its user opens could otherwise drive it by DNS rebinding: a name of the page's made to resolve
     to 127.0.0.1, which the browser sends as the Host, spends the workers and reads /plan."""
 
-    @web.middleware
-    async def check(request: web.Request, handler):
+    # a client sends the same Host with every request: parsing it each time cost 4 us of a 270 us request
+    @functools.lru_cache(maxsize=64)
+    def refused(host: str) -> bool:
         # HTTP/1.0 may leave the Host out, and a Host that is no host name at all is answered by the handlers (a 400
         # where it matters): no browser sends either
-        name = _host_name(request.headers.get(hdrs.HOST, ""))
-        if URL_HOST.fullmatch(name) and not _names_this_engine(name, public_host):
+        name = _host_name(host)
+        return bool(URL_HOST.fullmatch(name)) and not _names_this_engine(name, public_host)
+
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if refused(request.headers.get(hdrs.HOST, "")):
             return _error(
                 "host_not_allowed",
                 f"Host {request.headers[hdrs.HOST]!r} does not name this engine: without an API key, an engine on"
