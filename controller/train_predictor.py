@@ -2,14 +2,15 @@
 
 Input: JSONL, one profiled image a line: {"similarity": s, "level": K,
 "quality": q, "prompt": "..."} (optionally "neighbour_prompt", which adds the
-word-overlap feature). Every fifth sample is held out to report accuracy
-(whether the image stays above the target at its level), then the model is
-refit on all samples and written to --out.
+word-overlap feature). Every fifth sample of each level is held out to report
+accuracy (whether the image stays above the target at its level), then the
+model is refit on all samples and written to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
         raise UsageError(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
-    held_out = samples[4::5]
-    training = [s for i, s in enumerate(samples) if i % 5 != 4]
+    training, held_out = _split(samples)
     try:
         trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
     except ValueError as error:  # an option it cannot fit with
@@ -68,10 +68,23 @@ def run(args: argparse.Namespace) -> int:
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
     if reference is not None:
         headers.append(f"table ({args.embedder}) accuracy")
-    print(f"held-out samples: every 5th of {len(samples)}; features: {', '.join(model.features)}")
+    print(f"held-out samples: every 5th of each level, {len(held_out)} of {len(samples)}")
+    print(f"features: {', '.join(model.features)}")
     print(table(headers, rows))
     print(f"predictor written to {args.out}")
     return 0
+
+
+def _split(samples: list[QualitySample]) -> tuple[list[QualitySample], list[QualitySample]]:
+    """(training, held out): every fifth sample of each level held out. Not every fifth of the file: `argus profile
+    quality` writes each prompt's levels in turn, so with five levels every fifth sample was at the top level, which
+    the trial fit then never saw (a KeyError on it), and no other level was scored."""
+    training, held_out = [], []
+    seen: Counter[int] = Counter()
+    for s in samples:
+        seen[s.level] += 1
+        (held_out if seen[s.level] % 5 == 0 else training).append(s)
+    return training, held_out
 
 
 def _accuracy(says_ok: Callable[[QualitySample], bool], samples: list[QualitySample], target: float) -> float:

@@ -97,6 +97,24 @@ def test_train_predictor_command(tmp_path, capsys):
     assert "held-out" in printed and "table" in printed
 
 
+def test_train_predictor_holds_out_every_level_of_samples_in_profile_quality_order(tmp_path, capsys):
+    # `argus profile quality` writes each (prompt, neighbour)'s levels in turn: with five levels, every fifth line of
+    # the file is at level 25. Held out by line, level 25 was never trained on and the trial fit raised KeyError: 25
+    rng = random.Random(6)
+    rows = []
+    for _ in range(60):
+        s, prompt, neighbour = rng.uniform(0.55, 1.0), _prompt(rng), _prompt(rng)
+        rows += [QualitySample(s, k, MODEL.quality(k, s, prompt), prompt, neighbour) for k in ALL_STORED]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in rows))
+    parser = argparse.ArgumentParser()
+    train_predictor.add_arguments(parser)
+    assert train_predictor.run(parser.parse_args([str(samples), "--out", str(tmp_path / "model.json")])) == 0
+    table_rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    scored = {int(row[0]): int(row[1]) for row in table_rows if row and row[0].isdigit()}
+    assert scored == {k: 12 for k in ALL_STORED}  # every level scored, on a fifth of its 60 samples
+
+
 @pytest.mark.parametrize("l2", ["0", "-1", "nan"])
 def test_train_predictor_refuses_a_penalty_that_is_not_positive(tmp_path, l2):
     samples = tmp_path / "samples.jsonl"
