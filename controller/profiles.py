@@ -304,13 +304,17 @@ def _sample_line(where: str, line: str) -> QualitySample:
         raise ValueError(f"{where}: not JSON ({error})") from None
     if not isinstance(row, dict) or not {"level", "quality"} <= row.keys():
         raise ValueError(f"{where}: not a sample {{similarity, level, quality, prompt}}")
+    prompt, neighbour_prompt = row.get("prompt", ""), row.get("neighbour_prompt")
+    # the trained predictor splits both into words: a number there failed train-predictor with an AttributeError
+    if not isinstance(prompt, str) or not isinstance(neighbour_prompt, str | None):
+        raise ValueError(f"{where}: prompt and neighbour_prompt must be text")
     try:
         return QualitySample(
             None if row.get("similarity") is None else _finite(row["similarity"]),
             int(row["level"]),
             _finite(row["quality"]),
-            str(row.get("prompt", "")),
-            row.get("neighbour_prompt"),
+            prompt,
+            neighbour_prompt,
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None

@@ -206,6 +206,9 @@ def test_a_jsonl_file_of_one_sample_is_one_sample_not_a_banded_table(tmp_path):
         # Python's json reads them; a NaN quality became an infinite one in the degradation matrix
         ('{"similarity": 0.9, "level": 5, "quality": NaN}', "nan is not a finite number"),
         ('{"similarity": Infinity, "level": 5, "quality": 97.0}', "inf is not a finite number"),
+        # split into words by the trained predictor: train-predictor failed with an AttributeError traceback
+        ('{"similarity": 0.9, "level": 5, "quality": 97.0, "neighbour_prompt": 12}', "must be text"),
+        ('{"similarity": 0.9, "level": 5, "quality": 97.0, "prompt": null}', "must be text"),
     ],
 )
 def test_a_sample_line_that_cannot_be_read_is_named_by_file_and_line(tmp_path, second_line, says):
