@@ -289,12 +289,21 @@ def _banded_samples(path: str | Path, banded: object) -> list[QualitySample]:
         raise ValueError(f'{path}: not a table {{level: {{"lo-hi": quality}}}}')
     try:
         return [
-            QualitySample(sum(map(_finite, band.split("-"))) / 2.0, int(level), _finite(quality))
+            QualitySample(_band_midpoint(band), int(level), _finite(quality))
             for level, bands in banded.items()
             for band, quality in bands.items()
         ]
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def _band_midpoint(band: str) -> float:
+    """The middle of a "lo-hi" band. Summed and halved without a check, "0.95" was read as 0.475 and "0.9-0.95-1"
+    as 1.425: another class, or none, without a word."""
+    bounds = [_finite(bound) for bound in band.split("-")]
+    if len(bounds) != 2 or bounds[0] > bounds[1]:
+        raise ValueError(f'band {band!r} is not "lo-hi" with lo <= hi')
+    return sum(bounds) / 2.0
 
 
 def _sample_line(where: str, line: str) -> QualitySample:

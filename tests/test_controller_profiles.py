@@ -225,6 +225,15 @@ def test_a_band_of_no_finite_quality_is_named(tmp_path):
         read_quality_samples(path)
 
 
+@pytest.mark.parametrize("band", ["0.95", "0.9-0.95-1.0", "0.99-0.9"])
+def test_a_band_that_is_not_lo_hi_is_named(tmp_path, band):
+    # summed and halved, "0.95" was similarity 0.475 and "0.9-0.95-1.0" 1.425: another class, silently
+    path = tmp_path / "bands.json"
+    path.write_text(json.dumps({"25": {band: 97.0}}))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: band '{re.escape(band)}' is not"):
+        read_quality_samples(path)
+
+
 def test_a_banded_file_without_its_table_is_named(tmp_path):
     path = tmp_path / "bands.json"
     path.write_text(json.dumps({"version": 1, "kind": "quality_profile", "provenance": "test"}))
