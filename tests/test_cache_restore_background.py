@@ -131,6 +131,34 @@ def test_a_stop_while_the_saved_cache_is_read_waits_for_it_and_saves_both(tmp_pa
     assert sorted(p.text for p in saved.prompts) == ["a cat", "a red fox"]
 
 
+def test_the_running_counts_never_fall_at_the_hand_over(tmp_path, held_restore):
+    """/metrics shows hits, misses and evictions as counters: the evictions of the cache served while the file was
+    read were dropped at the hand-over (16 fell to 0 here), which Prometheus takes for an engine restart."""
+    saved = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20, model=MODEL)
+    saved.insert("a red fox", vector("a red fox"), SHAPE, {5: LATENT})
+    saved.save(str(tmp_path))
+    saved.close()
+    config = CacheConfig(directory=str(tmp_path), max_bytes=4 * LATENT.nbytes)
+    service = build_cache_service(config, MODEL, LEVELS, choose=take_level_5)
+
+    async def evict_while_restoring() -> tuple:
+        for i in range(10):
+            service.insert(request(f"prompt {i}"), vector(f"prompt {i}"), returned({5: LATENT, 10: LATENT}))
+        await similarity(service, "a blue whale")  # a miss
+        before = await service.stats()
+        held_restore.set()
+        while service.restoring:
+            await asyncio.sleep(0.01)
+        after = await service.stats()
+        await service.close(save_to=None)
+        return before, after
+
+    before, after = asyncio.run(asyncio.wait_for(evict_while_restoring(), timeout=60))
+    assert before.evictions > 0 and before.misses == 1
+    assert after.evictions >= before.evictions and after.misses >= before.misses
+    assert all(after.hits_by_level[k] >= n for k, n in before.hits_by_level.items())
+
+
 def test_an_engine_answers_while_its_saved_cache_is_read(tmp_path):
     """A FIFO in the saved cache's place holds the restore for as long as the test needs (it blocks until written):
     before, the engine answered nothing, not even /health, until it was."""

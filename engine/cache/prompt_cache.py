@@ -175,7 +175,9 @@ class PromptCache:
 
     def absorb(self, newer: PromptCache) -> None:
         """Inserts what `newer` holds (what generations brought while this cache was being restored), oldest
-        prompt first, and adds its hit and miss counts to this one's; `newer` is left as it was.
+        prompt first, and adds its hit, miss, spill and eviction counts to this one's (/metrics shows them as
+        counters: the evictions of the cache served while this one was read went missing, and the counter fell at
+        the hand-over); `newer` is left as it was.
 
         A prompt both hold keeps this cache's latents and gains the levels only `newer` has; the hits a latent of
         `newer` served are not carried over (its uses start at 0, as a fresh insert's).
@@ -189,6 +191,8 @@ class PromptCache:
         for level, hits in newer._hits.items():
             self._hits[level] += hits
         self._misses += newer._misses
+        self._store.spills += newer._store.spills
+        self._store.evictions += newer._store.evictions
 
     def stats(self) -> CacheStats:
         store = self._store
