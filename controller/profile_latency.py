@@ -195,6 +195,21 @@ def cache_levels(asked: list[int] | None, hello: Hello, steps: int) -> list[int]
     return levels
 
 
+def image_size(args: argparse.Namespace, hello: Hello) -> int:
+    """The side of the images to profile (--size, else the worker's default), checked with --steps against what the
+    worker said it takes: sent as they were, a size or step count it refuses failed the first batch with a
+    RuntimeError traceback after the model had loaded."""
+    from workers.limits import SizeLimits, steps_refusal
+
+    limits = SizeLimits(hello.min_size, hello.max_size, hello.default_size)
+    size = args.size or limits.default_size
+    if not limits.takes(size):
+        raise UsageError(f"--size {size}: this {hello.backend} worker takes {limits.rule}")
+    if refusal := steps_refusal(args.steps, hello.refused_steps):
+        raise UsageError(f"--steps: {refusal}")
+    return size
+
+
 def machine_description(hello: Hello, args: argparse.Namespace) -> str:
     if hello.simulated:
         backend = f"backend {hello.backend}, SIMULATED (time scale {args.time_scale}), no torch"
@@ -269,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
             if args.clock == "cpu" and (hello.simulated or hello.device != "cpu"):
                 raise UsageError("--clock cpu counts the worker's CPU time: only for a tiny or sdxl backend on cpu")
             described = f"measured from {now_utc()} by `{shlex.join(sys.argv)}`; {machine_description(hello, args)}"
-            size = args.size or hello.default_size
+            size = image_size(args, hello)
             measured = _measure(worker, args, levels, batches, size)
     profile = _profile(args, hello, levels, batches, size, measured, described)
     profile.save(args.out)

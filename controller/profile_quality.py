@@ -41,6 +41,7 @@ from controller.profile_latency import (
     WorkerProcess,
     add_worker_arguments,
     cache_levels,
+    image_size,
     levels_list,
     machine_description,
     now_utc,
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         with WorkerProcess(args, args.batch, Path(tmp)) as worker:
             hello = worker.handshake()
             levels = cache_levels(args.levels, hello, args.steps)
-            size = args.size or hello.default_size
+            size = image_size(args, hello)
             described = f"measured from {now_utc()} by `{shlex.join(sys.argv)}`; {machine_description(hello, args)}"
             generate = _Generator(worker, scorer, args, size)
             print(f"{len(prompts)} prompts at K=0 ({hello.backend}, {size}x{size}, N={args.steps}) ...", flush=True)

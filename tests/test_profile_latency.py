@@ -44,3 +44,13 @@ def test_levels_the_worker_has_no_latents_for_are_refused(tmp_path):
     assert done.returncode != 0
     assert "levels [7]" in done.stderr
     assert not (tmp_path / "profile.json").exists()
+
+
+def test_a_size_the_worker_refuses_is_a_usage_error(tmp_path):
+    # sent as it was, the first batch failed and the command ended in a RuntimeError traceback
+    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sim", "--time-scale", "0.001"]
+    command += ["--size", "100", "--out", str(tmp_path / "profile.json")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2, done.stderr
+    assert "--size 100: this sim worker takes a multiple of 8 from 64 to 2048" in done.stderr
+    assert "Traceback" not in done.stderr
