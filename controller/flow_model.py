@@ -223,7 +223,7 @@ def plan_from_rows(
         redirect={k: dict(row) for k, row in rows.items()},
         demand_rps=dict(problem.demand_rps),
         served_rps=served,
-        expected_quality=weighted / servable if servable > 0 else math.nan,
+        expected_quality=weighted / servable if served > 0 else math.nan,
         solve_ms=solve_ms,
         created_at=now,
         status=status,

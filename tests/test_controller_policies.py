@@ -2,6 +2,7 @@
 neighbour has no latent for."""
 
 import itertools
+import math
 import random
 from collections import Counter
 
@@ -162,6 +163,14 @@ def test_every_policy_makes_sound_plans(name):
         for row in plan.redirect.values():
             assert sum(row.values()) == pytest.approx(1.0)
         assert 0.0 <= plan.served_rps <= demand + 1e-6
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_a_plan_that_serves_nothing_expects_no_quality(name):
+    # /plan read 100 for the fixed policies with no worker: the quality of images it said it could not serve
+    plan = policy(name).plan(inputs(workers=0, demand=2.0))
+    assert plan.served_rps == 0.0
+    assert math.isnan(plan.expected_quality)
 
 
 def test_only_argus_moves_a_late_job_up_a_level():
