@@ -326,7 +326,10 @@ class Dispatcher:
             guidance_scale=key.guidance_scale,
             output_format=key.output_format,
             output_compression=key.output_compression,
-            items=[GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity) for job in jobs],
+            items=[
+                GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity, job.negative_prompt)
+                for job in jobs
+            ],
         )
         now = self._clock()
         self._timing.expect_busy(worker, jobs, now)

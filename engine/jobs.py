@@ -36,6 +36,7 @@ class BatchKey:
     guidance_scale: float
     output_format: str
     output_compression: int | None
+    negative: bool  # has a negative prompt (GenerateItem says why a batch cannot mix)
 
 
 @dataclass(eq=False, slots=True)
@@ -64,6 +65,10 @@ class Job:
         return self.request.spec.prompt
 
     @property
+    def negative_prompt(self) -> str | None:
+        return self.request.spec.negative_prompt or None  # "" asks for none
+
+    @property
     def key(self) -> BatchKey:
         spec = self.request.spec
         return BatchKey(
@@ -74,6 +79,7 @@ class Job:
             spec.guidance_scale,
             spec.output_format,
             spec.output_compression,
+            bool(spec.negative_prompt),
         )
 
 

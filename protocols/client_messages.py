@@ -29,6 +29,8 @@ RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID_
 class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_fields=True):
     request_id: RequestId
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    # what the images should not show (SD-XL's classifier-free guidance steers away from it); "" is none
+    negative_prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_CHARS)] | None = None
     n: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES_PER_REQUEST)] = 1
     width: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the backend's default
     height: Annotated[int, msgspec.Meta(ge=0)] = 0

@@ -53,6 +53,7 @@ class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     stream: Literal[False] | None = None  # images come whole: true is a 400
     partial_images: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None  # streamed only: above 0 is a 400
     # argus extensions
+    negative_prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_CHARS)] | None = None
     seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
     num_inference_steps: Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)] | None = None
     guidance_scale: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_GUIDANCE)] | None = None
@@ -113,6 +114,7 @@ def to_generate(request: ImageGenerationRequest, request_id: str) -> Generate:
     return Generate(
         request_id=request_id,
         prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
         n=request.n,
         width=width,
         height=height,

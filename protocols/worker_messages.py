@@ -24,8 +24,8 @@ from protocols.limits import OutputCompression
 
 # raised with every change to what a message holds: a worker of another version is refused, both versions named
 # (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model; 5: Generate.output_compression;
-# 6: Hello.refused_steps
-PROTOCOL_VERSION = 6
+# 6: Hello.refused_steps; 7: GenerateItem.negative_prompt
+PROTOCOL_VERSION = 7
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -103,10 +103,13 @@ class GenerateItem(msgspec.Struct, frozen=True):
     latent: np.ndarray | None = None
     # that neighbour's similarity to this prompt (what a simulated worker's quality model needs)
     similarity: float | None = None
+    # None, or the same for every item of a batch: SD-XL guides a batch by one kind of unconditional embedding,
+    # zeros with no negative prompt, the encoded text with one (even "")
+    negative_prompt: str | None = None
 
 
 class Generate(msgspec.Struct, tag="generate", frozen=True):
-    """A batch: every item shares level, steps, size, guidance and format."""
+    """A batch: every item shares level, steps, size, guidance and format, and has a negative prompt or none."""
 
     batch_id: int
     level: int

@@ -206,6 +206,26 @@ def test_different_seed_gives_a_different_image(backend, full_run):
     assert not np.array_equal(other.by_level()[4], full_run.by_level()[4])
 
 
+@pytest.mark.parametrize("level", [0, 8])
+def test_a_negative_prompt_steers_the_steps_run_and_the_same_one_gives_the_same_image(
+    backend, full_run, unet_calls, level
+):
+    latent = full_run.by_level()[level] if level else None
+
+    def run(negative: str | None) -> ItemDone:
+        item = GenerateItem("r1", "a red cat on a roof", 7, latent, negative_prompt=negative)
+        (done,) = backend.run(batch(level=level, items=(item,)), RecordingControl())
+        assert isinstance(done, ItemDone)
+        return done
+
+    plain, steered, again = run(None), run("blurry, dark, low quality"), run("blurry, dark, low quality")
+    assert steered.image != plain.image and steered.image == again.image
+    assert unet_calls.count == 3 * (STEPS - level)  # as many steps as without one
+    if not level:
+        assert plain.image == full_run.image
+        assert not np.array_equal(steered.by_level()[4], full_run.by_level()[4])
+
+
 def test_aborting_every_item_stops_early(backend, unet_calls):
     items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
     control = RecordingControl(abort_ids=("a", "b"), abort_after=3)

@@ -52,10 +52,17 @@ class Harness:
         return worker
 
     def request(
-        self, n=1, slo_ms=None, prompt="p", level=0, fallbacks=(), k_star=0, steps=50, chosen=True
+        self, n=1, slo_ms=None, prompt="p", level=0, fallbacks=(), k_star=0, steps=50, chosen=True, negative=None
     ) -> AdmittedRequest:
         """An admitted request, routed at `level` unless not yet `chosen` (its level still being chosen)."""
-        spec = Generate(request_id=f"r{len(self.sent)}-{prompt}", prompt=prompt, n=n, slo_ms=slo_ms, steps=steps)
+        spec = Generate(
+            request_id=f"r{len(self.sent)}-{prompt}",
+            prompt=prompt,
+            n=n,
+            slo_ms=slo_ms,
+            steps=steps,
+            negative_prompt=negative,
+        )
         request = AdmittedRequest(
             spec=spec,
             width=64,
@@ -116,6 +123,20 @@ async def test_queued_jobs_with_the_same_key_batch_together():
     assert [len(b.items) for b in h.batches()] == [1, 3]
     assert first.done and isinstance(first.future.result(), Images)
     assert sum(r.done for r in rest) == 0
+
+
+async def test_images_with_a_negative_prompt_batch_only_with_others_that_have_one():
+    # SD-XL guides a batch by one kind of unconditional embedding: zeros with no negative prompt, encoded text with
+    # one; mixed, the images without one would come out as they would not alone
+    h = Harness(inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=4)
+    h.request(prompt="first")
+    for negative in ("blurry", None, "", "dark", None):
+        h.request(negative=negative)
+    h.finish(a, h.batches()[0])
+    h.finish(a, h.batches()[1])
+    items = [[item.negative_prompt for item in b.items] for b in h.batches()[1:]]
+    assert items == [["blurry", "dark"], [None, None, None]]  # "" asks for none, as null does
 
 
 async def test_lost_worker_jobs_go_to_another_worker_once():

@@ -68,7 +68,9 @@ def test_same_seed_same_image(client):
         response = client.images.generate(
             prompt="a red apple", size="64x64", extra_body={"seed": 42, "num_inference_steps": 6}
         )
-        return base64.b64decode(response.data[0].b64_json)
+        (entry,) = response.data
+        assert entry.model_extra["argus"]["level"] == 0  # run in full, as the first was: comparable
+        return base64.b64decode(entry.b64_json)
 
     assert once() == once()
 
@@ -171,3 +173,18 @@ def test_a_value_argus_cannot_honour_is_a_400_naming_the_field(client, field, va
         client.images.generate(prompt="a kite", **{field: value})
     assert raised.value.body["param"] == field
     assert words in raised.value.body["message"].lower()
+
+
+def test_a_negative_prompt_rides_in_extra_body_and_steers_the_image(client):
+    def image(**extra) -> bytes:
+        response = client.images.generate(
+            prompt="a lantern", extra_body={"seed": 11, "num_inference_steps": 4, **extra}
+        )
+        return base64.b64decode(response.data[0].b64_json)
+
+    plain = image()
+    assert image(negative_prompt="") == plain  # "" asks for none, as leaving it out does
+    assert image(negative_prompt="blurry, washed out") != plain
+    with pytest.raises(openai.BadRequestError) as raised:
+        image(negative_prompt="x" * 4001)
+    assert raised.value.body["param"] == "negative_prompt"

@@ -210,6 +210,7 @@ class DiffusionBackend(Backend):
 
         common: dict[str, Any] = dict(
             prompt=[item.prompt for item in batch.items],
+            negative_prompt=_negative_prompts(batch.items),
             num_inference_steps=steps,
             guidance_scale=batch.guidance_scale,
             # CPU generators: the same seed gives the same noise on any device (rounded to the run's dtype)
@@ -290,6 +291,15 @@ def _uneven_steps(scheduler: Any) -> tuple[int, ...]:
             if not exact:
                 refused.append(steps)
     return tuple(refused)
+
+
+def _negative_prompts(items: list[GenerateItem]) -> list[str] | None:
+    """None when no item has one: diffusers then guides by zeros (SD-XL's force_zeros_for_empty_prompt), which an
+    encoded "" is not. The engine never mixes the two in a batch; an item without one in a batch that has them gets
+    "" (the images differ slightly from a batch with none)."""
+    if all(item.negative_prompt is None for item in items):
+        return None
+    return [item.negative_prompt or "" for item in items]
 
 
 def _cancel_all(batch: Generate) -> list[ItemOutcome]:
