@@ -82,7 +82,7 @@ class ClientDoor:
             send_hwm=self._unread_bound,
             # a client that reconnects under its identity (a dropped TCP connection, a NAT reset) gets its replies
             # at once, rather than being refused while the old connection is still thought alive. The identity is
-            # the client's secret (engine.client draws 128 random bits), and never logged whole
+            # the client's secret (engine.client draws a uuid4: 122 random bits), and never logged whole
             handover=True,
         )
         self.endpoints = bind_all(sock, listen)

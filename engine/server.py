@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import errno
 import functools
 import logging
 import shutil
@@ -63,13 +62,12 @@ _STATS_INTERVAL_S = 1.0
 
 @contextlib.contextmanager
 def _bind_errors_named(flag: str) -> Iterator[None]:
-    """An address this host cannot listen on (in use, not its own, a privileged port) is the user's to change: one
-    line naming the flag, not a traceback."""
+    """An address this host cannot listen on (in use, not its own, a privileged port, or no address at all: "foo",
+    a host name, a port that is not a number, a transport such as udp:// that a ROUTER cannot use) is the user's to
+    change: one line naming the flag and ZeroMQ's reason, not a traceback."""
     try:
         yield
     except zmq.ZMQError as error:
-        if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
-            raise
         raise UsageError(f"{flag}: {error}") from None
 
 

@@ -1,6 +1,7 @@
 """An engine that cannot start (a port in use) says which flag in one line, and closes what it opened: no folder,
 socket or thread is left."""
 
+import re
 import socket
 import subprocess
 import sys
@@ -53,6 +54,25 @@ def test_a_worker_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port
         Engine(in_process_config(tmp_path, worker_listen=(address,)))
     assert list(temp_root.iterdir()) == []
     Engine(in_process_config(tmp_path)).close()
+
+
+@pytest.mark.parametrize(
+    ("field", "address", "reason"),
+    [
+        ("worker_listen", "foo", "Invalid argument"),
+        ("worker_listen", "tcp://127.0.0.1:abc", "Invalid argument"),
+        ("client_listen", "tcp://no-such-interface:5555", "No such device"),
+        ("client_listen", "udp://127.0.0.1:5555", "not compatible"),
+    ],
+)
+def test_an_address_zeromq_cannot_listen_on_is_a_usage_error_naming_the_flag(
+    tmp_path, temp_root, field, address, reason
+):
+    """Each ended `argus serve` in a ZMQError traceback (exit 1)."""
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(UsageError, match=f"{flag}: .*{reason}.*{re.escape(address)}"):
+        Engine(in_process_config(tmp_path, **{field: (address,)}))
+    assert list(temp_root.iterdir()) == []
 
 
 @pytest.mark.parametrize("flag", ["--port", "--client-listen", "--worker-listen"])
