@@ -81,6 +81,10 @@ def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
     for key in ("p99_added_ms_at_half_peak", "controller_solve_ms", "engine_cpu_at_half_peak"):
         assert _positive(data[key]), (key, data[key])
     assert data["send_late_p99_ms_at_half_peak"] >= 0
+    # the machine's busy cores hold the engine's and the fleets' (each read in ticks of 10 ms over a 1 s window)
+    engine_and_fleets = data["engine_cpu_at_half_peak"] + data["fleets_cpu_at_half_peak"]
+    assert data["fleets_cpu_at_half_peak"] >= 0 and data["cores"] >= 1
+    assert engine_and_fleets <= data["machine_cpu_at_half_peak"] + 0.05 <= data["cores"] + 0.1
     assert "(never saturated)" in stdout and "SIMULATED" in stdout
     # 20-odd latencies at the half peak: its "p99" is their max, and the report says so
     assert 0 < data["latency_samples_at_half_peak"] < 100

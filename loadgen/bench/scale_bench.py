@@ -31,6 +31,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -43,6 +44,7 @@ from loadgen.bench.harness import (
     LOOPBACK,
     Child,
     EngineChild,
+    machine_busy_s,
     p99_caveat,
     percentile,
     process_cpu_s,
@@ -99,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+CORES = os.cpu_count() or 1
+
+
 # -- one step of load, as the parent sees it --------------------------------------------------
 @dataclass
 class Step:
@@ -110,6 +115,8 @@ class Step:
     unanswered: int
     samples: int  # latencies the percentiles are taken over
     engine_cpu: float  # share of one core over the measured window
+    fleets_cpu: float  # the fleet processes', in cores
+    machine_cpu: float  # every process's on this machine (load generators, other jobs), in cores
     # how late the load processes sent, p99: latency is timed from the send, so late sending understates it
     send_late_p99_ms: float
 
@@ -228,7 +235,7 @@ def _measured_step(
     print(
         f"  offered {rate:8,.0f}  answered {step.answered_rps:8,.0f} req/s  p50 {step.p50_ms:7.2f}  "
         f"p99 {step.p99_ms:8.2f} ms  engine CPU {step.engine_cpu:4.0%} ({step.engine_us_per_request:,.0f} us/req)  "
-        f"{verdict}",
+        f"machine {step.machine_cpu:.1f} of {CORES} cores busy  {verdict}",
         flush=True,
     )
     return step
@@ -277,9 +284,11 @@ def _step(
     try:
         window_start = start_at + args.warmup_s
         _sleep_until(window_start)
-        cpu_before = process_cpu_s(pid)
+        watched = [pid, *(fleet.process.pid for fleet in fleets)]
+        before = [process_cpu_s(p) for p in watched] + [machine_busy_s()]
         _sleep_until(window_start + seconds)
-        cpu = (process_cpu_s(pid) - cpu_before) / seconds
+        after = [process_cpu_s(p) for p in watched] + [machine_busy_s()]
+        cpu, *fleets_cpu, machine_cpu = ((b - a) / seconds for a, b in zip(before, after, strict=True))
         for loader in loaders:
             if loader.process.wait(timeout=args.warmup_s + seconds + DRAIN_S + 30.0) != 0:
                 raise RuntimeError(f"a load generator failed:\n{loader.log_tail()}")
@@ -301,6 +310,8 @@ def _step(
         samples=len(latencies),
         unanswered=sum(part["unanswered"] for part in parts),
         engine_cpu=cpu,
+        fleets_cpu=sum(fleets_cpu),
+        machine_cpu=machine_cpu,
         send_late_p99_ms=percentile(lateness, 99),
     )
 
@@ -357,6 +368,8 @@ def _report(args: argparse.Namespace, result: dict) -> None:
                 "unanswered",
                 "engine CPU",
                 "engine us/req",
+                "fleets CPU",
+                f"machine CPU of {CORES}",
                 "send late p99 ms",
                 "kept up",
             ],
@@ -370,6 +383,8 @@ def _report(args: argparse.Namespace, result: dict) -> None:
                     s.unanswered,
                     s.engine_cpu,
                     s.engine_us_per_request,
+                    s.fleets_cpu,
+                    s.machine_cpu,
                     s.send_late_p99_ms,
                     s.kept_up(args.p99_limit_ms),
                 ]
@@ -402,6 +417,12 @@ def _report(args: argparse.Namespace, result: dict) -> None:
                 ["kept up at half peak", half_kept_up, "" if half_kept_up else "the p99 above is not a valid figure"],
                 ["engine CPU at half peak (cores)", half.engine_cpu, ""],
                 ["engine CPU us per request at half peak", half.engine_us_per_request, ""],
+                ["fleets CPU at half peak (cores)", half.fleets_cpu, ""],
+                [
+                    f"machine CPU busy at half peak (cores of {CORES})",
+                    half.machine_cpu,
+                    "engine, fleets, load generators and anything else: near all, and the p99 is the machine's",
+                ],
                 ["controller solve ms", solve_ms, f"allocation MILP for the fleet, median of {SOLVES}"],
             ],
         )
@@ -414,6 +435,9 @@ def _report(args: argparse.Namespace, result: dict) -> None:
             "p99_added_ms_at_half_peak": half.p99_ms,
             "controller_solve_ms": solve_ms,
             "engine_cpu_at_half_peak": half.engine_cpu,
+            "fleets_cpu_at_half_peak": half.fleets_cpu,
+            "machine_cpu_at_half_peak": half.machine_cpu,
+            "cores": CORES,
             "send_late_p99_ms_at_half_peak": half.send_late_p99_ms,
             "latency_samples_at_half_peak": half.samples,
             "saturated": result["saturated"],  # false: peak_rps is only a floor
