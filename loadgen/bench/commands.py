@@ -13,6 +13,7 @@ BENCHMARKS = {
     "worker": ("loadgen.bench.worker_bench", "seconds per image by level K, and worker overhead vs. diffusers"),
     "engine": ("loadgen.bench.engine_bench", "engine throughput and added latency vs. bare ZeroMQ and aiohttp"),
     "cache": ("loadgen.bench.cache_bench", "prompt cache lookups, inserts and bytes per latent"),
+    "checkpoint": ("loadgen.bench.checkpoint_bench", "how long lookups wait while the prompt cache is checkpointed"),
     "chaos": ("loadgen.bench.chaos_bench", "exactly-once replies while SIMULATED workers are killed and hung"),
     "compare": ("loadgen.bench.compare_bench", "policies side by side on one trace (simulated cluster)"),
     "controller": ("loadgen.bench.controller_bench", "allocation MILP solve time by fleet size, route LP beside it"),

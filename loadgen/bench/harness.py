@@ -163,13 +163,13 @@ class EngineChild:
         return self.child.stop(timeout_s=30.0)
 
 
-def start_engine(log_dir: Path, *args: str, workers: int = 2) -> EngineChild:
+def start_engine(log_dir: Path, *args: str, workers: int = 2, log_level: str = "WARNING") -> EngineChild:
     """`argus serve` on free loopback ports (HTTP, ZeroMQ clients, ZeroMQ workers)."""
     http_port, client_port, worker_port = free_port(), free_port(), free_port()
     command = python_module(
         "engine.cli",
         "--log-level",
-        "WARNING",
+        log_level,
         "serve",
         "--host",
         LOOPBACK,

@@ -1,0 +1,171 @@
+"""`argus bench checkpoint`: how long requests wait on the prompt cache while the engine checkpoints it.
+
+A cache of `--cache-mib` MiB of SD-XL latents (4 x 128 x 128 float16, five
+levels a prompt, in a 1024x1024 shape) is saved to a fresh `--cache-dir`
+first, under the sim model's name, so a real `argus serve --backend sim` (one
+worker, `--time-scale 0`: an image costs no time) restores it at start. Once it
+is restored, requests go in over ZeroMQ at `--rate` a second for `--duration`
+seconds, open loop (each sent on time, whatever the others wait), each a new
+64x64 prompt: a miss whose latents the engine inserts, so the cache changes
+and every `--interval` the checkpoint writes the whole file again.
+
+A request's time is from its send to its reply. The engine's log gives each
+checkpoint's end and length, so requests are split into those sent while a
+checkpoint ran and the rest; the table compares the two. Before checkpoints
+were written off the cache thread, every lookup waited for the whole save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from engine.arg_types import positive_float, positive_int
+from loadgen.bench.harness import percentile, start_engine, table, write_json
+
+SDXL_LATENT = (4, 128, 128)  # float16: 128 KiB
+LEVELS = (5, 10, 15, 20, 25)
+# the engine's INFO line for each checkpoint (engine/cache_service.py), with the log's own time stamp; the share
+# on the cache thread is logged since the save was moved off it
+_CHECKPOINT_LINE = re.compile(
+    r"^(\S+ \S+) INFO .*prompt cache checkpointed to .* in ([\d.]+) s(?: \(([\d.]+) s of it on the cache thread)?"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-mib", type=positive_int, default=1024, help="SD-XL latents cached (default 1024)")
+    parser.add_argument("--interval", type=positive_float, default=5.0, help="--cache-save-interval (default 5 s)")
+    parser.add_argument("--duration", type=positive_float, default=30.0, help="seconds of load (default 30)")
+    parser.add_argument("--rate", type=positive_float, default=20.0, help="requests a second (default 20)")
+
+
+def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="argus-checkpoint-") as work:
+        work = Path(work)
+        cache_dir = work / "cache"
+        prompts = _save_a_cache(cache_dir, args.cache_mib << 20)
+        engine = start_engine(
+            work,
+            "--backend",
+            "sim",
+            "--time-scale",
+            "0",
+            "--cache-dir",
+            str(cache_dir),
+            "--cache-bytes",
+            str((args.cache_mib + 64) << 20),  # room for the probes' latents beside the restored ones
+            "--cache-save-interval",
+            str(args.interval),
+            workers=1,
+            log_level="INFO",
+        )
+        try:
+            _wait_restored(engine)
+            sent = asyncio.run(_probe(engine.client_address, args.rate, args.duration))
+        finally:
+            engine.stop()
+        checkpoints = _checkpoints(engine.child.log_path.read_text())
+    during = [latency for at, latency in sent if any(start <= at < end for start, end, _ in checkpoints)]
+    outside = [latency for at, latency in sent if not any(start <= at < end for start, end, _ in checkpoints)]
+    rows = [_row(name, values) for name, values in (("during a checkpoint", during), ("outside", outside))]
+    print(f"{prompts} prompts, {args.cache_mib} MiB of SD-XL latents; checkpoints, s (on the cache thread):", end=" ")
+    print(", ".join(f"{end - start:.2f} ({on_thread})" for start, end, on_thread in checkpoints) or "none")
+    print(table(["requests sent", "count", "p50 ms", "p99 ms", "max ms"], rows))
+    write_json(
+        args.json,
+        {
+            "cache_mib": args.cache_mib,
+            "prompts": prompts,
+            "checkpoint_s": [end - start for start, end, _ in checkpoints],
+            "on_cache_thread_s": [on_thread for _, _, on_thread in checkpoints],
+            "during": _summary(during),
+            "outside": _summary(outside),
+        },
+    )
+    return 0
+
+
+def _save_a_cache(directory: Path, cache_bytes: int) -> int:
+    """Saves `cache_bytes` of SD-XL latents as the sim workers' engine names its model; returns the prompts."""
+    import numpy as np
+
+    from controller.profiles import LatencyProfile
+    from engine.cache.embedders import HashEmbedder
+    from engine.cache.prompt_cache import PromptCache, ShapeKey
+    from workers.model_id import SIM_PROFILE, sim_model_id
+
+    latent = np.random.default_rng(0).standard_normal(SDXL_LATENT).astype(np.float16)
+    prompts = cache_bytes // (len(LEVELS) * latent.nbytes)
+    embedder = HashEmbedder()
+    model = sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
+    cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=cache_bytes, model=model)
+    texts = [f"a saved prompt, number {i}" for i in range(prompts)]
+    shape = ShapeKey(50, 1024, 1024)
+    for text, vector in zip(texts, embedder.embed(texts), strict=True):
+        cache.insert(text, vector, shape, dict.fromkeys(LEVELS, latent))
+    directory.mkdir()
+    cache.save(str(directory))
+    cache.close()
+    return prompts
+
+
+def _wait_restored(engine, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = engine.wait_ready(1)
+        if not status["cache_restoring"]:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the saved cache was not restored in {timeout_s:g} s:\n{engine.child.log_tail()}")
+
+
+async def _probe(address: str, rate: float, duration_s: float) -> list[tuple[float, float]]:
+    """(wall-clock time sent, milliseconds to the reply) of each request, sent open loop."""
+    from engine.client import AsyncArgusClient
+    from protocols.client_messages import Images
+
+    client = AsyncArgusClient(address)
+
+    async def one(i: int) -> tuple[float, float]:
+        at, started = time.time(), time.perf_counter()
+        reply = await asyncio.wait_for(client.generate(f"probe {i}: a fox in the snow", width=64, height=64), 120)
+        if not isinstance(reply, Images):
+            raise RuntimeError(f"probe {i} was answered {reply}")
+        return at, (time.perf_counter() - started) * 1000
+
+    try:
+        tasks, start = [], time.perf_counter()
+        for i in range(int(rate * duration_s)):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i)))
+        return list(await asyncio.gather(*tasks))
+    finally:
+        await client.close()
+
+
+def _checkpoints(log: str) -> list[tuple[float, float, float | None]]:
+    """(start, end) in wall-clock seconds of each checkpoint the engine logged, and its seconds on the cache thread
+    (None: all of it, as the engine logged before the save was moved off that thread)."""
+    found = []
+    for line in log.splitlines():
+        if match := _CHECKPOINT_LINE.match(line):
+            end = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            found.append((end - float(match[2]), end, float(match[3]) if match[3] else None))
+    return found
+
+
+def _summary(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    p50, p99 = percentile(values, 50), percentile(values, 99)
+    return {"count": len(values), "p50_ms": p50, "p99_ms": p99, "max_ms": max(values)}
+
+
+def _row(name: str, values: list[float]) -> list:
+    summary = _summary(values)
+    return [name, summary["count"], *(summary.get(k, "") for k in ("p50_ms", "p99_ms", "max_ms"))]
