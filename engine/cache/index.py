@@ -48,6 +48,8 @@ GRAPH_ABOVE = 1024
 EXACT_AT = GRAPH_ABOVE // 4
 # the graph keeps ids as hnswlib labels, uint64
 _ID_LIMIT = 1 << 64
+# the layout of hnswlib's pickle state (Index.__getstate__) that _Graph.vectors reads: 0.8's
+_HNSW_STATE_VERSION = 1
 
 
 class VectorIndex:
@@ -215,7 +217,18 @@ class _Graph:
         return labels[:, 0].tolist(), 1.0 - distances[:, 0]
 
     def vectors(self, ids: list[int]) -> np.ndarray:
-        return np.asarray(self._index.get_items(ids, return_type="numpy"), dtype=np.float32)
+        """Read from hnswlib's pickle state, which hands back the graph's level-0 block (each element's links,
+        vector and label) in one copy: get_items builds each vector through a list, 68 us a vector here (1,638
+        vectors of 1024 dims: 112 ms against 1 to 3 ms, and a checkpoint holds the cache thread for it)."""
+        state = self._index.__getstate__()[0]
+        if state["ser_version"] != _HNSW_STATE_VERSION:  # another layout: the slow way, still right
+            return np.asarray(self._index.get_items(ids, return_type="numpy"), dtype=np.float32)
+        size, start = state["size_data_per_element"], state["offset_data"]
+        block = state["data_level0"].reshape(-1, size)  # int8, one row per element, cur_element_count rows
+        labels, internal_ids = state["label_lookup_external"].tolist(), state["label_lookup_internal"].tolist()
+        internal = dict(zip(labels, internal_ids, strict=True))
+        rows = block[[internal[i] for i in ids], start : start + 4 * self._index.dim]  # a copy: fancy indexing
+        return rows.view(np.float32)
 
     def items(self) -> tuple[list[int], np.ndarray]:
         ids = list(self._live)
