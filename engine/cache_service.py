@@ -12,6 +12,12 @@ thread serves: until it is handed over, lookups see what generations brought
 since the start (most prompts miss), and a checkpoint waits for the next turn.
 The hand-over inserts what they brought into the restored cache, so nothing is
 lost; the drain waits for it before its save.
+
+A save (a checkpoint, or the drain's) takes a snapshot on the cache thread, which
+costs milliseconds, and writes it on a thread of its own (`argus-cache-save`)
+while lookups go on: written on the cache thread, a 1 GiB save held every lookup
+for 2 to 3 s. One save is written at a time: a checkpoint due while one is still
+written is skipped, and the drain's save waits for it, then saves what came since.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 from controller.predictor import Lookup
 from engine.cache.embedders import Embedder, make_embedder
 from engine.cache.latent_store import check_latent
-from engine.cache.prompt_cache import CacheStats, Neighbour, PromptCache, ShapeKey
+from engine.cache.prompt_cache import CacheSnapshot, CacheStats, Neighbour, PromptCache, ShapeKey
 from engine.cache_dir import has_saved_cache, load_saved_cache, lock_cache_dir, new_prompt_cache, remove_leftovers
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest
@@ -97,6 +103,9 @@ class CacheService:
         # reads the saved cache, which takes seconds (a 1 GiB save: 6 s), while the cache thread serves
         self._restorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache-restore")
         self._restore: Future[PromptCache | None] | None = None
+        # writes the saves' snapshots while the cache thread serves; the one being written (read on the loop only)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache-save")
+        self._writing: Future | None = None
         # a restore not handed over yet: set on the loop as it is asked for (so /ready says so at once), then only
         # on the cache thread, which owns the rest: the cache's `changes` at its last save (None: never saved); a
         # restore failed unexpectedly, so its file is left as it was, not saved over
@@ -167,25 +176,55 @@ class CacheService:
         return await asyncio.wrap_future(self._submit(lambda: self._cache.stats()))
 
     async def checkpoint(self, save_to: str) -> None:
-        """Saves the cache if it changed since the last save (a kill loses only what came after), on the cache
-        thread: lookups wait for it, the loop does not. Skipped while the saved cache is being restored."""
-        if self._cache is not None:
-            await asyncio.wrap_future(self._submit(self._save, save_to, False))
+        """Saves the cache if it changed since the last save (a kill loses only what came after): a snapshot on the
+        cache thread, written on the save thread while lookups go on. Skipped while the saved cache is being
+        restored, and while the last save is still being written (never two writers of one file)."""
+        if self._cache is None:
+            return
+        if self._writing is not None and not self._writing.done():
+            log.warning("the last checkpoint of the prompt cache is still being written: this one is skipped")
+            return
+        # not cancelled with its caller (the drain ends the checkpoint task): a snapshot taken is always written and
+        # released, and the drain waits for the write
+        await asyncio.shield(self._save(save_to, final=False))
 
     async def close(self, save_to: str | None) -> None:
-        """Saves the cache (warm restart) and stops the thread; a failed save still closes the cache and the thread.
-        A restore still running is waited for, and saved with the rest."""
+        """Saves the cache (warm restart) and stops the threads; a failed save still closes the cache and the
+        threads. A restore still running is waited for, and saved with the rest; so is a checkpoint still being
+        written, and what came after it is saved then."""
         try:
             if self._cache is not None and save_to:
-                await asyncio.wrap_future(self._submit(self._save, save_to, True))
+                await self._written()
+                await self._save(save_to, final=True)
         finally:
             if self._cache is not None:
+                await self._written()  # the write reads the spill folder, which closing the cache deletes
                 # on the thread, which reads self._cache there: a restore handed over before it replaced the cache
                 await asyncio.wrap_future(self._submit(self._close_cache))
             self._thread.shutdown(wait=True)
+            self._writer.shutdown(wait=True)
             self._restorer.shutdown(wait=True)
             if self._directory_lock is not None:
                 os.close(self._directory_lock)
+
+    async def _save(self, directory: str, final: bool) -> None:
+        taken = await asyncio.wrap_future(self._submit(self._snapshot, directory, final))
+        if taken is None:
+            return
+        snapshot, started, on_thread = taken
+        self._writing = self._writer.submit(snapshot.write, directory)
+        # added before anything awaits the write, so it runs first: the cache thread takes its outcome before any
+        # work a waiter queues there (the drain's save after a checkpoint compares with what that wrote)
+        self._writing.add_done_callback(
+            lambda writing: self._thread.submit(self._saved, snapshot, writing, directory, final, (started, on_thread))
+        )
+        await asyncio.wrap_future(self._writing)
+
+    async def _written(self) -> None:
+        """Waits for a save still being written; its failure is its checkpoint's to report."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(self._writing)
 
     # -- batching onto the thread ------------------------------------------------------
     def _submit(self, work: Callable, *args) -> Future:
@@ -222,29 +261,46 @@ class CacheService:
             then(request, preparation)
 
     # -- on the cache thread ---------------------------------------------------------------
-    def _save(self, directory: str, final: bool) -> None:
+    def _snapshot(self, directory: str, final: bool) -> tuple[CacheSnapshot, float, float] | None:
+        """What to save, when its snapshot began (time.monotonic) and the seconds it took; None: nothing to save."""
         if final:
             self._hand_over()  # waits for a restore still running: saved without it, the file's contents were lost
         elif self._restoring:
-            return  # the file holds more than this cache yet: the next checkpoint saves
+            return None  # the file holds more than this cache yet: the next checkpoint saves
         if not self._cache.model:
             if final:  # no worker named the model: the last save, whichever model made it, is left for the next start
                 log.info("no worker joined: the saved prompt cache in %s is left as it was", directory)
-            return
+            return None
         if self._keep_saved_file:
             if final:
                 log.warning(
                     "the saved prompt cache in %s could not be restored: left as it was, not saved over", directory
                 )
-            return
+            return None
         if self._cache.changes == self._saved_changes:
-            return  # nothing new since the last save: the file holds it all
-        changes, started = self._cache.changes, time.monotonic()
-        self._cache.save(directory)
-        self._saved_changes = changes
-        what = "saved" if final else "checkpointed"
-        prompts = self._cache.stats().prompts
-        log.info("prompt cache %s to %s: %d prompts in %.1f s", what, directory, prompts, time.monotonic() - started)
+            return None  # nothing new since the last save: the file holds it all
+        started = time.monotonic()
+        snapshot = self._cache.snapshot()
+        return snapshot, started, time.monotonic() - started
+
+    def _saved(
+        self, snapshot: CacheSnapshot, writing: Future, directory: str, final: bool, timing: tuple[float, float]
+    ) -> None:
+        """A save's write ended (or failed): the files it kept may go, and what it wrote is the file's. `timing`:
+        when its snapshot began, and the seconds the snapshot held the cache thread."""
+        snapshot.release()
+        if writing.cancelled() or writing.exception() is not None:
+            return  # reported by its caller; the next save writes it all again
+        self._saved_changes = snapshot.changes
+        (started, on_thread), what = timing, "saved" if final else "checkpointed"
+        log.info(
+            "prompt cache %s to %s: %d prompts in %.2f s (%.3f s of it on the cache thread, lookups waiting)",
+            what,
+            directory,
+            len(snapshot.prompts),
+            time.monotonic() - started,
+            on_thread,
+        )
 
     def _insert_all(self, inserts: list[Insert]) -> None:
         # self._cache read here, not when queued (stats too): the restore's hand-over, queued before, replaces it

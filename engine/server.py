@@ -412,8 +412,9 @@ class Engine:
             await asyncio.sleep(_STATS_INTERVAL_S)
 
     async def _checkpoint_forever(self) -> None:
-        """Saves the cache every --cache-save-interval, so a killed engine restarts warm. Stops as the drain starts:
-        the drain's own save comes after a checkpoint still running (one thread), never beside it."""
+        """Saves the cache every --cache-save-interval, counted from the end of the last save, so a killed engine
+        restarts warm. Stops as the drain starts: the drain's own save waits for a checkpoint still being written,
+        never beside it."""
         directory, interval = self.config.cache.directory, self.config.cache.save_interval_s
         if not (self.cache.enabled and directory and interval):
             return

@@ -1,19 +1,26 @@
 """--cache-save-interval: the cache is saved while the engine runs, so an engine killed (SIGKILL, the OOM killer, a
-crash) restarts warm. Before, it was saved only at a clean drain, and a kill lost all of it."""
+crash) restarts warm. Before, it was saved only at a clean drain, and a kill lost all of it.
+
+A save is a snapshot taken on the cache thread and written on a thread of its own: before, it was written on the
+cache thread, and every lookup waited for the whole write (1 GiB: 2 to 3 s)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import threading
 import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from test_cache_restore_background import (
     EMBEDDER,
     LATENT,
     LEVELS,
     MODEL,
+    SHAPE,
     file_identity,
     request,
     returned,
@@ -24,6 +31,7 @@ from test_cache_restore_background import take_level_5 as choose
 from test_cache_warm_restart import assert_a_restart_finds_it, generate, start
 
 from engine.cache import persistence
+from engine.cache.prompt_cache import PromptCache
 from engine.cache_service import build_cache_service
 from engine.config import CacheConfig
 
@@ -62,3 +70,108 @@ def test_a_checkpoint_writes_only_when_the_cache_changed(tmp_path):
     asyncio.run(asyncio.wait_for(checkpoint_thrice(), timeout=60))
     [latent] = persistence.read_cache_file(path, "hash", EMBEDDER.dim, LEVELS, MODEL).latents
     assert latent.uses == 1
+
+
+@pytest.fixture
+def held_write(monkeypatch):
+    """Each save's write, once begun, waits until the test lets it go: the events say in which order things came.
+    Bounded, so that where lookups wait for the write (as they did) the test fails on the order, not by hanging."""
+    held = SimpleNamespace(begun=threading.Event(), release=threading.Event(), events=[])
+    write = persistence.write_cache_file
+
+    def held_back(*args, **kwargs):
+        held.begun.set()
+        held.release.wait(timeout=20)
+        held.events.append("written")
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(persistence, "write_cache_file", held_back)
+    yield held
+    held.release.set()  # a failed test must not leave the save thread waiting
+
+
+def saved_prompts(directory) -> dict[str, int]:
+    """The saved cache's prompts, with the uses of their latent of level 5."""
+    saved = persistence.read_cache_file(directory / persistence.FILE_NAME, "hash", EMBEDDER.dim, LEVELS, MODEL)
+    texts = {p.prompt_id: p.text for p in saved.prompts}
+    return {texts[latent.prompt_id]: latent.uses for latent in saved.latents if latent.level == 5}
+
+
+def test_lookups_and_inserts_go_on_while_a_checkpoint_is_written(tmp_path, held_write):
+    """The file holds the cache as it was when the checkpoint began; what came while it was written, the next."""
+    service = build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=choose)
+
+    async def serve_through_a_checkpoint() -> None:
+        service.insert(request("a red fox"), vector("a red fox"), returned({5: LATENT}))
+        checkpoint = asyncio.create_task(service.checkpoint(str(tmp_path)))
+        assert await asyncio.to_thread(held_write.begun.wait, 30)
+        assert await similarity(service, "a red fox") == pytest.approx(1.0)  # a hit, on the cache thread
+        service.insert(request("a cat"), vector("a cat"), returned({5: LATENT}))
+        assert (await service.stats()).prompts == 2
+        held_write.events.append("answered")
+        held_write.release.set()
+        await checkpoint
+        assert held_write.events == ["answered", "written"]  # before: the lookup waited for the whole write
+        assert saved_prompts(tmp_path) == {"a red fox": 0}  # neither the hit nor the cat: they came after
+        await service.checkpoint(str(tmp_path))
+        assert saved_prompts(tmp_path) == {"a red fox": 1, "a cat": 0}
+        await service.close(save_to=str(tmp_path))
+
+    asyncio.run(asyncio.wait_for(serve_through_a_checkpoint(), timeout=60))
+
+
+def test_a_checkpoint_due_while_one_is_written_is_skipped_and_the_drain_saves_after_it(tmp_path, held_write):
+    """Never two writers of one file, and the drain's save, which waits for the one being written, holds what came
+    after it."""
+    service = build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=choose)
+
+    async def stop_while_a_checkpoint_is_written() -> None:
+        service.insert(request("a red fox"), vector("a red fox"), returned({5: LATENT}))
+        first = asyncio.create_task(service.checkpoint(str(tmp_path)))
+        assert await asyncio.to_thread(held_write.begun.wait, 30)
+        await service.checkpoint(str(tmp_path))  # skipped: before, it waited behind the first, as lookups did
+        held_write.events.append("second checkpoint returned")
+        service.insert(request("a cat"), vector("a cat"), returned({5: LATENT}))
+        stopping = asyncio.create_task(service.close(save_to=str(tmp_path)))
+        await asyncio.sleep(0.1)  # a chance to reach the wait (the result is the same if it has not)
+        held_write.release.set()
+        await first
+        await stopping
+
+    asyncio.run(asyncio.wait_for(stop_while_a_checkpoint_is_written(), timeout=60))
+    assert held_write.events == ["second checkpoint returned", "written", "written"]
+    assert saved_prompts(tmp_path) == {"a red fox": 0, "a cat": 0}
+
+
+def test_a_snapshot_is_written_whole_though_its_latents_leave_the_cache_meanwhile(tmp_path):
+    """A latent in memory is shared with the snapshot (no copy); a spilled one's file is kept until the release,
+    though evicted meanwhile, and then deleted."""
+    spill = tmp_path / "spill"
+    cache = PromptCache(
+        "hash", EMBEDDER.dim, LEVELS, max_bytes=LATENT.nbytes, spill_dir=str(spill), spill_bytes=2 * LATENT.nbytes
+    )
+    cache.model = MODEL
+
+    def insert(i: int) -> None:
+        cache.insert(f"prompt {i}", vector(f"prompt {i}"), SHAPE, {5: np.full_like(LATENT, i)})
+
+    for i in range(3):
+        insert(i)  # prompt 2 in memory, 0 and 1 spilled
+    snapshot = cache.snapshot()
+    for i in (3, 4):
+        insert(i)  # 2 spills, 0 and 1 are evicted for good
+    assert sorted(p.text for p in snapshot.prompts) == ["prompt 0", "prompt 1", "prompt 2"]
+    [folder] = spill.iterdir()
+    assert len(list(folder.iterdir())) == 4  # 2 and 3, and the evicted files the snapshot names
+    snapshot.write(str(tmp_path / "saved"))
+    snapshot.release()
+    assert len(list(folder.iterdir())) == 2
+    restored = PromptCache.load(str(tmp_path / "saved"), "hash", EMBEDDER.dim, LEVELS, 1 << 20, model=MODEL)
+    try:
+        for i in range(3):
+            neighbour = restored.lookup(vector(f"prompt {i}"), SHAPE)
+            assert neighbour.prompt == f"prompt {i}"
+            np.testing.assert_array_equal(restored.take_latent(neighbour.prompt_id, 5), np.full_like(LATENT, i))
+    finally:
+        restored.close()
+        cache.close()

@@ -20,7 +20,8 @@ def test_memory_overflow_spills_to_disk_then_evicts(tmp_path):
     assert (store.bytes_in_memory, store.bytes_on_disk) == (2 * LATENT.nbytes, 2 * LATENT.nbytes)
     assert evicted == [(1, 5)]  # memory keeps 4 and 5; 2 and 3 are on disk
     [folder] = tmp_path.iterdir()
-    assert sorted(f.name for f in folder.iterdir()) == ["2_5.latent", "3_5.latent"]
+    # named prompt_level_seq: the third number counts the latents stored
+    assert sorted(f.name for f in folder.iterdir()) == ["2_5_1.latent", "3_5_2.latent"]
     assert all(f.stat().st_size == LATENT.nbytes for f in folder.iterdir())
     assert store.peek((2, 5)) is None and store.peek((1, 5)) is None  # a peek reads memory only
     np.testing.assert_array_equal(store.peek((4, 5)), LATENT * 4)
@@ -124,7 +125,7 @@ def test_a_spill_folder_deleted_while_running_is_made_again(tmp_path):
     for prompt_id in range(3, 6):
         store.put((prompt_id, 5), LATENT * prompt_id)
     assert evicted == []
-    assert sorted(f.name for f in folder.iterdir()) == ["2_5.latent", "3_5.latent", "4_5.latent"]
+    assert sorted(f.name for f in folder.iterdir()) == ["2_5_1.latent", "3_5_2.latent", "4_5_3.latent"]
     assert folder.stat().st_mode & 0o777 == 0o700
     np.testing.assert_array_equal(store.take((3, 5)), LATENT * 3)
     assert store.take((1, 5)) is None and evicted == [(1, 5)]  # deleted with the folder

@@ -113,8 +113,10 @@ def test_a_save_leaves_out_latents_whose_spill_files_are_gone_or_cut_short(tmp_p
     cache = PromptCache("hash", DIM, LEVELS, max_bytes=512, spill_dir=str(tmp_path / "spill"), spill_bytes=4096)
     ids = [cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5)}) for i in range(4)]  # 3 spilled
     [folder] = (tmp_path / "spill").iterdir()
-    (folder / f"{ids[0]}_5.latent").unlink()
-    (folder / f"{ids[1]}_5.latent").write_bytes(b"short")
+    [gone] = folder.glob(f"{ids[0]}_5_*.latent")
+    [cut_short] = folder.glob(f"{ids[1]}_5_*.latent")
+    gone.unlink()
+    cut_short.write_bytes(b"short")
     cache.save(str(tmp_path / "saved"))
     restored = load(tmp_path / "saved")
     try:
@@ -222,7 +224,7 @@ def test_an_intact_but_inconsistent_file_is_refused(tmp_path):
         prompts,
         vector(0)[None],
         bad_level,
-        lambda key: latent(0, 5),
+        [latent(0, 5)],
         "",
     )
     with pytest.raises(CacheFileError, match="inconsistent: latent \\(1, 7\\)"):
@@ -251,7 +253,7 @@ def test_an_intact_file_a_hostile_writer_made_is_refused(tmp_path, next_prompt_i
         prompts,
         vector(0)[None],
         latents,
-        lambda key: data,
+        [data],
         "",
     )
     with pytest.raises(CacheFileError):
@@ -271,7 +273,7 @@ def test_a_spill_file_overwritten_with_nan_is_neither_served_nor_the_end_of_the_
     ids = [cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5)}) for i in range(4)]  # 3 spilled
     [folder] = (tmp_path / "spill").iterdir()
     for i in (0, 1):
-        spilled = folder / f"{ids[i]}_5.latent"
+        [spilled] = folder.glob(f"{ids[i]}_5_*.latent")
         spilled.write_bytes(b"\xff" * spilled.stat().st_size)  # float16 NaN, every value
     assert cache.take_latent(ids[0], 5) is None
     cache.save(str(tmp_path / "saved"))  # the second, not read since, is saved as it is on disk

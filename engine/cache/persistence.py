@@ -23,14 +23,14 @@ import hashlib
 import math
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
-from engine.cache.latent_store import ALLOWED_DTYPES, Key
+from engine.cache.latent_store import ALLOWED_DTYPES
 
 FILE_NAME = "prompt_cache.argus"
 TEMPORARY_PREFIX = f"{FILE_NAME}.tmp-"  # a save in progress, or cut short by a crash
@@ -108,10 +108,11 @@ def write_cache_file(
     prompts: list[SavedPrompt],
     vectors: np.ndarray,
     latents: list[SavedLatent],
-    read_latent: Callable[[Key], np.ndarray],
+    arrays: Iterable[np.ndarray],
     model: str,
 ) -> None:
-    """Writes the file under a temporary name, then renames it over `path` (offsets in `latents` are set here)."""
+    """Writes the file under a temporary name, then renames it over `path` (offsets in `latents` are set here).
+    `arrays` yields each latent's array, in `latents` order, as the file is written."""
     offset = 0
     for latent in latents:
         latent.offset = offset
@@ -127,7 +128,7 @@ def write_cache_file(
             digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
             meta_digest = hashlib.blake2b(meta, digest_size=_DIGEST_BYTES).digest()
             head = _PREAMBLE.pack(_MAGIC, FORMAT_VERSION, len(meta), meta_digest)
-            for chunk in _chunks(head, meta, vectors, latents, read_latent):
+            for chunk in _chunks(head, meta, vectors, arrays):
                 digest.update(chunk)
                 f.write(chunk)
             f.write(digest.digest())
@@ -166,13 +167,12 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
 
 # -- writing -----------------------------------------------------------------------
 def _chunks(
-    head: bytes, meta: bytes, vectors: np.ndarray, latents: list[SavedLatent], read: Callable[[Key], np.ndarray]
+    head: bytes, meta: bytes, vectors: np.ndarray, arrays: Iterable[np.ndarray]
 ) -> Iterable[bytes | memoryview]:
     yield head
     yield meta
     yield _raw_bytes(vectors)
-    for latent in latents:
-        array = read((latent.prompt_id, latent.level))
+    for array in arrays:
         yield _raw_bytes(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
 
 
