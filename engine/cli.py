@@ -109,10 +109,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--cache-save-interval",
         type=non_negative_float,
         metavar="SECONDS",
-        help="with --cache-dir: also save the cache this often if it changed, so an engine killed (SIGKILL, OOM, a"
-        " crash) restarts warm, losing what came after the last save (default"
-        f" {DEFAULT_SAVE_INTERVAL_S:g}: only at a clean stop). Each save rewrites the whole file and holds up lookups"
-        " while it runs: 2 to 3 s for the default --cache-bytes (docs/cache.md); e.g. 600 loses at most ten minutes",
+        help="with --cache-dir: also save the cache this often (from the end of the last save) if it changed, so an"
+        " engine killed (SIGKILL, OOM, a crash) restarts warm, losing only what came after the last save (default"
+        f" {DEFAULT_SAVE_INTERVAL_S:g}; 0: only at a clean stop). A save holds up lookups for its snapshot only (15 to"
+        " 45 ms for the default --cache-bytes) and is written beside them, but rewrites the whole file, spilled"
+        " latents too: give a large --cache-dir-bytes a longer interval (docs/cache.md)",
     )
     p.add_argument(
         "--heartbeat-timeout",
