@@ -297,7 +297,7 @@ class CacheService:
             "prompt cache %s to %s: %d prompts in %.2f s (%.3f s of it on the cache thread, lookups waiting)",
             what,
             directory,
-            len(snapshot.prompts),
+            len(snapshot.prompt_ids),
             time.monotonic() - started,
             on_thread,
         )

@@ -111,8 +111,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="with --cache-dir: also save the cache this often (from the end of the last save) if it changed, so an"
         " engine killed (SIGKILL, OOM, a crash) restarts warm, losing only what came after the last save (default"
-        f" {DEFAULT_SAVE_INTERVAL_S:g}; 0: only at a clean stop). A save holds up lookups for its snapshot only (15 to"
-        " 45 ms for the default --cache-bytes) and is written beside them, but rewrites the whole file, spilled"
+        f" {DEFAULT_SAVE_INTERVAL_S:g}; 0: only at a clean stop). A save holds up lookups for its snapshot only (10 to"
+        " 40 ms for the default --cache-bytes) and is written beside them, but rewrites the whole file, spilled"
         " latents too: give a large --cache-dir-bytes a longer interval (docs/cache.md)",
     )
     p.add_argument(

@@ -15,7 +15,7 @@ MIN_HEARTBEAT_TIMEOUT_S = 2 * HEARTBEAT_INTERVAL_S
 # where the HTTP API key may come from instead of the command line, which ps shows
 API_KEY_ENV = "ARGUS_API_KEY"
 # a checkpoint of the prompt cache every 5 minutes, so a killed engine loses at most that much of it. A save holds up
-# lookups only for its snapshot (the 1 GiB default: 15 to 45 ms here; the write, 2 to 3 s, runs beside them), but
+# lookups only for its snapshot (the 1 GiB default: 10 to 40 ms here; the write, 2 to 4 s, runs beside them), but
 # rewrites the whole file: at this interval, well under 1% of a core and 4 MB/s of disk writes for the default
 # (docs/cache.md). It was off by default while the write held lookups for all of it.
 DEFAULT_SAVE_INTERVAL_S = 300.0

@@ -160,7 +160,7 @@ def test_a_snapshot_is_written_whole_though_its_latents_leave_the_cache_meanwhil
     snapshot = cache.snapshot()
     for i in (3, 4):
         insert(i)  # 2 spills, 0 and 1 are evicted for good
-    assert sorted(p.text for p in snapshot.prompts) == ["prompt 0", "prompt 1", "prompt 2"]
+    assert sorted(snapshot.prompts[i].text for i in snapshot.prompt_ids) == ["prompt 0", "prompt 1", "prompt 2"]
     [folder] = spill.iterdir()
     assert len(list(folder.iterdir())) == 4  # 2 and 3, and the evicted files the snapshot names
     snapshot.write(str(tmp_path / "saved"))

@@ -118,6 +118,7 @@ def test_a_save_leaves_out_latents_whose_spill_files_are_gone_or_cut_short(tmp_p
     gone.unlink()
     cut_short.write_bytes(b"short")
     cache.save(str(tmp_path / "saved"))
+    assert cache.stats().prompts == 2  # evicted, as a hit reading them would
     restored = load(tmp_path / "saved")
     try:
         assert restored.stats().prompts == 2

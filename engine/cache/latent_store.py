@@ -15,10 +15,11 @@ it, so the overhead per entry is a few hundred bytes of bookkeeping. Arrays are
 copied in (a view could pin a whole message buffer) and handed out read-only.
 
 Not thread-safe: the prompt cache owns its store and uses it from one thread. A
-snapshot (pin) hands another thread every latent as it stands: the arrays in
-memory are read-only, so shared; a spilled latent's file is kept, not deleted,
-until unpin(), and a latent stored again under the same key gets a file of its
-own, so no file a snapshot names changes under it.
+snapshot (pin) hands another thread the store as it stands, in a few copies of
+its tables: entries and LCBFU records are replaced, never changed, so the copies
+keep them as they were; the arrays in memory are read-only, so shared; a spilled
+latent's file is kept, not deleted, until unpin(), and a latent stored again
+under the same key gets a file of its own, so no file a snapshot names changes.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import logging
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,10 @@ DTYPE_NAMES = {np.dtype(name): name for name in ALLOWED_DTYPES}
 SPILL_FOLDER_PREFIX = "argus-spill-"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class StoredLatent:
+    """Replaced, never changed (a spill stores a new one): a snapshot of the entries keeps each as it was."""
+
     dtype: np.dtype
     shape: tuple[int, ...]
     nbytes: int
@@ -156,12 +159,9 @@ class LatentStore:
     def drop_missing_spills(self) -> None:
         """Evicts every spilled latent whose file is gone or not its size (a tmp cleaner, a partial write), as
         take() would on reading it: a save must not fail, and so lose everything, over one lost latent."""
-        lost = [key for key, entry in self._entries.items() if entry.on_disk and not self._file_intact(key, entry)]
-        for key in lost:
-            self._lose_spilled(key)
-        if lost:
-            # one line: a spill folder deleted under a large cache loses hundreds of thousands of files
-            log.warning("%d spill files were missing or cut short (latent %s the first): evicted", len(lost), lost[0])
+        self._lose_all(
+            [key for key, entry in self._entries.items() if entry.on_disk and not self._file_intact(key, entry)]
+        )
 
     def peek(self, key: Key) -> np.ndarray | None:
         """The latent if it is stored and held in memory, not counted as a hit; None otherwise."""
@@ -170,22 +170,19 @@ class LatentStore:
 
     def stored(self) -> list[tuple[Key, Record, StoredLatent]]:
         """Every entry with its LCBFU record, oldest first."""
-        items = [(key, self._tier(key).record(key), entry) for key, entry in self._entries.items()]
-        items.sort(key=lambda item: item[1].seq)
-        return items
+        return self._tables().oldest_first()
 
-    def pin(self) -> list[tuple[Key, Record, StoredLatent, np.ndarray | Path]]:
-        """stored(), each entry with its latent as it is now, to be read on any thread until unpin(): the array held
-        in memory (read-only), or the spill file, kept until then even if its entry is evicted meanwhile."""
+    def pin(self) -> StoreSnapshot:
+        """The store as it is now, to be read on any thread until unpin(): copies of its tables (a few ms for
+        100,000 latents), not of the latents. Its spill files are kept until then, even if evicted meanwhile."""
         self._pins += 1
-        return [
-            (key, record, entry, entry.array if entry.array is not None else self._file(key, entry))
-            for key, record, entry in self.stored()
-        ]
+        return self._tables()
 
-    def unpin(self) -> None:
-        """A snapshot is written: the spill files that left the store while it was are deleted at the last."""
+    def unpin(self, lost: Iterable[tuple[Key, int]] = ()) -> None:
+        """A snapshot is written: `lost`, the spilled latents (key, seq) it found missing or cut short, are evicted
+        if still stored as they were, and the spill files that left the store meanwhile deleted at the last."""
         self._pins -= 1
+        self._lose_all([key for key, seq in lost if (entry := self._entries.get(key)) and entry.seq == seq])
         if not self._pins:
             doomed, self._doomed = self._doomed, []
             for path in doomed:
@@ -196,6 +193,10 @@ class LatentStore:
         """Deletes the spill folder; the store is unusable afterwards."""
         if self._spill_path is not None:
             self._cleanup()
+
+    def _tables(self) -> StoreSnapshot:
+        records = {**self._memory.records(), **self._disk.records()}
+        return StoreSnapshot(dict(self._entries), records, self._spill_path)
 
     # -- tiers -----------------------------------------------------------------------
     def _to_memory(self, key: Key, entry: StoredLatent, record: Record) -> None:
@@ -257,7 +258,7 @@ class LatentStore:
         if self._failed_spills:
             log.info("spilling to disk works again: %d latents could not be spilled", self._failed_spills)
             self._failed_spills = 0
-        entry.array = None
+        self._entries[key] = replace(entry, array=None)
         self._disk.add(key, record)
         self.bytes_on_disk += entry.nbytes
         self.spills += 1
@@ -284,6 +285,13 @@ class LatentStore:
         self._entries[key] = entry
         return entry, record
 
+    def _lose_all(self, lost: list[Key]) -> None:
+        for key in lost:
+            self._lose_spilled(key)
+        if lost:
+            # one line: a spill folder deleted under a large cache loses hundreds of thousands of files
+            log.warning("%d spill files were missing or cut short (latent %s the first): evicted", len(lost), lost[0])
+
     def _lose_spilled(self, key: Key) -> None:
         self._delete_from_disk(key)
         self._evict(key)
@@ -298,11 +306,8 @@ class LatentStore:
         self.evictions += 1
         self._on_evict(key)
 
-    def _tier(self, key: Key) -> Lcbfu:
-        return self._memory if self._entries[key].array is not None else self._disk
-
     def _file(self, key: Key, entry: StoredLatent) -> Path:
-        return self._spill_path / f"{key[0]}_{key[1]}_{entry.seq}.latent"
+        return spill_file(self._spill_path, key, entry)
 
     def _unlink(self, key: Key) -> None:
         """Deletes a spill file if it can: a folder gone read-only (a filesystem remounted on errors) fails deletes
@@ -316,13 +321,45 @@ class LatentStore:
             path.unlink(missing_ok=True)
 
     def _file_intact(self, key: Key, entry: StoredLatent) -> bool:
-        try:
-            return self._file(key, entry).stat().st_size == entry.nbytes
-        except OSError:
-            return False
+        return file_intact(self._file(key, entry), entry)
 
     def _read_file(self, key: Key, entry: StoredLatent) -> np.ndarray:
         return read_spill_file(self._file(key, entry), entry)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """A LatentStore's tables at one moment (pin), read on any thread: the entries and records in them are never
+    changed, an entry's array is read-only, and the spill files they name are kept until unpin()."""
+
+    entries: dict[Key, StoredLatent]
+    records: dict[Key, Record]
+    spill_path: Path | None
+
+    def oldest_first(self) -> list[tuple[Key, Record, StoredLatent]]:
+        items = [(key, self.records[key], entry) for key, entry in self.entries.items()]
+        items.sort(key=lambda item: item[1].seq)
+        return items
+
+    def intact(self, key: Key, entry: StoredLatent) -> bool:
+        """Whether the latent can be read: held in memory, or its spill file whole."""
+        return not entry.on_disk or file_intact(spill_file(self.spill_path, key, entry), entry)
+
+    def read(self, key: Key, entry: StoredLatent) -> np.ndarray:
+        return (
+            entry.array if entry.array is not None else read_spill_file(spill_file(self.spill_path, key, entry), entry)
+        )
+
+
+def spill_file(folder: Path, key: Key, entry: StoredLatent) -> Path:
+    return folder / f"{key[0]}_{key[1]}_{entry.seq}.latent"
+
+
+def file_intact(path: Path, entry: StoredLatent) -> bool:
+    try:
+        return path.stat().st_size == entry.nbytes
+    except OSError:
+        return False
 
 
 def read_spill_file(path: Path, entry: StoredLatent) -> np.ndarray:

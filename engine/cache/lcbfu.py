@@ -19,8 +19,10 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Record:
+    """Replaced, never changed: a snapshot of the records (records()) keeps each entry's uses as they were."""
+
     level: int
     uses: int
     seq: int  # position in the order entries were first stored; unique
@@ -53,8 +55,8 @@ class Lcbfu:
         self._push(key, record)
 
     def hit(self, key: Hashable) -> None:
-        record = self._records[key]
-        record.uses += 1
+        old = self._records[key]
+        record = self._records[key] = Record(old.level, old.uses + 1, old.seq)
         self._push(key, record)
 
     def remove(self, key: Hashable) -> Record:
@@ -62,6 +64,10 @@ class Lcbfu:
 
     def record(self, key: Hashable) -> Record:
         return self._records[key]
+
+    def records(self) -> dict[Hashable, Record]:
+        """Every entry's record as it is now (a copy of the table: the records themselves are never changed)."""
+        return dict(self._records)
 
     def lowest(self) -> Iterator[tuple[Hashable, Record]]:
         """Every entry, lowest rank (the next victim) first, left in place; do not change entries while walking.

@@ -17,7 +17,7 @@ other while the cache goes on serving (see snapshot()).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,8 @@ import numpy as np
 
 from engine.cache import persistence
 from engine.cache.index import VectorIndex
-from engine.cache.latent_store import DTYPE_NAMES, Key, LatentStore, StoredLatent, check_latent, read_spill_file
+from engine.cache.latent_store import Key, LatentStore, check_latent
+from engine.cache.snapshot import CacheSnapshot
 
 log = logging.getLogger("argus.cache")
 
@@ -63,6 +64,8 @@ class CacheStats:
 
 @dataclass(slots=True)
 class _Prompt:
+    """Its text and shape never change: a snapshot shares it."""
+
     text: str
     shape: ShapeKey
     levels: set[int]
@@ -232,24 +235,17 @@ class PromptCache:
         release() it on this cache's thread.
 
         Cheap, so that lookups hardly wait for a checkpoint (the write, 2 to 3 s for 1 GiB, held them up for all of
-        it): the latents are not copied (those in memory are read-only arrays, shared; a spilled one's file is kept
-        until the release, even if it is evicted meanwhile), only the prompts' vectors (4 bytes a dimension each:
-        hnswlib's own copy of an index would be its whole graph) and the header's records.
+        it): copies of the tables that say what is cached (their entries are never changed, only replaced), not of
+        the latents (those in memory are read-only arrays, shared; a spilled one's file is kept until the release,
+        even if it is evicted meanwhile); and the prompts' vectors, 4 bytes a dimension each (hnswlib's own copy of
+        an index would be its whole graph). The rest, the header's records, is built as it is written.
         """
-        self._store.drop_missing_spills()  # first: evictions may take prompts with them
         prompt_ids = sorted(self._prompts)
-        prompts = [self._saved_prompt(prompt_id) for prompt_id in prompt_ids]
-        vectors = self._vectors(prompt_ids)
-        stored = self._store.pin()
-        latents = [
-            persistence.SavedLatent(
-                key[0], key[1], record.uses, DTYPE_NAMES[entry.dtype], list(entry.shape), 0, entry.nbytes, entry.on_disk
-            )
-            for key, record, entry, _ in stored
-        ]
-        sources = [(entry, source) for _, _, entry, source in stored]
         header = (self.embedder_name, self.dim, self.levels, self._next_id)
-        return CacheSnapshot(self.changes, header, self.model, prompts, vectors, latents, sources, self._store.unpin)
+        prompts = dict(self._prompts)  # a prompt's text and shape never change
+        vectors = self._vectors(prompt_ids)
+        store = self._store.pin()
+        return CacheSnapshot(self.changes, header, self.model, prompt_ids, prompts, vectors, store, self._store.unpin)
 
     @classmethod
     def load(
@@ -335,10 +331,6 @@ class PromptCache:
             if not index:  # clients choose the shapes: an empty index kept for each would grow without bound
                 del self._indexes[prompt.shape]
 
-    def _saved_prompt(self, prompt_id: int) -> persistence.SavedPrompt:
-        p = self._prompts[prompt_id]
-        return persistence.SavedPrompt(prompt_id, p.text, p.shape.steps, p.shape.width, p.shape.height)
-
     def _vectors(self, prompt_ids: list[int]) -> np.ndarray:
         vectors = np.zeros((len(prompt_ids), self.dim), dtype=np.float32)
         rows_by_shape: dict[ShapeKey, list[int]] = {}
@@ -353,31 +345,3 @@ class PromptCache:
         if vector.shape != (self.dim,):
             raise ValueError(f"expected a vector of shape ({self.dim},), got {vector.shape}")
         return vector
-
-
-@dataclass(slots=True)
-class CacheSnapshot:
-    """A PromptCache at one moment (PromptCache.snapshot): written on any thread, released on the cache's."""
-
-    changes: int  # the cache's `changes` when it was taken
-    header: tuple[str, int, tuple[int, ...], int]  # embedder, dim, levels, next prompt id
-    model: str
-    prompts: list[persistence.SavedPrompt]
-    vectors: np.ndarray
-    latents: list[persistence.SavedLatent]
-    sources: list[tuple[StoredLatent, np.ndarray | Path]]  # each latent's array, or its kept spill file
-    unpin: Callable[[], None] | None  # the store's, called by the release
-
-    def write(self, directory: str) -> None:
-        """Writes `directory`/prompt_cache.argus atomically; reads nothing of the cache but the files it keeps."""
-        path = Path(directory) / persistence.FILE_NAME
-        arrays = (
-            array if isinstance(array, np.ndarray) else read_spill_file(array, entry) for entry, array in self.sources
-        )
-        persistence.write_cache_file(path, *self.header, self.prompts, self.vectors, self.latents, arrays, self.model)
-
-    def release(self) -> None:
-        """On the cache's thread, once written (or not): the spill files evicted meanwhile may go. Once only."""
-        unpin, self.unpin = self.unpin, None
-        if unpin is not None:
-            unpin()

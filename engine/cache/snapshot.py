@@ -1,0 +1,76 @@
+"""A prompt cache at one moment, for a save: taken on the cache's thread in milliseconds, written on any other.
+
+PromptCache.snapshot() copies the tables that say what is cached (prompts, the
+store's entries and their LCBFU records: a few dict copies, whatever the
+cache's size) and the prompts' vectors, and pins the store's spill files; the
+latents are not copied (those in memory are read-only arrays). Everything a
+save's header needs is built here, as the snapshot is written, off the cache's
+thread: built there, 100,000 latents' records took 0.6 to 0.9 s of it. A
+spilled latent whose file is missing or cut short (a tmp cleaner) is left out,
+with its prompt if it was the prompt's last, and evicted at the release, as a
+hit reading it would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.cache import persistence
+from engine.cache.latent_store import DTYPE_NAMES, Key, StoreSnapshot
+
+if TYPE_CHECKING:
+    from engine.cache.prompt_cache import _Prompt
+
+
+@dataclass(slots=True)
+class CacheSnapshot:
+    """Written on any thread (write), then released on the cache's (release)."""
+
+    changes: int  # the cache's `changes` when it was taken
+    header: tuple[str, int, tuple[int, ...], int]  # embedder, dim, levels, next prompt id
+    model: str
+    prompt_ids: list[int]  # ascending
+    prompts: dict[int, _Prompt]  # a copy of the cache's table: their text and shape never change
+    vectors: np.ndarray  # row i: the vector of prompt_ids[i]
+    store: StoreSnapshot
+    unpin: Callable[[Iterable[tuple[Key, int]]], None] | None  # the store's, called by the release
+    lost: list[tuple[Key, int]] = field(default_factory=list)  # (key, seq) of spill files found unreadable
+
+    def write(self, directory: str) -> None:
+        """Writes `directory`/prompt_cache.argus atomically; reads nothing of the cache but the files it keeps."""
+        latents = self.store.oldest_first()
+        self.lost = [(key, entry.seq) for key, _, entry in latents if not self.store.intact(key, entry)]
+        if self.lost:
+            lost = {key for key, _ in self.lost}
+            latents = [item for item in latents if item[0] not in lost]
+        kept = {key[0] for key, _, _ in latents}  # a prompt whose every latent was lost is left out with them
+        prompt_ids = self.prompt_ids
+        rows = [row for row, prompt_id in enumerate(prompt_ids) if prompt_id in kept]
+        prompts = [self._saved_prompt(prompt_ids[row]) for row in rows]
+        saved = [
+            persistence.SavedLatent(
+                key[0], key[1], record.uses, DTYPE_NAMES[entry.dtype], list(entry.shape), 0, entry.nbytes, entry.on_disk
+            )
+            for key, record, entry in latents
+        ]
+        vectors = self.vectors if len(rows) == len(prompt_ids) else self.vectors[rows]
+        arrays = (self.store.read(key, entry) for key, _, entry in latents)
+        path = Path(directory) / persistence.FILE_NAME
+        persistence.write_cache_file(path, *self.header, prompts, vectors, saved, arrays, self.model)
+
+    def _saved_prompt(self, prompt_id: int) -> persistence.SavedPrompt:
+        prompt = self.prompts[prompt_id]
+        shape = prompt.shape
+        return persistence.SavedPrompt(prompt_id, prompt.text, shape.steps, shape.width, shape.height)
+
+    def release(self) -> None:
+        """On the cache's thread, once written (or not): the spill files found lost are evicted, those evicted
+        meanwhile may go. Once only."""
+        unpin, self.unpin = self.unpin, None
+        if unpin is not None:
+            unpin(self.lost)
