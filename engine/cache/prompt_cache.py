@@ -222,7 +222,7 @@ class PromptCache:
     def save(self, directory: str) -> None:
         """Writes everything to `directory`/prompt_cache.argus, atomically replacing an older save.
 
-        Spilled latents whose files are missing or damaged are evicted first, so they are left out, not fatal.
+        Spilled latents whose files are missing or cut short are left out and evicted, not fatal.
         """
         snapshot = self.snapshot()
         try:
