@@ -120,3 +120,15 @@ def test_a_figure_that_could_not_be_measured_is_written_null_not_nan(tmp_path):
         "steps": [{"rps": None}, [1.5, None]],
         "workers": 8,
     }
+
+
+def test_checkpoint_bench_times_requests_during_and_outside_the_checkpoints(tmp_path):
+    data, stdout = _bench(
+        tmp_path, "checkpoint", *("--cache-mib", "16", "--interval", "1", "--duration", "4", "--rate", "10")
+    )
+    assert data["prompts"] == 16 * 1024 // (5 * 128)  # five SD-XL latents of 128 KiB a prompt
+    assert data["checkpoint_s"], stdout  # the probes' inserts changed the cache: it was saved every second
+    # each save held the cache thread for its snapshot only, a share of its whole length
+    assert all(0 <= on <= whole for on, whole in zip(data["on_cache_thread_s"], data["checkpoint_s"], strict=True))
+    assert data["during"]["count"] + data["outside"]["count"] == 40  # every probe answered, counted once
+    assert _positive(data["outside"]["p50_ms"])
