@@ -136,6 +136,10 @@ class QueuedWork:
             self.remove(job)
             self.add(job, counted[1])
 
+    def costlier_up_to(self, key: float, seconds: float) -> bool:
+        """Whether a job keyed at or before `key` takes longer than `seconds` for its image."""
+        return any(keys[0] <= key and self._image_seconds(*kind) > seconds for kind, keys in self._keys.items())
+
     def seconds_up_to(self, key: float) -> float:
         """Seconds the queued jobs keyed at or before `key` take one by one."""
         return sum(self._image_seconds(*kind) * bisect.bisect_right(keys, key) for kind, keys in self._keys.items())

@@ -5,7 +5,8 @@ Moving up a level (argus only; a job's fallbacks are the latents its neighbour h
 plan gave a level below its K* goes back to K* when it must queue, since that upgrade is only worth spare
 capacity. A job that would miss its deadline behind the jobs queued before it moves up to the lowest fallback
 that makes it. A job that cannot make it any more is answered `deadline_exceeded` at once (unless the engine is
-told to serve late). A batch is the largest that still meets the deadline of every job in it.
+told to serve late). A job late behind costlier ones sheds them (too_late). A batch is the largest that still meets
+the deadline of every job in it.
 
 A level the profile lacks (or no profile at all) counts as taking no time: its jobs are answered
 `deadline_exceeded` once their deadline has passed, never on a prediction.
@@ -13,6 +14,7 @@ A level the profile lacks (or no profile at all) counts as taking no time: its j
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 
 from controller.profiles import LatencyProfile, ProfileLatency
@@ -116,22 +118,44 @@ class DispatchTiming:
         if job.request.deadline is None:
             return True
         wait = self._first_free_in(now)
-        return self.still_wanted(job, now, wait, wait + self._work_before(job))
+        ahead = wait + self._work_before(job)
+        if not self._makes_it(job, now, ahead) and self._queued_work.costlier_up_to(
+            self._start_by(job), self._cheapest_seconds(job)
+        ):
+            ahead = wait  # late only behind costlier jobs: the next sweep weighs it against them (too_late)
+        return self.still_wanted(job, now, wait, ahead)
 
     def too_late(self, queued: Iterable[Job], now: float) -> Iterator[Job]:
         """Of the jobs queued, in the order the workers will take them, those that can no longer meet their
-        deadline (each answered as it is met; one that makes it by moving up a level is moved). Each is judged
-        behind the ones before it, shared among the workers."""
+        deadline, or are shed so that more jobs meet theirs (each answered as it is met; one that makes it by
+        moving up a level is moved). Each is judged behind the ones kept before it, shared among the workers.
+
+        A job late behind them (even moved up as far as it may go) sheds the costliest job kept before it while
+        that one takes longer than it would: the rule that serves the most jobs in time on one machine
+        (Moore-Hodgson). In a burst, misses that must run all their steps no longer crowd out hits that would
+        take half the time, to end late themselves; a violation is a violation, whichever request it is."""
         workers = max(1, len(self._registry.ready()))
         wait = None  # until the soonest worker frees: only looked for when a queued job has a deadline
         before = 0.0
-        for job in queued:
+        kept: list[tuple[float, int, Job]] = []  # (-seconds, -place): the costliest, then the latest, first
+        for place, job in enumerate(queued):
             if job.request.deadline is not None:
                 wait = self._first_free_in(now) if wait is None else wait
+                cheapest = self._cheapest_seconds(job)
+                while kept and not self._makes_it(job, now, wait + before / workers) and -kept[0][0] > cheapest:
+                    negated, _, costlier = heapq.heappop(kept)
+                    before += negated  # its seconds leave the work before this job
+                    if not costlier.request.done:
+                        self.deadline_exceeded(
+                            costlier.request, "shed", "the request was shed so that more requests meet their deadline"
+                        )
+                        yield costlier
                 if not self.still_wanted(job, now, wait, wait + before / workers):
                     yield job
                     continue
-            before += self._image_seconds(job.level, job.request.steps)
+            seconds = self._image_seconds(job.level, job.request.steps)
+            before += seconds
+            heapq.heappush(kept, (-seconds, -place, job))
 
     def still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
         """False (and the request answered) for a job that is done for, or can no longer meet its deadline.
@@ -159,6 +183,16 @@ class DispatchTiming:
             self.deadline_exceeded(job.request, "predicted", "the request can no longer be served within its deadline")
             return False
         return True
+
+    def _cheapest_seconds(self, job: Job) -> float:
+        """How long the job takes alone at the highest level it may move up to (its own if none)."""
+        levels = [job.level, *(fallback[0] for fallback in job.fallbacks if self._profiled(fallback[0]))]
+        return self._seconds(job, max(levels)) if self._profiled(job.level) else 0.0
+
+    def _makes_it(self, job: Job, now: float, ahead: float) -> bool:
+        """Whether the job, started after `ahead` seconds, would meet its deadline at some level it may take."""
+        left = job.request.seconds_left(now)
+        return left is None or self._serve_late or ahead + self._cheapest_seconds(job) <= left
 
     def deadline_exceeded(self, request: AdmittedRequest, cause: str, message: str) -> None:
         if request.fail("deadline_exceeded", message):

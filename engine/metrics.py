@@ -51,7 +51,7 @@ class EngineMetrics:
         self.deadline_exceeded = Counter(
             "argus_deadline_exceeded",
             "Requests answered deadline_exceeded, by where they were: queued, predicted (would finish late: answered"
-            " early), running, no_worker",
+            " early), shed (queued, given up so that cheaper jobs behind meet theirs), running, no_worker",
             ["cause"],
             registry=r,
         )

@@ -344,6 +344,42 @@ async def test_a_job_too_slow_at_its_level_moves_up_to_its_fallback():
     assert h.metrics.escalated._value.get() == 1
 
 
+async def test_a_costly_job_is_shed_so_that_two_cheaper_ones_behind_it_meet_their_deadlines():
+    """A miss (all its steps) queued first used to keep its place while the hits behind it, half its time each,
+    were answered deadline_exceeded: one image in time instead of two."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    miss = h.request(slo_ms=2_100)  # must start within 1.1 s: it goes first, and would end at 2 s
+    # behind it each would end late (2.5 s, 3 s); without it, at 1.5 s and 2 s
+    hits = [h.request(slo_ms=slo_ms, level=25, k_star=25) for slo_ms in (2_000, 2_050)]
+    h.dispatcher.sweep()
+    await settle()
+    assert miss.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
+    h.clock.now += 1
+    for hit in hits:  # each in turn, in time
+        assert not hit.done
+        h.finish(a, h.batches()[-1])
+        assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
+        h.clock.now += 0.5
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert all(isinstance(hit.future.result(), Images) for hit in hits)
+
+
+async def test_a_job_is_not_shed_for_one_that_costs_as_much():
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    first = h.request(slo_ms=2_100)
+    second = h.request(slo_ms=2_200)  # behind the first it would end at 3 s: shedding the first saves nothing
+    h.dispatcher.sweep()
+    await settle()
+    assert not first.done and not second.done
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) is None
+
+
 async def test_baselines_never_move_a_job_up():
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2)
     h.add_worker("a", max_batch=1)
