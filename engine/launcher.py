@@ -7,7 +7,7 @@ a worker that cannot start, or dies soon after it starts, does not spin
 heartbeat to miss: one that does not say hello within the startup timeout is
 killed and restarted like one that died. One that exits saying it cannot serve as
 configured (exit 2) before its hello, GIVE_UP_AFTER times in a row, is not
-restarted again.
+restarted again (engine/restart_backoff.py).
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ from collections.abc import Callable
 
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.metrics import EngineMetrics
-from engine.restart_backoff import RestartBackoff
+from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from protocols.worker_messages import Hello
 from workers.config import WorkerConfig
 from workers.main import CANNOT_SERVE_EXIT, PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
 
 log = logging.getLogger("argus.launcher")
-# starts in a row that end CANNOT_SERVE_EXIT before a hello, after which a slot is left empty: its configuration (a
-# scheduler the backend refuses, a model a worker cannot load, refused by the engine) fails every start the same way,
-# each one loading the model again (minutes, for SD-XL). More than one: an out-of-memory at the load may pass
-GIVE_UP_AFTER = 3
 
 
 def worker_command(config: WorkerConfig) -> list[str]:
@@ -134,7 +130,6 @@ class LocalLauncher:
         config = self._config.worker_config(self._connect, slot, self._threads)
         worker_id = config.worker_id
         backoff = self._backoff[worker_id] = self._config.restart_backoff()
-        cannot_serve = 0  # starts in a row that ended CANNOT_SERVE_EXIT before a hello
         while not self._stopping:
             hello = self._hello[worker_id] = asyncio.Event()
             try:
@@ -164,14 +159,13 @@ class LocalLauncher:
             if self._stopping:
                 return
             self._on_exit(worker_id)
-            cannot_serve = cannot_serve + 1 if code == CANNOT_SERVE_EXIT and not hello.is_set() else 0
-            if cannot_serve >= GIVE_UP_AFTER:
+            if backoff.gives_up(code == CANNOT_SERVE_EXIT):
                 log.error(
                     "worker %s exited with %d before its hello %d times in a row: it cannot serve as configured (its"
                     " error is above); not restarting it",
                     worker_id,
                     code,
-                    cannot_serve,
+                    GIVE_UP_AFTER,
                 )
                 self._metrics.workers.labels("failed").inc()
                 return

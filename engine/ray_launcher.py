@@ -10,7 +10,10 @@ re-dispatches what it held) and a new actor takes the slot, after a backoff
 that doubles while actors end before their worker says hello or soon after
 (engine/restart_backoff.py). An actor Ray has
 not started within the startup timeout (the cluster lacks what it asks for), or
-whose worker has not said hello within it after, is replaced the same way.
+whose worker has not said hello within it after, is replaced the same way. One
+whose worker says it cannot serve as configured before its hello (its model
+folder missing on that node, a device it lacks, refused by the engine),
+GIVE_UP_AFTER times in a row, is not replaced, as a local worker is not.
 
 Ray is an optional extra (`pip install ray`), imported only here. With no
 address a Ray instance of our own is started on this machine, bound to the
@@ -35,11 +38,12 @@ from engine.arg_types import UsageError
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.launcher import said_hello_or_ended
 from engine.metrics import EngineMetrics
-from engine.restart_backoff import RestartBackoff
+from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import ClientKeys
 from protocols.worker_messages import Hello
+from workers.backend import BackendUnavailable
 from workers.config import WorkerConfig
-from workers.main import SIM_SIMILARITY_TABLE_ENV
+from workers.main import CANNOT_SERVE_EXIT, SIM_SIMILARITY_TABLE_ENV
 
 log = logging.getLogger("argus.launcher")
 # Ray picks a node's address when it is imported: with this off it is the loopback address, so a
@@ -226,10 +230,22 @@ class RayLauncher:
                 name=worker_id, max_restarts=0, runtime_env=self._runtime_env, **resources
             ).remote(config)
             self._actors[worker_id] = actor
-            ended = await self._serve(actor, worker_id, resources)
+            ended, cannot_serve = await self._serve(actor, worker_id, resources)
             self._serving.pop(worker_id, None)
             self._pids[worker_id] = None
             if self._stopping:
+                return
+            if backoff.gives_up(cannot_serve):
+                log.error(
+                    "worker %s (Ray actor) %s before its hello %d times in a row: it cannot serve as configured; not"
+                    " replacing it",
+                    worker_id,
+                    ended,
+                    GIVE_UP_AFTER,
+                )
+                ray.kill(actor)
+                self._on_exit(worker_id)
+                self._metrics.workers.labels("failed").inc()
                 return
             wait_s = backoff.after_exit()
             log.warning("worker %s (Ray actor) %s; replacing it%s", worker_id, ended, backoff.said(wait_s))
@@ -238,8 +254,9 @@ class RayLauncher:
             self._metrics.worker_restarts.inc()
             await asyncio.sleep(wait_s)
 
-    async def _serve(self, actor: Any, worker_id: str, resources: dict[str, int]) -> str:
-        """Runs the actor's worker loop until it ends; says what ended it."""
+    async def _serve(self, actor: Any, worker_id: str, resources: dict[str, int]) -> tuple[str, bool]:
+        """Runs the actor's worker loop until it ends; says what ended it, and whether its worker said it cannot
+        serve as configured (as a local worker's exit 2 does)."""
         timeout_s = self._config.startup_timeout_s
         try:
             # an actor Ray places, or whose worker loads its model, is capacity on its way, as a local worker is
@@ -247,7 +264,7 @@ class RayLauncher:
                 try:
                     pid = await asyncio.wait_for(actor.pid.remote(), timeout_s)
                 except TimeoutError:  # Ray could not place it, or its process does not start
-                    return f"was not started by Ray within {timeout_s:.0f} s ({self._shortage(resources)})"
+                    return f"was not started by Ray within {timeout_s:.0f} s ({self._shortage(resources)})", False
                 log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
                 self._pids[worker_id] = pid
                 serving = self._serving[worker_id] = asyncio.ensure_future(actor.serve.remote())
@@ -257,10 +274,12 @@ class RayLauncher:
                     "worker %s (Ray actor, pid %d) said no hello within %.0f s; killing it", worker_id, pid, timeout_s
                 )
                 self._ray.kill(actor)
-            return f"returned {await serving}"
+            code = await serving
+            return f"returned {code}", code == CANNOT_SERVE_EXIT
         except self._ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
-            # why, not only Ray's class for it: "RayTaskError(FileNotFoundError)" named no file
-            return f"ended: {reasons(error)}"
+            # why, not only Ray's class for it: "RayTaskError(FileNotFoundError)" named no file. Ray's error for a
+            # task that raised is also an instance of what it raised
+            return f"ended: {reasons(error)}", isinstance(error, (BackendUnavailable, FileNotFoundError))
 
     def _shortage(self, resources: dict[str, int]) -> str:
         """What the actor asks for that the cluster has not got free, for the log."""

@@ -13,12 +13,21 @@ sooner every time is started at most once per max_s once the wait is at its
 cap: the slot spends at least half its time waiting, not loading and failing.
 Longer (Kubernetes waits 10 minutes) would also back off a worker that
 served for minutes between rare faults.
+
+A worker that ends before its hello saying it cannot serve as configured (a
+model it cannot load, a scheduler its backend refuses, refused by the engine)
+fails every start the same way, each one loading the model again (minutes,
+for SD-XL): after GIVE_UP_AFTER such starts in a row the slot is left empty.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+# starts in a row that end saying the worker cannot serve, before a hello, after which a slot is left empty. More
+# than one: an out-of-memory while the model loads may pass
+GIVE_UP_AFTER = 3
 
 
 class RestartBackoff:
@@ -31,9 +40,16 @@ class RestartBackoff:
         self._clock = clock
         self._next_s = initial_s
         self._joined_at: float | None = None  # when the slot's current worker said hello
+        self._cannot_serve = 0  # starts in a row that ended saying the worker cannot serve, before its hello
 
     def joined(self) -> None:
         self._joined_at = self._clock()
+
+    def gives_up(self, cannot_serve: bool) -> bool:
+        """Counts how the slot's worker ended; True once GIVE_UP_AFTER starts in a row ended before a hello saying
+        it cannot serve as configured: it is not started again."""
+        self._cannot_serve = self._cannot_serve + 1 if cannot_serve and self._joined_at is None else 0
+        return self._cannot_serve >= GIVE_UP_AFTER
 
     def after_exit(self) -> float:
         """The wait before the next start, now that the slot's worker ended (or could not be started)."""

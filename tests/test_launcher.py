@@ -15,7 +15,7 @@ from waiting import eventually
 
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
-from engine.launcher import GIVE_UP_AFTER
+from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, start_worker
 from workers.tiny_pipeline import build_tiny_sdxl

@@ -1,6 +1,6 @@
 """Workers as Ray actors on a local Ray instance serve a real engine; killing one mid-load loses no request. Simulated
 workers need no CPU of their own; an actor Ray cannot place is named in a warning and replaced, and one whose worker
-cannot load its model is replaced with a warning saying why; a cluster that
+cannot load its model is replaced with a warning saying why, and after three such ends left empty; a cluster that
 cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its Ray instance
 lost its head (the GCS)."""
 
@@ -18,6 +18,7 @@ import zmq.asyncio
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
+from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import children_of, free_port, start_engine
 from protocols.client_messages import Generate, Images, client_side_codec
@@ -154,14 +155,18 @@ async def test_an_actor_ray_cannot_place_is_named_in_a_warning_and_replaced(monk
         await running
 
 
-async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_and_the_log_says_why(caplog):
+async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_then_given_up_and_the_log_says_why(caplog):
+    """As a local worker's slot is: before, the actor was replaced for as long as the engine ran, every 30 s at
+    most, each one placed and loading its model again."""
     launch = LaunchConfig(count=1, backend="sdxl", model="/no/such/sdxl-model")
     engine = ray_engine(launch)
     running = asyncio.create_task(engine.run())
     try:
-        await wait_for(lambda: sample(engine, "argus_worker_restarts_total") >= 1, "the replacement", timeout_s=120)
+        await wait_for(lambda: sample(engine, "argus_workers", state="failed") == 1, "the slot given up", timeout_s=150)
+        assert sample(engine, "argus_worker_restarts_total") == GIVE_UP_AFTER - 1
         assert "worker ray-0 (Ray actor) ended: FileNotFoundError" in caplog.text
         assert "/no/such/sdxl-model" in caplog.text
+        assert f"before its hello {GIVE_UP_AFTER} times in a row: it cannot serve as configured" in caplog.text
     finally:
         engine.request_stop()
         await running
