@@ -9,7 +9,7 @@ from waiting import eventually
 
 from engine.config import LaunchConfig
 from engine.launcher import LocalLauncher
-from engine.restart_backoff import RestartBackoff
+from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from engine.server import Engine
 from engine_process import in_process_config
 
@@ -68,3 +68,20 @@ def test_the_restart_line_says_the_wait_only_once_it_grew():
     backoff = RestartBackoff(1.0, 30.0, Clock())
     assert backoff.said(backoff.after_exit()) == ""
     assert backoff.said(backoff.after_exit()).startswith(" in 2 s")
+
+
+def test_a_slot_is_given_up_only_after_starts_in_a_row_that_could_not_serve_before_their_hello():
+    backoff = RestartBackoff(1.0, 30.0, clock=lambda: 0.0)
+
+    def ends(cannot_serve: bool, said_hello: bool = False) -> bool:
+        if said_hello:
+            backoff.joined()
+        gives_up = backoff.gives_up(cannot_serve)
+        backoff.after_exit()
+        return gives_up
+
+    assert [ends(True) for _ in range(GIVE_UP_AFTER - 1)] == [False] * (GIVE_UP_AFTER - 1)
+    assert not ends(False)  # a crash of another kind breaks the streak
+    assert not any(ends(True) for _ in range(GIVE_UP_AFTER - 1))
+    assert not ends(True, said_hello=True)  # it could serve once: what ended it may pass
+    assert [ends(True) for _ in range(GIVE_UP_AFTER)] == [False] * (GIVE_UP_AFTER - 1) + [True]
