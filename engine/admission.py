@@ -1,4 +1,4 @@
-"""Admission: one validation for every front door, then a bounded queue.
+"""Admission: one validation for every front door, then a bounded queue shared fairly among clients.
 
 A spec that passes becomes an AdmittedRequest with its defaults filled in
 (size, steps, seeds, deadline); one that does not (a size, or a step count the
@@ -12,6 +12,7 @@ import random
 import time
 from collections import Counter
 
+from engine.client_shares import ClientShares
 from engine.jobs import AdmittedRequest
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Error, Generate
@@ -23,6 +24,8 @@ class Admission:
     def __init__(self, registry: WorkerRegistry, fallback_backend: str, retry_after_s: int, max_queue: int):
         self._registry = registry
         self._max_queue = max_queue
+        # a client refused at a full queue waits a few of its Retry-After for room; past that it has gone
+        self._shares = ClientShares(max_queue, waiting_s=3 * retry_after_s)
         self._fallback = BACKEND_SIZES.get(fallback_backend, BACKEND_SIZES["tiny"])
         self._retry_after_ms = retry_after_s * 1000
         self._limits_version = -1
@@ -60,7 +63,9 @@ class Admission:
         workers = self._registry.ready()
         return workers[0].hello.default_steps if workers else DEFAULT_STEPS
 
-    def check(self, spec: Generate, room: bool) -> AdmittedRequest | Error | Busy:
+    def check(self, spec: Generate, queued: int, client: str = "") -> AdmittedRequest | Error | Busy:
+        """`queued`: the images admitted and not answered; `client`: who sent it, as its front door names clients
+        (engine/client_shares.py). An admitted request holds its images' room until it is answered."""
         limits = self.size_limits()
         width = spec.width or limits.default_size
         height = spec.height or limits.default_size
@@ -78,11 +83,11 @@ class Admission:
                 "invalid_request",
                 f"n {spec.n} is more images than this engine queues at once (--max-queue {self._max_queue})",
             )
-        if not room:
-            return Busy(spec.request_id, self._retry_after_ms)
+        if (busy := self._shares.refusal(client, spec.n, queued)) is not None:
+            return Busy(spec.request_id, self._retry_after_ms, busy)
         now = time.monotonic()
         first_seed = spec.seed if spec.seed is not None else random.randrange(MAX_SEED)
-        return AdmittedRequest(
+        request = AdmittedRequest(
             spec=spec,
             width=width,
             height=height,
@@ -93,3 +98,6 @@ class Admission:
             deadline=now + spec.slo_ms / 1000.0 if spec.slo_ms else None,
             future=asyncio.get_running_loop().create_future(),
         )
+        self._shares.add(client, spec.n)
+        request.future.add_done_callback(lambda _: self._shares.remove(client, spec.n))
+        return request

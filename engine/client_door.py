@@ -105,17 +105,21 @@ class ClientDoor:
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError) and frames:
             self._refuse(identity, message.reason, salvage_request_id(frames[0].buffer))
-        elif isinstance(message, Generate) and self._admits and not self._admits(peer_key(frames[0])):
-            # not counted, as an HTTP request without the API key is not
-            reason = "this client's CURVE key is no longer admitted (removed from the engine's allowed keys)"
-            self._reply(identity, Error(message.request_id, "unauthorized", reason))
+        elif isinstance(message, Generate):
+            # the client its share of the queue is counted for: its CURVE key, which it keeps from one connection
+            # to the next; without CURVE, its socket's identity
+            client = peer_key(frames[0]) if self._admits else identity
+            if self._admits and not self._admits(client):
+                # not counted, as an HTTP request without the API key is not
+                reason = "this client's CURVE key is no longer admitted (removed from the engine's allowed keys)"
+                self._reply(identity, Error(message.request_id, "unauthorized", reason))
+            else:
+                self._on_generate(identity, message, "zmq:" + client.hex())
         else:
             self._on_message(identity, message)
 
     def _on_message(self, identity: bytes, message: object) -> None:
-        if isinstance(message, Generate):
-            self._on_generate(identity, message)
-        elif isinstance(message, Cancel):
+        if isinstance(message, Cancel):
             request = self._live.get((identity, message.request_id))
             if request is not None:
                 self._engine.dispatcher.cancel(request)
@@ -132,12 +136,12 @@ class ClientDoor:
         self._engine.metrics.requests_by("rejected", "invalid_request").inc()
         self._reply(identity, Error(request_id, "invalid_request", reason))
 
-    def _on_generate(self, identity: bytes, spec: Generate) -> None:
+    def _on_generate(self, identity: bytes, spec: Generate, client: str) -> None:
         key = (identity, spec.request_id)
         if key in self._live:
             self._refuse_request(identity, spec.request_id, "request_id already in flight")
             return
-        admitted = self._engine.submit(spec)
+        admitted = self._engine.submit(spec, client)
         if not isinstance(admitted, AdmittedRequest):
             self._reply(identity, admitted)
             return

@@ -108,9 +108,6 @@ class Dispatcher:
     def outstanding_images(self) -> int:
         return len(self._live)
 
-    def has_room_for(self, images: int) -> bool:
-        return len(self._live) + images <= self._config.max_queue
-
     # -- requests ------------------------------------------------------------
     def admit(self, request: AdmittedRequest) -> None:
         """Counts the request's images against the queue bound; they wait for `route`."""

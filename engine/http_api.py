@@ -229,10 +229,12 @@ async def generate(request: web.Request) -> web.Response:
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
             return _refused(engine, "invalid_request", reason, "response_format")
-    admitted = engine.submit(spec)
+    # the client its share of the queue is counted for: the end user OpenAI's `user` names (a gateway's), else the
+    # address the request came from
+    admitted = engine.submit(spec, "http:" + (body.user or request.remote or ""))
     if isinstance(admitted, Busy):
         retry_s = max(1, admitted.retry_after_ms // 1000)
-        return _error("busy", "the engine is at capacity; retry later", headers={"Retry-After": str(retry_s)})
+        return _error("busy", _BUSY_MESSAGES[admitted.reason], headers={"Retry-After": str(retry_s)})
     if isinstance(admitted, Error):
         return _error(admitted.code, admitted.message, _ADMISSION_PARAMS.get(admitted.code))
     try:
@@ -264,6 +266,12 @@ async def generate(request: web.Request) -> web.Response:
             for r, name in zip(reply.images, names, strict=True)
         ]
     return _json(images_response(data, body, admitted.width, admitted.height))
+
+
+_BUSY_MESSAGES = {
+    "queue_full": "the engine is at capacity; retry later",
+    "client_share": "this client holds its share of the engine's queue while other clients wait for room; retry later",
+}
 
 
 def _refused(engine: Engine, code: str, message: str, param: str | None = None) -> web.Response:

@@ -233,13 +233,14 @@ class Engine:
         )
 
     # -- what the front doors call -----------------------------------------
-    def submit(self, spec: Generate) -> AdmittedRequest | Error | Busy:
+    def submit(self, spec: Generate, client: str = "") -> AdmittedRequest | Error | Busy:
+        """`client`: who sent it, as its front door names clients (engine/client_shares.py)."""
         if self.state is not EngineState.RUNNING:
             self.metrics.requests_by("rejected", "shutting_down").inc()
             return Error(spec.request_id, "shutting_down", "the engine is shutting down")
-        admitted = self.admission.check(spec, self.dispatcher.has_room_for(spec.n))
+        admitted = self.admission.check(spec, self.dispatcher.outstanding_images, client)
         if isinstance(admitted, Busy):
-            self.metrics.requests_by("busy", "busy").inc()
+            self.metrics.requests_by("busy", admitted.reason).inc()
             return admitted
         if isinstance(admitted, Error):
             self.metrics.requests_by("rejected", admitted.code).inc()

@@ -73,6 +73,8 @@ class Error(msgspec.Struct, tag="error", frozen=True):
 class Busy(msgspec.Struct, tag="busy", frozen=True):
     request_id: str
     retry_after_ms: int
+    # queue_full, or client_share: this client holds its share of the queue while other clients wait
+    reason: str = "queue_full"
 
 
 class Cancelled(msgspec.Struct, tag="cancelled", frozen=True):

@@ -158,6 +158,41 @@ def test_busy_when_the_queue_is_full(tmp_path):
         assert engine.stop() == 0
 
 
+def test_a_client_refused_at_a_full_queue_gets_the_next_room_not_the_client_that_filled_it(tmp_path):
+    """Before, room went to whichever request came first: a pipeline that retried each Busy at once kept the queue
+    full, and every other client got Busy for as long as it ran."""
+    engine = start_engine(
+        tmp_path,
+        *("--time-scale", "0.1", "--max-queue", "4", "--max-batch", "1"),  # one image at a time, about 0.5 s each
+        workers=1,
+        backend="sim",
+    )
+    try:
+
+        async def run():
+            async with (
+                AsyncArgusClient(engine.client_address) as pipeline,
+                AsyncArgusClient(engine.client_address) as person,
+            ):
+                queued = [asyncio.create_task(pipeline.generate(f"batch {i}", width=64, height=64)) for i in range(4)]
+                await asyncio.sleep(0.2)  # all four admitted: the queue is full
+                refused = await person.generate("a portrait", width=64, height=64)
+                first = await asyncio.wait_for(queued[0], 60)  # one image done: room for one
+                pipeline_again = await pipeline.generate("batch 4", width=64, height=64)
+                person_again = await asyncio.wait_for(person.generate("a portrait", width=64, height=64), 60)
+                return refused, first, pipeline_again, person_again, await asyncio.gather(*queued[1:])
+
+        refused, first, pipeline_again, person_again, rest = asyncio.run(run())
+        assert isinstance(refused, Busy) and refused.reason == "queue_full"
+        assert isinstance(first, Images)
+        assert isinstance(pipeline_again, Busy) and pipeline_again.reason == "client_share"
+        assert isinstance(person_again, Images) and all(isinstance(r, Images) for r in rest)
+        assert engine.metric("argus_requests_total", outcome="busy", code="client_share") == 1
+        assert engine.metric("argus_requests_total", outcome="busy", code="queue_full") == 1
+    finally:
+        assert engine.stop() == 0
+
+
 def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(tmp_path):
     """The reply goes to the identity that asked: a reconnected client must keep it to get its reply."""
     engine = start_engine(tmp_path, "--time-scale", "0.5", backend="sim", workers=1)  # an image takes about 2.5 s

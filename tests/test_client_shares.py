@@ -1,0 +1,126 @@
+"""Shares of the queue among clients (engine/client_shares.py): a lone client may fill it; once another is refused
+for want of room, a client holding its share is refused too, so the room that frees goes to the one waiting."""
+
+import asyncio
+
+import aiohttp
+
+from engine.client_shares import ClientShares
+from engine_process import start_engine
+
+MAX_QUEUE = 12
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fill(shares: ClientShares, client: str, images: int, queued: int) -> int:
+    """Admits the client's images one by one while it may; returns how many."""
+    admitted = 0
+    while shares.refusal(client, 1, queued + admitted) is None:
+        shares.add(client, 1)
+        admitted += 1
+        if admitted == images:
+            break
+    return admitted
+
+
+def test_a_lone_client_may_fill_the_queue():
+    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=Clock())
+    assert fill(shares, "pipeline", 100, 0) == MAX_QUEUE
+    assert shares.refusal("pipeline", 1, MAX_QUEUE) == "queue_full"
+
+
+def test_a_client_refused_at_a_full_queue_is_given_the_room_the_others_free():
+    clock = Clock()
+    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=clock)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert shares.refusal("person", 1, MAX_QUEUE) == "queue_full"  # nothing free: it waits
+    shares.remove("pipeline", 3)  # three of the pipeline's images are answered
+    # before, the pipeline's next requests took the room as it freed, and the person's retry found none
+    assert shares.refusal("pipeline", 1, MAX_QUEUE - 3) == "client_share"
+    assert shares.refusal("person", 1, MAX_QUEUE - 3) is None
+    shares.add("person", 1)
+    # the person holds images now, so it waits no more: the pipeline may take what is left
+    assert fill(shares, "pipeline", 100, MAX_QUEUE - 2) == 2
+
+
+def test_a_client_holding_less_than_its_share_is_not_held_back_by_others_waiting():
+    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=Clock())
+    fill(shares, "a", 3, 0)
+    fill(shares, "b", 9, 3)
+    assert shares.refusal("c", 1, MAX_QUEUE) == "queue_full"  # three clients: shares of 4
+    shares.remove("b", 2)
+    assert shares.refusal("a", 1, MAX_QUEUE - 2) is None  # 3 + 1 is within its share
+    assert shares.refusal("b", 1, MAX_QUEUE - 2) == "client_share"  # 7 held is past it
+
+
+def test_a_wait_ends_when_the_client_has_not_come_back():
+    clock = Clock()
+    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=clock)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert shares.refusal("person", 1, MAX_QUEUE) == "queue_full"
+    shares.remove("pipeline", 1)
+    assert shares.refusal("pipeline", 1, MAX_QUEUE - 1) == "client_share"
+    clock.now = 3.5  # the person gave up: the pipeline is alone again
+    assert shares.refusal("pipeline", 1, MAX_QUEUE - 1) is None
+
+
+def test_a_client_that_holds_its_share_already_is_not_counted_as_waiting():
+    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=Clock())
+    fill(shares, "a", 6, 0)
+    fill(shares, "b", 6, 6)
+    # b refused at the full queue holds its share (6 of 12): it does not hold a back
+    assert shares.refusal("b", 1, MAX_QUEUE) == "queue_full"
+    shares.remove("a", 1)
+    assert shares.refusal("a", 1, MAX_QUEUE - 1) is None
+
+
+def test_nothing_is_kept_for_clients_that_hold_nothing_and_wait_no_more():
+    clock = Clock()
+    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=clock)
+    for i in range(50):
+        shares.add(f"c{i}", 1)
+        shares.remove(f"c{i}", 1)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    for i in range(50):
+        shares.refusal(f"w{i}", 1, MAX_QUEUE)
+    clock.now = 10.0
+    shares.refusal("pipeline", 1, MAX_QUEUE)
+    assert shares._held == {"pipeline": MAX_QUEUE} and shares._waiting == {}
+
+
+def test_over_http_the_user_field_names_the_client(tmp_path):
+    """OpenAI's `user` (an end user's id, as a gateway sends it) names the client over HTTP: requests from one
+    address are told apart by it."""
+    engine = start_engine(
+        tmp_path, *("--time-scale", "0.1", "--max-queue", "2", "--max-batch", "1"), workers=1, backend="sim"
+    )
+    url = engine.http + "/v1/images/generations"
+
+    async def run():
+        async with aiohttp.ClientSession() as session:
+
+            async def post(user: str) -> tuple[int, dict]:
+                async with session.post(url, json={"prompt": "a kite", "size": "64x64", "user": user}) as response:
+                    return response.status, await response.json()
+
+            queued = [asyncio.create_task(post("pipeline")) for _ in range(2)]
+            await asyncio.sleep(0.2)
+            refused = await post("person")
+            first = await queued[0]
+            return refused, first, await post("pipeline"), await post("person"), await queued[1]
+
+    try:
+        refused, first, pipeline_again, person_again, second = asyncio.run(run())
+        assert refused[0] == 429 and "at capacity" in refused[1]["error"]["message"]
+        assert first[0] == 200 and second[0] == 200
+        assert pipeline_again[0] == 429 and "its share" in pipeline_again[1]["error"]["message"]
+        assert person_again[0] == 200
+    finally:
+        assert engine.stop() == 0
