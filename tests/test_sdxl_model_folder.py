@@ -3,8 +3,11 @@ as users break theirs: each ends in one line and exit 2, before any hello, never
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,39 @@ def test_corrupt_text_encoder_weights_fail_the_worker_in_one_line(spoil, says, m
     line = one_line_error(capsys)
     assert re.match(rf"argus worker: error: --model {re.escape(str(model))} cannot serve on cpu: \w+Error: ", line)
     assert says in line
+
+
+# what this user cannot read, relative to the model folder
+UNREADABLE = ["", "vae", "unet/diffusion_pytorch_model.safetensors", "tokenizer/tokenizer.json"]
+
+
+@pytest.mark.parametrize("part", UNREADABLE, ids=[part or "the folder" for part in UNREADABLE])
+def test_a_part_this_user_cannot_read_is_named_before_anything_loads(part, model):
+    """The folder itself was reported as holding no model_index.json, a subfolder as holding no config.json, and a
+    file as a load failure after torch had been imported (for each local worker of `argus serve`)."""
+    target = model / part
+    mode = target.stat().st_mode
+    target.chmod(0)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "engine.cli", *WORKER, str(model)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        target.chmod(mode)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"argus worker: error: --model: {target} cannot be read by this user (uid {os.getuid()}): permission denied"
+    )
+
+
+def _without_root_override() -> list[str]:
+    """A prefix under which root, as a user is, is refused what its file modes refuse: it drops the capabilities
+    that let it read anything."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root reads every file, and setpriv (util-linux), which would make it not, is missing")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]

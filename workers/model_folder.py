@@ -32,6 +32,8 @@ def sdxl_model_problem(model_dir: str) -> str | None:
             f"SD-XL model directory {model_dir!r} does not exist; pass a local"
             " diffusers checkpoint (a directory holding model_index.json)"
         )
+    if unreadable := _unreadable(model_dir):
+        return unreadable
     index_path = os.path.join(model_dir, "model_index.json")
     if not os.path.isfile(index_path):
         return f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint"
@@ -46,6 +48,9 @@ def sdxl_model_problem(model_dir: str) -> str | None:
     missing = [f"{name}/" for name in _COMPONENTS if not os.path.isdir(os.path.join(model_dir, name))]
     if missing:
         return f"{model_dir!r} lacks {', '.join(missing)} (named in its model_index.json)"
+    for name in _COMPONENTS:
+        if unreadable := _unreadable_within(os.path.join(model_dir, name)):
+            return unreadable
     for name in _MODELS:
         problem = _weights_problem(os.path.join(model_dir, name))
         if problem:
@@ -57,6 +62,29 @@ def sdxl_model_problem(model_dir: str) -> str | None:
     if channels != LATENT_CHANNELS:
         # an inpainting UNet (9: the latent, a mask and the masked image's latent) loaded, and failed every batch
         return f"{model_dir!r} is not SD-XL base: its unet takes {channels} input channels, not {LATENT_CHANNELS}"
+    return None
+
+
+def _unreadable(path: str) -> str | None:
+    """Says so when this user cannot read `path` (a folder: list and enter it). Else a folder it cannot list was
+    reported as lacking what it holds (`holds no model_index.json`), and a file it cannot open (a download made by
+    root, a service run as another user) failed each worker as it loaded."""
+    wanted = os.R_OK | os.X_OK if os.path.isdir(path) else os.R_OK
+    if os.access(path, wanted):
+        return None
+    return f"{path} cannot be read by this user (uid {os.getuid()}): permission denied"
+
+
+def _unreadable_within(folder: str) -> str | None:
+    """The first problem of _unreadable in `folder`, its subfolders and their files."""
+    if unreadable := _unreadable(folder):
+        return unreadable
+    for parent, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        # hidden files (a download's .cache/) are not the model: nothing loads them (workers/model_id.py)
+        for name in sorted(folders) + sorted(name for name in files if not name.startswith(".")):
+            if unreadable := _unreadable(os.path.join(parent, name)):
+                return unreadable
     return None
 
 
