@@ -312,14 +312,16 @@ def test_a_fleet_honours_die_with_parent(monkeypatch):
     assert called == {"exit_with_parent": True, "owned": True}
 
 
-# an SD-XL base folder's parts as model_index.json names them, and the weights file each model part holds
+# an SD-XL base folder's parts as model_index.json names them, and the file each holds beside its config: a model's
+# weights, a tokenizer's vocabulary (tokenizer holds vocab.json and merges.txt, as SD-XL base's; tokenizer_2 the one
+# tokenizer.json transformers saves)
 SDXL_PARTS = {
     "unet": (["diffusers", "UNet2DConditionModel"], "diffusion_pytorch_model.safetensors"),
     "vae": (["diffusers", "AutoencoderKL"], "diffusion_pytorch_model.safetensors"),
     "text_encoder": (["transformers", "CLIPTextModel"], "model.safetensors"),
     "text_encoder_2": (["transformers", "CLIPTextModelWithProjection"], "model.safetensors"),
-    "tokenizer": (["transformers", "CLIPTokenizer"], None),
-    "tokenizer_2": (["transformers", "CLIPTokenizer"], None),
+    "tokenizer": (["transformers", "CLIPTokenizer"], "vocab.json"),
+    "tokenizer_2": (["transformers", "CLIPTokenizer"], "tokenizer.json"),
     "scheduler": (["diffusers", "EulerDiscreteScheduler"], None),
 }
 
@@ -332,8 +334,10 @@ def sdxl_checkpoint(tmp_path, index_changes: dict | None = None) -> str:
         index[part] = names
         (tmp_path / part).mkdir()
         if weights:
-            (tmp_path / part / "config.json").write_text("{}")
+            config = "tokenizer_config.json" if part.startswith("tokenizer") else "config.json"
+            (tmp_path / part / config).write_text("{}")
             (tmp_path / part / weights).write_bytes(b"")
+    (tmp_path / "tokenizer" / "merges.txt").write_text("")
     write_unet_config(tmp_path, 4)
     index.update(index_changes or {})
     (tmp_path / "model_index.json").write_text(json.dumps({k: v for k, v in index.items() if v is not None}))

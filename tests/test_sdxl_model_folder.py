@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
+from workers.model_folder import sdxl_model_problem
 from workers.tiny_pipeline import build_tiny_sdxl
 
 # nothing listens there: a worker whose model loads would wait for it, so every case here must fail before
@@ -110,3 +111,21 @@ def _without_root_override() -> list[str]:
     if shutil.which("setpriv") is None:
         pytest.skip("root reads every file, and setpriv (util-linux), which would make it not, is missing")
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+# loaded, the first two made a tokenizer of 2 tokens that read every prompt alike (images made, all of one prompt);
+# the last one of no length limit, which failed every batch (OverflowError) after the worker said hello
+TOKENIZER_BROKEN = {
+    "empty": ("tokenizer", ["tokenizer.json", "tokenizer_config.json"], "holds no tokenizer_config.json"),
+    "no vocabulary": ("tokenizer", ["tokenizer.json"], "holds no vocabulary: tokenizer.json, or vocab.json and"),
+    "no tokenizer_config.json": ("tokenizer_2", ["tokenizer_config.json"], "holds no tokenizer_config.json"),
+}
+
+
+@pytest.mark.parametrize(("folder", "removed", "says"), TOKENIZER_BROKEN.values(), ids=TOKENIZER_BROKEN)
+def test_a_tokenizer_folder_without_its_files_is_refused(folder, removed, says, model, capsys):
+    for name in removed:
+        (model / folder / name).unlink()
+    assert (sdxl_model_problem(str(model)) or "").startswith(f"{model / folder} {says}")
+    assert main([*WORKER, str(model)]) == 2
+    assert capsys.readouterr().err.startswith(f"argus worker: error: --model: {model / folder} {says}")

@@ -18,6 +18,8 @@ _COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "to
 # the parts that hold weights: a config.json and weights next to it (diffusers' or transformers' file names)
 _MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+# a CLIP tokenizer's vocabulary: transformers' one file, or the vocab and merges SD-XL base ships
+_VOCABULARIES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 
 
 def sdxl_model_problem(model_dir: str) -> str | None:
@@ -54,6 +56,9 @@ def sdxl_model_problem(model_dir: str) -> str | None:
     for name in _MODELS:
         problem = _weights_problem(os.path.join(model_dir, name))
         if problem:
+            return problem
+    for name in ("tokenizer", "tokenizer_2"):
+        if problem := _tokenizer_problem(os.path.join(model_dir, name)):
             return problem
     try:
         channels = _json_object(os.path.join(model_dir, "unet", "config.json")).get("in_channels")
@@ -115,6 +120,17 @@ def _weights(folder: str) -> tuple[bool, bool]:
     """Whether `folder` holds plain weights, and fp16-variant ones (diffusion_pytorch_model.fp16.safetensors)."""
     names = [name for name in os.listdir(folder) if name.endswith(_WEIGHT_SUFFIXES)]
     return any(".fp16." not in name for name in names), any(".fp16." in name for name in names)
+
+
+def _tokenizer_problem(folder: str) -> str | None:
+    """transformers makes a tokenizer of an empty folder: without a vocabulary, one of 2 tokens, which read every
+    prompt as the same (the images answered made, and alike); without tokenizer_config.json, one of no length
+    limit, and every batch failed on it (OverflowError, as the prompts were cut to that length)."""
+    if not os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
+        return f"{folder} holds no tokenizer_config.json"
+    if not any(all(os.path.isfile(os.path.join(folder, name)) for name in names) for names in _VOCABULARIES):
+        return f"{folder} holds no vocabulary: tokenizer.json, or vocab.json and merges.txt"
+    return None
 
 
 def _weights_problem(folder: str) -> str | None:
