@@ -326,8 +326,12 @@ SDXL_PARTS = {
 }
 
 
+# a .safetensors file holding no tensor: its header's length, and its header
+NO_TENSORS = (2).to_bytes(8, "little") + b"{}"
+
+
 def sdxl_checkpoint(tmp_path, index_changes: dict | None = None) -> str:
-    """A folder laid out as a diffusers SD-XL base checkpoint (the check reads no weights: the files are empty);
+    """A folder laid out as a diffusers SD-XL base checkpoint (the check reads no tensor: the files hold none);
     `index_changes` edits its model_index.json (None drops a key)."""
     index = {"_class_name": "StableDiffusionXLPipeline", "image_encoder": [None, None]}
     for part, (names, weights) in SDXL_PARTS.items():
@@ -336,7 +340,7 @@ def sdxl_checkpoint(tmp_path, index_changes: dict | None = None) -> str:
         if weights:
             config = "tokenizer_config.json" if part.startswith("tokenizer") else "config.json"
             (tmp_path / part / config).write_text("{}")
-            (tmp_path / part / weights).write_bytes(b"")
+            (tmp_path / part / weights).write_bytes(NO_TENSORS if weights.endswith(".safetensors") else b"")
     (tmp_path / "tokenizer" / "merges.txt").write_text("")
     write_unet_config(tmp_path, 4)
     index.update(index_changes or {})

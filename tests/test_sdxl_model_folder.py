@@ -41,22 +41,39 @@ def one_line_error(capsys) -> str:
     return last
 
 
-# weights that transformers reads itself (the text encoders): its loaders raise safetensors' and pickle's own errors,
-# which the worker let through as a traceback, exit 1
-CORRUPT_WEIGHTS = {
-    "truncated safetensors": (
-        lambda model: _cut(model / "text_encoder" / "model.safetensors", 999),
-        "SafetensorError: Error while deserializing header",
-    ),
-    "empty safetensors": (
-        lambda model: _cut(model / "text_encoder_2" / "model.safetensors", 0),
-        "SafetensorError: Error while deserializing header",
-    ),
-    "garbage .bin": (
-        lambda model: _replace(model / "text_encoder" / "model.safetensors", "pytorch_model.bin", b"\x80" * 99),
-        "",  # what torch.load makes of it depends on the bytes (UnpicklingError, IndexError): named, in one line
+# a .bin that transformers (for the text encoders) hands to torch.load: the error it raised, which depends on the
+# bytes (UnpicklingError, IndexError), ended the worker in a traceback, exit 1
+def test_a_text_encoder_bin_that_torch_cannot_load_fails_the_worker_in_one_line(model, capsys):
+    _replace(model / "text_encoder" / "model.safetensors", "pytorch_model.bin", b"\x80" * 99)
+    assert main([*WORKER, str(model)]) == 2
+    line = one_line_error(capsys)
+    assert re.match(rf"argus worker: error: --model {re.escape(str(model))} cannot serve on cpu: \w+Error: ", line)
+
+
+# safetensors files cut short or overwritten: found only as the worker loaded them (after torch's import), and in
+# the text encoders in an error naming no file ("SafetensorError: Error while deserializing header: ...")
+DAMAGED_SAFETENSORS = {
+    "truncated": ("text_encoder/model.safetensors", lambda path: _cut(path, 400_000), "bytes where its header"),
+    "empty": ("text_encoder_2/model.safetensors", lambda path: _cut(path, 0), "0 bytes, too few for its header"),
+    "a tail added": ("unet/diffusion_pytorch_model.safetensors", lambda path: _add(path, b"\0"), "where its header"),
+    "not one": (
+        "vae/diffusion_pytorch_model.safetensors",
+        lambda path: path.write_bytes(b"\x05" + b"\0" * 7 + b"[1,2]"),
+        "its header is not one",
     ),
 }
+
+
+@pytest.mark.parametrize(("file", "spoil", "says"), DAMAGED_SAFETENSORS.values(), ids=DAMAGED_SAFETENSORS)
+def test_a_damaged_safetensors_file_is_named_before_anything_loads(file, spoil, says, model, capsys):
+    spoil(model / file)
+    assert main([*WORKER, str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"argus worker: error: --model: {model / file} is damaged (") and says in err
+
+
+def _add(path: Path, data: bytes) -> None:
+    path.write_bytes(path.read_bytes() + data)
 
 
 def _cut(path: Path, size: int) -> None:
@@ -66,15 +83,6 @@ def _cut(path: Path, size: int) -> None:
 def _replace(path: Path, name: str, data: bytes) -> None:
     path.unlink()
     (path.parent / name).write_bytes(data)
-
-
-@pytest.mark.parametrize(("spoil", "says"), CORRUPT_WEIGHTS.values(), ids=CORRUPT_WEIGHTS)
-def test_corrupt_text_encoder_weights_fail_the_worker_in_one_line(spoil, says, model, capsys):
-    spoil(model)
-    assert main([*WORKER, str(model)]) == 2
-    line = one_line_error(capsys)
-    assert re.match(rf"argus worker: error: --model {re.escape(str(model))} cannot serve on cpu: \w+Error: ", line)
-    assert says in line
 
 
 # what this user cannot read, relative to the model folder

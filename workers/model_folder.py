@@ -138,4 +138,29 @@ def _weights_problem(folder: str) -> str | None:
         return f"{folder} holds no config.json"
     if not any(_weights(folder)):
         return f"{folder} holds no weights: diffusion_pytorch_model.safetensors or model.safetensors (or .fp16. ones)"
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors") and (damage := _safetensors_damage(os.path.join(folder, name))):
+            return f"{os.path.join(folder, name)} is damaged ({damage}): download or save it again"
+    return None
+
+
+def _safetensors_damage(path: str) -> str | None:
+    """What is wrong with a .safetensors file, read from its header alone (a few hundred KB for SD-XL's UNet): an
+    8-byte length, a JSON header of that length naming each tensor's span, then the spans, which end the file.
+    A download cut short was found only as the worker loaded it, after torch's import; in a text encoder, in an error
+    naming no file ("SafetensorError: Error while deserializing header: header too small")."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little")
+        if len(head) < 8 or length > size - 8:
+            return f"{size} bytes, too few for its header"
+        try:
+            header = json.loads(f.read(length))
+            ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "not a safetensors file: its header is not one"
+    expected = 8 + length + max(ends, default=0)
+    if expected != size:
+        return f"{size} bytes where its header accounts for {expected}"
     return None
