@@ -2,15 +2,18 @@
 
 import asyncio
 import json
+import tracemalloc
 
 import aiohttp
 import pytest
+from PIL import Image
 from waiting import eventually
 
 from engine.config import LaunchConfig
-from engine.image_files import ImageFiles, ImagesTooLarge
+from engine.image_files import ENTRY_BYTES, ImageFiles, ImagesTooLarge
 from engine.server import Engine
 from engine_process import free_port, in_process_config
+from workers.image_encoding import encode_image
 
 
 class Clock:
@@ -22,24 +25,25 @@ class Clock:
 
 
 def test_the_oldest_images_make_room_within_the_budget():
-    files = ImageFiles(max_bytes=10, ttl_s=60, clock=Clock())
+    files = ImageFiles(max_bytes=2 * (4 + ENTRY_BYTES) + 2, ttl_s=60, clock=Clock())
     (first,) = files.put([b"a" * 4], "png")
     (second,) = files.put([b"b" * 4], "jpeg")
     (third,) = files.put([b"c" * 4], "webp")
-    assert files.get(first) is None and files.bytes_held == 8
+    assert files.get(first) is None and files.bytes_held == 2 * (4 + ENTRY_BYTES)
     assert files.get(second)[:2] == (b"b" * 4, "image/jpeg")
     assert files.get(third)[:2] == (b"c" * 4, "image/webp")
     assert first != second and len(first) > 20  # names cannot be guessed
 
 
 def test_images_over_the_whole_budget_are_refused_and_push_out_nothing():
-    files = ImageFiles(max_bytes=10, ttl_s=60, clock=Clock())
+    budget = 2 * (5 + ENTRY_BYTES)  # two images of 5 bytes
+    files = ImageFiles(max_bytes=budget, ttl_s=60, clock=Clock())
     (kept,) = files.put([b"a" * 4], "png")
     with pytest.raises(ImagesTooLarge, match="b64_json"):
-        files.put([b"b" * 11], "png")
+        files.put([b"b" * budget], "png")
     with pytest.raises(ImagesTooLarge):
         files.put([b"c" * 6, b"d" * 6], "png")  # one response's images, each within the budget
-    assert files.get(kept)[:2] == (b"a" * 4, "image/png") and files.bytes_held == 4
+    assert files.get(kept)[:2] == (b"a" * 4, "image/png") and files.bytes_held == 4 + ENTRY_BYTES
     names = files.put([b"e" * 5, b"f" * 5], "png")
     assert [files.get(name)[0] for name in names] == [b"e" * 5, b"f" * 5] and files.get(kept) is None
 
@@ -50,7 +54,7 @@ def test_expired_images_are_not_served_and_are_freed_without_another_put():
     (name,) = files.put([b"x" * 100], "png")
     clock.now += 59
     files.drop_expired()
-    assert files.get(name) is not None and files.bytes_held == 100
+    assert files.get(name) is not None and files.bytes_held == 100 + ENTRY_BYTES
     clock.now += 2
     assert files.get(name) is None
     files.drop_expired()
@@ -76,7 +80,8 @@ async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_hande
     port = free_port()
     launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
     # a sim 64x64 PNG takes a few hundred bytes: two fit, three do not
-    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, image_url_store_bytes=600))
+    budget = 600 + 2 * ENTRY_BYTES
+    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, image_url_store_bytes=budget))
     running = asyncio.create_task(engine.run())
     url = f"http://127.0.0.1:{port}/v1/images/generations"
     try:
@@ -180,3 +185,20 @@ async def test_an_image_may_be_kept_by_its_client_alone_and_no_longer_than_its_t
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)
+
+
+def test_the_budget_bounds_the_memory_held_for_small_images():
+    """A flat 64x64 WEBP takes 70 bytes, and its name, entry and object headers near 300 more: counted by their bytes
+    alone, a budget of such images held 5 times itself."""
+    budget = 4 << 20
+    image = encode_image(Image.new("RGB", (64, 64), (10, 20, 30)), "webp", 0)
+    tracemalloc.start()
+    try:
+        files = ImageFiles(max_bytes=budget, ttl_s=60, clock=Clock())
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(3 * budget // len(image) // 5):  # the old count's fill, and more
+            files.put([bytes(bytearray(image))], "webp")  # a copy each: a response's images are its own
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert files.bytes_held <= budget and held <= budget
