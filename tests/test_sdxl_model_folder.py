@@ -137,3 +137,16 @@ def test_a_tokenizer_folder_without_its_files_is_refused(folder, removed, says, 
     assert (sdxl_model_problem(str(model)) or "").startswith(f"{model / folder} {says}")
     assert main([*WORKER, str(model)]) == 2
     assert capsys.readouterr().err.startswith(f"argus worker: error: --model: {model / folder} {says}")
+
+
+def test_a_link_to_nothing_is_named_as_such(model, capsys):
+    """A hub cache's snapshot links each file to a blob, which an interrupted download never wrote: such a link was
+    reported as a file this user may not read."""
+    weights = model / "text_encoder" / "model.safetensors"
+    weights.unlink()
+    weights.symlink_to("../../blobs/4f2a")
+    assert main([*WORKER, str(model)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"argus worker: error: --model: {weights} links to ../../blobs/4f2a, which does not exist\n"
+    )

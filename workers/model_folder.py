@@ -77,6 +77,9 @@ def _unreadable(path: str) -> str | None:
     wanted = os.R_OK | os.X_OK if os.path.isdir(path) else os.R_OK
     if os.access(path, wanted):
         return None
+    if os.path.islink(path) and not os.path.exists(path):
+        # a hub cache's snapshot links each file to a blob, which an interrupted download never wrote
+        return f"{path} links to {os.readlink(path)}, which does not exist"
     return f"{path} cannot be read by this user (uid {os.getuid()}): permission denied"
 
 
