@@ -150,3 +150,17 @@ def test_a_link_to_nothing_is_named_as_such(model, capsys):
         capsys.readouterr().err
         == f"argus worker: error: --model: {weights} links to ../../blobs/4f2a, which does not exist\n"
     )
+
+
+def test_a_hub_cache_folder_names_the_checkpoint_it_holds(saved, tmp_path, capsys):
+    """`huggingface-cli download` keeps a model in models--ORG--NAME/snapshots/REVISION: the folder above was refused
+    as no diffusers checkpoint, though the checkpoint is in it."""
+    cache = tmp_path / "models--stabilityai--stable-diffusion-xl-base-1.0"
+    snapshot = cache / "snapshots" / "462165984030d82259a11f4367a4eed129e94a7b"
+    shutil.copytree(saved, snapshot)
+    (cache / "refs").mkdir()
+    assert main([*WORKER, str(cache)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus worker: error: --model: {str(cache)!r} is a hub cache folder: pass the checkpoint it holds,"
+        f" --model {snapshot}\n"
+    )

@@ -8,6 +8,7 @@ worker said hello, and failed every batch the engine sent it.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -38,6 +39,12 @@ def sdxl_model_problem(model_dir: str) -> str | None:
         return unreadable
     index_path = os.path.join(model_dir, "model_index.json")
     if not os.path.isfile(index_path):
+        # a hub download's cache folder (models--ORG--NAME) keeps each revision in snapshots/REVISION: said to be no
+        # checkpoint, it was taken for a model argus cannot read, or one it would have to download
+        snapshots = sorted(glob.glob(os.path.join(glob.escape(model_dir), "snapshots", "*", "model_index.json")))
+        if snapshots:
+            revisions = " or ".join(os.path.dirname(path) for path in snapshots)
+            return f"{model_dir!r} is a hub cache folder: pass the checkpoint it holds, --model {revisions}"
         return f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint"
     try:
         index = _json_object(index_path)
