@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.cli import main
+from workers.diffusion_backend import load_sdxl
 from workers.model_folder import sdxl_model_problem
 from workers.tiny_pipeline import build_tiny_sdxl
 
@@ -164,3 +166,21 @@ def test_a_hub_cache_folder_names_the_checkpoint_it_holds(saved, tmp_path, capsy
         f"argus worker: error: --model: {str(cache)!r} is a hub cache folder: pass the checkpoint it holds,"
         f" --model {snapshot}\n"
     )
+
+
+def test_a_unet_of_fp16_shards_only_loads_beside_plain_parts(model, tmp_path):
+    """diffusers names an fp16 variant's shards diffusion_pytorch_model.fp16-00001-of-0000N.safetensors, and their
+    index diffusion_pytorch_model.safetensors.index.fp16.json: such a unet was taken for plain weights beside plain
+    text encoders, the variant was not asked for, and the worker failed ("no file named
+    diffusion_pytorch_model.bin")."""
+    build_tiny_sdxl(seed=0).unet.to(torch.float16).save_pretrained(
+        tmp_path / "unet", max_shard_size="10MB", variant="fp16"
+    )
+    shutil.rmtree(model / "unet")
+    shutil.move(tmp_path / "unet", model / "unet")
+    assert {path.name for path in (model / "unet").iterdir()} >= {
+        "diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+        "diffusion_pytorch_model.safetensors.index.fp16.json",
+    }
+    assert sdxl_model_problem(str(model)) is None
+    assert load_sdxl(str(model), "cpu").describe().name == "sdxl"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 from workers.limits import LATENT_CHANNELS
 
@@ -18,7 +19,10 @@ from workers.limits import LATENT_CHANNELS
 _COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 # the parts that hold weights: a config.json and weights next to it (diffusers' or transformers' file names)
 _MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+# weights, or the index of a sharded set of them; a variant's name holds ".fp16." (model.fp16.safetensors, the
+# index diffusion_pytorch_model.safetensors.index.fp16.json) or, in a shard's, ".fp16-" (model.fp16-00001-of-00002...)
+_WEIGHTS = re.compile(r"\.(safetensors|bin)(\.index(\.fp16)?\.json)?$")
+_FP16 = re.compile(r"\.fp16[.-]")
 # a CLIP tokenizer's vocabulary: transformers' one file, or the vocab and merges SD-XL base ships
 _VOCABULARIES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 
@@ -128,8 +132,8 @@ def sdxl_weights_variant(model_dir: str) -> str | None:
 
 def _weights(folder: str) -> tuple[bool, bool]:
     """Whether `folder` holds plain weights, and fp16-variant ones (diffusion_pytorch_model.fp16.safetensors)."""
-    names = [name for name in os.listdir(folder) if name.endswith(_WEIGHT_SUFFIXES)]
-    return any(".fp16." not in name for name in names), any(".fp16." in name for name in names)
+    variants = [bool(_FP16.search(name)) for name in os.listdir(folder) if _WEIGHTS.search(name)]
+    return not all(variants), any(variants)
 
 
 def _tokenizer_problem(folder: str) -> str | None:
