@@ -1,6 +1,8 @@
 """A real `argus worker` process (tiny backend) driven over a real ROUTER socket, as the engine does."""
 
 import os
+import signal
+import subprocess
 
 import numpy as np
 import pytest
@@ -150,3 +152,53 @@ def test_shutdown_ends_a_worker_an_engine_spawned():
         if process.poll() is None:
             process.kill()
         engine.close()
+
+
+def started_loading(process) -> str:
+    """The worker's stderr up to its loading line (the model loads after it, for seconds)."""
+    seen = ""
+    while "loading the tiny backend on cpu" not in seen:
+        line = process.stderr.readline()
+        assert line, seen
+        seen += line
+    return seen
+
+
+def test_ctrl_c_while_the_model_loads_stops_a_worker_started_by_hand_without_a_traceback():
+    """It died of a KeyboardInterrupt in torch's or diffusers' imports: a page of traceback."""
+    engine = FakeEngine()
+    process = start_worker(engine.address, "tiny", stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+    try:
+        started_loading(process)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130 and "Traceback" not in err, err
+        assert err.strip().endswith("stopped while loading the model")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        engine.close()
+
+
+def test_ctrl_c_while_the_model_loads_leaves_a_worker_its_engine_launched_loading():
+    """Ctrl-C in the engine's terminal reaches its workers too: one still loading died of it, with a traceback."""
+    engine = FakeEngine()
+    process = start_worker(
+        engine.address, "tiny", "--die-with-parent", stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default
+    )
+    try:
+        started_loading(process)
+        process.send_signal(signal.SIGINT)
+        assert engine.receive(Hello).pid == process.pid
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0 and "Traceback" not in err, err
+    finally:
+        if process.poll() is None:
+            process.kill()
+        engine.close()
+
+
+def _sigint_default() -> None:
+    # a test run from a shell's background job inherits SIGINT ignored, as a worker started by hand does not
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -26,6 +26,8 @@ PARENT_PID_ENV = "ARGUS_PARENT_PID"
 # the exit code of a worker that cannot serve as configured: a usage error, a model or device it cannot use (engine/
 # cli.py, UsageError), or refused by its engine. Started again the same way, it fails the same way
 CANNOT_SERVE_EXIT = 2
+# a worker stopped by Ctrl-C before it served: the shells' code for a process that SIGINT ended
+INTERRUPTED_EXIT = 130
 
 
 def load_backend(config: WorkerConfig) -> Backend:
@@ -82,9 +84,19 @@ def exit_with_parent() -> None:
 
 
 def run_worker(config: WorkerConfig) -> int:
+    if config.owned:
+        # now, not once it serves: Ctrl-C (the engine's, see serve_until_stopped) killed a worker still loading its
+        # model (minutes, for SD-XL), each with a traceback in the engine's terminal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if config.die_with_parent:
         exit_with_parent()
-    backend = load_backend(config)
+    model = f" {config.model}" if config.model else ""
+    log.info("loading the %s backend%s on %s", config.backend, model, config.device)
+    try:
+        backend = load_backend(config)
+    except KeyboardInterrupt:  # a worker started by hand, stopped while it loads: no traceback of torch's imports
+        log.info("stopped while loading the model")
+        return INTERRUPTED_EXIT
     return serve_until_stopped(
         WorkerRuntime(
             backend,
