@@ -43,7 +43,7 @@ def model_id(backend: str, parts: Iterable[bytes]) -> str:
 def folder_model_id(model_dir: str) -> str:
     """The identity of a diffusers checkpoint: model_index.json and the folders of the components it names."""
     root = Path(model_dir)
-    index = json.loads((root / "model_index.json").read_text())
+    index = json.loads((root / "model_index.json").read_text(encoding="utf-8"))
     components = sorted(name for name, value in index.items() if not name.startswith("_") and isinstance(value, list))
     files = [root / "model_index.json"]
     for component in components:
