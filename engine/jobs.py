@@ -78,7 +78,8 @@ class Job:
             self.request.height,
             spec.guidance_scale,
             spec.output_format,
-            spec.output_compression,
+            # a PNG is lossless whatever it says: PNGs that differ only in it still batch together
+            None if spec.output_format == "png" else spec.output_compression,
             bool(spec.negative_prompt),
         )
 

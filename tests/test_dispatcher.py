@@ -52,7 +52,17 @@ class Harness:
         return worker
 
     def request(
-        self, n=1, slo_ms=None, prompt="p", level=0, fallbacks=(), k_star=0, steps=50, chosen=True, negative=None
+        self,
+        n=1,
+        slo_ms=None,
+        prompt="p",
+        level=0,
+        fallbacks=(),
+        k_star=0,
+        steps=50,
+        chosen=True,
+        negative=None,
+        **spec_fields,
     ) -> AdmittedRequest:
         """An admitted request, routed at `level` unless not yet `chosen` (its level still being chosen)."""
         spec = Generate(
@@ -62,6 +72,7 @@ class Harness:
             slo_ms=slo_ms,
             steps=steps,
             negative_prompt=negative,
+            **spec_fields,
         )
         request = AdmittedRequest(
             spec=spec,
@@ -137,6 +148,18 @@ async def test_images_with_a_negative_prompt_batch_only_with_others_that_have_on
     h.finish(a, h.batches()[1])
     items = [[item.negative_prompt for item in b.items] for b in h.batches()[1:]]
     assert items == [["blurry", "dark"], [None, None, None]]  # "" asks for none, as null does
+
+
+async def test_pngs_that_differ_only_in_output_compression_batch_together():
+    h = Harness(inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=4)
+    h.request(prompt="first")
+    for compression in (10, 90, None):
+        h.request(output_compression=compression)
+    h.request(output_format="jpeg", output_compression=10)  # a JPEG's is its quality: it goes alone
+    h.finish(a, h.batches()[0])
+    h.finish(a, h.batches()[1])
+    assert [len(b.items) for b in h.batches()] == [1, 3, 1]
 
 
 async def test_lost_worker_jobs_go_to_another_worker_once():
