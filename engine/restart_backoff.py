@@ -46,8 +46,9 @@ class RestartBackoff:
         self._joined_at = self._clock()
 
     def gives_up(self, cannot_serve: bool) -> bool:
-        """Counts how the slot's worker ended; True once GIVE_UP_AFTER starts in a row ended before a hello saying
-        it cannot serve as configured: it is not started again."""
+        """Counts how the slot's worker ended (asked before after_exit, which forgets its hello); True once
+        GIVE_UP_AFTER starts in a row ended before a hello saying it cannot serve as configured: it is not started
+        again."""
         self._cannot_serve = self._cannot_serve + 1 if cannot_serve and self._joined_at is None else 0
         return self._cannot_serve >= GIVE_UP_AFTER
 
