@@ -122,6 +122,14 @@ def batch_size(text: str) -> int:
     return value
 
 
+def ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An argparse type: an IP address, or a network in CIDR notation (10.0.0.0/8; host bits are ignored)."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or network: {exc}") from None
+
+
 def comma_separated(item: Callable[[str], T]) -> Callable[[str], list[T]]:
     """An argparse type: a comma-separated list (blank items skipped), each item of type `item`."""
 

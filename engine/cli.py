@@ -16,7 +16,9 @@ from engine.arg_types import (
     UsageError,
     batch_size,
     client_keys,
+    comma_separated,
     engine_address,
+    ip_network,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -64,6 +66,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         metavar="URL",
         help="where clients reach the HTTP API, e.g. https://images.example.com/argus behind a proxy: image URLs"
         " (response_format url) start with it (default: http:// and the request's Host header)",
+    )
+    p.add_argument(
+        "--forwarded-allow-ips",
+        type=comma_separated(ip_network),
+        default=[],
+        metavar="ADDRS",
+        help="the reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the"
+        " client an HTTP request came from, for its share of the queue (default: none, the socket's address)",
     )
     p.add_argument("--client-listen", action="append", help="ZeroMQ address for client programs (repeatable)")
     p.add_argument("--worker-listen", action="append", help="ZeroMQ address remote workers connect to (repeatable)")
@@ -310,6 +320,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         shutdown_timeout_s=args.shutdown_timeout,
         api_key=args.api_key,
         public_url=args.public_url,
+        forwarded_allow_ips=tuple(args.forwarded_allow_ips),
         curve_secret_file=args.curve_secret,
         curve_allowed_dir=args.curve_allow,
         curve_workers_dir=args.curve_allow_workers,

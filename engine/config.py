@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from engine.restart_backoff import RestartBackoff
@@ -113,6 +114,8 @@ class EngineConfig:
     # where clients reach the HTTP API (a TLS-terminating proxy's https://HOST/PATH), to make image URLs from;
     # None: the request's Host header, with scheme http
     public_url: str | None = None
+    # the reverse proxies whose X-Forwarded-For names an HTTP request's client (engine/forwarded_for.py)
+    forwarded_allow_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     image_url_ttl_s: float = 3600.0
     image_url_store_bytes: int = 256 * 1024 * 1024
     launcher: str = "local"  # local | ray

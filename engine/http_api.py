@@ -21,6 +21,7 @@ from yarl import URL
 
 from engine.arg_types import URL_HOST, is_loopback
 from engine.config import LaunchConfig
+from engine.forwarded_for import TrustedProxies
 from engine.image_files import ImagesTooLarge
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.openai_images import (
@@ -70,6 +71,7 @@ _STATUS = {
 
 ENGINE_KEY = web.AppKey("engine", object)
 MODEL_KEY = web.AppKey("model", Model)
+PROXIES_KEY = web.AppKey("proxies", TrustedProxies)
 _BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
@@ -97,6 +99,7 @@ def build_app(engine: Engine) -> web.Application:
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
     app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
+    app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
     app.router.add_post("/v1/images/generations", generate)
     app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")
     app.router.add_get("/health", health)
@@ -231,7 +234,7 @@ async def generate(request: web.Request) -> web.Response:
             return _refused(engine, "invalid_request", reason, "response_format")
     # the client its share of the queue is counted for: the end user OpenAI's `user` names (a gateway's), else the
     # address the request came from
-    admitted = engine.submit(spec, "http:" + (body.user or request.remote or ""))
+    admitted = engine.submit(spec, "http:" + (body.user or _client_address(request)))
     if isinstance(admitted, Busy):
         retry_s = max(1, admitted.retry_after_ms // 1000)
         return _error("busy", _BUSY_MESSAGES[admitted.reason], headers={"Retry-After": str(retry_s)})
@@ -278,6 +281,14 @@ def _refused(engine: Engine, code: str, message: str, param: str | None = None) 
     """A request refused before the engine saw it, counted as the engine counts those it refuses."""
     engine.metrics.requests_by("rejected", code).inc()
     return _error(code, message, param)
+
+
+def _client_address(request: web.Request) -> str:
+    proxies = request.app[PROXIES_KEY]
+    peer = request.remote or ""
+    if not proxies:
+        return peer
+    return proxies.client_address(peer, request.headers.getall(hdrs.X_FORWARDED_FOR, ()))
 
 
 def _request_origin(request: web.Request) -> str:

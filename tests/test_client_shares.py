@@ -95,19 +95,21 @@ def test_nothing_is_kept_for_clients_that_hold_nothing_and_wait_no_more():
     assert shares._held == {"pipeline": MAX_QUEUE} and shares._waiting == {}
 
 
-def test_over_http_the_user_field_names_the_client(tmp_path):
-    """OpenAI's `user` (an end user's id, as a gateway sends it) names the client over HTTP: requests from one
-    address are told apart by it."""
+def _shares_over_http(tmp_path, flags: tuple[str, ...], naming) -> tuple[tuple[int, dict], ...]:
+    """A pipeline fills a queue of two, a person is refused, the pipeline's first image is answered; then the
+    pipeline and the person ask again. `naming(client)`: the request's JSON fields and headers naming `client`."""
     engine = start_engine(
-        tmp_path, *("--time-scale", "0.1", "--max-queue", "2", "--max-batch", "1"), workers=1, backend="sim"
+        tmp_path, *("--time-scale", "0.1", "--max-queue", "2", "--max-batch", "1", *flags), workers=1, backend="sim"
     )
     url = engine.http + "/v1/images/generations"
 
     async def run():
         async with aiohttp.ClientSession() as session:
 
-            async def post(user: str) -> tuple[int, dict]:
-                async with session.post(url, json={"prompt": "a kite", "size": "64x64", "user": user}) as response:
+            async def post(client: str) -> tuple[int, dict]:
+                fields, headers = naming(client)
+                body = {"prompt": "a kite", "size": "64x64", **fields}
+                async with session.post(url, json=body, headers=headers) as response:
                     return response.status, await response.json()
 
             queued = [asyncio.create_task(post("pipeline")) for _ in range(2)]
@@ -117,10 +119,42 @@ def test_over_http_the_user_field_names_the_client(tmp_path):
             return refused, first, await post("pipeline"), await post("person"), await queued[1]
 
     try:
-        refused, first, pipeline_again, person_again, second = asyncio.run(run())
-        assert refused[0] == 429 and "at capacity" in refused[1]["error"]["message"]
-        assert first[0] == 200 and second[0] == 200
-        assert pipeline_again[0] == 429 and "its share" in pipeline_again[1]["error"]["message"]
-        assert person_again[0] == 200
+        return asyncio.run(run())
     finally:
         assert engine.stop() == 0
+
+
+def _told_apart(replies: tuple[tuple[int, dict], ...]) -> None:
+    refused, first, pipeline_again, person_again, second = replies
+    assert refused[0] == 429 and "at capacity" in refused[1]["error"]["message"]
+    assert first[0] == 200 and second[0] == 200
+    assert pipeline_again[0] == 429 and "its share" in pipeline_again[1]["error"]["message"]
+    assert person_again[0] == 200
+
+
+_ADDRESSES = {"pipeline": "203.0.113.7", "person": "198.51.100.20"}
+
+
+def test_over_http_the_user_field_names_the_client(tmp_path):
+    """OpenAI's `user` (an end user's id, as a gateway sends it) names the client over HTTP: requests from one
+    address are told apart by it."""
+    _told_apart(_shares_over_http(tmp_path, (), lambda client: ({"user": client}, {})))
+
+
+def test_behind_a_trusted_proxy_x_forwarded_for_names_the_client(tmp_path):
+    """Behind a reverse proxy every request comes from its address; with --forwarded-allow-ips naming it, the
+    address the proxy appended to X-Forwarded-For names the client (what the client itself put there does not)."""
+
+    def through_proxy(client: str) -> tuple[dict, dict]:
+        return {}, {"X-Forwarded-For": f"10.9.9.9, {_ADDRESSES[client]}"}
+
+    _told_apart(_shares_over_http(tmp_path, ("--forwarded-allow-ips", "127.0.0.0/8"), through_proxy))
+
+
+def test_x_forwarded_for_from_a_peer_not_trusted_is_not_read(tmp_path):
+    """Without --forwarded-allow-ips any client could name itself anyone: both are the one client of their
+    address, which is not held back for its own wait (the pipeline's retry is admitted)."""
+    replies = _shares_over_http(tmp_path, (), lambda client: ({}, {"X-Forwarded-For": _ADDRESSES[client]}))
+    refused, first, pipeline_again, _, _ = replies
+    assert refused[0] == 429 and first[0] == 200
+    assert pipeline_again[0] == 200

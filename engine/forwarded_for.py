@@ -1,0 +1,50 @@
+"""Who sent an HTTP request that came through a reverse proxy: the address X-Forwarded-For gives, read only as far
+as the proxies the operator names (--forwarded-allow-ips) vouch for it.
+
+Behind a proxy every request comes from the proxy's address, and the queue's shares (engine/client_shares.py) saw
+one client. Any client can send X-Forwarded-For, so the header is read from its right end, where the proxy next
+to the engine appends the address it saw, and only while the hop that wrote each entry is trusted: the first
+address not trusted is the client. A client's own X-Forwarded-For lies to the left of what the proxy appended and
+is never reached. An entry that is not an address ends the walk at the trusted hop that passed it on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedProxies:
+    def __init__(self, networks: Iterable[IPNetwork]):
+        self._networks = tuple(networks)
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def client_address(self, peer: str, forwarded_for: Iterable[str]) -> str:
+        """The address the request came from: `peer` (the socket's), or the entry of the X-Forwarded-For headers
+        (in the order they came) that the trusted proxies before it name."""
+        address = peer
+        entries = [entry.strip() for header in forwarded_for for entry in header.split(",")]
+        while entries and self._trusts(address):
+            forwarded = entries.pop()
+            if _parsed(forwarded) is None:
+                break
+            address = forwarded
+        return address
+
+    def _trusts(self, address: str) -> bool:
+        parsed = _parsed(address)
+        return parsed is not None and any(parsed in network for network in self._networks)
+
+
+def _parsed(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    # a dual-stack socket names an IPv4 peer as ::ffff:a.b.c.d; the operator names it a.b.c.d
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return mapped or parsed
