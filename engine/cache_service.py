@@ -212,13 +212,21 @@ class CacheService:
         if taken is None:
             return
         snapshot, started, on_thread = taken
-        self._writing = self._writer.submit(snapshot.write, directory)
+        writing = self._writing = self._writer.submit(snapshot.write, directory)
         # added before anything awaits the write, so it runs first: the cache thread takes its outcome before any
         # work a waiter queues there (the drain's save after a checkpoint compares with what that wrote)
-        self._writing.add_done_callback(
-            lambda writing: self._thread.submit(self._saved, snapshot, writing, directory, final, (started, on_thread))
+        writing.add_done_callback(
+            lambda done: self._thread.submit(self._saved, snapshot, done, directory, final, (started, on_thread))
         )
-        await asyncio.wrap_future(self._writing)
+        try:
+            await asyncio.wrap_future(writing)
+        finally:
+            # let go of it once written: a future keeps its done callbacks, so this one held the snapshot, and every
+            # latent in memory when it was taken, until the next save (300 s by default); those evicted or spilled
+            # meanwhile stayed in memory beside the budget's (up to --cache-bytes more). Kept while still written
+            # (the drain cancelled): close() waits for it
+            if writing.done() and self._writing is writing:
+                self._writing = None
 
     async def _written(self) -> None:
         """Waits for a save still being written; its failure is its checkpoint's to report."""
