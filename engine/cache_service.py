@@ -367,8 +367,10 @@ class CacheService:
             self._restoring = False  # after the swap: a stats() or lookup that sees it done sees the restored cache
 
     def _swap_in_restored(self) -> None:
+        # let go of the future: it keeps its result, and a restored cache given up (absorb failed) stayed in memory
+        restore, self._restore = self._restore, None
         try:
-            restored = self._restore.result()
+            restored = restore.result()
         except Exception:
             self._give_up_restore()
             return

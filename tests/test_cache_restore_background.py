@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
 import os
 import threading
+import weakref
 from types import SimpleNamespace
 
 import numpy as np
@@ -181,3 +184,42 @@ def test_an_engine_answers_while_its_saved_cache_is_read(tmp_path):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         assert engine.stop() == 0
     [_set_aside] = cache_dir.glob(f"{persistence.FILE_NAME}.rejected-*")
+
+
+def test_a_restored_cache_given_up_at_the_hand_over_is_let_go(tmp_path, held_restore, monkeypatch):
+    """A hand-over that fails (a bug, no memory) serves on from the cache it had. Before, the finished restore's
+    future kept the restored cache it was given up on, with the latents it held in memory (up to --cache-bytes),
+    for as long as the engine ran."""
+    saved = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20, model=MODEL)
+    saved.insert("a red fox", vector("a red fox"), SHAPE, {5: LATENT})
+    saved.save(str(tmp_path))
+    saved.close()
+    restored = []
+    load = cache_service.load_saved_cache
+
+    def load_and_watch(*args):
+        cache = load(*args)
+        restored.append(weakref.ref(cache))
+        return cache
+
+    def fail(self, newer):
+        raise MemoryError("no memory for the hand-over")
+
+    monkeypatch.setattr(cache_service, "load_saved_cache", load_and_watch)
+    monkeypatch.setattr(PromptCache, "absorb", fail)
+    # pytest keeps the records it captures, and the logged traceback's frames hold the restored cache
+    monkeypatch.setattr(logging.getLogger("argus.cache"), "propagate", False)
+    service = build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=take_level_5)
+
+    async def give_up_the_restore() -> None:
+        service.insert(request("a cat"), vector("a cat"), returned({5: LATENT}))
+        held_restore.set()
+        while service.restoring:
+            await asyncio.sleep(0.01)
+        assert await similarity(service, "a cat") == pytest.approx(1.0)  # served from the cache it had
+        gc.collect()
+        [held] = restored
+        assert held() is None
+        await service.close(save_to=str(tmp_path))
+
+    asyncio.run(asyncio.wait_for(give_up_the_restore(), timeout=60))
