@@ -101,6 +101,13 @@ def test_a_generator_behind_its_schedule_is_said_at_the_top_of_the_summary():
     assert lines[1].startswith("WARNING") and "fell behind its schedule" in lines[1]
 
 
+def test_latencies_are_printed_in_whole_milliseconds():
+    """Printed to three significant digits, a p99 of 14,951 ms at a 15,000 ms SLO read 1.5e+04 ms: at the SLO."""
+    served = make_record(0, 0, 0.0, 0.0, 14951.2, Answer("images", images=[image()]), 15000.0)
+    text = format_summary(summarize([served], slo_ms=15000.0, duration_s=20.0))
+    assert "p99 14,951 ms" in text and "(SLO 15,000 ms)" in text
+
+
 def test_percentile_is_an_observed_value():
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert percentile(list(range(1, 101)), 99) == 99
