@@ -408,6 +408,10 @@ class CacheService:
         ]
 
     def _decide(self, request: AdmittedRequest, vector: np.ndarray | None, neighbour: Neighbour | None) -> Preparation:
+        if request.spec.exact:
+            # not served from a neighbour, nor counted a miss (it did not ask the cache); its K* is 0 in the demand.
+            # Embedded all the same: what its full run brings back is cached for others
+            neighbour = None
         lookup = Lookup(
             similarity=neighbour.similarity if neighbour else None,
             neighbour_levels=tuple(k for k in neighbour.levels if k < request.steps) if neighbour else (),
@@ -419,7 +423,7 @@ class CacheService:
         latent = self._cache.take_latent(neighbour.prompt_id, level) if neighbour and level else None
         if level and latent is None:
             level = 0  # the policy picked a level the neighbour does not have: run in full
-        if self._cache is not None and not level:
+        if self._cache is not None and not level and not request.spec.exact:
             self._cache.record_miss()
         fallbacks = self._fallbacks(neighbour, lookup, k_star, level)
         return Preparation(k_star, level, latent, lookup.similarity, vector, fallbacks)

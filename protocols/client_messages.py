@@ -38,6 +38,9 @@ class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_field
     guidance_scale: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_GUIDANCE)] = 5.0
     seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
     slo_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # every step run with this prompt (level 0), never from a cached neighbour's latent: the image a seed makes
+    # whatever the cache holds, at the cost of a full run however loaded the engine is
+    exact: bool = False
     output_format: OutputFormat = "png"
     output_compression: OutputCompression | None = None  # None: the worker's own setting
 

@@ -58,6 +58,7 @@ class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     num_inference_steps: Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)] | None = None
     guidance_scale: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_GUIDANCE)] | None = None
     slo_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    exact: bool | None = None  # every step run, never from a cached latent (Generate.exact)
 
 
 class InvalidRequest(ValueError):
@@ -120,6 +121,7 @@ def to_generate(request: ImageGenerationRequest, request_id: str) -> Generate:
         height=height,
         seed=request.seed,
         slo_ms=request.slo_ms,
+        exact=bool(request.exact),
         output_format=request.output_format,
         output_compression=request.output_compression,
         **optional,

@@ -44,3 +44,21 @@ def test_near_duplicate_resumes_from_the_cache_and_unrelated_prompt_misses(engin
     expected_prompts = 2 + (near.level < 15)
     assert wait_for(lambda: engine.metric("argus_cache_prompts") == expected_prompts)
     assert engine.metric("argus_cache_misses_total") == 2
+
+
+def test_an_exact_request_runs_every_step_though_the_cache_holds_its_neighbour(engine):
+    """`exact`: the image a seed makes whatever the cache holds; its full run is cached for the others."""
+    prompt = "a lighthouse on a cliff in a storm, ink drawing"
+    cached = engine.metric("argus_cache_prompts") or 0  # the test before waits for its own to be counted
+    generate(engine, prompt)
+    assert wait_for(lambda: engine.metric("argus_cache_prompts") == cached + 1)  # the stats with its miss in them
+    misses = engine.metric("argus_cache_misses_total")
+    with ArgusClient(engine.client_address, timeout_s=120) as client:
+        exact = client.generate(prompt + "!", width=64, height=64, steps=STEPS, seed=1, exact=True)
+    assert isinstance(exact, Images), exact
+    image = exact.images[0]
+    assert (image.level, image.steps_run, image.similarity) == (0, STEPS, None)
+    # it did not ask the cache, so it is no miss; a near-duplicate that may resumes from the cache
+    assert wait_for(lambda: engine.metric("argus_cache_prompts") == cached + 2)
+    assert engine.metric("argus_cache_misses_total") == misses
+    assert generate(engine, prompt + "?").images[0].level > 0

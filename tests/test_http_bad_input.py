@@ -77,6 +77,7 @@ def good(engine) -> None:
         (json.dumps({"prompt": "a", "bogus": 1}).encode(), 400, "invalid_request", "bogus", "unknown field `bogus`"),
         (json.dumps({"prompt": "a", "seed": -1}).encode(), 400, "invalid_request", "seed", ">= 0"),
         (json.dumps({"prompt": "a", "slo_ms": 0}).encode(), 400, "invalid_request", "slo_ms", "> 0"),
+        (json.dumps({"prompt": "a", "exact": "yes"}).encode(), 400, "invalid_request", "exact", "expected `bool"),
         (
             json.dumps({"prompt": "a", "num_inference_steps": 100000}).encode(),
             400,

@@ -188,3 +188,9 @@ def test_a_negative_prompt_rides_in_extra_body_and_steers_the_image(client):
     with pytest.raises(openai.BadRequestError) as raised:
         image(negative_prompt="x" * 4001)
     assert raised.value.body["param"] == "negative_prompt"
+
+
+def test_exact_rides_in_extra_body_and_runs_every_step(client):
+    response = client.images.generate(prompt="a lantern", extra_body={"exact": True, "num_inference_steps": 4})
+    (entry,) = response.data
+    assert (entry.model_extra["argus"]["level"], entry.model_extra["argus"]["similarity"]) == (0, None)
