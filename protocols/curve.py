@@ -148,18 +148,23 @@ class RefusedHandshakes:
         self._socket = sock
         self._address = address
         self._curve_on = curve_on
+        # kept once heard: the monitor tells of a refusal once, and a caller asking again (the next request of a
+        # client) must not take the silence after it for an engine that may still answer
+        self._reason: str | None = None
         # of the socket's kind: a zmq.asyncio socket's monitor is awaited (refused()), a blocking one's polled
         self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
     def reason(self) -> str | None:
-        """Why the engine will never be reached over this socket, or None while it may be (or once it is closed)."""
-        if self.monitor.closed or not self.monitor.poll(0):
-            return None
-        return self._explain(recv_monitor_message(self.monitor))
+        """Why the engine will never be reached over this socket, or None while it may be."""
+        if self._reason is None and not self.monitor.closed and self.monitor.poll(0):
+            self._reason = self._explain(recv_monitor_message(self.monitor))
+        return self._reason
 
     async def refused(self) -> str:
         """Why, once the engine will never be reached over this (asyncio) socket."""
-        return self._explain(parse_monitor_message(await self.monitor.recv_multipart()))
+        if self._reason is None:
+            self._reason = self._explain(parse_monitor_message(await self.monitor.recv_multipart()))
+        return self._reason
 
     def _explain(self, event: dict) -> str:
         engine = f"the engine at {self._address}"

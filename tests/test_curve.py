@@ -108,6 +108,10 @@ def test_others_get_nothing(engine, keys, who):
     with ArgusClient(engine.client_address, timeout_s=None if refused else 2, curve=curve) as client:
         with pytest.raises(ConnectionRefusedError if refused else TimeoutError, match=refused):
             client.generate("let me in", width=64, height=64)
+        if refused:
+            # and any later request: the refusal was told once, and the next call waited for ever
+            with pytest.raises(ConnectionRefusedError, match=refused):
+                client.generate("again", width=64, height=64)
 
     async def ask_async():
         async with AsyncArgusClient(engine.client_address, curve=curve) as client:
