@@ -278,7 +278,10 @@ class AsyncArgusClient:
                 future.set_exception(error)
 
     async def close(self) -> None:
-        """Requests still in flight are cancelled at the engine and raise ClientClosed here."""
+        """Requests still in flight are cancelled at the engine and raise ClientClosed here. Closing again does
+        nothing (as for ArgusClient): a close() inside `async with` raised TypeError at the block's end."""
+        if self._socket.closed:
+            return
         # through a blocking socket over the same one: an asyncio socket fails the future of a send that would block
         # rather than raise, which left a 'Future exception was never retrieved' traceback per request in flight
         # once the queue was full (the engine down)

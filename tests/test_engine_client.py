@@ -166,6 +166,14 @@ async def test_a_closed_client_refuses_a_request_as_closed(engine):
         await async_client.generate("a fox")
 
 
+async def test_closing_a_client_twice_is_harmless(engine):
+    with ArgusClient(engine.address, timeout_s=10) as client:
+        client.close()
+    # before: TypeError('context must be specified'), from shadowing the closed socket
+    async with AsyncArgusClient(engine.address) as async_client:
+        await async_client.close()
+
+
 def test_the_async_client_serves_one_event_loop_after_another(engine):
     # a pipeline that calls asyncio.run once per batch: the second loop's replies went to the first loop's reader,
     # ended with that loop, and the call waited for ever
