@@ -48,6 +48,12 @@ Reply = Images | Error | Busy | Cancelled
 _CLOSE_LINGER_MS = 500
 # the longest a blocking call waits in C before a signal handler can run (see ArgusClient._wait)
 _POLL_SLICE_MS = 200
+# a connection that died without a word (the engine's host gone, a NAT that forgot the flow) is found by pings
+# and dialled again: TCP alone kept it for ever while idle, and for about 15 minutes of retransmissions once a request
+# was sent, every call timing out meanwhile even with a new engine up on the address. The timeout runs from a ping
+# to the next whole frame in, so it leaves room for a large reply on a slow link (10 MB at 200 kB/s)
+_HEARTBEAT_INTERVAL_MS = 10_000
+_HEARTBEAT_TIMEOUT_MS = 60_000
 # ZeroMQ's send timeout is an int of milliseconds
 _MAX_TIMEOUT_S = (2**31 - 1) / 1000
 
@@ -61,7 +67,8 @@ def _connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tu
     # and libzmq would give a reconnected socket a new one, so a dropped connection would lose every reply
     identity = uuid.uuid4().hex.encode()
     try:
-        sock = make_socket(context, zmq.DEALER, identity=identity, curve_client=curve)
+        heartbeat = (_HEARTBEAT_INTERVAL_MS, _HEARTBEAT_TIMEOUT_MS)
+        sock = make_socket(context, zmq.DEALER, identity=identity, curve_client=curve, heartbeat_ms=heartbeat)
         # heard from before the socket connects: a refusal that came first would go unheard, and a call wait for
         # ever (or for its timeout) on an engine that will never answer it
         refusals = RefusedHandshakes(sock, address, curve is not None)

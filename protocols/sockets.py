@@ -40,10 +40,14 @@ def make_socket(
     max_frame_bytes: int = MAX_FRAME_BYTES,
     send_hwm: int = DEFAULT_HWM,
     handover: bool = False,
+    heartbeat_ms: tuple[int, int] | None = None,
 ) -> zmq.Socket:
     """`handover` (ROUTER): a peer that connects under an identity already connected takes its traffic over. Only
     for peers whose identity is a secret: on the worker socket, where an identity is a worker's public name, it
-    would let anyone who can dial in take a worker's prompts (and get the worker killed as silent)."""
+    would let anyone who can dial in take a worker's prompts (and get the worker killed as silent).
+
+    `heartbeat_ms` (interval, timeout): a ZMTP ping every interval, and a connection on which no whole frame came
+    in for timeout after one is dropped (a connecting socket dials again). libzmq answers pings on any socket."""
     if kind == zmq.ROUTER:
         _seed_peer_numbering()
     sock = context.socket(kind)
@@ -57,6 +61,9 @@ def make_socket(
         sock.setsockopt(zmq.ROUTER_HANDOVER, int(handover))
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
+    if heartbeat_ms is not None:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms[0])
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_ms[1])
     # security must be set before bind or connect
     if curve_server is not None:
         make_server(sock, curve_server, curve_domain)

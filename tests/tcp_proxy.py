@@ -12,6 +12,8 @@ class DroppingProxy:
         self._listener = socket.create_server(("127.0.0.1", free_port()))
         self.address = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        # set, per connection, once it is dead without a word (go_silent): what comes in is swallowed
+        self._silent: list[threading.Event] = []
         self.accepted = 0
         # cleared: what comes in is held, not passed on (a link that stalls); it is lost if the link is then cut
         self.flowing = threading.Event()
@@ -23,6 +25,12 @@ class DroppingProxy:
         for pair in pairs:
             for end in pair:
                 _shut(end)
+
+    def go_silent(self) -> None:
+        """Every connection through it goes dead with neither end told, as when the far host is gone or a NAT
+        forgets the flow: bytes are taken in and never delivered. New connections are served."""
+        for silent in self._silent:
+            silent.set()
 
     def close(self) -> None:
         self._listener.close()
@@ -36,16 +44,19 @@ class DroppingProxy:
                 return  # closed
             upstream = socket.create_connection(self._target)
             self._pairs.append((client, upstream))
+            silent = threading.Event()
+            self._silent.append(silent)
             self.accepted += 1
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink, self.flowing), daemon=True).start()
+                threading.Thread(target=_pump, args=(source, sink, self.flowing, silent), daemon=True).start()
 
 
-def _pump(source: socket.socket, sink: socket.socket, flowing: threading.Event) -> None:
+def _pump(source: socket.socket, sink: socket.socket, flowing: threading.Event, silent: threading.Event) -> None:
     try:
         while data := source.recv(65536):
             flowing.wait()
-            sink.sendall(data)
+            if not silent.is_set():
+                sink.sendall(data)
     except OSError:
         pass
     _shut(source)

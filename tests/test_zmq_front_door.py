@@ -14,6 +14,7 @@ import zmq
 from tcp_proxy import DroppingProxy
 from waiting import eventually
 
+from engine import client as client_module
 from engine.client import ArgusClient, AsyncArgusClient
 from engine.config import LaunchConfig
 from engine.server import Engine
@@ -206,6 +207,31 @@ def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(tmp_path):
     finally:
         proxy.close()
         assert engine.stop() == 0
+
+
+def test_a_client_whose_connection_dies_without_a_word_dials_again(tmp_path, monkeypatch):
+    """The engine's host gone, or a NAT that forgot the flow: TCP tells the client nothing, and every call after
+    timed out, for ever through a proxy (about 15 minutes to a host gone), whatever engine came up on the address."""
+    monkeypatch.setattr(client_module, "_HEARTBEAT_INTERVAL_MS", 200)
+    monkeypatch.setattr(client_module, "_HEARTBEAT_TIMEOUT_MS", 1000)
+    served = start_engine(tmp_path, "--time-scale", "0.01", backend="sim", workers=1)
+    proxy = DroppingProxy(int(served.client_address.rsplit(":", 1)[1]))
+    try:
+        with ArgusClient(proxy.address, timeout_s=5) as client:
+            assert isinstance(client.generate("before", width=64, height=64), Images)
+            proxy.go_silent()
+            outcomes = []
+            for _ in range(6):
+                try:
+                    outcomes.append(client.generate("after", width=64, height=64))
+                    break
+                except TimeoutError as error:  # the call sent into the dead connection is lost
+                    outcomes.append(error)
+        assert isinstance(outcomes[-1], Images), outcomes
+        assert proxy.accepted == 2
+    finally:
+        proxy.close()
+        assert served.stop() == 0
 
 
 def test_replies_a_client_leaves_unread_are_bounded_and_counted(tmp_path):
