@@ -81,6 +81,15 @@ def _connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tu
         raise
 
 
+def _undecodable(address: str, reason: str) -> ValueError:
+    # what comes from an address that is no argus engine's ZeroMQ one: its HTTP port answers a ZeroMQ greeting with
+    # an HTTP 400, which libzmq takes for a message of ZeroMQ's first version
+    return ValueError(
+        f"undecodable reply from {address}: {reason} (is it an argus engine's --client-listen address, of this"
+        " version?)"
+    )
+
+
 def _refuse_if_closed(sock: zmq.Socket) -> None:
     # rather than ZeroMQ's 'Socket operation on non-socket', and (async) a reader task failing unseen
     if sock.closed:
@@ -107,6 +116,7 @@ class ArgusClient:
         # and over 24 days failed otherwise), each time leaving the socket and context unclosed
         if timeout_s is not None and not 0 < timeout_s <= _MAX_TIMEOUT_S:
             raise ValueError(f"timeout_s must be above 0 and at most {_MAX_TIMEOUT_S:.0f} (or None), not {timeout_s}")
+        self._address = address
         self._context = zmq.Context()
         self._socket, self._refusals = _connect(self._context, address, curve)
         self._poller = zmq.Poller()
@@ -153,7 +163,7 @@ class ArgusClient:
                 raise TimeoutError(f"no reply for {request.request_id}")
             reply = self._codec.decode(self._socket.recv_multipart(copy=False))
             if isinstance(reply, DecodeError):
-                raise ValueError(f"undecodable reply: {reply.reason}")
+                raise _undecodable(self._address, reply.reason)
             if reply.request_id == request.request_id:
                 return reply
             # a stale reply to an earlier request that timed out: skip it
@@ -212,6 +222,7 @@ class AsyncArgusClient:
     asyncio.run after another is fine; two threads' loops at once are not)."""
 
     def __init__(self, address: str, curve: ClientKeys | None = None):
+        self._address = address
         self._context = zmq.asyncio.Context()
         self._socket, self._refusals = _connect(self._context, address, curve)
         self._refused: str | None = None  # why the engine will never answer, once it will not
@@ -266,7 +277,7 @@ class AsyncArgusClient:
                     # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
                     future = self._waiting.get(salvage_request_id(frames[0].buffer))
                     if future is not None and not future.done():
-                        future.set_exception(ValueError(f"undecodable reply: {reply.reason}"))
+                        future.set_exception(_undecodable(self._address, reply.reason))
                     continue
                 future = self._waiting.get(reply.request_id)
                 if future is not None and not future.done():

@@ -139,10 +139,18 @@ def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
     sock.curve_serverkey = keys.server_public
 
 
+# handshakes in a row that fail without a word (the peer hangs up): the address answers, and not as the engine the
+# keys name. One could be an engine stopping mid-handshake; ten in a row (a second, libzmq dialling again every
+# 100 ms) are not. A CURVE mismatch often ends so too, when the engine hangs up before this side names it: the
+# count leaves the named reason time to come first
+_SILENT_FAILURES = 10
+
+
 class RefusedHandshakes:
-    """Hears on a connecting socket's monitor the handshakes libzmq does not retry: the engine refused this key
-    (its ZAP handler), or one side speaks CURVE and the other not. The socket then never connects again, not
-    even to a restarted engine that would take it: waiting on it is waiting for ever."""
+    """Hears on a connecting socket's monitor the handshakes that will never succeed: the engine refused this key
+    (its ZAP handler), one side speaks CURVE and the other not, or every handshake fails without a word, as it
+    does when the engine's public key given is not its own (the engine cannot read the client's hello). libzmq
+    retries the last for ever; the others it does not. Waiting on such a socket is waiting for ever."""
 
     def __init__(self, sock: zmq.Socket, address: str, curve_on: bool):
         self._socket = sock
@@ -151,23 +159,43 @@ class RefusedHandshakes:
         # kept once heard: the monitor tells of a refusal once, and a caller asking again (the next request of a
         # client) must not take the silence after it for an engine that may still answer
         self._reason: str | None = None
+        self._silent_failures = 0  # since the last handshake that succeeded
         # of the socket's kind: a zmq.asyncio socket's monitor is awaited (refused()), a blocking one's polled
-        self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self.monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        )
 
     def reason(self) -> str | None:
         """Why the engine will never be reached over this socket, or None while it may be."""
-        if self._reason is None and not self.monitor.closed and self.monitor.poll(0):
-            self._reason = self._explain(recv_monitor_message(self.monitor))
+        while self._reason is None and not self.monitor.closed and self.monitor.poll(0):
+            self._reason = self._heard(recv_monitor_message(self.monitor))
         return self._reason
 
     async def refused(self) -> str:
         """Why, once the engine will never be reached over this (asyncio) socket."""
-        if self._reason is None:
-            self._reason = self._explain(parse_monitor_message(await self.monitor.recv_multipart()))
+        while self._reason is None:
+            self._reason = self._heard(parse_monitor_message(await self.monitor.recv_multipart()))
         return self._reason
 
-    def _explain(self, event: dict) -> str:
+    def _heard(self, event: dict) -> str | None:
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._silent_failures = 0
+            return None
         engine = f"the engine at {self._address}"
+        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            self._silent_failures += 1
+            if self._silent_failures < _SILENT_FAILURES:
+                return None
+            # a CURVE mismatch too, when the engine hangs up before this side tells it (a race, either way)
+            why = (
+                "the engine's public key given is not its own, the engine does not use CURVE,"
+                if self._curve_on
+                else "the engine requires CURVE keys,"
+            )
+            return f"every handshake with {engine} failed: {why} or the address is not an argus engine's ZeroMQ one"
         if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return f"{engine} does not admit this CURVE key (not in its --curve-allow or --curve-allow-workers)"
         if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:

@@ -8,6 +8,7 @@ import msgspec
 import numpy as np
 import pytest
 import zmq
+from aiohttp import web
 
 from engine.client import ArgusClient, AsyncArgusClient, ClientClosed
 from engine_process import free_port
@@ -297,3 +298,27 @@ def test_ctrl_c_during_a_call_cancels_it_at_the_engine(engine):
         assert [type(m) for m in seen] == [Generate, Cancel] and seen[1] == Cancel("r1")
     finally:
         client.close()
+
+
+async def test_a_client_pointed_at_an_http_port_says_the_address_may_not_be_the_engines():
+    """An HTTP server answers ZeroMQ's greeting with a 400, which libzmq takes for a message: the call failed with
+    'undecodable reply: Expected `object`, got `int`', naming neither the address nor what may be wrong."""
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    address = f"tcp://127.0.0.1:{port}"
+    hint = f"undecodable reply from {address}: .*is it an argus engine's --client-listen address"
+    try:
+
+        def call_blocking():
+            with ArgusClient(address, timeout_s=30) as client:
+                client.generate("a fox")
+
+        with pytest.raises(ValueError, match=hint):
+            await asyncio.to_thread(call_blocking)
+        async with AsyncArgusClient(address) as client:
+            with pytest.raises(ValueError, match=hint):
+                await asyncio.wait_for(client.generate("a fox"), 30)
+    finally:
+        await runner.cleanup()

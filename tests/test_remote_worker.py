@@ -141,33 +141,9 @@ def test_a_second_worker_given_a_live_workers_id_is_refused(tmp_path):
         assert engine.stop() == 0
 
 
-def test_a_worker_whose_hellos_the_engine_cannot_read_still_stops_on_sigterm(tmp_path):
-    """With a wrong --curve-server-key its hellos have no peer to go to: sent blocking, one would wait for good,
-    deaf to signals."""
-    _, engine_secret = create_key_files(tmp_path / "keys", "engine")
-    _, worker_secret = create_key_files(tmp_path / "admitted", "worker")
-    wrong_server_key, _ = create_key_files(tmp_path / "other", "engine")
-    engine = start_engine(
-        tmp_path, "--curve-secret", str(engine_secret), "--curve-allow", str(tmp_path / "admitted"),
-        workers=0, backend="sim", wait=False,
-    )  # fmt: skip
-    worker = start_worker(
-        engine.worker_address, "sim", "--curve-key", str(worker_secret), "--curve-server-key", str(wrong_server_key),
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        time.sleep(3)  # past its start and first hellos
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0
-        assert engine.ready()["workers"] == []
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-        assert engine.stop() == 0
-
-
 @pytest.mark.parametrize(
-    "who", ["key not admitted", "no keys", "keys, engine without CURVE", "a fleet, key not admitted"]
+    "who",
+    ["key not admitted", "no keys", "keys, engine without CURVE", "a fleet, key not admitted", "wrong engine key"],
 )
 def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(tmp_path, who):
     """libzmq does not dial again after the engine refused the key, nor when one side speaks CURVE and the other
@@ -180,7 +156,10 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(tmp_path, who):
     engine = start_engine(
         tmp_path, *([] if who == "keys, engine without CURVE" else curve), workers=0, backend="sim", wait=False
     )
-    keys = ["--curve-key", str(stranger_secret), "--curve-server-key", str(tmp_path / "keys" / "engine.key")]
+    engine_key = tmp_path / "keys" / "engine.key"
+    if who == "wrong engine key":  # its hellos sealed for another engine: libzmq dials again for ever, unread
+        engine_key, _ = create_key_files(tmp_path / "other", "engine")
+    keys = ["--curve-key", str(stranger_secret), "--curve-server-key", str(engine_key)]
     fleet = ["--count", "3"] if who.startswith("a fleet") else []
     worker = start_worker(
         engine.worker_address, "sim", *([] if who == "no keys" else keys), *fleet, stderr=subprocess.PIPE
@@ -192,10 +171,12 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(tmp_path, who):
             "no keys": "requires CURVE keys",
             "keys, engine without CURVE": "does not use CURVE",
             "a fleet, key not admitted": "does not admit this CURVE key",
+            "wrong engine key": "the engine's public key given is not its own",
         }[who]
-        assert (
-            f"engine refused this worker: the engine at {engine.worker_address} {says}" in worker.stderr.read().decode()
-        )
+        # "the engine at ADDRESS does not use CURVE", or, if the engine hung up before the worker named the mismatch
+        # ten times in a row, "every handshake with the engine at ADDRESS failed: ..., the engine does not use CURVE"
+        said = worker.stderr.read().decode()
+        assert "engine refused this worker: " in said and engine.worker_address in said and says in said, said
     finally:
         if worker.poll() is None:
             worker.kill()
