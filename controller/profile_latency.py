@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from controller.profiles import LatencyProfile
 from engine.arg_types import UsageError, comma_separated, non_negative_int, output_file, positive_int, torch_device
+from engine.help_format import BACKEND_HELP
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -56,7 +57,7 @@ CLOCKS = ("wall", "cpu")
 
 # -- the worker process, shared with `argus profile quality` ---------------------------
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
+    parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
     parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
@@ -68,8 +69,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps N (default 50)")
     parser.add_argument("--size", type=positive_int, help="image side in pixels (default: the backend's default size)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=7, help="seeds the images")
+    parser.add_argument("--guidance", type=float, default=5.0, help="guidance scale")
 
 
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:

@@ -30,7 +30,9 @@ from engine.arg_types import (
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.config import (
     API_KEY_ENV,
+    DEFAULT_CLIENT_LISTEN,
     DEFAULT_SAVE_INTERVAL_S,
+    DEFAULT_WORKER_LISTEN,
     HEARTBEAT_INTERVAL_S,
     MIN_HEARTBEAT_TIMEOUT_S,
     CacheConfig,
@@ -39,6 +41,7 @@ from engine.config import (
     LaunchConfig,
     PolicyConfig,
 )
+from engine.help_format import BACKEND_HELP, show_defaults
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import ClientKeys, create_key_files
 from protocols.limits import MAX_BATCH
@@ -75,10 +78,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="the reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the"
         " client an HTTP request came from, for its share of the queue (default: none, the socket's address)",
     )
-    p.add_argument("--client-listen", action="append", help="ZeroMQ address for client programs (repeatable)")
-    p.add_argument("--worker-listen", action="append", help="ZeroMQ address remote workers connect to (repeatable)")
+    p.add_argument(
+        "--client-listen",
+        action="append",
+        help=f"ZeroMQ address for client programs (repeatable; default {DEFAULT_CLIENT_LISTEN})",
+    )
+    p.add_argument(
+        "--worker-listen",
+        action="append",
+        help=f"ZeroMQ address remote workers connect to (repeatable; default {DEFAULT_WORKER_LISTEN})",
+    )
     p.add_argument("--workers", type=non_negative_int, default=2, help="local worker processes to spawn (0: none)")
-    p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
+    p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
     p.add_argument(
         "--device", type=torch_device, action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)"
     )
@@ -286,8 +297,8 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         host=args.host,
         port=args.port,
-        client_listen=tuple(args.client_listen or ["tcp://127.0.0.1:5555"]),
-        worker_listen=tuple(args.worker_listen or ["tcp://127.0.0.1:5556"]),
+        client_listen=tuple(args.client_listen or [DEFAULT_CLIENT_LISTEN]),
+        worker_listen=tuple(args.worker_listen or [DEFAULT_WORKER_LISTEN]),
         launch=LaunchConfig(
             count=args.workers,
             backend=args.backend,
@@ -370,7 +381,7 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
         "--connect", required=True, type=engine_address, help="the engine's worker address, e.g. tcp://HOST:5556"
     )
     p.add_argument("--worker-id", default=None, help="a name for this worker (default: host and pid)")
-    p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"])
+    p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
     p.add_argument("--device", type=torch_device, help="cpu or cuda:N (default cpu)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
@@ -542,7 +553,9 @@ def _add_loadgen(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="argus", description=__doc__)
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO")
+    parser.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="how much to log to stderr"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_worker(sub)
@@ -552,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_profile(sub)
     add_bench_commands(sub)
+    show_defaults(parser)
     return parser
 
 

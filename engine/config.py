@@ -20,6 +20,9 @@ API_KEY_ENV = "ARGUS_API_KEY"
 # rewrites the whole file: at this interval, well under 1% of a core and 4 MB/s of disk writes for the default
 # (docs/cache.md). It was off by default while the write held lookups for all of it.
 DEFAULT_SAVE_INTERVAL_S = 300.0
+# the ZeroMQ doors, on loopback: clients', and remote workers'
+DEFAULT_CLIENT_LISTEN = "tcp://127.0.0.1:5555"
+DEFAULT_WORKER_LISTEN = "tcp://127.0.0.1:5556"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +95,8 @@ class CacheConfig:
 class EngineConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    client_listen: tuple[str, ...] = ("tcp://127.0.0.1:5555",)
-    worker_listen: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
+    client_listen: tuple[str, ...] = (DEFAULT_CLIENT_LISTEN,)
+    worker_listen: tuple[str, ...] = (DEFAULT_WORKER_LISTEN,)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)

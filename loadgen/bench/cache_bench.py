@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookups", type=positive_int, default=2000, help="timed lookups (default 2000)")
     parser.add_argument("--timed-inserts", type=positive_int, default=2000, help="inserts timed at the end of the fill")
     parser.add_argument("--latents", type=positive_int, default=5000, help="SD-XL latents for the bytes measurement")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the prompts or vectors indexed")
     parser.add_argument(
         "--data", default=str(ROOT.parent / "shared" / "data" / "prompts"), help="folder of the shared prompt files"
     )

@@ -156,12 +156,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.heartbeat_timeout_s,
         help=f"the engine's --heartbeat-timeout (default {d.heartbeat_timeout_s:g})",
     )
-    parser.add_argument(
-        "--max-queue", type=positive_int, default=d.max_queue, help=f"the engine's --max-queue ({d.max_queue})"
-    )
-    parser.add_argument(
-        "--drain", type=non_negative_float, default=d.drain_s, help=f"seconds to wait for answers ({d.drain_s:g})"
-    )
+    parser.add_argument("--max-queue", type=positive_int, default=d.max_queue, help="the engine's --max-queue")
+    parser.add_argument("--drain", type=non_negative_float, default=d.drain_s, help="seconds to wait for answers")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of arrivals, doors and faults (default 0)")
 
 

@@ -42,9 +42,9 @@ QUALITY_TIE = 0.5
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", default=DEFAULT_POLICIES, help="comma-separated policies to compare")
     parser.add_argument("--backend", default="sim", choices=["sim"], help="only the simulated backend (a cluster)")
-    parser.add_argument("--workers", type=positive_int, default=8)
-    parser.add_argument("--trace", default="../shared/data/traces/azure_llm2023_code.csv")
-    parser.add_argument("--prompts", default="../shared/data/prompts/diffusiondb_5k.txt")
+    parser.add_argument("--workers", type=positive_int, default=8, help="simulated workers of each engine")
+    parser.add_argument("--trace", default="../shared/data/traces/azure_llm2023_code.csv", help="arrivals to replay")
+    parser.add_argument("--prompts", default="../shared/data/prompts/diffusiondb_5k.txt", help="prompts to send")
     parser.add_argument(
         "--load",
         type=positive_float,
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration-s", type=positive_float, help="simulated seconds of the trace to replay (default: all of it)"
     )
     parser.add_argument("--size", type=parse_size, default="1024x1024", help="WIDTHxHEIGHT (default 1024x1024)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the arrivals and prompts")
     parser.add_argument(
         "--plot", metavar="FILE.png", type=output_file, help="bar chart of violations and quality per policy"
     )

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=SolverOptions.time_limit_ms,
         help=f"solver time limit (default {SolverOptions.time_limit_ms}: the engine's own)",
     )
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="seeds the demand mixes")
 
 
 def run(args: argparse.Namespace) -> int:

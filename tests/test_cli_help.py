@@ -1,0 +1,79 @@
+"""`argus COMMAND --help` lists a command's flags and their defaults, as README.md says; it lists no secret."""
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from engine.cli import build_parser
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "argus") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def _has_default(action: argparse.Action) -> bool:
+    default = action.default
+    return not (default is None or default is False or default is argparse.SUPPRESS or default == [])
+
+
+def _help_of(help_text: str, flag: str) -> str:
+    """The lines `--help` prints for one flag: from its own to the next flag's (or the end of its group)."""
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(flag) and line.startswith("  -"))
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("   "):  # the next flag ("  -...") or group, or a blank line
+            break
+        block.append(line)
+    return " ".join(" ".join(block).split())
+
+
+def _flags_with_defaults() -> list[tuple[str, str, str]]:
+    return [
+        (name, action.option_strings[-1], parser.format_help())
+        for name, parser in _parsers(build_parser())
+        for action in parser._actions
+        if action.option_strings and _has_default(action)
+    ]
+
+
+def test_every_flag_with_a_default_names_it_in_help():
+    """Before, `argus serve --help` named no default for --port, --workers, --backend, --max-queue, --window-s,
+    --cache-bytes, the timeouts and more (50 flags over the commands): a user had to read the code."""
+    missing = [f"{name} {flag}" for name, flag, text in _flags_with_defaults() if "default" not in _help_of(text, flag)]
+    assert not missing, missing
+
+
+@pytest.fixture(scope="module")
+def serve_help() -> str:
+    command = [sys.executable, "-m", "engine.cli", "serve", "--help"]
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "shown"),
+    [
+        ("--port", "(default 8000)"),
+        ("--workers", "(default 2)"),
+        ("--backend", "(default tiny)"),
+        ("--max-queue", "(default 1024)"),
+        ("--client-listen", "default tcp://127.0.0.1:5555"),
+        ("--worker-listen", "default tcp://127.0.0.1:5556"),
+    ],
+)
+def test_serve_help_shows_the_defaults_the_readme_names(serve_help, flag, shown):
+    assert shown in _help_of(serve_help, flag)
+
+
+def test_an_api_key_from_the_environment_is_not_printed(monkeypatch):
+    """A default taken from $ARGUS_API_KEY is a secret: help names the variable, never its value."""
+    monkeypatch.setenv("ARGUS_API_KEY", "not-for-help-output")
+    for name, parser in _parsers(build_parser()):
+        assert "not-for-help-output" not in parser.format_help(), name
