@@ -77,7 +77,8 @@ class Admission:
             # a worker would refuse the batch (500, worker_error); before, it ran N + 1 steps and cached them as N
             return Error(spec.request_id, "invalid_steps", refusal)
         if spec.n > self._max_queue:
-            # Busy would have the client retry for ever: no queue this small ever has room for it
+            # Busy would have the client retry for ever: no queue this small ever has room for it. HTTP names `n` for
+            # this code (http_api._ADMISSION_PARAMS): give another refusal a code of its own
             return Error(
                 spec.request_id,
                 "invalid_request",

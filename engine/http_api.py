@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("argus.http")
 
-# the field an admission error names, as the OpenAI schema calls it
-_ADMISSION_PARAMS = {"invalid_size": "size", "invalid_steps": "num_inference_steps"}
+# the field an admission error names, as the OpenAI schema calls it (admission's one invalid_request: n above
+# --max-queue)
+_ADMISSION_PARAMS = {"invalid_size": "size", "invalid_steps": "num_inference_steps", "invalid_request": "n"}
 # encoding this many bytes to base64 on the loop would stall other requests
 _INLINE_B64_BYTES = 256 * 1024
 

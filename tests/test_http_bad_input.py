@@ -13,7 +13,10 @@ from engine_process import start_engine
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = start_engine(tmp_path_factory.mktemp("bad-input"), "--time-scale", "0.01", backend="sim")
+    # a queue smaller than a request may ask for (n up to 10)
+    engine = start_engine(
+        tmp_path_factory.mktemp("bad-input"), "--time-scale", "0.01", "--max-queue", "8", backend="sim"
+    )
     yield engine
     assert engine.stop() == 0
 
@@ -48,6 +51,8 @@ def good(engine) -> None:
         (json.dumps({"prompt": "a", "n": 0}).encode(), 400, "invalid_request", "n", ">= 1"),
         (json.dumps({"prompt": "a", "n": 11}).encode(), 400, "invalid_request", "n", "<= 10"),
         (json.dumps({"prompt": "a", "n": "2"}).encode(), 400, "invalid_request", "n", "got `str`"),
+        # the message named n, but param was null
+        (json.dumps({"prompt": "a", "n": 9}).encode(), 400, "invalid_request", "n", "queues at once (--max-queue 8)"),
         (json.dumps({"prompt": "a", "size": "huge"}).encode(), 400, "invalid_request", "size", "matching regex"),
         (json.dumps({"prompt": "a", "size": "65x64"}).encode(), 400, "invalid_size", "size", "multiple of 8"),
         (json.dumps({"prompt": "a", "size": "8x8"}).encode(), 400, "invalid_size", "size", "from 64"),
