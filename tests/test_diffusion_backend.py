@@ -278,19 +278,24 @@ def test_batch_of_two_prompts_including_unicode(backend, full_run, unet_calls):
 
 
 def test_a_prompt_past_77_tokens_runs_and_is_not_logged(backend, full_run):
-    """Diffusers logged the cut-off part of every long prompt at WARNING, twice: users' words in the worker's log."""
+    """Diffusers logged the cut-off part of every long prompt at WARNING, twice: users' words in the worker's log.
+    And transformers warned, once per tokenizer, that such a prompt "will result in indexing errors": SD-XL cuts it
+    at 77 tokens, so a user looked for a fault that was not there."""
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    diffusers_log = logging.getLogger("diffusers")
-    diffusers_log.addHandler(handler)
+    logs = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    for log in logs:
+        log.addHandler(handler)
     try:
         item = GenerateItem("r", "a lighthouse at dusk, " * 200 + "secret words", 3, full_run.by_level()[12])
         (done,) = backend.run(batch(level=12, items=(item,)), RecordingControl())
     finally:
-        diffusers_log.removeHandler(handler)
+        for log in logs:
+            log.removeHandler(handler)
     assert isinstance(done, ItemDone) and done.steps_run == STEPS - 12
     assert not [r for r in records if "secret words" in r.getMessage()]
+    assert not [r for r in records if "indexing errors" in r.getMessage()]
 
 
 @pytest.mark.parametrize(("fmt", "pil_format"), [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
