@@ -86,11 +86,12 @@ class CurveGate:
         before = self._allowed.keys
         after = self._read_keys()
         self._allowed.keys = after
+        own = {self.local_worker_keys.own.public}  # not a key of the directories, which are what a user changes
         for domain in (CLIENTS, WORKERS):
             added, removed = len(after[domain] - before[domain]), len(before[domain] - after[domain])
             log.info(
                 "CURVE keys reloaded: %d admitted on the %s socket (%d added, %d removed)",
-                len(after[domain]),
+                len(after[domain] - own),
                 domain,
                 added,
                 removed,

@@ -187,6 +187,21 @@ def test_an_empty_allowed_directory_and_a_refused_key_are_logged(tmp_path, caplo
     assert not allowed.callback("workers", b"admitted")  # admitted on one socket is not admitted on the other
 
 
+def test_a_reload_counts_the_keys_of_the_directories(tmp_path, caplog):
+    """The local workers' own key was counted with them: with the one key of workers/ removed, the reload said
+    "1 admitted on the workers socket", and whoever revoked it looked for a key still there."""
+    _, secret = create_key_files(tmp_path / "keys", "engine")
+    create_key_files(tmp_path / "clients", "client-1")
+    worker_public, _ = create_key_files(tmp_path / "workers", "worker-1")
+    caplog.set_level(logging.INFO, logger="argus.curve")
+    with zmq.Context() as context:
+        gate = CurveGate(context, str(secret), str(tmp_path / "clients"), str(tmp_path / "workers"))
+        worker_public.unlink()
+        gate.reload()
+    assert "1 admitted on the clients socket (0 added, 0 removed)" in caplog.text
+    assert "0 admitted on the workers socket (0 added, 1 removed)" in caplog.text
+
+
 def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp_path_factory, keys):
     """With --curve-allow-workers each socket admits its own keys: a client key that could join as a worker
     would be sent other users' prompts."""
