@@ -8,7 +8,6 @@ cache level so the engine can cache them for later neighbours.
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections.abc import Mapping
@@ -39,23 +38,8 @@ from workers.model_folder import sdxl_model_problem, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
-# what diffusers and transformers log about a prompt past CLIP's 77 tokens
-_TRUNCATION_NOTICES = ("The following part of your input was truncated", "Token indices sequence length is longer")
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
 _LATENT_DTYPES = (np.float16, np.float32)
-
-
-def _drop_truncation_notices(record: logging.LogRecord) -> bool:
-    """CLIP reads 77 tokens, and SD-XL cuts every prompt there. Diffusers logs the rest of each longer prompt at
-    WARNING, once per text encoder: users' words, up to 4,000 characters a prompt, in a shared log, for a
-    routine event (many prompts run past 77 tokens). Transformers, as diffusers tokenizes the whole prompt to find
-    that rest, warns once per tokenizer that it "will result in indexing errors", which the cut prevents."""
-    return not record.getMessage().startswith(_TRUNCATION_NOTICES)
-
-
-for _pipeline in (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline):
-    logging.getLogger(_pipeline.__module__).addFilter(_drop_truncation_notices)
-logging.getLogger("transformers.tokenization_utils_base").addFilter(_drop_truncation_notices)
 
 
 class _ResumePipeline(StableDiffusionXLImg2ImgPipeline):
