@@ -76,7 +76,12 @@ class WorkerLink:
         admits: Callable[[bytes], bool] | None = None,
     ):
         """`admits` (with `curve`): whether a peer's public key is admitted on this socket now (CurveGate.admits)."""
-        sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS)
+        # a connection dead without a word (a worker's host gone, a NAT that forgot the flow) is dropped once no
+        # whole frame came in for the heartbeat timeout after a ping. Kept (TCP gives up after about 15 minutes when
+        # written to, never through a proxy that holds it), it held the worker's identity: the worker, dialling
+        # again, was not heard, its new connection taken for a second peer under a live worker's name
+        pings = (round(heartbeat_interval_s * 1000), round(heartbeat_timeout_s * 1000))
+        sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS, heartbeat_ms=pings)
         self._admits = admits
         self.endpoints = bind_all(sock, listen)
         self._socket = LoopSocket(sock, self._on_frames)

@@ -59,6 +59,8 @@ def _pump(source: socket.socket, sink: socket.socket, flowing: threading.Event, 
                 sink.sendall(data)
     except OSError:
         pass
+    if silent.is_set():
+        return  # one end's close does not reach the other either: drop_all shuts them
     _shut(source)
     _shut(sink)
 

@@ -109,6 +109,7 @@ class SimWorker(WorkerRuntime):
 
     def on_readable(self) -> None:
         while not self._joined and self._socket.poll(0, zmq.POLLIN):
+            self._last_heard = time.monotonic()
             self._joined = self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False)))
             if self._joined:
                 self._engine_lost = False
@@ -132,6 +133,7 @@ class SimWorker(WorkerRuntime):
                 self.unwelcomed_since = self._hello_due = now
         if not self._joined:
             if now >= self._hello_due:
+                self._redial_if_unheard()
                 self._send(self._hello())
                 self._hello_due = now + self._hello_retry_s
             return self._hello_due

@@ -17,6 +17,11 @@ Nothing is sent blocking: with no engine to take them (none up yet, or one that
 refused this worker's CURVE key) messages would pile up to the high-water mark
 and then block the loop for good, deaf to SIGTERM. A message that cannot leave
 at once is dropped: the engine re-dispatches what it does not hear about.
+
+An engine heard from by no message for its timeout is dialled again, and again
+at each timeout while nothing comes (see `_redial_if_unheard`): TCP tells a
+worker nothing when the engine's host is gone or a NAT forgets the flow, and
+ZeroMQ, not told, never dials again, nor drops what waits to be sent.
 """
 
 from __future__ import annotations
@@ -124,6 +129,7 @@ class WorkerRuntime:
         self._engine_timeout_s = 10.0
         self._next_heartbeat = 0.0
         self._last_heard = 0.0
+        self._dialled_at = time.monotonic()  # see _redial_if_unheard
         self._engine_lost = False
         self._pending: deque[Generate] = deque()
         self._running: Generate | None = None
@@ -242,10 +248,12 @@ class WorkerRuntime:
                 refused = self.refused_handshakes and self.refused_handshakes.reason()
                 if refused:
                     raise EngineRefused(Refused(refused))
+                self._redial_if_unheard()
                 if time.monotonic() >= warn_at:
                     warn_unanswered(self._connect, time.monotonic() - started)
                     warn_at += UNANSWERED_WARNING_S
                 continue  # engine not up yet: say hello again
+            self._last_heard = time.monotonic()
             if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
                 return True
         return False
@@ -380,10 +388,25 @@ class WorkerRuntime:
         now = time.monotonic()
         if now - self._last_heard > self._engine_timeout_s:
             self._lose_engine(f"engine silent for {self._engine_timeout_s:.0f} s")
+            self._redial_if_unheard()
         if now >= self._next_heartbeat:
             running = self._running.batch_id if self._running else -1
             self._send(Heartbeat(self._level, running))
             self._next_heartbeat = now + self._heartbeat_interval_s
+
+    def _redial_if_unheard(self) -> None:
+        """Dials the engine again when nothing came from it for its timeout since it was last dialled.
+
+        A connection dead without a word (the engine's host gone, a NAT that forgot the flow) looks alive to TCP
+        for about 15 minutes, and for ever through a proxy that holds it: ZeroMQ never dialled again, and the
+        worker said hello into it, unheard by the engine that came up on the address. Dialling again also drops
+        what was queued for an engine that never took it: every hello said while none was up (one a second, kept
+        up to the high-water mark of 100,000) reached the next engine at once, which answered each."""
+        now = time.monotonic()
+        if now - max(self._last_heard, self._dialled_at) > self._engine_timeout_s:
+            self._socket.disconnect(self._connect)
+            self._socket.connect(self._connect)
+            self._dialled_at = now
 
     def _send(self, message: object) -> None:
         try:
