@@ -24,6 +24,7 @@ from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 from engine.cache_service import Returned, build_cache_service
 from engine.config import CacheConfig
+from protocols.client_messages import Generate
 from protocols.codec import Blob
 from protocols.worker_messages import ItemDone
 
@@ -35,7 +36,7 @@ MODEL = "sim:0123456789abcdef"
 
 
 def request(prompt: str) -> SimpleNamespace:
-    return SimpleNamespace(spec=SimpleNamespace(prompt=prompt, n=1), steps=SHAPE.steps, width=64, height=64)
+    return SimpleNamespace(spec=Generate(request_id="r", prompt=prompt), steps=SHAPE.steps, width=64, height=64)
 
 
 def returned(latents: dict[int, np.ndarray]) -> Returned:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import LaunchConfig
+from engine.config import EngineConfig
 from engine.http_api import build_app, request_ids
 
 
@@ -21,10 +21,7 @@ def test_ids_share_one_random_prefix_and_never_repeat(monkeypatch):
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():
-    config = SimpleNamespace(
-        api_key=None, host="127.0.0.1", public_url=None, max_body_bytes=1024, launch=LaunchConfig()
-    )
-    engine = SimpleNamespace(config=config)
+    engine = SimpleNamespace(config=EngineConfig(max_body_bytes=1024))
     app = build_app(engine)
 
     async def broken(request):
