@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from engine.forwarded_for import IPNetwork
 from protocols.curve import ClientKeys, KeyPair, load_public_key
 from protocols.limits import MAX_BATCH
 
@@ -122,7 +123,7 @@ def batch_size(text: str) -> int:
     return value
 
 
-def ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def ip_network(text: str) -> IPNetwork:
     """An argparse type: an IP address, or a network in CIDR notation (10.0.0.0/8; host bits are ignored)."""
     try:
         return ipaddress.ip_network(text.strip(), strict=False)

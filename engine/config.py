@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
+from engine.forwarded_for import IPNetwork
 from engine.restart_backoff import RestartBackoff
 from workers.config import WorkerConfig
 
@@ -118,7 +118,7 @@ class EngineConfig:
     # None: the request's Host header, with scheme http
     public_url: str | None = None
     # the reverse proxies whose X-Forwarded-For names an HTTP request's client (engine/forwarded_for.py)
-    forwarded_allow_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    forwarded_allow_ips: tuple[IPNetwork, ...] = ()
     image_url_ttl_s: float = 3600.0
     image_url_store_bytes: int = 256 * 1024 * 1024
     launcher: str = "local"  # local | ray
