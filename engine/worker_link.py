@@ -2,7 +2,7 @@
 
 Handshake: a worker's Hello (its values checked: engine/hello_check.py) is answered with Welcome
 and registers it; a hello from a new process under the id of a worker heard from
-within 3 heartbeat intervals is Refused. Heartbeats and every message refresh its
+within 3 heartbeat intervals, whose connection is still up, is Refused. Heartbeats and every message refresh its
 last-seen time; a worker silent past the timeout is declared lost (and its
 process, if ours, killed and restarted by the launcher). A Leaving removes the
 worker at once, and what it held is routed again. Any other message from an
@@ -255,7 +255,9 @@ class WorkerLink:
         evict each other at every hello, each time re-routing what the other held."""
         alive_since = time.monotonic() - _ALIVE_INTERVALS * self._heartbeat_interval_s
         for holder in self._registry.by_worker_id(worker_id):
-            if holder.last_seen >= alive_since:
+            # a beat to it is refused (EHOSTUNREACH) once its connection has closed: a process that crashed and
+            # was started again at once (systemd, a container's restart policy) is its own replacement
+            if holder.last_seen >= alive_since and self.send(holder, EngineHeartbeat()):
                 reason = f"worker id {worker_id!r} is in use by the live worker {holder.name}: give each its own"
                 return Refused(reason, id_in_use=True)
         return None

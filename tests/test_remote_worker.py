@@ -141,6 +141,35 @@ def test_a_second_worker_given_a_live_workers_id_is_refused(tmp_path):
         assert engine.stop() == 0
 
 
+def test_a_worker_restarted_under_its_id_right_after_a_crash_takes_its_place(tmp_path):
+    """A supervisor (systemd, a container's restart policy) starts the same worker again within a second of a
+    crash, under the same id: the dead one's link is gone, so the id is free (it was refused for 3 heartbeat
+    intervals, the new worker exiting 2 each time)."""
+    engine = start_engine(tmp_path, "--heartbeat-timeout", "30", workers=0, backend="sim", wait=False)
+    crashed = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
+    restarted = None
+    try:
+        (registered,) = engine.wait_ready(1, timeout_s=60)["workers"]
+        crashed.kill()
+        crashed.wait(timeout=30)
+        restarted = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
+        deadline = time.monotonic() + 60
+        while [w["pid"] for w in engine.ready()["workers"]] != [restarted.pid]:
+            assert restarted.poll() is None, "the restarted worker was refused"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert engine.metric("argus_worker_losses_total", cause="replaced") == 1
+        assert engine.metric("argus_worker_losses_total", cause="heartbeat") == 0  # not waited for
+        with ArgusClient(engine.client_address, timeout_s=30) as client:
+            reply = client.generate("a bridge in fog", width=64, height=64)
+        assert isinstance(reply, Images) and reply.images[0].worker != registered["name"]
+    finally:
+        if restarted is not None:
+            restarted.send_signal(signal.SIGTERM)
+            assert restarted.wait(timeout=30) == 0
+        assert engine.stop() == 0
+
+
 @pytest.mark.parametrize(
     "who",
     ["key not admitted", "no keys", "keys, engine without CURVE", "a fleet, key not admitted", "wrong engine key"],
