@@ -166,8 +166,9 @@ def test_a_worker_restarted_under_its_id_right_after_a_crash_takes_its_place(tmp
     finally:
         if restarted is not None:
             restarted.send_signal(signal.SIGTERM)
-            assert restarted.wait(timeout=30) == 0
+            restarted.wait(timeout=30)
         assert engine.stop() == 0
+    assert restarted.returncode == 0
 
 
 @pytest.mark.parametrize(
