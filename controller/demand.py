@@ -36,6 +36,7 @@ class DemandEstimator:
         self.fast_attack = fast_attack
         self._counts: Counter[int] = Counter()
         self._ewma_rps: float | None = None  # None until a window has been seen
+        self._planned_rps = 0.0  # the rate the last window closed planned for (fast attack included)
         self._mix: dict[int, float] = {0: 1.0}
 
     def observe(self, k_star: int, images: int = 1) -> None:
@@ -47,14 +48,15 @@ class DemandEstimator:
         return DemandEstimate(self.headroom * planned, mix)
 
     def last(self) -> DemandEstimate:
-        """The estimate as of the last window closed, for a window too young to tell anything yet."""
-        return DemandEstimate(self.headroom * (self._ewma_rps or 0.0), dict(self._mix))
+        """The estimate the last window closed gave, for a window too young to tell anything yet: with fast attack a
+        burst's rate, which the plan in force was made for, not the EWMA (about half of it)."""
+        return DemandEstimate(self.headroom * self._planned_rps, dict(self._mix))
 
     def close_window(self, now: float) -> DemandEstimate:
-        self._ewma_rps, planned, self._mix = self._next(now)
+        self._ewma_rps, self._planned_rps, self._mix = self._next(now)
         self._counts = Counter()
         self.window_started = now
-        return DemandEstimate(self.headroom * planned, dict(self._mix))
+        return DemandEstimate(self.headroom * self._planned_rps, dict(self._mix))
 
     def _next(self, now: float) -> tuple[float | None, float, dict[int, float]]:
         """The EWMA, the rate to plan for and the mix after the window so far. A window of no length tells

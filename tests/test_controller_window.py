@@ -170,6 +170,20 @@ def test_a_worker_replaced_within_a_second_leaves_the_demand_estimate_as_it_was(
     assert controller.plan.total_demand_rps == pytest.approx(1.05 * 2.0)
 
 
+def test_a_worker_lost_just_after_a_burst_keeps_the_burst_planned_for():
+    controller = Controller(Counting(), ControllerConfig(), now=0.0)
+    for t in range(0, 21):
+        arrive(controller, 15, 1 if t <= 10 else 4)  # 1 image/s, then a burst of 4
+        controller.maybe_replan(float(t), 8)
+    burst = controller.plan
+    assert burst.created_at == 20.0 and burst.total_demand_rps == pytest.approx(1.05 * 4.0)  # fast attack
+    # half a second into the next window: too young to tell, so the last window's estimate, not its EWMA (2.5,
+    # which moved the workers to slower levels, serving 2.6 images/s of the 4.9 that kept coming)
+    lost = controller.maybe_replan(20.5, 7)
+    assert lost.total_demand_rps == pytest.approx(burst.total_demand_rps)
+    assert lost.served_rps > 1.05 * 2.5 * 1.4  # seven workers serve most of it from faster levels
+
+
 def test_a_worker_change_late_in_a_window_plans_on_the_window_so_far():
     controller = Controller(Counting(), ControllerConfig(), now=0.0)
     for t in range(0, 11):
