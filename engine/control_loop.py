@@ -56,6 +56,7 @@ class ControlLoop:
         # look often enough to re-route within a window, however short the window is
         self._tick_s = max(_MIN_TICK_S, min(_TICK_S, window_s / 10))
         self._last_allocation: dict[int, int] = {}
+        self._falling_back = False  # the last plan was a fallback: the solver found none
 
     @property
     def plan(self) -> Plan | None:
@@ -129,6 +130,17 @@ class ControlLoop:
         m.demand_rps.set(plan.total_demand_rps)
         m.solve_seconds.observe(plan.solve_ms / 1000.0)
         m.plans.labels(plan.status).inc()
+        # once a run, as for a solve that raises: a solver that finds nothing does so window after window
+        falling_back, was = plan.status == "fallback", self._falling_back
+        self._falling_back = falling_back
+        if falling_back and not was:
+            log.warning(
+                "the solver found no plan (%.1f ms; a missing solver or its time limit): plans are fallbacks, the "
+                "allocation kept with routes re-derived, until it does",
+                plan.solve_ms,
+            )
+        elif was and not falling_back:
+            log.info("the solver makes plans again")
         allocation = dict(sorted(plan.workers_per_level.items()))
         moved, self._last_allocation = allocation != self._last_allocation, allocation
         log.log(

@@ -8,7 +8,13 @@ import pytest
 from test_dispatcher import Harness
 from waiting import eventually
 
+from controller.flow_model import SolverOptions
 from controller.plan import Plan
+from controller.policies import make_policy
+from controller.predictor import SimilarityPredictor
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+from controller.similarity import SimilarityTable
+from controller.window import Controller, ControllerConfig
 from engine.control_loop import ControlLoop
 
 
@@ -109,12 +115,14 @@ class SlowController(FixedController):
         return None
 
 
-async def ticks(loop: ControlLoop, monkeypatch, count: int) -> list[float]:
-    """The waits between the control loop's first `count` solves."""
+async def ticks(loop: ControlLoop, monkeypatch, count: int, clock=None) -> list[float]:
+    """The waits between the control loop's first `count` solves (each passing on `clock`, when given)."""
     waits = []
 
     async def recorded_sleep(delay):
         waits.append(delay)
+        if clock is not None:
+            clock.now += delay
         if len(waits) == count:
             raise asyncio.CancelledError
 
@@ -177,3 +185,29 @@ async def test_failed_solves_and_moves_are_counted(monkeypatch):
     assert sample("argus_plan_failures_total") == 3
     assert sample("argus_worker_moves_total") == 5  # the move is not applied here: each tick moves again
     assert sample("argus_plan_solve_seconds_sum") == pytest.approx(0.004)
+
+
+async def test_a_solver_that_keeps_falling_back_warns_once(monkeypatch, caplog):
+    """A MILP that found no plan window after window (OR-Tools without the solver, or the time limit hit on a
+    loaded host) was logged as an ordinary plan, at DEBUG once the kept allocation stopped changing: only a
+    counter told an operator the controller no longer solved anything."""
+    table = SimilarityTable.bundled("hash")
+    degradation = DegradationMatrix.from_quality_model(QualityModel(table))
+    policy = make_policy("argus", LatencyProfile.bundled(), degradation, SimilarityPredictor(table))
+    policy.options = SolverOptions(mip_solver="NO_SUCH_SOLVER")
+    h = Harness()
+    h.add_worker("a", level=0), h.add_worker("b", level=0)
+    # a window of a tick: a full plan, the MILP, at every tick
+    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
+    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+
+    with caplog.at_level(logging.INFO, logger="argus.controller"):
+        await ticks(loop, monkeypatch, 4, h.clock)
+        assert controller.plan.status == "fallback"
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1 and "fallback" in warned[0].getMessage()
+        policy.options = SolverOptions()
+        await ticks(loop, monkeypatch, 2, h.clock)
+    assert controller.plan.status == "optimal"
+    assert "the solver makes plans again" in caplog.messages
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
