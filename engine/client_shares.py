@@ -11,7 +11,7 @@ interactive client got Busy for as long as the pipeline ran.
 
 A client is what its front door names it by (engine/client_door.py,
 engine/http_api.py): over ZeroMQ its CURVE key, else its socket's identity;
-over HTTP the request's `user`, else its address.
+over HTTP the request's `safety_identifier`, else its `user`, else its address.
 """
 
 from __future__ import annotations

@@ -233,9 +233,11 @@ async def generate(request: web.Request) -> web.Response:
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
             return _refused(engine, "invalid_request", reason, "response_format")
-    # the client its share of the queue is counted for: the end user OpenAI's `user` names (a gateway's), else the
-    # address the request came from
-    admitted = engine.submit(spec, "http:" + (body.user or _client_address(request)))
+    # the client its share of the queue is counted for: the end user a gateway names, else the address the request
+    # came from. OpenAI's `safety_identifier` replaced `user` and takes precedence over it unless empty: read alone,
+    # `user` counted every end user of a gateway that sends its own name there as one client
+    end_user = body.safety_identifier or body.user
+    admitted = engine.submit(spec, "http:" + (end_user or _client_address(request)))
     if isinstance(admitted, Busy):
         retry_s = max(1, admitted.retry_after_ms // 1000)
         return _error("busy", _BUSY_MESSAGES[admitted.reason], headers={"Retry-After": str(retry_s)})

@@ -141,6 +141,12 @@ def test_over_http_the_user_field_names_the_client(tmp_path):
     _told_apart(_shares_over_http(tmp_path, (), lambda client: ({"user": client}, {})))
 
 
+def test_over_http_safety_identifier_names_the_client_before_user(tmp_path):
+    """OpenAI's `safety_identifier` replaced `user` (deprecated), and takes precedence over it when not empty: a
+    gateway that sends both, its own name as `user`, had every end user counted as one client."""
+    _told_apart(_shares_over_http(tmp_path, (), lambda client: ({"safety_identifier": client, "user": "gw"}, {})))
+
+
 def test_behind_a_trusted_proxy_x_forwarded_for_names_the_client(tmp_path):
     """Behind a reverse proxy every request comes from its address; with --forwarded-allow-ips naming it, the
     address the proxy appended to X-Forwarded-For names the client (what the client itself put there does not)."""
