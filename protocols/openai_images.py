@@ -45,6 +45,7 @@ class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     # OpenAI's fields that change nothing here: argus's controller sets each image's quality within the SLO, and
     # the rest ask for what argus does anyway (opaque images, no moderation) or have nothing to act on
     quality: Literal["auto", "standard", "hd", "low", "medium", "high", "xhigh", "max"] | None = None
+    complexity: Literal["low", "medium", "high"] | None = None  # OpenAI's planning effort: argus plans nothing
     style: Literal["vivid", "natural"] | None = None
     background: Literal["auto", "opaque", "transparent"] | None = None  # transparent is a 400
     moderation: Literal["auto", "low"] | None = None

@@ -118,11 +118,12 @@ def test_stream_false_is_served_and_stream_true_refused(client):
 
 
 def test_openai_fields_clients_send_are_served(client):
-    # what apps written for dall-e-3 and gpt-image-1 send: before, background, moderation, output_compression and
-    # safety_identifier were 400s as unknown fields
+    # what apps written for dall-e-3 and gpt-image send: before, background, moderation, output_compression,
+    # safety_identifier and complexity were 400s as unknown fields
     response = client.images.generate(
         prompt="a kite",
         quality="hd",
+        complexity="low",
         style="vivid",
         background="opaque",
         moderation="low",
@@ -162,6 +163,7 @@ def test_output_compression_is_the_quality_a_jpeg_is_saved_at(client, compressio
     [
         ("quality", "ultra", "invalid enum value 'ultra'"),
         ("style", "noir", "invalid enum value 'noir'"),
+        ("complexity", "extreme", "invalid enum value 'extreme'"),
         ("background", "transparent", "opaque"),
         ("moderation", "off", "invalid enum value 'off'"),
         ("output_compression", 101, "<= 100"),
