@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from engine.arg_types import URL_HOST, is_loopback
@@ -74,6 +75,26 @@ ENGINE_KEY = web.AppKey("engine", object)
 MODEL_KEY = web.AppKey("model", Model)
 PROXIES_KEY = web.AppKey("proxies", TrustedProxies)
 _BODY_HEADERS = frozenset({"content-type", "content-length"})
+
+
+class _MalformedMessages(logging.Filter):
+    """aiohttp answers a message it cannot parse (a bad chunk, a header line over 8 KiB, Content-Length beside
+    Transfer-Encoding) with a plain 400 and logs it at ERROR with a traceback quoting the bytes it choked on: any
+    client, or a scanner on the internet, wrote errors an operator is paged for, and a prompt's or a header's words
+    into the log. They are the client's errors: one line at DEBUG, naming the kind alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        # aiohttp's message names the peer alone ("Error handling request from ADDRESS"); the bytes are in exc
+        log.debug("%s: a malformed HTTP message, answered %d (%s)", record.getMessage(), exc.code, type(exc).__name__)
+        return False
+
+
+# the logger aiohttp's connections log to (engine/server.py hands it to the runner)
+SERVER_LOG = logging.getLogger("argus.http.server")
+SERVER_LOG.addFilter(_MalformedMessages())
 
 
 def request_ids() -> Iterator[str]:

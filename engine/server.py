@@ -32,7 +32,7 @@ from engine.control_loop import ControlLoop
 from engine.control_setup import build_control
 from engine.curve_gate import CLIENTS, WORKERS, CurveGate
 from engine.dispatcher import Dispatcher
-from engine.http_api import build_app
+from engine.http_api import SERVER_LOG, build_app
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
@@ -339,6 +339,7 @@ class Engine:
             build_app(self),
             handler_cancellation=True,
             access_log=None,
+            logger=SERVER_LOG,
             auto_decompress=False,
             shutdown_timeout=_HTTP_FLUSH_S,
         )

@@ -3,6 +3,7 @@
 import gzip
 import http.client
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -146,6 +147,32 @@ def test_a_url_request_whose_host_makes_no_url_is_400_before_any_work(engine, ho
     assert status == 400, reply
     assert reply["error"]["param"] == "response_format" and "Host header" in reply["error"]["message"]
     assert engine.metric("argus_requests_total", outcome="ok", code="") == before  # nothing was generated
+
+
+def send_raw(engine, data: bytes) -> bytes:
+    host, port = engine.http.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(data)
+        return b"".join(iter(lambda: connection.recv(65536), b""))
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"pro\r\nPRIVATE-WORDS\r\n0\r\n\r\n',
+        b"X-Note: PRIVATE-WORDS" + b"a" * 9000 + b"\r\n\r\n",
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPRIVATE-WORDS",
+    ],
+)
+def test_a_malformed_http_message_is_a_400_and_logs_no_error_nor_its_bytes(engine, request_bytes):
+    """aiohttp logged each at ERROR with a traceback quoting the bytes it choked on (a prompt, a header's value): any
+    client, or a scanner on the internet, wrote errors an operator is paged for, and users' words into the log."""
+    head = b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    logged_before = engine.log_path.stat().st_size
+    assert send_raw(engine, head + request_bytes).startswith(b"HTTP/1.0 400 ")
+    good(engine)  # after the reply, whose log lines came before it
+    logged = engine.log_path.read_bytes()[logged_before:].decode(errors="replace")
+    assert "Traceback" not in logged and "PRIVATE-WORDS" not in logged and "ERROR" not in logged, logged
 
 
 def test_unknown_route_is_a_json_404(engine):
