@@ -48,12 +48,16 @@ log = logging.getLogger("argus.http")
 _ADMISSION_PARAMS = {"invalid_size": "size", "invalid_steps": "num_inference_steps", "invalid_request": "n"}
 # encoding this many bytes to base64 on the loop would stall other requests
 _INLINE_B64_BYTES = 256 * 1024
+# a body (at most 1 MiB, a request a few KiB) that has not come whole in this time is not coming: aiohttp waits for it
+# for ever, holding the connection, where it drops one idle or still sending its headers after its keep-alive timeout
+BODY_READ_S = 30.0
 
 _STATUS = {
     "invalid_request": 400,
     "invalid_size": 400,
     "invalid_steps": 400,
     "body_too_large": 413,
+    "request_timeout": 408,
     "unsupported_encoding": 415,
     "unsupported_media_type": 415,
     "busy": 429,
@@ -238,10 +242,15 @@ async def generate(request: web.Request) -> web.Response:
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
         return _refused(engine, "unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
     try:
-        raw = await request.read()
+        async with asyncio.timeout(BODY_READ_S):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:  # answered by _json_errors
         engine.metrics.requests_by("rejected", "body_too_large").inc()
         raise
+    except TimeoutError:
+        response = _refused(engine, "request_timeout", f"the request body did not come whole within {BODY_READ_S:g} s")
+        response.force_close()  # the rest of the body may come yet: the connection can carry no other request
+        return response
     try:
         body = parse_request(raw)
         spec = to_generate(body, request_id=next(_REQUEST_IDS))

@@ -214,6 +214,7 @@ _INVALID_INPUT = (
     "invalid_size",
     "invalid_steps",
     "body_too_large",
+    "request_timeout",
     "unsupported_encoding",
     "unsupported_media_type",
 )

@@ -31,6 +31,7 @@ def openapi_document(version: str, api_key: bool) -> dict:
             "200": {"description": "the images", "content": _json_content("ImagesResponse")},
             "400": _error("invalid input, naming the field"),
             "401": _error("missing or wrong API key"),
+            "408": _error("the body did not come whole within 30 s"),
             "413": _error("body over the size limit"),
             "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)"),
             "429": _error("queue full; retry after the Retry-After header"),

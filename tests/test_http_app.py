@@ -1,13 +1,19 @@
-"""HTTP request ids: unique in the process, from one random draw (not one per request); the app's own failures."""
+"""HTTP request ids: unique in the process, from one random draw (not one per request); the app's own failures; a
+body that stops coming."""
 
+import asyncio
 import itertools
+import json
 import uuid
 from types import SimpleNamespace
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from engine import http_api
 from engine.config import EngineConfig
 from engine.http_api import build_app, request_ids
+from engine.server import Engine
+from engine_process import free_port, in_process_config
 
 
 def test_ids_share_one_random_prefix_and_never_repeat(monkeypatch):
@@ -34,3 +40,38 @@ async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape(
         assert response.content_type == "application/json"
         assert (await response.json())["error"]["code"] == "internal_error"
         assert (await client.get("/broken")).status == 500  # and it goes on answering
+
+
+async def connect_when_listening(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    for _ in range(600):
+        try:
+            return await asyncio.open_connection("127.0.0.1", port)
+        except OSError:  # the engine is still starting
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+async def test_a_body_that_stops_coming_is_a_408_that_closes_the_connection(tmp_path, monkeypatch):
+    """aiohttp waited for the rest of a body for ever (50 uploads stalled mid-body on a real engine: none answered
+    after 120 s), holding the connection, where it drops one idle or still sending headers after its keep-alive
+    timeout."""
+    monkeypatch.setattr(http_api, "BODY_READ_S", 0.5)
+    port = free_port()
+    engine = Engine(in_process_config(tmp_path, port=port))
+    running = asyncio.create_task(engine.run())
+    try:
+        reader, writer = await connect_when_listening(port)
+        writer.write(
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 40\r\n\r\n{"prompt": '
+        )
+        reply = await asyncio.wait_for(reader.read(), 30)  # to the end: the engine closes the connection
+        writer.close()
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ")
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+        samples = {"outcome": "rejected", "code": "request_timeout"}
+        assert engine.metrics.registry.get_sample_value("argus_requests_total", samples) == 1
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
