@@ -7,7 +7,10 @@ waits, a client holding its equal share of --max-queue or more (divided among
 the clients holding images and those waiting) is refused too: the room its
 finished images free goes to the waiting ones, whose retry finds it. Before,
 a pipeline that retried each Busy at once took every slot as it freed, and an
-interactive client got Busy for as long as the pipeline ran.
+interactive client got Busy for as long as the pipeline ran. And the room the
+client that has waited longest asks for is kept from the others: before, a
+request of n near --max-queue fitted only an empty queue, and waited for ever
+while another client kept a few images queued, however far below its share.
 
 A client is what its front door names it by (engine/client_door.py,
 engine/http_api.py): over ZeroMQ its CURVE key, else its socket's identity;
@@ -26,7 +29,9 @@ class ClientShares:
         self._waiting_s = waiting_s
         self._clock = clock
         self._held: dict[str, int] = {}  # images admitted and not answered, by client (none held: not here)
-        self._waiting: dict[str, float] = {}  # clients refused at a full queue, until when they count as waiting
+        # clients refused at a full queue: until when each counts as waiting, and the images it asked for. In the
+        # order they began to wait (a retry keeps its place): the first is served first
+        self._waiting: dict[str, tuple[float, int]] = {}
 
     def refusal(self, client: str, images: int, queued: int) -> str | None:
         """None if the client's request may be admitted now, with `queued` images in the engine; else why not
@@ -34,11 +39,17 @@ class ClientShares:
         held = self._held.get(client, 0)
         if held and self._others_wait(client) and held + images > self._share(client):
             return "client_share"
-        if queued + images > self._max_queue:
+        if queued + images + self._kept_for_others(client) > self._max_queue:
             if held < self._share(client):  # room is owed to it: the others give way while it waits
-                self._waiting[client] = self._clock() + self._waiting_s
+                self._waiting[client] = (self._clock() + self._waiting_s, images)
             return "queue_full"
         return None
+
+    def _kept_for_others(self, client: str) -> int:
+        """The room kept for the request of the client that has waited longest, unless it is this one's."""
+        self._forget_stale_waits()
+        first = next(iter(self._waiting), client)
+        return 0 if first == client else self._waiting[first][1]
 
     def add(self, client: str, images: int) -> None:
         self._held[client] = self._held.get(client, 0) + images
@@ -63,5 +74,5 @@ class ClientShares:
     def _forget_stale_waits(self) -> None:
         if self._waiting:
             now = self._clock()
-            for client in [c for c, until in self._waiting.items() if until <= now]:
+            for client in [c for c, (until, _) in self._waiting.items() if until <= now]:
                 del self._waiting[client]

@@ -95,6 +95,21 @@ def test_nothing_is_kept_for_clients_that_hold_nothing_and_wait_no_more():
     assert shares._held == {"pipeline": MAX_QUEUE} and shares._waiting == {}
 
 
+def test_a_request_as_large_as_the_queue_is_served_in_turn_beside_a_client_that_keeps_a_few_queued():
+    """n at --max-queue fits only an empty queue: before, another client that kept three images queued (far below its
+    share) took each slot back as it freed, and the large request got queue_full for as long as it retried."""
+    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=Clock())
+    fill(shares, "pipeline", 3, 0)
+    assert shares.refusal("album", MAX_QUEUE, 3) == "queue_full"  # it waits for room
+    shares.remove("pipeline", 1)
+    assert shares.refusal("pipeline", 1, 2) == "queue_full"  # the room is kept for the album, which waited first
+    shares.remove("pipeline", 2)
+    assert shares.refusal("album", MAX_QUEUE, 0) is None  # not held back by the pipeline, which waits behind it
+    shares.add("album", MAX_QUEUE)
+    shares.remove("album", MAX_QUEUE)
+    assert shares.refusal("pipeline", 1, 0) is None  # next in line
+
+
 def _shares_over_http(tmp_path, flags: tuple[str, ...], naming) -> tuple[tuple[int, dict], ...]:
     """A pipeline fills a queue of two, a person is refused, the pipeline's first image is answered; then the
     pipeline and the person ask again. `naming(client)`: the request's JSON fields and headers naming `client`."""
