@@ -14,8 +14,10 @@ Two formats, told apart by the first line:
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,19 +33,20 @@ _STAMP = re.compile(r"(1[7-9]|2[01])\d\d-\d\d-\d\d[ T]\d\d:\d\d")
 def load_trace(path: str | Path) -> Schedule:
     # utf-8-sig: a spreadsheet's export may start with a byte-order mark, which is not part of the first name
     with open(path, newline="", encoding="utf-8-sig") as f:
-        first = next(csv.reader([f.readline()]), [])
-        f.seek(0)
-        if TIMESTAMP in (name.strip() for name in first):
-            schedule = _timestamp_csv(f, path)
+        first_line = f.readline()
+        # the first line is put back in front, not read again: a pipe (`--trace <(zcat trace.csv.gz)`) cannot seek
+        lines = itertools.chain([first_line], f)
+        if TIMESTAMP in (name.strip() for name in next(csv.reader([first_line]), [])):
+            schedule = _timestamp_csv(lines, path)
         else:
-            schedule = _offsets(f, path)
+            schedule = _offsets(lines, path)
     if not schedule:
         raise ValueError(f"{path}: no arrivals")
     return schedule
 
 
-def _timestamp_csv(f, path: str | Path) -> Schedule:
-    reader = csv.reader(f)
+def _timestamp_csv(lines: Iterable[str], path: str | Path) -> Schedule:
+    reader = csv.reader(lines)
     header = [name.strip() for name in next(reader)]
     column = header.index(TIMESTAMP)
     lines, stamps = [], []
@@ -78,9 +81,9 @@ def _timestamp_csv(f, path: str | Path) -> Schedule:
     return [Arrival(float(ns) / 1e9) for ns in offsets_ns]
 
 
-def _offsets(f, path: str | Path) -> Schedule:
+def _offsets(lines: Iterable[str], path: str | Path) -> Schedule:
     schedule: Schedule = []
-    for number, line in enumerate(f, start=1):
+    for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue

@@ -1,5 +1,7 @@
 """Trace files: the real Azure CSV read in place, and the offset_ms[,prompt_index] format."""
 
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,19 @@ def test_a_csv_without_a_timestamp_column_says_so(tmp_path, header):
     path.write_text(f"{header}\n2024-01-01 00:00:01,3\n")
     with pytest.raises(ValueError, match=r"t.csv:1: neither offset_ms\[,prompt_index\] nor a CSV header with a TIME"):
         load_trace(path)
+
+
+@pytest.mark.parametrize(
+    "text", ["\ufeffid,TIMESTAMP\na,2024-01-01 00:00:01\nb,2024-01-01 00:00:03\n", "0\n2000\n"], ids=["csv", "offsets"]
+)
+def test_a_trace_read_from_a_pipe(tmp_path, text):
+    """`--trace <(zcat trace.csv.gz)` or `--trace /dev/stdin`: the reader sought back to the start after its look at
+    the first line, and a pipe cannot seek ('underlying stream is not seekable', exit 2)."""
+    fifo = tmp_path / "trace"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(text,), kwargs={"encoding": "utf-8"})
+    writer.start()
+    try:
+        assert [a.offset_s for a in load_trace(fifo)] == [0.0, 2.0]
+    finally:
+        writer.join(timeout=10)
