@@ -80,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="exact-generation (K=0) capacity in requests/s; default: exact_capacity_rps of /ready",
     )
-    load.add_argument("--cv", type=float, default=1.0, help="gamma: coefficient of variation of gaps (default 1)")
+    load.add_argument(
+        "--cv", type=float, help="with --arrivals gamma: coefficient of variation of the gaps (default 1)"
+    )
     load.add_argument("--trace", metavar="FILE", help="TIMESTAMP CSV or offset_ms[,prompt_index] lines")
     load.add_argument(
         "--time-scale",
@@ -159,6 +161,8 @@ def _check(args: argparse.Namespace) -> None:
         args.arrivals = "trace" if args.trace else "poisson"
     if (args.arrivals == "trace") != bool(args.trace):
         raise UsageError("--trace FILE goes with --arrivals trace (and only with it)")
+    if args.cv is not None and args.arrivals != "gamma":  # else a run asked to be bursty would be Poisson, unsaid
+        raise UsageError(f"--cv is for --arrivals gamma, not {args.arrivals}")
     if bool(args.curve_secret) != bool(args.curve_server_key):
         raise UsageError("--curve-secret and --curve-server-key go together")
     if args.curve_secret and not args.zmq:
@@ -228,7 +232,7 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
     else:
         # drawn in the schedule's own time, up to where compression will leave duration_s of it
         horizon = None if args.duration_s is None else args.duration_s / args.time_scale
-        cv = 1.0 if args.arrivals == "poisson" else args.cv
+        cv = 1.0 if args.cv is None else args.cv  # poisson is gamma with cv 1
         base = arrivals.gamma(rate, cv, seed=args.seed, duration_s=horizon, max_requests=args.max_requests)
         rate = None
     return arrivals.shape(

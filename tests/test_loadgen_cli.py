@@ -39,6 +39,9 @@ def parsed(*argv: str) -> argparse.Namespace:
         # squared, each leaves the floats: it was a ZeroDivisionError traceback
         (["--rate", "1", "--arrivals", "gamma", "--cv", "1e-200", "--duration-s", "1"], "for cv 1e-200 at rate 1/s"),
         (["--rate", "1", "--arrivals", "gamma", "--cv", "1e200", "--duration-s", "1"], "for cv 1e+200 at rate 1/s"),
+        # it ran a Poisson schedule (gap CV 0.97 for --cv 4) without a word
+        (["--rate", "1", "--cv", "4", "--duration-s", "1"], "--cv is for --arrivals gamma, not poisson"),
+        (["--trace", "t.csv", "--cv", "4"], "--cv is for --arrivals gamma, not trace"),
         (["--rate", "1", "--duration-s", "1", "--bin-s", "-1"], "--bin-s must be"),
         (["--rate", "1", "--duration-s", "1", "--bin-s", "nan"], "--bin-s must be"),
         # numpy's own message, 'expected non-negative integer', named no flag
