@@ -137,19 +137,14 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.report import format_summary
 
     # the files first: a reader of the summary that went away (`| head`) must not cost them
-    try:
-        _write_outputs(args, records, summary)
-        failure = None
-    except OSError as exc:
-        failure = exc
+    failures = _write_outputs(args, records, summary)
     try:
         print(format_summary(summary), flush=True)
     except BrokenPipeError:  # the Python docs' recipe (signal, SIGPIPE): else the flush at exit fails again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    if failure is not None:
-        print(f"argus loadgen: error writing results: {failure}", file=sys.stderr)
-        return 1
-    return 0
+    for failure in failures:
+        print(f"argus loadgen: error writing {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 # flags that must be finite and > 0 when given
@@ -289,7 +284,9 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     try:
         with (
             _interruptible() as interrupt,  # first: a Ctrl-C once the user is told the run is on is the run's
-            records_as_they_come(args.records) if args.records else contextlib.nullcontext() as on_record,
+            records_as_they_come(args.records, _say_records_stopped)
+            if args.records
+            else contextlib.nullcontext() as on_record,
         ):
             print(
                 f"sending {len(schedule)} requests over {span:.1f} s"
@@ -356,24 +353,43 @@ def _interruptible() -> Iterator[Interrupt]:
             loop.remove_signal_handler(handled)
 
 
-def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dict[str, Any]) -> None:
+def _say_records_stopped(error: OSError) -> None:
+    print(
+        f"argus loadgen: warning: records are no longer written as requests end ({error}); the run goes on, and "
+        "they are written again at its end",
+        file=sys.stderr,
+    )
+
+
+def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dict[str, Any]) -> list[str]:
+    """Each file asked for, whatever became of the others (the records may fill a disk the summary fits on); why
+    each that could not be written was not."""
     from loadgen.report import write_records, write_summary
 
-    if args.records:
-        write_records(records, args.records)
-    if args.json:
-        write_summary(summary, args.json)
-    if args.plot:
+    def plot(path: str) -> None:
         from loadgen.plot import timeline_plot
 
         source = summary["worker_levels_source"]
         timeline_plot(
             records,
-            args.plot,
+            path,
             worker_levels=summary["worker_levels"],
             bin_s=args.bin_s,
             title=f"{len(records)} requests" + (f", workers per level from /{source}" if source else ""),
         )
+
+    failures = []
+    for path, write in (
+        (args.records, lambda path: write_records(records, path)),
+        (args.json, lambda path: write_summary(summary, path)),
+        (args.plot, plot),
+    ):
+        if path:
+            try:
+                write(path)
+            except OSError as exc:  # a failed write's message names no file
+                failures.append(f"{path}: {exc.strerror or exc}")
+    return failures
 
 
 def main(argv: list[str] | None = None) -> int:

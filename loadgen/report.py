@@ -88,23 +88,43 @@ def write_records(records: Sequence[Record], path: str | Path) -> None:
     # beside it, then in its place: a write that fails leaves the file as it was (loadgen's, written as it went)
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w") as f:
-        for record in records:
-            f.write(json.dumps(record))
-            f.write("\n")
-    os.replace(partial, path)
+    try:
+        with open(partial, "w") as f:
+            for record in records:
+                f.write(json.dumps(record))
+                f.write("\n")
+        os.replace(partial, path)
+    except OSError:  # a full disk: what is left of the attempt is no one's
+        partial.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
-def records_as_they_come(path: str | Path) -> Iterator[Callable[[Record], None]]:
+def records_as_they_come(path: str | Path, on_failure: Callable[[OSError], None]) -> Iterator[Callable[[Record], None]]:
     """A writer of one record a line, each on disk once written: a run killed (or its terminal closed) keeps
-    the records of the requests that ended before."""
-    with open(path, "w", buffering=1) as f:
+    the records of the requests that ended before.
 
-        def write(record: Record) -> None:
+    A write that fails (a full disk) is passed to `on_failure` once and the writer writes no more: the run goes on,
+    its records are still held for the end. Raising would have ended the run unreported, after a traceback for
+    each request that ended meanwhile."""
+    f = open(path, "w", buffering=1)
+    failed = False
+
+    def write(record: Record) -> None:
+        nonlocal failed
+        if failed:
+            return
+        try:
             f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            failed = True
+            on_failure(exc)
 
+    try:
         yield write
+    finally:
+        with contextlib.suppress(OSError):  # the flush of what a failed write left in the buffer fails again
+            f.close()
 
 
 def read_records(path: str | Path) -> list[Record]:

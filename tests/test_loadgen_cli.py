@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import http.server
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -216,3 +217,30 @@ def test_a_closed_terminal_ends_a_run_as_sigterm_does(tmp_path, http_that_answer
     _signal_once_sending(run, signal.SIGHUP)
     written = json.loads(summary.read_text())
     assert written["planned"] > written["sent"] == len(records.read_text().splitlines())
+
+
+def _files_up_to(size: int) -> None:
+    """In the child: a file written past `size` bytes fails as on a full disk (EFBIG, the signal ignored)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def test_records_that_fill_the_disk_cost_neither_the_run_nor_the_summary(tmp_path, http_that_answers_nothing_useful):
+    """A records file that could not be written to mid-run (a full disk) printed a traceback for every request
+    that ended, then ended the run with exit 2: no summary printed, no --json written."""
+    records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "50", "--max-requests", "30", "--records", str(records), "--json", str(summary)]
+    run = subprocess.run(
+        command + ["--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: _files_up_to(4000),
+    )
+    assert run.returncode == 1, run.stderr  # the results could not all be written
+    assert "Traceback" not in run.stderr and run.stderr.count("records are no longer written") == 1
+    assert f"argus loadgen: error writing {records}: File too large" in run.stderr
+    assert json.loads(summary.read_text())["sent"] == 30 and run.stdout.startswith("sent ")
+    assert not list(tmp_path.glob(".*.partial"))  # the end's attempt left nothing beside
