@@ -63,6 +63,15 @@ def _json(path: Path) -> list[str]:
         data = json.load(f)
     if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
         raise ValueError(f"{path}: expected a JSON list of strings")
+    for i, prompt in enumerate(data):
+        # JSON may escape half of a UTF-16 pair alone (an emoji cut in two by a JavaScript slice): such a prompt
+        # is no text any engine takes (a 400 over HTTP, a failure to encode over ZeroMQ), for every request sent it
+        try:
+            prompt.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"{path}: string {i} holds {prompt[exc.start : exc.end]!r}, half of a UTF-16 pair, which is not text"
+            ) from None
     return [p for p in data if p.strip()]
 
 

@@ -104,11 +104,21 @@ def test_rate_is_on_the_schedules_own_clock_and_compression_speeds_it_up():
         ("p.json", b'["a red fox",', "--prompts"),
         ("p.tsv", b"Prompt\n" + b"a" * 200_000 + b"\n", "--prompts"),
         ("p.json", b"[" * 100_000 + b"]" * 100_000, "--prompts"),
+        # each request sent with it was a 400 over HTTP, a traceback and an error over ZeroMQ
+        ("p.json", b'["a red fox", "a cat \\ud83d"]', "--prompts"),
         ("t.txt", b"0\n\xff\n", "--trace"),
         # a stray quote makes one field of the rest of the file, over the csv module's limit
         ("t.csv", b'TIMESTAMP,x\n2024-01-01 00:00:01,"1\n' + b"2024-01-01 00:00:02,1\n" * 10_000, "--trace"),
     ],
-    ids=["txt not utf-8", "json cut short", "tsv line too long", "json too deep", "trace not utf-8", "csv stray quote"],
+    ids=[
+        "txt not utf-8",
+        "json cut short",
+        "tsv line too long",
+        "json too deep",
+        "json half an emoji",
+        "trace not utf-8",
+        "csv stray quote",
+    ],
 )
 def test_an_input_file_that_cannot_be_read_is_a_one_line_error_naming_it(tmp_path, capsys, name, content, flag):
     path = tmp_path / name
