@@ -4,7 +4,8 @@ Two formats, told apart by the first line:
 
 - CSV with a header naming a `TIMESTAMP` column of wall-clock times with
   fractional seconds (`2023-11-16 18:17:03.9799600`, as the Azure traces in
-  ../shared/data/traces). Other columns are ignored: only arrival gaps matter
+  ../shared/data/traces), or ISO 8601 with a UTC offset (`...T18:17:03+01:00`,
+  `...Z`; converted to UTC). Other columns are ignored: only arrival gaps matter
   for image serving. Offsets are taken from the first arrival, which is at 0.
 - Plain `offset_ms[,prompt_index]` lines: milliseconds from the start of the
   run, optionally the index of the prompt to send. Blank lines and lines
@@ -17,6 +18,7 @@ import csv
 import itertools
 import math
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -66,8 +68,12 @@ def _timestamp_csv(lines: Iterable[str], path: str | Path) -> Schedule:
     except csv.Error as exc:  # a field over the csv module's limit, as a stray quote makes of the rest of the file
         raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
     try:
-        # numpy parses the 7 fractional digits the Azure traces carry; datetime stops at 6
-        times = np.array(stamps, dtype="datetime64[ns]")
+        # numpy parses the 7 fractional digits the Azure traces carry; datetime stops at 6. A stamp with a UTC offset
+        # (+01:00, Z) it converts to UTC, which is what a gap needs: its warning that the result holds no zone was
+        # printed, with a line of this file, above each run of such a trace, as if something were wrong with it
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "no explicit representation of timezones", UserWarning)
+            times = np.array(stamps, dtype="datetime64[ns]")
     except ValueError as exc:
         raise ValueError(f"{path}: unreadable {TIMESTAMP}: {exc}") from None
     missing = np.flatnonzero(np.isnat(times))

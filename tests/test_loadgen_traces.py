@@ -2,6 +2,7 @@
 
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,13 @@ def test_a_trace_read_from_a_pipe(tmp_path, text):
         assert [a.offset_s for a in load_trace(fifo)] == [0.0, 2.0]
     finally:
         writer.join(timeout=10)
+
+
+def test_iso_stamps_with_utc_offsets_are_read_as_utc_without_a_word(tmp_path):
+    """The offsets were right, but numpy's warning that the result holds no time zone was printed, with a line of
+    traces.py, above each run of such a trace."""
+    path = tmp_path / "t.csv"
+    path.write_text("TIMESTAMP\n2024-01-01T10:00:00.5+01:00\n2024-01-01T09:00:01Z\n2024-01-01T04:00:03-05:00\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [a.offset_s for a in load_trace(path)] == [0.0, 0.5, 2.5]
