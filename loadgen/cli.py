@@ -222,6 +222,12 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
     rate = await _target_rate(args)
     if args.arrivals == "trace":
         base = read_user_file(load_trace, args.trace)
+        if rate is not None:
+            try:
+                arrivals.mean_rate(base)
+            except ValueError as exc:  # it named neither the flag nor the file
+                flag = "--rate" if args.load is None else "--load"
+                raise UsageError(f"{flag} cannot rescale --trace {args.trace}: {exc}") from None
         if args.load is not None:
             rate /= arrivals.peak_to_mean(base)  # --load is what the busiest minute offers
     else:

@@ -254,3 +254,16 @@ def test_records_that_fill_the_disk_cost_neither_the_run_nor_the_summary(tmp_pat
     assert f"argus loadgen: error writing {records}: File too large" in run.stderr
     assert json.loads(summary.read_text())["sent"] == 30 and run.stdout.startswith("sent ")
     assert not list(tmp_path.glob(".*.partial"))  # the end's attempt left nothing beside
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [(["2024-01-01 00:00:01"], "at least two arrivals"), (["2024-01-01 00:00:01"] * 2, "at the same instant")],
+)
+def test_a_trace_with_no_mean_rate_to_rescale_says_which_flag_and_file(tmp_path, capsys, rows, problem):
+    """It said only 'a mean rate needs at least two arrivals'."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("\n".join(["TIMESTAMP", *rows]) + "\n")
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--trace", str(trace), "--rate", "2"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"argus loadgen: error: --rate cannot rescale --trace {trace}: ") and problem in error
