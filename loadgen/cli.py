@@ -370,7 +370,7 @@ def _say_records_stopped(error: OSError) -> None:
 def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dict[str, Any]) -> list[str]:
     """Each file asked for, whatever became of the others (the records may fill a disk the summary fits on); why
     each that could not be written was not."""
-    from loadgen.report import write_records, write_summary
+    from loadgen.report import is_stream, write_records, write_summary
 
     def plot(path: str) -> None:
         from loadgen.plot import timeline_plot
@@ -384,9 +384,12 @@ def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dic
             title=f"{len(records)} requests" + (f", workers per level from /{source}" if source else ""),
         )
 
+    # a pipe or a terminal (--records /dev/stdout) had each record as its request ended: only a file is written
+    # again, in request order
+    records_file = None if args.records is None or is_stream(args.records) else args.records
     failures = []
     for path, write in (
-        (args.records, lambda path: write_records(records, path)),
+        (records_file, lambda path: write_records(records, path)),
         (args.json, lambda path: write_summary(summary, path)),
         (args.plot, plot),
     ):

@@ -17,7 +17,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from loadgen.records import OUTCOMES, VIOLATIONS, Record
 
@@ -84,19 +84,34 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(ordered[max(1, math.ceil(q / 100.0 * len(ordered))) - 1])
 
 
+def is_stream(path: str | Path) -> bool:
+    """Whether `path` (after its links) is there but no regular file: a pipe, a terminal, /dev/stdout."""
+    return os.path.exists(path) and not os.path.isfile(path)
+
+
 def write_records(records: Sequence[Record], path: str | Path) -> None:
-    # beside it, then in its place: a write that fails leaves the file as it was (loadgen's, written as it went)
-    path = Path(path)
+    """One JSON object a line. A link is written through, and stays a link."""
+    if is_stream(path):  # nothing to put in its place
+        with open(path, "w") as f:
+            _write_lines(records, f)
+        return
+    # beside it, then in its place: a write that fails leaves the file as it was (loadgen's, written as it went).
+    # Beside and in the place of what a link names: the link was replaced by a file, its target left as it was
+    path = Path(os.path.realpath(path))
     partial = path.with_name(f".{path.name}.partial")
     try:
         with open(partial, "w") as f:
-            for record in records:
-                f.write(json.dumps(record))
-                f.write("\n")
+            _write_lines(records, f)
         os.replace(partial, path)
     except OSError:  # a full disk: what is left of the attempt is no one's
         partial.unlink(missing_ok=True)
         raise
+
+
+def _write_lines(records: Sequence[Record], f: TextIO) -> None:
+    for record in records:
+        f.write(json.dumps(record))
+        f.write("\n")
 
 
 @contextlib.contextmanager

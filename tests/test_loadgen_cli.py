@@ -267,3 +267,30 @@ def test_a_trace_with_no_mean_rate_to_rescale_says_which_flag_and_file(tmp_path,
     assert cli.main(["--url", NO_ENGINE, "--no-progress", "--trace", str(trace), "--rate", "2"]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"argus loadgen: error: --rate cannot rescale --trace {trace}: ") and problem in error
+
+
+def test_records_to_stdout_are_each_written_once_and_a_link_stays_a_link(tmp_path, http_that_answers_nothing_useful):
+    """`--records /dev/stdout` (a link to /proc/self/fd/1, as `out` is here): the records went to it as requests
+    ended, then the end's rewrite in request order put a regular file in the link's place (as root, /dev/stdout
+    itself) and the reader never had them in order."""
+    out = tmp_path / "out"
+    out.symlink_to("/proc/self/fd/1")
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "50", "--max-requests", "5", "--records", str(out), "--no-progress"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    ids = sorted(json.loads(line)["id"] for line in run.stdout.splitlines() if line.startswith("{"))
+    assert ids == [0, 1, 2, 3, 4] and out.is_symlink()
+
+
+def test_records_written_through_a_link_to_a_file(tmp_path, http_that_answers_nothing_useful):
+    """The link was replaced by a file in request order; the file it named kept the records in the order they
+    ended."""
+    target, link = tmp_path / "runs" / "records.jsonl", tmp_path / "records.jsonl"
+    target.parent.mkdir()
+    link.symlink_to(target)
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "50", "--max-requests", "5", "--records", str(link), "--no-progress"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert link.is_symlink() and [json.loads(line)["id"] for line in target.read_text().splitlines()] == [0, 1, 2, 3, 4]
