@@ -91,8 +91,9 @@ def run_worker(config: WorkerConfig) -> int:
     if config.die_with_parent:
         exit_with_parent()
     model = f" {config.model}" if config.model else ""
-    log.info("loading the %s backend%s on %s", config.backend, model, config.device)
     try:
+        # the log line is inside: Ctrl-C may land while its write returns, once the line is out
+        log.info("loading the %s backend%s on %s", config.backend, model, config.device)
         backend = load_backend(config)
     except KeyboardInterrupt:  # a worker started by hand, stopped while it loads: no traceback of torch's imports
         log.info("stopped while loading the model")
