@@ -38,6 +38,7 @@ from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled, ImageResult
+from protocols.image_header import mismatch
 from protocols.worker_messages import (
     Abort,
     BatchDone,
@@ -391,14 +392,36 @@ class Dispatcher:
             worker.busy_until = self._clock()  # idle now, whatever the estimate said
         self._file(worker)  # the images it settles may be routed again, and find it free
         by_id = {job.job_id: job for job in jobs}
+        unasked: list[str] = []
         for outcome in done.outcomes:
             job = by_id.pop(outcome.request_id, None)
             if job is not None and job.job_id in self._live:
+                if isinstance(outcome, ItemDone):
+                    outcome = self._as_asked(worker, job, outcome)
+                    if isinstance(outcome, ItemFailed):
+                        unasked.append(outcome.message)
                 self._settle(worker, job, outcome)
+        if unasked:
+            self._metrics.bad_messages.labels("worker").inc()
+            # one line a batch, not one an image
+            log.warning(
+                "%d images of batch %d failed, not as asked; the first: %s", len(unasked), done.batch_id, unasked[0]
+            )
         for job in by_id.values():
             # a worker that answers a batch but leaves items out still owes them
             self._settle(worker, job, ItemCancelled(job.job_id))
         self._pump(worker)
+
+    @staticmethod
+    def _as_asked(worker: WorkerHandle, job: Job, done: ItemDone) -> ItemOutcome:
+        """The image, or the worker's failure to make it when its header says it is not the image its batch asked
+        for: a worker of another build or model folder, or a buggy backend, may answer any bytes, and the client
+        got them as its image. The failure is the one a worker says it had (worker_error, naming what came)."""
+        key = job.key
+        problem = mismatch(done.image, key.output_format, key.width, key.height)
+        if problem is None:
+            return done
+        return ItemFailed(done.request_id, "unasked_image", f"worker {worker.name} answered {problem}")
 
     def _settle(self, worker: WorkerHandle, job: Job, message: ItemOutcome) -> None:
         if isinstance(message, ItemCancelled):

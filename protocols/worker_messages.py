@@ -160,7 +160,7 @@ class Leaving(msgspec.Struct, tag="leaving", frozen=True):
 
 class ItemDone(msgspec.Struct, tag="done", frozen=True):
     request_id: str
-    image: Blob  # encoded in the batch's output_format
+    image: Blob  # encoded in the batch's output_format, at its width x height: the engine checks the header
     level: int
     # the latents passed through after each cache level above `level`, stacked
     # [len(latent_levels), C, H, W] so they travel as one frame

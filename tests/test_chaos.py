@@ -13,6 +13,7 @@ import time
 import msgspec
 import pytest
 import zmq
+from pictures import image_as_asked
 from test_hello_bounds import SIM_MODEL
 
 from engine.client import ArgusClient
@@ -20,7 +21,6 @@ from engine_process import start_engine
 from loadgen.bench.chaos_bench import ChaosConfig, measure, passed
 from loadgen.bench.chaos_ledger import Ledger
 from protocols.client_messages import Images
-from protocols.codec import Blob
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     BatchDone,
@@ -195,7 +195,7 @@ def test_worker_rejoin_does_not_strand_its_batches(tmp_path):
         while asker.is_alive() and time.monotonic() < deadline:
             again = worker.next_batch(timeout_s=0.5)
             if again is not None:
-                done = [ItemDone(item.request_id, Blob(b"img"), 0, [], None, 1.0, 50) for item in again.items]
+                done = [ItemDone(item.request_id, image_as_asked(again), 0, [], None, 1.0, 50) for item in again.items]
                 worker.send(BatchDone(again.batch_id, done))
         asker.join(timeout=30)
     finally:

@@ -3,6 +3,8 @@
 import asyncio
 from collections import Counter
 
+from pictures import image_as_asked
+
 from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
 from engine.dispatcher import PIPELINE_HORIZON_S, Dispatcher
@@ -10,7 +12,6 @@ from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled, Error, Generate, Images
-from protocols.codec import Blob
 from protocols.worker_messages import Abort, BatchDone, Hello, ItemCancelled, ItemDone, ItemFailed
 from protocols.worker_messages import Generate as Batch
 
@@ -93,7 +94,8 @@ class Harness:
         return [m for w, m in self.sent if isinstance(m, Batch) and worker_name in (None, w)]
 
     def finish(self, worker, batch: Batch):
-        done = [ItemDone(item.request_id, Blob(b"img"), batch.level, [], None, 1.0, 50) for item in batch.items]
+        image = image_as_asked(batch)
+        done = [ItemDone(item.request_id, image, batch.level, [], None, 1.0, 50) for item in batch.items]
         self.dispatcher.batch_done(worker, BatchDone(batch.batch_id, done))
 
 
@@ -781,7 +783,7 @@ async def test_an_image_counts_at_the_level_its_batch_was_sent_at_whatever_the_w
     answered = 0
     while answered < len(h.batches()):  # each answer lets the next queued batch go
         batch = h.batches()[answered]
-        done = [ItemDone(i.request_id, Blob(b"img"), 10**6 + answered, [], None, 1.0, 50) for i in batch.items]
+        done = [ItemDone(i.request_id, image_as_asked(batch), 10**6 + answered, [], None, 1.0, 50) for i in batch.items]
         h.dispatcher.batch_done(a, BatchDone(batch.batch_id, done))
         answered += 1
     await settle()

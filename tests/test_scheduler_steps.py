@@ -11,13 +11,13 @@ import urllib.request
 import pytest
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 from fake_engine import FakeEngine
+from pictures import image_as_asked
 from test_diffusion_backend import RecordingControl, UnetCalls, batch, tiny_sizes
 from test_worker_latents import engine_with_a_raw_worker
 
 from engine.client import ArgusClient
 from engine_process import start_worker
 from protocols.client_messages import Error, Images
-from protocols.codec import Blob
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     BatchDone,
@@ -104,7 +104,7 @@ def test_admission_refuses_them_over_zeromq_and_takes_the_counts_beside_them(eng
         asker.start()
         sent = worker.next_batch(timeout_s=30)
         assert sent is not None and sent.steps == 62
-        done = [ItemDone(item.request_id, Blob(b"img"), 0, [], None, 1.0, 62) for item in sent.items]
+        done = [ItemDone(item.request_id, image_as_asked(sent), 0, [], None, 1.0, 62) for item in sent.items]
         worker.send(BatchDone(sent.batch_id, done))
         asker.join(60)
     assert isinstance(replies[0], Images), replies

@@ -7,12 +7,12 @@ import contextlib
 import msgspec
 import numpy as np
 import pytest
+from pictures import image_as_asked
 from test_chaos import FakeWorker, ask_in_background
 from waiting import wait_for
 
 from engine_process import start_engine
 from protocols.client_messages import Images
-from protocols.codec import Blob
 from protocols.worker_messages import BatchDone, ItemDone
 
 LEVELS = [5, 10, 15, 20, 25]
@@ -82,7 +82,7 @@ def run_with(levels_and_latents=([], None)):
 
     def answer(batch):
         levels, stacked = levels_and_latents
-        return [ItemDone(item.request_id, Blob(b"img"), 0, levels, stacked, 1.0, 50) for item in batch.items]
+        return [ItemDone(item.request_id, image_as_asked(batch), 0, levels, stacked, 1.0, 50) for item in batch.items]
 
     return answer
 

@@ -4,13 +4,13 @@ are sent again rather than owed for ever."""
 import time
 
 import pytest
+from pictures import image_as_asked
 from tcp_proxy import DroppingProxy
 from test_chaos import FakeWorker, ask_in_background
 from waiting import wait_for
 
 from engine_process import start_engine, start_worker
 from protocols.client_messages import Images
-from protocols.codec import Blob
 from protocols.worker_messages import BatchDone, Heartbeat, ItemDone
 
 
@@ -52,10 +52,10 @@ def test_the_batches_sent_before_the_one_a_worker_runs_are_sent_again(tmp_path):
         second = worker.next_batch(timeout_s=30)
         assert lost is not None and second is not None and second.items[0].request_id != lost.items[0].request_id
         worker.send(Heartbeat(0, second.batch_id))  # running the second: the first never came
-        worker.send(BatchDone(second.batch_id, [done(item) for item in second.items]))
+        worker.send(BatchDone(second.batch_id, answered(second)))
         again = worker.next_batch(timeout_s=30)
         assert again is not None and [item.request_id for item in again.items] == [lost.items[0].request_id]
-        worker.send(BatchDone(again.batch_id, [done(item) for item in again.items]))
+        worker.send(BatchDone(again.batch_id, answered(again)))
         for asker in askers:
             asker.join(60)
     finally:
@@ -64,5 +64,5 @@ def test_the_batches_sent_before_the_one_a_worker_runs_are_sent_again(tmp_path):
     assert len(replies) == 2 and all(isinstance(reply, Images) for reply in replies), replies
 
 
-def done(item) -> ItemDone:
-    return ItemDone(item.request_id, Blob(b"img"), 0, [], None, 1.0, 50)
+def answered(batch) -> list[ItemDone]:
+    return [ItemDone(item.request_id, image_as_asked(batch), 0, [], None, 1.0, 50) for item in batch.items]
