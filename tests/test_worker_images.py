@@ -105,3 +105,29 @@ def test_images_as_asked_are_served(engine, output_format):
     )
     assert isinstance(reply, Images), reply
     assert reply.images[0].image == blank_image(136, 64, output_format)
+
+
+@pytest.mark.timeout(180)
+def test_images_left_out_are_sent_again_and_answers_beyond_the_batch_are_ignored(engine):
+    """The wrong number of answers: none is served twice, and none goes missing."""
+    engine, worker = engine
+    replies = []
+
+    def ask() -> None:
+        with ArgusClient(engine.client_address, timeout_s=60) as client:
+            replies.append(client.generate("a lighthouse at dusk", n=2, width=64, height=64))
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    first = worker.next_batch(timeout_s=30)
+    kept, left_out = first.items
+    image = image_as_asked(first)
+    # one image twice, one the batch never held, and one left out
+    strays = [done(kept, image), done(kept, b"img"), ItemDone("j-not-sent", Blob(b"img"), 0, [], None, 1.0, 50)]
+    worker.send(BatchDone(first.batch_id, strays))
+    again = worker.next_batch(timeout_s=30)
+    assert again is not None and [item.request_id for item in again.items] == [left_out.request_id]
+    worker.send(BatchDone(again.batch_id, [done(left_out, image)]))
+    asker.join(60)
+    (reply,) = replies
+    assert isinstance(reply, Images) and len(reply.images) == 2, reply
