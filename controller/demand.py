@@ -11,6 +11,10 @@ burst moves the routes within the controller's first look at it, while a fall
 still decays through the EWMA. A plain EWMA plans for half a burst's rate in
 its first window and most of it only in the third, by when a burst of the
 Azure code trace is over.
+
+Demand is counted in images of the latency profile's N steps, the unit its
+capacities are in: an image of another step count is weighed by `WorkPerImage`
+(a 150-step image, where the profile's N is 50, is about 3 to 4 of them).
 """
 
 from __future__ import annotations
@@ -18,14 +22,33 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from controller.profiles import LatencyProfile, ProfileLatency
+
 
 @dataclass(frozen=True)
 class DemandEstimate:
-    rps: float  # images/s to plan for, headroom included
+    rps: float  # images/s to plan for (of the profile's N steps, see WorkPerImage), headroom included
     mix: dict[int, float]  # class K* -> share of arrivals; shares sum to 1
 
     def per_class(self) -> dict[int, float]:
         return {k: self.rps * share for k, share in self.mix.items()}
+
+
+class WorkPerImage:
+    """How many images of the profile's own N steps one image of `steps` steps at `level` costs a worker: the
+    ratio of their batch-1 latencies (`ProfileLatency`, what the sim backend sleeps for), so that only the N - K
+    steps run scale, not the fixed part. On `sdxl_a100` an image of 150 steps counts 2.8 at K = 0 and 4.2 at
+    K = 25 (125 steps run where 25 are), one of 20 steps 0.47 at K = 0. Counted as one, a client asking for
+    150 steps had the controller plan for a third of the work its workers did, and see capacity to spare."""
+
+    def __init__(self, profile: LatencyProfile):
+        self._profile = profile
+        self._latency = ProfileLatency(profile)
+
+    def __call__(self, level: int, steps: int) -> float:
+        if steps == self._profile.steps:
+            return 1.0
+        return self._latency.seconds(level, steps, 1) / self._profile.latency(level, 1)
 
 
 class DemandEstimator:
@@ -39,7 +62,7 @@ class DemandEstimator:
         self._planned_rps = 0.0  # the rate the last window closed planned for (fast attack included)
         self._mix: dict[int, float] = {0: 1.0}
 
-    def observe(self, k_star: int, images: int = 1) -> None:
+    def observe(self, k_star: int, images: float = 1.0) -> None:
         self._counts[k_star] += images
 
     def peek(self, now: float) -> DemandEstimate:

@@ -39,7 +39,7 @@ class WindowInputs:
     now: float
     workers: int  # workers alive
     current: Mapping[int, int]  # workers per level now
-    demand_rps: float  # images/s to plan for, headroom included
+    demand_rps: float  # images/s to plan for (of the profile's N steps), headroom included
     k_mix: Mapping[int, float]  # share of arrivals per predicted K*
     slo_s: float
 
@@ -49,6 +49,7 @@ class WindowInputs:
 
 class Policy(Protocol):
     name: str
+    profile: LatencyProfile  # what capacities are planned with; demand is counted in images of its N steps
 
     def predict(self, lookup: Lookup) -> int:
         """K* for one prompt (what the demand mix counts)."""

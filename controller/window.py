@@ -9,7 +9,9 @@
   far has moved more than `shift_threshold` from what the plan was made for,
   re-derive the routes for the workers where they are (the route-planner LP).
 
-The engine calls `observe_arrival` for every admitted image and
+The engine calls `observe_arrival` for every admitted request (its images, the
+level it runs at and its steps: demand is counted in images of the latency
+profile's N steps, see controller/demand.py) and
 `maybe_replan` every second or so, in a worker thread (a MILP takes
 milliseconds to seconds); one lock keeps the two apart.
 """
@@ -21,7 +23,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controller.demand import DemandEstimator
+from controller.demand import DemandEstimator, WorkPerImage
 from controller.plan import Plan
 from controller.policies import Policy, WindowInputs
 
@@ -50,6 +52,7 @@ class Controller:
         self.policy = policy
         self.config = config
         self._demand = DemandEstimator(now, config.ewma_alpha, config.headroom, policy.plans_for_bursts)
+        self._work = WorkPerImage(policy.profile)
         self._lock = threading.Lock()
         self._plan: Plan | None = None
         self._last_solve_at = now
@@ -59,9 +62,11 @@ class Controller:
         """The plan in force (None before the first `maybe_replan`)."""
         return self._plan
 
-    def observe_arrival(self, k_star: int, images: int = 1) -> None:
+    def observe_arrival(self, k_star: int, images: int = 1, level: int = 0, steps: int | None = None) -> None:
+        """`images` of class `k_star`, run at `level` for `steps` steps (None: the profile's N)."""
+        work = images if steps is None else images * self._work(level, steps)
         with self._lock:
-            self._demand.observe(k_star, images)
+            self._demand.observe(k_star, work)
 
     def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
         """A new plan if one is due (full or re-routed), else None. Call it from one thread at a time."""

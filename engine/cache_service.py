@@ -45,8 +45,8 @@ from protocols.worker_messages import ItemDone
 
 log = logging.getLogger("argus.cache")
 
-# (lookup, images) -> (K*, K'): the controller's choice, safe to call from the cache thread
-Choose = Callable[[Lookup, int, random.Random], tuple[int, int]]
+# (lookup, images, steps) -> (K*, K'): the controller's choice, safe to call from the cache thread
+Choose = Callable[[Lookup, int, int, random.Random], tuple[int, int]]
 # (K*, K', the neighbour's levels) -> the levels a job may move up to (Policy.fallback_levels)
 FallbackLevels = Callable[[int, int, tuple[int, ...]], tuple[int, ...]]
 
@@ -418,7 +418,7 @@ class CacheService:
             prompt=request.spec.prompt,
             neighbour_prompt=neighbour.prompt if neighbour else None,
         )
-        k_star, level = self._choose(lookup, request.spec.n, self._rng)
+        k_star, level = self._choose(lookup, request.spec.n, request.steps, self._rng)
         # a neighbour comes from the cache, so with one there is a cache to take its latent from
         latent = self._cache.take_latent(neighbour.prompt_id, level) if neighbour and level else None
         if level and latent is None:

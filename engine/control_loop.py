@@ -70,14 +70,14 @@ class ControlLoop:
             return None
         return {**plan.to_json(), "created_at": time.time() - (self._clock() - plan.created_at)}
 
-    def choose(self, lookup: Lookup, images: int, rng: random.Random) -> tuple[int, int]:
-        """(K*, K') for one request. Thread-safe: the cache thread calls it."""
+    def choose(self, lookup: Lookup, images: int, steps: int, rng: random.Random) -> tuple[int, int]:
+        """(K*, K') for one request of `images` images of `steps` steps. Thread-safe: the cache thread calls it."""
         k_star = self.policy.predict(lookup)
-        self._controller.observe_arrival(k_star, images)
         plan = self._controller.plan
-        if plan is None:
-            return k_star, 0
-        return k_star, self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
+        level = 0 if plan is None else self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
+        # weighed by the steps it runs at the level it runs at: 150 steps are about 3 images of the default 50
+        self._controller.observe_arrival(k_star, images, level, steps)
+        return k_star, level
 
     async def run(self) -> None:
         failing = False

@@ -77,7 +77,9 @@ class EngineMetrics:
         self.plan_workers = Gauge(
             "argus_plan_workers", "Workers the current plan puts at each level K", ["level"], registry=r
         )
-        self.demand_rps = Gauge("argus_demand_rps", "Demand the current plan was made for, images/s", registry=r)
+        self.demand_rps = Gauge(
+            "argus_demand_rps", "Demand the current plan is for, images/s of the profile's N steps", registry=r
+        )
         self.plans = Counter(
             "argus_plans",
             "Plans made, by status: fallback when the solver failed and the allocation was kept",

@@ -184,7 +184,7 @@ def test_a_written_checkpoint_lets_go_of_the_latents_that_leave_the_cache_after_
     named it) until the next checkpoint, and with it every latent in memory when it was taken: those evicted after
     it stayed in memory, up to --cache-bytes more for 300 s (measured: 32 MiB evicted of a 32 MiB cache, all alive)."""
 
-    def miss_keeping_level_5(lookup, images, rng) -> tuple[int, int]:
+    def miss_keeping_level_5(lookup, images, steps, rng) -> tuple[int, int]:
         return 5, 0  # served in full, no hit: the neighbour's latent of level 5 is handed on as a fallback
 
     service = build_cache_service(

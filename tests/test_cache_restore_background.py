@@ -50,7 +50,7 @@ def vector(prompt: str) -> np.ndarray:
     return EMBEDDER.embed([prompt])[0]
 
 
-def take_level_5(lookup, images, rng) -> tuple[int, int]:
+def take_level_5(lookup, images, steps, rng) -> tuple[int, int]:
     return (5, 5) if lookup.similarity else (0, 0)
 
 

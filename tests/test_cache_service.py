@@ -116,3 +116,17 @@ def test_what_a_generation_brings_while_the_model_is_adopted_goes_to_the_adopted
     asyncio.run(adopt_insert_and_stop())
     saved = persistence.read_cache_file(tmp_path / persistence.FILE_NAME, "hash", EMBEDDER.dim, LEVELS, MODEL)
     assert len(saved.prompts) == 2001 and "a cat" in {p.text for p in saved.prompts}
+
+
+def test_the_controller_is_told_each_requests_images_and_steps():
+    """What it needs to weigh a request's demand: 150 steps are about three times the work of the default 50."""
+    asked = []
+
+    def choose(lookup, images, steps, rng):
+        asked.append((images, steps))
+        return 0, 0
+
+    service = CacheService(None, None, choose)  # --no-cache: decided at once, on the caller's thread
+    request = SimpleNamespace(spec=SimpleNamespace(prompt="a cat", n=3, exact=False), steps=150, width=64, height=64)
+    service.prepare(request, lambda *_: None)
+    assert asked == [(3, 150)]

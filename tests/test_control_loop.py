@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 from collections import Counter
 
 import pytest
@@ -11,7 +12,7 @@ from waiting import eventually
 from controller.flow_model import SolverOptions
 from controller.plan import Plan
 from controller.policies import make_policy
-from controller.predictor import SimilarityPredictor
+from controller.predictor import Lookup, SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.window import Controller, ControllerConfig
@@ -211,3 +212,26 @@ async def test_a_solver_that_keeps_falling_back_warns_once(monkeypatch, caplog):
     assert controller.plan.status == "optimal"
     assert "the solver makes plans again" in caplog.messages
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_a_request_is_counted_at_its_steps_and_the_level_it_runs_at():
+    """The engine's path into the demand: `choose` is handed the request's steps and weighs its images at the
+    level it picked (a 150-step image at K = 25 is 4.2 of the profile's 50-step images there; one of 50, 1)."""
+    table = SimilarityTable.bundled("clip")
+    degradation = DegradationMatrix.from_quality_model(QualityModel(table))
+    policy = make_policy("argus", LatencyProfile.bundled(), degradation, SimilarityPredictor(table))
+    h = Harness()
+    # alpha 1: each window's rate is planned for as it is
+    controller = Controller(policy, ControllerConfig(window_s=10.0, ewma_alpha=1.0), now=0.0)
+    controller.maybe_replan(0.0, 4)
+    controller.observe_arrival(25, 30)
+    controller.maybe_replan(10.0, 4)  # 3 images/s of class 25: workers at the high levels
+    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 10.0)
+    hit = Lookup(similarity=0.97, neighbour_levels=(5, 10, 15, 20, 25), prompt="a cat", neighbour_prompt="a cat.")
+    rng = random.Random(0)
+    k_star, level = loop.choose(hit, 2, 150, rng)
+    loop.choose(hit, 3, 50, rng)
+    plan = controller.maybe_replan(20.0, 4)
+    assert k_star == 25 and level >= 20
+    images = 2 * (0.6 + 0.09 * (150 - level)) / (0.6 + 0.09 * (50 - level)) + 3
+    assert plan.total_demand_rps == pytest.approx(1.05 * images / 10.0)

@@ -1,6 +1,7 @@
 """The controller in a running engine: a demand step moves workers between levels, and GET /plan shows it."""
 
 import asyncio
+import contextlib
 import json
 
 from waiting import wait_for
@@ -19,12 +20,12 @@ def plan(engine) -> dict:
     return json.loads(body)
 
 
-async def offer(engine, rate: float, seconds: float) -> list:
+async def offer(engine, rate: float, seconds: float, **fields) -> list:
     """Open-loop arrivals of near-duplicate prompts (they hit the cache at a high level)."""
     async with AsyncArgusClient(engine.client_address) as client:
         tasks = []
         for i in range(int(rate * seconds)):
-            tasks.append(asyncio.create_task(client.generate(PROMPT.format(i), width=64, height=64)))
+            tasks.append(asyncio.create_task(client.generate(PROMPT.format(i), width=64, height=64, **fields)))
             await asyncio.sleep(1 / rate)
         return await asyncio.wait_for(asyncio.gather(*tasks), 60)
 
@@ -55,5 +56,37 @@ def test_a_demand_step_moves_workers_to_higher_levels(tmp_path):
         # the workers were really moved: /ready reports them at the planned levels
         assert wait_for(lambda: planned_levels(plan(engine)) == sorted(w["level"] for w in engine.ready()["workers"]))
         assert sum(isinstance(reply, Images) and reply.images[0].level > 0 for reply in heavy) > 0
+    finally:
+        assert engine.stop() == 0
+
+
+def test_requests_of_three_times_the_steps_are_planned_for_as_about_three_times_the_work(tmp_path):
+    """Each image was counted as one whatever its steps: at 150 steps (the sim backend's default is 50) argus
+    planned for a third of the work its workers did, 3.0 images/s for 3 requests/s whose images took 0.91 of the
+    fleet's time (4 sim workers, SIMULATED), and saw capacity to spare."""
+    engine = start_engine(tmp_path, "--time-scale", "0.02", "--window-s", str(WINDOW_S), workers=4, backend="sim")
+    try:
+        rate = 0.2 * engine.ready()["exact_capacity_rps"]
+        planned = []
+
+        async def offer_and_watch() -> list:
+            async def watch() -> None:
+                while True:
+                    planned.append((await asyncio.to_thread(plan, engine))["total_demand_rps"])
+                    await asyncio.sleep(0.1)
+
+            watching = asyncio.create_task(watch())
+            try:
+                return await offer(engine, rate, 3 * WINDOW_S, steps=150)
+            finally:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+
+        replies = asyncio.run(offer_and_watch())
+        assert all(isinstance(reply, Images) for reply in replies)
+        # a 150-step image is 2.8 (at level 0) to 4.2 (at 25) of the profile's 50-step ones; counted as one, the
+        # demand planned for stayed within the rate and its 5% headroom
+        assert max(planned) > 2 * rate
     finally:
         assert engine.stop() == 0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from controller.demand import DemandEstimator
+from controller.demand import DemandEstimator, WorkPerImage
 from controller.policies import make_policy
 from controller.predictor import SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
@@ -74,6 +74,15 @@ def test_demand_shift():
     assert demand_shift({5: 1.0}, {}) == float("inf")
 
 
+def test_an_image_counts_as_the_worker_time_its_steps_take_at_its_level():
+    work = WorkPerImage(PROFILE)  # sdxl_a100: 0.6 s + 0.09 s per step run, at N = 50
+    assert work(0, 50) == work(25, 50) == 1.0
+    assert work(0, 150) == pytest.approx((0.6 + 0.09 * 150) / 5.1)  # 2.76: the fixed part does not scale
+    assert work(25, 150) == pytest.approx((0.6 + 0.09 * 125) / 2.85)  # 4.16: 125 steps run where 25 are
+    assert work(0, 20) == pytest.approx((0.6 + 0.09 * 20) / 5.1)  # 0.47
+    assert work(5, 30) == pytest.approx((0.6 + 0.09 * 25) / (0.6 + 0.09 * 45))
+
+
 # -- the controller ----------------------------------------------------------------------
 class Counting:
     """A real policy that counts how it was asked to plan."""
@@ -81,6 +90,7 @@ class Counting:
     def __init__(self, name: str = "argus"):
         self.inner = make_policy(name, PROFILE, SIM, SimilarityPredictor(TABLE))
         self.name = name
+        self.profile = self.inner.profile
         self.plans_for_bursts = self.inner.plans_for_bursts
         self.full = 0
         self.reroutes = 0
@@ -210,3 +220,23 @@ def test_the_controller_drives_every_policy(name):
 def test_a_window_or_slo_that_is_not_positive_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         ControllerConfig(**{field: value})
+
+
+def test_requests_of_more_steps_are_planned_for_as_the_work_they_are():
+    """Each image was counted as one whatever its steps: 1 image/s of class 15 at 150 steps (3.4 images/s of the
+    profile's 50 at level 15) got the plan of 1 image/s at 50 steps, five of 8 workers at level 0 where such an
+    image takes 14.1 s of a 15 s SLO, the controller seeing capacity to spare."""
+    plans = {}
+    for steps in (50, 150):
+        controller = Controller(Counting(), ControllerConfig(), now=0.0)
+        for t in range(0, 21):
+            controller.observe_arrival(15, 1, level=15, steps=steps)
+            controller.maybe_replan(float(t), 8)
+        plans[steps] = controller.plan
+    usual, long = plans[50], plans[150]
+    assert usual.total_demand_rps == pytest.approx(1.05)
+    assert usual.workers_per_level[0] > 0 and usual.expected_quality > 99.9  # room to serve below its level
+    assert long.total_demand_rps == pytest.approx(1.05 * (0.6 + 0.09 * 135) / (0.6 + 0.09 * 35))
+    assert long.served_rps == pytest.approx(long.total_demand_rps)  # all of it, at levels that can
+    assert long.workers_per_level[0] == 0 and set(long.redirect[15]) & {0, 5, 10} == set()
+    assert long.expected_quality < usual.expected_quality
