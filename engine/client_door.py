@@ -133,13 +133,17 @@ class ClientDoor:
 
     def _refuse_request(self, identity: bytes, request_id: str, reason: str) -> None:
         """Answered invalid_request before the engine saw it, and counted as the engine counts those it refuses."""
+        if (identity, request_id) in self._live:
+            # that request owes one reply of its own, to come: this error under its id would read as that reply,
+            # and a client matching replies by id would end the request on it
+            reason, request_id = f"request_id {request_id!r} is in flight: {reason}", ""
         self._engine.metrics.requests_by("rejected", "invalid_request").inc()
         self._reply(identity, Error(request_id, "invalid_request", reason))
 
     def _on_generate(self, identity: bytes, spec: Generate, client: str) -> None:
         key = (identity, spec.request_id)
         if key in self._live:
-            self._refuse_request(identity, spec.request_id, "request_id already in flight")
+            self._refuse_request(identity, spec.request_id, "a second Generate under it is refused")
             return
         admitted = self._engine.submit(spec, client)
         if not isinstance(admitted, AdmittedRequest):
