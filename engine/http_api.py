@@ -148,7 +148,8 @@ def _json(body: msgspec.Struct, status: int = 200, headers: dict | None = None) 
 
 
 def _error(code: str, message: str, param: str | None = None, headers: dict | None = None) -> web.Response:
-    return _json(error_response(message, code, param), _STATUS.get(code, 500), headers)
+    status = _STATUS.get(code, 500)
+    return _json(error_response(message, code, status, param), status, headers)
 
 
 @web.middleware
@@ -164,7 +165,8 @@ async def _json_errors(request: web.Request, handler):
             raise
         # keep what the status needs (Allow on a 405), not the plain-text body's own headers
         kept = {name: value for name, value in exc.headers.items() if name.lower() not in _BODY_HEADERS}
-        return _json(error_response(exc.reason, exc.reason.lower().replace(" ", "_")), exc.status, kept)
+        code = exc.reason.lower().replace(" ", "_")
+        return _json(error_response(exc.reason, code, exc.status), exc.status, kept)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return _error("internal_error", "the engine failed to answer this request")

@@ -175,9 +175,9 @@ class ModelList(msgspec.Struct, frozen=True):
 
 class ErrorDetail(msgspec.Struct, frozen=True):
     message: str
-    type: str
+    type: str  # OpenAI's kind of error (error_response)
     param: str | None
-    code: str
+    code: str  # argus's reason: busy, worker_error, deadline_exceeded, ...
 
 
 class ErrorResponse(msgspec.Struct, frozen=True):
@@ -209,19 +209,15 @@ def images_response(data: list[ImageData], request: ImageGenerationRequest, widt
     )
 
 
-_INVALID_INPUT = (
-    "invalid_request",
-    "invalid_size",
-    "invalid_steps",
-    "body_too_large",
-    "request_timeout",
-    "unsupported_encoding",
-    "unsupported_media_type",
-)
+# OpenAI's kind of error for the statuses that have one of their own; 5xx is "server_error", the rest of 4xx
+# "invalid_request_error", as OpenAI sends them. Code written for OpenAI's API branches on `type`: argus sent its
+# own reason there too (`busy`, `worker_error`, ...), a kind no such code knows
+_KINDS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
-def error_response(message: str, code: str, param: str | None = None) -> ErrorResponse:
-    kind = "invalid_request_error" if code in _INVALID_INPUT else code
+def error_response(message: str, code: str, status: int, param: str | None = None) -> ErrorResponse:
+    """The error as OpenAI's API shapes it: `type` the kind of error, `code` argus's precise reason."""
+    kind = "server_error" if status >= 500 else _KINDS.get(status, "invalid_request_error")
     return ErrorResponse(ErrorDetail(message=message, type=kind, param=param, code=code))
 
 

@@ -40,7 +40,7 @@ def test_missing_or_wrong_key_is_401(engine, path, key):
     body = {"prompt": "a cat", "size": "64x64"} if path.startswith("/v1/images") else None
     status, reply = call(engine, path, key, body)
     assert status == 401
-    assert reply["error"]["code"] == "unauthorized"
+    assert (reply["error"]["type"], reply["error"]["code"]) == ("authentication_error", "unauthorized")
 
 
 def test_a_key_that_is_not_utf8_is_401_not_500(engine):

@@ -38,6 +38,7 @@ def test_a_host_that_does_not_name_the_engine_is_403_before_any_work(engine, hos
     status, reply = post(engine, host)
     assert status == 403
     assert reply["error"]["code"] == "host_not_allowed" and "DNS rebinding" in reply["error"]["message"]
+    assert reply["error"]["type"] == "permission_error"
     assert engine.metric("argus_requests_total", outcome="ok", code="") == before
 
 
