@@ -18,6 +18,19 @@ def _error(description: str) -> dict:
     return {"description": description, "content": _json_content("ErrorResponse")}
 
 
+# read by OpenAI's clients, which retry every 5xx unless told not to
+_NO_RETRY = {
+    "x-should-retry": {
+        "description": "false with worker_lost, deadline_exceeded and internal_error: a retry meets the same answer",
+        "schema": {"type": "string", "enum": ["false"]},
+    }
+}
+
+
+def _server_error(description: str) -> dict:
+    return _error(description) | {"headers": _NO_RETRY}
+
+
 def openapi_document(version: str, api_key: bool) -> dict:
     (_, components) = msgspec.json.schema_components(
         [ImageGenerationRequest, ImagesResponse, ErrorResponse, Model, ModelList], ref_template=_REF
@@ -35,12 +48,12 @@ def openapi_document(version: str, api_key: bool) -> dict:
             "413": _error("body over the size limit"),
             "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)"),
             "429": _error("queue full; retry after the Retry-After header"),
-            "500": _error("a worker failed on this request"),
-            "503": _error(
+            "500": _server_error("a worker failed on this request (worker_error), or the engine did (internal_error)"),
+            "503": _server_error(
                 "no worker can serve (no_worker, worker_lost), or the engine is stopping: shutting_down (refused) or"
                 " cancelled (admitted, then cancelled when the drain ended)"
             ),
-            "504": _error("the request's deadline (slo_ms) passed"),
+            "504": _server_error("the request's deadline (slo_ms) passed"),
         },
         "security": guarded,
     }

@@ -33,6 +33,17 @@ def answers(engine, outcome: str, code: str) -> float:
     return engine.metric("argus_requests_total", outcome=outcome, code=code)
 
 
+def test_a_request_past_its_deadline_is_not_sent_again(engine):
+    """The client sent it three times (a 504 is retried): each came back past its deadline, and a client that asked
+    for an image within 1 ms waited for three answers and loaded the engine three times."""
+    before = answers(engine, "error", "deadline_exceeded")
+    with pytest.raises(openai.InternalServerError) as raised:
+        client(engine).images.generate(prompt="a fox", size="64x64", extra_body={"slo_ms": 1})
+    assert answers(engine, "error", "deadline_exceeded") == before + 1
+    assert raised.value.status_code == 504 and raised.value.response.headers["x-should-retry"] == "false"
+    assert raised.value.body["type"] == "server_error" and raised.value.body["code"] == "deadline_exceeded"
+
+
 def test_a_full_queue_is_retried_after_retry_after_and_is_a_rate_limit_error(engine):
     running = threading.Thread(
         target=client(engine, max_retries=0).images.generate,
@@ -46,6 +57,7 @@ def test_a_full_queue_is_retried_after_retry_after_and_is_a_rate_limit_error(eng
             client(engine, max_retries=1).images.generate(prompt="a fox", size="64x64")
         assert raised.value.body["type"] == "rate_limit_error" and raised.value.body["code"] == "busy"
         assert raised.value.response.headers["Retry-After"] == "1"
+        assert "x-should-retry" not in raised.value.response.headers
         assert answers(engine, "busy", "queue_full") == before + 2  # the first try and one retry
     finally:
         running.join(60)
@@ -78,3 +90,4 @@ def test_each_error_is_of_an_openai_kind_with_argus_reason_in_code(engine, metho
     assert raised.value.code == status
     error = json.loads(raised.value.read())["error"]
     assert (error["type"], error["code"]) == (kind, code)
+    assert "x-should-retry" not in raised.value.headers
