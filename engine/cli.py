@@ -152,6 +152,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--shutdown-timeout", type=non_negative_float, default=30.0, help="seconds to finish in-flight work on SIGTERM"
     )
     p.add_argument(
+        "--keepalive-timeout",
+        type=positive_float,
+        default=75.0,
+        help="seconds an HTTP connection may stay idle between requests, or take to send a request's headers; set it"
+        " above the idle timeout of a load balancer in front (Google Cloud's: 600)",
+    )
+    p.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
         help=f"require 'Authorization: Bearer KEY' on every HTTP route but /health (default: ${API_KEY_ENV})",
@@ -329,6 +336,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         model_id=_model_id(args.backend, args.model, args.model_id),
         heartbeat_timeout_s=args.heartbeat_timeout,
         shutdown_timeout_s=args.shutdown_timeout,
+        keepalive_timeout_s=args.keepalive_timeout,
         api_key=args.api_key,
         public_url=args.public_url,
         forwarded_allow_ips=tuple(args.forwarded_allow_ips),

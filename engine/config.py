@@ -108,6 +108,9 @@ class EngineConfig:
     heartbeat_timeout_s: float = 10.0
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
+    # an HTTP connection idle between requests, or still sending a request's headers, this long is closed (aiohttp's
+    # own 3630 s held a connection that trickled its headers for an hour); nginx's default, above AWS's balancers' 60 s
+    keepalive_timeout_s: float = 75.0
     api_key: str | None = None  # when set, every HTTP route but /health needs "Authorization: Bearer KEY"
     # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;
     # with curve_workers_dir, the worker socket admits that directory's keys and curve_allowed_dir is for clients

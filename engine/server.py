@@ -342,6 +342,7 @@ class Engine:
             logger=SERVER_LOG,
             auto_decompress=False,
             shutdown_timeout=_HTTP_FLUSH_S,
+            keepalive_timeout=self.config.keepalive_timeout_s,
         )
         try:
             self.clients.start()

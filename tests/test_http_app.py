@@ -75,3 +75,46 @@ async def test_a_body_that_stops_coming_is_a_408_that_closes_the_connection(tmp_
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)
+
+
+async def closed_within_30_s(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trickle: bytes = b"") -> bool:
+    """Whether the engine closes the connection within 30 s, while `trickle` is written to it a byte every 0.1 s."""
+    loop = asyncio.get_running_loop()
+    deadline, pending = loop.time() + 30, iter(trickle)
+    while loop.time() < deadline:
+        try:
+            if await asyncio.wait_for(reader.read(1), 0.1) == b"":
+                return True
+        except TimeoutError:
+            pass
+        except ConnectionError:
+            return True
+        byte = next(pending, None)
+        if byte is not None:
+            writer.write(bytes([byte]))
+    return False
+
+
+async def test_a_connection_slow_to_send_its_headers_or_idle_is_closed_after_the_keepalive_timeout(tmp_path):
+    """aiohttp's default of 3630 s held a connection that trickled its headers a byte every half second, and one idle
+    after a request, for over 200 s (each, for an hour). A client that sends its requests in time keeps its
+    connection."""
+    port = free_port()
+    engine = Engine(in_process_config(tmp_path, port=port, keepalive_timeout_s=1.0))
+    running = asyncio.create_task(engine.run())
+    try:
+        slow = await connect_when_listening(port)
+        idle = await connect_when_listening(port)
+        for _ in range(3):  # keep-alive: one connection, request after request
+            idle[1].write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = await asyncio.wait_for(idle[0].readuntil(b"\r\n\r\n"), 30)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await asyncio.wait_for(idle[0].readexactly(length), 30)
+        assert await closed_within_30_s(*slow, b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 1000)
+        assert await closed_within_30_s(*idle)
+    finally:
+        for _, writer in (slow, idle):
+            writer.close()
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
