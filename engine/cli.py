@@ -91,7 +91,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=non_negative_int, default=2, help="local worker processes to spawn (0: none)")
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
     p.add_argument(
-        "--device", type=torch_device, action="append", help="device for local workers, round-robin (cpu, cuda:0, ...)"
+        "--device",
+        type=torch_device,
+        action="append",
+        help="device for local workers, round-robin (cpu, cuda:0, ...; repeatable; default cpu)",
     )
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument(
@@ -394,7 +397,7 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
-    p.add_argument("--threads", type=positive_int, help="torch threads on CPU")
+    p.add_argument("--threads", type=positive_int, help="torch threads on CPU (default: torch's own, every core)")
     p.add_argument(
         "--die-with-parent",
         action="store_true",

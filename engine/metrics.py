@@ -58,7 +58,9 @@ class EngineMetrics:
         self.deadline_exceeded_by = children(self.deadline_exceeded)
         self.workers = Gauge("argus_workers", "Workers by state", ["state"], registry=r)
         self.worker_losses = Counter("argus_worker_losses", "Workers lost, by cause", ["cause"], registry=r)
-        self.worker_restarts = Counter("argus_worker_restarts", "Local worker processes restarted", registry=r)
+        self.worker_restarts = Counter(
+            "argus_worker_restarts", "Local worker processes (or Ray actors) restarted", registry=r
+        )
         self.redispatched = Counter("argus_redispatched_images", "Images re-sent after a worker loss", registry=r)
         self.escalated = Counter(
             "argus_escalated_images", "Images moved up to a higher level to make their deadline", registry=r

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     door = parser.add_argument_group("engine")
     door.add_argument(
         "--url",
-        help=f"the engine's HTTP address (default {DEFAULT_URL}); with --zmq, only used to read /ready and /plan",
+        help=f"the engine's HTTP address (default {DEFAULT_URL}, none with --zmq); with --zmq, only used to read"
+        " /ready and /plan",
     )
     door.add_argument("--zmq", metavar="ADDRESS", help="send over ZeroMQ to this client address instead of HTTP")
     door.add_argument(
