@@ -44,6 +44,10 @@ def openapi_document(version: str, api_key: bool) -> dict:
             "200": {"description": "the images", "content": _json_content("ImagesResponse")},
             "400": _error("invalid input, naming the field"),
             "401": _error("missing or wrong API key"),
+            "403": _error(
+                "host_not_allowed: an engine on loopback without an API key answers only a Host naming it (localhost,"
+                " a loopback address, a one-label name, or --public-url's host)"
+            ),
             "408": _error("the body did not come whole within 30 s"),
             "413": _error("body over the size limit"),
             "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)"),
