@@ -84,7 +84,8 @@ class ControlLoop:
         while True:
             started = self._clock()
             try:
-                plan = await asyncio.to_thread(self._controller.maybe_replan, started, len(self._registry.ready()))
+                # for the workers in rotation: one taken out as failing serves nothing
+                plan = await asyncio.to_thread(self._controller.maybe_replan, started, self._registry.in_rotation)
                 if plan is not None:
                     self._record(plan)
                 if failing:
@@ -106,7 +107,7 @@ class ControlLoop:
 
     def _staff(self, plan: Plan) -> None:
         want = plan.workers_per_level
-        ready = self._registry.ready()
+        ready = [worker for worker in self._registry.ready() if worker.ready]
         levels = Counter(worker.level for worker in ready)
         if all(levels[level] >= n for level, n in want.items()):
             return  # nothing to fill (the usual tick): no sort of a thousand workers on the loop

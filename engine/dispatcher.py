@@ -17,6 +17,9 @@ worker with room serves the most urgent job queued anywhere (the one that must
 start soonest to meet its deadline), so no job waits behind a busy worker
 while another could take it.
 
+A worker whose batches keep failing is taken out of rotation (`failing_workers.py`): restarted if the
+engine started it, else routed nothing for a while. What it queued goes elsewhere; what it failed stays failed.
+
 Whether a job can still meet its deadline, how large its batch may be, and
 moving it up a level to make it are judged in `dispatch_timing.py`; the
 look-ups that keep routing free of scans are in `dispatch_index.py`.
@@ -31,6 +34,7 @@ from collections import deque
 from collections.abc import Callable
 
 from controller.profiles import LatencyProfile
+from engine import failing_workers
 from engine.config import DispatchConfig
 from engine.dispatch_index import FreeAt, IdleWorkers, SentDeadlines, UrgencyOrder
 from engine.dispatch_timing import DispatchTiming
@@ -75,6 +79,9 @@ class Dispatcher:
         slo_s: float,
     ):
         self._registry = registry
+        # set by the engine: kills a worker the engine started, for its launcher to start again; False for one started
+        # by hand, which it cannot restart
+        self.restart: Callable[[WorkerHandle], bool] = lambda worker: False
         self._on_image = on_image
         self._escalate = escalate
         self._send = send
@@ -172,7 +179,7 @@ class Dispatcher:
                 # stays in its batch until the worker answers; the answer is then ignored
                 aborts.setdefault(job.worker, []).append(job.job_id)
         for worker, job_ids in aborts.items():
-            if worker.ready:
+            if worker.registered:
                 self._send(worker, Abort(job_ids))
         request.release_jobs()
 
@@ -356,7 +363,7 @@ class Dispatcher:
         self._file(worker)
 
     def worker_lost(self, worker: WorkerHandle, cause: str) -> None:
-        if not worker.ready:
+        if not worker.registered:
             return
         self._registry.remove(worker)
         self._free_at.drop(worker)
@@ -366,13 +373,51 @@ class Dispatcher:
         worker.queue.clear()
         worker.inflight.clear()
         log.warning("worker %s lost (%s) holding %d images", worker.name, cause, len(held))
+        self._route_again(held)
+
+    def _route_again(self, jobs: list[Job]) -> None:
         # all of them wait for a worker before any is routed: routing one can give another worker room, and
-        # it takes the most urgent job queued anywhere, which must not be one still counted on the lost worker
-        for job in held:
+        # it takes the most urgent job queued anywhere, which must not be one still counted on the worker they left
+        for job in jobs:
             self._timing.remove_queued(job)
             job.worker = job.batch_id = None
-        for job in held:
+        for job in jobs:
             self._reroute_or_fail(job)
+
+    def _take_out(self, worker: WorkerHandle) -> None:
+        """The worker keeps failing its batches: restarted if the engine started it, else out of rotation for a while
+        (never the last worker in rotation: its failures are at least answered at once)."""
+        failed = worker.failed_batches
+        if self.restart(worker):
+            log.warning("worker %s failed %d batches in a row: restarting it", worker.name, failed)
+            self.worker_lost(worker, "failing")  # what it held is routed again, as for one that died
+            return
+        if self._registry.in_rotation <= 1:
+            return
+        failing_workers.take_out(worker, self._clock())
+        self._registry.take_out(worker)
+        self._free_at.drop(worker)
+        self._idle.drop(worker)
+        queued, worker.queue = list(worker.queue), deque()
+        log.warning(
+            "worker %s failed %d batches in a row: out of rotation for %g s (it answers the %d batches it holds)",
+            worker.name,
+            failed,
+            worker.out_for_s,
+            len(worker.inflight),
+        )
+        self._route_again(queued)
+
+    def _put_back(self, worker: WorkerHandle, now: float) -> None:
+        self._registry.put_back(worker)
+        failing_workers.on_probation(worker)
+        log.warning(
+            "worker %s back in rotation after %.0f s out%s: one more failed batch takes it out again",
+            worker.name,
+            now - (worker.back_at - worker.out_for_s),
+            "" if worker.back_at <= now else ", no other worker being in rotation",
+        )
+        self.worker_ready(worker)
 
     def _reroute_or_fail(self, job: Job) -> None:
         if job.job_id not in self._live:
@@ -393,13 +438,18 @@ class Dispatcher:
         self._file(worker)  # the images it settles may be routed again, and find it free
         by_id = {job.job_id: job for job in jobs}
         unasked: list[str] = []
+        made = failed = False  # whether the batch made an image, and whether one failed: its images' own or not
         for outcome in done.outcomes:
             job = by_id.pop(outcome.request_id, None)
-            if job is not None and job.job_id in self._live:
-                if isinstance(outcome, ItemDone):
-                    outcome = self._as_asked(worker, job, outcome)
-                    if isinstance(outcome, ItemFailed):
-                        unasked.append(outcome.message)
+            if job is None:
+                continue
+            if isinstance(outcome, ItemDone):
+                outcome = self._as_asked(worker, job, outcome)
+                if isinstance(outcome, ItemFailed):
+                    unasked.append(outcome.message)
+            made |= isinstance(outcome, ItemDone)
+            failed |= isinstance(outcome, ItemFailed)
+            if job.job_id in self._live:
                 self._settle(worker, job, outcome)
         if unasked:
             self._metrics.bad_messages.labels("worker").inc()
@@ -410,6 +460,8 @@ class Dispatcher:
         for job in by_id.values():
             # a worker that answers a batch but leaves items out still owes them
             self._settle(worker, job, ItemCancelled(job.job_id))
+        if failing_workers.judge(worker, made, failed) and worker.ready:
+            self._take_out(worker)
         self._pump(worker)
 
     @staticmethod
@@ -461,8 +513,12 @@ class Dispatcher:
 
     # -- time ----------------------------------------------------------------
     def sweep(self) -> None:
-        """Answers requests whose deadline passed while queued or running, and jobs no worker could take."""
+        """Answers requests whose deadline passed while queued or running, and jobs no worker could take; puts back
+        in rotation the workers taken out whose time is up, and one at once when no worker is left in rotation."""
         now = self._clock()
+        for worker in self._registry.taken_out():
+            if worker.back_at <= now or not self._registry.in_rotation:
+                self._put_back(worker, now)
         if not self._config.serve_late:
             for request in list(self._choosing):
                 left = request.seconds_left(now)

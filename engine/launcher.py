@@ -90,10 +90,13 @@ class LocalLauncher:
             for slot in range(self._config.count):
                 group.create_task(self._supervise(slot))
 
-    def kill(self, worker_id: str) -> None:
+    def kill(self, worker_id: str) -> bool:
+        """SIGKILLs the slot's process, which is then started again; False when no live process of ours has the id."""
         process = self._processes.get(worker_id)
         if process and process.returncode is None:
             process.send_signal(signal.SIGKILL)
+            return True
+        return False
 
     async def stop(self, timeout_s: float) -> None:
         """SIGTERM every worker, then SIGKILL whatever is left after the timeout."""

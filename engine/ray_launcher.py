@@ -182,10 +182,13 @@ class RayLauncher:
             for slot in range(self._config.count):
                 group.create_task(self._supervise(actor_class, slot))
 
-    def kill(self, worker_id: str) -> None:
+    def kill(self, worker_id: str) -> bool:
+        """Kills the slot's actor, which is then replaced; False when no actor of ours has the id."""
         actor = self._actors.get(worker_id)
         if actor is not None:
             self._ray.kill(actor)
+            return True
+        return False
 
     def joined(self, worker_id: str) -> None:
         """The slot's worker said hello: it starts, and once it has stayed up a while its replacement needs no

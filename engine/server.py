@@ -206,6 +206,7 @@ class Engine:
         self._resources.callback(self.clients.close)
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
+        self.dispatcher.restart = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.link.on_joined = lambda worker: self.launcher.joined(worker.hello.worker_id)
         # a slot's id is its own process's (or Ray actor's): the launcher's exits, kills and backoff go by it
         self.link.refusal = self.launcher.refusal
@@ -287,12 +288,13 @@ class Engine:
     def readiness(self) -> dict:
         workers = self.registry.ready()
         return {
-            "ready": self.state is EngineState.RUNNING and bool(workers),
+            # a worker taken out of rotation as failing is listed, but serves no one
+            "ready": self.state is EngineState.RUNNING and self.registry.in_rotation > 0,
             "state": self.state.value,
             # the saved cache is still being read: requests are served meanwhile, from what was cached since the start
             "cache_restoring": self.cache.restoring,
             # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies
-            "exact_capacity_rps": len(workers) * self.control.planned.capacity_rps(0, self.control.slo_s),
+            "exact_capacity_rps": self.registry.in_rotation * self.control.planned.capacity_rps(0, self.control.slo_s),
             "workers": [
                 {
                     "name": w.name,
@@ -302,6 +304,7 @@ class Engine:
                     "level": w.level,
                     "load": w.load,
                     "simulated": w.hello.simulated,
+                    "state": w.state.value,  # ready, or failing: out of rotation (engine/failing_workers.py)
                 }
                 for w in workers
             ],

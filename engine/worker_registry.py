@@ -14,6 +14,8 @@ from protocols.worker_messages import Hello
 
 class WorkerState(enum.Enum):
     READY = "ready"
+    # registered and beating, but out of rotation: its batches kept failing (engine/failing_workers.py)
+    FAILING = "failing"
     LOST = "lost"
 
 
@@ -30,6 +32,9 @@ class WorkerHandle:
     # since when its every heartbeat says it runs nothing (and no batch was sent to it): see WorkerLink._lost_batches
     idle_since: float | None = None
     curve_key: bytes | None = None  # with CURVE, the public key it said hello with: a reload may revoke it
+    failed_batches: int = 0  # batches in a row that made no image and failed one (engine/failing_workers.py)
+    out_for_s: float = 0.0  # how long it was last taken out of rotation for; 0 once a batch made an image
+    back_at: float = 0.0  # when a worker taken out of rotation is given batches again
 
     @property
     def name(self) -> str:
@@ -37,7 +42,13 @@ class WorkerHandle:
 
     @property
     def ready(self) -> bool:
+        """In rotation: batches may be routed to it."""
         return self.state is WorkerState.READY
+
+    @property
+    def registered(self) -> bool:
+        """Known to the engine (in rotation or not): it is sent aborts, and its loss is handled."""
+        return self.state is not WorkerState.LOST
 
     @property
     def load(self) -> int:
@@ -53,7 +64,9 @@ class WorkerRegistry:
 
     def __init__(self, metrics: EngineMetrics) -> None:
         self._by_identity: dict[bytes, WorkerHandle] = {}
+        self._out: dict[WorkerHandle, None] = {}  # taken out of rotation as failing
         self._ready_gauge = metrics.workers.labels("ready")
+        self._failing_gauge = metrics.workers.labels("failing")
         # bumped on every add and remove: what is derived from the set of workers is cached against it
         self.version = 0
         self._ready: tuple[WorkerHandle, ...] | None = None
@@ -70,18 +83,41 @@ class WorkerRegistry:
     def remove(self, handle: WorkerHandle) -> None:
         handle.state = WorkerState.LOST
         self._by_identity.pop(handle.identity, None)
+        self._out.pop(handle, None)
         self._changed()
+
+    def take_out(self, handle: WorkerHandle) -> None:
+        """Out of rotation: it stays registered (it beats, and answers what it holds) but is routed nothing."""
+        handle.state = WorkerState.FAILING
+        self._out[handle] = None
+        self._counted()
+
+    def put_back(self, handle: WorkerHandle) -> None:
+        handle.state = WorkerState.READY
+        self._out.pop(handle, None)
+        self._counted()
+
+    def taken_out(self) -> list[WorkerHandle]:
+        return list(self._out)
+
+    @property
+    def in_rotation(self) -> int:
+        return len(self._by_identity) - len(self._out)
 
     def _changed(self) -> None:
         self.version += 1
         self._ready = None
-        self._ready_gauge.set(len(self._by_identity))
+        self._counted()
+
+    def _counted(self) -> None:
+        self._ready_gauge.set(self.in_rotation)
+        self._failing_gauge.set(len(self._out))
 
     def by_worker_id(self, worker_id: str) -> list[WorkerHandle]:
         return [h for h in self._by_identity.values() if h.hello.worker_id == worker_id]
 
     def ready(self) -> tuple[WorkerHandle, ...]:
-        """Every registered worker (remove() is the only way out of READY); rebuilt only when the set changes."""
+        """Every registered worker, in rotation or taken out as failing; rebuilt only when the set changes."""
         if self._ready is None:
             self._ready = tuple(self._by_identity.values())
         return self._ready

@@ -109,16 +109,16 @@ def test_ledger_counts_duplicates_lost_and_strangers():
 class FakeWorker:
     """The worker protocol by hand, so a rejoin can be placed exactly: Hello, Welcome, heartbeats, ItemDone."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, worker_id: str = "rejoiner"):
         self.codec = worker_side_codec()
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.IDENTITY, b"rejoiner/00000001")
+        self.socket.setsockopt(zmq.IDENTITY, f"{worker_id}/00000001".encode())
         self.socket.connect(address)
         self.hello = Hello(
             protocol=PROTOCOL_VERSION,
-            worker_id="rejoiner",
+            worker_id=worker_id,
             backend="sim",
             model=SIM_MODEL,
             device="sim",

@@ -1,0 +1,47 @@
+"""When a worker whose batches keep failing is taken out of rotation, and when it is given batches again.
+
+A worker that is up and beating but fails every batch it runs (a GPU left in a bad CUDA state, out of memory at every
+batch, a broken model folder on one host, a build that answers images of another size) answers at once: idle more
+often than the healthy workers, it was routed more of the traffic than they were. One such worker beside one healthy
+sim worker failed 90 of 100 requests.
+
+FAILING_AFTER batches in a row that made no image and failed at least one take it out of rotation; a batch that
+makes an image resets the count (one whose images were all aborted or left out says nothing either way). Counted by
+batch, not by image: a batch of 8 failed by one OOM is one failure. The dispatcher then restarts a worker the engine
+started (its launcher's backoff applies), and routes nothing to one started by hand for `out_for_s`: OUT_FOR_S, doubled
+at each take-out in a row up to MAX_OUT_FOR_S (as Envoy ejects a failing host for longer each time). It then gets
+batches again on probation: one more failed batch takes it out again, an image puts it back for good. The state is
+here, on the worker's handle; the dispatcher does the routing.
+"""
+
+from __future__ import annotations
+
+from engine.worker_registry import WorkerHandle
+
+# small: each failed batch is a request failed; more than one, so one bad request (an item no worker could start)
+# between good ones takes no worker out
+FAILING_AFTER = 3
+OUT_FOR_S = 10.0
+MAX_OUT_FOR_S = 300.0
+
+
+def judge(worker: WorkerHandle, made: bool, failed: bool) -> bool:
+    """Counts an answered batch (`made`: it brought an image as asked; `failed`: an image failed). True once the
+    worker has failed FAILING_AFTER batches in a row."""
+    if made:
+        worker.failed_batches = 0
+        worker.out_for_s = 0.0
+    elif failed:
+        worker.failed_batches += 1
+    return worker.failed_batches >= FAILING_AFTER
+
+
+def take_out(worker: WorkerHandle, now: float) -> None:
+    """Sets when the worker, taken out of rotation now, is given batches again: twice as late as the last time."""
+    worker.out_for_s = min(max(2 * worker.out_for_s, OUT_FOR_S), MAX_OUT_FOR_S)
+    worker.back_at = now + worker.out_for_s
+
+
+def on_probation(worker: WorkerHandle) -> None:
+    """Back in rotation: its next failed batch takes it out again."""
+    worker.failed_batches = FAILING_AFTER - 1

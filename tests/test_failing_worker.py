@@ -1,0 +1,185 @@
+"""A worker that is up and beating but fails every batch (a GPU in a bad CUDA state, out of memory at every batch, a
+broken model folder on one host, a build that answers images of another size) answers at once, so it was idle more
+often than the healthy workers and was routed more of the traffic: beside one healthy sim worker it failed 90 of
+100 requests. Now 3 failed batches in a row take it out of rotation: a worker the engine started is restarted, one
+started by hand is routed nothing for 10 s and then given batches again, on probation."""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from waiting import eventually, wait_for
+
+from engine import failing_workers
+from engine.client import ArgusClient
+from engine.config import LaunchConfig
+from engine.failing_workers import FAILING_AFTER
+from engine.server import Engine
+from engine.worker_registry import WorkerHandle
+from engine_process import in_process_config, start_engine
+from protocols.client_messages import Images
+
+FAILING_WORKER = Path(__file__).parent / "failing_worker.py"
+# a batch may go to the worker behind the one whose failure takes it out (two in flight: engine/config.py)
+MOST_FAILED = FAILING_AFTER + 1
+
+
+def serve(address: str, requests: int = 100, clients: int = 4) -> tuple[Counter, Counter]:
+    """`requests` requests from `clients` clients, each sending its share one after the other: the replies by outcome
+    (images, or the error's code), and the images by the worker's id (its name up to the /)."""
+    outcomes, makers = Counter(), Counter()
+
+    def client(number: int) -> None:
+        with ArgusClient(address, timeout_s=60) as argus:
+            for i in range(requests // clients):
+                reply = argus.generate(f"a lighthouse at dusk, {number}.{i}", width=64, height=64)
+                if isinstance(reply, Images):
+                    outcomes["images"] += 1
+                    makers[reply.images[0].worker.split("/")[0]] += 1
+                else:
+                    outcomes[reply.code] += 1
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes, makers
+
+
+def states(engine) -> dict[str, str]:
+    return {w["name"].split("/")[0]: w["state"] for w in engine.ready()["workers"]}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("answer", ["failed", "small"])
+def test_a_worker_started_by_hand_that_fails_every_batch_is_taken_out_then_probed(tmp_path, answer):
+    """`failed`: it says each image failed; `small`: it answers images of half the size asked, which the engine fails
+    with worker_error. Either way the client gets worker_error, for 3 requests now."""
+    engine = start_engine(tmp_path, "--time-scale", "0.02", workers=1, backend="sim")
+    healed = tmp_path / "healed"
+    command = [sys.executable, str(FAILING_WORKER), "--connect", engine.worker_address, "--worker-id", "by-hand"]
+    bad = subprocess.Popen([*command, "--answer", answer, "--heal-when", str(healed)])
+    try:
+        engine.wait_ready(2, timeout_s=60)
+        outcomes, makers = serve(engine.client_address)
+        # before: 87 to 90 worker_error
+        assert outcomes["worker_error"] <= MOST_FAILED and outcomes["images"] == 100 - outcomes["worker_error"]
+        assert set(outcomes) <= {"images", "worker_error"} and set(makers) == {"local-0"}, (outcomes, makers)
+        assert states(engine) == {"local-0": "ready", "by-hand": "failing"}
+        assert engine.ready()["ready"] is True
+        assert engine.metric("argus_workers", state="failing") == 1
+        assert engine.metric("argus_workers", state="ready") == 1
+        assert "by-hand/00000001 failed 3 batches in a row: out of rotation for 10 s" in engine.log()
+
+        # mended: after its 10 s it is given batches again, and an image puts it back for good
+        healed.touch()
+        assert wait_for(lambda: "by-hand/00000001 back in rotation after 10 s out" in engine.log(), 60), engine.log()
+        assert engine.metric("argus_workers", state="failing") == 0
+        served = Counter()
+        for _ in range(10):
+            served += serve(engine.client_address, requests=2, clients=2)[1]
+        assert served["by-hand"] > 0, served
+        assert states(engine) == {"local-0": "ready", "by-hand": "ready"}
+    finally:
+        bad.kill()
+        bad.wait()
+        assert engine.stop() == 0
+
+
+@pytest.mark.timeout(180)
+def test_one_taken_out_is_put_back_at_once_when_no_other_worker_is_left(tmp_path):
+    """Its failures answered at once beat requests that wait for no_worker."""
+    engine = start_engine(tmp_path, "--time-scale", "0.02", workers=1, backend="sim")
+    command = [sys.executable, str(FAILING_WORKER), "--connect", engine.worker_address, "--worker-id", "by-hand"]
+    bad = subprocess.Popen(command)
+    try:
+        engine.wait_ready(2, timeout_s=60)
+        serve(engine.client_address, requests=20)
+        assert states(engine) == {"local-0": "ready", "by-hand": "failing"}
+        (healthy,) = [w["pid"] for w in engine.ready()["workers"] if w["name"].startswith("local-0/")]
+        os.kill(healthy, signal.SIGKILL)
+        put_back = re.compile(r"by-hand/00000001 back in rotation after \d+ s out, no other worker being in rotation")
+        # the line says "no other worker" only for one put back before its time was up
+        assert wait_for(lambda: put_back.search(engine.log()), 30), engine.log()
+    finally:
+        bad.kill()
+        bad.wait()
+        assert engine.stop() == 0
+
+
+async def test_a_local_worker_that_fails_every_batch_is_restarted(monkeypatch, tmp_path, caplog):
+    """The engine's own worker is killed and started again through its launcher, which stands in a healthy one."""
+    spawned = []
+    create = asyncio.create_subprocess_exec
+
+    async def first_local_0_fails_every_batch(*args, **kwargs):
+        if "local-0" in args and not spawned:
+            # `python -m engine.cli worker --connect ...`: the same flags, to the failing worker
+            args = (sys.executable, str(FAILING_WORKER), *args[4:])
+            spawned.append(await create(*args, **kwargs))
+            return spawned[-1]
+        return await create(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", first_local_0_fails_every_batch)
+    launch = LaunchConfig(count=2, backend="sim", time_scale=0.02)
+    engine = Engine(in_process_config(tmp_path, launch=launch))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: spawned and len(engine.registry.ready()) == 2, timeout_s=60)
+        (bad,) = spawned
+        outcomes, makers = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients")
+        # before: 87 worker_error
+        assert outcomes["worker_error"] <= MOST_FAILED and outcomes["images"] == 100 - outcomes["worker_error"]
+        assert "local-0/00000001 failed 3 batches in a row: restarting it" in caplog.text
+        assert engine.metrics.registry.get_sample_value("argus_worker_losses_total", {"cause": "failing"}) == 1
+        assert await eventually(lambda: bad.returncode is not None, timeout_s=10) and bad.returncode == -9
+
+        # its slot is started again (a healthy sim worker, here), and serves
+        def both_serve() -> bool:
+            return len(engine.registry.ready()) == 2 and bad.pid not in [w.hello.pid for w in engine.registry.ready()]
+
+        assert await eventually(both_serve, timeout_s=60)
+        _, makers = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients", 20)
+        assert set(makers) == {"local-0", "local-1"}, makers
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 60)
+        for process in spawned:
+            if process.returncode is None:
+                process.kill()
+
+
+def handle() -> WorkerHandle:
+    return WorkerHandle(b"w/1", None, 0, 0.0)
+
+
+def test_failed_batches_in_a_row_take_a_worker_out_and_an_image_resets_the_count():
+    worker = handle()
+    assert not failing_workers.judge(worker, made=False, failed=True)
+    assert not failing_workers.judge(worker, made=False, failed=False)  # all aborted or left out: no news
+    assert not failing_workers.judge(worker, made=True, failed=True)  # one image made: the worker can serve
+    for _ in range(FAILING_AFTER - 1):
+        assert not failing_workers.judge(worker, made=False, failed=True)
+    assert failing_workers.judge(worker, made=False, failed=True)
+
+
+def test_a_worker_taken_out_in_a_row_stays_out_twice_as_long_each_time_until_an_image():
+    worker = handle()
+    outs = []
+    for now in range(8):
+        failing_workers.take_out(worker, now)
+        outs.append(worker.back_at - now)
+        failing_workers.on_probation(worker)
+        assert failing_workers.judge(worker, made=False, failed=True)  # one failed batch on probation: out again
+    assert outs == [10, 20, 40, 80, 160, 300, 300, 300]
+    assert not failing_workers.judge(worker, made=True, failed=False)
+    failing_workers.take_out(worker, 0.0)
+    assert worker.back_at == 10
