@@ -82,6 +82,7 @@ class Dispatcher:
         # set by the engine: kills a worker the engine started, for its launcher to start again; False for one started
         # by hand, which it cannot restart
         self.restart: Callable[[WorkerHandle], bool] = lambda worker: False
+        self._restarting: set[str] = set()  # ids of workers killed as failing, until their slot's next hello
         self._on_image = on_image
         self._escalate = escalate
         self._send = send
@@ -351,6 +352,7 @@ class Dispatcher:
 
     # -- worker events -------------------------------------------------------
     def worker_ready(self, worker: WorkerHandle) -> None:
+        self._restarting.discard(worker.hello.worker_id)
         self._file(worker)  # before the jobs waiting for a worker are routed: they go to it
         waiting, self._pending = self._pending, deque()
         for job in waiting:
@@ -385,14 +387,17 @@ class Dispatcher:
             self._reroute_or_fail(job)
 
     def _take_out(self, worker: WorkerHandle) -> None:
-        """The worker keeps failing its batches: restarted if the engine started it, else out of rotation for a while
-        (never the last worker in rotation: its failures are at least answered at once)."""
+        """The worker keeps failing its batches: restarted if the engine started it, else out of rotation for a while.
+        Never more than half the fleet at once (so never the last worker): requests that fail on any worker, their
+        own fault, would otherwise take every worker out in turn, each restart reloading a model for minutes."""
+        out = len(self._registry.taken_out()) + len(self._restarting)
+        if out + 1 > (len(self._registry.ready()) + len(self._restarting)) // 2:
+            return
         failed = worker.failed_batches
         if self.restart(worker):
             log.warning("worker %s failed %d batches in a row: restarting it", worker.name, failed)
+            self._restarting.add(worker.hello.worker_id)
             self.worker_lost(worker, "failing")  # what it held is routed again, as for one that died
-            return
-        if self._registry.in_rotation <= 1:
             return
         failing_workers.take_out(worker, self._clock())
         self._registry.take_out(worker)

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_dispatcher import Harness
 from waiting import eventually, wait_for
 
 from engine import failing_workers
@@ -25,6 +26,8 @@ from engine.server import Engine
 from engine.worker_registry import WorkerHandle
 from engine_process import in_process_config, start_engine
 from protocols.client_messages import Images
+from protocols.worker_messages import BatchDone, ItemFailed
+from protocols.worker_messages import Generate as Batch
 
 FAILING_WORKER = Path(__file__).parent / "failing_worker.py"
 # a batch may go to the worker behind the one whose failure takes it out (two in flight: engine/config.py)
@@ -183,3 +186,26 @@ def test_a_worker_taken_out_in_a_row_stays_out_twice_as_long_each_time_until_an_
     assert not failing_workers.judge(worker, made=True, failed=False)
     failing_workers.take_out(worker, 0.0)
     assert worker.back_at == 10
+
+
+async def test_at_most_half_the_fleet_is_taken_out_or_restarting_at_once():
+    """Requests that fail on every worker (their own fault) must not empty the fleet: 2 of 5 out at most."""
+    h = Harness()
+    restarted = []
+
+    def restart(worker: WorkerHandle) -> bool:  # "a" is the engine's own, the others started by hand
+        restarted.append(worker.name)
+        return worker.name == "a"
+
+    h.dispatcher.restart = restart
+    workers = {name: h.add_worker(name, max_batch=1) for name in "abcde"}
+    answered = set()
+    for _ in range(len(workers) * FAILING_AFTER * 2):
+        h.request()
+        for name, batch in [(name, message) for name, message in h.sent if isinstance(message, Batch)]:
+            if batch.batch_id not in answered:
+                answered.add(batch.batch_id)
+                failed = [ItemFailed(item.request_id, "bad_prompt", "fails anywhere") for item in batch.items]
+                h.dispatcher.batch_done(workers[name], BatchDone(batch.batch_id, failed))
+    assert restarted[0] == "a" and len(h.registry.taken_out()) == 1, (restarted, h.registry.taken_out())
+    assert h.registry.in_rotation == 3
