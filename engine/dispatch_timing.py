@@ -105,9 +105,9 @@ class DispatchTiming:
         return self._free_at.first_free_in(now)
 
     def _work_before(self, job: Job) -> float:
-        """Seconds the ready workers need, shared among them, for the jobs queued anywhere that go first (the job,
+        """Seconds the workers in rotation need, shared among them, for the jobs queued anywhere that go first (the job,
         not queued yet, is not among them)."""
-        return self._queued_work.seconds_up_to(self._start_by(job)) / max(1, len(self._registry.ready()))
+        return self._queued_work.seconds_up_to(self._start_by(job)) / max(1, self._registry.in_rotation)
 
     # -- whether it makes its deadline ---------------------------------------
     def may_queue(self, job: Job, now: float) -> bool:
@@ -134,7 +134,7 @@ class DispatchTiming:
         that one takes longer than it would: the rule that serves the most jobs in time on one machine
         (Moore-Hodgson). In a burst, misses that must run all their steps no longer crowd out hits that would
         take half the time, to end late themselves; a violation is a violation, whichever request it is."""
-        workers = max(1, len(self._registry.ready()))
+        workers = max(1, self._registry.in_rotation)  # not one taken out as failing: it takes no job
         wait = None  # until the soonest worker frees: only looked for when a queued job has a deadline
         before = 0.0
         kept: list[tuple[float, int, Job]] = []  # (-seconds, -place): the costliest, then the latest, first

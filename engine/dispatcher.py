@@ -220,7 +220,7 @@ class Dispatcher:
         return job.worker is not None and job.batch_id is None and not job.request.done and job.job_id in self._live
 
     def _pick_worker(self, job: Job) -> WorkerHandle | None:
-        if not self._registry.ready():
+        if not self._registry.in_rotation:
             return None
         # a worker serving the job's level keeps batches uniform; any worker can run any level, and one idle at
         # another level runs the job now rather than let it queue (work-conserving)

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_dispatcher import Harness
+from test_dispatcher import TWO_LEVELS, Harness
 from waiting import eventually, wait_for
 
 from engine import failing_workers
@@ -209,3 +209,27 @@ async def test_at_most_half_the_fleet_is_taken_out_or_restarting_at_once():
                 h.dispatcher.batch_done(workers[name], BatchDone(batch.batch_id, failed))
     assert restarted[0] == "a" and len(h.registry.taken_out()) == 1, (restarted, h.registry.taken_out())
     assert h.registry.in_rotation == 3
+
+
+async def test_a_worker_taken_out_does_not_count_to_share_the_queued_work():
+    """Whether a queued job makes its deadline is judged by the workers in rotation: counted, a worker taken out
+    halved the wait ahead of a job, which stayed at its level to end late instead of moving up to make it."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    workers = {name: h.add_worker(name, max_batch=1) for name in "ab"}
+    answered = set()
+    while workers["b"].ready:  # b fails every batch it is sent, a serves
+        h.request()
+        for name, batch in [(name, message) for name, message in h.sent if isinstance(message, Batch)]:
+            if batch.batch_id not in answered:
+                answered.add(batch.batch_id)
+                if name == "a":
+                    h.finish(workers["a"], batch)
+                else:
+                    failed = [ItemFailed(item.request_id, "cuda_error", "bad GPU") for item in batch.items]
+                    h.dispatcher.batch_done(workers["b"], BatchDone(batch.batch_id, failed))
+    h.request(slo_ms=10_000)  # runs on a: 1 s
+    h.request(slo_ms=2_500)  # queued, to start first: 1 s more
+    # would start after 2 s and need 1 s more at level 0 (0.5 s at 25); shared by 2 workers, after 1.5 s
+    late = h.request(slo_ms=2_700, fallbacks=((25, "latent-25"),))
+    (job,) = late.jobs
+    assert job.level == 25
