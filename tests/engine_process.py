@@ -3,6 +3,7 @@ left behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -171,6 +172,16 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(entry))
     return found
+
+
+async def stop_in_process(engine, running: asyncio.Task, spawned=()) -> None:
+    """Stops an engine run in this process (`running` is its engine.run()), then kills what is left of the worker
+    processes the test recorded starting for it (None: a start the test refused)."""
+    engine.request_stop()
+    await asyncio.wait_for(running, 60)
+    for process in spawned:
+        if process is not None and process.returncode is None:
+            process.kill()
 
 
 def in_process_config(tmp_path: Path, **changes) -> EngineConfig:

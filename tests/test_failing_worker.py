@@ -24,7 +24,7 @@ from engine.config import LaunchConfig
 from engine.failing_workers import FAILING_AFTER
 from engine.server import Engine
 from engine.worker_registry import WorkerHandle
-from engine_process import in_process_config, start_engine
+from engine_process import in_process_config, start_engine, stop_in_process
 from protocols.client_messages import Images
 from protocols.worker_messages import BatchDone, ItemFailed
 from protocols.worker_messages import Generate as Batch
@@ -153,11 +153,7 @@ async def test_a_local_worker_that_fails_every_batch_is_restarted(monkeypatch, t
         _, makers = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients", 20)
         assert set(makers) == {"local-0", "local-1"}, makers
     finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 60)
-        for process in spawned:
-            if process.returncode is None:
-                process.kill()
+        await stop_in_process(engine, running, spawned)
 
 
 def handle() -> WorkerHandle:

@@ -17,7 +17,7 @@ from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
-from engine_process import ROOT, in_process_config, start_worker
+from engine_process import ROOT, in_process_config, start_worker, stop_in_process
 from workers.tiny_pipeline import build_tiny_sdxl
 
 
@@ -52,11 +52,7 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
         assert "said no hello within 5 s; killing it" in caplog.text
         assert sample(engine, "argus_worker_restarts_total") >= 1
     finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 60)
-        for process in spawned:
-            if process.returncode is None:
-                process.kill()
+        await stop_in_process(engine, running, spawned)
 
 
 async def test_a_refused_spawn_is_retried_and_the_engine_goes_on(monkeypatch, tmp_path, caplog):
@@ -81,11 +77,7 @@ async def test_a_refused_spawn_is_retried_and_the_engine_goes_on(monkeypatch, tm
         assert [w.hello.pid for w in engine.registry.ready()] == [spawned[2].pid]
         assert "could not start worker local-0" in caplog.text
     finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 60)  # the engine drains and stops as usual
-        for process in spawned:
-            if process is not None and process.returncode is None:
-                process.kill()
+        await stop_in_process(engine, running, spawned)
 
 
 async def test_a_worker_that_cannot_serve_as_configured_is_not_restarted_for_ever(monkeypatch, tmp_path, caplog):
@@ -105,8 +97,7 @@ async def test_a_worker_that_cannot_serve_as_configured_is_not_restarted_for_eve
         assert f"exited with 2 before its hello {GIVE_UP_AFTER} times in a row" in caplog.text
         assert not running.done()  # the engine serves on: remote workers may still join
     finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 60)
+        await stop_in_process(engine, running)
 
 
 async def test_a_worker_that_could_not_serve_once_is_started_again(monkeypatch, tmp_path):
@@ -121,8 +112,7 @@ async def test_a_worker_that_could_not_serve_once_is_started_again(monkeypatch, 
         assert [process.returncode for process in spawned[:-1]] == [2] * (GIVE_UP_AFTER - 1)
         assert sample(engine, "argus_workers", state="failed") == 0
     finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 60)
+        await stop_in_process(engine, running)
 
 
 def spawns_recorded(monkeypatch, failing: int = 0) -> list:

@@ -11,7 +11,7 @@ from engine.config import LaunchConfig
 from engine.launcher import LocalLauncher
 from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from engine.server import Engine
-from engine_process import in_process_config
+from engine_process import in_process_config, stop_in_process
 
 WINDOW_S = 15.0
 
@@ -38,8 +38,7 @@ async def test_a_worker_that_dies_right_after_each_hello_backs_off(monkeypatch, 
         assert 2 <= restarts <= 4, f"{restarts} restarts in {WINDOW_S:g} s"
         assert "exited with -9; restarting in 2 s" in caplog.text
     finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 60)
+        await stop_in_process(engine, running)
 
 
 class Clock:
