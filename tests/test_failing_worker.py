@@ -184,6 +184,20 @@ def test_a_worker_taken_out_in_a_row_stays_out_twice_as_long_each_time_until_an_
     assert worker.back_at == 10
 
 
+def answer_new_batches(h: Harness, workers: dict, answered: set, failing: set[str]) -> None:
+    """Answers each batch sent since the last call (`answered` holds the ids answered): every image failed on the
+    workers named in `failing`, served on the others."""
+    for name, batch in [(name, message) for name, message in h.sent if isinstance(message, Batch)]:
+        if batch.batch_id in answered:
+            continue
+        answered.add(batch.batch_id)
+        if name in failing:
+            failed = [ItemFailed(item.request_id, "cuda_error", "fails here") for item in batch.items]
+            h.dispatcher.batch_done(workers[name], BatchDone(batch.batch_id, failed))
+        else:
+            h.finish(workers[name], batch)
+
+
 async def test_at_most_half_the_fleet_is_taken_out_or_restarting_at_once():
     """Requests that fail on every worker (their own fault) must not empty the fleet: 2 of 5 out at most."""
     h = Harness()
@@ -198,11 +212,7 @@ async def test_at_most_half_the_fleet_is_taken_out_or_restarting_at_once():
     answered = set()
     for _ in range(len(workers) * FAILING_AFTER * 2):
         h.request()
-        for name, batch in [(name, message) for name, message in h.sent if isinstance(message, Batch)]:
-            if batch.batch_id not in answered:
-                answered.add(batch.batch_id)
-                failed = [ItemFailed(item.request_id, "bad_prompt", "fails anywhere") for item in batch.items]
-                h.dispatcher.batch_done(workers[name], BatchDone(batch.batch_id, failed))
+        answer_new_batches(h, workers, answered, failing=set(workers))
     assert restarted[0] == "a" and len(h.registry.taken_out()) == 1, (restarted, h.registry.taken_out())
     assert h.registry.in_rotation == 3
 
@@ -215,14 +225,7 @@ async def test_a_worker_taken_out_does_not_count_to_share_the_queued_work():
     answered = set()
     while workers["b"].ready:  # b fails every batch it is sent, a serves
         h.request()
-        for name, batch in [(name, message) for name, message in h.sent if isinstance(message, Batch)]:
-            if batch.batch_id not in answered:
-                answered.add(batch.batch_id)
-                if name == "a":
-                    h.finish(workers["a"], batch)
-                else:
-                    failed = [ItemFailed(item.request_id, "cuda_error", "bad GPU") for item in batch.items]
-                    h.dispatcher.batch_done(workers["b"], BatchDone(batch.batch_id, failed))
+        answer_new_batches(h, workers, answered, failing={"b"})
     h.request(slo_ms=10_000)  # runs on a: 1 s
     h.request(slo_ms=2_500)  # queued, to start first: 1 s more
     # would start after 2 s and need 1 s more at level 0 (0.5 s at 25); shared by 2 workers, after 1.5 s
