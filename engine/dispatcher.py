@@ -82,7 +82,8 @@ class Dispatcher:
         # set by the engine: kills a worker the engine started, for its launcher to start again; False for one started
         # by hand, which it cannot restart
         self.restart: Callable[[WorkerHandle], bool] = lambda worker: False
-        self._restarting: set[str] = set()  # ids of workers killed as failing, until their slot's next hello
+        # ids of workers killed as failing, until their slot's next hello or its launcher gives the slot up
+        self._restarting: set[str] = set()
         self._on_image = on_image
         self._escalate = escalate
         self._send = send
@@ -359,6 +360,11 @@ class Dispatcher:
             if job.job_id in self._live:
                 self._route(job)
         self._pump(worker)
+
+    def slot_given_up(self, worker_id: str) -> None:
+        """The launcher starts the slot no more: a worker restarted as failing there is no longer out but gone. Counted
+        as restarting for ever, it took a place among those out and kept other failing workers in rotation."""
+        self._restarting.discard(worker_id)
 
     def worker_level_set(self, worker: WorkerHandle, level: int) -> None:
         worker.level = level

@@ -7,7 +7,7 @@ a worker that cannot start, or dies soon after it starts, does not spin
 heartbeat to miss: one that does not say hello within the startup timeout is
 killed and restarted like one that died. One that exits saying it cannot serve as
 configured (exit 2) before its hello, GIVE_UP_AFTER times in a row, is not
-restarted again (engine/restart_backoff.py).
+restarted again (engine/restart_backoff.py), and its exit tells the engine so.
 """
 
 from __future__ import annotations
@@ -64,13 +64,15 @@ class LocalLauncher:
         config: LaunchConfig,
         connect: str,
         metrics: EngineMetrics,
-        on_exit: Callable[[str], None],
+        on_exit: Callable[[str, bool], None],
         curve: ClientKeys | None = None,
         embedder: str = "hash",
     ):
         self._config = config
         self._connect = connect
         self._metrics = metrics
+        # told at every exit: the slot's id, and whether it is started again (False: the slot is given up, and a
+        # worker the dispatcher restarted there no longer counts as on its way back)
         self._on_exit = on_exit
         # a simulated worker models quality on the similarity table of the engine's embedder
         # the engine's environment but its API key, which a worker has no use for
@@ -161,8 +163,9 @@ class LocalLauncher:
             code = await exited
             if self._stopping:
                 return
-            self._on_exit(worker_id)
-            if backoff.gives_up(code == CANNOT_SERVE_EXIT):
+            given_up = backoff.gives_up(code == CANNOT_SERVE_EXIT)
+            self._on_exit(worker_id, not given_up)
+            if given_up:
                 log.error(
                     "worker %s exited with %d before its hello %d times in a row: it cannot serve as configured (its"
                     " error is above); not restarting it",

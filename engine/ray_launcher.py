@@ -142,7 +142,7 @@ class RayLauncher:
         config: LaunchConfig,
         connect: str,
         metrics: EngineMetrics,
-        on_exit: Callable[[str], None],
+        on_exit: Callable[[str, bool], None],
         curve: ClientKeys,
         embedder: str = "hash",
         address: str | None = None,
@@ -247,13 +247,13 @@ class RayLauncher:
                     GIVE_UP_AFTER,
                 )
                 ray.kill(actor)
-                self._on_exit(worker_id)
+                self._on_exit(worker_id, False)
                 self._metrics.workers.labels("failed").inc()
                 return
             wait_s = backoff.after_exit()
             log.warning("worker %s (Ray actor) %s; replacing it%s", worker_id, ended, backoff.said(wait_s))
             ray.kill(actor)  # one that is unreachable but alive must not serve beside its replacement
-            self._on_exit(worker_id)
+            self._on_exit(worker_id, True)
             self._metrics.worker_restarts.inc()
             await asyncio.sleep(wait_s)
 

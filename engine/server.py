@@ -326,9 +326,12 @@ class Engine:
         else:
             self.metrics.requests_by("ok", "").inc()
 
-    def _local_worker_exited(self, worker_id: str) -> None:
+    def _local_worker_exited(self, worker_id: str, restarting: bool) -> None:
+        """A local slot's worker ended; `restarting`: its launcher starts it again (False: the slot is given up)."""
         for worker in self.registry.by_worker_id(worker_id):
             self.dispatcher.worker_lost(worker, "exited")
+        if not restarting:
+            self.dispatcher.slot_given_up(worker_id)
 
     # -- lifecycle -----------------------------------------------------------
     async def run(self) -> None:

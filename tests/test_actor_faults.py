@@ -129,7 +129,7 @@ async def test_a_worker_started_while_the_launcher_stops_is_stopped_too(monkeypa
 
     monkeypatch.setattr(asyncio, "create_subprocess_exec", slow_spawn)
     launcher = LocalLauncher(
-        LaunchConfig(count=1, backend="sim"), f"ipc://{tmp_path}/nobody", EngineMetrics(), on_exit=lambda _: None
+        LaunchConfig(count=1, backend="sim"), f"ipc://{tmp_path}/nobody", EngineMetrics(), on_exit=lambda *_: None
     )
     running = asyncio.create_task(launcher.run())
     try:

@@ -22,6 +22,7 @@ from engine import failing_workers
 from engine.client import ArgusClient
 from engine.config import LaunchConfig
 from engine.failing_workers import FAILING_AFTER
+from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine.worker_registry import WorkerHandle
 from engine_process import in_process_config, start_engine, stop_in_process
@@ -118,26 +119,36 @@ def test_one_taken_out_is_put_back_at_once_when_no_other_worker_is_left(tmp_path
         assert engine.stop() == 0
 
 
-async def test_a_local_worker_that_fails_every_batch_is_restarted(monkeypatch, tmp_path, caplog):
-    """The engine's own worker is killed and started again through its launcher, which stands in a healthy one."""
+def local_0_spawns(monkeypatch, then_cannot_serve: bool = False) -> list:
+    """The processes the launcher starts for slot local-0, recorded: the first fails every batch; those after it are
+    healthy sim workers, or (`then_cannot_serve`) exit 2 at once, as a worker that cannot serve as configured does."""
     spawned = []
     create = asyncio.create_subprocess_exec
 
-    async def first_local_0_fails_every_batch(*args, **kwargs):
-        if "local-0" in args and not spawned:
+    async def recorded(*args, **kwargs):
+        if "local-0" not in args:
+            return await create(*args, **kwargs)
+        if not spawned:
             # `python -m engine.cli worker --connect ...`: the same flags, to the failing worker
             args = (sys.executable, str(FAILING_WORKER), *args[4:])
-            spawned.append(await create(*args, **kwargs))
-            return spawned[-1]
-        return await create(*args, **kwargs)
+        elif then_cannot_serve:
+            args = (sys.executable, "-c", "raise SystemExit(2)")
+        spawned.append(await create(*args, **kwargs))
+        return spawned[-1]
 
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", first_local_0_fails_every_batch)
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", recorded)
+    return spawned
+
+
+async def test_a_local_worker_that_fails_every_batch_is_restarted(monkeypatch, tmp_path, caplog):
+    """The engine's own worker is killed and started again through its launcher, which stands in a healthy one."""
+    spawned = local_0_spawns(monkeypatch)
     launch = LaunchConfig(count=2, backend="sim", time_scale=0.02)
     engine = Engine(in_process_config(tmp_path, launch=launch))
     running = asyncio.create_task(engine.run())
     try:
         assert await eventually(lambda: spawned and len(engine.registry.ready()) == 2, timeout_s=60)
-        (bad,) = spawned
+        bad = spawned[0]
         outcomes, makers = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients")
         # before: 87 worker_error
         assert outcomes["worker_error"] <= MOST_FAILED and outcomes["images"] == 100 - outcomes["worker_error"]
@@ -153,6 +164,43 @@ async def test_a_local_worker_that_fails_every_batch_is_restarted(monkeypatch, t
         _, makers = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients", 20)
         assert set(makers) == {"local-0", "local-1"}, makers
     finally:
+        await stop_in_process(engine, running, spawned)
+
+
+async def test_a_failing_slot_whose_restart_is_given_up_no_longer_counts_as_out(monkeypatch, tmp_path, caplog):
+    """local-0 fails every batch and is restarted, but cannot start again and its launcher gives the slot up. It
+    counted as restarting for ever: with local-1 and a failing worker left, taking that one out made 2 out of a fleet
+    counted as 3, over half, and it was never taken out. The fleet is 2 now, and one of them may be out."""
+    spawned = local_0_spawns(monkeypatch, then_cannot_serve=True)
+    launch = LaunchConfig(count=2, backend="sim", time_scale=0.02, restart_backoff_s=0.1)
+    engine = Engine(in_process_config(tmp_path, launch=launch))
+    running = asyncio.create_task(engine.run())
+    by_hand = None
+    try:
+        assert await eventually(lambda: spawned and len(engine.registry.ready()) == 2, timeout_s=60)
+        await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients", 40)
+        assert "local-0/00000001 failed 3 batches in a row: restarting it" in caplog.text
+        assert await eventually(lambda: "worker local-0 exited with 2 before its hello" in caplog.text, timeout_s=60)
+        assert [process.returncode for process in spawned] == [-9] + [2] * GIVE_UP_AFTER
+
+        worker = [
+            sys.executable,
+            str(FAILING_WORKER),
+            "--connect",
+            f"ipc://{tmp_path}/workers",
+            "--worker-id",
+            "by-hand",
+        ]
+        by_hand = subprocess.Popen(worker)
+        assert await eventually(lambda: len(engine.registry.ready()) == 2, timeout_s=60)
+        outcomes, _ = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients", 40)
+        # before: 33 to 35 of the 40 worker_error (3 now)
+        assert outcomes["worker_error"] <= MOST_FAILED, outcomes
+        assert "by-hand/00000001 failed 3 batches in a row: out of rotation for 10 s" in caplog.text
+    finally:
+        if by_hand is not None:
+            by_hand.kill()
+            by_hand.wait()
         await stop_in_process(engine, running, spawned)
 
 
