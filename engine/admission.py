@@ -45,11 +45,11 @@ class Admission:
     def _read_workers(self) -> None:
         if self._limits_version != self._registry.version:
             self._limits = self._size_limits()
-            self._refused_steps = frozenset(n for w in self._registry.ready() for n in w.hello.refused_steps)
+            self._refused_steps = frozenset(n for w in self._registry.registered() for n in w.hello.refused_steps)
             self._limits_version = self._registry.version
 
     def _size_limits(self) -> SizeLimits:
-        workers = [w.hello for w in self._registry.ready()]
+        workers = [w.hello for w in self._registry.registered()]
         if not workers:
             return self._fallback
         min_size, max_size = max(h.min_size for h in workers), min(h.max_size for h in workers)
@@ -60,7 +60,7 @@ class Admission:
         return SizeLimits(min_size=min_size, max_size=max_size, default_size=min(max(usual, min_size), max_size))
 
     def default_steps(self) -> int:
-        workers = self._registry.ready()
+        workers = self._registry.registered()
         return workers[0].hello.default_steps if workers else DEFAULT_STEPS
 
     def check(self, spec: Generate, queued: int, client: str = "") -> AdmittedRequest | Error | Busy:

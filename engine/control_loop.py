@@ -107,7 +107,7 @@ class ControlLoop:
 
     def _staff(self, plan: Plan) -> None:
         want = plan.workers_per_level
-        ready = [worker for worker in self._registry.ready() if worker.ready]
+        ready = [worker for worker in self._registry.registered() if worker.ready]
         levels = Counter(worker.level for worker in ready)
         if all(levels[level] >= n for level, n in want.items()):
             return  # nothing to fill (the usual tick): no sort of a thousand workers on the loop

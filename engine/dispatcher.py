@@ -112,7 +112,7 @@ class Dispatcher:
         metrics.running_images.set_function(self._running_images)
 
     def _running_images(self) -> int:
-        return sum(len(jobs) for worker in self._registry.ready() for jobs in worker.inflight.values())
+        return sum(len(jobs) for worker in self._registry.registered() for jobs in worker.inflight.values())
 
     @property
     def outstanding_images(self) -> int:
@@ -397,7 +397,7 @@ class Dispatcher:
         Never more than half the fleet at once (so never the last worker): requests that fail on any worker, their
         own fault, would otherwise take every worker out in turn, each restart reloading a model for minutes."""
         out = len(self._registry.taken_out()) + len(self._restarting)
-        if out + 1 > (len(self._registry.ready()) + len(self._restarting)) // 2:
+        if out + 1 > (len(self._registry.registered()) + len(self._restarting)) // 2:
             return
         failed = worker.failed_batches
         if self.restart(worker):

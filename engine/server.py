@@ -286,7 +286,7 @@ class Engine:
         self.cache.insert(request, request.vector, Returned(done, worker.name, job.level, shape))
 
     def readiness(self) -> dict:
-        workers = self.registry.ready()
+        workers = self.registry.registered()
         return {
             # a worker taken out of rotation as failing is listed, but serves no one
             "ready": self.state is EngineState.RUNNING and self.registry.in_rotation > 0,

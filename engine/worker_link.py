@@ -115,13 +115,13 @@ class WorkerLink:
     def shutdown_all(self) -> None:
         """Tells every worker this engine is stopping; from now on hellos go unanswered (see _on_hello)."""
         self._stopping = True
-        for worker in self._registry.all():
+        for worker in self._registry.registered():
             self.send(worker, Shutdown())
 
     def drop_revoked(self) -> None:
         """Drops the workers whose CURVE key is no longer admitted (after a reload), and routes what they held
         elsewhere; each is told to rejoin, and its hello is refused: it says why and exits."""
-        for worker in self._registry.all():
+        for worker in self._registry.registered():
             if worker.curve_key is not None and not self._admits(worker.curve_key):
                 self.dispatcher.worker_lost(worker, "revoked")
                 self._socket.send(worker.identity, self._codec.encode(Rejoin()))
@@ -273,7 +273,7 @@ class WorkerLink:
             # the later ones back one, and the one whose tick came next waited almost two intervals for its beat
             await asyncio.sleep(self._heartbeat_interval_s / _BEAT_TICKS)
             tick = turn % _BEAT_TICKS
-            for worker in self._registry.all():
+            for worker in self._registry.registered():
                 if hash(worker.identity) % _BEAT_TICKS == tick:
                     self._socket.send(worker.identity, beat)
             if turn % _BEAT_TICKS:

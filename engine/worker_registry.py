@@ -69,7 +69,7 @@ class WorkerRegistry:
         self._failing_gauge = metrics.workers.labels("failing")
         # bumped on every add and remove: what is derived from the set of workers is cached against it
         self.version = 0
-        self._ready: tuple[WorkerHandle, ...] | None = None
+        self._registered: tuple[WorkerHandle, ...] | None = None
 
     def add(self, identity: bytes, hello: Hello, level: int) -> WorkerHandle:
         handle = WorkerHandle(identity, hello, level, last_seen=time.monotonic())
@@ -106,7 +106,7 @@ class WorkerRegistry:
 
     def _changed(self) -> None:
         self.version += 1
-        self._ready = None
+        self._registered = None
         self._counted()
 
     def _counted(self) -> None:
@@ -116,14 +116,12 @@ class WorkerRegistry:
     def by_worker_id(self, worker_id: str) -> list[WorkerHandle]:
         return [h for h in self._by_identity.values() if h.hello.worker_id == worker_id]
 
-    def ready(self) -> tuple[WorkerHandle, ...]:
-        """Every registered worker, in rotation or taken out as failing; rebuilt only when the set changes."""
-        if self._ready is None:
-            self._ready = tuple(self._by_identity.values())
-        return self._ready
-
-    def all(self) -> list[WorkerHandle]:
-        return list(self._by_identity.values())
+    def registered(self) -> tuple[WorkerHandle, ...]:
+        """Every registered worker, in rotation or taken out as failing (`WorkerHandle.ready` tells which); rebuilt only
+        when the set changes. A snapshot: a caller may remove workers as it goes through it."""
+        if self._registered is None:
+            self._registered = tuple(self._by_identity.values())
+        return self._registered
 
     def silent_since(self, cutoff: float) -> list[WorkerHandle]:
         return [h for h in self._by_identity.values() if h.last_seen < cutoff]

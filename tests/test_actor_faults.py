@@ -46,7 +46,7 @@ async def test_the_heartbeat_watch_handles_every_silent_worker_when_one_loss_fai
     link.bind_dispatcher(h.dispatcher)
     watch = asyncio.create_task(link.run())
     try:
-        assert await eventually(lambda: not h.registry.ready()), "a silent worker was never let go"
+        assert await eventually(lambda: not h.registry.registered()), "a silent worker was never let go"
         assert not watch.done()
         assert [worker.name for worker, _ in calls][:2] == ["a", "b"]
         assert "handling the loss of worker a failed" in caplog.text

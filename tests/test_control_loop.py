@@ -68,7 +68,7 @@ async def test_a_worker_that_joins_under_a_plan_is_put_where_the_plan_wants_it()
         # the one at level 0 is replaced: its successor says hello at the level it last ran (25)
         h.dispatcher.worker_lost(at_zero, "exited")
         h.add_worker("d", level=25)
-        assert await eventually(lambda: Counter(w.level for w in h.registry.ready()) == {0: 1, 25: 2})
+        assert await eventually(lambda: Counter(w.level for w in h.registry.registered()) == {0: 1, 25: 2})
         assert moves == [("d", 0)]
     finally:
         running.cancel()

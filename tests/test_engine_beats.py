@@ -43,7 +43,7 @@ async def test_a_worker_that_leaves_does_not_delay_the_others_beats(tmp_path, mo
             raise Enough
         if tick <= 2 * _BEAT_TICKS:
             # a worker lost just before each tick of two rounds: the first one there is, the others shift
-            h.dispatcher.worker_lost(h.registry.all()[0], "exited")
+            h.dispatcher.worker_lost(h.registry.registered()[0], "exited")
 
     monkeypatch.setattr(worker_link.asyncio, "sleep", next_tick)
     try:
@@ -51,7 +51,7 @@ async def test_a_worker_that_leaves_does_not_delay_the_others_beats(tmp_path, mo
             await link._watch_heartbeats()
     finally:
         link.close()
-    survivors = [worker.identity for worker in h.registry.all()]
+    survivors = [worker.identity for worker in h.registry.registered()]
     assert survivors
     for identity in survivors:
         ticks = [*beats[identity], tick]

@@ -147,7 +147,7 @@ async def test_a_local_worker_that_fails_every_batch_is_restarted(monkeypatch, t
     engine = Engine(in_process_config(tmp_path, launch=launch))
     running = asyncio.create_task(engine.run())
     try:
-        assert await eventually(lambda: spawned and len(engine.registry.ready()) == 2, timeout_s=60)
+        assert await eventually(lambda: spawned and len(engine.registry.registered()) == 2, timeout_s=60)
         bad = spawned[0]
         outcomes, makers = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients")
         # before: 87 worker_error
@@ -158,7 +158,8 @@ async def test_a_local_worker_that_fails_every_batch_is_restarted(monkeypatch, t
 
         # its slot is started again (a healthy sim worker, here), and serves
         def both_serve() -> bool:
-            return len(engine.registry.ready()) == 2 and bad.pid not in [w.hello.pid for w in engine.registry.ready()]
+            pids = [w.hello.pid for w in engine.registry.registered()]
+            return len(pids) == 2 and bad.pid not in pids
 
         assert await eventually(both_serve, timeout_s=60)
         _, makers = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients", 20)
@@ -177,7 +178,7 @@ async def test_a_failing_slot_whose_restart_is_given_up_no_longer_counts_as_out(
     running = asyncio.create_task(engine.run())
     by_hand = None
     try:
-        assert await eventually(lambda: spawned and len(engine.registry.ready()) == 2, timeout_s=60)
+        assert await eventually(lambda: spawned and len(engine.registry.registered()) == 2, timeout_s=60)
         await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients", 40)
         assert "local-0/00000001 failed 3 batches in a row: restarting it" in caplog.text
         assert await eventually(lambda: "worker local-0 exited with 2 before its hello" in caplog.text, timeout_s=60)
@@ -192,7 +193,7 @@ async def test_a_failing_slot_whose_restart_is_given_up_no_longer_counts_as_out(
             "by-hand",
         ]
         by_hand = subprocess.Popen(worker)
-        assert await eventually(lambda: len(engine.registry.ready()) == 2, timeout_s=60)
+        assert await eventually(lambda: len(engine.registry.registered()) == 2, timeout_s=60)
         outcomes, _ = await asyncio.to_thread(serve, f"ipc://{tmp_path}/clients", 40)
         # before: 33 to 35 of the 40 worker_error (3 now)
         assert outcomes["worker_error"] <= MOST_FAILED, outcomes

@@ -43,11 +43,11 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
     try:
         # the slot's capacity is on its way, not missing: an operator sees it starting
         assert await eventually(lambda: spawned and sample(engine, "argus_workers", **starting) == 1, timeout_s=30)
-        assert await eventually(lambda: engine.registry.ready(), timeout_s=60), "the slot was never served"
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60), "the slot was never served"
         # the slot's supervisor sees the hello at its next turn of the loop, not with the registration
         assert await eventually(lambda: sample(engine, "argus_workers", **starting) == 0, timeout_s=10)
         hung = spawned[0]
-        assert [w.hello.pid for w in engine.registry.ready()] != [hung.pid]
+        assert [w.hello.pid for w in engine.registry.registered()] != [hung.pid]
         assert hung.returncode == -signal.SIGKILL
         assert "said no hello within 5 s; killing it" in caplog.text
         assert sample(engine, "argus_worker_restarts_total") >= 1
@@ -70,11 +70,13 @@ async def test_a_refused_spawn_is_retried_and_the_engine_goes_on(monkeypatch, tm
     engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
     running = asyncio.create_task(engine.run())
     try:
-        assert await eventually(lambda: engine.registry.ready(), timeout_s=60)
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
         engine.launcher.kill("local-0")
-        assert await eventually(lambda: running.done() or (len(spawned) == 3 and engine.registry.ready()), timeout_s=60)
+        assert await eventually(
+            lambda: running.done() or (len(spawned) == 3 and engine.registry.registered()), timeout_s=60
+        )
         assert not running.done()
-        assert [w.hello.pid for w in engine.registry.ready()] == [spawned[2].pid]
+        assert [w.hello.pid for w in engine.registry.registered()] == [spawned[2].pid]
         assert "could not start worker local-0" in caplog.text
     finally:
         await stop_in_process(engine, running, spawned)
@@ -108,7 +110,7 @@ async def test_a_worker_that_could_not_serve_once_is_started_again(monkeypatch, 
     engine = Engine(in_process_config(tmp_path, launch=launch))
     running = asyncio.create_task(engine.run())
     try:
-        assert await eventually(lambda: engine.registry.ready(), timeout_s=60), "the slot was never served"
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60), "the slot was never served"
         assert [process.returncode for process in spawned[:-1]] == [2] * (GIVE_UP_AFTER - 1)
         assert sample(engine, "argus_workers", state="failed") == 0
     finally:
@@ -195,7 +197,7 @@ async def test_a_worker_started_by_hand_under_a_slots_id_is_refused(monkeypatch,
         assert await eventually(lambda: namesake.poll() is not None, timeout_s=60), "the namesake was welcomed"
         assert namesake.returncode == 2
         os.kill(spawned[0].pid, signal.SIGCONT)
-        assert await eventually(lambda: [w.hello.pid for w in engine.registry.ready()] == [spawned[0].pid], 60)
+        assert await eventually(lambda: [w.hello.pid for w in engine.registry.registered()] == [spawned[0].pid], 60)
         assert sample(engine, "argus_worker_losses_total", cause="exited") == 0
         assert len(spawned) == 1  # the slot's process was never refused, nor restarted
     finally:

@@ -79,15 +79,15 @@ async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path):
     client = make_socket(context, zmq.DEALER, connect=client_address, curve_client=client_keys)
     codec = client_side_codec()
     try:
-        await wait_for(lambda: len(engine.registry.ready()) == WORKERS, "the Ray workers")
-        first = {w.name for w in engine.registry.ready()}
-        assert {w.hello.worker_id for w in engine.registry.ready()} == {f"ray-{i}" for i in range(WORKERS)}
+        await wait_for(lambda: len(engine.registry.registered()) == WORKERS, "the Ray workers")
+        first = {w.name for w in engine.registry.registered()}
+        assert {w.hello.worker_id for w in engine.registry.registered()} == {f"ray-{i}" for i in range(WORKERS)}
 
         ids = [uuid.uuid4().hex for _ in range(REQUESTS)]
         for request_id in ids:
             await client.send_multipart(codec.encode(Generate(request_id, f"a kite {request_id}", width=64, height=64)))
-        await wait_for(lambda: engine.registry.ready() and max(w.load for w in engine.registry.ready()) > 0, "load")
-        victim = max(engine.registry.ready(), key=lambda w: w.load)
+        await wait_for(lambda: any(w.load for w in engine.registry.registered()), "load")
+        victim = max(engine.registry.registered(), key=lambda w: w.load)
         import ray
 
         ray.kill(ray.get_actor(victim.hello.worker_id))
@@ -105,8 +105,8 @@ async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path):
         assert sample(engine, "argus_redispatched_images_total") >= 1
 
         # a new actor took the slot: a new peer under the same worker id
-        await wait_for(lambda: len(engine.registry.ready()) == WORKERS, "the replacement actor")
-        after = {w.name for w in engine.registry.ready()}
+        await wait_for(lambda: len(engine.registry.registered()) == WORKERS, "the replacement actor")
+        after = {w.name for w in engine.registry.registered()}
         assert victim.name not in after and len(after - first) == 1
         assert sample(engine, "argus_worker_restarts_total") == 1
     finally:
@@ -134,7 +134,7 @@ async def test_more_sim_workers_than_cpus_all_start(monkeypatch):
     engine = ray_engine(LaunchConfig(count=2, backend="sim", time_scale=0))
     running = asyncio.create_task(engine.run())
     try:
-        await wait_for(lambda: len(engine.registry.ready()) == 2, "two sim workers on one CPU", timeout_s=120)
+        await wait_for(lambda: len(engine.registry.registered()) == 2, "two sim workers on one CPU", timeout_s=120)
     finally:
         engine.request_stop()
         await running

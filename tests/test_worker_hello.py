@@ -38,7 +38,7 @@ async def test_hellos_queued_while_the_engine_was_down_register_once_and_send_th
     request = h.request()  # waits for a worker
     for _ in range(4):  # one session's retries, delivered together when the engine binds
         link._on_message(IDENTITY, HELLO)
-    assert len(h.registry.ready()) == 1
+    assert len(h.registry.registered()) == 1
     assert sum(isinstance(m, Welcome) for _, m in h.sent) == 4
     assert len(h.batches()) == 1 and request.jobs[0].attempts == 1 and not request.done
 
@@ -76,7 +76,7 @@ async def test_a_known_peer_whose_hello_says_another_worker_joins_anew(link_for,
     request = h.request()
     (first,) = h.batches()
     link._on_message(IDENTITY, msgspec.structs.replace(HELLO, **change))
-    (worker,) = h.registry.ready()
+    (worker,) = h.registry.registered()
     assert msgspec.structs.asdict(worker.hello).items() >= change.items()  # it is what it says now
     # what was sent to the worker it was is sent again, to the worker it is
     resent = [m for m in h.batches() if m is not first]
@@ -90,6 +90,6 @@ async def test_a_known_peer_whose_hello_takes_a_live_workers_id_is_refused(link_
     link._on_message(IDENTITY, HELLO)
     link._on_message(b"other/1234", msgspec.structs.replace(HELLO, worker_id="other"))
     link._on_message(b"other/1234", HELLO)  # now it claims the id remote-0 has
-    assert [w.hello.worker_id for w in h.registry.ready()] == ["remote-0"]
+    assert [w.hello.worker_id for w in h.registry.registered()] == ["remote-0"]
     assert sum(isinstance(m, Welcome) for _, m in h.sent) == 2  # the third hello is not welcomed
     assert "worker id 'remote-0' is in use" in caplog.text
