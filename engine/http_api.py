@@ -85,10 +85,14 @@ class _MalformedMessages(logging.Filter):
     """aiohttp answers a message it cannot parse (a bad chunk, a header line over 8 KiB, Content-Length beside
     Transfer-Encoding) with a plain 400 and logs it at ERROR with a traceback quoting the bytes it choked on: any
     client, or a scanner on the internet, wrote errors an operator is paged for, and a prompt's or a header's words
-    into the log. They are the client's errors: one line at DEBUG, naming the kind alone."""
+    into the log. They are the client's errors: one line at DEBUG, naming the kind alone. A bad chunk aiohttp's
+    pure-Python parser meets mid-body fails the body too: the engine answers it, and aiohttp, reading what is left of
+    the body before it closes the connection, logs the failure again, the parse error as its cause."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, web.RequestPayloadError):
+            exc = exc.__cause__
         if not isinstance(exc, HttpProcessingError):
             return True
         # aiohttp's message names the peer alone ("Error handling request from ADDRESS"); the bytes are in exc
@@ -264,6 +268,13 @@ async def generate(request: web.Request) -> web.Response:
         response = _refused(engine, "request_timeout", f"the request body did not come whole within {BODY_READ_S:g} s")
         response.force_close()  # the rest of the body may come yet: the connection can carry no other request
         return response
+    except web.RequestPayloadError:
+        # a chunk that does not parse (aiohttp's pure-Python parser fails the body with it; its C parser drops the
+        # body without a word and the read waits for the 408: docs/reliability.md). A 500 internal_error before,
+        # logged at ERROR with the client's bytes
+        response = _refused(engine, "invalid_request", _MALFORMED_BODY)
+        response.force_close()  # where this message ends, and so the next one starts, is not known
+        return response
     try:
         body = parse_request(raw)
         spec = to_generate(body, request_id=next(_REQUEST_IDS))
@@ -316,6 +327,10 @@ async def generate(request: web.Request) -> web.Response:
         ]
     return _json(images_response(data, body, admitted.width, admitted.height))
 
+
+_MALFORMED_BODY = (
+    "the request body is not valid HTTP/1.1 framing (a chunk of Transfer-Encoding: chunked that does not parse)"
+)
 
 _BUSY_MESSAGES = {
     "queue_full": "the engine is at capacity; retry later",
