@@ -6,8 +6,10 @@ answer at once what cannot be admitted; garbage gets an Error, never a crash.
 A reply is lost only to a client that cannot take it: one gone for good, or one
 that leaves _MAX_UNREAD_REPLIES unread beyond the --max-queue the engine may
 answer at once (it would hold engine memory without bound). Both are counted in
-argus_replies_dropped_total. A client still gone _GONE_GRACE_S after a reply
-found it gone has its other requests cancelled.
+argus_replies_dropped_total. A reply that finds its client gone is kept, with
+those that come after it, and tried again until the client is back; a client
+still gone _GONE_GRACE_S after has its kept replies dropped and its other
+requests cancelled.
 
 libzmq bounds the size of each frame, not the number of frames in a message,
 and delivers a message only whole: a peer may make the engine buffer one
@@ -25,7 +27,9 @@ import asyncio
 import errno
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import zmq
@@ -58,6 +62,20 @@ _REPLY_FLUSH_MS = 10_000
 # long: the engine made every image a killed pipeline had asked for (up to --max-queue), for no one, while the
 # clients still there got Busy. Time enough for a client whose connection dropped to connect again
 _GONE_GRACE_S = 10.0
+# how often the replies kept for a client found gone are tried again: ZeroMQ tells the engine of no reconnection, and
+# a client back but silent (its calls waiting) was taken for gone: the reply that had found it gone was lost, and its
+# other requests cancelled at the grace's end
+_GONE_RETRY_S = 0.5
+
+
+@dataclass(slots=True)
+class _Gone:
+    """A client a reply found gone: the replies it has not had, in order, until it is back or given up on. At most
+    the replies to what it had in flight as it went (up to --max-queue images): gone, it sends no more."""
+
+    since: float
+    replies: deque[list]
+    retry: asyncio.TimerHandle
 
 
 class ClientDoor:
@@ -89,15 +107,15 @@ class ClientDoor:
         self._socket = LoopSocket(sock, self._on_frames, _named)
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
-        self._gone: dict[bytes, asyncio.TimerHandle] = {}  # clients a reply found gone: their requests' cancel
+        self._gone: dict[bytes, _Gone] = {}
         self._unread_warned_at = -_UNREAD_WARNING_S
 
     def start(self) -> None:
         self._socket.start()
 
     def close(self) -> None:
-        for cancel in self._gone.values():
-            cancel.cancel()
+        for gone in self._gone.values():
+            gone.retry.cancel()
         self._socket.close(linger_ms=_REPLY_FLUSH_MS)
 
     def _on_frames(self, identity: bytes, frames: list) -> None:
@@ -157,10 +175,20 @@ class ClientDoor:
         self._reply(key[0], reply)
 
     def _reply(self, identity: bytes, message: object) -> None:
-        failed = self._socket.send(identity, self._codec.encode(message))
-        if not failed:
-            self._back(identity)
-        elif failed == errno.EAGAIN:
+        frames = self._codec.encode(message)
+        gone = self._gone.get(identity)
+        if gone is not None:
+            gone.replies.append(frames)  # behind those it has not had yet
+        elif not self._deliver(identity, frames):
+            log.debug("client %s went away before its reply: kept for it", _named(identity))
+            loop = asyncio.get_running_loop()
+            retry = loop.call_later(_GONE_RETRY_S, self._try_again, identity)
+            self._gone[identity] = _Gone(loop.time(), deque([frames]), retry)
+
+    def _deliver(self, identity: bytes, frames: list) -> bool:
+        """False if the client is not connected (the reply is not sent)."""
+        failed = self._socket.send(identity, frames)
+        if failed == errno.EAGAIN:
             self._engine.metrics.replies_dropped.labels("unread").inc()
             now = time.monotonic()
             if now - self._unread_warned_at >= _UNREAD_WARNING_S:
@@ -168,21 +196,28 @@ class ClientDoor:
                 log.warning(
                     "client %s leaves %d replies unread: dropping its replies", _named(identity), self._unread_bound
                 )
-        elif failed:
-            self._engine.metrics.replies_dropped.labels("gone").inc()
-            log.debug("client %s went away before its reply", _named(identity))
-            if identity not in self._gone:
-                self._gone[identity] = asyncio.get_running_loop().call_later(
-                    _GONE_GRACE_S, self._cancel_requests_of, identity
-                )
+        return failed in (0, errno.EAGAIN)
 
     def _back(self, identity: bytes) -> None:
-        cancel = self._gone.pop(identity, None)
-        if cancel is not None:
-            cancel.cancel()
+        """Heard from: the client is connected, and gets what was kept for it first."""
+        if identity in self._gone:
+            self._try_again(identity)
 
-    def _cancel_requests_of(self, identity: bytes) -> None:
+    def _try_again(self, identity: bytes) -> None:
+        gone = self._gone[identity]
+        gone.retry.cancel()
+        while gone.replies and self._deliver(identity, gone.replies[0]):
+            gone.replies.popleft()
+        if not gone.replies:
+            del self._gone[identity]
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - gone.since < _GONE_GRACE_S:
+            gone.retry = loop.call_later(_GONE_RETRY_S, self._try_again, identity)
+            return
+        # the replies to the requests cancelled here find it gone too, and are kept as long in their turn
         del self._gone[identity]
+        self._engine.metrics.replies_dropped.labels("gone").inc(len(gone.replies))
         mine = [request for (owner, _), request in self._live.items() if owner == identity]
         if mine:
             log.info("client %s gone: cancelling its %d requests", _named(identity), len(mine))

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import zmq
 from tcp_proxy import DroppingProxy
-from waiting import eventually
+from waiting import eventually, wait_for
 
 from engine import client as client_module
 from engine.client import ArgusClient, AsyncArgusClient
@@ -209,6 +209,37 @@ def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(tmp_path):
         assert engine.stop() == 0
 
 
+def test_a_client_back_after_a_reply_found_it_gone_gets_that_reply_and_keeps_its_other_requests(tmp_path):
+    """Before, the reply that found it gone was lost, and its other requests were cancelled 10 s later though it
+    was connected again: the engine hears of no reconnection, and took a client silent since for one gone."""
+    # one image at a time, about 2.5 s each: `long` ends about 15 s after `short`, past the 10 s grace
+    engine = start_engine(tmp_path, "--time-scale", "0.5", "--max-batch", "1", backend="sim", workers=1)
+    proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
+
+    async def scenario():
+        async with AsyncArgusClient(proxy.address) as client:
+            short = asyncio.create_task(client.generate("short", width=64, height=64))
+            assert await asyncio.to_thread(wait_for, lambda: engine.metric("argus_queued_images") == 1)
+            long = asyncio.create_task(client.generate("long", width=64, height=64, n=6))
+            assert await asyncio.to_thread(wait_for, lambda: engine.metric("argus_queued_images") == 7)
+            # the connection is cut, and the client cannot connect again until `short` is answered
+            proxy.flowing.clear()
+            proxy.drop_all()
+            answered = lambda: engine.metric("argus_requests_total", outcome="ok", code="") == 1  # noqa: E731
+            assert await asyncio.to_thread(wait_for, answered)
+            proxy.flowing.set()
+            reply = await asyncio.wait_for(long, 60)
+            assert isinstance(reply, Images), reply  # was Cancelled
+            assert isinstance(await asyncio.wait_for(short, 10), Images)  # was lost
+
+    try:
+        asyncio.run(scenario())
+        assert engine.metric("argus_replies_dropped_total", reason="gone") == 0
+    finally:
+        proxy.close()
+        assert engine.stop() == 0
+
+
 def test_a_client_whose_connection_dies_without_a_word_dials_again(tmp_path, monkeypatch):
     """The engine's host gone, or a NAT that forgot the flow: TCP tells the client nothing, and every call after
     timed out, for ever through a proxy (about 15 minutes to a host gone), whatever engine came up on the address."""
@@ -336,7 +367,8 @@ def test_the_requests_of_a_client_killed_with_them_in_flight_are_cancelled(tmp_p
             answered = {o: engine.metric("argus_requests_total", outcome=o, code="") for o in ("ok", "cancelled")}
         # the first reply found it gone; what was left once it had stayed gone was cancelled
         assert answered["ok"] >= 1 and answered["cancelled"] >= 1
-        assert engine.metric("argus_replies_dropped_total", reason="gone") == 6
+        # and every reply, kept for it until it had stayed gone as long in its turn, dropped
+        assert wait_for(lambda: engine.metric("argus_replies_dropped_total", reason="gone") == 6)
     finally:
         pipeline.kill()
         assert engine.stop() == 0
