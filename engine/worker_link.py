@@ -207,8 +207,14 @@ class WorkerLink:
             # worker it was, and the limits and ids derived from that hello would go stale; it joins anew, checked
             self.dispatcher.worker_lost(known, "rejoined")
             known = None
-        reason = hello_refusal(hello, self._backend, self._model, self._model_named_by) or self.refusal(hello)
-        refused = Refused(reason) if reason else (None if known else self._id_in_use(hello.worker_id))
+        if reason := hello_refusal(hello, self._backend, self._model, self._model_named_by):
+            refused = Refused(reason)
+        elif reason := self.refusal(hello):
+            # its id alone is refused (a local slot's, a Ray actor's): a fleet whose ids run into a slot's stopped
+            # every worker, those under ids of their own too
+            refused = Refused(reason, id_in_use=True)
+        else:
+            refused = None if known else self._id_in_use(hello.worker_id)
         if refused:
             self._refuse(identity, refused)
             return

@@ -213,6 +213,23 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(tmp_path, who):
         assert engine.stop() == 0
 
 
+@pytest.mark.parametrize("fleet", [[], ["--count", "3"]], ids=["worker", "fleet"])
+def test_a_worker_given_the_engines_client_address_says_so_and_exits_2(tmp_path, fleet):
+    """The client door answers each hello with an Error the worker cannot read: the worker said hello again at once,
+    for ever (about 6,600 hellos, warnings in its log and rejected requests in the engine's a second)."""
+    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    worker = start_worker(engine.client_address, "sim", *fleet, stderr=subprocess.PIPE)
+    try:
+        assert worker.wait(timeout=60) == 2
+        said = worker.stderr.read().decode()
+        assert f"engine refused this worker: {engine.client_address} answered a hello" in said, said
+        assert "not its client one" in said
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        assert engine.stop() == 0
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_hand_started_worker_stops_cleanly_while_no_engine_answers(tmp_path, signum):
     # an engine address nothing listens on: the worker keeps saying hello

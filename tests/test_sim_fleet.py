@@ -165,6 +165,25 @@ def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_pat
         assert codes == [0] * len(codes)
 
 
+def test_a_worker_under_a_local_slots_id_stops_alone_and_the_fleet_serves_on(tmp_path):
+    """The engine refuses its local slots' ids to any other process: a fleet named `local` lost every worker to the
+    refusal of local-0, exit 2, its workers under ids of their own never served."""
+    engine = start_engine(tmp_path, workers=1, backend="sim")
+    fleet = start_fleet(tmp_path, engine.worker_address, 3, "local")
+    try:
+        workers = engine.wait_ready(3, timeout_s=60)["workers"]
+        assert sorted(w["name"].split("/")[0] for w in workers if w["pid"] == fleet.pid) == ["local-1", "local-2"]
+        deadline = time.monotonic() + 30
+        while "'local-0' is this engine's own local worker slot" not in (tmp_path / "local.log").read_text():
+            assert time.monotonic() < deadline, "the fleet logged no refusal"
+            time.sleep(0.1)
+        assert fleet.poll() is None
+    finally:
+        fleet.send_signal(signal.SIGTERM)
+        codes = [engine.stop(), fleet.wait(timeout=30)]
+        assert codes == [0, 0]
+
+
 def test_a_refused_hello_stops_the_whole_fleet_and_its_welcomed_workers_say_leaving():
     """Its workers send one hello but for their ids: what refuses one refuses them all, so the process ends (exit 2)
     at the first such refusal, once its workers the engine welcomed have said they are leaving."""

@@ -282,6 +282,17 @@ class WorkerRuntime:
         """Takes the engine's answer to a hello: True once welcomed (raises EngineRefused when refused)."""
         if isinstance(message, Refused):
             raise EngineRefused(message)
+        if isinstance(message, DecodeError):
+            # no engine's worker socket says what a worker cannot read. An engine's client door (--connect given its
+            # client address) answers each hello with an Error: the worker said hello again at once, for ever, some
+            # 6,600 hellos and warnings a second, each counted a rejected request by the engine
+            raise EngineRefused(
+                Refused(
+                    f"{self._connect} answered a hello with a message no argus engine sends its workers"
+                    f" ({message.reason}): --connect takes an engine's worker address (argus serve --worker-listen,"
+                    " port 5556 by default), not its client one"
+                )
+            )
         if isinstance(message, Welcome):
             self._heartbeat_interval_s = message.heartbeat_interval_s
             self._engine_timeout_s = message.engine_timeout_s
