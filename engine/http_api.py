@@ -26,6 +26,8 @@ from engine.forwarded_for import TrustedProxies
 from engine.image_files import ImagesTooLarge
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.openai_images import (
+    BODY_READ_S,
+    RETRY_CANNOT_HELP,
     ImageData,
     InvalidRequest,
     Model,
@@ -48,9 +50,6 @@ log = logging.getLogger("argus.http")
 _ADMISSION_PARAMS = {"invalid_size": "size", "invalid_steps": "num_inference_steps", "invalid_request": "n"}
 # encoding this many bytes to base64 on the loop would stall other requests
 _INLINE_B64_BYTES = 256 * 1024
-# a body (at most 1 MiB, a request a few KiB) that has not come whole in this time is not coming: aiohttp waits for it
-# for ever, holding the connection, where it drops one idle or still sending its headers after its keep-alive timeout
-BODY_READ_S = 30.0
 
 _STATUS = {
     "invalid_request": 400,
@@ -151,18 +150,9 @@ def _json(body: msgspec.Struct, status: int = 200, headers: dict | None = None) 
     return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
 
 
-# answers a retry of the same request cannot change: the official OpenAI clients retry every 5xx (twice by default,
-# within a second or two) unless told not to. The engine already sent a worker_lost request 3 times, and a request
-# past its deadline would only come later still (and load an engine that could not meet it); an internal_error is a
-# bug the same request meets again. Not among them: worker_error (a failed batch fails each of its requests, most
-# often for want of GPU memory beside the others), no_worker, shutting_down and cancelled (a worker, or the engine
-# restarted or another behind the same proxy, may serve it), busy (429, with Retry-After)
-_RETRY_CANNOT_HELP = frozenset({"worker_lost", "deadline_exceeded", "internal_error"})
-
-
 def _error(code: str, message: str, param: str | None = None, headers: dict | None = None) -> web.Response:
     status = _STATUS.get(code, 500)
-    if code in _RETRY_CANNOT_HELP:
+    if code in RETRY_CANNOT_HELP:
         headers = {**(headers or {}), "x-should-retry": "false"}  # read by OpenAI's clients (not a standard header)
     return _json(error_response(message, code, status, param), status, headers)
 

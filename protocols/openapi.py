@@ -5,7 +5,15 @@ from __future__ import annotations
 import msgspec
 
 from protocols.limits import OUTPUT_FORMATS
-from protocols.openai_images import ErrorResponse, ImageGenerationRequest, ImagesResponse, Model, ModelList
+from protocols.openai_images import (
+    BODY_READ_S,
+    RETRY_CANNOT_HELP,
+    ErrorResponse,
+    ImageGenerationRequest,
+    ImagesResponse,
+    Model,
+    ModelList,
+)
 
 _REF = "#/components/schemas/{name}"
 
@@ -21,7 +29,7 @@ def _error(description: str) -> dict:
 # read by OpenAI's clients, which retry every 5xx unless told not to
 _NO_RETRY = {
     "x-should-retry": {
-        "description": "false with worker_lost, deadline_exceeded and internal_error: a retry meets the same answer",
+        "description": f"false with {', '.join(RETRY_CANNOT_HELP)}: a retry meets the same answer",
         "schema": {"type": "string", "enum": ["false"]},
     }
 }
@@ -48,7 +56,7 @@ def openapi_document(version: str, api_key: bool) -> dict:
                 "host_not_allowed: an engine on loopback without an API key answers only a Host naming it (localhost,"
                 " a loopback address, a one-label name, or --public-url's host)"
             ),
-            "408": _error("the body did not come whole within 30 s"),
+            "408": _error(f"the body did not come whole within {BODY_READ_S:g} s"),
             "413": _error("body over the size limit"),
             "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)"),
             "429": _error("queue full; retry after the Retry-After header"),
