@@ -10,7 +10,7 @@ import asyncio
 import signal
 
 import zmq
-from test_dispatcher import Harness
+from dispatcher_harness import Harness
 from waiting import eventually
 
 from engine.config import CacheConfig, LaunchConfig

@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 import pytest
-from test_dispatcher import Harness
+from dispatcher_harness import Harness
 from waiting import eventually
 
 from controller.flow_model import SolverOptions

@@ -11,7 +11,7 @@ from collections import defaultdict
 import msgspec
 import pytest
 import zmq
-from test_dispatcher import Harness
+from dispatcher_harness import Harness
 from test_worker_hello import HELLO
 
 from engine import worker_link

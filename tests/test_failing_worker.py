@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_dispatcher import TWO_LEVELS, Harness
+from dispatcher_harness import TWO_LEVELS, Harness
 from waiting import eventually, wait_for
 
 from engine import failing_workers

@@ -3,7 +3,7 @@
 import msgspec
 import pytest
 import zmq
-from test_dispatcher import Harness
+from dispatcher_harness import Harness
 
 from engine.worker_link import WorkerLink
 from protocols.worker_messages import PROTOCOL_VERSION, Hello, LevelSet, Welcome

@@ -1,0 +1,112 @@
+"""The dispatcher alone, without sockets: a harness that records what it sends, on an injected clock, and the
+latency profiles its tests route by."""
+
+import asyncio
+
+from pictures import image_as_asked
+
+from controller.profiles import LatencyProfile
+from engine.config import DispatchConfig
+from engine.dispatcher import Dispatcher
+from engine.jobs import AdmittedRequest
+from engine.metrics import EngineMetrics
+from engine.worker_registry import WorkerRegistry
+from protocols.client_messages import Generate
+from protocols.worker_messages import BatchDone, Hello, ItemDone
+from protocols.worker_messages import Generate as Batch
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Harness:
+    def __init__(self, profile=None, escalate=False, on_image=None, slo_s=10.0, **config):
+        self.clock = Clock()
+        self.metrics = EngineMetrics()
+        self.registry = WorkerRegistry(self.metrics)
+        self.sent: list[tuple[str, object]] = []
+        self.dispatcher = Dispatcher(
+            self.registry,
+            self._send,
+            self.metrics,
+            DispatchConfig(**config),
+            clock=self.clock,
+            profile=profile,
+            on_image=on_image,
+            escalate=escalate,
+            slo_s=slo_s,
+        )
+
+    def _send(self, worker, message) -> bool:
+        self.sent.append((worker.name, message))
+        return True
+
+    def add_worker(self, name: str, max_batch: int = 4, level: int = 0):
+        hello = Hello(1, name, "sim", "sim:0", "sim", True, [5, 10], max_batch, 50, 64, 256, 64, level, 1)
+        worker = self.registry.add(name.encode(), hello, level)
+        self.dispatcher.worker_ready(worker)
+        return worker
+
+    def request(
+        self,
+        n=1,
+        slo_ms=None,
+        prompt="p",
+        level=0,
+        fallbacks=(),
+        k_star=0,
+        steps=50,
+        chosen=True,
+        negative=None,
+        **spec_fields,
+    ) -> AdmittedRequest:
+        """An admitted request, routed at `level` unless not yet `chosen` (its level still being chosen)."""
+        spec = Generate(
+            request_id=f"r{len(self.sent)}-{prompt}",
+            prompt=prompt,
+            n=n,
+            slo_ms=slo_ms,
+            steps=steps,
+            negative_prompt=negative,
+            **spec_fields,
+        )
+        request = AdmittedRequest(
+            spec=spec,
+            width=64,
+            height=64,
+            steps=steps,
+            seeds=list(range(n)),
+            admitted_at=self.clock.now,
+            deadline=self.clock.now + slo_ms / 1000 if slo_ms else None,
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self.dispatcher.admit(request)
+        if chosen:
+            self.dispatcher.route(request, level, None, None, fallbacks, k_star)
+        return request
+
+    def batches(self, worker_name=None) -> list[Batch]:
+        return [m for w, m in self.sent if isinstance(m, Batch) and worker_name in (None, w)]
+
+    def finish(self, worker, batch: Batch):
+        image = image_as_asked(batch)
+        done = [ItemDone(item.request_id, image, batch.level, [], None, 1.0, 50) for item in batch.items]
+        self.dispatcher.batch_done(worker, BatchDone(batch.batch_id, done))
+
+
+async def settle():
+    await asyncio.sleep(0)  # let done-callbacks run
+
+
+# one second for one image, a second more for each further image
+PROFILE = LatencyProfile("test", 50, {0: (1.0, 2.0, 3.0, 4.0)}, "made up for the test")
+# level 25 runs in half the time of level 0
+TWO_LEVELS = LatencyProfile("test", 50, {0: (1.0, 2.0), 25: (0.5, 1.0)}, "made up for the test")
+# level 10 takes 0.8 s, level 25 half of level 0's time
+THREE_LEVELS = LatencyProfile("test", 50, {0: (1.0, 2.0), 10: (0.8, 1.6), 25: (0.5, 1.0)}, "made up for the test")
+LADDER = ((10, "latent-10"), (25, "latent-25"))
