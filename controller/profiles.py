@@ -158,8 +158,9 @@ class ProfileLatency:
       fitted by least squares as fixed + per_step * steps_run over the profiled
       levels (steps_run = N - K), and the fit is evaluated at the batch's own
       N - K. Only the per-step part scales with the steps; the fixed part (text
-      encoding, VAE decode) stays. A profile with a single level has nothing to
-      fit: its one value is scaled in proportion to the steps run.
+      encoding, VAE decode) stays. Neither part is fitted below 0 (`_fit_steps`).
+      A profile with a single level has nothing to fit: its one value is scaled in
+      proportion to the steps run.
     - a batch above max_batch: extrapolated linearly from the last two batch
       sizes (from batch 1 and an empty batch of 0 s when only batch 1 was profiled).
 
@@ -172,11 +173,7 @@ class ProfileLatency:
         self._fits: list[tuple[float, float]] = []  # (fixed_s, per_step_s) per batch size
         for batch in range(1, profile.max_batch + 1):
             seconds = np.array([profile.latency(k, batch) for k in profile.levels])
-            if len(seconds) > 1:
-                per_step, fixed = np.polyfit(steps_run, seconds, 1)
-            else:
-                per_step, fixed = seconds[0] / steps_run[0], 0.0
-            self._fits.append((float(fixed), float(per_step)))
+            self._fits.append(_fit_steps(steps_run, seconds))
 
     def seconds(self, level: int, steps: int, batch: int) -> float:
         profile = self._profile
@@ -184,12 +181,30 @@ class ProfileLatency:
         if batch > top:
             last = self.seconds(level, steps, top)
             before = self.seconds(level, steps, top - 1) if top > 1 else 0.0
-            return last + (batch - top) * (last - before)
+            # each batch size has its own fit: off the profiled steps the larger's may come out below the smaller's
+            return last + (batch - top) * max(0.0, last - before)
         if steps == profile.steps and level in profile.latency_s:
             return profile.latency(level, batch)
         fixed, per_step = self._fits[batch - 1]
-        # a fit of noisy measurements can cross zero far below the profiled steps; time never runs backwards
-        return max(0.0, fixed + per_step * (steps - level))
+        return fixed + per_step * (steps - level)
+
+
+def _fit_steps(steps_run: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
+    """(fixed_s, per_step_s), both >= 0, fitting seconds = fixed_s + per_step_s * steps_run by least squares. Unbounded,
+    the noise of a measured profile gave bundled tiny_cpu's batch 1 a fixed part of -0.12 s: every image of 1 to 4
+    steps took 0 s, so a tiny engine planned for no demand at all under 2 images/s of 4-step images (161 ms each),
+    and the dispatcher took a batch of them for free; a profile slower at higher levels fitted a negative per-step
+    part, and a 150-step image cost nothing. With one bound crossed, the best fit lies on a bound: the line through
+    0 (in proportion to the steps run), or a constant; the closer of the two is kept. A one-level profile has nothing
+    to fit: it is taken in proportion."""
+    through_zero = (0.0, float(seconds @ steps_run / (steps_run @ steps_run)))
+    if len(seconds) == 1:
+        return through_zero
+    per_step, fixed = np.polyfit(steps_run, seconds, 1)
+    if fixed >= 0 and per_step >= 0:
+        return float(fixed), float(per_step)
+    constant = (float(seconds.mean()), 0.0)
+    return min((through_zero, constant), key=lambda fit: float(np.sum((fit[0] + fit[1] * steps_run - seconds) ** 2)))
 
 
 # -- quality of the sim backend --------------------------------------------------------

@@ -83,6 +83,14 @@ def test_an_image_counts_as_the_worker_time_its_steps_take_at_its_level():
     assert work(5, 30) == pytest.approx((0.6 + 0.09 * 25) / (0.6 + 0.09 * 45))
 
 
+def test_an_image_of_few_steps_still_counts_on_a_profile_whose_fit_crosses_zero():
+    """tiny_cpu's batch-1 line crosses 0 s at 4.4 steps run: a tiny engine offered 2 images/s of 4 steps (161 ms of a
+    worker each, against 1.38 s for 50) planned for 0.000 images/s."""
+    work = WorkPerImage(LatencyProfile.bundled("tiny_cpu"))
+    assert 0.05 < work(0, 4) < 0.2
+    assert 0 < work(0, 1) < work(0, 2) < work(0, 4)
+
+
 # -- the controller ----------------------------------------------------------------------
 class Counting:
     """A real policy that counts how it was asked to plan."""

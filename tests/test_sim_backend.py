@@ -64,6 +64,34 @@ def test_a_single_level_profile_scales_in_proportion():
     assert latency.seconds(0, 10, 3) == pytest.approx(6.0)  # from batch 1 and an empty batch of 0 s
 
 
+def lines(levels, steps: int, fixed_and_per_step) -> LatencyProfile:
+    """A made-up profile whose batch b takes fixed_b + per_step_b * (steps - K) at each level K."""
+    table = {k: tuple(round(fixed + slope * (steps - k), 6) for fixed, slope in fixed_and_per_step) for k in levels}
+    return LatencyProfile("made up for a test", steps, table, "made up for a test")
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        # measured: batch 1's least-squares line, 0.028 s per step run, crosses 0 s at 4.4 steps run
+        LatencyProfile.bundled("tiny_cpu"),
+        # slower at higher levels (noise, or a fixed cost the levels do not share): the line falls with the steps run
+        lines((0, 5, 10, 15, 20, 25), 50, [(1.5, -0.01), (2.2, -0.015)]),
+        # two levels, batch 4's line steeper than batch 3's: below them in steps, batch 4 takes less than batch 3
+        lines((0, 25), 50, [(0.3, 0.01), (0.4, 0.015), (0.5, 0.02), (0.1, 0.037)]),
+    ],
+    ids=["tiny_cpu", "slower-at-higher-levels", "batch-lines-cross"],
+)
+def test_no_request_is_free_whatever_its_steps_and_batch(profile):
+    """Fitted without bounds, time came out 0 (clamped) or below: bundled tiny_cpu took every image of 1 to 4 steps
+    for 0 s, the second profile a 150-step image, and the third a batch of 8 five-step images for -0.98 s."""
+    latency = ProfileLatency(profile)
+    for steps in range(1, 201):
+        for level in (k for k in profile.levels if k < steps):
+            for batch in range(1, profile.max_batch + 5):
+                assert latency.seconds(level, steps, batch) > 0, (level, steps, batch)
+
+
 # -- quality ---------------------------------------------------------------------------
 def run_items(backend: SimBackend, level: int, items: list[GenerateItem]) -> list[float]:
     batch = Generate(1, level, 50, 64, 64, 5.0, "png", items)
