@@ -152,7 +152,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="seconds a local worker or Ray actor has to start and say hello (load its model) before it is replaced",
     )
     p.add_argument(
-        "--shutdown-timeout", type=non_negative_float, default=30.0, help="seconds to finish in-flight work on SIGTERM"
+        "--shutdown-timeout",
+        type=non_negative_float,
+        default=30.0,
+        help="seconds to finish in-flight work on SIGTERM or SIGINT; a second signal cancels what is left at once",
     )
     p.add_argument(
         "--keepalive-timeout",
