@@ -34,6 +34,8 @@ from engine.config import (
     DEFAULT_SAVE_INTERVAL_S,
     DEFAULT_WORKER_LISTEN,
     HEARTBEAT_INTERVAL_S,
+    MAX_HEARTBEAT_TIMEOUT_S,
+    MAX_QUEUE,
     MIN_HEARTBEAT_TIMEOUT_S,
     CacheConfig,
     DispatchConfig,
@@ -107,7 +109,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-batch", type=batch_size, help=f"largest batch a worker runs, 1 to {MAX_BATCH} (default: the backend's)"
     )
-    p.add_argument("--max-queue", type=positive_int, default=1024, help="images admitted at once; past it, 429/Busy")
+    p.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=1024,
+        help=f"images admitted at once, at most {MAX_QUEUE:,}; past it, 429/Busy",
+    )
     p.add_argument("--policy", default="argus", choices=POLICY_NAMES, help="allocation and level policy")
     p.add_argument("--slo-ms", type=positive_float, help="SLO the controller plans for (default: three exact images)")
     p.add_argument("--window-s", type=positive_float, default=10.0, help="controller window: a full re-plan this often")
@@ -143,7 +150,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--heartbeat-timeout",
         type=positive_float,
         default=10.0,
-        help=f"seconds of worker silence before it is lost, at least {MIN_HEARTBEAT_TIMEOUT_S:g}",
+        help=f"seconds of worker silence before it is lost, {MIN_HEARTBEAT_TIMEOUT_S:g} to {MAX_HEARTBEAT_TIMEOUT_S}",
     )
     p.add_argument(
         "--startup-timeout",
@@ -152,7 +159,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="seconds a local worker or Ray actor has to start and say hello (load its model) before it is replaced",
     )
     p.add_argument(
-        "--shutdown-timeout", type=non_negative_float, default=30.0, help="seconds to finish in-flight work on SIGTERM"
+        "--shutdown-timeout",
+        type=non_negative_float,
+        default=30.0,
+        help="seconds to finish in-flight work on SIGTERM or SIGINT; a second signal cancels what is left at once",
     )
     p.add_argument(
         "--keepalive-timeout",
@@ -219,6 +229,12 @@ def _check_serve_args(args: argparse.Namespace) -> None:
             f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
             f" {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost"
         )
+    if args.heartbeat_timeout > MAX_HEARTBEAT_TIMEOUT_S:
+        raise UsageError(
+            f"--heartbeat-timeout is at most {MAX_HEARTBEAT_TIMEOUT_S} s (ZeroMQ counts it in ms, in an int)"
+        )
+    if args.max_queue > MAX_QUEUE:
+        raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
     if args.backend == "sdxl" and args.workers:
         if not args.model:
             raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")

@@ -13,6 +13,11 @@ HEARTBEAT_INTERVAL_S = 1.0
 # a timeout nearer the interval loses healthy workers to one late beat (a long step, a loaded host): the chaos
 # bench runs at this floor
 MIN_HEARTBEAT_TIMEOUT_S = 2 * HEARTBEAT_INTERVAL_S
+# ZeroMQ takes the timeout of its pings on the worker socket in milliseconds, in a C int: about 24.8 days
+MAX_HEARTBEAT_TIMEOUT_S = (2**31 - 1) // 1000
+# ZeroMQ counts the replies a client may leave queued (--max-queue and 256 more, engine/client_door.py) in a C int: a
+# larger --max-queue failed the engine's start in a traceback
+MAX_QUEUE = 1_000_000_000
 # where the HTTP API key may come from instead of the command line, which ps shows
 API_KEY_ENV = "ARGUS_API_KEY"
 # a checkpoint of the prompt cache every 5 minutes, so a killed engine loses at most that much of it. A save holds up

@@ -143,7 +143,7 @@ class LocalLauncher:
                 )
             except OSError as error:  # fork or exec refused (EAGAIN under memory or pid pressure): try again later
                 log.error("could not start worker %s: %s; retrying", worker_id, error)
-                await asyncio.sleep(backoff.after_exit())
+                await restart_after(backoff.after_exit(), self._metrics)
                 continue
             self._processes[worker_id] = process
             if self._stopping:  # started while stop() was signalling the others: it missed their SIGTERM
@@ -180,7 +180,14 @@ class LocalLauncher:
                 "worker %s (pid %d) exited with %s; restarting%s", worker_id, process.pid, code, backoff.said(wait_s)
             )
             self._metrics.worker_restarts.inc()
-            await asyncio.sleep(wait_s)
+            await restart_after(wait_s, self._metrics)
+
+
+async def restart_after(wait_s: float, metrics: EngineMetrics) -> None:
+    """Waits out a slot's backoff, the slot counted `restarting`: it was in no state of argus_workers meanwhile (up
+    to 30 s at a time in a crash loop), as if it were not there at all."""
+    with metrics.workers.labels("restarting").track_inprogress():
+        await asyncio.sleep(wait_s)
 
 
 async def said_hello_or_ended(hello: asyncio.Event, ended: asyncio.Future, timeout_s: float) -> bool:

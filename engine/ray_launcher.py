@@ -36,7 +36,7 @@ from typing import Any
 
 from engine.arg_types import UsageError
 from engine.config import API_KEY_ENV, LaunchConfig
-from engine.launcher import said_hello_or_ended
+from engine.launcher import restart_after, said_hello_or_ended
 from engine.metrics import EngineMetrics
 from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import ClientKeys
@@ -255,7 +255,7 @@ class RayLauncher:
             ray.kill(actor)  # one that is unreachable but alive must not serve beside its replacement
             self._on_exit(worker_id, True)
             self._metrics.worker_restarts.inc()
-            await asyncio.sleep(wait_s)
+            await restart_after(wait_s, self._metrics)
 
     async def _serve(self, actor: Any, worker_id: str, resources: dict[str, int]) -> tuple[str, bool]:
         """Runs the actor's worker loop until it ends; says what ended it, and whether its worker said it cannot

@@ -2,7 +2,7 @@
 
 RUNNING admits requests. A signal flips the state to DRAINING (the handler does
 nothing else): /ready turns false, new requests are refused, in-flight ones get
-up to `shutdown_timeout_s` to finish, the rest are cancelled with a reply, then
+up to `shutdown_timeout_s` to finish (a second signal ends the wait), the rest are cancelled with a reply, then
 every worker is told the engine is stopping (those it launched exit, ones started
 by hand wait for the next engine), and the sockets close before the context.
 """
@@ -211,6 +211,9 @@ class Engine:
         # a slot's id is its own process's (or Ray actor's): the launcher's exits, kills and backoff go by it
         self.link.refusal = self.launcher.refusal
         self._stop_requested = asyncio.Event()
+        # a second stop signal during the drain: the work left is cancelled at once rather than waited for (Ctrl-C
+        # pressed again in a terminal was ignored, and the engine waited out --shutdown-timeout all the same)
+        self._stop_now = asyncio.Event()
         self._hangup = asyncio.Event()  # SIGHUP: read the CURVE key directories again
 
     def _launcher(self) -> LocalLauncher | RayLauncher:
@@ -314,6 +317,8 @@ class Engine:
         if self.state is EngineState.RUNNING:
             self.state = EngineState.DRAINING
             self._stop_requested.set()
+        elif self.state is EngineState.DRAINING:
+            self._stop_now.set()
 
     def count_reply(self, request: AdmittedRequest, reply: object) -> None:
         """Counts the answer a front door sends for an admitted request, once: the door's, not the engine's, as
@@ -384,9 +389,16 @@ class Engine:
             log.info("engine stopped")
 
     async def _drain(self, runner: web.AppRunner) -> None:
-        log.info("draining: %d images in flight", self.dispatcher.outstanding_images)
+        log.info(
+            "draining: %d images in flight, given up to %g s (a second SIGTERM or SIGINT cancels them at once)",
+            self.dispatcher.outstanding_images,
+            self.config.shutdown_timeout_s,
+        )
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         while self.dispatcher.outstanding_images and time.monotonic() < deadline:
+            if self._stop_now.is_set():
+                log.info("second stop signal: cancelling the %d images in flight", self.dispatcher.outstanding_images)
+                break
             await asyncio.sleep(0.05)
         self.dispatcher.cancel_all()
         # let the replies written by cancel_all reach the front doors' sockets

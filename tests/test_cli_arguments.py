@@ -127,6 +127,9 @@ def test_zero_where_zero_means_something_is_accepted():
     [
         # below the heartbeat interval, healthy workers were lost and restarted in a loop
         (["serve", "--heartbeat-timeout", "0.5"], "--heartbeat-timeout must be at least 2"),
+        # past what ZeroMQ counts in a C int, the engine's start failed in a traceback (OverflowError, exit 1)
+        (["serve", "--heartbeat-timeout", "2147484"], "--heartbeat-timeout is at most 2147483 s"),
+        (["serve", "--max-queue", "9999999999"], "--max-queue is at most 1,000,000,000 images"),
         (["serve", "--backend", "sdxl", "--workers", "1"], "--backend sdxl needs --model"),
         (["serve", "--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
         # tiny (the default) and sim read no model: the tiny model's pictures were served as if from the SD-XL one

@@ -52,6 +52,33 @@ def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     assert not [pid for pid in workers if _alive(pid)]
 
 
+def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp_path):
+    """Before, the second Ctrl-C was ignored and the engine waited for the work in flight (about 20 s here) all the
+    same; each request is still answered, once."""
+    engine = start_engine(
+        tmp_path, "--time-scale", "1", "--max-batch", "1", "--shutdown-timeout", "120", backend="sim", workers=1
+    )
+    workers = children_of(engine.process.pid)
+
+    async def scenario():
+        async with AsyncArgusClient(engine.client_address) as client:
+            in_flight = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(4)]
+            await asyncio.sleep(0.3)
+            stop_with_ctrl_c(engine)
+            while engine.get("/ready")[0] != 503:
+                await asyncio.sleep(0.05)
+            stop_with_ctrl_c(engine)
+            return await asyncio.wait_for(asyncio.gather(*in_flight), 60)
+
+    replies = asyncio.run(scenario())
+    assert all(isinstance(reply, (Images, Cancelled)) for reply in replies)
+    assert any(isinstance(reply, Cancelled) for reply in replies)  # 4 images of about 5 s each, one at a time
+    assert engine.process.wait(timeout=60) == 0
+    assert "Traceback" not in engine.log()
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
 def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path):
     engine = start_engine(tmp_path, "--time-scale", "0", backend="sim", workers=1)
     codec = client_side_codec()

@@ -5,6 +5,7 @@ and then died is started again after the initial wait."""
 import asyncio
 import logging
 
+import pytest
 from waiting import eventually
 
 from engine.config import LaunchConfig
@@ -16,19 +17,25 @@ from engine_process import in_process_config, stop_in_process
 WINDOW_S = 15.0
 
 
-async def test_a_worker_that_dies_right_after_each_hello_backs_off(monkeypatch, tmp_path, caplog):
-    """Before, each hello reset the wait to 1 s: 8 restarts in 15 s here (a sim worker starts in about 0.8 s). The
-    waits now double, 1 + 2 + 4 + 8 s: at most 4 restarts in 15 s, however fast a worker starts."""
-    caplog.set_level(logging.INFO, "argus.launcher")
-    hellos = []
+@pytest.fixture
+def hellos(monkeypatch) -> list[str]:
+    """Every local worker is killed at its hello: the ids of those that said it."""
+    said = []
     said_hello = LocalLauncher.joined
 
     def dies_at_its_hello(launcher: LocalLauncher, worker_id: str) -> None:
         said_hello(launcher, worker_id)
-        hellos.append(worker_id)
+        said.append(worker_id)
         launcher.kill(worker_id)
 
     monkeypatch.setattr(LocalLauncher, "joined", dies_at_its_hello)
+    return said
+
+
+async def test_a_worker_that_dies_right_after_each_hello_backs_off(hellos, tmp_path, caplog):
+    """Before, each hello reset the wait to 1 s: 8 restarts in 15 s here (a sim worker starts in about 0.8 s). The
+    waits now double, 1 + 2 + 4 + 8 s: at most 4 restarts in 15 s, however fast a worker starts."""
+    caplog.set_level(logging.INFO, "argus.launcher")
     engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
     running = asyncio.create_task(engine.run())
     try:
@@ -37,6 +44,23 @@ async def test_a_worker_that_dies_right_after_each_hello_backs_off(monkeypatch, 
         restarts = caplog.text.count("exited with -9; restarting")
         assert 2 <= restarts <= 4, f"{restarts} restarts in {WINDOW_S:g} s"
         assert "exited with -9; restarting in 2 s" in caplog.text
+    finally:
+        await stop_in_process(engine, running)
+
+
+async def test_a_slot_waiting_out_its_backoff_is_counted_restarting(hellos, tmp_path):
+    """It was in no state of argus_workers while it waited (up to 30 s at a time in a crash loop): a dashboard
+    summing them saw the slot gone."""
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+
+    def restarting() -> float:
+        return engine.metrics.registry.get_sample_value("argus_workers", {"state": "restarting"}) or 0.0
+
+    try:
+        assert await eventually(lambda: hellos, timeout_s=60), "the worker never said hello"
+        assert await eventually(lambda: restarting() == 1, timeout_s=30)
+        assert await eventually(lambda: restarting() == 0, timeout_s=30)  # started again
     finally:
         await stop_in_process(engine, running)
 
