@@ -186,7 +186,8 @@ class ProfileLatency:
         if steps == profile.steps and level in profile.latency_s:
             return profile.latency(level, batch)
         fixed, per_step = self._fits[batch - 1]
-        return fixed + per_step * (steps - level)
+        # a level at or past the steps runs none of them (no policy picks one; the sum must not run backwards)
+        return fixed + per_step * max(0, steps - level)
 
 
 def _fit_steps(steps_run: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:

@@ -90,6 +90,10 @@ def test_no_request_is_free_whatever_its_steps_and_batch(profile):
         for level in (k for k in profile.levels if k < steps):
             for batch in range(1, profile.max_batch + 5):
                 assert latency.seconds(level, steps, batch) > 0, (level, steps, batch)
+    # a level at or past the steps runs none of them: only the fixed part, never below 0 (it was -0.75 s at 25 of 10)
+    for level in profile.levels:
+        for batch in range(1, profile.max_batch + 5):
+            assert latency.seconds(level, min(level, 10), batch) >= 0, (level, batch)
 
 
 # -- quality ---------------------------------------------------------------------------
