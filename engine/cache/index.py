@@ -10,9 +10,15 @@ with each (exact, so recall is 100%); the same cache now grows by 3.1 MB. A shap
 that grows past GRAPH_ABOVE gets a graph built from its vectors, and goes back to
 the matrix when it shrinks to EXACT_AT, or to GRAPH_ABOVE in a graph that grew to
 four times what is left (a lookup walks past removed prompts' nodes). Removal from the matrix moves its last row
-into the freed one; from the graph it marks the id deleted, and a later insert
-reuses the slot (allow_replace_deleted). Either way a cache that churns at a
-steady size keeps a steady index.
+into the freed one; from the graph it marks the id deleted. A graph inserts into
+fresh slots and, once its removed nodes outnumber its live ones, is built anew
+from the live vectors on a thread of its own (`argus-cache-graph`) while the old
+one serves; the cache thread takes the new one at its next call, with what came
+and went meanwhile applied. Either way a cache that churns at a steady size keeps
+a bounded index. Reusing a removed node's slot instead (hnswlib's
+replace_deleted) repairs the links of every neighbour it had: 1.8 ms of the cache
+thread an insert into a full cache of 2,000 hash-embedded prompts, 15 ms on
+random vectors, against about 0.5 ms into a fresh slot (docs/cache.md).
 
 The graph parameters were chosen with 100k vectors of 1024 dimensions (`argus
 bench cache`, numbers in docs/cache.md). They need a denser graph than hnswlib's default
@@ -26,8 +32,13 @@ Not thread-safe: owned by the prompt cache's thread.
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import hnswlib
 import numpy as np
+
+log = logging.getLogger("argus.cache")
 
 EF_SEARCH = 24
 M = 24
@@ -48,6 +59,11 @@ GRAPH_ABOVE = 1024
 EXACT_AT = GRAPH_ABOVE // 4
 # the graph keeps ids as hnswlib labels, uint64
 _ID_LIMIT = 1 << 64
+# a graph is built anew once its removed nodes outnumber its live ones (and this many): a rebuild costs about 0.1 to
+# 0.2 ms a live prompt of the builder thread, which hnswlib runs without the GIL
+REBUILD_AFTER_REMOVED = GRAPH_ABOVE
+# builds the graphs anew, one at a time for the whole engine (each shape's in turn): beside the cache thread, not on it
+_BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache-graph")
 # the layout of hnswlib's pickle state (Index.__getstate__) that _Graph.vectors reads: 0.8's
 _HNSW_STATE_VERSION = 1
 
@@ -180,12 +196,14 @@ class _Exact:
 
 class _Graph:
     def __init__(self, dim: int, capacity: int):
-        # inner product over unit vectors is hnswlib's cosine space without its own normalising, so the graph
-        # stores the very vectors the matrix held: vectors(ids) does not change when a shape crosses over
-        self._index = hnswlib.Index(space="ip", dim=dim)
-        self._index.init_index(max_elements=capacity, M=M, ef_construction=EF_CONSTRUCTION, allow_replace_deleted=True)
-        self._index.set_ef(EF_SEARCH)
+        self._dim = dim
+        self._index = _new_graph(dim, capacity)
         self._live: set[int] = set()
+        # a graph being built anew from the live vectors, and what came and went since its vectors were read: ids
+        # added (with their vectors) and ids removed, applied to it when it is taken
+        self._rebuild: Future[hnswlib.Index] | None = None
+        self._added_since: dict[int, np.ndarray] = {}
+        self._removed_since: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._live)
@@ -198,21 +216,47 @@ class _Graph:
         return self._index.get_max_elements()
 
     def add(self, ids: list[int], unit_vectors: np.ndarray) -> None:
-        needed = len(self._live) + len(ids)
-        capacity = self._index.get_max_elements()
-        if needed > capacity:
-            while capacity < needed:
-                capacity *= 2
-            self._index.resize_index(capacity)
-        # one thread for a single vector: waking a thread pool costs more than the insert
-        self._index.add_items(unit_vectors, ids, num_threads=1 if len(ids) == 1 else -1, replace_deleted=True)
+        self._take_rebuilt()
+        _add(self._index, ids, unit_vectors)
         self._live.update(ids)
+        if self._rebuild is not None:
+            self._added_since.update(zip(ids, unit_vectors, strict=True))
+        self._rebuild_if_worn()
 
     def remove(self, item_id: int) -> None:
+        self._take_rebuilt()
         self._index.mark_deleted(item_id)
         self._live.remove(item_id)
+        if self._rebuild is not None and self._added_since.pop(item_id, None) is None:
+            self._removed_since.add(item_id)
+
+    def _rebuild_if_worn(self) -> None:
+        removed = self._index.get_current_count() - len(self._live)
+        if self._rebuild is not None or removed <= max(len(self._live), REBUILD_AFTER_REMOVED):
+            return
+        ids, vectors = self.items()  # a copy: the builder reads nothing the cache thread changes
+        self._rebuild = _BUILDER.submit(_built, self._dim, ids, vectors)
+
+    def _take_rebuilt(self) -> None:
+        """Serves from the graph built anew once it is done, with what came and went since applied to it."""
+        if self._rebuild is None or not self._rebuild.done():
+            return
+        rebuild, self._rebuild = self._rebuild, None
+        added, self._added_since = self._added_since, {}
+        removed, self._removed_since = self._removed_since, set()
+        try:
+            graph = rebuild.result()
+        except Exception:  # out of memory, most likely: the old graph serves on, and is built anew later
+            log.exception("building a prompt cache graph anew failed: the old one serves on")
+            return
+        for item_id in removed:
+            graph.mark_deleted(item_id)
+        if added:
+            _add(graph, list(added), np.stack(list(added.values())))
+        self._index = graph
 
     def nearest_many(self, unit_queries: np.ndarray) -> tuple[list[int], np.ndarray]:
+        self._take_rebuilt()
         labels, distances = self._index.knn_query(unit_queries, k=1, num_threads=1)
         return labels[:, 0].tolist(), 1.0 - distances[:, 0]
 
@@ -233,3 +277,30 @@ class _Graph:
     def items(self) -> tuple[list[int], np.ndarray]:
         ids = list(self._live)
         return ids, self.vectors(ids)
+
+
+def _new_graph(dim: int, capacity: int) -> hnswlib.Index:
+    # inner product over unit vectors is hnswlib's cosine space without its own normalising, so the graph stores the
+    # very vectors the matrix held: vectors(ids) does not change when a shape crosses over
+    graph = hnswlib.Index(space="ip", dim=dim)
+    graph.init_index(max_elements=capacity, M=M, ef_construction=EF_CONSTRUCTION)
+    graph.set_ef(EF_SEARCH)
+    return graph
+
+
+def _add(graph: hnswlib.Index, ids: list[int], unit_vectors: np.ndarray) -> None:
+    """Into fresh slots, the graph doubled as it fills."""
+    needed, capacity = graph.get_current_count() + len(ids), graph.get_max_elements()
+    if needed > capacity:
+        while capacity < needed:
+            capacity *= 2
+        graph.resize_index(capacity)
+    # one thread for a single vector: waking a thread pool costs more than the insert
+    graph.add_items(unit_vectors, ids, num_threads=1 if len(ids) == 1 else -1)
+
+
+def _built(dim: int, ids: list[int], unit_vectors: np.ndarray) -> hnswlib.Index:
+    """A graph of these vectors alone, with room for as many again (on the builder thread)."""
+    graph = _new_graph(dim, 2 * max(1, len(ids)))
+    graph.add_items(unit_vectors, ids, num_threads=1)
+    return graph
