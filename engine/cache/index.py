@@ -204,6 +204,8 @@ class _Graph:
         self._rebuild: Future[hnswlib.Index] | None = None
         self._added_since: dict[int, np.ndarray] = {}
         self._removed_since: set[int] = set()
+        # removed nodes not counted towards the next rebuild: those of a graph whose rebuild failed
+        self._worn_before = 0
 
     def __len__(self) -> int:
         return len(self._live)
@@ -231,7 +233,7 @@ class _Graph:
             self._removed_since.add(item_id)
 
     def _rebuild_if_worn(self) -> None:
-        removed = self._index.get_current_count() - len(self._live)
+        removed = self._index.get_current_count() - len(self._live) - self._worn_before
         if self._rebuild is not None or removed <= max(len(self._live), REBUILD_AFTER_REMOVED):
             return
         ids, vectors = self.items()  # a copy: the builder reads nothing the cache thread changes
@@ -246,14 +248,17 @@ class _Graph:
         removed, self._removed_since = self._removed_since, set()
         try:
             graph = rebuild.result()
-        except Exception:  # out of memory, most likely: the old graph serves on, and is built anew later
+        except Exception:  # out of memory, most likely: the old graph serves on, built anew once worn as much again
+            # (not at the next insert: each try copies the live vectors on this thread; a builder that kept failing
+            # made every insert copy them and log a traceback, 5.8 ms an insert of 2,000 prompts instead of 0.95)
             log.exception("building a prompt cache graph anew failed: the old one serves on")
+            self._worn_before = self._index.get_current_count() - len(self._live)
             return
         for item_id in removed:
             graph.mark_deleted(item_id)
         if added:
             _add(graph, list(added), np.stack(list(added.values())))
-        self._index = graph
+        self._index, self._worn_before = graph, 0
 
     def nearest_many(self, unit_queries: np.ndarray) -> tuple[list[int], np.ndarray]:
         self._take_rebuilt()
