@@ -7,7 +7,16 @@ import threading
 import numpy as np
 import pytest
 
-from engine.cache.index import _BUILDER, EXACT_AT, GRAPH_ABOVE, VectorIndex, _built, _Exact, _Graph
+from engine.cache.index import (
+    _BUILDER,
+    EXACT_AT,
+    GRAPH_ABOVE,
+    REBUILD_AFTER_REMOVED,
+    VectorIndex,
+    _built,
+    _Exact,
+    _Graph,
+)
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -115,13 +124,18 @@ def test_a_churning_graph_is_built_anew_and_stays_bounded():
     index = VectorIndex(dim)
     index.add_many(list(range(live)), vectors[:live])
     first = index._search._index
+    # room for the inserts until the next rebuild (its live prompts, one just added, and as many removed again):
+    # a graph built anew is never doubled at a steady size
+    rebuilt_size = 2 * (live + 1) + REBUILD_AFTER_REMOVED + 1
     for round_start in range(live, live * 5, live):
-        churn(index, vectors, round_start, live, live)
-        if index._search._rebuild is not None:
-            index._search._rebuild.result()
+        for i in range(round_start, round_start + live):
+            churn(index, vectors, i, 1, live)
+            graph = index._search
+            assert graph._index is first or graph.capacity == rebuilt_size
+        if graph._rebuild is not None:
+            graph._rebuild.result()
     index.nearest(vectors[0])  # takes a graph built anew
-    graph = index._search
-    assert graph._index is not first and graph.capacity <= 2 * live + 2 and len(index) == live
+    assert graph._index is not first and graph.capacity == rebuilt_size and len(index) == live
     newest = list(range(4 * live, 5 * live))
     assert [found for found, _ in index.nearest_many(vectors[newest])] == newest
     assert all(index.nearest(vectors[i])[0] >= 4 * live for i in range(0, 4 * live, 97))  # removed: never found
@@ -239,6 +253,8 @@ def test_a_failed_rebuild_leaves_a_working_graph_built_anew_once_worn_as_much_ag
     graph._rebuild.result()
     index.nearest(vectors[0])  # takes it
     ids = list(range(start + live + 100 - live, start + live + 100))
-    assert graph._index is not old and graph.capacity <= 2 * live + 200 and len(index) == live
+    assert (
+        graph._index is not old and graph.capacity <= 2 * (live + 1) + REBUILD_AFTER_REMOVED + 1 and len(index) == live
+    )
     assert [found for found, _ in index.nearest_many(vectors[ids])] == ids
     assert all(index.nearest(vectors[i])[0] in ids for i in range(0, ids[0], 37))  # removed: never found

@@ -305,7 +305,8 @@ def _add(graph: hnswlib.Index, ids: list[int], unit_vectors: np.ndarray) -> None
 
 
 def _built(dim: int, ids: list[int], unit_vectors: np.ndarray) -> hnswlib.Index:
-    """A graph of these vectors alone, with room for as many again (on the builder thread)."""
-    graph = _new_graph(dim, 2 * max(1, len(ids)))
+    """A graph of these vectors alone (on the builder thread), with room for the inserts until it is built anew in
+    turn, at a steady size: it was sized twice them, and the cache thread doubled it to four times just before."""
+    graph = _new_graph(dim, 2 * len(ids) + REBUILD_AFTER_REMOVED + 1)
     graph.add_items(unit_vectors, ids, num_threads=1)
     return graph
