@@ -258,3 +258,24 @@ def test_a_failed_rebuild_leaves_a_working_graph_built_anew_once_worn_as_much_ag
     )
     assert [found for found, _ in index.nearest_many(vectors[ids])] == ids
     assert all(index.nearest(vectors[i])[0] in ids for i in range(0, ids[0], 37))  # removed: never found
+
+
+def test_a_rebuild_not_started_when_its_graph_goes_back_to_exact_search_is_dropped():
+    """It would hold up the other shapes' rebuilds, one thread building for the whole engine."""
+    live, dim = GRAPH_ABOVE + 64, 16
+    vectors = unit_rows(live * 3, dim)
+    index = VectorIndex(dim)
+    index.add_many(list(range(live)), vectors[:live])
+    builder_free = threading.Event()
+    _BUILDER.submit(builder_free.wait)
+    try:
+        churn(index, vectors, live, live + 3, live)  # a rebuild is asked for, and waits its turn
+        graph = index._search
+        rebuild = graph._rebuild
+        for i in range(live + 3, 2 * live + 3 - EXACT_AT):  # the shape shrinks to EXACT_AT prompts
+            index.remove(i)
+        assert isinstance(index._search, _Exact) and rebuild.cancelled()
+    finally:
+        builder_free.set()
+    live_ids = list(range(2 * live + 3 - EXACT_AT, 2 * live + 3))
+    assert [found for found, _ in index.nearest_many(vectors[live_ids])] == live_ids

@@ -33,7 +33,10 @@ Not thread-safe: owned by the prompt cache's thread.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 
 import hnswlib
 import numpy as np
@@ -62,10 +65,39 @@ _ID_LIMIT = 1 << 64
 # a graph is built anew once its removed nodes outnumber its live ones (and this many): a rebuild costs about 0.1 to
 # 0.2 ms a live prompt of the builder thread, which hnswlib runs without the GIL
 REBUILD_AFTER_REMOVED = GRAPH_ABOVE
-# builds the graphs anew, one at a time for the whole engine (each shape's in turn): beside the cache thread, not on it
-_BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache-graph")
 # the layout of hnswlib's pickle state (Index.__getstate__) that _Graph.vectors reads: 0.8's
 _HNSW_STATE_VERSION = 1
+
+
+class _Builder:
+    """Builds the graphs anew, one at a time for the whole engine (each shape's in turn), beside the cache thread. A
+    daemon thread, not a ThreadPoolExecutor's: the interpreter's exit joins an executor's threads, which run every
+    build queued first (a graph of 100k prompts takes seconds), and an engine's stop would wait for them."""
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue[tuple[Future, Callable, tuple]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, work: Callable, *args) -> Future:
+        future: Future = Future()
+        self._queue.put((future, work, args))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="argus-cache-graph", daemon=True)
+            self._thread.start()
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            future, work, args = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # its graph went back to exact search, or its shape was dropped, before its turn
+            try:
+                future.set_result(work(*args))
+            except BaseException as error:
+                future.set_exception(error)
+
+
+_BUILDER = _Builder()
 
 
 class VectorIndex:
@@ -110,6 +142,7 @@ class VectorIndex:
             exact = _Exact(self.dim)
             exact.add(*search.items())
             self._search = exact
+            search.give_up_rebuild()
 
     def nearest(self, vector: np.ndarray) -> tuple[int, float] | None:
         """(id, cosine similarity) of the closest live vector, or None if the index is empty."""
@@ -231,6 +264,11 @@ class _Graph:
         self._live.remove(item_id)
         if self._rebuild is not None and self._added_since.pop(item_id, None) is None:
             self._removed_since.add(item_id)
+
+    def give_up_rebuild(self) -> None:
+        """No longer searched: a rebuild not started yet is dropped, not left to hold up other shapes' (one runs on)."""
+        if self._rebuild is not None:
+            self._rebuild.cancel()
 
     def _rebuild_if_worn(self) -> None:
         removed = self._index.get_current_count() - len(self._live) - self._worn_before
