@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -115,14 +116,34 @@ def churn(index: VectorIndex, vectors: np.ndarray, start: int, steps: int, live:
         index.remove(i - live)
 
 
+LIVE = GRAPH_ABOVE + 64  # prompts a churning graph holds
+
+
+def full_graph(rows: int) -> tuple[VectorIndex, np.ndarray]:
+    """A graph of LIVE prompts (ids 0 to LIVE - 1, their rows), and `rows` vectors in all to churn it with."""
+    vectors = unit_rows(rows, 16)
+    index = VectorIndex(16)
+    index.add_many(list(range(LIVE)), vectors[:LIVE])
+    return index, vectors
+
+
+@contextlib.contextmanager
+def builder_held():
+    """Rebuilds asked for meanwhile wait their turn, behind this."""
+    free = threading.Event()
+    _BUILDER.submit(free.wait)
+    try:
+        yield
+    finally:
+        free.set()
+
+
 def test_a_churning_graph_is_built_anew_and_stays_bounded():
     """Inserts go to fresh slots (reusing a removed one's repaired its old neighbours' links: 2.2 ms an insert into a
     full cache of 3,000 hash-embedded prompts, 26 ms on random vectors, against 0.7 and 1.1 ms); once removed nodes
     outnumber live ones, the graph is built anew beside the cache thread."""
-    live, dim = GRAPH_ABOVE + 64, 16
-    vectors = unit_rows(live * 5, dim)
-    index = VectorIndex(dim)
-    index.add_many(list(range(live)), vectors[:live])
+    live = LIVE
+    index, vectors = full_graph(live * 5)
     first = index._search._index
     # room for the inserts until the next rebuild (its live prompts, one just added, and as many removed again):
     # a graph built anew is never doubled at a steady size
@@ -142,19 +163,13 @@ def test_a_churning_graph_is_built_anew_and_stays_bounded():
 
 
 def test_what_comes_and_goes_while_a_graph_is_built_is_applied_to_the_new_one():
-    live, dim = GRAPH_ABOVE + 64, 16
-    vectors = unit_rows(live * 3, dim)
-    index = VectorIndex(dim)
-    index.add_many(list(range(live)), vectors[:live])
-    builder_free = threading.Event()
-    _BUILDER.submit(builder_free.wait)  # the rebuild waits behind it
-    try:
+    live = LIVE
+    index, vectors = full_graph(live * 3)
+    with builder_held():
         churn(index, vectors, live, live + 3, live)  # the removed outnumber the live: a rebuild is asked for
         graph = index._search
         assert graph._rebuild is not None and not graph._rebuild.done()
         churn(index, vectors, 2 * live + 3, live // 2, live)  # meanwhile: prompts added and removed, some of both
-    finally:
-        builder_free.set()
     graph._rebuild.result()
     old = graph._index
     ids = list(range(live + 3 + live // 2, 2 * live + 3 + live // 2))  # those live now
@@ -224,10 +239,8 @@ def test_a_graph_that_shrank_to_a_quarter_of_its_size_goes_back_to_exact_search_
 def test_a_failed_rebuild_leaves_a_working_graph_built_anew_once_worn_as_much_again(monkeypatch, caplog):
     """Not at the next insert: each try copies the live vectors on the cache thread, and a builder that kept failing
     (out of memory) made every insert copy them and log a traceback (5.8 ms an insert of 2,000 prompts, not 0.95)."""
-    live, dim = GRAPH_ABOVE + 64, 16
-    vectors = unit_rows(live * 5, dim)
-    index = VectorIndex(dim)
-    index.add_many(list(range(live)), vectors[:live])
+    live = LIVE
+    index, vectors = full_graph(live * 5)
     calls = []
 
     def fails_once(*args):
@@ -262,20 +275,13 @@ def test_a_failed_rebuild_leaves_a_working_graph_built_anew_once_worn_as_much_ag
 
 def test_a_rebuild_not_started_when_its_graph_goes_back_to_exact_search_is_dropped():
     """It would hold up the other shapes' rebuilds, one thread building for the whole engine."""
-    live, dim = GRAPH_ABOVE + 64, 16
-    vectors = unit_rows(live * 3, dim)
-    index = VectorIndex(dim)
-    index.add_many(list(range(live)), vectors[:live])
-    builder_free = threading.Event()
-    _BUILDER.submit(builder_free.wait)
-    try:
+    live = LIVE
+    index, vectors = full_graph(live * 3)
+    with builder_held():
         churn(index, vectors, live, live + 3, live)  # a rebuild is asked for, and waits its turn
-        graph = index._search
-        rebuild = graph._rebuild
+        rebuild = index._search._rebuild
         for i in range(live + 3, 2 * live + 3 - EXACT_AT):  # the shape shrinks to EXACT_AT prompts
             index.remove(i)
         assert isinstance(index._search, _Exact) and rebuild.cancelled()
-    finally:
-        builder_free.set()
     live_ids = list(range(2 * live + 3 - EXACT_AT, 2 * live + 3))
     assert [found for found, _ in index.nearest_many(vectors[live_ids])] == live_ids
