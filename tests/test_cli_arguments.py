@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from engine.cache.embedders import MINILM_PACKAGE
-from engine.cli import UsageError, build_parser, check_worker_args, engine_config, main
+from engine.cli import UsageError, build_parser, engine_config, main
 from engine.config import LaunchConfig
 from engine.launcher import worker_command
+from engine.worker_command import check_worker_args
 from loadgen.bench.commands import BENCHMARKS
 from protocols.curve import create_key_files
 

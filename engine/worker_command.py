@@ -1,0 +1,146 @@
+"""`argus worker`: its flags, what they cannot be run with, and the run; and the backend flags `argus serve` checks
+alike for the workers it starts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from engine.arg_types import (
+    UsageError,
+    batch_size,
+    client_keys,
+    engine_address,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    torch_device,
+)
+from engine.help_format import BACKEND_HELP
+from protocols.curve import ClientKeys
+from protocols.limits import MAX_BATCH
+from workers.backend import BackendUnavailable
+from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
+from workers.model_folder import sdxl_model_problem
+from workers.runtime import MAX_WORKER_ID_BYTES
+
+
+def add_worker_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run one worker process that connects to an engine")
+    p.add_argument(
+        "--connect", required=True, type=engine_address, help="the engine's worker address, e.g. tcp://HOST:5556"
+    )
+    p.add_argument("--worker-id", default=None, help="a name for this worker (default: host and pid)")
+    p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
+    p.add_argument("--device", type=torch_device, help="cpu or cuda:N (default cpu)")
+    p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
+    p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
+    p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
+    p.add_argument("--threads", type=positive_int, help="torch threads on CPU (default: torch's own, every core)")
+    p.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        help="spawned by an engine: exit when it dies or shuts down; ignore Ctrl-C (meant for it)",
+    )
+    p.add_argument(
+        "--count",
+        type=positive_int,
+        default=1,
+        help="sim backend: run this many SIMULATED workers in this one process (ids WORKER_ID-0 .. WORKER_ID-N-1)",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=positive_float,
+        metavar="S",
+        help="a batch that shows no denoising step for S seconds stops being vouched for by heartbeats, so the"
+        f" engine counts the worker hung (default {DEFAULT_STALL_TIMEOUT_S:g}; raise it for very slow steps)",
+    )
+    p.add_argument("--curve-key", metavar="FILE", help="this worker's .key_secret file (engine requires CURVE)")
+    p.add_argument("--curve-server-key", metavar="FILE", help="the engine's public .key file")
+    p.set_defaults(func=_worker)
+
+
+def check_backend_flags(args: argparse.Namespace) -> None:
+    """`argus serve` (for the workers it starts) and `argus worker` alike: only the sim backend's time is simulated,
+    so only it scales, and only the sdxl backend reads a --model (tiny builds its own, sim runs none)."""
+    if args.time_scale is not None and args.backend != "sim":
+        raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+    if args.model and args.backend != "sdxl":
+        # the default backend is tiny: `--model DIR` alone served the tiny model's pictures as SD-XL's
+        raise UsageError(
+            f"--model is read by the sdxl backend only, not {args.backend}: add --backend sdxl, or drop it"
+        )
+
+
+def check_model(model_dir: str) -> None:
+    problem = sdxl_model_problem(model_dir)
+    if problem:
+        raise UsageError(f"--model: {problem}")
+
+
+def check_worker_args(args: argparse.Namespace) -> None:
+    """Refuses what would start and then fail, or silently ignore a flag."""
+    if args.count != 1:
+        if args.backend != "sim":
+            raise UsageError("--count runs simulated workers only: add --backend sim")
+        if args.device or args.threads or args.stall_timeout:
+            raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
+    check_backend_flags(args)
+    if args.backend == "sdxl":
+        if not args.model:
+            raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder)")
+        check_model(args.model)
+    if args.worker_id:
+        longest = args.worker_id if args.count == 1 else f"{args.worker_id}-{args.count - 1}"
+        if len(longest.encode()) > MAX_WORKER_ID_BYTES:
+            # the ZeroMQ identity would not fit: the worker would die as it connects
+            suffix = "" if args.count == 1 else f" with --count's suffix -{args.count - 1}"
+            raise UsageError(f"--worker-id is {len(longest.encode())} bytes{suffix}; at most {MAX_WORKER_ID_BYTES}")
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import socket
+
+    from workers.main import run_worker
+
+    check_worker_args(args)
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    time_scale = 1.0 if args.time_scale is None else args.time_scale
+    if args.count != 1:
+        from workers.fleet import run_fleet
+
+        return run_fleet(
+            args.connect,
+            args.count,
+            worker_id,
+            time_scale,
+            args.max_batch,
+            _client_keys(args),
+            die_with_parent=args.die_with_parent,
+        )
+    config = WorkerConfig(
+        connect=args.connect,
+        worker_id=worker_id,
+        backend=args.backend,
+        device=args.device or "cpu",
+        model=args.model,
+        time_scale=time_scale,
+        max_batch=args.max_batch,
+        threads=args.threads,
+        die_with_parent=args.die_with_parent,
+        owned=args.die_with_parent,  # only an engine spawns its workers so
+        curve=_client_keys(args),
+        stall_timeout_s=args.stall_timeout or DEFAULT_STALL_TIMEOUT_S,
+    )
+    try:
+        return run_worker(config)
+    except BackendUnavailable as error:
+        raise UsageError(str(error)) from None
+
+
+def _client_keys(args: argparse.Namespace) -> ClientKeys | None:
+    if bool(args.curve_key) != bool(args.curve_server_key):
+        raise UsageError("--curve-key and --curve-server-key go together")
+    if args.curve_key:
+        return client_keys(args.curve_key, args.curve_server_key)
+    return ClientKeys.from_env()
