@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import zmq
 from fake_engine import FakeEngine
@@ -139,6 +140,18 @@ def test_a_batch_no_profile_can_time_is_answered_and_the_fleet_lives_on():
         engine.close()
 
 
+def serves_on_without_one(engine, fleet, log: Path, names: list[str], refusal: str) -> None:
+    """Of a fleet of 3 beside one other worker, the workers under `names` are ready, its log says `refusal` of the
+    third, and it runs on."""
+    workers = engine.wait_ready(3, timeout_s=60)["workers"]
+    assert sorted(w["name"].split("/")[0] for w in workers if w["pid"] == fleet.pid) == names
+    deadline = time.monotonic() + 30
+    while refusal not in log.read_text():
+        assert time.monotonic() < deadline, "the fleet logged no refusal"
+        time.sleep(0.1)
+    assert fleet.poll() is None
+
+
 def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_path):
     """Before, the one refusal ended the process: the fleet's welcomed workers with it, unannounced."""
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
@@ -147,13 +160,7 @@ def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_pat
     try:
         engine.wait_ready(1, timeout_s=60)
         fleet = start_fleet(tmp_path, engine.worker_address, 3, "gpu")
-        workers = engine.wait_ready(3, timeout_s=60)["workers"]
-        assert sorted(w["name"].split("/")[0] for w in workers if w["pid"] == fleet.pid) == ["gpu-0", "gpu-2"]
-        deadline = time.monotonic() + 30
-        while "worker id 'gpu-1' is in use" not in (tmp_path / "gpu.log").read_text():
-            assert time.monotonic() < deadline, "the fleet logged no refusal"
-            time.sleep(0.1)
-        assert fleet.poll() is None
+        serves_on_without_one(engine, fleet, tmp_path / "gpu.log", ["gpu-0", "gpu-2"], "worker id 'gpu-1' is in use")
         with ArgusClient(engine.client_address, timeout_s=30) as client:
             assert isinstance(client.generate("a mill by a river", width=64, height=64), Images)
     finally:
@@ -171,13 +178,8 @@ def test_a_worker_under_a_local_slots_id_stops_alone_and_the_fleet_serves_on(tmp
     engine = start_engine(tmp_path, workers=1, backend="sim")
     fleet = start_fleet(tmp_path, engine.worker_address, 3, "local")
     try:
-        workers = engine.wait_ready(3, timeout_s=60)["workers"]
-        assert sorted(w["name"].split("/")[0] for w in workers if w["pid"] == fleet.pid) == ["local-1", "local-2"]
-        deadline = time.monotonic() + 30
-        while "'local-0' is this engine's own local worker slot" not in (tmp_path / "local.log").read_text():
-            assert time.monotonic() < deadline, "the fleet logged no refusal"
-            time.sleep(0.1)
-        assert fleet.poll() is None
+        refusal = "'local-0' is this engine's own local worker slot"
+        serves_on_without_one(engine, fleet, tmp_path / "local.log", ["local-1", "local-2"], refusal)
     finally:
         fleet.send_signal(signal.SIGTERM)
         codes = [engine.stop(), fleet.wait(timeout=30)]
