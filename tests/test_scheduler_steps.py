@@ -59,7 +59,7 @@ def test_the_backend_refuses_the_counts_it_cannot_run_and_runs_the_others_exactl
 def test_a_worker_says_which_counts_it_refuses_and_fails_a_batch_of_one(trailing, tmp_path):
     trailing.save_pretrained(tmp_path)
     engine = FakeEngine()
-    process = start_worker(engine.address, "sdxl", "--model", str(tmp_path), "--worker-id", "w0", "--threads", "2")
+    process = start_worker(engine.address, "sdxl", "--model", str(tmp_path), "--worker-id", "w0", "--threads", "1")
     try:
         hello = engine.receive(Hello)
         assert hello.refused_steps == UNEVEN

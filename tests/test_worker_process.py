@@ -32,7 +32,7 @@ STEPS = 20
 @pytest.fixture(scope="module")
 def worker():
     engine = FakeEngine()
-    process = start_worker(engine.address, "tiny", "--worker-id", "w0", "--threads", "2")
+    process = start_worker(engine.address, "tiny", "--worker-id", "w0", "--threads", "1")
     try:
         hello = engine.receive(Hello)
         # this fake engine sends no heartbeats of its own: let the worker wait long before giving up on it
