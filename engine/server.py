@@ -14,6 +14,7 @@ import contextlib
 import enum
 import functools
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -159,6 +160,12 @@ class Engine:
         self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
         self._resources.callback(shutil.rmtree, self._ipc_dir, True)
         local = f"ipc://{self._ipc_dir}/workers"
+        if len(local.removeprefix("ipc://").encode()) > zmq.IPC_PATH_MAX_LEN:
+            # ZeroMQ's own error named --worker-listen, which may not be an IPC address at all
+            raise UsageError(
+                f"the temporary directory {os.path.dirname(self._ipc_dir)} is too long a path for the local workers'"
+                f" IPC socket ({zmq.IPC_PATH_MAX_LEN} bytes at most, {local} is longer): set TMPDIR to a shorter one"
+            )
         with _bind_errors_named("--worker-listen"):
             self.link = WorkerLink(
                 self._context,
