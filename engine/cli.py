@@ -43,6 +43,7 @@ from engine.config import (
     PolicyConfig,
 )
 from engine.help_format import BACKEND_HELP, show_defaults
+from engine.stop_signals import HeldStopSignals
 from engine.worker_command import add_worker_command, check_backend_flags, check_model
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
@@ -366,7 +367,19 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     )
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, held: HeldStopSignals | None = None) -> int:
+    """`held`: SIGTERM and SIGINT held since the process started (engine/__main__.py); held from now if None (`python
+    -m engine.cli serve`, or a test calling main()): landing in the imports, the checks or the engine's build, they
+    ended the process there (SIGTERM left its temporary folder behind) or printed a traceback (SIGINT)."""
+    if held is None:
+        held = HeldStopSignals()
+    try:
+        return _serve_held(args, held)
+    finally:
+        held.release(deliver=False)  # the engine has stopped: a signal that came since asks for nothing more
+
+
+def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     import gc
 
     import uvloop
@@ -386,7 +399,7 @@ def _serve(args: argparse.Namespace) -> int:
     gc.freeze()
 
     async def main() -> None:
-        await Engine(config).run()
+        await Engine(config).run(held)
 
     try:
         uvloop.run(main())
@@ -472,15 +485,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> int:
+    """`held`: SIGTERM and SIGINT held since the process started (engine/__main__.py), for `argus serve` to act on;
+    any other command gets Python's handlers back, and a signal held meanwhile as if it came now."""
     args = build_parser().parse_args(argv)
+    if held is not None and args.func is not _serve:
+        held.release(deliver=True)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
     try:
-        return args.func(args)
+        return _serve(args, held) if args.func is _serve else args.func(args)
     except UsageError as error:
         print(f"argus {args.command}: error: {error}", file=sys.stderr)
         return 2

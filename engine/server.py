@@ -14,6 +14,7 @@ import contextlib
 import enum
 import functools
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -38,6 +39,7 @@ from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.ray_launcher import RayLauncher, tcp_endpoint
+from engine.stop_signals import STOP_SIGNALS, HeldStopSignals
 from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
@@ -158,6 +160,12 @@ class Engine:
         self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
         self._resources.callback(shutil.rmtree, self._ipc_dir, True)
         local = f"ipc://{self._ipc_dir}/workers"
+        if len(local.removeprefix("ipc://").encode()) > zmq.IPC_PATH_MAX_LEN:
+            # ZeroMQ's own error named --worker-listen, which may not be an IPC address at all
+            raise UsageError(
+                f"the temporary directory {os.path.dirname(self._ipc_dir)} is too long a path for the local workers'"
+                f" IPC socket ({zmq.IPC_PATH_MAX_LEN} bytes at most, {local} is longer): set TMPDIR to a shorter one"
+            )
         with _bind_errors_named("--worker-listen"):
             self.link = WorkerLink(
                 self._context,
@@ -339,11 +347,31 @@ class Engine:
             self.dispatcher.slot_given_up(worker_id)
 
     # -- lifecycle -----------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self, held: HeldStopSignals | None = None) -> None:
+        """Serves until a stop signal, then drains. `held`: the stop signals held while the engine was imported
+        and built (engine/stop_signals.py): one that came then stops it before it serves, and they are held again
+        once the loop is done with them."""
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._hangup.set)
+        try:
+            if held is not None and held.received is not None:  # checked once the loop's handlers are in place
+                log.info("%s as the engine started: stopping before it serves", held.received.name)
+                await self.cache.close(save_to=None)  # nothing served, nothing to save
+            else:
+                await self._serve()
+        finally:
+            self.close()
+            self.state = EngineState.STOPPED
+            if held is not None:
+                # the loop would put Python's defaults back as it closes: until the exit a signal is kept, not fatal
+                for signum in STOP_SIGNALS:
+                    loop.remove_signal_handler(signum)
+                held.hold()
+            log.info("engine stopped")
+
+    async def _serve(self) -> None:
         # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a
         # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed
         runner = web.AppRunner(
@@ -384,9 +412,6 @@ class Engine:
                     actor.cancel()
         finally:
             await runner.cleanup()
-            self.close()
-            self.state = EngineState.STOPPED
-            log.info("engine stopped")
 
     async def _drain(self, runner: web.AppRunner) -> None:
         log.info(

@@ -87,3 +87,12 @@ def test_argus_serve_on_an_address_in_use_says_which_in_one_line_and_exits_2(bus
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("argus serve: error: ") and flag in last and "in use" in last.lower()
+
+
+def test_a_temporary_directory_too_long_for_the_ipc_socket_names_tmpdir(tmp_path, monkeypatch):
+    root = tmp_path / ("t" * (110 - len(str(tmp_path))))  # argus-XXXXXXXX/workers within it cannot be bound
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    with pytest.raises(UsageError, match=f"the temporary directory {root} is too long a path .*: set TMPDIR to a"):
+        Engine(in_process_config(tmp_path))
+    assert list(root.iterdir()) == []
