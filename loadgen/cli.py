@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     door = parser.add_argument_group("engine")
     door.add_argument(
         "--url",
-        help=f"the engine's HTTP address (default {DEFAULT_URL}, none with --zmq); with --zmq, only used to read"
+        help=f"the engine's HTTP address, without the /v1 of OpenAI's clients (default {DEFAULT_URL}, none with"
+        " --zmq); with --zmq, only used to read"
         " /ready and /plan",
     )
     door.add_argument("--zmq", metavar="ADDRESS", help="send over ZeroMQ to this client address instead of HTTP")
@@ -201,12 +202,14 @@ async def _target_rate(args: argparse.Namespace) -> float | None:
     if args.capacity_rps is not None:
         capacity = args.capacity_rps
     else:
-        from loadgen.engine_status import CapacityUnknown, exact_capacity_rps
+        from loadgen.engine_status import CapacityUnknown, EngineUnreachable, exact_capacity_rps
 
         try:
             capacity, workers = await exact_capacity_rps(args.url, args.api_key)
         except CapacityUnknown as exc:
             raise UsageError(f"{exc}; pass --capacity-rps") from None
+        except EngineUnreachable as exc:  # no capacity passed would make a run of it
+            raise UsageError(str(exc)) from None
         # the workers ready now: an engine whose others still load their model is sized for these alone
         print(
             f"--load {args.load:g} x {capacity:.3g} requests/s: the exact capacity of the {workers} worker"

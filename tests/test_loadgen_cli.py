@@ -148,10 +148,38 @@ def test_a_run_with_no_engine_to_answer_is_refused_before_it_starts(capsys):
     assert error.startswith(f"argus loadgen: error: no engine answers at {NO_ENGINE}: ") and error.count("\n") == 1
 
 
+class _ReadyAndNothingElse(http.server.BaseHTTPRequestHandler):
+    """An engine's GET /ready (ready), and 501 to every other request."""
+
+    def do_GET(self):
+        if self.path != "/ready":
+            return self.send_error(501)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("load", [[], ["--load", "1"]], ids=["rate", "load"])
+def test_a_url_with_no_engine_behind_it_is_refused_before_the_run(capsys, http_that_answers_nothing_useful, load):
+    """`--url http://HOST:8000/v1`, the base URL OpenAI's clients take: /ready was a 404, taken as an engine that
+    answers, and the whole schedule ran, every request a 404 not_found, reported as 100% violations, exit 0 (with
+    --load, it said to pass --capacity-rps, which then ran so)."""
+    url = http_that_answers_nothing_useful + "/v1"
+    rate = load or ["--rate", "50"]
+    assert cli.main(["--url", url, "--no-progress", *rate, "--max-requests", "3"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"argus loadgen: error: no engine at {url}: GET {url}/ready answered 501")
+    assert error.count("\n") == 1 and "without the /v1" in error and "--capacity-rps" not in error
+
+
 @pytest.fixture
 def http_that_answers_nothing_useful():
-    """Something that answers HTTP (501 to every request), so a run starts; no request gets an image."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    """Something that answers as an engine's /ready does, so a run starts; no request gets an image."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ReadyAndNothingElse)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
