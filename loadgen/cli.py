@@ -252,6 +252,7 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
 
 
 async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]:
+    from loadgen.arrivals import mean_rate
     from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
     from loadgen.prompts import load_prompts, pair_prompts
     from loadgen.report import records_as_they_come
@@ -300,7 +301,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
         ):
             print(
                 f"sending {len(schedule)} requests over {span:.1f} s"
-                + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")
+                + (f" (mean {mean_rate(schedule):.3g}/s)" if span > schedule[0].offset_s else "")
                 + f" to {args.zmq or args.url}",
                 file=sys.stderr,
             )
