@@ -125,6 +125,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    finally:  # a Ctrl-C once the run is over was put off until its results were written (_interruptible)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
@@ -362,6 +369,15 @@ def _interruptible() -> Iterator[Interrupt]:
     finally:
         for handled in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(handled)
+        # the run is over, its results not yet written: one more Ctrl-C (a third, pressed in a hurry) raised
+        # KeyboardInterrupt wherever it landed (the loop's teardown, the plot's import), and the plot and the printed
+        # summary were lost after a traceback. It now waits for them (run() puts Python's handler back)
+        signal.signal(signal.SIGINT, _say_results_come)
+
+
+def _say_results_come(signum: int, frame: object) -> None:
+    # os.write, not print: a handler that prints while the interrupted code prints fails ('reentrant call')
+    os.write(sys.stderr.fileno(), b"\nargus loadgen: interrupted: the run is over, its results are being written\n")
 
 
 def _say_records_stopped(error: OSError) -> None:

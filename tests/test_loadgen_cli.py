@@ -197,11 +197,45 @@ def test_ctrl_c_ends_a_run_with_the_results_of_what_was_sent(tmp_path, http_that
     assert written["planned"] > 1000 > written["sent"] == len(records.read_text().splitlines())
 
 
-def _start_long_run(tmp_path, url: str) -> tuple[subprocess.Popen, Path, Path]:
+def test_ctrl_c_held_down_still_gets_the_results_written_and_printed(tmp_path, http_that_answers_nothing_useful):
+    """Ctrl-C held down: the first stops the sending, the second the waiting, and a third, landing once the run was
+    over (the loop's teardown, the plot's import), was a KeyboardInterrupt traceback, exit 130: no plot written, no
+    summary printed."""
+    plot = tmp_path / "timeline.png"
+    run, _, summary = _start_long_run(tmp_path, http_that_answers_nothing_useful, "--plot", str(plot))
+    done = threading.Event()
+
+    def hold_ctrl_c_down():
+        while not done.wait(0.05):
+            run.send_signal(signal.SIGINT)
+
+    try:
+        for line in run.stderr:
+            if line.startswith("sending"):
+                break
+        holding = threading.Thread(target=hold_ctrl_c_down, daemon=True)
+        holding.start()
+        printed = run.stdout.readline()  # the summary's first line
+        done.set()
+        holding.join()
+        out, said = run.stdout.read(), run.stderr.read()  # not communicate(): it skips what readline buffered
+        run.wait(timeout=60)
+    finally:
+        done.set()
+        run.kill()
+    assert "Traceback" not in said and printed.startswith("sent ") and "cut short" in printed, said
+    assert "max send lag" in out  # the whole summary
+    # a Ctrl-C that came after the last line was printed may still end the process, all written
+    assert run.returncode in (0, -signal.SIGINT), said
+    assert json.loads(summary.read_text())["planned"] > 1000 and plot.stat().st_size > 0
+
+
+def _start_long_run(tmp_path, url: str, *more: str) -> tuple[subprocess.Popen, Path, Path]:
     records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
     command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", url, "--rate", "20", "--duration-s", "60"]
-    command += ["--records", str(records), "--json", str(summary), "--no-progress"]
-    return subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True), records, summary
+    command += ["--records", str(records), "--json", str(summary), "--no-progress", *more]
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return run, records, summary
 
 
 def _signal_once_sending(run: subprocess.Popen, signum: int) -> str:
