@@ -93,7 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multiply every offset after rescaling: 0.1 replays 10x faster, so the engine sees 10x --rate and "
         "bursts a tenth as long; --load stays a multiple of the capacity (default 1)",
     )
-    load.add_argument("--duration-s", type=float, help="send only arrivals in the first this many seconds")
+    load.add_argument(
+        "--duration-s",
+        type=float,
+        help="send only the arrivals in the run's first this many seconds (counted after --time-scale)",
+    )
     load.add_argument("--max-requests", type=int, help="send at most this many requests")
     load.add_argument("--seed", type=int, default=0, help="seeds the arrivals and the image seeds (default 0)")
 
