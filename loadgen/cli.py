@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     door = parser.add_argument_group("engine")
     door.add_argument(
         "--url",
-        help=f"the engine's HTTP address (default {DEFAULT_URL}, none with --zmq); with --zmq, only used to read"
+        help=f"the engine's HTTP address, without the /v1 of OpenAI's clients (default {DEFAULT_URL}, none with"
+        " --zmq); with --zmq, only used to read"
         " /ready and /plan",
     )
     door.add_argument("--zmq", metavar="ADDRESS", help="send over ZeroMQ to this client address instead of HTTP")
@@ -92,7 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multiply every offset after rescaling: 0.1 replays 10x faster, so the engine sees 10x --rate and "
         "bursts a tenth as long; --load stays a multiple of the capacity (default 1)",
     )
-    load.add_argument("--duration-s", type=float, help="send only arrivals in the first this many seconds")
+    load.add_argument(
+        "--duration-s",
+        type=float,
+        help="send only the arrivals in the run's first this many seconds (counted after --time-scale)",
+    )
     load.add_argument("--max-requests", type=int, help="send at most this many requests")
     load.add_argument("--seed", type=int, default=0, help="seeds the arrivals and the image seeds (default 0)")
 
@@ -124,6 +129,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    finally:  # a Ctrl-C once the run is over was put off until its results were written (_interruptible)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
@@ -201,12 +213,14 @@ async def _target_rate(args: argparse.Namespace) -> float | None:
     if args.capacity_rps is not None:
         capacity = args.capacity_rps
     else:
-        from loadgen.engine_status import CapacityUnknown, exact_capacity_rps
+        from loadgen.engine_status import CapacityUnknown, EngineUnreachable, exact_capacity_rps
 
         try:
             capacity, workers = await exact_capacity_rps(args.url, args.api_key)
         except CapacityUnknown as exc:
             raise UsageError(f"{exc}; pass --capacity-rps") from None
+        except EngineUnreachable as exc:  # no capacity passed would make a run of it
+            raise UsageError(str(exc)) from None
         # the workers ready now: an engine whose others still load their model is sized for these alone
         print(
             f"--load {args.load:g} x {capacity:.3g} requests/s: the exact capacity of the {workers} worker"
@@ -249,6 +263,7 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
 
 
 async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]:
+    from loadgen.arrivals import mean_rate
     from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
     from loadgen.prompts import load_prompts, pair_prompts
     from loadgen.report import records_as_they_come
@@ -297,7 +312,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
         ):
             print(
                 f"sending {len(schedule)} requests over {span:.1f} s"
-                + (f" (mean {len(schedule) / span:.3g}/s)" if span > 0 else "")
+                + (f" (mean {mean_rate(schedule):.3g}/s)" if span > schedule[0].offset_s else "")
                 + f" to {args.zmq or args.url}",
                 file=sys.stderr,
             )
@@ -358,6 +373,15 @@ def _interruptible() -> Iterator[Interrupt]:
     finally:
         for handled in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(handled)
+        # the run is over, its results not yet written: one more Ctrl-C (a third, pressed in a hurry) raised
+        # KeyboardInterrupt wherever it landed (the loop's teardown, the plot's import), and the plot and the printed
+        # summary were lost after a traceback. It now waits for them (run() puts Python's handler back)
+        signal.signal(signal.SIGINT, _say_results_come)
+
+
+def _say_results_come(signum: int, frame: object) -> None:
+    # os.write, not print: a handler that prints while the interrupted code prints fails ('reentrant call')
+    os.write(sys.stderr.fileno(), b"\nargus loadgen: interrupted: the run is over, its results are being written\n")
 
 
 def _say_records_stopped(error: OSError) -> None:

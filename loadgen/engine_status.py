@@ -1,6 +1,6 @@
 """What the load generator reads from the engine's HTTP status endpoints.
 
-- `GET /ready` answering at all, and not 401, before a run: else no request could be served.
+- `GET /ready` answering 200 or 503 before a run: else no request could be served.
 - `GET /ready` may carry `exact_capacity_rps`: requests per second the ready
   workers sustain at exact generation (K = 0); `--load` is a multiple of it.
 - Workers per level over time, for the timeline plot: from `GET /plan` when the
@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -35,17 +37,44 @@ class EngineUnreachable(Exception):
     pass
 
 
+# what an engine's /ready answers: 200 ready, 503 not yet (no worker ready, a drain). Anything else is no engine a run
+# could use: a 404 from `--url .../v1` (the base URL OpenAI's clients take), a 403 host_not_allowed, a proxy's 502
+_READY_STATUSES = (200, 503)
+
+
 async def check_reachable(base_url: str, api_key: str | None = None) -> None:
-    """Raises EngineUnreachable when nothing answers HTTP at `base_url`, or the engine refuses the API key: every
-    request of a run would fail alike, for as long as the run lasts."""
+    """Raises EngineUnreachable when no engine answers /ready at `base_url` (nothing answers HTTP, or something
+    that is not an engine's /ready), or the engine refuses the API key: every request of a run would fail alike,
+    for as long as the run lasts."""
+    await _read_ready(base_url, api_key)
+
+
+async def _read_ready(base_url: str, api_key: str | None) -> bytes:
+    """The body of GET /ready; raises EngineUnreachable as check_reachable says."""
+    url = base_url.rstrip("/") + "/ready"
     async with aiohttp.ClientSession(timeout=_TIMEOUT, headers=auth_headers(api_key)) as session:
         try:
-            async with session.get(base_url.rstrip("/") + "/ready") as response:
-                status = response.status
+            async with session.get(url) as response:
+                status, body = response.status, await response.read()
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineUnreachable(f"no engine answers at {base_url}: {exc or type(exc).__name__}") from None
     if status == 401:
         raise EngineUnreachable(f"the engine at {base_url} refuses the API key (--api-key or ${API_KEY_ENV})")
+    if status not in _READY_STATUSES:
+        said = _error_said(body)
+        openai_base = urlsplit(base_url).path.rstrip("/").endswith("/v1")
+        hint = "; --url is the engine's own address, without the /v1 OpenAI's clients take" if openai_base else ""
+        raise EngineUnreachable(f"no engine at {base_url}: GET {url} answered {status}{said and f' {said}'}{hint}")
+    return body
+
+
+def _error_said(body: bytes) -> str:
+    """The engine's code and message in an error body (`host_not_allowed: Host 'x' does not name...`), or ''."""
+    try:
+        error = json.loads(body)["error"]
+        return ": ".join(str(error[key]) for key in ("code", "message") if error.get(key))
+    except (ValueError, TypeError, KeyError):
+        return ""
 
 
 class Capacity(NamedTuple):
@@ -54,16 +83,12 @@ class Capacity(NamedTuple):
 
 
 async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> Capacity:
-    """The engine's `exact_capacity_rps` from /ready; raises CapacityUnknown when it does not report one."""
-    async with aiohttp.ClientSession(timeout=_TIMEOUT, headers=auth_headers(api_key)) as session:
-        try:
-            async with session.get(base_url.rstrip("/") + "/ready") as response:
-                # 503 is an engine not ready yet, still with a body; anything else (a 401) has no capacity in it
-                if response.status not in (200, 503):
-                    raise CapacityUnknown(f"{base_url}/ready answered {response.status}")
-                status = await response.json(content_type=None)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise CapacityUnknown(f"could not read {base_url}/ready: {exc}") from None
+    """The engine's `exact_capacity_rps` from /ready; raises EngineUnreachable as check_reachable does, and
+    CapacityUnknown when the engine does not report one."""
+    try:
+        status = json.loads(await _read_ready(base_url, api_key))
+    except ValueError as exc:
+        raise CapacityUnknown(f"could not read {base_url}/ready: {exc}") from None
     capacity = status.get("exact_capacity_rps") if isinstance(status, dict) else None
     if not isinstance(capacity, (int, float)) or capacity <= 0:
         raise CapacityUnknown(f"{base_url}/ready reports no exact_capacity_rps")

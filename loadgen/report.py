@@ -48,7 +48,10 @@ def summarize(
     levels = Counter(r["level"] for r in served if r["level"] is not None)
     # a hit is an image resumed from a cached latent; a neighbour found but not used (level 0) is not one
     hits = sum(1 for r in served if (r["level"] or 0) > 0)
-    last_offset = max((r["scheduled_at"] for r in records), default=0.0)
+    scheduled = [r["scheduled_at"] for r in records]
+    # arrivals per second between the first and the last, as --rate counts them (arrivals.mean_rate): sent / the last
+    # offset counted a gap too many, so a trace of one request a second, its first 3 sent, said 'offered 1.5/s'
+    offered_span = max(scheduled, default=0.0) - min(scheduled, default=0.0)
     return {
         "planned": sent if planned is None else planned,
         "sent": sent,
@@ -56,7 +59,7 @@ def summarize(
         "error_codes": dict(Counter(r["code"] or "" for r in records if r["outcome"] not in ("ok", "late"))),
         "slo_ms": slo_ms,
         "duration_s": duration_s,
-        "offered_rps": sent / last_offset if last_offset > 0 else None,
+        "offered_rps": (sent - 1) / offered_span if offered_span > 0 else None,
         "throughput_rps": len(served) / duration_s if duration_s > 0 else None,
         "goodput_rps": outcomes["ok"] / duration_s if duration_s > 0 else None,
         "slo_violation_ratio": sum(outcomes[v] for v in VIOLATIONS) / sent if sent else None,

@@ -148,10 +148,38 @@ def test_a_run_with_no_engine_to_answer_is_refused_before_it_starts(capsys):
     assert error.startswith(f"argus loadgen: error: no engine answers at {NO_ENGINE}: ") and error.count("\n") == 1
 
 
+class _ReadyAndNothingElse(http.server.BaseHTTPRequestHandler):
+    """An engine's GET /ready (ready), and 501 to every other request."""
+
+    def do_GET(self):
+        if self.path != "/ready":
+            return self.send_error(501)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("load", [[], ["--load", "1"]], ids=["rate", "load"])
+def test_a_url_with_no_engine_behind_it_is_refused_before_the_run(capsys, http_that_answers_nothing_useful, load):
+    """`--url http://HOST:8000/v1`, the base URL OpenAI's clients take: /ready was a 404, taken as an engine that
+    answers, and the whole schedule ran, every request a 404 not_found, reported as 100% violations, exit 0 (with
+    --load, it said to pass --capacity-rps, which then ran so)."""
+    url = http_that_answers_nothing_useful + "/v1"
+    rate = load or ["--rate", "50"]
+    assert cli.main(["--url", url, "--no-progress", *rate, "--max-requests", "3"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"argus loadgen: error: no engine at {url}: GET {url}/ready answered 501")
+    assert error.count("\n") == 1 and "without the /v1" in error and "--capacity-rps" not in error
+
+
 @pytest.fixture
 def http_that_answers_nothing_useful():
-    """Something that answers HTTP (501 to every request), so a run starts; no request gets an image."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    """Something that answers as an engine's /ready does, so a run starts; no request gets an image."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ReadyAndNothingElse)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -169,11 +197,45 @@ def test_ctrl_c_ends_a_run_with_the_results_of_what_was_sent(tmp_path, http_that
     assert written["planned"] > 1000 > written["sent"] == len(records.read_text().splitlines())
 
 
-def _start_long_run(tmp_path, url: str) -> tuple[subprocess.Popen, Path, Path]:
+def test_ctrl_c_held_down_still_gets_the_results_written_and_printed(tmp_path, http_that_answers_nothing_useful):
+    """Ctrl-C held down: the first stops the sending, the second the waiting, and a third, landing once the run was
+    over (the loop's teardown, the plot's import), was a KeyboardInterrupt traceback, exit 130: no plot written, no
+    summary printed."""
+    plot = tmp_path / "timeline.png"
+    run, _, summary = _start_long_run(tmp_path, http_that_answers_nothing_useful, "--plot", str(plot))
+    done = threading.Event()
+
+    def hold_ctrl_c_down():
+        while not done.wait(0.05):
+            run.send_signal(signal.SIGINT)
+
+    try:
+        for line in run.stderr:
+            if line.startswith("sending"):
+                break
+        holding = threading.Thread(target=hold_ctrl_c_down, daemon=True)
+        holding.start()
+        printed = run.stdout.readline()  # the summary's first line
+        done.set()
+        holding.join()
+        out, said = run.stdout.read(), run.stderr.read()  # not communicate(): it skips what readline buffered
+        run.wait(timeout=60)
+    finally:
+        done.set()
+        run.kill()
+    assert "Traceback" not in said and printed.startswith("sent ") and "cut short" in printed, said
+    assert "max send lag" in out  # the whole summary
+    # a Ctrl-C that came after the last line was printed may still end the process, all written
+    assert run.returncode in (0, -signal.SIGINT), said
+    assert json.loads(summary.read_text())["planned"] > 1000 and plot.stat().st_size > 0
+
+
+def _start_long_run(tmp_path, url: str, *more: str) -> tuple[subprocess.Popen, Path, Path]:
     records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
     command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", url, "--rate", "20", "--duration-s", "60"]
-    command += ["--records", str(records), "--json", str(summary), "--no-progress"]
-    return subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True), records, summary
+    command += ["--records", str(records), "--json", str(summary), "--no-progress", *more]
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return run, records, summary
 
 
 def _signal_once_sending(run: subprocess.Popen, signum: int) -> str:

@@ -9,11 +9,11 @@ import pytest
 from aiohttp import web
 
 from engine_process import free_port
-from loadgen.engine_status import CapacityUnknown, LevelSampler, exact_capacity_rps
+from loadgen.engine_status import CapacityUnknown, EngineUnreachable, LevelSampler, check_reachable, exact_capacity_rps
 
 
 @contextlib.asynccontextmanager
-async def status_server(ready: dict, plan: dict | None, api_key: str | None = None):
+async def status_server(ready: dict, plan: dict | None, api_key: str | None = None, ready_status=200, on_ready=None):
     @web.middleware
     async def require_key(request, handler):
         if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
@@ -21,7 +21,7 @@ async def status_server(ready: dict, plan: dict | None, api_key: str | None = No
         return await handler(request)
 
     async def get_ready(request):
-        return web.json_response(ready)
+        return web.json_response(ready, status=ready_status)
 
     async def get_plan(request):
         if plan is None:
@@ -29,7 +29,7 @@ async def status_server(ready: dict, plan: dict | None, api_key: str | None = No
         return web.json_response(plan)
 
     app = web.Application(middlewares=[require_key])
-    app.router.add_get("/ready", get_ready)
+    app.router.add_get("/ready", on_ready or get_ready)
     app.router.add_get("/plan", get_plan)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -59,11 +59,33 @@ async def test_capacity_from_ready():
     async with asyncio.timeout(20):
         async with status_server({**READY, "exact_capacity_rps": 2.5}, None, api_key="k") as url:
             assert await exact_capacity_rps(url, api_key="k") == (2.5, 3)
-            with pytest.raises(CapacityUnknown, match="answered 401"):
+            with pytest.raises(EngineUnreachable, match="refuses the API key"):
                 await exact_capacity_rps(url)
         async with status_server(READY, None) as url:
             with pytest.raises(CapacityUnknown, match="exact_capacity_rps"):
                 await exact_capacity_rps(url)
+
+
+async def test_only_an_engines_ready_answer_is_taken_for_an_engine():
+    """/ready answers 200 (ready) or 503 (not yet): a 404 (--url ending in /v1) or an engine's 403 host_not_allowed
+    was taken for an engine that answers, and a run sent its whole schedule to fail alike."""
+
+    async def refuse_host(request):
+        body = {"error": {"message": "Host 'x' does not name this engine", "code": "host_not_allowed"}}
+        return web.json_response(body, status=403)
+
+    async with asyncio.timeout(20):
+        async with status_server(READY, None) as url:
+            await check_reachable(url)  # 200
+            with pytest.raises(EngineUnreachable, match=r"/v1/ready answered 404.*without the /v1"):
+                await check_reachable(url + "/v1")
+            with pytest.raises(EngineUnreachable, match="answered 404"):
+                await exact_capacity_rps(url + "/v1")
+        async with status_server({"ready": False, "workers": []}, None, ready_status=503) as url:
+            await check_reachable(url)  # an engine with no worker ready yet
+        async with status_server(READY, None, on_ready=refuse_host) as url:
+            with pytest.raises(EngineUnreachable, match="answered 403 host_not_allowed: Host 'x' does not name"):
+                await check_reachable(url)
 
 
 async def test_workers_per_level_from_plan_when_there_is_one():
