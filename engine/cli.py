@@ -151,6 +151,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help=f"seconds of worker silence before it is lost, {MIN_HEARTBEAT_TIMEOUT_S:g} to {MAX_HEARTBEAT_TIMEOUT_S}",
     )
     p.add_argument(
+        "--client-gone-grace",
+        type=positive_float,
+        default=10.0,
+        help="seconds a ZeroMQ client whose connection dropped has to connect again: its replies are kept and tried"
+        " again until then, then dropped and its other requests cancelled (default 10)",
+    )
+    p.add_argument(
         "--startup-timeout",
         type=positive_float,
         default=180.0,
@@ -352,6 +359,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         ),
         model_id=_model_id(args.backend, args.model, args.model_id),
         heartbeat_timeout_s=args.heartbeat_timeout,
+        client_gone_grace_s=args.client_gone_grace,
         shutdown_timeout_s=args.shutdown_timeout,
         keepalive_timeout_s=args.keepalive_timeout,
         api_key=args.api_key,

@@ -8,7 +8,7 @@ that leaves _MAX_UNREAD_REPLIES unread beyond the --max-queue the engine may
 answer at once (it would hold engine memory without bound). Both are counted in
 argus_replies_dropped_total. A reply that finds its client gone is kept, with
 those that come after it, and tried again until the client is back; a client
-still gone _GONE_GRACE_S after has its kept replies dropped and its other
+still gone --client-gone-grace seconds after has its kept replies dropped and its other
 requests cancelled.
 
 libzmq bounds the size of each frame, not the number of frames in a message,
@@ -58,10 +58,6 @@ _UNREAD_WARNING_S = 60.0
 # at shutdown, replies already written still queue for clients that read slowly (large images on a slow link):
 # they get this long to leave before the engine exits
 _REPLY_FLUSH_MS = 10_000
-# a client a reply found gone, and not heard from nor reached since, has its other requests cancelled after this
-# long: the engine made every image a killed pipeline had asked for (up to --max-queue), for no one, while the
-# clients still there got Busy. Time enough for a client whose connection dropped to connect again
-_GONE_GRACE_S = 10.0
 # how often the replies kept for a client found gone are tried again: ZeroMQ tells the engine of no reconnection, and
 # a client back but silent (its calls waiting) was taken for gone: the reply that had found it gone was lost, and its
 # other requests cancelled at the grace's end
@@ -90,6 +86,10 @@ class ClientDoor:
         """`admits` (with `curve`): whether a peer's public key is admitted on this socket now (CurveGate.admits)."""
         self._engine = engine
         self._admits = admits
+        # a client a reply found gone, and not heard from nor reached since, has its other requests cancelled after
+        # this long: the engine made every image a killed pipeline had asked for (up to --max-queue), for no one,
+        # while the clients still there got Busy
+        self._gone_grace_s = engine.config.client_gone_grace_s
         self._unread_bound = engine.config.dispatch.max_queue + _MAX_UNREAD_REPLIES
         sock = make_socket(
             context,
@@ -212,7 +212,7 @@ class ClientDoor:
             del self._gone[identity]
             return
         loop = asyncio.get_running_loop()
-        if loop.time() - gone.since < _GONE_GRACE_S:
+        if loop.time() - gone.since < self._gone_grace_s:
             gone.retry = loop.call_later(_GONE_RETRY_S, self._try_again, identity)
             return
         # the replies to the requests cancelled here find it gone too, and are kept as long in their turn

@@ -111,6 +111,9 @@ class EngineConfig:
     model_id: str = ""
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_timeout_s: float = 10.0
+    # a ZeroMQ client a reply found disconnected, and not back within this long, has its kept replies dropped and
+    # its other requests cancelled (engine/client_door.py)
+    client_gone_grace_s: float = 10.0
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
     # an HTTP connection idle between requests, or still sending a request's headers, this long is closed (aiohttp's
