@@ -4,18 +4,23 @@ Classes are the keys of the demand (for Argus, the predicted best level K*);
 levels are the K' workers serve. f[K][K'] is the images/s of class K served at
 K'. Both models maximise
 
-    sum over (K, K') of [(BIG_M - loss[K][K']) / S - HEADROOM_WEIGHT / (capacity[K'] * W)] * f[K][K']
+    sum over (K, K') of [(M - loss[K][K']) / S - HEADROOM_WEIGHT / (capacity[K'] * W)] * f[K][K']
 
 subject to sum_K' f[K][K'] <= demand[K] and sum_K f[K][K'] <= capacity[K'] * x[K'].
-BIG_M exceeds any loss (quality points, at most 100), so one more image/s
-served always outweighs the quality it costs: serving comes first, quality
-second. Among equally good routes, each class prefers its own level, then the
-nearest (a cost of ROUTE_TIE_BREAK per squared step between levels, far below
-any real loss and below the allocation's moving penalty): without it the LP
-has many optima, and the routes could flip between them from one solve to
+M is BIG_M (1000), ten times the largest loss of modelled quality (100
+points), or ten times the problem's largest loss when that is more, so one
+more image/s served always outweighs the quality it costs: serving comes
+first, quality second. A measured profile bounds no loss (a samples file may
+hold any finite quality, -2000 or one on another scale): with M fixed at
+1000, a loss of 2100 made serving a class there cost more than it earned, and
+on 8 workers argus served 3.6 of the 4.5 images/s they could. Among equally
+good routes, each class prefers its own level, then the nearest (a cost of
+ROUTE_TIE_BREAK per squared step between levels, far below any real loss and
+below the allocation's moving penalty): without it the LP has many optima,
+and the routes could flip between them from one solve to
 the next with nothing changed. S is the total demand, or what the fleet can
 serve at most (W workers at the fastest level) when that is less. Dividing by
-it keeps the objective near BIG_M at any scale, so the solver's tolerances mean
+it keeps the objective near M at any scale, so the solver's tolerances mean
 the same at 8 workers as at 1024. It also keeps an image served worth far more
 than any headroom or move cost however far demand outgrows the fleet: divided
 by the demand alone, a flood of a few thousand times the fleet's capacity
@@ -33,6 +38,9 @@ from controller.plan import Plan
 from controller.profiles import DegradationMatrix
 
 BIG_M = 1000.0
+# the serving weight stays this many times the problem's largest loss: BIG_M against the 100 points modelled
+# quality loses at most
+_SERVING_MARGIN = BIG_M / 100.0
 ROUTE_TIE_BREAK = 1e-4
 # quality points a plan gives up to keep the whole cluster's capacity free: below any real quality loss, above
 # the moving penalty, so of two equally good plans the one that leaves more headroom for bursts wins (it serves
@@ -102,13 +110,20 @@ def add_flows(solver: Any, problem: FlowProblem, workers: Mapping[int, Any], fle
             solver.Add(solver.Sum(inflow) <= problem.capacity_rps[kp] * workers[kp])
     fleet = max(fleet, 1)
     scale = max(_servable_at_most(problem, fleet), 1e-9)
+    weight = serving_weight(problem)
     objective = solver.Sum(
         [
-            ((BIG_M - problem.loss[k][kp] - _detour(problem.levels, k, kp)) / scale - _busy(problem, kp, fleet)) * f
+            ((weight - problem.loss[k][kp] - _detour(problem.levels, k, kp)) / scale - _busy(problem, kp, fleet)) * f
             for (k, kp), f in flows.items()
         ]
     )
     return flows, objective
+
+
+def serving_weight(problem: FlowProblem) -> float:
+    """What one image/s served earns before its loss: BIG_M, or more for a profile whose losses come near it."""
+    largest = max((loss for row in problem.loss.values() for loss in row.values()), default=0.0)
+    return max(BIG_M, _SERVING_MARGIN * largest)
 
 
 def _servable_at_most(problem: FlowProblem, fleet: int) -> float:

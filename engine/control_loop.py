@@ -1,5 +1,10 @@
 """The controller coroutine: every second, ask the controller for a plan (solved off the loop) and apply it.
 
+The solve runs on an executor of the controller's own (the engine's one thread for it), not the loop's default
+one: HTTP's base64 encoding of large images runs there, and under a flood of them a 1 s window's look every
+0.1 s waited 2.2 s for a thread (150 images of 8 MB), while a solve at its 1 s time limit held a thread the
+encodings wait for.
+
 With a short window it looks more often (a tenth of the window, at least every
 10 ms), and after a solve it waits at least as long as the solve took: a window
 shorter than a solve (`--window-s 0.01`) would otherwise run the MILP back to
@@ -22,6 +27,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 from controller.plan import Plan
 from controller.policies import Policy
@@ -46,6 +52,7 @@ class ControlLoop:
         metrics: EngineMetrics,
         clock: Callable[[], float],
         window_s: float,
+        solve_on: Executor | None = None,  # where plans are solved; None: the loop's default executor
     ):
         self.policy = policy
         self._controller = controller
@@ -53,6 +60,7 @@ class ControlLoop:
         self._move = move
         self._metrics = metrics
         self._clock = clock
+        self._solve_on = solve_on
         # look often enough to re-route within a window, however short the window is
         self._tick_s = max(_MIN_TICK_S, min(_TICK_S, window_s / 10))
         self._last_allocation: dict[int, int] = {}
@@ -85,7 +93,9 @@ class ControlLoop:
             started = self._clock()
             try:
                 # for the workers in rotation: one taken out as failing serves nothing
-                plan = await asyncio.to_thread(self._controller.maybe_replan, started, self._registry.in_rotation)
+                plan = await asyncio.get_running_loop().run_in_executor(
+                    self._solve_on, self._controller.maybe_replan, started, self._registry.in_rotation
+                )
                 if plan is not None:
                     self._record(plan)
                 if failing:

@@ -10,6 +10,7 @@ by hand wait for the next engine), and the sockets close before the context.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import functools
@@ -200,6 +201,7 @@ class Engine:
             self.metrics,
             time.monotonic,
             config.policy.window_s,
+            self._controller_thread(),
         )
         self.cache = build_cache_service(
             config.cache, config.model_id, DEFAULT_LEVELS, self.control_loop.choose, self.control.policy.fallback_levels
@@ -223,6 +225,14 @@ class Engine:
         # pressed again in a terminal was ignored, and the engine waited out --shutdown-timeout all the same)
         self._stop_now = asyncio.Event()
         self._hangup = asyncio.Event()  # SIGHUP: read the CURVE key directories again
+
+    def _controller_thread(self) -> concurrent.futures.Executor:
+        """The one thread the controller solves on: on the loop's default executor, which HTTP's base64 encoding of
+        large images shares, its plans waited behind a flood of them."""
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="argus-controller")
+        # as the engine stops: waits for a solve still running (its time limit bounds it), drops one not begun
+        self._resources.callback(executor.shutdown, cancel_futures=True)
+        return executor
 
     def _launcher(self) -> LocalLauncher | RayLauncher:
         config = self.config

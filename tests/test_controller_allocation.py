@@ -146,6 +146,19 @@ def test_any_overload_still_serves_all_it_can():
     assert plan.served_rps == pytest.approx(max_servable(demand, 1), rel=1e-6)
 
 
+def test_a_measured_profile_losing_more_than_big_m_still_serves_all_it_can():
+    # a samples file may hold any finite quality (one on another scale, or far below 0): losses of 2,100 points
+    # above each class's level, against BIG_M = 1000, made serving there cost more than it earned
+    quality = {0: {0: 100.0}} | {k: {kp: 95.0 if kp <= k else -2000.0 for kp in LEVELS} for k in LEVELS[1:]}
+    degradation = DegradationMatrix(SIM.table, quality, "test")
+    workers, demand = 8, mixed_demand(6.0)
+    overload = problem(demand, degradation)
+    plan = plan_from_solution(overload, allocate(overload, workers, {0: workers}, OPTIONS), "argus", 0.0)
+    assert_plan_is_sound(plan, workers)
+    assert plan.served_rps == pytest.approx(max_servable(demand, workers), rel=1e-6)  # was 3.60 of 4.49
+    assert plan.served_rps < sum(demand.values())
+
+
 def test_a_class_without_demand_goes_to_its_own_level_when_it_is_staffed():
     solution = route(problem({25: 1.0}), {0: 2, 20: 2, 25: 2}, OPTIONS)
     plan = plan_from_solution(problem({25: 1.0}), solution, "argus", 0.0)

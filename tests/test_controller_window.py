@@ -47,7 +47,8 @@ def test_fast_attack_plans_for_a_rise_at_once_and_lets_a_fall_decay():
     demand = DemandEstimator(window_started=0.0, alpha=0.5, headroom=1.0, fast_attack=True)
     demand.observe(5, images=10)
     assert demand.close_window(10.0).rps == pytest.approx(1.0)
-    demand.observe(5, images=12)
+    for _ in range(12):
+        demand.observe(5)
     assert demand.peek(13.0).rps == pytest.approx(4.0)  # a burst 3 s into the window: its own rate, not 2.5
     assert demand.close_window(15.0).rps == pytest.approx(2.4)  # 12 in 5 s; the EWMA would say 1.7
     assert demand.close_window(25.0).rps == pytest.approx(0.85)  # quiet: the EWMA's decay, half of 1.7
@@ -56,6 +57,14 @@ def test_fast_attack_plans_for_a_rise_at_once_and_lets_a_fall_decay():
     plain.close_window(10.0)
     plain.observe(5, images=12)
     assert plain.peek(13.0).rps == pytest.approx(2.5)
+
+
+def test_fast_attack_takes_one_request_of_many_images_for_one_arrival():
+    demand = DemandEstimator(window_started=0.0, alpha=0.5, headroom=1.0, fast_attack=True)
+    demand.observe(5, images=10)
+    demand.close_window(10.0)
+    demand.observe(5, images=12)  # as likely at 1 image/s as one lone image is: not a burst
+    assert demand.peek(13.0).rps == pytest.approx(2.5)  # the EWMA, not 12 images in 3 s
 
 
 def test_peek_does_not_close_the_window():
