@@ -277,11 +277,7 @@ async def generate(request: web.Request) -> web.Response:
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
             return _refused(engine, "invalid_request", reason, "response_format")
-    # the client its share of the queue is counted for: the end user a gateway names, else the address the request
-    # came from. OpenAI's `safety_identifier` replaced `user` and takes precedence over it unless empty: read alone,
-    # `user` counted every end user of a gateway that sends its own name there as one client
-    end_user = body.safety_identifier or body.user
-    admitted = engine.submit(spec, "http:" + (end_user or _client_address(request)))
+    admitted = engine.submit(spec, _client_name(body.safety_identifier or body.user, request))
     if isinstance(admitted, Busy):
         retry_s = max(1, admitted.retry_after_ms // 1000)
         return _error("busy", _BUSY_MESSAGES[admitted.reason], headers={"Retry-After": str(retry_s)})
@@ -332,6 +328,15 @@ def _refused(engine: Engine, code: str, message: str, param: str | None = None) 
     """A request refused before the engine saw it, counted as the engine counts those it refuses."""
     engine.metrics.requests_by("rejected", code).inc()
     return _error(code, message, param)
+
+
+def _client_name(end_user: str | None, request: web.Request) -> str:
+    """The client a request's share of the queue is counted for: the end user a gateway names (OpenAI's
+    `safety_identifier` replaced `user` and takes precedence over it unless empty: read alone, `user` counted every
+    end user of a gateway that sends its own name there as one client), else the address the request came from. The
+    two are named apart: in one namespace, a `user` of "10.0.0.7" was counted as the client at that address, took its
+    images for its own and had it refused for the share it did not hold."""
+    return f"http-user:{end_user}" if end_user else f"http:{_client_address(request)}"
 
 
 def _client_address(request: web.Request) -> str:

@@ -144,10 +144,12 @@ class ArgusImageInfo(msgspec.Struct, frozen=True):
     """What happened to one image."""
 
     level: int  # cache level K the image resumed from (0: exact generation)
-    similarity: float | None  # of the cached neighbour whose latent was used
+    # of the nearest cached prompt of the same steps and size, its latent used or not (level 0: not); None: no
+    # neighbour, or an exact request
+    similarity: float | None
     seed: int
-    queue_ms: float
-    run_ms: float
+    queue_ms: float  # admission to the dispatch of the run that made it
+    run_ms: float  # that run's, the whole batch's
     steps_run: int  # denoising steps run (N - level)
     worker: str
     quality: float | None  # modelled quality, simulated workers only
