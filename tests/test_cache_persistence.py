@@ -148,7 +148,7 @@ def test_spill_files_lost_together_are_one_warning_at_the_save(tmp_path, caplog)
     with caplog.at_level("INFO", logger="argus.cache"):
         cache.save(str(tmp_path / "saved"))
     assert [record.getMessage() for record in caplog.records] == [
-        "60 spill files were missing or cut short (latent (1, 5) the first): evicted"
+        "60 spill files were missing, cut short or unreadable (latent (1, 5) the first): evicted"
     ]
     assert cache.stats().prompts == 0
     cache.close()

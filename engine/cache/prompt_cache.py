@@ -182,17 +182,25 @@ class PromptCache:
         """Inserts what `newer` holds (what generations brought while this cache was being restored), oldest
         prompt first, and adds its hit, miss, spill and eviction counts to this one's (/metrics shows them as
         counters: the evictions of the cache served while this one was read went missing, and the counter fell at
-        the hand-over); `newer` is left as it was.
+        the hand-over); `newer` is left as it was, but for the spilled latents it finds unreadable (evicted).
 
         A prompt both hold keeps this cache's latents and gains the levels only `newer` has; the hits a latent of
-        `newer` served are not carried over (its uses start at 0, as a fresh insert's).
+        `newer` served are not carried over (its uses start at 0, as a fresh insert's). A spilled latent whose file
+        is gone, cut short, unreadable or NaN is left out, with one warning: it raised, and the engine served on
+        without the restored cache, never saving over its file again.
         """
-        newer._store.drop_missing_spills()  # as a save does: a latent lost on disk is left out, not fatal
         prompt_ids = sorted(newer._prompts)
+        unreadable = 0
         for prompt_id, vector in zip(prompt_ids, newer._vectors(prompt_ids), strict=True):
             prompt = newer._prompts[prompt_id]
-            latents = {level: newer._store.read((prompt_id, level)) for level in sorted(prompt.levels)}
-            self.insert(prompt.text, vector, prompt.shape, latents)
+            levels = sorted(prompt.levels)
+            found = {level: newer._store.read((prompt_id, level)) for level in levels}
+            latents = {level: latent for level, latent in found.items() if latent is not None}
+            unreadable += len(levels) - len(latents)
+            if latents:
+                self.insert(prompt.text, vector, prompt.shape, latents)
+        if unreadable:
+            log.warning("%d latents cached while the saved cache was read could not be read back: left out", unreadable)
         for level, hits in newer._hits.items():
             self._hits[level] += hits
         self._misses += newer._misses
@@ -222,7 +230,7 @@ class PromptCache:
     def save(self, directory: str) -> None:
         """Writes everything to `directory`/prompt_cache.argus, atomically replacing an older save.
 
-        Spilled latents whose files are missing or cut short are left out and evicted, not fatal.
+        Spilled latents whose files are missing, cut short or unreadable are left out and evicted, not fatal.
         """
         snapshot = self.snapshot()
         try:
