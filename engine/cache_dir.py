@@ -18,6 +18,8 @@ from engine.cache.latent_store import SPILL_FOLDER_PREFIX
 from engine.cache.persistence import FILE_NAME, TEMPORARY_PREFIX, CacheFileError
 from engine.cache.prompt_cache import PromptCache
 from engine.config import CacheConfig
+from workers.limits import latent_shape
+from workers.model_id import backend_of
 
 log = logging.getLogger("argus.cache")
 
@@ -42,8 +44,14 @@ def load_saved_cache(
     saved = os.path.join(config.directory, FILE_NAME)
     if not os.path.exists(saved):
         return None
+    backend = backend_of(model)
     try:
-        cache = PromptCache.load(config.directory, *_cache_arguments(config, model, embedder, levels))
+        cache = PromptCache.load(
+            config.directory,
+            *_cache_arguments(config, model, embedder, levels),
+            # what the model's workers take, resumed from a latent: a saved latent of another shape is left out
+            latent_shape=lambda shape: latent_shape(backend, shape.width, shape.height),
+        )
     except CacheFileError as error:
         # a name of its own: a refused file may be another embedder's good cache, to be renamed back
         aside = f"{saved}.rejected-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"

@@ -23,6 +23,7 @@ from test_cache_restore_background import (
     LEVELS,
     MODEL,
     SHAPE,
+    directory_sized_latent,
     file_identity,
     request,
     returned,
@@ -35,7 +36,9 @@ from test_cache_warm_restart import assert_a_restart_finds_it, generate, start
 from engine.cache import persistence
 from engine.cache.prompt_cache import PromptCache
 from engine.cache_service import build_cache_service
+from engine.client import ArgusClient
 from engine.config import CacheConfig
+from engine_process import start_engine
 
 
 def test_an_engine_killed_after_a_checkpoint_restarts_from_it(tmp_path):
@@ -212,3 +215,37 @@ def test_a_written_checkpoint_lets_go_of_the_latents_that_leave_the_cache_after_
         await service.close(save_to=None)
 
     asyncio.run(asyncio.wait_for(evict_after_a_checkpoint(), timeout=60))
+
+
+def test_a_spill_file_that_cannot_be_read_is_left_out_and_later_checkpoints_are_written(tmp_path):
+    """A directory in place of a spill file, of its size (4 KiB on ext4: a latent of the tiny model at 256x128), passes
+    the check by size and fails the read. Before, it failed the checkpoint, and, never evicted, every later one and the
+    drain's save (12 checkpoints of 12, one a second), for the engine's life."""
+    if directory_sized_latent(tmp_path).shape != (1, 1, 2048):
+        pytest.skip("a directory here is not the size of a tiny 256x128 latent")
+    cache_dir = tmp_path / "cache"
+    flags = ("--cache-bytes", "8192", "--cache-dir-bytes", "1000000", "--cache-save-interval", "0.2")
+    engine = start_engine(tmp_path, "--cache-dir", str(cache_dir), *flags, backend="tiny", workers=1)
+
+    def checkpointed(prompts: int) -> None:
+        saved = f"prompt cache checkpointed to {cache_dir}: {prompts} prompts"
+        deadline = time.monotonic() + 60
+        while saved not in engine.log_path.read_text():
+            assert time.monotonic() < deadline, engine.log()
+            time.sleep(0.05)
+
+    try:
+        with ArgusClient(engine.client_address, timeout_s=600) as client:
+            # 11 steps: cached at levels 5 and 10, 4 KiB each; memory holds two, so the first prompt's are spilled
+            for prompt in ("a red fox in the snow", "a blue whale under the sea"):
+                client.generate(prompt, width=256, height=128, seed=1, steps=11)
+            checkpointed(2)
+            spilled = sorted(cache_dir.glob("spill/argus-spill-*/*.latent"))[0]
+            spilled.unlink()
+            spilled.mkdir()
+            client.generate("a green frog on a leaf", width=256, height=128, seed=1, steps=11)
+            checkpointed(3)
+    finally:
+        assert engine.stop() == 0
+    log = engine.log_path.read_text()
+    assert "could not be read" in log and "the save is written again without it" in log

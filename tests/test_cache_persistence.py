@@ -148,7 +148,7 @@ def test_spill_files_lost_together_are_one_warning_at_the_save(tmp_path, caplog)
     with caplog.at_level("INFO", logger="argus.cache"):
         cache.save(str(tmp_path / "saved"))
     assert [record.getMessage() for record in caplog.records] == [
-        "60 spill files were missing or cut short (latent (1, 5) the first): evicted"
+        "60 spill files were missing, cut short or unreadable (latent (1, 5) the first): evicted"
     ]
     assert cache.stats().prompts == 0
     cache.close()
@@ -282,9 +282,34 @@ def test_a_spill_file_overwritten_with_nan_is_neither_served_nor_the_end_of_the_
         restored = load(tmp_path / "saved")
     try:
         assert restored.stats().prompts == 2
-        assert "1 saved latents hold NaN or infinite values" in caplog.text
+        assert "1 saved latents no run can start from" in caplog.text and "NaN or infinite values" in caplog.text
         for i in (2, 3):
             np.testing.assert_array_equal(restored.take_latent(ids[i], 5), latent(i, 5))
     finally:
         restored.close()
         cache.close()
+
+
+def test_a_saved_latent_of_another_shape_than_the_model_takes_is_left_out(tmp_path, caplog):
+    """An edited file, or one saved by a build that cached what a worker of another build returned: its latent
+    matches its own record (the byte count is checked against it), not the shape the model's workers take at its
+    prompt's size. Restored, every similar prompt resumed from it failed at its worker (worker_error)."""
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
+    good = cache.insert("prompt 0", vector(0), SQUARE, {5: latent(0, 5)})
+    wrong = latent(1, 5).reshape(4, 16, 4)  # the same bytes as 4 x 8 x 8
+    bad = cache.insert("prompt 1", vector(1), SQUARE, {5: wrong, 25: latent(1, 25)})
+    cache.save(str(tmp_path))
+    cache.close()
+    with caplog.at_level("WARNING", logger="argus.cache"):
+        restored = PromptCache.load(str(tmp_path), "hash", DIM, LEVELS, 1 << 20, latent_shape=lambda shape: (4, 8, 8))
+    try:
+        assert restored.take_latent(bad, 5) is None
+        np.testing.assert_array_equal(restored.take_latent(bad, 25), latent(1, 25))
+        np.testing.assert_array_equal(restored.take_latent(good, 5), latent(0, 5))
+        assert restored.lookup(vector(1), SQUARE).levels == (25,)
+        [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert (
+            warning.startswith("1 saved latents no run can start from") and "(4, 16, 4), not the (4, 8, 8)" in warning
+        )
+    finally:
+        restored.close()

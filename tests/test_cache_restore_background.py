@@ -32,18 +32,19 @@ LEVELS = (5, 10, 15, 20, 25)
 SHAPE = ShapeKey(50, 64, 64)
 LATENT = np.zeros((4, 8, 8), dtype=np.float16)
 EMBEDDER = HashEmbedder()
-MODEL = "sim:0123456789abcdef"
+MODEL = "tiny:0123456789abcdef"  # its workers take LATENT at 64x64: a restore leaves out latents of another shape
 
 
 def request(prompt: str) -> SimpleNamespace:
     return SimpleNamespace(spec=Generate(request_id="r", prompt=prompt), steps=SHAPE.steps, width=64, height=64)
 
 
-def returned(latents: dict[int, np.ndarray]) -> Returned:
-    """What a worker's run from level 0 brings back, latents by level, as the engine hands it to the cache."""
+def returned(latents: dict[int, np.ndarray], shape: tuple[int, int, int] = LATENT.shape) -> Returned:
+    """What a worker's run from level 0 brings back, latents by level, as the engine hands it to the cache (`shape`:
+    what the worker's backend makes)."""
     levels = sorted(latents)
     done = ItemDone("j0", Blob(b"image"), 0, levels, np.stack([latents[k] for k in levels]), 1.0, SHAPE.steps)
-    return Returned(done, "local-0", 0, LATENT.shape)
+    return Returned(done, "local-0", 0, shape)
 
 
 def vector(prompt: str) -> np.ndarray:
@@ -224,3 +225,54 @@ def test_a_restored_cache_given_up_at_the_hand_over_is_let_go(tmp_path, held_res
         await service.close(save_to=str(tmp_path))
 
     asyncio.run(asyncio.wait_for(give_up_the_restore(), timeout=60))
+
+
+def directory_sized_latent(tmp_path) -> np.ndarray:
+    """A latent of the size of a directory on tmp_path's filesystem (4 KiB on ext4): a directory in place of its spill
+    file passes the check by size, and only reading it fails."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    size = probe.stat().st_size
+    probe.rmdir()
+    if size < 2 or size % 2:
+        pytest.skip(f"a directory here is {size} bytes, which no float16 latent is")
+    return np.zeros((1, 1, size // 2), np.float16)
+
+
+@pytest.mark.parametrize("damage", ["nan", "directory"])
+def test_a_damaged_spill_file_at_the_hand_over_is_left_out_and_later_saves_work(tmp_path, held_restore, damage):
+    """At the hand-over, what generations brought while the saved cache was read is read back, spilled latents from
+    their files, and inserted into the restored cache. One damaged (NaN written over it; a directory of its size in
+    its place) raised there: the engine served on without the restored cache and, taking its file for a good one it
+    could not restore, never saved over it again, for its life."""
+    latent = LATENT if damage == "nan" else directory_sized_latent(tmp_path)
+    saved = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20, model=MODEL)
+    saved.insert("a blue whale", vector("a blue whale"), SHAPE, {5: LATENT})
+    saved.save(str(tmp_path))
+    saved.close()
+    config = CacheConfig(directory=str(tmp_path), max_bytes=latent.nbytes, directory_bytes=1 << 20)
+    service = build_cache_service(config, MODEL, LEVELS, choose=take_level_5)
+    made = ("a cat", "a dog", "a red fox")  # the first two spilled: memory holds one latent
+
+    async def hand_over_and_save() -> None:
+        for prompt in made:
+            service.insert(request(prompt), vector(prompt), returned({5: latent}, latent.shape))
+        await service.stats()  # inserted
+        [cat] = tmp_path.glob("spill/argus-spill-*/1_5_*.latent")
+        if damage == "nan":
+            cat.write_bytes(b"\xff" * cat.stat().st_size)
+        else:
+            cat.unlink()
+            cat.mkdir()
+        held_restore.set()
+        while service.restoring:
+            await asyncio.sleep(0.01)
+        assert await similarity(service, "a blue whale") == pytest.approx(1.0)  # the restored cache serves
+        assert await similarity(service, "a cat") != pytest.approx(1.0)  # left out
+        for prompt in made[1:]:
+            assert await similarity(service, prompt) == pytest.approx(1.0), prompt
+        await service.close(save_to=str(tmp_path))
+
+    asyncio.run(asyncio.wait_for(hand_over_and_save(), timeout=60))
+    saved = persistence.read_cache_file(tmp_path / persistence.FILE_NAME, "hash", EMBEDDER.dim, LEVELS, MODEL)
+    assert sorted(p.text for p in saved.prompts) == ["a blue whale", "a dog", "a red fox"]

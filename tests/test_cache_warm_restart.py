@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from test_hello_bounds import SIM_MODEL
 
+from engine.cache.embedders import HashEmbedder
+from engine.cache.prompt_cache import PromptCache, ShapeKey
 from engine.client import ArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Images
+from workers.limits import DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 
@@ -110,3 +114,34 @@ def test_a_failed_save_leaves_the_last_one_for_the_next_start(tmp_path):
         assert generate(third).images[0].similarity == pytest.approx(1.0)
     finally:
         assert third.stop() == 0
+
+
+def test_a_saved_latent_of_another_shape_than_the_workers_take_is_left_out_not_served(tmp_path):
+    """An edited save, or one a build made before the engine checked what workers return: its latents are their
+    records' shape, of the right byte count, but not what the tiny model takes at 64x64 (4 x 8 x 8). Before, it was
+    restored, and every request near its prompt failed (worker_error: expected a float16 or float32 latent of shape
+    (4, 8, 8), got float16 (4, 16, 4)), a hit counted each time."""
+    from workers.config import WorkerConfig
+    from workers.main import load_backend
+
+    model = load_backend(WorkerConfig("tcp://127.0.0.1:9", "w", backend="tiny")).describe().model_id
+    embedder, other = HashEmbedder(), "a bowl of ramen on a wooden table, studio photo"
+    saved = PromptCache("hash", embedder.dim, DEFAULT_LEVELS, 1 << 20, model=model)
+    shape = ShapeKey(11, 64, 64)  # 11 steps: a run of the tiny model is short, and cached at levels 5 and 10
+    saved.insert(PROMPT, embedder.embed([PROMPT])[0], shape, {k: np.zeros((4, 16, 4), np.float16) for k in (5, 10)})
+    saved.insert(other, embedder.embed([other])[0], shape, {k: np.zeros((4, 8, 8), np.float16) for k in (5, 10)})
+    saved.save(str(tmp_path / "cache"))
+    saved.close()
+    engine = start_engine(
+        tmp_path, "--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana", backend="tiny", workers=1
+    )
+    try:
+        with ArgusClient(engine.client_address, timeout_s=600) as client:
+            left_out = client.generate(PROMPT, width=64, height=64, seed=1, steps=11)
+            restored = client.generate(other, width=64, height=64, seed=1, steps=11)
+    finally:
+        assert engine.stop() == 0
+    assert isinstance(left_out, Images), left_out
+    assert left_out.images[0].similarity != pytest.approx(1.0)  # not served from its own latents
+    assert isinstance(restored, Images) and restored.images[0].similarity == pytest.approx(1.0), restored
+    assert "2 saved latents no run can start from, left out" in engine.log_path.read_text()

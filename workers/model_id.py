@@ -40,6 +40,11 @@ def model_id(backend: str, parts: Iterable[bytes]) -> str:
     return f"{backend}:{digest.hexdigest()}"
 
 
+def backend_of(identity: str) -> str:
+    """The backend a model_id() names: what its workers' latents are shaped by (workers/limits.py latent_shape)."""
+    return identity.partition(":")[0]
+
+
 def folder_model_id(model_dir: str) -> str:
     """The identity of a diffusers checkpoint: model_index.json and the folders of the components it names."""
     root = Path(model_dir)

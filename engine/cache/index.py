@@ -18,7 +18,8 @@ and went meanwhile applied. Either way a cache that churns at a steady size keep
 a bounded index. Reusing a removed node's slot instead (hnswlib's
 replace_deleted) repairs the links of every neighbour it had: 1.8 ms of the cache
 thread an insert into a full cache of 2,000 hash-embedded prompts, 15 ms on
-random vectors, against about 0.5 ms into a fresh slot (docs/cache.md).
+random vectors, against about 0.5 ms into a fresh slot (docs/cache.md); it is
+the way only after a rebuild failed (out of memory), until one succeeds.
 
 The graph parameters were chosen with 100k vectors of 1024 dimensions (`argus
 bench cache`, numbers in docs/cache.md). They need a denser graph than hnswlib's default
@@ -237,8 +238,12 @@ class _Graph:
         self._rebuild: Future[hnswlib.Index] | None = None
         self._added_since: dict[int, np.ndarray] = {}
         self._removed_since: set[int] = set()
-        # removed nodes not counted towards the next rebuild: those of a graph whose rebuild failed
-        self._worn_before = 0
+        # prompts removed since the graph was built (or a rebuild failed): built anew once they outnumber the live
+        self._worn = 0
+        # a rebuild failed (out of memory): until one succeeds, new prompts take removed ones' slots, the slower way
+        # (hnswlib repairs the links of the slot's old neighbours), since fresh slots grew the graph without bound: a
+        # builder that always failed took a graph of 2,000 live prompts to 32,000 slots in 20,000 inserts, 208 MB
+        self._reuse_slots = False
 
     def __len__(self) -> int:
         return len(self._live)
@@ -252,7 +257,8 @@ class _Graph:
 
     def add(self, ids: list[int], unit_vectors: np.ndarray) -> None:
         self._take_rebuilt()
-        _add(self._index, ids, unit_vectors)
+        reusable = self._index.get_current_count() - len(self._live) if self._reuse_slots else 0
+        _add(self._index, ids, unit_vectors, reusable)
         self._live.update(ids)
         if self._rebuild is not None:
             self._added_since.update(zip(ids, unit_vectors, strict=True))
@@ -262,6 +268,7 @@ class _Graph:
         self._take_rebuilt()
         self._index.mark_deleted(item_id)
         self._live.remove(item_id)
+        self._worn += 1
         if self._rebuild is not None and self._added_since.pop(item_id, None) is None:
             self._removed_since.add(item_id)
 
@@ -271,8 +278,7 @@ class _Graph:
             self._rebuild.cancel()
 
     def _rebuild_if_worn(self) -> None:
-        removed = self._index.get_current_count() - len(self._live) - self._worn_before
-        if self._rebuild is not None or removed <= max(len(self._live), REBUILD_AFTER_REMOVED):
+        if self._rebuild is not None or self._worn <= max(len(self._live), REBUILD_AFTER_REMOVED):
             return
         ids, vectors = self.items()  # a copy: the builder reads nothing the cache thread changes
         self._rebuild = _BUILDER.submit(_built, self._dim, ids, vectors)
@@ -284,19 +290,26 @@ class _Graph:
         rebuild, self._rebuild = self._rebuild, None
         added, self._added_since = self._added_since, {}
         removed, self._removed_since = self._removed_since, set()
-        try:
-            graph = rebuild.result()
-        except Exception:  # out of memory, most likely: the old graph serves on, built anew once worn as much again
+        # its exception, not result() raising it: raised here, its traceback held this frame, which held the future and
+        # so the exception, a cycle keeping the vectors the build was given (8 MB at 2,000 prompts of 1024 dims) until
+        # the garbage collector's next full pass (a builder that always failed: 16 MB more every 4,000 inserts)
+        error = rebuild.exception()
+        if error is not None:  # out of memory, most likely: the old graph serves on, built anew once worn as much again
             # (not at the next insert: each try copies the live vectors on this thread; a builder that kept failing
             # made every insert copy them and log a traceback, 5.8 ms an insert of 2,000 prompts instead of 0.95)
-            log.exception("building a prompt cache graph anew failed: the old one serves on")
-            self._worn_before = self._index.get_current_count() - len(self._live)
+            log.error(
+                "building a prompt cache graph anew failed: the old one serves on, new prompts taking removed ones'"
+                " slots until a rebuild succeeds",
+                exc_info=error,
+            )
+            self._worn, self._reuse_slots = 0, True
             return
+        graph = rebuild.result()
         for item_id in removed:
             graph.mark_deleted(item_id)
         if added:
             _add(graph, list(added), np.stack(list(added.values())))
-        self._index, self._worn_before = graph, 0
+        self._index, self._worn, self._reuse_slots = graph, len(removed), False
 
     def nearest_many(self, unit_queries: np.ndarray) -> tuple[list[int], np.ndarray]:
         self._take_rebuilt()
@@ -326,20 +339,22 @@ def _new_graph(dim: int, capacity: int) -> hnswlib.Index:
     # inner product over unit vectors is hnswlib's cosine space without its own normalising, so the graph stores the
     # very vectors the matrix held: vectors(ids) does not change when a shape crosses over
     graph = hnswlib.Index(space="ip", dim=dim)
-    graph.init_index(max_elements=capacity, M=M, ef_construction=EF_CONSTRUCTION)
+    # for after a failed rebuild only (_Graph._reuse_slots); allowed from the start, hnswlib keeps a set of the removed
+    # nodes' ids beside the graph, which costs the path into fresh slots nothing measurable (docs/cache.md)
+    graph.init_index(max_elements=capacity, M=M, ef_construction=EF_CONSTRUCTION, allow_replace_deleted=True)
     graph.set_ef(EF_SEARCH)
     return graph
 
 
-def _add(graph: hnswlib.Index, ids: list[int], unit_vectors: np.ndarray) -> None:
-    """Into fresh slots, the graph doubled as it fills."""
-    needed, capacity = graph.get_current_count() + len(ids), graph.get_max_elements()
+def _add(graph: hnswlib.Index, ids: list[int], unit_vectors: np.ndarray, reusable: int = 0) -> None:
+    """Into the slots of up to `reusable` removed nodes first, then fresh ones, the graph doubled as it fills."""
+    needed, capacity = graph.get_current_count() + max(0, len(ids) - reusable), graph.get_max_elements()
     if needed > capacity:
         while capacity < needed:
             capacity *= 2
         graph.resize_index(capacity)
     # one thread for a single vector: waking a thread pool costs more than the insert
-    graph.add_items(unit_vectors, ids, num_threads=1 if len(ids) == 1 else -1)
+    graph.add_items(unit_vectors, ids, num_threads=1 if len(ids) == 1 else -1, replace_deleted=reusable > 0)
 
 
 def _built(dim: int, ids: list[int], unit_vectors: np.ndarray) -> hnswlib.Index:

@@ -136,32 +136,24 @@ class LatentStore:
 
     def take(self, key: Key) -> np.ndarray | None:
         """The latent, counted as a hit; None if it is not stored (or its spill file is unreadable)."""
+        array = self.read(key)
+        if array is not None:
+            (self._disk if self._entries[key].on_disk else self._memory).hit(key)
+        return array
+
+    def read(self, key: Key) -> np.ndarray | None:
+        """The latent, not counted as a hit; None if it is not stored, or if its spill file cannot be read or holds
+        NaN (a bad sector, a hand, a tmp cleaner): then it is evicted."""
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.array is not None:
-            self._memory.hit(key)
-            return entry.array
+        if entry is None or entry.array is not None:
+            return None if entry is None else entry.array
         try:
             array = self._read_file(key, entry)
-            check_latent(array)  # a spill file changed on disk (a bad sector, a hand): NaN would reach a worker
+            check_latent(array)  # a spill file changed on disk: NaN would reach a worker
         except (OSError, ValueError):
             self._lose_spilled(key)
             return None
-        self._disk.hit(key)
         return array
-
-    def read(self, key: Key) -> np.ndarray:
-        """The latent, not counted as a hit (for saving)."""
-        entry = self._entries[key]
-        return entry.array if entry.array is not None else self._read_file(key, entry)
-
-    def drop_missing_spills(self) -> None:
-        """Evicts every spilled latent whose file is gone or not its size (a tmp cleaner, a partial write), as
-        take() would on reading it: a save must not fail, and so lose everything, over one lost latent."""
-        self._lose_all(
-            [key for key, entry in self._entries.items() if entry.on_disk and not self._file_intact(key, entry)]
-        )
 
     def peek(self, key: Key) -> np.ndarray | None:
         """The latent if it is stored and held in memory, not counted as a hit; None otherwise."""
@@ -179,8 +171,8 @@ class LatentStore:
         return self._tables()
 
     def unpin(self, lost: Iterable[tuple[Key, int]] = ()) -> None:
-        """A snapshot is written: `lost`, the spilled latents (key, seq) it found missing or cut short, are evicted
-        if still stored as they were, and the spill files that left the store meanwhile deleted at the last."""
+        """A snapshot is written: `lost`, the spilled latents (key, seq) it found missing, cut short or unreadable, are
+        evicted if still stored as they were, and the spill files that left the store meanwhile deleted at the last."""
         self._pins -= 1
         self._lose_all([key for key, seq in lost if (entry := self._entries.get(key)) and entry.seq == seq])
         if not self._pins:
@@ -290,7 +282,8 @@ class LatentStore:
             self._lose_spilled(key)
         if lost:
             # one line: a spill folder deleted under a large cache loses hundreds of thousands of files
-            log.warning("%d spill files were missing or cut short (latent %s the first): evicted", len(lost), lost[0])
+            what = "%d spill files were missing, cut short or unreadable (latent %s the first): evicted"
+            log.warning(what, len(lost), lost[0])
 
     def _lose_spilled(self, key: Key) -> None:
         self._delete_from_disk(key)
@@ -319,9 +312,6 @@ class LatentStore:
             return
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
-
-    def _file_intact(self, key: Key, entry: StoredLatent) -> bool:
-        return file_intact(self._file(key, entry), entry)
 
     def _read_file(self, key: Key, entry: StoredLatent) -> np.ndarray:
         return read_spill_file(self._file(key, entry), entry)

@@ -17,7 +17,7 @@ other while the cache goes on serving (see snapshot()).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,17 +182,25 @@ class PromptCache:
         """Inserts what `newer` holds (what generations brought while this cache was being restored), oldest
         prompt first, and adds its hit, miss, spill and eviction counts to this one's (/metrics shows them as
         counters: the evictions of the cache served while this one was read went missing, and the counter fell at
-        the hand-over); `newer` is left as it was.
+        the hand-over); `newer` is left as it was, but for the spilled latents it finds unreadable (evicted).
 
         A prompt both hold keeps this cache's latents and gains the levels only `newer` has; the hits a latent of
-        `newer` served are not carried over (its uses start at 0, as a fresh insert's).
+        `newer` served are not carried over (its uses start at 0, as a fresh insert's). A spilled latent whose file
+        is gone, cut short, unreadable or NaN is left out, with one warning: it raised, and the engine served on
+        without the restored cache, never saving over its file again.
         """
-        newer._store.drop_missing_spills()  # as a save does: a latent lost on disk is left out, not fatal
         prompt_ids = sorted(newer._prompts)
+        unreadable = 0
         for prompt_id, vector in zip(prompt_ids, newer._vectors(prompt_ids), strict=True):
             prompt = newer._prompts[prompt_id]
-            latents = {level: newer._store.read((prompt_id, level)) for level in sorted(prompt.levels)}
-            self.insert(prompt.text, vector, prompt.shape, latents)
+            levels = sorted(prompt.levels)
+            found = {level: newer._store.read((prompt_id, level)) for level in levels}
+            latents = {level: latent for level, latent in found.items() if latent is not None}
+            unreadable += len(levels) - len(latents)
+            if latents:
+                self.insert(prompt.text, vector, prompt.shape, latents)
+        if unreadable:
+            log.warning("%d latents cached while the saved cache was read could not be read back: left out", unreadable)
         for level, hits in newer._hits.items():
             self._hits[level] += hits
         self._misses += newer._misses
@@ -222,7 +230,7 @@ class PromptCache:
     def save(self, directory: str) -> None:
         """Writes everything to `directory`/prompt_cache.argus, atomically replacing an older save.
 
-        Spilled latents whose files are missing or cut short are left out and evicted, not fatal.
+        Spilled latents whose files are missing, cut short or unreadable are left out and evicted, not fatal.
         """
         snapshot = self.snapshot()
         try:
@@ -258,18 +266,22 @@ class PromptCache:
         spill_dir: str | None = None,
         spill_bytes: int = 0,
         model: str = "",
+        latent_shape: Callable[[ShapeKey], tuple[int, ...]] | None = None,
     ) -> PromptCache:
         """A cache holding what save() wrote; raises CacheFileError, having built nothing, if the file is unusable.
 
         Hit and miss counters start at zero. If the budgets are smaller than the
         saved contents, LCBFU keeps the best-ranked latents and evicts the rest.
+        Latents no run can start from are left out, with one warning: NaN or
+        infinite ones, and, given `latent_shape` (the shape `model`'s workers take
+        at a prompt's shape), those of another shape.
         """
         path = Path(directory) / persistence.FILE_NAME
         saved = persistence.read_cache_file(path, embedder_name, dim, tuple(sorted(set(levels))), model)
         cache = cls(embedder_name, dim, levels, max_bytes, spill_dir, spill_bytes, model)
         try:
             try:
-                cache._restore(saved)
+                cache._restore(saved, latent_shape)
             except (ValueError, OverflowError, OSError) as exc:  # what the checks missed is still the file's fault
                 raise persistence.CacheFileError(f"{path} cannot be restored: {exc}") from exc
         except BaseException:
@@ -277,7 +289,9 @@ class PromptCache:
             raise
         return cache
 
-    def _restore(self, saved: persistence.CacheFile) -> None:
+    def _restore(
+        self, saved: persistence.CacheFile, latent_shape: Callable[[ShapeKey], tuple[int, ...]] | None
+    ) -> None:
         levels_by_id: dict[int, set[int]] = {}
         for latent in saved.latents:
             levels_by_id.setdefault(latent.prompt_id, set()).add(latent.level)
@@ -289,22 +303,21 @@ class PromptCache:
         for shape, rows in rows_by_shape.items():
             self._index(shape).add_many([saved.prompts[row].prompt_id for row in rows], saved.vectors[rows])
         self._next_id = saved.next_prompt_id
+        expected = {shape: tuple(latent_shape(shape)) for shape in rows_by_shape} if latent_shape else {}
         # oldest first, so the restored entries keep their relative age for LCBFU's tie-break
-        unusable: list[Key] = []
+        unusable: list[tuple[Key, str]] = []
         for latent in saved.latents:
             key = (latent.prompt_id, latent.level)
             array = saved.read_latent(latent)
-            try:
-                check_latent(array)
-            except (TypeError, ValueError):
-                # a spill file damaged on disk is saved as read: one such latent refused the whole save
-                unusable.append(key)
+            problem = _restore_problem(array, self._prompts[latent.prompt_id].shape, expected)
+            if problem:
+                unusable.append((key, problem))
                 self._forget(key)
                 continue
             self._store.restore(key, array, latent.uses, latent.on_disk)
         if unusable:
             log.warning(
-                "%d saved latents hold NaN or infinite values (%s the first): left out", len(unusable), unusable[0]
+                "%d saved latents no run can start from, left out (%s the first: %s)", len(unusable), *unusable[0]
             )
 
     # -- internals ---------------------------------------------------------------------
@@ -345,3 +358,19 @@ class PromptCache:
         if vector.shape != (self.dim,):
             raise ValueError(f"expected a vector of shape ({self.dim},), got {vector.shape}")
         return vector
+
+
+def _restore_problem(array: np.ndarray, shape: ShapeKey, expected: dict[ShapeKey, tuple[int, ...]]) -> str | None:
+    """Why a saved latent cannot start a run at its prompt's shape, or None.
+
+    A spill file damaged on disk is saved as read (NaN): one such latent refused the whole save. One of another shape
+    than the model's workers take (an edited file, one saved by a build that cached what a worker of another build
+    returned) failed every similar prompt resumed from it at its worker (worker_error)."""
+    wanted = expected.get(shape)
+    if wanted is not None and array.shape != wanted:
+        return f"of shape {array.shape}, not the {wanted} the model takes at {shape.width}x{shape.height}"
+    try:
+        check_latent(array)
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return None

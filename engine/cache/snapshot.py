@@ -6,14 +6,15 @@ cache's size) and the prompts' vectors, and pins the store's spill files; the
 latents are not copied (those in memory are read-only arrays). Everything a
 save's header needs is built here, as the snapshot is written, off the cache's
 thread: built there, 100,000 latents' records took 0.6 to 0.9 s of it. A
-spilled latent whose file is missing or cut short (a tmp cleaner) is left out,
-with its prompt if it was the prompt's last, and evicted at the release, as a
-hit reading it would.
+spilled latent whose file is missing or cut short (a tmp cleaner), or cannot be
+read, is left out, with its prompt if it was the prompt's last, and evicted at
+the release, as a hit reading it would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,10 +22,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.cache import persistence
-from engine.cache.latent_store import DTYPE_NAMES, Key, StoreSnapshot
+from engine.cache.latent_store import DTYPE_NAMES, Key, StoredLatent, StoreSnapshot
+from engine.cache.lcbfu import Record
 
 if TYPE_CHECKING:
     from engine.cache.prompt_cache import _Prompt
+
+
+log = logging.getLogger("argus.cache")
+
+# times a save is written, each without one more latent whose spill file could not be read: a disk failing reads of
+# many fails the save, and those found are evicted at the release, so the next save gets further
+_WRITES = 4
+
+
+class _Unreadable(Exception):
+    """A spill file that could not be read as the save was written."""
+
+    def __init__(self, key: Key, seq: int, error: Exception):
+        super().__init__(f"the spill file of latent {key} could not be read ({error})")
+        self.key, self.seq = key, seq
 
 
 @dataclass(slots=True)
@@ -42,12 +59,25 @@ class CacheSnapshot:
     lost: list[tuple[Key, int]] = field(default_factory=list)  # (key, seq) of spill files found unreadable
 
     def write(self, directory: str) -> None:
-        """Writes `directory`/prompt_cache.argus atomically; reads nothing of the cache but the files it keeps."""
+        """Writes `directory`/prompt_cache.argus atomically; reads nothing of the cache but the files it keeps.
+
+        A spill file that passes the check by size but cannot be read (a directory in its place, a permission, a bad
+        sector) is left out and the file written again without it, up to _WRITES times: it failed the save, and,
+        never evicted, every later one, for the engine's life."""
         latents = self.store.oldest_first()
         self.lost = [(key, entry.seq) for key, _, entry in latents if not self.store.intact(key, entry)]
-        if self.lost:
+        for attempt in range(1, _WRITES + 1):
             lost = {key for key, _ in self.lost}
-            latents = [item for item in latents if item[0] not in lost]
+            try:
+                self._write(directory, [item for item in latents if item[0] not in lost])
+                return
+            except _Unreadable as unreadable:
+                self.lost.append((unreadable.key, unreadable.seq))  # evicted at the release, as a hit reading it would
+                if attempt == _WRITES:
+                    raise
+                log.warning("%s: the save is written again without it", unreadable)
+
+    def _write(self, directory: str, latents: list[tuple[Key, Record, StoredLatent]]) -> None:
         kept = {key[0] for key, _, _ in latents}  # a prompt whose every latent was lost is left out with them
         prompt_ids = self.prompt_ids
         rows = [row for row, prompt_id in enumerate(prompt_ids) if prompt_id in kept]
@@ -59,9 +89,15 @@ class CacheSnapshot:
             for key, record, entry in latents
         ]
         vectors = self.vectors if len(rows) == len(prompt_ids) else self.vectors[rows]
-        arrays = (self.store.read(key, entry) for key, _, entry in latents)
         path = Path(directory) / persistence.FILE_NAME
-        persistence.write_cache_file(path, *self.header, prompts, vectors, saved, arrays, self.model)
+        persistence.write_cache_file(path, *self.header, prompts, vectors, saved, self._arrays(latents), self.model)
+
+    def _arrays(self, latents: list[tuple[Key, Record, StoredLatent]]) -> Iterator[np.ndarray]:
+        for key, _, entry in latents:
+            try:
+                yield self.store.read(key, entry)
+            except (OSError, ValueError) as error:  # ValueError: cut short since it was checked
+                raise _Unreadable(key, entry.seq, error) from error
 
     def _saved_prompt(self, prompt_id: int) -> persistence.SavedPrompt:
         prompt = self.prompts[prompt_id]
