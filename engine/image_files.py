@@ -27,15 +27,20 @@ class StoredImage(NamedTuple):
 
 class ImageFiles:
     def __init__(self, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic):
-        self._max_bytes = max_bytes
-        self._ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
         self._clock = clock
         self._files: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._bytes = 0
+        self.evicted_early = 0  # images removed before their TTL ended, ever
 
     @property
     def bytes_held(self) -> int:
         return self._bytes
+
+    @property
+    def images_held(self) -> int:
+        return len(self._files)
 
     def put(self, images: list[bytes], output_format: str) -> list[str]:
         """Stores one response's images together; returns their file names (unguessable).
@@ -44,16 +49,16 @@ class ImageFiles:
         they would push out every other client's images, then the first of their own before the response is
         sent (or all of them at the next sweep)."""
         total = sum(len(data) + ENTRY_BYTES for data in images)
-        if total > self._max_bytes:
+        if total > self.max_bytes:
             raise ImagesTooLarge(
-                f"the {len(images)} image(s) take {total} bytes, more than the {self._max_bytes} bytes kept for"
-                " image URLs: ask for response_format b64_json"
+                f"the {len(images)} image(s) take {total} bytes, more than the {self.max_bytes} bytes kept for"
+                " image URLs (--image-url-store-bytes): ask for response_format b64_json"
             )
         now = self._clock()
         self._evict(now, room_for=total)
         names = [f"{secrets.token_urlsafe(18)}.{output_format}" for _ in images]
         for name, data in zip(names, images, strict=True):
-            self._files[name] = (now + self._ttl_s, data)
+            self._files[name] = (now + self.ttl_s, data)
         self._bytes += total
         return names
 
@@ -72,7 +77,9 @@ class ImageFiles:
         # oldest first: insertion order is expiry order, since the TTL is fixed
         while self._files:
             name, (expires, data) = next(iter(self._files.items()))
-            if expires >= now and self._bytes + room_for <= self._max_bytes:
-                return
+            if expires >= now:
+                if self._bytes + room_for <= self.max_bytes:
+                    return
+                self.evicted_early += 1
             del self._files[name]
             self._bytes -= len(data) + ENTRY_BYTES
