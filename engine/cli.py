@@ -30,10 +30,13 @@ from engine.cache.embedders import MINILM_PACKAGE
 from engine.config import (
     API_KEY_ENV,
     DEFAULT_CLIENT_LISTEN,
+    DEFAULT_IMAGE_URL_STORE_BYTES,
+    DEFAULT_IMAGE_URL_TTL_S,
     DEFAULT_SAVE_INTERVAL_S,
     DEFAULT_WORKER_LISTEN,
     HEARTBEAT_INTERVAL_S,
     MAX_HEARTBEAT_TIMEOUT_S,
+    MAX_IMAGE_URL_TTL_S,
     MAX_QUEUE,
     MIN_HEARTBEAT_TIMEOUT_S,
     CacheConfig,
@@ -77,6 +80,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         metavar="ADDRS",
         help="the reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the"
         " client an HTTP request came from, for its share of the queue (default: none, the socket's address)",
+    )
+    p.add_argument(
+        "--image-url-ttl",
+        type=positive_float,
+        default=DEFAULT_IMAGE_URL_TTL_S,
+        metavar="SECONDS",
+        help=f"how long an image asked for as response_format url is kept, at most {MAX_IMAGE_URL_TTL_S:,} (a week)",
+    )
+    p.add_argument(
+        "--image-url-store-bytes",
+        type=positive_int,
+        default=DEFAULT_IMAGE_URL_STORE_BYTES,
+        metavar="BYTES",
+        help="memory for those images, 320 bytes of bookkeeping each included; when full, the oldest go before their"
+        " TTL ends (argus_image_url_evicted_early_total counts them): size it for the images made in a TTL",
     )
     p.add_argument(
         "--client-listen",
@@ -238,6 +256,16 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--heartbeat-timeout is at most {MAX_HEARTBEAT_TIMEOUT_S} s (ZeroMQ counts it in ms, in an int)"
         )
+    if args.image_url_ttl > MAX_IMAGE_URL_TTL_S:
+        raise UsageError(
+            f"--image-url-ttl is at most {MAX_IMAGE_URL_TTL_S:,} s (a week: the images are held in memory), not"
+            f" {args.image_url_ttl:,.10g} (it counts seconds, not ms)"
+        )
+    memory = _host_memory_bytes()
+    if memory is not None and args.image_url_store_bytes > memory:
+        raise UsageError(
+            f"--image-url-store-bytes {args.image_url_store_bytes:,} is more than this host's memory ({memory:,} bytes)"
+        )
     if args.max_queue > MAX_QUEUE:
         raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
     if args.backend == "sdxl" and args.workers:
@@ -256,6 +284,14 @@ def _check_serve_args(args: argparse.Namespace) -> None:
             raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
     elif args.ray_address or args.ray_connect:
         raise UsageError("--ray-address and --ray-connect go with --launcher ray")
+
+
+def _host_memory_bytes() -> int | None:
+    """This host's physical memory, None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
 
 
 def _check_api_key(key: str) -> None:
@@ -365,6 +401,8 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         api_key=args.api_key,
         public_url=args.public_url,
         forwarded_allow_ips=tuple(args.forwarded_allow_ips),
+        image_url_ttl_s=args.image_url_ttl,
+        image_url_store_bytes=args.image_url_store_bytes,
         curve_secret_file=args.curve_secret,
         curve_allowed_dir=args.curve_allow,
         curve_workers_dir=args.curve_allow_workers,

@@ -25,6 +25,13 @@ API_KEY_ENV = "ARGUS_API_KEY"
 # rewrites the whole file: at this interval, well under 1% of a core and 4 MB/s of disk writes for the default
 # (docs/cache.md). It was off by default while the write held lookups for all of it.
 DEFAULT_SAVE_INTERVAL_S = 300.0
+# images kept for response_format=url: OpenAI's URLs last an hour. At SD-XL scale (1.5 MB PNGs) 256 MiB holds about
+# 180 images: a fleet making hundreds a minute turns it over in a minute or two (--image-url-store-bytes)
+DEFAULT_IMAGE_URL_TTL_S = 3600.0
+DEFAULT_IMAGE_URL_STORE_BYTES = 256 * 1024 * 1024
+# they are held in memory and lost at a restart: a week is more than a store of URLs is for, and catches a TTL given
+# in milliseconds (an hour, 3600000, is 41 days)
+MAX_IMAGE_URL_TTL_S = 7 * 24 * 3600
 # the ZeroMQ doors, on loopback: clients', and remote workers'
 DEFAULT_CLIENT_LISTEN = "tcp://127.0.0.1:5555"
 DEFAULT_WORKER_LISTEN = "tcp://127.0.0.1:5556"
@@ -130,8 +137,8 @@ class EngineConfig:
     public_url: str | None = None
     # the reverse proxies whose X-Forwarded-For names an HTTP request's client (engine/forwarded_for.py)
     forwarded_allow_ips: tuple[IPNetwork, ...] = ()
-    image_url_ttl_s: float = 3600.0
-    image_url_store_bytes: int = 256 * 1024 * 1024
+    image_url_ttl_s: float = DEFAULT_IMAGE_URL_TTL_S
+    image_url_store_bytes: int = DEFAULT_IMAGE_URL_STORE_BYTES
     launcher: str = "local"  # local | ray
     ray_address: str | None = None  # None: a Ray instance of our own, loopback only
     ray_connect_timeout_s: float = 60.0  # ray.init waits for ever on a cluster it cannot reach

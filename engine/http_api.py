@@ -23,7 +23,7 @@ from yarl import URL
 from engine.arg_types import URL_HOST, is_loopback
 from engine.config import LaunchConfig
 from engine.forwarded_for import TrustedProxies
-from engine.image_files import ImagesTooLarge
+from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.openai_images import (
     BODY_READ_S,
@@ -377,14 +377,28 @@ def _b64(data: bytes) -> str:
 
 
 async def image_file(request: web.Request) -> web.Response:
-    found = request.app[ENGINE_KEY].image_files.get(request.match_info["name"])
+    files: ImageFiles = request.app[ENGINE_KEY].image_files
+    found = files.get(request.match_info["name"])
     if found is None:
-        return _error("not_found", "no such image (it may have expired)")
+        return _error("not_found", _missing_image_message(files, request.match_info["name"]))
     # without a lifetime of its own, a 200 may be kept by any cache on the way for as long as it likes (RFC 9111
     # 4.2.2; a CDN keeps images for hours by default): the image outlived its TTL there, and stayed at a URL
     # that is its only key for everyone who could reach the cache. A browser may keep it until it expires here
     cache_control = f"private, max-age={int(found.seconds_left)}"
     return web.Response(body=found.data, content_type=found.content_type, headers={"Cache-Control": cache_control})
+
+
+def _missing_image_message(files: ImageFiles, name: str) -> str:
+    """What became of an image, and which flag keeps such images longer: one pushed out for room got the same "may
+    have expired" as one past its TTL, and an operator whose store turned over in minutes could not tell."""
+    ttl = f"images are kept {files.ttl_s:g} s (--image-url-ttl)"
+    room = f"at most {files.max_bytes} bytes of them (--image-url-store-bytes)"
+    why = files.why_missing(name)
+    if why is Missing.EXPIRED:
+        return f"this image has expired: {ttl}"
+    if why is Missing.EVICTED_EARLY:
+        return f"this image was removed before its TTL ended, to make room for newer ones: the engine keeps {room}"
+    return f"no such image: it expired ({ttl}), was removed sooner to make room (the engine keeps {room}), or never was"
 
 
 async def health(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import secrets
 import time
 from collections import OrderedDict
@@ -13,6 +14,12 @@ CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # bytes measured with tracemalloc (CPython 3.11); uncounted, a budget of small images held 5 times itself (a flat
 # 64x64 WEBP takes 70 bytes: 256 MiB of them held 1.3 GB)
 ENTRY_BYTES = 320
+# the names of images evicted before their TTL ended are remembered (until it would have ended) so that their 404 can
+# say so and which flag to raise. One takes 167 bytes (tracemalloc, CPython 3.11), outside the byte budget: the latest
+# are kept, as many as 1% of the budget holds (15,000 for 256 MiB: at SD-XL scale, 1.5 MB PNGs, they cover 23 GB of
+# images evicted), or 16 for a budget too small for that; past it, the oldest are told apart no more
+EVICTED_NAME_BYTES = 176
+MIN_EVICTED_NAMES = 16
 
 
 class ImagesTooLarge(ValueError):
@@ -25,17 +32,32 @@ class StoredImage(NamedTuple):
     seconds_left: float  # until its TTL ends
 
 
+class Missing(enum.Enum):
+    """Why a name finds no image, as far as the store can tell."""
+
+    EXPIRED = "expired"  # its TTL ended (and it is not freed yet)
+    EVICTED_EARLY = "evicted_early"  # removed before its TTL ended, to make room for newer images
+    UNKNOWN = "unknown"  # expired and freed, evicted early and forgotten, or never handed out
+
+
 class ImageFiles:
     def __init__(self, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic):
-        self._max_bytes = max_bytes
-        self._ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
         self._clock = clock
         self._files: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._bytes = 0
+        self._evicted_early_names: OrderedDict[str, float] = OrderedDict()  # name: when its TTL would have ended
+        self._evicted_names_kept = max(MIN_EVICTED_NAMES, max_bytes // 100 // EVICTED_NAME_BYTES)
+        self.evicted_early = 0  # images removed before their TTL ended, ever
 
     @property
     def bytes_held(self) -> int:
         return self._bytes
+
+    @property
+    def images_held(self) -> int:
+        return len(self._files)
 
     def put(self, images: list[bytes], output_format: str) -> list[str]:
         """Stores one response's images together; returns their file names (unguessable).
@@ -44,16 +66,16 @@ class ImageFiles:
         they would push out every other client's images, then the first of their own before the response is
         sent (or all of them at the next sweep)."""
         total = sum(len(data) + ENTRY_BYTES for data in images)
-        if total > self._max_bytes:
+        if total > self.max_bytes:
             raise ImagesTooLarge(
-                f"the {len(images)} image(s) take {total} bytes, more than the {self._max_bytes} bytes kept for"
-                " image URLs: ask for response_format b64_json"
+                f"the {len(images)} image(s) take {total} bytes, more than the {self.max_bytes} bytes kept for"
+                " image URLs (--image-url-store-bytes): ask for response_format b64_json"
             )
         now = self._clock()
         self._evict(now, room_for=total)
         names = [f"{secrets.token_urlsafe(18)}.{output_format}" for _ in images]
         for name, data in zip(names, images, strict=True):
-            self._files[name] = (now + self._ttl_s, data)
+            self._files[name] = (now + self.ttl_s, data)
         self._bytes += total
         return names
 
@@ -64,15 +86,32 @@ class ImageFiles:
             return None
         return StoredImage(entry[1], CONTENT_TYPES[name.rsplit(".", 1)[1]], entry[0] - now)
 
+    def why_missing(self, name: str) -> Missing:
+        """Why `get(name)` found nothing."""
+        if name in self._files:
+            return Missing.EXPIRED
+        expires = self._evicted_early_names.get(name)
+        return Missing.EVICTED_EARLY if expires is not None and expires >= self._clock() else Missing.UNKNOWN
+
     def drop_expired(self) -> None:
         """Frees the images past their TTL (the engine calls it periodically: else only a put would)."""
         self._evict(self._clock(), room_for=0)
 
     def _evict(self, now: float, room_for: int) -> None:
-        # oldest first: insertion order is expiry order, since the TTL is fixed
+        # oldest first: insertion order is expiry order, since the TTL is fixed (and so the order evicted early)
+        while self._evicted_early_names and next(iter(self._evicted_early_names.values())) < now:
+            self._evicted_early_names.popitem(last=False)
         while self._files:
             name, (expires, data) = next(iter(self._files.items()))
-            if expires >= now and self._bytes + room_for <= self._max_bytes:
-                return
+            if expires >= now:
+                if self._bytes + room_for <= self.max_bytes:
+                    return
+                self._remember_evicted_early(name, expires)
             del self._files[name]
             self._bytes -= len(data) + ENTRY_BYTES
+
+    def _remember_evicted_early(self, name: str, expires: float) -> None:
+        self.evicted_early += 1
+        self._evicted_early_names[name] = expires
+        if len(self._evicted_early_names) > self._evicted_names_kept:
+            self._evicted_early_names.popitem(last=False)

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 if TYPE_CHECKING:
     from engine.cache.prompt_cache import CacheStats
+    from engine.image_files import ImageFiles
 
 # from the engine's own overhead (a sim worker at time scale 0 answers in about a millisecond) to SD-XL's minutes
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300)
@@ -76,6 +77,8 @@ class EngineMetrics:
         self.k_star_at = children(self.k_star)
         self.cache = CacheCollector()
         r.register(self.cache)
+        self.image_urls = ImageUrlCollector()
+        r.register(self.image_urls)
         self.plan_workers = Gauge(
             "argus_plan_workers", "Workers the current plan puts at each level K", ["level"], registry=r
         )
@@ -125,3 +128,26 @@ class CacheCollector:
         yield held
         yield GaugeMetricFamily("argus_cache_prompts", "Prompts in the cache index", stats.prompts)
         yield CounterMetricFamily("argus_cache_evictions", "Latents evicted for good", stats.evictions)
+
+
+class ImageUrlCollector:
+    """The store behind response_format=url, read as it is scraped (both run on the event loop). `store` is set by
+    the engine once built. A rate of early evictions says URLs die before their TTL: raise
+    --image-url-store-bytes."""
+
+    def __init__(self) -> None:
+        self.store: ImageFiles | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.store
+        if store is None:
+            return
+        yield GaugeMetricFamily(
+            "argus_image_url_bytes", "Bytes held for image URLs, bookkeeping included", store.bytes_held
+        )
+        yield GaugeMetricFamily("argus_image_url_images", "Images held for image URLs", store.images_held)
+        yield CounterMetricFamily(
+            "argus_image_url_evicted_early",
+            "Images for image URLs removed before their TTL ended, to make room for newer ones",
+            store.evicted_early,
+        )

@@ -126,6 +126,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
         self.image_files = ImageFiles(config.image_url_store_bytes, config.image_url_ttl_s)
+        self.metrics.image_urls.store = self.image_files
         self._context = zmq.Context()
         # destroy, not term: it also closes a socket whose bind failed, which term would wait on for ever
         self._resources.callback(self._context.destroy)

@@ -78,7 +78,7 @@ def openapi_document(version: str, api_key: bool) -> dict:
         "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {
             "200": {"description": "the image", "content": {f"image/{kind}": binary for kind in OUTPUT_FORMATS}},
-            "404": _error("no such image, or it expired"),
+            "404": _error("no such image: it expired, or was evicted early to make room for newer ones"),
         },
         "security": [],
     }

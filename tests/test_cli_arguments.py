@@ -27,6 +27,10 @@ from protocols.curve import create_key_files
         (["serve", "--max-queue", "0"], "--max-queue"),
         (["serve", "--workers", "-1"], "--workers"),
         (["serve", "--cache-bytes", "-1"], "--cache-bytes"),
+        (["serve", "--image-url-ttl", "0"], "--image-url-ttl"),
+        (["serve", "--image-url-ttl", "inf"], "--image-url-ttl"),
+        (["serve", "--image-url-store-bytes", "0"], "--image-url-store-bytes"),
+        (["serve", "--image-url-store-bytes", "256MiB"], "--image-url-store-bytes"),
         (["serve", "--heartbeat-timeout", "inf"], "--heartbeat-timeout"),
         (["serve", "--time-scale", "-0.5"], "--time-scale"),
         # past 65535 the engine listened on the port modulo 65536 (70000: 4464), -1 failed once it had started
@@ -131,6 +135,10 @@ def test_zero_where_zero_means_something_is_accepted():
         # past what ZeroMQ counts in a C int, the engine's start failed in a traceback (OverflowError, exit 1)
         (["serve", "--heartbeat-timeout", "2147484"], "--heartbeat-timeout is at most 2147483 s"),
         (["serve", "--max-queue", "9999999999"], "--max-queue is at most 1,000,000,000 images"),
+        # an hour given in ms: images held in memory for 41 days
+        (["serve", "--image-url-ttl", "3600000"], "--image-url-ttl is at most 604,800 s (a week"),
+        # more than any host has (2^62 bytes): the engine would be killed for its memory as the store filled
+        (["serve", "--image-url-store-bytes", str(2**62)], "is more than this host's memory"),
         (["serve", "--backend", "sdxl", "--workers", "1"], "--backend sdxl needs --model"),
         (["serve", "--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
         # tiny (the default) and sim read no model: the tiny model's pictures were served as if from the SD-XL one
@@ -156,6 +164,14 @@ def test_zero_where_zero_means_something_is_accepted():
 def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
     with pytest.raises(UsageError, match=re.escape(says)):
         engine_config(build_parser().parse_args(argv))
+
+
+def test_an_image_url_store_out_of_bounds_exits_2_naming_the_flag(capsys):
+    assert main(["serve", "--image-url-ttl", "3600000", "--image-url-store-bytes", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "argus serve: error: --image-url-ttl is at most 604,800 s (a week: the images are held in memory), not"
+        " 3,600,000 (it counts seconds, not ms)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -236,6 +252,10 @@ def test_serve_accepts_what_it_runs_with():
     engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "0"]))
     config = engine_config(build_parser().parse_args(["serve", "--backend", "sim", "--time-scale", "0"]))
     assert config.launch.time_scale == 0.0
+    config = engine_config(
+        build_parser().parse_args(["serve", "--image-url-ttl", "604800", "--image-url-store-bytes", "1"])
+    )
+    assert (config.image_url_ttl_s, config.image_url_store_bytes) == (604800.0, 1)
 
 
 def test_launcher_ray_without_ray_is_refused_before_the_engine_starts(monkeypatch):
