@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -10,3 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # torch, for this process and the workers tests start by hand; engines still give their workers the cores they
 # divide among them (--threads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The engines, workers and Ray instances the suite starts make their temporary folders in one of its own, removed at
+# its end: an engine a test kills (SIGKILL) cannot remove its own, and in /tmp they gathered one a kill. Short, under
+# /tmp: Ray puts AF_UNIX sockets about 60 characters deep in it, within the 107 a socket path may have (pytest's
+# tmp_path is too long for that). pytest's own tmp_path is unchanged: its tempfile settled on /tmp before this runs.
+_SUITE_TMPDIR = tempfile.mkdtemp(prefix="argus-tests-")
+os.environ["TMPDIR"] = _SUITE_TMPDIR
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SUITE_TMPDIR, ignore_errors=True)

@@ -138,14 +138,9 @@ def start_engine(
         **({"--api-key": api_key} if api_key else {}),
     }
     command = [sys.executable, "-m", "engine.cli", "serve", *(x for pair in options.items() for x in pair), *args]
-    # its temporary folder (the local workers' IPC socket) in the test's: an engine a test kills (SIGKILL) cannot
-    # remove it, and left in /tmp, they gathered there one a kill
-    environment = {**os.environ, "TMPDIR": str(tmp_path)}
     with open(log_path, "wb") as log:
         # its own process group, so a failed test can kill the engine and its workers together
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment
-        )
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     engine = EngineProcess(
         process,
         f"http://127.0.0.1:{port}",

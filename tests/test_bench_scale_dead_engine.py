@@ -22,7 +22,6 @@ def test_an_engine_that_dies_mid_ramp_fails_the_run(tmp_path, monkeypatch):
         return real_step(args, engine, *rest)
 
     monkeypatch.setattr(scale_bench, "_step", step_after_the_engine_died)
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the killed engine's temporary folder: in the test's, not /tmp
     args = argparse.Namespace(
         workers=2,
         fleets=1,
