@@ -153,8 +153,10 @@ def test_a_churning_graph_is_built_anew_and_stays_bounded():
             churn(index, vectors, i, 1, live)
             graph = index._search
             assert graph._index is first or graph.capacity == rebuilt_size
-        if graph._rebuild is not None:
-            graph._rebuild.result()
+            if graph._rebuild is not None:
+                # built before the next insert: a builder that a loaded machine slows lets the inserts meanwhile
+                # outgrow the graph it builds (and the graph doubles), which is not what this test is about
+                graph._rebuild.result()
     index.nearest(vectors[0])  # takes a graph built anew
     assert graph._index is not first and graph.capacity == rebuilt_size and len(index) == live
     newest = list(range(4 * live, 5 * live))
