@@ -304,32 +304,34 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
         _allow_a_connection_each(len(schedule))
         client = HttpLoadClient(args.url, options, args.api_key)
     try:
-        with (
-            _interruptible() as interrupt,  # first: a Ctrl-C once the user is told the run is on is the run's
-            records_as_they_come(args.records, _say_records_stopped)
-            if args.records
-            else contextlib.nullcontext() as on_record,
-        ):
-            print(
-                f"sending {len(schedule)} requests over {span:.1f} s"
-                + (f" (mean {mean_rate(schedule):.3g}/s)" if span > schedule[0].offset_s else "")
-                + f" to {args.zmq or args.url}",
-                file=sys.stderr,
-            )
-            return await run_load(
-                schedule,
-                prompts,
-                client,
-                args.slo_ms,
-                seed=args.seed,
-                drain_s=args.drain_s,
-                status_url=args.url,
-                api_key=args.api_key,
-                sample_every_s=args.sample_every_s,
-                progress=not args.no_progress,
-                interrupt=interrupt,
-                on_record=on_record,
-            )
+        # _interruptible first: a Ctrl-C once the user is told the run is on is the run's; and a SIGTERM while the
+        # records still queued are written does not cut them short
+        with _interruptible() as interrupt:
+            async with (
+                records_as_they_come(args.records, _say_records_stopped)
+                if args.records
+                else contextlib.nullcontext() as on_record
+            ):
+                print(
+                    f"sending {len(schedule)} requests over {span:.1f} s"
+                    + (f" (mean {mean_rate(schedule):.3g}/s)" if span > schedule[0].offset_s else "")
+                    + f" to {args.zmq or args.url}",
+                    file=sys.stderr,
+                )
+                return await run_load(
+                    schedule,
+                    prompts,
+                    client,
+                    args.slo_ms,
+                    seed=args.seed,
+                    drain_s=args.drain_s,
+                    status_url=args.url,
+                    api_key=args.api_key,
+                    sample_every_s=args.sample_every_s,
+                    progress=not args.no_progress,
+                    interrupt=interrupt,
+                    on_record=on_record,
+                )
     finally:
         await client.close()
 
