@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
-# a timeline cut finer than this is not a figure anyone can read (nor one matplotlib draws in reasonable memory)
-MAX_PLOT_BINS = 10_000
 # descriptors the process holds besides its HTTP connections: stdio, the event loop, the status polls, the outputs
 _OWN_FILES = 64
 
@@ -283,8 +281,13 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     except ValueError as exc:
         raise UsageError(f"--trace {args.trace}: {exc} in --prompts {args.prompts}") from None
     span = schedule[-1].offset_s
-    if args.plot and args.bin_s and span / args.bin_s > MAX_PLOT_BINS:
-        raise UsageError(f"--bin-s {args.bin_s:g} cuts {span:.0f} s into more than {MAX_PLOT_BINS:,} bins")
+    if args.plot and args.bin_s:
+        from loadgen.plot import MAX_BINS
+
+        # the sends alone: the plot runs on to the last worker sample, up to the drain, which is not known yet
+        # (timeline_plot widens the bins then, and plot() says so)
+        if span / args.bin_s > MAX_BINS:
+            raise UsageError(f"--bin-s {args.bin_s:g} cuts {span:.0f} s into more than {MAX_BINS:,} bins")
     if args.url is not None:
         from loadgen.engine_status import EngineUnreachable, check_reachable
 
@@ -304,32 +307,34 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
         _allow_a_connection_each(len(schedule))
         client = HttpLoadClient(args.url, options, args.api_key)
     try:
-        with (
-            _interruptible() as interrupt,  # first: a Ctrl-C once the user is told the run is on is the run's
-            records_as_they_come(args.records, _say_records_stopped)
-            if args.records
-            else contextlib.nullcontext() as on_record,
-        ):
-            print(
-                f"sending {len(schedule)} requests over {span:.1f} s"
-                + (f" (mean {mean_rate(schedule):.3g}/s)" if span > schedule[0].offset_s else "")
-                + f" to {args.zmq or args.url}",
-                file=sys.stderr,
-            )
-            return await run_load(
-                schedule,
-                prompts,
-                client,
-                args.slo_ms,
-                seed=args.seed,
-                drain_s=args.drain_s,
-                status_url=args.url,
-                api_key=args.api_key,
-                sample_every_s=args.sample_every_s,
-                progress=not args.no_progress,
-                interrupt=interrupt,
-                on_record=on_record,
-            )
+        # _interruptible first: a Ctrl-C once the user is told the run is on is the run's; and a SIGTERM while the
+        # records still queued are written does not cut them short
+        with _interruptible() as interrupt:
+            async with (
+                records_as_they_come(args.records, _say_records_stopped)
+                if args.records
+                else contextlib.nullcontext() as on_record
+            ):
+                print(
+                    f"sending {len(schedule)} requests over {span:.1f} s"
+                    + (f" (mean {mean_rate(schedule):.3g}/s)" if span > schedule[0].offset_s else "")
+                    + f" to {args.zmq or args.url}",
+                    file=sys.stderr,
+                )
+                return await run_load(
+                    schedule,
+                    prompts,
+                    client,
+                    args.slo_ms,
+                    seed=args.seed,
+                    drain_s=args.drain_s,
+                    status_url=args.url,
+                    api_key=args.api_key,
+                    sample_every_s=args.sample_every_s,
+                    progress=not args.no_progress,
+                    interrupt=interrupt,
+                    on_record=on_record,
+                )
     finally:
         await client.close()
 
@@ -398,16 +403,22 @@ def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dic
     from loadgen.report import is_stream, write_records, write_summary
 
     def plot(path: str) -> None:
-        from loadgen.plot import timeline_plot
+        from loadgen.plot import MAX_BINS, timeline_plot
 
         source = summary["worker_levels_source"]
-        timeline_plot(
+        drawn_s = timeline_plot(
             records,
             path,
             worker_levels=summary["worker_levels"],
             bin_s=args.bin_s,
             title=f"{len(records)} requests" + (f", workers per level from /{source}" if source else ""),
         )
+        if args.bin_s and drawn_s != args.bin_s:
+            print(
+                f"argus loadgen: note: the plot's bins are {drawn_s:g} s wide, not --bin-s {args.bin_s:g}: the run it"
+                f" draws, to the last worker sample in the drain, would have been more than {MAX_BINS:,} of them",
+                file=sys.stderr,
+            )
 
     # a pipe or a terminal (--records /dev/stdout) had each record as its request ended: only a file is written
     # again, in request order

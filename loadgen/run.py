@@ -75,7 +75,8 @@ async def run_load(
     workers per level (see loadgen.engine_status), with `api_key` if the
     engine wants one; None: no polling.
     interrupt: cuts the run short (see Interrupt); None: the run goes to its end.
-    on_record: called with each record as its request ends, in the order they end.
+    on_record: called with each record as its request ends, in the order they end, on the event loop: it must not
+    block (a file write would delay the sends; loadgen.report.records_as_they_come hands each to a thread).
     The caller owns `client` and closes it.
     """
     if not drain_s > 0:

@@ -230,8 +230,8 @@ def test_ctrl_c_held_down_still_gets_the_results_written_and_printed(tmp_path, h
     assert json.loads(summary.read_text())["planned"] > 1000 and plot.stat().st_size > 0
 
 
-def _start_long_run(tmp_path, url: str, *more: str) -> tuple[subprocess.Popen, Path, Path]:
-    records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
+def _start_long_run(tmp_path, url: str, *more: str, records: Path | None = None) -> tuple[subprocess.Popen, Path, Path]:
+    records, summary = records or tmp_path / "records.jsonl", tmp_path / "summary.json"
     command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", url, "--rate", "20", "--duration-s", "60"]
     command += ["--records", str(records), "--json", str(summary), "--no-progress", *more]
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -289,6 +289,24 @@ def test_a_closed_terminal_ends_a_run_as_sigterm_does(tmp_path, http_that_answer
     _signal_once_sending(run, signal.SIGHUP)
     written = json.loads(summary.read_text())
     assert written["planned"] > written["sent"] == len(records.read_text().splitlines())
+
+
+def test_a_run_stopped_writes_every_record_still_on_its_way_to_a_pipe(tmp_path, http_that_answers_nothing_useful):
+    """The records go to the file from a thread of their own: a run stopped (SIGTERM) waits for those it has not
+    written yet, and a pipe, not rewritten at the end, has every one."""
+    out = tmp_path / "out"
+    out.symlink_to("/proc/self/fd/1")
+    run, _, summary = _start_long_run(tmp_path, http_that_answers_nothing_useful, records=out)
+    try:
+        lines = [run.stdout.readline() for _ in range(20)]  # the first 20 to end, each written as it did
+        run.send_signal(signal.SIGTERM)
+        lines += run.stdout.read().splitlines()
+        said = run.stderr.read()
+        assert run.wait(timeout=30) == 0, said
+    finally:
+        run.kill()
+    ids = [json.loads(line)["id"] for line in lines if line.startswith("{")]
+    assert sorted(ids) == list(range(json.loads(summary.read_text())["sent"])) and len(ids) >= 20
 
 
 def _files_up_to(size: int) -> None:
