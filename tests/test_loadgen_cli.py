@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from stand_in_http import serving
 from waiting import wait_for
 
 from loadgen import cli
@@ -179,12 +180,8 @@ def test_a_url_with_no_engine_behind_it_is_refused_before_the_run(capsys, http_t
 @pytest.fixture
 def http_that_answers_nothing_useful():
     """Something that answers as an engine's /ready does, so a run starts; no request gets an image."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ReadyAndNothingElse)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_ReadyAndNothingElse) as url:
+        yield url
 
 
 def test_ctrl_c_ends_a_run_with_the_results_of_what_was_sent(tmp_path, http_that_answers_nothing_useful):

@@ -3,10 +3,10 @@ over the schedule that --bin-s is checked against before the run."""
 
 import http.server
 import json
-import threading
 
 import pytest
 from pictures import opens_as_png
+from stand_in_http import serving
 
 from loadgen import cli
 from loadgen.plot import MAX_BINS, bin_timeline, timeline_plot
@@ -51,12 +51,8 @@ class _StatusOnly(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def status_url():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StatusOnly)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_StatusOnly) as url:
+        yield url
 
 
 @pytest.mark.timeout(60)
