@@ -145,8 +145,10 @@ class LatentStore:
         """The latent, not counted as a hit; None if it is not stored, or if its spill file cannot be read or holds
         NaN (a bad sector, a hand, a tmp cleaner): then it is evicted."""
         entry = self._entries.get(key)
-        if entry is None or entry.array is not None:
-            return None if entry is None else entry.array
+        if entry is None:
+            return None
+        if entry.array is not None:
+            return entry.array
         try:
             array = self._read_file(key, entry)
             check_latent(array)  # a spill file changed on disk: NaN would reach a worker
