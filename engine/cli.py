@@ -29,6 +29,7 @@ from engine.arg_types import (
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.config import (
     API_KEY_ENV,
+    DEFAULT_CLIENT_GONE_GRACE_S,
     DEFAULT_CLIENT_LISTEN,
     DEFAULT_IMAGE_URL_STORE_BYTES,
     DEFAULT_IMAGE_URL_TTL_S,
@@ -171,9 +172,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--client-gone-grace",
         type=positive_float,
-        default=10.0,
+        default=DEFAULT_CLIENT_GONE_GRACE_S,
         help="seconds a ZeroMQ client whose connection dropped has to connect again: its replies are kept and tried"
-        " again until then, then dropped and its other requests cancelled (default 10)",
+        f" again until then, then dropped and its other requests cancelled (default {DEFAULT_CLIENT_GONE_GRACE_S:g})",
     )
     p.add_argument(
         "--startup-timeout",

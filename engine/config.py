@@ -32,6 +32,8 @@ DEFAULT_IMAGE_URL_STORE_BYTES = 256 * 1024 * 1024
 # they are held in memory and lost at a restart: a week is more than a store of URLs is for, and catches a TTL given
 # in milliseconds (an hour, 3600000, is 41 days)
 MAX_IMAGE_URL_TTL_S = 7 * 24 * 3600
+# time enough for a ZeroMQ client whose connection dropped to connect again (--client-gone-grace)
+DEFAULT_CLIENT_GONE_GRACE_S = 10.0
 # the ZeroMQ doors, on loopback: clients', and remote workers'
 DEFAULT_CLIENT_LISTEN = "tcp://127.0.0.1:5555"
 DEFAULT_WORKER_LISTEN = "tcp://127.0.0.1:5556"
@@ -120,7 +122,7 @@ class EngineConfig:
     heartbeat_timeout_s: float = 10.0
     # a ZeroMQ client a reply found disconnected, and not back within this long, has its kept replies dropped and
     # its other requests cancelled (engine/client_door.py)
-    client_gone_grace_s: float = 10.0
+    client_gone_grace_s: float = DEFAULT_CLIENT_GONE_GRACE_S
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
     # an HTTP connection idle between requests, or still sending a request's headers, this long is closed (aiohttp's
