@@ -10,9 +10,11 @@ every start.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
+import random
 import signal
 import socket
 import statistics
@@ -28,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
+_LOWEST_PORT = 10000  # above the ports services are given by convention
 
 
 def sim_image_side(text: str) -> int:
@@ -42,10 +45,32 @@ def sim_image_side(text: str) -> int:
     return side
 
 
+def _ports_below_ephemeral() -> range:
+    try:
+        ephemeral_start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = 32768  # Linux's default
+    return range(_LOWEST_PORT, max(ephemeral_start, _LOWEST_PORT + 1024))
+
+
+_PORTS = _ports_below_ephemeral()
+# Each call takes the next port, so one process never hands out a port twice while the last holder may still use it
+_next_port_index = itertools.count(random.randrange(len(_PORTS)))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A loopback port free now, for an engine this process starts. It is drawn below the kernel's ephemeral range,
+    not by binding port 0: the kernel hands the port bind(0) gave to the next outgoing connection too, and one
+    such connection took an engine's port before the engine bound it (CI, 2026-12-03)."""
+    for _ in _PORTS:
+        port = _PORTS[next(_next_port_index) % len(_PORTS)]
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on {LOOPBACK} from {_PORTS.start} to {_PORTS.stop - 1}")
 
 
 # -- subprocesses ----------------------------------------------------------------

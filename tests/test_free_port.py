@@ -1,0 +1,28 @@
+"""The ports benchmarks and tests start engines on: free, outside the range the kernel gives outgoing connections,
+and never the same one twice in a row."""
+
+import itertools
+import socket
+
+from loadgen.bench import harness
+from loadgen.bench.harness import LOOPBACK, free_port
+
+
+def ephemeral_range() -> range:
+    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    return range(low, high + 1)
+
+
+def test_ports_are_drawn_below_the_ephemeral_range_and_not_repeated():
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert not any(port in ephemeral_range() for port in ports)
+
+
+def test_a_port_in_use_is_passed_over(monkeypatch):
+    with socket.socket() as holder:
+        holder.bind((LOOPBACK, free_port()))
+        holder.listen()
+        held = holder.getsockname()[1]
+        monkeypatch.setattr(harness, "_next_port_index", itertools.count(harness._PORTS.index(held)))
+        assert free_port() not in (held, *ephemeral_range())
