@@ -302,7 +302,7 @@ class CacheService:
         self._saved_changes = snapshot.changes
         (started, on_thread), what = timing, "saved" if final else "checkpointed"
         log.info(
-            "prompt cache %s to %s: %d prompts in %.2f s (%.3f s of it on the cache thread, lookups waiting)",
+            "prompt cache %s to %s: %d prompts in %.3f s (%.3f s of it on the cache thread, lookups waiting)",
             what,
             directory,
             len(snapshot.prompt_ids),

@@ -24,6 +24,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from engine.arg_types import positive_float, positive_int
 from loadgen.bench.harness import percentile, start_engine, table, write_json
@@ -70,19 +71,19 @@ def run(args: argparse.Namespace) -> int:
         finally:
             engine.stop()
         checkpoints = _checkpoints(engine.child.log_path.read_text())
-    during = [latency for at, latency in sent if any(start <= at < end for start, end, _ in checkpoints)]
-    outside = [latency for at, latency in sent if not any(start <= at < end for start, end, _ in checkpoints)]
+    during = [latency for at, latency in sent if any(c.start <= at < c.end for c in checkpoints)]
+    outside = [latency for at, latency in sent if not any(c.start <= at < c.end for c in checkpoints)]
     rows = [_row(name, values) for name, values in (("during a checkpoint", during), ("outside", outside))]
     print(f"{prompts} prompts, {args.cache_mib} MiB of SD-XL latents; checkpoints, s (on the cache thread):", end=" ")
-    print(", ".join(f"{end - start:.2f} ({on_thread})" for start, end, on_thread in checkpoints) or "none")
+    print(", ".join(f"{c.length_s:.3f} ({c.on_cache_thread_s})" for c in checkpoints) or "none")
     print(table(["requests sent", "count", "p50 ms", "p99 ms", "max ms"], rows))
     write_json(
         args.json,
         {
             "cache_mib": args.cache_mib,
             "prompts": prompts,
-            "checkpoint_s": [end - start for start, end, _ in checkpoints],
-            "on_cache_thread_s": [on_thread for _, _, on_thread in checkpoints],
+            "checkpoint_s": [c.length_s for c in checkpoints],
+            "on_cache_thread_s": [c.on_cache_thread_s for c in checkpoints],
             "during": _summary(during),
             "outside": _summary(outside),
         },
@@ -148,14 +149,25 @@ async def _probe(address: str, rate: float, duration_s: float) -> list[tuple[flo
         await client.close()
 
 
-def _checkpoints(log: str) -> list[tuple[float, float, float | None]]:
-    """(start, end) in wall-clock seconds of each checkpoint the engine logged, and its seconds on the cache thread
-    (None: all of it, as the engine logged before the save was moved off that thread)."""
+class Checkpoint(NamedTuple):
+    """One checkpoint the engine logged: its end in wall-clock seconds, its length and its seconds on the cache
+    thread (None: all of it, as the engine logged before the save was moved off that thread), as logged."""
+
+    end: float
+    length_s: float
+    on_cache_thread_s: float | None
+
+    @property
+    def start(self) -> float:
+        return self.end - self.length_s
+
+
+def _checkpoints(log: str) -> list[Checkpoint]:
     found = []
     for line in log.splitlines():
         if match := _CHECKPOINT_LINE.match(line):
             end = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            found.append((end - float(match[2]), end, float(match[3]) if match[3] else None))
+            found.append(Checkpoint(end, float(match[2]), float(match[3]) if match[3] else None))
     return found
 
 
