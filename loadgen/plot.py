@@ -46,7 +46,7 @@ class TimelineBins:
     offered_rps: np.ndarray
     ok_rps: np.ndarray  # answered with images within the SLO
     mean_quality: np.ndarray  # percent of the exact image, over the images answered; NaN for a bin without
-    violation_ratio: np.ndarray  # NaN for a bin nothing was sent in
+    violation_ratio: np.ndarray  # over the requests not cancelled; NaN for a bin with none
 
 
 def bin_timeline(
@@ -74,7 +74,8 @@ def bin_timeline(
     has_quality = np.isin(outcome, ("ok", "late")) & ~np.isnan(quality)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_quality = per_bin(has_quality, quality) / per_bin(has_quality)
-        violation_ratio = per_bin(np.isin(outcome, VIOLATIONS)) / offered
+        # as the summary's, over the requests not cancelled
+        violation_ratio = per_bin(np.isin(outcome, VIOLATIONS)) / per_bin(outcome != "cancelled")
     return TimelineBins(edges, width, offered / width, per_bin(outcome == "ok") / width, mean_quality, violation_ratio)
 
 

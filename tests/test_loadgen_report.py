@@ -68,8 +68,8 @@ def test_images_of_simulated_workers_are_labelled_so_in_the_summary(records):
 
 def test_summary_arithmetic(records):
     summary = summarize(records, slo_ms=SLO_MS, duration_s=10.0)
-    # (late + rejected + error + deadline_exceeded) / sent; cancelled is not a violation
-    assert summary["slo_violation_ratio"] == pytest.approx((2 + 1 + 2 + 1) / 11)
+    # (late + rejected + error + deadline_exceeded) / (sent - cancelled): cancelled counts on neither side
+    assert summary["slo_violation_ratio"] == pytest.approx((2 + 1 + 2 + 1) / (11 - 1))
     assert summary["throughput_rps"] == pytest.approx(6 / 10.0)
     assert summary["goodput_rps"] == pytest.approx(4 / 10.0)
     # 11 requests 0.5 s apart: 2/s, as --rate counts it (sent / the last offset said 2.2)
@@ -109,6 +109,24 @@ def test_latencies_are_printed_in_whole_milliseconds():
     assert "p99 14,951 ms" in text and "(SLO 15,000 ms)" in text
 
 
+def test_cancelled_requests_are_left_out_of_the_violation_ratio_and_the_summary_says_so():
+    """A run stopped with 8 requests in flight, cancelled, 1 rejected and 1 served: the ratio was 1 / 10, diluted
+    by requests whose fate is unknown; it is 1 of the 2 that ended."""
+    served = make_record(0, 0, 0.0, 0.0, 100.0, Answer("images", images=[image()]), SLO_MS)
+    rejected = make_record(1, 0, 0.1, 0.1, 5.0, Answer("busy", code="busy", status=429), SLO_MS)
+    cancelled = [
+        make_record(i, 0, 0.1 * i, 0.1 * i, None, Answer("cancelled", code="interrupted"), SLO_MS) for i in range(2, 10)
+    ]
+    summary = summarize([served, rejected, *cancelled], slo_ms=SLO_MS, duration_s=1.0)
+    assert summary["sent"] == sum(summary["outcomes"].values()) == 10 and summary["outcomes"]["cancelled"] == 8
+    assert summary["slo_violation_ratio"] == 0.5
+    assert "SLO violations  50.0% of the 2 not cancelled  (SLO 1,000 ms)" in format_summary(summary)
+    # all cancelled: no ratio to give, not 0%
+    only_cancelled = summarize(cancelled, slo_ms=SLO_MS, duration_s=1.0)
+    assert only_cancelled["slo_violation_ratio"] is None
+    assert "SLO violations  n/a: all 8 cancelled" in format_summary(only_cancelled)
+
+
 def test_percentile_is_an_observed_value():
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert percentile(list(range(1, 101)), 99) == 99
@@ -135,7 +153,8 @@ def test_timeline_bins_what_each_second_of_sends_became(records):
     # in percent, as workers report it: images without a quality left out, bins without images NaN
     assert list(bins.mean_quality[:3]) == [95.0, 80.0, 50.0]
     assert np.isnan(bins.mean_quality[3:]).all()
-    assert list(bins.violation_ratio) == [0.0, 0.0, 1.0, 1.0, 0.5, 1.0]  # cancelled does not count
+    # the fifth second's error and cancelled request: 1 of 1, the cancelled one left out as in the summary
+    assert list(bins.violation_ratio) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
 
 
 def test_timeline_and_compare_plots(records, tmp_path):
