@@ -116,7 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--records", metavar="OUT.jsonl", type=output_file, help="write one record per request")
+    out.add_argument(
+        "--records", metavar="OUT.jsonl", type=_records_output, help="write one record per request (-: stdout)"
+    )
     out.add_argument("--json", metavar="SUMMARY.json", type=output_file, help="write the summary")
     out.add_argument("--plot", metavar="OUT.png", type=output_file, help="write the timeline plot")
     out.add_argument("--bin-s", type=float, help="timeline bin width in seconds (default: at most 60 bins)")
@@ -124,6 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sample-every-s", type=float, default=1.0, help="poll the engine for workers per level this often (default 1)"
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _records_output(text: str) -> str:
+    """--records' type: `-` is the standard output, as it is to most commands (it wrote a file named '-')."""
+    return "/dev/stdout" if text == "-" else output_file(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         _check(args)
-        records, summary = uvloop.run(_main(args))
+        records, summary, records_stopped = uvloop.run(_main(args))
     except (UsageError, ValueError, OSError) as exc:
         print(f"argus loadgen: error: {exc}", file=sys.stderr)
         return 2
@@ -148,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     from loadgen.report import format_summary
 
     # the files first: a reader of the summary that went away (`| head`) must not cost them
-    failures = _write_outputs(args, records, summary)
+    failures = _write_outputs(args, records, summary, records_stopped)
     try:
         print(format_summary(summary), flush=True)
     except BrokenPipeError:  # the Python docs' recipe (signal, SIGPIPE): else the flush at exit fails again
@@ -260,7 +267,8 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
     )
 
 
-async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]:
+async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any], list[OSError]]:
+    """The records, their summary, and why --records did not have each as its request ended (empty: it did)."""
     from loadgen.arrivals import mean_rate
     from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
     from loadgen.prompts import load_prompts, pair_prompts
@@ -306,12 +314,18 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
     else:
         _allow_a_connection_each(len(schedule))
         client = HttpLoadClient(args.url, options, args.api_key)
+    records_stopped: list[OSError] = []
+
+    def on_records_stopped(error: OSError) -> None:
+        records_stopped.append(error)
+        _say_records_stopped(args.records, error)
+
     try:
         # _interruptible first: a Ctrl-C once the user is told the run is on is the run's; and a SIGTERM while the
         # records still queued are written does not cut them short
         with _interruptible() as interrupt:
             async with (
-                records_as_they_come(args.records, _say_records_stopped)
+                records_as_they_come(args.records, on_records_stopped)
                 if args.records
                 else contextlib.nullcontext() as on_record
             ):
@@ -321,7 +335,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
                     + f" to {args.zmq or args.url}",
                     file=sys.stderr,
                 )
-                return await run_load(
+                records, summary = await run_load(
                     schedule,
                     prompts,
                     client,
@@ -335,6 +349,8 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any]]
                     interrupt=interrupt,
                     on_record=on_record,
                 )
+        # after the writer is left, which may have given up on --records only then
+        return records, summary, records_stopped
     finally:
         await client.close()
 
@@ -389,17 +405,24 @@ def _say_results_come(signum: int, frame: object) -> None:
     os.write(sys.stderr.fileno(), b"\nargus loadgen: interrupted: the run is over, its results are being written\n")
 
 
-def _say_records_stopped(error: OSError) -> None:
+def _say_records_stopped(path: str, error: OSError) -> None:
+    from loadgen.report import is_stream
+
+    # only a file is written again at the end (_write_outputs)
+    then = "what it missed is lost" if is_stream(path) else "they are written again, in full, at the end of the run"
     print(
-        f"argus loadgen: warning: records are no longer written as requests end ({error}); the run goes on, and "
-        "they are written again at its end",
+        f"argus loadgen: warning: records are no longer written to {path} as requests end"
+        f" ({error.strerror or error}): {then}",
         file=sys.stderr,
     )
 
 
-def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dict[str, Any]) -> list[str]:
+def _write_outputs(
+    args: argparse.Namespace, records: list[Record], summary: dict[str, Any], records_stopped: list[OSError]
+) -> list[str]:
     """Each file asked for, whatever became of the others (the records may fill a disk the summary fits on); why
-    each that could not be written was not."""
+    each that could not be written was not. `records_stopped`: why --records did not have each record as its request
+    ended."""
     from loadgen.report import is_stream, write_records, write_summary
 
     def plot(path: str) -> None:
@@ -424,6 +447,8 @@ def _write_outputs(args: argparse.Namespace, records: list[Record], summary: dic
     # again, in request order
     records_file = None if args.records is None or is_stream(args.records) else args.records
     failures = []
+    if args.records and not records_file and records_stopped:  # a pipe that missed some has them no more
+        failures.append(f"{args.records}: {records_stopped[0].strerror or records_stopped[0]}")
     for path, write in (
         (records_file, lambda path: write_records(records, path)),
         (args.json, lambda path: write_summary(summary, path)),

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import math
 import os
 import queue
+import stat
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -31,6 +34,12 @@ LevelSample = tuple[float, dict[int, int]]
 SEND_LAG_WARNING_MS = 100.0
 # beside the quality, when simulated workers made the images: their quality is modelled, not measured
 SIMULATED_QUALITY = "  (SIMULATED workers: modelled)"
+# how long the end of a run waits for a records writer that writes nothing: a FIFO no one reads, or whose reader
+# stopped reading, held the summary back for good (the writer waiting in its open or a write). Any write that goes
+# through (a reader that reads, however slowly) starts the wait again
+RECORDS_STALL_S = 10.0
+# how often the writer tries again to open a FIFO no one has opened to read yet
+_FIFO_RETRY_S = 0.1
 
 
 def summarize(
@@ -130,55 +139,91 @@ async def records_as_they_come(
 ) -> AsyncIterator[Callable[[Record], None]]:
     """A writer of one record a line, each on disk moments after its request ends: a run killed (or its terminal
     closed) keeps the records of the requests that ended before. Leaving waits for every record given to be written,
-    however the run ended.
+    however the run ended, as long as the writer writes: one that has written nothing for RECORDS_STALL_S is given up.
 
     The callback only queues the record, on the event loop; a thread of the writer's encodes and writes it. Written
     on the loop, a disk or a pipe that stalled (NFS, a full page cache, a reader that did not read) stalled the loop,
     and with it the open-loop sends: a pipe whose reader held off for 5 s had sends 2.7 s late at 100 requests/s
-    (once its 64 KB were full); 1.5 ms with the thread.
+    (once its 64 KB were full); 1.5 ms with the thread. A FIFO no one reads yet is opened by the thread once someone
+    does: the run does not wait for a reader, its records do.
 
-    A write that fails (a full disk) is passed to `on_failure` once, on the loop, and the writer writes no more: the
-    run goes on, its records are still held for the end. Raising would have ended the run unreported, after a
-    traceback for each request that ended meanwhile."""
+    A write that fails (a full disk, a pipe's reader gone) is passed to `on_failure` once, on the loop, and the writer
+    writes no more: the run goes on, its records are still held for the end. Raising would have ended the run
+    unreported, after a traceback for each request that ended meanwhile. A writer given up at the end is passed to it
+    as a TimeoutError."""
     loop = asyncio.get_running_loop()
-    f = await asyncio.to_thread(open, path, "w")  # a FIFO's open waits for its reader
+    f = await asyncio.to_thread(_open_unless_unread, path)
     # unbounded, but each entry is a record the run holds anyway to the end (run_load's list): a writer held up costs
     # a reference a record, and the loop never waits to queue one. None: the run is over
     queued: queue.SimpleQueue[Record | None] = queue.SimpleQueue()
     failed = threading.Event()
+    given_up = threading.Event()
+    wrote_at = 0.0  # time.monotonic() of the writer's last write that went through
 
     def write_queued() -> None:
+        nonlocal f, wrote_at
         try:
+            while f is None:
+                if given_up.wait(_FIFO_RETRY_S):
+                    return
+                f = _open_unless_unread(path)
             while True:
                 batch = [queued.get()]
-                with contextlib.suppress(queue.Empty):  # those queued meanwhile: one write for them all
+                with contextlib.suppress(queue.Empty):  # those queued meanwhile: one flush for them all
                     while True:
                         batch.append(queued.get_nowait())
                 over = batch[-1] is None  # put last, once the run has ended
-                # a record is not changed once made: this thread may encode it while the loop goes on
-                f.write("".join(json.dumps(record) + "\n" for record in batch if record is not None))
+                # a record is not changed once made: this thread may encode it while the loop goes on. One write
+                # each, so that a reader taking any is seen to (a write waits only as the buffer goes out)
+                for record in batch:
+                    if record is not None:
+                        f.write(json.dumps(record) + "\n")
+                        wrote_at = time.monotonic()
                 f.flush()
+                wrote_at = time.monotonic()
                 if over:
                     return
         except OSError as exc:
             failed.set()
-            loop.call_soon_threadsafe(on_failure, exc)
+            if not given_up.is_set():  # else said already, and the loop may be gone
+                with contextlib.suppress(RuntimeError):  # closed while this thread looked
+                    loop.call_soon_threadsafe(on_failure, exc)
         finally:
-            with contextlib.suppress(OSError):  # the flush of what a failed write left in the buffer fails again
-                f.close()
+            if f is not None:
+                with contextlib.suppress(OSError):  # the flush of what a failed write left in the buffer fails again
+                    f.close()
 
     def write(record: Record) -> None:
         if not failed.is_set():
             queued.put(record)
 
-    # a daemon: a writer stuck on a pipe nobody reads must not keep the process alive once it is told to end
+    # a daemon: a writer given up, stuck on a pipe nobody reads, must not keep the process alive
     writer = threading.Thread(target=write_queued, name="loadgen-records", daemon=True)
     writer.start()
     try:
         yield write
     finally:
         queued.put(None)
-        await asyncio.to_thread(writer.join)
+        waited_from = time.monotonic()
+        while writer.is_alive():
+            stalled_until = max(waited_from, wrote_at) + RECORDS_STALL_S
+            if time.monotonic() >= stalled_until:
+                given_up.set()
+                on_failure(TimeoutError(errno.ETIMEDOUT, f"nothing could be written for {RECORDS_STALL_S:g} s"))
+                break
+            await asyncio.to_thread(writer.join, stalled_until - time.monotonic())
+
+
+def _open_unless_unread(path: str | Path) -> TextIO | None:
+    """`path` opened to write; None for a FIFO no one has open to read, whose plain open waits for a reader for good."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO and stat.S_ISFIFO(os.stat(path).st_mode):  # not a socket's /proc/self/fd/N
+            return None
+        raise
+    os.set_blocking(fd, True)  # the writer's own thread waits on it, not the loop
+    return open(fd, "w")
 
 
 def read_records(path: str | Path) -> list[Record]:

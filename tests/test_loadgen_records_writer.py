@@ -1,4 +1,5 @@
-"""--records as requests end: the writing is a thread's, so a records file that stalls holds up no send."""
+"""--records as requests end: the writing is a thread's, so a records file that stalls holds up no send, and the run's
+end gives up on one that takes nothing."""
 
 import contextlib
 import json
@@ -7,6 +8,7 @@ import threading
 
 import pytest
 
+from loadgen import report
 from loadgen.arrivals import Arrival
 from loadgen.clients import LoadClient, RequestOptions
 from loadgen.records import Answer
@@ -79,3 +81,56 @@ async def test_a_records_file_that_does_not_take_writes_holds_up_no_send(tmp_pat
     assert sent_while_held == summary["sent"] == N and summary["outcomes"]["rejected"] == N
     written = [json.loads(line) for line in read[0].decode().splitlines() if line]  # past the filler's blank lines
     assert sorted(written, key=lambda r: r["id"]) == records and not failures
+
+
+@pytest.mark.timeout(60)
+async def test_a_fifo_whose_reader_reads_nothing_is_given_up_at_the_end(tmp_path, monkeypatch):
+    """The end of the run waited for the writer for good: a FIFO whose reader stopped reading held the summary back
+    until the process was killed. A writer that writes nothing for RECORDS_STALL_S is now given up, and said so."""
+    monkeypatch.setattr(report, "RECORDS_STALL_S", 0.5)
+    reader = os.fdopen(_full_fifo(tmp_path / "records.jsonl"), "rb")
+    # a writer waited for, for good, gets a broken pipe instead: the test fails rather than hang
+    reader_leaves = threading.Timer(30, reader.close)
+    reader_leaves.start()
+    failures = []
+    try:
+        schedule = [Arrival(0.001 * i) for i in range(N)]
+        async with records_as_they_come(tmp_path / "records.jsonl", failures.append) as on_record:
+            _, summary = await run_load(
+                schedule, ["a red fox"], _CountingClient(threading.Event()), None, progress=False, on_record=on_record
+            )
+    finally:
+        reader_leaves.cancel()
+        reader.close()  # the writer given up, still in its write, ends on the broken pipe, saying nothing more
+    assert summary["sent"] == N
+    assert [type(failure) for failure in failures] == [TimeoutError], failures
+
+
+@pytest.mark.timeout(60)
+async def test_a_fifo_no_one_reads_yet_holds_up_no_send_and_gets_every_record_once_read(tmp_path):
+    """A FIFO's open waited for its reader before the run began: no reader, no run (and no word of why). The run
+    now goes on, and the records wait for a reader."""
+    path = tmp_path / "records.jsonl"
+    os.mkfifo(path)
+    read: list[str] = []
+    run_over = threading.Event()
+    opened_once_over: list[bool] = []
+
+    def read_once_the_run_is_over() -> None:
+        # the timeout is only for a run that waits for this reader, which would otherwise never begin
+        opened_once_over.append(run_over.wait(timeout=30))
+        with open(path) as f:
+            read.append(f.read())
+
+    reading = threading.Thread(target=read_once_the_run_is_over, daemon=True)
+    reading.start()
+    failures = []
+    schedule = [Arrival(0.001 * i) for i in range(N)]
+    async with records_as_they_come(path, failures.append) as on_record:
+        records, summary = await run_load(
+            schedule, ["a red fox"], _CountingClient(threading.Event()), None, progress=False, on_record=on_record
+        )
+        run_over.set()
+    reading.join(timeout=30)
+    assert opened_once_over == [True] and summary["sent"] == N and not failures
+    assert sorted((json.loads(line) for line in read[0].splitlines()), key=lambda r: r["id"]) == records
