@@ -30,6 +30,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from engine.cache import file_reads
 from engine.cache.latent_store import ALLOWED_DTYPES
 
 FILE_NAME = "prompt_cache.argus"
@@ -92,11 +93,12 @@ class CacheFile:
 
     def read_latent(self, latent: SavedLatent) -> np.ndarray:
         dtype = np.dtype(latent.dtype).newbyteorder("<")
-        count = latent.nbytes // dtype.itemsize
-        array = np.fromfile(self.path, dtype=dtype, count=count, offset=self.latents_start + latent.offset)
-        if array.nbytes != latent.nbytes:
-            raise CacheFileError(f"{self.path} changed while it was being loaded")
-        return array.astype(dtype.newbyteorder("="), copy=False).reshape(latent.shape)
+        try:
+            with file_reads.opened(self.path) as fd:
+                array = file_reads.read_array(fd, dtype, tuple(latent.shape), self.latents_start + latent.offset)
+        except file_reads.FileEndsEarly:
+            raise CacheFileError(f"{self.path} changed while it was being loaded") from None
+        return array.astype(dtype.newbyteorder("="), copy=False)
 
 
 def write_cache_file(
@@ -143,9 +145,9 @@ def write_cache_file(
 def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...], model: str) -> CacheFile:
     """Checks everything a load depends on, reading the latents only to verify the digest."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            meta, meta_length = _read_meta(f, path, size)
+        with file_reads.opened(path) as fd:
+            size = os.fstat(fd).st_size
+            meta, meta_length = _read_meta(fd, path, size)
             _check_identity(meta, path, embedder, dim, levels, model)
             latents_bytes = sum(latent.nbytes for latent in meta.latents)
             vectors_start = _PREAMBLE.size + meta_length
@@ -153,11 +155,12 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
             expected = latents_start + latents_bytes + _DIGEST_BYTES
             if size != expected:
                 raise CacheFileError(f"{path} is {size} bytes, its header describes {expected}: truncated or damaged")
-            _check_digest(f, path, size)
-            f.seek(vectors_start)
-            vectors = np.frombuffer(f.read(latents_start - vectors_start), dtype="<f4").reshape(-1, dim)
+            _check_digest(fd, path, size)
+            vectors = file_reads.read_array(fd, np.dtype("<f4"), (len(meta.prompts), dim), vectors_start)
     except FileNotFoundError:
         raise CacheFileError(f"no saved cache at {path}") from None
+    except file_reads.FileEndsEarly:
+        raise CacheFileError(f"{path} shrank while it was being read") from None
     except OSError as exc:
         raise CacheFileError(f"cannot read {path}: {exc}") from exc
     vectors = vectors.astype(np.float32)
@@ -190,10 +193,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 # -- checking ------------------------------------------------------------------------
-def _read_meta(f, path: Path, size: int) -> tuple[_Meta, int]:
-    head = f.read(_PREAMBLE.size)
-    if len(head) < _PREAMBLE.size:
+def _read_meta(fd: int, path: Path, size: int) -> tuple[_Meta, int]:
+    if size < _PREAMBLE.size:
         raise CacheFileError(f"{path} is too short to be a prompt cache file ({size} bytes)")
+    head = bytearray(_PREAMBLE.size)
+    file_reads.read_into(fd, head, 0)
     magic, version, length, meta_digest = _PREAMBLE.unpack(head)
     if magic != _MAGIC:
         raise CacheFileError(f"{path} is not a prompt cache file")
@@ -201,7 +205,8 @@ def _read_meta(f, path: Path, size: int) -> tuple[_Meta, int]:
         raise CacheFileError(f"{path} has format version {version}; this build reads version {FORMAT_VERSION}")
     if length > min(_MAX_META_BYTES, size - _PREAMBLE.size - _DIGEST_BYTES):
         raise CacheFileError(f"{path} is truncated or damaged (its header is cut short)")
-    raw = f.read(length)
+    raw = bytearray(length)
+    file_reads.read_into(fd, raw, _PREAMBLE.size)
     if hashlib.blake2b(raw, digest_size=_DIGEST_BYTES).digest() != meta_digest:
         raise CacheFileError(f"{path} is corrupt (its header fails its checksum)")
     try:
@@ -220,17 +225,17 @@ def _check_identity(meta: _Meta, path: Path, embedder: str, dim: int, levels: tu
         )
 
 
-def _check_digest(f, path: Path, size: int) -> None:
-    f.seek(0)
+def _check_digest(fd: int, path: Path, size: int) -> None:
     digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-    left = size - _DIGEST_BYTES
-    while left:
-        chunk = f.read(min(_CHUNK, left))
-        if not chunk:
-            raise CacheFileError(f"{path} shrank while it was being read")
-        digest.update(chunk)
-        left -= len(chunk)
-    if f.read(_DIGEST_BYTES) != digest.digest():
+    chunk = memoryview(bytearray(_CHUNK))
+    end = size - _DIGEST_BYTES
+    for offset in range(0, end, _CHUNK):
+        part = chunk[: min(_CHUNK, end - offset)]
+        file_reads.read_into(fd, part, offset)
+        digest.update(part)
+    stored = bytearray(_DIGEST_BYTES)
+    file_reads.read_into(fd, stored, end)
+    if stored != digest.digest():
         raise CacheFileError(f"{path} is corrupt (its contents fail their checksum)")
 
 
