@@ -376,7 +376,6 @@ class CacheService:
             return
         if restored is None:  # no file after all, or one refused and set aside
             return
-        on_file = restored.changes
         try:
             restored.absorb(self._cache)
         except Exception:
@@ -386,7 +385,9 @@ class CacheService:
         joined = self._cache.stats().prompts
         log.info("serving from the restored prompt cache (%d prompts cached while it was read joined it)", joined)
         self._cache.close()
-        self._cache, self._saved_changes = restored, on_file
+        # the file is the restored cache at 0 changes: one that left some of it out (a bad sector, a NaN latent) is
+        # above, so the next checkpoint writes the file anew
+        self._cache, self._saved_changes = restored, 0
 
     def _give_up_restore(self) -> None:
         # a bug or no memory, not a bad file (that is set aside): the file may be good, so it is not saved over

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 import weakref
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.cache import file_reads
 from engine.cache.lcbfu import Lcbfu, Record
 
 log = logging.getLogger("argus.cache")
@@ -356,9 +358,10 @@ def file_intact(path: Path, entry: StoredLatent) -> bool:
 
 def read_spill_file(path: Path, entry: StoredLatent) -> np.ndarray:
     """A spilled latent, read-only; ValueError if the file is not its size (OSError if it cannot be read)."""
-    array = np.fromfile(path, dtype=entry.dtype)
-    if array.nbytes != entry.nbytes:
-        raise ValueError(f"spill file {path.name} is {array.nbytes} bytes, expected {entry.nbytes}")
-    array = array.reshape(entry.shape)
+    with file_reads.opened(path) as fd:
+        size = os.fstat(fd).st_size
+        if size != entry.nbytes:
+            raise ValueError(f"spill file {path.name} is {size} bytes, expected {entry.nbytes}")
+        array = file_reads.read_array(fd, entry.dtype, entry.shape, 0)
     array.flags.writeable = False
     return array

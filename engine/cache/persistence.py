@@ -1,4 +1,4 @@
-"""The prompt cache's file, for a warm restart: one file, written atomically, checked whole before use.
+"""The prompt cache's file, for a warm restart: one file, written atomically, checked before use.
 
 Layout (integers little-endian):
 
@@ -9,12 +9,14 @@ Layout (integers little-endian):
 
 The meta names the embedder, dim, levels and the model that made the latents, so
 a foreign file is refused after reading only its head; the trailing digest covers
-the whole payload. Nothing is pickled: the meta is msgpack decoded into strict
-types, arrays are raw bytes with dtype and shape in the meta. The index graph
-itself is not stored: it is rebuilt from the vectors, so no third-party binary
-format has to be trusted or kept compatible. A file is only ever written under a
-temporary name and renamed over the old one, so a crash mid-save leaves the
-previous file intact.
+the whole payload. A part the disk cannot read (a bad sector: its reads fail with
+EIO) leaves the digest unchecked, not the file refused: the prompts and latents it
+holds are left out and the rest restored (see CacheFile). Nothing is pickled: the
+meta is msgpack decoded into strict types, arrays are raw bytes with dtype and
+shape in the meta. The index graph itself is not stored: it is rebuilt from the
+vectors, so no third-party binary format has to be trusted or kept compatible. A
+file is only ever written under a temporary name and renamed over the old one, so
+a crash mid-save leaves the previous file intact.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from engine.cache import file_reads
 from engine.cache.latent_store import ALLOWED_DTYPES
 
 FILE_NAME = "prompt_cache.argus"
@@ -40,6 +43,7 @@ _PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, meta length, meta diges
 _DIGEST_BYTES = 32
 _MAX_META_BYTES = 1 << 30
 _CHUNK = 1 << 20
+_VECTOR_DTYPE = np.dtype("<f4")
 # hnswlib takes ids below 2**64: a file may not leave fewer than 2**63 ids to come
 _MAX_NEXT_PROMPT_ID = 1 << 63
 
@@ -81,7 +85,12 @@ class _Meta(msgspec.Struct, forbid_unknown_fields=True):
 
 @dataclass(frozen=True, slots=True)
 class CacheFile:
-    """A validated cache file: its prompts and vectors in memory, its latents read on demand."""
+    """A validated cache file: its prompts and vectors in memory, its latents read on demand.
+
+    A read the disk failed (`read_error`) left the whole file's digest unchecked: what could be read is taken as the
+    disk returned it (a disk fails a sector it cannot read, it does not return other bytes), with every other check
+    made as for a whole file, and the meta's own digest checked. The prompts whose vectors could not be read are left
+    out with their latents (`latents_unread` of them); a latent that cannot be read is read_latent's OSError."""
 
     path: Path
     next_prompt_id: int
@@ -89,14 +98,18 @@ class CacheFile:
     vectors: np.ndarray
     latents: list[SavedLatent]  # oldest first
     latents_start: int
+    read_error: OSError | None = None  # the first read that failed; None: the file was read whole and checked
+    latents_unread: int = 0  # of the prompts left out (their vectors could not be read)
 
     def read_latent(self, latent: SavedLatent) -> np.ndarray:
+        """The latent; OSError if the disk cannot read it."""
         dtype = np.dtype(latent.dtype).newbyteorder("<")
-        count = latent.nbytes // dtype.itemsize
-        array = np.fromfile(self.path, dtype=dtype, count=count, offset=self.latents_start + latent.offset)
-        if array.nbytes != latent.nbytes:
-            raise CacheFileError(f"{self.path} changed while it was being loaded")
-        return array.astype(dtype.newbyteorder("="), copy=False).reshape(latent.shape)
+        try:
+            with file_reads.opened(self.path) as fd:
+                array = file_reads.read_array(fd, dtype, tuple(latent.shape), self.latents_start + latent.offset)
+        except file_reads.FileEndsEarly:
+            raise CacheFileError(f"{self.path} changed while it was being loaded") from None
+        return array.astype(dtype.newbyteorder("="), copy=False)
 
 
 def write_cache_file(
@@ -118,7 +131,7 @@ def write_cache_file(
         latent.offset = offset
         offset += latent.nbytes
     meta = msgspec.msgpack.encode(_Meta(embedder, dim, list(levels), next_prompt_id, prompts, latents, model))
-    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    vectors = np.ascontiguousarray(vectors, dtype=_VECTOR_DTYPE)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}")
     try:
@@ -141,11 +154,13 @@ def write_cache_file(
 
 
 def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...], model: str) -> CacheFile:
-    """Checks everything a load depends on, reading the latents only to verify the digest."""
+    """Checks everything a load depends on, reading the latents only to verify the digest. A read that fails past
+    the meta leaves the digest unchecked and the vectors it holds unread (see CacheFile); one that fails in the meta,
+    or in every vector, leaves nothing to restore: CacheFileError."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            meta, meta_length = _read_meta(f, path, size)
+        with file_reads.opened(path) as fd:
+            size = os.fstat(fd).st_size
+            meta, meta_length = _read_meta(fd, path, size)
             _check_identity(meta, path, embedder, dim, levels, model)
             latents_bytes = sum(latent.nbytes for latent in meta.latents)
             vectors_start = _PREAMBLE.size + meta_length
@@ -153,16 +168,34 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
             expected = latents_start + latents_bytes + _DIGEST_BYTES
             if size != expected:
                 raise CacheFileError(f"{path} is {size} bytes, its header describes {expected}: truncated or damaged")
-            _check_digest(f, path, size)
-            f.seek(vectors_start)
-            vectors = np.frombuffer(f.read(latents_start - vectors_start), dtype="<f4").reshape(-1, dim)
+            digest_error = _check_digest(fd, path, size)
+            vectors, unread_rows, vectors_error = _read_vectors(fd, vectors_start, len(meta.prompts), dim)
     except FileNotFoundError:
         raise CacheFileError(f"no saved cache at {path}") from None
+    except file_reads.FileEndsEarly:
+        raise CacheFileError(f"{path} shrank while it was being read") from None
     except OSError as exc:
         raise CacheFileError(f"cannot read {path}: {exc}") from exc
     vectors = vectors.astype(np.float32)
-    _check_contents(meta, vectors, path, levels)
-    return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start)
+    _check_contents(meta, vectors, path, levels)  # an unread vector is zeros: it passes, and goes with its prompt
+    read_error = digest_error or vectors_error
+    if not unread_rows:
+        return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start, read_error)
+    if len(unread_rows) == len(meta.prompts):
+        raise CacheFileError(f"cannot read {path}: no prompt's vector could be read ({read_error})")
+    unread = {meta.prompts[row].prompt_id for row in unread_rows}
+    rows = [row for row, prompt in enumerate(meta.prompts) if prompt.prompt_id not in unread]
+    latents = [latent for latent in meta.latents if latent.prompt_id not in unread]
+    return CacheFile(
+        path,
+        meta.next_prompt_id,
+        [meta.prompts[row] for row in rows],
+        vectors[rows],
+        latents,
+        latents_start,
+        read_error,
+        len(meta.latents) - len(latents),
+    )
 
 
 # -- writing -----------------------------------------------------------------------
@@ -190,10 +223,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 # -- checking ------------------------------------------------------------------------
-def _read_meta(f, path: Path, size: int) -> tuple[_Meta, int]:
-    head = f.read(_PREAMBLE.size)
-    if len(head) < _PREAMBLE.size:
+def _read_meta(fd: int, path: Path, size: int) -> tuple[_Meta, int]:
+    if size < _PREAMBLE.size:
         raise CacheFileError(f"{path} is too short to be a prompt cache file ({size} bytes)")
+    head = bytearray(_PREAMBLE.size)
+    file_reads.read_into(fd, head, 0)
     magic, version, length, meta_digest = _PREAMBLE.unpack(head)
     if magic != _MAGIC:
         raise CacheFileError(f"{path} is not a prompt cache file")
@@ -201,7 +235,8 @@ def _read_meta(f, path: Path, size: int) -> tuple[_Meta, int]:
         raise CacheFileError(f"{path} has format version {version}; this build reads version {FORMAT_VERSION}")
     if length > min(_MAX_META_BYTES, size - _PREAMBLE.size - _DIGEST_BYTES):
         raise CacheFileError(f"{path} is truncated or damaged (its header is cut short)")
-    raw = f.read(length)
+    raw = bytearray(length)
+    file_reads.read_into(fd, raw, _PREAMBLE.size)
     if hashlib.blake2b(raw, digest_size=_DIGEST_BYTES).digest() != meta_digest:
         raise CacheFileError(f"{path} is corrupt (its header fails its checksum)")
     try:
@@ -220,18 +255,42 @@ def _check_identity(meta: _Meta, path: Path, embedder: str, dim: int, levels: tu
         )
 
 
-def _check_digest(f, path: Path, size: int) -> None:
-    f.seek(0)
+def _check_digest(fd: int, path: Path, size: int) -> OSError | None:
+    """CacheFileError if the file fails its digest; the error of a read that failed, which leaves it unchecked."""
     digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-    left = size - _DIGEST_BYTES
-    while left:
-        chunk = f.read(min(_CHUNK, left))
-        if not chunk:
-            raise CacheFileError(f"{path} shrank while it was being read")
-        digest.update(chunk)
-        left -= len(chunk)
-    if f.read(_DIGEST_BYTES) != digest.digest():
+    chunk = memoryview(bytearray(_CHUNK))
+    end = size - _DIGEST_BYTES
+    stored = bytearray(_DIGEST_BYTES)
+    try:
+        for offset in range(0, end, _CHUNK):
+            part = chunk[: min(_CHUNK, end - offset)]
+            file_reads.read_into(fd, part, offset)
+            digest.update(part)
+        file_reads.read_into(fd, stored, end)
+    except OSError as error:
+        return error
+    if stored != digest.digest():
         raise CacheFileError(f"{path} is corrupt (its contents fail their checksum)")
+    return None
+
+
+def _read_vectors(fd: int, start: int, count: int, dim: int) -> tuple[np.ndarray, list[int], OSError | None]:
+    """The prompts' vectors, the rows the disk could not read (left zero) and the first error: after a failed read,
+    the rows are read one by one, so a bad sector costs the prompts whose vectors it holds (one or two at 1,024
+    dimensions), not every prompt."""
+    try:
+        return file_reads.read_array(fd, _VECTOR_DTYPE, (count, dim), start), [], None
+    except OSError as error:
+        first = error
+    vectors = np.zeros((count, dim), _VECTOR_DTYPE)
+    row_bytes = dim * _VECTOR_DTYPE.itemsize
+    unread = []
+    for row in range(count):
+        try:
+            file_reads.read_into(fd, vectors[row].view(np.uint8), start + row * row_bytes)
+        except OSError:
+            unread.append(row)
+    return vectors, unread, first
 
 
 def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path, levels: tuple[int, ...]) -> None:

@@ -97,7 +97,8 @@ class PromptCache:
         self._hits = dict.fromkeys(self.levels, 0)
         self._misses = 0
         # counts what a save writes changing (inserts, and hits: a latent's uses rank it): a checkpoint with nothing
-        # new since the last save is skipped. Not saved: a loaded cache starts at 0, as the file it came from
+        # new since the last save is skipped. Not saved: a loaded cache starts at 0, as the file it came from, or
+        # above if it left some of the file out (see load)
         self.changes = 0
 
     # -- serving ---------------------------------------------------------------------
@@ -274,7 +275,13 @@ class PromptCache:
         saved contents, LCBFU keeps the best-ranked latents and evicts the rest.
         Latents no run can start from are left out, with one warning: NaN or
         infinite ones, and, given `latent_shape` (the shape `model`'s workers take
-        at a prompt's shape), those of another shape.
+        at a prompt's shape), those of another shape. So are those the disk cannot
+        read (a bad sector), and the prompts whose vectors it cannot read, with one
+        warning: the rest is restored, unless none of the file's latents could be
+        read (CacheFileError). Each latent left out counts as a change (as a spill
+        file found unreadable at a hit does), and so does a read that failed, which
+        left the file's digest unchecked: `changes` above 0 says the next save
+        should write the file anew, not skip it as this cache's equal.
         """
         path = Path(directory) / persistence.FILE_NAME
         saved = persistence.read_cache_file(path, embedder_name, dim, tuple(sorted(set(levels))), model)
@@ -306,9 +313,15 @@ class PromptCache:
         expected = {shape: tuple(latent_shape(shape)) for shape in rows_by_shape} if latent_shape else {}
         # oldest first, so the restored entries keep their relative age for LCBFU's tie-break
         unusable: list[tuple[Key, str]] = []
+        unread: list[OSError] = []
         for latent in saved.latents:
             key = (latent.prompt_id, latent.level)
-            array = saved.read_latent(latent)
+            try:
+                array = saved.read_latent(latent)
+            except OSError as error:  # a bad sector: the latents beside it read, and are restored
+                unread.append(error)
+                self._forget(key)
+                continue
             problem = _restore_problem(array, self._prompts[latent.prompt_id].shape, expected)
             if problem:
                 unusable.append((key, problem))
@@ -318,6 +331,35 @@ class PromptCache:
         if unusable:
             log.warning(
                 "%d saved latents no run can start from, left out (%s the first: %s)", len(unusable), *unusable[0]
+            )
+        self._report_unread(saved, unread)
+        self.changes += len(unusable) + len(unread) + saved.latents_unread + bool(saved.read_error)
+
+    @staticmethod
+    def _report_unread(saved: persistence.CacheFile, unread: list[OSError]) -> None:
+        """One warning for what the disk could not read; CacheFileError if that was every latent (nothing to restore:
+        the file is set aside, whole, as the disk may read it again)."""
+        error = saved.read_error or (unread[0] if unread else None)
+        if error is None:
+            return
+        left_out, in_file = len(unread) + saved.latents_unread, len(saved.latents) + saved.latents_unread
+        if left_out == in_file:
+            raise persistence.CacheFileError(f"cannot read {saved.path}: none of its latents could be read ({error})")
+        if left_out:
+            log.warning(
+                "%d of %d saved latents could not be read from %s (%s): left out, the rest restored; the next save"
+                " writes the file anew",
+                left_out,
+                in_file,
+                saved.path,
+                error,
+            )
+        else:
+            log.warning(
+                "a read of %s failed (%s), so its checksum went unchecked; every latent in it was read and restored,"
+                " and the next save writes the file anew",
+                saved.path,
+                error,
             )
 
     # -- internals ---------------------------------------------------------------------
