@@ -23,6 +23,7 @@ from yarl import URL
 from engine.arg_types import URL_HOST, is_loopback
 from engine.config import LaunchConfig
 from engine.forwarded_for import TrustedProxies
+from engine.http_half_close import answer_half_closed
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.openai_images import (
@@ -119,7 +120,7 @@ _OPEN_PATHS = frozenset({"/health"})
 
 
 def build_app(engine: Engine) -> web.Application:
-    middlewares = [_json_errors]
+    middlewares = [answer_half_closed, _json_errors]
     if engine.config.api_key:
         middlewares.append(_require_api_key(engine.config.api_key))
     elif is_loopback(engine.config.host):

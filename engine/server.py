@@ -35,6 +35,7 @@ from engine.control_setup import build_control
 from engine.curve_gate import CLIENTS, WORKERS, CurveGate
 from engine.dispatcher import Dispatcher
 from engine.http_api import SERVER_LOG, build_app
+from engine.http_half_close import half_close_aware
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
@@ -394,16 +395,19 @@ class Engine:
             shutdown_timeout=_HTTP_FLUSH_S,
             keepalive_timeout=self.config.keepalive_timeout_s,
         )
+        listener = None
         try:
             self.clients.start()
             await runner.setup()
-            site = web.TCPSite(runner, self.config.host, self.config.port)
             try:
-                await site.start()  # what was opened is closed below all the same
+                # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it
+                listener = await asyncio.get_running_loop().create_server(
+                    half_close_aware(runner.server), self.config.host, self.config.port, backlog=128
+                )
             except OSError as error:
                 where = f"--host {self.config.host} --port {self.config.port}"
                 raise UsageError(f"{where}: {error.strerror or error}") from None
-            port = runner.addresses[0][1]
+            port = listener.sockets[0].getsockname()[1]
             log.info("HTTP API listening on http://%s:%d (POST /v1/images/generations)", self.config.host, port)
             endpoints = ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints)
             log.info("ZeroMQ clients: %s; workers: %s", *endpoints)
@@ -422,6 +426,8 @@ class Engine:
                 for actor in actors:
                     actor.cancel()
         finally:
+            if listener is not None:  # stop listening first, as runner.cleanup stops its sites
+                listener.close()
             await runner.cleanup()
 
     async def _drain(self, runner: web.AppRunner) -> None:
