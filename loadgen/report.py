@@ -104,8 +104,24 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def is_stream(path: str | Path) -> bool:
-    """Whether `path` (after its links) is there but no regular file: a pipe, a terminal, /dev/stdout."""
-    return os.path.exists(path) and not os.path.isfile(path)
+    """Whether `path` (after its links) is written only as it comes, never replaced at the end: a pipe, a terminal,
+    or the file this process's output goes to (`--records - > out.jsonl`: replaced, it took the records and left the
+    summary printed after them in the file it replaced)."""
+    return os.path.exists(path) and (not os.path.isfile(path) or _output_of_this_process(path) is not None)
+
+
+def _output_of_this_process(path: str | Path) -> int | None:
+    """1 or 2 when `path` is what this process's standard output or error goes to (/dev/stdout, its target)."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return None
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            own = os.fstat(fd)
+            if (own.st_dev, own.st_ino) == (target.st_dev, target.st_ino):
+                return fd
+    return None
 
 
 def write_records(records: Sequence[Record], path: str | Path) -> None:
@@ -216,6 +232,10 @@ async def records_as_they_come(
 
 def _open_unless_unread(path: str | Path) -> TextIO | None:
     """`path` opened to write; None for a FIFO no one has open to read, whose plain open waits for a reader for good."""
+    if (own := _output_of_this_process(path)) is not None:
+        # the process's own open file, offset and all: opened anew, a file would be truncated, and the summary
+        # printed at the end would write over the records from its start
+        return open(os.dup(own), "w")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o666)
     except OSError as exc:

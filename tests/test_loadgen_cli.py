@@ -327,6 +327,20 @@ def test_records_to_a_pipe_whose_reader_went_away_are_said_lost(tmp_path, http_t
     assert said.endswith(f"argus loadgen: error writing {out}: Broken pipe\n")
 
 
+def test_records_to_stdout_sent_to_a_file_keep_the_summary_after_them(tmp_path, http_that_answers_nothing_useful):
+    """`--records - > out.jsonl`: the records were written again at the end into a new out.jsonl, and the summary
+    printed after them went to the file it replaced."""
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "200", "--max-requests", "20", "--records", "-", "--no-progress"]
+    with open(out, "w") as stdout:
+        run = subprocess.run(command, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = out.read_text().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines[:20]) == list(range(20))
+    assert lines[20].startswith("sent "), lines[20:]
+
+
 def test_records_dash_are_the_standard_output():
     """`--records -` wrote a file named '-' in the current directory."""
     assert parsed("--rate", "1", "--max-requests", "1", "--records", "-").records == "/dev/stdout"
