@@ -82,6 +82,16 @@ def load(directory: Path, model: str = MODEL) -> PromptCache | None:
     return load_saved_cache(CacheConfig(directory=str(directory)), model, EMBEDDER, LEVELS)
 
 
+def load_logged(directory: Path, caplog, model: str = MODEL) -> PromptCache | None:
+    with caplog.at_level("INFO", logger="argus.cache"):
+        return load(directory, model)
+
+
+def fail_reads(monkeypatch, path: Path, start: int, end: int) -> None:
+    """From now on, reads of `path` in [start, end) fail as a bad sector's do."""
+    monkeypatch.setattr(os, "preadv", failing_preadv(BadSector.of(path, start, end)))
+
+
 def set_aside(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"{FILE_NAME}.rejected-*"))
 
@@ -103,24 +113,30 @@ def assert_holds_all_but(cache: PromptCache, prompts: int, lost: set[tuple[int, 
             np.testing.assert_array_equal(cache.take_latent(prompt_id, level), latent(i, level))
 
 
+def restored_past_a_bad_sector(tmp_path, monkeypatch, caplog, start: int, lost: set[tuple[int, int]]):
+    """The 40 prompts saved in `tmp_path` loaded with the sector at `start` failing its reads: nothing set aside, all
+    but the latents `lost` restored as saved. The cache's stats and its one warning."""
+    fail_reads(monkeypatch, tmp_path / FILE_NAME, start, start + SECTOR)
+    cache = load_logged(tmp_path, caplog)
+    assert cache is not None, warnings(caplog)
+    try:
+        assert set_aside(tmp_path) == []
+        assert_holds_all_but(cache, 40, lost)
+        [warning] = warnings(caplog)
+        return cache.stats(), warning
+    finally:
+        cache.close()
+
+
 def test_a_bad_sector_among_the_latents_loses_only_the_latents_in_it(tmp_path, monkeypatch, caplog):
     saved = save(tmp_path, prompts=40)  # 200 latents, 100 KiB
     start = sector_at(saved.file.latents_start + 100 * 512)
     lost = saved.latents_in(start, start + SECTOR)
     assert 8 <= len(lost) <= 9
-    monkeypatch.setattr(os, "preadv", failing_preadv(BadSector.of(saved.path, start, start + SECTOR)))
-    with caplog.at_level("INFO", logger="argus.cache"):
-        cache = load(tmp_path)
-    assert cache is not None, warnings(caplog)
-    try:
-        assert set_aside(tmp_path) == []
-        assert_holds_all_but(cache, 40, lost)
-        assert cache.stats().entries == 200 - len(lost)
-        [warning] = warnings(caplog)
-        assert warning.startswith(f"{len(lost)} of 200 saved latents could not be read from {saved.path}")
-        assert "Input/output error" in warning
-    finally:
-        cache.close()
+    stats, warning = restored_past_a_bad_sector(tmp_path, monkeypatch, caplog, start, lost)
+    assert stats.entries == 200 - len(lost)
+    assert warning.startswith(f"{len(lost)} of 200 saved latents could not be read from {saved.path}")
+    assert "Input/output error" in warning
 
 
 def test_a_bad_sector_among_the_vectors_loses_only_the_prompts_whose_vectors_it_holds(tmp_path, monkeypatch, caplog):
@@ -130,18 +146,9 @@ def test_a_bad_sector_among_the_vectors_loses_only_the_prompts_whose_vectors_it_
     rows = {(offset - vectors_start) // 4096 for offset in (start, start + SECTOR - 1)}
     assert len(rows) == 2
     lost = {(row + 1, level) for row in rows for level in LEVELS}
-    monkeypatch.setattr(os, "preadv", failing_preadv(BadSector.of(saved.path, start, start + SECTOR)))
-    with caplog.at_level("INFO", logger="argus.cache"):
-        cache = load(tmp_path)
-    assert cache is not None, warnings(caplog)
-    try:
-        assert set_aside(tmp_path) == []
-        assert_holds_all_but(cache, 40, lost)
-        assert cache.stats().prompts == 38
-        [warning] = warnings(caplog)
-        assert warning.startswith(f"10 of 200 saved latents could not be read from {saved.path}")
-    finally:
-        cache.close()
+    stats, warning = restored_past_a_bad_sector(tmp_path, monkeypatch, caplog, start, lost)
+    assert stats.prompts == 38
+    assert warning.startswith(f"10 of 200 saved latents could not be read from {saved.path}")
 
 
 @pytest.mark.parametrize("where", ["header", "every latent", "every vector"])
@@ -154,9 +161,8 @@ def test_a_file_nothing_usable_can_be_read_from_is_still_set_aside(tmp_path, mon
         "every latent": (saved.file.latents_start, saved.path.stat().st_size - 32),
         "every vector": (saved.vectors_start(), saved.file.latents_start),
     }[where]
-    monkeypatch.setattr(os, "preadv", failing_preadv(BadSector.of(saved.path, start, end)))
-    with caplog.at_level("INFO", logger="argus.cache"):
-        assert load(tmp_path) is None
+    fail_reads(monkeypatch, saved.path, start, end)
+    assert load_logged(tmp_path, caplog) is None
     assert not saved.path.exists() and len(set_aside(tmp_path)) == 1
     [refusal] = warnings(caplog)
     assert refusal.startswith("refused the saved prompt cache") and "Input/output error" in refusal
@@ -165,9 +171,8 @@ def test_a_file_nothing_usable_can_be_read_from_is_still_set_aside(tmp_path, mon
 def test_a_foreign_file_is_set_aside_whatever_its_sectors(tmp_path, monkeypatch, caplog):
     saved = save(tmp_path, prompts=40)
     start = sector_at(saved.file.latents_start + 100 * 512)
-    monkeypatch.setattr(os, "preadv", failing_preadv(BadSector.of(saved.path, start, start + SECTOR)))
-    with caplog.at_level("INFO", logger="argus.cache"):
-        assert load(tmp_path, model="tiny:fedcba9876543210") is None
+    fail_reads(monkeypatch, saved.path, start, start + SECTOR)
+    assert load_logged(tmp_path, caplog, model="tiny:fedcba9876543210") is None
     assert len(set_aside(tmp_path)) == 1
     assert "this cache uses embedder 'hash', dim 1024" in warnings(caplog)[0]
 
@@ -176,7 +181,7 @@ def test_a_checksum_a_failed_read_left_unchecked_is_written_anew_even_with_every
     """The file's last sector holds its digest: with it unreadable, every latent still reads, and is restored."""
     saved = save(tmp_path, prompts=4)
     end = saved.path.stat().st_size
-    monkeypatch.setattr(os, "preadv", failing_preadv(BadSector.of(saved.path, end - 32, end)))
+    fail_reads(monkeypatch, saved.path, end - 32, end)
     cache = load(tmp_path)
     try:
         assert cache.stats().entries == 20
@@ -211,7 +216,7 @@ def test_the_next_checkpoint_writes_what_was_restored_as_a_whole_file(tmp_path, 
     saved = save(tmp_path, prompts=40)
     start = sector_at(saved.file.latents_start + 100 * 512)
     lost = saved.latents_in(start, start + SECTOR)
-    monkeypatch.setattr(os, "preadv", failing_preadv(BadSector.of(saved.path, start, start + SECTOR)))
+    fail_reads(monkeypatch, saved.path, start, start + SECTOR)
     service = build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=take_level_5)
 
     async def restore_and_checkpoint() -> None:
@@ -240,7 +245,7 @@ def test_a_hit_whose_spill_file_cannot_be_read_is_served_as_a_miss_and_the_cache
             service.insert(request(text), EMBEDDER.embed([text])[0], returned({5: latent(i, 5)}))
         await service.stats()
         [spilled] = tmp_path.glob("spill/argus-spill-*/1_5_*.latent")
-        monkeypatch.setattr(os, "preadv", failing_preadv(BadSector.of(spilled, 0, SECTOR)))
+        fail_reads(monkeypatch, spilled, 0, SECTOR)
         first = await prepared(service, made[0])
         assert (first.similarity, first.level, first.latent) == (pytest.approx(1.0), 0, None)
         second = await prepared(service, made[1])  # spilled too, its file whole
