@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import sys
+from typing import NoReturn
 
 from controller.policies import POLICY_NAMES
 from controller.profiles import LatencyProfile
@@ -308,7 +309,7 @@ def _check_api_key(key: str) -> None:
 
 
 def _check_embedder(args: argparse.Namespace) -> None:
-    """The prompt cache's embedder is loaded as the engine is built: what it cannot load is refused first."""
+    """The prompt cache's embedder is loaded as the engine starts: what it cannot load is refused first."""
     if args.no_cache:
         # no embedder is loaded (--embedder only picks the controller's similarity table), nothing kept or saved
         ignored = [
@@ -445,18 +446,35 @@ def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     gc.collect()
     gc.freeze()
 
-    async def main() -> None:
-        await Engine(config).run(held)
+    async def main() -> bool:
+        engine = Engine(config)
+        await engine.run(held)
+        return engine.embedder_still_loading
 
     try:
-        uvloop.run(main())
+        stopped_while_loading = uvloop.run(main())
     except BaseExceptionGroup as group:
         # a launcher whose workers cannot start (a Ray cluster it cannot join) ends the engine's task group
         refused, others = group.split(UsageError)
         if refused is None or others is not None:
             raise
         raise refused.exceptions[0] from None
+    if stopped_while_loading:
+        _exit_now()
     return 0
+
+
+def _exit_now() -> NoReturn:
+    """Ends a stopped engine's process while its prompt embedder still loads (engine/cache/embedder_loading.py): no
+    Python code can cut the load's imports short, and the engine has closed what it opened (sockets, workers,
+    temporary folders); only its log is left to write. An exit through the interpreter's finalization waits on the
+    loading thread, which holds the GIL through the C parts of torch's imports, and tears torch's half-made modules
+    down around it: 0.3 to 1.1 s from the signal to the exit in five stops during a minilm load, against 0.03 to
+    0.12 s this way. Exit 0, as any stop asked for."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:
