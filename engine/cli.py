@@ -49,7 +49,7 @@ from engine.config import (
 )
 from engine.help_format import BACKEND_HELP, show_defaults
 from engine.stop_signals import HeldStopSignals
-from engine.worker_command import add_worker_command, check_backend_flags, check_model
+from engine.worker_command import add_worker_command, check_backend_flags, check_model, stopped_as_it_started
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
@@ -554,18 +554,22 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
     """`held`: SIGTERM and SIGINT held since the process started (engine/__main__.py), for `argus serve` to act on;
     any other command gets Python's handlers back, and a signal held meanwhile as if it came now."""
     args = build_parser().parse_args(argv)
-    if held is not None and args.func is not _serve:
-        held.release(deliver=True)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
     try:
+        if held is not None and args.func is not _serve:
+            held.release(deliver=True)
         return _serve(args, held) if args.func is _serve else args.func(args)
     except UsageError as error:
         print(f"argus {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command != "worker":
+            raise
+        return stopped_as_it_started()
 
 
 if __name__ == "__main__":
