@@ -475,12 +475,14 @@ def build_cache_service(
     levels: tuple[int, ...],
     choose: Choose,
     fallback_levels: FallbackLevels | None = None,
+    embedder: Embedder | None = None,
 ) -> CacheService:
     """`model`: what makes the latents ("" until the first worker names it: adopt_model). `fallback_levels`: also
-    hand each hit the latents of these levels (a policy that escalates)."""
+    hand each hit the latents of these levels (a policy that escalates). `embedder`: config.embedder's, made here if
+    None (the engine loads it on a thread of its own: engine/cache/embedder_loading.py)."""
     if not config.enabled:
         return CacheService(None, None, choose)
-    embedder = make_embedder(config.embedder, config.embedder_path)
+    embedder = embedder or make_embedder(config.embedder, config.embedder_path)
     lock = lock_cache_dir(config.directory) if config.directory else None
     try:
         if config.directory:

@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import sys
+from typing import NoReturn
 
 from controller.policies import POLICY_NAMES
 from controller.profiles import LatencyProfile
@@ -48,7 +49,7 @@ from engine.config import (
 )
 from engine.help_format import BACKEND_HELP, show_defaults
 from engine.stop_signals import HeldStopSignals
-from engine.worker_command import add_worker_command, check_backend_flags, check_model
+from engine.worker_command import add_worker_command, check_backend_flags, check_model, stopped_as_it_started
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
@@ -308,7 +309,7 @@ def _check_api_key(key: str) -> None:
 
 
 def _check_embedder(args: argparse.Namespace) -> None:
-    """The prompt cache's embedder is loaded as the engine is built: what it cannot load is refused first."""
+    """The prompt cache's embedder is loaded as the engine starts: what it cannot load is refused first."""
     if args.no_cache:
         # no embedder is loaded (--embedder only picks the controller's similarity table), nothing kept or saved
         ignored = [
@@ -445,18 +446,35 @@ def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     gc.collect()
     gc.freeze()
 
-    async def main() -> None:
-        await Engine(config).run(held)
+    async def main() -> bool:
+        engine = Engine(config)
+        await engine.run(held)
+        return engine.embedder_still_loading
 
     try:
-        uvloop.run(main())
+        stopped_while_loading = uvloop.run(main())
     except BaseExceptionGroup as group:
         # a launcher whose workers cannot start (a Ray cluster it cannot join) ends the engine's task group
         refused, others = group.split(UsageError)
         if refused is None or others is not None:
             raise
         raise refused.exceptions[0] from None
+    if stopped_while_loading:
+        _exit_now()
     return 0
+
+
+def _exit_now() -> NoReturn:
+    """Ends a stopped engine's process while its prompt embedder still loads (engine/cache/embedder_loading.py): no
+    Python code can cut the load's imports short, and the engine has closed what it opened (sockets, workers,
+    temporary folders); only its log is left to write. An exit through the interpreter's finalization waits on the
+    loading thread, which holds the GIL through the C parts of torch's imports, and tears torch's half-made modules
+    down around it: 0.3 to 1.1 s from the signal to the exit in five stops during a minilm load, against 0.03 to
+    0.12 s this way. Exit 0, as any stop asked for."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:
@@ -536,18 +554,22 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
     """`held`: SIGTERM and SIGINT held since the process started (engine/__main__.py), for `argus serve` to act on;
     any other command gets Python's handlers back, and a signal held meanwhile as if it came now."""
     args = build_parser().parse_args(argv)
-    if held is not None and args.func is not _serve:
-        held.release(deliver=True)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
     try:
+        if held is not None and args.func is not _serve:
+            held.release(deliver=True)
         return _serve(args, held) if args.func is _serve else args.func(args)
     except UsageError as error:
         print(f"argus {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command != "worker":
+            raise
+        return stopped_as_it_started()
 
 
 if __name__ == "__main__":

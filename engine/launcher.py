@@ -30,8 +30,19 @@ from workers.main import CANNOT_SERVE_EXIT, PARENT_PID_ENV, SIM_SIMILARITY_TABLE
 log = logging.getLogger("argus.launcher")
 
 
+# The Ctrl-C of the engine's terminal sends SIGINT to its whole process group, the workers it launched too, which
+# ignore it (the engine stops them once drained: workers/main.py). A worker still in its first second (Python's
+# start, its imports) died of it instead, a KeyboardInterrupt traceback in the engine's terminal; so it starts with
+# SIGINT ignored, which Python then leaves ignored. The engine's loop (libuv) starts a process with every signal at
+# its default, hence a shell in between, which ignores SIGINT and becomes the worker (exec: the same process). A
+# Ctrl-C in the shell's first millisecond ends it without a word. Where there is no /bin/sh (a distroless image), a
+# worker's first second keeps Python's handler
+_IGNORING_SIGINT = ["/bin/sh", "-c", 'trap "" INT; exec "$0" "$@"'] if os.path.exists("/bin/sh") else []
+
+
 def worker_command(config: WorkerConfig) -> list[str]:
     command = [
+        *_IGNORING_SIGINT,
         sys.executable,
         "-m",
         "engine.cli",

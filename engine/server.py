@@ -27,6 +27,8 @@ from aiohttp import web
 
 from engine.admission import Admission
 from engine.arg_types import UsageError, is_loopback
+from engine.cache.embedder_loading import EmbedderLoading
+from engine.cache.embedders import Embedder
 from engine.cache_service import Preparation, Returned, build_cache_service
 from engine.client_door import ClientDoor
 from engine.config import EngineConfig
@@ -205,10 +207,11 @@ class Engine:
             config.policy.window_s,
             self._controller_thread(),
         )
-        self.cache = build_cache_service(
-            config.cache, config.model_id, DEFAULT_LEVELS, self.control_loop.choose, self.control.policy.fallback_levels
-        )
-        self.link.on_model = self.cache.adopt_model
+        # a neural prompt embedder loads for seconds: on a thread of its own (started last, below), and the cache is
+        # built in run() once it has loaded, a stop not waiting for it; the hash embedder is made at once
+        neural = config.cache.enabled and config.cache.embedder != "hash"
+        if not neural:
+            self._build_cache(None)
         self.admission = Admission(
             self.registry, config.launch.backend, config.dispatch.retry_after_s, config.dispatch.max_queue
         )
@@ -227,6 +230,8 @@ class Engine:
         # pressed again in a terminal was ignored, and the engine waited out --shutdown-timeout all the same)
         self._stop_now = asyncio.Event()
         self._hangup = asyncio.Event()  # SIGHUP: read the CURVE key directories again
+        # last, when nothing else can fail the build: a process that exits while it loads must not wait for it
+        self._embedder = EmbedderLoading(config.cache.embedder, config.cache.embedder_path) if neural else None
 
     def _controller_thread(self) -> concurrent.futures.Executor:
         """The one thread the controller solves on: on the loop's default executor, which HTTP's base64 encoding of
@@ -255,6 +260,12 @@ class Engine:
         return LocalLauncher(
             config.launch, self.link.endpoints[0], self.metrics, self._local_worker_exited, worker_keys, embedder
         )
+
+    @property
+    def embedder_still_loading(self) -> bool:
+        """The prompt embedder is still loading: after run(), a stop came first, and the process must not wait for
+        the load (engine/cli.py)."""
+        return self._embedder is not None and self._embedder.unfinished
 
     # -- what the front doors call -----------------------------------------
     def submit(self, spec: Generate, client: str = "") -> AdmittedRequest | Error | Busy:
@@ -370,9 +381,12 @@ class Engine:
         try:
             if held is not None and held.received is not None:  # checked once the loop's handlers are in place
                 log.info("%s as the engine started: stopping before it serves", held.received.name)
-                await self.cache.close(save_to=None)  # nothing served, nothing to save
-            else:
+                if self._embedder is None:  # the cache was built with the engine: nothing served, nothing to save
+                    await self.cache.close(save_to=None)
+            elif self._embedder is None or await self._cache_built():
                 await self._serve()
+            else:
+                log.info("stop asked for while the prompt embedder loaded: stopping before it serves")
         finally:
             self.close()
             self.state = EngineState.STOPPED
@@ -382,6 +396,34 @@ class Engine:
                     loop.remove_signal_handler(signum)
                 held.hold()
             log.info("engine stopped")
+
+    async def _cache_built(self) -> bool:
+        """Builds the prompt cache once its neural embedder has loaded, the loop handling a stop meanwhile; False if a
+        stop came first, the load left running (it takes seconds, which a stop used to wait out)."""
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        loaded = self._embedder.loaded()
+        try:
+            await asyncio.wait((stop, loaded), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            loaded.cancel()  # if still loading: the load runs on, and the process exits without waiting for it
+        if loaded.cancelled():
+            return False
+        self._build_cache(loaded.result())
+        return True
+
+    def _build_cache(self, embedder: Embedder | None) -> None:
+        """`embedder`: the one loaded for the cache, None to have the hash embedder made."""
+        config = self.config
+        self.cache = build_cache_service(
+            config.cache,
+            config.model_id,
+            DEFAULT_LEVELS,
+            self.control_loop.choose,
+            self.control.policy.fallback_levels,
+            embedder,
+        )
+        self.link.on_model = self.cache.adopt_model
 
     async def _serve(self) -> None:
         # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a

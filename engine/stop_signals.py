@@ -1,12 +1,12 @@
 """SIGTERM and SIGINT for `argus serve` while no event loop handles them: kept, and acted on once the engine can.
 
-The engine's loop handles both from the start of Engine.run. Before that, `argus serve` imports the command line
-and the engine, checks its configuration and builds the engine (binds its sockets, makes its temporary folder,
-loads the prompt embedder: seconds for a neural one); after the loop closes, the process still has to exit.
-Python's defaults ended it wherever the signal landed: SIGTERM killed it (exit 143) and left its temporary folder
-behind, SIGINT raised KeyboardInterrupt there, with a traceback. Held here instead, a stop asked for before the
-loop runs is made once it does, before anything is served (Engine.run); one that comes after the loop closes
-changes nothing, the engine has stopped.
+The engine's loop handles both from the start of Engine.run, through the prompt embedder's load (seconds for a
+neural one, on a thread of its own: engine/cache/embedder_loading.py). Before that, `argus serve` imports the command
+line and the engine, checks its configuration and builds the engine (binds its sockets, makes its temporary folder);
+after the loop closes, the process still has to exit. Python's defaults ended it wherever the signal landed: SIGTERM
+killed it (exit 143) and left its temporary folder behind, SIGINT raised KeyboardInterrupt there, with a traceback.
+Held here instead, a stop asked for before the loop runs is made once it does, before anything is served
+(Engine.run); one that comes after the loop closes changes nothing, the engine has stopped.
 """
 
 from __future__ import annotations

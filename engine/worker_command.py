@@ -4,6 +4,7 @@ alike for the workers it starts."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from engine.arg_types import (
@@ -21,6 +22,7 @@ from protocols.curve import ClientKeys
 from protocols.limits import MAX_BATCH
 from workers.backend import BackendUnavailable
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
+from workers.main import INTERRUPTED_EXIT
 from workers.model_folder import sdxl_model_problem
 from workers.runtime import MAX_WORKER_ID_BYTES
 
@@ -58,6 +60,13 @@ def add_worker_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--curve-key", metavar="FILE", help="this worker's .key_secret file (engine requires CURVE)")
     p.add_argument("--curve-server-key", metavar="FILE", help="the engine's public .key file")
     p.set_defaults(func=_worker)
+
+
+def stopped_as_it_started() -> int:
+    """Ctrl-C as a worker started by hand imports what it runs: one line and the shells' code for it, not a traceback
+    of the imports (its model's load says its own, workers/main.py)."""
+    logging.getLogger("argus.worker").info("stopped as it started")
+    return INTERRUPTED_EXIT
 
 
 def check_backend_flags(args: argparse.Namespace) -> None:

@@ -168,6 +168,15 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def has_loaded_numpy(pid: int) -> bool:
+    """Whether the process has loaded numpy's C extension: an argus process doing so is inside the imports of its
+    command line, a few hundred ms from their end."""
+    try:
+        return "_multiarray_umath" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 async def stop_in_process(engine, running: asyncio.Task, spawned=()) -> None:
     """Stops an engine run in this process (`running` is its engine.run()), then kills what is left of the worker
     processes the test recorded starting for it (None: a start the test refused)."""

@@ -130,7 +130,7 @@ def local_0_spawns(monkeypatch, then_cannot_serve: bool = False) -> list:
             return await create(*args, **kwargs)
         if not spawned:
             # `python -m engine.cli worker --connect ...`: the same flags, to the failing worker
-            args = (sys.executable, str(FAILING_WORKER), *args[4:])
+            args = (sys.executable, str(FAILING_WORKER), *args[args.index("--connect") :])
         elif then_cannot_serve:
             args = (sys.executable, "-c", "raise SystemExit(2)")
         spawned.append(await create(*args, **kwargs))

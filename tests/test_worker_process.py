@@ -3,12 +3,14 @@
 import os
 import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from fake_engine import FakeEngine
 
-from engine_process import start_worker
+from engine_process import ROOT, has_loaded_numpy, start_worker
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     Abort,
@@ -178,6 +180,25 @@ def test_ctrl_c_while_the_model_loads_stops_a_worker_started_by_hand_without_a_t
         if process.poll() is None:
             process.kill()
         engine.close()
+
+
+def test_ctrl_c_as_a_worker_started_by_hand_imports_stops_it_without_a_traceback(tmp_path):
+    """As `argus worker` (`python -m engine`), which holds the signal through its imports and then raised it again:
+    a KeyboardInterrupt traceback from the command line's start."""
+    command = [sys.executable, "-m", "engine", "worker", "--connect", f"ipc://{tmp_path}/nobody", "--backend", "sim"]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+    try:
+        deadline = time.monotonic() + 60
+        while not has_loaded_numpy(process.pid):  # inside its imports: polled closely, they end in a few hundred ms
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130 and "Traceback" not in err, err
+        assert err.strip().endswith("stopped as it started")
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_ctrl_c_while_the_model_loads_leaves_a_worker_its_engine_launched_loading():
