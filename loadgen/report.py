@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from loadgen.pipe_watch import PipeWatch
 from loadgen.records import OUTCOMES, VIOLATIONS, Record
 
 LevelSample = tuple[float, dict[int, int]]
@@ -36,8 +37,10 @@ SEND_LAG_WARNING_MS = 100.0
 SIMULATED_QUALITY = "  (SIMULATED workers: modelled)"
 # how long the end of a run waits for a records writer that writes nothing: a FIFO no one reads, or whose reader
 # stopped reading, held the summary back for good (the writer waiting in its open or a write). Any write that goes
-# through (a reader that reads, however slowly) starts the wait again
+# through, and any byte a pipe's reader takes (however slowly it reads: loadgen/pipe_watch.py), starts the wait again
 RECORDS_STALL_S = 10.0
+# looks at a pipe's reader this many times in RECORDS_STALL_S
+_STALL_LOOKS = 10
 # how often the writer tries again to open a FIFO no one has opened to read yet
 _FIFO_RETRY_S = 0.1
 
@@ -155,7 +158,8 @@ async def records_as_they_come(
 ) -> AsyncIterator[Callable[[Record], None]]:
     """A writer of one record a line, each on disk moments after its request ends: a run killed (or its terminal
     closed) keeps the records of the requests that ended before. Leaving waits for every record given to be written,
-    however the run ended, as long as the writer writes: one that has written nothing for RECORDS_STALL_S is given up.
+    however the run ended, as long as the writer writes or its pipe's reader reads: one that has written nothing, to a
+    reader that has read nothing, for RECORDS_STALL_S is given up.
 
     The callback only queues the record, on the event loop; a thread of the writer's encodes and writes it. Written
     on the loop, a disk or a pipe that stalled (NFS, a full page cache, a reader that did not read) stalled the loop,
@@ -175,6 +179,7 @@ async def records_as_they_come(
     failed = threading.Event()
     given_up = threading.Event()
     wrote_at = 0.0  # time.monotonic() of the writer's last write that went through
+    reader = PipeWatch()
 
     def write_queued() -> None:
         nonlocal f, wrote_at
@@ -183,6 +188,7 @@ async def records_as_they_come(
                 if given_up.wait(_FIFO_RETRY_S):
                     return
                 f = _open_unless_unread(path)
+            reader.follow(f.fileno())
             while True:
                 batch = [queued.get()]
                 with contextlib.suppress(queue.Empty):  # those queued meanwhile: one flush for them all
@@ -190,7 +196,8 @@ async def records_as_they_come(
                         batch.append(queued.get_nowait())
                 over = batch[-1] is None  # put last, once the run has ended
                 # a record is not changed once made: this thread may encode it while the loop goes on. One write
-                # each, so that a reader taking any is seen to (a write waits only as the buffer goes out)
+                # each, so that each that goes through is seen to (a write waits only as the buffer goes out; what a
+                # pipe's reader takes meanwhile, the end watches itself)
                 for record in batch:
                     if record is not None:
                         f.write(json.dumps(record) + "\n")
@@ -220,14 +227,21 @@ async def records_as_they_come(
         yield write
     finally:
         queued.put(None)
-        waited_from = time.monotonic()
-        while writer.is_alive():
-            stalled_until = max(waited_from, wrote_at) + RECORDS_STALL_S
-            if time.monotonic() >= stalled_until:
-                given_up.set()
-                on_failure(TimeoutError(errno.ETIMEDOUT, f"nothing could be written for {RECORDS_STALL_S:g} s"))
-                break
-            await asyncio.to_thread(writer.join, stalled_until - time.monotonic())
+        try:
+            # the end's start, then the last time the pipe was seen read from (or written to, by a write under way)
+            moved_at, unread = time.monotonic(), reader.unread()
+            while writer.is_alive():
+                if (now_unread := reader.unread()) != unread:
+                    moved_at, unread = time.monotonic(), now_unread
+                stalled_until = max(moved_at, wrote_at) + RECORDS_STALL_S
+                if time.monotonic() >= stalled_until:
+                    given_up.set()
+                    on_failure(TimeoutError(errno.ETIMEDOUT, f"nothing could be written for {RECORDS_STALL_S:g} s"))
+                    break
+                look_in = min(RECORDS_STALL_S / _STALL_LOOKS, stalled_until - time.monotonic())
+                await asyncio.to_thread(writer.join, look_in)
+        finally:
+            reader.close()
 
 
 def _open_unless_unread(path: str | Path) -> TextIO | None:

@@ -2,9 +2,11 @@
 end gives up on one that takes nothing."""
 
 import contextlib
+import fcntl
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -134,3 +136,35 @@ async def test_a_fifo_no_one_reads_yet_holds_up_no_send_and_gets_every_record_on
     reading.join(timeout=30)
     assert opened_once_over == [True] and summary["sent"] == N and not failures
     assert sorted((json.loads(line) for line in read[0].splitlines()), key=lambda r: r["id"]) == records
+
+
+@pytest.mark.timeout(60)
+async def test_a_fifo_whose_reader_reads_slowly_is_waited_for_to_its_last_record(tmp_path, monkeypatch):
+    """The end gave up on a reader still reading, taken for one that stopped: only the writer's writes were watched,
+    and a write to a full pipe goes through only once its reader has taken a whole page (4 KiB), more with the
+    writer's buffer (8 KiB). A reader taking less than that in RECORDS_STALL_S (under 15 to 30 records at 10 s) lost
+    the records left, and the run ended 1. The bytes it takes now count, however few."""
+    monkeypatch.setattr(report, "RECORDS_STALL_S", 0.5)
+    path = tmp_path / "records.jsonl"
+    os.mkfifo(path)
+    read: list[bytes] = []
+
+    def read_slowly() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)  # a page: the writer soon waits on the reader
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            while chunk := f.read(64):  # 6.4 KB/s: a page in 0.64 s, more than the 0.5 s the writer is given
+                read.append(chunk)
+                time.sleep(0.01)
+
+    reading = threading.Thread(target=read_slowly, daemon=True)
+    reading.start()
+    failures = []
+    schedule = [Arrival(0.001 * i) for i in range(N)]
+    async with records_as_they_come(path, failures.append) as on_record:
+        records, _ = await run_load(
+            schedule, ["a red fox"], _CountingClient(threading.Event()), None, progress=False, on_record=on_record
+        )
+    reading.join(timeout=30)
+    assert not failures
+    assert sorted((json.loads(line) for line in b"".join(read).splitlines()), key=lambda r: r["id"]) == records
