@@ -455,7 +455,9 @@ def test_a_refusal_before_the_watch_would_have_started_is_still_heard(monkeypatc
         if serving.is_alive():
             worker.stop()
             serving.join(timeout=30)
-        assert [str(error) for error in refused] == [f"the engine at {address} {says}"]
+        # either as the mechanism's mismatch, or as handshakes failing without a word when the engine hangs up first
+        [error] = refused
+        assert f"the engine at {address}" in str(error) and says in str(error)
         engine.close(linger=0)
 
 
