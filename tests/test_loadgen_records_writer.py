@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -94,13 +95,8 @@ async def test_a_fifo_whose_reader_reads_nothing_is_given_up_at_the_end(tmp_path
     # a writer waited for, for good, gets a broken pipe instead: the test fails rather than hang
     reader_leaves = threading.Timer(30, reader.close)
     reader_leaves.start()
-    failures = []
     try:
-        schedule = [Arrival(0.001 * i) for i in range(N)]
-        async with records_as_they_come(tmp_path / "records.jsonl", failures.append) as on_record:
-            _, summary = await run_load(
-                schedule, ["a red fox"], _CountingClient(threading.Event()), None, progress=False, on_record=on_record
-            )
+        _, summary, failures = await _run_recording_to(tmp_path / "records.jsonl")
     finally:
         reader_leaves.cancel()
         reader.close()  # the writer given up, still in its write, ends on the broken pipe, saying nothing more
@@ -126,13 +122,7 @@ async def test_a_fifo_no_one_reads_yet_holds_up_no_send_and_gets_every_record_on
 
     reading = threading.Thread(target=read_once_the_run_is_over, daemon=True)
     reading.start()
-    failures = []
-    schedule = [Arrival(0.001 * i) for i in range(N)]
-    async with records_as_they_come(path, failures.append) as on_record:
-        records, summary = await run_load(
-            schedule, ["a red fox"], _CountingClient(threading.Event()), None, progress=False, on_record=on_record
-        )
-        run_over.set()
+    records, summary, failures = await _run_recording_to(path, run_over.set)
     reading.join(timeout=30)
     assert opened_once_over == [True] and summary["sent"] == N and not failures
     assert sorted((json.loads(line) for line in read[0].splitlines()), key=lambda r: r["id"]) == records
@@ -159,12 +149,20 @@ async def test_a_fifo_whose_reader_reads_slowly_is_waited_for_to_its_last_record
 
     reading = threading.Thread(target=read_slowly, daemon=True)
     reading.start()
-    failures = []
-    schedule = [Arrival(0.001 * i) for i in range(N)]
-    async with records_as_they_come(path, failures.append) as on_record:
-        records, _ = await run_load(
-            schedule, ["a red fox"], _CountingClient(threading.Event()), None, progress=False, on_record=on_record
-        )
+    records, _, failures = await _run_recording_to(path)
     reading.join(timeout=30)
     assert not failures
     assert sorted((json.loads(line) for line in b"".join(read).splitlines()), key=lambda r: r["id"]) == records
+
+
+async def _run_recording_to(path, run_over: Callable[[], None] = lambda: None) -> tuple[list, dict, list[Exception]]:
+    """N requests, each rejected at once, their records written to `path` as they end; `run_over` is called once the
+    run is over, before the writer is waited for. The records, the summary and the writer's failures."""
+    failures = []
+    schedule = [Arrival(0.001 * i) for i in range(N)]
+    async with records_as_they_come(path, failures.append) as on_record:
+        records, summary = await run_load(
+            schedule, ["a red fox"], _CountingClient(threading.Event()), None, progress=False, on_record=on_record
+        )
+        run_over()
+    return records, summary, failures
