@@ -166,16 +166,21 @@ def started_loading(process) -> str:
     return seen
 
 
+def assert_ctrl_c_stops_it_saying(process: subprocess.Popen, last_line: str) -> None:
+    """A worker started by hand, sent Ctrl-C: it ends with the shells' code for it and `last_line`, no traceback."""
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().endswith(last_line)
+
+
 def test_ctrl_c_while_the_model_loads_stops_a_worker_started_by_hand_without_a_traceback():
     """It died of a KeyboardInterrupt in torch's or diffusers' imports: a page of traceback."""
     engine = FakeEngine()
     process = start_worker(engine.address, "tiny", stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     try:
         started_loading(process)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
-        assert process.returncode == 130 and "Traceback" not in err, err
-        assert err.strip().endswith("stopped while loading the model")
+        assert_ctrl_c_stops_it_saying(process, "stopped while loading the model")
     finally:
         if process.poll() is None:
             process.kill()
@@ -192,10 +197,7 @@ def test_ctrl_c_as_a_worker_started_by_hand_imports_stops_it_without_a_traceback
         while not has_loaded_numpy(process.pid):  # inside its imports: polled closely, they end in a few hundred ms
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.005)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
-        assert process.returncode == 130 and "Traceback" not in err, err
-        assert err.strip().endswith("stopped as it started")
+        assert_ctrl_c_stops_it_saying(process, "stopped as it started")
     finally:
         if process.poll() is None:
             process.kill()
