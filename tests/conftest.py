@@ -4,6 +4,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from loadgen.bench.harness import draw_ports_from_share
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # The suite shares two cores among pytest, engines and their workers: a torch that spreads each tiny convolution over
@@ -17,8 +19,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # its end: an engine a test kills (SIGKILL) cannot remove its own, and in /tmp they gathered one a kill. Short, under
 # /tmp: Ray puts AF_UNIX sockets about 60 characters deep in it, within the 107 a socket path may have (pytest's
 # tmp_path is too long for that). pytest's own tmp_path is unchanged: its tempfile settled on /tmp before this runs.
-_SUITE_TMPDIR = tempfile.mkdtemp(prefix="argus-tests-")
+# pytest-xdist's workers inherit the TMPDIR set here: each makes its folder beside the first, not in it (Ray's
+# sockets were then too deep), and removes its own.
+_SUITE_TMPDIR = tempfile.mkdtemp(
+    prefix="argus-tests-", dir=os.environ.setdefault("ARGUS_TESTS_TMP_BASE", tempfile.gettempdir())
+)
 os.environ["TMPDIR"] = _SUITE_TMPDIR
+
+if "PYTEST_XDIST_WORKER" in os.environ:  # "gw0", "gw1", ...
+    draw_ports_from_share(int(os.environ["PYTEST_XDIST_WORKER"][2:]), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -26,3 +26,12 @@ def test_a_port_in_use_is_passed_over(monkeypatch):
         held = holder.getsockname()[1]
         monkeypatch.setattr(harness, "_next_port_index", itertools.count(harness._PORTS.index(held)))
         assert free_port() not in (held, *ephemeral_range())
+
+
+def test_processes_given_shares_of_the_range_draw_from_parts_that_do_not_meet(monkeypatch):
+    monkeypatch.setattr(harness, "_next_port_index", harness._next_port_index)  # this process's draws, put back after
+    share = len(harness._PORTS) // 3
+    for index in range(3):
+        harness.draw_ports_from_share(index, 3)
+        parts = {harness._PORTS.index(free_port()) // share for _ in range(share + 10)}  # once round, and on
+        assert parts == {index}

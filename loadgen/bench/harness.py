@@ -58,6 +58,16 @@ _PORTS = _ports_below_ephemeral()
 _next_port_index = itertools.count(random.randrange(len(_PORTS)))
 
 
+def draw_ports_from_share(index: int, shares: int) -> None:
+    """This process draws its ports from the index-th of `shares` equal parts of the range, going round within it:
+    processes started together (the test suite's parallel workers) never hand out the same port, where each one's
+    random start could fall just behind another's."""
+    global _next_port_index
+    share = len(_PORTS) // shares
+    draws = itertools.count(random.randrange(share))
+    _next_port_index = (index * share + n % share for n in draws)
+
+
 def free_port() -> int:
     """A loopback port free now, for an engine this process starts. It is drawn below the kernel's ephemeral range,
     not by binding port 0: the kernel hands the port bind(0) gave to the next outgoing connection too, and one
