@@ -23,5 +23,5 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	# two test processes, each taking whole files (their shared engines): most of a test is waiting on processes it
-	# started, and one at a time the suite took 22 minutes on two cores, two at a time 12
+	# started, and one at a time the suite took 22 minutes on two cores, two at a time 13
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile $(ARGS)
