@@ -151,10 +151,7 @@ class ArgusClient:
             raise
 
     def _send_and_wait(self, request: Generate) -> Reply:
-        # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
-        if not self._wait(zmq.POLLOUT, self._deadline()):
-            raise TimeoutError(f"could not reach the engine to send {request.request_id}")
-        self._socket.send_multipart(self._codec.encode(request), copy=False)
+        self._send(request)
         # one deadline for the call: the late replies skipped on the way must not extend it
         deadline = self._deadline()
         while True:
@@ -167,6 +164,21 @@ class ArgusClient:
             if reply.request_id == request.request_id:
                 return reply
             # a stale reply to an earlier request that timed out: skip it
+
+    def _send(self, request: Generate) -> None:
+        # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
+        # the engine can refuse the handshake between the poll that saw room and the send, and ZeroMQ then drops the
+        # connection's queue, the only one; a blocking send waited for ever (CI, 2026-12-03)
+        frames = self._codec.encode(request)
+        deadline = self._deadline()
+        while True:
+            if not self._wait(zmq.POLLOUT, deadline):
+                raise TimeoutError(f"could not reach the engine to send {request.request_id}")
+            try:
+                self._socket.send_multipart(frames, zmq.DONTWAIT, copy=False)
+                return
+            except zmq.Again:
+                continue  # the room went: wait again, hearing the refusal or the deadline
 
     def _deadline(self) -> float | None:
         return None if self._timeout_s is None else time.monotonic() + self._timeout_s

@@ -4,6 +4,7 @@ import asyncio
 import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -459,6 +460,53 @@ def test_a_refusal_before_the_watch_would_have_started_is_still_heard(monkeypatc
         [error] = refused
         assert f"the engine at {address}" in str(error) and says in str(error)
         engine.close(linger=0)
+
+
+# ZeroMQ's greeting (ZMTP 3.0) as an engine requiring CURVE sends it: signature, version, mechanism, as-server, filler
+_CURVE_GREETING = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + b"CURVE".ljust(20, b"\x00") + bytes(32)
+
+
+def test_a_refusal_between_the_poll_that_saw_room_and_the_send_is_heard(monkeypatch):
+    """The blocking client polled for room to send, then sent blocking: a handshake refused in between dropped the
+    connection's queue, its only one, and the send waited for ever, deaf to the refusal (CI, under load). Here the
+    moment between the two is stretched until the queue is gone, against a listener that greets as a CURVE engine
+    and never hangs up (a real engine may hang up first, and the client then dials again, keeping its queue)."""
+    wait = ArgusClient._wait
+
+    def late(self, events, deadline):
+        ready = wait(self, events, deadline)
+        if events == zmq.POLLOUT:
+            polled.set()  # the refusal comes after the poll, not before it
+            assert wait_for(lambda: not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT), "the queue stayed"
+        return ready
+
+    polled = threading.Event()
+    monkeypatch.setattr(ArgusClient, "_wait", late)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def greet():
+            connection, _ = listener.accept()
+            accepted.append(connection)
+            polled.wait(30)
+            connection.sendall(_CURVE_GREETING)
+
+        accepted: list[socket.socket] = []
+        threading.Thread(target=greet, daemon=True).start()
+        address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        outcome: list[Exception] = []
+
+        def call():
+            with ArgusClient(address, timeout_s=10) as client:
+                outcome.extend(_raised(lambda: client.generate("let me in", width=64, height=64), Exception))
+
+        calling = threading.Thread(target=call, daemon=True)  # a daemon: the old send never returned
+        calling.start()
+        calling.join(timeout=30)
+        for connection in accepted:
+            connection.close()
+    assert not calling.is_alive(), "the send waited for ever"
+    [error] = outcome
+    assert isinstance(error, ConnectionRefusedError) and "requires CURVE keys" in str(error), error
 
 
 def _raised(call, kind: type[Exception]) -> list[Exception]:
