@@ -151,9 +151,10 @@ class ArgusClient:
             raise
 
     def _send_and_wait(self, request: Generate) -> Reply:
-        self._send(request)
-        # one deadline for the call: the late replies skipped on the way must not extend it
+        # one deadline for the call: neither the wait for room to send nor the late replies skipped on the way may
+        # extend it
         deadline = self._deadline()
+        self._send(request, deadline)
         while True:
             if not self._wait(zmq.POLLIN, deadline):
                 self._cancel(request.request_id)
@@ -165,12 +166,11 @@ class ArgusClient:
                 return reply
             # a stale reply to an earlier request that timed out: skip it
 
-    def _send(self, request: Generate) -> None:
+    def _send(self, request: Generate, deadline: float | None) -> None:
         # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
         # the engine can refuse the handshake between the poll that saw room and the send, and ZeroMQ then drops the
         # connection's queue, the only one; a blocking send waited for ever (CI, 2026-12-03)
         frames = self._codec.encode(request)
-        deadline = self._deadline()
         while True:
             if not self._wait(zmq.POLLOUT, deadline):
                 raise TimeoutError(f"could not reach the engine to send {request.request_id}")

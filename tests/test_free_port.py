@@ -3,6 +3,10 @@ and never the same one twice in a row."""
 
 import itertools
 import socket
+import subprocess
+import sys
+
+import pytest
 
 from loadgen.bench import harness
 from loadgen.bench.harness import LOOPBACK, free_port
@@ -24,14 +28,29 @@ def test_a_port_in_use_is_passed_over(monkeypatch):
         holder.bind((LOOPBACK, free_port()))
         holder.listen()
         held = holder.getsockname()[1]
-        monkeypatch.setattr(harness, "_next_port_index", itertools.count(harness._PORTS.index(held)))
+        monkeypatch.setattr(harness, "_draws", itertools.count(harness._share.index(held)))
         assert free_port() not in (held, *ephemeral_range())
 
 
 def test_processes_given_shares_of_the_range_draw_from_parts_that_do_not_meet(monkeypatch):
-    monkeypatch.setattr(harness, "_next_port_index", harness._next_port_index)  # this process's draws, put back after
-    share = len(harness._PORTS) // 3
+    # this process's draws, put back after
+    for name in ("_share", "_draws"):
+        monkeypatch.setattr(harness, name, getattr(harness, name))
+    monkeypatch.setenv(harness.PORT_SHARE_ENV, "0/1")  # the whole range; put back (or unset) after
+    size = len(harness._PORTS) // 3
     for index in range(3):
         harness.draw_ports_from_share(index, 3)
-        parts = {harness._PORTS.index(free_port()) // share for _ in range(share + 10)}  # once round, and on
+        parts = {harness._PORTS.index(free_port()) // size for _ in range(size + 10)}  # once round, and on
         assert parts == {index}
+    # and the processes it starts draw from its share
+    drawn = subprocess.run(
+        [sys.executable, "-c", "from loadgen.bench.harness import free_port; print(free_port())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert harness._PORTS.index(int(drawn.stdout)) // size == 2
+
+
+@pytest.mark.parametrize(("index", "shares"), [(2, 2), (-1, 2), (0, 0), (0, 10**6)])
+def test_a_share_that_is_not_there_is_refused(index, shares):
+    with pytest.raises(ValueError, match=f"no share {index} of {shares}"):
+        harness.draw_ports_from_share(index, shares)

@@ -54,33 +54,43 @@ def _ports_below_ephemeral() -> range:
 
 
 _PORTS = _ports_below_ephemeral()
-# Each call takes the next port, so one process never hands out a port twice while the last holder may still use it
-_next_port_index = itertools.count(random.randrange(len(_PORTS)))
+# inherited by the processes this one starts (a bench run by a test), so they draw from the same share
+PORT_SHARE_ENV = "ARGUS_PORT_SHARE"
 
 
 def draw_ports_from_share(index: int, shares: int) -> None:
-    """This process draws its ports from the index-th of `shares` equal parts of the range, going round within it:
-    processes started together (the test suite's parallel workers) never hand out the same port, where each one's
-    random start could fall just behind another's."""
-    global _next_port_index
-    share = len(_PORTS) // shares
-    draws = itertools.count(random.randrange(share))
-    _next_port_index = (index * share + n % share for n in draws)
+    """This process, and those it starts, draw their ports from the index-th of `shares` equal parts of the range,
+    going round within it: processes started together (the test suite's parallel workers) never hand out the same
+    port, where each one's random start could fall just behind another's."""
+    global _share, _draws
+    size = len(_PORTS) // shares if shares > 0 else 0
+    if not 0 <= index < shares or size == 0:
+        raise ValueError(f"no share {index} of {shares} in ports {_PORTS.start} to {_PORTS.stop - 1}")
+    _share = _PORTS[index * size : (index + 1) * size]
+    # each call takes the next port, so one process never hands out a port twice while its last holder may still
+    # use it (a count: one draw at a time, from any thread)
+    _draws = itertools.count(random.randrange(len(_share)))
+    os.environ[PORT_SHARE_ENV] = f"{index}/{shares}"
+
+
+_share, _draws = _PORTS, itertools.count(random.randrange(len(_PORTS)))
+if PORT_SHARE_ENV in os.environ:
+    draw_ports_from_share(*map(int, os.environ[PORT_SHARE_ENV].split("/")))
 
 
 def free_port() -> int:
     """A loopback port free now, for an engine this process starts. It is drawn below the kernel's ephemeral range,
     not by binding port 0: the kernel hands the port bind(0) gave to the next outgoing connection too, and one
     such connection took an engine's port before the engine bound it (CI, 2026-12-03)."""
-    for _ in _PORTS:
-        port = _PORTS[next(_next_port_index) % len(_PORTS)]
+    for _ in _share:
+        port = _share[next(_draws) % len(_share)]
         with socket.socket() as s:
             try:
                 s.bind((LOOPBACK, port))
             except OSError:
                 continue
             return port
-    raise OSError(f"no free port on {LOOPBACK} from {_PORTS.start} to {_PORTS.stop - 1}")
+    raise OSError(f"no free port on {LOOPBACK} from {_share.start} to {_share.stop - 1}")
 
 
 # -- subprocesses ----------------------------------------------------------------
