@@ -62,6 +62,11 @@ def draw_ports_from_share(index: int, shares: int) -> None:
     """This process, and those it starts, draw their ports from the index-th of `shares` equal parts of the range,
     going round within it: processes started together (the test suite's parallel workers) never hand out the same
     port, where each one's random start could fall just behind another's."""
+    _take_share(index, shares)
+    os.environ[PORT_SHARE_ENV] = f"{index}/{shares}"
+
+
+def _take_share(index: int, shares: int) -> None:
     global _share, _draws
     size = len(_PORTS) // shares if shares > 0 else 0
     if not 0 <= index < shares or size == 0:
@@ -70,12 +75,10 @@ def draw_ports_from_share(index: int, shares: int) -> None:
     # each call takes the next port, so one process never hands out a port twice while its last holder may still
     # use it (a count: one draw at a time, from any thread)
     _draws = itertools.count(random.randrange(len(_share)))
-    os.environ[PORT_SHARE_ENV] = f"{index}/{shares}"
 
 
-_share, _draws = _PORTS, itertools.count(random.randrange(len(_PORTS)))
-if PORT_SHARE_ENV in os.environ:
-    draw_ports_from_share(*map(int, os.environ[PORT_SHARE_ENV].split("/")))
+# the share its starter drew from, or the whole range
+_take_share(*map(int, os.environ.get(PORT_SHARE_ENV, "0/1").split("/")))
 
 
 def free_port() -> int:
