@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import diffusers
 import msgspec
 import numpy as np
 import torch
@@ -40,6 +41,12 @@ from workers.model_id import config_bytes, folder_model_id, model_id
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
 _LATENT_DTYPES = (np.float16, np.float32)
+
+# from_pretrained's name for the weights' dtype: diffusers 0.40 reads `dtype` and warns at `torch_dtype` (to go in
+# 1.0); before 0.40 it reads only `torch_dtype`
+_DTYPE_KEYWORD = (
+    "dtype" if tuple(int(part) for part in diffusers.__version__.split(".")[:2]) >= (0, 40) else "torch_dtype"
+)
 
 
 class _ResumePipeline(StableDiffusionXLImg2ImgPipeline):
@@ -326,7 +333,7 @@ def load_sdxl(
     try:
         identity = folder_model_id(model_dir)  # before the load: what loads is what was read
         pipe = StableDiffusionXLPipeline.from_pretrained(
-            model_dir, local_files_only=True, torch_dtype=dtype, variant=sdxl_weights_variant(model_dir)
+            model_dir, local_files_only=True, variant=sdxl_weights_variant(model_dir), **{_DTYPE_KEYWORD: dtype}
         )
     except Exception as error:
         # whatever a loader raises is about the folder's files: diffusers wraps its own models' errors in OSError,
