@@ -11,11 +11,15 @@ alive) with routes from the route-planner LP.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, add_flows, flow_values, solve
 from controller.route_planner import route
+
+# allocate, or what runs it elsewhere with the same arguments and result (the engine solves in a process of its own:
+# engine/milp_process.py)
+Allocator = Callable[[FlowProblem, int, Mapping[int, int], SolverOptions], FlowSolution]
 
 
 def allocate(problem: FlowProblem, workers: int, current: Mapping[int, int], options: SolverOptions) -> FlowSolution:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from controller.allocation import allocate, fit_allocation
+from controller.allocation import Allocator, allocate, fit_allocation
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, plan_from_rows, plan_from_solution
 from controller.plan import Plan
 from controller.predictor import KPredictor, Lookup, SimilarityPredictor, stored_level_at_most
@@ -76,15 +76,21 @@ class Policy(Protocol):
 
 
 def make_policy(
-    name: str, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, **options: object
+    name: str,
+    profile: LatencyProfile,
+    degradation: DegradationMatrix,
+    predictor: KPredictor,
+    allocator: Allocator = allocate,
+    **options: object,
 ) -> Policy:
-    """`options` are SolverOptions fields (mip_solver, lp_solver, time_limit_ms, move_penalty)."""
+    """`allocator` solves the allocation MILP; `options` are SolverOptions fields (mip_solver, lp_solver,
+    time_limit_ms, move_penalty)."""
     if name not in _POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
     missing = set(degradation.levels) - set(profile.levels)
     if missing:
         raise ValueError(f"the latency profile has no latencies for levels {sorted(missing)}")
-    return _POLICIES[name](profile, degradation, predictor, SolverOptions(**options))
+    return _POLICIES[name](profile, degradation, predictor, SolverOptions(**options), allocator)
 
 
 def sample_level(row: Mapping[int, float], rng: random.Random) -> int:
@@ -107,12 +113,18 @@ class _Base:
     plans_for_bursts = False
 
     def __init__(
-        self, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, options: SolverOptions
+        self,
+        profile: LatencyProfile,
+        degradation: DegradationMatrix,
+        predictor: KPredictor,
+        options: SolverOptions,
+        allocator: Allocator = allocate,
     ):
         self.profile = profile
         self.degradation = degradation
         self.predictor = predictor
         self.options = options
+        self.allocator = allocator
         self.levels = degradation.levels
 
     def predict(self, lookup: Lookup) -> int:
@@ -130,7 +142,7 @@ class _Base:
 class _Solved(_Base):
     def plan(self, inputs: WindowInputs) -> Plan:
         problem = self._problem(inputs)
-        return self._finish(inputs, problem, allocate(problem, inputs.workers, inputs.current, self.options))
+        return self._finish(inputs, problem, self.allocator(problem, inputs.workers, inputs.current, self.options))
 
     def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
         problem = self._problem(inputs)
@@ -245,9 +257,14 @@ class Nirvana(_Fixed):
     name = "nirvana"
 
     def __init__(
-        self, profile: LatencyProfile, degradation: DegradationMatrix, predictor: KPredictor, options: SolverOptions
+        self,
+        profile: LatencyProfile,
+        degradation: DegradationMatrix,
+        predictor: KPredictor,
+        options: SolverOptions,
+        allocator: Allocator = allocate,
     ):
-        super().__init__(profile, degradation, predictor, options)
+        super().__init__(profile, degradation, predictor, options, allocator)
         # NIRVANA's level is the embedder's table alone, whatever predictor the engine was given
         self.table_predictor = SimilarityPredictor(degradation.table)
 

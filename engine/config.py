@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from engine.forwarded_for import IPNetwork
@@ -20,6 +21,11 @@ MAX_HEARTBEAT_TIMEOUT_S = (2**31 - 1) // 1000
 MAX_QUEUE = 1_000_000_000
 # where the HTTP API key may come from instead of the command line, which ps shows
 API_KEY_ENV = "ARGUS_API_KEY"
+
+
+def environment_for_children() -> dict[str, str]:
+    """The engine's environment but its API key, which no process the engine starts has any use for."""
+    return {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
 # a checkpoint of the prompt cache every 5 minutes, so a killed engine loses at most that much of it. A save holds up
 # lookups only for its snapshot (the 1 GiB default: 10 to 40 ms here; the write, 2 to 4 s, runs beside them), but
 # rewrites the whole file: at this interval, well under 1% of a core and 4 MB/s of disk writes for the default

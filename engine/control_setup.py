@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from controller.allocation import Allocator, allocate
 from controller.policies import Policy, make_policy
 from controller.predictor import SimilarityPredictor, TrainedPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
@@ -34,9 +35,10 @@ class ControlSetup:
     slo_s: float
 
 
-def build_control(config: EngineConfig, now: float) -> ControlSetup:
-    """A file the user named (--latency-profile, --quality-profile, --predictor) that cannot be used stops the
-    engine as it starts, with a UsageError naming it."""
+def build_control(config: EngineConfig, now: float, allocator: Allocator = allocate) -> ControlSetup:
+    """`allocator` solves the allocation MILP (the engine's, in a process of its own). A file the user named
+    (--latency-profile, --quality-profile, --predictor) that cannot be used stops the engine as it starts, with a
+    UsageError naming it."""
     policy_config = config.policy
     table = SimilarityTable.bundled(config.cache.embedder)
     profile = _latency_profile(config, table.levels)
@@ -52,7 +54,7 @@ def build_control(config: EngineConfig, now: float) -> ControlSetup:
         predictor = read_user_file(TrainedPredictor.load, policy_config.predictor)
     else:
         predictor = SimilarityPredictor(table)
-    policy = make_policy(policy_config.name, planned, degradation, predictor)
+    policy = make_policy(policy_config.name, planned, degradation, predictor, allocator)
     slo_s = policy_config.slo_s or _SLO_IN_EXACT_IMAGES * profile.latency(0, 1)
     window_s = policy_config.window_s
     # re-route no sooner than a fifth of a window (a compressed clock compresses this too)

@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from engine.config import API_KEY_ENV, LaunchConfig
+from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
 from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
@@ -86,9 +86,11 @@ class LocalLauncher:
         # worker the dispatcher restarted there no longer counts as on its way back)
         self._on_exit = on_exit
         # a simulated worker models quality on the similarity table of the engine's embedder
-        # the engine's environment but its API key, which a worker has no use for
-        inherited = {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
-        self._environment = {**inherited, SIM_SIMILARITY_TABLE_ENV: embedder, PARENT_PID_ENV: str(os.getpid())}
+        self._environment = {
+            **environment_for_children(),
+            SIM_SIMILARITY_TABLE_ENV: embedder,
+            PARENT_PID_ENV: str(os.getpid()),
+        }
         if curve is not None:
             self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
         self._processes: dict[str, asyncio.subprocess.Process] = {}

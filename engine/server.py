@@ -42,6 +42,7 @@ from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
+from engine.milp_process import MilpProcess
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.stop_signals import STOP_SIGNALS, HeldStopSignals
 from engine.worker_link import WorkerLink
@@ -185,7 +186,10 @@ class Engine:
                 admits=functools.partial(self._curve.admits, WORKERS) if self._curve else None,
             )
         self._resources.callback(self.link.close)
-        self.control = build_control(config, time.monotonic())
+        # closed after the controller's thread stops (below), which waits for a solve still running
+        milp = MilpProcess()
+        self._resources.callback(milp.close)
+        self.control = build_control(config, time.monotonic(), milp.allocate)
         self.dispatcher = Dispatcher(
             self.registry,
             self.link.send,

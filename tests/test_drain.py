@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from engine.client import AsyncArgusClient
-from engine_process import children_of, slow_reading_client, start_engine, start_worker
+from engine_process import local_workers_of, slow_reading_client, start_engine, start_worker
 from loadgen.clients import HttpLoadClient, Planned, RequestOptions
 from protocols.client_messages import Cancelled, Error, Generate, Images, client_side_codec
 
@@ -29,7 +29,7 @@ def stop_with_ctrl_c(engine) -> None:
 @pytest.mark.parametrize("stop", [stop_with_sigterm, stop_with_ctrl_c])
 def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     engine = start_engine(tmp_path, "--time-scale", "0.2", "--shutdown-timeout", "30", backend="sim")
-    workers = children_of(engine.process.pid)
+    workers = local_workers_of(engine.process.pid)
     assert len(workers) == 2
 
     async def scenario():
@@ -58,7 +58,7 @@ def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp
     engine = start_engine(
         tmp_path, "--time-scale", "1", "--max-batch", "1", "--shutdown-timeout", "120", backend="sim", workers=1
     )
-    workers = children_of(engine.process.pid)
+    workers = local_workers_of(engine.process.pid)
 
     async def scenario():
         async with AsyncArgusClient(engine.client_address) as client:
@@ -144,7 +144,7 @@ def test_a_client_gets_every_reply_when_the_drain_cancels_all_its_requests_at_on
 
 def test_workers_exit_when_the_engine_is_killed(tmp_path):
     engine = start_engine(tmp_path, backend="sim")
-    workers = children_of(engine.process.pid)
+    workers = local_workers_of(engine.process.pid)
     assert len(workers) == 2
     engine.process.send_signal(signal.SIGKILL)
     engine.process.wait()

@@ -7,9 +7,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from engine.config import API_KEY_ENV
-from engine_process import start_engine
+from engine_process import milp_processes_of, start_engine
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +77,13 @@ def test_an_image_url_is_fetched_without_the_key(engine):
         assert response.read().startswith(b"\x89PNG")
 
 
-def test_the_local_workers_are_not_handed_the_api_key(engine):
+def test_the_local_workers_and_the_milp_process_are_not_handed_the_api_key(engine):
     """They inherit the engine's environment, and need nothing of the HTTP door's."""
     status, ready = call(engine, "/ready", "s3cret")
     assert status == 200 and ready["workers"]
-    for worker in ready["workers"]:
-        names = {entry.partition(b"=")[0] for entry in Path(f"/proc/{worker['pid']}/environ").read_bytes().split(b"\0")}
+    assert wait_for(lambda: milp_processes_of(engine.process.pid))  # started with the first plan
+    for pid in [worker["pid"] for worker in ready["workers"]] + milp_processes_of(engine.process.pid):
+        names = {entry.partition(b"=")[0] for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")}
         assert b"PATH" in names and API_KEY_ENV.encode() not in names
 
 

@@ -20,7 +20,7 @@ from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
-from engine_process import children_of, free_port, start_engine
+from engine_process import children_of, free_port, read_command, start_engine
 from protocols.client_messages import Generate, Images, client_side_codec
 from protocols.curve import ClientKeys, create_key_files
 from protocols.sockets import make_socket
@@ -256,11 +256,3 @@ def read_environment(pid: int) -> bytes:
             return b"\0" + environment.read()
     except OSError:  # it ended meanwhile
         return b""
-
-
-def read_command(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return cmdline.read().decode(errors="replace")
-    except OSError:  # it ended meanwhile
-        return ""

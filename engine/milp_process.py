@@ -1,0 +1,153 @@
+"""The engine's allocation MILP, solved in a process of its own (`python -m engine.milp_process`).
+
+CBC, the MILP's solver, puts a SIGINT handler of its own in place for each solve, to stop the solve early, and puts
+the process's back after it. Solved in the engine's process, a Ctrl-C that came meanwhile stopped the solve, not the
+engine, which served on: about 1 in 30 while solving back to back, 2 of 90 engines stopped as they made their first
+plan. In a process of its own, CBC's handler is that process's alone.
+
+That process starts with SIGINT blocked (the thread that starts it blocks it for the start; the mask is inherited)
+and keeps it blocked: Ctrl-C in a terminal signals the engine's whole process group, and a SIGINT delivered there
+would stop a solve early or, during its imports, end it with a traceback. It ends when its requests pipe closes:
+when the engine closes it as it stops, or the kernel as the engine dies, however it dies.
+
+Calls come from one thread at a time (the engine's controller thread). A process that died or failed to answer is
+replaced at the next solve; the solve that found it gone raises, and the plan in force is kept meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+
+from controller.allocation import allocate
+from controller.flow_model import FlowProblem, FlowSolution, SolverOptions
+from engine.config import environment_for_children
+
+log = logging.getLogger("argus.controller")
+
+# beyond the solver's own time limit, the time a process has to answer, its first answer after its imports included
+_ANSWER_MARGIN_S = 30.0
+_EXIT_WAIT_S = 5.0
+
+
+class MilpProcessError(RuntimeError):
+    """The process died or did not answer in time (the next solve starts another), or the solve raised in it."""
+
+
+class MilpProcess:
+    """`allocate` (controller/allocation.py) with the same arguments and result, solved in the child process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a start against close() from another thread
+        self._closed = False
+        self._process: subprocess.Popen | None = None
+        self._requests: Connection | None = None
+        self._answers: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def allocate(
+        self, problem: FlowProblem, workers: int, current: Mapping[int, int], options: SolverOptions
+    ) -> FlowSolution:
+        requests, answers = self._running()
+        wait_s = options.time_limit_ms / 1000.0 + _ANSWER_MARGIN_S
+        try:
+            requests.send((problem, workers, dict(current), options))
+            answered = answers.poll(wait_s)
+            answer = answers.recv() if answered else None
+        except (OSError, EOFError) as exc:
+            raise MilpProcessError(f"the MILP process ended ({self._ended()}) before it answered: {exc!r}") from exc
+        if not answered:
+            raise MilpProcessError(f"the MILP process did not answer in {wait_s:.0f} s ({self._ended()})")
+        if isinstance(answer, str):  # the traceback of a solve that raised
+            raise MilpProcessError(f"the MILP process failed the solve:\n{answer}")
+        return answer
+
+    def close(self) -> None:
+        """Ends the process: closing its requests lets it exit after the solve it runs."""
+        with self._lock:
+            self._closed = True
+            self._end(kill=False)
+
+    def _ended(self) -> str:
+        """Kills a process that failed to answer (one already dead keeps its exit code) and says how it ended."""
+        with self._lock:
+            process = self._process
+            self._end(kill=True)
+        return f"pid {process.pid}, exit code {process.returncode}" if process is not None else "closed"
+
+    def _running(self) -> tuple[Connection, Connection]:
+        with self._lock:
+            if self._closed:
+                raise MilpProcessError("the MILP process is closed: the engine is stopping")
+            if self._process is None or self._process.poll() is not None:
+                self._end(kill=True)
+                self._start()
+            assert self._requests is not None and self._answers is not None
+            return self._requests, self._answers
+
+    def _start(self) -> None:
+        request_reader, request_writer = os.pipe()
+        answer_reader, answer_writer = os.pipe()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "engine.milp_process", str(request_reader), str(answer_writer)],
+                stdin=subprocess.DEVNULL,
+                env=environment_for_children(),
+                pass_fds=(request_reader, answer_writer),
+            )
+        except BaseException:
+            os.close(request_writer)
+            os.close(answer_reader)
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            os.close(request_reader)
+            os.close(answer_writer)
+        self._requests = Connection(request_writer, readable=False)
+        self._answers = Connection(answer_reader, writable=False)
+        log.debug("the MILP process started (pid %d)", self._process.pid)
+
+    def _end(self, kill: bool) -> None:
+        for channel in (self._requests, self._answers):
+            if channel is not None:
+                channel.close()
+        self._requests = self._answers = None
+        process = self._process
+        if process is None:
+            return
+        if kill:
+            process.kill()
+        try:
+            process.wait(_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serve(requests: Connection, answers: Connection) -> None:
+    """Solves what comes in until the engine closes the pipe."""
+    while True:
+        try:
+            problem, workers, current, options = requests.recv()
+        except EOFError:
+            return
+        try:
+            answer: FlowSolution | str = allocate(problem, workers, current, options)
+        except Exception:  # the engine raises it as its own solve's error
+            answer = traceback.format_exc()
+        answers.send(answer)
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))

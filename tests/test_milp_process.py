@@ -1,0 +1,193 @@
+"""The engine's allocation MILP, solved in a process of its own: CBC's SIGINT handler never replaces the engine's,
+a Ctrl-C never reaches the solves, and a process that dies, fails or is left behind by its engine is dealt with."""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from waiting import wait_for
+
+from controller.allocation import allocate
+from controller.flow_model import FlowProblem, SolverOptions
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+from controller.similarity import SimilarityTable
+from engine.milp_process import MilpProcess, MilpProcessError
+from engine_process import ROOT
+
+LEVELS = (0, 5, 10, 15, 20, 25)
+PROFILE = LatencyProfile.bundled()
+CAPACITY = {k: PROFILE.capacity_rps(k, 15.0) for k in LEVELS}
+DEGRADATION = DegradationMatrix.from_quality_model(QualityModel(SimilarityTable.bundled("clip")))
+OPTIONS = SolverOptions()
+# enough solves for CBC's handler to show (it is in place for part of each solve only)
+SOLVES = 200
+
+
+def problem(i: int) -> FlowProblem:
+    """Demand mixes that differ from one solve to the next, some beyond what 64 workers serve."""
+    return FlowProblem.per_class(DEGRADATION, CAPACITY, {k: (i * 7 + k * 3) % 11 * (1 + i % 5) for k in LEVELS})
+
+
+@pytest.fixture
+def milp():
+    process = MilpProcess()
+    yield process
+    process.close()
+
+
+class _Sigaction(ctypes.Structure):
+    # struct sigaction on Linux (x86-64 and arm64): the handler first
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16), ("flags", ctypes.c_int),
+                ("restorer", ctypes.c_void_p)]  # fmt: skip
+
+
+def _sigint_handler() -> int:
+    """The address of this process's SIGINT handler, as the kernel has it (Python's view is its own)."""
+    action = _Sigaction()
+    assert ctypes.CDLL(None, use_errno=True).sigaction(signal.SIGINT, None, ctypes.byref(action)) == 0
+    return action.handler
+
+
+def handlers_seen_while(solve: Callable[[int], object]) -> set[int]:
+    """SIGINT handlers other than this process's own in place at any moment of SOLVES solves."""
+    own, others, done = _sigint_handler(), set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            handler = _sigint_handler()
+            if handler != own:
+                others.add(handler)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for i in range(SOLVES):
+            solve(i)
+    finally:
+        done.set()
+        watcher.join()
+    return others
+
+
+def test_cbc_solving_in_a_process_replaces_its_sigint_handler_meanwhile():
+    """Why the engine solves elsewhere: a Ctrl-C that comes while CBC's handler is in place goes to CBC. Should this
+    fail, OR-Tools' CBC no longer takes SIGINT, and the process of its own is no longer needed."""
+    assert handlers_seen_while(lambda i: allocate(problem(i), 64, {}, OPTIONS))
+
+
+def test_the_engine_s_sigint_handler_stays_in_place_while_the_milp_process_solves(milp):
+    assert handlers_seen_while(lambda i: milp.allocate(problem(i), 64, {}, OPTIONS)) == set()
+
+
+def test_it_solves_as_allocate_does(milp):
+    for i, current in enumerate(({}, {0: 64}, {25: 30, 10: 34})):
+        here, there = allocate(problem(i), 64, current, OPTIONS), milp.allocate(problem(i), 64, current, OPTIONS)
+        assert (there.workers_per_level, there.flows, there.status) == (here.workers_per_level, here.flows, "optimal")
+
+
+def _signals(pid: int, field: str) -> int:
+    """A mask from /proc/PID/status (SigBlk: blocked, SigIgn: ignored) as an int."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_a_ctrl_c_is_never_delivered_to_it(milp):
+    """A terminal's Ctrl-C signals the engine's whole process group: the MILP process holds it blocked, from its
+    first instruction (the engine's thread blocks it as it starts the process), so that it never stops a solve
+    early nor ends the process in its imports."""
+    milp.allocate(problem(0), 8, {}, OPTIONS)
+    pid = milp.pid
+    assert _signals(pid, "SigBlk") & 1 << (signal.SIGINT - 1)
+    os.kill(pid, signal.SIGINT)
+    assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
+    assert milp.pid == pid
+    # the thread that started it has SIGINT back as it was
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+def test_a_process_killed_between_solves_is_replaced_at_the_next(milp):
+    milp.allocate(problem(0), 8, {}, OPTIONS)
+    first = milp.pid
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: _gone(first))
+    assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
+    assert milp.pid != first
+
+
+def test_a_process_that_dies_during_a_solve_fails_that_solve_and_the_next_starts_another(milp):
+    milp.allocate(problem(0), 8, {}, OPTIONS)
+    first = milp.pid
+    os.kill(first, signal.SIGSTOP)  # it takes the next solve and never answers
+    failed = []
+    solving = threading.Thread(target=lambda: failed.append(_raised(lambda: milp.allocate(problem(1), 8, {}, OPTIONS))))
+    solving.start()
+    os.kill(first, signal.SIGKILL)
+    solving.join(timeout=60)
+    assert not solving.is_alive()
+    assert f"the MILP process ended (pid {first}, exit code -9) before it answered" in str(failed[0])
+    assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
+    assert milp.pid != first
+
+
+def test_a_solve_that_raises_is_raised_with_its_traceback_and_the_process_serves_on(milp):
+    milp.allocate(problem(0), 8, {}, OPTIONS)
+    pid = milp.pid
+    unknown_level = FlowProblem((0, 5), {0: 1.0}, {0: 1.0}, {0: {0: 100.0, 5: 90.0}}, {0: {0: 0.0, 5: 10.0}})
+    # no capacity for level 5
+    error = _raised(lambda: milp.allocate(unknown_level, 8, {}, OPTIONS))
+    assert isinstance(error, MilpProcessError)
+    assert "the MILP process failed the solve" in str(error) and "KeyError: 5" in str(error)
+    assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
+    assert milp.pid == pid
+
+
+def test_closed_it_ends_and_solves_no_more():
+    milp = MilpProcess()
+    milp.allocate(problem(0), 8, {}, OPTIONS)
+    pid = milp.pid
+    milp.close()
+    assert _gone(pid)
+    error = _raised(lambda: milp.allocate(problem(1), 8, {}, OPTIONS))
+    assert isinstance(error, MilpProcessError) and "closed" in str(error)
+
+
+# an engine's stand-in: starts a MILP process, solves once, says its pid and dies without closing it
+_ABANDONED = """
+import os, signal
+from controller.flow_model import FlowProblem, SolverOptions
+from engine.milp_process import MilpProcess
+milp = MilpProcess()
+milp.allocate(FlowProblem((0,), {0: 1.0}, {0: 1.0}, {0: {0: 100.0}}, {0: {0: 0.0}}), 1, {}, SolverOptions())
+print(milp.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_it_ends_when_its_engine_is_killed():
+    done = subprocess.run([sys.executable, "-c", _ABANDONED], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert wait_for(lambda: _gone(int(done.stdout)))
+
+
+def _gone(pid: int) -> bool:
+    """Ended: no such process, or one that ended and waits to be reaped (a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _raised(call: Callable[[], object]) -> BaseException | None:
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    return None
