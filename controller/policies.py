@@ -118,7 +118,7 @@ class _Base:
         degradation: DegradationMatrix,
         predictor: KPredictor,
         options: SolverOptions,
-        allocator: Allocator = allocate,
+        allocator: Allocator,
     ):
         self.profile = profile
         self.degradation = degradation
@@ -262,7 +262,7 @@ class Nirvana(_Fixed):
         degradation: DegradationMatrix,
         predictor: KPredictor,
         options: SolverOptions,
-        allocator: Allocator = allocate,
+        allocator: Allocator,
     ):
         super().__init__(profile, degradation, predictor, options, allocator)
         # NIRVANA's level is the embedder's table alone, whatever predictor the engine was given

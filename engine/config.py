@@ -22,10 +22,6 @@ MAX_QUEUE = 1_000_000_000
 # where the HTTP API key may come from instead of the command line, which ps shows
 API_KEY_ENV = "ARGUS_API_KEY"
 
-
-def environment_for_children() -> dict[str, str]:
-    """The engine's environment but its API key, which no process the engine starts has any use for."""
-    return {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
 # a checkpoint of the prompt cache every 5 minutes, so a killed engine loses at most that much of it. A save holds up
 # lookups only for its snapshot (the 1 GiB default: 10 to 40 ms here; the write, 2 to 4 s, runs beside them), but
 # rewrites the whole file: at this interval, well under 1% of a core and 4 MB/s of disk writes for the default
@@ -43,6 +39,11 @@ DEFAULT_CLIENT_GONE_GRACE_S = 10.0
 # the ZeroMQ doors, on loopback: clients', and remote workers'
 DEFAULT_CLIENT_LISTEN = "tcp://127.0.0.1:5555"
 DEFAULT_WORKER_LISTEN = "tcp://127.0.0.1:5556"
+
+
+def environment_for_children() -> dict[str, str]:
+    """The engine's environment but its API key, which no process the engine starts has any use for."""
+    return {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
 
 
 @dataclass(frozen=True, slots=True)

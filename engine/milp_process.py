@@ -1,14 +1,16 @@
 """The engine's allocation MILP, solved in a process of its own (`python -m engine.milp_process`).
 
-CBC, the MILP's solver, puts a SIGINT handler of its own in place for each solve, to stop the solve early, and puts
-the process's back after it. Solved in the engine's process, a Ctrl-C that came meanwhile stopped the solve, not the
-engine, which served on: about 1 in 30 while solving back to back, 2 of 90 engines stopped as they made their first
-plan. In a process of its own, CBC's handler is that process's alone.
+CBC, the MILP's solver, puts a SIGINT handler of its own in place for each solve, and puts the process's back after
+it: solved in the engine's process, a Ctrl-C that came meanwhile stopped the solve, and the engine served on
+(docs/reliability.md). In a process of its own, CBC's handler is that process's alone.
 
-That process starts with SIGINT blocked (the thread that starts it blocks it for the start; the mask is inherited)
-and keeps it blocked: Ctrl-C in a terminal signals the engine's whole process group, and a SIGINT delivered there
-would stop a solve early or, during its imports, end it with a traceback. It ends when its requests pipe closes:
-when the engine closes it as it stops, or the kernel as the engine dies, however it dies.
+That process starts with SIGINT and SIGTERM blocked (the thread that starts it blocks them for the start; the mask is
+inherited) and keeps them blocked: Ctrl-C in a terminal signals the engine's whole process group, and systemd's stop
+its whole cgroup, and a signal delivered there would stop a solve early or end the process, the engine's next solve
+failing. It ends when its requests pipe closes: when the engine closes it as it stops, or the kernel as the engine
+dies, however it dies.
+
+Requests and answers cross the pipes as msgpack, decoded strictly into the controller's own dataclasses.
 
 Calls come from one thread at a time (the engine's controller thread). A process that died or failed to answer is
 replaced at the next solve; the solve that found it gone raises, and the plan in force is kept meanwhile.
@@ -26,15 +28,20 @@ import traceback
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 
+import msgspec
+
 from controller.allocation import allocate
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions
 from engine.config import environment_for_children
+from engine.stop_signals import STOP_SIGNALS
 
 log = logging.getLogger("argus.controller")
 
 # beyond the solver's own time limit, the time a process has to answer, its first answer after its imports included
-_ANSWER_MARGIN_S = 30.0
+ANSWER_MARGIN_S = 30.0
 _EXIT_WAIT_S = 5.0
+_REQUEST = tuple[FlowProblem, int, dict[int, int], SolverOptions]
+_ANSWER = FlowSolution | str  # a solution, or the traceback of a solve that raised
 
 
 class MilpProcessError(RuntimeError):
@@ -44,31 +51,36 @@ class MilpProcessError(RuntimeError):
 class MilpProcess:
     """`allocate` (controller/allocation.py) with the same arguments and result, solved in the child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer_margin_s: float = ANSWER_MARGIN_S) -> None:
+        self._answer_margin_s = answer_margin_s
+        # taken now, on the loop's thread: a Ray launcher takes the API key out of os.environ for a moment, from
+        # another thread, while the first solve may start the process
+        self._environment = environment_for_children()
         self._lock = threading.Lock()  # a start against close() from another thread
         self._closed = False
         self._process: subprocess.Popen | None = None
         self._requests: Connection | None = None
         self._answers: Connection | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        self._decode_answer = msgspec.msgpack.Decoder(_ANSWER).decode
 
     def allocate(
         self, problem: FlowProblem, workers: int, current: Mapping[int, int], options: SolverOptions
     ) -> FlowSolution:
         requests, answers = self._running()
-        wait_s = options.time_limit_ms / 1000.0 + _ANSWER_MARGIN_S
+        wait_s = options.time_limit_ms / 1000.0 + self._answer_margin_s
         try:
-            requests.send((problem, workers, dict(current), options))
+            requests.send_bytes(msgspec.msgpack.encode((problem, workers, dict(current), options)))
             answered = answers.poll(wait_s)
-            answer = answers.recv() if answered else None
+            answer = self._decode_answer(answers.recv_bytes()) if answered else None
         except (OSError, EOFError) as exc:
             raise MilpProcessError(f"the MILP process ended ({self._ended()}) before it answered: {exc!r}") from exc
+        except msgspec.DecodeError as exc:
+            raise MilpProcessError(
+                f"the MILP process answered what is not a solution ({self._ended()}): {exc}"
+            ) from exc
         if not answered:
             raise MilpProcessError(f"the MILP process did not answer in {wait_s:.0f} s ({self._ended()})")
-        if isinstance(answer, str):  # the traceback of a solve that raised
+        if isinstance(answer, str):
             raise MilpProcessError(f"the MILP process failed the solve:\n{answer}")
         return answer
 
@@ -98,18 +110,18 @@ class MilpProcess:
     def _start(self) -> None:
         request_reader, request_writer = os.pipe()
         answer_reader, answer_writer = os.pipe()
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "engine.milp_process", str(request_reader), str(answer_writer)],
                 stdin=subprocess.DEVNULL,
-                env=environment_for_children(),
+                env=self._environment,
                 pass_fds=(request_reader, answer_writer),
             )
-        except BaseException:
+        except OSError as exc:
             os.close(request_writer)
             os.close(answer_reader)
-            raise
+            raise MilpProcessError(f"the MILP process cannot start: {exc}") from exc
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
             os.close(request_reader)
@@ -136,17 +148,21 @@ class MilpProcess:
 
 
 def serve(requests: Connection, answers: Connection) -> None:
-    """Solves what comes in until the engine closes the pipe."""
+    """Solves what comes in until the engine closes the pipe (or is gone when the answer is sent)."""
+    decode_request = msgspec.msgpack.Decoder(_REQUEST).decode
     while True:
         try:
-            problem, workers, current, options = requests.recv()
+            request = requests.recv_bytes()
         except EOFError:
             return
         try:
-            answer: FlowSolution | str = allocate(problem, workers, current, options)
+            answer: _ANSWER = allocate(*decode_request(request))
         except Exception:  # the engine raises it as its own solve's error
             answer = traceback.format_exc()
-        answers.send(answer)
+        try:
+            answers.send_bytes(msgspec.msgpack.encode(answer))
+        except OSError:  # BrokenPipeError: the engine died during the solve
+            return
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 import zmq
 
 from engine.config import EngineConfig, LaunchConfig
-from loadgen.bench.harness import children_of, free_port
+from loadgen.bench.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,24 +150,6 @@ def start_engine(
             engine.stop()
             raise
     return engine
-
-
-def read_command(pid: int) -> str:
-    """A process's command line, its arguments separated by NUL ("" once it has ended)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return cmdline.read().decode(errors="replace")
-    except OSError:  # it ended meanwhile
-        return ""
-
-
-def local_workers_of(pid: int) -> list[int]:
-    """The engine's local workers among its children; it also starts its MILP process (engine/milp_process.py)."""
-    return [child for child in children_of(pid) if "\0worker\0" in read_command(child)]
-
-
-def milp_processes_of(pid: int) -> list[int]:
-    return [child for child in children_of(pid) if "engine.milp_process" in read_command(child)]
 
 
 def has_loaded_numpy(pid: int) -> bool:

@@ -12,7 +12,9 @@ import pytest
 import zmq
 
 from engine.client import AsyncArgusClient
-from engine_process import local_workers_of, slow_reading_client, start_engine, start_worker
+from engine_process import slow_reading_client, start_engine, start_worker
+from loadgen.bench.harness import local_workers_of
+from loadgen.bench.process_watch import process_running
 from loadgen.clients import HttpLoadClient, Planned, RequestOptions
 from protocols.client_messages import Cancelled, Error, Generate, Images, client_side_codec
 
@@ -49,7 +51,7 @@ def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     assert engine.process.wait(timeout=60) == 0
     assert "Traceback" not in engine.log()  # the workers too: they share the engine's output
     time.sleep(0.5)
-    assert not [pid for pid in workers if _alive(pid)]
+    assert not [pid for pid in workers if process_running(pid)]
 
 
 def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp_path):
@@ -76,7 +78,7 @@ def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp
     assert engine.process.wait(timeout=60) == 0
     assert "Traceback" not in engine.log()
     time.sleep(0.5)
-    assert not [pid for pid in workers if _alive(pid)]
+    assert not [pid for pid in workers if process_running(pid)]
 
 
 def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path):
@@ -149,17 +151,9 @@ def test_workers_exit_when_the_engine_is_killed(tmp_path):
     engine.process.send_signal(signal.SIGKILL)
     engine.process.wait()
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+    while time.monotonic() < deadline and any(process_running(pid) for pid in workers):
         time.sleep(0.2)
-    assert not [pid for pid in workers if _alive(pid)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not [pid for pid in workers if process_running(pid)]
 
 
 def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too(tmp_path):

@@ -16,7 +16,8 @@ from waiting import wait_for
 
 from controller.profiles import DATA_DIR
 from engine.stop_signals import HeldStopSignals
-from engine_process import ROOT, free_port, has_loaded_numpy, milp_processes_of
+from engine_process import ROOT, free_port, has_loaded_numpy
+from loadgen.bench.harness import milp_processes_of
 
 
 def serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Path, Path]:
@@ -134,10 +135,10 @@ def test_ctrl_c_as_the_workers_start_stops_the_engine_and_them_without_a_traceba
     stopped_cleanly(process, log, temp)
 
 
-def test_ctrl_c_while_the_controller_solves_back_to_back_stops_the_engine(tmp_path):
-    """The MILP's solver (CBC) takes SIGINT for itself while it solves: solved in the engine's process, a Ctrl-C sent
-    then stopped the solve, and the engine served on (docs/reliability.md). A window of 10 ms solves about half the
-    time; the solves are in a process of the engine's own, which the Ctrl-C reaches too and does not end early."""
+def test_ctrl_c_with_the_milp_process_in_the_group_stops_the_engine_and_it_cleanly(tmp_path):
+    """The engine solves its MILP in a process of its own (tests/test_milp_process.py has why), started in its
+    process group: the terminal's Ctrl-C reaches it too, and neither it nor the engine makes a traceback or is left
+    running. A window of 10 ms keeps the controller solving about half the time."""
     process, log_path, temp = serve(tmp_path, "--window-s", "0.01")
     try:
         assert wait_for(lambda: milp_processes_of(process.pid) or process.poll() is not None)

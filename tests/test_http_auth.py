@@ -10,7 +10,8 @@ import pytest
 from waiting import wait_for
 
 from engine.config import API_KEY_ENV
-from engine_process import milp_processes_of, start_engine
+from engine_process import start_engine
+from loadgen.bench.harness import milp_processes_of
 
 
 @pytest.fixture(scope="module")

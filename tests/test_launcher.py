@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from diffusers import HeunDiscreteScheduler, StableDiffusionXLPipeline
 from waiting import eventually
@@ -18,6 +17,7 @@ from engine.config import LaunchConfig
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, start_worker, stop_in_process
+from loadgen.bench.process_watch import process_running
 from workers.tiny_pipeline import build_tiny_sdxl
 
 
@@ -153,13 +153,6 @@ os._exit(0)
 """
 
 
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_worker_whose_engine_died_while_it_started_exits(tmp_path):
     engine = subprocess.run(
         [sys.executable, "-c", SPAWN_AND_DIE, f"ipc://{tmp_path}/nobody"], cwd=ROOT, capture_output=True, text=True
@@ -167,11 +160,11 @@ def test_a_worker_whose_engine_died_while_it_started_exits(tmp_path):
     worker = int(engine.stdout)
     try:
         deadline = time.monotonic() + 60
-        while running(worker) and time.monotonic() < deadline:
+        while process_running(worker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not running(worker), "the worker outlived its engine"
+        assert not process_running(worker), "the worker outlived its engine"
     finally:
-        if running(worker):
+        if process_running(worker):
             os.kill(worker, signal.SIGKILL)
 
 

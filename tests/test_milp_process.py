@@ -2,10 +2,13 @@
 a Ctrl-C never reaches the solves, and a process that dies, fails or is left behind by its engine is dealt with."""
 
 import ctypes
+import fcntl
 import os
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +22,8 @@ from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from engine.milp_process import MilpProcess, MilpProcessError
 from engine_process import ROOT
+from loadgen.bench.harness import milp_processes_of
+from loadgen.bench.process_watch import process_running
 
 LEVELS = (0, 5, 10, 15, 20, 25)
 PROFILE = LatencyProfile.bundled()
@@ -39,6 +44,12 @@ def milp():
     process = MilpProcess()
     yield process
     process.close()
+
+
+def solver_pid() -> int:
+    """The pid of this test's MILP process (it is this process's only child)."""
+    (pid,) = milp_processes_of(os.getpid())
+    return pid
 
 
 class _Sigaction(ctypes.Structure):
@@ -99,62 +110,87 @@ def _signals(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
-def test_a_ctrl_c_is_never_delivered_to_it(milp):
-    """A terminal's Ctrl-C signals the engine's whole process group: the MILP process holds it blocked, from its
-    first instruction (the engine's thread blocks it as it starts the process), so that it never stops a solve
-    early nor ends the process in its imports."""
+def test_a_stop_signal_is_never_delivered_to_it(milp):
+    """A terminal's Ctrl-C signals the engine's whole process group: the MILP process holds SIGINT and SIGTERM
+    blocked, from its first instruction (the engine's thread blocks them as it starts the process), so that neither
+    stops a solve early nor ends the process; the engine ends it as it stops."""
     milp.allocate(problem(0), 8, {}, OPTIONS)
-    pid = milp.pid
-    assert _signals(pid, "SigBlk") & 1 << (signal.SIGINT - 1)
+    pid = solver_pid()
+    blocked = _signals(pid, "SigBlk")
+    assert blocked & 1 << (signal.SIGINT - 1) and blocked & 1 << (signal.SIGTERM - 1)
     os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)  # systemd's stop signals the engine's whole cgroup
     assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
-    assert milp.pid == pid
-    # the thread that started it has SIGINT back as it was
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    assert solver_pid() == pid
+    # the thread that started it has them back as they were
+    assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
 def test_a_process_killed_between_solves_is_replaced_at_the_next(milp):
     milp.allocate(problem(0), 8, {}, OPTIONS)
-    first = milp.pid
+    first = solver_pid()
     os.kill(first, signal.SIGKILL)
-    assert wait_for(lambda: _gone(first))
+    assert wait_for(lambda: not process_running(first))
     assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
-    assert milp.pid != first
+    assert solver_pid() != first
 
 
 def test_a_process_that_dies_during_a_solve_fails_that_solve_and_the_next_starts_another(milp):
     milp.allocate(problem(0), 8, {}, OPTIONS)
-    first = milp.pid
+    first = solver_pid()
     os.kill(first, signal.SIGSTOP)  # it takes the next solve and never answers
     failed = []
     solving = threading.Thread(target=lambda: failed.append(_raised(lambda: milp.allocate(problem(1), 8, {}, OPTIONS))))
     solving.start()
+    assert wait_for(lambda: _unread_request_bytes(first) > 0)  # sent: the kill comes during the solve
     os.kill(first, signal.SIGKILL)
     solving.join(timeout=60)
     assert not solving.is_alive()
     assert f"the MILP process ended (pid {first}, exit code -9) before it answered" in str(failed[0])
     assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
-    assert milp.pid != first
+    assert solver_pid() != first
+
+
+def test_a_process_that_does_not_answer_in_time_is_killed_and_the_next_solve_starts_another():
+    milp = MilpProcess(answer_margin_s=0.5)
+    try:
+        milp.allocate(problem(0), 8, {}, OPTIONS)
+        first = solver_pid()
+        os.kill(first, signal.SIGSTOP)
+        error = _raised(lambda: milp.allocate(problem(1), 8, {}, SolverOptions(time_limit_ms=100)))
+        assert isinstance(error, MilpProcessError)
+        assert f"did not answer in 1 s (pid {first}, exit code -9)" in str(error)
+        assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
+        assert solver_pid() != first
+    finally:
+        milp.close()
+
+
+def _unread_request_bytes(pid: int) -> int:
+    """Bytes in the MILP process's requests pipe (its first argument names the descriptor) it has not read."""
+    reader = int(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3])
+    with open(f"/proc/{pid}/fd/{reader}", "rb", buffering=0) as pipe:
+        return struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def test_a_solve_that_raises_is_raised_with_its_traceback_and_the_process_serves_on(milp):
     milp.allocate(problem(0), 8, {}, OPTIONS)
-    pid = milp.pid
+    pid = solver_pid()
     unknown_level = FlowProblem((0, 5), {0: 1.0}, {0: 1.0}, {0: {0: 100.0, 5: 90.0}}, {0: {0: 0.0, 5: 10.0}})
     # no capacity for level 5
     error = _raised(lambda: milp.allocate(unknown_level, 8, {}, OPTIONS))
     assert isinstance(error, MilpProcessError)
     assert "the MILP process failed the solve" in str(error) and "KeyError: 5" in str(error)
     assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
-    assert milp.pid == pid
+    assert solver_pid() == pid
 
 
 def test_closed_it_ends_and_solves_no_more():
     milp = MilpProcess()
     milp.allocate(problem(0), 8, {}, OPTIONS)
-    pid = milp.pid
+    pid = solver_pid()
     milp.close()
-    assert _gone(pid)
+    assert not process_running(pid)
     error = _raised(lambda: milp.allocate(problem(1), 8, {}, OPTIONS))
     assert isinstance(error, MilpProcessError) and "closed" in str(error)
 
@@ -164,9 +200,10 @@ _ABANDONED = """
 import os, signal
 from controller.flow_model import FlowProblem, SolverOptions
 from engine.milp_process import MilpProcess
+from loadgen.bench.harness import milp_processes_of
 milp = MilpProcess()
 milp.allocate(FlowProblem((0,), {0: 1.0}, {0: 1.0}, {0: {0: 100.0}}, {0: {0: 0.0}}), 1, {}, SolverOptions())
-print(milp.pid, flush=True)
+print(*milp_processes_of(os.getpid()), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -174,15 +211,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_it_ends_when_its_engine_is_killed():
     done = subprocess.run([sys.executable, "-c", _ABANDONED], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
-    assert wait_for(lambda: _gone(int(done.stdout)))
-
-
-def _gone(pid: int) -> bool:
-    """Ended: no such process, or one that ended and waits to be reaped (a zombie)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    assert wait_for(lambda: not process_running(int(done.stdout)))
 
 
 def _raised(call: Callable[[], object]) -> BaseException | None:

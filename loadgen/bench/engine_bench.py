@@ -35,8 +35,8 @@ from loadgen.bench.engine_load import (
 )
 from loadgen.bench.harness import (
     LOOPBACK,
-    children_of,
     free_port,
+    local_workers_of,
     median,
     p99_caveat,
     process_cpu_s,
@@ -219,7 +219,7 @@ async def _door(args, engine, engine_target: str, baseline_target: str, peak, la
     engine_pid = engine.child.process.pid
     processes = {
         "engine": [engine_pid],
-        "workers": children_of(engine_pid),
+        "workers": local_workers_of(engine_pid),
         "baseline": [baseline.process.pid],
     }
 

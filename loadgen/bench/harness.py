@@ -275,6 +275,25 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def read_command(pid: int) -> str:
+    """A process's command line, its arguments separated by NUL ("" once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().decode(errors="replace")
+    except OSError:  # it ended meanwhile
+        return ""
+
+
+def local_workers_of(engine_pid: int) -> list[int]:
+    """The engine's local workers among its children; it also starts its MILP process (engine/milp_process.py)."""
+    return [child for child in children_of(engine_pid) if "\0worker\0" in read_command(child)]
+
+
+def milp_processes_of(engine_pid: int) -> list[int]:
+    """The process the engine solves its allocation MILP in (one, once the first plan is asked for; none before)."""
+    return [child for child in children_of(engine_pid) if "engine.milp_process" in read_command(child)]
+
+
 # -- numbers and output ------------------------------------------------------------
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from loadgen.bench.harness import children_of
+from loadgen.bench.harness import local_workers_of
 
 
 # -- processes: memory, liveness, metrics ---------------------------------------------------------
@@ -31,6 +31,12 @@ def process_state(pid: int) -> tuple[str, int] | None:
     except (OSError, IndexError):
         return None
     return fields[0], int(fields[1])
+
+
+def process_running(pid: int) -> bool:
+    """pid is a live process: there, and not a zombie that ended and waits to be reaped."""
+    state = process_state(pid)
+    return state is not None and state[0] != "Z"
 
 
 def alive_child(pid: int, parent: int) -> bool:
@@ -66,7 +72,7 @@ class RssSampler:
         rss = status_kb(self.engine_pid, "VmRSS")
         if rss is not None:
             self.samples.append((round(at, 2), rss / 1024.0))
-        for pid in children_of(self.engine_pid):
+        for pid in local_workers_of(self.engine_pid):
             peak = status_kb(pid, "VmHWM")
             if peak is not None:
                 self.worker_peak_mb = max(self.worker_peak_mb, peak / 1024.0)
