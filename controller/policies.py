@@ -14,6 +14,7 @@ else 0 (a miss always runs in full).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -256,17 +257,10 @@ class Nirvana(_Fixed):
 
     name = "nirvana"
 
-    def __init__(
-        self,
-        profile: LatencyProfile,
-        degradation: DegradationMatrix,
-        predictor: KPredictor,
-        options: SolverOptions,
-        allocator: Allocator,
-    ):
-        super().__init__(profile, degradation, predictor, options, allocator)
-        # NIRVANA's level is the embedder's table alone, whatever predictor the engine was given
-        self.table_predictor = SimilarityPredictor(degradation.table)
+    @functools.cached_property
+    def table_predictor(self) -> SimilarityPredictor:
+        """NIRVANA's level is the embedder's table alone, whatever predictor the engine was given."""
+        return SimilarityPredictor(self.degradation.table)
 
     def predict(self, lookup: Lookup) -> int:
         return self.table_predictor.predict(lookup)

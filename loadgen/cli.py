@@ -136,8 +136,14 @@ def _records_output(text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    finally:  # a Ctrl-C once the run is over was put off until its results were written (_interruptible)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    finally:
+        # a Ctrl-C once the run was over was put off until its results were written (_interruptible); from now on one
+        # ends the process as SIGINT does, quietly. One taken and not yet handled is handled first, by the handler
+        # that took it (setting a handler runs those pending): with Python's handler put back instead, it raised
+        # KeyboardInterrupt here, a traceback after the summary (Ctrl-C held down, on a loaded machine)
+        if signal.getsignal(signal.SIGINT) is _say_results_come:
+            signal.signal(signal.SIGINT, _say_results_come)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -396,7 +402,7 @@ def _interruptible() -> Iterator[Interrupt]:
             loop.remove_signal_handler(handled)
         # the run is over, its results not yet written: one more Ctrl-C (a third, pressed in a hurry) raised
         # KeyboardInterrupt wherever it landed (the loop's teardown, the plot's import), and the plot and the printed
-        # summary were lost after a traceback. It now waits for them (run() puts Python's handler back)
+        # summary were lost after a traceback. It now waits for them (run() then lets SIGINT end the process)
         signal.signal(signal.SIGINT, _say_results_come)
 
 

@@ -126,6 +126,7 @@ def test_ctrl_c_as_the_workers_start_stops_the_engine_and_them_without_a_traceba
         # the workers well inside their imports (numpy's C part loaded), and the controller's first plan made: the
         # process its MILP is solved in gets the Ctrl-C too
         assert wait_for(lambda: all(has_loaded_numpy(pid) for pid in workers) and "plan (" in log_path.read_text())
+        assert milp_processes_of(process.pid)
         os.killpg(process.pid, signal.SIGINT)
         process.wait(60)
     finally:
@@ -133,23 +134,6 @@ def test_ctrl_c_as_the_workers_start_stops_the_engine_and_them_without_a_traceba
     log = log_path.read_text()
     assert "draining:" in log
     stopped_cleanly(process, log, temp)
-
-
-def test_ctrl_c_with_the_milp_process_in_the_group_stops_the_engine_and_it_cleanly(tmp_path):
-    """The engine solves its MILP in a process of its own (tests/test_milp_process.py has why), started in its
-    process group: the terminal's Ctrl-C reaches it too, and neither it nor the engine makes a traceback or is left
-    running. A window of 10 ms keeps the controller solving about half the time."""
-    process, log_path, temp = serve(tmp_path, "--window-s", "0.01")
-    try:
-        assert wait_for(lambda: milp_processes_of(process.pid) or process.poll() is not None)
-        assert wait_for(lambda: "plan (" in log_path.read_text())
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(60)
-    finally:
-        kill_what_is_left(process)
-    log = log_path.read_text()
-    assert "draining:" in log
-    stopped_cleanly(process, log, temp)  # the MILP process too: it is in the engine's process group
 
 
 def test_held_stop_signals_are_kept_then_given_back():
