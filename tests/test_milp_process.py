@@ -14,29 +14,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_controller_allocation import LEVELS, OPTIONS
+from test_controller_allocation import problem as per_class_problem
 from waiting import wait_for
 
 from controller.allocation import allocate
 from controller.flow_model import FlowProblem, SolverOptions
-from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
-from controller.similarity import SimilarityTable
 from engine.milp_process import MilpProcess, MilpProcessError
 from engine_process import ROOT
 from loadgen.bench.harness import milp_processes_of
 from loadgen.bench.process_watch import process_running
 
-LEVELS = (0, 5, 10, 15, 20, 25)
-PROFILE = LatencyProfile.bundled()
-CAPACITY = {k: PROFILE.capacity_rps(k, 15.0) for k in LEVELS}
-DEGRADATION = DegradationMatrix.from_quality_model(QualityModel(SimilarityTable.bundled("clip")))
-OPTIONS = SolverOptions()
 # enough solves for CBC's handler to show (it is in place for part of each solve only)
 SOLVES = 200
 
 
 def problem(i: int) -> FlowProblem:
     """Demand mixes that differ from one solve to the next, some beyond what 64 workers serve."""
-    return FlowProblem.per_class(DEGRADATION, CAPACITY, {k: (i * 7 + k * 3) % 11 * (1 + i % 5) for k in LEVELS})
+    return per_class_problem({k: (i * 7 + k * 3) % 11 * (1 + i % 5) for k in LEVELS})
 
 
 @pytest.fixture
@@ -157,9 +152,9 @@ def test_a_process_that_does_not_answer_in_time_is_killed_and_the_next_solve_sta
         milp.allocate(problem(0), 8, {}, OPTIONS)
         first = solver_pid()
         os.kill(first, signal.SIGSTOP)
-        error = _raised(lambda: milp.allocate(problem(1), 8, {}, SolverOptions(time_limit_ms=100)))
-        assert isinstance(error, MilpProcessError)
-        assert f"did not answer in 1 s (pid {first}, exit code -9)" in str(error)
+        with pytest.raises(MilpProcessError) as raised:
+            milp.allocate(problem(1), 8, {}, SolverOptions(time_limit_ms=100))
+        assert f"did not answer in 1 s (pid {first}, exit code -9)" in str(raised.value)
         assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
         assert solver_pid() != first
     finally:
@@ -178,9 +173,9 @@ def test_a_solve_that_raises_is_raised_with_its_traceback_and_the_process_serves
     pid = solver_pid()
     unknown_level = FlowProblem((0, 5), {0: 1.0}, {0: 1.0}, {0: {0: 100.0, 5: 90.0}}, {0: {0: 0.0, 5: 10.0}})
     # no capacity for level 5
-    error = _raised(lambda: milp.allocate(unknown_level, 8, {}, OPTIONS))
-    assert isinstance(error, MilpProcessError)
-    assert "the MILP process failed the solve" in str(error) and "KeyError: 5" in str(error)
+    with pytest.raises(MilpProcessError) as raised:
+        milp.allocate(unknown_level, 8, {}, OPTIONS)
+    assert "the MILP process failed the solve" in str(raised.value) and "KeyError: 5" in str(raised.value)
     assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
     assert solver_pid() == pid
 
@@ -191,8 +186,9 @@ def test_closed_it_ends_and_solves_no_more():
     pid = solver_pid()
     milp.close()
     assert not process_running(pid)
-    error = _raised(lambda: milp.allocate(problem(1), 8, {}, OPTIONS))
-    assert isinstance(error, MilpProcessError) and "closed" in str(error)
+    with pytest.raises(MilpProcessError) as raised:
+        milp.allocate(problem(1), 8, {}, OPTIONS)
+    assert "closed" in str(raised.value)
 
 
 # an engine's stand-in: starts a MILP process, solves once, says its pid and dies without closing it
