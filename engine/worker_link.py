@@ -30,6 +30,7 @@ from engine.hello_check import hello_refusal, protocol_refusal
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
+from protocols import client_messages
 from protocols.codec import Codec, DecodeError
 from protocols.curve import KeyPair, peer_key
 from protocols.sockets import bind_all, make_socket
@@ -87,6 +88,8 @@ class WorkerLink:
         self._socket = LoopSocket(sock, self._on_frames)
         self._codec = engine_side_codec()
         self._version_codec = Codec(HelloVersion)
+        # reads a client program's request, sent here by mistake, and answers it in the client protocol
+        self._client_codec = client_messages.engine_side_codec()
         self._backend = backend  # the one every worker must run
         # and the one model: named at start when the engine can read it, else by the first worker welcomed
         self._model = model or None
@@ -135,13 +138,29 @@ class WorkerLink:
 
     def _on_frames(self, identity: bytes, frames: list) -> None:
         message = self._codec.decode(frames)
-        if isinstance(message, DecodeError) and not self._stopping:
-            other = self._version_codec.decode(frames)
-            if isinstance(other, HelloVersion) and (reason := protocol_refusal(other.protocol)):
-                self._refuse(identity, Refused(reason))
+        if isinstance(message, DecodeError):
+            self._answer_stranger(identity, frames)
         curve_key = peer_key(frames[0]) if self._admits and isinstance(message, Hello) else None
         # a message this engine cannot read is counted, even one answered
         self._on_message(identity, message, curve_key)
+
+    def _answer_stranger(self, identity: bytes, frames: list) -> None:
+        """Answers what a peer of another kind sends in words it reads: a worker of another version is Refused, both
+        versions named; a client program pointed at this address (the engine's worker one, not --client-listen) is
+        answered an Error under its request's id. Unanswered, its call waited for ever, or for its timeout."""
+        other = self._version_codec.decode(frames)
+        if isinstance(other, HelloVersion):
+            if not self._stopping and (reason := protocol_refusal(other.protocol)):
+                self._refuse(identity, Refused(reason))
+            return
+        request = self._client_codec.decode(frames)
+        if isinstance(request, client_messages.Generate):
+            reason = (
+                "this is the engine's worker address (argus serve --worker-listen, port 5556 by default): send"
+                " requests to its client address (--client-listen, port 5555 by default)"
+            )
+            error = client_messages.Error(request.request_id, "invalid_request", reason)
+            self._socket.send(identity, self._client_codec.encode(error))
 
     def _on_message(self, identity: bytes, message: object, curve_key: bytes | None = None) -> None:
         """`curve_key`: with CURVE, the public key a Hello came with."""

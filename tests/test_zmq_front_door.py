@@ -140,6 +140,16 @@ def test_garbage_to_the_worker_socket_is_dropped_not_fatal(engine):
     assert engine.metric("argus_bad_messages_total", link="worker") >= 4
 
 
+def test_a_client_pointed_at_the_worker_address_is_answered_an_error_naming_the_client_address(engine):
+    """A request sent to the engine's worker address was dropped unheard: the call waited for its timeout, and for
+    ever without one (AsyncArgusClient, ArgusClient without timeout_s)."""
+    with ArgusClient(engine.worker_address, timeout_s=30) as client:
+        reply = client.generate("a fox", request_id="r1", width=64, height=64)
+    assert isinstance(reply, Error) and (reply.request_id, reply.code) == ("r1", "invalid_request")
+    assert "worker address" in reply.message and "--client-listen" in reply.message
+    _survives(engine)
+
+
 def test_busy_when_the_queue_is_full(tmp_path):
     engine = start_engine(tmp_path, "--time-scale", "1", "--max-queue", "2", "--workers", "1", workers=1, backend="sim")
     try:
