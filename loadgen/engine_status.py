@@ -79,7 +79,9 @@ def _error_said(body: bytes) -> str:
 
 class Capacity(NamedTuple):
     rps: float
-    workers: int  # the ready workers it is the capacity of: fewer than started while some still load their model
+    # the workers in rotation it is the capacity of: fewer than started while some still load their model, and
+    # without those /ready lists as failing (out of rotation, counted in no capacity)
+    workers: int
 
 
 async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> Capacity:
@@ -93,7 +95,10 @@ async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> Capac
     if not isinstance(capacity, (int, float)) or capacity <= 0:
         raise CapacityUnknown(f"{base_url}/ready reports no exact_capacity_rps")
     workers = status.get("workers")
-    return Capacity(float(capacity), len(workers) if isinstance(workers, list) else 0)
+    in_rotation = (
+        [w for w in workers if isinstance(w, dict) and w.get("state") == "ready"] if isinstance(workers, list) else []
+    )
+    return Capacity(float(capacity), len(in_rotation))
 
 
 @dataclass

@@ -41,7 +41,14 @@ async def status_server(ready: dict, plan: dict | None, api_key: str | None = No
         await runner.cleanup()
 
 
-READY = {"ready": True, "workers": [{"name": "a", "level": 0}, {"name": "b", "level": 25}, {"name": "c", "level": 0}]}
+READY = {
+    "ready": True,
+    "workers": [
+        {"name": "a", "level": 0, "state": "ready"},
+        {"name": "b", "level": 25, "state": "ready"},
+        {"name": "c", "level": 0, "state": "ready"},
+    ],
+}
 
 
 async def sample(url: str, api_key: str | None = None) -> LevelSampler:
@@ -61,6 +68,10 @@ async def test_capacity_from_ready():
             assert await exact_capacity_rps(url, api_key="k") == (2.5, 3)
             with pytest.raises(EngineUnreachable, match="refuses the API key"):
                 await exact_capacity_rps(url)
+        # a worker taken out of rotation as failing is listed, but the capacity is not its
+        failing = [{**READY["workers"][0], "state": "failing"}, *READY["workers"][1:]]
+        async with status_server({**READY, "workers": failing, "exact_capacity_rps": 1.6}, None) as url:
+            assert await exact_capacity_rps(url) == (1.6, 2)
         async with status_server(READY, None) as url:
             with pytest.raises(CapacityUnknown, match="exact_capacity_rps"):
                 await exact_capacity_rps(url)
