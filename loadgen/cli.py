@@ -16,13 +16,13 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from engine.arg_types import UsageError, client_keys, output_file, read_user_file
 from engine.config import API_KEY_ENV
 from loadgen.arrivals import RESCALE_MODES
+from loadgen.shared_data import DIFFUSIONDB_PROMPTS
 from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
 
 if TYPE_CHECKING:
@@ -30,9 +30,7 @@ if TYPE_CHECKING:
     from loadgen.records import Record
     from loadgen.run import Interrupt
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
 # descriptors the process holds besides its HTTP connections: stdio, the event loop, the status polls, the outputs
 _OWN_FILES = 64
 
@@ -102,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     req = parser.add_argument_group("requests")
     req.add_argument(
         "--prompts",
-        default=str(DEFAULT_PROMPTS),
+        default=str(DIFFUSIONDB_PROMPTS),
         help="a .txt (one a line), .tsv (Prompt column) or .json (list) file (default: DiffusionDB 5k)",
     )
     req.add_argument("--slo-ms", type=float, help="latency objective, also sent to the engine (default: none)")

@@ -516,3 +516,18 @@ def test_flags_an_offline_command_cannot_run_with_are_a_usage_error(argv, says, 
     assert main([arg.format(tmp=tmp_path, prompts=prompts) for arg in argv]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"argus {argv[0]}: error: ") and says in error
+
+
+@pytest.mark.parametrize(
+    ("argv", "defaults"),
+    [
+        (["bench", "compare"], ("trace", "prompts")),
+        (["bench", "cache"], ("data",)),
+        (["loadgen"], ("prompts",)),
+    ],
+)
+def test_the_shared_data_a_command_reads_by_default_is_found_from_any_directory(argv, defaults, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the checkout: `argus bench compare` from the README failed its input check here
+    args = build_parser().parse_args(argv)
+    for name in defaults:
+        assert Path(getattr(args, name)).exists(), (name, getattr(args, name))

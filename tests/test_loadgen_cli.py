@@ -15,9 +15,9 @@ import pytest
 from stand_in_http import serving
 from waiting import wait_for
 
+from engine_process import ROOT
 from loadgen import cli
 from loadgen.arrivals import mean_rate
-from loadgen.cli import ROOT
 
 NO_ENGINE = "http://127.0.0.1:9"  # nothing listens: every case here must stop before reaching it
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.arg_types import UsageError, positive_int, read_user_file
-from loadgen.bench.harness import ROOT, percentile, table, write_json
+from loadgen.bench.harness import percentile, table, write_json
+from loadgen.shared_data import PROMPTS_DIR
 
 if TYPE_CHECKING:  # `argus` imports this module at every start: nothing heavy at run time
     from engine.cache.embedders import Embedder
@@ -59,9 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timed-inserts", type=positive_int, default=2000, help="inserts timed at the end of the fill")
     parser.add_argument("--latents", type=positive_int, default=5000, help="SD-XL latents for the bytes measurement")
     parser.add_argument("--seed", type=int, default=0, help="seeds the prompts or vectors indexed")
-    parser.add_argument(
-        "--data", default=str(ROOT.parent / "shared" / "data" / "prompts"), help="folder of the shared prompt files"
-    )
+    parser.add_argument("--data", default=str(PROMPTS_DIR), help="folder of the shared prompt files")
     parser.add_argument("--replay", metavar="PROMPTS", help="instead: hit rates replaying this prompt file in order")
     parser.add_argument("--embedder", default="hash", help="with --replay: hash, minilm or clip (default hash)")
     parser.add_argument("--model-path", help="with --replay --embedder clip: the local CLIP directory")

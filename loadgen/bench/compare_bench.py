@@ -28,6 +28,7 @@ from pathlib import Path
 from controller.policies import POLICY_NAMES
 from engine.arg_types import UsageError, output_file, positive_float, positive_int, read_user_file
 from loadgen.arrivals import RESCALE_MODES
+from loadgen.shared_data import DIFFUSIONDB_PROMPTS, TRACES_DIR
 from protocols.openai_images import parse_size
 
 DEFAULT_POLICIES = "argus,clipper-ha,clipper-ht,nirvana,proteus"
@@ -43,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", default=DEFAULT_POLICIES, help="comma-separated policies to compare")
     parser.add_argument("--backend", default="sim", choices=["sim"], help="only the simulated backend (a cluster)")
     parser.add_argument("--workers", type=positive_int, default=8, help="simulated workers of each engine")
-    parser.add_argument("--trace", default="../shared/data/traces/azure_llm2023_code.csv", help="arrivals to replay")
-    parser.add_argument("--prompts", default="../shared/data/prompts/diffusiondb_5k.txt", help="prompts to send")
+    parser.add_argument("--trace", default=str(TRACES_DIR / "azure_llm2023_code.csv"), help="arrivals to replay")
+    parser.add_argument("--prompts", default=str(DIFFUSIONDB_PROMPTS), help="prompts to send")
     parser.add_argument(
         "--load",
         type=positive_float,

@@ -167,8 +167,9 @@ def _measure(args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def _start_engine(tmp: Path) -> EngineChild:
-    print("starting `argus serve --workers 0 --backend sim` ...", flush=True)
-    return start_engine(tmp, "--backend", "sim", "--time-scale", "0", "--max-queue", str(1 << 20), workers=0)
+    flags = ("--backend", "sim", "--time-scale", "0", "--max-queue", str(1 << 20))
+    print(f"starting `argus serve --workers 0 {' '.join(flags)}` ...", flush=True)
+    return start_engine(tmp, *flags, workers=0)
 
 
 def _start_fleet(tmp: Path, connect: str, count: int, index: int) -> Child:
