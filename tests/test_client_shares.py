@@ -2,8 +2,10 @@
 for want of room, a client holding its share is refused too, so the room that frees goes to the one waiting."""
 
 import asyncio
+import random
 
 import aiohttp
+import pytest
 
 from engine.client_shares import ClientShares
 from engine_process import start_engine
@@ -148,6 +150,65 @@ def _told_apart(replies: tuple[tuple[int, dict], ...]) -> None:
 
 
 _ADDRESSES = {"pipeline": "203.0.113.7", "person": "198.51.100.20"}
+
+
+class CountedAfresh:
+    """The shares as the module's docstring defines them, every client counted afresh at each call (as ClientShares
+    did, at a cost growing with the clients waiting): the model it must answer as."""
+
+    def __init__(self, max_queue: int, waiting_s: float, clock: Clock):
+        self.max_queue, self.waiting_s, self.clock = max_queue, waiting_s, clock
+        self.held: dict[str, int] = {}
+        self.waiting: dict[str, tuple[float, int]] = {}  # in the order the waits began
+
+    def refusal(self, client: str, images: int, queued: int) -> str | None:
+        self.waiting = {c: w for c, w in self.waiting.items() if w[0] > self.clock()}
+        held = self.held.get(client, 0)
+        share = self.max_queue // len(self.held.keys() | self.waiting.keys() | {client})
+        if held and any(c != client for c in self.waiting) and held + images > share:
+            return "client_share"
+        first = next(iter(self.waiting), client)
+        if queued + images + (0 if first == client else self.waiting[first][1]) > self.max_queue:
+            if held < share:
+                self.waiting[client] = (self.clock() + self.waiting_s, images)
+            return "queue_full"
+        return None
+
+    def add(self, client: str, images: int) -> None:
+        self.held[client] = self.held.get(client, 0) + images
+        self.waiting.pop(client, None)
+
+    def remove(self, client: str, images: int) -> None:
+        self.held[client] -= images
+        if not self.held[client]:
+            del self.held[client]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_shares_kept_as_clients_come_and_go_answer_as_counting_every_client_afresh(seed):
+    """ClientShares keeps its counts as requests come, are answered and waits end, so that a call costs the same
+    however many clients wait; it must refuse exactly as the shares counted afresh at every call do."""
+    rng = random.Random(seed)
+    clock = Clock()
+    shares, model = ClientShares(MAX_QUEUE, 3.0, clock), CountedAfresh(MAX_QUEUE, 3.0, clock)
+    clients = [f"c{i}" for i in range(6)]
+    queued = 0
+    for _ in range(3000):
+        clock.now += rng.choice((0.0, 0.0, 0.1, 0.5, 2.0))
+        client = rng.choice(clients)
+        if model.held.get(client) and rng.random() < 0.4:
+            images = rng.randint(1, model.held[client])
+            shares.remove(client, images)
+            model.remove(client, images)
+            queued -= images
+            continue
+        images = rng.randint(1, 5)
+        refusal = model.refusal(client, images, queued)
+        assert shares.refusal(client, images, queued) == refusal
+        if refusal is None:
+            shares.add(client, images)
+            model.add(client, images)
+            queued += images
 
 
 def test_over_http_the_user_field_names_the_client(tmp_path):
