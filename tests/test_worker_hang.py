@@ -4,28 +4,32 @@ import asyncio
 import os
 import signal
 
+from waiting import eventually
+
 from engine.client import AsyncArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Images
 
 
 def test_hung_worker_is_replaced_and_loses_nothing(tmp_path):
+    # an image takes about 2.5 s: seconds between both workers starting one and the hang
     engine = start_engine(
-        tmp_path, "--time-scale", "0.2", "--max-batch", "1", "--heartbeat-timeout", "2", backend="sim"
+        tmp_path, "--time-scale", "0.5", "--max-batch", "1", "--heartbeat-timeout", "2", backend="sim"
     )
     try:
 
         async def scenario():
             async with AsyncArgusClient(engine.client_address) as client:
                 tasks = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(6)]
-                await asyncio.sleep(0.3)
+                assert await eventually(lambda: engine.metric("argus_running_images") == 2, timeout_s=60)
                 victim = max(engine.ready()["workers"], key=lambda w: w["load"])
+                assert victim["load"] > 0
                 os.kill(victim["pid"], signal.SIGSTOP)  # alive, but silent: a hang
                 return victim, await asyncio.wait_for(asyncio.gather(*tasks), 60)
 
         victim, replies = asyncio.run(scenario())
         assert all(isinstance(r, Images) for r in replies)
-        # it was stopped before finishing its first image (about 1 s): everything it held was served elsewhere
+        # it was stopped before finishing its first image (about 2.5 s): everything it held was served elsewhere
         assert victim["name"] not in {r.images[0].worker for r in replies}
         status = engine.wait_ready(2, timeout_s=30)
         assert victim["name"] not in {w["name"] for w in status["workers"]}
