@@ -7,6 +7,7 @@ import uuid
 from collections import Counter
 
 import zmq
+from waiting import wait_for
 
 from engine_process import raw_client, start_engine
 from protocols.client_messages import Generate, Images, client_side_codec
@@ -25,7 +26,7 @@ def test_killed_worker_loses_nothing_and_is_restarted(tmp_path):
         ids = [uuid.uuid4().hex for _ in range(REQUESTS)]
         for request_id in ids:
             sock.send_multipart(codec.encode(Generate(request_id, f"prompt {request_id}", width=64, height=64)))
-        time.sleep(0.3)
+        assert wait_for(lambda: any(w["load"] for w in engine.ready()["workers"]), timeout_s=60)
         victim = max(engine.ready()["workers"], key=lambda w: w["load"])
         assert victim["load"] > 0
         os.kill(victim["pid"], signal.SIGKILL)
