@@ -7,9 +7,11 @@ import signal
 import socket
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 import zmq
+from waiting import eventually, wait_for
 
 from engine.client import AsyncArgusClient
 from engine_process import slow_reading_client, start_engine, start_worker
@@ -28,30 +30,55 @@ def stop_with_ctrl_c(engine) -> None:
     os.killpg(engine.process.pid, signal.SIGINT)  # the engine leads its own group (start_engine)
 
 
+def admitted(engine, images: int) -> bool:
+    """Whether the engine holds `images` images admitted and not yet answered."""
+    return engine.metric("argus_queued_images") == images
+
+
+def draining(engine) -> bool:
+    return engine.get("/ready")[0] == 503
+
+
+def workers_gone(workers: list[int]) -> bool:
+    return not [pid for pid in workers if process_running(pid)]
+
+
+@contextmanager
+def killed_on_failure(engine):
+    """For a test that stops its engine itself: one that fails first leaves neither the engine nor a worker."""
+    try:
+        yield
+    except BaseException:
+        os.killpg(engine.process.pid, signal.SIGKILL)  # its group: its workers too (start_engine)
+        engine.process.wait()
+        raise
+
+
 @pytest.mark.parametrize("stop", [stop_with_sigterm, stop_with_ctrl_c])
 def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
-    engine = start_engine(tmp_path, "--time-scale", "0.2", "--shutdown-timeout", "30", backend="sim")
+    # an image takes about 2.5 s: the stop is handled long before the four are made
+    engine = start_engine(tmp_path, "--time-scale", "0.5", "--shutdown-timeout", "30", backend="sim")
     workers = local_workers_of(engine.process.pid)
     assert len(workers) == 2
 
     async def scenario():
         async with AsyncArgusClient(engine.client_address) as client:
             in_flight = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(4)]
-            await asyncio.sleep(0.3)
+            assert await eventually(lambda: admitted(engine, 4), timeout_s=30)
             stop(engine)
-            await asyncio.sleep(0.3)
-            ready_status = engine.get("/ready")[0]
+            assert await eventually(lambda: draining(engine), timeout_s=30)
+            unanswered_in_the_drain = engine.metric("argus_queued_images")
             refused = await client.generate("too late", width=64, height=64)
-            return ready_status, refused, await asyncio.wait_for(asyncio.gather(*in_flight), 60)
+            return unanswered_in_the_drain, refused, await asyncio.wait_for(asyncio.gather(*in_flight), 60)
 
-    ready_status, refused, replies = asyncio.run(scenario())
-    assert ready_status == 503
+    with killed_on_failure(engine):
+        unanswered_in_the_drain, refused, replies = asyncio.run(scenario())
+    assert unanswered_in_the_drain > 0  # the stop found work in flight
     assert isinstance(refused, Error) and refused.code == "shutting_down"
     assert all(isinstance(reply, Images) for reply in replies)
     assert engine.process.wait(timeout=60) == 0
     assert "Traceback" not in engine.log()  # the workers too: they share the engine's output
-    time.sleep(0.5)
-    assert not [pid for pid in workers if process_running(pid)]
+    assert wait_for(lambda: workers_gone(workers)), "a worker outlived its engine"
 
 
 def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp_path):
@@ -65,20 +92,19 @@ def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp
     async def scenario():
         async with AsyncArgusClient(engine.client_address) as client:
             in_flight = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(4)]
-            await asyncio.sleep(0.3)
+            assert await eventually(lambda: admitted(engine, 4), timeout_s=30)
             stop_with_ctrl_c(engine)
-            while engine.get("/ready")[0] != 503:
-                await asyncio.sleep(0.05)
+            assert await eventually(lambda: draining(engine), timeout_s=30)
             stop_with_ctrl_c(engine)
             return await asyncio.wait_for(asyncio.gather(*in_flight), 60)
 
-    replies = asyncio.run(scenario())
+    with killed_on_failure(engine):
+        replies = asyncio.run(scenario())
     assert all(isinstance(reply, (Images, Cancelled)) for reply in replies)
     assert any(isinstance(reply, Cancelled) for reply in replies)  # 4 images of about 5 s each, one at a time
     assert engine.process.wait(timeout=60) == 0
     assert "Traceback" not in engine.log()
-    time.sleep(0.5)
-    assert not [pid for pid in workers if process_running(pid)]
+    assert wait_for(lambda: workers_gone(workers)), "a worker outlived its engine"
 
 
 def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path):
@@ -150,10 +176,7 @@ def test_workers_exit_when_the_engine_is_killed(tmp_path):
     assert len(workers) == 2
     engine.process.send_signal(signal.SIGKILL)
     engine.process.wait()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(process_running(pid) for pid in workers):
-        time.sleep(0.2)
-    assert not [pid for pid in workers if process_running(pid)]
+    assert wait_for(lambda: workers_gone(workers), timeout_s=20)
 
 
 def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too(tmp_path):
@@ -166,13 +189,14 @@ def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too
             in_flight = asyncio.create_task(
                 client.request(Planned(0, 0, "a fox", 0.0, None), time.perf_counter(), None)
             )
-            await asyncio.sleep(0.5)
+            assert await eventually(lambda: engine.metric("argus_running_images") == 1, timeout_s=30)
             stop_with_sigterm(engine)
             return await asyncio.wait_for(in_flight, 60)
         finally:
             await client.close()
 
-    record = asyncio.run(scenario())
+    with killed_on_failure(engine):
+        record = asyncio.run(scenario())
     assert (record["outcome"], record["status"], record["code"]) == ("cancelled", 503, "cancelled")
     assert engine.process.wait(timeout=60) == 0
 
