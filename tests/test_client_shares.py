@@ -6,6 +6,7 @@ import random
 
 import aiohttp
 import pytest
+from waiting import eventually
 
 from engine.client_shares import ClientShares
 from engine_process import start_engine
@@ -115,8 +116,9 @@ def test_a_request_as_large_as_the_queue_is_served_in_turn_beside_a_client_that_
 def _shares_over_http(tmp_path, flags: tuple[str, ...], naming) -> tuple[tuple[int, dict], ...]:
     """A pipeline fills a queue of two, a person is refused, the pipeline's first image is answered; then the
     pipeline and the person ask again. `naming(client)`: the request's JSON fields and headers naming `client`."""
+    # one image at a time, about 1 s each: the steps below that need the queue as it is take a few ms
     engine = start_engine(
-        tmp_path, *("--time-scale", "0.1", "--max-queue", "2", "--max-batch", "1", *flags), workers=1, backend="sim"
+        tmp_path, *("--time-scale", "0.2", "--max-queue", "2", "--max-batch", "1", *flags), workers=1, backend="sim"
     )
     url = engine.http + "/v1/images/generations"
 
@@ -130,7 +132,7 @@ def _shares_over_http(tmp_path, flags: tuple[str, ...], naming) -> tuple[tuple[i
                     return response.status, await response.json()
 
             queued = [asyncio.create_task(post("pipeline")) for _ in range(2)]
-            await asyncio.sleep(0.2)
+            assert await eventually(lambda: engine.metric("argus_queued_images") == 2, timeout_s=30)  # full
             refused = await post("person")
             first = await queued[0]
             return refused, first, await post("pipeline"), await post("person"), await queued[1]
