@@ -174,7 +174,7 @@ def test_a_client_refused_at_a_full_queue_gets_the_next_room_not_the_client_that
     full, and every other client got Busy for as long as it ran."""
     engine = start_engine(
         tmp_path,
-        *("--time-scale", "0.1", "--max-queue", "4", "--max-batch", "1"),  # one image at a time, about 0.5 s each
+        *("--time-scale", "0.2", "--max-queue", "4", "--max-batch", "1"),  # one image at a time, about 1 s each
         workers=1,
         backend="sim",
     )
@@ -186,7 +186,7 @@ def test_a_client_refused_at_a_full_queue_gets_the_next_room_not_the_client_that
                 AsyncArgusClient(engine.client_address) as person,
             ):
                 queued = [asyncio.create_task(pipeline.generate(f"batch {i}", width=64, height=64)) for i in range(4)]
-                await asyncio.sleep(0.2)  # all four admitted: the queue is full
+                assert await eventually(lambda: engine.metric("argus_queued_images") == 4, timeout_s=30)  # full
                 refused = await person.generate("a portrait", width=64, height=64)
                 first = await asyncio.wait_for(queued[0], 60)  # one image done: room for one
                 pipeline_again = await pipeline.generate("batch 4", width=64, height=64)
