@@ -67,17 +67,23 @@ def test_engine_bench_writes_both_doors(tmp_path):
 
 
 def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
-    # rates a handful of workers keeps up with: the ramp ends at --max-rps, never saturated
+    # rates a handful of workers keeps up with on an idle machine: offered 40 then 60 req/s, as 60 x 1.5 passes
+    # --max-rps. Whether a step kept up depends on what else holds the cores: checked is what the figures must be
+    # whatever it was. A p99 limit of seconds keeps a step held up by other work from passing for saturation.
     data, stdout = _bench(
         tmp_path,
         "scale",
         *("--workers", "4", "--fleets", "2", "--load-processes", "1"),
-        *("--start-rps", "40", "--growth", "1.5", "--max-rps", "70"),
+        *("--start-rps", "40", "--growth", "1.5", "--max-rps", "70", "--p99-limit-ms", "5000"),
         *("--step-s", "1", "--half-s", "1", "--warmup-s", "0.2"),
     )
     assert data["workers"] == 4
-    assert data["saturated"] is False and 40 <= data["peak_rps"] <= 60  # what was answered, up to the rate offered
-    assert data["kept_up_at_half_peak"] is True
+    # the rate answered at a step that kept up (95 % of the rate offered, or more), counted up to the rate offered;
+    # the first step must keep up, else the bench fails; a step that did not is bisected, below 60
+    assert 0.95 * 40 <= data["peak_rps"] <= 60
+    assert isinstance(data["saturated"], bool) and isinstance(data["kept_up_at_half_peak"], bool)
+    assert ("(never saturated)" in stdout) is not data["saturated"]
+    assert ("the p99 above is not a valid figure" in stdout) is not data["kept_up_at_half_peak"]
     for key in ("p99_added_ms_at_half_peak", "controller_solve_ms", "engine_cpu_at_half_peak"):
         assert _positive(data[key]), (key, data[key])
     assert data["send_late_p99_ms_at_half_peak"] >= 0
@@ -85,9 +91,11 @@ def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
     engine_and_fleets = data["engine_cpu_at_half_peak"] + data["fleets_cpu_at_half_peak"]
     assert data["fleets_cpu_at_half_peak"] >= 0 and data["cores"] >= 1
     assert engine_and_fleets <= data["machine_cpu_at_half_peak"] + 0.05 <= data["cores"] + 0.1
-    assert "(never saturated)" in stdout and "SIMULATED" in stdout
-    # 20-odd latencies at the half peak: its "p99" is their max, and the report says so
-    assert 0 < data["latency_samples_at_half_peak"] < 100
+    assert "SIMULATED" in stdout
+    # latencies of the requests sent in the half-peak window, at most all those the step sent (warm-up included):
+    # under 100, so its "p99" is their max, and the report says so
+    sent_at_half_peak = round(data["peak_rps"] / 2 * (0.2 + 1))
+    assert 0 < data["latency_samples_at_half_peak"] <= sent_at_half_peak < 100
     assert f"p99 of {data['latency_samples_at_half_peak']} samples is their max" in stdout
 
 
