@@ -2,34 +2,73 @@
 
 import asyncio
 import json
-import time
+import threading
 
 import pytest
+from waiting import eventually, wait_for
 
+from controller.similarity import SimilarityTable
 from engine.client import AsyncArgusClient
 from engine_process import start_engine
+from protocols.worker_messages import ItemCancelled, ItemDone
+from workers.runtime import WorkerRuntime
+from workers.sim_backend import SimBackend
 
 
-@pytest.fixture
-def engine(tmp_path):
-    # one sim worker taking about 5 s an image, one image at a time: a second request queues
-    engine = start_engine(tmp_path, "--time-scale", "1", "--max-batch", "1", workers=1, backend="sim")
-    yield engine
-    assert engine.stop() == 0
+class RecordingSim:
+    """The sim backend, one image at a time of about 5 s, keeping what each of its runs answered: a running image
+    cut short is seen where it happens, not guessed from how soon its worker was free again."""
+
+    def __init__(self):
+        self._inner = SimBackend(SimilarityTable.bundled("hash"), time_scale=1.0, max_batch=1)
+        self.started = 0
+        self.runs = []  # the outcomes of each run, once it returned
+
+    def describe(self):
+        return self._inner.describe()
+
+    def run(self, batch, control):
+        self.started += 1
+        outcomes = self._inner.run(batch, control)
+        self.runs.append(outcomes)
+        return outcomes
 
 
-def wait_idle(engine, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(w["load"] == 0 for w in engine.ready()["workers"]):
-            return True
-        time.sleep(0.1)
-    return False
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """An engine and its one worker, run here; each test leaves it idle."""
+    engine = start_engine(tmp_path_factory.mktemp("cancellation"), workers=0, backend="sim", wait=False)
+    backend = RecordingSim()
+    runtime = WorkerRuntime(backend, engine.worker_address, "recording")
+    serving = threading.Thread(target=runtime.serve, daemon=True)
+    serving.start()
+    try:
+        engine.wait_ready(1, timeout_s=60)
+        yield engine, backend
+    finally:
+        runtime.stop()
+        serving.join(30)
+        assert engine.stop() == 0
 
 
-async def post_then_hang_up(engine, after_s: float) -> None:
+def idle(engine) -> bool:
+    return engine.metric("argus_queued_images") == 0 and all(w["load"] == 0 for w in engine.ready()["workers"])
+
+
+def counts(engine) -> tuple[float, float]:
+    """Requests cancelled, and images made at level 0, so far."""
+    cancelled = engine.metric("argus_requests_total", outcome="cancelled", code="")
+    return cancelled, engine.metric("argus_images_total", level="0")
+
+
+def ran(backend: RecordingSim, since: int) -> list[list[type]]:
+    """What each run from the `since`th on answered, by kind."""
+    return [[type(outcome) for outcome in outcomes] for outcomes in backend.runs[since:]]
+
+
+async def send_request(engine) -> asyncio.StreamWriter:
     host, port = engine.http.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    _, writer = await asyncio.open_connection(host, int(port))
     body = json.dumps({"prompt": "a slow one", "size": "64x64"}).encode()
     writer.write(
         b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -37,37 +76,49 @@ async def post_then_hang_up(engine, after_s: float) -> None:
         + body
     )
     await writer.drain()
-    await asyncio.sleep(after_s)
+    return writer
+
+
+async def hang_up(writer: asyncio.StreamWriter) -> None:
     writer.close()
     await writer.wait_closed()
 
 
-def test_http_client_disconnect_aborts_running_and_queued_requests(engine):
+def test_http_client_disconnect_aborts_running_and_queued_requests(served):
+    engine, backend = served
+    (cancelled, made), runs = counts(engine), len(backend.runs)
+
     async def scenario():
-        await asyncio.gather(post_then_hang_up(engine, 1.0), post_then_hang_up(engine, 1.0))
+        running = await send_request(engine)
+        assert await eventually(lambda: backend.started > runs, timeout_s=30)
+        queued = await send_request(engine)
+        assert await eventually(lambda: engine.metric("argus_queued_images") == 2, timeout_s=30)
+        await asyncio.gather(hang_up(running), hang_up(queued))
 
-    asyncio.run(asyncio.wait_for(scenario(), 30))
-    # both were aborted long before the ~10 s two images would take
-    assert wait_idle(engine, timeout_s=3.0)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and engine.metric("argus_requests_total", outcome="cancelled", code="") < 2:
-        time.sleep(0.1)
-    assert engine.metric("argus_requests_total", outcome="cancelled", code="") == 2
-    assert engine.metric("argus_images_total", level="0") == 0
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert wait_for(lambda: idle(engine), timeout_s=60)
+    # the running image was cut short, and the queued one never ran
+    assert ran(backend, runs) == [[ItemCancelled]]
+    assert wait_for(lambda: counts(engine)[0] == cancelled + 2)
+    assert counts(engine) == (cancelled + 2, made)
 
 
-def test_zmq_cancel_aborts_the_running_request(engine):
+def test_zmq_cancel_aborts_the_running_request(served):
+    engine, backend = served
+    (cancelled, made), runs = counts(engine), len(backend.runs)
+
     async def scenario():
         async with AsyncArgusClient(engine.client_address) as client:
             task = asyncio.create_task(client.generate("a slow one", width=64, height=64))
-            await asyncio.sleep(1.0)
+            assert await eventually(lambda: backend.started > runs, timeout_s=30)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            # the worker is free again at once: the next request is served in about one image's time
-            return await asyncio.wait_for(client.generate("next", width=64, height=64), 30)
+            return await asyncio.wait_for(client.generate("next", width=64, height=64), 60)
 
     reply = asyncio.run(scenario())
     assert reply.images[0].level == 0
-    assert engine.metric("argus_requests_total", outcome="cancelled", code="") == 1
-    assert engine.metric("argus_images_total", level="0") == 1
+    # the first image was cut short, the next one made
+    assert ran(backend, runs) == [[ItemCancelled], [ItemDone]]
+    assert counts(engine) == (cancelled + 1, made + 1)
+    assert wait_for(lambda: idle(engine))
