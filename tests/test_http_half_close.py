@@ -1,5 +1,5 @@
 """A client that half-closes its connection once its request is sent (shutdown(SHUT_WR), as `nc -N` does) gets its
-answer; one that goes away for good still has its request cancelled."""
+answer; one that goes away for good still has its request cancelled (a plain close: tests/test_cancellation.py)."""
 
 import asyncio
 import http.client
@@ -11,21 +11,36 @@ import time
 
 import pytest
 from aiohttp import web
+from waiting import wait_for
 
 from engine.http_half_close import PROBE, answer_half_closed, half_close_aware
 from engine_process import start_engine
 
 
-@pytest.fixture
-def engine(tmp_path):
+@pytest.fixture(scope="module")
+def file_engine(tmp_path_factory):
     # one sim worker taking about 5 s an image: a client gone is found long before its image is made
-    engine = start_engine(tmp_path, "--time-scale", "1", "--max-batch", "1", workers=1, backend="sim")
+    engine = start_engine(
+        tmp_path_factory.mktemp("half-close"), "--time-scale", "1", "--max-batch", "1", workers=1, backend="sim"
+    )
     yield engine
     assert engine.stop() == 0
 
 
-def generation_request(version: str = "HTTP/1.1") -> bytes:
-    body = json.dumps({"prompt": "a lighthouse", "size": "64x64"}).encode()
+def idle(engine) -> bool:
+    return engine.metric("argus_queued_images") == 0 and engine.metric("argus_running_images") == 0
+
+
+@pytest.fixture
+def engine(file_engine):
+    """The file's engine, once what an earlier test asked of it is answered."""
+    assert wait_for(lambda: idle(file_engine), timeout_s=60)
+    return file_engine
+
+
+def generation_request(prompt: str, version: str = "HTTP/1.1") -> bytes:
+    """Each test asks for a prompt of its own: an image an earlier one made would be a cache hit, made in less time."""
+    body = json.dumps({"prompt": prompt, "size": "64x64"}).encode()
     head = f"POST /v1/images/generations {version}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
 
@@ -57,16 +72,19 @@ def outcomes(engine) -> dict[str, float]:
     return {outcome: engine.metric("argus_requests_total", outcome=outcome, code="") for outcome in ("ok", "cancelled")}
 
 
-def wait_cancelled(engine, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and outcomes(engine)["cancelled"] < 1:
-        time.sleep(0.1)
+def outcomes_since(engine, before: dict[str, float]) -> dict[str, float]:
+    return {outcome: count - before[outcome] for outcome, count in outcomes(engine).items()}
+
+
+def wait_cancelled(engine, before: dict[str, float]) -> None:
+    wait_for(lambda: outcomes_since(engine, before)["cancelled"] >= 1)
 
 
 def test_a_client_that_half_closes_after_its_request_gets_its_images(engine):
     """aiohttp took the end of the client's input for its loss: the request was cancelled and nothing written."""
+    before, made = outcomes(engine), engine.metric("argus_images_total", level="0")
     with connect(engine) as client:
-        client.sendall(generation_request())
+        client.sendall(generation_request("a lighthouse"))
         client.shutdown(socket.SHUT_WR)
         received = read_to_end(client)  # the engine closes the connection after the response
     # the interim answers that found the client still there, then the response, which any HTTP/1.1 client reads
@@ -75,12 +93,8 @@ def test_a_client_that_half_closes_after_its_request_gets_its_images(engine):
     response.begin()
     assert response.status == 200
     assert len(json.loads(response.read())["data"]) == 1
-    assert outcomes(engine) == {"ok": 1, "cancelled": 0}
-    assert engine.metric("argus_images_total", level="0") == 1
-
-
-def close_for_good(client: socket.socket) -> None:
-    client.close()
+    assert outcomes_since(engine, before) == {"ok": 1, "cancelled": 0}
+    assert engine.metric("argus_images_total", level="0") == made + 1
 
 
 def half_close_then_close(client: socket.socket) -> None:
@@ -94,26 +108,28 @@ def reset(client: socket.socket) -> None:
     client.close()
 
 
-@pytest.mark.parametrize("go_away", [close_for_good, half_close_then_close, reset])
+@pytest.mark.parametrize("go_away", [half_close_then_close, reset])
 def test_a_client_gone_while_its_images_run_has_them_cancelled(engine, go_away):
     """A close sends the FIN a half-close sends: the engine finds the client gone when a write to it fails."""
+    before, made = outcomes(engine), engine.metric("argus_images_total", level="0")
     client = connect(engine)
-    client.sendall(generation_request())
-    time.sleep(1.0)  # its image is running
+    client.sendall(generation_request(f"a windmill at dusk, {go_away.__name__}"))
+    assert wait_for(lambda: engine.metric("argus_running_images") == 1)
     go_away(client)
-    wait_cancelled(engine)
-    assert outcomes(engine) == {"ok": 0, "cancelled": 1}
-    assert engine.metric("argus_images_total", level="0") == 0
+    wait_cancelled(engine, before)
+    assert outcomes_since(engine, before) == {"ok": 0, "cancelled": 1}
+    assert engine.metric("argus_images_total", level="0") == made
 
 
 def test_an_http_1_0_client_that_half_closes_is_taken_for_gone(engine):
     """HTTP/1.0 forbids the interim answer that tells a client reading from one gone (docs/reliability.md)."""
+    before = outcomes(engine)
     with connect(engine) as client:
-        client.sendall(generation_request("HTTP/1.0"))
+        client.sendall(generation_request("an orchard in frost", "HTTP/1.0"))
         client.shutdown(socket.SHUT_WR)
         assert read_to_end(client) == b""
-    wait_cancelled(engine)
-    assert outcomes(engine) == {"ok": 0, "cancelled": 1}
+    wait_cancelled(engine, before)
+    assert outcomes_since(engine, before) == {"ok": 0, "cancelled": 1}
 
 
 def test_an_idle_connection_its_client_half_closes_is_closed(engine):
@@ -130,12 +146,13 @@ def test_an_idle_connection_its_client_half_closes_is_closed(engine):
 
 def test_a_request_cut_short_by_a_half_close_is_dropped(engine):
     """Closed as before: the rest of the body cannot come (not answered 408 when its read times out)."""
+    timed_out = engine.metric("argus_requests_total", outcome="rejected", code="request_timeout")
     with connect(engine) as client:
         client.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
         client.sendall(b'Content-Length: 100\r\n\r\n{"prompt": ')
         client.shutdown(socket.SHUT_WR)
         assert read_to_end(client) == b""
-    assert engine.metric("argus_requests_total", outcome="rejected", code="request_timeout") == 0
+    assert engine.metric("argus_requests_total", outcome="rejected", code="request_timeout") == timed_out
 
 
 async def test_a_request_and_the_end_of_input_read_at_once_are_answered():
