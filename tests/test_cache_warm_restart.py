@@ -4,6 +4,8 @@ fails does not turn the drain into a failure."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +19,13 @@ from protocols.client_messages import Images
 from workers.limits import DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+# a short run of the tiny model (its 50 default steps took a minute on a loaded machine), cached at levels 5 and 10
+STEPS = 11
 
 
-def generate(engine) -> Images:
+def generate(engine, **fields) -> Images:
     with ArgusClient(engine.client_address, timeout_s=60) as client:
-        reply = client.generate(PROMPT, width=64, height=64, seed=1)
+        reply = client.generate(PROMPT, width=64, height=64, seed=1, **fields)
     assert isinstance(reply, Images), reply
     return reply
 
@@ -32,33 +36,31 @@ def start(tmp_path, cache_dir, *args: str, wait: bool = True):
     return start_engine(tmp_path, *flags, backend="sim", workers=1, wait=wait)
 
 
-def assert_a_restart_finds_it(tmp_path, cache_dir) -> None:
+def assert_a_restart_finds_it(tmp_path, cache_dir, **fields) -> None:
     """An engine started on cache_dir serves PROMPT from its own saved latents."""
     engine = start(tmp_path, cache_dir)
     try:
-        assert generate(engine).images[0].similarity == pytest.approx(1.0)
+        assert generate(engine, **fields).images[0].similarity == pytest.approx(1.0)
     finally:
         assert engine.stop() == 0
 
 
-def save_a_cache(tmp_path, cache_dir) -> None:
-    """One engine's run that leaves PROMPT's latents saved in cache_dir."""
-    engine = start(tmp_path, cache_dir)
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> tuple[Path, Images]:
+    """One sim engine's run on an empty --cache-dir: the cache it saved at its drain, and its reply. Each test that
+    starts from that cache takes a copy (saved_cache)."""
+    tmp_path = tmp_path_factory.mktemp("first-run")
+    engine = start(tmp_path, tmp_path / "cache")
     try:
-        generate(engine)
+        reply = generate(engine, steps=STEPS)
     finally:
         assert engine.stop() == 0
+    return tmp_path / "cache", reply
 
 
-def test_the_next_engine_starts_from_the_cache_the_last_one_saved(tmp_path):
-    cache_dir = tmp_path / "cache"
-    first = start(tmp_path, cache_dir)
-    try:
-        assert generate(first).images[0].similarity is None  # an empty cache: a miss
-    finally:
-        assert first.stop() == 0
-    assert (cache_dir / "prompt_cache.argus").is_file()
-    assert_a_restart_finds_it(tmp_path, cache_dir)
+@pytest.fixture
+def saved_cache(first_run, tmp_path) -> Path:
+    return shutil.copytree(first_run[0], tmp_path / "cache")
 
 
 def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
@@ -77,43 +79,41 @@ def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
     assert not (cache_dir / "prompt_cache.argus").exists()
 
 
-def test_a_cache_saved_by_another_model_is_set_aside_not_served(tmp_path):
+def test_a_cache_saved_by_another_model_is_set_aside_not_served(saved_cache, tmp_path):
     """Before, a tiny engine restored the sim engine's placeholder latents, and every prompt near a cached one failed
     (worker_error: expected a latent of shape (4, 8, 8)); an sdxl engine would have started SD-XL from the tiny
     model's latents, which have SD-XL's shape."""
-    cache_dir = tmp_path / "cache"
-    save_a_cache(tmp_path, cache_dir)
-    second = start_engine(tmp_path, "--cache-dir", str(cache_dir), "--policy", "nirvana", backend="tiny", workers=1)
+    flags = ("--cache-dir", str(saved_cache), "--policy", "nirvana")
+    second = start_engine(tmp_path, *flags, backend="tiny", workers=1)
     try:
-        # 50 tiny steps on a loaded machine can take longer than generate()'s minute
+        # tiny steps on a loaded machine can take longer than generate()'s minute
         with ArgusClient(second.client_address, timeout_s=600) as client:
-            reply = client.generate(PROMPT, width=64, height=64, seed=1)
+            reply = client.generate(PROMPT, width=64, height=64, seed=1, steps=STEPS)  # the saved latents' shape
         assert isinstance(reply, Images), reply
         assert reply.images[0].similarity is None  # refused: a miss
     finally:
         assert second.stop() == 0
     assert f"model {SIM_MODEL!r}; this cache uses" in second.log_path.read_text()
-    [set_aside] = cache_dir.glob("prompt_cache.argus.rejected-*")
+    [set_aside] = saved_cache.glob("prompt_cache.argus.rejected-*")
 
 
-def test_a_failed_save_leaves_the_last_one_for_the_next_start(tmp_path):
-    """Before, the log said the next start would be cold, and the next start restored the older save."""
-    cache_dir = tmp_path / "cache"
-    save_a_cache(tmp_path, cache_dir)
-    second = start(tmp_path, cache_dir)
-    in_the_way = cache_dir / f"prompt_cache.argus.tmp-{second.process.pid}"
+def test_the_next_engine_starts_from_the_last_save_and_a_failed_save_leaves_it_for_the_next(
+    first_run, saved_cache, tmp_path
+):
+    """Before, a failed save's log said the next start would be cold, and the next start restored the older save."""
+    assert first_run[1].images[0].similarity is None  # an empty cache: a miss
+    assert (saved_cache / "prompt_cache.argus").is_file()
+    second = start(tmp_path, saved_cache)
+    in_the_way = saved_cache / f"prompt_cache.argus.tmp-{second.process.pid}"
     try:
-        generate(second)  # a hit: the cache changed, so the drain saves (a cache as it was restored is not saved)
+        # a hit: the cache changed, so the drain saves (a cache as it was restored is not saved)
+        assert generate(second, steps=STEPS).images[0].similarity == pytest.approx(1.0)
         os.makedirs(in_the_way)
     finally:
         assert second.stop() == 0
     assert "the next start restores the last save made" in second.log_path.read_text()
     in_the_way.rmdir()
-    third = start(tmp_path, cache_dir)
-    try:
-        assert generate(third).images[0].similarity == pytest.approx(1.0)
-    finally:
-        assert third.stop() == 0
+    assert_a_restart_finds_it(tmp_path, saved_cache, steps=STEPS)
 
 
 def test_a_saved_latent_of_another_shape_than_the_workers_take_is_left_out_not_served(tmp_path):
@@ -127,7 +127,7 @@ def test_a_saved_latent_of_another_shape_than_the_workers_take_is_left_out_not_s
     model = load_backend(WorkerConfig("tcp://127.0.0.1:9", "w", backend="tiny")).describe().model_id
     embedder, other = HashEmbedder(), "a bowl of ramen on a wooden table, studio photo"
     saved = PromptCache("hash", embedder.dim, DEFAULT_LEVELS, 1 << 20, model=model)
-    shape = ShapeKey(11, 64, 64)  # 11 steps: a run of the tiny model is short, and cached at levels 5 and 10
+    shape = ShapeKey(STEPS, 64, 64)
     saved.insert(PROMPT, embedder.embed([PROMPT])[0], shape, {k: np.zeros((4, 16, 4), np.float16) for k in (5, 10)})
     saved.insert(other, embedder.embed([other])[0], shape, {k: np.zeros((4, 8, 8), np.float16) for k in (5, 10)})
     saved.save(str(tmp_path / "cache"))
@@ -137,8 +137,8 @@ def test_a_saved_latent_of_another_shape_than_the_workers_take_is_left_out_not_s
     )
     try:
         with ArgusClient(engine.client_address, timeout_s=600) as client:
-            left_out = client.generate(PROMPT, width=64, height=64, seed=1, steps=11)
-            restored = client.generate(other, width=64, height=64, seed=1, steps=11)
+            left_out = client.generate(PROMPT, width=64, height=64, seed=1, steps=STEPS)
+            restored = client.generate(other, width=64, height=64, seed=1, steps=STEPS)
     finally:
         assert engine.stop() == 0
     assert isinstance(left_out, Images), left_out
