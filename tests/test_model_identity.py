@@ -108,19 +108,6 @@ def test_a_worker_of_another_model_is_refused_naming_both(models, tmp_path):
         assert engine.stop() == 0
 
 
-def test_without_a_model_it_can_read_the_engine_serves_the_first_worker_s(models, tmp_path):
-    engine = start_engine(tmp_path, backend="sdxl", workers=0, wait=False)
-    first = sdxl_worker(engine, models["b"], "first")
-    try:
-        engine.wait_ready(1)
-        err = refused(sdxl_worker(engine, models["a"], "second"))
-        served = folder_model_id(models["b"])
-        assert f"this engine serves {served!r} (named by first/" in err and "the first worker it welcomed" in err
-    finally:
-        stop(first)
-        assert engine.stop() == 0
-
-
 def test_a_model_replaced_in_place_does_not_restore_the_last_one_s_cache(models, tmp_path):
     """Before, the saved cache recorded the --model path: the same path holding another model restored the latents
     the last one made."""
@@ -139,12 +126,25 @@ def test_a_model_replaced_in_place_does_not_restore_the_last_one_s_cache(models,
     [_set_aside] = cache_dir.glob("prompt_cache.argus.rejected-*")
 
 
-def test_a_saved_cache_waits_for_the_first_worker_to_name_the_model(models, tmp_path):
-    """An engine that cannot read the model restores the saved cache once its first worker names it: a copy of the
-    model at another path is served the saved latents, another model gets none."""
-    cache_dir = tmp_path / "cache"
-    flags = ("--cache-dir", str(cache_dir), "--policy", "nirvana")
-    for model, similarity in (("a", None), ("a_copy", pytest.approx(1.0)), ("b", None)):
+def test_without_a_model_it_can_read_the_engine_serves_the_first_worker_s_and_restores_its_saved_cache(
+    models, tmp_path
+):
+    """An engine that cannot read the model serves its first worker's and refuses another, and restores the saved cache
+    once its first worker names the model: a copy of the model at another path is served the saved latents, another
+    model gets none."""
+    flags = ("--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana")
+    engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
+    first = sdxl_worker(engine, models["a"], "first")
+    try:
+        engine.wait_ready(1)
+        assert generate(engine).images[0].similarity is None  # an empty cache: a miss, saved at the drain
+        err = refused(sdxl_worker(engine, models["b"], "second"))
+        served = folder_model_id(models["a"])
+        assert f"this engine serves {served!r} (named by first/" in err and "the first worker it welcomed" in err
+    finally:
+        stop(first)
+        assert engine.stop() == 0
+    for model, similarity in (("a_copy", pytest.approx(1.0)), ("b", None)):
         engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
         worker = sdxl_worker(engine, models[model], model)
         try:
