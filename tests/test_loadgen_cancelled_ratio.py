@@ -9,8 +9,7 @@ import sys
 import pytest
 from waiting import wait_for
 
-from engine_process import start_engine
-from loadgen.cli import ROOT
+from engine_process import ROOT, start_engine
 from loadgen.records import VIOLATIONS
 
 
