@@ -59,6 +59,11 @@ class EngineProcess:
                 return float(value)
         return 0.0
 
+    def idle(self) -> bool:
+        """No image admitted and unanswered (queued or running), and no worker still holding one: an image cut short
+        is answered at once, and frees its worker when the abort reaches it."""
+        return self.metric("argus_queued_images") == 0 and all(w["load"] == 0 for w in self.ready()["workers"])
+
     def wait_ready(self, workers: int, timeout_s: float = 180.0, restored: bool = True) -> dict:
         """/ready once it lists `workers` workers, and (`restored`) the saved cache is restored: requests made
         while it is read are served, but most as misses."""

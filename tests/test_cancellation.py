@@ -51,10 +51,6 @@ def served(tmp_path_factory):
         assert engine.stop() == 0
 
 
-def idle(engine) -> bool:
-    return engine.metric("argus_queued_images") == 0 and all(w["load"] == 0 for w in engine.ready()["workers"])
-
-
 def counts(engine) -> tuple[float, float]:
     """Requests cancelled, and images made at level 0, so far."""
     cancelled = engine.metric("argus_requests_total", outcome="cancelled", code="")
@@ -96,7 +92,7 @@ def test_http_client_disconnect_aborts_running_and_queued_requests(served):
         await asyncio.gather(hang_up(running), hang_up(queued))
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
-    assert wait_for(lambda: idle(engine), timeout_s=60)
+    assert wait_for(engine.idle, timeout_s=60)
     # the running image was cut short, and the queued one never ran
     assert ran(backend, runs) == [[ItemCancelled]]
     assert wait_for(lambda: counts(engine)[0] == cancelled + 2)
@@ -121,4 +117,4 @@ def test_zmq_cancel_aborts_the_running_request(served):
     # the first image was cut short, the next one made
     assert ran(backend, runs) == [[ItemCancelled], [ItemDone]]
     assert counts(engine) == (cancelled + 1, made + 1)
-    assert wait_for(lambda: idle(engine))
+    assert wait_for(engine.idle)

@@ -27,14 +27,10 @@ def file_engine(tmp_path_factory):
     assert engine.stop() == 0
 
 
-def idle(engine) -> bool:
-    return engine.metric("argus_queued_images") == 0 and engine.metric("argus_running_images") == 0
-
-
 @pytest.fixture
 def engine(file_engine):
     """The file's engine, once what an earlier test asked of it is answered."""
-    assert wait_for(lambda: idle(file_engine), timeout_s=60)
+    assert wait_for(file_engine.idle, timeout_s=60)
     return file_engine
 
 
