@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -156,11 +157,12 @@ class ControlLoop:
         moved, self._last_allocation = allocation != self._last_allocation, allocation
         log.log(
             logging.INFO if moved else logging.DEBUG,
-            "plan (%s, %s, %.1f ms): workers %s, demand %.2f img/s, expected quality %.1f",
+            "plan (%s, %s, %.1f ms): workers %s, demand %.2f img/s, expected quality %s",
             plan.policy,
             plan.status,
             plan.solve_ms,
             allocation,
             plan.total_demand_rps,
-            plan.expected_quality,
+            # NaN when no image is to be served: not a figure an operator should have to decode
+            "none (nothing to serve)" if math.isnan(plan.expected_quality) else f"{plan.expected_quality:.1f}",
         )

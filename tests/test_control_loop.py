@@ -188,13 +188,30 @@ async def test_failed_solves_and_moves_are_counted(monkeypatch):
     assert sample("argus_plan_solve_seconds_sum") == pytest.approx(0.004)
 
 
+def argus_policy():
+    table = SimilarityTable.bundled("hash")
+    degradation = DegradationMatrix.from_quality_model(QualityModel(table))
+    return make_policy("argus", LatencyProfile.bundled(), degradation, SimilarityPredictor(table))
+
+
+async def test_a_plan_with_nothing_to_serve_is_logged_without_a_nan(monkeypatch, caplog):
+    """Its expected quality is NaN (no image to average over): the log said "expected quality nan"."""
+    policy = argus_policy()
+    h = Harness()
+    h.add_worker("a", level=0)
+    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
+    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    with caplog.at_level(logging.DEBUG, logger="argus.controller"):
+        await ticks(loop, monkeypatch, 2, h.clock)
+    (logged, *_) = [m for m in caplog.messages if m.startswith("plan (argus, optimal")]
+    assert logged.endswith("demand 0.00 img/s, expected quality none (nothing to serve)")
+
+
 async def test_a_solver_that_keeps_falling_back_warns_once(monkeypatch, caplog):
     """A MILP that found no plan window after window (OR-Tools without the solver, or the time limit hit on a
     loaded host) was logged as an ordinary plan, at DEBUG once the kept allocation stopped changing: only a
     counter told an operator the controller no longer solved anything."""
-    table = SimilarityTable.bundled("hash")
-    degradation = DegradationMatrix.from_quality_model(QualityModel(table))
-    policy = make_policy("argus", LatencyProfile.bundled(), degradation, SimilarityPredictor(table))
+    policy = argus_policy()
     policy.options = SolverOptions(mip_solver="NO_SUCH_SOLVER")
     h = Harness()
     h.add_worker("a", level=0), h.add_worker("b", level=0)
