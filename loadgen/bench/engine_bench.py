@@ -34,6 +34,7 @@ from loadgen.bench.engine_load import (
     zmq_open_loop,
 )
 from loadgen.bench.harness import (
+    INSTANT_SIM_ENGINE,
     LOOPBACK,
     free_port,
     local_workers_of,
@@ -101,16 +102,7 @@ def run(args: argparse.Namespace) -> int:
 # -- the run -----------------------------------------------------------------------------
 async def _measure(args: argparse.Namespace, doors: list[str], tmp: Path) -> dict:
     print(f"starting `argus serve --backend sim --time-scale 0 --workers {args.workers}` ...", flush=True)
-    engine = start_engine(
-        tmp,
-        "--backend",
-        "sim",
-        "--time-scale",
-        "0",
-        "--max-queue",
-        str(1 << 20),
-        workers=args.workers,
-    )
+    engine = start_engine(tmp, *INSTANT_SIM_ENGINE, workers=args.workers)
     baselines = []
     results: dict = {}
     try:
@@ -122,9 +114,7 @@ async def _measure(args: argparse.Namespace, doors: list[str], tmp: Path) -> dic
     finally:
         for child in baselines:
             child.stop(timeout_s=5.0)
-        code = engine.stop()
-        if code != 0:
-            print(f"warning: the engine exited with {code}:\n{engine.child.log_tail()}")
+        engine.stop_warning_on_failure()
     return results
 
 
