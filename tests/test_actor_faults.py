@@ -7,6 +7,7 @@ unanswered. So each periodic step logs its failure and the actor goes on.
 """
 
 import asyncio
+import contextlib
 import signal
 
 import zmq
@@ -79,41 +80,45 @@ async def test_the_engine_keeps_serving_after_a_sweep_or_a_cache_statistics_read
     assert "reading the cache's statistics failed" in caplog.text
 
 
-async def test_a_request_whose_routing_fails_is_answered_and_the_next_one_served(tmp_path, caplog):
-    engine = Engine(in_process_config(tmp_path))
-    routed = []
-    engine.dispatcher.route = failing_first(routed, engine.dispatcher.route)
+@contextlib.asynccontextmanager
+async def engine_not_running(config):
+    """An Engine that is given requests by submit() alone, its actors never started; closed with its cache."""
+    engine = Engine(config)
     try:
-        first = engine.submit(Generate("first", "a fox", width=64, height=64))
-        reply = await asyncio.wait_for(first.future, 30)
-        assert isinstance(reply, Error) and reply.code == "internal_error"
-        second = engine.submit(Generate("second", "a fox", width=64, height=64))
-        assert await eventually(lambda: len(routed) == 2) and not second.done  # routed: it waits for a worker
-        assert "routing request first failed" in caplog.text
+        yield engine
     finally:
         engine.dispatcher.cancel_all()
         await engine.cache.close(save_to=None)
         engine.close()
+
+
+async def assert_answered_with_an_internal_error(engine, request_id: str) -> None:
+    request = engine.submit(Generate(request_id, "a fox", width=64, height=64))
+    reply = await asyncio.wait_for(request.future, 30)
+    assert isinstance(reply, Error) and reply.code == "internal_error"
+
+
+async def test_a_request_whose_routing_fails_is_answered_and_the_next_one_served(tmp_path, caplog):
+    async with engine_not_running(in_process_config(tmp_path)) as engine:
+        routed = []
+        engine.dispatcher.route = failing_first(routed, engine.dispatcher.route)
+        await assert_answered_with_an_internal_error(engine, "first")
+        second = engine.submit(Generate("second", "a fox", width=64, height=64))
+        assert await eventually(lambda: len(routed) == 2) and not second.done  # routed: it waits for a worker
+        assert "routing request first failed" in caplog.text
 
 
 async def test_a_request_whose_level_choice_fails_without_a_cache_is_answered_and_lets_its_room_go(tmp_path, caplog):
     """Before, the failure left submit() unanswered: the request stayed admitted, its images held --max-queue room
     for good, and a ZeroMQ client got no reply (over HTTP, a 500 with the request still counted)."""
-    engine = Engine(in_process_config(tmp_path, cache=CacheConfig(enabled=False)))
-    chosen = []
-    engine.cache._choose = failing_first(chosen, engine.cache._choose)
-    try:
-        first = engine.submit(Generate("first", "a fox", width=64, height=64))
-        reply = await asyncio.wait_for(first.future, 30)
-        assert isinstance(reply, Error) and reply.code == "internal_error"
+    async with engine_not_running(in_process_config(tmp_path, cache=CacheConfig(enabled=False))) as engine:
+        chosen = []
+        engine.cache._choose = failing_first(chosen, engine.cache._choose)
+        await assert_answered_with_an_internal_error(engine, "first")
         assert await eventually(lambda: engine.dispatcher.outstanding_images == 0)
         second = engine.submit(Generate("second", "a fox", width=64, height=64))
         assert len(chosen) == 2 and not second.done  # its level chosen: it waits for a worker
         assert "preparing request first failed" in caplog.text
-    finally:
-        engine.dispatcher.cancel_all()
-        await engine.cache.close(save_to=None)
-        engine.close()
 
 
 async def test_a_worker_started_while_the_launcher_stops_is_stopped_too(monkeypatch, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,22 @@ import pytest
 from engine.cache.latent_store import LatentStore
 
 LATENT = np.arange(4 * 16 * 16, dtype=np.float16).reshape(4, 16, 16)  # 2 KiB
+
+
+def fail_the_spill_folder(tmp_path) -> Path:
+    """Puts a file in the place of the store's spill folder: writes, reads and deletes in it all fail, as on a full
+    disk or a filesystem remounted read-only."""
+    [folder] = tmp_path.iterdir()
+    shutil.rmtree(folder)
+    folder.write_bytes(b"")
+    return folder
+
+
+def assert_only_left(store: LatentStore, key: tuple[int, int], latent: np.ndarray) -> None:
+    """The books after the failed spills: `key` alone is stored, in memory, ranked in its tier and served."""
+    assert (store.bytes_in_memory, store.bytes_on_disk, len(store)) == (LATENT.nbytes, 0, 1)
+    assert [stored for stored, _, _ in store.stored()] == [key]  # every entry is ranked in a tier
+    np.testing.assert_array_equal(store.take(key), latent)
 
 
 def test_memory_overflow_spills_to_disk_then_evicts(tmp_path):
@@ -101,15 +118,11 @@ def test_a_spill_that_cannot_be_written_is_an_eviction_and_the_books_stay_right(
     evicted = []
     store = LatentStore(LATENT.nbytes, str(tmp_path), 4 * LATENT.nbytes, on_evict=evicted.append)
     store.put((1, 5), LATENT)
-    [folder] = tmp_path.iterdir()
-    shutil.rmtree(folder)
-    folder.write_bytes(b"")  # writes in the folder fail, as on a full disk
+    fail_the_spill_folder(tmp_path)
     store.put((2, 5), LATENT)  # (1, 5) cannot go down a tier: it is lost, not half-kept
     store.put((3, 5), LATENT * 3)
     assert evicted == [(1, 5), (2, 5)]
-    assert (store.bytes_in_memory, store.bytes_on_disk, len(store)) == (LATENT.nbytes, 0, 1)
-    assert [key for key, _, _ in store.stored()] == [(3, 5)]  # every entry is ranked in a tier
-    np.testing.assert_array_equal(store.take((3, 5)), LATENT * 3)
+    assert_only_left(store, (3, 5), LATENT * 3)
     store.close()
 
 
@@ -162,9 +175,7 @@ def test_rejects_a_duplicate_key_and_an_unsupported_dtype():
 def test_a_spill_directory_that_keeps_failing_is_logged_once_until_it_works_again(tmp_path, caplog):
     """Before, every latent that could not go to disk logged a warning: five a request while a disk stayed full."""
     store = LatentStore(0, str(tmp_path), 100 * LATENT.nbytes)
-    [folder] = tmp_path.iterdir()
-    folder.rmdir()
-    folder.write_bytes(b"")  # writes in the folder fail, as on a full disk
+    folder = fail_the_spill_folder(tmp_path)
     with caplog.at_level("INFO", logger="argus.cache"):
         for i in range(20):
             store.put((i, 5), LATENT)
@@ -186,13 +197,9 @@ def test_a_spill_folder_where_files_cannot_even_be_deleted_keeps_the_books_right
     store = LatentStore(LATENT.nbytes, str(tmp_path), 4 * LATENT.nbytes, on_evict=evicted.append)
     store.put((1, 5), LATENT)
     store.put((2, 5), LATENT * 2)  # (1, 5) goes to disk
-    [folder] = tmp_path.iterdir()
-    shutil.rmtree(folder)
-    folder.write_bytes(b"")  # writes, reads and deletes in the folder all fail
+    fail_the_spill_folder(tmp_path)
     store.put((3, 5), LATENT * 3)  # (2, 5) cannot go down to disk: lost
     assert store.take((1, 5)) is None  # unreadable: lost
     assert evicted == [(2, 5), (1, 5)]
-    assert (store.bytes_in_memory, store.bytes_on_disk, len(store)) == (LATENT.nbytes, 0, 1)
-    assert [key for key, _, _ in store.stored()] == [(3, 5)]
-    np.testing.assert_array_equal(store.take((3, 5)), LATENT * 3)
+    assert_only_left(store, (3, 5), LATENT * 3)
     store.close()

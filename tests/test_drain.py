@@ -54,6 +54,21 @@ def killed_on_failure(engine):
         raise
 
 
+async def stop_with_four_in_flight(engine, client: AsyncArgusClient, stop) -> list[asyncio.Task]:
+    """Asks for four images and, once the engine holds them, stops it; returns the four calls once it drains."""
+    in_flight = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(4)]
+    assert await eventually(lambda: admitted(engine, 4), timeout_s=30)
+    stop(engine)
+    assert await eventually(lambda: draining(engine), timeout_s=30)
+    return in_flight
+
+
+def assert_exited_cleanly(engine, workers: list[int]) -> None:
+    assert engine.process.wait(timeout=60) == 0
+    assert "Traceback" not in engine.log()  # the workers too: they share the engine's output
+    assert wait_for(lambda: workers_gone(workers)), "a worker outlived its engine"
+
+
 @pytest.mark.parametrize("stop", [stop_with_sigterm, stop_with_ctrl_c])
 def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     # an image takes about 2.5 s: the stop is handled long before the four are made
@@ -63,10 +78,7 @@ def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
 
     async def scenario():
         async with AsyncArgusClient(engine.client_address) as client:
-            in_flight = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(4)]
-            assert await eventually(lambda: admitted(engine, 4), timeout_s=30)
-            stop(engine)
-            assert await eventually(lambda: draining(engine), timeout_s=30)
+            in_flight = await stop_with_four_in_flight(engine, client, stop)
             unanswered_in_the_drain = engine.metric("argus_queued_images")
             refused = await client.generate("too late", width=64, height=64)
             return unanswered_in_the_drain, refused, await asyncio.wait_for(asyncio.gather(*in_flight), 60)
@@ -76,9 +88,7 @@ def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     assert unanswered_in_the_drain > 0  # the stop found work in flight
     assert isinstance(refused, Error) and refused.code == "shutting_down"
     assert all(isinstance(reply, Images) for reply in replies)
-    assert engine.process.wait(timeout=60) == 0
-    assert "Traceback" not in engine.log()  # the workers too: they share the engine's output
-    assert wait_for(lambda: workers_gone(workers)), "a worker outlived its engine"
+    assert_exited_cleanly(engine, workers)
 
 
 def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp_path):
@@ -91,10 +101,7 @@ def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp
 
     async def scenario():
         async with AsyncArgusClient(engine.client_address) as client:
-            in_flight = [asyncio.create_task(client.generate(f"p{i}", width=64, height=64)) for i in range(4)]
-            assert await eventually(lambda: admitted(engine, 4), timeout_s=30)
-            stop_with_ctrl_c(engine)
-            assert await eventually(lambda: draining(engine), timeout_s=30)
+            in_flight = await stop_with_four_in_flight(engine, client, stop_with_ctrl_c)
             stop_with_ctrl_c(engine)
             return await asyncio.wait_for(asyncio.gather(*in_flight), 60)
 
@@ -102,9 +109,7 @@ def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp
         replies = asyncio.run(scenario())
     assert all(isinstance(reply, (Images, Cancelled)) for reply in replies)
     assert any(isinstance(reply, Cancelled) for reply in replies)  # 4 images of about 5 s each, one at a time
-    assert engine.process.wait(timeout=60) == 0
-    assert "Traceback" not in engine.log()
-    assert wait_for(lambda: workers_gone(workers)), "a worker outlived its engine"
+    assert_exited_cleanly(engine, workers)
 
 
 def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path):

@@ -43,18 +43,6 @@ async def test_hellos_queued_while_the_engine_was_down_register_once_and_send_th
     assert len(h.batches()) == 1 and request.jobs[0].attempts == 1 and not request.done
 
 
-async def test_a_hello_from_a_new_session_routes_what_the_worker_dropped_again(link_for):
-    h = Harness()
-    link = link_for(h)
-    link._on_message(IDENTITY, HELLO)
-    request = h.request()
-    (first,) = h.batches()
-    link._on_message(IDENTITY, msgspec.structs.replace(HELLO, session=1))  # it lost the engine and forgot the batch
-    resent = [m for m in h.batches() if m is not first]
-    assert [item.request_id for batch in resent for item in batch.items] == [first.items[0].request_id]
-    assert request.jobs[0].attempts == 2 and isinstance(resent[0], Batch)
-
-
 async def test_a_level_acknowledged_late_does_not_move_the_worker_back(link_for):
     """Two moves whose SetLevel and LevelSet cross: before, the first echo set the level the engine had just left."""
     h = Harness()
@@ -68,8 +56,16 @@ async def test_a_level_acknowledged_late_does_not_move_the_worker_back(link_for)
     assert not h.metrics.registry.get_sample_value("argus_bad_messages_total", {"link": "worker"})
 
 
-@pytest.mark.parametrize("change", [{"max_size": 1536}, {"worker_id": "remote-1"}, {"max_batch": 1}])
-async def test_a_known_peer_whose_hello_says_another_worker_joins_anew(link_for, change):
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"session": 1},  # the same worker, which lost the engine and forgot the batch
+        {"max_size": 1536},
+        {"worker_id": "remote-1"},
+        {"max_batch": 1},
+    ],
+)
+async def test_a_known_peer_whose_hello_says_a_new_session_or_another_worker_is_sent_its_work_again(link_for, change):
     h = Harness()
     link = link_for(h)
     link._on_message(IDENTITY, HELLO)
@@ -81,7 +77,7 @@ async def test_a_known_peer_whose_hello_says_another_worker_joins_anew(link_for,
     # what was sent to the worker it was is sent again, to the worker it is
     resent = [m for m in h.batches() if m is not first]
     assert [item.request_id for batch in resent for item in batch.items] == [first.items[0].request_id]
-    assert request.jobs[0].attempts == 2
+    assert request.jobs[0].attempts == 2 and isinstance(resent[0], Batch)
 
 
 async def test_a_known_peer_whose_hello_takes_a_live_workers_id_is_refused(link_for, caplog):

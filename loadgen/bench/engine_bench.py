@@ -34,6 +34,7 @@ from loadgen.bench.engine_load import (
     zmq_open_loop,
 )
 from loadgen.bench.harness import (
+    INSTANT_SIM_ENGINE,
     LOOPBACK,
     free_port,
     local_workers_of,
@@ -101,16 +102,7 @@ def run(args: argparse.Namespace) -> int:
 # -- the run -----------------------------------------------------------------------------
 async def _measure(args: argparse.Namespace, doors: list[str], tmp: Path) -> dict:
     print(f"starting `argus serve --backend sim --time-scale 0 --workers {args.workers}` ...", flush=True)
-    engine = start_engine(
-        tmp,
-        "--backend",
-        "sim",
-        "--time-scale",
-        "0",
-        "--max-queue",
-        str(1 << 20),
-        workers=args.workers,
-    )
+    engine = start_engine(tmp, *INSTANT_SIM_ENGINE, workers=args.workers)
     baselines = []
     results: dict = {}
     try:
@@ -122,9 +114,7 @@ async def _measure(args: argparse.Namespace, doors: list[str], tmp: Path) -> dic
     finally:
         for child in baselines:
             child.stop(timeout_s=5.0)
-        code = engine.stop()
-        if code != 0:
-            print(f"warning: the engine exited with {code}:\n{engine.child.log_tail()}")
+        engine.stop_warning_on_failure()
     return results
 
 
@@ -160,19 +150,17 @@ async def _zmq_door(args, engine, tmp: Path, baselines: list) -> dict:
     )
     baselines.append(baseline)
     await _wait_log(baseline, "ready")
-    print(
-        f"ZeroMQ: {args.rounds} rounds of {args.duration_s:g} s closed loop, {args.concurrency} in flight "
-        f"(reply {reply_bytes} bytes) ...",
-        flush=True,
+    result = await _door(
+        args,
+        engine,
+        baseline,
+        door="ZeroMQ",
+        load=f"{args.concurrency} in flight (reply {reply_bytes} bytes)",
+        engine_target=engine.client_address,
+        baseline_target=address,
+        closed_loop=zmq_closed_loop,
+        open_loop=zmq_open_loop,
     )
-
-    def peak(target: str):
-        return zmq_closed_loop(target, args, args.duration_s)
-
-    async def latency(target: str, rate: float):
-        return await zmq_open_loop(target, args, rate, args.latency_s)
-
-    result = await _door(args, engine, engine.client_address, address, peak, latency, baseline)
     result["reply_bytes"] = reply_bytes
     result["concurrency"] = args.concurrency
     return result
@@ -197,25 +185,44 @@ async def _http_door(args, engine, tmp: Path, baselines: list) -> dict:
     baselines.append(baseline)
     url = f"http://{LOOPBACK}:{port}"
     await _in_thread(wait_http, baseline, url + "/health")
-    print(
-        f"HTTP: {args.rounds} rounds of {args.duration_s:g} s closed loop, {args.http_concurrency} connections "
-        f"(response {len(body)} bytes) ...",
-        flush=True,
+    result = await _door(
+        args,
+        engine,
+        baseline,
+        door="HTTP",
+        load=f"{args.http_concurrency} connections (response {len(body)} bytes)",
+        engine_target=engine.http,
+        baseline_target=url,
+        closed_loop=http_closed_loop,
+        open_loop=http_open_loop,
     )
-
-    def peak(target: str):
-        return http_closed_loop(target, args, args.duration_s)
-
-    async def latency(target: str, rate: float):
-        return await http_open_loop(target, args, rate, args.latency_s)
-
-    result = await _door(args, engine, engine.http, url, peak, latency, baseline)
     result["response_bytes"] = len(body)
     result["concurrency"] = args.http_concurrency
     return result
 
 
-async def _door(args, engine, engine_target: str, baseline_target: str, peak, latency, baseline) -> dict:
+async def _door(
+    args,
+    engine,
+    baseline,
+    *,
+    door: str,
+    load: str,
+    engine_target: str,
+    baseline_target: str,
+    closed_loop,
+    open_loop,
+) -> dict:
+    """One front door, engine against baseline: peak rates by alternating closed-loop rounds, then open-loop
+    latency at half the engine's peak; `closed_loop` and `open_loop` are engine_load's clients for this door."""
+    print(f"{door}: {args.rounds} rounds of {args.duration_s:g} s closed loop, {load} ...", flush=True)
+
+    def peak(target: str):
+        return closed_loop(target, args, args.duration_s)
+
+    async def latency(target: str, rate: float):
+        return await open_loop(target, args, rate, args.latency_s)
+
     engine_pid = engine.child.process.pid
     processes = {
         "engine": [engine_pid],

@@ -31,6 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 _LOWEST_PORT = 10000  # above the ports services are given by convention
+# `argus serve` flags for measuring the engine alone: sim workers that answer at once, a queue that never refuses
+INSTANT_SIM_ENGINE = ("--backend", "sim", "--time-scale", "0", "--max-queue", str(1 << 20))
 
 
 def sim_image_side(text: str) -> int:
@@ -209,6 +211,13 @@ class EngineChild:
 
     def stop(self) -> int:
         return self.child.stop(timeout_s=30.0)
+
+    def stop_warning_on_failure(self) -> None:
+        """Stops it after a measurement: an unclean exit is printed with the log's tail, not raised, as the
+        figures measured before it still stand."""
+        code = self.stop()
+        if code != 0:
+            print(f"warning: the engine exited with {code}:\n{self.child.log_tail()}")
 
 
 def start_engine(log_dir: Path, *args: str, workers: int = 2, log_level: str = "WARNING") -> EngineChild:

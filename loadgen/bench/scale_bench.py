@@ -41,6 +41,7 @@ from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
 from loadgen.bench.harness import (
+    INSTANT_SIM_ENGINE,
     LOOPBACK,
     Child,
     EngineChild,
@@ -159,17 +160,14 @@ def _measure(args: argparse.Namespace, tmp: Path) -> dict:
     finally:
         for fleet in fleets:
             fleet.stop(timeout_s=10.0)
-        code = engine.stop()
-        if code != 0:
-            print(f"warning: the engine exited with {code}:\n{engine.child.log_tail()}")
+        engine.stop_warning_on_failure()
     saturated = any(not s.kept_up(args.p99_limit_ms) for s in steps)
     return {"steps": steps, "peak_rps": peak, "saturated": saturated, "half": half}
 
 
 def _start_engine(tmp: Path) -> EngineChild:
-    flags = ("--backend", "sim", "--time-scale", "0", "--max-queue", str(1 << 20))
-    print(f"starting `argus serve --workers 0 {' '.join(flags)}` ...", flush=True)
-    return start_engine(tmp, *flags, workers=0)
+    print(f"starting `argus serve --workers 0 {' '.join(INSTANT_SIM_ENGINE)}` ...", flush=True)
+    return start_engine(tmp, *INSTANT_SIM_ENGINE, workers=0)
 
 
 def _start_fleet(tmp: Path, connect: str, count: int, index: int) -> Child:
