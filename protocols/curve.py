@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,17 +161,31 @@ class RefusedHandshakes:
         # client) must not take the silence after it for an engine that may still answer
         self._reason: str | None = None
         self._silent_failures = 0  # since the last handshake that succeeded
+        self._handshook = False  # a handshake ever succeeded
+        self._no_one_listening = False  # a dial found no one, before any handshake failed
         # of the socket's kind: a zmq.asyncio socket's monitor is awaited (refused()), a blocking one's polled
         self.monitor = sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_CONNECT_RETRIED
         )
 
     def reason(self) -> str | None:
         """Why the engine will never be reached over this socket, or None while it may be."""
         while self._reason is None and not self.monitor.closed and self.monitor.poll(0):
+            self._reason = self._heard(recv_monitor_message(self.monitor))
+        return self._reason
+
+    def verdict(self, timeout_s: float) -> str | None:
+        """Waits up to `timeout_s` for a first handshake to succeed (None) or fail for good (why); None too once a
+        dial finds no one listening (an engine not up yet), or if nothing was heard by then."""
+        deadline = time.monotonic() + timeout_s
+        while self._reason is None and not self._handshook and not self._no_one_listening:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 or not self.monitor.poll(left_ms):
+                break
             self._reason = self._heard(recv_monitor_message(self.monitor))
         return self._reason
 
@@ -183,6 +198,11 @@ class RefusedHandshakes:
     def _heard(self, event: dict) -> str | None:
         if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._silent_failures = 0
+            self._handshook = True
+            return None
+        if event["event"] == zmq.EVENT_CONNECT_RETRIED:
+            # libzmq dials again after a refused dial, and after a handshake that failed without a word
+            self._no_one_listening = self._no_one_listening or self._silent_failures == 0
             return None
         engine = f"the engine at {self._address}"
         if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:

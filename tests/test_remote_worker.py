@@ -215,20 +215,29 @@ def test_a_worker_restarted_under_its_id_right_after_a_crash_takes_its_place(tmp
 
 @pytest.mark.parametrize(
     "who",
-    ["key not admitted", "no keys", "keys, engine without CURVE", "a fleet, key not admitted", "wrong engine key"],
+    [
+        "key not admitted",
+        "no keys",
+        "keys, engine without CURVE",
+        "a fleet, key not admitted",
+        "wrong engine key",
+        "a model, key not admitted",
+        "a model, wrong engine key",
+    ],
 )
 def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(request, tmp_path, curve_files, who):
     """libzmq does not dial again after the engine refused the key, nor when one side speaks CURVE and the other
     not: the worker warned of no answer every 10 s, for ever, and did not join even a restarted engine that
-    admitted it."""
+    admitted it. A worker with a model to load hears it before loading it (an SD-XL one loaded for minutes first)."""
     engine = request.getfixturevalue("engine" if who == "keys, engine without CURVE" else "curve_engine")
     engine_key = curve_files.engine_public
-    if who == "wrong engine key":  # its hellos sealed for another engine: libzmq dials again for ever, unread
+    if who.endswith("wrong engine key"):  # its hellos sealed for another engine: libzmq dials again for ever, unread
         engine_key, _ = create_key_files(tmp_path / "other", "engine")
     keys = ["--curve-key", str(curve_files.stranger_secret), "--curve-server-key", str(engine_key)]
     fleet = ["--count", "3"] if who.startswith("a fleet") else []
+    backend = "tiny" if who.startswith("a model") else "sim"
     worker = start_worker(
-        engine.worker_address, "sim", *([] if who == "no keys" else keys), *fleet, stderr=subprocess.PIPE
+        engine.worker_address, backend, *([] if who == "no keys" else keys), *fleet, stderr=subprocess.PIPE
     )
     try:
         assert worker.wait(timeout=60) == 2
@@ -238,11 +247,15 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(request, tmp_pa
             "keys, engine without CURVE": "does not use CURVE",
             "a fleet, key not admitted": "does not admit this CURVE key",
             "wrong engine key": "the engine's public key given is not its own",
+            "a model, key not admitted": "does not admit this CURVE key",
+            "a model, wrong engine key": "the engine's public key given is not its own",
         }[who]
         # "the engine at ADDRESS does not use CURVE", or, if the engine hung up before the worker named the mismatch
         # ten times in a row, "every handshake with the engine at ADDRESS failed: ..., the engine does not use CURVE"
         said = worker.stderr.read().decode()
         assert "engine refused this worker: " in said and engine.worker_address in said and says in said, said
+        if backend == "tiny":
+            assert "loading the tiny backend" not in said, said
     finally:
         if worker.poll() is None:
             worker.kill()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from workers.backend import Backend
 from workers.config import WorkerConfig
+from workers.engine_probe import refusal_before_loading
 from workers.runtime import EngineRefused, WorkerRuntime
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ PARENT_PID_ENV = "ARGUS_PARENT_PID"
 # the exit code of a worker that cannot serve as configured: a usage error, a model or device it cannot use (engine/
 # cli.py, UsageError), or refused by its engine. Started again the same way, it fails the same way
 CANNOT_SERVE_EXIT = 2
+ENGINE_REFUSED = "engine refused this worker: %s"
 # a worker stopped by Ctrl-C before it served: the shells' code for a process that SIGINT ended
 INTERRUPTED_EXIT = 130
 
@@ -93,6 +95,11 @@ def run_worker(config: WorkerConfig) -> int:
         exit_with_parent()
     model = f" {config.model}" if config.model else ""
     try:
+        if not config.owned and config.backend != "sim":  # an owned worker has its engine's keys; sim loads nothing
+            refused = refusal_before_loading(config.connect, config.curve)
+            if refused:
+                log.error(ENGINE_REFUSED, refused)
+                return CANNOT_SERVE_EXIT
         # the log line is inside: Ctrl-C may land while its write returns, once the line is out
         log.info("loading the %s backend%s on %s", config.backend, model, config.device)
         backend = load_backend(config)
@@ -132,6 +139,6 @@ def serve_until_stopped(runner: Serving, owned: bool = False) -> int:
     try:
         runner.serve()
     except EngineRefused as exc:
-        log.error("engine refused this worker: %s", exc)
+        log.error(ENGINE_REFUSED, exc)
         return CANNOT_SERVE_EXIT
     return 0
