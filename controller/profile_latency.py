@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from controller.profiles import LatencyProfile
 from engine.arg_types import UsageError, comma_separated, non_negative_int, output_file, positive_int, torch_device
-from engine.help_format import BACKEND_HELP
+from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -56,8 +56,12 @@ CLOCKS = ("wall", "cpu")
 
 
 # -- the worker process, shared with `argus profile quality` ---------------------------
-def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
+def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = True) -> None:
+    """`simulated` False: for what only a model measures (quality), so no sim backend and no time scale for it."""
+    if simulated:
+        parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
+    else:
+        parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl"], help=MEASURED_BACKEND_HELP)
     parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
@@ -66,7 +70,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         default=max(1, (os.cpu_count() or 1) // 2),
         help="torch threads on CPU (default: half the cores, what `argus serve` gives each of its 2 default workers)",
     )
-    parser.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
+    if simulated:
+        parser.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps N (default 50)")
     parser.add_argument("--size", type=positive_int, help="image side in pixels (default: the backend's default size)")
     parser.add_argument("--seed", type=int, default=7, help="seeds the images")

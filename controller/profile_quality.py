@@ -55,7 +55,8 @@ SAMPLES_KIND = "quality_samples_provenance"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompts", help="prompt set: .txt (one a line), .json (a list) or .tsv (a Prompt column)")
-    add_worker_arguments(parser)
+    # the sim backend's quality is modelled (QualityModel), not measured: it is not offered
+    add_worker_arguments(parser, simulated=False)
     parser.add_argument(
         "--clip", required=True, metavar="DIR", help="local CLIP model directory (CLIPModel + processor)"
     )
@@ -85,8 +86,6 @@ class Resume:
 def run(args: argparse.Namespace) -> int:
     from loadgen.prompts import load_prompts
 
-    if args.backend == "sim":
-        raise UsageError("the sim backend's quality is modelled (QualityModel), not measured: use tiny or sdxl")
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
         raise UsageError("need at least 2 prompts: each one's neighbours are the others")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 BACKEND_HELP = "what a worker runs: tiny (a small random-weight SD-XL, CPU), sdxl (--model), sim (no model: SIMULATED)"
+# where a backend is measured: the sim backend's quality is modelled, there is nothing of it to measure
+MEASURED_BACKEND_HELP = "what the worker runs: tiny (a small random-weight SD-XL, CPU) or sdxl (--model)"
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

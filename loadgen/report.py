@@ -285,19 +285,28 @@ def format_summary(summary: dict[str, Any]) -> str:
     mix = "  ".join(f"K={k}: {share:.0%}" for k, share in summary["level_mix"].items()) or "n/a"
     ratio = summary["slo_violation_ratio"]
     cancelled = summary["outcomes"]["cancelled"]  # left out of the ratio, which says so
+    slo = summary["slo_ms"]
+    # without an SLO nothing is late, and the ratio counts only the requests that failed: printed as 'SLO violations
+    # 100.0% (SLO n/a)', a run whose every request failed read as one that missed an SLO it never had
+    violations_name = "SLO violations" if slo is not None else "failed"
     if ratio is None:
         violations = f"n/a: all {cancelled} cancelled" if cancelled else "n/a"
     else:
         of = f" of the {summary['sent'] - cancelled} not cancelled" if cancelled else ""
-        violations = f"{ratio:.1%}{of}  (SLO {ms(summary['slo_ms'])})"
+        why = f"SLO {ms(slo)}" if slo is not None else "rejected, error or deadline_exceeded; no SLO, so none late"
+        violations = f"{ratio:.1%}{of}  ({why})"
+    # why the requests without an image got none: the outcomes say how many, only the codes say what went wrong (a
+    # refused CURVE key and an engine gone are both 'error'). Most frequent first
+    codes = sorted(summary["error_codes"].items(), key=lambda item: (-item[1], item[0]))
     sent = f"{summary['sent']} over {summary['duration_s']:.1f} s (offered {num(summary['offered_rps'])}/s)"
     if summary["planned"] > summary["sent"]:
         sent += f", cut short: {summary['planned']} planned"
     rows = [
         ("sent", sent),
         ("outcomes", outcomes),
+        *([("error codes", "  ".join(f"{code} {n}" for code, n in codes))] if codes else []),
         ("throughput", f"{num(summary['throughput_rps'])}/s   goodput {num(summary['goodput_rps'])}/s"),
-        ("SLO violations", violations),
+        (violations_name, violations),
         ("latency", "   ".join(f"p{q} {ms(summary[f'latency_p{q}_ms'])}" for q in (50, 90, 99))),
         ("quality", num(summary["mean_quality_pct"], " %") + (SIMULATED_QUALITY if summary["simulated"] else "")),
         ("level mix", mix),

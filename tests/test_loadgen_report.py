@@ -1,6 +1,7 @@
 """Report arithmetic on synthetic records, and the figures written as PNGs that open."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -125,6 +126,34 @@ def test_cancelled_requests_are_left_out_of_the_violation_ratio_and_the_summary_
     only_cancelled = summarize(cancelled, slo_ms=SLO_MS, duration_s=1.0)
     assert only_cancelled["slo_violation_ratio"] is None
     assert "SLO violations  n/a: all 8 cancelled" in format_summary(only_cancelled)
+
+
+def test_the_printed_summary_says_why_requests_got_no_image():
+    """The codes were only in the JSON: a run refused by the engine printed 'error 4' and nothing of why."""
+    refused = [make_record(i, 0, 0.1 * i, 0.1 * i, 5.0, Answer("error", code="unauthorized"), SLO_MS) for i in range(3)]
+    unanswered = make_record(3, 0, 0.3, 0.3, None, None, SLO_MS)
+    served = make_record(4, 0, 0.4, 0.4, 100.0, Answer("images", images=[image()]), SLO_MS)
+    printed = rows(format_summary(summarize([*refused, unanswered, served], slo_ms=SLO_MS, duration_s=1.0)))
+    # under the outcomes, most frequent first
+    assert list(printed)[1:3] == ["outcomes", "error codes"]
+    assert printed["error codes"] == "unauthorized 3  client_timeout 1"
+    assert "error codes" not in rows(format_summary(summarize([served], slo_ms=SLO_MS, duration_s=1.0)))
+
+
+def test_without_an_slo_the_ratio_is_printed_as_what_failed_not_as_slo_violations():
+    """With no --slo-ms, a run whose every request failed printed 'SLO violations 100.0% (SLO n/a)'."""
+    failed = [make_record(i, 0, 0.1 * i, 0.1 * i, None, None, None) for i in range(4)]
+    printed = rows(format_summary(summarize(failed, slo_ms=None, duration_s=1.0)))
+    assert printed["failed"] == "100.0%  (rejected, error or deadline_exceeded; no SLO, so none late)"
+    assert "SLO violations" not in printed
+    # a request that came back, however slowly, is no failure without an SLO
+    served = make_record(4, 0, 0.4, 0.4, 60000.0, Answer("images", images=[image()]), None)
+    assert rows(format_summary(summarize([*failed, served], slo_ms=None, duration_s=1.0)))["failed"].startswith("80.0%")
+
+
+def rows(printed):
+    """The summary's lines by name: names and values are set apart by the padding of two spaces or more."""
+    return dict(re.split(r" {2,}", line, maxsplit=1) for line in printed.splitlines())
 
 
 def test_percentile_is_an_observed_value():

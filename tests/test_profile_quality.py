@@ -4,12 +4,14 @@ import math
 import subprocess
 import sys
 
+import pytest
 import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from controller.profile_quality import SAMPLES_KIND
 from controller.profiles import read_quality_samples
 from controller.versioned import read_versioned
+from engine.cli import build_parser
 from engine_process import ROOT
 from workers.tiny_pipeline import build_tiny_sdxl
 
@@ -88,3 +90,16 @@ def test_profile_quality_writes_samples_the_controller_reads(tmp_path):
     provenance = read_versioned(tmp_path / "samples.provenance.json", SAMPLES_KIND)
     assert provenance["samples"] == "samples.jsonl" and provenance["levels"] == [5, 10]
     assert "CLIPScore" in provenance["provenance"]
+
+
+def test_the_sim_backend_is_not_offered_its_quality_is_modelled_not_measured(tmp_path, capsys):
+    """--help offered sim (and its --time-scale), which the run then refused; docs/controller.md listed tiny|sdxl."""
+    quality = ["profile", "quality", "prompts.txt", "--clip", "clip", "--out", str(tmp_path / "samples.jsonl")]
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args([*quality, "--backend", "sim"])
+    assert refused.value.code == 2 and "invalid choice: 'sim'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*quality, "--help"])
+    usage = capsys.readouterr().out
+    assert "--backend {tiny,sdxl}" in usage and "--time-scale" not in usage
+    assert build_parser().parse_args([*quality, "--backend", "sdxl"]).backend == "sdxl"
