@@ -180,6 +180,7 @@ class Engine:
                 server_keys,
                 backend=config.launch.backend,
                 model=config.model_id,
+                time_scale=config.launch.time_scale,
                 admits=functools.partial(self._curve.admits, WORKERS) if self._curve else None,
             )
         self._resources.callback(self.link.close)
