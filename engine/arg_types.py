@@ -83,9 +83,22 @@ def tcp_port(text: str) -> int:
 def engine_address(text: str) -> str:
     """An argparse type: the engine's worker address to dial, tcp://HOST:PORT or ipc://PATH. ZeroMQ refuses any
     other only as the socket connects: a worker died with a traceback, and a Ray actor, replaced, died again."""
+    return _zmq_address(text, listening=False)
+
+
+def listen_address(text: str) -> str:
+    """An argparse type: an address the engine's ZeroMQ sockets listen on, tcp://HOST:PORT (PORT 0 or * for any free
+    one) or ipc://PATH. ZeroMQ refuses any other only as the engine binds it, after the engine has built much of
+    itself and warned that the address listens without CURVE; ZeroMQ still judges HOST (an address of this host)."""
+    return _zmq_address(text, listening=True)
+
+
+def _zmq_address(text: str, listening: bool) -> str:
     scheme, _, rest = text.partition("://")
     host, _, port = rest.rpartition(":")
-    if (scheme == "ipc" and rest) or (scheme == "tcp" and host and port.isdigit() and 0 < int(port) <= 65535):
+    lowest = 0 if listening else 1
+    port_ok = (port.isdigit() and lowest <= int(port) <= 65535) or (listening and port == "*")
+    if (scheme == "ipc" and rest) or (scheme == "tcp" and host and port_ok):
         return text
     raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT or ipc://PATH, not {text!r}")
 

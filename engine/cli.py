@@ -19,6 +19,7 @@ from engine.arg_types import (
     comma_separated,
     engine_address,
     ip_network,
+    listen_address,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -101,11 +102,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--client-listen",
         action="append",
+        type=listen_address,
         help=f"ZeroMQ address for client programs (repeatable; default {DEFAULT_CLIENT_LISTEN})",
     )
     p.add_argument(
         "--worker-listen",
         action="append",
+        type=listen_address,
         help=f"ZeroMQ address remote workers connect to (repeatable; default {DEFAULT_WORKER_LISTEN})",
     )
     p.add_argument("--workers", type=non_negative_int, default=2, help="local worker processes to spawn (0: none)")

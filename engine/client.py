@@ -11,12 +11,13 @@ Replies are matched to requests by request id. The engine answers every
 request exactly once, even one the client gave up on (timed out or cancelled),
 and that late reply cannot be told from the reply to a retry under the same id:
 retry with a fresh id (the default when none is given). An id must be a string
-of 1 to 128 characters: any other raises ValueError before anything is sent.
+of 1 to 128 characters: any other ("" included) raises ValueError before anything is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import reprlib
 import threading
 import time
 import uuid
@@ -39,6 +40,7 @@ from protocols.client_messages import (
 )
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys, RefusedHandshakes
+from protocols.limits import MAX_REQUEST_ID_CHARS
 from protocols.sockets import make_socket
 
 Reply = Images | Error | Busy | Cancelled
@@ -97,14 +99,25 @@ def _refuse_if_closed(sock: zmq.Socket) -> None:
 
 
 def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Generate:
-    request_id = request_id or uuid.uuid4().hex
+    # only None asks for a fresh id: "" is a caller's mistake (the engine would refuse it), not a request for one
+    if request_id is None:
+        request_id = uuid.uuid4().hex
     try:
         # checked here, not left to the engine: it answers an id it cannot read (not a string, too long) under ""
         # or the id cut short, which no call would match, so the call would wait for ever
         msgspec.convert(request_id, RequestId)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"request_id {request_id!r:.60}: {exc}") from None
+    except msgspec.ValidationError:
+        raise ValueError(_request_id_problem(request_id)) from None
     return Generate(request_id=request_id, prompt=prompt, **fields)
+
+
+def _request_id_problem(request_id: object) -> str:
+    # reprlib shortens a long id in the middle and keeps its quotes: the message stays one readable line
+    if not isinstance(request_id, str):
+        return f"request_id must be a string, got {type(request_id).__name__} {reprlib.repr(request_id)}"
+    return (
+        f"request_id must be 1 to {MAX_REQUEST_ID_CHARS} characters, got {len(request_id)}: {reprlib.repr(request_id)}"
+    )
 
 
 class ArgusClient:

@@ -380,7 +380,11 @@ class Dispatcher:
         held = worker.held_jobs()
         worker.queue.clear()
         worker.inflight.clear()
-        log.warning("worker %s lost (%s) holding %d images", worker.name, cause, len(held))
+        if cause == "left" and not held:
+            # a worker leaving as asked (a drain, a stop, a scale-down) with nothing on it is no loss to warn of
+            log.info("worker %s left", worker.name)
+        else:
+            log.warning("worker %s lost (%s) holding %d images", worker.name, cause, len(held))
         self._route_again(held)
 
     def _route_again(self, jobs: list[Job]) -> None:

@@ -159,9 +159,6 @@ class Engine:
                 config.host,
                 config.port,
             )
-        api_key = bool(config.api_key)
-        _warn_if_open(config.client_listen, client_keys, "send requests", api_key)
-        _warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts", api_key)
         # local workers connect over a private IPC socket; remote ones over worker_listen
         self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
         self._resources.callback(shutil.rmtree, self._ipc_dir, True)
@@ -183,6 +180,7 @@ class Engine:
                 server_keys,
                 backend=config.launch.backend,
                 model=config.model_id,
+                time_scale=config.launch.time_scale,
                 admits=functools.partial(self._curve.admits, WORKERS) if self._curve else None,
             )
         self._resources.callback(self.link.close)
@@ -223,6 +221,10 @@ class Engine:
         with _bind_errors_named("--client-listen"):
             self.clients = ClientDoor(self, self._context, config.client_listen, client_keys, admits)
         self._resources.callback(self.clients.close)
+        # once both doors are bound: an address ZeroMQ cannot listen on is an error, not an open door to warn of
+        api_key = bool(config.api_key)
+        _warn_if_open(config.client_listen, client_keys, "send requests", api_key)
+        _warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts", api_key)
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.dispatcher.restart = lambda worker: self.launcher.kill(worker.hello.worker_id)

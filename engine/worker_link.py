@@ -74,6 +74,7 @@ class WorkerLink:
         *,
         backend: str,
         model: str = "",
+        time_scale: float = 1.0,
         admits: Callable[[bytes], bool] | None = None,
     ):
         """`admits` (with `curve`): whether a peer's public key is admitted on this socket now (CurveGate.admits)."""
@@ -94,6 +95,10 @@ class WorkerLink:
         # and the one model: named at start when the engine can read it, else by the first worker welcomed
         self._model = model or None
         self._model_named_by = "argus serve --backend/--model/--model-id"
+        # the sim's --time-scale the controller's latency profile is scaled by, and the other ones workers said they
+        # run at, each warned of once (a fleet of a thousand workers sends a thousand hellos)
+        self._time_scale = time_scale
+        self._time_scales_warned: set[float] = set()
         self._registry = registry
         self._metrics = metrics
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -268,8 +273,25 @@ class WorkerLink:
             hello.pid,
             " (SIMULATED)" if hello.simulated else "",
         )
+        self._warn_of_another_time_scale(worker)
         self.on_joined(worker)
         self.dispatcher.worker_ready(worker)
+
+    def _warn_of_another_time_scale(self, worker: WorkerHandle) -> None:
+        """Warned, not refused: its images are right (unlike another model's), only the controller's plan is off by
+        the ratio; and workers of different speeds in one engine can be what a simulation is after."""
+        scale = worker.hello.time_scale
+        if self._backend != "sim" or scale == self._time_scale or scale in self._time_scales_warned:
+            return
+        self._time_scales_warned.add(scale)
+        log.warning(
+            "worker %s runs the sim at --time-scale %g but this engine's controller plans with --time-scale %g: its"
+            " latency predictions for such workers are wrong; give argus worker and argus serve the same --time-scale"
+            " (said once per time scale)",
+            worker.name,
+            scale,
+            self._time_scale,
+        )
 
     def _refuse(self, identity: bytes, refused: Refused) -> None:
         log.error("refusing worker %r: %s", identity, refused.reason)

@@ -44,8 +44,8 @@ _READY_STATUSES = (200, 503)
 
 async def check_reachable(base_url: str, api_key: str | None = None) -> None:
     """Raises EngineUnreachable when no engine answers /ready at `base_url` (nothing answers HTTP, or something
-    that is not an engine's /ready), or the engine refuses the API key: every request of a run would fail alike,
-    for as long as the run lasts."""
+    that is not an engine's /ready), or the engine requires an API key and none was given or it refuses the one
+    given: every request of a run would fail alike, for as long as the run lasts."""
     await _read_ready(base_url, api_key)
 
 
@@ -59,6 +59,11 @@ async def _read_ready(base_url: str, api_key: str | None) -> bytes:
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineUnreachable(f"no engine answers at {base_url}: {exc or type(exc).__name__}") from None
     if status == 401:
+        # auth_headers sends no header for no key or "": the engine was not refusing a key, it was given none
+        if not api_key:
+            raise EngineUnreachable(
+                f"the engine at {base_url} requires an API key and none was given: pass --api-key or set ${API_KEY_ENV}"
+            )
         raise EngineUnreachable(f"the engine at {base_url} refuses the API key (--api-key or ${API_KEY_ENV})")
     if status not in _READY_STATUSES:
         said = _error_said(body)

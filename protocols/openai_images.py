@@ -12,8 +12,9 @@ honour are a 400 saying why: `background` transparent, `stream` true,
 from __future__ import annotations
 
 import re
+import reprlib
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -91,9 +92,10 @@ def parse_request(body: bytes) -> ImageGenerationRequest:
     try:
         request = msgspec.json.decode(body, type=ImageGenerationRequest)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc), _param_of(str(exc))) from None
+        param = _param_of(str(exc))
+        raise InvalidRequest(_invalid_field_message(str(exc), param, body), param) from None
     except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from None
+        raise InvalidRequest(_malformed_json_message(body, str(exc))) from None
     nulls = {name: default for name, default in _NULL_MEANS.items() if getattr(request, name) is None}
     return msgspec.structs.replace(request, **nulls) if nulls else request
 
@@ -232,6 +234,38 @@ def error_response(message: str, code: str, status: int, param: str | None = Non
     """The error as OpenAI's API shapes it: `type` the kind of error, `code` argus's precise reason."""
     kind = "server_error" if status >= 500 else _KINDS.get(status, "invalid_request_error")
     return ErrorResponse(ErrorDetail(message=message, type=kind, param=param, code=code))
+
+
+# each field with a fixed list of values, in the order the schema declares them
+_CHOICES = {
+    name: get_args(choices)
+    for name, hint in get_type_hints(ImageGenerationRequest).items()
+    for choices in get_args(hint)
+    if get_origin(choices) is Literal
+}
+
+
+def _invalid_field_message(message: str, param: str | None, body: bytes) -> str:
+    # msgspec says "Invalid enum value True - at `$.stream`" of a value outside a list: the validator's words, not the
+    # API's. Said the way the fields checked by hand say it (size, background, partial_images): the field, the value
+    # (shortened: a field may be sent megabytes long), then the rule
+    if param == "stream":
+        return "stream must be false or omitted: argus does not stream, images come whole"
+    if param in _CHOICES and message.startswith("Invalid enum value"):
+        value = reprlib.repr(msgspec.json.decode(body)[param])  # the body parsed: only a field's value was refused
+        return f"{param} {value} must be one of {', '.join(map(repr, _CHOICES[param]))}"
+    return message
+
+
+def _malformed_json_message(body: bytes, message: str) -> str:
+    # msgspec's "JSON is malformed: trailing comma in object (byte 14)" came as "malformed JSON: JSON is malformed:
+    # ...", and an empty or cut short body as "Input data was truncated"
+    if not body.strip():
+        return "malformed JSON: the body is empty"
+    if message == "Input data was truncated":
+        return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
+    reason = message.removeprefix("JSON is malformed: ")
+    return f"malformed JSON: {reason[:1].lower()}{reason[1:]}"
 
 
 def _param_of(message: str) -> str | None:

@@ -24,8 +24,8 @@ from protocols.limits import OutputCompression
 
 # raised with every change to what a message holds: a worker of another version is refused, both versions named
 # (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model; 5: Generate.output_compression;
-# 6: Hello.refused_steps; 7: GenerateItem.negative_prompt
-PROTOCOL_VERSION = 7
+# 6: Hello.refused_steps; 7: GenerateItem.negative_prompt; 8: Hello.time_scale
+PROTOCOL_VERSION = 8
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -50,6 +50,9 @@ class Hello(msgspec.Struct, tag="hello", frozen=True):
     session: int = 0
     # step counts its model's scheduler cannot run exactly (workers/backend.py BackendInfo): admission refuses them
     refused_steps: list[int] = []
+    # a simulated worker's --time-scale (1 for a real model): the engine's controller plans with its own, and warns
+    # when they differ
+    time_scale: float = 1.0
 
 
 class HelloVersion(msgspec.Struct, tag="hello", frozen=True):

@@ -245,6 +245,26 @@ def test_an_engine_address_zeromq_dials_is_taken(address):
     assert args.connect == address
 
 
+@pytest.mark.parametrize("flag", ["--client-listen", "--worker-listen"])
+@pytest.mark.parametrize("address", ["foo", "5555", "127.0.0.1:5555", "tcp://127.0.0.1", "tcp://:5555", "ipc://"])
+def test_a_listen_address_that_is_no_zeromq_address_is_refused_before_the_engine_starts(flag, address, capsys):
+    """The engine failed on it only as it bound it, after warning that the address listened without CURVE."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", flag, address])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"argus serve: error: argument {flag}: expected tcp://HOST:PORT or ipc://PATH, not '{address}'"
+    )
+
+
+@pytest.mark.parametrize(
+    "address", ["tcp://*:5555", "tcp://127.0.0.1:0", "tcp://[::1]:*", "tcp://eth0:5555", "ipc:///a"]
+)
+def test_a_listen_address_zeromq_binds_is_taken(address):
+    args = build_parser().parse_args(["serve", "--client-listen", address, "--worker-listen", address])
+    assert args.client_listen == args.worker_listen == [address]
+
+
 def test_serve_accepts_what_it_runs_with():
     config = engine_config(build_parser().parse_args(["serve", "--heartbeat-timeout", "2"]))
     assert (config.heartbeat_timeout_s, config.launch.time_scale) == (2.0, 1.0)

@@ -1,5 +1,6 @@
 """The dispatcher alone (no sockets, an injected clock): routing, batching, re-dispatch, explicit failures."""
 
+import logging
 from collections import Counter
 
 from dispatcher_harness import PROFILE, Harness, settle
@@ -90,6 +91,24 @@ async def test_lost_worker_jobs_go_to_another_worker_once():
     assert h.dispatcher.outstanding_images == 0
     # each image's queue time is observed once, for the run that made it
     assert h.metrics.registry.get_sample_value("argus_queue_seconds_count") == 2
+
+
+async def test_a_worker_that_leaves_holding_nothing_is_logged_as_leaving_not_lost(caplog):
+    """Each clean drain or stop logged WARNING "worker lost (left) holding 0 images" for every worker."""
+    caplog.set_level(logging.INFO, logger="argus.dispatcher")
+    h = Harness()
+    busy = h.add_worker("busy")
+    h.request()
+    idle, dead = h.add_worker("idle"), h.add_worker("dead")
+    h.dispatcher.worker_lost(idle, "left")
+    h.dispatcher.worker_lost(dead, "exited")  # a worker that died is a loss, holding images or not
+    h.dispatcher.worker_lost(busy, "left")
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "argus.dispatcher"]
+    assert said == [
+        ("INFO", f"worker {idle.name} left"),
+        ("WARNING", f"worker {dead.name} lost (exited) holding 0 images"),
+        ("WARNING", f"worker {busy.name} lost (left) holding 1 images"),
+    ]
 
 
 async def test_a_lost_workers_jobs_are_each_sent_once_even_when_rerouting_one_frees_room_for_another():

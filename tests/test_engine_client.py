@@ -104,14 +104,25 @@ async def test_closing_the_async_client_as_a_call_goes_out_ends_the_call(engine)
         await asyncio.wait_for(call, 10)
 
 
-@pytest.mark.parametrize("request_id", ["x" * 129, 5])
-async def test_a_request_id_the_engine_could_not_answer_under_is_refused_before_it_is_sent(engine, request_id):
+@pytest.mark.parametrize(
+    ("request_id", "message"),
+    [
+        # the whole length and the limit, the id shortened in the middle with its quotes kept
+        ("x" * 129, "request_id must be 1 to 128 characters, got 129: 'xxxxxxxxxxxx...xxxxxxxxxxxxx'"),
+        # before, "" was taken for "no id" and replaced by a fresh one
+        ("", "request_id must be 1 to 128 characters, got 0: ''"),
+        (5, "request_id must be a string, got int 5"),
+    ],
+)
+async def test_a_request_id_the_engine_could_not_answer_under_is_refused_before_it_is_sent(engine, request_id, message):
     # the engine answers it under an id cut short or "", which no call matches: the call waited for ever
-    with ArgusClient(engine.address, timeout_s=10) as client, pytest.raises(ValueError, match="request_id"):
+    with ArgusClient(engine.address, timeout_s=10) as client, pytest.raises(ValueError) as refused:
         client.generate("a fox", request_id=request_id)
+    assert str(refused.value) == message
     async with AsyncArgusClient(engine.address) as client:
-        with pytest.raises(ValueError, match="request_id"):
+        with pytest.raises(ValueError) as refused:
             await client.generate("a fox", request_id=request_id)
+        assert str(refused.value) == message
         pending = asyncio.create_task(client.generate("a fox", request_id="sent"))
         _, sent = await asyncio.to_thread(engine.receive)
         assert sent.request_id == "sent"  # the first message to reach the engine

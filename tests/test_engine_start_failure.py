@@ -66,13 +66,15 @@ def test_a_worker_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port
     ],
 )
 def test_an_address_zeromq_cannot_listen_on_is_a_usage_error_naming_the_flag(
-    tmp_path, temp_root, field, address, reason
+    tmp_path, temp_root, caplog, field, address, reason
 ):
-    """Each ended `argus serve` in a ZMQError traceback (exit 1)."""
+    """Each ended `argus serve` in a ZMQError traceback (exit 1). And the error comes alone: it came after a
+    warning that the address it could not listen on listened without CURVE."""
     flag = "--" + field.replace("_", "-")
     with pytest.raises(UsageError, match=f"{flag}: .*{reason}.*{re.escape(address)}"):
         Engine(in_process_config(tmp_path, **{field: (address,)}))
     assert list(temp_root.iterdir()) == []
+    assert "listens without CURVE" not in caplog.text
 
 
 @pytest.mark.parametrize("flag", ["--port", "--client-listen", "--worker-listen"])

@@ -116,14 +116,20 @@ def test_load_is_a_multiple_of_the_capacity_the_engine_reports(engine, tmp_path,
     assert said in capsys.readouterr().err
 
 
-def test_a_run_with_a_key_the_engine_refuses_is_refused_before_it_starts(engine, capsys):
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        (["--api-key", "not-" + API_KEY], "refuses the API key (--api-key or $ARGUS_API_KEY)"),
+        # it said the engine refused the API key when none was sent
+        ([], "requires an API key and none was given: pass --api-key or set $ARGUS_API_KEY"),
+    ],
+)
+def test_a_run_with_a_key_the_engine_refuses_is_refused_before_it_starts(engine, capsys, monkeypatch, key, error):
     """It ran its whole schedule, each request a 401, and reported 100% violations, exit 0."""
-    code = cli.main(["--url", engine.http, "--api-key", "not-" + API_KEY, "--rate", "1", "--max-requests", "3",
-                     "--no-progress"])  # fmt: skip
+    monkeypatch.delenv("ARGUS_API_KEY", raising=False)
+    code = cli.main(["--url", engine.http, *key, "--rate", "1", "--max-requests", "3", "--no-progress"])
     assert code == 2
-    assert capsys.readouterr().err == (
-        f"argus loadgen: error: the engine at {engine.http} refuses the API key (--api-key or $ARGUS_API_KEY)\n"
-    )
+    assert capsys.readouterr().err == f"argus loadgen: error: the engine at {engine.http} {error}\n"
 
 
 async def test_http_without_the_api_key_is_refused_and_counted(engine):

@@ -67,7 +67,14 @@ async def test_capacity_from_ready():
         async with status_server({**READY, "exact_capacity_rps": 2.5}, None, api_key="k") as url:
             assert await exact_capacity_rps(url, api_key="k") == (2.5, 3)
             with pytest.raises(EngineUnreachable, match="refuses the API key"):
-                await exact_capacity_rps(url)
+                await exact_capacity_rps(url, api_key="not-k")
+            # before, it said the engine refused a key when none was sent
+            for none in (None, ""):
+                with pytest.raises(EngineUnreachable) as refused:
+                    await exact_capacity_rps(url, api_key=none)
+                assert str(refused.value) == (
+                    f"the engine at {url} requires an API key and none was given: pass --api-key or set $ARGUS_API_KEY"
+                )
         # a worker taken out of rotation as failing is listed, but the capacity is not its
         failing = [{**READY["workers"][0], "state": "failing"}, *READY["workers"][1:]]
         async with status_server({**READY, "workers": failing, "exact_capacity_rps": 1.6}, None) as url:

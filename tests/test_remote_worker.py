@@ -1,6 +1,7 @@
 """A worker started by hand with `argus worker --connect`: it joins an engine that spawned none, stops on Ctrl-C
 or SIGTERM (handing its work on), and takes no live worker's id."""
 
+import re
 import signal
 import subprocess
 import threading
@@ -341,4 +342,25 @@ def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(tm
     finally:
         impostor.close()
         context.term()
+        assert engine.stop() == 0
+
+
+def test_workers_at_another_time_scale_than_the_engine_are_warned_of_by_name(tmp_path):
+    """The engine's controller plans with its --time-scale, the workers sleep by theirs: before, a difference went
+    without a word. A lone worker and a fleet each say theirs in their hello; the engine warns once per time scale
+    (test_worker_hello checks the whole line)."""
+    engine = start_engine(tmp_path, "--time-scale", "0.5", workers=0, backend="sim", wait=False)
+    lone = start_worker(engine.worker_address, "sim", "--time-scale", "0.02", "--worker-id", "lone")
+    fleet = start_worker(engine.worker_address, "sim", "--count", "2", "--time-scale", "0.01", "--worker-id", "fleet")
+    try:
+        engine.wait_ready(3, timeout_s=60)
+        warned = [line for line in engine.log_path.read_text().splitlines() if "plans with --time-scale" in line]
+        said = re.compile(
+            r"worker ([a-z]+)[-0-9]*/\S+ runs the sim at --time-scale ([0-9.]+) but .* --time-scale 0\.5: "
+        )
+        assert sorted(said.search(line).groups() for line in warned) == [("fleet", "0.01"), ("lone", "0.02")], warned
+    finally:
+        for worker in (lone, fleet):
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
         assert engine.stop() == 0

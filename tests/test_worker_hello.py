@@ -18,9 +18,10 @@ def link_for(tmp_path):
     """The engine's worker link over a dispatcher harness; what it sends is recorded in the harness."""
     links = []
 
-    def make(h: Harness) -> WorkerLink:
+    def make(h: Harness, time_scale: float = 1.0) -> WorkerLink:
+        address = f"ipc://{tmp_path}/workers"
         link = WorkerLink(
-            zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 1.0, 10.0, backend="sim"
+            zmq.Context.instance(), [address], h.registry, h.metrics, 1.0, 10.0, backend="sim", time_scale=time_scale
         )
         link.bind_dispatcher(h.dispatcher)
         link.send = lambda worker, message: h.sent.append((worker.name, message)) or True
@@ -89,3 +90,20 @@ async def test_a_known_peer_whose_hello_takes_a_live_workers_id_is_refused(link_
     assert [w.hello.worker_id for w in h.registry.registered()] == ["remote-0"]
     assert sum(isinstance(m, Welcome) for _, m in h.sent) == 2  # the third hello is not welcomed
     assert "worker id 'remote-0' is in use" in caplog.text
+
+
+async def test_a_worker_at_another_time_scale_is_welcomed_and_warned_of_once_per_time_scale(link_for, caplog):
+    """Before, an engine at --time-scale 0.5 planned with latencies twice those of workers at 0.25 without a word."""
+    h = Harness()
+    link = link_for(h, time_scale=0.5)
+    for i, scale in enumerate([0.5, 0.25, 0.25, 1.0]):  # the second 0.25: a fleet's next worker
+        link._on_message(f"w{i}/x".encode(), msgspec.structs.replace(HELLO, worker_id=f"w{i}", time_scale=scale))
+    assert len(h.registry.registered()) == 4  # its images are right: only the plan is off
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "time-scale" in r.getMessage()]
+    tail = "latency predictions for such workers are wrong; give argus worker and argus serve the same --time-scale"
+    assert warned == [
+        f"worker w1/x runs the sim at --time-scale 0.25 but this engine's controller plans with --time-scale 0.5: its"
+        f" {tail} (said once per time scale)",
+        f"worker w3/x runs the sim at --time-scale 1 but this engine's controller plans with --time-scale 0.5: its"
+        f" {tail} (said once per time scale)",
+    ]

@@ -24,6 +24,8 @@ class BackendInfo:
     # step counts (1 to MAX_STEPS) it cannot run as exactly that many denoising steps: its scheduler makes another
     # number of timesteps for them (diffusers' "trailing" spacing makes 62 for 61), or none
     refused_steps: tuple[int, ...] = ()
+    # what its run times are multiplied by: a simulated worker's --time-scale, 1 for a real model
+    time_scale: float = 1.0
 
 
 class StepControl(Protocol):

@@ -15,6 +15,7 @@ worker was busy.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -44,12 +45,14 @@ _SPARE_FDS = 64
 class _SimulatedRun(Backend):
     """SimBackend's answers, built at time scale 0: the simulated time was spent busy in the fleet's loop."""
 
-    def __init__(self, connect: str, base_id: str, max_batch: int | None):
+    def __init__(self, connect: str, base_id: str, max_batch: int | None, time_scale: float):
         # built as a lone sim worker builds its backend, at time scale 0
         self._sim = load_backend(WorkerConfig(connect, base_id, backend="sim", time_scale=0.0, max_batch=max_batch))
+        # described at the fleet's: the time scale its workers' hellos tell the engine
+        self._info = dataclasses.replace(self._sim.describe(), time_scale=time_scale)
 
     def describe(self) -> BackendInfo:
-        return self._sim.describe()
+        return self._info
 
     def run(self, batch: Generate, control: SimWorker) -> list[ItemOutcome]:
         run_ms = control.busy_ms()
@@ -180,7 +183,7 @@ class Fleet:
     ):
         self._context = zmq.Context()
         self._context.set(zmq.MAX_SOCKETS, count + _SPARE_FDS)
-        backend = _SimulatedRun(connect, base_id, max_batch)
+        backend = _SimulatedRun(connect, base_id, max_batch, time_scale)
         # SimBackend's own default profile
         latency = ProfileLatency(LatencyProfile.bundled())
         self._connect = connect

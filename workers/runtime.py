@@ -274,6 +274,7 @@ class WorkerRuntime:
             default_size=self._info.default_size,
             level=self._level,
             refused_steps=list(self._info.refused_steps),
+            time_scale=self._info.time_scale,
             pid=os.getpid(),
             session=self._session,
         )

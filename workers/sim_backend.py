@@ -61,6 +61,7 @@ class SimBackend(Backend):
             max_size=sizes.max_size,
             default_size=sizes.default_size,
             model_id=sim_model_id(profile),
+            time_scale=time_scale,
         )
 
     def describe(self) -> BackendInfo:
