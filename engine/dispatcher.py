@@ -384,7 +384,8 @@ class Dispatcher:
             # a worker leaving as asked (a drain, a stop, a scale-down) with nothing on it is no loss to warn of
             log.info("worker %s left", worker.name)
         else:
-            log.warning("worker %s lost (%s) holding %d images", worker.name, cause, len(held))
+            images = "1 image" if len(held) == 1 else f"{len(held)} images"
+            log.warning("worker %s lost (%s) holding %s", worker.name, cause, images)
         self._route_again(held)
 
     def _route_again(self, jobs: list[Job]) -> None:

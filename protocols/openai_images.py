@@ -106,8 +106,12 @@ def parse_size(size: str) -> tuple[int, int]:
         return 0, 0
     match = _SIZE.fullmatch(size)
     if not match:
-        raise InvalidRequest(f"size {size!r} must be 'auto' or 'WIDTHxHEIGHT', e.g. '1024x1024'", "size")
+        raise InvalidRequest(_size_format_message(size), "size")
     return int(match.group(1)), int(match.group(2))
+
+
+def _size_format_message(size: str) -> str:
+    return f"size {reprlib.repr(size)} must be 'auto' or 'WIDTHxHEIGHT', e.g. '1024x1024'"
 
 
 def to_generate(request: ImageGenerationRequest, request_id: str) -> Generate:
@@ -254,7 +258,38 @@ def _invalid_field_message(message: str, param: str | None, body: bytes) -> str:
     if param in _CHOICES and message.startswith("Invalid enum value"):
         value = reprlib.repr(msgspec.json.decode(body)[param])  # the body parsed: only a field's value was refused
         return f"{param} {value} must be one of {', '.join(map(repr, _CHOICES[param]))}"
-    return message
+    expected = _EXPECTED.fullmatch(message)
+    if expected is None:  # a field missing or unknown: msgspec's words name it plainly
+        return message
+    kind, got, rule = expected.group("kind", "got", "rule")
+    if param is None:
+        return f"the body must be {_kind_words(kind)}, not {_kind_words(got)}"
+    value = msgspec.json.decode(body)[param]  # the body parsed: only a value was refused
+    if param == "size" and got is None:  # the pattern, which msgspec quotes as a regex
+        return _size_format_message(value)
+    # a string too long or too short is told by its length; any other value, shortened (it may be megabytes)
+    said = f"{len(value)} characters" if got is None and isinstance(value, str) else reprlib.repr(value)
+    return f"{param} must be {_kind_words(kind)}{rule}, got {said}"
+
+
+# msgspec's "Expected `int` >= 1 - at `$.n`", "Expected `int | null`, got `str` - at `$.n`" and, of the whole body,
+# "Expected `object`, got `array`"
+_EXPECTED = re.compile(r"Expected `(?P<kind>[^`]+)`(?:, got `(?P<got>[^`]+)`)?(?P<rule>.*?)(?: - at `\$\.\w+`)?")
+_KIND_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "object": "a JSON object",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _kind_words(kind: str) -> str:
+    # "int | null" is how msgspec names a field that may be sent as null: null is its default, not what to send
+    kinds = [_KIND_WORDS.get(name, name) for name in kind.split(" | ")]
+    return " or ".join(name for name in kinds if name != "null" or len(kinds) == 1)
 
 
 def _malformed_json_message(body: bytes, message: str) -> str:

@@ -107,7 +107,7 @@ async def test_a_worker_that_leaves_holding_nothing_is_logged_as_leaving_not_los
     assert said == [
         ("INFO", f"worker {idle.name} left"),
         ("WARNING", f"worker {dead.name} lost (exited) holding 0 images"),
-        ("WARNING", f"worker {busy.name} lost (left) holding 1 images"),
+        ("WARNING", f"worker {busy.name} lost (left) holding 1 image"),
     ]
 
 
