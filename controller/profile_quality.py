@@ -50,6 +50,7 @@ from controller.versioned import write_versioned
 from engine.arg_types import UsageError, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
+from engine.worker_command import check_device
 from workers.model_folder import clip_model_problem
 
 # the file beside the samples that says how they were made (JSONL has no room for it)
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if problem := clip_model_problem(args.clip):
         raise UsageError(f"--clip: {problem}")
     check_embedder_model(args.embedder, _embedder_model(args), "--embedder", "--embedder-model")
+    check_device(args.backend, args.device)
     similarity = _similarities(args, prompts)
     scorer = ClipScorer(args.clip, args.device)
     with tempfile.TemporaryDirectory(prefix="argus-profile-quality-") as tmp:

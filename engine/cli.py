@@ -50,7 +50,13 @@ from engine.config import (
 )
 from engine.help_format import BACKEND_HELP, show_defaults
 from engine.stop_signals import HeldStopSignals
-from engine.worker_command import add_worker_command, check_backend_flags, check_model, stopped_as_it_started
+from engine.worker_command import (
+    add_worker_command,
+    check_backend_flags,
+    check_device,
+    check_model,
+    stopped_as_it_started,
+)
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
@@ -277,6 +283,9 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         # Ray actors read --model on the hosts Ray places them on, which this one need not see
         if args.launcher != "ray":
             check_model(args.model)
+    if args.workers and args.launcher != "ray":  # Ray places its actors on hosts of their own, with their devices
+        for device in dict.fromkeys(args.device or ()):
+            check_device(args.backend, device)
     check_backend_flags(args)
     _check_embedder(args)
     if args.launcher == "ray":
