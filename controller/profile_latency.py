@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from controller.profiles import LatencyProfile
 from engine.arg_types import UsageError, comma_separated, non_negative_int, output_file, positive_int, torch_device
 from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
+from engine.worker_command import check_device
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -283,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--model is read by the sdxl backend only, not {args.backend}: add --backend sdxl, or drop it"
         )
+    check_device(args.backend, args.device)
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:
         with WorkerProcess(args, batches[-1], Path(tmp)) as worker:
             hello = worker.handshake()

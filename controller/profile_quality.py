@@ -48,6 +48,10 @@ from controller.profile_latency import (
 )
 from controller.versioned import write_versioned
 from engine.arg_types import UsageError, output_file, positive_int, read_user_file
+from engine.cache.embedder_flags import check_embedder_model
+from engine.cache.embedders import EMBEDDERS
+from engine.worker_command import check_device
+from workers.model_folder import clip_model_problem
 
 # the file beside the samples that says how they were made (JSONL has no room for it)
 SAMPLES_KIND = "quality_samples_provenance"
@@ -65,8 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=levels_list,
         help="levels K > 0, comma separated (default: every level the worker caches below N)",
     )
-    parser.add_argument("--embedder", default="hash", help="the engine's embedder: hash, minilm or clip (default hash)")
-    parser.add_argument("--embedder-model", metavar="DIR", help="minilm or clip embedder weights (clip: --clip)")
+    parser.add_argument("--embedder", default="hash", choices=EMBEDDERS, help="the engine's embedder")
+    parser.add_argument(
+        "--embedder-model", metavar="DIR", help="minilm or clip embedder weights (clip: default --clip's text half)"
+    )
     parser.add_argument("--neighbours", type=int, default=2, help="nearest other prompts per prompt (default 2)")
     parser.add_argument("--limit", type=positive_int, help="profile only the first N prompts of the set")
     parser.add_argument("--batch", type=positive_int, default=4, help="images per batch sent to the worker (default 4)")
@@ -91,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("need at least 2 prompts: each one's neighbours are the others")
     if not 1 <= args.neighbours < len(prompts):
         raise UsageError(f"--neighbours must lie in 1..{len(prompts) - 1}")
+    # before the embedder, CLIP and the worker load, each for seconds
+    if problem := clip_model_problem(args.clip):
+        raise UsageError(f"--clip: {problem}")
+    check_embedder_model(args.embedder, _embedder_model(args), "--embedder", "--embedder-model")
+    check_device(args.backend, args.device)
     similarity = _similarities(args, prompts)
     scorer = ClipScorer(args.clip, args.device)
     with tempfile.TemporaryDirectory(prefix="argus-profile-quality-") as tmp:
@@ -218,11 +229,15 @@ def _similarities(args: argparse.Namespace, prompts: list[str]) -> np.ndarray:
     """Cosine similarity of every pair by the engine's embedder; a prompt is never its own neighbour."""
     from engine.cache.embedders import make_embedder
 
-    model = args.embedder_model or (args.clip if args.embedder == "clip" else None)
-    vectors = make_embedder(args.embedder, model).embed(prompts)
+    vectors = make_embedder(args.embedder, _embedder_model(args)).embed(prompts)
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)
     return similarity
+
+
+def _embedder_model(args: argparse.Namespace) -> str | None:
+    """--embedder-model, or for the clip embedder, --clip's text half."""
+    return args.embedder_model or (args.clip if args.embedder == "clip" else None)
 
 
 def _rows(

@@ -82,6 +82,13 @@ def remove_leftovers(directory: str) -> None:
         log.warning("removed %d spill folders and %d unfinished saves left in %s", len(folders), len(saves), directory)
 
 
+def cache_dir_problem(directory: str) -> str | None:
+    """A --cache-dir that is a file: said so, where making it as a folder said "not writable (File exists)"."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        return f"--cache-dir {directory} is a file, not a folder: give a folder for the cache (made if missing)"
+    return None
+
+
 def lock_cache_dir(directory: str) -> int:
     """Makes `directory` this engine's for as long as the returned descriptor is open (the kernel lets go of it
     when the process dies, however it dies); refuses one held by a live engine, or that cannot be written.
@@ -92,7 +99,8 @@ def lock_cache_dir(directory: str) -> int:
         os.makedirs(directory, exist_ok=True)
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as error:
-        raise UsageError(f"--cache-dir {directory}: not writable ({error.strerror or error})") from None
+        problem = cache_dir_problem(directory) or f"--cache-dir {directory}: not writable ({error.strerror or error})"
+        raise UsageError(problem) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # checked now, not at the drain: without a spill folder nothing is written there until the save

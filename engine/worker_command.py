@@ -22,6 +22,7 @@ from protocols.curve import ClientKeys
 from protocols.limits import MAX_BATCH
 from workers.backend import BackendUnavailable
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
+from workers.devices import device_problem
 from workers.main import INTERRUPTED_EXIT
 from workers.model_folder import sdxl_model_problem
 from workers.runtime import MAX_WORKER_ID_BYTES
@@ -81,6 +82,14 @@ def check_backend_flags(args: argparse.Namespace) -> None:
         )
 
 
+def check_device(backend: str, device: str | None) -> None:
+    """A cuda or mps --device this host lacks, refused before a worker is started for it (`argus serve`'s local
+    workers, `argus worker`, `argus profile`): each worker failed as it loaded its backend, one by one, and a
+    profile ended in a traceback. The sim backend runs on no device, and must not import torch to say so."""
+    if backend != "sim" and device and (problem := device_problem(device)):
+        raise UsageError(f"--device {device}: {problem}")
+
+
 def check_model(model_dir: str) -> None:
     problem = sdxl_model_problem(model_dir)
     if problem:
@@ -95,6 +104,7 @@ def check_worker_args(args: argparse.Namespace) -> None:
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
     check_backend_flags(args)
+    check_device(args.backend, args.device)
     if args.backend == "sdxl":
         if not args.model:
             raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder)")

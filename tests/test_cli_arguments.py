@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from model_folders import save_model_folder
 
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.cli import UsageError, build_parser, engine_config, main
@@ -149,8 +150,10 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--launcher", "ray", "--workers", "0"], "with --workers 0 it has none to start"),
         # the engine loaded the embedder as it was built: a ValueError, or transformers' OSError, traceback
         (["serve", "--embedder", "clip"], "--embedder clip needs --embedder-path"),
-        (["serve", "--embedder", "clip", "--embedder-path", "/no/such/clip"], "/no/such/clip: not a directory"),
-        (["serve", "--embedder", "minilm", "--embedder-path", "/no/such/minilm"], "/no/such/minilm: not a directory"),
+        (["serve", "--embedder", "clip", "--embedder-path", "/no/such/clip"], "/no/such/clip does not exist"),
+        (["serve", "--embedder", "minilm", "--embedder-path", "/no/such/minilm"], "/no/such/minilm does not exist"),
+        # a file as --cache-dir was "not writable (File exists)", said once the embedder had loaded
+        (["serve", "--cache-dir", "/dev/null"], "--cache-dir /dev/null is a file, not a folder"),
         # accepted and ignored: nothing spilled, no model read, no cache saved to or loaded from the directory
         (["serve", "--cache-dir-bytes", "1000000"], "--cache-dir-bytes spills latents to --cache-dir"),
         (["serve", "--embedder-path", "/tmp"], "--embedder-path goes with --embedder clip or minilm"),
@@ -285,8 +288,8 @@ def test_launcher_ray_without_ray_is_refused_before_the_engine_starts(monkeypatc
 
 
 def test_the_embedder_is_checked_only_when_the_engine_loads_one(tmp_path, monkeypatch):
-    clip = ["serve", "--embedder", "clip", "--embedder-path", str(tmp_path)]
-    assert engine_config(build_parser().parse_args(clip)).cache.embedder_path == str(tmp_path)
+    clip = ["serve", "--embedder", "clip", "--embedder-path", save_model_folder(tmp_path / "clip", "clip_text_model")]
+    assert engine_config(build_parser().parse_args(clip)).cache.embedder_path == str(tmp_path / "clip")
     # without a cache no embedder is loaded; --embedder picks the controller's similarity table
     assert (
         engine_config(build_parser().parse_args(["serve", "--no-cache", "--embedder", "clip"])).cache.embedder == "clip"
@@ -294,7 +297,7 @@ def test_the_embedder_is_checked_only_when_the_engine_loads_one(tmp_path, monkey
     monkeypatch.setitem(sys.modules, MINILM_PACKAGE, None)  # find_spec answers None, as without the extra installed
     with pytest.raises(UsageError, match=re.escape("pip install -e '.[minilm]'")):
         engine_config(build_parser().parse_args(["serve", "--embedder", "minilm"]))
-    minilm = ["serve", "--embedder", "minilm", "--embedder-path", str(tmp_path)]
+    minilm = ["serve", "--embedder", "minilm", "--embedder-path", save_model_folder(tmp_path / "minilm", "bert")]
     assert engine_config(build_parser().parse_args(minilm)).cache.embedder == "minilm"
     spill = ["serve", "--cache-dir", str(tmp_path), "--cache-dir-bytes", "1000"]
     assert engine_config(build_parser().parse_args(spill)).cache.directory_bytes == 1000

@@ -23,6 +23,7 @@ from protocols.codec import Blob
 from protocols.limits import MAX_STEPS, OUTPUT_FORMATS
 from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
 from workers.backend import Backend, BackendInfo, BackendUnavailable, BatchAborted, StepControl
+from workers.devices import device_problem
 from workers.image_encoding import encode_image
 from workers.limits import (
     BACKEND_MAX_BATCH,
@@ -356,12 +357,8 @@ def _one_line(error: Exception) -> str:
 
 def _check_device(device: str) -> None:
     """Before the model loads (minutes, for SD-XL from a slow disk): a device this host lacks failed only after."""
-    parsed = torch.device(device)
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        built = "" if torch.backends.cuda.is_built() else ", this torch being built without CUDA"
-        raise BackendUnavailable(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA devices here{built}")
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise BackendUnavailable(f"--device {device}: torch has no MPS device here (Apple silicon only)")
+    if problem := device_problem(device):
+        raise BackendUnavailable(f"--device {device}: {problem}")
 
 
 def _tiny_model_id(pipe: StableDiffusionXLPipeline, seed: int) -> str:

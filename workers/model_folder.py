@@ -1,4 +1,5 @@
-"""What a local SD-XL folder (`--model DIR`) must hold, checked without torch.
+"""What a local model folder must hold, checked without torch: an SD-XL one (`--model DIR`), and the transformers
+ones read beside it (a prompt embedder's, the CLIP model `argus profile quality` scores with).
 
 The command line refuses a folder that cannot serve before a worker starts: every start would import torch and
 diffusers for seconds and fail, and (launched by an engine) be restarted for ever. Worse, diffusers loads some
@@ -25,6 +26,12 @@ _WEIGHTS = re.compile(r"\.(safetensors|bin)(\.index(\.fp16)?\.json)?$")
 _FP16 = re.compile(r"\.fp16[.-]")
 # a CLIP tokenizer's vocabulary: transformers' one file, or the vocab and merges SD-XL base ships
 _VOCABULARIES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+# a BERT tokenizer's (MiniLM's): transformers' one file, or its word-piece list
+_BERT_VOCABULARIES = (("tokenizer.json",), ("vocab.txt",))
+# config.json's model_type of a CLIP text tower alone (CLIPTextModelWithProjection), and of a whole CLIPModel
+_CLIP_TEXT_TYPES = ("clip_text_model", "clip")
+# the image processor's settings (CLIPProcessor): the hub's file, or transformers 5's processor file holding them
+_IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 def sdxl_model_problem(model_dir: str) -> str | None:
@@ -79,6 +86,46 @@ def sdxl_model_problem(model_dir: str) -> str | None:
         # an inpainting UNet (9: the latent, a mask and the masked image's latent) loaded, and failed every batch
         return f"{model_dir!r} is not SD-XL base: its unet takes {channels} input channels, not {LATENT_CHANNELS}"
     return None
+
+
+def embedder_model_problem(embedder: str, folder: str) -> str | None:
+    """Why `folder` is not a model the `embedder` (clip or minilm, engine/cache/embedders.py) loads, or None. Else
+    its load failed in a traceback from transformers (OSError, or "Couldn't instantiate the backend tokenizer"),
+    after seconds of importing torch, or with the engine already started."""
+    if embedder == "clip":
+        return _transformers_problem(folder, "a CLIP text encoder", _CLIP_TEXT_TYPES) or _tokenizer_problem(folder)
+    return _transformers_problem(folder, "a MiniLM model", None) or _vocabulary_problem(folder, _BERT_VOCABULARIES)
+
+
+def clip_model_problem(folder: str) -> str | None:
+    """Why `folder` is not a whole CLIP model (CLIPModel, both towers, and CLIPProcessor's files), or None."""
+    if problem := _transformers_problem(folder, "a CLIP model", ("clip",)) or _tokenizer_problem(folder):
+        return problem
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in _IMAGE_PROCESSOR_FILES):
+        return f"{folder} holds no {' or '.join(_IMAGE_PROCESSOR_FILES)} (how images are prepared for CLIP)"
+    return None
+
+
+def _transformers_problem(folder: str, kind: str, model_types: tuple[str, ...] | None) -> str | None:
+    """What a transformers model folder lacks: itself, its config.json (of one of `model_types`, None: any) or
+    its weights."""
+    if not os.path.exists(folder):
+        return f"{folder} does not exist: pass a local folder holding {kind}"
+    if not os.path.isdir(folder):
+        return f"{folder} is a file, not a folder holding {kind}"
+    if unreadable := _unreadable(folder):
+        return unreadable
+    config = os.path.join(folder, "config.json")
+    if not os.path.isfile(config):
+        return f"{folder} holds no config.json: not {kind}"
+    try:
+        model_type = _json_object(config).get("model_type")
+    except ValueError as error:
+        return str(error)
+    if model_types is not None and model_type not in model_types:
+        return f"{folder} is not {kind}: its config.json names model_type {model_type!r}"
+    # walked once it looks like a model folder, not a home folder passed by mistake
+    return _unreadable_within(folder) or _weights_problem(folder, "model.safetensors or pytorch_model.bin")
 
 
 def _unreadable(path: str) -> str | None:
@@ -137,21 +184,28 @@ def _weights(folder: str) -> tuple[bool, bool]:
 
 
 def _tokenizer_problem(folder: str) -> str | None:
-    """transformers makes a tokenizer of an empty folder: without a vocabulary, one of 2 tokens, which read every
-    prompt as the same (the images answered made, and alike); without tokenizer_config.json, one of no length
+    """transformers makes a CLIP tokenizer of an empty folder: without a vocabulary, one of 2 tokens, which read
+    every prompt as the same (the images answered made, and alike); without tokenizer_config.json, one of no length
     limit, and every batch failed on it (OverflowError, as the prompts were cut to that length)."""
     if not os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
         return f"{folder} holds no tokenizer_config.json"
-    if not any(all(os.path.isfile(os.path.join(folder, name)) for name in names) for names in _VOCABULARIES):
-        return f"{folder} holds no vocabulary: tokenizer.json, or vocab.json and merges.txt"
+    return _vocabulary_problem(folder, _VOCABULARIES)
+
+
+def _vocabulary_problem(folder: str, vocabularies: tuple[tuple[str, ...], ...]) -> str | None:
+    if not any(all(os.path.isfile(os.path.join(folder, name)) for name in names) for names in vocabularies):
+        said = ", or ".join(" and ".join(names) for names in vocabularies)
+        return f"{folder} holds no vocabulary: {said}"
     return None
 
 
-def _weights_problem(folder: str) -> str | None:
+def _weights_problem(
+    folder: str, names: str = "diffusion_pytorch_model.safetensors or model.safetensors (or .fp16. ones)"
+) -> str | None:
     if not os.path.isfile(os.path.join(folder, "config.json")):
         return f"{folder} holds no config.json"
     if not any(_weights(folder)):
-        return f"{folder} holds no weights: diffusion_pytorch_model.safetensors or model.safetensors (or .fp16. ones)"
+        return f"{folder} holds no weights: {names}"
     for name in sorted(os.listdir(folder)):
         if name.endswith(".safetensors") and (damage := _safetensors_damage(os.path.join(folder, name))):
             return f"{os.path.join(folder, name)} is damaged ({damage}): download or save it again"

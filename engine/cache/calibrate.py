@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.arg_types import UsageError, output_file, positive_int, read_user_file
+from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
 
@@ -50,8 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="match the per-level hit fractions of this embedder under its shipped table (default minilm;"
         " for --embedder minilm, nirvana: NIRVANA's CLIP table applied unchanged)",
     )
-    parser.add_argument("--model-path", help="local CLIP directory when --embedder is clip")
-    parser.add_argument("--reference-model-path", help="local CLIP directory when --reference is clip")
+    parser.add_argument(
+        "--model-path",
+        metavar="DIR",
+        help="--embedder's model: clip: a local CLIP text encoder directory (needed);"
+        " minilm: its model directory (default: the package's)",
+    )
+    parser.add_argument("--reference-model-path", metavar="DIR", help="--reference's model, as --model-path")
     parser.add_argument("--limit", type=positive_int, help="use only the first N prompts")
     parser.add_argument("--json", metavar="OUT", type=output_file, help="write the table and the hit fractions here")
 
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     reference = args.reference or (NIRVANA if args.embedder == "minilm" else "minilm")
     if reference == args.embedder:
         raise UsageError(f"--reference must differ from --embedder ({reference}); try --reference {NIRVANA}")
+    check_embedder_model(args.embedder, args.model_path, "--embedder", "--model-path")
+    check_embedder_model(reference, args.reference_model_path, "--reference", "--reference-model-path")
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
         raise UsageError(f"{args.prompts}: need at least 2 prompts, got {len(prompts)}")

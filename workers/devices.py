@@ -1,0 +1,19 @@
+"""Whether this host has the device a worker is asked to run on, said before anything is loaded or started."""
+
+from __future__ import annotations
+
+
+def device_problem(device: str) -> str | None:
+    """Why this host cannot run a model on `device` (a torch device name, engine/arg_types.py), or None. Imports
+    torch for a cuda or mps device only: a cpu or sim run is checked without it."""
+    if not device.startswith(("cuda", "mps")):
+        return None
+    import torch
+
+    parsed = torch.device(device)
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        built = "" if torch.backends.cuda.is_built() else ", this torch being built without CUDA"
+        return f"torch sees {torch.cuda.device_count()} CUDA devices here{built}"
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        return "torch has no MPS device here (Apple silicon only)"
+    return None
