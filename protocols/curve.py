@@ -153,7 +153,10 @@ class RefusedHandshakes:
     does when the engine's public key given is not its own (the engine cannot read the client's hello). libzmq
     retries the last for ever; the others it does not. Waiting on such a socket is waiting for ever."""
 
-    def __init__(self, sock: zmq.Socket, address: str, curve_on: bool):
+    def __init__(self, sock: zmq.Socket, address: str, curve_on: bool, dials: bool = False):
+        """`dials`: hear too each dial that found no one listening, for verdict(). Only for a short-lived socket: a
+        monitor left unread (a client between calls, a fleet serving) fills with them, about seven a second while
+        the engine is down, and then stalls libzmq's I/O thread."""
         self._socket = sock
         self._address = address
         self._curve_on = curve_on
@@ -169,7 +172,7 @@ class RefusedHandshakes:
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_CONNECT_RETRIED
+            | (zmq.EVENT_CONNECT_RETRIED if dials else 0)
         )
 
     def reason(self) -> str | None:

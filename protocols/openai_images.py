@@ -93,7 +93,12 @@ def parse_request(body: bytes) -> ImageGenerationRequest:
         request = msgspec.json.decode(body, type=ImageGenerationRequest)
     except msgspec.ValidationError as exc:
         param = _param_of(str(exc))
-        raise InvalidRequest(_invalid_field_message(str(exc), param, body), param) from None
+        # read again untyped, for the value refused: the typed read stopped at it, and what follows may not parse
+        try:
+            sent = msgspec.json.decode(body)
+        except msgspec.DecodeError as malformed:  # a number beyond any type's range too
+            raise InvalidRequest(_malformed_json_message(body, str(malformed))) from None
+        raise InvalidRequest(_invalid_field_message(str(exc), param, sent), param) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(_malformed_json_message(body, str(exc))) from None
     nulls = {name: default for name, default in _NULL_MEANS.items() if getattr(request, name) is None}
@@ -249,14 +254,14 @@ _CHOICES = {
 }
 
 
-def _invalid_field_message(message: str, param: str | None, body: bytes) -> str:
+def _invalid_field_message(message: str, param: str | None, sent: object) -> str:
     # msgspec says "Invalid enum value True - at `$.stream`" of a value outside a list: the validator's words, not the
     # API's. Said the way the fields checked by hand say it (size, background, partial_images): the field, the value
     # (shortened: a field may be sent megabytes long), then the rule
     if param == "stream":
         return "stream must be false or omitted: argus does not stream, images come whole"
     if param in _CHOICES and message.startswith("Invalid enum value"):
-        value = reprlib.repr(msgspec.json.decode(body)[param])  # the body parsed: only a field's value was refused
+        value = reprlib.repr(sent[param])
         return f"{param} {value} must be one of {', '.join(map(repr, _CHOICES[param]))}"
     expected = _EXPECTED.fullmatch(message)
     if expected is None:  # a field missing or unknown: msgspec's words name it plainly
@@ -264,7 +269,7 @@ def _invalid_field_message(message: str, param: str | None, body: bytes) -> str:
     kind, got, rule = expected.group("kind", "got", "rule")
     if param is None:
         return f"the body must be {_kind_words(kind)}, not {_kind_words(got)}"
-    value = msgspec.json.decode(body)[param]  # the body parsed: only a value was refused
+    value = sent[param]
     if param == "size" and got is None:  # the pattern, which msgspec quotes as a regex
         return _size_format_message(value)
     # a string too long or too short is told by its length; any other value, shortened (it may be megabytes)

@@ -66,6 +66,10 @@ def good(engine) -> None:
             "malformed JSON: the body ends before the JSON does (byte 14)",
         ),
         (b"[1, 2]", 400, "invalid_request", None, "the body must be a JSON object, not a list"),
+        # a field refused, then JSON that does not parse: read again for the value refused, it was a 500
+        (b'{"prompt": "a", "n": 0,', 400, "invalid_request", None, "malformed JSON: the body ends before"),
+        (b'{"prompt": "a", "quality": "ultra"}x', 400, "invalid_request", None, "malformed JSON: trailing characters"),
+        (b'{"prompt": "a", "n": [1e400]}', 400, "invalid_request", None, "malformed JSON: number out of range"),
         (json.dumps({"prompt": 5}).encode(), 400, "invalid_request", "prompt", "prompt must be a string, got 5"),
         (json.dumps({"prompt": ""}).encode(), 400, "invalid_request", "prompt", "of length >= 1, got 0 characters"),
         (

@@ -19,7 +19,7 @@ def refusal_before_loading(connect: str, curve: ClientKeys | None, timeout_s: fl
     did not answer in time. The probe sends no message: the engine sees a peer come and go, nothing more."""
     context = zmq.Context()
     sock = make_socket(context, zmq.DEALER, curve_client=curve)
-    handshakes = RefusedHandshakes(sock, connect, curve is not None)
+    handshakes = RefusedHandshakes(sock, connect, curve is not None, dials=True)
     try:
         sock.connect(connect)
         return handshakes.verdict(timeout_s)
