@@ -59,10 +59,10 @@ CLOCKS = ("wall", "cpu")
 # -- the worker process, shared with `argus profile quality` ---------------------------
 def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = True) -> None:
     """`simulated` False: for what only a model measures (quality), so no sim backend and no time scale for it."""
-    if simulated:
-        parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
-    else:
-        parser.add_argument("--backend", default="tiny", choices=["tiny", "sdxl"], help=MEASURED_BACKEND_HELP)
+    backends, backend_help = (
+        (["tiny", "sdxl", "sim"], BACKEND_HELP) if simulated else (["tiny", "sdxl"], MEASURED_BACKEND_HELP)
+    )
+    parser.add_argument("--backend", default="tiny", choices=backends, help=backend_help)
     parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
