@@ -1,7 +1,8 @@
 """The HTTP schema: OpenAI's `POST /v1/images/generations`, with argus extension fields.
 
-Decoded strictly (msgspec.json): a wrong type, an unknown field or a value out
-of range is a 400 naming the field; null is a field's default. OpenAI's other
+Decoded strictly (msgspec.json): a wrong type, an unknown field, a field sent
+twice or a value out of range is a 400 naming the field (and the value refused,
+as JSON spells it); null is a field's default. OpenAI's other
 fields that argus can honour are accepted with the values OpenAI's own client
 sends, for clients written for OpenAI: `model` is echoed back; the rest do not
 change generation (README.md says why, field by field). Values argus cannot
@@ -11,8 +12,8 @@ honour are a 400 saying why: `background` transparent, `stream` true,
 
 from __future__ import annotations
 
+import json
 import re
-import reprlib
 import time
 from typing import Annotated, Literal, get_args, get_origin, get_type_hints
 
@@ -94,15 +95,61 @@ def parse_request(body: bytes) -> ImageGenerationRequest:
     except msgspec.ValidationError as exc:
         param = _param_of(str(exc))
         # read again untyped, for the value refused: the typed read stopped at it, and what follows may not parse
-        try:
-            sent = msgspec.json.decode(body)
-        except msgspec.DecodeError as malformed:  # a number beyond any type's range too
-            raise InvalidRequest(_malformed_json_message(body, str(malformed))) from None
+        sent = _untyped(body)
+        _refuse_duplicate_keys(body, sent)  # else the value named could be either of the two sent
         raise InvalidRequest(_invalid_field_message(str(exc), param, sent), param) from None
     except msgspec.DecodeError as exc:
-        raise InvalidRequest(_malformed_json_message(body, str(exc))) from None
+        raise InvalidRequest(_malformed_json_message(body, exc)) from None
+    _refuse_duplicate_keys(body, _untyped(body))
     nulls = {name: default for name, default in _NULL_MEANS.items() if getattr(request, name) is None}
     return msgspec.structs.replace(request, **nulls) if nulls else request
+
+
+def _untyped(body: bytes) -> object:
+    try:
+        return msgspec.json.decode(body)
+    # a number beyond any type's range too; and lists nested a thousand deep, which the typed read refused at the
+    # first (no field nests), were a 500
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidRequest(_malformed_json_message(body, exc)) from None
+
+
+def _refuse_duplicate_keys(body: bytes, sent: object) -> None:
+    """A key sent twice in one object is a 400 naming it: msgspec, as most parsers, keeps the last value, and a proxy
+    or a log that reads the first would see another request than the one served."""
+    # each key is followed by one colon: a body with no more colons than its distinct top-level keys has no key twice
+    # and no nested object. That proof spares most bodies the parse below: parse_request took 1.1 us of a usual body,
+    # 1.5 us with it, 2.5 us with that parse for every body
+    if isinstance(sent, dict) and body.count(b":") == len(sent):
+        return
+    try:
+        _KEYS_ONCE.decode(body.decode())  # UTF-8: msgspec has read it
+    except _KeyTwice as twice:
+        # param: the field, when the key is one the body holds; a key of a nested object names none
+        param = twice.key if isinstance(sent, dict) and twice.key in sent else None
+        raise InvalidRequest(f"duplicate field {_json_brief(twice.key)} in the JSON body", param) from None
+    except RecursionError as exc:  # msgspec read it, nested about as deep as Python's parser allows
+        raise InvalidRequest(_malformed_json_message(body, exc)) from None
+
+
+class _KeyTwice(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_key_twice(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    fields = dict(pairs)
+    if len(fields) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _KeyTwice(key)
+            seen.add(key)
+    return fields
+
+
+_KEYS_ONCE = json.JSONDecoder(object_pairs_hook=_no_key_twice)
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -116,12 +163,12 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def _size_format_message(size: str) -> str:
-    return f"size {reprlib.repr(size)} must be 'auto' or 'WIDTHxHEIGHT', e.g. '1024x1024'"
+    return f'size {_json_brief(size)} must be "auto" or "WIDTHxHEIGHT", e.g. "1024x1024"'
 
 
 def to_generate(request: ImageGenerationRequest, request_id: str) -> Generate:
     if request.background == "transparent":
-        raise InvalidRequest("background 'transparent' cannot be made: argus's images are opaque", "background")
+        raise InvalidRequest('background "transparent" cannot be made: argus\'s images are opaque', "background")
     if request.partial_images:
         raise InvalidRequest(
             "partial_images needs streaming, which argus does not do: images come whole", "partial_images"
@@ -257,12 +304,11 @@ _CHOICES = {
 def _invalid_field_message(message: str, param: str | None, sent: object) -> str:
     # msgspec says "Invalid enum value True - at `$.stream`" of a value outside a list: the validator's words, not the
     # API's. Said the way the fields checked by hand say it (size, background, partial_images): the field, the value
-    # (shortened: a field may be sent megabytes long), then the rule
+    # (as JSON spells it, shortened: a field may be sent megabytes long), then the rule
     if param == "stream":
         return "stream must be false or omitted: argus does not stream, images come whole"
     if param in _CHOICES and message.startswith("Invalid enum value"):
-        value = reprlib.repr(sent[param])
-        return f"{param} {value} must be one of {', '.join(map(repr, _CHOICES[param]))}"
+        return f"{param} {_json_brief(sent[param])} must be one of {', '.join(map(_json_brief, _CHOICES[param]))}"
     expected = _EXPECTED.fullmatch(message)
     if expected is None:  # a field missing or unknown: msgspec's words name it plainly
         return message
@@ -273,8 +319,22 @@ def _invalid_field_message(message: str, param: str | None, sent: object) -> str
     if param == "size" and got is None:  # the pattern, which msgspec quotes as a regex
         return _size_format_message(value)
     # a string too long or too short is told by its length; any other value, shortened (it may be megabytes)
-    said = f"{len(value)} characters" if got is None and isinstance(value, str) else reprlib.repr(value)
+    said = f"{len(value)} characters" if got is None and isinstance(value, str) else _json_brief(value)
     return f"{param} must be {_kind_words(kind)}{rule}, got {said}"
+
+
+_BRIEF_CHARS = 30  # reprlib's length for a string; the message echoed a value so before (in Python's spelling)
+
+
+def _json_brief(value: object) -> str:
+    """`value` spelled as the client sent it, JSON (null, true, "a"), where Python's repr said None, True, 'a'; its
+    middle cut out if long. Every value here came from the JSON parser, so it encodes."""
+    said = msgspec.json.encode(value).decode()
+    if len(said) <= _BRIEF_CHARS:
+        return said
+    head = (_BRIEF_CHARS - 3) // 2
+    tail = _BRIEF_CHARS - 3 - head
+    return f"{said[:head]}...{said[-tail:]}"
 
 
 # msgspec's "Expected `int` >= 1 - at `$.n`", "Expected `int | null`, got `str` - at `$.n`" and, of the whole body,
@@ -297,11 +357,14 @@ def _kind_words(kind: str) -> str:
     return " or ".join(name for name in kinds if name != "null" or len(kinds) == 1)
 
 
-def _malformed_json_message(body: bytes, message: str) -> str:
+def _malformed_json_message(body: bytes, error: Exception) -> str:
     # msgspec's "JSON is malformed: trailing comma in object (byte 14)" came as "malformed JSON: JSON is malformed:
     # ...", and an empty or cut short body as "Input data was truncated"
     if not body.strip():
         return "malformed JSON: the body is empty"
+    if isinstance(error, RecursionError):
+        return "malformed JSON: lists or objects nested too deeply"
+    message = str(error)
     if message == "Input data was truncated":
         return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
     reason = message.removeprefix("JSON is malformed: ")

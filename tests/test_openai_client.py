@@ -162,11 +162,11 @@ def test_output_compression_is_the_quality_a_jpeg_is_saved_at(client, compressio
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [
-        ("quality", "ultra", "quality 'ultra' must be one of"),
-        ("style", "noir", "style 'noir' must be one of"),
-        ("complexity", "extreme", "complexity 'extreme' must be one of"),
+        ("quality", "ultra", 'quality "ultra" must be one of'),
+        ("style", "noir", 'style "noir" must be one of'),
+        ("complexity", "extreme", 'complexity "extreme" must be one of'),
         ("background", "transparent", "opaque"),
-        ("moderation", "off", "moderation 'off' must be one of"),
+        ("moderation", "off", 'moderation "off" must be one of'),
         ("output_compression", 101, "<= 100"),
         ("partial_images", 2, "streaming"),
     ],
