@@ -31,8 +31,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 _LOWEST_PORT = 10000  # above the ports services are given by convention
-# `argus serve` flags for measuring the engine alone: sim workers that answer at once, a queue that never refuses
-INSTANT_SIM_ENGINE = ("--backend", "sim", "--time-scale", "0", "--max-queue", str(1 << 20))
+# sim workers that answer at once; a bench's workers started apart from the engine (`argus worker`) take it too, or
+# the engine warns that it plans with another
+INSTANT_SIM_TIME_SCALE = "0"
+# `argus serve` flags for measuring the engine alone: such workers, a queue that never refuses
+INSTANT_SIM_ENGINE = ("--backend", "sim", "--time-scale", INSTANT_SIM_TIME_SCALE, "--max-queue", str(1 << 20))
 
 
 def sim_image_side(text: str) -> int:

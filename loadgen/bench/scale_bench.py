@@ -1,9 +1,10 @@
 """`argus bench scale`: one engine and a thousand SIMULATED workers, under rising open-loop load until it saturates.
 
-A real `argus serve --workers 0 --backend sim` listens for workers on loopback
-TCP; `--fleets` processes of `argus worker --backend sim --count N --time-scale 0`
-(a fleet answers at once: no model runs) bring `--workers` workers in all, each
-its own peer. Once /ready lists them all, `--load-processes` load generators
+A real `argus serve --workers 0 --backend sim --time-scale 0` listens for workers
+on loopback TCP; `--fleets` processes of `argus worker --backend sim --count N
+--time-scale 0` (a fleet answers at once: no model runs; the engine plans at the
+same time scale, so it warns of none) bring `--workers` workers in all, each its
+own peer. Once /ready lists them all, `--load-processes` load generators
 (raw DEALER sockets and the msgspec codec, one process each, outside the engine)
 offer an evenly paced open-loop rate that rises step by step until the engine
 saturates: the rate it answers stops following the offered rate, or p99
@@ -42,6 +43,7 @@ from pathlib import Path
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
 from loadgen.bench.harness import (
     INSTANT_SIM_ENGINE,
+    INSTANT_SIM_TIME_SCALE,
     LOOPBACK,
     Child,
     EngineChild,
@@ -181,7 +183,7 @@ def _start_fleet(tmp: Path, connect: str, count: int, index: int) -> Child:
         "--backend",
         "sim",
         "--time-scale",
-        "0",
+        INSTANT_SIM_TIME_SCALE,
         "--count",
         str(count),
         "--worker-id",
