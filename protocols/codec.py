@@ -74,7 +74,7 @@ class Codec:
             return self._decoder.decode(_as_buffer(frames[0]))
         # RecursionError: msgspec's answer to deeply nested arrays or maps, which a peer can send
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, RecursionError) as exc:
-            return DecodeError(str(exc))
+            return DecodeError(_brief(str(exc)))
         finally:
             self._in_frames = ()
 
@@ -118,6 +118,20 @@ class Codec:
         if isinstance(obj, expected):
             return obj
         raise TypeError(f"expected {expected.__name__}, got {type(obj).__name__}")
+
+
+# msgspec quotes the value it refused ("Invalid enum value '...' - at `$.output_format`"): a peer may send it megabytes
+# long, and the reason goes back to it and into the engine's logs
+_MAX_REASON_CHARS = 300
+_REASON_TAIL_CHARS = 80  # where msgspec names the field
+
+
+def _brief(reason: str) -> str:
+    """The reason with its middle cut out if long, its start (what is wrong) and end (where) kept."""
+    if len(reason) <= _MAX_REASON_CHARS:
+        return reason
+    head = _MAX_REASON_CHARS - _REASON_TAIL_CHARS - 5
+    return f"{reason[:head]} ... {reason[-_REASON_TAIL_CHARS:]}"
 
 
 def _as_buffer(frame: Any) -> memoryview:

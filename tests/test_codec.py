@@ -129,6 +129,17 @@ def test_client_request_bounds_are_part_of_decoding(fields, reason):
     assert isinstance(result, DecodeError) and reason in result.reason
 
 
+def test_a_long_value_refused_is_not_echoed_whole():
+    # the reason goes back to the peer and into the engine's log: a megabyte value would be both
+    frames = client_messages.client_side_codec()._encoder.encode(
+        {"type": "generate", "request_id": "r", "prompt": "a", "output_format": "g" * 1_000_000}
+    )
+    result = client_messages.engine_side_codec().decode([frames])
+    assert isinstance(result, DecodeError)
+    assert len(result.reason) <= 300
+    assert result.reason.startswith("Invalid enum value 'ggg") and result.reason.endswith("at `$.output_format`")
+
+
 def _valid_messages():
     latent = np.ones((4, 8, 8), np.float16)
     return [
