@@ -30,9 +30,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from controller.profiles import LatencyProfile
-from engine.arg_types import UsageError, comma_separated, non_negative_int, output_file, positive_int, torch_device
+from engine.arg_types import (
+    UsageError,
+    comma_separated,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    positive_int,
+    torch_device,
+)
 from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
-from engine.worker_command import check_device
+from engine.worker_command import check_worker_backend
+from workers.cannot_serve import ReasonPipe
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -63,7 +72,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
         (["tiny", "sdxl", "sim"], BACKEND_HELP) if simulated else (["tiny", "sdxl"], MEASURED_BACKEND_HELP)
     )
     parser.add_argument("--backend", default="tiny", choices=backends, help=backend_help)
-    parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda:N (default cpu)")
+    parser.add_argument("--device", type=torch_device, help="cpu or cuda:N (default cpu; none for sim)")
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
         "--threads",
@@ -72,7 +81,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
         help="torch threads on CPU (default: half the cores, what `argus serve` gives each of its 2 default workers)",
     )
     if simulated:
-        parser.add_argument("--time-scale", type=float, default=1.0, help="sim backend: multiply simulated GPU time")
+        parser.add_argument(
+            "--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)"
+        )
+    else:  # none to give, as if left unset
+        parser.set_defaults(time_scale=None)
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps N (default 50)")
     parser.add_argument("--size", type=positive_int, help="image side in pixels (default: the backend's default size)")
     parser.add_argument("--seed", type=int, default=7, help="seeds the images")
@@ -83,10 +96,12 @@ def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> li
     # --die-with-parent: the profiler owns it, as an engine owns its workers (its Shutdown ends it)
     command = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "worker", "--connect", connect]
     command += ["--die-with-parent"]
-    command += ["--backend", args.backend, "--device", args.device, "--worker-id", "profile"]
+    command += ["--backend", args.backend, "--worker-id", "profile"]
     command += ["--threads", str(args.threads), "--max-batch", str(max_batch)]
-    if args.backend == "sim":  # a model backend refuses a time scale: its time is real
-        command += ["--time-scale", str(args.time_scale)]
+    # each as given: checked before, as the worker checks them (check_worker_backend)
+    for flag, value in (("--device", args.device), ("--time-scale", args.time_scale)):
+        if value is not None:
+            command += [flag, str(value)]
     if args.model:
         command += ["--model", args.model]
     return command
@@ -109,7 +124,12 @@ class WorkerProcess:
         self._identity = b""
         self._batch_ids = iter(range(1, 1 << 30))
         self.heartbeats = 0
-        self.child = spawn(worker_command(args, f"tcp://{LOOPBACK}:{port}", max_batch), log_dir, "worker")
+        # why the worker cannot serve (a model that does not load), said as the profile's own error
+        self._refusal = ReasonPipe()
+        command = worker_command(args, f"tcp://{LOOPBACK}:{port}", max_batch)
+        environment = {**os.environ, **self._refusal.environment}
+        self.child = spawn(command, log_dir, "worker", environment, pass_fds=(self._refusal.fd,))
+        self._refusal.started()
 
     def __enter__(self) -> WorkerProcess:
         return self
@@ -161,6 +181,7 @@ class WorkerProcess:
                 self._send(Shutdown())
         finally:
             self.child.stop(timeout_s=10.0)
+            self._refusal.close()
             self._socket.close(linger=0)
             self._context.term()
 
@@ -169,6 +190,8 @@ class WorkerProcess:
 
         while (left := deadline - time.monotonic()) > 0:
             if not self._socket.poll(int(min(left, 1.0) * 1000)):
+                if not self.child.alive() and (refusal := self._refusal.reason()):
+                    raise UsageError(refusal)
                 self.child.check_alive()
                 continue
             identity, *frames = self._socket.recv_multipart()
@@ -219,7 +242,7 @@ def image_size(args: argparse.Namespace, hello: Hello) -> int:
 
 def machine_description(hello: Hello, args: argparse.Namespace) -> str:
     if hello.simulated:
-        backend = f"backend {hello.backend}, SIMULATED (time scale {args.time_scale}), no torch"
+        backend = f"backend {hello.backend}, SIMULATED (time scale {hello.time_scale:g}), no torch"
     else:
         torch = importlib.metadata.version("torch")
         threads = f"{args.threads} torch thread{'' if args.threads == 1 else 's'}"
@@ -278,13 +301,8 @@ def run(args: argparse.Namespace) -> int:
     batches = sorted(set(args.batches))
     if not batches or batches[0] != 1:
         raise UsageError(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
-    if args.backend != "sim" and args.time_scale != 1.0:
-        raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
-    if args.model and args.backend != "sdxl":  # the worker refuses it: only the sdxl backend reads a model
-        raise UsageError(
-            f"--model is read by the sdxl backend only, not {args.backend}: add --backend sdxl, or drop it"
-        )
-    check_device(args.backend, args.device)
+    # what the worker would refuse as it starts: it exited saying so, and the profile ended in a traceback
+    check_worker_backend(args.backend, args.model, args.device, args.time_scale)
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:
         with WorkerProcess(args, batches[-1], Path(tmp)) as worker:
             hello = worker.handshake()
@@ -316,7 +334,7 @@ def _measure(
             for i in range(batch)
         ]
 
-    print(f"warming up the worker ({args.backend} on {args.device}, {size}x{size}, N={args.steps}) ...", flush=True)
+    print(f"warming up the {args.backend} worker ({size}x{size}, N={args.steps}) ...", flush=True)
     _, full = worker.generate(0, args.steps, size, args.guidance, items(0, batches[-1]))
     latents = [result.by_level() for result in full]
 

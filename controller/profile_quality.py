@@ -50,8 +50,9 @@ from controller.versioned import write_versioned
 from engine.arg_types import UsageError, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
-from engine.worker_command import check_device
+from engine.worker_command import check_worker_backend
 from workers.model_folder import clip_model_problem
+from workers.model_loading import loading
 
 # the file beside the samples that says how they were made (JSONL has no room for it)
 SAMPLES_KIND = "quality_samples_provenance"
@@ -101,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     if problem := clip_model_problem(args.clip):
         raise UsageError(f"--clip: {problem}")
     check_embedder_model(args.embedder, _embedder_model(args), "--embedder", "--embedder-model")
-    check_device(args.backend, args.device)
+    check_worker_backend(args.backend, args.model, args.device, args.time_scale)
     similarity = _similarities(args, prompts)
-    scorer = ClipScorer(args.clip, args.device)
+    scorer = ClipScorer(args.clip, args.device or "cpu")
     with tempfile.TemporaryDirectory(prefix="argus-profile-quality-") as tmp:
         with WorkerProcess(args, args.batch, Path(tmp)) as worker:
             hello = worker.handshake()
@@ -208,8 +209,9 @@ class ClipScorer:
 
         self._torch = torch
         self._device = device
-        self._processor = CLIPProcessor.from_pretrained(model_dir, local_files_only=True)
-        self._model = CLIPModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+        with loading(model_dir, "a CLIP model"):
+            self._processor = CLIPProcessor.from_pretrained(model_dir, local_files_only=True)
+            self._model = CLIPModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
 
     def score(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[float]:
         from PIL import Image

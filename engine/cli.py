@@ -49,7 +49,7 @@ from engine.config import (
     LaunchConfig,
     PolicyConfig,
 )
-from engine.help_format import BACKEND_HELP, show_defaults
+from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
 from engine.stop_signals import HeldStopSignals
 from engine.worker_command import (
     add_worker_command,
@@ -64,6 +64,7 @@ from protocols.limits import MAX_BATCH
 from protocols.sockets import allow_open_files
 from workers.model_folder import sdxl_model_problem
 from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
+from workers.model_loading import ModelLoadFailed
 
 # descriptors the engine may hold: one per worker, HTTP connection and ZeroMQ client over TCP, and files; a soft
 # limit of 1,024 took no more workers past about a thousand and left HTTP (even /health) unanswered, without a word
@@ -286,10 +287,10 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         # Ray actors read --model on the hosts Ray places them on, which this one need not see
         if args.launcher != "ray":
             check_model(args.model)
+    check_backend_flags(args.backend, args.model, args.device, args.time_scale)
     if args.workers and args.launcher != "ray":  # Ray places its actors on hosts of their own, with their devices
         for device in dict.fromkeys(args.device or ()):
-            check_device(args.backend, device)
-    check_backend_flags(args)
+            check_device(device)
     _check_embedder(args)
     if args.launcher == "ray":
         if not args.workers:
@@ -554,7 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_profile(sub)
     add_bench_commands(sub)
-    show_defaults(parser)
+    for command in command_parsers(parser):
+        command.formatter_class = DefaultsHelpFormatter
+        # what the command's usage errors are said under, as argparse says its own: `argus profile quality`, not
+        # `argus profile` (a sub-command's default overrides its parent's)
+        command.set_defaults(prog=command.prog)
     return parser
 
 
@@ -571,8 +576,8 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
         if held is not None and args.func is not _serve:
             held.release(deliver=True)
         return _serve(args, held) if args.func is _serve else args.func(args)
-    except UsageError as error:
-        print(f"argus {args.command}: error: {error}", file=sys.stderr)
+    except (UsageError, ModelLoadFailed) as error:
+        print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.command != "worker":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 
 BACKEND_HELP = "what a worker runs: tiny (a small random-weight SD-XL, CPU), sdxl (--model), sim (no model: SIMULATED)"
 # where a backend is measured: the sim backend's quality is modelled, there is nothing of it to measure
@@ -23,11 +24,11 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default %(default)s)".lstrip()
 
 
-def show_defaults(parser: argparse.ArgumentParser) -> None:
-    """Gives `parser` and every sub-command's parser under it the formatter (argparse does not pass a parser's
-    formatter on to the parsers of its sub-commands)."""
-    parser.formatter_class = DefaultsHelpFormatter
+def command_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """`parser` and every sub-command's parser under it: argparse passes none of a parser's settings (its formatter)
+    on to them."""
+    yield parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
-                show_defaults(sub)
+                yield from command_parsers(sub)

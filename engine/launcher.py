@@ -7,7 +7,9 @@ a worker that cannot start, or dies soon after it starts, does not spin
 heartbeat to miss: one that does not say hello within the startup timeout is
 killed and restarted like one that died. One that exits saying it cannot serve as
 configured (exit 2) before its hello, GIVE_UP_AFTER times in a row, is not
-restarted again (engine/restart_backoff.py), and its exit tells the engine so.
+restarted again (engine/restart_backoff.py), and its exit tells the engine so. Why it cannot serve, which it
+tells the launcher over a pipe rather than print (workers/cannot_serve.py), is logged once, not at every start of
+every slot.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from engine.metrics import EngineMetrics
 from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from protocols.worker_messages import Hello
+from workers.cannot_serve import ReasonPipe
 from workers.config import WorkerConfig
 from workers.main import CANNOT_SERVE_EXIT, PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
 
@@ -53,11 +56,11 @@ def worker_command(config: WorkerConfig) -> list[str]:
         config.worker_id,
         "--backend",
         config.backend,
-        "--device",
-        config.device,
     ]
-    if config.backend == "sim":  # the worker refuses it for a model backend
+    if config.backend == "sim":  # the worker refuses it for a model backend, and a --device for sim
         command += ["--time-scale", str(config.time_scale)]
+    else:
+        command += ["--device", config.device]
     if config.model and config.backend == "sdxl":  # the worker refuses it for the others, which read no model
         command += ["--model", config.model]
     if config.max_batch:
@@ -96,6 +99,7 @@ class LocalLauncher:
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._backoff: dict[str, RestartBackoff] = {}  # worker id -> its wait before each restart
         self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current process says hello
+        self._last_reason: str | None = None  # why a worker last said it cannot serve, as logged
         self._stopping = False
         # share the cores among CPU workers instead of oversubscribing them
         self._threads = max(1, (os.cpu_count() or 1) // max(1, config.count))
@@ -150,14 +154,20 @@ class LocalLauncher:
         backoff = self._backoff[worker_id] = self._config.restart_backoff()
         while not self._stopping:
             hello = self._hello[worker_id] = asyncio.Event()
+            reason = ReasonPipe()
             try:
                 process = await asyncio.create_subprocess_exec(
-                    *worker_command(config), stdin=asyncio.subprocess.DEVNULL, env=self._environment
+                    *worker_command(config),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    env={**self._environment, **reason.environment},
+                    pass_fds=(reason.fd,),
                 )
             except OSError as error:  # fork or exec refused (EAGAIN under memory or pid pressure): try again later
+                reason.close()
                 log.error("could not start worker %s: %s; retrying", worker_id, error)
                 await restart_after(backoff.after_exit(), self._metrics)
                 continue
+            reason.started()
             self._processes[worker_id] = process
             if self._stopping:  # started while stop() was signalling the others: it missed their SIGTERM
                 process.send_signal(signal.SIGTERM)
@@ -174,14 +184,19 @@ class LocalLauncher:
                 )
                 process.kill()
             code = await exited
+            said = reason.reason()
             if self._stopping:
                 return
+            if said and said != self._last_reason:
+                # once, not for every slot and start: each said the same, among their model loads' progress bars
+                self._last_reason = said
+                log.error("worker %s cannot serve as configured: %s", worker_id, said)
             given_up = backoff.gives_up(code == CANNOT_SERVE_EXIT)
             self._on_exit(worker_id, not given_up)
             if given_up:
                 log.error(
-                    "worker %s exited with %d before its hello %d times in a row: it cannot serve as configured (its"
-                    " error is above); not restarting it",
+                    "worker %s exited with %d before its hello %d times in a row: it cannot serve as configured (why"
+                    " is above); not restarting it",
                     worker_id,
                     code,
                     GIVE_UP_AFTER,

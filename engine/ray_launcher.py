@@ -44,6 +44,7 @@ from protocols.worker_messages import Hello
 from workers.backend import BackendUnavailable
 from workers.config import WorkerConfig
 from workers.main import CANNOT_SERVE_EXIT, SIM_SIMILARITY_TABLE_ENV
+from workers.model_loading import ModelLoadFailed
 
 log = logging.getLogger("argus.launcher")
 # Ray picks a node's address when it is imported: with this off it is the loopback address, so a
@@ -282,7 +283,8 @@ class RayLauncher:
         except self._ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
             # why, not only Ray's class for it: "RayTaskError(FileNotFoundError)" named no file. Ray's error for a
             # task that raised is also an instance of what it raised
-            return f"ended: {reasons(error)}", isinstance(error, (BackendUnavailable, FileNotFoundError))
+            cannot_serve = isinstance(error, (BackendUnavailable, ModelLoadFailed, FileNotFoundError))
+            return f"ended: {reasons(error)}", cannot_serve
 
     def _shortage(self, resources: dict[str, int]) -> str:
         """What the actor asks for that the cluster has not got free, for the log."""

@@ -21,10 +21,12 @@ from engine.help_format import BACKEND_HELP
 from protocols.curve import ClientKeys
 from protocols.limits import MAX_BATCH
 from workers.backend import BackendUnavailable
+from workers.cannot_serve import tell_starter
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
 from workers.devices import device_problem
-from workers.main import INTERRUPTED_EXIT
+from workers.main import CANNOT_SERVE_EXIT, INTERRUPTED_EXIT
 from workers.model_folder import sdxl_model_problem
+from workers.model_loading import ModelLoadFailed
 from workers.runtime import MAX_WORKER_ID_BYTES
 
 
@@ -70,23 +72,27 @@ def stopped_as_it_started() -> int:
     return INTERRUPTED_EXIT
 
 
-def check_backend_flags(args: argparse.Namespace) -> None:
-    """`argus serve` (for the workers it starts) and `argus worker` alike: only the sim backend's time is simulated,
-    so only it scales, and only the sdxl backend reads a --model (tiny builds its own, sim runs none)."""
-    if args.time_scale is not None and args.backend != "sim":
+def check_backend_flags(
+    backend: str, model: str | None, device: str | list[str] | None, time_scale: float | None = None
+) -> None:
+    """`argus serve` (for the workers it starts), `argus worker` and `argus profile` alike: only the sim backend's
+    time is simulated, so only it scales; only the sdxl backend reads a --model (tiny builds its own, sim runs none);
+    and only a model runs on a --device (`device`: the flag's value, None when not given)."""
+    if time_scale is not None and backend != "sim":
         raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
-    if args.model and args.backend != "sdxl":
+    if model and backend != "sdxl":
         # the default backend is tiny: `--model DIR` alone served the tiny model's pictures as SD-XL's
-        raise UsageError(
-            f"--model is read by the sdxl backend only, not {args.backend}: add --backend sdxl, or drop it"
-        )
+        raise UsageError(f"--model is read by the sdxl backend only, not {backend}: add --backend sdxl, or drop it")
+    if device and backend == "sim":
+        # accepted and ignored: a sim worker given --device cuda:0 said it ran on "sim"
+        raise UsageError("--device is for the model backends (tiny, sdxl); sim runs no model")
 
 
-def check_device(backend: str, device: str | None) -> None:
+def check_device(device: str | None) -> None:
     """A cuda or mps --device this host lacks, refused before a worker is started for it (`argus serve`'s local
     workers, `argus worker`, `argus profile`): each worker failed as it loaded its backend, one by one, and a
-    profile ended in a traceback. The sim backend runs on no device, and must not import torch to say so."""
-    if backend != "sim" and device and (problem := device_problem(device)):
+    profile ended in a traceback. A sim worker has none (check_backend_flags), and imports no torch."""
+    if device and (problem := device_problem(device)):
         raise UsageError(f"--device {device}: {problem}")
 
 
@@ -96,6 +102,17 @@ def check_model(model_dir: str) -> None:
         raise UsageError(f"--model: {problem}")
 
 
+def check_worker_backend(backend: str, model: str | None, device: str | None, time_scale: float | None) -> None:
+    """What a worker refuses as it starts, before its backend is imported: `argus worker`'s, and the one `argus
+    profile` starts, which is checked before it starts (the profile ended in a traceback as it exited)."""
+    check_backend_flags(backend, model, device, time_scale)
+    check_device(device)
+    if backend == "sdxl":
+        if not model:
+            raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder)")
+        check_model(model)
+
+
 def check_worker_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
     if args.count != 1:
@@ -103,12 +120,7 @@ def check_worker_args(args: argparse.Namespace) -> None:
             raise UsageError("--count runs simulated workers only: add --backend sim")
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
-    check_backend_flags(args)
-    check_device(args.backend, args.device)
-    if args.backend == "sdxl":
-        if not args.model:
-            raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder)")
-        check_model(args.model)
+    check_worker_backend(args.backend, args.model, args.device, args.time_scale)
     if args.worker_id:
         longest = args.worker_id if args.count == 1 else f"{args.worker_id}-{args.count - 1}"
         if len(longest.encode()) > MAX_WORKER_ID_BYTES:
@@ -118,6 +130,16 @@ def check_worker_args(args: argparse.Namespace) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    try:
+        return _run_worker(args)
+    except (UsageError, ModelLoadFailed) as error:
+        # started by an engine (or a profile), which says why once for all its workers and their restarts
+        if tell_starter(str(error)):
+            return CANNOT_SERVE_EXIT
+        raise
+
+
+def _run_worker(args: argparse.Namespace) -> int:
     import socket
 
     from workers.main import run_worker

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from model_folders import save_model_folder
+from test_model_and_device_flags import command_name
 
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.cli import UsageError, build_parser, engine_config, main
@@ -487,6 +488,7 @@ def test_the_engines_own_worker_command_passes_the_worker_checks(backend, tmp_pa
     check_worker_args(build_parser().parse_args(command[command.index("worker") :]))
     assert ("--time-scale" in command) == (backend == "sim")
     assert ("--model" in command) == (backend == "sdxl")
+    assert ("--device" in command) == (backend != "sim")  # the sim worker refuses one: it runs no model
 
 
 # an input file a command cannot use, made in a temporary directory: (name, how it is made, what the error says)
@@ -518,7 +520,7 @@ def test_an_input_file_that_cannot_be_used_is_one_line_naming_it(argv, bad, tmp_
     argv = [arg.format(tmp=tmp_path) for arg in argv]
     assert main([*argv, str(path)]) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"argus {argv[0]}: error: {path}") and says in error
+    assert error.startswith(f"{command_name(argv)}: error: {path}") and says in error
     assert error.count("\n") == 1  # one line, no traceback
 
 
@@ -535,7 +537,7 @@ def test_flags_an_offline_command_cannot_run_with_are_a_usage_error(argv, says, 
     prompts.write_text("a red fox\na blue whale\n")
     assert main([arg.format(tmp=tmp_path, prompts=prompts) for arg in argv]) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"argus {argv[0]}: error: ") and says in error
+    assert error.startswith(f"{command_name(argv)}: error: ") and says in error
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,15 @@ def prompts(tmp_path):
     return str(path)
 
 
+def command_name(argv: list[str]) -> str:
+    """The command's full name, as argparse says its errors: `argus profile quality`, not `argus profile`."""
+    return "argus " + " ".join(argv[: 2 if argv[0] in ("profile", "bench") else 1])
+
+
 def assert_refused(argv: list[str], says: str, capsys) -> None:
     """`argv` exits 2 with one line: the command's name and `says`."""
     assert main(argv) == 2
-    assert capsys.readouterr().err == f"argus {argv[0]}: error: {says}\n"
+    assert capsys.readouterr().err == f"{command_name(argv)}: error: {says}\n"
 
 
 @pytest.mark.parametrize(
@@ -167,7 +172,7 @@ def test_a_cuda_device_this_host_lacks_is_refused_before_a_worker_starts(
     argv = [arg.format(tmp=tmp_path, prompts=prompts, clip=clip) for arg in argv]
     assert main([*argv, "--device", "cuda:1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"argus {argv[0]}: error: --device cuda:1: torch sees 1 CUDA devices here")
+    assert err.startswith(f"{command_name(argv)}: error: --device cuda:1: torch sees 1 CUDA devices here")
     assert err.count("\n") == 1
 
 
@@ -194,16 +199,53 @@ def test_serve_refuses_a_cuda_device_in_one_line_without_starting_a_worker(tmp_p
     assert log.count("\n") == 1 and "Traceback" not in log
 
 
-def test_the_sim_backend_is_not_checked_for_a_device_and_does_not_import_torch():
-    """The sim backend runs on no device: a cuda --device is not looked up, which would import torch for seconds."""
+def test_a_device_given_to_the_sim_backend_is_refused_without_importing_torch():
+    """The sim backend runs no model: a --device given it was accepted and ignored (serve's workers said they ran on
+    "sim"). Refused, it is not looked up, which would import torch for seconds; left at its default, nothing is said."""
     check = (
         "import sys\n"
+        "from engine.arg_types import UsageError\n"
         "from engine.cli import build_parser, engine_config\n"
-        "from engine.worker_command import check_worker_args\n"
-        "engine_config(build_parser().parse_args(['serve', '--backend', 'sim', '--device', 'cuda:99']))\n"
-        "check_worker_args(build_parser().parse_args(['worker', '--connect', 'ipc:///w', '--backend', 'sim',"
-        " '--device', 'cuda:99']))\n"
+        "from engine.worker_command import check_worker_args, check_worker_backend\n"
+        "def refusal(check, argv):\n"
+        "    try:\n"
+        "        check(build_parser().parse_args(argv))\n"
+        "    except UsageError as error:\n"
+        "        return str(error)\n"
+        "checks = [\n"
+        "    (engine_config, ['serve', '--backend', 'sim']),\n"
+        "    (check_worker_args, ['worker', '--connect', 'ipc:///w', '--backend', 'sim']),\n"
+        "    (lambda a: check_worker_backend(a.backend, a.model, a.device, a.time_scale),\n"
+        "     ['profile', 'latency', '--backend', 'sim', '--out', 'p.json']),\n"
+        "]\n"
+        "for check, argv in checks:\n"
+        "    assert refusal(check, argv) is None, argv\n"
+        "    for device in ('cuda:99', 'cpu'):\n"
+        "        print(refusal(check, [*argv, '--device', device]))\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    assert done.stdout == "--device is for the model backends (tiny, sdxl); sim runs no model\n" * 6
+
+
+@pytest.mark.parametrize("kind", ["latency", "quality"])
+def test_profile_refuses_the_model_flags_its_worker_would(kind, prompts, tmp_path, capsys):
+    """Its worker refused them as it started, and the profile ended in a RuntimeError traceback quoting the worker's
+    log; `profile quality` first loaded its embedder and CLIP for seconds."""
+    clip = save_model_folder(tmp_path / "clip", "clip", processor=True)
+    argv = {
+        "latency": ["profile", "latency", "--out", str(tmp_path / "l.json")],
+        "quality": ["profile", "quality", prompts, "--clip", clip, "--out", str(tmp_path / "q.jsonl")],
+    }[kind]
+    # the tiny backend builds its own model: the folder was not read
+    says = "--model is read by the sdxl backend only, not tiny: add --backend sdxl, or drop it"
+    assert_refused([*argv, "--model", str(tmp_path)], says, capsys)
+    assert_refused(
+        [*argv, "--backend", "sdxl"], "--backend sdxl needs --model DIR (a local diffusers SD-XL folder)", capsys
+    )
+    assert_refused(
+        [*argv, "--backend", "sdxl", "--model", str(tmp_path)],
+        f"--model: {str(tmp_path)!r} holds no model_index.json; it is not a diffusers checkpoint",
+        capsys,
+    )

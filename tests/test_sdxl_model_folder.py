@@ -3,18 +3,21 @@ as users break theirs: each ends in one line and exit 2, before any hello, never
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from engine.cli import main
-from workers.diffusion_backend import load_sdxl
+from engine_process import start_engine
+from workers.diffusion_backend import StableDiffusionXLPipeline, load_sdxl
 from workers.model_folder import sdxl_model_problem
 from workers.tiny_pipeline import build_tiny_sdxl
 
@@ -39,7 +42,7 @@ def one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("argus worker: error: --model "), err
+    assert last.startswith("argus worker: error: "), err
     return last
 
 
@@ -49,7 +52,92 @@ def test_a_text_encoder_bin_that_torch_cannot_load_fails_the_worker_in_one_line(
     _replace(model / "text_encoder" / "model.safetensors", "pytorch_model.bin", b"\x80" * 99)
     assert main([*WORKER, str(model)]) == 2
     line = one_line_error(capsys)
-    assert re.match(rf"argus worker: error: --model {re.escape(str(model))} cannot serve on cpu: \w+Error: ", line)
+    assert re.match(
+        rf"argus worker: error: cannot load an SD-XL pipeline from {re.escape(str(model))}: \w+Error: ", line
+    )
+
+
+def _edit_json(path: Path, **changes: object) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+# files that pass the folder checks and do not load, as diffusers, transformers and tokenizers refuse them (each
+# error's type differs): (how the folder is spoiled, what the line says after the folder)
+NOT_LOADING = {
+    "a tokenizer.json of no tokenizer": (
+        lambda model: (model / "tokenizer" / "tokenizer.json").write_text("{}"),
+        "KeyError: 'added_tokens'",
+    ),
+    "a tokenizer.json of no known model": (
+        lambda model: _edit_json(model / "tokenizer_2" / "tokenizer.json", model={"type": "Nope"}),
+        "Exception: data did not match any variant",
+    ),
+    "a config.json that is not JSON": (
+        lambda model: (model / "vae" / "config.json").write_text("{not json"),
+        "It looks like the config file at",
+    ),
+    "a unet config of the wrong shape": (
+        lambda model: _edit_json(model / "unet" / "config.json", block_out_channels=[8, 16]),
+        "Must provide the same number of `block_out_channels` as `down_block_types`",
+    ),
+    "a text encoder config value of the wrong type": (
+        lambda model: _edit_json(model / "text_encoder" / "config.json", hidden_size="big"),
+        "StrictDataclassFieldValidationError: Validation error for field 'hidden_size': TypeError:",
+    ),
+}
+
+
+@pytest.mark.parametrize(("spoil", "says"), NOT_LOADING.values(), ids=NOT_LOADING)
+def test_a_folder_that_passes_the_checks_and_does_not_load_is_one_line_naming_it(spoil, says, model, capsys):
+    spoil(model)
+    assert sdxl_model_problem(str(model)) is None
+    assert main([*WORKER, str(model)]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"argus worker: error: cannot load an SD-XL pipeline from {model}: {says}"), line
+
+
+def test_a_bug_in_loading_keeps_its_traceback(saved, monkeypatch):
+    """Only what the libraries raise about a folder's files is said as a usage error: every exception was, and a bug
+    in the worker's own code came out as one line about the user's model."""
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'config'")
+
+    monkeypatch.setattr(StableDiffusionXLPipeline, "from_pretrained", broken)
+    with pytest.raises(AttributeError, match="no attribute 'config'"):
+        load_sdxl(str(saved), "cpu")
+
+
+def test_profile_latency_says_why_its_worker_cannot_load_the_model(model, tmp_path, capsys):
+    """The profile's worker exited saying so in the profile's log, and the profile ended in a RuntimeError
+    traceback quoting it."""
+    NOT_LOADING["a tokenizer.json of no tokenizer"][0](model)
+    argv = ["profile", "latency", "--backend", "sdxl", "--model", str(model), "--out", str(tmp_path / "l.json")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"argus profile latency: error: cannot load an SD-XL pipeline from {model}: KeyError: 'added_tokens'\n"
+    )
+
+
+def test_serve_says_once_why_its_workers_cannot_load_the_model(model, tmp_path):
+    """Each local worker printed its error at each of its three starts, among its load's progress bars, and the
+    engine said only "its error is above"."""
+    NOT_LOADING["a tokenizer.json of no tokenizer"][0](model)
+    engine = start_engine(tmp_path, "--model", str(model), workers=2, backend="sdxl", wait=False)
+    try:
+        deadline = time.monotonic() + 240
+        while engine.log_path.read_text().count("not restarting it") < 2:
+            assert time.monotonic() < deadline and engine.process.poll() is None, engine.log()
+            time.sleep(0.5)
+    finally:
+        engine.stop()
+    log = engine.log_path.read_text()
+    reason = f"cannot load an SD-XL pipeline from {model}: KeyError: 'added_tokens'"
+    assert log.count(reason) == 1, log
+    assert re.search(
+        rf"ERROR argus.launcher\[\d+\]: worker local-\d cannot serve as configured: {re.escape(reason)}\n", log
+    )
+    assert "argus worker: error" not in log and "Traceback" not in log
 
 
 # safetensors files cut short or overwritten: found only as the worker loaded them (after torch's import), and in

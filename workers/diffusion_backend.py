@@ -38,6 +38,7 @@ from workers.limits import (
 )
 from workers.model_folder import sdxl_model_problem, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
+from workers.model_loading import loading
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
@@ -331,28 +332,17 @@ def load_sdxl(
         raise FileNotFoundError(problem)
     _check_device(device)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    try:
-        identity = folder_model_id(model_dir)  # before the load: what loads is what was read
+    # a folder whose files pass the checks may still not load (a config of wrong values, a tokenizer that is not
+    # one, weights of other shapes); identified before the load: what loads is what was read
+    with loading(model_dir, "an SD-XL pipeline"):
+        identity = folder_model_id(model_dir)
         pipe = StableDiffusionXLPipeline.from_pretrained(
             model_dir, local_files_only=True, variant=sdxl_weights_variant(model_dir), **{_DTYPE_KEYWORD: dtype}
         )
-    except Exception as error:
-        # whatever a loader raises is about the folder's files: diffusers wraps its own models' errors in OSError,
-        # but the text encoders' loader (transformers) lets through safetensors' SafetensorError for a file cut
-        # short and pickle's UnpicklingError for a .bin that is not one, which ended the worker in a traceback
-        raise BackendUnavailable(f"--model {model_dir} cannot serve on {device}: {_one_line(error)}") from None
     try:
         return _backend(pipe, "sdxl", device, identity, levels, default_steps, max_batch)
     except (ValueError, RuntimeError) as error:  # a scheduler refused, out of memory
         raise BackendUnavailable(f"--model {model_dir} cannot serve on {device}: {error}") from None
-
-
-def _one_line(error: Exception) -> str:
-    """An error's first line (torch's UnpicklingError runs to a page), led by its type where the message alone does
-    not say what failed."""
-    lines = str(error).strip().splitlines()
-    first = lines[0] if lines else ""
-    return first if isinstance(error, (OSError, ValueError)) else f"{type(error).__name__}: {first}"
 
 
 def _check_device(device: str) -> None:

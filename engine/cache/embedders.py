@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from workers.model_loading import loading
+
 HASH_DIM = 1024
 # n-grams of 3 and 4 characters are hashed as polynomials in _BASE modulo 2**64, seeded with their size
 _BASE = np.uint64(0x100000001B3)
@@ -125,8 +127,9 @@ class MiniLMEmbedder(_TorchEmbedder):
         from transformers import AutoModel, AutoTokenizer
 
         path = model_dir or str(minilm_model_dir())
-        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        with loading(path, "a MiniLM model"):
+            self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self._model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
         self.dim = int(self._model.config.hidden_size)
 
     def _encode(self, prompts: list[str]):
@@ -151,8 +154,9 @@ class ClipEmbedder(_TorchEmbedder):
         super().__init__(device)
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-        self._tokenizer = CLIPTokenizer.from_pretrained(model_path, local_files_only=True)
-        model = CLIPTextModelWithProjection.from_pretrained(model_path, local_files_only=True)
+        with loading(model_path, "a CLIP text encoder"):
+            self._tokenizer = CLIPTokenizer.from_pretrained(model_path, local_files_only=True)
+            model = CLIPTextModelWithProjection.from_pretrained(model_path, local_files_only=True)
         self._model = model.to(device).eval()
         self.dim = int(self._model.config.projection_dim)
 

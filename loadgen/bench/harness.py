@@ -149,7 +149,13 @@ def _exit_on_sigterm(signum: int, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def spawn(command: Sequence[str], log_dir: Path, name: str, env: dict[str, str] | None = None) -> Child:
+def spawn(
+    command: Sequence[str],
+    log_dir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
+) -> Child:
     log_path = Path(log_dir) / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -160,6 +166,7 @@ def spawn(command: Sequence[str], log_dir: Path, name: str, env: dict[str, str] 
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
+            pass_fds=pass_fds,
         )
     return Child(process, log_path, name)
 

@@ -1,0 +1,121 @@
+"""A model folder that passes the file checks (workers/model_folder.py) and still does not load is one line naming the
+folder and what failed, exit 2, wherever a command names one: each ended in a traceback from transformers, after
+seconds of imports (`argus serve`'s with the engine started). tests/model_folders.py makes such folders: their
+tokenizer.json holds no tokenizer. The sdxl worker's, and what `argus serve` says of its workers, are in
+tests/test_sdxl_model_folder.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from huggingface_hub.errors import StrictDataclassFieldValidationError
+from model_folders import save_model_folder
+from safetensors import SafetensorError
+from test_model_and_device_flags import command_name
+
+from engine.cli import main
+from engine_process import start_engine
+from workers.model_loading import ModelLoadFailed, loading
+
+# what each folder is loaded as, and the model type its config.json names
+KINDS = {
+    "clip": ("a CLIP text encoder", "clip_text_model"),
+    "minilm": ("a MiniLM model", "bert"),
+    "whole clip": ("a CLIP model", "clip"),
+}
+
+
+@pytest.fixture
+def prompts(tmp_path) -> str:
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red fox\na blue whale\na green frog\n")
+    return str(path)
+
+
+@pytest.fixture
+def folders(tmp_path) -> dict[str, str]:
+    """A folder of each kind, which passes the checks and does not load."""
+    return {
+        kind: save_model_folder(tmp_path / kind.replace(" ", "-"), model_type, processor=kind == "whole clip")
+        for kind, (_, model_type) in KINDS.items()
+    }
+
+
+def says(kind: str, folder: str) -> str:
+    return f"cannot load {KINDS[kind][0]} from {folder}: KeyError: 'added_tokens'"
+
+
+CALIBRATE = ["calibrate", "--prompts", "{prompts}"]
+PROFILE = ["profile", "quality", "{prompts}", "--clip", "{whole clip}", "--out", "{tmp}/q.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind"),
+    [
+        pytest.param([*CALIBRATE, "--embedder", "clip", "--model-path", "{clip}"], "clip", id="calibrate clip"),
+        pytest.param([*CALIBRATE, "--embedder", "minilm", "--model-path", "{minilm}"], "minilm", id="calibrate minilm"),
+        pytest.param(
+            [*CALIBRATE, "--embedder", "hash", "--reference", "clip", "--reference-model-path", "{clip}"],
+            "clip",
+            id="calibrate reference",
+        ),
+        pytest.param(PROFILE, "whole clip", id="profile quality --clip"),
+        pytest.param([*PROFILE, "--embedder", "clip", "--embedder-model", "{clip}"], "clip", id="profile clip"),
+        pytest.param([*PROFILE, "--embedder", "minilm", "--embedder-model", "{minilm}"], "minilm", id="profile minilm"),
+        pytest.param(
+            ["bench", "cache", "--replay", "{prompts}", "--embedder", "clip", "--model-path", "{clip}"],
+            "clip",
+            id="bench cache",
+        ),
+    ],
+)
+def test_a_command_says_which_folder_did_not_load_in_one_line(argv, kind, folders, prompts, tmp_path, capsys):
+    named = {**folders, "prompts": prompts, "tmp": tmp_path}
+    argv = [arg.format(**named) for arg in argv]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"{command_name(argv)}: error: {says(kind, folders[kind])}\n"
+
+
+def test_serve_says_which_embedder_folder_did_not_load_in_one_line(folders, tmp_path):
+    """The engine started, and its embedder's load ended it in a traceback, exit 1."""
+    engine = start_engine(tmp_path, "--embedder", "clip", "--embedder-path", folders["clip"], workers=0, wait=False)
+    try:
+        assert engine.process.wait(120) == 2
+    finally:
+        engine.stop()
+    log = engine.log_path.read_text()
+    assert log.endswith(f"argus serve: error: {says('clip', folders['clip'])}\n")
+    assert "Traceback" not in log
+
+
+# what the libraries raise on folders that are not what they read (tests/test_sdxl_model_folder.py has the folders)
+FROM_THE_FOLDER = [
+    OSError("It looks like the config file at '/m/vae/config.json' is not a valid JSON file."),
+    json.JSONDecodeError("Expecting value", "garbage", 0),
+    KeyError("added_tokens"),
+    IndexError("index out of range"),
+    TypeError("'str' object cannot be interpreted as an integer"),
+    EOFError(),
+    RuntimeError("You set `ignore_mismatched_sizes` to `False`, thus raising an error."),
+    SafetensorError("Error while deserializing header: invalid header length"),
+    StrictDataclassFieldValidationError("hidden_size", TypeError("Field 'hidden_size' expected int, got str")),
+    Exception("data did not match any variant of untagged enum ModelUntagged at line 1 column 872"),  # tokenizers'
+]
+
+
+@pytest.mark.parametrize("error", FROM_THE_FOLDER, ids=lambda error: type(error).__name__)
+def test_what_a_loader_raises_about_a_folder_is_said_in_one_line(error):
+    with pytest.raises(ModelLoadFailed) as failed:
+        with loading("/models/m", "a MiniLM model"):
+            raise error
+    said = str(failed.value)
+    assert said.startswith("cannot load a MiniLM model from /models/m: ") and "\n" not in said
+
+
+@pytest.mark.parametrize("error", [AttributeError("x"), NameError("x"), AssertionError("x"), ImportError("x")])
+def test_a_bug_keeps_its_traceback(error):
+    """A bug in our own code is not the user's folder: it is not said as if it were."""
+    with pytest.raises(type(error)):
+        with loading("/models/m", "a MiniLM model"):
+            raise error
