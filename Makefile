@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
+TORCH_INDEX_URL ?=
 
 .PHONY: setup serve test
 
@@ -11,8 +12,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	# the CPU build of torch (a plain `torch` requirement may pull a multi-GB CUDA build)
-	$(VENV)/bin/python -m pip install --quiet torch==2.13.0
+	# the CPU build of torch (a plain `torch` requirement may pull a multi-GB CUDA build): this machine's pip finds it
+	# on its disk; where PyPI's Linux torch is the CUDA build, TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+	$(VENV)/bin/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	# the optional extras too, so their tests run rather than skip
 	$(VENV)/bin/python -m pip install --quiet -e '.[test,minilm,ray]'
 	touch $(STAMP)
