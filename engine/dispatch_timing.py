@@ -21,6 +21,7 @@ from controller.profiles import LatencyProfile, ProfileLatency
 from engine.dispatch_index import FreeAt, QueuedWork
 from engine.jobs import AdmittedRequest, Job
 from engine.metrics import EngineMetrics
+from engine.profile_drift import ProfileDrift
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 
 
@@ -42,6 +43,7 @@ class DispatchTiming:
         self._profile = profile
         # a request's steps need not be the profile's N: its time is read off the profile's fit in steps run
         self._latency = ProfileLatency(profile) if profile is not None else None
+        self._drift = ProfileDrift(profile.name, metrics.batch_time_vs_profile.set) if profile is not None else None
         self._registry = registry
         self._free_at = free_at
         self._metrics = metrics
@@ -75,6 +77,12 @@ class DispatchTiming:
         if self._profiled(level):
             start = max(now, worker.busy_until)
             worker.busy_until = start + self._seconds(jobs[0], level, len(jobs))
+
+    def batch_ran(self, jobs: list[Job], run_s: float) -> None:
+        """The worker says the batch `jobs` ran `run_s`: held against what the profile said (profile_drift.py)."""
+        level = jobs[0].level
+        if self._drift is not None and self._profiled(level):
+            self._drift.batch_ran(self._seconds(jobs[0], level, len(jobs)), run_s)
 
     # -- when ----------------------------------------------------------------
     def _start_by(self, job: Job) -> float:

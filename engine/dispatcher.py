@@ -455,11 +455,13 @@ class Dispatcher:
         by_id = {job.job_id: job for job in jobs}
         unasked: list[str] = []
         made = failed = False  # whether the batch made an image, and whether one failed: its images' own or not
+        run_ms = None  # the batch's, as every image of it says
         for outcome in done.outcomes:
             job = by_id.pop(outcome.request_id, None)
             if job is None:
                 continue
             if isinstance(outcome, ItemDone):
+                run_ms = outcome.run_ms
                 outcome = self._as_asked(worker, job, outcome)
                 if isinstance(outcome, ItemFailed):
                     unasked.append(outcome.message)
@@ -476,6 +478,8 @@ class Dispatcher:
         for job in by_id.values():
             # a worker that answers a batch but leaves items out still owes them
             self._settle(worker, job, ItemCancelled(job.job_id))
+        if run_ms is not None:  # a batch cut short by aborts made nothing, and its time says nothing
+            self._timing.batch_ran(jobs, run_ms / 1000.0)
         if failing_workers.judge(worker, made, failed) and worker.ready:
             self._take_out(worker)
         self._pump(worker)

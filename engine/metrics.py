@@ -62,6 +62,12 @@ class EngineMetrics:
         self.worker_restarts = Counter(
             "argus_worker_restarts", "Local worker processes (or Ray actors) restarted", registry=r
         )
+        self.batch_time_vs_profile = Gauge(
+            "argus_batch_time_vs_profile",
+            "Workers' batch run time over what the latency profile predicts, a running mean of recent batches"
+            " (1: as profiled; engine/profile_drift.py)",
+            registry=r,
+        )
         self.redispatched = Counter("argus_redispatched_images", "Images re-sent after a worker loss", registry=r)
         self.escalated = Counter(
             "argus_escalated_images", "Images moved up to a higher level to make their deadline", registry=r

@@ -1,0 +1,108 @@
+"""Workers slower (or faster) than the latency profile the engine plans with are shown in /metrics and told in a
+warning that names the cure (engine/profile_drift.py)."""
+
+import asyncio
+import logging
+
+import pytest
+
+from engine.client import AsyncArgusClient
+from engine.profile_drift import ProfileDrift
+from protocols.client_messages import Images
+from tests.engine_process import start_engine, start_worker
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _drift(clock=None):
+    ratios = []
+    return ProfileDrift("sdxl_a100", ratios.append, clock or _Clock()), ratios
+
+
+def test_a_steady_gap_is_warned_of_once_settled_and_again_only_after_a_while(caplog):
+    clock = _Clock()
+    drift, ratios = _drift(clock)
+    with caplog.at_level(logging.WARNING, logger="argus.dispatcher"):
+        for _ in range(49):
+            drift.batch_ran(predicted_s=1.0, observed_s=2.0)
+        assert not caplog.records  # the first batches are not judged: a worker's first runs are slow
+        drift.batch_ran(1.0, 2.0)
+        assert len(caplog.records) == 1
+        said = caplog.records[0].getMessage()
+        assert "2.00x" in said and "sdxl_a100" in said and "argus profile latency" in said
+        assert "capacity they do not have" in said
+        for _ in range(100):
+            drift.batch_ran(1.0, 2.0)
+        assert len(caplog.records) == 1  # not at every batch
+        clock.now = 601.0
+        drift.batch_ran(1.0, 2.0)
+        assert len(caplog.records) == 2
+    assert ratios[-1] == pytest.approx(2.0)
+    assert len(ratios) == 151
+
+
+def test_faster_workers_are_told_too(caplog):
+    drift, _ = _drift()
+    with caplog.at_level(logging.WARNING, logger="argus.dispatcher"):
+        for _ in range(60):
+            drift.batch_ran(2.0, 0.5)
+    assert len(caplog.records) == 1 and "0.25x" in caplog.records[0].getMessage()
+    assert "less than they serve" in caplog.records[0].getMessage()
+
+
+def test_a_gap_within_the_tolerance_and_instant_batches_say_nothing(caplog):
+    drift, ratios = _drift()
+    with caplog.at_level(logging.WARNING, logger="argus.dispatcher"):
+        for _ in range(200):
+            drift.batch_ran(1.0, 1.3)
+        assert drift.ratio == pytest.approx(1.3)
+        instant, instant_ratios = _drift()
+        for _ in range(200):
+            instant.batch_ran(0.001, 0.02)  # a sim worker at time scale 0: the engine's own hops, not the profile's
+    assert not caplog.records
+    assert not instant_ratios and instant.ratio == 1.0
+
+
+def test_the_mean_follows_the_recent_batches():
+    drift, _ = _drift()
+    for _ in range(100):
+        drift.batch_ran(1.0, 3.0)
+    for _ in range(150):
+        drift.batch_ran(1.0, 1.0)
+    assert drift.ratio < 1.05
+
+
+@pytest.mark.timeout(120)
+def test_an_engine_says_its_workers_run_slower_than_it_plans(tmp_path):
+    # the engine plans with the sim profile at 0.02 (a miss: about 0.1 s); the workers run three times as slow
+    engine = start_engine(tmp_path, "--time-scale", "0.02", workers=0, backend="sim", wait=False)
+    fleet = start_worker(
+        engine.worker_address, "sim", "--time-scale", "0.06", "--count", "4", "--max-batch", "1", "--worker-id", "slow"
+    )
+    try:
+        engine.wait_ready(4)
+
+        async def generate_all():
+            async with AsyncArgusClient(engine.client_address) as client:
+                room = asyncio.Semaphore(8)
+
+                async def one(i):
+                    async with room:
+                        return await client.generate(f"a lighthouse number {i}", slo_ms=60_000)
+
+                return await asyncio.gather(*(one(i) for i in range(64)))
+
+        replies = asyncio.run(asyncio.wait_for(generate_all(), 90))
+        assert all(isinstance(reply, Images) for reply in replies), replies
+        assert 2.0 < engine.metric("argus_batch_time_vs_profile") < 4.5
+        assert "the time the latency profile" in engine.log() and "--latency-profile FILE" in engine.log()
+    finally:
+        fleet.terminate()
+        fleet.wait(30)
+        engine.stop()
