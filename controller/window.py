@@ -53,9 +53,11 @@ class Controller:
         self.config = config
         self._demand = DemandEstimator(now, config.ewma_alpha, config.headroom, policy.plans_for_bursts)
         self._work = WorkPerImage(policy.profile)
+        self._profiled = policy.profile  # the one a pace scales
         self._lock = threading.Lock()
         self._plan: Plan | None = None
         self._last_solve_at = now
+        self._profile_changed = False
 
     @property
     def plan(self) -> Plan | None:
@@ -68,6 +70,14 @@ class Controller:
         with self._lock:
             self._demand.observe(k_star, work)
 
+    def plan_at_pace(self, pace: float) -> None:
+        """Capacities from the profile's times multiplied by `pace` from now on (the workers' own pace,
+        engine/profile_drift.py), in a full plan at the next `maybe_replan`: the plan in force counts on capacity
+        its workers do not have (or leaves theirs unused)."""
+        with self._lock:
+            self.policy.profile = self._profiled if pace == 1.0 else self._profiled.scaled(pace)
+            self._profile_changed = True
+
     def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
         """A new plan if one is due (full or re-routed), else None. Call it from one thread at a time."""
         config = self.config
@@ -75,11 +85,13 @@ class Controller:
             plan = self._plan
             window_age = now - self._demand.window_started
             window_due = plan is None or window_age >= config.window_s
-            full = window_due or workers_alive != plan.workers
+            full = window_due or workers_alive != plan.workers or self._profile_changed
+            self._profile_changed = False
             if window_due:
                 estimate = self._demand.close_window(now)
             elif full:
-                # a worker came or went: re-allocate now, on the demand of a window that goes on. Closed early,
+                # a worker came or went, or their pace changed: re-allocate now, on the demand of a window that goes
+                # on. Closed early,
                 # a window of a fraction of a second weighed in the EWMA as much as a whole one
                 estimate = self._demand.peek(now) if window_age >= config.min_observe_s else self._demand.last()
             elif window_age >= config.min_observe_s and now - self._last_solve_at >= config.min_observe_s:

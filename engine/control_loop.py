@@ -10,6 +10,9 @@ With a short window it looks more often (a tenth of the window, at least every
 shorter than a solve (`--window-s 0.01`) would otherwise run the MILP back to
 back, a core's worth of solving taken from serving.
 
+Workers whose batches take far longer (or shorter) than the latency profile says set the dispatcher's pace
+(engine/profile_drift.py): the controller is then given the profile scaled by it, and plans anew at once.
+
 Applying a plan moves as few workers as possible: the ones at a level with too
 many leave for levels with too few, the least loaded first (the busiest keep
 the level their queues were routed for). A move is a SetLevel message, not a
@@ -41,6 +44,8 @@ log = logging.getLogger("argus.controller")
 
 _TICK_S = 1.0
 _MIN_TICK_S = 0.01
+# the pace planned at follows the workers' in steps of at least this ratio: each step is a full plan
+_PACE_STEP = 1.1
 
 
 class ControlLoop:
@@ -54,8 +59,11 @@ class ControlLoop:
         clock: Callable[[], float],
         window_s: float,
         solve_on: Executor | None = None,  # where plans are solved; None: the loop's default executor
+        pace: Callable[[], float] = lambda: 1.0,  # the workers' pace against the profile (Dispatcher.pace)
     ):
         self.policy = policy
+        self._pace = pace
+        self._planned_pace = 1.0
         self._controller = controller
         self._registry = registry
         self._move = move
@@ -93,6 +101,7 @@ class ControlLoop:
         while True:
             started = self._clock()
             try:
+                self._follow_pace()
                 # for the workers in rotation: one taken out as failing serves nothing
                 plan = await asyncio.get_running_loop().run_in_executor(
                     self._solve_on, self._controller.maybe_replan, started, self._registry.in_rotation
@@ -115,6 +124,14 @@ class ControlLoop:
             except Exception:
                 log.exception("applying the plan failed")
             await asyncio.sleep(max(self._tick_s, solve_s))
+
+    def _follow_pace(self) -> None:
+        pace = self._pace()
+        if abs(math.log(pace / self._planned_pace)) <= math.log(_PACE_STEP):
+            return
+        self._planned_pace = pace
+        self._controller.plan_at_pace(pace)
+        log.info("planning at %.2fx the latency profile's times: the workers' pace", pace)
 
     def _staff(self, plan: Plan) -> None:
         want = plan.workers_per_level

@@ -55,17 +55,26 @@ class DispatchTiming:
         self._queued_work = QueuedWork(self._image_seconds)
 
     # -- how long ------------------------------------------------------------
+    @property
+    def pace(self) -> float:
+        """What the profile's times are multiplied by: 1, or the workers' own pace once it strays far from the
+        profile's (profile_drift.py)."""
+        return self._drift.pace if self._drift is not None else 1.0
+
     def _image_seconds(self, level: int, steps: int) -> float:
         """How long one image of `steps` steps takes at `level` (0 for a level without a profile)."""
-        return self._latency.seconds(level, steps, 1) if self._profiled(level) else 0.0
+        return self._latency.seconds(level, steps, 1) * self.pace if self._profiled(level) else 0.0
 
     def queued_job_seconds(self, level: int) -> float:
         """What each job queued on a worker at `level` adds before it is free, to pick the worker free first:
         one image at the profile's steps (0 for a level without a profile)."""
-        return self._profile.latency(level, 1) if self._profiled(level) else 0.0
+        return self._profile.latency(level, 1) * self.pace if self._profiled(level) else 0.0
 
     def _seconds(self, job: Job, level: int, batch: int = 1) -> float:
-        """How long a batch of `batch` jobs like `job` takes at `level`, by the latency profile."""
+        """How long a batch of `batch` jobs like `job` takes at `level`, at the workers' pace."""
+        return self._profiled_seconds(job, level, batch) * self.pace
+
+    def _profiled_seconds(self, job: Job, level: int, batch: int) -> float:
         return self._latency.seconds(level, job.request.steps, batch)
 
     def _profiled(self, level: int) -> bool:
@@ -82,7 +91,8 @@ class DispatchTiming:
         """The worker says the batch `jobs` ran `run_s`: held against what the profile said (profile_drift.py)."""
         level = jobs[0].level
         if self._drift is not None and self._profiled(level):
-            self._drift.batch_ran(self._seconds(jobs[0], level, len(jobs)), run_s)
+            # against the profile itself, not the pace: that is what is measured
+            self._drift.batch_ran(self._profiled_seconds(jobs[0], level, len(jobs)), run_s)
 
     # -- when ----------------------------------------------------------------
     def _start_by(self, job: Job) -> float:

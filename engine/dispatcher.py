@@ -118,6 +118,10 @@ class Dispatcher:
     def outstanding_images(self) -> int:
         return len(self._live)
 
+    def pace(self) -> float:
+        """What the latency profile's times are multiplied by: the workers' own pace (engine/profile_drift.py)."""
+        return self._timing.pace
+
     # -- requests ------------------------------------------------------------
     def admit(self, request: AdmittedRequest) -> None:
         """Counts the request's images against the queue bound; they wait for `route`."""

@@ -208,6 +208,7 @@ class Engine:
             time.monotonic,
             config.policy.window_s,
             self._controller_thread(),
+            self.dispatcher.pace,
         )
         # a neural prompt embedder loads for seconds: on a thread of its own (started last, below), and the cache is
         # built in run() once it has loaded, a stop not waiting for it; the hash embedder is made at once
@@ -333,8 +334,10 @@ class Engine:
             "state": self.state.value,
             # the saved cache is still being read: requests are served meanwhile, from what was cached since the start
             "cache_restoring": self.cache.restoring,
-            # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies
-            "exact_capacity_rps": self.registry.in_rotation * self.control.planned.capacity_rps(0, self.control.slo_s),
+            # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies. By the profile
+            # the controller plans with now: scaled by the workers' pace once it strays far from the profile's
+            "exact_capacity_rps": self.registry.in_rotation
+            * self.control.policy.profile.capacity_rps(0, self.control.slo_s),
             "workers": [
                 {
                     "name": w.name,

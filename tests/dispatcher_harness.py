@@ -93,9 +93,9 @@ class Harness:
     def batches(self, worker_name=None) -> list[Batch]:
         return [m for w, m in self.sent if isinstance(m, Batch) and worker_name in (None, w)]
 
-    def finish(self, worker, batch: Batch):
+    def finish(self, worker, batch: Batch, run_ms: float = 1.0):
         image = image_as_asked(batch)
-        done = [ItemDone(item.request_id, image, batch.level, [], None, 1.0, 50) for item in batch.items]
+        done = [ItemDone(item.request_id, image, batch.level, [], None, run_ms, 50) for item in batch.items]
         self.dispatcher.batch_done(worker, BatchDone(batch.batch_id, done))
 
 

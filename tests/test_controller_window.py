@@ -257,3 +257,24 @@ def test_requests_of_more_steps_are_planned_for_as_the_work_they_are():
     assert long.served_rps == pytest.approx(long.total_demand_rps)  # all of it, at levels that can
     assert long.workers_per_level[0] == 0 and set(long.redirect[15]) & {0, 5, 10} == set()
     assert long.expected_quality < usual.expected_quality
+
+
+def test_a_pace_plans_anew_at_once_on_the_profile_scaled_by_it():
+    # the workers take twice the profile's times: the same demand is planned on faster levels, at once (mid-window)
+    policy = make_policy("argus", PROFILE, SIM, SimilarityPredictor(TABLE))
+    controller = Controller(policy, ControllerConfig(slo_s=40.0, window_s=10.0), now=0.0)
+    controller.maybe_replan(0.0, 8)
+    for t in range(1, 11):
+        for k_star in (0, 10, 25):
+            controller.observe_arrival(k_star)
+        controller.maybe_replan(float(t), 8)
+    as_profiled = controller.plan
+    assert controller.maybe_replan(11.0, 8) is None  # nothing due: the window is a second old
+    controller.plan_at_pace(2.0)
+    paced = controller.maybe_replan(11.0, 8)
+    assert paced is not None and paced.created_at == 11.0
+    assert policy.profile.latency(0, 1) == pytest.approx(2 * PROFILE.latency(0, 1))
+    assert paced.workers_per_level[0] < as_profiled.workers_per_level[0]
+    controller.plan_at_pace(1.0)
+    assert controller.maybe_replan(11.5, 8) is not None
+    assert policy.profile is PROFILE

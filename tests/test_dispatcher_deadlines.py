@@ -1,6 +1,7 @@
 """The dispatcher alone (no sockets, an injected clock) against deadlines: answered at once when missed, moved up a
 level or shed to make them, served late when told to, batches and queues ordered by them."""
 
+import pytest
 from dispatcher_harness import LADDER, PROFILE, THREE_LEVELS, TWO_LEVELS, Harness, settle
 
 from controller.profiles import LatencyProfile
@@ -378,3 +379,17 @@ async def test_a_request_served_late_is_not_answered_while_its_level_is_chosen()
     assert not request.done
     h.dispatcher.route(request, 0, None, None)
     assert len(h.batches()) == 1
+
+
+async def test_deadlines_are_judged_at_the_workers_pace_once_it_strays_from_the_profile():
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1)
+    worker = h.add_worker("a", max_batch=1)
+    for _ in range(60):  # the profile says 1 s an image; the worker takes 3
+        h.request(slo_ms=60_000)
+        h.finish(worker, h.batches()[-1], run_ms=3000.0)
+    assert h.dispatcher.pace() == pytest.approx(3.0)
+    sent = len(h.batches())
+    doomed = h.request(slo_ms=2_500)  # 1 s by the profile: sent; 3 s at the worker's pace: answered at once
+    await settle()
+    assert doomed.future.result().code == "deadline_exceeded"
+    assert len(h.batches()) == sent

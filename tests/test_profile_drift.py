@@ -1,5 +1,5 @@
-"""Workers slower (or faster) than the latency profile the engine plans with are shown in /metrics and told in a
-warning that names the cure (engine/profile_drift.py)."""
+"""Workers slower (or faster) than the latency profile the engine plans with are shown in /metrics, planned at
+their own pace, and told in a warning that names the cure (engine/profile_drift.py)."""
 
 import asyncio
 import logging
@@ -10,6 +10,7 @@ from engine.client import AsyncArgusClient
 from engine.profile_drift import ProfileDrift
 from protocols.client_messages import Images
 from tests.engine_process import start_engine, start_worker
+from tests.waiting import wait_for
 
 
 class _Clock:
@@ -36,7 +37,7 @@ def test_a_steady_gap_is_warned_of_once_settled_and_again_only_after_a_while(cap
         assert len(caplog.records) == 1
         said = caplog.records[0].getMessage()
         assert "2.00x" in said and "sdxl_a100" in said and "argus profile latency" in said
-        assert "capacity they do not have" in said
+        assert "at their pace" in said
         for _ in range(100):
             drift.batch_ran(1.0, 2.0)
         assert len(caplog.records) == 1  # not at every batch
@@ -53,7 +54,7 @@ def test_faster_workers_are_told_too(caplog):
         for _ in range(60):
             drift.batch_ran(2.0, 0.5)
     assert len(caplog.records) == 1 and "0.25x" in caplog.records[0].getMessage()
-    assert "less than they serve" in caplog.records[0].getMessage()
+    assert drift.pace == pytest.approx(0.25)
 
 
 def test_a_gap_within_the_tolerance_and_instant_batches_say_nothing(caplog):
@@ -67,6 +68,21 @@ def test_a_gap_within_the_tolerance_and_instant_batches_say_nothing(caplog):
             instant.batch_ran(0.001, 0.02)  # a sim worker at time scale 0: the engine's own hops, not the profile's
     assert not caplog.records
     assert not instant_ratios and instant.ratio == 1.0
+
+
+def test_the_pace_is_the_ratio_while_far_and_steady_and_1_once_back_close():
+    drift, _ = _drift()
+    for _ in range(49):
+        drift.batch_ran(1.0, 3.0)
+    assert drift.pace == 1.0  # not settled: a worker's first runs are slow
+    drift.batch_ran(1.0, 3.0)
+    assert drift.pace == pytest.approx(3.0)
+    while drift.ratio > 1.4:
+        drift.batch_ran(1.0, 1.0)
+    assert drift.pace == pytest.approx(drift.ratio)  # within 1.5x, but not yet back within 1.25x: still paced
+    while drift.ratio > 1.2:
+        drift.batch_ran(1.0, 1.0)
+    assert drift.pace == 1.0
 
 
 def test_the_mean_follows_the_recent_batches():
@@ -87,6 +103,7 @@ def test_an_engine_says_its_workers_run_slower_than_it_plans(tmp_path):
     )
     try:
         engine.wait_ready(4)
+        as_profiled = engine.ready()["exact_capacity_rps"]
 
         async def generate_all():
             async with AsyncArgusClient(engine.client_address) as client:
@@ -102,6 +119,9 @@ def test_an_engine_says_its_workers_run_slower_than_it_plans(tmp_path):
         assert all(isinstance(reply, Images) for reply in replies), replies
         assert 2.0 < engine.metric("argus_batch_time_vs_profile") < 4.5
         assert "the time the latency profile" in engine.log() and "--latency-profile FILE" in engine.log()
+        # the controller plans at their pace within a tick: a third of the capacity, in images served exactly
+        assert wait_for(lambda: "planning at" in engine.log()), engine.log()
+        assert wait_for(lambda: engine.ready()["exact_capacity_rps"] < as_profiled / 2), (as_profiled, engine.ready())
     finally:
         fleet.terminate()
         fleet.wait(30)
