@@ -366,9 +366,40 @@ def _malformed_json_message(body: bytes, error: Exception) -> str:
         return "malformed JSON: lists or objects nested too deeply"
     message = str(error)
     if message == "Input data was truncated":
-        return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
+        return _truncated_message(body)
     reason = message.removeprefix("JSON is malformed: ")
+    unpaired = _UNPAIRED_HIGH_HALF.fullmatch(reason)
+    if unpaired:
+        after = int(unpaired.group(1))
+        return _unpaired_high_half_message(body[after - 6 : after], after)
     return f"malformed JSON: {reason[:1].lower()}{reason[1:]}"
+
+
+# msgspec reads the 6 bytes after a \uD800-\uDBFF escape (the first half of a UTF-16 surrogate pair) as the \u escape
+# of its second half: when they are something else, it says this, at the byte after the first half
+_UNPAIRED_HIGH_HALF = re.compile(r"unexpected end of escaped utf-16 surrogate pair \(byte (\d+)\)")
+# such an escape in a JSON string: a backslash after an even run of them (escaped backslashes) starts an escape
+_HIGH_HALF_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})")
+
+
+def _truncated_message(body: bytes) -> str:
+    """msgspec says "truncated" of a body cut short, and of a whole one where fewer than 6 bytes follow a first half
+    with no second ('{"prompt":"\\ud83d"}'), which was answered "the body ends before the JSON does". The standard
+    library's parser, which takes a lone half, tells them apart."""
+    try:
+        json.loads(body.decode())
+    except (ValueError, RecursionError):  # a UnicodeDecodeError is a ValueError
+        return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
+    # the whole body parses: msgspec stopped after the last first half, within 6 bytes of the end
+    *_, last = _HIGH_HALF_ESCAPE.finditer(body)
+    return _unpaired_high_half_message(last.group(1), last.end())
+
+
+def _unpaired_high_half_message(escape: bytes, after: int) -> str:
+    return (
+        f"malformed JSON: {escape.decode()} is the first half of a UTF-16 surrogate pair, with no"
+        f" \\udc00-\\udfff escape after it (byte {after})"
+    )
 
 
 def _param_of(message: str) -> str | None:
