@@ -69,6 +69,11 @@ from workers.model_loading import ModelLoadFailed
 # descriptors the engine may hold: one per worker, HTTP connection and ZeroMQ client over TCP, and files; a soft
 # limit of 1,024 took no more workers past about a thousand and left HTTP (even /health) unanswered, without a word
 ENGINE_OPEN_FILES = 65536
+# what a configuration is known to need: per worker its connection and, a local one, its process (measured: 32 held
+# with 2 sim workers, 68 with 20); one connection per image a full queue holds; and room for the engine's own (about
+# 30), idle keep-alive connections, ZeroMQ clients and workers started by hand, which no flag counts
+FILES_PER_WORKER = 2
+SPARE_OPEN_FILES = 1024
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -210,7 +215,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
-        help=f"require 'Authorization: Bearer KEY' on every HTTP route but /health (default: ${API_KEY_ENV})",
+        help="require 'Authorization: Bearer KEY' on every HTTP route but /health and the image URLs that"
+        f" response_format url hands out (unguessable and short-lived) (default: ${API_KEY_ENV})",
     )
     p.add_argument(
         "--launcher",
@@ -436,6 +442,31 @@ def _serve(args: argparse.Namespace, held: HeldStopSignals | None = None) -> int
         held.release(deliver=False)  # the engine has stopped: a signal that came since asks for nothing more
 
 
+def _allow_open_files(workers: int, max_queue: int) -> None:
+    """Raises the soft limit on open files as far as the hard one goes, and says what a hard limit under 65,536 bounds:
+    a WARNING when this configuration's workers and a full queue need more, else INFO. Every start of a dev engine
+    under a hard limit of 20,000 warned, where that bounds a thousand workers and their clients many times over."""
+    needed = workers * FILES_PER_WORKER + max_queue + SPARE_OPEN_FILES
+    if allow_open_files(max(needed, ENGINE_OPEN_FILES)):
+        return
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    bound = (
+        f"this process may hold at most {hard} open files (ulimit -Hn): past about that many workers, HTTP connections"
+        " and ZeroMQ clients in all, it takes no more and leaves HTTP unanswered"
+    )
+    log = logging.getLogger("argus.engine")
+    if hard < needed:
+        log.warning(
+            "%s; --workers %d and a full queue (--max-queue %d) need about %d: raise the hard limit to at least that",
+            bound,
+            workers,
+            max_queue,
+            needed,
+        )
+    else:
+        log.info("%s (--workers %d and a full queue need about %d)", bound, workers, needed)
+
+
 def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     import gc
 
@@ -444,13 +475,7 @@ def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     from engine.server import Engine
 
     config = engine_config(args)
-    if not allow_open_files(ENGINE_OPEN_FILES):  # raised as far as the hard limit goes
-        logging.getLogger("argus.engine").warning(
-            "this process may hold at most %d open files (ulimit -Hn): past about that many workers, HTTP connections"
-            " and ZeroMQ clients in all, it takes no more and leaves HTTP unanswered; raise the hard limit to %d",
-            resource.getrlimit(resource.RLIMIT_NOFILE)[1],
-            ENGINE_OPEN_FILES,
-        )
+    _allow_open_files(args.workers, args.max_queue)
     # what start-up built lives as long as the process: spare full collections the walk over it
     gc.collect()
     gc.freeze()

@@ -135,7 +135,8 @@ class EngineConfig:
     # an HTTP connection idle between requests, or still sending a request's headers, this long is closed (aiohttp's
     # own 3630 s held a connection that trickled its headers for an hour); nginx's default, above AWS's balancers' 60 s
     keepalive_timeout_s: float = 75.0
-    api_key: str | None = None  # when set, every HTTP route but /health needs "Authorization: Bearer KEY"
+    # when set, every HTTP route but /health and the image URLs (/v1/images/files/...) needs "Authorization: Bearer KEY"
+    api_key: str | None = None
     # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;
     # with curve_workers_dir, the worker socket admits that directory's keys and curve_allowed_dir is for clients
     curve_secret_file: str | None = None

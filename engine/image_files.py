@@ -14,12 +14,12 @@ CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # bytes measured with tracemalloc (CPython 3.11); uncounted, a budget of small images held 5 times itself (a flat
 # 64x64 WEBP takes 70 bytes: 256 MiB of them held 1.3 GB)
 ENTRY_BYTES = 320
-# the names of images evicted before their TTL ended are remembered (until it would have ended) so that their 404 can
-# say so and which flag to raise. One takes 167 bytes (tracemalloc, CPython 3.11), outside the byte budget: the latest
-# are kept, as many as 1% of the budget holds (15,000 for 256 MiB: at SD-XL scale, 1.5 MB PNGs, they cover 23 GB of
-# images evicted), or 16 for a budget too small for that; past it, the oldest are told apart no more
-EVICTED_NAME_BYTES = 176
-MIN_EVICTED_NAMES = 16
+# the names of images freed, expired or evicted before their TTL ended, are remembered so that their 404 can say which
+# and which flag to raise. One takes 167 bytes (tracemalloc, CPython 3.11), outside the byte budget: the latest are
+# kept, as many as 1% of the budget holds (15,000 for 256 MiB: at SD-XL scale, 1.5 MB PNGs, they cover 23 GB of images
+# freed), or 16 for a budget too small for that; past it, the oldest are told apart no more
+GONE_NAME_BYTES = 176
+MIN_GONE_NAMES = 16
 
 
 class ImagesTooLarge(ValueError):
@@ -35,9 +35,9 @@ class StoredImage(NamedTuple):
 class Missing(enum.Enum):
     """Why a name finds no image, as far as the store can tell."""
 
-    EXPIRED = "expired"  # its TTL ended (and it is not freed yet)
+    EXPIRED = "expired"  # its TTL ended
     EVICTED_EARLY = "evicted_early"  # removed before its TTL ended, to make room for newer images
-    UNKNOWN = "unknown"  # expired and freed, evicted early and forgotten, or never handed out
+    UNKNOWN = "unknown"  # freed and forgotten, or never handed out
 
 
 class ImageFiles:
@@ -47,8 +47,9 @@ class ImageFiles:
         self._clock = clock
         self._files: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._bytes = 0
-        self._evicted_early_names: OrderedDict[str, float] = OrderedDict()  # name: when its TTL would have ended
-        self._evicted_names_kept = max(MIN_EVICTED_NAMES, max_bytes // 100 // EVICTED_NAME_BYTES)
+        # the names freed, oldest first: when their TTL ended or would have
+        self._gone_names: OrderedDict[str, float] = OrderedDict()
+        self._gone_names_kept = max(MIN_GONE_NAMES, max_bytes // 100 // GONE_NAME_BYTES)
         self.evicted_early = 0  # images removed before their TTL ended, ever
 
     @property
@@ -87,31 +88,27 @@ class ImageFiles:
         return StoredImage(entry[1], CONTENT_TYPES[name.rsplit(".", 1)[1]], entry[0] - now)
 
     def why_missing(self, name: str) -> Missing:
-        """Why `get(name)` found nothing."""
-        if name in self._files:
-            return Missing.EXPIRED
-        expires = self._evicted_early_names.get(name)
-        return Missing.EVICTED_EARLY if expires is not None and expires >= self._clock() else Missing.UNKNOWN
+        """Why `get(name)` found nothing. One evicted early is told as expired once its TTL would have ended: by then
+        it would have been gone all the same, and --image-url-ttl is the flag that would have kept it."""
+        expires = self._files[name][0] if name in self._files else self._gone_names.get(name)
+        if expires is None:
+            return Missing.UNKNOWN
+        return Missing.EVICTED_EARLY if expires >= self._clock() else Missing.EXPIRED
 
     def drop_expired(self) -> None:
         """Frees the images past their TTL (the engine calls it periodically: else only a put would)."""
         self._evict(self._clock(), room_for=0)
 
     def _evict(self, now: float, room_for: int) -> None:
-        # oldest first: insertion order is expiry order, since the TTL is fixed (and so the order evicted early)
-        while self._evicted_early_names and next(iter(self._evicted_early_names.values())) < now:
-            self._evicted_early_names.popitem(last=False)
+        # oldest first: insertion order is expiry order, since the TTL is fixed
         while self._files:
             name, (expires, data) = next(iter(self._files.items()))
             if expires >= now:
                 if self._bytes + room_for <= self.max_bytes:
                     return
-                self._remember_evicted_early(name, expires)
+                self.evicted_early += 1
             del self._files[name]
             self._bytes -= len(data) + ENTRY_BYTES
-
-    def _remember_evicted_early(self, name: str, expires: float) -> None:
-        self.evicted_early += 1
-        self._evicted_early_names[name] = expires
-        if len(self._evicted_early_names) > self._evicted_names_kept:
-            self._evicted_early_names.popitem(last=False)
+            self._gone_names[name] = expires
+            if len(self._gone_names) > self._gone_names_kept:
+                self._gone_names.popitem(last=False)

@@ -49,6 +49,7 @@ from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import KeyPair, create_key_files
+from protocols.limits import MAX_STEPS
 from protocols.worker_messages import ItemDone, SetLevel
 from workers.limits import DEFAULT_LEVELS, latent_shape
 
@@ -328,6 +329,7 @@ class Engine:
 
     def readiness(self) -> dict:
         workers = self.registry.registered()
+        sizes = self.admission.size_limits()
         return {
             # a worker taken out of rotation as failing is listed, but serves no one
             "ready": self.state is EngineState.RUNNING and self.registry.in_rotation > 0,
@@ -338,6 +340,19 @@ class Engine:
             # the controller plans with now: scaled by the workers' pace once it strays far from the profile's
             "exact_capacity_rps": self.registry.in_rotation
             * self.control.policy.profile.capacity_rps(0, self.control.slo_s),
+            # what a request may ask for (every registered worker's, else the --backend's): a client checks its
+            # size and steps before it sends a run of requests each refused invalid_size
+            "sizes": {
+                "min": sizes.min_size,
+                "max": sizes.max_size,
+                "default": sizes.default_size,
+                "multiple": sizes.multiple,
+            },
+            "steps": {
+                "default": self.admission.default_steps(),
+                "max": MAX_STEPS,
+                "refused": sorted(self.admission.refused_steps()),
+            },
             "workers": [
                 {
                     "name": w.name,

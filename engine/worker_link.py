@@ -57,6 +57,9 @@ _BEAT_TICKS = 20
 # a worker heard from within this many heartbeat intervals is alive: a hello from another process with its
 # worker id is a second worker misnamed, not its replacement (a restarted process takes longer than this)
 _ALIVE_INTERVALS = 3
+# a peer's identity in a log line: a worker's is its id, "/" and 8 hex digits, the end kept
+_PEER_NAME_CHARS = 80
+_PEER_NAME_TAIL = 20
 
 WorkerEvent = Callable[[WorkerHandle], None]
 
@@ -86,7 +89,7 @@ class WorkerLink:
         sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS, heartbeat_ms=pings)
         self._admits = admits
         self.endpoints = bind_all(sock, listen)
-        self._socket = LoopSocket(sock, self._on_frames)
+        self._socket = LoopSocket(sock, self._on_frames, peer_name)
         self._codec = engine_side_codec()
         self._version_codec = Codec(HelloVersion)
         # reads a client program's request, sent here by mistake, and answers it in the client protocol
@@ -176,10 +179,10 @@ class WorkerLink:
         if isinstance(message, DecodeError):
             # garbage is counted and dropped, never fatal
             self._metrics.bad_messages.labels("worker").inc()
-            log.debug("dropped %s from %r", message.reason, identity)
+            log.debug("dropped %s from %s", message.reason, peer_name(identity))
             return
         if worker is None:
-            log.debug("dropped %s from %r, not a worker here", type(message).__name__, identity)
+            log.debug("dropped %s from %s, not a worker here", type(message).__name__, peer_name(identity))
             if not (self._stopping or isinstance(message, Leaving)):
                 # one this engine dropped as silent (a stall, a network cut), or one the engine before it on this
                 # address welcomed: without a word it would serve no one until our silence timed out (10 s)
@@ -294,7 +297,7 @@ class WorkerLink:
         )
 
     def _refuse(self, identity: bytes, refused: Refused) -> None:
-        log.error("refusing worker %r: %s", identity, refused.reason)
+        log.error("refusing worker %s: %s", peer_name(identity), refused.reason)
         self._socket.send(identity, self._codec.encode(refused))
 
     def _id_in_use(self, worker_id: str) -> Refused | None:
@@ -339,3 +342,16 @@ def _repeats(first: Hello, again: Hello) -> bool:
     """`again` says what `first` said, but for what changes while a worker runs: its level, and its session (a
     new one drops its work: see _on_hello)."""
     return msgspec.structs.replace(again, level=first.level, session=first.session) == first
+
+
+def peer_name(identity: bytes) -> str:
+    """A peer's ZeroMQ identity as text for a log line, as worker names are written: it was "refusing worker
+    b'vm-7688/cab35da6'". Any peer that reaches the worker address sets its own, up to 255 bytes: bytes that are not
+    UTF-8 are replaced, a character that is not printable is escaped (a newline would forge a log line), and past 80
+    characters the middle is cut out."""
+    name = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode() for c in identity.decode(errors="replace")
+    )
+    if len(name) <= _PEER_NAME_CHARS:
+        return name
+    return f"{name[: _PEER_NAME_CHARS - _PEER_NAME_TAIL - 3]}...{name[-_PEER_NAME_TAIL:]}"

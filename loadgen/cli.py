@@ -301,12 +301,15 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
         if span / args.bin_s > MAX_BINS:
             raise UsageError(f"--bin-s {args.bin_s:g} cuts {span:.0f} s into more than {MAX_BINS:,} bins")
     if args.url is not None:
-        from loadgen.engine_status import EngineUnreachable, check_reachable
+        from loadgen.engine_status import EngineUnreachable, check_reachable, request_refusal
 
         try:
-            await check_reachable(args.url, args.api_key)
+            ready = await check_reachable(args.url, args.api_key)
         except EngineUnreachable as exc:
             raise UsageError(str(exc)) from None
+        # a size the engine does not take was sent the whole run, every request refused invalid_size
+        if refusal := request_refusal(ready, width, height, args.steps):
+            raise UsageError(f"{refusal} (GET {args.url.rstrip('/')}/ready): every request would be refused")
     if args.zmq:
         import zmq
 

@@ -1,6 +1,8 @@
 """What the load generator reads from the engine's HTTP status endpoints.
 
 - `GET /ready` answering 200 or 503 before a run: else no request could be served.
+- `GET /ready` may carry the `sizes` and `steps` the engine takes: a run whose
+  --size or --steps is outside them would have every request refused.
 - `GET /ready` may carry `exact_capacity_rps`: requests per second the ready
   workers sustain at exact generation (K = 0); `--load` is a multiple of it.
 - Workers per level over time, for the timeline plot: from `GET /plan` when the
@@ -24,6 +26,7 @@ import aiohttp
 from engine.config import API_KEY_ENV
 from loadgen.clients import auth_headers
 from loadgen.report import LevelSample
+from workers.limits import SizeLimits, steps_refusal
 
 log = logging.getLogger(__name__)
 _TIMEOUT = aiohttp.ClientTimeout(total=5.0)
@@ -42,11 +45,36 @@ class EngineUnreachable(Exception):
 _READY_STATUSES = (200, 503)
 
 
-async def check_reachable(base_url: str, api_key: str | None = None) -> None:
-    """Raises EngineUnreachable when no engine answers /ready at `base_url` (nothing answers HTTP, or something
-    that is not an engine's /ready), or the engine requires an API key and none was given or it refuses the one
-    given: every request of a run would fail alike, for as long as the run lasts."""
-    await _read_ready(base_url, api_key)
+async def check_reachable(base_url: str, api_key: str | None = None) -> object:
+    """The engine's /ready, parsed (None if it is not JSON). Raises EngineUnreachable when no engine answers /ready
+    at `base_url` (nothing answers HTTP, or something that is not an engine's /ready), or the engine requires an API
+    key and none was given or it refuses the one given: every request of a run would fail alike, for as long as the
+    run lasts."""
+    try:
+        return json.loads(await _read_ready(base_url, api_key))
+    except ValueError:
+        return None
+
+
+def request_refusal(ready: object, width: int, height: int, steps: int | None) -> str | None:
+    """Why an engine whose /ready is `ready` refuses every request of width x height (0 x 0: its default) and `steps`
+    (None: its default), naming the flag; None if it takes them, or cannot tell: /ready lists no worker (the limits are
+    then only its --backend's usual ones), or has no limits (an engine before they were added, or not argus)."""
+    if not isinstance(ready, dict) or not ready.get("workers"):
+        return None
+    sizes, step_rules = ready.get("sizes"), ready.get("steps")
+    if width and isinstance(sizes, dict):
+        try:
+            limits = SizeLimits(int(sizes["min"]), int(sizes["max"]), int(sizes["default"]), int(sizes["multiple"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        if limits.multiple > 0 and not (limits.takes(width) and limits.takes(height)):
+            return f"--size {width}x{height}: the engine takes sides that are {limits.rule}"
+    if steps is not None and isinstance(step_rules, dict) and isinstance(step_rules.get("refused"), list):
+        refused = {n for n in step_rules["refused"] if isinstance(n, int)}
+        if refusal := steps_refusal(steps, refused):
+            return f"--{refusal}"
+    return None
 
 
 async def _read_ready(base_url: str, api_key: str | None) -> bytes:

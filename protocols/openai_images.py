@@ -7,7 +7,8 @@ fields that argus can honour are accepted with the values OpenAI's own client
 sends, for clients written for OpenAI: `model` is echoed back; the rest do not
 change generation (README.md says why, field by field). Values argus cannot
 honour are a 400 saying why: `background` transparent, `stream` true,
-`partial_images` above 0.
+`partial_images` above 0; the types leave them out, so that the published schema
+(/openapi.json) lists only values that are served.
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     quality: Literal["auto", "standard", "hd", "low", "medium", "high", "xhigh", "max"] | None = None
     complexity: Literal["low", "medium", "high"] | None = None  # OpenAI's planning effort: argus plans nothing
     style: Literal["vivid", "natural"] | None = None
-    background: Literal["auto", "opaque", "transparent"] | None = None  # transparent is a 400
+    # OpenAI's fields that ask for what argus cannot do take only the values it can: the published schema
+    # (/openapi.json) lists what is served, and a value refused is told why (_CANNOT_DO)
+    background: Literal["auto", "opaque"] | None = None  # not "transparent": argus's images are opaque
     moderation: Literal["auto", "low"] | None = None
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     safety_identifier: Annotated[str, msgspec.Meta(max_length=256)] | None = None
-    stream: Literal[False] | None = None  # images come whole: true is a 400
-    partial_images: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None  # streamed only: above 0 is a 400
+    stream: Literal[False] | None = None  # images come whole
+    partial_images: Literal[0] | None = None  # OpenAI's 1-3 are streamed
     # argus extensions
     negative_prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_CHARS)] | None = None
     seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
@@ -167,12 +170,6 @@ def _size_format_message(size: str) -> str:
 
 
 def to_generate(request: ImageGenerationRequest, request_id: str) -> Generate:
-    if request.background == "transparent":
-        raise InvalidRequest('background "transparent" cannot be made: argus\'s images are opaque', "background")
-    if request.partial_images:
-        raise InvalidRequest(
-            "partial_images needs streaming, which argus does not do: images come whole", "partial_images"
-        )
     width, height = parse_size(request.size)
     optional = {
         name: value
@@ -301,12 +298,22 @@ _CHOICES = {
 }
 
 
+# what a value OpenAI takes and argus refuses asks for, and why argus cannot do it: msgspec's "Invalid enum value 2 -
+# at `$.partial_images`" gave the rule but not the reason
+_CANNOT_DO = {
+    "stream": "stream must be false or omitted: argus does not stream, images come whole",
+    "partial_images": "partial_images must be 0 or omitted: argus does not stream, images come whole",
+}
+
+
 def _invalid_field_message(message: str, param: str | None, sent: object) -> str:
     # msgspec says "Invalid enum value True - at `$.stream`" of a value outside a list: the validator's words, not the
-    # API's. Said the way the fields checked by hand say it (size, background, partial_images): the field, the value
-    # (as JSON spells it, shortened: a field may be sent megabytes long), then the rule
-    if param == "stream":
-        return "stream must be false or omitted: argus does not stream, images come whole"
+    # API's. Said the way the fields checked by hand say it (size): the field, the value (as JSON spells it,
+    # shortened: a field may be sent megabytes long), then the rule
+    if param in _CANNOT_DO:
+        return _CANNOT_DO[param]
+    if param == "background" and sent[param] == "transparent":
+        return 'background "transparent" cannot be made: argus\'s images are opaque ("auto" or "opaque")'
     if param in _CHOICES and message.startswith("Invalid enum value"):
         return f"{param} {_json_brief(sent[param])} must be one of {', '.join(map(_json_brief, _CHOICES[param]))}"
     expected = _EXPECTED.fullmatch(message)
@@ -366,9 +373,42 @@ def _malformed_json_message(body: bytes, error: Exception) -> str:
         return "malformed JSON: lists or objects nested too deeply"
     message = str(error)
     if message == "Input data was truncated":
-        return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
+        return _truncated_message(body)
     reason = message.removeprefix("JSON is malformed: ")
+    unpaired = _UNPAIRED_HIGH_HALF.fullmatch(reason)
+    if unpaired:
+        after = int(unpaired.group(1))
+        return _unpaired_high_half_message(body[after - 6 : after], after)
     return f"malformed JSON: {reason[:1].lower()}{reason[1:]}"
+
+
+# msgspec reads the 6 bytes after a \uD800-\uDBFF escape (the first half of a UTF-16 surrogate pair) as the \u escape
+# of its second half: when they are something else, it says this, at the byte after the first half
+_UNPAIRED_HIGH_HALF = re.compile(r"unexpected end of escaped utf-16 surrogate pair \(byte (\d+)\)")
+# such an escape in a JSON string: a backslash after an even run of them (escaped backslashes) starts an escape
+_HIGH_HALF_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})")
+
+
+def _truncated_message(body: bytes) -> str:
+    """msgspec says "truncated" of a body cut short, and of a whole one where fewer than 6 bytes follow a first half
+    with no second ('{"prompt":"\\ud83d"}'), which was answered "the body ends before the JSON does". The standard
+    library's parser, which takes a lone half, tells them apart."""
+    try:
+        json.loads(body.decode())
+    except (ValueError, RecursionError):  # a UnicodeDecodeError is a ValueError
+        return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
+    # the whole body parses: msgspec stopped after the last first half, within 6 bytes of the end
+    halves = list(_HIGH_HALF_ESCAPE.finditer(body))
+    if not halves:  # none seen: msgspec's word is all there is (no body is known to come here)
+        return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
+    return _unpaired_high_half_message(halves[-1].group(1), halves[-1].end())
+
+
+def _unpaired_high_half_message(escape: bytes, after: int) -> str:
+    return (
+        f"malformed JSON: {escape.decode()} is the first half of a UTF-16 surrogate pair, with no"
+        f" \\udc00-\\udfff escape after it (byte {after})"
+    )
 
 
 def _param_of(message: str) -> str | None:

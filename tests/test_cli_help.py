@@ -66,6 +66,8 @@ def serve_help() -> str:
         ("--max-queue", "(default 1024)"),
         ("--client-listen", "default tcp://127.0.0.1:5555"),
         ("--worker-listen", "default tcp://127.0.0.1:5556"),
+        # it said "every HTTP route but /health": the image URLs need no key either
+        ("--api-key", "every HTTP route but /health and the image URLs that response_format url hands out"),
     ],
 )
 def test_serve_help_shows_the_defaults_the_readme_names(serve_help, flag, shown):

@@ -104,3 +104,14 @@ def test_a_hello_of_another_version_that_does_not_decode_as_this_ones_is_refused
         socket.close()
         context.term()
     assert answer == Refused(f"protocol {PROTOCOL_VERSION + 1} not supported (engine speaks {PROTOCOL_VERSION})")
+
+
+def test_a_refused_peer_is_logged_by_its_identity_as_text_escaped_and_cut_short(engine):
+    """It was logged as Python bytes (refusing worker b'vm-7688/cab35da6'); any peer sets its identity, up to 255
+    bytes of anything: a newline in it would have forged a log line."""
+    identity = b"\xffvm\n7688/" + b"x" * 200 + b"/cab35da6"
+    answer = say_hello(engine, msgspec.structs.replace(GOOD, worker_id=""), identity)
+    assert isinstance(answer, Refused)
+    (line,) = [line for line in engine.log().splitlines() if "7688/" in line]
+    # the byte that is not UTF-8 replaced, the newline escaped, the middle cut out and the process's digits kept
+    assert "refusing worker \ufffdvm\\n7688/" + "x" * 47 + "..." + "x" * 11 + "/cab35da6: worker_id" in line, line

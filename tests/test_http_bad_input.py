@@ -65,6 +65,22 @@ def good(engine) -> None:
             None,
             "malformed JSON: the body ends before the JSON does (byte 14)",
         ),
+        # a lone first half of a UTF-16 surrogate pair: msgspec says "truncated" when fewer than 6 bytes follow it,
+        # and it said "the body ends before the JSON does" of a whole body
+        (
+            b'{"prompt":"\\ud83d"}',
+            400,
+            "invalid_request",
+            None,
+            "malformed JSON: \\ud83d is the first half of a UTF-16 surrogate pair, with no \\udc00-\\udfff escape after"
+            " it (byte 17)",
+        ),
+        (b'{"prompt":"\\\\uD83D \\uD83D"}', 400, "invalid_request", None, "malformed JSON: \\uD83D is the first half"),
+        (b'{"prompt":"\\ud83d and more"}', 400, "invalid_request", None, "\\ud83d is the first half of a UTF-16"),
+        (b'{"prompt":"\\ud83d', 400, "invalid_request", None, "malformed JSON: the body ends before the JSON does"),
+        (b'{"prompt":"\\ude00"}', 400, "invalid_request", None, "malformed JSON: invalid utf-16 surrogate pair"),
+        (b'{"prompt":"\\u12"}', 400, "invalid_request", None, "malformed JSON: invalid character in unicode escape"),
+        (b'{"prompt":"\\x"}', 400, "invalid_request", None, "malformed JSON: invalid escape character in string"),
         (b"[1, 2]", 400, "invalid_request", None, "the body must be a JSON object, not a list"),
         # a field refused, then JSON that does not parse: read again for the value refused, it was a 500
         (b'{"prompt": "a", "n": 0,', 400, "invalid_request", None, "malformed JSON: the body ends before"),

@@ -10,7 +10,7 @@ from PIL import Image
 from waiting import eventually
 
 from engine.config import LaunchConfig
-from engine.image_files import ENTRY_BYTES, MIN_EVICTED_NAMES, ImageFiles, ImagesTooLarge, Missing
+from engine.image_files import ENTRY_BYTES, MIN_GONE_NAMES, ImageFiles, ImagesTooLarge, Missing
 from engine.server import Engine
 from engine_process import free_port, in_process_config
 from workers.image_encoding import encode_image
@@ -72,21 +72,37 @@ def test_an_image_evicted_for_room_is_told_from_one_expired_until_its_ttl_would_
     files.put([b"c" * 4], "png")  # room for two: the first goes, 30 s before its TTL ends
     assert (files.get(evicted), files.why_missing(evicted)) == (None, Missing.EVICTED_EARLY)
     assert files.evicted_early == 1 and files.images_held == 2
-    clock.now += 31  # the first's TTL has ended: it would have expired by now
-    assert files.why_missing(evicted) == Missing.UNKNOWN
+    clock.now += 31  # the first's TTL has ended: it would have expired by now, and a longer TTL would have kept it
+    assert files.why_missing(evicted) == Missing.EXPIRED
     clock.now += 30
     assert (files.get(expiring), files.why_missing(expiring)) == (None, Missing.EXPIRED)
     files.drop_expired()
-    assert files.why_missing(expiring) == Missing.UNKNOWN and files.why_missing("never.png") == Missing.UNKNOWN
+    assert files.why_missing("never.png") == Missing.UNKNOWN
     assert files.evicted_early == 1 and files.images_held == 0  # expiries are not counted
 
 
-def test_the_names_evicted_early_are_remembered_within_a_bound():
-    files = ImageFiles(max_bytes=4 + ENTRY_BYTES, ttl_s=60, clock=Clock())
-    names = [files.put([b"x" * 4], "png")[0] for _ in range(MIN_EVICTED_NAMES + 3)]  # each evicts the one before
+def test_an_expired_image_is_told_as_expired_after_it_is_freed():
+    """The engine's sweep frees an expired image within a second: only its 404s in that second said "expired", and
+    every later one "it expired, was removed sooner to make room, or never was"."""
+    clock = Clock()
+    files = ImageFiles(max_bytes=1000, ttl_s=60, clock=clock)
+    (name,) = files.put([b"x" * 4], "png")
+    clock.now += 61
+    files.drop_expired()
+    assert files.images_held == 0 and (files.get(name), files.why_missing(name)) == (None, Missing.EXPIRED)
+
+
+def test_the_names_freed_are_remembered_within_a_bound():
+    clock = Clock()
+    files = ImageFiles(max_bytes=4 + ENTRY_BYTES, ttl_s=60, clock=clock)
+    names = [files.put([b"x" * 4], "png")[0] for _ in range(MIN_GONE_NAMES + 3)]  # each evicts the one before
     told = [files.why_missing(name) for name in names[:-1]]
-    assert told == [Missing.UNKNOWN] * 2 + [Missing.EVICTED_EARLY] * MIN_EVICTED_NAMES
-    assert files.evicted_early == MIN_EVICTED_NAMES + 2
+    assert told == [Missing.UNKNOWN] * 2 + [Missing.EVICTED_EARLY] * MIN_GONE_NAMES
+    assert files.evicted_early == MIN_GONE_NAMES + 2
+    clock.now += 61
+    files.drop_expired()  # the last one expires: it takes the place of the oldest remembered
+    assert [files.why_missing(name) for name in names[-2:]] == [Missing.EXPIRED] * 2
+    assert files.why_missing(names[2]) == Missing.UNKNOWN
 
 
 async def test_the_engine_frees_expired_images_on_its_own(tmp_path):

@@ -68,5 +68,8 @@ def test_a_short_ttl_ends_an_image_url_and_the_404_names_the_ttl_flag(tmp_path):
         assert wait_for(lambda: engine.metric("argus_image_url_images") == 0)
         assert engine.metric("argus_image_url_bytes") == 0
         assert engine.metric("argus_image_url_evicted_early_total") == 0
+        # and still told as expired: once freed, it was "no such image: it expired (...), was removed sooner to make
+        # room (...), or never was"
+        assert not_found(engine, path) == "this image has expired: images are kept 0.5 s (--image-url-ttl)"
     finally:
         assert engine.stop() == 0

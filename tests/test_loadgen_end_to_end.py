@@ -116,6 +116,23 @@ def test_load_is_a_multiple_of_the_capacity_the_engine_reports(engine, tmp_path,
     assert said in capsys.readouterr().err
 
 
+def test_a_size_the_engine_does_not_take_is_refused_before_the_run(engine, capsys):
+    """Against a tiny engine (sides 64 to 256), --size 1024x1024 sent the whole run, every request refused
+    invalid_size, exit 0: /ready did not say which sizes the engine takes."""
+    assert engine.ready()["sizes"] == {"min": 64, "max": 256, "default": 64, "multiple": 8}
+    assert engine.ready()["steps"] == {"default": 50, "max": 200, "refused": []}
+    code = cli.main(
+        ["--url", engine.http, "--api-key", API_KEY, "--rate", "5", "--max-requests", "3", "--no-progress",
+         "--size", "1024x1024"]
+    )  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "argus loadgen: error: --size 1024x1024: the engine takes sides that are a multiple of 8 from 64 to 256"
+        f" (GET {engine.http}/ready): every request would be refused\n"
+    )
+    assert engine.metric("argus_requests_total", outcome="error", code="invalid_size") == 0
+
+
 @pytest.mark.parametrize(
     ("key", "error"),
     [

@@ -9,7 +9,14 @@ import pytest
 from aiohttp import web
 
 from engine_process import free_port
-from loadgen.engine_status import CapacityUnknown, EngineUnreachable, LevelSampler, check_reachable, exact_capacity_rps
+from loadgen.engine_status import (
+    CapacityUnknown,
+    EngineUnreachable,
+    LevelSampler,
+    check_reachable,
+    exact_capacity_rps,
+    request_refusal,
+)
 
 
 @contextlib.asynccontextmanager
@@ -152,3 +159,41 @@ async def test_a_status_the_sampler_cannot_read_costs_samples_not_the_run():
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await runner.cleanup()
+
+
+SIZES = {"min": 64, "max": 256, "default": 64, "multiple": 8}
+READY_WITH_LIMITS = {**READY, "sizes": SIZES, "steps": {"default": 50, "max": 200, "refused": [30, 31]}}
+
+
+@pytest.mark.parametrize(
+    ("size", "steps", "refusal"),
+    [
+        ((1024, 1024), None, "--size 1024x1024: the engine takes sides that are a multiple of 8 from 64 to 256"),
+        ((64, 48), None, "--size 64x48: the engine takes sides that are a multiple of 8 from 64 to 256"),
+        ((64, 256), None, None),
+        ((0, 0), None, None),  # auto: the engine's default
+        ((64, 64), 30, "--steps 30: the model's scheduler makes another number of timesteps for it"),
+        ((64, 64), 31, "ask for 29 or 32"),
+        ((64, 64), 32, None),
+    ],
+)
+async def test_a_run_the_engine_refuses_every_request_of_is_told_from_its_ready(size, steps, refusal):
+    async with asyncio.timeout(20):
+        async with status_server(READY_WITH_LIMITS, None) as url:
+            said = request_refusal(await check_reachable(url), *size, steps)
+    assert said is None if refusal is None else refusal in said
+
+
+@pytest.mark.parametrize(
+    "ready",
+    [
+        {**READY_WITH_LIMITS, "workers": []},  # the limits are the --backend's until a worker says its own
+        READY,  # an engine from before /ready had its limits
+        {**READY, "sizes": {**SIZES, "multiple": 0}, "steps": {"refused": "all"}},
+        {**READY, "sizes": {**SIZES, "max": None}, "steps": None},
+        {**READY, "sizes": [64, 256]},
+        ["not", "an", "engine's", "ready"],
+    ],
+)
+def test_a_ready_without_limits_to_go_by_refuses_nothing(ready):
+    assert request_refusal(ready, 1024, 1024, 30) is None

@@ -44,11 +44,10 @@ def test_a_fleet_over_its_hard_limit_says_so_and_exits_2():
     assert "Traceback" not in done.stderr
 
 
-def test_an_engine_under_a_low_hard_limit_says_so(tmp_path):
-    """It raised its soft limit as far as the hard one let it and said nothing: at a hard limit of 1,024 it still
-    stopped taking workers past about a thousand, without a word."""
+def start_said(hard_limit: int, *args: str) -> list[str]:
+    """What `argus serve ARGS` under a hard limit on open files logs up to its listening line, when it is stopped."""
     port, client_port, worker_port = free_port(), free_port(), free_port()
-    command = [sys.executable, "-m", "engine.cli", "serve", "--workers", "0", "--backend", "sim", "--port", str(port)]
+    command = [sys.executable, "-m", "engine.cli", "serve", "--backend", "sim", "--port", str(port), *args]
     command += [
         "--client-listen",
         f"tcp://127.0.0.1:{client_port}",
@@ -56,10 +55,10 @@ def test_an_engine_under_a_low_hard_limit_says_so(tmp_path):
         f"tcp://127.0.0.1:{worker_port}",
     ]
 
-    def low_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_LIMIT * 4, LOW_LIMIT * 4))
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard_limit, hard_limit))
 
-    engine = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=low_limit)
+    engine = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
     said = []
     try:
         for line in engine.stderr:  # up to the listening line, when SIGTERM is the engine's to handle
@@ -69,4 +68,22 @@ def test_an_engine_under_a_low_hard_limit_says_so(tmp_path):
     finally:
         engine.send_signal(signal.SIGTERM)
         assert engine.wait(timeout=30) == 0
-    assert any(f"may hold at most {LOW_LIMIT * 4} open files (ulimit -Hn)" in line for line in said), said
+    return said
+
+
+def test_an_engine_under_a_low_hard_limit_says_so():
+    """It raised its soft limit as far as the hard one let it and said nothing: at a hard limit of 1,024 it still
+    stopped taking workers past about a thousand, without a word."""
+    said = start_said(LOW_LIMIT * 4, "--workers", "0")
+    warned = [line for line in said if f"may hold at most {LOW_LIMIT * 4} open files (ulimit -Hn)" in line]
+    assert len(warned) == 1 and " WARNING " in warned[0], said
+    assert "--workers 0 and a full queue (--max-queue 1024) need about 2048: raise the hard limit" in warned[0]
+
+
+def test_a_hard_limit_the_configuration_fits_in_is_told_without_a_warning():
+    """Every start under a hard limit below 65,536 warned "raise the hard limit to 65536", a dev engine of 2 workers
+    under 20,000 too: that many files take a thousand workers and their clients many times over."""
+    said = start_said(4096, "--workers", "2")
+    told = [line for line in said if "may hold at most 4096 open files (ulimit -Hn)" in line]
+    assert len(told) == 1 and " INFO " in told[0], said
+    assert not [line for line in said if " WARNING " in line], said

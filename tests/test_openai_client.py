@@ -168,7 +168,7 @@ def test_output_compression_is_the_quality_a_jpeg_is_saved_at(client, compressio
         ("background", "transparent", "opaque"),
         ("moderation", "off", 'moderation "off" must be one of'),
         ("output_compression", 101, "<= 100"),
-        ("partial_images", 2, "streaming"),
+        ("partial_images", 2, "does not stream"),
     ],
 )
 def test_a_value_argus_cannot_honour_is_a_400_naming_the_field(client, field, value, words):

@@ -13,14 +13,15 @@ class SizeLimits:
     min_size: int
     max_size: int
     default_size: int
+    multiple: int = SIZE_MULTIPLE  # another only as an engine's /ready says (loadgen reads it there)
 
     def takes(self, side: int) -> bool:
-        return side % SIZE_MULTIPLE == 0 and self.min_size <= side <= self.max_size
+        return side % self.multiple == 0 and self.min_size <= side <= self.max_size
 
     @property
     def rule(self) -> str:
         """What `takes` asks of a side, in words for an error."""
-        return f"a multiple of {SIZE_MULTIPLE} from {self.min_size} to {self.max_size}"
+        return f"a multiple of {self.multiple} from {self.min_size} to {self.max_size}"
 
 
 BACKEND_SIZES = {
