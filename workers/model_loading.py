@@ -58,13 +58,15 @@ def load_pretrained(model_class: Any, folder: str, part: str | None = None, **op
 def _check_missing(tensors: dict[str, Any], missing: Collection[str], path: str, whose: str) -> None:
     """Refuses a model whose `missing` tensors hold more than _REFUSED_SHARE of its values, or any left without
     values; warns of fewer, which start at random. Each is said by its largest missing tensors."""
-    largest = sorted(missing, key=lambda key: (-tensors[key].numel(), key))
+    # a key the model's state_dict lacks (a buffer not saved, another version's name) counts as no values
+    sizes = {key: tensors[key].numel() if key in tensors else 0 for key in missing}
+    largest = sorted(missing, key=lambda key: (-sizes[key], key))
     values = sum(tensor.numel() for tensor in tensors.values())
-    share = sum(tensors[key].numel() for key in missing) / values
+    share = sum(sizes.values()) / max(1, values)
     # a head of a large model is a small share, a single scale (CLIP's logit_scale) next to nothing
     part_of = f"{share:.1%} of the values" if share >= 0.001 else "under 0.1% of the values"
     said = f"lack {len(missing)} of {len(tensors)} parameters"
-    unset = any(tensors[key].is_meta for key in missing)
+    unset = any(tensors[key].is_meta for key in missing if key in tensors)
     if len(missing) == len(tensors):
         raise ValueError(f"{whose} {said} (e.g. {largest[0]}): the file holds another model's weights, or none")
     if share > _REFUSED_SHARE or unset:
