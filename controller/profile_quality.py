@@ -52,7 +52,7 @@ from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
 from engine.worker_command import check_worker_backend
 from workers.model_folder import clip_model_problem
-from workers.model_loading import loading
+from workers.model_loading import load_pretrained, loading
 
 # the file beside the samples that says how they were made (JSONL has no room for it)
 SAMPLES_KIND = "quality_samples_provenance"
@@ -211,7 +211,7 @@ class ClipScorer:
         self._device = device
         with loading(model_dir, "a CLIP model"):
             self._processor = CLIPProcessor.from_pretrained(model_dir, local_files_only=True)
-            self._model = CLIPModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+            self._model = load_pretrained(CLIPModel, model_dir).to(device).eval()
 
     def score(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[float]:
         from PIL import Image

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_models import CLIP_TEXT_DIM, save_tiny_clip_text
 
 from engine.cache.embedders import HASH_DIM, make_embedder
 
@@ -89,18 +90,11 @@ def test_missing_minilm_package_names_the_install(monkeypatch):
 
 
 def test_clip_from_a_local_directory(tmp_path):
-    from transformers import CLIPTextModelWithProjection
-
-    from workers.tiny_pipeline import _build_tokenizer, _text_config
-
-    tokenizer = _build_tokenizer()
-    model = CLIPTextModelWithProjection(_text_config(tokenizer, 32, projection_dim=24))
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    save_tiny_clip_text(tmp_path)
     embedder = make_embedder("clip", str(tmp_path))
-    assert embedder.dim == 24
+    assert embedder.dim == CLIP_TEXT_DIM
     vectors = embedder.embed(PROMPTS)
-    assert_unit_rows(vectors, len(PROMPTS), 24)
+    assert_unit_rows(vectors, len(PROMPTS), CLIP_TEXT_DIM)
     # padding a batch to its longest prompt must not change a row
     np.testing.assert_allclose(embedder.embed(PROMPTS[:1])[0], vectors[0], atol=1e-5)
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from model_folders import save_model_folder
+from tiny_models import save_tiny_clip, save_tiny_clip_text
 
 from engine.cache.embedders import minilm_model_dir
 from engine.cache_dir import lock_cache_dir
@@ -123,14 +124,7 @@ def test_serve_refuses_an_empty_embedder_folder_before_the_engine_starts(embedde
 def test_what_transformers_saves_passes_the_folder_checks(tmp_path):
     """The checks refuse no folder the loaders read: a CLIP text encoder, a whole CLIP (as `save_pretrained` writes
     them) and the minilm package's own."""
-    from test_profile_quality import save_tiny_clip
-    from transformers import CLIPTextModelWithProjection
-
-    from workers.tiny_pipeline import _build_tokenizer, _text_config
-
-    tokenizer = _build_tokenizer()
-    CLIPTextModelWithProjection(_text_config(tokenizer, 32, projection_dim=8)).save_pretrained(tmp_path / "text")
-    tokenizer.save_pretrained(tmp_path / "text")
+    save_tiny_clip_text(tmp_path / "text")
     assert embedder_model_problem("clip", str(tmp_path / "text")) is None
     save_tiny_clip(tmp_path / "whole")
     assert clip_model_problem(str(tmp_path / "whole")) is None

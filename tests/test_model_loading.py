@@ -1,19 +1,25 @@
 """A model folder that passes the file checks (workers/model_folder.py) and still does not load is one line naming the
 folder and what failed, exit 2, wherever a command names one: each ended in a traceback from transformers, after
 seconds of imports (`argus serve`'s with the engine started). tests/model_folders.py makes such folders: their
-tokenizer.json holds no tokenizer. The sdxl worker's, and what `argus serve` says of its workers, are in
+tokenizer.json holds no tokenizer. Real tiny models (tests/tiny_models.py) whose weights hold none of the model's
+tensors loaded without error, all at random. The sdxl worker's, and what `argus serve` says of its workers, are in
 tests/test_sdxl_model_folder.py."""
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 
+import numpy as np
 import pytest
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from model_folders import save_model_folder
 from safetensors import SafetensorError
 from test_model_and_device_flags import command_name
+from tiny_models import empty_weights, keep_weights, save_tiny_bert, save_tiny_clip, save_tiny_clip_text
 
+from engine.cache.embedders import make_embedder
 from engine.cli import main
 from engine_process import start_engine
 from workers.model_loading import ModelLoadFailed, loading
@@ -50,7 +56,7 @@ CALIBRATE = ["calibrate", "--prompts", "{prompts}"]
 PROFILE = ["profile", "quality", "{prompts}", "--clip", "{whole clip}", "--out", "{tmp}/q.jsonl"]
 
 
-@pytest.mark.parametrize(
+COMMANDS = pytest.mark.parametrize(
     ("argv", "kind"),
     [
         pytest.param([*CALIBRATE, "--embedder", "clip", "--model-path", "{clip}"], "clip", id="calibrate clip"),
@@ -70,11 +76,90 @@ PROFILE = ["profile", "quality", "{prompts}", "--clip", "{whole clip}", "--out",
         ),
     ],
 )
+
+
+@COMMANDS
 def test_a_command_says_which_folder_did_not_load_in_one_line(argv, kind, folders, prompts, tmp_path, capsys):
     named = {**folders, "prompts": prompts, "tmp": tmp_path}
     argv = [arg.format(**named) for arg in argv]
     assert main(argv) == 2
     assert capsys.readouterr().err == f"{command_name(argv)}: error: {says(kind, folders[kind])}\n"
+
+
+SAVERS = {"clip": save_tiny_clip_text, "minilm": save_tiny_bert, "whole clip": save_tiny_clip}
+# a tiny model's tensors, and its largest (the one a refusal names)
+TENSORS = {
+    "clip": (53, "text_model.embeddings.token_embedding.weight"),
+    "minilm": (39, "embeddings.position_embeddings.weight"),
+    "whole clip": (78, "text_model.embeddings.token_embedding.weight"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> dict[str, str]:
+    """A real tiny model of each kind, which loads."""
+    base = tmp_path_factory.mktemp("models")
+    for kind, save in SAVERS.items():
+        save(base / kind.replace(" ", "-"))
+    return {kind: str(base / kind.replace(" ", "-")) for kind in SAVERS}
+
+
+def _another_models(kind: str, saved: dict[str, str]) -> str:
+    return f"{saved['clip' if kind == 'minilm' else 'minilm']}/model.safetensors"
+
+
+# weights that hold none of the model's tensors: what transformers loads without error, every tensor at random
+NO_TENSORS_OF_THE_MODEL = {
+    "no tensors": lambda weights, kind, saved: empty_weights(weights),
+    "another model's": lambda weights, kind, saved: shutil.copy(_another_models(kind, saved), weights),
+}
+
+
+@pytest.mark.parametrize("spoil", NO_TENSORS_OF_THE_MODEL.values(), ids=NO_TENSORS_OF_THE_MODEL)
+@COMMANDS
+def test_a_command_refuses_weights_that_hold_none_of_the_model(argv, kind, spoil, saved, prompts, tmp_path, capsys):
+    """The cache's similarities (random embeddings) and CLIP's scores were noise, and nothing said so but
+    transformers' load report, among a command's output."""
+    folder = shutil.copytree(saved[kind], tmp_path / "spoiled")
+    spoil(folder / "model.safetensors", kind, saved)
+    named = {**saved, kind: folder, "prompts": prompts, "tmp": tmp_path}
+    argv = [arg.format(**named) for arg in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    count, largest = TENSORS[kind]
+    assert err.splitlines()[-1] == (
+        f"{command_name(argv)}: error: cannot load {KINDS[kind][0]} from {folder}: its weights lack {count} of"
+        f" {count} parameters (e.g. {largest}): the file holds another model's weights, or none"
+    )
+    assert "Traceback" not in err
+
+
+def test_weights_without_a_tower_are_refused(saved, prompts, tmp_path, capsys):
+    """A whole CLIP whose weights hold its text tower only: its scores came from a random vision tower."""
+    folder = shutil.copytree(saved["whole clip"], tmp_path / "text-only")
+    keep_weights(folder / "model.safetensors", lambda name: not name.startswith("vision_model."))
+    assert main(["profile", "quality", prompts, "--clip", str(folder), "--out", str(tmp_path / "q.jsonl")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"argus profile quality: error: cannot load a CLIP model from {folder}: its weights lack 39 of 78 parameters"
+        " (34.9% of the values, e.g. vision_model.embeddings.patch_embedding.weight): they would be random numbers"
+    )
+
+
+def test_weights_without_a_head_load_with_a_warning(tmp_path, caplog):
+    """A BERT saved without its pooler, which the minilm embedder does not use: transformers starts it at random,
+    as it did; the warning names what is random."""
+    save_tiny_bert(tmp_path, pooler=False)
+    with caplog.at_level(logging.WARNING, logger="argus.models"):
+        vectors = make_embedder("minilm", str(tmp_path)).embed(["a red fox", "a blue whale"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("argus")] == [
+        (
+            "argus.models",
+            "WARNING",
+            f"the weights in {tmp_path} lack 2 of 39 parameters (3.0% of the values: pooler.dense.weight,"
+            " pooler.dense.bias), which start at random",
+        )
+    ]
 
 
 def test_serve_says_which_embedder_folder_did_not_load_in_one_line(folders, tmp_path):

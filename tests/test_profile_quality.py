@@ -5,15 +5,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+from tiny_models import save_tiny_clip
 
 from controller.profile_quality import SAMPLES_KIND
 from controller.profiles import read_quality_samples
 from controller.versioned import read_versioned
 from engine.cli import build_parser
 from engine_process import ROOT
-from workers.tiny_pipeline import build_tiny_sdxl
 
 PROMPTS = [
     "a lighthouse on a cliff at dusk, oil painting",
@@ -21,43 +19,6 @@ PROMPTS = [
     "a red fox in a snowy forest, photograph",
 ]
 STEPS = 12  # the tiny worker caches levels 5, 10, ... : below N = 12, levels 5 and 10
-
-
-def save_tiny_clip(directory) -> None:
-    """A random CLIP (text and vision towers, 32 px images), saved as a local model directory.
-
-    A random CLIP scores image-text pairs near 0 on either side, and a pair at or
-    below 0 has no relative quality. Both towers' last layer norms share a large
-    bias and both projections the same weights, so every embedding leans the same
-    way: every score is positive, and still differs from image to image.
-    """
-    tokenizer = build_tiny_sdxl().tokenizer
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    vision = dict(
-        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
-        shared_bias = 3.0 * torch.randn(32)
-    with torch.no_grad():
-        model.visual_projection.weight.copy_(model.text_projection.weight)
-        for norm in (model.vision_model.post_layernorm, model.text_model.final_layer_norm):
-            norm.weight.fill_(0.5)
-            norm.bias.copy_(shared_bias)
-    model.save_pretrained(directory)
-    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(directory)
 
 
 def test_profile_quality_writes_samples_the_controller_reads(tmp_path):

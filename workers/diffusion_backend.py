@@ -17,7 +17,8 @@ import diffusers
 import msgspec
 import numpy as np
 import torch
-from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from protocols.codec import Blob
 from protocols.limits import MAX_STEPS, OUTPUT_FORMATS
@@ -36,9 +37,9 @@ from workers.limits import (
     latent_shape,
     steps_refusal,
 )
-from workers.model_folder import sdxl_model_problem, sdxl_weights_variant
+from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
-from workers.model_loading import loading
+from workers.model_loading import load_pretrained, loading
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
@@ -48,6 +49,14 @@ _LATENT_DTYPES = (np.float16, np.float32)
 # 1.0); before 0.40 it reads only `torch_dtype`
 _DTYPE_KEYWORD = (
     "dtype" if tuple(int(part) for part in diffusers.__version__.split(".")[:2]) >= (0, 40) else "torch_dtype"
+)
+# the pipeline's parts that hold weights, and from_pretrained's name for their dtype (transformers 5 reads `dtype`),
+# smallest first: a broken one is found before the UNet's gigabytes are read
+_WEIGHTED_PARTS = (
+    ("vae", AutoencoderKL, _DTYPE_KEYWORD),
+    ("text_encoder", CLIPTextModel, "dtype"),
+    ("text_encoder_2", CLIPTextModelWithProjection, "dtype"),
+    ("unet", UNet2DConditionModel, _DTYPE_KEYWORD),
 )
 
 
@@ -336,8 +345,21 @@ def load_sdxl(
     # one, weights of other shapes); identified before the load: what loads is what was read
     with loading(model_dir, "an SD-XL pipeline"):
         identity = folder_model_id(model_dir)
+        # loaded here, as the pipeline would (its dtype, each part's variant), to see what their weights lack: a file
+        # of no tensors of the part loaded without error, random text encoders, a UNet and a VAE of no values
+        parts = {
+            name: load_pretrained(
+                model_class, model_dir, name, variant=sdxl_part_variant(model_dir, name), **{keyword: dtype}
+            )
+            for name, model_class, keyword in _WEIGHTED_PARTS
+        }
+        # the dtype and variant still reach what else a folder's model_index.json names (an image_encoder)
         pipe = StableDiffusionXLPipeline.from_pretrained(
-            model_dir, local_files_only=True, variant=sdxl_weights_variant(model_dir), **{_DTYPE_KEYWORD: dtype}
+            model_dir,
+            local_files_only=True,
+            variant=sdxl_weights_variant(model_dir),
+            **{_DTYPE_KEYWORD: dtype},
+            **parts,
         )
     try:
         return _backend(pipe, "sdxl", device, identity, levels, default_steps, max_batch)

@@ -177,6 +177,13 @@ def sdxl_weights_variant(model_dir: str) -> str | None:
     return "fp16" if any(not _weights(os.path.join(model_dir, name))[0] for name in _MODELS) else None
 
 
+def sdxl_part_variant(model_dir: str, part: str) -> str | None:
+    """The variant diffusers loads `part` (unet, vae, text_encoder, text_encoder_2) of a checked folder with: the
+    folder's, where the part holds weights of it; else None, the part's plain weights."""
+    variant = sdxl_weights_variant(model_dir)
+    return variant if variant and _weights(os.path.join(model_dir, part))[1] else None
+
+
 def _weights(folder: str) -> tuple[bool, bool]:
     """Whether `folder` holds plain weights, and fp16-variant ones (diffusion_pytorch_model.fp16.safetensors)."""
     variants = [bool(_FP16.search(name)) for name in os.listdir(folder) if _WEIGHTS.search(name)]

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from workers.model_loading import loading
+from workers.model_loading import load_pretrained, loading
 
 HASH_DIM = 1024
 # n-grams of 3 and 4 characters are hashed as polynomials in _BASE modulo 2**64, seeded with their size
@@ -129,7 +129,7 @@ class MiniLMEmbedder(_TorchEmbedder):
         path = model_dir or str(minilm_model_dir())
         with loading(path, "a MiniLM model"):
             self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            self._model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+            self._model = load_pretrained(AutoModel, path).to(device).eval()
         self.dim = int(self._model.config.hidden_size)
 
     def _encode(self, prompts: list[str]):
@@ -156,7 +156,7 @@ class ClipEmbedder(_TorchEmbedder):
 
         with loading(model_path, "a CLIP text encoder"):
             self._tokenizer = CLIPTokenizer.from_pretrained(model_path, local_files_only=True)
-            model = CLIPTextModelWithProjection.from_pretrained(model_path, local_files_only=True)
+            model = load_pretrained(CLIPTextModelWithProjection, model_path)
         self._model = model.to(device).eval()
         self.dim = int(self._model.config.projection_dim)
 
