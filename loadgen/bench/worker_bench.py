@@ -69,7 +69,7 @@ class WorkerRuns:
     def __init__(self, args: argparse.Namespace, log_dir: Path):
         from controller.profile_latency import WorkerProcess
 
-        worker = argparse.Namespace(backend="tiny", device="cpu", model=None, threads=args.threads, time_scale=1.0)
+        worker = argparse.Namespace(backend="tiny", device="cpu", model=None, threads=args.threads, time_scale=None)
         self.process = WorkerProcess(worker, 1, log_dir)
         self.last_cpu_s = 0.0
 
