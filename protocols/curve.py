@@ -190,6 +190,10 @@ class RefusedHandshakes:
         """Why the engine will never be reached over this socket, or None while it may be."""
         while self._reason is None and not self.monitor.closed and self._events.poll(0):
             self._reason = self._heard(recv_monitor_message(self._events))
+            if self._reason is not None and not self._socket.closed:
+                # for good: nothing more is read, and against an engine that fails every handshake libzmq dials on,
+                # two events a dial, until the unread monitor stalls its I/O thread (232d495)
+                self._socket.disable_monitor()
         return self._reason
 
     def not_an_engine(self) -> str | None:
