@@ -4,8 +4,10 @@
 socket, resolving each reply's future by request id. Against an engine that
 requires CURVE, pass `curve=ClientKeys.from_files(my.key_secret, engine.key)`. Both return the engine's
 terminal message: Images, Error, Busy or Cancelled (never raise for those). Both raise ConnectionRefusedError,
-saying why, once the engine refuses this client's CURVE key, or CURVE is on at one end only: ZeroMQ does not
-try again, so no reply would ever come.
+saying why, once the engine refuses this client's CURVE key, CURVE is on at one end only, or the address is no
+argus engine's ZeroMQ one (an HTTP port): no reply would ever come. ArgusClient raises EngineUnreachable, a
+TimeoutError, for a call that timed out with no engine ever reached at the address; a call that waits
+UNANSWERED_WARNING_S so is logged as a warning, once per client (the async client's calls wait for ever).
 
 Replies are matched to requests by request id. The engine answers every
 request exactly once, even one the client gave up on (timed out or cancelled),
@@ -17,6 +19,7 @@ of 1 to 128 characters: any other ("" included) raises ValueError before anythin
 from __future__ import annotations
 
 import asyncio
+import logging
 import reprlib
 import threading
 import time
@@ -45,6 +48,8 @@ from protocols.sockets import make_socket
 
 Reply = Images | Error | Busy | Cancelled
 
+log = logging.getLogger("argus.client")
+
 
 # what is still queued at close, a Cancel above all, gets this long to reach the engine
 _CLOSE_LINGER_MS = 500
@@ -58,10 +63,50 @@ _HEARTBEAT_INTERVAL_MS = 10_000
 _HEARTBEAT_TIMEOUT_MS = 60_000
 # ZeroMQ's send timeout is an int of milliseconds
 _MAX_TIMEOUT_S = (2**31 - 1) / 1000
+# a call waiting this long with no engine ever reached is worth a warning, once per client, as `argus worker` warns of
+# hellos unanswered: a mistyped address or an engine down looks like a slow engine, and a call without a timeout
+# waits for ever
+UNANSWERED_WARNING_S = 10.0
+# the keywords generate() takes (another is a TypeError, None or not)
+_FIELDS = frozenset(Generate.__struct_fields__)
 
 
 class ClientClosed(Exception):
     """A call made on a closed client, or still in flight when it was closed."""
+
+
+class EngineUnreachable(TimeoutError):
+    """A call timed out, and no handshake with an engine ever succeeded at the client's address: nothing answered
+    there (no engine up, a host that does not resolve or does not answer). A plain TimeoutError is an engine reached
+    that did not reply in time. A TimeoutError too, as it is one: code that handles timeouts still does, and the
+    call may have come only early (an engine that comes up later is dialled, and answers the next call)."""
+
+
+def _unreached(address: str, waited_s: float) -> EngineUnreachable:
+    return EngineUnreachable(
+        f"nothing answered at {address} in {waited_s:g} s: check that the engine is up and that {address} is its"
+        " --client-listen address"
+    )
+
+
+class _UnansweredWarning:
+    """Warns, the first time it is called, if the client never reached an engine (as of the monitor events read:
+    the caller reads them first)."""
+
+    def __init__(self, address: str, refusals: RefusedHandshakes):
+        self._address = address
+        self._refusals = refusals
+        self._said = False
+
+    def __call__(self) -> None:
+        if self._said or self._refusals.handshook:
+            return
+        self._said = True
+        log.warning(
+            "no answer from an engine at %s for %g s: is it up, and is that its --client-listen address?",
+            self._address,
+            UNANSWERED_WARNING_S,
+        )
 
 
 def _connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tuple[zmq.Socket, RefusedHandshakes]:
@@ -84,8 +129,8 @@ def _connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tu
 
 
 def _undecodable(address: str, reason: str) -> ValueError:
-    # what comes from an address that is no argus engine's ZeroMQ one: its HTTP port answers a ZeroMQ greeting with
-    # an HTTP 400, which libzmq takes for a message of ZeroMQ's first version
+    # from a peer that took the handshake: an engine of another version, or another ZeroMQ program (a peer that
+    # speaks no ZeroMQ is a refusal, see RefusedHandshakes.not_an_engine)
     return ValueError(
         f"undecodable reply from {address}: {reason} (is it an argus engine's --client-listen address, of this"
         " version?)"
@@ -102,6 +147,10 @@ def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Ge
     # only None asks for a fresh id: "" is a caller's mistake (the engine would refuse it), not a request for one
     if request_id is None:
         request_id = uuid.uuid4().hex
+    # None is a field's default, as HTTP's null is: a pipeline may pass its own optional settings on (steps=None).
+    # Left out here, not sent: on the wire a field is a value or absent, and the engine refuses nil where the
+    # default is not None (README)
+    fields = {name: value for name, value in fields.items() if value is not None or name not in _FIELDS}
     try:
         # checked here, not left to the engine: it answers an id it cannot read (not a string, too long) under ""
         # or the id cut short, which no call would match, so the call would wait for ever
@@ -141,6 +190,8 @@ class ArgusClient:
         self._closing = False  # set by close(): a call in another thread gives up at its next poll slice
         self._calling: int | None = None  # the thread whose call holds the turn
         self._timeout_s = timeout_s
+        self._unanswered = _UnansweredWarning(address, self._refusals)
+        self._warn_at = 0.0  # when the call in progress has waited UNANSWERED_WARNING_S
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         request = _generate(prompt, request_id, fields)
@@ -167,13 +218,17 @@ class ArgusClient:
         # one deadline for the call: neither the wait for room to send nor the late replies skipped on the way may
         # extend it
         deadline = self._deadline()
+        self._warn_at = time.monotonic() + UNANSWERED_WARNING_S
         self._send(request, deadline)
         while True:
             if not self._wait(zmq.POLLIN, deadline):
                 self._cancel(request.request_id)
-                raise TimeoutError(f"no reply for {request.request_id}")
+                raise self._timed_out(f"no reply for {request.request_id}")
             reply = self._codec.decode(self._socket.recv_multipart(copy=False))
             if isinstance(reply, DecodeError):
+                refused = self._refusals.not_an_engine()
+                if refused:
+                    raise ConnectionRefusedError(refused)
                 raise _undecodable(self._address, reply.reason)
             if reply.request_id == request.request_id:
                 return reply
@@ -186,7 +241,7 @@ class ArgusClient:
         frames = self._codec.encode(request)
         while True:
             if not self._wait(zmq.POLLOUT, deadline):
-                raise TimeoutError(f"could not reach the engine to send {request.request_id}")
+                raise self._timed_out(f"could not reach the engine to send {request.request_id}")
             try:
                 self._socket.send_multipart(frames, zmq.DONTWAIT, copy=False)
                 return
@@ -195,6 +250,12 @@ class ArgusClient:
 
     def _deadline(self) -> float | None:
         return None if self._timeout_s is None else time.monotonic() + self._timeout_s
+
+    def _timed_out(self, why: str) -> TimeoutError:
+        # the handshakes heard up to the deadline: _wait read the monitor last as it ended
+        if not self._refusals.handshook:
+            return _unreached(self._address, self._timeout_s)
+        return TimeoutError(why)
 
     def _wait(self, events: int, deadline: float | None) -> bool:
         """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once
@@ -210,6 +271,8 @@ class ArgusClient:
             refused = self._refusals.reason()
             if refused:
                 raise ConnectionRefusedError(refused)
+            if time.monotonic() >= self._warn_at:
+                self._unanswered()
             if self._socket in ready:
                 return True
             if left_ms is not None and left_ms <= _POLL_SLICE_MS:
@@ -255,6 +318,7 @@ class AsyncArgusClient:
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
+        self._unanswered = _UnansweredWarning(address, self._refusals)
 
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
@@ -270,9 +334,11 @@ class AsyncArgusClient:
             # done: its event loop ended (asyncio.run returned), and this call runs in another
             self._reader = asyncio.create_task(self._read_replies())
             self._watcher = asyncio.create_task(self._watch_refusals())
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiting[request.request_id] = future
         sending = self._socket.send_multipart(frames, copy=False)
+        unanswered = loop.call_later(UNANSWERED_WARNING_S, self._warn_if_unanswered)
         try:
             # a refusal fails `future`, while the send may wait for good: no engine will take it
             await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
@@ -291,6 +357,7 @@ class AsyncArgusClient:
                 self._socket.send_multipart(self._codec.encode(Cancel(request.request_id)))
             raise
         finally:
+            unanswered.cancel()
             self._waiting.pop(request.request_id, None)
 
     async def _read_replies(self) -> None:
@@ -299,10 +366,7 @@ class AsyncArgusClient:
                 frames = await self._socket.recv_multipart(copy=False)
                 reply = self._codec.decode(frames)
                 if isinstance(reply, DecodeError):
-                    # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
-                    future = self._waiting.get(salvage_request_id(frames[0].buffer))
-                    if future is not None and not future.done():
-                        future.set_exception(_undecodable(self._address, reply.reason))
+                    self._on_undecodable(frames, reply.reason)
                     continue
                 future = self._waiting.get(reply.request_id)
                 if future is not None and not future.done():
@@ -311,9 +375,34 @@ class AsyncArgusClient:
             self._fail_waiting(ClientClosed("client closed"))
             raise
 
+    def _on_undecodable(self, frames: list, reason: str) -> None:
+        if self._refusals.not_an_engine():
+            # what a peer that speaks no ZeroMQ sent: no call's reply, and none will come. The same refusal as
+            # ArgusClient's, which reads it from the same message
+            self._refusal()
+            return
+        # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
+        future = self._waiting.get(salvage_request_id(frames[0].buffer))
+        if future is not None and not future.done():
+            future.set_exception(_undecodable(self._address, reason))
+
+    def _warn_if_unanswered(self) -> None:
+        if not self._refusal():
+            self._unanswered()
+
+    def _refusal(self) -> str | None:
+        """Why the engine will never answer, from the monitor as it is now, not as the watcher last read it (a
+        handshake it has not had its turn to hear is no silence); the calls waiting fail with it. The watcher does
+        not hear what is read here."""
+        refused = self._refusals.reason()
+        if refused and self._refused is None:
+            self._refused = refused
+            self._fail_waiting(ConnectionRefusedError(refused))
+        return refused
+
     async def _watch_refusals(self) -> None:
-        self._refused = await self._refusals.refused()
-        self._fail_waiting(ConnectionRefusedError(self._refused))
+        await self._refusals.refused()
+        self._refusal()
 
     def _fail_waiting(self, error: Exception) -> None:
         for future in self._waiting.values():

@@ -37,7 +37,7 @@ import zmq
 from engine.curve_gate import CLIENTS
 from engine.jobs import AdmittedRequest
 from engine.loop_socket import LoopSocket
-from protocols.client_messages import Cancel, Error, Generate, engine_side_codec, salvage_request_id
+from protocols.client_messages import Cancel, Error, Generate, engine_side_codec, refusal_words, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import KeyPair, peer_key
 from protocols.sockets import bind_all, make_socket
@@ -122,7 +122,8 @@ class ClientDoor:
         self._back(identity)
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError) and frames:
-            self._refuse(identity, message.reason, salvage_request_id(frames[0].buffer))
+            header = frames[0].buffer
+            self._refuse(identity, refusal_words(message.reason, header), salvage_request_id(header))
         elif isinstance(message, Generate):
             # the client its share of the queue is counted for: its CURVE key, which it keeps from one connection
             # to the next; without CURVE, its socket's identity

@@ -7,11 +7,13 @@ or Cancelled. Busy is the answer to a request the engine could not admit.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Annotated
 
 import msgspec
 
 from protocols.codec import Blob, Codec
+from protocols.field_errors import choices_of, field_message, param_of
 from protocols.limits import (
     MAX_GUIDANCE,
     MAX_IMAGES_PER_REQUEST,
@@ -95,6 +97,26 @@ def salvage_request_id(header: bytes | memoryview) -> str:
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return ""
     return request_id[:MAX_REQUEST_ID_CHARS]
+
+
+_CHOICES = choices_of(Generate)
+
+
+def refusal_words(reason: str, header: bytes | memoryview) -> str:
+    """A request's decode error (`reason`, msgspec's words) as HTTP's 400s say it, in this protocol's field names:
+    "n must be an integer >= 1, got 0", "output_format 'gif' must be one of 'png', 'jpeg', 'webp'". Each value is
+    spelled as Python writes it, the language of engine.client (reprlib: shortened, and never failing on what
+    msgpack can carry). `reason` as it is where it names no field of a map (an empty message, one that is no map)."""
+    param = param_of(reason)
+    if param is None:
+        return reason
+    try:
+        sent = msgspec.msgpack.decode(header)
+    except (msgspec.MsgspecError, RecursionError):  # RecursionError: nested too deep, see Codec.decode
+        return reason
+    if not isinstance(sent, dict) or param not in sent:
+        return reason
+    return field_message(reason, param, sent, _CHOICES.get(param), reprlib.repr) or reason
 
 
 FromClient = Generate | Cancel

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
+from zmq.utils.monitor import recv_monitor_message
 from zmq.utils.z85 import Z85CHARS
 
 log = logging.getLogger("argus.curve")
@@ -149,9 +149,10 @@ _SILENT_FAILURES = 10
 
 class RefusedHandshakes:
     """Hears on a connecting socket's monitor the handshakes that will never succeed: the engine refused this key
-    (its ZAP handler), one side speaks CURVE and the other not, or every handshake fails without a word, as it
-    does when the engine's public key given is not its own (the engine cannot read the client's hello). libzmq
-    retries the last for ever; the others it does not. Waiting on such a socket is waiting for ever."""
+    (its ZAP handler), one side speaks CURVE and the other not, every handshake fails without a word, as it does
+    when the engine's public key given is not its own (the engine cannot read the client's hello), or the address
+    does not speak ZeroMQ at all (an HTTP port). libzmq retries the silent failures for ever; the others it does not.
+    Waiting on such a socket is waiting for ever."""
 
     def __init__(self, sock: zmq.Socket, address: str, curve_on: bool, dials: bool = False):
         """`dials`: hear too each dial that found no one listening, for verdict(). Only for a short-lived socket: a
@@ -165,6 +166,7 @@ class RefusedHandshakes:
         self._reason: str | None = None
         self._silent_failures = 0  # since the last handshake that succeeded
         self._handshook = False  # a handshake ever succeeded
+        self._handshake_ended = False  # the current connection's handshake succeeded or failed
         self._no_one_listening = False  # a dial found no one, before any handshake failed
         # of the socket's kind: a zmq.asyncio socket's monitor is awaited (refused()), a blocking one's polled
         self.monitor = sock.get_monitor_socket(
@@ -172,14 +174,36 @@ class RefusedHandshakes:
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            # once per connection made, so never while no one listens (as CONNECT_RETRIED is, seven a second)
+            | zmq.EVENT_DISCONNECTED
             | (zmq.EVENT_CONNECT_RETRIED if dials else 0)
         )
+        # the same monitor read without waiting, whatever its kind: an asyncio client asks from plain code too
+        self._events = zmq.Socket.shadow(self.monitor)
+
+    @property
+    def handshook(self) -> bool:
+        """Whether a handshake with the engine succeeded, as of the events read so far (reason() reads them)."""
+        return self._handshook
 
     def reason(self) -> str | None:
         """Why the engine will never be reached over this socket, or None while it may be."""
-        while self._reason is None and not self.monitor.closed and self.monitor.poll(0):
-            self._reason = self._heard(recv_monitor_message(self.monitor))
+        while self._reason is None and not self.monitor.closed and self._events.poll(0):
+            self._reason = self._heard(recv_monitor_message(self._events))
+            if self._reason is not None and not self._socket.closed:
+                # for good: nothing more is read, and against an engine that fails every handshake libzmq dials on,
+                # two events a dial, until the unread monitor stalls its I/O thread (232d495)
+                self._socket.disable_monitor()
         return self._reason
+
+    def not_an_engine(self) -> str | None:
+        """For a message that could not be read: why its sender is no argus engine (kept, as a refusal), or None if a
+        handshake succeeded, and it may be one (of another version). libzmq takes a peer that does not greet as
+        ZeroMQ does for one of ZeroMQ's first version, which has no handshake, and hands on what it sends as a
+        message: an HTTP server's 400 (without CURVE; with it, libzmq hangs up, see _heard)."""
+        if self.reason() is None and not self._handshook:
+            self._reason = self._no_engine_here(certain=True)
+        return None if self._handshook else self._reason
 
     def verdict(self, timeout_s: float) -> str | None:
         """Waits up to `timeout_s` for a first handshake to succeed (None) or fail for good (why); None too once a
@@ -193,37 +217,58 @@ class RefusedHandshakes:
         return self._reason
 
     async def refused(self) -> str:
-        """Why, once the engine will never be reached over this (asyncio) socket."""
-        while self._reason is None:
-            self._reason = self._heard(parse_monitor_message(await self.monitor.recv_multipart()))
+        """Why, once the engine will never be reached over this (asyncio) socket. Only reason() reads events, so
+        they are heard in order: a read through zmq.asyncio holds an event taken until its coroutine resumes, and
+        reason(), called meanwhile by plain code, heard the next one first (a connection's end before its failed
+        handshake: taken for a peer that speaks no ZeroMQ)."""
+        while self.reason() is None:
+            await self.monitor.poll()
         return self._reason
 
     def _heard(self, event: dict) -> str | None:
-        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self._silent_failures = 0
-            self._handshook = True
-            return None
-        if event["event"] == zmq.EVENT_CONNECT_RETRIED:
+        kind = event["event"]
+        if kind == zmq.EVENT_CONNECT_RETRIED:
             # libzmq dials again after a refused dial, and after a handshake that failed without a word
             self._no_one_listening = self._no_one_listening or self._silent_failures == 0
             return None
+        if kind == zmq.EVENT_DISCONNECTED:
+            ended, self._handshake_ended = self._handshake_ended, False
+            # a connection that ended with no handshake event: libzmq met no ZeroMQ 3 greeting, which every argus
+            # engine sends, and (CURVE on) hung up on a peer it took for one of ZeroMQ's first version, which has
+            # no CURVE, as on a protocol error, after which it does not dial again
+            return None if ended else self._no_engine_here(certain=True)
+        self._handshake_ended = True
+        if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._silent_failures = 0
+            self._handshook = True
+            return None
         engine = f"the engine at {self._address}"
-        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             self._silent_failures += 1
-            if self._silent_failures < _SILENT_FAILURES:
-                return None
-            # a CURVE mismatch too, when the engine hangs up before this side tells it (a race, either way)
-            why = (
-                "the engine's public key given is not its own, the engine does not use CURVE,"
-                if self._curve_on
-                else "the engine requires CURVE keys,"
-            )
-            return f"every handshake with {engine} failed: {why} or the address is not an argus engine's ZeroMQ one"
-        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return self._no_engine_here(certain=False) if self._silent_failures >= _SILENT_FAILURES else None
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return f"{engine} does not admit this CURVE key (not in its --curve-allow or --curve-allow-workers)"
         if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             return f"{engine} does not use CURVE" if self._curve_on else f"{engine} requires CURVE keys"
         return f"the handshake with {engine} failed (ZeroMQ protocol error {event['value']:#x})"
+
+    def _no_engine_here(self, certain: bool) -> str:
+        """Why, once the address answers as no argus engine does: the likeliest cause first, from this side's keys.
+        `certain`: the peer speaks no ZeroMQ 3, rather than every handshake failing without a word, as a CURVE
+        mismatch does too when the engine hangs up before this side names it (a race, either way). Without CURVE,
+        the same words either way: a client pointed at an HTTP port meets its answer read as a message, a connection
+        ended with no handshake event, or ten failed handshakes, whichever comes first as the host is loaded, and
+        ArgusClient and AsyncArgusClient must say the same."""
+        not_zeromq = f"{self._address} is not an argus engine's ZeroMQ address (the handshake failed: an HTTP port?)"
+        if not self._curve_on:
+            return f"{not_zeromq}, or the engine at {self._address} requires CURVE keys"
+        if certain:
+            return not_zeromq
+        return (
+            f"every handshake with the engine at {self._address} failed: the engine's public key given is not its own,"
+            f" the engine does not use CURVE, or {self._address} is not an argus engine's ZeroMQ address (an HTTP"
+            " port?)"
+        )
 
     def close(self) -> None:
         if not self._socket.closed:  # closing the socket ended its monitoring

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Annotated, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Literal
 
 import msgspec
 
 from protocols.client_messages import Generate, ImageResult
+from protocols.field_errors import EXPECTED, choices_of, field_message, kind_words, param_of
 from protocols.limits import (
     MAX_GUIDANCE,
     MAX_IMAGES_PER_REQUEST,
@@ -96,7 +97,7 @@ def parse_request(body: bytes) -> ImageGenerationRequest:
     try:
         request = msgspec.json.decode(body, type=ImageGenerationRequest)
     except msgspec.ValidationError as exc:
-        param = _param_of(str(exc))
+        param = param_of(str(exc))
         # read again untyped, for the value refused: the typed read stopped at it, and what follows may not parse
         sent = _untyped(body)
         _refuse_duplicate_keys(body, sent)  # else the value named could be either of the two sent
@@ -289,13 +290,7 @@ def error_response(message: str, code: str, status: int, param: str | None = Non
     return ErrorResponse(ErrorDetail(message=message, type=kind, param=param, code=code))
 
 
-# each field with a fixed list of values, in the order the schema declares them
-_CHOICES = {
-    name: get_args(choices)
-    for name, hint in get_type_hints(ImageGenerationRequest).items()
-    for choices in get_args(hint)
-    if get_origin(choices) is Literal
-}
+_CHOICES = choices_of(ImageGenerationRequest)
 
 
 # what a value OpenAI takes and argus refuses asks for, and why argus cannot do it: msgspec's "Invalid enum value 2 -
@@ -307,27 +302,19 @@ _CANNOT_DO = {
 
 
 def _invalid_field_message(message: str, param: str | None, sent: object) -> str:
-    # msgspec says "Invalid enum value True - at `$.stream`" of a value outside a list: the validator's words, not the
-    # API's. Said the way the fields checked by hand say it (size): the field, the value (as JSON spells it,
-    # shortened: a field may be sent megabytes long), then the rule
+    # in the words of the fields checked by hand (size): protocols.field_errors, with each value as JSON spells it; a
+    # value OpenAI takes and argus cannot serve is told why
     if param in _CANNOT_DO:
         return _CANNOT_DO[param]
     if param == "background" and sent[param] == "transparent":
         return 'background "transparent" cannot be made: argus\'s images are opaque ("auto" or "opaque")'
-    if param in _CHOICES and message.startswith("Invalid enum value"):
-        return f"{param} {_json_brief(sent[param])} must be one of {', '.join(map(_json_brief, _CHOICES[param]))}"
-    expected = _EXPECTED.fullmatch(message)
-    if expected is None:  # a field missing or unknown: msgspec's words name it plainly
-        return message
-    kind, got, rule = expected.group("kind", "got", "rule")
-    if param is None:
-        return f"the body must be {_kind_words(kind)}, not {_kind_words(got)}"
-    value = sent[param]
-    if param == "size" and got is None:  # the pattern, which msgspec quotes as a regex
-        return _size_format_message(value)
-    # a string too long or too short is told by its length; any other value, shortened (it may be megabytes)
-    said = f"{len(value)} characters" if got is None and isinstance(value, str) else _json_brief(value)
-    return f"{param} must be {_kind_words(kind)}{rule}, got {said}"
+    expected = EXPECTED.fullmatch(message)
+    if param is None:  # of the whole body: "Expected `object`, got `array`"
+        got = expected and expected["got"]
+        return f"the body must be a JSON object, not {kind_words(got)}" if got else message
+    if param == "size" and expected and expected["got"] is None:  # the pattern, which msgspec quotes as a regex
+        return _size_format_message(sent[param])
+    return field_message(message, param, sent, _CHOICES.get(param), _json_brief) or message
 
 
 _BRIEF_CHARS = 30  # reprlib's length for a string; the message echoed a value so before (in Python's spelling)
@@ -342,26 +329,6 @@ def _json_brief(value: object) -> str:
     head = (_BRIEF_CHARS - 3) // 2
     tail = _BRIEF_CHARS - 3 - head
     return f"{said[:head]}...{said[-tail:]}"
-
-
-# msgspec's "Expected `int` >= 1 - at `$.n`", "Expected `int | null`, got `str` - at `$.n`" and, of the whole body,
-# "Expected `object`, got `array`"
-_EXPECTED = re.compile(r"Expected `(?P<kind>[^`]+)`(?:, got `(?P<got>[^`]+)`)?(?P<rule>.*?)(?: - at `\$\.\w+`)?")
-_KIND_WORDS = {
-    "int": "an integer",
-    "float": "a number",
-    "str": "a string",
-    "bool": "true or false",
-    "object": "a JSON object",
-    "array": "a list",
-    "null": "null",
-}
-
-
-def _kind_words(kind: str) -> str:
-    # "int | null" is how msgspec names a field that may be sent as null: null is its default, not what to send
-    kinds = [_KIND_WORDS.get(name, name) for name in kind.split(" | ")]
-    return " or ".join(name for name in kinds if name != "null" or len(kinds) == 1)
 
 
 def _malformed_json_message(body: bytes, error: Exception) -> str:
@@ -409,9 +376,3 @@ def _unpaired_high_half_message(escape: bytes, after: int) -> str:
         f"malformed JSON: {escape.decode()} is the first half of a UTF-16 surrogate pair, with no"
         f" \\udc00-\\udfff escape after it (byte {after})"
     )
-
-
-def _param_of(message: str) -> str | None:
-    # msgspec names the field as "... - at `$.field`", or one missing or unknown as "... field `field`"
-    match = re.search(r"at `\$\.([a-z_]+)|field `([^`]*)`", message)
-    return (match.group(1) or match.group(2)) if match else None

@@ -113,6 +113,13 @@ def test_others_get_nothing(engine, keys, who):
         # and any later request: the refusal was told once, and the next call waited for ever
         with pytest.raises(ConnectionRefusedError, match=refused):
             client.generate("again", width=64, height=64)
+        # refused for good, the client hears no more: unread, the events of libzmq dialling on (a wrong server key)
+        # filled the monitor and stalled libzmq's I/O thread after about 5 minutes
+        monitor = client._refusals.monitor
+        while monitor.poll(0):  # what came before it stopped (and libzmq's word that it stopped)
+            monitor.recv_multipart()
+        time.sleep(1.0)
+        assert not monitor.poll(0)
 
     async def ask_async():
         async with AsyncArgusClient(engine.client_address, curve=curve) as client:

@@ -262,6 +262,21 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(request, tmp_pa
             worker.kill()
 
 
+def test_a_worker_with_keys_given_the_engines_http_port_says_so_and_exits_2(curve_engine, curve_files):
+    """libzmq with CURVE hangs up on a peer that does not greet as ZeroMQ does, and never dials it again: the worker
+    said hello for ever, warning every 10 s of no answer."""
+    address = curve_engine.http.replace("http://", "tcp://")
+    keys = ["--curve-key", str(curve_files.stranger_secret), "--curve-server-key", str(curve_files.engine_public)]
+    worker = start_worker(address, "sim", *keys, stderr=subprocess.PIPE)
+    try:
+        assert worker.wait(timeout=60) == 2
+        said = worker.stderr.read().decode()
+        assert f"{address} is not an argus engine's ZeroMQ address (the handshake failed: an HTTP port?)" in said, said
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
 @pytest.mark.parametrize("fleet", [[], ["--count", "3"]], ids=["worker", "fleet"])
 def test_a_worker_given_the_engines_client_address_says_so_and_exits_2(engine, fleet):
     """The client door answers each hello with an Error the worker cannot read: the worker said hello again at once,

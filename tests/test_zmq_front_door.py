@@ -63,6 +63,49 @@ def test_invalid_request_gets_an_error_reply(engine):
     assert reply.code == "invalid_request" and "<= 10" in reply.message
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        # msgspec's "Expected `int` >= 1 - at `$.n`": HTTP said it in these words, ZeroMQ in msgspec's
+        ({"n": 0}, "n must be an integer >= 1, got 0"),
+        # this protocol's field names (HTTP's num_inference_steps and size), each value as Python spells it
+        ({"steps": 201}, "steps must be an integer <= 200, got 201"),
+        ({"width": -8}, "width must be an integer >= 0, got -8"),  # HTTP: size
+        ({"output_format": "gif"}, "output_format 'gif' must be one of 'png', 'jpeg', 'webp'"),
+        ({"seed": "7"}, "seed must be an integer, got '7'"),
+        ({"prompt": "x" * 4001}, "prompt must be a string of length <= 4000, got 4001 characters"),
+        ({"output_format": "g" * 100_000}, "output_format 'gggggggggggg...ggggggggggggg' must be one of"),
+    ],
+    ids=["n", "steps", "width", "output_format", "seed", "prompt", "long value"],
+)
+def test_a_refused_field_is_named_in_the_words_http_uses(engine, fields, message):
+    with ArgusClient(engine.client_address, timeout_s=30) as client:
+        request = {"prompt": "a cat", "width": 64, "height": 64, **fields}
+        reply = client.generate(request.pop("prompt"), request_id="r1", **request)
+    assert isinstance(reply, Error) and (reply.request_id, reply.code) == ("r1", "invalid_request")
+    assert reply.message.startswith(message), reply.message
+
+
+def test_none_is_a_fields_default_to_the_client_and_refused_on_the_wire(engine):
+    """HTTP's null is a field's default. A pipeline passing its optional settings on (steps=None) was refused
+    'Expected `int`, got `None`' for every field whose default is not None."""
+    unset = dict.fromkeys(("n", "steps", "guidance_scale", "exact", "output_format", "negative_prompt", "seed"))
+    with ArgusClient(engine.client_address, timeout_s=30) as client:
+        reply = client.generate("a cat", width=64, height=None, **unset)
+    assert isinstance(reply, Images) and len(reply.images) == 1
+    # a field is its value or left out: nil, sent by hand, is refused in a message that says so
+    context = zmq.Context()
+    sock = raw_client(context, engine.client_address)
+    try:
+        sock.send(msgspec.msgpack.encode({"type": "generate", "request_id": "r1", "prompt": "a cat", "n": None}))
+        assert sock.poll(10_000)
+        reply = client_side_codec().decode(sock.recv_multipart())
+    finally:
+        sock.close()
+        context.term()
+    assert isinstance(reply, Error) and reply.message == "n must be an integer, got None"
+
+
 def _survives(engine) -> None:
     with ArgusClient(engine.client_address, timeout_s=30) as client:
         assert isinstance(client.generate("still alive", width=64, height=64), Images)
