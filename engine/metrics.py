@@ -64,7 +64,7 @@ class EngineMetrics:
         )
         self.batch_time_vs_profile = Gauge(
             "argus_batch_time_vs_profile",
-            "Workers' batch run time over what the latency profile predicts, a running mean of recent batches"
+            "Workers' batch run time over what the latency profile predicts, the median of the last 50 batches"
             " (1: as profiled; engine/profile_drift.py)",
             registry=r,
         )

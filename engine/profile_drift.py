@@ -4,28 +4,29 @@ The controller sizes the fleet and the dispatcher judges deadlines by the profil
 --latency-profile). Workers on another GPU, a shared host or a slower driver take longer than it says: the plan
 counts on capacity that is not there, and jobs are sent that cannot make their deadlines (a walkthrough on a
 loaded 2-core host: tiny images took 2.8 s against the profile's 1.28, and 97% of requests ended
-deadline_exceeded). Each batch's run is compared with the profile's prediction for it; the running ratio is shown
-in /metrics. A steady gap beyond _TOLERATED either way sets the engine's `pace` to it: the dispatcher's
-predictions and the controller's capacities are scaled by it, so a slow fleet is planned at faster levels rather
-than sent work it cannot finish in time; back within _BACK_WITHIN, the profile stands again. The gap is also said in
-a warning naming the cure (`argus profile latency` on these workers), at most every _WARN_EVERY_S.
+deadline_exceeded). Each batch's run is compared with the profile's prediction for it; the median ratio of the
+last _RECENT batches is shown in /metrics (a median: a worker paused for seconds, or one batch slowed by another
+process, moves it not at all). A steady gap beyond _TOLERATED either way sets the engine's `pace` to it: the
+dispatcher's predictions and the controller's capacities are scaled by it, so a slow fleet is planned at faster
+levels rather than sent work it cannot finish in time; back within _BACK_WITHIN, the profile stands again. The gap
+is also said in a warning naming the cure (`argus profile latency` on these workers), at most every _WARN_EVERY_S.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 
 log = logging.getLogger("argus.dispatcher")
 
 # a batch the profile says takes less is judged by noise (a sim worker at time scale 0, the engine's own hops)
 _SHORTEST_PREDICTED_S = 0.05
-# each batch weighs this much in the running mean of log(observed / predicted): about the last 40 batches
-_WEIGHT = 0.05
-# batches seen before the mean is judged: a worker's first runs are slow (CUDA kernels chosen, caches cold)
-_SETTLED_AFTER = 50
+# the batches the ratio is the median of, and seen before it is judged: a worker's first runs are slow (CUDA kernels
+# chosen, caches cold)
+_RECENT = 50
 # a gap this large either way is planned at and said; within it, a profile measured elsewhere is close enough
 _TOLERATED = 1.5
 # once paced, the profile stands again within this: a ratio about _TOLERATED would switch the pace at every batch
@@ -37,18 +38,18 @@ class ProfileDrift:
     def __init__(
         self, profile_name: str, on_ratio: Callable[[float], None], clock: Callable[[], float] = time.monotonic
     ):
-        """`on_ratio`: given the running ratio of observed to predicted batch time after each batch judged."""
+        """`on_ratio`: given the ratio of observed to predicted batch time after each batch judged."""
         self._profile_name = profile_name
         self._on_ratio = on_ratio
         self._clock = clock
-        self._mean_log = 0.0
-        self._batches = 0
+        self._recent: deque[float] = deque(maxlen=_RECENT)  # observed / predicted, of the last batches judged
         self._pacing = False
         self._warned_at: float | None = None
 
     @property
     def ratio(self) -> float:
-        return math.exp(self._mean_log)
+        """The median of the recent batches' observed / predicted time (1 before any)."""
+        return statistics.median(self._recent) if self._recent else 1.0
 
     @property
     def pace(self) -> float:
@@ -58,18 +59,15 @@ class ProfileDrift:
     def batch_ran(self, predicted_s: float, observed_s: float) -> None:
         if predicted_s < _SHORTEST_PREDICTED_S or observed_s <= 0:
             return
-        gap = math.log(observed_s / predicted_s)
-        # the first batches set the mean outright rather than pull it from 1 (the mean of no batch)
-        weight = max(_WEIGHT, 1.0 / (self._batches + 1))
-        self._mean_log += weight * (gap - self._mean_log)
-        self._batches += 1
-        self._on_ratio(self.ratio)
-        if self._batches < _SETTLED_AFTER:
+        self._recent.append(observed_s / predicted_s)
+        ratio = self.ratio
+        self._on_ratio(ratio)
+        if len(self._recent) < _RECENT:
             return
-        if abs(self._mean_log) > math.log(_TOLERATED):
+        if not 1 / _TOLERATED <= ratio <= _TOLERATED:
             self._pacing = True
             self._warn()
-        elif abs(self._mean_log) < math.log(_BACK_WITHIN):
+        elif 1 / _BACK_WITHIN < ratio < _BACK_WITHIN:
             self._pacing = False
 
     def _warn(self) -> None:
