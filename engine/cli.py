@@ -563,7 +563,7 @@ def _add_loadgen(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("loadgen", help="replay arrivals (Poisson, gamma, a trace) against an engine and report")
     loadgen_cli.add_arguments(p)
-    p.set_defaults(func=loadgen_cli.run)
+    p.set_defaults(func=loadgen_cli.command)
 
 
 def build_parser() -> argparse.ArgumentParser:

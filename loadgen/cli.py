@@ -1,8 +1,9 @@
 """`argus loadgen`: replay an arrival process against a running engine and report what came back.
 
 Register it in the argus command line with
-    p = sub.add_parser("loadgen", help=...); loadgen.cli.add_arguments(p); p.set_defaults(func=loadgen.cli.run)
-or run it alone as `python -m loadgen.cli ...`. Nothing heavy is imported at
+    p = sub.add_parser("loadgen", help=...); loadgen.cli.add_arguments(p); p.set_defaults(func=loadgen.cli.command)
+or run it alone as `python -m loadgen.cli ...`; `run` and `main` are the same run for a program of one's own (a
+test), which keeps its SIGINT handler. Nothing heavy is imported at
 module level: `argus` builds every sub-command's parser at each start.
 """
 
@@ -131,17 +132,29 @@ def _records_output(text: str) -> str:
     return "/dev/stdout" if text == "-" else output_file(text)
 
 
+def command(args: argparse.Namespace) -> int:
+    """`argus loadgen`: once the run is over, a Ctrl-C ends the process as SIGINT does, quietly."""
+    return _run_then_sigint(args, signal.SIG_DFL)
+
+
 def run(args: argparse.Namespace) -> int:
+    """The run, in a program of one's own: its SIGINT handler is put back as found. Set to the command's, a test that
+    ran loadgen in pytest's process left SIGINT ending that process, and a later test's Ctrl-C killed it (a CI run
+    lost a pytest-xdist worker, and hung)."""
+    return _run_then_sigint(args, signal.getsignal(signal.SIGINT))
+
+
+def _run_then_sigint(args: argparse.Namespace, handler: object) -> int:
     try:
         return _run(args)
     finally:
-        # a Ctrl-C once the run was over was put off until its results were written (_interruptible); from now on one
-        # ends the process as SIGINT does, quietly. One taken and not yet handled is handled first, by the handler
-        # that took it (setting a handler runs those pending): with Python's handler put back instead, it raised
-        # KeyboardInterrupt here, a traceback after the summary (Ctrl-C held down, on a loaded machine)
+        # a Ctrl-C once the run was over was put off until its results were written (_interruptible); from now on
+        # `handler` takes it. One taken and not yet handled is handled first, by the handler that took it (setting a
+        # handler runs those pending): with Python's handler put back instead, it raised KeyboardInterrupt here, a
+        # traceback after the summary (Ctrl-C held down, on a loaded machine)
         if signal.getsignal(signal.SIGINT) is _say_results_come:
             signal.signal(signal.SIGINT, _say_results_come)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -470,10 +483,15 @@ def _write_outputs(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The run `argv` asks for, in this program (see run)."""
+    return run(_parser().parse_args(argv))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadgen.cli", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return parser
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command(_parser().parse_args()))

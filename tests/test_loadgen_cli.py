@@ -62,6 +62,12 @@ def test_numbers_no_run_can_use_are_refused_before_it_starts(argv, message, caps
     assert message in capsys.readouterr().err
 
 
+def test_a_run_in_a_program_of_ones_own_leaves_its_sigint_handler_as_it_was():
+    # the command's (SIG_DFL once the run is over) was left in pytest's process: a later test's Ctrl-C killed it
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--size", "65x64"]) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.parametrize("url", ["127.0.0.1:9", "tcp://127.0.0.1:9", "http://"])
 def test_a_url_that_is_not_an_http_address_is_refused_not_run_as_connection_errors(url, capsys):
     assert cli.main(["--url", url, "--no-progress", "--rate", "1", "--max-requests", "1"]) == 2
