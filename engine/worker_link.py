@@ -33,6 +33,7 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols import client_messages
 from protocols.codec import Codec, DecodeError
 from protocols.curve import KeyPair, peer_key
+from protocols.shortened import cut_middle
 from protocols.sockets import bind_all, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -352,6 +353,4 @@ def peer_name(identity: bytes) -> str:
     name = "".join(
         c if c.isprintable() else c.encode("unicode_escape").decode() for c in identity.decode(errors="replace")
     )
-    if len(name) <= _PEER_NAME_CHARS:
-        return name
-    return f"{name[: _PEER_NAME_CHARS - _PEER_NAME_TAIL - 3]}...{name[-_PEER_NAME_TAIL:]}"
+    return cut_middle(name, _PEER_NAME_CHARS, _PEER_NAME_TAIL)

@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 
 from protocols.limits import MAX_BATCH
+from protocols.shortened import cut_middle
 
 _ARRAY_EXT = 1
 _BLOB_EXT = 2
@@ -128,10 +129,7 @@ _REASON_TAIL_CHARS = 80  # where msgspec names the field
 
 def _brief(reason: str) -> str:
     """The reason with its middle cut out if long, its start (what is wrong) and end (where) kept."""
-    if len(reason) <= _MAX_REASON_CHARS:
-        return reason
-    head = _MAX_REASON_CHARS - _REASON_TAIL_CHARS - 5
-    return f"{reason[:head]} ... {reason[-_REASON_TAIL_CHARS:]}"
+    return cut_middle(reason, _MAX_REASON_CHARS, _REASON_TAIL_CHARS, " ... ")
 
 
 def _as_buffer(frame: Any) -> memoryview:

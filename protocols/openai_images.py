@@ -31,6 +31,7 @@ from protocols.limits import (
     OutputCompression,
     OutputFormat,
 )
+from protocols.shortened import cut_middle
 
 # a body (at most 1 MiB, a request a few KiB) that has not come whole in this time is not coming: aiohttp waits for it
 # for ever, holding the connection, where it drops one idle or still sending its headers after its keep-alive timeout
@@ -318,17 +319,13 @@ def _invalid_field_message(message: str, param: str | None, sent: object) -> str
 
 
 _BRIEF_CHARS = 30  # reprlib's length for a string; the message echoed a value so before (in Python's spelling)
+_BRIEF_TAIL_CHARS = 14  # of what is kept, the end's half the larger, as reprlib cuts
 
 
 def _json_brief(value: object) -> str:
     """`value` spelled as the client sent it, JSON (null, true, "a"), where Python's repr said None, True, 'a'; its
     middle cut out if long. Every value here came from the JSON parser, so it encodes."""
-    said = msgspec.json.encode(value).decode()
-    if len(said) <= _BRIEF_CHARS:
-        return said
-    head = (_BRIEF_CHARS - 3) // 2
-    tail = _BRIEF_CHARS - 3 - head
-    return f"{said[:head]}...{said[-tail:]}"
+    return cut_middle(msgspec.json.encode(value).decode(), _BRIEF_CHARS, _BRIEF_TAIL_CHARS)
 
 
 def _malformed_json_message(body: bytes, error: Exception) -> str:
