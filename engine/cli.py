@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
-import re
-import resource
 import sys
 from typing import NoReturn
 
 from controller.policies import POLICY_NAMES
-from controller.profiles import LatencyProfile
 from engine.arg_types import (
     UsageError,
     batch_size,
@@ -28,8 +24,6 @@ from engine.arg_types import (
     tcp_port,
     torch_device,
 )
-from engine.cache.embedder_flags import check_embedder_model
-from engine.cache_dir import cache_dir_problem
 from engine.config import (
     API_KEY_ENV,
     DEFAULT_CLIENT_GONE_GRACE_S,
@@ -38,7 +32,6 @@ from engine.config import (
     DEFAULT_IMAGE_URL_TTL_S,
     DEFAULT_SAVE_INTERVAL_S,
     DEFAULT_WORKER_LISTEN,
-    HEARTBEAT_INTERVAL_S,
     MAX_HEARTBEAT_TIMEOUT_S,
     MAX_IMAGE_URL_TTL_S,
     MAX_QUEUE,
@@ -50,30 +43,17 @@ from engine.config import (
     PolicyConfig,
 )
 from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
+from engine.open_files import allow_engine_open_files
+from engine.serve_checks import check_serve_args, serve_model_id
 from engine.stop_signals import HeldStopSignals
 from engine.worker_command import (
     add_worker_command,
-    check_backend_flags,
-    check_device,
-    check_model,
     stopped_as_it_started,
 )
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
-from protocols.sockets import allow_open_files
-from workers.model_folder import sdxl_model_problem
-from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
 from workers.model_loading import ModelLoadFailed
-
-# descriptors the engine may hold: one per worker, HTTP connection and ZeroMQ client over TCP, and files; a soft
-# limit of 1,024 took no more workers past about a thousand and left HTTP (even /health) unanswered, without a word
-ENGINE_OPEN_FILES = 65536
-# what a configuration is known to need: per worker its connection and, a local one, its process (measured: 32 held
-# with 2 sim workers, 68 with 20); one connection per image a full queue holds; and room for the engine's own (about
-# 30), idle keep-alive connections, ZeroMQ clients and workers started by hand, which no flag counts
-FILES_PER_WORKER = 2
-SPARE_OPEN_FILES = 1024
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -254,130 +234,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
-def _check_serve_args(args: argparse.Namespace) -> None:
-    """Refuses what would start and then fail, or silently ignore a flag."""
-    if args.api_key is not None:
-        _check_api_key(args.api_key)
-    if bool(args.curve_secret) != bool(args.curve_allow):
-        raise UsageError("--curve-secret and --curve-allow go together")
-    for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):
-        if directory and not os.path.isdir(directory):
-            # a mistyped directory would admit no key at all
-            raise UsageError(f"{flag} {directory}: not a directory (it holds the admitted NAME.key files)")
-    if args.curve_allow_workers and not args.curve_secret:
-        raise UsageError("--curve-allow-workers goes with --curve-secret and --curve-allow")
-    if args.heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT_S:
-        raise UsageError(
-            f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
-            f" {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost"
-        )
-    if args.heartbeat_timeout > MAX_HEARTBEAT_TIMEOUT_S:
-        raise UsageError(
-            f"--heartbeat-timeout is at most {MAX_HEARTBEAT_TIMEOUT_S} s (ZeroMQ counts it in ms, in an int)"
-        )
-    if args.image_url_ttl > MAX_IMAGE_URL_TTL_S:
-        raise UsageError(
-            f"--image-url-ttl is at most {MAX_IMAGE_URL_TTL_S:,} s (a week: the images are held in memory), not"
-            f" {args.image_url_ttl:,.10g} (it counts seconds, not ms)"
-        )
-    memory = _host_memory_bytes()
-    if memory is not None and args.image_url_store_bytes > memory:
-        raise UsageError(
-            f"--image-url-store-bytes {args.image_url_store_bytes:,} is more than this host's memory ({memory:,} bytes)"
-        )
-    if args.max_queue > MAX_QUEUE:
-        raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
-    if args.backend == "sdxl" and args.workers:
-        if not args.model:
-            raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
-        # Ray actors read --model on the hosts Ray places them on, which this one need not see
-        if args.launcher != "ray":
-            check_model(args.model)
-    check_backend_flags(args.backend, args.model, args.device, args.time_scale)
-    if args.workers and args.launcher != "ray":  # Ray places its actors on hosts of their own, with their devices
-        for device in dict.fromkeys(args.device or ()):
-            check_device(device)
-    _check_embedder(args)
-    if args.launcher == "ray":
-        if not args.workers:
-            raise UsageError("--launcher ray starts --workers as Ray actors: with --workers 0 it has none to start")
-        # found now, not once the engine is up and its launcher first imports it
-        if importlib.util.find_spec("ray") is None:
-            raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
-    elif args.ray_address or args.ray_connect:
-        raise UsageError("--ray-address and --ray-connect go with --launcher ray")
-
-
-def _host_memory_bytes() -> int | None:
-    """This host's physical memory, None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
-
-
-def _check_api_key(key: str) -> None:
-    if not key:
-        # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
-        raise UsageError(f"--api-key (or ${API_KEY_ENV}) is empty: give a key, or unset {API_KEY_ENV} for none")
-    if key != key.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-        # HTTP trims a header's value and carries no control character: no client could send this key
-        raise UsageError(
-            f"--api-key (or ${API_KEY_ENV}) starts or ends with a space or holds a control character (a newline read"
-            " from a file?): no HTTP client can send it"
-        )
-
-
-def _check_embedder(args: argparse.Namespace) -> None:
-    """The prompt cache's embedder is loaded as the engine starts: what it cannot load is refused first."""
-    if args.no_cache:
-        # no embedder is loaded (--embedder only picks the controller's similarity table), nothing kept or saved
-        ignored = [
-            flag
-            for flag, given in (
-                ("--cache-dir", args.cache_dir),
-                ("--cache-dir-bytes", args.cache_dir_bytes),
-                ("--cache-save-interval", args.cache_save_interval is not None),
-                ("--embedder-path", args.embedder_path),
-            )
-            if given
-        ]
-        if ignored:
-            raise UsageError(f"--no-cache keeps no prompt cache: drop {' and '.join(ignored)}")
-        return
-    if args.cache_dir_bytes and not args.cache_dir:
-        raise UsageError("--cache-dir-bytes spills latents to --cache-dir: add --cache-dir DIR")
-    if args.cache_save_interval is not None and not args.cache_dir:
-        raise UsageError("--cache-save-interval saves the cache to --cache-dir: add --cache-dir DIR")
-    if args.cache_dir and (problem := cache_dir_problem(args.cache_dir)):
-        raise UsageError(problem)  # now, not once a neural embedder has loaded and the cache is built
-    check_embedder_model(args.embedder, args.embedder_path, "--embedder", "--embedder-path")
-
-
-def _model_id(backend: str, model: str | None, given: str | None = None) -> str:
-    """The identity of the model every worker must run: --model-id, or when this host can read it, sim's bundled
-    profile or an sdxl --model found here (a Ray actor's --model may be on its host only). "" leaves it to the
-    first worker, which, if it runs the wrong model, refuses every right one until a restart."""
-    if given is not None:
-        if not re.fullmatch(rf"{backend}:[0-9a-f]{{16}}", given):
-            raise UsageError(f"--model-id {given!r}: not a {backend} model's identity ({backend}: and 16 hex digits)")
-        known = _model_id(backend, model)
-        if known and known != given:
-            read = f"--backend {backend}" + (f" --model {model}" if model else "")
-            raise UsageError(f"--model-id {given} is not the model of {read}, which this host reads as {known}")
-        return given
-    if backend == "sim":
-        return sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
-    if backend != "sdxl" or not model or sdxl_model_problem(model):
-        return ""
-    try:
-        return folder_model_id(model)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"--model {model}: cannot read its model_index.json and configs ({error})") from None
-
-
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    _check_serve_args(args)
+    check_serve_args(args)
     return EngineConfig(
         host=args.host,
         port=args.port,
@@ -410,7 +268,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             directory_bytes=args.cache_dir_bytes,
             save_interval_s=DEFAULT_SAVE_INTERVAL_S if args.cache_save_interval is None else args.cache_save_interval,
         ),
-        model_id=_model_id(args.backend, args.model, args.model_id),
+        model_id=serve_model_id(args.backend, args.model, args.model_id),
         heartbeat_timeout_s=args.heartbeat_timeout,
         client_gone_grace_s=args.client_gone_grace,
         shutdown_timeout_s=args.shutdown_timeout,
@@ -442,31 +300,6 @@ def _serve(args: argparse.Namespace, held: HeldStopSignals | None = None) -> int
         held.release(deliver=False)  # the engine has stopped: a signal that came since asks for nothing more
 
 
-def _allow_open_files(workers: int, max_queue: int) -> None:
-    """Raises the soft limit on open files as far as the hard one goes, and says what a hard limit under 65,536 bounds:
-    a WARNING when this configuration's workers and a full queue need more, else INFO. Every start of a dev engine
-    under a hard limit of 20,000 warned, where that bounds a thousand workers and their clients many times over."""
-    needed = workers * FILES_PER_WORKER + max_queue + SPARE_OPEN_FILES
-    if allow_open_files(max(needed, ENGINE_OPEN_FILES)):
-        return
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    bound = (
-        f"this process may hold at most {hard} open files (ulimit -Hn): past about that many workers, HTTP connections"
-        " and ZeroMQ clients in all, it takes no more and leaves HTTP unanswered"
-    )
-    log = logging.getLogger("argus.engine")
-    if hard < needed:
-        log.warning(
-            "%s; --workers %d and a full queue (--max-queue %d) need about %d: raise the hard limit to at least that",
-            bound,
-            workers,
-            max_queue,
-            needed,
-        )
-    else:
-        log.info("%s (--workers %d and a full queue need about %d)", bound, workers, needed)
-
-
 def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     import gc
 
@@ -475,7 +308,7 @@ def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     from engine.server import Engine
 
     config = engine_config(args)
-    _allow_open_files(args.workers, args.max_queue)
+    allow_engine_open_files(args.workers, args.max_queue)
     # what start-up built lives as long as the process: spare full collections the walk over it
     gc.collect()
     gc.freeze()

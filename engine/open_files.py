@@ -1,0 +1,43 @@
+"""How many files the engine may hold open: its soft limit raised for this configuration, and what the hard one
+bounds said once, as it starts."""
+
+from __future__ import annotations
+
+import logging
+import resource
+
+from protocols.sockets import allow_open_files
+
+# descriptors the engine may hold: one per worker, HTTP connection and ZeroMQ client over TCP, and files; a soft
+# limit of 1,024 took no more workers past about a thousand and left HTTP (even /health) unanswered, without a word
+ENGINE_OPEN_FILES = 65536
+# what a configuration is known to need: per worker its connection and, a local one, its process (measured: 32 held
+# with 2 sim workers, 68 with 20); one connection per image a full queue holds; and room for the engine's own (about
+# 30), idle keep-alive connections, ZeroMQ clients and workers started by hand, which no flag counts
+FILES_PER_WORKER = 2
+SPARE_OPEN_FILES = 1024
+
+
+def allow_engine_open_files(workers: int, max_queue: int) -> None:
+    """Raises the soft limit on open files as far as the hard one goes, and says what a hard limit under 65,536 bounds:
+    a WARNING when this configuration's workers and a full queue need more, else INFO. Every start of a dev engine
+    under a hard limit of 20,000 warned, where that bounds a thousand workers and their clients many times over."""
+    needed = workers * FILES_PER_WORKER + max_queue + SPARE_OPEN_FILES
+    if allow_open_files(max(needed, ENGINE_OPEN_FILES)):
+        return
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    bound = (
+        f"this process may hold at most {hard} open files (ulimit -Hn): past about that many workers, HTTP connections"
+        " and ZeroMQ clients in all, it takes no more and leaves HTTP unanswered"
+    )
+    log = logging.getLogger("argus.engine")
+    if hard < needed:
+        log.warning(
+            "%s; --workers %d and a full queue (--max-queue %d) need about %d: raise the hard limit to at least that",
+            bound,
+            workers,
+            max_queue,
+            needed,
+        )
+    else:
+        log.info("%s (--workers %d and a full queue need about %d)", bound, workers, needed)

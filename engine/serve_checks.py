@@ -1,0 +1,147 @@
+"""What `argus serve` refuses before it starts anything: flags that would start and then fail, or be ignored without a
+word; and the identity of the model its workers must run, where this host can read it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+
+from controller.profiles import LatencyProfile
+from engine.arg_types import UsageError
+from engine.cache.embedder_flags import check_embedder_model
+from engine.cache_dir import cache_dir_problem
+from engine.config import (
+    API_KEY_ENV,
+    HEARTBEAT_INTERVAL_S,
+    MAX_HEARTBEAT_TIMEOUT_S,
+    MAX_IMAGE_URL_TTL_S,
+    MAX_QUEUE,
+    MIN_HEARTBEAT_TIMEOUT_S,
+)
+from engine.worker_command import check_backend_flags, check_device, check_model
+from workers.model_folder import sdxl_model_problem
+from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
+
+
+def check_serve_args(args: argparse.Namespace) -> None:
+    """Refuses what would start and then fail, or silently ignore a flag."""
+    if args.api_key is not None:
+        _check_api_key(args.api_key)
+    if bool(args.curve_secret) != bool(args.curve_allow):
+        raise UsageError("--curve-secret and --curve-allow go together")
+    for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):
+        if directory and not os.path.isdir(directory):
+            # a mistyped directory would admit no key at all
+            raise UsageError(f"{flag} {directory}: not a directory (it holds the admitted NAME.key files)")
+    if args.curve_allow_workers and not args.curve_secret:
+        raise UsageError("--curve-allow-workers goes with --curve-secret and --curve-allow")
+    if args.heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT_S:
+        raise UsageError(
+            f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
+            f" {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost"
+        )
+    if args.heartbeat_timeout > MAX_HEARTBEAT_TIMEOUT_S:
+        raise UsageError(
+            f"--heartbeat-timeout is at most {MAX_HEARTBEAT_TIMEOUT_S} s (ZeroMQ counts it in ms, in an int)"
+        )
+    if args.image_url_ttl > MAX_IMAGE_URL_TTL_S:
+        raise UsageError(
+            f"--image-url-ttl is at most {MAX_IMAGE_URL_TTL_S:,} s (a week: the images are held in memory), not"
+            f" {args.image_url_ttl:,.10g} (it counts seconds, not ms)"
+        )
+    memory = _host_memory_bytes()
+    if memory is not None and args.image_url_store_bytes > memory:
+        raise UsageError(
+            f"--image-url-store-bytes {args.image_url_store_bytes:,} is more than this host's memory ({memory:,} bytes)"
+        )
+    if args.max_queue > MAX_QUEUE:
+        raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
+    if args.backend == "sdxl" and args.workers:
+        if not args.model:
+            raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
+        # Ray actors read --model on the hosts Ray places them on, which this one need not see
+        if args.launcher != "ray":
+            check_model(args.model)
+    check_backend_flags(args.backend, args.model, args.device, args.time_scale)
+    if args.workers and args.launcher != "ray":  # Ray places its actors on hosts of their own, with their devices
+        for device in dict.fromkeys(args.device or ()):
+            check_device(device)
+    _check_embedder(args)
+    if args.launcher == "ray":
+        if not args.workers:
+            raise UsageError("--launcher ray starts --workers as Ray actors: with --workers 0 it has none to start")
+        # found now, not once the engine is up and its launcher first imports it
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
+    elif args.ray_address or args.ray_connect:
+        raise UsageError("--ray-address and --ray-connect go with --launcher ray")
+
+
+def _host_memory_bytes() -> int | None:
+    """This host's physical memory, None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def _check_api_key(key: str) -> None:
+    if not key:
+        # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
+        raise UsageError(f"--api-key (or ${API_KEY_ENV}) is empty: give a key, or unset {API_KEY_ENV} for none")
+    if key != key.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        # HTTP trims a header's value and carries no control character: no client could send this key
+        raise UsageError(
+            f"--api-key (or ${API_KEY_ENV}) starts or ends with a space or holds a control character (a newline read"
+            " from a file?): no HTTP client can send it"
+        )
+
+
+def _check_embedder(args: argparse.Namespace) -> None:
+    """The prompt cache's embedder is loaded as the engine starts: what it cannot load is refused first."""
+    if args.no_cache:
+        # no embedder is loaded (--embedder only picks the controller's similarity table), nothing kept or saved
+        ignored = [
+            flag
+            for flag, given in (
+                ("--cache-dir", args.cache_dir),
+                ("--cache-dir-bytes", args.cache_dir_bytes),
+                ("--cache-save-interval", args.cache_save_interval is not None),
+                ("--embedder-path", args.embedder_path),
+            )
+            if given
+        ]
+        if ignored:
+            raise UsageError(f"--no-cache keeps no prompt cache: drop {' and '.join(ignored)}")
+        return
+    if args.cache_dir_bytes and not args.cache_dir:
+        raise UsageError("--cache-dir-bytes spills latents to --cache-dir: add --cache-dir DIR")
+    if args.cache_save_interval is not None and not args.cache_dir:
+        raise UsageError("--cache-save-interval saves the cache to --cache-dir: add --cache-dir DIR")
+    if args.cache_dir and (problem := cache_dir_problem(args.cache_dir)):
+        raise UsageError(problem)  # now, not once a neural embedder has loaded and the cache is built
+    check_embedder_model(args.embedder, args.embedder_path, "--embedder", "--embedder-path")
+
+
+def serve_model_id(backend: str, model: str | None, given: str | None = None) -> str:
+    """The identity of the model every worker must run: --model-id, or when this host can read it, sim's bundled
+    profile or an sdxl --model found here (a Ray actor's --model may be on its host only). "" leaves it to the
+    first worker, which, if it runs the wrong model, refuses every right one until a restart."""
+    if given is not None:
+        if not re.fullmatch(rf"{backend}:[0-9a-f]{{16}}", given):
+            raise UsageError(f"--model-id {given!r}: not a {backend} model's identity ({backend}: and 16 hex digits)")
+        known = serve_model_id(backend, model)
+        if known and known != given:
+            read = f"--backend {backend}" + (f" --model {model}" if model else "")
+            raise UsageError(f"--model-id {given} is not the model of {read}, which this host reads as {known}")
+        return given
+    if backend == "sim":
+        return sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
+    if backend != "sdxl" or not model or sdxl_model_problem(model):
+        return ""
+    try:
+        return folder_model_id(model)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--model {model}: cannot read its model_index.json and configs ({error})") from None
