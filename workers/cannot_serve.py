@@ -23,6 +23,7 @@ class ReasonPipe:
         self._read, self.fd = os.pipe()
         os.set_blocking(self._read, False)
         self._open = [self._read, self.fd]
+        self._said: str | None = None
 
     @property
     def environment(self) -> dict[str, str]:
@@ -33,12 +34,16 @@ class ReasonPipe:
         self._close(self.fd)
 
     def reason(self) -> str | None:
-        try:
-            said = os.read(self._read, _MAX_REASON_BYTES)
-        except BlockingIOError:  # nothing said, and the write end still open (a process the worker started)
-            said = b""
-        self.close()
-        return said.decode(errors="replace") or None
+        """Read once, then the pipe is closed: asked again, the same answer, not a read of a closed descriptor whose
+        number the process may have given to another file since."""
+        if self._read in self._open:
+            try:
+                said = os.read(self._read, _MAX_REASON_BYTES)
+            except BlockingIOError:  # nothing said, and the write end still open (a process the worker started)
+                said = b""
+            self._said = said.decode(errors="replace") or None
+            self.close()
+        return self._said
 
     def close(self) -> None:
         for fd in list(self._open):
