@@ -9,7 +9,7 @@ make /ready megabytes long: a hello out of bounds is refused, naming the field.
 from __future__ import annotations
 
 from protocols.limits import MAX_BATCH, MAX_IMAGE_SIZE, MAX_STEPS, SIZE_MULTIPLE
-from protocols.worker_messages import PROTOCOL_VERSION, Hello
+from protocols.worker_messages import PROTOCOL_VERSION, Hello, Probe
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 from workers.runtime import MAX_WORKER_ID_BYTES
 
@@ -24,24 +24,20 @@ def protocol_refusal(protocol: int) -> str | None:
     return None
 
 
+def probe_refusal(probe: Probe, backend: str, model: str | None, named_by: str = "") -> str | None:
+    """Why a worker that asked `probe` before loading its model cannot join, or None (hello_refusal's arguments)."""
+    return _identity_refusal(probe, backend, model, named_by)
+
+
 def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str = "") -> str | None:
     """Why a worker cannot join an engine serving `backend` and `model` (None: any, the first welcomed names it),
     or None. `named_by` says where the engine's model came from."""
-    if refused := protocol_refusal(hello.protocol):
+    if refused := _identity_refusal(hello, backend, model, named_by):
         return refused
-    if hello.backend != backend:
-        # one model on every worker: the cache holds one model's latents, and another model's worker sent them
-        # would fail every image resumed from one (or, of the same shape, start from latents it never made)
-        return f"backend {hello.backend[:MAX_NAME_CHARS]!r}: this engine serves {backend!r} (argus serve --backend)"
-    if not hello.worker_id.isprintable() or not 0 < len(hello.worker_id.encode()) <= MAX_WORKER_ID_BYTES:
-        return f"worker_id must be 1 to {MAX_WORKER_ID_BYTES} bytes of printable characters"
-    for field, name in (("backend", hello.backend), ("model", hello.model), ("device", hello.device)):
-        if not name.isprintable() or not 0 < len(name) <= MAX_NAME_CHARS:
-            return f"{field} must be 1 to {MAX_NAME_CHARS} printable characters"
-    if model is not None and hello.model != model:
-        # the same backend, another model (another checkpoint, a fine-tune): the cache would feed each the
-        # other's latents, and the images would be wrong with no error
-        return f"model {hello.model!r}: this engine serves {model!r} ({named_by}); every worker must run one model"
+    if not hello.model:
+        return f"model must be 1 to {MAX_NAME_CHARS} printable characters"
+    if not hello.device.isprintable() or not 0 < len(hello.device) <= MAX_NAME_CHARS:
+        return f"device must be 1 to {MAX_NAME_CHARS} printable characters"
     if not 1 <= hello.max_batch <= MAX_BATCH:
         return f"max_batch {hello.max_batch} outside 1..{MAX_BATCH}"
     if not 1 <= hello.default_steps <= MAX_STEPS:
@@ -76,4 +72,26 @@ def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str =
     if hello.default_steps in refused:
         # every request that names no steps would be refused
         return f"refused_steps holds default_steps {hello.default_steps}"
+    return None
+
+
+def _identity_refusal(sent: Hello | Probe, backend: str, model: str | None, named_by: str) -> str | None:
+    """What a Probe and a Hello both say: the protocol, the worker id, the backend and model it runs ("" in a Probe:
+    known only once loaded)."""
+    if refused := protocol_refusal(sent.protocol):
+        return refused
+    if sent.backend != backend:
+        # one model on every worker: the cache holds one model's latents, and another model's worker sent them
+        # would fail every image resumed from one (or, of the same shape, start from latents it never made)
+        return f"backend {sent.backend[:MAX_NAME_CHARS]!r}: this engine serves {backend!r} (argus serve --backend)"
+    if not sent.worker_id.isprintable() or not 0 < len(sent.worker_id.encode()) <= MAX_WORKER_ID_BYTES:
+        return f"worker_id must be 1 to {MAX_WORKER_ID_BYTES} bytes of printable characters"
+    if not sent.model:
+        return None
+    if not sent.model.isprintable() or len(sent.model) > MAX_NAME_CHARS:
+        return f"model must be 1 to {MAX_NAME_CHARS} printable characters"
+    if model is not None and sent.model != model:
+        # the same backend, another model (another checkpoint, a fine-tune): the cache would feed each the
+        # other's latents, and the images would be wrong with no error
+        return f"model {sent.model!r}: this engine serves {model!r} ({named_by}); every worker must run one model"
     return None

@@ -25,7 +25,6 @@ from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
 from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
-from protocols.worker_messages import Hello
 from workers.cannot_serve import ReasonPipe
 from workers.config import WorkerConfig
 from workers.main import CANNOT_SERVE_EXIT, PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
@@ -131,15 +130,15 @@ class LocalLauncher:
                     process.kill()
             await asyncio.gather(*(p.wait() for p in live))
 
-    def refusal(self, hello: Hello) -> str | None:
+    def refusal(self, worker_id: str, pid: int) -> str | None:
         """Why a worker under a slot's id is not the slot's own process, or None. One started by hand under it took
         the id while the slot's process was down; the slot's next process was refused (the id in use), and its exit,
         taken for the namesake's, dropped the namesake as exited: at every restart, each second or so."""
-        if hello.worker_id not in self._backoff:
+        if worker_id not in self._backoff:
             return None  # not one of our slots
-        process = self._processes.get(hello.worker_id)
-        if process is None or process.returncode is not None or process.pid != hello.pid:
-            return f"worker id {hello.worker_id!r} is this engine's own local worker slot: give this worker another"
+        process = self._processes.get(worker_id)
+        if process is None or process.returncode is not None or process.pid != pid:
+            return f"worker id {worker_id!r} is this engine's own local worker slot: give this worker another"
         return None
 
     def joined(self, worker_id: str) -> None:

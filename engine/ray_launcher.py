@@ -40,7 +40,6 @@ from engine.launcher import restart_after, said_hello_or_ended
 from engine.metrics import EngineMetrics
 from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import ClientKeys
-from protocols.worker_messages import Hello
 from workers.backend import BackendUnavailable
 from workers.config import WorkerConfig
 from workers.main import CANNOT_SERVE_EXIT, SIM_SIMILARITY_TABLE_ENV
@@ -198,11 +197,11 @@ class RayLauncher:
             self._backoff[worker_id].joined()
             self._hello[worker_id].set()
 
-    def refusal(self, hello: Hello) -> str | None:
+    def refusal(self, worker_id: str, pid: int) -> str | None:
         """Why a worker under a slot's id is not the slot's live actor: one Ray counts ended (its node lost) can run
         on, out of Ray's reach, and would serve beside its replacement; refused, it ends."""
-        if hello.worker_id in self._pids and hello.pid != self._pids[hello.worker_id]:
-            return f"pid {hello.pid} is not the live Ray actor of {hello.worker_id} (Ray counts its actor ended)"
+        if worker_id in self._pids and pid != self._pids[worker_id]:
+            return f"pid {pid} is not the live Ray actor of {worker_id} (Ray counts its actor ended)"
         return None
 
     async def stop(self, timeout_s: float) -> None:

@@ -26,7 +26,7 @@ import zmq
 
 from engine.curve_gate import WORKERS
 from engine.dispatcher import Dispatcher
-from engine.hello_check import hello_refusal, protocol_refusal
+from engine.hello_check import hello_refusal, probe_refusal, protocol_refusal
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -38,6 +38,7 @@ from protocols.sockets import bind_all, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     BatchDone,
+    Cleared,
     EngineHeartbeat,
     Generate,
     Heartbeat,
@@ -45,6 +46,7 @@ from protocols.worker_messages import (
     HelloVersion,
     Leaving,
     LevelSet,
+    Probe,
     Refused,
     Rejoin,
     Shutdown,
@@ -111,8 +113,9 @@ class WorkerLink:
         self.dispatcher: Dispatcher | None = None
         self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
         self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
-        # set by the engine for Ray actors: why a hello is not from the actor now in its slot, or None
-        self.refusal: Callable[[Hello], str | None] = lambda hello: None
+        # set by the engine: why a worker of this id and pid is not the process now in a slot of its launcher's (a
+        # local worker's, a Ray actor's), or None
+        self.refusal: Callable[[str, int], str | None] = lambda worker_id, pid: None
         self.on_model: Callable[[str], None] = lambda model: None  # set by the engine: the first worker named it
 
     def bind_dispatcher(self, dispatcher: Dispatcher) -> None:
@@ -177,6 +180,9 @@ class WorkerLink:
         if isinstance(message, Hello):
             self._on_hello(identity, message, worker, curve_key)
             return
+        if isinstance(message, Probe):
+            self._on_probe(identity, message)
+            return
         if isinstance(message, DecodeError):
             # garbage is counted and dropped, never fatal
             self._metrics.bad_messages.labels("worker").inc()
@@ -235,15 +241,8 @@ class WorkerLink:
             # worker it was, and the limits and ids derived from that hello would go stale; it joins anew, checked
             self.dispatcher.worker_lost(known, "rejoined")
             known = None
-        if reason := hello_refusal(hello, self._backend, self._model, self._model_named_by):
-            refused = Refused(reason)
-        elif reason := self.refusal(hello):
-            # its id alone is refused (a local slot's, a Ray actor's): a fleet whose ids run into a slot's stopped
-            # every worker, those under ids of their own too
-            refused = Refused(reason, id_in_use=True)
-        else:
-            refused = None if known else self._id_in_use(hello.worker_id)
-        if refused:
+        checked = hello_refusal(hello, self._backend, self._model, self._model_named_by)
+        if refused := self._refusal(checked, hello.worker_id, hello.pid, taken_by_itself=known is not None):
             self._refuse(identity, refused)
             return
         if known is not None and (hello.session == known.hello.session or not (known.inflight or known.queue)):
@@ -280,6 +279,28 @@ class WorkerLink:
         self._warn_of_another_time_scale(worker)
         self.on_joined(worker)
         self.dispatcher.worker_ready(worker)
+
+    def _on_probe(self, identity: bytes, probe: Probe) -> None:
+        """Answers as a hello of these values would be now, and registers nothing. Not while stopping: the worker
+        loads its model meanwhile (as it does when no engine answers), and says hello to the next engine."""
+        if self._stopping:
+            return
+        checked = probe_refusal(probe, self._backend, self._model, self._model_named_by)
+        if refused := self._refusal(checked, probe.worker_id, probe.pid):
+            self._refuse(identity, refused)
+        else:
+            self._socket.send(identity, self._codec.encode(Cleared()))
+
+    def _refusal(self, checked: str | None, worker_id: str, pid: int, taken_by_itself: bool = False) -> Refused | None:
+        """Why a worker may not join: `checked`, why its values are refused (engine/hello_check.py), else its id.
+        `taken_by_itself`: the id's holder is the same peer, saying hello again."""
+        if checked:
+            return Refused(checked)
+        if reason := self.refusal(worker_id, pid):
+            # its id alone is refused (a local slot's, a Ray actor's): a fleet whose ids run into a slot's stopped
+            # every worker, those under ids of their own too
+            return Refused(reason, id_in_use=True)
+        return None if taken_by_itself else self._id_in_use(worker_id)
 
     def _warn_of_another_time_scale(self, worker: WorkerHandle) -> None:
         """Warned, not refused: its images are right (unlike another model's), only the controller's plan is off by

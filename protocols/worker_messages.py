@@ -1,7 +1,8 @@
 """Messages between the engine and a worker process (ROUTER <-> DEALER).
 
 The worker speaks first (a ROUTER cannot reach a peer it has not heard from):
-Hello, answered by Welcome or Refused. After that the engine sends Generate,
+Hello, answered by Welcome or Refused; one with a model to load may ask first, before
+loading it, with a Probe (answered Cleared or Refused) on a connection of its own. After that the engine sends Generate,
 SetLevel, Abort, Shutdown and EngineHeartbeat; the worker sends Heartbeat,
 LevelSet and, once a batch ends, one BatchDone holding a terminal outcome per
 item: ItemDone, ItemFailed or ItemCancelled. Both sides watch the other's heartbeats: the engine drops a
@@ -24,8 +25,8 @@ from protocols.limits import OutputCompression
 
 # raised with every change to what a message holds: a worker of another version is refused, both versions named
 # (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model; 5: Generate.output_compression;
-# 6: Hello.refused_steps; 7: GenerateItem.negative_prompt; 8: Hello.time_scale
-PROTOCOL_VERSION = 8
+# 6: Hello.refused_steps; 7: GenerateItem.negative_prompt; 8: Hello.time_scale; 9: Probe, Cleared
+PROTOCOL_VERSION = 9
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -60,6 +61,22 @@ class HelloVersion(msgspec.Struct, tag="hello", frozen=True):
     still answered, Refused naming both versions, rather than dropped unheard."""
 
     protocol: int
+
+
+class Probe(msgspec.Struct, tag="probe", frozen=True):
+    """Asked by a worker before it loads its model (minutes, for SD-XL): would the engine refuse a hello of these
+    values? Answered Refused or Cleared; the engine registers nothing. A worker under a live worker's id, of another
+    backend or model, learned it only once loaded."""
+
+    protocol: int
+    worker_id: str
+    backend: str
+    model: str  # "" when it is known only once loaded (tiny builds its model): not checked
+    pid: int
+
+
+class Cleared(msgspec.Struct, tag="cleared", frozen=True):
+    """Nothing in the Probe is refused now. The hello may still be: for its other values, or an id taken since."""
 
 
 class Welcome(msgspec.Struct, tag="welcome", frozen=True):
@@ -199,8 +216,8 @@ class BatchDone(msgspec.Struct, tag="batch_done", frozen=True):
     outcomes: list[ItemOutcome]
 
 
-ToWorker = Welcome | Refused | Rejoin | EngineHeartbeat | Generate | SetLevel | Abort | Shutdown
-FromWorker = Hello | Heartbeat | LevelSet | BatchDone | Leaving
+ToWorker = Welcome | Refused | Cleared | Rejoin | EngineHeartbeat | Generate | SetLevel | Abort | Shutdown
+FromWorker = Hello | Probe | Heartbeat | LevelSet | BatchDone | Leaving
 
 
 def engine_side_codec() -> Codec:

@@ -5,7 +5,7 @@ import time
 import zmq
 
 from engine_process import free_port
-from protocols.worker_messages import Heartbeat, engine_side_codec
+from protocols.worker_messages import Cleared, Heartbeat, Probe, engine_side_codec
 
 
 class FakeEngine:
@@ -19,11 +19,15 @@ class FakeEngine:
         self.identity = b""
 
     def receive(self, kind: type, timeout_s: float = 120.0):
-        """The next message of `kind` (heartbeats in between are skipped), within `timeout_s` in all."""
+        """The next message of `kind` (heartbeats in between are skipped, probes cleared), within `timeout_s` in all."""
         deadline = time.monotonic() + timeout_s
         while self.socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
             identity, *frames = self.socket.recv_multipart()
             message = self.codec.decode(frames)
+            if isinstance(message, Probe) and kind is not Probe:
+                # asked before the worker loads its model, on a connection of its own: cleared, as an engine would
+                self.socket.send_multipart([identity, *self.codec.encode(Cleared())])
+                continue
             self.identity = identity
             if isinstance(message, kind):
                 return message

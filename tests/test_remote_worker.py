@@ -14,13 +14,25 @@ import pytest
 import zmq
 from waiting import wait_for
 
+from controller.profiles import LatencyProfile
 from controller.similarity import SimilarityTable
 from engine.client import ArgusClient
 from engine_process import free_port, start_engine, start_worker
 from protocols.client_messages import Images
 from protocols.curve import create_key_files
+from protocols.worker_messages import (
+    PROTOCOL_VERSION,
+    Cleared,
+    Probe,
+    Refused,
+    engine_side_codec,
+    worker_side_codec,
+)
+from workers.model_id import SIM_PROFILE, sim_model_id
 from workers.runtime import WorkerRuntime
 from workers.sim_backend import SimBackend
+
+SIM_MODEL = sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +194,50 @@ def test_a_second_worker_given_a_live_workers_id_is_refused(engine):
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=30)
+
+
+def test_a_probe_is_answered_as_a_hello_of_its_values_would_be_and_registers_nothing(engine):
+    """What a worker asks before it loads its model (minutes, for SD-XL), on a connection of its own."""
+    first = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.worker_address)
+
+    def answer(protocol: int = PROTOCOL_VERSION, worker_id: str = "gpu1", model: str = SIM_MODEL) -> object:
+        sock.send_multipart(engine_side_codec().encode(Probe(protocol, worker_id, "sim", model, pid=12345)))
+        assert sock.poll(30_000), "the probe was not answered"
+        return worker_side_codec().decode(sock.recv_multipart())
+
+    try:
+        (registered,) = engine.wait_ready(1, timeout_s=60)["workers"]
+        assert answer() == Cleared()
+        assert answer(model="") == Cleared()  # a model known only once loaded is not checked
+        taken = answer(worker_id="gpu0")
+        assert taken.id_in_use and "worker id 'gpu0' is in use by the live worker" in taken.reason, taken
+        other = answer(model="sim:0123456789abcdef")
+        assert isinstance(other, Refused) and "model 'sim:0123456789abcdef': this engine serves" in other.reason
+        old = answer(protocol=PROTOCOL_VERSION - 1)
+        assert old.reason == f"protocol {PROTOCOL_VERSION - 1} not supported (engine speaks {PROTOCOL_VERSION})"
+        (still,) = engine.ready()["workers"]
+        assert still["name"] == registered["name"] and still["pid"] == first.pid
+    finally:
+        sock.close()
+        context.term()
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+
+
+def test_a_worker_of_another_backend_is_refused_before_it_loads_its_model(engine):
+    worker = start_worker(engine.worker_address, "tiny", stderr=subprocess.PIPE, text=True)
+    try:
+        assert worker.wait(timeout=60) == 2
+        said = worker.stderr.read()
+        assert "engine refused this worker: backend 'tiny': this engine serves 'sim'" in said, said
+        assert "loading the tiny backend" not in said, said
+    finally:
+        if worker.poll() is None:
+            worker.kill()
 
 
 def test_a_worker_restarted_under_its_id_right_after_a_crash_takes_its_place(tmp_path):

@@ -9,9 +9,11 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Protocol
 
+from protocols.worker_messages import PROTOCOL_VERSION, Probe
 from workers.backend import Backend
 from workers.config import WorkerConfig
 from workers.engine_probe import refusal_before_loading
+from workers.model_id import folder_model_id
 from workers.runtime import EngineRefused, WorkerRuntime
 
 if TYPE_CHECKING:
@@ -71,6 +73,18 @@ def _batch_override(config: WorkerConfig) -> dict:
     return {"max_batch": config.max_batch} if config.max_batch else {}
 
 
+def probe_of(config: WorkerConfig) -> Probe:
+    """What this worker's hello will say of it, as far as it is known before its model loads: an SD-XL folder's
+    identity is read from its files; tiny's is of the pipeline it builds."""
+    model = ""
+    if config.backend == "sdxl" and config.model:
+        try:
+            model = folder_model_id(config.model)
+        except (OSError, ValueError):
+            pass  # the load says what is wrong with the folder
+    return Probe(PROTOCOL_VERSION, config.worker_id, config.backend, model, os.getpid())
+
+
 def exit_with_parent() -> None:
     """Ask Linux to SIGTERM this process when the engine that spawned it dies, or exit if it already has.
 
@@ -96,7 +110,7 @@ def run_worker(config: WorkerConfig) -> int:
     model = f" {config.model}" if config.model else ""
     try:
         if not config.owned and config.backend != "sim":  # an owned worker has its engine's keys; sim loads nothing
-            refused = refusal_before_loading(config.connect, config.curve)
+            refused = refusal_before_loading(config.connect, config.curve, probe_of(config))
             if refused:
                 log.error(ENGINE_REFUSED, refused)
                 return CANNOT_SERVE_EXIT

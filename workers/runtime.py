@@ -78,6 +78,14 @@ class EngineRefused(Exception):
         self.id_in_use = refused.id_in_use
 
 
+def unreadable_answer(connect: str, asked: str, answer: DecodeError) -> str:
+    """Why the peer at `connect` is no engine's worker socket: no engine's says what a worker cannot read."""
+    return (
+        f"{connect} answered {asked} with a message no argus engine sends its workers ({answer.reason}): --connect"
+        " takes an engine's worker address (argus serve --worker-listen, port 5556 by default), not its client one"
+    )
+
+
 def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker") -> None:
     log.warning(
         "no answer from an engine at %s for %.0f s: is it up, and does it take %s "
@@ -284,16 +292,10 @@ class WorkerRuntime:
         if isinstance(message, Refused):
             raise EngineRefused(message)
         if isinstance(message, DecodeError):
-            # no engine's worker socket says what a worker cannot read. An engine's client door (--connect given its
-            # client address) answers each hello with an Error: the worker said hello again at once, for ever, some
-            # 6,600 hellos and warnings a second, each counted a rejected request by the engine
-            raise EngineRefused(
-                Refused(
-                    f"{self._connect} answered a hello with a message no argus engine sends its workers"
-                    f" ({message.reason}): --connect takes an engine's worker address (argus serve --worker-listen,"
-                    " port 5556 by default), not its client one"
-                )
-            )
+            # an engine's client door (--connect given its client address) answers each hello with an Error: the
+            # worker said hello again at once, for ever, some 6,600 hellos and warnings a second, each counted a
+            # rejected request by the engine
+            raise EngineRefused(Refused(unreadable_answer(self._connect, "a hello", message)))
         if isinstance(message, Welcome):
             self._heartbeat_interval_s = message.heartbeat_interval_s
             self._engine_timeout_s = message.engine_timeout_s
