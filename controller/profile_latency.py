@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import logging
 import os
 import platform
 import random
@@ -46,7 +47,7 @@ from workers.cannot_serve import ReasonPipe
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
 
-DEFAULT_LEVELS = (0, 5, 10, 15, 20, 25)
+log = logging.getLogger("argus.profile")
 # distinct prompts (cycled past eight), so a batch is what the engine sends: one image per request
 PROMPTS = (
     "a lighthouse on a cliff at dusk, highly detailed oil painting",
@@ -82,7 +83,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     )
     if simulated:
         parser.add_argument(
-            "--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)"
+            "--time-scale",
+            type=non_negative_float,
+            help="sim backend: multiply simulated GPU time (default 1; above 0). The profile records it: a sim engine"
+            " at another --time-scale plans with it scaled to its own",
         )
     else:  # none to give, as if left unset
         parser.set_defaults(time_scale=None)
@@ -225,6 +229,22 @@ def cache_levels(asked: list[int] | None, hello: Hello, steps: int) -> list[int]
     return levels
 
 
+def warn_if_unservable(levels: list[int], steps: int) -> None:
+    """Said before measuring (minutes, for a model): argus serve refuses a --latency-profile without every cache
+    level, and the profile was found wanting only once made."""
+    from workers.limits import DEFAULT_LEVELS
+
+    if missing := sorted(set(DEFAULT_LEVELS) - set(levels)):
+        log.warning(
+            "this profile will have no latencies for levels %s (N=%d, levels %s): argus serve --latency-profile"
+            " needs every cache level, so it will not take it; for that, measure with --steps above %d and no --levels",
+            missing,
+            steps,
+            levels,
+            DEFAULT_LEVELS[-1],
+        )
+
+
 def image_size(args: argparse.Namespace, hello: Hello) -> int:
     """The side of the images to profile (--size, else the worker's default), checked with --steps against what the
     worker said it takes: sent as they were, a size or step count it refuses failed the first batch with a
@@ -303,10 +323,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
     # what the worker would refuse as it starts: it exited saying so, and the profile ended in a traceback
     check_worker_backend(args.backend, args.model, args.device, args.time_scale)
+    if args.time_scale == 0:
+        raise UsageError("--time-scale 0 simulates no GPU time: the profile would time the messaging alone")
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:
         with WorkerProcess(args, batches[-1], Path(tmp)) as worker:
             hello = worker.handshake()
             levels = [0, *cache_levels(args.levels, hello, args.steps)]
+            warn_if_unservable(levels, args.steps)
             if args.clock == "cpu" and (hello.simulated or hello.device != "cpu"):
                 raise UsageError("--clock cpu counts the worker's CPU time: only for a tiny or sdxl backend on cpu")
             described = f"measured from {now_utc()} by `{shlex.join(sys.argv)}`; {machine_description(hello, args)}"
@@ -403,7 +426,7 @@ def _profile(
         notes.append(f"{raised} cells raised to the smaller batch's value so latency does not fall with batch size")
     # tiny_cpu, sdxl_cuda0; a sim worker's device is "sim": plain "sim"
     name = args.name or "_".join(dict.fromkeys([hello.backend, hello.device.replace(":", "")]))
-    return LatencyProfile(name, args.steps, table, "; ".join(notes) + ".")
+    return LatencyProfile(name, args.steps, table, "; ".join(notes) + ".", time_scale=hello.time_scale)
 
 
 _CLOCK_NOTES = {

@@ -42,8 +42,13 @@ class LatencyProfile:
     provenance: str
     # the formula the table was computed from, when it was (kept so the file can be checked and rebuilt)
     derivation: Mapping[str, float] | None = None
+    # the --time-scale of the sim workers it was measured on (1: real time, a real model's): a sim engine at another
+    # plans with it scaled to its own (engine/control_setup.py)
+    time_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError(f"time_scale must be a positive number, got {self.time_scale!r}")
         lengths = {len(row) for row in self.latency_s.values()}
         if not self.latency_s or len(lengths) != 1 or 0 in lengths:
             raise ValueError("a latency profile needs the same non-empty range of batch sizes at every level")
@@ -87,15 +92,19 @@ class LatencyProfile:
         """The same profile on a clock `factor` times as slow (the sim backend's --time-scale)."""
         factor = max(factor, 1e-6)  # a zero time scale still needs positive latencies
         table = {k: tuple(seconds * factor for seconds in row) for k, row in self.latency_s.items()}
-        return LatencyProfile(f"{self.name} x{factor:g}", self.steps, table, f"{self.provenance}; times {factor:g}")
+        provenance = f"{self.provenance}; times {factor:g}"
+        return LatencyProfile(
+            f"{self.name} x{factor:g}", self.steps, table, provenance, time_scale=self.time_scale * factor
+        )
 
     def limited_to(self, max_batch: int) -> LatencyProfile:
         """The profile of workers that run at most `max_batch` images at once."""
         if max_batch >= self.max_batch:
             return self
         table = {k: row[:max_batch] for k, row in self.latency_s.items()}
+        provenance = f"{self.provenance}; batches up to {max_batch}"
         return LatencyProfile(
-            f"{self.name} (batch <= {max_batch})", self.steps, table, f"{self.provenance}; batches up to {max_batch}"
+            f"{self.name} (batch <= {max_batch})", self.steps, table, provenance, time_scale=self.time_scale
         )
 
     @classmethod
@@ -130,7 +139,14 @@ class LatencyProfile:
             if batches != list(range(1, len(batches) + 1)):
                 raise ValueError("batch_sizes must be 1, 2, ..., n")
             table = {int(k): tuple(float(s) for s in row) for k, row in data["latency_s"].items()}
-            return cls(data["name"], int(data["steps"]), table, data["provenance"], data.get("derivation"))
+            return cls(
+                data["name"],
+                int(data["steps"]),
+                table,
+                data["provenance"],
+                data.get("derivation"),
+                float(data.get("time_scale", 1.0)),
+            )
 
     @classmethod
     def bundled(cls, name: str = "sdxl_a100") -> LatencyProfile:
@@ -145,6 +161,8 @@ class LatencyProfile:
         }
         if self.derivation is not None:
             payload["derivation"] = dict(self.derivation)
+        if self.time_scale != 1.0:
+            payload["time_scale"] = self.time_scale
         write_versioned(path, LATENCY_KIND, self.provenance, payload)
 
 

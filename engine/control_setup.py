@@ -70,12 +70,18 @@ def _latency_profile(config: EngineConfig, levels: tuple[int, ...]) -> LatencyPr
         profile = read_user_file(LatencyProfile.load, path)
         missing = sorted(set(levels) - set(profile.levels))
         if missing:  # the policy plans every level the cache serves
-            raise UsageError(f"{path}: no latencies for levels {missing}")
-        return profile
-    name = _DEFAULT_PROFILES.get(config.launch.backend, "sdxl_a100")
-    if not (DATA_DIR / f"{name}.json").exists():
-        name = "sdxl_a100"
-    profile = LatencyProfile.bundled(name)
-    if config.launch.backend == "sim":
-        return profile.scaled(config.launch.time_scale)
+            raise UsageError(
+                f"{path}: no latencies for levels {missing}, which the engine serves from its cache: measure them"
+                f" (argus profile latency --steps above {max(levels)}, its --levels left out)"
+            )
+    else:
+        name = _DEFAULT_PROFILES.get(config.launch.backend, "sdxl_a100")
+        if not (DATA_DIR / f"{name}.json").exists():
+            name = "sdxl_a100"
+        profile = LatencyProfile.bundled(name)
+    time_scale = config.launch.time_scale
+    if config.launch.backend == "sim" and profile.time_scale != time_scale:
+        # a profile of sim workers at one --time-scale (or of a real model, in real time) planned sim workers at
+        # another as if they were as fast: SLO and capacities off by their ratio, without a word
+        return profile.scaled(time_scale / profile.time_scale)
     return profile

@@ -45,6 +45,7 @@ def _predictor(**fields) -> str:
         ("latency_profile", _latency(latency_s={"x": [1.0]}), "invalid literal for int()"),
         ("latency_profile", _latency(latency_s={"60": [1.0]}), "level 60 outside 0..49"),
         ("latency_profile", _latency(latency_s={"0": [1.0]}), "no latencies for levels [5, 10, 15, 20, 25]"),
+        ("latency_profile", _latency(time_scale=0), "time_scale must be a positive number, got 0.0"),
         ("predictor", "{", "Expecting property name"),
         ("predictor", _predictor(weights=None), "no field 'weights'"),
         # accepted, each would fail every request served from a neighbour
@@ -61,3 +62,17 @@ def test_a_file_the_user_named_that_cannot_be_used_stops_the_engine_naming_it(tm
         path.write_text(content)
     with pytest.raises(UsageError, match=f"^{re.escape(str(path))}: .*{re.escape(says)}"):
         build_control(EngineConfig(policy=PolicyConfig(**{option: str(path)})), now=0.0)
+
+
+@pytest.mark.parametrize(
+    ("backend", "engine_scale", "planned_s"),
+    [("sim", 1.0, 100.0), ("sim", 0.01, 1.0), ("sim", 0.02, 2.0), ("tiny", 1.0, 1.0)],
+)
+def test_a_profile_of_sim_workers_is_planned_at_the_engines_time_scale(tmp_path, backend, engine_scale, planned_s):
+    """Measured on sim workers at --time-scale 0.01 and served by a sim engine at 1, it planned workers 100 times as
+    fast as they ran: its SLO and capacities off by as much, without a word."""
+    path = tmp_path / "sim.json"
+    path.write_text(_latency(time_scale=0.01))
+    launch = LaunchConfig(backend=backend, time_scale=engine_scale)
+    setup = build_control(EngineConfig(launch=launch, policy=PolicyConfig(latency_profile=str(path))), now=0.0)
+    assert setup.profile.latency(0, 1) == pytest.approx(planned_s)

@@ -26,6 +26,8 @@ def test_sim_backend_at_a_tiny_time_scale(tmp_path):
     assert_complete(profile, (0, 5, 10, 15, 20, 25), 4)  # batches 1,2,4 by default; 3 is interpolated
     assert (profile.name, profile.steps) == ("sim", 50)
     assert "SIMULATED" in profile.provenance and "batch sizes [3] not measured" in profile.provenance
+    assert profile.time_scale == 0.001  # a sim engine at another time scale plans with it scaled (test_control_setup)
+    assert "argus serve --latency-profile" not in done.stderr  # every cache level measured: nothing to warn of
 
 
 def test_tiny_backend_at_few_steps(tmp_path):
@@ -37,6 +39,9 @@ def test_tiny_backend_at_few_steps(tmp_path):
     assert_complete(profile, (0, 5), 2)  # at N=6 the worker caches only level 5
     assert (profile.name, profile.steps) == ("tiny_cpu", 6)
     assert "torch 2." in profile.provenance and "(1 torch thread)" in profile.provenance
+    assert profile.time_scale == 1.0
+    # said before measuring: argus serve refuses a profile without every cache level
+    assert "no latencies for levels [10, 15, 20, 25] (N=6, levels [0, 5]): argus serve --latency-profile" in done.stderr
 
 
 def test_levels_the_worker_has_no_latents_for_are_refused(tmp_path):
@@ -44,6 +49,13 @@ def test_levels_the_worker_has_no_latents_for_are_refused(tmp_path):
     assert done.returncode != 0
     assert "levels [7]" in done.stderr
     assert not (tmp_path / "profile.json").exists()
+
+
+def test_a_sim_profile_of_no_simulated_time_is_refused(tmp_path):
+    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sim", "--time-scale", "0"]
+    done = subprocess.run([*command, "--out", str(tmp_path / "p.json")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "--time-scale 0 simulates no GPU time" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_size_the_worker_refuses_is_a_usage_error(tmp_path):
