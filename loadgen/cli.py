@@ -17,13 +17,14 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from engine.arg_types import UsageError, client_keys, output_file, read_user_file
 from engine.config import API_KEY_ENV
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS
+from loadgen.wording import counted
 from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
 
 if TYPE_CHECKING:
@@ -71,13 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--load",
         type=float,
         help="rate as a multiple of the exact-generation capacity (--capacity-rps or /ready): a trace's busiest "
-        "minute, a poisson or gamma process's mean, as the engine sees it (whatever --time-scale; with --rescale "
-        "stretch, the busiest minute of the trace's own clock, before its offsets are scaled)",
+        "minute (a trace of a minute or less: its mean), a poisson or gamma process's mean, as the engine sees it "
+        "(whatever --time-scale; with --rescale stretch, the busiest minute of the trace's own clock, before its "
+        "offsets are scaled)",
     )
     load.add_argument(
         "--capacity-rps",
         type=float,
-        help="exact-generation (K=0) capacity in requests/s; default: exact_capacity_rps of /ready",
+        help="exact-generation (K=0) capacity in requests/s; default: exact_capacity_rps of /ready, which is at the "
+        "engine's default steps: --steps does not scale it",
     )
     load.add_argument(
         "--cv", type=float, help="with --arrivals gamma: coefficient of variation of the gaps (default 1)"
@@ -227,80 +230,101 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"--url must be an http:// or https:// address, not {args.url!r}")
 
 
-async def _target_rate(args: argparse.Namespace) -> float | None:
+class _Rate(NamedTuple):
+    """A rate on the schedule's own clock, and the flags that asked for it, for an error to name."""
+
+    rps: float
+    said: str
+
+
+async def _target_rate(args: argparse.Namespace) -> _Rate | None:
     """The rate on the schedule's own clock. --load is what the engine is to see, so it is slowed by
     --time-scale here for the compression to bring it back."""
     if args.load is None:
-        return args.rate
+        return None if args.rate is None else _Rate(args.rate, f"--rate {args.rate:g}")
     if args.capacity_rps is not None:
-        capacity = args.capacity_rps
+        capacity, of = args.capacity_rps, f"--capacity-rps {args.capacity_rps:g}"
     else:
         from loadgen.engine_status import CapacityUnknown, EngineUnreachable, exact_capacity_rps
 
         try:
-            capacity, workers = await exact_capacity_rps(args.url, args.api_key)
+            capacity, workers, default_steps = await exact_capacity_rps(args.url, args.api_key)
         except CapacityUnknown as exc:
             raise UsageError(f"{exc}; pass --capacity-rps") from None
         except EngineUnreachable as exc:  # no capacity passed would make a run of it
             raise UsageError(str(exc)) from None
+        of = f"the engine's {capacity:.3g} requests/s"
         # the workers ready now: an engine whose others still load their model is sized for these alone
-        print(
-            f"--load {args.load:g} x {capacity:.3g} requests/s: the exact capacity of the {workers} worker"
-            f"{'' if workers == 1 else 's'} ready at {args.url}",
-            file=sys.stderr,
+        said = (
+            f"--load {args.load:g} x {capacity:.3g} requests/s: the exact capacity of the"
+            f" {counted(workers, 'worker')} ready at {args.url}"
         )
-    return args.load * capacity * args.time_scale
+        if args.steps is not None and args.steps != default_steps:
+            # the engine's capacity is its profile's, at its default steps: scaled by steps alone it would leave out
+            # what a run costs whatever its steps (the VAE decode, the text encoders), so it is not scaled at all
+            at = f"its default {default_steps} steps" if default_steps else "its default steps"
+            said += f", at {at}: the engine gives none at --steps {args.steps}, and this one is not scaled for them"
+        print(said, file=sys.stderr)
+    scaled = f" x --time-scale {args.time_scale:g}" if args.time_scale != 1.0 else ""
+    return _Rate(args.load * capacity * args.time_scale, f"--load {args.load:g} x {of}{scaled}")
 
 
 async def _schedule(args: argparse.Namespace) -> Schedule:
+    """The arrivals to send; a UsageError naming the flags (and the step of the shaping) that left none."""
     from loadgen import arrivals
+    from loadgen.schedule_errors import cut_too_far, thinned_too_far
     from loadgen.traces import load_trace
 
     rate = await _target_rate(args)
     if args.arrivals == "trace":
         base = read_user_file(load_trace, args.trace)
+        shaped = base
         if rate is not None:
             try:
                 arrivals.mean_rate(base)
             except ValueError as exc:  # it named neither the flag nor the file
                 flag = "--rate" if args.load is None else "--load"
                 raise UsageError(f"{flag} cannot rescale --trace {args.trace}: {exc}") from None
-        if args.load is not None:
-            rate /= arrivals.peak_to_mean(base)  # --load is what the busiest minute offers
+            # --load is what the busiest minute offers
+            rps = rate.rps / arrivals.peak_to_mean(base) if args.load is not None else rate.rps
+            shaped = arrivals.shape(base, rate=rps, rescale=args.rescale, seed=args.seed)
+            if not shaped:
+                raise UsageError(
+                    thinned_too_far(rate.said, args.trace, base, rps, args.seed, 0, by_load=args.load is not None)
+                )
     else:
         # drawn in the schedule's own time, up to where compression will leave duration_s of it
         horizon = None if args.duration_s is None else args.duration_s / args.time_scale
         cv = 1.0 if args.cv is None else args.cv  # poisson is gamma with cv 1
-        base = arrivals.gamma(rate, cv, seed=args.seed, duration_s=horizon, max_requests=args.max_requests)
-        rate = None
-    return arrivals.shape(
-        base,
-        rate=rate,
-        rescale=args.rescale,
-        seed=args.seed,
-        time_scale=args.time_scale,
-        duration_s=args.duration_s,
-        max_requests=args.max_requests,
+        shaped = arrivals.gamma(rate.rps, cv, seed=args.seed, duration_s=horizon, max_requests=args.max_requests)
+        if not shaped:
+            raise UsageError(f"{rate.said} drew no arrival in --duration-s {args.duration_s:g}: ask for more of either")
+    schedule = arrivals.shape(
+        shaped, time_scale=args.time_scale, duration_s=args.duration_s, max_requests=args.max_requests
     )
+    if not schedule:  # --max-requests is at least 1: --duration-s cut them all
+        clock = f" of the run (after --time-scale {args.time_scale:g})" if args.time_scale != 1.0 else ""
+        raise UsageError(cut_too_far(args.duration_s, arrivals.compress_time(shaped, args.time_scale), clock))
+    return schedule
 
 
 async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any], list[OSError]]:
     """The records, their summary, and why --records did not have each as its request ended (empty: it did)."""
-    from loadgen.arrivals import mean_rate
     from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
     from loadgen.prompts import load_prompts, pair_prompts
     from loadgen.report import records_as_they_come
     from loadgen.run import run_load
     from protocols.openai_images import parse_size
 
-    width, height = parse_size(args.size)  # as the HTTP API reads it
+    try:
+        width, height = parse_size(args.size)  # as the HTTP API reads it
+    except ValueError:  # its message, 'size "64" must be...', named no flag
+        raise UsageError(f"--size must be auto or WIDTHxHEIGHT (1024x1024), not {args.size!r}") from None
     if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:  # every engine would refuse every request
         raise UsageError(f"--size {args.size}: each side must be a multiple of {SIZE_MULTIPLE}")
     options = RequestOptions(width=width, height=height, steps=args.steps)
     prompts = read_user_file(load_prompts, args.prompts)
     schedule = await _schedule(args)
-    if not schedule:
-        raise UsageError("the schedule is empty (check --duration-s and --time-scale)")
     try:  # run_load pairs them too, but only after the run is announced, and without naming the files
         pair_prompts(schedule, prompts)
     except ValueError as exc:
@@ -349,12 +373,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
                 if args.records
                 else contextlib.nullcontext() as on_record
             ):
-                print(
-                    f"sending {len(schedule)} requests over {span:.1f} s"
-                    + (f" (mean {mean_rate(schedule):.3g}/s)" if span > schedule[0].offset_s else "")
-                    + f" to {args.zmq or args.url}",
-                    file=sys.stderr,
-                )
+                print(f"sending {_sending(schedule)} to {args.zmq or args.url}", file=sys.stderr)
                 records, summary = await run_load(
                     schedule,
                     prompts,
@@ -373,6 +392,17 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
         return records, summary, records_stopped
     finally:
         await client.close()
+
+
+def _sending(schedule: Schedule) -> str:
+    """How many, when, and at what mean rate, over the span that rate is of (it said 'sending 1 requests over 0.0 s',
+    and a span from the start of the run beside a rate from the first send)."""
+    from loadgen.arrivals import mean_rate
+
+    first, last = schedule[0].offset_s, schedule[-1].offset_s
+    if last == first:
+        return f"{counted(len(schedule), 'request')} at {first:.3g} s"
+    return f"{counted(len(schedule), 'request')} from {first:.3g} s to {last:.3g} s (mean {mean_rate(schedule):.3g}/s)"
 
 
 def _allow_a_connection_each(requests: int) -> None:
@@ -443,7 +473,7 @@ def _write_outputs(
     """Each file asked for, whatever became of the others (the records may fill a disk the summary fits on); why
     each that could not be written was not. `records_stopped`: why --records did not have each record as its request
     ended."""
-    from loadgen.report import is_stream, write_records, write_summary
+    from loadgen.report import SIMULATED_RUN, is_stream, write_records, write_summary
 
     def plot(path: str) -> None:
         from loadgen.plot import MAX_BINS, timeline_plot
@@ -454,7 +484,9 @@ def _write_outputs(
             path,
             worker_levels=summary["worker_levels"],
             bin_s=args.bin_s,
-            title=f"{len(records)} requests" + (f", workers per level from /{source}" if source else ""),
+            title=(f"{SIMULATED_RUN}: " if summary["simulated"] else "")
+            + f"{len(records)} requests"
+            + (f", workers per level from /{source}" if source else ""),
         )
         if args.bin_s and drawn_s != args.bin_s:
             print(

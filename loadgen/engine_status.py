@@ -4,7 +4,8 @@
 - `GET /ready` may carry the `sizes` and `steps` the engine takes: a run whose
   --size or --steps is outside them would have every request refused.
 - `GET /ready` may carry `exact_capacity_rps`: requests per second the ready
-  workers sustain at exact generation (K = 0); `--load` is a multiple of it.
+  workers sustain at exact generation (K = 0) and the engine's default steps
+  (`steps.default`); `--load` is a multiple of it.
 - Workers per level over time, for the timeline plot: from `GET /plan` when the
   engine has a controller (expected shape `{"workers_per_level": {"K": n}}`),
   else from the `level` of each worker listed by `GET /ready`.
@@ -115,6 +116,8 @@ class Capacity(NamedTuple):
     # the workers in rotation it is the capacity of: fewer than started while some still load their model, and
     # without those /ready lists as failing (out of rotation, counted in no capacity)
     workers: int
+    # the steps it is at: the engine's default (its profile's); None when /ready does not say
+    default_steps: int | None
 
 
 async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> Capacity:
@@ -131,7 +134,9 @@ async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> Capac
     in_rotation = (
         [w for w in workers if isinstance(w, dict) and w.get("state") == "ready"] if isinstance(workers, list) else []
     )
-    return Capacity(float(capacity), len(in_rotation))
+    steps = status.get("steps")
+    default_steps = steps.get("default") if isinstance(steps, dict) else None
+    return Capacity(float(capacity), len(in_rotation), default_steps if isinstance(default_steps, int) else None)
 
 
 @dataclass

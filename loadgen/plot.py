@@ -120,9 +120,7 @@ def timeline_plot(
         _workers_panel(axes[3], worker_levels, float(edges[-1]))
     axes[-1].set_xlabel(f"time since start (s), bins of {bins.width_s:g} s")
     axes[-1].set_xlim(0, edges[-1])
-    if title:
-        figure.suptitle(title)
-    figure.savefig(path, format="png", dpi=110)
+    _save(figure, path, title)
     return bins.width_s
 
 
@@ -163,9 +161,14 @@ def compare_plot(
         ax.set_ylabel(label)
         ax.margins(y=0.15)
         ax.set_ylim(bottom=0)
+    _save(figure, path, title, fontsize="small")
+
+
+def _save(figure: Figure, path: str | Path, title: str | None, **title_style: Any) -> None:
+    """The title goes above the panels and into the PNG's Title text too, where a program (or a test) reads it."""
     if title:
-        figure.suptitle(title, fontsize="small")
-    figure.savefig(path, format="png", dpi=110)
+        figure.suptitle(title, **title_style)
+    figure.savefig(path, format="png", dpi=110, metadata={"Title": title} if title else None)
 
 
 def _or_nan(value: float | None) -> float:

@@ -95,8 +95,10 @@ def make_record(
         level=first.level if first else None,
         similarity=first.similarity if first else None,
         quality=first.quality if first else None,
-        queue_ms=first.queue_ms if first else None,
-        run_ms=first.run_ms if first else None,
+        # to the microsecond, as the HTTP API rounds them: over ZeroMQ they came as the engine's floats
+        # (1.9954630006395746), the same run's records differing by their door
+        queue_ms=round(first.queue_ms, 3) if first else None,
+        run_ms=round(first.run_ms, 3) if first else None,
         worker=first.worker if first else None,
         simulated=first.simulated if first else None,
         n_images=0 if answer is None else len(answer.images),

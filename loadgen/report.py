@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loadgen.pipe_watch import PipeWatch
-from loadgen.records import OUTCOMES, VIOLATIONS, Record
+from loadgen.records import CLIENT_TIMEOUT, INTERRUPTED, OUTCOMES, VIOLATIONS, Record
 
 LevelSample = tuple[float, dict[int, int]]
 # a generator this far behind its schedule did not offer the arrivals it reports (a sim engine at --time-scale 0.01
@@ -35,6 +35,9 @@ LevelSample = tuple[float, dict[int, int]]
 SEND_LAG_WARNING_MS = 100.0
 # beside the quality, when simulated workers made the images: their quality is modelled, not measured
 SIMULATED_QUALITY = "  (SIMULATED workers: modelled)"
+# above the summary and in the plot's title, when simulated workers made the images: the run times are a scaled
+# profile too, and a figure read without it (a plot passed on alone) passed for a measurement
+SIMULATED_RUN = "SIMULATED (figures from sim workers)"
 # how long the end of a run waits for a records writer that writes nothing: a FIFO no one reads, or whose reader
 # stopped reading, held the summary back for good (the writer waiting in its open or a write). Any write that goes
 # through, and any byte a pipe's reader takes (however slowly it reads: loadgen/pipe_watch.py), starts the wait again
@@ -67,7 +70,7 @@ def summarize(
     scheduled = [r["scheduled_at"] for r in records]
     # arrivals per second between the first and the last, as --rate counts them (arrivals.mean_rate): sent / the last
     # offset counted a gap too many, so a trace of one request a second, its first 3 sent, said 'offered 1.5/s'
-    offered_span = max(scheduled, default=0.0) - min(scheduled, default=0.0)
+    send_span_s = max(scheduled, default=0.0) - min(scheduled, default=0.0)
     # a cancelled request is neither a violation nor a success: in the denominator, the requests a run stopped early
     # cancelled made it look better (8 cancelled of 10 sent and 1 rejected said 10%, where 1 of the 2 known failed)
     judged = sent - outcomes["cancelled"]
@@ -78,7 +81,8 @@ def summarize(
         "error_codes": dict(Counter(r["code"] or "" for r in records if r["outcome"] not in ("ok", "late"))),
         "slo_ms": slo_ms,
         "duration_s": duration_s,
-        "offered_rps": (sent - 1) / offered_span if offered_span > 0 else None,
+        "send_span_s": send_span_s,
+        "offered_rps": (sent - 1) / send_span_s if send_span_s > 0 else None,
         "throughput_rps": len(served) / duration_s if duration_s > 0 else None,
         "goodput_rps": outcomes["ok"] / duration_s if duration_s > 0 else None,
         "slo_violation_ratio": sum(outcomes[v] for v in VIOLATIONS) / judged if judged else None,
@@ -298,7 +302,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     # why the requests without an image got none: the outcomes say how many, only the codes say what went wrong (a
     # refused CURVE key and an engine gone are both 'error'). Most frequent first
     codes = sorted(summary["error_codes"].items(), key=lambda item: (-item[1], item[0]))
-    sent = f"{summary['sent']} over {summary['duration_s']:.1f} s (offered {num(summary['offered_rps'])}/s)"
+    sent = _sent(summary)
     if summary["planned"] > summary["sent"]:
         sent += f", cut short: {summary['planned']} planned"
     rows = [
@@ -315,5 +319,32 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if (summary["max_send_lag_ms"] or 0.0) > SEND_LAG_WARNING_MS:
         rows.insert(1, ("WARNING", "the generator fell behind its schedule: the engine did not see the offered load"))
+    if summary["simulated"]:  # said first: every figure below is the sim workers'
+        rows.insert(0, ("SIMULATED", "figures from sim workers: run times a scaled profile, quality modelled"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def _sent(summary: dict[str, Any]) -> str:
+    """How many were sent, over what span of sends the offered rate is (the drain is no part of it), and how long
+    the run took in all. It said 'sent 4 over 2.9 s (offered 5.76/s)': 2.9 s was the run to its last answer, drain
+    and all, and the rate was over the 0.52 s between the first send and the last."""
+    sent, span, offered = summary["sent"], summary["send_span_s"], summary["offered_rps"]
+    if offered is not None:
+        sends = f"{sent} in {span:.3g} s from first to last send (offered {offered:.3g}/s)"
+    elif sent > 1:
+        sends = f"{sent} at one instant (no rate offered)"
+    else:
+        sends = f"{sent} (no rate offered)"
+    if not sent:
+        return sends
+    codes = summary["error_codes"]
+    # the run ends at its last answer, unless some were still unanswered at the drain's end or when you stopped it
+    until = (
+        "the end of its drain"
+        if CLIENT_TIMEOUT in codes
+        else "when it was stopped"
+        if INTERRUPTED in codes
+        else "its last answer"
+    )
+    return f"{sends}; run {summary['duration_s']:.3g} s to {until}"

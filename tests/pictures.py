@@ -15,6 +15,12 @@ def opens_as_png(path, wider_than: int = 0) -> bool:
         return picture.format == "PNG" and picture.size[0] > wider_than
 
 
+def png_title(path) -> str | None:
+    """The Title text a PNG carries (matplotlib writes it from savefig's metadata)."""
+    with Image.open(path) as picture:
+        return picture.text.get("Title")
+
+
 def image_as_asked(batch) -> Blob:
     """A blank image of the size and format a worker's batch (a worker_messages.Generate) asks for: the engine serves
     no other."""

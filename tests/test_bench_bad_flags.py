@@ -87,8 +87,22 @@ PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / 
     [
         (["--trace", "{tmp}/missing.csv"], "missing.csv: No such file"),
         (["--trace", "{tmp}/trace.txt", "--prompts", "{tmp}/missing.txt"], "missing.txt"),
-        (["--trace", "{tmp}/one.txt"], "a mean rate needs at least two arrivals"),
-        (["--trace", "{tmp}/trace.txt", "--duration-s", "1"], "--duration-s 1.0"),
+        (["--trace", "{tmp}/one.txt"], "--load cannot rescale --trace {tmp}/one.txt: a mean rate needs at least two"),
+        # 1.3 x 8 workers' capacity is 4 x the trace's 0.5/s: each arrival sent 4 times. It said '--trace T
+        # (--duration-s 1.0): all arrivals are at the same instant'
+        (
+            ["--trace", "{tmp}/trace.txt", "--duration-s", "1"],
+            "--duration-s 1 keeps 4 of the 120 arrivals, all at 0 s (simulated); a comparison needs two arrivals",
+        ),
+        # thinned to 0.255/s, a quarter of its own rate: none of 10 kept. It said '--trace T (--duration-s None): a
+        # mean rate needs at least two arrivals'
+        (
+            ["--trace", "{tmp}/short.txt", "--workers", "1"],
+            "--load 1.3 x 0.196 img/s (the exact capacity of 1 sim worker) thins --trace {tmp}/short.txt (10 arrivals"
+            " at 1/s) to 0.255/s on its own clock: each arrival is kept with probability 0.25, and --seed 0 kept none;"
+            " a comparison needs two arrivals, at different instants; a trace of 60 s or less is its own busiest"
+            " minute, so --load sets its mean rate",
+        ),
         (["--trace", "{tmp}/trace.txt", "--log-dir", "{tmp}/trace.txt"], "--log-dir"),
         (["--trace", "{tmp}/trace.txt", "--records-dir", "{tmp}/trace.txt/records"], "--records-dir"),
     ],
@@ -96,10 +110,11 @@ PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / 
 def test_compare_bench_files(flags, says, tmp_path, capsys):
     (tmp_path / "trace.txt").write_text("".join(f"{i * 2000}\n" for i in range(30)))
     (tmp_path / "one.txt").write_text("0\n")
+    (tmp_path / "short.txt").write_text("".join(f"{i * 1000}\n" for i in range(10)))
     argv = ["bench", "compare", "--prompts", str(PROMPTS), *(f.format(tmp=tmp_path) for f in flags)]
     assert _exit_code(argv) == 2
     err = capsys.readouterr().err
-    assert says in err and "Traceback" not in err
+    assert says.format(tmp=tmp_path) in err and "Traceback" not in err and "None" not in err
 
 
 @pytest.mark.parametrize(
@@ -130,6 +145,24 @@ def test_an_image_size_the_sim_engine_refuses(bench, size, capsys):
     assert _exit_code(["bench", bench, "--size", size]) == 2
     err = capsys.readouterr().err
     assert "argument --size: expected a multiple of 8 from 64 to 2048" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("size", "says"),
+    [
+        # the sim engine answers these invalid_size: the whole bench ran, each request refused, and exited 0
+        ("100x100", "expected sides that are a multiple of 8 from 64 to 2048, not '100x100'"),
+        ("4096x4096", "expected sides that are a multiple of 8 from 64 to 2048, not '4096x4096'"),
+        ("1024x56", "expected sides that are a multiple of 8 from 64 to 2048, not '1024x56'"),
+        ("64", "expected auto or WIDTHxHEIGHT (1024x1024), not '64'"),
+    ],
+)
+def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
+    argv = ["bench", "compare", "--policies", "argus", "--workers", "1", "--size", size]
+    assert _exit_code([*argv, "--log-dir", str(tmp_path / "logs")]) == 2
+    err = capsys.readouterr().err
+    assert f"argument --size: {says}" in err and "Traceback" not in err
+    assert not (tmp_path / "logs").exists()  # refused before any engine started
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import sys
 from controller.flow_model import SolverOptions
 from engine.cli import build_parser
 from engine_process import ROOT
+from loadgen.bench.scale_bench import PEAK_TARGET_RPS, peak_target
 
 
 def _bench(tmp_path, *args: str, timeout_s: float = 150.0) -> tuple[dict, str]:
@@ -78,6 +79,12 @@ def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
         *("--step-s", "1", "--half-s", "1", "--warmup-s", "0.2"),
     )
     assert data["workers"] == 4
+    assert data["simulated"] is True  # as bench engine's, chaos's and compare's JSON say
+    # a ramp that never saturated stopped at --max-rps (70) below the 2,000 target, which it never tried: not MISSED
+    peak_line = next(line for line in stdout.splitlines() if line.startswith("peak req/s"))
+    if not data["saturated"]:
+        assert "(not reached: the ramp stopped at --max-rps first)" in peak_line and "MISSED" not in peak_line
+    assert "open-loop load from 1 process" in stdout and "1 processes" not in stdout  # it said '1 processes'
     # the rate answered at a step that kept up (95 % of the rate offered, or more), counted up to the rate offered;
     # the first step must keep up, else the bench fails; a step that did not is bisected, below 60
     assert 0.95 * 40 <= data["peak_rps"] <= 60
@@ -97,6 +104,13 @@ def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
     sent_at_half_peak = round(data["peak_rps"] / 2 * (0.2 + 1))
     assert 0 < data["latency_samples_at_half_peak"] <= sent_at_half_peak < 100
     assert f"p99 of {data['latency_samples_at_half_peak']} samples is their max" in stdout
+
+
+def test_a_peak_below_its_target_is_missed_only_when_the_ramp_saturated():
+    """--max-rps 400 printed 'peak req/s  >= 400 (never saturated)  >= 2000 (MISSED)': a target never tried."""
+    assert peak_target(PEAK_TARGET_RPS, saturated=True) == peak_target(3 * PEAK_TARGET_RPS, saturated=False) == "met"
+    assert peak_target(PEAK_TARGET_RPS / 2, saturated=True) == "MISSED"
+    assert peak_target(400.0, saturated=False) == "not reached: the ramp stopped at --max-rps first"
 
 
 def test_controller_bench_solves_each_fleet_with_the_engines_time_limit(tmp_path):

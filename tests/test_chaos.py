@@ -9,6 +9,7 @@ import asyncio
 import os
 import threading
 import time
+from dataclasses import asdict
 
 import msgspec
 import pytest
@@ -18,8 +19,9 @@ from test_hello_bounds import SIM_MODEL
 
 from engine.client import ArgusClient
 from engine_process import start_engine
-from loadgen.bench.chaos_bench import ChaosConfig, measure, passed
+from loadgen.bench.chaos_bench import ChaosConfig, _engine_figures, measure, passed, report
 from loadgen.bench.chaos_ledger import Ledger
+from loadgen.bench.process_watch import parse_metrics
 from protocols.client_messages import Images
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -64,6 +66,40 @@ def test_kills_and_hangs_lose_nothing_and_duplicate_nothing(tmp_path):
     assert result["metrics_vs_clients"]["match"], result["metrics_vs_clients"]
     assert result["engine_exit_code"] == 0, result.get("engine_log_tail")
     assert passed(result, config)
+
+
+def test_the_report_prints_counts_as_counts_and_no_figure_as_n_a(capsys):
+    """It printed 'worker restarts 5.0' (the exposition's float) and 'busy p99 ms None' for a run with no Busy."""
+    config = ChaosConfig(duration_s=24.0, kill_every_s=3.0)
+    metrics = parse_metrics(
+        'argus_worker_restarts_total 5\nargus_worker_losses_total{cause="exited"} 4\n'
+        'argus_worker_losses_total{cause="heartbeat"} 1\nargus_redispatched_images_total 7\n'
+    )
+    result = {
+        **dict.fromkeys(("sent", "replies"), 10),
+        **dict.fromkeys(("lost", "duplicates", "busy", "hangs", "hangs_detected"), 0),
+        "kills": 5,
+        "hang_detect_s": {"median": None, "max": None},
+        "outcomes": {"images": 10},
+        "errors": {},
+        **dict.fromkeys(("busy_p99_ms", "peak_rss_mb"), None),
+        **dict.fromkeys(("p50_ms", "p99_ms", "max_ms"), 12.5),
+        "workers_peak_rss_mb": 80.0,
+        "ready_workers": {"mean": 2.0, "min": 1},
+        "engine_metrics": _engine_figures(metrics),
+        "metrics_vs_clients": {"match": True},
+        "config": {**asdict(config), "rate_rps": config.rate_rps, "capacity_rps": config.capacity_rps},
+    }
+    assert result["engine_metrics"]["worker_restarts"] == 5 and isinstance(
+        result["engine_metrics"]["worker_restarts"], int
+    )
+    report(result)
+    printed = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert printed["worker restarts"].split()[2] == "5"
+    assert printed["redispatched images"].split()[2] == "7"
+    assert printed["busy p99 ms"].split()[3] == "n/a"
+    assert printed["hang detect s (median/max)"].split()[4] == "n/a/n/a"
+    assert "None" not in "\n".join(printed.values())
 
 
 @pytest.mark.parametrize(

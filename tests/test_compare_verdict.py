@@ -1,4 +1,7 @@
-"""The compare bench's verdict: fewer violations and more quality are better, small differences are ties."""
+"""The compare bench's verdict: fewer violations and more quality are better, small differences are ties, and a tie
+says how far apart the two are all the same."""
+
+import pytest
 
 from loadgen.bench.compare_bench import QUALITY_TIE, VIOLATION_TIE, verdict
 
@@ -8,18 +11,31 @@ def row(violations: float, quality: float | None) -> dict:
 
 
 def test_a_trade_is_better_on_one_and_worse_on_the_other():
-    assert verdict(row(0.0, 98.8), row(0.0126, 100.0)) == "better: violations; worse: quality"
+    assert verdict(row(0.0, 98.8), row(0.0126, 100.0)) == "better violations, worse quality"
 
 
-def test_differences_within_the_ties_count_for_nothing():
+def test_a_tie_beside_a_loss_is_named_with_its_difference():
+    """It said 'better: -; worse: violations' of a quality of 98.52 against 98.48, a tie it did not mention."""
+    assert verdict(row(0.0600, 98.52), row(0.0400, 98.48)) == "worse violations, quality a tie (argus 0.04 higher)"
+    assert verdict(row(0.0353, 98.85), row(0.0435, 98.60)) == "better violations, quality a tie (argus 0.25 higher)"
+    assert verdict(row(0.0002, 99.15), row(0.0, 98.53)) == "better quality, violations a tie (argus 0.0002 higher)"
+
+
+def test_differences_within_the_ties_are_a_tie_on_both_and_say_how_far_apart():
     argus = row(0.01, 98.0)
-    close = row(0.01 + VIOLATION_TIE * 0.9, 98.0 + QUALITY_TIE * 0.9)
-    assert verdict(argus, close) == "better: -; worse: -"
+    close = row(0.01 + VIOLATION_TIE * 0.9, 98.0 - QUALITY_TIE * 0.9)
+    assert verdict(argus, close) == "a tie on both (argus 0.0045 lower on violations, argus 0.45 higher on quality)"
+    # what is equal as printed is left out, and two equal rows say so
+    assert verdict(row(0.0011, 99.15), row(0.0011, 98.77)) == "a tie on both (argus 0.38 higher on quality)"
+    assert verdict(row(0.0, 100.0), row(0.0, 100.0)) == "a tie on both (equal)"
 
 
-def test_dominating_a_baseline_on_both():
-    assert verdict(row(0.0, 99.0), row(0.2, 90.0)) == "better: violations, quality; worse: -"
+@pytest.mark.parametrize(
+    ("argus", "baseline", "said"), [((0.0, 99.0), (0.2, 90.0), "better"), ((0.2, 90.0), (0.0, 99.0), "worse")]
+)
+def test_better_or_worse_on_both(argus, baseline, said):
+    assert verdict(row(*argus), row(*baseline)) == f"{said} on both"
 
 
 def test_a_run_with_no_images_has_no_quality():
-    assert verdict(row(0.0, 99.0), row(1.0, None)) == "better: violations, quality; worse: -"
+    assert verdict(row(0.0, 99.0), row(1.0, None)) == "better on both"

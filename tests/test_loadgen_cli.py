@@ -62,6 +62,58 @@ def test_numbers_no_run_can_use_are_refused_before_it_starts(argv, message, caps
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # a trace of 10 s is its own busiest minute: --load sets its mean, a quarter of its own rate here
+        (
+            ["--load", "1.3", "--capacity-rps", "0.196"],
+            "--load 1.3 x --capacity-rps 0.196 thins --trace {trace} (10 arrivals at 1/s) to 0.255/s on its own"
+            " clock: each arrival is kept with probability 0.25, and --seed 0 kept none; a trace of 60 s or less is"
+            " its own busiest minute, so --load sets its mean rate; ask for a higher rate, or pass --rescale stretch"
+            " to keep every arrival",
+        ),
+        (
+            ["--load", "1.3", "--capacity-rps", "1.96", "--time-scale", "0.1"],
+            "--load 1.3 x --capacity-rps 1.96 x --time-scale 0.1 thins --trace {trace} (10 arrivals at 1/s) to"
+            " 0.255/s on its own clock",
+        ),
+        (
+            ["--rate", "0.1"],
+            "--rate 0.1 thins --trace {trace} (10 arrivals at 1/s) to 0.1/s on its own clock: each arrival is kept"
+            " with probability 0.1, and --seed 0 kept none; ask for a higher rate",
+        ),
+        (["--duration-s", "0.5"], "--duration-s 0.5 keeps 0 of the 10 arrivals: the first comes at 1 s"),
+        (
+            ["--duration-s", "1.5", "--time-scale", "2"],
+            "--duration-s 1.5 keeps 0 of the 10 arrivals: the first comes at 2 s of the run (after --time-scale 2)",
+        ),
+    ],
+)
+def test_a_schedule_left_empty_says_which_step_emptied_it_in_the_flags_given(argv, message, tmp_path, capsys):
+    """Each said 'the schedule is empty (check --duration-s and --time-scale)', whichever flags were given."""
+    trace = tmp_path / "offsets.txt"
+    trace.write_text("".join(f"{1000 + i * 1000}\n" for i in range(10)))
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--trace", str(trace), *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"argus loadgen: error: {message.format(trace=trace)}")
+
+
+def test_a_poisson_run_that_draws_no_arrival_says_so(capsys):
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "0.01", "--duration-s", "1"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "argus loadgen: error: --rate 0.01 drew no arrival in --duration-s 1: ask for more of either\n"
+    )
+
+
+def test_a_size_that_is_no_size_is_refused_naming_the_flag(capsys):
+    """It said 'size "64" must be...', as the HTTP API answers a request, naming no flag."""
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--max-requests", "1", "--size", "64"]) == 2
+    assert (
+        capsys.readouterr().err == "argus loadgen: error: --size must be auto or WIDTHxHEIGHT (1024x1024), not '64'\n"
+    )
+
+
 def test_a_run_in_a_program_of_ones_own_leaves_its_sigint_handler_as_it_was():
     # the command's (SIG_DFL once the run is over) was left in pytest's process: a later test's Ctrl-C killed it
     assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--size", "65x64"]) == 2

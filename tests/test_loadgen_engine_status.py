@@ -72,7 +72,8 @@ async def sample(url: str, api_key: str | None = None) -> LevelSampler:
 async def test_capacity_from_ready():
     async with asyncio.timeout(20):
         async with status_server({**READY, "exact_capacity_rps": 2.5}, None, api_key="k") as url:
-            assert await exact_capacity_rps(url, api_key="k") == (2.5, 3)
+            # READY says no steps: the capacity's are unknown
+            assert await exact_capacity_rps(url, api_key="k") == (2.5, 3, None)
             with pytest.raises(EngineUnreachable, match="refuses the API key"):
                 await exact_capacity_rps(url, api_key="not-k")
             # before, it said the engine refused a key when none was sent
@@ -84,8 +85,9 @@ async def test_capacity_from_ready():
                 )
         # a worker taken out of rotation as failing is listed, but the capacity is not its
         failing = [{**READY["workers"][0], "state": "failing"}, *READY["workers"][1:]]
-        async with status_server({**READY, "workers": failing, "exact_capacity_rps": 1.6}, None) as url:
-            assert await exact_capacity_rps(url) == (1.6, 2)
+        with_steps = {**READY, "workers": failing, "exact_capacity_rps": 1.6, "steps": {"default": 50}}
+        async with status_server(with_steps, None) as url:
+            assert await exact_capacity_rps(url) == (1.6, 2, 50)
         async with status_server(READY, None) as url:
             with pytest.raises(CapacityUnknown, match="exact_capacity_rps"):
                 await exact_capacity_rps(url)

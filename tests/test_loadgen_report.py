@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from pictures import opens_as_png
+from pictures import opens_as_png, png_title
 
 from loadgen.plot import bin_timeline, compare_plot, timeline_plot
 from loadgen.records import OUTCOMES, Answer, ImageMeta, make_record
@@ -65,6 +65,50 @@ def test_images_of_simulated_workers_are_labelled_so_in_the_summary(records):
     summary = summarize([record], slo_ms=SLO_MS, duration_s=1.0)
     assert record["simulated"] and summary["simulated"]
     assert "99 %  (SIMULATED workers: modelled)" in format_summary(summary)
+
+
+def test_a_run_of_simulated_workers_says_so_above_its_figures():
+    """Only the quality row said SIMULATED: the latencies and rates above it, a sim worker's scaled profile, read as
+    measured."""
+    simulated = ImageMeta(0, None, 99.0, queue_ms=1.0, run_ms=100.0, worker="w0", simulated=True)
+    record = make_record(0, 0, 0.0, 0.0, 10.0, Answer("images", images=[simulated]), SLO_MS)
+    lines = format_summary(summarize([record], slo_ms=SLO_MS, duration_s=1.0)).splitlines()
+    assert rows(lines[0]) == {"SIMULATED": "figures from sim workers: run times a scaled profile, quality modelled"}
+    measured = make_record(0, 0, 0.0, 0.0, 10.0, Answer("images", images=[image()]), SLO_MS)
+    assert "SIMULATED" not in format_summary(summarize([measured], slo_ms=SLO_MS, duration_s=1.0))
+
+
+def test_the_sent_line_says_what_span_its_rate_is_over_and_how_long_the_run_took():
+    """--rate 2 --duration-s 1 --drain-s 2 printed 'sent 4 over 2.9 s (offered 5.76/s)': 2.9 s was the run to the
+    end of its drain, 5.76/s the rate over the 0.52 s between the first send and the last."""
+    sent_at = [0.34, 0.5133, 0.6867]
+    served = [make_record(i, 0, t, t, 100.0, Answer("images", images=[image()]), None) for i, t in enumerate(sent_at)]
+    unanswered = make_record(3, 0, 0.86, 0.86, None, None, None)
+    summary = summarize([*served, unanswered], slo_ms=None, duration_s=2.9)
+    assert summary["send_span_s"] == pytest.approx(0.52)
+    assert rows(format_summary(summary))["sent"] == (
+        "4 in 0.52 s from first to last send (offered 5.77/s); run 2.9 s to the end of its drain"
+    )
+    answered = summarize(served, slo_ms=None, duration_s=1.0)
+    assert rows(format_summary(answered))["sent"].endswith("; run 1 s to its last answer")
+    # one request has no rate: it printed 'offered n/a/s'
+    one = summarize(served[:1], slo_ms=None, duration_s=0.5)
+    assert rows(format_summary(one))["sent"] == "1 (no rate offered); run 0.5 s to its last answer"
+    # two sent at one instant, the second unanswered when the run was stopped
+    stopped = make_record(1, 0, 0.34, 0.34, None, Answer("cancelled", code="interrupted"), None)
+    at_once = summarize([served[0], stopped], slo_ms=None, duration_s=0.7)
+    assert (
+        rows(format_summary(at_once))["sent"] == "2 at one instant (no rate offered); run 0.7 s to when it was stopped"
+    )
+    assert rows(format_summary(summarize([], slo_ms=None, duration_s=0.0)))["sent"] == "0 (no rate offered)"
+
+
+def test_engine_times_are_recorded_to_the_microsecond_whichever_the_door():
+    """Over HTTP the engine rounds queue_ms and run_ms to 3 decimals; over ZeroMQ they came as its floats
+    (1.9954630006395746)."""
+    meta = ImageMeta(0, None, None, queue_ms=1.9954630006395746, run_ms=100.00049999, worker="w0")
+    record = make_record(0, 0, 0.0, 0.0, 10.0, Answer("images", images=[meta]), None)
+    assert (record["queue_ms"], record["run_ms"]) == (1.995, 100.0)
 
 
 def test_summary_arithmetic(records):
@@ -194,3 +238,6 @@ def test_timeline_and_compare_plots(records, tmp_path):
     no_quality = {**summary, "mean_quality_pct": None}
     compare_plot({"argus": summary, "clipper-ha": no_quality}, tmp_path / "c.png", title="SIMULATED")
     assert opens_as_png(tmp_path / "c.png", wider_than=100)
+    # the title is in the file too, where a program reads it
+    assert png_title(tmp_path / "no_levels.png") == "no samples" and png_title(tmp_path / "c.png") == "SIMULATED"
+    assert png_title(tmp_path / "t.png") is None

@@ -42,7 +42,7 @@ from engine.arg_types import (
 )
 from engine.config import MIN_HEARTBEAT_TIMEOUT_S
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
-from loadgen.bench.harness import median, start_engine, table, unwind_on_sigterm, write_json
+from loadgen.bench.harness import cell, median, start_engine, table, unwind_on_sigterm, write_json
 from loadgen.bench.process_watch import RssSampler, alive_child, metrics_vs_clients, parse_metrics
 
 if TYPE_CHECKING:
@@ -371,9 +371,10 @@ async def _load_with_faults(config: ChaosConfig, plan: list[str], engine, engine
 
 
 def _engine_figures(metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
-    def total(name: str) -> dict[str, float] | float:
+    def total(name: str) -> dict[str, int] | int:
+        # counts, which the exposition writes as floats: a report said 'worker restarts 5.0'
         values = metrics.get(name, {})
-        return values.get("", 0.0) if set(values) <= {""} else {k: v for k, v in values.items()}
+        return int(values.get("", 0.0)) if set(values) <= {""} else {k: int(v) for k, v in values.items()}
 
     return {
         "worker_losses": total("argus_worker_losses_total"),
@@ -488,7 +489,11 @@ def report(result: dict) -> None:
         ["duplicates", result["duplicates"], "target 0"],
         ["kills", result["kills"], "SIGKILL"],
         ["hangs", result["hangs"], f"SIGSTOP; {result['hangs_detected']} detected and killed by the engine"],
-        ["hang detect s (median/max)", f"{result['hang_detect_s']['median']}/{result['hang_detect_s']['max']}", ""],
+        [
+            "hang detect s (median/max)",
+            f"{cell(result['hang_detect_s']['median'])}/{cell(result['hang_detect_s']['max'])}",
+            "",
+        ],
         ["images", result["outcomes"].get("images", 0), ""],
         ["errors", sum(result["errors"].values()), _codes(result["errors"])],
         ["busy", result["busy"], "Busy / HTTP 429"],
@@ -500,7 +505,7 @@ def report(result: dict) -> None:
         ["worker peak RSS MB", result["workers_peak_rss_mb"], "largest VmHWM of any worker"],
         [
             "ready workers (mean/min)",
-            f"{result['ready_workers']['mean']}/{result['ready_workers']['min']}",
+            f"{cell(result['ready_workers']['mean'])}/{cell(result['ready_workers']['min'])}",
             f"of {c['workers']}, sampled from /ready every 0.5 s",
         ],
         ["worker losses", _codes(em["worker_losses"]), "engine metric, by cause"],
@@ -508,7 +513,8 @@ def report(result: dict) -> None:
         ["redispatched images", em["redispatched_images"], "engine metric"],
         ["metrics match clients", result["metrics_vs_clients"]["match"], "argus_requests_total vs replies"],
     ]
-    print(table(["measure", "value", "note"], [[str(a), str(b), n] for a, b, n in rows]))
+    # through the table's cells: a figure with nothing to take it over is n/a (it said 'busy p99 ms None')
+    print(table(["measure", "value", "note"], rows))
     print()
     keys = ("sent", "replies", "lost", "duplicates", "kills", "hangs", "p99_ms", "peak_rss_mb")
     print(json.dumps({k: result[k] for k in keys}))

@@ -13,8 +13,9 @@ for why not the mean), reached by thinning the trace on its own clock so that it
 last as long as they did in production; DiffusionDB prompts in their original order; the
 whole trace (about an hour of arrivals).
 
-Each baseline row gets a verdict against argus: better or worse on the violation
-ratio and on quality, where a difference within VIOLATION_TIE or QUALITY_TIE is a tie.
+Each baseline row gets a verdict against argus: better, worse or a tie on the violation
+ratio and on quality, where a difference within VIOLATION_TIE or QUALITY_TIE is a tie (and
+says how far argus is from it all the same).
 """
 
 from __future__ import annotations
@@ -22,22 +23,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
 from engine.arg_types import UsageError, output_file, positive_float, positive_int, read_user_file
 from loadgen.arrivals import RESCALE_MODES
+from loadgen.bench.harness import sim_image_size
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS, TRACES_DIR
-from protocols.openai_images import parse_size
+from loadgen.wording import counted
 
 DEFAULT_POLICIES = "argus,clipper-ha,clipper-ht,nirvana,proteus"
 _WINDOW_S = 10.0  # the controller's window on the simulated clock, as Proteus re-solves
-_TABLE_KEYS = ("requests", "slo_violation_ratio", "mean_quality", "throughput_rps", "goodput_rps", "p50_ms", "p99_ms")
+_TABLE_KEYS = (
+    "requests",
+    "no_image",
+    "slo_violation_ratio",
+    "mean_quality",
+    "throughput_rps",
+    "goodput_rps",
+    "p50_ms",
+    "p99_ms",
+)
 # ties: one run's violation ratio over a few thousand requests moves by about a third of this from binomial noise
 # alone; half a point of quality (percent of the exact image) is the smallest difference counted as real
 VIOLATION_TIE = 0.005
 QUALITY_TIE = 0.5
+# what a schedule needs to be compared on: a mean rate, the offered_rps of the JSON
+_NEED = "; a comparison needs two arrivals, at different instants"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration-s", type=positive_float, help="simulated seconds of the trace to replay (default: all of it)"
     )
-    parser.add_argument("--size", type=parse_size, default="1024x1024", help="WIDTHxHEIGHT (default 1024x1024)")
+    parser.add_argument(
+        "--size",
+        type=sim_image_size,
+        default="1024x1024",
+        help="WIDTHxHEIGHT with sides the sim backend takes (a multiple of 8 from 64 to 2048), or auto"
+        " (default 1024x1024)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the arrivals and prompts")
     parser.add_argument(
         "--plot", metavar="FILE.png", type=output_file, help="bar chart of violations and quality per policy"
@@ -86,11 +106,12 @@ def _policies(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from controller.profiles import LatencyProfile
-    from loadgen.arrivals import mean_rate, peak_to_mean, shape
+    from loadgen.arrivals import mean_rate, peak_to_mean, shape, truncate
     from loadgen.bench.harness import table, write_json
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
     from loadgen.report import SEND_LAG_WARNING_MS, write_records
+    from loadgen.schedule_errors import cut_too_far, thinned_too_far
     from loadgen.traces import load_trace
 
     logging.basicConfig(level=logging.WARNING)
@@ -100,13 +121,22 @@ def run(args: argparse.Namespace) -> int:
     capacity_rps = args.workers * LatencyProfile.bundled("sdxl_a100").capacity_rps(0, slo_s)
     trace = read_user_file(load_trace, args.trace)
     prompts = read_user_file(load_prompts, args.prompts)
+    rate = args.load * capacity_rps / peak_to_mean(trace)
     try:
-        busiest = peak_to_mean(trace)
-        rate = args.load * capacity_rps / busiest
-        simulated = shape(trace, rate=rate, rescale=args.rescale, seed=args.seed, duration_s=args.duration_s)
-        offered_rps = mean_rate(simulated)
-    except ValueError as error:  # a trace, or the --duration-s of it, with fewer than two arrivals
-        raise UsageError(f"--trace {args.trace} (--duration-s {args.duration_s}): {error}") from None
+        rescaled = shape(trace, rate=rate, rescale=args.rescale, seed=args.seed)
+    except ValueError as error:  # a trace of one arrival, or all at one instant: no rate of its own to rescale
+        raise UsageError(f"--load cannot rescale --trace {args.trace}: {error}") from None
+    # each step that leaves too few says so in its own flags: thinning to the load, then --duration-s
+    if not _has_a_rate(rescaled):
+        of = counted(args.workers, "sim worker")
+        said = f"--load {args.load:g} x {capacity_rps:.3g} img/s (the exact capacity of {of})"
+        raise UsageError(
+            thinned_too_far(said, args.trace, trace, rate, args.seed, len(rescaled), by_load=True, need=_NEED)
+        )
+    simulated = truncate(rescaled, duration_s=args.duration_s)
+    if not _has_a_rate(simulated):
+        raise UsageError(cut_too_far(args.duration_s, rescaled, " (simulated)", _NEED))
+    offered_rps = mean_rate(simulated)
     schedule = shape(simulated, time_scale=args.time_scale)
     width, height = args.size
     config = {
@@ -124,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         "time_scale": args.time_scale,
         "duration_s": args.duration_s,
         "requests": len(schedule),
-        "size": f"{width}x{height}",
+        "size": f"{width}x{height}" if width else "auto",
         "clock": "simulated (wall / time_scale)",
         "ties": {"slo_violation_ratio": VIOLATION_TIE, "mean_quality": QUALITY_TIE},
     }
@@ -139,7 +169,9 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="argus-compare-") as tmp:
         log_dir = Path(args.log_dir or tmp)
         for policy in policies:
-            print(f"{policy}: {len(schedule)} requests over {schedule[-1].offset_s:.0f} s (wall)", flush=True)
+            print(
+                f"{policy}: {counted(len(schedule), 'request')} over {schedule[-1].offset_s:.3g} s (wall)", flush=True
+            )
             records, summary = asyncio.run(_one_policy(policy, args, schedule, prompts, width, height, log_dir))
             results[policy] = _simulated_clock(summary, args.time_scale)
             if (summary["max_send_lag_ms"] or 0.0) > SEND_LAG_WARNING_MS:
@@ -158,11 +190,15 @@ def run(args: argparse.Namespace) -> int:
         results[policy]["argus_verdict"] = text
     rows = [[policy, *(results[policy][key] for key in _TABLE_KEYS), verdicts.get(policy, "")] for policy in policies]
     print(
-        f"\nSIMULATED cluster ({args.workers} sim workers), load {args.load}x exact capacity "
+        f"\nSIMULATED cluster ({counted(args.workers, 'sim worker')}), load {args.load}x exact capacity "
         f"({capacity_rps:.2f} img/s) in the trace's busiest minute ({rate / capacity_rps:.2f}x on average), "
         f"SLO {args.slo_ms:.0f} ms, {config['requests']} requests from {args.trace}"
     )
     print(table(["policy", *_TABLE_KEYS, "argus against it"], rows))
+    for policy in policies:  # why: a run every request of which failed showed only n/a in its row
+        if codes := results[policy]["error_codes"]:
+            said = ", ".join(f"{code} {n}" for code, n in sorted(codes.items(), key=lambda item: -item[1]))
+            print(f"{policy}: {counted(results[policy]['no_image'], 'request')} without an image: {said}")
     if args.plot:
         title = (
             f"SIMULATED: {args.workers} sim workers, {Path(args.trace).name}\n"
@@ -188,13 +224,21 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
         "--window-s", str(_WINDOW_S * args.time_scale),
         "--max-queue", "100000",
         workers=args.workers,
+        name=f"engine-{policy}",  # a --log-dir of engine-PORT.log files did not say which policy each was
     )  # fmt: skip
     try:
         await asyncio.to_thread(engine.wait_ready, args.workers)
         client = ZmqLoadClient(engine.client_address, RequestOptions(width=width, height=height))
         try:
             records, summary = await run_load(
-                schedule, prompts, client, wall_slo_ms, seed=args.seed, status_url=engine.http, progress=True
+                schedule,
+                prompts,
+                client,
+                wall_slo_ms,
+                seed=args.seed,
+                status_url=engine.http,
+                # a bar redrawn into a file or a pipe (a CI log) is a line of text at each redraw
+                progress=sys.stderr.isatty(),
             )
         finally:
             await client.close()
@@ -216,15 +260,19 @@ def _simulated_clock(summary: dict, time_scale: float) -> dict:
         value = summary.get(key)
         return None if value is None else value * time_scale
 
+    outcomes = summary["outcomes"]
     return {
         "requests": summary["sent"],
+        # requests that got no image, and why: a run refused outright had only None in its row
+        "no_image": summary["sent"] - outcomes["ok"] - outcomes["late"],
+        "error_codes": summary["error_codes"],
         "slo_violation_ratio": summary["slo_violation_ratio"],
         "mean_quality": summary["mean_quality_pct"],
         "throughput_rps": rps("throughput_rps"),
         "goodput_rps": rps("goodput_rps"),
         "p50_ms": ms("latency_p50_ms"),
         "p99_ms": ms("latency_p99_ms"),
-        "outcomes": summary["outcomes"],
+        "outcomes": outcomes,
         "level_mix": summary["level_mix"],
         "cache_hit_rate": summary["cache_hit_rate"],
         # how far behind its schedule the generator sent: what the engine saw was not the offered load past a little
@@ -243,14 +291,46 @@ def _record_on_simulated_clock(record: dict, time_scale: float) -> dict:
     }
 
 
+def _has_a_rate(schedule: list) -> bool:
+    return len(schedule) >= 2 and schedule[-1].offset_s > schedule[0].offset_s
+
+
 def verdict(argus: dict, baseline: dict) -> str:
-    """Where argus is better and worse than `baseline`: fewer violations and higher quality are better."""
-    fewer_violations = baseline["slo_violation_ratio"] - argus["slo_violation_ratio"]
-    more_quality = (argus["mean_quality"] or 0.0) - (baseline["mean_quality"] or 0.0)
-    gains = (("violations", fewer_violations, VIOLATION_TIE), ("quality", more_quality, QUALITY_TIE))
-    better = [name for name, gain, tie in gains if gain > tie]
-    worse = [name for name, gain, tie in gains if gain < -tie]
-    return f"better: {', '.join(better) or '-'}; worse: {', '.join(worse) or '-'}"
+    """Where argus is better, worse and level with `baseline` (`better violations, quality a tie (argus 0.25
+    higher)`): fewer violations and higher quality are better, a difference within VIOLATION_TIE or QUALITY_TIE is a
+    tie, and a tie says how far apart they are all the same. It said 'better: -; worse: violations', leaving out a
+    quality of 98.52 against 98.48."""
+    # (name, argus's gain on it, the tie, the difference as printed, argus's side of it when it gains)
+    gains = (
+        (
+            "violations",
+            baseline["slo_violation_ratio"] - argus["slo_violation_ratio"],
+            VIOLATION_TIE,
+            "{:.4f}",
+            ("lower", "higher"),
+        ),
+        (
+            "quality",
+            (argus["mean_quality"] or 0.0) - (baseline["mean_quality"] or 0.0),
+            QUALITY_TIE,
+            "{:.2f}",
+            ("higher", "lower"),
+        ),
+    )
+    better = [name for name, gain, tie, _, _ in gains if gain > tie]
+    worse = [name for name, gain, tie, _, _ in gains if gain < -tie]
+    ties = {
+        name: "equal" if float(shown.format(abs(gain))) == 0 else f"argus {shown.format(abs(gain))} {sides[gain < 0]}"
+        for name, gain, tie, shown, sides in gains
+        if abs(gain) <= tie
+    }
+    if len(better) == 2 or len(worse) == 2:
+        return f"{'better' if better else 'worse'} on both"
+    if len(ties) == 2:
+        apart = [f"{apart} on {name}" for name, apart in ties.items() if apart != "equal"]
+        return f"a tie on both ({', '.join(apart) or 'equal'})"
+    said = [f"better {name}" for name in better] + [f"worse {name}" for name in worse]
+    return ", ".join(said + [f"{name} a tie ({apart})" for name, apart in ties.items()])
 
 
 def _for_plot(result: dict) -> dict:

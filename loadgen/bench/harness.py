@@ -50,6 +50,22 @@ def sim_image_side(text: str) -> int:
     return side
 
 
+def sim_image_size(text: str) -> tuple[int, int]:
+    """An argparse type: WIDTHxHEIGHT with sides the sim backend takes, or auto (0, 0: its default). The compare bench
+    ran a whole trace against each policy with any other, every request refused invalid_size, and exited 0."""
+    from protocols.openai_images import parse_size
+    from workers.limits import BACKEND_SIZES
+
+    sizes = BACKEND_SIZES["sim"]
+    try:
+        width, height = parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or WIDTHxHEIGHT (1024x1024), not {text!r}") from None
+    if width and not (sizes.takes(width) and sizes.takes(height)):
+        raise argparse.ArgumentTypeError(f"expected sides that are {sizes.rule}, not {text!r}")
+    return width, height
+
+
 def _ports_below_ephemeral() -> range:
     try:
         ephemeral_start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -230,8 +246,11 @@ class EngineChild:
             print(f"warning: the engine exited with {code}:\n{self.child.log_tail()}")
 
 
-def start_engine(log_dir: Path, *args: str, workers: int = 2, log_level: str = "WARNING") -> EngineChild:
-    """`argus serve` on free loopback ports (HTTP, ZeroMQ clients, ZeroMQ workers)."""
+def start_engine(
+    log_dir: Path, *args: str, workers: int = 2, log_level: str = "WARNING", name: str | None = None
+) -> EngineChild:
+    """`argus serve` on free loopback ports (HTTP, ZeroMQ clients, ZeroMQ workers), logging to `log_dir`/NAME.log
+    (default: engine-HTTP_PORT)."""
     http_port, client_port, worker_port = free_port(), free_port(), free_port()
     command = python_module(
         "engine.cli",
@@ -250,7 +269,7 @@ def start_engine(log_dir: Path, *args: str, workers: int = 2, log_level: str = "
         str(workers),
         *args,
     )
-    child = spawn(command, log_dir, f"engine-{http_port}")
+    child = spawn(command, log_dir, name or f"engine-{http_port}")
     return EngineChild(
         child, f"http://{LOOPBACK}:{http_port}", f"tcp://{LOOPBACK}:{client_port}", f"tcp://{LOOPBACK}:{worker_port}"
     )
@@ -338,7 +357,7 @@ def p99_caveat(samples: int) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Plain text, columns aligned (numbers right, text left)."""
-    cells = [[_cell(v) for v in row] for row in rows]
+    cells = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     numeric = [all(isinstance(row[i], (int, float)) for row in rows) if rows else False for i in range(len(headers))]
 
@@ -352,8 +371,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
+def cell(value: Any) -> str:
+    """A figure as a table prints it."""
+    if value is None:  # a figure with nothing to take it over (a p99 of no images): printed 'None', as Python says it
+        return "n/a"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
         if math.isnan(value):

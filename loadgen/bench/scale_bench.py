@@ -58,6 +58,7 @@ from loadgen.bench.harness import (
     table,
     write_json,
 )
+from loadgen.wording import counted
 
 PROMPT = "a photograph of a red fox in a snowy forest, golden light"
 PEAK_TARGET_RPS = 2000.0
@@ -145,12 +146,14 @@ def _measure(args: argparse.Namespace, tmp: Path) -> dict:
     try:
         engine.wait_ready(0)  # its HTTP is up
         per_fleet = [args.workers // args.fleets + (i < args.workers % args.fleets) for i in range(args.fleets)]
-        print(f"starting {args.fleets} fleet processes ({'+'.join(map(str, per_fleet))} SIMULATED workers) ...")
+        fleets_said = counted(args.fleets, "fleet process", "fleet processes")
+        workers_said = "worker" if args.workers == 1 else "workers"
+        print(f"starting {fleets_said} ({'+'.join(map(str, per_fleet))} SIMULATED {workers_said}) ...")
         for i, count in enumerate(per_fleet):
             fleets.append(_start_fleet(tmp, engine.worker_address, count, i))
         started = time.monotonic()
         _wait_workers(engine, fleets, args.workers, args.ready_timeout_s)
-        print(f"  all {args.workers} workers ready after {time.monotonic() - started:.1f} s", flush=True)
+        print(f"  {counted(args.workers, 'worker')} ready after {time.monotonic() - started:.1f} s", flush=True)
         pid = engine.child.process.pid
         steps = _ramp(args, engine, fleets, tmp, pid)
         kept = [min(s.answered_rps, s.offered_rps) for s in steps if s.kept_up(args.p99_limit_ms)]
@@ -208,7 +211,7 @@ def _wait_workers(engine: EngineChild, fleets: list[Child], workers: int, timeou
 def _ramp(args: argparse.Namespace, engine: EngineChild, fleets: list[Child], tmp: Path, pid: int) -> list[Step]:
     print(
         f"rising load: from {args.start_rps:g} req/s, x{args.growth:g} a step, {args.step_s:g} s each, "
-        f"{args.load_processes} load processes",
+        f"{counted(args.load_processes, 'load process', 'load processes')}",
         flush=True,
     )
     steps: list[Step] = []
@@ -349,13 +352,22 @@ def _allocation_solve_ms(workers: int) -> float:
     return percentile(times, 50)
 
 
+def peak_target(peak_rps: float, saturated: bool) -> str:
+    """Whether the peak met its target. A ramp that never saturated stopped at --max-rps: a peak below the target is
+    then a floor, and the target was never tried (it said MISSED)."""
+    if peak_rps >= PEAK_TARGET_RPS:
+        return "met"
+    return "MISSED" if saturated else "not reached: the ramp stopped at --max-rps first"
+
+
 def _report(args: argparse.Namespace, result: dict) -> None:
     steps: list[Step] = result["steps"]
     half: Step = result["half"]
     print()
     print(
-        f"argus bench scale: one engine, {args.workers} SIMULATED workers (sim, time scale 0) in {args.fleets} fleet"
-        f" processes over loopback TCP; open-loop load from {args.load_processes} processes"
+        f"argus bench scale: one engine, {counted(args.workers, 'SIMULATED worker')} (sim, time scale 0) in"
+        f" {counted(args.fleets, 'fleet process', 'fleet processes')} over loopback TCP; open-loop load from"
+        f" {counted(args.load_processes, 'process', 'processes')}"
     )
     print("added latency: end to end at the client less the worker's run time; engine CPU: share of one core")
     print("send late: how far behind its schedule the load sent (latency is timed from the send)")
@@ -406,11 +418,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
             ["measure", "value", "target"],
             [
                 ["workers", args.workers, ""],
-                [
-                    "peak req/s",
-                    shown_peak,
-                    f">= {PEAK_TARGET_RPS:g} ({'met' if peak >= PEAK_TARGET_RPS else 'MISSED'})",
-                ],
+                ["peak req/s", shown_peak, f">= {PEAK_TARGET_RPS:g} ({peak_target(peak, result['saturated'])})"],
                 [
                     f"p99 added ms at {half.offered_rps:,.0f} req/s",
                     half.p99_ms,
@@ -435,6 +443,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
     write_json(
         args.json,
         {
+            "simulated": True,  # as bench engine's, chaos's and compare's: sim workers at time scale 0
             "workers": args.workers,
             "peak_rps": peak,
             "p99_added_ms_at_half_peak": half.p99_ms,

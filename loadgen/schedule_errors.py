@@ -1,0 +1,38 @@
+"""Why a schedule came out with too few arrivals, in the words of the flags that made it (`argus loadgen`'s and
+`argus bench compare`'s). A trace thinned to nothing said 'the schedule is empty (check --duration-s and
+--time-scale)', naming flags the user had not given, or let a Python None into the message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from loadgen.arrivals import LOAD_WINDOW_S, Arrival, mean_rate, truncate
+from loadgen.wording import counted
+
+
+def thinned_too_far(
+    said: str, trace: str, base: Sequence[Arrival], rate: float, seed: int, kept: int, *, by_load: bool, need: str = ""
+) -> str:
+    """`said` (the flags that asked for `rate`, on the trace's clock) thinned the trace `base` to `kept` arrivals:
+    too few for a run (`need`: how many one needs, when not one). `by_load`: --load sized it by its busiest minute."""
+    own = mean_rate(base)
+    text = (
+        f"{said} thins --trace {trace} ({counted(len(base), 'arrival')} at {own:.3g}/s) to {rate:.3g}/s on its own"
+        f" clock: each arrival is kept with probability {rate / own:.2g}, and --seed {seed} kept"
+        f" {f'only {kept}' if kept else 'none'}{need}"
+    )
+    if by_load and base[-1].offset_s - base[0].offset_s <= LOAD_WINDOW_S:
+        text += f"; a trace of {LOAD_WINDOW_S:g} s or less is its own busiest minute, so --load sets its mean rate"
+    return text + "; ask for a higher rate, or pass --rescale stretch to keep every arrival"
+
+
+def cut_too_far(duration_s: float, schedule: Sequence[Arrival], clock: str, need: str = "") -> str:
+    """--duration-s kept too few of `schedule`'s arrivals (offsets in seconds `clock` says what of)."""
+    kept = truncate(schedule, duration_s=duration_s)
+    if not kept:
+        where = f": the first comes at {schedule[0].offset_s:.3g} s{clock}"
+    elif kept[-1].offset_s == kept[0].offset_s:
+        where = f", all at {kept[0].offset_s:.3g} s{clock}"
+    else:
+        where = f", from {kept[0].offset_s:.3g} s to {kept[-1].offset_s:.3g} s{clock}"
+    return f"--duration-s {duration_s:g} keeps {len(kept)} of the {counted(len(schedule), 'arrival')}{where}{need}"
