@@ -39,3 +39,12 @@ def test_better_or_worse_on_both(argus, baseline, said):
 
 def test_a_run_with_no_images_has_no_quality():
     assert verdict(row(0.0, 99.0), row(1.0, None)) == "better on both"
+
+
+@pytest.mark.parametrize("cancelled", ["argus", "baseline"])
+def test_a_run_whose_every_request_was_cancelled_gets_no_verdict(cancelled):
+    """Its violation ratio is None (cancelled requests are not judged): the verdict raised a TypeError, and the
+    table of the runs done was lost."""
+    done, none = row(0.01, 98.0), row(None, None)
+    argus, baseline = (none, done) if cancelled == "argus" else (done, none)
+    assert verdict(argus, baseline) == "no verdict: a run whose every request was cancelled has no violation ratio"

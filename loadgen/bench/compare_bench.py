@@ -300,6 +300,8 @@ def verdict(argus: dict, baseline: dict) -> str:
     higher)`): fewer violations and higher quality are better, a difference within VIOLATION_TIE or QUALITY_TIE is a
     tie, and a tie says how far apart they are all the same. It said 'better: -; worse: violations', leaving out a
     quality of 98.52 against 98.48."""
+    if argus["slo_violation_ratio"] is None or baseline["slo_violation_ratio"] is None:
+        return "no verdict: a run whose every request was cancelled has no violation ratio"
     # (name, argus's gain on it, the tie, the difference as printed, argus's side of it when it gains)
     gains = (
         (
