@@ -215,7 +215,7 @@ class WorkerProcess:
         self._socket.send_multipart([self._identity, *self._codec.encode(message)], copy=False)
 
 
-# --levels of both profile commands: level 0, the exact image, is measured without asking
+# --levels of `argus profile latency`: level 0, the exact image, is measured without asking, and may be named too
 levels_list = comma_separated(non_negative_int)
 
 

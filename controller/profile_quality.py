@@ -42,12 +42,11 @@ from controller.profile_latency import (
     add_worker_arguments,
     cache_levels,
     image_size,
-    levels_list,
     machine_description,
     now_utc,
 )
 from controller.versioned import write_versioned
-from engine.arg_types import UsageError, output_file, positive_int, read_user_file
+from engine.arg_types import UsageError, comma_separated, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
 from engine.worker_command import check_worker_backend
@@ -67,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--levels",
-        type=levels_list,
+        # K=0 is each prompt's exact image, made anyway: `--levels 0` generated every prompt and resumed none
+        type=comma_separated(positive_int),
         help="levels K > 0, comma separated (default: every level the worker caches below N)",
     )
     parser.add_argument("--embedder", default="hash", choices=EMBEDDERS, help="the engine's embedder")

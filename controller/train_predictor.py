@@ -17,21 +17,29 @@ from pathlib import Path
 from controller.predictor import Lookup, TrainedPredictor
 from controller.profiles import QualitySample, read_quality_samples
 from controller.similarity import SimilarityTable
-from engine.arg_types import UsageError, output_file, read_user_file
+from engine.arg_types import UsageError, output_file, positive_float, probability, read_user_file
+from engine.cache.embedders import EMBEDDERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("samples", help="JSONL of profiled samples (similarity, level, quality, prompt)")
     parser.add_argument("--out", required=True, type=output_file, help="where to write the predictor (JSON)")
-    parser.add_argument("--target", type=float, default=95.0, help="quality to stay above, percent (default 95)")
+    # checked here, by the names typed: TrainedPredictor refuses them too, but by its own names (min_probability)
+    parser.add_argument(
+        "--target", type=positive_float, default=95.0, help="quality to stay above, percent (default 95)"
+    )
     parser.add_argument(
         "--min-probability",
-        type=float,
+        type=probability,
         default=0.5,
-        help="serve at a level when P(quality >= target) is at least this (default 0.5)",
+        help="serve at a level when P(quality >= target) is at least this, 0 to 1 (default 0.5)",
     )
-    parser.add_argument("--l2", type=float, default=1.0, help="ridge penalty of the logistic fits (default 1)")
-    parser.add_argument("--embedder", help="also score this embedder's bundled similarity table on the same samples")
+    parser.add_argument("--l2", type=positive_float, default=1.0, help="ridge penalty of the logistic fits (default 1)")
+    parser.add_argument(
+        "--embedder",
+        choices=EMBEDDERS,
+        help="also score this embedder's bundled similarity table on the same samples",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     training, held_out = _split(samples)
     try:
         trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
-    except ValueError as error:  # an option it cannot fit with
+    except ValueError as error:  # samples it cannot fit: similarities so large that their mean overflows
         raise UsageError(str(error)) from None
     reference = SimilarityTable.bundled(args.embedder) if args.embedder else None
 

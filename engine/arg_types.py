@@ -1,6 +1,6 @@
 """What a command cannot run with, refused before it starts: argparse types for numbers (finite, and above zero or
-from zero), lists of them, URLs, and files to write into a directory that is not there; and files to read that cannot
-be read, as a UsageError. And what a host name or address is: a URL's host, a loopback one."""
+from zero; a probability), lists of them, URLs, and files to write into a directory that is not there; and files to
+read that cannot be read, as a UsageError. And what a host name or address is: a URL's host, a loopback one."""
 
 from __future__ import annotations
 
@@ -69,6 +69,17 @@ positive_int = _at_least_zero(int, zero_allowed=False)
 positive_float = _at_least_zero(float, zero_allowed=False)
 non_negative_int = _at_least_zero(int, zero_allowed=True)
 non_negative_float = _at_least_zero(float, zero_allowed=True)
+
+
+def probability(text: str) -> float:
+    """An argparse type: a probability, a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}")
+    return value
 
 
 def tcp_port(text: str) -> int:
@@ -164,6 +175,15 @@ def output_file(text: str) -> str:
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
     return text
+
+
+def host_memory_bytes() -> int | None:
+    """This host's physical memory, None where the OS does not say: what a number of bytes to hold is checked
+    against."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
 
 
 def read_user_file(read: Callable[[str], T], path: str) -> T:

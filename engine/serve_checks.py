@@ -9,7 +9,7 @@ import os
 import re
 
 from controller.profiles import LatencyProfile
-from engine.arg_types import UsageError
+from engine.arg_types import UsageError, host_memory_bytes
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache_dir import cache_dir_problem
 from engine.config import (
@@ -51,7 +51,7 @@ def check_serve_args(args: argparse.Namespace) -> None:
             f"--image-url-ttl is at most {MAX_IMAGE_URL_TTL_S:,} s (a week: the images are held in memory), not"
             f" {args.image_url_ttl:,.10g} (it counts seconds, not ms)"
         )
-    memory = _host_memory_bytes()
+    memory = host_memory_bytes()
     if memory is not None and args.image_url_store_bytes > memory:
         raise UsageError(
             f"--image-url-store-bytes {args.image_url_store_bytes:,} is more than this host's memory ({memory:,} bytes)"
@@ -77,14 +77,6 @@ def check_serve_args(args: argparse.Namespace) -> None:
             raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
     elif args.ray_address or args.ray_connect:
         raise UsageError("--ray-address and --ray-connect go with --launcher ray")
-
-
-def _host_memory_bytes() -> int | None:
-    """This host's physical memory, None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
 
 
 def _check_api_key(key: str) -> None:

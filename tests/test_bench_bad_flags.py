@@ -1,11 +1,18 @@
 """A benchmark's bad flag is a one-line error and exit 2 before anything starts, not a traceback (or a worker
 started, a pipeline built and an engine run, to fail then)."""
 
+import resource
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from engine.arg_types import UsageError
 from engine.cli import main
+from engine_process import ROOT
+from loadgen.bench import checkpoint_bench
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -147,6 +154,9 @@ def test_an_image_size_the_sim_engine_refuses(bench, size, capsys):
     assert "argument --size: expected a multiple of 8 from 64 to 2048" in err and "Traceback" not in err
 
 
+SMALL_CACHE_BENCH = ["--entries", "10", "--timed-inserts", "5", "--latents", "2", "--lookups", "2"]
+
+
 @pytest.mark.parametrize(
     ("size", "says"),
     [
@@ -174,11 +184,42 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
         (["profile", "latency", "--backend", "sim", "--batches", "2", "--out", "{tmp}/x.json"], "--batches must"),
         (["profile", "latency", "--backend", "tiny", "--time-scale", "2", "--out", "{tmp}/x.json"], "--time-scale"),
         (["train-predictor", "{tmp}/few.jsonl", "--out", "{tmp}/o.json"], "need at least 10 samples"),
+        # the replay's flags were ignored without it, and the index benchmark ran (small here: it ran to the end)
+        (["bench", "cache", "--embedder", "minilm", *SMALL_CACHE_BENCH], "--embedder: only with --replay"),
+        (["bench", "cache", "--model-path", "{tmp}", *SMALL_CACHE_BENCH], "--model-path: only with --replay"),
+        # likewise ignored by the hash embedder; clip's missing model was said as make_embedder's `model_path`
+        (["bench", "cache", "--replay", "{tmp}/p.txt", "--model-path", "{tmp}"], "--model-path goes with --embedder"),
+        (["bench", "cache", "--replay", "{tmp}/p.txt", "--embedder", "clip"], "--embedder clip needs --model-path"),
     ],
 )
 def test_flags_that_cannot_run_together_exit_2_as_usage_errors(argv, says, tmp_path, capsys):
     """These said why in one line but exited 1, as a failed run does (SystemExit with a message)."""
     (tmp_path / "few.jsonl").write_text('{"similarity": 0.9, "level": 10, "quality": 90.0, "prompt": "a"}\n')
+    (tmp_path / "p.txt").write_text("a red fox\na blue whale\n")
     assert _exit_code([arg.format(tmp=tmp_path) for arg in argv]) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+def _address_space_at_most(size: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+
+def test_checkpoint_bench_refuses_a_cache_no_host_holds():
+    """--cache-mib had no bound: 100,000 built its cache, silently, for minutes. In a process of its own whose address
+    space is bounded, so that a bench building it anyway fails in a MemoryError, not by taking the machine's memory."""
+    argv = [sys.executable, "-m", "engine.cli", "bench", "checkpoint", "--cache-mib", str(2**30)]  # a PiB
+    proc = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=_address_space_at_most(4 << 30)
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith("argus bench checkpoint: error: --cache-mib 1,073,741,824 is more than this host's")
+    assert proc.stderr.count("\n") == 1
+
+
+def test_checkpoint_bench_refuses_a_cache_its_temporary_folder_cannot_hold(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_bench, "host_memory_bytes", lambda: None)  # a host that does not say
+    half_the_space = shutil.disk_usage(tmp_path).free // 2
+    with pytest.raises(UsageError, match=f"--cache-mib {(half_the_space + (1 << 20)) >> 20:,}: {tmp_path} has"):
+        checkpoint_bench._check_room(half_the_space + (1 << 20), str(tmp_path))
+    checkpoint_bench._check_room(1 << 20, str(tmp_path))

@@ -149,6 +149,9 @@ def test_checkpoint_bench_times_requests_during_and_outside_the_checkpoints(tmp_
         tmp_path, "checkpoint", *("--cache-mib", "16", "--interval", "1", "--duration", "4", "--rate", "10")
     )
     assert data["prompts"] == 16 * 1024 // (5 * 128)  # five SD-XL latents of 128 KiB a prompt
+    # what it does while the cache is built and restored, which took minutes at a large --cache-mib without a word
+    assert f"building a cache of 16 MiB: {data['prompts']} prompts x 5 SD-XL latents ..." in stdout
+    assert "starting an engine (sim backend) to restore it ..." in stdout
     assert data["checkpoint_s"], stdout  # the probes' inserts changed the cache: it was saved every second
     # each save held the cache thread for its snapshot only, a share of its whole length
     assert all(0 <= on <= whole for on, whole in zip(data["on_cache_thread_s"], data["checkpoint_s"], strict=True))

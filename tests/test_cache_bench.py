@@ -1,4 +1,5 @@
-"""`argus bench cache` at a small size writes exactly its documented JSON; the replay agrees with calibrate's."""
+"""`argus bench cache` at a small size writes exactly its documented JSON; the replay reads prompts as loadgen does and
+agrees with calibrate's."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 from engine.cache import calibrate
 from engine.cache.embedders import make_embedder
 from engine.cache.thresholds import HASH
+from engine.cli import main
 from loadgen.bench import cache_bench
+from loadgen.prompts import load_prompts
 
 PROMPTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
 
@@ -54,8 +57,17 @@ def test_small_bench_writes_the_documented_json(tmp_path, capsys, vectors):
     assert "recall@1" in capsys.readouterr().out
 
 
+def test_replay_reads_prompts_as_loadgen_reads_them(tmp_path):
+    """With calibrate's reader, a blank line was replayed as an empty prompt, and a file of them as that many."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\n\na red fox, at dusk\n   \na blue whale\n")
+    out = tmp_path / "replay.json"
+    assert main(["bench", "cache", "--replay", str(prompts), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["prompts"] == len(load_prompts(prompts)) == 3
+
+
 def test_replay_through_the_cache_matches_the_exact_replay():
-    prompts = calibrate.load_prompts(PROMPTS)[:400]
+    prompts = load_prompts(PROMPTS)[:400]
     embedder = make_embedder("hash")
     result = cache_bench.replay_hit_rates(prompts, embedder, HASH)
     exact = calibrate.served(calibrate.replay_similarities(embedder.embed(prompts)), HASH)

@@ -1,4 +1,4 @@
-"""`argus calibrate`: prompt files in three formats, the in-order replay, and quantile-matched thresholds."""
+"""`argus calibrate`: prompt files read as loadgen reads them, the in-order replay, and quantile-matched thresholds."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from engine.arg_types import UsageError
 from engine.cache import calibrate
 from engine.cache.thresholds import NIRVANA_CLIP
+from loadgen.prompts import load_prompts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts"
 LEVELS = (5, 10, 15, 20, 25)
@@ -30,13 +31,13 @@ def assert_monotone(thresholds: dict[str, float]) -> None:
     assert values == sorted(values) and 0 <= values[0] and values[-1] < 1
 
 
-def test_prompt_files_in_three_formats():
-    diffusiondb = calibrate.load_prompts(DATA / "diffusiondb_5k.txt")
-    parti = calibrate.load_prompts(DATA / "partiprompts.tsv")
-    drawbench = calibrate.load_prompts(DATA / "drawbench.json")
-    assert (len(diffusiondb), len(parti), len(drawbench)) == (5000, 1632, 200)
-    assert parti[0] == "bond" and drawbench[0] == "A red colored car."
-    assert any(p.startswith('"G I G G L E"') for p in parti)  # TSV quotes are text, not quoting
+def test_prompts_are_read_as_loadgen_reads_them(tmp_path):
+    """With a reader of its own, calibrate took a blank line for an empty prompt: 5,000 prompts in diffusiondb_5k,
+    where loadgen sends 4,999 (tests/test_loadgen_prompts.py reads the three formats)."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\n\na red fox, at dusk\n   \na blue whale\n")
+    report = run(tmp_path, "--embedder", "hash", "--reference", "nirvana", "--prompts", str(prompts))
+    assert report["count"] == len(load_prompts(prompts)) == 3
 
 
 def test_replay_compares_each_prompt_with_its_best_earlier_one():

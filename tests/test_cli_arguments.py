@@ -50,6 +50,13 @@ from protocols.curve import create_key_files
         # a negative limit cut prompts off the end
         (["calibrate", "--embedder", "hash", "--prompts", "p.txt", "--limit", "-1"], "--limit"),
         (["profile", "quality", "p.txt", "--clip", "clip", "--limit", "-1"], "--limit"),
+        # K=0, the exact image, is made anyway: every prompt was generated and none resumed from a neighbour
+        (["profile", "quality", "p.txt", "--clip", "clip", "--levels", "0"], "--levels"),
+        (["profile", "quality", "p.txt", "--clip", "clip", "--levels", "5,0"], "--levels"),
+        # refused after the samples were read, by the predictor's own names: "min_probability within 0..1"
+        (["train-predictor", "s.jsonl", "--min-probability", "2"], "--min-probability"),
+        (["train-predictor", "s.jsonl", "--min-probability", "nan"], "--min-probability"),
+        (["train-predictor", "s.jsonl", "--target", "nan"], "--target"),
     ],
 )
 def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
@@ -498,19 +505,32 @@ BAD_INPUTS = {
     "not UTF-8": ("latin1.txt", lambda path: path.write_bytes(b"caf\xe9\n"), "can't decode byte 0xe9"),
     "not JSON": ("broken.json", lambda path: path.write_text('["a", '), "Expecting value"),
     "not a list": ("dict.json", lambda path: path.write_text('{"a": 1}'), "expected a JSON list of strings"),
-    "no Prompt column": ("columns.tsv", lambda path: path.write_text("x\ty\n1\t2\n"), "no Prompt column"),
+    "no Prompt column": ("columns.tsv", lambda path: path.write_text("x\ty\n1\t2\n"), "no 'Prompt' column"),
     "not JSONL": ("samples.jsonl", lambda path: path.write_text("not json\n"), "Expecting value"),
+    # bench cache --replay divided by zero; calibrate said "need at least 2 prompts, got 0" (or, for blank lines,
+    # ran on them as empty prompts), where loadgen reads the same files as no prompts
+    "empty": ("empty.txt", lambda path: path.write_bytes(b""), "no prompts"),
+    "blank lines only": ("blank.txt", lambda path: path.write_text("\n \n\t\n"), "no prompts"),
+    # calibrate read it as one prompt a line
+    "not a prompt format": ("prompts.csv", lambda path: path.write_text("a red fox\n"), "prompts come as .txt"),
 }
+# the commands that read a prompt file, all by loadgen/prompts.py: the same prompts and the same errors
+PROMPT_FILE_ERRORS = BAD_INPUTS.keys() - {"not JSONL"}
 COMMANDS_READING = [
-    (["calibrate", "--embedder", "hash", "--reference", "nirvana", "--prompts"], BAD_INPUTS.keys() - {"not JSONL"}),
-    (["profile", "quality", "--clip", "clip", "--out", "{tmp}/q.jsonl"], {"missing", "not a list", "not UTF-8"}),
+    (["calibrate", "--embedder", "hash", "--reference", "nirvana", "--prompts"], PROMPT_FILE_ERRORS),
+    (["bench", "cache", "--replay"], PROMPT_FILE_ERRORS),
+    (["profile", "quality", "--clip", "clip", "--out", "{tmp}/q.jsonl"], PROMPT_FILE_ERRORS),
     (["train-predictor", "--out", "{tmp}/model.json"], {"missing", "not JSONL", "a directory"}),
 ]
 
 
 @pytest.mark.parametrize(
     ("argv", "bad"),
-    [pytest.param(argv, bad, id=f"{argv[0]}: {bad}") for argv, cases in COMMANDS_READING for bad in sorted(cases)],
+    [
+        pytest.param(argv, bad, id=f"{command_name(argv)}: {bad}")
+        for argv, cases in COMMANDS_READING
+        for bad in sorted(cases)
+    ],
 )
 def test_an_input_file_that_cannot_be_used_is_one_line_naming_it(argv, bad, tmp_path, capsys):
     name, make, says = BAD_INPUTS[bad]
@@ -538,6 +558,19 @@ def test_flags_an_offline_command_cannot_run_with_are_a_usage_error(argv, says, 
     assert main([arg.format(tmp=tmp_path, prompts=prompts) for arg in argv]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"{command_name(argv)}: error: ") and says in error
+
+
+def test_train_predictor_offers_the_embedders_it_has_tables_for(tmp_path, capsys):
+    """Another name was a KeyError traceback, exit 1, once the samples had been read and the predictor fit."""
+    samples = tmp_path / "samples.jsonl"
+    rows = [{"similarity": 0.6 + i / 50, "level": 10, "quality": 90.0 + i, "prompt": "a red fox"} for i in range(12)]
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(SystemExit) as exited:
+        main(["train-predictor", str(samples), "--out", str(tmp_path / "p.json"), "--embedder", "foo"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("argus train-predictor: error: argument --embedder: invalid choice: 'foo'")
+    assert all(name in error for name in ("hash", "minilm", "clip"))
 
 
 @pytest.mark.parametrize(

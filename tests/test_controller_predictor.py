@@ -10,7 +10,6 @@ from controller import train_predictor
 from controller.predictor import Lookup, SimilarityPredictor, TrainedPredictor, stored_level_at_most
 from controller.profiles import QualityModel, QualitySample
 from controller.similarity import SimilarityTable
-from engine.arg_types import UsageError
 
 LEVELS = (0, 5, 10, 15, 20, 25)
 ALL_STORED = LEVELS[1:]
@@ -116,11 +115,11 @@ def test_train_predictor_holds_out_every_level_of_samples_in_profile_quality_ord
 
 
 @pytest.mark.parametrize("l2", ["0", "-1", "nan"])
-def test_train_predictor_refuses_a_penalty_that_is_not_positive(tmp_path, l2):
-    samples = tmp_path / "samples.jsonl"
-    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in _samples(100, seed=5)))
-    parser = argparse.ArgumentParser()
+def test_train_predictor_refuses_a_penalty_that_is_not_positive(tmp_path, l2, capsys):
+    """Refused as the flag is read, by its name: the samples were read first, then the fit said `l2 must be > 0`."""
+    parser = argparse.ArgumentParser(prog="argus train-predictor")
     train_predictor.add_arguments(parser)
-    args = parser.parse_args([str(samples), "--out", str(tmp_path / "model.json"), "--l2", l2])
-    with pytest.raises(UsageError, match="l2 must be > 0"):
-        train_predictor.run(args)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["samples.jsonl", "--out", str(tmp_path / "model.json"), "--l2", l2])
+    assert exited.value.code == 2
+    assert f"argus train-predictor: error: argument --l2: expected a number > 0, not '{l2}'" in capsys.readouterr().err

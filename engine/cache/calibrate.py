@@ -17,7 +17,6 @@ own similarities as they are, the assumption the shipped minilm table rests on.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from engine.arg_types import UsageError, output_file, positive_int, read_user_fi
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
+from loadgen.prompts import load_prompts
 
 NIRVANA = "nirvana"
 # candidate thresholds: 0.001 apart, like the precision tables are published with;
@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompts",
         required=True,
         metavar="FILE",
-        help="prompts in serving order: .txt (one a line), .tsv (a Prompt column) or .json (a list)",
+        help="prompts in serving order, read as `argus loadgen` reads them: .txt (one a line), .tsv (a Prompt column)"
+        " or .json (a list); blank prompts are skipped",
     )
     parser.add_argument(
         "--reference",
@@ -98,25 +99,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
-
-
-# -- prompt files ----------------------------------------------------------------
-def load_prompts(path: str | Path) -> list[str]:
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        prompts = json.loads(text)
-        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"{path}: expected a JSON list of strings")
-        return prompts
-    if path.suffix == ".tsv":
-        # PartiPrompts quotes nothing, and a prompt may begin with a quotation mark
-        rows = csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
-        if "Prompt" not in (rows.fieldnames or ()):
-            raise ValueError(f"{path}: no Prompt column")
-        return [row["Prompt"] for row in rows]
-    # one prompt a line; an empty line is an empty prompt, as real users send them
-    return text.splitlines()
 
 
 # -- replay and tables ---------------------------------------------------------------

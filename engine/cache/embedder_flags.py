@@ -1,6 +1,7 @@
 """An embedder and its model folder, as a command's flags name them, refused before anything loads: `argus serve`'s
 --embedder and --embedder-path, `argus calibrate`'s --embedder and --model-path (and --reference and
---reference-model-path), `argus profile quality`'s --embedder and --embedder-model."""
+--reference-model-path), `argus profile quality`'s --embedder and --embedder-model, `argus bench cache --replay`'s
+--embedder and --model-path."""
 
 from __future__ import annotations
 

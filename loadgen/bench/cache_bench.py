@@ -20,7 +20,9 @@ resident memory (what the machine pays) divided by the count, beside what
 tracemalloc sees Python and numpy allocate.
 
 `--replay FILE` measures something else instead: the hit rate per level when the
-prompts are replayed in order through a PromptCache (replay_hit_rates).
+prompts are replayed in order through a PromptCache (replay_hit_rates), embedded
+by `--embedder` (default hash; it and `--model-path` go with `--replay` only).
+The file is read as `argus loadgen` reads its prompts (loadgen/prompts.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.arg_types import UsageError, positive_int, read_user_file
+from engine.cache.embedders import EMBEDDERS
 from loadgen.bench.harness import percentile, table, write_json
 from loadgen.shared_data import PROMPTS_DIR
 
@@ -61,14 +64,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latents", type=positive_int, default=5000, help="SD-XL latents for the bytes measurement")
     parser.add_argument("--seed", type=int, default=0, help="seeds the prompts or vectors indexed")
     parser.add_argument("--data", default=str(PROMPTS_DIR), help="folder of the shared prompt files")
-    parser.add_argument("--replay", metavar="PROMPTS", help="instead: hit rates replaying this prompt file in order")
-    parser.add_argument("--embedder", default="hash", help="with --replay: hash, minilm or clip (default hash)")
-    parser.add_argument("--model-path", help="with --replay --embedder clip: the local CLIP directory")
+    parser.add_argument(
+        "--replay",
+        metavar="PROMPTS",
+        help="instead: hit rates replaying this prompt file in order (read as `argus loadgen` reads --prompts)",
+    )
+    # None when not given: given without --replay, they are refused, not ignored
+    parser.add_argument("--embedder", choices=EMBEDDERS, help="with --replay: the prompt embedder (default hash)")
+    parser.add_argument(
+        "--model-path",
+        metavar="DIR",
+        help="with --replay: --embedder's model: clip: a local CLIP text encoder directory (needed); minilm: its"
+        " model directory (default: the package's)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.replay:
         return _run_replay(args)
+    if given := [flag for flag, value in (("--embedder", args.embedder), ("--model-path", args.model_path)) if value]:
+        # they were ignored, and the index benchmark ran for minutes on what the user did not ask for
+        raise UsageError(
+            f"{' and '.join(given)}: only with --replay (the index benchmark indexes hash vectors of prompts, or"
+            " random ones: --vectors)"
+        )
     if min(args.entries, args.lookups, args.latents) < 2 or not 0 < args.timed_inserts <= args.entries:
         raise UsageError("--entries, --lookups and --latents must be at least 2, --timed-inserts at most --entries")
     if args.vectors == "prompts":
@@ -189,10 +208,10 @@ def _random_vectors(rng, args: argparse.Namespace):
 
 def _prompt_vectors(rng, args: argparse.Namespace):
     """Hash vectors of synthetic prompts, and queries: the first half stored prompts with one phrase swapped."""
-    from engine.cache.calibrate import load_prompts
     from engine.cache.embedders import make_embedder
+    from loadgen.prompts import load_prompts
 
-    real = [p for name in PROMPT_FILES for p in read_user_file(load_prompts, str(Path(args.data) / name)) if p.strip()]
+    real = [p for name in PROMPT_FILES for p in read_user_file(load_prompts, str(Path(args.data) / name))]
     subjects = [p.split(",")[0].strip() for p in real]
     phrases = sorted({part.strip() for p in real for part in p.split(",")[1:] if part.strip()})
 
@@ -304,15 +323,15 @@ def replay_hit_rates(prompts: list[str], embedder: Embedder, table: LevelTable) 
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from engine.cache.calibrate import load_prompts
+    from engine.cache.embedder_flags import check_embedder_model
     from engine.cache.embedders import make_embedder
     from engine.cache.thresholds import table_for
+    from loadgen.prompts import load_prompts
 
+    name = args.embedder or "hash"
+    check_embedder_model(name, args.model_path, "--embedder", "--model-path")
     prompts = read_user_file(load_prompts, args.replay)
-    try:
-        embedder = make_embedder(args.embedder, args.model_path)
-    except ValueError as error:  # an unknown name, or a model it cannot load
-        raise UsageError(f"--embedder: {error}") from None
+    embedder = make_embedder(name, args.model_path)
     print(f"replaying {len(prompts)} prompts of {args.replay} in order, embedder {embedder.name} ...", flush=True)
     result = replay_hit_rates(prompts, embedder, table_for(embedder.name))
     rows = [["0 (miss)", "", result["served"]["0"]]]

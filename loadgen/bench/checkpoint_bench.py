@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shutil
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from engine.arg_types import positive_float, positive_int
+from engine.arg_types import UsageError, host_memory_bytes, positive_float, positive_int
 from loadgen.bench.harness import percentile, start_engine, table, write_json
 
 SDXL_LATENT = (4, 128, 128)  # float16: 128 KiB
@@ -39,17 +40,25 @@ _CHECKPOINT_LINE = re.compile(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-mib", type=positive_int, default=1024, help="SD-XL latents cached (default 1024)")
+    parser.add_argument(
+        "--cache-mib",
+        type=positive_int,
+        default=1024,
+        help="SD-XL latents cached, MiB: at most this host's memory, and half the temporary folder's free space"
+        " (default 1024)",
+    )
     parser.add_argument("--interval", type=positive_float, default=5.0, help="--cache-save-interval (default 5 s)")
     parser.add_argument("--duration", type=positive_float, default=30.0, help="seconds of load (default 30)")
     parser.add_argument("--rate", type=positive_float, default=20.0, help="requests a second (default 20)")
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_room(args.cache_mib << 20, tempfile.gettempdir())
     with tempfile.TemporaryDirectory(prefix="argus-checkpoint-") as work:
         work = Path(work)
         cache_dir = work / "cache"
         prompts = _save_a_cache(cache_dir, args.cache_mib << 20)
+        print("starting an engine (sim backend) to restore it ...", flush=True)
         engine = start_engine(
             work,
             "--backend",
@@ -67,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         )
         try:
             _wait_restored(engine)
+            print(f"restored; a new prompt {args.rate:g} times a second for {args.duration:g} s ...", flush=True)
             sent = asyncio.run(_probe(engine.client_address, args.rate, args.duration))
         finally:
             engine.stop()
@@ -91,9 +101,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_room(cache_bytes: int, temporary: str) -> None:
+    """Refuses a cache the run cannot hold, before it is built (at about 4 s a GiB): it is held in memory whole, in
+    this process as it is built, then in the engine that restores it; its file is written in `temporary`, and a
+    checkpoint writes the next one beside it before replacing it. 100,000 MiB ran silently for minutes."""
+    memory = host_memory_bytes()
+    if memory is not None and cache_bytes > memory:
+        raise UsageError(
+            f"--cache-mib {cache_bytes >> 20:,} is more than this host's memory ({memory >> 20:,} MiB):"
+            " the cache is held in memory whole"
+        )
+    free = shutil.disk_usage(temporary).free
+    if 2 * cache_bytes > free:
+        raise UsageError(
+            f"--cache-mib {cache_bytes >> 20:,}: {temporary} has {free >> 20:,} MiB free, and a checkpoint writes"
+            " the cache's file there beside the last one"
+        )
+
+
 def _save_a_cache(directory: Path, cache_bytes: int) -> int:
     """Saves `cache_bytes` of SD-XL latents as the sim workers' engine names its model; returns the prompts."""
     import numpy as np
+    from tqdm import tqdm
 
     from controller.profiles import LatencyProfile
     from engine.cache.embedders import HashEmbedder
@@ -107,8 +136,15 @@ def _save_a_cache(directory: Path, cache_bytes: int) -> int:
     cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=cache_bytes, model=model)
     texts = [f"a saved prompt, number {i}" for i in range(prompts)]
     shape = ShapeKey(50, 1024, 1024)
-    for text, vector in zip(texts, embedder.embed(texts), strict=True):
+    print(
+        f"building a cache of {cache_bytes >> 20:,} MiB: {prompts:,} prompts x {len(LEVELS)} SD-XL latents ...",
+        flush=True,
+    )
+    vectors = embedder.embed(texts)
+    # a bar on a terminal only (disable=None): a log or a pipe gets the lines around it
+    for text, vector in tqdm(zip(texts, vectors, strict=True), total=prompts, unit="prompt", disable=None):
         cache.insert(text, vector, shape, dict.fromkeys(LEVELS, latent))
+    print(f"saving it to {directory} ...", flush=True)
     directory.mkdir()
     cache.save(str(directory))
     cache.close()
