@@ -102,6 +102,7 @@ def test_a_worker_of_another_model_is_refused_naming_both(models, tmp_path):
         assert worker["name"].startswith("same/")
         err = refused(sdxl_worker(engine, models["b"], "other"))
         assert f"model {other!r}: this engine serves {served!r} (argus serve --backend/--model/--model-id)" in err
+        assert "loading the sdxl backend" not in err  # asked before it loaded its model (minutes, for SD-XL)
         assert len(engine.ready()["workers"]) == 1
     finally:
         stop(same)
@@ -164,6 +165,7 @@ def test_an_engine_given_its_model_id_refuses_a_first_worker_of_another(models, 
     try:
         err = refused(sdxl_worker(engine, models["a"], "first"))
         assert f"this engine serves {served!r} (argus serve --backend/--model/--model-id)" in err
+        assert "loading the sdxl backend" not in err
         assert engine.ready()["workers"] == []
     finally:
         assert engine.stop() == 0
