@@ -118,21 +118,26 @@ class WorkerProcess:
         import zmq
 
         from loadgen.bench.harness import LOOPBACK, spawn
+        from protocols.sockets import make_socket
         from protocols.worker_messages import engine_side_codec
 
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        port = self._socket.bind_to_random_port(f"tcp://{LOOPBACK}")
+        self._socket = make_socket(self._context, zmq.ROUTER)
         self._codec = engine_side_codec()
         self._identity = b""
         self._batch_ids = iter(range(1, 1 << 30))
         self.heartbeats = 0
         # why the worker cannot serve (a model that does not load), said as the profile's own error
         self._refusal = ReasonPipe()
-        command = worker_command(args, f"tcp://{LOOPBACK}:{port}", max_batch)
-        environment = {**os.environ, **self._refusal.environment}
-        self.child = spawn(command, log_dir, "worker", environment, pass_fds=(self._refusal.fd,))
+        try:
+            port = self._socket.bind_to_random_port(f"tcp://{LOOPBACK}")
+            command = worker_command(args, f"tcp://{LOOPBACK}:{port}", max_batch)
+            environment = {**os.environ, **self._refusal.environment}
+            self.child = spawn(command, log_dir, "worker", environment, pass_fds=(self._refusal.fd,))
+        except BaseException:
+            # no worker to stop: __exit__ will not run, and the socket, its context and the pipe stayed open
+            self._close_sockets()
+            raise
         self._refusal.started()
 
     def __enter__(self) -> WorkerProcess:
@@ -185,9 +190,12 @@ class WorkerProcess:
                 self._send(Shutdown())
         finally:
             self.child.stop(timeout_s=10.0)
-            self._refusal.close()
-            self._socket.close(linger=0)
-            self._context.term()
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self._refusal.close()
+        self._socket.close(linger=0)
+        self._context.term()
 
     def _receive(self, kind: type, deadline: float):
         from protocols.worker_messages import Heartbeat, Hello

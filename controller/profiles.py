@@ -308,7 +308,9 @@ def read_quality_samples(path: str | Path) -> list[QualitySample]:
     except json.JSONDecodeError:
         data = None  # several JSON values: JSONL
     if _is_banded(data):
-        return _banded_samples(path, data.get("quality") if "version" in data else data)
+        if "version" in data:  # another kind of file (a latency profile) was read as a table that is not one
+            data = read_versioned(path, QUALITY_KIND).get("quality")
+        return _banded_samples(path, data)
     return [_sample_line(f"{path}:{number}", line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 

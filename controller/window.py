@@ -91,8 +91,7 @@ class Controller:
                 estimate = self._demand.close_window(now)
             elif full:
                 # a worker came or went, or their pace changed: re-allocate now, on the demand of a window that goes
-                # on. Closed early,
-                # a window of a fraction of a second weighed in the EWMA as much as a whole one
+                # on. Closed early, a window of a fraction of a second weighed in the EWMA as much as a whole one
                 estimate = self._demand.peek(now) if window_age >= config.min_observe_s else self._demand.last()
             elif window_age >= config.min_observe_s and now - self._last_solve_at >= config.min_observe_s:
                 estimate = self._demand.peek(now)

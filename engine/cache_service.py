@@ -87,7 +87,6 @@ class CacheService:
         cache: PromptCache | None,
         embedder: Embedder | None,
         choose: Choose,
-        seed: int = 0,
         fallback_levels: FallbackLevels | None = None,
         directory_lock: int | None = None,
         config: CacheConfig | None = None,
@@ -98,7 +97,9 @@ class CacheService:
         self._embedder = embedder
         self._choose = choose
         self._fallback_levels = fallback_levels
-        self._rng = random.Random(seed)  # used by one thread only: the cache thread, or the loop without a cache
+        # seeded, so a run's choices can be repeated; used by one thread only: the cache thread, or the loop without a
+        # cache
+        self._rng = random.Random(0)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache")
         # reads the saved cache, which takes seconds (a 1 GiB save: 6 s), while the cache thread serves
         self._restorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache-restore")

@@ -309,7 +309,8 @@ class Dispatcher:
         kept: deque[Job] = deque()
         while worker.queue and len(batch) < limit:
             job = worker.queue.popleft()
-            # checked again after still_wanted: a job it moves up a level waits for a batch of that level
+            # of this batch's key before still_wanted, which may answer a job or move it up (one of another key is
+            # judged when it heads the queue), and after it: a job it moves up a level waits for a batch of that level
             if job.key == key and self._timing.still_wanted(job, now, wait) and job.key == key:
                 # a job joins only a batch its own deadline allows, and keeps it that small: the head's deadline
                 # is not always the tightest (a job without one, or one moved up a level, keeps its place)

@@ -78,6 +78,8 @@ _STATUS = {
 ENGINE_KEY = web.AppKey("engine", object)
 MODEL_KEY = web.AppKey("model", Model)
 PROXIES_KEY = web.AppKey("proxies", TrustedProxies)
+# the document, made once: it read the package's metadata from disk on the loop at every request
+OPENAPI_KEY = web.AppKey("openapi", bytes)
 _BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
@@ -130,6 +132,8 @@ def build_app(engine: Engine) -> web.Application:
     app[ENGINE_KEY] = engine
     app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
+    document = openapi_document(version("argus-serve"), api_key=bool(engine.config.api_key))
+    app[OPENAPI_KEY] = msgspec.json.encode(document)
     app.router.add_post("/v1/images/generations", generate)
     app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")
     app.router.add_get("/health", health)
@@ -294,7 +298,7 @@ async def generate(request: web.Request) -> web.Response:
     names, param = None, None
     if origin is not None and isinstance(reply, Images):
         try:
-            names = engine.image_files.put([bytes(r.image) for r in reply.images], body.output_format)
+            names = engine.image_files.put([r.image for r in reply.images], body.output_format)
         except ImagesTooLarge as exc:
             reply, param = Error(spec.request_id, "invalid_request", str(exc)), "response_format"
     # counted before the images are encoded: a client that leaves meanwhile was answered, as one over ZeroMQ is
@@ -418,8 +422,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    engine: Engine = request.app[ENGINE_KEY]
-    return web.json_response(openapi_document(version("argus-serve"), api_key=bool(engine.config.api_key)))
+    return web.Response(body=request.app[OPENAPI_KEY], content_type="application/json")
 
 
 async def models(request: web.Request) -> web.Response:

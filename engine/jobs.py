@@ -108,15 +108,13 @@ class AdmittedRequest:
     def done(self) -> bool:
         return self.future.done()
 
-    def image_done(self, job: Job, result: ImageResult) -> bool:
-        """Records one image; True when that completes the request."""
+    def image_done(self, job: Job, result: ImageResult) -> None:
+        """Records one image, and answers the request with its last."""
         if self.done:
-            return False
+            return
         self.results[job.index] = result
-        if len(self.results) < len(self.jobs):
-            return False
-        self.finish(Images(self.spec.request_id, [self.results[i] for i in range(len(self.jobs))]))
-        return True
+        if len(self.results) == len(self.jobs):
+            self.finish(Images(self.spec.request_id, [self.results[i] for i in range(len(self.jobs))]))
 
     def finish(self, reply: Reply) -> bool:
         if self.done:

@@ -239,3 +239,11 @@ def test_a_banded_file_without_its_table_is_named(tmp_path):
     path.write_text(json.dumps({"version": 1, "kind": "quality_profile", "provenance": "test"}))
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: not a table"):
         read_quality_samples(path)
+
+
+def test_a_versioned_file_of_another_kind_is_named_as_such(tmp_path):
+    """A latency profile given as the quality profile was 'not a table {level: {"lo-hi": quality}}'."""
+    path = tmp_path / "latency.json"
+    LatencyProfile.bundled("tiny_cpu").save(path)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: not a version 1 'quality_profile' file"):
+        read_quality_samples(path)
