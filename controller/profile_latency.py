@@ -259,7 +259,7 @@ def image_size(args: argparse.Namespace, hello: Hello) -> int:
     RuntimeError traceback after the model had loaded."""
     from workers.limits import SizeLimits, steps_refusal
 
-    limits = SizeLimits(hello.min_size, hello.max_size, hello.default_size)
+    limits = SizeLimits.of(hello)
     size = args.size or limits.default_size
     if not limits.takes(size):
         raise UsageError(f"--size {size}: this {hello.backend} worker takes {limits.rule}")

@@ -254,7 +254,7 @@ class DiffusionBackend(Backend):
         if refused := steps_refusal(batch.steps, info.refused_steps):
             # run, it would make other than steps - level UNet evaluations, and its latents at every level wrong
             raise ValueError(refused)
-        sizes = SizeLimits(info.min_size, info.max_size, info.default_size)
+        sizes = SizeLimits.of(info)
         if not (sizes.takes(batch.width) and sizes.takes(batch.height)):
             raise ValueError(f"size {batch.width}x{batch.height}: each side must be {sizes.rule}")
         if batch.output_format not in OUTPUT_FORMATS:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
+
+if TYPE_CHECKING:
+    from protocols.worker_messages import Hello
+    from workers.backend import BackendInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +19,11 @@ class SizeLimits:
     max_size: int
     default_size: int
     multiple: int = SIZE_MULTIPLE  # another only as an engine's /ready says (loadgen reads it there)
+
+    @classmethod
+    def of(cls, described: BackendInfo | Hello) -> SizeLimits:
+        """The sizes a worker takes, as its backend or its hello describes them."""
+        return cls(described.min_size, described.max_size, described.default_size)
 
     def takes(self, side: int) -> bool:
         return side % self.multiple == 0 and self.min_size <= side <= self.max_size
