@@ -503,12 +503,19 @@ class Engine:
             self.config.shutdown_timeout_s,
         )
         deadline = time.monotonic() + self.config.shutdown_timeout_s
-        while self.dispatcher.outstanding_images and time.monotonic() < deadline:
-            if self._stop_now.is_set():
-                log.info("second stop signal: cancelling the %d images in flight", self.dispatcher.outstanding_images)
-                break
+        while self.dispatcher.outstanding_images and time.monotonic() < deadline and not self._stop_now.is_set():
             await asyncio.sleep(0.05)
-        self.dispatcher.cancel_all()
+        images = self.dispatcher.outstanding_images
+        requests = self.dispatcher.cancel_all()
+        if requests:  # the drain's log said only how many it began with, then "engine stopped"
+            log.info(
+                "%s: cancelled the %d images in flight (%d requests, each answered Cancelled)",
+                "second stop signal"
+                if self._stop_now.is_set()
+                else f"--shutdown-timeout ({self.config.shutdown_timeout_s:g} s) reached",
+                images,
+                requests,
+            )
         # let the replies written by cancel_all reach the front doors' sockets
         await asyncio.sleep(0)
         await runner.shutdown()
