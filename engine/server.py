@@ -402,6 +402,7 @@ class Engine:
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._hangup.set)
+        stopped = False  # as asked: not ended by an error (a port in use, a Ray cluster it cannot join)
         try:
             if held is not None and held.received is not None:  # checked once the loop's handlers are in place
                 log.info("%s as the engine started: stopping before it serves", held.received.name)
@@ -411,6 +412,7 @@ class Engine:
                 await self._serve()
             else:
                 log.info("stop asked for while the prompt embedder loaded: stopping before it serves")
+            stopped = True
         finally:
             self.close()
             self.state = EngineState.STOPPED
@@ -419,7 +421,8 @@ class Engine:
                 for signum in STOP_SIGNALS:
                     loop.remove_signal_handler(signum)
                 held.hold()
-            log.info("engine stopped")
+            if stopped:  # an engine that failed says why in its error's one line, which came after this one
+                log.info("engine stopped")
 
     async def _cache_built(self) -> bool:
         """Builds the prompt cache once its neural embedder has loaded, the loop handling a stop meanwhile; False if a
