@@ -380,6 +380,11 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
         (["--worker-id", "w" * 247], "--worker-id is 247 bytes; at most 246"),
         (["--worker-id", "é" * 124], "--worker-id is 248 bytes"),
         (["--backend", "sim", "--count", "100", "--worker-id", "w" * 244], "247 bytes with --count's suffix -99"),
+        # it quietly became the default, the host's name and the pid
+        (["--worker-id", ""], "--worker-id '': a worker id is not empty"),
+        # its name "a/b/581a63fe" reads as the id a and the hex b
+        (["--worker-id", "a/b"], """--worker-id 'a/b': a worker id holds no "/": a worker's name is its id"""),
+        (["--worker-id", "w\nx"], "--worker-id 'w\\nx': a worker id is printable characters only"),
     ],
 )
 def test_worker_refuses_flags_it_would_ignore_or_fail_on(argv, says):

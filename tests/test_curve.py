@@ -171,6 +171,16 @@ def test_argus_keys_refuses_to_replace_a_key_pair_unless_forced(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.key", "engine.key_secret"]
 
 
+@pytest.mark.parametrize("name", ["../evil", "sub/evil", ""])
+def test_argus_keys_refuses_a_name_that_is_no_plain_file_name(tmp_path, name, capsys):
+    """`--name ../evil` wrote the pair beside --dir, without a word."""
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "sub").mkdir()
+    assert main(["keys", "--dir", str(tmp_path / "keys"), "--name", name]) == 2
+    assert f"argus keys: error: --name {name!r}: give a plain file name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keys", "sub"]
+
+
 def test_a_mistyped_allowed_directory_is_refused(tmp_path):
     public, _ = create_key_files(tmp_path / "allowed", "worker")
     for mistyped in (tmp_path / "alowed", public):

@@ -73,6 +73,19 @@ UNANSWERED_WARNING_MAX_S = 600.0
 MAX_WORKER_ID_BYTES = 255 - 1 - 8
 
 
+def worker_id_problem(worker_id: str) -> str | None:
+    """What unfits a worker id for the worker's name, `{id}/{8 hex digits}` (its ZeroMQ identity, in /ready and in
+    each image's `worker`), or None; its length is checked where it is given (with a fleet's suffix)."""
+    if not worker_id:
+        return "a worker id is not empty"
+    if not worker_id.isprintable():
+        return "a worker id is printable characters only (a newline would forge a log line)"
+    if "/" in worker_id:
+        # "a/b/581a63fe" reads as the id a and the hex b
+        return 'a worker id holds no "/": a worker\'s name is its id, "/" and 8 hex digits, read up to the first "/"'
+    return None
+
+
 class EngineRefused(Exception):
     def __init__(self, refused: Refused):
         super().__init__(refused.reason)
