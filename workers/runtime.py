@@ -62,6 +62,7 @@ from protocols.worker_messages import (
 )
 from workers.backend import Backend, BatchAborted
 from workers.config import DEFAULT_STALL_TIMEOUT_S
+from workers.devices import on_device
 
 log = logging.getLogger("argus.worker")
 
@@ -216,10 +217,10 @@ class WorkerRuntime:
             if not self._handshake():
                 return
             log.info(
-                "worker %s ready (%s on %s, model %s)%s",
+                "worker %s ready (%s %s, model %s)%s",
                 self.identity.decode(),
                 self._info.name,
-                self._info.device,
+                on_device(self._info.device, self._info.simulated),
                 self._info.model_id,
                 " SIMULATED: no model runs" if self._info.simulated else "",
             )
