@@ -16,9 +16,7 @@ import enum
 import functools
 import logging
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -45,6 +43,7 @@ from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcess
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.stop_signals import STOP_SIGNALS, HeldStopSignals
+from engine.temp_folders import make_temp_folder, remove_dead_engines_folders
 from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
@@ -126,6 +125,7 @@ class Engine:
         self._resources.close()
 
     def _build(self, config: EngineConfig) -> None:
+        remove_dead_engines_folders()
         self.config = config
         self.state = EngineState.RUNNING
         self.metrics = EngineMetrics()
@@ -145,8 +145,7 @@ class Engine:
         self._run_keys_dir = None
         if self._curve is None and config.launcher == "ray":
             # a key pair made for this run; the gate admits the actors' (its local_worker_keys)
-            self._run_keys_dir = tempfile.mkdtemp(prefix="argus-keys-")
-            self._resources.callback(shutil.rmtree, self._run_keys_dir, True)
+            self._run_keys_dir = make_temp_folder("argus-keys-", self._resources)
             _, secret = create_key_files(self._run_keys_dir, "engine")
             self._curve = CurveGate(self._context, str(secret), self._run_keys_dir)
         if self._curve:
@@ -161,8 +160,7 @@ class Engine:
                 config.port,
             )
         # local workers connect over a private IPC socket; remote ones over worker_listen
-        self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
-        self._resources.callback(shutil.rmtree, self._ipc_dir, True)
+        self._ipc_dir = make_temp_folder("argus-", self._resources)
         local = f"ipc://{self._ipc_dir}/workers"
         if len(local.removeprefix("ipc://").encode()) > zmq.IPC_PATH_MAX_LEN:
             # ZeroMQ's own error named --worker-listen, which may not be an IPC address at all
