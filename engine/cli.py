@@ -353,6 +353,9 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
 
 
 def _keys(args: argparse.Namespace) -> int:
+    if not args.name or os.sep in args.name or "\0" in args.name:
+        # "../evil" wrote the pair beside --dir, without a word
+        raise UsageError(f"--name {args.name!r}: give a plain file name (the key files go in --dir)")
     try:
         public, secret = create_key_files(args.dir, args.name, replace=args.force)
     except FileExistsError as error:

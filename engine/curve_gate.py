@@ -32,6 +32,8 @@ log = logging.getLogger("argus.curve")
 # the ZAP domains of the two sockets
 WORKERS = "workers"
 CLIENTS = "clients"
+# a key refused on one socket and admitted on the other: whose it is, and the flag that admits it there
+_KEY_OF = {WORKERS: "a worker key (--curve-allow-workers)", CLIENTS: "a client key (--curve-allow)"}
 # refused peers are logged at most once per socket this often: anyone who holds the engine's public key (every
 # worker and client host) can make a handshake with a fresh key each, thousands a second, a log line each
 REFUSED_LOG_INTERVAL_S = 10.0
@@ -55,10 +57,16 @@ class _AllowedKeys:
             return False
         self._quiet_until[domain] = now + REFUSED_LOG_INTERVAL_S
         unlogged = self._unlogged.pop(domain, 0)
+        # a key given to the wrong end (a client's to a worker): its peer hears only that the handshake was refused
+        other = CLIENTS if domain == WORKERS else WORKERS
+        if key in self.keys.get(other, ()):
+            why = f"on the {domain} socket: it is {_KEY_OF[other]}, admitted on the {other} socket"
+        else:
+            why = f"({domain} socket)"
         log.warning(
-            "CURVE: refused a peer whose public key %s is not admitted (%s socket)%s",
+            "CURVE: refused a peer whose public key %s is not admitted %s%s",
             key.decode(),
-            domain,
+            why,
             f"; {unlogged} more refused since the last such line" if unlogged else "",
         )
         return False

@@ -164,9 +164,12 @@ class Dispatcher:
     def cancel(self, request: AdmittedRequest) -> None:
         request.finish(Cancelled(request.spec.request_id))
 
-    def cancel_all(self) -> None:
-        for request in {job.request for job in self._live.values()}:
+    def cancel_all(self) -> int:
+        """Answers every request in flight Cancelled; how many there were."""
+        requests = {job.request for job in self._live.values()}
+        for request in requests:
             self.cancel(request)
+        return len(requests)
 
     def _retire(self, request: AdmittedRequest) -> None:
         """The request has its reply: drop what is left of it, abort what runs."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from protocols.limits import MAX_BATCH, MAX_IMAGE_SIZE, MAX_STEPS, SIZE_MULTIPLE
 from protocols.worker_messages import PROTOCOL_VERSION, Hello, Probe
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
-from workers.runtime import MAX_WORKER_ID_BYTES
+from workers.runtime import MAX_WORKER_ID_BYTES, worker_id_problem
 
 # backend and device names: "sdxl", "cuda:0"
 MAX_NAME_CHARS = 64
@@ -84,8 +84,10 @@ def _identity_refusal(sent: Hello | Probe, backend: str, model: str | None, name
         # one model on every worker: the cache holds one model's latents, and another model's worker sent them
         # would fail every image resumed from one (or, of the same shape, start from latents it never made)
         return f"backend {sent.backend[:MAX_NAME_CHARS]!r}: this engine serves {backend!r} (argus serve --backend)"
-    if not sent.worker_id.isprintable() or not 0 < len(sent.worker_id.encode()) <= MAX_WORKER_ID_BYTES:
-        return f"worker_id must be 1 to {MAX_WORKER_ID_BYTES} bytes of printable characters"
+    if problem := worker_id_problem(sent.worker_id):
+        return f"worker_id: {problem}"
+    if len(sent.worker_id.encode()) > MAX_WORKER_ID_BYTES:
+        return f"worker_id must be at most {MAX_WORKER_ID_BYTES} bytes"
     if not sent.model:
         return None
     if not sent.model.isprintable() or len(sent.model) > MAX_NAME_CHARS:

@@ -27,6 +27,7 @@ from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.cannot_serve import ReasonPipe
 from workers.config import WorkerConfig
+from workers.devices import on_device
 from workers.main import CANNOT_SERVE_EXIT, PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
 
 log = logging.getLogger("argus.launcher")
@@ -170,7 +171,8 @@ class LocalLauncher:
             self._processes[worker_id] = process
             if self._stopping:  # started while stop() was signalling the others: it missed their SIGTERM
                 process.send_signal(signal.SIGTERM)
-            log.info("started worker %s (pid %d, %s on %s)", worker_id, process.pid, config.backend, config.device)
+            where = on_device(config.device, config.backend == "sim")
+            log.info("started worker %s (pid %d, %s %s)", worker_id, process.pid, config.backend, where)
             exited = asyncio.ensure_future(process.wait())
             timeout_s = self._config.startup_timeout_s
             # a worker loading its model (minutes, for SD-XL from a slow disk) is capacity on its way, not missing

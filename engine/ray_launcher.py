@@ -34,10 +34,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from engine.arg_types import UsageError
+from engine.arg_types import UsageError, is_loopback
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.launcher import restart_after, said_hello_or_ended
 from engine.metrics import EngineMetrics
+from engine.ray_logs import RayTokenRefused, watching_ray_logs
 from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from protocols.curve import ClientKeys
 from workers.backend import BackendUnavailable
@@ -47,7 +48,9 @@ from workers.model_loading import ModelLoadFailed
 
 log = logging.getLogger("argus.launcher")
 # Ray picks a node's address when it is imported: with this off it is the loopback address, so a
-# Ray instance of our own binds nothing else (Ray reads it on Windows and macOS, where it defaults off)
+# Ray instance of our own binds nothing else (Ray reads it on Windows and macOS, where it defaults off). With it on,
+# ray.init also rewrites a loopback --ray-address to the host's own address, where a head that listens on loopback
+# alone (`ray start --head --node-ip-address=127.0.0.1`) does not answer
 _RAY_CLUSTER_ADDRESSES_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Ray's crash handler, read when ray is imported, takes SIGTERM (the engine's ordinary stop) for a crash: it dumped a
 # stack to the log at every stop, and once the GCS was gone the drain ended in SIGABRT, before the prompt cache's save
@@ -77,9 +80,18 @@ def tcp_endpoint(endpoints: list[str]) -> str:
     raise UsageError("--launcher ray needs a TCP --worker-listen address for its actors to dial")
 
 
-def connect_ray(address: str | None) -> Any:
-    """Joins the Ray cluster at `address`, or starts a loopback-only one; returns the ray module."""
-    if address is None:
+def on_loopback(address: str) -> bool:
+    """Whether a HOST:PORT address (not `auto`, not `ray://...`) names this host's loopback interface."""
+    host, colon, _ = address.rpartition(":")
+    if not colon or "://" in address:
+        return False
+    return is_loopback(host.strip("[]"))
+
+
+def connect_ray(address: str | None, refused: Callable[[RayTokenRefused], None] = lambda error: None) -> Any:
+    """Joins the Ray cluster at `address`, or starts a loopback-only one; returns the ray module. `refused` is told
+    at once when the cluster refuses the engine's token, which ray.init finds out only after about 20 s of tries."""
+    if address is None or on_loopback(address):
         os.environ.setdefault(_RAY_CLUSTER_ADDRESSES_ENV, "0")
     os.environ.setdefault(_RAY_CRASH_HANDLER_OFF_ENV, "1")
     try:
@@ -91,7 +103,8 @@ def connect_ray(address: str | None) -> Any:
     # which they have no use for (nor have local workers: engine/launcher.py); the engine read it at start
     api_key = os.environ.pop(API_KEY_ENV, None) if address is None else None
     try:
-        ray.init(address=address or "local", include_dashboard=False)
+        with watching_ray_logs(refused):
+            ray.init(address=address or "local", include_dashboard=False)
     finally:
         if api_key is not None:
             os.environ[API_KEY_ENV] = api_key
@@ -109,11 +122,15 @@ def connect_in_background(address: str | None) -> concurrent.futures.Future:
     stop must not wait with it (asyncio.to_thread's executor threads are joined at exit)."""
     connected: concurrent.futures.Future = concurrent.futures.Future()
 
+    def failed(error: BaseException) -> None:
+        if not connected.done():  # ray.init raises in the end after a refusal already told
+            connected.set_exception(error)
+
     def connect() -> None:
         try:
-            connected.set_result(connect_ray(address))
+            connected.set_result(connect_ray(address, failed))
         except BaseException as error:
-            connected.set_exception(error)
+            failed(error)
             return
         # the thread stays: Ray starts the processes of a local instance with PR_SET_PDEATHSIG, which fires
         # when the thread that started them ends

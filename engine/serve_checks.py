@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
 import os
 import re
 
@@ -14,6 +15,8 @@ from engine.cache.embedder_flags import check_embedder_model
 from engine.cache_dir import cache_dir_problem
 from engine.config import (
     API_KEY_ENV,
+    DEFAULT_CLIENT_LISTEN,
+    DEFAULT_WORKER_LISTEN,
     HEARTBEAT_INTERVAL_S,
     MAX_HEARTBEAT_TIMEOUT_S,
     MAX_IMAGE_URL_TTL_S,
@@ -37,6 +40,7 @@ def check_serve_args(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} {directory}: not a directory (it holds the admitted NAME.key files)")
     if args.curve_allow_workers and not args.curve_secret:
         raise UsageError("--curve-allow-workers goes with --curve-secret and --curve-allow")
+    _check_listeners_apart(args)
     if args.heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT_S:
         raise UsageError(
             f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
@@ -77,6 +81,52 @@ def check_serve_args(args: argparse.Namespace) -> None:
             raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
     elif args.ray_address or args.ray_connect:
         raise UsageError("--ray-address and --ray-connect go with --launcher ray")
+
+
+def _check_listeners_apart(args: argparse.Namespace) -> None:
+    """Two of the engine's own listeners on one address: the second failed to bind, said to be "in use" as if
+    another process held it (and a second ipc:// socket on a path takes it over without a word)."""
+    listeners = [(f"--host {args.host} --port {args.port}", f"tcp://{args.host}:{args.port}")]
+    for flag, given, default in (
+        ("--client-listen", args.client_listen, DEFAULT_CLIENT_LISTEN),
+        ("--worker-listen", args.worker_listen, DEFAULT_WORKER_LISTEN),
+    ):
+        listeners += [(f"{flag} {address}", address) for address in given or ()]
+        listeners += [] if given else [(f"{flag} {default} (its default)", default)]
+    for index, (flag, address) in enumerate(listeners):
+        for other_flag, other in listeners[:index]:
+            if _same_listener(address, other):
+                raise UsageError(f"{other_flag} and {flag} would listen on one address: give each its own")
+
+
+def _same_listener(one: str, other: str) -> bool:
+    one_scheme, _, one_place = one.partition("://")
+    other_scheme, _, other_place = other.partition("://")
+    if one_scheme != other_scheme:
+        return False
+    if one_scheme == "ipc":
+        return os.path.abspath(one_place) == os.path.abspath(other_place)
+    one_host, _, one_port = one_place.rpartition(":")
+    other_host, _, other_port = other_place.rpartition(":")
+    # port 0 or *: any free port, never another listener's
+    return one_port == other_port and one_port not in ("0", "*") and _hosts_overlap(one_host, other_host)
+
+
+def _hosts_overlap(one: str, other: str) -> bool:
+    """Whether two listeners' hosts share an address: the same host, or a wildcard that takes in the other's."""
+    one, other = (host.strip("[]").lower() for host in (one, other))
+    return one == other or _takes_in(one, other) or _takes_in(other, one)
+
+
+def _takes_in(wildcard: str, host: str) -> bool:
+    if wildcard in ("", "::"):  # every address (IPv6's wildcard takes IPv4 in too, unless the socket is V6ONLY)
+        return True
+    if wildcard not in ("*", "0.0.0.0"):  # ZeroMQ's * is IPv4's wildcard unless the socket has IPV6 on
+        return False
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).version == 4
+    except ValueError:  # a name (or an interface, to ZeroMQ): it may well be one of IPv4's addresses
+        return True
 
 
 def _check_api_key(key: str) -> None:

@@ -16,9 +16,7 @@ import enum
 import functools
 import logging
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -45,6 +43,7 @@ from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcess
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.stop_signals import STOP_SIGNALS, HeldStopSignals
+from engine.temp_folders import make_temp_folder, remove_dead_engines_folders
 from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
@@ -126,6 +125,7 @@ class Engine:
         self._resources.close()
 
     def _build(self, config: EngineConfig) -> None:
+        remove_dead_engines_folders()
         self.config = config
         self.state = EngineState.RUNNING
         self.metrics = EngineMetrics()
@@ -145,8 +145,7 @@ class Engine:
         self._run_keys_dir = None
         if self._curve is None and config.launcher == "ray":
             # a key pair made for this run; the gate admits the actors' (its local_worker_keys)
-            self._run_keys_dir = tempfile.mkdtemp(prefix="argus-keys-")
-            self._resources.callback(shutil.rmtree, self._run_keys_dir, True)
+            self._run_keys_dir = make_temp_folder("argus-keys-", self._resources)
             _, secret = create_key_files(self._run_keys_dir, "engine")
             self._curve = CurveGate(self._context, str(secret), self._run_keys_dir)
         if self._curve:
@@ -161,8 +160,7 @@ class Engine:
                 config.port,
             )
         # local workers connect over a private IPC socket; remote ones over worker_listen
-        self._ipc_dir = tempfile.mkdtemp(prefix="argus-")
-        self._resources.callback(shutil.rmtree, self._ipc_dir, True)
+        self._ipc_dir = make_temp_folder("argus-", self._resources)
         local = f"ipc://{self._ipc_dir}/workers"
         if len(local.removeprefix("ipc://").encode()) > zmq.IPC_PATH_MAX_LEN:
             # ZeroMQ's own error named --worker-listen, which may not be an IPC address at all
@@ -402,6 +400,7 @@ class Engine:
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._hangup.set)
+        stopped = False  # as asked: not ended by an error (a port in use, a Ray cluster it cannot join)
         try:
             if held is not None and held.received is not None:  # checked once the loop's handlers are in place
                 log.info("%s as the engine started: stopping before it serves", held.received.name)
@@ -411,6 +410,7 @@ class Engine:
                 await self._serve()
             else:
                 log.info("stop asked for while the prompt embedder loaded: stopping before it serves")
+            stopped = True
         finally:
             self.close()
             self.state = EngineState.STOPPED
@@ -419,7 +419,8 @@ class Engine:
                 for signum in STOP_SIGNALS:
                     loop.remove_signal_handler(signum)
                 held.hold()
-            log.info("engine stopped")
+            if stopped:  # an engine that failed says why in its error's one line, which came after this one
+                log.info("engine stopped")
 
     async def _cache_built(self) -> bool:
         """Builds the prompt cache once its neural embedder has loaded, the loop handling a stop meanwhile; False if a
@@ -503,12 +504,19 @@ class Engine:
             self.config.shutdown_timeout_s,
         )
         deadline = time.monotonic() + self.config.shutdown_timeout_s
-        while self.dispatcher.outstanding_images and time.monotonic() < deadline:
-            if self._stop_now.is_set():
-                log.info("second stop signal: cancelling the %d images in flight", self.dispatcher.outstanding_images)
-                break
+        while self.dispatcher.outstanding_images and time.monotonic() < deadline and not self._stop_now.is_set():
             await asyncio.sleep(0.05)
-        self.dispatcher.cancel_all()
+        images = self.dispatcher.outstanding_images
+        requests = self.dispatcher.cancel_all()
+        if requests:  # the drain's log said only how many it began with, then "engine stopped"
+            log.info(
+                "%s: cancelled the %d images in flight (%d requests, each answered Cancelled)",
+                "second stop signal"
+                if self._stop_now.is_set()
+                else f"--shutdown-timeout ({self.config.shutdown_timeout_s:g} s) reached",
+                images,
+                requests,
+            )
         # let the replies written by cancel_all reach the front doors' sockets
         await asyncio.sleep(0)
         await runner.shutdown()

@@ -27,7 +27,7 @@ from workers.devices import device_problem
 from workers.main import CANNOT_SERVE_EXIT, INTERRUPTED_EXIT
 from workers.model_folder import sdxl_model_problem
 from workers.model_loading import ModelLoadFailed
-from workers.runtime import MAX_WORKER_ID_BYTES
+from workers.runtime import MAX_WORKER_ID_BYTES, worker_id_problem
 
 
 def add_worker_command(sub: argparse._SubParsersAction) -> None:
@@ -121,6 +121,9 @@ def check_worker_args(args: argparse.Namespace) -> None:
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
     check_worker_backend(args.backend, args.model, args.device, args.time_scale)
+    if args.worker_id is not None and (problem := worker_id_problem(args.worker_id)):
+        # an empty id quietly became the default (host and pid)
+        raise UsageError(f"--worker-id {args.worker_id!r}: {problem}")
     if args.worker_id:
         longest = args.worker_id if args.count == 1 else f"{args.worker_id}-{args.count - 1}"
         if len(longest.encode()) > MAX_WORKER_ID_BYTES:

@@ -53,6 +53,7 @@ from protocols.worker_messages import (
     Welcome,
     engine_side_codec,
 )
+from workers.devices import on_device
 
 log = logging.getLogger("argus.workers")
 # ticks per heartbeat interval: each sends to its share of the workers
@@ -268,11 +269,11 @@ class WorkerLink:
             log.info("serving model %s, %s", hello.model, self._model_named_by)
             self.on_model(hello.model)
         log.info(
-            "worker %s ready: %s %s on %s, pid %d%s",
+            "worker %s ready: %s %s %s, pid %d%s",
             worker.name,
             hello.backend,
             hello.model,
-            hello.device,
+            on_device(hello.device, hello.simulated),
             hello.pid,
             " (SIMULATED)" if hello.simulated else "",
         )

@@ -247,7 +247,12 @@ class RefusedHandshakes:
             self._silent_failures += 1
             return self._no_engine_here(certain=False) if self._silent_failures >= _SILENT_FAILURES else None
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            return f"{engine} does not admit this CURVE key (not in its --curve-allow or --curve-allow-workers)"
+            # the peer cannot tell which socket's keys it was checked against, nor whether the key is admitted on
+            # the other (a client's key given to a worker): the engine's log says
+            return (
+                f"{engine} does not admit this CURVE key on this socket (a worker's key goes in its"
+                " --curve-allow-workers, or --curve-allow without it; a client's in its --curve-allow)"
+            )
         if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             return f"{engine} does not use CURVE" if self._curve_on else f"{engine} requires CURVE keys"
         return f"the handshake with {engine} failed (ZeroMQ protocol error {event['value']:#x})"

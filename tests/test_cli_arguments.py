@@ -276,6 +276,56 @@ def test_a_listen_address_zeromq_binds_is_taken(address):
     assert args.client_listen == args.worker_listen == [address]
 
 
+# ZeroMQ (or aiohttp) said the second listener's address was in use, as if another process held it; a second ipc://
+# socket on a path took it over without a word
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["--client-listen", "tcp://127.0.0.1:20900", "--worker-listen", "tcp://127.0.0.1:20900"],
+            "--client-listen tcp://127.0.0.1:20900 and --worker-listen tcp://127.0.0.1:20900 would listen on one",
+        ),
+        (
+            ["--worker-listen", "tcp://127.0.0.1:20900", "--worker-listen", "tcp://127.0.0.1:20900"],
+            "--worker-listen tcp://127.0.0.1:20900 and --worker-listen tcp://127.0.0.1:20900 would listen on one",
+        ),
+        (
+            ["--port", "20900", "--client-listen", "tcp://127.0.0.1:20900"],
+            "--host 127.0.0.1 --port 20900 and --client-listen tcp://127.0.0.1:20900 would listen on one address",
+        ),
+        (
+            ["--port", "5556"],
+            "--host 127.0.0.1 --port 5556 and --worker-listen tcp://127.0.0.1:5556 (its default) would listen on one",
+        ),
+        (
+            ["--host", "0.0.0.0", "--port", "20900", "--worker-listen", "tcp://10.0.0.5:20900"],
+            "--host 0.0.0.0 --port 20900 and --worker-listen tcp://10.0.0.5:20900",
+        ),
+        (["--worker-listen", "tcp://*:5555"], "--client-listen tcp://127.0.0.1:5555 (its default) and --worker-listen"),
+        (
+            ["--client-listen", "ipc:///tmp/argus/sock", "--worker-listen", "ipc:///tmp/argus/../argus/sock"],
+            "--client-listen ipc:///tmp/argus/sock and --worker-listen ipc:///tmp/argus/../argus/sock would listen",
+        ),
+    ],
+)
+def test_serve_refuses_two_of_its_listeners_on_one_address_naming_both(argv, says):
+    with pytest.raises(UsageError, match=re.escape(says)):
+        engine_config(build_parser().parse_args(["serve", *argv]))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--client-listen", "tcp://127.0.0.1:0", "--worker-listen", "tcp://127.0.0.1:0"],  # each its own free port
+        ["--client-listen", "tcp://127.0.0.1:20900", "--worker-listen", "tcp://10.0.0.5:20900"],
+        ["--host", "::1", "--port", "20900", "--client-listen", "tcp://0.0.0.0:20900"],  # IPv4's wildcard only
+        ["--client-listen", "ipc:///tmp/argus/clients", "--worker-listen", "ipc:///tmp/argus/workers"],
+    ],
+)
+def test_serve_takes_listeners_on_addresses_of_their_own(argv):
+    engine_config(build_parser().parse_args(["serve", *argv]))
+
+
 def test_serve_accepts_what_it_runs_with():
     config = engine_config(build_parser().parse_args(["serve", "--heartbeat-timeout", "2"]))
     assert (config.heartbeat_timeout_s, config.launch.time_scale) == (2.0, 1.0)
@@ -337,6 +387,11 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
         (["--worker-id", "w" * 247], "--worker-id is 247 bytes; at most 246"),
         (["--worker-id", "é" * 124], "--worker-id is 248 bytes"),
         (["--backend", "sim", "--count", "100", "--worker-id", "w" * 244], "247 bytes with --count's suffix -99"),
+        # it quietly became the default, the host's name and the pid
+        (["--worker-id", ""], "--worker-id '': a worker id is not empty"),
+        # its name "a/b/581a63fe" reads as the id a and the hex b
+        (["--worker-id", "a/b"], """--worker-id 'a/b': a worker id holds no "/": a worker's name is its id"""),
+        (["--worker-id", "w\nx"], "--worker-id 'w\\nx': a worker id is printable characters only"),
     ],
 )
 def test_worker_refuses_flags_it_would_ignore_or_fail_on(argv, says):

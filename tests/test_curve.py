@@ -171,6 +171,16 @@ def test_argus_keys_refuses_to_replace_a_key_pair_unless_forced(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.key", "engine.key_secret"]
 
 
+@pytest.mark.parametrize("name", ["../evil", "sub/evil", ""])
+def test_argus_keys_refuses_a_name_that_is_no_plain_file_name(tmp_path, name, capsys):
+    """`--name ../evil` wrote the pair beside --dir, without a word."""
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "sub").mkdir()
+    assert main(["keys", "--dir", str(tmp_path / "keys"), "--name", name]) == 2
+    assert f"argus keys: error: --name {name!r}: give a plain file name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keys", "sub"]
+
+
 def test_a_mistyped_allowed_directory_is_refused(tmp_path):
     public, _ = create_key_files(tmp_path / "allowed", "worker")
     for mistyped in (tmp_path / "alowed", public):
@@ -193,6 +203,10 @@ def test_an_empty_allowed_directory_and_a_refused_key_are_logged(tmp_path, caplo
     assert not allowed.callback("clients", b"stranger")
     assert "refused a peer whose public key stranger is not admitted (clients socket)" in caplog.text
     assert not allowed.callback("workers", b"admitted")  # admitted on one socket is not admitted on the other
+    assert (
+        "public key admitted is not admitted on the workers socket: it is a client key (--curve-allow), admitted on"
+        " the clients socket" in caplog.text
+    )
 
 
 def test_a_reload_counts_the_keys_of_the_directories(tmp_path, caplog):
@@ -212,10 +226,11 @@ def test_a_reload_counts_the_keys_of_the_directories(tmp_path, caplog):
 
 def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp_path_factory, keys):
     """With --curve-allow-workers each socket admits its own keys: a client key that could join as a worker
-    would be sent other users' prompts."""
+    would be sent other users' prompts. The engine's log says a key refused on one socket is admitted on the other
+    (it said the key was not admitted), and its peer is not told the key is in neither directory."""
     root = tmp_path_factory.mktemp("split")
-    _, client_secret = argus_keys(root / "clients", "client")
-    _, worker_secret = argus_keys(root / "workers", "worker")
+    client_public, client_secret = argus_keys(root / "clients", "client")
+    worker_public, worker_secret = argus_keys(root / "workers", "worker")
     client_keys = ClientKeys.from_files(client_secret, keys["engine_public"])
     worker_keys = ClientKeys.from_files(worker_secret, keys["engine_public"])
     engine = start_engine(
@@ -245,6 +260,8 @@ def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp
                 str(keys["engine_public"]),
             ],
             cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for name, secret in (("with-worker-key", worker_secret), ("with-client-key", client_secret))
     ]
@@ -253,11 +270,28 @@ def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp
         with ArgusClient(engine.client_address, timeout_s=30, curve=client_keys) as client:
             assert isinstance(client.generate("over curve", width=64, height=64), Images)
         with ArgusClient(engine.client_address, timeout_s=30, curve=worker_keys) as client:
-            with pytest.raises(ConnectionRefusedError, match="does not admit this CURVE key"):
+            with pytest.raises(ConnectionRefusedError, match="does not admit this CURVE key on this socket"):
                 client.generate("a worker's key asking", width=64, height=64)
         # the worker with a client's key had as long as the other to join
         names = sorted(w["name"].split("/")[0] for w in engine.ready()["workers"])
         assert names == ["local-0", "with-worker-key"]
+        assert remote[1].wait(timeout=60) == 2
+        refused = remote[1].stderr.read()
+        assert (
+            "does not admit this CURVE key on this socket (a worker's key goes in its --curve-allow-workers" in refused
+        )
+        assert "not in its --curve-allow or --curve-allow-workers" not in refused
+        client_key, worker_key = (
+            load_public_keys(path.parent).pop().decode() for path in (client_public, worker_public)
+        )
+        assert (
+            f"refused a peer whose public key {client_key} is not admitted on the workers socket: it is a client key"
+            " (--curve-allow), admitted on the clients socket" in engine.log_path.read_text()
+        )
+        assert (
+            f"refused a peer whose public key {worker_key} is not admitted on the clients socket: it is a worker key"
+            " (--curve-allow-workers), admitted on the workers socket" in engine.log_path.read_text()
+        )
     finally:
         assert engine.stop() == 0
         for worker in remote:

@@ -110,6 +110,8 @@ def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp
     assert all(isinstance(reply, (Images, Cancelled)) for reply in replies)
     assert any(isinstance(reply, Cancelled) for reply in replies)  # 4 images of about 5 s each, one at a time
     assert_exited_cleanly(engine, workers)
+    cancelled = sum(isinstance(reply, Cancelled) for reply in replies)
+    assert f"second stop signal: cancelled the {cancelled} images in flight ({cancelled} requests" in engine.log()
 
 
 def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path):
@@ -168,6 +170,9 @@ def test_a_client_gets_every_reply_when_the_drain_cancels_all_its_requests_at_on
         assert engine.process.wait(timeout=60) == 0
         assert Counter(type(reply) for reply in received) == {Images: images, Cancelled: waiting}
         assert len({reply.request_id for reply in received}) == images + waiting
+        # the log said only how many images the drain began with, then "engine stopped"
+        said = f"--shutdown-timeout (0 s) reached: cancelled the {waiting} images in flight ({waiting} requests, each"
+        assert said in engine.log()
     finally:
         client.close(linger=0)
         context.term()

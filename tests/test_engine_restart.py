@@ -1,12 +1,15 @@
-"""A hand-started worker outlives its engine: when a new engine comes up on the same address, it rejoins."""
+"""A hand-started worker outlives its engine: when a new engine comes up on the same address, it rejoins. Waiting for
+it after an orderly stop, it says the engine stopped (not that its CURVE keys may be wrong), less and less often."""
 
 import signal
 
 import pytest
+from waiting import wait_for
 
 from engine.client import ArgusClient
 from engine_process import free_port, start_engine, start_worker
 from protocols.client_messages import Images
+from workers.runtime import UNANSWERED_WARNING_MAX_S, UnansweredWarnings
 
 
 @pytest.mark.parametrize(
@@ -48,3 +51,39 @@ def test_a_worker_serves_the_next_engine_when_told_not_when_the_last_one_falls_s
             assert second.stop() == 0
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
+
+
+def test_workers_waiting_after_their_engine_stopped_say_so_without_blaming_keys(tmp_path):
+    """They warned every 10 s, for ever, of no answer, asking about CURVE keys that neither end used, though the
+    engine had said it was stopping."""
+    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
+    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
+        workers = [
+            start_worker(engine.worker_address, "sim", "--time-scale", "0.01", stderr=lone_log),
+            start_worker(engine.worker_address, "sim", "--count", "2", "--time-scale", "0.01", stderr=fleet_log),
+        ]
+    try:
+        engine.wait_ready(3, timeout_s=60)
+        assert engine.stop() == 0
+        said = f"the engine at {engine.worker_address} stopped"
+        for path in logs.values():
+            assert wait_for(lambda path=path: said in path.read_text(), timeout_s=60), path.read_text()
+        waiting = "since: waiting for the next one on that address"
+        assert f"no engine has answered this worker {waiting}" in logs["lone"].read_text()
+        assert f"no engine has answered 2 of this fleet's 2 workers {waiting}" in logs["fleet"].read_text()
+        for path in logs.values():
+            assert "no answer from an engine" not in path.read_text()
+            assert "CURVE" not in path.read_text()
+    finally:
+        engine.stop()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+
+
+def test_a_wait_for_an_engine_is_warned_of_as_it_doubles_then_every_ten_minutes():
+    warnings = UnansweredWarnings()
+    warned = [waited for waited in range(3000) if warnings.due(waited)]
+    assert UNANSWERED_WARNING_MAX_S == 600
+    assert warned == [10, 20, 40, 80, 160, 320, 640, 1240, 1840, 2440]

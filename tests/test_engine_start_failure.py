@@ -89,6 +89,7 @@ def test_argus_serve_on_an_address_in_use_says_which_in_one_line_and_exits_2(bus
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("argus serve: error: ") and flag in last and "in use" in last.lower()
+    assert "engine stopped" not in done.stderr  # it never started
 
 
 def test_a_temporary_directory_too_long_for_the_ipc_socket_names_tmpdir(tmp_path, monkeypatch):

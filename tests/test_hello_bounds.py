@@ -21,6 +21,8 @@ BAD = [
     ({"protocol": PROTOCOL_VERSION + 1}, "protocol"),
     ({"worker_id": ""}, "worker_id"),
     ({"worker_id": "w\nERROR forged log line"}, "worker_id"),
+    ({"worker_id": "a/b"}, "worker_id"),  # named "a/b/581a63fe": read as the id a
+    ({"worker_id": "w" * 247}, "worker_id"),
     ({"backend": "x" * 5_000_000}, "backend"),
     ({"backend": "tiny"}, "backend"),  # another model than the engine serves (sim)
     ({"model": "sim:" + "0" * 5_000_000}, "model"),

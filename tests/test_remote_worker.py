@@ -299,7 +299,7 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(request, tmp_pa
     try:
         assert worker.wait(timeout=60) == 2
         says = {
-            "key not admitted": "does not admit this CURVE key (not in its --curve-allow or --curve-allow-workers)",
+            "key not admitted": "does not admit this CURVE key on this socket (a worker's key goes in its",
             "no keys": "requires CURVE keys",
             "keys, engine without CURVE": "does not use CURVE",
             "a fleet, key not admitted": "does not admit this CURVE key",

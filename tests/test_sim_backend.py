@@ -10,7 +10,7 @@ from fake_engine import FakeEngine
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments
 from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
-from engine_process import start_worker
+from engine_process import start_engine, start_worker
 from protocols.worker_messages import PROTOCOL_VERSION, Generate, GenerateItem, Heartbeat, Hello, Welcome
 from workers.main import SIM_SIMILARITY_TABLE_ENV, sim_similarity_table
 from workers.sim_backend import SimBackend
@@ -175,4 +175,20 @@ def test_a_sim_worker_says_it_is_simulated_as_it_starts():
         process.terminate()
         _, log = process.communicate(timeout=30)
         engine.close()
-    assert re.search(r"ready \(sim on sim, model sim:[0-9a-f]{16}\) SIMULATED", log)
+    # and ran on no device: it said 'loading the sim backend on cpu', then 'ready (sim on sim)'
+    assert "loading the sim backend on no device" in log
+    assert re.search(r"ready \(sim on no device, model sim:[0-9a-f]{16}\) SIMULATED", log)
+
+
+def test_an_engine_logs_its_sim_workers_on_no_device(tmp_path):
+    """It said 'started worker local-0 (pid N, sim on cpu)' and 'ready: sim ... on sim', where sim runs on none."""
+    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim")
+    try:
+        (worker,) = engine.ready()["workers"]
+        log = engine.log()
+    finally:
+        assert engine.stop() == 0
+    assert f"started worker local-0 (pid {worker['pid']}, sim on no device)" in log
+    ready = rf"worker local-0/[0-9a-f]{{8}} ready: sim sim:[0-9a-f]{{16}} on no device, pid {worker['pid']}"
+    assert re.search(ready, log)
+    assert "on cpu" not in log and "on sim" not in log

@@ -1,6 +1,13 @@
-"""Whether this host has the device a worker is asked to run on, said before anything is loaded or started."""
+"""Whether this host has the device a worker is asked to run on, said before anything is loaded or started; and
+where a worker runs, for a log line."""
 
 from __future__ import annotations
+
+
+def on_device(device: str, simulated: bool) -> str:
+    """`on cuda:0`; a simulated worker runs on no device (its config's default device, cpu, and its hello's, sim,
+    both read as if it did)."""
+    return "on no device" if simulated else f"on {device}"
 
 
 def device_problem(device: str) -> str | None:

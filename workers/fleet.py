@@ -33,7 +33,7 @@ from protocols.worker_messages import Generate, ItemDone, ItemOutcome, Refused
 from workers.backend import Backend, BackendInfo
 from workers.config import WorkerConfig
 from workers.main import exit_with_parent, load_backend, serve_until_stopped
-from workers.runtime import UNANSWERED_WARNING_S, EngineRefused, WorkerRuntime, warn_unanswered
+from workers.runtime import UNANSWERED_WARNING_S, EngineRefused, UnansweredWarnings, WorkerRuntime, warn_unanswered
 
 log = logging.getLogger("argus.fleet")
 
@@ -203,6 +203,9 @@ class Fleet:
         # the workers share one key: a handshake refused for one (libzmq dials no more) is refused for all
         self._handshakes = self._workers[0].refused_handshakes
         self._ids_refused = 0
+        # the wait of the workers still unwelcomed, from the first of them to wait: when it began, and its warnings
+        self._waiting_since: float | None = None
+        self._warnings = UnansweredWarnings()
 
     def stop(self) -> None:
         """Safe from a signal handler: the loop notices."""
@@ -254,9 +257,19 @@ class Fleet:
                 self._warn_if_unanswered(live, now)
 
     def _warn_if_unanswered(self, live: set[SimWorker], now: float) -> None:
-        since = [w.unwelcomed_since for w in live if not w.joined and now - w.unwelcomed_since >= UNANSWERED_WARNING_S]
-        if since:
-            warn_unanswered(self._connect, now - min(since), f"{len(since)} of this fleet's {len(live)} workers")
+        waiting = [w for w in live if not w.joined]
+        since = min((w.unwelcomed_since for w in waiting), default=None)
+        if since != self._waiting_since:  # a wait begins (or its first worker was welcomed): warned of afresh
+            self._waiting_since, self._warnings = since, UnansweredWarnings()
+        if since is None or not self._warnings.due(now - since):
+            return
+        unanswered = sum(now - w.unwelcomed_since >= UNANSWERED_WARNING_S for w in waiting)
+        warn_unanswered(
+            self._connect,
+            now - since,
+            f"{unanswered} of this fleet's {len(live)} workers",
+            engine_stopped=all(w.engine_stopped for w in waiting),
+        )
 
     def _serve(self, worker: SimWorker, now: float, live: set[SimWorker]) -> None:
         while True:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from protocols.worker_messages import PROTOCOL_VERSION, Probe
 from workers.backend import Backend
 from workers.config import WorkerConfig
+from workers.devices import on_device
 from workers.engine_probe import refusal_before_loading
 from workers.model_id import folder_model_id
 from workers.runtime import EngineRefused, WorkerRuntime
@@ -115,7 +116,9 @@ def run_worker(config: WorkerConfig) -> int:
                 log.error(ENGINE_REFUSED, refused)
                 return CANNOT_SERVE_EXIT
         # the log line is inside: Ctrl-C may land while its write returns, once the line is out
-        log.info("loading the %s backend%s on %s", config.backend, model, config.device)
+        log.info(
+            "loading the %s backend%s %s", config.backend, model, on_device(config.device, config.backend == "sim")
+        )
         backend = load_backend(config)
     except KeyboardInterrupt:  # a worker started by hand, stopped while it loads: no traceback of torch's imports
         log.info("stopped while loading the model")

@@ -62,14 +62,29 @@ from protocols.worker_messages import (
 )
 from workers.backend import Backend, BatchAborted
 from workers.config import DEFAULT_STALL_TIMEOUT_S
+from workers.devices import on_device
 
 log = logging.getLogger("argus.worker")
 
 # hellos unanswered this long are worth a warning: the engine is down, unreachable, or drops us unheard (sealed
-# for another engine key, --curve-server-key); then again at this interval
+# for another engine key, --curve-server-key); then again each time the wait has doubled, and at most this long apart
 UNANSWERED_WARNING_S = 10.0
+UNANSWERED_WARNING_MAX_S = 600.0
 # a ZeroMQ identity holds at most 255 bytes: the worker id, "/" and 8 hex digits (see WorkerRuntime.identity)
 MAX_WORKER_ID_BYTES = 255 - 1 - 8
+
+
+def worker_id_problem(worker_id: str) -> str | None:
+    """What unfits a worker id for the worker's name, `{id}/{8 hex digits}` (its ZeroMQ identity, in /ready and in
+    each image's `worker`), or None; its length is checked where it is given (with a fleet's suffix)."""
+    if not worker_id:
+        return "a worker id is not empty"
+    if not worker_id.isprintable():
+        return "a worker id is printable characters only (a newline would forge a log line)"
+    if "/" in worker_id:
+        # "a/b/581a63fe" reads as the id a and the hex b
+        return 'a worker id holds no "/": a worker\'s name is its id, "/" and 8 hex digits, read up to the first "/"'
+    return None
 
 
 class EngineRefused(Exception):
@@ -86,7 +101,32 @@ def unreadable_answer(connect: str, asked: str, answer: DecodeError) -> str:
     )
 
 
-def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker") -> None:
+class UnansweredWarnings:
+    """When a wait for an engine's answer is worth a warning: at UNANSWERED_WARNING_S, then each time the wait has
+    doubled (20, 40, 80 s, ...), then every UNANSWERED_WARNING_MAX_S. A worker started by hand waits for an engine
+    as long as it runs, and warned every 10 s of it, for ever."""
+
+    def __init__(self) -> None:
+        self._due_s = UNANSWERED_WARNING_S
+
+    def due(self, waited_s: float) -> bool:
+        if waited_s < self._due_s:
+            return False
+        self._due_s = waited_s + min(waited_s, UNANSWERED_WARNING_MAX_S)
+        return True
+
+
+def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker", engine_stopped: bool = False) -> None:
+    """`engine_stopped`: the wait began when the engine said Shutdown, an orderly stop, so no key is to blame."""
+    if engine_stopped:
+        log.warning(
+            "the engine at %s stopped %.0f s ago (it said so), and no engine has answered %s since: waiting for the"
+            " next one on that address",
+            connect,
+            waited_s,
+            workers,
+        )
+        return
     log.warning(
         "no answer from an engine at %s for %.0f s: is it up, and does it take %s "
         "(CURVE keys: --curve-key/--curve-server-key here, --curve-allow or --curve-allow-workers there)?",
@@ -139,6 +179,7 @@ class WorkerRuntime:
         self._last_heard = 0.0
         self._dialled_at = time.monotonic()  # see _redial_if_unheard
         self._engine_lost = False
+        self.engine_stopped = False  # the engine was lost to its Shutdown (an orderly stop), until the next Welcome
         self._pending: deque[Generate] = deque()
         self._running: Generate | None = None
         self._aborted: set[str] = set()
@@ -176,10 +217,10 @@ class WorkerRuntime:
             if not self._handshake():
                 return
             log.info(
-                "worker %s ready (%s on %s, model %s)%s",
+                "worker %s ready (%s %s, model %s)%s",
                 self.identity.decode(),
                 self._info.name,
-                self._info.device,
+                on_device(self._info.device, self._info.simulated),
                 self._info.model_id,
                 " SIMULATED: no model runs" if self._info.simulated else "",
             )
@@ -249,7 +290,7 @@ class WorkerRuntime:
         is not up yet must not keep a stopped worker alive."""
         hello = self._hello()
         started = time.monotonic()
-        warn_at = started + UNANSWERED_WARNING_S
+        warnings = UnansweredWarnings()
         while not self._stopping:
             self._send(hello)
             if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
@@ -257,9 +298,9 @@ class WorkerRuntime:
                 if refused:
                     raise EngineRefused(Refused(refused))
                 self._redial_if_unheard()
-                if time.monotonic() >= warn_at:
-                    warn_unanswered(self._connect, time.monotonic() - started)
-                    warn_at += UNANSWERED_WARNING_S
+                waited_s = time.monotonic() - started
+                if warnings.due(waited_s):
+                    warn_unanswered(self._connect, waited_s, engine_stopped=self.engine_stopped)
                 continue  # engine not up yet: say hello again
             self._last_heard = time.monotonic()
             if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
@@ -297,6 +338,7 @@ class WorkerRuntime:
             # rejected request by the engine
             raise EngineRefused(Refused(unreadable_answer(self._connect, "a hello", message)))
         if isinstance(message, Welcome):
+            self.engine_stopped = False
             self._heartbeat_interval_s = message.heartbeat_interval_s
             self._engine_timeout_s = message.engine_timeout_s
             self._level = message.level
@@ -338,6 +380,8 @@ class WorkerRuntime:
                 self._stopping = True
                 self._leaving_said = True  # the engine asked: nothing to tell it
             else:
+                if not self._engine_lost:  # once lost (silent for its timeout), a Shutdown is not why
+                    self.engine_stopped = True
                 self._lose_engine("engine stopping")
         elif isinstance(message, Rejoin):
             self._lose_engine("the engine does not know this worker (it was dropped, or the engine restarted)")
