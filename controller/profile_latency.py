@@ -117,7 +117,8 @@ class WorkerProcess:
     def __init__(self, args: argparse.Namespace, max_batch: int, log_dir: Path):
         import zmq
 
-        from loadgen.bench.harness import LOOPBACK, spawn
+        from loadgen.bench.ports import LOOPBACK
+        from loadgen.bench.subprocesses import spawn
         from protocols.sockets import make_socket
         from protocols.worker_messages import engine_side_codec
 
@@ -178,7 +179,7 @@ class WorkerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU seconds the worker process has used so far, all its threads together."""
-        from loadgen.bench.harness import process_cpu_s
+        from loadgen.bench.proc import process_cpu_s
 
         return process_cpu_s(self.child.process.pid)
 
@@ -400,7 +401,7 @@ def _profile(
     measured: dict[str, dict[tuple[int, int], list[float]]],
     described: str,
 ) -> LatencyProfile:
-    from loadgen.bench.harness import median
+    from loadgen.stats import median
 
     medians = {clock: {cell: median(values) for cell, values in cells.items()} for clock, cells in measured.items()}
     table: dict[int, tuple[float, ...]] = {}
@@ -454,7 +455,7 @@ def _interpolate(known: dict[int, float], batch: int) -> float:
 
 
 def _print(profile: LatencyProfile, batches: list[int], clock: str) -> None:
-    from loadgen.bench.harness import table
+    from loadgen.bench.output import table
 
     headers = ["K", *(f"b={b}{'' if b in batches else ' (interp.)'}" for b in range(1, profile.max_batch + 1))]
     print(f"\n{profile.name}: {clock} seconds per batch (median), N={profile.steps}")

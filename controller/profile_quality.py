@@ -265,7 +265,7 @@ def _rows(
 
 
 def _print_summary(rows: list[dict], levels: list[int], unscored: int) -> None:
-    from loadgen.bench.harness import table
+    from loadgen.bench.output import table
 
     lines = []
     for level in levels:

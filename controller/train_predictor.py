@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loadgen.bench.harness import table
+    from loadgen.bench.output import table
 
     profiled = read_user_file(read_quality_samples, args.samples)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]

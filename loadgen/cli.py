@@ -10,19 +10,19 @@ module level: `argus` builds every sub-command's parser at each start.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import math
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from engine.arg_types import UsageError, client_keys, output_file, read_user_file
 from engine.config import API_KEY_ENV
 from loadgen.arrivals import RESCALE_MODES
+from loadgen.interrupts import interruptible, sigint_after_the_run
+from loadgen.outputs import say_records_stopped, write_outputs
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS
 from loadgen.wording import counted
 from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
@@ -30,7 +30,6 @@ from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
 if TYPE_CHECKING:
     from loadgen.arrivals import Schedule
     from loadgen.records import Record
-    from loadgen.run import Interrupt
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # descriptors the process holds besides its HTTP connections: stdio, the event loop, the status polls, the outputs
@@ -137,27 +136,16 @@ def _records_output(text: str) -> str:
 
 def command(args: argparse.Namespace) -> int:
     """`argus loadgen`: once the run is over, a Ctrl-C ends the process as SIGINT does, quietly."""
-    return _run_then_sigint(args, signal.SIG_DFL)
+    with sigint_after_the_run(signal.SIG_DFL):
+        return _run(args)
 
 
 def run(args: argparse.Namespace) -> int:
     """The run, in a program of one's own: its SIGINT handler is put back as found. Set to the command's, a test that
     ran loadgen in pytest's process left SIGINT ending that process, and a later test's Ctrl-C killed it (a CI run
     lost a pytest-xdist worker, and hung)."""
-    return _run_then_sigint(args, signal.getsignal(signal.SIGINT))
-
-
-def _run_then_sigint(args: argparse.Namespace, handler: object) -> int:
-    try:
+    with sigint_after_the_run(signal.getsignal(signal.SIGINT)):
         return _run(args)
-    finally:
-        # a Ctrl-C once the run was over was put off until its results were written (_interruptible); from now on
-        # `handler` takes it. One taken and not yet handled is handled first, by the handler that took it (setting a
-        # handler runs those pending): with Python's handler put back instead, it raised KeyboardInterrupt here, a
-        # traceback after the summary (Ctrl-C held down, on a loaded machine)
-        if signal.getsignal(signal.SIGINT) is _say_results_come:
-            signal.signal(signal.SIGINT, _say_results_come)
-        signal.signal(signal.SIGINT, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -175,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     from loadgen.report import format_summary
 
     # the files first: a reader of the summary that went away (`| head`) must not cost them
-    failures = _write_outputs(args, records, summary, records_stopped)
+    failures = write_outputs(args, records, summary, records_stopped)
     try:
         print(format_summary(summary), flush=True)
     except BrokenPipeError:  # the Python docs' recipe (signal, SIGPIPE): else the flush at exit fails again
@@ -362,12 +350,12 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
 
     def on_records_stopped(error: OSError) -> None:
         records_stopped.append(error)
-        _say_records_stopped(args.records, error)
+        say_records_stopped(args.records, error)
 
     try:
-        # _interruptible first: a Ctrl-C once the user is told the run is on is the run's; and a SIGTERM while the
+        # interruptible first: a Ctrl-C once the user is told the run is on is the run's; and a SIGTERM while the
         # records still queued are written does not cut them short
-        with _interruptible() as interrupt:
+        with interruptible() as interrupt:
             async with (
                 records_as_they_come(args.records, on_records_stopped)
                 if args.records
@@ -419,99 +407,6 @@ def _allow_a_connection_each(requests: int) -> None:
             f" open files (ulimit -Hn): past about that many requests in flight, sends fail as {CLIENT_OUT_OF_FILES}",
             file=sys.stderr,
         )
-
-
-@contextlib.contextmanager
-def _interruptible() -> Iterator[Interrupt]:
-    """Ctrl-C stops the sending, a second one the waiting for replies, SIGTERM (or SIGHUP) both: the results of what was
-    sent are still reported and written, as a run cut short."""
-    from loadgen.run import Interrupt
-
-    interrupt = Interrupt()
-    loop = asyncio.get_running_loop()
-
-    def on_ctrl_c() -> None:
-        waiting = interrupt.stop_sending.is_set()
-        interrupt.next_stage()
-        said = "not waiting for the replies still due" if waiting else "sending no more (Ctrl-C again: stop waiting)"
-        print(f"\nargus loadgen: interrupted: {said}", file=sys.stderr)
-
-    loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
-    for stop in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal it ran in was closed
-        loop.add_signal_handler(stop, interrupt.stop_now)
-    try:
-        yield interrupt
-    finally:
-        for handled in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(handled)
-        # the run is over, its results not yet written: one more Ctrl-C (a third, pressed in a hurry) raised
-        # KeyboardInterrupt wherever it landed (the loop's teardown, the plot's import), and the plot and the printed
-        # summary were lost after a traceback. It now waits for them (run() then lets SIGINT end the process)
-        signal.signal(signal.SIGINT, _say_results_come)
-
-
-def _say_results_come(signum: int, frame: object) -> None:
-    # os.write, not print: a handler that prints while the interrupted code prints fails ('reentrant call')
-    os.write(sys.stderr.fileno(), b"\nargus loadgen: interrupted: the run is over, its results are being written\n")
-
-
-def _say_records_stopped(path: str, error: OSError) -> None:
-    from loadgen.report import is_stream
-
-    # only a file is written again at the end (_write_outputs)
-    then = "what it missed is lost" if is_stream(path) else "they are written again, in full, at the end of the run"
-    print(
-        f"argus loadgen: warning: records are no longer written to {path} as requests end"
-        f" ({error.strerror or error}): {then}",
-        file=sys.stderr,
-    )
-
-
-def _write_outputs(
-    args: argparse.Namespace, records: list[Record], summary: dict[str, Any], records_stopped: list[OSError]
-) -> list[str]:
-    """Each file asked for, whatever became of the others (the records may fill a disk the summary fits on); why
-    each that could not be written was not. `records_stopped`: why --records did not have each record as its request
-    ended."""
-    from loadgen.report import SIMULATED_RUN, is_stream, write_records, write_summary
-
-    def plot(path: str) -> None:
-        from loadgen.plot import MAX_BINS, timeline_plot
-
-        source = summary["worker_levels_source"]
-        drawn_s = timeline_plot(
-            records,
-            path,
-            worker_levels=summary["worker_levels"],
-            bin_s=args.bin_s,
-            title=(f"{SIMULATED_RUN}: " if summary["simulated"] else "")
-            + f"{len(records)} requests"
-            + (f", workers per level from /{source}" if source else ""),
-        )
-        if args.bin_s and drawn_s != args.bin_s:
-            print(
-                f"argus loadgen: note: the plot's bins are {drawn_s:g} s wide, not --bin-s {args.bin_s:g}: the run it"
-                f" draws, to the last worker sample in the drain, would have been more than {MAX_BINS:,} of them",
-                file=sys.stderr,
-            )
-
-    # a pipe or a terminal (--records /dev/stdout) had each record as its request ended: only a file is written
-    # again, in request order
-    records_file = None if args.records is None or is_stream(args.records) else args.records
-    failures = []
-    if args.records and not records_file and records_stopped:  # a pipe that missed some has them no more
-        failures.append(f"{args.records}: {records_stopped[0].strerror or records_stopped[0]}")
-    for path, write in (
-        (records_file, lambda path: write_records(records, path)),
-        (args.json, lambda path: write_summary(summary, path)),
-        (args.plot, plot),
-    ):
-        if path:
-            try:
-                write(path)
-            except OSError as exc:  # a failed write's message names no file
-                failures.append(f"{path}: {exc.strerror or exc}")
-    return failures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import errno
 import json
-import math
 import os
 import queue
 import stat
@@ -28,6 +27,7 @@ from typing import Any, TextIO
 
 from loadgen.pipe_watch import PipeWatch
 from loadgen.records import CLIENT_TIMEOUT, INTERRUPTED, OUTCOMES, VIOLATIONS, Record
+from loadgen.stats import percentile
 
 LevelSample = tuple[float, dict[int, int]]
 # a generator this far behind its schedule did not offer the arrivals it reports (a sim engine at --time-scale 0.01
@@ -86,9 +86,9 @@ def summarize(
         "throughput_rps": len(served) / duration_s if duration_s > 0 else None,
         "goodput_rps": outcomes["ok"] / duration_s if duration_s > 0 else None,
         "slo_violation_ratio": sum(outcomes[v] for v in VIOLATIONS) / judged if judged else None,
-        "latency_p50_ms": percentile(latencies, 50),
-        "latency_p90_ms": percentile(latencies, 90),
-        "latency_p99_ms": percentile(latencies, 99),
+        "latency_p50_ms": percentile(latencies, 50, empty=None),
+        "latency_p90_ms": percentile(latencies, 90, empty=None),
+        "latency_p99_ms": percentile(latencies, 99, empty=None),
         # workers report quality already in percent of the exact (K=0) image
         "mean_quality_pct": sum(qualities) / len(qualities) if qualities else None,
         # simulated workers made them: the quality is modelled, the run times a scaled profile
@@ -100,14 +100,6 @@ def summarize(
         "worker_levels": [[t, {str(k): n for k, n in sorted(counts.items())}] for t, counts in worker_levels],
         "worker_levels_source": worker_levels_source,
     }
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest rank (an observed value, never an interpolation); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return float(ordered[max(1, math.ceil(q / 100.0 * len(ordered))) - 1])
 
 
 def is_stream(path: str | Path) -> bool:

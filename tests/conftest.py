@@ -4,9 +4,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loadgen.bench.harness import draw_ports_from_share
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from port_shares import draw_ports_from_share  # noqa: E402 - a helper beside this file, on the path from the line above
 
 # The suite shares two cores among pytest, engines and their workers: a torch that spreads each tiny convolution over
 # every core (its default) spends most of a step waiting for a core another process holds (42 ms a tiny UNet step

@@ -18,7 +18,7 @@ from pathlib import Path
 import zmq
 
 from engine.config import EngineConfig, LaunchConfig
-from loadgen.bench.harness import free_port
+from loadgen.bench.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -129,7 +129,7 @@ def test_controller_bench_solves_each_fleet_with_the_engines_time_limit(tmp_path
 def test_a_figure_that_could_not_be_measured_is_written_null_not_nan(tmp_path):
     """Python's json writes NaN, which no strict reader takes: a scale bench whose half-peak step got no answer
     wrote a file jq refused."""
-    from loadgen.bench.harness import write_json
+    from loadgen.bench.output import write_json
 
     path = tmp_path / "bench.json"
     write_json(str(path), {"p99_ms": math.nan, "steps": [{"rps": math.inf}, (1.5, -math.inf)], "workers": 8})

@@ -12,14 +12,15 @@ import time
 import pytest
 
 from engine_process import ROOT
-from loadgen.bench.harness import LOOPBACK, free_port, python_module, spawn
+from loadgen.bench.ports import LOOPBACK, free_port
+from loadgen.bench.subprocesses import python_module, spawn
 
 
 @pytest.mark.timeout(60)
 def test_a_load_process_started_late_sends_what_is_due_and_counts_it_late(tmp_path):
     address = f"tcp://{LOOPBACK}:{free_port()}"
     echo = spawn(
-        python_module("loadgen.bench.harness", "zmq-echo", "--bind", address, "--image-bytes", "64"), tmp_path, "echo"
+        python_module("loadgen.bench.baselines", "zmq-echo", "--bind", address, "--image-bytes", "64"), tmp_path, "echo"
     )
     try:
         deadline = time.monotonic() + 30.0
@@ -32,8 +33,7 @@ def test_a_load_process_started_late_sends_what_is_due_and_counts_it_late(tmp_pa
             [
                 sys.executable,
                 "-m",
-                "loadgen.bench.scale_bench",
-                "load",
+                "loadgen.bench.scale_load",
                 *("--address", address, "--rate", str(rate), "--warmup-s", str(warmup_s), "--duration-s", "1"),
                 *("--start-at", str(time.time() - late_by_s), "--size", "64", "--drain-s", "10", "--out", str(out)),
             ],

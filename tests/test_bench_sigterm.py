@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine_process import ROOT
-from loadgen.bench.harness import children_of
+from loadgen.bench.proc import children_of
 
 
 def _running(pid: int, command: str) -> bool:
@@ -41,11 +41,11 @@ def test_sigterm_stops_the_engine_and_the_baseline(tmp_path):
         assert len(servers) == 2
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(60) == 128 + signal.SIGTERM, output.read_text()
-        assert not [pid for pid in servers if _running(pid, "engine.cli") or _running(pid, "harness")]
+        assert not [pid for pid in servers if _running(pid, "engine.cli") or _running(pid, "baselines")]
         assert list(scratch.iterdir()) == []
     finally:
         if bench.poll() is None:
             bench.kill()
         for pid in servers:  # what an old bench left behind, not to outlive the test
-            if _running(pid, "engine.cli") or _running(pid, "harness"):
+            if _running(pid, "engine.cli") or _running(pid, "baselines"):
                 os.kill(pid, signal.SIGKILL)

@@ -7,7 +7,7 @@ import pytest
 import zmq
 
 from loadgen.bench import engine_load
-from loadgen.bench.harness import LOOPBACK
+from loadgen.bench.ports import LOOPBACK
 
 
 @pytest.fixture

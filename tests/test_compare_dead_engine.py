@@ -9,7 +9,7 @@ import pytest
 
 from loadgen import run as run_module
 from loadgen.bench import compare_bench
-from loadgen.bench.harness import children_of
+from loadgen.bench.proc import children_of
 
 
 @pytest.mark.timeout(120)

@@ -11,12 +11,12 @@ from contextlib import contextmanager
 
 import pytest
 import zmq
+from process_checks import process_running
 from waiting import eventually, wait_for
 
 from engine.client import AsyncArgusClient
 from engine_process import slow_reading_client, start_engine, start_worker
-from loadgen.bench.harness import local_workers_of
-from loadgen.bench.process_watch import process_running
+from loadgen.bench.proc import local_workers_of
 from loadgen.clients import HttpLoadClient, Planned, RequestOptions
 from protocols.client_messages import Cancelled, Error, Generate, Images, client_side_codec
 

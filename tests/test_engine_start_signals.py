@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from process_checks import milp_processes_of
 from waiting import wait_for
 
 from controller.profiles import DATA_DIR
 from engine.stop_signals import HeldStopSignals
 from engine_process import ROOT, free_port, has_loaded_numpy
-from loadgen.bench.harness import milp_processes_of
 
 
 def serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Path, Path]:

@@ -7,11 +7,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from process_checks import milp_processes_of
 from waiting import wait_for
 
 from engine.config import API_KEY_ENV
 from engine_process import start_engine
-from loadgen.bench.harness import milp_processes_of
 
 
 @pytest.fixture(scope="module")

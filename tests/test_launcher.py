@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from process_checks import process_running
 from waiting import eventually
 
 from engine.cli import build_parser, engine_config
@@ -17,7 +18,6 @@ from engine.config import LaunchConfig
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, start_worker, stop_in_process
-from loadgen.bench.process_watch import process_running
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float:

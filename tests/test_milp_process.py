@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from process_checks import milp_processes_of, process_running
 from test_controller_allocation import LEVELS, OPTIONS
 from test_controller_allocation import problem as per_class_problem
 from waiting import wait_for
@@ -22,8 +23,6 @@ from controller.allocation import allocate
 from controller.flow_model import FlowProblem, SolverOptions
 from engine.milp_process import MilpProcess, MilpProcessError
 from engine_process import ROOT
-from loadgen.bench.harness import milp_processes_of
-from loadgen.bench.process_watch import process_running
 
 # enough solves for CBC's handler to show (it is in place for part of each solve only)
 SOLVES = 200
@@ -193,10 +192,11 @@ def test_closed_it_ends_and_solves_no_more():
 
 # an engine's stand-in: starts a MILP process, solves once, says its pid and dies without closing it
 _ABANDONED = """
-import os, signal
+import os, signal, sys
+sys.path.insert(0, "tests")  # run from the repository's root, beside the tests' helpers
 from controller.flow_model import FlowProblem, SolverOptions
 from engine.milp_process import MilpProcess
-from loadgen.bench.harness import milp_processes_of
+from process_checks import milp_processes_of
 milp = MilpProcess()
 milp.allocate(FlowProblem((0,), {0: 1.0}, {0: 1.0}, {0: {0: 100.0}}, {0: {0: 0.0}}), 1, {}, SolverOptions())
 print(*milp_processes_of(os.getpid()), flush=True)

@@ -28,6 +28,7 @@ The file is read as `argus loadgen` reads its prompts (loadgen/prompts.py).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -35,8 +36,9 @@ from typing import TYPE_CHECKING
 
 from engine.arg_types import UsageError, positive_int, read_user_file
 from engine.cache.embedders import EMBEDDERS
-from loadgen.bench.harness import percentile, table, write_json
+from loadgen.bench.output import table, write_json
 from loadgen.shared_data import PROMPTS_DIR
+from loadgen.stats import percentile
 
 if TYPE_CHECKING:  # `argus` imports this module at every start: nothing heavy at run time
     from engine.cache.embedders import Embedder
@@ -184,10 +186,10 @@ def _measure_index(args: argparse.Namespace) -> dict:
     result: dict = {"insert_per_s": insert_per_s, "ef": EF_SEARCH, "m": M}
     for kind, part in (("near-duplicate", slice(0, half)), ("unrelated", slice(half, None)), ("all", slice(None))):
         result[kind] = {
-            "p50": percentile(wall[part], 50),
-            "p99": percentile(wall[part], 99),
-            "cpu_p50": percentile(cpu[part], 50),
-            "cpu_p99": percentile(cpu[part], 99),
+            "p50": percentile(wall[part], 50, empty=math.nan),
+            "p99": percentile(wall[part], 99, empty=math.nan),
+            "cpu_p50": percentile(cpu[part], 50, empty=math.nan),
+            "cpu_p99": percentile(cpu[part], 99, empty=math.nan),
             "recall": float(hits[part].mean()),
         }
     return result

@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.arg_types import (
     UsageError,
@@ -41,12 +41,14 @@ from engine.arg_types import (
     positive_int,
 )
 from engine.config import MIN_HEARTBEAT_TIMEOUT_S
+from loadgen.bench.chaos_faults import Fault, inject_faults
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
-from loadgen.bench.harness import cell, median, start_engine, table, unwind_on_sigterm, write_json
-from loadgen.bench.process_watch import RssSampler, alive_child, metrics_vs_clients, parse_metrics
-
-if TYPE_CHECKING:
-    import asyncio
+from loadgen.bench.engine_child import start_engine
+from loadgen.bench.output import cell, table, write_json
+from loadgen.bench.proc import alive_child
+from loadgen.bench.process_watch import RssSampler, metrics_vs_clients, parse_metrics
+from loadgen.bench.subprocesses import unwind_on_sigterm
+from loadgen.stats import median
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -212,16 +214,6 @@ def passed(result: dict, config: ChaosConfig) -> bool:
 
 
 # -- the run ---------------------------------------------------------------------------------------
-@dataclass
-class Fault:
-    at_s: float
-    action: str  # kill or hang
-    pid: int
-    worker: str
-    load: int
-    gone_after_s: float | None = None  # hang: SIGSTOP until the engine had killed the process
-
-
 async def measure(config: ChaosConfig, log_dir: Path, progress: bool = False) -> dict[str, Any]:
     """Starts the engine, runs load and faults, drains, stops the engine; returns the results."""
     import asyncio
@@ -277,7 +269,7 @@ async def _load_with_faults(config: ChaosConfig, plan: list[str], engine, engine
     ready_counts: list[int] = []
     ready_sampler = asyncio.create_task(_sample_ready(http_door, ready_counts))
     started = time.perf_counter()
-    chaos = asyncio.create_task(_faults(config, plan, engine_pid, http_door, faults, started, say))
+    chaos = asyncio.create_task(inject_faults(config, plan, engine_pid, http_door, faults, started, say))
     try:
         for arrival in arrivals:
             delay = started + arrival.offset_s - time.perf_counter()
@@ -385,60 +377,6 @@ def _engine_figures(metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
     }
 
 
-async def _faults(
-    config: ChaosConfig, plan: list[str], engine_pid: int, http, faults: list[Fault], started: float, say
-) -> None:
-    """One fault per slot of kill_every_s, at a random point in the slot's middle half."""
-    import asyncio
-
-    rng = random.Random(config.seed + 2)
-    stopped: set[int] = set()
-    watchers: list[asyncio.Task] = []
-    try:
-        for slot, action in enumerate(plan):
-            at = started + (slot + rng.uniform(0.25, 0.75)) * config.kill_every_s
-            slot_end = started + (slot + 1) * config.kill_every_s
-            await asyncio.sleep(max(0.0, at - time.perf_counter()))
-            victim = None
-            while victim is None and time.perf_counter() < slot_end:
-                victim = await _pick_victim(http, engine_pid, stopped, rng)
-                if victim is None:
-                    await asyncio.sleep(0.1)  # every worker is down or restarting
-            if victim is None:
-                say(f"  slot {slot}: no live worker to {action}; skipped", flush=True)
-                continue
-            fault = Fault(
-                round(time.perf_counter() - started, 2), action, victim["pid"], victim["name"], victim["load"]
-            )
-            if not alive_child(fault.pid, engine_pid):
-                say(f"  slot {slot}: {fault.worker} exited before its {action}; skipped", flush=True)
-                continue
-            if action == "kill":
-                os.kill(fault.pid, signal.SIGKILL)
-            else:
-                os.kill(fault.pid, signal.SIGSTOP)
-                stopped.add(fault.pid)
-                watchers.append(asyncio.create_task(_watch_hang(fault, engine_pid, config)))
-            faults.append(fault)
-            say(f"  {fault.at_s:6.1f} s  {action:4s} {fault.worker} (pid {fault.pid}, load {fault.load})", flush=True)
-        # the last hang's detection is part of the run
-        await asyncio.gather(*watchers)
-    finally:
-        for task in watchers:
-            task.cancel()
-
-
-async def _pick_victim(http, engine_pid: int, stopped: set[int], rng: random.Random) -> dict | None:
-    try:
-        status = await http.get_json("/ready")
-    except Exception:  # noqa: BLE001 - a failed probe just means: try again
-        return None
-    live = [w for w in status.get("workers", []) if w["pid"] not in stopped and alive_child(w["pid"], engine_pid)]
-    busy = [w for w in live if w["load"] > 0]
-    pool = busy or live
-    return rng.choice(pool) if pool else None
-
-
 async def _sample_ready(http, counts: list[int], every_s: float = 0.5) -> None:
     import asyncio
 
@@ -448,19 +386,6 @@ async def _sample_ready(http, counts: list[int], every_s: float = 0.5) -> None:
         except Exception:  # noqa: BLE001 - a failed probe is a missing sample, not a failed run
             pass
         await asyncio.sleep(every_s)
-
-
-async def _watch_hang(fault: Fault, engine_pid: int, config: ChaosConfig) -> None:
-    """Waits for the engine to kill the stopped worker (heartbeat timeout), bounded."""
-    import asyncio
-
-    stopped_at = time.perf_counter()
-    limit = stopped_at + config.heartbeat_timeout_s * 4 + 10.0
-    while time.perf_counter() < limit:
-        if not alive_child(fault.pid, engine_pid):
-            fault.gone_after_s = round(time.perf_counter() - stopped_at, 2)
-            return
-        await asyncio.sleep(0.05)
 
 
 # -- output ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.bench.harness import percentile
+from loadgen.stats import percentile
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 
@@ -79,11 +79,11 @@ class Ledger:
             "outcomes": dict(outcomes),
             "errors": dict(errors),
             "by_door": {door: dict(counts) for door, counts in by_door.items()},
-            "p50_ms": finite(percentile(latencies_ms, 50)),
-            "p99_ms": finite(percentile(latencies_ms, 99)),
+            "p50_ms": finite(percentile(latencies_ms, 50, empty=math.nan)),
+            "p99_ms": finite(percentile(latencies_ms, 99, empty=math.nan)),
             "max_ms": finite(max(latencies_ms)) if latencies_ms else None,
-            "images_p99_ms": finite(percentile(image_latencies_ms, 99)),
-            "busy_p99_ms": finite(percentile(busy_latencies_ms, 99)),
+            "images_p99_ms": finite(percentile(image_latencies_ms, 99, empty=math.nan)),
+            "busy_p99_ms": finite(percentile(busy_latencies_ms, 99, empty=math.nan)),
             "unexpected_replies": self.unexpected,
             "undecodable_replies": self.undecodable,
             "http_transport_errors": dict(self.transport_errors),

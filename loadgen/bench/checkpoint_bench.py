@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import shutil
 import tempfile
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from engine.arg_types import UsageError, host_memory_bytes, positive_float, positive_int
-from loadgen.bench.harness import percentile, start_engine, table, write_json
+from loadgen.bench.engine_child import start_engine
+from loadgen.bench.output import table, write_json
+from loadgen.stats import percentile
 
 SDXL_LATENT = (4, 128, 128)  # float16: 128 KiB
 LEVELS = (5, 10, 15, 20, 25)
@@ -210,7 +213,7 @@ def _checkpoints(log: str) -> list[Checkpoint]:
 def _summary(values: list[float]) -> dict:
     if not values:
         return {"count": 0}
-    p50, p99 = percentile(values, 50), percentile(values, 99)
+    p50, p99 = percentile(values, 50, empty=math.nan), percentile(values, 99, empty=math.nan)
     return {"count": len(values), "p50_ms": p50, "p99_ms": p99, "max_ms": max(values)}
 
 

@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 from engine.arg_types import output_file
-from loadgen.bench.harness import unwind_on_sigterm
+from loadgen.bench.subprocesses import unwind_on_sigterm
 
 # name -> (module, help); the module defines add_arguments(parser) and run(args) -> int
 BENCHMARKS = {

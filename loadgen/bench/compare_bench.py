@@ -30,7 +30,7 @@ from pathlib import Path
 from controller.policies import POLICY_NAMES
 from engine.arg_types import UsageError, output_file, positive_float, positive_int, read_user_file
 from loadgen.arrivals import RESCALE_MODES
-from loadgen.bench.harness import sim_image_size
+from loadgen.bench.sim_flags import sim_image_size
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS, TRACES_DIR
 from loadgen.wording import counted
 
@@ -107,7 +107,7 @@ def _policies(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from controller.profiles import LatencyProfile
     from loadgen.arrivals import mean_rate, peak_to_mean, shape, truncate
-    from loadgen.bench.harness import table, write_json
+    from loadgen.bench.output import table, write_json
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
     from loadgen.report import SEND_LAG_WARNING_MS, write_records
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: Path) -> tuple[list, dict]:
-    from loadgen.bench.harness import start_engine
+    from loadgen.bench.engine_child import start_engine
     from loadgen.clients import RequestOptions, ZmqLoadClient
     from loadgen.run import run_load
 

@@ -13,12 +13,14 @@ solve of each kind comes first, so importing OR-Tools is not counted.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 
 from controller.flow_model import SolverOptions
 from engine.arg_types import UsageError, comma_separated, positive_float, positive_int
-from loadgen.bench.harness import P99_MIN_SAMPLES, median, p99_caveat, percentile, table, write_json
+from loadgen.bench.output import table, write_json
+from loadgen.stats import P99_MIN_SAMPLES, median, p99_caveat, percentile
 
 # issue "Controller": p99 targets by fleet size
 TARGET_P99_MS = {64: 100.0, 1024: 2000.0}
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             lp_ms.append((time.perf_counter() - started) * 1000.0)
             statuses.append(solution.status)
             current = solution.workers_per_level
-        p50, p99 = median(milp_ms), percentile(milp_ms, 99)
+        p50, p99 = median(milp_ms), percentile(milp_ms, 99, empty=math.nan)
         target = TARGET_P99_MS.get(workers)
         rows.append(
             [
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 p50,
                 p99,
                 median(lp_ms),
-                percentile(lp_ms, 99),
+                percentile(lp_ms, 99, empty=math.nan),
                 p50 / median(lp_ms),
                 f"{statuses.count('optimal')}/{len(statuses)}",
                 "" if target is None else f"<= {target:g} ({'met' if p99 <= target else 'MISSED'})",

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
+from loadgen.bench.engine_child import start_engine
 from loadgen.bench.engine_load import (
     HttpLoad,
     first_reply,
@@ -33,22 +34,12 @@ from loadgen.bench.engine_load import (
     zmq_closed_loop,
     zmq_open_loop,
 )
-from loadgen.bench.harness import (
-    INSTANT_SIM_ENGINE,
-    LOOPBACK,
-    free_port,
-    local_workers_of,
-    median,
-    p99_caveat,
-    process_cpu_s,
-    python_module,
-    sim_image_side,
-    spawn,
-    start_engine,
-    table,
-    wait_http,
-    write_json,
-)
+from loadgen.bench.output import table, write_json
+from loadgen.bench.ports import LOOPBACK, free_port
+from loadgen.bench.proc import local_workers_of, process_cpu_s
+from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, sim_image_side
+from loadgen.bench.subprocesses import python_module, spawn, wait_http
+from loadgen.stats import median, p99_caveat
 
 TARGETS = {"zmq": 0.3, "http": 0.5}
 P99_TARGET_MS = 5.0
@@ -136,7 +127,7 @@ async def _zmq_door(args, engine, tmp: Path, baselines: list) -> dict:
     address = f"tcp://{LOOPBACK}:{free_port()}"
     baseline = spawn(
         python_module(
-            "loadgen.bench.harness",
+            "loadgen.bench.baselines",
             "zmq-echo",
             "--bind",
             address,
@@ -178,7 +169,7 @@ async def _http_door(args, engine, tmp: Path, baselines: list) -> dict:
     template.write_bytes(body)
     port = free_port()
     baseline = spawn(
-        python_module("loadgen.bench.harness", "http-echo", "--port", str(port), "--template", str(template)),
+        python_module("loadgen.bench.baselines", "http-echo", "--port", str(port), "--template", str(template)),
         tmp,
         "http-baseline",
     )

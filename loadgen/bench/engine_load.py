@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 import uuid
 
-from loadgen.bench.harness import percentile
+from loadgen.stats import percentile
 
+# every request of `argus bench engine` and `argus bench scale` (loadgen/bench/scale_load.py) asks for it
 PROMPT = "a photograph of a red fox in a snowy forest, golden light"
 # a ZeroMQ peer that is gone (or silent) never fails a receive, it only never answers: past its lead-in and
 # measured time, a closed-loop run waits this long for the reply that ends it, then fails rather than hang; an
@@ -189,10 +191,10 @@ def _latency_summary(
         "rate_rps": rate,
         "total": total,
         "achieved_send_rps": total / send_s if send_s > 0 else float("nan"),
-        "send_late_p99_ms": percentile([x * 1000.0 for x in late], 99),
+        "send_late_p99_ms": percentile([x * 1000.0 for x in late], 99, empty=math.nan),
         "requests": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
+        "p50_ms": percentile(ms, 50, empty=math.nan),
+        "p99_ms": percentile(ms, 99, empty=math.nan),
         "max_ms": max(ms) if ms else float("nan"),
         "not_images": failed,
     }

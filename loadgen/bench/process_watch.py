@@ -1,4 +1,4 @@
-"""Watching the engine's process from outside: memory, liveness, and /metrics against what clients saw."""
+"""Watching the engine's process from outside: its memory over a run, and its /metrics against what clients saw."""
 
 from __future__ import annotations
 
@@ -7,42 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from loadgen.bench.harness import local_workers_of
-
-
-# -- processes: memory, liveness, metrics ---------------------------------------------------------
-def status_kb(pid: int, key: str) -> int | None:
-    """A `kB` field of /proc/PID/status (VmRSS, VmHWM), or None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def process_state(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) from /proc/PID/stat; None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1])
-
-
-def process_running(pid: int) -> bool:
-    """pid is a live process: there, and not a zombie that ended and waits to be reaped."""
-    state = process_state(pid)
-    return state is not None and state[0] != "Z"
-
-
-def alive_child(pid: int, parent: int) -> bool:
-    """pid is a live (not zombie) child of parent: never signal a recycled pid."""
-    state = process_state(pid)
-    return state is not None and state[0] != "Z" and state[1] == parent
+from loadgen.bench.proc import local_workers_of, status_kb
 
 
 class RssSampler:
@@ -56,13 +21,9 @@ class RssSampler:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        import asyncio
-
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        import asyncio
-
         started = time.perf_counter()
         while True:
             self.sample(time.perf_counter() - started)
@@ -82,8 +43,6 @@ class RssSampler:
         return None if peak is None else peak / 1024.0
 
     async def stop(self) -> None:
-        import asyncio
-
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

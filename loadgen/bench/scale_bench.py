@@ -23,17 +23,15 @@ beside them. Absolute numbers
 depend on the machine: the engine, its fleets and the load generators share its
 cores, so engine CPU per request is printed too (steadier than req/s).
 
-A load generator runs as `python -m loadgen.bench.scale_bench load ...`.
+A load generator runs as `python -m loadgen.bench.scale_load ...` (loadgen/bench/scale_load.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -41,26 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
-from loadgen.bench.harness import (
-    INSTANT_SIM_ENGINE,
-    INSTANT_SIM_TIME_SCALE,
-    LOOPBACK,
-    Child,
-    EngineChild,
-    machine_busy_s,
-    p99_caveat,
-    percentile,
-    process_cpu_s,
-    python_module,
-    sim_image_side,
-    spawn,
-    start_engine,
-    table,
-    write_json,
-)
+from loadgen.bench.engine_child import EngineChild, start_engine
+from loadgen.bench.output import table, write_json
+from loadgen.bench.proc import machine_busy_s, process_cpu_s
+from loadgen.bench.scale_load import sleep_until
+from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, INSTANT_SIM_TIME_SCALE, sim_image_side
+from loadgen.bench.subprocesses import Child, python_module, spawn
+from loadgen.stats import p99_caveat, percentile
 from loadgen.wording import counted
 
-PROMPT = "a photograph of a red fox in a snowy forest, golden light"
 PEAK_TARGET_RPS = 2000.0
 P99_TARGET_MS = 10.0
 # a step keeps up when it answers this share of the offered rate, every answer an image, p99 under the limit
@@ -263,8 +250,7 @@ def _step(
     loaders = [
         spawn(
             python_module(
-                "loadgen.bench.scale_bench",
-                "load",
+                "loadgen.bench.scale_load",
                 "--address",
                 engine.client_address,
                 "--rate",
@@ -289,10 +275,10 @@ def _step(
     ]
     try:
         window_start = start_at + args.warmup_s
-        _sleep_until(window_start)
+        sleep_until(window_start)
         watched = [pid, *(fleet.process.pid for fleet in fleets)]
         before = [process_cpu_s(p) for p in watched] + [machine_busy_s()]
-        _sleep_until(window_start + seconds)
+        sleep_until(window_start + seconds)
         after = [process_cpu_s(p) for p in watched] + [machine_busy_s()]
         cpu, *fleets_cpu, machine_cpu = ((b - a) / seconds for a, b in zip(before, after, strict=True))
         for loader in loaders:
@@ -310,20 +296,16 @@ def _step(
     return Step(
         offered_rps=rate,
         answered_rps=sum(part["answered_in_window"] for part in parts) / seconds,
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
+        p50_ms=percentile(latencies, 50, empty=math.nan),
+        p99_ms=percentile(latencies, 99, empty=math.nan),
         not_images=sum(part["not_images"] for part in parts),
         samples=len(latencies),
         unanswered=sum(part["unanswered"] for part in parts),
         engine_cpu=cpu,
         fleets_cpu=sum(fleets_cpu),
         machine_cpu=machine_cpu,
-        send_late_p99_ms=percentile(lateness, 99),
+        send_late_p99_ms=percentile(lateness, 99, empty=math.nan),
     )
-
-
-def _sleep_until(moment: float) -> None:
-    time.sleep(max(0.0, moment - time.time()))
 
 
 def _allocation_solve_ms(workers: int) -> float:
@@ -349,7 +331,7 @@ def _allocation_solve_ms(workers: int) -> float:
         started = time.perf_counter()
         allocate(problem, workers, {}, options)
         times.append((time.perf_counter() - started) * 1000.0)
-    return percentile(times, 50)
+    return percentile(times, 50, empty=math.nan)
 
 
 def peak_target(peak_rps: float, saturated: bool) -> str:
@@ -458,98 +440,3 @@ def _report(args: argparse.Namespace, result: dict) -> None:
             "kept_up_at_half_peak": half_kept_up,
         },
     )
-
-
-# -- the load generator (its own process) ----------------------------------------------------
-def _load(args: argparse.Namespace) -> int:
-    """Sends Generate at an even rate from `start_at` on; writes what came back to --out as JSON."""
-    import zmq
-
-    from protocols.client_messages import Generate, Images, client_side_codec
-    from protocols.sockets import make_socket
-
-    context = zmq.Context()
-    sock = make_socket(context, zmq.DEALER, connect=args.address)
-    codec = client_side_codec()
-    prefix = uuid.uuid4().hex[:8]
-    total = max(1, round(args.rate * (args.warmup_s + args.duration_s)))
-    sent_at: dict[str, float] = {}
-    added_ms: list[float] = []
-    send_late_ms: list[float] = []
-    answered_in_window = not_images = 0
-    gc.disable()  # a collection would stall every request in flight: it would count as latency
-    _sleep_until(args.start_at)
-    # the schedule starts at --start-at, not when this process got there: the parent times the engine's CPU from it,
-    # and a process that started late (a busy machine) sends what is due at once, and counts as late
-    began = time.perf_counter() - max(0.0, time.time() - args.start_at)
-    window = (began + args.warmup_s, began + args.warmup_s + args.duration_s)
-    sent = 0
-    try:
-        while sent < total or sent_at:
-            now = time.perf_counter()
-            due = min(total, int((now - began) * args.rate) + 1)
-            while sent < due:
-                request_id = f"{prefix}-{sent}"
-                frames = codec.encode(Generate(request_id, PROMPT, width=args.size, height=args.size))
-                sent_at[request_id] = time.perf_counter()
-                if window[0] <= sent_at[request_id] < window[1]:
-                    send_late_ms.append(max(0.0, sent_at[request_id] - began - sent / args.rate) * 1000.0)
-                sock.send_multipart(frames, copy=False)
-                sent += 1
-            if sent < total:
-                wait_ms = max(1, math.ceil((began + sent / args.rate - time.perf_counter()) * 1000))
-            else:
-                wait_ms = max(0, math.ceil((window[1] + args.drain_s - time.perf_counter()) * 1000))
-                if not wait_ms:
-                    break
-            if not sock.poll(wait_ms, zmq.POLLIN):
-                continue
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                reply = codec.decode(sock.recv_multipart(copy=False))
-                now = time.perf_counter()
-                started = sent_at.pop(getattr(reply, "request_id", ""), None)
-                if started is None:
-                    continue
-                if not isinstance(reply, Images):
-                    not_images += 1
-                    continue
-                if window[0] <= now < window[1]:
-                    answered_in_window += 1
-                if window[0] <= started < window[1]:
-                    added_ms.append((now - started) * 1000.0 - reply.images[0].run_ms)
-    finally:
-        sock.close(linger=0)
-        context.term()
-    result = {
-        "sent": sent,
-        "answered_in_window": answered_in_window,
-        "not_images": not_images,
-        "unanswered": len(sent_at),
-        "added_ms": added_ms,
-        "send_late_ms": send_late_ms,
-    }
-    Path(args.out).write_text(json.dumps(result))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadgen.bench.scale_bench", description="a load generator")
-    sub = parser.add_subparsers(dest="role", required=True)
-    load = sub.add_parser("load")
-    load.add_argument("--address", required=True)
-    load.add_argument("--rate", type=float, required=True)
-    load.add_argument("--warmup-s", type=float, required=True)
-    load.add_argument("--duration-s", type=float, required=True)
-    load.add_argument("--start-at", type=float, required=True, help="wall-clock time (time.time()) to start")
-    load.add_argument("--size", type=int, required=True)
-    load.add_argument("--drain-s", type=float, required=True, help="how long to wait for the last replies")
-    load.add_argument("--out", required=True)
-    load.set_defaults(func=_load)
-    args = parser.parse_args(argv)
-    if not args.address.startswith(f"tcp://{LOOPBACK}:"):
-        parser.error("the load generator sends to loopback only")
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from engine.arg_types import UsageError, comma_separated, non_negative_float, non_negative_int, positive_int
-from loadgen.bench.harness import median, table, write_json
+from loadgen.bench.output import table, write_json
+from loadgen.stats import median
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"

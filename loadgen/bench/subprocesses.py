@@ -1,0 +1,113 @@
+"""The processes a benchmark starts: each in a session of its own, logging to a file, stopped with its whole group;
+and a benchmark ended by SIGTERM stops them as an error does.
+
+Nothing heavy is imported at module level: `argus` imports this module at every start (loadgen/bench/commands.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Child:
+    """A subprocess in its own process group, logging to a file."""
+
+    process: subprocess.Popen
+    log_path: Path
+    name: str
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL to its whole group (its own children too) if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the group is left
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        return self.process.returncode
+
+
+def unwind_on_sigterm() -> None:
+    """A SIGTERM (a timeout, a cancelled job) unwinds the benchmark as an error does, through the code that stops
+    its children: they run in sessions of their own (out of a Ctrl-C's reach), and would outlive it."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def spawn(
+    command: Sequence[str],
+    log_dir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
+) -> Child:
+    log_path = Path(log_dir) / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            list(command),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            pass_fds=pass_fds,
+        )
+    return Child(process, log_path, name)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_http(child: Child, url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        child.check_alive()
+        try:
+            http_get(url, timeout_s=2.0)
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.1)
+    raise TimeoutError(f"{child.name} did not answer {url}:\n{child.log_tail()}")
