@@ -113,6 +113,7 @@ class CacheService:
         self._restoring = False
         self._saved_changes: int | None = None
         self._keep_saved_file = False
+        self._closed = False
         self._waiting: list[tuple[AdmittedRequest, Prepared]] = []
         self._busy = False
         # what generations brought, not yet handed to the thread: it rides with the next lookups (see insert)
@@ -192,7 +193,9 @@ class CacheService:
     async def close(self, save_to: str | None) -> None:
         """Saves the cache (warm restart) and stops the threads; a failed save still closes the cache and the
         threads. A restore still running is waited for, and saved with the rest; so is a checkpoint still being
-        written, and what came after it is saved then."""
+        written, and what came after it is saved then. Once closed, it is not closed again."""
+        if self._closed:
+            return
         try:
             if self._cache is not None and save_to:
                 await self._written()
@@ -202,11 +205,26 @@ class CacheService:
                 await self._written()  # the write reads the spill folder, which closing the cache deletes
                 # on the thread, which reads self._cache there: a restore handed over before it replaced the cache
                 await asyncio.wrap_future(self._submit(self._close_cache))
-            self._thread.shutdown(wait=True)
-            self._writer.shutdown(wait=True)
-            self._restorer.shutdown(wait=True)
-            if self._directory_lock is not None:
-                os.close(self._directory_lock)
+            self._stop_threads()
+
+    def abandon(self) -> None:
+        """Closes it unsaved, waiting here, for an engine that never served (a port in use): its threads, a restore
+        still reading, its spill folder and the --cache-dir lock stayed, and another engine in the process was refused
+        the directory. Nothing if closed already."""
+        if self._closed:
+            return
+        self._writer.shutdown(wait=True)  # the write reads the spill folder, which closing the cache deletes
+        if self._cache is not None:
+            self._submit(self._close_cache).result()
+        self._stop_threads()
+
+    def _stop_threads(self) -> None:
+        self._closed = True
+        self._thread.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        self._restorer.shutdown(wait=True)
+        if self._directory_lock is not None:
+            os.close(self._directory_lock)
 
     async def _save(self, directory: str, final: bool) -> None:
         taken = await asyncio.wrap_future(self._submit(self._snapshot, directory, final))

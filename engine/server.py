@@ -404,8 +404,6 @@ class Engine:
         try:
             if held is not None and held.received is not None:  # checked once the loop's handlers are in place
                 log.info("%s as the engine started: stopping before it serves", held.received.name)
-                if self._embedder is None:  # the cache was built with the engine: nothing served, nothing to save
-                    await self.cache.close(save_to=None)
             elif self._embedder is None or await self._cache_built():
                 await self._serve()
             else:
@@ -448,6 +446,8 @@ class Engine:
             self.control.policy.fallback_levels,
             embedder,
         )
+        # closed by the drain, saved; this is for an engine that never served (a port in use), and does nothing after
+        self._resources.callback(self.cache.abandon)
         self.link.on_model = self.cache.adopt_model
 
     async def _serve(self) -> None:

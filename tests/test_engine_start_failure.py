@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from engine.arg_types import UsageError
+from engine.config import CacheConfig
 from engine.server import Engine
 from engine_process import ROOT, in_process_config
 from protocols.curve import create_key_files
@@ -46,6 +47,25 @@ async def test_an_http_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy
     assert list(temp_root.iterdir()) == []
     assert set(threading.enumerate()) <= threads  # the CURVE gate's thread stopped
     Engine(in_process_config(tmp_path)).close()  # the ZeroMQ addresses are free again
+
+
+async def test_an_http_port_in_use_lets_go_of_the_cache_directory(tmp_path, temp_root, busy_port):
+    """The prompt cache, built with the engine, was closed only by a drain: it kept its threads and the --cache-dir
+    lock, and another engine in the process was refused the directory, 'in use by another engine'."""
+    cache = CacheConfig(directory=str(tmp_path / "cache"))
+    threads = set(threading.enumerate())
+    engine = Engine(in_process_config(tmp_path, port=busy_port, cache=cache))
+    with pytest.raises(UsageError, match=f"--port {busy_port}: .*address already in use"):
+        await engine.run()
+    assert set(threading.enumerate()) <= threads
+    Engine(in_process_config(tmp_path, cache=cache)).close()
+
+
+def test_a_client_port_in_use_lets_go_of_the_cache_directory(tmp_path, temp_root, busy_port):
+    cache = CacheConfig(directory=str(tmp_path / "cache"))
+    with pytest.raises(UsageError, match="--client-listen: Address already in use"):
+        Engine(in_process_config(tmp_path, client_listen=(f"tcp://127.0.0.1:{busy_port}",), cache=cache))
+    Engine(in_process_config(tmp_path, cache=cache)).close()
 
 
 def test_a_worker_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port):
