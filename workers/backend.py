@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocols.worker_messages import Generate, ItemOutcome
+from protocols.worker_messages import Generate, ItemCancelled, ItemOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,30 @@ class BackendUnavailable(Exception):
 
 class BatchAborted(Exception):
     """Raised inside a run when every item of the batch has been aborted."""
+
+
+def all_aborted(batch: Generate, control: StepControl) -> bool:
+    """Whether no item of the batch is worth computing any more: the run stops, and cancel_all answers it."""
+    return all(control.is_aborted(item.request_id) for item in batch.items)
+
+
+def cancel_all(batch: Generate) -> list[ItemOutcome]:
+    return [ItemCancelled(item.request_id) for item in batch.items]
+
+
+def run_part(
+    batch: Generate,
+    part: Generate,
+    run: Callable[[Generate], list[ItemOutcome]],
+    left_out: Callable[[str], ItemOutcome],
+) -> list[ItemOutcome]:
+    """Runs `part` (the batch with some of its items, in order) and answers each item it leaves out with
+    left_out(request_id): every item's outcome, in the batch's order. A part with no item is not run."""
+    if len(part.items) == len(batch.items):
+        return run(batch)
+    kept = {item.request_id for item in part.items}
+    made = iter(run(part) if kept else [])
+    return [next(made) if item.request_id in kept else left_out(item.request_id) for item in batch.items]
 
 
 class Backend(ABC):

@@ -23,7 +23,16 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 from protocols.codec import Blob
 from protocols.limits import MAX_STEPS, OUTPUT_FORMATS
 from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
-from workers.backend import Backend, BackendInfo, BackendUnavailable, BatchAborted, StepControl
+from workers.backend import (
+    Backend,
+    BackendInfo,
+    BackendUnavailable,
+    BatchAborted,
+    StepControl,
+    all_aborted,
+    cancel_all,
+    run_part,
+)
 from workers.devices import device_problem
 from workers.image_encoding import encode_image
 from workers.limits import (
@@ -152,26 +161,23 @@ class DiffusionBackend(Backend):
         self._check(batch)
         # an item this backend cannot start from fails alone: its batch-mates are other clients' images
         problems = {item.request_id: problem for item in batch.items if (problem := self._latent_problem(batch, item))}
-        if not problems:
-            return self._run_checked(batch, control)
         runnable = [item for item in batch.items if item.request_id not in problems]
-        made = iter(self._run_checked(msgspec.structs.replace(batch, items=runnable), control) if runnable else [])
-        return [
-            ItemFailed(item.request_id, "worker_error", problems[item.request_id])
-            if item.request_id in problems
-            else next(made)
-            for item in batch.items
-        ]
+        return run_part(
+            batch,
+            msgspec.structs.replace(batch, items=runnable),
+            lambda part: self._run_checked(part, control),
+            lambda request_id: ItemFailed(request_id, "worker_error", problems[request_id]),
+        )
 
     def _run_checked(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
         started = time.perf_counter()
         ids = [item.request_id for item in batch.items]
-        if all(control.is_aborted(rid) for rid in ids):
-            return _cancel_all(batch)
+        if all_aborted(batch, control):
+            return cancel_all(batch)
         try:
-            images, captured, steps_run = self._denoise(batch, ids, control)
+            images, captured, steps_run = self._denoise(batch, control)
         except BatchAborted:
-            return _cancel_all(batch)
+            return cancel_all(batch)
         encoded = [encode_image(image, batch.output_format, batch.output_compression) for image in images]
         run_ms = (time.perf_counter() - started) * 1000.0
         outcomes: list[ItemOutcome] = []
@@ -193,9 +199,7 @@ class DiffusionBackend(Backend):
             )
         return outcomes
 
-    def _denoise(
-        self, batch: Generate, ids: list[str], control: StepControl
-    ) -> tuple[list[Any], dict[int, np.ndarray], int]:
+    def _denoise(self, batch: Generate, control: StepControl) -> tuple[list[Any], dict[int, np.ndarray], int]:
         """Runs steps level..steps-1; returns PIL images, batched latents by level, steps run."""
         first, steps = batch.level, batch.steps
         capture = {k for k in self._info.levels if first < k < steps}
@@ -209,7 +213,7 @@ class DiffusionBackend(Backend):
             if done in capture:
                 captured[done] = tensors["latents"].to(torch.float16).cpu().numpy()
             control.between_steps()
-            if all(control.is_aborted(rid) for rid in ids):
+            if all_aborted(batch, control):
                 raise BatchAborted
             return {}
 
@@ -305,10 +309,6 @@ def _negative_prompts(items: list[GenerateItem]) -> list[str] | None:
     if all(item.negative_prompt is None for item in items):
         return None
     return [item.negative_prompt or "" for item in items]
-
-
-def _cancel_all(batch: Generate) -> list[ItemOutcome]:
-    return [ItemCancelled(request_id=item.request_id) for item in batch.items]
 
 
 def load_tiny(

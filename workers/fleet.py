@@ -30,7 +30,7 @@ from controller.profiles import LatencyProfile, ProfileLatency
 from protocols.curve import ClientKeys
 from protocols.sockets import allow_open_files
 from protocols.worker_messages import Generate, ItemDone, ItemOutcome, Refused
-from workers.backend import Backend, BackendInfo
+from workers.backend import Backend, BackendInfo, all_aborted
 from workers.config import WorkerConfig
 from workers.main import exit_with_parent, load_backend, serve_until_stopped
 from workers.runtime import UNANSWERED_WARNING_S, EngineRefused, UnansweredWarnings, WorkerRuntime, warn_unanswered
@@ -145,7 +145,7 @@ class SimWorker(WorkerRuntime):
     def _work(self, now: float) -> float:
         while True:
             if self._running is not None:
-                if now < self._busy_until and not self._all_aborted(self._running):
+                if now < self._busy_until and not all_aborted(self._running, self):
                     return min(self._next_heartbeat, self._busy_until)
                 self._run(self._running)
             if self._stopping:
@@ -156,7 +156,7 @@ class SimWorker(WorkerRuntime):
             self._running = batch
             self._started = now
             # timed for the items still wanted, as _run runs only those
-            self._busy_until = now + self._time_scale * self._seconds(self.unaborted(batch))
+            self._busy_until = now + self._time_scale * self._seconds(self._unaborted(batch))
 
     def _seconds(self, batch: Generate) -> float:
         try:
@@ -165,9 +165,6 @@ class SimWorker(WorkerRuntime):
             # a batch no profile can time (an empty one): due at once, and _run answers it as a lone worker
             # does, where an exception here would end the loop of every worker in the process
             return 0.0
-
-    def _all_aborted(self, batch: Generate) -> bool:
-        return all(self.is_aborted(item.request_id) for item in batch.items)
 
 
 class Fleet:

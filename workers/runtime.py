@@ -60,7 +60,7 @@ from protocols.worker_messages import (
     generate_ids,
     worker_side_codec,
 )
-from workers.backend import Backend, BatchAborted
+from workers.backend import Backend, BatchAborted, cancel_all, run_part
 from workers.config import DEFAULT_STALL_TIMEOUT_S
 from workers.devices import on_device
 
@@ -254,7 +254,7 @@ class WorkerRuntime:
         self._say_leaving()
         while self._pending:
             batch = self._pending.popleft()
-            self._send(BatchDone(batch.batch_id, [ItemCancelled(i.request_id) for i in batch.items]))
+            self._send(BatchDone(batch.batch_id, cancel_all(batch)))
 
     def _close(self) -> None:
         if self.refused_handshakes is not None:
@@ -401,7 +401,7 @@ class WorkerRuntime:
         try:
             outcomes = self._run_unaborted(batch)
         except BatchAborted:
-            outcomes = [ItemCancelled(i.request_id) for i in batch.items]
+            outcomes = cancel_all(batch)
         except Exception as exc:  # a failed batch becomes one error per member
             log.exception("batch %d failed", batch.batch_id)
             outcomes = [ItemFailed(i.request_id, "worker_error", f"{type(exc).__name__}: {exc}") for i in batch.items]
@@ -418,7 +418,7 @@ class WorkerRuntime:
         self._send(BatchDone(batch.batch_id, outcomes))
         self._aborted.difference_update(item.request_id for item in batch.items)
 
-    def unaborted(self, batch: Generate) -> Generate:
+    def _unaborted(self, batch: Generate) -> Generate:
         """The batch without the items the engine aborted while it waited here: those are not worth a run."""
         if not any(self.cancelled(item.request_id) for item in batch.items):
             return batch
@@ -430,13 +430,8 @@ class WorkerRuntime:
         It ran with the rest: a batch of 4 with 3 aborted while it queued here took the 4-image time (sim SD-XL
         profile: 12.75 s for its one image, 5.1 s alone), and one whose every item was aborted went to the backend.
         """
-        runnable = self.unaborted(batch)
-        if runnable is batch:
-            return self._backend.run(batch, self)
         # taken once: an abort that comes in during the run is the backend's to answer
-        kept = {item.request_id for item in runnable.items}
-        made = iter(self._backend.run(runnable, self) if kept else [])
-        return [next(made) if item.request_id in kept else ItemCancelled(item.request_id) for item in batch.items]
+        return run_part(batch, self._unaborted(batch), lambda part: self._backend.run(part, self), ItemCancelled)
 
     def _gives_up(self, outcomes: list[ItemOutcome]) -> bool:
         """Whether the run gave up images that are still owed (not those the engine aborted)."""

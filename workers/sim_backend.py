@@ -19,7 +19,7 @@ from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
 from controller.similarity import SimilarityTable
 from protocols.codec import Blob
 from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
-from workers.backend import Backend, BackendInfo, StepControl
+from workers.backend import Backend, BackendInfo, StepControl, all_aborted, cancel_all
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS, SIM_LATENT_SHAPE
 from workers.model_id import SIM_PROFILE, sim_model_id
@@ -79,8 +79,8 @@ class SimBackend(Backend):
         deadline = started + duration
         while True:
             control.between_steps()
-            if all(control.is_aborted(item.request_id) for item in batch.items):
-                return [ItemCancelled(item.request_id) for item in batch.items]  # cut short: nothing was made
+            if all_aborted(batch, control):
+                return cancel_all(batch)  # cut short: nothing was made
             left = deadline - time.perf_counter()
             if left <= 0:
                 break
