@@ -7,7 +7,8 @@ a worker that cannot start, or dies soon after it starts, does not spin
 heartbeat to miss: one that does not say hello within the startup timeout is
 killed and restarted like one that died. One that exits saying it cannot serve as
 configured (exit 2) before its hello, GIVE_UP_AFTER times in a row, is not
-restarted again (engine/restart_backoff.py), and its exit tells the engine so. Why it cannot serve, which it
+restarted again (engine/restart_backoff.py), and its exit tells the engine so; what the
+Ray launcher does for its slots too is in engine/slot_supervision.py. Why it cannot serve, which it
 tells the launcher over a pipe rather than print (workers/cannot_serve.py), is logged once, not at every start of
 every slot.
 """
@@ -23,7 +24,8 @@ from collections.abc import Callable
 
 from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
-from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
+from engine.restart_backoff import GIVE_UP_AFTER
+from engine.slot_supervision import SlotSupervisor, restart_after, said_hello_or_ended
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.cannot_serve import ReasonPipe
 from workers.config import WorkerConfig
@@ -72,7 +74,7 @@ def worker_command(config: WorkerConfig) -> list[str]:
     return command
 
 
-class LocalLauncher:
+class LocalLauncher(SlotSupervisor):
     def __init__(
         self,
         config: LaunchConfig,
@@ -82,12 +84,8 @@ class LocalLauncher:
         curve: ClientKeys | None = None,
         embedder: str = "hash",
     ):
-        self._config = config
+        super().__init__(config, metrics, on_exit)
         self._connect = connect
-        self._metrics = metrics
-        # told at every exit: the slot's id, and whether it is started again (False: the slot is given up, and a
-        # worker the dispatcher restarted there no longer counts as on its way back)
-        self._on_exit = on_exit
         # a simulated worker models quality on the similarity table of the engine's embedder
         self._environment = {
             **environment_for_children(),
@@ -97,10 +95,7 @@ class LocalLauncher:
         if curve is not None:
             self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
-        self._backoff: dict[str, RestartBackoff] = {}  # worker id -> its wait before each restart
-        self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current process says hello
         self._last_reason: str | None = None  # why a worker last said it cannot serve, as logged
-        self._stopping = False
         # share the cores among CPU workers instead of oversubscribing them
         self._threads = max(1, (os.cpu_count() or 1) // max(1, config.count))
 
@@ -142,18 +137,12 @@ class LocalLauncher:
             return f"worker id {worker_id!r} is this engine's own local worker slot: give this worker another"
         return None
 
-    def joined(self, worker_id: str) -> None:
-        """The slot's worker said hello: it starts, and once it has stayed up a while its restart needs no backoff."""
-        if worker_id in self._backoff:
-            self._backoff[worker_id].joined()
-            self._hello[worker_id].set()
-
     async def _supervise(self, slot: int) -> None:
         config = self._config.worker_config(self._connect, slot, self._threads)
         worker_id = config.worker_id
-        backoff = self._backoff[worker_id] = self._config.restart_backoff()
+        backoff = self._new_slot(worker_id)
         while not self._stopping:
-            hello = self._hello[worker_id] = asyncio.Event()
+            hello = self._starting(worker_id)
             reason = ReasonPipe()
             try:
                 process = await asyncio.create_subprocess_exec(
@@ -192,38 +181,12 @@ class LocalLauncher:
                 # once, not for every slot and start: each said the same, among their model loads' progress bars
                 self._last_reason = said
                 log.error("worker %s cannot serve as configured: %s", worker_id, said)
-            given_up = backoff.gives_up(code == CANNOT_SERVE_EXIT)
-            self._on_exit(worker_id, not given_up)
-            if given_up:
-                log.error(
-                    "worker %s exited with %d before its hello %d times in a row: it cannot serve as configured (why"
-                    " is above); not restarting it",
-                    worker_id,
-                    code,
-                    GIVE_UP_AFTER,
-                )
-                self._metrics.workers.labels("failed").inc()
-                return
-            wait_s = backoff.after_exit()
-            log.warning(
-                "worker %s (pid %d) exited with %s; restarting%s", worker_id, process.pid, code, backoff.said(wait_s)
+            restarting = await self._after_end(
+                worker_id,
+                code == CANNOT_SERVE_EXIT,
+                giving_up=f"worker {worker_id} exited with {code} before its hello {GIVE_UP_AFTER} times in a row: it"
+                " cannot serve as configured (why is above); not restarting it",
+                restarting=f"worker {worker_id} (pid {process.pid}) exited with {code}; restarting",
             )
-            self._metrics.worker_restarts.inc()
-            await restart_after(wait_s, self._metrics)
-
-
-async def restart_after(wait_s: float, metrics: EngineMetrics) -> None:
-    """Waits out a slot's backoff, the slot counted `restarting`: it was in no state of argus_workers meanwhile (up
-    to 30 s at a time in a crash loop), as if it were not there at all."""
-    with metrics.workers.labels("restarting").track_inprogress():
-        await asyncio.sleep(wait_s)
-
-
-async def said_hello_or_ended(hello: asyncio.Event, ended: asyncio.Future, timeout_s: float) -> bool:
-    """Waits for a new worker's hello or its end; False if neither came within timeout_s (it hangs as it starts)."""
-    waiting = asyncio.ensure_future(hello.wait())
-    try:
-        await asyncio.wait((waiting, ended), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-    return hello.is_set() or ended.done()
+            if not restarting:
+                return

@@ -36,10 +36,10 @@ from typing import Any
 
 from engine.arg_types import UsageError, is_loopback
 from engine.config import API_KEY_ENV, LaunchConfig
-from engine.launcher import restart_after, said_hello_or_ended
 from engine.metrics import EngineMetrics
 from engine.ray_logs import RayTokenRefused, watching_ray_logs
-from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
+from engine.restart_backoff import GIVE_UP_AFTER
+from engine.slot_supervision import SlotSupervisor, said_hello_or_ended
 from protocols.curve import ClientKeys
 from workers.backend import BackendUnavailable
 from workers.config import WorkerConfig
@@ -151,8 +151,9 @@ def reasons(error: BaseException) -> str:
     return ": ".join(said)
 
 
-class RayLauncher:
-    """The local launcher's interface (run, kill, stop, joined, refusal; on_exit per worker), with Ray actors."""
+class RayLauncher(SlotSupervisor):
+    """The local launcher's interface (engine/slot_supervision.py's Launcher; on_exit per worker) and slot
+    supervision, with Ray actors."""
 
     def __init__(
         self,
@@ -165,10 +166,8 @@ class RayLauncher:
         address: str | None = None,
         connect_timeout_s: float = 60.0,
     ):
-        self._config = config
+        super().__init__(config, metrics, on_exit)
         self._connect = connect
-        self._metrics = metrics
-        self._on_exit = on_exit
         self._curve = curve
         # a simulated worker models quality on the similarity table of the engine's embedder
         self._runtime_env = {"env_vars": {SIM_SIMILARITY_TABLE_ENV: embedder}}
@@ -177,10 +176,7 @@ class RayLauncher:
         self._ray: Any = None  # the ray module, once connected
         self._actors: dict[str, Any] = {}
         self._serving: dict[str, asyncio.Future] = {}  # worker id -> its actor's loop
-        self._backoff: dict[str, RestartBackoff] = {}  # worker id -> its wait before each replacement
-        self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current actor's worker says hello
         self._pids: dict[str, int | None] = {}  # worker id -> the pid of its slot's live actor (None: none yet)
-        self._stopping = False
 
     async def run(self) -> None:
         connected = asyncio.wrap_future(connect_in_background(self._address))
@@ -206,13 +202,6 @@ class RayLauncher:
             self._ray.kill(actor)
             return True
         return False
-
-    def joined(self, worker_id: str) -> None:
-        """The slot's worker said hello: it starts, and once it has stayed up a while its replacement needs no
-        backoff."""
-        if worker_id in self._backoff:
-            self._backoff[worker_id].joined()
-            self._hello[worker_id].set()
 
     def refusal(self, worker_id: str, pid: int) -> str | None:
         """Why a worker under a slot's id is not the slot's live actor: one Ray counts ended (its node lost) can run
@@ -241,10 +230,10 @@ class RayLauncher:
         config = self._worker_config(slot)
         worker_id = config.worker_id
         resources = actor_resources(config)
-        backoff = self._backoff[worker_id] = self._config.restart_backoff()
+        self._new_slot(worker_id)
         self._pids[worker_id] = None
         while not self._stopping:
-            self._hello[worker_id] = asyncio.Event()
+            self._starting(worker_id)
             # named in this engine's job (its own namespace): `ray.get_actor("ray-0")` from the engine
             actor = actor_class.options(
                 name=worker_id, max_restarts=0, runtime_env=self._runtime_env, **resources
@@ -255,24 +244,16 @@ class RayLauncher:
             self._pids[worker_id] = None
             if self._stopping:
                 return
-            if backoff.gives_up(cannot_serve):
-                log.error(
-                    "worker %s (Ray actor) %s before its hello %d times in a row: it cannot serve as configured; not"
-                    " replacing it",
-                    worker_id,
-                    ended,
-                    GIVE_UP_AFTER,
-                )
-                ray.kill(actor)
-                self._on_exit(worker_id, False)
-                self._metrics.workers.labels("failed").inc()
+            ray.kill(actor)  # one that is unreachable but alive must not serve on, beside its replacement or not
+            replacing = await self._after_end(
+                worker_id,
+                cannot_serve,
+                giving_up=f"worker {worker_id} (Ray actor) {ended} before its hello {GIVE_UP_AFTER} times in a row: it"
+                " cannot serve as configured; not replacing it",
+                restarting=f"worker {worker_id} (Ray actor) {ended}; replacing it",
+            )
+            if not replacing:
                 return
-            wait_s = backoff.after_exit()
-            log.warning("worker %s (Ray actor) %s; replacing it%s", worker_id, ended, backoff.said(wait_s))
-            ray.kill(actor)  # one that is unreachable but alive must not serve beside its replacement
-            self._on_exit(worker_id, True)
-            self._metrics.worker_restarts.inc()
-            await restart_after(wait_s, self._metrics)
 
     async def _serve(self, actor: Any, worker_id: str, resources: dict[str, int]) -> tuple[str, bool]:
         """Runs the actor's worker loop until it ends; says what ended it, and whether its worker said it cannot

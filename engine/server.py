@@ -42,6 +42,7 @@ from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcess
 from engine.ray_launcher import RayLauncher, tcp_endpoint
+from engine.slot_supervision import Launcher
 from engine.stop_signals import STOP_SIGNALS, HeldStopSignals
 from engine.temp_folders import make_temp_folder, remove_dead_engines_folders
 from engine.worker_link import WorkerLink
@@ -247,7 +248,7 @@ class Engine:
         self._resources.callback(executor.shutdown, cancel_futures=True)
         return executor
 
-    def _launcher(self) -> LocalLauncher | RayLauncher:
+    def _launcher(self) -> Launcher:
         config = self.config
         worker_keys = self._curve.local_worker_keys if self._curve else None
         embedder = config.cache.embedder

@@ -1,0 +1,104 @@
+"""What both launchers do for a worker slot, whatever runs its worker: a process (engine/launcher.py) or a Ray actor
+(engine/ray_launcher.py).
+
+A slot keeps its backoff (engine/restart_backoff.py) across its workers and an event set at the hello of the current
+one. When a worker ends, the slot is given up after GIVE_UP_AFTER starts in a row that ended saying it cannot serve
+as configured, or started again after its backoff, counted `restarting` meanwhile; the engine is told either way
+(on_exit). How a worker is started, watched and ended, and the words of the log lines, are each launcher's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from engine.config import LaunchConfig
+from engine.metrics import EngineMetrics
+from engine.restart_backoff import RestartBackoff
+
+log = logging.getLogger("argus.launcher")
+
+
+class Launcher(Protocol):
+    """What the engine asks of the launcher of its own workers."""
+
+    async def run(self) -> None:
+        """Starts a worker in each slot and keeps the slots served until stop()."""
+
+    async def stop(self, timeout_s: float) -> None:
+        """Ends every worker: those still up after the timeout are killed."""
+
+    def kill(self, worker_id: str) -> bool:
+        """Kills the slot's worker, which is then started again; False when no live worker of ours has the id."""
+
+    def joined(self, worker_id: str) -> None:
+        """The slot's worker said hello."""
+
+    def refusal(self, worker_id: str, pid: int) -> str | None:
+        """Why a worker of this id and pid is not the one now in the launcher's slot of that id, or None."""
+
+
+class SlotSupervisor:
+    """The slot bookkeeping a launcher inherits: `_backoff` and `_hello` by worker id, set up by `_new_slot` and
+    `_starting`, `joined()`, and `_after_end()` once a slot's worker ended."""
+
+    def __init__(self, config: LaunchConfig, metrics: EngineMetrics, on_exit: Callable[[str, bool], None]):
+        self._config = config
+        self._metrics = metrics
+        # told at every exit: the slot's id, and whether it is started again (False: the slot is given up, and a
+        # worker the dispatcher restarted there no longer counts as on its way back)
+        self._on_exit = on_exit
+        self._backoff: dict[str, RestartBackoff] = {}  # worker id -> its wait before each restart
+        self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current worker says hello
+        self._stopping = False
+
+    def joined(self, worker_id: str) -> None:
+        """The slot's worker said hello: it starts, and once it has stayed up a while its restart needs no backoff."""
+        if worker_id in self._backoff:
+            self._backoff[worker_id].joined()
+            self._hello[worker_id].set()
+
+    def _new_slot(self, worker_id: str) -> RestartBackoff:
+        self._backoff[worker_id] = self._config.restart_backoff()
+        return self._backoff[worker_id]
+
+    def _starting(self, worker_id: str) -> asyncio.Event:
+        """A new worker is about to start in the slot: the event its hello sets."""
+        self._hello[worker_id] = asyncio.Event()
+        return self._hello[worker_id]
+
+    async def _after_end(self, worker_id: str, cannot_serve: bool, giving_up: str, restarting: str) -> bool:
+        """The slot's worker ended, not stopped by the launcher; `cannot_serve`: it said it cannot serve as
+        configured. Logs `giving_up` and gives the slot up, or logs `restarting` (what the backoff says of a growing
+        wait appended) and waits out the backoff. True when the slot is to start a worker again."""
+        backoff = self._backoff[worker_id]
+        if backoff.gives_up(cannot_serve):
+            log.error("%s", giving_up)
+            self._on_exit(worker_id, False)
+            self._metrics.workers.labels("failed").inc()
+            return False
+        wait_s = backoff.after_exit()
+        log.warning("%s%s", restarting, backoff.said(wait_s))
+        self._on_exit(worker_id, True)
+        self._metrics.worker_restarts.inc()
+        await restart_after(wait_s, self._metrics)
+        return True
+
+
+async def restart_after(wait_s: float, metrics: EngineMetrics) -> None:
+    """Waits out a slot's backoff, the slot counted `restarting`: it was in no state of argus_workers meanwhile (up
+    to 30 s at a time in a crash loop), as if it were not there at all."""
+    with metrics.workers.labels("restarting").track_inprogress():
+        await asyncio.sleep(wait_s)
+
+
+async def said_hello_or_ended(hello: asyncio.Event, ended: asyncio.Future, timeout_s: float) -> bool:
+    """Waits for a new worker's hello or its end; False if neither came within timeout_s (it hangs as it starts)."""
+    waiting = asyncio.ensure_future(hello.wait())
+    try:
+        await asyncio.wait((waiting, ended), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    return hello.is_set() or ended.done()
