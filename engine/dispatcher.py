@@ -406,11 +406,9 @@ class Dispatcher:
             self._reroute_or_fail(job)
 
     def _take_out(self, worker: WorkerHandle) -> None:
-        """The worker keeps failing its batches: restarted if the engine started it, else out of rotation for a while.
-        Never more than half the fleet at once (so never the last worker): requests that fail on any worker, their
-        own fault, would otherwise take every worker out in turn, each restart reloading a model for minutes."""
-        out = len(self._registry.taken_out()) + len(self._restarting)
-        if out + 1 > (len(self._registry.registered()) + len(self._restarting)) // 2:
+        """The worker keeps failing its batches: restarted if the engine started it, else out of rotation for a
+        while; or neither, when half the fleet is out already (failing_workers.may_take_out)."""
+        if not failing_workers.may_take_out(self._registry, len(self._restarting)):
             return
         failed = worker.failed_batches
         if self.restart(worker):

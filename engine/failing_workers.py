@@ -10,13 +10,14 @@ makes an image resets the count (one whose images were all aborted or left out s
 batch, not by image: a batch of 8 failed by one OOM is one failure. The dispatcher then restarts a worker the engine
 started (its launcher's backoff applies), and routes nothing to one started by hand for `out_for_s`: OUT_FOR_S, doubled
 at each take-out in a row up to MAX_OUT_FOR_S (as Envoy ejects a failing host for longer each time). It then gets
-batches again on probation: one more failed batch takes it out again, an image puts it back for good. The state is
-here, on the worker's handle; the dispatcher does the routing.
+batches again on probation: one more failed batch takes it out again, an image puts it back for good. Never more
+than half the fleet is out at once. The state is here, on the worker's handle; the dispatcher does the routing (it
+drops the worker from its indexes and routes what it queued elsewhere), and remembers the workers it restarted.
 """
 
 from __future__ import annotations
 
-from engine.worker_registry import WorkerHandle
+from engine.worker_registry import WorkerHandle, WorkerRegistry
 
 # small: each failed batch is a request failed; more than one, so one bad request (an item no worker could start)
 # between good ones takes no worker out
@@ -45,3 +46,12 @@ def take_out(worker: WorkerHandle, now: float) -> None:
 def on_probation(worker: WorkerHandle) -> None:
     """Back in rotation: its next failed batch takes it out again."""
     worker.failed_batches = FAILING_AFTER - 1
+
+
+def may_take_out(registry: WorkerRegistry, restarting: int) -> bool:
+    """Whether one more worker may be taken out of rotation or restarted: never more than half the fleet at once (so
+    never the last worker), as requests that fail on any worker, their own fault, would otherwise take every worker
+    out in turn, each restart reloading a model for minutes. `restarting`: the workers restarted as failing whose
+    slot has not said hello again, counted both out and in the fleet."""
+    out = len(registry.taken_out()) + restarting
+    return out + 1 <= (len(registry.registered()) + restarting) // 2

@@ -25,6 +25,7 @@ from engine.config import LaunchConfig
 from engine.forwarded_for import TrustedProxies
 from engine.http_half_close import answer_half_closed
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
+from engine.readiness import readiness
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.openai_images import (
     BODY_READ_S,
@@ -412,7 +413,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     engine: Engine = request.app[ENGINE_KEY]
-    status = engine.readiness()
+    status = readiness(engine)
     return web.json_response(status, status=200 if status["ready"] else 503)
 
 

@@ -5,6 +5,9 @@ nothing else): /ready turns false, new requests are refused, in-flight ones get
 up to `shutdown_timeout_s` to finish (a second signal ends the wait), the rest are cancelled with a reply, then
 every worker is told the engine is stopping (those it launched exit, ones started
 by hand wait for the next engine), and the sockets close before the context.
+
+The Engine builds, runs and drains; beside it: its periodic tasks (housekeeping.py), what /ready says
+(readiness.py) and the checks on the addresses it listens on (listen_checks.py).
 """
 
 from __future__ import annotations
@@ -15,16 +18,14 @@ import contextlib
 import enum
 import functools
 import logging
-import os
 import signal
 import time
-from collections.abc import Iterator
 
 import zmq
 from aiohttp import web
 
 from engine.admission import Admission
-from engine.arg_types import UsageError, is_loopback
+from engine.arg_types import UsageError
 from engine.cache.embedder_loading import EmbedderLoading
 from engine.cache.embedders import Embedder
 from engine.cache_service import CacheService, Preparation, Returned, build_cache_service
@@ -34,11 +35,13 @@ from engine.control_loop import ControlLoop
 from engine.control_setup import build_control
 from engine.curve_gate import CLIENTS, WORKERS, CurveGate
 from engine.dispatcher import Dispatcher
+from engine.housekeeping import cache_stats_forever, checkpoint_forever, reload_keys_on_hangup, sweep_forever
 from engine.http_api import SERVER_LOG, build_app
 from engine.http_half_close import half_close_aware
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
+from engine.listen_checks import bind_errors_named, refuse_long_ipc_path, warn_if_http_open, warn_if_open
 from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcess
 from engine.ray_launcher import RayLauncher, tcp_endpoint
@@ -48,60 +51,16 @@ from engine.temp_folders import make_temp_folder, remove_dead_engines_folders
 from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
-from protocols.curve import KeyPair, create_key_files
-from protocols.limits import MAX_STEPS
+from protocols.curve import create_key_files
 from protocols.worker_messages import ItemDone, SetLevel
 from workers.limits import DEFAULT_LEVELS, latent_shape
 
 log = logging.getLogger("argus.engine")
 
-# the sweep looks at queued jobs this often, and at least SWEEPS_PER_SLO times within a shorter SLO (a job
-# that falls behind must be found while moving it up a level can still save it), but not more often than
-# every _MIN_SWEEP_INTERVAL_S
-_SWEEP_INTERVAL_S = 0.1
-_SWEEPS_PER_SLO = 50
-_MIN_SWEEP_INTERVAL_S = 0.005
 # after the drain, HTTP responses still being written (large images to a slow reader) get this long, as the ZeroMQ
 # door's do; a client still sending a request body then (refused, the engine drains) held the exit for aiohttp's
 # default of 60 s
 _HTTP_FLUSH_S = 10.0
-_STATS_INTERVAL_S = 1.0
-
-
-@contextlib.contextmanager
-def _bind_errors_named(flag: str) -> Iterator[None]:
-    """An address this host cannot listen on (in use, not its own, a privileged port, or no address at all: "foo",
-    a host name, a port that is not a number, a transport such as udp:// that a ROUTER cannot use) is the user's to
-    change: one line naming the flag and ZeroMQ's reason, not a traceback."""
-    try:
-        yield
-    except zmq.ZMQError as error:
-        raise UsageError(f"{flag}: {error}") from None
-
-
-def _warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_can_do: str, api_key: bool) -> None:
-    """A TCP address without CURVE admits anyone who reaches it: say so at start, beyond loopback; and on loopback
-    too when HTTP asks for an API key, which says that not everyone on this host is trusted (every user of the
-    host reaches its loopback, and the key guards HTTP alone)."""
-    for endpoint in endpoints:
-        transport, _, address = endpoint.partition("://")
-        if keys is not None or transport in ("ipc", "inproc"):  # an ipc socket only this user may open
-            continue
-        if not is_loopback(address.rpartition(":")[0].strip("[]")):
-            log.warning(
-                "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with --curve-secret and "
-                "--curve-allow, docs/scaling.md)",
-                endpoint,
-                what_a_peer_can_do,
-            )
-        elif api_key:
-            log.warning(
-                "%s listens without CURVE: any user of this host can %s without the API key, which guards HTTP"
-                " alone (turn CURVE on with --curve-secret and --curve-allow, or listen on an ipc:// path, which only"
-                " this user may open; docs/scaling.md)",
-                endpoint,
-                what_a_peer_can_do,
-            )
 
 
 class EngineState(enum.Enum):
@@ -153,23 +112,12 @@ class Engine:
             self._curve.start()
             self._resources.callback(self._curve.stop)
         server_keys = self._curve.server_keys if self._curve else None
-        if not config.api_key and not is_loopback(config.host):
-            log.warning(
-                "HTTP on %s:%d listens without an API key: any client that reaches it can generate images (set"
-                " ARGUS_API_KEY, README.md)",
-                config.host,
-                config.port,
-            )
+        warn_if_http_open(config.host, config.port, bool(config.api_key))
         # local workers connect over a private IPC socket; remote ones over worker_listen
         self._ipc_dir = make_temp_folder("argus-", self._resources)
         local = f"ipc://{self._ipc_dir}/workers"
-        if len(local.removeprefix("ipc://").encode()) > zmq.IPC_PATH_MAX_LEN:
-            # ZeroMQ's own error named --worker-listen, which may not be an IPC address at all
-            raise UsageError(
-                f"the temporary directory {os.path.dirname(self._ipc_dir)} is too long a path for the local workers'"
-                f" IPC socket ({zmq.IPC_PATH_MAX_LEN} bytes at most, {local} is longer): set TMPDIR to a shorter one"
-            )
-        with _bind_errors_named("--worker-listen"):
+        refuse_long_ipc_path(local, self._ipc_dir)
+        with bind_errors_named("--worker-listen"):
             self.link = WorkerLink(
                 self._context,
                 [local, *config.worker_listen],
@@ -219,13 +167,13 @@ class Engine:
             self.registry, config.launch.backend, config.dispatch.retry_after_s, config.dispatch.max_queue
         )
         admits = functools.partial(self._curve.admits, CLIENTS) if client_keys else None
-        with _bind_errors_named("--client-listen"):
+        with bind_errors_named("--client-listen"):
             self.clients = ClientDoor(self, self._context, config.client_listen, client_keys, admits)
         self._resources.callback(self.clients.close)
         # once both doors are bound: an address ZeroMQ cannot listen on is an error, not an open door to warn of
         api_key = bool(config.api_key)
-        _warn_if_open(config.client_listen, client_keys, "send requests", api_key)
-        _warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts", api_key)
+        warn_if_open(config.client_listen, client_keys, "send requests", api_key)
+        warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts", api_key)
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.dispatcher.restart = lambda worker: self.launcher.kill(worker.hello.worker_id)
@@ -275,9 +223,14 @@ class Engine:
         return self._embedder is not None and self._embedder.unfinished
 
     # -- what the front doors call -----------------------------------------
+    @property
+    def running(self) -> bool:
+        """Admitting requests: not draining, not stopped."""
+        return self.state is EngineState.RUNNING
+
     def submit(self, spec: Generate, client: str = "") -> AdmittedRequest | Error | Busy:
         """`client`: who sent it, as its front door names clients (engine/client_shares.py)."""
-        if self.state is not EngineState.RUNNING:
+        if not self.running:
             self.metrics.requests_by("rejected", "shutting_down").inc()
             return Error(spec.request_id, "shutting_down", "the engine is shutting down")
         admitted = self.admission.check(spec, self.dispatcher.outstanding_images, client)
@@ -325,47 +278,6 @@ class Engine:
         request.latents_cached = True
         shape = latent_shape(worker.hello.backend, request.width, request.height)
         self.cache.insert(request, request.vector, Returned(done, worker.name, job.level, shape))
-
-    def readiness(self) -> dict:
-        workers = self.registry.registered()
-        sizes = self.admission.size_limits()
-        return {
-            # a worker taken out of rotation as failing is listed, but serves no one
-            "ready": self.state is EngineState.RUNNING and self.registry.in_rotation > 0,
-            "state": self.state.value,
-            # the saved cache is still being read: requests are served meanwhile, from what was cached since the start
-            "cache_restoring": self.cache.restoring,
-            # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies. By the profile
-            # the controller plans with now: scaled by the workers' pace once it strays far from the profile's
-            "exact_capacity_rps": self.registry.in_rotation
-            * self.control.policy.profile.capacity_rps(0, self.control.slo_s),
-            # what a request may ask for (every registered worker's, else the --backend's): a client checks its
-            # size and steps before it sends a run of requests each refused invalid_size
-            "sizes": {
-                "min": sizes.min_size,
-                "max": sizes.max_size,
-                "default": sizes.default_size,
-                "multiple": sizes.multiple,
-            },
-            "steps": {
-                "default": self.admission.default_steps(),
-                "max": MAX_STEPS,
-                "refused": sorted(self.admission.refused_steps()),
-            },
-            "workers": [
-                {
-                    "name": w.name,
-                    "backend": w.hello.backend,
-                    "device": w.hello.device,
-                    "pid": w.hello.pid,
-                    "level": w.level,
-                    "load": w.load,
-                    "simulated": w.hello.simulated,
-                    "state": w.state.value,  # ready, or failing: out of rotation (engine/failing_workers.py)
-                }
-                for w in workers
-            ],
-        }
 
     def request_stop(self) -> None:
         if self.state is EngineState.RUNNING:
@@ -486,14 +398,16 @@ class Engine:
             endpoints = ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints)
             log.info("ZeroMQ clients: %s; workers: %s", *endpoints)
             async with asyncio.TaskGroup() as group:
+                # the keys given with --curve-secret, reread on SIGHUP; a Ray run's own are not
+                configured_keys = self._curve if self.config.curve_secret_file else None
                 actors = [
                     group.create_task(self.link.run()),
-                    group.create_task(self._sweep_forever()),
+                    group.create_task(sweep_forever(self.dispatcher, self.image_files, self.control.slo_s)),
                     group.create_task(self.launcher.run()),
                     group.create_task(self.control_loop.run()),
-                    group.create_task(self._cache_stats_forever()),
-                    group.create_task(self._checkpoint_forever()),
-                    group.create_task(self._reload_keys_on_hangup()),
+                    group.create_task(cache_stats_forever(self.cache, self.metrics)),
+                    group.create_task(checkpoint_forever(self.cache, self.config.cache, self._stop_requested)),
+                    group.create_task(reload_keys_on_hangup(self._hangup, configured_keys, self.link)),
                 ]
                 await self._stop_requested.wait()
                 await self._drain(runner)
@@ -534,55 +448,3 @@ class Engine:
         except Exception:  # the drain is done: a stop asked for is not a failure for a supervisor to restart
             # the save is written aside and renamed over the last one: a failed save leaves that in place
             log.exception("saving the prompt cache failed; the next start restores the last save made, if any")
-
-    async def _sweep_forever(self) -> None:
-        # zero-latency simulated workers make the SLO zero: nothing to keep up with
-        per_slo = self.control.slo_s / _SWEEPS_PER_SLO or _SWEEP_INTERVAL_S
-        interval = max(_MIN_SWEEP_INTERVAL_S, min(_SWEEP_INTERVAL_S, per_slo))
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.dispatcher.sweep()
-                self.image_files.drop_expired()
-            except Exception:  # a bug here must not end the TaskGroup, and with it the engine, without a drain
-                log.exception("sweeping the queues failed")
-
-    async def _cache_stats_forever(self) -> None:
-        while self.cache.enabled:
-            try:
-                self.metrics.cache.stats = await self.cache.stats()
-            except Exception:  # stale gauges until the next turn, but serving goes on
-                log.exception("reading the cache's statistics failed")
-            await asyncio.sleep(_STATS_INTERVAL_S)
-
-    async def _checkpoint_forever(self) -> None:
-        """Saves the cache every --cache-save-interval, counted from the end of the last save, so a killed engine
-        restarts warm. Stops as the drain starts: the drain's own save waits for a checkpoint still being written,
-        never beside it."""
-        directory, interval = self.config.cache.directory, self.config.cache.save_interval_s
-        if not (self.cache.enabled and directory and interval):
-            return
-        while True:
-            await asyncio.sleep(interval)
-            if self.state is not EngineState.RUNNING:
-                return
-            try:
-                await self.cache.checkpoint(directory)
-            except Exception:  # written aside and renamed over the last: a failed save leaves that whole
-                log.exception(
-                    "checkpointing the prompt cache failed; the last save stays, tried again in %g s", interval
-                )
-
-    async def _reload_keys_on_hangup(self) -> None:
-        while True:
-            await self._hangup.wait()
-            self._hangup.clear()
-            if not self.config.curve_secret_file:
-                log.warning("SIGHUP: nothing to reload (the engine runs without --curve-secret)")
-                continue
-            try:
-                await asyncio.to_thread(self._curve.reload)  # reads files: not on the loop
-            except UsageError as error:
-                log.error("SIGHUP: CURVE keys not reloaded, those admitted until now still hold: %s", error)
-                continue
-            self.link.drop_revoked()

@@ -11,6 +11,7 @@ from waiting import eventually
 
 from engine.config import LaunchConfig
 from engine.image_files import ENTRY_BYTES, MIN_GONE_NAMES, ImageFiles, ImagesTooLarge, Missing
+from engine.readiness import readiness
 from engine.server import Engine
 from engine_process import free_port, in_process_config
 from workers.image_encoding import encode_image
@@ -129,7 +130,7 @@ async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_hande
     running = asyncio.create_task(engine.run())
     url = f"http://127.0.0.1:{port}/v1/images/generations"
     try:
-        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
         async with aiohttp.ClientSession() as session:
             async with session.post(url, json={"prompt": "a", "size": "64x64", "response_format": "url"}) as reply:
                 assert reply.status == 200
@@ -165,7 +166,7 @@ async def test_image_urls_start_with_the_public_url_whatever_the_host_header_or_
     running = asyncio.create_task(engine.run())
     forwarded = {"Host": "argus:8000", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}
     try:
-        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
         async with aiohttp.ClientSession() as session:
             body = {"prompt": "a", "size": "64x64", "response_format": "url"}
             url = f"http://127.0.0.1:{port}/v1/images/generations"
@@ -189,7 +190,7 @@ async def test_a_request_without_a_host_header_gets_urls_on_the_port_it_came_to(
     engine = Engine(in_process_config(tmp_path, port=port, launch=launch))
     running = asyncio.create_task(engine.run())
     try:
-        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
         body = json.dumps({"prompt": "a", "size": "64x64", "response_format": "url"}).encode()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = f"POST /v1/images/generations HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
@@ -215,7 +216,7 @@ async def test_an_image_may_be_kept_by_its_client_alone_and_no_longer_than_its_t
     engine = Engine(in_process_config(tmp_path, port=port, launch=launch, image_url_ttl_s=600))
     running = asyncio.create_task(engine.run())
     try:
-        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
         async with aiohttp.ClientSession() as session:
             body = {"prompt": "a", "size": "64x64", "response_format": "url"}
             async with session.post(f"http://127.0.0.1:{port}/v1/images/generations", json=body) as reply:

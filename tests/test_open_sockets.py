@@ -5,7 +5,8 @@ for an API key (every user of the host reaches it, without the key); and about H
 import pytest
 
 from engine.arg_types import UsageError
-from engine.server import Engine, _warn_if_open
+from engine.listen_checks import warn_if_open
+from engine.server import Engine
 from engine_process import free_port, in_process_config
 from protocols.curve import KeyPair, create_key_files
 
@@ -18,7 +19,7 @@ ELSEWHERE = "tcp://203.0.113.7:5556"
 def test_a_socket_beyond_loopback_without_curve_is_warned_about(caplog, warning):
     """Checked on the warning itself: a test binds beyond loopback only to an address that fails, and the engine
     warns of a door only once it opened (below)."""
-    _warn_if_open((ELSEWHERE,), None, warning, api_key=False)
+    warn_if_open((ELSEWHERE,), None, warning, api_key=False)
     assert f"{ELSEWHERE} listens without CURVE: any peer that reaches it can {warning}" in caplog.text
 
 
@@ -53,7 +54,7 @@ def test_curve_or_loopback_is_not_warned_about(tmp_path, caplog, curve, api_key)
     )
     Engine(config).close()
     if curve:
-        _warn_if_open((ELSEWHERE,), KeyPair.load(secret), "send requests", api_key=bool(api_key))
+        warn_if_open((ELSEWHERE,), KeyPair.load(secret), "send requests", api_key=bool(api_key))
     assert ("without CURVE" in caplog.text) == (not curve and bool(api_key)), caplog.text
 
 

@@ -13,6 +13,7 @@ from waiting import eventually
 from engine.client import AsyncArgusClient
 from engine.config import LaunchConfig
 from engine.jobs import AdmittedRequest, Job
+from engine.readiness import readiness
 from engine.server import Engine
 from engine_process import in_process_config
 from protocols.client_messages import Error, Images
@@ -27,7 +28,7 @@ async def test_answered_requests_are_freed_without_a_collection(tmp_path):
     running = asyncio.create_task(engine.run())
     client = AsyncArgusClient(engine.clients.endpoints[0])
     try:
-        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
         gc.collect()
         gc.disable()  # only reference counting frees anything from here
         made = [client.generate(f"a fox, take {i % 3}", width=64, height=64, n=2) for i in range(12)]

@@ -17,6 +17,7 @@ from waiting import eventually, wait_for
 from engine import client as client_module
 from engine.client import ArgusClient, AsyncArgusClient
 from engine.config import LaunchConfig
+from engine.readiness import readiness
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, raw_client, slow_reading_client, start_engine
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
@@ -363,7 +364,7 @@ async def test_no_log_names_a_client_identity_whole(tmp_path, caplog):
     client.setsockopt(zmq.IDENTITY, identity)
     client.connect(engine.clients.endpoints[0])
     try:
-        assert await eventually(lambda: engine.readiness()["ready"], timeout_s=60)
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
         client.send_multipart(client_side_codec().encode(Generate("r", "a fox", width=64, height=64)))
         client.close(linger=-1)  # gone before the engine answers
         assert await eventually(lambda: "went away before its reply" in caplog.text)

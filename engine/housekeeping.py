@@ -1,0 +1,90 @@
+"""The engine's periodic tasks, each run under its TaskGroup while it serves and cancelled after the drain: the
+sweep that answers expired deadlines (and frees expired image URLs), the cache's statistics for /metrics, the cache
+checkpoints (--cache-save-interval) and the reload of the CURVE key directories on SIGHUP.
+
+A failed turn is logged and the task goes on: a bug here must not end the TaskGroup, and with it the engine,
+without a drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from engine.arg_types import UsageError
+
+if TYPE_CHECKING:
+    from engine.cache_service import CacheService
+    from engine.config import CacheConfig
+    from engine.curve_gate import CurveGate
+    from engine.dispatcher import Dispatcher
+    from engine.image_files import ImageFiles
+    from engine.metrics import EngineMetrics
+    from engine.worker_link import WorkerLink
+
+log = logging.getLogger("argus.engine")
+
+# the sweep looks at queued jobs this often, and at least SWEEPS_PER_SLO times within a shorter SLO (a job
+# that falls behind must be found while moving it up a level can still save it), but not more often than
+# every _MIN_SWEEP_INTERVAL_S
+_SWEEP_INTERVAL_S = 0.1
+_SWEEPS_PER_SLO = 50
+_MIN_SWEEP_INTERVAL_S = 0.005
+_STATS_INTERVAL_S = 1.0
+
+
+async def sweep_forever(dispatcher: Dispatcher, image_files: ImageFiles, slo_s: float) -> None:
+    # zero-latency simulated workers make the SLO zero: nothing to keep up with
+    per_slo = slo_s / _SWEEPS_PER_SLO or _SWEEP_INTERVAL_S
+    interval = max(_MIN_SWEEP_INTERVAL_S, min(_SWEEP_INTERVAL_S, per_slo))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            dispatcher.sweep()
+            image_files.drop_expired()
+        except Exception:
+            log.exception("sweeping the queues failed")
+
+
+async def cache_stats_forever(cache: CacheService, metrics: EngineMetrics) -> None:
+    while cache.enabled:
+        try:
+            metrics.cache.stats = await cache.stats()
+        except Exception:  # stale gauges until the next turn, but serving goes on
+            log.exception("reading the cache's statistics failed")
+        await asyncio.sleep(_STATS_INTERVAL_S)
+
+
+async def checkpoint_forever(cache: CacheService, config: CacheConfig, draining: asyncio.Event) -> None:
+    """Saves the cache every --cache-save-interval, counted from the end of the last save, so a killed engine
+    restarts warm. Stops as the drain starts (`draining` set): the drain's own save waits for a checkpoint still
+    being written, never beside it."""
+    directory, interval = config.directory, config.save_interval_s
+    if not (cache.enabled and directory and interval):
+        return
+    while True:
+        await asyncio.sleep(interval)
+        if draining.is_set():
+            return
+        try:
+            await cache.checkpoint(directory)
+        except Exception:  # written aside and renamed over the last: a failed save leaves that whole
+            log.exception("checkpointing the prompt cache failed; the last save stays, tried again in %g s", interval)
+
+
+async def reload_keys_on_hangup(hangup: asyncio.Event, curve: CurveGate | None, link: WorkerLink) -> None:
+    """`curve`: the gate of the keys given with --curve-secret, None without (a Ray run's own keys are not reread).
+    A worker whose key was revoked is dropped."""
+    while True:
+        await hangup.wait()
+        hangup.clear()
+        if curve is None:
+            log.warning("SIGHUP: nothing to reload (the engine runs without --curve-secret)")
+            continue
+        try:
+            await asyncio.to_thread(curve.reload)  # reads files: not on the loop
+        except UsageError as error:
+            log.error("SIGHUP: CURVE keys not reloaded, those admitted until now still hold: %s", error)
+            continue
+        link.drop_revoked()

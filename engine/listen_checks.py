@@ -1,0 +1,73 @@
+"""Checks on the addresses the engine listens on, made as it starts: one it cannot listen on is the user's to change,
+refused in one line naming its flag; one that admits more peers than the user may mean is warned of."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import zmq
+
+from engine.arg_types import UsageError, is_loopback
+from protocols.curve import KeyPair
+
+log = logging.getLogger("argus.engine")
+
+
+@contextlib.contextmanager
+def bind_errors_named(flag: str) -> Iterator[None]:
+    """An address this host cannot listen on (in use, not its own, a privileged port, or no address at all: "foo",
+    a host name, a port that is not a number, a transport such as udp:// that a ROUTER cannot use) is the user's to
+    change: one line naming the flag and ZeroMQ's reason, not a traceback."""
+    try:
+        yield
+    except zmq.ZMQError as error:
+        raise UsageError(f"{flag}: {error}") from None
+
+
+def refuse_long_ipc_path(endpoint: str, folder: str) -> None:
+    """The local workers' IPC `endpoint`, in the engine's temporary `folder`, must fit ZeroMQ's bound: its own error
+    named --worker-listen, which may not be an IPC address at all."""
+    if len(endpoint.removeprefix("ipc://").encode()) > zmq.IPC_PATH_MAX_LEN:
+        raise UsageError(
+            f"the temporary directory {os.path.dirname(folder)} is too long a path for the local workers'"
+            f" IPC socket ({zmq.IPC_PATH_MAX_LEN} bytes at most, {endpoint} is longer): set TMPDIR to a shorter one"
+        )
+
+
+def warn_if_http_open(host: str, port: int, api_key: bool) -> None:
+    """HTTP beyond loopback without an API key serves anyone who reaches it."""
+    if not api_key and not is_loopback(host):
+        log.warning(
+            "HTTP on %s:%d listens without an API key: any client that reaches it can generate images (set"
+            " ARGUS_API_KEY, README.md)",
+            host,
+            port,
+        )
+
+
+def warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_can_do: str, api_key: bool) -> None:
+    """A TCP address without CURVE admits anyone who reaches it: say so at start, beyond loopback; and on loopback
+    too when HTTP asks for an API key, which says that not everyone on this host is trusted (every user of the
+    host reaches its loopback, and the key guards HTTP alone)."""
+    for endpoint in endpoints:
+        transport, _, address = endpoint.partition("://")
+        if keys is not None or transport in ("ipc", "inproc"):  # an ipc socket only this user may open
+            continue
+        if not is_loopback(address.rpartition(":")[0].strip("[]")):
+            log.warning(
+                "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with --curve-secret and "
+                "--curve-allow, docs/scaling.md)",
+                endpoint,
+                what_a_peer_can_do,
+            )
+        elif api_key:
+            log.warning(
+                "%s listens without CURVE: any user of this host can %s without the API key, which guards HTTP"
+                " alone (turn CURVE on with --curve-secret and --curve-allow, or listen on an ipc:// path, which only"
+                " this user may open; docs/scaling.md)",
+                endpoint,
+                what_a_peer_can_do,
+            )

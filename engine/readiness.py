@@ -1,0 +1,53 @@
+"""What GET /ready says: whether the engine serves, and what a client or a load balancer needs to send it requests
+(the capacity `--load` multiplies, the sizes and steps it takes, its workers)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from protocols.limits import MAX_STEPS
+
+if TYPE_CHECKING:
+    from engine.server import Engine
+
+
+def readiness(engine: Engine) -> dict:
+    workers = engine.registry.registered()
+    sizes = engine.admission.size_limits()
+    return {
+        # a worker taken out of rotation as failing is listed, but serves no one
+        "ready": engine.running and engine.registry.in_rotation > 0,
+        "state": engine.state.value,
+        # the saved cache is still being read: requests are served meanwhile, from what was cached since the start
+        "cache_restoring": engine.cache.restoring,
+        # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies. By the profile
+        # the controller plans with now: scaled by the workers' pace once it strays far from the profile's
+        "exact_capacity_rps": engine.registry.in_rotation
+        * engine.control.policy.profile.capacity_rps(0, engine.control.slo_s),
+        # what a request may ask for (every registered worker's, else the --backend's): a client checks its
+        # size and steps before it sends a run of requests each refused invalid_size
+        "sizes": {
+            "min": sizes.min_size,
+            "max": sizes.max_size,
+            "default": sizes.default_size,
+            "multiple": sizes.multiple,
+        },
+        "steps": {
+            "default": engine.admission.default_steps(),
+            "max": MAX_STEPS,
+            "refused": sorted(engine.admission.refused_steps()),
+        },
+        "workers": [
+            {
+                "name": w.name,
+                "backend": w.hello.backend,
+                "device": w.hello.device,
+                "pid": w.hello.pid,
+                "level": w.level,
+                "load": w.load,
+                "simulated": w.hello.simulated,
+                "state": w.state.value,  # ready, or failing: out of rotation (engine/failing_workers.py)
+            }
+            for w in workers
+        ],
+    }
