@@ -43,13 +43,15 @@ class ProfileDrift:
         self._on_ratio = on_ratio
         self._clock = clock
         self._recent: deque[float] = deque(maxlen=_RECENT)  # observed / predicted, of the last batches judged
+        # their median, taken as each batch is judged: the pace is read for every job routed and judged
+        self._ratio = 1.0
         self._pacing = False
         self._warned_at: float | None = None
 
     @property
     def ratio(self) -> float:
         """The median of the recent batches' observed / predicted time (1 before any)."""
-        return statistics.median(self._recent) if self._recent else 1.0
+        return self._ratio
 
     @property
     def pace(self) -> float:
@@ -60,7 +62,7 @@ class ProfileDrift:
         if predicted_s < _SHORTEST_PREDICTED_S or observed_s <= 0:
             return
         self._recent.append(observed_s / predicted_s)
-        ratio = self.ratio
+        ratio = self._ratio = statistics.median(self._recent)
         self._on_ratio(ratio)
         if len(self._recent) < _RECENT:
             return
