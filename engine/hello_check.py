@@ -24,15 +24,10 @@ def protocol_refusal(protocol: int) -> str | None:
     return None
 
 
-def probe_refusal(probe: Probe, backend: str, model: str | None, named_by: str = "") -> str | None:
-    """Why a worker that asked `probe` before loading its model cannot join, or None (hello_refusal's arguments)."""
-    return _identity_refusal(probe, backend, model, named_by)
-
-
 def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str = "") -> str | None:
     """Why a worker cannot join an engine serving `backend` and `model` (None: any, the first welcomed names it),
     or None. `named_by` says where the engine's model came from."""
-    if refused := _identity_refusal(hello, backend, model, named_by):
+    if refused := identity_refusal(hello, backend, model, named_by):
         return refused
     if not hello.model:
         return f"model must be 1 to {MAX_NAME_CHARS} printable characters"
@@ -75,9 +70,10 @@ def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str =
     return None
 
 
-def _identity_refusal(sent: Hello | Probe, backend: str, model: str | None, named_by: str) -> str | None:
-    """What a Probe and a Hello both say: the protocol, the worker id, the backend and model it runs ("" in a Probe:
-    known only once loaded)."""
+def identity_refusal(sent: Hello | Probe, backend: str, model: str | None, named_by: str = "") -> str | None:
+    """Why a worker cannot join for what a Probe (asked before it loads its model) and a Hello both say: the
+    protocol, the worker id, the backend and model it runs ("" in a Probe: known only once loaded); or None.
+    hello_refusal's arguments."""
     if refused := protocol_refusal(sent.protocol):
         return refused
     if sent.backend != backend:

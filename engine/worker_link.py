@@ -26,7 +26,7 @@ import zmq
 
 from engine.curve_gate import WORKERS
 from engine.dispatcher import Dispatcher
-from engine.hello_check import hello_refusal, probe_refusal, protocol_refusal
+from engine.hello_check import hello_refusal, identity_refusal, protocol_refusal
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -286,7 +286,7 @@ class WorkerLink:
         loads its model meanwhile (as it does when no engine answers), and says hello to the next engine."""
         if self._stopping:
             return
-        checked = probe_refusal(probe, self._backend, self._model, self._model_named_by)
+        checked = identity_refusal(probe, self._backend, self._model, self._model_named_by)
         if refused := self._refusal(checked, probe.worker_id, probe.pid):
             self._refuse(identity, refused)
         else:
