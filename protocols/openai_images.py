@@ -360,10 +360,12 @@ def _truncated_message(body: bytes) -> str:
     try:
         json.loads(body.decode())
     except (ValueError, RecursionError):  # a UnicodeDecodeError is a ValueError
-        return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
-    # the whole body parses: msgspec stopped after the last first half, within 6 bytes of the end
-    halves = list(_HIGH_HALF_ESCAPE.finditer(body))
-    if not halves:  # none seen: msgspec's word is all there is (no body is known to come here)
+        halves = []  # cut short indeed
+    else:
+        # the whole body parses: msgspec stopped after the last first half, within 6 bytes of the end (none seen:
+        # msgspec's word is all there is; no body is known to come here)
+        halves = list(_HIGH_HALF_ESCAPE.finditer(body))
+    if not halves:
         return f"malformed JSON: the body ends before the JSON does (byte {len(body)})"
     return _unpaired_high_half_message(halves[-1].group(1), halves[-1].end())
 
