@@ -5,29 +5,22 @@ import asyncio
 import logging
 
 import pytest
+from dispatcher_harness import Clock
+from waiting import wait_for
 
 from engine.client import AsyncArgusClient
 from engine.profile_drift import ProfileDrift
+from engine_process import start_engine, start_worker
 from protocols.client_messages import Images
-from tests.engine_process import start_engine, start_worker
-from tests.waiting import wait_for
-
-
-class _Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
 
 
 def _drift(clock=None):
     ratios = []
-    return ProfileDrift("sdxl_a100", ratios.append, clock or _Clock()), ratios
+    return ProfileDrift("sdxl_a100", ratios.append, clock or Clock()), ratios
 
 
 def test_a_steady_gap_is_warned_of_once_settled_and_again_only_after_a_while(caplog):
-    clock = _Clock()
+    clock = Clock()
     drift, ratios = _drift(clock)
     with caplog.at_level(logging.WARNING, logger="argus.dispatcher"):
         for _ in range(49):
@@ -41,7 +34,7 @@ def test_a_steady_gap_is_warned_of_once_settled_and_again_only_after_a_while(cap
         for _ in range(100):
             drift.batch_ran(1.0, 2.0)
         assert len(caplog.records) == 1  # not at every batch
-        clock.now = 601.0
+        clock.now += 601.0
         drift.batch_ran(1.0, 2.0)
         assert len(caplog.records) == 2
     assert ratios[-1] == pytest.approx(2.0)
