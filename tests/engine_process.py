@@ -19,6 +19,7 @@ import zmq
 
 from engine.config import EngineConfig, LaunchConfig
 from loadgen.bench.ports import free_port
+from protocols.worker_messages import engine_side_codec, worker_side_codec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,12 +95,28 @@ class EngineProcess:
         return self.process.returncode
 
 
-def raw_client(context: zmq.Context, address: str) -> zmq.Socket:
+def raw_client(context: zmq.Context, address: str, identity: bytes | None = None) -> zmq.Socket:
     """A bare DEALER connected to the engine, to send what engine.client would not; closed, it waits for nothing."""
     client = context.socket(zmq.DEALER)
     client.setsockopt(zmq.LINGER, 0)
+    if identity is not None:
+        client.setsockopt(zmq.IDENTITY, identity)
     client.connect(address)
     return client
+
+
+def ask_worker_door(address: str, message: object, identity: bytes | None = None) -> object:
+    """Sends `message` (a Hello, a Probe) to an engine's worker `address` on a connection of its own, under
+    `identity` if given, and returns the engine's answer."""
+    context = zmq.Context()
+    socket = raw_client(context, address, identity)
+    try:
+        socket.send_multipart(engine_side_codec().encode(message))
+        assert socket.poll(30_000), f"no answer to the {type(message).__name__}"
+        return worker_side_codec().decode(socket.recv_multipart())
+    finally:
+        socket.close()
+        context.term()
 
 
 def slow_reading_client(context: zmq.Context, address: str) -> zmq.Socket:

@@ -9,8 +9,8 @@ import pytest
 import zmq
 
 from controller.profiles import LatencyProfile
-from engine_process import start_engine
-from protocols.worker_messages import PROTOCOL_VERSION, Hello, Refused, Welcome, engine_side_codec, worker_side_codec
+from engine_process import ask_worker_door, start_engine
+from protocols.worker_messages import PROTOCOL_VERSION, Hello, Refused, Welcome, worker_side_codec
 from workers.model_id import SIM_PROFILE, sim_model_id
 
 SIM_MODEL = sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
@@ -61,18 +61,7 @@ def engine(tmp_path_factory):
 
 
 def say_hello(engine, hello: Hello, identity: bytes) -> object:
-    context = zmq.Context()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.IDENTITY, identity)
-    socket.connect(engine.worker_address)
-    try:
-        socket.send_multipart(engine_side_codec().encode(hello))
-        assert socket.poll(30_000), "no answer to the hello"
-        return worker_side_codec().decode(socket.recv_multipart())
-    finally:
-        socket.close()
-        context.term()
+    return ask_worker_door(engine.worker_address, hello, identity)
 
 
 @pytest.mark.parametrize(("changes", "field"), BAD, ids=[f"{i}-{field}" for i, (_, field) in enumerate(BAD)])

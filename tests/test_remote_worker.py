@@ -12,27 +12,17 @@ from pathlib import Path
 
 import pytest
 import zmq
+from test_hello_bounds import SIM_MODEL
 from waiting import wait_for
 
-from controller.profiles import LatencyProfile
 from controller.similarity import SimilarityTable
 from engine.client import ArgusClient
-from engine_process import free_port, start_engine, start_worker
+from engine_process import ask_worker_door, free_port, start_engine, start_worker
 from protocols.client_messages import Images
 from protocols.curve import create_key_files
-from protocols.worker_messages import (
-    PROTOCOL_VERSION,
-    Cleared,
-    Probe,
-    Refused,
-    engine_side_codec,
-    worker_side_codec,
-)
-from workers.model_id import SIM_PROFILE, sim_model_id
+from protocols.worker_messages import PROTOCOL_VERSION, Cleared, Probe, Refused
 from workers.runtime import WorkerRuntime
 from workers.sim_backend import SimBackend
-
-SIM_MODEL = sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
 
 
 @pytest.fixture(scope="module")
@@ -199,15 +189,9 @@ def test_a_second_worker_given_a_live_workers_id_is_refused(engine):
 def test_a_probe_is_answered_as_a_hello_of_its_values_would_be_and_registers_nothing(engine):
     """What a worker asks before it loads its model (minutes, for SD-XL), on a connection of its own."""
     first = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(engine.worker_address)
 
     def answer(protocol: int = PROTOCOL_VERSION, worker_id: str = "gpu1", model: str = SIM_MODEL) -> object:
-        sock.send_multipart(engine_side_codec().encode(Probe(protocol, worker_id, "sim", model, pid=12345)))
-        assert sock.poll(30_000), "the probe was not answered"
-        return worker_side_codec().decode(sock.recv_multipart())
+        return ask_worker_door(engine.worker_address, Probe(protocol, worker_id, "sim", model, pid=12345))
 
     try:
         (registered,) = engine.wait_ready(1, timeout_s=60)["workers"]
@@ -222,8 +206,6 @@ def test_a_probe_is_answered_as_a_hello_of_its_values_would_be_and_registers_not
         (still,) = engine.ready()["workers"]
         assert still["name"] == registered["name"] and still["pid"] == first.pid
     finally:
-        sock.close()
-        context.term()
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=30)
 
