@@ -4,6 +4,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from port_shares import draw_ports_from_share  # noqa: E402 - a helper beside this file, on the path from the line above
 
@@ -29,6 +31,14 @@ os.environ["TMPDIR"] = _SUITE_TMPDIR
 _PORT_SHARES = 8
 if "PYTEST_XDIST_WORKER" in os.environ:  # "gw0", "gw1", ...
     draw_ports_from_share(int(os.environ["PYTEST_XDIST_WORKER"][2:]) % _PORT_SHARES, _PORT_SHARES)
+
+
+@pytest.fixture
+def prompts(tmp_path) -> str:
+    """A prompt file of three lines, for the commands that read one (calibrate, profile quality)."""
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red fox\na blue whale\na green frog\n")
+    return str(path)
 
 
 def pytest_sessionfinish(session, exitstatus):

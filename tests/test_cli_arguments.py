@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from command_names import command_name
 from model_folders import save_model_folder
-from test_model_and_device_flags import command_name
 
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.cli import UsageError, build_parser, engine_config, main

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from command_names import command_name
 from model_folders import save_model_folder
 from tiny_models import save_tiny_clip, save_tiny_clip_text
 
@@ -17,18 +18,6 @@ from engine.cache_dir import lock_cache_dir
 from engine.cli import UsageError, build_parser, engine_config, main
 from engine_process import ROOT, start_engine
 from workers.model_folder import clip_model_problem, embedder_model_problem
-
-
-@pytest.fixture
-def prompts(tmp_path):
-    path = tmp_path / "prompts.txt"
-    path.write_text("a red fox\na blue whale\na green frog\n")
-    return str(path)
-
-
-def command_name(argv: list[str]) -> str:
-    """The command's full name, as argparse says its errors: `argus profile quality`, not `argus profile`."""
-    return "argus " + " ".join(argv[: 2 if argv[0] in ("profile", "bench") else 1])
 
 
 def assert_refused(argv: list[str], says: str, capsys) -> None:

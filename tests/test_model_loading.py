@@ -13,10 +13,10 @@ import shutil
 
 import numpy as np
 import pytest
+from command_names import command_name
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from model_folders import save_model_folder
 from safetensors import SafetensorError
-from test_model_and_device_flags import command_name
 from tiny_models import empty_weights, keep_weights, save_tiny_bert, save_tiny_clip, save_tiny_clip_text
 
 from engine.cache.embedders import make_embedder
@@ -30,13 +30,6 @@ KINDS = {
     "minilm": ("a MiniLM model", "bert"),
     "whole clip": ("a CLIP model", "clip"),
 }
-
-
-@pytest.fixture
-def prompts(tmp_path) -> str:
-    path = tmp_path / "prompts.txt"
-    path.write_text("a red fox\na blue whale\na green frog\n")
-    return str(path)
 
 
 @pytest.fixture
