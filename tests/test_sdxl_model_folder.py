@@ -91,11 +91,17 @@ NOT_LOADING = {
 
 @pytest.mark.parametrize(("spoil", "says"), NOT_LOADING.values(), ids=NOT_LOADING)
 def test_a_folder_that_passes_the_checks_and_does_not_load_is_one_line_naming_it(spoil, says, model, capsys):
+    line = refusal_of_spoiled(model, spoil, capsys)
+    assert line.startswith(f"argus worker: error: cannot load an SD-XL pipeline from {model}: {says}"), line
+
+
+def refusal_of_spoiled(model: Path, spoil, capsys) -> str:
+    """The one line `argus worker` exits 2 with, given the folder `model` once `spoil` has spoiled it in a way the
+    file checks pass."""
     spoil(model)
     assert sdxl_model_problem(str(model)) is None
     assert main([*WORKER, str(model)]) == 2
-    line = one_line_error(capsys)
-    assert line.startswith(f"argus worker: error: cannot load an SD-XL pipeline from {model}: {says}"), line
+    return one_line_error(capsys)
 
 
 def _weights(part: str) -> str:
@@ -140,10 +146,8 @@ WEIGHTS_MISSING = {
 
 @pytest.mark.parametrize(("spoil", "says"), WEIGHTS_MISSING.values(), ids=WEIGHTS_MISSING)
 def test_weights_that_lack_a_part_are_one_line_naming_the_part(spoil, says, model, capsys):
-    spoil(model)
-    assert sdxl_model_problem(str(model)) is None
-    assert main([*WORKER, str(model)]) == 2
-    assert one_line_error(capsys) == f"argus worker: error: cannot load an SD-XL pipeline from {model}: {says}"
+    line = refusal_of_spoiled(model, spoil, capsys)
+    assert line == f"argus worker: error: cannot load an SD-XL pipeline from {model}: {says}"
 
 
 def test_a_text_encoder_without_its_projection_loads_with_a_warning(model, caplog):
