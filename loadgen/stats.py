@@ -10,10 +10,10 @@ from collections.abc import Sequence
 P99_MIN_SAMPLES = 100
 
 
-def percentile(values: Sequence[float], q: float, *, empty: float | None) -> float | None:
+def percentile(values: Sequence[float], q: float, *, empty: float | None = math.nan) -> float | None:
     """Nearest-rank percentile (q in 0..100) of unsorted values: an observed value, never an interpolation. `empty`
-    is the figure of no values, each caller's choice: None where a summary says 'no figure', NaN where a bench goes
-    on computing with it (a table prints it n/a, its JSON null)."""
+    is the figure of no values: NaN, as median's, where a bench goes on computing with it (a table prints it n/a, its
+    JSON null); None where a summary says 'no figure'."""
     if not values:
         return empty
     ordered = sorted(values)

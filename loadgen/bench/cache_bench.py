@@ -28,7 +28,6 @@ The file is read as `argus loadgen` reads its prompts (loadgen/prompts.py).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -186,10 +185,10 @@ def _measure_index(args: argparse.Namespace) -> dict:
     result: dict = {"insert_per_s": insert_per_s, "ef": EF_SEARCH, "m": M}
     for kind, part in (("near-duplicate", slice(0, half)), ("unrelated", slice(half, None)), ("all", slice(None))):
         result[kind] = {
-            "p50": percentile(wall[part], 50, empty=math.nan),
-            "p99": percentile(wall[part], 99, empty=math.nan),
-            "cpu_p50": percentile(cpu[part], 50, empty=math.nan),
-            "cpu_p99": percentile(cpu[part], 99, empty=math.nan),
+            "p50": percentile(wall[part], 50),
+            "p99": percentile(wall[part], 99),
+            "cpu_p50": percentile(cpu[part], 50),
+            "cpu_p99": percentile(cpu[part], 99),
             "recall": float(hits[part].mean()),
         }
     return result

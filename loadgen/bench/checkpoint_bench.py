@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import re
 import shutil
 import tempfile
@@ -213,7 +212,7 @@ def _checkpoints(log: str) -> list[Checkpoint]:
 def _summary(values: list[float]) -> dict:
     if not values:
         return {"count": 0}
-    p50, p99 = percentile(values, 50, empty=math.nan), percentile(values, 99, empty=math.nan)
+    p50, p99 = percentile(values, 50), percentile(values, 99)
     return {"count": len(values), "p50_ms": p50, "p99_ms": p99, "max_ms": max(values)}
 
 

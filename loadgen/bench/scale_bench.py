@@ -296,15 +296,15 @@ def _step(
     return Step(
         offered_rps=rate,
         answered_rps=sum(part["answered_in_window"] for part in parts) / seconds,
-        p50_ms=percentile(latencies, 50, empty=math.nan),
-        p99_ms=percentile(latencies, 99, empty=math.nan),
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
         not_images=sum(part["not_images"] for part in parts),
         samples=len(latencies),
         unanswered=sum(part["unanswered"] for part in parts),
         engine_cpu=cpu,
         fleets_cpu=sum(fleets_cpu),
         machine_cpu=machine_cpu,
-        send_late_p99_ms=percentile(lateness, 99, empty=math.nan),
+        send_late_p99_ms=percentile(lateness, 99),
     )
 
 
@@ -331,7 +331,7 @@ def _allocation_solve_ms(workers: int) -> float:
         started = time.perf_counter()
         allocate(problem, workers, {}, options)
         times.append((time.perf_counter() - started) * 1000.0)
-    return percentile(times, 50, empty=math.nan)
+    return percentile(times, 50)
 
 
 def peak_target(peak_rps: float, saturated: bool) -> str:
