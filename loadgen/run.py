@@ -64,7 +64,7 @@ async def run_load(
     status_url: str | None = None,
     api_key: str | None = None,
     sample_every_s: float = 1.0,
-    progress: bool = True,
+    progress: bool | None = True,
     interrupt: Interrupt | None = None,
     on_record: Callable[[Record], None] | None = None,
 ) -> tuple[list[Record], dict[str, Any]]:
@@ -74,6 +74,8 @@ async def run_load(
     status_url: the engine's HTTP base URL, polled every `sample_every_s` for
     workers per level (see loadgen.engine_status), with `api_key` if the
     engine wants one; None: no polling.
+    progress: a progress bar on stderr; None: only when stderr is a terminal (a bar redrawn into a file or a pipe, a CI
+    log, is a line of text at each redraw).
     interrupt: cuts the run short (see Interrupt); None: the run goes to its end.
     on_record: called with each record as its request ends, in the order they end, on the event loop: it must not
     block (a file write would delay the sends; loadgen.report.records_as_they_come hands each to a thread).
@@ -92,7 +94,8 @@ async def run_load(
     # not every task it ever started (which held as much again: 1.35 KB a request, of which 0.58 KB the record)
     in_flight: dict[asyncio.Task[Record], tuple[Planned, float]] = {}
     last_answer = 0.0
-    bar = tqdm(total=len(planned), unit="req", desc="answered", disable=not progress, dynamic_ncols=True)
+    disable = None if progress is None else not progress  # tqdm's None: off unless on a terminal
+    bar = tqdm(total=len(planned), unit="req", desc="answered", disable=disable, dynamic_ncols=True)
 
     # perf_counter, not the loop's clock: uvloop's ticks in whole milliseconds
     start = time.perf_counter()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
@@ -237,8 +236,7 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
                 wall_slo_ms,
                 seed=args.seed,
                 status_url=engine.http,
-                # a bar redrawn into a file or a pipe (a CI log) is a line of text at each redraw
-                progress=sys.stderr.isatty(),
+                progress=None,  # on a terminal only
             )
         finally:
             await client.close()
