@@ -125,17 +125,20 @@ def run(args: argparse.Namespace) -> int:
         rescaled = shape(trace, rate=rate, rescale=args.rescale, seed=args.seed)
     except ValueError as error:  # a trace of one arrival, or all at one instant: no rate of its own to rescale
         raise UsageError(f"--load cannot rescale --trace {args.trace}: {error}") from None
-    # each step that leaves too few says so in its own flags: thinning to the load, then --duration-s
-    if not _has_a_rate(rescaled):
+    # each step that leaves too few for a mean rate says so in its own flags: thinning to the load, then --duration-s
+    try:
+        mean_rate(rescaled)
+    except ValueError:
         of = counted(args.workers, "sim worker")
         said = f"--load {args.load:g} x {capacity_rps:.3g} img/s (the exact capacity of {of})"
         raise UsageError(
             thinned_too_far(said, args.trace, trace, rate, args.seed, len(rescaled), by_load=True, need=_NEED)
-        )
+        ) from None
     simulated = truncate(rescaled, duration_s=args.duration_s)
-    if not _has_a_rate(simulated):
-        raise UsageError(cut_too_far(args.duration_s, rescaled, " (simulated)", _NEED))
-    offered_rps = mean_rate(simulated)
+    try:
+        offered_rps = mean_rate(simulated)
+    except ValueError:
+        raise UsageError(cut_too_far(args.duration_s, rescaled, " (simulated)", _NEED)) from None
     schedule = shape(simulated, time_scale=args.time_scale)
     width, height = args.size
     config = {
@@ -287,10 +290,6 @@ def _record_on_simulated_clock(record: dict, time_scale: float) -> dict:
         key: value / time_scale if key in _RECORD_TIMES and value is not None else value
         for key, value in record.items()
     }
-
-
-def _has_a_rate(schedule: list) -> bool:
-    return len(schedule) >= 2 and schedule[-1].offset_s > schedule[0].offset_s
 
 
 def verdict(argus: dict, baseline: dict) -> str:
