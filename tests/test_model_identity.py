@@ -161,7 +161,8 @@ def test_an_engine_given_its_model_id_refuses_a_first_worker_of_another(models, 
     """Named by its first worker, an engine that cannot read the model served whichever model came first, and
     refused every right worker after it until a restart."""
     served = folder_model_id(models["b"])
-    engine = start_engine(tmp_path, "--model-id", served, backend="sdxl", workers=0, wait=False)
+    # up before the worker starts: one started first finds no engine to ask before it loads, and learns at its hello
+    engine = start_engine(tmp_path, "--model-id", served, backend="sdxl", workers=0)
     try:
         err = refused(sdxl_worker(engine, models["a"], "first"))
         assert f"this engine serves {served!r} (argus serve --backend/--model/--model-id)" in err
