@@ -190,6 +190,11 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
         # likewise ignored by the hash embedder; clip's missing model was said as make_embedder's `model_path`
         (["bench", "cache", "--replay", "{tmp}/p.txt", "--model-path", "{tmp}"], "--model-path goes with --embedder"),
         (["bench", "cache", "--replay", "{tmp}/p.txt", "--embedder", "clip"], "--embedder clip needs --model-path"),
+        # the index benchmark's flags were ignored by the replay, which ran on the file's prompts alone
+        (["bench", "cache", "--replay", "{tmp}/p.txt", "--entries", "50"], "--entries: not with --replay"),
+        (["bench", "cache", "--replay", "{tmp}/p.txt", "--seed", "3", "--vectors", "random"], "--vectors and --seed:"),
+        # hash vectors of prompts are 1024 wide whatever --dim said
+        (["bench", "cache", "--dim", "64", *SMALL_CACHE_BENCH], "--dim: only with --vectors random"),
     ],
 )
 def test_flags_that_cannot_run_together_exit_2_as_usage_errors(argv, says, tmp_path, capsys):

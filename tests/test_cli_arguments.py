@@ -16,6 +16,7 @@ from engine.cli import UsageError, build_parser, engine_config, main
 from engine.config import LaunchConfig
 from engine.launcher import worker_command
 from engine.worker_command import check_worker_args
+from loadgen.bench import cache_bench
 from loadgen.bench.commands import BENCHMARKS
 from protocols.curve import create_key_files
 
@@ -632,7 +633,6 @@ def test_train_predictor_offers_the_embedders_it_has_tables_for(tmp_path, capsys
     ("argv", "defaults"),
     [
         (["bench", "compare"], ("trace", "prompts")),
-        (["bench", "cache"], ("data",)),
         (["loadgen"], ("prompts",)),
     ],
 )
@@ -641,3 +641,9 @@ def test_the_shared_data_a_command_reads_by_default_is_found_from_any_directory(
     args = build_parser().parse_args(argv)
     for name in defaults:
         assert Path(getattr(args, name)).exists(), (name, getattr(args, name))
+
+
+def test_bench_cache_finds_its_prompt_folder_from_any_directory(tmp_path, monkeypatch):
+    """Its --data is None unless given (a replay refuses it), the default filled in at run time."""
+    monkeypatch.chdir(tmp_path)
+    assert Path(cache_bench.INDEX_DEFAULTS["data"], "diffusiondb_5k.txt").exists()

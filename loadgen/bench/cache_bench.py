@@ -49,22 +49,35 @@ PLANTED_SIMILARITY = 0.9
 PROMPT_FILES = ("diffusiondb_5k.txt", "partiprompts.tsv")
 
 
+# The index benchmark's flags, with their defaults: None when not given, so that --replay can refuse them
+INDEX_DEFAULTS = {
+    "entries": 100_000,
+    "dim": HASH_WIDTH,
+    "vectors": "prompts",
+    "lookups": 2000,
+    "timed_inserts": 2000,
+    "latents": 5000,
+    "seed": 0,
+    "data": str(PROMPTS_DIR),
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--entries", type=positive_int, default=100_000, help="prompts in the index (default 100000)")
-    parser.add_argument(
-        "--dim", type=positive_int, default=HASH_WIDTH, help="random vectors' width (default 1024, as hash)"
-    )
+    parser.add_argument("--entries", type=positive_int, help="prompts in the index (default 100000)")
+    parser.add_argument("--dim", type=positive_int, help="random vectors' width (default 1024, as hash)")
     parser.add_argument(
         "--vectors",
         choices=("prompts", "random"),
-        default="prompts",
-        help="what is indexed: hash embeddings of prompts (the engine's case), or random unit vectors (HNSW's worst)",
+        help="what is indexed: hash embeddings of prompts (the engine's case, the default), or random unit vectors"
+        " (HNSW's worst)",
     )
-    parser.add_argument("--lookups", type=positive_int, default=2000, help="timed lookups (default 2000)")
-    parser.add_argument("--timed-inserts", type=positive_int, default=2000, help="inserts timed at the end of the fill")
-    parser.add_argument("--latents", type=positive_int, default=5000, help="SD-XL latents for the bytes measurement")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the prompts or vectors indexed")
-    parser.add_argument("--data", default=str(PROMPTS_DIR), help="folder of the shared prompt files")
+    parser.add_argument("--lookups", type=positive_int, help="timed lookups (default 2000)")
+    parser.add_argument(
+        "--timed-inserts", type=positive_int, help="inserts timed at the end of the fill (default 2000)"
+    )
+    parser.add_argument("--latents", type=positive_int, help="SD-XL latents for the bytes measurement (default 5000)")
+    parser.add_argument("--seed", type=int, help="seeds the prompts or vectors indexed (default 0)")
+    parser.add_argument("--data", help=f"folder of the shared prompt files (default {PROMPTS_DIR})")
     parser.add_argument(
         "--replay",
         metavar="PROMPTS",
@@ -81,18 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _refuse_ignored_flags(args)
     if args.replay:
         return _run_replay(args)
-    if given := [flag for flag, value in (("--embedder", args.embedder), ("--model-path", args.model_path)) if value]:
-        # they were ignored, and the index benchmark ran for minutes on what the user did not ask for
-        raise UsageError(
-            f"{' and '.join(given)}: only with --replay (the index benchmark indexes hash vectors of prompts, or"
-            " random ones: --vectors)"
-        )
+    for name, default in INDEX_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if min(args.entries, args.lookups, args.latents) < 2 or not 0 < args.timed_inserts <= args.entries:
         raise UsageError("--entries, --lookups and --latents must be at least 2, --timed-inserts at most --entries")
-    if args.vectors == "prompts":
-        args.dim = HASH_WIDTH
     print(f"storing {args.latents} SD-XL latents ...", flush=True)
     stored = _measure_store(args.latents)  # first: later phases' freed memory would blur the RSS growth
     print(f"inserting {args.entries} prompts ({args.vectors} vectors, dim {args.dim}) one at a time ...", flush=True)
@@ -344,3 +353,22 @@ def _run_replay(args: argparse.Namespace) -> int:
     )
     write_json(args.json, result)
     return 0
+
+
+def _refuse_ignored_flags(args: argparse.Namespace) -> None:
+    """Flags the mode asked for does not read were ignored, and a benchmark ran for minutes on what the user did not
+    ask for."""
+    if args.replay:
+        given = [_flag(name) for name in INDEX_DEFAULTS if getattr(args, name) is not None]
+        why = "not with --replay (they size the index benchmark)"
+    else:
+        given = [flag for flag, value in (("--embedder", args.embedder), ("--model-path", args.model_path)) if value]
+        why = "only with --replay (the index benchmark indexes hash vectors of prompts, or random ones: --vectors)"
+    if given:
+        raise UsageError(f"{' and '.join(given)}: {why}")
+    if args.dim is not None and args.vectors != "random":
+        raise UsageError("--dim: only with --vectors random (hash vectors of prompts are 1024 wide)")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
