@@ -325,7 +325,7 @@ def _banded_samples(path: str | Path, banded: object) -> list[QualitySample]:
         raise ValueError(f'{path}: not a table {{level: {{"lo-hi": quality}}}}')
     try:
         return [
-            QualitySample(_band_midpoint(band), int(level), _finite(quality))
+            QualitySample(_band_midpoint(band), _level(level), _finite(quality))
             for level, bands in banded.items()
             for band, quality in bands.items()
         ]
@@ -336,7 +336,7 @@ def _banded_samples(path: str | Path, banded: object) -> list[QualitySample]:
 def _band_midpoint(band: str) -> float:
     """The middle of a "lo-hi" band. Summed and halved without a check, "0.95" was read as 0.475 and "0.9-0.95-1"
     as 1.425: another class, or none, without a word."""
-    bounds = [_finite(bound) for bound in band.split("-")]
+    bounds = [_similarity(bound) for bound in band.split("-")]
     if len(bounds) != 2 or bounds[0] > bounds[1]:
         raise ValueError(f'band {band!r} is not "lo-hi" with lo <= hi')
     return sum(bounds) / 2.0
@@ -355,14 +355,38 @@ def _sample_line(where: str, line: str) -> QualitySample:
         raise ValueError(f"{where}: prompt and neighbour_prompt must be text")
     try:
         return QualitySample(
-            None if row.get("similarity") is None else _finite(row["similarity"]),
-            int(row["level"]),
+            None if row.get("similarity") is None else _similarity(row["similarity"]),
+            _level(row["level"]),
             _finite(row["quality"]),
             prompt,
             neighbour_prompt,
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
+
+
+def _similarity(value: object) -> float:
+    """A cosine similarity, within float error of [-1, 1]: 1e300 overflowed the predictor's standardising, which
+    failed in numpy's RuntimeWarning and a message about its means."""
+    similarity = _finite(value)
+    if not -1 - _COSINE_SLACK <= similarity <= 1 + _COSINE_SLACK:
+        raise ValueError(f"similarity {value!r} is not a cosine similarity, -1 to 1")
+    return similarity
+
+
+# float32 embeddings' dot products stray past +-1 by rounding
+_COSINE_SLACK = 1e-3
+
+
+def _level(value: object) -> int:
+    """A cache level, a whole number of steps: int() took 10.7 as level 10 and -5 as a level no profile has."""
+    try:
+        level = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        level = math.nan
+    if not (level.is_integer() and level >= 0):
+        raise ValueError(f"level {value!r} is not a whole number of steps")
+    return int(level)
 
 
 def _finite(value: object) -> float:

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     training, held_out = _split(samples)
     try:
         trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
-    except ValueError as error:  # samples it cannot fit: similarities so large that their mean overflows
+    except ValueError as error:  # samples it cannot fit, said in one line
         raise UsageError(str(error)) from None
     reference = SimilarityTable.bundled(args.embedder) if args.embedder else None
 

@@ -206,6 +206,11 @@ def test_a_jsonl_file_of_one_sample_is_one_sample_not_a_banded_table(tmp_path):
         # Python's json reads them; a NaN quality became an infinite one in the degradation matrix
         ('{"similarity": 0.9, "level": 5, "quality": NaN}', "nan is not a finite number"),
         ('{"similarity": Infinity, "level": 5, "quality": 97.0}', "inf is not a finite number"),
+        # 1e300 overflowed train-predictor's standardising; int() read 5.5 as level 5 and took -5
+        ('{"similarity": 1e300, "level": 5, "quality": 97.0}', "similarity 1e+300 is not a cosine similarity"),
+        ('{"similarity": 0.9, "level": 5.5, "quality": 97.0}', "level 5.5 is not a whole number of steps"),
+        ('{"similarity": 0.9, "level": -5, "quality": 97.0}', "level -5 is not a whole number of steps"),
+        ('{"similarity": 0.9, "level": true, "quality": 97.0}', "level True is not a whole number of steps"),
         # split into words by the trained predictor: train-predictor failed with an AttributeError traceback
         ('{"similarity": 0.9, "level": 5, "quality": 97.0, "neighbour_prompt": 12}', "must be text"),
         ('{"similarity": 0.9, "level": 5, "quality": 97.0, "prompt": null}', "must be text"),
@@ -222,6 +227,13 @@ def test_a_band_of_no_finite_quality_is_named(tmp_path):
     path = tmp_path / "bands.json"
     path.write_text('{"5": {"0.7-0.75": Infinity}}')
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: inf is not a finite number"):
+        read_quality_samples(path)
+
+
+def test_a_band_beyond_a_cosine_similarity_is_named(tmp_path):
+    path = tmp_path / "bands.json"
+    path.write_text(json.dumps({"25": {"0.95-1.5": 97.0}}))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: similarity '1.5' is not a cosine similarity"):
         read_quality_samples(path)
 
 
