@@ -45,16 +45,18 @@ from protocols.worker_messages import ItemDone
 
 log = logging.getLogger("argus.cache")
 
-# (lookup, images, steps) -> (K*, K'): the controller's choice, safe to call from the cache thread
+# (lookup, images, steps) -> (K*, the step K' resumes at): the controller's choice (ControlLoop.choose), safe to call
+# from the cache thread
 Choose = Callable[[Lookup, int, int, random.Random], tuple[int, int]]
-# (K*, K', the neighbour's levels) -> the levels a job may move up to (Policy.fallback_levels)
-FallbackLevels = Callable[[int, int, tuple[int, ...]], tuple[int, ...]]
+# (K*, the step it resumes at, the steps the neighbour's latents are held at, steps) -> the steps a job may move up to
+# (ControlLoop.fallback_levels)
+FallbackLevels = Callable[[int, int, tuple[int, ...], int], tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class Preparation:
     k_star: int
-    level: int  # K' the request is served at
+    level: int  # the step K' resumes at (a level of the profile's N, by share: controller/level_shares.py)
     latent: np.ndarray | None  # the neighbour's latent after `level` steps (None at 0)
     similarity: float | None
     vector: np.ndarray | None  # the prompt's embedding, kept to cache what its generation brings back
@@ -445,16 +447,16 @@ class CacheService:
             level = 0  # the policy picked a level the neighbour does not have: run in full
         if self._cache is not None and not level and not request.spec.exact:
             self._cache.record_miss()
-        fallbacks = self._fallbacks(neighbour, lookup, k_star, level)
+        fallbacks = self._fallbacks(neighbour, lookup, k_star, level, request.steps)
         return Preparation(k_star, level, latent, lookup.similarity, vector, fallbacks)
 
     def _fallbacks(
-        self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int
+        self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int, steps: int
     ) -> tuple[tuple[int, np.ndarray], ...]:
         """The latents of the levels the policy lets the job move up to, held in memory, ascending."""
         if self._fallback_levels is None or neighbour is None:
             return ()
-        levels = self._fallback_levels(k_star, level, lookup.neighbour_levels)
+        levels = self._fallback_levels(k_star, level, lookup.neighbour_levels, steps)
         found = ((k, self._cache.peek_latent(neighbour.prompt_id, k)) for k in levels)
         return tuple((k, latent) for k, latent in found if latent is not None)
 

@@ -32,7 +32,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 
+from controller.level_shares import LevelShares, level_shares
 from controller.plan import Plan
 from controller.policies import Policy
 from controller.predictor import Lookup
@@ -88,13 +90,29 @@ class ControlLoop:
         return {**plan.to_json(), "created_at": time.time() - (self._clock() - plan.created_at)}
 
     def choose(self, lookup: Lookup, images: int, steps: int, rng: random.Random) -> tuple[int, int]:
-        """(K*, K') for one request of `images` images of `steps` steps. Thread-safe: the cache thread calls it."""
+        """(K*, the step K' resumes at) for one request of `images` images of `steps` steps, whose neighbour's
+        latents are held at the steps `lookup.neighbour_levels`. K* and K' are levels of the profile's N steps,
+        which a request of other steps is judged at by share (controller/level_shares.py). Thread-safe: the cache
+        thread calls it."""
+        shares = self._shares(lookup.neighbour_levels, steps)
+        if shares.levels != lookup.neighbour_levels:
+            lookup = replace(lookup, neighbour_levels=shares.levels)
         k_star = self.policy.predict(lookup)
         plan = self._controller.plan
-        level = 0 if plan is None else self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
-        # weighed by the steps it runs at the level it runs at: 150 steps are about 3 images of the default 50
-        self._controller.observe_arrival(k_star, images, level, steps)
-        return k_star, level
+        start = 0 if plan is None else shares.start(self.policy.choose_level(k_star, shares.levels, plan, rng))
+        # weighed by the steps it runs from where it starts: 150 steps are about 3 images of the default 50
+        self._controller.observe_arrival(k_star, images, start, steps)
+        return k_star, start
+
+    def fallback_levels(self, k_star: int, start: int, cached: tuple[int, ...], steps: int) -> tuple[int, ...]:
+        """The steps, of those the neighbour's latents are held at, a job that `choose` started at `start` may move
+        up to when it must wait or would be late (the policy's fallback levels, by share as `choose` judges)."""
+        shares = self._shares(cached, steps)
+        levels = self.policy.fallback_levels(k_star, shares.level_of(start), shares.levels)
+        return tuple(shares.start(level) for level in levels)
+
+    def _shares(self, cached: tuple[int, ...], steps: int) -> LevelShares:
+        return level_shares(cached, steps, self.policy.profile.steps, self.policy.levels)
 
     async def run(self) -> None:
         failing = False

@@ -359,7 +359,7 @@ class Engine:
             config.model_id,
             DEFAULT_LEVELS,
             self.control_loop.choose,
-            self.control.policy.fallback_levels,
+            self.control_loop.fallback_levels,
             embedder,
         )
 

@@ -195,7 +195,7 @@ def test_a_written_checkpoint_lets_go_of_the_latents_that_leave_the_cache_after_
         MODEL,
         LEVELS,
         choose=miss_keeping_level_5,
-        fallback_levels=lambda k_star, level, levels: (5,),
+        fallback_levels=lambda k_star, level, levels, steps: (5,),
     )
 
     async def stored_latent(prompt: str) -> weakref.ref:

@@ -97,8 +97,8 @@ def test_no_request_is_free_whatever_its_steps_and_batch(profile):
 
 
 # -- quality ---------------------------------------------------------------------------
-def run_items(backend: SimBackend, level: int, items: list[GenerateItem]) -> list[float]:
-    batch = Generate(1, level, 50, 64, 64, 5.0, "png", items)
+def run_items(backend: SimBackend, level: int, items: list[GenerateItem], steps: int = 50) -> list[float]:
+    batch = Generate(1, level, steps, 64, 64, 5.0, "png", items)
     return [done.quality for done in backend.run(batch, NoControl())]
 
 
@@ -131,6 +131,14 @@ def test_quality_is_the_same_for_the_same_prompt_and_differs_between_prompts():
     assert first == again == quality(20, 0.9, backend=SimBackend(HASH, time_scale=0.0))
     assert first != other
     assert all(0.0 <= q <= 100.0 and math.isfinite(q) for q in (first, other))
+
+
+@pytest.mark.parametrize(("step", "steps", "level"), [(5, 25, 10), (10, 20, 25), (5, 20, 15), (20, 100, 10)])
+def test_a_resume_of_other_steps_has_the_quality_of_the_level_that_covers_its_share(step, steps, level):
+    """Step 10 of 20 takes half the run from the neighbour, as level 25 of 50 does, not as level 10."""
+    backend = SimBackend(HASH, time_scale=0.0)
+    item = [GenerateItem("r", PROMPT, 1, None, 0.9)]
+    assert run_items(backend, step, item, steps) == run_items(backend, level, item)
 
 
 def test_a_resumed_item_needs_its_neighbours_similarity():

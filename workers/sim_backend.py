@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from controller.level_shares import covering_level
 from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
 from controller.similarity import SimilarityTable
 from protocols.codec import Blob
@@ -89,6 +90,7 @@ class SimBackend(Backend):
         image = Blob(_flat_image(batch.width, batch.height, batch.output_format, batch.output_compression))
         later_levels = [k for k in self._info.levels if batch.level < k < batch.steps]
         placeholders = np.zeros((len(later_levels), *SIM_LATENT_SHAPE), np.float16) if later_levels else None
+        judged_at = self._judged_level(batch)
         outcomes: list[ItemOutcome] = []
         for item in batch.items:
             if control.cancelled(item.request_id):
@@ -104,10 +106,19 @@ class SimBackend(Backend):
                     run_ms,
                     remaining_steps,
                     # the prompt itself is the key: the model hashes it with blake2b, the same in every process
-                    quality=self._quality.quality(batch.level, item.similarity, item.prompt),
+                    quality=self._quality.quality(judged_at, item.similarity, item.prompt),
                 )
             )
         return outcomes
+
+    def _judged_level(self, batch: Generate) -> int:
+        """The level of the default steps whose quality a resume at `batch.level` of `batch.steps` has: the one
+        that covers its share of the run (controller/level_shares.py). The engine resumes at no share past the
+        top level's; one that did is modelled at the top level."""
+        if not batch.level:
+            return 0
+        levels = self._quality.table.levels
+        return covering_level(batch.level, batch.steps, self._info.default_steps, levels) or levels[-1]
 
 
 @lru_cache(maxsize=64)
