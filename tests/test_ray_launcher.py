@@ -1,8 +1,8 @@
-"""Workers as Ray actors on a local Ray instance serve a real engine; killing one mid-load loses no request. Simulated
-workers need no CPU of their own; the Ray instance and its actors are not handed the API key; an actor Ray cannot
-place is named in a warning and replaced, and one whose worker cannot load its model is replaced with a warning saying
-why, and after three such ends left empty; a cluster that cannot be reached ends the engine with an error, and SIGTERM
-stops it while it still tries, or once its Ray instance lost its head (the GCS)."""
+"""Workers as Ray actors on a local Ray instance, sim and tiny, serve a real engine; killing one mid-load loses no
+request. Simulated workers need no CPU of their own; the Ray instance and its actors are not handed the API key; an
+actor Ray cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with
+a warning saying why, and after three such ends left empty; a cluster that cannot be reached ends the engine with an
+error, and SIGTERM stops it while it still tries, or once its Ray instance lost its head (the GCS)."""
 
 import asyncio
 import importlib.util
@@ -59,9 +59,18 @@ async def wait_for(condition, what: str, timeout_s: float = 180.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path, monkeypatch):
-    """On an instance of one CPU: sim workers need none of their own, so both actors and the replacement start."""
-    monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", '{"CPU": 1}')
+@pytest.mark.parametrize(
+    ("backend", "cpus", "launch", "steps"),
+    [
+        # on an instance of one CPU: sim workers need none of their own, so both actors and the replacement start;
+        # about half a second per image, so the kill lands while they hold work
+        ("sim", 1, {"time_scale": 0.1}, 0),
+        # the tiny SD-XL, a real diffusers pipeline in each actor (one CPU each), at 10 steps
+        ("tiny", 2, {}, 10),
+    ],
+)
+async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path, monkeypatch, backend, cpus, launch, steps):
+    monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", f'{{"CPU": {cpus}}}')
     keys = tmp_path / "keys"
     _, engine_secret = create_key_files(keys / "engine", "engine")
     create_key_files(keys / "allowed", "client")
@@ -71,8 +80,7 @@ async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path, monke
         port=0,
         client_listen=(client_address,),
         worker_listen=(f"tcp://127.0.0.1:{free_port()}",),
-        # sim workers: about half a second per image, so the kill lands while they hold work
-        launch=LaunchConfig(count=WORKERS, backend="sim", time_scale=0.1, max_batch=2),
+        launch=LaunchConfig(count=WORKERS, backend=backend, max_batch=2, **launch),
         curve_secret_file=str(engine_secret),
         curve_allowed_dir=str(keys / "allowed"),
     )
@@ -87,11 +95,12 @@ async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path, monke
         assert {w.hello.worker_id for w in engine.registry.registered()} == {f"ray-{i}" for i in range(WORKERS)}
         import ray
 
-        assert ray.cluster_resources()["CPU"] == 1  # fewer CPUs than actors
+        assert ray.cluster_resources()["CPU"] == cpus
 
         ids = [uuid.uuid4().hex for _ in range(REQUESTS)]
         for request_id in ids:
-            await client.send_multipart(codec.encode(Generate(request_id, f"a kite {request_id}", width=64, height=64)))
+            request = Generate(request_id, f"a kite {request_id}", width=64, height=64, steps=steps)
+            await client.send_multipart(codec.encode(request))
         await wait_for(lambda: any(w.load for w in engine.registry.registered()), "load")
         victim = max(engine.registry.registered(), key=lambda w: w.load)
         ray.kill(ray.get_actor(victim.hello.worker_id))
