@@ -171,7 +171,7 @@ def test_a_sim_worker_reports_the_quality_of_the_engines_embedder_table(tmp_path
     assert [d.quality for d in done] == [model.quality(5, i.similarity, i.prompt) for i in items]
 
 
-def test_a_sim_worker_says_it_is_simulated_as_it_starts():
+def test_a_sim_worker_says_it_is_simulated_as_it_starts_and_loads_no_torch():
     """Its one line said 'ready (sim on sim)': nothing of a simulation, where a fleet of them says SIMULATED."""
     engine = FakeEngine()
     process = start_worker(engine.address, "sim", "--time-scale", "0", stderr=subprocess.PIPE, text=True)
@@ -179,6 +179,9 @@ def test_a_sim_worker_says_it_is_simulated_as_it_starts():
         engine.receive(Hello)
         engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
         engine.receive(Heartbeat)  # sent once it logged that it is ready
+        # and serves without torch: its seconds of import and hundreds of MB, in each of a fleet's processes
+        with open(f"/proc/{process.pid}/maps") as maps:
+            assert "/torch/" not in maps.read()
     finally:
         process.terminate()
         _, log = process.communicate(timeout=30)

@@ -86,6 +86,8 @@ def test_a_fleet_process_is_many_workers_and_its_death_loses_nothing(tmp_path):
         assert all(isinstance(r, Images) for (r,) in replies.values())
         served_by = Counter(r.images[0].worker for (r,) in replies.values())
         assert len(served_by) >= FLEET // 2
+        with open(f"/proc/{fleet.pid}/maps") as maps:
+            assert "/torch/" not in maps.read()  # a laptop's thousand workers: no torch in their processes
 
         # the fleet holds work, then its process dies at once: every one of its workers with it
         ids = client.send(3 * (FLEET + SPARE))
