@@ -437,19 +437,23 @@ class DegradationMatrix:
         return max(0.0, self.quality(0, k) - self.quality(k_prime, k))
 
     @classmethod
-    def from_quality_model(cls, model: QualityModel, grid: int = 201) -> DegradationMatrix:
-        """Each class's quality averaged over its similarity band (uniform in s)."""
-        levels = model.table.levels
+    def from_quality_model(
+        cls, model: QualityModel, grid: int = 201, table: SimilarityTable | None = None
+    ) -> DegradationMatrix:
+        """Each class's quality averaged over its similarity band (uniform in s). `table`: the classes, some of the
+        model's levels (default: the model's own table)."""
+        table = table or model.table
+        levels = table.levels
         rows: dict[int, dict[int, float]] = {0: {0: 100.0}}
         for k in levels[1:]:
-            low, high = model.table.band(k)
+            low, high = table.band(k)
             sims = np.linspace(low, high, grid)
             rows[k] = {kp: float(np.mean([model.expected(kp, float(s)) for s in sims])) for kp in levels}
         provenance = (
             f"sim QualityModel(loss_at_threshold={model.loss_at_threshold}, width={model.width}, "
             f"max_loss={model.max_loss}) averaged uniformly over each similarity band"
         )
-        return cls(model.table, rows, provenance)
+        return cls(table, rows, provenance)
 
     @classmethod
     def from_samples(

@@ -41,6 +41,14 @@ class SimilarityTable:
             raise KeyError(f"no bundled similarity table for embedder {embedder!r}; have {sorted(tables)}")
         return cls.from_pairs(tables[embedder]["thresholds"])
 
+    def restricted(self, levels: Iterable[int]) -> SimilarityTable:
+        """The table of `levels` alone (an engine's `--levels`): a similarity past a level left out gives the next
+        level down that is kept. Raises ValueError for a level the table has not got, or for none kept."""
+        kept = set(levels)
+        if unknown := kept - set(self.levels[1:]):
+            raise ValueError(f"levels {sorted(unknown)} are not in the similarity table's {list(self.levels[1:])}")
+        return SimilarityTable(tuple((s, k) for s, k in self.thresholds if k in kept))
+
     @property
     def levels(self) -> tuple[int, ...]:
         """Every level the table can give, 0 (a miss) included, ascending."""

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from engine.forwarded_for import IPNetwork
 from protocols.curve import ClientKeys, KeyPair, load_public_key
 from protocols.limits import MAX_BATCH
+from workers.limits import DEFAULT_LEVELS
 
 T = TypeVar("T")
 
@@ -163,6 +164,19 @@ def comma_separated(item: Callable[[str], T]) -> Callable[[str], list[T]]:
 
     parse.__name__ = f"comma-separated {item.__name__}"
     return parse
+
+
+def cache_levels(text: str) -> tuple[int, ...]:
+    """An argparse type: the levels K the prompt cache keeps latents at, some of the default ones, ascending. They
+    are the levels the controller knows a quality and a similarity threshold for."""
+    rule = f"some of {','.join(map(str, DEFAULT_LEVELS))}, ascending, comma separated"
+    try:
+        levels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {rule}, not {text!r}") from None
+    if not levels or list(levels) != sorted(set(levels)) or not set(levels) <= set(DEFAULT_LEVELS):
+        raise argparse.ArgumentTypeError(f"expected {rule}, not {text!r}")
+    return levels
 
 
 def output_file(text: str) -> str:

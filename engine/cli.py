@@ -12,6 +12,7 @@ from controller.policies import POLICY_NAMES
 from engine.arg_types import (
     UsageError,
     batch_size,
+    cache_levels,
     comma_separated,
     engine_address,
     ip_network,
@@ -53,6 +54,7 @@ from engine.worker_command import (
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
+from workers.limits import DEFAULT_LEVELS
 from workers.model_loading import ModelLoadFailed
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -143,6 +145,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="clip: a local CLIP text encoder directory (needed); minilm: its model directory (default: the package's)",
     )
     p.add_argument("--no-cache", action="store_true", help="no approximate caching: every image runs in full")
+    p.add_argument(
+        "--levels",
+        type=cache_levels,
+        help="the levels K the cache keeps latents at and the controller plans, some of 5,10,15,20,25 of the default"
+        " N = 50 steps (default: all five); fewer levels keep more prompts in --cache-bytes",
+    )
     p.add_argument("--cache-bytes", type=non_negative_int, default=1 << 30, help="latents held in memory, bytes")
     p.add_argument(
         "--cache-dir",
@@ -261,6 +269,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         ),
         cache=CacheConfig(
             enabled=not args.no_cache,
+            levels=args.levels or DEFAULT_LEVELS,
             embedder=args.embedder,
             embedder_path=args.embedder_path,
             max_bytes=args.cache_bytes,

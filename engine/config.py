@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from engine.forwarded_for import IPNetwork
 from engine.restart_backoff import RestartBackoff
 from workers.config import WorkerConfig
+from workers.limits import DEFAULT_LEVELS
 
 # engine and workers beat this often; each counts the other lost after heartbeat_timeout_s of silence
 HEARTBEAT_INTERVAL_S = 1.0
@@ -103,6 +104,7 @@ class PolicyConfig:
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     enabled: bool = True
+    levels: tuple[int, ...] = DEFAULT_LEVELS  # the levels K it keeps latents at, some of DEFAULT_LEVELS
     embedder: str = "hash"  # hash | minilm | clip
     embedder_path: str | None = None  # clip: a local CLIP text encoder directory
     max_bytes: int = 1 << 30

@@ -40,7 +40,9 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     (--latency-profile, --quality-profile, --predictor) that cannot be used stops the engine as it starts, with a
     UsageError naming it."""
     policy_config = config.policy
-    table = SimilarityTable.bundled(config.cache.embedder)
+    bundled = SimilarityTable.bundled(config.cache.embedder)
+    # the levels the cache keeps (--levels): the plan, the predictor and the quality classes know those alone
+    table = bundled.restricted(config.cache.levels)
     profile = _latency_profile(config, table.levels)
     launch = config.launch
     planned = profile.limited_to(launch.max_batch or BACKEND_MAX_BATCH.get(launch.backend, BACKEND_MAX_BATCH["sdxl"]))
@@ -49,7 +51,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
             lambda path: DegradationMatrix.load_profiled(path, table), policy_config.quality_profile
         )
     else:
-        degradation = DegradationMatrix.from_quality_model(QualityModel(table))
+        degradation = DegradationMatrix.from_quality_model(QualityModel(bundled), table=table)
     if policy_config.predictor:
         predictor = read_user_file(TrainedPredictor.load, policy_config.predictor)
     else:

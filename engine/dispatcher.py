@@ -77,8 +77,11 @@ class Dispatcher:
         escalate: bool = False,
         *,
         slo_s: float,
+        latent_levels: tuple[int, ...] | None = None,  # the cache's levels, () without one; None: every level
     ):
         self._registry = registry
+        # what each batch asks its worker to bring back: latents the cache would drop cross no wire
+        self._latent_levels = None if latent_levels is None else list(latent_levels)
         # set by the engine: kills a worker the engine started, for its launcher to start again; False for one started
         # by hand, which it cannot restart
         self.restart: Callable[[WorkerHandle], bool] = lambda worker: False
@@ -345,6 +348,7 @@ class Dispatcher:
                 GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity, job.negative_prompt)
                 for job in jobs
             ],
+            latent_levels=self._latent_levels,
         )
         now = self._clock()
         self._timing.expect_busy(worker, jobs, now)

@@ -152,6 +152,7 @@ def _check_embedder(args: argparse.Namespace) -> None:
                 ("--cache-dir-bytes", args.cache_dir_bytes),
                 ("--cache-save-interval", args.cache_save_interval is not None),
                 ("--embedder-path", args.embedder_path),
+                ("--levels", args.levels is not None),
             )
             if given
         ]

@@ -53,7 +53,7 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import create_key_files
 from protocols.worker_messages import ItemDone, SetLevel
-from workers.limits import DEFAULT_LEVELS, latent_shape
+from workers.limits import latent_shape
 
 log = logging.getLogger("argus.engine")
 
@@ -145,6 +145,7 @@ class Engine:
             on_image=self._cache_latents,
             escalate=self.control.policy.escalates,
             slo_s=self.control.slo_s,
+            latent_levels=config.cache.levels if config.cache.enabled else (),
         )
         self.link.bind_dispatcher(self.dispatcher)
         self.control_loop = ControlLoop(
@@ -357,7 +358,7 @@ class Engine:
         return build_cache_service(
             config.cache,
             config.model_id,
-            DEFAULT_LEVELS,
+            config.cache.levels,
             self.control_loop.choose,
             self.control_loop.fallback_levels,
             embedder,

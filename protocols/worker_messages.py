@@ -25,8 +25,9 @@ from protocols.limits import OutputCompression
 
 # raised with every change to what a message holds: a worker of another version is refused, both versions named
 # (HelloVersion), rather than welcomed to misread or be misread. 4: Hello.model; 5: Generate.output_compression;
-# 6: Hello.refused_steps; 7: GenerateItem.negative_prompt; 8: Hello.time_scale; 9: Probe, Cleared
-PROTOCOL_VERSION = 9
+# 6: Hello.refused_steps; 7: GenerateItem.negative_prompt; 8: Hello.time_scale; 9: Probe, Cleared;
+# 10: Generate.latent_levels
+PROTOCOL_VERSION = 10
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -140,6 +141,9 @@ class Generate(msgspec.Struct, tag="generate", frozen=True):
     output_format: str
     items: list[GenerateItem]
     output_compression: OutputCompression | None = None  # None: the worker's own setting
+    # the levels whose latents to bring back, of those the worker caches: the engine's cache levels (none without a
+    # cache); None: every one (what the profiling tools, which drive a worker alone, ask for)
+    latent_levels: list[int] | None = None
 
 
 class _ItemId(msgspec.Struct, frozen=True):

@@ -67,6 +67,17 @@ def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
     assert f"argument {option}: expected a number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("levels", ["7", "20,10", "10,10", "0,10", "10,", "ten"])
+def test_serve_takes_cache_levels_the_controller_knows_ascending(levels, capsys):
+    """Levels with no similarity threshold or modelled quality (7, 0), or not ascending and distinct."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--levels", levels])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --levels: expected some of 5,10,15,20,25, ascending, comma separated, not {levels!r}" in err
+    assert engine_config(build_parser().parse_args(["serve", "--levels", "10,20"])).cache.levels == (10, 20)
+
+
 # every file a command writes when it ends (the flag last): a measurement may take hours, and a typo in the
 # directory was found only then, the measurements lost
 OUTPUT_FILES = [
@@ -171,6 +182,7 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--no-cache", "--cache-dir", "/tmp"], "--no-cache keeps no prompt cache: drop --cache-dir"),
         (["serve", "--no-cache", "--cache-dir-bytes", "9"], "--no-cache keeps no prompt cache: drop --cache-dir-bytes"),
         (["serve", "--no-cache", "--embedder-path", "/tmp"], "--no-cache keeps no prompt cache: drop --embedder-path"),
+        (["serve", "--no-cache", "--levels", "10,20"], "--no-cache keeps no prompt cache: drop --levels"),
     ],
 )
 def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):

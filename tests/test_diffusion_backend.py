@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, HeunDiscreteScheduler, PNDMScheduler, StableDiffusionXLPipeline
+from msgspec.structs import replace
 from PIL import Image
 
 from engine.cli import main
@@ -140,6 +141,14 @@ def test_full_run_returns_image_and_latents_at_every_level(backend, unet_calls):
     assert unet_calls.count == STEPS
     assert control.steps == STEPS
     assert done.steps_run == STEPS
+
+
+@pytest.mark.parametrize(("asked", "returned"), [([8], [8]), ([4, 12, 30], [4, 12]), ([], [])])
+def test_a_run_brings_back_the_latents_the_engine_asks_for(backend, asked, returned):
+    """The engine's cache levels (`argus serve --levels`), none without a cache: the others crossed the wire to be
+    dropped, or refused the whole insert as levels the cache does not keep."""
+    (done,) = backend.run(replace(batch(), latent_levels=asked), RecordingControl())
+    assert isinstance(done, ItemDone) and sorted(done.by_level()) == returned
 
 
 def test_default_levels_at_fifty_steps(pipe, unet_calls):

@@ -61,6 +61,13 @@ def cancel_all(batch: Generate) -> list[ItemOutcome]:
     return [ItemCancelled(item.request_id) for item in batch.items]
 
 
+def latents_to_return(info: BackendInfo, batch: Generate) -> list[int]:
+    """The levels whose latents a run of `batch` brings back, ascending: those it passes through (above the level it
+    starts at, below its steps) of the worker's cache levels that the engine asks for."""
+    asked = info.levels if batch.latent_levels is None else set(batch.latent_levels)
+    return [k for k in info.levels if batch.level < k < batch.steps and k in asked]
+
+
 def run_part(
     batch: Generate,
     part: Generate,

@@ -31,6 +31,7 @@ from workers.backend import (
     StepControl,
     all_aborted,
     cancel_all,
+    latents_to_return,
     run_part,
 )
 from workers.devices import device_problem
@@ -202,7 +203,7 @@ class DiffusionBackend(Backend):
     def _denoise(self, batch: Generate, control: StepControl) -> tuple[list[Any], dict[int, np.ndarray], int]:
         """Runs steps level..steps-1; returns PIL images, batched latents by level, steps run."""
         first, steps = batch.level, batch.steps
-        capture = {k for k in self._info.levels if first < k < steps}
+        capture = set(latents_to_return(self._info, batch))
         captured: dict[int, np.ndarray] = {}
         steps_run = 0
 

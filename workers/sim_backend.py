@@ -20,7 +20,7 @@ from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
 from controller.similarity import SimilarityTable
 from protocols.codec import Blob
 from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
-from workers.backend import Backend, BackendInfo, StepControl, all_aborted, cancel_all
+from workers.backend import Backend, BackendInfo, StepControl, all_aborted, cancel_all, latents_to_return
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS, SIM_LATENT_SHAPE
 from workers.model_id import SIM_PROFILE, sim_model_id
@@ -88,7 +88,7 @@ class SimBackend(Backend):
             time.sleep(min(left, _SLICE_S))
         run_ms = (time.perf_counter() - started) * 1000.0
         image = Blob(_flat_image(batch.width, batch.height, batch.output_format, batch.output_compression))
-        later_levels = [k for k in self._info.levels if batch.level < k < batch.steps]
+        later_levels = latents_to_return(self._info, batch)
         placeholders = np.zeros((len(later_levels), *SIM_LATENT_SHAPE), np.float16) if later_levels else None
         judged_at = self._judged_level(batch)
         outcomes: list[ItemOutcome] = []
