@@ -50,6 +50,10 @@ log = logging.getLogger("argus.clients")
 # a request is one small frame (a prompt is at most 4,000 characters): a peer that sends a larger one is cut off
 # before the engine buffers it
 _MAX_REQUEST_FRAME_BYTES = 256 * 1024
+# messages read ahead from one client before the engine handles them; past this many, ZeroMQ stops reading the client,
+# whose sends wait. At the 100,000 of other sockets (protocols/sockets.py), a client sending faster than the engine
+# decodes (frames just under the bound above, each refused) had the engine buffer its backlog: 2.4 GB in 10 s
+_MAX_READ_AHEAD = 64
 # replies queued for a client beyond what its connection takes, and beyond the --max-queue ones the engine may
 # write at once (a drain's end, a sweep): past this many, it is not reading them
 _MAX_UNREAD_REPLIES = 256
@@ -98,6 +102,7 @@ class ClientDoor:
             curve_domain=CLIENTS,
             max_frame_bytes=_MAX_REQUEST_FRAME_BYTES,
             send_hwm=self._unread_bound,
+            recv_hwm=_MAX_READ_AHEAD,
             # a client that reconnects under its identity (a dropped TCP connection, a NAT reset) gets its replies
             # at once, rather than being refused while the old connection is still thought alive. The identity is
             # the client's secret (engine.client draws a uuid4: 122 random bits), and never logged whole

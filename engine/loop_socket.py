@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import zmq
@@ -18,6 +19,10 @@ log = logging.getLogger("argus.zmq")
 
 # messages handled per wake-up before yielding to other callbacks
 _SLICE = 256
+# and the time they may take: a message usually takes tens of microseconds, but some cost milliseconds (a request
+# refused is worded from what it sent), and a client's burst of those held the loop for seconds at a time, away from
+# every other client and from the workers' heartbeats
+_SLICE_S = 0.005
 # plain ints: pyzmq's enum flags cost an enum operation at every use on the hot path
 _DONTWAIT = int(zmq.DONTWAIT)
 _MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
@@ -72,6 +77,7 @@ class LoopSocket:
         self._drain_scheduled = False
         sock = self._sock
         recv = sock.recv
+        ends = time.monotonic() + _SLICE_S
         for _ in range(_SLICE):
             if sock.closed:
                 return
@@ -90,4 +96,6 @@ class LoopSocket:
                 self._on_message(identity, frames)
             except Exception:  # a bug in one handler must not stall the socket for everyone
                 log.exception("handling a message from %s failed", self._named(identity))
+            if time.monotonic() >= ends:
+                break
         self._schedule_drain()  # more may be waiting: come back after others had a turn

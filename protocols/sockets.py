@@ -39,10 +39,14 @@ def make_socket(
     curve_client: ClientKeys | None = None,
     max_frame_bytes: int = MAX_FRAME_BYTES,
     send_hwm: int = DEFAULT_HWM,
+    recv_hwm: int = DEFAULT_HWM,
     handover: bool = False,
     heartbeat_ms: tuple[int, int] | None = None,
 ) -> zmq.Socket:
-    """`handover` (ROUTER): a peer that connects under an identity already connected takes its traffic over. Only
+    """`recv_hwm`: the messages ZeroMQ reads ahead from each peer before it stops reading that peer, which then
+    waits to send (nothing is dropped). It counts messages, not bytes.
+
+    `handover` (ROUTER): a peer that connects under an identity already connected takes its traffic over. Only
     for peers whose identity is a secret: on the worker socket, where an identity is a worker's public name, it
     would let anyone who can dial in take a worker's prompts (and get the worker killed as silent).
 
@@ -53,7 +57,7 @@ def make_socket(
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, send_hwm)
-    sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
+    sock.setsockopt(zmq.RCVHWM, recv_hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
     if kind == zmq.ROUTER:
         # an unroutable reply (peer gone) raises instead of vanishing silently

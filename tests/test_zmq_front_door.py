@@ -352,6 +352,45 @@ def test_replies_a_client_leaves_unread_are_bounded_and_counted(tmp_path):
         assert engine.stop() == 0
 
 
+async def test_a_client_sending_faster_than_the_engine_reads_waits_to_send_and_loses_nothing(tmp_path):
+    """ZeroMQ read 100,000 messages ahead from each client, of up to 256 KiB each: a client that sent faster than the
+    engine handled them (each refused) had the engine buffer its backlog, 2.4 GB in 10 s."""
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=0)))  # bound, and not yet reading
+    codec = client_side_codec()
+    context = zmq.Context()
+    client = context.socket(zmq.DEALER)
+    client.setsockopt(zmq.SNDHWM, 1)
+    client.setsockopt(zmq.SNDBUF, 4096)  # what waits is in the client's queue of one and the kernel's buffers
+    client.connect(engine.clients.endpoints[0])
+    refused = msgspec.msgpack.encode({"type": "generate", "request_id": "r", "prompt": "x" * 200_000})
+    cap = 400
+
+    def send_until_held() -> int:
+        for sent in range(cap):
+            if not client.poll(5_000, zmq.POLLOUT):
+                return sent
+            client.send(refused, zmq.DONTWAIT)
+        return cap
+
+    try:
+        sent = await asyncio.to_thread(send_until_held)
+        # the engine's read-ahead and the kernel's buffers between the two (a few MB: tens of these messages)
+        assert sent < cap / 2
+        running = asyncio.create_task(engine.run())
+        try:
+            for _ in range(sent):  # every message held back is read once the engine reads, and answered
+                assert await eventually(lambda: client.poll(0), timeout_s=60)
+                reply = codec.decode(client.recv_multipart())
+                assert isinstance(reply, Error) and reply.code == "invalid_request"
+        finally:
+            engine.request_stop()
+            await asyncio.wait_for(running, 30)
+        assert not client.poll(500)
+    finally:
+        client.close(linger=0)
+        context.term()
+
+
 async def test_no_log_names_a_client_identity_whole(tmp_path, caplog):
     """Whoever has a client's identity takes its replies over (ROUTER_HANDOVER): a debug line named it whole."""
     caplog.set_level(logging.DEBUG)
