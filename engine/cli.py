@@ -201,6 +201,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         " above the idle timeout of a load balancer in front (Google Cloud's: 600)",
     )
     p.add_argument(
+        "--send-timeout",
+        type=positive_float,
+        default=60.0,
+        help="seconds an HTTP client may take none of its answer before it is disconnected (its answer held in memory"
+        " until then); a slow reader that takes some within each is served",
+    )
+    p.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
         help="require 'Authorization: Bearer KEY' on every HTTP route but /health and the image URLs that"
@@ -282,6 +289,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         client_gone_grace_s=args.client_gone_grace,
         shutdown_timeout_s=args.shutdown_timeout,
         keepalive_timeout_s=args.keepalive_timeout,
+        send_timeout_s=args.send_timeout,
         api_key=args.api_key,
         public_url=args.public_url,
         forwarded_allow_ips=tuple(args.forwarded_allow_ips),

@@ -137,6 +137,7 @@ class EngineConfig:
     # an HTTP connection idle between requests, or still sending a request's headers, this long is closed (aiohttp's
     # own 3630 s held a connection that trickled its headers for an hour); nginx's default, above AWS's balancers' 60 s
     keepalive_timeout_s: float = 75.0
+    send_timeout_s: float = 60.0  # an HTTP client that takes none of its answer this long is disconnected
     # when set, every HTTP route but /health and the image URLs (/v1/images/files/...) needs "Authorization: Bearer KEY"
     api_key: str | None = None
     # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;

@@ -79,6 +79,11 @@ class EngineMetrics:
             ["reason"],
             registry=r,
         )
+        self.http_send_timeouts = Counter(
+            "argus_http_send_timeouts",
+            "HTTP connections closed because their client took none of its answer for --send-timeout seconds",
+            registry=r,
+        )
         self.k_star = Counter("argus_predicted_level", "Requests by predicted best level K*", ["level"], registry=r)
         self.k_star_at = children(self.k_star)
         self.cache = CacheCollector()

@@ -38,6 +38,7 @@ from engine.dispatcher import Dispatcher
 from engine.housekeeping import cache_stats_forever, checkpoint_forever, reload_keys_on_hangup, sweep_forever
 from engine.http_api import SERVER_LOG, build_app
 from engine.http_half_close import half_close_aware
+from engine.http_send_timeout import send_timeout
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
@@ -387,9 +388,13 @@ class Engine:
             self.clients.start()
             await runner.setup()
             try:
-                # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it
+                # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it and
+                # to close one whose client stops reading
+                connection = send_timeout(
+                    runner.server, self.config.send_timeout_s, self.metrics.http_send_timeouts.inc
+                )
                 listener = await asyncio.get_running_loop().create_server(
-                    half_close_aware(runner.server), self.config.host, self.config.port, backlog=128
+                    half_close_aware(connection), self.config.host, self.config.port, backlog=128
                 )
             except OSError as error:
                 where = f"--host {self.config.host} --port {self.config.port}"

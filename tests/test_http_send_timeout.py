@@ -1,0 +1,72 @@
+"""An HTTP client that takes none of its answers is disconnected after --send-timeout, its answers freed, and the
+engine serves on; one that reads slowly, some within each timeout, gets them all."""
+
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from waiting import wait_for
+
+from engine_process import start_engine
+
+# ten 2048 px images at JPEG quality 100, base64: about 880 KB an answer
+REQUEST = {
+    "prompt": "a harbour at dusk",
+    "n": 10,
+    "size": "2048x2048",
+    "output_format": "jpeg",
+    "output_compression": 100,
+}
+# pipelined on one connection: 8.8 MB of answers, past what the kernel's buffers take in (up to 4 MB a socket)
+PIPELINED = 10
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = start_engine(tmp_path, "--send-timeout", "2", "--time-scale", "0", workers=1, backend="sim")
+    yield engine
+    assert engine.stop() == 0
+
+
+def pipelined_requests(engine, window: int) -> socket.socket:
+    address = urlsplit(engine.http)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)  # before connecting: the window it offers
+    client.connect((address.hostname, address.port))
+    body = json.dumps(REQUEST).encode()
+    head = f"POST /v1/images/generations HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json"
+    client.sendall((f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body) * PIPELINED)
+    return client
+
+
+def read_to_the_end(client: socket.socket, pause_s: float = 0.0) -> bytes:
+    received = b""
+    try:
+        while chunk := client.recv(1 << 18):
+            received += chunk
+            time.sleep(pause_s)
+            if received.count(b"HTTP/1.1 200") == PIPELINED and received.endswith(b"}"):
+                break  # all there: the connection stays open for a next request
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_a_client_that_reads_none_of_its_answers_is_disconnected_and_others_are_served(engine):
+    with pipelined_requests(engine, window=4096) as client:
+        # it reads nothing: the answers wait in the engine until the timeout
+        assert wait_for(lambda: engine.metric("argus_http_send_timeouts_total") == 1, timeout_s=60)
+        received = read_to_the_end(client)
+    assert received.startswith(b"HTTP/1.1 200") and received.count(b"HTTP/1.1 200") < PIPELINED  # cut short
+    assert engine.get("/health")[0] == 200
+
+
+def test_a_client_that_reads_slowly_gets_every_answer(engine):
+    with pipelined_requests(engine, window=65536) as client:
+        # some of it in every timeout, far within it, at about 1 MB/s: the engine's writes stay paused for seconds
+        # while the answers wait on its side, which alone does not get a client cut off
+        received = read_to_the_end(client, pause_s=0.06)
+    assert received.count(b"HTTP/1.1 200") == PIPELINED
+    assert engine.metric("argus_http_send_timeouts_total") == 0
