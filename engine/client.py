@@ -170,8 +170,9 @@ def _request_id_problem(request_id: object) -> str:
 
 
 class ArgusClient:
-    """Blocking client: one request at a time. Calls from several threads take turns, each with its own timeout:
-    for requests in parallel, give each thread a client of its own, or use AsyncArgusClient."""
+    """Blocking client: one request at a time. Calls from several threads take turns, each within its timeout from
+    the moment it is called, its wait for the turn included: for requests in parallel, give each thread a client of
+    its own, or use AsyncArgusClient."""
 
     def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None):
         # checked before the socket is made: ZeroMQ refused a negative one with 'Invalid argument' (NaN, infinity
@@ -195,29 +196,34 @@ class ArgusClient:
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         request = _generate(prompt, request_id, fields)
-        with self._turn:
+        # one deadline for the call, from here: a call that waited for the turn and then for its own timeout_s took
+        # up to N timeouts behind N - 1 other threads' calls
+        deadline = self._deadline()
+        if not self._turn.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise self._timed_out(f"{request.request_id} not sent: other threads' calls held this client")
+        try:
             _refuse_if_closed(self._socket)
             self._calling = threading.get_ident()
             try:
-                return self._exchange(request)
+                return self._exchange(request, deadline)
             finally:
                 self._calling = None
                 if self._closing:
                     self._close()  # asked for by a signal handler during this call, which could not wait for it
+        finally:
+            self._turn.release()
 
-    def _exchange(self, request: Generate) -> Reply:
+    def _exchange(self, request: Generate, deadline: float | None) -> Reply:
         try:
-            return self._send_and_wait(request)
+            return self._send_and_wait(request, deadline)
         except (KeyboardInterrupt, ClientClosed):
             # the caller gave up (Ctrl-C, or close() from another thread), maybe as the request went out: the engine
             # stops its work, as at a timeout
             self._cancel(request.request_id)
             raise
 
-    def _send_and_wait(self, request: Generate) -> Reply:
-        # one deadline for the call: neither the wait for room to send nor the late replies skipped on the way may
-        # extend it
-        deadline = self._deadline()
+    def _send_and_wait(self, request: Generate, deadline: float | None) -> Reply:
+        # neither the wait for room to send nor the late replies skipped on the way may extend the call's deadline
         self._warn_at = time.monotonic() + UNANSWERED_WARNING_S
         self._send(request, deadline)
         while True:
