@@ -24,6 +24,8 @@ import reprlib
 import threading
 import time
 import uuid
+import warnings
+import weakref
 from typing import Any
 
 import msgspec
@@ -128,6 +130,31 @@ def _connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tu
         raise
 
 
+def _closed_when_dropped(
+    client: object, address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes
+) -> weakref.finalize:
+    """Closes the client's sockets and context, with a ResourceWarning, if the client is dropped without close().
+    pyzmq's own finalizers hung the process for ever on a client collected in a reference cycle (an AsyncArgusClient
+    is in one once it has made a call, through its reader task): the garbage collector clears weak references first,
+    so the context's finalizer found no socket left to close, and waited in term() for sockets not yet closed. A
+    weakref.finalize runs before any finalizer of the cycle, and holds what it closes out of it."""
+    dropped = weakref.finalize(client, _close_dropped, address, context, sock, refusals)
+    # as pyzmq does at exit: a thread may still be in a call, on a socket that must not close under it
+    dropped.atexit = False
+    return dropped
+
+
+def _close_dropped(address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+    warnings.warn(f"argus client of {address} dropped without close(): closing it", ResourceWarning, stacklevel=1)
+    _close_all(context, sock, refusals)
+
+
+def _close_all(context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+    refusals.close()
+    sock.close(linger=_CLOSE_LINGER_MS)
+    context.term()
+
+
 def _undecodable(address: str, reason: str) -> ValueError:
     # from a peer that took the handshake: an engine of another version, or another ZeroMQ program (a peer that
     # speaks no ZeroMQ is a refusal, see RefusedHandshakes.not_an_engine)
@@ -182,6 +209,7 @@ class ArgusClient:
         self._address = address
         self._context = zmq.Context()
         self._socket, self._refusals = _connect(self._context, address, curve)
+        self._dropped = _closed_when_dropped(self, address, self._context, self._socket, self._refusals)
         self._poller = zmq.Poller()
         self._poller.register(self._refusals.monitor, zmq.POLLIN)
         self._codec = client_side_codec()
@@ -300,9 +328,8 @@ class ArgusClient:
             self._close()
 
     def _close(self) -> None:
-        self._refusals.close()
-        self._socket.close(linger=_CLOSE_LINGER_MS)
-        self._context.term()
+        self._dropped.detach()
+        _close_all(self._context, self._socket, self._refusals)
 
     def __enter__(self) -> ArgusClient:
         return self
@@ -319,6 +346,7 @@ class AsyncArgusClient:
         self._address = address
         self._context = zmq.asyncio.Context()
         self._socket, self._refusals = _connect(self._context, address, curve)
+        self._dropped = _closed_when_dropped(self, address, self._context, self._socket, self._refusals)
         self._refused: str | None = None  # why the engine will never answer, once it will not
         self._codec = client_side_codec()
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
@@ -439,9 +467,8 @@ class AsyncArgusClient:
         # here too, not only by the reader: a reader cancelled before its first turn (a call sent in the same turn
         # as the close) never runs, and its calls waited for ever
         self._fail_waiting(ClientClosed("client closed"))
-        self._refusals.close()
-        self._socket.close(linger=_CLOSE_LINGER_MS)
-        self._context.term()
+        self._dropped.detach()
+        _close_all(self._context, self._socket, self._refusals)
 
     async def __aenter__(self) -> AsyncArgusClient:
         return self
