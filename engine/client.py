@@ -155,6 +155,16 @@ def _close_all(context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshak
     context.term()
 
 
+def _cancel_in_closed_loop(task: asyncio.Task) -> None:
+    """Cancels the zmq.asyncio read a task of a closed event loop waits on, so that pyzmq skips it and hands the next
+    message to a read in the running loop. The read is marked cancelled before its loop refuses to schedule the
+    task's wake-up (pyzmq's own close() cancels its reads so, in a loop torn down)."""
+    try:
+        task.cancel()
+    except RuntimeError:  # 'Event loop is closed'
+        pass
+
+
 def _undecodable(address: str, reason: str) -> ValueError:
     # from a peer that took the handshake: an engine of another version, or another ZeroMQ program (a peer that
     # speaks no ZeroMQ is a refusal, see RefusedHandshakes.not_an_engine)
@@ -340,7 +350,8 @@ class ArgusClient:
 
 class AsyncArgusClient:
     """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
-    asyncio.run after another is fine; two threads' loops at once are not)."""
+    asyncio.run after another is fine, as is a loop closed with calls pending; a call while another loop the client
+    read replies in is still open raises RuntimeError)."""
 
     def __init__(self, address: str, curve: ClientKeys | None = None):
         self._address = address
@@ -364,11 +375,8 @@ class AsyncArgusClient:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight
         frames = self._codec.encode(request)
-        if self._reader is None or self._reader.done():
-            # done: its event loop ended (asyncio.run returned), and this call runs in another
-            self._reader = asyncio.create_task(self._read_replies())
-            self._watcher = asyncio.create_task(self._watch_refusals())
         loop = asyncio.get_running_loop()
+        self._read_in(loop)
         future = loop.create_future()
         self._waiting[request.request_id] = future
         sending = self._socket.send_multipart(frames, copy=False)
@@ -393,6 +401,24 @@ class AsyncArgusClient:
         finally:
             unanswered.cancel()
             self._waiting.pop(request.request_id, None)
+
+    def _read_in(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts the reply reader and refusal watcher in `loop`, the running one, unless they run in it already."""
+        if self._reader is not None and not self._reader.done():
+            if self._reader.get_loop() is loop:
+                return
+            if not self._reader.get_loop().is_closed():
+                raise RuntimeError(
+                    "this AsyncArgusClient reads its replies in another event loop, still open: a client serves one"
+                    " loop at a time (close that loop first, or give each loop a client of its own)"
+                )
+            # its loop was closed with them pending (loop.close() without cancelling its tasks; asyncio.run cancels
+            # them): every reply went on to the read the reader left pending there, and each call waited for ever
+            for task in (self._reader, self._watcher):
+                _cancel_in_closed_loop(task)
+        # else none yet, or done: their event loop ended (asyncio.run returned), and this call runs in another
+        self._reader = loop.create_task(self._read_replies())
+        self._watcher = loop.create_task(self._watch_refusals())
 
     async def _read_replies(self) -> None:
         try:
@@ -458,7 +484,9 @@ class AsyncArgusClient:
             except zmq.Again:
                 break  # nobody to tell
         for task in (self._reader, self._watcher):
-            if task is not None:
+            if task is not None and task.get_loop().is_closed():
+                _cancel_in_closed_loop(task)  # it can never run again, and awaiting it raised: the sockets stayed open
+            elif task is not None:
                 task.cancel()
                 try:
                     await task
