@@ -24,6 +24,8 @@ import reprlib
 import threading
 import time
 import uuid
+import warnings
+import weakref
 from typing import Any
 
 import msgspec
@@ -128,6 +130,41 @@ def _connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tu
         raise
 
 
+def _closed_when_dropped(
+    client: object, address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes
+) -> weakref.finalize:
+    """Closes the client's sockets and context, with a ResourceWarning, if the client is dropped without close().
+    pyzmq's own finalizers hung the process for ever on a client collected in a reference cycle (an AsyncArgusClient
+    is in one once it has made a call, through its reader task): the garbage collector clears weak references first,
+    so the context's finalizer found no socket left to close, and waited in term() for sockets not yet closed. A
+    weakref.finalize runs before any finalizer of the cycle, and holds what it closes out of it."""
+    dropped = weakref.finalize(client, _close_dropped, address, context, sock, refusals)
+    # as pyzmq does at exit: a thread may still be in a call, on a socket that must not close under it
+    dropped.atexit = False
+    return dropped
+
+
+def _close_dropped(address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+    warnings.warn(f"argus client of {address} dropped without close(): closing it", ResourceWarning, stacklevel=1)
+    _close_all(context, sock, refusals)
+
+
+def _close_all(context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+    refusals.close()
+    sock.close(linger=_CLOSE_LINGER_MS)
+    context.term()
+
+
+def _cancel_in_closed_loop(task: asyncio.Task) -> None:
+    """Cancels the zmq.asyncio read a task of a closed event loop waits on, so that pyzmq skips it and hands the next
+    message to a read in the running loop. The read is marked cancelled before its loop refuses to schedule the
+    task's wake-up (pyzmq's own close() cancels its reads so, in a loop torn down)."""
+    try:
+        task.cancel()
+    except RuntimeError:  # 'Event loop is closed'
+        pass
+
+
 def _undecodable(address: str, reason: str) -> ValueError:
     # from a peer that took the handshake: an engine of another version, or another ZeroMQ program (a peer that
     # speaks no ZeroMQ is a refusal, see RefusedHandshakes.not_an_engine)
@@ -170,8 +207,9 @@ def _request_id_problem(request_id: object) -> str:
 
 
 class ArgusClient:
-    """Blocking client: one request at a time. Calls from several threads take turns, each with its own timeout:
-    for requests in parallel, give each thread a client of its own, or use AsyncArgusClient."""
+    """Blocking client: one request at a time. Calls from several threads take turns, each within its timeout from
+    the moment it is called, its wait for the turn included: for requests in parallel, give each thread a client of
+    its own, or use AsyncArgusClient."""
 
     def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None):
         # checked before the socket is made: ZeroMQ refused a negative one with 'Invalid argument' (NaN, infinity
@@ -181,6 +219,7 @@ class ArgusClient:
         self._address = address
         self._context = zmq.Context()
         self._socket, self._refusals = _connect(self._context, address, curve)
+        self._dropped = _closed_when_dropped(self, address, self._context, self._socket, self._refusals)
         self._poller = zmq.Poller()
         self._poller.register(self._refusals.monitor, zmq.POLLIN)
         self._codec = client_side_codec()
@@ -195,29 +234,34 @@ class ArgusClient:
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         request = _generate(prompt, request_id, fields)
-        with self._turn:
+        # one deadline for the call, from here: a call that waited for the turn and then for its own timeout_s took
+        # up to N timeouts behind N - 1 other threads' calls
+        deadline = self._deadline()
+        if not self._turn.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise self._timed_out(f"{request.request_id} not sent: other threads' calls held this client")
+        try:
             _refuse_if_closed(self._socket)
             self._calling = threading.get_ident()
             try:
-                return self._exchange(request)
+                return self._exchange(request, deadline)
             finally:
                 self._calling = None
                 if self._closing:
                     self._close()  # asked for by a signal handler during this call, which could not wait for it
+        finally:
+            self._turn.release()
 
-    def _exchange(self, request: Generate) -> Reply:
+    def _exchange(self, request: Generate, deadline: float | None) -> Reply:
         try:
-            return self._send_and_wait(request)
+            return self._send_and_wait(request, deadline)
         except (KeyboardInterrupt, ClientClosed):
             # the caller gave up (Ctrl-C, or close() from another thread), maybe as the request went out: the engine
             # stops its work, as at a timeout
             self._cancel(request.request_id)
             raise
 
-    def _send_and_wait(self, request: Generate) -> Reply:
-        # one deadline for the call: neither the wait for room to send nor the late replies skipped on the way may
-        # extend it
-        deadline = self._deadline()
+    def _send_and_wait(self, request: Generate, deadline: float | None) -> Reply:
+        # neither the wait for room to send nor the late replies skipped on the way may extend the call's deadline
         self._warn_at = time.monotonic() + UNANSWERED_WARNING_S
         self._send(request, deadline)
         while True:
@@ -294,9 +338,8 @@ class ArgusClient:
             self._close()
 
     def _close(self) -> None:
-        self._refusals.close()
-        self._socket.close(linger=_CLOSE_LINGER_MS)
-        self._context.term()
+        self._dropped.detach()
+        _close_all(self._context, self._socket, self._refusals)
 
     def __enter__(self) -> ArgusClient:
         return self
@@ -307,12 +350,14 @@ class ArgusClient:
 
 class AsyncArgusClient:
     """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
-    asyncio.run after another is fine; two threads' loops at once are not)."""
+    asyncio.run after another is fine, as is a loop closed with calls pending; a call while another loop the client
+    read replies in is still open raises RuntimeError)."""
 
     def __init__(self, address: str, curve: ClientKeys | None = None):
         self._address = address
         self._context = zmq.asyncio.Context()
         self._socket, self._refusals = _connect(self._context, address, curve)
+        self._dropped = _closed_when_dropped(self, address, self._context, self._socket, self._refusals)
         self._refused: str | None = None  # why the engine will never answer, once it will not
         self._codec = client_side_codec()
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
@@ -330,11 +375,8 @@ class AsyncArgusClient:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight
         frames = self._codec.encode(request)
-        if self._reader is None or self._reader.done():
-            # done: its event loop ended (asyncio.run returned), and this call runs in another
-            self._reader = asyncio.create_task(self._read_replies())
-            self._watcher = asyncio.create_task(self._watch_refusals())
         loop = asyncio.get_running_loop()
+        self._read_in(loop)
         future = loop.create_future()
         self._waiting[request.request_id] = future
         sending = self._socket.send_multipart(frames, copy=False)
@@ -359,6 +401,24 @@ class AsyncArgusClient:
         finally:
             unanswered.cancel()
             self._waiting.pop(request.request_id, None)
+
+    def _read_in(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts the reply reader and refusal watcher in `loop`, the running one, unless they run in it already."""
+        if self._reader is not None and not self._reader.done():
+            if self._reader.get_loop() is loop:
+                return
+            if not self._reader.get_loop().is_closed():
+                raise RuntimeError(
+                    "this AsyncArgusClient reads its replies in another event loop, still open: a client serves one"
+                    " loop at a time (close that loop first, or give each loop a client of its own)"
+                )
+            # its loop was closed with them pending (loop.close() without cancelling its tasks; asyncio.run cancels
+            # them): every reply went on to the read the reader left pending there, and each call waited for ever
+            for task in (self._reader, self._watcher):
+                _cancel_in_closed_loop(task)
+        # else none yet, or done: their event loop ended (asyncio.run returned), and this call runs in another
+        self._reader = loop.create_task(self._read_replies())
+        self._watcher = loop.create_task(self._watch_refusals())
 
     async def _read_replies(self) -> None:
         try:
@@ -424,7 +484,9 @@ class AsyncArgusClient:
             except zmq.Again:
                 break  # nobody to tell
         for task in (self._reader, self._watcher):
-            if task is not None:
+            if task is not None and task.get_loop().is_closed():
+                _cancel_in_closed_loop(task)  # it can never run again, and awaiting it raised: the sockets stayed open
+            elif task is not None:
                 task.cancel()
                 try:
                     await task
@@ -433,9 +495,8 @@ class AsyncArgusClient:
         # here too, not only by the reader: a reader cancelled before its first turn (a call sent in the same turn
         # as the close) never runs, and its calls waited for ever
         self._fail_waiting(ClientClosed("client closed"))
-        self._refusals.close()
-        self._socket.close(linger=_CLOSE_LINGER_MS)
-        self._context.term()
+        self._dropped.detach()
+        _close_all(self._context, self._socket, self._refusals)
 
     async def __aenter__(self) -> AsyncArgusClient:
         return self

@@ -248,6 +248,50 @@ def test_calls_from_several_threads_each_get_their_own_reply(engine):
     assert replies == {f"thread-{i}": f"thread-{i}" for i in range(calls)}
 
 
+def test_a_calls_timeout_counts_its_wait_for_another_threads_call(monkeypatch):
+    """Calls from several threads take turns, each within its own timeout_s: before, a call waited for the turn
+    without bound and then for its timeout, up to N timeouts behind N - 1 threads. Here the call holding the turn
+    is held in a slow log handler (its warning that no engine answers) until the other call has ended."""
+    monkeypatch.setattr(client_module, "UNANSWERED_WARNING_S", 0)
+    warned, released = threading.Event(), threading.Event()
+
+    class SlowHandler(logging.Handler):
+        def emit(self, record):
+            warned.set()
+            released.wait(60)
+
+    handler = SlowHandler()
+    logging.getLogger("argus.client").addHandler(handler)
+    outcomes = {}
+    try:
+        with ArgusClient(f"tcp://127.0.0.1:{free_port()}", timeout_s=1) as client:
+
+            def call(name):
+                try:
+                    outcomes[name] = client.generate("a fox")
+                except Exception as error:
+                    outcomes[name] = error
+
+            holding = threading.Thread(target=call, args=("holding",))
+            holding.start()
+            assert warned.wait(30)
+            waiting = threading.Thread(target=call, args=("waiting",))
+            waiting.start()
+            waiting.join(60)  # before: for ever, the turn held until this call ended
+            ended_first = not waiting.is_alive()
+            released.set()
+            holding.join()
+            waiting.join()
+    finally:
+        released.set()
+        logging.getLogger("argus.client").removeHandler(handler)
+    assert ended_first
+    assert {name: type(outcome) for name, outcome in outcomes.items()} == {
+        "waiting": EngineUnreachable,
+        "holding": EngineUnreachable,
+    }
+
+
 def test_closing_the_sync_client_from_another_thread_cancels_the_call_in_flight(engine):
     client = ArgusClient(engine.address)  # no timeout: only close() ends the call
     outcome = []

@@ -1,0 +1,53 @@
+"""An AsyncArgusClient serves one event loop at a time, one after another: a loop closed without ending the client's
+tasks leaves no call of the next waiting for ever, and one still open is named."""
+
+import asyncio
+import os
+
+import pytest
+
+from engine.client import AsyncArgusClient
+from engine_process import start_engine
+from protocols.client_messages import Images
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("loops"), "--time-scale", "0.02", workers=1, backend="sim")
+    yield engine
+    assert engine.stop() == 0
+
+
+def _call(client: AsyncArgusClient, prompt: str):
+    return asyncio.wait_for(client.generate(prompt, width=64, height=64), 30)
+
+
+def test_a_client_serves_the_next_loop_after_one_closed_with_its_tasks_pending(engine):
+    """loop.close() leaves tasks pending, where asyncio.run cancels them: the reply reader's read stayed pending in the
+    closed loop and took every reply after, so each call in the next loop waited for ever, and close() raised 'Event
+    loop is closed', leaving the sockets open."""
+    open_before = set(os.listdir("/proc/self/fd"))
+    client = AsyncArgusClient(engine.client_address)
+    first = asyncio.new_event_loop()
+    assert isinstance(first.run_until_complete(_call(client, "a fox")), Images)
+    first.close()
+    second = asyncio.new_event_loop()
+    try:
+        assert isinstance(second.run_until_complete(_call(client, "a wolf")), Images)
+        second.run_until_complete(client.close())
+    finally:
+        second.close()
+    assert set(os.listdir("/proc/self/fd")) == open_before
+
+
+def test_a_client_whose_replies_another_open_loop_reads_says_so(engine):
+    """Replies would go to the reader in the other loop, and the call wait for ever."""
+    client = AsyncArgusClient(engine.client_address)
+    first = asyncio.new_event_loop()
+    try:
+        assert isinstance(first.run_until_complete(_call(client, "a fox")), Images)
+        with pytest.raises(RuntimeError, match="reads its replies in another event loop, still open"):
+            asyncio.run(_call(client, "a wolf"))
+        first.run_until_complete(client.close())
+    finally:
+        first.close()
