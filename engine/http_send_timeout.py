@@ -26,7 +26,7 @@ log = logging.getLogger("argus.http")
 
 class SendTimeout(asyncio.Protocol):
     """Stands between a connection's transport and aiohttp's protocol, passing all on, and aborts the connection when
-    its writes are paused and its buffer has not shrunk for `timeout_s`."""
+    its writes are paused and its client has taken none of what is unsent for `timeout_s`."""
 
     def __init__(self, inner: asyncio.Protocol, timeout_s: float, timed_out: Callable[[], None]) -> None:
         self._inner = inner
@@ -47,6 +47,7 @@ class SendTimeout(asyncio.Protocol):
         return self._inner.eof_received()
 
     def pause_writing(self) -> None:
+        self._cancel_timer()
         self._look_again()
         self._inner.pause_writing()
 
