@@ -58,10 +58,13 @@ class WorkPerImage:
         self._profile = profile
         self._latency = ProfileLatency(profile)
 
-    def __call__(self, level: int, steps: int) -> float:
-        if steps == self._profile.steps:
+    def __call__(self, level: int, steps: int, start: int | None = None) -> float:
+        """`start`: the step of its run an image served at `level` resumes at (None: `level`): its own steps run,
+        against level `level`'s capacity, which the plan puts it through."""
+        start = level if start is None else start
+        if steps == self._profile.steps and start == level:
             return 1.0
-        return self._latency.seconds(level, steps, 1) / self._profile.latency(level, 1)
+        return self._latency.seconds(start, steps, 1) / self._profile.latency(level, 1)
 
 
 class DemandEstimator:

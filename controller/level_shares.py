@@ -14,6 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
+
+
+class Choice(NamedTuple):
+    """The controller's choice for one request."""
+
+    k_star: int  # its predicted best level
+    level: int  # K', the level it is served at (0: in full)
+    start: int  # the step of its own run it resumes at: `level`'s share of its steps, `level` at the default ones
 
 
 def covering_level(step: int, steps: int, default_steps: int, levels: Iterable[int]) -> int | None:

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import math
+import reprlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -382,19 +383,22 @@ def _level(value: object) -> int:
     """A cache level, a whole number of steps: int() took 10.7 as level 10 and -5 as a level no profile has."""
     try:
         level = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past a float's range (10**400)
         level = math.nan
     if not (level.is_integer() and level >= 0):
-        raise ValueError(f"level {value!r} is not a whole number of steps")
+        raise ValueError(f"level {reprlib.repr(value)} is not a whole number of steps")
     return int(level)
 
 
 def _finite(value: object) -> float:
     """A number read from a samples file: Python's json reads NaN and Infinity, and a NaN quality became an infinite
     one in the degradation matrix (a running minimum skips it), which GET /plan then showed as Infinity."""
-    number = float(value)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int past a float's range (10**400): read as one, it would be infinite
+        number = math.inf
     if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
+        raise ValueError(f"{reprlib.repr(value)} is not a finite number")
     return number
 
 

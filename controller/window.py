@@ -64,9 +64,12 @@ class Controller:
         """The plan in force (None before the first `maybe_replan`)."""
         return self._plan
 
-    def observe_arrival(self, k_star: int, images: int = 1, level: int = 0, steps: int | None = None) -> None:
-        """`images` of class `k_star`, run at `level` for `steps` steps (None: the profile's N)."""
-        work = images if steps is None else images * self._work(level, steps)
+    def observe_arrival(
+        self, k_star: int, images: int = 1, level: int = 0, steps: int | None = None, start: int | None = None
+    ) -> None:
+        """`images` of class `k_star`, served at `level` for `steps` steps (None: the profile's N), resuming at step
+        `start` of them (None: `level`; controller/level_shares.py)."""
+        work = images if steps is None else images * self._work(level, steps, start)
         with self._lock:
             self._demand.observe(k_star, work)
 

@@ -34,35 +34,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from controller.level_shares import Choice
 from controller.predictor import Lookup
 from engine.cache.embedders import Embedder, make_embedder
 from engine.cache.latent_store import check_latent
 from engine.cache.prompt_cache import CacheSnapshot, CacheStats, Neighbour, PromptCache, ShapeKey
 from engine.cache_dir import has_saved_cache, load_saved_cache, lock_cache_dir, new_prompt_cache, remove_leftovers
 from engine.config import CacheConfig
-from engine.jobs import AdmittedRequest
+from engine.jobs import AdmittedRequest, Fallback
 from protocols.worker_messages import ItemDone
 
 log = logging.getLogger("argus.cache")
 
-# (lookup, images, steps) -> (K*, the step K' resumes at): the controller's choice (ControlLoop.choose), safe to call
-# from the cache thread
-Choose = Callable[[Lookup, int, int, random.Random], tuple[int, int]]
-# (K*, the step it resumes at, the steps the neighbour's latents are held at, steps) -> the steps a job may move up to
-# (ControlLoop.fallback_levels)
-FallbackLevels = Callable[[int, int, tuple[int, ...], int], tuple[int, ...]]
+# (lookup, images, steps) -> the controller's choice (ControlLoop.choose), safe to call from the cache thread
+Choose = Callable[[Lookup, int, int, random.Random], Choice]
+# (K*, K', the steps the neighbour's latents are held at, steps) -> (level, the step it resumes at) of the levels a
+# job may move up to (ControlLoop.fallback_levels)
+FallbackLevels = Callable[[int, int, tuple[int, ...], int], tuple[tuple[int, int], ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class Preparation:
     k_star: int
-    level: int  # the step K' resumes at (a level of the profile's N, by share: controller/level_shares.py)
-    latent: np.ndarray | None  # the neighbour's latent after `level` steps (None at 0)
+    level: int  # K' the request is served at
+    start: int  # the step of its run it resumes at (controller/level_shares.py): `level` at the default steps
+    latent: np.ndarray | None  # the neighbour's latent after `start` steps (None at 0)
     similarity: float | None
     vector: np.ndarray | None  # the prompt's embedding, kept to cache what its generation brings back
-    # (level, latent) pairs above `level`, ascending, for a job that must wait or would miss its deadline:
-    # every level the neighbour holds in memory (see Dispatcher)
-    fallbacks: tuple[tuple[int, np.ndarray], ...] = ()
+    # the levels above `level`, ascending, for a job that must wait or would miss its deadline: those of the
+    # policy's the neighbour holds in memory (see Dispatcher)
+    fallbacks: tuple[Fallback, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,25 +441,25 @@ class CacheService:
             prompt=request.spec.prompt,
             neighbour_prompt=neighbour.prompt if neighbour else None,
         )
-        k_star, level = self._choose(lookup, request.spec.n, request.steps, self._rng)
+        k_star, level, start = self._choose(lookup, request.spec.n, request.steps, self._rng)
         # a neighbour comes from the cache, so with one there is a cache to take its latent from
-        latent = self._cache.take_latent(neighbour.prompt_id, level) if neighbour and level else None
-        if level and latent is None:
-            level = 0  # the policy picked a level the neighbour does not have: run in full
-        if self._cache is not None and not level and not request.spec.exact:
+        latent = self._cache.take_latent(neighbour.prompt_id, start) if neighbour and start else None
+        if start and latent is None:
+            level = start = 0  # the policy picked a level the neighbour does not have: run in full
+        if self._cache is not None and not start and not request.spec.exact:
             self._cache.record_miss()
         fallbacks = self._fallbacks(neighbour, lookup, k_star, level, request.steps)
-        return Preparation(k_star, level, latent, lookup.similarity, vector, fallbacks)
+        return Preparation(k_star, level, start, latent, lookup.similarity, vector, fallbacks)
 
     def _fallbacks(
         self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int, steps: int
-    ) -> tuple[tuple[int, np.ndarray], ...]:
+    ) -> tuple[Fallback, ...]:
         """The latents of the levels the policy lets the job move up to, held in memory, ascending."""
         if self._fallback_levels is None or neighbour is None:
             return ()
-        levels = self._fallback_levels(k_star, level, lookup.neighbour_levels, steps)
-        found = ((k, self._cache.peek_latent(neighbour.prompt_id, k)) for k in levels)
-        return tuple((k, latent) for k, latent in found if latent is not None)
+        ups = self._fallback_levels(k_star, level, lookup.neighbour_levels, steps)
+        found = (Fallback(up, start, self._cache.peek_latent(neighbour.prompt_id, start)) for up, start in ups)
+        return tuple(fallback for fallback in found if fallback.latent is not None)
 
 
 def latents_problem(

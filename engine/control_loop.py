@@ -34,13 +34,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import replace
 
-from controller.level_shares import LevelShares, level_shares
+from controller.level_shares import Choice, LevelShares, level_shares
 from controller.plan import Plan
 from controller.policies import Policy
 from controller.predictor import Lookup
 from controller.window import Controller
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
+from workers.limits import DEFAULT_STEPS
 
 log = logging.getLogger("argus.controller")
 
@@ -89,30 +90,34 @@ class ControlLoop:
             return None
         return {**plan.to_json(), "created_at": time.time() - (self._clock() - plan.created_at)}
 
-    def choose(self, lookup: Lookup, images: int, steps: int, rng: random.Random) -> tuple[int, int]:
-        """(K*, the step K' resumes at) for one request of `images` images of `steps` steps, whose neighbour's
-        latents are held at the steps `lookup.neighbour_levels`. K* and K' are levels of the profile's N steps,
-        which a request of other steps is judged at by share (controller/level_shares.py). Thread-safe: the cache
-        thread calls it."""
+    def choose(self, lookup: Lookup, images: int, steps: int, rng: random.Random) -> Choice:
+        """The choice for one request of `images` images of `steps` steps, whose neighbour's latents are held at the
+        steps `lookup.neighbour_levels`. K* and K' are levels of the default steps, which a request of other steps is
+        judged at by share (controller/level_shares.py). Thread-safe: the cache thread calls it."""
         shares = self._shares(lookup.neighbour_levels, steps)
         if shares.levels != lookup.neighbour_levels:
             lookup = replace(lookup, neighbour_levels=shares.levels)
         k_star = self.policy.predict(lookup)
         plan = self._controller.plan
-        start = 0 if plan is None else shares.start(self.policy.choose_level(k_star, shares.levels, plan, rng))
-        # weighed by the steps it runs from where it starts: 150 steps are about 3 images of the default 50
-        self._controller.observe_arrival(k_star, images, start, steps)
-        return k_star, start
+        level = 0 if plan is None else self.policy.choose_level(k_star, shares.levels, plan, rng)
+        start = shares.start(level)
+        # weighed by the steps it runs from where it starts, against level K''s capacity: 150 steps are about 3
+        # images of the default 50
+        self._controller.observe_arrival(k_star, images, level, steps, start)
+        return Choice(k_star, level, start)
 
-    def fallback_levels(self, k_star: int, start: int, cached: tuple[int, ...], steps: int) -> tuple[int, ...]:
-        """The steps, of those the neighbour's latents are held at, a job that `choose` started at `start` may move
-        up to when it must wait or would be late (the policy's fallback levels, by share as `choose` judges)."""
+    def fallback_levels(
+        self, k_star: int, level: int, cached: tuple[int, ...], steps: int
+    ) -> tuple[tuple[int, int], ...]:
+        """(level, the step it resumes at) of the levels a job served at `level` may move up to when it must wait or
+        would be late: the policy's fallback levels, of those the neighbour's latents cover (as `choose` judges)."""
         shares = self._shares(cached, steps)
-        levels = self.policy.fallback_levels(k_star, shares.level_of(start), shares.levels)
-        return tuple(shares.start(level) for level in levels)
+        return tuple((up, shares.start(up)) for up in self.policy.fallback_levels(k_star, level, shares.levels))
 
     def _shares(self, cached: tuple[int, ...], steps: int) -> LevelShares:
-        return level_shares(cached, steps, self.policy.profile.steps, self.policy.levels)
+        # the levels are of the default steps, as the similarity thresholds and the quality model are; not of the
+        # latency profile's, which a --latency-profile measured at other steps may have
+        return level_shares(cached, steps, DEFAULT_STEPS, self.policy.levels)
 
     async def run(self) -> None:
         failing = False

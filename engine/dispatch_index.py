@@ -105,16 +105,16 @@ class _Group:
 
 class QueuedWork:
     """The jobs queued on the workers by their key in the urgency order (the time each must start by), for the
-    seconds of work that go before a key: per kind of job (level, steps), the count of keys up to it, found by
-    bisection, times one image's seconds, instead of a pass over every queued job."""
+    seconds of work that go before a key: per kind of job (the step it starts from, steps), the count of keys up to
+    it, found by bisection, times one image's seconds, instead of a pass over every queued job."""
 
     def __init__(self, image_seconds: Callable[[int, int], float]):
-        self._image_seconds = image_seconds  # (level, steps) -> seconds of one image
+        self._image_seconds = image_seconds  # (start, steps) -> seconds of one image
         self._keys: dict[tuple[int, int], list[float]] = {}  # by kind: the keys of the jobs queued, sorted
         self._counted: dict[str, tuple[tuple[int, int], float]] = {}  # job id -> the kind and key it is counted at
 
     def add(self, job: Job, key: float) -> None:
-        kind = (job.level, job.request.steps)
+        kind = (job.start, job.request.steps)
         self._counted[job.job_id] = kind, key
         bisect.insort(self._keys.setdefault(kind, []), key)
 

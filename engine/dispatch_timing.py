@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from controller.profiles import LatencyProfile, ProfileLatency
 from engine.dispatch_index import FreeAt, QueuedWork
-from engine.jobs import AdmittedRequest, Job
+from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
 from engine.profile_drift import ProfileDrift
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -61,38 +61,39 @@ class DispatchTiming:
         profile's (profile_drift.py)."""
         return self._drift.pace if self._drift is not None else 1.0
 
-    def _image_seconds(self, level: int, steps: int) -> float:
-        """How long one image of `steps` steps takes at `level` (0 for a level without a profile)."""
-        return self._latency.seconds(level, steps, 1) * self.pace if self._profiled(level) else 0.0
+    def _image_seconds(self, start: int, steps: int) -> float:
+        """How long one image of `steps` steps takes from step `start` (0 for a level without a profile)."""
+        return self._latency.seconds(start, steps, 1) * self.pace if self._profiled(start) else 0.0
 
     def queued_job_seconds(self, level: int) -> float:
         """What each job queued on a worker at `level` adds before it is free, to pick the worker free first:
         one image at the profile's steps (0 for a level without a profile)."""
         return self._profile.latency(level, 1) * self.pace if self._profiled(level) else 0.0
 
-    def _seconds(self, job: Job, level: int, batch: int = 1) -> float:
-        """How long a batch of `batch` jobs like `job` takes at `level`, at the workers' pace."""
-        return self._profiled_seconds(job, level, batch) * self.pace
+    def _seconds(self, job: Job, start: int, batch: int = 1) -> float:
+        """How long a batch of `batch` jobs like `job` takes from step `start`, at the workers' pace."""
+        return self._profiled_seconds(job, start, batch) * self.pace
 
-    def _profiled_seconds(self, job: Job, level: int, batch: int) -> float:
-        return self._latency.seconds(level, job.request.steps, batch)
+    def _profiled_seconds(self, job: Job, start: int, batch: int) -> float:
+        return self._latency.seconds(start, job.request.steps, batch)
 
-    def _profiled(self, level: int) -> bool:
-        return self._profile is not None and level in self._profile.latency_s
+    def _profiled(self, start: int) -> bool:
+        """Whether the profile times a run from step `start` (a job's start is one of the cache levels, which a
+        profile the engine takes has every one of)."""
+        return self._profile is not None and start in self._profile.latency_s
 
     def expect_busy(self, worker: WorkerHandle, jobs: list[Job], now: float) -> None:
         """The batch `jobs` was just sent to the worker: it should be busy that much longer."""
-        level = jobs[0].level
-        if self._profiled(level):
-            start = max(now, worker.busy_until)
-            worker.busy_until = start + self._seconds(jobs[0], level, len(jobs))
+        start = jobs[0].start
+        if self._profiled(start):
+            worker.busy_until = max(now, worker.busy_until) + self._seconds(jobs[0], start, len(jobs))
 
     def batch_ran(self, jobs: list[Job], run_s: float) -> None:
         """The worker says the batch `jobs` ran `run_s`: held against what the profile said (profile_drift.py)."""
-        level = jobs[0].level
-        if self._drift is not None and self._profiled(level):
+        start = jobs[0].start
+        if self._drift is not None and self._profiled(start):
             # against the profile itself, not the pace: that is what is measured
-            self._drift.batch_ran(self._profiled_seconds(jobs[0], level, len(jobs)), run_s)
+            self._drift.batch_ran(self._profiled_seconds(jobs[0], start, len(jobs)), run_s)
 
     # -- when ----------------------------------------------------------------
     def _start_by(self, job: Job) -> float:
@@ -104,7 +105,7 @@ class DispatchTiming:
         deadline = job.request.deadline
         if deadline is None:
             deadline = job.request.admitted_at + self._slo_s
-        return deadline - (self._seconds(job, job.level) if self._profiled(job.level) else 0.0)
+        return deadline - (self._seconds(job, job.start) if self._profiled(job.start) else 0.0)
 
     def add_queued(self, job: Job) -> float:
         """Counts a job just queued on a worker among the work queued; returns the time it must start by, its
@@ -171,7 +172,7 @@ class DispatchTiming:
                 if not self.still_wanted(job, now, wait, wait + before / workers):
                     yield job
                     continue
-            seconds = self._image_seconds(job.level, job.request.steps)
+            seconds = self._image_seconds(job.start, job.request.steps)
             before += seconds
             heapq.heappush(kept, (-seconds, -place, job))
 
@@ -191,12 +192,12 @@ class DispatchTiming:
         if left <= 0:
             self.deadline_exceeded(job.request, "queued", "the request's deadline passed before it could be served")
             return False
-        if not self._profiled(job.level):
+        if not self._profiled(job.start):
             return True
-        latency = self._seconds(job, job.level)
+        latency = self._seconds(job, job.start)
         if ahead is not None and ahead > wait and ahead + latency > left:
             self._escalated(job, left - ahead)
-            latency = self._seconds(job, job.level)
+            latency = self._seconds(job, job.start)
         if wait + latency > left and not self._escalated(job, left - wait):
             self.deadline_exceeded(job.request, "predicted", "the request can no longer be served within its deadline")
             return False
@@ -204,8 +205,8 @@ class DispatchTiming:
 
     def _cheapest_seconds(self, job: Job) -> float:
         """How long the job takes alone at the highest level it may move up to (its own if none)."""
-        levels = [job.level, *(fallback[0] for fallback in job.fallbacks if self._profiled(fallback[0]))]
-        return self._seconds(job, max(levels)) if self._profiled(job.level) else 0.0
+        starts = [job.start, *(fallback.start for fallback in job.fallbacks if self._profiled(fallback.start))]
+        return self._seconds(job, max(starts)) if self._profiled(job.start) else 0.0
 
     def _makes_it(self, job: Job, now: float, ahead: float) -> bool:
         """Whether the job, started after `ahead` seconds, would meet its deadline at some level it may take."""
@@ -221,10 +222,10 @@ class DispatchTiming:
         (--serve-late) that cannot meet it at all gains nothing from a small batch: it takes a whole one, and the
         jobs late behind it are served at the fleet's full rate."""
         left = job.request.seconds_left(now)
-        if left is None or not self._profiled(job.level):
+        if left is None or not self._profiled(job.start):
             return max_batch
-        fitting = (b for b in range(max_batch, 1, -1) if self._seconds(job, job.level, b) <= left - wait)
-        late = self._serve_late and self._seconds(job, job.level) > left - wait
+        fitting = (b for b in range(max_batch, 1, -1) if self._seconds(job, job.start, b) <= left - wait)
+        late = self._serve_late and self._seconds(job, job.start) > left - wait
         return next(fitting, max_batch if late else 1)
 
     # -- moving up a level ---------------------------------------------------
@@ -232,14 +233,14 @@ class DispatchTiming:
         """A job the plan gave a level below its K* (an upgrade, paid for by spare capacity) goes back up to
         K* when it must wait: capacity is not spare while jobs queue."""
         if job.level < job.k_star:
-            best = [fallback for fallback in job.fallbacks if fallback[0] <= job.k_star]
+            best = [fallback for fallback in job.fallbacks if fallback.level <= job.k_star]
             if best:
                 self._move_up(job, best[-1])
 
     def _escalated(self, job: Job, budget_s: float) -> bool:
         """Moves a job too slow at its level up to the lowest of its fallbacks that makes the deadline."""
         for fallback in job.fallbacks:
-            if self._profiled(fallback[0]) and self._seconds(job, fallback[0]) <= budget_s:
+            if self._profiled(fallback.start) and self._seconds(job, fallback.start) <= budget_s:
                 self._move_up(job, fallback)
                 if not job.escalated:  # the metric counts images: one moved up twice is still one image
                     job.escalated = True
@@ -247,7 +248,7 @@ class DispatchTiming:
                 return True
         return False
 
-    def _move_up(self, job: Job, fallback: tuple[int, object]) -> None:
-        job.level, job.latent = fallback
-        job.fallbacks = tuple(higher for higher in job.fallbacks if higher[0] > job.level)
+    def _move_up(self, job: Job, fallback: Fallback) -> None:
+        job.level, job.start, job.latent = fallback
+        job.fallbacks = tuple(higher for higher in job.fallbacks if higher.level > job.level)
         self._queued_work.moved_up(job)

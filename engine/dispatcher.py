@@ -38,7 +38,7 @@ from engine import failing_workers
 from engine.config import DispatchConfig
 from engine.dispatch_index import FreeAt, IdleWorkers, SentDeadlines, UrgencyOrder
 from engine.dispatch_timing import DispatchTiming
-from engine.jobs import AdmittedRequest, Job
+from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled, ImageResult
@@ -139,16 +139,19 @@ class Dispatcher:
         level: int,
         latent: object,
         similarity: float | None,
-        fallbacks: tuple[tuple[int, object], ...] = (),
+        fallbacks: tuple[Fallback, ...] = (),
         k_star: int = 0,
+        start: int | None = None,
     ) -> None:
-        """The request's level is chosen (and its neighbour's latents fetched): send its images on."""
+        """The request's level is chosen (and its neighbour's latents fetched): send its images on. `start`: the step
+        its runs resume at, when its steps are not the default ones (None: `level`)."""
         self._choosing.pop(request, None)
         if request.done:
             return
         touched: dict[WorkerHandle, None] = {}
         for job in request.jobs:
             job.level, job.latent, job.similarity, job.k_star = level, latent, similarity, k_star
+            job.start = level if start is None else start
             job.fallbacks = fallbacks if self._escalate else ()
             worker = self._enqueue(job)
             if worker is not None:
@@ -337,7 +340,7 @@ class Dispatcher:
         key = head.key
         message = Generate(
             batch_id=batch_id,
-            level=key.level,
+            level=key.start,
             steps=key.steps,
             width=key.width,
             height=key.height,
@@ -526,7 +529,7 @@ class Dispatcher:
                 ImageResult(
                     image=message.image,
                     seed=job.seed,
-                    level=job.level,
+                    level=job.start,  # the step it resumed at: steps_run is the request's steps less it
                     similarity=job.similarity,
                     queue_ms=queued_s * 1000.0,
                     run_ms=message.run_ms,

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -25,11 +25,19 @@ Reply = Images | Error | Cancelled
 _job_ids = itertools.count()
 
 
+class Fallback(NamedTuple):
+    """A level a queued job may move up to, and its neighbour's latent there."""
+
+    level: int  # of the default steps, as the plan knows it
+    start: int  # the step of the job's run it resumes at (controller/level_shares.py)
+    latent: Any
+
+
 @dataclass(frozen=True, slots=True)
 class BatchKey:
     """Jobs batch together only when all of these agree."""
 
-    level: int
+    start: int  # the step their runs resume at
     steps: int
     width: int
     height: int
@@ -45,12 +53,15 @@ class Job:
     request: AdmittedRequest
     index: int
     seed: int
-    level: int = 0
+    level: int = 0  # K', a level of the default steps (the plan's): the one it is routed and judged by
+    # the step its run resumes at: its level's share of its own steps (controller/level_shares.py), the level itself
+    # at the default steps; what it is batched, timed and sent at
+    start: int = 0
     latent: np.ndarray | None = None
     similarity: float | None = None
-    # (level, latent) pairs above `level`, ascending, to move up to: the levels its neighbour holds in memory
-    # (argus only; empty for the other policies)
-    fallbacks: tuple[tuple[int, np.ndarray], ...] = ()
+    # levels above `level`, ascending, to move up to: those its neighbour holds in memory (argus only; empty for the
+    # other policies)
+    fallbacks: tuple[Fallback, ...] = ()
     k_star: int = 0  # its predicted best level
     escalated: bool = False  # moved up a level to make its deadline (counted once, however many times it moves)
     attempts: int = 0  # times sent to a worker
@@ -72,7 +83,7 @@ class Job:
     def key(self) -> BatchKey:
         spec = self.request.spec
         return BatchKey(
-            self.level,
+            self.start,
             self.request.steps,
             self.request.width,
             self.request.height,

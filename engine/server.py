@@ -266,6 +266,7 @@ class Engine:
                 preparation.similarity,
                 preparation.fallbacks,
                 preparation.k_star,
+                preparation.start,
             )
         except Exception:  # a bug must not leave it unanswered, nor the requests prepared with it unrouted
             log.exception("routing request %s failed", request.spec.request_id)
@@ -279,7 +280,7 @@ class Engine:
             return
         request.latents_cached = True
         shape = latent_shape(worker.hello.backend, request.width, request.height)
-        self.cache.insert(request, request.vector, Returned(done, worker.name, job.level, shape))
+        self.cache.insert(request, request.vector, Returned(done, worker.name, job.start, shape))
 
     def request_stop(self) -> None:
         if self.state is EngineState.RUNNING:

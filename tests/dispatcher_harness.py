@@ -8,7 +8,7 @@ from pictures import image_as_asked
 from controller.profiles import LatencyProfile
 from engine.config import DispatchConfig
 from engine.dispatcher import Dispatcher
-from engine.jobs import AdmittedRequest
+from engine.jobs import AdmittedRequest, Fallback
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Generate
@@ -61,6 +61,7 @@ class Harness:
         fallbacks=(),
         k_star=0,
         steps=50,
+        start=None,
         chosen=True,
         negative=None,
         **spec_fields,
@@ -87,7 +88,7 @@ class Harness:
         )
         self.dispatcher.admit(request)
         if chosen:
-            self.dispatcher.route(request, level, None, None, fallbacks, k_star)
+            self.dispatcher.route(request, level, None, None, fallbacks, k_star, start)
         return request
 
     def batches(self, worker_name=None) -> list[Batch]:
@@ -109,4 +110,8 @@ PROFILE = LatencyProfile("test", 50, {0: (1.0, 2.0, 3.0, 4.0)}, "made up for the
 TWO_LEVELS = LatencyProfile("test", 50, {0: (1.0, 2.0), 25: (0.5, 1.0)}, "made up for the test")
 # level 10 takes 0.8 s, level 25 half of level 0's time
 THREE_LEVELS = LatencyProfile("test", 50, {0: (1.0, 2.0), 10: (0.8, 1.6), 25: (0.5, 1.0)}, "made up for the test")
-LADDER = ((10, "latent-10"), (25, "latent-25"))
+# every cache level, a tenth of a second apart
+SIX_LEVELS = LatencyProfile(
+    "test", 50, {k: (1.0 - k / 50, 2.0 - k / 25) for k in (0, 5, 10, 15, 20, 25)}, "made up for the test"
+)
+LADDER = (Fallback(10, 10, "latent-10"), Fallback(25, 25, "latent-25"))

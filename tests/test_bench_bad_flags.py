@@ -195,6 +195,7 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
         (["bench", "cache", "--replay", "{tmp}/p.txt", "--seed", "3", "--vectors", "random"], "--vectors and --seed:"),
         # hash vectors of prompts are 1024 wide whatever --dim said
         (["bench", "cache", "--dim", "64", *SMALL_CACHE_BENCH], "--dim: only with --vectors random"),
+        (["bench", "cache", "--vectors", "random", "--data", "{tmp}", *SMALL_CACHE_BENCH], "--data: only with"),
     ],
 )
 def test_flags_that_cannot_run_together_exit_2_as_usage_errors(argv, says, tmp_path, capsys):

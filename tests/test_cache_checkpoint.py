@@ -33,6 +33,7 @@ from test_cache_restore_background import (
 from test_cache_restore_background import take_level_5 as choose
 from test_cache_warm_restart import assert_a_restart_finds_it, generate, start
 
+from controller.level_shares import Choice
 from engine.cache import persistence
 from engine.cache.prompt_cache import PromptCache
 from engine.cache_service import build_cache_service
@@ -187,21 +188,21 @@ def test_a_written_checkpoint_lets_go_of_the_latents_that_leave_the_cache_after_
     named it) until the next checkpoint, and with it every latent in memory when it was taken: those evicted after
     it stayed in memory, up to --cache-bytes more for 300 s (measured: 32 MiB evicted of a 32 MiB cache, all alive)."""
 
-    def miss_keeping_level_5(lookup, images, steps, rng) -> tuple[int, int]:
-        return 5, 0  # served in full, no hit: the neighbour's latent of level 5 is handed on as a fallback
+    def miss_keeping_level_5(lookup, images, steps, rng) -> Choice:
+        return Choice(5, 0, 0)  # served in full, no hit: the neighbour's latent of level 5 is handed on as a fallback
 
     service = build_cache_service(
         CacheConfig(directory=str(tmp_path), max_bytes=LATENT.nbytes),  # room for one latent
         MODEL,
         LEVELS,
         choose=miss_keeping_level_5,
-        fallback_levels=lambda k_star, level, levels, steps: (5,),
+        fallback_levels=lambda k_star, level, levels, steps: ((5, 5),),
     )
 
     async def stored_latent(prompt: str) -> weakref.ref:
         done = asyncio.get_running_loop().create_future()
         service.prepare(request(prompt), lambda _, preparation: done.set_result(preparation))
-        [(_, stored)] = (await done).fallbacks  # the store's own array (no copy)
+        [(_, _, stored)] = (await done).fallbacks  # the store's own array (no copy)
         return weakref.ref(stored)
 
     async def evict_after_a_checkpoint() -> None:

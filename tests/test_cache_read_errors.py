@@ -17,6 +17,7 @@ from bad_sectors import SECTOR, BadSector, engine_environment, failing_preadv
 from test_cache_warm_restart import start as start_engine_on
 from test_hello_bounds import SIM_MODEL
 
+from controller.level_shares import Choice
 from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
 from engine.cache.persistence import FILE_NAME
@@ -200,8 +201,8 @@ def returned(latents: dict[int, np.ndarray]) -> Returned:
     return Returned(done, "local-0", 0, LATENT_SHAPE)
 
 
-def take_level_5(lookup, images, steps, rng) -> tuple[int, int]:
-    return (5, 5) if lookup.similarity else (0, 0)
+def take_level_5(lookup, images, steps, rng) -> Choice:
+    return Choice(5, 5, 5) if lookup.similarity else Choice(0, 0, 0)
 
 
 async def prepared(service, text: str):

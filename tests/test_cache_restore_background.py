@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from test_cache_warm_restart import generate, start
 
+from controller.level_shares import Choice
 from engine import cache_service
 from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
@@ -51,8 +52,8 @@ def vector(prompt: str) -> np.ndarray:
     return EMBEDDER.embed([prompt])[0]
 
 
-def take_level_5(lookup, images, steps, rng) -> tuple[int, int]:
-    return (5, 5) if lookup.similarity else (0, 0)
+def take_level_5(lookup, images, steps, rng) -> Choice:
+    return Choice(5, 5, 5) if lookup.similarity else Choice(0, 0, 0)
 
 
 async def similarity(service, prompt: str) -> float | None:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from controller.level_shares import Choice
 from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
@@ -17,6 +18,8 @@ from engine.cache_service import CacheService, Returned, build_cache_service
 from engine.config import CacheConfig
 from protocols.codec import Blob
 from protocols.worker_messages import ItemDone
+
+IN_FULL = Choice(0, 0, 0)  # the controller's choice of a miss
 
 LEVELS = (5, 10, 15, 20, 25)
 SHAPE = ShapeKey(50, 64, 64)
@@ -85,7 +88,7 @@ def test_a_failed_save_still_closes_the_cache_and_stops_the_thread(tmp_path):
     spill = str(tmp_path / "spill")
     cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=0, spill_dir=spill, spill_bytes=4096, model=MODEL)
     cache.insert("a cat", embedder.embed(["a cat"])[0], SHAPE, {5: LATENT})
-    service = CacheService(cache, embedder, choose=lambda *args: (0, 0))
+    service = CacheService(cache, embedder, choose=lambda *args: IN_FULL)
     not_a_directory = tmp_path / "file"
     not_a_directory.write_bytes(b"")
 
@@ -104,7 +107,7 @@ def test_what_a_generation_brings_while_the_model_is_adopted_goes_to_the_adopted
     latents while the saved cache is restored. Before, the insert was bound to the cache being replaced when it
     was queued: the latents were lost with it, and the same prompt asked again was a miss."""
     save_a_cache(tmp_path, prompts=2000)  # restoring it takes a while
-    service = build_cache_service(CacheConfig(directory=str(tmp_path)), "", LEVELS, choose=lambda *args: (0, 0))
+    service = build_cache_service(CacheConfig(directory=str(tmp_path)), "", LEVELS, choose=lambda *args: IN_FULL)
     request = SimpleNamespace(spec=SimpleNamespace(prompt="a cat"), steps=SHAPE.steps, width=64, height=64)
 
     async def adopt_insert_and_stop() -> None:
@@ -124,7 +127,7 @@ def test_the_controller_is_told_each_requests_images_and_steps():
 
     def choose(lookup, images, steps, rng):
         asked.append((images, steps))
-        return 0, 0
+        return IN_FULL
 
     service = CacheService(None, None, choose)  # --no-cache: decided at once, on the caller's thread
     request = SimpleNamespace(spec=SimpleNamespace(prompt="a cat", n=3, exact=False), steps=150, width=64, height=64)

@@ -232,9 +232,10 @@ async def test_a_solver_that_keeps_falling_back_warns_once(monkeypatch, caplog):
 
 
 def test_a_request_is_counted_at_its_steps_and_the_step_it_resumes_at():
-    """The engine's path into the demand: `choose` is handed the request's steps and weighs its images from the
-    step it resumes at (a 150-step image from step 25 is 4.2 of the profile's 50-step images there; one of 50, 1).
-    At 150 steps the neighbour's steps 5 to 25 are 3% to 17% of the run: judged as levels 5 and 10 (10% and 20%)."""
+    """The engine's path into the demand: `choose` is handed the request's steps and weighs its images by the steps
+    they run from where they resume, against the level they are served at (a 150-step image from step 25, served at
+    level 10, is 2.8 of that level's 50-step images; one of 50, 1). At 150 steps the neighbour's steps 5 to 25 are 3%
+    to 17% of the run: judged as levels 5 and 10 (10% and 20%)."""
     table = SimilarityTable.bundled("clip")
     degradation = DegradationMatrix.from_quality_model(QualityModel(table))
     policy = make_policy("argus", LatencyProfile.bundled(), degradation, SimilarityPredictor(table))
@@ -247,9 +248,10 @@ def test_a_request_is_counted_at_its_steps_and_the_step_it_resumes_at():
     loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 10.0)
     hit = Lookup(similarity=0.97, neighbour_levels=(5, 10, 15, 20, 25), prompt="a cat", neighbour_prompt="a cat.")
     rng = random.Random(0)
-    k_star, level = loop.choose(hit, 2, 150, rng)
+    choice = loop.choose(hit, 2, 150, rng)
     loop.choose(hit, 3, 50, rng)
     plan = controller.maybe_replan(20.0, 4)
-    assert k_star == 10 and level in (15, 25)
-    images = 2 * (0.6 + 0.09 * (150 - level)) / (0.6 + 0.09 * (50 - level)) + 3
+    assert choice.k_star == 10 and (choice.level, choice.start) in ((5, 15), (10, 25))
+    # its own steps from where it starts, against the capacity of the level it is served at
+    images = 2 * (0.6 + 0.09 * (150 - choice.start)) / (0.6 + 0.09 * (50 - choice.level)) + 3
     assert plan.total_demand_rps == pytest.approx(1.05 * images / 10.0)

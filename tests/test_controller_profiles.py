@@ -211,6 +211,9 @@ def test_a_jsonl_file_of_one_sample_is_one_sample_not_a_banded_table(tmp_path):
         ('{"similarity": 0.9, "level": 5.5, "quality": 97.0}', "level 5.5 is not a whole number of steps"),
         ('{"similarity": 0.9, "level": -5, "quality": 97.0}', "level -5 is not a whole number of steps"),
         ('{"similarity": 0.9, "level": true, "quality": 97.0}', "level True is not a whole number of steps"),
+        # an int past a float's range raised OverflowError: a traceback, where every other bad line is named
+        ('{"similarity": 0.9, "level": 1' + "0" * 400 + ', "quality": 97.0}', "is not a whole number of steps"),
+        ('{"similarity": 0.9, "level": 5, "quality": 1' + "0" * 400 + "}", "is not a finite number"),
         # split into words by the trained predictor: train-predictor failed with an AttributeError traceback
         ('{"similarity": 0.9, "level": 5, "quality": 97.0, "neighbour_prompt": 12}', "must be text"),
         ('{"similarity": 0.9, "level": 5, "quality": 97.0, "prompt": null}', "must be text"),

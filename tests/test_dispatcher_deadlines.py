@@ -2,10 +2,11 @@
 level or shed to make them, served late when told to, batches and queues ordered by them."""
 
 import pytest
-from dispatcher_harness import LADDER, PROFILE, THREE_LEVELS, TWO_LEVELS, Harness, settle
+from dispatcher_harness import LADDER, PROFILE, SIX_LEVELS, THREE_LEVELS, TWO_LEVELS, Harness, settle
 
 from controller.profiles import LatencyProfile
 from engine.dispatcher import PIPELINE_HORIZON_S
+from engine.jobs import Fallback
 from protocols.client_messages import Error, Images
 from protocols.worker_messages import Abort
 
@@ -60,9 +61,9 @@ async def test_a_job_too_slow_at_its_level_moves_up_to_its_fallback():
     a = h.add_worker("a", max_batch=1)
     h.request(slo_ms=10_000)  # the worker is busy for 1 s
     # 1.6 s left: at level 0 it would end after 2 s, from its neighbour's level 25 after 1.5 s
-    moved = h.request(slo_ms=1_600, fallbacks=((25, "latent-25"),))
+    moved = h.request(slo_ms=1_600, fallbacks=(Fallback(25, 25, "latent-25"),))
     # 1.4 s left is too little even at level 25 (1.5 s)
-    stuck = h.request(slo_ms=1_400, fallbacks=((25, "latent-25"),))
+    stuck = h.request(slo_ms=1_400, fallbacks=(Fallback(25, 25, "latent-25"),))
     await settle()
     assert not moved.done and stuck.future.result().code == "deadline_exceeded"
     assert len(h.batches()) == 1  # it waits for the worker to finish, not behind its batch
@@ -112,7 +113,7 @@ async def test_baselines_never_move_a_job_up():
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2)
     h.add_worker("a", max_batch=1)
     h.request(slo_ms=10_000)
-    doomed = h.request(slo_ms=1_600, fallbacks=((25, "latent-25"),))
+    doomed = h.request(slo_ms=1_600, fallbacks=(Fallback(25, 25, "latent-25"),))
     await settle()
     assert doomed.future.result().code == "deadline_exceeded"
 
@@ -250,6 +251,21 @@ async def test_an_upgrade_below_k_star_is_kept_only_on_a_free_worker():
     assert h.metrics.escalated._value.get() == 0  # not late: held at its own level
 
 
+async def test_a_request_of_other_steps_goes_back_to_its_k_star_by_level_not_by_step():
+    """20 steps: its neighbour's steps 5 and 10 are levels 15 and 25 by share (controller/level_shares.py). Served
+    exactly as planned but made to queue, it goes back to K* = 15, from step 5; compared by step (5 < 15, 10 <= 15),
+    it went up to step 10, half its run, past its K*."""
+    h = Harness(profile=SIX_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy
+    ladder = (Fallback(15, 5, "latent-5"), Fallback(25, 10, "latent-10"))
+    waiting = h.request(slo_ms=10_000, steps=20, fallbacks=ladder, k_star=15)
+    job = waiting.jobs[0]
+    assert (job.level, job.start, job.latent, job.fallbacks) == (15, 5, "latent-5", ladder[1:])
+    h.finish(a, h.batches()[0])
+    assert (h.batches()[-1].level, h.batches()[-1].steps) == (5, 20)  # sent from the step, timed from it
+
+
 async def test_a_freed_worker_serves_the_job_that_must_start_soonest():
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1)
     a = h.add_worker("a", max_batch=1)
@@ -293,7 +309,7 @@ async def test_jobs_queued_to_go_after_a_job_do_not_move_it_up_a_level():
     a = h.add_worker("a", max_batch=1)
     h.request()  # running until 1001.0
     h.request()  # no deadline, queued before it
-    job = h.request(slo_ms=2600, fallbacks=((25, "latent-25"),))  # at level 0 it ends at 1002.0, in time
+    job = h.request(slo_ms=2600, fallbacks=(Fallback(25, 25, "latent-25"),))  # at level 0 it ends at 1002.0, in time
     assert job.jobs[0].level == 0 and h.metrics.registry.get_sample_value("argus_escalated_images_total") == 0
     h.clock.now = 1001.0
     h.finish(a, h.batches()[0])

@@ -22,6 +22,7 @@ from engine import failing_workers
 from engine.client import ArgusClient
 from engine.config import LaunchConfig
 from engine.failing_workers import FAILING_AFTER
+from engine.jobs import Fallback
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine.worker_registry import WorkerHandle
@@ -278,6 +279,6 @@ async def test_a_worker_taken_out_does_not_count_to_share_the_queued_work():
     h.request(slo_ms=10_000)  # runs on a: 1 s
     h.request(slo_ms=2_500)  # queued, to start first: 1 s more
     # would start after 2 s and need 1 s more at level 0 (0.5 s at 25); shared by 2 workers, after 1.5 s
-    late = h.request(slo_ms=2_700, fallbacks=((25, "latent-25"),))
+    late = h.request(slo_ms=2_700, fallbacks=(Fallback(25, 25, "latent-25"),))
     (job,) = late.jobs
     assert job.level == 25

@@ -61,16 +61,16 @@ def test_a_request_served_at_the_top_level_resumes_at_most_half_way_through_its_
     run taken from its neighbour) where its profile promised half."""
     loop = _loop("clipper-ht")
     twin = Lookup(similarity=0.99, neighbour_levels=tuple(k for k in CACHED if k < steps), prompt="a cat")
-    k_star, resumes_at = loop.choose(twin, 1, steps, random.Random(0))
-    assert resumes_at == start
+    choice = loop.choose(twin, 1, steps, random.Random(0))
+    assert choice.start == start and choice.start / steps <= choice.level / 50
 
 
 def test_a_job_moves_up_only_to_steps_its_levels_cover():
     """Argus's fallbacks, the steps a late job may move up to, are judged by share as its level was."""
     loop = _loop("argus")
-    cached = (5, 10, 15, 20)  # a 25-step run's: levels 10 and 20 by share
-    assert loop.fallback_levels(20, 5, cached, 25) == (10,)
-    assert loop.fallback_levels(20, 5, cached, 50) == (10, 15, 20)  # at the profile's N, its own steps
+    cached = (5, 10, 15, 20)  # a 25-step run's: levels 10 and 20 by share, from steps 5 and 10
+    assert loop.fallback_levels(20, 10, cached, 25) == ((20, 10),)
+    assert loop.fallback_levels(20, 5, cached, 50) == ((10, 10), (15, 15), (20, 20))  # at the default N: its steps
 
 
 def test_an_engine_resumes_a_request_of_fewer_steps_no_further_than_its_level_promises(tmp_path):

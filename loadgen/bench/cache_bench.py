@@ -368,6 +368,8 @@ def _refuse_ignored_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"{' and '.join(given)}: {why}")
     if args.dim is not None and args.vectors != "random":
         raise UsageError("--dim: only with --vectors random (hash vectors of prompts are 1024 wide)")
+    if args.data is not None and args.vectors == "random":
+        raise UsageError("--data: only with --vectors prompts (random vectors are made from no prompt)")
 
 
 def _flag(name: str) -> str:
