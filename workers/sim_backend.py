@@ -112,13 +112,13 @@ class SimBackend(Backend):
         return outcomes
 
     def _judged_level(self, batch: Generate) -> int:
-        """The level of the default steps whose quality a resume at `batch.level` of `batch.steps` has: the one
-        that covers its share of the run (controller/level_shares.py). The engine resumes at no share past the
-        top level's; one that did is modelled at the top level."""
+        """The level (of the default 50 steps, as the quality model's) whose quality a resume at `batch.level` of
+        `batch.steps` has: the one that covers its share of the run (controller/level_shares.py). The engine resumes
+        at no share past the top level's; one that did is modelled at the top level."""
         if not batch.level:
             return 0
         levels = self._quality.table.levels
-        return covering_level(batch.level, batch.steps, self._info.default_steps, levels) or levels[-1]
+        return covering_level(batch.level, batch.steps, DEFAULT_STEPS, levels) or levels[-1]
 
 
 @lru_cache(maxsize=64)
