@@ -95,12 +95,12 @@ class ControlLoop:
         steps `lookup.neighbour_levels`. K* and K' are levels of the default steps, which a request of other steps is
         judged at by share (controller/level_shares.py). Thread-safe: the cache thread calls it."""
         shares = self._shares(lookup.neighbour_levels, steps)
-        if shares.levels != lookup.neighbour_levels:
+        if shares is not None:
             lookup = replace(lookup, neighbour_levels=shares.levels)
         k_star = self.policy.predict(lookup)
         plan = self._controller.plan
-        level = 0 if plan is None else self.policy.choose_level(k_star, shares.levels, plan, rng)
-        start = shares.start(level)
+        level = 0 if plan is None else self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
+        start = level if shares is None else shares.start(level)
         # weighed by the steps it runs from where it starts, against level K''s capacity: 150 steps are about 3
         # images of the default 50
         self._controller.observe_arrival(k_star, images, level, steps, start)
@@ -112,9 +112,15 @@ class ControlLoop:
         """(level, the step it resumes at) of the levels a job served at `level` may move up to when it must wait or
         would be late: the policy's fallback levels, of those the neighbour's latents cover (as `choose` judges)."""
         shares = self._shares(cached, steps)
+        if shares is None:
+            return tuple((up, up) for up in self.policy.fallback_levels(k_star, level, cached))
         return tuple((up, shares.start(up)) for up in self.policy.fallback_levels(k_star, level, shares.levels))
 
-    def _shares(self, cached: tuple[int, ...], steps: int) -> LevelShares:
+    def _shares(self, cached: tuple[int, ...], steps: int) -> LevelShares | None:
+        """None at the default steps, where each step the cache holds a latent at is its own level (the cache keeps
+        the policy's levels): the common case, on the path of every request, takes no mapping."""
+        if steps == DEFAULT_STEPS:
+            return None
         # the levels are of the default steps, as the similarity thresholds and the quality model are; not of the
         # latency profile's, which a --latency-profile measured at other steps may have
         return level_shares(cached, steps, DEFAULT_STEPS, self.policy.levels)
