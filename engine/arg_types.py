@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from engine.forwarded_for import IPNetwork
 from protocols.curve import ClientKeys, KeyPair, load_public_key
 from protocols.limits import MAX_BATCH
+from protocols.sockets import is_zmq_address
 from workers.limits import DEFAULT_LEVELS
 
 T = TypeVar("T")
@@ -106,11 +107,7 @@ def listen_address(text: str) -> str:
 
 
 def _zmq_address(text: str, listening: bool) -> str:
-    scheme, _, rest = text.partition("://")
-    host, _, port = rest.rpartition(":")
-    lowest = 0 if listening else 1
-    port_ok = (port.isdigit() and lowest <= int(port) <= 65535) or (listening and port == "*")
-    if (scheme == "ipc" and rest) or (scheme == "tcp" and host and port_ok):
+    if is_zmq_address(text, listening):
         return text
     raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT or ipc://PATH, not {text!r}")
 

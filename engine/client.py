@@ -46,7 +46,7 @@ from protocols.client_messages import (
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys, RefusedHandshakes
 from protocols.limits import MAX_REQUEST_ID_CHARS
-from protocols.sockets import make_socket
+from protocols.sockets import is_zmq_address, make_socket
 
 Reply = Images | Error | Busy | Cancelled
 
@@ -108,6 +108,17 @@ class _UnansweredWarning:
             "no answer from an engine at %s for %g s: is it up, and is that its --client-listen address?",
             self._address,
             UNANSWERED_WARNING_S,
+        )
+
+
+def _check_address(address: str) -> None:
+    """Before a context is made: ZeroMQ refused 'localhost:5555' as 'Invalid argument', and an http:// URL as
+    'Protocol not supported', naming neither what it wants; a port past 65535 was taken, then never answered."""
+    if not isinstance(address, str) or not is_zmq_address(address):
+        hint = " (an HTTP URL: this client speaks ZeroMQ)" if str(address).startswith(("http://", "https://")) else ""
+        raise ValueError(
+            f"{address!r}{hint}: expected the engine's ZeroMQ client address, tcp://HOST:PORT or ipc://PATH, as"
+            " its --client-listen says (default tcp://127.0.0.1:5555)"
         )
 
 
@@ -216,6 +227,7 @@ class ArgusClient:
         # and over 24 days failed otherwise), each time leaving the socket and context unclosed
         if timeout_s is not None and not 0 < timeout_s <= _MAX_TIMEOUT_S:
             raise ValueError(f"timeout_s must be above 0 and at most {_MAX_TIMEOUT_S:.0f} (or None), not {timeout_s}")
+        _check_address(address)
         self._address = address
         self._context = zmq.Context()
         self._socket, self._refusals = _connect(self._context, address, curve)
@@ -354,6 +366,7 @@ class AsyncArgusClient:
     read replies in is still open raises RuntimeError)."""
 
     def __init__(self, address: str, curve: ClientKeys | None = None):
+        _check_address(address)
         self._address = address
         self._context = zmq.asyncio.Context()
         self._socket, self._refusals = _connect(self._context, address, curve)

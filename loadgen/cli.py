@@ -341,7 +341,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
         curve = client_keys(args.curve_secret, args.curve_server_key) if args.curve_secret else None
         try:
             client: LoadClient = ZmqLoadClient(args.zmq, options, curve)
-        except zmq.ZMQError as exc:
+        except (ValueError, zmq.ZMQError) as exc:  # ValueError: not an address (engine.client says what it takes)
             raise UsageError(f"--zmq: {exc}") from None
     else:
         _allow_a_connection_each(len(schedule))

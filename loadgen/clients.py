@@ -167,8 +167,8 @@ def _image(meta: _Argus) -> ImageMeta:
 class ZmqLoadClient(LoadClient):
     """Generate messages pipelined over one DEALER socket (engine.client.AsyncArgusClient).
 
-    Raises zmq.ZMQError for an address ZeroMQ cannot connect to (`localhost:5555`, with no transport): at once,
-    not as a failure of every request.
+    Raises ValueError for what is not an engine's address (`localhost:5555`, with no transport), zmq.ZMQError for
+    one ZeroMQ cannot connect to: at once, not as a failure of every request.
     """
 
     def __init__(self, address: str, options: RequestOptions = RequestOptions(), curve: ClientKeys | None = None):

@@ -20,6 +20,17 @@ DEFAULT_HWM = 100_000
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
+def is_zmq_address(text: str, listening: bool = False) -> bool:
+    """Whether `text` is an address the engine's sockets take: tcp://HOST:PORT (to listen on, PORT 0 or * for any
+    free one) or ipc://PATH. ZeroMQ refuses any other only as a socket binds or connects it, in its own words
+    ('Invalid argument')."""
+    scheme, _, rest = text.partition("://")
+    host, _, port = rest.rpartition(":")
+    lowest = 0 if listening else 1
+    port_ok = (port.isdigit() and lowest <= int(port) <= 65535) or (listening and port == "*")
+    return (scheme == "ipc" and bool(rest)) or (scheme == "tcp" and bool(host) and port_ok)
+
+
 def _seed_peer_numbering() -> None:
     """A ROUTER names a peer that gives no identity of its own by a number counted from a start libzmq draws with
     libc's rand() as the socket is made, which nothing seeds: the same at every start of the engine, so any peer

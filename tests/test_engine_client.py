@@ -207,6 +207,22 @@ def test_the_async_client_serves_one_event_loop_after_another(engine):
     asyncio.run(client.close())
 
 
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("localhost:5555", "'localhost:5555': expected the engine's ZeroMQ client address"),  # was 'Invalid argument'
+        ("tcp://127.0.0.1", "expected the engine's ZeroMQ client address, tcp://HOST:PORT or ipc://PATH"),
+        ("tcp://127.0.0.1:99999", "tcp://127.0.0.1:99999"),  # was taken, and never answered
+        ("http://127.0.0.1:8000", "(an HTTP URL: this client speaks ZeroMQ)"),  # was 'Protocol not supported'
+    ],
+)
+@pytest.mark.parametrize("make", [lambda a: ArgusClient(a, timeout_s=1), AsyncArgusClient], ids=["sync", "async"])
+def test_an_address_that_is_no_engines_is_refused_saying_what_is_taken(make, address, says):
+    with pytest.raises(ValueError) as refused:
+        make(address)
+    assert says in str(refused.value) and "--client-listen" in str(refused.value)
+
+
 @pytest.mark.parametrize("timeout_s", [-1, 0, float("nan"), float("inf"), 1e7])
 def test_a_timeout_zeromq_cannot_take_is_refused_before_a_socket_is_made(engine, timeout_s):
     # ZeroMQ refused -1 with 'Invalid argument', NaN to 1e7 s were int conversion errors, 0 timed every call out
