@@ -32,7 +32,6 @@ def covering_level(step: int, steps: int, default_steps: int, levels: Iterable[i
 
 @dataclass(frozen=True)
 class LevelShares:
-    steps: int  # the request's
     starts: Mapping[int, int]  # level (of the default N) -> the step of the request's run it resumes at
 
     @classmethod
@@ -44,7 +43,7 @@ class LevelShares:
             level = covering_level(step, steps, default_steps, levels) if 0 < step < steps else None
             if level is not None:
                 starts[level] = step  # ascending: of the steps one level covers, the latest saves the most
-        return cls(steps, starts)
+        return cls(starts)
 
     @property
     def levels(self) -> tuple[int, ...]:
@@ -55,10 +54,7 @@ class LevelShares:
         """The step a request served at `level` resumes at (0: it runs in full)."""
         return self.starts.get(level, 0)
 
-    def level_of(self, start: int) -> int:
-        """The level a resume at step `start` was judged at (0 for a full run)."""
-        return next((level for level, step in self.starts.items() if step == start), 0)
 
-
-# what the cache thread asks for each request: a few subsets of the levels at a few step counts
+# what the cache thread asks for each request of other steps than the default: a few subsets of the levels at a few
+# step counts
 level_shares = lru_cache(maxsize=1024)(LevelShares.of)

@@ -51,7 +51,7 @@ class WindowInputs:
 class Policy(Protocol):
     name: str
     profile: LatencyProfile  # what capacities are planned with; demand is counted in images of its N steps
-    levels: tuple[int, ...]  # the levels it plans and serves, of the profile's N steps; 0 first
+    levels: tuple[int, ...]  # the levels it plans and serves, of the default 50 steps; 0 first
 
     def predict(self, lookup: Lookup) -> int:
         """K* for one prompt (what the demand mix counts)."""

@@ -30,7 +30,7 @@ class Lookup:
     """What the prompt cache found for one prompt."""
 
     similarity: float | None  # cosine similarity of the nearest cached prompt; None: a miss
-    # levels the request may be served at from that neighbour's latents, of the profile's N (a request of other
+    # levels the request may be served at from that neighbour's latents, of the default 50 steps (a request of other
     # steps: the levels that cover the steps they are held at, controller/level_shares.py)
     neighbour_levels: tuple[int, ...] = ()
     prompt: str = ""

@@ -36,8 +36,8 @@ def test_each_cached_step_is_offered_at_the_lowest_level_that_covers_its_share(s
     assert dict(shares.starts) == starts
     assert shares.levels == tuple(sorted(starts))
     for level, step in starts.items():
-        assert step / steps <= level / 50 and shares.start(level) == step and shares.level_of(step) == level
-    assert shares.start(0) == 0 and shares.level_of(0) == 0
+        assert step / steps <= level / 50 and shares.start(level) == step
+    assert shares.start(0) == 0
 
 
 def test_a_share_past_the_top_level_is_covered_by_none():
