@@ -63,20 +63,30 @@ INDEX_DEFAULTS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--entries", type=positive_int, help="prompts in the index (default 100000)")
-    parser.add_argument("--dim", type=positive_int, help="random vectors' width (default 1024, as hash)")
+    parser.add_argument(
+        "--entries", type=positive_int, help=f"prompts in the index (default {INDEX_DEFAULTS['entries']})"
+    )
+    parser.add_argument("--dim", type=positive_int, help=f"random vectors' width (default {HASH_WIDTH}, as hash)")
     parser.add_argument(
         "--vectors",
         choices=("prompts", "random"),
         help="what is indexed: hash embeddings of prompts (the engine's case, the default), or random unit vectors"
         " (HNSW's worst)",
     )
-    parser.add_argument("--lookups", type=positive_int, help="timed lookups (default 2000)")
+    parser.add_argument("--lookups", type=positive_int, help=f"timed lookups (default {INDEX_DEFAULTS['lookups']})")
     parser.add_argument(
-        "--timed-inserts", type=positive_int, help="inserts timed at the end of the fill (default 2000)"
+        "--timed-inserts",
+        type=positive_int,
+        help=f"inserts timed at the end of the fill (default {INDEX_DEFAULTS['timed_inserts']})",
     )
-    parser.add_argument("--latents", type=positive_int, help="SD-XL latents for the bytes measurement (default 5000)")
-    parser.add_argument("--seed", type=int, help="seeds the prompts or vectors indexed (default 0)")
+    parser.add_argument(
+        "--latents",
+        type=positive_int,
+        help=f"SD-XL latents for the bytes measurement (default {INDEX_DEFAULTS['latents']})",
+    )
+    parser.add_argument(
+        "--seed", type=int, help=f"seeds the prompts or vectors indexed (default {INDEX_DEFAULTS['seed']})"
+    )
     parser.add_argument("--data", help=f"folder of the shared prompt files (default {PROMPTS_DIR})")
     parser.add_argument(
         "--replay",
