@@ -39,13 +39,14 @@ from protocols.client_messages import (
     Error,
     Generate,
     Images,
+    Inquire,
     RequestId,
     client_side_codec,
     salvage_request_id,
 )
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys, RefusedHandshakes
-from protocols.limits import MAX_REQUEST_ID_CHARS
+from protocols.limits import MAX_INQUIRED_IDS, MAX_REQUEST_ID_CHARS
 from protocols.sockets import is_zmq_address, make_socket
 
 Reply = Images | Error | Busy | Cancelled
@@ -191,6 +192,21 @@ def _refuse_if_closed(sock: zmq.Socket) -> None:
         raise ClientClosed("client closed")
 
 
+def _send_now(sock: zmq.Socket, frames: list) -> None:
+    """Sends a message only if it can go at once: one with no connection to take it has nobody to tell (a Cancel), or
+    is asked again at the next connection (an Inquire)."""
+    try:
+        sock.send_multipart(frames, zmq.DONTWAIT)
+    except zmq.Again:
+        pass
+
+
+def _connection(refusals: RefusedHandshakes) -> int:
+    """The connection to the engine a message sent now goes out on, numbered by the handshakes heard: one sent before
+    the first is queued for it. A request is asked after (Inquire) once a later one succeeds."""
+    return max(refusals.handshakes, 1)
+
+
 def _generate(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Generate:
     # only None asks for a fresh id: "" is a caller's mistake (the engine would refuse it), not a request for one
     if request_id is None:
@@ -243,6 +259,8 @@ class ArgusClient:
         self._timeout_s = timeout_s
         self._unanswered = _UnansweredWarning(address, self._refusals)
         self._warn_at = 0.0  # when the call in progress has waited UNANSWERED_WARNING_S
+        # the request sent and awaited, and the connection (_connection) it was sent or last asked after on
+        self._awaited: tuple[str, int] | None = None
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         request = _generate(prompt, request_id, fields)
@@ -276,19 +294,26 @@ class ArgusClient:
         # neither the wait for room to send nor the late replies skipped on the way may extend the call's deadline
         self._warn_at = time.monotonic() + UNANSWERED_WARNING_S
         self._send(request, deadline)
+        self._awaited = (request.request_id, _connection(self._refusals))
+        try:
+            return self._reply_to(request.request_id, deadline)
+        finally:
+            self._awaited = None
+
+    def _reply_to(self, request_id: str, deadline: float | None) -> Reply:
         while True:
             if not self._wait(zmq.POLLIN, deadline):
-                self._cancel(request.request_id)
-                raise self._timed_out(f"no reply for {request.request_id}")
+                self._cancel(request_id)
+                raise self._timed_out(f"no reply for {request_id}")
             reply = self._codec.decode(self._socket.recv_multipart(copy=False))
             if isinstance(reply, DecodeError):
                 refused = self._refusals.not_an_engine()
                 if refused:
                     raise ConnectionRefusedError(refused)
                 raise _undecodable(self._address, reply.reason)
-            if reply.request_id == request.request_id:
+            if reply.request_id == request_id:
                 return reply
-            # a stale reply to an earlier request that timed out: skip it
+            # a stale reply to an earlier request that timed out, or the request_lost after a reply: skip it
 
     def _send(self, request: Generate, deadline: float | None) -> None:
         # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
@@ -327,6 +352,7 @@ class ArgusClient:
             refused = self._refusals.reason()
             if refused:
                 raise ConnectionRefusedError(refused)
+            self._ask_if_reconnected()
             if time.monotonic() >= self._warn_at:
                 self._unanswered()
             if self._socket in ready:
@@ -334,11 +360,17 @@ class ArgusClient:
             if left_ms is not None and left_ms <= _POLL_SLICE_MS:
                 return False
 
+    def _ask_if_reconnected(self) -> None:
+        """Asks the engine after the request awaited once connected again since it was sent (as of the events
+        reason() read): sent to an engine since restarted, or lost with the connection, it would never be answered."""
+        if self._awaited is None or self._refusals.handshakes <= self._awaited[1]:
+            return
+        request_id = self._awaited[0]
+        self._awaited = (request_id, self._refusals.handshakes)
+        _send_now(self._socket, self._codec.encode(Inquire([request_id])))
+
     def _cancel(self, request_id: str) -> None:
-        try:
-            self._socket.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
-        except zmq.Again:
-            pass  # nobody to tell
+        _send_now(self._socket, self._codec.encode(Cancel(request_id)))
 
     def close(self) -> None:
         """A call in flight in another thread is cancelled at the engine and raises ClientClosed, rather than poll a
@@ -374,6 +406,8 @@ class AsyncArgusClient:
         self._refused: str | None = None  # why the engine will never answer, once it will not
         self._codec = client_side_codec()
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        # of the requests waiting, those sent: the connection (_connection) each was sent or last asked after on
+        self._sent: dict[str, int] = {}
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._unanswered = _UnansweredWarning(address, self._refusals)
@@ -401,6 +435,7 @@ class AsyncArgusClient:
                 sending.cancel()
             else:
                 await sending
+                self._sent[request.request_id] = _connection(self._refusals)
             return await future
         except asyncio.CancelledError:
             if not sending.done():
@@ -414,6 +449,7 @@ class AsyncArgusClient:
         finally:
             unanswered.cancel()
             self._waiting.pop(request.request_id, None)
+            self._sent.pop(request.request_id, None)
 
     def _read_in(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the reply reader and refusal watcher in `loop`, the running one, unless they run in it already."""
@@ -431,7 +467,7 @@ class AsyncArgusClient:
                 _cancel_in_closed_loop(task)
         # else none yet, or done: their event loop ended (asyncio.run returned), and this call runs in another
         self._reader = loop.create_task(self._read_replies())
-        self._watcher = loop.create_task(self._watch_refusals())
+        self._watcher = loop.create_task(self._watch_connection())
 
     async def _read_replies(self) -> None:
         try:
@@ -466,16 +502,32 @@ class AsyncArgusClient:
     def _refusal(self) -> str | None:
         """Why the engine will never answer, from the monitor as it is now, not as the watcher last read it (a
         handshake it has not had its turn to hear is no silence); the calls waiting fail with it. The watcher does
-        not hear what is read here."""
+        not hear what is read here: so here, the requests sent are asked after once connected again."""
         refused = self._refusals.reason()
         if refused and self._refused is None:
             self._refused = refused
             self._fail_waiting(ConnectionRefusedError(refused))
+        if not refused:
+            self._ask_if_reconnected()
         return refused
 
-    async def _watch_refusals(self) -> None:
-        await self._refusals.refused()
-        self._refusal()
+    async def _watch_connection(self) -> None:
+        while self._refusal() is None:
+            await self._refusals.monitor.poll()
+
+    def _ask_if_reconnected(self) -> None:
+        """As ArgusClient's: the requests sent before the socket connected again, sent to an engine since restarted or
+        lost with the connection, would never be answered."""
+        handshakes = self._refusals.handshakes
+        asked = [request_id for request_id, since in self._sent.items() if since < handshakes]
+        if not asked:
+            return
+        # through a blocking socket over the same one, never waiting, as close() sends
+        sock = zmq.Socket.shadow(self._socket.underlying)
+        for first in range(0, len(asked), MAX_INQUIRED_IDS):
+            chunk = asked[first : first + MAX_INQUIRED_IDS]
+            self._sent.update(dict.fromkeys(chunk, handshakes))
+            _send_now(sock, self._codec.encode(Inquire(chunk)))
 
     def _fail_waiting(self, error: Exception) -> None:
         for future in self._waiting.values():

@@ -9,7 +9,9 @@ answer at once (it would hold engine memory without bound). Both are counted in
 argus_replies_dropped_total. A reply that finds its client gone is kept, with
 those that come after it, and tried again until the client is back; a client
 still gone --client-gone-grace seconds after has its kept replies dropped and its other
-requests cancelled.
+requests cancelled. A client back asks after what it awaits (Inquire), and is
+told which of those requests the engine does not hold: lost with the connection,
+or sent to an engine since restarted.
 
 libzmq bounds the size of each frame, not the number of frames in a message,
 and delivers a message only whole: a peer may make the engine buffer one
@@ -37,7 +39,15 @@ import zmq
 from engine.curve_gate import CLIENTS
 from engine.jobs import AdmittedRequest
 from engine.loop_socket import LoopSocket
-from protocols.client_messages import Cancel, Error, Generate, engine_side_codec, refusal_words, salvage_request_id
+from protocols.client_messages import (
+    Cancel,
+    Error,
+    Generate,
+    Inquire,
+    engine_side_codec,
+    refusal_words,
+    salvage_request_id,
+)
 from protocols.codec import DecodeError
 from protocols.curve import KeyPair, peer_key
 from protocols.sockets import bind_all, make_socket
@@ -66,6 +76,11 @@ _REPLY_FLUSH_MS = 10_000
 # a client back but silent (its calls waiting) was taken for gone: the reply that had found it gone was lost, and its
 # other requests cancelled at the grace's end
 _GONE_RETRY_S = 0.5
+# what a client asking after a request the engine does not hold is told, under the request's id
+_LOST = (
+    "the engine holds no such request: it restarted since the request was sent, or the request or its reply was lost"
+    " with a dropped connection; it will not be answered, and sending it again is safe"
+)
 
 
 @dataclass(slots=True)
@@ -74,7 +89,7 @@ class _Gone:
     the replies to what it had in flight as it went (up to --max-queue images): gone, it sends no more."""
 
     since: float
-    replies: deque[list]
+    replies: deque[tuple[str, list]]  # each reply's request id, and its frames
     retry: asyncio.TimerHandle
 
 
@@ -124,7 +139,7 @@ class ClientDoor:
         self._socket.close(linger_ms=_REPLY_FLUSH_MS)
 
     def _on_frames(self, identity: bytes, frames: list) -> None:
-        self._back(identity)
+        kept = self._back(identity)
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError) and frames:
             header = frames[0].buffer
@@ -139,6 +154,8 @@ class ClientDoor:
                 self._reply(identity, Error(message.request_id, "unauthorized", reason))
             else:
                 self._on_generate(identity, message, "zmq:" + client.hex())
+        elif isinstance(message, Inquire):
+            self._answer_inquiry(identity, message.request_ids, kept)
         else:
             self._on_message(identity, message)
 
@@ -150,6 +167,24 @@ class ClientDoor:
         else:
             reason = message.reason if isinstance(message, DecodeError) else "unexpected message"
             self._refuse(identity, reason, "")
+
+    def _answer_inquiry(self, identity: bytes, request_ids: list[str], kept: set[str]) -> None:
+        """Each request the client awaits that the engine does not hold is answered request_lost; one it holds gets its
+        reply when it ends, and one whose reply was `kept` for the client while it was gone has had it (_back) or will
+        have it: never a second."""
+        lost = [
+            request_id
+            for request_id in dict.fromkeys(request_ids)
+            if (identity, request_id) not in self._live and request_id not in kept
+        ]
+        if lost:
+            log.info(
+                "client %s awaits %d requests this engine does not hold: answered request_lost",
+                _named(identity),
+                len(lost),
+            )
+        for request_id in lost:
+            self._reply(identity, Error(request_id, "request_lost", _LOST))
 
     def _refuse(self, identity: bytes, reason: str, request_id: str) -> None:
         self._engine.metrics.bad_messages.labels("client").inc()
@@ -184,12 +219,12 @@ class ClientDoor:
         frames = self._codec.encode(message)
         gone = self._gone.get(identity)
         if gone is not None:
-            gone.replies.append(frames)  # behind those it has not had yet
+            gone.replies.append((message.request_id, frames))  # behind those it has not had yet
         elif not self._deliver(identity, frames):
             log.debug("client %s went away before its reply: kept for it", _named(identity))
             loop = asyncio.get_running_loop()
             retry = loop.call_later(_GONE_RETRY_S, self._try_again, identity)
-            self._gone[identity] = _Gone(loop.time(), deque([frames]), retry)
+            self._gone[identity] = _Gone(loop.time(), deque([(message.request_id, frames)]), retry)
 
     def _deliver(self, identity: bytes, frames: list) -> bool:
         """False if the client is not connected (the reply is not sent)."""
@@ -204,15 +239,19 @@ class ClientDoor:
                 )
         return failed in (0, errno.EAGAIN)
 
-    def _back(self, identity: bytes) -> None:
-        """Heard from: the client is connected, and gets what was kept for it first."""
-        if identity in self._gone:
-            self._try_again(identity)
+    def _back(self, identity: bytes) -> set[str]:
+        """Heard from: the client is connected, and gets what was kept for it first. The ids of the replies kept."""
+        gone = self._gone.get(identity)
+        if gone is None:
+            return set()
+        kept = {request_id for request_id, _ in gone.replies}
+        self._try_again(identity)
+        return kept
 
     def _try_again(self, identity: bytes) -> None:
         gone = self._gone[identity]
         gone.retry.cancel()
-        while gone.replies and self._deliver(identity, gone.replies[0]):
+        while gone.replies and self._deliver(identity, gone.replies[0][1]):
             gone.replies.popleft()
         if not gone.replies:
             del self._gone[identity]

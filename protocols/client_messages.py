@@ -2,7 +2,8 @@
 
 A client sends Generate (or Cancel) with an id of its choosing; the engine
 answers each admitted Generate with exactly one terminal message: Images, Error
-or Cancelled. Busy is the answer to a request the engine could not admit.
+or Cancelled. Busy is the answer to a request the engine could not admit. A
+client that connects again asks after the requests it awaits (Inquire).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from protocols.field_errors import choices_of, field_message, param_of
 from protocols.limits import (
     MAX_GUIDANCE,
     MAX_IMAGES_PER_REQUEST,
+    MAX_INQUIRED_IDS,
     MAX_PROMPT_CHARS,
     MAX_REQUEST_ID_CHARS,
     MAX_SEED,
@@ -49,6 +51,16 @@ class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_field
 
 class Cancel(msgspec.Struct, tag="cancel", frozen=True, forbid_unknown_fields=True):
     request_id: RequestId
+
+
+class Inquire(msgspec.Struct, tag="inquire", frozen=True, forbid_unknown_fields=True):
+    """Sent by a client once it has connected again, naming requests it sent before and awaits. ZeroMQ tells neither
+    end of a reconnection, nor whether what was in flight over the old connection arrived: the engine answers Error
+    `request_lost` under each id it holds no request for (another engine came up on the address, or the request or
+    its reply was lost with the connection), which would otherwise never be answered. A request it holds is answered
+    once, as ever."""
+
+    request_ids: Annotated[list[RequestId], msgspec.Meta(min_length=1, max_length=MAX_INQUIRED_IDS)]
 
 
 class ImageResult(msgspec.Struct, frozen=True):
@@ -147,7 +159,7 @@ def refusal_words(reason: str, header: bytes | memoryview) -> str:
     return field_message(reason, param, {param: sent}, _CHOICES.get(param), reprlib.repr) or reason
 
 
-FromClient = Generate | Cancel
+FromClient = Generate | Cancel | Inquire
 ToClient = Images | Error | Busy | Cancelled
 
 

@@ -165,10 +165,13 @@ class RefusedHandshakes:
         # client) must not take the silence after it for an engine that may still answer
         self._reason: str | None = None
         self._silent_failures = 0  # since the last handshake that succeeded
-        self._handshook = False  # a handshake ever succeeded
+        self._handshakes = 0  # that succeeded: a connection made again to the engine is one more
         self._handshake_ended = False  # the current connection's handshake succeeded or failed
         self._no_one_listening = False  # a dial found no one, before any handshake failed
-        # of the socket's kind: a zmq.asyncio socket's monitor is awaited (refused()), a blocking one's polled
+        # of the socket's kind: a zmq.asyncio socket's monitor is awaited, a blocking one's polled. Its events are
+        # read by plain code alone (_events), so they are heard in order: a read through zmq.asyncio holds an event
+        # taken until its coroutine resumes, and reason(), called meanwhile, heard the next one first (a
+        # connection's end before its failed handshake: taken for a peer that speaks no ZeroMQ)
         self.monitor = sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -184,7 +187,13 @@ class RefusedHandshakes:
     @property
     def handshook(self) -> bool:
         """Whether a handshake with the engine succeeded, as of the events read so far (reason() reads them)."""
-        return self._handshook
+        return self._handshakes > 0
+
+    @property
+    def handshakes(self) -> int:
+        """How many handshakes with an engine succeeded, as of the events read so far: one more each time the
+        socket connects again, to the same engine or to another come up on the address."""
+        return self._handshakes
 
     def reason(self) -> str | None:
         """Why the engine will never be reached over this socket, or None while it may be."""
@@ -201,28 +210,19 @@ class RefusedHandshakes:
         handshake succeeded, and it may be one (of another version). libzmq takes a peer that does not greet as
         ZeroMQ does for one of ZeroMQ's first version, which has no handshake, and hands on what it sends as a
         message: an HTTP server's 400 (without CURVE; with it, libzmq hangs up, see _heard)."""
-        if self.reason() is None and not self._handshook:
+        if self.reason() is None and not self.handshook:
             self._reason = self._no_engine_here(certain=True)
-        return None if self._handshook else self._reason
+        return None if self.handshook else self._reason
 
     def verdict(self, timeout_s: float) -> str | None:
         """Waits up to `timeout_s` for a first handshake to succeed (None) or fail for good (why); None too once a
         dial finds no one listening (an engine not up yet), or if nothing was heard by then."""
         deadline = time.monotonic() + timeout_s
-        while self._reason is None and not self._handshook and not self._no_one_listening:
+        while self._reason is None and not self.handshook and not self._no_one_listening:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 or not self.monitor.poll(left_ms):
                 break
             self._reason = self._heard(recv_monitor_message(self.monitor))
-        return self._reason
-
-    async def refused(self) -> str:
-        """Why, once the engine will never be reached over this (asyncio) socket. Only reason() reads events, so
-        they are heard in order: a read through zmq.asyncio holds an event taken until its coroutine resumes, and
-        reason(), called meanwhile by plain code, heard the next one first (a connection's end before its failed
-        handshake: taken for a peer that speaks no ZeroMQ)."""
-        while self.reason() is None:
-            await self.monitor.poll()
         return self._reason
 
     def _heard(self, event: dict) -> str | None:
@@ -240,7 +240,7 @@ class RefusedHandshakes:
         self._handshake_ended = True
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._silent_failures = 0
-            self._handshook = True
+            self._handshakes += 1
             return None
         engine = f"the engine at {self._address}"
         if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:

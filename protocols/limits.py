@@ -10,6 +10,9 @@ MAX_STEPS = 200
 MAX_GUIDANCE = 50.0
 MAX_SEED = 2**63 - 1
 MAX_REQUEST_ID_CHARS = 128
+# request ids in one Inquire: at 512 bytes the longest id (128 characters of 4 bytes), within the client door's
+# frame bound (256 KiB); a client asks after more in as many messages
+MAX_INQUIRED_IDS = 256
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 # quality of a lossy format (jpeg, webp), as OpenAI's output_compression: lower is smaller and coarser

@@ -142,8 +142,9 @@ def start_engine(
     wait: bool = True,
     api_key: str | None = None,
     worker_port: int | None = None,
+    client_port: int | None = None,
 ) -> EngineProcess:
-    port, client_port, worker_port = free_port(), free_port(), worker_port or free_port()
+    port, client_port, worker_port = free_port(), client_port or free_port(), worker_port or free_port()
     log_path = tmp_path / f"engine-{port}.log"
     options = {
         "--port": str(port),
