@@ -466,8 +466,18 @@ class AsyncArgusClient:
             for task in (self._reader, self._watcher):
                 _cancel_in_closed_loop(task)
         # else none yet, or done: their event loop ended (asyncio.run returned), and this call runs in another
+        self._forget_calls_of_closed_loops()
         self._reader = loop.create_task(self._read_replies())
         self._watcher = loop.create_task(self._watch_connection())
+
+    def _forget_calls_of_closed_loops(self) -> None:
+        """A call still waiting when its event loop was closed never returns: its future, resolved, raised 'Event loop
+        is closed' (its reply read in the next loop ended the reader there, and every call after waited for ever;
+        close() raised, leaving the sockets open), and its request is asked after (Inquire) no more."""
+        for request_id, future in list(self._waiting.items()):
+            if future.get_loop().is_closed():
+                del self._waiting[request_id]
+                self._sent.pop(request_id, None)
 
     async def _read_replies(self) -> None:
         try:
@@ -559,6 +569,7 @@ class AsyncArgusClient:
                     pass
         # here too, not only by the reader: a reader cancelled before its first turn (a call sent in the same turn
         # as the close) never runs, and its calls waited for ever
+        self._forget_calls_of_closed_loops()
         self._fail_waiting(ClientClosed("client closed"))
         self._dropped.detach()
         _close_all(self._context, self._socket, self._refusals)

@@ -5,6 +5,7 @@ import asyncio
 import os
 
 import pytest
+from waiting import wait_for
 
 from engine.client import AsyncArgusClient
 from engine_process import start_engine
@@ -37,6 +38,39 @@ def test_a_client_serves_the_next_loop_after_one_closed_with_its_tasks_pending(e
         second.run_until_complete(client.close())
     finally:
         second.close()
+    assert set(os.listdir("/proc/self/fd")) == open_before
+
+
+def _left_waiting_in_a_closed_loop(client: AsyncArgusClient, engine) -> None:
+    """A call sent, then its loop closed before the reply came (the engine answers it all the same)."""
+    answered = engine.metric("argus_requests_total", outcome="ok", code="")
+    first = asyncio.new_event_loop()
+    first.create_task(client.generate("left waiting", width=64, height=64))
+    first.run_until_complete(asyncio.sleep(0))  # the call's first step: it sends
+    first.close()
+    assert wait_for(lambda: engine.metric("argus_requests_total", outcome="ok", code="") == answered + 1)
+
+
+def test_a_call_left_waiting_in_a_closed_loop_leaves_the_next_loop_served(engine):
+    """That call never returns. Its reply (or request_lost, once connected again: it was asked after at each
+    connection), read in the next loop, was handed to the closed loop's future: 'Event loop is closed' ended the
+    reader, and every call after waited for ever."""
+    client = AsyncArgusClient(engine.client_address)
+    _left_waiting_in_a_closed_loop(client, engine)
+    second = asyncio.new_event_loop()
+    try:
+        assert isinstance(second.run_until_complete(_call(client, "a wolf")), Images)
+        second.run_until_complete(client.close())
+    finally:
+        second.close()
+
+
+def test_a_client_with_a_call_left_waiting_in_a_closed_loop_closes(engine):
+    """close() failed that call's future too: it raised 'Event loop is closed', and left the sockets open."""
+    open_before = set(os.listdir("/proc/self/fd"))
+    client = AsyncArgusClient(engine.client_address)
+    _left_waiting_in_a_closed_loop(client, engine)
+    asyncio.run(client.close())
     assert set(os.listdir("/proc/self/fd")) == open_before
 
 
