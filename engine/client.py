@@ -500,6 +500,8 @@ class AsyncArgusClient:
             # ArgusClient's, which reads it from the same message
             self._refusal()
             return
+        # not_an_engine() read the monitor's events: a handshake heard there is none the watcher will hear
+        self._ask_if_reconnected()
         # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
         future = self._waiting.get(salvage_request_id(frames[0].buffer))
         if future is not None and not future.done():
