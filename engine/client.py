@@ -352,11 +352,13 @@ class ArgusClient:
             refused = self._refusals.reason()
             if refused:
                 raise ConnectionRefusedError(refused)
-            self._ask_if_reconnected()
             if time.monotonic() >= self._warn_at:
                 self._unanswered()
             if self._socket in ready:
                 return True
+            # with nothing come to read: a reply already come needs no asking after, and would be followed by the
+            # request_lost of an engine that holds the request no more
+            self._ask_if_reconnected()
             if left_ms is not None and left_ms <= _POLL_SLICE_MS:
                 return False
 
