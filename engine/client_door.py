@@ -67,8 +67,9 @@ _MAX_READ_AHEAD = 64
 # replies queued for a client beyond what its connection takes, and beyond the --max-queue ones the engine may
 # write at once (a drain's end, a sweep): past this many, it is not reading them
 _MAX_UNREAD_REPLIES = 256
-# a client that does not read is named in the log at most this often (each drop is counted)
-_UNREAD_WARNING_S = 60.0
+# a client can have each of the door's log lines written at will: each is written at most this often (what it tells of
+# is counted in the metrics)
+_LOG_EVERY_S = 60.0
 # at shutdown, replies already written still queue for clients that read slowly (large images on a slow link):
 # they get this long to leave before the engine exits
 _REPLY_FLUSH_MS = 10_000
@@ -128,7 +129,8 @@ class ClientDoor:
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
         self._gone: dict[bytes, _Gone] = {}
-        self._unread_warned_at = -_UNREAD_WARNING_S
+        self._unread_logged = _Sparse()
+        self._lost_logged = _Sparse()
 
     def start(self) -> None:
         self._socket.start()
@@ -177,9 +179,11 @@ class ClientDoor:
             for request_id in dict.fromkeys(request_ids)
             if (identity, request_id) not in self._live and request_id not in kept
         ]
-        if lost:
+        self._engine.metrics.requests_lost.inc(len(lost))
+        if lost and self._lost_logged.due():
             log.info(
-                "client %s awaits %d requests this engine does not hold: answered request_lost",
+                "client %s awaits %d requests this engine does not hold (it restarted since, or they were lost with"
+                " the connection): answered request_lost",
                 _named(identity),
                 len(lost),
             )
@@ -231,9 +235,7 @@ class ClientDoor:
         failed = self._socket.send(identity, frames)
         if failed == errno.EAGAIN:
             self._engine.metrics.replies_dropped.labels("unread").inc()
-            now = time.monotonic()
-            if now - self._unread_warned_at >= _UNREAD_WARNING_S:
-                self._unread_warned_at = now
+            if self._unread_logged.due():
                 log.warning(
                     "client %s leaves %d replies unread: dropping its replies", _named(identity), self._unread_bound
                 )
@@ -268,6 +270,20 @@ class ClientDoor:
             log.info("client %s gone: cancelling its %d requests", _named(identity), len(mine))
         for request in mine:
             self._engine.dispatcher.cancel(request)
+
+
+class _Sparse:
+    """Whether a log line is due, at most once every _LOG_EVERY_S."""
+
+    def __init__(self):
+        self._at = -_LOG_EVERY_S
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._at < _LOG_EVERY_S:
+            return False
+        self._at = now
+        return True
 
 
 def _named(identity: bytes) -> str:

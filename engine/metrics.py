@@ -79,6 +79,12 @@ class EngineMetrics:
             ["reason"],
             registry=r,
         )
+        self.requests_lost = Counter(
+            "argus_requests_lost",
+            "ZeroMQ requests a client connected again asked after that the engine does not hold (it restarted since,"
+            " or they were lost with the connection): answered request_lost",
+            registry=r,
+        )
         self.http_send_timeouts = Counter(
             "argus_http_send_timeouts",
             "HTTP connections closed because their client took none of its answer for --send-timeout seconds",

@@ -98,10 +98,12 @@ def test_the_engine_answers_request_lost_for_what_it_does_not_hold_and_nothing_m
     client = raw_client(context, engine.client_address)
     codec = engine_side_codec()
     try:
+        lost_before = engine.metric("argus_requests_lost_total")
         client.send_multipart(codec.encode(Generate("held", "a lighthouse", width=64, height=64)))
         client.send_multipart(codec.encode(Inquire(["held", "never sent", "never sent"])))
         first, second = _replies(client, 2)
         assert _lost(first) and first.request_id == "never sent"  # once, though named twice
+        assert engine.metric("argus_requests_lost_total") == lost_before + 1
         assert isinstance(second, Images) and second.request_id == "held"
         assert not client.poll(1000)  # no request_lost for it: it was held, and answered once
         # asked after once answered: the engine holds it no more
