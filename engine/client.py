@@ -201,6 +201,22 @@ def _send_now(sock: zmq.Socket, frames: list) -> None:
         pass
 
 
+def _checked_retries(retries: int) -> int:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be a whole number of 0 or more, not {retries!r}")
+    return retries
+
+
+def _retry_pause_s(reply: Reply) -> float | None:
+    """How long to wait before sending a request again after this reply, or None if the reply is the call's answer:
+    Busy after the time it names, request_lost at once (the engine holds nothing of it: sending it again is safe)."""
+    if isinstance(reply, Busy):
+        return reply.retry_after_ms / 1000
+    if isinstance(reply, Error) and reply.code == "request_lost":
+        return 0.0
+    return None
+
+
 def _connection(refusals: RefusedHandshakes) -> int:
     """The connection to the engine a message sent now goes out on, numbered by the handshakes heard: one sent before
     the first is queued for it. A request is asked after (Inquire) once a later one succeeds."""
@@ -236,13 +252,15 @@ def _request_id_problem(request_id: object) -> str:
 class ArgusClient:
     """Blocking client: one request at a time. Calls from several threads take turns, each within its timeout from
     the moment it is called, its wait for the turn included: for requests in parallel, give each thread a client of
-    its own, or use AsyncArgusClient."""
+    its own, or use AsyncArgusClient. `retries`: how many times a call sends its request again after a Busy (once
+    the time it names has passed, if that is within the timeout) or a request_lost, before it returns that reply."""
 
-    def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None):
+    def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None, retries: int = 0):
         # checked before the socket is made: ZeroMQ refused a negative one with 'Invalid argument' (NaN, infinity
         # and over 24 days failed otherwise), each time leaving the socket and context unclosed
         if timeout_s is not None and not 0 < timeout_s <= _MAX_TIMEOUT_S:
             raise ValueError(f"timeout_s must be above 0 and at most {_MAX_TIMEOUT_S:.0f} (or None), not {timeout_s}")
+        self._retries = _checked_retries(retries)
         _check_address(address)
         self._address = address
         self._context = zmq.Context()
@@ -283,7 +301,13 @@ class ArgusClient:
 
     def _exchange(self, request: Generate, deadline: float | None) -> Reply:
         try:
-            return self._send_and_wait(request, deadline)
+            retries_left = self._retries
+            while True:
+                reply = self._send_and_wait(request, deadline)
+                pause_s = _retry_pause_s(reply)
+                if not retries_left or pause_s is None or not self._pause(pause_s, deadline):
+                    return reply
+                retries_left -= 1
         except (KeyboardInterrupt, ClientClosed):
             # the caller gave up (Ctrl-C, or close() from another thread), maybe as the request went out: the engine
             # stops its work, as at a timeout
@@ -328,6 +352,17 @@ class ArgusClient:
                 return
             except zmq.Again:
                 continue  # the room went: wait again, hearing the refusal or the deadline
+
+    def _pause(self, pause_s: float, deadline: float | None) -> bool:
+        """Waits `pause_s`, in slices close() can end; False, at once, if the deadline comes first."""
+        end = time.monotonic() + pause_s
+        if deadline is not None and end >= deadline:
+            return False
+        while (left_s := end - time.monotonic()) > 0:
+            time.sleep(min(left_s, _POLL_SLICE_MS / 1000))
+            if self._closing:
+                raise ClientClosed("client closed during the call")
+        return True
 
     def _deadline(self) -> float | None:
         return None if self._timeout_s is None else time.monotonic() + self._timeout_s
@@ -397,9 +432,10 @@ class ArgusClient:
 class AsyncArgusClient:
     """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
     asyncio.run after another is fine, as is a loop closed with calls pending; a call while another loop the client
-    read replies in is still open raises RuntimeError)."""
+    read replies in is still open raises RuntimeError). `retries` as ArgusClient's."""
 
-    def __init__(self, address: str, curve: ClientKeys | None = None):
+    def __init__(self, address: str, curve: ClientKeys | None = None, retries: int = 0):
+        self._retries = _checked_retries(retries)
         _check_address(address)
         self._address = address
         self._context = zmq.asyncio.Context()
@@ -416,10 +452,20 @@ class AsyncArgusClient:
 
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
+        request = _generate(prompt, request_id, fields)
+        retries_left = self._retries
+        while True:
+            reply = await self._call(request)
+            pause_s = _retry_pause_s(reply)
+            if not retries_left or pause_s is None:
+                return reply
+            retries_left -= 1
+            await asyncio.sleep(pause_s)
+
+    async def _call(self, request: Generate) -> Reply:
         _refuse_if_closed(self._socket)
         if self._refused:
             raise ConnectionRefusedError(self._refused)
-        request = _generate(prompt, request_id, fields)
         if request.request_id in self._waiting:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight

@@ -1,0 +1,61 @@
+"""`retries`: the engine.client classes send a request again after a Busy (once the time it names has passed) or a
+request_lost (at once), as OpenAI's clients retry a 429; with none, the call returns that reply."""
+
+import asyncio
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from waiting import wait_for
+
+from engine.client import ArgusClient, AsyncArgusClient
+from engine_process import start_engine
+from protocols.client_messages import Busy, Images
+
+
+def test_calls_refused_busy_are_sent_again_once_the_queue_has_room(tmp_path):
+    # one image at a time, about 1 s each, and room for one: of three calls at once, two are refused Busy at first
+    engine = start_engine(tmp_path, "--time-scale", "0.2", "--max-queue", "1", backend="sim", workers=1)
+
+    async def three_at_once(retries: int) -> list:
+        async with AsyncArgusClient(engine.client_address, retries=retries) as client:
+            calls = (client.generate(f"a fox {i}", width=64, height=64) for i in range(3))
+            return await asyncio.wait_for(asyncio.gather(*calls), 60)
+
+    try:
+        assert sum(isinstance(reply, Busy) for reply in asyncio.run(three_at_once(0))) == 2
+        replies = asyncio.run(three_at_once(10))
+        assert all(isinstance(reply, Images) for reply in replies), replies
+    finally:
+        assert engine.stop() == 0
+
+
+def test_a_call_in_flight_when_the_engine_is_killed_is_sent_again_to_the_engine_that_replaces_it(tmp_path):
+    first = start_engine(tmp_path, "--time-scale", "1", backend="sim", workers=1)  # an image takes about 5 s
+    second = None
+    try:
+        with ArgusClient(first.client_address, timeout_s=120, retries=1) as client, ThreadPoolExecutor(1) as caller:
+            call = caller.submit(client.generate, "in flight", request_id="kept-id", width=64, height=64)
+            assert wait_for(lambda: first.metric("argus_queued_images") == 1)
+            os.killpg(first.process.pid, signal.SIGKILL)
+            first.process.wait()
+            port = int(first.client_address.rsplit(":", 1)[1])
+            second = start_engine(tmp_path, "--time-scale", "0.01", backend="sim", workers=1, client_port=port)
+            reply = call.result(timeout=110)
+        assert isinstance(reply, Images) and reply.request_id == "kept-id", reply  # request_lost without retries
+        assert second.metric("argus_requests_lost_total") == 1
+    finally:
+        first.stop()
+        if second is not None:
+            assert second.stop() == 0
+
+
+@pytest.mark.parametrize("retries", [-1, 1.5, True, None])
+def test_retries_must_be_a_whole_number_of_0_or_more(retries):
+    for make in (
+        lambda: ArgusClient("tcp://127.0.0.1:1", retries=retries),
+        lambda: AsyncArgusClient("tcp://127.0.0.1:1", retries=retries),
+    ):
+        with pytest.raises(ValueError, match="retries must be a whole number of 0 or more"):
+            make()
