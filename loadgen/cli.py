@@ -299,9 +299,10 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
 async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any], list[OSError]]:
     """The records, their summary, and why --records did not have each as its request ended (empty: it did)."""
     from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
-    from loadgen.prompts import load_prompts, pair_prompts
+    from loadgen.prompts import load_prompts
     from loadgen.report import records_as_they_come
     from loadgen.run import run_load
+    from loadgen.schedule_errors import unpaired_prompts
     from protocols.openai_images import parse_size
 
     try:
@@ -313,10 +314,8 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
     options = RequestOptions(width=width, height=height, steps=args.steps)
     prompts = read_user_file(load_prompts, args.prompts)
     schedule = await _schedule(args)
-    try:  # run_load pairs them too, but only after the run is announced, and without naming the files
-        pair_prompts(schedule, prompts)
-    except ValueError as exc:
-        raise UsageError(f"--trace {args.trace}: {exc} in --prompts {args.prompts}") from None
+    if unpaired := unpaired_prompts(schedule, prompts, args.trace, args.prompts):
+        raise UsageError(unpaired)
     span = schedule[-1].offset_s
     if args.plot and args.bin_s:
         from loadgen.plot import MAX_BINS

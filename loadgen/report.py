@@ -301,7 +301,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("sent", sent),
         ("outcomes", outcomes),
         *([("error codes", "  ".join(f"{code} {n}" for code, n in codes))] if codes else []),
-        ("throughput", f"{num(summary['throughput_rps'])}/s   goodput {num(summary['goodput_rps'])}/s"),
+        # the unit goes with the figure: a run stopped before its first send printed 'n/a/s'
+        ("throughput", f"{num(summary['throughput_rps'], '/s')}   goodput {num(summary['goodput_rps'], '/s')}"),
         (violations_name, violations),
         ("latency", "   ".join(f"p{q} {ms(summary[f'latency_p{q}_ms'])}" for q in (50, 90, 99))),
         ("quality", num(summary["mean_quality_pct"], " %") + (SIMULATED_QUALITY if summary["simulated"] else "")),

@@ -1,5 +1,5 @@
-"""Why a schedule came out with too few arrivals, in the words of the flags that made it (`argus loadgen`'s and
-`argus bench compare`'s). A trace thinned to nothing said 'the schedule is empty (check --duration-s and
+"""Why a schedule came out with too few arrivals, or cannot be sent, in the words of the flags that made it (`argus
+loadgen`'s and `argus bench compare`'s). A trace thinned to nothing said 'the schedule is empty (check --duration-s and
 --time-scale)', naming flags the user had not given, or let a Python None into the message."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from loadgen.arrivals import LOAD_WINDOW_S, Arrival, mean_rate, truncate
+from loadgen.prompts import pair_prompts
 from loadgen.wording import counted
 
 
@@ -36,3 +37,14 @@ def cut_too_far(duration_s: float, schedule: Sequence[Arrival], clock: str, need
     else:
         where = f", from {kept[0].offset_s:.3g} s to {kept[-1].offset_s:.3g} s{clock}"
     return f"--duration-s {duration_s:g} keeps {len(kept)} of the {counted(len(schedule), 'arrival')}{where}{need}"
+
+
+def unpaired_prompts(schedule: Sequence[Arrival], prompts: Sequence[str], trace: str, prompts_path: str) -> str | None:
+    """Why `schedule` (from --trace) cannot be sent with `prompts` (from --prompts): an arrival names a prompt past
+    their end; None if it can. Checked before the run: run_load pairs them too, but only once an engine is started
+    or the run announced, and without naming the files."""
+    try:
+        pair_prompts(schedule, prompts)
+    except ValueError as exc:
+        return f"--trace {trace}: {exc} in --prompts {prompts_path}"
+    return None

@@ -83,8 +83,10 @@ def _timestamp_csv(lines: Iterable[str], path: str | Path) -> Schedule:
         return []
     # a trace is a log of arrivals, so its order is time order whatever the file's
     times.sort()
-    offsets_ns = (times - times[0]).astype(np.int64)
-    return [Arrival(float(ns) / 1e9) for ns in offsets_ns]
+    # subtracted as Python's ints: the stamps since the epoch fit int64 ns, but a span over 292 years (1700 to 2023)
+    # does not, and numpy's difference wrapped round to negative offsets without a word
+    stamps_ns = times.astype(np.int64).tolist()
+    return [Arrival((ns - stamps_ns[0]) / 1e9) for ns in stamps_ns]
 
 
 def _offsets(lines: Iterable[str], path: str | Path) -> Schedule:

@@ -111,6 +111,11 @@ PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / 
             " minute, so --load sets its mean rate",
         ),
         (["--trace", "{tmp}/trace.txt", "--log-dir", "{tmp}/trace.txt"], "--log-dir"),
+        # a prompt past the file's end raised run_load's ValueError as a traceback, once the first engine was up
+        (
+            ["--trace", "{tmp}/named.txt", "--prompts", "{tmp}/two.txt", "--log-dir", "{tmp}/logs"],
+            "--trace {tmp}/named.txt: arrival 0 names prompt 7, but there are 2 prompts in --prompts {tmp}/two.txt",
+        ),
         (["--trace", "{tmp}/trace.txt", "--records-dir", "{tmp}/trace.txt/records"], "--records-dir"),
     ],
 )
@@ -118,10 +123,13 @@ def test_compare_bench_files(flags, says, tmp_path, capsys):
     (tmp_path / "trace.txt").write_text("".join(f"{i * 2000}\n" for i in range(30)))
     (tmp_path / "one.txt").write_text("0\n")
     (tmp_path / "short.txt").write_text("".join(f"{i * 1000}\n" for i in range(10)))
+    (tmp_path / "named.txt").write_text("".join(f"{i * 2000},7\n" for i in range(30)))
+    (tmp_path / "two.txt").write_text("a red fox\na blue whale\n")
     argv = ["bench", "compare", "--prompts", str(PROMPTS), *(f.format(tmp=tmp_path) for f in flags)]
     assert _exit_code(argv) == 2
     err = capsys.readouterr().err
     assert says.format(tmp=tmp_path) in err and "Traceback" not in err and "None" not in err
+    assert not list((tmp_path / "logs").glob("engine-*"))  # refused before any engine started
 
 
 @pytest.mark.parametrize(

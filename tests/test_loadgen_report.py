@@ -105,6 +105,16 @@ def test_the_sent_line_says_what_span_its_rate_is_over_and_how_long_the_run_took
     assert rows(format_summary(summarize([], slo_ms=None, duration_s=0.0)))["sent"] == "0 (no rate offered)"
 
 
+def test_a_run_that_sent_nothing_prints_no_rate_with_a_unit():
+    """Stopped before its first send (Ctrl-C, the first arrival later), the summary printed 'n/a/s'."""
+    nothing = rows(format_summary(summarize([], slo_ms=None, duration_s=0.0, planned=2)))
+    assert nothing["throughput"] == "n/a   goodput n/a"
+    served = make_record(0, 0, 0.0, 0.0, 100.0, Answer("images", images=[image()]), None)
+    assert rows(format_summary(summarize([served], slo_ms=None, duration_s=2.0)))["throughput"] == (
+        "0.5/s   goodput 0.5/s"
+    )
+
+
 def test_engine_times_are_recorded_to_the_microsecond_whichever_the_door():
     """Over HTTP the engine rounds queue_ms and run_ms to 3 decimals; over ZeroMQ they came as its floats
     (1.9954630006395746)."""

@@ -127,6 +127,18 @@ def test_a_timestamp_numpy_would_misread_names_its_line(tmp_path, stamp):
         load_trace(path)
 
 
+def test_stamps_centuries_apart_keep_their_order(tmp_path):
+    """1700 and 2023, both in range, are more nanoseconds apart than int64 holds: numpy's difference wrapped round to
+    a negative offset, and the run said 'all arrivals are at the same instant'."""
+    path = tmp_path / "t.csv"
+    path.write_text("TIMESTAMP\n1700-01-01 00:00:00\n2023-11-16 18:17:03\n2199-12-31 23:59:59\n")
+    offsets = [a.offset_s for a in load_trace(path)]
+    assert offsets == sorted(offsets) and offsets[0] == 0.0
+    year_s = 365.2425 * 86400
+    assert offsets[1] == pytest.approx(323.87 * year_s, rel=1e-4)
+    assert offsets[2] == pytest.approx(500 * year_s, rel=1e-4)
+
+
 @pytest.mark.parametrize("header", ["time,tokens", "timestamp,tokens", "id,time,tokens"])
 def test_a_csv_without_a_timestamp_column_says_so(tmp_path, header):
     """It said only that 'time' could not be converted to a float."""

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
     from loadgen.report import SEND_LAG_WARNING_MS, write_records
-    from loadgen.schedule_errors import cut_too_far, thinned_too_far
+    from loadgen.schedule_errors import cut_too_far, thinned_too_far, unpaired_prompts
     from loadgen.traces import load_trace
 
     logging.basicConfig(level=logging.WARNING)
@@ -140,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise UsageError(cut_too_far(args.duration_s, rescaled, " (simulated)", _NEED)) from None
     schedule = shape(simulated, time_scale=args.time_scale)
+    # before the first engine starts: run_load's own check raised it as a traceback, once the engine was up
+    if unpaired := unpaired_prompts(schedule, prompts, args.trace, args.prompts):
+        raise UsageError(unpaired)
     width, height = args.size
     config = {
         "simulated": True,
