@@ -18,7 +18,7 @@ import sys
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from engine.arg_types import UsageError, client_keys, output_file, read_user_file
+from engine.arg_types import UsageError, client_keys, non_negative_int, output_file, read_user_file
 from engine.config import API_KEY_ENV
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.interrupts import interruptible, sigint_after_the_run
@@ -98,7 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send only the arrivals in the run's first this many seconds (counted after --time-scale)",
     )
     load.add_argument("--max-requests", type=int, help="send at most this many requests")
-    load.add_argument("--seed", type=int, default=0, help="seeds the arrivals and the image seeds (default 0)")
+    load.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seeds the arrivals and the image seeds (default 0)"
+    )
 
     req = parser.add_argument_group("requests")
     req.add_argument(
@@ -202,8 +204,6 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, not {value}")
     if args.max_requests is not None and args.max_requests < 1:
         raise UsageError("--max-requests must be >= 1")
-    if args.seed < 0:  # numpy's generators take none
-        raise UsageError("--seed must be >= 0")
     if args.slo_ms is not None and args.drain_s * 1000.0 < args.slo_ms:
         # a request unanswered at the hard end is counted a violation, which one still within its SLO is not yet
         raise UsageError(f"--drain-s {args.drain_s:g} is shorter than --slo-ms {args.slo_ms:g}")

@@ -187,6 +187,9 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
     ("argv", "says"),
     [
         (["bench", "compare", "--policies", "argus,foo"], "--policies takes distinct names"),
+        # taken, and thinned the trace as --seed 1 does; numpy's generators take no negative seed
+        (["bench", "compare", "--seed", "-1"], "argument --seed: expected a number >= 0, not '-1'"),
+        (["loadgen", "--rate", "1", "--duration-s", "1", "--seed", "-1"], "argument --seed: expected a number >= 0"),
         (["bench", "engine", "--doors", "foo"], "--doors takes zmq and/or http"),
         (["bench", "scale", "--fleets", "9", "--workers", "2"], "--fleets must be at most --workers"),
         (["profile", "latency", "--backend", "sim", "--batches", "2", "--out", "{tmp}/x.json"], "--batches must"),

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
-from engine.arg_types import UsageError, output_file, positive_float, positive_int, read_user_file
+from engine.arg_types import UsageError, non_negative_int, output_file, positive_float, positive_int, read_user_file
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.bench.sim_flags import sim_image_size
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS, TRACES_DIR
@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="WIDTHxHEIGHT with sides the sim backend takes (a multiple of 8 from 64 to 2048), or auto"
         " (default 1024x1024)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the arrivals and prompts")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the arrivals and prompts")
     parser.add_argument(
         "--plot", metavar="FILE.png", type=output_file, help="bar chart of violations and quality per policy"
     )
