@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from loadgen.wording import counted
+
 if TYPE_CHECKING:
     from loadgen.records import Record
 
@@ -29,7 +31,7 @@ def write_outputs(
             worker_levels=summary["worker_levels"],
             bin_s=args.bin_s,
             title=(f"{SIMULATED_RUN}: " if summary["simulated"] else "")
-            + f"{len(records)} requests"
+            + counted(len(records), "request")
             + (f", workers per level from /{source}" if source else ""),
         )
         if args.bin_s and drawn_s != args.bin_s:

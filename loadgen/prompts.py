@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loadgen.arrivals import Arrival
+from loadgen.wording import counted
 from protocols.limits import MAX_PROMPT_CHARS
 
 PROMPT_COLUMN = "Prompt"
@@ -38,7 +39,8 @@ def load_prompts(path: str | Path) -> list[str]:
     too_long = [i for i, p in enumerate(prompts) if len(p) > MAX_PROMPT_CHARS]
     if too_long:
         # the engine would answer each with a 400; better to say so before the run than to count errors
-        raise ValueError(f"{path}: prompt {too_long[0]} (and {len(too_long) - 1} more) over {MAX_PROMPT_CHARS} chars")
+        more = f" (and {len(too_long) - 1:,} more)" if len(too_long) > 1 else ""
+        raise ValueError(f"{path}: prompt {too_long[0]}{more} over {MAX_PROMPT_CHARS} chars")
     return prompts
 
 
@@ -86,5 +88,6 @@ def pair_prompts(schedule: Sequence[Arrival], prompts: Sequence[str]) -> list[in
         elif arrival.prompt_index < len(prompts):
             chosen.append(arrival.prompt_index)
         else:
-            raise ValueError(f"arrival {i} names prompt {arrival.prompt_index}, but there are {len(prompts)} prompts")
+            there = f"there {'is' if len(prompts) == 1 else 'are'} {counted(len(prompts), 'prompt')}"
+            raise ValueError(f"arrival {i} names prompt {arrival.prompt_index}, but {there}")
     return chosen

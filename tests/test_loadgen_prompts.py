@@ -56,8 +56,20 @@ def test_prompts_go_in_order_and_cycle_unless_the_trace_names_one():
     assert pair_prompts(schedule, ["a", "b"]) == [0, 1, 0, 1, 0]
     schedule[3] = Arrival(3.0, 1)
     assert pair_prompts(schedule, ["a", "b", "c"]) == [0, 1, 2, 1, 1]
-    with pytest.raises(ValueError, match="names prompt 7"):
+    with pytest.raises(ValueError, match="names prompt 7, but there are 2 prompts$"):
         pair_prompts([Arrival(0.0, 7)], ["a", "b"])
+    with pytest.raises(ValueError, match="names prompt 7, but there is 1 prompt$"):  # was 'there are 1 prompts'
+        pair_prompts([Arrival(0.0, 7)], ["a"])
+
+
+def test_prompts_over_the_bound_are_counted_in_words(tmp_path):
+    one, three = tmp_path / "one.txt", tmp_path / "three.txt"
+    one.write_text("a fox\n" + "x" * 4001 + "\n")
+    three.write_text(("x" * 4001 + "\n") * 3)
+    with pytest.raises(ValueError, match=r"one\.txt: prompt 1 over 4000 chars"):  # was '(and 0 more)'
+        load_prompts(one)
+    with pytest.raises(ValueError, match=r"three\.txt: prompt 0 \(and 2 more\) over 4000 chars"):
+        load_prompts(three)
 
 
 @pytest.mark.parametrize(
