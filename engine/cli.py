@@ -55,6 +55,7 @@ from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
 from workers.limits import DEFAULT_LEVELS
+from workers.main import INTERRUPTED_EXIT
 from workers.model_loading import ModelLoadFailed
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -458,9 +459,12 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if args.command != "worker":
-            raise
-        return stopped_as_it_started()
+        if args.command == "worker":
+            return stopped_as_it_started()
+        # what the command started is stopped by then (a benchmark's engines, in its finally blocks): one line and
+        # the shells' code for Ctrl-C, not a traceback of wherever it landed
+        print(f"{args.prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":
