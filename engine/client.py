@@ -14,6 +14,13 @@ request exactly once, even one the client gave up on (timed out or cancelled),
 and that late reply cannot be told from the reply to a retry under the same id:
 retry with a fresh id (the default when none is given). An id must be a string
 of 1 to 128 characters: any other ("" included) raises ValueError before anything is sent.
+
+Connected again (a dropped connection, an engine restarted on the address), a
+client asks after the requests it awaits (Inquire): each the engine does not
+hold is answered Error request_lost, where it would never have been answered.
+With `retries`, a call sends its request again, under its id, after a Busy or a
+request_lost: the engine holds nothing under that id then, so no late reply can
+come for it.
 """
 
 from __future__ import annotations
