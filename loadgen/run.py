@@ -83,6 +83,9 @@ async def run_load(
     """
     if not drain_s > 0:
         raise ValueError(f"drain_s must be > 0, not {drain_s}")
+    if slo_ms is not None and drain_s * 1000.0 < slo_ms:
+        # a request unanswered at the hard end is counted a violation, which one still within its SLO is not yet
+        raise ValueError(f"drain_s {drain_s:g} is shorter than the SLO, {slo_ms:g} ms")
     planned = [
         Planned(i, p, prompts[p], arrival.offset_s, None if seed is None else (seed + i) % (MAX_SEED + 1))
         for i, (arrival, p) in enumerate(zip(schedule, pair_prompts(schedule, prompts), strict=True))

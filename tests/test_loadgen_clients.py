@@ -212,3 +212,14 @@ async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_
     assert summary["outcomes"][outcome] == sent and summary["error_codes"] == {"interrupted": sent}
     # every request cancelled: none whose fate is known, so no ratio (it said 0.0, none of them a violation)
     assert summary["slo_violation_ratio"] == (1.0 if outcome == "error" else None)
+
+
+async def test_a_drain_shorter_than_the_slo_is_refused():
+    """A request still within its SLO at the hard end was counted a violation: bench compare waited 60 s of wall time
+    whatever its SLO (--slo-ms x --time-scale), and loadgen refused such a --drain-s alone."""
+    client = HttpLoadClient(f"http://127.0.0.1:{free_port()}", RequestOptions(64, 64))
+    try:
+        with pytest.raises(ValueError, match="drain_s 60 is shorter than the SLO, 90000 ms"):
+            await run_load(SCHEDULE, PROMPTS, client, 90_000.0, drain_s=60.0, progress=False)
+    finally:
+        await client.close()

@@ -35,6 +35,9 @@ from loadgen.wording import counted
 
 DEFAULT_POLICIES = "argus,clipper-ha,clipper-ht,nirvana,proteus"
 _WINDOW_S = 10.0  # the controller's window on the simulated clock, as Proteus re-solves
+# wall seconds the answers still out after the last send are waited for, unless the SLO is longer (as loadgen's
+# --drain-s default)
+_DRAIN_S = 60.0
 _TABLE_KEYS = (
     "requests",
     "no_image",
@@ -241,6 +244,8 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
                 client,
                 wall_slo_ms,
                 seed=args.seed,
+                # as long as an SLO at least: a request still within it at the hard end would count a violation
+                drain_s=max(_DRAIN_S, wall_slo_ms / 1000),
                 status_url=engine.http,
                 progress=None,  # on a terminal only
             )
