@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from controller.profiles import LatencyProfile
 from engine.arg_types import (
     UsageError,
+    batch_size,
     comma_separated,
     non_negative_float,
     non_negative_int,
@@ -42,6 +43,7 @@ from engine.arg_types import (
 )
 from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
 from engine.worker_command import check_worker_backend
+from protocols.limits import MAX_BATCH
 from workers.cannot_serve import ReasonPipe
 
 if TYPE_CHECKING:
@@ -308,9 +310,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batches",
-        type=comma_separated(positive_int),
+        # the largest is the worker's --max-batch: one it refuses ended the profile in a traceback of its usage
+        type=comma_separated(batch_size),
         default="1,2,4",
-        help="batch sizes, comma separated, 1 among them (default 1,2,4)",
+        help=f"batch sizes, comma separated, 1 among them, at most {MAX_BATCH} (default 1,2,4)",
     )
     parser.add_argument(
         "--repeats", type=positive_int, default=5, help="measurements of each (level, batch) (default 5)"

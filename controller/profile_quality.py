@@ -46,10 +46,11 @@ from controller.profile_latency import (
     now_utc,
 )
 from controller.versioned import write_versioned
-from engine.arg_types import UsageError, comma_separated, output_file, positive_int, read_user_file
+from engine.arg_types import UsageError, batch_size, comma_separated, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
 from engine.worker_command import check_worker_backend
+from protocols.limits import MAX_BATCH
 from workers.model_folder import clip_model_problem
 from workers.model_loading import load_pretrained, loading
 
@@ -76,7 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--neighbours", type=int, default=2, help="nearest other prompts per prompt (default 2)")
     parser.add_argument("--limit", type=positive_int, help="profile only the first N prompts of the set")
-    parser.add_argument("--batch", type=positive_int, default=4, help="images per batch sent to the worker (default 4)")
+    # the worker's --max-batch: one it refuses ended the profile in a traceback of its usage
+    parser.add_argument(
+        "--batch", type=batch_size, default=4, help=f"images per batch sent to the worker, 1 to {MAX_BATCH} (default 4)"
+    )
     parser.add_argument("--out", required=True, type=output_file, help="where to write the samples (JSONL)")
 
 

@@ -66,3 +66,13 @@ def test_a_size_the_worker_refuses_is_a_usage_error(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "--size 100: this sim worker takes a multiple of 8 from 64 to 2048" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_batch_over_what_a_worker_runs_is_refused_by_its_flag(tmp_path):
+    # sent on as the worker's --max-batch, which it refused: the profile ended in a traceback of the worker's usage
+    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sim", "--time-scale", "0.001"]
+    command += ["--batches", "1,33", "--out", str(tmp_path / "profile.json")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2, done.stderr
+    assert "argus profile latency: error: argument --batches: a batch holds 1 to 32 images, not 33" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "profile.json").exists()

@@ -64,3 +64,13 @@ def test_the_sim_backend_is_not_offered_its_quality_is_modelled_not_measured(tmp
     usage = capsys.readouterr().out
     assert "--backend {tiny,sdxl}" in usage and "--time-scale" not in usage
     assert build_parser().parse_args([*quality, "--backend", "sdxl"]).backend == "sdxl"
+
+
+def test_a_batch_over_what_a_worker_runs_is_refused_by_its_flag(tmp_path, capsys):
+    # sent on as the worker's --max-batch, which it refused: the profile ended in a traceback of the worker's usage
+    quality = ["profile", "quality", "prompts.txt", "--clip", "clip", "--out", str(tmp_path / "samples.jsonl")]
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args([*quality, "--batch", "33"])
+    assert refused.value.code == 2
+    assert "argument --batch: a batch holds 1 to 32 images, not 33" in capsys.readouterr().err
+    assert build_parser().parse_args([*quality, "--batch", "32"]).batch == 32
