@@ -374,11 +374,16 @@ def _keys(args: argparse.Namespace) -> int:
     if not args.name or os.sep in args.name or "\0" in args.name:
         # "../evil" wrote the pair beside --dir, without a word
         raise UsageError(f"--name {args.name!r}: give a plain file name (the key files go in --dir)")
+    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        # its FileExistsError read as a key pair's, and --force did not help
+        raise UsageError(f"--dir {args.dir}: not a directory")
     try:
         public, secret = create_key_files(args.dir, args.name, replace=args.force)
     except FileExistsError as error:
         # whoever holds the old public key would be refused by the new pair
         raise UsageError(f"{error.filename} exists: pass --force to replace the key pair") from None
+    except OSError as error:  # a --dir that cannot be made or written in, a key file's name taken: a traceback, before
+        raise UsageError(f"{error.filename2 or error.filename or args.dir}: {error.strerror or error}") from None
     print(f"public key:  {public}\nsecret key:  {secret} (keep it private)")
     return 0
 

@@ -181,6 +181,20 @@ def test_argus_keys_refuses_a_name_that_is_no_plain_file_name(tmp_path, name, ca
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["keys", "sub"]
 
 
+def test_argus_keys_refuses_a_dir_it_cannot_write_in_in_one_line(tmp_path, capsys):
+    """A --dir that is a file was said to be a key pair to --force over (which failed the same); one under a file, or
+    a key file's name taken by a directory, ended in a traceback."""
+    (tmp_path / "file").write_text("")
+    assert main(["keys", "--dir", str(tmp_path / "file"), "--force"]) == 2
+    assert f"argus keys: error: --dir {tmp_path / 'file'}: not a directory" in capsys.readouterr().err
+    assert main(["keys", "--dir", str(tmp_path / "file" / "keys")]) == 2
+    assert f"argus keys: error: {tmp_path / 'file' / 'keys'}: Not a directory" in capsys.readouterr().err
+    (tmp_path / "keys" / "engine.key").mkdir(parents=True)
+    assert main(["keys", "--dir", str(tmp_path / "keys"), "--force"]) == 2
+    assert f"argus keys: error: {tmp_path / 'keys' / 'engine.key'}: Is a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["engine.key"]  # its private folder removed
+
+
 def test_a_mistyped_allowed_directory_is_refused(tmp_path):
     public, _ = create_key_files(tmp_path / "allowed", "worker")
     for mistyped in (tmp_path / "alowed", public):
