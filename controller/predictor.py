@@ -129,7 +129,9 @@ class TrainedPredictor:
         names = BASE_FEATURES + ((OVERLAP,) if all(s.neighbour_prompt is not None for s in usable) else ())
         x = np.array([feature_vector(names, s.similarity, s.prompt, s.neighbour_prompt) for s in usable])
         mean = x.mean(axis=0)
-        scale = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        # a feature of one value (every prompt of as many words) has no spread to scale by; its std is not always 0 but
+        # rounding (2e-16 over 200 samples), which scaled a prompt of other length to +-1e15 and its P to 0 or 1
+        scale = np.where(np.ptp(x, axis=0) > 0, x.std(axis=0), 1.0)
         z = (x - mean) / scale
         levels = np.array([s.level for s in usable])
         good = np.array([s.quality >= target for s in usable], dtype=float)

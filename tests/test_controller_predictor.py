@@ -68,6 +68,20 @@ def test_trained_predictor_learns_the_sim_quality_model():
     assert predictor.probability(20, Lookup(0.85)) < predictor.probability(20, Lookup(0.95))
 
 
+def test_a_feature_of_one_value_in_training_does_not_decide_the_prediction():
+    """Prompts all of three words: log_words's std came out 2e-16 (rounding), not 0, and was scaled by it, so a prompt
+    of other length had P 0 (longer) or 1 (shorter) at every level, whatever its similarity."""
+    three_words = [QualitySample(s.similarity, s.level, s.quality, "a red cat") for s in _samples(400, seed=6)]
+    predictor = TrainedPredictor.fit(three_words)
+    assert predictor.scale[predictor.features.index("log_words")] == 1.0
+    prompts = ("cat", "a red cat", " ".join(WORDS))
+    for similarity in (0.6, 0.8, 0.999):
+        said = {predictor.predict(Lookup(similarity, ALL_STORED, prompt)) for prompt in prompts}
+        assert len(said) == 1, (similarity, said)
+    assert predictor.predict(Lookup(0.999, ALL_STORED, prompts[0])) == 25
+    assert predictor.predict(Lookup(0.6, ALL_STORED, prompts[-1])) < 25
+
+
 def test_trained_predictor_round_trips(tmp_path):
     predictor = TrainedPredictor.fit(_samples(1500, seed=3, with_neighbour=True), provenance="test")
     assert predictor.features[-1] == "word_overlap"
