@@ -46,7 +46,15 @@ from controller.profile_latency import (
     now_utc,
 )
 from controller.versioned import write_versioned
-from engine.arg_types import UsageError, batch_size, comma_separated, output_file, positive_int, read_user_file
+from engine.arg_types import (
+    UsageError,
+    batch_size,
+    comma_separated,
+    not_an_input,
+    output_file,
+    positive_int,
+    read_user_file,
+)
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
 from engine.worker_command import check_worker_backend
@@ -97,6 +105,7 @@ class Resume:
 def run(args: argparse.Namespace) -> int:
     from loadgen.prompts import load_prompts
 
+    not_an_input(args.out, args.prompts)
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
         raise UsageError("need at least 2 prompts: each one's neighbours are the others")

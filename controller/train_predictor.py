@@ -17,7 +17,7 @@ from pathlib import Path
 from controller.predictor import Lookup, TrainedPredictor
 from controller.profiles import QualitySample, read_quality_samples
 from controller.similarity import SimilarityTable
-from engine.arg_types import UsageError, output_file, positive_float, probability, read_user_file
+from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
 from engine.cache.embedders import EMBEDDERS
 
 
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from loadgen.bench.output import table
 
+    not_an_input(args.out, args.samples)
     profiled = read_user_file(read_quality_samples, args.samples)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:

@@ -188,6 +188,14 @@ def output_file(text: str) -> str:
     return text
 
 
+def not_an_input(out: str, *inputs: str) -> None:
+    """An --out that is one of the command's input files is a UsageError: written as the command ended, it replaced
+    them (`argus train-predictor S --out S`: the samples, hours of measuring)."""
+    for path in inputs:
+        if os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out):
+            raise UsageError(f"--out {out} is the input {path}: writing it would destroy what it is made from")
+
+
 def host_memory_bytes() -> int | None:
     """This host's physical memory, None where the OS does not say: what a number of bytes to hold is checked
     against."""

@@ -10,6 +10,7 @@ from controller import train_predictor
 from controller.predictor import Lookup, SimilarityPredictor, TrainedPredictor, stored_level_at_most
 from controller.profiles import QualityModel, QualitySample
 from controller.similarity import SimilarityTable
+from engine.cli import main
 
 LEVELS = (0, 5, 10, 15, 20, 25)
 ALL_STORED = LEVELS[1:]
@@ -137,3 +138,14 @@ def test_train_predictor_refuses_a_penalty_that_is_not_positive(tmp_path, l2, ca
         parser.parse_args(["samples.jsonl", "--out", str(tmp_path / "model.json"), "--l2", l2])
     assert exited.value.code == 2
     assert f"argus train-predictor: error: argument --l2: expected a number > 0, not '{l2}'" in capsys.readouterr().err
+
+
+def test_train_predictor_does_not_write_over_its_samples(tmp_path, capsys):
+    """`--out` the samples file replaced the samples (hours of `argus profile quality`) with the predictor."""
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in _samples(50, seed=7)))
+    kept = samples.read_text()
+    same = f"{tmp_path}/./samples.jsonl"  # the same file by another name
+    assert main(["train-predictor", str(samples), "--out", same]) == 2
+    assert f"argus train-predictor: error: --out {same} is the input {samples}" in capsys.readouterr().err
+    assert samples.read_text() == kept

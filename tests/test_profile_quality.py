@@ -10,7 +10,7 @@ from tiny_models import save_tiny_clip
 from controller.profile_quality import SAMPLES_KIND
 from controller.profiles import read_quality_samples
 from controller.versioned import read_versioned
-from engine.cli import build_parser
+from engine.cli import build_parser, main
 from engine_process import ROOT
 
 PROMPTS = [
@@ -74,3 +74,13 @@ def test_a_batch_over_what_a_worker_runs_is_refused_by_its_flag(tmp_path, capsys
     assert refused.value.code == 2
     assert "argument --batch: a batch holds 1 to 32 images, not 33" in capsys.readouterr().err
     assert build_parser().parse_args([*quality, "--batch", "32"]).batch == 32
+
+
+def test_the_prompts_are_not_written_over(tmp_path, capsys):
+    """`--out` the prompt file replaced the prompts with the samples made from them."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"{p}\n" for p in PROMPTS))
+    command = ["profile", "quality", str(prompts), "--clip", str(tmp_path / "clip"), "--out", str(prompts)]
+    assert main(command) == 2
+    assert f"argus profile quality: error: --out {prompts} is the input {prompts}" in capsys.readouterr().err
+    assert prompts.read_text().splitlines() == PROMPTS
