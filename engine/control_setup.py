@@ -54,6 +54,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
         degradation = DegradationMatrix.from_quality_model(QualityModel(bundled), table=table)
     if policy_config.predictor:
         predictor = read_user_file(TrainedPredictor.load, policy_config.predictor)
+        _check_predictor_levels(policy_config.predictor, predictor, table.levels)
     else:
         predictor = SimilarityPredictor(table)
     policy = make_policy(policy_config.name, planned, degradation, predictor, allocator)
@@ -62,8 +63,29 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     # re-route no sooner than a fifth of a window (a compressed clock compresses this too)
     controller_config = ControllerConfig(slo_s=slo_s, window_s=window_s, min_observe_s=min(2.0, window_s / 5))
     controller = Controller(policy, controller_config, now)
-    log.info("policy %s, SLO %.2f s, latency profile %s", policy.name, slo_s, planned.name)
+    log.info(
+        "policy %s, SLO %.2f s, latency profile %s, quality %s, predictor %s",
+        policy.name,
+        slo_s,
+        planned.name,
+        policy_config.quality_profile or "modelled",
+        policy_config.predictor or f"the {config.cache.embedder} similarity table",
+    )
     return ControlSetup(profile, planned, policy, controller, slo_s)
+
+
+def _check_predictor_levels(path: str, predictor: TrainedPredictor, levels: tuple[int, ...]) -> None:
+    """A predictor that knows none of the levels the cache serves says 0 for every request: taken without a word, it
+    ran every one in full (a predictor fit on samples of other levels, or of none)."""
+    served = [k for k in levels if k > 0]
+    trained = sorted(predictor.weights)
+    if served and not set(trained) & set(served):
+        raise UsageError(
+            f"{path}: a predictor of levels {trained}, none of which the engine serves from its cache ({served}):"
+            " it would run every request in full"
+        )
+    if missing := sorted(set(served) - set(trained)):
+        log.warning("%s: a predictor of levels %s never serves a request at levels %s", path, trained, missing)
 
 
 def _latency_profile(config: EngineConfig, levels: tuple[int, ...]) -> LatencyProfile:

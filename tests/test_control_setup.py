@@ -2,6 +2,7 @@
 named that cannot be used stops the engine with one line naming it."""
 
 import json
+import logging
 import re
 
 import pytest
@@ -52,6 +53,9 @@ def _predictor(**fields) -> str:
         ("predictor", _predictor(weights={"25": [0.0, 1.0]}), "needs a level > 0 and 3 finite weights"),
         ("predictor", _predictor(features=["similarity", "colour"]), "unknown features ['colour']"),
         ("predictor", _predictor(scale=[0.0, 1.0]), "scales finite and > 0"),
+        # taken, it said 0 for every request: each ran in full
+        ("predictor", _predictor(weights={}), "a predictor of levels [], none of which the engine serves"),
+        ("predictor", _predictor(weights={"7": [0.0, 1.0, 0.0]}), "levels [7], none of which the engine serves"),
         # read, but it lacks a class: the error names the file still
         ("quality_profile", '{"similarity": 0.97, "level": 25, "quality": 96.0}\n' * 2, "no measured quality"),
     ],
@@ -76,3 +80,16 @@ def test_a_profile_of_sim_workers_is_planned_at_the_engines_time_scale(tmp_path,
     launch = LaunchConfig(backend=backend, time_scale=engine_scale)
     setup = build_control(EngineConfig(launch=launch, policy=PolicyConfig(latency_profile=str(path))), now=0.0)
     assert setup.profile.latency(0, 1) == pytest.approx(planned_s)
+
+
+def test_the_log_names_the_files_the_engine_plans_with_and_the_levels_a_predictor_lacks(tmp_path, caplog):
+    """It named the latency profile only: whether a --predictor or --quality-profile was taken was not said."""
+    path = tmp_path / "predictor.json"
+    path.write_text(_predictor())
+    caplog.set_level(logging.INFO, logger="argus.controller")
+    build_control(EngineConfig(policy=PolicyConfig(predictor=str(path))), now=0.0)
+    assert f"latency profile tiny_cpu, quality modelled, predictor {path}" in caplog.text
+    assert f"{path}: a predictor of levels [25] never serves a request at levels [5, 10, 15, 20]" in caplog.text
+    caplog.clear()
+    build_control(EngineConfig(), now=0.0)
+    assert "quality modelled, predictor the hash similarity table" in caplog.text
