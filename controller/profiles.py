@@ -140,6 +140,9 @@ class LatencyProfile:
             if batches != list(range(1, len(batches) + 1)):
                 raise ValueError("batch_sizes must be 1, 2, ..., n")
             table = {int(k): tuple(float(s) for s in row) for k, row in data["latency_s"].items()}
+            # a file that says it holds other batch sizes than its rows do is spoiled: taken, the rows won
+            if any(len(row) != len(batches) for row in table.values()):
+                raise ValueError(f"latency_s rows must hold one latency per batch size {batches}")
             return cls(
                 data["name"],
                 int(data["steps"]),

@@ -47,6 +47,7 @@ def _predictor(**fields) -> str:
         ("latency_profile", _latency(latency_s={"60": [1.0]}), "level 60 outside 0..49"),
         ("latency_profile", _latency(latency_s={"0": [1.0]}), "no latencies for levels [5, 10, 15, 20, 25]"),
         ("latency_profile", _latency(time_scale=0), "time_scale must be a positive number, got 0.0"),
+        ("latency_profile", _latency(batch_sizes=[1, 2]), "one latency per batch size [1, 2]"),
         ("predictor", "{", "Expecting property name"),
         ("predictor", _predictor(weights=None), "no field 'weights'"),
         # accepted, each would fail every request served from a neighbour
