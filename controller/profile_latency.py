@@ -330,6 +330,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from loadgen.bench.subprocesses import unwind_on_sigterm
+
+    # a SIGTERM (a timeout, a cancelled job) unwinds as Ctrl-C does: it ended the process where it stood and left
+    # its temporary folder behind
+    unwind_on_sigterm()
     batches = sorted(set(args.batches))
     if not batches or batches[0] != 1:
         raise UsageError(f"--batches must include 1 (a profile covers batch 1 up): {batches}")

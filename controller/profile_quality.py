@@ -103,8 +103,10 @@ class Resume:
 
 
 def run(args: argparse.Namespace) -> int:
+    from loadgen.bench.subprocesses import unwind_on_sigterm
     from loadgen.prompts import load_prompts
 
+    unwind_on_sigterm()  # as `argus profile latency`: its temporary folder removed, its worker stopped
     not_an_input(args.out, args.prompts)
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
