@@ -188,12 +188,12 @@ def output_file(text: str) -> str:
     return text
 
 
-def not_an_input(out: str, *inputs: str) -> None:
-    """An --out that is one of the command's input files is a UsageError: written as the command ended, it replaced
-    them (`argus train-predictor S --out S`: the samples, hours of measuring)."""
+def not_an_input(out: str | None, *inputs: str | None, flag: str = "--out") -> None:
+    """An output (`flag`) that is one of the command's input files is a UsageError: written as the command ended, it
+    replaced them (`argus train-predictor S --out S`: the samples, hours of measuring). None: not given."""
     for path in inputs:
-        if os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out):
-            raise UsageError(f"--out {out} is the input {path}: writing it would destroy what it is made from")
+        if out and path and os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out):
+            raise UsageError(f"{flag} {out} is the input {path}: writing it would destroy what it is made from")
 
 
 def host_memory_bytes() -> int | None:

@@ -190,6 +190,10 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
         # taken, and thinned the trace as --seed 1 does; numpy's generators take no negative seed
         (["bench", "compare", "--seed", "-1"], "argument --seed: expected a number >= 0, not '-1'"),
         (["loadgen", "--rate", "1", "--duration-s", "1", "--seed", "-1"], "argument --seed: expected a number >= 0"),
+        # an output named as an input was written over it as the command ended: the prompts, the trace
+        (["bench", "compare", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "p.txt: writing it would destroy"),
+        (["loadgen", "--trace", "{tmp}/p.txt", "--plot", "{tmp}/p.txt"], "--plot {tmp}/p.txt is the input"),
+        (["calibrate", "--embedder", "hash", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "--json {tmp}/p"),
         (["bench", "engine", "--doors", "foo"], "--doors takes zmq and/or http"),
         (["bench", "scale", "--fleets", "9", "--workers", "2"], "--fleets must be at most --workers"),
         (["profile", "latency", "--backend", "sim", "--batches", "2", "--out", "{tmp}/x.json"], "--batches must"),
@@ -215,7 +219,8 @@ def test_flags_that_cannot_run_together_exit_2_as_usage_errors(argv, says, tmp_p
     (tmp_path / "p.txt").write_text("a red fox\na blue whale\n")
     assert _exit_code([arg.format(tmp=tmp_path) for arg in argv]) == 2
     err = capsys.readouterr().err
-    assert says in err and "Traceback" not in err
+    assert says.format(tmp=tmp_path) in err and "Traceback" not in err
+    assert (tmp_path / "p.txt").read_text() == "a red fox\na blue whale\n"
 
 
 def _address_space_at_most(size: int):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.arg_types import UsageError, output_file, positive_int, read_user_file
+from engine.arg_types import UsageError, not_an_input, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    not_an_input(args.json, args.prompts, flag="--json")
     reference = args.reference or (NIRVANA if args.embedder == "minilm" else "minilm")
     if reference == args.embedder:
         raise UsageError(f"--reference must differ from --embedder ({reference}); try --reference {NIRVANA}")

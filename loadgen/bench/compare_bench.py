@@ -27,7 +27,15 @@ import tempfile
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
-from engine.arg_types import UsageError, non_negative_int, output_file, positive_float, positive_int, read_user_file
+from engine.arg_types import (
+    UsageError,
+    non_negative_int,
+    not_an_input,
+    output_file,
+    positive_float,
+    positive_int,
+    read_user_file,
+)
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.bench.sim_flags import sim_image_size
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS, TRACES_DIR
@@ -117,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.traces import load_trace
 
     logging.basicConfig(level=logging.WARNING)
+    for flag in ("--json", "--plot"):
+        not_an_input(getattr(args, flag[2:]), args.trace, args.prompts, flag=flag)
     policies = _policies(args.policies)
     slo_s = args.slo_ms / 1000.0
     # exact-generation capacity of the cluster, simulated clock: K = 0 at the largest batch within SLO/2
