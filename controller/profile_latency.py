@@ -94,8 +94,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
         parser.set_defaults(time_scale=None)
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps N (default 50)")
     parser.add_argument("--size", type=positive_int, help="image side in pixels (default: the backend's default size)")
-    parser.add_argument("--seed", type=int, default=7, help="seeds the images")
-    parser.add_argument("--guidance", type=float, default=5.0, help="guidance scale")
+    parser.add_argument("--seed", type=non_negative_int, default=7, help="seeds the images")
+    parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
 
 
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:

@@ -198,6 +198,10 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
         (["bench", "scale", "--fleets", "9", "--workers", "2"], "--fleets must be at most --workers"),
         (["profile", "latency", "--backend", "sim", "--batches", "2", "--out", "{tmp}/x.json"], "--batches must"),
         (["profile", "latency", "--backend", "tiny", "--time-scale", "2", "--out", "{tmp}/x.json"], "--time-scale"),
+        # taken, where bench worker refuses them: -1 is no image seed the engine takes (0 to 2**63 - 1), and NaN
+        # guidance makes NaN images
+        (["profile", "latency", "--seed", "-1", "--out", "{tmp}/x.json"], "argument --seed: expected a number >= 0"),
+        (["profile", "latency", "--guidance", "nan", "--out", "{tmp}/x.json"], "argument --guidance: expected a"),
         (["train-predictor", "{tmp}/few.jsonl", "--out", "{tmp}/o.json"], "need at least 10 samples"),
         # the replay's flags were ignored without it, and the index benchmark ran (small here: it ran to the end)
         (["bench", "cache", "--embedder", "minilm", *SMALL_CACHE_BENCH], "--embedder: only with --replay"),
