@@ -192,7 +192,6 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
         (["loadgen", "--rate", "1", "--duration-s", "1", "--seed", "-1"], "argument --seed: expected a number >= 0"),
         # an output named as an input was written over it as the command ended: the prompts, the trace
         (["bench", "compare", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "p.txt: writing it would destroy"),
-        (["loadgen", "--trace", "{tmp}/p.txt", "--plot", "{tmp}/p.txt"], "--plot {tmp}/p.txt is the input"),
         (["calibrate", "--embedder", "hash", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "--json {tmp}/p"),
         (["bench", "engine", "--doors", "foo"], "--doors takes zmq and/or http"),
         (["bench", "scale", "--fleets", "9", "--workers", "2"], "--fleets must be at most --workers"),

@@ -112,6 +112,16 @@ def test_a_size_that_is_no_size_is_refused_naming_the_flag(capsys):
     )
 
 
+@pytest.mark.parametrize("output", ["--records", "--json", "--plot"])
+def test_an_output_that_is_an_input_is_refused_and_the_input_left_whole(output, tmp_path, capsys):
+    """Written as the run ended, it replaced the trace (or the prompts) it was made from."""
+    trace = tmp_path / "trace.txt"
+    trace.write_text("0\n500\n")
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--trace", str(trace), output, str(trace)]) == 2
+    assert f"{output} {trace} is the input {trace}" in capsys.readouterr().err
+    assert trace.read_text() == "0\n500\n"
+
+
 def test_a_run_in_a_program_of_ones_own_leaves_its_sigint_handler_as_it_was():
     # the command's (SIG_DFL once the run is over) was left in pytest's process: a later test's Ctrl-C killed it
     assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--size", "65x64"]) == 2
