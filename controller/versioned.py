@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engine.whole_files import written_whole
+
 VERSION = 1
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -34,6 +36,6 @@ def fields_of(path: str | Path) -> Iterator[None]:
 
 def write_versioned(path: str | Path, kind: str, provenance: str, payload: dict[str, Any]) -> None:
     data = {"version": VERSION, "kind": kind, "provenance": provenance, **payload}
-    with open(path, "w") as f:
+    with written_whole(path) as f:
         json.dump(data, f, indent=2)
         f.write("\n")

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.whole_files import output_of_this_process, written_whole
 from loadgen.pipe_watch import PipeWatch
 from loadgen.records import CLIENT_TIMEOUT, INTERRUPTED, OUTCOMES, VIOLATIONS, Record
 from loadgen.stats import percentile
@@ -102,44 +103,11 @@ def summarize(
     }
 
 
-def is_stream(path: str | Path) -> bool:
-    """Whether `path` (after its links) is written only as it comes, never replaced at the end: a pipe, a terminal,
-    or the file this process's output goes to (`--records - > out.jsonl`: replaced, it took the records and left the
-    summary printed after them in the file it replaced)."""
-    return os.path.exists(path) and (not os.path.isfile(path) or _output_of_this_process(path) is not None)
-
-
-def _output_of_this_process(path: str | Path) -> int | None:
-    """1 or 2 when `path` is what this process's standard output or error goes to (/dev/stdout, its target)."""
-    try:
-        target = os.stat(path)
-    except OSError:
-        return None
-    for fd in (1, 2):
-        with contextlib.suppress(OSError):
-            own = os.fstat(fd)
-            if (own.st_dev, own.st_ino) == (target.st_dev, target.st_ino):
-                return fd
-    return None
-
-
 def write_records(records: Sequence[Record], path: str | Path) -> None:
-    """One JSON object a line. A link is written through, and stays a link."""
-    if is_stream(path):  # nothing to put in its place
-        with open(path, "w") as f:
-            _write_lines(records, f)
-        return
-    # beside it, then in its place: a write that fails leaves the file as it was (loadgen's, written as it went).
-    # Beside and in the place of what a link names: the link was replaced by a file, its target left as it was
-    path = Path(os.path.realpath(path))
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        with open(partial, "w") as f:
-            _write_lines(records, f)
-        os.replace(partial, path)
-    except OSError:  # a full disk: what is left of the attempt is no one's
-        partial.unlink(missing_ok=True)
-        raise
+    """One JSON object a line, written whole (a write that fails leaves loadgen's, written as it went); a link is
+    written through, and stays a link (replaced by a file, its target was left as it was)."""
+    with written_whole(path) as f:
+        _write_lines(records, f)
 
 
 def _write_lines(records: Sequence[Record], f: TextIO) -> None:
@@ -242,7 +210,7 @@ async def records_as_they_come(
 
 def _open_unless_unread(path: str | Path) -> TextIO | None:
     """`path` opened to write; None for a FIFO no one has open to read, whose plain open waits for a reader for good."""
-    if (own := _output_of_this_process(path)) is not None:
+    if (own := output_of_this_process(path)) is not None:
         # the process's own open file, offset and all: opened anew, a file would be truncated, and the summary
         # printed at the end would write over the records from its start
         return open(os.dup(own), "w")
@@ -262,7 +230,7 @@ def read_records(path: str | Path) -> list[Record]:
 
 
 def write_summary(summary: dict[str, Any], path: str | Path) -> None:
-    with open(path, "w") as f:
+    with written_whole(path) as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
 

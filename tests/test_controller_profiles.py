@@ -9,6 +9,7 @@ import pytest
 
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel, QualitySample, read_quality_samples
 from controller.similarity import SimilarityTable
+from controller.versioned import write_versioned
 
 LEVELS = (0, 5, 10, 15, 20, 25)
 CLIP = SimilarityTable.from_pairs([(0.95, 25), (0.90, 20), (0.85, 15), (0.75, 10), (0.65, 5)])
@@ -262,3 +263,15 @@ def test_a_versioned_file_of_another_kind_is_named_as_such(tmp_path):
     LatencyProfile.bundled("tiny_cpu").save(path)
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: not a version 1 'quality_profile' file"):
         read_quality_samples(path)
+
+
+def test_a_versioned_file_whose_write_fails_leaves_the_last_one_whole(tmp_path):
+    """Written in place, a write cut short (here a value JSON cannot hold, half-way through) left half a file where
+    the last good profile was."""
+    path = tmp_path / "profile.json"
+    write_versioned(path, "latency_profile", "the first", {"steps": 50})
+    before = path.read_text()
+    with pytest.raises(TypeError):
+        write_versioned(path, "latency_profile", "the second", {"steps": 50, "bad": object()})
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]  # nothing half-written left beside it

@@ -8,6 +8,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from engine.whole_files import written_whole
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Plain text, columns aligned (numbers right, text left)."""
@@ -43,7 +45,7 @@ def write_json(path: str | None, data: dict) -> None:
     readers (jq, JavaScript) refuse a file that holds Python's NaN."""
     if not path:
         return
-    with open(path, "w") as f:
+    with written_whole(path) as f:
         json.dump(_finite_or_null(data), f, indent=2, allow_nan=False)
         f.write("\n")
     print(f"JSON written to {path}")

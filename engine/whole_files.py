@@ -1,0 +1,56 @@
+"""Output files written whole or not at all: beside their place, then moved into it.
+
+A profile, a predictor, a benchmark's JSON or a run's records written in
+place and cut short (a full disk, Ctrl-C, a value that cannot be encoded
+half-way through) left half a file where the last good one was, which the
+next reader took for spoiled, or worse, for whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+
+@contextlib.contextmanager
+def written_whole(path: str | Path) -> Iterator[TextIO]:
+    """A text file to write `path` through: in its place once closed without an error, else removed, `path` left as
+    it was. A link is written through (its target replaced, the link kept); a stream (is_stream) is written as it is,
+    there being nothing to put in its place."""
+    if is_stream(path):
+        with open(path, "w") as f:
+            yield f
+        return
+    target = Path(os.path.realpath(path))
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with open(partial, "w") as f:
+            yield f
+        os.replace(partial, target)
+    except BaseException:  # KeyboardInterrupt too: what is left of the attempt is no one's
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def is_stream(path: str | Path) -> bool:
+    """Whether `path` (after its links) is written only as it comes, never replaced at the end: a pipe, a terminal,
+    or the file this process's output goes to (`--records - > out.jsonl`: replaced, it took the records and left the
+    summary printed after them in the file it replaced)."""
+    return os.path.exists(path) and (not os.path.isfile(path) or output_of_this_process(path) is not None)
+
+
+def output_of_this_process(path: str | Path) -> int | None:
+    """1 or 2 when `path` is what this process's standard output or error goes to (/dev/stdout, its target)."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return None
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            own = os.fstat(fd)
+            if (own.st_dev, own.st_ino) == (target.st_dev, target.st_ino):
+                return fd
+    return None
