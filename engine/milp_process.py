@@ -93,8 +93,11 @@ class MilpProcess:
     def _ended(self) -> str:
         """Kills a process that failed to answer (one already dead keeps its exit code) and says how it ended."""
         with self._lock:
-            process = self._process
             self._end(kill=True)
+            return self._ended_words()
+
+    def _ended_words(self) -> str:
+        process = self._process
         return f"pid {process.pid}, exit code {process.returncode}" if process is not None else "closed"
 
     def _running(self) -> tuple[Connection, Connection]:
@@ -102,6 +105,9 @@ class MilpProcess:
             if self._closed:
                 raise MilpProcessError("the MILP process is closed: the engine is stopping")
             if self._process is None or self._process.poll() is not None:
+                if self._process is not None:
+                    # between solves: nothing failed, so nothing else would say it (an OOM killer taking it each time)
+                    log.warning("the MILP process ended between solves (%s): starting another", self._ended_words())
                 self._end(kill=True)
                 self._start()
             assert self._requests is not None and self._answers is not None
