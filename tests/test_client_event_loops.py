@@ -32,13 +32,17 @@ def test_a_client_serves_the_next_loop_after_one_closed_with_its_tasks_pending(e
     first = asyncio.new_event_loop()
     assert isinstance(first.run_until_complete(_call(client, "a fox")), Images)
     first.close()
+    _served_then_closed_in_a_new_loop(client)
+    assert set(os.listdir("/proc/self/fd")) == open_before
+
+
+def _served_then_closed_in_a_new_loop(client: AsyncArgusClient) -> None:
     second = asyncio.new_event_loop()
     try:
         assert isinstance(second.run_until_complete(_call(client, "a wolf")), Images)
         second.run_until_complete(client.close())
     finally:
         second.close()
-    assert set(os.listdir("/proc/self/fd")) == open_before
 
 
 def _left_waiting_in_a_closed_loop(client: AsyncArgusClient, engine) -> None:
@@ -57,12 +61,7 @@ def test_a_call_left_waiting_in_a_closed_loop_leaves_the_next_loop_served(engine
     reader, and every call after waited for ever."""
     client = AsyncArgusClient(engine.client_address)
     _left_waiting_in_a_closed_loop(client, engine)
-    second = asyncio.new_event_loop()
-    try:
-        assert isinstance(second.run_until_complete(_call(client, "a wolf")), Images)
-        second.run_until_complete(client.close())
-    finally:
-        second.close()
+    _served_then_closed_in_a_new_loop(client)
 
 
 def test_a_client_with_a_call_left_waiting_in_a_closed_loop_closes(engine):

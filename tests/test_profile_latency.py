@@ -65,11 +65,15 @@ def test_a_sim_profile_of_no_simulated_time_is_refused(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def _sim_profile(tmp_path, *flags: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sim", "--time-scale", "0.001"]
+    command += [*flags, "--out", str(tmp_path / "profile.json")]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
 def test_a_size_the_worker_refuses_is_a_usage_error(tmp_path):
     # sent as it was, the first batch failed and the command ended in a RuntimeError traceback
-    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sim", "--time-scale", "0.001"]
-    command += ["--size", "100", "--out", str(tmp_path / "profile.json")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    done = _sim_profile(tmp_path, "--size", "100")
     assert done.returncode == 2, done.stderr
     assert "--size 100: this sim worker takes a multiple of 8 from 64 to 2048" in done.stderr
     assert "Traceback" not in done.stderr
@@ -77,9 +81,7 @@ def test_a_size_the_worker_refuses_is_a_usage_error(tmp_path):
 
 def test_a_batch_over_what_a_worker_runs_is_refused_by_its_flag(tmp_path):
     # sent on as the worker's --max-batch, which it refused: the profile ended in a traceback of the worker's usage
-    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sim", "--time-scale", "0.001"]
-    command += ["--batches", "1,33", "--out", str(tmp_path / "profile.json")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    done = _sim_profile(tmp_path, "--batches", "1,33")
     assert done.returncode == 2, done.stderr
     assert "argus profile latency: error: argument --batches: a batch holds 1 to 32 images, not 33" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "profile.json").exists()
