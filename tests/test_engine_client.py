@@ -11,7 +11,7 @@ import pytest
 import zmq
 from aiohttp import web
 
-from engine import client as client_module
+from engine import client_link as client_module
 from engine.client import ArgusClient, AsyncArgusClient, ClientClosed, EngineUnreachable
 from engine_process import free_port
 from protocols.client_messages import Cancel, Error, Generate, engine_side_codec

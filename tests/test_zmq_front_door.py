@@ -14,7 +14,7 @@ import zmq
 from tcp_proxy import DroppingProxy
 from waiting import eventually, wait_for
 
-from engine import client as client_module
+from engine import client_link as client_module
 from engine.client import ArgusClient, AsyncArgusClient
 from engine.config import LaunchConfig
 from engine.readiness import readiness

@@ -1,0 +1,242 @@
+"""`AsyncArgusClient`: the asyncio client of the engine's ZeroMQ front door (see engine.client)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from engine.client_link import (
+    ClientClosed,
+    Reply,
+    UnansweredWarning,
+    check_address,
+    checked_retries,
+    close_all,
+    closed_when_dropped,
+    connect,
+    connection_of,
+    refuse_if_closed,
+    request_of,
+    retry_pause_s,
+    send_now,
+    undecodable,
+)
+from protocols.client_messages import Cancel, Generate, Inquire, client_side_codec, salvage_request_id
+from protocols.codec import DecodeError
+from protocols.curve import ClientKeys
+from protocols.limits import MAX_INQUIRED_IDS
+
+
+def _cancel_in_closed_loop(task: asyncio.Task) -> None:
+    """Cancels the zmq.asyncio read a task of a closed event loop waits on, so that pyzmq skips it and hands the next
+    message to a read in the running loop. The read is marked cancelled before its loop refuses to schedule the
+    task's wake-up (pyzmq's own close() cancels its reads so, in a loop torn down)."""
+    try:
+        task.cancel()
+    except RuntimeError:  # 'Event loop is closed'
+        pass
+
+
+class AsyncArgusClient:
+    """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
+    asyncio.run after another is fine, as is a loop closed with calls pending; a call while another loop the client
+    read replies in is still open raises RuntimeError). `retries` as ArgusClient's."""
+
+    def __init__(self, address: str, curve: ClientKeys | None = None, retries: int = 0):
+        self._retries = checked_retries(retries)
+        check_address(address)
+        self._address = address
+        self._context = zmq.asyncio.Context()
+        self._socket, self._refusals = connect(self._context, address, curve)
+        self._dropped = closed_when_dropped(self, address, self._context, self._socket, self._refusals)
+        self._refused: str | None = None  # why the engine will never answer, once it will not
+        self._codec = client_side_codec()
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        # of the requests waiting, those sent: the connection (connection_of) each was sent or last asked after on
+        self._sent: dict[str, int] = {}
+        self._reader: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
+        self._unanswered = UnansweredWarning(address, self._refusals)
+
+    async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
+        """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
+        request = request_of(prompt, request_id, fields)
+        retries_left = self._retries
+        while True:
+            reply = await self._call(request)
+            pause_s = retry_pause_s(reply)
+            if not retries_left or pause_s is None:
+                return reply
+            retries_left -= 1
+            await asyncio.sleep(pause_s)
+
+    async def _call(self, request: Generate) -> Reply:
+        refuse_if_closed(self._socket)
+        if self._refused:
+            raise ConnectionRefusedError(self._refused)
+        if request.request_id in self._waiting:
+            raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
+        # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight
+        frames = self._codec.encode(request)
+        loop = asyncio.get_running_loop()
+        self._read_in(loop)
+        future = loop.create_future()
+        self._waiting[request.request_id] = future
+        sending = self._socket.send_multipart(frames, copy=False)
+        unanswered = loop.call_later(self._unanswered.delay_s, self._warn_if_unanswered)
+        try:
+            # a refusal fails `future`, while the send may wait for good: no engine will take it
+            await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
+            if future.done() and not sending.done():
+                sending.cancel()
+            else:
+                await sending
+                self._sent[request.request_id] = connection_of(self._refusals)
+            return await future
+        except asyncio.CancelledError:
+            if not sending.done():
+                sending.cancel()
+            if not sending.cancelled():
+                # the caller gave up on a request that went out: tell the engine so it stops the work. Queued on
+                # the socket, not awaited: with no engine there, the queue stays full, and a caller that gave up
+                # must not wait for room in it (close() drops what is still queued)
+                self._socket.send_multipart(self._codec.encode(Cancel(request.request_id)))
+            raise
+        finally:
+            unanswered.cancel()
+            self._waiting.pop(request.request_id, None)
+            self._sent.pop(request.request_id, None)
+
+    def _read_in(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts the reply reader and refusal watcher in `loop`, the running one, unless they run in it already."""
+        if self._reader is not None and not self._reader.done():
+            if self._reader.get_loop() is loop:
+                return
+            if not self._reader.get_loop().is_closed():
+                raise RuntimeError(
+                    "this AsyncArgusClient reads its replies in another event loop, still open: a client serves one"
+                    " loop at a time (close that loop first, or give each loop a client of its own)"
+                )
+            # its loop was closed with them pending (loop.close() without cancelling its tasks; asyncio.run cancels
+            # them): every reply went on to the read the reader left pending there, and each call waited for ever
+            for task in (self._reader, self._watcher):
+                _cancel_in_closed_loop(task)
+        # else none yet, or done: their event loop ended (asyncio.run returned), and this call runs in another
+        self._forget_calls_of_closed_loops()
+        self._reader = loop.create_task(self._read_replies())
+        self._watcher = loop.create_task(self._watch_connection())
+
+    def _forget_calls_of_closed_loops(self) -> None:
+        """A call still waiting when its event loop was closed never returns: its future, resolved, raised 'Event loop
+        is closed' (its reply read in the next loop ended the reader there, and every call after waited for ever;
+        close() raised, leaving the sockets open), and its request is asked after (Inquire) no more."""
+        for request_id, future in list(self._waiting.items()):
+            if future.get_loop().is_closed():
+                del self._waiting[request_id]
+                self._sent.pop(request_id, None)
+
+    async def _read_replies(self) -> None:
+        try:
+            while True:
+                frames = await self._socket.recv_multipart(copy=False)
+                reply = self._codec.decode(frames)
+                if isinstance(reply, DecodeError):
+                    self._on_undecodable(frames, reply.reason)
+                    continue
+                future = self._waiting.get(reply.request_id)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except (zmq.ZMQError, asyncio.CancelledError):
+            self._fail_waiting(ClientClosed("client closed"))
+            raise
+
+    def _on_undecodable(self, frames: list, reason: str) -> None:
+        if self._refusals.not_an_engine():
+            # what a peer that speaks no ZeroMQ sent: no call's reply, and none will come. The same refusal as
+            # ArgusClient's, which reads it from the same message
+            self._refusal()
+            return
+        # not_an_engine() read the monitor's events: a handshake heard there is none the watcher will hear
+        self._ask_if_reconnected()
+        # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
+        future = self._waiting.get(salvage_request_id(frames[0].buffer))
+        if future is not None and not future.done():
+            future.set_exception(undecodable(self._address, reason))
+
+    def _warn_if_unanswered(self) -> None:
+        if not self._refusal():
+            self._unanswered()
+
+    def _refusal(self) -> str | None:
+        """Why the engine will never answer, from the monitor as it is now, not as the watcher last read it (a
+        handshake it has not had its turn to hear is no silence); the calls waiting fail with it. The watcher does
+        not hear what is read here: so here, the requests sent are asked after once connected again."""
+        refused = self._refusals.reason()
+        if refused and self._refused is None:
+            self._refused = refused
+            self._fail_waiting(ConnectionRefusedError(refused))
+        if not refused:
+            self._ask_if_reconnected()
+        return refused
+
+    async def _watch_connection(self) -> None:
+        while self._refusal() is None:
+            await self._refusals.monitor.poll()
+
+    def _ask_if_reconnected(self) -> None:
+        """As ArgusClient's: the requests sent before the socket connected again, sent to an engine since restarted or
+        lost with the connection, would never be answered."""
+        handshakes = self._refusals.handshakes
+        asked = [request_id for request_id, since in self._sent.items() if since < handshakes]
+        if not asked:
+            return
+        # through a blocking socket over the same one, never waiting, as close() sends
+        sock = zmq.Socket.shadow(self._socket.underlying)
+        for first in range(0, len(asked), MAX_INQUIRED_IDS):
+            chunk = asked[first : first + MAX_INQUIRED_IDS]
+            self._sent.update(dict.fromkeys(chunk, handshakes))
+            send_now(sock, self._codec.encode(Inquire(chunk)))
+
+    def _fail_waiting(self, error: Exception) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def close(self) -> None:
+        """Requests still in flight are cancelled at the engine and raise ClientClosed here. Closing again does
+        nothing (as for ArgusClient): a close() inside `async with` raised TypeError at the block's end."""
+        if self._socket.closed:
+            return
+        # through a blocking socket over the same one: an asyncio socket fails the future of a send that would block
+        # rather than raise, which left a 'Future exception was never retrieved' traceback per request in flight
+        # once the queue was full (the engine down)
+        sock = zmq.Socket.shadow(self._socket.underlying)
+        for request_id in self._waiting:
+            try:
+                sock.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
+            except zmq.Again:
+                break  # nobody to tell
+        for task in (self._reader, self._watcher):
+            if task is not None and task.get_loop().is_closed():
+                _cancel_in_closed_loop(task)  # it can never run again, and awaiting it raised: the sockets stayed open
+            elif task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, zmq.ZMQError):
+                    pass
+        # here too, not only by the reader: a reader cancelled before its first turn (a call sent in the same turn
+        # as the close) never runs, and its calls waited for ever
+        self._forget_calls_of_closed_loops()
+        self._fail_waiting(ClientClosed("client closed"))
+        self._dropped.detach()
+        close_all(self._context, self._socket, self._refusals)
+
+    async def __aenter__(self) -> AsyncArgusClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

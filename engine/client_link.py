@@ -1,0 +1,195 @@
+"""What the two client classes (engine.client) share: the socket to the engine and what is heard on it, the request as
+it is sent, and when a call sends it again."""
+
+from __future__ import annotations
+
+import logging
+import reprlib
+import uuid
+import warnings
+import weakref
+from typing import Any
+
+import msgspec
+import zmq
+
+from protocols.client_messages import Busy, Cancelled, Error, Generate, Images, RequestId
+from protocols.curve import ClientKeys, RefusedHandshakes
+from protocols.limits import MAX_REQUEST_ID_CHARS
+from protocols.sockets import is_zmq_address, make_socket
+
+Reply = Images | Error | Busy | Cancelled
+
+log = logging.getLogger("argus.client")
+
+
+# what is still queued at close, a Cancel above all, gets this long to reach the engine
+_CLOSE_LINGER_MS = 500
+# a connection that died without a word (the engine's host gone, a NAT that forgot the flow) is found by pings
+# and dialled again: TCP alone kept it for ever while idle, and for about 15 minutes of retransmissions once a request
+# was sent, every call timing out meanwhile even with a new engine up on the address. The timeout runs from a ping
+# to the next whole frame in, so it leaves room for a large reply on a slow link (10 MB at 200 kB/s)
+_HEARTBEAT_INTERVAL_MS = 10_000
+_HEARTBEAT_TIMEOUT_MS = 60_000
+# a call waiting this long with no engine ever reached is worth a warning, once per client, as `argus worker` warns of
+# hellos unanswered: a mistyped address or an engine down looks like a slow engine, and a call without a timeout
+# waits for ever
+UNANSWERED_WARNING_S = 10.0
+# the keywords generate() takes (another is a TypeError, None or not)
+_FIELDS = frozenset(Generate.__struct_fields__)
+
+
+class ClientClosed(Exception):
+    """A call made on a closed client, or still in flight when it was closed."""
+
+
+class UnansweredWarning:
+    """Warns, the first time it is called, if the client never reached an engine (as of the monitor events read:
+    the caller reads them first)."""
+
+    def __init__(self, address: str, refusals: RefusedHandshakes):
+        self._address = address
+        self._refusals = refusals
+        self._said = False
+
+    @property
+    def delay_s(self) -> float:
+        """How long a call waits before it warns (UNANSWERED_WARNING_S, as it is when asked)."""
+        return UNANSWERED_WARNING_S
+
+    def __call__(self) -> None:
+        if self._said or self._refusals.handshook:
+            return
+        self._said = True
+        log.warning(
+            "no answer from an engine at %s for %g s: is it up, and is that its --client-listen address?",
+            self._address,
+            UNANSWERED_WARNING_S,
+        )
+
+
+def check_address(address: str) -> None:
+    """Before a context is made: ZeroMQ refused 'localhost:5555' as 'Invalid argument', and an http:// URL as
+    'Protocol not supported', naming neither what it wants; a port past 65535 was taken, then never answered."""
+    if not isinstance(address, str) or not is_zmq_address(address):
+        hint = " (an HTTP URL: this client speaks ZeroMQ)" if str(address).startswith(("http://", "https://")) else ""
+        raise ValueError(
+            f"{address!r}{hint}: expected the engine's ZeroMQ client address, tcp://HOST:PORT or ipc://PATH, as"
+            " its --client-listen says (default tcp://127.0.0.1:5555)"
+        )
+
+
+def connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tuple[zmq.Socket, RefusedHandshakes]:
+    # an identity of its own, kept across reconnects: the engine sends each reply to the identity that asked,
+    # and libzmq would give a reconnected socket a new one, so a dropped connection would lose every reply
+    identity = uuid.uuid4().hex.encode()
+    try:
+        heartbeat = (_HEARTBEAT_INTERVAL_MS, _HEARTBEAT_TIMEOUT_MS)
+        sock = make_socket(context, zmq.DEALER, identity=identity, curve_client=curve, heartbeat_ms=heartbeat)
+        # heard from before the socket connects: a refusal that came first would go unheard, and a call wait for
+        # ever (or for its timeout) on an engine that will never answer it
+        refusals = RefusedHandshakes(sock, address, curve is not None)
+        sock.connect(address)
+        return sock, refusals
+    except zmq.ZMQError:
+        # an address ZeroMQ refuses: the client is not made, so nothing would close its own context, and a
+        # context left with a socket in it blocks whoever terminates it (the garbage collector: for ever)
+        context.destroy(linger=0)
+        raise
+
+
+def closed_when_dropped(
+    client: object, address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes
+) -> weakref.finalize:
+    """Closes the client's sockets and context, with a ResourceWarning, if the client is dropped without close().
+    pyzmq's own finalizers hung the process for ever on a client collected in a reference cycle (an AsyncArgusClient
+    is in one once it has made a call, through its reader task): the garbage collector clears weak references first,
+    so the context's finalizer found no socket left to close, and waited in term() for sockets not yet closed. A
+    weakref.finalize runs before any finalizer of the cycle, and holds what it closes out of it."""
+    dropped = weakref.finalize(client, _close_dropped, address, context, sock, refusals)
+    # as pyzmq does at exit: a thread may still be in a call, on a socket that must not close under it
+    dropped.atexit = False
+    return dropped
+
+
+def _close_dropped(address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+    warnings.warn(f"argus client of {address} dropped without close(): closing it", ResourceWarning, stacklevel=1)
+    close_all(context, sock, refusals)
+
+
+def close_all(context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+    refusals.close()
+    sock.close(linger=_CLOSE_LINGER_MS)
+    context.term()
+
+
+def undecodable(address: str, reason: str) -> ValueError:
+    # from a peer that took the handshake: an engine of another version, or another ZeroMQ program (a peer that
+    # speaks no ZeroMQ is a refusal, see RefusedHandshakes.not_an_engine)
+    return ValueError(
+        f"undecodable reply from {address}: {reason} (is it an argus engine's --client-listen address, of this"
+        " version?)"
+    )
+
+
+def refuse_if_closed(sock: zmq.Socket) -> None:
+    # rather than ZeroMQ's 'Socket operation on non-socket', and (async) a reader task failing unseen
+    if sock.closed:
+        raise ClientClosed("client closed")
+
+
+def send_now(sock: zmq.Socket, frames: list) -> None:
+    """Sends a message only if it can go at once: one with no connection to take it has nobody to tell (a Cancel), or
+    is asked again at the next connection (an Inquire)."""
+    try:
+        sock.send_multipart(frames, zmq.DONTWAIT)
+    except zmq.Again:
+        pass
+
+
+def checked_retries(retries: int) -> int:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be a whole number of 0 or more, not {retries!r}")
+    return retries
+
+
+def retry_pause_s(reply: Reply) -> float | None:
+    """How long to wait before sending a request again after this reply, or None if the reply is the call's answer:
+    Busy after the time it names, request_lost at once (the engine holds nothing of it: sending it again is safe)."""
+    if isinstance(reply, Busy):
+        return reply.retry_after_ms / 1000
+    if isinstance(reply, Error) and reply.code == "request_lost":
+        return 0.0
+    return None
+
+
+def connection_of(refusals: RefusedHandshakes) -> int:
+    """The connection to the engine a message sent now goes out on, numbered by the handshakes heard: one sent before
+    the first is queued for it. A request is asked after (Inquire) once a later one succeeds."""
+    return max(refusals.handshakes, 1)
+
+
+def request_of(prompt: str, request_id: str | None, fields: dict[str, Any]) -> Generate:
+    # only None asks for a fresh id: "" is a caller's mistake (the engine would refuse it), not a request for one
+    if request_id is None:
+        request_id = uuid.uuid4().hex
+    # None is a field's default, as HTTP's null is: a pipeline may pass its own optional settings on (steps=None).
+    # Left out here, not sent: on the wire a field is a value or absent, and the engine refuses nil where the
+    # default is not None (README)
+    fields = {name: value for name, value in fields.items() if value is not None or name not in _FIELDS}
+    try:
+        # checked here, not left to the engine: it answers an id it cannot read (not a string, too long) under ""
+        # or the id cut short, which no call would match, so the call would wait for ever
+        msgspec.convert(request_id, RequestId)
+    except msgspec.ValidationError:
+        raise ValueError(_request_id_problem(request_id)) from None
+    return Generate(request_id=request_id, prompt=prompt, **fields)
+
+
+def _request_id_problem(request_id: object) -> str:
+    # reprlib shortens a long id in the middle and keeps its quotes: the message stays one readable line
+    if not isinstance(request_id, str):
+        return f"request_id must be a string, got {type(request_id).__name__} {reprlib.repr(request_id)}"
+    return (
+        f"request_id must be 1 to {MAX_REQUEST_ID_CHARS} characters, got {len(request_id)}: {reprlib.repr(request_id)}"
+    )

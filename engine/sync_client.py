@@ -1,0 +1,228 @@
+"""`ArgusClient`: the blocking client of the engine's ZeroMQ front door (see engine.client)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from engine.client_link import (
+    ClientClosed,
+    Reply,
+    UnansweredWarning,
+    check_address,
+    checked_retries,
+    close_all,
+    closed_when_dropped,
+    connect,
+    connection_of,
+    refuse_if_closed,
+    request_of,
+    retry_pause_s,
+    send_now,
+    undecodable,
+)
+from protocols.client_messages import Cancel, Generate, Inquire, client_side_codec
+from protocols.codec import DecodeError
+from protocols.curve import ClientKeys
+
+# the longest a blocking call waits in C before a signal handler can run (see ArgusClient._wait)
+_POLL_SLICE_MS = 200
+# ZeroMQ's send timeout is an int of milliseconds
+_MAX_TIMEOUT_S = (2**31 - 1) / 1000
+
+
+class EngineUnreachable(TimeoutError):
+    """A call timed out, and no handshake with an engine ever succeeded at the client's address: nothing answered
+    there (no engine up, a host that does not resolve or does not answer). A plain TimeoutError is an engine reached
+    that did not reply in time. A TimeoutError too, as it is one: code that handles timeouts still does, and the
+    call may have come only early (an engine that comes up later is dialled, and answers the next call)."""
+
+
+def _unreached(address: str, waited_s: float) -> EngineUnreachable:
+    return EngineUnreachable(
+        f"nothing answered at {address} in {waited_s:g} s: check that the engine is up and that {address} is its"
+        " --client-listen address"
+    )
+
+
+class ArgusClient:
+    """Blocking client: one request at a time. Calls from several threads take turns, each within its timeout from
+    the moment it is called, its wait for the turn included: for requests in parallel, give each thread a client of
+    its own, or use AsyncArgusClient. `retries`: how many times a call sends its request again after a Busy (once
+    the time it names has passed, if that is within the timeout) or a request_lost, before it returns that reply."""
+
+    def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None, retries: int = 0):
+        # checked before the socket is made: ZeroMQ refused a negative one with 'Invalid argument' (NaN, infinity
+        # and over 24 days failed otherwise), each time leaving the socket and context unclosed
+        if timeout_s is not None and not 0 < timeout_s <= _MAX_TIMEOUT_S:
+            raise ValueError(f"timeout_s must be above 0 and at most {_MAX_TIMEOUT_S:.0f} (or None), not {timeout_s}")
+        self._retries = checked_retries(retries)
+        check_address(address)
+        self._address = address
+        self._context = zmq.Context()
+        self._socket, self._refusals = connect(self._context, address, curve)
+        self._dropped = closed_when_dropped(self, address, self._context, self._socket, self._refusals)
+        self._poller = zmq.Poller()
+        self._poller.register(self._refusals.monitor, zmq.POLLIN)
+        self._codec = client_side_codec()
+        # a call takes every reply that is not its own for a stale one and drops it: another thread's call in
+        # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once)
+        self._turn = threading.Lock()
+        self._closing = False  # set by close(): a call in another thread gives up at its next poll slice
+        self._calling: int | None = None  # the thread whose call holds the turn
+        self._timeout_s = timeout_s
+        self._unanswered = UnansweredWarning(address, self._refusals)
+        self._warn_at = 0.0  # when the call in progress has waited UNANSWERED_WARNING_S
+        # the request sent and awaited, and the connection (connection_of) it was sent or last asked after on
+        self._awaited: tuple[str, int] | None = None
+
+    def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
+        request = request_of(prompt, request_id, fields)
+        # one deadline for the call, from here: a call that waited for the turn and then for its own timeout_s took
+        # up to N timeouts behind N - 1 other threads' calls
+        deadline = self._deadline()
+        if not self._turn.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise self._timed_out(f"{request.request_id} not sent: other threads' calls held this client")
+        try:
+            refuse_if_closed(self._socket)
+            self._calling = threading.get_ident()
+            try:
+                return self._exchange(request, deadline)
+            finally:
+                self._calling = None
+                if self._closing:
+                    self._close()  # asked for by a signal handler during this call, which could not wait for it
+        finally:
+            self._turn.release()
+
+    def _exchange(self, request: Generate, deadline: float | None) -> Reply:
+        try:
+            retries_left = self._retries
+            while True:
+                reply = self._send_and_wait(request, deadline)
+                pause_s = retry_pause_s(reply)
+                if not retries_left or pause_s is None or not self._pause(pause_s, deadline):
+                    return reply
+                retries_left -= 1
+        except (KeyboardInterrupt, ClientClosed):
+            # the caller gave up (Ctrl-C, or close() from another thread), maybe as the request went out: the engine
+            # stops its work, as at a timeout
+            self._cancel(request.request_id)
+            raise
+
+    def _send_and_wait(self, request: Generate, deadline: float | None) -> Reply:
+        # neither the wait for room to send nor the late replies skipped on the way may extend the call's deadline
+        self._warn_at = time.monotonic() + self._unanswered.delay_s
+        self._send(request, deadline)
+        self._awaited = (request.request_id, connection_of(self._refusals))
+        try:
+            return self._reply_to(request.request_id, deadline)
+        finally:
+            self._awaited = None
+
+    def _reply_to(self, request_id: str, deadline: float | None) -> Reply:
+        while True:
+            if not self._wait(zmq.POLLIN, deadline):
+                self._cancel(request_id)
+                raise self._timed_out(f"no reply for {request_id}")
+            reply = self._codec.decode(self._socket.recv_multipart(copy=False))
+            if isinstance(reply, DecodeError):
+                refused = self._refusals.not_an_engine()
+                if refused:
+                    raise ConnectionRefusedError(refused)
+                raise undecodable(self._address, reply.reason)
+            if reply.request_id == request_id:
+                return reply
+            # a stale reply to an earlier request that timed out, or the request_lost after a reply: skip it
+
+    def _send(self, request: Generate, deadline: float | None) -> None:
+        # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
+        # the engine can refuse the handshake between the poll that saw room and the send, and ZeroMQ then drops the
+        # connection's queue, the only one; a blocking send waited for ever (CI, 2026-12-03)
+        frames = self._codec.encode(request)
+        while True:
+            if not self._wait(zmq.POLLOUT, deadline):
+                raise self._timed_out(f"could not reach the engine to send {request.request_id}")
+            try:
+                self._socket.send_multipart(frames, zmq.DONTWAIT, copy=False)
+                return
+            except zmq.Again:
+                continue  # the room went: wait again, hearing the refusal or the deadline
+
+    def _pause(self, pause_s: float, deadline: float | None) -> bool:
+        """Waits `pause_s`, in slices close() can end; False, at once, if the deadline comes first."""
+        end = time.monotonic() + pause_s
+        if deadline is not None and end >= deadline:
+            return False
+        while (left_s := end - time.monotonic()) > 0:
+            time.sleep(min(left_s, _POLL_SLICE_MS / 1000))
+            if self._closing:
+                raise ClientClosed("client closed during the call")
+        return True
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout_s is None else time.monotonic() + self._timeout_s
+
+    def _timed_out(self, why: str) -> TimeoutError:
+        # the handshakes heard up to the deadline: _wait read the monitor last as it ended
+        if not self._refusals.handshook:
+            return _unreached(self._address, self._timeout_s)
+        return TimeoutError(why)
+
+    def _wait(self, events: int, deadline: float | None) -> bool:
+        """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once
+        the engine will never answer."""
+        self._poller.register(self._socket, events)
+        while True:
+            left_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
+            # in slices: Ctrl-C taken by another of the process's threads interrupts no poll, and is only raised
+            # here once the poll returns to Python (a poll without end never would)
+            ready = dict(self._poller.poll(_POLL_SLICE_MS if left_ms is None else min(left_ms, _POLL_SLICE_MS)))
+            if self._closing:
+                raise ClientClosed("client closed during the call")
+            refused = self._refusals.reason()
+            if refused:
+                raise ConnectionRefusedError(refused)
+            if time.monotonic() >= self._warn_at:
+                self._unanswered()
+            if self._socket in ready:
+                return True
+            # with nothing come to read: a reply already come needs no asking after, and would be followed by the
+            # request_lost of an engine that holds the request no more
+            self._ask_if_reconnected()
+            if left_ms is not None and left_ms <= _POLL_SLICE_MS:
+                return False
+
+    def _ask_if_reconnected(self) -> None:
+        """Asks the engine after the request awaited once connected again since it was sent (as of the events
+        reason() read): sent to an engine since restarted, or lost with the connection, it would never be answered."""
+        if self._awaited is None or self._refusals.handshakes <= self._awaited[1]:
+            return
+        request_id = self._awaited[0]
+        self._awaited = (request_id, self._refusals.handshakes)
+        send_now(self._socket, self._codec.encode(Inquire([request_id])))
+
+    def _cancel(self, request_id: str) -> None:
+        send_now(self._socket, self._codec.encode(Cancel(request_id)))
+
+    def close(self) -> None:
+        """A call in flight in another thread is cancelled at the engine and raises ClientClosed, rather than poll a
+        socket closed under it (ZeroMQ sockets are not thread-safe)."""
+        self._closing = True
+        if self._calling == threading.get_ident():
+            return  # a signal handler, during this thread's call: waiting for the turn would wait for ever
+        with self._turn:
+            self._close()
+
+    def _close(self) -> None:
+        self._dropped.detach()
+        close_all(self._context, self._socket, self._refusals)
+
+    def __enter__(self) -> ArgusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
