@@ -31,6 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,7 @@ _REPLY_FLUSH_MS = 10_000
 # a client back but silent (its calls waiting) was taken for gone: the reply that had found it gone was lost, and its
 # other requests cancelled at the grace's end
 _GONE_RETRY_S = 0.5
+_NOTHING_KEPT: frozenset[str] = frozenset()
 # what a client asking after a request the engine does not hold is told, under the request's id
 _LOST = (
     "the engine holds no such request: it restarted since the request was sent, or the request or its reply was lost"
@@ -170,7 +172,7 @@ class ClientDoor:
             reason = message.reason if isinstance(message, DecodeError) else "unexpected message"
             self._refuse(identity, reason, "")
 
-    def _answer_inquiry(self, identity: bytes, request_ids: list[str], kept: set[str]) -> None:
+    def _answer_inquiry(self, identity: bytes, request_ids: list[str], kept: AbstractSet[str]) -> None:
         """Each request the client awaits that the engine does not hold is answered request_lost; one it holds gets its
         reply when it ends, and one whose reply was `kept` for the client while it was gone has had it (_back) or will
         have it: never a second."""
@@ -241,11 +243,11 @@ class ClientDoor:
                 )
         return failed in (0, errno.EAGAIN)
 
-    def _back(self, identity: bytes) -> set[str]:
+    def _back(self, identity: bytes) -> AbstractSet[str]:
         """Heard from: the client is connected, and gets what was kept for it first. The ids of the replies kept."""
         gone = self._gone.get(identity)
         if gone is None:
-            return set()
+            return _NOTHING_KEPT  # nothing made for the usual message
         kept = {request_id for request_id, _ in gone.replies}
         self._try_again(identity)
         return kept
