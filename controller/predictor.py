@@ -79,6 +79,7 @@ class TrainedPredictor:
     target: float
     min_probability: float
     provenance: str
+    embedder: str | None = None  # whose similarities it was fit on (None: its samples did not say)
 
     def __post_init__(self) -> None:
         # checked here, not at the first cache hit: a malformed file would fail every request served from a neighbour
@@ -94,6 +95,8 @@ class TrainedPredictor:
                 raise ValueError(f"level {level}: needs a level > 0 and {n + 1} finite weights (intercept first)")
         if not (math.isfinite(self.target) and 0 <= self.min_probability <= 1):
             raise ValueError("target must be finite and min_probability within 0..1")
+        if not isinstance(self.embedder, str | None):
+            raise ValueError(f"embedder {self.embedder!r} is not an embedder's name")
 
     def probability(self, level: int, lookup: Lookup) -> float:
         """P(quality >= target) for this prompt served at `level` from its neighbour."""
@@ -119,6 +122,7 @@ class TrainedPredictor:
         min_probability: float = 0.5,
         l2: float = 1.0,
         provenance: str = "",
+        embedder: str | None = None,
     ) -> TrainedPredictor:
         """One L2-regularised logistic regression per level on samples served from a neighbour (level > 0)."""
         if not (math.isfinite(l2) and l2 > 0):
@@ -139,7 +143,9 @@ class TrainedPredictor:
             int(k): tuple(float(v) for v in _fit_logistic(z[levels == k], good[levels == k], l2))
             for k in np.unique(levels)
         }
-        return cls(names, tuple(mean.tolist()), tuple(scale.tolist()), weights, target, min_probability, provenance)
+        return cls(
+            names, tuple(mean.tolist()), tuple(scale.tolist()), weights, target, min_probability, provenance, embedder
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedPredictor:
@@ -153,6 +159,7 @@ class TrainedPredictor:
                 float(data["target"]),
                 float(data["min_probability"]),
                 data["provenance"],
+                data.get("embedder"),  # none in a predictor saved before it was kept
             )
 
     def save(self, path: str | Path) -> None:
@@ -163,6 +170,7 @@ class TrainedPredictor:
             "weights": {str(k): list(w) for k, w in sorted(self.weights.items())},
             "target": self.target,
             "min_probability": self.min_probability,
+            "embedder": self.embedder,
         }
         write_versioned(path, PREDICTOR_KIND, self.provenance, payload)
 

@@ -16,8 +16,8 @@ local directory, and its quality is relative to the same prompt's exact image:
 
 A prompt whose exact image scores 0 has no relative quality; it is left out and
 counted. The output is JSONL, one image a line, {"similarity", "level",
-"quality", "prompt", "neighbour_prompt"} (level-0 lines have similarity null and
-quality 100), as `read_quality_samples` reads it: input to `argus
+"quality", "prompt", "neighbour_prompt", "embedder"} (level-0 lines have
+similarity null and quality 100, and no embedder), as `read_quality_samples` reads it: input to `argus
 train-predictor` and `DegradationMatrix.load_profiled`. Quality is not clipped:
 a resumed image may score above the exact one. Beside the samples, a file of
 the same name with the extension .provenance.json says how they were made.
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             ]
             print(f"{len(resumes)} resumed images at levels {levels} ...", flush=True)
             resumed = generate.resumed(prompts, resumes, latents)
-    rows, unscored = _rows(prompts, exact, resumes, resumed)
+    rows, unscored = _rows(prompts, exact, resumes, resumed, args.embedder)
     _write(args, rows, levels, [described, *_method(args, len(prompts), size, levels, unscored)])
     _print_summary(rows, levels, unscored)
     return 0
@@ -258,7 +258,7 @@ def _embedder_model(args: argparse.Namespace) -> str | None:
 
 
 def _rows(
-    prompts: list[str], exact: list[float], resumes: list[Resume], resumed: list[float]
+    prompts: list[str], exact: list[float], resumes: list[Resume], resumed: list[float], embedder: str
 ) -> tuple[list[dict], int]:
     rows = [
         {"similarity": None, "level": 0, "quality": 100.0, "prompt": prompts[i]}
@@ -274,6 +274,8 @@ def _rows(
                     "quality": round(100.0 * score / exact[resume.target], 4),
                     "prompt": prompts[resume.target],
                     "neighbour_prompt": prompts[resume.neighbour],
+                    # whose similarity: a predictor or quality profile made from it is refused with another embedder
+                    "embedder": embedder,
                 }
             )
     return rows, sum(score <= 0 for score in exact)

@@ -297,6 +297,27 @@ class QualitySample:
     quality: float
     prompt: str = ""
     neighbour_prompt: str | None = None
+    # whose cosine `similarity` is: a predictor or quality classes fit on one embedder's mean nothing on another's
+    embedder: str | None = None
+
+
+def profiled_embedder(samples: Iterable[QualitySample]) -> str | None:
+    """The embedder the samples' similarities are from (None if none says): ValueError if they name several."""
+    named = sorted({s.embedder for s in samples if s.embedder is not None})
+    if len(named) > 1:
+        raise ValueError(f"samples of several embedders ({', '.join(named)}): their similarities are not comparable")
+    return named[0] if named else None
+
+
+def embedder_mismatch(named: str | None, embedder: str) -> str | None:
+    """What is wrong when what was made from the similarities of the embedder `named` (None: it does not say) is used
+    with those of `embedder`; None if nothing is. Each embedder has its own scale of similarity (its own table)."""
+    if named is None or named == embedder:
+        return None
+    return (
+        f"made from the {named} embedder's similarities, not the {embedder} embedder's"
+        f" (give --embedder {named}, or profile again with --embedder {embedder})"
+    )
 
 
 def read_quality_samples(path: str | Path) -> list[QualitySample]:
@@ -312,9 +333,11 @@ def read_quality_samples(path: str | Path) -> list[QualitySample]:
     except json.JSONDecodeError:
         data = None  # several JSON values: JSONL
     if _is_banded(data):
+        embedder = None
         if "version" in data:  # another kind of file (a latency profile) was read as a table that is not one
-            data = read_versioned(path, QUALITY_KIND).get("quality")
-        return _banded_samples(path, data)
+            wrapper = read_versioned(path, QUALITY_KIND)
+            data, embedder = wrapper.get("quality"), wrapper.get("embedder")
+        return _banded_samples(path, data, embedder)
     return [_sample_line(f"{path}:{number}", line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
@@ -324,12 +347,13 @@ def _is_banded(data: object) -> bool:
     return isinstance(data, dict) and ("version" in data or all(isinstance(v, dict) for v in data.values()))
 
 
-def _banded_samples(path: str | Path, banded: object) -> list[QualitySample]:
+def _banded_samples(path: str | Path, banded: object, embedder: object) -> list[QualitySample]:
     if not isinstance(banded, dict) or not all(isinstance(bands, dict) for bands in banded.values()):
         raise ValueError(f'{path}: not a table {{level: {{"lo-hi": quality}}}}')
     try:
+        embedder = _embedder_name(embedder)
         return [
-            QualitySample(_band_midpoint(band), _level(level), _finite(quality))
+            QualitySample(_band_midpoint(band), _level(level), _finite(quality), embedder=embedder)
             for level, bands in banded.items()
             for band, quality in bands.items()
         ]
@@ -364,9 +388,16 @@ def _sample_line(where: str, line: str) -> QualitySample:
             _finite(row["quality"]),
             prompt,
             neighbour_prompt,
+            _embedder_name(row.get("embedder")),
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
+
+
+def _embedder_name(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"embedder {reprlib.repr(value)} is not an embedder's name")
+    return value
 
 
 def _similarity(value: object) -> float:
@@ -494,10 +525,13 @@ class DegradationMatrix:
         return cls(table, rows, provenance)
 
     @classmethod
-    def load_profiled(cls, path: str | Path, table: SimilarityTable) -> DegradationMatrix:
-        """From `argus profile quality` output (see read_quality_samples for the formats)."""
+    def load_profiled(cls, path: str | Path, table: SimilarityTable, embedder: str) -> DegradationMatrix:
+        """From `argus profile quality` output (see read_quality_samples for the formats). `table` is the similarity
+        table of `embedder`, the engine's: samples that say they are another embedder's are refused."""
         samples = read_quality_samples(path)
         try:
+            if problem := embedder_mismatch(profiled_embedder(samples), embedder):
+                raise ValueError(problem)  # its classes would be another embedder's bands of similarity
             return cls.from_samples(samples, table, f"measured qualities from {Path(path).name}")
-        except ValueError as error:  # a (class, level) it has no sample of: say which file lacks it
+        except ValueError as error:  # samples of another embedder, or a (class, level) it has none of: name the file
             raise ValueError(f"{path}: {error}") from None

@@ -2,9 +2,11 @@
 
 Input: JSONL, one profiled image a line: {"similarity": s, "level": K,
 "quality": q, "prompt": "..."} (optionally "neighbour_prompt", which adds the
-word-overlap feature). Every fifth sample of each level is held out to report
-accuracy (whether the image stays above the target at its level), then the
-model is refit on all samples and written to --out.
+word-overlap feature; "embedder", whose similarities they are, which the
+predictor keeps: `argus serve` refuses it with another embedder). Every fifth
+sample of each level is held out to report accuracy (whether the image stays
+above the target at its level), then the model is refit on all samples and
+written to --out.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller.predictor import Lookup, TrainedPredictor
-from controller.profiles import QualitySample, read_quality_samples
+from controller.profiles import QualitySample, embedder_mismatch, profiled_embedder, read_quality_samples
 from controller.similarity import SimilarityTable
 from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
 from engine.cache.embedders import EMBEDDERS
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     not_an_input(args.out, args.samples)
     profiled = read_user_file(read_quality_samples, args.samples)
+    embedder = _embedder_of(args, profiled)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
         raise UsageError(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         args.min_probability,
         args.l2,
         provenance=f"fit on {len(samples)} samples from {Path(args.samples).name}, target {args.target}%",
+        embedder=embedder,
     )
     model.save(args.out)
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
@@ -79,9 +83,22 @@ def run(args: argparse.Namespace) -> int:
         headers.append(f"table ({args.embedder}) accuracy")
     print(f"held-out samples: every 5th of each level, {len(held_out)} of {len(samples)}")
     print(f"features: {', '.join(model.features)}")
+    print(f"similarities: {f'the {embedder} embedder' if embedder else 'of an embedder the samples do not name'}")
     print(table(headers, rows))
     print(f"predictor written to {args.out}")
     return 0
+
+
+def _embedder_of(args: argparse.Namespace, samples: list[QualitySample]) -> str | None:
+    """The embedder the samples' similarities are from, which the predictor is kept with: `argus serve` refuses it
+    with another's. Another's table (--embedder) would be scored on similarities that are not its own."""
+    try:
+        embedder = profiled_embedder(samples)
+    except ValueError as error:
+        raise UsageError(f"{args.samples}: {error}") from None
+    if args.embedder and (problem := embedder_mismatch(embedder, args.embedder)):
+        raise UsageError(f"{args.samples}: {problem}")
+    return embedder
 
 
 def _split(samples: list[QualitySample]) -> tuple[list[QualitySample], list[QualitySample]]:

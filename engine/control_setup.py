@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from controller.allocation import Allocator, allocate
 from controller.policies import Policy, make_policy
 from controller.predictor import SimilarityPredictor, TrainedPredictor
-from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel, embedder_mismatch
 from controller.similarity import SimilarityTable
 from controller.versioned import DATA_DIR
 from controller.window import Controller, ControllerConfig
@@ -40,7 +40,8 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     (--latency-profile, --quality-profile, --predictor) that cannot be used stops the engine as it starts, with a
     UsageError naming it."""
     policy_config = config.policy
-    bundled = SimilarityTable.bundled(config.cache.embedder)
+    embedder = config.cache.embedder
+    bundled = SimilarityTable.bundled(embedder)
     # the levels the cache keeps (--levels): the plan, the predictor and the quality classes know those alone
     table = bundled.restricted(config.cache.levels)
     profile = _latency_profile(config, table.levels)
@@ -48,12 +49,14 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     planned = profile.limited_to(launch.max_batch or BACKEND_MAX_BATCH.get(launch.backend, BACKEND_MAX_BATCH["sdxl"]))
     if policy_config.quality_profile:
         degradation = read_user_file(
-            lambda path: DegradationMatrix.load_profiled(path, table), policy_config.quality_profile
+            lambda path: DegradationMatrix.load_profiled(path, table, embedder), policy_config.quality_profile
         )
     else:
         degradation = DegradationMatrix.from_quality_model(QualityModel(bundled), table=table)
     if policy_config.predictor:
         predictor = read_user_file(TrainedPredictor.load, policy_config.predictor)
+        if problem := embedder_mismatch(predictor.embedder, embedder):
+            raise UsageError(f"{policy_config.predictor}: {problem}")  # its levels would be chosen on another scale
         _check_predictor_levels(policy_config.predictor, predictor, table.levels)
     else:
         predictor = SimilarityPredictor(table)
@@ -69,7 +72,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
         slo_s,
         planned.name,
         policy_config.quality_profile or "modelled",
-        policy_config.predictor or f"the {config.cache.embedder} similarity table",
+        policy_config.predictor or f"the {embedder} similarity table",
     )
     return ControlSetup(profile, planned, policy, controller, slo_s)
 

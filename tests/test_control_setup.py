@@ -36,6 +36,11 @@ def _predictor(**fields) -> str:
     return json.dumps({k: v for k, v in data.items() if v is not None})
 
 
+def _sample(**fields) -> str:
+    """A line of quality samples with `fields` changed."""
+    return json.dumps({"similarity": 0.97, "level": 25, "quality": 96.0, "prompt": "a cat"} | fields) + "\n"
+
+
 @pytest.mark.parametrize(
     ("option", "content", "says"),
     [
@@ -57,15 +62,22 @@ def _predictor(**fields) -> str:
         # taken, it said 0 for every request: each ran in full
         ("predictor", _predictor(weights={}), "a predictor of levels [], none of which the engine serves"),
         ("predictor", _predictor(weights={"7": [0.0, 1.0, 0.0]}), "levels [7], none of which the engine serves"),
+        ("predictor", _predictor(embedder=5), "embedder 5 is not an embedder's name"),
+        # fit on CLIP's similarities, taken by an engine embedding with hash: levels chosen on another scale
+        ("predictor", _predictor(embedder="clip"), "the clip embedder's similarities, not the hash embedder's"),
         # read, but it lacks a class: the error names the file still
         ("quality_profile", '{"similarity": 0.97, "level": 25, "quality": 96.0}\n' * 2, "no measured quality"),
+        # classed by the hash table's bands, CLIP's similarities put its samples in other classes
+        ("quality_profile", _sample(embedder="clip") * 2, "the clip embedder's similarities, not the hash embedder's"),
+        ("quality_profile", _sample(embedder="clip") + _sample(embedder="hash"), "samples of several embedders"),
+        ("quality_profile", _sample(embedder=["hash"]), "embedder ['hash'] is not an embedder's name"),
     ],
 )
 def test_a_file_the_user_named_that_cannot_be_used_stops_the_engine_naming_it(tmp_path, option, content, says):
     path = tmp_path / "given.json"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(UsageError, match=f"^{re.escape(str(path))}: .*{re.escape(says)}"):
+    with pytest.raises(UsageError, match=f"^{re.escape(str(path))}(:[0-9]+)?: .*{re.escape(says)}"):  # and its line
         build_control(EngineConfig(policy=PolicyConfig(**{option: str(path)})), now=0.0)
 
 
@@ -94,3 +106,12 @@ def test_the_log_names_the_files_the_engine_plans_with_and_the_levels_a_predicto
     caplog.clear()
     build_control(EngineConfig(), now=0.0)
     assert "quality modelled, predictor the hash similarity table" in caplog.text
+
+
+@pytest.mark.parametrize("embedder", ["hash", None])
+def test_a_predictor_of_the_engines_embedder_or_of_none_named_is_taken(tmp_path, embedder):
+    """A predictor saved before the embedder was kept says none: it is taken as it was."""
+    path = tmp_path / "predictor.json"
+    path.write_text(_predictor(embedder=embedder))
+    setup = build_control(EngineConfig(policy=PolicyConfig(predictor=str(path))), now=0.0)
+    assert setup.policy.predictor.embedder == embedder

@@ -1,6 +1,7 @@
 """The Optimal-K predictor: the similarity-table default, the trained logistic model, `argus train-predictor`."""
 
 import argparse
+import dataclasses
 import json
 import random
 
@@ -149,3 +150,23 @@ def test_train_predictor_does_not_write_over_its_samples(tmp_path, capsys):
     assert main(["train-predictor", str(samples), "--out", same]) == 2
     assert f"argus train-predictor: error: --out {same} is the input {samples}" in capsys.readouterr().err
     assert samples.read_text() == kept
+
+
+def test_the_predictor_keeps_whose_similarities_its_samples_are(tmp_path, capsys):
+    """Fit on one embedder's similarities, a predictor chooses levels by that embedder's scale; it did not say which,
+    so an engine of another embedder took it without a word (serve now refuses it: test_control_setup)."""
+    of_clip = [dataclasses.replace(s, embedder="clip") for s in _samples(200, seed=8)]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in of_clip))
+    out = tmp_path / "model.json"
+    assert main(["train-predictor", str(samples), "--out", str(out)]) == 0
+    assert TrainedPredictor.load(out).embedder == "clip"
+    assert "similarities: the clip embedder" in capsys.readouterr().out
+
+    # its table is scored on the samples' similarities: another embedder's table would be read on the wrong scale
+    assert main(["train-predictor", str(samples), "--out", str(out), "--embedder", "hash"]) == 2
+    assert "the clip embedder's similarities, not the hash embedder's" in capsys.readouterr().err
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(samples.read_text() + json.dumps(vars(dataclasses.replace(of_clip[0], embedder="hash"))) + "\n")
+    assert main(["train-predictor", str(mixed), "--out", str(out)]) == 2
+    assert f"{mixed}: samples of several embedders (clip, hash)" in capsys.readouterr().err

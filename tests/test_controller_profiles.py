@@ -159,7 +159,7 @@ def test_degradation_from_measured_samples_agrees_with_the_model(tmp_path):
     model = QualityModel(CLIP)
     path = tmp_path / "quality.jsonl"
     path.write_text("".join(json.dumps(vars(s)) + "\n" for s in _model_samples(model)))
-    measured = DegradationMatrix.load_profiled(path, CLIP)
+    measured = DegradationMatrix.load_profiled(path, CLIP, "clip")
     modelled = DegradationMatrix.from_quality_model(model)
     for k in LEVELS[1:]:
         for kp in LEVELS:
@@ -179,7 +179,7 @@ def test_degradation_from_banded_json(tmp_path):
     path = tmp_path / "bands.json"
     path.write_text(json.dumps({"version": 1, "kind": "quality_profile", "provenance": "test", "quality": bands}))
     assert len(read_quality_samples(path)) == 25
-    matrix = DegradationMatrix.load_profiled(path, CLIP)
+    matrix = DegradationMatrix.load_profiled(path, CLIP, "clip")
     # class 25 is the band (0.95, 1.0], midpoint 0.975: quality 100 - K * 0.05
     assert matrix.quality(20, 25) == pytest.approx(100 - 20 * 0.05)
     assert matrix.loss(25, 20) == pytest.approx(25 * 0.1)

@@ -43,6 +43,7 @@ def test_profile_quality_writes_samples_the_controller_reads(tmp_path):
         assert s.prompt in PROMPTS and s.neighbour_prompt in PROMPTS and s.neighbour_prompt != s.prompt
         assert math.isfinite(s.quality) and s.quality > 0
         assert math.isfinite(s.similarity) and -1.0 <= s.similarity <= 1.0
+        assert s.embedder == "hash"  # whose similarity: serve refuses a predictor of it with another embedder
     # the two lighthouse prompts are each other's nearest neighbour (hash embedder)
     lighthouses = [s for s in resumed if "lighthouse" in s.prompt and "lighthouse" in s.neighbour_prompt]
     foxes = [s for s in resumed if "fox" in s.neighbour_prompt]
