@@ -183,6 +183,9 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
     assert not (tmp_path / "logs").exists()  # refused before any engine started
 
 
+_SEEDED = ("chaos", "worker", "cache", "controller")
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
@@ -190,6 +193,9 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
         # taken, and thinned the trace as --seed 1 does; numpy's generators take no negative seed
         (["bench", "compare", "--seed", "-1"], "argument --seed: expected a number >= 0, not '-1'"),
         (["loadgen", "--rate", "1", "--duration-s", "1", "--seed", "-1"], "argument --seed: expected a number >= 0"),
+        # chaos started an engine, then died in numpy's ValueError; worker's is no image seed the engine takes; the
+        # cache and controller benches' are refused as every other --seed is
+        *[(["bench", bench, "--seed", "-1"], "argument --seed: expected a number >= 0") for bench in _SEEDED],
         # an output named as an input was written over it as the command ended: the prompts, the trace
         (["bench", "compare", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "p.txt: writing it would destroy"),
         (["calibrate", "--embedder", "hash", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "--json {tmp}/p"),

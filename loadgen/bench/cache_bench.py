@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.arg_types import UsageError, positive_int, read_user_file
+from engine.arg_types import UsageError, non_negative_int, positive_int, read_user_file
 from engine.cache.embedders import EMBEDDERS
 from loadgen.bench.output import table, write_json
 from loadgen.shared_data import PROMPTS_DIR
@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"SD-XL latents for the bytes measurement (default {INDEX_DEFAULTS['latents']})",
     )
     parser.add_argument(
-        "--seed", type=int, help=f"seeds the prompts or vectors indexed (default {INDEX_DEFAULTS['seed']})"
+        "--seed", type=non_negative_int, help=f"seeds the prompts or vectors indexed (default {INDEX_DEFAULTS['seed']})"
     )
     parser.add_argument("--data", help=f"folder of the shared prompt files (default {PROMPTS_DIR})")
     parser.add_argument(

@@ -160,7 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-queue", type=positive_int, default=d.max_queue, help="the engine's --max-queue")
     parser.add_argument("--drain", type=non_negative_float, default=d.drain_s, help="seconds to wait for answers")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed of arrivals, doors and faults (default 0)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=d.seed, help="seed of arrivals, doors and faults (default 0)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ChaosConfig:

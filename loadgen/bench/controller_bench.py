@@ -17,7 +17,7 @@ import random
 import time
 
 from controller.flow_model import SolverOptions
-from engine.arg_types import UsageError, comma_separated, positive_float, positive_int
+from engine.arg_types import UsageError, comma_separated, non_negative_int, positive_float, positive_int
 from loadgen.bench.output import table, write_json
 from loadgen.stats import P99_MIN_SAMPLES, median, p99_caveat, percentile
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=SolverOptions.time_limit_ms,
         help=f"solver time limit (default {SolverOptions.time_limit_ms}: the engine's own)",
     )
-    parser.add_argument("--seed", type=int, default=1, help="seeds the demand mixes")
+    parser.add_argument("--seed", type=non_negative_int, default=1, help="seeds the demand mixes")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads, worker and direct alike (default: half the cores, what `argus serve`"
         " gives each of its 2 default local workers)",
     )
-    parser.add_argument("--seed", type=int, default=7, help="seeds the images")
+    parser.add_argument("--seed", type=non_negative_int, default=7, help="seeds the images")
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="unmeasured runs of each kind first")
 
