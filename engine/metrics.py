@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -65,9 +66,13 @@ class EngineMetrics:
         self.batch_time_vs_profile = Gauge(
             "argus_batch_time_vs_profile",
             "Workers' batch run time over what the latency profile predicts, the median of the last 50 batches"
-            " (1: as profiled; engine/profile_drift.py)",
+            " (1: as profiled; NaN before any is judged; engine/profile_drift.py)",
             registry=r,
         )
+        # NaN until a batch is judged (none may ever be: batches the profile puts under 50 ms are not). It read 0, a
+        # fleet infinitely faster than its profile: an alert on a gap either way fired on every engine that had run
+        # nothing yet. Prometheus's advice: NaN where 0 would mislead; a comparison with it is never true
+        self.batch_time_vs_profile.set(math.nan)
         self.redispatched = Counter("argus_redispatched_images", "Images re-sent after a worker loss", registry=r)
         self.escalated = Counter(
             "argus_escalated_images", "Images moved up to a higher level to make their deadline", registry=r
