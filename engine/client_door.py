@@ -68,8 +68,8 @@ _MAX_READ_AHEAD = 64
 # replies queued for a client beyond what its connection takes, and beyond the --max-queue ones the engine may
 # write at once (a drain's end, a sweep): past this many, it is not reading them
 _MAX_UNREAD_REPLIES = 256
-# a client can have each of the door's log lines written at will: each is written at most this often (what it tells of
-# is counted in the metrics)
+# a client can have each of the door's log lines written at will: each is written at most this often, saying what those
+# held back meanwhile told of (all of it is counted in the metrics too)
 _LOG_EVERY_S = 60.0
 # at shutdown, replies already written still queue for clients that read slowly (large images on a slow link):
 # they get this long to leave before the engine exits
@@ -182,12 +182,14 @@ class ClientDoor:
             if (identity, request_id) not in self._live and request_id not in kept
         ]
         self._engine.metrics.requests_lost.inc(len(lost))
-        if lost and self._lost_logged.due():
+        held = self._lost_logged.due(len(lost)) if lost else None
+        if held is not None:
             log.info(
                 "client %s awaits %d requests this engine does not hold (it restarted since, or they were lost with"
-                " the connection): answered request_lost",
+                " the connection): answered request_lost%s",
                 _named(identity),
                 len(lost),
+                _held_back(held, "answered so"),
             )
         for request_id in lost:
             self._reply(identity, Error(request_id, "request_lost", _LOST))
@@ -237,9 +239,13 @@ class ClientDoor:
         failed = self._socket.send(identity, frames)
         if failed == errno.EAGAIN:
             self._engine.metrics.replies_dropped.labels("unread").inc()
-            if self._unread_logged.due():
+            held = self._unread_logged.due()
+            if held is not None:
                 log.warning(
-                    "client %s leaves %d replies unread: dropping its replies", _named(identity), self._unread_bound
+                    "client %s leaves %d replies unread: dropping its replies%s",
+                    _named(identity),
+                    self._unread_bound,
+                    _held_back(held, "replies dropped unread"),
                 )
         return failed in (0, errno.EAGAIN)
 
@@ -275,17 +281,27 @@ class ClientDoor:
 
 
 class _Sparse:
-    """Whether a log line is due, at most once every _LOG_EVERY_S."""
+    """Whether a log line is due, at most once every _LOG_EVERY_S, and what the lines held back meanwhile told of: the
+    next line says it. Without, a line an hour into a storm read as the one client it names, the others unseen."""
 
     def __init__(self):
         self._at = -_LOG_EVERY_S
+        self._held = 0
 
-    def due(self) -> bool:
+    def due(self, count: int = 1) -> int | None:
+        """None while a line is not due (`count`, what this one would tell of, is kept for the next); else what was
+        held back since the last line."""
         now = time.monotonic()
         if now - self._at < _LOG_EVERY_S:
-            return False
+            self._held += count
+            return None
         self._at = now
-        return True
+        held, self._held = self._held, 0
+        return held
+
+
+def _held_back(held: int, what: str) -> str:
+    return f"; {held} more {what} since the last such line (any client)" if held else ""
 
 
 def _named(identity: bytes) -> str:

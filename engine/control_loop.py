@@ -76,7 +76,9 @@ class ControlLoop:
         # look often enough to re-route within a window, however short the window is
         self._tick_s = max(_MIN_TICK_S, min(_TICK_S, window_s / 10))
         self._last_allocation: dict[int, int] = {}
-        self._falling_back = False  # the last plan was a fallback: the solver found none
+        # fallback plans in a row (the solver found none): the first is warned of, and the line that ends the run
+        # says how many it was
+        self._fallbacks = 0
 
     @property
     def plan(self) -> Plan | None:
@@ -126,7 +128,9 @@ class ControlLoop:
         return level_shares(cached, steps, DEFAULT_STEPS, self.policy.levels)
 
     async def run(self) -> None:
-        failing = False
+        # re-plans that raised in a row: the first is logged with its traceback, and the line that ends the run says
+        # how many it was (the others at DEBUG: the same traceback each tick)
+        failed = 0
         while True:
             started = self._clock()
             try:
@@ -137,14 +141,14 @@ class ControlLoop:
                 )
                 if plan is not None:
                     self._record(plan)
-                if failing:
-                    log.info("re-planning works again")
-                failing = False
+                if failed:
+                    log.info("re-planning works again after %d failed in a row", failed)
+                failed = 0
             except Exception:  # a failed solve keeps the plan in force; serving goes on
                 # one traceback per run of failures: the next tick would print the same one again
-                log.log(logging.DEBUG if failing else logging.ERROR, "re-planning failed", exc_info=True)
+                log.log(logging.DEBUG if failed else logging.ERROR, "re-planning failed", exc_info=True)
                 self._metrics.plan_failures.inc()
-                failing = True
+                failed += 1
             solve_s = self._clock() - started
             try:
                 # even when the solve failed: a worker that joined (the change that asked for it) is placed
@@ -189,16 +193,16 @@ class ControlLoop:
         m.solve_seconds.observe(plan.solve_ms / 1000.0)
         m.plans.labels(plan.status).inc()
         # once a run, as for a solve that raises: a solver that finds nothing does so window after window
-        falling_back, was = plan.status == "fallback", self._falling_back
-        self._falling_back = falling_back
-        if falling_back and not was:
+        fallbacks_before = self._fallbacks
+        self._fallbacks = fallbacks_before + 1 if plan.status == "fallback" else 0
+        if self._fallbacks == 1:
             log.warning(
                 "the solver found no plan (%.1f ms; a missing solver or its time limit): plans are fallbacks, the "
                 "allocation kept with routes re-derived, until it does",
                 plan.solve_ms,
             )
-        elif was and not falling_back:
-            log.info("the solver makes plans again")
+        elif fallbacks_before and not self._fallbacks:
+            log.info("the solver makes plans again, after %d fallback plans in a row", fallbacks_before)
         allocation = dict(sorted(plan.workers_per_level.items()))
         moved, self._last_allocation = allocation != self._last_allocation, allocation
         log.log(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,17 @@ if TYPE_CHECKING:
 
 # from the engine's own overhead (a sim worker at time scale 0 answers in about a millisecond) to SD-XL's minutes
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300)
+
+# the values of each label drawn from a fixed set, their series made at 0 as the engine starts. A counter's series
+# born at its first increment has no sample before it: rate() and increase() read the step to 1 as no change, and
+# an alert on workers lost (or replies dropped, revoked keys, fallback plans) missed the first of an engine's life,
+# the one that matters when it happens once. A value the code adds later is counted all the same, only not at 0 first
+_WORKER_STATES = ("ready", "failing", "starting", "restarting", "failed")
+_WORKER_LOSS_CAUSES = ("exited", "heartbeat", "left", "rejoined", "replaced", "revoked", "unreachable", "failing")
+_DEADLINE_CAUSES = ("queued", "predicted", "shed", "running", "no_worker")
+_LINKS = ("client", "worker")
+_DROP_REASONS = ("gone", "unread")
+_PLAN_STATUSES = ("optimal", "feasible", "fallback", "fixed")
 
 
 def children(metric: Any) -> Callable[..., Any]:
@@ -65,9 +77,13 @@ class EngineMetrics:
         self.batch_time_vs_profile = Gauge(
             "argus_batch_time_vs_profile",
             "Workers' batch run time over what the latency profile predicts, the median of the last 50 batches"
-            " (1: as profiled; engine/profile_drift.py)",
+            " (1: as profiled; NaN before any is judged; engine/profile_drift.py)",
             registry=r,
         )
+        # NaN until a batch is judged (none may ever be: batches the profile puts under 50 ms are not). It read 0, a
+        # fleet infinitely faster than its profile: an alert on a gap either way fired on every engine that had run
+        # nothing yet. Prometheus's advice: NaN where 0 would mislead; a comparison with it is never true
+        self.batch_time_vs_profile.set(math.nan)
         self.redispatched = Counter("argus_redispatched_images", "Images re-sent after a worker loss", registry=r)
         self.escalated = Counter(
             "argus_escalated_images", "Images moved up to a higher level to make their deadline", registry=r
@@ -118,6 +134,16 @@ class EngineMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
             registry=r,
         )
+        for metric, values in (
+            (self.workers, _WORKER_STATES),
+            (self.worker_losses, _WORKER_LOSS_CAUSES),
+            (self.deadline_exceeded, _DEADLINE_CAUSES),
+            (self.bad_messages, _LINKS),
+            (self.replies_dropped, _DROP_REASONS),
+            (self.plans, _PLAN_STATUSES),
+        ):
+            for value in values:
+                metric.labels(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

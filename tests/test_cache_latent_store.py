@@ -107,6 +107,25 @@ def test_an_unreadable_spill_file_is_a_miss_and_an_eviction(tmp_path):
     store.close()
 
 
+def test_spill_files_that_cannot_be_read_back_are_logged_once_until_a_read_works_again(tmp_path, caplog):
+    """A spill folder deleted under the engine (a tmp cleaner), or a disk going bad, lost each latent at its hit with
+    nothing in the log: the cache shrank, and only the evictions counter said so."""
+    store = LatentStore(0, str(tmp_path), 100 * LATENT.nbytes)
+    for i in range(5):
+        store.put((i, 5), LATENT)
+    for file in next(tmp_path.iterdir()).iterdir():
+        file.unlink()
+    with caplog.at_level("INFO", logger="argus.cache"):
+        assert all(store.take((i, 5)) is None for i in range(4))
+        store.put((5, 5), LATENT)
+        np.testing.assert_array_equal(store.take((5, 5)), LATENT)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert "could not read latent (0, 5) back from disk" in messages[0] and "not logged" in messages[0]
+    assert messages[1] == "reading from disk works again: 4 latents could not be read back"
+    store.close()
+
+
 def test_a_spill_directory_that_does_not_exist_yet_is_made(tmp_path):
     store = LatentStore(0, str(tmp_path / "cache" / "spill"), LATENT.nbytes)
     store.put((1, 5), LATENT)

@@ -1,6 +1,7 @@
 """What GET /metrics of a real engine tells an operator: Prometheus's names, types and base units."""
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -95,3 +96,28 @@ def test_latency_buckets_reach_down_to_a_millisecond(engine):
     for name in ("argus_request_seconds", "argus_queue_seconds"):
         bounds = [float(s.labels["le"]) for s in found[name].samples if s.name.endswith("_bucket")]
         assert min(bounds) <= 0.001 and max(b for b in bounds if b != float("inf")) >= 300, name
+
+
+def test_the_profile_ratio_is_nan_until_a_batch_is_judged(engine):
+    """It read 0, workers infinitely faster than their profile, before any batch was judged: at time scale 0, where
+    none is (each is under 50 ms), for the engine's life. An alert on a gap either way fired on every such engine."""
+    ratio = families(engine)["argus_batch_time_vs_profile"].samples[0].value
+    assert math.isnan(ratio)
+
+
+def test_a_counter_of_a_fixed_set_of_causes_is_at_0_before_the_first(engine):
+    """A series born at its first increment has no sample before it: increase() read the first worker an engine lost as
+    no change, and an alert on any loss missed it. Each cause the docs list is there at 0 from the start."""
+    found = families(engine)
+
+    def series(name: str, label: str) -> dict:
+        return {s.labels[label]: s.value for s in found[name].samples if s.name == name + "_total"}
+
+    causes = ("exited", "heartbeat", "left", "rejoined", "replaced", "revoked", "unreachable", "failing")
+    assert series("argus_worker_losses", "cause") == dict.fromkeys(causes, 0.0)
+    assert set(series("argus_deadline_exceeded", "cause")) == {"queued", "predicted", "shed", "running", "no_worker"}
+    assert set(series("argus_replies_dropped", "reason")) == {"gone", "unread"}
+    assert set(series("argus_bad_messages", "link")) == {"client", "worker"}
+    assert set(series("argus_plans", "status")) == {"optimal", "feasible", "fallback", "fixed"}
+    states = {s.labels["state"] for s in found["argus_workers"].samples}
+    assert states == {"ready", "failing", "starting", "restarting", "failed"}

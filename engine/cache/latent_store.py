@@ -94,6 +94,9 @@ class LatentStore:
         self.evictions = 0
         # spills failed since the last that worked: a full disk fails every one, and is logged once
         self._failed_spills = 0
+        # spill files that could not be read back since the last read that worked, logged so too: a disk going bad,
+        # or a spill folder deleted under the engine, lost its latents at their hits without a word in the log
+        self._failed_reads = 0
         self._on_evict = on_evict
         self._entries: dict[Key, StoredLatent] = {}
         self._memory = Lcbfu()
@@ -154,9 +157,20 @@ class LatentStore:
         try:
             array = self._read_file(key, entry)
             check_latent(array)  # a spill file changed on disk: NaN would reach a worker
-        except (OSError, ValueError):
+        except (OSError, ValueError) as error:
+            if not self._failed_reads:
+                log.warning(
+                    "could not read latent %s back from disk (%s): evicted; further failures are not logged until a"
+                    " read works again",
+                    key,
+                    error,
+                )
+            self._failed_reads += 1
             self._lose_spilled(key)
             return None
+        if self._failed_reads:
+            log.info("reading from disk works again: %d latents could not be read back", self._failed_reads)
+            self._failed_reads = 0
         return array
 
     def peek(self, key: Key) -> np.ndarray | None:

@@ -1,0 +1,58 @@
+"""The client door's log lines that a client can have written at will come at most once a minute, each saying what
+those held back since the last told of: before, a line an hour into a storm of lost requests read as one client's
+few, the rest unseen in the log."""
+
+import asyncio
+import types
+
+import pytest
+import zmq
+
+from engine import client_door
+from engine.client_door import ClientDoor
+from engine.metrics import EngineMetrics
+from engine_process import free_port, raw_client
+from protocols.client_messages import Inquire, client_side_codec
+
+
+async def _answers(sock: zmq.Socket, count: int) -> list:
+    """The next `count` replies, read without holding up the loop the door runs on."""
+    codec, answers = client_side_codec(), []
+    for _ in range(1000):
+        while len(answers) < count and sock.poll(0):
+            answers.append(codec.decode(sock.recv_multipart()))
+        if len(answers) == count:
+            return answers
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"{len(answers)} of {count} replies")
+
+
+@pytest.mark.timeout(60)
+async def test_a_lost_request_line_says_how_many_were_answered_so_since_the_last(monkeypatch, caplog):
+    now = [0.0]
+    # the door's clock alone: the loop's own must run on
+    monkeypatch.setattr(client_door, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    config = types.SimpleNamespace(client_gone_grace_s=10.0, dispatch=types.SimpleNamespace(max_queue=16))
+    engine = types.SimpleNamespace(config=config, metrics=EngineMetrics())
+    context = zmq.Context()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    door = ClientDoor(engine, context, (address,))
+    door.start()
+    client = raw_client(context, address)
+    codec = client_side_codec()
+    try:
+        caplog.set_level("INFO", logger="argus.clients")
+        for at, ids in ((0.0, ["a"]), (1.0, ["b", "c"]), (2.0, ["d"]), (61.0, ["e"])):
+            now[0] = at
+            client.send_multipart(codec.encode(Inquire(ids)))
+            answers = await _answers(client, len(ids))
+            assert [(a.request_id, a.code) for a in answers] == [(i, "request_lost") for i in ids]
+    finally:
+        client.close()
+        door.close()
+        context.term()
+    lines = [r.getMessage() for r in caplog.records if "answered request_lost" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "since the last" not in lines[0]
+    # b, c and d: their line was held back
+    assert lines[1].endswith("answered request_lost; 3 more answered so since the last such line (any client)")
