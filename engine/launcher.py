@@ -95,6 +95,9 @@ class LocalLauncher(SlotSupervisor):
         if curve is not None:
             self._environment[LOCAL_WORKER_KEYS_ENV] = curve.to_env()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
+        # the processes this engine killed (silent, failing, or stuck before its hello), each said why as it did: their
+        # exit is theirs to name, not a -9 that reads as the OOM killer's
+        self._killed: set[asyncio.subprocess.Process] = set()
         self._last_reason: str | None = None  # why a worker last said it cannot serve, as logged
         # share the cores among CPU workers instead of oversubscribing them
         self._threads = max(1, (os.cpu_count() or 1) // max(1, config.count))
@@ -108,6 +111,7 @@ class LocalLauncher(SlotSupervisor):
         """SIGKILLs the slot's process, which is then started again; False when no live process of ours has the id."""
         process = self._processes.get(worker_id)
         if process and process.returncode is None:
+            self._killed.add(process)
             process.send_signal(signal.SIGKILL)
             return True
         return False
@@ -172,8 +176,11 @@ class LocalLauncher(SlotSupervisor):
                 log.error(
                     "worker %s (pid %d) said no hello within %.0f s; killing it", worker_id, process.pid, timeout_s
                 )
+                self._killed.add(process)
                 process.kill()
             code = await exited
+            ended = "was killed by the engine (why is above)" if process in self._killed else f"exited with {code}"
+            self._killed.discard(process)
             said = reason.reason()
             if self._stopping:
                 return
@@ -186,7 +193,7 @@ class LocalLauncher(SlotSupervisor):
                 code == CANNOT_SERVE_EXIT,
                 giving_up=f"worker {worker_id} exited with {code} before its hello {GIVE_UP_AFTER} times in a row: it"
                 " cannot serve as configured (why is above); not restarting it",
-                restarting=f"worker {worker_id} (pid {process.pid}) exited with {code}; restarting",
+                restarting=f"worker {worker_id} (pid {process.pid}) {ended}; restarting",
             )
             if not restarting:
                 return
