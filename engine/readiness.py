@@ -17,6 +17,8 @@ def readiness(engine: Engine) -> dict:
     return {
         # a worker taken out of rotation as failing is listed, but serves no one
         "ready": engine.running and engine.registry.in_rotation > 0,
+        # why not, in words (None when ready): a 503 alone sent whoever read it to the log and the metrics
+        "reason": _not_ready_because(engine, workers),
         "state": engine.state.value,
         # the saved cache is still being read: requests are served meanwhile, from what was cached since the start
         "cache_restoring": engine.cache.restoring,
@@ -51,3 +53,27 @@ def readiness(engine: Engine) -> dict:
             for w in workers
         ],
     }
+
+
+def _not_ready_because(engine: Engine, workers: tuple) -> str | None:
+    if not engine.running:
+        return f"the engine is {engine.state.value}: it admits no request"
+    if engine.registry.in_rotation:
+        return None
+    if workers:
+        return f"each of its {len(workers)} workers is taken out of rotation, its batches failing"
+    if not engine.config.launch.count:
+        return "no worker has connected (--workers 0: none is started here)"
+    return f"no worker has said hello{_own_slots(engine)}"
+
+
+# the states of argus_workers the launchers count the engine's own slots in before a hello, in words
+_SLOT_STATES = {"starting": "starting (loading the model)", "restarting": "restarting", "failed": "given up"}
+
+
+def _own_slots(engine: Engine) -> str:
+    counted = (
+        (state, engine.metrics.registry.get_sample_value("argus_workers", {"state": state})) for state in _SLOT_STATES
+    )
+    said = [f"{count:g} {_SLOT_STATES[state]}" for state, count in counted if count]
+    return f": of its own, {', '.join(said)}" if said else ""

@@ -15,6 +15,7 @@ from waiting import eventually
 
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
+from engine.readiness import readiness
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, start_worker, stop_in_process
@@ -33,6 +34,7 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
     try:
         # the slot's capacity is on its way, not missing: an operator sees it starting
         assert await eventually(lambda: spawned and sample(engine, "argus_workers", **starting) == 1, timeout_s=30)
+        assert readiness(engine)["reason"] == "no worker has said hello: of its own, 1 starting (loading the model)"
         assert await eventually(lambda: engine.registry.registered(), timeout_s=60), "the slot was never served"
         # the slot's supervisor sees the hello at its next turn of the loop, not with the registration
         assert await eventually(lambda: sample(engine, "argus_workers", **starting) == 0, timeout_s=10)

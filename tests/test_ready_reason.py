@@ -1,0 +1,27 @@
+"""GET /ready says in words why the engine is not ready: a 503 alone sent whoever read it to the log and the metrics."""
+
+import asyncio
+
+from waiting import eventually
+
+from engine.config import LaunchConfig
+from engine.readiness import readiness
+from engine.server import Engine
+from engine_process import in_process_config, start_worker, stop_in_process
+
+
+async def test_not_ready_says_why_until_a_worker_is_in_rotation_and_again_as_the_engine_drains(tmp_path):
+    # --workers 0: workers come from elsewhere
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=0, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+    worker = None
+    try:
+        assert readiness(engine)["reason"] == "no worker has connected (--workers 0: none is started here)"
+        worker = start_worker(f"ipc://{tmp_path}/workers", "sim", "--time-scale", "0")
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+        assert readiness(engine)["reason"] is None
+        engine.request_stop()
+        assert readiness(engine)["reason"] == "the engine is draining: it admits no request"
+        await asyncio.wait_for(running, 60)
+    finally:
+        await stop_in_process(engine, running, [worker] if worker else [])
