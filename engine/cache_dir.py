@@ -64,7 +64,7 @@ def load_saved_cache(
 
 def _cache_arguments(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> tuple:
     spill = os.path.join(config.directory, "spill") if config.directory else None
-    return embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model
+    return embedder.identity, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model
 
 
 def remove_leftovers(directory: str) -> None:

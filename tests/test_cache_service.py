@@ -4,14 +4,16 @@ the cache and stop its thread)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from tiny_models import save_tiny_clip_text
 
 from controller.level_shares import Choice
 from engine.cache import persistence
-from engine.cache.embedders import HashEmbedder
+from engine.cache.embedders import HashEmbedder, make_embedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 from engine.cache_dir import load_saved_cache, new_prompt_cache, remove_leftovers
 from engine.cache_service import CacheService, Returned, build_cache_service
@@ -67,7 +69,8 @@ def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
     the first embedder's cache."""
 
     class OtherEmbedder:
-        name, dim = "other", 8
+        name = identity = "other"
+        dim = 8
 
     save_a_cache(tmp_path, prompts=3)
     config = CacheConfig(directory=str(tmp_path))
@@ -81,6 +84,32 @@ def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
     assert len(set_aside) == 2 and not (tmp_path / "prompt_cache.argus").exists()
     first = persistence.read_cache_file(set_aside[0], "hash", EMBEDDER.dim, LEVELS, MODEL)  # the older name sorts first
     assert len(first.prompts) == 3
+
+
+def test_a_cache_saved_with_another_embedder_model_of_the_same_width_is_set_aside_not_restored(tmp_path):
+    """Before, the file recorded the embedder's name alone: a cache saved with one CLIP folder was restored under
+    another of the same width, and an unrelated prompt was served from a cached prompt's latent (a real engine:
+    "green frog oil painting" resumed at K = 10 from "a red fox on a cliff at dusk")."""
+    save_tiny_clip_text(tmp_path / "clip-a", seed=0)
+    save_tiny_clip_text(tmp_path / "clip-b", seed=1)
+    shutil.copytree(tmp_path / "clip-a", tmp_path / "clip-a-moved")
+    first, other, moved = (make_embedder("clip", str(tmp_path / name)) for name in ("clip-a", "clip-b", "clip-a-moved"))
+    assert first.dim == other.dim and first.identity != other.identity
+    assert moved.identity == first.identity  # by content: the same model at another path
+    config = CacheConfig(directory=str(tmp_path / "cache"))
+    cache = new_prompt_cache(config, MODEL, first, LEVELS)
+    cache.insert("a red fox", first.embed(["a red fox"])[0], SHAPE, {5: LATENT})
+    cache.save(config.directory)
+    cache.close()
+
+    assert load_saved_cache(config, MODEL, other, LEVELS) is None
+    (aside,) = (tmp_path / "cache").glob("prompt_cache.argus.rejected-*")
+    aside.rename(tmp_path / "cache" / "prompt_cache.argus")
+    restored = load_saved_cache(config, MODEL, moved, LEVELS)
+    try:
+        assert restored.stats().prompts == 1
+    finally:
+        restored.close()
 
 
 def test_a_failed_save_still_closes_the_cache_and_stops_the_thread(tmp_path):
