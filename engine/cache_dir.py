@@ -5,6 +5,7 @@ The directory holds the saved cache (`prompt_cache.argus`) and the spill folders
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -115,3 +116,20 @@ def lock_cache_dir(directory: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def relock_if_replaced(directory: str, lock: int) -> int:
+    """`lock` if it is still on `directory`; else the lock on the folder in its place, taken now (made if missing).
+
+    A --cache-dir deleted under a running engine (a hand freeing disk space, a tmp cleaner) left its lock on a
+    folder nobody could find: a second engine started on the path was let in, deleted this one's spill folder as
+    leftovers, and the two saved over each other. UsageError if another engine holds the new folder already.
+    """
+    held = os.fstat(lock)
+    with contextlib.suppress(FileNotFoundError):
+        current = os.stat(directory)
+        if (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            return lock
+    new = lock_cache_dir(directory)
+    os.close(lock)
+    return new
