@@ -26,8 +26,13 @@ log = logging.getLogger("argus.cache")
 
 
 def new_prompt_cache(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> PromptCache:
-    """An empty cache spilling to `config.directory`'s spill folder."""
-    return PromptCache(*_cache_arguments(config, model, embedder, levels))
+    """An empty cache spilling to `config.directory`'s spill folder; UsageError if that cannot be made."""
+    try:
+        return PromptCache(*_cache_arguments(config, model, embedder, levels))
+    except OSError as error:
+        # `spill` made by another user (a run as root), read-only, or a file: lock_cache_dir checked the folder above
+        # it only, and the engine ended in a traceback
+        raise UsageError(f"--cache-dir {config.directory}: cannot make a spill folder in it ({error})") from None
 
 
 def has_saved_cache(config: CacheConfig) -> bool:
@@ -78,9 +83,23 @@ def remove_leftovers(directory: str) -> None:
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
     for save in saves:
-        save.unlink(missing_ok=True)
-    if folders or saves:
-        log.warning("removed %d spill folders and %d unfinished saves left in %s", len(folders), len(saves), directory)
+        with contextlib.suppress(OSError):
+            save.unlink(missing_ok=True)
+    folders_removed = sum(not folder.exists() for folder in folders)
+    saves_removed = sum(not save.exists() for save in saves)
+    if folders_removed or saves_removed:
+        log.warning(
+            "removed %d spill folders and %d unfinished saves left in %s", folders_removed, saves_removed, directory
+        )
+    # another user's (a run as root) may not be this one's to delete: said so, where all was said removed
+    if left := [path for path in (*folders, *saves) if path.exists()]:
+        log.warning(
+            "could not remove %d spill folders or unfinished saves left in %s (%s the first): they take disk space"
+            " until deleted by hand",
+            len(left),
+            directory,
+            left[0],
+        )
 
 
 def cache_dir_problem(directory: str) -> str | None:

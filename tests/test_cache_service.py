@@ -4,6 +4,7 @@ the cache and stop its thread)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from types import SimpleNamespace
 
@@ -12,6 +13,8 @@ import pytest
 from tiny_models import save_tiny_clip_text
 
 from controller.level_shares import Choice
+from engine import cache_dir
+from engine.arg_types import UsageError
 from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder, make_embedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
@@ -62,6 +65,31 @@ def test_a_start_removes_what_an_engine_that_died_left_in_its_directory(tmp_path
         assert own_spill != dead_spill
     finally:
         cache.close()
+
+
+def test_leftovers_this_user_cannot_delete_are_said_so_not_said_removed(tmp_path, monkeypatch, caplog):
+    """Before, a spill folder another user left (a run as root) was logged as removed, and stayed for good."""
+    dead_spill = tmp_path / "spill" / "argus-spill-dead"
+    dead_spill.mkdir(parents=True)
+    (tmp_path / "prompt_cache.argus.tmp-4242").write_bytes(b"a save cut short")
+    monkeypatch.setattr(cache_dir.shutil, "rmtree", lambda path, ignore_errors: None)  # as a folder not ours is
+    with caplog.at_level(logging.WARNING, logger="argus.cache"):
+        remove_leftovers(str(tmp_path))
+    assert [record.getMessage() for record in caplog.records] == [
+        f"removed 0 spill folders and 1 unfinished saves left in {tmp_path}",
+        f"could not remove 1 spill folders or unfinished saves left in {tmp_path} ({dead_spill} the first): they"
+        " take disk space until deleted by hand",
+    ]
+
+
+def test_a_spill_folder_that_cannot_be_made_is_one_line(tmp_path):
+    """Before, a `spill` the engine could not make its folder in (another user's, read-only, a file) ended the engine's
+    start in a traceback: lock_cache_dir checked the folder above it only."""
+    (tmp_path / "spill").write_text("")
+    config = CacheConfig(directory=str(tmp_path), directory_bytes=4096)
+    with pytest.raises(UsageError, match=f"--cache-dir {tmp_path}: cannot make a spill folder in it"):
+        build_cache_service(config, MODEL, LEVELS, choose=lambda *_: IN_FULL)
+    build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=lambda *_: IN_FULL).abandon()
 
 
 def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
