@@ -5,6 +5,7 @@ The directory holds the saved cache (`prompt_cache.argus`) and the spill folders
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -25,8 +26,13 @@ log = logging.getLogger("argus.cache")
 
 
 def new_prompt_cache(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> PromptCache:
-    """An empty cache spilling to `config.directory`'s spill folder."""
-    return PromptCache(*_cache_arguments(config, model, embedder, levels))
+    """An empty cache spilling to `config.directory`'s spill folder; UsageError if that cannot be made."""
+    try:
+        return PromptCache(*_cache_arguments(config, model, embedder, levels))
+    except OSError as error:
+        # `spill` made by another user (a run as root), read-only, or a file: lock_cache_dir checked the folder above
+        # it only, and the engine ended in a traceback
+        raise UsageError(f"--cache-dir {config.directory}: cannot make a spill folder in it ({error})") from None
 
 
 def has_saved_cache(config: CacheConfig) -> bool:
@@ -64,7 +70,7 @@ def load_saved_cache(
 
 def _cache_arguments(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> tuple:
     spill = os.path.join(config.directory, "spill") if config.directory else None
-    return embedder.name, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model
+    return embedder.identity, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model
 
 
 def remove_leftovers(directory: str) -> None:
@@ -77,9 +83,23 @@ def remove_leftovers(directory: str) -> None:
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
     for save in saves:
-        save.unlink(missing_ok=True)
-    if folders or saves:
-        log.warning("removed %d spill folders and %d unfinished saves left in %s", len(folders), len(saves), directory)
+        with contextlib.suppress(OSError):
+            save.unlink(missing_ok=True)
+    folders_removed = sum(not folder.exists() for folder in folders)
+    saves_removed = sum(not save.exists() for save in saves)
+    if folders_removed or saves_removed:
+        log.warning(
+            "removed %d spill folders and %d unfinished saves left in %s", folders_removed, saves_removed, directory
+        )
+    # another user's (a run as root) may not be this one's to delete: said so, where all was said removed
+    if left := [path for path in (*folders, *saves) if path.exists()]:
+        log.warning(
+            "could not remove %d spill folders or unfinished saves left in %s (%s the first): they take disk space"
+            " until deleted by hand",
+            len(left),
+            directory,
+            left[0],
+        )
 
 
 def cache_dir_problem(directory: str) -> str | None:
@@ -115,3 +135,20 @@ def lock_cache_dir(directory: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def relock_if_replaced(directory: str, lock: int) -> int:
+    """`lock` if it is still on `directory`; else the lock on the folder in its place, taken now (made if missing).
+
+    A --cache-dir deleted under a running engine (a hand freeing disk space, a tmp cleaner) left its lock on a
+    folder nobody could find: a second engine started on the path was let in, deleted this one's spill folder as
+    leftovers, and the two saved over each other. UsageError if another engine holds the new folder already.
+    """
+    held = os.fstat(lock)
+    with contextlib.suppress(FileNotFoundError):
+        current = os.stat(directory)
+        if (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            return lock
+    new = lock_cache_dir(directory)
+    os.close(lock)
+    return new

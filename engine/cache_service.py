@@ -36,10 +36,18 @@ import numpy as np
 
 from controller.level_shares import Choice
 from controller.predictor import Lookup
+from engine.arg_types import UsageError
 from engine.cache.embedders import Embedder, make_embedder
 from engine.cache.latent_store import check_latent
 from engine.cache.prompt_cache import CacheSnapshot, CacheStats, Neighbour, PromptCache, ShapeKey
-from engine.cache_dir import has_saved_cache, load_saved_cache, lock_cache_dir, new_prompt_cache, remove_leftovers
+from engine.cache_dir import (
+    has_saved_cache,
+    load_saved_cache,
+    lock_cache_dir,
+    new_prompt_cache,
+    relock_if_replaced,
+    remove_leftovers,
+)
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest, Fallback
 from protocols.worker_messages import ItemDone
@@ -96,7 +104,9 @@ class CacheService:
     ):
         self._cache = cache
         self._config = config  # where the saved cache is, restored once the model is named
-        self._directory_lock = directory_lock  # held until close(): the save at the drain is still this engine's
+        # held until close(): the save at the drain is still this engine's. Replaced on the cache thread when the
+        # folder was deleted and made again (_still_owns)
+        self._directory_lock = directory_lock
         self._embedder = embedder
         self._choose = choose
         self._fallback_levels = fallback_levels
@@ -307,11 +317,31 @@ class CacheService:
                     "the saved prompt cache in %s could not be restored: left as it was, not saved over", directory
                 )
             return None
+        if not self._still_owns(directory):
+            return None
         if self._cache.changes == self._saved_changes:
             return None  # nothing new since the last save: the file holds it all
         started = time.monotonic()
         snapshot = self._cache.snapshot()
         return snapshot, started, time.monotonic() - started
+
+    def _still_owns(self, directory: str) -> bool:
+        """Whether `directory` is still this engine's to save to: a folder deleted under it and made again is locked
+        anew (and the save written in full: the last went with the folder); one another engine took meanwhile is
+        left to it. Checked at each save, so a second engine is refused again from the first save after a deletion."""
+        if self._directory_lock is None:  # a cache made without build_cache_service (tests, benchmarks)
+            return True
+        try:
+            lock = relock_if_replaced(directory, self._directory_lock)
+        except UsageError as error:
+            log.error("the prompt cache is not saved: %s (the folder was deleted under this engine)", error)
+            return False
+        if lock != self._directory_lock:
+            self._directory_lock, self._saved_changes = lock, None
+            log.warning(
+                "--cache-dir %s was deleted under this engine: made again, and the prompt cache saved there", directory
+            )
+        return True
 
     def _saved(
         self, snapshot: CacheSnapshot, writing: Future, directory: str, final: bool, timing: tuple[float, float]

@@ -67,9 +67,17 @@ async def checkpoint_forever(cache: CacheService, config: CacheConfig, draining:
         await asyncio.sleep(interval)
         if draining.is_set():
             return
+        # written aside and renamed over the last: a failed save leaves that whole
         try:
             await cache.checkpoint(directory)
-        except Exception:  # written aside and renamed over the last: a failed save leaves that whole
+        except OSError as error:  # the disk's (full, read-only, the folder gone): one line, not a traceback each time
+            log.error(
+                "checkpointing the prompt cache to %s failed (%s); the last save stays, tried again in %g s",
+                directory,
+                error,
+                interval,
+            )
+        except Exception:
             log.exception("checkpointing the prompt cache failed; the last save stays, tried again in %g s", interval)
 
 

@@ -143,6 +143,10 @@ def _check_api_key(key: str) -> None:
 
 def _check_embedder(args: argparse.Namespace) -> None:
     """The prompt cache's embedder is loaded as the engine starts: what it cannot load is refused first."""
+    if args.cache_dir == "":
+        # a variable left unset (--cache-dir "$CACHE_DIR"): taken as no --cache-dir, the engine saved nothing, and
+        # restarted cold, without a word
+        raise UsageError("--cache-dir is empty: give a folder for the cache (made if missing)")
     if args.no_cache:
         # no embedder is loaded (--embedder only picks the controller's similarity table), nothing kept or saved
         ignored = [

@@ -450,8 +450,16 @@ class Engine:
         await runner.shutdown()
         self.link.shutdown_all()
         await self.launcher.stop(timeout_s=5.0)
+        # the drain is done: a failed save is not a failure for a supervisor to restart. It is written aside and
+        # renamed over the last one, which a failed save leaves in place
+        directory = self.config.cache.directory
         try:
-            await self.cache.close(save_to=self.config.cache.directory)
-        except Exception:  # the drain is done: a stop asked for is not a failure for a supervisor to restart
-            # the save is written aside and renamed over the last one: a failed save leaves that in place
+            await self.cache.close(save_to=directory)
+        except OSError as error:  # the disk's (full, read-only): one line, as a checkpoint's
+            log.error(
+                "saving the prompt cache to %s failed (%s); the next start restores the last save made, if any",
+                directory,
+                error,
+            )
+        except Exception:
             log.exception("saving the prompt cache failed; the next start restores the last save made, if any")

@@ -3,17 +3,20 @@ refused at start with one line (exit 2), through real engines."""
 
 from __future__ import annotations
 
+import shutil
 import time
+
+from waiting import wait_for
 
 from engine.client import ArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Images
 
 
-def start(tmp_path, cache_dir, wait=True):
+def start(tmp_path, cache_dir, *args: str, wait=True):
     return start_engine(
         tmp_path,
-        *("--cache-dir", str(cache_dir), "--cache-dir-bytes", "1000000", "--cache-bytes", "0"),
+        *("--cache-dir", str(cache_dir), "--cache-dir-bytes", "1000000", "--cache-bytes", "0", *args),
         *("--policy", "nirvana", "--time-scale", "0"),
         backend="sim",
         workers=1,
@@ -46,6 +49,31 @@ def test_a_second_engine_on_a_cache_dir_in_use_is_refused_and_the_first_keeps_it
         assert first.stop() == 0
     third = start(tmp_path, cache_dir)  # the first released the directory as it stopped
     assert third.stop() == 0
+
+
+def test_a_cache_dir_deleted_under_an_engine_is_locked_again_and_saved_in_full(tmp_path):
+    """Before, the lock stayed on the deleted folder: a second engine on the path was let in, deleted the first's
+    spill folder as leftovers, and the two saved over each other; and the first, its cache unchanged, never wrote
+    the save that went with the folder again."""
+    cache_dir = tmp_path / "cache"
+    first = start(tmp_path, cache_dir, "--cache-save-interval", "0.05")
+    try:
+        with ArgusClient(first.client_address, timeout_s=60) as client:
+            assert isinstance(client.generate("a red fox in the snow", width=64, height=64), Images)
+        assert wait_for(lambda: (cache_dir / "prompt_cache.argus").exists())
+        shutil.rmtree(cache_dir)
+        assert wait_for(lambda: "was deleted under this engine" in first.log_path.read_text())
+        # its cache unchanged since the last save: written all the same, that one went with the folder
+        assert wait_for(lambda: (cache_dir / "prompt_cache.argus").exists())
+        second = start(tmp_path, cache_dir, wait=False)
+        try:
+            assert second.process.wait(60) == 2
+        finally:
+            second.stop()
+        assert f"--cache-dir {cache_dir} is in use by another engine" in second.log_path.read_text()
+    finally:
+        assert first.stop() == 0
+    assert "Traceback" not in first.log_path.read_text()
 
 
 def test_a_cache_dir_that_cannot_be_made_is_refused_at_start(tmp_path):

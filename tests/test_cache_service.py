@@ -4,14 +4,19 @@ the cache and stop its thread)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from tiny_models import save_tiny_clip_text
 
 from controller.level_shares import Choice
+from engine import cache_dir
+from engine.arg_types import UsageError
 from engine.cache import persistence
-from engine.cache.embedders import HashEmbedder
+from engine.cache.embedders import HashEmbedder, make_embedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 from engine.cache_dir import load_saved_cache, new_prompt_cache, remove_leftovers
 from engine.cache_service import CacheService, Returned, build_cache_service
@@ -62,12 +67,38 @@ def test_a_start_removes_what_an_engine_that_died_left_in_its_directory(tmp_path
         cache.close()
 
 
+def test_leftovers_this_user_cannot_delete_are_said_so_not_said_removed(tmp_path, monkeypatch, caplog):
+    """Before, a spill folder another user left (a run as root) was logged as removed, and stayed for good."""
+    dead_spill = tmp_path / "spill" / "argus-spill-dead"
+    dead_spill.mkdir(parents=True)
+    (tmp_path / "prompt_cache.argus.tmp-4242").write_bytes(b"a save cut short")
+    monkeypatch.setattr(cache_dir.shutil, "rmtree", lambda path, ignore_errors: None)  # as a folder not ours is
+    with caplog.at_level(logging.WARNING, logger="argus.cache"):
+        remove_leftovers(str(tmp_path))
+    assert [record.getMessage() for record in caplog.records] == [
+        f"removed 0 spill folders and 1 unfinished saves left in {tmp_path}",
+        f"could not remove 1 spill folders or unfinished saves left in {tmp_path} ({dead_spill} the first): they"
+        " take disk space until deleted by hand",
+    ]
+
+
+def test_a_spill_folder_that_cannot_be_made_is_one_line(tmp_path):
+    """Before, a `spill` the engine could not make its folder in (another user's, read-only, a file) ended the engine's
+    start in a traceback: lock_cache_dir checked the folder above it only."""
+    (tmp_path / "spill").write_text("")
+    config = CacheConfig(directory=str(tmp_path), directory_bytes=4096)
+    with pytest.raises(UsageError, match=f"--cache-dir {tmp_path}: cannot make a spill folder in it"):
+        build_cache_service(config, MODEL, LEVELS, choose=lambda *_: IN_FULL)
+    build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=lambda *_: IN_FULL).abandon()
+
+
 def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
     """Before, every refused file was renamed to .rejected: a restart with another embedder and back destroyed
     the first embedder's cache."""
 
     class OtherEmbedder:
-        name, dim = "other", 8
+        name = identity = "other"
+        dim = 8
 
     save_a_cache(tmp_path, prompts=3)
     config = CacheConfig(directory=str(tmp_path))
@@ -81,6 +112,32 @@ def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
     assert len(set_aside) == 2 and not (tmp_path / "prompt_cache.argus").exists()
     first = persistence.read_cache_file(set_aside[0], "hash", EMBEDDER.dim, LEVELS, MODEL)  # the older name sorts first
     assert len(first.prompts) == 3
+
+
+def test_a_cache_saved_with_another_embedder_model_of_the_same_width_is_set_aside_not_restored(tmp_path):
+    """Before, the file recorded the embedder's name alone: a cache saved with one CLIP folder was restored under
+    another of the same width, and an unrelated prompt was served from a cached prompt's latent (a real engine:
+    "green frog oil painting" resumed at K = 10 from "a red fox on a cliff at dusk")."""
+    save_tiny_clip_text(tmp_path / "clip-a", seed=0)
+    save_tiny_clip_text(tmp_path / "clip-b", seed=1)
+    shutil.copytree(tmp_path / "clip-a", tmp_path / "clip-a-moved")
+    first, other, moved = (make_embedder("clip", str(tmp_path / name)) for name in ("clip-a", "clip-b", "clip-a-moved"))
+    assert first.dim == other.dim and first.identity != other.identity
+    assert moved.identity == first.identity  # by content: the same model at another path
+    config = CacheConfig(directory=str(tmp_path / "cache"))
+    cache = new_prompt_cache(config, MODEL, first, LEVELS)
+    cache.insert("a red fox", first.embed(["a red fox"])[0], SHAPE, {5: LATENT})
+    cache.save(config.directory)
+    cache.close()
+
+    assert load_saved_cache(config, MODEL, other, LEVELS) is None
+    (aside,) = (tmp_path / "cache").glob("prompt_cache.argus.rejected-*")
+    aside.rename(tmp_path / "cache" / "prompt_cache.argus")
+    restored = load_saved_cache(config, MODEL, moved, LEVELS)
+    try:
+        assert restored.stats().prompts == 1
+    finally:
+        restored.close()
 
 
 def test_a_failed_save_still_closes_the_cache_and_stops_the_thread(tmp_path):

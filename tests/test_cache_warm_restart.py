@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_hello_bounds import SIM_MODEL
+from waiting import wait_for
 
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
@@ -65,17 +66,23 @@ def saved_cache(first_run, tmp_path) -> Path:
 
 def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
     """Before, the error ended the engine with a traceback and exit 1: a supervisor would restart an engine
-    that was asked to stop."""
+    that was asked to stop. A save the disk fails (full, read-only) is one line, checkpoints' too: each logged a
+    traceback (every --cache-save-interval for as long as the disk stayed full)."""
     cache_dir = tmp_path / "cache"
-    engine = start(tmp_path, cache_dir)
+    engine = start(tmp_path, cache_dir, "--cache-save-interval", "0.05", wait=False)
+    checkpoint_failed = f"checkpointing the prompt cache to {cache_dir} failed ([Errno 21] Is a directory"
     try:
-        generate(engine)
-        # where the save writes before its atomic rename: a directory there makes the save fail
+        # where the save writes before its atomic rename: a directory there makes every save fail (a start leaves it)
         os.makedirs(cache_dir / f"prompt_cache.argus.tmp-{engine.process.pid}")
+        engine.wait_ready(1)
+        generate(engine)
+        assert wait_for(lambda: checkpoint_failed in engine.log_path.read_text())
     finally:
         code = engine.stop()
     assert code == 0
-    assert "saving the prompt cache failed" in engine.log_path.read_text()
+    log = engine.log_path.read_text()
+    assert f"saving the prompt cache to {cache_dir} failed ([Errno 21] Is a directory" in log
+    assert "Traceback" not in log
     assert not (cache_dir / "prompt_cache.argus").exists()
 
 

@@ -25,10 +25,11 @@ CLIP_TEXT_DIM = 24  # the tiny CLIP text encoder's projection: the clip embedder
 _BERT_WORDS = "a the lighthouse on cliff at dusk night red fox blue whale green frog oil painting".split()
 
 
-def save_tiny_clip_text(directory) -> None:
+def save_tiny_clip_text(directory, seed: int = 0) -> None:
+    """`seed`: another seed is another model of the same width."""
     tokenizer = _build_tokenizer()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = CLIPTextModelWithProjection(_text_config(tokenizer, 32, projection_dim=CLIP_TEXT_DIM))
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

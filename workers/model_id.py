@@ -6,7 +6,8 @@ identity is a digest of content, cheap enough to take at every start: a diffuser
 without the fields that name the library version or where it was saved from), and for each weight file its name,
 its size and 16 samples of 4 KiB spread over it. Name and size alone would miss a fine-tune (the same tensors in the
 same dtype: the same bytes count); the samples see its changed weights without reading gigabytes. Torch-free: the
-engine names its own model (argus serve --model) without importing torch.
+engine names its own model (argus serve --model) without importing torch. A prompt embedder's folder is named the
+same way (embedder_folder_id): the saved cache's vectors are that model's.
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ def folder_model_id(model_dir: str) -> str:
         if (root / component).is_dir():
             files += sorted(path for path in (root / component).rglob("*") if _counted(path, root))
     return model_id("sdxl", (part for path in files for part in _file_parts(path, root)))
+
+
+def embedder_folder_id(embedder: str, model_dir: str) -> str:
+    """The identity of a prompt embedder's model folder (`clip`, `minilm`), as a saved cache records it: every file
+    in it. Two such models may share a width (every MiniLM-L6 and -L12 variant: 384; CLIP ViT-B/32 and B/16: 512),
+    and a cache's vectors compared with another model's embeddings are noise that may pass a threshold."""
+    root = Path(model_dir)
+    files = sorted(path for path in root.rglob("*") if _counted(path, root))
+    return model_id(embedder, (part for path in files for part in _file_parts(path, root)))
 
 
 def config_bytes(config: Mapping) -> bytes:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from workers.model_id import embedder_folder_id
 from workers.model_loading import load_pretrained, loading
 
 HASH_DIM = 1024
@@ -33,6 +34,9 @@ _PASS_CHARS = 1 << 16  # characters per numpy pass of the hash embedder: about 8
 class Embedder(Protocol):
     name: str
     dim: int
+    # what a saved cache records, and must match to be restored: the name alone let a cache of one CLIP (or MiniLM)
+    # folder be restored under another of the same width, its vectors compared with another model's embeddings
+    identity: str
 
     def embed(self, prompts: list[str]) -> np.ndarray:
         """float32 [len(prompts), dim], each row of unit length."""
@@ -50,7 +54,7 @@ class HashEmbedder:
     salted per process). A batch is hashed in numpy passes of up to _PASS_CHARS characters.
     """
 
-    name = "hash"
+    name = identity = "hash"  # no model: its vectors are fixed by this code (pinned by a test)
 
     def __init__(self, dim: int = HASH_DIM):
         if dim & (dim - 1):
@@ -97,6 +101,7 @@ class _TorchEmbedder:
 
     name: str
     dim: int
+    identity: str  # the model folder's (workers/model_id.py)
 
     def __init__(self, device: str):
         import torch
@@ -131,6 +136,7 @@ class MiniLMEmbedder(_TorchEmbedder):
             self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             self._model = load_pretrained(AutoModel, path).to(device).eval()
         self.dim = int(self._model.config.hidden_size)
+        self.identity = embedder_folder_id(self.name, path)
 
     def _encode(self, prompts: list[str]):
         batch = self._tokenizer(prompts, padding=True, truncation=True, max_length=256, return_tensors="pt")
@@ -159,6 +165,7 @@ class ClipEmbedder(_TorchEmbedder):
             model = load_pretrained(CLIPTextModelWithProjection, model_path)
         self._model = model.to(device).eval()
         self.dim = int(self._model.config.projection_dim)
+        self.identity = embedder_folder_id(self.name, model_path)
 
     def _encode(self, prompts: list[str]):
         # causal attention and pooling at the end-of-text token: padding after it changes nothing

@@ -72,7 +72,7 @@ class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 
 
 class _Meta(msgspec.Struct, forbid_unknown_fields=True):
-    embedder: str
+    embedder: str  # Embedder.identity: `hash`, or a neural embedder's name and its folder's digest (`clip:...`)
     dim: int
     levels: list[int]
     next_prompt_id: int  # ids are never reused, not even across a restart

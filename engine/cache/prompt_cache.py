@@ -82,7 +82,8 @@ class PromptCache:
         spill_bytes: int = 0,
         model: str = "",
     ):
-        """`model` names what makes the latents (saved with them: a file of another model's is refused)."""
+        """`model` names what makes the latents, `embedder_name` what makes the vectors (Embedder.identity: a neural
+        embedder's names its model folder by content); both are saved with them, and a file of others is refused."""
         self.embedder_name = embedder_name
         self.model = model
         self.dim = dim
