@@ -190,18 +190,19 @@ class CacheService:
             return None
         return await asyncio.wrap_future(self._submit(lambda: self._cache.stats()))
 
-    async def checkpoint(self, save_to: str) -> None:
+    async def checkpoint(self, save_to: str) -> bool:
         """Saves the cache if it changed since the last save (a kill loses only what came after): a snapshot on the
         cache thread, written on the save thread while lookups go on. Skipped while the saved cache is being
-        restored, and while the last save is still being written (never two writers of one file)."""
+        restored, and while the last save is still being written (never two writers of one file). True when a save
+        was written; a write that fails raises."""
         if self._cache is None:
-            return
+            return False
         if self._writing is not None and not self._writing.done():
             log.warning("the last checkpoint of the prompt cache is still being written: this one is skipped")
-            return
+            return False
         # not cancelled with its caller (the drain ends the checkpoint task): a snapshot taken is always written and
         # released, and the drain waits for the write
-        await asyncio.shield(self._save(save_to, final=False))
+        return await asyncio.shield(self._save(save_to, final=False))
 
     async def close(self, save_to: str | None) -> None:
         """Saves the cache (warm restart) and stops the threads; a failed save still closes the cache and the
@@ -239,10 +240,10 @@ class CacheService:
         if self._directory_lock is not None:
             os.close(self._directory_lock)
 
-    async def _save(self, directory: str, final: bool) -> None:
+    async def _save(self, directory: str, final: bool) -> bool:
         taken = await asyncio.wrap_future(self._submit(self._snapshot, directory, final))
         if taken is None:
-            return
+            return False
         snapshot, started, on_thread = taken
         writing = self._writing = self._writer.submit(snapshot.write, directory)
         # added before anything awaits the write, so it runs first: the cache thread takes its outcome before any
@@ -252,6 +253,7 @@ class CacheService:
         )
         try:
             await asyncio.wrap_future(writing)
+            return True
         finally:
             # let go of it once written: a future keeps its done callbacks, so this one held the snapshot, and every
             # latent in memory when it was taken, until the next save (300 s by default); those evicted or spilled

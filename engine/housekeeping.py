@@ -56,10 +56,13 @@ async def cache_stats_forever(cache: CacheService, metrics: EngineMetrics) -> No
         await asyncio.sleep(_STATS_INTERVAL_S)
 
 
-async def checkpoint_forever(cache: CacheService, config: CacheConfig, draining: asyncio.Event) -> None:
+async def checkpoint_forever(
+    cache: CacheService, config: CacheConfig, draining: asyncio.Event, metrics: EngineMetrics
+) -> None:
     """Saves the cache every --cache-save-interval, counted from the end of the last save, so a killed engine
     restarts warm. Stops as the drain starts (`draining` set): the drain's own save waits for a checkpoint still
-    being written, never beside it."""
+    being written, never beside it. Each save written or failed is counted: a failing disk is alerted on there,
+    where the log says it once a checkpoint."""
     directory, interval = config.directory, config.save_interval_s
     if not (cache.enabled and directory and interval):
         return
@@ -68,8 +71,10 @@ async def checkpoint_forever(cache: CacheService, config: CacheConfig, draining:
         if draining.is_set():
             return
         # written aside and renamed over the last: a failed save leaves that whole
+        checkpoints = metrics.cache_checkpoints
         try:
-            await cache.checkpoint(directory)
+            if await cache.checkpoint(directory):
+                checkpoints.labels("written").inc()
         except OSError as error:  # the disk's (full, read-only, the folder gone): one line, not a traceback each time
             log.error(
                 "checkpointing the prompt cache to %s failed (%s); the last save stays, tried again in %g s",
@@ -77,8 +82,10 @@ async def checkpoint_forever(cache: CacheService, config: CacheConfig, draining:
                 error,
                 interval,
             )
+            checkpoints.labels("failed").inc()
         except Exception:
             log.exception("checkpointing the prompt cache failed; the last save stays, tried again in %g s", interval)
+            checkpoints.labels("failed").inc()
 
 
 async def reload_keys_on_hangup(hangup: asyncio.Event, curve: CurveGate | None, link: WorkerLink) -> None:

@@ -26,6 +26,7 @@ _DEADLINE_CAUSES = ("queued", "predicted", "shed", "running", "no_worker")
 _LINKS = ("client", "worker")
 _DROP_REASONS = ("gone", "unread")
 _PLAN_STATUSES = ("optimal", "feasible", "fallback", "fixed")
+_CHECKPOINT_OUTCOMES = ("written", "failed")
 
 
 def children(metric: Any) -> Callable[..., Any]:
@@ -134,6 +135,13 @@ class EngineMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
             registry=r,
         )
+        self.cache_checkpoints = Counter(
+            "argus_cache_checkpoints",
+            "Saves of the prompt cache to --cache-dir while the engine runs (--cache-save-interval), by outcome:"
+            " written, or failed (the last save written stays)",
+            ["outcome"],
+            registry=r,
+        )
         for metric, values in (
             (self.workers, _WORKER_STATES),
             (self.worker_losses, _WORKER_LOSS_CAUSES),
@@ -141,6 +149,7 @@ class EngineMetrics:
             (self.bad_messages, _LINKS),
             (self.replies_dropped, _DROP_REASONS),
             (self.plans, _PLAN_STATUSES),
+            (self.cache_checkpoints, _CHECKPOINT_OUTCOMES),
         ):
             for value in values:
                 metric.labels(value)

@@ -413,7 +413,9 @@ class Engine:
                     group.create_task(self.launcher.run()),
                     group.create_task(self.control_loop.run()),
                     group.create_task(cache_stats_forever(self.cache, self.metrics)),
-                    group.create_task(checkpoint_forever(self.cache, self.config.cache, self._stop_requested)),
+                    group.create_task(
+                        checkpoint_forever(self.cache, self.config.cache, self._stop_requested, self.metrics)
+                    ),
                     group.create_task(reload_keys_on_hangup(self._hangup, configured_keys, self.link)),
                 ]
                 await self._stop_requested.wait()

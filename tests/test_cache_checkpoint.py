@@ -51,6 +51,8 @@ def test_an_engine_killed_after_a_checkpoint_restarts_from_it(tmp_path):
         deadline = time.monotonic() + 60
         while saved not in first.log_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert first.metric("argus_cache_checkpoints_total", outcome="written") >= 1
+        assert first.metric("argus_cache_checkpoints_total", outcome="failed") == 0
     finally:
         os.killpg(first.process.pid, signal.SIGKILL)  # the engine and its worker: no drain, no save
         first.process.wait()

@@ -77,6 +77,9 @@ def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
         engine.wait_ready(1)
         generate(engine)
         assert wait_for(lambda: checkpoint_failed in engine.log_path.read_text())
+        # what an alert reads: the log says it once a checkpoint, in words
+        assert engine.metric("argus_cache_checkpoints_total", outcome="failed") >= 1
+        assert engine.metric("argus_cache_checkpoints_total", outcome="written") == 0
     finally:
         code = engine.stop()
     assert code == 0
