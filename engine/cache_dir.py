@@ -102,6 +102,29 @@ def remove_leftovers(directory: str) -> None:
         )
 
 
+def warn_if_disk_short(config: CacheConfig) -> None:
+    """Warns when --cache-dir's filesystem has less room than the cache may take there at its bounds: the latents
+    spilled (--cache-dir-bytes), and the saved cache (every latent, spilled ones too) with its next save written
+    beside it before the rename. Spills past the room failed one by one and then every save did, the disk full."""
+    saved = os.path.join(config.directory, FILE_NAME)
+    whole_cache = config.max_bytes + config.directory_bytes
+    needed = config.directory_bytes + 2 * whole_cache
+    free = shutil.disk_usage(config.directory).free + (os.path.getsize(saved) if os.path.isfile(saved) else 0)
+    if free < needed:
+        log.warning(
+            "--cache-dir %s has %s free, and the cache may take up to %s there: the latents spilled"
+            " (--cache-dir-bytes), and the saved cache (--cache-bytes and --cache-dir-bytes) twice over while a save"
+            " is written beside the last. Once it is full, spills and then saves fail",
+            config.directory,
+            _gib(free),
+            _gib(needed),
+        )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
 def cache_dir_problem(directory: str) -> str | None:
     """A --cache-dir that is a file: said so, where making it as a folder said "not writable (File exists)"."""
     if os.path.exists(directory) and not os.path.isdir(directory):

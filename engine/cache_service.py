@@ -47,6 +47,7 @@ from engine.cache_dir import (
     new_prompt_cache,
     relock_if_replaced,
     remove_leftovers,
+    warn_if_disk_short,
 )
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest, Fallback
@@ -541,6 +542,7 @@ def build_cache_service(
     try:
         if config.directory:
             remove_leftovers(config.directory)
+            warn_if_disk_short(config)
         cache = new_prompt_cache(config, model, embedder, levels)
     except BaseException:
         if lock is not None:

@@ -92,6 +92,20 @@ def test_a_spill_folder_that_cannot_be_made_is_one_line(tmp_path):
     build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=lambda *_: IN_FULL).abandon()
 
 
+def test_a_cache_dir_with_less_room_than_the_cache_may_take_there_is_warned_of(tmp_path, caplog):
+    """A --cache-dir-bytes (or --cache-bytes, saved whole) past the disk's room filled it: spills failed one by one,
+    then every save did, without a word at the start."""
+    caplog.set_level(logging.WARNING, "argus.cache")
+    free = shutil.disk_usage(tmp_path).free
+    roomy = CacheConfig(directory=str(tmp_path), max_bytes=1 << 20, directory_bytes=1 << 20)
+    build_cache_service(roomy, MODEL, LEVELS, choose=lambda *_: IN_FULL).abandon()
+    assert "free" not in caplog.text
+    spilling_past_it = CacheConfig(directory=str(tmp_path), max_bytes=1 << 20, directory_bytes=free)
+    build_cache_service(spilling_past_it, MODEL, LEVELS, choose=lambda *_: IN_FULL).abandon()
+    assert f"--cache-dir {tmp_path} has " in caplog.text
+    assert "Once it is full, spills and then saves fail" in caplog.text
+
+
 def test_a_refused_file_is_set_aside_under_a_name_of_its_own(tmp_path):
     """Before, every refused file was renamed to .rejected: a restart with another embedder and back destroyed
     the first embedder's cache."""
