@@ -17,7 +17,7 @@ import json
 import math
 import reprlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -77,8 +77,7 @@ class LatencyProfile:
 
     def best_batch(self, level: int, deadline_s: float) -> int:
         """The largest batch whose latency fits in `deadline_s`; 0 when not even one image does."""
-        fitting = [b for b, seconds in enumerate(self.latency_s[level], start=1) if seconds <= deadline_s]
-        return max(fitting, default=0)
+        return _best_batch(self.latency_s[level], deadline_s)
 
     def capacity_rps(self, level: int, slo_s: float) -> float:
         """Images/s of one worker at the largest batch whose latency is under SLO/2 (Proteus).
@@ -86,8 +85,7 @@ class LatencyProfile:
         Half the SLO leaves the other half for queueing: a request may wait one
         whole batch before its own batch runs.
         """
-        batch = self.best_batch(level, slo_s / 2.0)
-        return batch / self.latency(level, batch) if batch else 0.0
+        return _capacity_rps(self.latency_s[level], slo_s)
 
     def scaled(self, factor: float) -> LatencyProfile:
         """The same profile on a clock `factor` times as slow (the sim backend's --time-scale)."""
@@ -210,6 +208,22 @@ class ProfileLatency:
         fixed, per_step = self._fits[batch - 1]
         # a level at or past the steps runs none of them (no policy picks one; the sum must not run backwards)
         return fixed + per_step * max(0, steps - level)
+
+    def capacity_rps(self, level: int, steps: int, slo_s: float) -> float:
+        """`LatencyProfile.capacity_rps` for images of `steps` steps: the same rule on their own batch times, over
+        the profile's batch sizes (at the profile's N, the table's figure)."""
+        return _capacity_rps([self.seconds(level, steps, b) for b in range(1, self._profile.max_batch + 1)], slo_s)
+
+
+def _best_batch(seconds_by_batch: Sequence[float], deadline_s: float) -> int:
+    """The largest batch (1-based) whose seconds fit in `deadline_s`; 0 when not even one image does."""
+    return max((b for b, seconds in enumerate(seconds_by_batch, start=1) if seconds <= deadline_s), default=0)
+
+
+def _capacity_rps(seconds_by_batch: Sequence[float], slo_s: float) -> float:
+    """Images/s at the largest batch whose seconds are under SLO/2; 0 when even one image's are not."""
+    batch = _best_batch(seconds_by_batch, slo_s / 2.0)
+    return batch / seconds_by_batch[batch - 1] if batch else 0.0
 
 
 def _fit_steps(steps_run: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from controller.profiles import ProfileLatency
 from protocols.limits import MAX_STEPS
 
 if TYPE_CHECKING:
@@ -23,9 +24,12 @@ def readiness(engine: Engine) -> dict:
         # the saved cache is still being read: requests are served meanwhile, from what was cached since the start
         "cache_restoring": engine.cache.restoring,
         # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies. By the profile
-        # the controller plans with now: scaled by the workers' pace once it strays far from the profile's
+        # the controller plans with now: scaled by the workers' pace once it strays far from the profile's. Images of
+        # the default steps, which loadgen sends: a profile measured at 30 steps said 1.5 times what they serve
         "exact_capacity_rps": engine.registry.in_rotation
-        * engine.control.policy.profile.capacity_rps(0, engine.control.slo_s),
+        * ProfileLatency(engine.control.policy.profile).capacity_rps(
+            0, engine.admission.default_steps(), engine.control.slo_s
+        ),
         # what a request may ask for (every registered worker's, else the --backend's): a client checks its
         # size and steps before it sends a run of requests each refused invalid_size
         "sizes": {

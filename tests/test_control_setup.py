@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from controller.profiles import LatencyProfile
 from engine.cli import UsageError
 from engine.config import EngineConfig, LaunchConfig, PolicyConfig
 from engine.control_setup import build_control
@@ -93,6 +94,25 @@ def test_a_profile_of_sim_workers_is_planned_at_the_engines_time_scale(tmp_path,
     launch = LaunchConfig(backend=backend, time_scale=engine_scale)
     setup = build_control(EngineConfig(launch=launch, policy=PolicyConfig(latency_profile=str(path))), now=0.0)
     assert setup.profile.latency(0, 1) == pytest.approx(planned_s)
+
+
+@pytest.mark.parametrize("steps", [30, 50, 100])
+def test_the_default_slo_is_three_exact_images_of_the_default_steps_whatever_steps_the_profile_has(tmp_path, steps):
+    """A profile measured at --steps 30 made the default SLO three 30-step images, two of the 50 a request runs."""
+    path = tmp_path / "latency.json"
+    profile = LatencyProfile.from_model(
+        "x",
+        "test",
+        fixed_s=0.6,
+        step_s=0.09,
+        batch_marginal=0.5,
+        levels=(0, 5, 10, 15, 20, 25),
+        steps=steps,
+        max_batch=8,
+    )
+    profile.save(path)
+    setup = build_control(EngineConfig(policy=PolicyConfig(latency_profile=str(path))), now=0.0)
+    assert setup.slo_s == pytest.approx(3 * (0.6 + 0.09 * 50))
 
 
 def test_the_log_names_the_files_the_engine_plans_with_and_the_levels_a_predictor_lacks(tmp_path, caplog):

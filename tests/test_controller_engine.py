@@ -4,8 +4,10 @@ import asyncio
 import contextlib
 import json
 
+import pytest
 from waiting import wait_for
 
+from controller.profiles import LatencyProfile
 from engine.client import AsyncArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Images
@@ -88,5 +90,23 @@ def test_requests_of_three_times_the_steps_are_planned_for_as_about_three_times_
         # a 150-step image is 2.8 (at level 0) to 4.2 (at 25) of the profile's 50-step ones; counted as one, the
         # demand planned for stayed within the rate and its 5% headroom
         assert max(planned) > 2 * rate
+    finally:
+        assert engine.stop() == 0
+
+
+def test_ready_gives_the_exact_capacity_in_images_of_the_default_steps_whatever_steps_the_profile_has(tmp_path):
+    """/ready's exact_capacity_rps, what loadgen's --load multiplies, was in images of the latency profile's N: one
+    measured at 30 steps had a sim worker serve 25.3 exact images/s within 0.4 s, where it makes 13.1 of the 50 steps
+    a request runs."""
+    path = tmp_path / "latency.json"
+    # the bundled sdxl_a100's line (docs/controller.md), measured at 30 steps
+    line = {"fixed_s": 0.6, "step_s": 0.09, "batch_marginal": 0.5, "levels": (0, 5, 10, 15, 20, 25), "max_batch": 8}
+    LatencyProfile.from_model("sdxl_a100 at 30 steps", "test", steps=30, **line).save(path)
+    options = ("--time-scale", "0.02", "--slo-ms", "400", "--latency-profile", str(path))
+    engine = start_engine(tmp_path, *options, workers=1, backend="sim")
+    try:
+        # batches of 2 at 0.153 s each, where 5 of 30 steps took 0.198
+        exact = LatencyProfile.bundled("sdxl_a100").scaled(0.02).capacity_rps(0, 0.4)
+        assert engine.ready()["exact_capacity_rps"] == pytest.approx(exact)
     finally:
         assert engine.stop() == 0
