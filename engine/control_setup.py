@@ -76,7 +76,25 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
         policy_config.quality_profile or "modelled",
         policy_config.predictor or f"the {embedder} similarity table",
     )
+    _warn_if_nothing_fits(planned, table.levels, slo_s)
     return ControlSetup(profile, planned, policy, controller, slo_s)
+
+
+def _warn_if_nothing_fits(planned: LatencyProfile, levels: tuple[int, ...], slo_s: float) -> None:
+    """An SLO under which no level makes one image in half of it leaves the plan no capacity anywhere: it serves
+    nothing and moves no worker, whatever the load. Taken without a word (--slo-ms 50 on workers whose fastest image
+    takes 57 ms, an SLO given in the wrong unit), every plan said so only in a null quality and 0 served."""
+    if any(planned.capacity_rps(level, slo_s) for level in levels):
+        return
+    fastest = min(levels, key=lambda level: planned.latency(level, 1))
+    log.warning(
+        "SLO %.3f s: no level makes an image within half of it (the fastest, level %d, takes %.3f s alone), so the"
+        " controller plans no capacity at any level and moves no worker for the load; give --slo-ms above %.0f",
+        slo_s,
+        fastest,
+        planned.latency(fastest, 1),
+        2000 * planned.latency(fastest, 1),
+    )
 
 
 def _check_predictor_levels(path: str, predictor: TrainedPredictor, levels: tuple[int, ...]) -> None:

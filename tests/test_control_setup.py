@@ -115,6 +115,25 @@ def test_the_default_slo_is_three_exact_images_of_the_default_steps_whatever_ste
     assert setup.slo_s == pytest.approx(3 * (0.6 + 0.09 * 50))
 
 
+@pytest.mark.parametrize(("slo_s", "warned"), [(0.05, True), (0.113, True), (0.115, False), (None, False)])
+def test_an_slo_no_level_can_plan_for_is_warned_of(caplog, slo_s, warned):
+    """Sim workers at 0.02 make their fastest image (level 25) in 0.057 s: under an SLO of less than twice that, the
+    plan counts no capacity anywhere, serves nothing and moves no worker. It started without a word."""
+    caplog.set_level(logging.INFO, logger="argus.controller")
+    launch = LaunchConfig(backend="sim", time_scale=0.02)
+    build_control(EngineConfig(launch=launch, policy=PolicyConfig(slo_s=slo_s)), now=0.0)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == (
+        [
+            f"SLO {slo_s:.3f} s: no level makes an image within half of it (the fastest, level 25, takes 0.057 s"
+            " alone), so the controller plans no capacity at any level and moves no worker for the load; give"
+            " --slo-ms above 114"
+        ]
+        if warned
+        else []
+    )
+
+
 def test_the_log_names_the_files_the_engine_plans_with_and_the_levels_a_predictor_lacks(tmp_path, caplog):
     """It named the latency profile only: whether a --predictor or --quality-profile was taken was not said."""
     path = tmp_path / "predictor.json"
