@@ -67,7 +67,8 @@ def _not_ready_because(engine: Engine, workers: tuple) -> str | None:
     if workers:
         return f"each of its {len(workers)} workers is taken out of rotation, its batches failing"
     if not engine.config.launch.count:
-        return "no worker has connected (--workers 0: none is started here)"
+        # "is", not "has": said too once the workers that connected have left
+        return "no worker is connected (--workers 0: none is started here)"
     return f"no worker has said hello{_own_slots(engine)}"
 
 

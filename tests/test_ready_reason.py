@@ -16,10 +16,15 @@ async def test_not_ready_says_why_until_a_worker_is_in_rotation_and_again_as_the
     running = asyncio.create_task(engine.run())
     worker = None
     try:
-        assert readiness(engine)["reason"] == "no worker has connected (--workers 0: none is started here)"
+        none_connected = "no worker is connected (--workers 0: none is started here)"
+        assert readiness(engine)["reason"] == none_connected
         worker = start_worker(f"ipc://{tmp_path}/workers", "sim", "--time-scale", "0")
         assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
         assert readiness(engine)["reason"] is None
+        # it leaves: said as before it came (it said no worker had connected, after one had)
+        worker.terminate()
+        assert await eventually(lambda: not readiness(engine)["ready"], timeout_s=60)
+        assert readiness(engine)["reason"] == none_connected
         engine.request_stop()
         assert readiness(engine)["reason"] == "the engine is draining: it admits no request"
         await asyncio.wait_for(running, 60)
