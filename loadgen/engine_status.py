@@ -128,8 +128,14 @@ async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> Capac
     except ValueError as exc:
         raise CapacityUnknown(f"could not read {base_url}/ready: {exc}") from None
     capacity = status.get("exact_capacity_rps") if isinstance(status, dict) else None
-    if not isinstance(capacity, (int, float)) or capacity <= 0:
+    if not isinstance(capacity, (int, float)):
         raise CapacityUnknown(f"{base_url}/ready reports no exact_capacity_rps")
+    if capacity <= 0:
+        # no worker ready (still loading its model, say): "reports none" sent the user to look for a missing field
+        reason = status.get("reason")
+        raise CapacityUnknown(
+            f"{base_url}/ready reports an exact_capacity_rps of 0" + (f" ({reason})" if isinstance(reason, str) else "")
+        )
     workers = status.get("workers")
     in_rotation = (
         [w for w in workers if isinstance(w, dict) and w.get("state") == "ready"] if isinstance(workers, list) else []
