@@ -83,7 +83,7 @@ def test_hand_started_worker_serves(engine):
         assert worker.wait(timeout=30) == 0
 
 
-def test_a_stopped_worker_hands_its_work_to_another_at_the_cost_of_one_try(tmp_path):
+def test_a_stopped_worker_hands_its_work_to_another_at_once(tmp_path):
     """SIGTERM mid-batch: the worker says it is leaving before it answers its images cancelled, so they go to
     the other worker at once, not back to the one leaving (two tries spent, and a wait for its heartbeat)."""
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
