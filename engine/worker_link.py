@@ -288,7 +288,10 @@ class WorkerLink:
             return
         checked = identity_refusal(probe, self._backend, self._model, self._model_named_by)
         if refused := self._refusal(checked, probe.worker_id, probe.pid):
-            self._refuse(identity, refused)
+            # named by the id it asks for: it asks on a connection of its own, whose identity libzmq made up (five
+            # random bytes: the log named no worker an operator could find)
+            asking = f"{peer_name(probe.worker_id.encode())} (pid {probe.pid}, asking before it loads its model)"
+            self._refuse(identity, refused, asking)
         else:
             self._socket.send(identity, self._codec.encode(Cleared()))
 
@@ -319,8 +322,9 @@ class WorkerLink:
             self._time_scale,
         )
 
-    def _refuse(self, identity: bytes, refused: Refused) -> None:
-        log.error("refusing worker %s: %s", peer_name(identity), refused.reason)
+    def _refuse(self, identity: bytes, refused: Refused, name: str = "") -> None:
+        """`name`: the worker's, if not its identity's."""
+        log.error("refusing worker %s: %s", name or peer_name(identity), refused.reason)
         self._socket.send(identity, self._codec.encode(refused))
 
     def _id_in_use(self, worker_id: str) -> Refused | None:

@@ -211,12 +211,15 @@ def test_a_probe_is_answered_as_a_hello_of_its_values_would_be_and_registers_not
 
 
 def test_a_worker_of_another_backend_is_refused_before_it_loads_its_model(engine):
-    worker = start_worker(engine.worker_address, "tiny", stderr=subprocess.PIPE, text=True)
+    worker = start_worker(engine.worker_address, "tiny", "--worker-id", "gpu9", stderr=subprocess.PIPE, text=True)
     try:
         assert worker.wait(timeout=60) == 2
         said = worker.stderr.read()
         assert "engine refused this worker: backend 'tiny': this engine serves 'sim'" in said, said
         assert "loading the tiny backend" not in said, said
+        # the engine names the worker, not the identity libzmq made up for the connection it asked on
+        named = f"refusing worker gpu9 (pid {worker.pid}, asking before it loads its model): backend 'tiny'"
+        assert wait_for(lambda: named in engine.log(), timeout_s=10), engine.log()[-2000:]
     finally:
         if worker.poll() is None:
             worker.kill()
