@@ -276,8 +276,11 @@ class WorkerRuntime:
 
     def _lose_engine(self, why: str) -> None:
         if not self._engine_lost:
-            log.warning("%s; saying hello again", why)
+            self._say_engine_lost(why)
             self._engine_lost = True
+
+    def _say_engine_lost(self, why: str) -> None:
+        log.warning("%s; saying hello again", why)
 
     def _forget_engine(self) -> None:
         """The engine is gone: what it sent is void (it re-dispatches), so start over."""
@@ -344,7 +347,10 @@ class WorkerRuntime:
             self._level = message.level
             self._last_heard = time.monotonic()
             return True
-        log.warning("ignoring %s before welcome", type(message).__name__)
+        if not isinstance(message, Rejoin):
+            # a Rejoin answers a beat sent before the hello, to an engine that does not know it: it is saying hello
+            # already (a fleet of 200 warned of it 21 times at each restart of its engine)
+            log.warning("ignoring %s before welcome", type(message).__name__)
         return False
 
     def _drain(self) -> None:
