@@ -376,6 +376,30 @@ def test_a_worker_or_fleet_no_engine_answers_says_so(tmp_path):
     assert "take 3 of this fleet's 3 workers" in (tmp_path / "fleet.log").read_text()
 
 
+def test_a_worker_or_fleet_given_a_host_that_does_not_resolve_says_so(tmp_path):
+    """ZeroMQ dials a name that does not resolve as it does a port no one listens on, without a word: the warning
+    asked whether the engine was up and took the worker's CURVE keys."""
+    address = "tcp://argus-engine.invalid:5556"  # RFC 6761: never resolves
+    warning = f"no answer from an engine at {address} for 10 s: its host argus-engine.invalid does not resolve"
+    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
+    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
+        workers = [
+            start_worker(address, "sim", stderr=lone_log),
+            start_worker(address, "sim", "--count", "3", stderr=fleet_log),
+        ]
+    try:
+        for path in logs.values():
+            assert wait_for(lambda path=path: warning in path.read_text(), timeout_s=60), path.read_text()
+            assert "CURVE" not in path.read_text()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+
+
 def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(tmp_path):
     """A worker's identity is its public name (in /ready and every reply): a second connection under it is
     refused, not handed the worker's prompts (the worker, gone silent, was then killed as hung)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -127,6 +128,15 @@ def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker",
             workers,
         )
         return
+    if host := unresolved_host(connect):
+        log.warning(
+            "no answer from an engine at %s for %.0f s: its host %s does not resolve (a typo in --connect, or a name"
+            " not in DNS yet): dialling on",
+            connect,
+            waited_s,
+            host,
+        )
+        return
     log.warning(
         "no answer from an engine at %s for %.0f s: is it up, and does it take %s "
         "(CURVE keys: --curve-key/--curve-server-key here, --curve-allow or --curve-allow-workers there)?",
@@ -134,6 +144,22 @@ def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker",
         waited_s,
         workers,
     )
+
+
+def unresolved_host(connect: str) -> str | None:
+    """The host of a tcp:// address (`tcp://[SOURCE;]HOST:PORT`) when it does not resolve now, else None. ZeroMQ dials
+    such a host again and again without a word, as it does a port no one listens on: a worker given a typo was warned
+    only to check the engine and the CURVE keys. Asked when a warning is due, not before: a name not in DNS yet (a
+    Kubernetes Service made after its workers) may come, and the worker waits for it."""
+    scheme, _, rest = connect.partition("://")
+    host = rest.rpartition(":")[0].rpartition(";")[2]
+    if scheme != "tcp":
+        return None
+    try:
+        socket.getaddrinfo(host.removeprefix("[").removesuffix("]"), None)
+    except (OSError, UnicodeError):  # socket.gaierror; a name IDNA cannot encode
+        return host
+    return None
 
 
 class WorkerRuntime:
