@@ -303,6 +303,35 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(request, tmp_pa
             worker.kill()
 
 
+def test_a_worker_or_fleet_that_served_says_why_the_next_engine_can_never_take_it_and_exits_2(tmp_path, curve_files):
+    """The engine restarted on its address with CURVE turned on (or its key pair replaced): a lone worker said why and
+    exited 2, a fleet waited for ever, warning that the engine had stopped and that it waited for the next one."""
+    worker_port = free_port()
+    first = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port)
+    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
+    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
+        workers = [
+            start_worker(first.worker_address, "sim", "--time-scale", "0.01", stderr=lone_log),
+            start_worker(first.worker_address, "sim", "--count", "3", "--time-scale", "0.01", stderr=fleet_log),
+        ]
+    second = None
+    try:
+        first.wait_ready(4, timeout_s=60)
+        assert first.stop() == 0
+        curve = ["--curve-secret", str(curve_files.engine_secret), "--curve-allow", str(curve_files.admitted)]
+        second = start_engine(tmp_path, *curve, workers=0, backend="sim", worker_port=worker_port)
+        for worker, path in zip(workers, logs.values(), strict=True):
+            assert worker.wait(timeout=60) == 2, path.read_text()
+            said = f"engine refused this worker: the engine at {first.worker_address} requires CURVE keys"
+            assert said in path.read_text(), path.read_text()
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        if second is not None:
+            assert second.stop() == 0
+
+
 def test_a_worker_with_keys_given_the_engines_http_port_says_so_and_exits_2(curve_engine, curve_files):
     """libzmq with CURVE hangs up on a peer that does not greet as ZeroMQ does, and never dials it again: the worker
     said hello for ever, warning every 10 s of no answer."""

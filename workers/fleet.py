@@ -267,7 +267,10 @@ class Fleet:
             if not announced and live and all(w.joined for w in live):
                 announced = True
                 log.info("fleet of %d SIMULATED workers ready", len(live))
-            elif not announced and self._refusal is None and (refused := self._handshakes.reason()):
+            elif self._refusal is None and (refused := self._handshakes.reason()):
+                # heard at any time, not only before the fleet first served: an engine restarted on the address
+                # with CURVE turned on, or a key pair of its own, left the fleet waiting for ever, warned of as an
+                # engine that had stopped, where a lone worker said why and exited 2
                 self._refused(self._workers[0], EngineRefused(Refused(refused)))
             if now >= check_at:
                 check_at = now + UNANSWERED_WARNING_S
