@@ -17,7 +17,6 @@ workers whose key was removed (WorkerLink.drop_revoked).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from engine.arg_types import read_user_file
+from engine.quiet_lines import QuietLines
 from protocols.curve import ClientKeys, KeyPair, load_public_keys
 
 log = logging.getLogger("argus.curve")
@@ -44,19 +44,14 @@ class _AllowedKeys:
 
     def __init__(self, keys_by_domain: dict[str, set[bytes]], clock: Callable[[], float] = time.monotonic):
         self.keys = keys_by_domain  # replaced whole, never changed in place: the authenticator's thread reads it
-        self._clock = clock
-        self._quiet_until: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}  # refusals since the domain's last line
+        self._lines = QuietLines(REFUSED_LOG_INTERVAL_S, clock)  # one a domain
 
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self.keys.get(domain, ()):
             return True
-        now = self._clock()
-        if now < self._quiet_until.get(domain, -math.inf):
-            self._unlogged[domain] = self._unlogged.get(domain, 0) + 1
+        unlogged = self._lines.due(domain)
+        if unlogged is None:
             return False
-        self._quiet_until[domain] = now + REFUSED_LOG_INTERVAL_S
-        unlogged = self._unlogged.pop(domain, 0)
         # a key given to the wrong end (a client's to a worker): its peer hears only that the handshake was refused
         other = CLIENTS if domain == WORKERS else WORKERS
         if key in self.keys.get(other, ()):

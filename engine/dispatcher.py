@@ -360,11 +360,16 @@ class Dispatcher:
             self._timing.remove_queued(job)
             job.batch_id = batch_id
             job.sent_at = now
-            job.attempts += 1
         if not self._config.serve_late:
             self._sent_deadlines.watch(jobs, self._live)
         if not self._send(worker, message):
+            # the batch never left (its worker gone, its connection closed): no worker tried its images, and they
+            # count no try. Counted, a fleet stopped at once failed images worker_lost within milliseconds, each sent
+            # to three gone workers in a row, while other workers were there to make them
             self.worker_lost(worker, "unreachable")
+            return
+        for job in jobs:
+            job.attempts += 1
 
     # -- worker events -------------------------------------------------------
     def worker_ready(self, worker: WorkerHandle) -> None:
@@ -393,6 +398,13 @@ class Dispatcher:
         self._idle.drop(worker)
         self._metrics.worker_losses.labels(cause).inc()
         held = worker.held_jobs()
+        if cause == "left":
+            # a worker stopped as asked (SIGTERM, a scale-down) gives back its images unstarted or cut short by the
+            # stop, not failed: they count no try. Counted, a fleet or Deployment scaled down at once failed images
+            # worker_lost, each routed from one leaving worker to the next before that one's Leaving came in, while
+            # the workers that stayed could make them
+            for job in held:
+                job.given_back += job.batch_id is not None  # a queued one was never sent: no try to give back
         worker.queue.clear()
         worker.inflight.clear()
         if cause == "left" and not held:
@@ -451,8 +463,9 @@ class Dispatcher:
     def _reroute_or_fail(self, job: Job) -> None:
         if job.job_id not in self._live:
             return
-        if job.attempts >= self._config.max_attempts:
-            job.request.fail("worker_lost", f"the workers running this image failed {job.attempts} times")
+        tries = job.attempts - job.given_back
+        if tries >= self._config.max_attempts:
+            job.request.fail("worker_lost", f"the workers running this image failed {tries} times")
             return
         if job.attempts:
             self._metrics.redispatched.inc()

@@ -29,6 +29,7 @@ from engine.dispatcher import Dispatcher
 from engine.hello_check import hello_refusal, identity_refusal, protocol_refusal
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
+from engine.quiet_lines import QuietLines
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols import client_messages
 from protocols.codec import Codec, DecodeError
@@ -61,6 +62,10 @@ _BEAT_TICKS = 20
 # a worker heard from within this many heartbeat intervals is alive: a hello from another process with its
 # worker id is a second worker misnamed, not its replacement (a restarted process takes longer than this)
 _ALIVE_INTERVALS = 3
+# a refusal is logged once for its reason this often, counting those left out: a fleet of a thousand workers of
+# another backend (one hello but for their ids) logged a thousand lines at each start, as did a thousand workers
+# started with one mistake
+REFUSED_LOG_INTERVAL_S = 10.0
 # a peer's identity in a log line: a worker's is its id, "/" and 8 hex digits, the end kept
 _PEER_NAME_CHARS = 80
 _PEER_NAME_TAIL = 20
@@ -111,6 +116,7 @@ class WorkerLink:
         self._heartbeat_interval_s = heartbeat_interval_s
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._stopping = False  # Shutdown sent: see _on_hello
+        self._refusal_lines = QuietLines(REFUSED_LOG_INTERVAL_S)  # one a reason
         self.dispatcher: Dispatcher | None = None
         self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
         self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
@@ -288,7 +294,10 @@ class WorkerLink:
             return
         checked = identity_refusal(probe, self._backend, self._model, self._model_named_by)
         if refused := self._refusal(checked, probe.worker_id, probe.pid):
-            self._refuse(identity, refused)
+            # named by the id it asks for: it asks on a connection of its own, whose identity libzmq made up (five
+            # random bytes: the log named no worker an operator could find)
+            asking = f"{peer_name(probe.worker_id.encode())} (pid {probe.pid}, asking before it loads its model)"
+            self._refuse(identity, refused, asking)
         else:
             self._socket.send(identity, self._codec.encode(Cleared()))
 
@@ -319,8 +328,16 @@ class WorkerLink:
             self._time_scale,
         )
 
-    def _refuse(self, identity: bytes, refused: Refused) -> None:
-        log.error("refusing worker %s: %s", peer_name(identity), refused.reason)
+    def _refuse(self, identity: bytes, refused: Refused, name: str = "") -> None:
+        """`name`: the worker's, if not its identity's."""
+        left_out = self._refusal_lines.due(refused.reason)
+        if left_out is not None:
+            log.error(
+                "refusing worker %s: %s%s",
+                name or peer_name(identity),
+                refused.reason,
+                f" ({left_out} more refused for this since its last line)" if left_out else "",
+            )
         self._socket.send(identity, self._codec.encode(refused))
 
     def _id_in_use(self, worker_id: str) -> Refused | None:

@@ -30,6 +30,7 @@ class Harness:
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
         self.sent: list[tuple[str, object]] = []
+        self.gone: set[str] = set()  # workers whose sends are refused, as a closed connection's are
         self.dispatcher = Dispatcher(
             self.registry,
             self._send,
@@ -43,6 +44,8 @@ class Harness:
         )
 
     def _send(self, worker, message) -> bool:
+        if worker.name in self.gone:
+            return False
         self.sent.append((worker.name, message))
         return True
 

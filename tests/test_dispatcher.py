@@ -152,6 +152,41 @@ async def test_a_job_that_keeps_losing_workers_fails_explicitly():
     assert h.dispatcher.outstanding_images == 0
 
 
+async def test_a_batch_that_never_reached_its_worker_counts_no_try():
+    """A worker gone (its connection closed) refuses the send: the image was tried by no one. Counted, a fleet
+    stopped at once failed images worker_lost within milliseconds, each sent to three gone workers in a row."""
+    h = Harness(max_attempts=2)
+    request = h.request()
+    h.gone.update({"a", "b"})
+    for name in ("a", "b"):
+        h.add_worker(name)
+    assert h.metrics.registry.get_sample_value("argus_worker_losses_total", {"cause": "unreachable"}) == 2
+    c = h.add_worker("c")
+    (batch,) = h.batches("c")
+    h.finish(c, batch)
+    await settle()
+    assert isinstance(request.future.result(), Images)
+    assert h.metrics.registry.get_sample_value("argus_redispatched_images_total") == 0  # sent once
+
+
+async def test_images_given_back_by_workers_that_leave_count_no_try():
+    """A worker stopped as asked (SIGTERM, a scale-down) says Leaving and gives its images back unfailed. Counted
+    as tries, images sent from one leaving worker to the next before its Leaving came in (a fleet or Deployment
+    scaled down at once) failed worker_lost while the workers that stayed could make them."""
+    h = Harness(max_attempts=2)
+    request = h.request()
+    for name in ("a", "b", "c"):
+        h.dispatcher.worker_lost(h.add_worker(name), "left")
+    d = h.add_worker("d")
+    h.dispatcher.worker_lost(d, "exited")  # a worker that dies with the image still counts its try
+    e = h.add_worker("e")
+    (batch,) = h.batches("e")
+    h.finish(e, batch)
+    await settle()
+    assert isinstance(request.future.result(), Images)
+    assert h.metrics.registry.get_sample_value("argus_redispatched_images_total") == 4  # sent again 4 times
+
+
 async def test_no_worker_at_all_fails_after_the_timeout():
     h = Harness(no_worker_timeout_s=5)
     request = h.request()

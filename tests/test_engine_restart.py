@@ -55,7 +55,8 @@ def test_a_worker_serves_the_next_engine_when_told_not_when_the_last_one_falls_s
 
 def test_workers_waiting_after_their_engine_stopped_say_so_without_blaming_keys(tmp_path):
     """They warned every 10 s, for ever, of no answer, asking about CURVE keys that neither end used, though the
-    engine had said it was stopping."""
+    engine had said it was stopping. A fleet says the engine stopped once, not once per worker (a thousand lines
+    at every restart of the engine)."""
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
     logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
     with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
@@ -72,6 +73,7 @@ def test_workers_waiting_after_their_engine_stopped_say_so_without_blaming_keys(
         waiting = "since: waiting for the next one on that address"
         assert f"no engine has answered this worker {waiting}" in logs["lone"].read_text()
         assert f"no engine has answered 2 of this fleet's 2 workers {waiting}" in logs["fleet"].read_text()
+        assert logs["fleet"].read_text().count("engine stopping; saying hello again") == 1, logs["fleet"].read_text()
         for path in logs.values():
             assert "no answer from an engine" not in path.read_text()
             assert "CURVE" not in path.read_text()

@@ -83,7 +83,7 @@ def test_hand_started_worker_serves(engine):
         assert worker.wait(timeout=30) == 0
 
 
-def test_a_stopped_worker_hands_its_work_to_another_at_the_cost_of_one_try(tmp_path):
+def test_a_stopped_worker_hands_its_work_to_another_at_once(tmp_path):
     """SIGTERM mid-batch: the worker says it is leaving before it answers its images cancelled, so they go to
     the other worker at once, not back to the one leaving (two tries spent, and a wait for its heartbeat)."""
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
@@ -211,12 +211,15 @@ def test_a_probe_is_answered_as_a_hello_of_its_values_would_be_and_registers_not
 
 
 def test_a_worker_of_another_backend_is_refused_before_it_loads_its_model(engine):
-    worker = start_worker(engine.worker_address, "tiny", stderr=subprocess.PIPE, text=True)
+    worker = start_worker(engine.worker_address, "tiny", "--worker-id", "gpu9", stderr=subprocess.PIPE, text=True)
     try:
         assert worker.wait(timeout=60) == 2
         said = worker.stderr.read()
         assert "engine refused this worker: backend 'tiny': this engine serves 'sim'" in said, said
         assert "loading the tiny backend" not in said, said
+        # the engine names the worker, not the identity libzmq made up for the connection it asked on
+        named = f"refusing worker gpu9 (pid {worker.pid}, asking before it loads its model): backend 'tiny'"
+        assert wait_for(lambda: named in engine.log(), timeout_s=10), engine.log()[-2000:]
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -300,6 +303,35 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(request, tmp_pa
             worker.kill()
 
 
+def test_a_worker_or_fleet_that_served_says_why_the_next_engine_can_never_take_it_and_exits_2(tmp_path, curve_files):
+    """The engine restarted on its address with CURVE turned on (or its key pair replaced): a lone worker said why and
+    exited 2, a fleet waited for ever, warning that the engine had stopped and that it waited for the next one."""
+    worker_port = free_port()
+    first = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port)
+    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
+    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
+        workers = [
+            start_worker(first.worker_address, "sim", "--time-scale", "0.01", stderr=lone_log),
+            start_worker(first.worker_address, "sim", "--count", "3", "--time-scale", "0.01", stderr=fleet_log),
+        ]
+    second = None
+    try:
+        first.wait_ready(4, timeout_s=60)
+        assert first.stop() == 0
+        curve = ["--curve-secret", str(curve_files.engine_secret), "--curve-allow", str(curve_files.admitted)]
+        second = start_engine(tmp_path, *curve, workers=0, backend="sim", worker_port=worker_port)
+        for worker, path in zip(workers, logs.values(), strict=True):
+            assert worker.wait(timeout=60) == 2, path.read_text()
+            said = f"engine refused this worker: the engine at {first.worker_address} requires CURVE keys"
+            assert said in path.read_text(), path.read_text()
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        if second is not None:
+            assert second.stop() == 0
+
+
 def test_a_worker_with_keys_given_the_engines_http_port_says_so_and_exits_2(curve_engine, curve_files):
     """libzmq with CURVE hangs up on a peer that does not greet as ZeroMQ does, and never dials it again: the worker
     said hello for ever, warning every 10 s of no answer."""
@@ -371,6 +403,30 @@ def test_a_worker_or_fleet_no_engine_answers_says_so(tmp_path):
             if worker.poll() is None:
                 worker.kill()
     assert "take 3 of this fleet's 3 workers" in (tmp_path / "fleet.log").read_text()
+
+
+def test_a_worker_or_fleet_given_a_host_that_does_not_resolve_says_so(tmp_path):
+    """ZeroMQ dials a name that does not resolve as it does a port no one listens on, without a word: the warning
+    asked whether the engine was up and took the worker's CURVE keys."""
+    address = "tcp://argus-engine.invalid:5556"  # RFC 6761: never resolves
+    warning = f"no answer from an engine at {address} for 10 s: its host argus-engine.invalid does not resolve"
+    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
+    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
+        workers = [
+            start_worker(address, "sim", stderr=lone_log),
+            start_worker(address, "sim", "--count", "3", stderr=fleet_log),
+        ]
+    try:
+        for path in logs.values():
+            assert wait_for(lambda path=path: warning in path.read_text(), timeout_s=60), path.read_text()
+            assert "CURVE" not in path.read_text()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
 
 
 def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(tmp_path):

@@ -22,6 +22,7 @@ import logging
 import math
 import selectors
 import time
+from collections.abc import Callable
 
 import msgspec
 import zmq
@@ -75,10 +76,13 @@ class SimWorker(WorkerRuntime):
         phase: float,
         owned: bool,
         watch_handshakes: bool,
+        say_engine_lost: Callable[[SimWorker, str], None],
     ):
+        """`say_engine_lost`: the fleet's, which says once for all its workers why they say hello again."""
         super().__init__(
             backend, connect, worker_id, curve=curve, context=context, owned=owned, watch_handshakes=watch_handshakes
         )
+        self._say_lost_to_fleet = say_engine_lost
         self._latency = latency
         self._time_scale = time_scale
         # workers welcomed together would beat together: spread them over the interval, as workers
@@ -103,6 +107,9 @@ class SimWorker(WorkerRuntime):
     @property
     def joined(self) -> bool:
         return self._joined
+
+    def _say_engine_lost(self, why: str) -> None:
+        self._say_lost_to_fleet(self, why)
 
     def busy_ms(self) -> float:
         return (time.monotonic() - self._started) * 1000.0
@@ -186,7 +193,17 @@ class Fleet:
         self._connect = connect
         self._workers = [
             SimWorker(
-                backend, connect, f"{base_id}-{i}", self._context, latency, time_scale, curve, i / count, owned, i == 0
+                backend,
+                connect,
+                f"{base_id}-{i}",
+                self._context,
+                latency,
+                time_scale,
+                curve,
+                i / count,
+                owned,
+                i == 0,
+                self._say_engine_lost,
             )
             for i in range(count)
         ]
@@ -203,6 +220,9 @@ class Fleet:
         # the wait of the workers still unwelcomed, from the first of them to wait: when it began, and its warnings
         self._waiting_since: float | None = None
         self._warnings = UnansweredWarnings()
+        # why workers lost the engine, each said once until the fleet is whole again: the same line from each worker
+        # made a thousand at every restart of the engine
+        self._engine_lost_said: set[str] = set()
 
     def stop(self) -> None:
         """Safe from a signal handler: the loop notices."""
@@ -247,7 +267,10 @@ class Fleet:
             if not announced and live and all(w.joined for w in live):
                 announced = True
                 log.info("fleet of %d SIMULATED workers ready", len(live))
-            elif not announced and self._refusal is None and (refused := self._handshakes.reason()):
+            elif self._refusal is None and (refused := self._handshakes.reason()):
+                # heard at any time, not only before the fleet first served: an engine restarted on the address
+                # with CURVE turned on, or a key pair of its own, left the fleet waiting for ever, warned of as an
+                # engine that had stopped, where a lone worker said why and exited 2
                 self._refused(self._workers[0], EngineRefused(Refused(refused)))
             if now >= check_at:
                 check_at = now + UNANSWERED_WARNING_S
@@ -255,6 +278,8 @@ class Fleet:
 
     def _warn_if_unanswered(self, live: set[SimWorker], now: float) -> None:
         waiting = [w for w in live if not w.joined]
+        if not waiting:
+            self._engine_lost_said.clear()
         since = min((w.unwelcomed_since for w in waiting), default=None)
         if since != self._waiting_since:  # a wait begins (or its first worker was welcomed): warned of afresh
             self._waiting_since, self._warnings = since, UnansweredWarnings()
@@ -267,6 +292,15 @@ class Fleet:
             f"{unanswered} of this fleet's {len(live)} workers",
             engine_stopped=all(w.engine_stopped for w in waiting),
         )
+
+    def _say_engine_lost(self, worker: SimWorker, why: str) -> None:
+        if why not in self._engine_lost_said:
+            self._engine_lost_said.add(why)
+            log.warning(
+                "worker %s: %s; saying hello again (said once for the fleet's workers until all are welcomed)",
+                worker.identity.decode(),
+                why,
+            )
 
     def _serve(self, worker: SimWorker, now: float, live: set[SimWorker]) -> None:
         while True:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -127,6 +128,15 @@ def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker",
             workers,
         )
         return
+    if host := unresolved_host(connect):
+        log.warning(
+            "no answer from an engine at %s for %.0f s: its host %s does not resolve (a typo in --connect, or a name"
+            " not in DNS yet): dialling on",
+            connect,
+            waited_s,
+            host,
+        )
+        return
     log.warning(
         "no answer from an engine at %s for %.0f s: is it up, and does it take %s "
         "(CURVE keys: --curve-key/--curve-server-key here, --curve-allow or --curve-allow-workers there)?",
@@ -134,6 +144,22 @@ def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker",
         waited_s,
         workers,
     )
+
+
+def unresolved_host(connect: str) -> str | None:
+    """The host of a tcp:// address (`tcp://[SOURCE;]HOST:PORT`) when it does not resolve now, else None. ZeroMQ dials
+    such a host again and again without a word, as it does a port no one listens on: a worker given a typo was warned
+    only to check the engine and the CURVE keys. Asked when a warning is due, not before: a name not in DNS yet (a
+    Kubernetes Service made after its workers) may come, and the worker waits for it."""
+    scheme, _, rest = connect.partition("://")
+    host = rest.rpartition(":")[0].rpartition(";")[2]
+    if scheme != "tcp":
+        return None
+    try:
+        socket.getaddrinfo(host.removeprefix("[").removesuffix("]"), None)
+    except (OSError, UnicodeError):  # socket.gaierror; a name IDNA cannot encode
+        return host
+    return None
 
 
 class WorkerRuntime:
@@ -276,8 +302,11 @@ class WorkerRuntime:
 
     def _lose_engine(self, why: str) -> None:
         if not self._engine_lost:
-            log.warning("%s; saying hello again", why)
+            self._say_engine_lost(why)
             self._engine_lost = True
+
+    def _say_engine_lost(self, why: str) -> None:
+        log.warning("%s; saying hello again", why)
 
     def _forget_engine(self) -> None:
         """The engine is gone: what it sent is void (it re-dispatches), so start over."""
@@ -344,7 +373,10 @@ class WorkerRuntime:
             self._level = message.level
             self._last_heard = time.monotonic()
             return True
-        log.warning("ignoring %s before welcome", type(message).__name__)
+        if not isinstance(message, Rejoin):
+            # a Rejoin answers a beat sent before the hello, to an engine that does not know it: it is saying hello
+            # already (a fleet of 200 warned of it 21 times at each restart of its engine)
+            log.warning("ignoring %s before welcome", type(message).__name__)
         return False
 
     def _drain(self) -> None:
