@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -40,6 +39,7 @@ import zmq
 from engine.curve_gate import CLIENTS
 from engine.jobs import AdmittedRequest
 from engine.loop_socket import LoopSocket
+from engine.quiet_lines import QuietLines
 from protocols.client_messages import (
     Cancel,
     Error,
@@ -131,8 +131,9 @@ class ClientDoor:
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
         self._gone: dict[bytes, _Gone] = {}
-        self._unread_logged = _Sparse()
-        self._lost_logged = _Sparse()
+        # a line each for "lost" and "unread": what the lines held back told of is said by the next one. Without, a
+        # line an hour into a storm read as the one client it names, the others unseen
+        self._log_lines = QuietLines(_LOG_EVERY_S)
 
     def start(self) -> None:
         self._socket.start()
@@ -182,7 +183,7 @@ class ClientDoor:
             if (identity, request_id) not in self._live and request_id not in kept
         ]
         self._engine.metrics.requests_lost.inc(len(lost))
-        held = self._lost_logged.due(len(lost)) if lost else None
+        held = self._log_lines.due("lost", len(lost)) if lost else None
         if held is not None:
             log.info(
                 "client %s awaits %d requests this engine does not hold (it restarted since, or they were lost with"
@@ -239,7 +240,7 @@ class ClientDoor:
         failed = self._socket.send(identity, frames)
         if failed == errno.EAGAIN:
             self._engine.metrics.replies_dropped.labels("unread").inc()
-            held = self._unread_logged.due()
+            held = self._log_lines.due("unread")
             if held is not None:
                 log.warning(
                     "client %s leaves %d replies unread: dropping its replies%s",
@@ -278,26 +279,6 @@ class ClientDoor:
             log.info("client %s gone: cancelling its %d requests", _named(identity), len(mine))
         for request in mine:
             self._engine.dispatcher.cancel(request)
-
-
-class _Sparse:
-    """Whether a log line is due, at most once every _LOG_EVERY_S, and what the lines held back meanwhile told of: the
-    next line says it. Without, a line an hour into a storm read as the one client it names, the others unseen."""
-
-    def __init__(self):
-        self._at = -_LOG_EVERY_S
-        self._held = 0
-
-    def due(self, count: int = 1) -> int | None:
-        """None while a line is not due (`count`, what this one would tell of, is kept for the next); else what was
-        held back since the last line."""
-        now = time.monotonic()
-        if now - self._at < _LOG_EVERY_S:
-            self._held += count
-            return None
-        self._at = now
-        held, self._held = self._held, 0
-        return held
 
 
 def _held_back(held: int, what: str) -> str:

@@ -8,7 +8,7 @@ import types
 import pytest
 import zmq
 
-from engine import client_door
+from engine import quiet_lines
 from engine.client_door import ClientDoor
 from engine.metrics import EngineMetrics
 from engine_process import free_port, raw_client
@@ -31,7 +31,7 @@ async def _answers(sock: zmq.Socket, count: int) -> list:
 async def test_a_lost_request_line_says_how_many_were_answered_so_since_the_last(monkeypatch, caplog):
     now = [0.0]
     # the door's clock alone: the loop's own must run on
-    monkeypatch.setattr(client_door, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(quiet_lines, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     config = types.SimpleNamespace(client_gone_grace_s=10.0, dispatch=types.SimpleNamespace(max_queue=16))
     engine = types.SimpleNamespace(config=config, metrics=EngineMetrics())
     context = zmq.Context()
