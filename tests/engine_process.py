@@ -134,6 +134,17 @@ def start_worker(connect: str, backend: str, *args: str, **popen: object) -> sub
     return subprocess.Popen(command, cwd=ROOT, **popen)
 
 
+def start_lone_and_fleet(tmp_path: Path, connect: str, fleet: int) -> tuple[list[subprocess.Popen], dict[str, Path]]:
+    """A lone sim worker and a `--count fleet` one dialling `connect`, and where each logs (stderr): "lone", "fleet"."""
+    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
+    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
+        workers = [
+            start_worker(connect, "sim", "--time-scale", "0.01", stderr=lone_log),
+            start_worker(connect, "sim", "--count", str(fleet), "--time-scale", "0.01", stderr=fleet_log),
+        ]
+    return workers, logs
+
+
 def start_engine(
     tmp_path: Path,
     *args: str,

@@ -24,6 +24,15 @@ def start(tmp_path, cache_dir, *args: str, wait=True):
     )
 
 
+def assert_a_second_engine_is_refused(tmp_path, cache_dir) -> None:
+    second = start(tmp_path, cache_dir, wait=False)
+    try:
+        assert second.process.wait(60) == 2
+    finally:
+        second.stop()
+    assert f"--cache-dir {cache_dir} is in use by another engine" in second.log_path.read_text()
+
+
 def test_a_second_engine_on_a_cache_dir_in_use_is_refused_and_the_first_keeps_its_spilled_latents(tmp_path):
     """Before, the second engine deleted the first's spill folder as a dead engine's leftovers (the first lost every
     spilled latent), and whichever stopped last overwrote the other's save."""
@@ -38,12 +47,7 @@ def test_a_second_engine_on_a_cache_dir_in_use_is_refused_and_the_first_keeps_it
         while len(spilled := sorted(spill.iterdir())) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(spilled) == 5
-        second = start(tmp_path, cache_dir, wait=False)
-        try:
-            assert second.process.wait(60) == 2
-        finally:
-            second.stop()
-        assert f"--cache-dir {cache_dir} is in use by another engine" in second.log_path.read_text()
+        assert_a_second_engine_is_refused(tmp_path, cache_dir)
         assert sorted(spill.iterdir()) == spilled
     finally:
         assert first.stop() == 0
@@ -65,12 +69,7 @@ def test_a_cache_dir_deleted_under_an_engine_is_locked_again_and_saved_in_full(t
         assert wait_for(lambda: "was deleted under this engine" in first.log_path.read_text())
         # its cache unchanged since the last save: written all the same, that one went with the folder
         assert wait_for(lambda: (cache_dir / "prompt_cache.argus").exists())
-        second = start(tmp_path, cache_dir, wait=False)
-        try:
-            assert second.process.wait(60) == 2
-        finally:
-            second.stop()
-        assert f"--cache-dir {cache_dir} is in use by another engine" in second.log_path.read_text()
+        assert_a_second_engine_is_refused(tmp_path, cache_dir)
     finally:
         assert first.stop() == 0
     assert "Traceback" not in first.log_path.read_text()

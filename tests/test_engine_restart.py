@@ -7,7 +7,7 @@ import pytest
 from waiting import wait_for
 
 from engine.client import ArgusClient
-from engine_process import free_port, start_engine, start_worker
+from engine_process import free_port, start_engine, start_lone_and_fleet, start_worker
 from protocols.client_messages import Images
 from workers.runtime import UNANSWERED_WARNING_MAX_S, UnansweredWarnings
 
@@ -58,12 +58,7 @@ def test_workers_waiting_after_their_engine_stopped_say_so_without_blaming_keys(
     engine had said it was stopping. A fleet says the engine stopped once, not once per worker (a thousand lines
     at every restart of the engine)."""
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
-    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
-    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
-        workers = [
-            start_worker(engine.worker_address, "sim", "--time-scale", "0.01", stderr=lone_log),
-            start_worker(engine.worker_address, "sim", "--count", "2", "--time-scale", "0.01", stderr=fleet_log),
-        ]
+    workers, logs = start_lone_and_fleet(tmp_path, engine.worker_address, fleet=2)
     try:
         engine.wait_ready(3, timeout_s=60)
         assert engine.stop() == 0

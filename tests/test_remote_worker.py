@@ -17,7 +17,7 @@ from waiting import wait_for
 
 from controller.similarity import SimilarityTable
 from engine.client import ArgusClient
-from engine_process import ask_worker_door, free_port, start_engine, start_worker
+from engine_process import ask_worker_door, free_port, start_engine, start_lone_and_fleet, start_worker
 from protocols.client_messages import Images
 from protocols.curve import create_key_files
 from protocols.worker_messages import PROTOCOL_VERSION, Cleared, Probe, Refused
@@ -308,12 +308,7 @@ def test_a_worker_or_fleet_that_served_says_why_the_next_engine_can_never_take_i
     exited 2, a fleet waited for ever, warning that the engine had stopped and that it waited for the next one."""
     worker_port = free_port()
     first = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port)
-    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
-    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
-        workers = [
-            start_worker(first.worker_address, "sim", "--time-scale", "0.01", stderr=lone_log),
-            start_worker(first.worker_address, "sim", "--count", "3", "--time-scale", "0.01", stderr=fleet_log),
-        ]
+    workers, logs = start_lone_and_fleet(tmp_path, first.worker_address, fleet=3)
     second = None
     try:
         first.wait_ready(4, timeout_s=60)
