@@ -16,7 +16,9 @@ workers whose key was removed (WorkerLink.drop_revoked).
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -117,5 +119,11 @@ def _load(directory: str, who: str) -> set[bytes]:
     keys = read_user_file(load_public_keys, directory)
     log.info("CURVE on: %d public keys admitted from %s", len(keys), directory)
     if not keys:
-        log.warning("CURVE: %s holds no public key (*.key): no %s can connect", directory, who)
+        # secret keys alone: the peers' secrets copied where their public keys go, which they should keep to themselves
+        secrets = (
+            " (only secret keys, *.key_secret: put the peers' public NAME.key there)"
+            if glob.glob(os.path.join(glob.escape(directory), "*.key_secret"))
+            else ""
+        )
+        log.warning("CURVE: %s holds no public key (*.key)%s: no %s can connect", directory, secrets, who)
     return keys

@@ -211,6 +211,15 @@ def test_an_empty_allowed_directory_and_a_refused_key_are_logged(tmp_path, caplo
         CurveGate(context, str(secret), str(tmp_path / "allowed"))  # its authenticator thread is not started
     assert "holds no public key (*.key): no remote worker or client can connect" in caplog.text
     caplog.clear()
+    # a worker's secret key copied where its public key goes: said so, where the line read as an empty folder
+    worker_public, _ = create_key_files(tmp_path / "allowed", "worker")
+    worker_public.unlink()
+    with zmq.Context() as context:
+        CurveGate(context, str(secret), str(tmp_path / "allowed"))
+    assert "holds no public key (*.key) (only secret keys, *.key_secret: put the peers' public NAME.key there)" in (
+        caplog.text
+    )
+    caplog.clear()
     # what the authenticator asks at each CURVE handshake
     allowed = _AllowedKeys({"clients": {b"admitted"}})
     assert allowed.callback("clients", b"admitted") and not caplog.text
