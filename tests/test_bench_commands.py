@@ -120,7 +120,12 @@ def test_controller_bench_solves_each_fleet_with_the_engines_time_limit(tmp_path
     assert [r["workers"] for r in data["results"]] == [8, 64]
     for result in data["results"]:
         assert _positive(result["solve_p50_ms"]) and _positive(result["solve_p99_ms"])
-    assert "allocation MILP" in stdout and "2/2" in stdout  # both solves optimal
+        # the table's LP baseline and the ratio to it, which the JSON left out
+        assert _positive(result["lp_p50_ms"]) and _positive(result["lp_p99_ms"])
+        assert result["milp_to_lp_p50"] == result["solve_p50_ms"] / result["lp_p50_ms"]
+        assert result["optimal"] == 2  # both solves optimal, as the table's 2/2 says
+    assert (data["solver"], data["slo_s"]) == ("CBC", 15.0)
+    assert "allocation MILP" in stdout and "2/2" in stdout
     # a p99 of 2 solves is the slower one, checked against a p99 target: said, and the count written
     assert all(result["solves"] == 2 for result in data["results"])
     assert "p99 of 2 samples is their max" in stdout
