@@ -79,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             _wait_restored(engine)
             print(f"restored; a new prompt {args.rate:g} times a second for {args.duration:g} s ...", flush=True)
-            sent = asyncio.run(_probe(engine.client_address, args.rate, args.duration))
+            # an engine that dies fails the run at once, saying so: its probes waited 2 minutes for replies, then
+            # failed with a bare TimeoutError
+            sent = asyncio.run(engine.child.while_alive(_probe(engine.client_address, args.rate, args.duration)))
         finally:
-            engine.stop()
+            engine.stop_warning_on_failure()
         checkpoints = _checkpoints(engine.child.log_path.read_text())
     during = [latency for at, latency in sent if any(c.start <= at < c.end for c in checkpoints)]
     outside = [latency for at, latency in sent if not any(c.start <= at < c.end for c in checkpoints)]

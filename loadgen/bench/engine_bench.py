@@ -225,8 +225,11 @@ async def _door(
         """Runs one measurement; adds the CPU its server processes used per request (microseconds)."""
         watched = ["engine", "workers"] if name == "engine" else ["baseline"]
         before = {w: sum(process_cpu_s(pid) for pid in processes[w]) for w in watched}
+        # a server that dies fails the run at once, naming its exit: its clients waited NO_REPLY_S, then said only
+        # that it stopped answering
+        server = engine.child if name == "engine" else baseline
         with _no_gc():
-            result = await run(*a)
+            result = await server.while_alive(run(*a))
         if result["not_images"]:  # an error's latency or rate is not the engine's at serving images
             raise RuntimeError(f"{name}: {result['not_images']} replies were not images")
         for w in watched:
