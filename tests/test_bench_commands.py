@@ -162,3 +162,6 @@ def test_checkpoint_bench_times_requests_during_and_outside_the_checkpoints(tmp_
     assert all(0 <= on <= whole for on, whole in zip(data["on_cache_thread_s"], data["checkpoint_s"], strict=True))
     assert data["during"]["count"] + data["outside"]["count"] == 40  # every probe answered, counted once
     assert _positive(data["outside"]["p50_ms"])
+    # the engine's worker is a sim one: said in the table and the JSON, as the other benches on sim workers say it
+    assert data["simulated"] is True and data["backend"] == "sim"
+    assert "SIMULATED worker" in stdout

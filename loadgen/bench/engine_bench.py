@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     doors = [d.strip() for d in args.doors.split(",") if d.strip()]
-    unknown = set(doors) - set(TARGETS)
-    if unknown or not doors:
-        raise UsageError(f"--doors takes zmq and/or http, not {sorted(unknown) or doors}")
+    # a door named twice was measured twice, the second's figures printed in both rows
+    if set(doors) - set(TARGETS) or not doors or len(set(doors)) < len(doors):
+        raise UsageError(f"--doors takes zmq and/or http, each once, not {args.doors!r}")
     with tempfile.TemporaryDirectory(prefix="argus-bench-engine-") as tmp:
         results = uvloop.run(_measure(args, doors, Path(tmp)))
     _report(args, doors, results)
