@@ -15,6 +15,7 @@ process, opens a socket and reads the clock.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import logging
@@ -23,6 +24,7 @@ import platform
 import random
 import shlex
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -223,7 +225,17 @@ class WorkerProcess:
         raise TimeoutError(f"no {kind.__name__} from the worker:\n{self.child.log_tail()}")
 
     def _send(self, message: object) -> None:
-        self._socket.send_multipart([self._identity, *self._codec.encode(message)], copy=False)
+        import zmq
+
+        try:
+            self._socket.send_multipart([self._identity, *self._codec.encode(message)], copy=False)
+        except zmq.ZMQError:
+            # the ROUTER cannot reach a worker that exited (mandatory routing): said as its exit, with its log, where
+            # `argus bench worker` ended in zmq's "Host unreachable"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.child.process.wait(1.0)
+            self.child.check_alive()
+            raise
 
 
 # --levels of `argus profile latency`: level 0, the exact image, is measured without asking, and may be named too

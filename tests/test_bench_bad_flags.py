@@ -200,6 +200,10 @@ _SEEDED = ("chaos", "worker", "cache", "controller")
         (["bench", "compare", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "p.txt: writing it would destroy"),
         (["calibrate", "--embedder", "hash", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "--json {tmp}/p"),
         (["bench", "engine", "--doors", "foo"], "--doors takes zmq and/or http"),
+        # measured twice, the first's figures lost and the second's printed in both rows
+        (["bench", "engine", "--doors", "zmq,zmq"], "--doors takes zmq and/or http, each once, not 'zmq,zmq'"),
+        # it built and restored a cache, sent nothing, and printed a table of no requests
+        (["bench", "checkpoint", "--rate", "0.1", "--duration", "1"], "--rate 0.1 for --duration 1 s sends no request"),
         (["bench", "scale", "--fleets", "9", "--workers", "2"], "--fleets must be at most --workers"),
         (["profile", "latency", "--backend", "sim", "--batches", "2", "--out", "{tmp}/x.json"], "--batches must"),
         (["profile", "latency", "--backend", "tiny", "--time-scale", "2", "--out", "{tmp}/x.json"], "--time-scale"),

@@ -120,7 +120,12 @@ def test_controller_bench_solves_each_fleet_with_the_engines_time_limit(tmp_path
     assert [r["workers"] for r in data["results"]] == [8, 64]
     for result in data["results"]:
         assert _positive(result["solve_p50_ms"]) and _positive(result["solve_p99_ms"])
-    assert "allocation MILP" in stdout and "2/2" in stdout  # both solves optimal
+        # the table's LP baseline and the ratio to it, which the JSON left out
+        assert _positive(result["lp_p50_ms"]) and _positive(result["lp_p99_ms"])
+        assert result["milp_to_lp_p50"] == result["solve_p50_ms"] / result["lp_p50_ms"]
+        assert result["optimal"] == 2  # both solves optimal, as the table's 2/2 says
+    assert (data["solver"], data["slo_s"]) == ("CBC", 15.0)
+    assert "allocation MILP" in stdout and "2/2" in stdout
     # a p99 of 2 solves is the slower one, checked against a p99 target: said, and the count written
     assert all(result["solves"] == 2 for result in data["results"])
     assert "p99 of 2 samples is their max" in stdout
@@ -157,3 +162,6 @@ def test_checkpoint_bench_times_requests_during_and_outside_the_checkpoints(tmp_
     assert all(0 <= on <= whole for on, whole in zip(data["on_cache_thread_s"], data["checkpoint_s"], strict=True))
     assert data["during"]["count"] + data["outside"]["count"] == 40  # every probe answered, counted once
     assert _positive(data["outside"]["p50_ms"])
+    # the engine's worker is a sim one: said in the table and the JSON, as the other benches on sim workers say it
+    assert data["simulated"] is True and data["backend"] == "sim"
+    assert "SIMULATED worker" in stdout

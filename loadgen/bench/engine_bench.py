@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     doors = [d.strip() for d in args.doors.split(",") if d.strip()]
-    unknown = set(doors) - set(TARGETS)
-    if unknown or not doors:
-        raise UsageError(f"--doors takes zmq and/or http, not {sorted(unknown) or doors}")
+    # a door named twice was measured twice, the second's figures printed in both rows
+    if set(doors) - set(TARGETS) or not doors or len(set(doors)) < len(doors):
+        raise UsageError(f"--doors takes zmq and/or http, each once, not {args.doors!r}")
     with tempfile.TemporaryDirectory(prefix="argus-bench-engine-") as tmp:
         results = uvloop.run(_measure(args, doors, Path(tmp)))
     _report(args, doors, results)
@@ -225,8 +225,11 @@ async def _door(
         """Runs one measurement; adds the CPU its server processes used per request (microseconds)."""
         watched = ["engine", "workers"] if name == "engine" else ["baseline"]
         before = {w: sum(process_cpu_s(pid) for pid in processes[w]) for w in watched}
+        # a server that dies fails the run at once, naming its exit: its clients waited NO_REPLY_S, then said only
+        # that it stopped answering
+        server = engine.child if name == "engine" else baseline
         with _no_gc():
-            result = await run(*a)
+            result = await server.while_alive(run(*a))
         if result["not_images"]:  # an error's latency or rate is not the engine's at serving images
             raise RuntimeError(f"{name}: {result['not_images']} replies were not images")
         for w in watched:

@@ -143,13 +143,17 @@ async def zmq_open_loop(address: str, args: argparse.Namespace, rate: float, dur
             latencies.append(seconds)
             failed += not isinstance(reply, Images)
 
+    reader = asyncio.create_task(read())
     try:
-        reader = asyncio.create_task(read())
         send_s, late = await _paced(rate, total, client.send)
         await asyncio.wait_for(reader, NO_REPLY_S)
     except TimeoutError:  # bare, it said neither which server nor what
         raise RuntimeError(f"{address} stopped answering: no reply for {NO_REPLY_S:g} s past the run") from None
     finally:
+        # stopped before its socket closes: a Ctrl-C while sending left it to read the closed socket, and a
+        # "Task exception was never retrieved" traceback followed the one-line "interrupted"
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
         client.close()
     skip = int(rate * args.warmup_s)
     measured = latencies[skip:]  # replies come back in about send order

@@ -41,6 +41,25 @@ class Child:
         if not self.alive():
             raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
 
+    async def while_alive(self, awaitable, every_s: float = 0.2):
+        """Awaits `awaitable`, failing as check_alive does as soon as this process exits (the awaitable cancelled):
+        a dead server's requests are never answered, and a run against one waited out their timeouts, then failed
+        naming anything but its death (the chaos bench its /metrics refused, the checkpoint bench a bare
+        TimeoutError after 2 minutes)."""
+        import asyncio
+
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while not (await asyncio.wait({task}, timeout=every_s))[0]:
+                self.check_alive()
+            if not task.cancelled() and task.exception() is not None:
+                self.check_alive()  # what it failed on (a refused connection) came of the exit: said as such
+            return task.result()
+        finally:
+            if not task.done():  # its own finally blocks close what it opened
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     def stop(self, timeout_s: float = 20.0) -> int:
         """SIGTERM, then SIGKILL to its whole group (its own children too) if it lingers."""
         if self.process.poll() is None:

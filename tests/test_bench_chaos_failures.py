@@ -1,0 +1,92 @@
+"""`argus bench chaos` says why it fails: an engine that dies during the load fails the run at once, naming its exit;
+a run that fails its checks says which, where it exited 1 under a table that looked like a pass."""
+
+import argparse
+import asyncio
+from dataclasses import asdict
+
+import pytest
+
+from loadgen.bench import chaos_bench
+from loadgen.bench.chaos_bench import ChaosConfig
+
+
+@pytest.mark.timeout(120)
+def test_an_engine_that_dies_during_the_load_fails_the_run_naming_its_exit(tmp_path, monkeypatch):
+    real_load = chaos_bench._load_with_faults
+
+    async def load_after_the_engine_died(config, plan, engine, engine_pid, progress):
+        engine.child.process.kill()
+        return await real_load(config, plan, engine, engine_pid, progress)
+
+    monkeypatch.setattr(chaos_bench, "_load_with_faults", load_after_the_engine_died)
+    # it ran out the load and the drain, then failed on its /metrics refused (aiohttp's ClientConnectorError)
+    config = ChaosConfig(duration_s=10.0, kill_every_s=0.0, min_kills=0, workers=2, drain_s=5.0)
+    with pytest.raises(RuntimeError, match=r"engine-\d+ exited with -9"):
+        asyncio.run(asyncio.wait_for(chaos_bench.measure(config, tmp_path), 100))
+
+
+def _result(config: ChaosConfig, **changes) -> dict:
+    """What measure() returns, for a run of 10 images and 5 kills."""
+    result = {
+        **dict.fromkeys(("sent", "replies"), 10),
+        **dict.fromkeys(("lost", "duplicates", "busy", "hangs", "hangs_detected"), 0),
+        "kills": 5,
+        "hang_detect_s": {"median": None, "max": None},
+        "outcomes": {"images": 10},
+        "errors": {},
+        **dict.fromkeys(("busy_p99_ms", "peak_rss_mb"), None),
+        **dict.fromkeys(("p50_ms", "p99_ms", "max_ms"), 12.5),
+        "workers_peak_rss_mb": 80.0,
+        "ready_workers": {"mean": 2.0, "min": 1},
+        "engine_metrics": dict.fromkeys(
+            ("worker_losses", "worker_restarts", "redispatched_images", "requests", "queued_images_at_end"), 0
+        ),
+        "metrics_vs_clients": {"match": True},
+        "config": {**asdict(config), "rate_rps": config.rate_rps, "capacity_rps": config.capacity_rps},
+        "engine_exit_code": 0,
+    }
+    return result | changes
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({}, None),
+        ({"kills": 3}, "3 kills, fewer than --min-kills 5"),
+        ({"lost": 2, "duplicates": 1}, "2 requests lost; 1 replies beyond the first for a request"),
+        ({"hangs": 2, "hangs_detected": 1}, "1 of 2 hangs not found by the engine"),
+        ({"metrics_vs_clients": {"match": False}}, "the engine's argus_requests_total disagrees"),
+        ({"engine_exit_code": 1, "engine_log_tail": "the drain failed"}, "the engine exited with 1:\nthe drain failed"),
+    ],
+)
+def test_a_failed_run_says_why(changes, says, tmp_path, monkeypatch, capsys):
+    config = ChaosConfig(duration_s=10.0, kill_every_s=2.0, min_kills=5)
+
+    async def measured(config, log_dir, progress=False):
+        return _result(config, **changes)
+
+    monkeypatch.setattr(chaos_bench, "measure", measured)
+    args = argparse.Namespace(
+        duration=config.duration_s,
+        kill_every=config.kill_every_s,
+        min_kills=config.min_kills,
+        hang_share=config.hang_share,
+        workers=config.workers,
+        time_scale=config.time_scale,
+        max_batch=config.max_batch,
+        load=config.load,
+        http_share=config.http_share,
+        heartbeat_timeout=config.heartbeat_timeout_s,
+        max_queue=config.max_queue,
+        drain=config.drain_s,
+        seed=config.seed,
+        json=None,
+    )
+    code = chaos_bench.run(args)
+    err = capsys.readouterr().err
+    if says is None:
+        assert code == 0 and "FAILED" not in err
+    else:
+        assert code == 1
+        assert err.startswith("argus bench chaos: FAILED: ") and says in err, err
