@@ -8,6 +8,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from controller.flow_model import SolverOptions
 from engine.cli import build_parser
 from engine_process import ROOT
@@ -165,3 +167,14 @@ def test_checkpoint_bench_times_requests_during_and_outside_the_checkpoints(tmp_
     # the engine's worker is a sim one: said in the table and the JSON, as the other benches on sim workers say it
     assert data["simulated"] is True and data["backend"] == "sim"
     assert "SIMULATED worker" in stdout
+
+
+def test_a_json_that_cannot_be_written_when_the_run_ends_is_one_line_and_exit_1(tmp_path):
+    """Checked writable as the run began, its folder may go (or the disk fill) by the end: that was a traceback."""
+    from loadgen.bench.output import write_json
+
+    gone = tmp_path / "gone" / "bench.json"
+    with pytest.raises(SystemExit) as exited:
+        write_json(str(gone), {"workers": 8})
+    assert str(exited.value) == f"argus bench: could not write the JSON to {gone}: No such file or directory"
+    assert not gone.parent.exists()

@@ -45,9 +45,12 @@ def write_json(path: str | None, data: dict) -> None:
     readers (jq, JavaScript) refuse a file that holds Python's NaN."""
     if not path:
         return
-    with written_whole(path) as f:
-        json.dump(_finite_or_null(data), f, indent=2, allow_nan=False)
-        f.write("\n")
+    try:
+        with written_whole(path) as f:
+            json.dump(_finite_or_null(data), f, indent=2, allow_nan=False)
+            f.write("\n")
+    except OSError as error:  # checked writable as the run began: the disk filled, the folder went. A traceback was all
+        raise SystemExit(f"argus bench: could not write the JSON to {path}: {error.strerror or error}") from None
     print(f"JSON written to {path}")
 
 
