@@ -105,4 +105,16 @@ class CacheMachine(RuleBasedStateMachine):
 CacheMachine.TestCase.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-TestCacheInvariants = CacheMachine.TestCase
+
+
+class TestCacheInvariants(CacheMachine.TestCase):
+    def runTest(self) -> None:
+        try:
+            super().runTest()
+        except SystemError as error:
+            # CPython 3.11 (gh-106905; seen on 3.11.7 in a clean-clone CI run): ast.parse, which Hypothesis runs on
+            # this file's source before the first example, fails so now and then in a threaded process. Not the
+            # cache's failure, and each parse starts its count afresh
+            if "AST constructor recursion depth mismatch" not in str(error):
+                raise
+            super().runTest()
