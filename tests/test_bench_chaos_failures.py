@@ -3,9 +3,9 @@ a run that fails its checks says which, where it exited 1 under a table that loo
 
 import argparse
 import asyncio
-from dataclasses import asdict
 
 import pytest
+from test_chaos import chaos_result
 
 from loadgen.bench import chaos_bench
 from loadgen.bench.chaos_bench import ChaosConfig
@@ -26,29 +26,6 @@ def test_an_engine_that_dies_during_the_load_fails_the_run_naming_its_exit(tmp_p
         asyncio.run(asyncio.wait_for(chaos_bench.measure(config, tmp_path), 100))
 
 
-def _result(config: ChaosConfig, **changes) -> dict:
-    """What measure() returns, for a run of 10 images and 5 kills."""
-    result = {
-        **dict.fromkeys(("sent", "replies"), 10),
-        **dict.fromkeys(("lost", "duplicates", "busy", "hangs", "hangs_detected"), 0),
-        "kills": 5,
-        "hang_detect_s": {"median": None, "max": None},
-        "outcomes": {"images": 10},
-        "errors": {},
-        **dict.fromkeys(("busy_p99_ms", "peak_rss_mb"), None),
-        **dict.fromkeys(("p50_ms", "p99_ms", "max_ms"), 12.5),
-        "workers_peak_rss_mb": 80.0,
-        "ready_workers": {"mean": 2.0, "min": 1},
-        "engine_metrics": dict.fromkeys(
-            ("worker_losses", "worker_restarts", "redispatched_images", "requests", "queued_images_at_end"), 0
-        ),
-        "metrics_vs_clients": {"match": True},
-        "config": {**asdict(config), "rate_rps": config.rate_rps, "capacity_rps": config.capacity_rps},
-        "engine_exit_code": 0,
-    }
-    return result | changes
-
-
 @pytest.mark.parametrize(
     ("changes", "says"),
     [
@@ -64,7 +41,7 @@ def test_a_failed_run_says_why(changes, says, tmp_path, monkeypatch, capsys):
     config = ChaosConfig(duration_s=10.0, kill_every_s=2.0, min_kills=5)
 
     async def measured(config, log_dir, progress=False):
-        return _result(config, **changes)
+        return chaos_result(config, **changes)
 
     monkeypatch.setattr(chaos_bench, "measure", measured)
     args = argparse.Namespace(

@@ -68,13 +68,8 @@ def test_kills_and_hangs_lose_nothing_and_duplicate_nothing(tmp_path):
     assert passed(result, config)
 
 
-def test_the_report_prints_counts_as_counts_and_no_figure_as_n_a(capsys):
-    """It printed 'worker restarts 5.0' (the exposition's float) and 'busy p99 ms None' for a run with no Busy."""
-    config = ChaosConfig(duration_s=24.0, kill_every_s=3.0)
-    metrics = parse_metrics(
-        'argus_worker_restarts_total 5\nargus_worker_losses_total{cause="exited"} 4\n'
-        'argus_worker_losses_total{cause="heartbeat"} 1\nargus_redispatched_images_total 7\n'
-    )
+def chaos_result(config: ChaosConfig, **changes) -> dict:
+    """What measure() returns, for a run of 10 images and 5 kills that passed, with `changes`."""
     result = {
         **dict.fromkeys(("sent", "replies"), 10),
         **dict.fromkeys(("lost", "duplicates", "busy", "hangs", "hangs_detected"), 0),
@@ -86,10 +81,24 @@ def test_the_report_prints_counts_as_counts_and_no_figure_as_n_a(capsys):
         **dict.fromkeys(("p50_ms", "p99_ms", "max_ms"), 12.5),
         "workers_peak_rss_mb": 80.0,
         "ready_workers": {"mean": 2.0, "min": 1},
-        "engine_metrics": _engine_figures(metrics),
+        "engine_metrics": dict.fromkeys(
+            ("worker_losses", "worker_restarts", "redispatched_images", "requests", "queued_images_at_end"), 0
+        ),
         "metrics_vs_clients": {"match": True},
         "config": {**asdict(config), "rate_rps": config.rate_rps, "capacity_rps": config.capacity_rps},
+        "engine_exit_code": 0,
     }
+    return result | changes
+
+
+def test_the_report_prints_counts_as_counts_and_no_figure_as_n_a(capsys):
+    """It printed 'worker restarts 5.0' (the exposition's float) and 'busy p99 ms None' for a run with no Busy."""
+    config = ChaosConfig(duration_s=24.0, kill_every_s=3.0)
+    metrics = parse_metrics(
+        'argus_worker_restarts_total 5\nargus_worker_losses_total{cause="exited"} 4\n'
+        'argus_worker_losses_total{cause="heartbeat"} 1\nargus_redispatched_images_total 7\n'
+    )
+    result = chaos_result(config, engine_metrics=_engine_figures(metrics))
     assert result["engine_metrics"]["worker_restarts"] == 5 and isinstance(
         result["engine_metrics"]["worker_restarts"], int
     )
