@@ -106,6 +106,10 @@ def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
     sent_at_half_peak = round(data["peak_rps"] / 2 * (0.2 + 1))
     assert 0 < data["latency_samples_at_half_peak"] <= sent_at_half_peak < 100
     assert f"p99 of {data['latency_samples_at_half_peak']} samples is their max" in stdout
+    # the ramp the table shows, a step a row: the JSON held the half-peak figures alone
+    assert data["steps"][0]["offered_rps"] == 40 and all(step["answered_rps"] >= 0 for step in data["steps"])
+    assert (not all(step["kept_up"] for step in data["steps"])) == data["saturated"]
+    assert data["engine_us_per_request_at_half_peak"] > 0
 
 
 def test_a_peak_below_its_target_is_missed_only_when_the_ramp_saturated():

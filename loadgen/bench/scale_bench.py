@@ -35,7 +35,7 @@ import os
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
@@ -431,6 +431,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
             "p99_added_ms_at_half_peak": half.p99_ms,
             "controller_solve_ms": solve_ms,
             "engine_cpu_at_half_peak": half.engine_cpu,
+            "engine_us_per_request_at_half_peak": half.engine_us_per_request,
             "fleets_cpu_at_half_peak": half.fleets_cpu,
             "machine_cpu_at_half_peak": half.machine_cpu,
             "cores": CORES,
@@ -438,5 +439,11 @@ def _report(args: argparse.Namespace, result: dict) -> None:
             "latency_samples_at_half_peak": half.samples,
             "saturated": result["saturated"],  # false: peak_rps is only a floor
             "kept_up_at_half_peak": half_kept_up,
+            # the ramp as the table shows it: the JSON held the half-peak step alone
+            "steps": [_step_json(s, args.p99_limit_ms) for s in steps],
         },
     )
+
+
+def _step_json(step: Step, p99_limit_ms: float) -> dict:
+    return {**asdict(step), "engine_us_per_request": step.engine_us_per_request, "kept_up": step.kept_up(p99_limit_ms)}
