@@ -51,9 +51,18 @@ def test_small_bench_writes_the_documented_json(tmp_path, capsys, vectors):
         "insert_per_s",
         "bytes_per_entry",
         "latent_bytes_per_entry",
+        "vectors",
+        "traced_bytes_per_entry",
+        "ef",
+        "m",
+        "lookups",
     ]
     assert (data["entries"], data["dim"], data["latent_bytes_per_entry"]) == (2000, 1024, 4 * 128 * 128 * 2)
     assert 0 < data["lookup_p50_us"] <= data["lookup_p99_us"] and data["insert_per_s"] > 0
+    # the tables' figures too: by kind of lookup, the CPU time beside the clock's, and recall
+    assert data["vectors"] == vectors and list(data["lookups"]) == ["near-duplicate", "unrelated", "all"]
+    assert data["lookups"]["all"]["p99"] == data["lookup_p99_us"]
+    assert 0 < data["lookups"]["near-duplicate"]["cpu_p50"] and 0 <= data["lookups"]["near-duplicate"]["recall"] <= 1
     assert "recall@1" in capsys.readouterr().out
 
 
