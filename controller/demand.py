@@ -30,7 +30,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from controller.profiles import LatencyProfile, ProfileLatency
+from controller.profiles import LatencyProfile
 
 # with fast attack, a window's own rate counts when its arrivals exceed the EWMA's prediction by this many standard
 # deviations of a Poisson count: a steady load passes it at about 1% of the looks (the EWMA is noisy too), a burst
@@ -56,7 +56,7 @@ class WorkPerImage:
 
     def __init__(self, profile: LatencyProfile):
         self._profile = profile
-        self._latency = ProfileLatency(profile)
+        self._latency = profile.at_any_steps
 
     def __call__(self, level: int, steps: int, start: int | None = None) -> float:
         """`start`: the step of its run an image served at `level` resumes at (None: `level`): its own steps run,

@@ -70,6 +70,12 @@ class LatencyProfile:
     def max_batch(self) -> int:
         return len(next(iter(self.latency_s.values())))
 
+    @cached_property
+    def at_any_steps(self) -> ProfileLatency:
+        """Its times for images of any step count, fit once (about 150 us): GET /ready reads it at each call, and
+        the dispatcher, the controller's demand and its SLO off the same profile."""
+        return ProfileLatency(self)
+
     def latency(self, level: int, batch: int) -> float:
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"batch {batch} outside the profiled 1..{self.max_batch}")

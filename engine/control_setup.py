@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from controller.allocation import Allocator, allocate
 from controller.policies import Policy, make_policy
 from controller.predictor import SimilarityPredictor, TrainedPredictor
-from controller.profiles import DegradationMatrix, LatencyProfile, ProfileLatency, QualityModel, embedder_mismatch
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel, embedder_mismatch
 from controller.similarity import SimilarityTable
 from controller.versioned import DATA_DIR
 from controller.window import Controller, ControllerConfig
@@ -63,7 +63,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     policy = make_policy(policy_config.name, planned, degradation, predictor, allocator)
     # exact images of the steps a request runs when it names none: a profile measured at other --steps times its own
     # N (one of 30 steps made the default SLO three 30-step images, two of the 50 a request runs)
-    slo_s = policy_config.slo_s or _SLO_IN_EXACT_IMAGES * ProfileLatency(profile).seconds(0, DEFAULT_STEPS, 1)
+    slo_s = policy_config.slo_s or _SLO_IN_EXACT_IMAGES * profile.at_any_steps.seconds(0, DEFAULT_STEPS, 1)
     window_s = policy_config.window_s
     # re-route no sooner than a fifth of a window (a compressed clock compresses this too)
     controller_config = ControllerConfig(slo_s=slo_s, window_s=window_s, min_observe_s=min(2.0, window_s / 5))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 
-from controller.profiles import LatencyProfile, ProfileLatency
+from controller.profiles import LatencyProfile
 from engine.dispatch_index import FreeAt, QueuedWork
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
@@ -42,7 +42,7 @@ class DispatchTiming:
     ):
         self._profile = profile
         # a request's steps need not be the profile's N: its time is read off the profile's fit in steps run
-        self._latency = ProfileLatency(profile) if profile is not None else None
+        self._latency = profile.at_any_steps if profile is not None else None
         self._drift = ProfileDrift(profile.name, metrics.batch_time_vs_profile.set) if profile is not None else None
         self._registry = registry
         self._free_at = free_at

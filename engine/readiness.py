@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from controller.profiles import ProfileLatency
 from protocols.limits import MAX_STEPS
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ def readiness(engine: Engine) -> dict:
         # the controller plans with now: scaled by the workers' pace once it strays far from the profile's. Images of
         # the default steps, which loadgen sends: a profile measured at 30 steps said 1.5 times what they serve
         "exact_capacity_rps": engine.registry.in_rotation
-        * ProfileLatency(engine.control.policy.profile).capacity_rps(
+        * engine.control.policy.profile.at_any_steps.capacity_rps(
             0, engine.admission.default_steps(), engine.control.slo_s
         ),
         # what a request may ask for (every registered worker's, else the --backend's): a client checks its
