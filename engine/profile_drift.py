@@ -20,6 +20,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from engine.quiet_lines import QuietLines
+
 log = logging.getLogger("argus.dispatcher")
 
 # a batch the profile says takes less is judged by noise (a sim worker at time scale 0, the engine's own hops)
@@ -41,12 +43,11 @@ class ProfileDrift:
         """`on_ratio`: given the ratio of observed to predicted batch time after each batch judged."""
         self._profile_name = profile_name
         self._on_ratio = on_ratio
-        self._clock = clock
         self._recent: deque[float] = deque(maxlen=_RECENT)  # observed / predicted, of the last batches judged
         # their median, taken as each batch is judged: the pace is read for every job routed and judged
         self._ratio = 1.0
         self._pacing = False
-        self._warned_at: float | None = None
+        self._warnings = QuietLines(_WARN_EVERY_S, clock)
 
     @property
     def ratio(self) -> float:
@@ -73,10 +74,8 @@ class ProfileDrift:
             self._pacing = False
 
     def _warn(self) -> None:
-        now = self._clock()
-        if self._warned_at is not None and now - self._warned_at < _WARN_EVERY_S:
+        if self._warnings.due("drift") is None:
             return
-        self._warned_at = now
         log.warning(
             "workers take %.2fx the time the latency profile %s says (over their recent batches): the engine plans"
             " and judges deadlines at their pace until they are back within %gx of it. Measure them with `argus"
