@@ -1,5 +1,6 @@
-"""Log lines said at most once per key every interval, counting those left out: for what any peer can make happen
-as often as it likes (a handshake with a fresh key, a hello refused), where a line each would fill the log."""
+"""Log lines said at most once per key every interval, counting those left out: for what can happen as often as its
+cause likes (a peer's handshake with a fresh key, a hello refused, each batch of workers off their profile), where a
+line each would fill the log."""
 
 from __future__ import annotations
 
