@@ -76,8 +76,8 @@ _SLOT_STATES = {"starting": "starting (loading the model)", "restarting": "resta
 
 
 def _own_slots(engine: Engine) -> str:
-    counted = (
-        (state, engine.metrics.registry.get_sample_value("argus_workers", {"state": state})) for state in _SLOT_STATES
-    )
-    said = [f"{count:g} {_SLOT_STATES[state]}" for state, count in counted if count]
+    # the gauge's own samples, read once: the registry's get_sample_value collected every metric for each state
+    (workers,) = engine.metrics.workers.collect()
+    counted = {sample.labels["state"]: sample.value for sample in workers.samples}
+    said = [f"{counted[state]:g} {words}" for state, words in _SLOT_STATES.items() if counted.get(state)]
     return f": of its own, {', '.join(said)}" if said else ""
