@@ -19,7 +19,7 @@ from test_hello_bounds import SIM_MODEL
 
 from engine.client import ArgusClient
 from engine_process import start_engine
-from loadgen.bench.chaos_bench import ChaosConfig, _engine_figures, measure, passed, report
+from loadgen.bench.chaos_bench import ChaosConfig, _engine_figures, failures, measure, report
 from loadgen.bench.chaos_ledger import Ledger
 from loadgen.bench.process_watch import parse_metrics
 from protocols.client_messages import Images
@@ -65,7 +65,7 @@ def test_kills_and_hangs_lose_nothing_and_duplicate_nothing(tmp_path):
     # the engine's own count of terminal replies agrees with what the clients saw
     assert result["metrics_vs_clients"]["match"], result["metrics_vs_clients"]
     assert result["engine_exit_code"] == 0, result.get("engine_log_tail")
-    assert passed(result, config)
+    assert not failures(result, config)
 
 
 def chaos_result(config: ChaosConfig, **changes) -> dict:
@@ -126,7 +126,7 @@ def test_the_report_prints_counts_as_counts_and_no_figure_as_n_a(capsys):
 def test_the_bench_passes_only_with_nothing_lost_and_every_hang_found(change, verdict):
     result = {"lost": 0, "duplicates": 0, "kills": 12, "hangs": 5, "hangs_detected": 5} | change
     result = {"metrics_vs_clients": {"match": True}, "engine_exit_code": 0} | result
-    assert passed(result, ChaosConfig(min_kills=10)) is verdict
+    assert (not failures(result, ChaosConfig(min_kills=10))) is verdict
 
 
 @pytest.mark.parametrize("share", [{"hang_share": -1.0}, {"hang_share": 1.5}, {"http_share": 2.0}])

@@ -227,10 +227,6 @@ def failures(result: dict, config: ChaosConfig) -> list[str]:
     return found
 
 
-def passed(result: dict, config: ChaosConfig) -> bool:
-    return not failures(result, config)
-
-
 # -- the run ---------------------------------------------------------------------------------------
 async def measure(config: ChaosConfig, log_dir: Path, progress: bool = False) -> dict[str, Any]:
     """Starts the engine, runs load and faults, drains, stops the engine; returns the results."""
