@@ -7,8 +7,9 @@ fields that argus can honour are accepted with the values OpenAI's own client
 sends, for clients written for OpenAI: `model` is echoed back; the rest do not
 change generation (README.md says why, field by field). Values argus cannot
 honour are a 400 saying why: `background` transparent, `stream` true,
-`partial_images` above 0; the types leave them out, so that the published schema
-(/openapi.json) lists only values that are served.
+`partial_images` above 0, any `frame_count`, `frame_duration_ms` or `svg` but
+null; the types leave them out, so that the published schema (/openapi.json)
+lists only values that are served.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=
     safety_identifier: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     stream: Literal[False] | None = None  # images come whole
     partial_images: Literal[0] | None = None  # OpenAI's 1-3 are streamed
+    # the shape of OpenAI's GIF and SVG output (output_format gif, svg), which argus does not make: an app that passes
+    # every argument of OpenAI's client, None where it wants the default, was refused them as unknown fields
+    frame_count: None = None
+    frame_duration_ms: None = None
+    svg: None = None
     # argus extensions
     negative_prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_CHARS)] | None = None
     seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
@@ -299,6 +305,11 @@ _CHOICES = choices_of(ImageGenerationRequest)
 _CANNOT_DO = {
     "stream": "stream must be false or omitted: argus does not stream, images come whole",
     "partial_images": "partial_images must be 0 or omitted: argus does not stream, images come whole",
+    **{
+        name: f"{name} must be null or omitted: it shapes a GIF (output_format gif), and argus makes no GIFs"
+        for name in ("frame_count", "frame_duration_ms")
+    },
+    "svg": "svg must be null or omitted: it shapes an SVG (output_format svg), and argus makes no SVGs",
 }
 
 

@@ -1,6 +1,7 @@
 """The official `openai` client against a running engine with tiny workers."""
 
 import base64
+import inspect
 import io
 import urllib.request
 
@@ -110,6 +111,24 @@ def test_an_argument_given_as_none_is_its_default(client):
     assert decode(base64.b64decode(entry.b64_json)).format == "PNG"
 
 
+def test_every_argument_of_the_clients_generate_may_be_none(client):
+    """An app may pass every argument OpenAI's client takes, None where it wants the default: frame_count,
+    frame_duration_ms and svg (of GIF and SVG output) were 400s as unknown fields."""
+    arguments = set(inspect.signature(client.images.generate).parameters) - {
+        "prompt",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        "timeout",
+    }
+    assert {"frame_count", "svg", "quality", "user"} <= arguments  # what the test reads is there
+    response = client.images.generate(
+        prompt="a kite", **dict.fromkeys(arguments, None), extra_body={"num_inference_steps": 2}
+    )
+    (entry,) = response.data
+    assert decode(base64.b64decode(entry.b64_json)).format == "PNG"
+
+
 def test_stream_false_is_served_and_stream_true_refused(client):
     response = client.images.generate(prompt="a kite", stream=False, extra_body={"num_inference_steps": 2})
     assert len(response.data) == 1
@@ -169,6 +188,9 @@ def test_output_compression_is_the_quality_a_jpeg_is_saved_at(client, compressio
         ("moderation", "off", 'moderation "off" must be one of'),
         ("output_compression", 101, "<= 100"),
         ("partial_images", 2, "does not stream"),
+        ("frame_count", 4, "argus makes no gifs"),
+        ("frame_duration_ms", 100, "argus makes no gifs"),
+        ("svg", {"model": "gpt-5"}, "argus makes no svgs"),
     ],
 )
 def test_a_value_argus_cannot_honour_is_a_400_naming_the_field(client, field, value, words):
