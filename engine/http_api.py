@@ -41,6 +41,7 @@ from protocols.openai_images import (
     to_generate,
 )
 from protocols.openapi import openapi_document
+from protocols.shortened import cut_middle
 
 if TYPE_CHECKING:
     from engine.server import Engine
@@ -180,10 +181,30 @@ async def _json_errors(request: web.Request, handler):
         # keep what the status needs (Allow on a 405), not the plain-text body's own headers
         kept = {name: value for name, value in exc.headers.items() if name.lower() not in _BODY_HEADERS}
         code = exc.reason.lower().replace(" ", "_")
-        return _json(error_response(exc.reason, code, exc.status), exc.status, kept)
+        return _json(error_response(_routing_message(request, exc), code, exc.status), exc.status, kept)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return _error("internal_error", "the engine failed to answer this request")
+
+
+# a path quoted back: the request line may be 8 KiB long
+_PATH_CHARS = 120
+
+
+def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
+    """What the router refused, said so that the client learns what to send instead. aiohttp's own words, "Not
+    Found", read to a client of OpenAI's API as a wrong host: one whose base_url lacked /v1, or that called an API
+    argus does not serve (images.edit, images.create_variation), had nothing else to go on."""
+    said = f"{request.method} {cut_middle(request.path, _PATH_CHARS, _PATH_CHARS // 2)}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return f"{said}: this path takes {', '.join(sorted(exc.allowed_methods))}"
+    if isinstance(exc, web.HTTPNotFound):
+        return (
+            f"{said} is not served here: argus serves OpenAI's image generation, POST /v1/images/generations (an"
+            " OpenAI client's base_url ends in /v1), and GET /v1/models; not image edits or variations, nor OpenAI's"
+            " other APIs (GET /openapi.json lists every route)"
+        )
+    return exc.reason
 
 
 def _require_api_key(api_key: str):

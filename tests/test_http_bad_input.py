@@ -357,7 +357,9 @@ def test_a_wrong_method_is_a_json_405_that_names_the_allowed_one(engine):
         urllib.request.urlopen(engine.http + "/v1/images/generations", timeout=30)
     assert raised.value.code == 405
     assert raised.value.headers["Allow"] == "POST"
-    assert json.loads(raised.value.read())["error"]["code"] == "method_not_allowed"
+    error = json.loads(raised.value.read())["error"]
+    assert error["code"] == "method_not_allowed"
+    assert error["message"] == "GET /v1/images/generations: this path takes POST"
 
 
 def test_engine_keeps_serving_after_bad_input(engine):

@@ -93,6 +93,19 @@ def test_models_lists_the_one_served_and_retrieves_only_it(client):
         client.models.retrieve("dall-e-3")
 
 
+def test_an_api_argus_does_not_serve_and_a_base_url_without_v1_are_404s_saying_so(engine, client):
+    """Both were a 404 "Not Found", which reads as a wrong host."""
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.images.edit(image=("a.png", b"\x89PNG\r\n\x1a\n", "image/png"), prompt="a kite")
+    assert raised.value.body["message"].startswith("POST /v1/images/edits is not served here")
+    assert "not image edits or variations" in raised.value.body["message"]
+    without_v1 = OpenAI(base_url=engine.http, api_key="unused", max_retries=0, timeout=60)
+    with pytest.raises(openai.NotFoundError) as raised:
+        without_v1.images.generate(prompt="a kite")
+    assert raised.value.body["message"].startswith("POST /images/generations is not served here")
+    assert "POST /v1/images/generations (an OpenAI client's base_url ends in /v1)" in raised.value.body["message"]
+
+
 def test_an_argument_given_as_none_is_its_default(client):
     # the client sends None as null, as OpenAI's API takes it
     response = client.images.generate(
