@@ -428,6 +428,13 @@ def _missing_image_message(files: ImageFiles, name: str) -> str:
         return f"this image has expired: {ttl}"
     if why is Missing.EVICTED_EARLY:
         return f"this image was removed before its TTL ended, to make room for newer ones: the engine keeps {room}"
+    if why is Missing.OTHER_ENGINE:
+        # told "expired, evicted or never was", an operator raised the flags, which keep no image across a restart
+        return (
+            "this image was made by another engine process: this one has restarted since, or another behind the"
+            " same address made it. Images are kept in the memory of the engine that made them, and lost when it"
+            " stops; behind a load balancer, keep a client on one engine, or ask for response_format b64_json"
+        )
     return f"no such image: it expired ({ttl}), was removed sooner to make room (the engine keeps {room}), or never was"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -10,16 +11,21 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-# what one kept image holds besides its bytes: its name, the bytes object's header, the expiry and the entry. 282
+# what one kept image holds besides its bytes: its name, the bytes object's header, the expiry and the entry. 290
 # bytes measured with tracemalloc (CPython 3.11); uncounted, a budget of small images held 5 times itself (a flat
 # 64x64 WEBP takes 70 bytes: 256 MiB of them held 1.3 GB)
 ENTRY_BYTES = 320
 # the names of images freed, expired or evicted before their TTL ended, are remembered so that their 404 can say which
-# and which flag to raise. One takes 167 bytes (tracemalloc, CPython 3.11), outside the byte budget: the latest are
+# and which flag to raise. One takes 174 bytes (tracemalloc, CPython 3.11), outside the byte budget: the latest are
 # kept, as many as 1% of the budget holds (15,000 for 256 MiB: at SD-XL scale, 1.5 MB PNGs, they cover 23 GB of images
 # freed), or 16 for a budget too small for that; past it, the oldest are told apart no more
 GONE_NAME_BYTES = 176
 MIN_GONE_NAMES = 16
+# an image's name: the store's own prefix (RUN_CHARS, drawn as it is made), the image's unguessable part, its format.
+# The prefix tells a name another store handed out (an engine that ran on the address before a restart, or another
+# behind the same load balancer) from one this store forgot or never made
+RUN_CHARS = 6
+_NAME = re.compile(rf"[\w-]{{{RUN_CHARS}}}[\w-]{{24}}\.({'|'.join(CONTENT_TYPES)})", re.ASCII)
 
 
 class ImagesTooLarge(ValueError):
@@ -37,6 +43,9 @@ class Missing(enum.Enum):
 
     EXPIRED = "expired"  # its TTL ended
     EVICTED_EARLY = "evicted_early"  # removed before its TTL ended, to make room for newer images
+    # handed out by another store: the engine restarted since, or another engine answered (images live in the memory
+    # of the one that made them)
+    OTHER_ENGINE = "other_engine"
     UNKNOWN = "unknown"  # freed and forgotten, or never handed out
 
 
@@ -51,6 +60,7 @@ class ImageFiles:
         self._gone_names: OrderedDict[str, float] = OrderedDict()
         self._gone_names_kept = max(MIN_GONE_NAMES, max_bytes // 100 // GONE_NAME_BYTES)
         self.evicted_early = 0  # images removed before their TTL ended, ever
+        self._run = secrets.token_urlsafe(RUN_CHARS * 3 // 4)
 
     @property
     def bytes_held(self) -> int:
@@ -74,7 +84,7 @@ class ImageFiles:
             )
         now = self._clock()
         self._evict(now, room_for=total)
-        names = [f"{secrets.token_urlsafe(18)}.{output_format}" for _ in images]
+        names = [f"{self._run}{secrets.token_urlsafe(18)}.{output_format}" for _ in images]
         for name, data in zip(names, images, strict=True):
             self._files[name] = (now + self.ttl_s, data)
         self._bytes += total
@@ -92,7 +102,8 @@ class ImageFiles:
         it would have been gone all the same, and --image-url-ttl is the flag that would have kept it."""
         expires = self._files[name][0] if name in self._files else self._gone_names.get(name)
         if expires is None:
-            return Missing.UNKNOWN
+            made_elsewhere = _NAME.fullmatch(name) and not name.startswith(self._run)
+            return Missing.OTHER_ENGINE if made_elsewhere else Missing.UNKNOWN
         return Missing.EVICTED_EARLY if expires >= self._clock() else Missing.EXPIRED
 
     def drop_expired(self) -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 from waiting import eventually
 
 from engine.config import LaunchConfig
-from engine.image_files import ENTRY_BYTES, MIN_GONE_NAMES, ImageFiles, ImagesTooLarge, Missing
+from engine.image_files import ENTRY_BYTES, MIN_GONE_NAMES, RUN_CHARS, ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
 from engine.server import Engine
 from engine_process import free_port, in_process_config
@@ -104,6 +104,19 @@ def test_the_names_freed_are_remembered_within_a_bound():
     files.drop_expired()  # the last one expires: it takes the place of the oldest remembered
     assert [files.why_missing(name) for name in names[-2:]] == [Missing.EXPIRED] * 2
     assert files.why_missing(names[2]) == Missing.UNKNOWN
+
+
+def test_a_name_another_store_handed_out_is_told_from_one_this_store_forgot():
+    """An engine restarted, or another behind the same address, told a URL of the first's "it expired, was removed
+    sooner to make room, or never was", and an operator raised flags that keep no image across a restart."""
+    before_restart = ImageFiles(max_bytes=1000, ttl_s=60, clock=Clock())
+    (made_before,) = before_restart.put([b"x" * 4], "webp")
+    files = ImageFiles(max_bytes=1000, ttl_s=60, clock=Clock())
+    (own,) = files.put([b"y" * 4], "webp")
+    assert files.get(made_before) is None and files.why_missing(made_before) == Missing.OTHER_ENGINE
+    never_made_here = own[:RUN_CHARS] + "x" * 24 + ".webp"  # this store's prefix: forgotten, or never handed out
+    assert files.why_missing(never_made_here) == Missing.UNKNOWN
+    assert files.why_missing("never.png") == Missing.UNKNOWN
 
 
 async def test_the_engine_frees_expired_images_on_its_own(tmp_path):

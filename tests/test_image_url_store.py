@@ -73,3 +73,21 @@ def test_a_short_ttl_ends_an_image_url_and_the_404_names_the_ttl_flag(tmp_path):
         assert not_found(engine, path) == "this image has expired: images are kept 0.5 s (--image-url-ttl)"
     finally:
         assert engine.stop() == 0
+
+
+def test_an_image_url_of_an_engine_since_restarted_says_so(tmp_path):
+    """Its 404 said "it expired (--image-url-ttl), was removed sooner to make room (--image-url-store-bytes), or never
+    was": neither flag keeps an image across a restart, nor on an engine beside it behind a load balancer."""
+    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim")
+    try:
+        path = url_image(engine)
+    finally:
+        assert engine.stop() == 0
+    restarted = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim")
+    try:
+        message = not_found(restarted, path)
+        assert message.startswith("this image was made by another engine process: this one has restarted since")
+        assert "--image-url-ttl" not in message
+        assert "--image-url-ttl" in not_found(restarted, "/v1/images/files/never-handed-out.png")
+    finally:
+        assert restarted.stop() == 0
