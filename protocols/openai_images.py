@@ -14,6 +14,7 @@ lists only values that are served.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import time
@@ -101,6 +102,10 @@ _NULL_MEANS = {
 
 def parse_request(body: bytes) -> ImageGenerationRequest:
     """The request, with a field sent as null holding its default."""
+    # a file saved by a Windows editor begins with UTF-8's byte order mark, which `curl -d @file` sends: RFC 8259 has
+    # JSON sent without one and lets a reader ignore it, as Python's json and Node's body-parser do. It was a 400,
+    # "invalid character (byte 0)". A malformed body's message then counts bytes from after the mark
+    body = body.removeprefix(codecs.BOM_UTF8)
     try:
         request = msgspec.json.decode(body, type=ImageGenerationRequest)
     except msgspec.ValidationError as exc:
@@ -344,6 +349,8 @@ def _malformed_json_message(body: bytes, error: Exception) -> str:
     # ...", and an empty or cut short body as "Input data was truncated"
     if not body.strip():
         return "malformed JSON: the body is empty"
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # UTF-32LE's mark begins as UTF-16LE's does
+        return "malformed JSON: the body is UTF-16 or UTF-32 (it begins with a byte order mark): send JSON as UTF-8"
     if isinstance(error, RecursionError):
         return "malformed JSON: lists or objects nested too deeply"
     message = str(error)

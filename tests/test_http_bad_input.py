@@ -1,5 +1,6 @@
 """Bad HTTP input gets a precise 4xx, and the engine keeps serving."""
 
+import codecs
 import gzip
 import http.client
 import json
@@ -78,6 +79,14 @@ def good(engine) -> None:
         (b'{"prompt":"\\\\uD83D \\uD83D"}', 400, "invalid_request", None, "malformed JSON: \\uD83D is the first half"),
         (b'{"prompt":"\\ud83d and more"}', 400, "invalid_request", None, "\\ud83d is the first half of a UTF-16"),
         (b'{"prompt":"\\ud83d', 400, "invalid_request", None, "malformed JSON: the body ends before the JSON does"),
+        # it said "invalid character (byte 0)"
+        (
+            '{"prompt": "a"}'.encode("utf-16"),
+            400,
+            "invalid_request",
+            None,
+            "malformed JSON: the body is UTF-16 or UTF-32 (it begins with a byte order mark): send JSON as UTF-8",
+        ),
         (b'{"prompt":"\\ude00"}', 400, "invalid_request", None, "malformed JSON: invalid utf-16 surrogate pair"),
         (b'{"prompt":"\\u12"}', 400, "invalid_request", None, "malformed JSON: invalid character in unicode escape"),
         (b'{"prompt":"\\x"}', 400, "invalid_request", None, "malformed JSON: invalid escape character in string"),
@@ -250,6 +259,13 @@ def test_a_body_not_typed_as_json_is_415_before_any_work(engine, content_type):
 def test_json_with_parameters_or_in_capitals_is_served(engine, content_type):
     status, body = post(engine, json.dumps({"prompt": "a", "size": "64x64"}).encode(), content_type)
     assert status == 200, body
+
+
+def test_json_saved_with_a_utf8_byte_order_mark_is_served(engine):
+    """As a Windows editor saves it, and `curl -d @file` sends it: it was a 400, "invalid character (byte 0)"."""
+    status, body = post(engine, codecs.BOM_UTF8 + json.dumps({"prompt": "a", "size": "64x64"}).encode())
+    assert status == 200, body
+    assert len(body["data"]) == 1
 
 
 @pytest.mark.parametrize("host", ["host:abc", "host:99999", "@", "a/b", "a?b", "a#b", "a b:80"])
