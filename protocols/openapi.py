@@ -78,7 +78,10 @@ def openapi_document(version: str, api_key: bool) -> dict:
         "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {
             "200": {"description": "the image", "content": {f"image/{kind}": binary for kind in OUTPUT_FORMATS}},
-            "404": _error("no such image: it expired, or was evicted early to make room for newer ones"),
+            "404": _error(
+                "no such image: it expired, was evicted early to make room for newer ones, or another engine process"
+                " made it (this one restarted since, or another behind the same address)"
+            ),
         },
         "security": [],
     }
