@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import zmq
@@ -18,7 +19,9 @@ from engine.client_link import (
     closed_when_dropped,
     connect,
     connection_of,
+    forked,
     refuse_if_closed,
+    refuse_if_forked,
     request_of,
     retry_pause_s,
     send_now,
@@ -49,6 +52,7 @@ class AsyncArgusClient:
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
+        self._made_in = os.getpid()
         self._context = zmq.asyncio.Context()
         self._socket, self._refusals = connect(self._context, address, curve)
         self._dropped = closed_when_dropped(self, address, self._context, self._socket, self._refusals)
@@ -74,6 +78,7 @@ class AsyncArgusClient:
             await asyncio.sleep(pause_s)
 
     async def _call(self, request: Generate) -> Reply:
+        refuse_if_forked(self._made_in)
         refuse_if_closed(self._socket)
         if self._refused:
             raise ConnectionRefusedError(self._refused)
@@ -208,8 +213,8 @@ class AsyncArgusClient:
     async def close(self) -> None:
         """Requests still in flight are cancelled at the engine and raise ClientClosed here. Closing again does
         nothing (as for ArgusClient): a close() inside `async with` raised TypeError at the block's end."""
-        if self._socket.closed:
-            return
+        if forked(self._made_in) or self._socket.closed:
+            return  # forked: the sockets, and the calls in flight, are the parent's (see refuse_if_forked)
         # through a blocking socket over the same one: an asyncio socket fails the future of a send that would block
         # rather than raise, which left a 'Future exception was never retrieved' traceback per request in flight
         # once the queue was full (the engine down)

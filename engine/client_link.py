@@ -4,6 +4,7 @@ it is sent, and when a call sends it again."""
 from __future__ import annotations
 
 import logging
+import os
 import reprlib
 import uuid
 import warnings
@@ -106,13 +107,17 @@ def closed_when_dropped(
     is in one once it has made a call, through its reader task): the garbage collector clears weak references first,
     so the context's finalizer found no socket left to close, and waited in term() for sockets not yet closed. A
     weakref.finalize runs before any finalizer of the cycle, and holds what it closes out of it."""
-    dropped = weakref.finalize(client, _close_dropped, address, context, sock, refusals)
+    dropped = weakref.finalize(client, _close_dropped, address, os.getpid(), context, sock, refusals)
     # as pyzmq does at exit: a thread may still be in a call, on a socket that must not close under it
     dropped.atexit = False
     return dropped
 
 
-def _close_dropped(address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+def _close_dropped(
+    address: str, made_in: int, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes
+) -> None:
+    if forked(made_in):
+        return  # a copy of the parent's sockets, which are not this process's to close
     warnings.warn(f"argus client of {address} dropped without close(): closing it", ResourceWarning, stacklevel=1)
     close_all(context, sock, refusals)
 
@@ -130,6 +135,21 @@ def undecodable(address: str, reason: str) -> ValueError:
         f"undecodable reply from {address}: {reason} (is it an argus engine's --client-listen address, of this"
         " version?)"
     )
+
+
+def forked(made_in: int) -> bool:
+    """Whether this process was forked from the one the client was made in (`made_in`, its pid). A fork copies the
+    client's sockets but not ZeroMQ's I/O threads, which stay the parent's: a call waited for ever, in C, its timeout
+    and Ctrl-C unheard, and closing them would reach into the parent's queues."""
+    return os.getpid() != made_in
+
+
+def refuse_if_forked(made_in: int) -> None:
+    if forked(made_in):
+        raise RuntimeError(
+            f"this argus client was made in process {made_in}, and this process ({os.getpid()}) was forked from it:"
+            " ZeroMQ sockets do not survive a fork; make a client in this process, after the fork"
+        )
 
 
 def refuse_if_closed(sock: zmq.Socket) -> None:

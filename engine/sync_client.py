@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -18,7 +19,9 @@ from engine.client_link import (
     closed_when_dropped,
     connect,
     connection_of,
+    forked,
     refuse_if_closed,
+    refuse_if_forked,
     request_of,
     retry_pause_s,
     send_now,
@@ -62,6 +65,7 @@ class ArgusClient:
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
+        self._made_in = os.getpid()
         self._context = zmq.Context()
         self._socket, self._refusals = connect(self._context, address, curve)
         self._dropped = closed_when_dropped(self, address, self._context, self._socket, self._refusals)
@@ -80,6 +84,8 @@ class ArgusClient:
         self._awaited: tuple[str, int] | None = None
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
+        # before the turn: a thread of the parent's that held it as the process forked holds it here for ever
+        refuse_if_forked(self._made_in)
         request = request_of(prompt, request_id, fields)
         # one deadline for the call, from here: a call that waited for the turn and then for its own timeout_s took
         # up to N timeouts behind N - 1 other threads' calls
@@ -214,6 +220,8 @@ class ArgusClient:
         self._closing = True
         if self._calling == threading.get_ident():
             return  # a signal handler, during this thread's call: waiting for the turn would wait for ever
+        if forked(self._made_in):
+            return  # the sockets are the parent's (see refuse_if_forked)
         with self._turn:
             self._close()
 
