@@ -19,6 +19,7 @@ from engine.client_link import (
     closed_when_dropped,
     connect,
     connection_of,
+    encoded,
     forked,
     refuse_if_closed,
     refuse_if_forked,
@@ -85,7 +86,7 @@ class AsyncArgusClient:
         if request.request_id in self._waiting:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight
-        frames = self._codec.encode(request)
+        frames = encoded(self._codec, request)
         loop = asyncio.get_running_loop()
         self._read_in(loop)
         future = loop.create_future()

@@ -15,8 +15,9 @@ import msgspec
 import zmq
 
 from protocols.client_messages import Busy, Cancelled, Error, Generate, Images, RequestId
+from protocols.codec import Codec
 from protocols.curve import ClientKeys, RefusedHandshakes
-from protocols.limits import MAX_REQUEST_ID_CHARS
+from protocols.limits import MAX_CLIENT_FRAME_BYTES, MAX_PROMPT_CHARS, MAX_REQUEST_ID_CHARS
 from protocols.sockets import is_zmq_address, make_socket
 
 Reply = Images | Error | Busy | Cancelled
@@ -204,6 +205,20 @@ def request_of(prompt: str, request_id: str | None, fields: dict[str, Any]) -> G
     except msgspec.ValidationError:
         raise ValueError(_request_id_problem(request_id)) from None
     return Generate(request_id=request_id, prompt=prompt, **fields)
+
+
+def encoded(codec: Codec, request: Generate) -> list:
+    """The request's frames, refused here (ValueError) if the engine would cut the connection on them rather than read
+    them: a call waited for the request_lost its reconnection brought, which said that sending it again was safe, and
+    `retries` sent it again, each time."""
+    frames = codec.encode(request)
+    if len(frames[0]) > MAX_CLIENT_FRAME_BYTES:
+        raise ValueError(
+            f"request {request.request_id} is {len(frames[0]):,} bytes, past the {MAX_CLIENT_FRAME_BYTES:,} the engine"
+            f" reads (its prompt and negative_prompt are at most {MAX_PROMPT_CHARS:,} characters each): the engine"
+            " would drop the connection rather than answer it"
+        )
+    return frames
 
 
 def _request_id_problem(request_id: object) -> str:

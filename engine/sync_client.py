@@ -19,6 +19,7 @@ from engine.client_link import (
     closed_when_dropped,
     connect,
     connection_of,
+    encoded,
     forked,
     refuse_if_closed,
     refuse_if_forked,
@@ -148,7 +149,7 @@ class ArgusClient:
         # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
         # the engine can refuse the handshake between the poll that saw room and the send, and ZeroMQ then drops the
         # connection's queue, the only one; a blocking send waited for ever (CI, 2026-12-03)
-        frames = self._codec.encode(request)
+        frames = encoded(self._codec, request)
         while True:
             if not self._wait(zmq.POLLOUT, deadline):
                 raise self._timed_out(f"could not reach the engine to send {request.request_id}")
