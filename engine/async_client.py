@@ -11,6 +11,7 @@ import zmq.asyncio
 
 from engine.client_link import (
     ClientClosed,
+    OwnProcess,
     Reply,
     UnansweredWarning,
     check_address,
@@ -44,7 +45,7 @@ def _cancel_in_closed_loop(task: asyncio.Task) -> None:
         pass
 
 
-class AsyncArgusClient:
+class AsyncArgusClient(OwnProcess):
     """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
     asyncio.run after another is fine, as is a loop closed with calls pending; a call while another loop the client
     read replies in is still open raises RuntimeError). `retries` as ArgusClient's."""

@@ -153,6 +153,18 @@ def refuse_if_forked(made_in: int) -> None:
         )
 
 
+class OwnProcess:
+    """A client serves the process that made it: pickled, to be sent to another (multiprocessing's spawn, a pool's
+    arguments), it is refused in words that say so, where pyzmq's 'self.handle cannot be converted to a Python object
+    for pickling' named neither the client nor what to do."""
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"an {type(self).__name__} cannot be pickled: its ZeroMQ sockets serve the process that made it; make a"
+            " client in each process that calls the engine"
+        )
+
+
 def refuse_if_closed(sock: zmq.Socket) -> None:
     # rather than ZeroMQ's 'Socket operation on non-socket', and (async) a reader task failing unseen
     if sock.closed:

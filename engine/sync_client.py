@@ -11,6 +11,7 @@ import zmq
 
 from engine.client_link import (
     ClientClosed,
+    OwnProcess,
     Reply,
     UnansweredWarning,
     check_address,
@@ -52,7 +53,7 @@ def _unreached(address: str, waited_s: float) -> EngineUnreachable:
     )
 
 
-class ArgusClient:
+class ArgusClient(OwnProcess):
     """Blocking client: one request at a time. Calls from several threads take turns, each within its timeout from
     the moment it is called, its wait for the turn included: for requests in parallel, give each thread a client of
     its own, or use AsyncArgusClient. `retries`: how many times a call sends its request again after a Busy (once

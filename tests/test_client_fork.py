@@ -1,6 +1,7 @@
-"""A client used in a process forked from the one that made it (multiprocessing's fork, a preloading server) says so at
-once: a fork copies ZeroMQ's sockets but not their I/O threads, and the call waited for ever, its timeout unheard.
-Closing the copy there touches nothing of the parent's, whose client serves on."""
+"""A client serves the process that made it. Used in a process forked from that one (multiprocessing's fork, a
+preloading server), it says so at once: a fork copies ZeroMQ's sockets but not their I/O threads, and the call waited
+for ever, its timeout unheard. Closing the copy there touches nothing of the parent's, whose client serves on. Sent to
+another process (multiprocessing's spawn pickles it), it is refused saying so."""
 
 import asyncio
 import multiprocessing
@@ -81,3 +82,18 @@ def test_an_async_client_used_in_a_forked_child_says_so_and_serves_on_in_the_par
         assert isinstance(asyncio.run(call("after the fork")), Images)
     finally:
         asyncio.run(client.close())
+
+
+@pytest.mark.parametrize("kind", [ArgusClient, AsyncArgusClient])
+def test_a_client_sent_to_a_spawned_process_is_refused_saying_so(engine, kind):
+    client = kind(engine.client_address)
+    try:
+        spawned = multiprocessing.get_context("spawn").Process(target=print, args=(client,))
+        # before: pyzmq's "self.handle cannot be converted to a Python object for pickling"
+        with pytest.raises(TypeError, match=f"an {kind.__name__} cannot be pickled: .* make a client in each process"):
+            spawned.start()
+    finally:
+        if kind is AsyncArgusClient:
+            asyncio.run(client.close())
+        else:
+            client.close()
