@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import zmq
@@ -10,6 +11,7 @@ import zmq.asyncio
 
 from engine.client_link import (
     ClientClosed,
+    OwnProcess,
     Reply,
     UnansweredWarning,
     check_address,
@@ -18,7 +20,10 @@ from engine.client_link import (
     closed_when_dropped,
     connect,
     connection_of,
+    encoded,
+    forked,
     refuse_if_closed,
+    refuse_if_forked,
     request_of,
     retry_pause_s,
     send_now,
@@ -40,7 +45,7 @@ def _cancel_in_closed_loop(task: asyncio.Task) -> None:
         pass
 
 
-class AsyncArgusClient:
+class AsyncArgusClient(OwnProcess):
     """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
     asyncio.run after another is fine, as is a loop closed with calls pending; a call while another loop the client
     read replies in is still open raises RuntimeError). `retries` as ArgusClient's."""
@@ -49,6 +54,7 @@ class AsyncArgusClient:
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
+        self._made_in = os.getpid()
         self._context = zmq.asyncio.Context()
         self._socket, self._refusals = connect(self._context, address, curve)
         self._dropped = closed_when_dropped(self, address, self._context, self._socket, self._refusals)
@@ -74,13 +80,14 @@ class AsyncArgusClient:
             await asyncio.sleep(pause_s)
 
     async def _call(self, request: Generate) -> Reply:
+        refuse_if_forked(self._made_in)
         refuse_if_closed(self._socket)
         if self._refused:
             raise ConnectionRefusedError(self._refused)
         if request.request_id in self._waiting:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight
-        frames = self._codec.encode(request)
+        frames = encoded(self._codec, request)
         loop = asyncio.get_running_loop()
         self._read_in(loop)
         future = loop.create_future()
@@ -208,8 +215,8 @@ class AsyncArgusClient:
     async def close(self) -> None:
         """Requests still in flight are cancelled at the engine and raise ClientClosed here. Closing again does
         nothing (as for ArgusClient): a close() inside `async with` raised TypeError at the block's end."""
-        if self._socket.closed:
-            return
+        if forked(self._made_in) or self._socket.closed:
+            return  # forked: the sockets, and the calls in flight, are the parent's (see refuse_if_forked)
         # through a blocking socket over the same one: an asyncio socket fails the future of a send that would block
         # rather than raise, which left a 'Future exception was never retrieved' traceback per request in flight
         # once the queue was full (the engine down)

@@ -7,7 +7,9 @@ terminal message: Images, Error, Busy or Cancelled (never raise for those). Both
 saying why, once the engine refuses this client's CURVE key, CURVE is on at one end only, or the address is no
 argus engine's ZeroMQ one (an HTTP port): no reply would ever come. ArgusClient raises EngineUnreachable, a
 TimeoutError, for a call that timed out with no engine ever reached at the address; a call that waits
-UNANSWERED_WARNING_S so is logged as a warning, once per client (the async client's calls wait for ever).
+UNANSWERED_WARNING_S so is logged as a warning, once per client (the async client's calls wait for ever). A client
+serves the process that made it: in one forked from it, a call raises RuntimeError (ZeroMQ's sockets do not survive a
+fork), and close() does nothing; pickled (to be sent to another), it raises TypeError.
 
 ArgusClient is in engine/sync_client.py, AsyncArgusClient in engine/async_client.py, what they share (the socket
 to the engine, the request as sent, when a call sends it again) in engine/client_link.py.

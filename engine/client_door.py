@@ -51,6 +51,7 @@ from protocols.client_messages import (
 )
 from protocols.codec import DecodeError
 from protocols.curve import KeyPair, peer_key
+from protocols.limits import MAX_CLIENT_FRAME_BYTES
 from protocols.sockets import bind_all, make_socket
 
 if TYPE_CHECKING:
@@ -58,12 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("argus.clients")
 
-# a request is one small frame (a prompt is at most 4,000 characters): a peer that sends a larger one is cut off
-# before the engine buffers it
-_MAX_REQUEST_FRAME_BYTES = 256 * 1024
 # messages read ahead from one client before the engine handles them; past this many, ZeroMQ stops reading the client,
 # whose sends wait. At the 100,000 of other sockets (protocols/sockets.py), a client sending faster than the engine
-# decodes (frames just under the bound above, each refused) had the engine buffer its backlog: 2.4 GB in 10 s
+# decodes (frames just under MAX_CLIENT_FRAME_BYTES, each refused) had the engine buffer its backlog: 2.4 GB in 10 s
 _MAX_READ_AHEAD = 64
 # replies queued for a client beyond what its connection takes, and beyond the --max-queue ones the engine may
 # write at once (a drain's end, a sweep): past this many, it is not reading them
@@ -118,7 +116,7 @@ class ClientDoor:
             zmq.ROUTER,
             curve_server=curve,
             curve_domain=CLIENTS,
-            max_frame_bytes=_MAX_REQUEST_FRAME_BYTES,
+            max_frame_bytes=MAX_CLIENT_FRAME_BYTES,
             send_hwm=self._unread_bound,
             recv_hwm=_MAX_READ_AHEAD,
             # a client that reconnects under its identity (a dropped TCP connection, a NAT reset) gets its replies

@@ -4,6 +4,7 @@ it is sent, and when a call sends it again."""
 from __future__ import annotations
 
 import logging
+import os
 import reprlib
 import uuid
 import warnings
@@ -14,8 +15,9 @@ import msgspec
 import zmq
 
 from protocols.client_messages import Busy, Cancelled, Error, Generate, Images, RequestId
+from protocols.codec import Codec
 from protocols.curve import ClientKeys, RefusedHandshakes
-from protocols.limits import MAX_REQUEST_ID_CHARS
+from protocols.limits import MAX_CLIENT_FRAME_BYTES, MAX_PROMPT_CHARS, MAX_REQUEST_ID_CHARS
 from protocols.sockets import is_zmq_address, make_socket
 
 Reply = Images | Error | Busy | Cancelled
@@ -106,13 +108,17 @@ def closed_when_dropped(
     is in one once it has made a call, through its reader task): the garbage collector clears weak references first,
     so the context's finalizer found no socket left to close, and waited in term() for sockets not yet closed. A
     weakref.finalize runs before any finalizer of the cycle, and holds what it closes out of it."""
-    dropped = weakref.finalize(client, _close_dropped, address, context, sock, refusals)
+    dropped = weakref.finalize(client, _close_dropped, address, os.getpid(), context, sock, refusals)
     # as pyzmq does at exit: a thread may still be in a call, on a socket that must not close under it
     dropped.atexit = False
     return dropped
 
 
-def _close_dropped(address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+def _close_dropped(
+    address: str, made_in: int, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes
+) -> None:
+    if forked(made_in):
+        return  # a copy of the parent's sockets, which are not this process's to close
     warnings.warn(f"argus client of {address} dropped without close(): closing it", ResourceWarning, stacklevel=1)
     close_all(context, sock, refusals)
 
@@ -130,6 +136,33 @@ def undecodable(address: str, reason: str) -> ValueError:
         f"undecodable reply from {address}: {reason} (is it an argus engine's --client-listen address, of this"
         " version?)"
     )
+
+
+def forked(made_in: int) -> bool:
+    """Whether this process was forked from the one the client was made in (`made_in`, its pid). A fork copies the
+    client's sockets but not ZeroMQ's I/O threads, which stay the parent's: a call waited for ever, in C, its timeout
+    and Ctrl-C unheard, and closing them would reach into the parent's queues."""
+    return os.getpid() != made_in
+
+
+def refuse_if_forked(made_in: int) -> None:
+    if forked(made_in):
+        raise RuntimeError(
+            f"this argus client was made in process {made_in}, and this process ({os.getpid()}) was forked from it:"
+            " ZeroMQ sockets do not survive a fork; make a client in this process, after the fork"
+        )
+
+
+class OwnProcess:
+    """A client serves the process that made it: pickled, to be sent to another (multiprocessing's spawn, a pool's
+    arguments), it is refused in words that say so, where pyzmq's 'self.handle cannot be converted to a Python object
+    for pickling' named neither the client nor what to do."""
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"an {type(self).__name__} cannot be pickled: its ZeroMQ sockets serve the process that made it; make a"
+            " client in each process that calls the engine"
+        )
 
 
 def refuse_if_closed(sock: zmq.Socket) -> None:
@@ -184,6 +217,20 @@ def request_of(prompt: str, request_id: str | None, fields: dict[str, Any]) -> G
     except msgspec.ValidationError:
         raise ValueError(_request_id_problem(request_id)) from None
     return Generate(request_id=request_id, prompt=prompt, **fields)
+
+
+def encoded(codec: Codec, request: Generate) -> list:
+    """The request's frames, refused here (ValueError) if the engine would cut the connection on them rather than read
+    them: a call waited for the request_lost its reconnection brought, which said that sending it again was safe, and
+    `retries` sent it again, each time."""
+    frames = codec.encode(request)
+    if len(frames[0]) > MAX_CLIENT_FRAME_BYTES:
+        raise ValueError(
+            f"request {request.request_id} is {len(frames[0]):,} bytes, past the {MAX_CLIENT_FRAME_BYTES:,} the engine"
+            f" reads (its prompt and negative_prompt are at most {MAX_PROMPT_CHARS:,} characters each): the engine"
+            " would drop the connection rather than answer it"
+        )
+    return frames
 
 
 def _request_id_problem(request_id: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import zmq
 
 from engine.client_link import (
     ClientClosed,
+    OwnProcess,
     Reply,
     UnansweredWarning,
     check_address,
@@ -18,7 +20,10 @@ from engine.client_link import (
     closed_when_dropped,
     connect,
     connection_of,
+    encoded,
+    forked,
     refuse_if_closed,
+    refuse_if_forked,
     request_of,
     retry_pause_s,
     send_now,
@@ -48,7 +53,7 @@ def _unreached(address: str, waited_s: float) -> EngineUnreachable:
     )
 
 
-class ArgusClient:
+class ArgusClient(OwnProcess):
     """Blocking client: one request at a time. Calls from several threads take turns, each within its timeout from
     the moment it is called, its wait for the turn included: for requests in parallel, give each thread a client of
     its own, or use AsyncArgusClient. `retries`: how many times a call sends its request again after a Busy (once
@@ -62,6 +67,7 @@ class ArgusClient:
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
+        self._made_in = os.getpid()
         self._context = zmq.Context()
         self._socket, self._refusals = connect(self._context, address, curve)
         self._dropped = closed_when_dropped(self, address, self._context, self._socket, self._refusals)
@@ -80,6 +86,8 @@ class ArgusClient:
         self._awaited: tuple[str, int] | None = None
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
+        # before the turn: a thread of the parent's that held it as the process forked holds it here for ever
+        refuse_if_forked(self._made_in)
         request = request_of(prompt, request_id, fields)
         # one deadline for the call, from here: a call that waited for the turn and then for its own timeout_s took
         # up to N timeouts behind N - 1 other threads' calls
@@ -142,7 +150,7 @@ class ArgusClient:
         # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
         # the engine can refuse the handshake between the poll that saw room and the send, and ZeroMQ then drops the
         # connection's queue, the only one; a blocking send waited for ever (CI, 2026-12-03)
-        frames = self._codec.encode(request)
+        frames = encoded(self._codec, request)
         while True:
             if not self._wait(zmq.POLLOUT, deadline):
                 raise self._timed_out(f"could not reach the engine to send {request.request_id}")
@@ -214,6 +222,8 @@ class ArgusClient:
         self._closing = True
         if self._calling == threading.get_ident():
             return  # a signal handler, during this thread's call: waiting for the turn would wait for ever
+        if forked(self._made_in):
+            return  # the sockets are the parent's (see refuse_if_forked)
         with self._turn:
             self._close()
 

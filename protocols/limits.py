@@ -10,8 +10,11 @@ MAX_STEPS = 200
 MAX_GUIDANCE = 50.0
 MAX_SEED = 2**63 - 1
 MAX_REQUEST_ID_CHARS = 128
-# request ids in one Inquire: at 512 bytes the longest id (128 characters of 4 bytes), within the client door's
-# frame bound (256 KiB); a client asks after more in as many messages
+# the largest frame the engine's ZeroMQ client door reads: a request is one small frame (a prompt is at most 16 KB of
+# UTF-8), and a peer that sends a larger one is cut off before the engine buffers it (engine/client_door.py)
+MAX_CLIENT_FRAME_BYTES = 256 * 1024
+# request ids in one Inquire: at 512 bytes the longest id (128 characters of 4 bytes), within MAX_CLIENT_FRAME_BYTES;
+# a client asks after more in as many messages
 MAX_INQUIRED_IDS = 256
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)

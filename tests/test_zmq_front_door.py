@@ -157,6 +157,30 @@ def test_a_request_frame_far_larger_than_any_request_is_cut_off_before_it_is_buf
     _survives(engine)
 
 
+def test_a_request_the_engine_would_cut_the_connection_on_is_refused_before_it_is_sent(engine):
+    # sent, it had the engine drop the client's connection: the call got the request_lost its reconnection brought,
+    # which says sending it again is safe, and each of its retries was sent and lost alike
+    huge = "x" * 300_000
+    lost = engine.metric("argus_requests_lost_total")
+    refused = r"is 300,\d{3} bytes, past the 262,144 the engine reads"
+    with ArgusClient(engine.client_address, timeout_s=30, retries=2) as client:
+        with pytest.raises(ValueError, match=refused):
+            client.generate(huge)
+        with pytest.raises(ValueError, match=refused):
+            client.generate("a fox", negative_prompt=huge)
+        assert isinstance(client.generate("a fox", width=64, height=64), Images)
+
+    async def run():
+        async with AsyncArgusClient(engine.client_address, retries=2) as client:
+            with pytest.raises(ValueError, match=refused):
+                await asyncio.wait_for(client.generate(huge, request_id="huge"), 30)
+            # its id left free
+            return await asyncio.wait_for(client.generate("a fox", request_id="huge", width=64, height=64), 30)
+
+    assert isinstance(asyncio.run(run()), Images)
+    assert engine.metric("argus_requests_lost_total") == lost
+
+
 def test_garbage_to_the_worker_socket_is_dropped_not_fatal(engine):
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
