@@ -11,7 +11,7 @@ import pytest
 
 from engine.cache import calibrate
 from engine.cache.embedders import make_embedder
-from engine.cache.thresholds import HASH
+from engine.cache.thresholds import table_for
 from engine.cli import main
 from loadgen.bench import cache_bench
 from loadgen.prompts import load_prompts
@@ -78,8 +78,8 @@ def test_replay_reads_prompts_as_loadgen_reads_them(tmp_path):
 def test_replay_through_the_cache_matches_the_exact_replay():
     prompts = load_prompts(PROMPTS)[:400]
     embedder = make_embedder("hash")
-    result = cache_bench.replay_hit_rates(prompts, embedder, HASH)
-    exact = calibrate.served(calibrate.replay_similarities(embedder.embed(prompts)), HASH)
+    result = cache_bench.replay_hit_rates(prompts, embedder, table_for("hash"))
+    exact = calibrate.served(calibrate.replay_similarities(embedder.embed(prompts)), table_for("hash"))
     assert sum(result["served"].values()) == pytest.approx(1.0)
     # hnswlib is approximate, but at 400 prompts it should find the same best earlier prompt
     for level, share in exact.items():
