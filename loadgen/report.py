@@ -238,8 +238,8 @@ def write_summary(summary: dict[str, Any], path: str | Path) -> None:
 def format_summary(summary: dict[str, Any]) -> str:
     """A few aligned lines for a terminal."""
 
-    def num(value: Any, unit: str = "", digits: int = 3) -> str:
-        return "n/a" if value is None else f"{value:.{digits}g}{unit}"
+    def num(value: Any, unit: str) -> str:
+        return "n/a" if value is None else f"{value:.3g}{unit}"
 
     def ms(value: Any) -> str:
         # whole milliseconds: three significant digits printed a p99 of 14,951 ms as 1.5e+04, at a 15,000 ms SLO
