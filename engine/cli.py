@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from types import ModuleType
 from typing import NoReturn
 
 from controller.policies import POLICY_NAMES
@@ -388,44 +390,24 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_predictor(sub: argparse._SubParsersAction) -> None:
-    from controller import train_predictor
-
-    p = sub.add_parser("train-predictor", help="fit the Optimal-K predictor on profiled quality samples")
-    train_predictor.add_arguments(p)
-    p.set_defaults(func=train_predictor.run)
-
-
-def _add_profile(sub: argparse._SubParsersAction) -> None:
-    from controller import profile_latency, profile_quality
-
-    p = sub.add_parser("profile", help="measure a backend: latency per level and batch, or quality per level")
-    kinds = p.add_subparsers(dest="profile", required=True)
-    latency = kinds.add_parser("latency", help="seconds per batch by level K and batch size -> LatencyProfile JSON")
-    profile_latency.add_arguments(latency)
-    latency.set_defaults(func=profile_latency.run)
-    quality = kinds.add_parser("quality", help="CLIPScore quality by level K and neighbour similarity -> JSONL")
-    profile_quality.add_arguments(quality)
-    quality.set_defaults(func=profile_quality.run)
-
-
-def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    from engine.cache import calibrate
-
-    p = sub.add_parser("calibrate", help="derive an embedder's similarity thresholds from a prompt set")
-    calibrate.add_arguments(p)
-    p.set_defaults(func=calibrate.run)
-
-
-def _add_loadgen(sub: argparse._SubParsersAction) -> None:
-    from loadgen import cli as loadgen_cli
-
-    p = sub.add_parser("loadgen", help="replay arrivals (Poisson, gamma, a trace) against an engine and report")
-    loadgen_cli.add_arguments(p)
-    p.set_defaults(func=loadgen_cli.command)
+def _add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    module: ModuleType,
+    func: Callable[[argparse.Namespace], int] | None = None,
+) -> None:
+    """A sub-command whose options a module of its own adds (`add_arguments`), run by its `run` unless `func`."""
+    p = sub.add_parser(name, help=help_text)
+    module.add_arguments(p)
+    p.set_defaults(func=func or module.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from controller import profile_latency, profile_quality, train_predictor
+    from engine.cache import calibrate
+    from loadgen import cli as loadgen_cli
+
     parser = argparse.ArgumentParser(prog="argus", description=__doc__)
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="how much to log to stderr"
@@ -434,10 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     add_worker_command(sub)
     _add_keys(sub)
-    _add_train_predictor(sub)
-    _add_loadgen(sub)
-    _add_calibrate(sub)
-    _add_profile(sub)
+    _add_command(sub, "train-predictor", "fit the Optimal-K predictor on profiled quality samples", train_predictor)
+    _add_command(
+        sub,
+        "loadgen",
+        "replay arrivals (Poisson, gamma, a trace) against an engine and report",
+        loadgen_cli,
+        loadgen_cli.command,
+    )
+    _add_command(sub, "calibrate", "derive an embedder's similarity thresholds from a prompt set", calibrate)
+    profile = sub.add_parser("profile", help="measure a backend: latency per level and batch, or quality per level")
+    kinds = profile.add_subparsers(dest="profile", required=True)
+    _add_command(
+        kinds, "latency", "seconds per batch by level K and batch size -> LatencyProfile JSON", profile_latency
+    )
+    _add_command(kinds, "quality", "CLIPScore quality by level K and neighbour similarity -> JSONL", profile_quality)
     add_bench_commands(sub)
     for command in command_parsers(parser):
         command.formatter_class = DefaultsHelpFormatter
