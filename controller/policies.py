@@ -156,9 +156,10 @@ class _Base:
 def where_class_0_runs(picked: Mapping[int, float], far_share: float) -> dict[int, float]:
     """Class 0's row when a policy picks `picked` for its prompts: its far neighbours run there, its misses at 0 (no
     latent to resume from, whatever the pick)."""
-    row = {kp: far_share * p for kp, p in picked.items()}
-    row[0] = row.get(0, 0.0) + 1.0 - far_share
-    return {kp: p for kp, p in sorted(row.items()) if p > 0}
+    row = {kp: far_share * p for kp, p in picked.items() if kp and far_share * p > 0}
+    # the rest, so that the row sums to 1 (and a pick of level 0 alone stays exactly {0: 1})
+    misses_and_picked_0 = 1.0 - sum(row.values())
+    return ({0: misses_and_picked_0} if misses_and_picked_0 > 0 else {}) | row
 
 
 # -- solved each window ------------------------------------------------------------------
