@@ -42,6 +42,9 @@ BURST_SIGNIFICANCE = 3.0
 class DemandEstimate:
     rps: float  # images/s to plan for (of the profile's N steps, see WorkPerImage), headroom included
     mix: dict[int, float]  # class K* -> share of arrivals; shares sum to 1
+    # of class 0's arrivals, the share that came with a neighbour's latent (too far for any level by the table); the
+    # rest are misses, which only run in full whatever level a policy picks
+    far_share: float = 0.0
 
     def per_class(self) -> dict[int, float]:
         return {k: self.rps * share for k, share in self.mix.items()}
@@ -78,28 +81,41 @@ class DemandEstimator:
         self._ewma_rps: float | None = None  # None until a window has been seen
         self._planned_rps = 0.0  # the rate the last window closed planned for (fast attack included)
         self._mix: dict[int, float] = {0: 1.0}
+        self._far = 0.0  # the window's class-0 arrivals with a neighbour's latent
+        self._far_share = 0.0
 
-    def observe(self, k_star: int, images: float = 1.0) -> None:
-        """One arrival (a request) of `images`, in images of the profile's N steps."""
+    def observe(self, k_star: int, images: float = 1.0, neighbour: bool = False) -> None:
+        """One arrival (a request) of `images`, in images of the profile's N steps; `neighbour`: it came with a
+        neighbour's latent it could resume from."""
         self._counts[k_star] += images
         self._squares += images * images
+        if neighbour and k_star == 0:
+            self._far += images
 
     def peek(self, now: float) -> DemandEstimate:
         """The estimate if the window closed now, without closing it."""
         _, planned, mix = self._next(now)
-        return DemandEstimate(self.headroom * planned, mix)
+        return DemandEstimate(self.headroom * planned, mix, self._next_far_share())
 
     def last(self) -> DemandEstimate:
         """The estimate the last window closed gave, for a window too young to tell anything yet: with fast attack a
         burst's rate, which the plan in force was made for, not the EWMA (about half of it)."""
-        return DemandEstimate(self.headroom * self._planned_rps, dict(self._mix))
+        return DemandEstimate(self.headroom * self._planned_rps, dict(self._mix), self._far_share)
 
     def close_window(self, now: float) -> DemandEstimate:
         self._ewma_rps, self._planned_rps, self._mix = self._next(now)
+        self._far_share = self._next_far_share()
         self._counts = Counter()
         self._squares = 0.0
+        self._far = 0.0
         self.window_started = now
-        return DemandEstimate(self.headroom * self._planned_rps, dict(self._mix))
+        return DemandEstimate(self.headroom * self._planned_rps, dict(self._mix), self._far_share)
+
+    def _next_far_share(self) -> float:
+        """The window's share of far neighbours in class 0 so far; a window without class 0 keeps the last one, as
+        the mix does."""
+        misses_and_far = self._counts[0]
+        return self._far / misses_and_far if misses_and_far > 0 else self._far_share
 
     def _next(self, now: float) -> tuple[float | None, float, dict[int, float]]:
         """The EWMA, the rate to plan for and the mix after the window so far. A window of no length tells

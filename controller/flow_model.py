@@ -65,22 +65,28 @@ class FlowProblem:
     levels: tuple[int, ...]
     capacity_rps: Mapping[int, float]  # level -> images/s of one worker (0: the SLO cannot be met there)
     demand_rps: Mapping[int, float]  # class -> images/s
-    quality: Mapping[int, Mapping[int, float]]  # class -> allowed level -> expected quality (percent)
+    # class -> level -> expected quality (percent) at every level its images may run at: the allowed ones, and class
+    # 0's far neighbours above 0 (DegradationMatrix), which only a plan of routes fixed in advance counts
+    quality: Mapping[int, Mapping[int, float]]
     loss: Mapping[int, Mapping[int, float]]  # class -> allowed level -> quality points lost (the objective's cost)
 
     @classmethod
     def per_class(
-        cls, degradation: DegradationMatrix, capacity_rps: Mapping[int, float], demand_rps: Mapping[int, float]
+        cls,
+        degradation: DegradationMatrix,
+        capacity_rps: Mapping[int, float],
+        demand_rps: Mapping[int, float],
+        levels: tuple[int, ...] | None = None,
     ) -> FlowProblem:
-        """One class per best level K*, with the degradation matrix's costs (Argus)."""
-        levels = degradation.levels
-        allowed = {k: [kp for kp in levels if degradation.allowed(kp, k)] for k in levels}
+        """One class per best level K*, with the degradation matrix's costs (Argus). `levels`: some of the matrix's
+        (None: all of them), those the policy serves (level 0 alone without a prompt cache)."""
+        levels = levels or degradation.levels
         return cls(
             levels,
             capacity_rps,
             {k: demand_rps.get(k, 0.0) for k in levels},
-            {k: {kp: degradation.quality(kp, k) for kp in allowed[k]} for k in levels},
-            {k: {kp: degradation.loss(kp, k) for kp in allowed[k]} for k in levels},
+            {k: {kp: degradation.quality(kp, k) for kp in levels} for k in levels},
+            {k: {kp: degradation.loss(kp, k) for kp in levels if degradation.allowed(kp, k)} for k in levels},
         )
 
     @property
@@ -220,7 +226,7 @@ def plan_from_rows(
     estimate pools them: the workload is the worker-seconds per second the
     routed demand needs (rate / capacity at its level), and if it exceeds the
     workers, every class is cut by the same share. Routes into a level with no
-    capacity under the SLO, or not allowed for the class, count as unserved.
+    capacity under the SLO, or with no quality for the class, count as unserved.
     """
     work = servable = weighted = 0.0
     for k, demand in problem.demand_rps.items():

@@ -9,7 +9,11 @@
 
 Whatever a policy picks, a prompt is only ever served at a level its
 neighbour has a latent for: the highest stored level at or below the pick,
-else 0 (a miss always runs in full).
+else 0 (a miss always runs in full). So a plan's row for class 0 (misses and
+neighbours too far for any level) says where both run: the far neighbours at
+the level picked, the misses at 0; its expected quality counts each where it
+runs. Without a prompt cache every prompt is a miss, and a policy plans and
+serves level 0 alone.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class WindowInputs:
     demand_rps: float  # images/s to plan for (of the profile's N steps), headroom included
     k_mix: Mapping[int, float]  # share of arrivals per predicted K*
     slo_s: float
+    # of class 0's demand, the share with a neighbour's latent (served at the level a policy picks regardless of the
+    # class); the rest are misses, which run at 0 whatever it picks
+    far_share: float = 0.0
 
     def class_demand(self) -> dict[int, float]:
         return {k: self.demand_rps * share for k, share in self.k_mix.items()}
@@ -83,16 +90,21 @@ def make_policy(
     degradation: DegradationMatrix,
     predictor: KPredictor,
     allocator: Allocator = allocate,
+    levels: tuple[int, ...] | None = None,
     **options: object,
 ) -> Policy:
-    """`allocator` solves the allocation MILP; `options` are SolverOptions fields (mip_solver, lp_solver,
-    time_limit_ms, move_penalty)."""
+    """`allocator` solves the allocation MILP; `levels`: those it plans and serves, 0 and some of the degradation
+    matrix's (None: all of them; (0,) without a prompt cache, where nothing resumes); `options` are SolverOptions
+    fields (mip_solver, lp_solver, time_limit_ms, move_penalty)."""
     if name not in _POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
-    missing = set(degradation.levels) - set(profile.levels)
+    levels = levels or degradation.levels
+    if levels[0] != 0 or not set(levels) <= set(degradation.levels):
+        raise ValueError(f"levels {levels}: 0 first, then some of {degradation.levels[1:]}")
+    missing = set(levels) - set(profile.levels)
     if missing:
         raise ValueError(f"the latency profile has no latencies for levels {sorted(missing)}")
-    return _POLICIES[name](profile, degradation, predictor, SolverOptions(**options), allocator)
+    return _POLICIES[name](profile, degradation, predictor, SolverOptions(**options), allocator, levels)
 
 
 def sample_level(row: Mapping[int, float], rng: random.Random) -> int:
@@ -121,13 +133,14 @@ class _Base:
         predictor: KPredictor,
         options: SolverOptions,
         allocator: Allocator,
+        levels: tuple[int, ...],
     ):
         self.profile = profile
         self.degradation = degradation
         self.predictor = predictor
         self.options = options
         self.allocator = allocator
-        self.levels = degradation.levels
+        self.levels = levels
 
     def predict(self, lookup: Lookup) -> int:
         return self.predictor.predict(lookup)
@@ -137,7 +150,16 @@ class _Base:
 
     def _problem(self, inputs: WindowInputs) -> FlowProblem:
         capacity = {kp: self.profile.capacity_rps(kp, inputs.slo_s) for kp in self.levels}
-        return FlowProblem.per_class(self.degradation, capacity, inputs.class_demand())
+        return FlowProblem.per_class(self.degradation, capacity, inputs.class_demand(), self.levels)
+
+
+def where_class_0_runs(picked: Mapping[int, float], far_share: float) -> dict[int, float]:
+    """Class 0's row when a policy picks `picked` for its prompts: its far neighbours run there, its misses at 0 (no
+    latent to resume from, whatever the pick)."""
+    row = {kp: far_share * p for kp, p in picked.items() if kp and far_share * p > 0}
+    # the rest, so that the row sums to 1 (and a pick of level 0 alone stays exactly {0: 1})
+    misses_and_picked_0 = 1.0 - sum(row.values())
+    return ({0: misses_and_picked_0} if misses_and_picked_0 > 0 else {}) | row
 
 
 # -- solved each window ------------------------------------------------------------------
@@ -183,7 +205,8 @@ class Proteus(_Solved):
 
     def _problem(self, inputs: WindowInputs) -> FlowProblem:
         hits = {k: inputs.k_mix.get(k, 0.0) for k in self.levels if k}
-        weights = hits if sum(hits.values()) > 0 else dict.fromkeys(hits, 1.0)
+        # no hit class (no prompt cache): level 0 alone, whose quality is class 0's, 100
+        weights = hits if sum(hits.values()) > 0 else dict.fromkeys(hits or (0,), 1.0)
         total = sum(weights.values())
         average = {
             kp: sum(w * self.degradation.quality(kp, k) for k, w in weights.items()) / total for kp in self.levels
@@ -199,14 +222,17 @@ class Proteus(_Solved):
     def _finish(self, inputs: WindowInputs, problem: FlowProblem, solution: FlowSolution) -> Plan:
         plan = plan_from_solution(problem, solution, self.name, inputs.now)
         row = plan.redirect[ANY_PROMPT]
-        demand = inputs.class_demand()
-        return replace(
-            plan, redirect={k: dict(row) for k in self.levels}, demand_rps={k: demand.get(k, 0.0) for k in self.levels}
-        )
+        rows = {k: dict(row) for k in self.levels} | {0: where_class_0_runs(row, inputs.far_share)}
+        # the quality of the images where they run, by class: its solve counted every image at the average of the
+        # hit classes, misses (which run at 0) and far neighbours (which lose more than any hit) alike
+        by_class = super()._problem(inputs)
+        where = plan_from_rows(by_class, plan.workers_per_level, rows, self.name, inputs.now, plan.status)
+        return replace(plan, redirect=rows, demand_rps=where.demand_rps, expected_quality=where.expected_quality)
 
     def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
-        # every row is the same; reading row 0 whatever K* is makes the prompt's irrelevance explicit
-        return stored_level_at_most(sample_level(plan.redirect[0], rng), neighbour_levels)
+        # the hit classes' rows are the one routing row (class 0's also holds its misses); reading the top level's
+        # whatever K* is makes the prompt's irrelevance explicit
+        return stored_level_at_most(sample_level(plan.redirect[self.levels[-1]], rng), neighbour_levels)
 
 
 # -- nothing to solve ----------------------------------------------------------------------
@@ -215,6 +241,7 @@ class _Fixed(_Base):
 
     def plan(self, inputs: WindowInputs) -> Plan:
         rows = {k: self._row(k) for k in self.levels}
+        rows[0] = where_class_0_runs(rows[0], inputs.far_share)
         return plan_from_rows(self._problem(inputs), self._allocation(inputs), rows, self.name, inputs.now, "fixed")
 
     def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
@@ -224,6 +251,7 @@ class _Fixed(_Base):
         raise NotImplementedError
 
     def _row(self, k: int) -> dict[int, float]:
+        """Where the policy picks for class k's prompts (class 0's misses run at 0 all the same)."""
         raise NotImplementedError
 
 
@@ -247,7 +275,7 @@ class ClipperHT(_Fixed):
         return {self.levels[-1]: inputs.workers}
 
     def _row(self, k: int) -> dict[int, float]:
-        return {0: 1.0} if k == 0 else {self.levels[-1]: 1.0}
+        return {self.levels[-1]: 1.0}
 
     def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         return stored_level_at_most(self.levels[-1], neighbour_levels)

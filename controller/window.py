@@ -65,13 +65,20 @@ class Controller:
         return self._plan
 
     def observe_arrival(
-        self, k_star: int, images: int = 1, level: int = 0, steps: int | None = None, start: int | None = None
+        self,
+        k_star: int,
+        images: int = 1,
+        level: int = 0,
+        steps: int | None = None,
+        start: int | None = None,
+        neighbour: bool = False,
     ) -> None:
         """`images` of class `k_star`, served at `level` for `steps` steps (None: the profile's N), resuming at step
-        `start` of them (None: `level`; controller/level_shares.py)."""
+        `start` of them (None: `level`; controller/level_shares.py). `neighbour`: it came with a neighbour's latent
+        (of class 0, a far neighbour, not a miss)."""
         work = images if steps is None else images * self._work(level, steps, start)
         with self._lock:
-            self._demand.observe(k_star, work)
+            self._demand.observe(k_star, work, neighbour)
 
     def plan_at_pace(self, pace: float) -> None:
         """Capacities from the profile's times multiplied by `pace` from now on (the workers' own pace,
@@ -104,7 +111,7 @@ class Controller:
                 return None
             self._last_solve_at = now
         current = dict(plan.workers_per_level) if plan is not None else {}
-        inputs = WindowInputs(now, workers_alive, current, estimate.rps, estimate.mix, config.slo_s)
+        inputs = WindowInputs(now, workers_alive, current, estimate.rps, estimate.mix, config.slo_s, estimate.far_share)
         new = self.policy.plan(inputs) if full else self.policy.reroute(inputs, current)
         self._plan = new
         return new

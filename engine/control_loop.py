@@ -105,7 +105,7 @@ class ControlLoop:
         start = level if shares is None else shares.start(level)
         # weighed by the steps it runs from where it starts, against level K''s capacity: 150 steps are about 3
         # images of the default 50
-        self._controller.observe_arrival(k_star, images, level, steps, start)
+        self._controller.observe_arrival(k_star, images, level, steps, start, bool(lookup.neighbour_levels))
         return Choice(k_star, level, start)
 
     def fallback_levels(

@@ -60,7 +60,10 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
         _check_predictor_levels(policy_config.predictor, predictor, table.levels)
     else:
         predictor = SimilarityPredictor(table)
-    policy = make_policy(policy_config.name, planned, degradation, predictor, allocator)
+    # without a prompt cache no prompt has a latent to resume from: level 0 alone can serve. Planned with the others,
+    # Clipper-HT put every worker at 25 (which ran all its images at 0) and Proteus expected 99.8 of images at 5
+    levels = table.levels if config.cache.enabled else (0,)
+    policy = make_policy(policy_config.name, planned, degradation, predictor, allocator, levels)
     # exact images of the steps a request runs when it names none: a profile measured at other --steps times its own
     # N (one of 30 steps made the default SLO three 30-step images, two of the 50 a request runs)
     slo_s = policy_config.slo_s or _SLO_IN_EXACT_IMAGES * profile.at_any_steps.seconds(0, DEFAULT_STEPS, 1)
@@ -76,7 +79,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
         policy_config.quality_profile or "modelled",
         policy_config.predictor or f"the {embedder} similarity table",
     )
-    _warn_if_nothing_fits(planned, table.levels, slo_s)
+    _warn_if_nothing_fits(planned, levels, slo_s)
     return ControlSetup(profile, planned, policy, controller, slo_s)
 
 

@@ -105,7 +105,7 @@ def test_overload_moves_the_class_that_costs_least_quality_first():
         "flat", "test", fixed_s=0.0, step_s=0.1, batch_marginal=1.0, levels=LEVELS, steps=50, max_batch=1
     )
     capacity = {k: profile.capacity_rps(k, 20.0) for k in LEVELS}
-    quality = {0: {0: 100.0}}
+    quality = {0: SIM.quality_by_class[0]}  # a far neighbour's, which no plan routes class 0 to
     for k in LEVELS[1:]:
         quality[k] = {
             kp: (99.0 if kp < k else 97.0 if kp == k else 97.0 - (30.0 if k == 20 else 1.0) * (kp - k) / 5)
@@ -149,7 +149,7 @@ def test_any_overload_still_serves_all_it_can():
 def test_a_measured_profile_losing_more_than_big_m_still_serves_all_it_can():
     # a samples file may hold any finite quality (one on another scale, or far below 0): losses of 2,100 points
     # above each class's level, against BIG_M = 1000, made serving there cost more than it earned
-    quality = {0: {0: 100.0}} | {k: {kp: 95.0 if kp <= k else -2000.0 for kp in LEVELS} for k in LEVELS[1:]}
+    quality = {k: {kp: 95.0 if kp <= k else -2000.0 for kp in LEVELS} for k in LEVELS} | {0: SIM.quality_by_class[0]}
     degradation = DegradationMatrix(SIM.table, quality, "test")
     workers, demand = 8, mixed_demand(6.0)
     overload = problem(demand, degradation)

@@ -32,12 +32,35 @@ class Always:
         return self.level
 
 
-def policy(name: str, predictor=None):
-    return make_policy(name, PROFILE, SIM, predictor or SimilarityPredictor(TABLE))
+def policy(name: str, predictor=None, levels=None):
+    return make_policy(name, PROFILE, SIM, predictor or SimilarityPredictor(TABLE), levels=levels)
 
 
-def inputs(workers: int = 8, demand: float = 2.0, current=None, mix=MIX) -> WindowInputs:
-    return WindowInputs(now=100.0, workers=workers, current=current or {}, demand_rps=demand, k_mix=mix, slo_s=15.0)
+def inputs(workers: int = 8, demand: float = 2.0, current=None, mix=MIX, far_share: float = 0.0) -> WindowInputs:
+    return WindowInputs(
+        now=100.0,
+        workers=workers,
+        current=current or {},
+        demand_rps=demand,
+        k_mix=mix,
+        slo_s=15.0,
+        far_share=far_share,
+    )
+
+
+def quality_where_they_run(plan, mix, far_share: float) -> float:
+    """The mean quality of the images by where each class's run: class 0's far neighbours at the level picked for
+    them (the plan's row less its misses), its misses at 0, the hits by their rows."""
+    total = 0.0
+    for k, share in mix.items():
+        row = plan.redirect[k]
+        if k == 0:
+            total += share * (1.0 - far_share) * 100.0
+            picked = {kp: p - (1.0 - far_share if kp == 0 else 0.0) for kp, p in row.items()}
+            total += share * sum(p * SIM.quality(kp, 0) for kp, p in picked.items())
+        else:
+            total += share * sum(p * SIM.quality(kp, k) for kp, p in row.items())
+    return total
 
 
 def test_unknown_policy():
@@ -47,7 +70,7 @@ def test_unknown_policy():
 
 def test_clipper_ha_runs_everything_exactly():
     p = policy("clipper-ha")
-    plan = p.plan(inputs())
+    plan = p.plan(inputs(far_share=0.37))  # its far neighbours are picked 0 too: exactly, not 0.63 + 0.37
     assert plan.workers_per_level == {0: 8}
     assert all(row == {0: 1.0} for row in plan.redirect.values())
     assert plan.expected_quality == 100.0
@@ -84,15 +107,46 @@ def test_nirvana_uses_the_table_alone_and_moves_no_worker():
 
 def test_proteus_routes_every_prompt_alike():
     p = policy("proteus")
-    plan = p.plan(inputs(demand=3.0))
+    plan = p.plan(inputs(demand=20.0, far_share=0.5))
     assert plan.status == "optimal" and plan.workers == 8
-    rows = list(plan.redirect.values())
-    assert all(row == rows[0] for row in rows)
+    row = plan.redirect[25]
+    assert max(row) > 0  # overloaded: some go above level 0
+    assert all(plan.redirect[k] == row for k in LEVELS[1:])
+    # class 0: its far neighbours go where the row says, its misses run in full
+    expected = {kp: 0.5 * p for kp, p in row.items()}
+    expected[0] = expected.get(0, 0.0) + 0.5
+    assert plan.redirect[0] == pytest.approx(expected)
     assert set(plan.demand_rps) == set(LEVELS)
-    assert sum(plan.demand_rps.values()) == pytest.approx(3.0)
+    assert sum(plan.demand_rps.values()) == pytest.approx(20.0)
     # the prompt is ignored: the same random draw gives the same level whatever K* is
     picks = {k: p.choose_level(k, LEVELS[1:], plan, random.Random(7)) for k in LEVELS}
     assert len(set(picks.values())) == 1
+
+
+@pytest.mark.parametrize("far_share", [0.0, 0.9])
+def test_clipper_ht_expects_far_neighbours_at_their_quality_at_the_largest_level(far_share):
+    """Clipper-HT serves a prompt whose neighbour is too far for any level at 25 from it all the same; its plan
+    counted class 0 at 0, exact: on an engine whose prompts were mostly far from their neighbours it expected 92 where
+    its images were 63 (SIMULATED)."""
+    mix = {0: 0.8, 15: 0.2}
+    plan = policy("clipper-ht").plan(inputs(demand=2.0, mix=mix, far_share=far_share))
+    assert plan.redirect[0] == pytest.approx({0: 1.0 - far_share, 25: far_share} if far_share else {0: 1.0})
+    assert plan.expected_quality == pytest.approx(quality_where_they_run(plan, mix, far_share))
+    far = 0.8 * far_share * SIM.quality(25, 0) + 0.8 * (1 - far_share) * 100.0 + 0.2 * SIM.quality(25, 15)
+    assert plan.expected_quality == pytest.approx(far)
+    if far_share:
+        assert plan.expected_quality < 70.0
+
+
+@pytest.mark.parametrize("demand", [0.5, 3.0, 30.0])
+def test_proteus_expects_each_class_where_it_runs(demand):
+    """Proteus plans on one average of the hit classes' quality per level, and its plan said that figure: misses
+    (which run at 0) and far neighbours (which lose more than any hit) were counted at it too."""
+    mix = {0: 0.6, 10: 0.2, 25: 0.2}
+    for far_share in (0.0, 1.0):
+        plan = policy("proteus").plan(inputs(demand=demand, mix=mix, far_share=far_share))
+        assert plan.expected_quality == pytest.approx(quality_where_they_run(plan, mix, far_share))
+    assert max(plan.redirect[25]) > 0 or demand < 1.0
 
 
 def test_proteus_trades_quality_for_throughput_without_knowing_the_prompt():
@@ -189,3 +243,26 @@ def test_argus_moves_a_job_up_only_to_levels_above_the_quality_floor():
     assert argus.fallback_levels(0, 0, levels) == ()  # a miss has no level to move up to
     assert argus.fallback_levels(20, 0, (5, 25)) == (5, 25)  # an upgrade below K* can go back up
     assert all(policy(name).fallback_levels(20, 0, levels) == () for name in POLICY_NAMES if name != "argus")
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_without_a_prompt_cache_every_policy_plans_level_0_alone(name):
+    """Without a cache no prompt has a latent to resume from: planned with every level, Clipper-HT put every worker
+    at 25 and Proteus at 5 (their images all ran at 0) and Proteus expected 99.8 of them."""
+    p = policy(name, levels=(0,))
+    assert p.levels == (0,)
+    for workers, demand in ((0, 1.0), (4, 0.5), (4, 50.0)):
+        plan = p.plan(inputs(workers=workers, demand=demand, mix={0: 1.0}, current={0: workers}))
+        assert plan.workers_per_level == {0: workers}
+        assert plan.redirect == {0: {0: 1.0}} and set(plan.demand_rps) == {0}
+        assert plan.served_rps <= min(demand, workers * PROFILE.capacity_rps(0, 15.0)) + 1e-9
+        assert plan.expected_quality == 100.0 if workers else math.isnan(plan.expected_quality)
+        assert p.reroute(inputs(workers=workers, demand=demand, mix={0: 1.0}), {0: workers}).redirect == {0: {0: 1.0}}
+        assert p.choose_level(0, (), plan, random.Random(0)) == 0
+
+
+def test_a_policy_refuses_levels_it_has_no_quality_for():
+    with pytest.raises(ValueError, match="0 first"):
+        policy("argus", levels=(0, 7))
+    with pytest.raises(ValueError, match="0 first"):
+        policy("argus", levels=(5, 10))

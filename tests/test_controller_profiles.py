@@ -168,6 +168,22 @@ def test_degradation_from_measured_samples_agrees_with_the_model(tmp_path):
                 assert measured.loss(kp, k) >= measured.loss(LEVELS[LEVELS.index(kp) - 1], k)
 
 
+def test_class_0_at_the_higher_levels_is_its_far_neighbours_quality():
+    """What Clipper-HT and Proteus serve a prompt whose neighbour is too far for any level from (a miss runs at 0):
+    their plans expected it at 100."""
+    model = QualityModel(CLIP)
+    assert DegradationMatrix.from_quality_model(model).quality(25, 0) == pytest.approx(100.0 - model.max_loss)
+    hits = [sample for sample in _model_samples(model) if CLIP.level_for(sample.similarity)]
+    far = [QualitySample(0.3, kp, model.quality(kp, 0.3, f"far {i}")) for i in range(40) for kp in LEVELS[1:]]
+    measured = DegradationMatrix.from_samples(hits + far, CLIP, "test")
+    for kp in LEVELS[1:]:
+        assert measured.quality(kp, 0) == pytest.approx(model.expected(kp, 0.3), abs=1.0)
+        assert not measured.allowed(kp, 0) and measured.loss(kp, 0) == math.inf  # never a route a plan takes
+    # none measured: the lowest class's, which no farther neighbour beats
+    unmeasured = DegradationMatrix.from_samples(hits, CLIP, "test")
+    assert all(unmeasured.quality(kp, 0) == unmeasured.quality(kp, 5) for kp in LEVELS[1:])
+
+
 def test_degradation_from_banded_json(tmp_path):
     bands = {
         str(k): {

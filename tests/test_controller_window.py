@@ -33,6 +33,20 @@ def test_ewma_with_headroom_and_the_last_windows_mix():
     assert quiet.mix == second.mix
 
 
+def test_the_share_of_class_0_that_came_with_a_neighbour_is_kept_as_the_mix_is():
+    demand = DemandEstimator(window_started=0.0)
+    for neighbour in [True] * 6 + [False] * 2:
+        demand.observe(0, neighbour=neighbour)
+    demand.observe(15, neighbour=True)  # a hit: not class 0's
+    assert demand.peek(5.0).far_share == pytest.approx(0.75)
+    assert demand.close_window(10.0).far_share == pytest.approx(0.75)
+    demand.observe(15, neighbour=True)
+    assert demand.close_window(20.0).far_share == pytest.approx(0.75)  # no class 0 in the window: kept
+    demand.observe(0, images=3)
+    demand.observe(0, neighbour=True)
+    assert demand.close_window(30.0).far_share == pytest.approx(0.25)  # by images, as the mix
+
+
 def test_the_first_window_with_arrivals_sets_the_ewma():
     demand = DemandEstimator(window_started=0.0, alpha=0.5, headroom=1.0)
     assert demand.close_window(0.05).rps == 0.0  # the engine's first look, before any request
@@ -230,6 +244,19 @@ def test_the_controller_drives_every_policy(name):
         arrive(controller, 15, 2)
         controller.maybe_replan(float(t), 4)
     assert controller.plan.policy == name and controller.plan.created_at == 30.0
+
+
+def test_clipper_ht_plans_its_far_neighbours_at_the_largest_level():
+    """The engine tells the controller which class-0 arrivals came with a neighbour's latent: Clipper-HT serves those
+    at 25, and its plan now says so (and what they lose there)."""
+    controller = Controller(
+        make_policy("clipper-ht", PROFILE, SIM, SimilarityPredictor(TABLE)), ControllerConfig(), 0.0
+    )
+    for i in range(10):
+        controller.observe_arrival(0, level=25 if i < 9 else 0, neighbour=i < 9)
+    plan = controller.maybe_replan(10.0, 4)
+    assert plan.redirect[0] == pytest.approx({0: 0.1, 25: 0.9})
+    assert plan.expected_quality == pytest.approx(0.1 * 100.0 + 0.9 * SIM.quality(25, 0))
 
 
 @pytest.mark.parametrize("field", ["window_s", "slo_s"])
