@@ -60,7 +60,7 @@ def _text_encoder(model_class, width: int, **extra: int):
     return model_class(_text_config(_build_tokenizer(), width, **extra))
 
 
-# (how the folder is spoiled, what the refusal says after "--model DIR cannot serve on cpu: "), each as the pipeline
+# (how the folder is spoiled, what the refusal says after "--model DIR cannot serve: "), each as the pipeline
 # failed at its first batch before: a RuntimeError, a ValueError, an OverflowError or a TypeError from its depths
 MISFITS = {
     "a text encoder of another width": (
@@ -105,7 +105,7 @@ def test_parts_that_do_not_fit_are_refused_as_the_model_loads(spoil, says, model
     assert sdxl_model_problem(str(model)) is None  # every file is there, and each part loads
     with pytest.raises(BackendUnavailable) as refused:
         load_sdxl(str(model), "cpu")
-    assert str(refused.value) == f"--model {model} cannot serve on cpu: {says}"
+    assert str(refused.value) == f"--model {model} cannot serve: {says}"
 
 
 @pytest.mark.timeout(120)  # the old worker loaded such a folder, and waited for an engine at the address for ever
@@ -115,7 +115,7 @@ def test_the_worker_says_so_in_one_line_and_exits_2(model, capsys):
     assert main([*WORKER, str(model)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == f"argus worker: error: --model {model} cannot serve on cpu: {says}"
+    assert err.strip().splitlines()[-1] == f"argus worker: error: --model {model} cannot serve: {says}"
 
 
 def test_parts_that_fit_still_load_and_run(saved):

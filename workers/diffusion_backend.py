@@ -367,7 +367,9 @@ def load_sdxl(
         )
     try:
         return _backend(pipe, "sdxl", device, identity, levels, default_steps, max_batch)
-    except (ValueError, RuntimeError) as error:  # a scheduler refused, out of memory
+    except ValueError as error:  # a scheduler refused, parts that do not fit: on any device, so none is named
+        raise BackendUnavailable(f"--model {model_dir} cannot serve: {error}") from None
+    except RuntimeError as error:  # out of memory, a device error
         raise BackendUnavailable(f"--model {model_dir} cannot serve on {device}: {error}") from None
 
 
