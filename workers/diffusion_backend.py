@@ -50,6 +50,7 @@ from workers.limits import (
 from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
 from workers.model_loading import load_pretrained, loading
+from workers.pipeline_fit import pipeline_misfit
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
@@ -129,6 +130,8 @@ class DiffusionBackend(Backend):
                 f"latents of {latent[0]} channels at 1/{latent[1]} of the image's sides, not SD-XL's"
                 f" {LATENT_CHANNELS} at 1/{LATENT_SCALE}"
             )
+        if misfit := pipeline_misfit(pipe):
+            raise ValueError(misfit)
         self._text2img = pipe.to(device)
         # Shares the modules (no second copy of the weights). Not from_pipe():
         # without a dtype it casts the shared modules to float32.
@@ -364,7 +367,9 @@ def load_sdxl(
         )
     try:
         return _backend(pipe, "sdxl", device, identity, levels, default_steps, max_batch)
-    except (ValueError, RuntimeError) as error:  # a scheduler refused, out of memory
+    except ValueError as error:  # a scheduler refused, parts that do not fit: on any device, so none is named
+        raise BackendUnavailable(f"--model {model_dir} cannot serve: {error}") from None
+    except RuntimeError as error:  # out of memory, a device error
         raise BackendUnavailable(f"--model {model_dir} cannot serve on {device}: {error}") from None
 
 
