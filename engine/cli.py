@@ -211,6 +211,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         " until then); a slow reader that takes some within each is served",
     )
     p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        help="HTTP connections held at once; past it, a new one is answered 503 and closed (default: what the limit"
+        " on open files leaves after the workers and 1,024 for the engine's own files and ZeroMQ peers). One"
+        " client may take them all: bound each client's at a reverse proxy",
+    )
+    p.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
         help="require 'Authorization: Bearer KEY' on every HTTP route but /health and the image URLs that"
@@ -293,6 +300,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         shutdown_timeout_s=args.shutdown_timeout,
         keepalive_timeout_s=args.keepalive_timeout,
         send_timeout_s=args.send_timeout,
+        max_connections=args.max_connections,
         api_key=args.api_key,
         public_url=args.public_url,
         forwarded_allow_ips=tuple(args.forwarded_allow_ips),

@@ -138,6 +138,9 @@ class EngineConfig:
     # own 3630 s held a connection that trickled its headers for an hour); nginx's default, above AWS's balancers' 60 s
     keepalive_timeout_s: float = 75.0
     send_timeout_s: float = 60.0  # an HTTP client that takes none of its answer this long is disconnected
+    # HTTP connections open at once, past which one is answered 503 and closed (engine/http_connection_limit.py);
+    # None: what the limit on open files leaves (engine/open_files.py)
+    max_connections: int | None = None
     # when set, every HTTP route but /health and the image URLs (/v1/images/files/...) needs "Authorization: Bearer KEY"
     api_key: str | None = None
     # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;

@@ -41,3 +41,13 @@ def allow_engine_open_files(workers: int, max_queue: int) -> None:
         )
     else:
         log.info("%s (--workers %d and a full queue need about %d)", bound, workers, needed)
+
+
+def http_connection_bound(workers: int) -> int:
+    """The HTTP connections the engine holds at once unless --max-connections says otherwise
+    (engine/http_connection_limit.py): what its soft limit on open files leaves after its workers and SPARE_OPEN_FILES
+    for its own files, ZeroMQ clients and workers started by hand; half the limit, where that leaves less."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        soft = ENGINE_OPEN_FILES
+    return max(soft - workers * FILES_PER_WORKER - SPARE_OPEN_FILES, soft // 2)

@@ -37,6 +37,7 @@ from engine.curve_gate import CLIENTS, WORKERS, CurveGate
 from engine.dispatcher import Dispatcher
 from engine.housekeeping import cache_stats_forever, checkpoint_forever, reload_keys_on_hangup, sweep_forever
 from engine.http_api import SERVER_LOG, build_app
+from engine.http_connection_limit import ConnectionLimit
 from engine.http_half_close import half_close_aware
 from engine.http_send_timeout import send_timeout
 from engine.image_files import ImageFiles
@@ -45,6 +46,7 @@ from engine.launcher import LocalLauncher
 from engine.listen_checks import bind_errors_named, refuse_long_ipc_path, warn_if_http_open, warn_if_open
 from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcess
+from engine.open_files import http_connection_bound
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.slot_supervision import Launcher
 from engine.stop_signals import STOP_SIGNALS, HeldStopSignals
@@ -389,19 +391,32 @@ class Engine:
             self.clients.start()
             await runner.setup()
             try:
-                # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it and
-                # to close one whose client stops reading
+                # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it, to
+                # close one whose client stops reading, and to bound how many are open
                 connection = send_timeout(
                     runner.server, self.config.send_timeout_s, self.metrics.http_send_timeouts.inc
                 )
+                bound = self.config.max_connections or http_connection_bound(self.config.launch.count)
+                connections = ConnectionLimit(bound, self.metrics.http_connections_refused.inc)
+                self.metrics.http_connections.set_function(lambda: connections.open)
                 listener = await asyncio.get_running_loop().create_server(
-                    half_close_aware(connection), self.config.host, self.config.port, backlog=128
+                    # outermost, the connection answer_half_closed finds as the transport's protocol
+                    half_close_aware(connections.protocols(connection)),
+                    self.config.host,
+                    self.config.port,
+                    backlog=128,
                 )
             except OSError as error:
                 where = f"--host {self.config.host} --port {self.config.port}"
                 raise UsageError(f"{where}: {error.strerror or error}") from None
             port = listener.sockets[0].getsockname()[1]
-            log.info("HTTP API listening on http://%s:%d (POST /v1/images/generations)", self.config.host, port)
+            log.info(
+                "HTTP API listening on http://%s:%d (POST /v1/images/generations; at most %d connections at once,"
+                " --max-connections)",
+                self.config.host,
+                port,
+                bound,
+            )
             endpoints = ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints)
             log.info("ZeroMQ clients: %s; workers: %s", *endpoints)
             async with asyncio.TaskGroup() as group:

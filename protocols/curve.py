@@ -44,14 +44,13 @@ class KeyPair:
         public, secret = _read_key_file(secret_file)
         if secret is None:
             raise ValueError(f"{secret_file} holds no secret key (pass the .key_secret file)")
-        mode = os.stat(secret_file).st_mode & 0o777
-        if mode & 0o077:
-            # warned, not refused: a Kubernetes Secret is mounted 0644 unless told otherwise
-            log.warning(
-                "%s is readable by other users (mode %04o): whoever reads it can pose as its owner; chmod 600 it",
-                secret_file,
-                mode,
-            )
+        # warned, not refused: a Kubernetes Secret is mounted 0644 unless told otherwise. One others may write to
+        # (0620) was said to be readable by them: whoever writes it puts in a key pair of their own, which they know
+        _warn_if_open_to_others(
+            secret_file,
+            "whoever reads it can pose as its owner, and whoever writes it can put in a pair they know; chmod 600 it",
+            readable=True,
+        )
         if zmq.curve_public(secret) != public:
             # the secret serves, but the engine would hand its local workers this public key: none would join
             raise ValueError(f"{secret_file}: its public key is not the secret key's")
@@ -86,16 +85,27 @@ def load_public_keys(directory: str | Path) -> set[bytes]:
     if not Path(directory).is_dir():
         # globbing a mistyped path finds nothing: an engine that admits no one, and no word why
         raise NotADirectoryError(f"{directory}: not a directory of public keys")
-    mode = os.stat(directory).st_mode & 0o777
-    if mode & 0o022:
-        # warned, as a readable secret is: the directory is the engine's list of who may connect
-        log.warning(
-            "%s is writable by other users (mode %04o): whoever writes a key there is admitted at the next start or"
-            " SIGHUP; chmod go-w it",
-            directory,
-            mode,
-        )
-    return {load_public_key(path) for path in sorted(Path(directory).glob("*.key"))}
+    # warned, as a readable secret is: the directory, and each key in it, is the engine's list of who may connect. A
+    # key file others may write to was taken without a word, in a directory they could not write to
+    admitted = "whoever writes a key there is admitted at the next start or SIGHUP; chmod go-w it"
+    _warn_if_open_to_others(directory, admitted)
+    paths = sorted(Path(directory).glob("*.key"))
+    for path in paths:
+        _warn_if_open_to_others(path, admitted)
+    return {load_public_key(path) for path in paths}
+
+
+def _warn_if_open_to_others(path: str | Path, why: str, readable: bool = False) -> None:
+    """Warns when users other than the owner may write to `path` (or, `readable`, read it), naming its mode and `why`
+    that matters."""
+    mode = os.stat(path).st_mode & 0o777
+    access = [
+        word
+        for word, bits, asked in (("readable", 0o044, readable), ("writable", 0o022, True))
+        if asked and mode & bits
+    ]
+    if access:
+        log.warning("%s is %s by other users (mode %04o): %s", path, " and ".join(access), mode, why)
 
 
 def load_public_key(path: str | Path) -> bytes:

@@ -154,7 +154,9 @@ def start_engine(
     api_key: str | None = None,
     worker_port: int | None = None,
     client_port: int | None = None,
+    open_files: int | None = None,
 ) -> EngineProcess:
+    """`open_files`: the engine's limit on open files, soft and hard (a host's `ulimit -n`), set before it starts."""
     port, client_port, worker_port = free_port(), client_port or free_port(), worker_port or free_port()
     log_path = tmp_path / f"engine-{port}.log"
     options = {
@@ -166,6 +168,8 @@ def start_engine(
         **({"--api-key": api_key} if api_key else {}),
     }
     command = [sys.executable, "-m", "engine.cli", "serve", *(x for pair in options.items() for x in pair), *args]
+    if open_files is not None:
+        command = [sys.executable, "-c", _UNDER_OPEN_FILES_LIMIT, str(open_files), *command]
     with open(log_path, "wb") as log:
         # its own process group, so a failed test can kill the engine and its workers together
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -184,6 +188,14 @@ def start_engine(
             engine.stop()
             raise
     return engine
+
+
+# a command run with its limit on open files (argv[1]) set, soft and hard, before it starts: in place before the engine
+# reads it, with no window after its start
+_UNDER_OPEN_FILES_LIMIT = (
+    "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n));"
+    " os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 def has_loaded_numpy(pid: int) -> bool:

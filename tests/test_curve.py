@@ -488,6 +488,34 @@ def test_an_allow_directory_others_may_write_to_is_warned_of(tmp_path, caplog):
     assert f"{allowed} is writable by other users (mode 0777)" in caplog.text
 
 
+def test_a_secret_key_file_others_may_write_to_is_warned_of_as_such(tmp_path, caplog):
+    """One others may write to and not read was said to be readable: whoever writes it puts in a pair they know."""
+    _, secret = create_key_files(tmp_path, "engine")
+    caplog.set_level(logging.WARNING, logger="argus.curve")
+    secret.chmod(0o620)
+    KeyPair.load(secret)
+    assert f"{secret} is writable by other users (mode 0620): " in caplog.text
+    caplog.clear()
+    secret.chmod(0o666)
+    KeyPair.load(secret)
+    assert f"{secret} is readable and writable by other users (mode 0666): " in caplog.text
+
+
+def test_a_key_file_others_may_write_to_in_an_allow_directory_is_warned_of(tmp_path, caplog):
+    """Whoever can write it puts their own public key in its place, admitted at the next start or SIGHUP: it was
+    taken without a word in a directory they could not write to."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir(mode=0o755)
+    public, _ = create_key_files(allowed, "worker")
+    caplog.set_level(logging.WARNING, logger="argus.curve")
+    public.chmod(0o644)
+    assert len(load_public_keys(allowed)) == 1
+    assert not caplog.text  # readable by all: it is a public key
+    public.chmod(0o666)
+    assert len(load_public_keys(allowed)) == 1
+    assert f"{public} is writable by other users (mode 0666): whoever writes a key there is admitted" in caplog.text
+
+
 def test_a_refusal_before_the_watch_would_have_started_is_still_heard(monkeypatch):
     """Clients and workers connected first and started hearing refusals next: a handshake refused in between (the
     process descheduled on a busy host) went unheard, and they waited for ever. Here that moment is stretched."""

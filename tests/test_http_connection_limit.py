@@ -1,0 +1,83 @@
+"""HTTP connections past --max-connections are answered 503 and closed at once; by default the bound leaves the engine
+the descriptors it needs, so that a client holding connections open cannot keep it from starting a worker again."""
+
+import json
+import os
+import re
+import resource
+import select
+import signal
+import socket
+from contextlib import ExitStack
+from urllib.parse import urlsplit
+
+from waiting import wait_for
+
+from engine_process import start_engine
+
+
+def connect(engine) -> socket.socket:
+    address = urlsplit(engine.http)
+    return socket.create_connection((address.hostname, address.port), timeout=30)
+
+
+def whole_log(engine) -> str:
+    return engine.log_path.read_text(errors="replace")
+
+
+def worker_pids(engine) -> list[int]:
+    """The pids /ready lists: none while the connection it was asked on is refused (the engine has yet to see the
+    test's connections close)."""
+    return [worker["pid"] for worker in json.loads(engine.get("/ready")[1]).get("workers", [])]
+
+
+def answered(sockets: list[socket.socket]) -> list[socket.socket]:
+    """Those of `sockets` the engine has written to (or closed): an idle connection it holds is sent nothing."""
+    return select.select(sockets, [], [], 0)[0]
+
+
+def test_a_connection_past_the_bound_is_answered_503_and_closed(tmp_path):
+    engine = start_engine(tmp_path, "--max-connections", "3", "--time-scale", "0", workers=1, backend="sim")
+    try:
+        with ExitStack() as held:
+            idle = [held.enter_context(connect(engine)) for _ in range(3)]
+            with connect(engine) as refused:
+                answer = b""
+                while chunk := refused.recv(4096):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head
+            assert json.loads(body)["error"]["code"] == "too_many_connections"
+            assert not answered(idle)  # those within the bound are held as they were
+            idle.pop().close()
+            # room again once the engine has seen it go (a read refused meanwhile reads as 0)
+            assert wait_for(lambda: engine.metric("argus_http_connections_refused_total") >= 1)
+            assert wait_for(lambda: engine.metric("argus_http_connections") == 3)  # the two idle and this read
+        assert wait_for(lambda: engine.get("/health")[0] == 200)
+        assert "refused an HTTP connection: 3 are open, the bound (--max-connections)" in engine.log()
+    finally:
+        assert engine.stop() == 0
+
+
+def test_connections_held_open_leave_the_engine_the_files_to_start_a_worker_again(tmp_path):
+    # the engine under a hard limit of 600 open files; the test holds more connections than that
+    limit, flood = 600, 700
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < flood + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, flood + 100), hard))
+    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim", open_files=limit)
+    try:
+        bound = int(re.search(r"at most (\d+) connections at once", whole_log(engine))[1])
+        assert bound < limit - 100  # room for the engine's own files and its worker
+        [worker] = worker_pids(engine)
+        with ExitStack() as held:
+            sockets = [held.enter_context(connect(engine)) for _ in range(flood)]
+            assert wait_for(lambda: len(answered(sockets)) == flood - bound)
+            os.kill(worker, signal.SIGKILL)
+            # started again while the connections are held: it had no descriptor left ("Too many open files")
+            assert wait_for(lambda: whole_log(engine).count("started worker local-0") == 2, timeout_s=60)
+        assert wait_for(lambda: worker_pids(engine) not in ([], [worker]), timeout_s=60)
+        assert "Too many open files" not in whole_log(engine)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert engine.stop() == 0
