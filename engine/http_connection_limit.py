@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from engine.protocol_layer import ProtocolLayer
 from engine.quiet_lines import QuietLines
 from protocols.openai_images import error_response
 
@@ -51,7 +52,7 @@ class ConnectionLimit:
 
     def protocols(self, make_protocol: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for loop.create_server, from the one it bounds (aiohttp's, wrapped)."""
-        return lambda: _Counted(self, make_protocol)
+        return lambda: _Counted(self, make_protocol())
 
     def admit(self) -> bytes | None:
         """None: a connection admitted, counted until it is released; else the answer to write it before closing it."""
@@ -72,40 +73,26 @@ class ConnectionLimit:
         self.open -= 1
 
 
-class _Counted(asyncio.Protocol):
-    """Stands between a connection's transport and the protocol it bounds, passing all on; made for every connection
-    accepted, it makes the inner protocol only for one within the bound."""
+class _Counted(ProtocolLayer):
+    """Counts its connection while it is open, or, over the bound, answers it and closes it before aiohttp sees it.
+    Admitted at connection_made, not as it is made: a protocol made for a connection that then failed to be set up
+    would have been counted for ever."""
 
-    def __init__(self, limit: ConnectionLimit, make_protocol: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, limit: ConnectionLimit, inner: asyncio.Protocol) -> None:
+        super().__init__(inner)
         self._limit = limit
-        self._make_protocol = make_protocol
-        self._inner: asyncio.Protocol | None = None  # None: refused
+        self._admitted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         refusal = self._limit.admit()
         if refusal is not None:
             transport.write(refusal)
             transport.close()  # its descriptor is let go of once the answer is written, not held as the client likes
-            return
-        self._inner = self._make_protocol()
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
-            self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner is not None else None
-
-    def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
+            return  # closed: no event but the loss comes, and none reaches aiohttp
+        self._admitted = True
+        super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._inner is not None:
+        if self._admitted:
             self._limit.release()
-            self._inner.connection_lost(exc)
+            super().connection_lost(exc)

@@ -19,39 +19,27 @@ from collections.abc import Callable
 
 from aiohttp import HttpVersion11, web
 
+from engine.protocol_layer import ProtocolLayer
+
 # aiohttp writes the same bytes for Expect: 100-continue
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # how long a client that closed its connection (not reset it) may keep its images running, plus a round trip
 PROBE_INTERVAL_S = 0.5
 
 
-class HalfCloseAware(asyncio.Protocol):
+class HalfCloseAware(ProtocolLayer):
     """Stands between a connection's transport and aiohttp's protocol, passing all on but the end of the input."""
 
     def __init__(self, aiohttp_protocol: asyncio.Protocol) -> None:
-        self._inner = aiohttp_protocol
-        self._transport: asyncio.Transport | None = None
+        super().__init__(aiohttp_protocol)
         self._request: web.BaseRequest | None = None  # the one aiohttp is handling, if any
         self._input_ended = False
         self._probe: asyncio.TimerHandle | None = None
         self.half_closed = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_probing()
-        self._inner.connection_lost(exc)
+        super().connection_lost(exc)
 
     def eof_received(self) -> bool:
         if not self._input_ended:  # asyncio reads again if aiohttp resumes reading, and finds the end again

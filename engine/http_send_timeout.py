@@ -21,43 +21,34 @@ import struct
 import termios
 from collections.abc import Callable
 
+from engine.protocol_layer import ProtocolLayer
+
 log = logging.getLogger("argus.http")
 
 
-class SendTimeout(asyncio.Protocol):
+class SendTimeout(ProtocolLayer):
     """Stands between a connection's transport and aiohttp's protocol, passing all on, and aborts the connection when
     its writes are paused and its client has taken none of what is unsent for `timeout_s`."""
 
     def __init__(self, inner: asyncio.Protocol, timeout_s: float, timed_out: Callable[[], None]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._timeout_s = timeout_s
         self._timed_out = timed_out
-        self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._unsent = 0  # bytes the client had not taken when last looked at
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._transport = transport
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
         self._cancel_timer()
         self._look_again()
-        self._inner.pause_writing()
+        super().pause_writing()
 
     def resume_writing(self) -> None:
         self._cancel_timer()
-        self._inner.resume_writing()
+        super().resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
-        self._inner.connection_lost(exc)
+        super().connection_lost(exc)
 
     def _look_again(self) -> None:
         if self._transport is not None:
