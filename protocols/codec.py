@@ -88,6 +88,10 @@ class Codec:
         if isinstance(obj, Blob):
             self._out_frames.append(obj)
             return msgspec.msgpack.Ext(_BLOB_EXT, msgspec.msgpack.encode(len(self._out_frames) - 1))
+        if isinstance(obj, np.generic):
+            # a number a pipeline drew with numpy (a seed of np.int64, a guidance scale of np.float32): msgpack has
+            # Python's; it was a NotImplementedError that named the type and not the field
+            return obj.item()
         raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
     def _ext_hook(self, code: int, data: memoryview) -> Any:

@@ -114,6 +114,14 @@ def test_only_its_own_types_are_encoded():
         worker_messages.engine_side_codec().encode(worker_messages.Abort([Foreign()]))  # type: ignore[list-item]
 
 
+def test_numpy_scalars_are_sent_as_python_numbers():
+    codec = client_messages.client_side_codec()
+    request = client_messages.Generate("r1", "a cat", seed=np.int64(7), guidance_scale=np.float32(5.5))
+    sent = client_messages.engine_side_codec().decode(codec.encode(request))
+    assert (sent.seed, sent.guidance_scale) == (7, 5.5)
+    assert type(sent.seed) is int and type(sent.guidance_scale) is float
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
