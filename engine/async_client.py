@@ -86,7 +86,8 @@ class AsyncArgusClient(OwnProcess):
             raise ConnectionRefusedError(self._refused)
         if request.request_id in self._waiting:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
-        # encoded before the id is taken: a field it cannot encode (a numpy int) must not leave the id in flight
+        # encoded before the id is taken: a field it cannot encode (an object msgpack has no type for) must not leave
+        # the id in flight
         frames = encoded(self._codec, request)
         loop = asyncio.get_running_loop()
         self._read_in(loop)
