@@ -230,6 +230,8 @@ def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environ
         "https://",
         "https://images example.com",
         "https://images.example.com:99999",
+        "https://images.example.com:0",  # no client reaches port 0
+        "https://images.example.com:/argus",  # https://HOST:$PORT/argus with PORT unset
         "https://images.example.com/a b",
         "https://images.example.com/?key=1",
         "https://images.example.com/#top",
