@@ -174,6 +174,9 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--embedder", "minilm", "--embedder-path", "/no/such/minilm"], "/no/such/minilm does not exist"),
         # a file as --cache-dir was "not writable (File exists)", said once the embedder had loaded
         (["serve", "--cache-dir", "/dev/null"], "--cache-dir /dev/null is a file, not a folder"),
+        # an unset variable ("$HOST"): the engine listened on every interface, where the default is loopback only
+        (["serve", "--host", ""], "--host is empty: give an address"),
+        (["serve", "--host", " "], "--host is empty: give an address"),
         # an unset variable ("$CACHE_DIR"): the engine ran as without one, nothing saved, and restarted cold
         (["serve", "--cache-dir", ""], "--cache-dir is empty: give a folder"),
         (["serve", "--cache-dir", "", "--cache-dir-bytes", "9"], "--cache-dir is empty: give a folder"),
