@@ -42,7 +42,13 @@ from engine.http_send_timeout import send_timeout
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
-from engine.listen_checks import bind_errors_named, refuse_long_ipc_path, warn_if_http_open, warn_if_open
+from engine.listen_checks import (
+    bind_errors_named,
+    http_address,
+    refuse_long_ipc_path,
+    warn_if_http_open,
+    warn_if_open,
+)
 from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcess
 from engine.ray_launcher import RayLauncher, tcp_endpoint
@@ -401,7 +407,8 @@ class Engine:
                 where = f"--host {self.config.host} --port {self.config.port}"
                 raise UsageError(f"{where}: {error.strerror or error}") from None
             port = listener.sockets[0].getsockname()[1]
-            log.info("HTTP API listening on http://%s:%d (POST /v1/images/generations)", self.config.host, port)
+            where = http_address(self.config.host, port)
+            log.info("HTTP API listening on http://%s (POST /v1/images/generations)", where)
             endpoints = ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints)
             log.info("ZeroMQ clients: %s; workers: %s", *endpoints)
             async with asyncio.TaskGroup() as group:
