@@ -113,19 +113,24 @@ def _zmq_address(text: str, listening: bool) -> str:
 
 
 def public_url(text: str) -> str:
-    """An argparse type: the URL clients reach the HTTP API at (a reverse proxy's), without its final slash."""
+    """An argparse type: the URL clients reach the HTTP API at (a reverse proxy's), without its final slash. A port
+    is 1 to 65535: with port 0 every image URL was one no client can fetch, and an empty one (`https://HOST:$PORT`,
+    the variable unset) sent clients to the scheme's default port, not the one meant; both were found out only as
+    clients failed."""
     try:
         parts = urlsplit(text)
-        parts.port  # noqa: B018 (it raises on a port that is not one)
+        port = parts.port  # it raises on a port that is not one
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
     if (
         parts.scheme not in ("http", "https")
         or not URL_HOST.fullmatch(parts.hostname or "")
+        or port == 0
+        or parts.netloc.endswith(":")
         or not _URL_PATH.fullmatch(parts.path)
         or any(c in text for c in "?#@")
     ):
-        raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH], not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH] (PORT 1 to 65535), not {text!r}")
     return text.rstrip("/")
 
 

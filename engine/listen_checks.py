@@ -37,14 +37,19 @@ def refuse_long_ipc_path(endpoint: str, folder: str) -> None:
         )
 
 
+def http_address(host: str, port: int) -> str:
+    """HOST:PORT as a URL writes it, an IPv6 address in brackets: `--host ::` was logged as http://:::8000, which no
+    browser or client takes."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def warn_if_http_open(host: str, port: int, api_key: bool) -> None:
     """HTTP beyond loopback without an API key serves anyone who reaches it."""
     if not api_key and not is_loopback(host):
         log.warning(
-            "HTTP on %s:%d listens without an API key: any client that reaches it can generate images (set"
+            "HTTP on %s listens without an API key: any client that reaches it can generate images (set"
             " ARGUS_API_KEY, README.md)",
-            host,
-            port,
+            http_address(host, port),
         )
 
 

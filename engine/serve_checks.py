@@ -32,6 +32,10 @@ def check_serve_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
     if args.api_key is not None:
         _check_api_key(args.api_key)
+    if not args.host.strip():
+        # a variable left unset (--host "$HOST"): asyncio takes "" for every interface, IPv4's and IPv6's, where the
+        # default is loopback only, and the engine logged its address as http://:8000
+        raise UsageError("--host is empty: give an address to listen on (0.0.0.0 or :: for every interface)")
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
     for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):

@@ -43,7 +43,13 @@ from engine.http_send_timeout import send_timeout
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
 from engine.launcher import LocalLauncher
-from engine.listen_checks import bind_errors_named, refuse_long_ipc_path, warn_if_http_open, warn_if_open
+from engine.listen_checks import (
+    bind_errors_named,
+    http_address,
+    refuse_long_ipc_path,
+    warn_if_http_open,
+    warn_if_open,
+)
 from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcess
 from engine.open_files import http_connection_bound
@@ -411,10 +417,9 @@ class Engine:
                 raise UsageError(f"{where}: {error.strerror or error}") from None
             port = listener.sockets[0].getsockname()[1]
             log.info(
-                "HTTP API listening on http://%s:%d (POST /v1/images/generations; at most %d connections at once,"
+                "HTTP API listening on http://%s (POST /v1/images/generations; at most %d connections at once,"
                 " --max-connections)",
-                self.config.host,
-                port,
+                http_address(self.config.host, port),
                 bound,
             )
             endpoints = ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints)

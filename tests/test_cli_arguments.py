@@ -174,6 +174,9 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--embedder", "minilm", "--embedder-path", "/no/such/minilm"], "/no/such/minilm does not exist"),
         # a file as --cache-dir was "not writable (File exists)", said once the embedder had loaded
         (["serve", "--cache-dir", "/dev/null"], "--cache-dir /dev/null is a file, not a folder"),
+        # an unset variable ("$HOST"): the engine listened on every interface, where the default is loopback only
+        (["serve", "--host", ""], "--host is empty: give an address"),
+        (["serve", "--host", " "], "--host is empty: give an address"),
         # an unset variable ("$CACHE_DIR"): the engine ran as without one, nothing saved, and restarted cold
         (["serve", "--cache-dir", ""], "--cache-dir is empty: give a folder"),
         (["serve", "--cache-dir", "", "--cache-dir-bytes", "9"], "--cache-dir is empty: give a folder"),
@@ -230,6 +233,8 @@ def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environ
         "https://",
         "https://images example.com",
         "https://images.example.com:99999",
+        "https://images.example.com:0",  # no client reaches port 0
+        "https://images.example.com:/argus",  # https://HOST:$PORT/argus with PORT unset
         "https://images.example.com/a b",
         "https://images.example.com/?key=1",
         "https://images.example.com/#top",

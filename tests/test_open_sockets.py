@@ -2,10 +2,16 @@
 reaches it is admitted (on the worker socket, it is sent users' prompts); about one on loopback too when HTTP asks
 for an API key (every user of the host reaches it, without the key); and about HTTP beyond loopback without a key."""
 
+import asyncio
+import logging
+import re
+
+import aiohttp
 import pytest
+from waiting import eventually
 
 from engine.arg_types import UsageError
-from engine.listen_checks import warn_if_open
+from engine.listen_checks import warn_if_http_open, warn_if_open
 from engine.server import Engine
 from engine_process import free_port, in_process_config
 from protocols.curve import KeyPair, create_key_files
@@ -70,3 +76,25 @@ def test_a_loopback_socket_without_curve_is_warned_about_when_http_asks_for_a_ke
     warned.append(f"{worker} listens without CURVE: any user of this host can join as a worker and be sent")
     assert [line in caplog.text for line in warned] == [bool(api_key)] * 2
     assert private not in caplog.text
+
+
+def test_an_ipv6_host_is_warned_about_in_brackets(caplog):
+    warn_if_http_open("::", 8000, api_key=False)
+    assert "HTTP on [::]:8000 listens without an API key" in caplog.text
+
+
+async def test_the_http_address_logged_on_an_ipv6_host_is_one_a_client_can_fetch(tmp_path, caplog):
+    """`--host ::1` was logged as http://::1:PORT, `--host ::` as http://:::PORT: no client takes either."""
+    caplog.set_level(logging.INFO, logger="argus.engine")
+    engine = Engine(in_process_config(tmp_path, host="::1"))
+    running = asyncio.create_task(engine.run())
+    try:
+        listening = re.compile(r"HTTP API listening on (\S+) ")
+        assert await eventually(lambda: listening.search(caplog.text), timeout_s=30), caplog.text
+        url = listening.search(caplog.text).group(1)
+        assert re.fullmatch(r"http://\[::1\]:[0-9]+", url), url
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as reply:
+            assert reply.status == 200
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)

@@ -8,12 +8,25 @@ allocation, as in the running controller. The LP re-derives the routes for
 the allocation just solved, on the same demand. Times are wall clock around
 the whole call (model build, solve, reading the solution); one unmeasured
 solve of each kind comes first, so importing OR-Tools is not counted.
+
+The solves run in a process of their own (`python -m
+loadgen.bench.controller_bench FLAGS`), started with SIGINT blocked, as the
+engine's are (engine/milp_process.py): CBC and SCIP take SIGINT for themselves
+while they solve, to stop that solve early, and solving back to back in the
+bench's own process they took a Ctrl-C that landed in a solve (1 in 5 with
+CBC, 3 in 5 with SCIP), and the bench ran on to its end. Blocked there, a
+Ctrl-C reaches the bench alone, which ends the solving process and says
+`interrupted`, exit 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import signal
+import subprocess
+import sys
 import time
 
 from controller.flow_model import SolverOptions
@@ -55,18 +68,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ortools.linear_solver import pywraplp
 
+    # allocate() falls back to the route LP when it gets no solver: what would be timed is not the MILP
+    if pywraplp.Solver.CreateSolver(args.solver) is None:  # an OR-Tools built without it
+        raise UsageError(f"--solver {args.solver}: this OR-Tools has no such MIP backend")
+    if not args.workers:
+        raise UsageError("--workers names no fleet size")
+    flags = {name: getattr(args, name) for name in ("workers", "solves", "slo", "solver", "time_limit_ms", "seed")}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:  # inherited by the process, which keeps it so: no Ctrl-C reaches its solver
+        solving = subprocess.Popen(
+            [sys.executable, "-m", "loadgen.bench.controller_bench", json.dumps(flags)], stdout=subprocess.PIPE
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    try:
+        answer, _ = solving.communicate()
+    finally:  # a Ctrl-C (KeyboardInterrupt), or a SIGTERM (commands.py unwinds on it), ends the solving too
+        if solving.poll() is None:
+            solving.kill()
+            solving.wait()
+    if solving.returncode != 0:  # its traceback is above, on the stderr both share
+        raise RuntimeError(f"the solving process ended with exit code {solving.returncode}")
+    measured = json.loads(answer)
+    _report(args, measured["results"], measured["rows"], measured["profile"])
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> dict:
+    """The solves, timed, in the process run() starts: each fleet's JSON results and table row, and the profile's
+    name."""
     from controller.allocation import allocate
     from controller.flow_model import FlowProblem
     from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
     from controller.route_planner import route
     from controller.similarity import SimilarityTable
 
-    # allocate() falls back to the route LP when it gets no solver: what would be timed is not the MILP
-    if pywraplp.Solver.CreateSolver(args.solver) is None:  # an OR-Tools built without it
-        raise UsageError(f"--solver {args.solver}: this OR-Tools has no such MIP backend")
     fleets = args.workers
-    if not fleets:
-        raise UsageError("--workers names no fleet size")
     profile = LatencyProfile.bundled()
     degradation = DegradationMatrix.from_quality_model(QualityModel(SimilarityTable.bundled("clip")))
     levels = degradation.levels
@@ -127,11 +164,14 @@ def run(args: argparse.Namespace) -> int:
                 "solves": args.solves,
             }
         )
+    return {"results": results, "rows": rows, "profile": profile.name}
 
+
+def _report(args: argparse.Namespace, results: list[dict], rows: list[list], profile_name: str) -> None:
     print()
     print(
         f"argus bench controller: allocation MILP ({args.solver}) vs. route-planner LP (GLOP), "
-        f"{args.solves} solves per fleet with varied demand, SLO {args.slo:g} s, bundled {profile.name} profile"
+        f"{args.solves} solves per fleet with varied demand, SLO {args.slo:g} s, bundled {profile_name} profile"
     )
     print("wall-clock ms per call on this machine (absolute times are noisy; the MILP/LP ratio less so)")
     print()
@@ -155,4 +195,7 @@ def run(args: argparse.Namespace) -> int:
         # the default 20 solves: a target on the p99 is checked against the slowest solve of each fleet
         print(f"note: {caveat} (each fleet's slowest solve); --solves {P99_MIN_SAMPLES} or more for a tail figure")
     write_json(args.json, {"solver": args.solver, "slo_s": args.slo, "results": results})
-    return 0
+
+
+if __name__ == "__main__":  # the solving process run() starts: its flags in, the measurements out, as JSON
+    print(json.dumps(_measure(argparse.Namespace(**json.loads(sys.argv[1])))))
