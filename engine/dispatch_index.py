@@ -250,3 +250,32 @@ class SentDeadlines:
         """The ids whose deadline is past, each once (some answered since)."""
         while self._heap and self._heap[0][0] <= now:
             yield heapq.heappop(self._heap)[2]
+
+
+class SpreadOver:
+    """The workers a request's images were just queued on that run nothing yet, by the jobs each has queued: the
+    request's further images spread over them as over idle workers. An entry goes stale as its worker's queue grows
+    (the worker is noted again) and is dropped when met: a request of 2,048 images on 1,024 idle workers, each image
+    comparing every one of them, held the loop for 340 ms."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, WorkerHandle]] = []
+        self._order = itertools.count()
+
+    def add(self, worker: WorkerHandle) -> None:
+        """Notes a worker one of the request's images was just queued on."""
+        if not worker.inflight:
+            heapq.heappush(self._heap, (len(worker.queue), next(self._order), worker))
+
+    def sooner_than(self, picked: WorkerHandle | None, now: float, queued_job_s: float) -> WorkerHandle | None:
+        """Of those noted that still run nothing, the one with the fewest jobs queued if it would start a job queued
+        now sooner than `picked` would (each queued job taking `queued_job_s`); else None."""
+        while self._heap:
+            queued, _, worker = self._heap[0]
+            if worker.ready and not worker.inflight and queued == len(worker.queue):
+                starts_in = now + queued * queued_job_s
+                if picked is None or starts_in < max(picked.busy_until, now) + len(picked.queue) * queued_job_s:
+                    return worker
+                return None
+            heapq.heappop(self._heap)
+        return None

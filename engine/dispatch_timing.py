@@ -149,8 +149,8 @@ class DispatchTiming:
         deadline, or are shed so that more jobs meet theirs (each answered as it is met; one that makes it by
         moving up a level is moved). Each is judged behind the ones kept before it, shared among the workers.
 
-        A job late behind them (even moved up as far as it may go) sheds the costliest job kept before it while
-        that one takes longer than it would: the rule that serves the most jobs in time on one machine
+        A job late behind them (even moved up as far as it may go) sheds the costliest job with a deadline kept
+        before it while that one takes longer than it would: the rule that serves the most jobs in time on one machine
         (Moore-Hodgson). In a burst, misses that must run all their steps no longer crowd out hits that would
         take half the time, to end late themselves; a violation is a violation, whichever request it is."""
         workers = max(1, self._registry.in_rotation)  # not one taken out as failing: it takes no job
@@ -174,7 +174,10 @@ class DispatchTiming:
                     continue
             seconds = self._image_seconds(job.start, job.request.steps)
             before += seconds
-            heapq.heappush(kept, (-seconds, -place, job))
+            if job.request.deadline is not None:
+                # one sent without a deadline is never answered deadline_exceeded: its time goes before the jobs
+                # behind it, and it is not shed. Shed, a pipeline's misses were answered 504 for the hits behind them
+                heapq.heappush(kept, (-seconds, -place, job))
 
     def still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
         """False (and the request answered) for a job that is done for, or can no longer meet its deadline.

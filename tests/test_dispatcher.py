@@ -353,6 +353,22 @@ async def test_the_images_of_a_request_spread_over_idle_workers():
     assert sorted(worker for worker, _ in h.sent) == ["a", "b"]
 
 
+async def test_the_images_of_a_request_spread_over_idle_workers_at_other_levels():
+    """With one idle worker at the request's level and one at another, the other took one image and the rest queued
+    on the one at its level: of 8 images due in 3 s, that worker ran 4 (2.55 s) and the other 1 (1.02 s), then 2
+    more, and the last was answered deadline_exceeded, where 4 on each end in 2.55 s. SD-XL-on-A100's times x0.2."""
+    times = (1.02, 1.53, 2.04, 2.55, 3.06, 3.57, 4.08, 4.59)
+    h = Harness(profile=LatencyProfile("t", 50, {0: times, 5: times}, "sdxl_a100 x0.2"))
+    a, b = h.add_worker("a", max_batch=8), h.add_worker("b", max_batch=8, level=5)
+    request = h.request(n=8, slo_ms=3000)
+    assert sorted((worker, len(batch.items)) for worker, batch in h.sent) == [("a", 4), ("b", 4)]
+    h.clock.now += 2.55
+    for worker in (a, b):
+        h.finish(worker, h.batches(worker.name)[0])
+    await settle()
+    assert isinstance(request.future.result(), Images)
+
+
 async def test_routing_an_image_that_must_queue_reads_neither_every_worker_nor_every_queued_job(monkeypatch):
     h = Harness(profile=PROFILE, max_queue=100_000)
     workers = [h.add_worker(f"w{i}") for i in range(256)]

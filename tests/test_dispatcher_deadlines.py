@@ -97,6 +97,29 @@ async def test_a_costly_job_is_shed_so_that_two_cheaper_ones_behind_it_meet_thei
     assert all(isinstance(hit.future.result(), Images) for hit in hits)
 
 
+async def test_a_request_without_a_deadline_is_never_shed():
+    """A request sent without slo_ms is never answered deadline_exceeded (docs/architecture.md): a pipeline's miss
+    queued before two hits with deadlines was answered 504 deadline_exceeded, shed so that the hits made theirs."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True, slo_s=2.1)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    patient = h.request(prompt="patient")  # no deadline: ranked as due at 2.1 s, so it goes first
+    hits = [h.request(slo_ms=slo_ms, level=25, k_star=25) for slo_ms in (2_000, 2_050)]  # late behind it
+    h.dispatcher.sweep()
+    await settle()
+    assert not patient.done
+    (patient_job,) = patient.jobs
+    h.clock.now += 1
+    h.finish(a, h.batches()[-1])
+    assert h.batches()[-1].items[0].request_id == patient_job.job_id
+    h.clock.now += 1
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert isinstance(patient.future.result(), Images)
+    assert [hit.future.result().code for hit in hits] == ["deadline_exceeded"] * 2  # late behind it, each answered
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 0
+
+
 async def test_a_job_is_not_shed_for_one_that_costs_as_much():
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
     h.add_worker("a", max_batch=1)
