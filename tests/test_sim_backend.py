@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from fake_engine import FakeEngine
+from run_controls import NoControl
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments
 from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
@@ -18,17 +19,6 @@ from workers.sim_backend import SimBackend
 SDXL = LatencyProfile.bundled("sdxl_a100")
 HASH = sim_similarity_table("hash")
 PROMPT = "a lighthouse on a cliff at dusk"
-
-
-class NoControl:
-    def between_steps(self) -> None:
-        pass
-
-    def is_aborted(self, request_id: str) -> bool:
-        return False
-
-    def cancelled(self, request_id: str) -> bool:
-        return False
 
 
 def formula(steps_run: int, batch: int) -> float:
