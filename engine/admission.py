@@ -98,6 +98,7 @@ class Admission:
             admitted_at=now,
             deadline=now + spec.slo_ms / 1000.0 if spec.slo_ms else None,
             future=asyncio.get_running_loop().create_future(),
+            client=client,
         )
         self._shares.add(client, spec.n)
         request.future.add_done_callback(lambda _: self._shares.remove(client, spec.n))

@@ -14,7 +14,8 @@ while another client kept a few images queued, however far below its share.
 
 A client is what its front door names it by (engine/client_door.py,
 engine/http_api.py): over ZeroMQ its CURVE key, else its socket's identity;
-over HTTP the request's `safety_identifier`, else its `user`, else its address.
+over HTTP the request's `safety_identifier`, else its `user`, else its address. Service, once admitted, is shared
+among the same clients (engine/fair_share.py).
 """
 
 from __future__ import annotations

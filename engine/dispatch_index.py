@@ -7,7 +7,8 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections.abc import Callable, Collection, Iterator
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from engine.jobs import Job
 from engine.worker_registry import WorkerHandle
@@ -104,19 +105,23 @@ class _Group:
 
 
 class QueuedWork:
-    """The jobs queued on the workers by their key in the urgency order (the time each must start by), for the
-    seconds of work that go before a key: per kind of job (the step it starts from, steps), the count of keys up to
-    it, found by bisection, times one image's seconds, instead of a pass over every queued job."""
+    """The jobs queued on the workers by their key in the urgency order (the time each must start by, or later its
+    client's fair point), for the seconds of work that go before a key: per kind of job (the step it starts from,
+    steps), the count of keys up to it, found by bisection, times one image's seconds, instead of a pass over every
+    queued job. And the jobs each client has queued, by kind, for the seconds of work it has queued."""
 
     def __init__(self, image_seconds: Callable[[int, int], float]):
         self._image_seconds = image_seconds  # (start, steps) -> seconds of one image
         self._keys: dict[tuple[int, int], list[float]] = {}  # by kind: the keys of the jobs queued, sorted
         self._counted: dict[str, tuple[tuple[int, int], float]] = {}  # job id -> the kind and key it is counted at
+        # by client: the jobs queued of each kind (counts, not sums of seconds: the pace changes what a kind takes)
+        self._by_client: dict[str, Counter[tuple[int, int]]] = {}
 
     def add(self, job: Job, key: float) -> None:
         kind = (job.start, job.request.steps)
         self._counted[job.job_id] = kind, key
         bisect.insort(self._keys.setdefault(kind, []), key)
+        self._by_client.setdefault(job.request.client, Counter())[kind] += 1
 
     def remove(self, job: Job) -> None:
         """The job left the queue (sent, answered, or its worker lost); nothing if it was not counted."""
@@ -128,6 +133,16 @@ class QueuedWork:
         del keys[bisect.bisect_left(keys, key)]
         if not keys:
             del self._keys[kind]
+        kinds = self._by_client[job.request.client]
+        kinds[kind] -= 1
+        if not kinds[kind]:
+            del kinds[kind]
+            if not kinds:
+                del self._by_client[job.request.client]
+
+    def key_of(self, job: Job) -> float:
+        """The key a queued job is counted at."""
+        return self._counted[job.job_id][1]
 
     def moved_up(self, job: Job) -> None:
         """A queued job runs at a faster level now: it is counted at that one, in the place it kept."""
@@ -143,6 +158,14 @@ class QueuedWork:
     def seconds_up_to(self, key: float) -> float:
         """Seconds the queued jobs keyed at or before `key` take one by one."""
         return sum(self._image_seconds(*kind) * bisect.bisect_right(keys, key) for kind, keys in self._keys.items())
+
+    def seconds(self) -> float:
+        """Seconds all the queued jobs take one by one."""
+        return sum(self._image_seconds(*kind) * len(keys) for kind, keys in self._keys.items())
+
+    def client_seconds(self, client: str) -> float:
+        """Seconds the jobs the client has queued take one by one."""
+        return sum(self._image_seconds(*kind) * count for kind, count in self._by_client.get(client, {}).items())
 
 
 class IdleWorkers:
@@ -183,9 +206,10 @@ class IdleWorkers:
 
 
 class UrgencyOrder:
-    """Every job queued on a worker, by the latest time it can start and still meet its deadline, then in the order
-    queued: a worker with room serves the most urgent, wherever it queued. Entries go stale when the job leaves the
-    queue and are dropped when met; `is_queued`, the dispatcher's, says which are live."""
+    """Every job queued on a worker, by the latest time it can start and still meet its deadline (or later, its
+    client's fair point: fair_share.py), then in the order queued: a worker with room serves the most urgent,
+    wherever it queued. Entries go stale when the job leaves the queue and are dropped when met; `is_queued`, the
+    dispatcher's, says which are live."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Job]] = []
@@ -200,6 +224,11 @@ class UrgencyOrder:
         heapq.heappush(self._heap, (start_by, next(self._order), job))
         if len(self._heap) > 2 * live + HEAP_SLACK:
             self._compact(is_queued)
+
+    def rebuild(self, ranked: Iterable[tuple[Job, float]]) -> None:
+        """Holds these jobs alone, at these places (engine/fair_share.py: the second client to share the fleet)."""
+        self._heap = [(rank, next(self._order), job) for job, rank in ranked]
+        heapq.heapify(self._heap)
 
     def first(self, is_queued: Callable[[Job], bool]) -> Job | None:
         """The most urgent job queued, left in place; None when none is."""

@@ -14,11 +14,11 @@ A level the profile lacks (or no profile at all) counts as taking no time: its j
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Iterator
 
 from controller.profiles import LatencyProfile
 from engine.dispatch_index import FreeAt, QueuedWork
+from engine.fair_share import KeptJobs, SharingClients, fair_rank
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
 from engine.profile_drift import ProfileDrift
@@ -53,6 +53,8 @@ class DispatchTiming:
         # the seconds of the jobs queued on the workers, by the time each must start by: what a job that must
         # queue is judged by, looked up without a pass over the queue
         self._queued_work = QueuedWork(self._image_seconds)
+        # the clients sharing the fleet, among whom a queued job's fair point is reckoned (fair_share.py)
+        self._sharing = SharingClients(least_s=slo_s)
 
     # -- how long ------------------------------------------------------------
     @property
@@ -98,21 +100,57 @@ class DispatchTiming:
     # -- when ----------------------------------------------------------------
     def _start_by(self, job: Job) -> float:
         """The latest time the job can start at its level and still meet its deadline. Jobs are served in this
-        order: a miss, which runs all steps and cannot move up a level, goes before a hit that came a little
-        earlier but can wait longer. A request sent without a deadline is ranked as due one SLO (the one the
-        controller plans for) after it was admitted: it is never answered late, and it no longer waits for as
-        long as requests with a deadline keep coming."""
+        order (or later, by their client's fair point: _rank): a miss, which runs all steps and cannot move up a
+        level, goes before a hit that came a little earlier but can wait longer. A request sent without a deadline
+        is ranked as due one SLO (the one the controller plans for) after it was admitted: it is never answered
+        late, and it no longer waits for as long as requests with a deadline keep coming."""
         deadline = job.request.deadline
         if deadline is None:
             deadline = job.request.admitted_at + self._slo_s
         return deadline - (self._seconds(job, job.start) if self._profiled(job.start) else 0.0)
 
-    def add_queued(self, job: Job) -> float:
-        """Counts a job just queued on a worker among the work queued; returns the time it must start by, its
-        place in the order the workers take jobs."""
+    def shares_fleet(self, job: Job, now: float) -> bool:
+        """Counts the job's client among those sharing the fleet (fair_share.py): called for each job routed to a
+        worker, before it is judged, so that even a client whose jobs are answered deadline_exceeded at once counts.
+        True when it is the second: the first's queued jobs, ranked by their deadlines while it was alone, are to be
+        ranked again (rerank)."""
+        alone = self._sharing.count(now) == 1
+        self._sharing.note(job.request.client, now, self._queued_work.seconds() / max(1, self._registry.in_rotation))
+        return alone and self._sharing.count(now) == 2
+
+    def _rank(self, job: Job, now: float, queued_s: float | None = None) -> float:
+        """The job's place in the order the workers take jobs: the time it must start by, or later, with other
+        clients sharing the fleet, its client's fair point behind the `queued_s` seconds it has queued before it
+        (None: all its client has queued)."""
         start_by = self._start_by(job)
-        self._queued_work.add(job, start_by)
-        return start_by
+        sharing = self._sharing.count(now)
+        if sharing < 2:
+            return start_by
+        if queued_s is None:
+            queued_s = self._queued_work.client_seconds(job.request.client)
+        return fair_rank(start_by, now, queued_s, sharing, max(1, self._registry.in_rotation))
+
+    def add_queued(self, job: Job, now: float) -> float:
+        """Counts a job just queued on a worker among the work queued; returns its place in the order the workers
+        take jobs."""
+        rank = self._rank(job, now)
+        self._queued_work.add(job, rank)
+        return rank
+
+    def rerank(self, queued: Iterable[Job], now: float) -> Iterator[tuple[Job, float]]:
+        """The jobs queued, in the order the workers take them, each with its place now that a second client shares
+        the fleet: each client's jobs behind those of its own before them. A lone client's jobs, ranked by the time
+        each must start by, keep their order (that time and their fair points only grow along it, and ties keep
+        the order given); a newcomer's job goes before the part of the backlog beyond its fair share. O(n log n),
+        once as the second client comes."""
+        before: dict[str, float] = {}
+        for job in queued:
+            self._queued_work.remove(job)
+            client = job.request.client
+            rank = self._rank(job, now, before.get(client, 0.0))
+            before[client] = before.get(client, 0.0) + self._image_seconds(job.start, job.request.steps)
+            self._queued_work.add(job, rank)
+            yield job, rank
 
     def remove_queued(self, job: Job) -> None:
         """The job left the workers' queues (sent, answered, or its worker lost); nothing if it was in none."""
@@ -123,10 +161,10 @@ class DispatchTiming:
         anywhere, whichever worker it was queued on."""
         return self._free_at.first_free_in(now)
 
-    def _work_before(self, job: Job) -> float:
-        """Seconds the workers in rotation need, shared among them, for the jobs queued anywhere that go first (the job,
-        not queued yet, is not among them)."""
-        return self._queued_work.seconds_up_to(self._start_by(job)) / max(1, self._registry.in_rotation)
+    def _work_before(self, rank: float) -> float:
+        """Seconds the workers in rotation need, shared among them, for the jobs queued anywhere that go before a job
+        ranked at `rank` (the job, not queued yet, is not among them)."""
+        return self._queued_work.seconds_up_to(rank) / max(1, self._registry.in_rotation)
 
     # -- whether it makes its deadline ---------------------------------------
     def may_queue(self, job: Job, now: float) -> bool:
@@ -137,10 +175,9 @@ class DispatchTiming:
         if job.request.deadline is None:
             return True
         wait = self._first_free_in(now)
-        ahead = wait + self._work_before(job)
-        if not self._makes_it(job, now, ahead) and self._queued_work.costlier_up_to(
-            self._start_by(job), self._cheapest_seconds(job)
-        ):
+        rank = self._rank(job, now)
+        ahead = wait + self._work_before(rank)
+        if not self._makes_it(job, now, ahead) and self._queued_work.costlier_up_to(rank, self._cheapest_seconds(job)):
             ahead = wait  # late only behind costlier jobs: the next sweep weighs it against them (too_late)
         return self.still_wanted(job, now, wait, ahead)
 
@@ -156,14 +193,17 @@ class DispatchTiming:
         workers = max(1, self._registry.in_rotation)  # not one taken out as failing: it takes no job
         wait = None  # until the soonest worker frees: only looked for when a queued job has a deadline
         before = 0.0
-        kept: list[tuple[float, int, Job]] = []  # (-seconds, -place): the costliest, then the latest, first
+        kept = KeptJobs(by_client=self._sharing.count(now) > 1)
         for place, job in enumerate(queued):
             if job.request.deadline is not None:
                 wait = self._first_free_in(now) if wait is None else wait
                 cheapest = self._cheapest_seconds(job)
-                while kept and not self._makes_it(job, now, wait + before / workers) and -kept[0][0] > cheapest:
-                    negated, _, costlier = heapq.heappop(kept)
-                    before += negated  # its seconds leave the work before this job
+                while not self._makes_it(job, now, wait + before / workers):
+                    shed = kept.shed_costlier(cheapest, self._sheds_from(job))
+                    if shed is None:
+                        break
+                    seconds, costlier = shed
+                    before -= seconds  # its seconds leave the work before this job
                     if not costlier.request.done:
                         self.deadline_exceeded(
                             costlier.request, "shed", "the request was shed so that more requests meet their deadline"
@@ -177,7 +217,12 @@ class DispatchTiming:
             if job.request.deadline is not None:
                 # one sent without a deadline is never answered deadline_exceeded: its time goes before the jobs
                 # behind it, and it is not shed. Shed, a pipeline's misses were answered 504 for the hits behind them
-                heapq.heappush(kept, (-seconds, -place, job))
+                kept.keep(job, seconds, place)
+
+    def _sheds_from(self, job: Job) -> str | None:
+        """Whose jobs a late job may shed: its own client's when its client's fair point put it back (fair_share.py,
+        KeptJobs), else anyone's (None)."""
+        return job.request.client if self._queued_work.key_of(job) > self._start_by(job) else None
 
     def still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
         """False (and the request answered) for a job that is done for, or can no longer meet its deadline.

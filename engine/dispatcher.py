@@ -14,8 +14,9 @@ expected to be free first, and jobs of one kind that queue together leave as
 one batch. A batch goes to a busy worker only when its running one is about
 to end (PIPELINE_HORIZON_S): a job sent behind a long batch could not move. A
 worker with room serves the most urgent job queued anywhere (the one that must
-start soonest to meet its deadline), so no job waits behind a busy worker
-while another could take it.
+start soonest to meet its deadline; while clients share the fleet, no sooner
+than its client's fair share allows: `fair_share.py`), so no job waits behind a
+busy worker while another could take it.
 
 A worker whose batches keep failing is taken out of rotation (`failing_workers.py`): restarted if the
 engine started it, else routed nothing for a while. What it queued goes elsewhere; what it failed stays failed.
@@ -224,11 +225,14 @@ class Dispatcher:
             self._pending.append(job)
             return None
         now = self._clock()
+        if self._timing.shares_fleet(job, now):
+            # the one client that had the fleet, its jobs ranked by their deadlines alone, shares it now (fair_share.py)
+            self._urgency.rebuild(list(self._timing.rerank(self._urgency.in_order(self._is_queued), now)))
         if not self._has_room(worker, now) and not self._timing.may_queue(job, now):
             return None
         worker.queue.append(job)
         self._file(worker)
-        self._urgency.push(job, self._timing.add_queued(job), len(self._live), self._is_queued)
+        self._urgency.push(job, self._timing.add_queued(job, now), len(self._live), self._is_queued)
         return worker
 
     def _is_queued(self, job: Job) -> bool:

@@ -110,6 +110,7 @@ class AdmittedRequest:
     results: dict[int, ImageResult] = field(default_factory=dict)
     vector: np.ndarray | None = None  # the prompt's embedding, once the cache thread made it
     latents_cached: bool = False
+    client: str = ""  # who sent it, as its front door names clients (engine/client_shares.py)
 
     def __post_init__(self) -> None:
         self.jobs = [

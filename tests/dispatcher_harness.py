@@ -67,6 +67,7 @@ class Harness:
         start=None,
         chosen=True,
         negative=None,
+        client="",
         **spec_fields,
     ) -> AdmittedRequest:
         """An admitted request, routed at `level` unless not yet `chosen` (its level still being chosen)."""
@@ -88,6 +89,7 @@ class Harness:
             admitted_at=self.clock.now,
             deadline=self.clock.now + slo_ms / 1000 if slo_ms else None,
             future=asyncio.get_running_loop().create_future(),
+            client=client,
         )
         self.dispatcher.admit(request)
         if chosen:

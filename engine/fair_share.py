@@ -1,0 +1,93 @@
+"""Fair service among clients while the fleet is overloaded: where a client's queued job ranks beside other clients'.
+
+By deadline alone, whoever holds the earliest deadlines is served: a client keeping a hundred requests in flight held
+them, and a light client's request with a deadline behind them was answered deadline_exceeded (the client shares,
+engine/client_shares.py, decide only who is admitted). So a job ranks no earlier than its client's fair point: when
+the work that client had queued before it would be done at a fair share of the fleet, the workers in rotation divided
+among the clients sharing it (start-time fair queuing, on the clock the deadlines are on). A flooding client's backlog
+ranks behind a light client's job, which is judged by that order; the flood's jobs put back so sheds only the flood's
+own jobs (KeptJobs), and they are the ones that end up late. A client with nothing queued is behind no one, and while
+one client alone shares the fleet its jobs rank by their deadlines alone, exactly as before.
+
+A client counts as sharing the fleet from a job routed to a worker until the work queued then would be done (one SLO
+at least): one that sends its next request a few seconds after its last was answered is still counted when the jobs
+queued meanwhile come up, and they rank behind its request. When a second client comes, the first one's queued jobs,
+ranked by their deadlines while it was alone, are ranked again as if it had shared the fleet all along (in the order
+they had, which both their deadlines and their fair points keep): else a lone flood's backlog went before the
+newcomer's first requests until it was served, a dozen seconds and more.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from engine.jobs import Job
+
+
+class SharingClients:
+    """The clients sharing the fleet now, counted without a pass over them: one entry a client in a heap by when it
+    stops counting, its time renewed in place by each job it queues and the entry moved on when met."""
+
+    def __init__(self, least_s: float):
+        self._least_s = least_s  # a client counts at least this long after a job it queued
+        self._until: dict[str, float] = {}  # client -> until when it counts
+        self._ends: list[tuple[float, str]] = []  # (until, client), one a client counted: until then at least
+
+    def note(self, client: str, now: float, clears_in: float) -> None:
+        """A job of the client's was routed to a worker at `now`, behind work the fleet clears in `clears_in`."""
+        until = now + max(self._least_s, clears_in)
+        counted = self._until.get(client)
+        if counted is None:
+            heapq.heappush(self._ends, (until, client))
+        if counted is None or until > counted:
+            self._until[client] = until
+
+    def count(self, now: float) -> int:
+        while self._ends and self._ends[0][0] <= now:
+            _, client = heapq.heappop(self._ends)
+            until = self._until[client]
+            if until > now:  # renewed since
+                heapq.heappush(self._ends, (until, client))
+            else:
+                del self._until[client]
+        return len(self._until)
+
+
+def fair_rank(start_by: float, now: float, queued_s: float, sharing: int, workers: int) -> float:
+    """Where a job ranks: the time it must start by, or later its client's fair point, when the `queued_s` seconds
+    its client had queued before it would be done at one of `sharing` shares of `workers` workers."""
+    if sharing < 2 or not queued_s:
+        return start_by
+    return max(start_by, now + queued_s * sharing / workers)
+
+
+class KeptJobs:
+    """The jobs with a deadline Moore-Hodgson's rule keeps as it goes down the queue (dispatch_timing.too_late), the
+    costliest (then the latest) first: of every client, for a job that ranks by its deadline, or of the job's own
+    client, for one its client's fair point put back. That one is late because its client sends more than its share,
+    and sheds none of another client's jobs for it: shedding any costlier job, a flood of hits shed a light client's
+    miss ranked before them. A job shed from one view is dropped from the other when met. `by_client`: whether
+    clients share the fleet (else there is no view by client to keep)."""
+
+    def __init__(self, by_client: bool) -> None:
+        self._all: list[tuple[float, int, Job]] = []  # (-seconds, -place, job)
+        self._by_client: dict[str, list[tuple[float, int, Job]]] | None = {} if by_client else None
+        self._shed: set[int] = set()  # the places of the jobs shed
+
+    def keep(self, job: Job, seconds: float, place: int) -> None:
+        entry = (-seconds, -place, job)
+        heapq.heappush(self._all, entry)
+        if self._by_client is not None:
+            heapq.heappush(self._by_client.setdefault(job.request.client, []), entry)
+
+    def shed_costlier(self, than: float, client: str | None) -> tuple[float, Job] | None:
+        """Takes out the costliest job kept (of `client`; None: of any) if it takes longer than `than` seconds:
+        its seconds and the job; None if none does."""
+        heap = self._all if client is None or self._by_client is None else self._by_client.get(client, [])
+        while heap and -heap[0][1] in self._shed:
+            heapq.heappop(heap)
+        if not heap or -heap[0][0] <= than:
+            return None
+        negated, negated_place, job = heapq.heappop(heap)
+        self._shed.add(-negated_place)
+        return -negated, job

@@ -1,0 +1,68 @@
+"""The dispatcher alone (no sockets, an injected clock) serving several clients (engine/fair_share.py): a light
+client's request is served beside a flooding client's backlog, the flood's jobs are the ones shed, and a lone
+client's jobs keep the order of their deadlines."""
+
+from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
+
+from protocols.client_messages import Images
+
+
+def served_in_order(h: Harness, worker, until) -> list[str]:
+    """Finishes the worker's batches one by one, a second apart, until `until()`; the ids of the jobs sent."""
+    sent = []
+    while not until():
+        batch = h.batches()[-1]
+        sent += [item.request_id for item in batch.items]
+        h.clock.now += 1
+        h.finish(worker, batch)
+        h.dispatcher.sweep()
+    return sent
+
+
+async def test_a_light_clients_request_is_served_beside_a_flooding_clients_backlog():
+    """By deadline alone, twenty requests without slo_ms queued by one client (ranked as due one SLO after they
+    came) went before a light client's request due in 5 s, which was answered deadline_exceeded."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a = h.add_worker("a", max_batch=1)
+    flood = [h.request(prompt="flood", client="flood") for _ in range(20)]
+    light = h.request(slo_ms=5_000, prompt="light", client="light")
+    flood += [h.request(prompt="flood", client="flood") for _ in range(5)]
+    flood_ids = [r.jobs[0].job_id for r in flood]  # a request answered lets go of its jobs
+    await settle()
+    sent = served_in_order(h, a, lambda: all(r.done for r in [*flood, light]))
+    await settle()
+    assert isinstance(light.future.result(), Images)
+    assert all(isinstance(r.future.result(), Images) for r in flood)  # without a deadline, never answered late
+    assert [job_id for job_id in sent if job_id in flood_ids] == flood_ids  # the flood's own order is kept
+
+
+async def test_a_flood_of_hits_sheds_its_own_jobs_not_a_light_clients_miss():
+    """Moore-Hodgson sheds the costliest job kept before a late one: a flood's hits (half a miss's time) late behind
+    a light client's miss shed the miss, and the light client was answered deadline_exceeded for the flood."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    flood = [h.request(slo_ms=3_000, prompt="flood", level=25, k_star=25, client="flood") for _ in range(8)]
+    light = h.request(slo_ms=3_000, prompt="light", client="light")  # a miss: 1 s
+    h.dispatcher.sweep()
+    await settle()
+    served_in_order(h, a, lambda: all(r.done for r in [*flood, light]))
+    await settle()
+    assert isinstance(light.future.result(), Images)
+    late = [r for r in flood if not isinstance(r.future.result(), Images)]
+    assert late and all(r.future.result().code == "deadline_exceeded" for r in late)
+    assert len(late) < len(flood)  # the flood is served beside it, as far as the fleet makes its deadlines
+
+
+async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines():
+    """With no other client, there is no one to share with: a request with a near deadline goes before the ones
+    queued earlier without one, as by deadline alone (ranked behind the client's own backlog, it would miss)."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a = h.add_worker("a", max_batch=1)
+    patient = [h.request(prompt="patient", client="pipeline") for _ in range(10)]
+    urgent = h.request(slo_ms=3_000, prompt="urgent", client="pipeline")
+    urgent_id = urgent.jobs[0].job_id
+    await settle()
+    sent = served_in_order(h, a, lambda: all(r.done for r in [*patient, urgent]))
+    await settle()
+    assert isinstance(urgent.future.result(), Images)
+    assert sent.index(urgent_id) == 1  # next after the one running when it came
