@@ -37,10 +37,11 @@ from collections.abc import Callable
 from controller.profiles import LatencyProfile
 from engine import failing_workers
 from engine.config import DispatchConfig
-from engine.dispatch_index import FreeAt, IdleWorkers, SentDeadlines, SpreadOver, UrgencyOrder
+from engine.dispatch_index import FreeAt, SentDeadlines, SpreadOver, UrgencyOrder
 from engine.dispatch_timing import DispatchTiming
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
+from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled, ImageResult
 from protocols.image_header import mismatch
@@ -99,7 +100,6 @@ class Dispatcher:
         # admitted, their level still being chosen on the cache thread (a heavy embedder can take a while)
         self._choosing: dict[AdmittedRequest, None] = {}
         self._batch_ids = itertools.count(1)
-        self._idle = IdleWorkers()
         # every job queued on a worker, most urgent first: a worker with room serves the first, wherever it queued
         self._urgency = UrgencyOrder()
         # a request whose deadline passes while its images run (a worker slower than its profile, or hung) is
@@ -107,10 +107,9 @@ class Dispatcher:
         self._sent_deadlines = SentDeadlines()
         # the workers by when each should be free, for the one a job that must queue goes to (and is judged by)
         # without a pass over the fleet
-        self._free_at = FreeAt()
-        self._timing = DispatchTiming(
-            profile, registry, self._free_at, metrics, serve_late=config.serve_late, slo_s=slo_s
-        )
+        free_at = FreeAt()
+        self._timing = DispatchTiming(profile, registry, free_at, metrics, serve_late=config.serve_late, slo_s=slo_s)
+        self._picks = WorkerPicks(registry, free_at, self._timing.queued_job_seconds, clock)
         # read when scraped: no gauge update on the request path
         metrics.queued_images.set_function(lambda: len(self._live))
         metrics.running_images.set_function(self._running_images)
@@ -192,7 +191,7 @@ class Dispatcher:
             elif job.batch_id is None:
                 self._discard(job.worker.queue, job)
                 self._timing.remove_queued(job)
-                self._file(job.worker)
+                self._picks.file(job.worker)
             else:
                 # stays in its batch until the worker answers; the answer is then ignored
                 aborts.setdefault(job.worker, []).append(job.job_id)
@@ -217,7 +216,7 @@ class Dispatcher:
     def _enqueue(self, job: Job, siblings_on: SpreadOver | None = None) -> WorkerHandle | None:
         """Queues the job on a worker (None: it waits for one, or it was answered) without sending anything.
         `siblings_on`: the workers the images of its request before it were just queued on."""
-        worker = self._pick_worker(job, siblings_on)
+        worker = self._picks.pick(job, siblings_on)
         job.batch_id = None
         job.worker = worker
         if worker is None:
@@ -231,7 +230,7 @@ class Dispatcher:
         if not self._has_room(worker, now) and not self._timing.may_queue(job, now):
             return None
         worker.queue.append(job)
-        self._file(worker)
+        self._picks.file(worker)
         self._urgency.push(job, self._timing.add_queued(job, now), len(self._live), self._is_queued)
         return worker
 
@@ -240,41 +239,10 @@ class Dispatcher:
         runs), not waiting for a worker."""
         return job.worker is not None and job.batch_id is None and not job.request.done and job.job_id in self._live
 
-    def _pick_worker(self, job: Job, siblings_on: SpreadOver | None = None) -> WorkerHandle | None:
-        if not self._registry.in_rotation:
-            return None
-        # a worker serving the job's level keeps batches uniform; any worker can run any level, and one idle at
-        # another level runs the job now rather than let it queue (work-conserving)
-        for level in (job.level, None):
-            idle = self._idle.pick(level)
-            if idle is not None:
-                return idle
-        # all busy: the one at its level free first (with room for a batch now, if one has), its queue counted on
-        # the latency profile; with none at its level, the one at any level whose sent batches end first
-        now = self._clock()
-        seconds = self._timing.queued_job_seconds(job.level)
-        picked = self._free_at.soonest(now, job.level, seconds)
-        if picked is None:
-            picked = self._free_at.soonest(now, None, 0.0)
-        # a worker that was idle until the request's first images went to it, at whatever level, is as idle for the
-        # rest: they spread over those. Queued on the one at their level, they left in one batch there while the
-        # others ran one image each, and a request of 8 due in 3 s ended late on two workers that make it in 2.55 s
-        spare = siblings_on.sooner_than(picked, now, seconds) if siblings_on is not None else None
-        return picked if spare is None else spare
-
-    def _file(self, worker: WorkerHandle) -> None:
-        """Files the worker where picks find it after a change to its level, queue or batches: by when it should
-        be free, and among the idle workers if it is one."""
-        if not worker.ready:
-            return
-        self._free_at.file(worker)
-        if not worker.queue and not worker.inflight:
-            self._idle.add(worker)
-
     def _pump(self, worker: WorkerHandle) -> None:
         while worker.ready and self._has_room(worker, self._clock()) and self._send_most_urgent(worker):
             pass
-        self._file(worker)
+        self._picks.file(worker)
 
     def _send_most_urgent(self, worker: WorkerHandle) -> bool:
         """Sends the worker a batch led by the most urgent job queued anywhere. False: no job is queued."""
@@ -313,7 +281,7 @@ class Dispatcher:
         taken = taken[: worker.hello.max_batch]
         moving = set(map(id, taken))
         owner.queue = deque(other for other in owner.queue if id(other) not in moving)
-        self._file(owner)
+        self._picks.file(owner)
         for other in taken:
             other.worker = worker
         worker.queue.extendleft(reversed(taken))
@@ -388,7 +356,7 @@ class Dispatcher:
     # -- worker events -------------------------------------------------------
     def worker_ready(self, worker: WorkerHandle) -> None:
         self._restarting.discard(worker.hello.worker_id)
-        self._file(worker)  # before the jobs waiting for a worker are routed: they go to it
+        self._picks.file(worker)  # before the jobs waiting for a worker are routed: they go to it
         waiting, self._pending = self._pending, deque()
         for job in waiting:
             if job.job_id in self._live:
@@ -402,14 +370,13 @@ class Dispatcher:
 
     def worker_level_set(self, worker: WorkerHandle, level: int) -> None:
         worker.level = level
-        self._file(worker)
+        self._picks.file(worker)
 
     def worker_lost(self, worker: WorkerHandle, cause: str) -> None:
         if not worker.registered:
             return
         self._registry.remove(worker)
-        self._free_at.drop(worker)
-        self._idle.drop(worker)
+        self._picks.drop(worker)
         self._metrics.worker_losses.labels(cause).inc()
         held = worker.held_jobs()
         if cause == "left":
@@ -451,8 +418,7 @@ class Dispatcher:
             return
         failing_workers.take_out(worker, self._clock())
         self._registry.take_out(worker)
-        self._free_at.drop(worker)
-        self._idle.drop(worker)
+        self._picks.drop(worker)
         queued, worker.queue = list(worker.queue), deque()
         log.warning(
             "worker %s failed %d batches in a row: out of rotation for %g s (it answers the %d batches it holds)",
@@ -491,7 +457,7 @@ class Dispatcher:
             return  # a late answer for a batch already given up on
         if not worker.inflight:
             worker.busy_until = self._clock()  # idle now, whatever the estimate said
-        self._file(worker)  # the images it settles may be routed again, and find it free
+        self._picks.file(worker)  # the images it settles may be routed again, and find it free
         by_id = {job.job_id: job for job in jobs}
         unasked: list[str] = []
         made = failed = False  # whether the batch made an image, and whether one failed: its images' own or not
@@ -606,4 +572,4 @@ class Dispatcher:
         for job in self._timing.too_late(self._urgency.in_order(self._is_queued), now):
             self._discard(job.worker.queue, job)
             self._timing.remove_queued(job)
-            self._file(job.worker)
+            self._picks.file(job.worker)

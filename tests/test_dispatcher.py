@@ -422,4 +422,4 @@ async def test_workers_lost_leave_nothing_behind_in_the_idle_lists():
     for i in range(200):  # workers that come and go at a level no request asks for
         h.dispatcher.worker_lost(h.add_worker(f"churn-{i}", level=25), "exited")
     h.request()  # served by the one left, at level 0
-    assert len(h.dispatcher._idle) <= 1
+    assert len(h.dispatcher._picks._idle) <= 1
