@@ -115,8 +115,8 @@ class DispatchTiming:
         True when it is the second: the first's queued jobs, ranked by their deadlines while it was alone, are to be
         ranked again (rerank)."""
         alone = self._sharing.count(now) == 1
-        self._sharing.note(job.request.client, now, self._queued_work.seconds() / max(1, self._registry.in_rotation))
-        return alone and self._sharing.count(now) == 2
+        clears_in = self._queued_work.seconds() / max(1, self._registry.in_rotation)
+        return self._sharing.note(job.request.client, now, clears_in) and alone
 
     def _rank(self, job: Job, now: float, queued_s: float | None = None) -> float:
         """The job's place in the order the workers take jobs: the time it must start by, or later, with other

@@ -33,14 +33,16 @@ class SharingClients:
         self._until: dict[str, float] = {}  # client -> until when it counts
         self._ends: list[tuple[float, str]] = []  # (until, client), one a client counted: until then at least
 
-    def note(self, client: str, now: float, clears_in: float) -> None:
-        """A job of the client's was routed to a worker at `now`, behind work the fleet clears in `clears_in`."""
+    def note(self, client: str, now: float, clears_in: float) -> bool:
+        """A job of the client's was routed to a worker at `now`, behind work the fleet clears in `clears_in`. True
+        if the client was not counted until now."""
         until = now + max(self._least_s, clears_in)
         counted = self._until.get(client)
         if counted is None:
             heapq.heappush(self._ends, (until, client))
         if counted is None or until > counted:
             self._until[client] = until
+        return counted is None
 
     def count(self, now: float) -> int:
         while self._ends and self._ends[0][0] <= now:
