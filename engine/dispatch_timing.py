@@ -130,11 +130,15 @@ class DispatchTiming:
             queued_s = self._queued_work.client_seconds(job.request.client)
         return fair_rank(start_by, now, queued_s, sharing, max(1, self._registry.in_rotation))
 
+    def sharing_clients(self, now: float) -> int:
+        return self._sharing.count(now)
+
     def add_queued(self, job: Job, now: float) -> float:
         """Counts a job just queued on a worker among the work queued; returns its place in the order the workers
         take jobs."""
         rank = self._rank(job, now)
         self._queued_work.add(job, rank)
+        self._count_if_put_back(job, rank, now)
         return rank
 
     def rerank(self, queued: Iterable[Job], now: float) -> Iterator[tuple[Job, float]]:
@@ -150,7 +154,17 @@ class DispatchTiming:
             rank = self._rank(job, now, before.get(client, 0.0))
             before[client] = before.get(client, 0.0) + self._image_seconds(job.start, job.request.steps)
             self._queued_work.add(job, rank)
+            self._count_if_put_back(job, rank, now)
             yield job, rank
+
+    def _put_back(self, job: Job, rank: float) -> bool:
+        """Whether its client's fair point, not the time it must start by, ranks the job (fair_share.py)."""
+        return rank > self._start_by(job)
+
+    def _count_if_put_back(self, job: Job, rank: float, now: float) -> None:
+        # a lone client's rank is the time it must start by: nothing more to look up on the one-client path
+        if self._sharing.count(now) > 1 and self._put_back(job, rank):
+            self._metrics.fair_deferrals.inc()
 
     def remove_queued(self, job: Job) -> None:
         """The job left the workers' queues (sent, answered, or its worker lost); nothing if it was in none."""
@@ -222,7 +236,7 @@ class DispatchTiming:
     def _sheds_from(self, job: Job) -> str | None:
         """Whose jobs a late job may shed: its own client's when its client's fair point put it back (fair_share.py,
         KeptJobs), else anyone's (None)."""
-        return job.request.client if self._queued_work.key_of(job) > self._start_by(job) else None
+        return job.request.client if self._put_back(job, self._queued_work.key_of(job)) else None
 
     def still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
         """False (and the request answered) for a job that is done for, or can no longer meet its deadline.

@@ -113,6 +113,7 @@ class Dispatcher:
         # read when scraped: no gauge update on the request path
         metrics.queued_images.set_function(lambda: len(self._live))
         metrics.running_images.set_function(self._running_images)
+        metrics.sharing_clients.set_function(lambda: self._timing.sharing_clients(self._clock()))
 
     def _running_images(self) -> int:
         return sum(len(jobs) for worker in self._registry.registered() for jobs in worker.inflight.values())

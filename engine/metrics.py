@@ -85,6 +85,18 @@ class EngineMetrics:
         # fleet infinitely faster than its profile: an alert on a gap either way fired on every engine that had run
         # nothing yet. Prometheus's advice: NaN where 0 would mislead; a comparison with it is never true
         self.batch_time_vs_profile.set(math.nan)
+        self.sharing_clients = Gauge(
+            "argus_sharing_clients",
+            "Clients sharing the fleet: with more than one, a queued image ranks no earlier than its client's fair"
+            " point (engine/fair_share.py)",
+            registry=r,
+        )
+        self.fair_deferrals = Counter(
+            "argus_fair_deferrals",
+            "Times an image was ranked behind its client's fair point rather than by its deadline, as it was queued"
+            " or as a second client came: its client had more than its share of the fleet queued",
+            registry=r,
+        )
         self.redispatched = Counter("argus_redispatched_images", "Images re-sent after a worker loss", registry=r)
         self.escalated = Counter(
             "argus_escalated_images", "Images moved up to a higher level to make their deadline", registry=r

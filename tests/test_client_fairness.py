@@ -79,6 +79,7 @@ def test_a_lone_client_is_served_as_before(engine):
 
     flood = asyncio.run(asyncio.wait_for(run(), 180))
     assert set(flood) == {"ok"} and flood["ok"] > FLOOD_IN_FLIGHT
+    assert engine.metric("argus_fair_deferrals_total") == 0  # no one to share with
 
 
 @pytest.mark.parametrize("flood_slo_ms", [None, 5_000])
@@ -97,6 +98,7 @@ def test_light_clients_are_served_beside_a_flooding_client(engine, flood_slo_ms)
     assert sum(lights.values()) == LIGHT_CLIENTS * LIGHT_REQUESTS
     assert set(lights) <= {"ok", "deadline_exceeded"}
     assert lights["ok"] > LIGHT_CLIENTS * LIGHT_REQUESTS // 2, lights  # none before
+    assert engine.metric("argus_fair_deferrals_total") > 0  # the flood's backlog put back (/metrics)
     # the flood is served beside them (the fleet's rest is its own); without a deadline, it is never answered late
     if flood_slo_ms is None:
         assert set(flood) == {"ok"} and flood["ok"] > FLOOD_IN_FLIGHT

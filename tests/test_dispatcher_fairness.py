@@ -7,6 +7,10 @@ from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
 from protocols.client_messages import Images
 
 
+def sample(h: Harness, name: str) -> float:
+    return h.metrics.registry.get_sample_value(name)
+
+
 def served_in_order(h: Harness, worker, until) -> list[str]:
     """Finishes the worker's batches one by one, a second apart, until `until()`; the ids of the jobs sent."""
     sent = []
@@ -29,6 +33,10 @@ async def test_a_light_clients_request_is_served_beside_a_flooding_clients_backl
     flood += [h.request(prompt="flood", client="flood") for _ in range(5)]
     flood_ids = [r.jobs[0].job_id for r in flood]  # a request answered lets go of its jobs
     await settle()
+    # what /metrics shows: two clients share the fleet, and the flood's backlog past its share was put back (the 24
+    # queued less the few within its share; the light client's request, none)
+    assert sample(h, "argus_sharing_clients") == 2
+    assert 20 <= sample(h, "argus_fair_deferrals_total") < len(flood) - 1
     sent = served_in_order(h, a, lambda: all(r.done for r in [*flood, light]))
     await settle()
     assert isinstance(light.future.result(), Images)
@@ -62,6 +70,7 @@ async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines():
     urgent = h.request(slo_ms=3_000, prompt="urgent", client="pipeline")
     urgent_id = urgent.jobs[0].job_id
     await settle()
+    assert sample(h, "argus_sharing_clients") == 1 and sample(h, "argus_fair_deferrals_total") == 0
     sent = served_in_order(h, a, lambda: all(r.done for r in [*patient, urgent]))
     await settle()
     assert isinstance(urgent.future.result(), Images)
