@@ -25,6 +25,9 @@ class Plan:
     # "optimal", "feasible" (stopped at the time limit with a solution), "fallback" (the solver failed:
     # the current allocation with re-derived routes) or "fixed" (a policy with nothing to solve)
     status: str
+    # new routes for the allocation of the plan before it (the route-planner LP, when demand moved within a window),
+    # not a full plan: its status is the LP's, and says nothing of whether the allocation's solver found a plan
+    rerouted: bool = False
 
     @property
     def workers(self) -> int:
@@ -39,6 +42,7 @@ class Plan:
         return {
             "policy": self.policy,
             "status": self.status,
+            "rerouted": self.rerouted,
             "created_at": self.created_at,
             "solve_ms": self.solve_ms,
             "workers": self.workers,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controller.demand import DemandEstimator, WorkPerImage
 from controller.plan import Plan
@@ -88,8 +88,11 @@ class Controller:
             self.policy.profile = self._profiled if pace == 1.0 else self._profiled.scaled(pace)
             self._profile_changed = True
 
-    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
-        """A new plan if one is due (full or re-routed), else None. Call it from one thread at a time."""
+    def maybe_replan(self, now: float, workers_alive: int, where: Mapping[int, int] | None = None) -> Plan | None:
+        """A new plan if one is due (full or re-routed), else None. Call it from one thread at a time. `where`: how
+        many of the workers alive are at each level now (None: where the plan in force put them). A plan moves as few
+        of them as it can from there: measured from the plan before, a worker lost at one level had the plan take
+        one off another level and move a third into the gap, and a newcomer moved off the level it joined at."""
         config = self.config
         with self._lock:
             plan = self._plan
@@ -110,9 +113,12 @@ class Controller:
             else:
                 return None
             self._last_solve_at = now
-        current = dict(plan.workers_per_level) if plan is not None else {}
+        planned = dict(plan.workers_per_level) if plan is not None else {}
+        # a full plan moves workers from where they are; new routes are for the plan's allocation, which the engine
+        # staffs (a worker that joined at another level is moved there)
+        current = dict(where) if full and where is not None else planned
         inputs = WindowInputs(now, workers_alive, current, estimate.rps, estimate.mix, config.slo_s, estimate.far_share)
-        new = self.policy.plan(inputs) if full else self.policy.reroute(inputs, current)
+        new = self.policy.plan(inputs) if full else replace(self.policy.reroute(inputs, planned), rerouted=True)
         self._plan = new
         return new
 

@@ -40,6 +40,7 @@ from controller.policies import Policy
 from controller.predictor import Lookup
 from controller.window import Controller
 from engine.metrics import EngineMetrics
+from engine.milp_process import MilpProcessError
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from workers.limits import DEFAULT_STEPS
 
@@ -135,18 +136,25 @@ class ControlLoop:
             started = self._clock()
             try:
                 self._follow_pace()
-                # for the workers in rotation: one taken out as failing serves nothing
+                # for the workers in rotation (one taken out as failing serves nothing), where they are
+                where = Counter(worker.level for worker in self._registry.registered() if worker.ready)
                 plan = await asyncio.get_running_loop().run_in_executor(
-                    self._solve_on, self._controller.maybe_replan, started, self._registry.in_rotation
+                    self._solve_on, self._controller.maybe_replan, started, self._registry.in_rotation, where
                 )
+                # a tick with nothing due solved nothing: the run of failures goes on to the next solve (ended there,
+                # a solve failing every window was logged with its traceback every window)
                 if plan is not None:
                     self._record(plan)
-                if failed:
-                    log.info("re-planning works again after %d failed in a row", failed)
-                failed = 0
-            except Exception:  # a failed solve keeps the plan in force; serving goes on
-                # one traceback per run of failures: the next tick would print the same one again
-                log.log(logging.DEBUG if failed else logging.ERROR, "re-planning failed", exc_info=True)
+                    if failed:
+                        log.info("re-planning works again after %d failed in a row", failed)
+                    failed = 0
+            except Exception as exc:  # a failed solve keeps the plan in force; serving goes on
+                # one traceback per run of failures: the next tick would print the same one again. A MILP process
+                # that died, stalled or failed its solve says so in one line (with the solve's own traceback): the
+                # engine's stack above it, ten lines through the window and the policy, told nothing more
+                own = not isinstance(exc, MilpProcessError)
+                level = logging.DEBUG if failed else logging.ERROR
+                log.log(level, "re-planning failed%s", "" if own else f": {exc}", exc_info=own)
                 self._metrics.plan_failures.inc()
                 failed += 1
             solve_s = self._clock() - started
@@ -192,17 +200,10 @@ class ControlLoop:
         m.demand_rps.set(plan.total_demand_rps)
         m.solve_seconds.observe(plan.solve_ms / 1000.0)
         m.plans.labels(plan.status).inc()
-        # once a run, as for a solve that raises: a solver that finds nothing does so window after window
-        fallbacks_before = self._fallbacks
-        self._fallbacks = fallbacks_before + 1 if plan.status == "fallback" else 0
-        if self._fallbacks == 1:
-            log.warning(
-                "the solver found no plan (%.1f ms; a missing solver or its time limit): plans are fallbacks, the "
-                "allocation kept with routes re-derived, until it does",
-                plan.solve_ms,
-            )
-        elif fallbacks_before and not self._fallbacks:
-            log.info("the solver makes plans again, after %d fallback plans in a row", fallbacks_before)
+        # new routes between full plans (the LP) say nothing of the allocation's solver: taken as its success, they
+        # ended a run of fallbacks, and its warning was logged again every window
+        if not plan.rerouted:
+            self._count_fallbacks(plan)
         allocation = dict(sorted(plan.workers_per_level.items()))
         moved, self._last_allocation = allocation != self._last_allocation, allocation
         log.log(
@@ -216,3 +217,16 @@ class ControlLoop:
             # NaN when no image is to be served: not a figure an operator should have to decode
             "none (nothing to serve)" if math.isnan(plan.expected_quality) else f"{plan.expected_quality:.1f}",
         )
+
+    def _count_fallbacks(self, plan: Plan) -> None:
+        # once a run, as for a solve that raises: a solver that finds nothing does so window after window
+        fallbacks_before = self._fallbacks
+        self._fallbacks = fallbacks_before + 1 if plan.status == "fallback" else 0
+        if self._fallbacks == 1:
+            log.warning(
+                "the solver found no plan (%.1f ms; a missing solver or its time limit): plans are fallbacks, the "
+                "allocation kept with routes re-derived, until it does",
+                plan.solve_ms,
+            )
+        elif fallbacks_before and not self._fallbacks:
+            log.info("the solver makes plans again, after %d fallback plans in a row", fallbacks_before)

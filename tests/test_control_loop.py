@@ -1,12 +1,16 @@
 """The control loop staffs levels as the plan says: the least loaded move, and newcomers are placed too."""
 
 import asyncio
+import itertools
 import logging
+import os
 import random
+import signal
 from collections import Counter
 
 import pytest
 from dispatcher_harness import Harness
+from process_checks import milp_processes_of
 from waiting import eventually
 
 from controller.flow_model import SolverOptions
@@ -17,6 +21,7 @@ from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.window import Controller, ControllerConfig
 from engine.control_loop import ControlLoop
+from engine.milp_process import MilpProcess
 
 
 class FixedController:
@@ -25,7 +30,7 @@ class FixedController:
     def __init__(self, workers_per_level: dict[int, int]):
         self.plan = Plan("argus", workers_per_level, {}, {}, 0.0, float("nan"), 0.0, 0.0, "optimal")
 
-    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
+    def maybe_replan(self, now: float, workers_alive: int, where=None) -> Plan | None:
         return None
 
 
@@ -77,7 +82,7 @@ async def test_a_worker_that_joins_under_a_plan_is_put_where_the_plan_wants_it()
 class FailingController(FixedController):
     """A controller with a plan in force whose every new solve fails."""
 
-    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
+    def maybe_replan(self, now: float, workers_alive: int, where=None) -> Plan | None:
         raise RuntimeError("the solver failed")
 
 
@@ -102,18 +107,19 @@ async def test_a_failed_solve_still_staffs_the_plan_in_force():
 
 
 class SlowController(FixedController):
-    """A controller whose every solve takes `solve_s` on the harness's clock; its first `failures` solves fail."""
+    """A controller whose every solve takes `solve_s` on the harness's clock; its first `failures` solves fail, and the
+    others make the plan it has again."""
 
     def __init__(self, clock, solve_s: float, failures: int = 0):
         super().__init__({0: 1})
         self._clock, self._solve_s, self._failures = clock, solve_s, failures
 
-    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
+    def maybe_replan(self, now: float, workers_alive: int, where=None) -> Plan | None:
         self._clock.now += self._solve_s
         if self._failures:
             self._failures -= 1
             raise RuntimeError("the solver failed")
-        return None
+        return self.plan
 
 
 async def ticks(loop: ControlLoop, monkeypatch, count: int, clock=None) -> list[float]:
@@ -168,7 +174,7 @@ class FallbackController(FixedController):
         super().__init__({0: 1, 25: 1})
         self._made = 0
 
-    def maybe_replan(self, now: float, workers_alive: int) -> Plan | None:
+    def maybe_replan(self, now: float, workers_alive: int, where=None) -> Plan | None:
         self._made += 1
         if self._made > 2:
             raise RuntimeError("the solver failed")
@@ -258,3 +264,117 @@ def test_a_request_is_counted_at_its_steps_and_the_step_it_resumes_at():
     # its own steps from where it starts, against the capacity of the level it is served at
     images = 2 * (0.6 + 0.09 * (150 - choice.start)) / (0.6 + 0.09 * (50 - choice.level)) + 3
     assert plan.total_demand_rps == pytest.approx(1.05 * images / 10.0)
+
+
+async def test_a_plan_for_a_changed_fleet_moves_no_worker_the_demand_does_not_ask_for(monkeypatch):
+    """The MILP's moving penalty was counted from the plan before, not from where the workers were: a sim engine of 8
+    with no demand moved a worker that joined at level 0 to level 15, and when that one died, moved another from 0 to
+    15 to fill the gap the plan before had there. Plans move workers for the demand alone."""
+    policy = argus_policy()
+    h = Harness()
+    for name, level in (("a", 0), ("b", 0), ("c", 15), ("d", 25)):
+        h.add_worker(name, level=level)
+    moves = []
+
+    def move(worker, level):
+        moves.append((worker.name, level))
+        worker.level = level
+
+    controller = Controller(policy, ControllerConfig(window_s=10.0), h.clock.now)
+    loop = ControlLoop(policy, controller, h.registry, move, h.metrics, h.clock, 10.0)
+    fleets = []
+    for change in (lambda: None, lambda: h.dispatcher.worker_lost(h.registry.by_worker_id("c")[0], "exited")):
+        change()
+        await ticks(loop, monkeypatch, 2, h.clock)
+        fleets.append(dict(controller.plan.workers_per_level))
+    h.add_worker("e", level=10)
+    await ticks(loop, monkeypatch, 2, h.clock)
+    assert controller.plan.workers == 4
+    assert moves == []
+    assert fleets == [{0: 2, 5: 0, 10: 0, 15: 1, 20: 0, 25: 1}, {0: 2, 5: 0, 10: 0, 15: 0, 20: 0, 25: 1}]
+
+
+async def test_a_solve_failing_every_window_logs_one_traceback(monkeypatch, caplog):
+    """Between windows a tick has nothing to solve; it ended the run of failures, so a solver that failed at every
+    window was logged with its traceback at every window, each followed by 'works again after 1 failed'."""
+    policy = argus_policy()
+    solve = policy.allocator
+
+    def broken(*args):
+        raise RuntimeError("the MILP process is gone")
+
+    h = Harness()
+    h.add_worker("a", level=0)
+    controller = Controller(policy, ControllerConfig(window_s=3.0, min_observe_s=0.6), h.clock.now)
+    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 3.0)
+    start = h.clock.now
+
+    async def sleep(delay):  # each tick 0.3 s: the first plan solves, the next three windows fail, then it solves
+        h.clock.now += delay
+        policy.allocator = broken if h.clock.now - start < 11.0 else solve
+        if h.clock.now - start >= 15.0:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    with caplog.at_level(logging.DEBUG, logger="argus.controller"), pytest.raises(asyncio.CancelledError):
+        await loop.run()
+    failures = [r.levelno for r in caplog.records if r.getMessage() == "re-planning failed"]
+    assert failures == [logging.ERROR] + [logging.DEBUG] * 2
+    works = [m for m in caplog.messages if "works again" in m]
+    assert works == ["re-planning works again after 3 failed in a row"]
+
+
+async def test_new_routes_between_windows_do_not_end_a_run_of_fallbacks(monkeypatch, caplog):
+    """With the MILP falling back at every window, the route-planner LP between windows (the demand moved) solved:
+    taken as the solver's success, it logged 'the solver makes plans again' and the next window warned again."""
+    policy = argus_policy()
+    policy.options = SolverOptions(mip_solver="NO_SUCH_SOLVER")
+    h = Harness()
+    h.add_worker("a", level=0), h.add_worker("b", level=0)
+    controller = Controller(policy, ControllerConfig(window_s=3.0, min_observe_s=0.6), h.clock.now)
+    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 3.0)
+    classes = itertools.cycle([0, 25])
+
+    async def sleep(delay):  # each tick 0.3 s, with arrivals of one class and then another: the demand keeps moving
+        h.clock.now += delay
+        for _ in range(3):
+            controller.observe_arrival(next(classes))
+        if h.clock.now - start >= 12.0:
+            raise asyncio.CancelledError
+
+    start = h.clock.now
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    with caplog.at_level(logging.INFO, logger="argus.controller"), pytest.raises(asyncio.CancelledError):
+        await loop.run()
+    sample = h.metrics.registry.get_sample_value
+    assert sample("argus_plans_total", {"status": "fallback"}) >= 4  # a fallback at each window
+    assert sample("argus_plans_total", {"status": "optimal"}) >= 1  # new routes between them
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "fallback" in warned[0]
+    assert not [m for m in caplog.messages if "makes plans again" in m]
+
+
+async def test_a_milp_process_that_does_not_answer_is_one_line_in_the_log(monkeypatch, caplog):
+    """Its error says what happened and to which process; logged with the engine's stack above it, it was a traceback
+    of ten lines through the window and the policy."""
+    policy = argus_policy()
+    policy.options = SolverOptions(time_limit_ms=100)
+    milp = MilpProcess(answer_margin_s=0.5)
+    policy.allocator = milp.allocate
+    h = Harness()
+    h.add_worker("a", level=0)
+    # a window of a tick: a full plan, the MILP, at every tick
+    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
+    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    try:
+        await ticks(loop, monkeypatch, 1, h.clock)
+        (pid,) = milp_processes_of(os.getpid())
+        os.kill(pid, signal.SIGSTOP)
+        with caplog.at_level(logging.DEBUG, logger="argus.controller"):
+            await ticks(loop, monkeypatch, 1, h.clock)
+    finally:
+        milp.close()
+    (failed,) = [r for r in caplog.records if r.getMessage().startswith("re-planning failed")]
+    assert failed.levelno == logging.ERROR and not failed.exc_info
+    said = f"re-planning failed: the MILP process did not answer in 1 s (pid {pid}, exit code -9)"
+    assert failed.getMessage() == said

@@ -154,3 +154,14 @@ def test_a_predictor_of_the_engines_embedder_or_of_none_named_is_taken(tmp_path,
     path.write_text(_predictor(embedder=embedder))
     setup = build_control(EngineConfig(policy=PolicyConfig(predictor=str(path))), now=0.0)
     assert setup.policy.predictor.embedder == embedder
+
+
+@pytest.mark.parametrize("time_scale", [1.0, 0.3, 0.1, 0.02, 0.01, 0.005])
+def test_the_default_slo_plans_level_0_alike_at_every_time_scale(time_scale):
+    """Half the default SLO (three exact images) is what an exact batch of 2 takes: whether the batch counted was left
+    to float rounding, and a sim engine at --time-scale 0.01 or 0.3 planned level 0 (and /ready's exact capacity) a
+    third faster than one at 1 or 0.1. A batch that takes the whole of half the SLO leaves no time to wait in."""
+    setup = build_control(EngineConfig(launch=LaunchConfig(backend="sim", time_scale=time_scale)), now=0.0)
+    one_exact_image = setup.planned.latency(0, 1)
+    assert setup.slo_s == pytest.approx(3 * one_exact_image)
+    assert setup.planned.capacity_rps(0, setup.slo_s) * one_exact_image == pytest.approx(1.0)
