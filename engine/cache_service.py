@@ -170,7 +170,7 @@ class CacheService:
         us of engine CPU; with the inserts riding along, 2.8 and 695 us). Whatever else runs on the thread comes
         after the inserts queued before it.
         """
-        if self._cache is None or (returned.done.latents is None and not returned.done.latent_levels):
+        if self._cache is None or not returned.done.brings_latents:
             return
         shape = ShapeKey(request.steps, request.width, request.height)
         self._inserts.append((request.spec.prompt, vector, shape, returned))

@@ -29,6 +29,7 @@ from engine.arg_types import (
 )
 from engine.config import (
     API_KEY_ENV,
+    DEFAULT_CACHE_BYTES,
     DEFAULT_CLIENT_GONE_GRACE_S,
     DEFAULT_CLIENT_LISTEN,
     DEFAULT_IMAGE_URL_STORE_BYTES,
@@ -154,7 +155,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="the levels K the cache keeps latents at and the controller plans, some of 5,10,15,20,25 of the default"
         " N = 50 steps (default: all five); fewer levels keep more prompts in --cache-bytes",
     )
-    p.add_argument("--cache-bytes", type=non_negative_int, default=1 << 30, help="latents held in memory, bytes")
+    p.add_argument(
+        "--cache-bytes",
+        type=non_negative_int,
+        help=f"latents held in memory, bytes (default {DEFAULT_CACHE_BYTES})",
+    )
     p.add_argument(
         "--cache-dir",
         metavar="DIR",
@@ -289,7 +294,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             levels=args.levels or DEFAULT_LEVELS,
             embedder=args.embedder,
             embedder_path=args.embedder_path,
-            max_bytes=args.cache_bytes,
+            max_bytes=DEFAULT_CACHE_BYTES if args.cache_bytes is None else args.cache_bytes,
             directory=args.cache_dir,
             directory_bytes=args.cache_dir_bytes,
             save_interval_s=DEFAULT_SAVE_INTERVAL_S if args.cache_save_interval is None else args.cache_save_interval,

@@ -94,9 +94,10 @@ class ControlLoop:
         return {**plan.to_json(), "created_at": time.time() - (self._clock() - plan.created_at)}
 
     def choose(self, lookup: Lookup, images: int, steps: int, rng: random.Random) -> Choice:
-        """The choice for one request of `images` images of `steps` steps, whose neighbour's latents are held at the
-        steps `lookup.neighbour_levels`. K* and K' are levels of the default steps, which a request of other steps is
-        judged at by share (controller/level_shares.py). Thread-safe: the cache thread calls it."""
+        """The choice for the first image of a request of `images` images of `steps` steps, whose neighbour's latents
+        are held at the steps `lookup.neighbour_levels`: a latent starts one image, and the others are misses, run in
+        full from their own seeds (Dispatcher.route). K* and K' are levels of the default steps, which a request of
+        other steps is judged at by share (controller/level_shares.py). Thread-safe: the cache thread calls it."""
         shares = self._shares(lookup.neighbour_levels, steps)
         if shares is not None:
             lookup = replace(lookup, neighbour_levels=shares.levels)
@@ -106,7 +107,9 @@ class ControlLoop:
         start = level if shares is None else shares.start(level)
         # weighed by the steps it runs from where it starts, against level K''s capacity: 150 steps are about 3
         # images of the default 50
-        self._controller.observe_arrival(k_star, images, level, steps, start, bool(lookup.neighbour_levels))
+        self._controller.observe_arrival(k_star, 1, level, steps, start, bool(lookup.neighbour_levels))
+        if images > 1:
+            self._controller.observe_arrival(0, images - 1, 0, steps, 0)
         return Choice(k_star, level, start)
 
     def fallback_levels(

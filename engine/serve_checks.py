@@ -156,6 +156,7 @@ def _check_embedder(args: argparse.Namespace) -> None:
         ignored = [
             flag
             for flag, given in (
+                ("--cache-bytes", args.cache_bytes is not None),
                 ("--cache-dir", args.cache_dir),
                 ("--cache-dir-bytes", args.cache_dir_bytes),
                 ("--cache-save-interval", args.cache_save_interval is not None),

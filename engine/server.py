@@ -281,10 +281,11 @@ class Engine:
             request.fail("internal_error", "the engine failed to route this request")
 
     def _cache_latents(self, worker: WorkerHandle, job: Job, done: ItemDone) -> None:
-        """The first image of a request brings the latents its generation passed through: cache them (once checked
-        on the cache thread: they are what the worker says)."""
+        """The first image of a request to bring latents brings those its generation passed through: cache them (once
+        checked on the cache thread: they are what the worker says). One resumed at the top level brings none, and
+        the request's other images, run in full (Dispatcher.route), bring them all."""
         request = job.request
-        if request.vector is None or request.latents_cached:
+        if request.vector is None or request.latents_cached or not done.brings_latents:
             return
         request.latents_cached = True
         shape = latent_shape(worker.hello.backend, request.width, request.height)

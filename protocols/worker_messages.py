@@ -199,6 +199,11 @@ class ItemDone(msgspec.Struct, tag="done", frozen=True):
             return {}
         return dict(zip(self.latent_levels, self.latents, strict=True))
 
+    @property
+    def brings_latents(self) -> bool:
+        """Names latents or holds some: whether they agree is checked before they are cached."""
+        return self.latents is not None or bool(self.latent_levels)
+
 
 class ItemFailed(msgspec.Struct, tag="failed", frozen=True):
     request_id: str

@@ -1,6 +1,11 @@
 """The prompt cache on the request path, through a real engine with tiny workers."""
 
+import io
+import itertools
+
+import numpy as np
 import pytest
+from PIL import Image
 from waiting import wait_for
 
 from engine.client import ArgusClient
@@ -24,6 +29,11 @@ def generate(engine, prompt: str) -> Images:
         reply = client.generate(prompt, width=64, height=64, steps=STEPS, seed=1)
     assert isinstance(reply, Images), reply
     return reply
+
+
+def pixels(image) -> np.ndarray:
+    with Image.open(io.BytesIO(bytes(image.image))) as picture:
+        return np.asarray(picture, dtype=int)
 
 
 def test_near_duplicate_resumes_from_the_cache_and_unrelated_prompt_misses(engine):
@@ -62,6 +72,39 @@ def test_an_exact_request_runs_every_step_though_the_cache_holds_its_neighbour(e
     assert wait_for(lambda: engine.metric("argus_cache_prompts") == cached + 2)
     assert engine.metric("argus_cache_misses_total") == misses
     assert generate(engine, prompt + "?").images[0].level > 0
+
+
+def test_a_request_served_from_the_cache_makes_as_many_pictures_as_it_asks_for(engine):
+    """A latent starts one image: a request's first image resumes from its neighbour's, the others run in full from
+    their own seeds. Resumed from one latent, the three images were one picture three times over: the scheduler steps
+    on from a latent without noise of the seed's."""
+    prompt = "a windmill in a tulip field, watercolour"
+    exact = generate(engine, prompt).images[0]  # seed 1, in full
+    with ArgusClient(engine.client_address, timeout_s=120) as client:
+        reply = client.generate(prompt, width=64, height=64, steps=STEPS, seed=1, n=3)
+    assert isinstance(reply, Images), reply
+    resumed, *others = reply.images
+    assert resumed.level > 0 and resumed.steps_run == STEPS - resumed.level and resumed.similarity > 0.99
+    assert [(image.seed, image.level, image.steps_run) for image in others] == [(2, 0, STEPS), (3, 0, STEPS)]
+    pictures = [pixels(image) for image in reply.images]
+    # its own prompt and seed, resumed: the picture its full run made, but for the float16 rounding of the latent
+    assert np.abs(pictures[0] - pixels(exact)).max() <= 3
+    # unlike pictures of different seeds, which differ by tens of levels on average
+    assert all(np.abs(a - b).mean() > 10 for a, b in itertools.combinations(pictures, 2))
+
+
+def test_a_request_resumed_at_the_top_level_is_cached_from_its_images_run_in_full(engine):
+    """Its first image, resumed at K = 25 of 50, passes no level to cache and is done first; its second, run in full,
+    brings every level, and is what the cache keeps of the new prompt."""
+    prompt = "an old stone bridge over a river in autumn, oil on canvas"
+    with ArgusClient(engine.client_address, timeout_s=120) as client:
+        assert isinstance(client.generate(prompt, width=64, height=64, seed=1), Images)
+        near = client.generate(prompt + "!", width=64, height=64, seed=1, n=2)
+        again = client.generate(prompt + "!", width=64, height=64, seed=1)
+    assert isinstance(near, Images) and isinstance(again, Images), (near, again)
+    assert [image.level for image in near.images] == [25, 0] and near.images[0].similarity < 0.99
+    # its nearest cached prompt is now itself (a lookup comes after the inserts of the images answered before it)
+    assert again.images[0].similarity > 0.99
 
 
 def test_an_engine_with_a_neural_embedder_serves_from_the_cache_built_once_it_loaded(tmp_path):

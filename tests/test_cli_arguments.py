@@ -189,6 +189,7 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--no-cache", "--cache-dir-bytes", "9"], "--no-cache keeps no prompt cache: drop --cache-dir-bytes"),
         (["serve", "--no-cache", "--embedder-path", "/tmp"], "--no-cache keeps no prompt cache: drop --embedder-path"),
         (["serve", "--no-cache", "--levels", "10,20"], "--no-cache keeps no prompt cache: drop --levels"),
+        (["serve", "--no-cache", "--cache-bytes", "5"], "--no-cache keeps no prompt cache: drop --cache-bytes"),
     ],
 )
 def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):

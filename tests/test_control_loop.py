@@ -244,7 +244,8 @@ def test_a_request_is_counted_at_its_steps_and_the_step_it_resumes_at():
     """The engine's path into the demand: `choose` is handed the request's steps and weighs its images by the steps
     they run from where they resume, against the level they are served at (a 150-step image from step 25, served at
     level 10, is 2.8 of that level's 50-step images; one of 50, 1). At 150 steps the neighbour's steps 5 to 25 are 3%
-    to 17% of the run: judged as levels 5 and 10 (10% and 20%)."""
+    to 17% of the run: judged as levels 5 and 10 (10% and 20%). A latent starts one image: a request's others are
+    misses, run in full (Dispatcher.route)."""
     table = SimilarityTable.bundled("clip")
     degradation = DegradationMatrix.from_quality_model(QualityModel(table))
     policy = make_policy("argus", LatencyProfile.bundled(), degradation, SimilarityPredictor(table))
@@ -261,9 +262,12 @@ def test_a_request_is_counted_at_its_steps_and_the_step_it_resumes_at():
     loop.choose(hit, 3, 50, rng)
     plan = controller.maybe_replan(20.0, 4)
     assert choice.k_star == 10 and (choice.level, choice.start) in ((5, 15), (10, 25))
-    # its own steps from where it starts, against the capacity of the level it is served at
-    images = 2 * (0.6 + 0.09 * (150 - choice.start)) / (0.6 + 0.09 * (50 - choice.level)) + 3
-    assert plan.total_demand_rps == pytest.approx(1.05 * images / 10.0)
+    # its own steps from where it starts, against the capacity of the level it is served at; its second image, and
+    # the second request's last two, in full
+    resumed = (0.6 + 0.09 * (150 - choice.start)) / (0.6 + 0.09 * (50 - choice.level))
+    in_full = (0.6 + 0.09 * 150) / (0.6 + 0.09 * 50) + 2
+    assert plan.total_demand_rps == pytest.approx(1.05 * (resumed + 1 + in_full) / 10.0)
+    assert plan.demand_rps[0] == pytest.approx(1.05 * in_full / 10.0)  # misses: no latent of their own
 
 
 async def test_a_plan_for_a_changed_fleet_moves_no_worker_the_demand_does_not_ask_for(monkeypatch):

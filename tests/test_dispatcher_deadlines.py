@@ -274,6 +274,18 @@ async def test_an_upgrade_below_k_star_is_kept_only_on_a_free_worker():
     assert h.metrics.escalated._value.get() == 0  # not late: held at its own level
 
 
+async def test_only_a_requests_first_image_moves_up_to_its_neighbours_latent():
+    """A latent starts one image: the others of the request run in full from their own seeds. Both moved up to
+    latent-10, they were one picture twice over (the scheduler steps on from a latent without noise of the seed's)."""
+    h = Harness(profile=THREE_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy
+    waiting = h.request(n=2, slo_ms=10_000, fallbacks=LADDER, k_star=10)  # it must queue: back to its K*
+    first, second = waiting.jobs
+    assert (first.level, first.latent) == (10, "latent-10")
+    assert (second.level, second.start, second.latent, second.fallbacks, second.k_star) == (0, 0, None, (), 0)
+
+
 async def test_a_request_of_other_steps_goes_back_to_its_k_star_by_level_not_by_step():
     """20 steps: its neighbour's steps 5 and 10 are levels 15 and 25 by share (controller/level_shares.py). Served
     exactly as planned but made to queue, it goes back to K* = 15, from step 5; compared by step (5 < 15, 10 <= 15),
