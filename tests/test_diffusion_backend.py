@@ -235,6 +235,20 @@ def test_a_negative_prompt_steers_the_steps_run_and_the_same_one_gives_the_same_
         assert not np.array_equal(steered.by_level()[4], full_run.by_level()[4])
 
 
+def test_guidance_at_or_below_one_is_off(backend):
+    """As README says: the prompt alone steers each step, 0 and 1 make the same image, and a negative prompt changes
+    nothing."""
+
+    def image(guidance: float, negative: str | None = None) -> bytes:
+        item = GenerateItem("r", "a red cat on a roof", 7, negative_prompt=negative)
+        (done,) = backend.run(replace(batch(items=(item,), steps=3), guidance_scale=guidance), RecordingControl())
+        return done.image
+
+    off = image(1.0)
+    assert image(0.0) == off and image(1.0, "blurry, dark") == off and image(0.5, "blurry, dark") == off
+    assert image(1.5) != off
+
+
 def test_aborting_every_item_stops_early(backend, unet_calls):
     items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
     control = RecordingControl(abort_ids=("a", "b"), abort_after=3)
