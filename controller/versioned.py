@@ -16,7 +16,11 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 def read_versioned(path: str | Path, kind: str) -> dict[str, Any]:
     with open(path) as f:
-        data = json.load(f)
+        return checked_versioned(json.load(f), path, kind)
+
+
+def checked_versioned(data: object, path: str | Path, kind: str) -> dict[str, Any]:
+    """`data`, read from `path`, if it is a versioned file of `kind`; else a ValueError naming the file."""
     if not isinstance(data, dict) or data.get("version") != VERSION or data.get("kind") != kind:
         raise ValueError(f"{path}: not a version {VERSION} {kind!r} file")
     return data

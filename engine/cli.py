@@ -48,7 +48,7 @@ from engine.config import (
 )
 from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
 from engine.open_files import allow_engine_open_files
-from engine.serve_checks import check_serve_args, serve_model_id
+from engine.serve_checks import check_serve_args, serve_model_id, similarity_table_file
 from engine.stop_signals import HeldStopSignals
 from engine.worker_command import (
     add_worker_command,
@@ -154,6 +154,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         type=cache_levels,
         help="the levels K the cache keeps latents at and the controller plans, some of 5,10,15,20,25 of the default"
         " N = 50 steps (default: all five); fewer levels keep more prompts in --cache-bytes",
+    )
+    p.add_argument(
+        "--similarity-table",
+        metavar="FILE",
+        help="`argus calibrate --json` output for --embedder: the similarity -> level thresholds the cache's levels,"
+        " the controller's quality classes and its predictor use (default: the embedder's bundled table)",
     )
     p.add_argument(
         "--cache-bytes",
@@ -298,6 +304,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             directory=args.cache_dir,
             directory_bytes=args.cache_dir_bytes,
             save_interval_s=DEFAULT_SAVE_INTERVAL_S if args.cache_save_interval is None else args.cache_save_interval,
+            table_file=similarity_table_file(args),
         ),
         model_id=serve_model_id(args.backend, args.model, args.model_id),
         heartbeat_timeout_s=args.heartbeat_timeout,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine.forwarded_for import IPNetwork
 from engine.restart_backoff import RestartBackoff
 from workers.config import WorkerConfig
 from workers.limits import DEFAULT_LEVELS
+
+if TYPE_CHECKING:
+    from engine.cache.table_file import TableFile
 
 # engine and workers beat this often; each counts the other lost after heartbeat_timeout_s of silence
 HEARTBEAT_INTERVAL_S = 1.0
@@ -113,6 +117,8 @@ class CacheConfig:
     directory_bytes: int = 0
     # a checkpoint of the cache to `directory` this often (0: only at the drain), so a killed engine restarts warm
     save_interval_s: float = DEFAULT_SAVE_INTERVAL_S
+    # --similarity-table, read and checked at start (engine/serve_checks.py); None: the embedder's bundled table
+    table_file: TableFile | None = None
 
 
 @dataclass(frozen=True, slots=True)

