@@ -3,10 +3,11 @@
 The predictor, the quality model and the plan know levels K of the engine's default N steps (5 to 25 of 50). How much
 of an image a resume takes from its neighbour goes with K / N, the noise left at the step it starts from, not with
 K alone: 15 steps of a 20-step request are 75% of its run, where level 15 of 50 is 30%. So a request of other steps
-is offered each step its neighbour's latents are cached at (the worker returns them at the cache levels below its N)
-as the lowest level whose share covers it: at 25 steps, step 5 (20%) as level 10, step 10 as level 20, step 15 (60%)
-not at all, beyond level 25's 50%; at 100 steps, step 10 (10%) as level 5. A resume then takes no more of its
-neighbour than the level it was judged at promises. At the default N every level is its own step.
+is offered each step its neighbour's latents are cached at as the lowest level whose share covers it: at 25 steps,
+step 5 (20%) as level 10, step 10 as level 20, step 15 (60%) not at all, beyond level 25's 50%; at 100 steps, step 10
+(10%) as level 5. A resume then takes no more of its neighbour than the level it was judged at promises. At the
+default N every level is its own step. A worker returns latents at the cache levels below its N that some level
+covers (resumable_steps): no request could resume from the others.
 """
 
 from __future__ import annotations
@@ -58,3 +59,10 @@ class LevelShares:
 # what the cache thread asks for each request of other steps than the default: a few subsets of the levels at a few
 # step counts
 level_shares = lru_cache(maxsize=1024)(LevelShares.of)
+
+
+def resumable_steps(steps: int, default_steps: int, levels: tuple[int, ...]) -> list[int]:
+    """Of the cache levels, the steps of a `steps`-step run a later request of as many steps can resume from, those
+    worth a latent: at 20 steps 5 and 10, not 15 (75% of the run, past level 25's 50%); at 100 steps 10, 20 and 25,
+    not 5 or 15 (10 and 20 cover the same levels and save more)."""
+    return sorted(level_shares(levels, steps, default_steps, levels).starts.values())

@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from controller.level_shares import resumable_steps
 from controller.profiles import LatencyProfile
 from engine import failing_workers
 from engine.config import DispatchConfig
@@ -55,6 +56,7 @@ from protocols.worker_messages import (
     ItemFailed,
     ItemOutcome,
 )
+from workers.limits import DEFAULT_STEPS
 
 log = logging.getLogger("argus.dispatcher")
 
@@ -82,8 +84,10 @@ class Dispatcher:
         latent_levels: tuple[int, ...] | None = None,  # the cache's levels, () without one; None: every level
     ):
         self._registry = registry
-        # what each batch asks its worker to bring back: latents the cache would drop cross no wire
-        self._latent_levels = None if latent_levels is None else list(latent_levels)
+        # what each batch asks its worker to bring back: latents the cache would drop, or no request could resume
+        # from, cross no wire
+        self._latent_levels = latent_levels
+        self._latents_asked: dict[int, list[int] | None] = {}  # by the steps of a batch
         # set by the engine: kills a worker the engine started, for its launcher to start again; False for one started
         # by hand, which it cannot restart
         self.restart: Callable[[WorkerHandle], bool] = lambda worker: False
@@ -324,6 +328,16 @@ class Dispatcher:
         worker.queue = kept
         return batch
 
+    def _latents_asked_at(self, steps: int) -> list[int] | None:
+        """The cache levels a batch of `steps` steps brings latents back at (None: every one the worker has). At
+        other steps than the default, those some level resumes from alone (controller/level_shares.py): the rest
+        crossed the wire to be cached in memory that no lookup would ever use."""
+        asked = self._latents_asked.get(steps)
+        if asked is None and self._latent_levels is not None:
+            levels = self._latent_levels
+            asked = self._latents_asked[steps] = resumable_steps(steps, DEFAULT_STEPS, levels) if levels else []
+        return asked
+
     def _send_batch(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         batch_id = next(self._batch_ids)
         head = jobs[0]
@@ -341,7 +355,7 @@ class Dispatcher:
                 GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity, job.negative_prompt)
                 for job in jobs
             ],
-            latent_levels=self._latent_levels,
+            latent_levels=self._latents_asked_at(key.steps),
         )
         now = self._clock()
         self._timing.expect_busy(worker, jobs, now)

@@ -25,7 +25,7 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, profile=None, escalate=False, on_image=None, slo_s=10.0, **config):
+    def __init__(self, profile=None, escalate=False, on_image=None, slo_s=10.0, latent_levels=None, **config):
         self.clock = Clock()
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
@@ -41,6 +41,7 @@ class Harness:
             on_image=on_image,
             escalate=escalate,
             slo_s=slo_s,
+            latent_levels=latent_levels,
         )
 
     def _send(self, worker, message) -> bool:

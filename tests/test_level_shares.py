@@ -5,7 +5,7 @@ import random
 import pytest
 from dispatcher_harness import Harness
 
-from controller.level_shares import LevelShares, covering_level
+from controller.level_shares import LevelShares, covering_level, resumable_steps
 from controller.policies import make_policy
 from controller.predictor import Lookup, SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
@@ -43,6 +43,26 @@ def test_each_cached_step_is_offered_at_the_lowest_level_that_covers_its_share(s
 def test_a_share_past_the_top_level_is_covered_by_none():
     assert covering_level(15, 20, 50, LEVELS) is None
     assert covering_level(10, 20, 50, LEVELS) == 25
+
+
+@pytest.mark.parametrize(
+    ("levels", "steps", "asked"),
+    [
+        (CACHED, 50, [5, 10, 15, 20, 25]),
+        (CACHED, 20, [5, 10]),  # step 15 is 75% of the run: no level resumes from it
+        (CACHED, 100, [10, 20, 25]),  # 5 and 15 cover the levels 10 and 20 cover, and save less
+        (CACHED, 6, []),
+        ((10, 20), 20, []),  # step 10 is half of 20 steps, level 25's share, which this cache has not
+    ],
+)
+async def test_a_batch_asks_back_only_the_latents_a_request_of_its_steps_could_resume_from(levels, steps, asked):
+    """A worker brings back its latents at the cache levels below its run's steps: at 20 steps, step 15 crossed the
+    wire and was cached for no lookup ever to use (three quarters of a run, past any level's share)."""
+    assert resumable_steps(steps, 50, levels) == asked
+    h = Harness(latent_levels=levels)
+    h.add_worker("a")
+    h.request(steps=steps)
+    assert h.batches()[0].latent_levels == asked
 
 
 def _loop(policy_name: str) -> ControlLoop:
