@@ -47,6 +47,7 @@ from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.cannot_serve import ReasonPipe
+from workers.config import runs_on_cpu_threads
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -82,8 +83,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     parser.add_argument(
         "--threads",
         type=positive_int,
-        default=max(1, (os.cpu_count() or 1) // 2),
-        help="torch threads on CPU (default: half the cores, what `argus serve` gives each of its 2 default workers)",
+        help="torch threads for a model on the CPU (default: half the cores, what `argus serve` gives each of its 2"
+        " default workers); not for sim, nor a GPU",
     )
     if simulated:
         parser.add_argument(
@@ -100,14 +101,25 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
 
 
+def worker_threads(args: argparse.Namespace) -> int | None:
+    """The worker's --threads: for a model on the CPU, as given or half the cores; None for the others, which
+    refuse it (check_worker_backend refuses one given them)."""
+    if not runs_on_cpu_threads(args.backend, args.device):
+        return None
+    return args.threads or max(1, (os.cpu_count() or 1) // 2)
+
+
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:
     # --die-with-parent: the profiler owns it, as an engine owns its workers (its Shutdown ends it)
     command = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "worker", "--connect", connect]
     command += ["--die-with-parent"]
-    command += ["--backend", args.backend, "--worker-id", "profile"]
-    command += ["--threads", str(args.threads), "--max-batch", str(max_batch)]
+    command += ["--backend", args.backend, "--worker-id", "profile", "--max-batch", str(max_batch)]
     # each as given: checked before, as the worker checks them (check_worker_backend)
-    for flag, value in (("--device", args.device), ("--time-scale", args.time_scale)):
+    for flag, value in (
+        ("--device", args.device),
+        ("--time-scale", args.time_scale),
+        ("--threads", worker_threads(args)),
+    ):
         if value is not None:
             command += [flag, str(value)]
     if args.model:
@@ -288,8 +300,9 @@ def machine_description(hello: Hello, args: argparse.Namespace) -> str:
         backend = f"backend {hello.backend}, SIMULATED (time scale {hello.time_scale:g}), no torch"
     else:
         torch = importlib.metadata.version("torch")
-        threads = f"{args.threads} torch thread{'' if args.threads == 1 else 's'}"
-        backend = f"backend {hello.backend} on {hello.device} ({threads}), torch {torch}"
+        threads = worker_threads(args)
+        on_cpu = f" ({threads} torch thread{'' if threads == 1 else 's'})" if threads else ""
+        backend = f"backend {hello.backend} on {hello.device}{on_cpu}, torch {torch}"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{backend}; host {socket.gethostname()} ({_cpu_model()}, {os.cpu_count()} cores,"
@@ -351,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
     if not batches or batches[0] != 1:
         raise UsageError(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
     # what the worker would refuse as it starts: it exited saying so, and the profile ended in a traceback
-    check_worker_backend(args.backend, args.model, args.device, args.time_scale)
+    check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
     if args.time_scale == 0:
         raise UsageError("--time-scale 0 simulates no GPU time: the profile would time the messaging alone")
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:

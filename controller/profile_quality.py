@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if problem := clip_model_problem(args.clip):
         raise UsageError(f"--clip: {problem}")
     check_embedder_model(args.embedder, _embedder_model(args), "--embedder", "--embedder-model")
-    check_worker_backend(args.backend, args.model, args.device, args.time_scale)
+    check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
     similarity = _similarities(args, prompts)
     scorer = ClipScorer(args.clip, args.device or "cpu")
     with tempfile.TemporaryDirectory(prefix="argus-profile-quality-") as tmp:

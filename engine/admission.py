@@ -14,6 +14,7 @@ from collections import Counter
 
 from engine.client_shares import ClientShares
 from engine.jobs import AdmittedRequest
+from engine.queue_pace import QueuePace
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Error, Generate
 from protocols.limits import MAX_SEED
@@ -21,13 +22,13 @@ from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits, steps_refus
 
 
 class Admission:
-    def __init__(self, registry: WorkerRegistry, fallback_backend: str, retry_after_s: int, max_queue: int):
+    def __init__(self, registry: WorkerRegistry, fallback_backend: str, max_queue: int):
         self._registry = registry
         self._max_queue = max_queue
-        # a client refused at a full queue waits a few of its Retry-After for room; past that it has gone
-        self._shares = ClientShares(max_queue, waiting_s=3 * retry_after_s)
+        # how fast answers free room: a refusal says when there will be room for it
+        self._pace = QueuePace()
+        self._shares = ClientShares(max_queue, self._pace.retry_s)
         self._fallback = BACKEND_SIZES.get(fallback_backend, BACKEND_SIZES["tiny"])
-        self._retry_after_ms = retry_after_s * 1000
         self._limits_version = -1
         self._limits = self._fallback
         self._refused_steps: frozenset[int] = frozenset()
@@ -84,8 +85,8 @@ class Admission:
                 "invalid_request",
                 f"n {spec.n} is more images than this engine queues at once (--max-queue {self._max_queue})",
             )
-        if (busy := self._shares.refusal(client, spec.n, queued)) is not None:
-            return Busy(spec.request_id, self._retry_after_ms, busy)
+        if (refused := self._shares.refusal(client, spec.n, queued)) is not None:
+            return Busy(spec.request_id, refused.retry_s * 1000, refused.reason)
         now = time.monotonic()
         first_seed = spec.seed if spec.seed is not None else random.randrange(MAX_SEED)
         request = AdmittedRequest(
@@ -101,5 +102,10 @@ class Admission:
             client=client,
         )
         self._shares.add(client, spec.n)
-        request.future.add_done_callback(lambda _: self._shares.remove(client, spec.n))
+        request.future.add_done_callback(lambda _: self._answered(client, spec.n))
         return request
+
+    def _answered(self, client: str, images: int) -> None:
+        """The request's room is free."""
+        self._shares.remove(client, images)
+        self._pace.freed(images)

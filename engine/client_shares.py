@@ -2,7 +2,7 @@
 
 Admission is first come, first served while the queue has room, and a lone
 client may fill it. A client refused because the queue is full is remembered
-as waiting for a while (a few of its Retry-After). While any other client
+as waiting for a while (a few of the Retry-After it was told). While any other client
 waits, a client holding its equal share of --max-queue or more (divided among
 the clients holding images and those waiting) is refused too: the room its
 finished images free goes to the waiting ones, whose retry finds it. Before,
@@ -16,42 +16,66 @@ A client is what its front door names it by (engine/client_door.py,
 engine/http_api.py): over ZeroMQ its CURVE key, else its socket's identity;
 over HTTP the request's `safety_identifier`, else its `user`, else its address. Service, once admitted, is shared
 among the same clients (engine/fair_share.py).
+
+A refusal says how soon to try again (engine/queue_pace.py): as long as the engine takes to answer the images that
+must leave before the request fits. At a full queue those are the images it asks for beyond the room left (and beyond
+the room kept for the client that has waited longest); past its share, those it holds beyond its share, which leave
+at its part of the fleet's pace, one of the clients sharing the queue.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
+
+# a client refused at a full queue is remembered as waiting for this many of the Retry-After it was told; past that it
+# has gone
+_WAITS = 3
+
+
+class Refusal(NamedTuple):
+    reason: str  # Busy.reason: queue_full or client_share
+    retry_s: int  # how soon to try again
 
 
 class ClientShares:
-    """Every call costs the same however many clients wait: a client cycling through `user` names at a full
-    queue leaves one wait per name for `waiting_s`, and scanning them all at every request cost 90 us a refusal
-    with 1,000 waiting and 290 us with 20,000 (about 2 us now, either way)."""
+    """A call costs about the same however many clients wait: a client cycling through `user` names at a full
+    queue leaves one wait per name, a few of its Retry-After long, and scanning them all at every request cost 90 us
+    a refusal with 1,000 waiting and 290 us with 20,000 (about 2 us now, the Retry-After reckoned with it)."""
 
-    def __init__(self, max_queue: int, waiting_s: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, max_queue: int, retry_s: Callable[[int], int], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """`retry_s`: how soon so many images will have left the queue (QueuePace.retry_s)."""
         self._max_queue = max_queue
-        self._waiting_s = waiting_s
-        self._clock = clock  # never goes back: the waits' ends are set in the order they come
+        self._retry_s = retry_s
+        self._clock = clock
         self._held: dict[str, int] = {}  # images admitted and not answered, by client (none held: not here)
         # clients refused at a full queue: until when each counts as waiting, and the images it asked for. In the
         # order they began to wait (a retry keeps its place): the first is served first
         self._waiting: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        self._wait_ends: deque[tuple[float, str]] = deque()  # (until, client) as each wait was set or renewed
+        # (until, client) as each wait was set or renewed, soonest first: a wait lasts as long as its Retry-After says
+        self._wait_ends: list[tuple[float, str]] = []
         self._waiting_only = 0  # clients waiting that hold no images: with _held, those the queue is shared among
 
-    def refusal(self, client: str, images: int, queued: int) -> str | None:
-        """None if the client's request may be admitted now, with `queued` images in the engine; else why not
-        (Busy.reason): queue_full or client_share."""
+    def refusal(self, client: str, images: int, queued: int) -> Refusal | None:
+        """None if the client's request may be admitted now, with `queued` images in the engine; else why not, and
+        how soon to try again."""
         self._forget_stale_waits()
         held = self._held.get(client, 0)
-        if held and self._others_wait(client) and held + images > self._share(client):
-            return "client_share"
-        if queued + images + self._kept_for_others(client) > self._max_queue:
-            if held < self._share(client):  # room is owed to it: the others give way while it waits
-                self._wait(client, images)
-            return "queue_full"
+        share = self._share(client)
+        if held and self._others_wait(client) and held + images > share:
+            sharing = len(self._held) + self._waiting_only
+            return Refusal("client_share", self._retry_s((held + images - share) * sharing))
+        beyond = queued + images + self._kept_for_others(client) - self._max_queue
+        if beyond > 0:
+            retry_s = self._retry_s(beyond)
+            if held < share:  # room is owed to it: the others give way while it waits
+                self._wait(client, images, _WAITS * retry_s)
+            return Refusal("queue_full", retry_s)
         return None
 
     def add(self, client: str, images: int) -> None:
@@ -67,12 +91,12 @@ class ClientShares:
             del self._held[client]
             self._waiting_only += client in self._waiting
 
-    def _wait(self, client: str, images: int) -> None:
-        until = self._clock() + self._waiting_s
+    def _wait(self, client: str, images: int, waiting_s: float) -> None:
+        until = self._clock() + waiting_s
         if client not in self._waiting and client not in self._held:
             self._waiting_only += 1
         self._waiting[client] = (until, images)
-        self._wait_ends.append((until, client))
+        heapq.heappush(self._wait_ends, (until, client))
 
     def _kept_for_others(self, client: str) -> int:
         """The room kept for the request of the client that has waited longest, unless it is this one's."""
@@ -90,7 +114,7 @@ class ClientShares:
     def _forget_stale_waits(self) -> None:
         now = self._clock()
         while self._wait_ends and self._wait_ends[0][0] <= now:
-            _, client = self._wait_ends.popleft()
+            _, client = heapq.heappop(self._wait_ends)
             wait = self._waiting.get(client)
             if wait is not None and wait[0] <= now:  # not renewed since (a renewal's end is further on)
                 del self._waiting[client]

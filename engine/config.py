@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from engine.forwarded_for import IPNetwork
 from engine.restart_backoff import RestartBackoff
-from workers.config import WorkerConfig
+from workers.config import WorkerConfig, runs_on_cpu_threads
 from workers.limits import DEFAULT_LEVELS
 
 if TYPE_CHECKING:
@@ -71,15 +71,17 @@ class LaunchConfig:
         return RestartBackoff(self.restart_backoff_s, self.max_restart_backoff_s)
 
     def worker_config(self, connect: str, slot: int, threads: int | None) -> WorkerConfig:
+        """`threads`: given to a worker whose model runs on the CPU (the others refuse it)."""
+        device = self.devices[slot % len(self.devices)]
         return WorkerConfig(
             connect=connect,
             worker_id=f"local-{slot}",
             backend=self.backend,
-            device=self.devices[slot % len(self.devices)],
+            device=device,
             model=self.model,
             time_scale=self.time_scale,
             max_batch=self.max_batch,
-            threads=threads,
+            threads=threads if runs_on_cpu_threads(self.backend, device) else None,
             die_with_parent=True,
             owned=True,
         )
@@ -91,7 +93,6 @@ class DispatchConfig:
     inflight_batches_per_worker: int = 2  # one running, one waiting on the worker
     max_attempts: int = 3  # a job whose worker died is re-dispatched this often
     no_worker_timeout_s: float = 60.0  # a job nobody can take fails after this
-    retry_after_s: int = 1
     # a job that can no longer meet its deadline: answered deadline_exceeded at once, or served late
     serve_late: bool = False
 

@@ -42,11 +42,13 @@ from engine.dispatch_index import FreeAt, SentDeadlines, SpreadOver, UrgencyOrde
 from engine.dispatch_timing import DispatchTiming
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
+from engine.request_names import failed_batch_line, requests_named
 from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled, ImageResult
 from protocols.image_header import mismatch
 from protocols.worker_messages import (
+    REFUSED,
     Abort,
     BatchDone,
     Generate,
@@ -415,7 +417,8 @@ class Dispatcher:
             log.info("worker %s left", worker.name)
         else:
             images = "1 image" if len(held) == 1 else f"{len(held)} images"
-            log.warning("worker %s lost (%s) holding %s", worker.name, cause, images)
+            named = f" ({requests_named(job.request.spec.request_id for job in held)})" if held else ""
+            log.warning("worker %s lost (%s) holding %s%s", worker.name, cause, images, named)
         self._route_again(held)
 
     def _route_again(self, jobs: list[Job]) -> None:
@@ -481,8 +484,8 @@ class Dispatcher:
             worker.busy_until = self._clock()  # idle now, whatever the estimate said
         self._picks.file(worker)  # the images it settles may be routed again, and find it free
         by_id = {job.job_id: job for job in jobs}
-        unasked: list[str] = []
-        made = failed = False  # whether the batch made an image, and whether one failed: its images' own or not
+        failures: list[tuple[str, ItemFailed]] = []  # each failed image's request id, and why
+        made = unasked = False  # whether the batch made an image, and one not as asked
         run_ms = None  # the batch's, as every image of it says
         for outcome in done.outcomes:
             job = by_id.pop(outcome.request_id, None)
@@ -491,18 +494,18 @@ class Dispatcher:
             if isinstance(outcome, ItemDone):
                 run_ms = outcome.run_ms
                 outcome = self._as_asked(worker, job, outcome)
-                if isinstance(outcome, ItemFailed):
-                    unasked.append(outcome.message)
+                unasked |= isinstance(outcome, ItemFailed)
             made |= isinstance(outcome, ItemDone)
-            failed |= isinstance(outcome, ItemFailed)
+            if isinstance(outcome, ItemFailed):
+                failures.append((job.request.spec.request_id, outcome))
             if job.job_id in self._live:
                 self._settle(worker, job, outcome)
         if unasked:
             self._metrics.bad_messages.labels("worker").inc()
-            # one line a batch, not one an image
-            log.warning(
-                "%d images of batch %d failed, not as asked; the first: %s", len(unasked), done.batch_id, unasked[0]
-            )
+        if failures:  # one line a batch, not one an image
+            log.warning("%s", failed_batch_line(worker.name, done.batch_id, len(jobs), failures))
+        # a batch refused is the batch's fault, as one whose images were all aborted says nothing of the worker
+        failed = any(outcome.code != REFUSED for _, outcome in failures)
         for job in by_id.values():
             # a worker that answers a batch but leaves items out still owes them
             self._settle(worker, job, ItemCancelled(job.job_id))

@@ -6,7 +6,8 @@ often than the healthy workers, it was routed more of the traffic than they were
 sim worker failed 90 of 100 requests.
 
 FAILING_AFTER batches in a row that made no image and failed at least one take it out of rotation; a batch that
-makes an image resets the count (one whose images were all aborted or left out says nothing either way). Counted by
+makes an image resets the count (one whose images were all aborted or left out, or that the worker refused as not its
+to run, says nothing either way). Counted by
 batch, not by image: a batch of 8 failed by one OOM is one failure. The dispatcher then restarts a worker the engine
 started (its launcher's backoff applies), and routes nothing to one started by hand for `out_for_s`: OUT_FOR_S, doubled
 at each take-out in a row up to MAX_OUT_FOR_S (as Envoy ejects a failing host for longer each time). It then gets

@@ -6,12 +6,10 @@ import asyncio
 import base64
 import functools
 import hmac
-import itertools
 import logging
+import math
 import os
 import time
-import uuid
-from collections.abc import Iterator
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
@@ -24,6 +22,7 @@ from engine.arg_types import URL_HOST, is_loopback
 from engine.config import LaunchConfig
 from engine.forwarded_for import TrustedProxies
 from engine.http_half_close import answer_half_closed
+from engine.http_request_ids import REQUEST_ID, request_id_middleware
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
@@ -112,22 +111,13 @@ SERVER_LOG = logging.getLogger("argus.http.server")
 SERVER_LOG.addFilter(_MalformedMessages())
 
 
-def request_ids() -> Iterator[str]:
-    """Ids for HTTP requests, unique within this process: a random prefix drawn once, then a count.
-    (uuid4 per request reads the OS's random source: 2 to 4% of the engine's time at the HTTP peak.)"""
-    prefix = uuid.uuid4().hex[:16]
-    return (f"{prefix}-{n}" for n in itertools.count())
-
-
-_REQUEST_IDS = request_ids()
-
-
 # answered without an API key: liveness probes must not need a secret
 _OPEN_PATHS = frozenset({"/health"})
 
 
 def build_app(engine: Engine) -> web.Application:
-    middlewares = [answer_half_closed, _json_errors]
+    # the request's id outside the JSON errors: every reply says it, the engine's own failures too
+    middlewares = [answer_half_closed, request_id_middleware(_invalid_request), _json_errors]
     if engine.config.api_key:
         middlewares.append(_require_api_key(engine.config.api_key))
     elif is_loopback(engine.config.host):
@@ -165,6 +155,10 @@ def _error(code: str, message: str, param: str | None = None, headers: dict | No
     if code in RETRY_CANNOT_HELP:
         headers = {**(headers or {}), "x-should-retry": "false"}  # read by OpenAI's clients (not a standard header)
     return _json(error_response(message, code, status, param), status, headers)
+
+
+def _invalid_request(message: str) -> web.Response:
+    return _error("invalid_request", message)
 
 
 @web.middleware
@@ -297,7 +291,7 @@ async def generate(request: web.Request) -> web.Response:
         return response
     try:
         body = await asyncio.to_thread(parse_request, raw) if len(raw) > _INLINE_PARSE_BYTES else parse_request(raw)
-        spec = to_generate(body, request_id=next(_REQUEST_IDS))
+        spec = to_generate(body, request_id=request[REQUEST_ID])
     except InvalidRequest as exc:
         return _refused(engine, "invalid_request", str(exc), exc.param)
     origin = None
@@ -309,7 +303,8 @@ async def generate(request: web.Request) -> web.Response:
             return _refused(engine, "invalid_request", reason, "response_format")
     admitted = engine.submit(spec, _client_name(body.safety_identifier or body.user, request))
     if isinstance(admitted, Busy):
-        retry_s = max(1, admitted.retry_after_ms // 1000)
+        # whole seconds, as HTTP takes them: the hint is (engine/queue_pace.py)
+        retry_s = math.ceil(admitted.retry_after_ms / 1000)
         return _error("busy", _BUSY_MESSAGES[admitted.reason], headers={"Retry-After": str(retry_s)})
     if isinstance(admitted, Error):
         return _error(admitted.code, admitted.message, _ADMISSION_PARAMS.get(admitted.code))

@@ -295,13 +295,13 @@ class RayLauncher(SlotSupervisor):
         return "; ".join(short) or "the cluster has what it needs free: look at the Ray logs"
 
     def _worker_config(self, slot: int) -> WorkerConfig:
-        local = self._config.worker_config(self._connect, slot, threads=None)
+        # a CPU actor has one core of its own (actor_resources)
+        local = self._config.worker_config(self._connect, slot, threads=1)
         return replace(
             local,
             worker_id=f"ray-{slot}",
             # Ray gives a num_gpus=1 actor one device, visible as the first
             device="cuda:0" if gpu(local) else local.device,
-            threads=None if gpu(local) else 1,
             die_with_parent=False,
             curve=self._curve,
         )

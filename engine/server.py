@@ -65,6 +65,9 @@ from protocols.worker_messages import ItemDone, SetLevel
 from workers.limits import latent_shape
 
 log = logging.getLogger("argus.engine")
+# a line for each request answered otherwise than with its images, or refused at admission, naming its id, at DEBUG:
+# under overload there is one for most requests (the WARNING lines about workers and batches name their requests too)
+request_log = logging.getLogger("argus.requests")
 
 # after the drain, HTTP responses still being written (large images to a slow reader) get this long, as the ZeroMQ
 # door's do; a client still sending a request body then (refused, the engine drains) held the exit for aiohttp's
@@ -173,9 +176,7 @@ class Engine:
         neural = config.cache.enabled and config.cache.embedder != "hash"
         if not neural:
             self._adopt_cache(self._new_cache(None))
-        self.admission = Admission(
-            self.registry, config.launch.backend, config.dispatch.retry_after_s, config.dispatch.max_queue
-        )
+        self.admission = Admission(self.registry, config.launch.backend, config.dispatch.max_queue)
         admits = functools.partial(self._curve.admits, CLIENTS) if client_keys else None
         with bind_errors_named("--client-listen"):
             self.clients = ClientDoor(self, self._context, config.client_listen, client_keys, admits)
@@ -246,9 +247,16 @@ class Engine:
         admitted = self.admission.check(spec, self.dispatcher.outstanding_images, client)
         if isinstance(admitted, Busy):
             self.metrics.requests_by("busy", admitted.reason).inc()
+            request_log.debug(
+                "request %r refused busy (%s): retry after %d ms",
+                spec.request_id,
+                admitted.reason,
+                admitted.retry_after_ms,
+            )
             return admitted
         if isinstance(admitted, Error):
             self.metrics.requests_by("rejected", admitted.code).inc()
+            request_log.debug("request %r refused %s: %s", spec.request_id, admitted.code, admitted.message)
             return admitted
         self.dispatcher.admit(admitted)
         self.cache.prepare(admitted, self._prepared)
@@ -261,7 +269,7 @@ class Engine:
 
     def _prepared(self, request: AdmittedRequest, preparation: Preparation | BaseException) -> None:
         if isinstance(preparation, BaseException):
-            log.error("preparing request %s failed", request.spec.request_id, exc_info=preparation)
+            log.error("preparing request %r failed", request.spec.request_id, exc_info=preparation)
             request.fail("internal_error", "the engine failed to prepare this request")
             return
         request.vector = preparation.vector
@@ -277,7 +285,7 @@ class Engine:
                 preparation.start,
             )
         except Exception:  # a bug must not leave it unanswered, nor the requests prepared with it unrouted
-            log.exception("routing request %s failed", request.spec.request_id)
+            log.exception("routing request %r failed", request.spec.request_id)
             request.fail("internal_error", "the engine failed to route this request")
 
     def _cache_latents(self, worker: WorkerHandle, job: Job, done: ItemDone) -> None:
@@ -301,11 +309,16 @@ class Engine:
     def count_reply(self, request: AdmittedRequest, reply: object) -> None:
         """Counts the answer a front door sends for an admitted request, once: the door's, not the engine's, as
         the door may answer otherwise (HTTP refuses images too large for the URL store, made all the same)."""
-        self.metrics.request_seconds.observe(time.monotonic() - request.admitted_at)
+        seconds = time.monotonic() - request.admitted_at
+        self.metrics.request_seconds.observe(seconds)
         if isinstance(reply, Error):
             self.metrics.requests_by("error", reply.code).inc()
+            request_log.debug(
+                "request %r answered %s after %.3f s: %s", request.spec.request_id, reply.code, seconds, reply.message
+            )
         elif isinstance(reply, Cancelled):
             self.metrics.requests_by("cancelled", "").inc()
+            request_log.debug("request %r cancelled after %.3f s", request.spec.request_id, seconds)
         else:
             self.metrics.requests_by("ok", "").inc()
 

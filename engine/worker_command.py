@@ -22,7 +22,7 @@ from protocols.curve import ClientKeys
 from protocols.limits import MAX_BATCH
 from workers.backend import BackendUnavailable
 from workers.cannot_serve import tell_starter
-from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig
+from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, runs_on_cpu_threads
 from workers.devices import device_problem
 from workers.main import CANNOT_SERVE_EXIT, INTERRUPTED_EXIT
 from workers.model_folder import sdxl_model_problem
@@ -41,7 +41,11 @@ def add_worker_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
-    p.add_argument("--threads", type=positive_int, help="torch threads on CPU (default: torch's own, every core)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        help="torch threads for a model on the CPU (default: torch's own, every core); not for sim, nor a GPU",
+    )
     p.add_argument(
         "--die-with-parent",
         action="store_true",
@@ -96,16 +100,28 @@ def check_device(device: str | None) -> None:
         raise UsageError(f"--device {device}: {problem}")
 
 
+def check_threads(backend: str, device: str | None, threads: int | None) -> None:
+    """--threads sets torch's CPU threads, which bound a model run on the CPU alone: given to a sim worker or one on
+    a GPU, it was taken and ignored without a word."""
+    if not threads or runs_on_cpu_threads(backend, device):
+        return
+    runs = "the sim backend runs no model" if backend == "sim" else f"a worker on {device} runs its model there"
+    raise UsageError(f"--threads sets torch's threads for a model on the CPU; {runs}: drop it")
+
+
 def check_model(model_dir: str) -> None:
     problem = sdxl_model_problem(model_dir)
     if problem:
         raise UsageError(f"--model: {problem}")
 
 
-def check_worker_backend(backend: str, model: str | None, device: str | None, time_scale: float | None) -> None:
+def check_worker_backend(
+    backend: str, model: str | None, device: str | None, time_scale: float | None, threads: int | None = None
+) -> None:
     """What a worker refuses as it starts, before its backend is imported: `argus worker`'s, and the one `argus
     profile` starts, which is checked before it starts (the profile ended in a traceback as it exited)."""
     check_backend_flags(backend, model, device, time_scale)
+    check_threads(backend, device, threads)
     check_device(device)
     if backend == "sdxl":
         if not model:
@@ -120,7 +136,7 @@ def check_worker_args(args: argparse.Namespace) -> None:
             raise UsageError("--count runs simulated workers only: add --backend sim")
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
-    check_worker_backend(args.backend, args.model, args.device, args.time_scale)
+    check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
     if args.worker_id is not None and (problem := worker_id_problem(args.worker_id)):
         # an empty id quietly became the default (host and pid)
         raise UsageError(f"--worker-id {args.worker_id!r}: {problem}")

@@ -10,6 +10,10 @@ MAX_STEPS = 200
 MAX_GUIDANCE = 50.0
 MAX_SEED = 2**63 - 1
 MAX_REQUEST_ID_CHARS = 128
+# how soon a request refused for room is told to try again, in whole seconds (engine/queue_pace.py): OpenAI's clients
+# honour a Retry-After of up to 120 s, and give up past it
+MIN_RETRY_AFTER_S = 1
+MAX_RETRY_AFTER_S = 60
 # the largest frame the engine's ZeroMQ client door reads: a request is one small frame (a prompt is at most 16 KB of
 # UTF-8), and a peer that sends a larger one is cut off before the engine buffers it (engine/client_door.py)
 MAX_CLIENT_FRAME_BYTES = 256 * 1024

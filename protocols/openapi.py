@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from protocols.limits import OUTPUT_FORMATS
+from protocols.limits import MAX_REQUEST_ID_CHARS, MAX_RETRY_AFTER_S, MIN_RETRY_AFTER_S, OUTPUT_FORMATS
 from protocols.openai_images import (
     BODY_READ_S,
     RETRY_CANNOT_HELP,
@@ -39,6 +39,23 @@ def _server_error(description: str) -> dict:
     return _error(description) | {"headers": _NO_RETRY}
 
 
+# a request's id, the client's or one the engine made (engine/http_request_ids.py), said on every reply
+_REQUEST_ID = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "this request's id, said back in the reply's X-Request-ID and named in the engine's log lines"
+    " about it (one is made when none is sent); else a 400",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID_CHARS, "pattern": "^[ -~]+$"},
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "whole seconds: how long the engine takes to free the room this request needs",
+        "schema": {"type": "integer", "minimum": MIN_RETRY_AFTER_S, "maximum": MAX_RETRY_AFTER_S},
+    }
+}
+
+
 def openapi_document(version: str, api_key: bool) -> dict:
     (_, components) = msgspec.json.schema_components(
         [ImageGenerationRequest, ImagesResponse, ErrorResponse, Model, ModelList], ref_template=_REF
@@ -47,6 +64,7 @@ def openapi_document(version: str, api_key: bool) -> dict:
     generate = {
         "operationId": "createImage",
         "summary": "Generate images (OpenAI images API, with argus extensions)",
+        "parameters": [_REQUEST_ID],
         "requestBody": {"required": True, "content": _json_content("ImageGenerationRequest")},
         "responses": {
             "200": {"description": "the images", "content": _json_content("ImagesResponse")},
@@ -59,7 +77,7 @@ def openapi_document(version: str, api_key: bool) -> dict:
             "408": _error(f"the body did not come whole within {BODY_READ_S:g} s"),
             "413": _error("body over the size limit"),
             "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)"),
-            "429": _error("queue full; retry after the Retry-After header"),
+            "429": _error("queue full; retry after the Retry-After header") | {"headers": _RETRY_AFTER},
             "500": _server_error("a worker failed on this request (worker_error), or the engine did (internal_error)"),
             "503": _server_error(
                 "no worker can serve (no_worker, worker_lost), or the engine is stopping: shutting_down (refused) or"

@@ -14,6 +14,17 @@ from engine_process import start_engine
 MAX_QUEUE = 12
 
 
+def one_second(images_ahead: int) -> int:
+    """A Retry-After of 1 s whatever is ahead: a client refused at a full queue is remembered waiting for 3 s."""
+    return 1
+
+
+def refused(shares: ClientShares, client: str, images: int, queued: int) -> str | None:
+    """Why the request is refused (Busy.reason), or None."""
+    refusal = shares.refusal(client, images, queued)
+    return refusal and refusal.reason
+
+
 class Clock:
     def __init__(self):
         self.now = 0.0
@@ -34,83 +45,124 @@ def fill(shares: ClientShares, client: str, images: int, queued: int) -> int:
 
 
 def test_a_lone_client_may_fill_the_queue():
-    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=Clock())
+    shares = ClientShares(MAX_QUEUE, one_second, clock=Clock())
     assert fill(shares, "pipeline", 100, 0) == MAX_QUEUE
-    assert shares.refusal("pipeline", 1, MAX_QUEUE) == "queue_full"
+    assert refused(shares, "pipeline", 1, MAX_QUEUE) == "queue_full"
 
 
 def test_a_client_refused_at_a_full_queue_is_given_the_room_the_others_free():
     clock = Clock()
-    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=clock)
+    shares = ClientShares(MAX_QUEUE, one_second, clock=clock)
     fill(shares, "pipeline", MAX_QUEUE, 0)
-    assert shares.refusal("person", 1, MAX_QUEUE) == "queue_full"  # nothing free: it waits
+    assert refused(shares, "person", 1, MAX_QUEUE) == "queue_full"  # nothing free: it waits
     shares.remove("pipeline", 3)  # three of the pipeline's images are answered
     # before, the pipeline's next requests took the room as it freed, and the person's retry found none
-    assert shares.refusal("pipeline", 1, MAX_QUEUE - 3) == "client_share"
-    assert shares.refusal("person", 1, MAX_QUEUE - 3) is None
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 3) == "client_share"
+    assert refused(shares, "person", 1, MAX_QUEUE - 3) is None
     shares.add("person", 1)
     # the person holds images now, so it waits no more: the pipeline may take what is left
     assert fill(shares, "pipeline", 100, MAX_QUEUE - 2) == 2
 
 
 def test_a_client_holding_less_than_its_share_is_not_held_back_by_others_waiting():
-    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=Clock())
+    shares = ClientShares(MAX_QUEUE, one_second, clock=Clock())
     fill(shares, "a", 3, 0)
     fill(shares, "b", 9, 3)
-    assert shares.refusal("c", 1, MAX_QUEUE) == "queue_full"  # three clients: shares of 4
+    assert refused(shares, "c", 1, MAX_QUEUE) == "queue_full"  # three clients: shares of 4
     shares.remove("b", 2)
-    assert shares.refusal("a", 1, MAX_QUEUE - 2) is None  # 3 + 1 is within its share
-    assert shares.refusal("b", 1, MAX_QUEUE - 2) == "client_share"  # 7 held is past it
+    assert refused(shares, "a", 1, MAX_QUEUE - 2) is None  # 3 + 1 is within its share
+    assert refused(shares, "b", 1, MAX_QUEUE - 2) == "client_share"  # 7 held is past it
 
 
 def test_a_wait_ends_when_the_client_has_not_come_back():
     clock = Clock()
-    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=clock)
+    shares = ClientShares(MAX_QUEUE, one_second, clock=clock)
     fill(shares, "pipeline", MAX_QUEUE, 0)
-    assert shares.refusal("person", 1, MAX_QUEUE) == "queue_full"
+    assert refused(shares, "person", 1, MAX_QUEUE) == "queue_full"
     shares.remove("pipeline", 1)
-    assert shares.refusal("pipeline", 1, MAX_QUEUE - 1) == "client_share"
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) == "client_share"
     clock.now = 3.5  # the person gave up: the pipeline is alone again
-    assert shares.refusal("pipeline", 1, MAX_QUEUE - 1) is None
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) is None
 
 
 def test_a_client_that_holds_its_share_already_is_not_counted_as_waiting():
-    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=Clock())
+    shares = ClientShares(MAX_QUEUE, one_second, clock=Clock())
     fill(shares, "a", 6, 0)
     fill(shares, "b", 6, 6)
     # b refused at the full queue holds its share (6 of 12): it does not hold a back
-    assert shares.refusal("b", 1, MAX_QUEUE) == "queue_full"
+    assert refused(shares, "b", 1, MAX_QUEUE) == "queue_full"
     shares.remove("a", 1)
-    assert shares.refusal("a", 1, MAX_QUEUE - 1) is None
+    assert refused(shares, "a", 1, MAX_QUEUE - 1) is None
 
 
 def test_nothing_is_kept_for_clients_that_hold_nothing_and_wait_no_more():
     clock = Clock()
-    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=clock)
+    shares = ClientShares(MAX_QUEUE, one_second, clock=clock)
     for i in range(50):
         shares.add(f"c{i}", 1)
         shares.remove(f"c{i}", 1)
     fill(shares, "pipeline", MAX_QUEUE, 0)
     for i in range(50):
-        shares.refusal(f"w{i}", 1, MAX_QUEUE)
+        refused(shares, f"w{i}", 1, MAX_QUEUE)
     clock.now = 10.0
-    shares.refusal("pipeline", 1, MAX_QUEUE)
+    refused(shares, "pipeline", 1, MAX_QUEUE)
     assert shares._held == {"pipeline": MAX_QUEUE} and shares._waiting == {}
 
 
 def test_a_request_as_large_as_the_queue_is_served_in_turn_beside_a_client_that_keeps_a_few_queued():
     """n at --max-queue fits only an empty queue: before, another client that kept three images queued (far below its
     share) took each slot back as it freed, and the large request got queue_full for as long as it retried."""
-    shares = ClientShares(MAX_QUEUE, waiting_s=3.0, clock=Clock())
+    shares = ClientShares(MAX_QUEUE, one_second, clock=Clock())
     fill(shares, "pipeline", 3, 0)
-    assert shares.refusal("album", MAX_QUEUE, 3) == "queue_full"  # it waits for room
+    assert refused(shares, "album", MAX_QUEUE, 3) == "queue_full"  # it waits for room
     shares.remove("pipeline", 1)
-    assert shares.refusal("pipeline", 1, 2) == "queue_full"  # the room is kept for the album, which waited first
+    assert refused(shares, "pipeline", 1, 2) == "queue_full"  # the room is kept for the album, which waited first
     shares.remove("pipeline", 2)
-    assert shares.refusal("album", MAX_QUEUE, 0) is None  # not held back by the pipeline, which waits behind it
+    assert refused(shares, "album", MAX_QUEUE, 0) is None  # not held back by the pipeline, which waits behind it
     shares.add("album", MAX_QUEUE)
     shares.remove("album", MAX_QUEUE)
-    assert shares.refusal("pipeline", 1, 0) is None  # next in line
+    assert refused(shares, "pipeline", 1, 0) is None  # next in line
+
+
+def test_a_refusal_says_how_soon_by_the_images_that_must_leave_before_it_fits():
+    """At a full queue, the images asked for beyond the room left; past a client's share, those it holds beyond it,
+    which leave at its part of the pace (one of two clients sharing the queue here)."""
+    asked: list[int] = []
+    shares = ClientShares(MAX_QUEUE, lambda ahead: asked.append(ahead) or 7, clock=Clock())
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert shares.refusal("person", 2, MAX_QUEUE - 1) == ("queue_full", 7)
+    assert asked[-1] == 1  # room for 1 of its 2 images is left
+    assert shares.refusal("pipeline", 1, MAX_QUEUE) == ("client_share", 7)
+    assert asked[-1] == (MAX_QUEUE + 1 - MAX_QUEUE // 2) * 2
+
+
+def test_a_client_told_to_wait_long_keeps_its_place_for_a_few_of_that_wait():
+    """Remembered as waiting for a fixed 3 s, a client told to come back in 20 s was forgotten before it came: the
+    room it was owed went to the client filling the queue."""
+    clock = Clock()
+    shares = ClientShares(MAX_QUEUE, lambda ahead: 20, clock=clock)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert refused(shares, "person", 1, MAX_QUEUE) == "queue_full"
+    shares.remove("pipeline", 1)
+    clock.now = 59.0  # within 3 x 20 s: still waiting
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) == "client_share"
+    clock.now = 61.0  # gone
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) is None
+
+
+def test_a_short_wait_set_after_a_long_one_ends_at_its_own_time():
+    """Waits are of different lengths: one set after a longer one still ends when its own time is up, not after the
+    longer one's (kept in the order set, it was counted as waiting, and shrank the others' shares, until then)."""
+    clock = Clock()
+    retries = iter([20, 1])
+    shares = ClientShares(MAX_QUEUE, lambda ahead: next(retries), clock=clock)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert refused(shares, "patient", 1, MAX_QUEUE) == "queue_full"  # waits 60 s
+    assert refused(shares, "brief", 1, MAX_QUEUE) == "queue_full"  # waits 3 s
+    shares.remove("pipeline", MAX_QUEUE - 5)
+    clock.now = 4.0
+    # shared by the pipeline and the patient client alone: 5 held and 1 asked are within its share of 6
+    assert refused(shares, "pipeline", 1, 5) is None
 
 
 def _shares_over_http(tmp_path, flags: tuple[str, ...], naming) -> tuple[tuple[int, dict], ...]:
@@ -192,7 +244,7 @@ def test_the_shares_kept_as_clients_come_and_go_answer_as_counting_every_client_
     however many clients wait; it must refuse exactly as the shares counted afresh at every call do."""
     rng = random.Random(seed)
     clock = Clock()
-    shares, model = ClientShares(MAX_QUEUE, 3.0, clock), CountedAfresh(MAX_QUEUE, 3.0, clock)
+    shares, model = ClientShares(MAX_QUEUE, one_second, clock), CountedAfresh(MAX_QUEUE, 3.0, clock)
     clients = [f"c{i}" for i in range(6)]
     queued = 0
     for _ in range(3000):
@@ -206,7 +258,7 @@ def test_the_shares_kept_as_clients_come_and_go_answer_as_counting_every_client_
             continue
         images = rng.randint(1, 5)
         refusal = model.refusal(client, images, queued)
-        assert shares.refusal(client, images, queued) == refusal
+        assert refused(shares, client, images, queued) == refusal
         if refusal is None:
             shares.add(client, images)
             model.add(client, images)

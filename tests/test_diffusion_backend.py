@@ -17,6 +17,7 @@ from PIL import Image
 from engine.cli import main
 from protocols.codec import Blob
 from protocols.worker_messages import (
+    REFUSED,
     BatchDone,
     Generate,
     GenerateItem,
@@ -27,6 +28,7 @@ from protocols.worker_messages import (
     worker_side_codec,
 )
 from workers import diffusion_backend
+from workers.backend import BatchRefused
 from workers.diffusion_backend import DiffusionBackend, load_sdxl
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_SIZES
@@ -351,7 +353,7 @@ def test_item_done_crosses_the_wire(full_run):
     ],
 )
 def test_unrunnable_batches_are_refused(backend, unet_calls, bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(BatchRefused):
         backend.run(bad, RecordingControl())
     assert unet_calls.count == 0
 
@@ -380,7 +382,7 @@ def test_an_item_whose_latent_cannot_start_a_run_fails_alone(backend, full_run, 
         bad_latent = bad_latent(full_run.by_level()[8])
     items = (GenerateItem("bad", "a dog", 2, bad_latent), GenerateItem("good", "a cat", 1, good))
     failed, done = backend.run(batch(level=level, items=items), RecordingControl())
-    assert isinstance(failed, ItemFailed) and failed.request_id == "bad" and failed.code == "worker_error"
+    assert isinstance(failed, ItemFailed) and failed.request_id == "bad" and failed.code == REFUSED
     assert re.search(why, failed.message)
     assert isinstance(done, ItemDone) and done.request_id == "good" and done.steps_run == STEPS - level
     assert unet_calls.count == STEPS - level  # one run, for the good item alone

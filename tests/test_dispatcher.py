@@ -11,7 +11,7 @@ from engine.dispatcher import PIPELINE_HORIZON_S
 from engine.jobs import Job
 from engine.worker_registry import WorkerHandle
 from protocols.client_messages import Cancelled, Error, Images
-from protocols.worker_messages import Abort, BatchDone, ItemCancelled, ItemDone, ItemFailed
+from protocols.worker_messages import REFUSED, Abort, BatchDone, ItemCancelled, ItemDone, ItemFailed
 
 
 async def test_requests_spread_over_idle_workers():
@@ -107,7 +107,7 @@ async def test_a_worker_that_leaves_holding_nothing_is_logged_as_leaving_not_los
     assert said == [
         ("INFO", f"worker {idle.name} left"),
         ("WARNING", f"worker {dead.name} lost (exited) holding 0 images"),
-        ("WARNING", f"worker {busy.name} lost (left) holding 1 image"),
+        ("WARNING", f"worker {busy.name} lost (left) holding 1 image (request 'r0-p')"),
     ]
 
 
@@ -237,6 +237,55 @@ async def test_a_failure_is_a_worker_error_whatever_code_the_worker_names():
     h.dispatcher.batch_done(a, BatchDone(batch.batch_id, [ItemFailed(batch.items[0].request_id, "busy", "boom")]))
     await settle()
     assert (request.future.result().code, request.future.result().message) == ("worker_error", "boom")
+
+
+async def test_a_refused_batch_is_one_line_naming_worker_requests_and_why_and_counts_no_failure(caplog):
+    """A worker refusing a batch (a step count its scheduler cannot run, sent before any worker had said so) logged
+    its traceback, in the engine's log for a worker the engine started, and named no request; its refusal counted as
+    a failure of the worker, and a few took it out of rotation."""
+    caplog.set_level(logging.INFO, logger="argus.dispatcher")
+    h = Harness()
+    a = h.add_worker("a")
+    requests = [h.request(prompt=f"p{i}", chosen=False) for i in range(2)]
+    for request in requests:
+        h.dispatcher.route(request, 0, None, None)
+    why = "steps 61: no worker can run exactly 61 steps; ask for 60 or 62"
+    for batch in h.batches("a"):
+        refused = [ItemFailed(item.request_id, REFUSED, why) for item in batch.items]
+        h.dispatcher.batch_done(a, BatchDone(batch.batch_id, refused))
+    await settle()
+    for request in requests:
+        assert (request.future.result().code, request.future.result().message) == ("worker_error", why)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "argus.dispatcher"]
+    assert said == [
+        ("WARNING", f"worker {a.name} refused batch {b.batch_id} (1 image, request {r.spec.request_id!r}): {why}")
+        for b, r in zip(h.batches("a"), requests, strict=True)
+    ]
+    assert a.failed_batches == 0
+
+
+async def test_a_failed_batch_is_one_line_naming_its_requests(caplog):
+    caplog.set_level(logging.INFO, logger="argus.dispatcher")
+    h = Harness(inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=4)
+    busy = h.request(prompt="first")  # the worker runs it: what comes next queues, and leaves as one batch
+    requests = [h.request(prompt=f"p{i}") for i in range(3)]
+    h.finish(a, h.batches("a")[0])
+    await settle()
+    assert busy.done
+    (batch,) = h.batches("a")[1:]
+    failed = [ItemFailed(item.request_id, "worker_error", "RuntimeError: CUDA error") for item in batch.items[:2]]
+    h.dispatcher.batch_done(a, BatchDone(batch.batch_id, failed))
+    await settle()
+    ids = f"{requests[0].spec.request_id!r}, {requests[1].spec.request_id!r}"
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "argus.dispatcher"]
+    assert said == [
+        (
+            "WARNING",
+            f"worker {a.name} failed batch {batch.batch_id} (2 of 3 images, requests {ids}): RuntimeError: CUDA error",
+        )
+    ]
+    assert a.failed_batches == 1
 
 
 async def test_cancel_removes_queued_work_and_replies_once():

@@ -1,11 +1,9 @@
-"""HTTP request ids: unique in the process, from one random draw (not one per request); the app's own failures; a
-body that stops coming."""
+"""The HTTP app: its own failures; a body that stops coming; connections slow to send; a large body read off the loop.
+(Request ids: tests/test_request_ids.py.)"""
 
 import asyncio
-import itertools
 import json
 import threading
-import uuid
 from types import SimpleNamespace
 
 import aiohttp
@@ -13,19 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine import http_api
 from engine.config import EngineConfig
-from engine.http_api import build_app, request_ids
+from engine.http_api import build_app
 from engine.server import Engine
 from engine_process import free_port, in_process_config
-
-
-def test_ids_share_one_random_prefix_and_never_repeat(monkeypatch):
-    draws = []
-    real = uuid.uuid4
-    monkeypatch.setattr(uuid, "uuid4", lambda: draws.append(1) or real())
-    ids = list(itertools.islice(request_ids(), 1000))
-    assert len(set(ids)) == 1000
-    assert len({i.rsplit("-", 1)[0] for i in ids}) == 1
-    assert len(draws) == 1
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():

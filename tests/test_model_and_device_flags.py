@@ -16,6 +16,7 @@ from tiny_models import save_tiny_clip, save_tiny_clip_text
 from engine.cache.embedders import minilm_model_dir
 from engine.cache_dir import lock_cache_dir
 from engine.cli import UsageError, build_parser, engine_config, main
+from engine.config import LaunchConfig
 from engine_process import ROOT, start_engine
 from workers.model_folder import clip_model_problem, embedder_model_problem
 
@@ -157,6 +158,47 @@ def test_a_cuda_device_this_host_lacks_is_refused_before_a_worker_starts(
     err = capsys.readouterr().err
     assert err.startswith(f"{command_name(argv)}: error: --device cuda:1: torch sees 1 CUDA devices here")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "runs"),
+    [
+        (["worker", "--connect", "tcp://127.0.0.1:5556", "--backend", "sim"], "the sim backend runs no model"),
+        (["profile", "latency", "--out", "{tmp}/latency.json", "--backend", "sim"], "the sim backend runs no model"),
+        (
+            ["worker", "--connect", "tcp://127.0.0.1:5556", "--device", "cuda:0"],
+            "a worker on cuda:0 runs its model there",
+        ),
+        (["profile", "latency", "--out", "{tmp}/latency.json", "--device", "cuda:0"], "a worker on cuda:0 runs its"),
+        (
+            ["profile", "quality", "{prompts}", "--clip", "{clip}", "--out", "{tmp}/q.jsonl", "--device", "cuda:0"],
+            "a worker on cuda:0 runs its model there",
+        ),
+    ],
+    ids=lambda value: " ".join(value[:2]) if isinstance(value, list) else None,
+)
+def test_threads_given_a_worker_that_runs_no_model_on_the_cpu_are_refused(
+    argv, runs, one_cuda_device, prompts, tmp_path, capsys
+):
+    """--threads sets torch's CPU threads: a sim worker (one alone; --count refused it already) or one on a GPU took
+    it and ignored it without a word, as the profiles did, which passed it on (their default too)."""
+    clip = save_model_folder(tmp_path / "clip", "clip", processor=True)
+    argv = [arg.format(tmp=tmp_path, prompts=prompts, clip=clip) for arg in argv]
+    assert main([*argv, "--threads", "2"]) == 2
+    err = capsys.readouterr().err
+    says = f"{command_name(argv)}: error: --threads sets torch's threads for a model on the CPU; {runs}"
+    assert err.startswith(says) and err.count("\n") == 1, err
+
+
+def test_the_engines_own_workers_are_given_threads_only_for_a_model_on_the_cpu():
+    """The engine's local workers and Ray actors were all given --threads (cores shared among them), sim and GPU ones
+    too, which ignored it; they would refuse it now."""
+    threads = {
+        (backend, device): LaunchConfig(backend=backend, devices=(device,)).worker_config("ipc:///w", 0, 4).threads
+        for backend in ("tiny", "sim")
+        for device in ("cpu", "cuda:1")
+    }
+    assert threads == {("tiny", "cpu"): 4, ("tiny", "cuda:1"): None, ("sim", "cpu"): None, ("sim", "cuda:1"): None}
 
 
 def test_serve_checks_every_device_its_local_workers_run_on(one_cuda_device):

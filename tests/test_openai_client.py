@@ -232,3 +232,16 @@ def test_exact_rides_in_extra_body_and_runs_every_step(client):
     response = client.images.generate(prompt="a lantern", extra_body={"exact": True, "num_inference_steps": 4})
     (entry,) = response.data
     assert (entry.model_extra["argus"]["level"], entry.model_extra["argus"]["similarity"]) == (0, None)
+
+
+def test_the_request_id_is_what_the_client_reads_from_replies_and_errors(client):
+    """OpenAI's client reads X-Request-ID from every reply (`_request_id`, `APIStatusError.request_id`): it was None."""
+    mine = client.images.generate(
+        prompt="a kite", size="64x64", extra_body={"num_inference_steps": 2}, extra_headers={"X-Request-ID": "kite-1"}
+    )
+    assert mine._request_id == "kite-1"
+    made = client.images.generate(prompt="a kite", size="64x64", extra_body={"num_inference_steps": 2})
+    assert made._request_id and made._request_id != "kite-1"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(prompt="a kite", size="72x9", extra_headers={"X-Request-ID": "kite-2"})
+    assert raised.value.request_id == "kite-2"

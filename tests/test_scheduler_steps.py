@@ -14,9 +14,10 @@ from fake_engine import FakeEngine
 from pictures import image_as_asked
 from test_diffusion_backend import RecordingControl, UnetCalls, batch, tiny_sizes
 from test_worker_latents import engine_with_a_raw_worker
+from waiting import wait_for
 
 from engine.client import ArgusClient
-from engine_process import start_worker
+from engine_process import start_engine, start_worker
 from protocols.client_messages import Error, Images
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -71,6 +72,51 @@ def test_a_worker_says_which_counts_it_refuses_and_fails_a_batch_of_one(trailing
         process.kill()
         process.wait()
         engine.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_batch_sent_before_any_worker_said_so_is_refused_in_one_engine_line_naming_worker_and_request(
+    trailing, tmp_path
+):
+    """Admitted while no worker had said which counts it refuses, the request reaches one that does: it refused the
+    batch with a traceback, in the engine's log for a worker the engine started, naming no request. Now one line of
+    the engine's says which worker, which request (by the X-Request-ID its client sent) and why, and the client gets
+    its one reply under that id."""
+    folder = tmp_path / "model"
+    trailing.save_pretrained(folder)
+    engine = start_engine(tmp_path, "--model", str(folder), backend="sdxl", workers=0)
+    replies: list = []
+
+    def ask() -> None:
+        body = json.dumps({"prompt": "a lighthouse", "size": "512x512", "num_inference_steps": 61}).encode()
+        headers = {"Content-Type": "application/json", "X-Request-ID": "order-61"}
+        request = urllib.request.Request(engine.http + "/v1/images/generations", body, headers)
+        try:
+            urllib.request.urlopen(request, timeout=120)
+        except urllib.error.HTTPError as error:
+            replies.append((error.code, error.headers["X-Request-ID"], json.loads(error.read())["error"]))
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    worker_log = tmp_path / "worker.log"
+    try:
+        assert wait_for(lambda: engine.metric("argus_queued_images") == 1)
+        with open(worker_log, "wb") as log:
+            worker = start_worker(engine.worker_address, "sdxl", "--model", str(folder), "--worker-id", "w", stderr=log)
+        try:
+            asker.join(120)
+        finally:
+            worker.kill()
+            worker.wait()
+    finally:
+        assert engine.stop() == 0
+    ((status, request_id, error),) = replies
+    assert (status, request_id, error["code"]) == (500, "order-61", "worker_error")
+    assert error["message"].startswith("steps 61: ") and "ask for 60 or 62" in error["message"]
+    said = [line for line in engine.log_path.read_text().splitlines() if "refused batch" in line]
+    assert len(said) == 1 and "WARNING" in said[0], said
+    assert "worker w/" in said[0] and "request 'order-61'" in said[0] and "steps 61: " in said[0], said
+    assert "Traceback" not in engine.log_path.read_text() + worker_log.read_text()
 
 
 @pytest.fixture(scope="module")

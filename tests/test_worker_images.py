@@ -3,6 +3,7 @@ no image) fails with worker_error, naming what came: before, the client got it a
 64x64 it asked, a JPEG for a PNG, b"img"). A worker of another build or model folder, or a buggy backend, may answer
 anything; the engine reads each image's header, never its pixels."""
 
+import re
 import threading
 
 import pytest
@@ -72,17 +73,19 @@ def test_an_image_not_as_asked_fails_with_worker_error_naming_what_came(engine, 
     assert reply.code == "worker_error"
     assert reply.message == f"worker {name} answered {came} where a 64x64 png was asked"
     assert engine.metric("argus_bad_messages_total", link="worker") == bad_before + 1
-    assert f"the first: worker {name} answered {came} where" in engine.log()
+    # one line, naming the worker, the request and what came
+    said = f" (1 image, request {reply.request_id!r}): worker {name} answered {came} where"
+    assert re.search(rf"worker {re.escape(name)} failed batch \d+{re.escape(said)}", engine.log())
 
 
 @pytest.mark.timeout(180)
 def test_one_image_not_as_asked_fails_its_request_and_the_batch_gets_one_warning(engine):
     engine, worker = engine
-    warnings_before = engine.log().count("not as asked")
+    warnings_before = engine.log().count("failed batch")
     reply = serve(engine, worker, lambda batch: [done(item, b"img") for item in batch.items], n=3)
     assert isinstance(reply, Error) and reply.code == "worker_error", reply
-    assert engine.log().count("not as asked") == warnings_before + 1
-    assert "3 images of batch" in engine.log()
+    assert engine.log().count("failed batch") == warnings_before + 1
+    assert f"(3 images, request {reply.request_id!r}): " in engine.log()
     # the other images fine, one not: the request has no image for it, and fails
     reply = serve(engine, worker, lambda batch: [done(batch.items[0], b"img")] + [
         done(item, image_as_asked(batch)) for item in batch.items[1:]

@@ -48,6 +48,12 @@ class BackendUnavailable(Exception):
     line and exits 2, where a traceback would have it restarted for ever."""
 
 
+class BatchRefused(ValueError):
+    """A batch the backend cannot run as asked (a size, a step count, a level it does not take): the batch's fault,
+    not the worker's. Its items are answered failed, REFUSED, and the engine says so in one line naming the worker,
+    the requests and why, where a failure of the worker's own logs its traceback."""
+
+
 class BatchAborted(Exception):
     """Raised inside a run when every item of the batch has been aborted."""
 

@@ -10,6 +10,12 @@ from protocols.curve import ClientKeys
 DEFAULT_STALL_TIMEOUT_S = 120.0
 
 
+def runs_on_cpu_threads(backend: str, device: str | None) -> bool:
+    """Whether a worker's model runs on torch's CPU threads, which --threads sets: not the sim backend's (it runs
+    no model), nor one on a GPU (`device`: None is the default, cpu)."""
+    return backend != "sim" and (device or "cpu") == "cpu"
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     connect: str
@@ -19,7 +25,7 @@ class WorkerConfig:
     model: str | None = None  # local directory, sdxl only
     time_scale: float = 1.0  # sim only
     max_batch: int | None = None  # None: the backend's own
-    threads: int | None = None  # torch intra-op threads on CPU
+    threads: int | None = None  # torch intra-op threads, for a model on the CPU (runs_on_cpu_threads)
     die_with_parent: bool = False
     # launched by an engine, which stops it: its Shutdown ends the worker, and Ctrl-C (meant for the engine)
     # does not. A worker started by hand outlives its engine, waiting for the next one on the same address.

@@ -22,12 +22,21 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from protocols.codec import Blob
 from protocols.limits import MAX_STEPS, OUTPUT_FORMATS
-from protocols.worker_messages import Generate, GenerateItem, ItemCancelled, ItemDone, ItemFailed, ItemOutcome
+from protocols.worker_messages import (
+    REFUSED,
+    Generate,
+    GenerateItem,
+    ItemCancelled,
+    ItemDone,
+    ItemFailed,
+    ItemOutcome,
+)
 from workers.backend import (
     Backend,
     BackendInfo,
     BackendUnavailable,
     BatchAborted,
+    BatchRefused,
     StepControl,
     all_aborted,
     cancel_all,
@@ -170,7 +179,7 @@ class DiffusionBackend(Backend):
             batch,
             msgspec.structs.replace(batch, items=runnable),
             lambda part: self._run_checked(part, control),
-            lambda request_id: ItemFailed(request_id, "worker_error", problems[request_id]),
+            lambda request_id: ItemFailed(request_id, REFUSED, problems[request_id]),
         )
 
     def _run_checked(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
@@ -253,20 +262,20 @@ class DiffusionBackend(Backend):
         return out.images, captured, steps_run
 
     def _check(self, batch: Generate) -> None:
-        """Raises ValueError for a batch this backend cannot run as asked."""
+        """Raises BatchRefused for a batch this backend cannot run as asked."""
         info = self._info
         if not 1 <= len(batch.items) <= info.max_batch:
-            raise ValueError(f"batch of {len(batch.items)} items; this backend takes 1 to {info.max_batch}")
+            raise BatchRefused(f"batch of {len(batch.items)} items; this backend takes 1 to {info.max_batch}")
         if not 0 <= batch.level < batch.steps:
-            raise ValueError(f"level {batch.level} is not below steps {batch.steps}")
+            raise BatchRefused(f"level {batch.level} is not below steps {batch.steps}")
         if refused := steps_refusal(batch.steps, info.refused_steps):
             # run, it would make other than steps - level UNet evaluations, and its latents at every level wrong
-            raise ValueError(refused)
+            raise BatchRefused(refused)
         sizes = SizeLimits.of(info)
         if not (sizes.takes(batch.width) and sizes.takes(batch.height)):
-            raise ValueError(f"size {batch.width}x{batch.height}: each side must be {sizes.rule}")
+            raise BatchRefused(f"size {batch.width}x{batch.height}: each side must be {sizes.rule}")
         if batch.output_format not in OUTPUT_FORMATS:
-            raise ValueError(f"unsupported output format {batch.output_format!r}")
+            raise BatchRefused(f"unsupported output format {batch.output_format!r}")
 
     def _latent_problem(self, batch: Generate, item: GenerateItem) -> str | None:
         """Why this item's latent cannot start its run, or None. A NaN or an infinity ran to a black image answered

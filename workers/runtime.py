@@ -42,6 +42,7 @@ from protocols.curve import ClientKeys, RefusedHandshakes
 from protocols.sockets import make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
+    REFUSED,
     Abort,
     BatchDone,
     EngineHeartbeat,
@@ -61,7 +62,7 @@ from protocols.worker_messages import (
     generate_ids,
     worker_side_codec,
 )
-from workers.backend import Backend, BatchAborted, cancel_all, run_part
+from workers.backend import Backend, BatchAborted, BatchRefused, cancel_all, run_part
 from workers.config import DEFAULT_STALL_TIMEOUT_S
 from workers.devices import on_device
 
@@ -434,6 +435,11 @@ class WorkerRuntime:
             outcomes = self._run_unaborted(batch)
         except BatchAborted:
             outcomes = cancel_all(batch)
+        except BatchRefused as exc:
+            # the batch's fault, said by the engine in one line naming this worker, the requests and why: a traceback
+            # here (in the engine's own log, for a worker it started) said nothing more
+            log.debug("batch %d refused: %s", batch.batch_id, exc)
+            outcomes = [ItemFailed(i.request_id, REFUSED, str(exc)) for i in batch.items]
         except Exception as exc:  # a failed batch becomes one error per member
             log.exception("batch %d failed", batch.batch_id)
             outcomes = [ItemFailed(i.request_id, "worker_error", f"{type(exc).__name__}: {exc}") for i in batch.items]

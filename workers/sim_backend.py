@@ -20,7 +20,15 @@ from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
 from controller.similarity import SimilarityTable
 from protocols.codec import Blob
 from protocols.worker_messages import Generate, ItemCancelled, ItemDone, ItemOutcome
-from workers.backend import Backend, BackendInfo, StepControl, all_aborted, cancel_all, latents_to_return
+from workers.backend import (
+    Backend,
+    BackendInfo,
+    BatchRefused,
+    StepControl,
+    all_aborted,
+    cancel_all,
+    latents_to_return,
+)
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS, SIM_LATENT_SHAPE
 from workers.model_id import SIM_PROFILE, sim_model_id
@@ -74,7 +82,7 @@ class SimBackend(Backend):
             # as a real backend needs a neighbour's latent, the quality model needs its similarity
             lacking = [item.request_id for item in batch.items if item.similarity is None]
             if lacking:
-                raise ValueError(f"level {batch.level} items without a neighbour similarity: {lacking}")
+                raise BatchRefused(f"level {batch.level} items without a neighbour similarity: {lacking}")
         remaining_steps = batch.steps - batch.level
         duration = self._time_scale * self._latency.seconds(batch.level, batch.steps, len(batch.items))
         deadline = started + duration

@@ -1,0 +1,34 @@
+"""Requests named in the engine's log lines by their ids, the ones their clients know them by (HTTP's X-Request-ID, a
+ZeroMQ Generate's request_id), so that an operator told of a request can find what befell it.
+
+An id is quoted as Python writes a string: a ZeroMQ client may choose any characters, and quoted, a newline in one
+cannot forge a log line. A line about many requests names a few and counts the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from protocols.worker_messages import REFUSED, ItemFailed
+
+_NAMED = 5
+
+
+def requests_named(request_ids: Iterable[str]) -> str:
+    """ "request 'a'", "requests 'a', 'b' and 3 more": each id once, in order."""
+    ids = list(dict.fromkeys(request_ids))
+    named = ", ".join(map(repr, ids[:_NAMED]))
+    more = f" and {len(ids) - _NAMED} more" if len(ids) > _NAMED else ""
+    return f"request{'s' if len(ids) > 1 else ''} {named}{more}"
+
+
+def failed_batch_line(worker: str, batch_id: int, batch_size: int, failures: Sequence[tuple[str, ItemFailed]]) -> str:
+    """One line for the images of a batch a worker failed or refused (`failures`: each one's request id and outcome):
+    which worker, which requests, why. A batch the worker refused is said so: it is the batch's fault."""
+    verb = "refused" if all(failed.code == REFUSED for _, failed in failures) else "failed"
+    count = len(failures)
+    images = f"{count} of {batch_size} images" if count < batch_size else f"{count} image{'s' if count > 1 else ''}"
+    reasons = list(dict.fromkeys(failed.message for _, failed in failures))
+    others = f" (and {len(reasons) - 1} other reasons)" if len(reasons) > 1 else ""
+    named = requests_named(request_id for request_id, _ in failures)
+    return f"worker {worker} {verb} batch {batch_id} ({images}, {named}): {reasons[0]}{others}"

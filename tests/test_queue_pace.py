@@ -1,0 +1,56 @@
+"""How soon a refused client is told to try again (engine/queue_pace.py): the time the engine takes, at the pace it
+freed room lately, to free the images ahead of the request; whole seconds, from 1 to 60."""
+
+from engine.queue_pace import WINDOW_S, QueuePace
+from protocols.limits import MAX_RETRY_AFTER_S
+
+
+class Clock:
+    def __init__(self):
+        self.now = 5000.25
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_for(pace: QueuePace, clock: Clock, seconds: int, images_per_s: int) -> None:
+    for _ in range(seconds):
+        clock.now += 1
+        pace.freed(images_per_s)
+
+
+def test_the_hint_is_the_images_ahead_at_the_pace_room_was_freed():
+    clock = Clock()
+    pace = QueuePace(clock)
+    run_for(pace, clock, WINDOW_S, 4)
+    assert pace.retry_s(1) == 1  # a quarter of a second, said as HTTP can: 1
+    assert pace.retry_s(10) == 3  # 2.5 s
+    assert pace.retry_s(40) == 10
+
+
+def test_a_slower_pace_says_longer():
+    clock = Clock()
+    pace = QueuePace(clock)
+    run_for(pace, clock, WINDOW_S, 4)
+    fast = pace.retry_s(8)
+    run_for(pace, clock, WINDOW_S, 1)  # the fleet slowed: its old pace has left the window
+    assert pace.retry_s(8) == 8 > fast
+
+
+def test_an_engine_that_has_freed_nothing_lately_says_longer_the_longer_it_has_not():
+    clock = Clock()
+    pace = QueuePace(clock)
+    assert pace.retry_s(1) == 1  # fresh: nothing known yet
+    clock.now += 10
+    assert pace.retry_s(1) == 10  # no image freed in 10 s: at most one every 10 s
+    run_for(pace, clock, 5, 100)
+    clock.now += 2 * WINDOW_S  # then none for longer than the window
+    assert pace.retry_s(1) == WINDOW_S
+
+
+def test_the_hint_is_bounded():
+    clock = Clock()
+    pace = QueuePace(clock)
+    run_for(pace, clock, WINDOW_S, 1000)
+    assert pace.retry_s(1) == 1
+    assert pace.retry_s(10**9) == MAX_RETRY_AFTER_S

@@ -1,0 +1,100 @@
+"""Request ids: an HTTP request's X-Request-ID, or one the engine makes, is its id (a ZeroMQ Generate's request_id),
+said on every reply and in the engine's log lines about the request, for both doors alike."""
+
+import asyncio
+import itertools
+import logging
+import uuid
+
+import aiohttp
+import pytest
+from test_http_app import connect_when_listening
+from waiting import eventually
+
+from engine.client import AsyncArgusClient
+from engine.config import DispatchConfig
+from engine.http_request_ids import request_ids
+from engine.server import Engine
+from engine_process import free_port, in_process_config
+from protocols.client_messages import Busy
+
+
+def test_ids_share_one_random_prefix_and_never_repeat(monkeypatch):
+    draws = []
+    real = uuid.uuid4
+    monkeypatch.setattr(uuid, "uuid4", lambda: draws.append(1) or real())
+    ids = list(itertools.islice(request_ids(), 1000))
+    assert len(set(ids)) == 1000
+    assert len({i.rsplit("-", 1)[0] for i in ids}) == 1
+    assert len(draws) == 1
+
+
+@pytest.fixture
+async def engine(tmp_path):
+    """An engine with no worker and room for one image: a request is held, the next one refused."""
+    port = free_port()
+    engine = Engine(in_process_config(tmp_path, port=port, dispatch=DispatchConfig(max_queue=1)))
+    running = asyncio.create_task(engine.run())
+    await connect_when_listening(port)
+    engine.url = f"http://127.0.0.1:{port}"
+    yield engine
+    engine.request_stop()
+    await asyncio.wait_for(running, 30)
+
+
+async def test_an_id_sent_is_said_back_and_one_not_sent_is_made(engine):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(engine.url + "/health", headers={"X-Request-ID": "trace-7f3a/1 2"}) as response:
+            assert response.status == 200 and response.headers["X-Request-ID"] == "trace-7f3a/1 2"
+        made = []
+        for _ in range(2):
+            async with session.get(engine.url + "/v1/nothing") as response:  # errors say theirs too
+                assert response.status == 404
+                made.append(response.headers["X-Request-ID"])
+        assert made[0] != made[1] and made[0].rsplit("-", 1)[0] == made[1].rsplit("-", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ([("X-Request-ID", "a" * 129)], "is 129 characters long"),
+        ([("X-Request-ID", "")], "is empty"),
+        ([("X-Request-ID", "caf\u00e9")], "holds 'é' at position 3, which is not printable ASCII"),
+        ([("X-Request-ID", "a\tb")], "holds '\\t' at position 1"),
+        ([("X-Request-ID", "a"), ("X-Request-ID", "b")], "is sent 2 times"),
+    ],
+)
+async def test_an_id_that_is_none_is_a_400_saying_why_under_an_id_of_the_engines(engine, headers, why):
+    async with aiohttp.ClientSession() as session:
+        body = {"prompt": "a fox", "size": "64x64"}
+        async with session.post(engine.url + "/v1/images/generations", json=body, headers=headers) as response:
+            error = (await response.json())["error"]
+            assert response.status == 400 and error["code"] == "invalid_request", error
+            assert why in error["message"] and "1 to 128 printable ASCII characters" in error["message"], error
+            assert response.headers["X-Request-ID"] not in {value for _, value in headers}
+    assert engine.dispatcher.outstanding_images == 0
+
+
+async def test_the_engine_logs_a_request_refused_or_timed_out_by_its_id_over_either_door(engine, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="argus.requests")
+    async with aiohttp.ClientSession() as session:
+
+        async def post(request_id: str, **fields) -> aiohttp.ClientResponse:
+            body = {"prompt": "a fox", "size": "64x64", **fields}
+            headers = {"X-Request-ID": request_id}
+            async with session.post(engine.url + "/v1/images/generations", json=body, headers=headers) as response:
+                await response.read()
+                return response
+
+        # no worker: it waits for one until its deadline, holding the queue's one place
+        held = asyncio.create_task(post("http-held", slo_ms=2000))
+        assert await eventually(lambda: engine.dispatcher.outstanding_images == 1)
+        assert (await post("http-shed")).status == 429
+        async with AsyncArgusClient(f"ipc://{tmp_path}/clients") as client:
+            assert isinstance(await client.generate("a fox", request_id="zmq-shed"), Busy)
+        timed_out = await asyncio.wait_for(held, 30)
+        assert timed_out.status == 504 and timed_out.headers["X-Request-ID"] == "http-held"
+    said = [r.getMessage() for r in caplog.records if r.name == "argus.requests"]
+    assert any(line.startswith("request 'http-shed' refused busy (queue_full): retry after ") for line in said), said
+    assert any(line.startswith("request 'zmq-shed' refused busy (queue_full)") for line in said), said
+    assert any(line.startswith("request 'http-held' answered deadline_exceeded after ") for line in said), said
