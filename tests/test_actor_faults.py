@@ -105,7 +105,7 @@ async def test_a_request_whose_routing_fails_is_answered_and_the_next_one_served
         await assert_answered_with_an_internal_error(engine, "first")
         second = engine.submit(Generate("second", "a fox", width=64, height=64))
         assert await eventually(lambda: len(routed) == 2) and not second.done  # routed: it waits for a worker
-        assert "routing request first failed" in caplog.text
+        assert "routing request 'first' failed" in caplog.text
 
 
 async def test_a_request_whose_level_choice_fails_without_a_cache_is_answered_and_lets_its_room_go(tmp_path, caplog):
@@ -118,7 +118,7 @@ async def test_a_request_whose_level_choice_fails_without_a_cache_is_answered_an
         assert await eventually(lambda: engine.dispatcher.outstanding_images == 0)
         second = engine.submit(Generate("second", "a fox", width=64, height=64))
         assert len(chosen) == 2 and not second.done  # its level chosen: it waits for a worker
-        assert "preparing request first failed" in caplog.text
+        assert "preparing request 'first' failed" in caplog.text
 
 
 async def test_a_worker_started_while_the_launcher_stops_is_stopped_too(monkeypatch, tmp_path):
