@@ -34,9 +34,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from controller.level_shares import resumable_steps
 from controller.profiles import LatencyProfile
 from engine import failing_workers
+from engine.batch_messages import BatchMessages
 from engine.config import DispatchConfig
 from engine.dispatch_index import FreeAt, SentDeadlines, SpreadOver, UrgencyOrder
 from engine.dispatch_timing import DispatchTiming
@@ -51,14 +51,11 @@ from protocols.worker_messages import (
     REFUSED,
     Abort,
     BatchDone,
-    Generate,
-    GenerateItem,
     ItemCancelled,
     ItemDone,
     ItemFailed,
     ItemOutcome,
 )
-from workers.limits import DEFAULT_STEPS
 
 log = logging.getLogger("argus.dispatcher")
 
@@ -86,10 +83,7 @@ class Dispatcher:
         latent_levels: tuple[int, ...] | None = None,  # the cache's levels, () without one; None: every level
     ):
         self._registry = registry
-        # what each batch asks its worker to bring back: latents the cache would drop, or no request could resume
-        # from, cross no wire
-        self._latent_levels = latent_levels
-        self._latents_asked: dict[int, list[int] | None] = {}  # by the steps of a batch
+        self._messages = BatchMessages(latent_levels)
         # set by the engine: kills a worker the engine started, for its launcher to start again; False for one started
         # by hand, which it cannot restart
         self.restart: Callable[[WorkerHandle], bool] = lambda worker: False
@@ -330,35 +324,9 @@ class Dispatcher:
         worker.queue = kept
         return batch
 
-    def _latents_asked_at(self, steps: int) -> list[int] | None:
-        """The cache levels a batch of `steps` steps brings latents back at (None: every one the worker has). At
-        other steps than the default, those some level resumes from alone (controller/level_shares.py): the rest
-        crossed the wire to be cached in memory that no lookup would ever use."""
-        asked = self._latents_asked.get(steps)
-        if asked is None and self._latent_levels is not None:
-            levels = self._latent_levels
-            asked = self._latents_asked[steps] = resumable_steps(steps, DEFAULT_STEPS, levels) if levels else []
-        return asked
-
     def _send_batch(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         batch_id = next(self._batch_ids)
-        head = jobs[0]
-        key = head.key
-        message = Generate(
-            batch_id=batch_id,
-            level=key.start,
-            steps=key.steps,
-            width=key.width,
-            height=key.height,
-            guidance_scale=key.guidance_scale,
-            output_format=key.output_format,
-            output_compression=key.output_compression,
-            items=[
-                GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity, job.negative_prompt)
-                for job in jobs
-            ],
-            latent_levels=self._latents_asked_at(key.steps),
-        )
+        message = self._messages.of(batch_id, jobs)
         now = self._clock()
         self._timing.expect_busy(worker, jobs, now)
         worker.inflight[batch_id] = jobs
