@@ -227,7 +227,7 @@ def test_a_spill_file_that_cannot_be_read_is_left_out_and_later_checkpoints_are_
     if directory_sized_latent(tmp_path).shape != (1, 1, 2048):
         pytest.skip("a directory here is not the size of a tiny 256x128 latent")
     cache_dir = tmp_path / "cache"
-    flags = ("--cache-bytes", "8192", "--cache-dir-bytes", "1000000", "--cache-save-interval", "0.2")
+    flags = ("--cache-bytes", "4096", "--cache-dir-bytes", "1000000", "--cache-save-interval", "0.2")
     engine = start_engine(tmp_path, "--cache-dir", str(cache_dir), *flags, backend="tiny", workers=1)
 
     def checkpointed(prompts: int) -> None:
@@ -239,7 +239,8 @@ def test_a_spill_file_that_cannot_be_read_is_left_out_and_later_checkpoints_are_
 
     try:
         with ArgusClient(engine.client_address, timeout_s=600) as client:
-            # 11 steps: cached at levels 5 and 10, 4 KiB each; memory holds two, so the first prompt's are spilled
+            # 11 steps: cached at step 5 alone (step 10 is past any level's share of the run), 4 KiB; memory holds
+            # one, so the first prompt's is spilled
             for prompt in ("a red fox in the snow", "a blue whale under the sea"):
                 client.generate(prompt, width=256, height=128, seed=1, steps=11)
             checkpointed(2)
