@@ -9,6 +9,7 @@ from controller.allocation import Allocator, allocate
 from controller.policies import Policy, make_policy
 from controller.predictor import SimilarityPredictor, TrainedPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel, embedder_mismatch
+from controller.quality_estimate import QualityEstimate
 from controller.similarity import SimilarityTable
 from controller.versioned import DATA_DIR
 from controller.window import Controller, ControllerConfig
@@ -33,6 +34,9 @@ class ControlSetup:
     policy: Policy
     controller: Controller
     slo_s: float
+    # each image's expected quality, in its reply and /metrics: by what the plan counts on (the measured profile's
+    # classes, else the model the modelled degradation averages)
+    quality: QualityEstimate
 
 
 def build_control(config: EngineConfig, now: float, allocator: Allocator = allocate) -> ControlSetup:
@@ -51,12 +55,13 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     profile = _latency_profile(config, table.levels)
     launch = config.launch
     planned = profile.limited_to(launch.max_batch or BACKEND_MAX_BATCH.get(launch.backend, BACKEND_MAX_BATCH["sdxl"]))
+    model = QualityModel(whole)
+    measured = None
     if policy_config.quality_profile:
-        degradation = read_user_file(
+        measured = read_user_file(
             lambda path: DegradationMatrix.load_profiled(path, table, embedder), policy_config.quality_profile
         )
-    else:
-        degradation = DegradationMatrix.from_quality_model(QualityModel(whole), table=table)
+    degradation = measured or DegradationMatrix.from_quality_model(model, table=table)
     if policy_config.predictor:
         predictor = read_user_file(TrainedPredictor.load, policy_config.predictor)
         if problem := embedder_mismatch(predictor.embedder, embedder):
@@ -86,7 +91,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
         embedder,
     )
     _warn_if_nothing_fits(planned, levels, slo_s)
-    return ControlSetup(profile, planned, policy, controller, slo_s)
+    return ControlSetup(profile, planned, policy, controller, slo_s, QualityEstimate(model, measured))
 
 
 def _warn_if_nothing_fits(planned: LatencyProfile, levels: tuple[int, ...], slo_s: float) -> None:

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable
 
 from controller.profiles import LatencyProfile
+from controller.quality_estimate import QualityEstimate
 from engine import failing_workers
 from engine.batch_messages import BatchMessages
 from engine.config import DispatchConfig
@@ -80,9 +81,11 @@ class Dispatcher:
         escalate: bool = False,
         *,
         slo_s: float,
+        quality: QualityEstimate,  # each image's expected quality, for its reply and /metrics
         latent_levels: tuple[int, ...] | None = None,  # the cache's levels, () without one; None: every level
     ):
         self._registry = registry
+        self._quality = quality
         self._messages = BatchMessages(latent_levels)
         # set by the engine: kills a worker the engine started, for its launcher to start again; False for one started
         # by hand, which it cannot restart
@@ -505,6 +508,9 @@ class Dispatcher:
             # the level it was sent at, not the one the worker names: a label takes only the engine's values
             self._metrics.images_at(job.level).inc()
             self._metrics.queue_seconds.observe(queued_s)
+            # at the level it was judged at (of the default steps, the quality model's), not the step it resumed at
+            estimated = self._quality(job.level, job.similarity)
+            self._metrics.estimated_quality.observe(estimated)
             if self._on_image is not None:
                 try:
                     self._on_image(worker, job, message)
@@ -523,6 +529,7 @@ class Dispatcher:
                     worker=worker.name,
                     quality=message.quality,
                     simulated=worker.hello.simulated,
+                    estimated_quality=estimated,
                 ),
             )
         elif isinstance(message, ItemFailed):

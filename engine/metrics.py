@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 # from the engine's own overhead (a sim worker at time scale 0 answers in about a millisecond) to SD-XL's minutes
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300)
+# percent of the exact image: the modelled quality loses at most 40 points (an unrelated neighbour at the top level),
+# and a plan is made to keep each class near 95, so the buckets are finest there; 100 holds the exact images
+_QUALITY_BUCKETS = (50, 60, 70, 75, 80, 85, 90, 92.5, 95, 97.5, 99, 100)
 
 # the values of each label drawn from a fixed set, their series made at 0 as the engine starts. A counter's series
 # born at its first increment has no sample before it: rate() and increase() read the step to 1 as no change, and
@@ -55,6 +58,13 @@ class EngineMetrics:
             "argus_queue_seconds",
             "Admission to dispatch of the run that made it, per image generated",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.estimated_quality = Histogram(
+            "argus_estimated_quality_percent",
+            "Estimated quality of each image made, percent of the exact (K=0) image: an estimate by its level and its"
+            " neighbour's similarity (--quality-profile's measured classes, else the quality model), not a measurement",
+            buckets=_QUALITY_BUCKETS,
             registry=r,
         )
         self.request_seconds = Histogram(

@@ -157,6 +157,7 @@ class Engine:
             on_image=self._cache_latents,
             escalate=self.control.policy.escalates,
             slo_s=self.control.slo_s,
+            quality=self.control.quality,
             latent_levels=config.cache.levels if config.cache.enabled else (),
         )
         self.link.bind_dispatcher(self.dispatcher)

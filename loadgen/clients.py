@@ -75,6 +75,7 @@ class _Argus(msgspec.Struct):
     run_ms: float = 0.0
     worker: str = ""
     simulated: bool = False
+    estimated_quality: float | None = None
 
 
 class _Entry(msgspec.Struct):
@@ -160,7 +161,16 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 def _image(meta: _Argus) -> ImageMeta:
-    return ImageMeta(meta.level, meta.similarity, meta.quality, meta.queue_ms, meta.run_ms, meta.worker, meta.simulated)
+    return ImageMeta(
+        meta.level,
+        meta.similarity,
+        meta.quality,
+        meta.queue_ms,
+        meta.run_ms,
+        meta.worker,
+        meta.simulated,
+        meta.estimated_quality,
+    )
 
 
 # -- ZeroMQ -------------------------------------------------------------------------------
@@ -190,7 +200,9 @@ class ZmqLoadClient(LoadClient):
             return Answer("error", code="connection_refused")
         if isinstance(reply, Images):
             images = [
-                ImageMeta(r.level, r.similarity, r.quality, r.queue_ms, r.run_ms, r.worker, r.simulated)
+                ImageMeta(
+                    r.level, r.similarity, r.quality, r.queue_ms, r.run_ms, r.worker, r.simulated, r.estimated_quality
+                )
                 for r in reply.images
             ]
             return Answer("images", images=images)

@@ -30,7 +30,8 @@ class Record(TypedDict):
     status: int | None  # HTTP status; None over ZeroMQ or when no answer came
     level: int | None  # the cache level K of the (first) image
     similarity: float | None
-    quality: float | None
+    quality: float | None  # the sim backend's modelled quality; None from a real backend
+    estimated_quality: float | None  # the engine's estimate, whatever the backend
     queue_ms: float | None
     run_ms: float | None
     worker: str | None
@@ -47,6 +48,7 @@ class ImageMeta:
     run_ms: float
     worker: str
     simulated: bool = False
+    estimated_quality: float | None = None  # None from an engine before it said one
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ def make_record(
         level=first.level if first else None,
         similarity=first.similarity if first else None,
         quality=first.quality if first else None,
+        estimated_quality=first.estimated_quality if first else None,
         # to the microsecond, as the HTTP API rounds them: over ZeroMQ they came as the engine's floats
         # (1.9954630006395746), the same run's records differing by their door
         queue_ms=round(first.queue_ms, 3) if first else None,

@@ -6,7 +6,8 @@ Definitions (docs/loadgen.md has them in full):
   where duration_s runs from the start of the run to its last answer.
 - slo_violation_ratio = (late + rejected + error + deadline_exceeded) / (sent - cancelled): a cancelled request's
   fate is unknown, so it is neither a violation nor a success, and is left out.
-- latency percentiles, quality, level mix and cache hit rate are over image replies.
+- latency percentiles, quality (the sim workers' modelled figure), estimated quality (the engine's, any backend),
+  level mix and cache hit rate are over image replies.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def summarize(
     served = [r for r in records if r["outcome"] in ("ok", "late")]
     latencies = [r["latency_ms"] for r in served if r["latency_ms"] is not None]
     qualities = [r["quality"] for r in served if r["quality"] is not None]
+    estimates = [r["estimated_quality"] for r in served if r["estimated_quality"] is not None]
     levels = Counter(r["level"] for r in served if r["level"] is not None)
     # a hit is an image resumed from a cached latent; a neighbour found but not used (level 0) is not one
     hits = sum(1 for r in served if (r["level"] or 0) > 0)
@@ -92,6 +94,8 @@ def summarize(
         "latency_p99_ms": percentile(latencies, 99, empty=None),
         # workers report quality already in percent of the exact (K=0) image
         "mean_quality_pct": sum(qualities) / len(qualities) if qualities else None,
+        # the engine's estimate of every image, by its level and neighbour's similarity: what a real backend has
+        "mean_estimated_quality_pct": sum(estimates) / len(estimates) if estimates else None,
         # simulated workers made them: the quality is modelled, the run times a scaled profile
         "simulated": any(r["simulated"] for r in served),
         # str keys, so a summary read back from JSON is equal to the one written
@@ -274,6 +278,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         (violations_name, violations),
         ("latency", "   ".join(f"p{q} {ms(summary[f'latency_p{q}_ms'])}" for q in (50, 90, 99))),
         ("quality", num(summary["mean_quality_pct"], " %") + (SIMULATED_QUALITY if summary["simulated"] else "")),
+        # by each image's level and neighbour's similarity, not a measurement
+        ("est. quality", num(summary["mean_estimated_quality_pct"], " %") + "  (the engine's estimate)"),
         ("level mix", mix),
         ("cache hits", "n/a" if summary["cache_hit_rate"] is None else f"{summary['cache_hit_rate']:.1%}"),
         ("max send lag", num(summary["max_send_lag_ms"], " ms")),

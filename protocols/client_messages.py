@@ -72,8 +72,15 @@ class ImageResult(msgspec.Struct, frozen=True):
     run_ms: float
     steps_run: int  # denoising steps run for this image (N - level)
     worker: str
-    quality: float | None = None  # modelled, set only by simulated workers
+    # the sim backend's own figure, set only by simulated workers: its quality model's, with a per-prompt offset, as
+    # the simulation's stand-in for what scoring the image would say
+    quality: float | None = None
     simulated: bool = False  # made by a simulated worker: no model ran, run_ms is a scaled profile
+    # the engine's estimate, percent of the exact image (100 at level 0), for every image whatever the backend: by its
+    # level and neighbour's similarity, from the measured quality profile the engine was given, else its quality
+    # model. None only from an engine older than the field (2026-12-05); a client older than it ignores it, as
+    # msgspec skips fields a struct does not name
+    estimated_quality: float | None = None
 
 
 class Images(msgspec.Struct, tag="images", frozen=True):

@@ -220,9 +220,11 @@ class ArgusImageInfo(msgspec.Struct, frozen=True):
     run_ms: float  # that run's, the whole batch's
     steps_run: int  # denoising steps run (N - level)
     worker: str
-    quality: float | None  # modelled quality, simulated workers only
+    quality: float | None  # the sim backend's modelled quality, simulated workers only (ImageResult.quality)
     # made by a simulated worker (--backend sim): no model ran, its run_ms is a scaled profile, its quality modelled
     simulated: bool
+    # the engine's estimate for every image, percent of the exact one (ImageResult.estimated_quality)
+    estimated_quality: float | None
 
 
 class ImageData(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -276,6 +278,7 @@ def image_data(result: ImageResult, b64_json: str | None = None, url: str | None
         worker=result.worker,
         quality=result.quality,
         simulated=result.simulated,
+        estimated_quality=None if result.estimated_quality is None else round(result.estimated_quality, 2),
     )
     return ImageData(argus=info, b64_json=b64_json, url=url)
 

@@ -5,7 +5,9 @@ import asyncio
 
 from pictures import image_as_asked
 
-from controller.profiles import LatencyProfile
+from controller.profiles import LatencyProfile, QualityModel
+from controller.quality_estimate import QualityEstimate
+from controller.similarity import SimilarityTable
 from engine.config import DispatchConfig
 from engine.dispatcher import Dispatcher
 from engine.jobs import AdmittedRequest, Fallback
@@ -41,6 +43,7 @@ class Harness:
             on_image=on_image,
             escalate=escalate,
             slo_s=slo_s,
+            quality=QualityEstimate(QualityModel(SimilarityTable.bundled("hash"))),
             latent_levels=latent_levels,
         )
 
@@ -94,7 +97,9 @@ class Harness:
         )
         self.dispatcher.admit(request)
         if chosen:
-            self.dispatcher.route(request, level, None, None, fallbacks, k_star, start)
+            # a job at a level resumes from a neighbour, which has a similarity (its image's quality is estimated by it)
+            similarity = 0.99 if level or fallbacks else None
+            self.dispatcher.route(request, level, None, similarity, fallbacks, k_star, start)
         return request
 
     def batches(self, worker_name=None) -> list[Batch]:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols import client_messages, worker_messages
-from protocols.codec import Blob, DecodeError
+from protocols.codec import Blob, Codec, DecodeError
 from protocols.worker_messages import BatchDone, Generate, GenerateItem, ItemDone
 
 
@@ -112,6 +112,40 @@ def test_only_its_own_types_are_encoded():
 
     with pytest.raises(NotImplementedError):
         worker_messages.engine_side_codec().encode(worker_messages.Abort([Foreign()]))  # type: ignore[list-item]
+
+
+class _ImageResultBefore(msgspec.Struct, frozen=True):
+    """An image of a reply as clients made before 2026-12-05 decode it: without `estimated_quality`."""
+
+    image: Blob
+    seed: int
+    level: int
+    similarity: float | None
+    queue_ms: float
+    run_ms: float
+    steps_run: int
+    worker: str
+    quality: float | None = None
+    simulated: bool = False
+
+
+class _ImagesBefore(msgspec.Struct, tag="images", frozen=True):
+    request_id: str
+    images: list[_ImageResultBefore]
+
+
+def test_an_image_reply_decodes_on_clients_older_and_newer_than_its_estimated_quality():
+    """A field added to a reply is skipped by a client that does not know it (its structs do not forbid unknown
+    fields), and a reply without it, from an engine before it, decodes with it None."""
+    image = client_messages.ImageResult(Blob(b"png"), 1, 25, 0.97, 1.5, 900.0, 25, "w/1", estimated_quality=96.8)
+    sent = client_messages.engine_side_codec().encode(client_messages.Images("r1", [image]))
+    (old,) = Codec(_ImagesBefore).decode(sent).images
+    assert (bytes(old.image), old.level, old.similarity, old.quality) == (b"png", 25, 0.97, None)
+    before = Codec(_ImagesBefore).encode(
+        _ImagesBefore("r1", [_ImageResultBefore(Blob(b"png"), 1, 0, None, 1, 9, 50, "w")])
+    )
+    (new,) = client_messages.client_side_codec().decode(before).images
+    assert (bytes(new.image), new.level, new.estimated_quality) == (b"png", 0, None)
 
 
 def test_numpy_scalars_are_sent_as_python_numbers():

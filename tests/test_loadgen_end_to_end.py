@@ -59,6 +59,9 @@ def test_http_trace_replay_through_the_cli(engine, tmp_path, capsys):
     assert all(r["status"] == 200 and r["n_images"] == 1 and r["level"] == 0 for r in records)
     assert all(r["worker"].startswith("local-") and r["run_ms"] > 0 and r["simulated"] is False for r in records)
     assert summary["simulated"] is False
+    # a real backend reports no quality of its own: the engine's estimate is what the run says, exact images whole
+    assert all(r["quality"] is None and r["estimated_quality"] == 100.0 for r in records)
+    assert summary["mean_quality_pct"] is None and summary["mean_estimated_quality_pct"] == 100.0
     assert [r["prompt_index"] for r in records] == list(range(12))
     assert summary["level_mix"] == {"0": 1.0} and summary["cache_hit_rate"] == 0.0
     # workers per level come from the controller's plan (GET /plan)
@@ -89,6 +92,7 @@ async def test_zmq_bursty_replay_through_run_load(engine, tmp_path):
         assert r["status"] is None
         if r["outcome"] in ("ok", "late"):
             assert r["n_images"] == 1 and r["level"] == 0 and r["latency_ms"] > 0
+            assert r["estimated_quality"] == 100.0
         if r["outcome"] == "deadline_exceeded":
             assert r["code"] == "deadline_exceeded"
     write_records(records, tmp_path / "r.jsonl")

@@ -69,6 +69,20 @@ def test_images_of_simulated_workers_are_labelled_so_in_the_summary(records):
     assert "99 %  (SIMULATED workers: modelled)" in format_summary(summary)
 
 
+def test_the_engines_estimate_is_summarised_apart_from_the_sim_workers_quality():
+    """`quality` stays the sim workers' modelled figure (none from a real backend); the engine's estimate, which every
+    image has, is its own figure."""
+    measured = [
+        ImageMeta(0, None, None, 1.0, 100.0, "w0", estimated_quality=100.0),
+        ImageMeta(25, 0.97, None, 1.0, 100.0, "w0", estimated_quality=94.0),
+    ]
+    records = [make_record(i, 0, 0.0, 0.0, 10.0, Answer("images", images=[m]), SLO_MS) for i, m in enumerate(measured)]
+    summary = summarize(records, slo_ms=SLO_MS, duration_s=1.0)
+    assert (summary["mean_quality_pct"], summary["mean_estimated_quality_pct"]) == (None, 97.0)
+    assert rows(format_summary(summary))["est. quality"] == "97 %  (the engine's estimate)"
+    assert rows(format_summary(summary))["quality"] == "n/a"
+
+
 def test_a_run_of_simulated_workers_says_so_above_its_figures():
     """Only the quality row said SIMULATED: the latencies and rates above it, a sim worker's scaled profile, read as
     measured."""

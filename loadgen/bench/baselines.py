@@ -46,6 +46,7 @@ def _zmq_echo(args: argparse.Namespace) -> int:
                         run_ms=0.1,
                         steps_run=50,
                         worker=worker,
+                        estimated_quality=100.0,  # as the engine's reply carries it
                     )
                 ],
             )
