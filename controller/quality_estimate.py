@@ -22,9 +22,13 @@ class QualityEstimate:
         self._model = model
         self._measured = measured
 
-    def __call__(self, level: int, similarity: float | None) -> float:
+    def __call__(self, level: int, similarity: float | None) -> float | None:
+        """None for an image resumed with no similarity known, which the engine never serves: an estimate is a figure
+        to report, and raising here, as the model does, would lose the batch's replies it is worked out among."""
         if not level:
             return 100.0
+        if similarity is None:
+            return None
         if self._measured is None:
             return self._model.expected(level, similarity)
         return self._measured.quality(level, self._measured.table.level_for(similarity))

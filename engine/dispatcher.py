@@ -510,7 +510,8 @@ class Dispatcher:
             self._metrics.queue_seconds.observe(queued_s)
             # at the level it was judged at (of the default steps, the quality model's), not the step it resumed at
             estimated = self._quality(job.level, job.similarity)
-            self._metrics.estimated_quality.observe(estimated)
+            if estimated is not None:
+                self._metrics.estimated_quality.observe(estimated)
             if self._on_image is not None:
                 try:
                     self._on_image(worker, job, message)

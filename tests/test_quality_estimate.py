@@ -4,10 +4,12 @@ object, ZeroMQ's ImageResult) and in /metrics: through real engines."""
 import json
 
 import pytest
+from dispatcher_harness import Harness, settle
 from openai import OpenAI
 
 from controller.level_shares import covering_level
 from controller.profiles import QualityModel
+from controller.quality_estimate import QualityEstimate
 from controller.similarity import SimilarityTable
 from engine.client import ArgusClient
 from engine_process import start_engine
@@ -142,3 +144,17 @@ def test_given_a_quality_profile_the_estimate_is_its_measured_class(tmp_path):
     assert near.estimated_quality == pytest.approx(measured(HASH.level_for(near.similarity), near.level))
     # the sim worker's own figure is still its model's: the profile is the engine's, what it plans and estimates by
     assert near.quality == pytest.approx(MODEL.quality(near.level, near.similarity, PROMPT + "!"))
+
+
+async def test_an_image_resumed_with_no_similarity_known_is_answered_without_an_estimate():
+    """The engine never resumes an image without its neighbour's similarity; were one so routed, its estimate (the
+    model raises for it) must not cost the batch's replies: it is answered, its estimate null."""
+    h = Harness()
+    worker = h.add_worker("a")
+    request = h.request(level=10, chosen=False)
+    h.dispatcher.route(request, 10, None, None, (), 10, None)
+    h.finish(worker, h.batches()[-1])
+    await settle()
+    reply = request.future.result()
+    assert isinstance(reply, Images) and reply.images[0].estimated_quality is None
+    assert QualityEstimate(MODEL)(10, None) is None and QualityEstimate(MODEL)(0, None) == 100.0
