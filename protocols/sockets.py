@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import resource
 import secrets
+import socket
 import stat
 
 import zmq
@@ -94,6 +96,7 @@ def bind_all(sock: zmq.Socket, addresses: list[str] | tuple[str, ...]) -> list[s
     endpoints = []
     for address in addresses:
         _prepare_ipc_dir(address)
+        _refuse_ipc_path_taken(address)
         sock.bind(address)
         _restrict_ipc_file(address)
         endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
@@ -110,6 +113,41 @@ def _prepare_ipc_dir(address: str) -> None:
     path = _ipc_path(address)
     if path:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+
+
+def _refuse_ipc_path_taken(address: str) -> None:
+    """Raises ZMQError (as a bind does) for an ipc:// path a live process listens on, or that is no socket. libzmq
+    deletes whatever is at the path before it binds there: a second engine given a first one's address bound it
+    without an error, took the new clients (or workers), and deleted the path as it stopped, the first engine
+    serving on unreachable; and a regular file there (a mistyped path) was deleted. A socket nothing listens on
+    any more (its engine was killed) is taken, as before."""
+    path = _ipc_path(address)
+    if not path or path.startswith("@"):  # Linux's abstract namespace has no file: its bind refuses one in use
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # nothing there (or nothing this user may look at: the bind says so)
+        return
+    if not stat.S_ISSOCK(mode):
+        raise zmq.ZMQError(errno.EEXIST, f"{path} is a file, not a socket: binding would delete it (addr={address!r})")
+    if _listened_on(path):
+        raise zmq.ZMQError(
+            errno.EADDRINUSE, f"Address already in use (addr={address!r}): another process listens on that socket"
+        )
+
+
+def _listened_on(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a listener whose backlog is full would hold a blocking connect
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):  # a socket left by a process that died
+        return False
+    except OSError:  # its backlog full (EAGAIN), or another user's socket: someone's, not this engine's to delete
+        return True
+    finally:
+        probe.close()
+    return True
 
 
 def _restrict_ipc_file(address: str) -> None:

@@ -53,14 +53,21 @@ def test_a_worker_serves_the_next_engine_when_told_not_when_the_last_one_falls_s
         assert worker.wait(timeout=30) == 0
 
 
-def test_workers_waiting_after_their_engine_stopped_say_so_without_blaming_keys(tmp_path):
+def test_workers_waiting_after_their_engine_stopped_say_so_without_blaming_keys_and_say_when_back(tmp_path):
     """They warned every 10 s, for ever, of no answer, asking about CURVE keys that neither end used, though the
     engine had said it was stopping. A fleet says the engine stopped once, not once per worker (a thousand lines
-    at every restart of the engine)."""
-    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    at every restart of the engine). Welcomed by the next engine, each says it is ready again: that warning was
+    their last line while they served it."""
+    worker_port = free_port()
+    engine = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
     workers, logs = start_lone_and_fleet(tmp_path, engine.worker_address, fleet=2)
+    second = None
     try:
         engine.wait_ready(3, timeout_s=60)
+        ready = {"lone": "ready (sim on no device", "fleet": "fleet of 2 SIMULATED workers ready"}
+        # the engine lists a worker at its hello, before the worker reads its Welcome: "ready again" follows a "ready"
+        for name, path in logs.items():
+            assert wait_for(lambda path=path, name=name: ready[name] in path.read_text(), timeout_s=30), name
         assert engine.stop() == 0
         said = f"the engine at {engine.worker_address} stopped"
         for path in logs.values():
@@ -72,8 +79,17 @@ def test_workers_waiting_after_their_engine_stopped_say_so_without_blaming_keys(
         for path in logs.values():
             assert "no answer from an engine" not in path.read_text()
             assert "CURVE" not in path.read_text()
+            assert "ready again" not in path.read_text()
+        second = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
+        second.wait_ready(3, timeout_s=60)
+        back = {"lone": "ready again (sim on no device", "fleet": "fleet of 2 SIMULATED workers ready again"}
+        for name, path in logs.items():
+            assert wait_for(lambda path=path, name=name: back[name] in path.read_text(), timeout_s=30), path.read_text()
+            assert path.read_text().count("ready again") == 1, path.read_text()
     finally:
         engine.stop()
+        if second is not None:
+            second.stop()
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0

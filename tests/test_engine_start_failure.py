@@ -1,5 +1,5 @@
-"""An engine that cannot start (a port in use) says which flag in one line, and closes what it opened: no folder,
-socket or thread is left."""
+"""An engine that cannot start (a port or an ipc:// path in use) says which flag in one line, and closes what it
+opened: no folder, socket or thread is left."""
 
 import re
 import socket
@@ -9,6 +9,7 @@ import tempfile
 import threading
 
 import pytest
+import zmq
 
 from engine.arg_types import UsageError
 from engine.config import CacheConfig
@@ -74,6 +75,46 @@ def test_a_worker_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port
         Engine(in_process_config(tmp_path, worker_listen=(address,)))
     assert list(temp_root.iterdir()) == []
     Engine(in_process_config(tmp_path)).close()
+
+
+def test_an_ipc_path_another_engine_listens_on_is_in_use_and_stays_its(tmp_path, temp_root):
+    """libzmq deletes whatever is at an ipc:// path before it binds it: a second engine given a live one's
+    --client-listen started without a word, took its new clients, and deleted the path as it stopped, the first
+    engine serving on where nobody could reach it."""
+    address = f"ipc://{tmp_path}/shared"
+    context = zmq.Context()
+    first = context.socket(zmq.ROUTER)  # the live engine's door
+    first.bind(address)
+    try:
+        with pytest.raises(UsageError, match=f"--client-listen: Address already in use \\(addr='{address}'\\)"):
+            Engine(in_process_config(tmp_path, client_listen=(address,))).close()  # closed if it was built
+        assert list(temp_root.iterdir()) == []
+        client = context.socket(zmq.DEALER)
+        client.connect(address)
+        client.send(b"still here")
+        assert first.poll(10_000), "the first listener lost its path"
+        assert first.recv_multipart()[1] == b"still here"
+        client.close(linger=0)
+    finally:
+        first.close(linger=0)
+        context.term()
+
+
+def test_an_ipc_path_left_by_a_killed_engine_is_taken(tmp_path, temp_root):
+    """An engine SIGKILLed leaves its socket file, which nothing listens on: the next one on the address binds it."""
+    path = tmp_path / "workers-left"
+    left = socket.socket(socket.AF_UNIX)
+    left.bind(str(path))
+    left.close()  # closed without unlinking, as by a process that died
+    Engine(in_process_config(tmp_path, worker_listen=(f"ipc://{path}",))).close()
+
+
+def test_an_ipc_path_that_is_a_file_is_refused_not_deleted(tmp_path, temp_root):
+    path = tmp_path / "notes.txt"
+    path.write_text("kept")
+    with pytest.raises(UsageError, match=f"--worker-listen: {path} is a file, not a socket: binding would delete it"):
+        Engine(in_process_config(tmp_path, worker_listen=(f"ipc://{path}",))).close()  # closed if it was built
+    assert path.read_text() == "kept"
 
 
 @pytest.mark.parametrize(

@@ -264,9 +264,11 @@ class Fleet:
                 if due == worker.wake_at and worker in live:
                     worker.wake_at = math.inf
                     self._serve(worker, now, live)
-            if not announced and live and all(w.joined for w in live):
+            # and again once whole after a loss was said: that warning stood as the fleet's last word while it served
+            if (not announced or self._engine_lost_said) and live and all(w.joined for w in live):
+                log.info("fleet of %d SIMULATED workers ready%s", len(live), " again" if announced else "")
                 announced = True
-                log.info("fleet of %d SIMULATED workers ready", len(live))
+                self._engine_lost_said.clear()
             elif self._refusal is None and (refused := self._handshakes.reason()):
                 # heard at any time, not only before the fleet first served: an engine restarted on the address
                 # with CURVE turned on, or a key pair of its own, left the fleet waiting for ever, warned of as an
@@ -278,8 +280,6 @@ class Fleet:
 
     def _warn_if_unanswered(self, live: set[SimWorker], now: float) -> None:
         waiting = [w for w in live if not w.joined]
-        if not waiting:
-            self._engine_lost_said.clear()
         since = min((w.unwelcomed_since for w in waiting), default=None)
         if since != self._waiting_since:  # a wait begins (or its first worker was welcomed): warned of afresh
             self._waiting_since, self._warnings = since, UnansweredWarnings()

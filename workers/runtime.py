@@ -243,14 +243,7 @@ class WorkerRuntime:
         try:
             if not self._handshake():
                 return
-            log.info(
-                "worker %s ready (%s %s, model %s)%s",
-                self.identity.decode(),
-                self._info.name,
-                on_device(self._info.device, self._info.simulated),
-                self._info.model_id,
-                " SIMULATED: no model runs" if self._info.simulated else "",
-            )
+            self._say_ready()
             while not self._stopping:
                 self._drain()
                 self._heartbeat_if_due()
@@ -297,9 +290,24 @@ class WorkerRuntime:
             self._leaving_said = True
             self._send(Leaving())
 
+    def _say_ready(self, again: str = "") -> None:
+        log.info(
+            "worker %s ready%s (%s %s, model %s)%s",
+            self.identity.decode(),
+            again,
+            self._info.name,
+            on_device(self._info.device, self._info.simulated),
+            self._info.model_id,
+            " SIMULATED: no model runs" if self._info.simulated else "",
+        )
+
     def _rejoin(self) -> None:
         self._forget_engine()
         self._engine_lost = not self._handshake()
+        if not self._engine_lost:
+            # the last line was a warning that it says hello again, or waits for the next engine: read as the
+            # worker's state, it was wrong for as long as the worker then served
+            self._say_ready(" again")
 
     def _lose_engine(self, why: str) -> None:
         if not self._engine_lost:
