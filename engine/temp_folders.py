@@ -44,8 +44,9 @@ def remove_dead_engines_folders() -> None:
     removed = [folder for folder in Path(root).glob(f"{PREFIX}*") if _remove_if_dead(folder)]
     if removed:
         log.warning(
-            "removed %d temporary folders left in %s by engines that were killed: %s",
+            "removed %d temporary folder%s left in %s by engines that were killed: %s",
             len(removed),
+            "" if len(removed) == 1 else "s",
             root,
             ", ".join(folder.name for folder in removed),
         )

@@ -34,7 +34,7 @@ def test_an_engine_removes_the_folders_of_killed_engines_and_only_theirs(tmp_pat
 
         third = start_engine(tmp_path, workers=0, backend="sim")
         engines.append(third)
-        assert f"removed 1 temporary folders left in {root} by engines that were killed: {killed_folder}" in third.log()
+        assert f"removed 1 temporary folder left in {root} by engines that were killed: {killed_folder}" in third.log()
         (third_folder,) = engine_folders(root) - {live_folder}
         assert not (root / killed_folder).exists() and third_folder != killed_folder
         assert decoy.is_dir()
