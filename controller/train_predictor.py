@@ -6,7 +6,8 @@ word-overlap feature; "embedder", whose similarities they are, which the
 predictor keeps: `argus serve` refuses it with another embedder). Every fifth
 sample of each level is held out to report accuracy (whether the image stays
 above the target at its level), then the model is refit on all samples and
-written to --out.
+written to --out. The held-out samples also score a similarity table beside it, with --embedder (its bundled
+table) or --similarity-table (one `argus calibrate --json` wrote, as `argus serve` takes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from controller.profiles import QualitySample, embedder_mismatch, profiled_embed
 from controller.similarity import SimilarityTable
 from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
 from engine.cache.embedders import EMBEDDERS
+from engine.cache.table_file import read_table_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=EMBEDDERS,
         help="also score this embedder's bundled similarity table on the same samples",
     )
+    parser.add_argument(
+        "--similarity-table",
+        metavar="FILE",
+        help="also score this table (`argus calibrate --json` output, as `argus serve --similarity-table` takes) on the"
+        " same samples, rather than --embedder's bundled one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     not_an_input(args.out, args.samples)
     profiled = read_user_file(read_quality_samples, args.samples)
     embedder = _embedder_of(args, profiled)
+    reference, reference_name = _reference_table(args, embedder)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
         raise UsageError(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
@@ -58,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
         trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
     except ValueError as error:  # samples it cannot fit, said in one line
         raise UsageError(str(error)) from None
-    reference = SimilarityTable.bundled(args.embedder) if args.embedder else None
 
     rows = []
     for level in sorted({s.level for s in held_out}):
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     model.save(args.out)
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
     if reference is not None:
-        headers.append(f"table ({args.embedder}) accuracy")
+        headers.append(f"table ({reference_name}) accuracy")
     print(f"held-out samples: every 5th of each level, {len(held_out)} of {len(samples)}")
     print(f"features: {', '.join(model.features)}")
     print(f"similarities: {f'the {embedder} embedder' if embedder else 'of an embedder the samples do not name'}")
@@ -99,6 +107,27 @@ def _embedder_of(args: argparse.Namespace, samples: list[QualitySample]) -> str 
     if args.embedder and (problem := embedder_mismatch(embedder, args.embedder)):
         raise UsageError(f"{args.samples}: {problem}")
     return embedder
+
+
+def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[SimilarityTable | None, str]:
+    """The table to score beside the predictor, and what the report calls it: --similarity-table's, else
+    --embedder's bundled one, else none. A table of another embedder than the samples' would be read on another
+    scale of similarity."""
+    if args.similarity_table is None:
+        return (SimilarityTable.bundled(args.embedder), args.embedder) if args.embedder else (None, "")
+    if not args.similarity_table:  # a variable left unset ("$TABLE")
+        raise UsageError("--similarity-table is empty: give the file `argus calibrate --json` wrote")
+    given = read_user_file(read_table_file, args.similarity_table)
+    if args.embedder and args.embedder != given.embedder:
+        raise UsageError(
+            f"{given.path}: a table of the {given.embedder} embedder's similarities, not {args.embedder}'s"
+        )
+    if embedder is not None and embedder != given.embedder:
+        raise UsageError(
+            f"{given.path}: a table of the {given.embedder} embedder's similarities, and {args.samples} holds the"
+            f" {embedder} embedder's: give a table `argus calibrate --embedder {embedder}` wrote"
+        )
+    return given.table, Path(given.path).name
 
 
 def _split(samples: list[QualitySample]) -> tuple[list[QualitySample], list[QualitySample]]:

@@ -10,10 +10,9 @@ import os
 import re
 
 from controller.profiles import LatencyProfile
-from engine.arg_types import UsageError, host_memory_bytes, read_user_file
+from engine.arg_types import UsageError, host_memory_bytes
 from engine.cache.embedder_flags import check_embedder_model
-from engine.cache.embedders import embedder_identity
-from engine.cache.table_file import TableFile, read_table_file, table_problem
+from engine.cache.table_file import TableFile, checked_table_file
 from engine.cache_dir import cache_dir_problem
 from engine.config import (
     API_KEY_ENV,
@@ -184,19 +183,11 @@ def _check_embedder(args: argparse.Namespace) -> None:
 def similarity_table_file(args: argparse.Namespace) -> TableFile | None:
     """--similarity-table, read and checked against the engine's embedder and levels (after check_serve_args has
     checked those): a table the engine cannot serve with is one line naming the file. None: not given."""
-    path = args.similarity_table
-    if path is None:
+    if args.similarity_table is None:
         return None
-    if not path:  # a variable left unset ("$TABLE"): the bundled table would have served without a word
-        raise UsageError("--similarity-table is empty: give the file `argus calibrate --json` wrote")
-    given = read_user_file(read_table_file, path)
-    try:
-        identity = embedder_identity(args.embedder, args.embedder_path)
-    except OSError as error:  # a file in the folder this user cannot read: the load would fail on it too
-        raise UsageError(f"--embedder-path {args.embedder_path}: {error}") from None
-    if problem := table_problem(given, args.embedder, identity, args.levels or DEFAULT_LEVELS):
-        raise UsageError(problem)
-    return given
+    return checked_table_file(
+        args.similarity_table, args.embedder, args.embedder_path, "--embedder-path", args.levels or DEFAULT_LEVELS
+    )
 
 
 def serve_model_id(backend: str, model: str | None, given: str | None = None) -> str:

@@ -160,7 +160,7 @@ REFUSED = {
     "another model's": (
         lambda c, t: _doctored(c, t, embedder_identity="hash:0123456789abcdef"),
         (),
-        "a table of the hash model hash:0123456789abcdef, not of this engine's hash",
+        "a table of the hash model hash:0123456789abcdef, not of this command's hash",
     ),
 }
 
@@ -221,4 +221,4 @@ def test_a_minilm_table_is_served_with_the_model_folder_it_was_calibrated_with(t
     other = _doctored(table, tmp_path, embedder_identity="minilm:0123456789abcdef")
     assert main(["serve", "--workers", "0", "--port", "0", "--embedder", "minilm", "--similarity-table", other]) == 2
     error = capsys.readouterr().err
-    assert "a table of the minilm model minilm:0123456789abcdef, not of this engine's minilm:" in error
+    assert "a table of the minilm model minilm:0123456789abcdef, not of this command's minilm:" in error

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from controller.similarity import SimilarityTable
 from controller.versioned import checked_versioned, fields_of
+from engine.arg_types import UsageError, read_user_file
+from engine.cache.embedders import embedder_identity
 from workers.limits import DEFAULT_LEVELS
 
 TABLE_KIND = "similarity_table"
@@ -44,10 +46,31 @@ def read_table_file(path: str) -> TableFile:
         return TableFile(path, embedder, identity, _table(data["thresholds"]))
 
 
-def table_problem(given: TableFile, embedder: str, identity: str, levels: Iterable[int]) -> str | None:
-    """Why an engine embedding with `embedder` (whose model is `identity`) and caching at `levels` cannot serve with
-    the table; None if it can. Levels of the table the engine does not cache at are left out, as of the bundled
-    tables (SimilarityTable.restricted)."""
+def checked_table_file(
+    path: str, embedder: str, model_path: str | None, model_flag: str, levels: Iterable[int] | None = None
+) -> TableFile:
+    """--similarity-table `path`, for `embedder` with the model in `model_path` (given as `model_flag`) caching at
+    `levels` (None: the table's own): a table that cannot serve so is a UsageError, one line naming the file."""
+    if not path:  # a variable left unset ("$TABLE"): the bundled table would have served without a word
+        raise UsageError("--similarity-table is empty: give the file `argus calibrate --json` wrote")
+    given = read_user_file(read_table_file, path)
+    try:
+        identity = embedder_identity(embedder, model_path)
+    except OSError as error:  # a file in the folder this user cannot read: the load would fail on it too
+        raise UsageError(f"{model_flag} {model_path}: {error}") from None
+    if problem := table_problem(
+        given, embedder, identity, given.table.levels[1:] if levels is None else levels, model_flag
+    ):
+        raise UsageError(problem)
+    return given
+
+
+def table_problem(
+    given: TableFile, embedder: str, identity: str, levels: Iterable[int], model_flag: str = "--embedder-path"
+) -> str | None:
+    """Why an engine embedding with `embedder` (whose model is `identity`, in the folder `model_flag` names) and
+    caching at `levels` cannot serve with the table; None if it can. Levels of the table the engine does not cache at
+    are left out, as of the bundled tables (SimilarityTable.restricted)."""
     if given.embedder != embedder:
         return (
             f"{given.path}: a table of the {given.embedder} embedder's similarities, not the {embedder} embedder's"
@@ -55,8 +78,8 @@ def table_problem(given: TableFile, embedder: str, identity: str, levels: Iterab
         )
     if given.identity is not None and given.identity != identity:
         return (
-            f"{given.path}: a table of the {embedder} model {given.identity}, not of this engine's {identity} (give"
-            " --embedder-path the folder it was calibrated with, or calibrate with --model-path this one)"
+            f"{given.path}: a table of the {embedder} model {given.identity}, not of this command's {identity} (give"
+            f" {model_flag} the folder it was calibrated with, or calibrate with --model-path this one)"
         )
     if missing := sorted(set(levels) - set(given.table.levels)):
         return (

@@ -22,6 +22,11 @@ def table_for(embedder: str) -> LevelTable:
         table = SimilarityTable.bundled(embedder)
     except KeyError:
         raise ValueError(f"no level table for embedder {embedder!r}; calibrate one (argus calibrate)") from None
+    return level_table(table)
+
+
+def level_table(table: SimilarityTable) -> LevelTable:
+    """The table by level: {K: the similarity a neighbour must exceed}."""
     return MappingProxyType({level: threshold for threshold, level in table.thresholds})
 
 

@@ -21,7 +21,8 @@ tracemalloc sees Python and numpy allocate.
 
 `--replay FILE` measures something else instead: the hit rate per level when the
 prompts are replayed in order through a PromptCache (replay_hit_rates), embedded
-by `--embedder` (default hash; it and `--model-path` go with `--replay` only).
+by `--embedder` (default hash) and served by `--similarity-table` (default: the
+embedder's bundled table); those and `--model-path` go with `--replay` only.
 The file is read as `argus loadgen` reads its prompts (loadgen/prompts.py).
 """
 
@@ -100,6 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="with --replay: --embedder's model: clip: a local CLIP text encoder directory (needed); minilm: its"
         " model directory (default: the package's)",
+    )
+    parser.add_argument(
+        "--similarity-table",
+        metavar="FILE",
+        help="with --replay: `argus calibrate --json` output for --embedder, the thresholds to serve by, as `argus"
+        " serve --similarity-table` (default: the embedder's bundled table)",
     )
 
 
@@ -354,15 +361,24 @@ def replay_hit_rates(prompts: list[str], embedder: Embedder, table: LevelTable) 
 def _run_replay(args: argparse.Namespace) -> int:
     from engine.cache.embedder_flags import check_embedder_model
     from engine.cache.embedders import make_embedder
-    from engine.cache.thresholds import table_for
+    from engine.cache.table_file import checked_table_file
+    from engine.cache.thresholds import level_table, table_for
     from loadgen.prompts import load_prompts
 
     name = args.embedder or "hash"
     check_embedder_model(name, args.model_path, "--embedder", "--model-path")
+    given = args.similarity_table
+    # checked before the prompts are read and the embedder loads: a wrong table is refused at once
+    thresholds = (
+        table_for(name)
+        if given is None
+        else level_table(checked_table_file(given, name, args.model_path, "--model-path").table)
+    )
     prompts = read_user_file(load_prompts, args.replay)
     embedder = make_embedder(name, args.model_path)
-    print(f"replaying {len(prompts)} prompts of {args.replay} in order, embedder {embedder.name} ...", flush=True)
-    result = replay_hit_rates(prompts, embedder, table_for(embedder.name))
+    by = "its bundled similarity table" if given is None else given
+    print(f"replaying {len(prompts)} prompts of {args.replay} in order, embedder {embedder.name}, {by} ...", flush=True)
+    result = replay_hit_rates(prompts, embedder, thresholds) | {"similarity_table": given}
     rows = [["0 (miss)", "", result["served"]["0"]]]
     rows += [[level, result["thresholds"][level], share] for level, share in result["served"].items() if level != "0"]
     print(table(["level K", "similarity >", "share of prompts"], rows))
@@ -381,7 +397,15 @@ def _refuse_ignored_flags(args: argparse.Namespace) -> None:
         given = [_flag(name) for name in INDEX_DEFAULTS if getattr(args, name) is not None]
         why = "not with --replay (they size the index benchmark)"
     else:
-        given = [flag for flag, value in (("--embedder", args.embedder), ("--model-path", args.model_path)) if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--embedder", args.embedder),
+                ("--model-path", args.model_path),
+                ("--similarity-table", args.similarity_table is not None),
+            )
+            if value
+        ]
         why = "only with --replay (the index benchmark indexes hash vectors of prompts, or random ones: --vectors)"
     if given:
         raise UsageError(f"{' and '.join(given)}: {why}")
