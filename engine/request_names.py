@@ -29,6 +29,6 @@ def failed_batch_line(worker: str, batch_id: int, batch_size: int, failures: Seq
     count = len(failures)
     images = f"{count} of {batch_size} images" if count < batch_size else f"{count} image{'s' if count > 1 else ''}"
     reasons = list(dict.fromkeys(failed.message for _, failed in failures))
-    others = f" (and {len(reasons) - 1} other reasons)" if len(reasons) > 1 else ""
+    others = f" (and {len(reasons) - 1} other reason{'s' if len(reasons) > 2 else ''})" if len(reasons) > 1 else ""
     named = requests_named(request_id for request_id, _ in failures)
     return f"worker {worker} {verb} batch {batch_id} ({images}, {named}): {reasons[0]}{others}"

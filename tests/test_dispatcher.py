@@ -3,12 +3,14 @@
 import logging
 from collections import Counter
 
+import pytest
 from dispatcher_harness import PROFILE, Harness, settle
 from pictures import image_as_asked
 
 from controller.profiles import LatencyProfile
 from engine.dispatcher import PIPELINE_HORIZON_S
 from engine.jobs import Job
+from engine.request_names import failed_batch_line
 from engine.worker_registry import WorkerHandle
 from protocols.client_messages import Cancelled, Error, Images
 from protocols.worker_messages import REFUSED, Abort, BatchDone, ItemCancelled, ItemDone, ItemFailed
@@ -286,6 +288,14 @@ async def test_a_failed_batch_is_one_line_naming_its_requests(caplog):
         )
     ]
     assert a.failed_batches == 1
+
+
+@pytest.mark.parametrize(("reasons", "said"), [(2, "(and 1 other reason)"), (3, "(and 2 other reasons)")])
+def test_a_failed_batch_line_counts_its_other_reasons_in_words(reasons, said):
+    failures = [(f"r{i}", ItemFailed(f"j{i}", "worker_error", f"reason {i}")) for i in range(reasons)]
+    named = ", ".join(repr(f"r{i}") for i in range(reasons))
+    line = failed_batch_line("w", 7, reasons, failures)
+    assert line == f"worker w failed batch 7 ({reasons} images, requests {named}): reason 0 {said}"
 
 
 async def test_cancel_removes_queued_work_and_replies_once():
