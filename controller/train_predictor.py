@@ -22,7 +22,7 @@ from controller.profiles import QualitySample, embedder_mismatch, profiled_embed
 from controller.similarity import SimilarityTable
 from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
 from engine.cache.embedders import EMBEDDERS
-from engine.cache.table_file import read_table_file
+from engine.cache.table_file import embedder_problem, given_table_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,13 +115,9 @@ def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[Si
     scale of similarity."""
     if args.similarity_table is None:
         return (SimilarityTable.bundled(args.embedder), args.embedder) if args.embedder else (None, "")
-    if not args.similarity_table:  # a variable left unset ("$TABLE")
-        raise UsageError("--similarity-table is empty: give the file `argus calibrate --json` wrote")
-    given = read_user_file(read_table_file, args.similarity_table)
-    if args.embedder and args.embedder != given.embedder:
-        raise UsageError(
-            f"{given.path}: a table of the {given.embedder} embedder's similarities, not {args.embedder}'s"
-        )
+    given = given_table_file(args.similarity_table)
+    if args.embedder and (problem := embedder_problem(given, args.embedder)):
+        raise UsageError(problem)
     if embedder is not None and embedder != given.embedder:
         raise UsageError(
             f"{given.path}: a table of the {given.embedder} embedder's similarities, and {args.samples} holds the"

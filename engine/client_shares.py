@@ -116,6 +116,6 @@ class ClientShares:
         while self._wait_ends and self._wait_ends[0][0] <= now:
             _, client = heapq.heappop(self._wait_ends)
             wait = self._waiting.get(client)
-            if wait is not None and wait[0] <= now:  # not renewed since (a renewal's end is further on)
+            if wait is not None and wait[0] <= now:  # its latest wait has ended too (each renewal pushes its own end)
                 del self._waiting[client]
                 self._waiting_only -= client not in self._held

@@ -20,7 +20,7 @@ import zmq
 
 from engine.client import AsyncArgusClient, ClientClosed
 from loadgen.records import Answer, ImageMeta, Record, make_record
-from protocols.client_messages import Busy, Cancelled, Error, Images
+from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.curve import ClientKeys
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def _image(meta: _Argus) -> ImageMeta:
+def _image(meta: _Argus | ImageResult) -> ImageMeta:
+    """What a reply says of one image, from HTTP's `argus` object or a ZeroMQ ImageResult (the same fields)."""
     return ImageMeta(
         meta.level,
         meta.similarity,
@@ -199,13 +200,7 @@ class ZmqLoadClient(LoadClient):
                 log.error("%s: no request over --zmq can be served", refused)
             return Answer("error", code="connection_refused")
         if isinstance(reply, Images):
-            images = [
-                ImageMeta(
-                    r.level, r.similarity, r.quality, r.queue_ms, r.run_ms, r.worker, r.simulated, r.estimated_quality
-                )
-                for r in reply.images
-            ]
-            return Answer("images", images=images)
+            return Answer("images", images=[_image(image) for image in reply.images])
         if isinstance(reply, Busy):
             return Answer("busy", code="busy")
         if isinstance(reply, Cancelled):

@@ -114,7 +114,7 @@ def test_train_predictor_scores_the_given_table(calibrated, tmp_path, capsys):
     ("samples_of", "flags", "says"),
     [
         ("clip", (), "a table of the hash embedder's similarities, and {samples} holds the clip embedder's"),
-        (None, ("--embedder", "minilm"), "a table of the hash embedder's similarities, not minilm's"),
+        (None, ("--embedder", "minilm"), "a table of the hash embedder's similarities, not the minilm embedder's"),
     ],
 )
 def test_train_predictor_refuses_a_table_of_another_embedder(samples_of, flags, says, calibrated, tmp_path, capsys):

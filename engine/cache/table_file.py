@@ -46,14 +46,19 @@ def read_table_file(path: str) -> TableFile:
         return TableFile(path, embedder, identity, _table(data["thresholds"]))
 
 
+def given_table_file(path: str) -> TableFile:
+    """--similarity-table `path` read, or a UsageError naming it."""
+    if not path:  # a variable left unset ("$TABLE"): the bundled table would have served without a word
+        raise UsageError("--similarity-table is empty: give the file `argus calibrate --json` wrote")
+    return read_user_file(read_table_file, path)
+
+
 def checked_table_file(
     path: str, embedder: str, model_path: str | None, model_flag: str, levels: Iterable[int] | None = None
 ) -> TableFile:
     """--similarity-table `path`, for `embedder` with the model in `model_path` (given as `model_flag`) caching at
     `levels` (None: the table's own): a table that cannot serve so is a UsageError, one line naming the file."""
-    if not path:  # a variable left unset ("$TABLE"): the bundled table would have served without a word
-        raise UsageError("--similarity-table is empty: give the file `argus calibrate --json` wrote")
-    given = read_user_file(read_table_file, path)
+    given = given_table_file(path)
     try:
         identity = embedder_identity(embedder, model_path)
     except OSError as error:  # a file in the folder this user cannot read: the load would fail on it too
@@ -71,11 +76,8 @@ def table_problem(
     """Why an engine embedding with `embedder` (whose model is `identity`, in the folder `model_flag` names) and
     caching at `levels` cannot serve with the table; None if it can. Levels of the table the engine does not cache at
     are left out, as of the bundled tables (SimilarityTable.restricted)."""
-    if given.embedder != embedder:
-        return (
-            f"{given.path}: a table of the {given.embedder} embedder's similarities, not the {embedder} embedder's"
-            f" (give --embedder {given.embedder}, or calibrate with --embedder {embedder})"
-        )
+    if problem := embedder_problem(given, embedder):
+        return problem
     if given.identity is not None and given.identity != identity:
         return (
             f"{given.path}: a table of the {embedder} model {given.identity}, not of this command's {identity} (give"
@@ -114,3 +116,14 @@ def _table(thresholds: object) -> SimilarityTable:
             " neighbour's steps, so it needs a nearer neighbour"
         )
     return SimilarityTable.from_pairs((threshold, level) for level, threshold in by_level.items())
+
+
+def embedder_problem(given: TableFile, embedder: str) -> str | None:
+    """Why the table cannot be read on the similarities of `embedder` (each embedder has its own scale); None if it
+    can."""
+    if given.embedder == embedder:
+        return None
+    return (
+        f"{given.path}: a table of the {given.embedder} embedder's similarities, not the {embedder} embedder's"
+        f" (give --embedder {given.embedder}, or calibrate with --embedder {embedder})"
+    )
