@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
@@ -113,11 +114,12 @@ SERVER_LOG.addFilter(_MalformedMessages())
 
 # answered without an API key: liveness probes must not need a secret
 _OPEN_PATHS = frozenset({"/health"})
+GENERATIONS_PATH = "/v1/images/generations"
 
 
 def build_app(engine: Engine) -> web.Application:
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
-    middlewares = [answer_half_closed, request_id_middleware(_invalid_request), _json_errors]
+    middlewares = [answer_half_closed, request_id_middleware(_request_id_refusal(engine), _OPEN_PATHS), _json_errors]
     if engine.config.api_key:
         middlewares.append(_require_api_key(engine.config.api_key))
     elif is_loopback(engine.config.host):
@@ -129,7 +131,7 @@ def build_app(engine: Engine) -> web.Application:
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
     document = openapi_document(version("argus-serve"), api_key=bool(engine.config.api_key))
     app[OPENAPI_KEY] = msgspec.json.encode(document)
-    app.router.add_post("/v1/images/generations", generate)
+    app.router.add_post(GENERATIONS_PATH, generate)
     app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
@@ -157,8 +159,15 @@ def _error(code: str, message: str, param: str | None = None, headers: dict | No
     return _json(error_response(message, code, status, param), status, headers)
 
 
-def _invalid_request(message: str) -> web.Response:
-    return _error("invalid_request", message)
+def _request_id_refusal(engine: Engine) -> Callable[[web.Request, str], web.Response]:
+    """A 400 for an X-Request-ID that is none; counted on the images path, as a body that is no request is."""
+
+    def refuse(request: web.Request, message: str) -> web.Response:
+        if request.path == GENERATIONS_PATH:
+            return _refused(engine, "invalid_request", message)
+        return _error("invalid_request", message)
+
+    return refuse
 
 
 @web.middleware

@@ -4,7 +4,8 @@ The id is the request's `request_id`, the one a ZeroMQ client's Generate carries
 engine's log lines about the request name it (docs/reliability.md), and its reply says it in `X-Request-ID`, which
 OpenAI's clients read (`result._request_id`, `APIStatusError.request_id`). A client's own is taken within the bounds
 of a ZeroMQ one (1 to MAX_REQUEST_ID_CHARS characters), printable ASCII only: a header carries no other text, and a
-newline would forge a log line. One that is not is a 400 saying why, before anything else is read.
+newline would forge a log line. One that is not is a 400 saying why, before anything else is read; on a liveness
+probe's path it is replaced by one of the engine's instead (a header a proxy adds must not fail the probe).
 """
 
 from __future__ import annotations
@@ -47,18 +48,19 @@ def header_problem(given: list[str]) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def request_id_middleware(refuse: Callable[[str], web.Response]):
+def request_id_middleware(refuse: Callable[[web.Request, str], web.Response], probes: frozenset[str]):
     """Gives each request its id (request[REQUEST_ID]) and says it on the reply, errors included; a client's id that
-    is none is answered refuse(why), under an id of the engine's."""
+    is none is answered refuse(request, why), under an id of the engine's, except on the paths of `probes`, which
+    answer under one of the engine's."""
     made = request_ids()
 
     @web.middleware
     async def with_request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.getall(HEADER, None)
-        if given is None:
+        if given is None or request.path in probes and header_problem(given):
             request_id = next(made)
         elif problem := header_problem(given):
-            response = refuse(problem)
+            response = refuse(request, problem)
             response.headers[HEADER] = next(made)
             return response
         else:
