@@ -75,7 +75,8 @@ class Admission:
                 return Error(spec.request_id, "invalid_size", f"{name} {value} must be {limits.rule}")
         steps = spec.steps or self.default_steps()
         if refusal := steps_refusal(steps, self.refused_steps()):
-            # a worker would refuse the batch (500, worker_error); before, it ran N + 1 steps and cached them as N
+            # refused now rather than once routed (engine/dispatcher.py, for one admitted before any worker said hello);
+            # before, a worker ran N + 1 steps and cached them as N
             return Error(spec.request_id, "invalid_steps", refusal)
         if spec.n > self._max_queue:
             # Busy would have the client retry for ever: no queue this small ever has room for it. HTTP names `n` for

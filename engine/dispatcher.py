@@ -57,6 +57,7 @@ from protocols.worker_messages import (
     ItemFailed,
     ItemOutcome,
 )
+from workers.limits import steps_refusal
 
 log = logging.getLogger("argus.dispatcher")
 
@@ -228,6 +229,12 @@ class Dispatcher:
         """Queues the job on a worker (None: it waits for one, or it was answered) without sending anything.
         `siblings_on`: the workers the images of its request before it were just queued on."""
         worker = self._picks.pick(job, siblings_on)
+        if worker is not None and (refusal := steps_refusal(job.request.steps, worker.hello.refused_steps)):
+            # admitted before any worker said which step counts its scheduler cannot run, when admission could not
+            # check them: refused as admission refuses them (engine/admission.py). Sent, the worker refused the
+            # batch, and the client got a 500 worker_error for its own bad input
+            job.request.fail("invalid_steps", refusal)
+            return None
         job.batch_id = None
         job.worker = worker
         if worker is None:

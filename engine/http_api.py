@@ -48,9 +48,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("argus.http")
 
-# the field an admission error names, as the OpenAI schema calls it (admission's one invalid_request: n above
-# --max-queue)
-_ADMISSION_PARAMS = {"invalid_size": "size", "invalid_steps": "num_inference_steps", "invalid_request": "n"}
+# the field an error names wherever it is answered, as the OpenAI schema calls it: a step count admitted before any
+# worker said hello is refused once one has (engine/dispatcher.py), as admission refuses it
+_FIELD_OF = {"invalid_size": "size", "invalid_steps": "num_inference_steps"}
+# and at admission (its one invalid_request: n above --max-queue)
+_ADMISSION_PARAMS = {**_FIELD_OF, "invalid_request": "n"}
 # encoding this many bytes to base64 on the loop would stall other requests
 _INLINE_B64_BYTES = 256 * 1024
 # a body larger than this is read on a thread: one of 1 MiB holding 150,000 fields took the loop 33 ms to refuse (the
@@ -333,7 +335,7 @@ async def generate(request: web.Request) -> web.Response:
     # counted before the images are encoded: a client that leaves meanwhile was answered, as one over ZeroMQ is
     engine.count_reply(admitted, reply)
     if isinstance(reply, Error):
-        return _error(reply.code, reply.message, param)
+        return _error(reply.code, reply.message, param or _FIELD_OF.get(reply.code))
     if isinstance(reply, Cancelled):
         # not shutting_down (refused at the door): this one was admitted, then cancelled at the drain's end
         return _error("cancelled", "the request was cancelled while the engine stopped")

@@ -3,6 +3,7 @@ latency profiles its tests route by."""
 
 import asyncio
 
+import msgspec
 from pictures import image_as_asked
 
 from controller.profiles import LatencyProfile, QualityModel
@@ -53,8 +54,10 @@ class Harness:
         self.sent.append((worker.name, message))
         return True
 
-    def add_worker(self, name: str, max_batch: int = 4, level: int = 0):
+    def add_worker(self, name: str, max_batch: int = 4, level: int = 0, refused_steps: list[int] | None = None):
         hello = Hello(1, name, "sim", "sim:0", "sim", True, [5, 10], max_batch, 50, 64, 256, 64, level, 1)
+        if refused_steps:
+            hello = msgspec.structs.replace(hello, refused_steps=refused_steps)
         worker = self.registry.add(name.encode(), hello, level)
         self.dispatcher.worker_ready(worker)
         return worker

@@ -14,6 +14,7 @@ from engine.request_names import failed_batch_line
 from engine.worker_registry import WorkerHandle
 from protocols.client_messages import Cancelled, Error, Images
 from protocols.worker_messages import REFUSED, Abort, BatchDone, ItemCancelled, ItemDone, ItemFailed
+from workers.limits import steps_refusal
 
 
 async def test_requests_spread_over_idle_workers():
@@ -198,6 +199,22 @@ async def test_no_worker_at_all_fails_after_the_timeout():
     h.dispatcher.sweep()
     await settle()
     assert request.future.result().code == "no_worker"
+    assert h.dispatcher.outstanding_images == 0
+
+
+async def test_a_count_the_first_worker_refuses_is_refused_as_admission_would_and_the_others_go_to_it():
+    """Admitted before any worker said which step counts it refuses: the request is answered as admission answers it
+    once workers are known, and nothing of it is sent; the request queued beside it is."""
+    h = Harness()
+    refused, served = h.request(n=2, steps=61), h.request(steps=62)
+    a = h.add_worker("a", refused_steps=[61, 103])
+    await settle()
+    reply = refused.future.result()
+    assert isinstance(reply, Error) and (reply.code, reply.message) == ("invalid_steps", steps_refusal(61, [61, 103]))
+    assert [batch.steps for batch in h.batches()] == [62]
+    h.finish(a, h.batches()[0])
+    await settle()
+    assert isinstance(served.future.result(), Images)
     assert h.dispatcher.outstanding_images == 0
 
 

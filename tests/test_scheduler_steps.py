@@ -1,17 +1,20 @@
 """A model whose scheduler makes N + 1 timesteps for some N (diffusers' "trailing" spacing: 61, 103, 121, 122 of
 1..200): before, a request for 61 steps ran 62 UNet evaluations (37 resumed at K = 25, not 36) and cached its latents
-as 61 steps'. Now the worker says which counts it cannot run exactly, admission refuses them naming the field, and a
-worker sent one anyway refuses the batch."""
+as 61 steps'. Now the worker says which counts it cannot run exactly, admission refuses them naming the field (and the
+engine, in the same words, one admitted before any worker had said so), and a worker sent one anyway refuses the
+batch."""
 
 import json
 import threading
 import urllib.error
 import urllib.request
 
+import msgspec
 import pytest
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 from fake_engine import FakeEngine
 from pictures import image_as_asked
+from test_chaos import FakeWorker
 from test_diffusion_backend import RecordingControl, UnetCalls, batch, tiny_sizes
 from test_worker_latents import engine_with_a_raw_worker
 from waiting import wait_for
@@ -74,49 +77,66 @@ def test_a_worker_says_which_counts_it_refuses_and_fails_a_batch_of_one(trailing
         engine.close()
 
 
-@pytest.mark.timeout(180)
-def test_a_batch_sent_before_any_worker_said_so_is_refused_in_one_engine_line_naming_worker_and_request(
-    trailing, tmp_path
-):
-    """Admitted while no worker had said which counts it refuses, the request reaches one that does: it refused the
-    batch with a traceback, in the engine's log for a worker the engine started, naming no request. Now one line of
-    the engine's says which worker, which request (by the X-Request-ID its client sent) and why, and the client gets
-    its one reply under that id."""
-    folder = tmp_path / "model"
-    trailing.save_pretrained(folder)
-    engine = start_engine(tmp_path, "--model", str(folder), backend="sdxl", workers=0)
-    replies: list = []
-
-    def ask() -> None:
-        body = json.dumps({"prompt": "a lighthouse", "size": "512x512", "num_inference_steps": 61}).encode()
-        headers = {"Content-Type": "application/json", "X-Request-ID": "order-61"}
-        request = urllib.request.Request(engine.http + "/v1/images/generations", body, headers)
-        try:
-            urllib.request.urlopen(request, timeout=120)
-        except urllib.error.HTTPError as error:
-            replies.append((error.code, error.headers["X-Request-ID"], json.loads(error.read())["error"]))
-
-    asker = threading.Thread(target=ask)
-    asker.start()
-    worker_log = tmp_path / "worker.log"
+def post_steps(engine, steps: int, request_id: str) -> tuple[int, dict]:
+    """A request for `steps` steps over HTTP: its status and its error (None when it made images)."""
+    body = json.dumps({"prompt": "a lighthouse", "size": "64x64", "num_inference_steps": steps}).encode()
+    headers = {"Content-Type": "application/json", "X-Request-ID": request_id}
+    request = urllib.request.Request(engine.http + "/v1/images/generations", body, headers)
     try:
-        assert wait_for(lambda: engine.metric("argus_queued_images") == 1)
-        with open(worker_log, "wb") as log:
-            worker = start_worker(engine.worker_address, "sdxl", "--model", str(folder), "--worker-id", "w", stderr=log)
-        try:
-            asker.join(120)
-        finally:
-            worker.kill()
-            worker.wait()
+        with urllib.request.urlopen(request, timeout=60) as answered:
+            return answered.status, None
+    except urllib.error.HTTPError as error:
+        assert error.headers["X-Request-ID"] == request_id
+        return error.code, json.loads(error.read())["error"]
+
+
+@pytest.mark.timeout(120)
+def test_a_count_admitted_before_any_worker_said_so_is_refused_as_admission_refuses_it(tmp_path):
+    """Admitted while no worker had said which counts it refuses, a request for one was sent to the first worker that
+    did, which refused the batch: a 500 worker_error for the client's own bad input. Now the engine refuses it once a
+    worker has said so, in the words admission uses (a 400 invalid_steps naming num_inference_steps over HTTP, the
+    same Error over ZeroMQ), and sends the worker nothing of it; a request for a count it runs, queued beside them,
+    is served."""
+    engine = start_engine(tmp_path, workers=0, wait=False)
+    worker = FakeWorker(engine.worker_address)
+    worker.hello = msgspec.structs.replace(
+        worker.hello, backend="tiny", model="tiny:0123456789abcdef", device="cpu", simulated=False,
+        min_size=64, max_size=256, refused_steps=UNEVEN,
+    )  # fmt: skip
+    late: dict[str, object] = {}
+    try:
+        engine.wait_ready(workers=0)
+        with ArgusClient(engine.client_address, timeout_s=60) as client:
+            askers = [
+                threading.Thread(target=lambda: late.update(http=post_steps(engine, 61, "order-61"))),
+                threading.Thread(target=lambda: late.update(zmq=client.generate("a lighthouse", steps=121))),
+            ]
+            with ArgusClient(engine.client_address, timeout_s=60) as other:
+                askers.append(threading.Thread(target=lambda: late.update(ok=other.generate("a lighthouse", steps=62))))
+                for asker in askers:
+                    asker.start()
+                assert wait_for(lambda: engine.metric("argus_queued_images") == 3), engine.log()
+                worker.handshake(timeout_s=30)
+                sent = worker.next_batch(timeout_s=30)
+                assert sent is not None and sent.steps == 62, sent
+                done = [ItemDone(item.request_id, image_as_asked(sent), 0, [], None, 1.0, 62) for item in sent.items]
+                worker.send(BatchDone(sent.batch_id, done))
+                for asker in askers:
+                    asker.join(60)
+                assert worker.next_batch(timeout_s=1) is None  # nothing of the refused counts reached the worker
+            # the same requests now that a worker has said hello: refused at admission
+            now = {"http": post_steps(engine, 61, "order-61"), "zmq": client.generate("a lighthouse", steps=121)}
     finally:
+        worker.close()
         assert engine.stop() == 0
-    ((status, request_id, error),) = replies
-    assert (status, request_id, error["code"]) == (500, "order-61", "worker_error")
+    assert isinstance(late["ok"], Images), late["ok"]
+    status, error = late["http"]
+    assert (status, error["code"], error["param"]) == (400, "invalid_steps", "num_inference_steps"), late["http"]
     assert error["message"].startswith("steps 61: ") and "ask for 60 or 62" in error["message"]
-    said = [line for line in engine.log_path.read_text().splitlines() if "refused batch" in line]
-    assert len(said) == 1 and "WARNING" in said[0], said
-    assert "worker w/" in said[0] and "request 'order-61'" in said[0] and "steps 61: " in said[0], said
-    assert "Traceback" not in engine.log_path.read_text() + worker_log.read_text()
+    assert late["http"] == now["http"]
+    refused = late["zmq"]
+    assert isinstance(refused, Error) and refused.code == "invalid_steps" and "ask for 120 or 123" in refused.message
+    assert (refused.code, refused.message) == (now["zmq"].code, now["zmq"].message)
 
 
 @pytest.fixture(scope="module")
