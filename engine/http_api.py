@@ -27,6 +27,7 @@ from engine.http_request_ids import REQUEST_ID, request_id_middleware
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
+from protocols.limits import retry_after_s
 from protocols.openai_images import (
     BODY_READ_S,
     RETRY_CANNOT_HELP,
@@ -170,6 +171,15 @@ def _request_id_refusal(engine: Engine) -> Callable[[web.Request, str], web.Resp
         return _error("invalid_request", message)
 
     return refuse
+
+
+def _retry_after(engine: Engine, code: str) -> dict | None:
+    """Retry-After for an admitted request's error, where the engine knows when a retry could be served: no_worker
+    while its own workers are on their way back (engine/slot_supervision.py). Not worker_lost, which no retry helps;
+    nor shutting_down or cancelled: the engine is stopping, and whether another starts on its address is not its to
+    know (docs/reliability.md)."""
+    back_in_s = engine.launcher.back_in_s() if code == "no_worker" else None
+    return None if back_in_s is None else {"Retry-After": str(retry_after_s(back_in_s))}
 
 
 @web.middleware
@@ -335,7 +345,7 @@ async def generate(request: web.Request) -> web.Response:
     # counted before the images are encoded: a client that leaves meanwhile was answered, as one over ZeroMQ is
     engine.count_reply(admitted, reply)
     if isinstance(reply, Error):
-        return _error(reply.code, reply.message, param or _FIELD_OF.get(reply.code))
+        return _error(reply.code, reply.message, param or _FIELD_OF.get(reply.code), _retry_after(engine, reply.code))
     if isinstance(reply, Cancelled):
         # not shutting_down (refused at the door): this one was admitted, then cancelled at the drain's end
         return _error("cancelled", "the request was cancelled while the engine stopped")

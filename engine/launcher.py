@@ -25,7 +25,7 @@ from collections.abc import Callable
 from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
 from engine.restart_backoff import GIVE_UP_AFTER
-from engine.slot_supervision import SlotSupervisor, restart_after, said_hello_or_ended
+from engine.slot_supervision import SlotSupervisor, said_hello_or_ended
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.cannot_serve import ReasonPipe
 from workers.config import WorkerConfig
@@ -158,7 +158,7 @@ class LocalLauncher(SlotSupervisor):
             except OSError as error:  # fork or exec refused (EAGAIN under memory or pid pressure): try again later
                 reason.close()
                 log.error("could not start worker %s: %s; retrying", worker_id, error)
-                await restart_after(backoff.after_exit(), self._metrics)
+                await self._restart_after(worker_id, backoff.after_exit())
                 continue
             reason.started()
             self._processes[worker_id] = process

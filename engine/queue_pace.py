@@ -14,12 +14,11 @@ a count per second.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable
 
-from protocols.limits import MAX_RETRY_AFTER_S, MIN_RETRY_AFTER_S
+from protocols.limits import retry_after_s
 
 WINDOW_S = 30
 
@@ -43,7 +42,7 @@ class QueuePace:
         self._roll()
         span = min(WINDOW_S, max(1.0, self._clock() - self._started))
         per_s = max(self._freed, 1) / span
-        return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(images_ahead / per_s)))
+        return retry_after_s(images_ahead / per_s)
 
     def _roll(self) -> None:
         second = int(self._clock())

@@ -5,12 +5,17 @@ A slot keeps its backoff (engine/restart_backoff.py) across its workers and an e
 one. When a worker ends, the slot is given up after GIVE_UP_AFTER starts in a row that ended saying it cannot serve
 as configured, or started again after its backoff, counted `restarting` meanwhile; the engine is told either way
 (on_exit). How a worker is started, watched and ended, and the words of the log lines, are each launcher's own.
+
+While no worker serves, a request answered `no_worker` is told when one should be back (HTTP's Retry-After): the
+soonest a slot's worker should say hello, by what is left of its backoff and how long its last worker took from its
+start to its hello. A slot none of whose workers has said hello yet has nothing to go by, and says nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -39,6 +44,9 @@ class Launcher(Protocol):
     def refusal(self, worker_id: str, pid: int) -> str | None:
         """Why a worker of this id and pid is not the one now in the launcher's slot of that id, or None."""
 
+    def back_in_s(self) -> float | None:
+        """Seconds until a slot without a worker should have one again, or None: nothing to go by."""
+
 
 class SlotSupervisor:
     """The slot bookkeeping a launcher inherits: `_backoff` and `_hello` by worker id, set up by `_new_slot` and
@@ -52,6 +60,9 @@ class SlotSupervisor:
         self._on_exit = on_exit
         self._backoff: dict[str, RestartBackoff] = {}  # worker id -> its wait before each restart
         self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current worker says hello
+        # worker id -> when the slot's next worker starts, or its current one started, until that one says hello
+        self._due: dict[str, float] = {}
+        self._hello_after_s: dict[str, float] = {}  # worker id -> how long its last worker took from start to hello
         self._stopping = False
 
     def joined(self, worker_id: str) -> None:
@@ -59,6 +70,18 @@ class SlotSupervisor:
         if worker_id in self._backoff:
             self._backoff[worker_id].joined()
             self._hello[worker_id].set()
+            started = self._due.pop(worker_id, None)
+            if started is not None:  # None: a hello said again (a rejoin), not a start's
+                self._hello_after_s[worker_id] = time.monotonic() - started
+
+    def back_in_s(self) -> float | None:
+        """Seconds until the first of the slots without a worker should have one that said hello (0: overdue), or
+        None: no slot is on its way back, or none that is has had a worker say hello to go by."""
+        if self._stopping:
+            return None
+        now = time.monotonic()
+        due = [at + self._hello_after_s[slot] - now for slot, at in self._due.items() if slot in self._hello_after_s]
+        return max(0.0, min(due)) if due else None
 
     def _new_slot(self, worker_id: str) -> RestartBackoff:
         self._backoff[worker_id] = self._config.restart_backoff()
@@ -67,6 +90,7 @@ class SlotSupervisor:
     def _starting(self, worker_id: str) -> asyncio.Event:
         """A new worker is about to start in the slot: the event its hello sets."""
         self._hello[worker_id] = asyncio.Event()
+        self._due[worker_id] = time.monotonic()
         return self._hello[worker_id]
 
     async def _after_end(self, worker_id: str, cannot_serve: bool, giving_up: str, restarting: str) -> bool:
@@ -76,6 +100,7 @@ class SlotSupervisor:
         backoff = self._backoff[worker_id]
         if backoff.gives_up(cannot_serve):
             log.error("%s", giving_up)
+            self._due.pop(worker_id, None)  # no worker is on its way
             self._on_exit(worker_id, False)
             self._metrics.workers.labels("failed").inc()
             return False
@@ -83,15 +108,15 @@ class SlotSupervisor:
         log.warning("%s%s", restarting, backoff.said(wait_s))
         self._on_exit(worker_id, True)
         self._metrics.worker_restarts.inc()
-        await restart_after(wait_s, self._metrics)
+        await self._restart_after(worker_id, wait_s)
         return True
 
-
-async def restart_after(wait_s: float, metrics: EngineMetrics) -> None:
-    """Waits out a slot's backoff, the slot counted `restarting`: it was in no state of argus_workers meanwhile (up
-    to 30 s at a time in a crash loop), as if it were not there at all."""
-    with metrics.workers.labels("restarting").track_inprogress():
-        await asyncio.sleep(wait_s)
+    async def _restart_after(self, worker_id: str, wait_s: float) -> None:
+        """Waits out a slot's backoff, the slot counted `restarting`: it was in no state of argus_workers meanwhile (up
+        to 30 s at a time in a crash loop), as if it were not there at all."""
+        self._due[worker_id] = time.monotonic() + wait_s
+        with self._metrics.workers.labels("restarting").track_inprogress():
+            await asyncio.sleep(wait_s)
 
 
 async def said_hello_or_ended(hello: asyncio.Event, ended: asyncio.Future, timeout_s: float) -> bool:

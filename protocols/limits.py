@@ -1,5 +1,6 @@
 """Bounds every front door enforces on what a client may ask for."""
 
+import math
 from typing import Annotated, Literal, get_args
 
 import msgspec
@@ -10,8 +11,9 @@ MAX_STEPS = 200
 MAX_GUIDANCE = 50.0
 MAX_SEED = 2**63 - 1
 MAX_REQUEST_ID_CHARS = 128
-# how soon a request refused for room is told to try again, in whole seconds (engine/queue_pace.py): OpenAI's clients
-# honour a Retry-After of up to 120 s, and give up past it
+# how soon a request refused for room (engine/queue_pace.py), or answered no_worker while the engine's own workers are
+# on their way back (engine/slot_supervision.py), is told to try again, in whole seconds: OpenAI's clients honour a
+# Retry-After of up to 120 s, and give up past it
 MIN_RETRY_AFTER_S = 1
 MAX_RETRY_AFTER_S = 60
 # the largest frame the engine's ZeroMQ client door reads: a request is one small frame (a prompt is at most 16 KB of
@@ -29,3 +31,9 @@ SIZE_MULTIPLE = 8
 MAX_IMAGE_SIZE = 4096
 # items in one worker batch: bounds the frames of a Generate and of its BatchDone
 MAX_BATCH = 32
+
+
+def retry_after_s(seconds: float) -> int:
+    """A wait of `seconds` as a Retry-After says it: whole seconds, rounded up, from MIN_RETRY_AFTER_S to
+    MAX_RETRY_AFTER_S."""
+    return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(seconds)))

@@ -48,10 +48,22 @@ _REQUEST_ID = {
     " about it (one is made when none is sent); else a 400",
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID_CHARS, "pattern": "^[ -~]+$"},
 }
+_WHOLE_SECONDS = {"type": "integer", "minimum": MIN_RETRY_AFTER_S, "maximum": MAX_RETRY_AFTER_S}
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "whole seconds: how long the engine takes to free the room this request needs",
-        "schema": {"type": "integer", "minimum": MIN_RETRY_AFTER_S, "maximum": MAX_RETRY_AFTER_S},
+        "schema": _WHOLE_SECONDS,
+    }
+}
+
+# said with no_worker alone, and only when the engine has something to go by (engine/slot_supervision.py)
+_WORKER_BACK = {
+    "Retry-After": {
+        "description": "with no_worker, while the engine's own workers are on their way back: whole seconds until the"
+        " first should say hello, by its restart's backoff and how long its last worker took to start; absent when the"
+        " engine has nothing to go by (none of its own workers has said hello yet, it has none, or none is to come"
+        " back)",
+        "schema": _WHOLE_SECONDS,
     }
 }
 
@@ -82,7 +94,8 @@ def openapi_document(version: str, api_key: bool) -> dict:
             "503": _server_error(
                 "no worker can serve (no_worker, worker_lost), or the engine is stopping: shutting_down (refused) or"
                 " cancelled (admitted, then cancelled when the drain ended)"
-            ),
+            )
+            | {"headers": _NO_RETRY | _WORKER_BACK},
             "504": _server_error("the request's deadline (slo_ms) passed"),
         },
         "security": guarded,

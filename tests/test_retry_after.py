@@ -1,20 +1,29 @@
 """How soon a refused request is told to try again: HTTP's Retry-After and a ZeroMQ Busy's retry_after_ms say the same
 honest estimate (engine/queue_pace.py), where both said 1 s whatever the engine's state. A real engine with one
 SIMULATED worker, a queue of one image held by a long run: the longer nothing leaves the queue, the longer the wait
-it says (no time is asserted: the hint is read until it says more than a second)."""
+it says (no time is asserted: the hint is read until it says more than a second).
 
+A 503 no_worker says Retry-After only when the engine has something to go by: its own worker restarting, whose
+backoff is known and whose last start was timed (engine/slot_supervision.py); with no worker of its own, nothing."""
+
+import asyncio
 import json
 import socket
 
+import aiohttp
 import openai
 import pytest
 from openai import OpenAI
-from waiting import wait_for
+from test_http_app import connect_when_listening
+from waiting import eventually, wait_for
 
 from engine.client import ArgusClient
-from engine_process import start_engine
+from engine.config import DispatchConfig, LaunchConfig
+from engine.readiness import readiness
+from engine.server import Engine
+from engine_process import free_port, in_process_config, start_engine, stop_in_process
 from protocols.client_messages import Busy
-from protocols.limits import MAX_RETRY_AFTER_S
+from protocols.limits import MAX_RETRY_AFTER_S, MIN_RETRY_AFTER_S
 
 
 @pytest.fixture
@@ -59,3 +68,46 @@ def test_both_doors_say_a_longer_wait_while_nothing_leaves_the_queue(engine):
         assert retry_after.isdigit() and 2 <= int(retry_after) <= MAX_RETRY_AFTER_S, retry_after
     finally:
         held.close()
+
+
+async def answer_no_worker(tmp_path, launch: LaunchConfig, before=None) -> aiohttp.ClientResponse:
+    """An in-process engine whose requests wait 1 s for a worker: the 503 no_worker to a request sent once `before`
+    (a coroutine taking the engine) is done."""
+    port = free_port()
+    config = in_process_config(tmp_path, port=port, launch=launch, dispatch=DispatchConfig(no_worker_timeout_s=1))
+    engine = Engine(config)
+    running = asyncio.create_task(engine.run())
+    try:
+        if before is not None:
+            await before(engine)
+        _, writer = await connect_when_listening(port)
+        writer.close()
+        async with aiohttp.ClientSession() as session:
+            body = {"prompt": "a fox", "size": "64x64"}
+            async with session.post(f"http://127.0.0.1:{port}/v1/images/generations", json=body) as response:
+                error = (await response.json())["error"]
+        assert (response.status, error["code"]) == (503, "no_worker"), error
+        return response
+    finally:
+        await stop_in_process(engine, running)
+
+
+async def test_no_worker_while_its_own_worker_restarts_says_when_it_should_be_back(tmp_path):
+    # a restart 30 s away: the worker is not back before the request is answered
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0, restart_backoff_s=30, max_restart_backoff_s=30)
+
+    async def lose_the_worker(engine: Engine) -> None:
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60), "the worker never said hello"
+        (worker,) = engine.registry.registered()
+        assert engine.launcher.kill(worker.hello.worker_id)
+        assert await eventually(lambda: not engine.registry.registered(), timeout_s=30)
+
+    response = await answer_no_worker(tmp_path, launch, lose_the_worker)
+    retry_after = response.headers.get("Retry-After", "")
+    assert retry_after.isdigit() and MIN_RETRY_AFTER_S <= int(retry_after) <= MAX_RETRY_AFTER_S, retry_after
+
+
+async def test_no_worker_says_no_retry_after_with_nothing_to_go_by(tmp_path):
+    """--workers 0: whether a worker connects, and when, is not the engine's to know."""
+    response = await answer_no_worker(tmp_path, LaunchConfig(count=0, backend="sim"))
+    assert "Retry-After" not in response.headers

@@ -24,6 +24,7 @@ from engine_process import start_engine, start_worker
 from protocols.client_messages import Error, Images
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
+    REFUSED,
     BatchDone,
     Generate,
     GenerateItem,
@@ -60,21 +61,27 @@ def test_the_backend_refuses_the_counts_it_cannot_run_and_runs_the_others_exactl
 
 
 @pytest.mark.timeout(180)
-def test_a_worker_says_which_counts_it_refuses_and_fails_a_batch_of_one(trailing, tmp_path):
-    trailing.save_pretrained(tmp_path)
+def test_a_worker_says_which_counts_it_refuses_and_refuses_a_batch_of_one(trailing, tmp_path):
+    """Refused as the batch's fault (REFUSED, which the engine logs in one line), with no traceback at the worker."""
+    folder, worker_log = tmp_path / "model", tmp_path / "worker.log"
+    trailing.save_pretrained(folder)
     engine = FakeEngine()
-    process = start_worker(engine.address, "sdxl", "--model", str(tmp_path), "--worker-id", "w0", "--threads", "1")
+    with open(worker_log, "wb") as log:
+        process = start_worker(
+            engine.address, "sdxl", "--model", str(folder), "--worker-id", "w0", "--threads", "1", stderr=log
+        )
     try:
         hello = engine.receive(Hello)
         assert hello.refused_steps == UNEVEN
         engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
         engine.send(Generate(1, 0, 61, 512, 512, 5.0, "png", [GenerateItem("r1", "a lighthouse", 7)]))
         (failed,) = engine.receive(BatchDone).outcomes
-        assert isinstance(failed, ItemFailed) and "steps 61:" in failed.message, failed
+        assert isinstance(failed, ItemFailed) and failed.code == REFUSED and "steps 61:" in failed.message, failed
     finally:
         process.kill()
         process.wait()
         engine.close()
+    assert "Traceback" not in worker_log.read_text()
 
 
 def post_steps(engine, steps: int, request_id: str) -> tuple[int, dict]:
