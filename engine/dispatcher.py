@@ -234,6 +234,7 @@ class Dispatcher:
             # check them: refused as admission refuses them (engine/admission.py). Sent, the worker refused the
             # batch, and the client got a 500 worker_error for its own bad input
             job.request.fail("invalid_steps", refusal)
+            self._picks.file(worker)  # an idle one was taken off the idle list for the job
             return None
         job.batch_id = None
         job.worker = worker
