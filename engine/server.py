@@ -291,10 +291,14 @@ class Engine:
 
     def _cache_latents(self, worker: WorkerHandle, job: Job, done: ItemDone) -> None:
         """The first image of a request to bring latents brings those its generation passed through: cache them (once
-        checked on the cache thread: they are what the worker says). One resumed at the top level brings none, and
-        the request's other images, run in full (Dispatcher.route), bring them all."""
+        checked on the cache thread: they are what the worker says). One resumed from a neighbour brings only the
+        levels above its start (none from the top level) and its request's other images, run in full
+        (Dispatcher.route), bring them all: with such images, those are cached, and a later prompt near this one can
+        resume below the resumed image's start too."""
         request = job.request
         if request.vector is None or request.latents_cached or not done.brings_latents:
+            return
+        if job.start > 0 and request.spec.n > 1:
             return
         request.latents_cached = True
         shape = latent_shape(worker.hello.backend, request.width, request.height)

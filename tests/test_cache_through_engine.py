@@ -13,6 +13,7 @@ from engine_process import start_engine
 from protocols.client_messages import Images
 
 STEPS = 20  # cache levels below it: 5, 10, 15; the steps a resume may start at: 5, 10
+FOX, NEAR_FOX = "a red fox in a snowy forest at dawn, oil painting", "a red fox in a snowy forest"
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,30 @@ def test_a_request_resumed_at_the_top_level_is_cached_from_its_images_run_in_ful
     assert [image.level for image in near.images] == [25, 0] and near.images[0].similarity < 0.99
     # its nearest cached prompt is now itself (a lookup comes after the inserts of the images answered before it)
     assert again.images[0].similarity > 0.99
+
+
+def test_a_request_resumed_below_the_top_level_is_cached_whole_from_an_image_run_in_full(tmp_path):
+    """Its first image, resumed at K = 10 of 50, passes through 15, 20 and 25 alone; the cache kept those when that
+    image was done first, and a later prompt near it found no latent at 5 or 10. Its second, run in full, passes
+    through every level: the cache keeps those, as many latents as the full run of the prompt before it."""
+    # two workers: the images run side by side, and the resumed one, ten steps shorter, is done first
+    engine = start_engine(tmp_path, "--policy", "nirvana", backend="tiny", workers=2)
+
+    def held() -> float:
+        return engine.metric("argus_cache_bytes", tier="memory")
+
+    try:
+        with ArgusClient(engine.client_address, timeout_s=120) as client:
+            # hash similarity 0.719: level 10 by the bundled hash table (> 0.703; 15 needs > 0.75)
+            assert isinstance(client.generate(FOX, width=64, height=64, seed=1), Images)
+            assert wait_for(lambda: held() > 0)
+            full_entry = held()
+            near = client.generate(NEAR_FOX, width=64, height=64, seed=1, n=2)
+        assert isinstance(near, Images) and [image.level for image in near.images] == [10, 0], near
+        assert wait_for(lambda: engine.metric("argus_cache_prompts") == 2)
+        assert held() == 2 * full_entry
+    finally:
+        assert engine.stop() == 0
 
 
 def test_an_engine_with_a_neural_embedder_serves_from_the_cache_built_once_it_loaded(tmp_path):
