@@ -47,6 +47,7 @@ from protocols.client_messages import (
     Inquire,
     engine_side_codec,
     refusal_words,
+    refuses_a_value,
     salvage_request_id,
 )
 from protocols.codec import DecodeError
@@ -146,7 +147,11 @@ class ClientDoor:
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError) and frames:
             header = frames[0].buffer
-            self._refuse(identity, refusal_words(message.reason, header), salvage_request_id(header))
+            if not refuses_a_value(message.reason):
+                # counted as garbage: a request refused for a field's value (n 0, steps 201) is a client's bad input,
+                # as over HTTP, and an alert on these fired on every such request
+                self._engine.metrics.bad_messages.labels("client").inc()
+            self._refuse_request(identity, salvage_request_id(header), refusal_words(message.reason, header))
         elif isinstance(message, Generate):
             # the client its share of the queue is counted for: its CURVE key, which it keeps from one connection
             # to the next; without CURVE, its socket's identity

@@ -435,7 +435,6 @@ class Dispatcher:
 
     def _put_back(self, worker: WorkerHandle, now: float) -> None:
         self._registry.put_back(worker)
-        failing_workers.on_probation(worker)
         log.warning(
             "worker %s back in rotation after %.0f s out%s: one more failed batch takes it out again",
             worker.name,

@@ -39,14 +39,12 @@ def judge(worker: WorkerHandle, made: bool, failed: bool) -> bool:
 
 
 def take_out(worker: WorkerHandle, now: float) -> None:
-    """Sets when the worker, taken out of rotation now, is given batches again: twice as late as the last time."""
+    """Sets when the worker, taken out of rotation now, is given batches again: twice as late as the last time. Its
+    count of failed batches stands, so that back in rotation its next failed batch takes it out again, and the line
+    that says so counts every batch it failed since its last image (set back to FAILING_AFTER - 1, it said "failed
+    3 batches in a row" after each one failed on probation)."""
     worker.out_for_s = min(max(2 * worker.out_for_s, OUT_FOR_S), MAX_OUT_FOR_S)
     worker.back_at = now + worker.out_for_s
-
-
-def on_probation(worker: WorkerHandle) -> None:
-    """Back in rotation: its next failed batch takes it out again."""
-    worker.failed_batches = FAILING_AFTER - 1
 
 
 def may_take_out(registry: WorkerRegistry, restarting: int) -> bool:

@@ -68,7 +68,8 @@ def _not_ready_because(engine: Engine, workers: tuple) -> str | None:
     if not engine.config.launch.count:
         # "is", not "has": said too once the workers that connected have left
         return "no worker is connected (--workers 0: none is started here)"
-    return f"no worker has said hello{_own_slots(engine)}"
+    # "is", as above: after its workers were lost it said none had said hello, as if they had never come up
+    return f"no worker is connected{_own_slots(engine)}"
 
 
 # the states of argus_workers the launchers count the engine's own slots in before a hello, in words

@@ -166,6 +166,14 @@ def refusal_words(reason: str, header: bytes | memoryview) -> str:
     return field_message(reason, param, {param: sent}, _CHOICES.get(param), reprlib.repr) or reason
 
 
+def refuses_a_value(reason: str) -> bool:
+    """Whether a decode error (`reason`, msgspec's words) refused a request's field for its value ("Expected `int` >= 1,
+    got `0` - at `$.n`"): bad input, as HTTP's 400s are, where a message missing a field, naming one unknown, or no
+    request at all comes from a peer of another protocol or version."""
+    param = param_of(reason)
+    return param in _ONE_FIELD and f"at `$.{param}`" in reason
+
+
 FromClient = Generate | Cancel | Inquire
 ToClient = Images | Error | Busy | Cancelled
 

@@ -222,16 +222,36 @@ def test_failed_batches_in_a_row_take_a_worker_out_and_an_image_resets_the_count
 
 def test_a_worker_taken_out_in_a_row_stays_out_twice_as_long_each_time_until_an_image():
     worker = handle()
+    for _ in range(FAILING_AFTER):
+        failing_workers.judge(worker, made=False, failed=True)
     outs = []
     for now in range(8):
         failing_workers.take_out(worker, now)
         outs.append(worker.back_at - now)
-        failing_workers.on_probation(worker)
         assert failing_workers.judge(worker, made=False, failed=True)  # one failed batch on probation: out again
     assert outs == [10, 20, 40, 80, 160, 300, 300, 300]
     assert not failing_workers.judge(worker, made=True, failed=False)
     failing_workers.take_out(worker, 0.0)
     assert worker.back_at == 10
+
+
+async def test_a_worker_out_again_after_probation_is_said_to_have_failed_every_batch_since_its_last_image(caplog):
+    """Its count stands while it is out: the line taking it out again counted 3 batches whatever it had failed."""
+    h = Harness()
+    h.dispatcher.restart = lambda worker: False  # started by hand
+    workers = {name: h.add_worker(name, max_batch=1) for name in "ab"}
+    answered = set()
+    while workers["b"].ready:  # b fails every batch it is sent, a serves
+        h.request()
+        answer_new_batches(h, workers, answered, failing={"b"})
+    assert "worker b failed 3 batches in a row: out of rotation for 10 s" in caplog.messages[-1]
+    h.clock.now += 10
+    h.dispatcher.sweep()
+    assert workers["b"].ready
+    while workers["b"].ready:
+        h.request()
+        answer_new_batches(h, workers, answered, failing={"b"})
+    assert "worker b failed 4 batches in a row: out of rotation for 20 s" in caplog.messages[-1]
 
 
 def answer_new_batches(h: Harness, workers: dict, answered: set, failing: set[str]) -> None:

@@ -92,9 +92,9 @@ async def test_capacity_from_ready():
             with pytest.raises(CapacityUnknown, match="reports no exact_capacity_rps"):
                 await exact_capacity_rps(url)
         # an engine whose workers are all still starting: its capacity is 0, and its reason says why
-        starting = {**READY, "workers": [], "exact_capacity_rps": 0.0, "reason": "no worker has said hello: of its own"}
+        starting = {**READY, "workers": [], "exact_capacity_rps": 0.0, "reason": "no worker is connected: of its own"}
         async with status_server(starting, None) as url:
-            with pytest.raises(CapacityUnknown, match=r"an exact_capacity_rps of 0 \(no worker has said hello: of"):
+            with pytest.raises(CapacityUnknown, match=r"an exact_capacity_rps of 0 \(no worker is connected: of"):
                 await exact_capacity_rps(url)
 
 

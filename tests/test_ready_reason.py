@@ -30,3 +30,16 @@ async def test_not_ready_says_why_until_a_worker_is_in_rotation_and_again_as_the
         await asyncio.wait_for(running, 60)
     finally:
         await stop_in_process(engine, running, [worker] if worker else [])
+
+
+async def test_an_engine_whose_own_workers_are_lost_says_none_is_connected_not_that_none_said_hello(tmp_path):
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+        engine.launcher.kill("local-0")
+        assert await eventually(lambda: not readiness(engine)["ready"], timeout_s=60)
+        # restarting, or already starting again: the slot is the engine's own either way
+        assert readiness(engine)["reason"].startswith("no worker is connected: of its own, 1 ")
+    finally:
+        await stop_in_process(engine, running, [])

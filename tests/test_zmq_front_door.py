@@ -80,11 +80,14 @@ def test_invalid_request_gets_an_error_reply(engine):
     ids=["n", "steps", "width", "output_format", "seed", "prompt", "long value"],
 )
 def test_a_refused_field_is_named_in_the_words_http_uses(engine, fields, message):
+    bad_messages = engine.metric("argus_bad_messages_total", link="client")
     with ArgusClient(engine.client_address, timeout_s=30) as client:
         request = {"prompt": "a cat", "width": 64, "height": 64, **fields}
         reply = client.generate(request.pop("prompt"), request_id="r1", **request)
     assert isinstance(reply, Error) and (reply.request_id, reply.code) == ("r1", "invalid_request")
     assert reply.message.startswith(message), reply.message
+    # bad input, counted as HTTP's 400s are, not as garbage on the wire
+    assert engine.metric("argus_bad_messages_total", link="client") == bad_messages
 
 
 def test_none_is_a_fields_default_to_the_client_and_refused_on_the_wire(engine):
@@ -114,6 +117,7 @@ def _survives(engine) -> None:
 
 
 def test_garbage_to_the_client_door_is_answered_not_fatal(engine):
+    bad_messages = engine.metric("argus_bad_messages_total", link="client")
     context = zmq.Context()
     sock = raw_client(context, engine.client_address)
     codec = client_side_codec()
@@ -136,6 +140,7 @@ def test_garbage_to_the_client_door_is_answered_not_fatal(engine):
     finally:
         sock.close()
         context.term()
+    assert engine.metric("argus_bad_messages_total", link="client") == bad_messages + len(payloads) - 1
     _survives(engine)
 
 
