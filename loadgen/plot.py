@@ -46,6 +46,7 @@ class TimelineBins:
     offered_rps: np.ndarray
     ok_rps: np.ndarray  # answered with images within the SLO
     mean_quality: np.ndarray  # percent of the exact image, over the images answered; NaN for a bin without
+    mean_estimated_quality: np.ndarray  # the engine's estimate of it, as mean_quality
     violation_ratio: np.ndarray  # over the requests not cancelled; NaN for a bin with none
 
 
@@ -69,14 +70,28 @@ def bin_timeline(
 
     outcome = np.array([r["outcome"] for r in records])
     offered = per_bin(np.ones(len(records), dtype=bool))
-    # workers report quality in percent already
-    quality = np.array([np.nan if r["quality"] is None else r["quality"] for r in records], dtype=float)
-    has_quality = np.isin(outcome, ("ok", "late")) & ~np.isnan(quality)
+    answered = np.isin(outcome, ("ok", "late"))
+
+    def mean_over_answered(field: str) -> np.ndarray:
+        """Per bin, the mean of a percentage the replies carry (None where one does not say it). Records written by
+        a loadgen before the engine estimated quality have no estimate."""
+        values = np.array([np.nan if r.get(field) is None else r[field] for r in records], dtype=float)
+        says = answered & ~np.isnan(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return per_bin(says, values) / per_bin(says)
+
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_quality = per_bin(has_quality, quality) / per_bin(has_quality)
         # as the summary's, over the requests not cancelled
         violation_ratio = per_bin(np.isin(outcome, VIOLATIONS)) / per_bin(outcome != "cancelled")
-    return TimelineBins(edges, width, offered / width, per_bin(outcome == "ok") / width, mean_quality, violation_ratio)
+    return TimelineBins(
+        edges,
+        width,
+        offered / width,
+        per_bin(outcome == "ok") / width,
+        mean_over_answered("quality"),
+        mean_over_answered("estimated_quality"),
+        violation_ratio,
+    )
 
 
 def timeline_plot(
@@ -104,12 +119,7 @@ def timeline_plot(
     load.set_ylabel("req/s")
     load.legend(loc="upper right", fontsize="small")
 
-    qual = axes[1]
-    if not np.isnan(bins.mean_quality).all():
-        qual.stairs(bins.mean_quality, edges, baseline=None, color="tab:green")
-    else:
-        qual.text(0.5, 0.5, "no quality reported", transform=qual.transAxes, ha="center", va="center", color="gray")
-    qual.set_ylabel("quality (%)")
+    _quality_panel(axes[1], bins)
 
     slo = axes[2]
     slo.stairs(bins.violation_ratio, edges, baseline=None, color="tab:red")
@@ -122,6 +132,24 @@ def timeline_plot(
     axes[-1].set_xlim(0, edges[-1])
     _save(figure, path, title)
     return bins.width_s
+
+
+def _quality_panel(ax, bins: TimelineBins) -> None:
+    """The quality the workers measured (sim workers' modelled figure; a real backend measures none) and the engine's
+    estimate of each image, which every backend's replies carry."""
+    drawn = False
+    for means, color, style, label in (
+        (bins.mean_quality, "tab:green", "solid", "reported by the workers"),
+        (bins.mean_estimated_quality, "tab:olive", "dashed", "the engine's estimate"),
+    ):
+        if not np.isnan(means).all():
+            ax.stairs(means, bins.edges, baseline=None, color=color, linestyle=style, label=label)
+            drawn = True
+    if drawn:
+        ax.legend(loc="lower right", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no quality reported", transform=ax.transAxes, ha="center", va="center", color="gray")
+    ax.set_ylabel("quality (%)")
 
 
 def _workers_panel(ax, samples: Sequence[tuple[float, Mapping[Any, int]]], end: float) -> None:

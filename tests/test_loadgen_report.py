@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -256,6 +257,21 @@ def test_timeline_bins_what_each_second_of_sends_became(records):
     assert np.isnan(bins.mean_quality[3:]).all()
     # the fifth second's error and cancelled request: 1 of 1, the cancelled one left out as in the summary
     assert list(bins.violation_ratio) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_timeline_bins_the_engines_estimate_where_the_workers_report_no_quality(tmp_path):
+    """A real backend's images carry no quality of the workers', and the quality panel said "no quality reported"
+    though every image carried the engine's estimate."""
+    estimates = [(0.0, 100.0), (0.5, 94.0), (1.5, 90.0)]
+    answers = [(sent, Answer("images", images=[replace(image(10, 0.9), estimated_quality=q)])) for sent, q in estimates]
+    records = [make_record(i, 0, sent, sent, 10.0, answer, SLO_MS) for i, (sent, answer) in enumerate(answers)]
+    bins = bin_timeline(records, bin_s=1.0)
+    assert np.isnan(bins.mean_quality).all() and list(bins.mean_estimated_quality) == [97.0, 90.0]
+    timeline_plot(records, tmp_path / "estimated.png", bin_s=1.0)
+    assert opens_as_png(tmp_path / "estimated.png", wider_than=100)
+    # records a loadgen wrote before the engine estimated quality have no such field
+    older = [{k: v for k, v in r.items() if k != "estimated_quality"} for r in records]
+    assert np.isnan(bin_timeline(older, bin_s=1.0).mean_estimated_quality).all()
 
 
 def test_timeline_and_compare_plots(records, tmp_path):
