@@ -164,7 +164,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-bytes",
         type=non_negative_int,
-        help=f"latents held in memory, bytes (default {DEFAULT_CACHE_BYTES})",
+        help=f"latents held in memory, bytes (default {DEFAULT_CACHE_BYTES}; 0 keeps them on disk alone, which needs"
+        " --cache-dir and --cache-dir-bytes)",
     )
     p.add_argument(
         "--cache-dir",

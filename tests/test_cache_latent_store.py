@@ -96,6 +96,22 @@ def test_a_newcomer_that_cannot_fit_displaces_nobody(tmp_path, tier):
     store.close()
 
 
+def test_a_latent_larger_than_every_budget_is_said_once(tmp_path, caplog):
+    """--cache-bytes 1000 for SD-XL's 128 KiB latents cached nothing, and every image was a miss without a word."""
+    store = LatentStore(300, str(tmp_path), 200)
+    with caplog.at_level("WARNING", logger="argus.cache"):
+        store.put((1, 5), np.zeros(200, np.float16))  # 400 bytes
+        store.put((2, 5), np.zeros(200, np.float16))
+        store.put((3, 5), np.zeros(100, np.float16))  # 200: fits
+    assert len(store) == 1 and (3, 5) in store
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith(
+        "a latent of 400 bytes is larger than the cache's memory budget (300 bytes, --cache-bytes) and its disk"
+        " budget (200, --cache-dir-bytes): not cached"
+    )
+    store.close()
+
+
 def test_an_unreadable_spill_file_is_a_miss_and_an_eviction(tmp_path):
     evicted = []
     store = LatentStore(0, str(tmp_path), LATENT.nbytes, on_evict=evicted.append)

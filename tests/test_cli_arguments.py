@@ -146,6 +146,13 @@ def test_zero_where_zero_means_something_is_accepted():
     assert build_parser().parse_args(["serve", "--port", "65535"]).port == 65535
 
 
+def test_a_cache_on_disk_alone_is_taken(tmp_path):
+    """--cache-bytes 0 is refused when nothing spills (the cache would hold nothing), not when latents go to disk."""
+    argv = ["serve", "--cache-bytes", "0", "--cache-dir", str(tmp_path), "--cache-dir-bytes", "1000000"]
+    cache = engine_config(build_parser().parse_args(argv)).cache
+    assert (cache.enabled, cache.max_bytes, cache.directory_bytes) == (True, 0, 1_000_000)
+
+
 # flags that each parse but cannot run together: refused before anything starts, not accepted and then ignored
 # (or failing once the engine is up)
 @pytest.mark.parametrize(
@@ -190,6 +197,9 @@ def test_zero_where_zero_means_something_is_accepted():
         (["serve", "--no-cache", "--embedder-path", "/tmp"], "--no-cache keeps no prompt cache: drop --embedder-path"),
         (["serve", "--no-cache", "--levels", "10,20"], "--no-cache keeps no prompt cache: drop --levels"),
         (["serve", "--no-cache", "--cache-bytes", "5"], "--no-cache keeps no prompt cache: drop --cache-bytes"),
+        # a cache of no room: every image was a miss, the engine saying nothing of it
+        (["serve", "--cache-bytes", "0"], "--cache-bytes 0 holds no latent in memory, and no --cache-dir-bytes"),
+        (["serve", "--cache-bytes", "0", "--cache-dir", "/tmp"], "Give --no-cache for none"),
     ],
 )
 def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):

@@ -97,6 +97,8 @@ class LatentStore:
         # spill files that could not be read back since the last read that worked, logged so too: a disk going bad,
         # or a spill folder deleted under the engine, lost its latents at their hits without a word in the log
         self._failed_reads = 0
+        # a budget smaller than one latent (--cache-bytes 1000 for 128 KiB SD-XL latents) caches nothing: said once
+        self._said_too_large = False
         self._on_evict = on_evict
         self._entries: dict[Key, StoredLatent] = {}
         self._memory = Lcbfu()
@@ -210,6 +212,15 @@ class LatentStore:
 
     # -- tiers -----------------------------------------------------------------------
     def _to_memory(self, key: Key, entry: StoredLatent, record: Record) -> None:
+        if entry.nbytes > max(self.max_bytes, self.spill_bytes) and not self._said_too_large:
+            self._said_too_large = True
+            log.warning(
+                "a latent of %d bytes is larger than the cache's memory budget (%d bytes, --cache-bytes) and its disk"
+                " budget (%d, --cache-dir-bytes): not cached, nor any other this large (said once)",
+                entry.nbytes,
+                self.max_bytes,
+                self.spill_bytes,
+            )
         victims = self._room(self._memory, self.bytes_in_memory, self.max_bytes, entry.nbytes, record)
         if victims is None:
             self._to_disk(key, entry, record)
