@@ -8,6 +8,8 @@ so every process that calls `build_tiny_sdxl(seed)` holds identical weights.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -67,14 +69,14 @@ def build_tiny_sdxl(seed: int = 0) -> StableDiffusionXLPipeline:
     return pipe.to("cpu")
 
 
-def _build_tokenizer() -> CLIPTokenizer:
-    """Byte-level BPE: every byte is a token, so any unicode text encodes."""
+def _build_tokenizer(words: Iterable[str] = _WORDS) -> CLIPTokenizer:
+    """Byte-level BPE: every byte is a token, so any unicode text encodes; each of `words` is one token too."""
     alphabet = sorted(ByteLevel.alphabet())
     vocab: dict[str, int] = {}
     for symbol in alphabet + [c + _SUFFIX for c in alphabet]:
         vocab[symbol] = len(vocab)
     merges: list[tuple[str, str]] = []
-    for word in _WORDS:
+    for word in words:
         # merge left to right: ((a b) c</w>), sharing prefixes between words
         prefix = word[0] if len(word) > 1 else word[0] + _SUFFIX
         for i, char in enumerate(word[1:], start=1):

