@@ -73,6 +73,7 @@ class Preparation:
     # the levels above `level`, ascending, for a job that must wait or would miss its deadline: those of the
     # policy's the neighbour holds in memory (see Dispatcher)
     fallbacks: tuple[Fallback, ...] = ()
+    neighbour: str | None = None  # the cached prompt `latent` and the fallbacks' are of, credited once used
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +86,22 @@ class Returned:
     latent_shape: tuple[int, int, int]  # of one latent, for the worker's backend at the request's size
 
 
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What a request's first image was made from, to count: a hit at `step` of `neighbour`'s latents, or a miss
+    (step 0)."""
+
+    shape: ShapeKey
+    neighbour: str | None
+    step: int
+
+
 # called on the loop with the request's preparation, or the error that prevented it
 Prepared = Callable[[AdmittedRequest, Preparation | BaseException], None]
 # what a generation brought to cache: (prompt, its vector, its shape, what its worker returned)
 Insert = tuple[str, np.ndarray, ShapeKey, Returned]
-# inserts wait this long at most for lookups to ride with
-_INSERTS_WAIT_S = 0.05
+# what images brought (their latents, and what each started from) waits this long at most for lookups to ride with
+_IMAGES_WAIT_S = 0.05
 
 
 class CacheService:
@@ -130,9 +141,9 @@ class CacheService:
         self._closed = False
         self._waiting: list[tuple[AdmittedRequest, Prepared]] = []
         self._busy = False
-        # what generations brought, not yet handed to the thread: it rides with the next lookups (see insert)
-        self._inserts: list[Insert] = []
-        self._inserts_due: asyncio.TimerHandle | None = None
+        # what images brought, not yet handed to the thread: it rides with the next lookups (see insert)
+        self._images: list[Insert | Start] = []
+        self._images_due: asyncio.TimerHandle | None = None
 
     @property
     def enabled(self) -> bool:
@@ -164,7 +175,7 @@ class CacheService:
     def insert(self, request: AdmittedRequest, vector: np.ndarray, returned: Returned) -> None:
         """Caches what a generation passed through, once checked (fire and forget, in order with lookups).
 
-        The insert goes to the thread with the next lookups, run before them, or within _INSERTS_WAIT_S when none
+        The insert goes to the thread with the next lookups, run before them, or within _IMAGES_WAIT_S when none
         come: handed over alone, each woke the thread for a few microseconds of work, and on this 2-core VM the
         wake-ups cost more than the work (1,000 req/s: 5.5 context switches of the cache thread a request, and 754
         us of engine CPU; with the inserts riding along, 2.8 and 695 us). Whatever else runs on the thread comes
@@ -173,9 +184,22 @@ class CacheService:
         if self._cache is None or not returned.done.brings_latents:
             return
         shape = ShapeKey(request.steps, request.width, request.height)
-        self._inserts.append((request.spec.prompt, vector, shape, returned))
-        if self._inserts_due is None:
-            self._inserts_due = asyncio.get_running_loop().call_later(_INSERTS_WAIT_S, self._hand_inserts_over)
+        self._brought((request.spec.prompt, vector, shape, returned))
+
+    def count_start(self, request: AdmittedRequest, step: int) -> None:
+        """Counts what the request's first image, once made, started from: a hit at `step` (where its neighbour's
+        latent was held), or a miss at 0. Not as the request is prepared: a busy dispatcher moves a queued image up to
+        another latent of its neighbour's (back to K*, or to make its deadline), and those counted misses, or hits at
+        the level below (a sim run at twice its capacity: 37% of images from the cache, no hit counted). The request's
+        other images run in full. An `exact` request asks nothing of the cache, and is not counted."""
+        if self._cache is None or request.spec.exact:
+            return
+        self._brought(Start(ShapeKey(request.steps, request.width, request.height), request.neighbour, step))
+
+    def _brought(self, item: Insert | Start) -> None:
+        self._images.append(item)
+        if self._images_due is None:
+            self._images_due = asyncio.get_running_loop().call_later(_IMAGES_WAIT_S, self._hand_images_over)
 
     def adopt_model(self, model: str) -> None:
         """The model the engine could not name at start, named by the first worker welcomed: the saved cache is
@@ -271,27 +295,27 @@ class CacheService:
 
     # -- batching onto the thread ------------------------------------------------------
     def _submit(self, work: Callable, *args) -> Future:
-        """Runs `work` on the cache thread after the inserts queued before it."""
-        self._hand_inserts_over()
+        """Runs `work` on the cache thread after what images brought before it."""
+        self._hand_images_over()
         return self._thread.submit(work, *args)
 
-    def _hand_inserts_over(self) -> None:
-        inserts = self._take_inserts()
-        if inserts:
-            self._thread.submit(self._insert_all, inserts)
+    def _hand_images_over(self) -> None:
+        images = self._take_images()
+        if images:
+            self._thread.submit(self._take_in, images)
 
-    def _take_inserts(self) -> list[Insert]:
-        if self._inserts_due is not None:
-            self._inserts_due.cancel()
-            self._inserts_due = None
-        inserts, self._inserts = self._inserts, []
-        return inserts
+    def _take_images(self) -> list[Insert | Start]:
+        if self._images_due is not None:
+            self._images_due.cancel()
+            self._images_due = None
+        images, self._images = self._images, []
+        return images
 
     def _start_batch(self) -> None:
         batch, self._waiting = self._waiting, []
         self._busy = True
         requests = [request for request, _ in batch]
-        done = asyncio.wrap_future(self._thread.submit(self._prepare_all, self._take_inserts(), requests))
+        done = asyncio.wrap_future(self._thread.submit(self._prepare_all, self._take_images(), requests))
         done.add_done_callback(lambda result: self._finish_batch(batch, result))
 
     def _finish_batch(self, batch: list[tuple[AdmittedRequest, Prepared]], result: asyncio.Future) -> None:
@@ -365,13 +389,22 @@ class CacheService:
             on_thread,
         )
 
-    def _insert_all(self, inserts: list[Insert]) -> None:
+    def _take_in(self, images: list[Insert | Start]) -> None:
         # self._cache read here, not when queued (stats too): the restore's hand-over, queued before, replaces it
-        for prompt, vector, shape, returned in inserts:
+        for item in images:
             try:
-                self._insert(prompt, vector, shape, returned)
-            except Exception as error:  # costs only itself: the other inserts, and the lookups after, go on
-                log.error("caching a generation failed: %s", error)
+                if isinstance(item, Start):
+                    self._count(item)
+                else:
+                    self._insert(*item)
+            except Exception as error:  # costs only itself: the others, and the lookups after, go on
+                log.error("taking in what an image brought failed: %s", error)
+
+    def _count(self, start: Start) -> None:
+        if start.step:
+            self._cache.record_hit(start.shape, start.neighbour, start.step)
+        else:
+            self._cache.record_miss()
 
     def _insert(self, prompt: str, vector: np.ndarray, shape: ShapeKey, returned: Returned) -> None:
         done = returned.done
@@ -453,8 +486,8 @@ class CacheService:
         self._hand_over()  # a restore still running is waited for: its cache has a spill folder to delete
         self._cache.close()
 
-    def _prepare_all(self, inserts: list[Insert], requests: list[AdmittedRequest]) -> list[Preparation]:
-        self._insert_all(inserts)
+    def _prepare_all(self, images: list[Insert | Start], requests: list[AdmittedRequest]) -> list[Preparation]:
+        self._take_in(images)
         vectors = self._embedder.embed([request.spec.prompt for request in requests])
         shapes = [ShapeKey(request.steps, request.width, request.height) for request in requests]
         neighbours = self._cache.lookup_many(vectors, shapes)
@@ -475,14 +508,15 @@ class CacheService:
             neighbour_prompt=neighbour.prompt if neighbour else None,
         )
         k_star, level, start = self._choose(lookup, request.spec.n, request.steps, self._rng)
-        # a neighbour comes from the cache, so with one there is a cache to take its latent from
-        latent = self._cache.take_latent(neighbour.prompt_id, start) if neighbour and start else None
+        # a neighbour comes from the cache, so with one there is a cache to read its latent from; counted a hit once
+        # the image is made from it (count_start)
+        latent = self._cache.read_latent(neighbour.prompt_id, start) if neighbour and start else None
         if start and latent is None:
             level = start = 0  # the policy picked a level the neighbour does not have: run in full
-        if self._cache is not None and not start and not request.spec.exact:
-            self._cache.record_miss()
         fallbacks = self._fallbacks(neighbour, lookup, k_star, level, request.steps)
-        return Preparation(k_star, level, start, latent, lookup.similarity, vector, fallbacks)
+        return Preparation(
+            k_star, level, start, latent, lookup.similarity, vector, fallbacks, neighbour.prompt if neighbour else None
+        )
 
     def _fallbacks(
         self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int, steps: int

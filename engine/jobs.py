@@ -109,6 +109,7 @@ class AdmittedRequest:
     jobs: list[Job] = field(default_factory=list)
     results: dict[int, ImageResult] = field(default_factory=dict)
     vector: np.ndarray | None = None  # the prompt's embedding, once the cache thread made it
+    neighbour: str | None = None  # the cached prompt its first image may start from (its latents), once looked up
     latents_cached: bool = False
     client: str = ""  # who sent it, as its front door names clients (engine/client_shares.py)
 

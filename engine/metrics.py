@@ -197,11 +197,15 @@ class CacheCollector:
         stats = self.stats
         if stats is None:
             return
-        hits = CounterMetricFamily("argus_cache_hits", "Latents taken from the cache, by level", labels=["level"])
+        hits = CounterMetricFamily(
+            "argus_cache_hits", "Requests whose first image was made from a cached latent, by level", labels=["level"]
+        )
         for level, count in sorted(stats.hits_by_level.items()):
             hits.add_metric([str(level)], count)
         yield hits
-        yield CounterMetricFamily("argus_cache_misses", "Requests prepared with no latent (run in full)", stats.misses)
+        yield CounterMetricFamily(
+            "argus_cache_misses", "Requests whose first image was made from no latent (run in full)", stats.misses
+        )
         held = GaugeMetricFamily("argus_cache_bytes", "Bytes of latents held, by tier", labels=["tier"])
         held.add_metric(["memory"], stats.bytes_in_memory)
         held.add_metric(["disk"], stats.bytes_on_disk)

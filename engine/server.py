@@ -154,7 +154,7 @@ class Engine:
             self.metrics,
             config.dispatch,
             profile=self.control.profile,
-            on_image=self._cache_latents,
+            on_image=self._image_made,
             escalate=self.control.policy.escalates,
             slo_s=self.control.slo_s,
             quality=self.control.quality,
@@ -273,7 +273,7 @@ class Engine:
             log.error("preparing request %r failed", request.spec.request_id, exc_info=preparation)
             request.fail("internal_error", "the engine failed to prepare this request")
             return
-        request.vector = preparation.vector
+        request.vector, request.neighbour = preparation.vector, preparation.neighbour
         self.metrics.k_star_at(preparation.k_star).inc()
         try:
             self.dispatcher.route(
@@ -288,6 +288,12 @@ class Engine:
         except Exception:  # a bug must not leave it unanswered, nor the requests prepared with it unrouted
             log.exception("routing request %r failed", request.spec.request_id)
             request.fail("internal_error", "the engine failed to route this request")
+
+    def _image_made(self, worker: WorkerHandle, job: Job, done: ItemDone) -> None:
+        if job.index == 0:  # the image its level was chosen for: the others run in full (Dispatcher.route)
+            # before its latents are cached: a count and the prompt it was of show in the same statistics
+            self.cache.count_start(job.request, job.start)
+        self._cache_latents(worker, job, done)
 
     def _cache_latents(self, worker: WorkerHandle, job: Job, done: ItemDone) -> None:
         """The first image of a request to bring latents brings those its generation passed through: cache them (once

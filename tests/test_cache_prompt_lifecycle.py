@@ -67,6 +67,21 @@ def test_misses_and_hits_are_counted():
     assert stats.hits_by_level == {5: 1, 10: 0, 15: 0, 20: 0, 25: 2} and stats.misses == 1
 
 
+def test_a_hit_is_counted_and_credited_where_the_run_started_not_where_it_was_read():
+    """The engine reads a latent as a request is prepared, and counts the hit once its image is made: a queued image
+    moved up a level starts from another latent of its neighbour's (peeked), which is the one that served."""
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=2 * LATENT.nbytes)
+    a = cache.insert("a", unit(0), SHAPE, {5: LATENT, 25: LATENT})
+    cache.read_latent(a, 5)  # prepared at 5 ...
+    cache.peek_latent(a, 25)
+    cache.record_hit(SHAPE, "a", 25)  # ... made from 25
+    assert cache.stats().hits_by_level == {5: 0, 10: 0, 15: 0, 20: 0, 25: 1}
+    cache.insert("b", unit(1), SHAPE, {5: LATENT})  # one latent must go: (a, 5), uncredited, not (a, 25) at 25 x 1
+    assert cache.take_latent(a, 5) is None and cache.take_latent(a, 25) is not None
+    cache.record_hit(SHAPE, "gone", 5)  # its prompt evicted since: counted all the same, nothing credited
+    assert cache.stats().hits_by_level[5] == 1
+
+
 @pytest.mark.parametrize(
     "latents, error",
     [({}, ValueError), ({7: LATENT}, ValueError), ({5: LATENT.astype(np.int32)}, TypeError)],

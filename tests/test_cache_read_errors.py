@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from bad_sectors import SECTOR, BadSector, engine_environment, failing_preadv
+from test_cache_restore_background import served
 from test_cache_warm_restart import start as start_engine_on
 from test_hello_bounds import SIM_MODEL
 
@@ -205,12 +206,6 @@ def take_level_5(lookup, images, steps, rng) -> Choice:
     return Choice(5, 5, 5) if lookup.similarity else Choice(0, 0, 0)
 
 
-async def prepared(service, text: str):
-    done = asyncio.get_running_loop().create_future()
-    service.prepare(request(text), lambda _, preparation: done.set_result(preparation))
-    return await asyncio.wait_for(done, timeout=30)
-
-
 def test_the_next_checkpoint_writes_what_was_restored_as_a_whole_file(tmp_path, monkeypatch):
     """Restored as read, the cache held less than the file; taken for the file's equal, the checkpoint was skipped,
     and the file, its bad sector with it, stayed until the next insert."""
@@ -247,9 +242,9 @@ def test_a_hit_whose_spill_file_cannot_be_read_is_served_as_a_miss_and_the_cache
         await service.stats()
         [spilled] = tmp_path.glob("spill/argus-spill-*/1_5_*.latent")
         fail_reads(monkeypatch, spilled, 0, SECTOR)
-        first = await prepared(service, made[0])
+        first = await served(service, made[0])
         assert (first.similarity, first.level, first.latent) == (pytest.approx(1.0), 0, None)
-        second = await prepared(service, made[1])  # spilled too, its file whole
+        second = await served(service, made[1])  # spilled too, its file whole
         assert second.level == 5
         np.testing.assert_array_equal(second.latent, latent(1, 5))
         stats = await service.stats()

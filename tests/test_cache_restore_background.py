@@ -23,7 +23,7 @@ from engine import cache_service
 from engine.cache import persistence
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_service import Returned, build_cache_service
+from engine.cache_service import Preparation, Returned, build_cache_service
 from engine.config import CacheConfig
 from protocols.client_messages import Generate
 from protocols.codec import Blob
@@ -56,10 +56,19 @@ def take_level_5(lookup, images, steps, rng) -> Choice:
     return Choice(5, 5, 5) if lookup.similarity else Choice(0, 0, 0)
 
 
-async def similarity(service, prompt: str) -> float | None:
+async def served(service, prompt: str) -> Preparation:
+    """A request prepared, and its image made from what it was prepared with: counted then, as the engine does."""
+    made = request(prompt)
     done = asyncio.get_running_loop().create_future()
-    service.prepare(request(prompt), lambda _, preparation: done.set_result(preparation))
-    return (await done).similarity
+    service.prepare(made, lambda _, preparation: done.set_result(preparation))
+    preparation = await asyncio.wait_for(done, timeout=30)
+    made.neighbour = preparation.neighbour
+    service.count_start(made, preparation.start)
+    return preparation
+
+
+async def similarity(service, prompt: str) -> float | None:
+    return (await served(service, prompt)).similarity
 
 
 def file_identity(path) -> tuple[int, int]:

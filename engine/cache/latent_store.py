@@ -145,8 +145,12 @@ class LatentStore:
         """The latent, counted as a hit; None if it is not stored (or its spill file is unreadable)."""
         array = self.read(key)
         if array is not None:
-            (self._disk if self._entries[key].on_disk else self._memory).hit(key)
+            self.credit(key)
         return array
+
+    def credit(self, key: Key) -> None:
+        """Counts a hit served from a stored latent, read before (read, peek)."""
+        (self._disk if self._entries[key].on_disk else self._memory).hit(key)
 
     def read(self, key: Key) -> np.ndarray | None:
         """The latent, not counted as a hit; None if it is not stored, or if its spill file cannot be read or holds

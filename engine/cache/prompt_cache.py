@@ -132,11 +132,30 @@ class PromptCache:
 
     def take_latent(self, prompt_id: int, level: int) -> np.ndarray | None:
         """The latent after `level` steps, counted as a hit; None if it is no longer stored."""
-        latent = self._store.take((prompt_id, level))
-        self.changes += 1  # a hit, or a spill file found unreadable and evicted
+        latent = self.read_latent(prompt_id, level)
         if latent is not None:
-            self._hits[level] += 1
+            self._hit(prompt_id, level)
         return latent
+
+    def read_latent(self, prompt_id: int, level: int) -> np.ndarray | None:
+        """The latent after `level` steps, not counted: record_hit once a run starts from it (the engine: once the
+        image is made, at the level it was run at, which a busy dispatcher may move up); None if it is no longer
+        stored."""
+        latent = self._store.read((prompt_id, level))
+        self.changes += latent is None  # its spill file was found unreadable, and evicted
+        return latent
+
+    def record_hit(self, shape: ShapeKey, prompt: str, level: int) -> None:
+        """A run started from the latent of cached `prompt` after `level` steps (read_latent, peek_latent): a hit,
+        credited to that latent in LCBFU if it is still stored. Named by its text, not its id: the restore's hand-over
+        (absorb) gives the prompts it takes in ids of the restored cache."""
+        self._hit(self._ids_by_text.get((shape, prompt)), level)
+
+    def _hit(self, prompt_id: int | None, level: int) -> None:
+        self._hits[level] += 1
+        self.changes += 1  # a latent's uses, which a save writes
+        if prompt_id is not None and (prompt_id, level) in self._store:
+            self._store.credit((prompt_id, level))
 
     def peek_latent(self, prompt_id: int, level: int) -> np.ndarray | None:
         """The latent after `level` steps if it is held in memory, without counting a hit: a fallback
