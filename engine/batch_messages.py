@@ -6,7 +6,7 @@ from __future__ import annotations
 from controller.level_shares import resumable_steps
 from engine.jobs import Job
 from protocols.worker_messages import Generate, GenerateItem
-from workers.limits import DEFAULT_STEPS
+from workers.limits import DEFAULT_STEPS, guided
 
 
 class BatchMessages:
@@ -30,7 +30,8 @@ class BatchMessages:
                 GenerateItem(job.job_id, job.prompt, job.seed, job.latent, job.similarity, job.negative_prompt)
                 for job in jobs
             ],
-            latent_levels=self._latents_asked_at(key.steps),
+            # an unguided run's latents are not cached (CacheService.insert): they cross no wire
+            latent_levels=self._latents_asked_at(key.steps) if guided(key.guidance_scale) else [],
         )
 
     def _latents_asked_at(self, steps: int) -> list[int] | None:

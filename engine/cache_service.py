@@ -52,6 +52,7 @@ from engine.cache_dir import (
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest, Fallback
 from protocols.worker_messages import ItemDone
+from workers.limits import guided
 
 log = logging.getLogger("argus.cache")
 
@@ -181,8 +182,8 @@ class CacheService:
         us of engine CPU; with the inserts riding along, 2.8 and 695 us). Whatever else runs on the thread comes
         after the inserts queued before it.
         """
-        if self._cache is None or not returned.done.brings_latents:
-            return
+        if self._cache is None or not returned.done.brings_latents or not guided(request.spec.guidance_scale):
+            return  # an unguided run's composition would start guided requests' images (_decide)
         shape = ShapeKey(request.steps, request.width, request.height)
         self._brought((request.spec.prompt, vector, shape, returned))
 
@@ -500,6 +501,11 @@ class CacheService:
         if request.spec.exact:
             # not served from a neighbour, nor counted a miss (it did not ask the cache); its K* is 0 in the demand.
             # Embedded all the same: what its full run brings back is cached for others
+            neighbour = None
+        elif not guided(request.spec.guidance_scale):
+            # guidance off and on do not mix, either way: the first K steps set an image's composition, and an unguided
+            # run's (SD-XL's: loose, often incoherent) would start a guided request's image, a guided one an unguided
+            # request's (not the image asked for). Unguided runs are rare: they run in full, a miss, and are not cached
             neighbour = None
         lookup = Lookup(
             similarity=neighbour.similarity if neighbour else None,

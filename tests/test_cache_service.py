@@ -21,6 +21,7 @@ from engine.cache.prompt_cache import PromptCache, ShapeKey
 from engine.cache_dir import load_saved_cache, new_prompt_cache, remove_leftovers
 from engine.cache_service import CacheService, Returned, build_cache_service
 from engine.config import CacheConfig
+from protocols.client_messages import Generate
 from protocols.codec import Blob
 from protocols.worker_messages import ItemDone
 
@@ -179,7 +180,7 @@ def test_what_a_generation_brings_while_the_model_is_adopted_goes_to_the_adopted
     was queued: the latents were lost with it, and the same prompt asked again was a miss."""
     save_a_cache(tmp_path, prompts=2000)  # restoring it takes a while
     service = build_cache_service(CacheConfig(directory=str(tmp_path)), "", LEVELS, choose=lambda *args: IN_FULL)
-    request = SimpleNamespace(spec=SimpleNamespace(prompt="a cat"), steps=SHAPE.steps, width=64, height=64)
+    request = SimpleNamespace(spec=Generate(request_id="r", prompt="a cat"), steps=SHAPE.steps, width=64, height=64)
 
     async def adopt_insert_and_stop() -> None:
         service.adopt_model(MODEL)
@@ -201,6 +202,6 @@ def test_the_controller_is_told_each_requests_images_and_steps():
         return IN_FULL
 
     service = CacheService(None, None, choose)  # --no-cache: decided at once, on the caller's thread
-    request = SimpleNamespace(spec=SimpleNamespace(prompt="a cat", n=3, exact=False), steps=150, width=64, height=64)
+    request = SimpleNamespace(spec=Generate(request_id="r", prompt="a cat", n=3), steps=150, width=64, height=64)
     service.prepare(request, lambda *_: None)
     assert asked == [(3, 150)]

@@ -133,6 +133,26 @@ def test_a_request_resumed_below_the_top_level_is_cached_whole_from_an_image_run
         assert engine.stop() == 0
 
 
+def test_guided_and_unguided_runs_never_start_from_each_other(engine):
+    """guidance_scale 1 or below turns guidance off: the first K steps, which set an image's composition, ran unguided
+    (loose, often incoherent with SD-XL), and a guided request resumed from their latent kept it; an unguided request
+    resumed from a guided run got a composition it did not ask for. An unguided request runs in full, and is not
+    cached; guided ones go on from each other."""
+    hut, pond = "a snowy mountain hut under the stars, gouache", "a koi pond in a japanese garden, woodblock print"
+    with ArgusClient(engine.client_address, timeout_s=120) as client:
+        made = [
+            client.generate(prompt, width=64, height=64, steps=STEPS, seed=1, guidance_scale=guidance)
+            for prompt, guidance in ((hut, 5.0), (hut, 1.0), (pond, 0.0), (pond, 5.0), (hut, 5.0))
+        ]
+    assert all(isinstance(reply, Images) for reply in made), made
+    first, hut_off, pond_off, pond_on, hut_again = (reply.images[0] for reply in made)
+    assert first.level == 0
+    # asked nothing of the cache, though it holds the hut's guided run
+    assert [(image.level, image.similarity) for image in (hut_off, pond_off)] == [(0, None), (0, None)]
+    assert pond_on.level == 0 and pond_on.similarity < 0.99  # nothing of the unguided pond was cached
+    assert hut_again.level > 0 and hut_again.similarity == pytest.approx(1.0)
+
+
 def test_an_engine_with_a_neural_embedder_serves_from_the_cache_built_once_it_loaded(tmp_path):
     """The cache of a neural embedder is built in run(), once the embedder has loaded (on a thread: it clears the
     last run's spill folders), not with the engine."""

@@ -65,6 +65,16 @@ async def test_a_batch_asks_back_only_the_latents_a_request_of_its_steps_could_r
     assert h.batches()[0].latent_levels == asked
 
 
+@pytest.mark.parametrize(("guidance", "asked"), [(5.0, [5, 10, 15, 20, 25]), (1.0, []), (0.0, [])])
+async def test_a_batch_run_without_guidance_asks_back_no_latents(guidance, asked):
+    """An unguided run's latents are not cached (its composition would start guided requests' images): they crossed
+    the wire to be dropped."""
+    h = Harness(latent_levels=CACHED)
+    h.add_worker("a")
+    h.request(guidance_scale=guidance)
+    assert h.batches()[0].latent_levels == asked
+
+
 def _loop(policy_name: str) -> ControlLoop:
     table = SimilarityTable.bundled("clip")
     degradation = DegradationMatrix.from_quality_model(QualityModel(table))

@@ -51,6 +51,13 @@ LATENT_SCALE = 8
 SIM_LATENT_SHAPE = (LATENT_CHANNELS, 2, 2)
 
 
+def guided(guidance_scale: float) -> bool:
+    """Whether a run at `guidance_scale` is guided: diffusers runs classifier-free guidance (an unconditional pass
+    beside the prompt's, each step) only above 1; at 1 and below the prompt alone steers, and a negative prompt does
+    nothing."""
+    return guidance_scale > 1.0
+
+
 def latent_shape(backend: str, width: int, height: int) -> tuple[int, int, int]:
     """The shape of one latent a `backend` worker passes through, and resumes from, at width x height: what the
     engine's cache takes from a worker, and what a worker takes from the cache."""
