@@ -4,6 +4,7 @@ latency profiles its tests route by."""
 import asyncio
 
 import msgspec
+from fake_clock import Clock
 from pictures import image_as_asked
 
 from controller.profiles import LatencyProfile, QualityModel
@@ -19,17 +20,9 @@ from protocols.worker_messages import BatchDone, Hello, ItemDone
 from protocols.worker_messages import Generate as Batch
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 class Harness:
     def __init__(self, profile=None, escalate=False, on_image=None, slo_s=10.0, latent_levels=None, **config):
-        self.clock = Clock()
+        self.clock = Clock(1000.0)
         self.metrics = EngineMetrics()
         self.registry = WorkerRegistry(self.metrics)
         self.sent: list[tuple[str, object]] = []

@@ -6,6 +6,7 @@ import random
 
 import aiohttp
 import pytest
+from fake_clock import Clock
 from waiting import eventually
 
 from engine.client_shares import ClientShares
@@ -23,14 +24,6 @@ def refused(shares: ClientShares, client: str, images: int, queued: int) -> str 
     """Why the request is refused (Busy.reason), or None."""
     refusal = shares.refusal(client, images, queued)
     return refusal and refusal.reason
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def fill(shares: ClientShares, client: str, images: int, queued: int) -> int:

@@ -6,6 +6,7 @@ import tracemalloc
 
 import aiohttp
 import pytest
+from fake_clock import Clock
 from PIL import Image
 from waiting import eventually
 
@@ -17,16 +18,8 @@ from engine_process import free_port, in_process_config
 from workers.image_encoding import encode_image
 
 
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_oldest_images_make_room_within_the_budget():
-    files = ImageFiles(max_bytes=2 * (4 + ENTRY_BYTES) + 2, ttl_s=60, clock=Clock())
+    files = ImageFiles(max_bytes=2 * (4 + ENTRY_BYTES) + 2, ttl_s=60, clock=Clock(100.0))
     (first,) = files.put([b"a" * 4], "png")
     (second,) = files.put([b"b" * 4], "jpeg")
     (third,) = files.put([b"c" * 4], "webp")
@@ -38,7 +31,7 @@ def test_the_oldest_images_make_room_within_the_budget():
 
 def test_images_over_the_whole_budget_are_refused_and_push_out_nothing():
     budget = 2 * (5 + ENTRY_BYTES)  # two images of 5 bytes
-    files = ImageFiles(max_bytes=budget, ttl_s=60, clock=Clock())
+    files = ImageFiles(max_bytes=budget, ttl_s=60, clock=Clock(100.0))
     (kept,) = files.put([b"a" * 4], "png")
     with pytest.raises(ImagesTooLarge, match="b64_json"):
         files.put([b"b" * budget], "png")
@@ -50,7 +43,7 @@ def test_images_over_the_whole_budget_are_refused_and_push_out_nothing():
 
 
 def test_expired_images_are_not_served_and_are_freed_without_another_put():
-    clock = Clock()
+    clock = Clock(100.0)
     files = ImageFiles(max_bytes=1000, ttl_s=60, clock=clock)
     (name,) = files.put([b"x" * 100], "png")
     clock.now += 59
@@ -65,7 +58,7 @@ def test_expired_images_are_not_served_and_are_freed_without_another_put():
 def test_an_image_evicted_for_room_is_told_from_one_expired_until_its_ttl_would_have_ended():
     """Both were "no such image (it may have expired)": an operator whose store turned over in minutes, long
     before the TTL, could not tell which flag to raise."""
-    clock = Clock()
+    clock = Clock(100.0)
     files = ImageFiles(max_bytes=2 * (4 + ENTRY_BYTES), ttl_s=60, clock=clock)
     (evicted,) = files.put([b"a" * 4], "png")
     clock.now += 30
@@ -85,7 +78,7 @@ def test_an_image_evicted_for_room_is_told_from_one_expired_until_its_ttl_would_
 def test_an_expired_image_is_told_as_expired_after_it_is_freed():
     """The engine's sweep frees an expired image within a second: only its 404s in that second said "expired", and
     every later one "it expired, was removed sooner to make room, or never was"."""
-    clock = Clock()
+    clock = Clock(100.0)
     files = ImageFiles(max_bytes=1000, ttl_s=60, clock=clock)
     (name,) = files.put([b"x" * 4], "png")
     clock.now += 61
@@ -94,7 +87,7 @@ def test_an_expired_image_is_told_as_expired_after_it_is_freed():
 
 
 def test_the_names_freed_are_remembered_within_a_bound():
-    clock = Clock()
+    clock = Clock(100.0)
     files = ImageFiles(max_bytes=4 + ENTRY_BYTES, ttl_s=60, clock=clock)
     names = [files.put([b"x" * 4], "png")[0] for _ in range(MIN_GONE_NAMES + 3)]  # each evicts the one before
     told = [files.why_missing(name) for name in names[:-1]]
@@ -109,9 +102,9 @@ def test_the_names_freed_are_remembered_within_a_bound():
 def test_a_name_another_store_handed_out_is_told_from_one_this_store_forgot():
     """An engine restarted, or another behind the same address, told a URL of the first's "it expired, was removed
     sooner to make room, or never was", and an operator raised flags that keep no image across a restart."""
-    before_restart = ImageFiles(max_bytes=1000, ttl_s=60, clock=Clock())
+    before_restart = ImageFiles(max_bytes=1000, ttl_s=60, clock=Clock(100.0))
     (made_before,) = before_restart.put([b"x" * 4], "webp")
-    files = ImageFiles(max_bytes=1000, ttl_s=60, clock=Clock())
+    files = ImageFiles(max_bytes=1000, ttl_s=60, clock=Clock(100.0))
     (own,) = files.put([b"y" * 4], "webp")
     assert files.get(made_before) is None and files.why_missing(made_before) == Missing.OTHER_ENGINE
     never_made_here = own[:RUN_CHARS] + "x" * 24 + ".webp"  # this store's prefix: forgotten, or never handed out
@@ -252,7 +245,7 @@ def test_the_budget_bounds_the_memory_held_for_small_images():
     image = encode_image(Image.new("RGB", (64, 64), (10, 20, 30)), "webp", 0)
     tracemalloc.start()
     try:
-        files = ImageFiles(max_bytes=budget, ttl_s=60, clock=Clock())
+        files = ImageFiles(max_bytes=budget, ttl_s=60, clock=Clock(100.0))
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(3 * budget // len(image) // 5):  # the old count's fill, and more
             files.put([bytes(bytearray(image))], "webp")  # a copy each: a response's images are its own

@@ -1,16 +1,10 @@
 """How soon a refused client is told to try again (engine/queue_pace.py): the time the engine takes, at the pace it
 freed room lately, to free the images ahead of the request; whole seconds, from 1 to 60."""
 
+from fake_clock import Clock
+
 from engine.queue_pace import WINDOW_S, QueuePace
 from protocols.limits import MAX_RETRY_AFTER_S
-
-
-class Clock:
-    def __init__(self):
-        self.now = 5000.25
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def run_for(pace: QueuePace, clock: Clock, seconds: int, images_per_s: int) -> None:
@@ -20,7 +14,7 @@ def run_for(pace: QueuePace, clock: Clock, seconds: int, images_per_s: int) -> N
 
 
 def test_the_hint_is_the_images_ahead_at_the_pace_room_was_freed():
-    clock = Clock()
+    clock = Clock(5000.25)
     pace = QueuePace(clock)
     run_for(pace, clock, WINDOW_S, 4)
     assert pace.retry_s(1) == 1  # a quarter of a second, said as HTTP can: 1
@@ -29,7 +23,7 @@ def test_the_hint_is_the_images_ahead_at_the_pace_room_was_freed():
 
 
 def test_a_slower_pace_says_longer():
-    clock = Clock()
+    clock = Clock(5000.25)
     pace = QueuePace(clock)
     run_for(pace, clock, WINDOW_S, 4)
     fast = pace.retry_s(8)
@@ -38,7 +32,7 @@ def test_a_slower_pace_says_longer():
 
 
 def test_an_engine_that_has_freed_nothing_lately_says_longer_the_longer_it_has_not():
-    clock = Clock()
+    clock = Clock(5000.25)
     pace = QueuePace(clock)
     assert pace.retry_s(1) == 1  # fresh: nothing known yet
     clock.now += 10
@@ -49,7 +43,7 @@ def test_an_engine_that_has_freed_nothing_lately_says_longer_the_longer_it_has_n
 
 
 def test_the_hint_is_bounded():
-    clock = Clock()
+    clock = Clock(5000.25)
     pace = QueuePace(clock)
     run_for(pace, clock, WINDOW_S, 1000)
     assert pace.retry_s(1) == 1

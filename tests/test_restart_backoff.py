@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+from fake_clock import Clock
 from waiting import eventually
 
 from engine.config import LaunchConfig
@@ -63,14 +64,6 @@ async def test_a_slot_waiting_out_its_backoff_is_counted_restarting(hellos, tmp_
         assert await eventually(lambda: restarting() == 0, timeout_s=30)  # started again
     finally:
         await stop_in_process(engine, running)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_wait_doubles_while_workers_die_soon_after_their_hello_and_is_reset_after_a_stable_period():
