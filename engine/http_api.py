@@ -117,12 +117,14 @@ SERVER_LOG.addFilter(_MalformedMessages())
 
 # answered without an API key: liveness probes must not need a secret
 _OPEN_PATHS = frozenset({"/health"})
+# answered whatever X-Request-ID a proxy on a probe's way adds: a probe that fails restarts or drains a healthy engine
+_PROBE_PATHS = frozenset({"/health", "/ready"})
 GENERATIONS_PATH = "/v1/images/generations"
 
 
 def build_app(engine: Engine) -> web.Application:
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
-    middlewares = [answer_half_closed, request_id_middleware(_request_id_refusal(engine), _OPEN_PATHS), _json_errors]
+    middlewares = [answer_half_closed, request_id_middleware(_request_id_refusal(engine), _PROBE_PATHS), _json_errors]
     if engine.config.api_key:
         middlewares.append(_require_api_key(engine.config.api_key))
     elif is_loopback(engine.config.host):

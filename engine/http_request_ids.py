@@ -4,8 +4,8 @@ The id is the request's `request_id`, the one a ZeroMQ client's Generate carries
 engine's log lines about the request name it (docs/reliability.md), and its reply says it in `X-Request-ID`, which
 OpenAI's clients read (`result._request_id`, `APIStatusError.request_id`). A client's own is taken within the bounds
 of a ZeroMQ one (1 to MAX_REQUEST_ID_CHARS characters), printable ASCII only: a header carries no other text, and a
-newline would forge a log line. One that is not is a 400 saying why, before anything else is read; on a liveness
-probe's path it is replaced by one of the engine's instead (a header a proxy adds must not fail the probe).
+newline would forge a log line. One that is not is a 400 saying why, before anything else is read; on a probe's
+path (liveness, readiness) it is replaced by one of the engine's instead (a header a proxy adds must not fail it).
 """
 
 from __future__ import annotations

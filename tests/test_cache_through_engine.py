@@ -112,7 +112,8 @@ def test_a_request_resumed_at_the_top_level_is_cached_from_its_images_run_in_ful
 def test_a_request_resumed_below_the_top_level_is_cached_whole_from_an_image_run_in_full(tmp_path):
     """Its first image, resumed at K = 10 of 50, passes through 15, 20 and 25 alone; the cache kept those when that
     image was done first, and a later prompt near it found no latent at 5 or 10. Its second, run in full, passes
-    through every level: the cache keeps those, as many latents as the full run of the prompt before it."""
+    through every level: the cache keeps those, as many latents as the full run of the prompt before it. The request
+    is counted once, by its first image."""
     # two workers: the images run side by side, and the resumed one, ten steps shorter, is done first
     engine = start_engine(tmp_path, "--policy", "nirvana", backend="tiny", workers=2)
 
@@ -129,6 +130,9 @@ def test_a_request_resumed_below_the_top_level_is_cached_whole_from_an_image_run
         assert isinstance(near, Images) and [image.level for image in near.images] == [10, 0], near
         assert wait_for(lambda: engine.metric("argus_cache_prompts") == 2)
         assert held() == 2 * full_entry
+        # counted by its first image alone, a hit at 10 (its second, run in full, is no miss): the first request's miss
+        assert engine.metric("argus_cache_hits_total", level="10") == 1
+        assert engine.metric("argus_cache_misses_total") == 1
     finally:
         assert engine.stop() == 0
 

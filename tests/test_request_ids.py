@@ -72,13 +72,14 @@ async def test_an_id_that_is_none_is_a_400_saying_why_under_an_id_of_the_engines
             assert response.status == 400 and error["code"] == "invalid_request", error
             assert why in error["message"] and "1 to 128 printable ASCII characters" in error["message"], error
             assert response.headers["X-Request-ID"] not in {value for _, value in headers}
-        # a liveness probe is answered whatever a proxy on its way adds, under an id of the engine's
-        async with session.get(engine.url + "/health", headers=headers) as response:
-            assert response.status == 200 and response.headers["X-Request-ID"] not in {value for _, value in headers}
-        async with session.get(engine.url + "/ready", headers=headers) as response:
+        # probes are answered whatever a proxy on their way adds, under an id of the engine's (/ready: 503, no worker)
+        for path, status in (("/health", 200), ("/ready", 503)):
+            async with session.get(engine.url + path, headers=headers) as response:
+                assert response.status == status and response.headers["X-Request-ID"] not in {v for _, v in headers}
+        async with session.get(engine.url + "/plan", headers=headers) as response:
             assert response.status == 400 and why in (await response.json())["error"]["message"]
     assert engine.dispatcher.outstanding_images == 0
-    # counted as a refused request, as a body that is none is; the 400 on /ready is no image request
+    # counted as a refused request, as a body that is none is; the 400 on /plan is no image request
     sample = engine.metrics.registry.get_sample_value
     assert sample("argus_requests_total", {"outcome": "rejected", "code": "invalid_request"}) == 1
 
