@@ -374,6 +374,8 @@ class Engine:
         stop came first, the load left running (it takes seconds, which a stop used to wait out)."""
         stop = asyncio.ensure_future(self._stop_requested.wait())
         loaded = self._embedder.loaded()
+        if not loaded.done():  # says why nothing listens yet (minilm: about 8 s on a 2-core machine)
+            log.info("waiting for the prompt embedder to load before serving")
         try:
             await asyncio.wait((stop, loaded), return_when=asyncio.FIRST_COMPLETED)
         finally:
