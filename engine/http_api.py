@@ -7,7 +7,6 @@ import base64
 import functools
 import hmac
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -327,7 +326,7 @@ async def generate(request: web.Request) -> web.Response:
     admitted = engine.submit(spec, _client_name(body.safety_identifier or body.user, request))
     if isinstance(admitted, Busy):
         # whole seconds, as HTTP takes them: the hint is (engine/queue_pace.py)
-        retry_s = math.ceil(admitted.retry_after_ms / 1000)
+        retry_s = retry_after_s(admitted.retry_after_ms / 1000)
         return _error("busy", _BUSY_MESSAGES[admitted.reason], headers={"Retry-After": str(retry_s)})
     if isinstance(admitted, Error):
         return _error(admitted.code, admitted.message, _ADMISSION_PARAMS.get(admitted.code))

@@ -57,9 +57,10 @@ def request_id_middleware(refuse: Callable[[web.Request, str], web.Response], pr
     @web.middleware
     async def with_request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.getall(HEADER, None)
-        if given is None or request.path in probes and header_problem(given):
+        problem = None if given is None else header_problem(given)
+        if given is None or problem and request.path in probes:
             request_id = next(made)
-        elif problem := header_problem(given):
+        elif problem:
             response = refuse(request, problem)
             response.headers[HEADER] = next(made)
             return response
