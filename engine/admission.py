@@ -18,7 +18,7 @@ from engine.queue_pace import QueuePace
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Error, Generate
 from protocols.limits import MAX_SEED
-from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits, steps_refusal
+from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits, input_refusal
 
 
 class Admission:
@@ -70,14 +70,11 @@ class Admission:
         limits = self.size_limits()
         width = spec.width or limits.default_size
         height = spec.height or limits.default_size
-        for name, value in (("width", width), ("height", height)):
-            if not limits.takes(value):
-                return Error(spec.request_id, "invalid_size", f"{name} {value} must be {limits.rule}")
         steps = spec.steps or self.default_steps()
-        if refusal := steps_refusal(steps, self.refused_steps()):
-            # refused now rather than once routed (engine/dispatcher.py, for one admitted before any worker said hello);
-            # before, a worker ran N + 1 steps and cached them as N
-            return Error(spec.request_id, "invalid_steps", refusal)
+        # a step count refused now rather than run: a worker ran N + 1 steps and cached them as N. One admitted before
+        # any worker said hello is refused in the same words once routed (engine/dispatcher.py)
+        if refused := input_refusal(width, height, steps, limits, self.refused_steps()):
+            return Error(spec.request_id, *refused)
         if spec.n > self._max_queue:
             # Busy would have the client retry for ever: no queue this small ever has room for it. HTTP names `n` for
             # this code (http_api._ADMISSION_PARAMS): give another refusal a code of its own

@@ -57,7 +57,7 @@ from protocols.worker_messages import (
     ItemFailed,
     ItemOutcome,
 )
-from workers.limits import steps_refusal
+from workers.limits import SizeLimits, input_refusal
 
 log = logging.getLogger("argus.dispatcher")
 
@@ -229,11 +229,11 @@ class Dispatcher:
         """Queues the job on a worker (None: it waits for one, or it was answered) without sending anything.
         `siblings_on`: the workers the images of its request before it were just queued on."""
         worker = self._picks.pick(job, siblings_on)
-        if worker is not None and (refusal := steps_refusal(job.request.steps, worker.hello.refused_steps)):
-            # admitted before any worker said which step counts its scheduler cannot run, when admission could not
-            # check them: refused as admission refuses them (engine/admission.py). Sent, the worker refused the
-            # batch, and the client got a 500 worker_error for its own bad input
-            job.request.fail("invalid_steps", refusal)
+        if worker is not None and (refused := self._refusal(job.request, worker)):
+            # admitted before any worker said which sizes it takes and which step counts its scheduler cannot run,
+            # when admission could not check them: refused as admission refuses them (engine/admission.py). Sent, the
+            # worker refused the batch, and the client got a 500 worker_error for its own bad input
+            job.request.fail(*refused)
             self._picks.file(worker)  # an idle one was taken off the idle list for the job
             return None
         job.batch_id = None
@@ -252,6 +252,11 @@ class Dispatcher:
         self._picks.file(worker)
         self._urgency.push(job, self._timing.add_queued(job, now), len(self._live), self._is_queued)
         return worker
+
+    @staticmethod
+    def _refusal(request: AdmittedRequest, worker: WorkerHandle) -> tuple[str, str] | None:
+        hello = worker.hello
+        return input_refusal(request.width, request.height, request.steps, SizeLimits.of(hello), hello.refused_steps)
 
     def _is_queued(self, job: Job) -> bool:
         """Waiting in a worker's queue: not sent, not answered (its request may be done before its retirement

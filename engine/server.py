@@ -62,7 +62,7 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import create_key_files
 from protocols.worker_messages import ItemDone, SetLevel
-from workers.limits import latent_shape
+from workers.limits import INPUT_REFUSALS, latent_shape
 
 log = logging.getLogger("argus.engine")
 # a line for each request answered otherwise than with its images, or refused at admission, naming its id, at DEBUG:
@@ -323,7 +323,7 @@ class Engine:
         seconds = time.monotonic() - request.admitted_at
         self.metrics.request_seconds.observe(seconds)
         if isinstance(reply, Error):
-            self.metrics.requests_by("error", reply.code).inc()
+            self.metrics.requests_by("rejected" if reply.code in INPUT_REFUSALS else "error", reply.code).inc()
             request_log.debug(
                 "request %r answered %s after %.3f s: %s", request.spec.request_id, reply.code, seconds, reply.message
             )

@@ -34,6 +34,7 @@ from protocols.worker_messages import (
     Welcome,
 )
 from workers.diffusion_backend import DiffusionBackend
+from workers.limits import INPUT_REFUSALS
 from workers.tiny_pipeline import build_tiny_sdxl
 
 UNEVEN = [61, 103, 121, 122]  # of 1..MAX_STEPS, for SD-XL's scheduler config with trailing spacing
@@ -84,9 +85,9 @@ def test_a_worker_says_which_counts_it_refuses_and_refuses_a_batch_of_one(traili
     assert "Traceback" not in worker_log.read_text()
 
 
-def post_steps(engine, steps: int, request_id: str) -> tuple[int, dict]:
-    """A request for `steps` steps over HTTP: its status and its error (None when it made images)."""
-    body = json.dumps({"prompt": "a lighthouse", "size": "64x64", "num_inference_steps": steps}).encode()
+def post(engine, request_id: str, steps: int = 50, size: str = "64x64") -> tuple[int, dict]:
+    """A request for `steps` steps at `size` over HTTP: its status and its error (None when it made images)."""
+    body = json.dumps({"prompt": "a lighthouse", "size": size, "num_inference_steps": steps}).encode()
     headers = {"Content-Type": "application/json", "X-Request-ID": request_id}
     request = urllib.request.Request(engine.http + "/v1/images/generations", body, headers)
     try:
@@ -98,31 +99,33 @@ def post_steps(engine, steps: int, request_id: str) -> tuple[int, dict]:
 
 
 @pytest.mark.timeout(120)
-def test_a_count_admitted_before_any_worker_said_so_is_refused_as_admission_refuses_it(tmp_path):
+def test_a_count_or_size_admitted_before_any_worker_said_so_is_refused_as_admission_refuses_it(tmp_path):
     """Admitted while no worker had said which counts it refuses, a request for one was sent to the first worker that
     did, which refused the batch: a 500 worker_error for the client's own bad input. Now the engine refuses it once a
     worker has said so, in the words admission uses (a 400 invalid_steps naming num_inference_steps over HTTP, the
     same Error over ZeroMQ), and sends the worker nothing of it; a request for a count it runs, queued beside them,
-    is served."""
+    is served. So is a size the worker does not take (admitted within the configured backend's sizes), and /metrics
+    counts both as refused, not as the engine's errors."""
     engine = start_engine(tmp_path, workers=0, wait=False)
     worker = FakeWorker(engine.worker_address)
     worker.hello = msgspec.structs.replace(
         worker.hello, backend="tiny", model="tiny:0123456789abcdef", device="cpu", simulated=False,
-        min_size=64, max_size=256, refused_steps=UNEVEN,
+        min_size=64, max_size=128, refused_steps=UNEVEN,
     )  # fmt: skip
     late: dict[str, object] = {}
     try:
         engine.wait_ready(workers=0)
         with ArgusClient(engine.client_address, timeout_s=60) as client:
             askers = [
-                threading.Thread(target=lambda: late.update(http=post_steps(engine, 61, "order-61"))),
+                threading.Thread(target=lambda: late.update(http=post(engine, "order-61", steps=61))),
+                threading.Thread(target=lambda: late.update(size=post(engine, "order-256", size="256x256"))),
                 threading.Thread(target=lambda: late.update(zmq=client.generate("a lighthouse", steps=121))),
             ]
             with ArgusClient(engine.client_address, timeout_s=60) as other:
                 askers.append(threading.Thread(target=lambda: late.update(ok=other.generate("a lighthouse", steps=62))))
                 for asker in askers:
                     asker.start()
-                assert wait_for(lambda: engine.metric("argus_queued_images") == 3), engine.log()
+                assert wait_for(lambda: engine.metric("argus_queued_images") == 4), engine.log()
                 worker.handshake(timeout_s=30)
                 sent = worker.next_batch(timeout_s=30)
                 assert sent is not None and sent.steps == 62, sent
@@ -132,7 +135,15 @@ def test_a_count_admitted_before_any_worker_said_so_is_refused_as_admission_refu
                     asker.join(60)
                 assert worker.next_batch(timeout_s=1) is None  # nothing of the refused counts reached the worker
             # the same requests now that a worker has said hello: refused at admission
-            now = {"http": post_steps(engine, 61, "order-61"), "zmq": client.generate("a lighthouse", steps=121)}
+            now = {
+                "http": post(engine, "order-61", steps=61),
+                "size": post(engine, "order-256", size="256x256"),
+                "zmq": client.generate("a lighthouse", steps=121),
+            }
+            refusals = {
+                code: engine.metric("argus_requests_total", outcome="rejected", code=code) for code in INPUT_REFUSALS
+            }
+            errors = sum(engine.metric("argus_requests_total", outcome="error", code=code) for code in INPUT_REFUSALS)
     finally:
         worker.close()
         assert engine.stop() == 0
@@ -144,6 +155,11 @@ def test_a_count_admitted_before_any_worker_said_so_is_refused_as_admission_refu
     refused = late["zmq"]
     assert isinstance(refused, Error) and refused.code == "invalid_steps" and "ask for 120 or 123" in refused.message
     assert (refused.code, refused.message) == (now["zmq"].code, now["zmq"].message)
+    status, error = late["size"]
+    assert (status, error["code"], error["param"]) == (400, "invalid_size", "size"), late["size"]
+    assert error["message"] == "width 256 must be a multiple of 8 from 64 to 128"
+    assert late["size"] == now["size"]
+    assert refusals == {"invalid_steps": 4, "invalid_size": 2} and errors == 0, (refusals, errors)
 
 
 @pytest.fixture(scope="module")

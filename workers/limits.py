@@ -66,6 +66,24 @@ def latent_shape(backend: str, width: int, height: int) -> tuple[int, int, int]:
     return (LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE)
 
 
+# the codes input_refusal answers: the client's input, refused at admission or, for a request admitted before any worker
+# said hello, once routed; counted as refused either way (engine/server.py)
+INPUT_REFUSALS = frozenset({"invalid_size", "invalid_steps"})
+
+
+def input_refusal(
+    width: int, height: int, steps: int, sizes: SizeLimits, refused_steps: Collection[int]
+) -> tuple[str, str] | None:
+    """Why workers that take `sizes` and refuse the step counts `refused_steps` cannot make an image of width x height
+    in `steps` steps: the client's error code and message, or None if they can."""
+    for name, side in (("width", width), ("height", height)):
+        if not sizes.takes(side):
+            return "invalid_size", f"{name} {side} must be {sizes.rule}"
+    if refusal := steps_refusal(steps, refused_steps):
+        return "invalid_steps", refusal
+    return None
+
+
 def steps_refusal(steps: int, refused: Collection[int]) -> str | None:
     """Why a backend that refuses the step counts `refused` (BackendInfo.refused_steps) cannot run `steps`, naming
     the nearest counts it can run; None if it can."""
