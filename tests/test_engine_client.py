@@ -349,6 +349,16 @@ def test_closing_the_sync_client_from_a_signal_handler_during_a_call_ends_the_ca
         signal.signal(signal.SIGUSR1, previous)
 
 
+@pytest.fixture
+def ctrl_c_interrupts():
+    """Ctrl-C raising KeyboardInterrupt, as in a program run from a terminal, even in a suite started as a background
+    job of a shell without job control: SIGINT is ignored there, and Python then installs no handler for it."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_ctrl_c_during_a_call_cancels_it_at_the_engine(engine):
     """Ctrl-C is taken by whichever thread of the process the kernel picks: here not the caller's, whose poll it
     does not interrupt (before, a call without a timeout never saw it, and CI timed out)."""
