@@ -98,11 +98,14 @@ class AsyncArgusClient(OwnProcess):
         try:
             # a refusal fails `future`, while the send may wait for good: no engine will take it
             await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
-            if future.done() and not sending.done():
-                sending.cancel()
-            else:
+            if not future.done():
                 await sending
                 self._sent[request.request_id] = connection_of(self._refusals)
+            elif not sending.done():
+                sending.cancel()
+            # else the send ended as the call did: close() fails the calls, then its socket cancels the sends still
+            # waiting for room. The call's own end is the one to raise (ClientClosed, not the send's CancelledError,
+            # which left the ClientClosed unretrieved, a traceback for each)
             return await future
         except asyncio.CancelledError:
             if not sending.done():

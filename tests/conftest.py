@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,15 @@ os.environ["TMPDIR"] = _SUITE_TMPDIR
 _PORT_SHARES = 8
 if "PYTEST_XDIST_WORKER" in os.environ:  # "gw0", "gw1", ...
     draw_ports_from_share(int(os.environ["PYTEST_XDIST_WORKER"][2:]) % _PORT_SHARES, _PORT_SHARES)
+
+
+@pytest.fixture
+def ctrl_c_interrupts():
+    """Ctrl-C raising KeyboardInterrupt, as in a program run from a terminal, even in a suite started as a background
+    job of a shell without job control: SIGINT is ignored there, and Python then installs no handler for it."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture

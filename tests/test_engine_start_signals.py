@@ -148,6 +148,7 @@ def test_held_stop_signals_are_kept_then_given_back():
     assert {signum: signal.getsignal(signum) for signum in found} == found
 
 
+@pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_a_command_other_than_serve_gets_a_held_signal_as_python_would():
     held = HeldStopSignals()
     signal.raise_signal(signal.SIGINT)
