@@ -50,6 +50,7 @@ from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_pars
 from engine.open_files import allow_engine_open_files
 from engine.serve_checks import check_serve_args, serve_model_id, similarity_table_file
 from engine.stop_signals import HeldStopSignals
+from engine.version import argus_version
 from engine.worker_command import (
     add_worker_command,
     stopped_as_it_started,
@@ -430,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     from loadgen import cli as loadgen_cli
 
     parser = argparse.ArgumentParser(prog="argus", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"argus {argus_version()}")
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="how much to log to stderr"
     )

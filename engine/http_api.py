@@ -25,6 +25,7 @@ from engine.http_half_close import answer_half_closed
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
+from engine.version import argus_version
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.limits import retry_after_s
 from protocols.openai_images import (
@@ -456,7 +457,7 @@ def _missing_image_message(files: ImageFiles, name: str) -> str:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    return web.json_response({"status": "alive", "version": argus_version()})
 
 
 async def ready(request: web.Request) -> web.Response:

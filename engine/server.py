@@ -57,6 +57,7 @@ from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.slot_supervision import Launcher
 from engine.stop_signals import STOP_SIGNALS, HeldStopSignals
 from engine.temp_folders import make_temp_folder, remove_dead_engines_folders
+from engine.version import argus_version
 from engine.worker_link import WorkerLink
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
@@ -444,8 +445,9 @@ class Engine:
                 raise UsageError(f"{where}: {error.strerror or error}") from None
             port = listener.sockets[0].getsockname()[1]
             log.info(
-                "HTTP API listening on http://%s (POST /v1/images/generations; at most %d connections at once,"
-                " --max-connections)",
+                "argus %s: HTTP API listening on http://%s (POST /v1/images/generations; at most %d connections at"
+                " once, --max-connections)",
+                argus_version(),
                 http_address(self.config.host, port),
                 bound,
             )

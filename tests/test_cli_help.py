@@ -1,6 +1,7 @@
 """`argus COMMAND --help` lists a command's flags and their defaults, as README.md says; it lists no secret."""
 
 import argparse
+import importlib.metadata
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -49,6 +50,12 @@ def test_every_flag_with_a_default_names_it_in_help():
     --cache-bytes, the timeouts and more (50 flags over the commands): a user had to read the code."""
     missing = [f"{name} {flag}" for name, flag, text in _flags_with_defaults() if "default" not in _help_of(text, flag)]
     assert not missing, missing
+
+
+def test_version_says_the_installed_version():
+    command = [sys.executable, "-m", "engine.cli", "--version"]
+    said = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert said == f"argus {importlib.metadata.version('argus-serve')}\n"
 
 
 @pytest.fixture(scope="module")

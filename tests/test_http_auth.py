@@ -54,7 +54,7 @@ def test_a_key_that_is_not_utf8_is_401_not_500(engine):
 def test_right_key_is_served_and_health_needs_none(engine):
     status, reply = call(engine, "/v1/images/generations", "s3cret", {"prompt": "a cat", "size": "64x64"})
     assert status == 200 and len(reply["data"]) == 1
-    assert call(engine, "/health", None) == (200, {"status": "alive"})
+    assert call(engine, "/health", None)[0] == 200
     assert call(engine, "/metrics", "s3cret")[0] == 200
 
 

@@ -1,5 +1,6 @@
 """What GET /metrics of a real engine tells an operator: Prometheus's names, types and base units."""
 
+import importlib.metadata
 import json
 import math
 import time
@@ -38,6 +39,14 @@ def test_running_counts_are_counters_and_times_are_in_seconds(engine):
     # the solve time was argus_plan_solve_ms, in ms
     assert found["argus_plan_solve_seconds"].type == "histogram"
     assert not [name for name in found if name.endswith("_ms")]
+
+
+def test_the_version_serving_is_said_by_metrics_and_health(engine):
+    """Scraping a fleet of engines mid-upgrade, or reading a health check, tells which code answered."""
+    installed = importlib.metadata.version("argus-serve")
+    assert engine.metric("argus_build_info", version=installed) == 1
+    status, body = engine.get("/health")
+    assert status == 200 and json.loads(body) == {"status": "alive", "version": installed}
 
 
 def post(engine, body: bytes, content_type: str = "application/json") -> tuple[int, str]:
