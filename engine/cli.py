@@ -237,6 +237,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         f" response_format url hands out (unguessable and short-lived) (default: ${API_KEY_ENV})",
     )
     p.add_argument(
+        "--api-keys",
+        metavar="FILE",
+        help="as --api-key, with a key for each client: lines of 'NAME KEY' ('#' comments). A request's key names its"
+        " client, whose share of the queue and of the workers its 'user' cannot change; reread on SIGHUP",
+    )
+    p.add_argument(
         "--launcher",
         default="local",
         choices=["local", "ray"],
@@ -316,6 +322,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         send_timeout_s=args.send_timeout,
         max_connections=args.max_connections,
         api_key=args.api_key,
+        api_keys_file=args.api_keys,
         public_url=args.public_url,
         forwarded_allow_ips=tuple(args.forwarded_allow_ips),
         image_url_ttl_s=args.image_url_ttl,

@@ -149,8 +149,10 @@ class EngineConfig:
     # HTTP connections open at once, past which one is answered 503 and closed (engine/http_connection_limit.py);
     # None: what the limit on open files leaves (engine/open_files.py)
     max_connections: int | None = None
-    # when set, every HTTP route but /health and the image URLs (/v1/images/files/...) needs "Authorization: Bearer KEY"
+    # when set, every HTTP route but /health and the image URLs (/v1/images/files/...) needs
+    # "Authorization: Bearer KEY": api_key's one key, or one of the named keys in api_keys_file (engine/api_keys.py)
     api_key: str | None = None
+    api_keys_file: str | None = None
     # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;
     # with curve_workers_dir, the worker socket admits that directory's keys and curve_allowed_dir is for clients
     curve_secret_file: str | None = None

@@ -1,6 +1,6 @@
 """The engine's periodic tasks, each run under its TaskGroup while it serves and cancelled after the drain: the
 sweep that answers expired deadlines (and frees expired image URLs), the cache's statistics for /metrics, the cache
-checkpoints (--cache-save-interval) and the reload of the CURVE key directories on SIGHUP.
+checkpoints (--cache-save-interval) and the reload on SIGHUP of the CURVE key directories and --api-keys's file.
 
 A failed turn is logged and the task goes on: a bug here must not end the TaskGroup, and with it the engine,
 without a drain.
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from engine.arg_types import UsageError
 
 if TYPE_CHECKING:
+    from engine.api_keys import ApiKeys
     from engine.cache_service import CacheService
     from engine.config import CacheConfig
     from engine.curve_gate import CurveGate
@@ -88,18 +89,28 @@ async def checkpoint_forever(
             checkpoints.labels("failed").inc()
 
 
-async def reload_keys_on_hangup(hangup: asyncio.Event, curve: CurveGate | None, link: WorkerLink) -> None:
+async def reload_keys_on_hangup(
+    hangup: asyncio.Event, curve: CurveGate | None, link: WorkerLink, api_keys: ApiKeys | None
+) -> None:
     """`curve`: the gate of the keys given with --curve-secret, None without (a Ray run's own keys are not reread).
-    A worker whose key was revoked is dropped."""
+    A worker whose key was revoked is dropped. `api_keys`: the HTTP door's, reread if they are --api-keys's file."""
+    http_keys = api_keys if api_keys is not None and api_keys.named else None
     while True:
         await hangup.wait()
         hangup.clear()
-        if curve is None:
-            log.warning("SIGHUP: nothing to reload (the engine runs without --curve-secret)")
+        if curve is None and http_keys is None:
+            log.warning("SIGHUP: nothing to reload (the engine runs without --curve-secret or --api-keys)")
             continue
-        try:
-            await asyncio.to_thread(curve.reload)  # reads files: not on the loop
-        except UsageError as error:
-            log.error("SIGHUP: CURVE keys not reloaded, those admitted until now still hold: %s", error)
-            continue
-        link.drop_revoked()
+        # each from its files, on a thread (not on the loop); one that cannot be read leaves the other reloaded
+        if curve is not None:
+            try:
+                await asyncio.to_thread(curve.reload)
+                link.drop_revoked()
+            except UsageError as error:
+                log.error("SIGHUP: CURVE keys not reloaded, those admitted until now still hold: %s", error)
+        if http_keys is not None:
+            try:
+                count = await asyncio.to_thread(http_keys.reload)
+                log.info("SIGHUP: %d API keys read from %s", count, http_keys.path)
+            except UsageError as error:
+                log.error("SIGHUP: API keys not reloaded, those until now still hold: %s", error)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import hmac
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
+from engine.api_keys import ApiKeys
 from engine.arg_types import URL_HOST, is_loopback
 from engine.config import LaunchConfig
 from engine.forwarded_for import TrustedProxies
@@ -87,6 +87,8 @@ MODEL_KEY = web.AppKey("model", Model)
 PROXIES_KEY = web.AppKey("proxies", TrustedProxies)
 # the document, made once: it read the package's metadata from disk on the loop at every request
 OPENAPI_KEY = web.AppKey("openapi", bytes)
+# who holds the key a request came with, under --api-keys ("" for --api-key's one key)
+KEY_HOLDER = web.RequestKey("key_holder", str)
 _BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
@@ -124,8 +126,8 @@ GENERATIONS_PATH = "/v1/images/generations"
 def build_app(engine: Engine) -> web.Application:
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
     middlewares = [answer_half_closed, request_id_middleware(_request_id_refusal(engine), _PROBE_PATHS), _json_errors]
-    if engine.config.api_key:
-        middlewares.append(_require_api_key(engine.config.api_key))
+    if engine.api_keys is not None:
+        middlewares.append(_require_api_key(engine.api_keys))
     elif is_loopback(engine.config.host):
         public_host = URL(engine.config.public_url).host if engine.config.public_url else None
         middlewares.append(_require_a_loopback_host(public_host))
@@ -133,7 +135,7 @@ def build_app(engine: Engine) -> web.Application:
     app[ENGINE_KEY] = engine
     app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
-    document = openapi_document(argus_version(), api_key=bool(engine.config.api_key))
+    document = openapi_document(argus_version(), api_key=engine.api_keys is not None)
     app[OPENAPI_KEY] = msgspec.json.encode(document)
     app.router.add_post(GENERATIONS_PATH, generate)
     app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")
@@ -223,9 +225,7 @@ def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason
 
 
-def _require_api_key(api_key: str):
-    expected = api_key.encode()
-
+def _require_api_key(keys: ApiKeys):
     @web.middleware
     async def check(request: web.Request, handler):
         # an image URL is a capability, as OpenAI's are: unguessable and short-lived, it can be handed to a
@@ -235,12 +235,14 @@ def _require_api_key(api_key: str):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # the scheme is case-insensitive (RFC 9110): clients and proxies send "bearer" too. aiohttp keeps bytes
         # that are not UTF-8 as surrogates: encode them back, or such a header would be a 500
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
+        holder = keys.holder(given.encode("utf-8", "surrogateescape")) if scheme.lower() == "bearer" else None
+        if holder is None:
             return _error(
                 "unauthorized",
                 "a valid API key is required (Authorization: Bearer KEY)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        request[KEY_HOLDER] = holder
         return await handler(request)
 
     return check
@@ -378,11 +380,14 @@ def _refused(engine: Engine, code: str, message: str, param: str | None = None) 
 
 
 def _client_name(end_user: str | None, request: web.Request) -> str:
-    """The client a request's share of the queue is counted for: the end user a gateway names (OpenAI's
+    """The client a request's share of the queue is counted for: the holder of its key, under --api-keys (what the
+    request says of itself cannot make it another client's); else the end user a gateway names (OpenAI's
     `safety_identifier` replaced `user` and takes precedence over it unless empty: read alone, `user` counted every
-    end user of a gateway that sends its own name there as one client), else the address the request came from. The
-    two are named apart: in one namespace, a `user` of "10.0.0.7" was counted as the client at that address, took its
+    end user of a gateway that sends its own name there as one client), else the address the request came from. They
+    are named apart: in one namespace, a `user` of "10.0.0.7" was counted as the client at that address, took its
     images for its own and had it refused for the share it did not hold."""
+    if holder := request.get(KEY_HOLDER):
+        return f"http-key:{holder}"
     return f"http-user:{end_user}" if end_user else f"http:{_client_address(request)}"
 
 

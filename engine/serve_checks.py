@@ -10,6 +10,7 @@ import os
 import re
 
 from controller.profiles import LatencyProfile
+from engine.api_keys import ApiKeys, key_problem
 from engine.arg_types import UsageError, host_memory_bytes
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.table_file import TableFile, checked_table_file
@@ -32,8 +33,7 @@ from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
 
 def check_serve_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
-    if args.api_key is not None:
-        _check_api_key(args.api_key)
+    _check_api_keys(args.api_key, args.api_keys)
     if not args.host.strip():
         # a variable left unset (--host "$HOST"): asyncio takes "" for every interface, IPv4's and IPv6's, where the
         # default is loopback only, and the engine logged its address as http://:8000
@@ -135,16 +135,15 @@ def _takes_in(wildcard: str, host: str) -> bool:
         return True
 
 
-def _check_api_key(key: str) -> None:
-    if not key:
+def _check_api_keys(key: str | None, path: str | None) -> None:
+    if key is not None and path is not None:
+        raise UsageError(f"--api-key (or ${API_KEY_ENV}) and --api-keys: give one (name --api-key's key in the file)")
+    if path is not None:
+        ApiKeys.read(path)
+    elif key is not None and (problem := key_problem(key)):
         # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
-        raise UsageError(f"--api-key (or ${API_KEY_ENV}) is empty: give a key, or unset {API_KEY_ENV} for none")
-    if key != key.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-        # HTTP trims a header's value and carries no control character: no client could send this key
-        raise UsageError(
-            f"--api-key (or ${API_KEY_ENV}) starts or ends with a space or holds a control character (a newline read"
-            " from a file?): no HTTP client can send it"
-        )
+        hint = f"give a key, or unset {API_KEY_ENV} for none" if not key else "no HTTP client can send it"
+        raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}: {hint}")
 
 
 def _check_embedder(args: argparse.Namespace) -> None:

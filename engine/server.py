@@ -25,6 +25,7 @@ import zmq
 from aiohttp import web
 
 from engine.admission import Admission
+from engine.api_keys import configured_api_keys
 from engine.arg_types import UsageError
 from engine.cache.embedder_loading import EmbedderLoading
 from engine.cache.embedders import Embedder
@@ -125,7 +126,9 @@ class Engine:
             self._curve.start()
             self._resources.callback(self._curve.stop)
         server_keys = self._curve.server_keys if self._curve else None
-        warn_if_http_open(config.host, config.port, bool(config.api_key))
+        # the HTTP door's keys; those of --api-keys's file reread on SIGHUP
+        self.api_keys = configured_api_keys(config.api_key, config.api_keys_file)
+        warn_if_http_open(config.host, config.port, self.api_keys is not None)
         # local workers connect over a private IPC socket; remote ones over worker_listen
         self._ipc_dir = make_temp_folder("argus-", self._resources)
         local = f"ipc://{self._ipc_dir}/workers"
@@ -184,9 +187,9 @@ class Engine:
             self.clients = ClientDoor(self, self._context, config.client_listen, client_keys, admits)
         self._resources.callback(self.clients.close)
         # once both doors are bound: an address ZeroMQ cannot listen on is an error, not an open door to warn of
-        api_key = bool(config.api_key)
-        warn_if_open(config.client_listen, client_keys, "send requests", api_key)
-        warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts", api_key)
+        keyed = self.api_keys is not None
+        warn_if_open(config.client_listen, client_keys, "send requests", keyed)
+        warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts", keyed)
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.dispatcher.restart = lambda worker: self.launcher.kill(worker.hello.worker_id)
@@ -197,7 +200,7 @@ class Engine:
         # a second stop signal during the drain: the work left is cancelled at once rather than waited for (Ctrl-C
         # pressed again in a terminal was ignored, and the engine waited out --shutdown-timeout all the same)
         self._stop_now = asyncio.Event()
-        self._hangup = asyncio.Event()  # SIGHUP: read the CURVE key directories again
+        self._hangup = asyncio.Event()  # SIGHUP: read the CURVE key directories and --api-keys's file again
         # last, when nothing else can fail the build: a process that exits while it loads must not wait for it
         self._embedder = EmbedderLoading(config.cache.embedder, config.cache.embedder_path) if neural else None
 
@@ -465,7 +468,7 @@ class Engine:
                     group.create_task(
                         checkpoint_forever(self.cache, self.config.cache, self._stop_requested, self.metrics)
                     ),
-                    group.create_task(reload_keys_on_hangup(self._hangup, configured_keys, self.link)),
+                    group.create_task(reload_keys_on_hangup(self._hangup, configured_keys, self.link, self.api_keys)),
                 ]
                 await self._stop_requested.wait()
                 await self._drain(runner)

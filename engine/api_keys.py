@@ -1,0 +1,102 @@
+"""The HTTP door's API keys: --api-key's one, or the named keys of --api-keys FILE, one per client.
+
+A named key names the client that holds it (engine/client_shares.py, engine/fair_share.py): what a request says of
+itself (`user`, `safety_identifier`) cannot change whose share it is counted in, as a CURVE key cannot over ZeroMQ.
+The file is reread on SIGHUP; a file that cannot be read then leaves the keys as they were.
+
+Keys are looked up by their SHA-256: a guess costs the same time whatever it shares with a key (a dict of the keys
+themselves compares them byte by byte), and the engine keeps no key in memory it does not need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from engine.arg_types import read_user_file
+
+# a name shows in the log lines an operator greps: no spaces, nothing a terminal interprets
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+
+def key_problem(key: str) -> str | None:
+    """Why no HTTP client could send `key` in an Authorization header; None if one can."""
+    if not key:
+        return "is empty"
+    if key != key.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        # HTTP trims a header's value and carries no control character
+        return "starts or ends with a space or holds a control character (a newline read from a file?)"
+    return None
+
+
+class ApiKeys:
+    """The keys the HTTP door takes now. `holder(given)`: the name of the client a key is given to ("" for --api-key's
+    unnamed one), None for no key of these."""
+
+    def __init__(self, holders: dict[bytes, str], path: str | None = None) -> None:
+        self._holders = holders
+        self.path = path  # --api-keys's file, reread on SIGHUP; None for --api-key's one key
+
+    @classmethod
+    def single(cls, key: str) -> ApiKeys:
+        return cls({_digest(key.encode()): ""})
+
+    @classmethod
+    def read(cls, path: str) -> ApiKeys:
+        """--api-keys `path`, or a UsageError naming the file (and the line at fault)."""
+        return cls(read_user_file(_read_holders, path), path)
+
+    @property
+    def named(self) -> bool:
+        return self.path is not None
+
+    def holder(self, given: bytes) -> str | None:
+        return self._holders.get(_digest(given))
+
+    def reload(self) -> int:
+        """Rereads --api-keys's file (blocking: call it off the loop); how many keys it holds. A UsageError leaves
+        the keys as they were."""
+        self._holders = read_user_file(_read_holders, self.path)
+        return len(self._holders)
+
+
+def configured_api_keys(key: str | None, path: str | None) -> ApiKeys | None:
+    """The keys of --api-key `key` or --api-keys `path` (checked as the command line is read), None for neither."""
+    if key:
+        return ApiKeys.single(key)
+    return ApiKeys.read(path) if path else None
+
+
+def _read_holders(path: str) -> dict[bytes, str]:
+    holders: dict[bytes, str] = {}
+    names: set[str] = set()
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split()
+        where = f"{path} line {number}"
+        if len(fields) != 2:
+            raise ValueError(f"{where}: expected NAME KEY, got {len(fields)} fields")
+        name, key = fields
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"{where}: name {name!r} must be 1 to 64 of letters, digits and ._@+- (a letter or digit first)"
+            )
+        if problem := key_problem(key):
+            raise ValueError(f"{where}: the key {problem}")
+        if name in names:
+            raise ValueError(f"{where}: {name} is named twice")
+        digest = _digest(key.encode())
+        if digest in holders:
+            raise ValueError(f"{where}: {name}'s key is {holders[digest]}'s too: a key names one client")
+        names.add(name)
+        holders[digest] = name
+    if not holders:
+        # every request would be refused 401, with no word said at start
+        raise ValueError(f"{path}: no key (lines of NAME KEY)")
+    return holders
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()

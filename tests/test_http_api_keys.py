@@ -1,0 +1,111 @@
+"""--api-keys: a key for each HTTP client, which names the client its requests are shared among the others as, whatever
+they say of themselves (`user`); reread on SIGHUP, as the CURVE keys are."""
+
+import json
+import re
+import signal
+import urllib.error
+import urllib.request
+
+import pytest
+from waiting import wait_for
+
+from engine.api_keys import ApiKeys
+from engine.arg_types import UsageError
+from engine.cli import build_parser, engine_config
+from engine_process import start_engine
+
+KEYS = "# the teams sharing the fleet\nalice alice-key-1\n\nbob   bob-key-2\n"
+
+
+def keys_file(tmp_path, text: str = KEYS):
+    path = tmp_path / "api-keys"
+    path.write_text(text)
+    return path
+
+
+def test_a_key_names_its_holder_and_no_other_string_names_anyone(tmp_path):
+    keys = ApiKeys.read(str(keys_file(tmp_path)))
+    assert (keys.holder(b"alice-key-1"), keys.holder(b"bob-key-2")) == ("alice", "bob")
+    assert [keys.holder(given) for given in (b"alice-key", b"alice-key-1 ", b"", b"alice")] == [None] * 4
+    assert ApiKeys.single("s3cret").holder(b"s3cret") == ""  # --api-key's key: valid, and names no one
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("alice\n", "line 1: expected NAME KEY, got 1 fields"),
+        ("alice a-key more\n", "line 1: expected NAME KEY, got 3 fields"),
+        ("# no one yet\n\n", "no key (lines of NAME KEY)"),
+        ("al/ice a-key\n", "line 1: name 'al/ice' must be 1 to 64 of letters"),
+        ("alice a-key\nalice b-key\n", "line 2: alice is named twice"),
+        ("alice a-key\nbob a-key\n", "line 2: bob's key is alice's too: a key names one client"),
+        ("alice a\x01key\n", "line 1: the key starts or ends with a space or holds a control character"),
+    ],
+)
+def test_a_file_no_engine_could_serve_with_is_refused_naming_the_line(tmp_path, text, says):
+    path = keys_file(tmp_path, text)
+    with pytest.raises(UsageError) as refused:
+        engine_config(build_parser().parse_args(["serve", "--api-keys", str(path)]))
+    assert str(refused.value).startswith(str(path)) and says in str(refused.value), refused.value
+
+
+def test_a_missing_file_or_a_key_given_both_ways_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("ARGUS_API_KEY", raising=False)
+    with pytest.raises(UsageError, match="No such file or directory"):
+        engine_config(build_parser().parse_args(["serve", "--api-keys", str(tmp_path / "none")]))
+    path = str(keys_file(tmp_path))
+    with pytest.raises(UsageError, match=re.escape("--api-key (or $ARGUS_API_KEY) and --api-keys: give one")):
+        engine_config(build_parser().parse_args(["serve", "--api-keys", path, "--api-key", "s3cret"]))
+    assert engine_config(build_parser().parse_args(["serve", "--api-keys", path])).api_keys_file == path
+
+
+def post(engine, key: str | None, user: str | None = None) -> int:
+    body = {"prompt": "a lighthouse", "size": "64x64", **({"user": user} if user else {})}
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(engine.http + "/v1/images/generations", json.dumps(body).encode(), headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.timeout(120)
+def test_each_key_names_one_client_and_a_sighup_rereads_them(tmp_path):
+    path = keys_file(tmp_path)
+    # SIMULATED workers; a request counts among the clients sharing the fleet for an SLO after it was routed
+    engine = start_engine(
+        tmp_path,
+        "--api-keys",
+        str(path),
+        "--time-scale",
+        "0",
+        "--slo-ms",
+        "60000",
+        workers=1,
+        backend="sim",
+        wait=False,
+    )
+    engine.api_key = "alice-key-1"  # what the test reads /ready and /metrics with
+    try:
+        engine.wait_ready(workers=1)
+        assert [post(engine, key) for key in (None, "wrong", "alice-key-", "bob-key-2")] == [401, 401, 401, 200]
+        # alice names three end users: still one client, beside bob (they were four)
+        assert [post(engine, "alice-key-1", user) for user in ("u1", "u2", "u3")] == [200] * 3
+        assert engine.metric("argus_sharing_clients") == 2
+
+        def hang_up(outcome: str) -> None:
+            before = engine.log().count(outcome)
+            engine.process.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: engine.log().count(outcome) > before), engine.log()
+
+        path.write_text("alice alice-key-1\ncarol carol-key-3\n")
+        hang_up("SIGHUP: 2 API keys read from")
+        assert [post(engine, key) for key in ("bob-key-2", "carol-key-3", "alice-key-1")] == [401, 200, 200]
+        path.write_text("alice alice-key-1\ncarol\n")
+        hang_up("SIGHUP: API keys not reloaded, those until now still hold")
+        assert "line 2: expected NAME KEY, got 1 fields" in engine.log()
+        assert [post(engine, key) for key in ("bob-key-2", "carol-key-3")] == [401, 200]
+    finally:
+        assert engine.stop() == 0
