@@ -293,6 +293,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             time_scale=1.0 if args.time_scale is None else args.time_scale,
             max_batch=args.max_batch,
             startup_timeout_s=args.startup_timeout,
+            log_level=args.log_level,
         ),
         dispatch=DispatchConfig(max_queue=args.max_queue, serve_late=args.serve_late),
         policy=PolicyConfig(

@@ -65,6 +65,7 @@ class LaunchConfig:
     startup_timeout_s: float = 180.0
     restart_backoff_s: float = 1.0
     max_restart_backoff_s: float = 30.0
+    log_level: str = "INFO"  # the engine's `argus --log-level`, which its workers log at too
 
     def restart_backoff(self) -> RestartBackoff:
         """A slot's wait before each restart, for either launcher."""
@@ -84,6 +85,7 @@ class LaunchConfig:
             threads=threads if runs_on_cpu_threads(self.backend, device) else None,
             die_with_parent=True,
             owned=True,
+            log_level=self.log_level,
         )
 
 

@@ -51,6 +51,8 @@ def worker_command(config: WorkerConfig) -> list[str]:
         sys.executable,
         "-m",
         "engine.cli",
+        "--log-level",
+        config.log_level,
         "worker",
         "--connect",
         config.connect,

@@ -191,6 +191,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         owned=args.die_with_parent,  # only an engine spawns its workers so
         curve=_client_keys(args),
         stall_timeout_s=args.stall_timeout or DEFAULT_STALL_TIMEOUT_S,
+        log_level=args.log_level,
     )
     try:
         return run_worker(config)

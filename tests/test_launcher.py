@@ -18,7 +18,7 @@ from engine.config import LaunchConfig
 from engine.readiness import readiness
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
-from engine_process import ROOT, in_process_config, start_worker, stop_in_process
+from engine_process import ROOT, in_process_config, start_engine, start_worker, stop_in_process
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float:
@@ -182,3 +182,11 @@ async def test_a_worker_started_by_hand_under_a_slots_id_is_refused(monkeypatch,
             if process.returncode is None:
                 os.kill(process.pid, signal.SIGCONT)
                 process.kill()
+
+
+def test_the_workers_an_engine_starts_log_at_its_log_level(tmp_path):
+    """`argus --log-level WARNING serve` left its workers at INFO: their lines ('loading the sim backend', 'ready')
+    filled the log it was told to quiet."""
+    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim", log_level="WARNING")
+    assert engine.stop() == 0  # its worker said hello first (start_engine waits for it)
+    assert " INFO " not in engine.log_path.read_text(), engine.log()
