@@ -74,7 +74,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         type=public_url,
         metavar="URL",
         help="where clients reach the HTTP API, e.g. https://images.example.com/argus behind a proxy: image URLs"
-        " (response_format url) start with it (default: http:// and the request's Host header)",
+        " (response_format url), and the server /openapi.json names, start with it (default: http:// and the"
+        " request's Host header)",
     )
     p.add_argument(
         "--forwarded-allow-ips",

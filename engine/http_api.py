@@ -135,7 +135,9 @@ def build_app(engine: Engine) -> web.Application:
     app[ENGINE_KEY] = engine
     app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
-    document = openapi_document(argus_version(), api_key=engine.api_keys is not None)
+    document = openapi_document(
+        argus_version(), api_key=engine.api_keys is not None, public_url=engine.config.public_url
+    )
     app[OPENAPI_KEY] = msgspec.json.encode(document)
     app.router.add_post(GENERATIONS_PATH, generate)
     app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")

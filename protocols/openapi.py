@@ -68,7 +68,10 @@ _WORKER_BACK = {
 }
 
 
-def openapi_document(version: str, api_key: bool) -> dict:
+def openapi_document(version: str, api_key: bool, public_url: str | None) -> dict:
+    """`public_url`: where clients reach the API (--public-url), named as the document's server. Left out, OpenAPI
+    takes "/" of the host the document was read from: behind a proxy that serves the engine under a path, every
+    operation resolved outside it."""
     (_, components) = msgspec.json.schema_components(
         [ImageGenerationRequest, ImagesResponse, ErrorResponse, Model, ModelList], ref_template=_REF
     )
@@ -119,6 +122,7 @@ def openapi_document(version: str, api_key: bool) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "argus", "version": version},
+        **({"servers": [{"url": public_url, "description": "--public-url"}]} if public_url else {}),
         "paths": {
             "/v1/images/generations": {"post": generate},
             "/v1/images/files/{name}": {"get": image_file},
