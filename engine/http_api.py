@@ -488,8 +488,9 @@ async def models(request: web.Request) -> web.Response:
 
 async def model(request: web.Request) -> web.Response:
     served = request.app[MODEL_KEY]
-    if request.match_info["model"] != served.id:
-        return _error("model_not_found", f"this engine serves one model, {served.id!r}", "model")
+    if (asked := request.match_info["model"]) != served.id:
+        named = cut_middle(asked, _PATH_CHARS, _PATH_CHARS // 2)
+        return _error("model_not_found", f"no model {named!r}: this engine serves one model, {served.id!r}", "model")
     return _json(served)
 
 

@@ -89,7 +89,7 @@ def test_models_lists_the_one_served_and_retrieves_only_it(client):
     (served,) = client.models.list().data
     assert (served.id, served.object, served.owned_by) == ("argus-tiny", "model", "argus")
     assert client.models.retrieve("argus-tiny").id == "argus-tiny"
-    with pytest.raises(openai.NotFoundError, match="this engine serves one model, 'argus-tiny'"):
+    with pytest.raises(openai.NotFoundError, match="no model 'dall-e-3': this engine serves one model, 'argus-tiny'"):
         client.models.retrieve("dall-e-3")
 
 
