@@ -47,6 +47,7 @@ from engine.config import (
     PolicyConfig,
 )
 from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
+from engine.log_setup import LOG_FORMATS, configure_logging
 from engine.open_files import allow_engine_open_files
 from engine.serve_checks import check_serve_args, serve_model_id, similarity_table_file
 from engine.stop_signals import HeldStopSignals
@@ -295,6 +296,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             max_batch=args.max_batch,
             startup_timeout_s=args.startup_timeout,
             log_level=args.log_level,
+            log_format=args.log_format,
         ),
         dispatch=DispatchConfig(max_queue=args.max_queue, serve_late=args.serve_late),
         policy=PolicyConfig(
@@ -444,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="how much to log to stderr"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text, or json: a JSON object a line (timestamp, level, logger, pid, message, exc_info) for a log"
+        " collector",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     add_worker_command(sub)
@@ -476,11 +485,7 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
     """`held`: SIGTERM and SIGINT held since the process started (engine/__main__.py), for `argus serve` to act on;
     any other command gets Python's handlers back, and a signal held meanwhile as if it came now."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         if held is not None and args.func is not _serve:
             held.release(deliver=True)

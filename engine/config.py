@@ -65,7 +65,9 @@ class LaunchConfig:
     startup_timeout_s: float = 180.0
     restart_backoff_s: float = 1.0
     max_restart_backoff_s: float = 30.0
-    log_level: str = "INFO"  # the engine's `argus --log-level`, which its workers log at too
+    # the engine's `argus --log-level` and `--log-format`, which its workers log with too
+    log_level: str = "INFO"
+    log_format: str = "text"
 
     def restart_backoff(self) -> RestartBackoff:
         """A slot's wait before each restart, for either launcher."""
@@ -86,6 +88,7 @@ class LaunchConfig:
             die_with_parent=True,
             owned=True,
             log_level=self.log_level,
+            log_format=self.log_format,
         )
 
 

@@ -53,6 +53,8 @@ def worker_command(config: WorkerConfig) -> list[str]:
         "engine.cli",
         "--log-level",
         config.log_level,
+        "--log-format",
+        config.log_format,
         "worker",
         "--connect",
         config.connect,

@@ -192,6 +192,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         curve=_client_keys(args),
         stall_timeout_s=args.stall_timeout or DEFAULT_STALL_TIMEOUT_S,
         log_level=args.log_level,
+        log_format=args.log_format,
     )
     try:
         return run_worker(config)

@@ -155,10 +155,10 @@ def start_engine(
     worker_port: int | None = None,
     client_port: int | None = None,
     open_files: int | None = None,
-    log_level: str = "INFO",
+    argus_options: tuple[str, ...] = (),
 ) -> EngineProcess:
     """`open_files`: the engine's limit on open files, soft and hard (a host's `ulimit -n`), set before it starts;
-    `log_level`: its `argus --log-level`."""
+    `argus_options`: argus's own, before `serve` (--log-level, --log-format)."""
     port, client_port, worker_port = free_port(), client_port or free_port(), worker_port or free_port()
     log_path = tmp_path / f"engine-{port}.log"
     options = {
@@ -169,7 +169,7 @@ def start_engine(
         "--backend": backend,
         **({"--api-key": api_key} if api_key else {}),
     }
-    command = [sys.executable, "-m", "engine.cli", "--log-level", log_level, "serve"]
+    command = [sys.executable, "-m", "engine.cli", *argus_options, "serve"]
     command += [*(x for pair in options.items() for x in pair), *args]
     if open_files is not None:
         command = [sys.executable, "-c", _UNDER_OPEN_FILES_LIMIT, str(open_files), *command]

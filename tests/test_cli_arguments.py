@@ -577,10 +577,18 @@ def test_an_sdxl_worker_needs_a_model(tmp_path):
 
 @pytest.mark.parametrize("backend", ["tiny", "sdxl", "sim"])
 def test_the_engines_own_worker_command_passes_the_worker_checks(backend, tmp_path):
-    launch = LaunchConfig(backend=backend, model=sdxl_checkpoint(tmp_path), time_scale=0.5, log_level="WARNING")
+    launch = LaunchConfig(
+        backend=backend, model=sdxl_checkpoint(tmp_path), time_scale=0.5, log_level="WARNING", log_format="json"
+    )
     command = worker_command(launch.worker_config("ipc:///tmp/w", slot=0, threads=2))
     check_worker_args(build_parser().parse_args(command[command.index("engine.cli") + 1 :]))
-    assert command[command.index("engine.cli") + 1 :][:3] == ["--log-level", "WARNING", "worker"]
+    assert command[command.index("engine.cli") + 1 :][:5] == [
+        "--log-level",
+        "WARNING",
+        "--log-format",
+        "json",
+        "worker",
+    ]
     assert ("--time-scale" in command) == (backend == "sim")
     assert ("--model" in command) == (backend == "sdxl")
     assert ("--device" in command) == (backend != "sim")  # the sim worker refuses one: it runs no model

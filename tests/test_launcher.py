@@ -3,6 +3,7 @@ spawn the OS refuses is tried again, without ending the engine. A worker it spaw
 
 import asyncio
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -187,6 +188,20 @@ async def test_a_worker_started_by_hand_under_a_slots_id_is_refused(monkeypatch,
 def test_the_workers_an_engine_starts_log_at_its_log_level(tmp_path):
     """`argus --log-level WARNING serve` left its workers at INFO: their lines ('loading the sim backend', 'ready')
     filled the log it was told to quiet."""
-    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim", log_level="WARNING")
+    options = ("--log-level", "WARNING")
+    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim", argus_options=options)
     assert engine.stop() == 0  # its worker said hello first (start_engine waits for it)
     assert " INFO " not in engine.log_path.read_text(), engine.log()
+
+
+def test_an_engine_and_its_workers_log_json_lines_with_log_format_json(tmp_path):
+    """For a log collector: every line one record, its fields by name (a traceback's lines inside its record)."""
+    options = ("--log-format", "json")
+    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim", argus_options=options)
+    assert engine.stop() == 0
+    records = [json.loads(line) for line in engine.log_path.read_text().splitlines()]
+    assert all({"timestamp", "level", "logger", "pid", "message"} <= set(record) for record in records), records
+    said = {(record["logger"], record["message"].split(" (")[0]) for record in records}
+    assert ("argus.worker", "loading the sim backend on no device") in said, said
+    assert ("argus.engine", "engine stopped") in said, said
+    assert len({record["pid"] for record in records}) == 2  # the engine's and its worker's

@@ -33,4 +33,6 @@ class WorkerConfig:
     hello_retry_s: float = 1.0
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     curve: ClientKeys | None = None  # set when the engine requires CURVE
-    log_level: str = "INFO"  # `argus --log-level` of the process it runs in: what an engine gives the workers it starts
+    # `argus --log-level` and `--log-format` of the process it runs in: what an engine gives the workers it starts
+    log_level: str = "INFO"
+    log_format: str = "text"
