@@ -5,7 +5,7 @@ itself (`user`, `safety_identifier`) cannot change whose share it is counted in,
 The file is reread on SIGHUP; a file that cannot be read then leaves the keys as they were.
 
 Keys are looked up by their SHA-256: a guess costs the same time whatever it shares with a key (a dict of the keys
-themselves compares them byte by byte), and the engine keeps no key in memory it does not need.
+themselves compares them byte by byte, and says by the time it takes how much of one a guess got right).
 """
 
 from __future__ import annotations
