@@ -11,11 +11,13 @@ import msgspec
 import pytest
 import zmq
 from aiohttp import web
+from waiting import wait_for
 
 from engine import client_link as client_module
+from engine import sync_client
 from engine.client import ArgusClient, AsyncArgusClient, ClientClosed, EngineUnreachable
 from engine_process import free_port
-from protocols.client_messages import Cancel, Error, Generate, engine_side_codec
+from protocols.client_messages import Cancel, Error, Generate, Inquire, engine_side_codec
 from protocols.curve import ClientKeys, KeyPair
 from protocols.sockets import make_socket
 
@@ -26,10 +28,27 @@ class ScriptedEngine:
     def __init__(self):
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(self.address)
+        self.socket = self._bound()
         self.codec = engine_side_codec()
+
+    def _bound(self) -> zmq.Socket:
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.address)
+        return sock
+
+    def restart(self) -> None:
+        """Another engine on the address: the clients connect again, and what they had sent is lost."""
+        self.socket.close()
+        # libzmq lets the port go in its own thread, after close() returns
+        assert wait_for(self._rebound, timeout_s=10), f"{self.address} was not let go"
+
+    def _rebound(self) -> bool:
+        try:
+            self.socket = self._bound()
+        except zmq.ZMQError:
+            return False
+        return True
 
     def receive(self, timeout_s: float = 10.0):
         assert self.socket.poll(int(timeout_s * 1000)), "the client sent nothing"
@@ -75,6 +94,31 @@ def test_stale_replies_do_not_stretch_the_timeout(engine):
     finally:
         stop.set()
         sender.join()
+
+
+def test_a_call_is_not_timed_out_by_a_reconnection_heard_in_its_last_poll_slice(engine, monkeypatch):
+    """A call waits in poll slices, on its socket and on the monitor that hears connections, and took a slice that
+    ended with no reply for its last whenever the time left was within one: a connection's end or handshake heard
+    then timed the call out (a 0.2 s call on a new client, in the 3 ms its handshake took), here before its
+    Inquire was answered. One slice holds the whole timeout in this test: the engine's answer has all the time it
+    needs."""
+    monkeypatch.setattr(sync_client, "_POLL_SLICE_MS", 60_000)
+
+    def restart_once_sent():
+        engine.receive()
+        engine.restart()
+        identity, inquiry = engine.receive()
+        assert inquiry == Inquire(["sent"])
+        engine.answer(identity, Error("sent", "request_lost", "lost"))
+
+    restarting = threading.Thread(target=restart_once_sent)
+    restarting.start()
+    try:
+        with ArgusClient(engine.address, timeout_s=30) as client:
+            reply = client.generate("a fox", request_id="sent")
+    finally:
+        restarting.join()
+    assert reply == Error("sent", "request_lost", "lost")
 
 
 async def test_a_second_request_under_an_id_in_flight_is_refused_and_the_first_still_answered(engine):
