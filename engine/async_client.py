@@ -84,7 +84,9 @@ class AsyncArgusClient(OwnProcess):
         refuse_if_closed(self._socket)
         if self._refused:
             raise ConnectionRefusedError(self._refused)
-        if request.request_id in self._waiting:
+        waiting = self._waiting.get(request.request_id)
+        # one waiting in a closed event loop will never return: its id is free (_read_in forgets it)
+        if waiting is not None and not waiting.get_loop().is_closed():
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         # encoded before the id is taken: a field it cannot encode (an object msgpack has no type for) must not leave
         # the id in flight

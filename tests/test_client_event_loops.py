@@ -45,11 +45,11 @@ def _served_then_closed_in_a_new_loop(client: AsyncArgusClient) -> None:
         second.close()
 
 
-def _left_waiting_in_a_closed_loop(client: AsyncArgusClient, engine) -> None:
+def _left_waiting_in_a_closed_loop(client: AsyncArgusClient, engine, request_id: str | None = None) -> None:
     """A call sent, then its loop closed before the reply came (the engine answers it all the same)."""
     answered = engine.metric("argus_requests_total", outcome="ok", code="")
     first = asyncio.new_event_loop()
-    first.create_task(client.generate("left waiting", width=64, height=64))
+    first.create_task(client.generate("left waiting", request_id=request_id, width=64, height=64))
     first.run_until_complete(asyncio.sleep(0))  # the call's first step: it sends
     first.close()
     assert wait_for(lambda: engine.metric("argus_requests_total", outcome="ok", code="") == answered + 1)
@@ -62,6 +62,21 @@ def test_a_call_left_waiting_in_a_closed_loop_leaves_the_next_loop_served(engine
     client = AsyncArgusClient(engine.client_address)
     _left_waiting_in_a_closed_loop(client, engine)
     _served_then_closed_in_a_new_loop(client)
+
+
+def test_the_id_of_a_call_left_waiting_in_a_closed_loop_may_be_used_again(engine):
+    """That call will never return: its id was refused as 'already in flight on this client' all the same."""
+    client = AsyncArgusClient(engine.client_address)
+    _left_waiting_in_a_closed_loop(client, engine, request_id="asked-again")
+
+    async def again():
+        try:
+            return await asyncio.wait_for(client.generate("a wolf", request_id="asked-again", width=64, height=64), 30)
+        finally:
+            await client.close()
+
+    reply = asyncio.run(again())
+    assert isinstance(reply, Images) and reply.request_id == "asked-again"
 
 
 def test_a_client_with_a_call_left_waiting_in_a_closed_loop_closes(engine):
