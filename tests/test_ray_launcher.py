@@ -6,6 +6,7 @@ error, and SIGTERM stops it while it still tries, or once its Ray instance lost 
 
 import asyncio
 import importlib.util
+import json
 import os
 import signal
 import time
@@ -214,11 +215,18 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
     tmp_path, monkeypatch
 ):
     monkeypatch.setenv(API_KEY_ENV, "a-key-for-http-only")
-    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim", wait=False)
+    options = ("--log-format", "json")
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim", wait=False, argus_options=options)
     engine.api_key = "a-key-for-http-only"
     try:
         (worker,) = engine.wait_ready(1)["workers"]
         assert_the_ray_processes_are_not_handed_the_api_key(engine, worker["pid"])
+        # the actor logs as the engine does (before, Ray set no logging up for it: its INFO lines were lost), each
+        # line forwarded by Ray after a prefix naming the actor
+        actor_lines = [line for line in engine.log_path.read_text().splitlines() if "(RayWorker pid=" in line]
+        records = [json.loads(line[line.index("{") :]) for line in actor_lines if "{" in line]
+        said = {(record["logger"], record["level"], record["message"]) for record in records}
+        assert ("argus.worker", "INFO", "loading the sim backend on no device") in said, actor_lines
         (gcs,) = (pid for pid in children_of(engine.process.pid) if "gcs_server" in read_command(pid))
         os.kill(gcs, signal.SIGKILL)
         # the actor goes on serving; SIGTERM is an ordinary stop, which Ray's crash handler turned into an abort
