@@ -197,9 +197,11 @@ async def test_an_undecodable_reply_fails_the_async_call_it_answers(engine):
     async with AsyncArgusClient(engine.address) as client:
         call = asyncio.create_task(client.generate("a fox", request_id="garbled"))
         identity, _ = await asyncio.to_thread(engine.receive)
-        # an image that is not bytes: what an engine of another protocol version might send
-        garbled = {"type": "images", "request_id": "garbled", "images": [{"image": 1}]}
-        engine.socket.send_multipart([identity, msgspec.msgpack.encode(garbled)])
+        # an image that is not bytes: what an engine of another protocol version might send. First one for a request
+        # no longer in flight, which the reader passes over
+        for request_id in ("gone", "garbled"):
+            garbled = {"type": "images", "request_id": request_id, "images": [{"image": 1}]}
+            engine.socket.send_multipart([identity, msgspec.msgpack.encode(garbled)])
         # before, the reply was dropped and the call waited for ever
         with pytest.raises(ValueError, match="undecodable reply"):
             await asyncio.wait_for(call, 10)
