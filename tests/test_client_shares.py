@@ -161,9 +161,10 @@ def test_a_short_wait_set_after_a_long_one_ends_at_its_own_time():
 def _shares_over_http(tmp_path, flags: tuple[str, ...], naming) -> tuple[tuple[int, dict], ...]:
     """A pipeline fills a queue of two, a person is refused, the pipeline's first image is answered; then the
     pipeline and the person ask again. `naming(client)`: the request's JSON fields and headers naming `client`."""
-    # one image at a time, about 1 s each: the steps below that need the queue as it is take a few ms
+    # one image at a time, about 2.5 s each: the steps below that need the queue as it is take a few ms, on a machine
+    # at rest (at 1 s each, a CI run beside other jobs answered the pipeline's second image before it asked again)
     engine = start_engine(
-        tmp_path, *("--time-scale", "0.2", "--max-queue", "2", "--max-batch", "1", *flags), workers=1, backend="sim"
+        tmp_path, *("--time-scale", "0.5", "--max-queue", "2", "--max-batch", "1", *flags), workers=1, backend="sim"
     )
     url = engine.http + "/v1/images/generations"
 

@@ -17,7 +17,7 @@ from engine_process import free_port, in_process_config
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():
-    engine = SimpleNamespace(config=EngineConfig(max_body_bytes=1024))
+    engine = SimpleNamespace(config=EngineConfig(max_body_bytes=1024), api_keys=None)
     app = build_app(engine)
 
     async def broken(request):
