@@ -7,8 +7,10 @@ from collections import Counter
 
 import aiohttp
 import pytest
+from waiting import wait_for
 
 from engine.async_client import AsyncArgusClient
+from engine.client import ClientClosed
 from engine_process import start_engine
 from protocols.client_messages import Error, Images
 
@@ -23,16 +25,21 @@ def outcome(reply) -> str:
 
 
 async def flood_until(address: str, done: asyncio.Event, slo_ms: float | None) -> Counter:
-    """One client (one socket) keeping FLOOD_IN_FLIGHT requests in flight until `done`: its outcomes."""
+    """One client (one socket) keeping FLOOD_IN_FLIGHT requests in flight until `done`: the outcomes of those answered
+    by then. It then closes, which cancels the others at the engine (waited for, they took 12 s a test)."""
     outcomes = Counter()
     fields = {"slo_ms": slo_ms} if slo_ms else {}
-    async with AsyncArgusClient(address) as client:
+    client = AsyncArgusClient(address)
 
-        async def one_at_a_time():
-            while not done.is_set():
-                outcomes[outcome(await client.generate("a flood", width=64, height=64, **fields))] += 1
+    async def one_at_a_time():
+        while True:
+            outcomes[outcome(await client.generate("a flood", width=64, height=64, **fields))] += 1
 
-        await asyncio.gather(*(one_at_a_time() for _ in range(FLOOD_IN_FLIGHT)))
+    senders = [asyncio.create_task(one_at_a_time()) for _ in range(FLOOD_IN_FLIGHT)]
+    await done.wait()
+    await client.close()
+    ended = await asyncio.gather(*senders, return_exceptions=True)
+    assert {type(end) for end in ended} == {ClientClosed}, ended
     return outcomes
 
 
@@ -78,8 +85,9 @@ def test_a_lone_client_is_served_as_before(engine):
         return await flood
 
     flood = asyncio.run(asyncio.wait_for(run(), 180))
-    assert set(flood) == {"ok"} and flood["ok"] > FLOOD_IN_FLIGHT
+    assert set(flood) == {"ok"} and flood["ok"] > LIGHT_CLIENTS * LIGHT_REQUESTS
     assert engine.metric("argus_fair_deferrals_total") == 0  # no one to share with
+    assert wait_for(engine.idle)  # the flood's requests left in flight cancelled
 
 
 @pytest.mark.parametrize("flood_slo_ms", [None, 5_000])
@@ -101,6 +109,7 @@ def test_light_clients_are_served_beside_a_flooding_client(engine, flood_slo_ms)
     assert engine.metric("argus_fair_deferrals_total") > 0  # the flood's backlog put back (/metrics)
     # the flood is served beside them (the fleet's rest is its own); without a deadline, it is never answered late
     if flood_slo_ms is None:
-        assert set(flood) == {"ok"} and flood["ok"] > FLOOD_IN_FLIGHT
+        assert set(flood) == {"ok"} and flood["ok"] > LIGHT_CLIENTS * LIGHT_REQUESTS
     else:
         assert set(flood) == {"ok", "deadline_exceeded"} and flood["ok"] > LIGHT_CLIENTS * LIGHT_REQUESTS
+    assert wait_for(engine.idle)
