@@ -443,6 +443,22 @@ def test_records_that_fill_the_disk_cost_neither_the_run_nor_the_summary(tmp_pat
     assert not list(tmp_path.glob(".*.partial"))  # the end's attempt left nothing beside
 
 
+def test_a_plot_that_fills_the_disk_leaves_the_last_plot_whole(tmp_path, http_that_answers_nothing_useful):
+    """The plot was saved in place: a full disk left the first part of a PNG where the last plot was (which an image
+    viewer took for a PNG, of a cut figure), as --records and --json never did."""
+    plot, summary = tmp_path / "timeline.png", tmp_path / "summary.json"
+    plot.write_bytes(b"the last run's plot")
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "50", "--max-requests", "5", "--plot", str(plot), "--json", str(summary), "--no-progress"]
+    run = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=60, preexec_fn=lambda: _files_up_to(8000)
+    )
+    assert run.returncode == 1, run.stderr
+    assert f"argus loadgen: error writing {plot}: File too large" in run.stderr and "Traceback" not in run.stderr
+    assert plot.read_bytes() == b"the last run's plot" and json.loads(summary.read_text())["sent"] == 5
+    assert not list(tmp_path.glob(".*.partial"))
+
+
 @pytest.mark.parametrize(
     ("rows", "problem"),
     [(["2024-01-01 00:00:01"], "at least two arrivals"), (["2024-01-01 00:00:01"] * 2, "at the same instant")],
