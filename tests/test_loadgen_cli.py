@@ -122,6 +122,30 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_left_whole(output, 
     assert trace.read_text() == "0\n500\n"
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "via_link"),
+    [("--records", "--json", False), ("--json", "--plot", False), ("--records", "--plot", True)],
+)
+def test_two_outputs_of_one_file_are_refused_before_the_run(first, second, via_link, tmp_path, capsys):
+    """Each was written whole as the run ended, the last in place of the others: `--records out --json out` left the
+    summary alone, the records gone, and exited 0."""
+    out = tmp_path / "out"
+    other = tmp_path / "link" if via_link else out
+    if via_link:
+        other.symlink_to(out)
+    argv = ["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--max-requests", "1"]
+    assert cli.main([*argv, first, str(out), second, str(other)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus loadgen: error: {second} {other} is the file of {first} {out}: one would replace the other\n"
+    )
+
+
+def test_outputs_to_the_standard_output_may_share_it():
+    """A stream is written as it comes, nothing replaced: the records and the summary may both go to it."""
+    args = parsed("--rate", "1", "--max-requests", "1", "--records", "-", "--json", "/dev/stdout")
+    assert args.records == args.json == "/dev/stdout"
+
+
 def test_a_run_in_a_program_of_ones_own_leaves_its_sigint_handler_as_it_was():
     # the command's (SIG_DFL once the run is over) was left in pytest's process: a later test's Ctrl-C killed it.
     # Python's default_int_handler, or SIG_IGN in a suite started as a background job of a shell without job control

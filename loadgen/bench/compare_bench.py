@@ -29,6 +29,7 @@ from pathlib import Path
 from controller.policies import POLICY_NAMES
 from engine.arg_types import (
     UsageError,
+    distinct_outputs,
     non_negative_int,
     not_an_input,
     output_file,
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     for flag in ("--json", "--plot"):
         not_an_input(getattr(args, flag[2:]), args.trace, args.prompts, flag=flag)
+    distinct_outputs(("--json", args.json), ("--plot", args.plot))
     policies = _policies(args.policies)
     slo_s = args.slo_ms / 1000.0
     # exact-generation capacity of the cluster, simulated clock: K = 0 at the largest batch within SLO/2
