@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.bench.output import table, write_json
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
-    from loadgen.report import SEND_LAG_WARNING_MS, write_records
+    from loadgen.report import SEND_LAG_WARNING_MS
     from loadgen.schedule_errors import cut_too_far, thinned_too_far, unpaired_prompts
     from loadgen.traces import load_trace
 
@@ -200,11 +200,12 @@ def run(args: argparse.Namespace) -> int:
                     f"{summary['max_send_lag_ms']:.0f} ms of wall time: the engine did not see the offered load",
                     flush=True,
                 )
+            # each policy's results as soon as they are in: a later failure (an engine that will not start, its
+            # records that cannot be written) loses none
+            write_json(args.json, {"config": config, "policies": results})
             if args.records_dir:
                 simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
-                write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
-            # each policy's results as soon as they are in: a later failure (an engine that will not start) loses none
-            write_json(args.json, {"config": config, "policies": results})
+                _write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
     verdicts = {p: verdict(results["argus"], results[p]) for p in policies if p != "argus" and "argus" in results}
     for policy, text in verdicts.items():
         results[policy]["argus_verdict"] = text
@@ -268,6 +269,17 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
         return records, summary
     finally:
         engine.stop()
+
+
+def _write_records(records: list[dict], path: Path) -> None:
+    """As write_json ends a run it cannot write: a full disk, or a directory in the file's place, was a traceback."""
+    from loadgen.report import write_records
+
+    try:
+        write_records(records, path)
+    except OSError as error:
+        said = error.strerror or error
+        raise SystemExit(f"argus bench compare: could not write the records to {path}: {said}") from None
 
 
 def _simulated_clock(summary: dict, time_scale: float) -> dict:
