@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.bench.output import table, write_json
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
-    from loadgen.report import SEND_LAG_WARNING_MS
+    from loadgen.report import SEND_LAG_WARNING_MS, write_records
     from loadgen.schedule_errors import cut_too_far, thinned_too_far, unpaired_prompts
     from loadgen.traces import load_trace
 
@@ -205,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
             write_json(args.json, {"config": config, "policies": results})
             if args.records_dir:
                 simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
-                _write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
+                path = Path(args.records_dir) / f"{policy}.jsonl"
+                _or_exit("records", path, functools.partial(write_records, simulated_records, path))
     verdicts = {p: verdict(results["argus"], results[p]) for p in policies if p != "argus" and "argus" in results}
     for policy, text in verdicts.items():
         results[policy]["argus_verdict"] = text
@@ -220,13 +223,15 @@ def run(args: argparse.Namespace) -> int:
         if codes := results[policy]["error_codes"]:
             said = ", ".join(f"{code} {n}" for code, n in sorted(codes.items(), key=lambda item: -item[1]))
             print(f"{policy}: {counted(results[policy]['no_image'], 'request')} without an image: {said}")
+    # the verdicts before the plot, which a full disk may refuse
+    write_json(args.json, {"config": config, "policies": results})
     if args.plot:
         title = (
             f"SIMULATED: {args.workers} sim workers, {Path(args.trace).name}\n"
             f"load {args.load}x in the busiest minute, SLO {args.slo_ms / 1000:g} s"
         )
-        compare_plot({p: _for_plot(results[p]) for p in policies}, args.plot, title=title)
-    write_json(args.json, {"config": config, "policies": results})
+        plotted = {p: _for_plot(results[p]) for p in policies}
+        _or_exit("plot", args.plot, functools.partial(compare_plot, plotted, args.plot, title=title))
     return 0
 
 
@@ -271,15 +276,14 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
         engine.stop()
 
 
-def _write_records(records: list[dict], path: Path) -> None:
-    """As write_json ends a run it cannot write: a full disk, or a directory in the file's place, was a traceback."""
-    from loadgen.report import write_records
-
+def _or_exit(what: str, path: str | Path, write: Callable[[], None]) -> None:
+    """`write()`; a file it cannot write (a full disk, a directory in its place) ends the bench in one line, as
+    write_json does: it was a traceback."""
     try:
-        write_records(records, path)
+        write()
     except OSError as error:
         said = error.strerror or error
-        raise SystemExit(f"argus bench compare: could not write the records to {path}: {said}") from None
+        raise SystemExit(f"argus bench compare: could not write the {what} to {path}: {said}") from None
 
 
 def _simulated_clock(summary: dict, time_scale: float) -> dict:
