@@ -201,6 +201,25 @@ def not_an_input(out: str | None, *inputs: str | None, flag: str = "--out") -> N
             raise UsageError(f"{flag} {out} is the input {path}: writing it would destroy what it is made from")
 
 
+def distinct_outputs(*outputs: tuple[str, str | None]) -> None:
+    """Outputs (flag, path; None: not given) that name one file are a UsageError: each written whole as the command
+    ended, the last replaced the others (`argus loadgen --records out --json out`: the records gone, exit 0). A
+    stream (/dev/stdout) is written as it comes, nothing replaced, and may take several."""
+    from engine.whole_files import is_stream
+
+    seen: dict[str, str] = {}
+    for flag, path in outputs:
+        if not path or is_stream(path):
+            continue
+        for other_flag, other in seen.items():
+            same = os.path.realpath(path) == os.path.realpath(other) or (
+                os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)
+            )
+            if same:
+                raise UsageError(f"{flag} {path} is the file of {other_flag} {other}: one would replace the other")
+        seen[flag] = path
+
+
 def host_memory_bytes() -> int | None:
     """This host's physical memory, None where the OS does not say: what a number of bytes to hold is checked
     against."""

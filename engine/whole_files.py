@@ -1,7 +1,7 @@
 """Output files written whole or not at all: beside their place, then moved into it.
 
-A profile, a predictor, a benchmark's JSON or a run's records written in
-place and cut short (a full disk, Ctrl-C, a value that cannot be encoded
+A profile, a predictor, a benchmark's JSON, a run's records or its plot written
+in place and cut short (a full disk, Ctrl-C, a value that cannot be encoded
 half-way through) left half a file where the last good one was, which the
 next reader took for spoiled, or worse, for whole.
 """
@@ -12,22 +12,23 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
-def written_whole(path: str | Path) -> Iterator[TextIO]:
-    """A text file to write `path` through: in its place once closed without an error, else removed, `path` left as
-    it was. A link is written through (its target replaced, the link kept); a stream (is_stream) is written as it is,
-    there being nothing to put in its place."""
+def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """A text (or `binary`) file to write `path` through: in its place once closed without an error, else removed,
+    `path` left as it was. A link is written through (its target replaced, the link kept); a stream (is_stream) is
+    written as it is, there being nothing to put in its place."""
+    mode = "wb" if binary else "w"
     if is_stream(path):
-        with open(path, "w") as f:
+        with open(path, mode) as f:
             yield f
         return
     target = Path(os.path.realpath(path))
     partial = target.with_name(f".{target.name}.partial")
     try:
-        with open(partial, "w") as f:
+        with open(partial, mode) as f:
             yield f
         os.replace(partial, target)
     except BaseException:  # KeyboardInterrupt too: what is left of the attempt is no one's

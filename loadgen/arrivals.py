@@ -105,7 +105,9 @@ def peak_to_mean(schedule: Sequence[Arrival], window_s: float = LOAD_WINDOW_S) -
         return 1.0
     busiest, first = 0, 0
     for last, end in enumerate(offsets):
-        while offsets[first] <= end - window_s:
+        # an arrival is in its own window, even where end - window_s rounds to end (an offset past about 5.8e17 s):
+        # the window ran past the last arrival there, an IndexError traceback
+        while first < last and offsets[first] <= end - window_s:
             first += 1
         busiest = max(busiest, last - first + 1)
     return busiest / window_s / mean_rate(schedule)

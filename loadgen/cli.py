@@ -18,7 +18,15 @@ import sys
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from engine.arg_types import UsageError, client_keys, non_negative_int, not_an_input, output_file, read_user_file
+from engine.arg_types import (
+    UsageError,
+    client_keys,
+    distinct_outputs,
+    non_negative_int,
+    not_an_input,
+    output_file,
+    read_user_file,
+)
 from engine.config import API_KEY_ENV
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.interrupts import interruptible, sigint_after_the_run
@@ -182,6 +190,7 @@ _POSITIVE = "rate load capacity_rps cv time_scale duration_s drain_s slo_ms bin_
 def _check(args: argparse.Namespace) -> None:
     for flag in ("--records", "--json", "--plot"):
         not_an_input(getattr(args, flag[2:]), args.trace, args.prompts, flag=flag)
+    distinct_outputs(*((flag, getattr(args, flag[2:])) for flag in ("--records", "--json", "--plot")))
     if args.arrivals is None:
         args.arrivals = "trace" if args.trace else "poisson"
     if (args.arrivals == "trace") != bool(args.trace):

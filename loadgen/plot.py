@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from engine.whole_files import written_whole
 from loadgen.records import VIOLATIONS, Record
 
 _BIN_CHOICES_S = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -193,10 +194,12 @@ def compare_plot(
 
 
 def _save(figure: Figure, path: str | Path, title: str | None, **title_style: Any) -> None:
-    """The title goes above the panels and into the PNG's Title text too, where a program (or a test) reads it."""
+    """The title goes above the panels and into the PNG's Title text too, where a program (or a test) reads it.
+    Written whole: saved in place, a full disk left the first part of a PNG where the last plot was."""
     if title:
         figure.suptitle(title, **title_style)
-    figure.savefig(path, format="png", dpi=110, metadata={"Title": title} if title else None)
+    with written_whole(path, binary=True) as f:
+        figure.savefig(f, format="png", dpi=110, metadata={"Title": title} if title else None)
 
 
 def _or_nan(value: float | None) -> float:

@@ -198,6 +198,8 @@ _SEEDED = ("chaos", "worker", "cache", "controller")
         *[(["bench", bench, "--seed", "-1"], "argument --seed: expected a number >= 0") for bench in _SEEDED],
         # an output named as an input was written over it as the command ended: the prompts, the trace
         (["bench", "compare", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "p.txt: writing it would destroy"),
+        # written at the end, the plot replaced the JSON
+        (["bench", "compare", "--json", "{tmp}/out", "--plot", "{tmp}/out"], "--plot {tmp}/out is the file of --json"),
         (["calibrate", "--embedder", "hash", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "--json {tmp}/p"),
         (["bench", "engine", "--doors", "foo"], "--doors takes zmq and/or http"),
         # measured twice, the first's figures lost and the second's printed in both rows

@@ -66,3 +66,36 @@ def test_a_mistyped_policy_is_refused_before_any_engine_runs(tmp_path):
     assert result.returncode != 0
     assert "--policies takes distinct names from argus, clipper-ha" in result.stderr
     assert not (tmp_path / "logs").exists()  # argus was not run first, to be thrown away
+
+
+def test_records_that_cannot_be_written_are_one_line_and_cost_no_policys_results(tmp_path):
+    """A policy's records that could not be written (here a directory in the file's place; a full disk likewise)
+    ended the bench in an OSError traceback, before that policy's figures reached --json."""
+    trace = tmp_path / "trace.txt"
+    trace.write_text("".join(f"{i * 2000}\n" for i in range(30)))
+    records_dir, result_json = tmp_path / "records", tmp_path / "compare.json"
+    (records_dir / "argus.jsonl").mkdir(parents=True)
+    command = [sys.executable, "-m", "engine.cli", "bench", "compare", "--policies", "argus", "--workers", "1"]
+    command += ["--trace", str(trace), "--prompts", str(PROMPTS), "--time-scale", str(TIME_SCALE)]
+    command += ["--records-dir", str(records_dir), "--json", str(result_json)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.endswith(
+        f"argus bench compare: could not write the records to {records_dir / 'argus.jsonl'}: Is a directory\n"
+    )
+    assert json.loads(result_json.read_text())["policies"]["argus"]["requests"] > 0
+
+
+def test_a_plot_that_cannot_be_written_is_one_line_after_the_json(tmp_path):
+    """It was an OSError traceback, and the JSON's last writing (with the verdicts) came after the plot."""
+    trace = tmp_path / "trace.txt"
+    trace.write_text("".join(f"{i * 2000}\n" for i in range(30)))
+    result_json = tmp_path / "compare.json"
+    command = [sys.executable, "-m", "engine.cli", "bench", "compare", "--policies", "argus,clipper-ht"]
+    command += ["--workers", "1", "--trace", str(trace), "--prompts", str(PROMPTS), "--time-scale", str(TIME_SCALE)]
+    command += ["--json", str(result_json), "--plot", "/dev/full"]  # a full disk
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    said = "argus bench compare: could not write the plot to /dev/full: No space left on device\n"
+    assert result.stderr.endswith(said)
+    assert "argus_verdict" in json.loads(result_json.read_text())["policies"]["clipper-ht"]

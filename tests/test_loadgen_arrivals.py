@@ -111,6 +111,14 @@ def test_thinning_keeps_the_clock_and_the_bursts_and_only_lowers_the_rate():
     assert thin_to_rate(TRACE, 1.2, seed=4) != thinned
 
 
+def test_the_busiest_minute_of_arrivals_too_far_out_for_a_minute_to_show_is_one_arrival():
+    """From about 5.8e17 s (a trace line of 1e21 ms), an offset less 60 s rounds to the offset itself: the window
+    ran past the last arrival, and `--load` on such a trace (loadgen's or bench compare's) was an IndexError
+    traceback."""
+    far = [Arrival(0.0), Arrival(1e18)]
+    assert peak_to_mean(far) == pytest.approx((1 / 60) / mean_rate(far))
+
+
 def test_thinning_above_the_schedules_rate_repeats_arrivals():
     doubled = thin_to_rate(TRACE, 2.5 * mean_rate(TRACE), seed=1)
     assert mean_rate(doubled) == pytest.approx(2.5 * mean_rate(TRACE), rel=0.05)

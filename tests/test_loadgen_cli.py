@@ -122,6 +122,30 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_left_whole(output, 
     assert trace.read_text() == "0\n500\n"
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "via_link"),
+    [("--records", "--json", False), ("--json", "--plot", False), ("--records", "--plot", True)],
+)
+def test_two_outputs_of_one_file_are_refused_before_the_run(first, second, via_link, tmp_path, capsys):
+    """Each was written whole as the run ended, the last in place of the others: `--records out --json out` left the
+    summary alone, the records gone, and exited 0."""
+    out = tmp_path / "out"
+    other = tmp_path / "link" if via_link else out
+    if via_link:
+        other.symlink_to(out)
+    argv = ["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--max-requests", "1"]
+    assert cli.main([*argv, first, str(out), second, str(other)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus loadgen: error: {second} {other} is the file of {first} {out}: one would replace the other\n"
+    )
+
+
+def test_outputs_to_the_standard_output_may_share_it():
+    """A stream is written as it comes, nothing replaced: the records and the summary may both go to it."""
+    args = parsed("--rate", "1", "--max-requests", "1", "--records", "-", "--json", "/dev/stdout")
+    assert args.records == args.json == "/dev/stdout"
+
+
 def test_a_run_in_a_program_of_ones_own_leaves_its_sigint_handler_as_it_was():
     # the command's (SIG_DFL once the run is over) was left in pytest's process: a later test's Ctrl-C killed it.
     # Python's default_int_handler, or SIG_IGN in a suite started as a background job of a shell without job control
@@ -441,6 +465,22 @@ def test_records_that_fill_the_disk_cost_neither_the_run_nor_the_summary(tmp_pat
     assert f"argus loadgen: error writing {records}: File too large" in run.stderr
     assert json.loads(summary.read_text())["sent"] == 30 and run.stdout.startswith("sent ")
     assert not list(tmp_path.glob(".*.partial"))  # the end's attempt left nothing beside
+
+
+def test_a_plot_that_fills_the_disk_leaves_the_last_plot_whole(tmp_path, http_that_answers_nothing_useful):
+    """The plot was saved in place: a full disk left the first part of a PNG where the last plot was (which an image
+    viewer took for a PNG, of a cut figure), as --records and --json never did."""
+    plot, summary = tmp_path / "timeline.png", tmp_path / "summary.json"
+    plot.write_bytes(b"the last run's plot")
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "50", "--max-requests", "5", "--plot", str(plot), "--json", str(summary), "--no-progress"]
+    run = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=60, preexec_fn=lambda: _files_up_to(8000)
+    )
+    assert run.returncode == 1, run.stderr
+    assert f"argus loadgen: error writing {plot}: File too large" in run.stderr and "Traceback" not in run.stderr
+    assert plot.read_bytes() == b"the last run's plot" and json.loads(summary.read_text())["sent"] == 5
+    assert not list(tmp_path.glob(".*.partial"))
 
 
 @pytest.mark.parametrize(

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
 from engine.arg_types import (
     UsageError,
+    distinct_outputs,
     non_negative_int,
     not_an_input,
     output_file,
@@ -127,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     for flag in ("--json", "--plot"):
         not_an_input(getattr(args, flag[2:]), args.trace, args.prompts, flag=flag)
+    distinct_outputs(("--json", args.json), ("--plot", args.plot))
     policies = _policies(args.policies)
     slo_s = args.slo_ms / 1000.0
     # exact-generation capacity of the cluster, simulated clock: K = 0 at the largest batch within SLO/2
@@ -198,11 +202,13 @@ def run(args: argparse.Namespace) -> int:
                     f"{summary['max_send_lag_ms']:.0f} ms of wall time: the engine did not see the offered load",
                     flush=True,
                 )
+            # each policy's results as soon as they are in: a later failure (an engine that will not start, its
+            # records that cannot be written) loses none
+            write_json(args.json, {"config": config, "policies": results})
             if args.records_dir:
                 simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
-                write_records(simulated_records, Path(args.records_dir) / f"{policy}.jsonl")
-            # each policy's results as soon as they are in: a later failure (an engine that will not start) loses none
-            write_json(args.json, {"config": config, "policies": results})
+                path = Path(args.records_dir) / f"{policy}.jsonl"
+                _or_exit("records", path, functools.partial(write_records, simulated_records, path))
     verdicts = {p: verdict(results["argus"], results[p]) for p in policies if p != "argus" and "argus" in results}
     for policy, text in verdicts.items():
         results[policy]["argus_verdict"] = text
@@ -217,13 +223,15 @@ def run(args: argparse.Namespace) -> int:
         if codes := results[policy]["error_codes"]:
             said = ", ".join(f"{code} {n}" for code, n in sorted(codes.items(), key=lambda item: -item[1]))
             print(f"{policy}: {counted(results[policy]['no_image'], 'request')} without an image: {said}")
+    # the verdicts before the plot, which a full disk may refuse
+    write_json(args.json, {"config": config, "policies": results})
     if args.plot:
         title = (
             f"SIMULATED: {args.workers} sim workers, {Path(args.trace).name}\n"
             f"load {args.load}x in the busiest minute, SLO {args.slo_ms / 1000:g} s"
         )
-        compare_plot({p: _for_plot(results[p]) for p in policies}, args.plot, title=title)
-    write_json(args.json, {"config": config, "policies": results})
+        plotted = {p: _for_plot(results[p]) for p in policies}
+        _or_exit("plot", args.plot, functools.partial(compare_plot, plotted, args.plot, title=title))
     return 0
 
 
@@ -266,6 +274,16 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
         return records, summary
     finally:
         engine.stop()
+
+
+def _or_exit(what: str, path: str | Path, write: Callable[[], None]) -> None:
+    """`write()`; a file it cannot write (a full disk, a directory in its place) ends the bench in one line, as
+    write_json does: it was a traceback."""
+    try:
+        write()
+    except OSError as error:
+        said = error.strerror or error
+        raise SystemExit(f"argus bench compare: could not write the {what} to {path}: {said}") from None
 
 
 def _simulated_clock(summary: dict, time_scale: float) -> dict:
