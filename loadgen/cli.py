@@ -71,7 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--rescale",
         choices=RESCALE_MODES,
-        default="thin",
         help="how a trace meets --rate/--load: thin (default: keep its clock, draw a share of its arrivals) or "
         "stretch (scale its offsets, which stretches its bursts too)",
     )
@@ -197,6 +196,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--trace FILE goes with --arrivals trace (and only with it)")
     if args.cv is not None and args.arrivals != "gamma":  # else a run asked to be bursty would be Poisson, unsaid
         raise UsageError(f"--cv is for --arrivals gamma, not {args.arrivals}")
+    # else each would be left out without a word: the run sent at a rate its user did not ask for
+    if args.rescale is not None and not (args.trace and (args.rate is not None or args.load is not None)):
+        raise UsageError("--rescale is for a --trace rescaled to --rate or --load")
+    if args.capacity_rps is not None and args.load is None:
+        raise UsageError("--capacity-rps is for --load, which it turns into a rate")
     if bool(args.curve_secret) != bool(args.curve_server_key):
         raise UsageError("--curve-secret and --curve-server-key go together")
     if args.curve_secret and not args.zmq:
@@ -286,7 +290,7 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
                 raise UsageError(f"{flag} cannot rescale --trace {args.trace}: {exc}") from None
             # --load is what the busiest minute offers
             rps = rate.rps / arrivals.peak_to_mean(base) if args.load is not None else rate.rps
-            shaped = arrivals.shape(base, rate=rps, rescale=args.rescale, seed=args.seed)
+            shaped = arrivals.shape(base, rate=rps, rescale=args.rescale or "thin", seed=args.seed)
             if not shaped:
                 raise UsageError(
                     thinned_too_far(rate.said, args.trace, base, rps, args.seed, 0, by_load=args.load is not None)

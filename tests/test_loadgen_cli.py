@@ -44,6 +44,10 @@ def parsed(*argv: str) -> argparse.Namespace:
         # it ran a Poisson schedule (gap CV 0.97 for --cv 4) without a word
         (["--rate", "1", "--cv", "4", "--duration-s", "1"], "--cv is for --arrivals gamma, not poisson"),
         (["--trace", "t.csv", "--cv", "4"], "--cv is for --arrivals gamma, not trace"),
+        # each was left out without a word: the run sent at a rate its user did not ask for
+        (["--rate", "1", "--duration-s", "1", "--rescale", "stretch"], "--rescale is for a --trace rescaled to"),
+        (["--trace", "t.csv", "--rescale", "stretch"], "--rescale is for a --trace rescaled to --rate or --load"),
+        (["--rate", "1", "--duration-s", "1", "--capacity-rps", "5"], "--capacity-rps is for --load"),
         (["--rate", "1", "--duration-s", "1", "--bin-s", "-1"], "--bin-s must be"),
         (["--rate", "1", "--duration-s", "1", "--bin-s", "nan"], "--bin-s must be"),
         (["--rate", "1", "--duration-s", "1", "--steps", "0"], "--steps must be from 1 to 200"),
