@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 
 import pytest
+import waiting
 import zmq
 import zmq.asyncio
 
@@ -222,11 +223,8 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
         (worker,) = engine.wait_ready(1)["workers"]
         assert_the_ray_processes_are_not_handed_the_api_key(engine, worker["pid"])
         # the actor logs as the engine does (before, Ray set no logging up for it: its INFO lines were lost), each
-        # line forwarded by Ray after a prefix naming the actor
-        actor_lines = [line for line in engine.log_path.read_text().splitlines() if "(RayWorker pid=" in line]
-        records = [json.loads(line[line.index("{") :]) for line in actor_lines if "{" in line]
-        said = {(record["logger"], record["level"], record["message"]) for record in records}
-        assert ("argus.worker", "INFO", "loading the sim backend on no device") in said, actor_lines
+        # line forwarded by Ray, after a prefix naming the actor, when its log monitor next reads the actor's output
+        assert waiting.wait_for(lambda: LOADING in actor_records(engine)), engine.log()
         (gcs,) = (pid for pid in children_of(engine.process.pid) if "gcs_server" in read_command(pid))
         os.kill(gcs, signal.SIGKILL)
         # the actor goes on serving; SIGTERM is an ordinary stop, which Ray's crash handler turned into an abort
@@ -237,6 +235,16 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
         assert "SIGTERM handler is not set" not in engine.log()
     finally:
         engine.stop()
+
+
+LOADING = ("argus.worker", "INFO", "loading the sim backend on no device")
+
+
+def actor_records(engine) -> set[tuple[str, str, str]]:
+    """(logger, level, message) of the JSON records the engine's actors logged, as Ray forwarded them."""
+    actor_lines = [line for line in engine.log_path.read_text().splitlines() if "(RayWorker pid=" in line]
+    records = [json.loads(line[line.index("{") :]) for line in actor_lines if "{" in line]
+    return {(record["logger"], record["level"], record["message"]) for record in records}
 
 
 def assert_the_ray_processes_are_not_handed_the_api_key(engine, actor_pid: int) -> None:
