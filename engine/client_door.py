@@ -53,7 +53,7 @@ from protocols.client_messages import (
 from protocols.codec import DecodeError
 from protocols.curve import KeyPair, peer_key
 from protocols.limits import MAX_CLIENT_FRAME_BYTES
-from protocols.sockets import bind_all, make_socket
+from protocols.sockets import SocketFiles, bind_all, make_socket
 
 if TYPE_CHECKING:
     from engine.server import Engine
@@ -126,6 +126,7 @@ class ClientDoor:
             handover=True,
         )
         self.endpoints = bind_all(sock, listen)
+        self._files = SocketFiles(listen)
         self._socket = LoopSocket(sock, self._on_frames, _named)
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
@@ -140,6 +141,7 @@ class ClientDoor:
     def close(self) -> None:
         for gone in self._gone.values():
             gone.retry.cancel()
+        self._files.remove()  # the replies still queued go out over the connections made, not the path
         self._socket.close(linger_ms=_REPLY_FLUSH_MS)
 
     def _on_frames(self, identity: bytes, frames: list) -> None:

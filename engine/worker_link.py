@@ -35,7 +35,7 @@ from protocols import client_messages
 from protocols.codec import Codec, DecodeError
 from protocols.curve import KeyPair, peer_key
 from protocols.shortened import cut_middle
-from protocols.sockets import bind_all, make_socket
+from protocols.sockets import SocketFiles, bind_all, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     BatchDone,
@@ -98,6 +98,7 @@ class WorkerLink:
         sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS, heartbeat_ms=pings)
         self._admits = admits
         self.endpoints = bind_all(sock, listen)
+        self._files = SocketFiles(listen)
         self._socket = LoopSocket(sock, self._on_frames, peer_name)
         self._codec = engine_side_codec()
         self._version_codec = Codec(HelloVersion)
@@ -149,6 +150,7 @@ class WorkerLink:
                 self._socket.send(worker.identity, self._codec.encode(Rejoin()))
 
     def close(self) -> None:
+        self._files.remove()
         self._socket.close()
 
     async def run(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -101,6 +102,32 @@ def bind_all(sock: zmq.Socket, addresses: list[str] | tuple[str, ...]) -> list[s
         _restrict_ipc_file(address)
         endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
     return endpoints
+
+
+class SocketFiles:
+    """The ipc:// socket files a socket bound, deleted as it closes: libzmq leaves them (it deletes only those of its
+    own wildcard paths), and a stopped engine's --client-listen and --worker-listen paths stayed behind, sockets
+    nobody listened on. Made right after the bind, so each file is known by its inode: one deleted under the engine
+    and bound anew by another engine is that one's, and left to it."""
+
+    def __init__(self, addresses: list[str] | tuple[str, ...]):
+        self._files: list[tuple[str, int, int]] = []
+        for address in addresses:
+            path = _ipc_path(address)
+            if not path or path.startswith("@"):  # Linux's abstract namespace has no file
+                continue
+            with contextlib.suppress(OSError):  # gone already (a tmp cleaner): nothing of this socket's to delete
+                found = os.stat(path)
+                self._files.append((path, found.st_dev, found.st_ino))
+
+    def remove(self) -> None:
+        """Before the socket closes: while it still listens, no other engine can have taken a path it holds."""
+        files, self._files = self._files, []
+        for path, device, inode in files:
+            with contextlib.suppress(OSError):
+                found = os.stat(path)
+                if (found.st_dev, found.st_ino) == (device, inode):
+                    os.unlink(path)
 
 
 def _ipc_path(address: str) -> str | None:

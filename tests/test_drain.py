@@ -223,3 +223,40 @@ def test_a_client_still_sending_its_body_does_not_hold_the_stop(tmp_path):
         assert engine.ready()["ready"]  # the engine serves on beside it
         # past 30 s the engine is killed (-9): well within it the stop ends, well outside aiohttp's 60 s
         assert engine.stop(timeout_s=30) == 0
+
+
+def test_a_stop_deletes_its_ipc_socket_files(tmp_path):
+    """libzmq leaves a socket file at an ipc:// path it stops listening on: a stopped engine's --client-listen and
+    --worker-listen paths stayed, sockets nobody listened on, until the next engine on them."""
+    clients, workers = tmp_path / "clients", tmp_path / "workers"
+    engine = start_engine(
+        tmp_path, "--client-listen", f"ipc://{clients}", "--worker-listen", f"ipc://{workers}", backend="sim"
+    )
+    with killed_on_failure(engine):
+        reply = asyncio.run(generate_once(f"ipc://{clients}"))
+        assert isinstance(reply, Images)
+        assert clients.is_socket() and workers.is_socket()
+        assert engine.stop() == 0
+    assert not clients.exists() and not workers.exists()
+
+
+def test_a_stop_leaves_the_socket_file_another_engine_made_at_its_path(tmp_path):
+    """A path whose file was deleted under the engine (by hand, a tmp cleaner) and bound anew by another is the other's
+    at the first's stop: deleting it would leave the second serving where no client can reach it."""
+    clients = tmp_path / "clients"
+    first = start_engine(tmp_path, "--client-listen", f"ipc://{clients}", backend="sim", workers=0, wait=False)
+    with killed_on_failure(first):
+        assert wait_for(clients.exists, timeout_s=60)
+        clients.unlink()
+        second = start_engine(tmp_path, "--client-listen", f"ipc://{clients}", backend="sim", workers=1)
+    with killed_on_failure(second):
+        assert first.stop() == 0  # which ends it whatever happens
+        assert clients.is_socket()
+        assert isinstance(asyncio.run(generate_once(f"ipc://{clients}")), Images)
+        assert second.stop() == 0
+    assert not clients.exists()
+
+
+async def generate_once(address: str):
+    async with AsyncArgusClient(address) as client:
+        return await asyncio.wait_for(client.generate("a lighthouse", width=64, height=64), 60)
