@@ -57,6 +57,7 @@ from engine.arg_types import (
 )
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
+from engine.whole_files import written_whole
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.model_folder import clip_model_problem
@@ -156,7 +157,7 @@ def _method(args: argparse.Namespace, prompts: int, size: int, levels: list[int]
 
 
 def _write(args: argparse.Namespace, rows: list[dict], levels: list[int], notes: list[str]) -> None:
-    with open(args.out, "w") as f:
+    with written_whole(args.out) as f:  # a run of hours: its last samples stay until the new ones are all written
         for row in rows:
             f.write(json.dumps(row) + "\n")
     provenance_path = Path(args.out).with_suffix(".provenance.json")

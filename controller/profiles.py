@@ -552,6 +552,14 @@ class DegradationMatrix:
         no better), where every class needs its own measurement at every level.
         """
         levels = table.levels
+        # a threshold equal to a higher level's (what calibrating on few prompts may give) leaves its level a band of
+        # no width: no similarity is of its class, and a profile was refused for measurements none could hold
+        if empty := [k for k in levels[1:] if table.band(k)[0] >= table.band(k)[1]]:
+            kept = ",".join(str(k) for k in levels[1:] if k not in empty)
+            raise ValueError(
+                f"levels {empty} have no band of similarity in the table (each threshold is a higher level's too), so"
+                f" no sample is of their classes: cache without them (--levels {kept})"
+            )
         sums: dict[tuple[int, int], list[float]] = defaultdict(list)
         for sample in samples:
             if sample.similarity is not None and sample.level in levels:

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from loadgen.bench.output import table
 
-    not_an_input(args.out, args.samples)
+    not_an_input(args.out, args.samples, args.similarity_table)
     profiled = read_user_file(read_quality_samples, args.samples)
     embedder = _embedder_of(args, profiled)
     reference, reference_name = _reference_table(args, embedder)

@@ -1,5 +1,6 @@
 """`argus profile quality` end to end: a real tiny worker process, a tiny CLIP built here, JSONL samples out."""
 
+import argparse
 import math
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import sys
 import pytest
 from tiny_models import save_tiny_clip
 
+from controller import profile_quality
 from controller.profile_quality import SAMPLES_KIND
 from controller.profiles import read_quality_samples
 from controller.versioned import read_versioned
@@ -85,3 +87,19 @@ def test_the_prompts_are_not_written_over(tmp_path, capsys):
     assert main(command) == 2
     assert f"argus profile quality: error: --out {prompts} is the input {prompts}" in capsys.readouterr().err
     assert prompts.read_text().splitlines() == PROMPTS
+
+
+def test_samples_whose_write_fails_leave_the_last_ones_whole(tmp_path):
+    """The samples were written in place, line by line: a write cut short (Ctrl-C, a full disk; here a value JSON
+    cannot hold, half-way through) left the first lines of the new samples where the last run's were, which
+    train-predictor and serve --quality-profile then took for a whole profile when it ended at a line."""
+    out = tmp_path / "samples.jsonl"
+    out.write_text('{"similarity": null, "level": 0, "quality": 100.0, "prompt": "the last run"}\n')
+    before = out.read_text()
+    args = argparse.Namespace(out=str(out), embedder="hash")
+    rows = [{"similarity": None, "level": 0, "quality": 100.0, "prompt": p} for p in PROMPTS]
+    rows.insert(2, {"similarity": object(), "level": 5})
+    with pytest.raises(TypeError):
+        profile_quality._write(args, rows, [5, 10], ["made here"])
+    assert out.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["samples.jsonl"]  # nothing half-written beside it

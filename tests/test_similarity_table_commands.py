@@ -124,3 +124,14 @@ def test_train_predictor_refuses_a_table_of_another_embedder(samples_of, flags, 
     error = capsys.readouterr().err
     assert says.format(samples=samples) in error and error.count("\n") == 1, error
     assert not (tmp_path / "m.json").exists()
+
+
+def test_train_predictor_does_not_write_over_the_table_it_scores(calibrated, tmp_path, capsys):
+    """`--out` the --similarity-table file replaced the calibrated table with the predictor, exit 0: its samples were
+    kept from that, its table not."""
+    kept = calibrated.read_text()
+    samples = _samples_file(tmp_path, "hash")
+    argv = ["train-predictor", str(samples), "--out", str(calibrated), "--similarity-table", str(calibrated)]
+    assert main(argv) == 2
+    assert f"--out {calibrated} is the input {calibrated}" in capsys.readouterr().err
+    assert calibrated.read_text() == kept

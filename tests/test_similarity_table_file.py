@@ -5,6 +5,8 @@ cannot serve with is one line naming the file, exit 2, before anything starts.""
 from __future__ import annotations
 
 import json
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from controller.predictor import Lookup
-from controller.profiles import DegradationMatrix, QualityModel
+from controller.profiles import DegradationMatrix, QualityModel, QualitySample
 from controller.similarity import SimilarityTable
+from engine.arg_types import UsageError
 from engine.cli import build_parser, engine_config, main
 from engine.client import ArgusClient
 from engine.control_setup import build_control
@@ -222,3 +225,22 @@ def test_a_minilm_table_is_served_with_the_model_folder_it_was_calibrated_with(t
     assert main(["serve", "--workers", "0", "--port", "0", "--embedder", "minilm", "--similarity-table", other]) == 2
     error = capsys.readouterr().err
     assert "a table of the minilm model minilm:0123456789abcdef, not of this command's minilm:" in error
+
+
+def test_a_quality_profile_served_with_equal_thresholds_names_the_levels_no_sample_can_be_of(calibrated, tmp_path):
+    """Calibrating on 20 prompts gave 15, 20 and 25 one threshold (taken: the highest level takes such neighbours).
+    The bands of 15 and 20 hold no similarity, and a quality profile of 3,000 samples covering every similarity was
+    refused as `no measured quality for (class, level) [(15, 5), ...]`: measurements no profile could hold."""
+    thresholds = {"5": 0.55, "10": 0.885, "15": 0.969, "20": 0.969, "25": 0.969}
+    table = _doctored(calibrated, tmp_path, thresholds=thresholds)
+    rng, model = random.Random(3), QualityModel(SimilarityTable.bundled("hash"))
+    samples = []
+    for _ in range(3000):
+        similarity, level = rng.uniform(0.4, 1.0), rng.choice(ALL_LEVELS)
+        samples.append(QualitySample(similarity, level, model.quality(level, similarity, "a fox"), "a fox"))
+    profile = _written(tmp_path / "samples.jsonl", "".join(json.dumps(vars(s)) + "\n" for s in samples))
+    flags = ("--similarity-table", table, "--quality-profile", profile)
+    says = f"{profile}: levels [15, 20] have no band of similarity in the table"
+    with pytest.raises(UsageError, match=f"^{re.escape(says)}.*--levels 5,10,25\\)$"):
+        build_control(_config(*flags), now=0.0)
+    assert build_control(_config(*flags, "--levels", "5,10,25"), now=0.0).policy.degradation.levels == (0, 5, 10, 25)
