@@ -387,11 +387,14 @@ class Dispatcher:
         self._picks.drop(worker)
         self._metrics.worker_losses.labels(cause).inc()
         held = worker.held_jobs()
-        if cause == "left":
+        if cause in ("left", "rejoined"):
             # a worker stopped as asked (SIGTERM, a scale-down) gives back its images unstarted or cut short by the
             # stop, not failed: they count no try. Counted, a fleet or Deployment scaled down at once failed images
             # worker_lost, each routed from one leaving worker to the next before that one's Leaving came in, while
-            # the workers that stayed could make them
+            # the workers that stayed could make them. So does one that rejoined: it dropped them because it heard
+            # nothing from this engine for its timeout (a worker that hangs drains what came meanwhile first), which
+            # no image causes. An engine paused past that timeout (SIGSTOP, a paused VM) found every worker's new
+            # hello waiting, routed each one's images to the worker whose hello came next, and failed them
             for job in held:
                 job.given_back += job.batch_id is not None  # a queued one was never sent: no try to give back
         worker.queue.clear()
