@@ -100,6 +100,7 @@ class Dispatcher:
         self._config = config
         self._clock = clock
         self._pending: deque[Job] = deque()
+        self._rerouting: deque[Job] | None = None  # jobs to route again, while _route_again runs
         self._live: dict[str, Job] = {}
         # admitted, their level still being chosen on the cache thread (a heavy embedder can take a while)
         self._choosing: dict[AdmittedRequest, None] = {}
@@ -414,8 +415,19 @@ class Dispatcher:
         for job in jobs:
             self._timing.remove_queued(job)
             job.worker = job.batch_id = None
-        for job in jobs:
-            self._reroute_or_fail(job)
+        if self._rerouting is not None:
+            # a worker lost as a job was routed again (a send its connection refused): its jobs are routed by the
+            # loop below, not from within. Routed from within, each gone worker a job met took a level of the stack:
+            # a fleet of 300 SIGKILLed, its idle workers picked one after another, raised RecursionError and left a
+            # request answered internal_error, or never answered
+            self._rerouting.extend(jobs)
+            return
+        self._rerouting = deque(jobs)
+        try:
+            while self._rerouting:
+                self._reroute_or_fail(self._rerouting.popleft())
+        finally:
+            self._rerouting = None
 
     def _take_out(self, worker: WorkerHandle) -> None:
         """The worker keeps failing its batches: restarted if the engine started it, else out of rotation for a
