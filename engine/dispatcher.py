@@ -100,6 +100,7 @@ class Dispatcher:
         self._config = config
         self._clock = clock
         self._pending: deque[Job] = deque()
+        self._rerouting: deque[Job] | None = None  # jobs to route again, while _route_again runs
         self._live: dict[str, Job] = {}
         # admitted, their level still being chosen on the cache thread (a heavy embedder can take a while)
         self._choosing: dict[AdmittedRequest, None] = {}
@@ -387,11 +388,14 @@ class Dispatcher:
         self._picks.drop(worker)
         self._metrics.worker_losses.labels(cause).inc()
         held = worker.held_jobs()
-        if cause == "left":
+        if cause in ("left", "rejoined"):
             # a worker stopped as asked (SIGTERM, a scale-down) gives back its images unstarted or cut short by the
             # stop, not failed: they count no try. Counted, a fleet or Deployment scaled down at once failed images
             # worker_lost, each routed from one leaving worker to the next before that one's Leaving came in, while
-            # the workers that stayed could make them
+            # the workers that stayed could make them. So does one that rejoined: it dropped them because it heard
+            # nothing from this engine for its timeout (a worker that hangs drains what came meanwhile first), which
+            # no image causes. An engine paused past that timeout (SIGSTOP, a paused VM) found every worker's new
+            # hello waiting, routed each one's images to the worker whose hello came next, and failed them
             for job in held:
                 job.given_back += job.batch_id is not None  # a queued one was never sent: no try to give back
         worker.queue.clear()
@@ -411,8 +415,19 @@ class Dispatcher:
         for job in jobs:
             self._timing.remove_queued(job)
             job.worker = job.batch_id = None
-        for job in jobs:
-            self._reroute_or_fail(job)
+        if self._rerouting is not None:
+            # a worker lost as a job was routed again (a send its connection refused): its jobs are routed by the
+            # loop below, not from within. Routed from within, each gone worker a job met took a level of the stack:
+            # a fleet of 300 SIGKILLed, its idle workers picked one after another, raised RecursionError and left a
+            # request answered internal_error, or never answered
+            self._rerouting.extend(jobs)
+            return
+        self._rerouting = deque(jobs)
+        try:
+            while self._rerouting:
+                self._reroute_or_fail(self._rerouting.popleft())
+        finally:
+            self._rerouting = None
 
     def _take_out(self, worker: WorkerHandle) -> None:
         """The worker keeps failing its batches: restarted if the engine started it, else out of rotation for a

@@ -65,7 +65,7 @@ class Job:
     k_star: int = 0  # its predicted best level
     escalated: bool = False  # moved up a level to make its deadline (counted once, however many times it moves)
     attempts: int = 0  # times handed to a worker
-    given_back: int = 0  # of those, by workers that left as asked (engine/dispatcher.py, worker_lost): not tries
+    given_back: int = 0  # of those, by workers that left as asked or rejoined (dispatcher.py, worker_lost): not tries
     sent_at: float = 0.0
     waiting_since: float = 0.0  # when it last found no worker to take it (the no_worker timeout runs from here)
     # where the job is: queued on a worker (batch_id None), or sent in a batch

@@ -190,6 +190,22 @@ async def test_images_given_back_by_workers_that_leave_count_no_try():
     assert h.metrics.registry.get_sample_value("argus_redispatched_images_total") == 4  # sent again 4 times
 
 
+async def test_an_image_meeting_hundreds_of_gone_workers_in_a_row_is_routed_to_a_live_one():
+    """A fleet of 300 SIGKILLed at once: its idle workers are picked one after another, each send refused. Each was
+    routed again from within the last one's loss, a level of the stack a worker, until RecursionError left the
+    request answered internal_error, or never answered."""
+    h = Harness()
+    gone = [h.add_worker(f"gone-{i}") for i in range(400)]
+    h.gone.update(worker.name for worker in gone)
+    live = h.add_worker("live")
+    request = h.request()
+    (batch,) = h.batches("live")
+    h.finish(live, batch)
+    await settle()
+    assert isinstance(request.future.result(), Images)
+    assert h.registry.registered() == (live,)  # every gone one is dropped
+
+
 async def test_no_worker_at_all_fails_after_the_timeout():
     h = Harness(no_worker_timeout_s=5)
     request = h.request()

@@ -3,9 +3,10 @@
 import msgspec
 import pytest
 import zmq
-from dispatcher_harness import Harness
+from dispatcher_harness import Harness, settle
 
 from engine.worker_link import WorkerLink
+from protocols.client_messages import Images
 from protocols.worker_messages import PROTOCOL_VERSION, Hello, LevelSet, Welcome
 from protocols.worker_messages import Generate as Batch
 
@@ -107,3 +108,25 @@ async def test_a_worker_at_another_time_scale_is_welcomed_and_warned_of_once_per
         f"worker w3/x runs the sim at --time-scale 1 but this engine's controller plans with --time-scale 0.5: its"
         f" {tail} (said once per time scale)",
     ]
+
+
+async def test_images_dropped_by_workers_that_lost_the_engine_count_no_try(link_for):
+    """An engine paused past its heartbeat timeout (SIGSTOP, Ctrl-Z, a paused VM) finds, as it resumes, the hello of
+    each worker that gave up on it: each rejoin routed the images it held to a worker whose own hello came next, and
+    an image no worker had failed failed worker_lost after 3 such hops (1 in 800 requests, 20 sim workers)."""
+    h = Harness()
+    link = link_for(h)
+    hellos = {f"remote-{i}/abcd".encode(): msgspec.structs.replace(HELLO, worker_id=f"remote-{i}") for i in range(4)}
+    for identity, hello in hellos.items():
+        link._on_message(identity, hello)
+    request = h.request()
+    for _ in range(3):  # the backlog: the worker the image was just sent to says hello in a new session
+        holder = h.batches()[-1]
+        identity = next(name for name, message in h.sent if message is holder).encode()
+        link._on_message(identity, msgspec.structs.replace(hellos[identity], session=1))
+    assert not request.done
+    holder = h.batches()[-1]
+    name = next(name for name, message in h.sent if message is holder)
+    h.finish(h.registry.get(name.encode()), holder)
+    await settle()
+    assert isinstance(request.future.result(), Images)
