@@ -46,7 +46,7 @@ from engine.metrics import EngineMetrics
 from engine.request_names import failed_batch_line, requests_named
 from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
-from protocols.client_messages import Cancelled, ImageResult
+from protocols.client_messages import Cancelled
 from protocols.image_header import mismatch
 from protocols.worker_messages import (
     REFUSED,
@@ -531,10 +531,9 @@ class Dispatcher:
             return
         self._live.pop(job.job_id)
         if isinstance(message, ItemDone):
-            queued_s = job.sent_at - job.request.admitted_at  # until the run that made it was sent
             # the level it was sent at, not the one the worker names: a label takes only the engine's values
             self._metrics.images_at(job.level).inc()
-            self._metrics.queue_seconds.observe(queued_s)
+            self._metrics.queue_seconds.observe(job.queued_s)
             # at the level it was judged at (of the default steps, the quality model's), not the step it resumed at
             estimated = self._quality(job.level, job.similarity)
             if estimated is not None:
@@ -544,22 +543,7 @@ class Dispatcher:
                     self._on_image(worker, job, message)
                 except Exception:  # caching what it passed through is a bonus: the image is the client's anyway
                     log.exception("handling image %s beyond its reply failed", job.job_id)
-            job.request.image_done(
-                job,
-                ImageResult(
-                    image=message.image,
-                    seed=job.seed,
-                    level=job.start,  # the step it resumed at: steps_run is the request's steps less it
-                    similarity=job.similarity,
-                    queue_ms=queued_s * 1000.0,
-                    run_ms=message.run_ms,
-                    steps_run=message.steps_run,
-                    worker=worker.name,
-                    quality=message.quality,
-                    simulated=worker.hello.simulated,
-                    estimated_quality=estimated,
-                ),
-            )
+            job.request.image_done(job, job.result(message, worker, estimated))
         elif isinstance(message, ItemFailed):
             # worker_error whatever code the worker names: a worker's code would become a metric label (one series
             # per value made up) and the client's HTTP status (a 429 or 504 for a failure of its own)

@@ -19,6 +19,7 @@ from protocols.client_messages import Cancelled, Error, Generate, ImageResult, I
 
 if TYPE_CHECKING:
     from engine.worker_registry import WorkerHandle
+    from protocols.worker_messages import ItemDone
 
 Reply = Images | Error | Cancelled
 
@@ -93,6 +94,27 @@ class Job:
             # a PNG is lossless whatever it says: PNGs that differ only in it still batch together
             None if spec.output_format == "png" else spec.output_compression,
             bool(spec.negative_prompt),
+        )
+
+    @property
+    def queued_s(self) -> float:
+        """From its request's admission until the run that made its image was sent."""
+        return self.sent_at - self.request.admitted_at
+
+    def result(self, done: ItemDone, worker: WorkerHandle, estimated_quality: float | None) -> ImageResult:
+        """What its client is told of the image `worker` made for it."""
+        return ImageResult(
+            image=done.image,
+            seed=self.seed,
+            level=self.start,  # the step it resumed at: steps_run is the request's steps less it
+            similarity=self.similarity,
+            queue_ms=self.queued_s * 1000.0,
+            run_ms=done.run_ms,
+            steps_run=done.steps_run,
+            worker=worker.name,
+            quality=done.quality,
+            simulated=worker.hello.simulated,
+            estimated_quality=estimated_quality,
         )
 
 
