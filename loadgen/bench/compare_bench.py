@@ -25,7 +25,6 @@ import asyncio
 import functools
 import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
@@ -120,7 +119,7 @@ def _policies(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from controller.profiles import LatencyProfile
     from loadgen.arrivals import mean_rate, peak_to_mean, shape, truncate
-    from loadgen.bench.output import table, write_json
+    from loadgen.bench.output import table, write_json, written_or_exit
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
     from loadgen.report import SEND_LAG_WARNING_MS, write_records
@@ -208,7 +207,9 @@ def run(args: argparse.Namespace) -> int:
             if args.records_dir:
                 simulated_records = [_record_on_simulated_clock(record, args.time_scale) for record in records]
                 path = Path(args.records_dir) / f"{policy}.jsonl"
-                _or_exit("records", path, functools.partial(write_records, simulated_records, path))
+                written_or_exit(
+                    "argus bench compare", "records", path, functools.partial(write_records, simulated_records, path)
+                )
     verdicts = {p: verdict(results["argus"], results[p]) for p in policies if p != "argus" and "argus" in results}
     for policy, text in verdicts.items():
         results[policy]["argus_verdict"] = text
@@ -231,7 +232,9 @@ def run(args: argparse.Namespace) -> int:
             f"load {args.load}x in the busiest minute, SLO {args.slo_ms / 1000:g} s"
         )
         plotted = {p: _for_plot(results[p]) for p in policies}
-        _or_exit("plot", args.plot, functools.partial(compare_plot, plotted, args.plot, title=title))
+        written_or_exit(
+            "argus bench compare", "plot", args.plot, functools.partial(compare_plot, plotted, args.plot, title=title)
+        )
     return 0
 
 
@@ -274,16 +277,6 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
         return records, summary
     finally:
         engine.stop()
-
-
-def _or_exit(what: str, path: str | Path, write: Callable[[], None]) -> None:
-    """`write()`; a file it cannot write (a full disk, a directory in its place) ends the bench in one line, as
-    write_json does: it was a traceback."""
-    try:
-        write()
-    except OSError as error:
-        said = error.strerror or error
-        raise SystemExit(f"argus bench compare: could not write the {what} to {path}: {said}") from None
 
 
 def _simulated_clock(summary: dict, time_scale: float) -> dict:

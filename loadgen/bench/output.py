@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.whole_files import written_whole
@@ -45,13 +46,23 @@ def write_json(path: str | None, data: dict) -> None:
     readers (jq, JavaScript) refuse a file that holds Python's NaN."""
     if not path:
         return
-    try:
+
+    def write() -> None:
         with written_whole(path) as f:
             json.dump(_finite_or_null(data), f, indent=2, allow_nan=False)
             f.write("\n")
-    except OSError as error:  # checked writable as the run began: the disk filled, the folder went. A traceback was all
-        raise SystemExit(f"argus bench: could not write the JSON to {path}: {error.strerror or error}") from None
+
+    written_or_exit("argus bench", "JSON", path, write)
     print(f"JSON written to {path}")
+
+
+def written_or_exit(command: str, what: str, path: str | Path, write: Callable[[], None]) -> None:
+    """`write()`; a file it cannot write, though checked writable as the run began (the disk filled, the folder went,
+    a directory in its place), ends `command` in one line naming `what` and `path`: it was a traceback."""
+    try:
+        write()
+    except OSError as error:
+        raise SystemExit(f"{command}: could not write the {what} to {path}: {error.strerror or error}") from None
 
 
 def _finite_or_null(value):
