@@ -197,7 +197,7 @@ def not_an_input(out: str | None, *inputs: str | None, flag: str = "--out") -> N
     """An output (`flag`) that is one of the command's input files is a UsageError: written as the command ended, it
     replaced them (`argus train-predictor S --out S`: the samples, hours of measuring). None: not given."""
     for path in inputs:
-        if out and path and os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out):
+        if out and path and _one_file(path, out):
             raise UsageError(f"{flag} {out} is the input {path}: writing it would destroy what it is made from")
 
 
@@ -212,12 +212,15 @@ def distinct_outputs(*outputs: tuple[str, str | None]) -> None:
         if not path or is_stream(path):
             continue
         for other_flag, other in seen.items():
-            same = os.path.realpath(path) == os.path.realpath(other) or (
-                os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)
-            )
-            if same:
+            # not there yet, they are one file if they are one path
+            if os.path.realpath(path) == os.path.realpath(other) or _one_file(path, other):
                 raise UsageError(f"{flag} {path} is the file of {other_flag} {other}: one would replace the other")
         seen[flag] = path
+
+
+def _one_file(a: str, b: str) -> bool:
+    """Whether the files at `a` and `b`, both there, are one (a path, a link to it, another hard link)."""
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def host_memory_bytes() -> int | None:
