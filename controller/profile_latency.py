@@ -468,7 +468,9 @@ def _profile(
         notes.append(f"{raised} cells raised to the smaller batch's value so latency does not fall with batch size")
     # tiny_cpu, sdxl_cuda0; a sim worker's device is "sim": plain "sim"
     name = args.name or "_".join(dict.fromkeys([hello.backend, hello.device.replace(":", "")]))
-    return LatencyProfile(name, args.steps, table, "; ".join(notes) + ".", time_scale=hello.time_scale)
+    return LatencyProfile(
+        name, args.steps, table, "; ".join(notes) + ".", time_scale=hello.time_scale, model=hello.model
+    )
 
 
 _CLOCK_NOTES = {

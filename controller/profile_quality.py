@@ -16,7 +16,7 @@ local directory, and its quality is relative to the same prompt's exact image:
 
 A prompt whose exact image scores 0 has no relative quality; it is left out and
 counted. The output is JSONL, one image a line, {"similarity", "level",
-"quality", "prompt", "neighbour_prompt", "embedder"} (level-0 lines have
+"quality", "prompt", "neighbour_prompt", "embedder", "steps", "model"} (level-0 lines have
 similarity null and quality 100, and no embedder), as `read_quality_samples` reads it: input to `argus
 train-predictor` and `DegradationMatrix.load_profiled`. Quality is not clipped:
 a resumed image may score above the exact one. Beside the samples, a file of
@@ -138,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
             ]
             print(f"{len(resumes)} resumed images at levels {levels} ...", flush=True)
             resumed = generate.resumed(prompts, resumes, latents)
-    rows, unscored = _rows(prompts, exact, resumes, resumed, args.embedder)
-    _write(args, rows, levels, [described, *_method(args, len(prompts), size, levels, unscored)])
+    made_by = {"steps": args.steps, "model": hello.model}
+    rows, unscored = _rows(prompts, exact, resumes, resumed, args.embedder, made_by)
+    _write(args, rows, levels, made_by, [described, *_method(args, len(prompts), size, levels, unscored)])
     _print_summary(rows, levels, unscored)
     return 0
 
@@ -156,12 +157,18 @@ def _method(args: argparse.Namespace, prompts: int, size: int, levels: list[int]
     return notes
 
 
-def _write(args: argparse.Namespace, rows: list[dict], levels: list[int], notes: list[str]) -> None:
+def _write(args: argparse.Namespace, rows: list[dict], levels: list[int], made_by: dict, notes: list[str]) -> None:
     with written_whole(args.out) as f:  # a run of hours: its last samples stay until the new ones are all written
         for row in rows:
             f.write(json.dumps(row) + "\n")
     provenance_path = Path(args.out).with_suffix(".provenance.json")
-    payload = {"samples": Path(args.out).name, "images": len(rows), "levels": levels, "embedder": args.embedder}
+    payload = {
+        "samples": Path(args.out).name,
+        "images": len(rows),
+        "levels": levels,
+        "embedder": args.embedder,
+        **made_by,
+    }
     write_versioned(provenance_path, SAMPLES_KIND, "; ".join(notes) + ".", payload)
     print(f"{len(rows)} samples written to {args.out}, how they were made to {provenance_path}")
 
@@ -259,10 +266,12 @@ def _embedder_model(args: argparse.Namespace) -> str | None:
 
 
 def _rows(
-    prompts: list[str], exact: list[float], resumes: list[Resume], resumed: list[float], embedder: str
+    prompts: list[str], exact: list[float], resumes: list[Resume], resumed: list[float], embedder: str, made_by: dict
 ) -> tuple[list[dict], int]:
+    """`made_by`: the steps and the model every image was made with, on every line (a level is a share of the
+    steps, and a quality a model's): the engine refuses samples of other steps and warns of another model's."""
     rows = [
-        {"similarity": None, "level": 0, "quality": 100.0, "prompt": prompts[i]}
+        {"similarity": None, "level": 0, "quality": 100.0, "prompt": prompts[i], **made_by}
         for i, score in enumerate(exact)
         if score > 0
     ]
@@ -277,6 +286,7 @@ def _rows(
                     "neighbour_prompt": prompts[resume.neighbour],
                     # whose similarity: a predictor or quality profile made from it is refused with another embedder
                     "embedder": embedder,
+                    **made_by,
                 }
             )
     return rows, sum(score <= 0 for score in exact)

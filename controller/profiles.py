@@ -18,10 +18,11 @@ import math
 import reprlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,8 @@ class LatencyProfile:
     # the --time-scale of the sim workers it was measured on (1: real time, a real model's): a sim engine at another
     # plans with it scaled to its own (engine/control_setup.py)
     time_scale: float = 1.0
+    # the identity of the model it was measured on (workers/model_id.py); None: not said (the bundled profiles)
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.time_scale) and self.time_scale > 0):
@@ -98,8 +101,13 @@ class LatencyProfile:
         factor = max(factor, 1e-6)  # a zero time scale still needs positive latencies
         table = {k: tuple(seconds * factor for seconds in row) for k, row in self.latency_s.items()}
         provenance = f"{self.provenance}; times {factor:g}"
-        return LatencyProfile(
-            f"{self.name} x{factor:g}", self.steps, table, provenance, time_scale=self.time_scale * factor
+        return replace(
+            self,
+            name=f"{self.name} x{factor:g}",
+            latency_s=table,
+            provenance=provenance,
+            derivation=None,
+            time_scale=self.time_scale * factor,
         )
 
     def limited_to(self, max_batch: int) -> LatencyProfile:
@@ -108,8 +116,8 @@ class LatencyProfile:
             return self
         table = {k: row[:max_batch] for k, row in self.latency_s.items()}
         provenance = f"{self.provenance}; batches up to {max_batch}"
-        return LatencyProfile(
-            f"{self.name} (batch <= {max_batch})", self.steps, table, provenance, time_scale=self.time_scale
+        return replace(
+            self, name=f"{self.name} (batch <= {max_batch})", latency_s=table, provenance=provenance, derivation=None
         )
 
     @classmethod
@@ -154,6 +162,7 @@ class LatencyProfile:
                 data["provenance"],
                 data.get("derivation"),
                 float(data.get("time_scale", 1.0)),
+                _model_id(data.get("model")),
             )
 
     @classmethod
@@ -171,6 +180,8 @@ class LatencyProfile:
             payload["derivation"] = dict(self.derivation)
         if self.time_scale != 1.0:
             payload["time_scale"] = self.time_scale
+        if self.model is not None:
+            payload["model"] = self.model
         write_versioned(path, LATENCY_KIND, self.provenance, payload)
 
 
@@ -337,14 +348,44 @@ class QualitySample:
     neighbour_prompt: str | None = None
     # whose cosine `similarity` is: a predictor or quality classes fit on one embedder's mean nothing on another's
     embedder: str | None = None
+    # the denoising steps N the image was made with: a level is a number of them, so a share of N reused
+    steps: int | None = None
+    # the identity of the model that made it (workers/model_id.py)
+    model: str | None = None
 
 
 def profiled_embedder(samples: Iterable[QualitySample]) -> str | None:
     """The embedder the samples' similarities are from (None if none says): ValueError if they name several."""
-    named = sorted({s.embedder for s in samples if s.embedder is not None})
+    return _one_named(samples, "embedder", "embedders", "their similarities are not comparable")
+
+
+def profiled_steps(samples: Iterable[QualitySample]) -> int | None:
+    """The step count N the samples were made with (None if none says): ValueError if they name several."""
+    return _one_named(samples, "steps", "step counts", "a level is another share of the steps in each")
+
+
+def profiled_model(samples: Iterable[QualitySample]) -> str | None:
+    """The model the samples were made on (None if none says): ValueError if they name several."""
+    return _one_named(samples, "model", "models", "their qualities are not one model's")
+
+
+def _one_named(samples: Iterable[QualitySample], field: str, what: str, why: str) -> Any:
+    named = sorted({value for sample in samples if (value := getattr(sample, field)) is not None})
     if len(named) > 1:
-        raise ValueError(f"samples of several embedders ({', '.join(named)}): their similarities are not comparable")
+        raise ValueError(f"samples of several {what} ({', '.join(map(str, named))}): {why}")
     return named[0] if named else None
+
+
+def steps_mismatch(steps: int | None, planned: int) -> str | None:
+    """What is wrong when samples made with `steps` steps (None: they do not say) are used to plan levels of
+    `planned` steps (workers/limits.DEFAULT_STEPS, the controller's); None if nothing is. Level 10 of 20 steps
+    reuses half an image's steps, of 50 a fifth: its quality says nothing of the other."""
+    if steps is None or steps == planned:
+        return None
+    return (
+        f"made with N={steps} denoising steps, and the engine's levels are steps of N={planned}, where each reuses"
+        f" another share of the steps (profile again with --steps {planned})"
+    )
 
 
 def embedder_mismatch(named: str | None, embedder: str) -> str | None:
@@ -427,6 +468,8 @@ def _sample_line(where: str, line: str) -> QualitySample:
             prompt,
             neighbour_prompt,
             _embedder_name(row.get("embedder")),
+            _steps(row.get("steps")),
+            _model_id(row.get("model")),
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
@@ -435,6 +478,19 @@ def _sample_line(where: str, line: str) -> QualitySample:
 def _embedder_name(value: object) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"embedder {reprlib.repr(value)} is not an embedder's name")
+    return value
+
+
+def _steps(value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"steps {reprlib.repr(value)} is not a number of denoising steps")
+    return value
+
+
+def _model_id(value: object) -> str | None:
+    """A model's identity as a worker's hello gives it (workers/model_id.py), or None."""
+    if value is not None and not (isinstance(value, str) and value.isprintable() and 0 < len(value) <= 64):
+        raise ValueError(f"model {reprlib.repr(value)} is not a model's identity")
     return value
 
 
@@ -493,6 +549,7 @@ class DegradationMatrix:
     table: SimilarityTable
     quality_by_class: Mapping[int, Mapping[int, float]]  # class K -> level K' -> expected quality
     provenance: str
+    model: str | None = None  # the model the qualities were measured on; None: modelled, or not said
 
     def __post_init__(self) -> None:
         levels = set(self.levels)
@@ -581,13 +638,17 @@ class DegradationMatrix:
         return cls(table, rows, provenance)
 
     @classmethod
-    def load_profiled(cls, path: str | Path, table: SimilarityTable, embedder: str) -> DegradationMatrix:
+    def load_profiled(cls, path: str | Path, table: SimilarityTable, embedder: str, steps: int) -> DegradationMatrix:
         """From `argus profile quality` output (see read_quality_samples for the formats). `table` is the similarity
-        table of `embedder`, the engine's: samples that say they are another embedder's are refused."""
+        table of `embedder`, the engine's, whose levels are of `steps` steps: samples that say they are another
+        embedder's, or of another step count, are refused."""
         samples = read_quality_samples(path)
         try:
             if problem := embedder_mismatch(profiled_embedder(samples), embedder):
                 raise ValueError(problem)  # its classes would be another embedder's bands of similarity
-            return cls.from_samples(samples, table, f"measured qualities from {Path(path).name}")
-        except ValueError as error:  # samples of another embedder, or a (class, level) it has none of: name the file
+            if problem := steps_mismatch(profiled_steps(samples), steps):
+                raise ValueError(problem)
+            model = profiled_model(samples)
+            return replace(cls.from_samples(samples, table, f"measured qualities from {Path(path).name}"), model=model)
+        except ValueError as error:  # a mismatch above, or a (class, level) it has none of: name the file
             raise ValueError(f"{path}: {error}") from None

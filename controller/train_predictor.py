@@ -18,11 +18,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller.predictor import Lookup, TrainedPredictor
-from controller.profiles import QualitySample, embedder_mismatch, profiled_embedder, read_quality_samples
+from controller.profiles import (
+    QualitySample,
+    embedder_mismatch,
+    profiled_embedder,
+    profiled_steps,
+    read_quality_samples,
+    steps_mismatch,
+)
 from controller.similarity import SimilarityTable
 from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
 from engine.cache.embedders import EMBEDDERS
 from engine.cache.table_file import embedder_problem, given_table_file
+from workers.limits import DEFAULT_STEPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     not_an_input(args.out, args.samples, args.similarity_table)
     profiled = read_user_file(read_quality_samples, args.samples)
+    _check_steps(args, profiled)
     embedder = _embedder_of(args, profiled)
     reference, reference_name = _reference_table(args, embedder)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
@@ -107,6 +116,17 @@ def _embedder_of(args: argparse.Namespace, samples: list[QualitySample]) -> str 
     if args.embedder and (problem := embedder_mismatch(embedder, args.embedder)):
         raise UsageError(f"{args.samples}: {problem}")
     return embedder
+
+
+def _check_steps(args: argparse.Namespace, samples: list[QualitySample]) -> None:
+    """The predictor says which of the engine's levels, steps of N = DEFAULT_STEPS, keep a prompt's quality: samples
+    made with another N would teach it what another share of the steps reused does."""
+    try:
+        problem = steps_mismatch(profiled_steps(samples), DEFAULT_STEPS)
+    except ValueError as error:  # samples of several step counts
+        problem = str(error)
+    if problem:
+        raise UsageError(f"{args.samples}: {problem}")
 
 
 def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[SimilarityTable | None, str]:

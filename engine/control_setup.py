@@ -37,6 +37,23 @@ class ControlSetup:
     # each image's expected quality, in its reply and /metrics: by what the plan counts on (the measured profile's
     # classes, else the model the modelled degradation averages)
     quality: QualityEstimate
+    # (the flag and file, the model it was measured on) for each profile given that names its model
+    measured_on: tuple[tuple[str, str], ...] = ()
+
+    def warn_if_measured_elsewhere(self, model: str) -> None:
+        """Logs each profile measured on another model than `model`, the one the engine serves (known once it
+        starts, or named by its first worker). Not refused: a fine-tune of the profiled model is another model that
+        runs as fast, and may degrade alike; but a profile of another model altogether plans capacities, or levels,
+        that are not this one's, without a word."""
+        for given, measured in self.measured_on:
+            if measured != model:
+                log.warning(
+                    "%s was measured on model %s, and the engine serves %s: the controller plans with another"
+                    " model's figures (measure this one, or mind the difference)",
+                    given,
+                    measured,
+                    model,
+                )
 
 
 def build_control(config: EngineConfig, now: float, allocator: Allocator = allocate) -> ControlSetup:
@@ -59,7 +76,8 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     measured = None
     if policy_config.quality_profile:
         measured = read_user_file(
-            lambda path: DegradationMatrix.load_profiled(path, table, embedder), policy_config.quality_profile
+            lambda path: DegradationMatrix.load_profiled(path, table, embedder, DEFAULT_STEPS),
+            policy_config.quality_profile,
         )
     degradation = measured or DegradationMatrix.from_quality_model(model, table=table)
     if policy_config.predictor:
@@ -91,7 +109,22 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
         embedder,
     )
     _warn_if_nothing_fits(planned, levels, slo_s)
-    return ControlSetup(profile, planned, policy, controller, slo_s, QualityEstimate(model, measured))
+    measured_on = (
+        (f"--latency-profile {policy_config.latency_profile}", profile.model),
+        (f"--quality-profile {policy_config.quality_profile}", measured and measured.model),
+    )
+    setup = ControlSetup(
+        profile,
+        planned,
+        policy,
+        controller,
+        slo_s,
+        QualityEstimate(model, measured),
+        tuple((given, on) for given, on in measured_on if on),
+    )
+    if config.model_id:  # else named by the first worker (the engine calls this then)
+        setup.warn_if_measured_elsewhere(config.model_id)
+    return setup
 
 
 def _warn_if_nothing_fits(planned: LatencyProfile, levels: tuple[int, ...], slo_s: float) -> None:

@@ -409,7 +409,12 @@ class Engine:
         self.cache = cache
         # closed by the drain, saved; this is for an engine that never served (a port in use), and does nothing after
         self._resources.callback(cache.abandon)
-        self.link.on_model = cache.adopt_model
+        self.link.on_model = self._model_named
+
+    def _model_named(self, model: str) -> None:
+        """The first worker welcomed named the model this engine serves (it knew none as it started)."""
+        self.control.warn_if_measured_elsewhere(model)
+        self.cache.adopt_model(model)
 
     async def _serve(self) -> None:
         # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a

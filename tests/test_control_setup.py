@@ -8,6 +8,7 @@ import re
 import pytest
 
 from controller.profiles import LatencyProfile
+from controller.similarity import SimilarityTable
 from engine.cli import UsageError
 from engine.config import EngineConfig, LaunchConfig, PolicyConfig
 from engine.control_setup import build_control
@@ -72,6 +73,13 @@ def _sample(**fields) -> str:
         ("quality_profile", _sample(embedder="clip") * 2, "the clip embedder's similarities, not the hash embedder's"),
         ("quality_profile", _sample(embedder="clip") + _sample(embedder="hash"), "samples of several embedders"),
         ("quality_profile", _sample(embedder=["hash"]), "embedder ['hash'] is not an embedder's name"),
+        # level 10 of 20 steps reuses half of them, of the 50 the engine plans a fifth: its quality says nothing of it
+        ("quality_profile", _sample(steps=20) * 2, "made with N=20 denoising steps, and the engine's levels are steps"),
+        ("quality_profile", _sample(steps=50) + _sample(steps=30), "samples of several step counts (30, 50)"),
+        ("quality_profile", _sample(steps=12.5), "steps 12.5 is not a number of denoising steps"),
+        ("quality_profile", _sample(model=7), "model 7 is not a model's identity"),
+        ("quality_profile", _sample(model="a") + _sample(model="b"), "samples of several models (a, b)"),
+        ("latency_profile", _latency(model=""), "model '' is not a model's identity"),
     ],
 )
 def test_a_file_the_user_named_that_cannot_be_used_stops_the_engine_naming_it(tmp_path, option, content, says):
@@ -165,3 +173,38 @@ def test_the_default_slo_plans_level_0_alike_at_every_time_scale(time_scale):
     one_exact_image = setup.planned.latency(0, 1)
     assert setup.slo_s == pytest.approx(3 * one_exact_image)
     assert setup.planned.capacity_rps(0, setup.slo_s) * one_exact_image == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("serves", ["sim:0123456789abcdef", "sim:fedcba9876543210", ""])
+def test_profiles_measured_on_another_model_than_the_one_served_are_warned_of(tmp_path, caplog, serves):
+    """A profile of one model planned another's capacities and levels without a word. Not refused: a fine-tune is
+    another model that runs as fast. An engine that knows its model as it starts says so then; else, once its first
+    worker names it (engine/server.py)."""
+    latency, quality = tmp_path / "latency.json", tmp_path / "samples.jsonl"
+    latency.write_text(_latency(model="sim:0123456789abcdef"))
+    table = SimilarityTable.bundled("hash")
+    bands = [table.band(k) for k in table.levels[1:]]
+    quality.write_text(
+        "".join(
+            _sample(similarity=(low + high) / 2, level=level, steps=50, model="sim:0123456789abcdef")
+            for low, high in bands
+            for level in table.levels[1:]
+        )
+    )
+    policy = PolicyConfig(latency_profile=str(latency), quality_profile=str(quality))
+    caplog.set_level(logging.INFO, logger="argus.controller")
+    setup = build_control(EngineConfig(policy=policy, model_id=serves), now=0.0)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if serves == "":
+        assert warned == []
+        setup.warn_if_measured_elsewhere("sim:fedcba9876543210")
+        serves = "sim:fedcba9876543210"
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if serves == "sim:0123456789abcdef":
+        assert warned == []
+    else:
+        assert warned == [
+            f"--{flag} {path} was measured on model sim:0123456789abcdef, and the engine serves {serves}: the"
+            " controller plans with another model's figures (measure this one, or mind the difference)"
+            for flag, path in (("latency-profile", latency), ("quality-profile", quality))
+        ]

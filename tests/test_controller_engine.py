@@ -2,7 +2,9 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import re
 
 import pytest
 from waiting import wait_for
@@ -108,5 +110,22 @@ def test_ready_gives_the_exact_capacity_in_images_of_the_default_steps_whatever_
         # batches of 2 at 0.153 s each, where 5 of 30 steps took 0.198
         exact = LatencyProfile.bundled("sdxl_a100").scaled(0.02).capacity_rps(0, 0.4)
         assert engine.ready()["exact_capacity_rps"] == pytest.approx(exact)
+    finally:
+        assert engine.stop() == 0
+
+
+def test_an_engine_that_learns_its_model_from_its_first_worker_warns_of_a_profile_of_another(tmp_path):
+    """A tiny engine knows its model only once its first worker names it (workers/model_id.py): a latency profile
+    measured on another model was planned with then without a word."""
+    path = tmp_path / "latency.json"
+    other = "tiny:0123456789abcdef"
+    dataclasses.replace(LatencyProfile.bundled("tiny_cpu"), model=other).save(path)
+    engine = start_engine(tmp_path, "--latency-profile", str(path), workers=1)
+    try:
+        # named by the worker start_engine waited for
+        served = re.search(r"serving model (tiny:[0-9a-f]{16})", engine.log()).group(1)
+        assert served != other
+        warned = f"--latency-profile {path} was measured on model {other}, and the engine serves {served}"
+        assert wait_for(lambda: warned in engine.log())
     finally:
         assert engine.stop() == 0

@@ -170,3 +170,16 @@ def test_the_predictor_keeps_whose_similarities_its_samples_are(tmp_path, capsys
     mixed.write_text(samples.read_text() + json.dumps(vars(dataclasses.replace(of_clip[0], embedder="hash"))) + "\n")
     assert main(["train-predictor", str(mixed), "--out", str(out)]) == 2
     assert f"{mixed}: samples of several embedders (clip, hash)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("steps", "refused"), [(50, None), (None, None), (20, "made with N=20 denoising steps")])
+def test_train_predictor_refuses_samples_of_other_steps_than_the_engines_levels(tmp_path, capsys, steps, refused):
+    """Level 10 of 20 steps reuses half an image's steps, of the engine's 50 a fifth: a predictor fit on samples of
+    20 steps said which of the engine's levels keep the target from what levels twice as deep did."""
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s) | {"steps": steps}) + "\n" for s in _samples(200, seed=9)))
+    out = tmp_path / "model.json"
+    assert main(["train-predictor", str(samples), "--out", str(out)]) == (2 if refused else 0)
+    if refused:
+        assert f"{samples}: {refused}, and the engine's levels are steps of N=50" in capsys.readouterr().err
+        assert not out.exists()

@@ -1,5 +1,6 @@
 """Profiles: the bundled SD-XL latency table, the Proteus capacity rule, the sim quality model, D[K'][K]."""
 
+import dataclasses
 import json
 import math
 import re
@@ -91,6 +92,18 @@ def test_profile_round_trips_and_checks_its_version(tmp_path):
         LatencyProfile.load(path)
 
 
+def test_the_model_a_profile_was_measured_on_is_kept_through_its_file_and_the_engines_changes(tmp_path):
+    """The engine warns of a profile of another model than it serves (test_control_setup): a profile scaled to a sim
+    engine's clock or cut to its workers' batches is still the model's it was measured on."""
+    measured = dataclasses.replace(LatencyProfile.bundled("tiny_cpu"), model="tiny:0123456789abcdef")
+    measured.save(tmp_path / "p.json")
+    loaded = LatencyProfile.load(tmp_path / "p.json")
+    assert loaded == measured
+    assert loaded.scaled(0.5).model == loaded.limited_to(1).model == "tiny:0123456789abcdef"
+    LatencyProfile.bundled("tiny_cpu").save(tmp_path / "unsaid.json")  # a profile that does not say: none written
+    assert "model" not in json.loads((tmp_path / "unsaid.json").read_text())
+
+
 @pytest.mark.parametrize("row", [(2.0, 1.0), (float("nan"), 1.0), (1.0, float("nan")), (1.0, float("inf"))])
 def test_profile_rejects_latency_that_falls_with_batch_or_is_not_finite(row):
     with pytest.raises(ValueError, match="finite, positive and not fall"):
@@ -158,8 +171,10 @@ def _model_samples(model: QualityModel, n: int = 3000) -> list[QualitySample]:
 def test_degradation_from_measured_samples_agrees_with_the_model(tmp_path):
     model = QualityModel(CLIP)
     path = tmp_path / "quality.jsonl"
-    path.write_text("".join(json.dumps(vars(s)) + "\n" for s in _model_samples(model)))
-    measured = DegradationMatrix.load_profiled(path, CLIP, "clip")
+    made_by = {"steps": 50, "model": "sdxl:0123456789abcdef"}
+    path.write_text("".join(json.dumps(vars(s) | made_by) + "\n" for s in _model_samples(model)))
+    measured = DegradationMatrix.load_profiled(path, CLIP, "clip", 50)
+    assert measured.model == "sdxl:0123456789abcdef"  # the engine warns if it serves another (test_control_setup)
     modelled = DegradationMatrix.from_quality_model(model)
     for k in LEVELS[1:]:
         for kp in LEVELS:
@@ -195,7 +210,7 @@ def test_degradation_from_banded_json(tmp_path):
     path = tmp_path / "bands.json"
     path.write_text(json.dumps({"version": 1, "kind": "quality_profile", "provenance": "test", "quality": bands}))
     assert len(read_quality_samples(path)) == 25
-    matrix = DegradationMatrix.load_profiled(path, CLIP, "clip")
+    matrix = DegradationMatrix.load_profiled(path, CLIP, "clip", 50)
     # class 25 is the band (0.95, 1.0], midpoint 0.975: quality 100 - K * 0.05
     assert matrix.quality(20, 25) == pytest.approx(100 - 20 * 0.05)
     assert matrix.loss(25, 20) == pytest.approx(25 * 0.1)

@@ -12,6 +12,7 @@ import pytest
 from controller.profiles import LatencyProfile
 from engine_process import ROOT
 from loadgen.bench.proc import children_of
+from workers.model_id import SIM_PROFILE, sim_model_id
 
 
 def profile_latency(tmp_path, *options: str) -> subprocess.CompletedProcess:
@@ -34,6 +35,8 @@ def test_sim_backend_at_a_tiny_time_scale(tmp_path):
     assert (profile.name, profile.steps) == ("sim", 50)
     assert "SIMULATED" in profile.provenance and "batch sizes [3] not measured" in profile.provenance
     assert profile.time_scale == 0.001  # a sim engine at another time scale plans with it scaled (test_control_setup)
+    # the model it was measured on: an engine serving another warns of it (test_control_setup)
+    assert profile.model == sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
     assert "argus serve --latency-profile" not in done.stderr  # every cache level measured: nothing to warn of
 
 
@@ -47,6 +50,7 @@ def test_tiny_backend_at_few_steps(tmp_path):
     assert (profile.name, profile.steps) == ("tiny_cpu", 6)
     assert "torch 2." in profile.provenance and "(1 torch thread)" in profile.provenance
     assert profile.time_scale == 1.0
+    assert profile.model.startswith("tiny:")
     # said before measuring: argus serve refuses a profile without every cache level
     assert "no latencies for levels [10, 15, 20, 25] (N=6, levels [0, 5]): argus serve --latency-profile" in done.stderr
 

@@ -46,6 +46,8 @@ def test_profile_quality_writes_samples_the_controller_reads(tmp_path):
         assert math.isfinite(s.quality) and s.quality > 0
         assert math.isfinite(s.similarity) and -1.0 <= s.similarity <= 1.0
         assert s.embedder == "hash"  # whose similarity: serve refuses a predictor of it with another embedder
+    # a level is a share of the steps, and a quality a model's: serve refuses other steps, warns of another model
+    assert {(s.steps, s.model[:5]) for s in samples} == {(STEPS, "tiny:")}
     # the two lighthouse prompts are each other's nearest neighbour (hash embedder)
     lighthouses = [s for s in resumed if "lighthouse" in s.prompt and "lighthouse" in s.neighbour_prompt]
     foxes = [s for s in resumed if "fox" in s.neighbour_prompt]
@@ -53,6 +55,7 @@ def test_profile_quality_writes_samples_the_controller_reads(tmp_path):
 
     provenance = read_versioned(tmp_path / "samples.provenance.json", SAMPLES_KIND)
     assert provenance["samples"] == "samples.jsonl" and provenance["levels"] == [5, 10]
+    assert provenance["steps"] == STEPS and provenance["model"] == samples[0].model
     assert "CLIPScore" in provenance["provenance"]
 
 
