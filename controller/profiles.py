@@ -442,11 +442,23 @@ def _banded_samples(path: str | Path, banded: object, embedder: object) -> list[
 
 def _band_midpoint(band: str) -> float:
     """The middle of a "lo-hi" band. Summed and halved without a check, "0.95" was read as 0.475 and "0.9-0.95-1"
-    as 1.425: another class, or none, without a word."""
-    bounds = [_similarity(bound) for bound in band.split("-")]
+    as 1.425: another class, or none, without a word. Either bound may be below 0 (class 0's band reaches down to
+    -1), so the "-" between them is the one that leaves a number on each side: split at every "-", "-1-0.65" was
+    refused as "could not convert string to float: ''"."""
+    splits = [(band[:i], band[i + 1 :]) for i, c in enumerate(band) if c == "-"]
+    numbers = [pair for pair in splits if all(_is_number(bound) for bound in pair)]
+    bounds = [_similarity(bound) for bound in numbers[0]] if len(numbers) == 1 else []
     if len(bounds) != 2 or bounds[0] > bounds[1]:
         raise ValueError(f'band {band!r} is not "lo-hi" with lo <= hi')
     return sum(bounds) / 2.0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _sample_line(where: str, line: str) -> QualitySample:

@@ -91,10 +91,13 @@ class MilpProcess:
             self._end(kill=False)
 
     def _ended(self) -> str:
-        """Kills a process that failed to answer (one already dead keeps its exit code) and says how it ended."""
+        """Kills a process that failed to answer (one already dead keeps its exit code) and says how it ended. It is
+        forgotten: kept, the next solve took it for one that ended between solves, and warned of a second end."""
         with self._lock:
             self._end(kill=True)
-            return self._ended_words()
+            words = self._ended_words()
+            self._process = None
+            return words
 
     def _ended_words(self) -> str:
         process = self._process

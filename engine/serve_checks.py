@@ -153,7 +153,9 @@ def _check_embedder(args: argparse.Namespace) -> None:
         # restarted cold, without a word
         raise UsageError("--cache-dir is empty: give a folder for the cache (made if missing)")
     if args.no_cache:
-        # no embedder is loaded (--embedder only picks the controller's similarity table), nothing kept or saved
+        # no embedder is loaded (--embedder only picks the controller's similarity table), nothing kept or saved; and
+        # no prompt has a neighbour, so every image is exact: a predictor is never asked for a level above 0, and a
+        # quality profile, of images resumed from a neighbour, has none to describe
         ignored = [
             flag
             for flag, given in (
@@ -164,6 +166,8 @@ def _check_embedder(args: argparse.Namespace) -> None:
                 ("--embedder-path", args.embedder_path),
                 ("--levels", args.levels is not None),
                 ("--similarity-table", args.similarity_table is not None),
+                ("--predictor", args.predictor is not None),
+                ("--quality-profile", args.quality_profile is not None),
             )
             if given
         ]

@@ -197,6 +197,9 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         (["serve", "--no-cache", "--embedder-path", "/tmp"], "--no-cache keeps no prompt cache: drop --embedder-path"),
         (["serve", "--no-cache", "--levels", "10,20"], "--no-cache keeps no prompt cache: drop --levels"),
         (["serve", "--no-cache", "--cache-bytes", "5"], "--no-cache keeps no prompt cache: drop --cache-bytes"),
+        # every image exact: the predictor was never asked for a level, nor the quality profile's levels planned
+        (["serve", "--no-cache", "--predictor", "/tmp/k.json"], "--no-cache keeps no prompt cache: drop --predictor"),
+        (["serve", "--no-cache", "--quality-profile", "q.jsonl"], "--no-cache keeps no prompt cache: drop --quality-"),
         # a cache of no room: every image was a miss, the engine saying nothing of it
         (["serve", "--cache-bytes", "0"], "--cache-bytes 0 holds no latent in memory, and no --cache-dir-bytes"),
         (["serve", "--cache-bytes", "0", "--cache-dir", "/tmp"], "Give --no-cache for none"),

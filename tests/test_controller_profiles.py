@@ -272,7 +272,19 @@ def test_a_band_beyond_a_cosine_similarity_is_named(tmp_path):
         read_quality_samples(path)
 
 
-@pytest.mark.parametrize("band", ["0.95", "0.9-0.95-1.0", "0.99-0.9"])
+def test_a_band_below_a_similarity_of_0_is_read(tmp_path):
+    """Class 0's band reaches down to -1 (SimilarityTable.band(0)): its far neighbours measured as "-1-0.65" were
+    refused as "could not convert string to float: ''", the minus sign taken for the one between the bounds."""
+    path = tmp_path / "bands.json"
+    path.write_text(json.dumps({"5": {"-1-0.65": 60.0, "-0.5--0.1": 50.0, "0.65-0.75": 97.0}}))
+    assert read_quality_samples(path) == [
+        QualitySample(pytest.approx(-0.175), 5, 60.0),
+        QualitySample(pytest.approx(-0.3), 5, 50.0),
+        QualitySample(pytest.approx(0.7), 5, 97.0),
+    ]
+
+
+@pytest.mark.parametrize("band", ["0.95", "0.9-0.95-1.0", "0.99-0.9", "-0.9", "0.1--0.2", "-", "0.5-"])
 def test_a_band_that_is_not_lo_hi_is_named(tmp_path, band):
     # summed and halved, "0.95" was similarity 0.475 and "0.9-0.95-1.0" 1.425: another class, silently
     path = tmp_path / "bands.json"

@@ -3,6 +3,7 @@ a Ctrl-C never reaches the solves, and a process that dies, fails or is left beh
 
 import ctypes
 import fcntl
+import logging
 import os
 import signal
 import struct
@@ -132,7 +133,7 @@ def test_a_process_killed_between_solves_is_replaced_at_the_next_and_the_log_say
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [said]
 
 
-def test_a_process_that_dies_during_a_solve_fails_that_solve_and_the_next_starts_another(milp):
+def test_a_process_that_dies_during_a_solve_fails_that_solve_and_the_next_starts_another(milp, caplog):
     milp.allocate(problem(0), 8, {}, OPTIONS)
     first = solver_pid()
     os.kill(first, signal.SIGSTOP)  # it takes the next solve and never answers
@@ -146,9 +147,11 @@ def test_a_process_that_dies_during_a_solve_fails_that_solve_and_the_next_starts
     assert f"the MILP process ended (pid {first}, exit code -9) before it answered" in str(failed[0])
     assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
     assert solver_pid() != first
+    # its end was the failed solve's error: the next one, warning that it "ended between solves", told of a second
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_a_process_that_does_not_answer_in_time_is_killed_and_the_next_solve_starts_another():
+def test_a_process_that_does_not_answer_in_time_is_killed_and_the_next_solve_starts_another(caplog):
     milp = MilpProcess(answer_margin_s=0.5)
     try:
         milp.allocate(problem(0), 8, {}, OPTIONS)
@@ -159,6 +162,9 @@ def test_a_process_that_does_not_answer_in_time_is_killed_and_the_next_solve_sta
         assert f"did not answer in 1 s (pid {first}, exit code -9)" in str(raised.value)
         assert milp.allocate(problem(1), 8, {}, OPTIONS).status == "optimal"
         assert solver_pid() != first
+        # the engine killed it, as the error said: not a process that "ended between solves" (exit code -9, an OOM
+        # killer's mark)
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
         milp.close()
 
