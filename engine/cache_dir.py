@@ -61,7 +61,13 @@ def load_saved_cache(
     except CacheFileError as error:
         # a name of its own: a refused file may be another embedder's good cache, to be renamed back
         aside = f"{saved}.rejected-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"
-        os.replace(saved, aside)
+        try:
+            os.replace(saved, aside)
+        except FileNotFoundError:
+            # deleted between the check above and the read (by hand, as the engine started): nothing to set aside.
+            # Raised, it was a failed restore, and the engine never saved its cache for the rest of its life
+            log.warning("the saved prompt cache %s went as it was read (%s): starting empty", saved, error)
+            return None
         log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
         return None
     log.info("prompt cache restored from %s: %d prompts", saved, cache.stats().prompts)

@@ -281,3 +281,14 @@ def test_an_engine_restarted_on_a_file_with_a_bad_sector_serves_the_rest_and_sav
     rewritten = persistence.read_cache_file(saved.path, "hash", EMBEDDER.dim, LEVELS, SIM_MODEL)
     assert rewritten.read_error is None
     assert len(rewritten.prompts) == 200 - len(gone) + 1
+
+
+def test_a_saved_cache_deleted_as_the_engine_read_it_starts_it_empty(tmp_path, caplog, monkeypatch):
+    """Deleted between the check that it is there and its read: setting the missing file aside raised, which counted
+    as a failed restore, after which the engine never saved its cache (a file that may be good is not saved over)."""
+    saved = save(tmp_path, 1).path
+    saved.unlink()
+    monkeypatch.setattr(os.path, "exists", lambda path: path == str(saved) or Path(path).exists())
+    assert load_logged(tmp_path, caplog) is None
+    assert f"the saved prompt cache {saved} went as it was read (no saved cache at {saved})" in caplog.text
+    assert set_aside(tmp_path) == []
