@@ -61,13 +61,6 @@ class ApiKeys:
         return len(self._holders)
 
 
-def configured_api_keys(key: str | None, path: str | None) -> ApiKeys | None:
-    """The keys of --api-key `key` or --api-keys `path` (checked as the command line is read), None for neither."""
-    if key:
-        return ApiKeys.single(key)
-    return ApiKeys.read(path) if path else None
-
-
 def _read_holders(path: str) -> dict[bytes, str]:
     holders: dict[bytes, str] = {}
     names: set[str] = set()

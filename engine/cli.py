@@ -49,7 +49,7 @@ from engine.config import (
 from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
 from engine.log_setup import LOG_FORMATS, configure_logging
 from engine.open_files import allow_engine_open_files
-from engine.serve_checks import check_serve_args, serve_model_id, similarity_table_file
+from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
 from engine.stop_signals import HeldStopSignals
 from engine.version import argus_version
 from engine.worker_command import (
@@ -281,6 +281,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
+    api_keys = checked_api_keys(args.api_key, args.api_keys)
     check_serve_args(args)
     return EngineConfig(
         host=args.host,
@@ -325,8 +326,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         keepalive_timeout_s=args.keepalive_timeout,
         send_timeout_s=args.send_timeout,
         max_connections=args.max_connections,
-        api_key=args.api_key,
-        api_keys_file=args.api_keys,
+        api_keys=api_keys,
         public_url=args.public_url,
         forwarded_allow_ips=tuple(args.forwarded_allow_ips),
         image_url_ttl_s=args.image_url_ttl,

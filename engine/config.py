@@ -12,6 +12,7 @@ from workers.config import WorkerConfig, runs_on_cpu_threads
 from workers.limits import DEFAULT_LEVELS
 
 if TYPE_CHECKING:
+    from engine.api_keys import ApiKeys
     from engine.cache.table_file import TableFile
 
 # engine and workers beat this often; each counts the other lost after heartbeat_timeout_s of silence
@@ -155,9 +156,9 @@ class EngineConfig:
     # None: what the limit on open files leaves (engine/open_files.py)
     max_connections: int | None = None
     # when set, every HTTP route but /health and the image URLs (/v1/images/files/...) needs
-    # "Authorization: Bearer KEY": api_key's one key, or one of the named keys in api_keys_file (engine/api_keys.py)
-    api_key: str | None = None
-    api_keys_file: str | None = None
+    # "Authorization: Bearer KEY": --api-key's one key, or one of --api-keys's named keys (engine/api_keys.py), that
+    # file read once, as it was checked: a second read at start could load what no check had seen
+    api_keys: ApiKeys | None = None
     # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;
     # with curve_workers_dir, the worker socket admits that directory's keys and curve_allowed_dir is for clients
     curve_secret_file: str | None = None

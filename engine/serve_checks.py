@@ -33,7 +33,6 @@ from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
 
 def check_serve_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
-    _check_api_keys(args.api_key, args.api_keys)
     if not args.host.strip():
         # a variable left unset (--host "$HOST"): asyncio takes "" for every interface, IPv4's and IPv6's, where the
         # default is loopback only, and the engine logged its address as http://:8000
@@ -135,15 +134,20 @@ def _takes_in(wildcard: str, host: str) -> bool:
         return True
 
 
-def _check_api_keys(key: str | None, path: str | None) -> None:
+def checked_api_keys(key: str | None, path: str | None) -> ApiKeys | None:
+    """The HTTP door's keys, of --api-key `key` or --api-keys `path` (read here, once), None for neither; a
+    UsageError for keys no engine could serve with."""
     if key is not None and path is not None:
         raise UsageError(f"--api-key (or ${API_KEY_ENV}) and --api-keys: give one (name --api-key's key in the file)")
     if path is not None:
-        ApiKeys.read(path)
-    elif key is not None and (problem := key_problem(key)):
+        return ApiKeys.read(path)
+    if key is None:
+        return None
+    if problem := key_problem(key):
         # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
         hint = f"give a key, or unset {API_KEY_ENV} for none" if not key else "no HTTP client can send it"
         raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}: {hint}")
+    return ApiKeys.single(key)
 
 
 def _check_embedder(args: argparse.Namespace) -> None:

@@ -25,7 +25,6 @@ import zmq
 from aiohttp import web
 
 from engine.admission import Admission
-from engine.api_keys import configured_api_keys
 from engine.arg_types import UsageError
 from engine.cache.embedder_loading import EmbedderLoading
 from engine.cache.embedders import Embedder
@@ -127,7 +126,7 @@ class Engine:
             self._resources.callback(self._curve.stop)
         server_keys = self._curve.server_keys if self._curve else None
         # the HTTP door's keys; those of --api-keys's file reread on SIGHUP
-        self.api_keys = configured_api_keys(config.api_key, config.api_keys_file)
+        self.api_keys = config.api_keys
         warn_if_http_open(config.host, config.port, self.api_keys is not None)
         # local workers connect over a private IPC socket; remote ones over worker_listen
         self._ipc_dir = make_temp_folder("argus-", self._resources)

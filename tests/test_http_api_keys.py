@@ -1,6 +1,7 @@
 """--api-keys: a key for each HTTP client, which names the client its requests are shared among the others as, whatever
 they say of themselves (`user`); reread on SIGHUP, as the CURVE keys are."""
 
+import dataclasses
 import json
 import re
 import signal
@@ -13,7 +14,8 @@ from waiting import wait_for
 from engine.api_keys import ApiKeys
 from engine.arg_types import UsageError
 from engine.cli import build_parser, engine_config
-from engine_process import start_engine
+from engine.server import Engine
+from engine_process import in_process_config, start_engine
 
 KEYS = "# the teams sharing the fleet\nalice alice-key-1\n\nbob   bob-key-2\n"
 
@@ -57,7 +59,23 @@ def test_a_missing_file_or_a_key_given_both_ways_is_refused(tmp_path, monkeypatc
     path = str(keys_file(tmp_path))
     with pytest.raises(UsageError, match=re.escape("--api-key (or $ARGUS_API_KEY) and --api-keys: give one")):
         engine_config(build_parser().parse_args(["serve", "--api-keys", path, "--api-key", "s3cret"]))
-    assert engine_config(build_parser().parse_args(["serve", "--api-keys", path])).api_keys_file == path
+    assert engine_config(build_parser().parse_args(["serve", "--api-keys", path])).api_keys.named
+
+
+def test_the_engine_serves_with_the_keys_that_were_checked_not_a_second_read_of_the_file(tmp_path):
+    path = keys_file(tmp_path)
+    config = engine_config(build_parser().parse_args(["serve", "--api-keys", str(path), "--no-cache"]))
+    path.write_text("carol carol-key-3\n")  # changed after the check: a second read would load keys never checked
+    local = in_process_config(tmp_path)
+    engine = Engine(
+        dataclasses.replace(
+            config, port=0, launch=local.launch, client_listen=local.client_listen, worker_listen=local.worker_listen
+        )
+    )
+    try:
+        assert (engine.api_keys.holder(b"alice-key-1"), engine.api_keys.holder(b"carol-key-3")) == ("alice", None)
+    finally:
+        engine.close()
 
 
 def post(engine, key: str | None, user: str | None = None) -> int:

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from waiting import eventually
 
+from engine.api_keys import ApiKeys
 from engine.arg_types import UsageError
 from engine.listen_checks import warn_if_http_open, warn_if_open
 from engine.server import Engine
@@ -19,6 +20,10 @@ from protocols.curve import KeyPair, create_key_files
 # a TEST-NET-3 address (RFC 5737): not this host's, so its bind fails and nothing is opened beyond loopback (the
 # engine refuses to start, naming the flag)
 ELSEWHERE = "tcp://203.0.113.7:5556"
+
+
+def http_keys(key: str | None) -> ApiKeys | None:
+    return ApiKeys.single(key) if key else None
 
 
 @pytest.mark.parametrize("warning", ["join as a worker and be sent users' prompts", "send requests"])
@@ -42,7 +47,8 @@ def test_an_address_that_cannot_be_bound_is_refused_without_a_warning_first(tmp_
     ("host", "api_key", "warned"), [("0.0.0.0", None, True), ("0.0.0.0", "k", False), ("::1", None, False)]
 )
 def test_http_beyond_loopback_without_an_api_key_is_warned_about(tmp_path, caplog, host, api_key, warned):
-    Engine(in_process_config(tmp_path, host=host, api_key=api_key)).close()  # HTTP binds in run(): nothing opened
+    # HTTP binds in run(): nothing opened
+    Engine(in_process_config(tmp_path, host=host, api_keys=http_keys(api_key))).close()
     assert ("listens without an API key: any client that reaches it can generate images" in caplog.text) == warned
 
 
@@ -56,7 +62,7 @@ def test_curve_or_loopback_is_not_warned_about(tmp_path, caplog, curve, api_key)
     curve_files = {"curve_secret_file": str(secret), "curve_allowed_dir": str(keys)} if curve else {}
     client, worker = f"tcp://127.0.0.1:{free_port()}", f"tcp://localhost:{free_port()}"
     config = in_process_config(
-        tmp_path, client_listen=(client,), worker_listen=(worker,), api_key=api_key, **curve_files
+        tmp_path, client_listen=(client,), worker_listen=(worker,), api_keys=http_keys(api_key), **curve_files
     )
     Engine(config).close()
     if curve:
@@ -70,7 +76,8 @@ def test_a_loopback_socket_without_curve_is_warned_about_when_http_asks_for_a_ke
     requests over ZeroMQ without the key, or join as a worker and be sent the prompts of every client."""
     client, worker = f"tcp://127.0.0.1:{free_port()}", f"tcp://localhost:{free_port()}"
     private = f"ipc://{tmp_path}/private-clients"  # only this user may open it: never warned about
-    config = in_process_config(tmp_path, client_listen=(client, private), worker_listen=(worker,), api_key=api_key)
+    keys = http_keys(api_key)
+    config = in_process_config(tmp_path, client_listen=(client, private), worker_listen=(worker,), api_keys=keys)
     Engine(config).close()
     warned = [f"{client} listens without CURVE: any user of this host can send requests without the API key"]
     warned.append(f"{worker} listens without CURVE: any user of this host can join as a worker and be sent")
