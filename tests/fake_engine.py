@@ -18,8 +18,9 @@ class FakeEngine:
         self.codec = engine_side_codec()
         self.identity = b""
 
-    def receive(self, kind: type, timeout_s: float = 120.0):
-        """The next message of `kind` (heartbeats in between are skipped, probes cleared), within `timeout_s` in all."""
+    def receive(self, kind: type, timeout_s: float = 120.0, skipping: tuple[type, ...] = ()):
+        """The next message of `kind` (heartbeats and `skipping` in between are skipped, probes cleared), within
+        `timeout_s` in all."""
         deadline = time.monotonic() + timeout_s
         while self.socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
             identity, *frames = self.socket.recv_multipart()
@@ -31,7 +32,7 @@ class FakeEngine:
             self.identity = identity
             if isinstance(message, kind):
                 return message
-            assert isinstance(message, Heartbeat), message
+            assert isinstance(message, (Heartbeat, *skipping)), message
         raise TimeoutError(f"no {kind.__name__} from the worker")
 
     def send(self, message) -> None:

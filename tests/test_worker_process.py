@@ -15,6 +15,7 @@ from protocols.worker_messages import (
     PROTOCOL_VERSION,
     Abort,
     BatchDone,
+    EngineHeartbeat,
     Generate,
     GenerateItem,
     Heartbeat,
@@ -23,6 +24,7 @@ from protocols.worker_messages import (
     ItemDone,
     ItemFailed,
     LevelSet,
+    Rejoin,
     SetLevel,
     Shutdown,
     Welcome,
@@ -154,6 +156,33 @@ def test_shutdown_ends_a_worker_an_engine_spawned():
         if process.poll() is None:
             process.kill()
         engine.close()
+
+
+def test_what_comes_before_welcome_is_ignored_with_one_line_for_each_wait(tmp_path):
+    """An engine paused past its timeout sends what it queued for a worker saying hello again: each message was a
+    warning of its own."""
+    engine, log_path = FakeEngine(), tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        process = start_worker(engine.address, "sim", "--time-scale", "0", "--worker-id", "w-paused", stderr=log)
+    try:
+        for session in range(2):  # the first wait, then the one after a Rejoin
+            while engine.receive(Hello).session != session:
+                pass  # a hello of the wait before, said again
+            for message in (EngineHeartbeat(), SetLevel(5), Abort(["r1"]), EngineHeartbeat()):
+                engine.send(message)
+            engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
+            engine.send(SetLevel(10))
+            # read in order: what came before it was read too (a hello said again meanwhile is answered by the Welcome)
+            assert engine.receive(LevelSet, skipping=(Hello,)).level == 10
+            engine.send(Rejoin())
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        engine.close()
+    said = [line for line in log_path.read_text().splitlines() if "before welcome" in line]
+    assert len(said) == 2 and all("ignoring EngineHeartbeat before welcome" in line for line in said), said
 
 
 def started_loading(process) -> str:

@@ -76,13 +76,14 @@ class SimWorker(WorkerRuntime):
         phase: float,
         owned: bool,
         watch_handshakes: bool,
-        say_engine_lost: Callable[[SimWorker, str], None],
+        say_for_fleet: Callable[[SimWorker, str], None],
     ):
-        """`say_engine_lost`: the fleet's, which says once for all its workers why they say hello again."""
+        """`say_for_fleet`: the fleet's, which says a line once for all its workers (why they say hello again, what
+        they ignore before welcome)."""
         super().__init__(
             backend, connect, worker_id, curve=curve, context=context, owned=owned, watch_handshakes=watch_handshakes
         )
-        self._say_lost_to_fleet = say_engine_lost
+        self._say_for_fleet = say_for_fleet
         self._latency = latency
         self._time_scale = time_scale
         # workers welcomed together would beat together: spread them over the interval, as workers
@@ -109,7 +110,10 @@ class SimWorker(WorkerRuntime):
         return self._joined
 
     def _say_engine_lost(self, why: str) -> None:
-        self._say_lost_to_fleet(self, why)
+        self._say_for_fleet(self, f"{why}; saying hello again")
+
+    def _say_ignoring(self, kind: str) -> None:
+        self._say_for_fleet(self, f"ignoring {kind} before welcome")
 
     def busy_ms(self) -> float:
         return (time.monotonic() - self._started) * 1000.0
@@ -203,7 +207,7 @@ class Fleet:
                 i / count,
                 owned,
                 i == 0,
-                self._say_engine_lost,
+                self._say_once,
             )
             for i in range(count)
         ]
@@ -220,9 +224,9 @@ class Fleet:
         # the wait of the workers still unwelcomed, from the first of them to wait: when it began, and its warnings
         self._waiting_since: float | None = None
         self._warnings = UnansweredWarnings()
-        # why workers lost the engine, each said once until the fleet is whole again: the same line from each worker
-        # made a thousand at every restart of the engine
-        self._engine_lost_said: set[str] = set()
+        # why workers lost the engine, and what they ignored before welcome, each said once until the fleet is whole
+        # again: the same line from each worker made a thousand at every restart of the engine
+        self._said: set[str] = set()
 
     def stop(self) -> None:
         """Safe from a signal handler: the loop notices."""
@@ -265,10 +269,10 @@ class Fleet:
                     worker.wake_at = math.inf
                     self._serve(worker, now, live)
             # and again once whole after a loss was said: that warning stood as the fleet's last word while it served
-            if (not announced or self._engine_lost_said) and live and all(w.joined for w in live):
+            if (not announced or self._said) and live and all(w.joined for w in live):
                 log.info("fleet of %d SIMULATED workers ready%s", len(live), " again" if announced else "")
                 announced = True
-                self._engine_lost_said.clear()
+                self._said.clear()
             elif self._refusal is None and (refused := self._handshakes.reason()):
                 # heard at any time, not only before the fleet first served: an engine restarted on the address
                 # with CURVE turned on, or a key pair of its own, left the fleet waiting for ever, warned of as an
@@ -293,13 +297,13 @@ class Fleet:
             engine_stopped=all(w.engine_stopped for w in waiting),
         )
 
-    def _say_engine_lost(self, worker: SimWorker, why: str) -> None:
-        if why not in self._engine_lost_said:
-            self._engine_lost_said.add(why)
+    def _say_once(self, worker: SimWorker, line: str) -> None:
+        if line not in self._said:
+            self._said.add(line)
             log.warning(
-                "worker %s: %s; saying hello again (said once for the fleet's workers until all are welcomed)",
+                "worker %s: %s (said once for the fleet's workers until all are welcomed)",
                 worker.identity.decode(),
-                why,
+                line,
             )
 
     def _serve(self, worker: SimWorker, now: float, live: set[SimWorker]) -> None:

@@ -207,6 +207,8 @@ class WorkerRuntime:
         self._dialled_at = time.monotonic()  # see _redial_if_unheard
         self._engine_lost = False
         self.engine_stopped = False  # the engine was lost to its Shutdown (an orderly stop), until the next Welcome
+        # a message ignored before the next Welcome was said: those after it are not, until then (see _welcomed)
+        self._ignoring_said = False
         self._pending: deque[Generate] = deque()
         self._running: Generate | None = None
         self._aborted: set[str] = set()
@@ -377,16 +379,23 @@ class WorkerRuntime:
             raise EngineRefused(Refused(unreadable_answer(self._connect, "a hello", message)))
         if isinstance(message, Welcome):
             self.engine_stopped = False
+            self._ignoring_said = False
             self._heartbeat_interval_s = message.heartbeat_interval_s
             self._engine_timeout_s = message.engine_timeout_s
             self._level = message.level
             self._last_heard = time.monotonic()
             return True
-        if not isinstance(message, Rejoin):
+        if not isinstance(message, Rejoin) and not self._ignoring_said:
             # a Rejoin answers a beat sent before the hello, to an engine that does not know it: it is saying hello
-            # already (a fleet of 200 warned of it 21 times at each restart of its engine)
-            log.warning("ignoring %s before welcome", type(message).__name__)
+            # already (a fleet of 200 warned of it 21 times at each restart of its engine). What else comes before
+            # the welcome is said once: an engine paused past its timeout sends what it queued for a worker it
+            # still counts, every message of which was a warning, and re-dispatches it all once it hears the hello
+            self._ignoring_said = True
+            self._say_ignoring(type(message).__name__)
         return False
+
+    def _say_ignoring(self, kind: str) -> None:
+        log.warning("ignoring %s before welcome (and, unsaid, what else comes before it)", kind)
 
     def _drain(self) -> None:
         while self._socket.poll(0, zmq.POLLIN):
