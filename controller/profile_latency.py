@@ -44,6 +44,7 @@ from engine.arg_types import (
     torch_device,
 )
 from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
+from engine.whole_files import written_or_exit
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.cannot_serve import ReasonPipe
@@ -378,8 +379,9 @@ def run(args: argparse.Namespace) -> int:
             size = image_size(args, hello)
             measured = _measure(worker, args, levels, batches, size)
     profile = _profile(args, hello, levels, batches, size, measured, described)
-    profile.save(args.out)
+    # the measurements (minutes to hours of them) printed first, in case the file cannot be written
     _print(profile, batches, args.clock)
+    written_or_exit("argus profile latency", "latency profile", args.out, lambda: profile.save(args.out))
     print(f"latency profile written to {args.out}")
     return 0
 

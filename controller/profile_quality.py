@@ -57,7 +57,7 @@ from engine.arg_types import (
 )
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
-from engine.whole_files import written_whole
+from engine.whole_files import written_or_exit, written_whole
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.model_folder import clip_model_problem
@@ -140,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
             resumed = generate.resumed(prompts, resumes, latents)
     made_by = {"steps": args.steps, "model": hello.model}
     rows, unscored = _rows(prompts, exact, resumes, resumed, args.embedder, made_by)
+    _print_summary(rows, levels, unscored)  # first: the hours' figures stand though their file cannot be written
     _write(args, rows, levels, made_by, [described, *_method(args, len(prompts), size, levels, unscored)])
-    _print_summary(rows, levels, unscored)
     return 0
 
 
@@ -158,9 +158,12 @@ def _method(args: argparse.Namespace, prompts: int, size: int, levels: list[int]
 
 
 def _write(args: argparse.Namespace, rows: list[dict], levels: list[int], made_by: dict, notes: list[str]) -> None:
-    with written_whole(args.out) as f:  # a run of hours: its last samples stay until the new ones are all written
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    def write_samples() -> None:
+        with written_whole(args.out) as f:  # a run of hours: its last samples stay until the new ones are all written
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+    written_or_exit("argus profile quality", "samples", args.out, write_samples)
     provenance_path = Path(args.out).with_suffix(".provenance.json")
     payload = {
         "samples": Path(args.out).name,
@@ -169,7 +172,13 @@ def _write(args: argparse.Namespace, rows: list[dict], levels: list[int], made_b
         "embedder": args.embedder,
         **made_by,
     }
-    write_versioned(provenance_path, SAMPLES_KIND, "; ".join(notes) + ".", payload)
+    provenance = "; ".join(notes) + "."
+    written_or_exit(
+        "argus profile quality",
+        "samples' provenance",
+        provenance_path,
+        lambda: write_versioned(provenance_path, SAMPLES_KIND, provenance, payload),
+    )
     print(f"{len(rows)} samples written to {args.out}, how they were made to {provenance_path}")
 
 

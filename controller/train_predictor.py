@@ -30,6 +30,7 @@ from controller.similarity import SimilarityTable
 from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
 from engine.cache.embedders import EMBEDDERS
 from engine.cache.table_file import embedder_problem, given_table_file
+from engine.whole_files import written_or_exit
 from workers.limits import DEFAULT_STEPS
 
 
@@ -94,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
         provenance=f"fit on {len(samples)} samples from {Path(args.samples).name}, target {args.target}%",
         embedder=embedder,
     )
-    model.save(args.out)
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
     if reference is not None:
         headers.append(f"table ({reference_name}) accuracy")
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"features: {', '.join(model.features)}")
     print(f"similarities: {f'the {embedder} embedder' if embedder else 'of an embedder the samples do not name'}")
     print(table(headers, rows))
+    written_or_exit("argus train-predictor", "predictor", args.out, lambda: model.save(args.out))
     print(f"predictor written to {args.out}")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,16 @@ def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]
     except BaseException:  # KeyboardInterrupt too: what is left of the attempt is no one's
         partial.unlink(missing_ok=True)
         raise
+
+
+def written_or_exit(command: str, what: str, path: str | Path, write: Callable[[], None]) -> None:
+    """`write()`; a file it cannot write, though checked writable as the run began (the disk filled, the folder went,
+    a directory in its place, a folder this user may not write in), ends `command` in one line naming `what` and
+    `path`: it was a traceback."""
+    try:
+        write()
+    except OSError as error:
+        raise SystemExit(f"{command}: could not write the {what} to {path}: {error.strerror or error}") from None
 
 
 def is_stream(path: str | Path) -> bool:

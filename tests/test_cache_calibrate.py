@@ -84,3 +84,15 @@ def test_hash_against_minilm_on_a_slice(tmp_path):
 def test_an_embedder_is_not_its_own_reference(tmp_path):
     with pytest.raises(UsageError, match="--reference nirvana"):
         run(tmp_path, "--embedder", "hash", "--reference", "hash", "--prompts", str(DATA / "drawbench.json"))
+
+
+def test_a_table_that_cannot_be_written_is_one_line_after_the_report(tmp_path, capsys):
+    """Checked writable as the command began, the file may not be by its end (a full disk here): that was an
+    OSError traceback."""
+    parser = argparse.ArgumentParser()
+    calibrate.add_arguments(parser)
+    argv = ["--embedder", "hash", "--reference", "nirvana", "--limit", "50", "--prompts", str(DATA / "drawbench.json")]
+    with pytest.raises(SystemExit) as exited:
+        calibrate.run(parser.parse_args([*argv, "--json", "/dev/full"]))
+    assert str(exited.value) == "argus calibrate: could not write the table to /dev/full: No space left on device"
+    assert capsys.readouterr().out

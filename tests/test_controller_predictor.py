@@ -183,3 +183,17 @@ def test_train_predictor_refuses_samples_of_other_steps_than_the_engines_levels(
     if refused:
         assert f"{samples}: {refused}, and the engine's levels are steps of N=50" in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_a_predictor_that_cannot_be_written_is_one_line_after_its_figures(tmp_path, capsys):
+    """Checked writable as the command began, the file may not be by its end (a full disk here): that was an
+    OSError traceback, and the held-out figures went unprinted."""
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in _samples(300, seed=5)))
+    parser = argparse.ArgumentParser()
+    train_predictor.add_arguments(parser)
+    with pytest.raises(SystemExit) as exited:
+        train_predictor.run(parser.parse_args([str(samples), "--out", "/dev/full", "--embedder", "clip"]))
+    said = "argus train-predictor: could not write the predictor to /dev/full: No space left on device"
+    assert str(exited.value) == said
+    assert "held-out" in capsys.readouterr().out

@@ -117,3 +117,15 @@ def test_sigterm_stops_the_worker_and_removes_the_temporary_folder(tmp_path):
     finally:
         if profile.poll() is None:
             profile.kill()
+
+
+def test_a_profile_that_cannot_be_written_is_one_line_after_the_measurements(tmp_path):
+    """Checked writable as the run began, the file may not be by its end (a full disk here; a folder gone): that was
+    an OSError traceback, after the measurements, which were not printed."""
+    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sim", "--time-scale", "0.001"]
+    command += ["--repeats", "1", "--levels", "10", "--batches", "1", "--out", "/dev/full"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    said = "argus profile latency: could not write the latency profile to /dev/full: No space left on device\n"
+    assert done.stderr.endswith(said), done.stderr
+    assert "batch" in done.stdout and "written to" not in done.stdout

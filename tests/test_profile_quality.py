@@ -106,3 +106,19 @@ def test_samples_whose_write_fails_leave_the_last_ones_whole(tmp_path):
         profile_quality._write(args, rows, [5, 10], ["made here"])
     assert out.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["samples.jsonl"]  # nothing half-written beside it
+
+
+@pytest.mark.parametrize("unwritable", ["samples", "provenance"])
+def test_samples_that_cannot_be_written_are_one_line(tmp_path, unwritable):
+    """An OSError traceback at the end of a run of hours; its figures are printed before (run)."""
+    out, provenance = tmp_path / "samples.jsonl", tmp_path / "samples.provenance.json"
+    if unwritable == "samples":
+        out.mkdir()  # a directory in the file's place (a full disk, a folder gone: likewise)
+    else:
+        provenance.mkdir()
+    args = argparse.Namespace(out=str(out), embedder="hash")
+    rows = [{"similarity": None, "level": 0, "quality": 100.0, "prompt": p} for p in PROMPTS]
+    with pytest.raises(SystemExit) as exited:
+        profile_quality._write(args, rows, [5, 10], {"steps": 50, "model": "tiny"}, ["made here"])
+    what, path = ("samples", out) if unwritable == "samples" else ("samples' provenance", provenance)
+    assert str(exited.value) == f"argus profile quality: could not write the {what} to {path}: Is a directory"

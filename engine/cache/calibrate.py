@@ -31,6 +31,7 @@ from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.table_file import TABLE_KIND
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
+from engine.whole_files import written_or_exit
 from loadgen.prompts import load_prompts
 
 NIRVANA = "nirvana"
@@ -110,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     _print_report(report)
     if args.json:
         provenance = f"argus calibrate --embedder {args.embedder} --reference {reference} --prompts {args.prompts}"
-        write_versioned(args.json, TABLE_KIND, provenance, report)
+        written_or_exit(
+            "argus calibrate", "table", args.json, lambda: write_versioned(args.json, TABLE_KIND, provenance, report)
+        )
     return 0
 
 

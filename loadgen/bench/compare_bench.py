@@ -118,8 +118,9 @@ def _policies(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from controller.profiles import LatencyProfile
+    from engine.whole_files import written_or_exit
     from loadgen.arrivals import mean_rate, peak_to_mean, shape, truncate
-    from loadgen.bench.output import table, write_json, written_or_exit
+    from loadgen.bench.output import table, write_json
     from loadgen.plot import compare_plot
     from loadgen.prompts import load_prompts
     from loadgen.report import SEND_LAG_WARNING_MS, write_records

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from engine.whole_files import written_whole
+from engine.whole_files import written_or_exit, written_whole
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -54,15 +53,6 @@ def write_json(path: str | None, data: dict) -> None:
 
     written_or_exit("argus bench", "JSON", path, write)
     print(f"JSON written to {path}")
-
-
-def written_or_exit(command: str, what: str, path: str | Path, write: Callable[[], None]) -> None:
-    """`write()`; a file it cannot write, though checked writable as the run began (the disk filled, the folder went,
-    a directory in its place), ends `command` in one line naming `what` and `path`: it was a traceback."""
-    try:
-        write()
-    except OSError as error:
-        raise SystemExit(f"{command}: could not write the {what} to {path}: {error.strerror or error}") from None
 
 
 def _finite_or_null(value):
