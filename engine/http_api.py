@@ -126,18 +126,17 @@ GENERATIONS_PATH = "/v1/images/generations"
 def build_app(engine: Engine) -> web.Application:
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
     middlewares = [answer_half_closed, request_id_middleware(_request_id_refusal(engine), _PROBE_PATHS), _json_errors]
+    host_checked = engine.api_keys is None and is_loopback(engine.config.host)
     if engine.api_keys is not None:
         middlewares.append(_require_api_key(engine.api_keys))
-    elif is_loopback(engine.config.host):
+    elif host_checked:
         public_host = URL(engine.config.public_url).host if engine.config.public_url else None
         middlewares.append(_require_a_loopback_host(public_host))
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
     app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
-    document = openapi_document(
-        argus_version(), api_key=engine.api_keys is not None, public_url=engine.config.public_url
-    )
+    document = openapi_document(argus_version(), engine.api_keys is not None, host_checked, engine.config.public_url)
     app[OPENAPI_KEY] = msgspec.json.encode(document)
     app.router.add_post(GENERATIONS_PATH, generate)
     app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")

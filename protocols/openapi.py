@@ -56,39 +56,73 @@ _RETRY_AFTER = {
     }
 }
 
-# said with no_worker alone, and only when the engine has something to go by (engine/slot_supervision.py)
+# said with no_worker, only when the engine has something to go by (engine/slot_supervision.py); and with
+# too_many_connections, always
 _WORKER_BACK = {
     "Retry-After": {
         "description": "with no_worker, while the engine's own workers are on their way back: whole seconds until the"
         " first should say hello, by its restart's backoff and how long its last worker took to start; absent when the"
         " engine has nothing to go by (none of its own workers has said hello yet, it has none, or none is to come"
-        " back)",
+        " back). With too_many_connections: 1",
         "schema": _WHOLE_SECONDS,
     }
 }
+_CONNECTIONS_RETRY = {"Retry-After": {"description": "with too_many_connections: 1", "schema": _WHOLE_SECONDS}}
 
 
-def openapi_document(version: str, api_key: bool, public_url: str | None) -> dict:
-    """`public_url`: where clients reach the API (--public-url), named as the document's server. Left out, OpenAPI
-    takes "/" of the host the document was read from: behind a proxy that serves the engine under a path, every
-    operation resolved outside it."""
+# what a request on any route may be answered before its route sees it (engine/http_api.py's middlewares, and
+# engine/http_connection_limit.py before the request is read): listed on each route, each where it applies
+_BAD_REQUEST_ID = "an X-Request-ID that is none (see the parameter)"
+_NO_KEY = "missing or wrong API key"
+_HOST_NOT_ALLOWED = (
+    "host_not_allowed: an engine on loopback without an API key answers only a Host naming it (localhost, a loopback"
+    " address, a one-label name, or --public-url's host)"
+)
+_TOO_MANY_CONNECTIONS = (
+    "too_many_connections: the engine holds as many HTTP connections as it takes (--max-connections); retry after the"
+    " Retry-After header"
+)
+
+
+def openapi_document(version: str, api_key: bool, host_checked: bool, public_url: str | None) -> dict:
+    """`api_key`: every route but /health and the image URLs needs one (a 401 without). `host_checked`: an engine on
+    loopback without an API key, which answers a Host that does not name it 403. `public_url`: where clients reach
+    the API (--public-url), named as the document's server. Left out, OpenAPI takes "/" of the host the document was
+    read from: behind a proxy that serves the engine under a path, every operation resolved outside it."""
     (_, components) = msgspec.json.schema_components(
         [ImageGenerationRequest, ImagesResponse, ErrorResponse, Model, ModelList], ref_template=_REF
     )
-    guarded = [{"bearer": []}] if api_key else []
+
+    def answered(operation: dict, keyed: bool = True, probe: bool = False) -> dict:
+        """`operation` with what its requests may be answered before it sees them. `keyed`: it needs the API key;
+        `probe`: an X-Request-ID that is none is replaced, not refused (a probe must not fail for what a proxy adds)."""
+        door = {"400": None if probe else _BAD_REQUEST_ID, "401": _NO_KEY if keyed and api_key else None}
+        door |= {"403": _HOST_NOT_ALLOWED if host_checked else None, "503": _TOO_MANY_CONNECTIONS}
+        responses = dict(operation["responses"])
+        for status, why in door.items():
+            if why is None:
+                continue
+            own = responses.get(status)
+            said = own | {"description": f"{own['description']}; or {why}"} if own else _error(why)
+            # the route's own Retry-After, where it has one, says too_many_connections's too
+            responses[status] = (
+                said | {"headers": _CONNECTIONS_RETRY | said.get("headers", {})} if status == "503" else said
+            )
+        parameters = operation.get("parameters", []) + ([] if probe else [_REQUEST_ID])
+        security = [{"bearer": []}] if keyed and api_key else []
+        return operation | {
+            "parameters": parameters,
+            "responses": dict(sorted(responses.items())),
+            "security": security,
+        }
+
     generate = {
         "operationId": "createImage",
         "summary": "Generate images (OpenAI images API, with argus extensions)",
-        "parameters": [_REQUEST_ID],
         "requestBody": {"required": True, "content": _json_content("ImageGenerationRequest")},
         "responses": {
             "200": {"description": "the images", "content": _json_content("ImagesResponse")},
             "400": _error("invalid input, naming the field"),
-            "401": _error("missing or wrong API key"),
-            "403": _error(
-                "host_not_allowed: an engine on loopback without an API key answers only a Host naming it (localhost,"
-                " a loopback address, a one-label name, or --public-url's host)"
-            ),
             "408": _error(f"the body did not come whole within {BODY_READ_S:g} s"),
             "413": _error("body over the size limit"),
             "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)"),
@@ -101,7 +135,6 @@ def openapi_document(version: str, api_key: bool, public_url: str | None) -> dic
             | {"headers": _NO_RETRY | _WORKER_BACK},
             "504": _server_error("the request's deadline (slo_ms) passed"),
         },
-        "security": guarded,
     }
     plain_text = {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}
     any_json = {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}}
@@ -117,52 +150,60 @@ def openapi_document(version: str, api_key: bool, public_url: str | None) -> dic
                 " made it (this one restarted since, or another behind the same address)"
             ),
         },
-        "security": [],
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "argus", "version": version},
         **({"servers": [{"url": public_url, "description": "--public-url"}]} if public_url else {}),
         "paths": {
-            "/v1/images/generations": {"post": generate},
-            "/v1/images/files/{name}": {"get": image_file},
-            "/health": {"get": {"operationId": "health", "responses": any_json, "security": []}},
+            "/v1/images/generations": {"post": answered(generate)},
+            "/v1/images/files/{name}": {"get": answered(image_file, keyed=False)},
+            "/health": {"get": answered({"operationId": "health", "responses": any_json}, keyed=False, probe=True)},
             "/ready": {
-                "get": {
-                    "operationId": "ready",
-                    "responses": {**any_json, "503": {"description": "not ready"}},
-                    "security": guarded,
-                }
+                "get": answered(
+                    {
+                        "operationId": "ready",
+                        "responses": {
+                            **any_json,
+                            "503": {"description": "not ready", "content": any_json["200"]["content"]},
+                        },
+                    },
+                    probe=True,
+                )
             },
-            "/metrics": {"get": {"operationId": "metrics", "responses": plain_text, "security": guarded}},
+            "/metrics": {"get": answered({"operationId": "metrics", "responses": plain_text})},
             "/plan": {
-                "get": {
-                    "operationId": "plan",
-                    "summary": "The controller's plan in force: workers per level and redirection",
-                    "responses": {**any_json, "503": _error("no plan made yet")},
-                    "security": guarded,
-                }
+                "get": answered(
+                    {
+                        "operationId": "plan",
+                        "summary": "The controller's plan in force: workers per level and redirection",
+                        "responses": {**any_json, "503": _error("no plan made yet")},
+                    }
+                )
             },
             "/v1/models": {
-                "get": {
-                    "operationId": "listModels",
-                    "summary": "The one model this engine serves (the images endpoint echoes any model it is given)",
-                    "responses": {"200": {"description": "ok", "content": _json_content("ModelList")}},
-                    "security": guarded,
-                }
+                "get": answered(
+                    {
+                        "operationId": "listModels",
+                        "summary": "The one model this engine serves (the images endpoint echoes any model it is"
+                        " given)",
+                        "responses": {"200": {"description": "ok", "content": _json_content("ModelList")}},
+                    }
+                )
             },
             "/v1/models/{model}": {
-                "get": {
-                    "operationId": "retrieveModel",
-                    "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {
-                        "200": {"description": "ok", "content": _json_content("Model")},
-                        "404": _error("not the model this engine serves"),
-                    },
-                    "security": guarded,
-                }
+                "get": answered(
+                    {
+                        "operationId": "retrieveModel",
+                        "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                        "responses": {
+                            "200": {"description": "ok", "content": _json_content("Model")},
+                            "404": _error("not the model this engine serves"),
+                        },
+                    }
+                )
             },
-            "/openapi.json": {"get": {"operationId": "openapi", "responses": any_json, "security": guarded}},
+            "/openapi.json": {"get": answered({"operationId": "openapi", "responses": any_json})},
         },
         "components": {
             "schemas": components,

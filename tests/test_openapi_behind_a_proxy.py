@@ -75,4 +75,4 @@ async def test_the_document_read_through_the_proxy_sends_each_operation_through_
 
 def test_an_engine_reached_directly_names_no_server():
     """Without --public-url the operations are where the document is: OpenAPI's default server, "/"."""
-    assert "servers" not in openapi_document("1.0", api_key=False, public_url=None)
+    assert "servers" not in openapi_document("1.0", api_key=False, host_checked=True, public_url=None)
