@@ -102,8 +102,8 @@ def test_samples_whose_write_fails_leave_the_last_ones_whole(tmp_path):
     args = argparse.Namespace(out=str(out), embedder="hash")
     rows = [{"similarity": None, "level": 0, "quality": 100.0, "prompt": p} for p in PROMPTS]
     rows.insert(2, {"similarity": object(), "level": 5})
-    with pytest.raises(TypeError):
-        profile_quality._write(args, rows, [5, 10], ["made here"])
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
+        profile_quality._write(args, rows, [5, 10], {"steps": 50, "model": "tiny"}, ["made here"])
     assert out.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["samples.jsonl"]  # nothing half-written beside it
 
