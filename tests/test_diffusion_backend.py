@@ -10,7 +10,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, HeunDiscreteScheduler, PNDMScheduler, StableDiffusionXLPipeline
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    EulerAncestralDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionXLPipeline,
+)
 from msgspec.structs import replace
 from PIL import Image
 
@@ -28,7 +36,7 @@ from protocols.worker_messages import (
     worker_side_codec,
 )
 from workers import diffusion_backend
-from workers.backend import BatchRefused
+from workers.backend import BackendUnavailable, BatchRefused
 from workers.diffusion_backend import DiffusionBackend, load_sdxl
 from workers.image_encoding import encode_image
 from workers.limits import BACKEND_SIZES
@@ -430,9 +438,26 @@ def test_a_model_whose_scheduler_is_refused_fails_its_worker_in_one_line(pipe, t
     assert f"--model {tmp_path} cannot serve: HeunDiscreteScheduler does not run one timestep per step" in err
 
 
-def with_scheduler(pipe, scheduler_class) -> StableDiffusionXLPipeline:
-    """The same weights under another scheduler, as an SD-XL checkpoint may ship."""
-    scheduler = scheduler_class.from_config(pipe.scheduler.config)
+@pytest.mark.parametrize(
+    ("scheduler_class", "config", "says"),
+    [
+        (FlowMatchEulerDiscreteScheduler, {}, "has no attribute 'init_noise_sigma'"),
+        (EulerAncestralDiscreteScheduler, {"prediction_type": "sample"}, "prediction_type not implemented yet: sample"),
+    ],
+)
+def test_a_model_whose_scheduler_cannot_step_is_refused_as_it_loads(pipe, tmp_path, scheduler_class, config, says):
+    """Such a folder loaded, its worker said hello, and every batch the engine sent it failed in the scheduler."""
+    with_scheduler(pipe, scheduler_class, **config).save_pretrained(tmp_path)
+    with pytest.raises(BackendUnavailable) as refused:
+        load_sdxl(str(tmp_path), "cpu")
+    said = str(refused.value)
+    assert said.startswith(f"--model {tmp_path} cannot serve: {scheduler_class.__name__} cannot step an SD-XL run")
+    assert says in said
+
+
+def with_scheduler(pipe, scheduler_class, **config: object) -> StableDiffusionXLPipeline:
+    """The same weights under another scheduler (of `config` changed), as an SD-XL checkpoint may ship."""
+    scheduler = scheduler_class.from_config({**pipe.scheduler.config, **config})
     return StableDiffusionXLPipeline(**{**pipe.components, "scheduler": scheduler})
 
 

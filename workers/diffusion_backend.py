@@ -131,6 +131,8 @@ class DiffusionBackend(Backend):
                 f"{type(pipe.scheduler).__name__} does not run one timestep per step"
                 f" ({len(probe.timesteps)} timesteps for {default_steps} steps, order {probe.order})"
             )
+        if problem := _step_problem(type(pipe.scheduler).from_config(pipe.scheduler.config), default_steps):
+            raise ValueError(problem)
         refused_steps = _uneven_steps(probe)
         latent = (pipe.unet.config.in_channels, pipe.vae_scale_factor)
         if latent != (LATENT_CHANNELS, LATENT_SCALE):
@@ -290,6 +292,24 @@ class DiffusionBackend(Backend):
         if not np.isfinite(latent).all():
             return f"{item.request_id}: the latent holds NaN or infinite values"
         return None
+
+
+def _step_problem(scheduler: Any, steps: int) -> str | None:
+    """Why `scheduler` cannot take a step as the SD-XL pipelines take each (noise scaled by init_noise_sigma, the
+    UNet's input by scale_model_input, then step), or None. Some load from a folder and fail only there: a flow
+    matching scheduler (SD 3's, Flux's) has neither, a prediction_type the scheduler does not take (Euler
+    ancestral's "sample") fails its step. The worker said hello, and failed every batch the engine sent it. One
+    step of a 1x1 latent of zeros: microseconds."""
+    noise = torch.zeros(1, LATENT_CHANNELS, 1, 1)
+    try:
+        scheduler.set_timesteps(steps)
+        timestep = scheduler.timesteps[0]
+        latents = noise * scheduler.init_noise_sigma
+        scheduler.scale_model_input(latents, timestep)
+        scheduler.step(noise, timestep, latents, return_dict=False)  # the UNet's prediction: zeros too
+    except Exception as error:  # whatever a scheduler raises, the pipeline would raise it at every batch
+        return f"{type(scheduler).__name__} cannot step an SD-XL run ({type(error).__name__}: {error})"
+    return None
 
 
 def _uneven_steps(scheduler: Any) -> tuple[int, ...]:
