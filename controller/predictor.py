@@ -80,6 +80,7 @@ class TrainedPredictor:
     min_probability: float
     provenance: str
     embedder: str | None = None  # whose similarities it was fit on (None: its samples did not say)
+    embedder_identity: str | None = None  # which model of that embedder (engine.cache.embedders.embedder_identity)
 
     def __post_init__(self) -> None:
         # checked here, not at the first cache hit: a malformed file would fail every request served from a neighbour
@@ -97,6 +98,8 @@ class TrainedPredictor:
             raise ValueError("target must be finite and min_probability within 0..1")
         if not isinstance(self.embedder, str | None):
             raise ValueError(f"embedder {self.embedder!r} is not an embedder's name")
+        if not isinstance(self.embedder_identity, str | None):
+            raise ValueError(f"embedder_identity {self.embedder_identity!r} is not an embedder model's identity")
 
     def probability(self, level: int, lookup: Lookup) -> float:
         """P(quality >= target) for this prompt served at `level` from its neighbour."""
@@ -123,6 +126,7 @@ class TrainedPredictor:
         l2: float = 1.0,
         provenance: str = "",
         embedder: str | None = None,
+        embedder_identity: str | None = None,
     ) -> TrainedPredictor:
         """One L2-regularised logistic regression per level on samples served from a neighbour (level > 0)."""
         if not (math.isfinite(l2) and l2 > 0):
@@ -144,7 +148,15 @@ class TrainedPredictor:
             for k in np.unique(levels)
         }
         return cls(
-            names, tuple(mean.tolist()), tuple(scale.tolist()), weights, target, min_probability, provenance, embedder
+            names,
+            tuple(mean.tolist()),
+            tuple(scale.tolist()),
+            weights,
+            target,
+            min_probability,
+            provenance,
+            embedder,
+            embedder_identity,
         )
 
     @classmethod
@@ -160,6 +172,7 @@ class TrainedPredictor:
                 float(data["min_probability"]),
                 data["provenance"],
                 data.get("embedder"),  # none in a predictor saved before it was kept
+                data.get("embedder_identity"),
             )
 
     def save(self, path: str | Path) -> None:
@@ -171,6 +184,7 @@ class TrainedPredictor:
             "target": self.target,
             "min_probability": self.min_probability,
             "embedder": self.embedder,
+            "embedder_identity": self.embedder_identity,
         }
         write_versioned(path, PREDICTOR_KIND, self.provenance, payload)
 

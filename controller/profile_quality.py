@@ -16,7 +16,7 @@ local directory, and its quality is relative to the same prompt's exact image:
 
 A prompt whose exact image scores 0 has no relative quality; it is left out and
 counted. The output is JSONL, one image a line, {"similarity", "level",
-"quality", "prompt", "neighbour_prompt", "embedder", "steps", "model"} (level-0 lines have
+"quality", "prompt", "neighbour_prompt", "embedder", "embedder_identity", "steps", "model"} (level-0 lines have
 similarity null and quality 100, and no embedder), as `read_quality_samples` reads it: input to `argus
 train-predictor` and `DegradationMatrix.load_profiled`. Quality is not clipped:
 a resumed image may score above the exact one. Beside the samples, a file of
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--clip: {problem}")
     check_embedder_model(args.embedder, _embedder_model(args), "--embedder", "--embedder-model")
     check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
-    similarity = _similarities(args, prompts)
+    similarity, embedder_identity = _similarities(args, prompts)
     scorer = ClipScorer(args.clip, args.device or "cpu")
     with tempfile.TemporaryDirectory(prefix="argus-profile-quality-") as tmp:
         with WorkerProcess(args, args.batch, Path(tmp)) as worker:
@@ -139,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(resumes)} resumed images at levels {levels} ...", flush=True)
             resumed = generate.resumed(prompts, resumes, latents)
     made_by = {"steps": args.steps, "model": hello.model}
-    rows, unscored = _rows(prompts, exact, resumes, resumed, args.embedder, made_by)
+    # whose similarities: a predictor or quality profile made from them is refused with another embedder (model)
+    similarities_of = {"embedder": args.embedder, "embedder_identity": embedder_identity}
+    rows, unscored = _rows(prompts, exact, resumes, resumed, similarities_of, made_by)
     _print_summary(rows, levels, unscored)  # first: the hours' figures stand though their file cannot be written
     _write(args, rows, levels, made_by, [described, *_method(args, len(prompts), size, levels, unscored)])
     return 0
@@ -259,14 +261,16 @@ class ClipScorer:
         return [100.0 * max(float(c), 0.0) for c in cosine]
 
 
-def _similarities(args: argparse.Namespace, prompts: list[str]) -> np.ndarray:
-    """Cosine similarity of every pair by the engine's embedder; a prompt is never its own neighbour."""
+def _similarities(args: argparse.Namespace, prompts: list[str]) -> tuple[np.ndarray, str]:
+    """Cosine similarity of every pair by the engine's embedder (a prompt is never its own neighbour), and the
+    embedder's identity (its model's)."""
     from engine.cache.embedders import make_embedder
 
-    vectors = make_embedder(args.embedder, _embedder_model(args)).embed(prompts)
+    embedder = make_embedder(args.embedder, _embedder_model(args))
+    vectors = embedder.embed(prompts)
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)
-    return similarity
+    return similarity, embedder.identity
 
 
 def _embedder_model(args: argparse.Namespace) -> str | None:
@@ -275,10 +279,16 @@ def _embedder_model(args: argparse.Namespace) -> str | None:
 
 
 def _rows(
-    prompts: list[str], exact: list[float], resumes: list[Resume], resumed: list[float], embedder: str, made_by: dict
+    prompts: list[str],
+    exact: list[float],
+    resumes: list[Resume],
+    resumed: list[float],
+    similarities_of: dict,
+    made_by: dict,
 ) -> tuple[list[dict], int]:
-    """`made_by`: the steps and the model every image was made with, on every line (a level is a share of the
-    steps, and a quality a model's): the engine refuses samples of other steps and warns of another model's."""
+    """`similarities_of`: the embedder and its model, on every line with a similarity. `made_by`: the steps and the
+    model every image was made with, on every line (a level is a share of the steps, and a quality a model's): the
+    engine refuses samples of other steps and warns of another model's."""
     rows = [
         {"similarity": None, "level": 0, "quality": 100.0, "prompt": prompts[i], **made_by}
         for i, score in enumerate(exact)
@@ -293,8 +303,7 @@ def _rows(
                     "quality": round(100.0 * score / exact[resume.target], 4),
                     "prompt": prompts[resume.target],
                     "neighbour_prompt": prompts[resume.neighbour],
-                    # whose similarity: a predictor or quality profile made from it is refused with another embedder
-                    "embedder": embedder,
+                    **similarities_of,
                     **made_by,
                 }
             )

@@ -162,7 +162,7 @@ class LatencyProfile:
                 data["provenance"],
                 data.get("derivation"),
                 float(data.get("time_scale", 1.0)),
-                _model_id(data.get("model")),
+                _identity(data.get("model"), "model"),
             )
 
     @classmethod
@@ -348,6 +348,8 @@ class QualitySample:
     neighbour_prompt: str | None = None
     # whose cosine `similarity` is: a predictor or quality classes fit on one embedder's mean nothing on another's
     embedder: str | None = None
+    # which model of that embedder (engine.cache.embedders.embedder_identity): two CLIP folders differ in scale too
+    embedder_identity: str | None = None
     # the denoising steps N the image was made with: a level is a number of them, so a share of N reused
     steps: int | None = None
     # the identity of the model that made it (workers/model_id.py)
@@ -357,6 +359,11 @@ class QualitySample:
 def profiled_embedder(samples: Iterable[QualitySample]) -> str | None:
     """The embedder the samples' similarities are from (None if none says): ValueError if they name several."""
     return _one_named(samples, "embedder", "embedders", "their similarities are not comparable")
+
+
+def profiled_embedder_identity(samples: Iterable[QualitySample]) -> str | None:
+    """The embedder model the samples' similarities are from (None if none says): ValueError if they name several."""
+    return _one_named(samples, "embedder_identity", "embedder models", "their similarities are not comparable")
 
 
 def profiled_steps(samples: Iterable[QualitySample]) -> int | None:
@@ -374,6 +381,18 @@ def _one_named(samples: Iterable[QualitySample], field: str, what: str, why: str
     if len(named) > 1:
         raise ValueError(f"samples of several {what} ({', '.join(map(str, named))}): {why}")
     return named[0] if named else None
+
+
+def embedder_model_mismatch(named: str | None, identity: str, model_flag: str) -> str | None:
+    """What is wrong when what was made from the similarities of the embedder model `named` (None: it does not say) is
+    used with those of the model `identity`, the engine's, in the folder `model_flag` names; None if nothing is. Two
+    models of one embedder (two CLIP folders) may differ in scale as much as two embedders do."""
+    if named is None or named == identity:
+        return None
+    return (
+        f"made from the similarities of the embedder model {named}, not of the engine's {identity} (give"
+        f" {model_flag} the folder it was profiled with, or profile again with --embedder-model this one)"
+    )
 
 
 def steps_mismatch(steps: int | None, planned: int) -> str | None:
@@ -480,8 +499,9 @@ def _sample_line(where: str, line: str) -> QualitySample:
             prompt,
             neighbour_prompt,
             _embedder_name(row.get("embedder")),
+            _identity(row.get("embedder_identity"), "embedder_identity"),
             _steps(row.get("steps")),
-            _model_id(row.get("model")),
+            _identity(row.get("model"), "model"),
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
@@ -499,10 +519,10 @@ def _steps(value: object) -> int | None:
     return value
 
 
-def _model_id(value: object) -> str | None:
-    """A model's identity as a worker's hello gives it (workers/model_id.py), or None."""
+def _identity(value: object, field: str) -> str | None:
+    """A model's identity (workers/model_id.py: a worker's as its hello gives it, an embedder's folder's), or None."""
     if value is not None and not (isinstance(value, str) and value.isprintable() and 0 < len(value) <= 64):
-        raise ValueError(f"model {reprlib.repr(value)} is not a model's identity")
+        raise ValueError(f"{field} {reprlib.repr(value)} is not a model's identity")
     return value
 
 
@@ -562,6 +582,8 @@ class DegradationMatrix:
     quality_by_class: Mapping[int, Mapping[int, float]]  # class K -> level K' -> expected quality
     provenance: str
     model: str | None = None  # the model the qualities were measured on; None: modelled, or not said
+    # the embedder model whose similarities classed the samples (QualitySample.embedder_identity); None: not said
+    embedder_identity: str | None = None
 
     def __post_init__(self) -> None:
         levels = set(self.levels)
@@ -660,7 +682,7 @@ class DegradationMatrix:
                 raise ValueError(problem)  # its classes would be another embedder's bands of similarity
             if problem := steps_mismatch(profiled_steps(samples), steps):
                 raise ValueError(problem)
-            model = profiled_model(samples)
-            return replace(cls.from_samples(samples, table, f"measured qualities from {Path(path).name}"), model=model)
+            said = {"model": profiled_model(samples), "embedder_identity": profiled_embedder_identity(samples)}
+            return replace(cls.from_samples(samples, table, f"measured qualities from {Path(path).name}"), **said)
         except ValueError as error:  # a mismatch above, or a (class, level) it has none of: name the file
             raise ValueError(f"{path}: {error}") from None

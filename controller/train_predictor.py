@@ -16,12 +16,14 @@ import argparse
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from controller.predictor import Lookup, TrainedPredictor
 from controller.profiles import (
     QualitySample,
     embedder_mismatch,
     profiled_embedder,
+    profiled_embedder_identity,
     profiled_steps,
     read_quality_samples,
     steps_mismatch,
@@ -32,6 +34,8 @@ from engine.cache.embedders import EMBEDDERS
 from engine.cache.table_file import embedder_problem, given_table_file
 from engine.whole_files import written_or_exit
 from workers.limits import DEFAULT_STEPS
+
+T = TypeVar("T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         args.l2,
         provenance=f"fit on {len(samples)} samples from {Path(args.samples).name}, target {args.target}%",
         embedder=embedder,
+        embedder_identity=_said(args, profiled_embedder_identity, profiled),
     )
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
     if reference is not None:
@@ -110,10 +115,7 @@ def run(args: argparse.Namespace) -> int:
 def _embedder_of(args: argparse.Namespace, samples: list[QualitySample]) -> str | None:
     """The embedder the samples' similarities are from, which the predictor is kept with: `argus serve` refuses it
     with another's. Another's table (--embedder) would be scored on similarities that are not its own."""
-    try:
-        embedder = profiled_embedder(samples)
-    except ValueError as error:
-        raise UsageError(f"{args.samples}: {error}") from None
+    embedder = _said(args, profiled_embedder, samples)
     if args.embedder and (problem := embedder_mismatch(embedder, args.embedder)):
         raise UsageError(f"{args.samples}: {problem}")
     return embedder
@@ -122,12 +124,17 @@ def _embedder_of(args: argparse.Namespace, samples: list[QualitySample]) -> str 
 def _check_steps(args: argparse.Namespace, samples: list[QualitySample]) -> None:
     """The predictor says which of the engine's levels, steps of N = DEFAULT_STEPS, keep a prompt's quality: samples
     made with another N would teach it what another share of the steps reused does."""
-    try:
-        problem = steps_mismatch(profiled_steps(samples), DEFAULT_STEPS)
-    except ValueError as error:  # samples of several step counts
-        problem = str(error)
-    if problem:
+    if problem := steps_mismatch(_said(args, profiled_steps, samples), DEFAULT_STEPS):
         raise UsageError(f"{args.samples}: {problem}")
+
+
+def _said(args: argparse.Namespace, profiled: Callable[[list[QualitySample]], T], samples: list[QualitySample]) -> T:
+    """What every sample says (`profiled`: profiled_embedder, profiled_steps, ...): samples that say several things
+    are refused, naming the file."""
+    try:
+        return profiled(samples)
+    except ValueError as error:
+        raise UsageError(f"{args.samples}: {error}") from None
 
 
 def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[SimilarityTable | None, str]:

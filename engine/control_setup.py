@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from controller.allocation import Allocator, allocate
 from controller.policies import Policy, make_policy
 from controller.predictor import SimilarityPredictor, TrainedPredictor
-from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel, embedder_mismatch
+from controller.profiles import (
+    DegradationMatrix,
+    LatencyProfile,
+    QualityModel,
+    embedder_mismatch,
+    embedder_model_mismatch,
+)
 from controller.quality_estimate import QualityEstimate
 from controller.similarity import SimilarityTable
 from controller.versioned import DATA_DIR
 from controller.window import Controller, ControllerConfig
 from engine.arg_types import UsageError, read_user_file
+from engine.cache.embedders import embedder_identity
 from engine.config import EngineConfig
 from workers.limits import BACKEND_MAX_BATCH, DEFAULT_STEPS
 
@@ -87,6 +95,13 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
         _check_predictor_levels(policy_config.predictor, predictor, table.levels)
     else:
         predictor = SimilarityPredictor(table)
+    _check_embedder_models(
+        config,
+        (
+            (policy_config.quality_profile, measured and measured.embedder_identity),
+            (policy_config.predictor, getattr(predictor, "embedder_identity", None)),
+        ),
+    )
     # without a prompt cache no prompt has a latent to resume from: level 0 alone can serve. Planned with the others,
     # Clipper-HT put every worker at 25 (which ran all its images at 0) and Proteus expected 99.8 of images at 5
     levels = table.levels if config.cache.enabled else (0,)
@@ -142,6 +157,19 @@ def _warn_if_nothing_fits(planned: LatencyProfile, levels: tuple[int, ...], slo_
         planned.latency(fastest, 1),
         2000 * planned.latency(fastest, 1),
     )
+
+
+def _check_embedder_models(config: EngineConfig, files: Iterable[tuple[str | None, str | None]]) -> None:
+    """Files made from the similarities of an embedder model (`files`: each file and the model it names, None if it
+    names none) other than the engine's are refused: two CLIP folders differ in scale as two embedders do, and their
+    classes or levels would be chosen on another scale."""
+    named = [(path, identity) for path, identity in files if identity is not None]
+    if not named:
+        return
+    engine_identity = embedder_identity(config.cache.embedder, config.cache.embedder_path)
+    for path, identity in named:
+        if problem := embedder_model_mismatch(identity, engine_identity, "--embedder-path"):
+            raise UsageError(f"{path}: {problem}")
 
 
 def _check_predictor_levels(path: str, predictor: TrainedPredictor, levels: tuple[int, ...]) -> None:

@@ -43,6 +43,15 @@ def _sample(**fields) -> str:
     return json.dumps({"similarity": 0.97, "level": 25, "quality": 96.0, "prompt": "a cat"} | fields) + "\n"
 
 
+def _samples_of_every_class(**fields) -> str:
+    """Quality samples of every (class, level) of the hash embedder's table, each with `fields` changed."""
+    table = SimilarityTable.bundled("hash")
+    bands = [table.band(k) for k in table.levels[1:]]
+    return "".join(
+        _sample(similarity=(low + high) / 2, level=level, **fields) for low, high in bands for level in table.levels[1:]
+    )
+
+
 @pytest.mark.parametrize(
     ("option", "content", "says"),
     [
@@ -80,6 +89,19 @@ def _sample(**fields) -> str:
         ("quality_profile", _sample(model=7), "model 7 is not a model's identity"),
         ("quality_profile", _sample(model="a") + _sample(model="b"), "samples of several models (a, b)"),
         ("latency_profile", _latency(model=""), "model '' is not a model's identity"),
+        # two models of one embedder (two CLIP folders) differ in scale as two embedders do
+        (
+            "quality_profile",
+            _samples_of_every_class(embedder="hash", embedder_identity="hash:0123456789abcdef"),
+            "made from the similarities of the embedder model hash:0123456789abcdef, not of the engine's hash",
+        ),
+        (
+            "predictor",
+            _predictor(embedder="hash", embedder_identity="minilm:0123456789abcdef"),
+            "made from the similarities of the embedder model minilm:0123456789abcdef, not of the engine's hash",
+        ),
+        ("quality_profile", _sample(embedder_identity=3), "embedder_identity 3 is not a model's identity"),
+        ("predictor", _predictor(embedder_identity=3), "embedder_identity 3 is not an embedder model's identity"),
     ],
 )
 def test_a_file_the_user_named_that_cannot_be_used_stops_the_engine_naming_it(tmp_path, option, content, says):
@@ -155,11 +177,11 @@ def test_the_log_names_the_files_the_engine_plans_with_and_the_levels_a_predicto
     assert "quality modelled, predictor the similarity table, similarity table bundled (hash)" in caplog.text
 
 
-@pytest.mark.parametrize("embedder", ["hash", None])
-def test_a_predictor_of_the_engines_embedder_or_of_none_named_is_taken(tmp_path, embedder):
-    """A predictor saved before the embedder was kept says none: it is taken as it was."""
+@pytest.mark.parametrize(("embedder", "identity"), [("hash", "hash"), ("hash", None), (None, None)])
+def test_a_predictor_of_the_engines_embedder_or_of_none_named_is_taken(tmp_path, embedder, identity):
+    """A predictor saved before the embedder (or its model) was kept says none: it is taken as it was."""
     path = tmp_path / "predictor.json"
-    path.write_text(_predictor(embedder=embedder))
+    path.write_text(_predictor(embedder=embedder, embedder_identity=identity))
     setup = build_control(EngineConfig(policy=PolicyConfig(predictor=str(path))), now=0.0)
     assert setup.policy.predictor.embedder == embedder
 
@@ -182,15 +204,7 @@ def test_profiles_measured_on_another_model_than_the_one_served_are_warned_of(tm
     worker names it (engine/server.py)."""
     latency, quality = tmp_path / "latency.json", tmp_path / "samples.jsonl"
     latency.write_text(_latency(model="sim:0123456789abcdef"))
-    table = SimilarityTable.bundled("hash")
-    bands = [table.band(k) for k in table.levels[1:]]
-    quality.write_text(
-        "".join(
-            _sample(similarity=(low + high) / 2, level=level, steps=50, model="sim:0123456789abcdef")
-            for low, high in bands
-            for level in table.levels[1:]
-        )
-    )
+    quality.write_text(_samples_of_every_class(steps=50, model="sim:0123456789abcdef"))
     policy = PolicyConfig(latency_profile=str(latency), quality_profile=str(quality))
     caplog.set_level(logging.INFO, logger="argus.controller")
     setup = build_control(EngineConfig(policy=policy, model_id=serves), now=0.0)

@@ -48,6 +48,7 @@ def test_profile_quality_writes_samples_the_controller_reads(tmp_path):
         assert s.embedder == "hash"  # whose similarity: serve refuses a predictor of it with another embedder
     # a level is a share of the steps, and a quality a model's: serve refuses other steps, warns of another model
     assert {(s.steps, s.model[:5]) for s in samples} == {(STEPS, "tiny:")}
+    assert {s.embedder_identity for s in resumed} == {"hash"}  # the hash embedder has no model folder
     # the two lighthouse prompts are each other's nearest neighbour (hash embedder)
     lighthouses = [s for s in resumed if "lighthouse" in s.prompt and "lighthouse" in s.neighbour_prompt]
     foxes = [s for s in resumed if "fox" in s.neighbour_prompt]
