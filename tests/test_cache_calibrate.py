@@ -81,9 +81,14 @@ def test_hash_against_minilm_on_a_slice(tmp_path):
     assert report["reaching"]["25"] > 0.1  # users iterate on prompts: real near-duplicates in the slice
 
 
-def test_an_embedder_is_not_its_own_reference(tmp_path):
-    with pytest.raises(UsageError, match="--reference nirvana"):
-        run(tmp_path, "--embedder", "hash", "--reference", "hash", "--prompts", str(DATA / "drawbench.json"))
+@pytest.mark.parametrize(("embedder", "usual"), [("hash", "minilm"), ("minilm", "nirvana")])
+def test_an_embedder_is_not_its_own_reference_and_the_refusal_names_its_usual_one(tmp_path, embedder, usual):
+    """It named nirvana for every embedder: NIRVANA's CLIP table applied to the hash embedder's similarities as
+    they are calibrates nothing; its usual reference (the default) is minilm."""
+    with pytest.raises(
+        UsageError, match=f"--reference must differ from --embedder \\({embedder}\\); try --reference {usual}$"
+    ):
+        run(tmp_path, "--embedder", embedder, "--reference", embedder, "--prompts", str(DATA / "drawbench.json"))
 
 
 def test_a_table_that_cannot_be_written_is_one_line_after_the_report(tmp_path, capsys):

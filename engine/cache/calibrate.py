@@ -74,9 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     not_an_input(args.json, args.prompts, flag="--json")
-    reference = args.reference or (NIRVANA if args.embedder == "minilm" else "minilm")
+    usual = NIRVANA if args.embedder == "minilm" else "minilm"
+    reference = args.reference or usual
     if reference == args.embedder:
-        raise UsageError(f"--reference must differ from --embedder ({reference}); try --reference {NIRVANA}")
+        # the embedder's usual reference: NIRVANA's table, applied as it is, calibrates a hash embedder to nothing
+        raise UsageError(f"--reference must differ from --embedder ({reference}); try --reference {usual}")
     check_embedder_model(args.embedder, args.model_path, "--embedder", "--model-path")
     check_embedder_model(reference, args.reference_model_path, "--reference", "--reference-model-path")
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
