@@ -176,9 +176,14 @@ class LocalLauncher(SlotSupervisor):
             with self._metrics.workers.labels("starting").track_inprogress():
                 started = await said_hello_or_ended(hello, exited, timeout_s)
             if not started and not self._stopping:
-                # stuck loading its model or opening its device: no heartbeat watch covers it before its hello
+                # stuck loading its model or opening its device: no heartbeat watch covers it before its hello. The
+                # flag named: a model that loads slower than that (SD-XL from a network disk) was killed and started
+                # again for ever, by a line that named no way out
                 log.error(
-                    "worker %s (pid %d) said no hello within %.0f s; killing it", worker_id, process.pid, timeout_s
+                    "worker %s (pid %d) said no hello within %g s (--startup-timeout); killing it",
+                    worker_id,
+                    process.pid,
+                    timeout_s,
                 )
                 self._killed.add(process)
                 process.kill()

@@ -269,14 +269,19 @@ class RayLauncher(SlotSupervisor):
                 try:
                     pid = await asyncio.wait_for(actor.pid.remote(), timeout_s)
                 except TimeoutError:  # Ray could not place it, or its process does not start
-                    return f"was not started by Ray within {timeout_s:.0f} s ({self._shortage(resources)})", False
+                    # the flag named: a cluster that adds a GPU node on demand takes minutes to place it
+                    shortage = self._shortage(resources)
+                    return f"was not started by Ray within {timeout_s:g} s (--startup-timeout; {shortage})", False
                 log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
                 self._pids[worker_id] = pid
                 serving = self._serving[worker_id] = asyncio.ensure_future(actor.serve.remote())
                 started = await said_hello_or_ended(self._hello[worker_id], serving, timeout_s)
             if not started:
                 log.error(
-                    "worker %s (Ray actor, pid %d) said no hello within %.0f s; killing it", worker_id, pid, timeout_s
+                    "worker %s (Ray actor, pid %d) said no hello within %g s (--startup-timeout); killing it",
+                    worker_id,
+                    pid,
+                    timeout_s,
                 )
                 self._ray.kill(actor)
             code = await serving

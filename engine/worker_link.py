@@ -372,7 +372,9 @@ class WorkerLink:
                 continue
             cutoff = time.monotonic() - self._heartbeat_timeout_s
             for worker in self._registry.silent_since(cutoff):
-                log.error("worker %s silent for over %.0f s", worker.name, self._heartbeat_timeout_s)
+                log.error(
+                    "worker %s silent for over %g s (--heartbeat-timeout)", worker.name, self._heartbeat_timeout_s
+                )
                 try:
                     self.dispatcher.worker_lost(worker, "heartbeat")
                 except Exception:  # the other silent workers, and the next watches, must still be handled

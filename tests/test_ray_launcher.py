@@ -153,7 +153,10 @@ async def test_an_actor_ray_cannot_place_is_named_in_a_warning_and_replaced(monk
         # waiting for Ray to place it, the slot's capacity is on its way (as a local worker's): it counts starting
         await wait_for(lambda: sample(engine, "argus_workers", state="starting") == 1, "the actor starting")
         await wait_for(lambda: sample(engine, "argus_worker_restarts_total") >= 1, "the replacement", timeout_s=120)
-        assert "worker ray-0 (Ray actor) was not started by Ray within 3 s (it needs 1 GPU" in caplog.text
+        assert (
+            "worker ray-0 (Ray actor) was not started by Ray within 3 s (--startup-timeout; it needs 1 GPU"
+            in caplog.text
+        )
     finally:
         engine.request_stop()
         await running

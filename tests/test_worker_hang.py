@@ -34,6 +34,8 @@ def test_hung_worker_is_replaced_and_loses_nothing(tmp_path):
         status = engine.wait_ready(2, timeout_s=30)
         assert victim["name"] not in {w["name"] for w in status["workers"]}
         assert engine.metric("argus_worker_losses_total", cause="heartbeat") == 1
+        # the flag that gives a worker longer: the line named none
+        assert f"worker {victim['name']} silent for over 2 s (--heartbeat-timeout)" in engine.log_path.read_text()
         assert engine.metric("argus_worker_restarts_total") == 1
     finally:
         assert engine.stop() == 0
