@@ -1,4 +1,4 @@
-"""`argus` (and `python -m engine`): holds SIGTERM and SIGINT before the command line is imported.
+"""`argus` (and `python -m engine`): holds SIGTERM, SIGINT and SIGHUP before the command line is imported.
 
 Its imports take a fifth of a second or more: a stop signal landing in them ended `argus serve` as Python's defaults
 do, with exit 143 or a traceback, where it should stop as it does later on (engine/stop_signals.py). Every command

@@ -21,12 +21,23 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
 
 def key_problem(key: str) -> str | None:
-    """Why no HTTP client could send `key` in an Authorization header; None if one can."""
+    """Why not every HTTP client could send `key` in an Authorization header; None if all can."""
     if not key:
         return "is empty"
     if key != key.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
         # HTTP trims a header's value and carries no control character
-        return "starts or ends with a space or holds a control character (a newline read from a file?)"
+        return (
+            "starts or ends with a space or holds a control character (a newline read from a file?): no HTTP client"
+            " can send it"
+        )
+    if not key.isascii():
+        # RFC 6750: such a key served curl and aiohttp, and was a 401 to Python's urllib and requests, whatever their
+        # user did
+        odd = next(c for c in key if not c.isascii())
+        return (
+            f"holds {odd!r}, which is not ASCII: HTTP clients send it as different bytes (curl and aiohttp as UTF-8,"
+            " Python's urllib and requests as Latin-1, refused then); a Bearer token is ASCII"
+        )
     return None
 
 

@@ -482,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> int:
-    """`held`: SIGTERM and SIGINT held since the process started (engine/__main__.py), for `argus serve` to act on;
-    any other command gets Python's handlers back, and a signal held meanwhile as if it came now."""
+    """`held`: SIGTERM, SIGINT and SIGHUP held since the process started (engine/__main__.py), for `argus serve` to
+    act on; any other command gets Python's handlers back, and a signal held meanwhile as if it came now."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:

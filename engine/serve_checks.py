@@ -145,8 +145,8 @@ def checked_api_keys(key: str | None, path: str | None) -> ApiKeys | None:
         return None
     if problem := key_problem(key):
         # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
-        hint = f"give a key, or unset {API_KEY_ENV} for none" if not key else "no HTTP client can send it"
-        raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}: {hint}")
+        hint = f": give a key, or unset {API_KEY_ENV} for none" if not key else ""
+        raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}{hint}")
     return ApiKeys.single(key)
 
 

@@ -55,7 +55,7 @@ from engine.milp_process import MilpProcess
 from engine.open_files import http_connection_bound
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.slot_supervision import Launcher
-from engine.stop_signals import STOP_SIGNALS, HeldStopSignals
+from engine.stop_signals import HELD_SIGNALS, STOP_SIGNALS, HeldStopSignals
 from engine.temp_folders import make_temp_folder, remove_dead_engines_folders
 from engine.version import argus_version
 from engine.worker_link import WorkerLink
@@ -352,6 +352,8 @@ class Engine:
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._hangup.set)
+        if held is not None and held.hung_up:  # the keys were read before it came: read them again once serving
+            self._hangup.set()
         stopped = False  # as asked: not ended by an error (a port in use, a Ray cluster it cannot join)
         try:
             if held is not None and held.received is not None:  # checked once the loop's handlers are in place
@@ -366,7 +368,7 @@ class Engine:
             self.state = EngineState.STOPPED
             if held is not None:
                 # the loop would put Python's defaults back as it closes: until the exit a signal is kept, not fatal
-                for signum in STOP_SIGNALS:
+                for signum in HELD_SIGNALS:
                     loop.remove_signal_handler(signum)
                 held.hold()
             if stopped:  # an engine that failed says why in its error's one line, which came after this one

@@ -1,4 +1,5 @@
 """SIGTERM and SIGINT for `argus serve` while no event loop handles them: kept, and acted on once the engine can.
+SIGHUP too, which asks a serving engine to read its keys again (engine/housekeeping.py).
 
 The engine's loop handles both from the start of Engine.run, through the prompt embedder's load (seconds for a
 neural one, on a thread of its own: engine/cache/embedder_loading.py). Before that, `argus serve` imports the command
@@ -6,7 +7,9 @@ line and the engine, checks its configuration and builds the engine (binds its s
 after the loop closes, the process still has to exit. Python's defaults ended it wherever the signal landed: SIGTERM
 killed it (exit 143) and left its temporary folder behind, SIGINT raised KeyboardInterrupt there, with a traceback.
 Held here instead, a stop asked for before the loop runs is made once it does, before anything is served
-(Engine.run); one that comes after the loop closes changes nothing, the engine has stopped.
+(Engine.run); one that comes after the loop closes changes nothing, the engine has stopped. A SIGHUP's default ended
+the process too (exit 129): a reload sent as the engine started (a key file rotated as a service is started and
+reloaded) killed it; held, the keys are read again once it serves, as the file may have changed since they were read.
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ from __future__ import annotations
 import signal
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HELD_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
 
 
 class HeldStopSignals:
-    """Holds SIGTERM and SIGINT from its creation until release()."""
+    """Holds SIGTERM, SIGINT and SIGHUP from its creation until release()."""
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None  # the first stop signal held
-        self._found = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        self.hung_up = False  # a SIGHUP was held
+        self._found = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
         self.hold()
 
     def hold(self) -> None:
         """Holds them from now on (again, once the loop that handled them is done with them)."""
-        for signum in STOP_SIGNALS:
+        for signum in HELD_SIGNALS:
             signal.signal(signum, self._keep)
 
     def release(self, deliver: bool) -> None:
@@ -36,8 +41,12 @@ class HeldStopSignals:
             signal.signal(signum, handler)
         if deliver and self.received is not None:
             signal.raise_signal(self.received)
+        elif deliver and self.hung_up:
+            signal.raise_signal(signal.SIGHUP)
 
     def _keep(self, signum: int, _frame: object) -> None:
         # only flips a state: the engine, or what starts it, acts on it
-        if self.received is None:
+        if signum == signal.SIGHUP:
+            self.hung_up = True
+        elif self.received is None:
             self.received = signal.Signals(signum)

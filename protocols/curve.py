@@ -83,8 +83,9 @@ class ClientKeys:
 def load_public_keys(directory: str | Path) -> set[bytes]:
     """Every public key (*.key) in a directory: the workers and clients an engine admits."""
     if not Path(directory).is_dir():
-        # globbing a mistyped path finds nothing: an engine that admits no one, and no word why
-        raise NotADirectoryError(f"{directory}: not a directory of public keys")
+        # globbing a mistyped path finds nothing: an engine that admits no one, and no word why. Named as an OSError
+        # names its file (read_user_file's line said the path twice)
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory of public keys", str(directory))
     # warned, as a readable secret is: the directory, and each key in it, is the engine's list of who may connect. A
     # key file others may write to was taken without a word, in a directory they could not write to
     admitted = "whoever writes a key there is admitted at the next start or SIGHUP; chmod go-w it"

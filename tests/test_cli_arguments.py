@@ -228,6 +228,8 @@ def test_an_image_url_store_out_of_bounds_exits_2_naming_the_flag(capsys):
         (["serve"], {"ARGUS_API_KEY": "s3cret\n"}, "no HTTP client can send it"),
         (["serve", "--api-key", " s3cret"], {}, "no HTTP client can send it"),
         (["serve", "--api-key", "s3\x01cret"], {}, "no HTTP client can send it"),
+        # served curl (UTF-8), and was a 401 to Python's urllib and requests (Latin-1), the right key too
+        (["serve", "--api-key", "cl\u00e9"], {}, "--api-key (or $ARGUS_API_KEY) holds 'é', which is not ASCII"),
     ],
 )
 def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environment, says, monkeypatch):

@@ -18,7 +18,7 @@ from waiting import wait_for
 from engine.arg_types import UsageError, client_keys
 from engine.cli import main
 from engine.client import ArgusClient, AsyncArgusClient
-from engine.curve_gate import REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
+from engine.curve_gate import CLIENTS, REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
 from engine_process import ROOT, start_engine
 from protocols.client_messages import Images
 from protocols.curve import ClientKeys, KeyPair, RefusedHandshakes, create_key_files, load_public_keys
@@ -245,6 +245,19 @@ def test_a_reload_counts_the_keys_of_the_directories(tmp_path, caplog):
         gate.reload()
     assert "1 admitted on the clients socket (0 added, 0 removed)" in caplog.text
     assert "0 admitted on the workers socket (0 added, 1 removed)" in caplog.text
+
+
+def test_a_reload_of_a_directory_gone_says_so_once_and_changes_nothing(tmp_path):
+    """Moved away before a SIGHUP, the directory was named twice: "DIR: DIR: not a directory of public keys"."""
+    _, secret = create_key_files(tmp_path / "keys", "engine")
+    client_public, _ = create_key_files(tmp_path / "clients", "client-1")
+    with zmq.Context() as context:
+        gate = CurveGate(context, str(secret), str(tmp_path / "clients"))
+        (tmp_path / "clients").rename(tmp_path / "elsewhere")
+        with pytest.raises(UsageError) as refused:
+            gate.reload()
+        assert str(refused.value) == f"{tmp_path / 'clients'}: not a directory of public keys"
+        assert gate.admits(CLIENTS, load_public_keys(tmp_path / "elsewhere").pop())  # the keys until then hold
 
 
 def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp_path_factory, keys):

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,51 @@ def test_a_command_other_than_serve_gets_a_held_signal_as_python_would():
     signal.raise_signal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         held.release(deliver=True)
+
+
+def test_a_sighup_while_the_engine_is_built_rereads_its_keys_once_it_serves(tmp_path):
+    """A reload sent as the engine starts (a key file rotated as a service is started and reloaded): SIGHUP's default
+    ended the process, exit 129, its temporary folder left behind."""
+    fifo, keys = tmp_path / "latency.json", tmp_path / "api-keys"
+    os.mkfifo(fifo)
+    keys.write_text("alice alice-key-1\n")
+    process, log_path, temp = serve(tmp_path, "--latency-profile", str(fifo), "--api-keys", str(keys))
+    try:
+        writer = open_when_read(fifo, process)  # the keys have been read
+        keys.write_text("carol carol-key-3\n")
+        process.send_signal(signal.SIGHUP)
+        os.set_blocking(writer, True)
+        with open(writer, "wb") as profile:
+            profile.write((DATA_DIR / "sdxl_a100.json").read_bytes())
+        assert wait_for(lambda: "SIGHUP: 1 API keys read" in log_path.read_text() or process.poll() is not None)
+        assert process.poll() is None, log_path.read_text()
+        url = re.search(r"HTTP API listening on (http://\S+)", log_path.read_text()).group(1)
+        assert [models_status(url, key) for key in ("carol-key-3", "alice-key-1")] == [200, 401]
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    finally:
+        kill_what_is_left(process)
+    stopped_cleanly(process, log_path.read_text(), temp)
+
+
+def models_status(url: str, key: str) -> int:
+    request = urllib.request.Request(url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_held_sighup_is_kept_then_given_back():
+    heard = []
+    # found in place, and heard if the signal is not held (its default would end the test run)
+    found = signal.signal(signal.SIGHUP, lambda signum, _frame: heard.append(signum))
+    try:
+        held = HeldStopSignals()
+        signal.raise_signal(signal.SIGHUP)
+        assert (held.hung_up, held.received, heard) == (True, None, [])  # kept, as a reload, not a stop
+        held.release(deliver=True)
+        assert heard == [signal.SIGHUP]  # given back to the handler found, and raised again for it
+    finally:
+        signal.signal(signal.SIGHUP, found)

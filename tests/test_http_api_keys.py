@@ -43,6 +43,7 @@ def test_a_key_names_its_holder_and_no_other_string_names_anyone(tmp_path):
         ("alice a-key\nalice b-key\n", "line 2: alice is named twice"),
         ("alice a-key\nbob a-key\n", "line 2: bob's key is alice's too: a key names one client"),
         ("alice a\x01key\n", "line 1: the key starts or ends with a space or holds a control character"),
+        ("alice cl\u00e9\n", "line 1: the key holds 'é', which is not ASCII: HTTP clients send it as different bytes"),
     ],
 )
 def test_a_file_no_engine_could_serve_with_is_refused_naming_the_line(tmp_path, text, says):
