@@ -75,7 +75,7 @@ class ApiKeys:
 def _read_holders(path: str) -> dict[bytes, str]:
     holders: dict[bytes, str] = {}
     names: set[str] = set()
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split()

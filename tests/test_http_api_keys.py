@@ -33,6 +33,14 @@ def test_a_key_names_its_holder_and_no_other_string_names_anyone(tmp_path):
     assert ApiKeys.single("s3cret").holder(b"s3cret") == ""  # --api-key's key: valid, and names no one
 
 
+def test_a_file_saved_with_a_byte_order_mark_names_its_first_holder(tmp_path):
+    """Saved by an editor that starts UTF-8 with a BOM (Notepad), the file was refused: its first name read
+    '\\ufeffalice', not a name."""
+    path = tmp_path / "api-keys"
+    path.write_text(KEYS, encoding="utf-8-sig")
+    assert ApiKeys.read(str(path)).holder(b"alice-key-1") == "alice"
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
