@@ -438,6 +438,49 @@ async def test_the_images_of_a_request_that_share_a_worker_leave_as_one_batch():
     assert [len(batch.items) for batch in h.batches()] == [2]
 
 
+# batching pays: four images take 1.6 s together, 1 s alone
+BATCHED = LatencyProfile("test", 50, {0: (1.0, 1.2, 1.4, 1.6)}, "made up for the test")
+
+
+async def _served_by(h: Harness, worker: WorkerHandle, request) -> list[int]:
+    """Runs what the worker is sent, each batch for its time on BATCHED, until the request is answered: the sizes of
+    the batches it was sent."""
+    while not request.done:
+        batch = h.batches(worker.name)[-1]
+        h.clock.now += BATCHED.latency(0, len(batch.items))
+        h.finish(worker, batch)
+        h.dispatcher.sweep()
+        await settle()
+    return [len(batch.items) for batch in h.batches(worker.name)]
+
+
+async def test_the_images_of_a_request_that_waited_for_a_worker_leave_as_one_batch():
+    """Routed one by one as the first worker came, the first image left alone and the rest waited behind it: four
+    images due in 2 s, which one batch makes in 1.6 s, were answered deadline_exceeded."""
+    h = Harness(profile=BATCHED)
+    request = h.request(n=4, slo_ms=2_000)
+    a = h.add_worker("a", max_batch=4)
+    assert await _served_by(h, a, request) == [4]
+    assert isinstance(request.future.result(), Images)
+
+
+@pytest.mark.parametrize("given_back", ["worker lost", "left out", "batch lost on the link"])
+async def test_the_images_of_a_request_given_back_leave_again_as_one_batch(given_back):
+    """Routed again one by one, the first image given back left alone and the rest waited behind it."""
+    h = Harness(profile=BATCHED)
+    a = h.add_worker("a", max_batch=4)
+    request = h.request(n=4, slo_ms=2_000)
+    (batch,) = h.batches("a")
+    if given_back == "worker lost":
+        h.dispatcher.worker_lost(a, "exited")
+        a = h.add_worker("b", max_batch=4)
+    else:  # a heartbeat showing a batch lost on the link answers it with no outcome (engine/worker_link.py)
+        left_out = [ItemCancelled(item.request_id) for item in batch.items] if given_back == "left out" else []
+        h.dispatcher.batch_done(a, BatchDone(batch.batch_id, left_out))
+    assert (await _served_by(h, a, request))[-1] == 4
+    assert isinstance(request.future.result(), Images)
+
+
 async def test_the_images_of_a_request_spread_over_idle_workers():
     h = Harness()
     h.add_worker("a"), h.add_worker("b")
