@@ -359,6 +359,8 @@ class Dispatcher:
             # to three gone workers in a row, while other workers were there to make them
             self.worker_lost(worker, "unreachable")
             return
+        # counted as sent, not as routed again: an image lost with its worker, then met by a gone one, was counted twice
+        self._metrics.redispatched.inc(sum(1 for job in jobs if job.attempts))
         for job in jobs:
             job.attempts += 1
 
@@ -471,8 +473,6 @@ class Dispatcher:
         if tries >= self._config.max_attempts:
             job.request.fail("worker_lost", f"the workers running this image failed {tries} times")
             return False
-        if job.attempts:
-            self._metrics.redispatched.inc()
         return True
 
     def batch_done(self, worker: WorkerHandle, done: BatchDone) -> None:

@@ -172,6 +172,23 @@ async def test_a_batch_that_never_reached_its_worker_counts_no_try():
     assert h.metrics.registry.get_sample_value("argus_redispatched_images_total") == 0  # sent once
 
 
+async def test_an_image_is_counted_redispatched_once_for_each_time_it_is_sent_again():
+    """Counted as it was routed again, an image lost with its worker and then met by a gone worker (a fleet killed at
+    once) was counted once for each, though sent again only once."""
+    h = Harness()
+    a = h.add_worker("a")
+    request = h.request()
+    h.gone.add("b")
+    h.add_worker("b")  # idle, its connection closed: it refuses the send
+    h.dispatcher.worker_lost(a, "exited")
+    c = h.add_worker("c")
+    (batch,) = h.batches("c")
+    h.finish(c, batch)
+    await settle()
+    assert isinstance(request.future.result(), Images)
+    assert h.metrics.registry.get_sample_value("argus_redispatched_images_total") == 1
+
+
 async def test_images_given_back_by_workers_that_leave_count_no_try():
     """A worker stopped as asked (SIGTERM, a scale-down) says Leaving and gives its images back unfailed. Counted
     as tries, images sent from one leaving worker to the next before its Leaving came in (a fleet or Deployment
