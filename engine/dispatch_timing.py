@@ -223,7 +223,9 @@ class DispatchTiming:
                             costlier.request, "shed", "the request was shed so that more requests meet their deadline"
                         )
                         yield costlier
+                    before -= kept.drop(costlier.request)  # its other images kept before this job go with it
                 if not self.still_wanted(job, now, wait, wait + before / workers):
+                    before -= kept.drop(job.request)
                     yield job
                     continue
             seconds = self._image_seconds(job.start, job.request.steps)

@@ -159,28 +159,13 @@ class Dispatcher:
         self._choosing.pop(request, None)
         if request.done:
             return
-        touched: dict[WorkerHandle, None] = {}
-        spread = SpreadOver()
         for job in request.jobs:
             job.similarity = similarity  # of its nearest cached prompt, reported whether its latent was used or not
             if job.index == 0:
                 job.level, job.latent, job.k_star = level, latent, k_star
                 job.start = level if start is None else start
                 job.fallbacks = fallbacks if self._escalate else ()
-            worker = self._enqueue(job, spread)
-            if worker is not None:
-                touched[worker] = None
-                spread.add(worker)
-        # all its images queued before any is sent: those that share a worker leave as one batch (sent one by
-        # one, the second would be judged as waiting behind the first, and the request could fail for it).
-        # Each worker first sends one batch, so images given to different idle workers run side by side rather
-        # than the first worker taking them all as the most urgent jobs queued anywhere. That batch too is led by
-        # the most urgent job: led by a laxer one queued before it, a tight job could only join it, and end late.
-        for worker in touched:
-            if worker.ready and self._has_room(worker, self._clock()):
-                self._send_most_urgent(worker)
-        for worker in touched:
-            self._pump(worker)
+        self._route(request.jobs)
 
     def cancel(self, request: AdmittedRequest) -> None:
         request.finish(Cancelled(request.spec.request_id))
@@ -221,9 +206,24 @@ class Dispatcher:
             queue.remove(job)
 
     # -- routing and batching ------------------------------------------------
-    def _route(self, job: Job) -> None:
-        worker = self._enqueue(job)
-        if worker is not None:
+    def _route(self, jobs: list[Job]) -> None:
+        """Queues the jobs on workers, then sends. All queued before any is sent: those that share a worker leave
+        as one batch (sent one by one, the second would be judged as waiting behind the first, and its request could
+        fail for it: so did a request's images routed again, after a worker loss or a wait for the first worker).
+        Each worker first sends one batch, so jobs given to different idle workers run side by side rather than the
+        first worker taking them all as the most urgent jobs queued anywhere. That batch too is led by the most
+        urgent job: led by a laxer one queued before it, a tight job could only join it, and end late."""
+        touched: dict[WorkerHandle, None] = {}
+        spread = SpreadOver()
+        for job in jobs:
+            worker = self._enqueue(job, spread)
+            if worker is not None:
+                touched[worker] = None
+                spread.add(worker)
+        for worker in touched:
+            if worker.ready and self._has_room(worker, self._clock()):
+                self._send_most_urgent(worker)
+        for worker in touched:
             self._pump(worker)
 
     def _enqueue(self, job: Job, siblings_on: SpreadOver | None = None) -> WorkerHandle | None:
@@ -359,6 +359,8 @@ class Dispatcher:
             # to three gone workers in a row, while other workers were there to make them
             self.worker_lost(worker, "unreachable")
             return
+        # counted as sent, not as routed again: an image lost with its worker, then met by a gone one, was counted twice
+        self._metrics.redispatched.inc(sum(1 for job in jobs if job.attempts))
         for job in jobs:
             job.attempts += 1
 
@@ -367,9 +369,7 @@ class Dispatcher:
         self._restarting.discard(worker.hello.worker_id)
         self._picks.file(worker)  # before the jobs waiting for a worker are routed: they go to it
         waiting, self._pending = self._pending, deque()
-        for job in waiting:
-            if job.job_id in self._live:
-                self._route(job)
+        self._route([job for job in waiting if job.job_id in self._live])
         self._pump(worker)
 
     def slot_given_up(self, worker_id: str) -> None:
@@ -425,7 +425,8 @@ class Dispatcher:
         self._rerouting = deque(jobs)
         try:
             while self._rerouting:
-                self._reroute_or_fail(self._rerouting.popleft())
+                jobs, self._rerouting = list(self._rerouting), deque()
+                self._route([job for job in jobs if self._still_owed(job)])
         finally:
             self._rerouting = None
 
@@ -463,16 +464,16 @@ class Dispatcher:
         )
         self.worker_ready(worker)
 
-    def _reroute_or_fail(self, job: Job) -> None:
+    def _still_owed(self, job: Job) -> bool:
+        """Whether a job given back is to be routed again: False once answered, or (its request failed) tried
+        max_attempts times."""
         if job.job_id not in self._live:
-            return
+            return False
         tries = job.attempts - job.given_back
         if tries >= self._config.max_attempts:
             job.request.fail("worker_lost", f"the workers running this image failed {tries} times")
-            return
-        if job.attempts:
-            self._metrics.redispatched.inc()
-        self._route(job)
+            return False
+        return True
 
     def batch_done(self, worker: WorkerHandle, done: BatchDone) -> None:
         jobs = worker.inflight.pop(done.batch_id, None)
@@ -484,6 +485,8 @@ class Dispatcher:
         by_id = {job.job_id: job for job in jobs}
         failures: list[tuple[str, ItemFailed]] = []  # each failed image's request id, and why
         made = unasked = False  # whether the batch made an image, and one not as asked
+        # the images the worker stopped without the client asking, or left out: still owed, routed again together
+        owed: list[Job] = []
         run_ms = None  # the batch's, as every image of it says
         for outcome in done.outcomes:
             job = by_id.pop(outcome.request_id, None)
@@ -496,7 +499,9 @@ class Dispatcher:
             made |= isinstance(outcome, ItemDone)
             if isinstance(outcome, ItemFailed):
                 failures.append((job.request.spec.request_id, outcome))
-            if job.job_id in self._live:
+            if isinstance(outcome, ItemCancelled):
+                owed.append(job)
+            elif job.job_id in self._live:
                 self._settle(worker, job, outcome)
         if unasked:
             self._metrics.bad_messages.labels("worker").inc()
@@ -504,9 +509,7 @@ class Dispatcher:
             log.warning("%s", failed_batch_line(worker.name, done.batch_id, len(jobs), failures))
         # a batch refused is the batch's fault, as one whose images were all aborted says nothing of the worker
         failed = any(outcome.code != REFUSED for _, outcome in failures)
-        for job in by_id.values():
-            # a worker that answers a batch but leaves items out still owes them
-            self._settle(worker, job, ItemCancelled(job.job_id))
+        self._route_again([*owed, *by_id.values()])  # a worker that answers a batch but leaves items out owes them
         if run_ms is not None:  # a batch cut short by aborts made nothing, and its time says nothing
             self._timing.batch_ran(jobs, run_ms / 1000.0)
         if failing_workers.judge(worker, made, failed) and worker.ready:
@@ -524,11 +527,7 @@ class Dispatcher:
             return done
         return ItemFailed(done.request_id, "unasked_image", f"worker {worker.name} answered {problem}")
 
-    def _settle(self, worker: WorkerHandle, job: Job, message: ItemOutcome) -> None:
-        if isinstance(message, ItemCancelled):
-            # the worker stopped without the client asking: the image is still owed
-            self._reroute_or_fail(job)
-            return
+    def _settle(self, worker: WorkerHandle, job: Job, message: ItemDone | ItemFailed) -> None:
         self._live.pop(job.job_id)
         if isinstance(message, ItemDone):
             # the level it was sent at, not the one the worker names: a label takes only the engine's values

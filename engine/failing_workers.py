@@ -28,14 +28,15 @@ MAX_OUT_FOR_S = 300.0
 
 
 def judge(worker: WorkerHandle, made: bool, failed: bool) -> bool:
-    """Counts an answered batch (`made`: it brought an image as asked; `failed`: an image failed). True once the
-    worker has failed FAILING_AFTER batches in a row."""
+    """Counts an answered batch (`made`: it brought an image as asked; `failed`: an image failed). True when this
+    batch failed and makes FAILING_AFTER in a row. One that says nothing (aborted, left out, refused) takes no worker
+    out: on probation, with its count standing, it took the worker out again for twice as long."""
     if made:
         worker.failed_batches = 0
         worker.out_for_s = 0.0
     elif failed:
         worker.failed_batches += 1
-    return worker.failed_batches >= FAILING_AFTER
+    return failed and worker.failed_batches >= FAILING_AFTER
 
 
 def take_out(worker: WorkerHandle, now: float) -> None:

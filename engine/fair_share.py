@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 
-from engine.jobs import Job
+from engine.jobs import AdmittedRequest, Job
 
 
 class SharingClients:
@@ -75,12 +75,25 @@ class KeptJobs:
         self._all: list[tuple[float, int, Job]] = []  # (-seconds, -place, job)
         self._by_client: dict[str, list[tuple[float, int, Job]]] | None = {} if by_client else None
         self._shed: set[int] = set()  # the places of the jobs shed
+        self._of_request: dict[AdmittedRequest, list[tuple[float, int]]] = {}  # (seconds, place) of each job kept
 
     def keep(self, job: Job, seconds: float, place: int) -> None:
         entry = (-seconds, -place, job)
         heapq.heappush(self._all, entry)
         if self._by_client is not None:
             heapq.heappush(self._by_client.setdefault(job.request.client, []), entry)
+        self._of_request.setdefault(job.request, []).append((seconds, place))
+
+    def drop(self, request: AdmittedRequest) -> float:
+        """Takes out the jobs kept of a request just answered (one of its images shed, or late): the seconds they
+        no longer take. Kept, a request of several images shed for one of them still weighed on the jobs behind
+        it with the others, and one of those was shed in turn for time no image would take."""
+        freed = 0.0
+        for seconds, place in self._of_request.pop(request, ()):
+            if place not in self._shed:
+                self._shed.add(place)
+                freed += seconds
+        return freed
 
     def shed_costlier(self, than: float, client: str | None) -> tuple[float, Job] | None:
         """Takes out the costliest job kept (of `client`; None: of any) if it takes longer than `than` seconds:

@@ -172,6 +172,23 @@ async def test_a_batch_that_never_reached_its_worker_counts_no_try():
     assert h.metrics.registry.get_sample_value("argus_redispatched_images_total") == 0  # sent once
 
 
+async def test_an_image_is_counted_redispatched_once_for_each_time_it_is_sent_again():
+    """Counted as it was routed again, an image lost with its worker and then met by a gone worker (a fleet killed at
+    once) was counted once for each, though sent again only once."""
+    h = Harness()
+    a = h.add_worker("a")
+    request = h.request()
+    h.gone.add("b")
+    h.add_worker("b")  # idle, its connection closed: it refuses the send
+    h.dispatcher.worker_lost(a, "exited")
+    c = h.add_worker("c")
+    (batch,) = h.batches("c")
+    h.finish(c, batch)
+    await settle()
+    assert isinstance(request.future.result(), Images)
+    assert h.metrics.registry.get_sample_value("argus_redispatched_images_total") == 1
+
+
 async def test_images_given_back_by_workers_that_leave_count_no_try():
     """A worker stopped as asked (SIGTERM, a scale-down) says Leaving and gives its images back unfailed. Counted
     as tries, images sent from one leaving worker to the next before its Leaving came in (a fleet or Deployment
@@ -436,6 +453,49 @@ async def test_the_images_of_a_request_that_share_a_worker_leave_as_one_batch():
     request = h.request(n=2, slo_ms=1800)  # one after the other would take 2 s; together, 1.5 s
     assert not request.done
     assert [len(batch.items) for batch in h.batches()] == [2]
+
+
+# batching pays: four images take 1.6 s together, 1 s alone
+BATCHED = LatencyProfile("test", 50, {0: (1.0, 1.2, 1.4, 1.6)}, "made up for the test")
+
+
+async def _served_by(h: Harness, worker: WorkerHandle, request) -> list[int]:
+    """Runs what the worker is sent, each batch for its time on BATCHED, until the request is answered: the sizes of
+    the batches it was sent."""
+    while not request.done:
+        batch = h.batches(worker.name)[-1]
+        h.clock.now += BATCHED.latency(0, len(batch.items))
+        h.finish(worker, batch)
+        h.dispatcher.sweep()
+        await settle()
+    return [len(batch.items) for batch in h.batches(worker.name)]
+
+
+async def test_the_images_of_a_request_that_waited_for_a_worker_leave_as_one_batch():
+    """Routed one by one as the first worker came, the first image left alone and the rest waited behind it: four
+    images due in 2 s, which one batch makes in 1.6 s, were answered deadline_exceeded."""
+    h = Harness(profile=BATCHED)
+    request = h.request(n=4, slo_ms=2_000)
+    a = h.add_worker("a", max_batch=4)
+    assert await _served_by(h, a, request) == [4]
+    assert isinstance(request.future.result(), Images)
+
+
+@pytest.mark.parametrize("given_back", ["worker lost", "left out", "batch lost on the link"])
+async def test_the_images_of_a_request_given_back_leave_again_as_one_batch(given_back):
+    """Routed again one by one, the first image given back left alone and the rest waited behind it."""
+    h = Harness(profile=BATCHED)
+    a = h.add_worker("a", max_batch=4)
+    request = h.request(n=4, slo_ms=2_000)
+    (batch,) = h.batches("a")
+    if given_back == "worker lost":
+        h.dispatcher.worker_lost(a, "exited")
+        a = h.add_worker("b", max_batch=4)
+    else:  # a heartbeat showing a batch lost on the link answers it with no outcome (engine/worker_link.py)
+        left_out = [ItemCancelled(item.request_id) for item in batch.items] if given_back == "left out" else []
+        h.dispatcher.batch_done(a, BatchDone(batch.batch_id, left_out))
+    assert (await _served_by(h, a, request))[-1] == 4
+    assert isinstance(request.future.result(), Images)
 
 
 async def test_the_images_of_a_request_spread_over_idle_workers():

@@ -97,6 +97,31 @@ async def test_a_costly_job_is_shed_so_that_two_cheaper_ones_behind_it_meet_thei
     assert all(isinstance(hit.future.result(), Images) for hit in hits)
 
 
+async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_behind_them():
+    """A request of two misses shed for a hit behind it still weighed on the jobs behind with its other miss, which
+    no worker would ever run: a miss that made its deadline was shed too, for a hit that made its own without it."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    pair = h.request(n=2, slo_ms=3_000, prompt="pair")  # two misses, each to start by 2 s: the second ends at 3 s
+    first_hit = h.request(slo_ms=3_000, level=25, k_star=25, prompt="hit")  # behind the pair it would end at 3.5 s
+    miss = h.request(slo_ms=4_000, prompt="miss")  # ends at 2.5 s behind the hit
+    second_hit = h.request(slo_ms=3_800, level=25, k_star=25, prompt="hit")  # ends at 3 s behind the miss
+    h.dispatcher.sweep()
+    await settle()
+    assert pair.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
+    h.clock.now += 1
+    for request, seconds in ((first_hit, 0.5), (miss, 1.0), (second_hit, 0.5)):  # each in turn, in time
+        assert not request.done
+        h.finish(a, h.batches()[-1])
+        assert h.batches()[-1].items[0].request_id == request.jobs[0].job_id
+        h.clock.now += seconds
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert all(isinstance(r.future.result(), Images) for r in (first_hit, miss, second_hit))
+
+
 async def test_a_request_without_a_deadline_is_never_shed():
     """A request sent without slo_ms is never answered deadline_exceeded (docs/architecture.md): a pipeline's miss
     queued before two hits with deadlines was answered 504 deadline_exceeded, shed so that the hits made theirs."""

@@ -28,7 +28,7 @@ from engine.server import Engine
 from engine.worker_registry import WorkerHandle
 from engine_process import in_process_config, start_engine, stop_in_process
 from protocols.client_messages import Images
-from protocols.worker_messages import BatchDone, ItemFailed
+from protocols.worker_messages import REFUSED, BatchDone, ItemCancelled, ItemFailed
 from protocols.worker_messages import Generate as Batch
 
 FAILING_WORKER = Path(__file__).parent / "failing_worker.py"
@@ -252,6 +252,40 @@ async def test_a_worker_out_again_after_probation_is_said_to_have_failed_every_b
         h.request()
         answer_new_batches(h, workers, answered, failing={"b"})
     assert "worker b failed 4 batches in a row: out of rotation for 20 s" in caplog.messages[-1]
+
+
+@pytest.mark.parametrize("answer", ["aborted", "lost on the link", "refused"])
+async def test_a_batch_that_says_nothing_of_a_worker_on_probation_keeps_it_in_rotation(answer):
+    """Back in rotation, a worker whose next batch failed nothing and made nothing (its request cancelled, the batch
+    lost on the link or not the worker's to run) was taken out again for twice as long, said to have failed the
+    batches it had failed before."""
+    h = Harness()
+    h.dispatcher.restart = lambda worker: False  # started by hand
+    workers = {name: h.add_worker(name, max_batch=1) for name in "ab"}
+    answered = set()
+    while workers["b"].ready:  # b fails every batch it is sent, a serves
+        h.request()
+        answer_new_batches(h, workers, answered, failing={"b"})
+    h.clock.now += 10
+    h.dispatcher.sweep()
+    assert workers["b"].ready
+    sent = len(h.batches("b"))
+    while len(h.batches("b")) == sent:  # a serves what it is sent until b is sent one
+        request = h.request()
+        for batch in h.batches("a"):
+            if batch.batch_id not in answered:
+                answered.add(batch.batch_id)
+                h.finish(workers["a"], batch)
+    (batch,) = h.batches("b")[sent:]
+    job_id = batch.items[0].request_id
+    outcomes = {
+        "aborted": [ItemCancelled(job_id)],
+        "lost on the link": [],
+        "refused": [ItemFailed(job_id, REFUSED, "not a size this worker runs")],
+    }[answer]
+    h.dispatcher.cancel(request)
+    h.dispatcher.batch_done(workers["b"], BatchDone(batch.batch_id, outcomes))
+    assert workers["b"].ready
 
 
 def answer_new_batches(h: Harness, workers: dict, answered: set, failing: set[str]) -> None:
