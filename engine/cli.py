@@ -34,7 +34,9 @@ from engine.config import (
     DEFAULT_CLIENT_LISTEN,
     DEFAULT_IMAGE_URL_STORE_BYTES,
     DEFAULT_IMAGE_URL_TTL_S,
+    DEFAULT_RAY_CONNECT_TIMEOUT_S,
     DEFAULT_SAVE_INTERVAL_S,
+    DEFAULT_STARTUP_TIMEOUT_S,
     DEFAULT_WORKER_LISTEN,
     MAX_HEARTBEAT_TIMEOUT_S,
     MAX_IMAGE_URL_TTL_S,
@@ -202,8 +204,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--startup-timeout",
         type=positive_float,
-        default=180.0,
-        help="seconds a local worker or Ray actor has to start and say hello (load its model) before it is replaced",
+        help="seconds a local worker or Ray actor has to start and say hello (load its model) before it is replaced"
+        f" (default {DEFAULT_STARTUP_TIMEOUT_S:g}; not for --workers 0, which starts none)",
     )
     p.add_argument(
         "--shutdown-timeout",
@@ -257,8 +259,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ray-connect-timeout",
         type=positive_float,
-        default=60.0,
-        help="with --launcher ray: seconds to join the cluster or start a local one before the engine gives up",
+        help="with --launcher ray: seconds to join the cluster or start a local one before the engine gives up"
+        f" (default {DEFAULT_RAY_CONNECT_TIMEOUT_S:g})",
     )
     p.add_argument(
         "--ray-connect",
@@ -295,7 +297,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             model=args.model,
             time_scale=1.0 if args.time_scale is None else args.time_scale,
             max_batch=args.max_batch,
-            startup_timeout_s=args.startup_timeout,
+            startup_timeout_s=DEFAULT_STARTUP_TIMEOUT_S if args.startup_timeout is None else args.startup_timeout,
             log_level=args.log_level,
             log_format=args.log_format,
         ),
@@ -336,7 +338,9 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         curve_workers_dir=args.curve_allow_workers,
         launcher=args.launcher,
         ray_address=args.ray_address,
-        ray_connect_timeout_s=args.ray_connect_timeout,
+        ray_connect_timeout_s=(
+            DEFAULT_RAY_CONNECT_TIMEOUT_S if args.ray_connect_timeout is None else args.ray_connect_timeout
+        ),
         ray_connect=args.ray_connect,
     )
 

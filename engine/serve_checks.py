@@ -84,8 +84,21 @@ def check_serve_args(args: argparse.Namespace) -> None:
         # found now, not once the engine is up and its launcher first imports it
         if importlib.util.find_spec("ray") is None:
             raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
-    elif args.ray_address or args.ray_connect:
-        raise UsageError("--ray-address and --ray-connect go with --launcher ray")
+    elif args.ray_address or args.ray_connect or args.ray_connect_timeout is not None:
+        raise UsageError("--ray-address, --ray-connect and --ray-connect-timeout go with --launcher ray")
+    if not args.workers:
+        # only the launcher reads them, for the workers it starts; a worker started by hand has its own --device
+        ignored = [
+            flag
+            for flag, given in (("--device", args.device), ("--startup-timeout", args.startup_timeout is not None))
+            if given
+        ]
+        if ignored:
+            many = len(ignored) > 1
+            raise UsageError(
+                f"{' and '.join(ignored)} {'are' if many else 'is'} for the workers the engine starts, and with"
+                f" --workers 0 it starts none: drop {'them' if many else 'it'}"
+            )
 
 
 def _check_listeners_apart(args: argparse.Namespace) -> None:

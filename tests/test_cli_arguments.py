@@ -174,6 +174,12 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         (["serve", "--backend", "sim", "--model", "/models/sdxl"], "--model is read by the sdxl backend only, not sim"),
         (["serve", "--ray-address", "10.0.0.9:6379"], "go with --launcher ray"),
         (["serve", "--ray-connect", "tcp://10.0.0.5:5556"], "go with --launcher ray"),
+        # accepted and ignored: the local launcher joins no cluster
+        (["serve", "--ray-connect-timeout", "300"], "--ray-connect-timeout go with --launcher ray"),
+        # accepted and ignored: only a launcher reads them, for the workers it starts
+        (["serve", "--workers", "0", "--device", "cuda:0"], "--device is for the workers the engine starts, and with"),
+        (["serve", "--workers", "0", "--startup-timeout", "600"], "--startup-timeout is for the workers the engine"),
+        (["serve", "--workers", "0", "--device", "cpu", "--startup-timeout", "9"], "--startup-timeout are for the"),
         (["serve", "--launcher", "ray", "--workers", "0"], "with --workers 0 it has none to start"),
         # the engine loaded the embedder as it was built: a ValueError, or transformers' OSError, traceback
         (["serve", "--embedder", "clip"], "--embedder clip needs --embedder-path"),
@@ -693,3 +699,8 @@ def test_bench_cache_finds_its_prompt_folder_from_any_directory(tmp_path, monkey
     """Its --data is None unless given (a replay refuses it), the default filled in at run time."""
     monkeypatch.chdir(tmp_path)
     assert Path(cache_bench.INDEX_DEFAULTS["data"], "diffusiondb_5k.txt").exists()
+
+
+def test_the_launch_timeouts_left_unset_take_their_defaults():
+    config = engine_config(build_parser().parse_args(["serve"]))
+    assert (config.launch.startup_timeout_s, config.ray_connect_timeout_s) == (180.0, 60.0)
