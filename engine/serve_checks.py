@@ -78,6 +78,9 @@ def check_serve_args(args: argparse.Namespace) -> None:
         for device in dict.fromkeys(args.device or ()):
             check_device(device)
     _check_embedder(args)
+    if args.policy == "nirvana" and args.predictor is not None:
+        # read, checked, and never asked: NIRVANA's level is the similarity table's (controller/policies.py)
+        raise UsageError("--policy nirvana picks each prompt's level by the similarity table alone: drop --predictor")
     if args.launcher == "ray":
         if not args.workers:
             raise UsageError("--launcher ray starts --workers as Ray actors: with --workers 0 it has none to start")

@@ -206,6 +206,8 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         # every image exact: the predictor was never asked for a level, nor the quality profile's levels planned
         (["serve", "--no-cache", "--predictor", "/tmp/k.json"], "--no-cache keeps no prompt cache: drop --predictor"),
         (["serve", "--no-cache", "--quality-profile", "q.jsonl"], "--no-cache keeps no prompt cache: drop --quality-"),
+        # read and checked, then never asked for a level
+        (["serve", "--policy", "nirvana", "--predictor", "k.json"], "--policy nirvana picks each prompt's level by"),
         # a cache of no room: every image was a miss, the engine saying nothing of it
         (["serve", "--cache-bytes", "0"], "--cache-bytes 0 holds no latent in memory, and no --cache-dir-bytes"),
         (["serve", "--cache-bytes", "0", "--cache-dir", "/tmp"], "Give --no-cache for none"),
