@@ -283,8 +283,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    api_keys = checked_api_keys(args.api_key, args.api_keys)
     check_serve_args(args)
+    api_keys = checked_api_keys(args.api_key, args.api_keys)
     return EngineConfig(
         host=args.host,
         port=args.port,

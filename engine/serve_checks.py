@@ -11,7 +11,7 @@ import re
 
 from controller.profiles import LatencyProfile
 from engine.api_keys import ApiKeys, key_problem
-from engine.arg_types import UsageError, host_memory_bytes
+from engine.arg_types import UsageError, host_memory_bytes, none_empty
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.table_file import TableFile, checked_table_file
 from engine.cache_dir import cache_dir_problem
@@ -37,6 +37,19 @@ def check_serve_args(args: argparse.Namespace) -> None:
         # a variable left unset (--host "$HOST"): asyncio takes "" for every interface, IPv4's and IPv6's, where the
         # default is loopback only, and the engine logged its address as http://:8000
         raise UsageError("--host is empty: give an address to listen on (0.0.0.0 or :: for every interface)")
+    none_empty(
+        args,
+        "--model",
+        "--latency-profile",
+        "--quality-profile",
+        "--predictor",
+        "--embedder-path",
+        "--api-keys",
+        "--ray-address",
+        "--curve-secret",
+        "--curve-allow",
+        "--curve-allow-workers",
+    )
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
     for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):

@@ -13,6 +13,7 @@ from engine.arg_types import (
     client_keys,
     engine_address,
     non_negative_float,
+    none_empty,
     positive_float,
     positive_int,
     torch_device,
@@ -131,6 +132,7 @@ def check_worker_backend(
 
 def check_worker_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
+    none_empty(args, "--model", "--curve-key", "--curve-server-key")
     if args.count != 1:
         if args.backend != "sim":
             raise UsageError("--count runs simulated workers only: add --backend sim")

@@ -444,6 +444,33 @@ def test_worker_refuses_flags_it_would_ignore_or_fail_on(argv, says):
         check_worker_args(build_parser().parse_args(WORKER + argv))
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # a variable left unset read as the flag left out: no CURVE, a bundled profile, the default model
+        ["serve", "--curve-secret", "", "--curve-allow", ""],
+        ["serve", "--curve-secret", "{keys}/engine.key_secret", "--curve-allow", "{keys}", "--curve-allow-workers", ""],
+        ["serve", "--latency-profile", ""],
+        ["serve", "--quality-profile", ""],
+        ["serve", "--predictor", ""],
+        ["serve", "--embedder", "minilm", "--embedder-path", ""],
+        ["serve", "--launcher", "ray", "--ray-address", ""],
+        ["serve", "--model", ""],
+        # read as the current directory: ".: Is a directory", naming no flag
+        ["serve", "--api-keys", ""],
+        [*WORKER, "--curve-key", "", "--curve-server-key", ""],
+        [*WORKER, "--model", ""],
+    ],
+    ids=lambda argv: argv[argv.index("") - 1],
+)
+def test_an_empty_value_is_refused_naming_its_flag(argv, tmp_path):
+    create_key_files(str(tmp_path), "engine")
+    args = build_parser().parse_args([part.replace("{keys}", str(tmp_path)) for part in argv])
+    flag = argv[argv.index("") - 1]
+    with pytest.raises(UsageError, match=f"^{flag} is empty \\(a variable left unset\\?\\)"):
+        engine_config(args) if argv[0] == "serve" else check_worker_args(args)
+
+
 def test_worker_accepts_the_longest_id_that_fits():
     check_worker_args(build_parser().parse_args([*WORKER, "--worker-id", "w" * 246]))
     check_worker_args(
