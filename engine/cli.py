@@ -83,7 +83,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--forwarded-allow-ips",
         type=comma_separated(ip_network),
-        default=[],
         metavar="ADDRS",
         help="the reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the"
         " client an HTTP request came from, for its share of the queue (default: none, the socket's address)",
@@ -330,7 +329,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_connections=args.max_connections,
         api_keys=api_keys,
         public_url=args.public_url,
-        forwarded_allow_ips=tuple(args.forwarded_allow_ips),
+        forwarded_allow_ips=tuple(args.forwarded_allow_ips or ()),
         image_url_ttl_s=args.image_url_ttl,
         image_url_store_bytes=args.image_url_store_bytes,
         curve_secret_file=args.curve_secret,

@@ -50,6 +50,8 @@ def check_serve_args(args: argparse.Namespace) -> None:
         "--curve-allow",
         "--curve-allow-workers",
     )
+    if args.forwarded_allow_ips == []:  # no address in it: trusted no proxy, as the flag left out
+        raise UsageError("--forwarded-allow-ips names no address (a variable left unset?): give one, or leave it out")
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
     for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):
