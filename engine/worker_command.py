@@ -63,7 +63,8 @@ def add_worker_command(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         metavar="S",
         help="a batch that shows no denoising step for S seconds stops being vouched for by heartbeats, so the"
-        f" engine counts the worker hung (default {DEFAULT_STALL_TIMEOUT_S:g}; raise it for very slow steps)",
+        f" engine counts the worker hung (default {DEFAULT_STALL_TIMEOUT_S:g}; raise it for very slow steps); not for"
+        " sim, which runs no model",
     )
     p.add_argument("--curve-key", metavar="FILE", help="this worker's .key_secret file (engine requires CURVE)")
     p.add_argument("--curve-server-key", metavar="FILE", help="the engine's public .key file")
@@ -138,6 +139,9 @@ def check_worker_args(args: argparse.Namespace) -> None:
             raise UsageError("--count runs simulated workers only: add --backend sim")
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
+    if args.backend == "sim" and args.stall_timeout:
+        # a simulated run shows a step every few tens of ms as it sleeps: no stretch without one for the flag to bound
+        raise UsageError("--stall-timeout bounds a model's stretch without a denoising step; the sim backend runs none")
     check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
     if args.worker_id is not None and (problem := worker_id_problem(args.worker_id)):
         # an empty id quietly became the default (host and pid)

@@ -426,6 +426,8 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
         (["--backend", "sim", "--count", "4", "--device", "cuda:3"], "use no --device, --threads"),
         (["--backend", "sim", "--count", "4", "--threads", "2"], "use no --device, --threads"),
         (["--backend", "sim", "--count", "4", "--stall-timeout", "9"], "--threads or --stall-timeout"),
+        # accepted and ignored: a lone sim worker shows a step as it sleeps, every 50 ms
+        (["--backend", "sim", "--stall-timeout", "9"], "--stall-timeout bounds a model's stretch without a denois"),
         (["--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
         (["--model", "/models/sdxl"], "--model is read by the sdxl backend only, not tiny"),
         # the ZeroMQ identity (id, "/", 8 hex digits) would pass 255 bytes: the worker died as it connected
