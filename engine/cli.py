@@ -364,7 +364,7 @@ def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     from engine.server import Engine
 
     config = engine_config(args)
-    allow_engine_open_files(args.workers, args.max_queue)
+    allow_engine_open_files(args.workers, args.max_queue, args.max_connections)
     # what start-up built lives as long as the process: spare full collections the walk over it
     gc.collect()
     gc.freeze()

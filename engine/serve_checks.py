@@ -8,6 +8,7 @@ import importlib.util
 import ipaddress
 import os
 import re
+import resource
 
 from controller.profiles import LatencyProfile
 from engine.api_keys import ApiKeys, key_problem
@@ -79,6 +80,13 @@ def check_serve_args(args: argparse.Namespace) -> None:
     if memory is not None and args.image_url_store_bytes > memory:
         raise UsageError(
             f"--image-url-store-bytes {args.image_url_store_bytes:,} is more than this host's memory ({memory:,} bytes)"
+        )
+    hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if args.max_connections and hard_files != resource.RLIM_INFINITY and args.max_connections > hard_files:
+        # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)
+        raise UsageError(
+            f"--max-connections {args.max_connections:,} is more than this process may hold open files"
+            f" ({hard_files:,}, ulimit -Hn): give fewer, or raise the limit"
         )
     if args.max_queue > MAX_QUEUE:
         raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")

@@ -3,6 +3,7 @@ naming the option, before starting anything."""
 
 import json
 import re
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from command_names import command_name
 from model_folders import save_model_folder
 
+from engine import open_files
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.cli import UsageError, build_parser, engine_config, main
 from engine.config import LaunchConfig
@@ -736,3 +738,25 @@ def test_bench_cache_finds_its_prompt_folder_from_any_directory(tmp_path, monkey
 def test_the_launch_timeouts_left_unset_take_their_defaults():
     config = engine_config(build_parser().parse_args(["serve"]))
     assert (config.launch.startup_timeout_s, config.ray_connect_timeout_s) == (180.0, 60.0)
+
+
+def test_max_connections_past_the_limit_on_open_files_is_refused():
+    """The engine ran out of files before the bound was reached: no worker started again, no /health answered."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files here")
+    with pytest.raises(UsageError, match=f"^--max-connections {hard + 1:,} is more than this process may hold open"):
+        engine_config(build_parser().parse_args(["serve", "--max-connections", str(hard + 1)]))
+    assert engine_config(build_parser().parse_args(["serve", "--max-connections", str(hard)])).max_connections == hard
+
+
+def test_the_engine_asks_for_the_open_files_its_max_connections_hold(monkeypatch):
+    """Raised to 65,536 whatever the bound, a larger one ran out of files before it was reached."""
+    asked = []
+    monkeypatch.setattr(open_files, "allow_open_files", lambda needed: asked.append(needed) or True)
+    open_files.allow_engine_open_files(2, 1024, max_connections=200_000)
+    open_files.allow_engine_open_files(2, 1024)
+    assert asked == [
+        200_000 + 2 * open_files.FILES_PER_WORKER + open_files.SPARE_OPEN_FILES,
+        open_files.ENGINE_OPEN_FILES,
+    ]
