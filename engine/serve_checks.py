@@ -77,10 +77,10 @@ def check_serve_args(args: argparse.Namespace) -> None:
             f" {args.image_url_ttl:,.10g} (it counts seconds, not ms)"
         )
     memory = host_memory_bytes()
-    if memory is not None and args.image_url_store_bytes > memory:
-        raise UsageError(
-            f"--image-url-store-bytes {args.image_url_store_bytes:,} is more than this host's memory ({memory:,} bytes)"
-        )
+    # the engine would be killed for its memory as the store, or the prompt cache, filled
+    for flag, size in (("--image-url-store-bytes", args.image_url_store_bytes), ("--cache-bytes", args.cache_bytes)):
+        if memory is not None and size is not None and size > memory:
+            raise UsageError(f"{flag} {size:,} is more than this host's memory ({memory:,} bytes)")
     hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if args.max_connections and hard_files != resource.RLIM_INFINITY and args.max_connections > hard_files:
         # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)

@@ -169,6 +169,8 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         (["serve", "--image-url-ttl", "3600000"], "--image-url-ttl is at most 604,800 s (a week"),
         # more than any host has (2^62 bytes): the engine would be killed for its memory as the store filled
         (["serve", "--image-url-store-bytes", str(2**62)], "is more than this host's memory"),
+        # accepted: the engine would be killed for its memory as the cache filled, hours in
+        (["serve", "--cache-bytes", str(2**62)], f"--cache-bytes {2**62:,} is more than this host's memory"),
         (["serve", "--backend", "sdxl", "--workers", "1"], "--backend sdxl needs --model"),
         (["serve", "--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
         # tiny (the default) and sim read no model: the tiny model's pictures were served as if from the SD-XL one
