@@ -97,6 +97,15 @@ def check_serve_args(args: argparse.Namespace) -> None:
         if args.launcher != "ray":
             check_model(args.model)
     check_backend_flags(args.backend, args.model, args.device, args.time_scale)
+    if args.workers and args.device:
+        # round-robin: past the --workers, a device got no worker, without a word
+        used = args.device[: args.workers]
+        unused = [device for device in dict.fromkeys(args.device) if device not in used]
+        if unused:
+            raise UsageError(
+                f"--device {' '.join(unused)}: --workers {args.workers} run on {' '.join(dict.fromkeys(used))} alone"
+                " (one each, round-robin): add workers, or drop it"
+            )
     if args.workers and args.launcher != "ray":  # Ray places its actors on hosts of their own, with their devices
         for device in dict.fromkeys(args.device or ()):
             check_device(device)

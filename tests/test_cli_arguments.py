@@ -184,6 +184,12 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         (["serve", "--workers", "0", "--device", "cuda:0"], "--device is for the workers the engine starts, and with"),
         (["serve", "--workers", "0", "--startup-timeout", "600"], "--startup-timeout is for the workers the engine"),
         (["serve", "--workers", "0", "--device", "cpu", "--startup-timeout", "9"], "--startup-timeout are for the"),
+        # round-robin: the second device got no worker
+        (
+            ["serve", "--workers", "1", "--device", "cpu", "--device", "mps"],
+            "--device mps: --workers 1 run on cpu alone",
+        ),
+        (["serve", "--workers", "3", *("--device", "cpu") * 3, "--device", "cuda:1"], "--device cuda:1: --workers 3"),
         (["serve", "--launcher", "ray", "--workers", "0"], "with --workers 0 it has none to start"),
         # the engine loaded the embedder as it was built: a ValueError, or transformers' OSError, traceback
         (["serve", "--embedder", "clip"], "--embedder clip needs --embedder-path"),
@@ -735,6 +741,11 @@ def test_bench_cache_finds_its_prompt_folder_from_any_directory(tmp_path, monkey
     """Its --data is None unless given (a replay refuses it), the default filled in at run time."""
     monkeypatch.chdir(tmp_path)
     assert Path(cache_bench.INDEX_DEFAULTS["data"], "diffusiondb_5k.txt").exists()
+
+
+def test_as_many_devices_as_workers_are_taken_and_a_device_named_twice_is_one():
+    argv = ["serve", "--workers", "2", "--device", "cpu", "--device", "cpu", "--device", "cpu"]
+    assert engine_config(build_parser().parse_args(argv)).launch.devices == ("cpu", "cpu", "cpu")
 
 
 def test_the_launch_timeouts_left_unset_take_their_defaults():
