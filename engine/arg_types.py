@@ -201,6 +201,14 @@ def not_an_input(out: str | None, *inputs: str | None, flag: str = "--out") -> N
             raise UsageError(f"{flag} {out} is the input {path}: writing it would destroy what it is made from")
 
 
+def none_empty(args: argparse.Namespace, *flags: str) -> None:
+    """A flag given an empty value (a variable left unset: `--curve-secret "$SECRET"`) is a UsageError: read as the
+    flag left out, it ran the engine without CURVE, or with a bundled profile, without a word."""
+    for flag in flags:
+        if getattr(args, flag.removeprefix("--").replace("-", "_")) == "":
+            raise UsageError(f"{flag} is empty (a variable left unset?): give its value, or leave the flag out")
+
+
 def distinct_outputs(*outputs: tuple[str, str | None]) -> None:
     """Outputs (flag, path; None: not given) that name one file are a UsageError: each written whole as the command
     ended, the last replaced the others (`argus loadgen --records out --json out`: the records gone, exit 0). A

@@ -34,7 +34,9 @@ from engine.config import (
     DEFAULT_CLIENT_LISTEN,
     DEFAULT_IMAGE_URL_STORE_BYTES,
     DEFAULT_IMAGE_URL_TTL_S,
+    DEFAULT_RAY_CONNECT_TIMEOUT_S,
     DEFAULT_SAVE_INTERVAL_S,
+    DEFAULT_STARTUP_TIMEOUT_S,
     DEFAULT_WORKER_LISTEN,
     MAX_HEARTBEAT_TIMEOUT_S,
     MAX_IMAGE_URL_TTL_S,
@@ -81,7 +83,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--forwarded-allow-ips",
         type=comma_separated(ip_network),
-        default=[],
         metavar="ADDRS",
         help="the reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the"
         " client an HTTP request came from, for its share of the queue (default: none, the socket's address)",
@@ -202,8 +203,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--startup-timeout",
         type=positive_float,
-        default=180.0,
-        help="seconds a local worker or Ray actor has to start and say hello (load its model) before it is replaced",
+        help="seconds a local worker or Ray actor has to start and say hello (load its model) before it is replaced"
+        f" (default {DEFAULT_STARTUP_TIMEOUT_S:g}; not for --workers 0, which starts none)",
     )
     p.add_argument(
         "--shutdown-timeout",
@@ -257,8 +258,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ray-connect-timeout",
         type=positive_float,
-        default=60.0,
-        help="with --launcher ray: seconds to join the cluster or start a local one before the engine gives up",
+        help="with --launcher ray: seconds to join the cluster or start a local one before the engine gives up"
+        f" (default {DEFAULT_RAY_CONNECT_TIMEOUT_S:g})",
     )
     p.add_argument(
         "--ray-connect",
@@ -281,8 +282,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    api_keys = checked_api_keys(args.api_key, args.api_keys)
     check_serve_args(args)
+    api_keys = checked_api_keys(args.api_key, args.api_keys)
     return EngineConfig(
         host=args.host,
         port=args.port,
@@ -295,7 +296,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             model=args.model,
             time_scale=1.0 if args.time_scale is None else args.time_scale,
             max_batch=args.max_batch,
-            startup_timeout_s=args.startup_timeout,
+            startup_timeout_s=DEFAULT_STARTUP_TIMEOUT_S if args.startup_timeout is None else args.startup_timeout,
             log_level=args.log_level,
             log_format=args.log_format,
         ),
@@ -328,7 +329,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_connections=args.max_connections,
         api_keys=api_keys,
         public_url=args.public_url,
-        forwarded_allow_ips=tuple(args.forwarded_allow_ips),
+        forwarded_allow_ips=tuple(args.forwarded_allow_ips or ()),
         image_url_ttl_s=args.image_url_ttl,
         image_url_store_bytes=args.image_url_store_bytes,
         curve_secret_file=args.curve_secret,
@@ -336,7 +337,9 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         curve_workers_dir=args.curve_allow_workers,
         launcher=args.launcher,
         ray_address=args.ray_address,
-        ray_connect_timeout_s=args.ray_connect_timeout,
+        ray_connect_timeout_s=(
+            DEFAULT_RAY_CONNECT_TIMEOUT_S if args.ray_connect_timeout is None else args.ray_connect_timeout
+        ),
         ray_connect=args.ray_connect,
     )
 
@@ -361,7 +364,7 @@ def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     from engine.server import Engine
 
     config = engine_config(args)
-    allow_engine_open_files(args.workers, args.max_queue)
+    allow_engine_open_files(args.workers, args.max_queue, args.max_connections)
     # what start-up built lives as long as the process: spare full collections the walk over it
     gc.collect()
     gc.freeze()

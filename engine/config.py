@@ -43,6 +43,10 @@ DEFAULT_IMAGE_URL_STORE_BYTES = 256 * 1024 * 1024
 MAX_IMAGE_URL_TTL_S = 7 * 24 * 3600
 # time enough for a ZeroMQ client whose connection dropped to connect again (--client-gone-grace)
 DEFAULT_CLIENT_GONE_GRACE_S = 10.0
+# a local worker or Ray actor that has not said hello this long after its start is replaced (--startup-timeout)
+DEFAULT_STARTUP_TIMEOUT_S = 180.0
+# ray.init waits for ever on a cluster it cannot reach (--ray-connect-timeout)
+DEFAULT_RAY_CONNECT_TIMEOUT_S = 60.0
 # the ZeroMQ doors, on loopback: clients', and remote workers'
 DEFAULT_CLIENT_LISTEN = "tcp://127.0.0.1:5555"
 DEFAULT_WORKER_LISTEN = "tcp://127.0.0.1:5556"
@@ -63,7 +67,7 @@ class LaunchConfig:
     model: str | None = None
     time_scale: float = 1.0
     max_batch: int | None = None
-    startup_timeout_s: float = 180.0
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     restart_backoff_s: float = 1.0
     max_restart_backoff_s: float = 30.0
     # the engine's `argus --log-level` and `--log-format`, which its workers log with too
@@ -173,5 +177,5 @@ class EngineConfig:
     image_url_store_bytes: int = DEFAULT_IMAGE_URL_STORE_BYTES
     launcher: str = "local"  # local | ray
     ray_address: str | None = None  # None: a Ray instance of our own, loopback only
-    ray_connect_timeout_s: float = 60.0  # ray.init waits for ever on a cluster it cannot reach
+    ray_connect_timeout_s: float = DEFAULT_RAY_CONNECT_TIMEOUT_S
     ray_connect: str | None = None  # the worker address Ray actors dial; None: the first TCP worker_listen

@@ -18,11 +18,13 @@ FILES_PER_WORKER = 2
 SPARE_OPEN_FILES = 1024
 
 
-def allow_engine_open_files(workers: int, max_queue: int) -> None:
+def allow_engine_open_files(workers: int, max_queue: int, max_connections: int | None = None) -> None:
     """Raises the soft limit on open files as far as the hard one goes, and says what a hard limit under 65,536 bounds:
     a WARNING when this configuration's workers and a full queue need more, else INFO. Every start of a dev engine
-    under a hard limit of 20,000 warned, where that bounds a thousand workers and their clients many times over."""
-    needed = workers * FILES_PER_WORKER + max_queue + SPARE_OPEN_FILES
+    under a hard limit of 20,000 warned, where that bounds a thousand workers and their clients many times over.
+    `max_connections`: --max-connections, whose HTTP connections need their files too (raised to 65,536 alone, a
+    larger bound ran out of files before it was reached)."""
+    needed = workers * FILES_PER_WORKER + max(max_queue, max_connections or 0) + SPARE_OPEN_FILES
     if allow_open_files(max(needed, ENGINE_OPEN_FILES)):
         return
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

@@ -8,10 +8,11 @@ import importlib.util
 import ipaddress
 import os
 import re
+import resource
 
 from controller.profiles import LatencyProfile
 from engine.api_keys import ApiKeys, key_problem
-from engine.arg_types import UsageError, host_memory_bytes
+from engine.arg_types import UsageError, host_memory_bytes, none_empty
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.table_file import TableFile, checked_table_file
 from engine.cache_dir import cache_dir_problem
@@ -37,6 +38,21 @@ def check_serve_args(args: argparse.Namespace) -> None:
         # a variable left unset (--host "$HOST"): asyncio takes "" for every interface, IPv4's and IPv6's, where the
         # default is loopback only, and the engine logged its address as http://:8000
         raise UsageError("--host is empty: give an address to listen on (0.0.0.0 or :: for every interface)")
+    none_empty(
+        args,
+        "--model",
+        "--latency-profile",
+        "--quality-profile",
+        "--predictor",
+        "--embedder-path",
+        "--api-keys",
+        "--ray-address",
+        "--curve-secret",
+        "--curve-allow",
+        "--curve-allow-workers",
+    )
+    if args.forwarded_allow_ips == []:  # no address in it: trusted no proxy, as the flag left out
+        raise UsageError("--forwarded-allow-ips names no address (a variable left unset?): give one, or leave it out")
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
     for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):
@@ -61,9 +77,16 @@ def check_serve_args(args: argparse.Namespace) -> None:
             f" {args.image_url_ttl:,.10g} (it counts seconds, not ms)"
         )
     memory = host_memory_bytes()
-    if memory is not None and args.image_url_store_bytes > memory:
+    # the engine would be killed for its memory as the store, or the prompt cache, filled
+    for flag, size in (("--image-url-store-bytes", args.image_url_store_bytes), ("--cache-bytes", args.cache_bytes)):
+        if memory is not None and size is not None and size > memory:
+            raise UsageError(f"{flag} {size:,} is more than this host's memory ({memory:,} bytes)")
+    hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if args.max_connections and hard_files != resource.RLIM_INFINITY and args.max_connections > hard_files:
+        # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)
         raise UsageError(
-            f"--image-url-store-bytes {args.image_url_store_bytes:,} is more than this host's memory ({memory:,} bytes)"
+            f"--max-connections {args.max_connections:,} is more than this process may hold open files"
+            f" ({hard_files:,}, ulimit -Hn): give fewer, or raise the limit"
         )
     if args.max_queue > MAX_QUEUE:
         raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
@@ -74,18 +97,43 @@ def check_serve_args(args: argparse.Namespace) -> None:
         if args.launcher != "ray":
             check_model(args.model)
     check_backend_flags(args.backend, args.model, args.device, args.time_scale)
+    if args.workers and args.device:
+        # round-robin: past the --workers, a device got no worker, without a word
+        used = args.device[: args.workers]
+        unused = [device for device in dict.fromkeys(args.device) if device not in used]
+        if unused:
+            raise UsageError(
+                f"--device {' '.join(unused)}: --workers {args.workers} run on {' '.join(dict.fromkeys(used))} alone"
+                " (one each, round-robin): add workers, or drop it"
+            )
     if args.workers and args.launcher != "ray":  # Ray places its actors on hosts of their own, with their devices
         for device in dict.fromkeys(args.device or ()):
             check_device(device)
     _check_embedder(args)
+    if args.policy == "nirvana" and args.predictor is not None:
+        # read, checked, and never asked: NIRVANA's level is the similarity table's (controller/policies.py)
+        raise UsageError("--policy nirvana picks each prompt's level by the similarity table alone: drop --predictor")
     if args.launcher == "ray":
         if not args.workers:
             raise UsageError("--launcher ray starts --workers as Ray actors: with --workers 0 it has none to start")
         # found now, not once the engine is up and its launcher first imports it
         if importlib.util.find_spec("ray") is None:
             raise UsageError("--launcher ray needs Ray, which is not installed: pip install -e '.[ray]'")
-    elif args.ray_address or args.ray_connect:
-        raise UsageError("--ray-address and --ray-connect go with --launcher ray")
+    elif args.ray_address or args.ray_connect or args.ray_connect_timeout is not None:
+        raise UsageError("--ray-address, --ray-connect and --ray-connect-timeout go with --launcher ray")
+    if not args.workers:
+        # only the launcher reads them, for the workers it starts; a worker started by hand has its own --device
+        ignored = [
+            flag
+            for flag, given in (("--device", args.device), ("--startup-timeout", args.startup_timeout is not None))
+            if given
+        ]
+        if ignored:
+            many = len(ignored) > 1
+            raise UsageError(
+                f"{' and '.join(ignored)} {'are' if many else 'is'} for the workers the engine starts, and with"
+                f" --workers 0 it starts none: drop {'them' if many else 'it'}"
+            )
 
 
 def _check_listeners_apart(args: argparse.Namespace) -> None:

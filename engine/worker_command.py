@@ -13,6 +13,7 @@ from engine.arg_types import (
     client_keys,
     engine_address,
     non_negative_float,
+    none_empty,
     positive_float,
     positive_int,
     torch_device,
@@ -62,7 +63,8 @@ def add_worker_command(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         metavar="S",
         help="a batch that shows no denoising step for S seconds stops being vouched for by heartbeats, so the"
-        f" engine counts the worker hung (default {DEFAULT_STALL_TIMEOUT_S:g}; raise it for very slow steps)",
+        f" engine counts the worker hung (default {DEFAULT_STALL_TIMEOUT_S:g}; raise it for very slow steps); not for"
+        " sim, which runs no model",
     )
     p.add_argument("--curve-key", metavar="FILE", help="this worker's .key_secret file (engine requires CURVE)")
     p.add_argument("--curve-server-key", metavar="FILE", help="the engine's public .key file")
@@ -131,11 +133,15 @@ def check_worker_backend(
 
 def check_worker_args(args: argparse.Namespace) -> None:
     """Refuses what would start and then fail, or silently ignore a flag."""
+    none_empty(args, "--model", "--curve-key", "--curve-server-key")
     if args.count != 1:
         if args.backend != "sim":
             raise UsageError("--count runs simulated workers only: add --backend sim")
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
+    if args.backend == "sim" and args.stall_timeout:
+        # a simulated run shows a step every few tens of ms as it sleeps: no stretch without one for the flag to bound
+        raise UsageError("--stall-timeout bounds a model's stretch without a denoising step; the sim backend runs none")
     check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
     if args.worker_id is not None and (problem := worker_id_problem(args.worker_id)):
         # an empty id quietly became the default (host and pid)

@@ -3,6 +3,7 @@ naming the option, before starting anything."""
 
 import json
 import re
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from command_names import command_name
 from model_folders import save_model_folder
 
+from engine import open_files
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.cli import UsageError, build_parser, engine_config, main
 from engine.config import LaunchConfig
@@ -167,6 +169,8 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         (["serve", "--image-url-ttl", "3600000"], "--image-url-ttl is at most 604,800 s (a week"),
         # more than any host has (2^62 bytes): the engine would be killed for its memory as the store filled
         (["serve", "--image-url-store-bytes", str(2**62)], "is more than this host's memory"),
+        # accepted: the engine would be killed for its memory as the cache filled, hours in
+        (["serve", "--cache-bytes", str(2**62)], f"--cache-bytes {2**62:,} is more than this host's memory"),
         (["serve", "--backend", "sdxl", "--workers", "1"], "--backend sdxl needs --model"),
         (["serve", "--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
         # tiny (the default) and sim read no model: the tiny model's pictures were served as if from the SD-XL one
@@ -174,6 +178,18 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         (["serve", "--backend", "sim", "--model", "/models/sdxl"], "--model is read by the sdxl backend only, not sim"),
         (["serve", "--ray-address", "10.0.0.9:6379"], "go with --launcher ray"),
         (["serve", "--ray-connect", "tcp://10.0.0.5:5556"], "go with --launcher ray"),
+        # accepted and ignored: the local launcher joins no cluster
+        (["serve", "--ray-connect-timeout", "300"], "--ray-connect-timeout go with --launcher ray"),
+        # accepted and ignored: only a launcher reads them, for the workers it starts
+        (["serve", "--workers", "0", "--device", "cuda:0"], "--device is for the workers the engine starts, and with"),
+        (["serve", "--workers", "0", "--startup-timeout", "600"], "--startup-timeout is for the workers the engine"),
+        (["serve", "--workers", "0", "--device", "cpu", "--startup-timeout", "9"], "--startup-timeout are for the"),
+        # round-robin: the second device got no worker
+        (
+            ["serve", "--workers", "1", "--device", "cpu", "--device", "mps"],
+            "--device mps: --workers 1 run on cpu alone",
+        ),
+        (["serve", "--workers", "3", *("--device", "cpu") * 3, "--device", "cuda:1"], "--device cuda:1: --workers 3"),
         (["serve", "--launcher", "ray", "--workers", "0"], "with --workers 0 it has none to start"),
         # the engine loaded the embedder as it was built: a ValueError, or transformers' OSError, traceback
         (["serve", "--embedder", "clip"], "--embedder clip needs --embedder-path"),
@@ -200,6 +216,8 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         # every image exact: the predictor was never asked for a level, nor the quality profile's levels planned
         (["serve", "--no-cache", "--predictor", "/tmp/k.json"], "--no-cache keeps no prompt cache: drop --predictor"),
         (["serve", "--no-cache", "--quality-profile", "q.jsonl"], "--no-cache keeps no prompt cache: drop --quality-"),
+        # read and checked, then never asked for a level
+        (["serve", "--policy", "nirvana", "--predictor", "k.json"], "--policy nirvana picks each prompt's level by"),
         # a cache of no room: every image was a miss, the engine saying nothing of it
         (["serve", "--cache-bytes", "0"], "--cache-bytes 0 holds no latent in memory, and no --cache-dir-bytes"),
         (["serve", "--cache-bytes", "0", "--cache-dir", "/tmp"], "Give --no-cache for none"),
@@ -418,6 +436,8 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
         (["--backend", "sim", "--count", "4", "--device", "cuda:3"], "use no --device, --threads"),
         (["--backend", "sim", "--count", "4", "--threads", "2"], "use no --device, --threads"),
         (["--backend", "sim", "--count", "4", "--stall-timeout", "9"], "--threads or --stall-timeout"),
+        # accepted and ignored: a lone sim worker shows a step as it sleeps, every 50 ms
+        (["--backend", "sim", "--stall-timeout", "9"], "--stall-timeout bounds a model's stretch without a denois"),
         (["--backend", "tiny", "--time-scale", "0.1"], "--time-scale scales the sim backend"),
         (["--model", "/models/sdxl"], "--model is read by the sdxl backend only, not tiny"),
         # the ZeroMQ identity (id, "/", 8 hex digits) would pass 255 bytes: the worker died as it connected
@@ -434,6 +454,34 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
 def test_worker_refuses_flags_it_would_ignore_or_fail_on(argv, says):
     with pytest.raises(UsageError, match=re.escape(says)):
         check_worker_args(build_parser().parse_args(WORKER + argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # a variable left unset read as the flag left out: no CURVE, a bundled profile, the default model
+        ["serve", "--curve-secret", "", "--curve-allow", ""],
+        ["serve", "--curve-secret", "{keys}/engine.key_secret", "--curve-allow", "{keys}", "--curve-allow-workers", ""],
+        ["serve", "--latency-profile", ""],
+        ["serve", "--quality-profile", ""],
+        ["serve", "--predictor", ""],
+        ["serve", "--embedder", "minilm", "--embedder-path", ""],
+        ["serve", "--launcher", "ray", "--ray-address", ""],
+        ["serve", "--model", ""],
+        ["serve", "--forwarded-allow-ips", ""],
+        # read as the current directory: ".: Is a directory", naming no flag
+        ["serve", "--api-keys", ""],
+        [*WORKER, "--curve-key", "", "--curve-server-key", ""],
+        [*WORKER, "--model", ""],
+    ],
+    ids=lambda argv: argv[argv.index("") - 1],
+)
+def test_an_empty_value_is_refused_naming_its_flag(argv, tmp_path):
+    create_key_files(str(tmp_path), "engine")
+    args = build_parser().parse_args([part.replace("{keys}", str(tmp_path)) for part in argv])
+    flag = argv[argv.index("") - 1]
+    with pytest.raises(UsageError, match=f"^{flag} (is empty|names no address) \\(a variable left unset\\?\\)"):
+        engine_config(args) if argv[0] == "serve" else check_worker_args(args)
 
 
 def test_worker_accepts_the_longest_id_that_fits():
@@ -693,3 +741,35 @@ def test_bench_cache_finds_its_prompt_folder_from_any_directory(tmp_path, monkey
     """Its --data is None unless given (a replay refuses it), the default filled in at run time."""
     monkeypatch.chdir(tmp_path)
     assert Path(cache_bench.INDEX_DEFAULTS["data"], "diffusiondb_5k.txt").exists()
+
+
+def test_as_many_devices_as_workers_are_taken_and_a_device_named_twice_is_one():
+    argv = ["serve", "--workers", "2", "--device", "cpu", "--device", "cpu", "--device", "cpu"]
+    assert engine_config(build_parser().parse_args(argv)).launch.devices == ("cpu", "cpu", "cpu")
+
+
+def test_the_launch_timeouts_left_unset_take_their_defaults():
+    config = engine_config(build_parser().parse_args(["serve"]))
+    assert (config.launch.startup_timeout_s, config.ray_connect_timeout_s) == (180.0, 60.0)
+
+
+def test_max_connections_past_the_limit_on_open_files_is_refused():
+    """The engine ran out of files before the bound was reached: no worker started again, no /health answered."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files here")
+    with pytest.raises(UsageError, match=f"^--max-connections {hard + 1:,} is more than this process may hold open"):
+        engine_config(build_parser().parse_args(["serve", "--max-connections", str(hard + 1)]))
+    assert engine_config(build_parser().parse_args(["serve", "--max-connections", str(hard)])).max_connections == hard
+
+
+def test_the_engine_asks_for_the_open_files_its_max_connections_hold(monkeypatch):
+    """Raised to 65,536 whatever the bound, a larger one ran out of files before it was reached."""
+    asked = []
+    monkeypatch.setattr(open_files, "allow_open_files", lambda needed: asked.append(needed) or True)
+    open_files.allow_engine_open_files(2, 1024, max_connections=200_000)
+    open_files.allow_engine_open_files(2, 1024)
+    assert asked == [
+        200_000 + 2 * open_files.FILES_PER_WORKER + open_files.SPARE_OPEN_FILES,
+        open_files.ENGINE_OPEN_FILES,
+    ]

@@ -206,8 +206,10 @@ def test_serve_checks_every_device_its_local_workers_run_on(one_cuda_device):
     assert engine_config(build_parser().parse_args(serve)).launch.devices == ("cuda:0",)
     with pytest.raises(UsageError, match="^--device cuda:1: torch sees 1 CUDA devices here"):
         engine_config(build_parser().parse_args([*serve, "--device", "cuda:1"]))
-    # no local worker runs on it: the engine alone, or workers that connect from their own hosts
-    assert engine_config(build_parser().parse_args([*serve, "--device", "cuda:1", "--workers", "0"]))
+    # no local worker runs on it, so it is refused as ignored (not as missing here): workers that connect from their
+    # own hosts take their own --device
+    with pytest.raises(UsageError, match="^--device is for the workers the engine starts"):
+        engine_config(build_parser().parse_args([*serve, "--device", "cuda:1", "--workers", "0"]))
 
 
 def test_serve_refuses_a_cuda_device_in_one_line_without_starting_a_worker(tmp_path):
