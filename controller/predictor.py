@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from controller.profiles import QualitySample
+from controller.quality_samples import QualitySample
 from controller.similarity import SimilarityTable
 from controller.versioned import fields_of, read_versioned, write_versioned
 

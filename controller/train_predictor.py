@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from controller.predictor import Lookup, TrainedPredictor
-from controller.profiles import (
+from controller.quality_samples import (
     QualitySample,
     embedder_mismatch,
     profiled_embedder,

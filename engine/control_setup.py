@@ -9,14 +9,9 @@ from dataclasses import dataclass
 from controller.allocation import Allocator, allocate
 from controller.policies import Policy, make_policy
 from controller.predictor import SimilarityPredictor, TrainedPredictor
-from controller.profiles import (
-    DegradationMatrix,
-    LatencyProfile,
-    QualityModel,
-    embedder_mismatch,
-    embedder_model_mismatch,
-)
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.quality_estimate import QualityEstimate
+from controller.quality_samples import embedder_mismatch, embedder_model_mismatch
 from controller.similarity import SimilarityTable
 from controller.versioned import DATA_DIR
 from controller.window import Controller, ControllerConfig

@@ -9,7 +9,8 @@ import pytest
 
 from controller import train_predictor
 from controller.predictor import Lookup, SimilarityPredictor, TrainedPredictor, stored_level_at_most
-from controller.profiles import QualityModel, QualitySample
+from controller.profiles import QualityModel
+from controller.quality_samples import QualitySample
 from controller.similarity import SimilarityTable
 from engine.cli import main
 

@@ -8,7 +8,8 @@ import statistics
 
 import pytest
 
-from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel, QualitySample, read_quality_samples
+from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
+from controller.quality_samples import QualitySample, read_quality_samples
 from controller.similarity import SimilarityTable
 from controller.versioned import write_versioned
 

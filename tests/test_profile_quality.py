@@ -10,7 +10,7 @@ from tiny_models import save_tiny_clip
 
 from controller import profile_quality
 from controller.profile_quality import SAMPLES_KIND
-from controller.profiles import read_quality_samples
+from controller.quality_samples import read_quality_samples
 from controller.versioned import read_versioned
 from engine.cli import build_parser, main
 from engine_process import ROOT

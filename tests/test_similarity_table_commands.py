@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.profiles import QualityModel, QualitySample
+from controller.profiles import QualityModel
+from controller.quality_samples import QualitySample
 from controller.similarity import SimilarityTable
 from engine.cli import main
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from controller.predictor import Lookup
-from controller.profiles import DegradationMatrix, QualityModel, QualitySample
+from controller.profiles import DegradationMatrix, QualityModel
+from controller.quality_samples import QualitySample
 from controller.similarity import SimilarityTable
 from engine.arg_types import UsageError
 from engine.cli import build_parser, engine_config, main
