@@ -345,9 +345,10 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 
 
 def _serve(args: argparse.Namespace, held: HeldStopSignals | None = None) -> int:
-    """`held`: SIGTERM and SIGINT held since the process started (engine/__main__.py); held from now if None (`python
-    -m engine.cli serve`, or a test calling main()): landing in the imports, the checks or the engine's build, they
-    ended the process there (SIGTERM left its temporary folder behind) or printed a traceback (SIGINT)."""
+    """`held`: SIGTERM, SIGINT and SIGHUP held since the process started (engine/__main__.py); held from now if None
+    (`python -m engine.cli serve`, or a test calling main()): landing in the imports, the checks or the engine's build,
+    they ended the process there (SIGTERM and SIGHUP left its temporary folder behind) or printed a traceback
+    (SIGINT)."""
     if held is None:
         held = HeldStopSignals()
     try:

@@ -224,6 +224,8 @@ class DispatchTiming:
                         )
                         yield costlier
                     before -= kept.drop(costlier.request)  # its other images kept before this job go with it
+                    if job.request.done:  # it shed an image of its own request: no other is shed for one answered
+                        break
                 if not self.still_wanted(job, now, wait, wait + before / workers):
                     before -= kept.drop(job.request)
                     yield job

@@ -24,7 +24,8 @@ def allow_engine_open_files(workers: int, max_queue: int, max_connections: int |
     under a hard limit of 20,000 warned, where that bounds a thousand workers and their clients many times over.
     `max_connections`: --max-connections, whose HTTP connections need their files too (raised to 65,536 alone, a
     larger bound ran out of files before it was reached)."""
-    needed = workers * FILES_PER_WORKER + max(max_queue, max_connections or 0) + SPARE_OPEN_FILES
+    connections = max(max_queue, max_connections or 0)
+    needed = workers * FILES_PER_WORKER + connections + SPARE_OPEN_FILES
     if allow_open_files(max(needed, ENGINE_OPEN_FILES)):
         return
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -32,17 +33,15 @@ def allow_engine_open_files(workers: int, max_queue: int, max_connections: int |
         f"this process may hold at most {hard} open files (ulimit -Hn): past about that many workers, HTTP connections"
         " and ZeroMQ clients in all, it takes no more and leaves HTTP unanswered"
     )
+    # named by what counted: a need set by --max-connections was said to be the full queue's
+    held = f"a full queue (--max-queue {max_queue})" if connections == max_queue else f"--max-connections {connections}"
     log = logging.getLogger("argus.engine")
     if hard < needed:
         log.warning(
-            "%s; --workers %d and a full queue (--max-queue %d) need about %d: raise the hard limit to at least that",
-            bound,
-            workers,
-            max_queue,
-            needed,
+            "%s; --workers %d and %s need about %d: raise the hard limit to at least that", bound, workers, held, needed
         )
     else:
-        log.info("%s (--workers %d and a full queue need about %d)", bound, workers, needed)
+        log.info("%s (--workers %d and %s need about %d)", bound, workers, held, needed)
 
 
 def http_connection_bound(workers: int) -> int:

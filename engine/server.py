@@ -345,9 +345,9 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------
     async def run(self, held: HeldStopSignals | None = None) -> None:
-        """Serves until a stop signal, then drains. `held`: the stop signals held while the engine was imported
-        and built (engine/stop_signals.py): one that came then stops it before it serves, and they are held again
-        once the loop is done with them."""
+        """Serves until a stop signal, then drains. `held`: the signals held while the engine was imported and built
+        (engine/stop_signals.py): a stop that came then stops it before it serves, a SIGHUP has the keys read again
+        once it serves, and they are held again once the loop is done with them."""
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)

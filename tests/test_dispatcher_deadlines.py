@@ -122,6 +122,27 @@ async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_
     assert all(isinstance(r.future.result(), Images) for r in (first_hit, miss, second_hit))
 
 
+async def test_an_image_that_shed_its_own_request_sheds_no_other():
+    """An image late behind the costlier images of its own request shed one of them, answering its own request, and
+    went on shedding others' images, for a request already answered: each such request was answered
+    deadline_exceeded for nothing."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, slo_s=4.2)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    first = h.request(slo_ms=2_200, prompt="first")  # a miss to start by 1.2 s: it goes first, and ends at 2 s
+    pair = h.request(n=2, slo_ms=4_000, level=25, k_star=25, prompt="pair")  # its miss starts by 3 s, its hit by 3.5 s
+    for prompt in ("patient", "patient too"):  # no deadline: ranked as due at 4.2 s, so between the pair's images
+        h.request(prompt=prompt)
+    h.dispatcher.sweep()  # the pair's hit would end at 5.5 s: it sheds its own miss, and can end at 4.5 s at best
+    await settle()
+    assert pair.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
+    assert not first.done
+    h.clock.now += 1
+    h.finish(a, h.batches()[-1])
+    assert h.batches()[-1].items[0].request_id == first.jobs[0].job_id
+
+
 async def test_a_request_without_a_deadline_is_never_shed():
     """A request sent without slo_ms is never answered deadline_exceeded (docs/architecture.md): a pipeline's miss
     queued before two hits with deadlines was answered 504 deadline_exceeded, shed so that the hits made theirs."""

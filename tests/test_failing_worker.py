@@ -237,13 +237,7 @@ def test_a_worker_taken_out_in_a_row_stays_out_twice_as_long_each_time_until_an_
 
 async def test_a_worker_out_again_after_probation_is_said_to_have_failed_every_batch_since_its_last_image(caplog):
     """Its count stands while it is out: the line taking it out again counted 3 batches whatever it had failed."""
-    h = Harness()
-    h.dispatcher.restart = lambda worker: False  # started by hand
-    workers = {name: h.add_worker(name, max_batch=1) for name in "ab"}
-    answered = set()
-    while workers["b"].ready:  # b fails every batch it is sent, a serves
-        h.request()
-        answer_new_batches(h, workers, answered, failing={"b"})
+    h, workers, answered = taken_out_for_failing()
     assert "worker b failed 3 batches in a row: out of rotation for 10 s" in caplog.messages[-1]
     h.clock.now += 10
     h.dispatcher.sweep()
@@ -259,13 +253,7 @@ async def test_a_batch_that_says_nothing_of_a_worker_on_probation_keeps_it_in_ro
     """Back in rotation, a worker whose next batch failed nothing and made nothing (its request cancelled, the batch
     lost on the link or not the worker's to run) was taken out again for twice as long, said to have failed the
     batches it had failed before."""
-    h = Harness()
-    h.dispatcher.restart = lambda worker: False  # started by hand
-    workers = {name: h.add_worker(name, max_batch=1) for name in "ab"}
-    answered = set()
-    while workers["b"].ready:  # b fails every batch it is sent, a serves
-        h.request()
-        answer_new_batches(h, workers, answered, failing={"b"})
+    h, workers, answered = taken_out_for_failing()
     h.clock.now += 10
     h.dispatcher.sweep()
     assert workers["b"].ready
@@ -286,6 +274,19 @@ async def test_a_batch_that_says_nothing_of_a_worker_on_probation_keeps_it_in_ro
     h.dispatcher.cancel(request)
     h.dispatcher.batch_done(workers["b"], BatchDone(batch.batch_id, outcomes))
     assert workers["b"].ready
+
+
+def taken_out_for_failing() -> tuple[Harness, dict, set]:
+    """Workers a and b started by hand, b taken out of rotation for failing every batch it was sent while a served:
+    the harness, the workers by name, and the ids of the batches answered."""
+    h = Harness()
+    h.dispatcher.restart = lambda worker: False  # started by hand
+    workers = {name: h.add_worker(name, max_batch=1) for name in "ab"}
+    answered = set()
+    while workers["b"].ready:  # b fails every batch it is sent, a serves
+        h.request()
+        answer_new_batches(h, workers, answered, failing={"b"})
+    return h, workers, answered
 
 
 def answer_new_batches(h: Harness, workers: dict, answered: set, failing: set[str]) -> None:

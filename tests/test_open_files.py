@@ -87,3 +87,12 @@ def test_a_hard_limit_the_configuration_fits_in_is_told_without_a_warning():
     told = [line for line in said if "may hold at most 4096 open files (ulimit -Hn)" in line]
     assert len(told) == 1 and " INFO " in told[0], said
     assert not [line for line in said if " WARNING " in line], said
+
+
+def test_a_need_set_by_max_connections_is_said_to_be_its():
+    """The files --max-connections needs were said to be the full queue's (--max-queue), which needs fewer: the line
+    sent its reader to the wrong flag."""
+    said = start_said(4096, "--workers", "0", "--max-connections", "4000")
+    warned = [line for line in said if "may hold at most 4096 open files (ulimit -Hn)" in line]
+    assert len(warned) == 1 and " WARNING " in warned[0], said
+    assert "--workers 0 and --max-connections 4000 need about 5024: raise the hard limit" in warned[0]
