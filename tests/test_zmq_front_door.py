@@ -281,10 +281,19 @@ def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(tmp_path):
     """The reply goes to the identity that asked: a reconnected client must keep it to get its reply."""
     engine = start_engine(tmp_path, "--time-scale", "0.5", backend="sim", workers=1)  # an image takes about 2.5 s
     proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
+
+    def drop_once_running() -> None:
+        # once the request is in flight, not after a fixed wait: a client slow to connect (a loaded machine) may not
+        # have sent it by then, and its one connection would never be cut
+        if wait_for(lambda: engine.metric("argus_running_images") == 1):
+            proxy.drop_all()
+
+    dropping = threading.Thread(target=drop_once_running)
     try:
         with ArgusClient(proxy.address, timeout_s=60) as client:
-            threading.Timer(1.0, proxy.drop_all).start()  # the request is in flight by then
+            dropping.start()
             reply = client.generate("a lighthouse at dusk", width=64, height=64)
+        dropping.join()
         assert isinstance(reply, Images)
         assert proxy.accepted >= 2  # the client did reconnect
     finally:
