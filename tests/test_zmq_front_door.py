@@ -201,7 +201,8 @@ def test_garbage_to_the_worker_socket_is_dropped_not_fatal(engine):
         ):
             sock.send_multipart(frames)
         replies = []
-        while sock.poll(500):
+        # the two answers, however long the engine takes to get to them (a loaded machine), then nothing more
+        while (len(replies) < 2 and sock.poll(30_000)) or sock.poll(500):
             replies.append(worker_side_codec().decode(sock.recv_multipart(copy=False)))
         # a stranger gets no welcome and no work: its well-formed heartbeat is answered with Rejoin (say hello
         # first), as a worker the engine dropped would be, and its hello of another version is Refused naming both
@@ -376,7 +377,8 @@ def test_replies_a_client_leaves_unread_are_bounded_and_counted(tmp_path):
                 time.sleep(0.05)
         dropped = engine.metric("argus_replies_dropped_total", reason="unread")
         received = 0
-        while client.poll(3000):
+        # each held reply, however long the engine takes to pass on the next (a loaded machine), then nothing more
+        while (received + dropped < requests and client.poll(30_000)) or client.poll(500):
             assert isinstance(codec.decode(client.recv_multipart()), Images)
             received += 1
         assert dropped > 0 and received + dropped == requests
