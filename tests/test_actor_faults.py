@@ -144,7 +144,7 @@ async def test_a_worker_started_while_the_launcher_stops_is_stopped_too(monkeypa
         assert await eventually(lambda: processes)
         # a worker with no engine to answer keeps saying hello until it is told to stop
         assert await asyncio.wait_for(processes[0].wait(), 30) in (0, -signal.SIGTERM)
-        await asyncio.wait_for(running, 5)
+        await asyncio.wait_for(running, 30)
     finally:
         running.cancel()
         for process in processes:

@@ -41,7 +41,7 @@ class ScriptedEngine:
         """Another engine on the address: the clients connect again, and what they had sent is lost."""
         self.socket.close()
         # libzmq lets the port go in its own thread, after close() returns
-        assert wait_for(self._rebound, timeout_s=10), f"{self.address} was not let go"
+        assert wait_for(self._rebound), f"{self.address} was not let go"
 
     def _rebound(self) -> bool:
         try:

@@ -219,7 +219,7 @@ def test_a_worker_of_another_backend_is_refused_before_it_loads_its_model(engine
         assert "loading the tiny backend" not in said, said
         # the engine names the worker, not the identity libzmq made up for the connection it asked on
         named = f"refusing worker gpu9 (pid {worker.pid}, asking before it loads its model): backend 'tiny'"
-        assert wait_for(lambda: named in engine.log(), timeout_s=10), engine.log()[-2000:]
+        assert wait_for(lambda: named in engine.log(), timeout_s=60), engine.log()[-2000:]
     finally:
         if worker.poll() is None:
             worker.kill()

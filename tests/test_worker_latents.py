@@ -108,7 +108,7 @@ def assert_warned_once(engine, about: str) -> None:
         return [line for line in engine.log().splitlines() if "WARNING" in line and about in line]
 
     # what an image brings is checked on the cache thread after its reply, with the next lookups at the latest
-    assert wait_for(warnings, timeout_s=10), engine.log()[-2000:]
+    assert wait_for(warnings, timeout_s=60), engine.log()[-2000:]
     assert len(warnings()) == 1 and f"worker {worker['name']} " in warnings()[0], warnings()
 
 

@@ -73,10 +73,12 @@ def _hellos_on_binding(context: zmq.Context, address: str) -> int:
     engine = context.socket(zmq.ROUTER)
     engine.bind(address)
     codec = engine_side_codec()
-    hellos = 0
-    # the burst queued for it; then one a second from each worker (a burst that never ends is not one)
-    ends = time.monotonic() + 3
-    while engine.poll(300) and time.monotonic() < ends:
+    hellos, ends = 0, None
+    # the burst queued for it, counted from its first message: a worker dials in within 100 ms of the bind, later when
+    # descheduled on a loaded machine (a first poll of 300 ms would then count no hello at all); then one a second from
+    # each worker (a burst that never ends is not one)
+    while engine.poll(30_000 if ends is None else 300) and (ends is None or time.monotonic() < ends):
+        ends = ends or time.monotonic() + 3
         _, *frames = engine.recv_multipart()
         hellos += isinstance(codec.decode(frames), Hello)
     engine.close(linger=0)

@@ -4,8 +4,10 @@ import asyncio
 import time
 
 
-async def eventually(condition, timeout_s: float = 10.0) -> bool:
-    """Whether `condition()` turned true within `timeout_s` (polled while the event loop runs)."""
+async def eventually(condition, timeout_s: float = 30.0) -> bool:
+    """Whether `condition()` turned true within `timeout_s` (polled while the event loop runs). The bound only sets how
+    long a failing test hangs: an event that comes late on a loaded machine (two cores shared among engines, workers
+    and the other test process) must not fail it, so it is as generous as wait_for's."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
