@@ -90,9 +90,15 @@ def test_a_connection_over_the_bound_is_documented_on_every_route(keyed):
     assert wait_for(lambda: keyed.metric("argus_http_connections") == 1)
     held = [socket.create_connection((address, int(port)), timeout=30) for _ in range(MAX_CONNECTIONS)]
     try:
-        for method, path, operation in listed:
-            status = answer(keyed, method, path, {"Authorization": f"Bearer {KEY}"})
-            assert status == 503 and 503 in documented(operation), (path, status)
+        # answered as it connects, before any request is read, whatever route it would ask for: read without
+        # sending, as a request sent into the connection the engine closes at once may meet a broken pipe
+        with socket.create_connection((address, int(port)), timeout=30) as refused:
+            answered = b""
+            while chunk := refused.recv(4096):
+                answered += chunk
+        assert answered.startswith(b"HTTP/1.1 503 "), answered[:80]
+        for _, path, operation in listed:
+            assert 503 in documented(operation), path
     finally:
         for connection in held:
             connection.close()
