@@ -81,6 +81,7 @@ class TrainedPredictor:
     provenance: str
     embedder: str | None = None  # whose similarities it was fit on (None: its samples did not say)
     embedder_identity: str | None = None  # which model of that embedder (engine.cache.embedders.embedder_identity)
+    model: str | None = None  # the model its samples' images were made on (workers/model_id.py)
 
     def __post_init__(self) -> None:
         # checked here, not at the first cache hit: a malformed file would fail every request served from a neighbour
@@ -100,6 +101,8 @@ class TrainedPredictor:
             raise ValueError(f"embedder {self.embedder!r} is not an embedder's name")
         if not isinstance(self.embedder_identity, str | None):
             raise ValueError(f"embedder_identity {self.embedder_identity!r} is not an embedder model's identity")
+        if not isinstance(self.model, str | None):
+            raise ValueError(f"model {self.model!r} is not a model's identity")
 
     def probability(self, level: int, lookup: Lookup) -> float:
         """P(quality >= target) for this prompt served at `level` from its neighbour."""
@@ -127,6 +130,7 @@ class TrainedPredictor:
         provenance: str = "",
         embedder: str | None = None,
         embedder_identity: str | None = None,
+        model: str | None = None,
     ) -> TrainedPredictor:
         """One L2-regularised logistic regression per level on samples served from a neighbour (level > 0)."""
         if not (math.isfinite(l2) and l2 > 0):
@@ -157,6 +161,7 @@ class TrainedPredictor:
             provenance,
             embedder,
             embedder_identity,
+            model,
         )
 
     @classmethod
@@ -173,6 +178,7 @@ class TrainedPredictor:
                 data["provenance"],
                 data.get("embedder"),  # none in a predictor saved before it was kept
                 data.get("embedder_identity"),
+                data.get("model"),
             )
 
     def save(self, path: str | Path) -> None:
@@ -185,6 +191,7 @@ class TrainedPredictor:
             "min_probability": self.min_probability,
             "embedder": self.embedder,
             "embedder_identity": self.embedder_identity,
+            "model": self.model,
         }
         write_versioned(path, PREDICTOR_KIND, self.provenance, payload)
 

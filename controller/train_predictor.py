@@ -24,6 +24,7 @@ from controller.quality_samples import (
     embedder_mismatch,
     profiled_embedder,
     profiled_embedder_identity,
+    profiled_model,
     profiled_steps,
     read_quality_samples,
     steps_mismatch,
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         provenance=f"fit on {len(samples)} samples from {Path(args.samples).name}, target {args.target}%",
         embedder=embedder,
         embedder_identity=_said(args, profiled_embedder_identity, profiled),
+        model=_said(args, profiled_model, profiled),
     )
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
     if reference is not None:

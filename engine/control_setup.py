@@ -122,6 +122,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     measured_on = (
         (f"--latency-profile {policy_config.latency_profile}", profile.model),
         (f"--quality-profile {policy_config.quality_profile}", measured and measured.model),
+        (f"--predictor {policy_config.predictor}", getattr(predictor, "model", None)),
     )
     setup = ControlSetup(
         profile,

@@ -202,23 +202,27 @@ def test_profiles_measured_on_another_model_than_the_one_served_are_warned_of(tm
     """A profile of one model planned another's capacities and levels without a word. Not refused: a fine-tune is
     another model that runs as fast. An engine that knows its model as it starts says so then; else, once its first
     worker names it (engine/server.py)."""
-    latency, quality = tmp_path / "latency.json", tmp_path / "samples.jsonl"
+    latency, quality, predictor = tmp_path / "latency.json", tmp_path / "samples.jsonl", tmp_path / "predictor.json"
     latency.write_text(_latency(model="sim:0123456789abcdef"))
     quality.write_text(_samples_of_every_class(steps=50, model="sim:0123456789abcdef"))
-    policy = PolicyConfig(latency_profile=str(latency), quality_profile=str(quality))
+    every_level = {str(k): [0.0, 1.0, 0.0] for k in (5, 10, 15, 20, 25)}
+    predictor.write_text(_predictor(weights=every_level, model="sim:0123456789abcdef"))
+    policy = PolicyConfig(latency_profile=str(latency), quality_profile=str(quality), predictor=str(predictor))
     caplog.set_level(logging.INFO, logger="argus.controller")
     setup = build_control(EngineConfig(policy=policy, model_id=serves), now=0.0)
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
     if serves == "":
-        assert warned == []
+        assert warned() == []
         setup.warn_if_measured_elsewhere("sim:fedcba9876543210")
         serves = "sim:fedcba9876543210"
-        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     if serves == "sim:0123456789abcdef":
-        assert warned == []
+        assert warned() == []
     else:
-        assert warned == [
+        assert warned() == [
             f"--{flag} {path} was measured on model sim:0123456789abcdef, and the engine serves {serves}: the"
             " controller plans with another model's figures (measure this one, or mind the difference)"
-            for flag, path in (("latency-profile", latency), ("quality-profile", quality))
+            for flag, path in (("latency-profile", latency), ("quality-profile", quality), ("predictor", predictor))
         ]

@@ -157,13 +157,17 @@ def test_the_predictor_keeps_whose_similarities_its_samples_are(tmp_path, capsys
     """Fit on one embedder's similarities, a predictor chooses levels by that embedder's scale; it did not say which,
     so an engine of another embedder took it without a word (serve now refuses it: test_control_setup)."""
     clip_model = "clip:0123456789abcdef"
-    of_clip = [dataclasses.replace(s, embedder="clip", embedder_identity=clip_model) for s in _samples(200, seed=8)]
+    of_clip = [
+        dataclasses.replace(s, embedder="clip", embedder_identity=clip_model, model="sdxl:0123456789abcdef")
+        for s in _samples(200, seed=8)
+    ]
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in of_clip))
     out = tmp_path / "model.json"
     assert main(["train-predictor", str(samples), "--out", str(out)]) == 0
     assert TrainedPredictor.load(out).embedder == "clip"
     assert TrainedPredictor.load(out).embedder_identity == clip_model  # its model: serve refuses another's
+    assert TrainedPredictor.load(out).model == "sdxl:0123456789abcdef"  # serve warns of another's
     assert "similarities: the clip embedder" in capsys.readouterr().out
 
     # its table is scored on the samples' similarities: another embedder's table would be read on the wrong scale
