@@ -26,11 +26,8 @@ import numpy as np
 from controller.quality_samples import (
     QualitySample,
     embedder_mismatch,
+    made_with,
     model_identity,
-    profiled_embedder,
-    profiled_embedder_identity,
-    profiled_model,
-    profiled_steps,
     read_quality_samples,
     steps_mismatch,
 )
@@ -459,11 +456,12 @@ class DegradationMatrix:
         embedder's, or of another step count, are refused."""
         samples = read_quality_samples(path)
         try:
-            if problem := embedder_mismatch(profiled_embedder(samples), embedder):
+            made = made_with(samples)
+            if problem := embedder_mismatch(made.embedder, embedder):
                 raise ValueError(problem)  # its classes would be another embedder's bands of similarity
-            if problem := steps_mismatch(profiled_steps(samples), steps):
+            if problem := steps_mismatch(made.steps, steps):
                 raise ValueError(problem)
-            said = {"model": profiled_model(samples), "embedder_identity": profiled_embedder_identity(samples)}
-            return replace(cls.from_samples(samples, table, f"measured qualities from {Path(path).name}"), **said)
+            matrix = cls.from_samples(samples, table, f"measured qualities from {Path(path).name}")
+            return replace(matrix, model=made.model, embedder_identity=made.embedder_identity)
         except ValueError as error:  # a mismatch above, or a (class, level) it has none of: name the file
             raise ValueError(f"{path}: {error}") from None

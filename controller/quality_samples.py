@@ -40,31 +40,34 @@ class QualitySample:
     model: str | None = None
 
 
-def profiled_embedder(samples: Iterable[QualitySample]) -> str | None:
-    """The embedder the samples' similarities are from (None if none says): ValueError if they name several."""
-    return _one_named(samples, "embedder", "embedders", "their similarities are not comparable")
+@dataclass(frozen=True)
+class MadeWith:
+    """What every sample of a set says it was made with (QualitySample's fields of the name); None where none says."""
+
+    embedder: str | None
+    embedder_identity: str | None
+    steps: int | None
+    model: str | None
 
 
-def profiled_embedder_identity(samples: Iterable[QualitySample]) -> str | None:
-    """The embedder model the samples' similarities are from (None if none says): ValueError if they name several."""
-    return _one_named(samples, "embedder_identity", "embedder models", "their similarities are not comparable")
+# each of MadeWith's fields: what several of them are called, and why samples that say several are refused
+_SEVERAL = {
+    "embedder": ("embedders", "their similarities are not comparable"),
+    "embedder_identity": ("embedder models", "their similarities are not comparable"),
+    "steps": ("step counts", "a level is another share of the steps in each"),
+    "model": ("models", "their qualities are not one model's"),
+}
 
 
-def profiled_steps(samples: Iterable[QualitySample]) -> int | None:
-    """The step count N the samples were made with (None if none says): ValueError if they name several."""
-    return _one_named(samples, "steps", "step counts", "a level is another share of the steps in each")
-
-
-def profiled_model(samples: Iterable[QualitySample]) -> str | None:
-    """The model the samples were made on (None if none says): ValueError if they name several."""
-    return _one_named(samples, "model", "models", "their qualities are not one model's")
-
-
-def _one_named(samples: Iterable[QualitySample], field: str, what: str, why: str) -> Any:
-    named = sorted({value for sample in samples if (value := getattr(sample, field)) is not None})
-    if len(named) > 1:
-        raise ValueError(f"samples of several {what} ({', '.join(map(str, named))}): {why}")
-    return named[0] if named else None
+def made_with(samples: Iterable[QualitySample]) -> MadeWith:
+    """What the samples say they were made with: ValueError if they say several things of one (in _SEVERAL's order)."""
+    said: dict[str, Any] = {}
+    for field, (what, why) in _SEVERAL.items():
+        named = sorted({value for sample in samples if (value := getattr(sample, field)) is not None})
+        if len(named) > 1:
+            raise ValueError(f"samples of several {what} ({', '.join(map(str, named))}): {why}")
+        said[field] = named[0] if named else None
+    return MadeWith(**said)
 
 
 def embedder_model_mismatch(named: str | None, identity: str, model_flag: str) -> str | None:

@@ -16,16 +16,13 @@ import argparse
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from controller.predictor import Lookup, TrainedPredictor
 from controller.quality_samples import (
+    MadeWith,
     QualitySample,
     embedder_mismatch,
-    profiled_embedder,
-    profiled_embedder_identity,
-    profiled_model,
-    profiled_steps,
+    made_with,
     read_quality_samples,
     steps_mismatch,
 )
@@ -35,8 +32,6 @@ from engine.cache.embedders import EMBEDDERS
 from engine.cache.table_file import embedder_problem, given_table_file
 from engine.whole_files import written_or_exit
 from workers.limits import DEFAULT_STEPS
-
-T = TypeVar("T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     not_an_input(args.out, args.samples, args.similarity_table)
     profiled = read_user_file(read_quality_samples, args.samples)
-    _check_steps(args, profiled)
-    embedder = _embedder_of(args, profiled)
+    made = _made_with(args, profiled)
+    embedder = made.embedder
     reference, reference_name = _reference_table(args, embedder)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
@@ -99,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
         args.l2,
         provenance=f"fit on {len(samples)} samples from {Path(args.samples).name}, target {args.target}%",
         embedder=embedder,
-        embedder_identity=_said(args, profiled_embedder_identity, profiled),
-        model=_said(args, profiled_model, profiled),
+        embedder_identity=made.embedder_identity,
+        model=made.model,
     )
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
     if reference is not None:
@@ -114,29 +109,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedder_of(args: argparse.Namespace, samples: list[QualitySample]) -> str | None:
-    """The embedder the samples' similarities are from, which the predictor is kept with: `argus serve` refuses it
-    with another's. Another's table (--embedder) would be scored on similarities that are not its own."""
-    embedder = _said(args, profiled_embedder, samples)
-    if args.embedder and (problem := embedder_mismatch(embedder, args.embedder)):
-        raise UsageError(f"{args.samples}: {problem}")
-    return embedder
-
-
-def _check_steps(args: argparse.Namespace, samples: list[QualitySample]) -> None:
-    """The predictor says which of the engine's levels, steps of N = DEFAULT_STEPS, keep a prompt's quality: samples
-    made with another N would teach it what another share of the steps reused does."""
-    if problem := steps_mismatch(_said(args, profiled_steps, samples), DEFAULT_STEPS):
-        raise UsageError(f"{args.samples}: {problem}")
-
-
-def _said(args: argparse.Namespace, profiled: Callable[[list[QualitySample]], T], samples: list[QualitySample]) -> T:
-    """What every sample says (`profiled`: profiled_embedder, profiled_steps, ...): samples that say several things
-    are refused, naming the file."""
+def _made_with(args: argparse.Namespace, samples: list[QualitySample]) -> MadeWith:
+    """What the samples were made with, which the predictor is kept with (`argus serve` refuses it with another
+    embedder or embedder model). Refused, naming the file: samples that say several things of one; samples made with
+    another N than the engine's levels are steps of (DEFAULT_STEPS), which would teach the predictor what another
+    share of the steps reused does; samples of another embedder than --embedder, whose table would be scored on
+    similarities that are not its own."""
     try:
-        return profiled(samples)
+        made = made_with(samples)
     except ValueError as error:
         raise UsageError(f"{args.samples}: {error}") from None
+    if problem := steps_mismatch(made.steps, DEFAULT_STEPS):
+        raise UsageError(f"{args.samples}: {problem}")
+    if args.embedder and (problem := embedder_mismatch(made.embedder, args.embedder)):
+        raise UsageError(f"{args.samples}: {problem}")
+    return made
 
 
 def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[SimilarityTable | None, str]:

@@ -83,18 +83,18 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
             policy_config.quality_profile,
         )
     degradation = measured or DegradationMatrix.from_quality_model(model, table=table)
+    trained = None
     if policy_config.predictor:
-        predictor = read_user_file(TrainedPredictor.load, policy_config.predictor)
-        if problem := embedder_mismatch(predictor.embedder, embedder):
+        trained = read_user_file(TrainedPredictor.load, policy_config.predictor)
+        if problem := embedder_mismatch(trained.embedder, embedder):
             raise UsageError(f"{policy_config.predictor}: {problem}")  # its levels would be chosen on another scale
-        _check_predictor_levels(policy_config.predictor, predictor, table.levels)
-    else:
-        predictor = SimilarityPredictor(table)
+        _check_predictor_levels(policy_config.predictor, trained, table.levels)
+    predictor = trained or SimilarityPredictor(table)
     _check_embedder_models(
         config,
         (
             (policy_config.quality_profile, measured and measured.embedder_identity),
-            (policy_config.predictor, getattr(predictor, "embedder_identity", None)),
+            (policy_config.predictor, trained and trained.embedder_identity),
         ),
     )
     # without a prompt cache no prompt has a latent to resume from: level 0 alone can serve. Planned with the others,
@@ -122,7 +122,7 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     measured_on = (
         (f"--latency-profile {policy_config.latency_profile}", profile.model),
         (f"--quality-profile {policy_config.quality_profile}", measured and measured.model),
-        (f"--predictor {policy_config.predictor}", getattr(predictor, "model", None)),
+        (f"--predictor {policy_config.predictor}", trained and trained.model),
     )
     setup = ControlSetup(
         profile,
