@@ -320,6 +320,8 @@ class Dispatcher:
         if not self._timing.still_wanted(head, now, wait):
             return []
         batch = [head]
+        if self._on_last_try(head):
+            return batch
         key = head.key
         limit = self._timing.batch_limit(head, worker.hello.max_batch, now, wait)
         kept: deque[Job] = deque()
@@ -327,7 +329,8 @@ class Dispatcher:
             job = worker.queue.popleft()
             # of this batch's key before still_wanted, which may answer a job or move it up (one of another key is
             # judged when it heads the queue), and after it: a job it moves up a level waits for a batch of that level
-            if job.key == key and self._timing.still_wanted(job, now, wait) and job.key == key:
+            joins = job.key == key and not self._on_last_try(job)
+            if joins and self._timing.still_wanted(job, now, wait) and job.key == key:
                 # a job joins only a batch its own deadline allows, and keeps it that small: the head's deadline
                 # is not always the tightest (a job without one, or one moved up a level, keeps its place)
                 fits = self._timing.batch_limit(job, limit, now, wait)
@@ -340,6 +343,14 @@ class Dispatcher:
         kept.extend(worker.queue)
         worker.queue = kept
         return batch
+
+    def _on_last_try(self, job: Job) -> bool:
+        """Whether the job's next send is its last try, after sends that did not answer it: it then runs in a batch of
+        its own. Sent again with its batch-mates, an image that kills every worker it runs on (an input that crashes
+        the model, a batch too large for the host's memory, a step past the stall timeout) had them lose each try
+        with it, and fail worker_lost beside it though each alone would have been made."""
+        tries = job.attempts - job.given_back
+        return 0 < tries >= self._config.max_attempts - 1
 
     def _send_batch(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         batch_id = next(self._batch_ids)

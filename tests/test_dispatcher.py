@@ -155,6 +155,31 @@ async def test_a_job_that_keeps_losing_workers_fails_explicitly():
     assert h.dispatcher.outstanding_images == 0
 
 
+async def test_images_on_their_last_try_run_alone_so_one_that_kills_its_workers_fails_alone():
+    """An image that kills every worker it runs on (an input that crashes the model, a batch too large for the host's
+    memory) was sent again with its batch-mates each time, and they lost each try with it: all four failed
+    worker_lost. On their last try each runs alone, and only the image that kills its worker fails."""
+    h = Harness(profile=PROFILE)  # max_attempts 3
+    requests = [h.request(prompt=f"p{i}") for i in range(4)]  # no worker yet: they leave together, as one batch
+    poison = requests[0].jobs[0].job_id
+    answered = 0  # the batches sent, in order: each is answered, or its worker dies of it
+    for number in range(4):
+        h.add_worker(f"w{number}")
+        while answered < len(h.batches()):
+            batch = h.batches()[answered]
+            answered += 1
+            worker = h.registry.get(next(name for name, sent in h.sent if sent is batch).encode())
+            if poison in {item.request_id for item in batch.items}:
+                h.dispatcher.worker_lost(worker, "exited")
+            else:
+                h.finish(worker, batch)
+    await settle()
+    assert [len(batch.items) for batch in h.batches()] == [4, 4, 1, 1, 1, 1]  # together twice, then each alone
+    replies = [request.future.result() for request in requests]
+    assert isinstance(replies[0], Error) and replies[0].code == "worker_lost"
+    assert all(isinstance(reply, Images) for reply in replies[1:])
+
+
 async def test_a_batch_that_never_reached_its_worker_counts_no_try():
     """A worker gone (its connection closed) refuses the send: the image was tried by no one. Counted, a fleet
     stopped at once failed images worker_lost within milliseconds, each sent to three gone workers in a row."""
