@@ -349,8 +349,7 @@ class Dispatcher:
         its own. Sent again with its batch-mates, an image that kills every worker it runs on (an input that crashes
         the model, a batch too large for the host's memory, a step past the stall timeout) had them lose each try
         with it, and fail worker_lost beside it though each alone would have been made."""
-        tries = job.attempts - job.given_back
-        return 0 < tries >= self._config.max_attempts - 1
+        return job.tries > 0 and job.tries >= self._config.max_attempts - 1
 
     def _send_batch(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         batch_id = next(self._batch_ids)
@@ -480,9 +479,8 @@ class Dispatcher:
         max_attempts times."""
         if job.job_id not in self._live:
             return False
-        tries = job.attempts - job.given_back
-        if tries >= self._config.max_attempts:
-            job.request.fail("worker_lost", f"the workers running this image failed {tries} times")
+        if job.tries >= self._config.max_attempts:
+            job.request.fail("worker_lost", f"the workers running this image failed {job.tries} times")
             return False
         return True
 

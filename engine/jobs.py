@@ -74,6 +74,11 @@ class Job:
     batch_id: int | None = None
 
     @property
+    def tries(self) -> int:
+        """Sends that did not answer it and count against max_attempts (those given back do not)."""
+        return self.attempts - self.given_back
+
+    @property
     def prompt(self) -> str:
         return self.request.spec.prompt
 
