@@ -86,7 +86,12 @@ async def _read_ready(base_url: str, api_key: str | None) -> bytes:
             async with session.get(url) as response:
                 status, body = response.status, await response.read()
         except (aiohttp.ClientError, OSError) as exc:
-            raise EngineUnreachable(f"no engine answers at {base_url}: {exc or type(exc).__name__}") from None
+            # a timeout's message is empty (and an exception is never falsy): the error ended with 'at URL: '
+            if isinstance(exc, TimeoutError):
+                said = f"GET {url} had no answer in {_TIMEOUT.total:g} s"
+            else:
+                said = str(exc) or type(exc).__name__
+            raise EngineUnreachable(f"no engine answers at {base_url}: {said}") from None
     if status == 401:
         # auth_headers sends no header for no key or "": the engine was not refusing a key, it was given none
         if not api_key:

@@ -164,6 +164,27 @@ def test_a_url_that_is_not_an_http_address_is_refused_not_run_as_connection_erro
     assert f"--url must be an http:// or https:// address, not {url!r}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # an AttributeError traceback (no --url, none taken for HTTP's default either)
+        ["--zmq", "", "--rate", "1", "--max-requests", "1"],
+        # sent over HTTP instead, without a word
+        ["--url", NO_ENGINE, "--zmq", "", "--rate", "1", "--max-requests", "1"],
+        # a Poisson run instead of the trace, without a word
+        ["--url", NO_ENGINE, "--trace", "", "--rate", "1", "--max-requests", "1"],
+        ["--url", NO_ENGINE, "--prompts", "", "--rate", "1", "--max-requests", "1"],
+    ],
+)
+def test_a_flag_given_an_empty_value_is_refused_not_read_as_left_out(argv, capsys):
+    """`--zmq "$ADDRESS"`, `--trace "$TRACE"` with the variable unset."""
+    assert cli.main(["--no-progress", *argv]) == 2
+    flag = argv[argv.index("") - 1]
+    assert capsys.readouterr().err == (
+        f"argus loadgen: error: {flag} is empty (a variable left unset?): give its value, or leave the flag out\n"
+    )
+
+
 def test_a_zmq_address_zeromq_cannot_connect_to_is_one_error_not_one_per_request(capsys):
     assert cli.main(["--zmq", "localhost:5555", "--no-progress", "--rate", "1", "--max-requests", "3"]) == 2
     assert capsys.readouterr().err.startswith(

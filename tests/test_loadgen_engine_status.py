@@ -3,6 +3,7 @@ with the fields the engine does not serve yet: exact_capacity_rps in /ready, and
 
 import asyncio
 import contextlib
+import socket
 import time
 
 import pytest
@@ -118,6 +119,22 @@ async def test_only_an_engines_ready_answer_is_taken_for_an_engine():
         async with status_server(READY, None, on_ready=refuse_host) as url:
             with pytest.raises(EngineUnreachable, match="answered 403 host_not_allowed: Host 'x' does not name"):
                 await check_reachable(url)
+
+
+async def test_an_address_that_takes_the_connection_and_never_answers_is_said_so(monkeypatch):
+    """A listening socket nothing reads from (a hung engine, the wrong service): the error ended 'no engine answers
+    at URL: ' with no reason, the timeout's message being empty."""
+    import aiohttp
+
+    from loadgen import engine_status
+
+    monkeypatch.setattr(engine_status, "_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        async with asyncio.timeout(20):
+            with pytest.raises(EngineUnreachable) as unreachable:
+                await check_reachable(url)
+    assert str(unreachable.value) == f"no engine answers at {url}: GET {url}/ready had no answer in 0.3 s"
 
 
 async def test_workers_per_level_from_plan_when_there_is_one():
