@@ -390,7 +390,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
                     status_url=args.url,
                     api_key=args.api_key,
                     sample_every_s=args.sample_every_s,
-                    progress=not args.no_progress,
+                    progress=False if args.no_progress else None,  # a bar only on a terminal
                     interrupt=interrupt,
                     on_record=on_record,
                 )

@@ -120,6 +120,18 @@ def test_load_is_a_multiple_of_the_capacity_the_engine_reports(engine, tmp_path,
     assert said in capsys.readouterr().err
 
 
+def test_no_progress_bar_is_redrawn_into_stderr_that_is_not_a_terminal(engine, capsys):
+    """A run logged to a file had its bar redrawn into it, a few hundred bytes a second, unless --no-progress."""
+    code = cli.main(
+        ["--url", engine.http, "--api-key", API_KEY, "--rate", "1", "--max-requests", "1", "--size", "64x64",
+         "--steps", "2"]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "sending 1 request" in err
+    assert "answered" not in err and "req/s" not in err
+
+
 def test_a_size_the_engine_does_not_take_is_refused_before_the_run(engine, capsys):
     """Against a tiny engine (sides 64 to 256), --size 1024x1024 sent the whole run, every request refused
     invalid_size, exit 0: /ready did not say which sizes the engine takes."""
