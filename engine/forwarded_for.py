@@ -5,15 +5,21 @@ Behind a proxy every request comes from the proxy's address, and the queue's sha
 one client. Any client can send X-Forwarded-For, so the header is read from its right end, where the proxy next
 to the engine appends the address it saw, and only while the hop that wrote each entry is trusted: the first
 address not trusted is the client. A client's own X-Forwarded-For lies to the left of what the proxy appended and
-is never reached. An entry that is not an address ends the walk at the trusted hop that passed it on.
+is never reached. An entry that is not an address ends the walk at the trusted hop that passed it on; one written
+with its port (`203.0.113.7:49152`, `[2001:db8::7]:49152`: Azure's Application Gateway writes every entry so) is its
+address, the port being the connection's, not the client's.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# an entry written as a URL writes its host: an IPv6 address in brackets (with a port or not), or an IPv4 one and its
+# port; a bare IPv6 address, colons and all, is no match
+_WITH_PORT = re.compile(r"\[(?P<bracketed>[^\]]+)\](?::[0-9]{1,5})?|(?P<ipv4>[^:]+):[0-9]{1,5}")
 
 
 class TrustedProxies:
@@ -29,7 +35,7 @@ class TrustedProxies:
         address = peer
         entries = [entry.strip() for header in forwarded_for for entry in header.split(",")]
         while entries and self._trusts(address):
-            forwarded = entries.pop()
+            forwarded = _without_port(entries.pop())
             if _parsed(forwarded) is None:
                 break
             address = forwarded
@@ -38,6 +44,11 @@ class TrustedProxies:
     def _trusts(self, address: str) -> bool:
         parsed = _parsed(address)
         return parsed is not None and any(parsed in network for network in self._networks)
+
+
+def _without_port(entry: str) -> str:
+    written = _WITH_PORT.fullmatch(entry)
+    return entry if written is None else written["bracketed"] or written["ipv4"]
 
 
 def _parsed(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -1,5 +1,5 @@
 """A bound on the HTTP connections open at once (--max-connections): past it, a new connection is answered 503 and
-closed at once, and the engine keeps the descriptors it needs for its workers and files.
+closed, and the engine keeps the descriptors it needs for its workers and files.
 
 aiohttp takes every connection the kernel hands it, and each holds a descriptor for as long as its client keeps it
 (idle between requests, or sending its headers a byte at a time, for up to --keepalive-timeout). One client opening
@@ -27,6 +27,15 @@ log = logging.getLogger("argus.http")
 
 # refusals are logged at most this often: a client opening connections in a loop is refused thousands of times a second
 _LOG_EVERY_S = 60.0
+# a refused connection is closed once its client has closed its side, or after this long, its input read and dropped
+# meanwhile. Closed as soon as the 503 was written, the kernel answered what the client sent after with a reset: an HTTP
+# client writes a POST's body after its headers, and that write failed (a broken pipe, a connection reset), so that it
+# never read the 503 nor its Retry-After
+LINGER_S = 2.0
+# refused connections kept so at once, at most: past them, one is closed as soon as its 503 is written. Bounded, a flood
+# of connections holds no more than these of the descriptors the bound leaves the engine (engine/open_files.py
+# SPARE_OPEN_FILES, 1,024)
+MAX_LINGERING = 64
 
 
 def _refusal(limit: int) -> bytes:
@@ -46,6 +55,7 @@ class ConnectionLimit:
         """`refused`: called for each connection refused (a metric's inc)."""
         self.limit = limit
         self.open = 0
+        self._lingering = 0  # refused connections not closed yet (LINGER_S)
         self._refused = refused
         self._answer = _refusal(limit)
         self._lines = QuietLines(_LOG_EVERY_S)
@@ -72,6 +82,16 @@ class ConnectionLimit:
     def release(self) -> None:
         self.open -= 1
 
+    def may_linger(self) -> bool:
+        """Whether a refused connection may be kept to read what its client sends yet (counted until let go)."""
+        if self._lingering >= MAX_LINGERING:
+            return False
+        self._lingering += 1
+        return True
+
+    def let_go(self) -> None:
+        self._lingering -= 1
+
 
 class _Counted(ProtocolLayer):
     """Counts its connection while it is open, or, over the bound, answers it and closes it before aiohttp sees it.
@@ -82,17 +102,30 @@ class _Counted(ProtocolLayer):
         super().__init__(inner)
         self._limit = limit
         self._admitted = False
+        self._closing: asyncio.TimerHandle | None = None  # a refused connection's, while it lingers
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         refusal = self._limit.admit()
-        if refusal is not None:
-            transport.write(refusal)
-            transport.close()  # its descriptor is let go of once the answer is written, not held as the client likes
+        if refusal is None:
+            self._admitted = True
+            super().connection_made(transport)
+            return
+        transport.write(refusal)
+        if not self._limit.may_linger():
+            transport.close()
             return  # closed: no event but the loss comes, and none reaches aiohttp
-        self._admitted = True
-        super().connection_made(transport)
+        # its descriptor is let go of once the client has read the answer and closed, not held as the client likes
+        transport.write_eof()
+        self._closing = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._admitted:
+            super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._admitted:
             self._limit.release()
             super().connection_lost(exc)
+        elif self._closing is not None:
+            self._closing.cancel()
+            self._limit.let_go()

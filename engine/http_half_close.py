@@ -33,6 +33,7 @@ class HalfCloseAware(ProtocolLayer):
     def __init__(self, aiohttp_protocol: asyncio.Protocol) -> None:
         super().__init__(aiohttp_protocol)
         self._request: web.BaseRequest | None = None  # the one aiohttp is handling, if any
+        self._aiohttp: object = None  # aiohttp's protocol, once a request handled has named it
         self._input_ended = False
         self._probe: asyncio.TimerHandle | None = None
         self.half_closed = False
@@ -58,6 +59,8 @@ class HalfCloseAware(ProtocolLayer):
         if self._request is not None and _probe_allowed(self._request):
             self.half_closed = True
             self._send_probe()
+        elif self._request is None and _requests_waiting(self._aiohttp):
+            self.half_closed = True  # between two requests the client sent without waiting: probed as each starts
         else:
             # idle, or a message cut short: closed, as asyncio closes a transport whose protocol lets the input end
             self._transport.close()
@@ -75,6 +78,9 @@ class HalfCloseAware(ProtocolLayer):
 
     def handling(self, request: web.BaseRequest) -> None:
         self._request = request
+        self._aiohttp = request.protocol
+        if self.half_closed and _probe_allowed(request):  # one the client sent before it half-closed, after others
+            self._send_probe()
 
     def handled(self) -> None:
         # before aiohttp writes the response: a 1xx after its first byte would corrupt it
@@ -104,6 +110,14 @@ async def answer_half_closed(request: web.Request, handler):
         response = await handler(request)
     finally:
         connection.handled()
-    if connection.half_closed:
+    if connection.half_closed and not _requests_waiting(request.protocol):
         response.force_close()
     return response
+
+
+def _requests_waiting(aiohttp_protocol: object) -> bool:
+    """Whether aiohttp has read requests on this connection that it has yet to handle: HTTP/1.1 lets a client send
+    its next request without waiting for the answer to the last (pipelining), then half-close. Each is owed its
+    answer: the connection was closed after the first, the others left unanswered. aiohttp queues the requests it has
+    read and not handled in `_messages`, which it does not make public (3.9 to 3.14 alike)."""
+    return bool(getattr(aiohttp_protocol, "_messages", ()))

@@ -40,6 +40,19 @@ def test_an_entry_that_is_no_address_ends_the_walk_at_the_hop_that_passed_it_on(
     assert proxies("10.0.0.0/24").client_address(PROXY, ["203.0.113.7, _hidden, 10.0.0.9"]) == "10.0.0.9"
 
 
+def test_an_entry_written_with_its_port_names_the_address_alone():
+    """Azure's Application Gateway appends `IP:port`: each entry was taken for no address, and every client behind it
+    was the gateway, one client for the queue's shares. The port is the client's connection's, not the client."""
+    gateway = proxies("10.0.0.0/24")
+    assert gateway.client_address(PROXY, ["203.0.113.7:49152"]) == "203.0.113.7"
+    assert gateway.client_address(PROXY, ["[2001:db8::7]:49152"]) == "2001:db8::7"
+    assert gateway.client_address(PROXY, ["[2001:db8::7]"]) == "2001:db8::7"
+    # a trusted hop written with its port is walked past too; a name with a port is still no address
+    assert gateway.client_address(PROXY, ["203.0.113.7:1, 10.0.0.9:2"]) == "203.0.113.7"
+    assert gateway.client_address(PROXY, ["proxy.local:80"]) == PROXY
+    assert gateway.client_address(PROXY, ["[2001:db8::7]x"]) == PROXY
+
+
 def test_all_trusted_gives_the_leftmost_and_no_header_the_peer():
     assert proxies("10.0.0.0/8").client_address(PROXY, ["10.1.1.1, 10.2.2.2"]) == "10.1.1.1"
     assert proxies("10.0.0.0/8").client_address(PROXY, []) == PROXY

@@ -1,6 +1,7 @@
-"""HTTP connections past --max-connections are answered 503 and closed at once; by default the bound leaves the engine
+"""HTTP connections past --max-connections are answered 503 and closed; by default the bound leaves the engine
 the descriptors it needs, so that a client holding connections open cannot keep it from starting a worker again."""
 
+import http.client
 import json
 import os
 import re
@@ -55,6 +56,46 @@ def test_a_connection_past_the_bound_is_answered_503_and_closed(tmp_path):
             assert wait_for(lambda: engine.metric("argus_http_connections") == 3)  # the two idle and this read
         assert wait_for(lambda: engine.get("/health")[0] == 200)
         assert "refused an HTTP connection: 3 are open, the bound (--max-connections)" in engine.log()
+    finally:
+        assert engine.stop() == 0
+
+
+def held_within_the_bound(engine) -> socket.socket:
+    """A connection the engine has admitted, kept open: the first one tried may be refused while the engine has yet
+    to see the last connection of start_engine's close."""
+    while True:
+        held = connect(engine)
+        held.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        response = http.client.HTTPResponse(held)
+        response.begin()
+        response.read()
+        if response.status == 200:
+            return held
+        held.close()
+
+
+def test_a_client_still_sending_its_request_when_refused_reads_the_503(tmp_path):
+    """An HTTP client writes a POST's body after its headers. The engine closed a connection it refused as soon as
+    it had written the 503: what came after was answered with a reset, and the client's next write failed (a broken
+    pipe, or a connection reset), so it never read the 503 nor its Retry-After. Here the body is sent once the 503
+    has come, as it is whenever the refusal is written before the client is done sending."""
+    engine = start_engine(tmp_path, "--max-connections", "1", "--time-scale", "0", workers=1, backend="sim")
+    body = json.dumps({"prompt": "a lighthouse", "size": "64x64"}).encode()
+    head = (
+        "POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    try:
+        with held_within_the_bound(engine), connect(engine) as refused:
+            refused.sendall(head)
+            assert refused.recv(1, socket.MSG_PEEK) == b"H"  # the 503 has come
+            refused.sendall(body)
+            answer = b""
+            while chunk := refused.recv(4096):
+                answer += chunk
+        head_read, _, body_read = answer.partition(b"\r\n\r\n")
+        assert head_read.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head_read, answer
+        assert json.loads(body_read)["error"]["code"] == "too_many_connections"
     finally:
         assert engine.stop() == 0
 

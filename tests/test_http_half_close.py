@@ -93,6 +93,47 @@ def test_a_client_that_half_closes_after_its_request_gets_its_images(engine):
     assert engine.metric("argus_images_total", level="0") == made + 1
 
 
+HEALTH_REQUEST = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+@pytest.mark.parametrize("first", ["images", "health"])
+def test_a_client_that_sends_requests_back_to_back_then_half_closes_gets_every_answer(engine, first):
+    """HTTP/1.1 lets a client send its next request without waiting for the last one's answer (pipelining): the
+    connection was closed after the first answer, and the requests read after it were left unanswered. The end of
+    input comes while the images are made, or, after /health, between two requests."""
+    before = outcomes(engine)
+    with connect(engine) as client:
+        sent = generation_request(f"a harbour in fog, {first}") if first == "images" else HEALTH_REQUEST
+        client.sendall(sent + HEALTH_REQUEST * 2)
+        client.shutdown(socket.SHUT_WR)
+        received = read_to_end(client)
+    read = [(status, json.loads(body)) for status, body in answers(received)]
+    assert [status for status, _ in read] == [200, 200, 200]
+    assert [body["status"] for _, body in read[1:]] == ["alive", "alive"]
+    assert outcomes_since(engine, before) == {"ok": 1 if first == "images" else 0, "cancelled": 0}
+
+
+class _Answers(io.BytesIO):
+    """Responses one after another, as a socket gives them: http.client closes what it reads one from."""
+
+    def close(self) -> None:
+        pass
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return self
+
+
+def answers(received: bytes) -> list[tuple[int, bytes]]:
+    """The status and body of each response in `received`, read as an HTTP/1.1 client reads them (the interim
+    answers skipped)."""
+    stream, read = _Answers(received), []
+    while stream.tell() < len(received):
+        response = http.client.HTTPResponse(stream)  # type: ignore[arg-type]
+        response.begin()
+        read.append((response.status, response.read()))
+    return read
+
+
 def half_close_then_close(client: socket.socket) -> None:
     client.shutdown(socket.SHUT_WR)
     time.sleep(1.0)  # taken for a client still reading meanwhile
