@@ -226,6 +226,13 @@ _SEEDED = ("chaos", "worker", "cache", "controller")
         # hash vectors of prompts are 1024 wide whatever --dim said
         (["bench", "cache", "--dim", "64", *SMALL_CACHE_BENCH], "--dim: only with --vectors random"),
         (["bench", "cache", "--vectors", "random", "--data", "{tmp}", *SMALL_CACHE_BENCH], "--data: only with"),
+        # an empty value (a variable left unset) was read as the flag left out: the trace or prompts said only
+        # ': No such file or directory', --log-dir went to a temporary folder, --replay ran the index benchmark
+        *[
+            (["bench", "compare", flag, ""], f"{flag} is empty")
+            for flag in ("--trace", "--prompts", "--log-dir", "--records-dir")
+        ],
+        *[(["bench", "cache", flag, ""], f"{flag} is empty") for flag in ("--replay", "--data", "--similarity-table")],
     ],
 )
 def test_flags_that_cannot_run_together_exit_2_as_usage_errors(argv, says, tmp_path, capsys):

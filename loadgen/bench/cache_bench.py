@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.arg_types import UsageError, non_negative_int, positive_int, read_user_file
+from engine.arg_types import UsageError, non_negative_int, none_empty, positive_int, read_user_file
 from engine.cache.embedders import EMBEDDERS
 from loadgen.bench.output import table, write_json
 from loadgen.shared_data import PROMPTS_DIR
@@ -393,6 +393,7 @@ def _run_replay(args: argparse.Namespace) -> int:
 def _refuse_ignored_flags(args: argparse.Namespace) -> None:
     """Flags the mode asked for does not read were ignored, and a benchmark ran for minutes on what the user did not
     ask for."""
+    none_empty(args, "--data", "--replay", "--model-path", "--similarity-table")  # "" read as left out
     if args.replay:
         given = [_flag(name) for name in INDEX_DEFAULTS if getattr(args, name) is not None]
         why = "not with --replay (they size the index benchmark)"
