@@ -41,6 +41,7 @@ from engine.arg_types import (
     non_negative_int,
     output_file,
     positive_int,
+    thread_count,
     torch_device,
 )
 from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
@@ -48,7 +49,7 @@ from engine.whole_files import written_or_exit
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.cannot_serve import ReasonPipe
-from workers.config import runs_on_cpu_threads
+from workers.config import runs_on_cpu_threads, usable_cpus
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -83,7 +84,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         help="torch threads for a model on the CPU (default: half the cores, what `argus serve` gives each of its 2"
         " default workers); not for sim, nor a GPU",
     )
@@ -107,7 +108,7 @@ def worker_threads(args: argparse.Namespace) -> int | None:
     refuse it (check_worker_backend refuses one given them)."""
     if not runs_on_cpu_threads(args.backend, args.device):
         return None
-    return args.threads or max(1, (os.cpu_count() or 1) // 2)
+    return args.threads or max(1, usable_cpus() // 2)
 
 
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:

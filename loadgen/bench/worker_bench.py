@@ -13,14 +13,21 @@ medians are reported, so the noise of a shared machine falls on both alike.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from engine.arg_types import UsageError, comma_separated, non_negative_float, non_negative_int, positive_int
+from engine.arg_types import (
+    UsageError,
+    comma_separated,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    thread_count,
+)
 from loadgen.bench.output import table, write_json
 from loadgen.stats import median
+from workers.config import usable_cpus
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
@@ -39,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     parser.add_argument(
         "--threads",
-        type=positive_int,
-        default=max(1, (os.cpu_count() or 1) // 2),
+        type=thread_count,
+        default=max(1, usable_cpus() // 2),
         help="torch threads, worker and direct alike (default: half the cores, what `argus serve`"
         " gives each of its 2 default local workers)",
     )
