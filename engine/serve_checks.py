@@ -26,6 +26,7 @@ from engine.config import (
     MAX_QUEUE,
     MIN_HEARTBEAT_TIMEOUT_S,
 )
+from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit
 from engine.worker_command import check_backend_flags, check_device, check_model
 from workers.limits import DEFAULT_LEVELS
 from workers.model_folder import sdxl_model_problem
@@ -81,12 +82,15 @@ def check_serve_args(args: argparse.Namespace) -> None:
     for flag, size in (("--image-url-store-bytes", args.image_url_store_bytes), ("--cache-bytes", args.cache_bytes)):
         if memory is not None and size is not None and size > memory:
             raise UsageError(f"{flag} {size:,} is more than this host's memory ({memory:,} bytes)")
-    hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if args.max_connections and hard_files != resource.RLIM_INFINITY and args.max_connections > hard_files:
+    fit = connections_that_fit(args.workers)
+    if args.max_connections and fit is not None and args.max_connections > fit:
         # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         raise UsageError(
-            f"--max-connections {args.max_connections:,} is more than this process may hold open files"
-            f" ({hard_files:,}, ulimit -Hn): give fewer, or raise the limit"
+            f"--max-connections {args.max_connections:,} would run the engine out of open files before it is reached:"
+            f" this process may hold {hard:,} (ulimit -Hn), and the engine keeps about {ENGINE_OWN_FILES} of its own"
+            f" and {FILES_PER_WORKER} for each of --workers {args.workers}, which leaves {fit:,}: give at most that,"
+            " or raise the limit"
         )
     if args.max_queue > MAX_QUEUE:
         raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")

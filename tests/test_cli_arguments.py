@@ -773,14 +773,25 @@ def test_the_launch_timeouts_left_unset_take_their_defaults():
     assert (config.launch.startup_timeout_s, config.ray_connect_timeout_s) == (180.0, 60.0)
 
 
-def test_max_connections_past_the_limit_on_open_files_is_refused():
-    """The engine ran out of files before the bound was reached: no worker started again, no /health answered."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_max_connections_the_limit_on_open_files_leaves_no_room_for_is_refused(workers):
+    """The engine ran out of files before the bound was reached: no worker started again, no /health answered. A bound
+    of the hard limit itself was let through with a warning, where the engine's own files (29 at start) and its
+    workers' take some of it: the bound could never be reached."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY:
         pytest.skip("no hard limit on open files here")
-    with pytest.raises(UsageError, match=f"^--max-connections {hard + 1:,} is more than this process may hold open"):
-        engine_config(build_parser().parse_args(["serve", "--max-connections", str(hard + 1)]))
-    assert engine_config(build_parser().parse_args(["serve", "--max-connections", str(hard)])).max_connections == hard
+    fit = hard - open_files.ENGINE_OWN_FILES - workers * open_files.FILES_PER_WORKER
+    serve = ["serve", "--backend", "sim", "--workers", str(workers)]
+    for refused in (hard + 1, hard, fit + 1):
+        says = (
+            f"--max-connections {refused:,} would run the engine out of open files before it is reached: this process"
+            f" may hold {hard:,} (ulimit -Hn), and the engine keeps about {open_files.ENGINE_OWN_FILES} of its own and"
+            f" {open_files.FILES_PER_WORKER} for each of --workers {workers}, which leaves {fit:,}: give at most that"
+        )
+        with pytest.raises(UsageError, match=f"^{re.escape(says)}"):
+            engine_config(build_parser().parse_args([*serve, "--max-connections", str(refused)]))
+    assert engine_config(build_parser().parse_args([*serve, "--max-connections", str(fit)])).max_connections == fit
 
 
 def test_the_engine_asks_for_the_open_files_its_max_connections_hold(monkeypatch):
