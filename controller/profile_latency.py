@@ -45,6 +45,7 @@ from engine.arg_types import (
     torch_device,
 )
 from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
+from engine.plurals import counted
 from engine.whole_files import written_or_exit
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
@@ -418,7 +419,7 @@ def _measure(
 
     cells = [(k, b) for k in levels for b in batches]
     seconds: dict[str, dict[tuple[int, int], list[float]]] = {clock: {cell: [] for cell in cells} for clock in CLOCKS}
-    print(f"measuring {args.repeats} rounds of {len(cells)} batches ...", flush=True)
+    print(f"measuring {counted(args.repeats, 'round')} of {counted(len(cells), 'batch', 'batches')} ...", flush=True)
     for round_number in range(args.repeats):
         order = list(cells)
         random.Random(round_number).shuffle(order)
@@ -468,7 +469,9 @@ def _profile(
     if filled:
         notes.append(f"batch sizes {filled} not measured: interpolated linearly between their measured neighbours")
     if raised:
-        notes.append(f"{raised} cells raised to the smaller batch's value so latency does not fall with batch size")
+        notes.append(
+            f"{counted(raised, 'cell')} raised to the smaller batch's value so latency does not fall with batch size"
+        )
     # tiny_cpu, sdxl_cuda0; a sim worker's device is "sim": plain "sim"
     name = args.name or "_".join(dict.fromkeys([hello.backend, hello.device.replace(":", "")]))
     return LatencyProfile(

@@ -30,6 +30,7 @@ from controller.similarity import SimilarityTable
 from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
 from engine.cache.embedders import EMBEDDERS
 from engine.cache.table_file import embedder_problem, given_table_file
+from engine.plurals import counted
 from engine.whole_files import written_or_exit
 from workers.limits import DEFAULT_STEPS
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         args.target,
         args.min_probability,
         args.l2,
-        provenance=f"fit on {len(samples)} samples from {Path(args.samples).name}, target {args.target}%",
+        provenance=f"fit on {counted(len(samples), 'sample')} from {Path(args.samples).name}, target {args.target}%",
         embedder=embedder,
         embedder_identity=made.embedder_identity,
         model=made.model,

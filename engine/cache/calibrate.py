@@ -31,6 +31,7 @@ from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.table_file import TABLE_KIND
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
+from engine.plurals import counted
 from engine.whole_files import written_or_exit
 from loadgen.prompts import load_prompts
 
@@ -177,7 +178,7 @@ def _by_level(values: Mapping[int, float]) -> dict[str, float]:
 def _print_report(report: dict) -> None:
     print(
         f"{report['embedder']} calibrated against {report['reference']} ({report['method']}) "
-        f"on {report['count']} prompts of {report['prompts']}"
+        f"on {counted(report['count'], 'prompt')} of {report['prompts']}"
     )
     header = ("level", "threshold", "reaching", "ref. threshold", "ref. reaching", "served")
     print("  ".join(f"{h:>{w}}" for h, w in zip(header, (5, 9, 8, 14, 13, 6), strict=True)))

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
+from engine.plurals import counted
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.engine_load import (
     HttpLoad,
@@ -206,7 +207,7 @@ async def _door(
 ) -> dict:
     """One front door, engine against baseline: peak rates by alternating closed-loop rounds, then open-loop
     latency at half the engine's peak; `closed_loop` and `open_loop` are engine_load's clients for this door."""
-    print(f"{door}: {args.rounds} rounds of {args.duration_s:g} s closed loop, {load} ...", flush=True)
+    print(f"{door}: {counted(args.rounds, 'round')} of {args.duration_s:g} s closed loop, {load} ...", flush=True)
 
     def peak(target: str):
         return closed_loop(target, args, args.duration_s)

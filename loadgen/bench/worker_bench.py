@@ -25,6 +25,7 @@ from engine.arg_types import (
     positive_int,
     thread_count,
 )
+from engine.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import median
 from workers.config import usable_cpus
@@ -156,7 +157,10 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
         samples: dict[tuple[str, int], list[float]] = {kind: [] for kind in kinds}
         cpu: dict[tuple[str, int], list[float]] = {kind: [] for kind in kinds}
         internal: dict[int, list[float]] = {k: [] for k in [0, *levels]}
-        print(f"measuring {args.repeats} rounds of {len(kinds)} runs (worker and direct alternate) ...", flush=True)
+        print(
+            f"measuring {counted(args.repeats, 'round')} of {len(kinds)} runs (worker and direct alternate) ...",
+            flush=True,
+        )
         for r in range(args.repeats):
             # worker K=0 and the direct call run back to back (which goes first alternates), so each
             # round gives a pair measured under the same conditions; the resumes rotate around them
