@@ -235,7 +235,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--api-key",
-        default=os.environ.get(API_KEY_ENV),
         help="require 'Authorization: Bearer KEY' on every HTTP route but /health and the image URLs that"
         f" response_format url hands out (unguessable and short-lived) (default: ${API_KEY_ENV})",
     )

@@ -187,18 +187,24 @@ def _takes_in(wildcard: str, host: str) -> bool:
 
 
 def checked_api_keys(key: str | None, path: str | None) -> ApiKeys | None:
-    """The HTTP door's keys, of --api-key `key` or --api-keys `path` (read here, once), None for neither; a
-    UsageError for keys no engine could serve with."""
+    """The HTTP door's keys, of --api-key `key` (None: not given, ARGUS_API_KEY's then) or --api-keys `path` (read
+    here, once), None for neither; a UsageError for keys no engine could serve with, naming where the key came from:
+    "--api-key (or $ARGUS_API_KEY)" sent the user of ARGUS_API_KEY= and --api-keys looking for a flag not given."""
+    named, drop = "--api-key", "leave --api-key out"
+    if key is None and (key := os.environ.get(API_KEY_ENV)) is not None:
+        named, drop = f"${API_KEY_ENV}", f"unset {API_KEY_ENV}"
     if key is not None and path is not None:
-        raise UsageError(f"--api-key (or ${API_KEY_ENV}) and --api-keys: give one (name --api-key's key in the file)")
+        if not key:
+            raise UsageError(f"{named} is empty, and --api-keys names the keys: {drop}")
+        raise UsageError(f"{named} and --api-keys: give one (name {named}'s key in the file)")
     if path is not None:
         return ApiKeys.read(path)
     if key is None:
         return None
     if problem := key_problem(key):
         # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
-        hint = f": give a key, or unset {API_KEY_ENV} for none" if not key else ""
-        raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}{hint}")
+        hint = f": give a key, or {drop} for none" if not key else ""
+        raise UsageError(f"{named} {problem}{hint}")
     return ApiKeys.single(key)
 
 

@@ -241,14 +241,17 @@ def test_an_image_url_store_out_of_bounds_exits_2_naming_the_flag(capsys):
     ("argv", "environment", "says"),
     [
         # every route was open, with no word said
-        (["serve", "--api-key", ""], {}, "--api-key (or $ARGUS_API_KEY) is empty"),
-        (["serve"], {"ARGUS_API_KEY": ""}, "--api-key (or $ARGUS_API_KEY) is empty"),
+        (["serve", "--api-key", ""], {}, "--api-key is empty: give a key, or leave --api-key out for none"),
+        (["serve"], {"ARGUS_API_KEY": ""}, "$ARGUS_API_KEY is empty: give a key, or unset ARGUS_API_KEY for none"),
         # every request was a 401, the right key too: HTTP trims a header, and carries no newline
         (["serve"], {"ARGUS_API_KEY": "s3cret\n"}, "no HTTP client can send it"),
         (["serve", "--api-key", " s3cret"], {}, "no HTTP client can send it"),
         (["serve", "--api-key", "s3\x01cret"], {}, "no HTTP client can send it"),
         # served curl (UTF-8), and was a 401 to Python's urllib and requests (Latin-1), the right key too
-        (["serve", "--api-key", "cl\u00e9"], {}, "--api-key (or $ARGUS_API_KEY) holds 'é', which is not ASCII"),
+        (["serve", "--api-key", "cl\u00e9"], {}, "--api-key holds 'é', which is not ASCII"),
+        (["serve"], {"ARGUS_API_KEY": "cl\u00e9"}, "$ARGUS_API_KEY holds 'é', which is not ASCII"),
+        # the flag given wins over the variable, and is the one named
+        (["serve", "--api-key", ""], {"ARGUS_API_KEY": "s3cret"}, "--api-key is empty: give a key, or leave"),
     ],
 )
 def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environment, says, monkeypatch):
