@@ -54,6 +54,12 @@ def check_serve_args(args: argparse.Namespace) -> None:
     )
     if args.forwarded_allow_ips == []:  # no address in it: trusted no proxy, as the flag left out
         raise UsageError("--forwarded-allow-ips names no address (a variable left unset?): give one, or leave it out")
+    if args.forwarded_allow_ips and args.api_keys:
+        # every request a share is counted for carries a key, which names its client: X-Forwarded-For was never read
+        raise UsageError(
+            "--forwarded-allow-ips names a client by its address, and under --api-keys each request's key names its"
+            " client: drop --forwarded-allow-ips (or give each client behind the proxy a key of its own)"
+        )
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
     for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):

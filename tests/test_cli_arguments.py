@@ -219,6 +219,11 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         (["serve", "--no-cache", "--quality-profile", "q.jsonl"], "--no-cache keeps no prompt cache: drop --quality-"),
         # read and checked, then never asked for a level
         (["serve", "--policy", "nirvana", "--predictor", "k.json"], "--policy nirvana picks each prompt's level by"),
+        # a request's key names its client first: the proxies' X-Forwarded-For was never read
+        (
+            ["serve", "--api-keys", "keys.txt", "--forwarded-allow-ips", "10.0.0.5"],
+            "--forwarded-allow-ips names a client by its address, and under --api-keys each request's key names its",
+        ),
         # a cache of no room: every image was a miss, the engine saying nothing of it
         (["serve", "--cache-bytes", "0"], "--cache-bytes 0 holds no latent in memory, and no --cache-dir-bytes"),
         (["serve", "--cache-bytes", "0", "--cache-dir", "/tmp"], "Give --no-cache for none"),
