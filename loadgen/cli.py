@@ -23,6 +23,7 @@ from engine.arg_types import (
     client_keys,
     distinct_outputs,
     non_negative_int,
+    none_empty,
     not_an_input,
     output_file,
     read_user_file,
@@ -187,6 +188,9 @@ _POSITIVE = "rate load capacity_rps cv time_scale duration_s drain_s slo_ms bin_
 
 
 def _check(args: argparse.Namespace) -> None:
+    # a variable left unset: `--zmq ""` sent over HTTP to no --url, a traceback; `--trace ""` was told it goes with
+    # --arrivals trace; `--curve-secret ""` ran without CURVE
+    none_empty(args, "--zmq", "--trace", "--prompts", "--curve-secret", "--curve-server-key")
     for flag in ("--records", "--json", "--plot"):
         not_an_input(getattr(args, flag[2:]), args.trace, args.prompts, flag=flag)
     distinct_outputs(*((flag, getattr(args, flag[2:])) for flag in ("--records", "--json", "--plot")))

@@ -164,6 +164,30 @@ def test_a_url_that_is_not_an_http_address_is_refused_not_run_as_connection_erro
     assert f"--url must be an http:// or https:// address, not {url!r}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # sent over HTTP to no --url: a traceback (AttributeError), after the run was announced
+        ["--zmq", ""],
+        # told "--trace FILE goes with --arrivals trace", which it was given
+        ["--arrivals", "trace", "--trace", ""],
+        ["--prompts", ""],
+        # ran without CURVE, the engine's refusal then said as a connection that never came
+        ["--zmq", "tcp://127.0.0.1:9", "--curve-secret", "", "--curve-server-key", "engine.key"],
+    ],
+    ids=lambda argv: argv[-2],
+)
+def test_a_flag_given_empty_is_refused_naming_it(argv, capsys):
+    """A variable left unset: `--zmq "$ENGINE"`."""
+    assert cli.main([*argv, "--no-progress", "--rate", "1", "--max-requests", "1"]) == 2
+    flag = argv[-2] if argv[-1] == "" else argv[argv.index("") - 1]
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"argus loadgen: error: {flag} is empty (a variable left unset?): give its value, or leave the flag out\n"
+    )
+
+
 def test_a_zmq_address_zeromq_cannot_connect_to_is_one_error_not_one_per_request(capsys):
     assert cli.main(["--zmq", "localhost:5555", "--no-progress", "--rate", "1", "--max-requests", "3"]) == 2
     assert capsys.readouterr().err.startswith(
