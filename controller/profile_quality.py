@@ -50,6 +50,7 @@ from engine.arg_types import (
     UsageError,
     batch_size,
     comma_separated,
+    none_empty,
     not_an_input,
     output_file,
     positive_int,
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.prompts import load_prompts
 
     unwind_on_sigterm()  # as `argus profile latency`: its temporary folder removed, its worker stopped
+    none_empty(args, "prompts", "--clip", "--embedder-model")  # "" read as ".": 'prompts come as .txt ...'
     not_an_input(args.out, args.prompts)
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:

@@ -27,7 +27,15 @@ from controller.quality_samples import (
     steps_mismatch,
 )
 from controller.similarity import SimilarityTable
-from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
+from engine.arg_types import (
+    UsageError,
+    none_empty,
+    not_an_input,
+    output_file,
+    positive_float,
+    probability,
+    read_user_file,
+)
 from engine.cache.embedders import EMBEDDERS
 from engine.cache.table_file import embedder_problem, given_table_file
 from engine.plurals import counted
@@ -65,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from loadgen.bench.output import table
 
+    none_empty(args, "samples", "--similarity-table")  # "" read as ".": '.: Is a directory'
     not_an_input(args.out, args.samples, args.similarity_table)
     profiled = read_user_file(read_quality_samples, args.samples)
     made = _made_with(args, profiled)

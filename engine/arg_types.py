@@ -217,10 +217,12 @@ def not_an_input(out: str | None, *inputs: str | None, flag: str = "--out") -> N
 
 def none_empty(args: argparse.Namespace, *flags: str) -> None:
     """A flag given an empty value (a variable left unset: `--curve-secret "$SECRET"`) is a UsageError: read as the
-    flag left out, it ran the engine without CURVE, or with a bundled profile, without a word."""
+    flag left out, it ran the engine without CURVE, or with a bundled profile, without a word. A positional argument
+    (no "--"), which cannot be left out, is named as the usage line names it."""
     for flag in flags:
         if getattr(args, flag.removeprefix("--").replace("-", "_")) == "":
-            raise UsageError(f"{flag} is empty (a variable left unset?): give its value, or leave the flag out")
+            fix = "give its value, or leave the flag out" if flag.startswith("--") else "give its value"
+            raise UsageError(f"{flag} is empty (a variable left unset?): {fix}")
 
 
 def distinct_outputs(*outputs: tuple[str, str | None]) -> None:

@@ -512,6 +512,34 @@ def test_an_empty_value_is_refused_naming_its_flag(argv, tmp_path):
         engine_config(args) if argv[0] == "serve" else check_worker_args(args)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # read as the current directory, ".", or as no path at all: an error naming "." or nothing, not the flag
+        ["keys", "--dir", ""],
+        ["calibrate", "--embedder", "hash", "--prompts", ""],
+        ["calibrate", "--embedder", "minilm", "--model-path", "", "--prompts", "p.txt"],
+        ["train-predictor", "", "--out", "{tmp}/p.json"],
+        ["train-predictor", "s.jsonl", "--similarity-table", "", "--out", "{tmp}/p.json"],
+        ["profile", "quality", "", "--clip", "clip", "--out", "{tmp}/q.jsonl"],
+        ["profile", "quality", "p.txt", "--clip", "", "--out", "{tmp}/q.jsonl"],
+        ["bench", "compare", "--trace", ""],
+        ["bench", "compare", "--prompts", ""],
+        ["bench", "cache", "--replay", ""],
+        ["bench", "cache", "--data", ""],
+    ],
+    ids=lambda argv: " ".join(argv[: argv.index("")]),
+)
+def test_a_file_or_folder_given_empty_to_an_offline_command_is_refused_naming_it(argv, tmp_path, capsys):
+    assert main([part.replace("{tmp}", str(tmp_path)) for part in argv]) == 2
+    before = argv[argv.index("") - 1]
+    flag = before if before.startswith("--") else {"train-predictor": "samples", "quality": "prompts"}[before]
+    err = capsys.readouterr().err
+    fix = "give its value, or leave the flag out" if flag.startswith("--") else "give its value"
+    assert err.endswith(f": error: {flag} is empty (a variable left unset?): {fix}\n")
+    assert err.count("\n") == 1, err
+
+
 def test_worker_accepts_the_longest_id_that_fits():
     check_worker_args(build_parser().parse_args([*WORKER, "--worker-id", "w" * 246]))
     check_worker_args(

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from controller.versioned import write_versioned
-from engine.arg_types import UsageError, not_an_input, output_file, positive_int, read_user_file
+from engine.arg_types import UsageError, none_empty, not_an_input, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.table_file import TABLE_KIND
@@ -74,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # a variable left unset: "" was read as the folder it names, ".", and said to be no prompt set
+    none_empty(args, "--prompts", "--model-path", "--reference-model-path")
     not_an_input(args.json, args.prompts, flag="--json")
     usual = NIRVANA if args.embedder == "minilm" else "minilm"
     reference = args.reference or usual

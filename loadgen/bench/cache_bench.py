@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.arg_types import UsageError, non_negative_int, positive_int, read_user_file
+from engine.arg_types import UsageError, non_negative_int, none_empty, positive_int, read_user_file
 from engine.cache.embedders import EMBEDDERS
 from loadgen.bench.output import table, write_json
 from loadgen.shared_data import PROMPTS_DIR
@@ -111,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    none_empty(args, "--data", "--replay", "--model-path", "--similarity-table")  # "" was read as "."
     _refuse_ignored_flags(args)
     if args.replay:
         return _run_replay(args)

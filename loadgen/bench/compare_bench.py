@@ -32,6 +32,7 @@ from engine.arg_types import (
     UsageError,
     distinct_outputs,
     non_negative_int,
+    none_empty,
     not_an_input,
     output_file,
     positive_float,
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.traces import load_trace
 
     logging.basicConfig(level=logging.WARNING)
+    none_empty(args, "--trace", "--prompts")  # "" was read as ".": ': No such file or directory'
     for flag in ("--json", "--plot"):
         not_an_input(getattr(args, flag[2:]), args.trace, args.prompts, flag=flag)
     distinct_outputs(("--json", args.json), ("--plot", args.plot))
