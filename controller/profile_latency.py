@@ -41,14 +41,16 @@ from engine.arg_types import (
     non_negative_int,
     output_file,
     positive_int,
+    thread_count,
     torch_device,
 )
 from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
+from engine.plurals import counted
 from engine.whole_files import written_or_exit
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.cannot_serve import ReasonPipe
-from workers.config import runs_on_cpu_threads
+from workers.config import runs_on_cpu_threads, usable_cpus
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -83,7 +85,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         help="torch threads for a model on the CPU (default: half the cores, what `argus serve` gives each of its 2"
         " default workers); not for sim, nor a GPU",
     )
@@ -107,7 +109,7 @@ def worker_threads(args: argparse.Namespace) -> int | None:
     refuse it (check_worker_backend refuses one given them)."""
     if not runs_on_cpu_threads(args.backend, args.device):
         return None
-    return args.threads or max(1, (os.cpu_count() or 1) // 2)
+    return args.threads or max(1, usable_cpus() // 2)
 
 
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:
@@ -417,7 +419,7 @@ def _measure(
 
     cells = [(k, b) for k in levels for b in batches]
     seconds: dict[str, dict[tuple[int, int], list[float]]] = {clock: {cell: [] for cell in cells} for clock in CLOCKS}
-    print(f"measuring {args.repeats} rounds of {len(cells)} batches ...", flush=True)
+    print(f"measuring {counted(args.repeats, 'round')} of {counted(len(cells), 'batch', 'batches')} ...", flush=True)
     for round_number in range(args.repeats):
         order = list(cells)
         random.Random(round_number).shuffle(order)
@@ -467,7 +469,9 @@ def _profile(
     if filled:
         notes.append(f"batch sizes {filled} not measured: interpolated linearly between their measured neighbours")
     if raised:
-        notes.append(f"{raised} cells raised to the smaller batch's value so latency does not fall with batch size")
+        notes.append(
+            f"{counted(raised, 'cell')} raised to the smaller batch's value so latency does not fall with batch size"
+        )
     # tiny_cpu, sdxl_cuda0; a sim worker's device is "sim": plain "sim"
     name = args.name or "_".join(dict.fromkeys([hello.backend, hello.device.replace(":", "")]))
     return LatencyProfile(

@@ -50,6 +50,7 @@ from engine.arg_types import (
     UsageError,
     batch_size,
     comma_separated,
+    none_empty,
     not_an_input,
     output_file,
     positive_int,
@@ -57,6 +58,7 @@ from engine.arg_types import (
 )
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
+from engine.plurals import counted
 from engine.whole_files import written_or_exit, written_whole
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.prompts import load_prompts
 
     unwind_on_sigterm()  # as `argus profile latency`: its temporary folder removed, its worker stopped
+    none_empty(args, "prompts", "--clip", "--embedder-model")  # "" read as ".": 'prompts come as .txt ...'
     not_an_input(args.out, args.prompts)
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
@@ -128,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
             size = image_size(args, hello)
             described = f"measured from {now_utc()} by `{shlex.join(sys.argv)}`; {machine_description(hello, args)}"
             generate = _Generator(worker, scorer, args, size)
-            print(f"{len(prompts)} prompts at K=0 ({hello.backend}, {size}x{size}, N={args.steps}) ...", flush=True)
+            print(
+                f"{counted(len(prompts), 'prompt')} at K=0 ({hello.backend}, {size}x{size}, N={args.steps}) ...",
+                flush=True,
+            )
             exact, latents = generate.exact(prompts)
             resumes = [
                 Resume(i, int(j), level, float(similarity[i, j]))
@@ -136,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 for j in np.argsort(-similarity[i], kind="stable")[: args.neighbours]
                 for level in levels
             ]
-            print(f"{len(resumes)} resumed images at levels {levels} ...", flush=True)
+            print(f"{counted(len(resumes), 'resumed image')} at levels {levels} ...", flush=True)
             resumed = generate.resumed(prompts, resumes, latents)
     made_by = {"steps": args.steps, "model": hello.model}
     # whose similarities: a predictor or quality profile made from them is refused with another embedder (model)
@@ -150,12 +156,12 @@ def run(args: argparse.Namespace) -> int:
 def _method(args: argparse.Namespace, prompts: int, size: int, levels: list[int], unscored: int) -> list[str]:
     notes = [
         f"{size}x{size}, N={args.steps}, guidance {args.guidance}, seed {args.seed} for every image",
-        f"{prompts} prompts of {Path(args.prompts).name}, each resumed from its {args.neighbours} nearest others"
-        f" by the {args.embedder} embedder at levels {levels}",
+        f"{counted(prompts, 'prompt')} of {Path(args.prompts).name}, each resumed from its {args.neighbours} nearest"
+        f" others by the {args.embedder} embedder at levels {levels}",
         f"quality = 100 * CLIPScore(level K image) / CLIPScore(K=0 image of the same prompt), CLIP from {args.clip}",
     ]
     if unscored:
-        notes.append(f"{unscored} prompts left out: their exact image scored 0")
+        notes.append(f"{counted(unscored, 'prompt')} left out: their exact image scored 0")
     return notes
 
 
@@ -181,7 +187,7 @@ def _write(args: argparse.Namespace, rows: list[dict], levels: list[int], made_b
         provenance_path,
         lambda: write_versioned(provenance_path, SAMPLES_KIND, provenance, payload),
     )
-    print(f"{len(rows)} samples written to {args.out}, how they were made to {provenance_path}")
+    print(f"{counted(len(rows), 'sample')} written to {args.out}, how they were made to {provenance_path}")
 
 
 class _Generator:
@@ -324,7 +330,10 @@ def _print_summary(rows: list[dict], levels: list[int], unscored: int) -> None:
             )
     print(table(["K", "images", "mean similarity", "mean quality %", "share >= 95"], lines))
     if unscored:
-        print(f"{unscored} prompts left out: their exact image scored 0 (CLIP cosine <= 0), no relative quality")
+        print(
+            f"{counted(unscored, 'prompt')} left out: their exact image scored 0 (CLIP cosine <= 0), no relative"
+            " quality"
+        )
 
 
 if __name__ == "__main__":  # the same as `argus profile quality ...`

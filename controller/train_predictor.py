@@ -27,9 +27,18 @@ from controller.quality_samples import (
     steps_mismatch,
 )
 from controller.similarity import SimilarityTable
-from engine.arg_types import UsageError, not_an_input, output_file, positive_float, probability, read_user_file
+from engine.arg_types import (
+    UsageError,
+    none_empty,
+    not_an_input,
+    output_file,
+    positive_float,
+    probability,
+    read_user_file,
+)
 from engine.cache.embedders import EMBEDDERS
 from engine.cache.table_file import embedder_problem, given_table_file
+from engine.plurals import counted
 from engine.whole_files import written_or_exit
 from workers.limits import DEFAULT_STEPS
 
@@ -64,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from loadgen.bench.output import table
 
+    none_empty(args, "samples", "--similarity-table")  # "" read as ".": '.: Is a directory'
     not_an_input(args.out, args.samples, args.similarity_table)
     profiled = read_user_file(read_quality_samples, args.samples)
     made = _made_with(args, profiled)
@@ -92,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         args.target,
         args.min_probability,
         args.l2,
-        provenance=f"fit on {len(samples)} samples from {Path(args.samples).name}, target {args.target}%",
+        provenance=f"fit on {counted(len(samples), 'sample')} from {Path(args.samples).name}, target {args.target}%",
         embedder=embedder,
         embedder_identity=made.embedder_identity,
         model=made.model,

@@ -19,6 +19,7 @@ from engine.cache.latent_store import SPILL_FOLDER_PREFIX
 from engine.cache.persistence import FILE_NAME, TEMPORARY_PREFIX, CacheFileError
 from engine.cache.prompt_cache import PromptCache
 from engine.config import CacheConfig
+from engine.plurals import counted
 from workers.limits import latent_shape
 from workers.model_id import backend_of
 
@@ -70,7 +71,7 @@ def load_saved_cache(
             return None
         log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
         return None
-    log.info("prompt cache restored from %s: %d prompts", saved, cache.stats().prompts)
+    log.info("prompt cache restored from %s: %s", saved, counted(cache.stats().prompts, "prompt"))
     return cache
 
 

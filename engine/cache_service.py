@@ -51,6 +51,7 @@ from engine.cache_dir import (
 )
 from engine.config import CacheConfig
 from engine.jobs import AdmittedRequest, Fallback
+from engine.plurals import counted
 from protocols.worker_messages import ItemDone
 from workers.limits import guided
 
@@ -382,10 +383,10 @@ class CacheService:
         self._saved_changes = snapshot.changes
         (started, on_thread), what = timing, "saved" if final else "checkpointed"
         log.info(
-            "prompt cache %s to %s: %d prompts in %.3f s (%.3f s of it on the cache thread, lookups waiting)",
+            "prompt cache %s to %s: %s in %.3f s (%.3f s of it on the cache thread, lookups waiting)",
             what,
             directory,
-            len(snapshot.prompt_ids),
+            counted(len(snapshot.prompt_ids), "prompt"),
             time.monotonic() - started,
             on_thread,
         )
@@ -472,7 +473,9 @@ class CacheService:
             self._give_up_restore()
             return
         joined = self._cache.stats().prompts
-        log.info("serving from the restored prompt cache (%d prompts cached while it was read joined it)", joined)
+        log.info(
+            "serving from the restored prompt cache (%s cached while it was read joined it)", counted(joined, "prompt")
+        )
         self._cache.close()
         # the file is the restored cache at 0 changes: one that left some of it out (a bad sector, a NaN latent) is
         # above, so the next checkpoint writes the file anew

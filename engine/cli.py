@@ -21,6 +21,7 @@ from engine.arg_types import (
     listen_address,
     non_negative_float,
     non_negative_int,
+    none_empty,
     positive_float,
     positive_int,
     public_url,
@@ -235,7 +236,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--api-key",
-        default=os.environ.get(API_KEY_ENV),
         help="require 'Authorization: Bearer KEY' on every HTTP route but /health and the image URLs that"
         f" response_format url hands out (unguessable and short-lived) (default: ${API_KEY_ENV})",
     )
@@ -410,6 +410,7 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
 
 
 def _keys(args: argparse.Namespace) -> int:
+    none_empty(args, "--dir")  # a variable left unset: said as ': No such file or directory'
     if not args.name or os.sep in args.name or "\0" in args.name:
         # "../evil" wrote the pair beside --dir, without a word
         raise UsageError(f"--name {args.name!r}: give a plain file name (the key files go in --dir)")

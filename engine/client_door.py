@@ -39,6 +39,7 @@ import zmq
 from engine.curve_gate import CLIENTS
 from engine.jobs import AdmittedRequest
 from engine.loop_socket import LoopSocket
+from engine.plurals import counted
 from engine.quiet_lines import QuietLines
 from protocols.client_messages import (
     Cancel,
@@ -191,10 +192,10 @@ class ClientDoor:
         held = self._log_lines.due("lost", len(lost)) if lost else None
         if held is not None:
             log.info(
-                "client %s awaits %d requests this engine does not hold (it restarted since, or they were lost with"
-                " the connection): answered request_lost%s",
+                "client %s awaits %s this engine does not hold (lost with the connection, or the engine restarted"
+                " since): answered request_lost%s",
                 _named(identity),
-                len(lost),
+                counted(len(lost), "request"),
                 _held_back(held, "answered so"),
             )
         for request_id in lost:
@@ -248,9 +249,9 @@ class ClientDoor:
             held = self._log_lines.due("unread")
             if held is not None:
                 log.warning(
-                    "client %s leaves %d replies unread: dropping its replies%s",
+                    "client %s leaves %s unread: dropping its replies%s",
                     _named(identity),
-                    self._unread_bound,
+                    counted(self._unread_bound, "reply", "replies"),
                     _held_back(held, "replies dropped unread"),
                 )
         return failed in (0, errno.EAGAIN)
@@ -281,7 +282,7 @@ class ClientDoor:
         self._engine.metrics.replies_dropped.labels("gone").inc(len(gone.replies))
         mine = [request for (owner, _), request in self._live.items() if owner == identity]
         if mine:
-            log.info("client %s gone: cancelling its %d requests", _named(identity), len(mine))
+            log.info("client %s gone: cancelling its %s", _named(identity), counted(len(mine), "request"))
         for request in mine:
             self._engine.dispatcher.cancel(request)
 

@@ -26,6 +26,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from engine.arg_types import read_user_file
+from engine.plurals import counted
 from engine.quiet_lines import QuietLines
 from protocols.curve import ClientKeys, KeyPair, load_public_keys
 
@@ -117,7 +118,7 @@ class CurveGate:
 
 def _load(directory: str, who: str) -> set[bytes]:
     keys = read_user_file(load_public_keys, directory)
-    log.info("CURVE on: %d public keys admitted from %s", len(keys), directory)
+    log.info("CURVE on: %s admitted from %s", counted(len(keys), "public key"), directory)
     if not keys:
         # secret keys alone: the peers' secrets copied where their public keys go, which they should keep to themselves
         secrets = (

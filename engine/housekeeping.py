@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from engine.arg_types import UsageError
+from engine.plurals import counted
 
 if TYPE_CHECKING:
     from engine.api_keys import ApiKeys
@@ -111,6 +112,6 @@ async def reload_keys_on_hangup(
         if http_keys is not None:
             try:
                 count = await asyncio.to_thread(http_keys.reload)
-                log.info("SIGHUP: %d API keys read from %s", count, http_keys.path)
+                log.info("SIGHUP: %s read from %s", counted(count, "API key"), http_keys.path)
             except UsageError as error:
                 log.error("SIGHUP: API keys not reloaded, those until now still hold: %s", error)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from engine.plurals import counted
 from engine.protocol_layer import ProtocolLayer
 from engine.quiet_lines import QuietLines
 from protocols.openai_images import error_response
@@ -41,7 +42,7 @@ MAX_LINGERING = 64
 def _refusal(limit: int) -> bytes:
     """The whole answer to a connection over the bound, written before its request is read: a 503 the OpenAI clients
     retry, closing the connection."""
-    message = f"the engine holds {limit} HTTP connections, its bound (--max-connections): retry later"
+    message = f"the engine holds {counted(limit, 'HTTP connection')}, its bound (--max-connections): retry later"
     body = msgspec.json.encode(error_response(message, "too_many_connections", 503))
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"

@@ -16,6 +16,10 @@ ENGINE_OPEN_FILES = 65536
 # 30), idle keep-alive connections, ZeroMQ clients and workers started by hand, which no flag counts
 FILES_PER_WORKER = 2
 SPARE_OPEN_FILES = 1024
+# what the engine holds of its own whatever comes: 29 measured at start with --workers 0 (its listeners, ZeroMQ's and
+# the event loop's descriptors, its log), and room for the few it opens as it runs (a cache file saved, a worker
+# started)
+ENGINE_OWN_FILES = 64
 
 
 def allow_engine_open_files(workers: int, max_queue: int, max_connections: int | None = None) -> None:
@@ -42,6 +46,16 @@ def allow_engine_open_files(workers: int, max_queue: int, max_connections: int |
         )
     else:
         log.info("%s (--workers %d and %s need about %d)", bound, workers, held, needed)
+
+
+def connections_that_fit(workers: int) -> int | None:
+    """The most HTTP connections the hard limit on open files leaves room for, after the engine's own files and its
+    workers': a larger --max-connections is never reached, the engine out of files first (docs/reliability.md). None:
+    no hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return None
+    return max(0, hard - ENGINE_OWN_FILES - workers * FILES_PER_WORKER)
 
 
 def http_connection_bound(workers: int) -> int:

@@ -64,7 +64,8 @@ def _not_ready_because(engine: Engine, workers: tuple) -> str | None:
     if engine.registry.in_rotation:
         return None
     if workers:
-        return f"each of its {len(workers)} workers is taken out of rotation, its batches failing"
+        held = "its worker" if len(workers) == 1 else f"each of its {len(workers)} workers"
+        return f"{held} is taken out of rotation, its batches failing"
     if not engine.config.launch.count:
         # "is", not "has": said too once the workers that connected have left
         return "no worker is connected (--workers 0: none is started here)"

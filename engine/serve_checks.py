@@ -26,6 +26,7 @@ from engine.config import (
     MAX_QUEUE,
     MIN_HEARTBEAT_TIMEOUT_S,
 )
+from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit
 from engine.worker_command import check_backend_flags, check_device, check_model
 from workers.limits import DEFAULT_LEVELS
 from workers.model_folder import sdxl_model_problem
@@ -53,6 +54,12 @@ def check_serve_args(args: argparse.Namespace) -> None:
     )
     if args.forwarded_allow_ips == []:  # no address in it: trusted no proxy, as the flag left out
         raise UsageError("--forwarded-allow-ips names no address (a variable left unset?): give one, or leave it out")
+    if args.forwarded_allow_ips and args.api_keys:
+        # every request a share is counted for carries a key, which names its client: X-Forwarded-For was never read
+        raise UsageError(
+            "--forwarded-allow-ips names a client by its address, and under --api-keys each request's key names its"
+            " client: drop --forwarded-allow-ips (or give each client behind the proxy a key of its own)"
+        )
     if bool(args.curve_secret) != bool(args.curve_allow):
         raise UsageError("--curve-secret and --curve-allow go together")
     for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):
@@ -81,12 +88,15 @@ def check_serve_args(args: argparse.Namespace) -> None:
     for flag, size in (("--image-url-store-bytes", args.image_url_store_bytes), ("--cache-bytes", args.cache_bytes)):
         if memory is not None and size is not None and size > memory:
             raise UsageError(f"{flag} {size:,} is more than this host's memory ({memory:,} bytes)")
-    hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if args.max_connections and hard_files != resource.RLIM_INFINITY and args.max_connections > hard_files:
+    fit = connections_that_fit(args.workers)
+    if args.max_connections and fit is not None and args.max_connections > fit:
         # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         raise UsageError(
-            f"--max-connections {args.max_connections:,} is more than this process may hold open files"
-            f" ({hard_files:,}, ulimit -Hn): give fewer, or raise the limit"
+            f"--max-connections {args.max_connections:,} would run the engine out of open files before it is reached:"
+            f" this process may hold {hard:,} (ulimit -Hn), and the engine keeps about {ENGINE_OWN_FILES} of its own"
+            f" and {FILES_PER_WORKER} for each of --workers {args.workers}, which leaves {fit:,}: give at most that,"
+            " or raise the limit"
         )
     if args.max_queue > MAX_QUEUE:
         raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
@@ -183,18 +193,24 @@ def _takes_in(wildcard: str, host: str) -> bool:
 
 
 def checked_api_keys(key: str | None, path: str | None) -> ApiKeys | None:
-    """The HTTP door's keys, of --api-key `key` or --api-keys `path` (read here, once), None for neither; a
-    UsageError for keys no engine could serve with."""
+    """The HTTP door's keys, of --api-key `key` (None: not given, ARGUS_API_KEY's then) or --api-keys `path` (read
+    here, once), None for neither; a UsageError for keys no engine could serve with, naming where the key came from:
+    "--api-key (or $ARGUS_API_KEY)" sent the user of ARGUS_API_KEY= and --api-keys looking for a flag not given."""
+    named, drop = "--api-key", "leave --api-key out"
+    if key is None and (key := os.environ.get(API_KEY_ENV)) is not None:
+        named, drop = f"${API_KEY_ENV}", f"unset {API_KEY_ENV}"
     if key is not None and path is not None:
-        raise UsageError(f"--api-key (or ${API_KEY_ENV}) and --api-keys: give one (name --api-key's key in the file)")
+        if not key:
+            raise UsageError(f"{named} is empty, and --api-keys names the keys: {drop}")
+        raise UsageError(f"{named} and --api-keys: give one (name {named}'s key in the file)")
     if path is not None:
         return ApiKeys.read(path)
     if key is None:
         return None
     if problem := key_problem(key):
         # an empty key is no key: every route would be open, with no word said (ARGUS_API_KEY= in an environment)
-        hint = f": give a key, or unset {API_KEY_ENV} for none" if not key else ""
-        raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}{hint}")
+        hint = f": give a key, or {drop} for none" if not key else ""
+        raise UsageError(f"{named} {problem}{hint}")
     return ApiKeys.single(key)
 
 

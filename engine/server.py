@@ -53,6 +53,7 @@ from engine.listen_checks import (
 from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcess
 from engine.open_files import http_connection_bound
+from engine.plurals import counted
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.slot_supervision import Launcher
 from engine.stop_signals import HELD_SIGNALS, STOP_SIGNALS, HeldStopSignals
@@ -454,11 +455,11 @@ class Engine:
                 raise UsageError(f"{where}: {error.strerror or error}") from None
             port = listener.sockets[0].getsockname()[1]
             log.info(
-                "argus %s: HTTP API listening on http://%s (POST /v1/images/generations; at most %d connections at"
-                " once, --max-connections)",
+                "argus %s: HTTP API listening on http://%s (POST /v1/images/generations; at most %s at once,"
+                " --max-connections)",
                 argus_version(),
                 http_address(self.config.host, port),
-                bound,
+                counted(bound, "connection"),
             )
             endpoints = ", ".join(self.clients.endpoints), ", ".join(self.link.endpoints)
             log.info("ZeroMQ clients: %s; workers: %s", *endpoints)
@@ -487,8 +488,8 @@ class Engine:
 
     async def _drain(self, runner: web.AppRunner) -> None:
         log.info(
-            "draining: %d images in flight, given up to %g s (a second SIGTERM or SIGINT cancels them at once)",
-            self.dispatcher.outstanding_images,
+            "draining: %s in flight, given up to %g s (a second SIGTERM or SIGINT cancels them at once)",
+            counted(self.dispatcher.outstanding_images, "image"),
             self.config.shutdown_timeout_s,
         )
         deadline = time.monotonic() + self.config.shutdown_timeout_s
@@ -498,12 +499,12 @@ class Engine:
         requests = self.dispatcher.cancel_all()
         if requests:  # the drain's log said only how many it began with, then "engine stopped"
             log.info(
-                "%s: cancelled the %d images in flight (%d requests, each answered Cancelled)",
+                "%s: cancelled the %s in flight (%s, each answered Cancelled)",
                 "second stop signal"
                 if self._stop_now.is_set()
                 else f"--shutdown-timeout ({self.config.shutdown_timeout_s:g} s) reached",
-                images,
-                requests,
+                counted(images, "image"),
+                counted(requests, "request"),
             )
         # let the replies written by cancel_all reach the front doors' sockets
         await asyncio.sleep(0)

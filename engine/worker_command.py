@@ -16,6 +16,7 @@ from engine.arg_types import (
     none_empty,
     positive_float,
     positive_int,
+    thread_count,
     torch_device,
 )
 from engine.help_format import BACKEND_HELP
@@ -44,7 +45,7 @@ def add_worker_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
     p.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         help="torch threads for a model on the CPU (default: torch's own, every core); not for sim, nor a GPU",
     )
     p.add_argument(

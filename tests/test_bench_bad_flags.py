@@ -204,6 +204,15 @@ _SEEDED = ("chaos", "worker", "cache", "controller")
         (["bench", "engine", "--doors", "foo"], "--doors takes zmq and/or http"),
         # measured twice, the first's figures lost and the second's printed in both rows
         (["bench", "engine", "--doors", "zmq,zmq"], "--doors takes zmq and/or http, each once, not 'zmq,zmq'"),
+        # taken and never used: the door measured was at its default load
+        (
+            ["bench", "engine", "--doors", "http", "--concurrency", "256"],
+            "--concurrency is the zmq door's load, and --doors http measures no zmq: drop it",
+        ),
+        (
+            ["bench", "engine", "--doors", "zmq", "--http-concurrency", "64"],
+            "--http-concurrency is the http door's load, and --doors zmq measures no http: drop it",
+        ),
         # it built and restored a cache, sent nothing, and printed a table of no requests
         (["bench", "checkpoint", "--rate", "0.1", "--duration", "1"], "--rate 0.1 for --duration 1 s sends no request"),
         (["bench", "scale", "--fleets", "9", "--workers", "2"], "--fleets must be at most --workers"),
@@ -226,13 +235,6 @@ _SEEDED = ("chaos", "worker", "cache", "controller")
         # hash vectors of prompts are 1024 wide whatever --dim said
         (["bench", "cache", "--dim", "64", *SMALL_CACHE_BENCH], "--dim: only with --vectors random"),
         (["bench", "cache", "--vectors", "random", "--data", "{tmp}", *SMALL_CACHE_BENCH], "--data: only with"),
-        # an empty value (a variable left unset) was read as the flag left out: the trace or prompts said only
-        # ': No such file or directory', --log-dir went to a temporary folder, --replay ran the index benchmark
-        *[
-            (["bench", "compare", flag, ""], f"{flag} is empty")
-            for flag in ("--trace", "--prompts", "--log-dir", "--records-dir")
-        ],
-        *[(["bench", "cache", flag, ""], f"{flag} is empty") for flag in ("--replay", "--data", "--similarity-table")],
     ],
 )
 def test_flags_that_cannot_run_together_exit_2_as_usage_errors(argv, says, tmp_path, capsys):

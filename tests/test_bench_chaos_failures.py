@@ -31,7 +31,7 @@ def test_an_engine_that_dies_during_the_load_fails_the_run_naming_its_exit(tmp_p
     [
         ({}, None),
         ({"kills": 3}, "3 kills, fewer than --min-kills 5"),
-        ({"lost": 2, "duplicates": 1}, "2 requests lost; 1 replies beyond the first for a request"),
+        ({"lost": 2, "duplicates": 1}, "2 requests lost; 1 reply beyond the first for a request"),
         ({"hangs": 2, "hangs_detected": 1}, "1 of 2 hangs not found by the engine"),
         ({"metrics_vs_clients": {"match": False}}, "the engine's argus_requests_total disagrees"),
         ({"engine_exit_code": 1, "engine_log_tail": "the drain failed"}, "the engine exited with 1:\nthe drain failed"),

@@ -38,7 +38,7 @@ def test_a_stop_signal_stops_the_engine_and_the_baseline(tmp_path, stop):
     servers: list[int] = []
     try:
         # the engine and the bare baseline both run, and the measurement has begun
-        while "rounds of" not in output.read_text():
+        while "1 round of" not in output.read_text():
             assert bench.poll() is None, output.read_text()
             time.sleep(0.1)
         servers = children_of(bench.pid)

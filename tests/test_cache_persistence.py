@@ -282,7 +282,7 @@ def test_a_spill_file_overwritten_with_nan_is_neither_served_nor_the_end_of_the_
         restored = load(tmp_path / "saved")
     try:
         assert restored.stats().prompts == 2
-        assert "1 saved latents no run can start from" in caplog.text and "NaN or infinite values" in caplog.text
+        assert "1 saved latent no run can start from" in caplog.text and "NaN or infinite values" in caplog.text
         for i in (2, 3):
             np.testing.assert_array_equal(restored.take_latent(ids[i], 5), latent(i, 5))
     finally:
@@ -308,8 +308,6 @@ def test_a_saved_latent_of_another_shape_than_the_model_takes_is_left_out(tmp_pa
         np.testing.assert_array_equal(restored.take_latent(good, 5), latent(0, 5))
         assert restored.lookup(vector(1), SQUARE).levels == (25,)
         [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-        assert (
-            warning.startswith("1 saved latents no run can start from") and "(4, 16, 4), not the (4, 8, 8)" in warning
-        )
+        assert warning.startswith("1 saved latent no run can start from") and "(4, 16, 4), not the (4, 8, 8)" in warning
     finally:
         restored.close()

@@ -21,6 +21,7 @@ from engine.worker_command import check_worker_args
 from loadgen.bench import cache_bench
 from loadgen.bench.commands import BENCHMARKS
 from protocols.curve import create_key_files
+from workers.config import usable_cpus
 
 
 @pytest.mark.parametrize(
@@ -218,6 +219,11 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
         (["serve", "--no-cache", "--quality-profile", "q.jsonl"], "--no-cache keeps no prompt cache: drop --quality-"),
         # read and checked, then never asked for a level
         (["serve", "--policy", "nirvana", "--predictor", "k.json"], "--policy nirvana picks each prompt's level by"),
+        # a request's key names its client first: the proxies' X-Forwarded-For was never read
+        (
+            ["serve", "--api-keys", "keys.txt", "--forwarded-allow-ips", "10.0.0.5"],
+            "--forwarded-allow-ips names a client by its address, and under --api-keys each request's key names its",
+        ),
         # a cache of no room: every image was a miss, the engine saying nothing of it
         (["serve", "--cache-bytes", "0"], "--cache-bytes 0 holds no latent in memory, and no --cache-dir-bytes"),
         (["serve", "--cache-bytes", "0", "--cache-dir", "/tmp"], "Give --no-cache for none"),
@@ -240,14 +246,17 @@ def test_an_image_url_store_out_of_bounds_exits_2_naming_the_flag(capsys):
     ("argv", "environment", "says"),
     [
         # every route was open, with no word said
-        (["serve", "--api-key", ""], {}, "--api-key (or $ARGUS_API_KEY) is empty"),
-        (["serve"], {"ARGUS_API_KEY": ""}, "--api-key (or $ARGUS_API_KEY) is empty"),
+        (["serve", "--api-key", ""], {}, "--api-key is empty: give a key, or leave --api-key out for none"),
+        (["serve"], {"ARGUS_API_KEY": ""}, "$ARGUS_API_KEY is empty: give a key, or unset ARGUS_API_KEY for none"),
         # every request was a 401, the right key too: HTTP trims a header, and carries no newline
         (["serve"], {"ARGUS_API_KEY": "s3cret\n"}, "no HTTP client can send it"),
         (["serve", "--api-key", " s3cret"], {}, "no HTTP client can send it"),
         (["serve", "--api-key", "s3\x01cret"], {}, "no HTTP client can send it"),
         # served curl (UTF-8), and was a 401 to Python's urllib and requests (Latin-1), the right key too
-        (["serve", "--api-key", "cl\u00e9"], {}, "--api-key (or $ARGUS_API_KEY) holds 'é', which is not ASCII"),
+        (["serve", "--api-key", "cl\u00e9"], {}, "--api-key holds 'é', which is not ASCII"),
+        (["serve"], {"ARGUS_API_KEY": "cl\u00e9"}, "$ARGUS_API_KEY holds 'é', which is not ASCII"),
+        # the flag given wins over the variable, and is the one named
+        (["serve", "--api-key", ""], {"ARGUS_API_KEY": "s3cret"}, "--api-key is empty: give a key, or leave"),
     ],
 )
 def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environment, says, monkeypatch):
@@ -431,10 +440,29 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:5556"]
 
 
 @pytest.mark.parametrize(
+    "command",
+    [WORKER, ["profile", "latency", "--out", "latency.json"], ["bench", "worker"]],
+    ids=lambda command: " ".join(command[:2]),
+)
+def test_more_threads_than_cpus_are_refused_naming_the_flag_and_the_cpus(command, capsys):
+    """Past the CPUs, torch's threads only took turns on them (a 256x256 matmul 160 times slower with 1,000 threads
+    on 2 cores), and past 2**31 - 1 the worker died with a traceback as it loaded its model."""
+    cpus = usable_cpus()
+    for threads in (cpus + 1, 2**31):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args([*command, "--threads", str(threads)])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --threads: at most {cpus}, the CPUs this process may run on" in err, err
+        assert err.endswith(f"not '{threads}'\n"), err
+    assert build_parser().parse_args([*command, "--threads", str(cpus)]).threads == cpus
+
+
+@pytest.mark.parametrize(
     ("argv", "says"),
     [
         (["--backend", "sim", "--count", "4", "--device", "cuda:3"], "use no --device, --threads"),
-        (["--backend", "sim", "--count", "4", "--threads", "2"], "use no --device, --threads"),
+        (["--backend", "sim", "--count", "4", "--threads", "1"], "use no --device, --threads"),
         (["--backend", "sim", "--count", "4", "--stall-timeout", "9"], "--threads or --stall-timeout"),
         # accepted and ignored: a lone sim worker shows a step as it sleeps, every 50 ms
         (["--backend", "sim", "--stall-timeout", "9"], "--stall-timeout bounds a model's stretch without a denois"),
@@ -482,6 +510,38 @@ def test_an_empty_value_is_refused_naming_its_flag(argv, tmp_path):
     flag = argv[argv.index("") - 1]
     with pytest.raises(UsageError, match=f"^{flag} (is empty|names no address) \\(a variable left unset\\?\\)"):
         engine_config(args) if argv[0] == "serve" else check_worker_args(args)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # read as the current directory, ".", or as no path at all: an error naming "." or nothing, not the flag
+        ["keys", "--dir", ""],
+        ["calibrate", "--embedder", "hash", "--prompts", ""],
+        ["calibrate", "--embedder", "minilm", "--model-path", "", "--prompts", "p.txt"],
+        ["train-predictor", "", "--out", "{tmp}/p.json"],
+        ["train-predictor", "s.jsonl", "--similarity-table", "", "--out", "{tmp}/p.json"],
+        ["profile", "quality", "", "--clip", "clip", "--out", "{tmp}/q.jsonl"],
+        ["profile", "quality", "p.txt", "--clip", "", "--out", "{tmp}/q.jsonl"],
+        ["bench", "compare", "--trace", ""],
+        ["bench", "compare", "--prompts", ""],
+        # kept no logs (a temporary folder's), wrote no records
+        ["bench", "compare", "--log-dir", ""],
+        ["bench", "compare", "--records-dir", ""],
+        ["bench", "cache", "--replay", ""],  # ran the index benchmark
+        ["bench", "cache", "--data", ""],
+        ["bench", "cache", "--replay", "p.txt", "--similarity-table", ""],
+    ],
+    ids=lambda argv: " ".join(argv[: argv.index("")]),
+)
+def test_a_file_or_folder_given_empty_to_an_offline_command_is_refused_naming_it(argv, tmp_path, capsys):
+    assert main([part.replace("{tmp}", str(tmp_path)) for part in argv]) == 2
+    before = argv[argv.index("") - 1]
+    flag = before if before.startswith("--") else {"train-predictor": "samples", "quality": "prompts"}[before]
+    err = capsys.readouterr().err
+    fix = "give its value, or leave the flag out" if flag.startswith("--") else "give its value"
+    assert err.endswith(f": error: {flag} is empty (a variable left unset?): {fix}\n")
+    assert err.count("\n") == 1, err
 
 
 def test_worker_accepts_the_longest_id_that_fits():
@@ -633,7 +693,7 @@ def test_the_engines_own_worker_command_passes_the_worker_checks(backend, tmp_pa
     launch = LaunchConfig(
         backend=backend, model=sdxl_checkpoint(tmp_path), time_scale=0.5, log_level="WARNING", log_format="json"
     )
-    command = worker_command(launch.worker_config("ipc:///tmp/w", slot=0, threads=2))
+    command = worker_command(launch.worker_config("ipc:///tmp/w", slot=0, threads=1))
     check_worker_args(build_parser().parse_args(command[command.index("engine.cli") + 1 :]))
     assert command[command.index("engine.cli") + 1 :][:5] == [
         "--log-level",
@@ -753,14 +813,25 @@ def test_the_launch_timeouts_left_unset_take_their_defaults():
     assert (config.launch.startup_timeout_s, config.ray_connect_timeout_s) == (180.0, 60.0)
 
 
-def test_max_connections_past_the_limit_on_open_files_is_refused():
-    """The engine ran out of files before the bound was reached: no worker started again, no /health answered."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_max_connections_the_limit_on_open_files_leaves_no_room_for_is_refused(workers):
+    """The engine ran out of files before the bound was reached: no worker started again, no /health answered. A bound
+    of the hard limit itself was let through with a warning, where the engine's own files (29 at start) and its
+    workers' take some of it: the bound could never be reached."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY:
         pytest.skip("no hard limit on open files here")
-    with pytest.raises(UsageError, match=f"^--max-connections {hard + 1:,} is more than this process may hold open"):
-        engine_config(build_parser().parse_args(["serve", "--max-connections", str(hard + 1)]))
-    assert engine_config(build_parser().parse_args(["serve", "--max-connections", str(hard)])).max_connections == hard
+    fit = hard - open_files.ENGINE_OWN_FILES - workers * open_files.FILES_PER_WORKER
+    serve = ["serve", "--backend", "sim", "--workers", str(workers)]
+    for refused in (hard + 1, hard, fit + 1):
+        says = (
+            f"--max-connections {refused:,} would run the engine out of open files before it is reached: this process"
+            f" may hold {hard:,} (ulimit -Hn), and the engine keeps about {open_files.ENGINE_OWN_FILES} of its own and"
+            f" {open_files.FILES_PER_WORKER} for each of --workers {workers}, which leaves {fit:,}: give at most that"
+        )
+        with pytest.raises(UsageError, match=f"^{re.escape(says)}"):
+            engine_config(build_parser().parse_args([*serve, "--max-connections", str(refused)]))
+    assert engine_config(build_parser().parse_args([*serve, "--max-connections", str(fit)])).max_connections == fit
 
 
 def test_the_engine_asks_for_the_open_files_its_max_connections_hold(monkeypatch):

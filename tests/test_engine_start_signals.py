@@ -172,7 +172,7 @@ def test_a_sighup_while_the_engine_is_built_rereads_its_keys_once_it_serves(tmp_
         os.set_blocking(writer, True)
         with open(writer, "wb") as profile:
             profile.write((DATA_DIR / "sdxl_a100.json").read_bytes())
-        assert wait_for(lambda: "SIGHUP: 1 API keys read" in log_path.read_text() or process.poll() is not None)
+        assert wait_for(lambda: "SIGHUP: 1 API key read" in log_path.read_text() or process.poll() is not None)
         assert process.poll() is None, log_path.read_text()
         url = re.search(r"HTTP API listening on (http://\S+)", log_path.read_text()).group(1)
         assert [models_status(url, key) for key in ("carol-key-3", "alice-key-1")] == [200, 401]

@@ -66,9 +66,29 @@ def test_a_missing_file_or_a_key_given_both_ways_is_refused(tmp_path, monkeypatc
     with pytest.raises(UsageError, match="No such file or directory"):
         engine_config(build_parser().parse_args(["serve", "--api-keys", str(tmp_path / "none")]))
     path = str(keys_file(tmp_path))
-    with pytest.raises(UsageError, match=re.escape("--api-key (or $ARGUS_API_KEY) and --api-keys: give one")):
+    with pytest.raises(UsageError, match=re.escape("--api-key and --api-keys: give one (name --api-key's key in")):
         engine_config(build_parser().parse_args(["serve", "--api-keys", path, "--api-key", "s3cret"]))
     assert engine_config(build_parser().parse_args(["serve", "--api-keys", path])).api_keys.named
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "says"),
+    [
+        # it said "--api-key (or $ARGUS_API_KEY) and --api-keys: give one", of a flag not given and a key not set
+        ([], {"ARGUS_API_KEY": ""}, "$ARGUS_API_KEY is empty, and --api-keys names the keys: unset ARGUS_API_KEY"),
+        ([], {"ARGUS_API_KEY": "s3cret"}, "$ARGUS_API_KEY and --api-keys: give one (name $ARGUS_API_KEY's key in"),
+        (["--api-key", ""], {}, "--api-key is empty, and --api-keys names the keys: leave --api-key out"),
+    ],
+)
+def test_a_key_beside_the_keys_file_is_refused_naming_where_it_came_from(
+    argv, environment, says, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("ARGUS_API_KEY", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError) as refused:
+        engine_config(build_parser().parse_args(["serve", "--api-keys", str(keys_file(tmp_path)), *argv]))
+    assert str(refused.value).startswith(says), refused.value
 
 
 def test_the_engine_serves_with_the_keys_that_were_checked_not_a_second_read_of_the_file(tmp_path):

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from waiting import wait_for
 
+from engine.http_connection_limit import _refusal
 from engine_process import start_engine
 
 
@@ -122,3 +123,9 @@ def test_connections_held_open_leave_the_engine_the_files_to_start_a_worker_agai
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert engine.stop() == 0
+
+
+def test_the_refusal_names_a_bound_of_one_connection_in_the_singular():
+    """--max-connections 1 answered 'the engine holds 1 HTTP connections'."""
+    assert b'"the engine holds 1 HTTP connection, its bound' in _refusal(1)
+    assert b'"the engine holds 2 HTTP connections, its bound' in _refusal(2)

@@ -206,3 +206,19 @@ def test_an_engine_and_its_workers_log_json_lines_with_log_format_json(tmp_path)
     assert ("argus.worker", "loading the sim backend on no device") in said, said
     assert ("argus.engine", "engine stopped") in said, said
     assert len({record["pid"] for record in records}) == 2  # the engine's and its worker's
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_an_engine_bound_to_fewer_cpus_than_the_host_has_gives_its_workers_threads_they_take(tmp_path):
+    """A worker refuses more --threads than the CPUs it may run on: the engine shares those among its workers (under
+    taskset or a container's cpuset, not the host's count), or its worker would refuse the threads it was given."""
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})  # the engine inherits it, as from `taskset -c`
+    try:
+        engine = start_engine(tmp_path, workers=1, wait=False)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    try:
+        engine.wait_ready(1, timeout_s=120)
+    finally:
+        assert engine.stop() == 0

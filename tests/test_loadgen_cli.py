@@ -174,6 +174,8 @@ def test_a_url_that_is_not_an_http_address_is_refused_not_run_as_connection_erro
         # a Poisson run instead of the trace, without a word
         ["--url", NO_ENGINE, "--trace", "", "--rate", "1", "--max-requests", "1"],
         ["--url", NO_ENGINE, "--prompts", "", "--rate", "1", "--max-requests", "1"],
+        # ran without CURVE, the engine's refusal then said as a connection that never came
+        ["--zmq", "tcp://127.0.0.1:9", "--curve-secret", "", "--curve-server-key", "engine.key", "--rate", "1"],
     ],
 )
 def test_a_flag_given_an_empty_value_is_refused_not_read_as_left_out(argv, capsys):

@@ -184,7 +184,7 @@ def test_threads_given_a_worker_that_runs_no_model_on_the_cpu_are_refused(
     it and ignored it without a word, as the profiles did, which passed it on (their default too)."""
     clip = save_model_folder(tmp_path / "clip", "clip", processor=True)
     argv = [arg.format(tmp=tmp_path, prompts=prompts, clip=clip) for arg in argv]
-    assert main([*argv, "--threads", "2"]) == 2
+    assert main([*argv, "--threads", "1"]) == 2
     err = capsys.readouterr().err
     says = f"{command_name(argv)}: error: --threads sets torch's threads for a model on the CPU; {runs}"
     assert err.startswith(says) and err.count("\n") == 1, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from protocols.curve import ClientKeys
@@ -14,6 +15,15 @@ def runs_on_cpu_threads(backend: str, device: str | None) -> bool:
     """Whether a worker's model runs on torch's CPU threads, which --threads sets: not the sim backend's (it runs
     no model), nor one on a GPU (`device`: None is the default, cpu)."""
     return backend != "sim" and (device or "cpu") == "cpu"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, under taskset or a container's cpuset; else the host's): what
+    torch's CPU threads are shared among."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,12 @@ from collections.abc import Mapping
 import numpy as np
 
 from controller.versioned import write_versioned
-from engine.arg_types import UsageError, not_an_input, output_file, positive_int, read_user_file
+from engine.arg_types import UsageError, none_empty, not_an_input, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.table_file import TABLE_KIND
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
+from engine.plurals import counted
 from engine.whole_files import written_or_exit
 from loadgen.prompts import load_prompts
 
@@ -73,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # a variable left unset: "" was read as the folder it names, ".", and said to be no prompt set
+    none_empty(args, "--prompts", "--model-path", "--reference-model-path")
     not_an_input(args.json, args.prompts, flag="--json")
     usual = NIRVANA if args.embedder == "minilm" else "minilm"
     reference = args.reference or usual
@@ -177,7 +180,7 @@ def _by_level(values: Mapping[int, float]) -> dict[str, float]:
 def _print_report(report: dict) -> None:
     print(
         f"{report['embedder']} calibrated against {report['reference']} ({report['method']}) "
-        f"on {report['count']} prompts of {report['prompts']}"
+        f"on {counted(report['count'], 'prompt')} of {report['prompts']}"
     )
     header = ("level", "threshold", "reaching", "ref. threshold", "ref. reaching", "served")
     print("  ".join(f"{h:>{w}}" for h, w in zip(header, (5, 9, 8, 14, 13, 6), strict=True)))

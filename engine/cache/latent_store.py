@@ -39,6 +39,7 @@ import numpy as np
 
 from engine.cache import file_reads
 from engine.cache.lcbfu import Lcbfu, Record
+from engine.plurals import counted
 
 log = logging.getLogger("argus.cache")
 
@@ -175,7 +176,7 @@ class LatentStore:
             self._lose_spilled(key)
             return None
         if self._failed_reads:
-            log.info("reading from disk works again: %d latents could not be read back", self._failed_reads)
+            log.info("reading from disk works again: %s could not be read back", counted(self._failed_reads, "latent"))
             self._failed_reads = 0
         return array
 
@@ -281,7 +282,7 @@ class LatentStore:
             self._evict(key)
             return
         if self._failed_spills:
-            log.info("spilling to disk works again: %d latents could not be spilled", self._failed_spills)
+            log.info("spilling to disk works again: %s could not be spilled", counted(self._failed_spills, "latent"))
             self._failed_spills = 0
         self._entries[key] = replace(entry, array=None)
         self._disk.add(key, record)
@@ -315,8 +316,8 @@ class LatentStore:
             self._lose_spilled(key)
         if lost:
             # one line: a spill folder deleted under a large cache loses hundreds of thousands of files
-            what = "%d spill files were missing, cut short or unreadable (latent %s the first): evicted"
-            log.warning(what, len(lost), lost[0])
+            what = "%s missing, cut short or unreadable (latent %s the first): evicted"
+            log.warning(what, counted(len(lost), "spill file was", "spill files were"), lost[0])
 
     def _lose_spilled(self, key: Key) -> None:
         self._delete_from_disk(key)

@@ -27,6 +27,7 @@ from engine.cache import persistence
 from engine.cache.index import VectorIndex
 from engine.cache.latent_store import Key, LatentStore, check_latent
 from engine.cache.snapshot import CacheSnapshot
+from engine.plurals import counted
 
 log = logging.getLogger("argus.cache")
 
@@ -221,7 +222,10 @@ class PromptCache:
             if latents:
                 self.insert(prompt.text, vector, prompt.shape, latents)
         if unreadable:
-            log.warning("%d latents cached while the saved cache was read could not be read back: left out", unreadable)
+            log.warning(
+                "%s cached while the saved cache was read could not be read back: left out",
+                counted(unreadable, "latent"),
+            )
         for level, hits in newer._hits.items():
             self._hits[level] += hits
         self._misses += newer._misses
@@ -350,7 +354,9 @@ class PromptCache:
             self._store.restore(key, array, latent.uses, latent.on_disk)
         if unusable:
             log.warning(
-                "%d saved latents no run can start from, left out (%s the first: %s)", len(unusable), *unusable[0]
+                "%s no run can start from, left out (%s the first: %s)",
+                counted(len(unusable), "saved latent"),
+                *unusable[0],
             )
         self._report_unread(saved, unread)
         self.changes += len(unusable) + len(unread) + saved.latents_unread + bool(saved.read_error)
@@ -367,10 +373,10 @@ class PromptCache:
             raise persistence.CacheFileError(f"cannot read {saved.path}: none of its latents could be read ({error})")
         if left_out:
             log.warning(
-                "%d of %d saved latents could not be read from %s (%s): left out, the rest restored; the next save"
-                " writes the file anew",
+                "%d of %s could not be read from %s (%s): left out, the rest restored; the next save writes the file"
+                " anew",
                 left_out,
-                in_file,
+                counted(in_file, "saved latent"),
                 saved.path,
                 error,
             )

@@ -111,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    none_empty(args, "--data", "--replay", "--model-path", "--similarity-table")  # "" was read as "."
     _refuse_ignored_flags(args)
     if args.replay:
         return _run_replay(args)
@@ -393,7 +394,6 @@ def _run_replay(args: argparse.Namespace) -> int:
 def _refuse_ignored_flags(args: argparse.Namespace) -> None:
     """Flags the mode asked for does not read were ignored, and a benchmark ran for minutes on what the user did not
     ask for."""
-    none_empty(args, "--data", "--replay", "--model-path", "--similarity-table")  # "" read as left out
     if args.replay:
         given = [_flag(name) for name in INDEX_DEFAULTS if getattr(args, name) is not None]
         why = "not with --replay (they size the index benchmark)"

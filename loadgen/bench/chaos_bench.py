@@ -42,6 +42,7 @@ from engine.arg_types import (
     positive_int,
 )
 from engine.config import MIN_HEARTBEAT_TIMEOUT_S
+from engine.plurals import counted
 from loadgen.bench.chaos_faults import Fault, inject_faults
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
 from loadgen.bench.engine_child import start_engine
@@ -213,9 +214,9 @@ def failures(result: dict, config: ChaosConfig) -> list[str]:
     the engine's own counts agree with what the clients saw, and it drained clean at the end (exit 0)."""
     found = []
     if result["lost"]:
-        found.append(f"{result['lost']} requests lost")
+        found.append(f"{counted(result['lost'], 'request')} lost")
     if result["duplicates"]:
-        found.append(f"{result['duplicates']} replies beyond the first for a request")
+        found.append(f"{counted(result['duplicates'], 'reply', 'replies')} beyond the first for a request")
     if result["kills"] < config.min_kills:
         found.append(f"{result['kills']} kills, fewer than --min-kills {config.min_kills}")
     if result["hangs_detected"] != result["hangs"]:

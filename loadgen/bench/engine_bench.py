@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
+from engine.plurals import counted
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.engine_load import (
     HttpLoad,
@@ -43,6 +44,7 @@ from loadgen.stats import median, p99_caveat
 
 TARGETS = {"zmq": 0.3, "http": 0.5}
 P99_TARGET_MS = 5.0
+DEFAULT_CONCURRENCY = {"zmq": 128, "http": 32}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,12 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds of the open-loop latency run at half the peak (default 4)",
     )
     parser.add_argument("--warmup-s", type=non_negative_float, default=0.5, help="unmeasured lead-in of every run")
-    parser.add_argument("--concurrency", type=positive_int, default=128, help="ZeroMQ requests in flight (default 128)")
+    # no default here, so that one given for a door not measured is told from one left out
+    parser.add_argument("--concurrency", type=positive_int, help="ZeroMQ requests in flight (default 128)")
     parser.add_argument(
-        "--http-concurrency",
-        type=positive_int,
-        default=32,
-        help="HTTP requests in flight, one pooled connection each (default 32)",
+        "--http-concurrency", type=positive_int, help="HTTP requests in flight, one pooled connection each (default 32)"
     )
     parser.add_argument("--workers", type=positive_int, default=2, help="simulated local workers (default 2)")
     parser.add_argument("--size", type=sim_image_side, default=64, help="image side asked for (default 64)")
@@ -84,6 +84,15 @@ def run(args: argparse.Namespace) -> int:
     # a door named twice was measured twice, the second's figures printed in both rows
     if set(doors) - set(TARGETS) or not doors or len(set(doors)) < len(doors):
         raise UsageError(f"--doors takes zmq and/or http, each once, not {args.doors!r}")
+    for flag, door, given in (
+        ("--concurrency", "zmq", args.concurrency),
+        ("--http-concurrency", "http", args.http_concurrency),
+    ):
+        if given is not None and door not in doors:
+            # taken and never used: `--doors http --concurrency 256` measured HTTP at its default 32 in flight
+            raise UsageError(f"{flag} is the {door} door's load, and --doors {args.doors} measures no {door}: drop it")
+    args.concurrency = args.concurrency or DEFAULT_CONCURRENCY["zmq"]
+    args.http_concurrency = args.http_concurrency or DEFAULT_CONCURRENCY["http"]
     with tempfile.TemporaryDirectory(prefix="argus-bench-engine-") as tmp:
         results = uvloop.run(_measure(args, doors, Path(tmp)))
     _report(args, doors, results)
@@ -206,7 +215,7 @@ async def _door(
 ) -> dict:
     """One front door, engine against baseline: peak rates by alternating closed-loop rounds, then open-loop
     latency at half the engine's peak; `closed_loop` and `open_loop` are engine_load's clients for this door."""
-    print(f"{door}: {args.rounds} rounds of {args.duration_s:g} s closed loop, {load} ...", flush=True)
+    print(f"{door}: {counted(args.rounds, 'round')} of {args.duration_s:g} s closed loop, {load} ...", flush=True)
 
     def peak(target: str):
         return closed_loop(target, args, args.duration_s)

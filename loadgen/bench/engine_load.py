@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 
+from engine.plurals import counted
 from loadgen.stats import percentile
 
 # every request of `argus bench engine` and `argus bench scale` (loadgen/bench/scale_load.py) asks for it
@@ -71,7 +72,7 @@ class ZmqLoad:
             except TimeoutError:
                 break
         if self.sent:
-            raise RuntimeError(f"{len(self.sent)} requests never answered")
+            raise RuntimeError(f"{counted(len(self.sent), 'request')} never answered")
 
     def close(self) -> None:
         self._socket.close(linger=0)

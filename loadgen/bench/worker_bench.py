@@ -13,14 +13,22 @@ medians are reported, so the noise of a shared machine falls on both alike.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from engine.arg_types import UsageError, comma_separated, non_negative_float, non_negative_int, positive_int
+from engine.arg_types import (
+    UsageError,
+    comma_separated,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    thread_count,
+)
+from engine.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import median
+from workers.config import usable_cpus
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
@@ -39,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     parser.add_argument(
         "--threads",
-        type=positive_int,
-        default=max(1, (os.cpu_count() or 1) // 2),
+        type=thread_count,
+        default=max(1, usable_cpus() // 2),
         help="torch threads, worker and direct alike (default: half the cores, what `argus serve`"
         " gives each of its 2 default local workers)",
     )
@@ -149,7 +157,10 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
         samples: dict[tuple[str, int], list[float]] = {kind: [] for kind in kinds}
         cpu: dict[tuple[str, int], list[float]] = {kind: [] for kind in kinds}
         internal: dict[int, list[float]] = {k: [] for k in [0, *levels]}
-        print(f"measuring {args.repeats} rounds of {len(kinds)} runs (worker and direct alternate) ...", flush=True)
+        print(
+            f"measuring {counted(args.repeats, 'round')} of {len(kinds)} runs (worker and direct alternate) ...",
+            flush=True,
+        )
         for r in range(args.repeats):
             # worker K=0 and the direct call run back to back (which goes first alternates), so each
             # round gives a pair measured under the same conditions; the resumes rotate around them
