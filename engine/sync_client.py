@@ -23,6 +23,7 @@ from engine.client_link import (
     connection_of,
     encoded,
     forked,
+    is_lost,
     refuse_if_closed,
     refuse_if_forked,
     request_of,
@@ -85,6 +86,8 @@ class ArgusClient(OwnProcess):
         self._warn_at = 0.0  # when the call in progress has waited UNANSWERED_WARNING_S
         # the request sent and awaited, and the connection (connection_of) it was sent or last asked after on
         self._awaited: tuple[str, int] | None = None
+        # whether it was asked after: only then can a request_lost under its id be its answer
+        self._asked_after = False
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         # before the turn: a thread of the parent's that held it as the process forked holds it here for ever
@@ -127,6 +130,7 @@ class ArgusClient(OwnProcess):
         self._warn_at = time.monotonic() + self._unanswered.delay_s
         self._send(request, deadline)
         self._awaited = (request.request_id, connection_of(self._refusals))
+        self._asked_after = False
         try:
             return self._reply_to(request.request_id, deadline)
         finally:
@@ -143,9 +147,12 @@ class ArgusClient(OwnProcess):
                 if refused:
                     raise ConnectionRefusedError(refused)
                 raise undecodable(self._address, reply.reason)
-            if reply.request_id == request_id:
+            if reply.request_id == request_id and (self._asked_after or not is_lost(reply)):
                 return reply
-            # a stale reply to an earlier request that timed out, or the request_lost after a reply: skip it
+            # a stale reply to an earlier request that timed out, or the request_lost after a reply: skip it. So too
+            # a request_lost under this id that this attempt was not asked after: the answer to the Inquire of an
+            # attempt before it, sent as that one was refused Busy (it went out as the client connected again), and
+            # read by the retry, which the engine holds (the call returned request_lost, `retries` more sent it again)
 
     def _send(self, request: Generate, deadline: float | None) -> None:
         # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
@@ -214,6 +221,7 @@ class ArgusClient(OwnProcess):
             return
         request_id = self._awaited[0]
         self._awaited = (request_id, self._refusals.handshakes)
+        self._asked_after = True
         send_now(self._socket, self._codec.encode(Inquire([request_id])))
 
     def _cancel(self, request_id: str) -> None:
