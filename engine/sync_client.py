@@ -77,8 +77,9 @@ class ArgusClient(OwnProcess):
         self._poller.register(self._refusals.monitor, zmq.POLLIN)
         self._codec = client_side_codec()
         # a call takes every reply that is not its own for a stale one and drops it: another thread's call in
-        # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once)
-        self._turn = threading.Lock()
+        # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once). Reentrant for
+        # close() from a signal handler run in the thread holding it outside its call (see close())
+        self._turn = threading.RLock()
         self._closing = False  # set by close(): a call in another thread gives up at its next poll slice
         self._calling: int | None = None  # the thread whose call holds the turn
         self._timeout_s = timeout_s
@@ -99,9 +100,9 @@ class ArgusClient(OwnProcess):
         if not self._turn.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
             raise self._timed_out(f"{request.request_id} not sent: other threads' calls held this client")
         try:
-            refuse_if_closed(self._socket)
             self._calling = threading.get_ident()
             try:
+                refuse_if_closed(self._socket)
                 return self._exchange(request, deadline)
             finally:
                 self._calling = None
@@ -235,6 +236,9 @@ class ArgusClient(OwnProcess):
             return  # a signal handler, during this thread's call: waiting for the turn would wait for ever
         if forked(self._made_in):
             return  # the sockets are the parent's (see refuse_if_forked)
+        # a signal handler in the thread holding the turn but past its call (pyzmq runs handlers inside its own calls:
+        # a second SIGTERM as the call it ended closes the sockets) takes it again and closes them: it waited for the
+        # turn its own thread held, for ever. Closing twice is harmless
         with self._turn:
             self._close()
 

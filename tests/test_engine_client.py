@@ -402,6 +402,50 @@ def test_closing_the_sync_client_from_a_signal_handler_during_a_call_ends_the_ca
         signal.signal(signal.SIGUSR1, previous)
 
 
+class _Hung(Exception):
+    pass
+
+
+def test_a_second_signal_as_the_sync_client_closes_its_sockets_does_not_hang_it(engine, monkeypatch):
+    """A handler that closes the client (a pipeline's SIGTERM one) run again as the call it ended closes the sockets
+    (a second SIGTERM: pyzmq runs handlers inside its calls, and closing waits up to 0.5 s for the Cancel to go out):
+    it waited for the turn its own thread held, and the process hung for ever, deaf to every signal after."""
+    client = ArgusClient(engine.address)
+    caller = threading.get_ident()
+    closing = sync_client.close_all
+
+    def closing_as_a_second_signal_comes(*sockets):
+        monkeypatch.setattr(sync_client, "close_all", closing)  # the one signal more
+        signal.pthread_kill(caller, signal.SIGUSR1)  # its handler runs here, in the thread closing the sockets
+        closing(*sockets)
+
+    def close_once_sent():
+        engine.receive()
+        monkeypatch.setattr(sync_client, "close_all", closing_as_a_second_signal_comes)
+        signal.pthread_kill(caller, signal.SIGUSR1)
+
+    def hung(*_):
+        raise _Hung("the client's close() waited for ever in the signal handler")
+
+    handlers = {signal.SIGUSR1: lambda *_: client.close(), signal.SIGUSR2: hung}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    # only a guard against the hang (which no signal but this one ended), not a bound on how long closing takes
+    guard = threading.Timer(60, signal.pthread_kill, (caller, signal.SIGUSR2))
+    closer = threading.Thread(target=close_once_sent)
+    closer.start()
+    try:
+        guard.start()
+        with pytest.raises(ClientClosed):
+            client.generate("a fox", request_id="r1")
+        guard.cancel()
+        closer.join()
+        assert engine.receive()[1] == Cancel("r1")
+    finally:
+        guard.cancel()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 @pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_ctrl_c_during_a_call_cancels_it_at_the_engine(engine):
     """Ctrl-C is taken by whichever thread of the process the kernel picks: here not the caller's, whose poll it
