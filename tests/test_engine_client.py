@@ -6,12 +6,13 @@ import gc
 import logging
 import signal
 import threading
+import time
 
 import msgspec
 import pytest
 import zmq
 from aiohttp import web
-from waiting import wait_for
+from waiting import eventually, wait_for
 
 from engine import client_link as client_module
 from engine import sync_client
@@ -131,6 +132,38 @@ async def test_a_second_request_under_an_id_in_flight_is_refused_and_the_first_s
         engine.answer(identity, Error("same", "invalid_size", "answered"))
         reply = await asyncio.wait_for(first, 10)
         assert isinstance(reply, Error) and reply.message == "answered"
+
+
+def _answered_once_connected(engine: ScriptedEngine, identity: bytes, reply) -> None:
+    """Sends `reply` once the client is connected to the engine again (before, ZeroMQ would drop it)."""
+    engine.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+
+    def sent() -> bool:
+        try:
+            engine.answer(identity, reply)
+        except zmq.ZMQError:  # EHOSTUNREACH: not connected yet
+            return False
+        return True
+
+    assert wait_for(sent)
+
+
+async def test_a_reply_landed_as_the_async_client_asks_after_its_requests_is_read(engine):
+    """The Inquire after a reconnection went out through a blocking socket over the client's, which took the wake-up
+    ZeroMQ gives the client's reader for a reply landed since the event loop last looked (a loop busy with the
+    pipeline's own work, or another reply): the reader never woke, and the call waited for ever, or until another
+    call sent. Here the loop is held, as such work holds it, from the restart to the watcher's turn."""
+    async with AsyncArgusClient(engine.address) as client:
+        call = asyncio.create_task(client.generate("a fox", request_id="r1"))
+        identity, _ = await asyncio.to_thread(engine.receive)
+        assert await eventually(lambda: "r1" in client._sent)  # the call has seen its request out
+        engine.restart()
+        _answered_once_connected(engine, identity, Error("r1", "worker_error", "answered"))
+        time.sleep(0.5)  # the reply lands; were it not there yet, the test could not fail, never the other way
+        client._refusal()  # the watcher's turn: it hears the handshake and asks after r1
+        reply = await asyncio.wait_for(call, 30)  # a guard against the hang, no bound on how long a reply takes
+        assert reply == Error("r1", "worker_error", "answered")
+        assert (await asyncio.to_thread(engine.receive))[1] == Inquire(["r1"])
 
 
 async def test_closing_the_async_client_cancels_what_it_has_in_flight(engine):
