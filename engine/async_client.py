@@ -212,6 +212,9 @@ class AsyncArgusClient(OwnProcess):
             chunk = asked[first : first + MAX_INQUIRED_IDS]
             self._sent.update(dict.fromkeys(chunk, handshakes))
             send_now(sock, self._codec.encode(Inquire(chunk)))
+        # a send takes in ZeroMQ's wake-up for a reply landed since the loop last looked, and only the asyncio
+        # socket's own calls pass it on to the reader: asked so, it reads what is there (it waited for ever)
+        self._socket.get(zmq.EVENTS)
 
     def _fail_waiting(self, error: Exception) -> None:
         for future in self._waiting.values():

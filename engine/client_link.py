@@ -191,9 +191,14 @@ def retry_pause_s(reply: Reply) -> float | None:
     Busy after the time it names, request_lost at once (the engine holds nothing of it: sending it again is safe)."""
     if isinstance(reply, Busy):
         return reply.retry_after_ms / 1000
-    if isinstance(reply, Error) and reply.code == "request_lost":
+    if is_lost(reply):
         return 0.0
     return None
+
+
+def is_lost(reply: Reply) -> bool:
+    """Whether the reply is the engine's request_lost, its answer to an Inquire, never to a request."""
+    return isinstance(reply, Error) and reply.code == "request_lost"
 
 
 def connection_of(refusals: RefusedHandshakes) -> int:

@@ -23,6 +23,7 @@ from engine.client_link import (
     connection_of,
     encoded,
     forked,
+    is_lost,
     refuse_if_closed,
     refuse_if_forked,
     request_of,
@@ -76,8 +77,9 @@ class ArgusClient(OwnProcess):
         self._poller.register(self._refusals.monitor, zmq.POLLIN)
         self._codec = client_side_codec()
         # a call takes every reply that is not its own for a stale one and drops it: another thread's call in
-        # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once)
-        self._turn = threading.Lock()
+        # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once). Reentrant for
+        # close() from a signal handler run in the thread holding it outside its call (see close())
+        self._turn = threading.RLock()
         self._closing = False  # set by close(): a call in another thread gives up at its next poll slice
         self._calling: int | None = None  # the thread whose call holds the turn
         self._timeout_s = timeout_s
@@ -85,6 +87,8 @@ class ArgusClient(OwnProcess):
         self._warn_at = 0.0  # when the call in progress has waited UNANSWERED_WARNING_S
         # the request sent and awaited, and the connection (connection_of) it was sent or last asked after on
         self._awaited: tuple[str, int] | None = None
+        # whether it was asked after: only then can a request_lost under its id be its answer
+        self._asked_after = False
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         # before the turn: a thread of the parent's that held it as the process forked holds it here for ever
@@ -96,9 +100,9 @@ class ArgusClient(OwnProcess):
         if not self._turn.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
             raise self._timed_out(f"{request.request_id} not sent: other threads' calls held this client")
         try:
-            refuse_if_closed(self._socket)
             self._calling = threading.get_ident()
             try:
+                refuse_if_closed(self._socket)
                 return self._exchange(request, deadline)
             finally:
                 self._calling = None
@@ -127,6 +131,7 @@ class ArgusClient(OwnProcess):
         self._warn_at = time.monotonic() + self._unanswered.delay_s
         self._send(request, deadline)
         self._awaited = (request.request_id, connection_of(self._refusals))
+        self._asked_after = False
         try:
             return self._reply_to(request.request_id, deadline)
         finally:
@@ -143,9 +148,12 @@ class ArgusClient(OwnProcess):
                 if refused:
                     raise ConnectionRefusedError(refused)
                 raise undecodable(self._address, reply.reason)
-            if reply.request_id == request_id:
+            if reply.request_id == request_id and (self._asked_after or not is_lost(reply)):
                 return reply
-            # a stale reply to an earlier request that timed out, or the request_lost after a reply: skip it
+            # a stale reply to an earlier request that timed out, or the request_lost after a reply: skip it. So too
+            # a request_lost under this id that this attempt was not asked after: the answer to the Inquire of an
+            # attempt before it, sent as that one was refused Busy (it went out as the client connected again), and
+            # read by the retry, which the engine holds (the call returned request_lost, `retries` more sent it again)
 
     def _send(self, request: Generate, deadline: float | None) -> None:
         # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
@@ -214,6 +222,7 @@ class ArgusClient(OwnProcess):
             return
         request_id = self._awaited[0]
         self._awaited = (request_id, self._refusals.handshakes)
+        self._asked_after = True
         send_now(self._socket, self._codec.encode(Inquire([request_id])))
 
     def _cancel(self, request_id: str) -> None:
@@ -227,6 +236,9 @@ class ArgusClient(OwnProcess):
             return  # a signal handler, during this thread's call: waiting for the turn would wait for ever
         if forked(self._made_in):
             return  # the sockets are the parent's (see refuse_if_forked)
+        # a signal handler in the thread holding the turn but past its call (pyzmq runs handlers inside its own calls:
+        # a second SIGTERM as the call it ended closes the sockets) takes it again and closes them: it waited for the
+        # turn its own thread held, for ever. Closing twice is harmless
         with self._turn:
             self._close()
 

@@ -6,12 +6,13 @@ import gc
 import logging
 import signal
 import threading
+import time
 
 import msgspec
 import pytest
 import zmq
 from aiohttp import web
-from waiting import wait_for
+from waiting import eventually, wait_for
 
 from engine import client_link as client_module
 from engine import sync_client
@@ -131,6 +132,38 @@ async def test_a_second_request_under_an_id_in_flight_is_refused_and_the_first_s
         engine.answer(identity, Error("same", "invalid_size", "answered"))
         reply = await asyncio.wait_for(first, 10)
         assert isinstance(reply, Error) and reply.message == "answered"
+
+
+def _answered_once_connected(engine: ScriptedEngine, identity: bytes, reply) -> None:
+    """Sends `reply` once the client is connected to the engine again (before, ZeroMQ would drop it)."""
+    engine.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+
+    def sent() -> bool:
+        try:
+            engine.answer(identity, reply)
+        except zmq.ZMQError:  # EHOSTUNREACH: not connected yet
+            return False
+        return True
+
+    assert wait_for(sent)
+
+
+async def test_a_reply_landed_as_the_async_client_asks_after_its_requests_is_read(engine):
+    """The Inquire after a reconnection went out through a blocking socket over the client's, which took the wake-up
+    ZeroMQ gives the client's reader for a reply landed since the event loop last looked (a loop busy with the
+    pipeline's own work, or another reply): the reader never woke, and the call waited for ever, or until another
+    call sent. Here the loop is held, as such work holds it, from the restart to the watcher's turn."""
+    async with AsyncArgusClient(engine.address) as client:
+        call = asyncio.create_task(client.generate("a fox", request_id="r1"))
+        identity, _ = await asyncio.to_thread(engine.receive)
+        assert await eventually(lambda: "r1" in client._sent)  # the call has seen its request out
+        engine.restart()
+        _answered_once_connected(engine, identity, Error("r1", "worker_error", "answered"))
+        time.sleep(0.5)  # the reply lands; were it not there yet, the test could not fail, never the other way
+        client._refusal()  # the watcher's turn: it hears the handshake and asks after r1
+        reply = await asyncio.wait_for(call, 30)  # a guard against the hang, no bound on how long a reply takes
+        assert reply == Error("r1", "worker_error", "answered")
+        assert (await asyncio.to_thread(engine.receive))[1] == Inquire(["r1"])
 
 
 async def test_closing_the_async_client_cancels_what_it_has_in_flight(engine):
@@ -400,6 +433,50 @@ def test_closing_the_sync_client_from_a_signal_handler_during_a_call_ends_the_ca
             client.generate("a fox")
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+class _Hung(Exception):
+    pass
+
+
+def test_a_second_signal_as_the_sync_client_closes_its_sockets_does_not_hang_it(engine, monkeypatch):
+    """A handler that closes the client (a pipeline's SIGTERM one) run again as the call it ended closes the sockets
+    (a second SIGTERM: pyzmq runs handlers inside its calls, and closing waits up to 0.5 s for the Cancel to go out):
+    it waited for the turn its own thread held, and the process hung for ever, deaf to every signal after."""
+    client = ArgusClient(engine.address)
+    caller = threading.get_ident()
+    closing = sync_client.close_all
+
+    def closing_as_a_second_signal_comes(*sockets):
+        monkeypatch.setattr(sync_client, "close_all", closing)  # the one signal more
+        signal.pthread_kill(caller, signal.SIGUSR1)  # its handler runs here, in the thread closing the sockets
+        closing(*sockets)
+
+    def close_once_sent():
+        engine.receive()
+        monkeypatch.setattr(sync_client, "close_all", closing_as_a_second_signal_comes)
+        signal.pthread_kill(caller, signal.SIGUSR1)
+
+    def hung(*_):
+        raise _Hung("the client's close() waited for ever in the signal handler")
+
+    handlers = {signal.SIGUSR1: lambda *_: client.close(), signal.SIGUSR2: hung}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    # only a guard against the hang (which no signal but this one ended), not a bound on how long closing takes
+    guard = threading.Timer(60, signal.pthread_kill, (caller, signal.SIGUSR2))
+    closer = threading.Thread(target=close_once_sent)
+    closer.start()
+    try:
+        guard.start()
+        with pytest.raises(ClientClosed):
+            client.generate("a fox", request_id="r1")
+        guard.cancel()
+        closer.join()
+        assert engine.receive()[1] == Cancel("r1")
+    finally:
+        guard.cancel()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @pytest.mark.usefixtures("ctrl_c_interrupts")

@@ -1,0 +1,57 @@
+"""A call retried after a Busy under its id is not answered by the request_lost the engine sends for the Inquire of
+its first attempt: that attempt went out as the client connected again, was asked after, and was refused Busy before
+the Inquire was read. The engine answers request_lost only to an Inquire, and holds the retry."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from tcp_proxy import DroppingProxy
+from waiting import wait_for
+
+from engine.client import ArgusClient
+from engine_process import start_engine
+from protocols.client_messages import Busy, Images
+
+
+def _queue_held(engine):
+    """A call from another client holding the one place in the queue (an image of about 5 s)."""
+    blocker = ArgusClient(engine.client_address, timeout_s=120)
+    caller = ThreadPoolExecutor(1)
+    caller.submit(blocker.generate, "holding the queue", width=64, height=64)
+    assert wait_for(lambda: engine.metric("argus_queued_images") == 1)
+    return blocker, caller
+
+
+def _flow_once_sent(proxy: DroppingProxy, sent) -> threading.Thread:
+    """Lets the stalled connection through once `sent()`: the request goes out with the handshake that the client
+    then hears, and asks after it."""
+
+    def flow() -> None:
+        wait_for(sent)
+        proxy.flowing.set()
+
+    flowing = threading.Thread(target=flow)
+    flowing.start()
+    return flowing
+
+
+def test_a_sync_retry_after_a_busy_is_not_answered_by_the_first_attempts_request_lost(tmp_path):
+    engine = start_engine(tmp_path, "--time-scale", "1", "--max-queue", "1", backend="sim", workers=1)
+    proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
+    blocker, caller = _queue_held(engine)
+    try:
+        with ArgusClient(proxy.address, timeout_s=60, retries=1) as client:
+            assert isinstance(client.generate("connected", width=64, height=64), Busy)
+            proxy.flowing.clear()
+            proxy.drop_all()  # the client dials again, its handshake held
+            flowing = _flow_once_sent(proxy, lambda: client._awaited is not None)
+            reply = client.generate("retried", width=64, height=64)
+            flowing.join()
+        # the engine's answer to the retry, Busy again or, the queue freed by then, its images: was request_lost, the
+        # engine running the retry meanwhile
+        assert isinstance(reply, (Busy, Images)), reply
+    finally:
+        proxy.close()
+        caller.shutdown()
+        blocker.close()
+        assert engine.stop() == 0
