@@ -98,7 +98,8 @@ class Controller:
             plan = self._plan
             window_age = now - self._demand.window_started
             window_due = plan is None or window_age >= config.window_s
-            full = window_due or workers_alive != plan.workers or self._profile_changed
+            paced = self._profile_changed
+            full = window_due or workers_alive != plan.workers or paced
             self._profile_changed = False
             if window_due:
                 estimate = self._demand.close_window(now)
@@ -118,7 +119,16 @@ class Controller:
         # staffs (a worker that joined at another level is moved there)
         current = dict(where) if full and where is not None else planned
         inputs = WindowInputs(now, workers_alive, current, estimate.rps, estimate.mix, config.slo_s, estimate.far_share)
-        new = self.policy.plan(inputs) if full else replace(self.policy.reroute(inputs, planned), rerouted=True)
+        try:
+            new = self.policy.plan(inputs) if full else replace(self.policy.reroute(inputs, planned), rerouted=True)
+        except Exception:
+            if paced:
+                # still due at the next look: dropped, a plan at the new pace waited for the next window, the plan in
+                # force counting on capacity the workers do not have until then (a worker change is retried anyway:
+                # it differs from the plan in force's)
+                with self._lock:
+                    self._profile_changed = True
+            raise
         self._plan = new
         return new
 

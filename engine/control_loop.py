@@ -8,7 +8,8 @@ encodings wait for.
 With a short window it looks more often (a tenth of the window, at least every
 10 ms), and after a solve it waits at least as long as the solve took: a window
 shorter than a solve (`--window-s 0.01`) would otherwise run the MILP back to
-back, a core's worth of solving taken from serving.
+back, a core's worth of solving taken from serving. Not after a solve that
+failed: that one mostly waited for a MILP process that stalled.
 
 Workers whose batches take far longer (or shorter) than the latency profile says set the dispatcher's pace
 (engine/profile_drift.py): the controller is then given the profile scaled by it, and plans anew at once.
@@ -137,6 +138,7 @@ class ControlLoop:
         failed = 0
         while True:
             started = self._clock()
+            rest_s = self._tick_s
             try:
                 self._follow_pace()
                 # for the workers in rotation (one taken out as failing serves nothing), where they are
@@ -151,6 +153,10 @@ class ControlLoop:
                     if failed:
                         log.info("re-planning works again after %d failed in a row", failed)
                     failed = 0
+                # after a solve, at least as long as it took. Not after one that failed: its time was mostly spent
+                # waiting for a MILP process that stalled (the time limit and 30 s), and waited for as long again,
+                # the plan in force went unapplied to a worker that joined, and a changed fleet unplanned for
+                rest_s = max(rest_s, self._clock() - started)
             except Exception as exc:  # a failed solve keeps the plan in force; serving goes on
                 # one traceback per run of failures: the next tick would print the same one again. A MILP process
                 # that died, stalled or failed its solve says so in one line (with the solve's own traceback): the
@@ -160,14 +166,13 @@ class ControlLoop:
                 log.log(level, "re-planning failed%s", "" if own else f": {exc}", exc_info=own)
                 self._metrics.plan_failures.inc()
                 failed += 1
-            solve_s = self._clock() - started
             try:
                 # even when the solve failed: a worker that joined (the change that asked for it) is placed
                 if self.plan is not None:
                     self._staff(self.plan)
             except Exception:
                 log.exception("applying the plan failed")
-            await asyncio.sleep(max(self._tick_s, solve_s))
+            await asyncio.sleep(rest_s)
 
     def _follow_pace(self) -> None:
         pace = self._pace()

@@ -153,6 +153,18 @@ async def test_a_window_shorter_than_a_solve_does_not_solve_back_to_back(monkeyp
     assert await ticks(fast, monkeypatch, 3) == [0.01] * 3  # the shortest tick, however short the window
 
 
+async def test_a_solve_that_failed_after_a_long_wait_is_not_waited_for_again(monkeypatch):
+    """A MILP process that stalled fails its solve after the time limit and 30 s: the loop then waited as long again
+    before it looked: for 62 s in all (a sim engine whose MILP process was stopped), a worker that joined was not
+    placed and a fleet that changed not planned for. A failure solved nothing to take a rest from."""
+    h = Harness()
+    h.add_worker("a", level=0)
+    controller = SlowController(h.clock, 31.0, failures=1)
+    loop = ControlLoop(Levels(), controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1.0)
+    # the next look a tick after the failure; a solve that made a plan is still waited for as long as it took
+    assert await ticks(loop, monkeypatch, 2) == pytest.approx([0.1, 31.0])
+
+
 async def test_a_solver_that_keeps_failing_logs_one_traceback(monkeypatch, caplog):
     h = Harness()
     h.add_worker("a", level=0)

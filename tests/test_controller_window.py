@@ -305,3 +305,24 @@ def test_a_pace_plans_anew_at_once_on_the_profile_scaled_by_it():
     controller.plan_at_pace(1.0)
     assert controller.maybe_replan(11.5, 8) is not None
     assert policy.profile is PROFILE
+
+
+def test_a_pace_whose_plan_failed_is_planned_at_the_next_look():
+    # the full plan a pace asks for fails (the MILP process died during it): it is still due at the next look, not
+    # only at the next window, which may be minutes away
+    policy = make_policy("argus", PROFILE, SIM, SimilarityPredictor(TABLE))
+    solve = policy.allocator
+    controller = Controller(policy, ControllerConfig(slo_s=40.0, window_s=600.0), now=0.0)
+    controller.maybe_replan(0.0, 8)
+    as_profiled = controller.plan
+
+    def died(*args):
+        raise RuntimeError("the MILP process ended")
+
+    policy.allocator = died
+    controller.plan_at_pace(2.0)
+    with pytest.raises(RuntimeError):
+        controller.maybe_replan(1.0, 8)
+    policy.allocator = solve
+    paced = controller.maybe_replan(2.0, 8)
+    assert paced is not None and not paced.rerouted and paced is not as_profiled
