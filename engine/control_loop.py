@@ -8,8 +8,9 @@ encodings wait for.
 With a short window it looks more often (a tenth of the window, at least every
 10 ms), and after a solve it waits at least as long as the solve took: a window
 shorter than a solve (`--window-s 0.01`) would otherwise run the MILP back to
-back, a core's worth of solving taken from serving. Not after a solve that
-failed: that one mostly waited for a MILP process that stalled.
+back, a core's worth of solving taken from serving. After a solve that failed
+(mostly waiting for a MILP process that stalled), a tick, doubling with each
+failure in a row, up to as long as the failed solve took.
 
 Workers whose batches take far longer (or shorter) than the latency profile says set the dispatcher's pace
 (engine/profile_drift.py): the controller is then given the profile scaled by it, and plans anew at once.
@@ -153,9 +154,7 @@ class ControlLoop:
                     if failed:
                         log.info("re-planning works again after %d failed in a row", failed)
                     failed = 0
-                # after a solve, at least as long as it took. Not after one that failed: its time was mostly spent
-                # waiting for a MILP process that stalled (the time limit and 30 s), and waited for as long again,
-                # the plan in force went unapplied to a worker that joined, and a changed fleet unplanned for
+                # after a solve, at least as long as it took
                 rest_s = max(rest_s, self._clock() - started)
             except Exception as exc:  # a failed solve keeps the plan in force; serving goes on
                 # one traceback per run of failures: the next tick would print the same one again. A MILP process
@@ -166,6 +165,11 @@ class ControlLoop:
                 log.log(level, "re-planning failed%s", "" if own else f": {exc}", exc_info=own)
                 self._metrics.plan_failures.inc()
                 failed += 1
+                # after one that failed, a tick, doubling with each failure in a row, up to as long as it took: its time
+                # was mostly spent waiting for a MILP process that stalled (the time limit and 30 s), and waited for as
+                # long again a worker that joined went unplaced and a changed fleet unplanned for; a process that
+                # dies as it starts is not started again every tick
+                rest_s = max(rest_s, min(self._clock() - started, self._tick_s * 2 ** (failed - 1)))
             try:
                 # even when the solve failed: a worker that joined (the change that asked for it) is placed
                 if self.plan is not None:

@@ -165,6 +165,16 @@ async def test_a_solve_that_failed_after_a_long_wait_is_not_waited_for_again(mon
     assert await ticks(loop, monkeypatch, 2) == pytest.approx([0.1, 31.0])
 
 
+async def test_failed_solves_in_a_row_are_retried_a_tick_doubling_up_to_as_long_as_they_took(monkeypatch):
+    """A MILP process that dies as it starts (half a second each) was started again every tick (10 ms with a short
+    window), a core spent starting processes."""
+    h = Harness()
+    h.add_worker("a", level=0)
+    controller = SlowController(h.clock, 0.5, failures=8)
+    loop = ControlLoop(Levels(), controller, h.registry, lambda w, k: None, h.metrics, h.clock, 0.1)
+    assert await ticks(loop, monkeypatch, 8) == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5])
+
+
 async def test_a_solver_that_keeps_failing_logs_one_traceback(monkeypatch, caplog):
     h = Harness()
     h.add_worker("a", level=0)
