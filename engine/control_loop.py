@@ -166,7 +166,7 @@ class ControlLoop:
                 self._metrics.plan_failures.inc()
                 failed += 1
                 # after one that failed, a tick, doubling with each failure in a row, up to as long as it took: its time
-                # was mostly spent waiting for a MILP process that stalled (the time limit and 30 s), and waited for as
+                # was mostly spent waiting for a MILP process that stalled (the time limit and 5 s), and waited for as
                 # long again a worker that joined went unplaced and a changed fleet unplanned for; a process that
                 # dies as it starts is not started again every tick
                 rest_s = max(rest_s, min(self._clock() - started, self._tick_s * 2 ** (failed - 1)))

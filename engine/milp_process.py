@@ -37,8 +37,12 @@ from engine.stop_signals import STOP_SIGNALS
 
 log = logging.getLogger("argus.controller")
 
-# beyond the solver's own time limit, the time a process has to answer, its first answer after its imports included
-ANSWER_MARGIN_S = 30.0
+# beyond the solver's own time limit, the time a process has to answer: its first answer comes after its imports
+# (OR-Tools, numpy: seconds on a loaded host); a later one only builds the model (milliseconds, 1,024 workers
+# included: docs/scaling.md), so one that has not come in seconds is a stalled process. Given 30 s too, a stall kept
+# the controller blind that long (the control loop awaits the solve: no worker placed, no pace followed)
+FIRST_ANSWER_MARGIN_S = 30.0
+ANSWER_MARGIN_S = 5.0
 _EXIT_WAIT_S = 5.0
 _REQUEST = tuple[FlowProblem, int, dict[int, int], SolverOptions]
 _ANSWER = FlowSolution | str  # a solution, or the traceback of a solve that raised
@@ -51,8 +55,12 @@ class MilpProcessError(RuntimeError):
 class MilpProcess:
     """`allocate` (controller/allocation.py) with the same arguments and result, solved in the child process."""
 
-    def __init__(self, answer_margin_s: float = ANSWER_MARGIN_S) -> None:
+    def __init__(
+        self, answer_margin_s: float = ANSWER_MARGIN_S, first_answer_margin_s: float = FIRST_ANSWER_MARGIN_S
+    ) -> None:
         self._answer_margin_s = answer_margin_s
+        self._first_answer_margin_s = first_answer_margin_s
+        self._answered = False  # whether the process running has answered a solve yet
         # taken now, on the loop's thread: a Ray launcher takes the API key out of os.environ for a moment, from
         # another thread, while the first solve may start the process
         self._environment = environment_for_children()
@@ -67,7 +75,8 @@ class MilpProcess:
         self, problem: FlowProblem, workers: int, current: Mapping[int, int], options: SolverOptions
     ) -> FlowSolution:
         requests, answers = self._running()
-        wait_s = options.time_limit_ms / 1000.0 + self._answer_margin_s
+        margin_s = self._answer_margin_s if self._answered else self._first_answer_margin_s
+        wait_s = options.time_limit_ms / 1000.0 + margin_s
         try:
             requests.send_bytes(msgspec.msgpack.encode((problem, workers, dict(current), options)))
             answered = answers.poll(wait_s)
@@ -80,6 +89,7 @@ class MilpProcess:
             ) from exc
         if not answered:
             raise MilpProcessError(f"the MILP process did not answer in {wait_s:.0f} s ({self._ended()})")
+        self._answered = True
         if isinstance(answer, str):
             raise MilpProcessError(f"the MILP process failed the solve:\n{answer}")
         return answer
@@ -137,6 +147,7 @@ class MilpProcess:
             os.close(answer_writer)
         self._requests = Connection(request_writer, readable=False)
         self._answers = Connection(answer_reader, writable=False)
+        self._answered = False
         log.debug("the MILP process started (pid %d)", self._process.pid)
 
     def _end(self, kill: bool) -> None:

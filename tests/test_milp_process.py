@@ -22,7 +22,7 @@ from waiting import wait_for
 
 from controller.allocation import allocate
 from controller.flow_model import FlowProblem, SolverOptions
-from engine.milp_process import MilpProcess, MilpProcessError
+from engine.milp_process import ANSWER_MARGIN_S, MilpProcess, MilpProcessError
 from engine_process import ROOT
 
 # enough solves for CBC's handler to show (it is in place for part of each solve only)
@@ -152,7 +152,7 @@ def test_a_process_that_dies_during_a_solve_fails_that_solve_and_the_next_starts
 
 
 def test_a_process_that_does_not_answer_in_time_is_killed_and_the_next_solve_starts_another(caplog):
-    milp = MilpProcess(answer_margin_s=0.5)
+    milp = MilpProcess(answer_margin_s=0.5, first_answer_margin_s=30.0)
     try:
         milp.allocate(problem(0), 8, {}, OPTIONS)
         first = solver_pid()
@@ -167,6 +167,15 @@ def test_a_process_that_does_not_answer_in_time_is_killed_and_the_next_solve_sta
         assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
         milp.close()
+
+
+def test_a_process_that_answered_before_is_given_seconds_not_its_first_answer_s_30(milp):
+    """A stalled process was waited for 30 s beyond the time limit at every solve, a margin its first answer needs for
+    its imports alone: the controller, awaiting it, placed no worker meanwhile."""
+    milp.allocate(problem(0), 8, {}, OPTIONS)
+    os.kill(solver_pid(), signal.SIGSTOP)
+    with pytest.raises(MilpProcessError, match=f"did not answer in {ANSWER_MARGIN_S + 0.1:.0f} s"):
+        milp.allocate(problem(1), 8, {}, SolverOptions(time_limit_ms=100))
 
 
 def _unread_request_bytes(pid: int) -> int:
