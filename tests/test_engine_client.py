@@ -283,6 +283,20 @@ def test_an_undecodable_reply_naming_no_request_cancels_the_sync_call_in_flight_
         assert engine.receive()[1] == Cancel("now")
 
 
+async def test_an_undecodable_reply_naming_no_request_fails_the_async_calls_in_flight(engine):
+    async with AsyncArgusClient(engine.address) as client:
+        calls = [asyncio.create_task(client.generate("a fox", request_id=name)) for name in ("one", "two")]
+        identity, _ = await asyncio.to_thread(engine.receive)
+        await asyncio.to_thread(engine.receive)
+        engine.socket.send_multipart([identity, _garbled(None)])
+        # before, no call could be told it was answered, and each waited for ever
+        for call in calls:
+            with pytest.raises(ValueError, match="undecodable reply"):
+                await asyncio.wait_for(call, 10)
+        cancelled = {(await asyncio.to_thread(engine.receive))[1] for _ in calls}
+        assert cancelled == {Cancel("one"), Cancel("two")}
+
+
 async def test_closing_the_async_client_with_its_send_queue_full_cancels_each_call_quietly(caplog, monkeypatch):
     # a queue of 64, not the default 100,000: as full, where 100,000 calls took 8 s of CPU (300 on a busy machine)
     hwm = 64
