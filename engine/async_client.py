@@ -175,7 +175,14 @@ class AsyncArgusClient(OwnProcess):
         # not_an_engine() read the monitor's events: a handshake heard there is none the watcher will hear
         self._ask_if_reconnected()
         # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
-        future = self._waiting.get(salvage_request_id(frames[0].buffer))
+        answers = salvage_request_id(frames[0].buffer)
+        if not answers:
+            # it names no request: any call's answer, or none, and each waited for ever. Each raises, as ArgusClient's
+            # call in flight does, and the engine is told to go on with none of them
+            self._cancel_at_engine()
+            self._fail_waiting(undecodable(self._address, reason))
+            return
+        future = self._waiting.get(answers)
         if future is not None and not future.done():
             future.set_exception(undecodable(self._address, reason))
 
@@ -216,6 +223,20 @@ class AsyncArgusClient(OwnProcess):
         # socket's own calls pass it on to the reader: asked so, it reads what is there (it waited for ever)
         self._socket.get(zmq.EVENTS)
 
+    def _cancel_at_engine(self) -> None:
+        """Tells the engine to stop the requests in flight, without waiting for room to."""
+        # through a blocking socket over the same one: an asyncio socket fails the future of a send that would block
+        # rather than raise, which left a 'Future exception was never retrieved' traceback per request in flight
+        # once the queue was full (the engine down)
+        sock = zmq.Socket.shadow(self._socket.underlying)
+        for request_id, future in self._waiting.items():
+            if future.done():
+                continue  # answered, its call yet to return
+            try:
+                sock.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
+            except zmq.Again:
+                break  # nobody to tell
+
     def _fail_waiting(self, error: Exception) -> None:
         for future in self._waiting.values():
             if not future.done():
@@ -226,15 +247,7 @@ class AsyncArgusClient(OwnProcess):
         nothing (as for ArgusClient): a close() inside `async with` raised TypeError at the block's end."""
         if forked(self._made_in) or self._socket.closed:
             return  # forked: the sockets, and the calls in flight, are the parent's (see refuse_if_forked)
-        # through a blocking socket over the same one: an asyncio socket fails the future of a send that would block
-        # rather than raise, which left a 'Future exception was never retrieved' traceback per request in flight
-        # once the queue was full (the engine down)
-        sock = zmq.Socket.shadow(self._socket.underlying)
-        for request_id in self._waiting:
-            try:
-                sock.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
-            except zmq.Again:
-                break  # nobody to tell
+        self._cancel_at_engine()
         for task in (self._reader, self._watcher):
             if task is not None and task.get_loop().is_closed():
                 _cancel_in_closed_loop(task)  # it can never run again, and awaiting it raised: the sockets stayed open

@@ -60,7 +60,8 @@ class ProfileDrift:
         return self.ratio if self._pacing else 1.0
 
     def batch_ran(self, predicted_s: float, observed_s: float) -> None:
-        if predicted_s < _SHORTEST_PREDICTED_S or observed_s <= 0:
+        # NaN, which a worker's message can carry, would pass the median through (a NaN sorts nowhere), and the pace
+        if predicted_s < _SHORTEST_PREDICTED_S or not observed_s > 0:
             return
         self._recent.append(observed_s / predicted_s)
         ratio = self._ratio = statistics.median(self._recent)

@@ -31,7 +31,7 @@ from engine.client_link import (
     send_now,
     undecodable,
 )
-from protocols.client_messages import Cancel, Generate, Inquire, client_side_codec
+from protocols.client_messages import Cancel, Generate, Inquire, client_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
 
@@ -142,11 +142,18 @@ class ArgusClient(OwnProcess):
             if not self._wait(zmq.POLLIN, deadline):
                 self._cancel(request_id)
                 raise self._timed_out(f"no reply for {request_id}")
-            reply = self._codec.decode(self._socket.recv_multipart(copy=False))
+            frames = self._socket.recv_multipart(copy=False)
+            reply = self._codec.decode(frames)
             if isinstance(reply, DecodeError):
                 refused = self._refusals.not_an_engine()
                 if refused:
                     raise ConnectionRefusedError(refused)
+                answers = salvage_request_id(frames[0].buffer)
+                if answers and answers != request_id:
+                    continue  # the late reply to a request given up on: this call's own reply may yet decode
+                if not answers:
+                    # maybe this request's answer, maybe not: the engine would go on with it for no one
+                    self._cancel(request_id)
                 raise undecodable(self._address, reply.reason)
             if reply.request_id == request_id and (self._asked_after or not is_lost(reply)):
                 return reply

@@ -160,19 +160,22 @@ class WorkerLink:
     def _on_frames(self, identity: bytes, frames: list) -> None:
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError):
-            self._answer_stranger(identity, frames)
+            self._answer_stranger(identity, frames, message.reason)
         curve_key = peer_key(frames[0]) if self._admits and isinstance(message, Hello) else None
         # a message this engine cannot read is counted, even one answered
         self._on_message(identity, message, curve_key)
 
-    def _answer_stranger(self, identity: bytes, frames: list) -> None:
+    def _answer_stranger(self, identity: bytes, frames: list, reason: str) -> None:
         """Answers what a peer of another kind sends in words it reads: a worker of another version is Refused, both
-        versions named; a client program pointed at this address (the engine's worker one, not --client-listen) is
-        answered an Error under its request's id. Unanswered, its call waited for ever, or for its timeout."""
+        versions named, and one of this version whose hello does not decode (`reason`), why; a client program
+        pointed at this address (the engine's worker one, not --client-listen) is answered an Error under its
+        request's id. Unanswered, its call waited for ever, or for its timeout, and the worker said hello for ever,
+        warned that the engine was down."""
         other = self._version_codec.decode(frames)
         if isinstance(other, HelloVersion):
-            if not self._stopping and (reason := protocol_refusal(other.protocol)):
-                self._refuse(identity, Refused(reason))
+            if not self._stopping:
+                refused = protocol_refusal(other.protocol) or f"hello did not decode: {reason}"
+                self._refuse(identity, Refused(refused))
             return
         request = self._client_codec.decode(frames)
         if isinstance(request, client_messages.Generate):

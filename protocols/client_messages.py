@@ -143,11 +143,17 @@ class _Unquoted:
         return self._words
 
 
+def _ext_words(code: int, data: memoryview) -> _Unquoted:
+    # an extension value has no Python spelling: its repr named where the engine held it (a memory address)
+    return _Unquoted(f"a msgpack ext of type {code}")
+
+
 def refusal_words(reason: str, header: bytes | memoryview) -> str:
     """A request's decode error (`reason`, msgspec's words) as HTTP's 400s say it, in this protocol's field names:
     "n must be an integer >= 1, got 0", "output_format 'gif' must be one of 'png', 'jpeg', 'webp'". Each value is
     spelled as Python writes it, the language of engine.client (reprlib: shortened, and never failing on what
-    msgpack can carry), but a large list or map as "a list of 220042 bytes". `reason` as it is where it names no
+    msgpack can carry), but a large list or map as "a list of 220042 bytes", and an extension value, which Python
+    has no spelling for, as "a msgpack ext of type 5". `reason` as it is where it names no
     field of a request (an empty message, one that is no map, a field unknown or missing)."""
     param = param_of(reason)
     if param not in _ONE_FIELD:
@@ -160,7 +166,7 @@ def refusal_words(reason: str, header: bytes | memoryview) -> str:
         if len(encoded) > _MAX_QUOTED_CONTAINER_BYTES and (kind := _CONTAINER_KINDS.get(encoded[0])):
             sent = _Unquoted(f"a {kind} of {len(encoded)} bytes")
         else:
-            sent = msgspec.msgpack.decode(encoded)
+            sent = msgspec.msgpack.decode(encoded, ext_hook=_ext_words)
     except (msgspec.MsgspecError, RecursionError):  # RecursionError: nested too deep, see Codec.decode
         return reason
     return field_message(reason, param, {param: sent}, _CHOICES.get(param), reprlib.repr) or reason

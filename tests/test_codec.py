@@ -249,3 +249,14 @@ def test_a_large_list_or_map_refused_is_named_by_its_size_not_read_back(value, k
     assert peak < 100_000  # none of its items built
     small = msgspec.msgpack.encode({"type": "generate", "request_id": "r", "prompt": "p", "n": [1, 2]})
     assert client_messages.refusal_words(reason, small) == "n must be an integer, got [1, 2]"  # still quoted
+
+
+@pytest.mark.parametrize("sent", [msgspec.msgpack.Ext(5, b"x" * 1000), [msgspec.msgpack.Ext(5, b"")]])
+def test_an_extension_value_refused_is_named_by_its_type_not_by_where_the_engine_holds_it(sent):
+    """msgpack's extension values have no Python spelling: the client was told `n must be an integer, got
+    <msgspec.msgp...x7f35a3654370>`, the engine's own memory address."""
+    header = msgspec.msgpack.encode({"type": "generate", "request_id": "r", "prompt": "p", "n": sent})
+    reason = client_messages.engine_side_codec().decode([header]).reason
+    words = client_messages.refusal_words(reason, header)
+    assert "0x" not in words and words.startswith("n must be an integer, got ")
+    assert "a msgpack ext of type 5" in words

@@ -240,6 +240,63 @@ async def test_an_undecodable_reply_fails_the_async_call_it_answers(engine):
             await asyncio.wait_for(call, 10)
 
 
+def _garbled(request_id: str | None) -> bytes:
+    """A reply of an engine of another protocol version: an image that is not bytes, under `request_id` (none: no
+    request id to be read from it at all)."""
+    garbled = {"type": "images", "images": [{"image": 1}]}
+    return msgspec.msgpack.encode(garbled if request_id is None else {**garbled, "request_id": request_id})
+
+
+def test_an_undecodable_late_reply_to_a_timed_out_request_is_skipped_by_the_next_call(engine):
+    with ArgusClient(engine.address, timeout_s=0.5) as client:
+        with pytest.raises(TimeoutError):
+            client.generate("a fox", request_id="late")
+        identity, _ = engine.receive()
+        assert engine.receive()[1] == Cancel("late")
+        engine.socket.send_multipart([identity, _garbled("late")])
+
+        def answer_the_next() -> None:
+            _, sent = engine.receive()
+            engine.answer(identity, Error(sent.request_id, "invalid_size", "answered"))
+
+        answering = threading.Thread(target=answer_the_next)
+        answering.start()
+        client._timeout_s = 10  # the next call waits for its reply, however busy the machine
+        # before, it raised ValueError 'undecodable reply' for the reply to a request it had given up on
+        assert client.generate("a fox", request_id="now").message == "answered"
+        answering.join()
+
+
+def test_an_undecodable_reply_naming_no_request_cancels_the_sync_call_in_flight_at_the_engine(engine):
+    with ArgusClient(engine.address, timeout_s=10) as client:
+
+        def answer_garbled() -> None:
+            identity, _ = engine.receive()
+            engine.socket.send_multipart([identity, _garbled(None)])
+
+        answering = threading.Thread(target=answer_garbled)
+        answering.start()
+        with pytest.raises(ValueError, match="undecodable reply"):
+            client.generate("a fox", request_id="now")
+        answering.join()
+        # before, nothing told the engine, which went on with a request no one awaits
+        assert engine.receive()[1] == Cancel("now")
+
+
+async def test_an_undecodable_reply_naming_no_request_fails_the_async_calls_in_flight(engine):
+    async with AsyncArgusClient(engine.address) as client:
+        calls = [asyncio.create_task(client.generate("a fox", request_id=name)) for name in ("one", "two")]
+        identity, _ = await asyncio.to_thread(engine.receive)
+        await asyncio.to_thread(engine.receive)
+        engine.socket.send_multipart([identity, _garbled(None)])
+        # before, no call could be told it was answered, and each waited for ever
+        for call in calls:
+            with pytest.raises(ValueError, match="undecodable reply"):
+                await asyncio.wait_for(call, 10)
+        cancelled = {(await asyncio.to_thread(engine.receive))[1] for _ in calls}
+        assert cancelled == {Cancel("one"), Cancel("two")}
+
+
 async def test_closing_the_async_client_with_its_send_queue_full_cancels_each_call_quietly(caplog, monkeypatch):
     # a queue of 64, not the default 100,000: as full, where 100,000 calls took 8 s of CPU (300 on a busy machine)
     hwm = 64

@@ -108,6 +108,25 @@ def test_a_hello_of_another_version_that_does_not_decode_as_this_ones_is_refused
     assert answer == Refused(f"protocol {PROTOCOL_VERSION + 1} not supported (engine speaks {PROTOCOL_VERSION})")
 
 
+def test_a_hello_of_this_version_that_does_not_decode_is_refused_saying_why(engine):
+    """A hello of the engine's own protocol whose fields do not decode (a worker built by hand, or one that sends a
+    field as another type) was dropped unheard: the worker, unanswered, warned that the engine was down or took not
+    its CURVE key, and said hello again every second for ever."""
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(engine.worker_address)
+    try:
+        fields = {"type": "hello", **msgspec.structs.asdict(GOOD), "max_batch": "8"}
+        socket.send(msgspec.msgpack.encode(fields))
+        assert socket.poll(30_000), "no answer to the hello"
+        answer = worker_side_codec().decode(socket.recv_multipart())
+    finally:
+        socket.close()
+        context.term()
+    assert answer == Refused("hello did not decode: Expected `int`, got `str` - at `$.max_batch`")
+
+
 def test_a_refused_peer_is_logged_by_its_identity_as_text_escaped_and_cut_short(engine):
     """It was logged as Python bytes (refusing worker b'vm-7688/cab35da6'); any peer sets its identity, up to 255
     bytes of anything: a newline in it would have forged a log line."""

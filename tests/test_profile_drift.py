@@ -63,6 +63,21 @@ def test_a_gap_within_the_tolerance_and_instant_batches_say_nothing(caplog):
     assert not instant_ratios and instant.ratio == 1.0
 
 
+def test_a_run_time_of_nan_leaves_the_pace_alone():
+    """A worker's BatchDone says its run time (ItemDone.run_ms), and msgpack carries NaN: one batch said so made the
+    median NaN as it passed the middle of the recent batches, and so the engine's pace, by which every job's deadline
+    is judged and the fleet planned."""
+    drift, ratios = _drift()
+    for _ in range(60):
+        drift.batch_ran(1.0, 2.0)
+    drift.batch_ran(1.0, float("nan"))
+    paces = []
+    for _ in range(50):  # while it would be among the recent batches
+        drift.batch_ran(1.0, 2.0)
+        paces.append(drift.pace)
+    assert paces == [pytest.approx(2.0)] * 50 and ratios[-51:] == [pytest.approx(2.0)] * 51
+
+
 def test_the_pace_is_the_ratio_while_far_and_steady_and_1_once_back_close():
     drift, _ = _drift()
     for _ in range(49):
