@@ -43,7 +43,7 @@ from engine.dispatch_index import FreeAt, SentDeadlines, SpreadOver, UrgencyOrde
 from engine.dispatch_timing import DispatchTiming
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
-from engine.request_names import failed_batch_line, requests_named
+from engine.request_names import clipped, failed_batch_line, requests_named
 from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled
@@ -507,6 +507,7 @@ class Dispatcher:
                 unasked |= isinstance(outcome, ItemFailed)
             made |= isinstance(outcome, ItemDone)
             if isinstance(outcome, ItemFailed):
+                outcome = clipped(outcome)
                 failures.append((job.request.spec.request_id, outcome))
             if isinstance(outcome, ItemCancelled):
                 owed.append(job)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import msgspec
+
 from protocols.worker_messages import REFUSED, ItemFailed
 
 _NAMED = 5
+# of a worker's failure message, what its clients and the log are given: a worker may say anything (a backend's
+# exception, 100 KB of it), and each image's client got it whole, in a log line too
+MAX_FAILURE_CHARS = 1000
 
 
 def requests_named(request_ids: Iterable[str]) -> str:
@@ -32,3 +37,14 @@ def failed_batch_line(worker: str, batch_id: int, batch_size: int, failures: Seq
     others = f" (and {len(reasons) - 1} other reason{'s' if len(reasons) > 2 else ''})" if len(reasons) > 1 else ""
     named = requests_named(request_id for request_id, _ in failures)
     return f"worker {worker} {verb} batch {batch_id} ({images}, {named}): {reasons[0]}{others}"
+
+
+def clipped(failed: ItemFailed) -> ItemFailed:
+    """The failure with its message cut to MAX_FAILURE_CHARS, its start and end kept (an exception's type leads, and a
+    traceback's last line ends it), and how much was cut said between them."""
+    message = failed.message
+    if len(message) <= MAX_FAILURE_CHARS:
+        return failed
+    kept = MAX_FAILURE_CHARS // 2
+    cut = f"{message[:kept]} [{len(message) - 2 * kept} characters cut] {message[-kept:]}"
+    return msgspec.structs.replace(failed, message=cut)

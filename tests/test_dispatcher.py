@@ -316,6 +316,22 @@ async def test_a_failure_is_a_worker_error_whatever_code_the_worker_names():
     assert (request.future.result().code, request.future.result().message) == ("worker_error", "boom")
 
 
+async def test_a_worker_s_long_failure_reaches_its_client_and_the_log_cut_to_its_start_and_end(caplog):
+    """A worker may say anything: 100 KB of a backend's exception went to each image's client, and into a log line."""
+    h = Harness()
+    a = h.add_worker("a")
+    request = h.request()
+    (batch,) = h.batches()
+    said = "RuntimeError: " + "x" * 100_000 + " the last line"
+    with caplog.at_level(logging.WARNING, logger="argus.dispatcher"):
+        h.dispatcher.batch_done(a, BatchDone(batch.batch_id, [ItemFailed(batch.items[0].request_id, "e", said)]))
+        await settle()
+    message = request.future.result().message
+    assert len(message) < 1100 and message.startswith("RuntimeError: xxx") and message.endswith("the last line")
+    assert "characters cut" in message
+    assert max(len(record.getMessage()) for record in caplog.records) < 1300
+
+
 async def test_a_refused_batch_is_one_line_naming_worker_requests_and_why_and_counts_no_failure(caplog):
     """A worker refusing a batch (a step count its scheduler cannot run, sent before any worker had said so) logged
     its traceback, in the engine's log for a worker the engine started, and named no request; its refusal counted as
