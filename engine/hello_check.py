@@ -8,6 +8,8 @@ make /ready megabytes long: a hello out of bounds is refused, naming the field.
 
 from __future__ import annotations
 
+import math
+
 from protocols.limits import MAX_BATCH, MAX_IMAGE_SIZE, MAX_STEPS, SIZE_MULTIPLE
 from protocols.worker_messages import PROTOCOL_VERSION, Hello, Probe
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
@@ -67,6 +69,9 @@ def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str =
     if hello.default_steps in refused:
         # every request that names no steps would be refused
         return f"refused_steps holds default_steps {hello.default_steps}"
+    if not (0 < hello.time_scale < math.inf):
+        # no worker's --time-scale: NaN, never equal to itself, passed as a scale not yet warned of at every hello
+        return f"time_scale {hello.time_scale}: not a positive finite number"
     return None
 
 
