@@ -56,6 +56,7 @@ from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_
 from engine.stop_signals import HeldStopSignals
 from engine.version import argus_version
 from engine.worker_command import (
+    CommandParser,
     add_worker_command,
     stopped_as_it_started,
 )
@@ -446,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.cache import calibrate
     from loadgen import cli as loadgen_cli
 
-    parser = argparse.ArgumentParser(prog="argus", description=__doc__)
+    parser = CommandParser(prog="argus", description=__doc__)
     parser.add_argument("--version", action="version", version=f"argus {argus_version()}")
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="how much to log to stderr"
