@@ -474,6 +474,8 @@ def test_more_threads_than_cpus_are_refused_naming_the_flag_and_the_cpus(command
         (["--backend", "sim", "--count", "100", "--worker-id", "w" * 244], "247 bytes with --count's suffix -99"),
         # it quietly became the default, the host's name and the pid
         (["--worker-id", ""], "--worker-id '': a worker id is not empty"),
+        (["--worker-id", " "], "--worker-id ' ': a worker id is not blank (spaces only)"),
+        (["--worker-id", "   "], "--worker-id '   ': a worker id is not blank"),
         # its name "a/b/581a63fe" reads as the id a and the hex b
         (["--worker-id", "a/b"], """--worker-id 'a/b': a worker id holds no "/": a worker's name is its id"""),
         (["--worker-id", "w\nx"], "--worker-id 'w\\nx': a worker id is printable characters only"),
