@@ -126,7 +126,7 @@ def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> li
         if value is not None:
             command += [flag, str(value)]
     if args.model:
-        command += ["--model", args.model]
+        command.append(f"--model={args.model}")  # in one: argparse took a folder named -m for a flag
     return command
 
 

@@ -27,6 +27,13 @@ from controller.demand import DemandEstimator, WorkPerImage
 from controller.plan import Plan
 from controller.policies import Policy, WindowInputs
 
+# the shortest window `argus serve --window-s` takes: the engine's control loop looks at the window at most this often
+# (engine/control_loop.py), so a shorter one was re-planned every 10 ms all the same, on demand counted over those
+# 10 ms (0 or 1 arrivals: estimates that swung between 0 and 70 img/s under a steady 20), each plan moving
+# workers between levels. A compressed clock (a sim worker at --time-scale 0.01) compresses the window with it: 0.1 s
+# stands for 10 s
+MIN_WINDOW_S = 0.01
+
 
 @dataclass(frozen=True)
 class ControllerConfig:

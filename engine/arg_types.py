@@ -74,6 +74,23 @@ non_negative_int = _at_least_zero(int, zero_allowed=True)
 non_negative_float = _at_least_zero(float, zero_allowed=True)
 
 
+def at_least(kind: type, least: float, unit: str, why: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind` of at least `least` (above zero); `why` says why a smaller one
+    cannot work."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= least):  # NaN too
+            raise argparse.ArgumentTypeError(f"expected a number >= {least:g}{unit} ({why}), not {text!r}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} >= {least:g}"  # argparse names the type in its errors
+    return parse
+
+
 def thread_count(text: str) -> int:
     """An argparse type: torch's CPU threads for a model, at most the CPUs this process may run on. Past them the
     threads only take turns (a 256x256 matmul took 0.2 ms with 2 threads on 2 cores, 33 ms with 1,000), and past

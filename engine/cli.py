@@ -11,8 +11,10 @@ from types import ModuleType
 from typing import NoReturn
 
 from controller.policies import POLICY_NAMES
+from controller.window import MIN_WINDOW_S
 from engine.arg_types import (
     UsageError,
+    at_least,
     batch_size,
     cache_levels,
     comma_separated,
@@ -50,12 +52,14 @@ from engine.config import (
     PolicyConfig,
 )
 from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
+from engine.image_files import MIN_STORE_BYTES
 from engine.log_setup import LOG_FORMATS, configure_logging
 from engine.open_files import allow_engine_open_files
 from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
 from engine.stop_signals import HeldStopSignals
 from engine.version import argus_version
 from engine.worker_command import (
+    CommandParser,
     add_worker_command,
     stopped_as_it_started,
 )
@@ -97,7 +101,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--image-url-store-bytes",
-        type=positive_int,
+        type=at_least(
+            int,
+            MIN_STORE_BYTES,
+            "",
+            "each image is counted with 320 bytes of bookkeeping, and none is"
+            " under 34 bytes: a smaller store holds no image",
+        ),
         default=DEFAULT_IMAGE_URL_STORE_BYTES,
         metavar="BYTES",
         help="memory for those images, 320 bytes of bookkeeping each included; when full, the oldest go before their"
@@ -142,7 +152,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--policy", default="argus", choices=POLICY_NAMES, help="allocation and level policy")
     p.add_argument("--slo-ms", type=positive_float, help="SLO the controller plans for (default: three exact images)")
-    p.add_argument("--window-s", type=positive_float, default=10.0, help="controller window: a full re-plan this often")
+    p.add_argument(
+        "--window-s",
+        type=at_least(float, MIN_WINDOW_S, " s", "the controller looks at its window every 10 ms at most"),
+        default=10.0,
+        help="controller window: a full re-plan this often",
+    )
     p.add_argument("--latency-profile", metavar="FILE", help="`argus profile latency` output (default: bundled)")
     p.add_argument("--quality-profile", metavar="FILE", help="`argus profile quality` samples (default: modelled)")
     p.add_argument("--predictor", metavar="FILE", help="`argus train-predictor` output (default: similarity table)")
@@ -446,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.cache import calibrate
     from loadgen import cli as loadgen_cli
 
-    parser = argparse.ArgumentParser(prog="argus", description=__doc__)
+    parser = CommandParser(prog="argus", description=__doc__)
     parser.add_argument("--version", action="version", version=f"argus {argus_version()}")
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="how much to log to stderr"

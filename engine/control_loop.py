@@ -40,7 +40,7 @@ from controller.level_shares import Choice, LevelShares, level_shares
 from controller.plan import Plan
 from controller.policies import Policy
 from controller.predictor import Lookup
-from controller.window import Controller
+from controller.window import MIN_WINDOW_S, Controller
 from engine.metrics import EngineMetrics
 from engine.milp_process import MilpProcessError
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -49,7 +49,6 @@ from workers.limits import DEFAULT_STEPS
 log = logging.getLogger("argus.controller")
 
 _TICK_S = 1.0
-_MIN_TICK_S = 0.01
 # the pace planned at follows the workers' in steps of at least this ratio: each step is a full plan
 _PACE_STEP = 1.1
 
@@ -77,7 +76,7 @@ class ControlLoop:
         self._clock = clock
         self._solve_on = solve_on
         # look often enough to re-route within a window, however short the window is
-        self._tick_s = max(_MIN_TICK_S, min(_TICK_S, window_s / 10))
+        self._tick_s = max(MIN_WINDOW_S, min(_TICK_S, window_s / 10))
         self._last_allocation: dict[int, int] = {}
         # fallback plans in a row (the solver found none): the first is warned of, and the line that ends the run
         # says how many it was

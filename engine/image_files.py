@@ -15,6 +15,10 @@ CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # bytes measured with tracemalloc (CPython 3.11); uncounted, a budget of small images held 5 times itself (a flat
 # 64x64 WEBP takes 70 bytes: 256 MiB of them held 1.3 GB)
 ENTRY_BYTES = 320
+# the smallest image a worker could send: Pillow's smallest encoding of any picture (1x1, a lossless WEBP) takes 34
+# bytes. A store smaller than that and its entry holds no image at all: it answered every response_format url with a
+# 400, after making the images (--image-url-store-bytes 1 was taken without a word)
+MIN_STORE_BYTES = ENTRY_BYTES + 34
 # the names of images freed, expired or evicted before their TTL ended, are remembered so that their 404 can say which
 # and which flag to raise. One takes 174 bytes (tracemalloc, CPython 3.11), outside the byte budget: the latest are
 # kept, as many as 1% of the budget holds (15,000 for 256 MiB: at SD-XL scale, 1.5 MB PNGs, they cover 23 GB of images

@@ -68,7 +68,7 @@ def worker_command(config: WorkerConfig) -> list[str]:
     else:
         command += ["--device", config.device]
     if config.model and config.backend == "sdxl":  # the worker refuses it for the others, which read no model
-        command += ["--model", config.model]
+        command.append(f"--model={config.model}")  # in one: argparse took a folder named -m for a flag
     if config.max_batch:
         command += ["--max-batch", str(config.max_batch)]
     if config.threads:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+from typing import NoReturn
 
 from engine.arg_types import (
     UsageError,
@@ -30,6 +32,18 @@ from workers.main import CANNOT_SERVE_EXIT, INTERRUPTED_EXIT
 from workers.model_folder import sdxl_model_problem
 from workers.model_loading import ModelLoadFailed
 from workers.runtime import MAX_WORKER_ID_BYTES, worker_id_problem
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argus's parser, and so each command's (argparse makes them of its class). A usage error in a worker an engine
+    (or a profile) started is in the command that starter built, and fails every start the same way: it is told the
+    starter as why the worker cannot serve (workers/cannot_serve.py), said once by it, not argparse's usage block
+    printed at each start of each slot. Anyone else gets argparse's usage error, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        if tell_starter(f"{self.prog} refused the command it was started with: {message}"):
+            sys.exit(CANNOT_SERVE_EXIT)
+        super().error(message)
 
 
 def add_worker_command(sub: argparse._SubParsersAction) -> None:

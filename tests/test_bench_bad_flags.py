@@ -192,6 +192,8 @@ _SEEDED = ("chaos", "worker", "cache", "controller")
         (["bench", "compare", "--policies", "argus,foo"], "--policies takes distinct names"),
         # taken, and thinned the trace as --seed 1 does; numpy's generators take no negative seed
         (["bench", "compare", "--seed", "-1"], "argument --seed: expected a number >= 0, not '-1'"),
+        # its engines' 10 s window of the simulated clock would be under the 0.01 s argus serve --window-s takes
+        (["bench", "compare", "--time-scale", "0.0005"], "argument --time-scale: expected a number >= 0.001 (the eng"),
         (["loadgen", "--rate", "1", "--duration-s", "1", "--seed", "-1"], "argument --seed: expected a number >= 0"),
         # chaos started an engine, then died in numpy's ValueError; worker's is no image seed the engine takes; the
         # cache and controller benches' are refused as every other --seed is

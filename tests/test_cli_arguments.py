@@ -70,6 +70,33 @@ def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
     assert f"argument {option}: expected a number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        # the control loop looks at most every 10 ms: re-planned that often all the same, on 10 ms of demand
+        (["--window-s", "0.000001"], "--window-s: expected a number >= 0.01 s (the controller looks at its window"),
+        (["--window-s", "0.009"], "every 10 ms at most), not '0.009'"),
+        # every response_format url answered 400 after its images were made
+        (["--image-url-store-bytes", "1"], "--image-url-store-bytes: expected a number >= 354 (each image is counted"),
+        (["--image-url-store-bytes", "353"], "a smaller store holds no image), not '353'"),
+    ],
+)
+def test_serve_refuses_a_number_below_what_can_work(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", *argv])
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_serve_takes_the_least_that_works():
+    """A short window is a compressed clock's (a sim worker at --time-scale 0.001 makes 10 s of it 0.01 s); the
+    smallest store holds an image of a few dozen bytes. An SLO too short for any level is warned of, not refused:
+    zero-latency sim workers make the default SLO 0 (docs/controller.md)."""
+    args = build_parser().parse_args(["serve", "--window-s", "0.01", "--image-url-store-bytes", "354"])
+    assert (args.window_s, args.image_url_store_bytes) == (0.01, 354)
+    assert build_parser().parse_args(["serve", "--slo-ms", "0.001"]).slo_ms == 0.001
+
+
 @pytest.mark.parametrize("levels", ["7", "20,10", "10,10", "0,10", "10,", "ten"])
 def test_serve_takes_cache_levels_the_controller_knows_ascending(levels, capsys):
     """Levels with no similarity threshold or modelled quality (7, 0), or not ascending and distinct."""
@@ -235,7 +262,7 @@ def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
 
 
 def test_an_image_url_store_out_of_bounds_exits_2_naming_the_flag(capsys):
-    assert main(["serve", "--image-url-ttl", "3600000", "--image-url-store-bytes", "1"]) == 2
+    assert main(["serve", "--image-url-ttl", "3600000", "--image-url-store-bytes", "354"]) == 2
     assert capsys.readouterr().err == (
         "argus serve: error: --image-url-ttl is at most 604,800 s (a week: the images are held in memory), not"
         " 3,600,000 (it counts seconds, not ms)\n"
@@ -398,9 +425,9 @@ def test_serve_accepts_what_it_runs_with():
     config = engine_config(build_parser().parse_args(["serve", "--backend", "sim", "--time-scale", "0"]))
     assert config.launch.time_scale == 0.0
     config = engine_config(
-        build_parser().parse_args(["serve", "--image-url-ttl", "604800", "--image-url-store-bytes", "1"])
+        build_parser().parse_args(["serve", "--image-url-ttl", "604800", "--image-url-store-bytes", "354"])
     )
-    assert (config.image_url_ttl_s, config.image_url_store_bytes) == (604800.0, 1)
+    assert (config.image_url_ttl_s, config.image_url_store_bytes) == (604800.0, 354)
 
 
 def test_launcher_ray_without_ray_is_refused_before_the_engine_starts(monkeypatch):
@@ -474,6 +501,8 @@ def test_more_threads_than_cpus_are_refused_naming_the_flag_and_the_cpus(command
         (["--backend", "sim", "--count", "100", "--worker-id", "w" * 244], "247 bytes with --count's suffix -99"),
         # it quietly became the default, the host's name and the pid
         (["--worker-id", ""], "--worker-id '': a worker id is not empty"),
+        (["--worker-id", " "], "--worker-id ' ': a worker id is not blank (spaces only)"),
+        (["--worker-id", "   "], "--worker-id '   ': a worker id is not blank"),
         # its name "a/b/581a63fe" reads as the id a and the hex b
         (["--worker-id", "a/b"], """--worker-id 'a/b': a worker id holds no "/": a worker's name is its id"""),
         (["--worker-id", "w\nx"], "--worker-id 'w\\nx': a worker id is printable characters only"),
@@ -703,7 +732,7 @@ def test_the_engines_own_worker_command_passes_the_worker_checks(backend, tmp_pa
         "worker",
     ]
     assert ("--time-scale" in command) == (backend == "sim")
-    assert ("--model" in command) == (backend == "sdxl")
+    assert (f"--model={launch.model}" in command) == (backend == "sdxl")
     assert ("--device" in command) == (backend != "sim")  # the sim worker refuses one: it runs no model
     assert ("--threads" in command) == (backend != "sim")  # and --threads: its model's CPU threads
 

@@ -14,12 +14,16 @@ import pytest
 from process_checks import process_running
 from waiting import eventually
 
+from controller.profile_latency import worker_command as profile_worker_command
+from engine import launcher
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
 from engine.readiness import readiness
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, start_engine, start_worker, stop_in_process
+from workers.cannot_serve import REASON_FD_ENV
+from workers.config import WorkerConfig
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float:
@@ -105,6 +109,50 @@ async def test_a_worker_that_cannot_serve_as_configured_is_started_again_until_i
         await stop_in_process(engine, running)
 
 
+async def test_a_worker_command_argparse_refuses_is_said_once_as_why_the_slots_cannot_serve(
+    monkeypatch, tmp_path, caplog, capfd
+):
+    """A usage error in the command the engine built fails every start alike. Before, each start of each slot printed
+    argparse's usage block (7 lines), and the engine said only "(why is above)"."""
+    built = launcher.worker_command
+    monkeypatch.setattr(launcher, "worker_command", lambda config: [*built(config), "--model"])
+    launch = LaunchConfig(count=2, backend="sim", time_scale=0, restart_backoff_s=0.1)
+    engine = Engine(in_process_config(tmp_path, launch=launch))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: sample(engine, "argus_workers", state="failed") == 2, timeout_s=120)
+        assert not running.done()
+    finally:
+        await stop_in_process(engine, running)
+    reason = "argus worker refused the command it was started with: argument --model: expected one argument"
+    assert caplog.text.count(reason) == 1, caplog.text
+    assert f"cannot serve as configured: {reason}" in caplog.text
+    assert caplog.text.count(f"before its hello {GIVE_UP_AFTER} times in a row") == 2
+    assert "usage:" not in capfd.readouterr().err
+
+
+def test_a_worker_started_by_hand_with_a_bad_flag_gets_argparses_usage_error():
+    """Only a starter that asks why a worker cannot serve is told: its user reads argparse's usage, exit 2."""
+    environment = {name: value for name, value in os.environ.items() if name != REASON_FD_ENV}
+    command = [sys.executable, "-m", "engine", "worker", "--connect", "ipc:///nowhere", "--model"]
+    worker = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 2
+    assert worker.stderr.startswith("usage: argus worker")
+    assert worker.stderr.endswith("argus worker: error: argument --model: expected one argument\n")
+
+
+@pytest.mark.parametrize("model", ["-m", "--model"])
+def test_a_model_folder_named_like_a_flag_reaches_the_worker(tmp_path, model):
+    """`argus serve --model=-m` (or profile latency's) started workers whose command read `--model -m`: argparse
+    took the folder for a flag, and every start failed 'argument --model: expected one argument'."""
+    config = WorkerConfig("ipc://x", "local-0", backend="sdxl", model=model)
+    command = launcher.worker_command(config)
+    assert build_parser().parse_args(command[command.index("engine.cli") + 1 :]).model == model
+    args = build_parser().parse_args(["profile", "latency", "--backend", "sdxl", f"--model={model}", "--out", "x"])
+    command = profile_worker_command(args, "ipc://x", 1)
+    assert build_parser().parse_args(command[command.index("engine.cli") + 1 :]).model == model
+
+
 def spawns_recorded(monkeypatch, failing: int = 0, first_stopped: bool = False) -> list:
     """The worker processes the launcher starts, the first `failing` of them exiting 2 at once, as a worker that
     cannot serve as configured does; `first_stopped`: the first of them stopped (SIGSTOP), as one stuck loading its
@@ -134,6 +182,7 @@ def test_the_startup_timeout_is_set_from_the_command_line():
 SPAWN_AND_DIE = """
 import os, subprocess, sys
 from engine.launcher import worker_command
+from workers.cannot_serve import REASON_FD_ENV
 from workers.config import WorkerConfig
 from workers.main import PARENT_PID_ENV
 config = WorkerConfig(sys.argv[1], "local-0", backend="sim", die_with_parent=True)

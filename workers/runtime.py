@@ -81,6 +81,10 @@ def worker_id_problem(worker_id: str) -> str | None:
     each image's `worker`), or None; its length is checked where it is given (with a fleet's suffix)."""
     if not worker_id:
         return "a worker id is not empty"
+    if worker_id.isspace():
+        # a variable set to spaces: the worker was named nothing in the engine's lines ("worker  /581a63fe ready"),
+        # in /ready and in each image's `worker`
+        return "a worker id is not blank (spaces only)"
     if not worker_id.isprintable():
         return "a worker id is printable characters only (a newline would forge a log line)"
     if "/" in worker_id:

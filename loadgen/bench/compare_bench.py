@@ -28,8 +28,10 @@ import tempfile
 from pathlib import Path
 
 from controller.policies import POLICY_NAMES
+from controller.window import MIN_WINDOW_S
 from engine.arg_types import (
     UsageError,
+    at_least,
     distinct_outputs,
     non_negative_int,
     none_empty,
@@ -80,7 +82,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the trace's busiest minute as a multiple of exact-generation capacity",
     )
     parser.add_argument("--slo-ms", type=positive_float, default=15_000.0, help="SLO on the simulated clock")
-    parser.add_argument("--time-scale", type=positive_float, default=0.025, help="wall seconds per simulated second")
+    parser.add_argument(
+        "--time-scale",
+        # the engines' window is _WINDOW_S of the simulated clock, which `argus serve --window-s` takes from 0.01 s
+        type=at_least(
+            float,
+            MIN_WINDOW_S / _WINDOW_S,
+            "",
+            f"the engines' window, {_WINDOW_S:g} s of the simulated clock, takes {MIN_WINDOW_S:g} s of wall time at"
+            " least: argus serve --window-s",
+        ),
+        default=0.025,
+        help="wall seconds per simulated second",
+    )
     parser.add_argument(
         "--rescale", choices=RESCALE_MODES, default="thin", help="how the trace meets --load (see argus loadgen)"
     )
