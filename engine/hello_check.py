@@ -69,9 +69,10 @@ def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str =
     if hello.default_steps in refused:
         # every request that names no steps would be refused
         return f"refused_steps holds default_steps {hello.default_steps}"
-    if not (0 < hello.time_scale < math.inf):
-        # no worker's --time-scale: NaN, never equal to itself, passed as a scale not yet warned of at every hello
-        return f"time_scale {hello.time_scale}: not a positive finite number"
+    if not (0 <= hello.time_scale < math.inf):
+        # no worker's --time-scale (0: a sim worker that takes no time): NaN, never equal to itself, passed as a scale
+        # not yet warned of at every hello
+        return f"time_scale {hello.time_scale}: not a finite number >= 0"
     return None
 
 

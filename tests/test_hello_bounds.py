@@ -52,7 +52,7 @@ BAD = [
     ({"refused_steps": [50]}, "refused_steps"),  # the default: every request naming no steps would be refused
     # NaN, never equal to itself, was a time scale not yet warned of at every hello: a warning line each
     ({"time_scale": float("nan")}, "time_scale"),
-    ({"time_scale": 0.0}, "time_scale"),
+    ({"time_scale": -1.0}, "time_scale"),
     ({"time_scale": float("inf")}, "time_scale"),
 ]
 
