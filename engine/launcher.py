@@ -30,7 +30,7 @@ from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.cannot_serve import ReasonPipe
 from workers.config import WorkerConfig, usable_cpus
 from workers.devices import on_device
-from workers.main import CANNOT_SERVE_EXIT, PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
+from workers.main import CANNOT_SERVE_EXIT, ENGINE_STOP_SIGNAL, PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
 
 log = logging.getLogger("argus.launcher")
 
@@ -38,16 +38,18 @@ log = logging.getLogger("argus.launcher")
 # The Ctrl-C of the engine's terminal sends SIGINT to its whole process group, the workers it launched too, which
 # ignore it (the engine stops them once drained: workers/main.py). A worker still in its first second (Python's
 # start, its imports) died of it instead, a KeyboardInterrupt traceback in the engine's terminal; so it starts with
-# SIGINT ignored, which Python then leaves ignored. The engine's loop (libuv) starts a process with every signal at
-# its default, hence a shell in between, which ignores SIGINT and becomes the worker (exec: the same process). A
-# Ctrl-C in the shell's first millisecond ends it without a word. Where there is no /bin/sh (a distroless image), a
-# worker's first second keeps Python's handler
-_IGNORING_SIGINT = ["/bin/sh", "-c", 'trap "" INT; exec "$0" "$@"'] if os.path.exists("/bin/sh") else []
+# SIGINT ignored, which Python then leaves ignored. So with the SIGTERM systemd's stop sends the engine's whole
+# service: ignored from the start, the worker keeps it ignored and stops on ENGINE_STOP_SIGNAL (workers/main.py,
+# stop_signal). The engine's loop (libuv) starts a process with every signal at its default, hence a shell in
+# between, which ignores both and becomes the worker (exec: the same process). A Ctrl-C in the shell's first
+# millisecond ends it without a word. Where there is no /bin/sh (a distroless image), a worker's first second keeps
+# Python's handler, and SIGTERM stops it
+_IGNORING_STOPS = ["/bin/sh", "-c", 'trap "" INT TERM; exec "$0" "$@"'] if os.path.exists("/bin/sh") else []
 
 
 def worker_command(config: WorkerConfig) -> list[str]:
     command = [
-        *_IGNORING_SIGINT,
+        *_IGNORING_STOPS,
         sys.executable,
         "-m",
         "engine.cli",
@@ -122,11 +124,11 @@ class LocalLauncher(SlotSupervisor):
         return False
 
     async def stop(self, timeout_s: float) -> None:
-        """SIGTERM every worker, then SIGKILL whatever is left after the timeout."""
+        """Signals every worker to stop, then SIGKILLs whatever is left after the timeout."""
         self._stopping = True
         live = [p for p in self._processes.values() if p.returncode is None]
         for process in live:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(ENGINE_STOP_SIGNAL)
         try:
             await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), timeout_s)
         except TimeoutError:
@@ -167,8 +169,8 @@ class LocalLauncher(SlotSupervisor):
                 continue
             reason.started()
             self._processes[worker_id] = process
-            if self._stopping:  # started while stop() was signalling the others: it missed their SIGTERM
-                process.send_signal(signal.SIGTERM)
+            if self._stopping:  # started while stop() was signalling the others: it missed their signal
+                process.send_signal(ENGINE_STOP_SIGNAL)
             where = on_device(config.device, config.backend == "sim")
             log.info("started worker %s (pid %d, %s %s)", worker_id, process.pid, config.backend, where)
             exited = asyncio.ensure_future(process.wait())

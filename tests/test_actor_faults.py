@@ -8,7 +8,6 @@ unanswered. So each periodic step logs its failure and the actor goes on.
 
 import asyncio
 import contextlib
-import signal
 
 import zmq
 from dispatcher_harness import Harness
@@ -21,6 +20,7 @@ from engine.server import Engine
 from engine.worker_link import WorkerLink
 from engine_process import in_process_config
 from protocols.client_messages import Error, Generate
+from workers.main import ENGINE_STOP_SIGNAL
 
 
 def failing_first(calls: list, step):
@@ -143,7 +143,7 @@ async def test_a_worker_started_while_the_launcher_stops_is_stopped_too(monkeypa
         spawned.set()
         assert await eventually(lambda: processes)
         # a worker with no engine to answer keeps saying hello until it is told to stop
-        assert await asyncio.wait_for(processes[0].wait(), 30) in (0, -signal.SIGTERM)
+        assert await asyncio.wait_for(processes[0].wait(), 30) in (0, -ENGINE_STOP_SIGNAL)
         await asyncio.wait_for(running, 30)
     finally:
         running.cancel()

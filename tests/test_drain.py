@@ -25,6 +25,12 @@ def stop_with_sigterm(engine) -> None:
     engine.process.send_signal(signal.SIGTERM)
 
 
+def stop_with_group_sigterm(engine) -> None:
+    """What systemd's stop does (KillMode=control-group, its default): SIGTERM to every process of the service, the
+    engine's workers too; so does `kill -TERM -PGID`."""
+    os.killpg(engine.process.pid, signal.SIGTERM)  # the engine leads its own group (start_engine)
+
+
 def stop_with_ctrl_c(engine) -> None:
     """What a terminal does: SIGINT to the whole foreground group, the engine's workers too."""
     os.killpg(engine.process.pid, signal.SIGINT)  # the engine leads its own group (start_engine)
@@ -69,7 +75,7 @@ def assert_exited_cleanly(engine, workers: list[int]) -> None:
     assert wait_for(lambda: workers_gone(workers)), "a worker outlived its engine"
 
 
-@pytest.mark.parametrize("stop", [stop_with_sigterm, stop_with_ctrl_c])
+@pytest.mark.parametrize("stop", [stop_with_sigterm, stop_with_group_sigterm, stop_with_ctrl_c])
 def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     # an image takes about 2.5 s: the stop is handled long before the four are made
     engine = start_engine(tmp_path, "--time-scale", "0.5", "--shutdown-timeout", "30", backend="sim")
@@ -88,6 +94,9 @@ def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     assert unanswered_in_the_drain > 0  # the stop found work in flight
     assert isinstance(refused, Error) and refused.code == "shutting_down"
     assert all(isinstance(reply, Images) for reply in replies)
+    # by the workers that ran them: a group's SIGTERM stopped each at its next step, and the drain started them
+    # again to make the images over from the first step (a model load first, minutes for SD-XL)
+    assert "restarting" not in engine.log() and "lost" not in engine.log()
     assert_exited_cleanly(engine, workers)
 
 

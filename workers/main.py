@@ -33,6 +33,9 @@ CANNOT_SERVE_EXIT = 2
 ENGINE_REFUSED = "engine refused this worker: %s"
 # a worker stopped by Ctrl-C before it served: the shells' code for a process that SIGINT ended
 INTERRUPTED_EXIT = 130
+# what stops a worker that started with SIGTERM ignored: an engine's local worker (engine/launcher.py), which its
+# engine stops with it once drained, and Linux when its engine dies (--die-with-parent)
+ENGINE_STOP_SIGNAL = signal.SIGUSR1
 
 
 def load_backend(config: WorkerConfig) -> Backend:
@@ -92,15 +95,26 @@ def probe_of(config: WorkerConfig) -> Probe:
     return Probe(PROTOCOL_VERSION, config.worker_id, config.backend, model, os.getpid())
 
 
+def stop_signal() -> signal.Signals:
+    """The signal that stops this worker: SIGTERM, unless it started with SIGTERM ignored, as an engine starts its
+    local workers. systemd's stop (KillMode=control-group, its default) sends SIGTERM to every process of the
+    engine's service, and `kill -TERM -PGID` to its group: each worker stopped at its next step, its images given back
+    to the engine draining them, which started it again to make them over from the first step (after a model load:
+    minutes for SD-XL, past --shutdown-timeout). Ignoring it, they finish their work, as on Ctrl-C, and are stopped
+    with ENGINE_STOP_SIGNAL. As Python does SIGINT, one ignored at the start stays ignored."""
+    return ENGINE_STOP_SIGNAL if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN else signal.SIGTERM
+
+
 def exit_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the engine that spawned it dies, or exit if it already has.
+    """Ask Linux to send this process its stop signal when the engine that spawned it dies, or exit if it already
+    has.
 
     The request covers only a parent that dies after it is made: an engine that died while this process
     started (imports take a few hundred ms) left it to another parent, and it must not serve on alone.
     """
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, stop_signal())
     parent = os.environ.get(PARENT_PID_ENV)
     if parent and os.getppid() != int(parent):
         raise SystemExit(f"the engine that started this worker (pid {parent}) is gone")
@@ -150,14 +164,14 @@ class Serving(Protocol):
 
 
 def serve_until_stopped(runner: Serving, owned: bool = False) -> int:
-    """Serves until SIGTERM, SIGINT or (for an owned worker) the engine's Shutdown; exit code 2 if the engine
-    refuses us.
+    """Serves until its stop signal (stop_signal), SIGINT or (for an owned worker) the engine's Shutdown; exit code 2
+    if the engine refuses us.
 
     `owned`: the engine that spawned this process stops it, after draining. Ctrl-C in a terminal sends
     SIGINT to the engine and its workers alike; an owned worker ignores it and finishes what it runs.
     """
     # the handler only flips a state; the loop notices between steps
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(stop_signal(), lambda *_: runner.stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN if owned else lambda *_: runner.stop())
     try:
         runner.serve()
