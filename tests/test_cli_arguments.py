@@ -525,6 +525,9 @@ def test_an_empty_value_is_refused_naming_its_flag(argv, tmp_path):
         ["train-predictor", "s.jsonl", "--similarity-table", "", "--out", "{tmp}/p.json"],
         ["profile", "quality", "", "--clip", "clip", "--out", "{tmp}/q.jsonl"],
         ["profile", "quality", "p.txt", "--clip", "", "--out", "{tmp}/q.jsonl"],
+        # read as no --model: the tiny backend was profiled, minutes of it, and its profile written
+        ["profile", "quality", "p.txt", "--clip", "clip", "--model", "", "--out", "{tmp}/q.jsonl"],
+        ["profile", "latency", "--model", "", "--out", "{tmp}/p.json"],
         ["bench", "compare", "--trace", ""],
         ["bench", "compare", "--prompts", ""],
         # kept no logs (a temporary folder's), wrote no records
