@@ -39,6 +39,7 @@ from engine.arg_types import (
     comma_separated,
     non_negative_float,
     non_negative_int,
+    none_empty,
     output_file,
     positive_int,
     thread_count,
@@ -366,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
     batches = sorted(set(args.batches))
     if not batches or batches[0] != 1:
         raise UsageError(f"--batches must include 1 (a profile covers batch 1 up): {batches}")
+    # "" (--model "$MODEL" unset) was read as no --model: the tiny backend measured, a profile written of it
+    none_empty(args, "--model")
     # what the worker would refuse as it starts: it exited saying so, and the profile ended in a traceback
     check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
     if args.time_scale == 0:

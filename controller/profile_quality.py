@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.prompts import load_prompts
 
     unwind_on_sigterm()  # as `argus profile latency`: its temporary folder removed, its worker stopped
-    none_empty(args, "prompts", "--clip", "--embedder-model")  # "" read as ".": 'prompts come as .txt ...'
+    # "" read as ".": 'prompts come as .txt ...'; a --model "" as none, the tiny backend profiled
+    none_empty(args, "prompts", "--clip", "--embedder-model", "--model")
     not_an_input(args.out, args.prompts)
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:

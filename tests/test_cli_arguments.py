@@ -146,7 +146,9 @@ def test_a_device_no_worker_runs_on_is_refused_at_start(argv, device, capsys):
 @pytest.mark.parametrize("argv", OUTPUT_FILES, ids=" ".join)
 def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(argv, tmp_path, capsys):
     option = argv[-1]
-    for path, says in [(tmp_path / "typo" / "out.json", "no directory"), (tmp_path, "is a directory")]:
+    # given empty (a variable left unset), it was said to be a directory: "argument --json:  is a directory, not a file"
+    empty = ("", "is empty (a variable left unset?): give a file to write, or leave it out")
+    for path, says in [(tmp_path / "typo" / "out.json", "no directory"), (tmp_path, "is a directory"), empty]:
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args([*argv, str(path)])
         assert exited.value.code == 2
@@ -552,6 +554,9 @@ def test_an_empty_value_is_refused_naming_its_flag(argv, tmp_path):
         ["train-predictor", "s.jsonl", "--similarity-table", "", "--out", "{tmp}/p.json"],
         ["profile", "quality", "", "--clip", "clip", "--out", "{tmp}/q.jsonl"],
         ["profile", "quality", "p.txt", "--clip", "", "--out", "{tmp}/q.jsonl"],
+        # read as no --model: the tiny backend was profiled, minutes of it, and its profile written
+        ["profile", "quality", "p.txt", "--clip", "clip", "--model", "", "--out", "{tmp}/q.jsonl"],
+        ["profile", "latency", "--model", "", "--out", "{tmp}/p.json"],
         ["bench", "compare", "--trace", ""],
         ["bench", "compare", "--prompts", ""],
         # kept no logs (a temporary folder's), wrote no records

@@ -2,9 +2,11 @@
 
 import argparse
 import importlib.metadata
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,45 @@ def test_an_api_key_from_the_environment_is_not_printed(monkeypatch):
     monkeypatch.setenv("ARGUS_API_KEY", "not-for-help-output")
     for name, parser in _parsers(build_parser()):
         assert "not-for-help-output" not in parser.format_help(), name
+
+
+_ROOT = Path(__file__).resolve().parent.parent
+# flags of the other programs the docs show beside argus's: Slurm's srun, `ray start`
+_OTHER_PROGRAMS_FLAGS = {"--ntasks", "--gpus-per-task", "--head", "--node-ip-address"}
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?![\w-])")
+# `argus [--log-level L] COMMAND ...` to the end of its inline code, line (or `\` continuation) or table cell (a `|`
+# after a space; `tiny|sdxl` is a choice)
+_COMMAND_LINE = re.compile(
+    r"argus (?:--log-(?:level|format) \w+ )*((?:bench |profile )?[a-z-]+)((?:\\\n|[^\n`|]|(?<! )\|)*)"
+)
+
+
+def _doc_texts() -> dict[str, str]:
+    return {path.name: path.read_text() for path in [_ROOT / "README.md", *sorted((_ROOT / "docs").glob("*.md"))]}
+
+
+def _flags_by_command() -> dict[str, set[str]]:
+    return {
+        name: {flag for action in parser._actions for flag in action.option_strings}
+        for name, parser in _parsers(build_parser())
+    }
+
+
+def test_every_flag_the_docs_name_is_one_a_command_takes():
+    known = set().union(*_flags_by_command().values()) | _OTHER_PROGRAMS_FLAGS
+    named = {(doc, flag) for doc, text in _doc_texts().items() for flag in _FLAG.findall(text)}
+    assert not sorted((doc, flag) for doc, flag in named if flag not in known)
+
+
+def test_a_command_line_in_the_docs_gives_each_flag_to_the_command_that_takes_it():
+    flags_of = _flags_by_command()
+    misplaced = []
+    for doc, text in _doc_texts().items():
+        for match in _COMMAND_LINE.finditer(text):
+            command = f"argus {match.group(1)}"
+            if command not in flags_of:  # prose: "argus serves", "argus alone"
+                continue
+            # up to a comment or the prose after the command: what follows `# `, `(`` or `;` is no flag of it
+            line = re.split(r"\s#\s|\(`|;", match.group(2))[0]
+            misplaced += [(doc, command, flag) for flag in _FLAG.findall(line) if flag not in flags_of[command]]
+    assert not misplaced

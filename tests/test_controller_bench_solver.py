@@ -23,5 +23,17 @@ def test_a_solver_that_is_no_mip_backend_is_refused_before_or_tools_is_asked(sol
     assert "absl" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("solver", ["CBC", "SCIP", "HIGHS", "SAT"])
+def test_each_mip_backend_offered_is_timed(solver):
+    """HiGHS writes a banner on stdout at each solve, where the solving process answers in JSON: `--solver HIGHS`
+    ended in a JSONDecodeError traceback."""
+    argv = [sys.executable, "-m", "engine.cli", "bench", "controller", "--solver", solver, "--solves", "1"]
+    proc = subprocess.run([*argv, "--workers", "8"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (row,) = [line.split() for line in proc.stdout.splitlines() if line.split()[:2] == ["8", "6"]]  # 8 workers
+    assert row[-1] == "1/1"  # its one solve optimal
+
+
 def test_a_solver_is_named_in_any_case():
     assert build_parser().parse_args(["bench", "controller", "--solver", "highs"]).solver == "HIGHS"

@@ -5,6 +5,7 @@ import json
 import math
 import re
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,20 @@ def test_capacity_is_the_largest_batch_under_half_the_slo():
     assert profile.capacity_rps(0, 10.0) == 0.0
     assert profile.best_batch(0, 1.0) == 0
     assert profile.best_batch(0, 1e6) == profile.max_batch
+
+
+def test_the_capacity_table_in_docs_controller_md_is_the_rule_s():
+    """docs/controller.md tabled capacities per worker by SLO; its 15 s and 30 s rows at K=15 (0.400, 0.467) were
+    counted with the batch that takes exactly half the SLO, which the rule no longer counts (0.356, 0.457)."""
+    doc = (Path(__file__).parent.parent / "docs" / "controller.md").read_text()
+    table = doc.split("With this profile, per worker:", 1)[1].split("\n\n", 2)[1]
+    profile = LatencyProfile.bundled()
+    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
+    assert rows
+    for row in rows:
+        slo_s = float(row[0].split()[0])
+        tabled = [float(cell.split()[0]) for cell in row[1:]]
+        assert tabled == [round(profile.capacity_rps(level, slo_s), 3) for level in LEVELS], row[0]
 
 
 def test_profile_round_trips_and_checks_its_version(tmp_path):

@@ -4,6 +4,7 @@ import json
 import math
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,31 @@ def test_timeline_and_compare_plots(records, tmp_path):
     # the title is in the file too, where a program reads it
     assert png_title(tmp_path / "no_levels.png") == "no samples" and png_title(tmp_path / "c.png") == "SIMULATED"
     assert png_title(tmp_path / "t.png") is None
+
+
+def test_the_summary_docs_loadgen_md_shows_is_what_its_figures_print():
+    """Its example said 'run 1.9 s to its last answer' of a run with a client_timeout, which runs to the end of its
+    drain, and whose 1.94 s prints as such (as its throughput, 26 images over 1.94 s, 13.4/s, says)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "loadgen.md").read_text()
+    shown = doc.split("(its figures are the JSON summary's, below; an example, against sim workers):\n\n```\n")[1]
+    summary = summarize([], slo_ms=150.0, duration_s=1.94, planned=30)
+    summary.update(
+        sent=30,
+        outcomes={"ok": 25, "late": 1, "rejected": 0, "error": 4, "deadline_exceeded": 0, "cancelled": 0},
+        error_codes={"unauthorized": 3, "client_timeout": 1},
+        send_span_s=1.75,
+        offered_rps=29 / 1.75,
+        throughput_rps=26 / 1.94,
+        goodput_rps=25 / 1.94,
+        slo_violation_ratio=5 / 30,
+        latency_p50_ms=61.0,
+        latency_p90_ms=118.0,
+        latency_p99_ms=163.0,
+        mean_quality_pct=98.6,
+        mean_estimated_quality_pct=98.5,
+        simulated=True,
+        level_mix={"0": 13 / 26, "10": 2 / 26, "20": 1 / 26, "25": 10 / 26},
+        cache_hit_rate=13 / 26,
+        max_send_lag_ms=2.06,
+    )
+    assert shown.split("\n```")[0] == format_summary(summary)

@@ -3,9 +3,11 @@
 import importlib.metadata
 import json
 import math
+import re
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import zmq
@@ -130,3 +132,13 @@ def test_a_counter_of_a_fixed_set_of_causes_is_at_0_before_the_first(engine):
     assert set(series("argus_plans", "status")) == {"optimal", "feasible", "fallback", "fixed"}
     states = {s.labels["state"] for s in found["argus_workers"].samples}
     assert states == {"ready", "failing", "starting", "restarting", "failed"}
+
+
+def test_the_metrics_docs_architecture_md_tables_are_those_exposed(engine):
+    """Each series of docs/architecture.md's table of metrics is in /metrics, and each family there is in the table."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    rows = [line.split("|")[1] for line in doc.splitlines() if line.startswith("| `argus_")]
+    # a counter's family is named without _total, as Prometheus's parser names it
+    tabled = {name.removesuffix("_total") for row in rows for name in re.findall(r"`(argus_\w+)", row)}
+    exposed = {name for name in families(engine) if not name.endswith("_created")}
+    assert tabled == exposed

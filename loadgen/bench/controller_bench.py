@@ -198,4 +198,12 @@ def _report(args: argparse.Namespace, results: list[dict], rows: list[list], pro
 
 
 if __name__ == "__main__":  # the solving process run() starts: its flags in, the measurements out, as JSON
-    print(json.dumps(_measure(argparse.Namespace(**json.loads(sys.argv[1])))))
+    import os
+
+    # the JSON goes out on stdout alone: HiGHS writes its banner there from C ("Running HiGHS 1.12.0 ..."), at every
+    # solve, which made the answer no JSON and `--solver HIGHS` a traceback. What solvers write is theirs to drop
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), sys.stdout.fileno())
+    answer.write(json.dumps(_measure(argparse.Namespace(**json.loads(sys.argv[1])))))
+    answer.close()
