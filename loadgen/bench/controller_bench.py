@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import subprocess
@@ -198,8 +199,6 @@ def _report(args: argparse.Namespace, results: list[dict], rows: list[list], pro
 
 
 if __name__ == "__main__":  # the solving process run() starts: its flags in, the measurements out, as JSON
-    import os
-
     # the JSON goes out on stdout alone: HiGHS writes its banner there from C ("Running HiGHS 1.12.0 ..."), at every
     # solve, which made the answer no JSON and `--solver HIGHS` a traceback. What solvers write is theirs to drop
     answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
