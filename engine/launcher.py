@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
+from engine.plurals import counted
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, said_hello_or_ended
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
@@ -132,9 +133,17 @@ class LocalLauncher(SlotSupervisor):
         try:
             await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), timeout_s)
         except TimeoutError:
-            for process in live:
-                if process.returncode is None:
-                    process.kill()
+            stuck = [process for process in live if process.returncode is None]
+            # said: else the log showed a pause of timeout_s, and nothing of why
+            log.warning(
+                "%s did not stop within %g s of being asked to (pid %s): killing %s",
+                counted(len(stuck), "worker"),
+                timeout_s,
+                ", ".join(str(process.pid) for process in stuck),
+                "it" if len(stuck) == 1 else "them",
+            )
+            for process in stuck:
+                process.kill()
             await asyncio.gather(*(p.wait() for p in live))
 
     def refusal(self, worker_id: str, pid: int) -> str | None:

@@ -55,6 +55,23 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
         await stop_in_process(engine, running, spawned)
 
 
+async def test_a_worker_that_does_not_stop_when_asked_is_killed_and_the_log_says_so(tmp_path, caplog):
+    """The engine waited its 5 s and killed it without a word: the log showed a pause, and nothing of why."""
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0)
+    engine = Engine(in_process_config(tmp_path, launch=launch))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
+        (worker,) = engine.registry.registered()
+        os.kill(worker.hello.pid, signal.SIGSTOP)  # it cannot see the signal asking it to stop
+        await engine.launcher.stop(timeout_s=0.5)
+        said = f"1 worker did not stop within 0.5 s of being asked to (pid {worker.hello.pid}): killing it"
+        assert said in caplog.text
+        assert not process_running(worker.hello.pid)
+    finally:
+        await stop_in_process(engine, running)
+
+
 async def test_a_refused_spawn_is_retried_and_the_engine_goes_on(monkeypatch, tmp_path, caplog):
     spawned = []
     create = asyncio.create_subprocess_exec
