@@ -223,6 +223,8 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, not {value}")
     if args.max_requests is not None and args.max_requests < 1:
         raise UsageError("--max-requests must be >= 1")
+    if args.bin_s is not None and not args.plot:
+        raise UsageError("--bin-s cuts the --plot timeline into bins: add --plot FILE.png, or drop it")
     if args.slo_ms is not None and args.drain_s * 1000.0 < args.slo_ms:
         # a request unanswered at the hard end is counted a violation, which one still within its SLO is not yet
         raise UsageError(f"--drain-s {args.drain_s:g} is shorter than --slo-ms {args.slo_ms:g}")
@@ -336,7 +338,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
     if unpaired := unpaired_prompts(schedule, prompts, args.trace, args.prompts):
         raise UsageError(unpaired)
     span = schedule[-1].offset_s
-    if args.plot and args.bin_s:
+    if args.bin_s:
         from loadgen.plot import MAX_BINS
 
         # the sends alone: the plot runs on to the last worker sample, up to the drain, which is not known yet

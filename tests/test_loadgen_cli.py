@@ -48,6 +48,8 @@ def parsed(*argv: str) -> argparse.Namespace:
         (["--rate", "1", "--duration-s", "1", "--rescale", "stretch"], "--rescale is for a --trace rescaled to"),
         (["--trace", "t.csv", "--rescale", "stretch"], "--rescale is for a --trace rescaled to --rate or --load"),
         (["--rate", "1", "--duration-s", "1", "--capacity-rps", "5"], "--capacity-rps is for --load"),
+        # taken and never used: only the plot has bins
+        (["--rate", "1", "--duration-s", "1", "--bin-s", "5"], "--bin-s cuts the --plot timeline into bins"),
         (["--rate", "1", "--duration-s", "1", "--bin-s", "-1"], "--bin-s must be"),
         (["--rate", "1", "--duration-s", "1", "--bin-s", "nan"], "--bin-s must be"),
         (["--rate", "1", "--duration-s", "1", "--steps", "0"], "--steps must be from 1 to 200"),
