@@ -27,4 +27,6 @@ def median(values: Sequence[float]) -> float:
 
 def p99_caveat(samples: int) -> str:
     """What a p99 over `samples` values is, when it is not a tail figure: "" from P99_MIN_SAMPLES on."""
-    return "" if samples >= P99_MIN_SAMPLES else f"p99 of {samples} samples is their max"
+    if samples >= P99_MIN_SAMPLES:
+        return ""
+    return "p99 of 1 sample is that sample" if samples == 1 else f"p99 of {samples} samples is their max"

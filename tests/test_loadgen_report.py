@@ -13,7 +13,7 @@ from pictures import opens_as_png, png_title
 from loadgen.plot import bin_timeline, compare_plot, timeline_plot
 from loadgen.records import OUTCOMES, Answer, ImageMeta, make_record
 from loadgen.report import format_summary, read_records, summarize, write_records, write_summary
-from loadgen.stats import percentile
+from loadgen.stats import P99_MIN_SAMPLES, p99_caveat, percentile
 
 SLO_MS = 1000.0
 
@@ -314,3 +314,9 @@ def test_the_summary_docs_loadgen_md_shows_is_what_its_figures_print():
         max_send_lag_ms=2.06,
     )
     assert shown.split("\n```")[0] == format_summary(summary)
+
+
+def test_a_p99_of_few_samples_says_what_it_is_in_words_that_count():
+    assert p99_caveat(P99_MIN_SAMPLES) == ""
+    assert p99_caveat(2) == "p99 of 2 samples is their max"
+    assert p99_caveat(1) == "p99 of 1 sample is that sample"  # "1 samples is their max"

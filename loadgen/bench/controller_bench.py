@@ -32,6 +32,7 @@ import time
 
 from controller.flow_model import SolverOptions
 from engine.arg_types import UsageError, comma_separated, non_negative_int, positive_float, positive_int
+from engine.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import P99_MIN_SAMPLES, median, p99_caveat, percentile
 
@@ -172,7 +173,8 @@ def _report(args: argparse.Namespace, results: list[dict], rows: list[list], pro
     print()
     print(
         f"argus bench controller: allocation MILP ({args.solver}) vs. route-planner LP (GLOP), "
-        f"{args.solves} solves per fleet with varied demand, SLO {args.slo:g} s, bundled {profile_name} profile"
+        f"{counted(args.solves, 'solve')} per fleet with varied demand, SLO {args.slo:g} s,"
+        f" bundled {profile_name} profile"
     )
     print("wall-clock ms per call on this machine (absolute times are noisy; the MILP/LP ratio less so)")
     print()
