@@ -511,15 +511,24 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
             held.release(deliver=True)
         return _serve(args, held) if args.func is _serve else args.func(args)
     except (UsageError, ModelLoadFailed) as error:
-        print(f"{args.prog}: error: {error}", file=sys.stderr)
+        _say_last(args, f"{args.prog}: error: {error}")
         return 2
     except KeyboardInterrupt:
         if args.command == "worker":
             return stopped_as_it_started()
         # what the command started is stopped by then (a benchmark's engines, in its finally blocks): one line and
         # the shells' code for Ctrl-C, not a traceback of wherever it landed
-        print(f"{args.prog}: interrupted", file=sys.stderr)
+        _say_last(args, f"{args.prog}: interrupted")
         return INTERRUPTED_EXIT
+
+
+def _say_last(args: argparse.Namespace, line: str) -> None:
+    """The line a command ends on, in its log's format: under --log-format json a log collector could not parse the
+    one line that says why the engine stopped."""
+    if args.log_format == "json":
+        logging.getLogger("argus").error("%s", line)
+    else:
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import re
 import resource
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -878,3 +879,14 @@ def test_the_engine_asks_for_the_open_files_its_max_connections_hold(monkeypatch
         200_000 + 2 * open_files.FILES_PER_WORKER + open_files.SPARE_OPEN_FILES,
         open_files.ENGINE_OPEN_FILES,
     ]
+
+
+def test_under_log_format_json_the_error_a_command_ends_on_is_a_json_record(tmp_path):
+    """A log collector reading --log-format json could not parse the one line that said why the engine stopped."""
+    argv = ["--log-format", "json", "serve", "--workers", "0", "--no-cache", "--predictor", str(tmp_path / "p.json")]
+    done = subprocess.run([sys.executable, "-m", "engine", *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert records[-1]["level"] == "ERROR" and records[-1]["message"] == (
+        "argus serve: error: --no-cache keeps no prompt cache: drop --predictor"
+    )
