@@ -135,7 +135,7 @@ class EngineMetrics:
         self.http_connections = Gauge("argus_http_connections", "HTTP connections open", registry=r)
         self.http_connections_refused = Counter(
             "argus_http_connections_refused",
-            "HTTP connections answered 503 and closed at once: --max-connections were open",
+            "HTTP connections answered 503 and closed: --max-connections were open",
             registry=r,
         )
         self.k_star = Counter("argus_predicted_level", "Requests by predicted best level K*", ["level"], registry=r)
