@@ -74,8 +74,8 @@ class ConnectionLimit:
         left_out = self._lines.due("refused")
         if left_out is not None:
             log.warning(
-                "refused an HTTP connection: %d are open, the bound (--max-connections)%s",
-                self.open,
+                "refused an HTTP connection: %s open, the bound (--max-connections)%s",
+                counted(self.open, "connection"),
                 f"; {left_out} more refused since the last such line" if left_out else "",
             )
         return self._answer

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from waiting import wait_for
 
-from engine.http_connection_limit import _refusal
+from engine.http_connection_limit import ConnectionLimit, _refusal
 from engine_process import start_engine
 
 
@@ -56,7 +56,7 @@ def test_a_connection_past_the_bound_is_answered_503_and_closed(tmp_path):
             assert wait_for(lambda: engine.metric("argus_http_connections_refused_total") >= 1)
             assert wait_for(lambda: engine.metric("argus_http_connections") == 3)  # the two idle and this read
         assert wait_for(lambda: engine.get("/health")[0] == 200)
-        assert "refused an HTTP connection: 3 are open, the bound (--max-connections)" in engine.log()
+        assert "refused an HTTP connection: 3 connections open, the bound (--max-connections)" in engine.log()
     finally:
         assert engine.stop() == 0
 
@@ -125,7 +125,10 @@ def test_connections_held_open_leave_the_engine_the_files_to_start_a_worker_agai
         assert engine.stop() == 0
 
 
-def test_the_refusal_names_a_bound_of_one_connection_in_the_singular():
-    """--max-connections 1 answered 'the engine holds 1 HTTP connections'."""
+def test_the_refusal_names_a_bound_of_one_connection_in_the_singular(caplog):
+    """--max-connections 1 answered 'the engine holds 1 HTTP connections', and logged '1 are open'."""
     assert b'"the engine holds 1 HTTP connection, its bound' in _refusal(1)
     assert b'"the engine holds 2 HTTP connections, its bound' in _refusal(2)
+    limit = ConnectionLimit(1, lambda: None)
+    assert limit.admit() is None and limit.admit() is not None
+    assert "refused an HTTP connection: 1 connection open, the bound (--max-connections)" in caplog.text
