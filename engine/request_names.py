@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
+from engine.plurals import counted
 from protocols.worker_messages import REFUSED, ItemFailed
 
 _NAMED = 5
@@ -32,9 +33,9 @@ def failed_batch_line(worker: str, batch_id: int, batch_size: int, failures: Seq
     which worker, which requests, why. A batch the worker refused is said so: it is the batch's fault."""
     verb = "refused" if all(failed.code == REFUSED for _, failed in failures) else "failed"
     count = len(failures)
-    images = f"{count} of {batch_size} images" if count < batch_size else f"{count} image{'s' if count > 1 else ''}"
+    images = f"{count} of {batch_size} images" if count < batch_size else counted(count, "image")
     reasons = list(dict.fromkeys(failed.message for _, failed in failures))
-    others = f" (and {len(reasons) - 1} other reason{'s' if len(reasons) > 2 else ''})" if len(reasons) > 1 else ""
+    others = f" (and {counted(len(reasons) - 1, 'other reason')})" if len(reasons) > 1 else ""
     named = requests_named(request_id for request_id, _ in failures)
     return f"worker {worker} {verb} batch {batch_id} ({images}, {named}): {reasons[0]}{others}"
 
