@@ -51,7 +51,7 @@ from engine.whole_files import written_or_exit
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.cannot_serve import ReasonPipe
-from workers.config import runs_on_cpu_threads, usable_cpus
+from workers.config import runs_on_cpu_threads, threads_each
 
 if TYPE_CHECKING:
     from protocols.worker_messages import Hello
@@ -87,8 +87,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     parser.add_argument(
         "--threads",
         type=thread_count,
-        help="torch threads for a model on the CPU (default: half the cores, what `argus serve` gives each of its 2"
-        " default workers); not for sim, nor a GPU",
+        help="torch threads for a model on the CPU (default: half the CPUs this process may run on, what `argus serve`"
+        " gives each of its 2 default workers); not for sim, nor a GPU",
     )
     if simulated:
         parser.add_argument(
@@ -106,11 +106,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
 
 
 def worker_threads(args: argparse.Namespace) -> int | None:
-    """The worker's --threads: for a model on the CPU, as given or half the cores; None for the others, which
-    refuse it (check_worker_backend refuses one given them)."""
+    """The worker's --threads: for a model on the CPU, as given or what each of `argus serve`'s 2 default workers
+    gets; None for the others, which refuse it (check_worker_backend refuses one given them)."""
     if not runs_on_cpu_threads(args.backend, args.device):
         return None
-    return args.threads or max(1, usable_cpus() // 2)
+    return args.threads or threads_each(2)
 
 
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:

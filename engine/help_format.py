@@ -12,7 +12,7 @@ MEASURED_BACKEND_HELP = "what the worker runs: tiny (a small random-weight SD-XL
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Ends a flag's help with its default, unless the help names its default itself: one worked out at run time
-    (half the cores, the backend's), or one that must not be printed (an API key read from the environment).
+    (half the CPUs, the backend's), or one that must not be printed (an API key read from the environment).
     argparse's own ArgumentDefaultsHelpFormatter would print both, and "(default: None)" for every flag left unset."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:

@@ -29,7 +29,7 @@ from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, said_hello_or_ended
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.cannot_serve import ReasonPipe
-from workers.config import WorkerConfig, usable_cpus
+from workers.config import WorkerConfig, threads_each
 from workers.devices import on_device
 from workers.main import CANNOT_SERVE_EXIT, ENGINE_STOP_SIGNAL, PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
 
@@ -106,9 +106,7 @@ class LocalLauncher(SlotSupervisor):
         # exit is theirs to name, not a -9 that reads as the OOM killer's
         self._killed: set[asyncio.subprocess.Process] = set()
         self._last_reason: str | None = None  # why a worker last said it cannot serve, as logged
-        # share the CPUs this process may run on among its CPU workers instead of oversubscribing them (a worker
-        # refuses more threads than those)
-        self._threads = max(1, usable_cpus() // max(1, config.count))
+        self._threads = threads_each(config.count)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -26,6 +26,12 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def threads_each(workers: int) -> int:
+    """torch's CPU threads for each of `workers` workers on the CPUs this process may run on: shared among them, so
+    that they do not oversubscribe those CPUs (and never more than a worker takes: engine/arg_types.thread_count)."""
+    return max(1, usable_cpus() // max(1, workers))
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     connect: str

@@ -28,7 +28,7 @@ from engine.arg_types import (
 from engine.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import median
-from workers.config import usable_cpus
+from workers.config import threads_each
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
@@ -48,9 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=thread_count,
-        default=max(1, usable_cpus() // 2),
-        help="torch threads, worker and direct alike (default: half the cores, what `argus serve`"
-        " gives each of its 2 default local workers)",
+        default=threads_each(2),
+        help="torch threads, worker and direct alike (default: half the CPUs this process may run on, what `argus"
+        " serve` gives each of its 2 default local workers)",
     )
     parser.add_argument("--seed", type=non_negative_int, default=7, help="seeds the images")
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
