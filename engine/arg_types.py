@@ -51,21 +51,27 @@ class UsageError(Exception):
     """Flags that cannot run together, or a file in the way: the command says why and exits 2, as argparse does."""
 
 
-def _at_least_zero(kind: type, zero_allowed: bool) -> Callable[[str], float]:
-    """An argparse type: a finite number of `kind` above zero (or from zero)."""
-    bound = ">= 0" if zero_allowed else "> 0"
+def _number(kind: type, admits: Callable[[float], bool], bound: str, why: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind` that `admits`, said as "a number `bound`" (and `why`) when not."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, not {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, not {text!r}")
+            value = math.nan
+        if not (math.isfinite(value) and admits(value)):  # NaN too
+            raise argparse.ArgumentTypeError(f"expected a number {bound}{why}, not {text!r}")
         return value
 
     parse.__name__ = f"{kind.__name__} {bound}"  # argparse names the type in its errors
     return parse
+
+
+def _at_least_zero(kind: type, zero_allowed: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind` above zero (or from zero)."""
+    if zero_allowed:
+        return _number(kind, lambda value: value >= 0, ">= 0")
+    return _number(kind, lambda value: value > 0, "> 0")
 
 
 positive_int = _at_least_zero(int, zero_allowed=False)
@@ -77,18 +83,7 @@ non_negative_float = _at_least_zero(float, zero_allowed=True)
 def at_least(kind: type, least: float, unit: str, why: str) -> Callable[[str], float]:
     """An argparse type: a finite number of `kind` of at least `least` (above zero); `why` says why a smaller one
     cannot work."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value >= least):  # NaN too
-            raise argparse.ArgumentTypeError(f"expected a number >= {least:g}{unit} ({why}), not {text!r}")
-        return value
-
-    parse.__name__ = f"{kind.__name__} >= {least:g}"  # argparse names the type in its errors
-    return parse
+    return _number(kind, lambda value: value >= least, f">= {least:g}{unit}", f" ({why})")
 
 
 def thread_count(text: str) -> int:
