@@ -59,7 +59,9 @@ def _number(kind: type, admits: Callable[[float], bool], bound: str, why: str = 
             value = kind(text)
         except ValueError:
             value = math.nan
-        if not (math.isfinite(value) and admits(value)):  # NaN too
+        # an int is finite however large: math.isfinite raised OverflowError past a float's range (a traceback for
+        # --max-queue 1e400 written out)
+        if not ((isinstance(value, int) or math.isfinite(value)) and admits(value)):  # NaN too
             raise argparse.ArgumentTypeError(f"expected a number {bound}{why}, not {text!r}")
         return value
 

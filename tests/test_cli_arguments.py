@@ -1,6 +1,7 @@
 """The command line refuses numbers its components cannot run with, and flags it would ignore or fail on later,
 naming the option, before starting anything."""
 
+import argparse
 import json
 import re
 import resource
@@ -14,6 +15,7 @@ from command_names import command_name
 from model_folders import save_model_folder
 
 from engine import open_files
+from engine.arg_types import positive_int
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.cli import UsageError, build_parser, engine_config, main
 from engine.config import LaunchConfig
@@ -69,6 +71,15 @@ def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
         build_parser().parse_args(argv)
     assert exited.value.code == 2
     assert f"argument {option}: expected a number" in capsys.readouterr().err
+
+
+def test_an_integer_past_a_floats_range_is_read_as_any_other():
+    """math.isfinite raised OverflowError on it: a traceback, where the bound that refuses it names the flag."""
+    huge = "1" + "0" * 400
+    with pytest.raises(UsageError, match="^--max-queue is at most"):
+        engine_config(build_parser().parse_args(["serve", "--max-queue", huge]))
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a number > 0"):
+        positive_int(f"-{huge}")
 
 
 @pytest.mark.parametrize(
