@@ -154,9 +154,10 @@ async def test_a_window_shorter_than_a_solve_does_not_solve_back_to_back(monkeyp
 
 
 async def test_a_solve_that_failed_after_a_long_wait_is_not_waited_for_again(monkeypatch):
-    """A MILP process that stalled fails its solve after the time limit and 30 s: the loop then waited as long again
-    before it looked: for 62 s in all (a sim engine whose MILP process was stopped), a worker that joined was not
-    placed and a fleet that changed not planned for. A failure solved nothing to take a rest from."""
+    """A MILP process that stalled fails its solve after the time limit and its answer margin (30 s then, 5 s now
+    once it has answered): the loop then waited as long again before it looked: for 62 s in all (a sim engine whose
+    MILP process was stopped), a worker that joined was not placed and a fleet that changed not planned for. A
+    failure solved nothing to take a rest from."""
     h = Harness()
     h.add_worker("a", level=0)
     controller = SlowController(h.clock, 31.0, failures=1)
