@@ -25,8 +25,8 @@ client asks after the requests it awaits (Inquire): each the engine does not
 hold is answered Error request_lost, where it would never have been answered.
 With `retries`, a call sends its request again, under its id, after a Busy or a
 request_lost: the engine holds nothing under that id then, so no late reply can
-come for it. The request_lost an earlier attempt was asked after for, come after
-its Busy, is no answer to the retry: ArgusClient skips it.
+come for it. A request_lost that answers the Inquire of an earlier attempt (it
+follows that attempt's Busy) is no answer to the retry: ArgusClient skips it.
 """
 
 from engine.async_client import AsyncArgusClient
