@@ -68,9 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--warmup-s", type=non_negative_float, default=0.5, help="unmeasured lead-in of every run")
     # no default here, so that one given for a door not measured is told from one left out
-    parser.add_argument("--concurrency", type=positive_int, help="ZeroMQ requests in flight (default 128)")
     parser.add_argument(
-        "--http-concurrency", type=positive_int, help="HTTP requests in flight, one pooled connection each (default 32)"
+        "--concurrency", type=positive_int, help=f"ZeroMQ requests in flight (default {DEFAULT_CONCURRENCY['zmq']})"
+    )
+    parser.add_argument(
+        "--http-concurrency",
+        type=positive_int,
+        help=f"HTTP requests in flight, one pooled connection each (default {DEFAULT_CONCURRENCY['http']})",
     )
     parser.add_argument("--workers", type=positive_int, default=2, help="simulated local workers (default 2)")
     parser.add_argument("--size", type=sim_image_side, default=64, help="image side asked for (default 64)")
