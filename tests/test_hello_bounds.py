@@ -69,6 +69,21 @@ def say_hello(engine, hello: Hello, identity: bytes) -> object:
     return ask_worker_door(engine.worker_address, hello, identity)
 
 
+def hello_written_as(engine, fields: dict) -> object:
+    """The engine's answer to a hello of these fields, encoded as they are: one this version's Hello cannot hold."""
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(engine.worker_address)
+    try:
+        socket.send(msgspec.msgpack.encode(fields))
+        assert socket.poll(30_000), "no answer to the hello"
+        return worker_side_codec().decode(socket.recv_multipart())
+    finally:
+        socket.close()
+        context.term()
+
+
 @pytest.mark.parametrize(("changes", "field"), BAD, ids=[f"{i}-{field}" for i, (_, field) in enumerate(BAD)])
 def test_a_hello_out_of_bounds_is_refused_naming_the_field(engine, changes, field):
     hello = msgspec.structs.replace(GOOD, **changes)
@@ -99,17 +114,7 @@ def test_a_hello_within_bounds_is_welcomed(engine):
 def test_a_hello_of_another_version_that_does_not_decode_as_this_ones_is_refused_naming_both(engine):
     """Before, it was dropped as garbage: the worker, unanswered, warned that the engine was down or took not its
     CURVE key."""
-    context = zmq.Context()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.connect(engine.worker_address)
-    try:
-        socket.send(msgspec.msgpack.encode({"type": "hello", "protocol": PROTOCOL_VERSION + 1, "name": "w"}))
-        assert socket.poll(30_000), "no answer to the hello"
-        answer = worker_side_codec().decode(socket.recv_multipart())
-    finally:
-        socket.close()
-        context.term()
+    answer = hello_written_as(engine, {"type": "hello", "protocol": PROTOCOL_VERSION + 1, "name": "w"})
     assert answer == Refused(f"protocol {PROTOCOL_VERSION + 1} not supported (engine speaks {PROTOCOL_VERSION})")
 
 
@@ -117,18 +122,7 @@ def test_a_hello_of_this_version_that_does_not_decode_is_refused_saying_why(engi
     """A hello of the engine's own protocol whose fields do not decode (a worker built by hand, or one that sends a
     field as another type) was dropped unheard: the worker, unanswered, warned that the engine was down or took not
     its CURVE key, and said hello again every second for ever."""
-    context = zmq.Context()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.connect(engine.worker_address)
-    try:
-        fields = {"type": "hello", **msgspec.structs.asdict(GOOD), "max_batch": "8"}
-        socket.send(msgspec.msgpack.encode(fields))
-        assert socket.poll(30_000), "no answer to the hello"
-        answer = worker_side_codec().decode(socket.recv_multipart())
-    finally:
-        socket.close()
-        context.term()
+    answer = hello_written_as(engine, {"type": "hello", **msgspec.structs.asdict(GOOD), "max_batch": "8"})
     assert answer == Refused("hello did not decode: Expected `int`, got `str` - at `$.max_batch`")
 
 
