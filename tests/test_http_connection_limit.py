@@ -38,18 +38,23 @@ def answered(sockets: list[socket.socket]) -> list[socket.socket]:
     return select.select(sockets, [], [], 0)[0]
 
 
+def assert_refused(refused: socket.socket) -> None:
+    """What the engine wrote on `refused` up to its close is the 503 too_many_connections, with its Retry-After."""
+    answer = b""
+    while chunk := refused.recv(4096):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head, answer
+    assert json.loads(body)["error"]["code"] == "too_many_connections"
+
+
 def test_a_connection_past_the_bound_is_answered_503_and_closed(tmp_path):
     engine = start_engine(tmp_path, "--max-connections", "3", "--time-scale", "0", workers=1, backend="sim")
     try:
         with ExitStack() as held:
             idle = [held.enter_context(connect(engine)) for _ in range(3)]
             with connect(engine) as refused:
-                answer = b""
-                while chunk := refused.recv(4096):
-                    answer += chunk
-            head, _, body = answer.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head
-            assert json.loads(body)["error"]["code"] == "too_many_connections"
+                assert_refused(refused)
             assert not answered(idle)  # those within the bound are held as they were
             idle.pop().close()
             # room again once the engine has seen it go (a read refused meanwhile reads as 0)
@@ -91,12 +96,7 @@ def test_a_client_still_sending_its_request_when_refused_reads_the_503(tmp_path)
             refused.sendall(head)
             assert refused.recv(1, socket.MSG_PEEK) == b"H"  # the 503 has come
             refused.sendall(body)
-            answer = b""
-            while chunk := refused.recv(4096):
-                answer += chunk
-        head_read, _, body_read = answer.partition(b"\r\n\r\n")
-        assert head_read.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head_read, answer
-        assert json.loads(body_read)["error"]["code"] == "too_many_connections"
+            assert_refused(refused)
     finally:
         assert engine.stop() == 0
 
