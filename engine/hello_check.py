@@ -70,8 +70,8 @@ def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str =
         # every request that names no steps would be refused
         return f"refused_steps holds default_steps {hello.default_steps}"
     if not (0 <= hello.time_scale < math.inf):
-        # no worker's --time-scale (0: a sim worker that takes no time): NaN, never equal to itself, passed as a scale
-        # not yet warned of at every hello
+        # what no worker's --time-scale can be (0 can: a sim worker that takes no time). NaN, never equal to itself,
+        # was a scale not yet warned of at every hello, a warning line each
         return f"time_scale {hello.time_scale}: not a finite number >= 0"
     return None
 
