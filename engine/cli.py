@@ -526,7 +526,10 @@ def _say_last(args: argparse.Namespace, line: str) -> None:
     """The line a command ends on, in its log's format: under --log-format json a log collector could not parse the
     one line that says why the engine stopped."""
     if args.log_format == "json":
-        logging.getLogger("argus").error("%s", line)
+        # handled whatever --log-level, as the plain line is printed: at CRITICAL the command ended, exit 2, without a
+        # word of why
+        logger = logging.getLogger("argus")
+        logger.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "%s", (line,), None))
     else:
         print(line, file=sys.stderr)
 

@@ -892,9 +892,12 @@ def test_the_engine_asks_for_the_open_files_its_max_connections_hold(monkeypatch
     ]
 
 
-def test_under_log_format_json_the_error_a_command_ends_on_is_a_json_record(tmp_path):
-    """A log collector reading --log-format json could not parse the one line that said why the engine stopped."""
-    argv = ["--log-format", "json", "serve", "--workers", "0", "--no-cache", "--predictor", str(tmp_path / "p.json")]
+@pytest.mark.parametrize("level", [[], ["--log-level", "CRITICAL"]], ids=["default", "critical"])
+def test_under_log_format_json_the_error_a_command_ends_on_is_a_json_record(tmp_path, level):
+    """A log collector reading --log-format json could not parse the one line that said why the engine stopped; and
+    the line is there at any --log-level, as the plain one is (at CRITICAL the record was dropped: exit 2, no word)."""
+    serve = ["serve", "--workers", "0", "--no-cache", "--predictor", str(tmp_path / "p.json")]
+    argv = [*level, "--log-format", "json", *serve]
     done = subprocess.run([sys.executable, "-m", "engine", *argv], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     records = [json.loads(line) for line in done.stderr.splitlines()]
