@@ -134,10 +134,10 @@ class LocalLauncher(SlotSupervisor):
             stuck = [process for process in live if process.returncode is None]
             # said: else the log showed a pause of timeout_s, and nothing of why
             log.warning(
-                "%s did not stop within %g s of being asked to (pid %s): killing %s",
+                "%s did not stop within %g s of being asked to (%s): killing %s",
                 counted(len(stuck), "worker"),
                 timeout_s,
-                ", ".join(str(process.pid) for process in stuck),
+                ", ".join(f"pid {process.pid}" for process in stuck),  # "(pid 7, 9)" read as one pid
                 "it" if len(stuck) == 1 else "them",
             )
             for process in stuck:

@@ -5,6 +5,7 @@ import asyncio
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,19 +56,23 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
         await stop_in_process(engine, running, spawned)
 
 
-async def test_a_worker_that_does_not_stop_when_asked_is_killed_and_the_log_says_so(tmp_path, caplog):
+@pytest.mark.parametrize(("count", "said"), [(1, "1 worker did not stop"), (2, "2 workers did not stop")])
+async def test_a_worker_that_does_not_stop_when_asked_is_killed_and_the_log_says_so(tmp_path, caplog, count, said):
     """The engine waited its 5 s and killed it without a word: the log showed a pause, and nothing of why."""
-    launch = LaunchConfig(count=1, backend="sim", time_scale=0)
+    launch = LaunchConfig(count=count, backend="sim", time_scale=0)
     engine = Engine(in_process_config(tmp_path, launch=launch))
     running = asyncio.create_task(engine.run())
     try:
-        assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
-        (worker,) = engine.registry.registered()
-        os.kill(worker.hello.pid, signal.SIGSTOP)  # it cannot see the signal asking it to stop
+        assert await eventually(lambda: len(engine.registry.registered()) == count, timeout_s=60)
+        pids = sorted(worker.hello.pid for worker in engine.registry.registered())
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)  # it cannot see the signal asking it to stop
         await engine.launcher.stop(timeout_s=0.5)
-        said = f"1 worker did not stop within 0.5 s of being asked to (pid {worker.hello.pid}): killing it"
-        assert said in caplog.text
-        assert not process_running(worker.hello.pid)
+        (line,) = [record.getMessage() for record in caplog.records if "did not stop" in record.getMessage()]
+        killing = "it" if count == 1 else "them"
+        assert line.startswith(said) and "within 0.5 s of being asked to (" in line and line.endswith(killing), line
+        assert sorted(map(int, re.findall(r"pid (\d+)", line))) == pids, line  # each one "pid N"
+        assert not any(process_running(pid) for pid in pids)
     finally:
         await stop_in_process(engine, running)
 
