@@ -175,14 +175,14 @@ class AsyncArgusClient(OwnProcess):
         # not_an_engine() read the monitor's events: a handshake heard there is none the watcher will hear
         self._ask_if_reconnected()
         # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
-        answers = salvage_request_id(frames[0].buffer)
-        if not answers:
+        answered_id = salvage_request_id(frames[0].buffer)
+        if not answered_id:
             # it names no request: any call's answer, or none, and each waited for ever. Each raises, as ArgusClient's
             # call in flight does, and the engine is told to go on with none of them
             self._cancel_at_engine()
             self._fail_waiting(undecodable(self._address, reason))
             return
-        future = self._waiting.get(answers)
+        future = self._waiting.get(answered_id)
         if future is not None and not future.done():
             future.set_exception(undecodable(self._address, reason))
 

@@ -148,10 +148,10 @@ class ArgusClient(OwnProcess):
                 refused = self._refusals.not_an_engine()
                 if refused:
                     raise ConnectionRefusedError(refused)
-                answers = salvage_request_id(frames[0].buffer)
-                if answers and answers != request_id:
+                answered_id = salvage_request_id(frames[0].buffer)
+                if answered_id and answered_id != request_id:
                     continue  # the late reply to a request given up on: this call's own reply may yet decode
-                if not answers:
+                if not answered_id:
                     # maybe this request's answer, maybe not: the engine would go on with it for no one
                     self._cancel(request_id)
                 raise undecodable(self._address, reply.reason)
