@@ -106,12 +106,12 @@ def raw_client(context: zmq.Context, address: str, identity: bytes | None = None
 
 
 def ask_worker_door(address: str, message: object, identity: bytes | None = None) -> object:
-    """Sends `message` (a Hello, a Probe) to an engine's worker `address` on a connection of its own, under
-    `identity` if given, and returns the engine's answer."""
+    """Sends `message` (a Hello, a Probe, or bytes sent as they are: one this version cannot encode) to an engine's
+    worker `address` on a connection of its own, under `identity` if given, and returns the engine's answer."""
     context = zmq.Context()
     socket = raw_client(context, address, identity)
     try:
-        socket.send_multipart(engine_side_codec().encode(message))
+        socket.send_multipart([message] if isinstance(message, bytes) else engine_side_codec().encode(message))
         assert socket.poll(30_000), f"no answer to the {type(message).__name__}"
         return worker_side_codec().decode(socket.recv_multipart())
     finally:

@@ -6,11 +6,10 @@ import uuid
 
 import msgspec
 import pytest
-import zmq
 
 from controller.profiles import LatencyProfile
 from engine_process import ask_worker_door, start_engine
-from protocols.worker_messages import PROTOCOL_VERSION, Hello, Refused, Welcome, worker_side_codec
+from protocols.worker_messages import PROTOCOL_VERSION, Hello, Refused, Welcome
 from workers.model_id import SIM_PROFILE, sim_model_id
 
 SIM_MODEL = sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
@@ -71,17 +70,7 @@ def say_hello(engine, hello: Hello, identity: bytes) -> object:
 
 def hello_written_as(engine, fields: dict) -> object:
     """The engine's answer to a hello of these fields, encoded as they are: one this version's Hello cannot hold."""
-    context = zmq.Context()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.connect(engine.worker_address)
-    try:
-        socket.send(msgspec.msgpack.encode(fields))
-        assert socket.poll(30_000), "no answer to the hello"
-        return worker_side_codec().decode(socket.recv_multipart())
-    finally:
-        socket.close()
-        context.term()
+    return ask_worker_door(engine.worker_address, msgspec.msgpack.encode(fields))
 
 
 @pytest.mark.parametrize(("changes", "field"), BAD, ids=[f"{i}-{field}" for i, (_, field) in enumerate(BAD)])
