@@ -100,6 +100,7 @@ class Admission:
             client=client,
         )
         self._shares.add(client, spec.n)
+        self._pace.admitted(spec.n)
         request.future.add_done_callback(lambda _: self._answered(client, spec.n))
         return request
 

@@ -1,5 +1,5 @@
 """How soon a refused client is told to try again (engine/queue_pace.py): the time the engine takes, at the pace it
-freed room lately, to free the images ahead of the request; whole seconds, from 1 to 60."""
+freed room lately while it held images, to free the images ahead of the request; whole seconds, from 1 to 60."""
 
 from fake_clock import Clock
 
@@ -8,7 +8,9 @@ from protocols.limits import MAX_RETRY_AFTER_S
 
 
 def run_for(pace: QueuePace, clock: Clock, seconds: int, images_per_s: int) -> None:
+    """The queue busy for `seconds`, freeing `images_per_s` a second and taking as many."""
     for _ in range(seconds):
+        pace.admitted(images_per_s)
         clock.now += 1
         pace.freed(images_per_s)
 
@@ -35,11 +37,27 @@ def test_an_engine_that_has_freed_nothing_lately_says_longer_the_longer_it_has_n
     clock = Clock(5000.25)
     pace = QueuePace(clock)
     assert pace.retry_s(1) == 1  # fresh: nothing known yet
+    pace.admitted(1)  # held by a fleet that does not answer it
     clock.now += 10
     assert pace.retry_s(1) == 10  # no image freed in 10 s: at most one every 10 s
     run_for(pace, clock, 5, 100)
     clock.now += 2 * WINDOW_S  # then none for longer than the window
     assert pace.retry_s(1) == WINDOW_S
+
+
+def test_time_the_queue_held_nothing_is_not_counted_as_slow():
+    """Idle, the engine freed nothing because it was asked nothing: a burst after an idle spell was told 30 s for one
+    image (the whole window taken for a hung fleet's), 60 for two, by a fleet that freed them in half a second."""
+    clock = Clock(5000.25)
+    pace = QueuePace(clock)
+    clock.now += 20  # a fresh engine, idle
+    assert pace.retry_s(1) == 1
+    run_for(pace, clock, 5, 4)
+    clock.now += WINDOW_S - 10  # idle again, the busy seconds still in the window
+    assert pace.retry_s(8) == 2  # 8 images at the 4 a second it freed while it held images
+    pace.admitted(8)  # a burst: held for a second and a half with none freed yet
+    clock.now += 1.5
+    assert pace.retry_s(8) == 3  # 20 images freed in 6.5 s held
 
 
 def test_the_hint_is_bounded():

@@ -9,6 +9,7 @@ backoff is known and whose last start was timed (engine/slot_supervision.py); wi
 import asyncio
 import json
 import socket
+import time
 
 import aiohttp
 import openai
@@ -66,6 +67,25 @@ def test_both_doors_say_a_longer_wait_while_nothing_leaves_the_queue(engine):
             OpenAI(base_url=engine.http + "/v1", api_key="unused", max_retries=0).images.generate(prompt="a fox")
         retry_after = raised.value.response.headers["Retry-After"]
         assert retry_after.isdigit() and 2 <= int(retry_after) <= MAX_RETRY_AFTER_S, retry_after
+    finally:
+        held.close()
+
+
+IDLE_S = 8
+
+
+@pytest.mark.timeout(120)
+def test_a_refusal_after_an_idle_spell_is_not_told_the_idle_time(engine):
+    """An engine asked nothing for a while had freed nothing in that while: the first refusal once its queue filled
+    was told a wait as long as the idle spell (30 s past half a minute), where the queue had held its image a moment.
+    No time is asserted: the hint is compared with the idle spell."""
+    time.sleep(IDLE_S)
+    held = hold_the_queue(engine)
+    try:
+        with ArgusClient(engine.client_address, timeout_s=30) as client:
+            reply = client.generate("a fox", width=64, height=64)
+        assert isinstance(reply, Busy), reply
+        assert reply.retry_after_ms < IDLE_S * 1000, reply
     finally:
         held.close()
 
