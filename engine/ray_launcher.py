@@ -55,6 +55,11 @@ _RAY_CLUSTER_ADDRESSES_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Ray's crash handler, read when ray is imported, takes SIGTERM (the engine's ordinary stop) for a crash: it dumped a
 # stack to the log at every stop, and once the GCS was gone the drain ended in SIGABRT, before the prompt cache's save
 _RAY_CRASH_HANDLER_OFF_ENV = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
+# Ray's log deduplication, read when ray is imported, takes lines that differ only in their words with digits (a time,
+# a pid, a worker's name) for one: the line an actor said as another had within 5 s was held back until a later line
+# came (for an idle fleet, its stop), or folded with the others into one line of the last one's, `[repeated 2x across
+# cluster]` appended (a JSON record that no longer parsed). Each actor's lines are forwarded as it says them
+_RAY_LOG_DEDUP_ENV = "RAY_DEDUP_LOGS"
 
 
 class RayWorker:
@@ -98,6 +103,7 @@ def connect_ray(address: str | None, refused: Callable[[RayTokenRefused], None] 
     if address is None or on_loopback(address):
         os.environ.setdefault(_RAY_CLUSTER_ADDRESSES_ENV, "0")
     os.environ.setdefault(_RAY_CRASH_HANDLER_OFF_ENV, "1")
+    os.environ.setdefault(_RAY_LOG_DEDUP_ENV, "0")
     try:
         import ray
     except ImportError as exc:

@@ -1,13 +1,15 @@
 """Workers as Ray actors on a local Ray instance, sim and tiny, serve a real engine; killing one mid-load loses no
-request. Simulated workers need no CPU of their own; the Ray instance and its actors are not handed the API key; an
-actor Ray cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with
-a warning saying why, and after three such ends left empty; a cluster that cannot be reached ends the engine with an
-error, and SIGTERM stops it while it still tries, or once its Ray instance lost its head (the GCS)."""
+request. Simulated workers need no CPU of their own; the Ray instance and its actors are not handed the API key, and
+each actor's log lines are forwarded under its own pid, none held back or folded into another's by Ray; an actor Ray
+cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with a warning
+saying why, and after three such ends left empty; a cluster that cannot be reached ends the engine with an error, and
+SIGTERM stops it while it still tries, or once its Ray instance lost its head (the GCS)."""
 
 import asyncio
 import importlib.util
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -220,14 +222,17 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
 ):
     monkeypatch.setenv(API_KEY_ENV, "a-key-for-http-only")
     options = ("--log-format", "json")
-    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim", wait=False, argus_options=options)
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=2, backend="sim", wait=False, argus_options=options)
     engine.api_key = "a-key-for-http-only"
     try:
-        (worker,) = engine.wait_ready(1)["workers"]
-        assert_the_ray_processes_are_not_handed_the_api_key(engine, worker["pid"])
-        # the actor logs as the engine does (before, Ray set no logging up for it: its INFO lines were lost), each
-        # line forwarded by Ray, after a prefix naming the actor, when its log monitor next reads the actor's output
-        assert waiting.wait_for(lambda: LOADING in actor_records(engine)), engine.log()
+        workers = engine.wait_ready(2)["workers"]
+        assert_the_ray_processes_are_not_handed_the_api_key(engine, workers[0]["pid"])
+        # each actor logs as the engine does (before, Ray set no logging up for it: its INFO lines were lost), each
+        # line forwarded by Ray, after a prefix naming the actor, when its log monitor next reads the actor's output.
+        # Each actor's own: Ray's log deduplication held back the line the second actor said as the first had (until
+        # the engine stopped), or folded it into another's, `[repeated 2x across cluster]` appended
+        loading = {worker["pid"] for worker in workers}
+        assert waiting.wait_for(lambda: actors_saying(engine, LOADING) == loading, timeout_s=60), engine.log()
         (gcs,) = (pid for pid in children_of(engine.process.pid) if "gcs_server" in read_command(pid))
         os.kill(gcs, signal.SIGKILL)
         # the actor goes on serving; SIGTERM is an ordinary stop, which Ray's crash handler turned into an abort
@@ -241,13 +246,21 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
 
 
 LOADING = ("argus.worker", "INFO", "loading the sim backend on no device")
+ACTOR_PREFIX = re.compile(r"\(RayWorker pid=(\d+)\)")
 
 
-def actor_records(engine) -> set[tuple[str, str, str]]:
-    """(logger, level, message) of the JSON records the engine's actors logged, as Ray forwarded them."""
-    actor_lines = [line for line in engine.log_path.read_text().splitlines() if "(RayWorker pid=" in line]
-    records = [json.loads(line[line.index("{") :]) for line in actor_lines if "{" in line]
-    return {(record["logger"], record["level"], record["message"]) for record in records}
+def actors_saying(engine, said: tuple[str, str, str]) -> set[int]:
+    """The pids of the engine's actors that logged a JSON record (logger, level, message) `said`, as Ray forwarded
+    it: after a prefix that names the pid the record does."""
+    pids = set()
+    for line in engine.log_path.read_text().splitlines():
+        forwarded = ACTOR_PREFIX.search(line)
+        if forwarded and "{" in line:
+            record = json.loads(line[line.index("{") :])  # whole: nothing of Ray's appended
+            assert record["pid"] == int(forwarded[1]), line
+            if (record["logger"], record["level"], record["message"]) == said:
+                pids.add(record["pid"])
+    return pids
 
 
 def assert_the_ray_processes_are_not_handed_the_api_key(engine, actor_pid: int) -> None:
