@@ -196,7 +196,7 @@ class RayLauncher(SlotSupervisor):
             self._ray = await asyncio.wait_for(asyncio.shield(connected), self._connect_timeout_s)
         except TimeoutError:
             raise UsageError(
-                f"could not connect to {cluster} within {self._connect_timeout_s:.0f} s (--ray-connect-timeout)"
+                f"could not connect to {cluster} within {self._connect_timeout_s:g} s (--ray-connect-timeout)"
             ) from None
         except Exception as error:  # an address Ray cannot parse, a token it refuses, Ray Client not installed
             raise UsageError(f"could not connect to {cluster}: {reasons(error)}") from None

@@ -182,17 +182,18 @@ async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_then_give
 
 
 @pytest.mark.parametrize(
-    "address, error",
+    "address, timeout, error",
     [
-        # nobody answers; the port is drawn as the test runs, so that the test's id is the same at every collection
-        ("127.0.0.1:{free}", "within 3 s (--ray-connect-timeout)"),
-        ("127.0.0.1:port", "Unable to parse port number"),
-        ("ray://127.0.0.1:1", "Ray Client requires pip package `ray[client]`"),  # not in the ray extra
+        # nobody answers; the port is drawn as the test runs, so that the test's id is the same at every collection.
+        # The timeout as given: a fraction was rounded, and 0.4 said "within 0 s"
+        ("127.0.0.1:{free}", "2.5", "within 2.5 s (--ray-connect-timeout)"),
+        ("127.0.0.1:port", "3", "Unable to parse port number"),
+        ("ray://127.0.0.1:1", "3", "Ray Client requires pip package `ray[client]`"),  # not in the ray extra
     ],
 )
-def test_a_cluster_the_engine_cannot_join_ends_it_in_one_line(tmp_path, address, error):
+def test_a_cluster_the_engine_cannot_join_ends_it_in_one_line(tmp_path, address, timeout, error):
     address = address.format(free=free_port())
-    options = ("--launcher", "ray", "--ray-address", address, "--ray-connect-timeout", "3")
+    options = ("--launcher", "ray", "--ray-address", address, "--ray-connect-timeout", timeout)
     engine = start_engine(tmp_path, *options, workers=1, backend="sim", wait=False)
     try:
         assert engine.process.wait(120) == 2, engine.log()
