@@ -37,6 +37,7 @@ from typing import Any
 from engine.arg_types import UsageError, is_loopback
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.metrics import EngineMetrics
+from engine.plurals import counted
 from engine.ray_logs import RayTokenRefused, watching_ray_logs
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, said_hello_or_ended
@@ -226,11 +227,20 @@ class RayLauncher(SlotSupervisor):
         ray = self._ray
         if ray is None:  # not connected yet, so no actor: the connection is not waited for
             return
-        serving = list(self._serving.values())
-        try:
-            await asyncio.wait_for(asyncio.gather(*serving, return_exceptions=True), timeout_s)
-        except TimeoutError:
-            log.warning("%d Ray actors still running after %.0f s: killing them", len(serving), timeout_s)
+        serving = dict(self._serving)
+        _, running = await asyncio.wait(serving.values(), timeout=timeout_s) if serving else (set(), set())
+        if running:
+            # those still running, as the local launcher says them: the line counted every actor, stopped or not
+            stuck = [
+                f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in serving.items() if ended in running
+            ]
+            log.warning(
+                "%s did not stop within %g s of being asked to (%s): killing %s",
+                counted(len(stuck), "Ray actor"),
+                timeout_s,
+                "; ".join(stuck),
+                "it" if len(stuck) == 1 else "them",
+            )
         for actor in self._actors.values():
             ray.kill(actor)
         await asyncio.to_thread(ray.shutdown)

@@ -2,8 +2,9 @@
 request. Simulated workers need no CPU of their own; the Ray instance and its actors are not handed the API key, and
 each actor's log lines are forwarded under its own pid, none held back or folded into another's by Ray; an actor Ray
 cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with a warning
-saying why, and after three such ends left empty; a cluster that cannot be reached ends the engine with an error, and
-SIGTERM stops it while it still tries, or once its Ray instance lost its head (the GCS)."""
+saying why, and after three such ends left empty; one that does not stop when asked is killed, named alone in the log;
+a cluster that cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its
+Ray instance lost its head (the GCS)."""
 
 import asyncio
 import importlib.util
@@ -19,6 +20,7 @@ import pytest
 import waiting
 import zmq
 import zmq.asyncio
+from process_checks import process_running
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
@@ -179,6 +181,22 @@ async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_then_give
     finally:
         engine.request_stop()
         await running
+
+
+async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_names_it_alone(caplog):
+    """The line said '2 Ray actors still running after 5 s' of two actors, one of which had stopped, and named none."""
+    engine = ray_engine(LaunchConfig(count=2, backend="sim", time_scale=0))
+    running = asyncio.create_task(engine.run())
+    try:
+        await wait_for(lambda: len(engine.registry.registered()) == 2, "the Ray workers")
+        stuck, _ = engine.registry.registered()
+        os.kill(stuck.hello.pid, signal.SIGSTOP)  # it cannot see the engine's Shutdown
+    finally:
+        engine.request_stop()
+        await running
+    said = f"1 Ray actor did not stop within 5 s of being asked to ({stuck.hello.worker_id}, pid {stuck.hello.pid})"
+    assert f"{said}: killing it" in caplog.text
+    await wait_for(lambda: not process_running(stuck.hello.pid), "the stuck actor's end", timeout_s=60)
 
 
 @pytest.mark.parametrize(
