@@ -69,6 +69,10 @@ class RayWorker:
     def __init__(self, config: WorkerConfig):
         self._config = config
 
+    def __repr__(self) -> str:
+        # what Ray's prefix of each line the actor logs names it by: its worker id, not the class every actor shares
+        return self._config.worker_id
+
     def pid(self) -> int:
         return os.getpid()
 

@@ -249,8 +249,9 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
         # each actor logs as the engine does (before, Ray set no logging up for it: its INFO lines were lost), each
         # line forwarded by Ray, after a prefix naming the actor, when its log monitor next reads the actor's output.
         # Each actor's own: Ray's log deduplication held back the line the second actor said as the first had (until
-        # the engine stopped), or folded it into another's, `[repeated 2x across cluster]` appended
-        loading = {worker["pid"] for worker in workers}
+        # the engine stopped), or folded it into another's, `[repeated 2x across cluster]` appended. The prefix names
+        # the worker (it named the class, RayWorker, for each)
+        loading = {(worker["name"].partition("/")[0], worker["pid"]) for worker in workers}
         assert waiting.wait_for(lambda: actors_saying(engine, LOADING) == loading, timeout_s=60), engine.log()
         (gcs,) = (pid for pid in children_of(engine.process.pid) if "gcs_server" in read_command(pid))
         os.kill(gcs, signal.SIGKILL)
@@ -265,21 +266,21 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
 
 
 LOADING = ("argus.worker", "INFO", "loading the sim backend on no device")
-ACTOR_PREFIX = re.compile(r"\(RayWorker pid=(\d+)\)")
+ACTOR_PREFIX = re.compile(r"\((ray-\d+) pid=(\d+)\)")
 
 
-def actors_saying(engine, said: tuple[str, str, str]) -> set[int]:
-    """The pids of the engine's actors that logged a JSON record (logger, level, message) `said`, as Ray forwarded
-    it: after a prefix that names the pid the record does."""
-    pids = set()
+def actors_saying(engine, said: tuple[str, str, str]) -> set[tuple[str, int]]:
+    """(worker id, pid) of the engine's actors that logged a JSON record (logger, level, message) `said`, as Ray
+    forwarded it: after a prefix that names the worker, and the pid the record does."""
+    actors = set()
     for line in engine.log_path.read_text().splitlines():
         forwarded = ACTOR_PREFIX.search(line)
         if forwarded and "{" in line:
             record = json.loads(line[line.index("{") :])  # whole: nothing of Ray's appended
-            assert record["pid"] == int(forwarded[1]), line
+            assert record["pid"] == int(forwarded[2]), line
             if (record["logger"], record["level"], record["message"]) == said:
-                pids.add(record["pid"])
-    return pids
+                actors.add((forwarded[1], record["pid"]))
+    return actors
 
 
 def assert_the_ray_processes_are_not_handed_the_api_key(engine, actor_pid: int) -> None:
