@@ -37,6 +37,7 @@ from typing import Any
 from engine.arg_types import UsageError, is_loopback
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.metrics import EngineMetrics
+from engine.plurals import counted
 from engine.ray_logs import RayTokenRefused, watching_ray_logs
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, said_hello_or_ended
@@ -55,6 +56,11 @@ _RAY_CLUSTER_ADDRESSES_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Ray's crash handler, read when ray is imported, takes SIGTERM (the engine's ordinary stop) for a crash: it dumped a
 # stack to the log at every stop, and once the GCS was gone the drain ended in SIGABRT, before the prompt cache's save
 _RAY_CRASH_HANDLER_OFF_ENV = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
+# Ray's log deduplication, read when ray is imported, takes lines that differ only in their words with digits (a time,
+# a pid, a worker's name) for one: the line an actor said as another had within 5 s was held back until a later line
+# came (for an idle fleet, its stop), or folded with the others into one line of the last one's, `[repeated 2x across
+# cluster]` appended (a JSON record that no longer parsed). Each actor's lines are forwarded as it says them
+_RAY_LOG_DEDUP_ENV = "RAY_DEDUP_LOGS"
 
 
 class RayWorker:
@@ -62,6 +68,10 @@ class RayWorker:
 
     def __init__(self, config: WorkerConfig):
         self._config = config
+
+    def __repr__(self) -> str:
+        # what Ray's prefix of each line the actor logs names it by: its worker id, not the class every actor shares
+        return self._config.worker_id
 
     def pid(self) -> int:
         return os.getpid()
@@ -98,6 +108,7 @@ def connect_ray(address: str | None, refused: Callable[[RayTokenRefused], None] 
     if address is None or on_loopback(address):
         os.environ.setdefault(_RAY_CLUSTER_ADDRESSES_ENV, "0")
     os.environ.setdefault(_RAY_CRASH_HANDLER_OFF_ENV, "1")
+    os.environ.setdefault(_RAY_LOG_DEDUP_ENV, "0")
     try:
         import ray
     except ImportError as exc:
@@ -190,7 +201,7 @@ class RayLauncher(SlotSupervisor):
             self._ray = await asyncio.wait_for(asyncio.shield(connected), self._connect_timeout_s)
         except TimeoutError:
             raise UsageError(
-                f"could not connect to {cluster} within {self._connect_timeout_s:.0f} s (--ray-connect-timeout)"
+                f"could not connect to {cluster} within {self._connect_timeout_s:g} s (--ray-connect-timeout)"
             ) from None
         except Exception as error:  # an address Ray cannot parse, a token it refuses, Ray Client not installed
             raise UsageError(f"could not connect to {cluster}: {reasons(error)}") from None
@@ -220,11 +231,20 @@ class RayLauncher(SlotSupervisor):
         ray = self._ray
         if ray is None:  # not connected yet, so no actor: the connection is not waited for
             return
-        serving = list(self._serving.values())
-        try:
-            await asyncio.wait_for(asyncio.gather(*serving, return_exceptions=True), timeout_s)
-        except TimeoutError:
-            log.warning("%d Ray actors still running after %.0f s: killing them", len(serving), timeout_s)
+        serving = dict(self._serving)
+        _, running = await asyncio.wait(serving.values(), timeout=timeout_s) if serving else (set(), set())
+        if running:
+            # those still running, as the local launcher says them: the line counted every actor, stopped or not
+            stuck = [
+                f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in serving.items() if ended in running
+            ]
+            log.warning(
+                "%s did not stop within %g s of being asked to (%s): killing %s",
+                counted(len(stuck), "Ray actor"),
+                timeout_s,
+                "; ".join(stuck),
+                "it" if len(stuck) == 1 else "them",
+            )
         for actor in self._actors.values():
             ray.kill(actor)
         await asyncio.to_thread(ray.shutdown)

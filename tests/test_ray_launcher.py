@@ -1,13 +1,16 @@
 """Workers as Ray actors on a local Ray instance, sim and tiny, serve a real engine; killing one mid-load loses no
-request. Simulated workers need no CPU of their own; the Ray instance and its actors are not handed the API key; an
-actor Ray cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with
-a warning saying why, and after three such ends left empty; a cluster that cannot be reached ends the engine with an
-error, and SIGTERM stops it while it still tries, or once its Ray instance lost its head (the GCS)."""
+request. Simulated workers need no CPU of their own; the Ray instance and its actors are not handed the API key, and
+each actor's log lines are forwarded under its own pid, none held back or folded into another's by Ray; an actor Ray
+cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with a warning
+saying why, and after three such ends left empty; one that does not stop when asked is killed, named alone in the log;
+a cluster that cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its
+Ray instance lost its head (the GCS)."""
 
 import asyncio
 import importlib.util
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -17,6 +20,7 @@ import pytest
 import waiting
 import zmq
 import zmq.asyncio
+from process_checks import process_running
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
@@ -179,18 +183,35 @@ async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_then_give
         await running
 
 
+async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_names_it_alone(caplog):
+    """The line said '2 Ray actors still running after 5 s' of two actors, one of which had stopped, and named none."""
+    engine = ray_engine(LaunchConfig(count=2, backend="sim", time_scale=0))
+    running = asyncio.create_task(engine.run())
+    try:
+        await wait_for(lambda: len(engine.registry.registered()) == 2, "the Ray workers")
+        stuck, _ = engine.registry.registered()
+        os.kill(stuck.hello.pid, signal.SIGSTOP)  # it cannot see the engine's Shutdown
+    finally:
+        engine.request_stop()
+        await running
+    said = f"1 Ray actor did not stop within 5 s of being asked to ({stuck.hello.worker_id}, pid {stuck.hello.pid})"
+    assert f"{said}: killing it" in caplog.text
+    await wait_for(lambda: not process_running(stuck.hello.pid), "the stuck actor's end", timeout_s=60)
+
+
 @pytest.mark.parametrize(
-    "address, error",
+    "address, timeout, error",
     [
-        # nobody answers; the port is drawn as the test runs, so that the test's id is the same at every collection
-        ("127.0.0.1:{free}", "within 3 s (--ray-connect-timeout)"),
-        ("127.0.0.1:port", "Unable to parse port number"),
-        ("ray://127.0.0.1:1", "Ray Client requires pip package `ray[client]`"),  # not in the ray extra
+        # nobody answers; the port is drawn as the test runs, so that the test's id is the same at every collection.
+        # The timeout as given: a fraction was rounded, and 0.4 said "within 0 s"
+        ("127.0.0.1:{free}", "2.5", "within 2.5 s (--ray-connect-timeout)"),
+        ("127.0.0.1:port", "3", "Unable to parse port number"),
+        ("ray://127.0.0.1:1", "3", "Ray Client requires pip package `ray[client]`"),  # not in the ray extra
     ],
 )
-def test_a_cluster_the_engine_cannot_join_ends_it_in_one_line(tmp_path, address, error):
+def test_a_cluster_the_engine_cannot_join_ends_it_in_one_line(tmp_path, address, timeout, error):
     address = address.format(free=free_port())
-    options = ("--launcher", "ray", "--ray-address", address, "--ray-connect-timeout", "3")
+    options = ("--launcher", "ray", "--ray-address", address, "--ray-connect-timeout", timeout)
     engine = start_engine(tmp_path, *options, workers=1, backend="sim", wait=False)
     try:
         assert engine.process.wait(120) == 2, engine.log()
@@ -220,14 +241,18 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
 ):
     monkeypatch.setenv(API_KEY_ENV, "a-key-for-http-only")
     options = ("--log-format", "json")
-    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim", wait=False, argus_options=options)
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=2, backend="sim", wait=False, argus_options=options)
     engine.api_key = "a-key-for-http-only"
     try:
-        (worker,) = engine.wait_ready(1)["workers"]
-        assert_the_ray_processes_are_not_handed_the_api_key(engine, worker["pid"])
-        # the actor logs as the engine does (before, Ray set no logging up for it: its INFO lines were lost), each
-        # line forwarded by Ray, after a prefix naming the actor, when its log monitor next reads the actor's output
-        assert waiting.wait_for(lambda: LOADING in actor_records(engine)), engine.log()
+        workers = engine.wait_ready(2)["workers"]
+        assert_the_ray_processes_are_not_handed_the_api_key(engine, workers[0]["pid"])
+        # each actor logs as the engine does (before, Ray set no logging up for it: its INFO lines were lost), each
+        # line forwarded by Ray, after a prefix naming the actor, when its log monitor next reads the actor's output.
+        # Each actor's own: Ray's log deduplication held back the line the second actor said as the first had (until
+        # the engine stopped), or folded it into another's, `[repeated 2x across cluster]` appended. The prefix names
+        # the worker (it named the class, RayWorker, for each)
+        loading = {(worker["name"].partition("/")[0], worker["pid"]) for worker in workers}
+        assert waiting.wait_for(lambda: actors_saying(engine, LOADING) == loading, timeout_s=60), engine.log()
         (gcs,) = (pid for pid in children_of(engine.process.pid) if "gcs_server" in read_command(pid))
         os.kill(gcs, signal.SIGKILL)
         # the actor goes on serving; SIGTERM is an ordinary stop, which Ray's crash handler turned into an abort
@@ -241,13 +266,21 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
 
 
 LOADING = ("argus.worker", "INFO", "loading the sim backend on no device")
+ACTOR_PREFIX = re.compile(r"\((ray-\d+) pid=(\d+)\)")
 
 
-def actor_records(engine) -> set[tuple[str, str, str]]:
-    """(logger, level, message) of the JSON records the engine's actors logged, as Ray forwarded them."""
-    actor_lines = [line for line in engine.log_path.read_text().splitlines() if "(RayWorker pid=" in line]
-    records = [json.loads(line[line.index("{") :]) for line in actor_lines if "{" in line]
-    return {(record["logger"], record["level"], record["message"]) for record in records}
+def actors_saying(engine, said: tuple[str, str, str]) -> set[tuple[str, int]]:
+    """(worker id, pid) of the engine's actors that logged a JSON record (logger, level, message) `said`, as Ray
+    forwarded it: after a prefix that names the worker, and the pid the record does."""
+    actors = set()
+    for line in engine.log_path.read_text().splitlines():
+        forwarded = ACTOR_PREFIX.search(line)
+        if forwarded and "{" in line:
+            record = json.loads(line[line.index("{") :])  # whole: nothing of Ray's appended
+            assert record["pid"] == int(forwarded[2]), line
+            if (record["logger"], record["level"], record["message"]) == said:
+                actors.add((forwarded[1], record["pid"]))
+    return actors
 
 
 def assert_the_ray_processes_are_not_handed_the_api_key(engine, actor_pid: int) -> None:
