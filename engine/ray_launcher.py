@@ -29,6 +29,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -61,6 +62,9 @@ _RAY_CRASH_HANDLER_OFF_ENV = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 # came (for an idle fleet, its stop), or folded with the others into one line of the last one's, `[repeated 2x across
 # cluster]` appended (a JSON record that no longer parsed). Each actor's lines are forwarded as it says them
 _RAY_LOG_DEDUP_ENV = "RAY_DEDUP_LOGS"
+# Ray colours the prefix of each forwarded line whatever stderr is: a log written to a file (a JSON one for a
+# collector) held terminal escape codes in each actor's line
+_RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 
 
 class RayWorker:
@@ -109,6 +113,8 @@ def connect_ray(address: str | None, refused: Callable[[RayTokenRefused], None] 
         os.environ.setdefault(_RAY_CLUSTER_ADDRESSES_ENV, "0")
     os.environ.setdefault(_RAY_CRASH_HANDLER_OFF_ENV, "1")
     os.environ.setdefault(_RAY_LOG_DEDUP_ENV, "0")
+    if not sys.stderr.isatty():
+        os.environ.setdefault(_RAY_COLOR_PREFIX_ENV, "0")
     try:
         import ray
     except ImportError as exc:

@@ -253,6 +253,7 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
         # the worker (it named the class, RayWorker, for each)
         loading = {(worker["name"].partition("/")[0], worker["pid"]) for worker in workers}
         assert waiting.wait_for(lambda: actors_saying(engine, LOADING) == loading, timeout_s=60), engine.log()
+        assert "\x1b[" not in engine.log()  # the prefix coloured for a terminal, in a file
         (gcs,) = (pid for pid in children_of(engine.process.pid) if "gcs_server" in read_command(pid))
         os.kill(gcs, signal.SIGKILL)
         # the actor goes on serving; SIGTERM is an ordinary stop, which Ray's crash handler turned into an abort
