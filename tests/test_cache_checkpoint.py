@@ -32,6 +32,7 @@ from test_cache_restore_background import (
 )
 from test_cache_restore_background import take_level_5 as choose
 from test_cache_warm_restart import assert_a_restart_finds_it, generate, start
+from waiting import wait_for
 
 from controller.level_shares import Choice
 from engine.cache import persistence
@@ -47,10 +48,9 @@ def test_an_engine_killed_after_a_checkpoint_restarts_from_it(tmp_path):
     first = start(tmp_path, cache_dir, "--cache-save-interval", "0.2")
     try:
         assert generate(first).images[0].similarity is None
-        saved = f"prompt cache checkpointed to {cache_dir}: 1 prompts"
-        deadline = time.monotonic() + 60
-        while saved not in first.log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # "1 prompt in": with "1 prompts", a line never written, this waited out its 60 s and went on unchecked
+        saved = f"prompt cache checkpointed to {cache_dir}: 1 prompt in"
+        assert wait_for(lambda: saved in first.log_path.read_text(), timeout_s=60), first.log()
         assert first.metric("argus_cache_checkpoints_total", outcome="written") >= 1
         assert first.metric("argus_cache_checkpoints_total", outcome="failed") == 0
     finally:
