@@ -50,15 +50,26 @@ print(load_backend(WorkerConfig("tcp://127.0.0.1:9", "w", backend="tiny")).descr
 def test_one_model_has_one_identity_in_every_process(models, tmp_path):
     """diffusers lists a config's fields left at their defaults in a set's order, which differs from one process
     to the next: an engine's two local tiny workers were refused as two models."""
-    named = []
-    for hash_seed in ("1", "2"):
-        done = subprocess.run(
+    naming = [
+        subprocess.Popen(
             [sys.executable, "-c", _NAME_IN_A_PROCESS, str(tmp_path / hash_seed)],
             env={**os.environ, "PYTHONHASHSEED": hash_seed},
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        named.append(done.stdout.split()[-1])
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for hash_seed in ("1", "2")
+    ]  # side by side: each spends seconds importing torch and diffusers
+    try:
+        outputs = [process.communicate(timeout=300) for process in naming]
+    finally:
+        for process in naming:
+            process.kill()
+    named = []
+    for process, (out, err) in zip(naming, outputs, strict=True):
+        assert process.returncode == 0, err
+        named.append(out.split()[-1])
     assert named[0] == named[1]
     assert folder_model_id(str(tmp_path / "1")) == folder_model_id(str(tmp_path / "2")) == folder_model_id(models["a"])
 
@@ -137,14 +148,17 @@ def test_without_a_model_it_can_read_the_engine_serves_the_first_worker_s_and_re
     model gets none."""
     flags = ("--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana")
     engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
-    first = sdxl_worker(engine, models["a"], "first")
+    first, second = sdxl_worker(engine, models["a"], "first"), None
     try:
         engine.wait_ready(1)
+        second = sdxl_worker(engine, models["b"], "second")  # named after first: its imports overlap the generation
         assert generate(engine).images[0].similarity is None  # an empty cache: a miss, saved at the drain
-        err = refused(sdxl_worker(engine, models["b"], "second"))
+        err = refused(second)
         served = folder_model_id(models["a"])
         assert f"this engine serves {served!r} (named by first/" in err and "the first worker it welcomed" in err
     finally:
+        if second is not None:
+            second.kill()  # refused() reaped it, unless the generation failed first
         stop(first)
         assert engine.stop() == 0
     for model, similarity in (("a_copy", pytest.approx(1.0)), ("b", None)):
