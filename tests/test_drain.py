@@ -238,9 +238,9 @@ def test_a_stop_deletes_its_ipc_socket_files(tmp_path):
     """libzmq leaves a socket file at an ipc:// path it stops listening on: a stopped engine's --client-listen and
     --worker-listen paths stayed, sockets nobody listened on, until the next engine on them."""
     clients, workers = tmp_path / "clients", tmp_path / "workers"
-    engine = start_engine(
-        tmp_path, "--client-listen", f"ipc://{clients}", "--worker-listen", f"ipc://{workers}", backend="sim"
-    )
+    listen = ("--client-listen", f"ipc://{clients}", "--worker-listen", f"ipc://{workers}")
+    # --time-scale 0: the image only shows the paths served (at the sim's default, it took 5 s)
+    engine = start_engine(tmp_path, *listen, "--time-scale", "0", backend="sim")
     with killed_on_failure(engine):
         reply = asyncio.run(generate_once(f"ipc://{clients}"))
         assert isinstance(reply, Images)
@@ -257,7 +257,9 @@ def test_a_stop_leaves_the_socket_file_another_engine_made_at_its_path(tmp_path)
     with killed_on_failure(first):
         assert wait_for(clients.exists, timeout_s=60)
         clients.unlink()
-        second = start_engine(tmp_path, "--client-listen", f"ipc://{clients}", backend="sim", workers=1)
+        second = start_engine(
+            tmp_path, "--client-listen", f"ipc://{clients}", "--time-scale", "0", backend="sim", workers=1
+        )
     with killed_on_failure(second):
         assert first.stop() == 0  # which ends it whatever happens
         assert clients.is_socket()
