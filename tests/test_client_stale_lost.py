@@ -22,17 +22,20 @@ def _queue_held(engine):
     return blocker, caller
 
 
-def _flow_once_sent(proxy: DroppingProxy, sent) -> threading.Thread:
+class _FlowOnceSent(threading.Thread):
     """Lets the stalled connection through once `sent()`: the request goes out with the handshake that the client
-    then hears, and asks after it."""
+    then hears, and asks after it. `seen`: whether it was sent by then (else the case was not made, whatever the
+    reply)."""
 
-    def flow() -> None:
-        wait_for(sent)
-        proxy.flowing.set()
+    def __init__(self, proxy: DroppingProxy, sent) -> None:
+        super().__init__()
+        self._proxy, self._sent = proxy, sent
+        self.seen = False
+        self.start()
 
-    flowing = threading.Thread(target=flow)
-    flowing.start()
-    return flowing
+    def run(self) -> None:
+        self.seen = wait_for(self._sent)
+        self._proxy.flowing.set()
 
 
 def test_a_sync_retry_after_a_busy_is_not_answered_by_the_first_attempts_request_lost(tmp_path):
@@ -44,9 +47,10 @@ def test_a_sync_retry_after_a_busy_is_not_answered_by_the_first_attempts_request
             assert isinstance(client.generate("connected", width=64, height=64), Busy)
             proxy.flowing.clear()
             proxy.drop_all()  # the client dials again, its handshake held
-            flowing = _flow_once_sent(proxy, lambda: client._awaited is not None)
+            flowing = _FlowOnceSent(proxy, lambda: client._awaited is not None)
             reply = client.generate("retried", width=64, height=64)
             flowing.join()
+            assert flowing.seen
         # the engine's answer to the retry, Busy again or, the queue freed by then, its images: was request_lost, the
         # engine running the retry meanwhile
         assert isinstance(reply, (Busy, Images)), reply
