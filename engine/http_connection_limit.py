@@ -123,6 +123,13 @@ class _Counted(ProtocolLayer):
         if self._admitted:
             super().data_received(data)
 
+    def eof_received(self) -> bool | None:
+        if self._admitted:
+            return super().eof_received()
+        # refused, and its client done sending: asyncio closes it now. Passed on, the layers beneath, which never saw
+        # it made, kept it open (the half-close layer keeps a connection that may owe an answer) until LINGER_S
+        return False
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._admitted:
             self._limit.release()

@@ -1,6 +1,7 @@
 """HTTP connections past --max-connections are answered 503 and closed; by default the bound leaves the engine
 the descriptors it needs, so that a client holding connections open cannot keep it from starting a worker again."""
 
+import asyncio
 import http.client
 import json
 import os
@@ -132,3 +133,36 @@ def test_the_refusal_names_a_bound_of_one_connection_in_the_singular(caplog):
     limit = ConnectionLimit(1, lambda: None)
     assert limit.admit() is None and limit.admit() is not None
     assert "refused an HTTP connection: 1 connection open, the bound (--max-connections)" in caplog.text
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written, self.closed = b"", False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _NeverMade(asyncio.Protocol):
+    """The layers beneath a refused connection: they never see it made."""
+
+    def eof_received(self) -> bool:
+        raise AssertionError("the end of a refused connection's input reached a protocol that never saw it made")
+
+
+async def test_a_refused_connection_is_closed_as_its_client_ends_its_input():
+    """The end of its input went to the layers beneath, which never saw it made: the half-close layer keeps a
+    connection open that may owe an answer, and the refused one was held the whole linger."""
+    limit = ConnectionLimit(0, lambda: None)
+    refused = limit.protocols(_NeverMade)()
+    transport = _Transport()
+    refused.connection_made(transport)
+    assert transport.written.startswith(b"HTTP/1.1 503 ") and not transport.closed
+    assert not refused.eof_received()  # asyncio closes the transport
+    refused.connection_lost(None)
