@@ -24,9 +24,8 @@ from collections.abc import Callable
 
 from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
-from engine.plurals import counted
 from engine.restart_backoff import GIVE_UP_AFTER
-from engine.slot_supervision import SlotSupervisor, said_hello_or_ended
+from engine.slot_supervision import SlotSupervisor, log_not_stopped, said_hello_or_ended
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.cannot_serve import ReasonPipe
 from workers.config import WorkerConfig, threads_each
@@ -132,14 +131,7 @@ class LocalLauncher(SlotSupervisor):
             await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), timeout_s)
         except TimeoutError:
             stuck = [process for process in live if process.returncode is None]
-            # said: else the log showed a pause of timeout_s, and nothing of why
-            log.warning(
-                "%s did not stop within %g s of being asked to (%s): killing %s",
-                counted(len(stuck), "worker"),
-                timeout_s,
-                ", ".join(f"pid {process.pid}" for process in stuck),  # "(pid 7, 9)" read as one pid
-                "it" if len(stuck) == 1 else "them",
-            )
+            log_not_stopped("worker", [f"pid {process.pid}" for process in stuck], timeout_s)
             for process in stuck:
                 process.kill()
             await asyncio.gather(*(p.wait() for p in live))

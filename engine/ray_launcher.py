@@ -38,10 +38,9 @@ from typing import Any
 from engine.arg_types import UsageError, is_loopback
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.metrics import EngineMetrics
-from engine.plurals import counted
 from engine.ray_logs import RayTokenRefused, watching_ray_logs
 from engine.restart_backoff import GIVE_UP_AFTER
-from engine.slot_supervision import SlotSupervisor, said_hello_or_ended
+from engine.slot_supervision import SlotSupervisor, log_not_stopped, said_hello_or_ended
 from protocols.curve import ClientKeys
 from workers.backend import BackendUnavailable
 from workers.config import WorkerConfig
@@ -240,17 +239,11 @@ class RayLauncher(SlotSupervisor):
         serving = dict(self._serving)
         _, running = await asyncio.wait(serving.values(), timeout=timeout_s) if serving else (set(), set())
         if running:
-            # those still running, as the local launcher says them: the line counted every actor, stopped or not
+            # those still running: the line counted every actor, stopped or not
             stuck = [
                 f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in serving.items() if ended in running
             ]
-            log.warning(
-                "%s did not stop within %g s of being asked to (%s): killing %s",
-                counted(len(stuck), "Ray actor"),
-                timeout_s,
-                "; ".join(stuck),
-                "it" if len(stuck) == 1 else "them",
-            )
+            log_not_stopped("Ray actor", stuck, timeout_s)
         for actor in self._actors.values():
             ray.kill(actor)
         await asyncio.to_thread(ray.shutdown)

@@ -4,7 +4,8 @@
 A slot keeps its backoff (engine/restart_backoff.py) across its workers and an event set at the hello of the current
 one. When a worker ends, the slot is given up after GIVE_UP_AFTER starts in a row that ended saying it cannot serve
 as configured, or started again after its backoff, counted `restarting` meanwhile; the engine is told either way
-(on_exit). How a worker is started, watched and ended, and the words of the log lines, are each launcher's own.
+(on_exit). How a worker is started, watched and ended, and the words of the log lines, are each launcher's own,
+but for the line for workers that did not stop when asked (log_not_stopped).
 
 While no worker serves, a request answered `no_worker` is told when one should be back (HTTP's Retry-After): the
 soonest a slot's worker should say hello, by what is left of its backoff and how long its last worker took from its
@@ -21,6 +22,7 @@ from typing import Protocol
 
 from engine.config import LaunchConfig
 from engine.metrics import EngineMetrics
+from engine.plurals import counted
 from engine.restart_backoff import RestartBackoff
 
 log = logging.getLogger("argus.launcher")
@@ -127,3 +129,15 @@ async def said_hello_or_ended(hello: asyncio.Event, ended: asyncio.Future, timeo
     finally:
         waiting.cancel()
     return hello.is_set() or ended.done()
+
+
+def log_not_stopped(kind: str, stuck: list[str], timeout_s: float) -> None:
+    """The one line for the workers (`kind`: "worker", "Ray actor") asked to stop that had not within `timeout_s`, each
+    named in `stuck`, as they are killed: else the log showed a pause of timeout_s, and nothing of why."""
+    log.warning(
+        "%s did not stop within %g s of being asked to (%s): killing %s",
+        counted(len(stuck), kind),
+        timeout_s,
+        "; ".join(stuck),
+        "it" if len(stuck) == 1 else "them",
+    )
