@@ -45,6 +45,7 @@ from engine.arg_types import (
     thread_count,
     torch_device,
 )
+from engine.config import DEFAULT_LOCAL_WORKERS
 from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
 from engine.plurals import counted
 from engine.whole_files import written_or_exit
@@ -110,7 +111,7 @@ def worker_threads(args: argparse.Namespace) -> int | None:
     gets; None for the others, which refuse it (check_worker_backend refuses one given them)."""
     if not runs_on_cpu_threads(args.backend, args.device):
         return None
-    return args.threads or threads_each(2)
+    return args.threads or threads_each(DEFAULT_LOCAL_WORKERS)
 
 
 def worker_command(args: argparse.Namespace, connect: str, max_batch: int) -> list[str]:

@@ -37,6 +37,7 @@ from engine.config import (
     DEFAULT_CLIENT_LISTEN,
     DEFAULT_IMAGE_URL_STORE_BYTES,
     DEFAULT_IMAGE_URL_TTL_S,
+    DEFAULT_LOCAL_WORKERS,
     DEFAULT_RAY_CONNECT_TIMEOUT_S,
     DEFAULT_SAVE_INTERVAL_S,
     DEFAULT_STARTUP_TIMEOUT_S,
@@ -125,7 +126,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         type=listen_address,
         help=f"ZeroMQ address remote workers connect to (repeatable; default {DEFAULT_WORKER_LISTEN})",
     )
-    p.add_argument("--workers", type=non_negative_int, default=2, help="local worker processes to spawn (0: none)")
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=DEFAULT_LOCAL_WORKERS,
+        help="local worker processes to spawn (0: none)",
+    )
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
     p.add_argument(
         "--device",

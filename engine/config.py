@@ -41,6 +41,9 @@ DEFAULT_IMAGE_URL_STORE_BYTES = 256 * 1024 * 1024
 # they are held in memory and lost at a restart: a week is more than a store of URLs is for, and catches a TTL given
 # in milliseconds (an hour, 3600000, is 41 days)
 MAX_IMAGE_URL_TTL_S = 7 * 24 * 3600
+# local worker processes `argus serve` starts (--workers); profile latency and bench worker give a worker the threads
+# each of these gets, so that they measure what it serves at
+DEFAULT_LOCAL_WORKERS = 2
 # time enough for a ZeroMQ client whose connection dropped to connect again (--client-gone-grace)
 DEFAULT_CLIENT_GONE_GRACE_S = 10.0
 # a local worker or Ray actor that has not said hello this long after its start is replaced (--startup-timeout)

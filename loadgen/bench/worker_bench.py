@@ -25,6 +25,7 @@ from engine.arg_types import (
     positive_int,
     thread_count,
 )
+from engine.config import DEFAULT_LOCAL_WORKERS
 from engine.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import median
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=thread_count,
-        default=threads_each(2),
+        default=threads_each(DEFAULT_LOCAL_WORKERS),
         help="torch threads, worker and direct alike (default: half the CPUs this process may run on, what `argus"
         " serve` gives each of its 2 default local workers)",
     )
