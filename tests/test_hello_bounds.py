@@ -20,6 +20,7 @@ BAD = [
     ({"protocol": PROTOCOL_VERSION + 1}, "protocol"),
     ({"worker_id": ""}, "worker_id"),
     ({"worker_id": " "}, "worker_id"),  # named nothing in the engine's lines and /ready
+    ({"worker_id": "gpu-0 "}, "worker_id"),  # reads as "gpu-0", another worker
     ({"worker_id": "w\nERROR forged log line"}, "worker_id"),
     ({"worker_id": "a/b"}, "worker_id"),  # named "a/b/581a63fe": read as the id a
     ({"worker_id": "w" * 247}, "worker_id"),

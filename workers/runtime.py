@@ -85,6 +85,10 @@ def worker_id_problem(worker_id: str) -> str | None:
         # a variable set to spaces: the worker was named nothing in the engine's lines ("worker  /581a63fe ready"),
         # in /ready and in each image's `worker`
         return "a worker id is not blank (spaces only)"
+    if worker_id != worker_id.strip():
+        # "gpu-0 " reads as "gpu-0" in /ready and the log, while a fleet's, a restart's or a --worker-id elsewhere
+        # written without the space is another worker
+        return "a worker id has no spaces at its ends"
     if not worker_id.isprintable():
         return "a worker id is printable characters only (a newline would forge a log line)"
     if "/" in worker_id:
