@@ -18,7 +18,7 @@ from protocols.client_messages import Busy, Cancelled, Error, Generate, Images, 
 from protocols.codec import Codec
 from protocols.curve import ClientKeys, RefusedHandshakes
 from protocols.limits import MAX_CLIENT_FRAME_BYTES, MAX_PROMPT_CHARS, MAX_REQUEST_ID_CHARS
-from protocols.sockets import is_zmq_address, make_socket
+from protocols.sockets import dial, is_zmq_address, make_socket
 
 Reply = Images | Error | Busy | Cancelled
 
@@ -91,7 +91,7 @@ def connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tup
         # heard from before the socket connects: a refusal that came first would go unheard, and a call wait for
         # ever (or for its timeout) on an engine that will never answer it
         refusals = RefusedHandshakes(sock, address, curve is not None)
-        sock.connect(address)
+        dial(sock, address)
         return sock, refusals
     except zmq.ZMQError:
         # an address ZeroMQ refuses: the client is not made, so nothing would close its own context, and a

@@ -39,6 +39,7 @@ from engine.housekeeping import cache_stats_forever, checkpoint_forever, reload_
 from engine.http_api import SERVER_LOG, build_app
 from engine.http_connection_limit import ConnectionLimit
 from engine.http_half_close import half_close_aware
+from engine.http_listener import listen
 from engine.http_send_timeout import send_timeout
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest, Job
@@ -443,7 +444,7 @@ class Engine:
                 bound = self.config.max_connections or http_connection_bound(self.config.launch.count)
                 connections = ConnectionLimit(bound, self.metrics.http_connections_refused.inc)
                 self.metrics.http_connections.set_function(lambda: connections.open)
-                listener = await asyncio.get_running_loop().create_server(
+                listener = await listen(
                     # outermost, the connection answer_half_closed finds as the transport's protocol
                     half_close_aware(connections.protocols(connection)),
                     self.config.host,

@@ -5,6 +5,7 @@ for an API key (every user of the host reaches it, without the key); and about H
 import asyncio
 import logging
 import re
+import secrets
 
 import aiohttp
 import pytest
@@ -102,6 +103,26 @@ async def test_the_http_address_logged_on_an_ipv6_host_is_one_a_client_can_fetch
         assert re.fullmatch(r"http://\[::1\]:[0-9]+", url), url
         async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as reply:
             assert reply.status == 200
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_http_on_the_ipv6_wildcard_serves_ipv4_clients_too(tmp_path, caplog):
+    """`--host ::` is what the engine names for every interface (an empty --host is refused so), and what its
+    listener checks take to cover IPv4's addresses too; asyncio opens it IPv6-only, and every IPv4 client was
+    refused its connection. Under an API key: for its moment on every interface, the engine serves no one else."""
+    caplog.set_level(logging.INFO, logger="argus.engine")
+    engine = Engine(in_process_config(tmp_path, host="::", api_keys=http_keys(secrets.token_hex(16))))
+    running = asyncio.create_task(engine.run())
+    try:
+        listening = re.compile(r"HTTP API listening on http://\[::\]:([0-9]+) ")
+        assert await eventually(lambda: listening.search(caplog.text), timeout_s=30), caplog.text
+        port = listening.search(caplog.text).group(1)
+        async with aiohttp.ClientSession() as session:
+            for address in ("127.0.0.1", "[::1]"):
+                async with session.get(f"http://{address}:{port}/health") as reply:
+                    assert reply.status == 200, address
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)

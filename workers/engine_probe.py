@@ -11,7 +11,7 @@ import zmq
 
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys, RefusedHandshakes
-from protocols.sockets import make_socket
+from protocols.sockets import dial, make_socket
 from protocols.worker_messages import Probe, Refused, engine_side_codec, worker_side_codec
 from workers.runtime import unreadable_answer
 
@@ -31,7 +31,7 @@ def refusal_before_loading(
     sock = make_socket(context, zmq.DEALER, curve_client=curve)
     handshakes = RefusedHandshakes(sock, connect, curve is not None, dials=True)
     try:
-        sock.connect(connect)
+        dial(sock, connect)
         if refused := handshakes.verdict(timeout_s):
             return refused
         if not handshakes.handshook:

@@ -39,7 +39,7 @@ import zmq
 
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys, RefusedHandshakes
-from protocols.sockets import make_socket
+from protocols.sockets import dial, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     REFUSED,
@@ -199,7 +199,7 @@ class WorkerRuntime:
         self.refused_handshakes = None
         if watch_handshakes:
             self.refused_handshakes = RefusedHandshakes(self._socket, connect, curve is not None)
-        self._socket.connect(connect)
+        dial(self._socket, connect)
         self._codec = worker_side_codec()
         self._connect = connect
         # launched by an engine, which stops it: the engine's Shutdown ends this worker. One started by hand

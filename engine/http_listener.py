@@ -1,0 +1,34 @@
+"""The HTTP door's listening socket: on the IPv6 wildcard, one that takes IPv4's clients too."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable
+
+
+async def listen(factory: Callable[[], asyncio.Protocol], host: str, port: int, backlog: int) -> asyncio.Server:
+    """Listens on HOST:PORT. `--host ::` is every interface, IPv4's too, as the engine's checks and its refusal of an
+    empty --host take it: asyncio opens the IPv6 wildcard IPv6-only (IPV6_V6ONLY), and every IPv4 client was
+    refused its connection. Any other host is asyncio's to open."""
+    loop = asyncio.get_running_loop()
+    if not _is_ipv6_wildcard(host):
+        return await loop.create_server(factory, host, port, backlog=backlog)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio sets it: a restart binds at once
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        return await loop.create_server(factory, sock=sock, backlog=backlog)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _is_ipv6_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host) == ipaddress.IPv6Address("::")
+    except ValueError:  # a name, or an address with a zone (fe80::1%eth0), never the wildcard
+        return False
