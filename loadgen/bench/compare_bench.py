@@ -108,7 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="WIDTHxHEIGHT with sides the sim backend takes (a multiple of 8 from 64 to 2048), or auto"
         " (default 1024x1024)",
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the arrivals and prompts")
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds the thinning of the trace and the images' seeds (request i asks for seed + i); the prompts go in"
+        " their order",
+    )
     parser.add_argument(
         "--plot", metavar="FILE.png", type=output_file, help="bar chart of violations and quality per policy"
     )
@@ -189,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         "mean_load": rate / capacity_rps,  # the whole trace's mean as a multiple of exact capacity
         "offered_rps": offered_rps,
         "rescale": args.rescale,
+        # it drew the thinning, and the images' seeds
+        "seed": args.seed,
         "slo_ms": args.slo_ms,
         "time_scale": args.time_scale,
         "duration_s": args.duration_s,
