@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from loadgen import run as run_module
+from loadgen.arrivals import Arrival
 from loadgen.bench import compare_bench
 from loadgen.bench.proc import children_of, read_command
 
@@ -29,3 +30,22 @@ async def test_an_engine_that_dies_during_the_load_fails_the_policy(tmp_path, mo
     # its log is named by its policy: engine-PORT.log files in --log-dir did not say which policy each was
     with pytest.raises(RuntimeError, match=r"engine-argus exited with -9"):
         await compare_bench._one_policy("argus", args, [], ["a prompt"], 64, 64, tmp_path)
+
+
+@pytest.mark.timeout(120)
+async def test_an_engine_that_dies_fails_the_policy_then_not_once_its_schedule_is_over(tmp_path, monkeypatch):
+    """Checked only after the load, a dead engine's run went on to its last arrival and the drain: the default
+    compare's minute and a half of wall time and a minute more, a whole hour at --time-scale 1."""
+    real_run_load = run_module.run_load
+
+    async def kill_the_engine_then_load(*args, **kwargs):
+        (engine_pid,) = [pid for pid in children_of(os.getpid()) if "serve" in read_command(pid).split("\0")]
+        os.kill(engine_pid, signal.SIGKILL)
+        return await real_run_load(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "run_load", kill_the_engine_then_load)
+    args = argparse.Namespace(backend="sim", time_scale=0.02, slo_ms=15_000.0, workers=1, seed=0)
+    # the last arrival an hour of wall time on: a bench that waits for it never ends within the test's timeout
+    schedule = [Arrival(0.0), Arrival(3600.0)]
+    with pytest.raises(RuntimeError, match=r"engine-argus exited with -9"):
+        await compare_bench._one_policy("argus", args, schedule, ["a prompt"], 64, 64, tmp_path)
