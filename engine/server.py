@@ -206,8 +206,8 @@ class Engine:
         self._embedder = EmbedderLoading(config.cache.embedder, config.cache.embedder_path) if neural else None
 
     def _controller_thread(self) -> concurrent.futures.Executor:
-        """The one thread the controller solves on. Not the loop's default executor: HTTP's base64 encoding of large
-        images shares that, and plans waited behind a flood of them."""
+        """The one thread the controller solves on. Not the loop's default executor: other work shares that (HTTP's
+        reading of large bodies), and plans waited behind a flood of large images HTTP base64-encoded there once."""
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="argus-controller")
         # as the engine stops: waits for a solve still running (its time limit bounds it), drops one not begun
         self._resources.callback(executor.shutdown, cancel_futures=True)
