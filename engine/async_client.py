@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from typing import Any
 
 import zmq
@@ -43,6 +44,40 @@ def _cancel_in_closed_loop(task: asyncio.Task) -> None:
         task.cancel()
     except RuntimeError:  # 'Event loop is closed'
         pass
+
+
+async def _read_replies(client_ref: weakref.ref[AsyncArgusClient], sock: zmq.asyncio.Socket) -> None:
+    """The client's reply reader. A client dropped without close() is closed by its finalizer, which cancels the read
+    waiting here: the reader then ends quietly."""
+    try:
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            client = client_ref()
+            if client is None:
+                return
+            client._take_reply(frames)
+            del client  # not held across the next wait
+    except (zmq.ZMQError, asyncio.CancelledError):
+        client = client_ref()
+        if client is None:
+            return
+        client._fail_waiting(ClientClosed("client closed"))
+        raise
+
+
+async def _watch_connection(client_ref: weakref.ref[AsyncArgusClient], monitor: zmq.asyncio.Socket) -> None:
+    """Hears the handshakes the engine refuses, and the connections made again, as the client's calls wait."""
+    while True:
+        client = client_ref()
+        if client is None or client._refusal() is not None:
+            return
+        del client
+        try:
+            await monitor.poll()
+        except zmq.ZMQError:  # closed by the finalizer of a client dropped without close()
+            if client_ref() is None:
+                return
+            raise
 
 
 class AsyncArgusClient(OwnProcess):
@@ -139,8 +174,11 @@ class AsyncArgusClient(OwnProcess):
                 _cancel_in_closed_loop(task)
         # else none yet, or done: their event loop ended (asyncio.run returned), and this call runs in another
         self._forget_calls_of_closed_loops()
-        self._reader = loop.create_task(self._read_replies())
-        self._watcher = loop.create_task(self._watch_connection())
+        # holding the client weakly: the loop holds its tasks, and a client its tasks held was never collected while
+        # the loop ran, so one dropped without close() kept its context's I/O thread and sockets open, unwarned
+        client = weakref.ref(self)
+        self._reader = loop.create_task(_read_replies(client, self._socket))
+        self._watcher = loop.create_task(_watch_connection(client, self._refusals.monitor))
 
     def _forget_calls_of_closed_loops(self) -> None:
         """A call still waiting when its event loop was closed never returns: its future, resolved, raised 'Event loop
@@ -151,20 +189,14 @@ class AsyncArgusClient(OwnProcess):
                 del self._waiting[request_id]
                 self._sent.pop(request_id, None)
 
-    async def _read_replies(self) -> None:
-        try:
-            while True:
-                frames = await self._socket.recv_multipart(copy=False)
-                reply = self._codec.decode(frames)
-                if isinstance(reply, DecodeError):
-                    self._on_undecodable(frames, reply.reason)
-                    continue
-                future = self._waiting.get(reply.request_id)
-                if future is not None and not future.done():
-                    future.set_result(reply)
-        except (zmq.ZMQError, asyncio.CancelledError):
-            self._fail_waiting(ClientClosed("client closed"))
-            raise
+    def _take_reply(self, frames: list) -> None:
+        reply = self._codec.decode(frames)
+        if isinstance(reply, DecodeError):
+            self._on_undecodable(frames, reply.reason)
+            return
+        future = self._waiting.get(reply.request_id)
+        if future is not None and not future.done():
+            future.set_result(reply)
 
     def _on_undecodable(self, frames: list, reason: str) -> None:
         if self._refusals.not_an_engine():
@@ -201,10 +233,6 @@ class AsyncArgusClient(OwnProcess):
         if not refused:
             self._ask_if_reconnected()
         return refused
-
-    async def _watch_connection(self) -> None:
-        while self._refusal() is None:
-            await self._refusals.monitor.poll()
 
     def _ask_if_reconnected(self) -> None:
         """As ArgusClient's: the requests sent before the socket connected again, sent to an engine since restarted or

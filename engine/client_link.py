@@ -104,8 +104,8 @@ def closed_when_dropped(
     client: object, address: str, context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes
 ) -> weakref.finalize:
     """Closes the client's sockets and context, with a ResourceWarning, if the client is dropped without close().
-    pyzmq's own finalizers hung the process for ever on a client collected in a reference cycle (an AsyncArgusClient
-    is in one once it has made a call, through its reader task): the garbage collector clears weak references first,
+    pyzmq's own finalizers hung the process for ever on a client collected in a reference cycle (a client held by an
+    object it refers back to, as a pipeline's stage may be): the garbage collector clears weak references first,
     so the context's finalizer found no socket left to close, and waited in term() for sockets not yet closed. A
     weakref.finalize runs before any finalizer of the cycle, and holds what it closes out of it."""
     dropped = weakref.finalize(client, _close_dropped, address, os.getpid(), context, sock, refusals)

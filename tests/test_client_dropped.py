@@ -17,10 +17,13 @@ def engine(tmp_path_factory):
     assert engine.stop() == 0
 
 
-@pytest.mark.parametrize("kind", ["async", "sync in a cycle"])
+@pytest.mark.parametrize("kind", ["async", "sync in a cycle", "async, its loop still running"])
 def test_a_client_dropped_without_close_is_closed_by_the_garbage_collector(engine, kind):
-    """An AsyncArgusClient that has made a call is in a reference cycle (its reader task), as a client held by a
-    pipeline object it refers back to is: collected, pyzmq's finalizers waited for ever for its sockets to close."""
+    """A client in a reference cycle (held by a pipeline object it refers back to; an AsyncArgusClient that had made
+    a call was in one, through its reader task): collected, pyzmq's finalizers waited for ever for its sockets to close.
+    An AsyncArgusClient dropped while its event loop still runs (a service's runs as long as the service) is collected
+    then, not when the loop ends: the loop held its reader task, which held it, and each such client kept its sockets
+    and its context's I/O thread for as long as the loop ran, without a warning."""
     try:
         ran = subprocess.run(
             [sys.executable, "-W", "always::ResourceWarning", "-c", _DROPPED, engine.client_address, kind],
@@ -35,6 +38,7 @@ def test_a_client_dropped_without_close_is_closed_by_the_garbage_collector(engin
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines() == ["Images", "collected, no descriptor left open"]
     assert f"ResourceWarning: argus client of {engine.client_address} dropped without close(): closing it" in ran.stderr
+    assert "Task" not in ran.stderr  # its reader and watcher end quietly: no task pending or failed at the loop's end
 
 
 _DROPPED = """
@@ -54,12 +58,24 @@ class Stage:
         self.client = ArgusClient(address, timeout_s=60)
         self.client.stage = self
 
+def collect(open_before):
+    gc.collect()
+    left_open = set(os.listdir("/proc/self/fd")) - open_before
+    print("collected, no descriptor left open" if not left_open else f"left open: {left_open}", flush=True)
+
+async def drop_in_running_loop():
+    open_before = set(os.listdir("/proc/self/fd"))  # the event loop's own too
+    print(type(await call()).__name__, flush=True)
+    collect(open_before)  # the loop still runs
+    await asyncio.sleep(0.1)  # the reader and watcher, their waits cancelled, have their turns
+
+if kind == "async, its loop still running":
+    asyncio.run(drop_in_running_loop())
+    sys.exit()
 if kind == "async":
     reply = asyncio.run(call())
 else:
     reply = Stage().client.generate("a fox", width=64, height=64)
 print(type(reply).__name__, flush=True)
-gc.collect()
-left_open = set(os.listdir("/proc/self/fd")) - open_before
-print("collected, no descriptor left open" if not left_open else f"left open: {left_open}", flush=True)
+collect(open_before)
 """
