@@ -286,7 +286,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--ray-connect",
         metavar="ADDR",
         type=engine_address,
-        help="with --launcher ray: the worker address actors dial (default: the first TCP --worker-listen)",
+        help="with --launcher ray: the worker address actors dial (default: the first TCP --worker-listen, a wildcard"
+        " host replaced by this node's address in the Ray cluster)",
     )
     p.add_argument("--curve-secret", metavar="FILE", help="require CURVE on ZeroMQ: the engine's .key_secret file")
     p.add_argument(

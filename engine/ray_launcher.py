@@ -97,6 +97,31 @@ def tcp_endpoint(endpoints: list[str]) -> str:
     raise UsageError("--launcher ray needs a TCP --worker-listen address for its actors to dial")
 
 
+def reachable_dial(connect: str, node_ip: str) -> str:
+    """The worker address actors dial, from every node: a wildcard host (tcp://0.0.0.0:5556, the endpoint of
+    --worker-listen tcp://*:5556) becomes the address Ray knows this node by (dialled on another host, it reached that
+    host, and the actor said hello there for ever). One on loopback is kept, with a WARNING when the cluster is more
+    than this host's loopback: actors Ray places on other hosts reach no engine through it."""
+    host, _, port = connect.removeprefix("tcp://").rpartition(":")
+    try:
+        wildcard = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:  # a host name (--ray-connect tcp://engine.example:5556)
+        wildcard = False
+    node = f"[{node_ip}]" if ":" in node_ip else node_ip
+    if wildcard:
+        return f"tcp://{node}:{port}"
+    if is_loopback(host.strip("[]")) and not is_loopback(node_ip):
+        log.warning(
+            "Ray actors dial %s, this host's loopback: those placed on the cluster's other hosts reach no engine."
+            " Listen where they reach (--worker-listen tcp://0.0.0.0:%s) or give --ray-connect tcp://%s:%s",
+            connect,
+            port,
+            node,
+            port,
+        )
+    return connect
+
+
 def on_loopback(address: str) -> bool:
     """Whether a HOST:PORT address (not `auto`, not `ray://...`) names this host's loopback interface."""
     host, colon, _ = address.rpartition(":")
@@ -210,6 +235,7 @@ class RayLauncher(SlotSupervisor):
             ) from None
         except Exception as error:  # an address Ray cannot parse, a token it refuses, Ray Client not installed
             raise UsageError(f"could not connect to {cluster}: {reasons(error)}") from None
+        self._connect = reachable_dial(self._connect, self._ray.util.get_node_ip_address())
         actor_class = self._ray.remote(RayWorker)
         async with asyncio.TaskGroup() as group:
             for slot in range(self._config.count):
