@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import subprocess
 import sys
 
@@ -97,6 +99,24 @@ def test_clip_from_a_local_directory(tmp_path):
     assert_unit_rows(vectors, len(PROMPTS), CLIP_TEXT_DIM)
     # padding a batch to its longest prompt must not change a row
     np.testing.assert_allclose(embedder.embed(PROMPTS[:1])[0], vectors[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("tokenizer_length", [None, 512])
+def test_clip_reads_a_prompt_as_far_as_its_text_model_has_positions(tmp_path, tokenizer_length):
+    """A tokenizer_config.json that sets no model_max_length (transformers reads it as no limit: 10**30) or one past
+    the text model's 77 positions loads without error; embedding then failed, every prompt with `int too big to
+    convert` or a long one past the positions, and each batch of requests with it (internal_error)."""
+    save_tiny_clip_text(tmp_path / "right")
+    shutil.copytree(tmp_path / "right", tmp_path / "loose")
+    config_path = tmp_path / "loose" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("model_max_length")
+    if tokenizer_length is not None:
+        config["model_max_length"] = tokenizer_length
+    config_path.write_text(json.dumps(config))
+    prompts = [PROMPTS[0], " ".join(["lighthouse"] * 70)]  # the tiny tokenizer spells it in bytes: far past 77 tokens
+    vectors = make_embedder("clip", str(tmp_path / "loose")).embed(prompts)
+    np.testing.assert_allclose(vectors, make_embedder("clip", str(tmp_path / "right")).embed(prompts), atol=1e-5)
 
 
 def test_unknown_embedder_and_clip_without_a_path():

@@ -169,11 +169,15 @@ class ClipEmbedder(_TorchEmbedder):
         self._model = model.to(device).eval()
         self.dim = int(self._model.config.projection_dim)
         self.identity = embedder_folder_id(self.name, model_path)
+        # the model's positions bound what it reads: a tokenizer_config.json that sets no model_max_length is no
+        # limit to transformers (10**30, which failed every prompt: int too big to convert), and one past the
+        # positions failed each long prompt; either failed every request embedded beside it
+        self._max_tokens = min(self._tokenizer.model_max_length, self._model.config.max_position_embeddings)
 
     def _encode(self, prompts: list[str]):
         # causal attention and pooling at the end-of-text token: padding after it changes nothing
         batch = self._tokenizer(
-            prompts, padding=True, truncation=True, max_length=self._tokenizer.model_max_length, return_tensors="pt"
+            prompts, padding=True, truncation=True, max_length=self._max_tokens, return_tensors="pt"
         )
         return self._model(input_ids=batch["input_ids"].to(self._device)).text_embeds
 

@@ -89,13 +89,18 @@ class _Builder:
 
     def _serve(self) -> None:
         while True:
-            future, work, args = self._queue.get()
-            if not future.set_running_or_notify_cancel():
-                continue  # its graph went back to exact search, or its shape was dropped, before its turn
-            try:
-                future.set_result(work(*args))
-            except BaseException as error:
-                future.set_exception(error)
+            # one job a call: this loop's own names for a job kept its arguments (a copy of the live vectors) and its
+            # future (its graph, which no shape may use any more) while it waited for the next, which may never come
+            self._run(*self._queue.get())
+
+    @staticmethod
+    def _run(future: Future, work: Callable, args: tuple) -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # its graph went back to exact search, or its shape was dropped, before its turn
+        try:
+            future.set_result(work(*args))
+        except BaseException as error:
+            future.set_exception(error)
 
 
 _BUILDER = _Builder()
