@@ -2,6 +2,7 @@
 client's request is served beside a flooding client's backlog, the flood's jobs are the ones shed, and a lone
 client's jobs keep the order of their deadlines."""
 
+import pytest
 from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
 
 from protocols.client_messages import Images
@@ -61,11 +62,23 @@ async def test_a_flood_of_hits_sheds_its_own_jobs_not_a_light_clients_miss():
     assert len(late) < len(flood)  # the flood is served beside it, as far as the fleet makes its deadlines
 
 
-async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines():
+@pytest.mark.parametrize("visited", [False, True], ids=["alone-from-the-start", "after-another-client-left"])
+async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines(visited):
     """With no other client, there is no one to share with: a request with a near deadline goes before the ones
-    queued earlier without one, as by deadline alone (ranked behind the client's own backlog, it would miss)."""
+    queued earlier without one, as by deadline alone (ranked behind the client's own backlog, it would miss). So
+    too once a client that shared the fleet has been gone longer than it counts for (one SLO, its work done)."""
     h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
     a = h.add_worker("a", max_batch=1)
+    if visited:
+        for _ in range(2):  # the second request renews the time the visitor counts for
+            visitor = h.request(prompt="visitor", client="visitor")
+            h.clock.now += 1
+            h.finish(a, h.batches()[-1])
+            await settle()
+            assert isinstance(visitor.future.result(), Images)
+            h.clock.now += 3
+        assert sample(h, "argus_sharing_clients") == 1  # still counted: its last request was routed 4 s ago
+        h.clock.now += 10  # past the SLO it counts for
     patient = [h.request(prompt="patient", client="pipeline") for _ in range(10)]
     urgent = h.request(slo_ms=3_000, prompt="urgent", client="pipeline")
     urgent_id = urgent.jobs[0].job_id
