@@ -88,3 +88,26 @@ async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines(visited):
     await settle()
     assert isinstance(urgent.future.result(), Images)
     assert sent.index(urgent_id) == 1  # next after the one running when it came
+
+
+async def test_a_job_its_fair_point_made_late_sheds_its_own_clients_costlier_job():
+    """Moore-Hodgson within the client (KeptJobs): a flood's hit put back by its fair point, late behind the flood's
+    own miss (twice a hit's time), sheds that miss, and the flood's hits all make their deadlines. Shedding nothing
+    of its client's, the flood had two hits answered deadline_exceeded to keep one miss."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    light = h.request(slo_ms=3_000, prompt="light", client="light")  # a miss: the worker is busy for 1 s
+    miss = h.request(slo_ms=4_000, prompt="flood miss", client="flood")
+    hits = [h.request(slo_ms=2_500, prompt=f"flood hit {i}", level=25, k_star=25, client="flood") for i in range(3)]
+    h.dispatcher.sweep()
+    await settle()
+    assert miss.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
+    for request in [light, *hits]:  # each in turn, in the time the profile gives its level
+        batch = h.batches()[-1]
+        assert batch.items[0].request_id == request.jobs[0].job_id
+        h.clock.now += 1.0 if batch.level == 0 else 0.5
+        h.finish(a, batch)
+        h.dispatcher.sweep()
+    await settle()
+    assert all(isinstance(r.future.result(), Images) for r in [light, *hits])
