@@ -113,26 +113,36 @@ async def test_a_job_its_fair_point_made_late_sheds_its_own_clients_costlier_job
     assert all(isinstance(r.future.result(), Images) for r in [light, *hits])
 
 
-async def test_a_job_late_by_its_deadline_sheds_another_clients_costlier_job_while_clients_share():
+@pytest.mark.parametrize("flood_hits_behind", [0, 2])
+async def test_a_job_late_by_its_deadline_sheds_another_clients_costlier_job_while_clients_share(flood_hits_behind):
     """A job its own deadline ranks (not put back) sheds the costliest job of any client kept before it, as when one
     client alone uses the fleet: a light client's two hits late behind a flood's miss shed the miss and both make
-    their deadlines (tests/test_dispatcher_deadlines.py has the lone client's case)."""
+    their deadlines (tests/test_dispatcher_deadlines.py has the lone client's case). With flood hits behind them,
+    the miss, shed from the view of every client, is dropped from its own client's view when met there: a flood
+    hit put back and late finds it first, and goes on to the flood's other jobs (the flood's late hit could shed
+    the miss itself: without them, only the light hits can)."""
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
     a = h.add_worker("a", max_batch=1)
     busy = h.request(slo_ms=10_000, prompt="flood busy", client="flood")  # the worker is busy for 1 s
     miss = h.request(slo_ms=2_100, prompt="flood miss", client="flood")  # to start by 1.1 s: it goes first
     # behind it each would end late (2.5 s, 3 s); without it, at 1.5 s and 2 s
     hits = [h.request(slo_ms=slo_ms, level=25, k_star=25, prompt="light", client="light") for slo_ms in (2_000, 2_050)]
+    # the first in time after the light hits (2.5 s), the second put back by its fair point, and late
+    flood_hits = [
+        h.request(slo_ms=2_500, level=25, k_star=25, prompt="flood", client="flood") for _ in range(flood_hits_behind)
+    ]
     h.dispatcher.sweep()
     await settle()
     assert sample(h, "argus_sharing_clients") == 2
     assert miss.future.result().code == "deadline_exceeded"
     assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
-    for request in [busy, *hits]:  # each in turn, in the time the profile gives its level
+    in_time = [busy, *hits, *flood_hits[:1]]
+    for request in in_time:  # each in turn, in the time the profile gives its level
         batch = h.batches()[-1]
         assert batch.items[0].request_id == request.jobs[0].job_id
         h.clock.now += 1.0 if batch.level == 0 else 0.5
         h.finish(a, batch)
         h.dispatcher.sweep()
     await settle()
-    assert all(isinstance(r.future.result(), Images) for r in [busy, *hits])
+    assert all(isinstance(r.future.result(), Images) for r in in_time)
+    assert all(r.future.result().code == "deadline_exceeded" for r in flood_hits[1:])
