@@ -4,12 +4,12 @@ import logging
 from collections import Counter
 
 import pytest
-from dispatcher_harness import PROFILE, Harness, settle
+from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
 from pictures import image_as_asked
 
 from controller.profiles import LatencyProfile
 from engine.dispatcher import PIPELINE_HORIZON_S
-from engine.jobs import Job
+from engine.jobs import Fallback, Job
 from engine.request_names import failed_batch_line
 from engine.worker_registry import WorkerHandle
 from protocols.client_messages import Cancelled, Error, Images
@@ -616,3 +616,25 @@ async def test_workers_lost_leave_nothing_behind_in_the_idle_lists():
         h.dispatcher.worker_lost(h.add_worker(f"churn-{i}", level=25), "exited")
     h.request()  # served by the one left, at level 0
     assert len(h.dispatcher._picks._idle) <= 1
+
+
+async def test_a_job_that_left_the_queues_is_not_counted_as_work_ahead_of_later_ones():
+    """A job queued on a worker counts as work ahead of the jobs ranked after it until it leaves the queue (sent,
+    answered, or its worker lost). Counted for good, every job the engine had queued weighed on the requests after
+    it: here one sent long ago had a request the fleet serves in time at its own level moved up a level, at a loss
+    of quality."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    served = h.request(slo_ms=60_000)  # queued, then sent
+    h.clock.now += 1
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert isinstance(served.future.result(), Images)
+    h.clock.now += 60  # past the deadline of the job queued: counted still, it would rank ahead of any new job
+    h.request(slo_ms=10_000)  # busy for 1 s
+    # 1 s wait + 1 s at level 0, nothing else queued: in time without moving up (behind 1 s more, it would move up)
+    tight = h.request(slo_ms=2_500, fallbacks=(Fallback(25, 25, "latent-25"),))
+    assert not tight.done and tight.jobs[0].level == 0
+    h.finish(a, h.batches()[-1])
+    assert (h.batches()[-1].level, h.batches()[-1].items[0].request_id) == (0, tight.jobs[0].job_id)
+    assert h.metrics.escalated._value.get() == 0

@@ -2,6 +2,7 @@
 client's request is served beside a flooding client's backlog, the flood's jobs are the ones shed, and a lone
 client's jobs keep the order of their deadlines."""
 
+import pytest
 from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
 
 from protocols.client_messages import Images
@@ -61,11 +62,23 @@ async def test_a_flood_of_hits_sheds_its_own_jobs_not_a_light_clients_miss():
     assert len(late) < len(flood)  # the flood is served beside it, as far as the fleet makes its deadlines
 
 
-async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines():
+@pytest.mark.parametrize("visited", [False, True], ids=["alone-from-the-start", "after-another-client-left"])
+async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines(visited):
     """With no other client, there is no one to share with: a request with a near deadline goes before the ones
-    queued earlier without one, as by deadline alone (ranked behind the client's own backlog, it would miss)."""
+    queued earlier without one, as by deadline alone (ranked behind the client's own backlog, it would miss). So
+    too once a client that shared the fleet has been gone longer than it counts for (one SLO, its work done)."""
     h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
     a = h.add_worker("a", max_batch=1)
+    if visited:
+        for _ in range(2):  # the second request renews the time the visitor counts for
+            visitor = h.request(prompt="visitor", client="visitor")
+            h.clock.now += 1
+            h.finish(a, h.batches()[-1])
+            await settle()
+            assert isinstance(visitor.future.result(), Images)
+            h.clock.now += 3
+        assert sample(h, "argus_sharing_clients") == 1  # still counted: its last request was routed 4 s ago
+        h.clock.now += 10  # past the SLO it counts for
     patient = [h.request(prompt="patient", client="pipeline") for _ in range(10)]
     urgent = h.request(slo_ms=3_000, prompt="urgent", client="pipeline")
     urgent_id = urgent.jobs[0].job_id
@@ -75,3 +88,61 @@ async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines():
     await settle()
     assert isinstance(urgent.future.result(), Images)
     assert sent.index(urgent_id) == 1  # next after the one running when it came
+
+
+async def test_a_job_its_fair_point_made_late_sheds_its_own_clients_costlier_job():
+    """Moore-Hodgson within the client (KeptJobs): a flood's hit put back by its fair point, late behind the flood's
+    own miss (twice a hit's time), sheds that miss, and the flood's hits all make their deadlines. Shedding nothing
+    of its client's, the flood had two hits answered deadline_exceeded to keep one miss."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    light = h.request(slo_ms=3_000, prompt="light", client="light")  # a miss: the worker is busy for 1 s
+    miss = h.request(slo_ms=4_000, prompt="flood miss", client="flood")
+    hits = [h.request(slo_ms=2_500, prompt=f"flood hit {i}", level=25, k_star=25, client="flood") for i in range(3)]
+    h.dispatcher.sweep()
+    await settle()
+    assert miss.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
+    for request in [light, *hits]:  # each in turn, in the time the profile gives its level
+        batch = h.batches()[-1]
+        assert batch.items[0].request_id == request.jobs[0].job_id
+        h.clock.now += 1.0 if batch.level == 0 else 0.5
+        h.finish(a, batch)
+        h.dispatcher.sweep()
+    await settle()
+    assert all(isinstance(r.future.result(), Images) for r in [light, *hits])
+
+
+@pytest.mark.parametrize("flood_hits_behind", [0, 2])
+async def test_a_job_late_by_its_deadline_sheds_another_clients_costlier_job_while_clients_share(flood_hits_behind):
+    """A job its own deadline ranks (not put back) sheds the costliest job of any client kept before it, as when one
+    client alone uses the fleet: a light client's two hits late behind a flood's miss shed the miss and both make
+    their deadlines (tests/test_dispatcher_deadlines.py has the lone client's case). With flood hits behind them,
+    the miss, shed from the view of every client, is dropped from its own client's view when met there: a flood
+    hit put back and late finds it first, and goes on to the flood's other jobs (the flood's late hit could shed
+    the miss itself: without them, only the light hits can)."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    busy = h.request(slo_ms=10_000, prompt="flood busy", client="flood")  # the worker is busy for 1 s
+    miss = h.request(slo_ms=2_100, prompt="flood miss", client="flood")  # to start by 1.1 s: it goes first
+    # behind it each would end late (2.5 s, 3 s); without it, at 1.5 s and 2 s
+    hits = [h.request(slo_ms=slo_ms, level=25, k_star=25, prompt="light", client="light") for slo_ms in (2_000, 2_050)]
+    # the first in time after the light hits (2.5 s), the second put back by its fair point, and late
+    flood_hits = [
+        h.request(slo_ms=2_500, level=25, k_star=25, prompt="flood", client="flood") for _ in range(flood_hits_behind)
+    ]
+    h.dispatcher.sweep()
+    await settle()
+    assert sample(h, "argus_sharing_clients") == 2
+    assert miss.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
+    in_time = [busy, *hits, *flood_hits[:1]]
+    for request in in_time:  # each in turn, in the time the profile gives its level
+        batch = h.batches()[-1]
+        assert batch.items[0].request_id == request.jobs[0].job_id
+        h.clock.now += 1.0 if batch.level == 0 else 0.5
+        h.finish(a, batch)
+        h.dispatcher.sweep()
+    await settle()
+    assert all(isinstance(r.future.result(), Images) for r in in_time)
+    assert all(r.future.result().code == "deadline_exceeded" for r in flood_hits[1:])

@@ -137,6 +137,8 @@ def test_a_size_the_engine_does_not_take_is_refused_before_the_run(engine, capsy
     invalid_size, exit 0: /ready did not say which sizes the engine takes."""
     assert engine.ready()["sizes"] == {"min": 64, "max": 256, "default": 64, "multiple": 8}
     assert engine.ready()["steps"] == {"default": 50, "max": 200, "refused": []}
+    # the engine counts an image size it refuses as rejected (an input refusal), never as its own error
+    refused = engine.metric("argus_requests_total", outcome="rejected", code="invalid_size")
     code = cli.main(
         ["--url", engine.http, "--api-key", API_KEY, "--rate", "5", "--max-requests", "3", "--no-progress",
          "--size", "1024x1024"]
@@ -146,7 +148,7 @@ def test_a_size_the_engine_does_not_take_is_refused_before_the_run(engine, capsy
         "argus loadgen: error: --size 1024x1024: the engine takes sides that are a multiple of 8 from 64 to 256"
         f" (GET {engine.http}/ready): every request would be refused\n"
     )
-    assert engine.metric("argus_requests_total", outcome="error", code="invalid_size") == 0
+    assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_size") == refused  # none sent
 
 
 @pytest.mark.parametrize(
