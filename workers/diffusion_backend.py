@@ -39,6 +39,7 @@ from workers.backend import (
     BatchRefused,
     StepControl,
     all_aborted,
+    all_cancelled,
     cancel_all,
     latents_to_return,
     run_part,
@@ -228,7 +229,9 @@ class DiffusionBackend(Backend):
             if done in capture:
                 captured[done] = tensors["latents"].to(torch.float16).cpu().numpy()
             control.between_steps()
-            if all_aborted(batch, control):
+            # after the last step only the decode is left: a stopping worker answers the images (each cost every
+            # step, to be made again elsewhere from the first), and stops there only for those the engine cancelled
+            if all_aborted(batch, control) if done < steps else all_cancelled(batch, control):
                 raise BatchAborted
             return {}
 
