@@ -155,6 +155,8 @@ class DiffusionBackend(Backend):
             pipeline.set_progress_bar_config(disable=True)
         self._scheduler_template = pipe.scheduler
         self._vae_dtype = pipe.vae.dtype
+        # what a latent may hold to start a run: it is cast to the UNet's dtype (float16 on CUDA) first
+        self._latent_max = torch.finfo(pipe.unet.dtype).max
         self._device = torch.device(device)
         self._info = BackendInfo(
             name=name,
@@ -294,6 +296,9 @@ class DiffusionBackend(Backend):
             return f"{item.request_id}: expected a float16 or float32 latent of shape {shape}, got {got}"
         if not np.isfinite(latent).all():
             return f"{item.request_id}: the latent holds NaN or infinite values"
+        if np.abs(latent).max() > self._latent_max:
+            # a float32 latent beyond float16's range turned infinite as a float16 model took it: a black image
+            return f"{item.request_id}: the latent holds values beyond the model's range (±{self._latent_max:g})"
         return None
 
 
