@@ -50,16 +50,19 @@ WORKER = ["worker", "--connect", "tcp://127.0.0.1:9"]
 
 class RecordingControl:
     """Counts between_steps calls; reports `abort_ids` aborted (cancelled by the engine) once `abort_after` steps
-    ran, and every request aborted once `stopping` is set (the worker stopping, which cancels nothing)."""
+    ran, and every request aborted once `stopping` is set (the worker stopping, which cancels nothing), as it is once
+    `stop_after` steps ran (its stop signal came during that step)."""
 
-    def __init__(self, abort_ids: tuple[str, ...] = (), abort_after: int = 0):
+    def __init__(self, abort_ids: tuple[str, ...] = (), abort_after: int = 0, stop_after: int | None = None):
         self.steps = 0
         self.stopping = False
         self._abort_ids = set(abort_ids)
         self._abort_after = abort_after
+        self._stop_after = stop_after
 
     def between_steps(self) -> None:
         self.steps += 1
+        self.stopping = self.stopping or self.steps == self._stop_after
 
     def is_aborted(self, request_id: str) -> bool:
         return self.stopping or self.cancelled(request_id)
@@ -279,6 +282,37 @@ def test_a_worker_stopping_after_the_last_step_still_answers_the_images_it_made(
     items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
     outcomes = backend.run(batch(items=items), control)
     assert control.stopping and [type(o) for o in outcomes] == [ItemDone, ItemDone]
+    assert unet_calls.count == STEPS
+
+
+@pytest.mark.parametrize("level", [0, 8])
+def test_a_worker_stopping_during_the_last_step_answers_the_images_it_made(backend, full_run, unet_calls, level):
+    """SIGTERM during the last UNet evaluation: every step was done and only the decode was left, and the images were
+    answered cancelled, to be made again elsewhere from their first step."""
+    latent = full_run.by_level()[level] if level else None
+    items = (GenerateItem("a", "one", 1, latent), GenerateItem("b", "two", 2, latent))
+    control = RecordingControl(stop_after=STEPS - level)
+    outcomes = backend.run(batch(level=level, items=items), control)
+    assert control.stopping and [type(o) for o in outcomes] == [ItemDone, ItemDone]
+    assert [o.steps_run for o in outcomes] == [STEPS - level] * 2
+    assert unet_calls.count == STEPS - level
+
+
+def test_a_worker_stopping_before_the_last_step_stops_at_the_next(backend, unet_calls):
+    items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
+    outcomes = backend.run(batch(items=items), RecordingControl(stop_after=STEPS - 1))
+    assert outcomes == [ItemCancelled("a"), ItemCancelled("b")]
+    assert unet_calls.count == STEPS - 1
+
+
+def test_a_batch_the_engine_cancels_during_its_last_step_is_not_decoded(backend, unet_calls, monkeypatch):
+    def no_decode(*_: object) -> None:
+        raise AssertionError("decoded images nobody waits for")
+
+    monkeypatch.setattr(diffusion_backend, "encode_image", no_decode)
+    items = (GenerateItem("a", "one", 1), GenerateItem("b", "two", 2))
+    outcomes = backend.run(batch(items=items), RecordingControl(abort_ids=("a", "b"), abort_after=STEPS))
+    assert outcomes == [ItemCancelled("a"), ItemCancelled("b")]
     assert unet_calls.count == STEPS
 
 

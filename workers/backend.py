@@ -63,6 +63,11 @@ def all_aborted(batch: Generate, control: StepControl) -> bool:
     return all(control.is_aborted(item.request_id) for item in batch.items)
 
 
+def all_cancelled(batch: Generate, control: StepControl) -> bool:
+    """Whether the engine aborted every item of the batch: its images, even made, are answered cancelled."""
+    return all(control.cancelled(item.request_id) for item in batch.items)
+
+
 def cancel_all(batch: Generate) -> list[ItemOutcome]:
     return [ItemCancelled(item.request_id) for item in batch.items]
 

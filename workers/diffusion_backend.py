@@ -39,6 +39,7 @@ from workers.backend import (
     BatchRefused,
     StepControl,
     all_aborted,
+    all_cancelled,
     cancel_all,
     latents_to_return,
     run_part,
@@ -154,6 +155,8 @@ class DiffusionBackend(Backend):
             pipeline.set_progress_bar_config(disable=True)
         self._scheduler_template = pipe.scheduler
         self._vae_dtype = pipe.vae.dtype
+        # what a latent may hold to start a run: it is cast to the UNet's dtype (float16 on CUDA) first
+        self._latent_max = torch.finfo(pipe.unet.dtype).max
         self._device = torch.device(device)
         self._info = BackendInfo(
             name=name,
@@ -228,7 +231,9 @@ class DiffusionBackend(Backend):
             if done in capture:
                 captured[done] = tensors["latents"].to(torch.float16).cpu().numpy()
             control.between_steps()
-            if all_aborted(batch, control):
+            # after the last step only the decode is left: a stopping worker answers the images (each cost every
+            # step, to be made again elsewhere from the first), and stops there only for those the engine cancelled
+            if all_aborted(batch, control) if done < steps else all_cancelled(batch, control):
                 raise BatchAborted
             return {}
 
@@ -291,6 +296,9 @@ class DiffusionBackend(Backend):
             return f"{item.request_id}: expected a float16 or float32 latent of shape {shape}, got {got}"
         if not np.isfinite(latent).all():
             return f"{item.request_id}: the latent holds NaN or infinite values"
+        if np.abs(latent).max() > self._latent_max:
+            # a float32 latent beyond float16's range turned infinite as a float16 model took it: a black image
+            return f"{item.request_id}: the latent holds values beyond the model's range (±{self._latent_max:g})"
         return None
 
 
