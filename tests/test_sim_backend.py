@@ -12,7 +12,16 @@ from run_controls import NoControl
 from controller.profile_latency import WorkerProcess, add_worker_arguments
 from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
 from engine_process import start_engine, start_worker
-from protocols.worker_messages import PROTOCOL_VERSION, Generate, GenerateItem, Heartbeat, Hello, Welcome
+from protocols.worker_messages import (
+    PROTOCOL_VERSION,
+    Generate,
+    GenerateItem,
+    Heartbeat,
+    Hello,
+    ItemCancelled,
+    ItemDone,
+    Welcome,
+)
 from workers.main import SIM_SIMILARITY_TABLE_ENV, sim_similarity_table
 from workers.sim_backend import SimBackend
 
@@ -84,6 +93,39 @@ def test_no_request_is_free_whatever_its_steps_and_batch(profile):
     for level in profile.levels:
         for batch in range(1, profile.max_batch + 5):
             assert latency.seconds(level, min(level, 10), batch) >= 0, (level, batch)
+
+
+# -- stopping (a fake clock: nothing here measures time) ---------------------------------
+class StopsAt:
+    """The worker stopping (which aborts every request and cancels none) from `at` on, the clock's time."""
+
+    def __init__(self, clock: list[float], at: float):
+        self.clock, self.at = clock, at
+
+    def between_steps(self) -> None:
+        pass
+
+    def is_aborted(self, request_id: str) -> bool:
+        return self.clock[0] >= self.at
+
+    def cancelled(self, request_id: str) -> bool:
+        return False
+
+
+# seconds before the run's end: in its last slice (they are 50 ms), and slices before
+@pytest.mark.parametrize(("stop_before_end_s", "answered"), [(0.025, True), (1.0, False)])
+def test_a_stopping_sim_worker_answers_a_batch_whose_time_has_run(monkeypatch, stop_before_end_s, answered):
+    """A stop in the run's last slice found the images made and answered them cancelled, to be made again elsewhere
+    from the start; one earlier cuts the run short."""
+    clock = [0.0]
+    monkeypatch.setattr("workers.sim_backend.time.perf_counter", lambda: clock[0])
+    # a sleep lasts at least as long as asked, as a real one does (the sum's rounding could fall a hair short)
+    monkeypatch.setattr("workers.sim_backend.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s + 1e-9))
+    backend = SimBackend(HASH, time_scale=1.0)
+    run_s = backend._latency.seconds(0, 50, 2)
+    items = [GenerateItem(f"r{i}", PROMPT, i, None, None) for i in range(2)]
+    outcomes = backend.run(Generate(1, 0, 50, 64, 64, 5.0, "png", items), StopsAt(clock, run_s - stop_before_end_s))
+    assert [type(o) for o in outcomes] == [ItemDone if answered else ItemCancelled] * 2
 
 
 # -- quality ---------------------------------------------------------------------------

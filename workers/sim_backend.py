@@ -88,11 +88,13 @@ class SimBackend(Backend):
         deadline = started + duration
         while True:
             control.between_steps()
-            if all_aborted(batch, control):
-                return cancel_all(batch)  # cut short: nothing was made
             left = deadline - time.perf_counter()
             if left <= 0:
+                # run through: a stop that came in the last slice finds the images made, and they are answered, as
+                # a real backend answers those whose steps are all done (only the engine's cancels count, below)
                 break
+            if all_aborted(batch, control):
+                return cancel_all(batch)  # cut short: nothing was made
             time.sleep(min(left, _SLICE_S))
         run_ms = (time.perf_counter() - started) * 1000.0
         image = Blob(_flat_image(batch.width, batch.height, batch.output_format, batch.output_compression))
