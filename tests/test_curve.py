@@ -21,7 +21,14 @@ from engine.client import ArgusClient, AsyncArgusClient
 from engine.curve_gate import CLIENTS, REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
 from engine_process import ROOT, start_engine
 from protocols.client_messages import Images
-from protocols.curve import ClientKeys, KeyPair, RefusedHandshakes, create_key_files, load_public_keys
+from protocols.curve import (
+    LOCAL_WORKER_KEYS_ENV,
+    ClientKeys,
+    KeyPair,
+    RefusedHandshakes,
+    create_key_files,
+    load_public_keys,
+)
 from protocols.sockets import make_socket
 from workers.config import WorkerConfig
 from workers.main import load_backend
@@ -81,6 +88,29 @@ def engine(tmp_path_factory, keys):
 def test_local_and_remote_workers_join_over_curve(engine):
     names = sorted(w["name"].split("/")[0] for w in engine.ready()["workers"])
     assert names == ["local-0", "remote"]
+
+
+def test_an_engine_without_curve_keeps_its_workers_from_the_worker_keys_of_its_shell(tmp_path, keys, monkeypatch):
+    """ARGUS_WORKER_CURVE, exported to start a worker by hand, reached the local workers of an engine started from the
+    same shell without CURVE: each tried CURVE, heard that its engine has none, exited 2, and was given up."""
+    monkeypatch.setenv(LOCAL_WORKER_KEYS_ENV, keys["client"].to_env())
+    engine = start_engine(tmp_path, "--time-scale", "0.01", workers=1, backend="sim", wait=False)
+    given_up = "cannot serve as configured"
+
+    def joined_or_given_up() -> bool:
+        if given_up in engine.log():
+            return True
+        try:
+            return len(engine.ready()["workers"]) == 1
+        except OSError:  # not listening yet
+            return False
+
+    try:
+        assert wait_for(joined_or_given_up, timeout_s=120)
+        assert given_up not in engine.log()
+        assert [w["name"].split("/")[0] for w in engine.ready()["workers"]] == ["local-0"]
+    finally:
+        assert engine.stop() == 0
 
 
 def test_admitted_client_is_served(engine, keys):
