@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import socket
@@ -27,6 +28,7 @@ from protocols.curve import (
     KeyPair,
     RefusedHandshakes,
     create_key_files,
+    load_public_key,
     load_public_keys,
 )
 from protocols.sockets import make_socket
@@ -482,6 +484,35 @@ def test_a_command_given_a_spoiled_key_file_says_so_in_one_line_and_exits_2(tmp_
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"argus {command}: error: {path}: {says}"
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("one", " is not three CURVE keys"),
+        ("a b c", " is not three CURVE keys"),
+        ("{worker} {worker_secret} {engine} {engine}", " is not three CURVE keys"),
+        ("{engine} {worker_secret} {engine}", ": its first key is not the public key of its second, the secret"),
+    ],
+)
+def test_worker_keys_set_by_hand_that_cannot_be_used_are_said_in_one_line(tmp_path, keys, value, says):
+    """ARGUS_WORKER_CURVE set by hand (docs/scaling.md gives its form) that was not three keys ended in a traceback;
+    three of the wrong length in a socket option's "Invalid argument"; a public key not the secret's, in every
+    handshake failing, said to be the engine key's fault."""
+    worker = KeyPair.load(keys["worker_secret"])
+    engine = load_public_key(keys["engine_public"])
+    value = value.format(worker=worker.public.decode(), worker_secret=worker.secret.decode(), engine=engine.decode())
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "worker", "--connect", "tcp://127.0.0.1:9", "--backend", "sim"],
+        cwd=ROOT,
+        env={**os.environ, LOCAL_WORKER_KEYS_ENV: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"argus worker: error: ${LOCAL_WORKER_KEYS_ENV}{says}")
+    assert "Traceback" not in done.stderr and worker.secret.decode() not in done.stderr
 
 
 def test_refused_handshakes_are_logged_once_per_socket_per_interval(caplog):
