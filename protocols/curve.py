@@ -323,6 +323,9 @@ def create_key_files(directory: str | Path, name: str, replace: bool = False) ->
     private = tempfile.mkdtemp(prefix=".keys-", dir=directory)
     try:
         written = zmq.auth.create_certificates(private, name)
+        # the public key as the engine wants a key it admits: written as the umask says, 0664 under a umask of 002
+        # (a user's default on Debian and Ubuntu), and the engine warned of each pair `argus keys` made
+        os.chmod(written[0], 0o644)
         os.chmod(written[1], 0o600)
         public, secret = (Path(directory) / Path(path).name for path in written)
         os.replace(written[0], public)

@@ -188,6 +188,20 @@ def test_a_secret_key_is_never_readable_by_others_not_even_while_it_is_written(t
     assert sorted(p.name for p in shared.iterdir()) == ["engine.key", "engine.key_secret"]
 
 
+def test_a_public_key_argus_keys_writes_is_not_warned_of_whatever_the_umask(tmp_path, caplog):
+    """Under a umask of 002 (a user's default on Debian and Ubuntu) the public key was group-writable, and the engine
+    warned of it in the allow directory `argus keys` had written it to."""
+    umask = os.umask(0o002)
+    try:
+        public, _ = create_key_files(tmp_path / "workers", "worker-1")
+    finally:
+        os.umask(umask)
+    assert (public.stat().st_mode & 0o777) == 0o644
+    with caplog.at_level(logging.WARNING, logger="argus.curve"):
+        assert load_public_keys(tmp_path / "workers") == {load_public_key(public)}
+    assert caplog.records == []
+
+
 def test_argus_keys_refuses_to_replace_a_key_pair_unless_forced(tmp_path, capsys):
     assert main(["keys", "--dir", str(tmp_path), "--name", "engine"]) == 0
     first = (tmp_path / "engine.key").read_bytes()
