@@ -47,6 +47,7 @@ from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, INSTANT_SIM_TIME_SCALE, 
 from loadgen.bench.subprocesses import Child, python_module, spawn
 from loadgen.stats import p99_caveat, percentile
 from loadgen.wording import counted
+from protocols.curve import LOCAL_WORKER_KEYS_ENV
 
 PEAK_TARGET_RPS = 2000.0
 P99_TARGET_MS = 10.0
@@ -179,7 +180,10 @@ def _start_fleet(tmp: Path, connect: str, count: int, index: int) -> Child:
         "--worker-id",
         f"fleet{index}",
     )
-    return spawn(command, tmp, f"fleet-{index}")
+    # the benchmark's engine has no CURVE: keys exported in the shell for a worker started by hand had each fleet try
+    # them, hear that its engine has none, and exit 2
+    environment = {name: value for name, value in os.environ.items() if name != LOCAL_WORKER_KEYS_ENV}
+    return spawn(command, tmp, f"fleet-{index}", env=environment)
 
 
 def _wait_workers(engine: EngineChild, fleets: list[Child], workers: int, timeout_s: float) -> None:
