@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
+from engine.config import environment_for_children
 from loadgen.bench.engine_child import EngineChild, start_engine
 from loadgen.bench.output import table, write_json
 from loadgen.bench.proc import machine_busy_s, process_cpu_s
@@ -47,7 +48,6 @@ from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, INSTANT_SIM_TIME_SCALE, 
 from loadgen.bench.subprocesses import Child, python_module, spawn
 from loadgen.stats import p99_caveat, percentile
 from loadgen.wording import counted
-from protocols.curve import LOCAL_WORKER_KEYS_ENV
 
 PEAK_TARGET_RPS = 2000.0
 P99_TARGET_MS = 10.0
@@ -182,8 +182,7 @@ def _start_fleet(tmp: Path, connect: str, count: int, index: int) -> Child:
     )
     # the benchmark's engine has no CURVE: keys exported in the shell for a worker started by hand had each fleet try
     # them, hear that its engine has none, and exit 2
-    environment = {name: value for name, value in os.environ.items() if name != LOCAL_WORKER_KEYS_ENV}
-    return spawn(command, tmp, f"fleet-{index}", env=environment)
+    return spawn(command, tmp, f"fleet-{index}", env=environment_for_children())
 
 
 def _wait_workers(engine: EngineChild, fleets: list[Child], workers: int, timeout_s: float) -> None:
