@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from engine.forwarded_for import IPNetwork
 from engine.restart_backoff import RestartBackoff
+from protocols.curve import LOCAL_WORKER_KEYS_ENV
 from workers.config import WorkerConfig, runs_on_cpu_threads
 from workers.limits import DEFAULT_LEVELS
 
@@ -56,8 +57,11 @@ DEFAULT_WORKER_LISTEN = "tcp://127.0.0.1:5556"
 
 
 def environment_for_children() -> dict[str, str]:
-    """The engine's environment but its API key, which no process the engine starts has any use for."""
-    return {name: value for name, value in os.environ.items() if name != API_KEY_ENV}
+    """This process's environment but the engine's API key, which no process the engine starts has any use for (nor a
+    benchmark's engine, which then required it), and the CURVE keys of a worker started by hand (set in the shell the
+    engine started from): a local worker takes its keys from there, and of an engine without CURVE, each tried CURVE,
+    heard that its engine has none, and was given up (so did a benchmark's fleets)."""
+    return {name: value for name, value in os.environ.items() if name not in (API_KEY_ENV, LOCAL_WORKER_KEYS_ENV)}
 
 
 @dataclass(frozen=True, slots=True)

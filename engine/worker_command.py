@@ -226,4 +226,7 @@ def _client_keys(args: argparse.Namespace) -> ClientKeys | None:
         raise UsageError("--curve-key and --curve-server-key go together")
     if args.curve_key:
         return client_keys(args.curve_key, args.curve_server_key)
-    return ClientKeys.from_env()
+    try:
+        return ClientKeys.from_env()
+    except ValueError as error:
+        raise UsageError(str(error)) from None

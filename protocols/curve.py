@@ -73,10 +73,21 @@ class ClientKeys:
 
     @classmethod
     def from_env(cls) -> ClientKeys | None:
+        """The keys of ARGUS_WORKER_CURVE, None if unset. One set by hand that cannot be used is a ValueError naming
+        the variable, never its value (a secret key): it was a traceback, or a socket option's "Invalid argument"."""
         value = os.environ.get(LOCAL_WORKER_KEYS_ENV)
         if not value:
             return None
-        public, secret, server_public = value.encode().split()
+        keys = value.encode().split()
+        if len(keys) != 3 or not all(map(_is_key, keys)):
+            raise ValueError(
+                f"${LOCAL_WORKER_KEYS_ENV} is not three CURVE keys ({_KEY_CHARS} z85 characters each, space-separated:"
+                " this worker's public key, its secret key, the engine's public key)"
+            )
+        public, secret, server_public = keys
+        if zmq.curve_public(secret) != public:
+            # every handshake would fail without a word, said to be a wrong engine key
+            raise ValueError(f"${LOCAL_WORKER_KEYS_ENV}: its first key is not the public key of its second, the secret")
         return cls(KeyPair(public, secret), server_public)
 
 
@@ -126,9 +137,13 @@ def _read_key_file(path: str | Path) -> tuple[bytes, bytes | None]:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
     keys = zmq.auth.load_certificate(path)  # ValueError naming the file when it holds no public key
     for what, key in zip(("public", "secret"), keys, strict=True):
-        if key is not None and not (len(key) == _KEY_CHARS and set(key) <= set(Z85CHARS)):
+        if key is not None and not _is_key(key):
             raise ValueError(f"{path}: its {what} key is not a CURVE key ({_KEY_CHARS} z85 characters)")
     return keys
+
+
+def _is_key(key: bytes) -> bool:
+    return len(key) == _KEY_CHARS and set(key) <= set(Z85CHARS)
 
 
 def make_server(sock: zmq.Socket, keys: KeyPair, domain: str) -> None:
@@ -308,6 +323,9 @@ def create_key_files(directory: str | Path, name: str, replace: bool = False) ->
     private = tempfile.mkdtemp(prefix=".keys-", dir=directory)
     try:
         written = zmq.auth.create_certificates(private, name)
+        # the public key as the engine wants a key it admits: written as the umask says, 0664 under a umask of 002
+        # (a user's default on Debian and Ubuntu), and the engine warned of each pair `argus keys` made
+        os.chmod(written[0], 0o644)
         os.chmod(written[1], 0o600)
         public, secret = (Path(directory) / Path(path).name for path in written)
         os.replace(written[0], public)

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import socket
@@ -21,7 +22,15 @@ from engine.client import ArgusClient, AsyncArgusClient
 from engine.curve_gate import CLIENTS, REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
 from engine_process import ROOT, start_engine
 from protocols.client_messages import Images
-from protocols.curve import ClientKeys, KeyPair, RefusedHandshakes, create_key_files, load_public_keys
+from protocols.curve import (
+    LOCAL_WORKER_KEYS_ENV,
+    ClientKeys,
+    KeyPair,
+    RefusedHandshakes,
+    create_key_files,
+    load_public_key,
+    load_public_keys,
+)
 from protocols.sockets import make_socket
 from workers.config import WorkerConfig
 from workers.main import load_backend
@@ -81,6 +90,29 @@ def engine(tmp_path_factory, keys):
 def test_local_and_remote_workers_join_over_curve(engine):
     names = sorted(w["name"].split("/")[0] for w in engine.ready()["workers"])
     assert names == ["local-0", "remote"]
+
+
+def test_an_engine_without_curve_keeps_its_workers_from_the_worker_keys_of_its_shell(tmp_path, keys, monkeypatch):
+    """ARGUS_WORKER_CURVE, exported to start a worker by hand, reached the local workers of an engine started from the
+    same shell without CURVE: each tried CURVE, heard that its engine has none, exited 2, and was given up."""
+    monkeypatch.setenv(LOCAL_WORKER_KEYS_ENV, keys["client"].to_env())
+    engine = start_engine(tmp_path, "--time-scale", "0.01", workers=1, backend="sim", wait=False)
+    given_up = "cannot serve as configured"
+
+    def joined_or_given_up() -> bool:
+        if given_up in engine.log():
+            return True
+        try:
+            return len(engine.ready()["workers"]) == 1
+        except OSError:  # not listening yet
+            return False
+
+    try:
+        assert wait_for(joined_or_given_up, timeout_s=120)
+        assert given_up not in engine.log()
+        assert [w["name"].split("/")[0] for w in engine.ready()["workers"]] == ["local-0"]
+    finally:
+        assert engine.stop() == 0
 
 
 def test_admitted_client_is_served(engine, keys):
@@ -154,6 +186,20 @@ def test_a_secret_key_is_never_readable_by_others_not_even_while_it_is_written(t
     assert (secret.stat().st_mode & 0o777) == 0o600
     assert KeyPair.load(secret).public == zmq.auth.load_certificate(public)[0]
     assert sorted(p.name for p in shared.iterdir()) == ["engine.key", "engine.key_secret"]
+
+
+def test_a_public_key_argus_keys_writes_is_not_warned_of_whatever_the_umask(tmp_path, caplog):
+    """Under a umask of 002 (a user's default on Debian and Ubuntu) the public key was group-writable, and the engine
+    warned of it in the allow directory `argus keys` had written it to."""
+    umask = os.umask(0o002)
+    try:
+        public, _ = create_key_files(tmp_path / "workers", "worker-1")
+    finally:
+        os.umask(umask)
+    assert (public.stat().st_mode & 0o777) == 0o644
+    with caplog.at_level(logging.WARNING, logger="argus.curve"):
+        assert load_public_keys(tmp_path / "workers") == {load_public_key(public)}
+    assert caplog.records == []
 
 
 def test_argus_keys_refuses_to_replace_a_key_pair_unless_forced(tmp_path, capsys):
@@ -452,6 +498,35 @@ def test_a_command_given_a_spoiled_key_file_says_so_in_one_line_and_exits_2(tmp_
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"argus {command}: error: {path}: {says}"
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("one", " is not three CURVE keys"),
+        ("a b c", " is not three CURVE keys"),
+        ("{worker} {worker_secret} {engine} {engine}", " is not three CURVE keys"),
+        ("{engine} {worker_secret} {engine}", ": its first key is not the public key of its second, the secret"),
+    ],
+)
+def test_worker_keys_set_by_hand_that_cannot_be_used_are_said_in_one_line(tmp_path, keys, value, says):
+    """ARGUS_WORKER_CURVE set by hand (docs/scaling.md gives its form) that was not three keys ended in a traceback;
+    three of the wrong length in a socket option's "Invalid argument"; a public key not the secret's, in every
+    handshake failing, said to be the engine key's fault."""
+    worker = KeyPair.load(keys["worker_secret"])
+    engine = load_public_key(keys["engine_public"])
+    value = value.format(worker=worker.public.decode(), worker_secret=worker.secret.decode(), engine=engine.decode())
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "worker", "--connect", "tcp://127.0.0.1:9", "--backend", "sim"],
+        cwd=ROOT,
+        env={**os.environ, LOCAL_WORKER_KEYS_ENV: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"argus worker: error: ${LOCAL_WORKER_KEYS_ENV}{says}")
+    assert "Traceback" not in done.stderr and worker.secret.decode() not in done.stderr
 
 
 def test_refused_handshakes_are_logged_once_per_socket_per_interval(caplog):

@@ -8,6 +8,7 @@ import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import environment_for_children
 from loadgen.bench.ports import LOOPBACK, free_port
 from loadgen.bench.subprocesses import Child, http_get, python_module, spawn
 
@@ -70,7 +71,9 @@ def start_engine(
         str(workers),
         *args,
     )
-    child = spawn(command, log_dir, name or f"engine-{http_port}")
+    # its own engine, asked without a key: one exported in the shell (for an engine of the user's) made it require
+    # that key, and the benchmark's /ready was refused
+    child = spawn(command, log_dir, name or f"engine-{http_port}", env=environment_for_children())
     return EngineChild(
         child, f"http://{LOOPBACK}:{http_port}", f"tcp://{LOOPBACK}:{client_port}", f"tcp://{LOOPBACK}:{worker_port}"
     )

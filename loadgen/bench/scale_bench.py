@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
+from engine.config import environment_for_children
 from loadgen.bench.engine_child import EngineChild, start_engine
 from loadgen.bench.output import table, write_json
 from loadgen.bench.proc import machine_busy_s, process_cpu_s
@@ -179,7 +180,9 @@ def _start_fleet(tmp: Path, connect: str, count: int, index: int) -> Child:
         "--worker-id",
         f"fleet{index}",
     )
-    return spawn(command, tmp, f"fleet-{index}")
+    # the benchmark's engine has no CURVE: keys exported in the shell for a worker started by hand had each fleet try
+    # them, hear that its engine has none, and exit 2
+    return spawn(command, tmp, f"fleet-{index}", env=environment_for_children())
 
 
 def _wait_workers(engine: EngineChild, fleets: list[Child], workers: int, timeout_s: float) -> None:
