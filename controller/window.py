@@ -2,9 +2,10 @@
 
 - Every `window_s` (10 s, as Proteus re-solves): close the demand window and
   make a full plan (the MILP for argus and proteus).
-- At once when the number of workers alive changes: a full plan on the demand
-  of the window so far (once it has run `min_observe_s`; before, the last
-  closed window's), and the window goes on.
+- At once when the number of workers alive changes, and at the next look
+  after a full plan that failed: a full plan on the demand of the window so
+  far (once it has run `min_observe_s`; before, the last closed window's),
+  and the window goes on.
 - In between, once a window has run `min_observe_s`: if the demand seen so
   far has moved more than `shift_threshold` from what the plan was made for,
   re-derive the routes for the workers where they are (the route-planner LP).
@@ -64,7 +65,8 @@ class Controller:
         self._lock = threading.Lock()
         self._plan: Plan | None = None
         self._last_solve_at = now
-        self._profile_changed = False
+        # a full plan is owed at the next look: the pace changed, or the one a window or a pace asked for failed
+        self._full_plan_owed = False
 
     @property
     def plan(self) -> Plan | None:
@@ -93,7 +95,7 @@ class Controller:
         its workers do not have (or leaves theirs unused)."""
         with self._lock:
             self.policy.profile = self._profiled if pace == 1.0 else self._profiled.scaled(pace)
-            self._profile_changed = True
+            self._full_plan_owed = True
 
     def maybe_replan(self, now: float, workers_alive: int, where: Mapping[int, int] | None = None) -> Plan | None:
         """A new plan if one is due (full or re-routed), else None. Call it from one thread at a time. `where`: how
@@ -105,14 +107,15 @@ class Controller:
             plan = self._plan
             window_age = now - self._demand.window_started
             window_due = plan is None or window_age >= config.window_s
-            paced = self._profile_changed
-            full = window_due or workers_alive != plan.workers or paced
-            self._profile_changed = False
+            owed = self._full_plan_owed
+            full = window_due or workers_alive != plan.workers or owed
+            self._full_plan_owed = False
             if window_due:
                 estimate = self._demand.close_window(now)
             elif full:
-                # a worker came or went, or their pace changed: re-allocate now, on the demand of a window that goes
-                # on. Closed early, a window of a fraction of a second weighed in the EWMA as much as a whole one
+                # a worker came or went, their pace changed, or the last full plan failed: re-allocate now, on the
+                # demand of a window that goes on. Closed early, a window of a fraction of a second weighed in the
+                # EWMA as much as a whole one
                 estimate = self._demand.peek(now) if window_age >= config.min_observe_s else self._demand.last()
             elif window_age >= config.min_observe_s and now - self._last_solve_at >= config.min_observe_s:
                 estimate = self._demand.peek(now)
@@ -129,12 +132,12 @@ class Controller:
         try:
             new = self.policy.plan(inputs) if full else replace(self.policy.reroute(inputs, planned), rerouted=True)
         except Exception:
-            if paced:
-                # still due at the next look: dropped, a plan at the new pace waited for the next window, the plan in
-                # force counting on capacity the workers do not have until then (a worker change is retried anyway:
-                # it differs from the plan in force's)
+            if window_due or owed:
+                # still due at the next look: dropped, the allocation for a window that had just closed (or a plan
+                # at a new pace) waited for the next window, the workers where the plan before had put them for a
+                # whole window more (a worker change is retried anyway: it differs from the plan in force's)
                 with self._lock:
-                    self._profile_changed = True
+                    self._full_plan_owed = True
             raise
         self._plan = new
         return new

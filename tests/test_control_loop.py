@@ -322,8 +322,9 @@ async def test_a_plan_for_a_changed_fleet_moves_no_worker_the_demand_does_not_as
 
 
 async def test_a_solve_failing_every_window_logs_one_traceback(monkeypatch, caplog):
-    """Between windows a tick has nothing to solve; it ended the run of failures, so a solver that failed at every
-    window was logged with its traceback at every window, each followed by 'works again after 1 failed'."""
+    """A tick with nothing to solve ended the run of failures, so a solver that failed at every window was logged with
+    its traceback at every window, each followed by 'works again after 1 failed'. A window's failed plan is now tried
+    again at the next ticks: one run of failures all the same, one traceback and one line that ends it."""
     policy = argus_policy()
     solve = policy.allocator
 
@@ -346,9 +347,10 @@ async def test_a_solve_failing_every_window_logs_one_traceback(monkeypatch, capl
     with caplog.at_level(logging.DEBUG, logger="argus.controller"), pytest.raises(asyncio.CancelledError):
         await loop.run()
     failures = [r.levelno for r in caplog.records if r.getMessage() == "re-planning failed"]
-    assert failures == [logging.ERROR] + [logging.DEBUG] * 2
+    # a window's failed plan is tried again at the next ticks (controller/window.py), each failing too
+    assert len(failures) > 3 and failures == [logging.ERROR] + [logging.DEBUG] * (len(failures) - 1)
     works = [m for m in caplog.messages if "works again" in m]
-    assert works == ["re-planning works again after 3 failed in a row"]
+    assert works == [f"re-planning works again after {len(failures)} failed in a row"]
 
 
 async def test_new_routes_between_windows_do_not_end_a_run_of_fallbacks(monkeypatch, caplog):

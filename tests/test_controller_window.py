@@ -326,3 +326,31 @@ def test_a_pace_whose_plan_failed_is_planned_at_the_next_look():
     policy.allocator = solve
     paced = controller.maybe_replan(2.0, 8)
     assert paced is not None and not paced.rerouted and paced is not as_profiled
+
+
+def test_a_window_whose_plan_failed_is_planned_at_the_next_look():
+    """The full plan a window closes for fails (the MILP process stalled or died during it): the allocation it was to
+    make is still due at the next look. Left to the next window, misses that had turned into three times as many hits
+    were served for another whole window by workers all at level 0, where the window before had put them: only their
+    routes moved."""
+    policy = make_policy("argus", PROFILE, SIM, SimilarityPredictor(TABLE))
+    solve = policy.allocator
+    controller = Controller(policy, ControllerConfig(window_s=10.0), now=0.0)
+    for t in range(0, 20):
+        controller.maybe_replan(float(t), 8)
+        arrive(controller, 0 if t < 10 else 25, 1 if t < 10 else 3)
+    before = controller.plan
+
+    def died(*args):
+        raise RuntimeError("the MILP process ended")
+
+    policy.allocator = died
+    with pytest.raises(RuntimeError):
+        controller.maybe_replan(20.0, 8)  # the window closes on 3 images/s of class 25
+    policy.allocator = solve
+    retried = controller.maybe_replan(20.1, 8)
+    assert retried is not None and not retried.rerouted and retried.created_at == 20.1
+    assert retried.total_demand_rps == pytest.approx(1.05 * 3.0)  # what the window closed on (fast attack)
+    # every worker was at 0 for the misses; re-routed alone, they served the 3 images/s from there, at its capacity
+    assert before.workers_per_level[0] == 8 and retried.workers_per_level[0] < 8
+    assert controller.maybe_replan(20.2, 8) is None  # made once, not at every look
