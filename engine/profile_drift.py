@@ -15,6 +15,7 @@ is also said in a warning naming the cure (`argus profile latency` on these work
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections import deque
@@ -60,8 +61,9 @@ class ProfileDrift:
         return self.ratio if self._pacing else 1.0
 
     def batch_ran(self, predicted_s: float, observed_s: float) -> None:
-        # NaN, which a worker's message can carry, would pass the median through (a NaN sorts nowhere), and the pace
-        if predicted_s < _SHORTEST_PREDICTED_S or not observed_s > 0:
+        # NaN, which a worker's message can carry, would pass the median through (a NaN sorts nowhere), and the pace;
+        # infinity too, from a worker that says it every batch: a pace the controller cannot scale its profile by
+        if predicted_s < _SHORTEST_PREDICTED_S or not 0 < observed_s < math.inf:
             return
         self._recent.append(observed_s / predicted_s)
         ratio = self._ratio = statistics.median(self._recent)

@@ -78,6 +78,16 @@ def test_a_run_time_of_nan_leaves_the_pace_alone():
     assert paces == [pytest.approx(2.0)] * 50 and ratios[-51:] == [pytest.approx(2.0)] * 51
 
 
+def test_run_times_of_infinity_leave_the_pace_alone():
+    """msgpack carries infinity as it does NaN: a worker whose every BatchDone said so set the engine's pace to
+    infinity, and the controller, given the profile scaled by it (which a profile refuses), failed every re-plan from
+    then on, whatever the load or the fleet did."""
+    drift, ratios = _drift()
+    for _ in range(60):
+        drift.batch_ran(1.0, float("inf"))
+    assert drift.pace == 1.0 and drift.ratio == 1.0 and not ratios
+
+
 def test_the_pace_is_the_ratio_while_far_and_steady_and_1_once_back_close():
     drift, _ = _drift()
     for _ in range(49):
