@@ -7,6 +7,7 @@ import gc
 import threading
 import weakref
 
+import hnswlib
 import numpy as np
 import pytest
 from waiting import wait_for
@@ -183,20 +184,54 @@ def test_what_comes_and_goes_while_a_graph_is_built_is_applied_to_the_new_one():
     assert all(index.nearest(vectors[i])[0] in ids for i in range(0, ids[0], 37))  # removed: never found
 
 
-def test_the_graph_hands_back_the_vectors_hnswlib_holds_after_removals_and_later_inserts():
-    """vectors() reads hnswlib's pickle state, not get_items (112 ms for 1,638 vectors, which a checkpoint held the
-    cache thread for): the same vectors, for ids in any order, after removals or not."""
-    vectors = unit_rows(GRAPH_ABOVE + 64, 16)
-    index = VectorIndex(16)
-    index.add_many(list(range(len(vectors))), vectors)
+def hnswlib_copies_refused(monkeypatch) -> None:
+    """hnswlib's ways to hand its vectors back raise: each holds the GIL, and its pickle state copies the whole graph
+    (at 20,000 prompts of 1024 dims a checkpoint paused the engine's other threads 54 to 158 ms)."""
+
+    def refused(*args, **kwargs):
+        raise AssertionError("read hnswlib's copy of its vectors")
+
+    for name in ("__getstate__", "get_items"):
+        monkeypatch.setattr(hnswlib.Index, name, refused)
+
+
+def assert_vectors_are_hnswlibs_without_asking_it(index: VectorIndex, ids: list[int], monkeypatch) -> None:
+    graph = index._search._index
+    expected = np.asarray(graph.get_items(ids, return_type="numpy"), dtype=np.float32)
+    with monkeypatch.context() as patched:
+        hnswlib_copies_refused(patched)
+        np.testing.assert_array_equal(index.vectors(ids), expected)
+
+
+def test_the_graph_hands_back_the_vectors_hnswlib_holds_without_asking_it(monkeypatch):
+    """From the matrix kept beside it, for ids in any order, after removals and later inserts, and after a rebuild."""
+    live = LIVE
+    index, vectors = full_graph(live)
     for i in range(0, 64, 2):
         index.remove(i)
     index.add_many(list(range(5000, 5032)), unit_rows(32, 16, seed=2))
-    ids = [5031, 1, GRAPH_ABOVE + 63, 5000, *range(64, 100)]
-    graph = index._search._index
-    expected = np.asarray(graph.get_items(ids, return_type="numpy"), dtype=np.float32)
-    np.testing.assert_array_equal(index.vectors(ids), expected)
-    np.testing.assert_allclose(index.vectors([1, GRAPH_ABOVE + 63]), vectors[[1, GRAPH_ABOVE + 63]], rtol=1e-6)
+    assert_vectors_are_hnswlibs_without_asking_it(index, [5031, 1, live - 1, 5000, *range(64, 100)], monkeypatch)
+    np.testing.assert_allclose(index.vectors([1, live - 1]), vectors[[1, live - 1]], rtol=1e-6)
+
+    index, vectors = full_graph(live * 3)
+    first = index._search._index
+    churn(index, vectors, live, live + 3, live)  # the removed outnumber the live: a rebuild is asked for
+    index._search._rebuild.result()
+    index.nearest(vectors[0])  # takes it
+    assert index._search._index is not first
+    live_now = list(range(live + 3, 2 * live + 3))
+    assert_vectors_are_hnswlibs_without_asking_it(index, live_now[::-1], monkeypatch)
+
+
+def test_vectors_are_a_copy_that_later_changes_leave_as_they_were():
+    """A snapshot keeps them while the cache goes on: removing a prompt moves the matrix's last row into its own."""
+    index, vectors = full_graph(LIVE + 1)
+    ids = list(range(LIVE))
+    held = index.vectors(ids)
+    index.remove(0)  # row 0 now holds the vector of LIVE - 1
+    index.add(LIVE, vectors[LIVE])
+    np.testing.assert_allclose(held, vectors[:LIVE], rtol=1e-6)
+    np.testing.assert_array_equal(index.vectors(ids[1:]), held[1:])
 
 
 @pytest.mark.parametrize("count", [1, GRAPH_ABOVE + 1])

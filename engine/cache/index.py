@@ -7,10 +7,15 @@ fixed table of 65,536 label locks): a cache with 2 prompts in each of 300 shapes
 grew by 792 MB when each shape had a graph. Up to GRAPH_ABOVE prompts, a shape's
 unit vectors are the rows of one numpy matrix and a lookup takes the dot product
 with each (exact, so recall is 100%); the same cache now grows by 3.1 MB. A shape
-that grows past GRAPH_ABOVE gets a graph built from its vectors, and goes back to
+that grows past GRAPH_ABOVE gets a graph built from its vectors, beside the
+matrix, which it keeps in step and which hands the vectors back (a snapshot's,
+a rebuild's): hnswlib gives its own back only in a copy of the whole graph that
+holds the GIL, and with it every other thread (the engine's event loop
+included) for as long as it takes (see _Graph). The shape goes back to
 the matrix when it shrinks to EXACT_AT, or to GRAPH_ABOVE in a graph that grew to
-four times what is left (a lookup walks past removed prompts' nodes). Removal from the matrix moves its last row
-into the freed one; from the graph it marks the id deleted. A graph inserts into
+four times what is left (a lookup walks past removed prompts' nodes), keeping the
+matrix alone. Removal from the matrix moves its last row into the freed one;
+from the graph it marks the id deleted too. A graph inserts into
 fresh slots and, once its removed nodes outnumber its live ones, is built anew
 from the live vectors on a thread of its own (`argus-cache-graph`) while the old
 one serves; the cache thread takes the new one at its next call, with what came
@@ -66,8 +71,6 @@ _ID_LIMIT = 1 << 64
 # a graph is built anew once its removed nodes outnumber its live ones (and this many): a rebuild costs about 0.1 to
 # 0.2 ms a live prompt of the builder thread, which hnswlib runs without the GIL
 REBUILD_AFTER_REMOVED = GRAPH_ABOVE
-# the layout of hnswlib's pickle state (Index.__getstate__) that _Graph.vectors reads: 0.8's
-_HNSW_STATE_VERSION = 1
 
 
 class _Builder:
@@ -133,11 +136,10 @@ class VectorIndex:
         if not np.isfinite(vectors).all():
             raise ValueError("vectors must be finite")
         ids, vectors = [int(i) for i in ids], _unit(vectors)
-        if isinstance(self._search, _Exact) and len(self) + len(ids) > GRAPH_ABOVE:
-            held_ids, held = self._search.items()  # the graph is built from all of them in one batch
-            ids, vectors = held_ids + ids, np.concatenate([held, vectors])
-            self._search = _Graph(self.dim, capacity=len(ids))
+        crossing = isinstance(self._search, _Exact) and len(self) + len(ids) > GRAPH_ABOVE
         self._search.add(ids, vectors)
+        if crossing:
+            self._search = _Graph(self._search)  # built from all of them in one batch
 
     def remove(self, item_id: int) -> None:
         self._search.remove(item_id)
@@ -145,9 +147,7 @@ class VectorIndex:
         # walks past the removed prompts' nodes (300 left of 20,000: 10.8 ms of CPU, exact search 65 us)
         search = self._search
         if isinstance(search, _Graph) and len(search) <= max(EXACT_AT, min(GRAPH_ABOVE, search.capacity // 4)):
-            exact = _Exact(self.dim)
-            exact.add(*search.items())
-            self._search = exact
+            self._search = search.exact
             search.give_up_rebuild()
 
     def nearest(self, vector: np.ndarray) -> tuple[int, float] | None:
@@ -180,6 +180,7 @@ class _Exact:
     """Live vectors packed in the first rows of one matrix: row i holds the vector of _ids[i]."""
 
     def __init__(self, dim: int):
+        self.dim = dim
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._ids: list[int] = []
         self._rows: dict[int, int] = {}
@@ -227,21 +228,35 @@ class _Exact:
         return [self._ids[row] for row in rows.tolist()], best
 
     def vectors(self, ids: list[int]) -> np.ndarray:
+        """A copy, which numpy takes without the GIL."""
         return self._matrix[[self._rows[i] for i in ids]]
 
     def items(self) -> tuple[list[int], np.ndarray]:
+        """The live ids and their rows: a view, which the next change to this matrix changes."""
         return list(self._ids), self._matrix[: len(self._ids)]
 
 
 class _Graph:
-    def __init__(self, dim: int, capacity: int):
-        self._dim = dim
-        self._index = _new_graph(dim, capacity)
-        self._live: set[int] = set()
+    """An HNSW graph of the vectors of a matrix (`exact`), kept in step with it; the matrix hands them back.
+
+    hnswlib hands its vectors back only holding the GIL, which pauses every other Python thread, the engine's event
+    loop included (HTTP replies, /health, worker messages), whichever thread asks: its pickle state
+    (Index.__getstate__) copies the whole graph, links and all: a snapshot of 20,000 prompts of 1024 dims took 0.12 to
+    0.49 s, and paused a thread ticking beside it 54 to 158 ms; get_items builds each vector through a list, 120 us a
+    vector. numpy copies rows of the matrix letting the GIL go: 17 to 46 ms for those 20,000, and the ticking thread's
+    longest pause during the snapshot 5 to 13 ms, as long as it pauses idle on this loaded 2-core machine.
+    The price is the vectors a second time, 4 bytes a dimension a prompt (docs/cache.md, "Memory outside max_bytes").
+    """
+
+    def __init__(self, exact: _Exact):
+        self.exact = exact  # the live prompts, by id, with their vectors
+        self._dim = exact.dim
+        self._index = _new_graph(exact.dim, len(exact))
+        _add(self._index, *exact.items())
         # a graph being built anew from the live vectors, and what came and went since its vectors were read: ids
-        # added (with their vectors) and ids removed, applied to it when it is taken
+        # added and ids removed, applied to it when it is taken
         self._rebuild: Future[hnswlib.Index] | None = None
-        self._added_since: dict[int, np.ndarray] = {}
+        self._added_since: set[int] = set()
         self._removed_since: set[int] = set()
         # prompts removed since the graph was built (or a rebuild failed): built anew once they outnumber the live
         self._worn = 0
@@ -251,10 +266,10 @@ class _Graph:
         self._reuse_slots = False
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self.exact)
 
     def __contains__(self, item_id: int) -> bool:
-        return item_id in self._live
+        return item_id in self.exact
 
     @property
     def capacity(self) -> int:
@@ -262,19 +277,23 @@ class _Graph:
 
     def add(self, ids: list[int], unit_vectors: np.ndarray) -> None:
         self._take_rebuilt()
-        reusable = self._index.get_current_count() - len(self._live) if self._reuse_slots else 0
+        reusable = self._index.get_current_count() - len(self.exact) if self._reuse_slots else 0
         _add(self._index, ids, unit_vectors, reusable)
-        self._live.update(ids)
+        self.exact.add(ids, unit_vectors)
         if self._rebuild is not None:
-            self._added_since.update(zip(ids, unit_vectors, strict=True))
+            self._added_since.update(ids)
         self._rebuild_if_worn()
 
     def remove(self, item_id: int) -> None:
         self._take_rebuilt()
         self._index.mark_deleted(item_id)
-        self._live.remove(item_id)
+        self.exact.remove(item_id)
         self._worn += 1
-        if self._rebuild is not None and self._added_since.pop(item_id, None) is None:
+        if self._rebuild is None:
+            return
+        if item_id in self._added_since:
+            self._added_since.remove(item_id)
+        else:
             self._removed_since.add(item_id)
 
     def give_up_rebuild(self) -> None:
@@ -283,17 +302,18 @@ class _Graph:
             self._rebuild.cancel()
 
     def _rebuild_if_worn(self) -> None:
-        if self._rebuild is not None or self._worn <= max(len(self._live), REBUILD_AFTER_REMOVED):
+        if self._rebuild is not None or self._worn <= max(len(self.exact), REBUILD_AFTER_REMOVED):
             return
-        ids, vectors = self.items()  # a copy: the builder reads nothing the cache thread changes
-        self._rebuild = _BUILDER.submit(_built, self._dim, ids, vectors)
+        ids, vectors = self.exact.items()
+        # a copy: the builder reads nothing the cache thread changes
+        self._rebuild = _BUILDER.submit(_built, self._dim, ids, vectors.copy())
 
     def _take_rebuilt(self) -> None:
         """Serves from the graph built anew once it is done, with what came and went since applied to it."""
         if self._rebuild is None or not self._rebuild.done():
             return
         rebuild, self._rebuild = self._rebuild, None
-        added, self._added_since = self._added_since, {}
+        added, self._added_since = self._added_since, set()
         removed, self._removed_since = self._removed_since, set()
         # its exception, not result() raising it: raised here, its traceback held this frame, which held the future and
         # so the exception, a cycle keeping the vectors the build was given (8 MB at 2,000 prompts of 1024 dims) until
@@ -313,7 +333,7 @@ class _Graph:
         for item_id in removed:
             graph.mark_deleted(item_id)
         if added:
-            _add(graph, list(added), np.stack(list(added.values())))
+            _add(graph, list(added), self.exact.vectors(list(added)))
         self._index, self._worn, self._reuse_slots = graph, len(removed), False
 
     def nearest_many(self, unit_queries: np.ndarray) -> tuple[list[int], np.ndarray]:
@@ -322,22 +342,7 @@ class _Graph:
         return labels[:, 0].tolist(), 1.0 - distances[:, 0]
 
     def vectors(self, ids: list[int]) -> np.ndarray:
-        """Read from hnswlib's pickle state, which hands back the graph's level-0 block (each element's links,
-        vector and label) in one copy: get_items builds each vector through a list, 68 us a vector here (1,638
-        vectors of 1024 dims: 112 ms against 1 to 3 ms, and a checkpoint holds the cache thread for it)."""
-        state = self._index.__getstate__()[0]
-        if state["ser_version"] != _HNSW_STATE_VERSION:  # another layout: the slow way, still right
-            return np.asarray(self._index.get_items(ids, return_type="numpy"), dtype=np.float32)
-        size, start = state["size_data_per_element"], state["offset_data"]
-        block = state["data_level0"].reshape(-1, size)  # int8, one row per element, cur_element_count rows
-        labels, internal_ids = state["label_lookup_external"].tolist(), state["label_lookup_internal"].tolist()
-        internal = dict(zip(labels, internal_ids, strict=True))
-        rows = block[[internal[i] for i in ids], start : start + 4 * self._index.dim]  # a copy: fancy indexing
-        return rows.view(np.float32)
-
-    def items(self) -> tuple[list[int], np.ndarray]:
-        ids = list(self._live)
-        return ids, self.vectors(ids)
+        return self.exact.vectors(ids)
 
 
 def _new_graph(dim: int, capacity: int) -> hnswlib.Index:
