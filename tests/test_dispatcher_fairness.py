@@ -5,6 +5,7 @@ client's jobs keep the order of their deadlines."""
 import pytest
 from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
 
+from engine.fair_share import fair_rank
 from protocols.client_messages import Images
 
 
@@ -146,3 +147,13 @@ async def test_a_job_late_by_its_deadline_sheds_another_clients_costlier_job_whi
     await settle()
     assert all(isinstance(r.future.result(), Images) for r in in_time)
     assert all(r.future.result().code == "deadline_exceeded" for r in flood_hits[1:])
+
+
+def test_a_job_ranks_by_its_start_by_time_when_no_other_client_shares_or_its_client_has_nothing_queued():
+    """A fair point only ever puts a job back behind its own client's queued work while others share the fleet: a
+    lone client's job with a backlog before it, and a sharing client's first job past the time it must start by
+    (served late), rank by that time. Ranked at `now`, that late job would count as put back behind no one and
+    shed only its own client's jobs."""
+    assert fair_rank(start_by=5.0, now=10.0, queued_s=30.0, sharing=1, workers=2) == 5.0
+    assert fair_rank(start_by=5.0, now=10.0, queued_s=0.0, sharing=3, workers=2) == 5.0
+    assert fair_rank(start_by=5.0, now=10.0, queued_s=4.0, sharing=3, workers=2) == 16.0  # 10 + 4 s at 2 of 3 shares
