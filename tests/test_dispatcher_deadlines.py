@@ -97,6 +97,35 @@ async def test_a_costly_job_is_shed_so_that_two_cheaper_ones_behind_it_meet_thei
     assert all(isinstance(hit.future.result(), Images) for hit in hits)
 
 
+async def test_a_job_shed_leaves_its_time_once_so_a_later_late_job_still_sheds():
+    """A miss shed for a hit behind it takes its second off the work before the jobs behind once: taken off twice
+    (as shed, and again as its request's images dropped), the two hits late behind a second miss were judged to
+    end a second early, and the second miss was shed only at a later sweep, answered later than it could have
+    been."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    first_miss = h.request(slo_ms=2_100, prompt="miss")  # must start within 1.1 s: it goes first
+    first_hit = h.request(slo_ms=2_000, level=25, k_star=25, prompt="hit")  # would end at 2.5 s behind it: sheds it
+    second_miss = h.request(slo_ms=3_000, prompt="miss")  # ends at 2.5 s behind the first hit
+    # behind it they would end at 3 s and 3.5 s, late; without it at 2 s and 2.5 s
+    hits = [h.request(slo_ms=slo_ms, level=25, k_star=25, prompt="hit") for slo_ms in (2_900, 3_000)]
+    h.dispatcher.sweep()
+    await settle()
+    assert first_miss.future.result().code == "deadline_exceeded"
+    assert second_miss.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 2
+    h.clock.now += 1
+    for hit in (first_hit, *hits):  # each in turn, in time
+        assert not hit.done
+        h.finish(a, h.batches()[-1])
+        assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
+        h.clock.now += 0.5
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert all(isinstance(hit.future.result(), Images) for hit in (first_hit, *hits))
+
+
 async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_behind_them():
     """A request of two misses shed for a hit behind it still weighed on the jobs behind with its other miss, which
     no worker would ever run: a miss that made its deadline was shed too, for a hit that made its own without it."""
