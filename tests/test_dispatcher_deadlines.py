@@ -339,6 +339,23 @@ async def test_an_image_moved_up_twice_is_counted_once():
     assert h.metrics.escalated._value.get() == 1
 
 
+async def test_a_job_moved_up_while_queued_counts_at_its_new_level_for_the_jobs_behind_it():
+    """A queued job moved up a level in a sweep takes half the time: counted still at its old level, a request
+    behind it that makes its deadline at its own level was judged late and moved up too, from a latent further from
+    its prompt than it needed (fewer of its own steps)."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy for 1 s
+    fallbacks = (Fallback(25, 25, "latent-25"),)
+    moved = h.request(slo_ms=2_400, fallbacks=fallbacks)  # at level 0 after the wait, it ends at 2 s: in time
+    h.request(slo_ms=1_600, level=25, k_star=25)  # must start sooner: 0.5 s of work goes before the first one
+    h.dispatcher.sweep()  # behind it, 0.9 s left: up to level 25 (0.5 s)
+    assert moved.jobs[0].level == 25
+    behind = h.request(slo_ms=3_200, fallbacks=fallbacks)  # after 1 s of work, at level 0 it ends at 3 s: in time
+    assert behind.jobs[0].level == 0 and not behind.done
+    assert h.metrics.escalated._value.get() == 1
+
+
 async def test_an_upgrade_below_k_star_is_kept_only_on_a_free_worker():
     h = Harness(profile=THREE_LEVELS, inflight_batches_per_worker=1, escalate=True)
     h.add_worker("a", max_batch=1)
