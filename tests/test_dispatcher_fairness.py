@@ -6,6 +6,7 @@ import pytest
 from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
 
 from engine.fair_share import fair_rank
+from engine.jobs import Fallback
 from protocols.client_messages import Images
 
 
@@ -61,6 +62,20 @@ async def test_a_flood_of_hits_sheds_its_own_jobs_not_a_light_clients_miss():
     late = [r for r in flood if not isinstance(r.future.result(), Images)]
     assert late and all(r.future.result().code == "deadline_exceeded" for r in late)
     assert len(late) < len(flood)  # the flood is served beside it, as far as the fleet makes its deadlines
+
+
+async def test_a_backlog_ranked_again_as_a_second_client_comes_leaves_no_work_behind_once_served():
+    """Ranked again, a queued job is counted once, at its new place: counted at both, it left its time behind it
+    once sent, for good, and a request that comes later, with a second to spare at its own level, was judged late
+    behind that phantom and moved up to its neighbour's latent."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True, slo_s=2.0)
+    a = h.add_worker("a", max_batch=1)
+    first = [h.request(prompt="flood", client="flood"), h.request(prompt="flood", level=25, client="flood")]
+    light = h.request(slo_ms=5_000, prompt="light", client="light")  # the second client: the flood's hit ranked again
+    served_in_order(h, a, lambda: all(r.done for r in [*first, light]))
+    h.request(slo_ms=10_000, client="light")  # the worker is busy for 1 s
+    later = h.request(slo_ms=2_400, client="light", fallbacks=(Fallback(25, 25, "latent-25"),))
+    assert later.jobs[0].level == 0 and h.metrics.escalated._value.get() == 0
 
 
 @pytest.mark.parametrize("visited", [False, True], ids=["alone-from-the-start", "after-another-client-left"])
