@@ -151,6 +151,35 @@ async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_
     assert all(isinstance(r.future.result(), Images) for r in (first_hit, miss, second_hit))
 
 
+async def test_the_other_images_of_a_request_shed_are_not_shed_again_for_a_job_behind_them():
+    """The other image of a request shed, taken off the work before the jobs behind it, stays off: left in the
+    heap a later late job sheds from, it was shed a second time (its request already answered), taking its 1.5 s
+    off the work again. The late hit then counted itself in time and kept the miss before it: the miss was shed
+    only at a later sweep, and answered later than it could have been."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    pair = h.request(n=2, slo_ms=3_900, steps=75, prompt="pair")  # 1.5 s each, to start by 2.4 s
+    first_hit = h.request(slo_ms=3_000, level=25, k_star=25, prompt="hit")  # would end at 4.5 s behind the pair
+    miss = h.request(slo_ms=3_600, prompt="miss")  # ends at 2.5 s behind the first hit
+    # behind the miss they would end at 3 s, 3.5 s and 4 s; without it, at 2 s, 2.5 s and 3 s
+    hits = [h.request(slo_ms=3_200, level=25, k_star=25, prompt="hit") for _ in range(3)]
+    h.dispatcher.sweep()
+    await settle()
+    assert pair.future.result().code == "deadline_exceeded"
+    assert miss.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 2
+    h.clock.now += 1
+    for hit in (first_hit, *hits):  # each in turn, in time
+        assert not hit.done
+        h.finish(a, h.batches()[-1])
+        assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
+        h.clock.now += 0.5
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert all(isinstance(hit.future.result(), Images) for hit in (first_hit, *hits))
+
+
 async def test_an_image_that_shed_its_own_request_sheds_no_other():
     """An image late behind the costlier images of its own request shed one of them, answering its own request, and
     went on shedding others' images, for a request already answered: each such request was answered
