@@ -460,6 +460,20 @@ async def test_a_job_is_judged_by_the_worker_that_frees_first_not_the_one_it_que
     assert h.batches("a")[-1].items[0].request_id == urgent.jobs[0].job_id  # a takes it, in time
 
 
+async def test_a_job_late_behind_the_jobs_queued_before_it_moves_up_as_it_is_queued():
+    """Late only behind the queue (the wait alone leaves it time at its level), a job moves up as it is queued, not
+    at the next sweep: it takes its faster level's place in the order from the start, and the jobs judged behind it
+    in the meantime count its faster time."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    h.request(slo_ms=2_000)  # to start by 1 s: it goes first, and ends at 2 s
+    # at level 0 it would end at 3 s, 0.2 s late; from its neighbour's level 25, at 2.5 s
+    moved = h.request(slo_ms=2_800, fallbacks=(Fallback(25, 25, "latent-25"),))
+    assert moved.jobs[0].level == 25 and not moved.done
+    assert h.metrics.escalated._value.get() == 1
+
+
 async def test_jobs_queued_to_go_after_a_job_do_not_move_it_up_a_level():
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
     a = h.add_worker("a", max_batch=1)
