@@ -288,6 +288,19 @@ async def test_requests_served_late_leave_in_whole_batches():
     assert sum(request.done for request in late) == 4
 
 
+async def test_a_request_served_late_when_told_to_still_runs_alone_while_alone_it_is_in_time():
+    """Whole batches are for the jobs that are late anyway: a job that makes its deadline only alone still goes
+    alone when the engine serves late, not four at once, late."""
+    h = Harness(profile=PROFILE, serve_late=True)
+    a = h.add_worker("a", max_batch=4)
+    h.request()  # runs for 1 s
+    for _ in range(4):
+        h.request(slo_ms=2_500)  # 1.5 s left once the worker frees: one image (1 s) fits, two (2 s) do not
+    h.clock.now += 1
+    h.finish(a, h.batches()[0])
+    assert [len(batch.items) for batch in h.batches()] == [1, 1]
+
+
 async def test_a_request_whose_deadline_passes_while_its_image_runs_is_answered_then():
     """A worker slower than its profile (or hung): before, the request waited for its answer, however late."""
     h = Harness(profile=PROFILE)
