@@ -58,12 +58,16 @@ async def test_images_with_a_negative_prompt_batch_only_with_others_that_have_on
     h = Harness(inflight_batches_per_worker=1)
     a = h.add_worker("a", max_batch=4)
     h.request(prompt="first")
-    for negative in ("blurry", None, "", "dark", None):
-        h.request(negative=negative)
+    for i, negative in enumerate(("blurry", None, "", "dark", None)):
+        h.request(prompt=f"image {i}", negative=negative)
     h.finish(a, h.batches()[0])
     h.finish(a, h.batches()[1])
-    items = [[item.negative_prompt for item in b.items] for b in h.batches()[1:]]
-    assert items == [["blurry", "dark"], [None, None, None]]  # "" asks for none, as null does
+    # each item carries its own request's prompts; "" asks for no negative prompt, as null does
+    items = [[(item.prompt, item.negative_prompt) for item in b.items] for b in h.batches()[1:]]
+    assert items == [
+        [("image 0", "blurry"), ("image 3", "dark")],
+        [("image 1", None), ("image 2", None), ("image 4", None)],
+    ]
 
 
 async def test_pngs_that_differ_only_in_output_compression_batch_together():
