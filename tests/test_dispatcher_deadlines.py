@@ -344,15 +344,16 @@ async def test_a_request_whose_deadline_passes_while_its_image_runs_is_served_la
     assert isinstance(late.future.result(), Images)
 
 
-async def test_batches_stop_at_the_size_the_head_deadline_allows():
+# 2.5 s left: a batch of 2 (2 s) fits, a batch of 3 (3 s) does not; 3.5 s left: 3 fits, 4 (4 s) does not
+@pytest.mark.parametrize("slo_ms, fits", [(2_500, 2), (3_500, 3)])
+async def test_batches_stop_at_the_size_the_head_deadline_allows(slo_ms, fits):
     h = Harness(profile=PROFILE, inflight_batches_per_worker=1)
     a = h.add_worker("a", max_batch=4)
     h.request()  # occupies the worker while the rest queue
     for _ in range(4):
-        h.request(slo_ms=2_500)
+        h.request(slo_ms=slo_ms)
     h.finish(a, h.batches()[0])
-    # 2.5 s left: a batch of 2 (2 s) fits, a batch of 3 (3 s) does not
-    assert [len(b.items) for b in h.batches()] == [1, 2]
+    assert [len(b.items) for b in h.batches()] == [1, fits]
 
 
 async def test_a_late_job_moves_up_only_as_far_as_its_deadline_needs():
