@@ -78,6 +78,18 @@ async def test_a_backlog_ranked_again_as_a_second_client_comes_leaves_no_work_be
     assert later.jobs[0].level == 0 and h.metrics.escalated._value.get() == 0
 
 
+async def test_a_client_counts_as_sharing_until_the_work_queued_when_it_came_is_done():
+    """Past its SLO a flood counts as long as its backlog takes the fleet: on one worker, its 8 s queued behind its
+    last request; a light client coming 7 s on shares the fleet with it, its request ranked beside the backlog."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    h.add_worker("a", max_batch=1)
+    for _ in range(10):  # one runs, nine queue: 8 s of work before the last
+        h.request(prompt="flood", client="flood")
+    h.clock.now += 7
+    h.request(slo_ms=5_000, prompt="light", client="light")
+    assert sample(h, "argus_sharing_clients") == 2 and sample(h, "argus_fair_deferrals_total") > 0
+
+
 @pytest.mark.parametrize("visited", [False, True], ids=["alone-from-the-start", "after-another-client-left"])
 async def test_a_lone_clients_jobs_keep_the_order_of_their_deadlines(visited):
     """With no other client, there is no one to share with: a request with a near deadline goes before the ones
