@@ -78,6 +78,20 @@ async def test_a_backlog_ranked_again_as_a_second_client_comes_leaves_no_work_be
     assert later.jobs[0].level == 0 and h.metrics.escalated._value.get() == 0
 
 
+async def test_a_backlog_ranked_again_puts_each_job_behind_its_clients_work_before_it_at_a_fair_share():
+    """As a second client comes, each of the first's queued jobs ranks at its fair point: when the work its client
+    queued before it would be done at half the fleet (each second of its work taking two): 0 s, 2 s and 4 s on,
+    the first ranked by when it must start (1 s). The light request, to start by 3 s, goes between the second and
+    third; with a second too many counted before them, the flood's second job went behind it too."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=2.0)
+    a = h.add_worker("a", max_batch=1)
+    flood = [h.request(prompt="flood", client="flood") for _ in range(4)]  # one runs, three queue
+    light = h.request(slo_ms=4_000, prompt="light", client="light")
+    ids = [r.jobs[0].job_id for r in [*flood, light]]  # a request answered lets go of its jobs
+    sent = served_in_order(h, a, lambda: all(r.done for r in [*flood, light]))
+    assert sent == [ids[0], ids[1], ids[2], ids[4], ids[3]]
+
+
 async def test_a_client_counts_as_sharing_until_the_work_queued_when_it_came_is_done():
     """Past its SLO a flood counts as long as its backlog takes the fleet: on one worker, its 8 s queued behind its
     last request; a light client coming 7 s on shares the fleet with it, its request ranked beside the backlog."""
