@@ -97,6 +97,12 @@ def test_demand_shift():
     assert demand_shift({5: 1.0}, {}) == float("inf")
 
 
+def test_a_demand_shift_under_one_image_a_second_is_its_share_of_the_plan():
+    """At a trickle (a plan for half an image a second) a shift is still a share of what was planned: counted as
+    infinite whenever anything moved, the controller re-routed at every look however little demand moved."""
+    assert demand_shift({5: 0.55}, {5: 0.5}) == pytest.approx(0.1)
+
+
 def test_an_image_counts_as_the_worker_time_its_steps_take_at_its_level():
     work = WorkPerImage(PROFILE)  # sdxl_a100: 0.6 s + 0.09 s per step run, at N = 50
     assert work(0, 50) == work(25, 50) == 1.0

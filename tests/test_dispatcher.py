@@ -58,12 +58,31 @@ async def test_images_with_a_negative_prompt_batch_only_with_others_that_have_on
     h = Harness(inflight_batches_per_worker=1)
     a = h.add_worker("a", max_batch=4)
     h.request(prompt="first")
-    for negative in ("blurry", None, "", "dark", None):
-        h.request(negative=negative)
+    for i, negative in enumerate(("blurry", None, "", "dark", None)):
+        h.request(prompt=f"image {i}", negative=negative)
     h.finish(a, h.batches()[0])
     h.finish(a, h.batches()[1])
-    items = [[item.negative_prompt for item in b.items] for b in h.batches()[1:]]
-    assert items == [["blurry", "dark"], [None, None, None]]  # "" asks for none, as null does
+    # each item carries its own request's prompts; "" asks for no negative prompt, as null does
+    items = [[(item.prompt, item.negative_prompt) for item in b.items] for b in h.batches()[1:]]
+    assert items == [
+        [("image 0", "blurry"), ("image 3", "dark")],
+        [("image 1", None), ("image 2", None), ("image 4", None)],
+    ]
+
+
+async def test_an_image_tells_how_long_it_queued_and_ran():
+    """queue_ms is from the request's admission until the batch that made the image was sent, in milliseconds;
+    run_ms is the worker's own figure."""
+    h = Harness(inflight_batches_per_worker=1)
+    a = h.add_worker("a", max_batch=1)
+    h.request()  # occupies the worker while the next one queues
+    queued = h.request()
+    h.clock.now += 1.5
+    h.finish(a, h.batches()[0])
+    h.finish(a, h.batches()[1], run_ms=250.0)
+    await settle()
+    image = queued.future.result().images[0]
+    assert (image.queue_ms, image.run_ms) == (pytest.approx(1500.0), 250.0)
 
 
 async def test_pngs_that_differ_only_in_output_compression_batch_together():

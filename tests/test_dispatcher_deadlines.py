@@ -97,6 +97,35 @@ async def test_a_costly_job_is_shed_so_that_two_cheaper_ones_behind_it_meet_thei
     assert all(isinstance(hit.future.result(), Images) for hit in hits)
 
 
+async def test_a_job_shed_leaves_its_time_once_so_a_later_late_job_still_sheds():
+    """A miss shed for a hit behind it takes its second off the work before the jobs behind once: taken off twice
+    (as shed, and again as its request's images dropped), the two hits late behind a second miss were judged to
+    end a second early, and the second miss was shed only at a later sweep, answered later than it could have
+    been."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    first_miss = h.request(slo_ms=2_100, prompt="miss")  # must start within 1.1 s: it goes first
+    first_hit = h.request(slo_ms=2_000, level=25, k_star=25, prompt="hit")  # would end at 2.5 s behind it: sheds it
+    second_miss = h.request(slo_ms=3_000, prompt="miss")  # ends at 2.5 s behind the first hit
+    # behind it they would end at 3 s and 3.5 s, late; without it at 2 s and 2.5 s
+    hits = [h.request(slo_ms=slo_ms, level=25, k_star=25, prompt="hit") for slo_ms in (2_900, 3_000)]
+    h.dispatcher.sweep()
+    await settle()
+    assert first_miss.future.result().code == "deadline_exceeded"
+    assert second_miss.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 2
+    h.clock.now += 1
+    for hit in (first_hit, *hits):  # each in turn, in time
+        assert not hit.done
+        h.finish(a, h.batches()[-1])
+        assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
+        h.clock.now += 0.5
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert all(isinstance(hit.future.result(), Images) for hit in (first_hit, *hits))
+
+
 async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_behind_them():
     """A request of two misses shed for a hit behind it still weighed on the jobs behind with its other miss, which
     no worker would ever run: a miss that made its deadline was shed too, for a hit that made its own without it."""
@@ -120,6 +149,35 @@ async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_
     h.finish(a, h.batches()[-1])
     await settle()
     assert all(isinstance(r.future.result(), Images) for r in (first_hit, miss, second_hit))
+
+
+async def test_the_other_images_of_a_request_shed_are_not_shed_again_for_a_job_behind_them():
+    """The other image of a request shed, taken off the work before the jobs behind it, stays off: left in the
+    heap a later late job sheds from, it was shed a second time (its request already answered), taking its 1.5 s
+    off the work again. The late hit then counted itself in time and kept the miss before it: the miss was shed
+    only at a later sweep, and answered later than it could have been."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    a = h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    pair = h.request(n=2, slo_ms=3_900, steps=75, prompt="pair")  # 1.5 s each, to start by 2.4 s
+    first_hit = h.request(slo_ms=3_000, level=25, k_star=25, prompt="hit")  # would end at 4.5 s behind the pair
+    miss = h.request(slo_ms=3_600, prompt="miss")  # ends at 2.5 s behind the first hit
+    # behind the miss they would end at 3 s, 3.5 s and 4 s; without it, at 2 s, 2.5 s and 3 s
+    hits = [h.request(slo_ms=3_200, level=25, k_star=25, prompt="hit") for _ in range(3)]
+    h.dispatcher.sweep()
+    await settle()
+    assert pair.future.result().code == "deadline_exceeded"
+    assert miss.future.result().code == "deadline_exceeded"
+    assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 2
+    h.clock.now += 1
+    for hit in (first_hit, *hits):  # each in turn, in time
+        assert not hit.done
+        h.finish(a, h.batches()[-1])
+        assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
+        h.clock.now += 0.5
+    h.finish(a, h.batches()[-1])
+    await settle()
+    assert all(isinstance(hit.future.result(), Images) for hit in (first_hit, *hits))
 
 
 async def test_an_image_that_shed_its_own_request_sheds_no_other():
@@ -230,6 +288,19 @@ async def test_requests_served_late_leave_in_whole_batches():
     assert sum(request.done for request in late) == 4
 
 
+async def test_a_request_served_late_when_told_to_still_runs_alone_while_alone_it_is_in_time():
+    """Whole batches are for the jobs that are late anyway: a job that makes its deadline only alone still goes
+    alone when the engine serves late, not four at once, late."""
+    h = Harness(profile=PROFILE, serve_late=True)
+    a = h.add_worker("a", max_batch=4)
+    h.request()  # runs for 1 s
+    for _ in range(4):
+        h.request(slo_ms=2_500)  # 1.5 s left once the worker frees: one image (1 s) fits, two (2 s) do not
+    h.clock.now += 1
+    h.finish(a, h.batches()[0])
+    assert [len(batch.items) for batch in h.batches()] == [1, 1]
+
+
 async def test_a_request_whose_deadline_passes_while_its_image_runs_is_answered_then():
     """A worker slower than its profile (or hung): before, the request waited for its answer, however late."""
     h = Harness(profile=PROFILE)
@@ -273,15 +344,16 @@ async def test_a_request_whose_deadline_passes_while_its_image_runs_is_served_la
     assert isinstance(late.future.result(), Images)
 
 
-async def test_batches_stop_at_the_size_the_head_deadline_allows():
+# 2.5 s left: a batch of 2 (2 s) fits, a batch of 3 (3 s) does not; 3.5 s left: 3 fits, 4 (4 s) does not
+@pytest.mark.parametrize("slo_ms, fits", [(2_500, 2), (3_500, 3)])
+async def test_batches_stop_at_the_size_the_head_deadline_allows(slo_ms, fits):
     h = Harness(profile=PROFILE, inflight_batches_per_worker=1)
     a = h.add_worker("a", max_batch=4)
     h.request()  # occupies the worker while the rest queue
     for _ in range(4):
-        h.request(slo_ms=2_500)
+        h.request(slo_ms=slo_ms)
     h.finish(a, h.batches()[0])
-    # 2.5 s left: a batch of 2 (2 s) fits, a batch of 3 (3 s) does not
-    assert [len(b.items) for b in h.batches()] == [1, 2]
+    assert [len(b.items) for b in h.batches()] == [1, fits]
 
 
 async def test_a_late_job_moves_up_only_as_far_as_its_deadline_needs():
@@ -307,6 +379,23 @@ async def test_an_image_moved_up_twice_is_counted_once():
     h.request(slo_ms=1_300, level=25)  # must start sooner: 0.2 s of work goes before the moved one
     h.dispatcher.sweep()  # 0.75 s left behind it: up again, to level 25
     assert moved.jobs[0].level == 25 and not moved.done
+    assert h.metrics.escalated._value.get() == 1
+
+
+async def test_a_job_moved_up_while_queued_counts_at_its_new_level_for_the_jobs_behind_it():
+    """A queued job moved up a level in a sweep takes half the time: counted still at its old level, a request
+    behind it that makes its deadline at its own level was judged late and moved up too, from a latent further from
+    its prompt than it needed (fewer of its own steps)."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy for 1 s
+    fallbacks = (Fallback(25, 25, "latent-25"),)
+    moved = h.request(slo_ms=2_400, fallbacks=fallbacks)  # at level 0 after the wait, it ends at 2 s: in time
+    h.request(slo_ms=1_600, level=25, k_star=25)  # must start sooner: 0.5 s of work goes before the first one
+    h.dispatcher.sweep()  # behind it, 0.9 s left: up to level 25 (0.5 s)
+    assert moved.jobs[0].level == 25
+    behind = h.request(slo_ms=3_200, fallbacks=fallbacks)  # after 1 s of work, at level 0 it ends at 3 s: in time
+    assert behind.jobs[0].level == 0 and not behind.done
     assert h.metrics.escalated._value.get() == 1
 
 
@@ -383,6 +472,20 @@ async def test_a_job_is_judged_by_the_worker_that_frees_first_not_the_one_it_que
     h.clock.now = a.busy_until
     h.finish(a, h.batches("a")[0])
     assert h.batches("a")[-1].items[0].request_id == urgent.jobs[0].job_id  # a takes it, in time
+
+
+async def test_a_job_late_behind_the_jobs_queued_before_it_moves_up_as_it_is_queued():
+    """Late only behind the queue (the wait alone leaves it time at its level), a job moves up as it is queued, not
+    at the next sweep: it takes its faster level's place in the order from the start, and the jobs judged behind it
+    in the meantime count its faster time."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    h.request(slo_ms=2_000)  # to start by 1 s: it goes first, and ends at 2 s
+    # at level 0 it would end at 3 s, 0.2 s late; from its neighbour's level 25, at 2.5 s
+    moved = h.request(slo_ms=2_800, fallbacks=(Fallback(25, 25, "latent-25"),))
+    assert moved.jobs[0].level == 25 and not moved.done
+    assert h.metrics.escalated._value.get() == 1
 
 
 async def test_jobs_queued_to_go_after_a_job_do_not_move_it_up_a_level():

@@ -5,6 +5,8 @@ client's jobs keep the order of their deadlines."""
 import pytest
 from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
 
+from engine.fair_share import fair_rank
+from engine.jobs import Fallback
 from protocols.client_messages import Images
 
 
@@ -60,6 +62,46 @@ async def test_a_flood_of_hits_sheds_its_own_jobs_not_a_light_clients_miss():
     late = [r for r in flood if not isinstance(r.future.result(), Images)]
     assert late and all(r.future.result().code == "deadline_exceeded" for r in late)
     assert len(late) < len(flood)  # the flood is served beside it, as far as the fleet makes its deadlines
+
+
+async def test_a_backlog_ranked_again_as_a_second_client_comes_leaves_no_work_behind_once_served():
+    """Ranked again, a queued job is counted once, at its new place: counted at both, it left its time behind it
+    once sent, for good, and a request that comes later, with a second to spare at its own level, was judged late
+    behind that phantom and moved up to its neighbour's latent."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True, slo_s=2.0)
+    a = h.add_worker("a", max_batch=1)
+    first = [h.request(prompt="flood", client="flood"), h.request(prompt="flood", level=25, client="flood")]
+    light = h.request(slo_ms=5_000, prompt="light", client="light")  # the second client: the flood's hit ranked again
+    served_in_order(h, a, lambda: all(r.done for r in [*first, light]))
+    h.request(slo_ms=10_000, client="light")  # the worker is busy for 1 s
+    later = h.request(slo_ms=2_400, client="light", fallbacks=(Fallback(25, 25, "latent-25"),))
+    assert later.jobs[0].level == 0 and h.metrics.escalated._value.get() == 0
+
+
+async def test_a_backlog_ranked_again_puts_each_job_behind_its_clients_work_before_it_at_a_fair_share():
+    """As a second client comes, each of the first's queued jobs ranks at its fair point: when the work its client
+    queued before it would be done at half the fleet (each second of its work taking two): 0 s, 2 s and 4 s on,
+    the first ranked by when it must start (1 s). The light request, to start by 3 s, goes between the second and
+    third; with a second too many counted before them, the flood's second job went behind it too."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=2.0)
+    a = h.add_worker("a", max_batch=1)
+    flood = [h.request(prompt="flood", client="flood") for _ in range(4)]  # one runs, three queue
+    light = h.request(slo_ms=4_000, prompt="light", client="light")
+    ids = [r.jobs[0].job_id for r in [*flood, light]]  # a request answered lets go of its jobs
+    sent = served_in_order(h, a, lambda: all(r.done for r in [*flood, light]))
+    assert sent == [ids[0], ids[1], ids[2], ids[4], ids[3]]
+
+
+async def test_a_client_counts_as_sharing_until_the_work_queued_when_it_came_is_done():
+    """Past its SLO a flood counts as long as its backlog takes the fleet: on one worker, its 8 s queued behind its
+    last request; a light client coming 7 s on shares the fleet with it, its request ranked beside the backlog."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    h.add_worker("a", max_batch=1)
+    for _ in range(10):  # one runs, nine queue: 8 s of work before the last
+        h.request(prompt="flood", client="flood")
+    h.clock.now += 7
+    h.request(slo_ms=5_000, prompt="light", client="light")
+    assert sample(h, "argus_sharing_clients") == 2 and sample(h, "argus_fair_deferrals_total") > 0
 
 
 @pytest.mark.parametrize("visited", [False, True], ids=["alone-from-the-start", "after-another-client-left"])
@@ -146,3 +188,13 @@ async def test_a_job_late_by_its_deadline_sheds_another_clients_costlier_job_whi
     await settle()
     assert all(isinstance(r.future.result(), Images) for r in in_time)
     assert all(r.future.result().code == "deadline_exceeded" for r in flood_hits[1:])
+
+
+def test_a_job_ranks_by_its_start_by_time_when_no_other_client_shares_or_its_client_has_nothing_queued():
+    """A fair point only ever puts a job back behind its own client's queued work while others share the fleet: a
+    lone client's job with a backlog before it, and a sharing client's first job past the time it must start by
+    (served late), rank by that time. Ranked at `now`, that late job would count as put back behind no one and
+    shed only its own client's jobs."""
+    assert fair_rank(start_by=5.0, now=10.0, queued_s=30.0, sharing=1, workers=2) == 5.0
+    assert fair_rank(start_by=5.0, now=10.0, queued_s=0.0, sharing=3, workers=2) == 5.0
+    assert fair_rank(start_by=5.0, now=10.0, queued_s=4.0, sharing=3, workers=2) == 16.0  # 10 + 4 s at 2 of 3 shares
