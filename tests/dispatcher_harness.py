@@ -15,7 +15,7 @@ from engine.dispatcher import Dispatcher
 from engine.jobs import AdmittedRequest, Fallback
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerRegistry
-from protocols.client_messages import Generate
+from protocols.client_messages import Generate, Images
 from protocols.worker_messages import BatchDone, Hello, ItemDone
 from protocols.worker_messages import Generate as Batch
 
@@ -109,6 +109,20 @@ class Harness:
 
 async def settle():
     await asyncio.sleep(0)  # let done-callbacks run
+
+
+async def serve_in_turn(h: Harness, worker, requests: list) -> None:
+    """Runs each request's one image on `worker` in turn, each the batch it was sent last and unanswered until it
+    ends, in the time TWO_LEVELS gives its level; then checks that each was answered with its images."""
+    for request in requests:
+        batch = h.batches()[-1]
+        assert batch.items[0].request_id == request.jobs[0].job_id
+        assert not request.done
+        h.clock.now += 1.0 if batch.level == 0 else 0.5
+        h.finish(worker, batch)
+        h.dispatcher.sweep()
+    await settle()
+    assert all(isinstance(r.future.result(), Images) for r in requests)
 
 
 # one second for one image, a second more for each further image

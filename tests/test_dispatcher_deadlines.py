@@ -2,7 +2,7 @@
 level or shed to make them, served late when told to, batches and queues ordered by them."""
 
 import pytest
-from dispatcher_harness import LADDER, PROFILE, SIX_LEVELS, THREE_LEVELS, TWO_LEVELS, Harness, settle
+from dispatcher_harness import LADDER, PROFILE, SIX_LEVELS, THREE_LEVELS, TWO_LEVELS, Harness, serve_in_turn, settle
 
 from controller.profiles import LatencyProfile
 from engine.dispatcher import PIPELINE_HORIZON_S
@@ -78,7 +78,7 @@ async def test_a_costly_job_is_shed_so_that_two_cheaper_ones_behind_it_meet_thei
     were answered deadline_exceeded: one image in time instead of two."""
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
     a = h.add_worker("a", max_batch=1)
-    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    busy = h.request(slo_ms=10_000)  # the worker is busy for 1 s
     miss = h.request(slo_ms=2_100)  # must start within 1.1 s: it goes first, and would end at 2 s
     # behind it each would end late (2.5 s, 3 s); without it, at 1.5 s and 2 s
     hits = [h.request(slo_ms=slo_ms, level=25, k_star=25) for slo_ms in (2_000, 2_050)]
@@ -86,15 +86,7 @@ async def test_a_costly_job_is_shed_so_that_two_cheaper_ones_behind_it_meet_thei
     await settle()
     assert miss.future.result().code == "deadline_exceeded"
     assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
-    h.clock.now += 1
-    for hit in hits:  # each in turn, in time
-        assert not hit.done
-        h.finish(a, h.batches()[-1])
-        assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
-        h.clock.now += 0.5
-    h.finish(a, h.batches()[-1])
-    await settle()
-    assert all(isinstance(hit.future.result(), Images) for hit in hits)
+    await serve_in_turn(h, a, [busy, *hits])
 
 
 async def test_a_job_shed_leaves_its_time_once_so_a_later_late_job_still_sheds():
@@ -104,7 +96,7 @@ async def test_a_job_shed_leaves_its_time_once_so_a_later_late_job_still_sheds()
     been."""
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
     a = h.add_worker("a", max_batch=1)
-    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    busy = h.request(slo_ms=10_000)  # the worker is busy for 1 s
     first_miss = h.request(slo_ms=2_100, prompt="miss")  # must start within 1.1 s: it goes first
     first_hit = h.request(slo_ms=2_000, level=25, k_star=25, prompt="hit")  # would end at 2.5 s behind it: sheds it
     second_miss = h.request(slo_ms=3_000, prompt="miss")  # ends at 2.5 s behind the first hit
@@ -115,15 +107,7 @@ async def test_a_job_shed_leaves_its_time_once_so_a_later_late_job_still_sheds()
     assert first_miss.future.result().code == "deadline_exceeded"
     assert second_miss.future.result().code == "deadline_exceeded"
     assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 2
-    h.clock.now += 1
-    for hit in (first_hit, *hits):  # each in turn, in time
-        assert not hit.done
-        h.finish(a, h.batches()[-1])
-        assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
-        h.clock.now += 0.5
-    h.finish(a, h.batches()[-1])
-    await settle()
-    assert all(isinstance(hit.future.result(), Images) for hit in (first_hit, *hits))
+    await serve_in_turn(h, a, [busy, first_hit, *hits])
 
 
 async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_behind_them():
@@ -131,7 +115,7 @@ async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_
     no worker would ever run: a miss that made its deadline was shed too, for a hit that made its own without it."""
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=2, escalate=True)
     a = h.add_worker("a", max_batch=1)
-    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    busy = h.request(slo_ms=10_000)  # the worker is busy for 1 s
     pair = h.request(n=2, slo_ms=3_000, prompt="pair")  # two misses, each to start by 2 s: the second ends at 3 s
     first_hit = h.request(slo_ms=3_000, level=25, k_star=25, prompt="hit")  # behind the pair it would end at 3.5 s
     miss = h.request(slo_ms=4_000, prompt="miss")  # ends at 2.5 s behind the hit
@@ -140,15 +124,7 @@ async def test_the_other_images_of_a_request_shed_are_not_held_against_the_jobs_
     await settle()
     assert pair.future.result().code == "deadline_exceeded"
     assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
-    h.clock.now += 1
-    for request, seconds in ((first_hit, 0.5), (miss, 1.0), (second_hit, 0.5)):  # each in turn, in time
-        assert not request.done
-        h.finish(a, h.batches()[-1])
-        assert h.batches()[-1].items[0].request_id == request.jobs[0].job_id
-        h.clock.now += seconds
-    h.finish(a, h.batches()[-1])
-    await settle()
-    assert all(isinstance(r.future.result(), Images) for r in (first_hit, miss, second_hit))
+    await serve_in_turn(h, a, [busy, first_hit, miss, second_hit])
 
 
 async def test_the_other_images_of_a_request_shed_are_not_shed_again_for_a_job_behind_them():
@@ -158,7 +134,7 @@ async def test_the_other_images_of_a_request_shed_are_not_shed_again_for_a_job_b
     only at a later sweep, and answered later than it could have been."""
     h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
     a = h.add_worker("a", max_batch=1)
-    h.request(slo_ms=10_000)  # the worker is busy for 1 s
+    busy = h.request(slo_ms=10_000)  # the worker is busy for 1 s
     pair = h.request(n=2, slo_ms=3_900, steps=75, prompt="pair")  # 1.5 s each, to start by 2.4 s
     first_hit = h.request(slo_ms=3_000, level=25, k_star=25, prompt="hit")  # would end at 4.5 s behind the pair
     miss = h.request(slo_ms=3_600, prompt="miss")  # ends at 2.5 s behind the first hit
@@ -169,15 +145,7 @@ async def test_the_other_images_of_a_request_shed_are_not_shed_again_for_a_job_b
     assert pair.future.result().code == "deadline_exceeded"
     assert miss.future.result().code == "deadline_exceeded"
     assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 2
-    h.clock.now += 1
-    for hit in (first_hit, *hits):  # each in turn, in time
-        assert not hit.done
-        h.finish(a, h.batches()[-1])
-        assert h.batches()[-1].items[0].request_id == hit.jobs[0].job_id
-        h.clock.now += 0.5
-    h.finish(a, h.batches()[-1])
-    await settle()
-    assert all(isinstance(hit.future.result(), Images) for hit in (first_hit, *hits))
+    await serve_in_turn(h, a, [busy, first_hit, *hits])
 
 
 async def test_an_image_that_shed_its_own_request_sheds_no_other():

@@ -3,7 +3,7 @@ client's request is served beside a flooding client's backlog, the flood's jobs 
 client's jobs keep the order of their deadlines."""
 
 import pytest
-from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
+from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, serve_in_turn, settle
 
 from engine.fair_share import fair_rank
 from engine.jobs import Fallback
@@ -145,14 +145,7 @@ async def test_a_job_its_fair_point_made_late_sheds_its_own_clients_costlier_job
     await settle()
     assert miss.future.result().code == "deadline_exceeded"
     assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
-    for request in [light, *hits]:  # each in turn, in the time the profile gives its level
-        batch = h.batches()[-1]
-        assert batch.items[0].request_id == request.jobs[0].job_id
-        h.clock.now += 1.0 if batch.level == 0 else 0.5
-        h.finish(a, batch)
-        h.dispatcher.sweep()
-    await settle()
-    assert all(isinstance(r.future.result(), Images) for r in [light, *hits])
+    await serve_in_turn(h, a, [light, *hits])
 
 
 @pytest.mark.parametrize("flood_hits_behind", [0, 2])
@@ -178,15 +171,7 @@ async def test_a_job_late_by_its_deadline_sheds_another_clients_costlier_job_whi
     assert sample(h, "argus_sharing_clients") == 2
     assert miss.future.result().code == "deadline_exceeded"
     assert h.metrics.registry.get_sample_value("argus_deadline_exceeded_total", {"cause": "shed"}) == 1
-    in_time = [busy, *hits, *flood_hits[:1]]
-    for request in in_time:  # each in turn, in the time the profile gives its level
-        batch = h.batches()[-1]
-        assert batch.items[0].request_id == request.jobs[0].job_id
-        h.clock.now += 1.0 if batch.level == 0 else 0.5
-        h.finish(a, batch)
-        h.dispatcher.sweep()
-    await settle()
-    assert all(isinstance(r.future.result(), Images) for r in in_time)
+    await serve_in_turn(h, a, [busy, *hits, *flood_hits[:1]])
     assert all(r.future.result().code == "deadline_exceeded" for r in flood_hits[1:])
 
 
