@@ -305,9 +305,9 @@ def test_a_failed_rebuild_leaves_a_working_graph_built_anew_once_worn_as_much_ag
     ids = list(range(start, start + live))  # those live now: the old graph served on
     assert [found for found, _ in index.nearest_many(vectors[ids])] == ids
     churn(index, vectors, start + live, 100, live)
-    assert len(calls) == 2
     if graph._rebuild is not None:  # else already taken: inserts into reused slots are slower than into fresh ones
         graph._rebuild.result()
+    assert len(calls) == 2  # counted once the builder has run: asked for, it may not have begun on a loaded machine
     index.nearest(vectors[0])  # takes it
     ids = list(range(start + live + 100 - live, start + live + 100))
     assert (

@@ -87,14 +87,16 @@ def test_a_stopped_worker_hands_its_work_to_another_at_once(tmp_path):
     """SIGTERM mid-batch: the worker says it is leaving before it answers its images cancelled, so they go to
     the other worker at once, not back to the one leaving (two tries spent, and a wait for its heartbeat)."""
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
-    slow = start_worker(engine.worker_address, "sim", "--time-scale", "1", "--worker-id", "slow")
+    # a 50-step image takes it 20 s: it is still making it once the fast worker, started after, has joined (1 to 2 s
+    # on two loaded cores; at 5 s an image, a slower start would leave it to finish the image itself)
+    slow = start_worker(engine.worker_address, "sim", "--time-scale", "4", "--worker-id", "slow")
     fast = None
     try:
         engine.wait_ready(1, timeout_s=60)
         with ArgusClient(engine.client_address, timeout_s=60) as client, ThreadPoolExecutor(1) as pool:
             reply = pool.submit(client.generate, "a harbour at dawn", width=64, height=64)
             deadline = time.monotonic() + 30
-            while not engine.ready()["workers"][0]["load"]:  # a 50-step image takes the slow worker 5 s
+            while not engine.ready()["workers"][0]["load"]:
                 assert time.monotonic() < deadline, "the slow worker never took the image"
                 time.sleep(0.05)
             fast = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "fast")
