@@ -296,7 +296,7 @@ class DiffusionBackend(Backend):
             return f"{item.request_id}: expected a float16 or float32 latent of shape {shape}, got {got}"
         if not np.isfinite(latent).all():
             return f"{item.request_id}: the latent holds NaN or infinite values"
-        if np.abs(latent).max() > self._latent_max:
+        if float(np.abs(latent).max()) > self._latent_max:  # compared as a float16, the bound overflowed
             # a float32 latent beyond float16's range turned infinite as a float16 model took it: a black image
             return f"{item.request_id}: the latent holds values beyond the model's range (±{self._latent_max:g})"
         return None
