@@ -187,7 +187,8 @@ class LatentStore:
 
     def stored(self) -> list[tuple[Key, Record, StoredLatent]]:
         """Every entry with its LCBFU record, oldest first."""
-        return self._tables().oldest_first()
+        tables = self._tables()
+        return [(key, tables.records[key], tables.entries[key]) for key in tables.oldest_first()]
 
     def pin(self) -> StoreSnapshot:
         """The store as it is now, to be read on any thread until unpin(): copies of its tables (a few ms for
@@ -360,10 +361,9 @@ class StoreSnapshot:
     records: dict[Key, Record]
     spill_path: Path | None
 
-    def oldest_first(self) -> list[tuple[Key, Record, StoredLatent]]:
-        items = [(key, self.records[key], entry) for key, entry in self.entries.items()]
-        items.sort(key=lambda item: item[1].seq)
-        return items
+    def oldest_first(self) -> list[Key]:
+        """The keys, oldest first: the table's own, no new object an entry (see CacheSnapshot.write)."""
+        return sorted(self.entries, key=lambda key: self.records[key].seq)
 
     def intact(self, key: Key, entry: StoredLatent) -> bool:
         """Whether the latent can be read: held in memory, or its spill file whole."""

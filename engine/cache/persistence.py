@@ -52,7 +52,10 @@ class CacheFileError(Exception):
     """A saved cache that cannot be used: missing, corrupt, truncated, foreign or of another version."""
 
 
-class SavedPrompt(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+# gc=False: one of each a prompt and a latent, all alive at once as a save is written or a file read, they set off the
+# garbage collector's full passes over every object the cache holds (tens of ms at 20,000 prompts, holding the GIL
+# from the event loop); of ints, strings and a tuple of ints, they can be in no reference cycle
+class SavedPrompt(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
     prompt_id: int
     text: str
     steps: int
@@ -60,12 +63,12 @@ class SavedPrompt(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     height: int
 
 
-class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
     prompt_id: int
     level: int
     uses: int
     dtype: str
-    shape: list[int]
+    shape: tuple[int, ...]  # the stored latent's own, shared: no list a latent (in the file, an array either way)
     offset: int  # from the start of the latents section
     nbytes: int
     on_disk: bool = False  # the tier it was saved from (absent in files saved before it was recorded)
@@ -106,7 +109,7 @@ class CacheFile:
         dtype = np.dtype(latent.dtype).newbyteorder("<")
         try:
             with file_reads.opened(self.path) as fd:
-                array = file_reads.read_array(fd, dtype, tuple(latent.shape), self.latents_start + latent.offset)
+                array = file_reads.read_array(fd, dtype, latent.shape, self.latents_start + latent.offset)
         except file_reads.FileEndsEarly:
             raise CacheFileError(f"{self.path} changed while it was being loaded") from None
         return array.astype(dtype.newbyteorder("="), copy=False)

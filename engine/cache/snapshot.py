@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.cache import persistence
-from engine.cache.latent_store import DTYPE_NAMES, Key, StoredLatent, StoreSnapshot
-from engine.cache.lcbfu import Record
+from engine.cache.latent_store import DTYPE_NAMES, Key, StoreSnapshot
 
 if TYPE_CHECKING:
     from engine.cache.prompt_cache import _Prompt
@@ -64,12 +63,13 @@ class CacheSnapshot:
         A spill file that passes the check by size but cannot be read (a directory in its place, a permission, a bad
         sector) is left out and the file written again without it, up to _WRITES times: it failed the save, and,
         never evicted, every later one, for the engine's life."""
-        latents = self.store.oldest_first()
-        self.lost = [(key, entry.seq) for key, _, entry in latents if not self.store.intact(key, entry)]
+        keys = self.store.oldest_first()
+        entries = self.store.entries
+        self.lost = [(key, entries[key].seq) for key in keys if not self.store.intact(key, entries[key])]
         for attempt in range(1, _WRITES + 1):
             lost = {key for key, _ in self.lost}
             try:
-                self._write(directory, [item for item in latents if item[0] not in lost])
+                self._write(directory, [key for key in keys if key not in lost])
                 return
             except _Unreadable as unreadable:
                 self.lost.append((unreadable.key, unreadable.seq))  # evicted at the release, as a hit reading it would
@@ -77,23 +77,19 @@ class CacheSnapshot:
                     raise
                 log.warning("%s: the save is written again without it", unreadable)
 
-    def _write(self, directory: str, latents: list[tuple[Key, Record, StoredLatent]]) -> None:
-        kept = {key[0] for key, _, _ in latents}  # a prompt whose every latent was lost is left out with them
+    def _write(self, directory: str, keys: list[Key]) -> None:
+        kept = {prompt_id for prompt_id, _ in keys}  # a prompt whose every latent was lost is left out with them
         prompt_ids = self.prompt_ids
         rows = [row for row, prompt_id in enumerate(prompt_ids) if prompt_id in kept]
         prompts = [self._saved_prompt(prompt_ids[row]) for row in rows]
-        saved = [
-            persistence.SavedLatent(
-                key[0], key[1], record.uses, DTYPE_NAMES[entry.dtype], list(entry.shape), 0, entry.nbytes, entry.on_disk
-            )
-            for key, record, entry in latents
-        ]
+        saved = [self._saved_latent(key) for key in keys]
         vectors = self.vectors if len(rows) == len(prompt_ids) else self.vectors[rows]
         path = Path(directory) / persistence.FILE_NAME
-        persistence.write_cache_file(path, *self.header, prompts, vectors, saved, self._arrays(latents), self.model)
+        persistence.write_cache_file(path, *self.header, prompts, vectors, saved, self._arrays(keys), self.model)
 
-    def _arrays(self, latents: list[tuple[Key, Record, StoredLatent]]) -> Iterator[np.ndarray]:
-        for key, _, entry in latents:
+    def _arrays(self, keys: list[Key]) -> Iterator[np.ndarray]:
+        for key in keys:
+            entry = self.store.entries[key]
             try:
                 yield self.store.read(key, entry)
             except (OSError, ValueError) as error:  # ValueError: cut short since it was checked
@@ -103,6 +99,11 @@ class CacheSnapshot:
         prompt = self.prompts[prompt_id]
         shape = prompt.shape
         return persistence.SavedPrompt(prompt_id, prompt.text, shape.steps, shape.width, shape.height)
+
+    def _saved_latent(self, key: Key) -> persistence.SavedLatent:
+        entry = self.store.entries[key]
+        dtype, uses = DTYPE_NAMES[entry.dtype], self.store.records[key].uses
+        return persistence.SavedLatent(*key, uses, dtype, entry.shape, 0, entry.nbytes, entry.on_disk)
 
     def release(self) -> None:
         """On the cache's thread, once written (or not): the spill files found lost are evicted, those evicted
