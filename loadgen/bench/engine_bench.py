@@ -259,6 +259,12 @@ async def _door(
         baseline.check_alive()
     engine_rps = median([x["rps"] for x in runs["engine"]])
     baseline_rps = median([x["rps"] for x in runs["baseline"]])
+    if not engine_rps or not baseline_rps:
+        # no ratio to take, and no half-peak rate to pace the latency run at: it ended in a ZeroDivisionError
+        raise RuntimeError(
+            f"{door}: a closed-loop run counted no reply in its measured {args.duration_s:g} s (engine"
+            f" {engine_rps:g}, baseline {baseline_rps:g} req/s, medians): give a longer --duration-s"
+        )
     rate = engine_rps / 2.0
     print(
         f"  peak: engine {engine_rps:,.0f} req/s, baseline {baseline_rps:,.0f} req/s; "
