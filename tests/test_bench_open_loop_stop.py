@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import subprocess
 import sys
+import urllib.request
 
 import pytest
+from waiting import wait_for
 
 from engine_process import ROOT
 from loadgen.bench import engine_load
@@ -40,4 +42,47 @@ async def test_an_open_loop_stopped_while_sending_leaves_no_reader_behind(echo_s
     args = argparse.Namespace(size=64, warmup_s=0.0)
     with pytest.raises(KeyboardInterrupt):
         await engine_load.zmq_open_loop(echo_server, args, 10.0, 1.0)
+    assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []
+
+
+@pytest.fixture
+def http_echo_server(tmp_path):
+    """The engine bench's bare HTTP baseline: answers every request at once."""
+    template = tmp_path / "response.json"
+    template.write_text('{"data": []}')
+    port = free_port()
+    command = [sys.executable, "-m", "loadgen.bench.baselines", "http-echo", "--port", str(port)]
+    server = subprocess.Popen([*command, "--template", str(template)], cwd=ROOT)
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        assert wait_for(lambda: _answers(url + "/health"), timeout_s=20.0), "the baseline did not start"
+        yield url
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(30)
+async def test_an_http_open_loop_stopped_while_sending_leaves_no_request_behind(http_echo_server, monkeypatch):
+    """Its requests in flight outlived it, each to fail on the closed session with a "Task exception was never
+    retrieved" traceback (or to be destroyed pending) after the one-line "interrupted"."""
+
+    async def stopped_with_requests_in_flight(rate, total, send):
+        for _ in range(5):
+            send()
+        await asyncio.sleep(0)  # sent, not answered
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_load, "_paced", stopped_with_requests_in_flight)
+    args = argparse.Namespace(size=64, warmup_s=0.0, http_concurrency=4)
+    with pytest.raises(KeyboardInterrupt):
+        await engine_load.http_open_loop(http_echo_server, args, 10.0, 1.0)
     assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []

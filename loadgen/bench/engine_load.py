@@ -274,6 +274,11 @@ async def http_open_loop(url: str, args: argparse.Namespace, rate: float, durati
         send_s, late = await _paced(rate, total, lambda: tasks.append(asyncio.create_task(client.post())))
         results = await asyncio.wait_for(asyncio.gather(*tasks), 60.0)
     finally:
+        # a Ctrl-C while sending, or one request's failure, left the others in flight: each then failed on the
+        # closed session, a "Task exception was never retrieved" traceback after the one-line "interrupted"
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await client.close()
     measured = results[skip:]
     failed = sum(status != 200 for status, _, _ in measured)
