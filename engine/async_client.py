@@ -62,6 +62,9 @@ async def _read_replies(client_ref: weakref.ref[AsyncArgusClient], sock: zmq.asy
         if client is None:
             return
         client._fail_waiting(ClientClosed("client closed"))
+        # not held by the exception's traceback, which the task keeps: the client, its reader its own, in a cycle
+        # that only the garbage collector's next full pass frees (with its sockets and its context's I/O thread)
+        del client
         raise
 
 

@@ -1,9 +1,9 @@
 """The controller coroutine: every second, ask the controller for a plan (solved off the loop) and apply it.
 
 The solve runs on an executor of the controller's own (the engine's one thread for it), not the loop's default
-one: HTTP's base64 encoding of large images runs there, and under a flood of them a 1 s window's look every
-0.1 s waited 2.2 s for a thread (150 images of 8 MB), while a solve at its 1 s time limit held a thread the
-encodings wait for.
+one, which other work shares (HTTP's reading of large bodies): when HTTP base64-encoded large images there, under a
+flood of them a 1 s window's look every 0.1 s waited 2.2 s for a thread (150 images of 8 MB), while a solve at its
+1 s time limit held a thread the encodings waited for.
 
 With a short window it looks more often (a tenth of the window, at least every
 10 ms), and after a solve it waits at least as long as the solve took: a window
