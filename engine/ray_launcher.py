@@ -37,6 +37,7 @@ from typing import Any
 
 from engine.arg_types import UsageError, is_loopback
 from engine.config import API_KEY_ENV, LaunchConfig
+from engine.listen_checks import http_address
 from engine.metrics import EngineMetrics
 from engine.ray_logs import RayTokenRefused, watching_ray_logs
 from engine.restart_backoff import GIVE_UP_AFTER
@@ -107,17 +108,16 @@ def reachable_dial(connect: str, node_ip: str) -> str:
         wildcard = ipaddress.ip_address(host.strip("[]")).is_unspecified
     except ValueError:  # a host name (--ray-connect tcp://engine.example:5556)
         wildcard = False
-    node = f"[{node_ip}]" if ":" in node_ip else node_ip
+    node = "tcp://" + http_address(node_ip, port)
     if wildcard:
-        return f"tcp://{node}:{port}"
+        return node
     if is_loopback(host.strip("[]")) and not is_loopback(node_ip):
         log.warning(
             "Ray actors dial %s, this host's loopback: those placed on the cluster's other hosts reach no engine."
-            " Listen where they reach (--worker-listen tcp://0.0.0.0:%s) or give --ray-connect tcp://%s:%s",
+            " Listen where they reach (--worker-listen tcp://0.0.0.0:%s) or give --ray-connect %s",
             connect,
             port,
             node,
-            port,
         )
     return connect
 

@@ -518,7 +518,8 @@ def test_more_threads_than_cpus_are_refused_naming_the_flag_and_the_cpus(command
         (["--worker-id", " "], "--worker-id ' ': a worker id is not blank (spaces only)"),
         (["--worker-id", "   "], "--worker-id '   ': a worker id is not blank"),
         (["--worker-id", "gpu-0 "], "--worker-id 'gpu-0 ': a worker id has no spaces at its ends"),
-        (["--worker-id", "\tgpu-0"], "a worker id has no spaces at its ends"),
+        (["--worker-id", " gpu-0"], "a worker id has no spaces at its ends"),
+        (["--worker-id", "gpu-0\n"], "a worker id is printable characters only"),
         # its name "a/b/581a63fe" reads as the id a and the hex b
         (["--worker-id", "a/b"], """--worker-id 'a/b': a worker id holds no "/": a worker's name is its id"""),
         (["--worker-id", "w\nx"], "--worker-id 'w\\nx': a worker id is printable characters only"),

@@ -85,12 +85,12 @@ def worker_id_problem(worker_id: str) -> str | None:
         # a variable set to spaces: the worker was named nothing in the engine's lines ("worker  /581a63fe ready"),
         # in /ready and in each image's `worker`
         return "a worker id is not blank (spaces only)"
+    if not worker_id.isprintable():
+        return "a worker id is printable characters only (a newline would forge a log line)"
     if worker_id != worker_id.strip():
         # "gpu-0 " reads as "gpu-0" in /ready and the log, while a fleet's, a restart's or a --worker-id elsewhere
         # written without the space is another worker
         return "a worker id has no spaces at its ends"
-    if not worker_id.isprintable():
-        return "a worker id is printable characters only (a newline would forge a log line)"
     if "/" in worker_id:
         # "a/b/581a63fe" reads as the id a and the hex b
         return 'a worker id holds no "/": a worker\'s name is its id, "/" and 8 hex digits, read up to the first "/"'
@@ -521,7 +521,7 @@ class WorkerRuntime:
         now = time.monotonic()
         if now - max(self._last_heard, self._dialled_at) > self._engine_timeout_s:
             self._socket.disconnect(self._connect)
-            self._socket.connect(self._connect)
+            dial(self._socket, self._connect)
             self._dialled_at = now
 
     def _send(self, message: object) -> None:
