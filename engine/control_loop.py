@@ -10,7 +10,7 @@ With a short window it looks more often (a tenth of the window, at least every
 shorter than a solve (`--window-s 0.01`) would otherwise run the MILP back to
 back, a core's worth of solving taken from serving. After a solve that failed
 (mostly waiting for a MILP process that stalled), a tick, doubling with each
-failure in a row, up to as long as the failed solve took.
+failure in a row, up to as long as the failed solve took or a window, the longer.
 
 Workers whose batches take far longer (or shorter) than the latency profile says set the dispatcher's pace
 (engine/profile_drift.py): the controller is then given the profile scaled by it, and plans anew at once.
@@ -77,6 +77,7 @@ class ControlLoop:
         self._solve_on = solve_on
         # look often enough to re-route within a window, however short the window is
         self._tick_s = max(MIN_WINDOW_S, min(_TICK_S, window_s / 10))
+        self._window_s = window_s
         self._last_allocation: dict[int, int] = {}
         # fallback plans in a row (the solver found none): the first is warned of, and the line that ends the run
         # says how many it was
@@ -164,11 +165,14 @@ class ControlLoop:
                 log.log(level, "re-planning failed%s", "" if own else f": {exc}", exc_info=own)
                 self._metrics.plan_failures.inc()
                 failed += 1
-                # after one that failed, a tick, doubling with each failure in a row, up to as long as it took: its time
-                # was mostly spent waiting for a MILP process that stalled (the time limit and 5 s), and waited for as
-                # long again a worker that joined went unplaced and a changed fleet unplanned for; a process that
-                # dies as it starts is not started again every tick
-                rest_s = max(rest_s, min(self._clock() - started, self._tick_s * 2 ** (failed - 1)))
+                # after one that failed, a tick, doubling with each failure in a row, up to as long as it took or a
+                # window, the longer: its time was mostly spent waiting for a MILP process that stalled (the time
+                # limit and 5 s), and waited for as long again a worker that joined went unplaced and a changed fleet
+                # unplanned for; a process that dies as it starts is not started again every tick, nor a solve that
+                # fails at once (a window's plan that failed is owed at the next look) more often than a window
+                # would solve it
+                longest_s = max(self._clock() - started, self._window_s)
+                rest_s = max(rest_s, min(longest_s, self._tick_s * 2 ** (failed - 1)))
             try:
                 # even when the solve failed: a worker that joined (the change that asked for it) is placed
                 if self.plan is not None:

@@ -176,6 +176,16 @@ async def test_failed_solves_in_a_row_are_retried_a_tick_doubling_up_to_as_long_
     assert await ticks(loop, monkeypatch, 8) == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5])
 
 
+async def test_a_solve_that_fails_at_once_is_retried_doubling_up_to_a_window(monkeypatch):
+    """A full plan that failed is owed at the next look: a solver that failed at once was asked again every tick (a
+    second at the default 10 s window), ten times as often as a window asks."""
+    h = Harness()
+    h.add_worker("a", level=0)
+    controller = SlowController(h.clock, 0.0, failures=8)
+    loop = ControlLoop(Levels(), controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1.0)
+    assert await ticks(loop, monkeypatch, 8) == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0])
+
+
 async def test_a_solver_that_keeps_failing_logs_one_traceback(monkeypatch, caplog):
     h = Harness()
     h.add_worker("a", level=0)
