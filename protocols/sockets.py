@@ -93,12 +93,12 @@ def make_socket(
 
 
 def dial(sock: zmq.Socket, address: str) -> None:
-    """Connects the socket to `address`: to one with an IPv6 host too (see _family_of)."""
-    _family_of(sock, address)
+    """Connects the socket to `address`: to one with an IPv6 host too (see _set_ipv6_for)."""
+    _set_ipv6_for(sock, address)
     sock.connect(address)
 
 
-def _family_of(sock: zmq.Socket, address: str) -> None:
+def _set_ipv6_for(sock: zmq.Socket, address: str) -> None:
     """libzmq takes an IPv6 host (tcp://[::1]:5555) only on a socket with its IPV6 option on: a bind failed as "No
     such device", and a connect dialled nothing, without a word, for ever. On for such an address alone, as each bind
     or connect takes the option as it is then: with it on, a name (localhost) resolves to its IPv6 address first,
@@ -112,7 +112,7 @@ def bind_all(sock: zmq.Socket, addresses: list[str] | tuple[str, ...]) -> list[s
     for address in addresses:
         _prepare_ipc_dir(address)
         _refuse_ipc_path_taken(address)
-        _family_of(sock, address)
+        _set_ipv6_for(sock, address)
         sock.bind(address)
         _restrict_ipc_file(address)
         endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
