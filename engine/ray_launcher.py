@@ -111,7 +111,7 @@ def reachable_dial(connect: str, node_ip: str) -> str:
     node = "tcp://" + http_address(node_ip, port)
     if wildcard:
         return node
-    if is_loopback(host.strip("[]")) and not is_loopback(node_ip):
+    if on_loopback(connect.removeprefix("tcp://")) and not is_loopback(node_ip):
         log.warning(
             "Ray actors dial %s, this host's loopback: those placed on the cluster's other hosts reach no engine."
             " Listen where they reach (--worker-listen tcp://0.0.0.0:%s) or give --ray-connect %s",
