@@ -153,20 +153,15 @@ class LocalLauncher(SlotSupervisor):
         backoff = self._new_slot(worker_id)
         while not self._stopping:
             hello = self._starting(worker_id)
-            reason = ReasonPipe()
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *worker_command(config),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    env={**self._environment, **reason.environment},
-                    pass_fds=(reason.fd,),
-                )
-            except OSError as error:  # fork or exec refused (EAGAIN under memory or pid pressure): try again later
-                reason.close()
+                process, reason = await self._spawn(config)
+            except OSError as error:
+                # fork or exec refused (EAGAIN under memory or pid pressure), or no file left for the reason's pipe
+                # (EMFILE: the engine's clients hold them all): try again later. The pipe's error, raised before the
+                # spawn was tried, ended the launcher's task group, and the engine with it, without a drain
                 log.error("could not start worker %s: %s; retrying", worker_id, error)
                 await self._restart_after(worker_id, backoff.after_exit())
                 continue
-            reason.started()
             self._processes[worker_id] = process
             if self._stopping:  # started while stop() was signalling the others: it missed their signal
                 process.send_signal(ENGINE_STOP_SIGNAL)
@@ -208,3 +203,19 @@ class LocalLauncher(SlotSupervisor):
             )
             if not restarting:
                 return
+
+    async def _spawn(self, config: WorkerConfig) -> tuple[asyncio.subprocess.Process, ReasonPipe]:
+        """A worker process for the slot, and the pipe it says on why it cannot serve; OSError if either is refused."""
+        reason = ReasonPipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *worker_command(config),
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**self._environment, **reason.environment},
+                pass_fds=(reason.fd,),
+            )
+        except BaseException:
+            reason.close()
+            raise
+        reason.started()
+        return process, reason

@@ -2,14 +2,18 @@
 spawn the OS refuses is tried again, without ending the engine. A worker it spawned never outlives it."""
 
 import asyncio
+import contextlib
 import errno
 import json
+import logging
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 from process_checks import process_running
@@ -102,6 +106,44 @@ async def test_a_refused_spawn_is_retried_and_the_engine_goes_on(monkeypatch, tm
         assert "could not start worker local-0" in caplog.text
     finally:
         await stop_in_process(engine, running, spawned)
+
+
+async def test_a_restart_while_the_engine_is_out_of_open_files_is_retried_and_the_engine_goes_on(tmp_path, caplog):
+    """The pipe a worker says why it cannot serve on is made before its spawn: out of files (its clients' connections
+    holding them all), the pipe's EMFILE ended the launcher's task group, and the engine with it, without a drain."""
+    caplog.set_level(logging.INFO, "argus.launcher")
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
+        engine.launcher.kill("local-0")
+        # its exit seen (the files it held let go of), the slot waits out its backoff: the restart meets no file
+        assert await eventually(lambda: "restarting" in caplog.text, timeout_s=60)
+        with out_of_open_files():
+            assert await eventually(lambda: running.done() or "could not start worker" in caplog.text, timeout_s=60)
+        assert not running.done()
+        assert "could not start worker local-0: [Errno 24] Too many open files; retrying" in caplog.text
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60), "the slot was never served again"
+    finally:
+        await stop_in_process(engine, running)
+
+
+@contextlib.contextmanager
+def out_of_open_files() -> Iterator[None]:
+    """This process can open no file: its soft limit just past its highest descriptor, every one below it taken."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    taken = []
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.mark.parametrize("failing", [GIVE_UP_AFTER - 1, GIVE_UP_AFTER])
