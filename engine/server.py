@@ -378,7 +378,8 @@ class Engine:
 
     async def _cache_built(self) -> bool:
         """Builds the prompt cache once its neural embedder has loaded, the loop handling a stop meanwhile; False if a
-        stop came first, the load left running (it takes seconds, which a stop used to wait out)."""
+        stop came first, the load left running (it takes seconds, which a stop used to wait out), or came as the
+        cache was built."""
         stop = asyncio.ensure_future(self._stop_requested.wait())
         loaded = self._embedder.loaded()
         if not loaded.done():  # says why nothing listens yet (minilm: about 8 s on a 2-core machine)
@@ -394,7 +395,9 @@ class Engine:
         # handles stop signals meanwhile
         cache = await asyncio.to_thread(self._new_cache, loaded.result())
         self._adopt_cache(cache)
-        return True
+        # a stop as the spill folders were removed (seconds, after a crash) was taken for none: the engine listened,
+        # started its workers, and only then drained
+        return not self._stop_requested.is_set()
 
     def _new_cache(self, embedder: Embedder | None) -> CacheService:
         """`embedder`: the one loaded for the cache, None to have the hash embedder made."""

