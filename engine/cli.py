@@ -367,16 +367,21 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 
 
 def _serve(args: argparse.Namespace, held: HeldStopSignals | None = None) -> int:
-    """`held`: SIGTERM, SIGINT and SIGHUP held since the process started (engine/__main__.py); held from now if None
-    (`python -m engine.cli serve`, or a test calling main()): landing in the imports, the checks or the engine's build,
-    they ended the process there (SIGTERM and SIGHUP left its temporary folder behind) or printed a traceback
-    (SIGINT)."""
-    if held is None:
-        held = HeldStopSignals()
+    """`held`: SIGTERM, SIGINT and SIGHUP held since the process started (engine/__main__.py), and kept held until it
+    exits; held from now if None (`python -m engine.cli serve`, or a test calling main()), and given back once the
+    engine has stopped: landing in the imports, the checks or the engine's build, they ended the process there
+    (SIGTERM and SIGHUP left its temporary folder behind) or printed a traceback (SIGINT)."""
+    own = held is None
+    held = HeldStopSignals() if own else held
     try:
         return _serve_held(args, held)
     finally:
-        held.release(deliver=False)  # the engine has stopped: a signal that came since asks for nothing more
+        # the engine has stopped: a signal that came since asks for nothing more. The process's own are kept held, as
+        # it has only to exit: its interpreter's finalization took up to 2 s (torch's modules torn down, with
+        # --embedder minilm), and a signal then, given Python's handlers back, killed it (exit 143, 129) or printed a
+        # KeyboardInterrupt traceback, its stop done and logged
+        if own:
+            held.release(deliver=False)
 
 
 def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:

@@ -7,7 +7,8 @@ line and the engine, checks its configuration and builds the engine (binds its s
 after the loop closes, the process still has to exit. Python's defaults ended it wherever the signal landed: SIGTERM
 killed it (exit 143) and left its temporary folder behind, SIGINT raised KeyboardInterrupt there, with a traceback.
 Held here instead, a stop asked for before the loop runs is made once it does, before anything is served
-(Engine.run); one that comes after the loop closes changes nothing, the engine has stopped. A SIGHUP's default ended
+(Engine.run); one that comes after the loop closes changes nothing, the engine has stopped (they stay held until the
+process exits, which takes up to 2 s more once torch is loaded). A SIGHUP's default ended
 the process too (exit 129): a reload sent as the engine started (a key file rotated as a service is started and
 reloaded) killed it; held, the keys are read again once it serves, as the file may have changed since they were read.
 """

@@ -22,18 +22,18 @@ from waiting import wait_for
 from controller.profiles import DATA_DIR
 from engine.config import CacheConfig, LaunchConfig
 from engine.server import Engine
-from engine.stop_signals import HeldStopSignals
+from engine.stop_signals import HELD_SIGNALS, HeldStopSignals
 from engine_process import ROOT, free_port, has_loaded_numpy, in_process_config
 
 
-def serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Path, Path]:
-    """`argus serve` with two sim workers, as the `argus` script runs it (`python -m engine`), in a process group of
-    its own, its temporary folders in one of the test's: the process, its log and that folder."""
+def serve(tmp_path: Path, *flags: str, run: tuple[str, ...] = ("-m", "engine")) -> tuple[subprocess.Popen, Path, Path]:
+    """`argus serve` with two sim workers, as the `argus` script runs it (`python -m engine`, or `run`), in a process
+    group of its own, its temporary folders in one of the test's: the process, its log and that folder."""
     temp = tmp_path / "temp"
     temp.mkdir()
     log_path = tmp_path / "engine.log"
     command = [
-        *(sys.executable, "-m", "engine", "serve", "--backend", "sim", "--workers", "2", "--port", str(free_port())),
+        *(sys.executable, *run, "serve", "--backend", "sim", "--workers", "2", "--port", str(free_port())),
         *("--client-listen", f"tcp://127.0.0.1:{free_port()}", "--worker-listen", f"tcp://127.0.0.1:{free_port()}"),
         *flags,
     ]
@@ -166,6 +166,31 @@ def test_ctrl_c_as_the_workers_start_stops_the_engine_and_them_without_a_traceba
         kill_what_is_left(process)
     log = log_path.read_text()
     assert "draining:" in log
+    stopped_cleanly(process, log, temp)
+
+
+# `argus`, then the signal sent again once its engine has stopped, as the process exits: the interpreter's finalization
+# took 1.4 to 2 s with --embedder minilm (torch's modules torn down), long enough for a Ctrl-C pressed again
+AND_SIGNALLED_AGAIN = (
+    "import os, signal, sys; from engine.__main__ import main; code = main();"
+    " os.kill(os.getpid(), signal.Signals[os.environ['AGAIN']]); sys.exit(code)"
+)
+
+
+@pytest.mark.parametrize("signum", HELD_SIGNALS, ids=lambda signum: signum.name)
+def test_a_signal_after_the_engine_stopped_changes_nothing(monkeypatch, tmp_path, signum):
+    """Once it had stopped, the engine gave Python's handlers back: a SIGTERM then killed it (exit 143), a SIGINT
+    raised KeyboardInterrupt (a traceback), a SIGHUP killed it (exit 129), its stop done and logged."""
+    monkeypatch.setenv("AGAIN", signum.name)  # serve() passes the environment on
+    process, log_path, temp = serve(tmp_path, run=("-c", AND_SIGNALLED_AGAIN))
+    try:
+        assert wait_for(lambda: "HTTP API listening" in log_path.read_text() or process.poll() is not None)
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    finally:
+        kill_what_is_left(process)
+    log = log_path.read_text()
+    assert log.rstrip().endswith("engine stopped"), log
     stopped_cleanly(process, log, temp)
 
 
