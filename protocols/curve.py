@@ -41,6 +41,7 @@ class KeyPair:
 
     @classmethod
     def load(cls, secret_file: str | Path) -> KeyPair:
+        _refuse_without_curve(str(secret_file))
         public, secret = _read_key_file(secret_file)
         if secret is None:
             raise ValueError(f"{secret_file} holds no secret key (pass the .key_secret file)")
@@ -78,6 +79,7 @@ class ClientKeys:
         value = os.environ.get(LOCAL_WORKER_KEYS_ENV)
         if not value:
             return None
+        _refuse_without_curve(f"${LOCAL_WORKER_KEYS_ENV}")
         keys = value.encode().split()
         if len(keys) != 3 or not all(map(_is_key, keys)):
             raise ValueError(
@@ -89,6 +91,16 @@ class ClientKeys:
             # every handshake would fail without a word, said to be a wrong engine key
             raise ValueError(f"${LOCAL_WORKER_KEYS_ENV}: its first key is not the public key of its second, the secret")
         return cls(KeyPair(public, secret), server_public)
+
+
+def _refuse_without_curve(keys: str) -> None:
+    """A ValueError naming where the `keys` came from when this libzmq has no CURVE (built without libsodium or its
+    own TweetNaCl): checking a pair was zmq's "Operation not supported", in a traceback naming neither."""
+    if not zmq.has("curve"):
+        raise ValueError(
+            f"{keys}: this libzmq ({zmq.zmq_version()}) is built without CURVE, which the keys are for: install a"
+            " pyzmq whose libzmq has it (PyPI's wheels do), or connect without CURVE keys"
+        )
 
 
 def load_public_keys(directory: str | Path) -> set[bytes]:
