@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=thread_count,
         default=threads_each(DEFAULT_LOCAL_WORKERS),
-        help="torch threads, worker and direct alike (default: half the CPUs this process may run on, what `argus"
-        " serve` gives each of its 2 default local workers)",
+        help="torch threads, worker and direct alike (default: half the CPUs this process may run on, at most"
+        " $OMP_NUM_THREADS, what `argus serve` gives each of its 2 default local workers)",
     )
     parser.add_argument("--seed", type=non_negative_int, default=7, help="seeds the images")
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
