@@ -88,8 +88,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     parser.add_argument(
         "--threads",
         type=thread_count,
-        help="torch threads for a model on the CPU (default: half the CPUs this process may run on, what `argus serve`"
-        " gives each of its 2 default workers); not for sim, nor a GPU",
+        help="torch threads for a model on the CPU (default: half the CPUs this process may run on, at most"
+        " $OMP_NUM_THREADS, what `argus serve` gives each of its 2 default workers); not for sim, nor a GPU",
     )
     if simulated:
         parser.add_argument(

@@ -11,10 +11,14 @@ themselves compares them byte by byte, and says by the time it takes how much of
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 
 from engine.arg_types import read_user_file
+from protocols.secret_files import warn_if_open_to_others
+
+log = logging.getLogger("argus.engine")
 
 # a name shows in the log lines an operator greps: no spaces, nothing a terminal interprets
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
@@ -73,6 +77,14 @@ class ApiKeys:
 
 
 def _read_holders(path: str) -> dict[bytes, str]:
+    # warned at start and at each SIGHUP, as the CURVE key files are: it holds every client's key
+    warn_if_open_to_others(
+        path,
+        "whoever reads it can pose as any client it names, and whoever writes it can put in a key of their own;"
+        " chmod 600 it",
+        log,
+        readable=True,
+    )
     holders: dict[bytes, str] = {}
     names: set[str] = set()
     for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):

@@ -129,7 +129,6 @@ class Engine:
         server_keys = self._curve.server_keys if self._curve else None
         # the HTTP door's keys; those of --api-keys's file reread on SIGHUP
         self.api_keys = config.api_keys
-        warn_if_http_open(config.host, config.port, self.api_keys is not None)
         # local workers connect over a private IPC socket; remote ones over worker_listen
         self._ipc_dir = make_temp_folder("argus-", self._resources)
         local = f"ipc://{self._ipc_dir}/workers"
@@ -458,6 +457,8 @@ class Engine:
                 where = f"--host {self.config.host} --port {self.config.port}"
                 raise UsageError(f"{where}: {error.strerror or error}") from None
             port = listener.sockets[0].getsockname()[1]
+            # once bound: the port it names is the one listening (--port 0 named port 0)
+            warn_if_http_open(self.config.host, port, self.api_keys is not None)
             log.info(
                 "argus %s: HTTP API listening on http://%s (POST /v1/images/generations; at most %s at once,"
                 " --max-connections)",

@@ -20,6 +20,8 @@ import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 from zmq.utils.z85 import Z85CHARS
 
+from protocols.secret_files import warn_if_open_to_others
+
 log = logging.getLogger("argus.curve")
 
 # how the engine hands its local workers their keys: an environment variable
@@ -41,14 +43,16 @@ class KeyPair:
 
     @classmethod
     def load(cls, secret_file: str | Path) -> KeyPair:
+        _refuse_without_curve(str(secret_file))
         public, secret = _read_key_file(secret_file)
         if secret is None:
             raise ValueError(f"{secret_file} holds no secret key (pass the .key_secret file)")
         # warned, not refused: a Kubernetes Secret is mounted 0644 unless told otherwise. One others may write to
         # (0620) was said to be readable by them: whoever writes it puts in a key pair of their own, which they know
-        _warn_if_open_to_others(
+        warn_if_open_to_others(
             secret_file,
             "whoever reads it can pose as its owner, and whoever writes it can put in a pair they know; chmod 600 it",
+            log,
             readable=True,
         )
         if zmq.curve_public(secret) != public:
@@ -78,6 +82,7 @@ class ClientKeys:
         value = os.environ.get(LOCAL_WORKER_KEYS_ENV)
         if not value:
             return None
+        _refuse_without_curve(f"${LOCAL_WORKER_KEYS_ENV}")
         keys = value.encode().split()
         if len(keys) != 3 or not all(map(_is_key, keys)):
             raise ValueError(
@@ -91,6 +96,16 @@ class ClientKeys:
         return cls(KeyPair(public, secret), server_public)
 
 
+def _refuse_without_curve(keys: str) -> None:
+    """A ValueError naming where the `keys` came from when this libzmq has no CURVE (built without libsodium or its
+    own TweetNaCl): checking a pair was zmq's "Operation not supported", in a traceback naming neither."""
+    if not zmq.has("curve"):
+        raise ValueError(
+            f"{keys}: this libzmq ({zmq.zmq_version()}) is built without CURVE, which the keys are for: install a"
+            " pyzmq whose libzmq has it (PyPI's wheels do), or connect without CURVE keys"
+        )
+
+
 def load_public_keys(directory: str | Path) -> set[bytes]:
     """Every public key (*.key) in a directory: the workers and clients an engine admits."""
     if not Path(directory).is_dir():
@@ -100,24 +115,11 @@ def load_public_keys(directory: str | Path) -> set[bytes]:
     # warned, as a readable secret is: the directory, and each key in it, is the engine's list of who may connect. A
     # key file others may write to was taken without a word, in a directory they could not write to
     admitted = "whoever writes a key there is admitted at the next start or SIGHUP; chmod go-w it"
-    _warn_if_open_to_others(directory, admitted)
+    warn_if_open_to_others(directory, admitted, log)
     paths = sorted(Path(directory).glob("*.key"))
     for path in paths:
-        _warn_if_open_to_others(path, admitted)
+        warn_if_open_to_others(path, admitted, log)
     return {load_public_key(path) for path in paths}
-
-
-def _warn_if_open_to_others(path: str | Path, why: str, readable: bool = False) -> None:
-    """Warns when users other than the owner may write to `path` (or, `readable`, read it), naming its mode and `why`
-    that matters."""
-    mode = os.stat(path).st_mode & 0o777
-    access = [
-        word
-        for word, bits, asked in (("readable", 0o044, readable), ("writable", 0o022, True))
-        if asked and mode & bits
-    ]
-    if access:
-        log.warning("%s is %s by other users (mode %04o): %s", path, " and ".join(access), mode, why)
 
 
 def load_public_key(path: str | Path) -> bytes:

@@ -13,8 +13,9 @@ from port_shares import draw_ports_from_share  # noqa: E402 - a helper beside th
 # The suite shares two cores among pytest, engines and their workers: a torch that spreads each tiny convolution over
 # every core (its default) spends most of a step waiting for a core another process holds (42 ms a tiny UNet step
 # with one thread against 230 to 390 ms with two, measured while other processes ran). Set before anything imports
-# torch, for this process and the workers tests start by hand; engines still give their workers the cores they
-# divide among them (--threads).
+# torch, for this process, the workers tests start by hand and the engines' workers (an engine gives each its share of
+# the cores as --threads, at most OMP_NUM_THREADS: test_cache_hit_counts took 169 to 228 s under load with two threads
+# a tiny worker, 20 to 26 s with one).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The engines, workers and Ray instances the suite starts make their temporary folders in one of its own, removed at

@@ -1,6 +1,7 @@
 """CURVE: an engine that requires it serves workers and clients holding admitted keys, and no one else."""
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -527,6 +528,38 @@ def test_worker_keys_set_by_hand_that_cannot_be_used_are_said_in_one_line(tmp_pa
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"argus worker: error: ${LOCAL_WORKER_KEYS_ENV}{says}")
     assert "Traceback" not in done.stderr and worker.secret.decode() not in done.stderr
+
+
+@pytest.fixture
+def libzmq_without_curve(monkeypatch):
+    """This process's libzmq as one built without CURVE answers: zmq.has says so, and checking a key pair is
+    ENOTSUP ("Operation not supported"), which pyzmq raises as a ZMQError."""
+    has = zmq.has
+
+    def not_supported(_secret):
+        raise zmq.ZMQError(errno.ENOTSUP)
+
+    monkeypatch.setattr(zmq, "has", lambda capability: capability != "curve" and has(capability))
+    monkeypatch.setattr(zmq, "curve_public", not_supported)
+
+
+@pytest.mark.parametrize("given", ["environment", "files"])
+def test_worker_keys_on_a_libzmq_without_curve_are_refused_in_one_line(
+    keys, libzmq_without_curve, given, monkeypatch, capsys
+):
+    """They were a traceback of zmq's "Operation not supported", naming neither the keys nor CURVE."""
+    flags = ["worker", "--connect", "tcp://127.0.0.1:9", "--backend", "sim"]
+    if given == "environment":
+        monkeypatch.setenv(LOCAL_WORKER_KEYS_ENV, keys["client"].to_env())
+        named = f"${LOCAL_WORKER_KEYS_ENV}"
+    else:
+        flags += ["--curve-key", str(keys["worker_secret"]), "--curve-server-key", str(keys["engine_public"])]
+        named = str(keys["worker_secret"])
+    assert main(flags) == 2
+    err = capsys.readouterr().err
+    says = f"argus worker: error: {named}: this libzmq ({zmq.zmq_version()}) is built without CURVE"
+    assert err.strip().splitlines()[-1].startswith(says), err
+    assert "Traceback" not in err and keys["client"].own.secret.decode() not in err
 
 
 def test_refused_handshakes_are_logged_once_per_socket_per_interval(caplog):

@@ -61,6 +61,27 @@ def test_a_file_no_engine_could_serve_with_is_refused_naming_the_line(tmp_path, 
     assert str(refused.value).startswith(str(path)) and says in str(refused.value), refused.value
 
 
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [(0o644, "readable by other users (mode 0644)"), (0o620, "writable by other users (mode 0620)"), (0o600, None)],
+)
+def test_a_keys_file_other_users_may_read_or_write_is_warned_of_at_start_and_at_each_reread(
+    tmp_path, caplog, mode, warned
+):
+    """It was taken without a word, while a CURVE secret key file so open was warned of: whoever reads it can pose
+    as any client it names."""
+    path = keys_file(tmp_path)
+    path.chmod(mode)
+    keys = engine_config(build_parser().parse_args(["serve", "--api-keys", str(path)])).api_keys
+    keys.reload()
+    said = [r.getMessage() for r in caplog.records if r.name == "argus.engine" and r.levelname == "WARNING"]
+    if warned is None:
+        assert said == []
+    else:
+        assert said == [f"{path} is {warned}: whoever reads it can pose as any client it names, and whoever"
+                        " writes it can put in a key of their own; chmod 600 it"] * 2  # fmt: skip
+
+
 def test_a_missing_file_or_a_key_given_both_ways_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("ARGUS_API_KEY", raising=False)
     with pytest.raises(UsageError, match="No such file or directory"):

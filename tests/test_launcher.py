@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from process_checks import process_running
-from waiting import eventually
+from waiting import eventually, wait_for
 
 from controller.profile_latency import worker_command as profile_worker_command
 from engine import launcher
@@ -27,8 +27,10 @@ from engine.readiness import readiness
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, start_engine, start_worker, stop_in_process
+from loadgen.bench.proc import local_workers_of, read_command
+from workers import config as worker_config
 from workers.cannot_serve import REASON_FD_ENV
-from workers.config import WorkerConfig
+from workers.config import WorkerConfig, usable_cpus
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float:
@@ -335,5 +337,40 @@ def test_an_engine_bound_to_fewer_cpus_than_the_host_has_gives_its_workers_threa
         os.sched_setaffinity(0, cpus)
     try:
         engine.wait_ready(1, timeout_s=120)
+    finally:
+        assert engine.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("omp", "each"), [(None, 2), ("1", 1), ("1,1", 1), ("3", 2), ("8", 2), ("0", 2), ("two", 2), ("", 2)]
+)
+def test_omp_num_threads_caps_the_threads_each_local_worker_is_given(monkeypatch, omp, each):
+    """Its share of 4 CPUs among 2 workers, or fewer when $OMP_NUM_THREADS says so (its first level's count; one
+    that is no count, as OpenMP's runtime ignores it). Given more, a worker ran on more threads than the user asked
+    every process for (the test suite's one: 2 threads of a tiny UNet on 2 shared cores, each step several times
+    slower)."""
+    monkeypatch.setattr(worker_config, "usable_cpus", lambda: 4)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert worker_config.threads_each(2) == each
+
+
+def test_an_engine_under_omp_num_threads_gives_its_workers_that_many_threads(tmp_path, monkeypatch):
+    """A real engine and its tiny worker's command line: --threads was its share of the CPUs whatever OMP_NUM_THREADS
+    said. Unset, a worker still gets its share (test above)."""
+    if usable_cpus() < 2:
+        pytest.skip("one CPU: its share is one thread already, and the test could not fail")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    engine = start_engine(tmp_path, workers=1, wait=False)
+    try:
+
+        def worker_command() -> str | None:
+            return next(map(read_command, local_workers_of(engine.process.pid)), None)
+
+        assert wait_for(worker_command, timeout_s=60), engine.log()
+        command = worker_command().split("\0")
+        assert command[command.index("--threads") + 1] == "1", command
     finally:
         assert engine.stop() == 0

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from waiting import eventually
 
+from engine import listen_checks
 from engine.api_keys import ApiKeys
 from engine.arg_types import UsageError
 from engine.listen_checks import warn_if_http_open, warn_if_open
@@ -47,10 +48,28 @@ def test_an_address_that_cannot_be_bound_is_refused_without_a_warning_first(tmp_
 @pytest.mark.parametrize(
     ("host", "api_key", "warned"), [("0.0.0.0", None, True), ("0.0.0.0", "k", False), ("::1", None, False)]
 )
-def test_http_beyond_loopback_without_an_api_key_is_warned_about(tmp_path, caplog, host, api_key, warned):
-    # HTTP binds in run(): nothing opened
-    Engine(in_process_config(tmp_path, host=host, api_keys=http_keys(api_key))).close()
+def test_http_beyond_loopback_without_an_api_key_is_warned_about(caplog, host, api_key, warned):
+    """Checked on the warning itself, as a test opens HTTP beyond loopback only under a key (below)."""
+    warn_if_http_open(host, 8000, api_key=bool(api_key))
     assert ("listens without an API key: any client that reaches it can generate images" in caplog.text) == warned
+
+
+async def test_the_http_warning_names_the_port_bound_not_port_0(tmp_path, caplog, monkeypatch):
+    """`--port 0` was warned of as `HTTP on 0.0.0.0:0`, a port no client can reach, while the engine listened on
+    another. On loopback taken for beyond it, so that no door opens beyond this host."""
+    monkeypatch.setattr(listen_checks, "is_loopback", lambda host: False)
+    caplog.set_level(logging.INFO, logger="argus.engine")
+    engine = Engine(in_process_config(tmp_path, host="127.0.0.1"))
+    running = asyncio.create_task(engine.run())
+    try:
+        listening = re.compile(r"HTTP API listening on http://127\.0\.0\.1:([0-9]+) ")
+        assert await eventually(lambda: listening.search(caplog.text), timeout_s=30), caplog.text
+        port = listening.search(caplog.text).group(1)
+        assert f"HTTP on 127.0.0.1:{port} listens without an API key" in caplog.text, caplog.text
+        assert "127.0.0.1:0 " not in caplog.text
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
 
 
 @pytest.mark.parametrize(("curve", "api_key"), [(True, None), (True, "k"), (False, None), (False, "k")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from protocols.curve import ClientKeys
@@ -28,8 +29,18 @@ def usable_cpus() -> int:
 
 def threads_each(workers: int) -> int:
     """torch's CPU threads for each of `workers` workers on the CPUs this process may run on: shared among them, so
-    that they do not oversubscribe those CPUs (and never more than a worker takes: engine/arg_types.thread_count)."""
-    return max(1, usable_cpus() // max(1, workers))
+    that they do not oversubscribe those CPUs (and never more than a worker takes: engine/arg_types.thread_count);
+    at most $OMP_NUM_THREADS when it is set, the count torch takes for its threads: a worker given its share as
+    --threads ran on more threads than the user had asked every process for."""
+    share = max(1, usable_cpus() // max(1, workers))
+    return min(share, _omp_threads() or share)
+
+
+def _omp_threads() -> int | None:
+    """$OMP_NUM_THREADS's count (its first, outermost level's), None when unset or not a count: OpenMP's runtime
+    then ignores it too."""
+    first = os.environ.get("OMP_NUM_THREADS", "").partition(",")[0].strip()
+    return int(first) if re.fullmatch("[0-9]+", first) and int(first) > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

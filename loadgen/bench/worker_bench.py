@@ -50,12 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=thread_count,
         default=threads_each(DEFAULT_LOCAL_WORKERS),
-        help="torch threads, worker and direct alike (default: half the CPUs this process may run on, what `argus"
-        " serve` gives each of its 2 default local workers)",
+        help="torch threads, worker and direct alike (default: half the CPUs this process may run on, at most"
+        " $OMP_NUM_THREADS, what `argus serve` gives each of its 2 default local workers)",
     )
     parser.add_argument("--seed", type=non_negative_int, default=7, help="seeds the images")
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
-    parser.add_argument("--warmup", type=non_negative_int, default=1, help="unmeasured runs of each kind first")
+    parser.add_argument(
+        "--warmup",
+        type=positive_int,
+        default=1,
+        help="unmeasured rounds of every kind of run first (default 1, at least 1: its K=0 run gives the latents the"
+        " level-K runs resume from and the image compared with the direct call's, and a first run pays one-time"
+        " costs no measured run should)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,9 +150,9 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
         if missing:
             raise UsageError(f"the worker returns latents only at levels {hello.levels}; not at {missing}")
 
-        # warm-up: every kind of run once, unmeasured; the K=0 run gives the latents to resume from
+        # warm-up: every kind of run, unmeasured; the K=0 run gives the latents to resume from
         latents = {}
-        for _ in range(max(1, args.warmup)):
+        for _ in range(args.warmup):
             _, full = worker.generate(args, 0)
             latents = {k: np.array(full.by_level()[k]) for k in levels}
             _, direct_image = direct.generate(args)
