@@ -262,7 +262,7 @@ class RefusedHandshakes:
             # a connection that ended with no handshake event: libzmq met no ZeroMQ 3 greeting, which every argus
             # engine sends, and (CURVE on) hung up on a peer it took for one of ZeroMQ's first version, which has
             # no CURVE, as on a protocol error, after which it does not dial again
-            return None if ended else self._no_engine_here(certain=True)
+            return None if ended or self.handshook else self._no_engine_here(certain=True)
         self._handshake_ended = True
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._silent_failures = 0
@@ -271,6 +271,12 @@ class RefusedHandshakes:
         engine = f"the engine at {self._address}"
         if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             self._silent_failures += 1
+            if self.handshook:
+                # an engine answered at this address: what hangs up without a word now is the way to it while it is
+                # down (a tunnel, docker's port, a proxy, each taking the connection and closing it, about ten times a
+                # second), not an address that is no engine's. Taken for that, the client was refused for good,
+                # in those words, and served no more once the engine was back up
+                return None
             return self._no_engine_here(certain=False) if self._silent_failures >= _SILENT_FAILURES else None
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             # the peer cannot tell which socket's keys it was checked against, nor whether the key is admitted on
