@@ -225,10 +225,10 @@ class RefusedHandshakes:
         """Why the engine will never be reached over this socket, or None while it may be."""
         while self._reason is None and not self.monitor.closed and self._events.poll(0):
             self._reason = self._heard(recv_monitor_message(self._events))
-            if self._reason is not None and not self._socket.closed:
+            if self._reason is not None:
                 # for good: nothing more is read, and against an engine that fails every handshake libzmq dials on,
                 # two events a dial, until the unread monitor stalls its I/O thread (232d495)
-                self._socket.disable_monitor()
+                self._stop_monitoring()
         return self._reason
 
     def not_an_engine(self) -> str | None:
@@ -308,9 +308,19 @@ class RefusedHandshakes:
         )
 
     def close(self) -> None:
-        if not self._socket.closed:  # closing the socket ended its monitoring
-            self._socket.disable_monitor()
+        self._stop_monitoring()
         self.monitor.close()
+
+    def _stop_monitoring(self) -> None:
+        if self._socket.closed:  # closing the socket ended its monitoring
+            return
+        # the events unread are dropped first: a monitor left unread fills (a client idle while what it dials takes
+        # each connection and closes it: a tunnel to an engine that is down, two events a dial), and libzmq's I/O
+        # thread then waits for room in it holding the lock disable_monitor takes. close() waited for ever, the GIL
+        # held: the whole process hung
+        while self._events.poll(0):
+            self._events.recv_multipart()
+        self._socket.disable_monitor()
 
 
 def create_key_files(directory: str | Path, name: str, replace: bool = False) -> tuple[Path, Path]:
