@@ -227,10 +227,10 @@ class RefusedHandshakes:
         """Why the engine will never be reached over this socket, or None while it may be."""
         while self._reason is None and not self.monitor.closed and self._events.poll(0):
             self._reason = self._heard(recv_monitor_message(self._events))
-            if self._reason is not None and not self._socket.closed:
+            if self._reason is not None:
                 # for good: nothing more is read, and against an engine that fails every handshake libzmq dials on,
                 # two events a dial, until the unread monitor stalls its I/O thread (232d495)
-                self._socket.disable_monitor()
+                self._stop_monitoring()
         return self._reason
 
     def not_an_engine(self) -> str | None:
@@ -264,7 +264,7 @@ class RefusedHandshakes:
             # a connection that ended with no handshake event: libzmq met no ZeroMQ 3 greeting, which every argus
             # engine sends, and (CURVE on) hung up on a peer it took for one of ZeroMQ's first version, which has
             # no CURVE, as on a protocol error, after which it does not dial again
-            return None if ended else self._no_engine_here(certain=True)
+            return None if ended or self.handshook else self._no_engine_here(certain=True)
         self._handshake_ended = True
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._silent_failures = 0
@@ -273,6 +273,12 @@ class RefusedHandshakes:
         engine = f"the engine at {self._address}"
         if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             self._silent_failures += 1
+            if self.handshook:
+                # an engine answered at this address: what hangs up without a word now is the way to it while it is
+                # down (a tunnel, docker's port, a proxy, each taking the connection and closing it, about ten times a
+                # second), not an address that is no engine's. Taken for that, the client was refused for good,
+                # in those words, and served no more once the engine was back up
+                return None
             return self._no_engine_here(certain=False) if self._silent_failures >= _SILENT_FAILURES else None
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             # the peer cannot tell which socket's keys it was checked against, nor whether the key is admitted on
@@ -304,9 +310,19 @@ class RefusedHandshakes:
         )
 
     def close(self) -> None:
-        if not self._socket.closed:  # closing the socket ended its monitoring
-            self._socket.disable_monitor()
+        self._stop_monitoring()
         self.monitor.close()
+
+    def _stop_monitoring(self) -> None:
+        if self._socket.closed:  # closing the socket ended its monitoring
+            return
+        # the events unread are dropped first: a monitor left unread fills (a client idle while what it dials takes
+        # each connection and closes it: a tunnel to an engine that is down, two events a dial), and libzmq's I/O
+        # thread then waits for room in it holding the lock disable_monitor takes. close() waited for ever, the GIL
+        # held: the whole process hung
+        while self._events.poll(0):
+            self._events.recv_multipart()
+        self._socket.disable_monitor()
 
 
 def create_key_files(directory: str | Path, name: str, replace: bool = False) -> tuple[Path, Path]:

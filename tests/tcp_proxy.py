@@ -15,6 +15,8 @@ class DroppingProxy:
         # set, per connection, once it is dead without a word (go_silent): what comes in is swallowed
         self._silent: list[threading.Event] = []
         self.accepted = 0
+        # connections closed at once as the target refused them (no engine up): as ssh -L, socat or docker's port do
+        self.turned_away = 0
         # cleared: what comes in is held, not passed on (a link that stalls); it is lost if the link is then cut
         self.flowing = threading.Event()
         self.flowing.set()
@@ -42,7 +44,12 @@ class DroppingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            upstream = socket.create_connection(self._target)
+            try:
+                upstream = socket.create_connection(self._target)
+            except OSError:
+                self.turned_away += 1
+                client.close()
+                continue
             self._pairs.append((client, upstream))
             silent = threading.Event()
             self._silent.append(silent)
