@@ -1,6 +1,6 @@
 """What a command cannot run with, refused before it starts: argparse types for numbers (finite, and above zero or
 from zero; a probability), lists of them, URLs, and files to write into a directory that is not there; and files to
-read that cannot be read, as a UsageError. And what a host name or address is: a URL's host, a loopback one."""
+read that cannot be read, as a UsageError. And what a URL's host is."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 from engine.forwarded_for import IPNetwork
 from protocols.curve import ClientKeys, KeyPair, load_public_key
+from protocols.endpoints import NotAnEndpoint, parse_endpoint
 from protocols.limits import MAX_BATCH
-from protocols.sockets import is_zmq_address
 from workers.config import usable_cpus
 from workers.limits import DEFAULT_LEVELS
 
@@ -26,17 +26,6 @@ T = TypeVar("T")
 
 # a DNS name, an IPv4 address or an IPv6 one (without its brackets), as the host of an image URL
 URL_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a host name or address (no port, no brackets) names this machine's loopback only."""
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: resolved to loopback, never by DNS
-        return True
-    try:
-        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
-    except ValueError:  # *, an interface name or another host name
-        return False
 
 
 # the devices a worker runs its model on (torch names more, none a worker here is built for)
@@ -135,9 +124,11 @@ def listen_address(text: str) -> str:
 
 
 def _zmq_address(text: str, listening: bool) -> str:
-    if is_zmq_address(text, listening):
-        return text
-    raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT or ipc://PATH, not {text!r}")
+    try:
+        parse_endpoint(text, listening)
+    except NotAnEndpoint as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def public_url(text: str) -> str:

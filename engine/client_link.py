@@ -17,8 +17,9 @@ import zmq
 from protocols.client_messages import Busy, Cancelled, Error, Generate, Images, RequestId
 from protocols.codec import Codec
 from protocols.curve import ClientKeys, RefusedHandshakes
+from protocols.endpoints import FORM, NotAnEndpoint, parse_endpoint
 from protocols.limits import MAX_CLIENT_FRAME_BYTES, MAX_PROMPT_CHARS, MAX_REQUEST_ID_CHARS
-from protocols.sockets import dial, is_zmq_address, make_socket
+from protocols.sockets import dial, make_socket
 
 Reply = Images | Error | Busy | Cancelled
 
@@ -73,12 +74,18 @@ class UnansweredWarning:
 def check_address(address: str) -> None:
     """Before a context is made: ZeroMQ refused 'localhost:5555' as 'Invalid argument', and an http:// URL as
     'Protocol not supported', naming neither what it wants; a port past 65535 was taken, then never answered."""
-    if not isinstance(address, str) or not is_zmq_address(address):
-        hint = " (an HTTP URL: this client speaks ZeroMQ)" if str(address).startswith(("http://", "https://")) else ""
-        raise ValueError(
-            f"{address!r}{hint}: expected the engine's ZeroMQ client address, tcp://HOST:PORT or ipc://PATH, as"
-            " its --client-listen says (default tcp://127.0.0.1:5555)"
-        )
+    why = ""
+    if isinstance(address, str):
+        try:
+            parse_endpoint(address)
+            return
+        except NotAnEndpoint as error:
+            why = f": {error.why}" if error.why else ""
+    hint = " (an HTTP URL: this client speaks ZeroMQ)" if str(address).startswith(("http://", "https://")) else ""
+    raise ValueError(
+        f"{address!r}{hint}: expected the engine's ZeroMQ client address, {FORM}, as its --client-listen says"
+        f" (default tcp://127.0.0.1:5555){why}"
+    )
 
 
 def connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tuple[zmq.Socket, RefusedHandshakes]:

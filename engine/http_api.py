@@ -17,7 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from engine.api_keys import ApiKeys
-from engine.arg_types import URL_HOST, is_loopback
+from engine.arg_types import URL_HOST
 from engine.config import LaunchConfig
 from engine.forwarded_for import TrustedProxies
 from engine.http_half_close import answer_half_closed
@@ -26,6 +26,7 @@ from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
 from engine.version import argus_version
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
+from protocols.endpoints import is_loopback
 from protocols.limits import retry_after_s
 from protocols.openai_images import (
     BODY_READ_S,

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import zmq
 
-from engine.arg_types import UsageError, is_loopback
+from engine.arg_types import UsageError
 from protocols.curve import KeyPair
+from protocols.endpoints import is_loopback, parse_endpoint
 
 log = logging.getLogger("argus.engine")
 
@@ -30,7 +31,7 @@ def bind_errors_named(flag: str) -> Iterator[None]:
 def refuse_long_ipc_path(endpoint: str, folder: str) -> None:
     """The local workers' IPC `endpoint`, in the engine's temporary `folder`, must fit ZeroMQ's bound: its own error
     named --worker-listen, which may not be an IPC address at all."""
-    if len(endpoint.removeprefix("ipc://").encode()) > zmq.IPC_PATH_MAX_LEN:
+    if len(parse_endpoint(endpoint, listening=True).path.encode()) > zmq.IPC_PATH_MAX_LEN:
         raise UsageError(
             f"the temporary directory {os.path.dirname(folder)} is too long a path for the local workers'"
             f" IPC socket ({zmq.IPC_PATH_MAX_LEN} bytes at most, {endpoint} is longer): set TMPDIR to a shorter one"
@@ -57,11 +58,13 @@ def warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_c
     """A TCP address without CURVE admits anyone who reaches it: say so at start, beyond loopback; and on loopback
     too when HTTP asks for an API key, which says that not everyone on this host is trusted (every user of the
     host reaches its loopback, and the key guards HTTP alone)."""
+    if keys is not None:
+        return
     for endpoint in endpoints:
-        transport, _, address = endpoint.partition("://")
-        if keys is not None or transport in ("ipc", "inproc"):  # an ipc socket only this user may open
+        place = parse_endpoint(endpoint, listening=True)
+        if place.scheme == "ipc":  # an ipc socket only this user may open
             continue
-        if not is_loopback(address.rpartition(":")[0].strip("[]")):
+        if not place.loopback:
             log.warning(
                 "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with --curve-secret and "
                 "--curve-allow, docs/scaling.md)",

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from engine.arg_types import UsageError, is_loopback
+from engine.arg_types import UsageError
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.listen_checks import http_address
 from engine.metrics import EngineMetrics
@@ -43,6 +43,7 @@ from engine.ray_logs import RayTokenRefused, watching_ray_logs
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, log_not_stopped, said_hello_or_ended
 from protocols.curve import ClientKeys
+from protocols.endpoints import NotAnEndpoint, is_loopback, parse_endpoint, parse_host_port
 from workers.backend import BackendUnavailable
 from workers.config import WorkerConfig
 from workers.main import CANNOT_SERVE_EXIT, SIM_SIMILARITY_TABLE_ENV
@@ -93,7 +94,7 @@ class RayWorker:
 def tcp_endpoint(endpoints: list[str]) -> str:
     """The engine's first TCP worker endpoint: what actors on any node dial."""
     for endpoint in endpoints:
-        if endpoint.startswith("tcp://"):
+        if parse_endpoint(endpoint, listening=True).scheme == "tcp":
             return endpoint
     raise UsageError("--launcher ray needs a TCP --worker-listen address for its actors to dial")
 
@@ -103,31 +104,33 @@ def reachable_dial(connect: str, node_ip: str) -> str:
     --worker-listen tcp://*:5556) becomes the address Ray knows this node by (dialled on another host, it reached that
     host, and the actor said hello there for ever). One on loopback is kept, with a WARNING when the cluster is more
     than this host's loopback: actors Ray places on other hosts reach no engine through it."""
-    host, _, port = connect.removeprefix("tcp://").rpartition(":")
+    endpoint = parse_endpoint(connect)
+    if endpoint.scheme != "tcp":  # an ipc:// path, which actors on this host alone reach
+        return connect
     try:
-        wildcard = ipaddress.ip_address(host.strip("[]")).is_unspecified
+        wildcard = ipaddress.ip_address(endpoint.host.partition("%")[0]).is_unspecified
     except ValueError:  # a host name (--ray-connect tcp://engine.example:5556)
         wildcard = False
-    node = "tcp://" + http_address(node_ip, port)
+    node = "tcp://" + http_address(node_ip, endpoint.port)
     if wildcard:
         return node
-    if on_loopback(connect.removeprefix("tcp://")) and not is_loopback(node_ip):
+    if endpoint.loopback and not is_loopback(node_ip):
         log.warning(
             "Ray actors dial %s, this host's loopback: those placed on the cluster's other hosts reach no engine."
             " Listen where they reach (--worker-listen tcp://0.0.0.0:%s) or give --ray-connect %s",
             connect,
-            port,
+            endpoint.port,
             node,
         )
     return connect
 
 
 def on_loopback(address: str) -> bool:
-    """Whether a HOST:PORT address (not `auto`, not `ray://...`) names this host's loopback interface."""
-    host, colon, _ = address.rpartition(":")
-    if not colon or "://" in address:
+    """Whether a Ray cluster's HOST:PORT address (not `auto`, not `ray://...`) names this host's loopback interface."""
+    try:
+        return parse_host_port(address).loopback
+    except NotAnEndpoint:
         return False
-    return is_loopback(host.strip("[]"))
 
 
 def connect_ray(address: str | None, refused: Callable[[RayTokenRefused], None] = lambda error: None) -> Any:

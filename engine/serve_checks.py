@@ -28,6 +28,7 @@ from engine.config import (
 )
 from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit
 from engine.worker_command import check_backend_flags, check_device, check_model
+from protocols.endpoints import Endpoint, parse_endpoint
 from workers.limits import DEFAULT_LEVELS
 from workers.model_folder import sdxl_model_problem
 from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
@@ -149,35 +150,32 @@ def check_serve_args(args: argparse.Namespace) -> None:
 def _check_listeners_apart(args: argparse.Namespace) -> None:
     """Two of the engine's own listeners on one address: the second failed to bind, said to be "in use" as if
     another process held it (and a second ipc:// socket on a path takes it over without a word)."""
-    listeners = [(f"--host {args.host} --port {args.port}", f"tcp://{args.host}:{args.port}")]
+    listeners = [(f"--host {args.host} --port {args.port}", Endpoint("tcp", args.host, args.port))]
     for flag, given, default in (
         ("--client-listen", args.client_listen, DEFAULT_CLIENT_LISTEN),
         ("--worker-listen", args.worker_listen, DEFAULT_WORKER_LISTEN),
     ):
-        listeners += [(f"{flag} {address}", address) for address in given or ()]
-        listeners += [] if given else [(f"{flag} {default} (its default)", default)]
-    for index, (flag, address) in enumerate(listeners):
+        named = [(f"{flag} {address}", address) for address in given or ()]
+        named += [] if given else [(f"{flag} {default} (its default)", default)]
+        listeners += [(said, parse_endpoint(address, listening=True)) for said, address in named]
+    for index, (flag, endpoint) in enumerate(listeners):
         for other_flag, other in listeners[:index]:
-            if _same_listener(address, other):
+            if _same_listener(endpoint, other):
                 raise UsageError(f"{other_flag} and {flag} would listen on one address: give each its own")
 
 
-def _same_listener(one: str, other: str) -> bool:
-    one_scheme, _, one_place = one.partition("://")
-    other_scheme, _, other_place = other.partition("://")
-    if one_scheme != other_scheme:
+def _same_listener(one: Endpoint, other: Endpoint) -> bool:
+    if one.scheme != other.scheme:
         return False
-    if one_scheme == "ipc":
-        return os.path.abspath(one_place) == os.path.abspath(other_place)
-    one_host, _, one_port = one_place.rpartition(":")
-    other_host, _, other_port = other_place.rpartition(":")
-    # port 0 or *: any free port, never another listener's
-    return one_port == other_port and one_port not in ("0", "*") and _hosts_overlap(one_host, other_host)
+    if one.scheme == "ipc":
+        return os.path.abspath(one.path) == os.path.abspath(other.path)
+    # port 0 (or *): any free port, never another listener's
+    return one.port == other.port != 0 and _hosts_overlap(one.host, other.host)
 
 
 def _hosts_overlap(one: str, other: str) -> bool:
     """Whether two listeners' hosts share an address: the same host, or a wildcard that takes in the other's."""
-    one, other = (host.strip("[]").lower() for host in (one, other))
+    one, other = one.lower(), other.lower()
     return one == other or _takes_in(one, other) or _takes_in(other, one)
 
 

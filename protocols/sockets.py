@@ -14,6 +14,7 @@ import stat
 import zmq
 
 from protocols.curve import ClientKeys, KeyPair, make_client, make_server
+from protocols.endpoints import Endpoint, NotAnEndpoint, parse_endpoint
 
 # a message over the high-water mark is dropped by ROUTER sockets (not queued
 # without bound); replies that matter are small, and engines re-send nothing
@@ -21,17 +22,6 @@ DEFAULT_HWM = 100_000
 # the largest frame a socket takes in (libzmq bounds each frame, not a message of many): a whole encoded
 # 1536 px image with latents fits with room to spare
 MAX_FRAME_BYTES = 64 * 1024 * 1024
-
-
-def is_zmq_address(text: str, listening: bool = False) -> bool:
-    """Whether `text` is an address the engine's sockets take: tcp://HOST:PORT (to listen on, PORT 0 or * for any
-    free one) or ipc://PATH. ZeroMQ refuses any other only as a socket binds or connects it, in its own words
-    ('Invalid argument')."""
-    scheme, _, rest = text.partition("://")
-    host, _, port = rest.rpartition(":")
-    lowest = 0 if listening else 1
-    port_ok = (port.isdigit() and lowest <= int(port) <= 65535) or (listening and port == "*")
-    return (scheme == "ipc" and bool(rest)) or (scheme == "tcp" and bool(host) and port_ok)
 
 
 def _seed_peer_numbering() -> None:
@@ -94,27 +84,37 @@ def make_socket(
 
 def dial(sock: zmq.Socket, address: str) -> None:
     """Connects the socket to `address`: to one with an IPv6 host too (see _set_ipv6_for)."""
-    _set_ipv6_for(sock, address)
+    _set_ipv6_for(sock, _endpoint(address, listening=False))
     sock.connect(address)
 
 
-def _set_ipv6_for(sock: zmq.Socket, address: str) -> None:
+def _endpoint(address: str, listening: bool) -> Endpoint:
+    """The address parsed; one that is none, of no scheme: ZeroMQ refuses it as the socket binds or connects it, in
+    its own words (the flags' types refuse it first, in this module's)."""
+    try:
+        return parse_endpoint(address, listening)
+    except NotAnEndpoint:
+        return Endpoint("")
+
+
+def _set_ipv6_for(sock: zmq.Socket, endpoint: Endpoint) -> None:
     """libzmq takes an IPv6 host (tcp://[::1]:5555) only on a socket with its IPV6 option on: a bind failed as "No
     such device", and a connect dialled nothing, without a word, for ever. On for such an address alone, as each bind
     or connect takes the option as it is then: with it on, a name (localhost) resolves to its IPv6 address first,
     which an engine listening on 127.0.0.1 never answers, and * listens on IPv6's interfaces too."""
-    sock.setsockopt(zmq.IPV6, int(address.startswith("tcp://[")))
+    sock.setsockopt(zmq.IPV6, int(endpoint.ipv6))
 
 
 def bind_all(sock: zmq.Socket, addresses: list[str] | tuple[str, ...]) -> list[str]:
     """Binds every address; returns the concrete endpoints (tcp port 0 resolved)."""
     endpoints = []
     for address in addresses:
-        _prepare_ipc_dir(address)
-        _refuse_ipc_path_taken(address)
-        _set_ipv6_for(sock, address)
+        endpoint = _endpoint(address, listening=True)
+        _prepare_ipc_dir(endpoint.path)
+        _refuse_ipc_path_taken(endpoint.path, address)
+        _set_ipv6_for(sock, endpoint)
         sock.bind(address)
-        _restrict_ipc_file(address)
+        _restrict_ipc_file(endpoint.path)
         endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
     return endpoints
 
@@ -128,7 +128,7 @@ class SocketFiles:
     def __init__(self, addresses: list[str] | tuple[str, ...]):
         self._files: list[tuple[str, int, int]] = []
         for address in addresses:
-            path = _ipc_path(address)
+            path = _endpoint(address, listening=True).path
             if not path or path.startswith("@"):  # Linux's abstract namespace has no file
                 continue
             with contextlib.suppress(OSError):  # gone already (a tmp cleaner): nothing of this socket's to delete
@@ -145,25 +145,17 @@ class SocketFiles:
                     os.unlink(path)
 
 
-def _ipc_path(address: str) -> str | None:
-    if not address.startswith("ipc://"):
-        return None
-    return address[len("ipc://") :]
-
-
-def _prepare_ipc_dir(address: str) -> None:
-    path = _ipc_path(address)
+def _prepare_ipc_dir(path: str) -> None:
     if path:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
 
 
-def _refuse_ipc_path_taken(address: str) -> None:
+def _refuse_ipc_path_taken(path: str, address: str) -> None:
     """Raises ZMQError (as a bind does) for an ipc:// path a live process listens on, or that is no socket. libzmq
     deletes whatever is at the path before it binds there: a second engine given a first one's address bound it
     without an error, took the new clients (or workers), and deleted the path as it stopped, the first engine
     serving on unreachable; and a regular file there (a mistyped path) was deleted. A socket nothing listens on
     any more (its engine was killed) is taken, as before."""
-    path = _ipc_path(address)
     if not path or path.startswith("@"):  # Linux's abstract namespace has no file: its bind refuses one in use
         return
     try:
@@ -192,9 +184,8 @@ def _listened_on(path: str) -> bool:
     return True
 
 
-def _restrict_ipc_file(address: str) -> None:
+def _restrict_ipc_file(path: str) -> None:
     # only the owner may connect to a local socket
-    path = _ipc_path(address)
     if path and os.path.exists(path):
         os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
 

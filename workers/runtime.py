@@ -39,6 +39,7 @@ import zmq
 
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys, RefusedHandshakes
+from protocols.endpoints import parse_endpoint
 from protocols.sockets import dial, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -160,14 +161,13 @@ def unresolved_host(connect: str) -> str | None:
     such a host again and again without a word, as it does a port no one listens on: a worker given a typo was warned
     only to check the engine and the CURVE keys. Asked when a warning is due, not before: a name not in DNS yet (a
     Kubernetes Service made after its workers) may come, and the worker waits for it."""
-    scheme, _, rest = connect.partition("://")
-    host = rest.rpartition(":")[0].rpartition(";")[2]
-    if scheme != "tcp":
+    endpoint = parse_endpoint(connect)
+    if endpoint.scheme != "tcp":
         return None
     try:
-        socket.getaddrinfo(host.removeprefix("[").removesuffix("]"), None)
+        socket.getaddrinfo(endpoint.host, None)
     except (OSError, UnicodeError):  # socket.gaierror; a name IDNA cannot encode
-        return host
+        return endpoint.host
     return None
 
 
