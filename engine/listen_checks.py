@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import zmq
 
@@ -54,10 +54,11 @@ def warn_if_http_open(host: str, port: int, api_key: bool) -> None:
         )
 
 
-def warn_if_open(endpoints: tuple[str, ...], keys: KeyPair | None, what_a_peer_can_do: str, api_key: bool) -> None:
+def warn_if_open(endpoints: Sequence[str], keys: KeyPair | None, what_a_peer_can_do: str, api_key: bool) -> None:
     """A TCP address without CURVE admits anyone who reaches it: say so at start, beyond loopback; and on loopback
     too when HTTP asks for an API key, which says that not everyone on this host is trusted (every user of the
-    host reaches its loopback, and the key guards HTTP alone)."""
+    host reaches its loopback, and the key guards HTTP alone). `endpoints` as bound, named as peers reach them: a
+    --client-listen tcp://0.0.0.0:0 was warned of as port 0."""
     if keys is not None:
         return
     for endpoint in endpoints:

@@ -188,8 +188,8 @@ class Engine:
         self._resources.callback(self.clients.close)
         # once both doors are bound: an address ZeroMQ cannot listen on is an error, not an open door to warn of
         keyed = self.api_keys is not None
-        warn_if_open(config.client_listen, client_keys, "send requests", keyed)
-        warn_if_open(config.worker_listen, server_keys, "join as a worker and be sent users' prompts", keyed)
+        warn_if_open(self.clients.endpoints, client_keys, "send requests", keyed)
+        warn_if_open(self.link.endpoints, server_keys, "join as a worker and be sent users' prompts", keyed)
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.dispatcher.restart = lambda worker: self.launcher.kill(worker.hello.worker_id)

@@ -72,6 +72,23 @@ async def test_the_http_warning_names_the_port_bound_not_port_0(tmp_path, caplog
         await asyncio.wait_for(running, 30)
 
 
+def test_the_zeromq_warnings_name_the_ports_bound_not_port_0(tmp_path, caplog):
+    """`--client-listen tcp://0.0.0.0:0` was warned of as tcp://0.0.0.0:0, a port no peer can reach, while the engine
+    listened on another. On loopback under an API key, where the same warnings come, so that no door opens beyond this
+    host."""
+    any_port = ("tcp://127.0.0.1:0",)
+    config = in_process_config(tmp_path, client_listen=any_port, worker_listen=any_port, api_keys=http_keys("k"))
+    engine = Engine(config)
+    try:
+        [client], worker = engine.clients.endpoints, engine.link.endpoints[-1]
+    finally:
+        engine.close()
+    assert not client.endswith(":0") and not worker.endswith(":0")
+    assert f"{client} listens without CURVE: any user of this host can send requests" in caplog.text, caplog.text
+    assert f"{worker} listens without CURVE: any user of this host can join as a worker" in caplog.text, caplog.text
+    assert "tcp://127.0.0.1:0 " not in caplog.text
+
+
 @pytest.mark.parametrize(("curve", "api_key"), [(True, None), (True, "k"), (False, None), (False, "k")])
 def test_curve_or_loopback_is_not_warned_about(tmp_path, caplog, curve, api_key):
     """Both doors bound on loopback: warned of only without CURVE and with an API key (the case that shows the same
@@ -99,8 +116,9 @@ def test_a_loopback_socket_without_curve_is_warned_about_when_http_asks_for_a_ke
     keys = http_keys(api_key)
     config = in_process_config(tmp_path, client_listen=(client, private), worker_listen=(worker,), api_keys=keys)
     Engine(config).close()
+    bound_worker = worker.replace("localhost", "127.0.0.1")  # warned of as bound (a socket without IPV6 on)
     warned = [f"{client} listens without CURVE: any user of this host can send requests without the API key"]
-    warned.append(f"{worker} listens without CURVE: any user of this host can join as a worker and be sent")
+    warned.append(f"{bound_worker} listens without CURVE: any user of this host can join as a worker and be sent")
     assert [line in caplog.text for line in warned] == [bool(api_key)] * 2
     assert private not in caplog.text
 
