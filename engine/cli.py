@@ -451,6 +451,8 @@ def _keys(args: argparse.Namespace) -> int:
         raise UsageError(f"{error.filename} exists: pass --force to replace the key pair") from None
     except OSError as error:  # a --dir that cannot be made or written in, a key file's name taken: a traceback, before
         raise UsageError(f"{error.filename2 or error.filename or args.dir}: {error.strerror or error}") from None
+    except ValueError as error:  # a libzmq without CURVE
+        raise UsageError(str(error)) from None
     print(f"public key:  {public}\nsecret key:  {secret} (keep it private)")
     return 0
 

@@ -121,7 +121,10 @@ class Engine:
         if self._curve is None and config.launcher == "ray":
             # a key pair made for this run; the gate admits the actors' (its local_worker_keys)
             self._run_keys_dir = make_temp_folder("argus-keys-", self._resources)
-            _, secret = create_key_files(self._run_keys_dir, "engine")
+            try:
+                _, secret = create_key_files(self._run_keys_dir, "engine")
+            except ValueError as error:  # a libzmq without CURVE
+                raise UsageError(f"--launcher ray (its actors dial in over CURVE): {error}") from None
             self._curve = CurveGate(self._context, str(secret), self._run_keys_dir)
         if self._curve:
             self._curve.start()

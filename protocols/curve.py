@@ -29,6 +29,8 @@ log = logging.getLogger("argus.curve")
 LOCAL_WORKER_KEYS_ENV = "ARGUS_WORKER_CURVE"
 # a 32-byte key in z85
 _KEY_CHARS = 40
+# what a key pair made on a libzmq without CURVE is refused as (argus keys; the Ray launcher's keys for a run)
+_NONE_MADE = "CURVE keys cannot be made"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class KeyPair:
 
     @classmethod
     def generate(cls) -> KeyPair:
+        _refuse_without_curve(_NONE_MADE, otherwise="")
         public, secret = zmq.curve_keypair()
         return cls(public, secret)
 
@@ -96,13 +99,14 @@ class ClientKeys:
         return cls(KeyPair(public, secret), server_public)
 
 
-def _refuse_without_curve(keys: str) -> None:
-    """A ValueError naming where the `keys` came from when this libzmq has no CURVE (built without libsodium or its
-    own TweetNaCl): checking a pair was zmq's "Operation not supported", in a traceback naming neither."""
+def _refuse_without_curve(keys: str, otherwise: str = ", or connect without CURVE keys") -> None:
+    """A ValueError naming where the `keys` came from (or that they cannot be made) when this libzmq has no CURVE
+    (built without libsodium or its own TweetNaCl): checking a pair, or making one, was zmq's "Operation not
+    supported", in a traceback naming neither."""
     if not zmq.has("curve"):
         raise ValueError(
             f"{keys}: this libzmq ({zmq.zmq_version()}) is built without CURVE, which the keys are for: install a"
-            " pyzmq whose libzmq has it (PyPI's wheels do), or connect without CURVE keys"
+            f" pyzmq whose libzmq has it (PyPI's wheels do){otherwise}"
         )
 
 
@@ -333,6 +337,7 @@ def create_key_files(directory: str | Path, name: str, replace: bool = False) ->
     An existing pair is replaced only if `replace` (FileExistsError otherwise): peers holding its public
     key would be refused by the new one.
     """
+    _refuse_without_curve(_NONE_MADE, otherwise="")  # before anything is written
     if not replace:
         for path in (Path(directory) / f"{name}.key", Path(directory) / f"{name}.key_secret"):
             if path.exists():

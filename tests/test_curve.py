@@ -21,7 +21,8 @@ from engine.arg_types import UsageError, client_keys
 from engine.cli import main
 from engine.client import ArgusClient, AsyncArgusClient
 from engine.curve_gate import CLIENTS, REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
-from engine_process import ROOT, start_engine
+from engine.server import Engine
+from engine_process import ROOT, in_process_config, start_engine
 from protocols.client_messages import Images
 from protocols.curve import (
     LOCAL_WORKER_KEYS_ENV,
@@ -532,15 +533,16 @@ def test_worker_keys_set_by_hand_that_cannot_be_used_are_said_in_one_line(tmp_pa
 
 @pytest.fixture
 def libzmq_without_curve(monkeypatch):
-    """This process's libzmq as one built without CURVE answers: zmq.has says so, and checking a key pair is
-    ENOTSUP ("Operation not supported"), which pyzmq raises as a ZMQError."""
+    """This process's libzmq as one built without CURVE answers: zmq.has says so, and checking a key pair, or making
+    one, is ENOTSUP ("Operation not supported"), which pyzmq raises as a ZMQError."""
     has = zmq.has
 
-    def not_supported(_secret):
+    def not_supported(*_secret):
         raise zmq.ZMQError(errno.ENOTSUP)
 
     monkeypatch.setattr(zmq, "has", lambda capability: capability != "curve" and has(capability))
     monkeypatch.setattr(zmq, "curve_public", not_supported)
+    monkeypatch.setattr(zmq, "curve_keypair", not_supported)
 
 
 @pytest.mark.parametrize("given", ["environment", "files"])
@@ -560,6 +562,26 @@ def test_worker_keys_on_a_libzmq_without_curve_are_refused_in_one_line(
     says = f"argus worker: error: {named}: this libzmq ({zmq.zmq_version()}) is built without CURVE"
     assert err.strip().splitlines()[-1].startswith(says), err
     assert "Traceback" not in err and keys["client"].own.secret.decode() not in err
+
+
+def test_argus_keys_on_a_libzmq_without_curve_is_refused_in_one_line(tmp_path, libzmq_without_curve, capsys):
+    """It was a traceback of zmq's "Operation not supported" (and left --dir made, empty)."""
+    directory = tmp_path / "keys"
+    assert main(["keys", "--dir", str(directory), "--name", "engine"]) == 2
+    err = capsys.readouterr().err
+    says = f"argus keys: error: CURVE keys cannot be made: this libzmq ({zmq.zmq_version()}) is built without CURVE"
+    assert err.strip().splitlines()[-1].startswith(says), err
+    assert "Traceback" not in err and not directory.exists()
+
+
+def test_the_ray_launchers_keys_on_a_libzmq_without_curve_are_refused_in_one_line(tmp_path, libzmq_without_curve):
+    """The engine makes a key pair for its Ray actors to dial in with: that was a traceback of zmq's "Operation not
+    supported" as the engine started."""
+    says = "--launcher ray (its actors dial in over CURVE): CURVE keys cannot be made: this libzmq"
+    with pytest.raises(UsageError, match=re.escape(says)):
+        Engine(in_process_config(tmp_path, launcher="ray"))
+    with pytest.raises(ValueError, match="CURVE keys cannot be made: this libzmq"):  # the local workers' pair
+        KeyPair.generate()
 
 
 def test_refused_handshakes_are_logged_once_per_socket_per_interval(caplog):
