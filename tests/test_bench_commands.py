@@ -155,24 +155,6 @@ def test_a_figure_that_could_not_be_measured_is_written_null_not_nan(tmp_path):
     }
 
 
-def test_checkpoint_bench_times_requests_during_and_outside_the_checkpoints(tmp_path):
-    data, stdout = _bench(
-        tmp_path, "checkpoint", *("--cache-mib", "16", "--interval", "1", "--duration", "4", "--rate", "10")
-    )
-    assert data["prompts"] == 16 * 1024 // (5 * 128)  # five SD-XL latents of 128 KiB a prompt
-    # what it does while the cache is built and restored, which took minutes at a large --cache-mib without a word
-    assert f"building a cache of 16 MiB: {data['prompts']} prompts x 5 SD-XL latents ..." in stdout
-    assert "starting an engine (sim backend) to restore it ..." in stdout
-    assert data["checkpoint_s"], stdout  # the probes' inserts changed the cache: it was saved every second
-    # each save held the cache thread for its snapshot only, a share of its whole length
-    assert all(0 <= on <= whole for on, whole in zip(data["on_cache_thread_s"], data["checkpoint_s"], strict=True))
-    assert data["during"]["count"] + data["outside"]["count"] == 40  # every probe answered, counted once
-    assert _positive(data["outside"]["p50_ms"])
-    # the engine's worker is a sim one: said in the table and the JSON, as the other benches on sim workers say it
-    assert data["simulated"] is True and data["backend"] == "sim"
-    assert "SIMULATED worker" in stdout
-
-
 def test_a_json_that_cannot_be_written_when_the_run_ends_is_one_line_and_exit_1(tmp_path):
     """Checked writable as the run began, its folder may go (or the disk fill) by the end: that was a traceback."""
     from loadgen.bench.output import write_json

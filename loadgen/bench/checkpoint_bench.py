@@ -40,6 +40,9 @@ _CHECKPOINT_LINE = re.compile(
     r"^(\S+ \S+) INFO .*prompt cache checkpointed to .* in ([\d.]+) s(?: \(([\d.]+) s of it on the cache thread)?"
 )
 
+# the engine's INFO line once the saved cache is read (engine/cache_dir.py)
+_RESTORED_LINE = re.compile(r"prompt cache restored from .*: ([\d,]+) prompts?$", re.MULTILINE)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         )
         try:
             _wait_restored(engine)
+            _check_restored(engine.child.log_path.read_text(errors="replace"), prompts)
             print(f"restored; a new prompt {args.rate:g} times a second for {args.duration:g} s ...", flush=True)
             # an engine that dies fails the run at once, saying so: its probes waited 2 minutes for replies, then
             # failed with a bare TimeoutError
@@ -169,6 +173,20 @@ def _wait_restored(engine, timeout_s: float = 300.0) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"the saved cache was not restored in {timeout_s:g} s:\n{engine.child.log_tail()}")
+
+
+def _check_restored(log: str, saved: int) -> None:
+    """Refuses a run whose engine restored less than the cache saved for it: its checkpoints were of what the engine
+    held, a cache of kilobytes, while the table said 1,024 MiB (from 8ddb067 on, a sim engine left out every SD-XL
+    latent, a shape no sim worker returns, and the bench reported checkpoints of 0.01 to 0.3 s)."""
+    found = _RESTORED_LINE.search(log)
+    restored = int(found[1].replace(",", "")) if found else 0
+    if restored < saved:
+        why = [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line]
+        raise RuntimeError(
+            f"the engine restored {restored:,} of the {saved:,} prompts saved for it, so its checkpoints would not be"
+            " of the cache this bench builds:\n" + "\n".join(why[-5:])
+        )
 
 
 async def _probe(address: str, rate: float, duration_s: float) -> list[tuple[float, float]]:
