@@ -246,6 +246,7 @@ def test_route_planner_rederives_routes_for_fixed_workers():
     for p in (before, after):
         solution = route(p, workers, OPTIONS)
         assert solution.workers_per_level == {0: 3, 5: 0, 10: 0, 15: 2, 20: 0, 25: 3}
+        assert solution.solve_ms >= 0.0  # a number of milliseconds: the control loop observes it in its histogram
         for kp in LEVELS:
             assert inflow(solution, kp) <= CAPACITY[kp] * solution.workers_per_level[kp] + 1e-6
         plan = plan_from_solution(p, solution, "argus", 0.0)

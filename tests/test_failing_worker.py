@@ -276,6 +276,19 @@ async def test_a_batch_that_says_nothing_of_a_worker_on_probation_keeps_it_in_ro
     assert workers["b"].ready
 
 
+async def test_a_worker_lost_while_out_of_rotation_leaves_the_others_serving():
+    """Its heartbeats stop while it is out: the workers still in rotation take every request, and it is counted
+    neither in rotation nor out of it."""
+    h, workers, answered = taken_out_for_failing()
+    h.dispatcher.worker_lost(workers["b"], "heartbeat")
+    assert h.registry.in_rotation == 1 and h.registry.taken_out() == []
+    assert h.metrics.registry.get_sample_value("argus_workers", {"state": "failing"}) == 0
+    sent = len(h.batches("a"))
+    request = h.request()
+    answer_new_batches(h, workers, answered, failing=set())
+    assert len(h.batches("a")) == sent + 1 and request.done
+
+
 def taken_out_for_failing() -> tuple[Harness, dict, set]:
     """Workers a and b started by hand, b taken out of rotation for failing every batch it was sent while a served:
     the harness, the workers by name, and the ids of the batches answered."""

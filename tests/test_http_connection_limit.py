@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from waiting import wait_for
 
-from engine.http_connection_limit import ConnectionLimit, _refusal
+from engine.http_connection_limit import MAX_LINGERING, ConnectionLimit, _refusal
 from engine_process import start_engine
 
 
@@ -137,13 +137,13 @@ def test_the_refusal_names_a_bound_of_one_connection_in_the_singular(caplog):
 
 class _Transport:
     def __init__(self) -> None:
-        self.written, self.closed = b"", False
+        self.written, self.ended, self.closed = b"", False, False
 
     def write(self, data: bytes) -> None:
         self.written += data
 
     def write_eof(self) -> None:
-        pass
+        self.ended = True
 
     def close(self) -> None:
         self.closed = True
@@ -163,6 +163,22 @@ async def test_a_refused_connection_is_closed_as_its_client_ends_its_input():
     refused = limit.protocols(_NeverMade)()
     transport = _Transport()
     refused.connection_made(transport)
-    assert transport.written.startswith(b"HTTP/1.1 503 ") and not transport.closed
+    # the answer ends there: its client, reading to the end, closes at once rather than when the linger is up
+    assert transport.written.startswith(b"HTTP/1.1 503 ") and transport.ended and not transport.closed
     assert not refused.eof_received()  # asyncio closes the transport
     refused.connection_lost(None)
+
+
+async def test_refused_connections_linger_up_to_the_bound_and_past_it_are_closed_once_answered():
+    """Bounded, a flood of connections holds no more than MAX_LINGERING of the descriptors the bound leaves."""
+    limit = ConnectionLimit(0, lambda: None)
+    refused = [limit.protocols(_NeverMade)() for _ in range(MAX_LINGERING + 3)]
+    transports = [_Transport() for _ in refused]
+    for protocol, transport in zip(refused[: MAX_LINGERING + 1], transports, strict=False):
+        protocol.connection_made(transport)
+    assert all(transport.written.startswith(b"HTTP/1.1 503 ") for transport in transports[: MAX_LINGERING + 1])
+    assert [transport.closed for transport in transports[: MAX_LINGERING + 1]] == [False] * MAX_LINGERING + [True]
+    refused[0].connection_lost(None)  # its client closed: its one place is free again
+    for protocol, transport in zip(refused[-2:], transports[-2:], strict=True):
+        protocol.connection_made(transport)
+    assert [transport.closed for transport in transports[-2:]] == [False, True]
