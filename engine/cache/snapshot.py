@@ -82,7 +82,7 @@ class CacheSnapshot:
         kept = {prompt_id for prompt_id, _ in keys}  # a prompt whose every latent was lost is left out with them
         prompt_ids = self.prompt_ids
         rows = [row for row, prompt_id in enumerate(prompt_ids) if prompt_id in kept]
-        # built as they are encoded, a slice at a time: see persistence._encoded_meta
+        # built as they are encoded, a slice at a time: see persistence._encoded_array
         prompts = (self._saved_prompt(prompt_ids[row]) for row in rows)
         saved = (self._saved_latent(key) for key in keys)
         vectors = self.vectors if len(rows) == len(prompt_ids) else self.vectors[rows]
