@@ -5,10 +5,11 @@ from __future__ import annotations
 import gc
 import struct
 
+import msgspec
 import numpy as np
 import pytest
 
-from engine.cache import persistence
+from engine.cache import gil_slices, persistence
 from engine.cache.persistence import FILE_NAME, CacheFileError
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 
@@ -127,6 +128,34 @@ def test_a_save_sets_off_no_full_pass_of_the_garbage_collector(tmp_path):
         cache.close()
     assert full_passes == []
     assert len(persistence.read_cache_file(tmp_path / FILE_NAME, "hash", DIM, LEVELS, "").prompts) == 5000
+
+
+@pytest.mark.parametrize("count", [0, 15, 16, 70_000])  # msgpack's three array headers; whole and part slices
+def test_the_header_is_encoded_in_slices_byte_for_byte_as_msgspec_encodes_it_whole(tmp_path, monkeypatch, count):
+    """A file loads in builds before and after the header was encoded in slices, and no encoding takes more than a
+    slice of records: 200,000 in one call held the GIL from the event loop for 20 to 35 ms."""
+    monkeypatch.setattr(gil_slices, "SLICE", 1000)
+    encoder, encoded = persistence._ENCODER, []
+
+    class Counting:
+        def encode(self, obj):
+            encoded.append(obj)
+            return encoder.encode(obj)
+
+    monkeypatch.setattr(persistence, "_ENCODER", Counting())
+    prompts = [persistence.SavedPrompt(i + 1, f"prompt {i}", 50, 64, 64) for i in range(count)]
+    latents = [persistence.SavedLatent(i + 1, 5, i, "float16", (4,), 0, 8, i % 2 == 0) for i in range(count)]
+    arrays = (np.full(4, i % 100, np.float16) for i in range(count))
+    path = tmp_path / FILE_NAME
+    persistence.write_cache_file(
+        path, "hash", DIM, LEVELS, count + 1, iter(prompts), np.ones((count, DIM)), iter(latents), arrays, "m"
+    )
+    whole = msgspec.msgpack.encode(persistence._Meta("hash", DIM, list(LEVELS), count + 1, prompts, latents, "m"))
+    data = path.read_bytes()
+    *_, length, _ = persistence._PREAMBLE.unpack_from(data)
+    assert data[persistence._PREAMBLE.size :][:length] == whole
+    assert max((len(obj) for obj in encoded if isinstance(obj, list)), default=0) <= 1000
+    assert persistence.read_cache_file(path, "hash", DIM, LEVELS, "m").prompts == prompts
 
 
 def test_saving_again_replaces_the_file_atomically(saved):

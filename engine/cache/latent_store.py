@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cache import file_reads
+from engine.cache import file_reads, gil_slices
 from engine.cache.lcbfu import Lcbfu, Record
 from engine.plurals import counted
 
@@ -191,8 +191,9 @@ class LatentStore:
         return [(key, tables.records[key], tables.entries[key]) for key in tables.oldest_first()]
 
     def pin(self) -> StoreSnapshot:
-        """The store as it is now, to be read on any thread until unpin(): copies of its tables (a few ms for
-        100,000 latents), not of the latents. Its spill files are kept until then, even if evicted meanwhile."""
+        """The store as it is now, to be read on any thread until unpin(): copies of its tables (tens of ms for
+        100,000 latents, a slice at a time), not of the latents. Its spill files are kept until then, even if evicted
+        meanwhile."""
         self._pins += 1
         return self._tables()
 
@@ -213,8 +214,9 @@ class LatentStore:
             self._cleanup()
 
     def _tables(self) -> StoreSnapshot:
-        records = {**self._memory.records(), **self._disk.records()}
-        return StoreSnapshot(dict(self._entries), records, self._spill_path)
+        # a slice at a time: a dict() each, of 100,000 entries and their records, paused other threads 8 to 39 ms
+        records = gil_slices.copied(self._memory.records(), self._disk.records())
+        return StoreSnapshot(gil_slices.copied(self._entries), records, self._spill_path)
 
     # -- tiers -----------------------------------------------------------------------
     def _to_memory(self, key: Key, entry: StoredLatent, record: Record) -> None:

@@ -15,13 +15,14 @@ ranks outnumber live ones.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """Replaced, never changed: a snapshot of the records (records()) keeps each entry's uses as they were."""
+    """Replaced, never changed: a copy of the records (records()) keeps each entry's uses as they were."""
 
     level: int
     uses: int
@@ -65,9 +66,10 @@ class Lcbfu:
     def record(self, key: Hashable) -> Record:
         return self._records[key]
 
-    def records(self) -> dict[Hashable, Record]:
-        """Every entry's record as it is now (a copy of the table: the records themselves are never changed)."""
-        return dict(self._records)
+    def records(self) -> Mapping[Hashable, Record]:
+        """Every entry's record: the table itself, read-only, changing as entries come, go and are hit; a copy keeps
+        them as they are now (the records themselves are never changed)."""
+        return MappingProxyType(self._records)
 
     def lowest(self) -> Iterator[tuple[Hashable, Record]]:
         """Every entry, lowest rank (the next victim) first, left in place; do not change entries while walking.

@@ -25,14 +25,14 @@ import hashlib
 import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
-from engine.cache import file_reads
+from engine.cache import file_reads, gil_slices
 from engine.cache.latent_store import ALLOWED_DTYPES
 
 FILE_NAME = "prompt_cache.argus"
@@ -44,6 +44,7 @@ _DIGEST_BYTES = 32
 _MAX_META_BYTES = 1 << 30
 _CHUNK = 1 << 20
 _VECTOR_DTYPE = np.dtype("<f4")
+_ENCODER = msgspec.msgpack.Encoder()
 # hnswlib takes ids below 2**64: a file may not leave fewer than 2**63 ids to come
 _MAX_NEXT_PROMPT_ID = 1 << 63
 
@@ -121,19 +122,18 @@ def write_cache_file(
     dim: int,
     levels: tuple[int, ...],
     next_prompt_id: int,
-    prompts: list[SavedPrompt],
+    prompts: Iterable[SavedPrompt],
     vectors: np.ndarray,
-    latents: list[SavedLatent],
+    latents: Iterable[SavedLatent],
     arrays: Iterable[np.ndarray],
     model: str,
 ) -> None:
     """Writes the file under a temporary name, then renames it over `path` (offsets in `latents` are set here).
-    `arrays` yields each latent's array, in `latents` order, as the file is written."""
-    offset = 0
-    for latent in latents:
-        latent.offset = offset
-        offset += latent.nbytes
-    meta = msgspec.msgpack.encode(_Meta(embedder, dim, list(levels), next_prompt_id, prompts, latents, model))
+    `prompts` and `latents` are taken a slice at a time (a generator's records are built only as they are encoded,
+    and freed once they are); `arrays` yields each latent's array, in `latents` order, as the file is written."""
+    # the record lists go in as msgpack already made (msgspec.Raw), a slice at a time: see _encoded_array
+    records = _encoded_array(prompts), _encoded_array(_placed(latents))
+    meta = _ENCODER.encode(_Meta(embedder, dim, list(levels), next_prompt_id, *records, model))  # type: ignore[arg-type]
     vectors = np.ascontiguousarray(vectors, dtype=_VECTOR_DTYPE)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}")
@@ -202,6 +202,36 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
 
 
 # -- writing -----------------------------------------------------------------------
+def _placed(latents: Iterable[SavedLatent]) -> Iterator[SavedLatent]:
+    """Each latent with its offset in the latents section: where the one before it ends."""
+    offset = 0
+    for latent in latents:
+        latent.offset = offset
+        offset += latent.nbytes
+        yield latent
+
+
+def _encoded_array(records: Iterable[msgspec.Struct]) -> msgspec.Raw:
+    """The msgpack array of `records` as msgspec encodes a list of them (byte for byte: a file loads in builds before
+    and after), made a slice at a time: its header, then each slice's encoding without its own. In one call, 200,000
+    records held the GIL from the event loop for 20 to 35 ms, and freeing them after the write about 20 ms more."""
+    parts: list[memoryview] = []
+    count = 0
+    for part in gil_slices.slices(records):
+        parts.append(memoryview(_ENCODER.encode(part))[len(_array_header(len(part))) :])
+        count += len(part)
+    return msgspec.Raw(b"".join([_array_header(count), *parts]))
+
+
+def _array_header(length: int) -> bytes:
+    """A msgpack array's header, in its shortest form (as msgspec writes it)."""
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
 def _chunks(
     head: bytes, meta: bytes, vectors: np.ndarray, arrays: Iterable[np.ndarray]
 ) -> Iterable[bytes | memoryview]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cache import persistence
+from engine.cache import gil_slices, persistence
 from engine.cache.index import VectorIndex
 from engine.cache.latent_store import Key, LatentStore, check_latent
 from engine.cache.snapshot import CacheSnapshot
@@ -275,7 +275,7 @@ class PromptCache:
         """
         prompt_ids = sorted(self._prompts)
         header = (self.embedder_name, self.dim, self.levels, self._next_id)
-        prompts = dict(self._prompts)  # a prompt's text and shape never change
+        prompts = gil_slices.copied(self._prompts)  # a prompt's text and shape never change
         vectors = self._vectors(prompt_ids)
         store = self._store.pin()
         return CacheSnapshot(self.changes, header, self.model, prompt_ids, prompts, vectors, store, self._store.unpin)

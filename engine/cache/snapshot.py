@@ -1,11 +1,12 @@
 """A prompt cache at one moment, for a save: taken on the cache's thread in milliseconds, written on any other.
 
 PromptCache.snapshot() copies the tables that say what is cached (prompts, the
-store's entries and their LCBFU records: a few dict copies, whatever the
-cache's size) and the prompts' vectors, and pins the store's spill files; the
+store's entries and their LCBFU records: a few dict copies, a slice at a time,
+see gil_slices) and the prompts' vectors, and pins the store's spill files; the
 latents are not copied (those in memory are read-only arrays). Everything a
 save's header needs is built here, as the snapshot is written, off the cache's
-thread: built there, 100,000 latents' records took 0.6 to 0.9 s of it. A
+thread (built there, 100,000 latents' records took 0.6 to 0.9 s of it), a slice
+of records at a time, each encoded and freed before the next is built. A
 spilled latent whose file is missing or cut short (a tmp cleaner), or cannot be
 read, is left out, with its prompt if it was the prompt's last, and evicted at
 the release, as a hit reading it would.
@@ -81,8 +82,9 @@ class CacheSnapshot:
         kept = {prompt_id for prompt_id, _ in keys}  # a prompt whose every latent was lost is left out with them
         prompt_ids = self.prompt_ids
         rows = [row for row, prompt_id in enumerate(prompt_ids) if prompt_id in kept]
-        prompts = [self._saved_prompt(prompt_ids[row]) for row in rows]
-        saved = [self._saved_latent(key) for key in keys]
+        # built as they are encoded, a slice at a time: see persistence._encoded_array
+        prompts = (self._saved_prompt(prompt_ids[row]) for row in rows)
+        saved = (self._saved_latent(key) for key in keys)
         vectors = self.vectors if len(rows) == len(prompt_ids) else self.vectors[rows]
         path = Path(directory) / persistence.FILE_NAME
         persistence.write_cache_file(path, *self.header, prompts, vectors, saved, self._arrays(keys), self.model)
