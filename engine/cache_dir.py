@@ -20,8 +20,7 @@ from engine.cache.persistence import FILE_NAME, TEMPORARY_PREFIX, CacheFileError
 from engine.cache.prompt_cache import PromptCache
 from engine.config import CacheConfig
 from engine.plurals import counted
-from workers.limits import latent_shape
-from workers.model_id import backend_of
+from workers.model_id import backend_of, model_latent_shape
 
 log = logging.getLogger("argus.cache")
 
@@ -57,7 +56,7 @@ def load_saved_cache(
             config.directory,
             *_cache_arguments(config, model, embedder, levels),
             # what the model's workers take, resumed from a latent: a saved latent of another shape is left out
-            latent_shape=lambda shape: latent_shape(backend, shape.width, shape.height),
+            latent_shape=lambda shape: model_latent_shape(backend, model, shape.width, shape.height),
         )
     except CacheFileError as error:
         # a name of its own: a refused file may be another embedder's good cache, to be renamed back

@@ -61,6 +61,7 @@ from engine.stop_signals import HeldStopSignals
 from engine.version import argus_version
 from engine.worker_command import (
     CommandParser,
+    add_sim_latents_argument,
     add_worker_command,
     stopped_as_it_started,
 )
@@ -147,6 +148,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         " --model's when this host can read it, else the first worker's",
     )
     p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
+    add_sim_latents_argument(p)
     p.add_argument(
         "--max-batch", type=batch_size, help=f"largest batch a worker runs, 1 to {MAX_BATCH} (default: the backend's)"
     )
@@ -317,6 +319,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             devices=tuple(args.device or ["cpu"]),
             model=args.model,
             time_scale=1.0 if args.time_scale is None else args.time_scale,
+            sim_latents=args.sim_latents or "placeholder",
             max_batch=args.max_batch,
             startup_timeout_s=DEFAULT_STARTUP_TIMEOUT_S if args.startup_timeout is None else args.startup_timeout,
             log_level=args.log_level,
@@ -342,7 +345,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             save_interval_s=DEFAULT_SAVE_INTERVAL_S if args.cache_save_interval is None else args.cache_save_interval,
             table_file=similarity_table_file(args),
         ),
-        model_id=serve_model_id(args.backend, args.model, args.model_id),
+        model_id=serve_model_id(args.backend, args.model, args.model_id, args.sim_latents or "placeholder"),
         heartbeat_timeout_s=args.heartbeat_timeout,
         client_gone_grace_s=args.client_gone_grace,
         shutdown_timeout_s=args.shutdown_timeout,

@@ -73,6 +73,7 @@ class LaunchConfig:
     devices: tuple[str, ...] = ("cpu",)  # assigned round-robin
     model: str | None = None
     time_scale: float = 1.0
+    sim_latents: str = "placeholder"  # sim only: workers/limits.py SIM_LATENTS
     max_batch: int | None = None
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     restart_backoff_s: float = 1.0
@@ -95,6 +96,7 @@ class LaunchConfig:
             device=device,
             model=self.model,
             time_scale=self.time_scale,
+            sim_latents=self.sim_latents,
             max_batch=self.max_batch,
             threads=threads if runs_on_cpu_threads(self.backend, device) else None,
             die_with_parent=True,

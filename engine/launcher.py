@@ -66,7 +66,7 @@ def worker_command(config: WorkerConfig) -> list[str]:
         config.backend,
     ]
     if config.backend == "sim":  # the worker refuses it for a model backend, and a --device for sim
-        command += ["--time-scale", str(config.time_scale)]
+        command += ["--time-scale", str(config.time_scale), "--sim-latents", config.sim_latents]
     else:
         command += ["--device", config.device]
     if config.model and config.backend == "sdxl":  # the worker refuses it for the others, which read no model

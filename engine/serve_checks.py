@@ -107,7 +107,7 @@ def check_serve_args(args: argparse.Namespace) -> None:
         # Ray actors read --model on the hosts Ray places them on, which this one need not see
         if args.launcher != "ray":
             check_model(args.model)
-    check_backend_flags(args.backend, args.model, args.device, args.time_scale)
+    check_backend_flags(args.backend, args.model, args.device, args.time_scale, args.sim_latents)
     if args.workers and args.device:
         # round-robin: past the --workers, a device got no worker, without a word
         used = args.device[: args.workers]
@@ -265,20 +265,22 @@ def similarity_table_file(args: argparse.Namespace) -> TableFile | None:
     )
 
 
-def serve_model_id(backend: str, model: str | None, given: str | None = None) -> str:
+def serve_model_id(backend: str, model: str | None, given: str | None = None, sim_latents: str = "placeholder") -> str:
     """The identity of the model every worker must run: --model-id, or when this host can read it, sim's bundled
-    profile or an sdxl --model found here (a Ray actor's --model may be on its host only). "" leaves it to the
-    first worker, which, if it runs the wrong model, refuses every right one until a restart."""
+    profile passing `sim_latents` (--sim-latents) or an sdxl --model found here (a Ray actor's --model may be on its
+    host only). "" leaves it to the first worker, which, if it runs the wrong model, refuses every right one until a
+    restart."""
     if given is not None:
         if not re.fullmatch(rf"{backend}:[0-9a-f]{{16}}", given):
             raise UsageError(f"--model-id {given!r}: not a {backend} model's identity ({backend}: and 16 hex digits)")
-        known = serve_model_id(backend, model)
+        known = serve_model_id(backend, model, sim_latents=sim_latents)
         if known and known != given:
             read = f"--backend {backend}" + (f" --model {model}" if model else "")
+            read += f" --sim-latents {sim_latents}" if sim_latents != "placeholder" else ""
             raise UsageError(f"--model-id {given} is not the model of {read}, which this host reads as {known}")
         return given
     if backend == "sim":
-        return sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
+        return sim_model_id(LatencyProfile.bundled(SIM_PROFILE), sim_latents)
     if backend != "sdxl" or not model or sdxl_model_problem(model):
         return ""
     try:

@@ -65,7 +65,8 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import create_key_files
 from protocols.worker_messages import ItemDone, SetLevel
-from workers.limits import INPUT_REFUSALS, latent_shape
+from workers.limits import INPUT_REFUSALS
+from workers.model_id import model_latent_shape
 
 log = logging.getLogger("argus.engine")
 # a line for each request answered otherwise than with its images, or refused at admission, naming its id, at DEBUG:
@@ -314,7 +315,7 @@ class Engine:
         if job.start > 0 and request.spec.n > 1:
             return
         request.latents_cached = True
-        shape = latent_shape(worker.hello.backend, request.width, request.height)
+        shape = model_latent_shape(worker.hello.backend, worker.hello.model, request.width, request.height)
         self.cache.insert(request, request.vector, Returned(done, worker.name, job.start, shape))
 
     def request_stop(self) -> None:

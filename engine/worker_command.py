@@ -28,6 +28,7 @@ from workers.backend import BackendUnavailable
 from workers.cannot_serve import tell_starter
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, runs_on_cpu_threads
 from workers.devices import device_problem
+from workers.limits import SIM_LATENTS
 from workers.main import CANNOT_SERVE_EXIT, INTERRUPTED_EXIT
 from workers.model_folder import sdxl_model_problem
 from workers.model_loading import ModelLoadFailed
@@ -56,6 +57,7 @@ def add_worker_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=torch_device, help="cpu or cuda:N (default cpu)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
+    add_sim_latents_argument(p)
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
     p.add_argument(
         "--threads",
@@ -86,6 +88,18 @@ def add_worker_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_worker)
 
 
+def add_sim_latents_argument(p: argparse.ArgumentParser) -> None:
+    """`argus worker`'s and `argus serve`'s (for its workers): the flag names a sim model of its own
+    (workers/model_id.py sim_model_id), so an engine and its workers must be given the same."""
+    p.add_argument(
+        "--sim-latents",
+        choices=SIM_LATENTS,
+        help="sim backend: the latents its workers pass, tiny placeholders or zeros of SD-XL's shape for the image"
+        " size (a prompt cache of real size, as `argus bench checkpoint` times; another model: give the engine and"
+        " its workers the same) (default placeholder)",
+    )
+
+
 def stopped_as_it_started() -> int:
     """Ctrl-C as a worker started by hand imports what it runs: one line and the shells' code for it, not a traceback
     of the imports (its model's load says its own, workers/main.py)."""
@@ -94,13 +108,20 @@ def stopped_as_it_started() -> int:
 
 
 def check_backend_flags(
-    backend: str, model: str | None, device: str | list[str] | None, time_scale: float | None = None
+    backend: str,
+    model: str | None,
+    device: str | list[str] | None,
+    time_scale: float | None = None,
+    sim_latents: str | None = None,
 ) -> None:
     """`argus serve` (for the workers it starts), `argus worker` and `argus profile` alike: only the sim backend's
-    time is simulated, so only it scales; only the sdxl backend reads a --model (tiny builds its own, sim runs none);
-    and only a model runs on a --device (`device`: the flag's value, None when not given)."""
+    time is simulated, so only it scales, and only its latents are placeholders; only the sdxl backend reads a
+    --model (tiny builds its own, sim runs none); and only a model runs on a --device (`device`: the flag's value,
+    None when not given)."""
     if time_scale is not None and backend != "sim":
         raise UsageError("--time-scale scales the sim backend's simulated time: add --backend sim, or drop it")
+    if sim_latents is not None and backend != "sim":
+        raise UsageError(f"--sim-latents is for the sim backend; {backend} passes its model's own: drop it")
     if model and backend != "sdxl":
         # the default backend is tiny: `--model DIR` alone served the tiny model's pictures as SD-XL's
         raise UsageError(f"--model is read by the sdxl backend only, not {backend}: add --backend sdxl, or drop it")
@@ -133,11 +154,16 @@ def check_model(model_dir: str) -> None:
 
 
 def check_worker_backend(
-    backend: str, model: str | None, device: str | None, time_scale: float | None, threads: int | None = None
+    backend: str,
+    model: str | None,
+    device: str | None,
+    time_scale: float | None,
+    threads: int | None = None,
+    sim_latents: str | None = None,
 ) -> None:
     """What a worker refuses as it starts, before its backend is imported: `argus worker`'s, and the one `argus
     profile` starts, which is checked before it starts (the profile ended in a traceback as it exited)."""
-    check_backend_flags(backend, model, device, time_scale)
+    check_backend_flags(backend, model, device, time_scale, sim_latents)
     check_threads(backend, device, threads)
     check_device(device)
     if backend == "sdxl":
@@ -154,10 +180,13 @@ def check_worker_args(args: argparse.Namespace) -> None:
             raise UsageError("--count runs simulated workers only: add --backend sim")
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
+        if args.sim_latents == "sdxl":
+            # a fleet stands in for a cluster's thousand workers, which SD-XL's latents (640 KiB an image) would swamp
+            raise UsageError("--count runs many simulated workers in one process with placeholder latents only")
     if args.backend == "sim" and args.stall_timeout:
         # a simulated run shows a step every few tens of ms as it sleeps: no stretch without one for the flag to bound
         raise UsageError("--stall-timeout bounds a model's stretch without a denoising step; the sim backend runs none")
-    check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
+    check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads, args.sim_latents)
     if args.worker_id is not None and (problem := worker_id_problem(args.worker_id)):
         # an empty id quietly became the default (host and pid)
         raise UsageError(f"--worker-id {args.worker_id!r}: {problem}")
@@ -206,6 +235,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         device=args.device or "cpu",
         model=args.model,
         time_scale=time_scale,
+        sim_latents=args.sim_latents or "placeholder",
         max_batch=args.max_batch,
         threads=args.threads,
         die_with_parent=args.die_with_parent,

@@ -17,9 +17,6 @@ def test_an_engine_that_dies_during_the_probes_fails_the_run_naming_its_exit(mon
         engine.child.process.kill()
 
     monkeypatch.setattr(checkpoint_bench, "_wait_restored", restored_then_killed)
-    # a sim engine keeps none of the SD-XL latents saved for it (tests/test_bench_checkpoint_restore.py), which fails
-    # the run before its probes: the death meant here is during them
-    monkeypatch.setattr(checkpoint_bench, "_check_restored", lambda log, saved: None)
     args = argparse.Namespace(cache_mib=8, interval=1.0, duration=5.0, rate=10.0, json=None)
     with pytest.raises(RuntimeError, match=r"engine-\d+ exited with -9"):
         checkpoint_bench.run(args)

@@ -751,7 +751,7 @@ def test_the_engines_own_worker_command_passes_the_worker_checks(backend, tmp_pa
         "json",
         "worker",
     ]
-    assert ("--time-scale" in command) == (backend == "sim")
+    assert ("--time-scale" in command) == ("--sim-latents" in command) == (backend == "sim")
     assert (f"--model={launch.model}" in command) == (backend == "sdxl")
     assert ("--device" in command) == (backend != "sim")  # the sim worker refuses one: it runs no model
     assert ("--threads" in command) == (backend != "sim")  # and --threads: its model's CPU threads

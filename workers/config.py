@@ -51,6 +51,7 @@ class WorkerConfig:
     device: str = "cpu"
     model: str | None = None  # local directory, sdxl only
     time_scale: float = 1.0  # sim only
+    sim_latents: str = "placeholder"  # sim only: workers/limits.py SIM_LATENTS
     max_batch: int | None = None  # None: the backend's own
     threads: int | None = None  # torch intra-op threads, for a model on the CPU (runs_on_cpu_threads)
     die_with_parent: bool = False

@@ -45,10 +45,12 @@ DEFAULT_STEPS = 50
 DEFAULT_LEVELS = (5, 10, 15, 20, 25)
 
 # SD-XL's latent: 4 channels at an eighth of the image's sides (the VAE's scale factor). The tiny model has the same
-# shape; the sim backend hands back small placeholders whatever the size, to keep a thousand workers cheap to feed
+# shape; the sim backend hands back small placeholders whatever the size, to keep a thousand workers cheap to feed,
+# unless told to pass SD-XL's (`--sim-latents sdxl`: what a cache of real size holds, for `argus bench checkpoint`)
 LATENT_CHANNELS = 4
 LATENT_SCALE = 8
 SIM_LATENT_SHAPE = (LATENT_CHANNELS, 2, 2)
+SIM_LATENTS = ("placeholder", "sdxl")
 
 
 def guided(guidance_scale: float) -> bool:
@@ -58,10 +60,11 @@ def guided(guidance_scale: float) -> bool:
     return guidance_scale > 1.0
 
 
-def latent_shape(backend: str, width: int, height: int) -> tuple[int, int, int]:
+def latent_shape(backend: str, width: int, height: int, sim_latents: str = "placeholder") -> tuple[int, int, int]:
     """The shape of one latent a `backend` worker passes through, and resumes from, at width x height: what the
-    engine's cache takes from a worker, and what a worker takes from the cache."""
-    if backend == "sim":
+    engine's cache takes from a worker, and what a worker takes from the cache. `sim_latents`: a sim worker's kind
+    (SIM_LATENTS), which its model's identity names (workers/model_id.py model_latent_shape)."""
+    if backend == "sim" and sim_latents == "placeholder":
         return SIM_LATENT_SHAPE
     return (LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE)
 

@@ -44,7 +44,7 @@ def load_backend(config: WorkerConfig) -> Backend:
         from workers.sim_backend import SimBackend
 
         table = sim_similarity_table(os.environ.get(SIM_SIMILARITY_TABLE_ENV, "hash"))
-        return SimBackend(table, time_scale=config.time_scale, **_batch_override(config))
+        return SimBackend(table, time_scale=config.time_scale, latents=config.sim_latents, **_batch_override(config))
     if config.threads and config.device == "cpu":
         import torch
 

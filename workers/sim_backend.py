@@ -2,7 +2,8 @@
 
 No model runs. A batch sleeps for the latency a `LatencyProfile` gives its level K
 and batch size (times a time scale) and answers with a flat image of the
-requested size, small placeholder latents, and the quality the controller's
+requested size, small placeholder latents (or zeros of SD-XL's shape for the size,
+given `latents="sdxl"`), and the quality the controller's
 `QualityModel` gives the item's level and neighbour similarity. Everything it
 reports says `simulated`. Nothing here imports torch.
 """
@@ -30,7 +31,7 @@ from workers.backend import (
     latents_to_return,
 )
 from workers.image_encoding import encode_image
-from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS, SIM_LATENT_SHAPE
+from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS, SIM_LATENTS, latent_shape
 from workers.model_id import SIM_PROFILE, sim_model_id
 
 # sleep in slices no longer than this, so heartbeats and aborts are served
@@ -46,15 +47,20 @@ class SimBackend(Backend):
         levels: tuple[int, ...] = DEFAULT_LEVELS,
         default_steps: int = DEFAULT_STEPS,
         max_batch: int = BACKEND_MAX_BATCH["sim"],
+        latents: str = "placeholder",
     ):
         """`similarity` is the engine's embedder's table: the quality model is calibrated on it.
 
-        `profile` defaults to the bundled `sdxl_a100` latency profile.
+        `profile` defaults to the bundled `sdxl_a100` latency profile. `latents` (SIM_LATENTS): tiny placeholders
+        whatever the size, or SD-XL's shape for it, at its cost in bytes; the model's identity names which.
         """
+        if latents not in SIM_LATENTS:
+            raise ValueError(f"latents {latents!r}: not one of {', '.join(SIM_LATENTS)}")
         unknown = set(levels) - set(similarity.levels)
         if unknown:
             raise ValueError(f"levels {sorted(unknown)} are not in the similarity table {similarity.levels}")
         self._time_scale = time_scale
+        self._latents = latents
         profile = profile or LatencyProfile.bundled(SIM_PROFILE)
         self._latency = ProfileLatency(profile)
         self._quality = QualityModel(similarity)
@@ -69,7 +75,7 @@ class SimBackend(Backend):
             min_size=sizes.min_size,
             max_size=sizes.max_size,
             default_size=sizes.default_size,
-            model_id=sim_model_id(profile),
+            model_id=sim_model_id(profile, latents),
             time_scale=time_scale,
         )
 
@@ -99,7 +105,8 @@ class SimBackend(Backend):
         run_ms = (time.perf_counter() - started) * 1000.0
         image = Blob(_flat_image(batch.width, batch.height, batch.output_format, batch.output_compression))
         later_levels = latents_to_return(self._info, batch)
-        placeholders = np.zeros((len(later_levels), *SIM_LATENT_SHAPE), np.float16) if later_levels else None
+        shape = latent_shape("sim", batch.width, batch.height, self._latents)
+        placeholders = np.zeros((len(later_levels), *shape), np.float16) if later_levels else None
         judged_at = self._judged_level(batch)
         outcomes: list[ItemOutcome] = []
         for item in batch.items:

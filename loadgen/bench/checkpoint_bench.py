@@ -2,12 +2,16 @@
 
 A cache of `--cache-mib` MiB of SD-XL latents (4 x 128 x 128 float16, five
 levels a prompt, in a 1024x1024 shape) is saved to a fresh `--cache-dir`
-first, under the sim model's name, so a real `argus serve --backend sim` (one
-worker, `--time-scale 0`: an image costs no time) restores it at start. Once it
-is restored, requests go in over ZeroMQ at `--rate` a second for `--duration`
-seconds, open loop (each sent on time, whatever the others wait), each a new
-64x64 prompt: a miss whose latents the engine inserts, so the cache changes
-and every `--interval` the checkpoint writes the whole file again.
+first, under the name of the sim model that passes SD-XL's latents, so a real
+`argus serve --backend sim --sim-latents sdxl` (one worker, `--time-scale 0`:
+an image costs no time) restores it at start. The default sim model's workers
+take 4 x 2 x 2 placeholders, and its engine restores only those: 1 GiB of them
+would be 6.7 million prompts of 160 bytes, whose 4 KiB embeddings alone come to
+27 GiB, a cache no SD-XL engine holds. Once it is restored, requests go in
+over ZeroMQ at `--rate` a second for `--duration` seconds, open loop (each sent
+on time, whatever the others wait), each a new 64x64 prompt: a miss whose
+latents (4 x 8 x 8) the engine inserts, so the cache changes and every
+`--interval` the checkpoint writes the whole file again.
 
 A request's time is from its send to its reply. The engine's log gives each
 checkpoint's end and length, so requests are split into those sent while a
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             "sim",
             "--time-scale",
             "0",
+            "--sim-latents",
+            "sdxl",
             "--cache-dir",
             str(cache_dir),
             "--cache-bytes",
@@ -83,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
         )
         try:
             _wait_restored(engine)
-            _check_restored(engine.child.log_path.read_text(errors="replace"), prompts)
-            print(f"restored; a new prompt {args.rate:g} times a second for {args.duration:g} s ...", flush=True)
+            restored = _check_restored(engine.child.log_path.read_text(errors="replace"), prompts)
+            print(
+                f"restored {restored:,} prompts; a new prompt {args.rate:g} times a second for {args.duration:g} s ...",
+                flush=True,
+            )
             # an engine that dies fails the run at once, saying so: its probes waited 2 minutes for replies, then
             # failed with a bare TimeoutError
             sent = asyncio.run(engine.child.while_alive(_probe(engine.client_address, args.rate, args.duration)))
@@ -94,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     during = [latency for at, latency in sent if any(c.start <= at < c.end for c in checkpoints)]
     outside = [latency for at, latency in sent if not any(c.start <= at < c.end for c in checkpoints)]
     rows = [_row(name, values) for name, values in (("during a checkpoint", during), ("outside", outside))]
-    print("argus bench checkpoint: a real engine with a SIMULATED worker (sim backend, --time-scale 0: an image costs")
-    print("no time, what is timed is the engine's)")
+    print("argus bench checkpoint: a real engine with a SIMULATED worker (sim backend, --sim-latents sdxl,")
+    print("--time-scale 0: an image costs no time, what is timed is the engine's)")
     print(f"{prompts} prompts, {args.cache_mib} MiB of SD-XL latents; checkpoints, s (on the cache thread):", end=" ")
     print(", ".join(f"{c.length_s:.3f} ({c.on_cache_thread_s})" for c in checkpoints) or "none")
     print(table(["requests sent", "count", "p50 ms", "p99 ms", "max ms"], rows))
@@ -104,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
         {
             "simulated": True,  # as bench engine's: a sim worker at time scale 0
             "backend": "sim",
+            "sim_latents": "sdxl",
             "cache_mib": args.cache_mib,
             "prompts": prompts,
+            "restored_prompts": restored,
             "checkpoint_s": [c.length_s for c in checkpoints],
             "on_cache_thread_s": [c.on_cache_thread_s for c in checkpoints],
             "during": _summary(during),
@@ -134,7 +145,8 @@ def _check_room(cache_bytes: int, temporary: str) -> None:
 
 
 def _save_a_cache(directory: Path, cache_bytes: int) -> int:
-    """Saves `cache_bytes` of SD-XL latents as the sim workers' engine names its model; returns the prompts."""
+    """Saves `cache_bytes` of SD-XL latents as the engine of sim workers passing them names its model; returns the
+    prompts."""
     import numpy as np
     from tqdm import tqdm
 
@@ -146,7 +158,7 @@ def _save_a_cache(directory: Path, cache_bytes: int) -> int:
     latent = np.random.default_rng(0).standard_normal(SDXL_LATENT).astype(np.float16)
     prompts = cache_bytes // (len(LEVELS) * latent.nbytes)
     embedder = HashEmbedder()
-    model = sim_model_id(LatencyProfile.bundled(SIM_PROFILE))
+    model = sim_model_id(LatencyProfile.bundled(SIM_PROFILE), "sdxl")
     cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=cache_bytes, model=model)
     texts = [f"a saved prompt, number {i}" for i in range(prompts)]
     shape = ShapeKey(50, 1024, 1024)
@@ -175,10 +187,11 @@ def _wait_restored(engine, timeout_s: float = 300.0) -> None:
     raise TimeoutError(f"the saved cache was not restored in {timeout_s:g} s:\n{engine.child.log_tail()}")
 
 
-def _check_restored(log: str, saved: int) -> None:
+def _check_restored(log: str, saved: int) -> int:
     """Refuses a run whose engine restored less than the cache saved for it: its checkpoints were of what the engine
-    held, a cache of kilobytes, while the table said 1,024 MiB (from 8ddb067 on, a sim engine left out every SD-XL
-    latent, a shape no sim worker returns, and the bench reported checkpoints of 0.01 to 0.3 s)."""
+    held, a cache of kilobytes, while the table said 1,024 MiB (from 8ddb067, until the bench ran its sim workers
+    with SD-XL's latents, its engine left out every saved latent, of a shape its workers did not take, and the bench
+    reported checkpoints of 0.01 to 0.3 s)."""
     found = _RESTORED_LINE.search(log)
     restored = int(found[1].replace(",", "")) if found else 0
     if restored < saved:
@@ -187,6 +200,7 @@ def _check_restored(log: str, saved: int) -> None:
             f"the engine restored {restored:,} of the {saved:,} prompts saved for it, so its checkpoints would not be"
             " of the cache this bench builds:\n" + "\n".join(why[-5:])
         )
+    return restored
 
 
 async def _probe(address: str, rate: float, duration_s: float) -> list[tuple[float, float]]:
