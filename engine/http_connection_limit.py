@@ -115,20 +115,14 @@ class _Counted(ProtocolLayer):
         if not self._limit.may_linger():
             transport.close()
             return  # closed: no event but the loss comes, and none reaches aiohttp
-        # its descriptor is let go of once the client has read the answer and closed, not held as the client likes
+        # its descriptor is let go of once the client has read the answer and closed, not held as the client likes: the
+        # half-close layer, outermost, closes a connection whose input has ended and that owes no answer
         transport.write_eof()
         self._closing = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
     def data_received(self, data: bytes) -> None:
         if self._admitted:
             super().data_received(data)
-
-    def eof_received(self) -> bool | None:
-        if self._admitted:
-            return super().eof_received()
-        # refused, and its client done sending: asyncio closes it now. Passed on, the layers beneath, which never saw
-        # it made, kept it open (the half-close layer keeps a connection that may owe an answer) until LINGER_S
-        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._admitted:

@@ -225,3 +225,12 @@ def in_process_config(tmp_path: Path, **changes) -> EngineConfig:
     free port, no local workers."""
     endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
     return EngineConfig(**({"port": 0, "launch": LaunchConfig(count=0)} | endpoints | changes))
+
+
+async def connect_when_listening(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    for _ in range(600):
+        try:
+            return await asyncio.open_connection("127.0.0.1", port)
+        except OSError:  # the engine is still starting
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")

@@ -13,7 +13,7 @@ from engine import http_api
 from engine.config import EngineConfig
 from engine.http_api import build_app
 from engine.server import Engine
-from engine_process import free_port, in_process_config
+from engine_process import connect_when_listening, free_port, in_process_config
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():
@@ -30,15 +30,6 @@ async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape(
         assert response.content_type == "application/json"
         assert (await response.json())["error"]["code"] == "internal_error"
         assert (await client.get("/broken")).status == 500  # and it goes on answering
-
-
-async def connect_when_listening(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    for _ in range(600):
-        try:
-            return await asyncio.open_connection("127.0.0.1", port)
-        except OSError:  # the engine is still starting
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 async def test_a_body_that_stops_coming_is_a_408_that_closes_the_connection(tmp_path, monkeypatch):

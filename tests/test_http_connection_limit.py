@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 
 from waiting import wait_for
 
+from engine import http_connection_limit
 from engine.http_connection_limit import MAX_LINGERING, ConnectionLimit, _refusal
-from engine_process import start_engine
+from engine.server import Engine
+from engine_process import connect_when_listening, free_port, in_process_config, start_engine
 
 
 def connect(engine) -> socket.socket:
@@ -149,30 +151,62 @@ class _Transport:
         self.closed = True
 
 
-class _NeverMade(asyncio.Protocol):
-    """The layers beneath a refused connection: they never see it made."""
+def server_side_inode(engine_port: int, client_port: int) -> int:
+    """The inode of the engine's socket of the connection from `client_port` (IPv4 loopback)."""
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
+            if (local, remote) == (engine_port, client_port):
+                return int(fields[9])
+    raise AssertionError(f"no connection from port {client_port} to port {engine_port}")
 
-    def eof_received(self) -> bool:
-        raise AssertionError("the end of a refused connection's input reached a protocol that never saw it made")
+
+def held_here(inode: int) -> bool:
+    """Whether this process (the engine's, in the test's) holds the socket: a connection both ends closed is done for
+    TCP, yet its descriptor is the engine's until it closes it."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == f"socket:[{inode}]":
+                return True
+        except FileNotFoundError:  # closed since listed
+            pass
+    return False
 
 
-async def test_a_refused_connection_is_closed_as_its_client_ends_its_input():
-    """The end of its input went to the layers beneath, which never saw it made: the half-close layer keeps a
-    connection open that may owe an answer, and the refused one was held the whole linger."""
-    limit = ConnectionLimit(0, lambda: None)
-    refused = limit.protocols(_NeverMade)()
-    transport = _Transport()
-    refused.connection_made(transport)
-    # the answer ends there: its client, reading to the end, closes at once rather than when the linger is up
-    assert transport.written.startswith(b"HTTP/1.1 503 ") and transport.ended and not transport.closed
-    assert not refused.eof_received()  # asyncio closes the transport
-    refused.connection_lost(None)
+async def test_a_refused_connection_is_closed_as_its_client_ends_its_input(tmp_path, monkeypatch):
+    """Not held until its linger is up: the half-close layer, outermost on every connection, closes a connection
+    whose client is done sending and that owes no answer, a refused one too. The linger is made an hour long here:
+    only that close lets the descriptor go within the test's time."""
+    monkeypatch.setattr(http_connection_limit, "LINGER_S", 3600.0)
+    config = in_process_config(tmp_path, port=free_port(), max_connections=1)
+    engine = Engine(config)
+    running = asyncio.create_task(engine.run())
+    try:
+        _, held = await connect_when_listening(config.port)
+        reader, refused = await asyncio.open_connection("127.0.0.1", config.port)
+        # the whole answer, to the end the engine marks once it is written: its client may close at once
+        assert (await asyncio.wait_for(reader.read(), 30)).startswith(b"HTTP/1.1 503 ")
+        inode = server_side_inode(config.port, refused.get_extra_info("sockname")[1])
+        assert held_here(inode)  # lingering: what the client sends yet is read, not answered with a reset
+        refused.write_eof()
+        for _ in range(600):
+            if not held_here(inode):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the refused connection was held after its client closed its side")
+        refused.close()
+        held.close()
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
 
 
 async def test_refused_connections_linger_up_to_the_bound_and_past_it_are_closed_once_answered():
     """Bounded, a flood of connections holds no more than MAX_LINGERING of the descriptors the bound leaves."""
     limit = ConnectionLimit(0, lambda: None)
-    refused = [limit.protocols(_NeverMade)() for _ in range(MAX_LINGERING + 3)]
+    refused = [limit.protocols(asyncio.Protocol)() for _ in range(MAX_LINGERING + 3)]
     transports = [_Transport() for _ in refused]
     for protocol, transport in zip(refused[: MAX_LINGERING + 1], transports, strict=False):
         protocol.connection_made(transport)
