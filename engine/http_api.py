@@ -75,6 +75,7 @@ _STATUS = {
     "request_timeout": 408,
     "unsupported_encoding": 415,
     "unsupported_media_type": 415,
+    "unsupported_transfer_encoding": 501,
     "busy": 429,
     "worker_error": 500,
     "no_worker": 503,
@@ -305,6 +306,15 @@ async def generate(request: web.Request) -> web.Response:
         return _refused(engine, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
         return _refused(engine, "unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
+    if unknown := _transfer_codings(request) - {"chunked"}:
+        # aiohttp refuses a chunked coding that is not the last (RFC 9112, 6.3) but passes on those before it
+        # undecoded: the gzip under `gzip, chunked` was read as JSON, and answered a 400 "malformed JSON"
+        return _refused(
+            engine,
+            "unsupported_transfer_encoding",
+            f"Transfer-Encoding {', '.join(sorted(unknown))} is not understood: send the JSON body as is, with"
+            " Content-Length or Transfer-Encoding: chunked alone",
+        )
     try:
         async with asyncio.timeout(BODY_READ_S):
             raw = await request.read()
@@ -368,6 +378,12 @@ async def generate(request: web.Request) -> web.Response:
         image_data(r, url=origin + str(route.url_for(name=name))) for r, name in zip(reply.images, names, strict=True)
     ]
     return _json(images_response(data, body, admitted.width, admitted.height))
+
+
+def _transfer_codings(request: web.Request) -> set[str]:
+    """The transfer codings the request's body came in (RFC 9112, 6.1), by name, without their parameters."""
+    codings = (coding for value in request.headers.getall(hdrs.TRANSFER_ENCODING, ()) for coding in value.split(","))
+    return {name for coding in codings if (name := coding.partition(";")[0].strip().lower())}
 
 
 _MALFORMED_BODY = (

@@ -41,11 +41,12 @@ BODY_READ_S = 30.0
 # answers a retry of the same request cannot change, sent with x-should-retry: false: the official OpenAI clients
 # retry every 5xx (twice by default, within a second or two) unless told not to. The engine already sent a
 # worker_lost request 3 times, and a request past its deadline would only come later still (and load an engine that
-# could not meet it); an internal_error is a bug the same request meets again. Not among them: worker_error (a failed
+# could not meet it); an internal_error is a bug the same request meets again, and a transfer coding not understood
+# is not understood on a retry either. Not among them: worker_error (a failed
 # batch fails each of its requests, most often for want of GPU memory beside the others), no_worker, shutting_down
 # and cancelled (a worker, or the engine restarted or another behind the same proxy, may serve it), busy (429, with
 # Retry-After)
-RETRY_CANNOT_HELP = ("worker_lost", "deadline_exceeded", "internal_error")
+RETRY_CANNOT_HELP = ("worker_lost", "deadline_exceeded", "internal_error", "unsupported_transfer_encoding")
 SIZE_PATTERN = r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$"
 # matched whole: the schema's pattern is searched with Python's `$`, which also matches before a final newline
 _SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")

@@ -133,6 +133,9 @@ def openapi_document(version: str, api_key: bool, host_checked: bool, public_url
                 " cancelled (admitted, then cancelled when the drain ended)"
             )
             | {"headers": _NO_RETRY | _WORKER_BACK},
+            "501": _server_error(
+                "a Transfer-Encoding not understood (unsupported_transfer_encoding): chunked is the only one"
+            ),
             "504": _server_error("the request's deadline (slo_ms) passed"),
         },
     }

@@ -239,6 +239,26 @@ def test_a_compressed_body_is_415_and_never_inflated(engine):
     good(engine)
 
 
+@pytest.mark.parametrize("parser", ["engine", "python_parser_engine"])
+@pytest.mark.parametrize("coding", ["gzip, chunked", "x-custom;level=1, chunked"])
+def test_a_transfer_coding_not_understood_is_501(request, parser, coding):
+    """RFC 9112, 6.1: a server that receives a transfer coding it does not understand answers 501. aiohttp undoes
+    the chunked alone and passed on the gzip beneath: its bytes were read as JSON, a 400 "malformed JSON"."""
+    engine = request.getfixturevalue(parser)
+    body = gzip.compress(json.dumps({"prompt": "a lighthouse", "size": "64x64"}).encode())
+    connection = http.client.HTTPConnection(engine.http.removeprefix("http://"), timeout=30)
+    headers = {"Content-Type": "application/json", "Transfer-Encoding": coding}
+    connection.request("POST", "/v1/images/generations", iter([body]), headers, encode_chunked=True)
+    response = connection.getresponse()
+    error = json.loads(response.read())["error"]
+    assert response.status == 501, error
+    assert error["code"] == "unsupported_transfer_encoding" and error["type"] == "server_error"
+    assert coding.partition(";")[0].partition(",")[0] in error["message"]
+    assert response.headers["x-should-retry"] == "false"  # a retry is not understood either
+    connection.close()
+    good(engine)
+
+
 @pytest.mark.parametrize(
     "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
 )
