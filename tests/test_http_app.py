@@ -58,6 +58,37 @@ async def test_a_body_that_stops_coming_is_a_408_that_closes_the_connection(tmp_
         await asyncio.wait_for(running, 30)
 
 
+async def test_a_client_still_sending_its_body_after_the_408_reads_it_and_is_not_reset(tmp_path, monkeypatch):
+    """Closed at once, with what the client sent after unread, the connection is reset: the client's next write fails
+    (a broken pipe, a reset) and a client that reads only once it is done sending, as most do, never reads the 408;
+    a reset overtaking the 408 on its way destroys it. aiohttp reads on and drops the rest of the body for up to 10 s
+    (its lingering_time) and closes once it has come: each write here succeeds, and the end comes after the 408."""
+    monkeypatch.setattr(http_api, "BODY_READ_S", 0.5)
+    port = free_port()
+    engine = Engine(in_process_config(tmp_path, port=port))
+    running = asyncio.create_task(engine.run())
+    body = b'{"prompt": "a lighthouse", "size": "64x64"}'
+    try:
+        reader, writer = await connect_when_listening(port)
+        writer.write(
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:1]
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 408 ")
+        for byte in body[1:]:
+            writer.write(bytes([byte]))
+            await writer.drain()  # raises once the engine's reset has come
+            await asyncio.sleep(0.01)  # time for a reset to come back
+        answer = await asyncio.wait_for(reader.read(), 30)  # to the end: closed once the body came, not reset
+        assert json.loads(answer)["error"]["code"] == "request_timeout"
+        writer.close()
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
+
+
 async def closed_within_30_s(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trickle: bytes = b"") -> bool:
     """Whether the engine closes the connection within 30 s, while `trickle` is written to it a byte every 0.1 s."""
     loop = asyncio.get_running_loop()
