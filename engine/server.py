@@ -366,7 +366,9 @@ class Engine:
             elif self._embedder is None or await self._cache_built():
                 await self._serve()
             else:
-                log.info("stop asked for while the prompt embedder loaded: stopping before it serves")
+                log.info(
+                    "stop asked for while the prompt embedder loaded or the cache was built: stopping before it serves"
+                )
             stopped = True
         finally:
             self.close()

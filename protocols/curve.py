@@ -318,7 +318,9 @@ class RefusedHandshakes:
         self.monitor.close()
 
     def _stop_monitoring(self) -> None:
-        if self._socket.closed:  # closing the socket ended its monitoring
+        # closing the socket ended its monitoring, and a close() before ended it too: its monitor, closed, polled
+        # raised ZMQError, where closing twice was harmless
+        if self._socket.closed or self.monitor.closed:
             return
         # the events unread are dropped first: a monitor left unread fills (a client idle while what it dials takes
         # each connection and closes it: a tunnel to an engine that is down, two events a dial), and libzmq's I/O

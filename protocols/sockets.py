@@ -90,7 +90,7 @@ def dial(sock: zmq.Socket, address: str) -> None:
 
 def _endpoint(address: str, listening: bool) -> Endpoint:
     """The address parsed; one that is none, of no scheme: ZeroMQ refuses it as the socket binds or connects it, in
-    its own words (the flags' types refuse it first, in this module's)."""
+    its own words (the flags' types refuse it first, in protocols/endpoints.py's)."""
     try:
         return parse_endpoint(address, listening)
     except NotAnEndpoint:

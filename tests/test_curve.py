@@ -750,3 +750,22 @@ def _raised(call, kind: type[Exception]) -> list[Exception]:
     except kind as error:
         return [error]
     return []
+
+
+@pytest.mark.parametrize("refused_first", [False, True], ids=["closed", "refused, then closed"])
+def test_refused_handshakes_closed_twice_before_their_socket_is_harmless(refused_first):
+    """Each close() drains the monitor before it stops it: a second one polled the monitor the first had closed, and
+    raised ZMQError (Operation not supported), where it was harmless."""
+    context = zmq.Context()
+    sock = make_socket(context, zmq.DEALER)
+    sock.connect("tcp://127.0.0.1:9")  # dialled in vain: the monitor has events to drain
+    handshakes = RefusedHandshakes(sock, "tcp://127.0.0.1:9", curve_on=False)
+    try:
+        if refused_first:
+            handshakes._stop_monitoring()  # as reason() does once it heard a refusal
+        handshakes.close()
+        handshakes.close()
+        assert handshakes.monitor.closed and handshakes.reason() is None
+    finally:
+        sock.close(linger=0)
+        context.term()

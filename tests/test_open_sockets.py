@@ -3,9 +3,11 @@ reaches it is admitted (on the worker socket, it is sent users' prompts); about 
 for an API key (every user of the host reaches it, without the key); and about HTTP beyond loopback without a key."""
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -26,6 +28,21 @@ ELSEWHERE = "tcp://203.0.113.7:5556"
 
 def http_keys(key: str | None) -> ApiKeys | None:
     return ApiKeys.single(key) if key else None
+
+
+@contextlib.asynccontextmanager
+async def http_listening(engine: Engine, caplog, address: str) -> AsyncIterator[re.Match]:
+    """`engine` run in this process until the block ends; yields its "HTTP API listening on ADDRESS" line's match of
+    the pattern `address`."""
+    caplog.set_level(logging.INFO, logger="argus.engine")
+    running = asyncio.create_task(engine.run())
+    try:
+        listening = re.compile(rf"HTTP API listening on {address} ")
+        assert await eventually(lambda: listening.search(caplog.text), timeout_s=30), caplog.text
+        yield listening.search(caplog.text)
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
 
 
 @pytest.mark.parametrize("warning", ["join as a worker and be sent users' prompts", "send requests"])
@@ -58,18 +75,11 @@ async def test_the_http_warning_names_the_port_bound_not_port_0(tmp_path, caplog
     """`--port 0` was warned of as `HTTP on 0.0.0.0:0`, a port no client can reach, while the engine listened on
     another. On loopback taken for beyond it, so that no door opens beyond this host."""
     monkeypatch.setattr(listen_checks, "is_loopback", lambda host: False)
-    caplog.set_level(logging.INFO, logger="argus.engine")
     engine = Engine(in_process_config(tmp_path, host="127.0.0.1"))
-    running = asyncio.create_task(engine.run())
-    try:
-        listening = re.compile(r"HTTP API listening on http://127\.0\.0\.1:([0-9]+) ")
-        assert await eventually(lambda: listening.search(caplog.text), timeout_s=30), caplog.text
-        port = listening.search(caplog.text).group(1)
+    async with http_listening(engine, caplog, r"http://127\.0\.0\.1:([0-9]+)") as listening:
+        port = listening.group(1)
         assert f"HTTP on 127.0.0.1:{port} listens without an API key" in caplog.text, caplog.text
         assert "127.0.0.1:0 " not in caplog.text
-    finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 30)
 
 
 def test_the_zeromq_warnings_name_the_ports_bound_not_port_0(tmp_path, caplog):
@@ -130,36 +140,22 @@ def test_an_ipv6_host_is_warned_about_in_brackets(caplog):
 
 async def test_the_http_address_logged_on_an_ipv6_host_is_one_a_client_can_fetch(tmp_path, caplog):
     """`--host ::1` was logged as http://::1:PORT, `--host ::` as http://:::PORT: no client takes either."""
-    caplog.set_level(logging.INFO, logger="argus.engine")
     engine = Engine(in_process_config(tmp_path, host="::1"))
-    running = asyncio.create_task(engine.run())
-    try:
-        listening = re.compile(r"HTTP API listening on (\S+) ")
-        assert await eventually(lambda: listening.search(caplog.text), timeout_s=30), caplog.text
-        url = listening.search(caplog.text).group(1)
+    async with http_listening(engine, caplog, r"(\S+)") as listening:
+        url = listening.group(1)
         assert re.fullmatch(r"http://\[::1\]:[0-9]+", url), url
         async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as reply:
             assert reply.status == 200
-    finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 30)
 
 
 async def test_http_on_the_ipv6_wildcard_serves_ipv4_clients_too(tmp_path, caplog):
     """`--host ::` is what the engine names for every interface (an empty --host is refused so), and what its
     listener checks take to cover IPv4's addresses too; asyncio opens it IPv6-only, and every IPv4 client was
     refused its connection. Under an API key: for its moment on every interface, the engine serves no one else."""
-    caplog.set_level(logging.INFO, logger="argus.engine")
     engine = Engine(in_process_config(tmp_path, host="::", api_keys=http_keys(secrets.token_hex(16))))
-    running = asyncio.create_task(engine.run())
-    try:
-        listening = re.compile(r"HTTP API listening on http://\[::\]:([0-9]+) ")
-        assert await eventually(lambda: listening.search(caplog.text), timeout_s=30), caplog.text
-        port = listening.search(caplog.text).group(1)
+    async with http_listening(engine, caplog, r"http://\[::\]:([0-9]+)") as listening:
+        port = listening.group(1)
         async with aiohttp.ClientSession() as session:
             for address in ("127.0.0.1", "[::1]"):
                 async with session.get(f"http://{address}:{port}/health") as reply:
                     assert reply.status == 200, address
-    finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 30)
