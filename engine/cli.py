@@ -68,7 +68,7 @@ from engine.worker_command import (
 from loadgen.bench.commands import add_bench_commands
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
-from workers.limits import DEFAULT_LEVELS
+from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
 from workers.main import INTERRUPTED_EXIT
 from workers.model_loading import ModelLoadFailed
 
@@ -319,7 +319,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             devices=tuple(args.device or ["cpu"]),
             model=args.model,
             time_scale=1.0 if args.time_scale is None else args.time_scale,
-            sim_latents=args.sim_latents or "placeholder",
+            sim_latents=args.sim_latents or PLACEHOLDER_LATENTS,
             max_batch=args.max_batch,
             startup_timeout_s=DEFAULT_STARTUP_TIMEOUT_S if args.startup_timeout is None else args.startup_timeout,
             log_level=args.log_level,
@@ -345,7 +345,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             save_interval_s=DEFAULT_SAVE_INTERVAL_S if args.cache_save_interval is None else args.cache_save_interval,
             table_file=similarity_table_file(args),
         ),
-        model_id=serve_model_id(args.backend, args.model, args.model_id, args.sim_latents or "placeholder"),
+        model_id=serve_model_id(args.backend, args.model, args.model_id, args.sim_latents or PLACEHOLDER_LATENTS),
         heartbeat_timeout_s=args.heartbeat_timeout,
         client_gone_grace_s=args.client_gone_grace,
         shutdown_timeout_s=args.shutdown_timeout,

@@ -10,7 +10,7 @@ from engine.forwarded_for import IPNetwork
 from engine.restart_backoff import RestartBackoff
 from protocols.curve import LOCAL_WORKER_KEYS_ENV
 from workers.config import WorkerConfig, runs_on_cpu_threads
-from workers.limits import DEFAULT_LEVELS
+from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
 
 if TYPE_CHECKING:
     from engine.api_keys import ApiKeys
@@ -73,7 +73,7 @@ class LaunchConfig:
     devices: tuple[str, ...] = ("cpu",)  # assigned round-robin
     model: str | None = None
     time_scale: float = 1.0
-    sim_latents: str = "placeholder"  # sim only: workers/limits.py SIM_LATENTS
+    sim_latents: str = PLACEHOLDER_LATENTS  # sim only: workers/limits.py SIM_LATENTS
     max_batch: int | None = None
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     restart_backoff_s: float = 1.0

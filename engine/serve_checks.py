@@ -29,7 +29,7 @@ from engine.config import (
 from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit
 from engine.worker_command import check_backend_flags, check_device, check_model
 from protocols.endpoints import Endpoint, parse_endpoint
-from workers.limits import DEFAULT_LEVELS
+from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
 from workers.model_folder import sdxl_model_problem
 from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
 
@@ -265,7 +265,9 @@ def similarity_table_file(args: argparse.Namespace) -> TableFile | None:
     )
 
 
-def serve_model_id(backend: str, model: str | None, given: str | None = None, sim_latents: str = "placeholder") -> str:
+def serve_model_id(
+    backend: str, model: str | None, given: str | None = None, sim_latents: str = PLACEHOLDER_LATENTS
+) -> str:
     """The identity of the model every worker must run: --model-id, or when this host can read it, sim's bundled
     profile passing `sim_latents` (--sim-latents) or an sdxl --model found here (a Ray actor's --model may be on its
     host only). "" leaves it to the first worker, which, if it runs the wrong model, refuses every right one until a
@@ -276,7 +278,7 @@ def serve_model_id(backend: str, model: str | None, given: str | None = None, si
         known = serve_model_id(backend, model, sim_latents=sim_latents)
         if known and known != given:
             read = f"--backend {backend}" + (f" --model {model}" if model else "")
-            read += f" --sim-latents {sim_latents}" if sim_latents != "placeholder" else ""
+            read += f" --sim-latents {sim_latents}" if sim_latents != PLACEHOLDER_LATENTS else ""
             raise UsageError(f"--model-id {given} is not the model of {read}, which this host reads as {known}")
         return given
     if backend == "sim":

@@ -28,7 +28,7 @@ from workers.backend import BackendUnavailable
 from workers.cannot_serve import tell_starter
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, runs_on_cpu_threads
 from workers.devices import device_problem
-from workers.limits import SIM_LATENTS
+from workers.limits import PLACEHOLDER_LATENTS, SDXL_LATENTS, SIM_LATENTS
 from workers.main import CANNOT_SERVE_EXIT, INTERRUPTED_EXIT
 from workers.model_folder import sdxl_model_problem
 from workers.model_loading import ModelLoadFailed
@@ -180,7 +180,7 @@ def check_worker_args(args: argparse.Namespace) -> None:
             raise UsageError("--count runs simulated workers only: add --backend sim")
         if args.device or args.threads or args.stall_timeout:
             raise UsageError("--count runs simulated workers, which use no --device, --threads or --stall-timeout")
-        if args.sim_latents == "sdxl":
+        if args.sim_latents == SDXL_LATENTS:
             # a fleet stands in for a cluster's thousand workers, which SD-XL's latents (640 KiB an image) would swamp
             raise UsageError("--count runs many simulated workers in one process with placeholder latents only")
     if args.backend == "sim" and args.stall_timeout:
@@ -235,7 +235,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         device=args.device or "cpu",
         model=args.model,
         time_scale=time_scale,
-        sim_latents=args.sim_latents or "placeholder",
+        sim_latents=args.sim_latents or PLACEHOLDER_LATENTS,
         max_batch=args.max_batch,
         threads=args.threads,
         die_with_parent=args.die_with_parent,

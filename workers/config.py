@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from protocols.curve import ClientKeys
+from workers.limits import PLACEHOLDER_LATENTS
 
 # a run that shows no progress (no denoising step) for this long is left to the engine's heartbeat watch
 DEFAULT_STALL_TIMEOUT_S = 120.0
@@ -51,7 +52,7 @@ class WorkerConfig:
     device: str = "cpu"
     model: str | None = None  # local directory, sdxl only
     time_scale: float = 1.0  # sim only
-    sim_latents: str = "placeholder"  # sim only: workers/limits.py SIM_LATENTS
+    sim_latents: str = PLACEHOLDER_LATENTS  # sim only: workers/limits.py SIM_LATENTS
     max_batch: int | None = None  # None: the backend's own
     threads: int | None = None  # torch intra-op threads, for a model on the CPU (runs_on_cpu_threads)
     die_with_parent: bool = False

@@ -50,7 +50,9 @@ DEFAULT_LEVELS = (5, 10, 15, 20, 25)
 LATENT_CHANNELS = 4
 LATENT_SCALE = 8
 SIM_LATENT_SHAPE = (LATENT_CHANNELS, 2, 2)
-SIM_LATENTS = ("placeholder", "sdxl")
+PLACEHOLDER_LATENTS = "placeholder"
+SDXL_LATENTS = "sdxl"
+SIM_LATENTS = (PLACEHOLDER_LATENTS, SDXL_LATENTS)
 
 
 def guided(guidance_scale: float) -> bool:
@@ -60,11 +62,11 @@ def guided(guidance_scale: float) -> bool:
     return guidance_scale > 1.0
 
 
-def latent_shape(backend: str, width: int, height: int, sim_latents: str = "placeholder") -> tuple[int, int, int]:
+def latent_shape(backend: str, width: int, height: int, sim_latents: str = PLACEHOLDER_LATENTS) -> tuple[int, int, int]:
     """The shape of one latent a `backend` worker passes through, and resumes from, at width x height: what the
     engine's cache takes from a worker, and what a worker takes from the cache. `sim_latents`: a sim worker's kind
     (SIM_LATENTS), which its model's identity names (workers/model_id.py model_latent_shape)."""
-    if backend == "sim" and sim_latents == "placeholder":
+    if backend == "sim" and sim_latents == PLACEHOLDER_LATENTS:
         return SIM_LATENT_SHAPE
     return (LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE)
 

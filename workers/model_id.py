@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from controller.profiles import LatencyProfile
-from workers.limits import latent_shape
+from workers.limits import PLACEHOLDER_LATENTS, SDXL_LATENTS, latent_shape
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".h5", ".gguf")
 # a file not named as weights but this large is treated as weights all the same: sampled, not read whole
@@ -76,13 +76,15 @@ def config_bytes(config: Mapping) -> bytes:
     return json.dumps(kept, sort_keys=True, default=str).encode()
 
 
-def sim_model_id(profile: LatencyProfile, latents: str = "placeholder") -> str:
+def sim_model_id(profile: LatencyProfile, latents: str = PLACEHOLDER_LATENTS) -> str:
     """A simulated worker's model is its latency profile and the kind of latents it passes (workers/limits.py
     SIM_LATENTS): an engine's cache holds latents of the one kind its model's workers take, and a saved cache of
     the other kind is another model's, refused whole at the restore."""
     latency = {str(level): list(row) for level, row in sorted(profile.latency_s.items())}
     described = {"name": profile.name, "steps": profile.steps, "latency_s": latency}
-    if latents != "placeholder":  # the placeholders' identity is the one sim workers always had: their saves still load
+    if (
+        latents != PLACEHOLDER_LATENTS
+    ):  # the placeholders' identity is the one sim workers always had: their saves still load
         described["latents"] = latents
     return model_id("sim", [config_bytes(described)])
 
@@ -91,13 +93,13 @@ def model_latent_shape(backend: str, identity: str, width: int, height: int) -> 
     """The shape of one latent the `backend` workers of the model `identity` names pass through, and resume from, at
     width x height. A sim model passing SD-XL's latents is known by its identity: that of the profile every sim
     worker runs (SIM_PROFILE) with them."""
-    sim_latents = "sdxl" if backend == "sim" and identity == _sim_sdxl_latents_id() else "placeholder"
+    sim_latents = SDXL_LATENTS if backend == "sim" and identity == _sim_sdxl_latents_id() else PLACEHOLDER_LATENTS
     return latent_shape(backend, width, height, sim_latents)
 
 
 @functools.cache
 def _sim_sdxl_latents_id() -> str:
-    return sim_model_id(LatencyProfile.bundled(SIM_PROFILE), "sdxl")
+    return sim_model_id(LatencyProfile.bundled(SIM_PROFILE), SDXL_LATENTS)
 
 
 def _counted(path: Path, root: Path) -> bool:

@@ -31,7 +31,15 @@ from workers.backend import (
     latents_to_return,
 )
 from workers.image_encoding import encode_image
-from workers.limits import BACKEND_MAX_BATCH, BACKEND_SIZES, DEFAULT_LEVELS, DEFAULT_STEPS, SIM_LATENTS, latent_shape
+from workers.limits import (
+    BACKEND_MAX_BATCH,
+    BACKEND_SIZES,
+    DEFAULT_LEVELS,
+    DEFAULT_STEPS,
+    PLACEHOLDER_LATENTS,
+    SIM_LATENTS,
+    latent_shape,
+)
 from workers.model_id import SIM_PROFILE, sim_model_id
 
 # sleep in slices no longer than this, so heartbeats and aborts are served
@@ -47,7 +55,7 @@ class SimBackend(Backend):
         levels: tuple[int, ...] = DEFAULT_LEVELS,
         default_steps: int = DEFAULT_STEPS,
         max_batch: int = BACKEND_MAX_BATCH["sim"],
-        latents: str = "placeholder",
+        latents: str = PLACEHOLDER_LATENTS,
     ):
         """`similarity` is the engine's embedder's table: the quality model is calibrated on it.
 
