@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     profiled = read_user_file(read_quality_samples, args.samples)
     made = _made_with(args, profiled)
     embedder = made.embedder
-    reference, reference_name = _reference_table(args, embedder)
+    reference, reference_name = _reference_table(args, made)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
         raise UsageError(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
@@ -141,10 +141,11 @@ def _made_with(args: argparse.Namespace, samples: list[QualitySample]) -> MadeWi
     return made
 
 
-def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[SimilarityTable | None, str]:
+def _reference_table(args: argparse.Namespace, made: MadeWith) -> tuple[SimilarityTable | None, str]:
     """The table to score beside the predictor, and what the report calls it: --similarity-table's, else
-    --embedder's bundled one, else none. A table of another embedder than the samples' would be read on another
-    scale of similarity."""
+    --embedder's bundled one, else none. A table of another embedder than the samples', or of another model of it
+    (two CLIP folders), would be read on another scale of similarity: `argus serve` refuses it so."""
+    embedder = made.embedder
     if args.similarity_table is None:
         return (SimilarityTable.bundled(args.embedder), args.embedder) if args.embedder else (None, "")
     given = given_table_file(args.similarity_table)
@@ -154,6 +155,12 @@ def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[Si
         raise UsageError(
             f"{given.path}: a table of the {given.embedder} embedder's similarities, and {args.samples} holds the"
             f" {embedder} embedder's: give a table `argus calibrate --embedder {embedder}` wrote"
+        )
+    if None not in (given.identity, made.embedder_identity) and given.identity != made.embedder_identity:
+        raise UsageError(
+            f"{given.path}: a table of the embedder model {given.identity}, and {args.samples} holds the similarities"
+            f" of {made.embedder_identity}: give a table `argus calibrate` wrote with the model the samples were"
+            " profiled with"
         )
     return given.table, Path(given.path).name
 
