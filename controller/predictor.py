@@ -59,6 +59,12 @@ BASE_FEATURES = ("similarity", "log_words")
 OVERLAP = "word_overlap"  # used only when every training sample names its neighbour's prompt
 
 
+def features_of(samples: Iterable[QualitySample]) -> tuple[str, ...]:
+    """The features a predictor fit on `samples` (those served from a neighbour) uses: word overlap only when every
+    one names its neighbour's prompt."""
+    return BASE_FEATURES + ((OVERLAP,) if all(s.neighbour_prompt is not None for s in samples) else ())
+
+
 def feature_vector(names: Sequence[str], similarity: float, prompt: str, neighbour_prompt: str | None) -> list[float]:
     words = prompt.lower().split()
     values = {"similarity": similarity, "log_words": math.log1p(len(words))}
@@ -131,14 +137,16 @@ class TrainedPredictor:
         embedder: str | None = None,
         embedder_identity: str | None = None,
         model: str | None = None,
+        features: tuple[str, ...] | None = None,
     ) -> TrainedPredictor:
-        """One L2-regularised logistic regression per level on samples served from a neighbour (level > 0)."""
+        """One L2-regularised logistic regression per level on samples served from a neighbour (level > 0), on
+        `features` (default: `features_of` them)."""
         if not (math.isfinite(l2) and l2 > 0):
             raise ValueError(f"l2 must be > 0, not {l2}: without a penalty a separable level has no fit")
         usable = [s for s in samples if s.similarity is not None and s.level > 0]
         if not usable:
             raise ValueError("no samples served from a cached neighbour (similarity given, level > 0)")
-        names = BASE_FEATURES + ((OVERLAP,) if all(s.neighbour_prompt is not None for s in usable) else ())
+        names = features or features_of(usable)
         x = np.array([feature_vector(names, s.similarity, s.prompt, s.neighbour_prompt) for s in usable])
         mean = x.mean(axis=0)
         # a feature of one value (every prompt of as many words) has no spread to scale by; its std is not always 0 but

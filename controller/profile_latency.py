@@ -353,7 +353,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CLOCKS,
         default="wall",
         help="wall: seconds from Generate sent to its BatchDone received (default); cpu: CPU seconds the"
-        " worker process used, for a CPU backend on a shared machine (leaves out waiting for a core)",
+        " worker process used, for a CPU backend on a shared machine (leaves out waiting for a core), with --threads 1",
     )
     parser.add_argument("--name", help="the profile's name (default BACKEND_DEVICE, e.g. tiny_cpu, sdxl_cuda0)")
     parser.add_argument("--out", required=True, type=output_file, help="where to write the latency profile (JSON)")
@@ -374,6 +374,16 @@ def run(args: argparse.Namespace) -> int:
     check_worker_backend(args.backend, args.model, args.device, args.time_scale, args.threads)
     if args.time_scale == 0:
         raise UsageError("--time-scale 0 simulates no GPU time: the profile would time the messaging alone")
+    if args.clock == "cpu" and (threads := worker_threads(args) or 1) > 1:
+        # threads that run at once each count their CPU seconds (and OpenMP's count those they spin waiting for each
+        # other): on cores of their own a batch takes about 1/threads of the sum, and the engine planned with up to
+        # that many times its latency. With 2 threads on a loaded 2-core host: 8.9 CPU s an image, 0.59 with 1
+        given = "--threads" if args.threads else "--threads (by default half the CPUs)"
+        raise UsageError(
+            f"--clock cpu adds up the CPU seconds of the worker's {threads} torch threads ({given}), which run at"
+            " once: not what a batch takes. Give --threads 1 with it (what each worker of `argus serve` gets with"
+            " as many --workers as CPUs), or --clock wall"
+        )
     with tempfile.TemporaryDirectory(prefix="argus-profile-latency-") as tmp:
         with WorkerProcess(args, batches[-1], Path(tmp)) as worker:
             hello = worker.handshake()

@@ -456,6 +456,8 @@ class DegradationMatrix:
         embedder's, or of another step count, are refused."""
         samples = read_quality_samples(path)
         try:
+            if not samples:  # not "no measured quality for (class, level)" and every one of them listed
+                raise ValueError("holds no samples: give the JSONL `argus profile quality` wrote")
             made = made_with(samples)
             if problem := embedder_mismatch(made.embedder, embedder):
                 raise ValueError(problem)  # its classes would be another embedder's bands of similarity

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.predictor import Lookup, TrainedPredictor
+from controller.predictor import Lookup, TrainedPredictor, features_of
 from controller.quality_samples import (
     MadeWith,
     QualitySample,
@@ -78,13 +78,17 @@ def run(args: argparse.Namespace) -> int:
     profiled = read_user_file(read_quality_samples, args.samples)
     made = _made_with(args, profiled)
     embedder = made.embedder
-    reference, reference_name = _reference_table(args, embedder)
+    reference, reference_name = _reference_table(args, made)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
         raise UsageError(f"{args.samples}: need at least 10 samples served from a neighbour, have {len(samples)}")
     training, held_out = _split(samples)
+    # the trial's features are the predictor's: chosen on its training share alone, one held-out sample that named no
+    # neighbour's prompt failed the command in a traceback, where the rest gave the trial word overlap and not the
+    # predictor written, whose accuracy the report claimed for another model's
+    features = features_of(samples)
     try:
-        trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2)
+        trial = TrainedPredictor.fit(training, args.target, args.min_probability, args.l2, features=features)
     except ValueError as error:  # samples it cannot fit, said in one line
         raise UsageError(str(error)) from None
 
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         embedder=embedder,
         embedder_identity=made.embedder_identity,
         model=made.model,
+        features=features,
     )
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
     if reference is not None:
@@ -136,10 +141,11 @@ def _made_with(args: argparse.Namespace, samples: list[QualitySample]) -> MadeWi
     return made
 
 
-def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[SimilarityTable | None, str]:
+def _reference_table(args: argparse.Namespace, made: MadeWith) -> tuple[SimilarityTable | None, str]:
     """The table to score beside the predictor, and what the report calls it: --similarity-table's, else
-    --embedder's bundled one, else none. A table of another embedder than the samples' would be read on another
-    scale of similarity."""
+    --embedder's bundled one, else none. A table of another embedder than the samples', or of another model of it
+    (two CLIP folders), would be read on another scale of similarity: `argus serve` refuses it so."""
+    embedder = made.embedder
     if args.similarity_table is None:
         return (SimilarityTable.bundled(args.embedder), args.embedder) if args.embedder else (None, "")
     given = given_table_file(args.similarity_table)
@@ -149,6 +155,12 @@ def _reference_table(args: argparse.Namespace, embedder: str | None) -> tuple[Si
         raise UsageError(
             f"{given.path}: a table of the {given.embedder} embedder's similarities, and {args.samples} holds the"
             f" {embedder} embedder's: give a table `argus calibrate --embedder {embedder}` wrote"
+        )
+    if None not in (given.identity, made.embedder_identity) and given.identity != made.embedder_identity:
+        raise UsageError(
+            f"{given.path}: a table of the embedder model {given.identity}, and {args.samples} holds the similarities"
+            f" of {made.embedder_identity}: give a table `argus calibrate` wrote with the model the samples were"
+            " profiled with"
         )
     return given.table, Path(given.path).name
 

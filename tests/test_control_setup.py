@@ -76,6 +76,8 @@ def _samples_of_every_class(**fields) -> str:
         ("predictor", _predictor(embedder=5), "embedder 5 is not an embedder's name"),
         # fit on CLIP's similarities, taken by an engine embedding with hash: levels chosen on another scale
         ("predictor", _predictor(embedder="clip"), "the clip embedder's similarities, not the hash embedder's"),
+        # an empty file (a profile whose every exact image scored 0, a file truncated by hand) has no class to lack
+        ("quality_profile", "\n", "holds no samples"),
         # read, but it lacks a class: the error names the file still
         ("quality_profile", '{"similarity": 0.97, "level": 25, "quality": 96.0}\n' * 2, "no measured quality"),
         # classed by the hash table's bands, CLIP's similarities put its samples in other classes

@@ -131,6 +131,21 @@ def test_train_predictor_holds_out_every_level_of_samples_in_profile_quality_ord
     assert scored == {k: 12 for k in ALL_STORED}  # every level scored, on a fifth of its 60 samples
 
 
+def test_train_predictor_scores_the_features_of_the_predictor_it_writes(tmp_path, capsys):
+    # one sample that names no neighbour's prompt, held out (every fifth of its level): the trial fit, on the rest,
+    # took word overlap, and scoring that sample failed the command in a ValueError traceback
+    rows = _samples(200, seed=8, with_neighbour=True)
+    held_out = [s for s in rows if s.level == 10][4]
+    rows = [dataclasses.replace(s, neighbour_prompt=None) if s is held_out else s for s in rows]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in rows))
+    parser = argparse.ArgumentParser()
+    train_predictor.add_arguments(parser)
+    assert train_predictor.run(parser.parse_args([str(samples), "--out", str(tmp_path / "model.json")])) == 0
+    assert TrainedPredictor.load(tmp_path / "model.json").features == ("similarity", "log_words")
+    assert "features: similarity, log_words\n" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("l2", ["0", "-1", "nan"])
 def test_train_predictor_refuses_a_penalty_that_is_not_positive(tmp_path, l2, capsys):
     """Refused as the flag is read, by its name: the samples were read first, then the fit said `l2 must be > 0`."""

@@ -12,6 +12,7 @@ import pytest
 from controller.profiles import LatencyProfile
 from engine_process import ROOT
 from loadgen.bench.proc import children_of
+from workers.config import usable_cpus
 from workers.model_id import SIM_PROFILE, sim_model_id
 
 
@@ -67,6 +68,28 @@ def test_a_sim_profile_of_no_simulated_time_is_refused(tmp_path):
     done = subprocess.run([*command, "--out", str(tmp_path / "p.json")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "--time-scale 0 simulates no GPU time" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="--threads 2 needs 2 CPUs to be taken")
+def test_the_cpu_clock_of_several_threads_is_refused_before_the_worker_starts(tmp_path):
+    # each thread's CPU seconds were added up: the profile said a batch took up to --threads times what it took, and
+    # the default is half the CPUs (4 threads on a host of 8)
+    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "tiny", "--clock", "cpu"]
+    command += ["--threads", "2", "--out", str(tmp_path / "profile.json")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2, done.stderr
+    assert "--clock cpu adds up the CPU seconds of the worker's 2 torch threads" in done.stderr
+    assert "Traceback" not in done.stderr and "warming up" not in done.stdout
+    assert not (tmp_path / "profile.json").exists()
+
+
+def test_the_cpu_clock_of_one_thread_is_a_profile(tmp_path):
+    command = ["--backend", "tiny", "--clock", "cpu", "--threads", "1", "--steps", "4", "--batches", "1"]
+    done = profile_latency(tmp_path, *command, "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    profile = LatencyProfile.load(tmp_path / "profile.json")
+    assert_complete(profile, (0,), 1)
+    assert "CPU seconds the worker process used per batch" in profile.provenance
 
 
 def _sim_profile(tmp_path, *flags: str) -> subprocess.CompletedProcess:

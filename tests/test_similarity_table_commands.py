@@ -127,6 +127,23 @@ def test_train_predictor_refuses_a_table_of_another_embedder(samples_of, flags, 
     assert not (tmp_path / "m.json").exists()
 
 
+def test_train_predictor_refuses_a_table_of_another_model_of_the_samples_embedder(calibrated, tmp_path, capsys):
+    """Two CLIP folders differ in scale as two embedders do: `argus serve` refuses such a table, and train-predictor
+    scored it on the samples' similarities, printing the accuracy of a table read on another scale."""
+    table = calibrated.with_name("clip_a.json")
+    table.write_text(
+        json.dumps(json.loads(calibrated.read_text()) | {"embedder": "clip", "embedder_identity": "clip:" + "a" * 16})
+    )
+    samples = _samples_file(tmp_path, "clip")
+    rows = [json.loads(line) | {"embedder_identity": "clip:" + "b" * 16} for line in samples.read_text().splitlines()]
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["train-predictor", str(samples), "--out", str(tmp_path / "m.json"), "--similarity-table", str(table)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"{table}: a table of the embedder model clip:{'a' * 16}, and {samples} holds the similarities" in error
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_train_predictor_does_not_write_over_the_table_it_scores(calibrated, tmp_path, capsys):
     """`--out` the --similarity-table file replaced the calibrated table with the predictor, exit 0: its samples were
     kept from that, its table not."""
