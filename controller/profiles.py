@@ -25,6 +25,7 @@ import numpy as np
 
 from controller.quality_samples import (
     QualitySample,
+    denoising_steps,
     embedder_mismatch,
     made_with,
     model_identity,
@@ -161,7 +162,7 @@ class LatencyProfile:
                 raise ValueError(f"latency_s rows must hold one latency per batch size {batches}")
             return cls(
                 data["name"],
-                int(data["steps"]),
+                denoising_steps(data["steps"]),
                 table,
                 data["provenance"],
                 data.get("derivation"),

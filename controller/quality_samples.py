@@ -187,7 +187,7 @@ def _sample_line(where: str, line: str) -> QualitySample:
             neighbour_prompt,
             _embedder_name(row.get("embedder")),
             model_identity(row.get("embedder_identity"), "embedder_identity"),
-            _steps(row.get("steps")),
+            None if row.get("steps") is None else denoising_steps(row["steps"]),
             model_identity(row.get("model"), "model"),
         )
     except (TypeError, ValueError) as error:
@@ -200,8 +200,9 @@ def _embedder_name(value: object) -> str | None:
     return value
 
 
-def _steps(value: object) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+def denoising_steps(value: object) -> int:
+    """A file's "steps": a whole JSON number, so 50.7, "50" or true is refused where int() read each as 50 or 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"steps {reprlib.repr(value)} is not a number of denoising steps")
     return value
 

@@ -108,6 +108,19 @@ def test_profile_round_trips_and_checks_its_version(tmp_path):
         LatencyProfile.load(path)
 
 
+@pytest.mark.parametrize("steps", [50.7, 50.0, "50", True, 0, None])
+def test_a_profile_whose_steps_are_not_a_whole_number_is_refused_naming_the_field(tmp_path, steps):
+    """int() read 50.7 and "50" as 50, and true as 1: a profile of other steps than it said, planned with in silence."""
+    path = tmp_path / "p.json"
+    LatencyProfile.bundled("tiny_cpu").save(path)
+    data = json.loads(path.read_text())
+    data["steps"] = steps
+    path.write_text(json.dumps(data))
+    said = re.escape(f"{path}: steps {steps!r} is not a number of denoising steps")
+    with pytest.raises(ValueError, match=f"^{said}$"):
+        LatencyProfile.load(path)
+
+
 def test_the_model_a_profile_was_measured_on_is_kept_through_its_file_and_the_engines_changes(tmp_path):
     """The engine warns of a profile of another model than it serves (test_control_setup): a profile scaled to a sim
     engine's clock or cut to its workers' batches is still the model's it was measured on."""
