@@ -3,7 +3,8 @@
 Input: JSONL, one profiled image a line: {"similarity": s, "level": K,
 "quality": q, "prompt": "..."} (optionally "neighbour_prompt", which adds the
 word-overlap feature; "embedder", whose similarities they are, which the
-predictor keeps: `argus serve` refuses it with another embedder). Every fifth
+predictor keeps, or --embedder's when the samples name none: `argus serve`
+refuses it with another embedder). Every fifth
 sample of each level is held out to report accuracy (whether the image stays
 above the target at its level), then the model is refit on all samples and
 written to --out. The held-out samples also score a similarity table beside it, with --embedder (its bundled
@@ -77,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     not_an_input(args.out, args.samples, args.similarity_table)
     profiled = read_user_file(read_quality_samples, args.samples)
     made = _made_with(args, profiled)
-    embedder = made.embedder
+    # samples that name no embedder are --embedder's as the operator says: kept on the predictor all the same, as
+    # unsaid `argus serve` took it under any embedder (embedder_mismatch passes a predictor that names none)
+    embedder = made.embedder or args.embedder
     reference, reference_name = _reference_table(args, made)
     samples = [s for s in profiled if s.similarity is not None and s.level > 0]
     if len(samples) < 10:
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         headers.append(f"table ({reference_name}) accuracy")
     print(f"held-out samples: every 5th of each level, {len(held_out)} of {len(samples)}")
     print(f"features: {', '.join(model.features)}")
-    print(f"similarities: {f'the {embedder} embedder' if embedder else 'of an embedder the samples do not name'}")
+    print(f"similarities: {_whose_similarities(embedder, made)}")
     print(table(headers, rows))
     written_or_exit("argus train-predictor", "predictor", args.out, lambda: model.save(args.out))
     print(f"predictor written to {args.out}")
@@ -139,6 +142,12 @@ def _made_with(args: argparse.Namespace, samples: list[QualitySample]) -> MadeWi
     if args.embedder and (problem := embedder_mismatch(made.embedder, args.embedder)):
         raise UsageError(f"{args.samples}: {problem}")
     return made
+
+
+def _whose_similarities(embedder: str | None, made: MadeWith) -> str:
+    if embedder is None:
+        return "of an embedder the samples do not name (give --embedder to have the predictor keep it)"
+    return f"the {embedder} embedder" + ("" if made.embedder else " (as --embedder says: the samples do not name one)")
 
 
 def _reference_table(args: argparse.Namespace, made: MadeWith) -> tuple[SimilarityTable | None, str]:

@@ -10,7 +10,7 @@ import pytest
 from controller import train_predictor
 from controller.predictor import Lookup, SimilarityPredictor, TrainedPredictor, stored_level_at_most
 from controller.profiles import QualityModel
-from controller.quality_samples import QualitySample
+from controller.quality_samples import QualitySample, embedder_mismatch
 from controller.similarity import SimilarityTable
 from engine.cli import main
 
@@ -192,6 +192,23 @@ def test_the_predictor_keeps_whose_similarities_its_samples_are(tmp_path, capsys
     mixed.write_text(samples.read_text() + json.dumps(vars(dataclasses.replace(of_clip[0], embedder="hash"))) + "\n")
     assert main(["train-predictor", str(mixed), "--out", str(out)]) == 2
     assert f"{mixed}: samples of several embedders (clip, hash)" in capsys.readouterr().err
+
+
+def test_samples_that_name_no_embedder_are_kept_as_the_embedders_given(tmp_path, capsys):
+    """Unnamed, --embedder's similarities were scored but not written down: `argus serve` took the predictor under any
+    embedder, whose scale of similarity it was not fit on."""
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in _samples(200, seed=8)))
+    out = tmp_path / "model.json"
+    assert main(["train-predictor", str(samples), "--out", str(out), "--embedder", "clip"]) == 0
+    assert TrainedPredictor.load(out).embedder == "clip"
+    assert TrainedPredictor.load(out).embedder_identity is None  # which model of it, the samples do not say
+    assert "the clip embedder (as --embedder says: the samples do not name one)" in capsys.readouterr().out
+    # what `argus serve --embedder hash` refuses it by (engine/control_setup.py)
+    assert embedder_mismatch(TrainedPredictor.load(out).embedder, "hash")
+    assert main(["train-predictor", str(samples), "--out", str(out)]) == 0
+    assert TrainedPredictor.load(out).embedder is None
+    assert "give --embedder to have the predictor keep it" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("steps", "refused"), [(50, None), (None, None), (20, "made with N=20 denoising steps")])
