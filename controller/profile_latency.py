@@ -147,6 +147,7 @@ class WorkerProcess:
         self._socket = make_socket(self._context, zmq.ROUTER)
         self._codec = engine_side_codec()
         self._identity = b""
+        self._backend = args.backend
         self._batch_ids = iter(range(1, 1 << 30))
         self.heartbeats = 0
         # why the worker cannot serve (a model that does not load), said as the profile's own error
@@ -226,7 +227,7 @@ class WorkerProcess:
             if not self._socket.poll(int(min(left, 1.0) * 1000)):
                 if not self.child.alive() and (refusal := self._refusal.reason()):
                     raise UsageError(refusal)
-                self.child.check_alive()
+                self._check_alive()
                 continue
             identity, *frames = self._socket.recv_multipart()
             self._identity = identity
@@ -251,8 +252,14 @@ class WorkerProcess:
             # `argus bench worker` ended in zmq's "Host unreachable"
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.child.process.wait(1.0)
-            self.child.check_alive()
+            self._check_alive()
             raise
+
+    def _check_alive(self) -> None:
+        """A worker killed under the command (a kill -9, the OOM killer) ends it in one line (ChildDied), which ended
+        in a RuntimeError traceback: the pid, to find it in the kernel's log."""
+        if not self.child.alive():
+            raise self.child.died(f"its {self._backend} worker (pid {self.child.process.pid})")
 
 
 # --levels of `argus profile latency`: level 0, the exact image, is measured without asking, and may be named too

@@ -66,6 +66,7 @@ from engine.worker_command import (
     stopped_as_it_started,
 )
 from loadgen.bench.commands import add_bench_commands
+from loadgen.bench.subprocesses import ChildDied
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
 from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
@@ -530,6 +531,9 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
     except (UsageError, ModelLoadFailed) as error:
         _say_last(args, f"{args.prog}: error: {error}")
         return 2
+    except ChildDied as error:  # not a usage error: the command ran, and failed
+        _say_last(args, f"{args.prog}: error: {error}")
+        return 1
     except KeyboardInterrupt:
         if args.command == "worker":
             return stopped_as_it_started()

@@ -7,9 +7,11 @@ Nothing heavy is imported at module level: `argus` imports this module at every 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class ChildDied(Exception):
+    """A process a command drives died under it (a kill -9, the OOM killer, a crash): the command says so in one line
+    and exits 1 (engine/cli.py), not in a traceback of wherever it noticed."""
 
 
 @dataclass
@@ -40,6 +47,22 @@ class Child:
     def check_alive(self) -> None:
         if not self.alive():
             raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def died(self, what: str) -> ChildDied:
+        """`what` (this process, as the command's user knows it) said dead in one line: how it ended and where its log
+        is, copied out of the temporary folder its command removes as it ends, when it logged anything."""
+        return ChildDied(f"{what} {how_it_ended(self.process.returncode)}; {self._kept_log()}")
+
+    def _kept_log(self) -> str:
+        try:
+            if not self.log_path.stat().st_size:
+                return "it logged nothing"
+            handle, kept = tempfile.mkstemp(prefix=f"argus-{self.name}-", suffix=".log")
+            with os.fdopen(handle, "wb") as copy, open(self.log_path, "rb") as log:
+                shutil.copyfileobj(log, copy)
+        except OSError as error:
+            return f"its log could not be kept ({error.strerror or error})"
+        return f"its log is {kept}"
 
     async def while_alive(self, awaitable, every_s: float = 0.2):
         """Awaits `awaitable`, failing as check_alive does as soon as this process exits (the awaitable cancelled):
@@ -74,6 +97,18 @@ class Child:
             pass
         self.process.wait()
         return self.process.returncode
+
+
+def how_it_ended(returncode: int) -> str:
+    """A process's end in words: Popen's -9 is a signal, which an operator looks for in the kernel's log."""
+    if returncode >= 0:
+        return f"exited with {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    why = " (a kill -9, or the kernel's out-of-memory killer)" if -returncode == signal.SIGKILL else ""
+    return f"was killed by {name}{why}"
 
 
 def unwind_on_sigterm() -> None:
