@@ -38,7 +38,7 @@ from waiting import wait_for
 from controller.level_shares import Choice
 from engine.cache import persistence
 from engine.cache.index import GRAPH_ABOVE
-from engine.cache.prompt_cache import PromptCache
+from engine.cache.prompt_cache import PromptCache, ShapeKey
 from engine.cache_service import build_cache_service
 from engine.client import ArgusClient
 from engine.config import CacheConfig
@@ -210,6 +210,28 @@ def test_a_snapshot_of_a_graph_holds_its_vectors_as_they_were_and_reads_none_fro
         assert cache.stats().prompts == held and cache.stats().evictions == 100
         assert [snapshot.prompts[i].text for i in snapshot.prompt_ids] == [f"prompt {i}" for i in range(held)]
         np.testing.assert_allclose(snapshot.vectors, vectors[:held], rtol=1e-6)
+        snapshot.release()
+    finally:
+        cache.close()
+
+
+def test_a_snapshot_puts_each_prompts_vector_in_its_row_across_shapes_and_evictions():
+    """Row i of the vectors is the vector of prompt_ids[i], ascending, gathered from each shape's matrix, whose rows an
+    eviction reorders (the matrix's last row fills the evicted one's)."""
+    small = np.zeros((4, 8, 8), np.float16)
+    shapes = [ShapeKey(50, 64, 64), ShapeKey(30, 96, 64), ShapeKey(20, 64, 96)]
+    cache = PromptCache("hash", 16, [1], max_bytes=24 * small.nbytes)
+    empty = cache.snapshot()
+    assert empty.prompt_ids == [] and empty.vectors.shape == (0, 16)
+    empty.release()
+    vectors = unit_rows(30, 16)
+    try:
+        for i in range(30):  # the first 6 are evicted, the oldest first
+            cache.insert(f"prompt {i}", vectors[i], shapes[i % 3], {1: small})
+        snapshot = cache.snapshot()
+        assert [snapshot.prompts[i].text for i in snapshot.prompt_ids] == [f"prompt {i}" for i in range(6, 30)]
+        assert snapshot.vectors.shape == (24, 16)
+        np.testing.assert_allclose(snapshot.vectors, vectors[6:], rtol=1e-6)
         snapshot.release()
     finally:
         cache.close()

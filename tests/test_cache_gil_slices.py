@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 
+import numpy as np
+
 from engine.cache import gil_slices
 
 
@@ -25,6 +27,14 @@ def test_copied_is_one_dict_of_the_tables_in_order_the_last_one_winning(monkeypa
     first[0] = "changed"
     assert copy[0] == "a0"
     assert gil_slices.copied() == {}
+
+
+def test_array_holds_every_item_in_order_across_slices(monkeypatch):
+    monkeypatch.setattr(gil_slices, "SLICE", 3)
+    ids = [5, 1, 2**64 - 1, 7, 3, 9, 0]  # a graph's ids go up to 2**64 - 1
+    converted = gil_slices.array(ids, np.uint64)
+    assert converted.dtype == np.uint64 and converted.tolist() == ids
+    assert gil_slices.array([], np.uint64).shape == (0,)
 
 
 def test_a_copy_holds_no_new_object_an_entry_for_the_garbage_collector():

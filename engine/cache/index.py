@@ -47,6 +47,8 @@ from concurrent.futures import Future
 import hnswlib
 import numpy as np
 
+from engine.cache import gil_slices
+
 log = logging.getLogger("argus.cache")
 
 EF_SEARCH = 24
@@ -168,6 +170,13 @@ class VectorIndex:
         if not ids:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._search.vectors(ids)
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every id (uint64) and its stored vector, row for row, in no order: a view of the matrix, which the next
+        change to this index changes."""
+        exact = self._search if isinstance(self._search, _Exact) else self._search.exact
+        ids, vectors = exact.items()
+        return gil_slices.array(ids, np.uint64), vectors
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
