@@ -217,13 +217,19 @@ async def _probe(address: str, rate: float, duration_s: float) -> list[tuple[flo
             raise RuntimeError(f"probe {i} was answered {reply}")
         return at, (time.perf_counter() - started) * 1000
 
+    tasks: list[asyncio.Task] = []
     try:
-        tasks, start = [], time.perf_counter()
+        start = time.perf_counter()
         for i in range(int(rate * duration_s)):
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             tasks.append(asyncio.create_task(one(i)))
         return list(await asyncio.gather(*tasks))
     finally:
+        # cancelled as its engine died (Child.while_alive) while it still sent, the probes in flight failed on the
+        # closed client unheard, and asyncio printed each one's traceback under the line that said the engine died
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await client.close()
 
 

@@ -289,6 +289,7 @@ async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: P
         "--max-queue", "100000",
         workers=args.workers,
         name=f"engine-{policy}",  # a --log-dir of engine-PORT.log files did not say which policy each was
+        log_kept=args.log_dir is not None,  # its death names the log there, not a copy
     )  # fmt: skip
     try:
         await asyncio.to_thread(engine.wait_ready, args.workers)

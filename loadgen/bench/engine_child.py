@@ -42,17 +42,23 @@ class EngineChild:
 
     def stop_warning_on_failure(self) -> None:
         """Stops it after a measurement: an unclean exit is printed with the log's tail, not raised, as the
-        figures measured before it still stand."""
+        figures measured before it still stand. Nor printed for one whose death ends the run (ChildDied): its
+        exit and log were said by that, and the warning repeated them, the log's tail above the error line."""
         code = self.stop()
-        if code != 0:
+        if code != 0 and not self.child.death_said:
             print(f"warning: the engine exited with {code}:\n{self.child.log_tail()}")
 
 
 def start_engine(
-    log_dir: Path, *args: str, workers: int = 2, log_level: str = "WARNING", name: str | None = None
+    log_dir: Path,
+    *args: str,
+    workers: int = 2,
+    log_level: str = "WARNING",
+    name: str | None = None,
+    log_kept: bool = False,
 ) -> EngineChild:
     """`argus serve` on free loopback ports (HTTP, ZeroMQ clients, ZeroMQ workers), logging to `log_dir`/NAME.log
-    (default: engine-HTTP_PORT)."""
+    (default: engine-HTTP_PORT); `log_kept`: `log_dir` outlives the command (see Child)."""
     http_port, client_port, worker_port = free_port(), free_port(), free_port()
     command = python_module(
         "engine.cli",
@@ -73,7 +79,7 @@ def start_engine(
     )
     # its own engine, asked without a key: one exported in the shell (for an engine of the user's) made it require
     # that key, and the benchmark's /ready was refused
-    child = spawn(command, log_dir, name or f"engine-{http_port}", env=environment_for_children())
+    child = spawn(command, log_dir, name or f"engine-{http_port}", env=environment_for_children(), log_kept=log_kept)
     return EngineChild(
         child, f"http://{LOOPBACK}:{http_port}", f"tcp://{LOOPBACK}:{client_port}", f"tcp://{LOOPBACK}:{worker_port}"
     )

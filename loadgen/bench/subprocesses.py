@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,8 @@ class Child:
     process: subprocess.Popen
     log_path: Path
     name: str
+    log_kept: bool = False  # in a folder the user named (compare's --log-dir), not one removed as the command ends
+    death_said: bool = field(default=False, init=False)  # by died(): not said again as its benchmark stops it
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -45,18 +47,23 @@ class Child:
             return ""
 
     def check_alive(self) -> None:
+        """ChildDied if it exited: a benchmark whose engine, fleet or load process died ended in a RuntimeError
+        traceback of wherever it noticed, the log's tail pasted under it. Its log is kept whole instead."""
         if not self.alive():
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            raise self.died(f"its {self.name} process (pid {self.process.pid})")
 
     def died(self, what: str) -> ChildDied:
         """`what` (this process, as the command's user knows it) said dead in one line: how it ended and where its log
         is, copied out of the temporary folder its command removes as it ends, when it logged anything."""
+        self.death_said = True
         return ChildDied(f"{what} {how_it_ended(self.process.returncode)}; {self._kept_log()}")
 
     def _kept_log(self) -> str:
         try:
             if not self.log_path.stat().st_size:
                 return "it logged nothing"
+            if self.log_kept:
+                return f"its log is {self.log_path}"
             handle, kept = tempfile.mkstemp(prefix=f"argus-{self.name}-", suffix=".log")
             with os.fdopen(handle, "wb") as copy, open(self.log_path, "rb") as log:
                 shutil.copyfileobj(log, copy)
@@ -127,6 +134,7 @@ def spawn(
     name: str,
     env: dict[str, str] | None = None,
     pass_fds: Sequence[int] = (),
+    log_kept: bool = False,
 ) -> Child:
     log_path = Path(log_dir) / f"{name}.log"
     with open(log_path, "wb") as log:
@@ -140,7 +148,7 @@ def spawn(
             env=env,
             pass_fds=pass_fds,
         )
-    return Child(process, log_path, name)
+    return Child(process, log_path, name, log_kept)
 
 
 def python_module(module: str, *args: str) -> list[str]:
