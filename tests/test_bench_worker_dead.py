@@ -7,14 +7,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 
 import pytest
+from profile_in_progress import profile_in_its_first_batch
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments
-from engine_process import ROOT
 from loadgen.bench.proc import children_of
 from loadgen.bench.subprocesses import ChildDied
 from protocols.worker_messages import GenerateItem
@@ -22,26 +20,10 @@ from protocols.worker_messages import GenerateItem
 
 @pytest.mark.timeout(120)
 def test_a_worker_killed_mid_profile_ends_the_command_in_one_line(tmp_path):
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    output = tmp_path / "profile.out"
-    # at --time-scale 10 the first batch takes a minute: the worker is killed in the middle of it
-    command = [sys.executable, "-m", "engine", "profile", "latency", "--backend", "sim", "--time-scale", "10"]
-    command += ["--out", str(tmp_path / "profile.json")]
-    with open(output, "w") as out:
-        profile = subprocess.Popen(
-            command, cwd=ROOT, stdout=out, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)}
-        )
-    try:
-        while "warming up" not in output.read_text():  # the worker said hello
-            assert profile.poll() is None, output.read_text()
-            time.sleep(0.1)
+    with profile_in_its_first_batch(tmp_path, "engine", stderr=subprocess.PIPE) as (profile, scratch):
         (worker,) = children_of(profile.pid)
         os.kill(worker, signal.SIGKILL)
         _, stderr = profile.communicate(timeout=60)
-    finally:
-        if profile.poll() is None:
-            profile.kill()
     assert profile.returncode == 1, stderr
     said = (
         f"argus profile latency: error: its sim worker (pid {worker}) was killed by SIGKILL (a kill -9, or the"

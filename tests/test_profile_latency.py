@@ -1,13 +1,12 @@
 """`argus profile latency` end to end: a real worker process (sim, then tiny) measured into a LatencyProfile file."""
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from profile_in_progress import profile_in_its_first_batch
 
 from controller.profiles import LatencyProfile
 from engine_process import ROOT
@@ -117,29 +116,14 @@ def test_a_batch_over_what_a_worker_runs_is_refused_by_its_flag(tmp_path):
 @pytest.mark.timeout(120)
 def test_sigterm_stops_the_worker_and_removes_the_temporary_folder(tmp_path):
     """SIGTERM (a timeout, a cancelled job) ended the profile where it stood: its temporary folder was left behind."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    output = tmp_path / "profile.out"
-    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sim", "--time-scale", "10"]
-    command += ["--out", str(tmp_path / "profile.json")]
-    with open(output, "w") as out:
-        profile = subprocess.Popen(
-            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(scratch)}
-        )
-    try:
-        while "warming up" not in output.read_text():  # the worker said hello: its first batch takes a minute
-            assert profile.poll() is None, output.read_text()
-            time.sleep(0.1)
+    with profile_in_its_first_batch(tmp_path, "engine.cli") as (profile, scratch):
         workers = children_of(profile.pid)
         assert workers
         profile.send_signal(signal.SIGTERM)
-        assert profile.wait(60) == 128 + signal.SIGTERM, output.read_text()
+        assert profile.wait(60) == 128 + signal.SIGTERM, (tmp_path / "profile.out").read_text()
         assert list(scratch.iterdir()) == []
         assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
         assert not (tmp_path / "profile.json").exists()
-    finally:
-        if profile.poll() is None:
-            profile.kill()
 
 
 def test_a_profile_that_cannot_be_written_is_one_line_after_the_measurements(tmp_path):
