@@ -27,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from loadgen.arrivals import Arrival
+from loadgen.cancelling import cancel_and_wait
 from loadgen.clients import LoadClient, Planned
 from loadgen.engine_status import LevelSampler
 from loadgen.prompts import pair_prompts
@@ -160,9 +161,7 @@ async def run_load(
         pending = {task for task in in_flight if not task.done()}
         end = time.perf_counter() if pending else max(last_answer, start)
         given_up = interrupt.stop_waiting.is_set()
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_and_wait(pending)
         for task, (request, sent_at) in list(in_flight.items()):
             if task.cancelled():
                 waited_ms = (end - start - sent_at) * 1000.0
@@ -174,10 +173,7 @@ async def run_load(
                 answered(task)
     finally:
         # only when the run itself is cancelled or fails is anything still in flight here
-        leftover = [task for task in in_flight if not task.done()]
-        for task in leftover:
-            task.cancel()
-        await asyncio.gather(*leftover, return_exceptions=True)
+        await cancel_and_wait(task for task in in_flight if not task.done())
         if sampler_task is not None:
             sampler_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

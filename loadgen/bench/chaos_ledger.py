@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.cancelling import cancel_and_wait
 from loadgen.stats import percentile
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
@@ -219,9 +220,5 @@ class HttpDoor:
             return (await response.read()).decode()
 
     async def close(self) -> None:
-        import asyncio
-
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_and_wait(self.tasks)
         await self._session.close()

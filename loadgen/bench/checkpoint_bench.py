@@ -34,6 +34,7 @@ from typing import NamedTuple
 from engine.arg_types import UsageError, host_memory_bytes, positive_float, positive_int
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.output import table, write_json
+from loadgen.cancelling import cancel_and_wait
 from loadgen.stats import percentile
 
 SDXL_LATENT = (4, 128, 128)  # float16: 128 KiB
@@ -227,9 +228,7 @@ async def _probe(address: str, rate: float, duration_s: float) -> list[tuple[flo
     finally:
         # cancelled as its engine died (Child.while_alive) while it still sent, the probes in flight failed on the
         # closed client unheard, and asyncio printed each one's traceback under the line that said the engine died
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         await client.close()
 
 

@@ -265,6 +265,8 @@ async def http_closed_loop(url: str, args: argparse.Namespace, duration_s: float
 async def http_open_loop(url: str, args: argparse.Namespace, rate: float, duration_s: float) -> dict:
     import asyncio
 
+    from loadgen.cancelling import cancel_and_wait
+
     # enough pooled connections that pacing, not the pool, decides when a request goes out
     client = HttpLoad(url, args.size, max(args.http_concurrency, 256))
     total = max(1, int(rate * (args.warmup_s + duration_s)))
@@ -276,9 +278,7 @@ async def http_open_loop(url: str, args: argparse.Namespace, rate: float, durati
     finally:
         # a Ctrl-C while sending, or one request's failure, left the others in flight: each then failed on the
         # closed session, a "Task exception was never retrieved" traceback after the one-line "interrupted"
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         await client.close()
     measured = results[skip:]
     failed = sum(status != 200 for status, _, _ in measured)
