@@ -147,7 +147,7 @@ class WorkerProcess:
         self._socket = make_socket(self._context, zmq.ROUTER)
         self._codec = engine_side_codec()
         self._identity = b""
-        self._backend = args.backend
+        self._said_as = f"its {args.backend} worker"  # should it die: with its pid, to find in the kernel's log
         self._batch_ids = iter(range(1, 1 << 30))
         self.heartbeats = 0
         # why the worker cannot serve (a model that does not load), said as the profile's own error
@@ -227,7 +227,7 @@ class WorkerProcess:
             if not self._socket.poll(int(min(left, 1.0) * 1000)):
                 if not self.child.alive() and (refusal := self._refusal.reason()):
                     raise UsageError(refusal)
-                self._check_alive()
+                self.child.check_alive(self._said_as)
                 continue
             identity, *frames = self._socket.recv_multipart()
             self._identity = identity
@@ -252,14 +252,8 @@ class WorkerProcess:
             # `argus bench worker` ended in zmq's "Host unreachable"
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.child.process.wait(1.0)
-            self._check_alive()
+            self.child.check_alive(self._said_as)
             raise
-
-    def _check_alive(self) -> None:
-        """A worker killed under the command (a kill -9, the OOM killer) ends it in one line (ChildDied), which ended
-        in a RuntimeError traceback: the pid, to find it in the kernel's log."""
-        if not self.child.alive():
-            raise self.child.died(f"its {self._backend} worker (pid {self.child.process.pid})")
 
 
 # --levels of `argus profile latency`: level 0, the exact image, is measured without asking, and may be named too

@@ -46,17 +46,19 @@ class Child:
         except OSError:
             return ""
 
-    def check_alive(self) -> None:
-        """ChildDied if it exited: a benchmark whose engine, fleet or load process died ended in a RuntimeError
-        traceback of wherever it noticed, the log's tail pasted under it. Its log is kept whole instead."""
+    def check_alive(self, what: str | None = None) -> None:
+        """ChildDied if it exited, naming it `what` (as the command's user knows it; default: its NAME process): a
+        benchmark whose engine, fleet or load process died ended in a RuntimeError traceback of wherever it noticed,
+        the log's tail pasted under it. Its log is kept whole instead."""
         if not self.alive():
-            raise self.died(f"its {self.name} process (pid {self.process.pid})")
+            raise self._died(what or f"its {self.name} process")
 
-    def died(self, what: str) -> ChildDied:
-        """`what` (this process, as the command's user knows it) said dead in one line: how it ended and where its log
-        is, copied out of the temporary folder its command removes as it ends, when it logged anything."""
+    def _died(self, what: str) -> ChildDied:
+        """It said dead in one line: its pid, how it ended and where its log is, copied out of the temporary folder
+        its command removes as it ends, when it logged anything."""
         self.death_said = True
-        return ChildDied(f"{what} {how_it_ended(self.process.returncode)}; {self._kept_log()}")
+        ended = how_it_ended(self.process.returncode)
+        return ChildDied(f"{what} (pid {self.process.pid}) {ended}; {self._kept_log()}")
 
     def _kept_log(self) -> str:
         try:
