@@ -174,8 +174,7 @@ class VectorIndex:
     def items(self) -> tuple[np.ndarray, np.ndarray]:
         """Every id (uint64) and its stored vector, row for row, in no order: a view of the matrix, which the next
         change to this index changes."""
-        exact = self._search if isinstance(self._search, _Exact) else self._search.exact
-        ids, vectors = exact.items()
+        ids, vectors = self._search.items()
         return gil_slices.array(ids, np.uint64), vectors
 
 
@@ -352,6 +351,9 @@ class _Graph:
 
     def vectors(self, ids: list[int]) -> np.ndarray:
         return self.exact.vectors(ids)
+
+    def items(self) -> tuple[list[int], np.ndarray]:
+        return self.exact.items()
 
 
 def _new_graph(dim: int, capacity: int) -> hnswlib.Index:
