@@ -38,7 +38,7 @@ def refuse_long_ipc_path(endpoint: str, folder: str) -> None:
         )
 
 
-def http_address(host: str, port: int | str) -> str:
+def http_address(host: str, port: int) -> str:
     """HOST:PORT as a URL writes it, an IPv6 address in brackets: `--host ::` was logged as http://:::8000, which no
     browser or client takes."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
