@@ -309,6 +309,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     check_serve_args(args)
     api_keys = checked_api_keys(args.api_key, args.api_keys)
+    sim_latents = args.sim_latents or PLACEHOLDER_LATENTS
     return EngineConfig(
         host=args.host,
         port=args.port,
@@ -320,7 +321,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             devices=tuple(args.device or ["cpu"]),
             model=args.model,
             time_scale=1.0 if args.time_scale is None else args.time_scale,
-            sim_latents=args.sim_latents or PLACEHOLDER_LATENTS,
+            sim_latents=sim_latents,
             max_batch=args.max_batch,
             startup_timeout_s=DEFAULT_STARTUP_TIMEOUT_S if args.startup_timeout is None else args.startup_timeout,
             log_level=args.log_level,
@@ -346,7 +347,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             save_interval_s=DEFAULT_SAVE_INTERVAL_S if args.cache_save_interval is None else args.cache_save_interval,
             table_file=similarity_table_file(args),
         ),
-        model_id=serve_model_id(args.backend, args.model, args.model_id, args.sim_latents or PLACEHOLDER_LATENTS),
+        model_id=serve_model_id(args.backend, args.model, args.model_id, sim_latents),
         heartbeat_timeout_s=args.heartbeat_timeout,
         client_gone_grace_s=args.client_gone_grace,
         shutdown_timeout_s=args.shutdown_timeout,
