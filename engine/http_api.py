@@ -7,6 +7,7 @@ import binascii
 import functools
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
@@ -217,6 +218,8 @@ async def _json_errors(request: web.Request, handler):
 
 # a path quoted back: the request line may be 8 KiB long
 _PATH_CHARS = 120
+# a Host header's form, host[:port] (RFC 9110, 7.2): a name (international ones too), or an IP literal in brackets
+_HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]|[^\s\[\]@:/?#]+)(:[0-9]{1,5})?")
 
 
 def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
@@ -425,9 +428,12 @@ def _client_address(request: web.Request) -> str:
 def _request_origin(request: web.Request) -> str:
     # X-Forwarded-Proto and -Host are not read: any client may send them, and only a proxy the engine is told to
     # trust could be believed (--public-url says where clients reach it instead)
-    origin = request.url.origin() if hdrs.HOST in request.headers else _socket_origin(request)
-    # yarl keeps "a/b", "a b" or "a?b" as a host, and the image URL would then point at another path or site
-    if not URL_HOST.fullmatch(origin.raw_host or ""):
+    host = request.headers.get(hdrs.HOST)
+    origin = request.url.origin() if host is not None else _socket_origin(request)
+    # yarl keeps "a/b", "a b" or "a?b" as a host, reads "evil.com@localhost" as localhost, closes "[::1" and reads
+    # a port of full-width digits: the image URL would then point at another path or site, or at none (port 0)
+    well_formed = host is None or _HOST_HEADER.fullmatch(host)
+    if not (well_formed and URL_HOST.fullmatch(origin.raw_host or "") and origin.port != 0):
         raise ValueError(f"{request.host!r} is not a host name or address")
     return str(origin)
 

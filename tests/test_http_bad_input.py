@@ -288,7 +288,24 @@ def test_json_saved_with_a_utf8_byte_order_mark_is_served(engine):
     assert len(body["data"]) == 1
 
 
-@pytest.mark.parametrize("host", ["host:abc", "host:99999", "@", "a/b", "a?b", "a#b", "a b:80"])
+# "evil.com@localhost" (a userinfo, which no Host has), "[::1" (unclosed), port 0 and "８０" (full-width digits, which
+# yarl read as 80) each made a URL of another host, or one no client can fetch
+@pytest.mark.parametrize(
+    "host",
+    [
+        "host:abc",
+        "host:99999",
+        "@",
+        "a/b",
+        "a?b",
+        "a#b",
+        "a b:80",
+        "evil.com@localhost",
+        "[::1",
+        "localhost:0",
+        "localhost:８０".encode().decode("latin-1"),  # as a client sends it, in UTF-8
+    ],
+)
 def test_a_url_request_whose_host_makes_no_url_is_400_before_any_work(engine, host):
     before = engine.metric("argus_requests_total", outcome="ok", code="")
     body = json.dumps({"prompt": "a lighthouse", "size": "64x64", "response_format": "url"}).encode()
