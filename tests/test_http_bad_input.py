@@ -416,8 +416,15 @@ def test_a_wrong_method_is_a_json_405_that_names_the_allowed_one(engine):
 
 
 def test_engine_keeps_serving_after_bad_input(engine):
-    for body in (b"\xff\xfe garbage", b'{"prompt": null}', b'{"prompt": "a", "n": 1e309}'):
+    refused_sizes = engine.metric("argus_requests_total", outcome="rejected", code="invalid_size")
+    bodies = (
+        b"\xff\xfe garbage",
+        b'{"prompt": null}',
+        b'{"prompt": "a", "n": 1e309}',
+        b'{"prompt": "a", "size": "65x64"}',
+    )
+    for body in bodies:
         assert post(engine, body)[0] == 400
     good(engine)
     assert engine.ready()["ready"] is True
-    assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_size") >= 1
+    assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_size") == refused_sizes + 1
