@@ -182,6 +182,23 @@ def test_latencies_are_printed_in_whole_milliseconds():
     assert "p99 14,951 ms" in text and "(SLO 15,000 ms)" in text
 
 
+def test_a_p99_over_too_few_images_to_have_a_tail_says_it_is_their_max():
+    """Over 26 images the p99 is the slowest of them; printed bare, it read as a tail only 1 in 100 passes."""
+
+    def latency_row(images, failed=0):
+        served = [
+            make_record(i, 0, 0.0, 0.0, 10.0 + i, Answer("images", images=[image()]), SLO_MS) for i in range(images)
+        ]
+        busy = Answer("busy", code="busy")
+        refused = [make_record(images + i, 0, 0.0, 0.0, 5.0, busy, SLO_MS) for i in range(failed)]
+        return rows(format_summary(summarize([*served, *refused], slo_ms=SLO_MS, duration_s=1.0)))["latency"]
+
+    assert latency_row(26, failed=200) == "p50 22 ms   p90 33 ms   p99 35 ms  (p99 of 26 samples is their max)"
+    assert latency_row(1).endswith("p99 10 ms  (p99 of 1 sample is that sample)")
+    assert latency_row(P99_MIN_SAMPLES) == "p50 59 ms   p90 99 ms   p99 108 ms"
+    assert latency_row(0, failed=3) == "p50 n/a   p90 n/a   p99 n/a"
+
+
 def test_cancelled_requests_are_left_out_of_the_violation_ratio_and_the_summary_says_so():
     """A run stopped with 8 requests in flight, cancelled, 1 rejected and 1 served: the ratio was 1 / 10, diluted
     by requests whose fate is unknown; it is 1 of the 2 that ended."""
