@@ -114,6 +114,7 @@ def batch(
     width: int = 64,
     height: int = 64,
     output_format: str = "png",
+    guidance_scale: float = 5.0,
 ) -> Generate:
     return Generate(
         batch_id=3,
@@ -121,7 +122,7 @@ def batch(
         steps=steps,
         width=width,
         height=height,
-        guidance_scale=5.0,
+        guidance_scale=guidance_scale,
         output_format=output_format,
         items=list(items),
     )
@@ -395,6 +396,7 @@ def test_item_done_crosses_the_wire(full_run):
         batch(output_format="gif"),
         batch(level=STEPS),
         batch(items=tuple(GenerateItem(str(i), "p", i) for i in range(5))),
+        batch(guidance_scale=float("inf")),  # it ran to a black image answered as made
     ],
 )
 def test_unrunnable_batches_are_refused(backend, unet_calls, bad):

@@ -14,12 +14,15 @@ from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
 from engine_process import start_engine, start_worker
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
+    REFUSED,
+    BatchDone,
     Generate,
     GenerateItem,
     Heartbeat,
     Hello,
     ItemCancelled,
     ItemDone,
+    ItemFailed,
     Welcome,
 )
 from workers.main import SIM_SIMILARITY_TABLE_ENV, sim_similarity_table
@@ -221,6 +224,45 @@ def test_a_sim_worker_says_it_is_simulated_as_it_starts_and_loads_no_torch():
     # and ran on no device: it said 'loading the sim backend on cpu', then 'ready (sim on sim)'
     assert "loading the sim backend on no device" in log
     assert re.search(r"ready \(sim on no device, model sim:[0-9a-f]{16}\) SIMULATED", log)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"level": 60}, "level 60 is not below steps 50"),  # it answered made, steps_run -10
+        ({"steps": 0}, "level 0 is not below steps 0"),
+        ({"width": 4096}, "size 4096x64: each side must be a multiple of 8 from 64 to 2048"),  # it drew any size
+        ({"height": 0}, "size 64x0"),  # a traceback, and worker_error: held against the worker
+        ({"output_format": "bmp"}, "unsupported output format 'bmp'"),  # the same
+        (
+            {"items": [GenerateItem(f"r{i}", PROMPT, i) for i in range(9)]},
+            "batch of 9 items; this backend takes 1 to 8",
+        ),
+        ({"guidance_scale": math.inf}, "guidance scale inf: not a finite number"),
+    ],
+)
+def test_a_sim_worker_refuses_a_batch_it_cannot_run_and_serves_on(change, says):
+    """As an sdxl or tiny worker does: the sim backend ran whatever came, answering impossible batches as made."""
+    engine = FakeEngine()
+    process = start_worker(engine.address, "sim", "--time-scale", "0")
+    try:
+        engine.receive(Hello)
+        engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
+        fields = {"level": 0, "steps": 50, "width": 64, "height": 64, "guidance_scale": 5.0, "output_format": "png"}
+        fields.update({"items": [GenerateItem("r", PROMPT, 1, None, 0.9)], **change})
+        engine.send(Generate(1, **fields))
+        refused = engine.receive(BatchDone)
+        assert refused.batch_id == 1 and len(refused.outcomes) == len(fields["items"])
+        for outcome, item in zip(refused.outcomes, fields["items"], strict=True):
+            assert isinstance(outcome, ItemFailed) and outcome.request_id == item.request_id
+            assert outcome.code == REFUSED and says in outcome.message
+        engine.send(Generate(2, 0, 50, 64, 64, 5.0, "png", [GenerateItem("next", PROMPT, 2)]))
+        (done,) = engine.receive(BatchDone).outcomes
+        assert isinstance(done, ItemDone) and done.request_id == "next"
+    finally:
+        process.terminate()
+        process.wait(30)
+        engine.close()
 
 
 def test_an_engine_logs_its_sim_workers_on_no_device(tmp_path):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from protocols.limits import OUTPUT_FORMATS
 from protocols.worker_messages import Generate, ItemCancelled, ItemOutcome
+from workers.limits import SizeLimits, steps_refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,27 @@ class BatchRefused(ValueError):
 
 class BatchAborted(Exception):
     """Raised inside a run when every item of the batch has been aborted."""
+
+
+def check_batch(info: BackendInfo, batch: Generate) -> None:
+    """Raises BatchRefused for a batch a backend described by `info` cannot run as asked. Every backend asks it: the
+    sim backend, which asked none of it, answered a level past the steps as made (steps_run -10), an unknown format
+    as its own failure, and drew an image of any size it was sent."""
+    if not 1 <= len(batch.items) <= info.max_batch:
+        raise BatchRefused(f"batch of {len(batch.items)} items; this backend takes 1 to {info.max_batch}")
+    if not 0 <= batch.level < batch.steps:
+        raise BatchRefused(f"level {batch.level} is not below steps {batch.steps}")
+    if refused := steps_refusal(batch.steps, info.refused_steps):
+        # run, it would make other than steps - level UNet evaluations, and its latents at every level wrong
+        raise BatchRefused(refused)
+    sizes = SizeLimits.of(info)
+    if not (sizes.takes(batch.width) and sizes.takes(batch.height)):
+        raise BatchRefused(f"size {batch.width}x{batch.height}: each side must be {sizes.rule}")
+    if batch.output_format not in OUTPUT_FORMATS:
+        raise BatchRefused(f"unsupported output format {batch.output_format!r}")
+    if not math.isfinite(batch.guidance_scale):
+        # an infinite scale ran to a black image answered as made (NaN ran unguided: it is not above 1)
+        raise BatchRefused(f"guidance scale {batch.guidance_scale}: not a finite number")
 
 
 def all_aborted(batch: Generate, control: StepControl) -> bool:

@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDif
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from protocols.codec import Blob
-from protocols.limits import MAX_STEPS, OUTPUT_FORMATS
+from protocols.limits import MAX_STEPS
 from protocols.worker_messages import (
     REFUSED,
     Generate,
@@ -36,11 +36,11 @@ from workers.backend import (
     BackendInfo,
     BackendUnavailable,
     BatchAborted,
-    BatchRefused,
     StepControl,
     all_aborted,
     all_cancelled,
     cancel_all,
+    check_batch,
     latents_to_return,
     run_part,
 )
@@ -53,9 +53,7 @@ from workers.limits import (
     DEFAULT_STEPS,
     LATENT_CHANNELS,
     LATENT_SCALE,
-    SizeLimits,
     latent_shape,
-    steps_refusal,
 )
 from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
@@ -176,7 +174,7 @@ class DiffusionBackend(Backend):
         return self._info
 
     def run(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
-        self._check(batch)
+        check_batch(self._info, batch)
         # an item this backend cannot start from fails alone: its batch-mates are other clients' images
         problems = {item.request_id: problem for item in batch.items if (problem := self._latent_problem(batch, item))}
         runnable = [item for item in batch.items if item.request_id not in problems]
@@ -267,22 +265,6 @@ class DiffusionBackend(Backend):
             if pipeline.vae.dtype != self._vae_dtype:
                 pipeline.vae.to(self._vae_dtype)
         return out.images, captured, steps_run
-
-    def _check(self, batch: Generate) -> None:
-        """Raises BatchRefused for a batch this backend cannot run as asked."""
-        info = self._info
-        if not 1 <= len(batch.items) <= info.max_batch:
-            raise BatchRefused(f"batch of {len(batch.items)} items; this backend takes 1 to {info.max_batch}")
-        if not 0 <= batch.level < batch.steps:
-            raise BatchRefused(f"level {batch.level} is not below steps {batch.steps}")
-        if refused := steps_refusal(batch.steps, info.refused_steps):
-            # run, it would make other than steps - level UNet evaluations, and its latents at every level wrong
-            raise BatchRefused(refused)
-        sizes = SizeLimits.of(info)
-        if not (sizes.takes(batch.width) and sizes.takes(batch.height)):
-            raise BatchRefused(f"size {batch.width}x{batch.height}: each side must be {sizes.rule}")
-        if batch.output_format not in OUTPUT_FORMATS:
-            raise BatchRefused(f"unsupported output format {batch.output_format!r}")
 
     def _latent_problem(self, batch: Generate, item: GenerateItem) -> str | None:
         """Why this item's latent cannot start its run, or None. A NaN or an infinity ran to a black image answered

@@ -28,6 +28,7 @@ from workers.backend import (
     StepControl,
     all_aborted,
     cancel_all,
+    check_batch,
     latents_to_return,
 )
 from workers.image_encoding import encode_image
@@ -92,6 +93,7 @@ class SimBackend(Backend):
 
     def run(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
         started = time.perf_counter()
+        check_batch(self._info, batch)
         if batch.level:
             # as a real backend needs a neighbour's latent, the quality model needs its similarity
             lacking = [item.request_id for item in batch.items if item.similarity is None]
