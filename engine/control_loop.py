@@ -51,6 +51,9 @@ log = logging.getLogger("argus.controller")
 _TICK_S = 1.0
 # the pace planned at follows the workers' in steps of at least this ratio: each step is a full plan
 _PACE_STEP = 1.1
+# the wait after failed solves in a row doubles at most this often: the shortest tick, 10 ms, doubled 64 times is
+# 5.8 billion years, past any window a run sees
+_MAX_DOUBLINGS = 64
 
 
 class ControlLoop:
@@ -172,7 +175,10 @@ class ControlLoop:
                 # fails at once (a window's plan that failed is owed at the next look) more often than a window
                 # would solve it
                 longest_s = max(self._clock() - started, self._window_s)
-                rest_s = max(rest_s, min(longest_s, self._tick_s * 2 ** (failed - 1)))
+                # doubled no more than _MAX_DOUBLINGS times: as a float, 2 ** 1,024 overflowed, and a solver failing
+                # at once with a 1 s window ended the control loop (and the engine) after 17 minutes
+                doubled_s = self._tick_s * 2 ** min(failed - 1, _MAX_DOUBLINGS)
+                rest_s = max(rest_s, min(longest_s, doubled_s))
             try:
                 # even when the solve failed: a worker that joined (the change that asked for it) is placed
                 if self.plan is not None:

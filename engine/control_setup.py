@@ -72,7 +72,10 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     whole = given.table if given else SimilarityTable.bundled(embedder)
     # the levels the cache keeps (--levels): the plan, the predictor and the quality classes know those alone
     table = whole.restricted(config.cache.levels)
-    profile = _latency_profile(config, table.levels)
+    # without a prompt cache no prompt has a latent to resume from: level 0 alone can serve. Planned with the others,
+    # Clipper-HT put every worker at 25 (which ran all its images at 0) and Proteus expected 99.8 of images at 5
+    levels = table.levels if config.cache.enabled else (0,)
+    profile = _latency_profile(config, levels)
     launch = config.launch
     planned = profile.limited_to(launch.max_batch or BACKEND_MAX_BATCH.get(launch.backend, BACKEND_MAX_BATCH["sdxl"]))
     model = QualityModel(whole)
@@ -97,9 +100,6 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
             (policy_config.predictor, trained and trained.embedder_identity),
         ),
     )
-    # without a prompt cache no prompt has a latent to resume from: level 0 alone can serve. Planned with the others,
-    # Clipper-HT put every worker at 25 (which ran all its images at 0) and Proteus expected 99.8 of images at 5
-    levels = table.levels if config.cache.enabled else (0,)
     policy = make_policy(policy_config.name, planned, degradation, predictor, allocator, levels)
     # exact images of the steps a request runs when it names none: a profile measured at other --steps times its own
     # N (one of 30 steps made the default SLO three 30-step images, two of the 50 a request runs)
@@ -187,9 +187,11 @@ def _latency_profile(config: EngineConfig, levels: tuple[int, ...]) -> LatencyPr
     if path:
         profile = read_user_file(LatencyProfile.load, path)
         missing = sorted(set(levels) - set(profile.levels))
-        if missing:  # the policy plans every level the cache serves
+        # the policy plans every level the cache serves, and level 0 alone without one (--no-cache): a profile of
+        # level 0 was refused there, said to lack levels the engine served from a cache it did not have
+        if missing:
             raise UsageError(
-                f"{path}: no latencies for levels {missing}, which the engine serves from its cache: measure them"
+                f"{path}: no latencies for levels {missing}, which the engine serves: measure them"
                 f" (argus profile latency --steps above {max(levels)}, its --levels left out)"
             )
     else:

@@ -186,6 +186,18 @@ async def test_a_solve_that_fails_at_once_is_retried_doubling_up_to_a_window(mon
     assert await ticks(loop, monkeypatch, 8) == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0])
 
 
+async def test_a_solver_that_fails_for_hours_leaves_the_loop_looking_every_window(monkeypatch):
+    """The wait doubled with each failure in a row as a float of 2 ** failures: past 1,024 failures (17 minutes of a
+    MILP process that dies at once, with a 1 s window) it overflowed, and the OverflowError ended the control loop,
+    and with it the engine."""
+    h = Harness()
+    h.add_worker("a", level=0)
+    controller = SlowController(h.clock, 0.0, failures=2000)
+    loop = ControlLoop(Levels(), controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1.0)
+    waits = await ticks(loop, monkeypatch, 1100)
+    assert waits[-100:] == pytest.approx([1.0] * 100)
+
+
 async def test_a_solver_that_keeps_failing_logs_one_traceback(monkeypatch, caplog):
     h = Harness()
     h.add_worker("a", level=0)

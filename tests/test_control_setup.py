@@ -10,7 +10,7 @@ import pytest
 from controller.profiles import LatencyProfile
 from controller.similarity import SimilarityTable
 from engine.cli import UsageError
-from engine.config import EngineConfig, LaunchConfig, PolicyConfig
+from engine.config import CacheConfig, EngineConfig, LaunchConfig, PolicyConfig
 from engine.control_setup import build_control
 
 
@@ -112,6 +112,21 @@ def test_a_file_the_user_named_that_cannot_be_used_stops_the_engine_naming_it(tm
         path.write_text(content)
     with pytest.raises(UsageError, match=f"^{re.escape(str(path))}(:[0-9]+)?: .*{re.escape(says)}"):  # and its line
         build_control(EngineConfig(policy=PolicyConfig(**{option: str(path)})), now=0.0)
+
+
+def test_without_a_prompt_cache_a_profile_of_level_0_alone_is_taken(tmp_path):
+    """A --no-cache engine plans and serves level 0 alone; given a profile of level 0 (`argus profile latency
+    --levels 0`), it refused to start: no latencies for levels [5, 10, 15, 20, 25], "which the engine serves from its
+    cache"."""
+    path = tmp_path / "exact.json"
+    path.write_text(_latency(latency_s={"0": [2.0]}))
+    cache = CacheConfig(enabled=False)
+    setup = build_control(EngineConfig(cache=cache, policy=PolicyConfig(latency_profile=str(path))), now=0.0)
+    assert setup.policy.levels == (0,)
+    assert setup.slo_s == pytest.approx(6.0)  # three exact images by the profile given
+    # with a cache, the levels it serves are still asked for
+    with pytest.raises(UsageError, match=re.escape("no latencies for levels [5, 10, 15, 20, 25], which the engine")):
+        build_control(EngineConfig(policy=PolicyConfig(latency_profile=str(path))), now=0.0)
 
 
 @pytest.mark.parametrize(
