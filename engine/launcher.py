@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
+from engine.process_ends import how_it_ended
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, log_not_stopped, said_hello_or_ended
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
@@ -185,7 +186,7 @@ class LocalLauncher(SlotSupervisor):
                 self._killed.add(process)
                 process.kill()
             code = await exited
-            ended = "was killed by the engine (why is above)" if process in self._killed else f"exited with {code}"
+            ended = "was killed by the engine (why is above)" if process in self._killed else how_it_ended(code)
             self._killed.discard(process)
             said = reason.reason()
             if self._stopping:
@@ -197,7 +198,7 @@ class LocalLauncher(SlotSupervisor):
             restarting = await self._after_end(
                 worker_id,
                 code == CANNOT_SERVE_EXIT,
-                giving_up=f"worker {worker_id} exited with {code} before its hello {GIVE_UP_AFTER} times in a row: it"
+                giving_up=f"worker {worker_id} {how_it_ended(code)} before its hello {GIVE_UP_AFTER} times in a row: it"
                 " cannot serve as configured (why is above); not restarting it",
                 restarting=f"worker {worker_id} (pid {process.pid}) {ended}; restarting",
             )

@@ -62,6 +62,24 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
         await stop_in_process(engine, running, spawned)
 
 
+async def test_a_worker_killed_from_outside_is_logged_as_killed_by_its_signal(monkeypatch, tmp_path, caplog):
+    """An operator reads the kernel's log for a SIGKILL (the out-of-memory killer's): "exited with -9" read as an exit
+    code the worker chose."""
+    spawned = spawns_recorded(monkeypatch)
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
+        killed = spawned[0]
+        os.kill(killed.pid, signal.SIGKILL)
+        said = (
+            f"worker local-0 (pid {killed.pid}) was killed by SIGKILL (a kill -9, or the kernel's out-of-memory killer)"
+        )
+        assert await eventually(lambda: f"{said}; restarting" in caplog.text, timeout_s=60)
+    finally:
+        await stop_in_process(engine, running, spawned)
+
+
 @pytest.mark.parametrize(("count", "said"), [(1, "1 worker did not stop"), (2, "2 workers did not stop")])
 async def test_a_worker_that_does_not_stop_when_asked_is_killed_and_the_log_says_so(tmp_path, caplog, count, said):
     """The engine waited its 5 s and killed it without a word: the log showed a pause, and nothing of why."""

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.process_ends import how_it_ended
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -106,18 +108,6 @@ class Child:
             pass
         self.process.wait()
         return self.process.returncode
-
-
-def how_it_ended(returncode: int) -> str:
-    """A process's end in words: Popen's -9 is a signal, which an operator looks for in the kernel's log."""
-    if returncode >= 0:
-        return f"exited with {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = f"signal {-returncode}"
-    why = " (a kill -9, or the kernel's out-of-memory killer)" if -returncode == signal.SIGKILL else ""
-    return f"was killed by {name}{why}"
 
 
 def unwind_on_sigterm() -> None:
