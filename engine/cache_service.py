@@ -39,6 +39,7 @@ from controller.predictor import Lookup
 from engine.arg_types import UsageError
 from engine.cache.embedders import Embedder, make_embedder
 from engine.cache.latent_store import check_latent
+from engine.cache.persistence import FILE_NAME
 from engine.cache.prompt_cache import CacheSnapshot, CacheStats, Neighbour, PromptCache, ShapeKey
 from engine.cache_dir import (
     has_saved_cache,
@@ -139,6 +140,8 @@ class CacheService:
         # restore failed unexpectedly, so its file is left as it was, not saved over
         self._restoring = False
         self._saved_changes: int | None = None
+        # the file that holds them (_file_identity): one deleted, replaced or cut short since is saved again
+        self._saved_file: tuple[int, int, int, int] | None = None
         self._keep_saved_file = False
         self._closed = False
         self._waiting: list[tuple[AdmittedRequest, Prepared]] = []
@@ -349,7 +352,17 @@ class CacheService:
         if not self._still_owns(directory):
             return None
         if self._cache.changes == self._saved_changes:
-            return None  # nothing new since the last save: the file holds it all
+            found = _file_identity(directory)
+            if found is not None and found == self._saved_file:
+                return None  # nothing new since the last save: the file holds it all
+            # gone or changed (a hand, a tmp cleaner): skipped, an engine with nothing new drained leaving no save
+            if self._saved_file is not None:  # said once: a save that fails leaves it None, and the next tries again
+                log.warning(
+                    "the saved prompt cache in %s was deleted or changed since this engine wrote or restored it:"
+                    " saved again",
+                    directory,
+                )
+                self._saved_file = None
         started = time.monotonic()
         snapshot = self._cache.snapshot()
         return snapshot, started, time.monotonic() - started
@@ -380,7 +393,7 @@ class CacheService:
         snapshot.release()
         if writing.cancelled() or writing.exception() is not None:
             return  # reported by its caller; the next save writes it all again
-        self._saved_changes = snapshot.changes
+        self._saved_changes, self._saved_file = snapshot.changes, _file_identity(directory)
         (started, on_thread), what = timing, "saved" if final else "checkpointed"
         log.info(
             "prompt cache %s to %s: %s in %.3f s (%.3f s of it on the cache thread, lookups waiting)",
@@ -479,7 +492,7 @@ class CacheService:
         self._cache.close()
         # the file is the restored cache at 0 changes: one that left some of it out (a bad sector, a NaN latent) is
         # above, so the next checkpoint writes the file anew
-        self._cache, self._saved_changes = restored, 0
+        self._cache, self._saved_changes, self._saved_file = restored, 0, _file_identity(self._config.directory)
 
     def _give_up_restore(self) -> None:
         # a bug or no memory, not a bad file (that is set aside): the file may be good, so it is not saved over
@@ -557,6 +570,16 @@ def latents_problem(
     except (TypeError, ValueError) as error:
         return str(error)
     return None
+
+
+def _file_identity(directory: str) -> tuple[int, int, int, int] | None:
+    """The saved cache's file as it is on disk (None: there is none), to tell the one a save wrote or a restore read
+    from one put in its place or cut short since."""
+    try:
+        stat = os.stat(os.path.join(directory, FILE_NAME))
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _log_failure(what: str) -> Callable[[Future], None]:

@@ -82,6 +82,44 @@ def test_a_checkpoint_writes_only_when_the_cache_changed(tmp_path):
     assert latent.uses == 1
 
 
+def test_a_saved_cache_deleted_after_the_last_checkpoint_is_written_again(tmp_path):
+    """A hand or a tmp cleaner deleting the file of an engine with nothing new since its last checkpoint: each later
+    checkpoint, and the drain's save, was skipped (the cache unchanged), and the next engine started cold."""
+    cache_dir = tmp_path / "cache"
+    first = start(tmp_path, cache_dir, "--cache-save-interval", "0.2")
+    try:
+        generate(first)
+        saved = f"prompt cache checkpointed to {cache_dir}: 1 prompt in"
+        assert wait_for(lambda: saved in first.log_path.read_text(), timeout_s=60), first.log()
+        (cache_dir / persistence.FILE_NAME).unlink()
+    finally:
+        assert first.stop() == 0
+    assert_a_restart_finds_it(tmp_path, cache_dir)
+    assert first.log().count(f"the saved prompt cache in {cache_dir} was deleted or changed") == 1, first.log()
+
+
+def test_a_restored_file_deleted_under_an_engine_is_saved_at_its_close(tmp_path):
+    """The restored cache is taken for its file's equal: with nothing new, the close's save was skipped."""
+    config = CacheConfig(directory=str(tmp_path))
+    path = tmp_path / persistence.FILE_NAME
+
+    async def save_restore_and_close() -> None:
+        first = build_cache_service(config, MODEL, LEVELS, choose=choose)
+        first.insert(request("a red fox"), vector("a red fox"), returned({5: LATENT}))
+        await first.close(save_to=str(tmp_path))
+        second = build_cache_service(config, MODEL, LEVELS, choose=choose)
+        while second.restoring:
+            await asyncio.sleep(0.01)
+        assert (await second.stats()).prompts == 1
+        path.unlink()
+        await second.close(save_to=str(tmp_path))
+
+    asyncio.run(asyncio.wait_for(save_restore_and_close(), timeout=60))
+    assert [p.text for p in persistence.read_cache_file(path, "hash", EMBEDDER.dim, LEVELS, MODEL).prompts] == [
+        "a red fox"
+    ]
+
+
 @pytest.fixture
 def held_write(monkeypatch):
     """Each save's write, once begun, waits until the test lets it go: the events say in which order things came.
