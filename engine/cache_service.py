@@ -38,9 +38,9 @@ from controller.level_shares import Choice
 from controller.predictor import Lookup
 from engine.arg_types import UsageError
 from engine.cache.embedders import Embedder, make_embedder
-from engine.cache.latent_store import check_latent
 from engine.cache.persistence import FILE_NAME
 from engine.cache.prompt_cache import CacheSnapshot, CacheStats, Neighbour, PromptCache, ShapeKey
+from engine.cache.returned_latents import latents_problem
 from engine.cache_dir import (
     has_saved_cache,
     load_saved_cache,
@@ -549,27 +549,6 @@ class CacheService:
         ups = self._fallback_levels(k_star, level, lookup.neighbour_levels, steps)
         found = (Fallback(up, start, self._cache.peek_latent(neighbour.prompt_id, start)) for up, start in ups)
         return tuple(fallback for fallback in found if fallback.latent is not None)
-
-
-def latents_problem(
-    done: ItemDone, run_level: int, steps: int, cache_levels: tuple[int, ...], shape: tuple[int, int, int]
-) -> str | None:
-    """Why the latents `done` brings cannot be what a run from `run_level` of `steps` passed through, or None.
-
-    A worker of another build, or a buggy one, may say anything: a latent of the wrong shape, cached, failed every
-    similar prompt resumed from it at the worker that got it (a NaN made a black image, answered as made)."""
-    levels, latents = done.latent_levels, done.latents
-    if latents is None:
-        return f"levels {levels[:8]} named, and no latents"
-    if levels != sorted(set(levels)) or not all(run_level < k < steps and k in cache_levels for k in levels):
-        return f"levels {levels[:8]}: not cache levels {list(cache_levels)} above {run_level} and below {steps}"
-    if latents.shape != (len(levels), *shape):
-        return f"latents of shape {latents.shape}, not {(len(levels), *shape)}"
-    try:
-        check_latent(latents)  # dtype, finite
-    except (TypeError, ValueError) as error:
-        return str(error)
-    return None
 
 
 def _file_identity(directory: str) -> tuple[int, int, int, int] | None:
