@@ -160,6 +160,14 @@ def lock_cache_dir(directory: str) -> int:
         raise UsageError(
             f"--cache-dir {directory} is in use by another engine: give each engine a --cache-dir of its own"
         ) from None
+    except OSError as error:
+        # ENOLCK: a network file system without its lock service (NFSv3 with no lockd); it ended the start in a
+        # traceback. Unlocked, a second engine on the folder would delete this one's spills as a dead engine's
+        os.close(fd)
+        raise UsageError(
+            f"--cache-dir {directory} cannot be locked ({error.strerror or error}), which keeps a second engine off"
+            " it: give a folder on a file system that takes locks (a local disk)"
+        ) from None
     except BaseException:
         os.close(fd)
         raise

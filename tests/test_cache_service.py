@@ -4,7 +4,10 @@ the cache and stop its thread)."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import logging
+import os
 import shutil
 from types import SimpleNamespace
 
@@ -91,6 +94,18 @@ def test_a_spill_folder_that_cannot_be_made_is_one_line(tmp_path):
     with pytest.raises(UsageError, match=f"--cache-dir {tmp_path}: cannot make a spill folder in it"):
         build_cache_service(config, MODEL, LEVELS, choose=lambda *_: IN_FULL)
     build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=lambda *_: IN_FULL).abandon()
+
+
+def test_a_cache_dir_on_a_file_system_that_takes_no_locks_is_one_line(tmp_path, monkeypatch):
+    """An NFSv3 mount without its lock service answers a lock ENOLCK: it ended the engine's start in a traceback."""
+
+    def no_lock_service(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_lock_service)
+    config = CacheConfig(directory=str(tmp_path))
+    with pytest.raises(UsageError, match=f"--cache-dir {tmp_path} cannot be locked \\(No locks available\\)"):
+        build_cache_service(config, MODEL, LEVELS, choose=lambda *_: IN_FULL)
 
 
 def test_a_cache_dir_with_less_room_than_the_cache_may_take_there_is_warned_of(tmp_path, caplog):
