@@ -94,15 +94,13 @@ def remove_leftovers(directory: str) -> None:
     folders_removed = sum(not folder.exists() for folder in folders)
     saves_removed = sum(not save.exists() for save in saves)
     if folders_removed or saves_removed:
-        log.warning(
-            "removed %d spill folders and %d unfinished saves left in %s", folders_removed, saves_removed, directory
-        )
+        removed = f"{counted(folders_removed, 'spill folder')} and {counted(saves_removed, 'unfinished save')}"
+        log.warning("removed %s left in %s", removed, directory)
     # another user's (a run as root) may not be this one's to delete: said so, where all was said removed
     if left := [path for path in (*folders, *saves) if path.exists()]:
         log.warning(
-            "could not remove %d spill folders or unfinished saves left in %s (%s the first): they take disk space"
-            " until deleted by hand",
-            len(left),
+            "could not remove %s left in %s (%s the first): they take disk space until deleted by hand",
+            counted(len(left), "spill folder or unfinished save", "spill folders or unfinished saves"),
             directory,
             left[0],
         )

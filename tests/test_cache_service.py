@@ -80,8 +80,8 @@ def test_leftovers_this_user_cannot_delete_are_said_so_not_said_removed(tmp_path
     with caplog.at_level(logging.WARNING, logger="argus.cache"):
         remove_leftovers(str(tmp_path))
     assert [record.getMessage() for record in caplog.records] == [
-        f"removed 0 spill folders and 1 unfinished saves left in {tmp_path}",
-        f"could not remove 1 spill folders or unfinished saves left in {tmp_path} ({dead_spill} the first): they"
+        f"removed 0 spill folders and 1 unfinished save left in {tmp_path}",
+        f"could not remove 1 spill folder or unfinished save left in {tmp_path} ({dead_spill} the first): they"
         " take disk space until deleted by hand",
     ]
 
