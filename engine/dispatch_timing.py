@@ -130,13 +130,18 @@ class DispatchTiming:
             queued_s = self._queued_work.client_seconds(job.request.client)
         return fair_rank(start_by, now, queued_s, sharing, max(1, self._registry.in_rotation))
 
+    def _place(self, job: Job, now: float) -> float:
+        """The job's rank: the one it had when queued before, for a job routed again. Ranked anew, an image whose worker
+        was lost as it ran ranked at its client's fair point behind all the client's backlog, images it came before."""
+        return job.rank if job.rank is not None else self._rank(job, now)
+
     def sharing_clients(self, now: float) -> int:
         return self._sharing.count(now)
 
     def add_queued(self, job: Job, now: float) -> float:
         """Counts a job just queued on a worker among the work queued; returns its place in the order the workers
         take jobs."""
-        rank = self._rank(job, now)
+        job.rank = rank = self._place(job, now)
         self._queued_work.add(job, rank)
         self._count_if_put_back(job, rank, now)
         return rank
@@ -151,7 +156,7 @@ class DispatchTiming:
         for job in queued:
             self._queued_work.remove(job)
             client = job.request.client
-            rank = self._rank(job, now, before.get(client, 0.0))
+            job.rank = rank = self._rank(job, now, before.get(client, 0.0))
             before[client] = before.get(client, 0.0) + self._image_seconds(job.start, job.request.steps)
             self._queued_work.add(job, rank)
             self._count_if_put_back(job, rank, now)
@@ -189,7 +194,7 @@ class DispatchTiming:
         if job.request.deadline is None:
             return True
         wait = self._first_free_in(now)
-        rank = self._rank(job, now)
+        rank = self._place(job, now)
         ahead = wait + self._work_before(rank)
         if not self._makes_it(job, now, ahead) and self._queued_work.costlier_up_to(rank, self._cheapest_seconds(job)):
             ahead = wait  # late only behind costlier jobs: the next sweep weighs it against them (too_late)

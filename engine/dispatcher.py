@@ -102,6 +102,10 @@ class Dispatcher:
         self._pending: deque[Job] = deque()
         self._rerouting: deque[Job] | None = None  # jobs to route again, while _route_again runs
         self._live: dict[str, Job] = {}
+        # the images of the requests admitted and not answered, made ones too: what --max-queue bounds. A request's
+        # images made are held for its reply until its last is made; freed one by one as made, the room of a request
+        # of n admitted as many images again beside it
+        self._unanswered_images = 0
         # admitted, their level still being chosen on the cache thread (a heavy embedder can take a while)
         self._choosing: dict[AdmittedRequest, None] = {}
         self._batch_ids = itertools.count(1)
@@ -125,7 +129,8 @@ class Dispatcher:
 
     @property
     def outstanding_images(self) -> int:
-        return len(self._live)
+        """The images of the requests admitted and not yet answered, made or not."""
+        return self._unanswered_images
 
     def pace(self) -> float:
         """What the latency profile's times are multiplied by: the workers' own pace (engine/profile_drift.py)."""
@@ -135,6 +140,7 @@ class Dispatcher:
     def admit(self, request: AdmittedRequest) -> None:
         """Counts the request's images against the queue bound; they wait for `route`."""
         request.future.add_done_callback(lambda _: self._retire(request))
+        self._unanswered_images += len(request.jobs)
         for job in request.jobs:
             self._live[job.job_id] = job
         self._choosing[request] = None
@@ -180,6 +186,7 @@ class Dispatcher:
     def _retire(self, request: AdmittedRequest) -> None:
         """The request has its reply: drop what is left of it, abort what runs."""
         self._choosing.pop(request, None)
+        self._unanswered_images -= len(request.jobs)
         aborts: dict[WorkerHandle, list[str]] = {}
         for job in request.jobs:
             if self._live.pop(job.job_id, None) is None:

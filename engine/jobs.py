@@ -68,6 +68,9 @@ class Job:
     attempts: int = 0  # times handed to a worker
     given_back: int = 0  # of those, by workers that left as asked or rejoined (dispatcher.py, worker_lost): not tries
     sent_at: float = 0.0
+    # its place in the order the workers take jobs (dispatch_timing.py), once first queued on a worker: kept when it
+    # is routed again (its worker lost or taken out of rotation, or left it out of an answer)
+    rank: float | None = None
     waiting_since: float = 0.0  # when it last found no worker to take it (the no_worker timeout runs from here)
     # where the job is: queued on a worker (batch_id None), or sent in a batch
     worker: WorkerHandle | None = None

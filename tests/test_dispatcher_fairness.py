@@ -183,3 +183,21 @@ def test_a_job_ranks_by_its_start_by_time_when_no_other_client_shares_or_its_cli
     assert fair_rank(start_by=5.0, now=10.0, queued_s=30.0, sharing=1, workers=2) == 5.0
     assert fair_rank(start_by=5.0, now=10.0, queued_s=0.0, sharing=3, workers=2) == 5.0
     assert fair_rank(start_by=5.0, now=10.0, queued_s=4.0, sharing=3, workers=2) == 16.0  # 10 + 4 s at 2 of 3 shares
+
+
+async def test_an_image_whose_worker_is_lost_keeps_its_place_among_its_clients_images():
+    """The flood's oldest image was running on the worker lost. Routed again, it was ranked as if just queued, at
+    its client's fair point behind all the client's backlog: served last, after images it had come before (with
+    deadlines, the oldest of the flood was the one answered late). It keeps the place it had."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a, b = h.add_worker("a", max_batch=1), h.add_worker("b", max_batch=1)
+    flood = []
+    for _ in range(8):  # two run, one on each worker, and six queue
+        flood.append(h.request(prompt="flood", client="flood"))
+        h.clock.now += 0.01
+    light = h.request(slo_ms=30_000, prompt="light", client="light")  # a second client: they share the fleet
+    ids = [r.jobs[0].job_id for r in flood]  # a request answered lets go of its jobs
+    assert flood[0].jobs[0].batch_id in a.inflight
+    h.dispatcher.worker_lost(a, "crashed")
+    sent = served_in_order(h, b, lambda: all(r.done for r in [*flood, light]))
+    assert [job_id for job_id in sent if job_id in ids] == [ids[1], ids[0], *ids[2:]]
