@@ -102,9 +102,8 @@ class Dispatcher:
         self._pending: deque[Job] = deque()
         self._rerouting: deque[Job] | None = None  # jobs to route again, while _route_again runs
         self._live: dict[str, Job] = {}
-        # the images of the requests admitted and not answered, made ones too: what --max-queue bounds. A request's
-        # images made are held for its reply until its last is made; freed one by one as made, the room of a request
-        # of n admitted as many images again beside it
+        # the images of the requests admitted and not answered, made ones too (held for the reply): what --max-queue
+        # bounds. Freed one by one as made, the room of a request of n admitted as many images again beside it
         self._unanswered_images = 0
         # admitted, their level still being chosen on the cache thread (a heavy embedder can take a while)
         self._choosing: dict[AdmittedRequest, None] = {}
@@ -121,11 +120,8 @@ class Dispatcher:
         self._picks = WorkerPicks(registry, free_at, self._timing.queued_job_seconds, clock)
         # read when scraped: no gauge update on the request path
         metrics.queued_images.set_function(lambda: len(self._live))
-        metrics.running_images.set_function(self._running_images)
+        metrics.running_images.set_function(registry.running_images)
         metrics.sharing_clients.set_function(lambda: self._timing.sharing_clients(self._clock()))
-
-    def _running_images(self) -> int:
-        return sum(len(jobs) for worker in self._registry.registered() for jobs in worker.inflight.values())
 
     @property
     def outstanding_images(self) -> int:

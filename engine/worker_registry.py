@@ -123,5 +123,9 @@ class WorkerRegistry:
             self._registered = tuple(self._by_identity.values())
         return self._registered
 
+    def running_images(self) -> int:
+        """Images in batches sent to the registered workers, not yet answered."""
+        return sum(len(jobs) for worker in self.registered() for jobs in worker.inflight.values())
+
     def silent_since(self, cutoff: float) -> list[WorkerHandle]:
         return [h for h in self._by_identity.values() if h.last_seen < cutoff]
