@@ -66,6 +66,7 @@ _ALIVE_INTERVALS = 3
 # another backend (one hello but for their ids) logged a thousand lines at each start, as did a thousand workers
 # started with one mistake
 REFUSED_LOG_INTERVAL_S = 10.0
+_ID_REFUSED = "worker id refused"  # the refusals of ids in use (or a local slot's), each naming its own: one key
 # a peer's identity in a log line: a worker's is its id, "/" and 8 hex digits, the end kept
 _PEER_NAME_CHARS = 80
 _PEER_NAME_TAIL = 20
@@ -334,14 +335,17 @@ class WorkerLink:
         )
 
     def _refuse(self, identity: bytes, refused: Refused, name: str = "") -> None:
-        """`name`: the worker's, if not its identity's."""
-        left_out = self._refusal_lines.due(refused.reason)
+        """`name`: the worker's, if not its identity's. Refusals of an id are said once for all ids: each names its
+        own, and a fleet started with another's --worker-id made a line for each of its workers."""
+        left_out = self._refusal_lines.due(_ID_REFUSED if refused.id_in_use else refused.reason)
         if left_out is not None:
             log.error(
                 "refusing worker %s: %s%s",
                 name or peer_name(identity),
                 refused.reason,
-                f" ({left_out} more refused for this since its last line)" if left_out else "",
+                f" ({left_out} more refused for {'their ids' if refused.id_in_use else 'this'} since its last line)"
+                if left_out
+                else "",
             )
         self._socket.send(identity, self._codec.encode(refused))
 
