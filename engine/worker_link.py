@@ -366,18 +366,29 @@ class WorkerLink:
 
     async def _watch_heartbeats(self) -> None:
         beat = self._codec.encode(EngineHeartbeat())
+        ticked = resumed = time.monotonic()
         for turn in itertools.count(1):
             # a slice of the workers each tick: beats spread over the interval, never a burst of thousands. A
             # worker's tick follows its identity, not its place in the registry: by place, a worker that left moved
             # the later ones back one, and the one whose tick came next waited almost two intervals for its beat
             await asyncio.sleep(self._heartbeat_interval_s / _BEAT_TICKS)
+            now = time.monotonic()
+            if now - ticked > self._heartbeat_interval_s:
+                # this loop did not run for an interval (the engine stopped: SIGSTOP, Ctrl-Z, a paused VM): what its
+                # workers sent meanwhile waits unread, so a worker's silence counts from now. Counted from its last
+                # message read, a check that came before the beats were read, after a pause past the timeout, lost
+                # every worker as silent ("silent for over 2 s", an ERROR each) and counted each image they held a try
+                resumed = now
+            ticked = now
             tick = turn % _BEAT_TICKS
             for worker in self._registry.registered():
                 if hash(worker.identity) % _BEAT_TICKS == tick:
                     self._socket.send(worker.identity, beat)
             if turn % _BEAT_TICKS:
                 continue
-            cutoff = time.monotonic() - self._heartbeat_timeout_s
+            cutoff = now - self._heartbeat_timeout_s
+            if resumed > cutoff:
+                continue
             for worker in self._registry.silent_since(cutoff):
                 log.error(
                     "worker %s silent for over %g s (--heartbeat-timeout)", worker.name, self._heartbeat_timeout_s
