@@ -66,6 +66,7 @@ _ALIVE_INTERVALS = 3
 # another backend (one hello but for their ids) logged a thousand lines at each start, as did a thousand workers
 # started with one mistake
 REFUSED_LOG_INTERVAL_S = 10.0
+_ID_REFUSED = "worker id refused"  # the refusals of ids in use (or a local slot's), each naming its own: one key
 # a peer's identity in a log line: a worker's is its id, "/" and 8 hex digits, the end kept
 _PEER_NAME_CHARS = 80
 _PEER_NAME_TAIL = 20
@@ -334,14 +335,17 @@ class WorkerLink:
         )
 
     def _refuse(self, identity: bytes, refused: Refused, name: str = "") -> None:
-        """`name`: the worker's, if not its identity's."""
-        left_out = self._refusal_lines.due(refused.reason)
+        """`name`: the worker's, if not its identity's. Refusals of an id are said once for all ids: each names its
+        own, and a fleet started with another's --worker-id made a line for each of its workers."""
+        left_out = self._refusal_lines.due(_ID_REFUSED if refused.id_in_use else refused.reason)
         if left_out is not None:
             log.error(
                 "refusing worker %s: %s%s",
                 name or peer_name(identity),
                 refused.reason,
-                f" ({left_out} more refused for this since its last line)" if left_out else "",
+                f" ({left_out} more refused for {'their ids' if refused.id_in_use else 'this'} since its last line)"
+                if left_out
+                else "",
             )
         self._socket.send(identity, self._codec.encode(refused))
 
@@ -362,18 +366,29 @@ class WorkerLink:
 
     async def _watch_heartbeats(self) -> None:
         beat = self._codec.encode(EngineHeartbeat())
+        ticked = resumed = time.monotonic()
         for turn in itertools.count(1):
             # a slice of the workers each tick: beats spread over the interval, never a burst of thousands. A
             # worker's tick follows its identity, not its place in the registry: by place, a worker that left moved
             # the later ones back one, and the one whose tick came next waited almost two intervals for its beat
             await asyncio.sleep(self._heartbeat_interval_s / _BEAT_TICKS)
+            now = time.monotonic()
+            if now - ticked > self._heartbeat_interval_s:
+                # this loop did not run for an interval (the engine stopped: SIGSTOP, Ctrl-Z, a paused VM): what its
+                # workers sent meanwhile waits unread, so a worker's silence counts from now. Counted from its last
+                # message read, a check that came before the beats were read, after a pause past the timeout, lost
+                # every worker as silent ("silent for over 2 s", an ERROR each) and counted each image they held a try
+                resumed = now
+            ticked = now
             tick = turn % _BEAT_TICKS
             for worker in self._registry.registered():
                 if hash(worker.identity) % _BEAT_TICKS == tick:
                     self._socket.send(worker.identity, beat)
             if turn % _BEAT_TICKS:
                 continue
-            cutoff = time.monotonic() - self._heartbeat_timeout_s
+            cutoff = now - self._heartbeat_timeout_s
+            if resumed > cutoff:
+                continue
             for worker in self._registry.silent_since(cutoff):
                 log.error(
                     "worker %s silent for over %g s (--heartbeat-timeout)", worker.name, self._heartbeat_timeout_s

@@ -217,3 +217,33 @@ def test_a_refused_hello_stops_the_whole_fleet_and_its_welcomed_workers_say_leav
         if fleet.poll() is None:
             fleet.kill()
         engine.close()
+
+
+def test_a_fleet_given_the_ids_of_another_says_each_refusal_once_on_both_sides(tmp_path):
+    """Two fleets started with one --worker-id (a `fleet$i` loop run twice): each worker of the second refused for its
+    id was a line of its own, in its log and in the engine's, a thousand of each for a fleet of a thousand."""
+    engine = start_engine(tmp_path, workers=0, backend="sim")
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = start_fleet(first_dir, engine.worker_address, 4, "gpu")
+    second = None
+    try:
+        engine.wait_ready(4, timeout_s=60)
+        second = start_fleet(second_dir, engine.worker_address, 8, "gpu")  # gpu-0 to gpu-3 are taken
+        engine.wait_ready(8, timeout_s=60)
+        log = second_dir / "gpu.log"
+        deadline = time.monotonic() + 30
+        while "SIMULATED workers ready" not in (said := log.read_text()):
+            assert time.monotonic() < deadline, said
+            time.sleep(0.1)
+        assert said.count("engine refused worker gpu-") == 1, said
+        assert "fleet of 4 SIMULATED workers ready (4 of its worker ids are in use, those workers refused)" in said
+        assert engine.log().count("refusing worker gpu-") == 1, engine.log()
+        assert second.poll() is None
+    finally:
+        for fleet in (first, second):
+            if fleet is not None:
+                fleet.send_signal(signal.SIGTERM)
+        codes = [engine.stop(), *(f.wait(timeout=30) for f in (first, second) if f is not None)]
+        assert codes == [0] * len(codes)

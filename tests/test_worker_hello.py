@@ -1,5 +1,8 @@
 """Hellos at the engine: repeats are answered again, a worker that dropped its work has it routed again."""
 
+import asyncio
+import time
+
 import msgspec
 import pytest
 import zmq
@@ -7,7 +10,7 @@ from dispatcher_harness import Harness, settle
 
 from engine.worker_link import WorkerLink
 from protocols.client_messages import Images
-from protocols.worker_messages import PROTOCOL_VERSION, Hello, LevelSet, Welcome
+from protocols.worker_messages import PROTOCOL_VERSION, Heartbeat, Hello, LevelSet, Welcome
 from protocols.worker_messages import Generate as Batch
 
 HELLO = Hello(PROTOCOL_VERSION, "remote-0", "sim", "sim:0", "sim", True, [5, 10], 4, 50, 64, 2048, 1024, 0, 123)
@@ -19,10 +22,17 @@ def link_for(tmp_path):
     """The engine's worker link over a dispatcher harness; what it sends is recorded in the harness."""
     links = []
 
-    def make(h: Harness, time_scale: float = 1.0) -> WorkerLink:
+    def make(h: Harness, time_scale: float = 1.0, heartbeat_interval_s: float = 1.0, timeout_s: float = 10.0):
         address = f"ipc://{tmp_path}/workers"
         link = WorkerLink(
-            zmq.Context.instance(), [address], h.registry, h.metrics, 1.0, 10.0, backend="sim", time_scale=time_scale
+            zmq.Context.instance(),
+            [address],
+            h.registry,
+            h.metrics,
+            heartbeat_interval_s,
+            timeout_s,
+            backend="sim",
+            time_scale=time_scale,
         )
         link.bind_dispatcher(h.dispatcher)
         link.send = lambda worker, message: h.sent.append((worker.name, message)) or True
@@ -130,3 +140,28 @@ async def test_images_dropped_by_workers_that_lost_the_engine_count_no_try(link_
     h.finish(h.registry.get(name.encode()), holder)
     await settle()
     assert isinstance(request.future.result(), Images)
+
+
+async def test_an_engine_paused_past_the_timeout_counts_its_workers_silent_only_from_when_it_resumed(link_for):
+    """What the workers sent while the engine was stopped (SIGSTOP, Ctrl-Z, a paused VM) waits unread as it resumes:
+    a check for silence that came first lost every worker as silent, each image it held counted a try, and only
+    a worker still silent a timeout after the pause is lost."""
+    h = Harness()
+    link = link_for(h, heartbeat_interval_s=0.05, timeout_s=0.2)
+    hellos = {f"remote-{i}/abcd".encode(): msgspec.structs.replace(HELLO, worker_id=f"remote-{i}") for i in range(3)}
+    for identity, hello in hellos.items():
+        link._on_message(identity, hello)
+    watch = asyncio.create_task(link._watch_heartbeats())
+    try:
+        await asyncio.sleep(0.1)
+        time.sleep(0.5)  # the engine's loop stopped past the heartbeat timeout
+        await asyncio.sleep(0.1)  # its checks come round before the workers' beats are read
+        assert h.metrics.worker_losses.labels("heartbeat")._value.get() == 0
+        kept, silent = list(hellos)[:2], list(hellos)[2]
+        while h.registry.get(silent) is not None:  # a worker still silent a timeout after the pause is lost
+            for identity in kept:
+                link._on_message(identity, Heartbeat(0, -1))
+            await asyncio.sleep(0.02)
+        assert [h.registry.get(identity) is not None for identity in kept] == [True, True]
+    finally:
+        watch.cancel()

@@ -221,6 +221,9 @@ class Fleet:
         # the workers share one key: a handshake refused for one (libzmq dials no more) is refused for all
         self._handshakes = self._workers[0].refused_handshakes
         self._ids_refused = 0
+        # refused for their ids since the fleet's last ready line, which counts them: a line each made a thousand for
+        # a fleet of a thousand started with another fleet's --worker-id
+        self._ids_unsaid = 0
         # the wait of the workers still unwelcomed, from the first of them to wait: when it began, and its warnings
         self._waiting_since: float | None = None
         self._warnings = UnansweredWarnings()
@@ -269,10 +272,9 @@ class Fleet:
                     worker.wake_at = math.inf
                     self._serve(worker, now, live)
             # and again once whole after a loss was said: that warning stood as the fleet's last word while it served
-            if (not announced or self._said) and live and all(w.joined for w in live):
-                log.info("fleet of %d SIMULATED workers ready%s", len(live), " again" if announced else "")
+            if (not announced or self._said or self._ids_unsaid) and live and all(w.joined for w in live):
+                self._say_ready(len(live), again=announced)
                 announced = True
-                self._said.clear()
             elif self._refusal is None and (refused := self._handshakes.reason()):
                 # heard at any time, not only before the fleet first served: an engine restarted on the address
                 # with CURVE turned on, or a key pair of its own, left the fleet waiting for ever, warned of as an
@@ -296,6 +298,14 @@ class Fleet:
             f"{unanswered} of this fleet's {len(live)} workers",
             engine_stopped=all(w.engine_stopped for w in waiting),
         )
+
+    def _say_ready(self, count: int, again: bool) -> None:
+        refused = (
+            f" ({self._ids_unsaid} of its worker ids are in use, those workers refused)" if self._ids_unsaid else ""
+        )
+        log.info("fleet of %d SIMULATED workers ready%s%s", count, " again" if again else "", refused)
+        self._said.clear()
+        self._ids_unsaid = 0
 
     def _say_once(self, worker: SimWorker, line: str) -> None:
         if line not in self._said:
@@ -329,7 +339,14 @@ class Fleet:
         name = worker.identity.decode()
         if refusal.id_in_use:
             self._ids_refused += 1
-            log.error("engine refused worker %s: %s; the fleet's other workers serve on", name, refusal)
+            self._ids_unsaid += 1
+            if self._ids_unsaid == 1:
+                log.error(
+                    "engine refused worker %s: %s; the fleet's other workers serve on (the others refused for their"
+                    " ids are not said each: its ready line counts them)",
+                    name,
+                    refusal,
+                )
         elif self._refusal is None:
             # the workers of a fleet send one hello but for their ids: what refuses it refuses them all
             self._refusal = refusal
