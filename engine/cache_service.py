@@ -390,7 +390,8 @@ class CacheService:
     ) -> None:
         """A save's write ended (or failed): the files it kept may go, and what it wrote is the file's. `timing`:
         when its snapshot began, and the seconds the snapshot held the cache thread."""
-        snapshot.release()
+        prompts = len(snapshot.prompt_ids)
+        snapshot.release()  # empties it
         if writing.cancelled() or writing.exception() is not None:
             return  # reported by its caller; the next save writes it all again
         self._saved_changes, self._saved_file = snapshot.changes, _file_identity(directory)
@@ -399,7 +400,7 @@ class CacheService:
             "prompt cache %s to %s: %s in %.3f s (%.3f s of it on the cache thread, lookups waiting)",
             what,
             directory,
-            counted(len(snapshot.prompt_ids), "prompt"),
+            counted(prompts, "prompt"),
             time.monotonic() - started,
             on_thread,
         )
