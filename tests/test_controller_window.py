@@ -2,7 +2,7 @@
 
 import pytest
 
-from controller.demand import DemandEstimator, WorkPerImage
+from controller.demand import DemandEstimate, DemandEstimator, WorkPerImage
 from controller.policies import make_policy
 from controller.predictor import SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
@@ -45,6 +45,27 @@ def test_the_share_of_class_0_that_came_with_a_neighbour_is_kept_as_the_mix_is()
     demand.observe(0, images=3)
     demand.observe(0, neighbour=True)
     assert demand.close_window(30.0).far_share == pytest.approx(0.25)  # by images, as the mix
+
+
+def test_before_any_window_closes_the_plan_is_for_nothing_all_of_class_0_and_none_far():
+    demand = DemandEstimator(window_started=0.0)
+    assert demand.last() == DemandEstimate(0.0, {0: 1.0}, 0.0)
+    demand.observe(15, neighbour=True)
+    assert demand.close_window(10.0).far_share == 0.0  # no class 0 yet: the share before it is kept
+
+
+def test_by_default_the_newest_window_weighs_half_and_five_percent_headroom_is_planned():
+    demand = DemandEstimator(window_started=0.0)
+    for _ in range(20):
+        demand.observe(0)
+    assert demand.close_window(10.0).rps == pytest.approx(1.05 * 2.0)
+    assert demand.close_window(20.0).rps == pytest.approx(1.05 * 1.0)
+
+
+def test_the_far_share_counts_class_0_arrivals_of_less_than_one_image():
+    demand = DemandEstimator(window_started=0.0)
+    demand.observe(0, images=0.5, neighbour=True)
+    assert demand.close_window(10.0).far_share == 1.0
 
 
 def test_the_first_window_with_arrivals_sets_the_ewma():
@@ -110,6 +131,8 @@ def test_an_image_counts_as_the_worker_time_its_steps_take_at_its_level():
     assert work(25, 150) == pytest.approx((0.6 + 0.09 * 125) / 2.85)  # 4.16: 125 steps run where 25 are
     assert work(0, 20) == pytest.approx((0.6 + 0.09 * 20) / 5.1)  # 0.47
     assert work(5, 30) == pytest.approx((0.6 + 0.09 * 25) / (0.6 + 0.09 * 45))
+    # an image of N steps that resumes below its level's step runs more than that level's images
+    assert work(25, 50, start=10) == pytest.approx((0.6 + 0.09 * 40) / 2.85)
 
 
 def test_an_image_of_few_steps_still_counts_on_a_profile_whose_fit_crosses_zero():

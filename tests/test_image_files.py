@@ -55,6 +55,15 @@ def test_expired_images_are_not_served_and_are_freed_without_another_put():
     assert files.bytes_held == 0
 
 
+def test_a_store_filled_to_its_budget_keeps_every_image_until_its_ttl():
+    clock = Clock(100.0)
+    files = ImageFiles(max_bytes=2 * (10 + ENTRY_BYTES), ttl_s=60, clock=clock)
+    names = files.put([b"a" * 10, b"b" * 10], "png")
+    clock.now += 59
+    files.drop_expired()
+    assert [files.get(name)[0] for name in names] == [b"a" * 10, b"b" * 10] and files.evicted_early == 0
+
+
 def test_an_image_evicted_for_room_is_told_from_one_expired_until_its_ttl_would_have_ended():
     """Both were "no such image (it may have expired)": an operator whose store turned over in minutes, long
     before the TTL, could not tell which flag to raise."""
