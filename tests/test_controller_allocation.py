@@ -264,3 +264,14 @@ def test_fit_allocation():
     assert fit_allocation({0: 5, 25: 3}, 6, LEVELS) == {0: 3, 5: 0, 10: 0, 15: 0, 20: 0, 25: 3}
     assert fit_allocation({0: 5, 25: 3}, 10, LEVELS)[0] == 7
     assert fit_allocation({}, 4, LEVELS)[0] == 4
+
+
+@pytest.mark.parametrize("current", [{0: 2, 15: 6}, {0: 5, 10: 1, 25: 2}, {0: 1, 5: 3, 20: 4}])
+def test_among_equally_good_plans_the_running_allocation_is_kept(current):
+    """Misses alone, well within one worker's capacity: every allocation with a worker at level 0 serves them all as
+    well, and the move penalty resolves them to the one running, so the plan stays put while demand does (without
+    it the solver returned any of them: a mutation test deleted it, and no test failed)."""
+    light_misses = problem({0: 0.2 * CAPACITY[0]})
+    solution = allocate(light_misses, 8, current, OPTIONS)
+    assert solution.status == "optimal"
+    assert solution.workers_per_level == {kp: current.get(kp, 0) for kp in LEVELS}
