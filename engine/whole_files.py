@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -18,8 +19,8 @@ from typing import IO, Any
 @contextlib.contextmanager
 def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]]:
     """A text (or `binary`) file to write `path` through: in its place once closed without an error, else removed,
-    `path` left as it was. A link is written through (its target replaced, the link kept); a stream (is_stream) is
-    written as it is, there being nothing to put in its place."""
+    `path` left as it was; one it replaces keeps its permissions. A link is written through (its target replaced, the
+    link kept); a stream (is_stream) is written as it is, there being nothing to put in its place."""
     mode = "wb" if binary else "w"
     if is_stream(path):
         with open(path, mode) as f:
@@ -30,6 +31,10 @@ def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]
     try:
         with open(partial, mode) as f:
             yield f
+        with contextlib.suppress(FileNotFoundError):
+            # the file it replaces keeps its permissions: a records file of users' prompts made private (0600) was
+            # replaced by one anyone could read
+            os.chmod(partial, stat.S_IMODE(os.stat(target).st_mode))
         os.replace(partial, target)
     except BaseException:  # KeyboardInterrupt too: what is left of the attempt is no one's
         partial.unlink(missing_ok=True)

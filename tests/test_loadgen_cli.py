@@ -6,6 +6,7 @@ import http.server
 import json
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -494,6 +495,21 @@ def test_records_that_fill_the_disk_cost_neither_the_run_nor_the_summary(tmp_pat
     assert f"argus loadgen: error writing {records}: File too large" in run.stderr
     assert json.loads(summary.read_text())["sent"] == 30 and run.stdout.startswith("sent ")
     assert not list(tmp_path.glob(".*.partial"))  # the end's attempt left nothing beside
+
+
+def test_output_files_made_private_stay_private_when_written_again(tmp_path, http_that_answers_nothing_useful):
+    """The records (users' prompts) and summary are written beside their place and moved into it: the file put in
+    place of one made 0600 was 0644, readable by every user of the machine."""
+    records, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
+    for private in (records, summary):
+        private.write_text("")
+        private.chmod(0o600)
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "50", "--max-requests", "3", "--records", str(records), "--json", str(summary)]
+    run = subprocess.run(command + ["--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert json.loads(summary.read_text())["sent"] == 3, run.stderr
+    assert len(records.read_text().splitlines()) == 3
+    assert [stat.S_IMODE(path.stat().st_mode) for path in (records, summary)] == [0o600, 0o600]
 
 
 def test_a_plot_that_fills_the_disk_leaves_the_last_plot_whole(tmp_path, http_that_answers_nothing_useful):
