@@ -30,11 +30,11 @@ def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]
     partial = target.with_name(f".{target.name}.partial")
     try:
         with open(partial, mode) as f:
+            with contextlib.suppress(FileNotFoundError):
+                # the file it replaces keeps its permissions, before a byte is written: a records file of users'
+                # prompts made private (0600) was replaced by one anyone could read
+                os.chmod(f.fileno(), stat.S_IMODE(os.stat(target).st_mode))
             yield f
-        with contextlib.suppress(FileNotFoundError):
-            # the file it replaces keeps its permissions: a records file of users' prompts made private (0600) was
-            # replaced by one anyone could read
-            os.chmod(partial, stat.S_IMODE(os.stat(target).st_mode))
         os.replace(partial, target)
     except BaseException:  # KeyboardInterrupt too: what is left of the attempt is no one's
         partial.unlink(missing_ok=True)
