@@ -270,10 +270,13 @@ def _require_a_loopback_host(public_host: str | None):
     # a client sends the same Host with every request: parsing it each time cost 4 us of a 270 us request
     @functools.lru_cache(maxsize=64)
     def refused(host: str) -> bool:
-        # HTTP/1.0 may leave the Host out, and a Host that is no host name at all is answered by the handlers (a 400
-        # where it matters): no browser sends either
+        # HTTP/1.0 may leave the Host out, and a Host that does not parse (a port that is no number, an unclosed
+        # bracket) is answered by the handlers (a 400 where it matters): no browser sends either. A name of other
+        # characters than a URL's host is made of here is checked all the same: browsers take `$`, `!` or `*` in a
+        # domain (WHATWG URL), and a wildcard DNS record answers for it. Let through, `a$b.attacker.example` was
+        # served
         name = _host_name(host)
-        return bool(URL_HOST.fullmatch(name)) and not _names_this_engine(name, public_host)
+        return bool(name) and not _names_this_engine(name, public_host)
 
     @web.middleware
     async def check(request: web.Request, handler):

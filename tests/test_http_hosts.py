@@ -32,7 +32,19 @@ def post(engine, host: str) -> tuple[int, dict]:
         connection.close()
 
 
-@pytest.mark.parametrize("host", ["rebound.attacker.example", "rebound.attacker.example:8000", "192.168.1.20"])
+# a browser sends a domain of `$`, `!` or `*` as it is (WHATWG URL), and a wildcard DNS record answers for it: such a
+# Host was taken for none at all, and served
+REFUSED = [
+    "rebound.attacker.example",
+    "rebound.attacker.example:8000",
+    "192.168.1.20",
+    "a$b.attacker.example",
+    "x!.attacker.example:8000",
+    "*.attacker.example",
+]
+
+
+@pytest.mark.parametrize("host", REFUSED)
 def test_a_host_that_does_not_name_the_engine_is_403_before_any_work(engine, host):
     before = engine.metric("argus_requests_total", outcome="ok", code="")
     status, reply = post(engine, host)
