@@ -20,12 +20,13 @@ def engine(tmp_path_factory):
     assert engine.stop() == 0
 
 
-def post(engine, host: str) -> tuple[int, dict]:
+def post(engine, host: str, **headers: str) -> tuple[int, dict]:
     address, port = engine.http.removeprefix("http://").rsplit(":", 1)
     connection = http.client.HTTPConnection(address, int(port), timeout=30)
     try:
         body = json.dumps({"prompt": "a fox", "size": "64x64"})
-        connection.request("POST", "/v1/images/generations", body, {"Host": host, "Content-Type": "application/json"})
+        headers = {"Host": host, "Content-Type": "application/json", **headers}
+        connection.request("POST", "/v1/images/generations", body, headers)
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -62,3 +63,11 @@ def test_loopback_names_one_label_names_and_the_public_urls_host_are_served(engi
     status, reply = post(engine, host.format(port=engine.http.rsplit(":", 1)[1]))
     assert status == 200, reply
     assert len(reply["data"]) == 1
+
+
+def test_a_host_that_does_not_name_the_engine_is_403_whatever_its_request_id_and_is_not_counted(engine):
+    """An X-Request-ID that is none was refused first, a 400 counted as a rejected request."""
+    before = engine.metric("argus_requests_total", outcome="rejected", code="invalid_request")
+    status, reply = post(engine, "rebound.attacker.example", **{"X-Request-ID": ""})
+    assert (status, reply["error"]["code"]) == (403, "host_not_allowed")
+    assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == before
