@@ -96,8 +96,11 @@ def _read_holders(path: str) -> dict[bytes, str]:
             raise ValueError(f"{where}: expected NAME KEY, got {len(fields)} fields")
         name, key = fields
         if not _NAME.fullmatch(name):
+            # not quoted: in a line written KEY NAME it is the key, and this error is logged at a SIGHUP (a key such
+            # as `openssl rand -base64` or secrets.token_urlsafe makes, with its / = or _, was written to the log)
             raise ValueError(
-                f"{where}: name {name!r} must be 1 to 64 of letters, digits and ._@+- (a letter or digit first)"
+                f"{where}: the name, its first field (not shown: it may be a key), must be 1 to 64 of letters, digits"
+                " and ._@+- (a letter or digit first); a line is NAME KEY"
             )
         if problem := key_problem(key):
             raise ValueError(f"{where}: the key {problem}")

@@ -134,14 +134,17 @@ GENERATIONS_PATH = "/v1/images/generations"
 
 
 def build_app(engine: Engine) -> web.Application:
-    # the request's id outside the JSON errors: every reply says it, the engine's own failures too
-    middlewares = [answer_half_closed, request_id_middleware(_request_id_refusal(engine), _PROBE_PATHS), _json_errors]
     host_checked = engine.api_keys is None and is_loopback(engine.config.host)
+    door = _open_door
     if engine.api_keys is not None:
-        middlewares.append(_require_api_key(engine.api_keys))
+        door = _api_key_door(engine.api_keys)
     elif host_checked:
-        public_host = URL(engine.config.public_url).host if engine.config.public_url else None
-        middlewares.append(_require_a_loopback_host(public_host))
+        door = _loopback_host_door(URL(engine.config.public_url).host if engine.config.public_url else None)
+    # the request's id outside the JSON errors: every reply says it, the engine's own failures too
+    refusal = _request_id_refusal(engine, door)
+    middlewares = [answer_half_closed, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
+    if door is not _open_door:
+        middlewares.append(_checked_at(door))
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
     app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
@@ -176,10 +179,14 @@ def _error(code: str, message: str, param: str | None = None, headers: dict | No
     return _json(error_response(message, code, status, param), status, headers)
 
 
-def _request_id_refusal(engine: Engine) -> Callable[[web.Request, str], web.Response]:
-    """A 400 for an X-Request-ID that is none; counted on the images path, as a body that is no request is."""
+def _request_id_refusal(engine: Engine, door: Door) -> Callable[[web.Request, str], web.Response]:
+    """A 400 for an X-Request-ID that is none; counted on the images path, as a body that is no request is. Not
+    for a request the door refuses, which is told that alone, uncounted: one without the API key was answered a 400
+    and counted, and any client that could reach the engine moved the series an operator alerts on."""
 
     def refuse(request: web.Request, message: str) -> web.Response:
+        if (refused := door(request)) is not None:
+            return refused
         if request.path == GENERATIONS_PATH:
             return _refused(engine, "invalid_request", message)
         return _error("invalid_request", message)
@@ -238,13 +245,30 @@ def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason
 
 
-def _require_api_key(keys: ApiKeys):
+# a front door's check of a request before anything else is read: its refusal, or None to let it in
+Door = Callable[[web.Request], "web.Response | None"]
+
+
+def _open_door(request: web.Request) -> None:
+    return None
+
+
+def _checked_at(door: Door):
     @web.middleware
     async def check(request: web.Request, handler):
+        if (refused := door(request)) is not None:
+            return refused
+        return await handler(request)
+
+    return check
+
+
+def _api_key_door(keys: ApiKeys) -> Door:
+    def check(request: web.Request) -> web.Response | None:
         # an image URL is a capability, as OpenAI's are: unguessable and short-lived, it can be handed to a
         # browser or another service that holds no key
         if request.path in _OPEN_PATHS or request.match_info.route.name == "image_file":
-            return await handler(request)
+            return None
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # the scheme is case-insensitive (RFC 9110): clients and proxies send "bearer" too. aiohttp keeps bytes
         # that are not UTF-8 as surrogates: encode them back, or such a header would be a 500
@@ -256,12 +280,12 @@ def _require_api_key(keys: ApiKeys):
                 headers={"WWW-Authenticate": "Bearer"},
             )
         request[KEY_HOLDER] = holder
-        return await handler(request)
+        return None
 
     return check
 
 
-def _require_a_loopback_host(public_host: str | None):
+def _loopback_host_door(public_host: str | None) -> Door:
     """An engine on loopback without an API key answers only requests that name it by a loopback name or address, a
     name of one label (a proxy's upstream, a hosts-file name: none that DNS outside can answer for) or --public-url's
     host. A web page its user opens could otherwise drive it by DNS rebinding: a name of the page's made to resolve
@@ -270,13 +294,15 @@ def _require_a_loopback_host(public_host: str | None):
     # a client sends the same Host with every request: parsing it each time cost 4 us of a 270 us request
     @functools.lru_cache(maxsize=64)
     def refused(host: str) -> bool:
-        # HTTP/1.0 may leave the Host out, and a Host that is no host name at all is answered by the handlers (a 400
-        # where it matters): no browser sends either
+        # HTTP/1.0 may leave the Host out, and a Host that does not parse (a port that is no number, an unclosed
+        # bracket) is answered by the handlers (a 400 where it matters): no browser sends either. A name of other
+        # characters than a URL's host is made of here is checked all the same: browsers take `$`, `!` or `*` in a
+        # domain (WHATWG URL), and a wildcard DNS record answers for it. Let through, `a$b.attacker.example` was
+        # served
         name = _host_name(host)
-        return bool(URL_HOST.fullmatch(name)) and not _names_this_engine(name, public_host)
+        return bool(name) and not _names_this_engine(name, public_host)
 
-    @web.middleware
-    async def check(request: web.Request, handler):
+    def check(request: web.Request) -> web.Response | None:
         if refused(request.headers.get(hdrs.HOST, "")):
             return _error(
                 "host_not_allowed",
@@ -284,7 +310,7 @@ def _require_a_loopback_host(public_host: str | None):
                 " loopback answers only localhost, a loopback address or a name of one label (a web page could"
                 " otherwise reach it by DNS rebinding). Behind a proxy, give --public-url; or set --api-key",
             )
-        return await handler(request)
+        return None
 
     return check
 

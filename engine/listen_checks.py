@@ -57,15 +57,18 @@ def warn_if_http_open(host: str, port: int, api_key: bool) -> None:
 def warn_if_open(endpoints: Sequence[str], keys: KeyPair | None, what_a_peer_can_do: str, api_key: bool) -> None:
     """A TCP address without CURVE admits anyone who reaches it: say so at start, beyond loopback; and on loopback
     too when HTTP asks for an API key, which says that not everyone on this host is trusted (every user of the
-    host reaches its loopback, and the key guards HTTP alone). `endpoints` as bound, named as peers reach them: a
-    --client-listen tcp://0.0.0.0:0 was warned of as port 0."""
+    host reaches its loopback, and the key guards HTTP alone), as about an ipc://@NAME of Linux's abstract namespace,
+    which every user of the host reaches too (it was taken for a socket file, this user's alone). `endpoints` as bound,
+    named as peers reach them: a --client-listen tcp://0.0.0.0:0 was warned of as port 0."""
     if keys is not None:
         return
     for endpoint in endpoints:
         place = parse_endpoint(endpoint, listening=True)
-        if place.scheme == "ipc":  # an ipc socket only this user may open
+        # a socket file only this user may open (protocols/sockets.py); a name in Linux's abstract namespace (@NAME)
+        # has no file, and every user of the host opens it, whatever its permissions (unix(7))
+        if place.scheme == "ipc" and not place.path.startswith("@"):
             continue
-        if not place.loopback:
+        if place.scheme == "tcp" and not place.loopback:
             log.warning(
                 "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with --curve-secret and "
                 "--curve-allow, docs/scaling.md)",
@@ -75,8 +78,8 @@ def warn_if_open(endpoints: Sequence[str], keys: KeyPair | None, what_a_peer_can
         elif api_key:
             log.warning(
                 "%s listens without CURVE: any user of this host can %s without the API key, which guards HTTP"
-                " alone (turn CURVE on with --curve-secret and --curve-allow, or listen on an ipc:// path, which only"
-                " this user may open; docs/scaling.md)",
+                " alone (turn CURVE on with --curve-secret and --curve-allow, or listen on an ipc:// file path, which"
+                " only this user may open; docs/scaling.md)",
                 endpoint,
                 what_a_peer_can_do,
             )

@@ -47,7 +47,7 @@ def test_a_file_saved_with_a_byte_order_mark_names_its_first_holder(tmp_path):
         ("alice\n", "line 1: expected NAME KEY, got 1 fields"),
         ("alice a-key more\n", "line 1: expected NAME KEY, got 3 fields"),
         ("# no one yet\n\n", "no key (lines of NAME KEY)"),
-        ("al/ice a-key\n", "line 1: name 'al/ice' must be 1 to 64 of letters"),
+        ("al/ice a-key\n", "line 1: the name, its first field (not shown: it may be a key), must be 1 to 64 of"),
         ("alice a-key\nalice b-key\n", "line 2: alice is named twice"),
         ("alice a-key\nbob a-key\n", "line 2: bob's key is alice's too: a key names one client"),
         ("alice a\x01key\n", "line 1: the key starts or ends with a space or holds a control character"),
@@ -59,6 +59,21 @@ def test_a_file_no_engine_could_serve_with_is_refused_naming_the_line(tmp_path, 
     with pytest.raises(UsageError) as refused:
         engine_config(build_parser().parse_args(["serve", "--api-keys", str(path)]))
     assert str(refused.value).startswith(str(path)) and says in str(refused.value), refused.value
+
+
+def test_a_line_written_key_first_is_refused_without_the_key(tmp_path, caplog):
+    """The first field was quoted as the name it should be: a line written KEY NAME put the key in the error, on the
+    terminal at start and in the log at a SIGHUP."""
+    key = "q1Yh/8rT+w3Z_kP0aV9c2mX=="  # as `openssl rand -base64` and secrets.token_urlsafe make them
+    keys = ApiKeys.read(str(keys_file(tmp_path)))
+    keys_file(tmp_path, f"{key} alice\n")
+    with pytest.raises(UsageError) as refused:
+        engine_config(build_parser().parse_args(["serve", "--api-keys", str(tmp_path / "api-keys")]))
+    with pytest.raises(UsageError) as not_reloaded:
+        keys.reload()
+    for error in (refused, not_reloaded):
+        assert "line 1: the name, its first field" in str(error.value) and key not in str(error.value)
+    assert keys.holder(b"alice-key-1") == "alice"  # the keys until then still hold
 
 
 @pytest.mark.parametrize(

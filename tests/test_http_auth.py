@@ -96,3 +96,33 @@ def test_with_a_key_the_host_does_not_matter(engine):
     connection.request("POST", "/v1/images/generations", json.dumps({"prompt": "a cat", "size": "64x64"}), headers)
     assert connection.getresponse().status == 200
     connection.close()
+
+
+@pytest.mark.parametrize("key", [None, "wrong"])
+def test_a_request_without_the_key_is_401_whatever_its_request_id_and_is_not_counted(engine, key):
+    """An X-Request-ID that is none was refused first, a 400 counted as a rejected request: any client that could
+    reach the engine, holding no key, moved the series an operator alerts on."""
+    rejected = {"outcome": "rejected", "code": "invalid_request"}
+    before = engine.metric("argus_requests_total", **rejected)
+    address, port = engine.http.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(address, int(port), timeout=30)
+    headers = {"X-Request-ID": "x" * 300, "Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    connection.request("POST", "/v1/images/generations", json.dumps({"prompt": "a cat", "size": "64x64"}), headers)
+    response = connection.getresponse()
+    reply = json.loads(response.read())
+    connection.close()
+    assert (response.status, reply["error"]["code"]) == (401, "unauthorized")
+    assert response.getheader("X-Request-ID")  # one of the engine's, as on every reply
+    assert engine.metric("argus_requests_total", **rejected) == before
+
+
+def test_with_the_key_a_request_id_that_is_none_is_still_400(engine):
+    address, port = engine.http.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(address, int(port), timeout=30)
+    headers = {"X-Request-ID": "x" * 300, "Authorization": "Bearer s3cret", "Content-Type": "application/json"}
+    connection.request("POST", "/v1/images/generations", json.dumps({"prompt": "a cat", "size": "64x64"}), headers)
+    response = connection.getresponse()
+    assert response.status == 400 and "X-Request-ID header is 300 characters long" in response.read().decode()
+    connection.close()

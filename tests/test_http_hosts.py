@@ -20,19 +20,32 @@ def engine(tmp_path_factory):
     assert engine.stop() == 0
 
 
-def post(engine, host: str) -> tuple[int, dict]:
+def post(engine, host: str, **headers: str) -> tuple[int, dict]:
     address, port = engine.http.removeprefix("http://").rsplit(":", 1)
     connection = http.client.HTTPConnection(address, int(port), timeout=30)
     try:
         body = json.dumps({"prompt": "a fox", "size": "64x64"})
-        connection.request("POST", "/v1/images/generations", body, {"Host": host, "Content-Type": "application/json"})
+        headers = {"Host": host, "Content-Type": "application/json", **headers}
+        connection.request("POST", "/v1/images/generations", body, headers)
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
         connection.close()
 
 
-@pytest.mark.parametrize("host", ["rebound.attacker.example", "rebound.attacker.example:8000", "192.168.1.20"])
+# a browser sends a domain of `$`, `!` or `*` as it is (WHATWG URL), and a wildcard DNS record answers for it: such a
+# Host was taken for none at all, and served
+REFUSED = [
+    "rebound.attacker.example",
+    "rebound.attacker.example:8000",
+    "192.168.1.20",
+    "a$b.attacker.example",
+    "x!.attacker.example:8000",
+    "*.attacker.example",
+]
+
+
+@pytest.mark.parametrize("host", REFUSED)
 def test_a_host_that_does_not_name_the_engine_is_403_before_any_work(engine, host):
     before = engine.metric("argus_requests_total", outcome="ok", code="")
     status, reply = post(engine, host)
@@ -50,3 +63,11 @@ def test_loopback_names_one_label_names_and_the_public_urls_host_are_served(engi
     status, reply = post(engine, host.format(port=engine.http.rsplit(":", 1)[1]))
     assert status == 200, reply
     assert len(reply["data"]) == 1
+
+
+def test_a_host_that_does_not_name_the_engine_is_403_whatever_its_request_id_and_is_not_counted(engine):
+    """An X-Request-ID that is none was refused first, a 400 counted as a rejected request."""
+    before = engine.metric("argus_requests_total", outcome="rejected", code="invalid_request")
+    status, reply = post(engine, "rebound.attacker.example", **{"X-Request-ID": ""})
+    assert (status, reply["error"]["code"]) == (403, "host_not_allowed")
+    assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == before

@@ -133,6 +133,26 @@ def test_a_loopback_socket_without_curve_is_warned_about_when_http_asks_for_a_ke
     assert private not in caplog.text
 
 
+@pytest.mark.parametrize("api_key", [None, "k"])
+def test_an_abstract_ipc_socket_without_curve_is_warned_about_as_loopback_is(tmp_path, caplog, api_key):
+    """An ipc://@NAME of Linux's abstract namespace has no file to keep other users out: any user of the host could
+    join as a worker and be sent the prompts of every client, and it was never warned of, as a socket file is not."""
+    name = f"argus-test-{secrets.token_hex(8)}"
+    config = in_process_config(
+        tmp_path,
+        client_listen=(f"ipc://@{name}-clients",),
+        worker_listen=(f"ipc://@{name}-workers",),
+        api_keys=http_keys(api_key),
+    )
+    Engine(config).close()
+    warned = [
+        f"ipc://@{name}-clients listens without CURVE: any user of this host can send requests without the API key",
+        f"ipc://@{name}-workers listens without CURVE: any user of this host can join as a worker and be sent",
+    ]
+    assert [line in caplog.text for line in warned] == [bool(api_key)] * 2, caplog.text
+    assert "any peer that reaches it" not in caplog.text  # not beyond this host
+
+
 def test_an_ipv6_host_is_warned_about_in_brackets(caplog):
     warn_if_http_open("::", 8000, api_key=False)
     assert "HTTP on [::]:8000 listens without an API key" in caplog.text
