@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import msgspec
@@ -366,7 +367,9 @@ class WorkerLink:
 
     async def _watch_heartbeats(self) -> None:
         beat = self._codec.encode(EngineHeartbeat())
-        ticked = resumed = time.monotonic()
+        ticked = time.monotonic()
+        # (when it resumed, for how long) of each time this loop was held past an interval, over the last timeout
+        holds: deque[tuple[float, float]] = deque()
         for turn in itertools.count(1):
             # a slice of the workers each tick: beats spread over the interval, never a burst of thousands. A
             # worker's tick follows its identity, not its place in the registry: by place, a worker that left moved
@@ -374,11 +377,13 @@ class WorkerLink:
             await asyncio.sleep(self._heartbeat_interval_s / _BEAT_TICKS)
             now = time.monotonic()
             if now - ticked > self._heartbeat_interval_s:
-                # this loop did not run for an interval (the engine stopped: SIGSTOP, Ctrl-Z, a paused VM): what its
-                # workers sent meanwhile waits unread, so a worker's silence counts from now. Counted from its last
-                # message read, a check that came before the beats were read, after a pause past the timeout, lost
-                # every worker as silent ("silent for over 2 s", an ERROR each) and counted each image they held a try
-                resumed = now
+                # this loop did not run for an interval (the engine stopped: SIGSTOP, Ctrl-Z, a paused VM; or held):
+                # what its workers sent meanwhile waits unread, so that time is not counted as their silence.
+                # Counted, a check that came before the beats were read, after a pause past the timeout, lost every
+                # worker as silent ("silent for over 2 s", an ERROR each) and counted each image they held a try.
+                # Only the time held is forgiven: putting off every check a timeout from each hold, a loop held
+                # once per timeout never lost a hung worker
+                holds.append((now, now - ticked))
             ticked = now
             tick = turn % _BEAT_TICKS
             for worker in self._registry.registered():
@@ -386,9 +391,9 @@ class WorkerLink:
                     self._socket.send(worker.identity, beat)
             if turn % _BEAT_TICKS:
                 continue
-            cutoff = now - self._heartbeat_timeout_s
-            if resumed > cutoff:
-                continue
+            while holds and holds[0][0] < now - self._heartbeat_timeout_s:
+                holds.popleft()
+            cutoff = now - self._heartbeat_timeout_s - sum(held for _, held in holds)
             for worker in self._registry.silent_since(cutoff):
                 log.error(
                     "worker %s silent for over %g s (--heartbeat-timeout)", worker.name, self._heartbeat_timeout_s

@@ -165,3 +165,23 @@ async def test_an_engine_paused_past_the_timeout_counts_its_workers_silent_only_
         assert [h.registry.get(identity) is not None for identity in kept] == [True, True]
     finally:
         watch.cancel()
+
+
+async def test_a_silent_worker_is_lost_though_the_engine_loop_is_often_late(link_for):
+    """A loop held past a heartbeat interval now and then (a long collection, a slow call): each hold once put off
+    every check a whole timeout, so with one hold per timeout a hung worker was never lost. Only the time held is
+    forgiven."""
+    h = Harness()
+    link = link_for(h, heartbeat_interval_s=0.05, timeout_s=0.2)
+    link._on_message(IDENTITY, HELLO)
+    watch = asyncio.create_task(link._watch_heartbeats())
+    try:
+        for _ in range(60):  # a silence of the timeout plus the holds within it is a few rounds; 60 is none on main
+            if h.registry.get(IDENTITY) is None:
+                break
+            time.sleep(0.06)  # the loop held past an interval
+            await asyncio.sleep(0.08)
+        assert h.registry.get(IDENTITY) is None
+        assert h.metrics.worker_losses.labels("heartbeat")._value.get() == 1
+    finally:
+        watch.cancel()
