@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from engine.client_shares import ClientShares
 from engine.jobs import AdmittedRequest
@@ -22,12 +23,20 @@ from workers.limits import BACKEND_SIZES, DEFAULT_STEPS, SizeLimits, input_refus
 
 
 class Admission:
-    def __init__(self, registry: WorkerRegistry, fallback_backend: str, max_queue: int):
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        fallback_backend: str,
+        max_queue: int,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """`clock`: what admission times, the queue's pace and the clients' waits are read on."""
         self._registry = registry
         self._max_queue = max_queue
+        self._clock = clock
         # how fast answers free room: a refusal says when there will be room for it
-        self._pace = QueuePace()
-        self._shares = ClientShares(max_queue, self._pace.retry_s)
+        self._pace = QueuePace(clock)
+        self._shares = ClientShares(max_queue, self._pace.retry_s, clock)
         self._fallback = BACKEND_SIZES.get(fallback_backend, BACKEND_SIZES["tiny"])
         self._limits_version = -1
         self._limits = self._fallback
@@ -85,7 +94,7 @@ class Admission:
             )
         if (refused := self._shares.refusal(client, spec.n, queued)) is not None:
             return Busy(spec.request_id, refused.retry_s * 1000, refused.reason)
-        now = time.monotonic()
+        now = self._clock()
         first_seed = spec.seed if spec.seed is not None else random.randrange(MAX_SEED)
         request = AdmittedRequest(
             spec=spec,

@@ -1,9 +1,15 @@
-"""Admission: the seeds of a request's images; a request larger than the queue; a mixed fleet's default size."""
+"""Admission: the seeds of a request's images; a request larger than the queue; a mixed fleet's default size and
+steps; what it refuses and when; the room a request holds until it is answered, and the wait a refusal names."""
+
+import asyncio
+
+import msgspec
+from fake_clock import Clock
 
 from engine.admission import Admission
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerRegistry
-from protocols.client_messages import Error, Generate
+from protocols.client_messages import Busy, Error, Generate, Images
 from protocols.limits import MAX_SEED
 from protocols.worker_messages import Hello
 
@@ -29,7 +35,66 @@ async def test_a_mixed_fleet_defaults_to_the_usual_size_that_every_worker_takes(
     admission = Admission(registry, "tiny", max_queue=4)
     # (min, max, default): the first to join defaults to 1024, which the two small ones do not take
     for name, sizes in (("big", (128, 2048, 1024)), ("small1", (64, 256, 64)), ("small2", (64, 256, 64))):
-        registry.add(name.encode(), Hello(1, name, "sim", "sim:0", "sim", True, [5], 4, 50, *sizes, 0, 1), 0)
+        registry.add(name.encode(), hello(name, *sizes), 0)
     admitted = admission.check(Generate("default", "p"), queued=0)
     # the usual default (64), raised to the least size the big one takes
     assert (admitted.width, admitted.height) == (128, 128)
+
+
+async def test_a_worker_sets_the_steps_a_request_without_them_runs_and_those_it_refuses():
+    """The refused counts are read afresh for readiness too (engine/readiness.py), before any request came in."""
+    registry = WorkerRegistry(EngineMetrics())
+    admission = Admission(registry, "tiny", max_queue=4)
+    registry.add(b"w", msgspec.structs.replace(hello("w", default_steps=30), refused_steps=[61]), 0)
+    assert admission.refused_steps() == {61}
+    assert admission.check(Generate("default", "p"), queued=0).steps == 30
+    assert admission.check(Generate("asked", "p", steps=40), queued=0).steps == 40
+    refused = admission.check(Generate("refused", "p", steps=61), queued=0)
+    assert isinstance(refused, Error) and refused.code == "invalid_steps"
+
+
+async def test_a_size_no_worker_takes_is_refused_naming_it():
+    registry = WorkerRegistry(EngineMetrics())
+    registry.add(b"w", hello("w", 64, 256, 64), 0)
+    refused = Admission(registry, "tiny", max_queue=4).check(Generate("wide", "p", width=512), queued=0)
+    assert isinstance(refused, Error) and refused.code == "invalid_size" and "width 512" in refused.message
+
+
+async def test_the_deadline_is_the_slo_after_admission():
+    clock = Clock(100.0)
+    admitted = Admission(WorkerRegistry(EngineMetrics()), "tiny", max_queue=4, clock=clock).check(
+        Generate("due", "p", slo_ms=2500), queued=0
+    )
+    assert (admitted.admitted_at, admitted.deadline) == (100.0, 102.5)
+
+
+async def test_a_clients_images_hold_its_share_of_the_queue_until_each_request_is_answered():
+    admission = Admission(WorkerRegistry(EngineMetrics()), "tiny", max_queue=2)
+    first, second = (admission.check(Generate(f"a{i}", "p"), queued=i, client="a") for i in range(2))
+    assert isinstance(admission.check(Generate("b", "p"), queued=2, client="b"), Busy)  # b waits for room
+    await answer(first)
+    refused = admission.check(Generate("a2", "p"), queued=1, client="a")
+    assert isinstance(refused, Busy) and refused.reason == "client_share"  # a holds its half while b waits
+    await answer(second)
+    assert not isinstance(admission.check(Generate("a3", "p"), queued=0, client="a"), Busy)
+
+
+async def test_a_refusal_names_the_wait_at_the_pace_answers_freed_room_while_the_queue_held_images():
+    clock = Clock(0.0)
+    admission = Admission(WorkerRegistry(EngineMetrics()), "tiny", max_queue=1, clock=clock)
+    first = admission.check(Generate("first", "p"), queued=0)
+    clock.now = 10.0
+    await answer(first)  # one image freed in the 10 s the queue held it
+    clock.now = 25.0  # idle: an engine asked nothing frees nothing, and is not counted slower for it
+    admission.check(Generate("second", "p"), queued=0)
+    refused = admission.check(Generate("third", "p"), queued=1)
+    assert isinstance(refused, Busy) and refused.retry_after_ms == 10_000
+
+
+def hello(name: str, min_size: int = 64, max_size: int = 256, default_size: int = 64, default_steps: int = 50):
+    return Hello(1, name, "sim", "sim:0", "sim", True, [5], 4, default_steps, min_size, max_size, default_size, 0, 1)
+
+
+async def answer(request) -> None:
+    request.future.set_result(Images(request.spec.request_id, []))
+    await asyncio.sleep(0)  # its done-callback frees its room

@@ -45,6 +45,14 @@ def test_a_share_past_the_top_level_is_covered_by_none():
     assert covering_level(10, 20, 50, LEVELS) == 25
 
 
+def test_any_step_into_the_run_is_a_resume_and_the_start_is_none():
+    """A latent at step 0 is noise: a resume from it would be judged at a level and save nothing. One step in is
+    a resume, at the lowest level there is, however small."""
+    assert dict(LevelShares.of([0, 1], 100, 50, LEVELS).starts) == {5: 1}
+    assert dict(LevelShares.of([0], 25, 50, LEVELS).starts) == {}
+    assert covering_level(1, 50, 50, (0, 1, 5)) == 1
+
+
 @pytest.mark.parametrize(
     ("levels", "steps", "asked"),
     [

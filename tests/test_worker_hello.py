@@ -185,3 +185,20 @@ async def test_a_silent_worker_is_lost_though_the_engine_loop_is_often_late(link
         assert h.metrics.worker_losses.labels("heartbeat")._value.get() == 1
     finally:
         watch.cancel()
+
+
+async def test_a_heartbeat_naming_a_later_batch_sends_again_the_images_of_those_sent_before_it(link_for):
+    """A worker runs its batches in the order sent: one beating with the second running never got the first (a
+    link cut lost it on the wire), and only the first's images go out again."""
+    h = Harness()
+    link = link_for(h)
+    link._on_message(IDENTITY, msgspec.structs.replace(HELLO, max_batch=1))
+    first, second = h.request(prompt="lost"), h.request(prompt="running")
+    lost, running = h.batches()
+    link._on_message(IDENTITY, Heartbeat(0, lost.batch_id))  # running the first: nothing before it is lost
+    assert h.batches() == [lost, running]
+    link._on_message(IDENTITY, Heartbeat(0, running.batch_id))
+    *_, again = h.batches()
+    assert again.batch_id not in (lost.batch_id, running.batch_id)
+    assert [item.request_id for item in again.items] == [first.jobs[0].job_id]
+    assert not first.done and not second.done
