@@ -155,7 +155,6 @@ def solve(solver: Any, time_limit_ms: int, params: Any = None) -> str | None:
     """Runs the solver: "optimal", "feasible" (stopped at the time limit with a solution), or None."""
     from ortools.linear_solver import pywraplp
 
-    solver.SuppressOutput()  # some backends (HiGHS) print a banner on every solve
     solver.SetTimeLimit(int(time_limit_ms))
     status = solver.Solve(params) if params is not None else solver.Solve()
     return {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "feasible"}.get(status)
