@@ -338,16 +338,11 @@ class WorkerLink:
     def _refuse(self, identity: bytes, refused: Refused, name: str = "") -> None:
         """`name`: the worker's, if not its identity's. Refusals of an id are said once for all ids: each names its
         own, and a fleet started with another's --worker-id made a line for each of its workers."""
-        left_out = self._refusal_lines.due(_ID_REFUSED if refused.id_in_use else refused.reason)
+        key, for_what = (_ID_REFUSED, "their ids") if refused.id_in_use else (refused.reason, "this")
+        left_out = self._refusal_lines.due(key)
         if left_out is not None:
-            log.error(
-                "refusing worker %s: %s%s",
-                name or peer_name(identity),
-                refused.reason,
-                f" ({left_out} more refused for {'their ids' if refused.id_in_use else 'this'} since its last line)"
-                if left_out
-                else "",
-            )
+            more = f" ({left_out} more refused for {for_what} since its last line)" if left_out else ""
+            log.error("refusing worker %s: %s%s", name or peer_name(identity), refused.reason, more)
         self._socket.send(identity, self._codec.encode(refused))
 
     def _id_in_use(self, worker_id: str) -> Refused | None:
