@@ -39,6 +39,16 @@ def has_saved_cache(config: CacheConfig) -> bool:
     return bool(config.directory) and os.path.exists(os.path.join(config.directory, FILE_NAME))
 
 
+def saved_file_identity(directory: str) -> tuple[int, int, int, int] | None:
+    """The saved cache's file in `directory` as it is on disk (None: there is none), to tell the one a save wrote or a
+    restore read from one put in its place or cut short since."""
+    try:
+        found = os.stat(os.path.join(directory, FILE_NAME))
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
+
+
 def load_saved_cache(
     config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]
 ) -> PromptCache | None:

@@ -38,7 +38,6 @@ from controller.level_shares import Choice
 from controller.predictor import Lookup
 from engine.arg_types import UsageError
 from engine.cache.embedders import Embedder, make_embedder
-from engine.cache.persistence import FILE_NAME
 from engine.cache.prompt_cache import CacheSnapshot, CacheStats, Neighbour, PromptCache, ShapeKey
 from engine.cache.returned_latents import latents_problem
 from engine.cache_dir import (
@@ -48,6 +47,7 @@ from engine.cache_dir import (
     new_prompt_cache,
     relock_if_replaced,
     remove_leftovers,
+    saved_file_identity,
     warn_if_disk_short,
 )
 from engine.config import CacheConfig
@@ -140,7 +140,7 @@ class CacheService:
         # restore failed unexpectedly, so its file is left as it was, not saved over
         self._restoring = False
         self._saved_changes: int | None = None
-        # the file that holds them (_file_identity): one deleted, replaced or cut short since is saved again
+        # the saved file that holds them (saved_file_identity): one deleted, replaced or cut short since is saved again
         self._saved_file: tuple[int, int, int, int] | None = None
         self._keep_saved_file = False
         self._closed = False
@@ -352,7 +352,7 @@ class CacheService:
         if not self._still_owns(directory):
             return None
         if self._cache.changes == self._saved_changes:
-            found = _file_identity(directory)
+            found = saved_file_identity(directory)
             if found is not None and found == self._saved_file:
                 return None  # nothing new since the last save: the file holds it all
             # gone or changed (a hand, a tmp cleaner): skipped, an engine with nothing new drained leaving no save
@@ -394,7 +394,7 @@ class CacheService:
         snapshot.release()  # empties it
         if writing.cancelled() or writing.exception() is not None:
             return  # reported by its caller; the next save writes it all again
-        self._saved_changes, self._saved_file = snapshot.changes, _file_identity(directory)
+        self._saved_changes, self._saved_file = snapshot.changes, saved_file_identity(directory)
         (started, on_thread), what = timing, "saved" if final else "checkpointed"
         log.info(
             "prompt cache %s to %s: %s in %.3f s (%.3f s of it on the cache thread, lookups waiting)",
@@ -493,7 +493,7 @@ class CacheService:
         self._cache.close()
         # the file is the restored cache at 0 changes: one that left some of it out (a bad sector, a NaN latent) is
         # above, so the next checkpoint writes the file anew
-        self._cache, self._saved_changes, self._saved_file = restored, 0, _file_identity(self._config.directory)
+        self._cache, self._saved_changes, self._saved_file = restored, 0, saved_file_identity(self._config.directory)
 
     def _give_up_restore(self) -> None:
         # a bug or no memory, not a bad file (that is set aside): the file may be good, so it is not saved over
@@ -550,16 +550,6 @@ class CacheService:
         ups = self._fallback_levels(k_star, level, lookup.neighbour_levels, steps)
         found = (Fallback(up, start, self._cache.peek_latent(neighbour.prompt_id, start)) for up, start in ups)
         return tuple(fallback for fallback in found if fallback.latent is not None)
-
-
-def _file_identity(directory: str) -> tuple[int, int, int, int] | None:
-    """The saved cache's file as it is on disk (None: there is none), to tell the one a save wrote or a restore read
-    from one put in its place or cut short since."""
-    try:
-        stat = os.stat(os.path.join(directory, FILE_NAME))
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _log_failure(what: str) -> Callable[[Future], None]:
