@@ -154,6 +154,16 @@ def serves_on_without_one(engine, fleet, log: Path, names: list[str], refusal: s
     assert fleet.poll() is None
 
 
+def assert_all_stop_cleanly(engine, *workers: subprocess.Popen | None) -> None:
+    """SIGTERMs the worker processes started (None: not yet), stops the engine, and checks every one exited 0. Every
+    process is stopped before any exit code is checked: a failed check leaves none behind."""
+    started = [worker for worker in workers if worker is not None]
+    for worker in started:
+        worker.send_signal(signal.SIGTERM)
+    codes = [engine.stop(), *(worker.wait(timeout=30) for worker in started)]
+    assert codes == [0] * len(codes)
+
+
 def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_path):
     """Before, the one refusal ended the process: the fleet's welcomed workers with it, unannounced."""
     engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
@@ -166,12 +176,7 @@ def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_pat
         with ArgusClient(engine.client_address, timeout_s=30) as client:
             assert isinstance(client.generate("a mill by a river", width=64, height=64), Images)
     finally:
-        # every process is stopped before any exit code is checked: a failed check leaves none behind
-        for worker in (fleet, lone):
-            if worker is not None:
-                worker.send_signal(signal.SIGTERM)
-        codes = [engine.stop(), *(w.wait(timeout=30) for w in (fleet, lone) if w is not None)]
-        assert codes == [0] * len(codes)
+        assert_all_stop_cleanly(engine, fleet, lone)
 
 
 def test_a_worker_under_a_local_slots_id_stops_alone_and_the_fleet_serves_on(tmp_path):
@@ -183,9 +188,7 @@ def test_a_worker_under_a_local_slots_id_stops_alone_and_the_fleet_serves_on(tmp
         refusal = "'local-0' is this engine's own local worker slot"
         serves_on_without_one(engine, fleet, tmp_path / "local.log", ["local-1", "local-2"], refusal)
     finally:
-        fleet.send_signal(signal.SIGTERM)
-        codes = [engine.stop(), fleet.wait(timeout=30)]
-        assert codes == [0, 0]
+        assert_all_stop_cleanly(engine, fleet)
 
 
 def test_a_refused_hello_stops_the_whole_fleet_and_its_welcomed_workers_say_leaving():
@@ -242,8 +245,4 @@ def test_a_fleet_given_the_ids_of_another_says_each_refusal_once_on_both_sides(t
         assert engine.log().count("refusing worker gpu-") == 1, engine.log()
         assert second.poll() is None
     finally:
-        for fleet in (first, second):
-            if fleet is not None:
-                fleet.send_signal(signal.SIGTERM)
-        codes = [engine.stop(), *(f.wait(timeout=30) for f in (first, second) if f is not None)]
-        assert codes == [0] * len(codes)
+        assert_all_stop_cleanly(engine, first, second)
