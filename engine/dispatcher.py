@@ -42,8 +42,9 @@ from engine.config import DispatchConfig
 from engine.dispatch_index import FreeAt, SentDeadlines, SpreadOver, UrgencyOrder
 from engine.dispatch_timing import DispatchTiming
 from engine.jobs import AdmittedRequest, Fallback, Job
+from engine.loss_lines import LossLines
 from engine.metrics import EngineMetrics
-from engine.request_names import clipped, failed_batch_line, requests_named
+from engine.request_names import clipped, failed_batch_line
 from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled
@@ -101,6 +102,9 @@ class Dispatcher:
         self._clock = clock
         self._pending: deque[Job] = deque()
         self._rerouting: deque[Job] | None = None  # jobs to route again, while _route_again runs
+        # the workers lost together are said in one line: those a loss's images meet gone, and those the worker link
+        # loses at once (a fleet silent, or its key revoked)
+        self.loss_lines = LossLines()
         self._live: dict[str, Job] = {}
         # the images of the requests admitted and not answered, made ones too (held for the reply): what --max-queue
         # bounds. Freed one by one as made, the room of a request of n admitted as many images again beside it
@@ -413,14 +417,9 @@ class Dispatcher:
                 job.given_back += job.batch_id is not None  # a queued one was never sent: no try to give back
         worker.queue.clear()
         worker.inflight.clear()
-        if cause == "left" and not held:
-            # a worker leaving as asked (a drain, a stop, a scale-down) with nothing on it is no loss to warn of
-            log.info("worker %s left", worker.name)
-        else:
-            images = "1 image" if len(held) == 1 else f"{len(held)} images"
-            named = f" ({requests_named(job.request.spec.request_id for job in held)})" if held else ""
-            log.warning("worker %s lost (%s) holding %s%s", worker.name, cause, images, named)
-        self._route_again(held)
+        with self.loss_lines.together():  # with the gone workers its images meet as they are routed again
+            self.loss_lines.lost(worker, cause, held)
+            self._route_again(held)
 
     def _route_again(self, jobs: list[Job]) -> None:
         # all of them wait for a worker before any is routed: routing one can give another worker room, and

@@ -23,9 +23,13 @@ MAX_FAILURE_CHARS = 1000
 def requests_named(request_ids: Iterable[str]) -> str:
     """ "request 'a'", "requests 'a', 'b' and 3 more": each id once, in order."""
     ids = list(dict.fromkeys(request_ids))
-    named = ", ".join(map(repr, ids[:_NAMED]))
-    more = f" and {len(ids) - _NAMED} more" if len(ids) > _NAMED else ""
-    return f"request{'s' if len(ids) > 1 else ''} {named}{more}"
+    return f"request{'s' if len(ids) > 1 else ''} {first_named(list(map(repr, ids)))}"
+
+
+def first_named(names: list[str]) -> str:
+    """ "a, b, c, d, e and 3 more": the first few names, the rest counted."""
+    more = f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
+    return ", ".join(names[:_NAMED]) + more
 
 
 def failed_batch_line(worker: str, batch_id: int, batch_size: int, failures: Sequence[tuple[str, ItemFailed]]) -> str:

@@ -145,11 +145,13 @@ class WorkerLink:
 
     def drop_revoked(self) -> None:
         """Drops the workers whose CURVE key is no longer admitted (after a reload), and routes what they held
-        elsewhere; each is told to rejoin, and its hello is refused: it says why and exits."""
-        for worker in self._registry.registered():
-            if worker.curve_key is not None and not self._admits(worker.curve_key):
-                self.dispatcher.worker_lost(worker, "revoked")
-                self._socket.send(worker.identity, self._codec.encode(Rejoin()))
+        elsewhere; each is told to rejoin, and its hello is refused: it says why and exits. A fleet's workers share
+        their key: they are said lost in one line."""
+        with self.dispatcher.loss_lines.together():
+            for worker in self._registry.registered():
+                if worker.curve_key is not None and not self._admits(worker.curve_key):
+                    self.dispatcher.worker_lost(worker, "revoked")
+                    self._socket.send(worker.identity, self._codec.encode(Rejoin()))
 
     def close(self) -> None:
         self._files.remove()
@@ -389,10 +391,15 @@ class WorkerLink:
             while holds and holds[0][0] < now - self._heartbeat_timeout_s:
                 holds.popleft()
             cutoff = now - self._heartbeat_timeout_s - sum(held for _, held in holds)
-            for worker in self._registry.silent_since(cutoff):
-                log.error(
-                    "worker %s silent for over %g s (--heartbeat-timeout)", worker.name, self._heartbeat_timeout_s
-                )
+            self._lose_silent(self._registry.silent_since(cutoff))
+
+    def _lose_silent(self, silent: list[WorkerHandle]) -> None:
+        """Workers silent together (a fleet's process killed or stopped, its host cut off) are said in the one line
+        of their loss, an ERROR; one alone in a line of its own before it."""
+        if len(silent) == 1:
+            log.error("worker %s silent for over %g s (--heartbeat-timeout)", silent[0].name, self._heartbeat_timeout_s)
+        with self.dispatcher.loss_lines.together():
+            for worker in silent:
                 try:
                     self.dispatcher.worker_lost(worker, "heartbeat")
                 except Exception:  # the other silent workers, and the next watches, must still be handled

@@ -106,6 +106,10 @@ def test_a_fleet_process_is_many_workers_and_its_death_loses_nothing(tmp_path):
         assert engine.metric("argus_redispatched_images_total") >= 1
         left = engine.wait_ready(SPARE)["workers"]
         assert len(left) == SPARE and all(w["pid"] == spare.pid for w in left)
+        # the workers lost together are said together (a line for those found gone at once): a line each made a
+        # thousand for a fleet of a thousand
+        losses = [line for line in engine.log_path.read_text().splitlines() if " lost " in line]
+        assert len(losses) < FLEET // 2, losses
     finally:
         client.close()
         if fleet.poll() is None:

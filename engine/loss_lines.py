@@ -1,0 +1,81 @@
+"""The log lines of workers lost: one lost alone is a line of its own, naming the requests it held; workers lost
+together are one line that counts them. A fleet's thousand workers are lost at once when its process dies (each gone
+worker a re-routed image meets is lost as unreachable, in turn), when its CURVE key is revoked or when it goes silent,
+and a line each made a thousand WARNINGs (and, for silence, a thousand ERRORs beside them)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from engine.jobs import Job
+from engine.plurals import counted
+from engine.request_names import first_named, requests_named
+from engine.worker_registry import WorkerHandle
+
+log = logging.getLogger("argus.dispatcher")
+
+# lost by silence: an ERROR, as WorkerLink says a lone silent worker before its loss; workers silent together it says
+# in no line of its own, so theirs is
+_SILENT = "heartbeat"
+
+
+@dataclass(frozen=True)
+class _Loss:
+    name: str
+    cause: str
+    held: list[Job]
+
+
+class LossLines:
+    def __init__(self) -> None:
+        self._open = 0  # the `together` blocks entered and not left
+        self._losses: list[_Loss] = []
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """The workers lost within are said as it ends (the outermost, if nested): alone, as `lost` says one; more
+        than one, in a line for all."""
+        self._open += 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+            if not self._open:
+                losses, self._losses = self._losses, []
+                _say(losses)
+
+    def lost(self, worker: WorkerHandle, cause: str, held: list[Job]) -> None:
+        if cause == "left" and not held:
+            # a worker leaving as asked (a drain, a stop, a scale-down) with nothing on it is no loss to warn of
+            log.info("worker %s left", worker.name)
+            return
+        with self.together():
+            self._losses.append(_Loss(worker.name, cause, held))
+
+
+def _say(losses: list[_Loss]) -> None:
+    if not losses:
+        return
+    # each once: an image routed again to a gone worker was held by each worker it met
+    held = list({job.job_id: job for loss in losses for job in loss.held}.values())
+    images = counted(len(held), "image")
+    named = f" ({requests_named(job.request.spec.request_id for job in held)})" if held else ""
+    if len(losses) == 1:
+        (loss,) = losses
+        log.warning("worker %s lost (%s) holding %s%s", loss.name, loss.cause, images, named)
+        return
+    causes = Counter(loss.cause for loss in losses)
+    why = ", ".join(f"{count} {cause}" for cause, count in causes.items()) if len(causes) > 1 else next(iter(causes))
+    log.log(
+        logging.ERROR if _SILENT in causes else logging.WARNING,
+        "%d workers lost together (%s) holding %s%s: %s",
+        len(losses),
+        why,
+        images,
+        named,
+        first_named([loss.name for loss in losses]),
+    )

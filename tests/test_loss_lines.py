@@ -1,0 +1,101 @@
+"""Workers lost together are one line in the engine's log, a worker lost alone one of its own: a fleet of a thousand
+whose process died, whose key was revoked or which went silent made a thousand WARNINGs (and a thousand ERRORs)."""
+
+import asyncio
+import logging
+
+import zmq
+from dispatcher_harness import Harness
+from waiting import eventually
+
+from engine.worker_link import WorkerLink
+
+
+def said(caplog) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name in ("argus.dispatcher", "argus.workers")]
+
+
+def fleet(h: Harness, count: int) -> list:
+    return [h.add_worker(f"fleet-{i}/{i:08x}") for i in range(count)]
+
+
+def link_over(h: Harness, tmp_path, admits=None, interval_s: float = 1.0, timeout_s: float = 10.0) -> WorkerLink:
+    link = WorkerLink(
+        zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, interval_s, timeout_s,
+        backend="sim", admits=admits,
+    )  # fmt: skip
+    link.bind_dispatcher(h.dispatcher)
+    return link
+
+
+async def test_the_gone_workers_an_image_meets_as_it_is_routed_again_are_lost_in_one_line(caplog):
+    """A fleet SIGKILLed: its images, routed again, meet its other workers one after another, each lost unreachable."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    first, *others = fleet(h, 6)
+    h.request()  # to the first idle worker
+    h.gone = {worker.name for worker in others}
+    h.dispatcher.worker_lost(first, "exited")
+    assert said(caplog) == [
+        (
+            "WARNING",
+            "6 workers lost together (1 exited, 5 unreachable) holding 1 image (request 'r0-p'): fleet-0/00000000,"
+            " fleet-1/00000001, fleet-2/00000002, fleet-3/00000003, fleet-4/00000004 and 1 more",
+        )
+    ]
+
+
+async def test_a_worker_lost_alone_is_said_as_before(caplog):
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    lost, kept = fleet(h, 2)
+    h.request(n=2)
+    h.dispatcher.worker_lost(lost, "exited")
+    assert said(caplog) == [("WARNING", "worker fleet-0/00000000 lost (exited) holding 1 image (request 'r0-p')")]
+    assert len(h.batches(kept.name)) == 2
+
+
+def test_a_fleet_whose_key_is_revoked_is_lost_in_one_line(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    workers = fleet(h, 3)
+    for worker in workers:
+        worker.curve_key = b"the fleet's key"
+    link = link_over(h, tmp_path, admits=lambda key: False)
+    try:
+        link.drop_revoked()
+    finally:
+        link.close()
+    assert not h.registry.registered()
+    names = "fleet-0/00000000, fleet-1/00000001, fleet-2/00000002"
+    assert said(caplog) == [("WARNING", f"3 workers lost together (revoked) holding 0 images: {names}")]
+
+
+async def test_a_fleet_gone_silent_is_one_error_and_a_worker_silent_alone_two_lines(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    workers = fleet(h, 4)
+    h.request()
+    link = link_over(h, tmp_path, interval_s=0.02, timeout_s=0.01)
+    watch = asyncio.create_task(link.run())
+    try:
+        for worker in workers:
+            worker.last_seen = 0.0  # silent for ages, all of them
+        assert await eventually(lambda: not h.registry.registered())
+        (fleet_line,) = said(caplog)
+        assert fleet_line == (
+            "ERROR",
+            "4 workers lost together (heartbeat) holding 1 image (request 'r0-p'): fleet-0/00000000, fleet-1/00000001,"
+            " fleet-2/00000002, fleet-3/00000003",
+        )
+        caplog.clear()
+        alone = h.add_worker("lone/0000abcd")
+        alone.last_seen = 0.0
+        assert await eventually(lambda: not h.registry.registered())
+        assert said(caplog) == [
+            ("ERROR", "worker lone/0000abcd silent for over 0.01 s (--heartbeat-timeout)"),
+            ("WARNING", "worker lone/0000abcd lost (heartbeat) holding 0 images"),
+        ]
+    finally:
+        watch.cancel()
+        link.close()
