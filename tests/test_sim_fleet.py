@@ -11,6 +11,7 @@ from pathlib import Path
 
 import zmq
 from fake_engine import FakeEngine
+from waiting import wait_for
 
 from engine.client import ArgusClient
 from engine_process import ROOT, start_engine, start_worker
@@ -177,6 +178,10 @@ def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_pat
         engine.wait_ready(1, timeout_s=60)
         fleet = start_fleet(tmp_path, engine.worker_address, 3, "gpu")
         serves_on_without_one(engine, fleet, tmp_path / "gpu.log", ["gpu-0", "gpu-2"], "worker id 'gpu-1' is in use")
+        # before, "1 of its worker ids are in use, those workers refused"
+        assert wait_for(lambda: "SIMULATED workers ready" in (tmp_path / "gpu.log").read_text())
+        ready = "fleet of 2 SIMULATED workers ready (1 of its worker ids is in use, that worker refused)"
+        assert ready in (tmp_path / "gpu.log").read_text()
         with ArgusClient(engine.client_address, timeout_s=30) as client:
             assert isinstance(client.generate("a mill by a river", width=64, height=64), Images)
     finally:

@@ -300,9 +300,9 @@ class Fleet:
         )
 
     def _say_ready(self, count: int, again: bool) -> None:
-        refused = (
-            f" ({self._ids_unsaid} of its worker ids are in use, those workers refused)" if self._ids_unsaid else ""
-        )
+        one = self._ids_unsaid == 1
+        in_use = f"{'is' if one else 'are'} in use, {'that worker' if one else 'those workers'} refused"
+        refused = f" ({self._ids_unsaid} of its worker ids {in_use})" if self._ids_unsaid else ""
         log.info("fleet of %d SIMULATED workers ready%s%s", count, " again" if again else "", refused)
         self._said.clear()
         self._ids_unsaid = 0
