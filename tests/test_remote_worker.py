@@ -1,6 +1,7 @@
 """A worker started by hand with `argus worker --connect`: it joins an engine that spawned none, stops on Ctrl-C
 or SIGTERM (handing its work on), and takes no live worker's id."""
 
+import math
 import re
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from fake_engine import FakeEngine
 from test_hello_bounds import SIM_MODEL
 from waiting import wait_for
 
@@ -20,7 +22,7 @@ from engine.client import ArgusClient
 from engine_process import ask_worker_door, free_port, start_engine, start_lone_and_fleet, start_worker
 from protocols.client_messages import Images
 from protocols.curve import create_key_files
-from protocols.worker_messages import PROTOCOL_VERSION, Cleared, Probe, Refused
+from protocols.worker_messages import PROTOCOL_VERSION, Cleared, Hello, Probe, Refused, Welcome
 from workers.runtime import WorkerRuntime
 from workers.sim_backend import SimBackend
 
@@ -359,6 +361,34 @@ def test_a_worker_given_the_engines_client_address_says_so_and_exits_2(engine, f
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+@pytest.mark.parametrize(
+    ("fleet", "times"),
+    [
+        ([], {"heartbeat_interval_s": 0.0}),
+        ([], {"heartbeat_interval_s": math.nan}),
+        (["--count", "3"], {"heartbeat_interval_s": -1.0}),
+        ([], {"engine_timeout_s": 0.0}),
+    ],
+    ids=["interval 0", "interval NaN", "fleet, interval -1", "timeout 0"],
+)
+def test_a_welcome_whose_times_cannot_be_kept_is_refused_and_the_worker_exits_2(fleet, times):
+    """A heartbeat interval of 0 had a worker beat as fast as it could (a fleet of 3 sent 38,000 messages a second),
+    one of NaN ended it with a traceback, and a timeout of 0 lost the engine as soon as it was welcomed."""
+    engine = FakeEngine()
+    worker = start_worker(engine.address, "sim", "--worker-id", "w", *fleet, stderr=subprocess.PIPE)
+    try:
+        engine.receive(Hello)
+        given = {"heartbeat_interval_s": 1.0, "engine_timeout_s": 600.0, **times}
+        engine.send(Welcome(PROTOCOL_VERSION, **given, level=0))
+        assert worker.wait(timeout=30) == 2
+        said = worker.stderr.read().decode()
+        assert f"engine refused this worker: {engine.address} welcomed it with a " in said, said
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        engine.close()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -27,6 +27,7 @@ ZeroMQ, not told, never dials again, nor drops what waits to be sent.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -110,6 +111,17 @@ def unreadable_answer(connect: str, asked: str, answer: DecodeError) -> str:
         f"{connect} answered {asked} with a message no argus engine sends its workers ({answer.reason}): --connect"
         " takes an engine's worker address (argus serve --worker-listen, port 5556 by default), not its client one"
     )
+
+
+def untimely_welcome(connect: str, welcome: Welcome) -> str | None:
+    """Why the times a Welcome gives cannot be kept: each must be a positive, finite number of seconds. A heartbeat
+    interval of 0 or below had the worker beat as fast as it could (a fleet of 3, 38,000 messages a second), NaN
+    ended it with a traceback, and an engine timeout of 0 or below had it lose the engine as soon as it was welcomed,
+    and say hello again."""
+    for name, seconds in (("heartbeat interval", welcome.heartbeat_interval_s), ("timeout", welcome.engine_timeout_s)):
+        if not (math.isfinite(seconds) and seconds > 0):
+            return f"{connect} welcomed it with a {name} of {seconds!r} s, where an engine gives a positive number"
+    return None
 
 
 class UnansweredWarnings:
@@ -386,6 +398,8 @@ class WorkerRuntime:
             # rejected request by the engine
             raise EngineRefused(Refused(unreadable_answer(self._connect, "a hello", message)))
         if isinstance(message, Welcome):
+            if untimely := untimely_welcome(self._connect, message):
+                raise EngineRefused(Refused(untimely))
             self.engine_stopped = False
             self._ignoring_said = False
             self._heartbeat_interval_s = message.heartbeat_interval_s
