@@ -41,16 +41,22 @@ class UsageError(Exception):
 
 
 def _number(kind: type, admits: Callable[[float], bool], bound: str, why: str = "") -> Callable[[str], float]:
-    """An argparse type: a finite number of `kind` that `admits`, said as "a number `bound`" (and `why`) when not."""
+    """An argparse type: a finite number of `kind` that `admits`, said as "a number `bound`" (and `why`) when not.
+    `why` is said of a number out of bounds alone: it said why a smaller one cannot work of --window-s inf, and of
+    --image-url-store-bytes 1e9, refused for not being a whole number."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            value = math.nan
+            # "1e9" or "256MiB" is no count of bytes
+            whole = "whole " if kind is int else ""
+            raise argparse.ArgumentTypeError(f"expected a {whole}number {bound}, not {text!r}") from None
         # an int is finite however large: math.isfinite raised OverflowError past a float's range (a traceback for
         # --max-queue 1e400 written out)
-        if not ((isinstance(value, int) or math.isfinite(value)) and admits(value)):  # NaN too
+        if not (isinstance(value, int) or math.isfinite(value)):  # inf, NaN
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, not {text!r}")
+        if not admits(value):
             raise argparse.ArgumentTypeError(f"expected a number {bound}{why}, not {text!r}")
         return value
 

@@ -70,7 +70,7 @@ def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(argv)
     assert exited.value.code == 2
-    assert f"argument {option}: expected a number" in capsys.readouterr().err
+    assert re.search(f"argument {option}: expected a (whole |finite )?number", capsys.readouterr().err)
 
 
 def test_an_integer_past_a_floats_range_is_read_as_any_other():
@@ -94,6 +94,30 @@ def test_an_integer_past_a_floats_range_is_read_as_any_other():
     ],
 )
 def test_serve_refuses_a_number_below_what_can_work(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", *argv])
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        # it said "(the controller looks at its window every 10 ms at most)", a reason for a number too small
+        (["--window-s", "inf"], "argument --window-s: expected a finite number >= 0.01 s, not 'inf'\n"),
+        (["--window-s", "nan"], "argument --window-s: expected a finite number >= 0.01 s, not 'nan'\n"),
+        (["--window-s", "10s"], "argument --window-s: expected a number >= 0.01 s, not '10s'\n"),
+        # it said "(... a smaller store holds no image)" of a billion bytes, written as a float
+        (
+            ["--image-url-store-bytes", "1e9"],
+            "argument --image-url-store-bytes: expected a whole number >= 354, not '1e9'\n",
+        ),
+        (["--max-queue", "1e3"], "argument --max-queue: expected a whole number > 0, not '1e3'\n"),
+        (["--slo-ms", "inf"], "argument --slo-ms: expected a finite number > 0, not 'inf'\n"),
+    ],
+)
+def test_serve_says_why_a_value_that_is_no_number_is_refused(argv, says, capsys):
+    """A bound's reason is said of a number out of bounds, not of one that is infinite or not whole."""
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["serve", *argv])
     assert exited.value.code == 2
