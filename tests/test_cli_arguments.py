@@ -168,14 +168,21 @@ OUTPUT_FILES = [
         ["profile", "latency", "--out", "p.json"],
     ],
 )
-@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:", "cuda:-1", "CPU"])
+# torch's index is a signed byte: cuda:256 ran on cuda:0, cuda:128 was cuda:-128; cuda:07 and an index past 2**31
+# raised as the device was checked, a traceback
+@pytest.mark.parametrize(
+    "device",
+    ["gpu", "cuda0", "cuda:", "cuda:-1", "CPU", "cuda:07", "cuda:128", "cuda:256", "cuda:99999999999999999999"],
+)
 def test_a_device_no_worker_runs_on_is_refused_at_start(argv, device, capsys):
     """Each worker failed as it started, and an engine restarted its local workers so for ever, never ready."""
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([*argv, "--device", device])
     assert exited.value.code == 2
-    assert f"argument --device: expected cpu, cuda, cuda:N or mps, not {device!r}" in capsys.readouterr().err
-    for good in ("cpu", "cuda", "cuda:3", "mps"):
+    assert (
+        f"argument --device: expected cpu, cuda, cuda:N (N 0 to 127) or mps, not {device!r}" in capsys.readouterr().err
+    )
+    for good in ("cpu", "cuda", "cuda:3", "cuda:10", "cuda:127", "mps"):
         build_parser().parse_args([*argv, "--device", good])
 
 
