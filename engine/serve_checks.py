@@ -9,6 +9,7 @@ import ipaddress
 import os
 import re
 import resource
+import socket
 
 from controller.profiles import LatencyProfile
 from engine.api_keys import ApiKeys, key_problem
@@ -150,7 +151,9 @@ def check_serve_args(args: argparse.Namespace) -> None:
 def _check_listeners_apart(args: argparse.Namespace) -> None:
     """Two of the engine's own listeners on one address: the second failed to bind, said to be "in use" as if
     another process held it (and a second ipc:// socket on a path takes it over without a word)."""
-    listeners = [(f"--host {args.host} --port {args.port}", Endpoint("tcp", args.host, args.port))]
+    # asyncio listens on every address a --host name resolves to, IPv6's too (ipv6); ZeroMQ on its IPv4 one unless
+    # HOST is an IPv6 address (protocols/sockets.py)
+    listeners = [(f"--host {args.host} --port {args.port}", Endpoint("tcp", args.host, args.port, ipv6=True))]
     for flag, given, default in (
         ("--client-listen", args.client_listen, DEFAULT_CLIENT_LISTEN),
         ("--worker-listen", args.worker_listen, DEFAULT_WORKER_LISTEN),
@@ -170,13 +173,35 @@ def _same_listener(one: Endpoint, other: Endpoint) -> bool:
     if one.scheme == "ipc":
         return os.path.abspath(one.path) == os.path.abspath(other.path)
     # port 0 (or *): any free port, never another listener's
-    return one.port == other.port != 0 and _hosts_overlap(one.host, other.host)
+    return one.port == other.port != 0 and _hosts_overlap(one, other)
 
 
-def _hosts_overlap(one: str, other: str) -> bool:
-    """Whether two listeners' hosts share an address: the same host, or a wildcard that takes in the other's."""
-    one, other = one.lower(), other.lower()
-    return one == other or _takes_in(one, other) or _takes_in(other, one)
+def _hosts_overlap(one: Endpoint, other: Endpoint) -> bool:
+    """Whether two listeners' hosts share an address: the same one, or a wildcard that takes in the other's. A name
+    is the addresses it resolves to, and an IPv6 address is one however written: `--host localhost` beside a
+    --client-listen on 127.0.0.1, or 0:0:0:0:0:0:0:1 beside [::1], was said to be "in use" as the second bound."""
+    return any(
+        mine == theirs or _takes_in(mine, theirs) or _takes_in(theirs, mine)
+        for mine in _host_addresses(one)
+        for theirs in _host_addresses(other)
+    )
+
+
+def _host_addresses(endpoint: Endpoint) -> set[str]:
+    """A listener's host as the addresses it stands for: a wildcard, or what cannot be resolved (an interface's name
+    to ZeroMQ, a name the bind will refuse), stands for itself."""
+    host = endpoint.host.lower()
+    if host in ("", "*") or "%" in host:  # an IPv6 address with its zone is compared as written
+        return {host}
+    try:
+        return {str(ipaddress.ip_address(host))}
+    except ValueError:  # a name
+        pass
+    family = socket.AF_UNSPEC if endpoint.ipv6 else socket.AF_INET
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return {host}
 
 
 def _takes_in(wildcard: str, host: str) -> bool:

@@ -442,6 +442,23 @@ def test_a_listen_address_zeromq_binds_is_taken(address):
             ["--client-listen", "ipc:///tmp/argus/sock", "--worker-listen", "ipc:///tmp/argus/../argus/sock"],
             "--client-listen ipc:///tmp/argus/sock and --worker-listen ipc:///tmp/argus/../argus/sock would listen",
         ),
+        # a name by the addresses it resolves to, an IPv6 address however written: the second bind was "in use"
+        (
+            ["--host", "localhost", "--port", "20900", "--client-listen", "tcp://127.0.0.1:20900"],
+            "--host localhost --port 20900 and --client-listen tcp://127.0.0.1:20900 would listen on one address",
+        ),
+        (
+            ["--client-listen", "tcp://localhost:20900", "--worker-listen", "tcp://127.0.0.1:20900"],
+            "--client-listen tcp://localhost:20900 and --worker-listen tcp://127.0.0.1:20900 would listen on one",
+        ),
+        (
+            ["--host", "0:0:0:0:0:0:0:1", "--port", "20900", "--client-listen", "tcp://[::1]:20900"],
+            "--host 0:0:0:0:0:0:0:1 --port 20900 and --client-listen tcp://[::1]:20900 would listen on one address",
+        ),
+        (
+            ["--host", "localhost", "--port", "20900", "--client-listen", "tcp://0.0.0.0:20900"],
+            "--host localhost --port 20900 and --client-listen tcp://0.0.0.0:20900 would listen on one address",
+        ),
     ],
 )
 def test_serve_refuses_two_of_its_listeners_on_one_address_naming_both(argv, says):
@@ -456,6 +473,9 @@ def test_serve_refuses_two_of_its_listeners_on_one_address_naming_both(argv, say
         ["--client-listen", "tcp://127.0.0.1:20900", "--worker-listen", "tcp://10.0.0.5:20900"],
         ["--host", "::1", "--port", "20900", "--client-listen", "tcp://0.0.0.0:20900"],  # IPv4's wildcard only
         ["--client-listen", "ipc:///tmp/argus/clients", "--worker-listen", "ipc:///tmp/argus/workers"],
+        # ZeroMQ listens on a name's IPv4 address alone (its IPV6 option is off for all but an IPv6 address)
+        ["--host", "::1", "--port", "20900", "--client-listen", "tcp://localhost:20900"],
+        ["--host", "127.0.0.2", "--port", "20900", "--client-listen", "tcp://localhost:20900"],
     ],
 )
 def test_serve_takes_listeners_on_addresses_of_their_own(argv):
