@@ -27,7 +27,7 @@ from engine.config import (
     MAX_QUEUE,
     MIN_HEARTBEAT_TIMEOUT_S,
 )
-from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit
+from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit, workers_that_fit
 from engine.worker_command import check_backend_flags, check_device, check_model
 from protocols.endpoints import Endpoint, parse_endpoint
 from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
@@ -90,6 +90,14 @@ def check_serve_args(args: argparse.Namespace) -> None:
     for flag, size in (("--image-url-store-bytes", args.image_url_store_bytes), ("--cache-bytes", args.cache_bytes)):
         if memory is not None and size is not None and size > memory:
             raise UsageError(f"{flag} {size:,} is more than this host's memory ({memory:,} bytes)")
+    most = workers_that_fit()
+    if most is not None and args.workers > most:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        raise UsageError(
+            f"--workers {args.workers:,} would run the engine out of open files as they start: this process may hold"
+            f" {hard:,} (ulimit -Hn), and the engine keeps about {ENGINE_OWN_FILES} of its own and {FILES_PER_WORKER}"
+            f" for each worker, which leaves room for {most:,}: give at most that, or raise the limit"
+        )
     fit = connections_that_fit(args.workers)
     if args.max_connections and fit is not None and args.max_connections > fit:
         # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)
