@@ -28,8 +28,12 @@ T = TypeVar("T")
 URL_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
 
 
-# the devices a worker runs its model on (torch names more, none a worker here is built for)
-_DEVICE = re.compile(r"cpu|mps|cuda(:[0-9]+)?")
+# the devices a worker runs its model on (torch names more, none a worker here is built for); torch takes no leading
+# zero in an index (cuda:07 raised "Invalid device string", a traceback)
+_DEVICE = re.compile(r"cpu|mps|cuda(:(?P<index>0|[1-9][0-9]*))?")
+# torch keeps a device's index in a signed byte: cuda:256 was read as cuda:0, and ran there, cuda:255 as the current
+# device, cuda:128 as cuda:-128, and past 2**31 it raised (a traceback)
+MAX_CUDA_INDEX = 127
 # a URL path that needs no quoting: image URLs are made by appending to it
 _URL_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
 
@@ -41,16 +45,22 @@ class UsageError(Exception):
 
 
 def _number(kind: type, admits: Callable[[float], bool], bound: str, why: str = "") -> Callable[[str], float]:
-    """An argparse type: a finite number of `kind` that `admits`, said as "a number `bound`" (and `why`) when not."""
+    """An argparse type: a finite number of `kind` that `admits`, said as "a number `bound`" (and `why`) when not.
+    `why` is said of a number out of bounds alone: it said why a smaller one cannot work of --window-s inf, and of
+    --image-url-store-bytes 1e9, refused for not being a whole number."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            value = math.nan
+            # "1e9" or "256MiB" is no count of bytes
+            whole = "whole " if kind is int else ""
+            raise argparse.ArgumentTypeError(f"expected a {whole}number {bound}, not {text!r}") from None
         # an int is finite however large: math.isfinite raised OverflowError past a float's range (a traceback for
         # --max-queue 1e400 written out)
-        if not ((isinstance(value, int) or math.isfinite(value)) and admits(value)):  # NaN too
+        if not (isinstance(value, int) or math.isfinite(value)):  # inf, NaN
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, not {text!r}")
+        if not admits(value):
             raise argparse.ArgumentTypeError(f"expected a number {bound}{why}, not {text!r}")
         return value
 
@@ -156,9 +166,10 @@ def public_url(text: str) -> str:
 def torch_device(text: str) -> str:
     """An argparse type: a device a worker runs its model on. A typo ('gpu', 'cuda0') failed each worker as it
     started, and an engine restarted its local workers so for ever, never ready."""
-    if _DEVICE.fullmatch(text):
+    found = _DEVICE.fullmatch(text)
+    if found and int(found["index"] or 0) <= MAX_CUDA_INDEX:
         return text
-    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, not {text!r}")
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N (N 0 to {MAX_CUDA_INDEX}) or mps, not {text!r}")
 
 
 def batch_size(text: str) -> int:

@@ -48,6 +48,16 @@ def allow_engine_open_files(workers: int, max_queue: int, max_connections: int |
         log.info("%s (--workers %d and %s need about %d)", bound, workers, held, needed)
 
 
+def workers_that_fit() -> int | None:
+    """The most local workers (--workers) the hard limit on open files leaves room for, after the engine's own files:
+    past them, the engine ran out of files as they started, and libzmq aborted the process (`Too many open files
+    (src/ipc_listener.cpp)`, SIGABRT). None: no hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return None
+    return max(0, (hard - ENGINE_OWN_FILES) // FILES_PER_WORKER)
+
+
 def connections_that_fit(workers: int) -> int | None:
     """The most HTTP connections the hard limit on open files leaves room for, after the engine's own files and its
     workers': a larger --max-connections is never reached, the engine out of files first (docs/reliability.md). None:

@@ -9,6 +9,7 @@ import ipaddress
 import os
 import re
 import resource
+import socket
 
 from controller.profiles import LatencyProfile
 from engine.api_keys import ApiKeys, key_problem
@@ -26,7 +27,7 @@ from engine.config import (
     MAX_QUEUE,
     MIN_HEARTBEAT_TIMEOUT_S,
 )
-from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit
+from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit, workers_that_fit
 from engine.worker_command import check_backend_flags, check_device, check_model
 from protocols.endpoints import Endpoint, parse_endpoint
 from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
@@ -89,6 +90,14 @@ def check_serve_args(args: argparse.Namespace) -> None:
     for flag, size in (("--image-url-store-bytes", args.image_url_store_bytes), ("--cache-bytes", args.cache_bytes)):
         if memory is not None and size is not None and size > memory:
             raise UsageError(f"{flag} {size:,} is more than this host's memory ({memory:,} bytes)")
+    most = workers_that_fit()
+    if most is not None and args.workers > most:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        raise UsageError(
+            f"--workers {args.workers:,} would run the engine out of open files as they start: this process may hold"
+            f" {hard:,} (ulimit -Hn), and the engine keeps about {ENGINE_OWN_FILES} of its own and {FILES_PER_WORKER}"
+            f" for each worker, which leaves room for {most:,}: give at most that, or raise the limit"
+        )
     fit = connections_that_fit(args.workers)
     if args.max_connections and fit is not None and args.max_connections > fit:
         # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)
@@ -150,7 +159,9 @@ def check_serve_args(args: argparse.Namespace) -> None:
 def _check_listeners_apart(args: argparse.Namespace) -> None:
     """Two of the engine's own listeners on one address: the second failed to bind, said to be "in use" as if
     another process held it (and a second ipc:// socket on a path takes it over without a word)."""
-    listeners = [(f"--host {args.host} --port {args.port}", Endpoint("tcp", args.host, args.port))]
+    # asyncio listens on every address a --host name resolves to, IPv6's too (ipv6); ZeroMQ on its IPv4 one unless
+    # HOST is an IPv6 address (protocols/sockets.py)
+    listeners = [(f"--host {args.host} --port {args.port}", Endpoint("tcp", args.host, args.port, ipv6=True))]
     for flag, given, default in (
         ("--client-listen", args.client_listen, DEFAULT_CLIENT_LISTEN),
         ("--worker-listen", args.worker_listen, DEFAULT_WORKER_LISTEN),
@@ -170,13 +181,35 @@ def _same_listener(one: Endpoint, other: Endpoint) -> bool:
     if one.scheme == "ipc":
         return os.path.abspath(one.path) == os.path.abspath(other.path)
     # port 0 (or *): any free port, never another listener's
-    return one.port == other.port != 0 and _hosts_overlap(one.host, other.host)
+    return one.port == other.port != 0 and _hosts_overlap(one, other)
 
 
-def _hosts_overlap(one: str, other: str) -> bool:
-    """Whether two listeners' hosts share an address: the same host, or a wildcard that takes in the other's."""
-    one, other = one.lower(), other.lower()
-    return one == other or _takes_in(one, other) or _takes_in(other, one)
+def _hosts_overlap(one: Endpoint, other: Endpoint) -> bool:
+    """Whether two listeners' hosts share an address: the same one, or a wildcard that takes in the other's. A name
+    is the addresses it resolves to, and an IPv6 address is one however written: `--host localhost` beside a
+    --client-listen on 127.0.0.1, or 0:0:0:0:0:0:0:1 beside [::1], was said to be "in use" as the second bound."""
+    return any(
+        mine == theirs or _takes_in(mine, theirs) or _takes_in(theirs, mine)
+        for mine in _host_addresses(one)
+        for theirs in _host_addresses(other)
+    )
+
+
+def _host_addresses(endpoint: Endpoint) -> set[str]:
+    """A listener's host as the addresses it stands for: a wildcard, or what cannot be resolved (an interface's name
+    to ZeroMQ, a name the bind will refuse), stands for itself."""
+    host = endpoint.host.lower()
+    if host in ("", "*") or "%" in host:  # an IPv6 address with its zone is compared as written
+        return {host}
+    try:
+        return {str(ipaddress.ip_address(host))}
+    except ValueError:  # a name
+        pass
+    family = socket.AF_UNSPEC if endpoint.ipv6 else socket.AF_INET
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return {host}
 
 
 def _takes_in(wildcard: str, host: str) -> bool:

@@ -156,6 +156,7 @@ class Engine:
         milp = MilpProcess()
         self._resources.callback(milp.close)
         self.control = build_control(config, time.monotonic(), milp.allocate)
+        self.link.planned_max_batch = self.control.planned.max_batch
         self.dispatcher = Dispatcher(
             self.registry,
             self.link.send,

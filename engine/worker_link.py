@@ -114,6 +114,10 @@ class WorkerLink:
         # run at, each warned of once (a fleet of a thousand workers sends a thousand hellos)
         self._time_scale = time_scale
         self._time_scales_warned: set[float] = set()
+        # set by the engine: the largest batch its controller plans each worker's capacity at (--max-batch, else the
+        # backend's), and the smaller ones workers said they run, each warned of once
+        self.planned_max_batch: int | None = None
+        self._max_batches_warned: set[int] = set()
         self._registry = registry
         self._metrics = metrics
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -293,6 +297,7 @@ class WorkerLink:
             " (SIMULATED)" if hello.simulated else "",
         )
         self._warn_of_another_time_scale(worker)
+        self._warn_of_smaller_batches(worker)
         self.on_joined(worker)
         self.dispatcher.worker_ready(worker)
 
@@ -335,6 +340,25 @@ class WorkerLink:
             worker.name,
             scale,
             self._time_scale,
+        )
+
+    def _warn_of_smaller_batches(self, worker: WorkerHandle) -> None:
+        """Warned, as another time scale is: the controller counts a worker's capacity at the largest batch it plans
+        for that fits the SLO, and a worker that runs only smaller ones makes fewer images a second than the plan
+        counts on (a worker started by hand with --max-batch 2 beside the engine's default 8, or 4 for sdxl)."""
+        largest = worker.hello.max_batch
+        planned = self.planned_max_batch
+        if planned is None or largest >= planned or largest in self._max_batches_warned:
+            return
+        self._max_batches_warned.add(largest)
+        log.warning(
+            "worker %s runs batches of at most %d but this engine's controller plans for batches of up to %d: it"
+            " may count on more images a second from such workers than they make; give argus serve --max-batch %d"
+            " (said once per batch size)",
+            worker.name,
+            largest,
+            planned,
+            largest,
         )
 
     def _refuse(self, identity: bytes, refused: Refused, name: str = "") -> None:

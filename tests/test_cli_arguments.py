@@ -70,7 +70,7 @@ def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(argv)
     assert exited.value.code == 2
-    assert f"argument {option}: expected a number" in capsys.readouterr().err
+    assert re.search(f"argument {option}: expected a (whole |finite )?number", capsys.readouterr().err)
 
 
 def test_an_integer_past_a_floats_range_is_read_as_any_other():
@@ -94,6 +94,30 @@ def test_an_integer_past_a_floats_range_is_read_as_any_other():
     ],
 )
 def test_serve_refuses_a_number_below_what_can_work(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", *argv])
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        # it said "(the controller looks at its window every 10 ms at most)", a reason for a number too small
+        (["--window-s", "inf"], "argument --window-s: expected a finite number >= 0.01 s, not 'inf'\n"),
+        (["--window-s", "nan"], "argument --window-s: expected a finite number >= 0.01 s, not 'nan'\n"),
+        (["--window-s", "10s"], "argument --window-s: expected a number >= 0.01 s, not '10s'\n"),
+        # it said "(... a smaller store holds no image)" of a billion bytes, written as a float
+        (
+            ["--image-url-store-bytes", "1e9"],
+            "argument --image-url-store-bytes: expected a whole number >= 354, not '1e9'\n",
+        ),
+        (["--max-queue", "1e3"], "argument --max-queue: expected a whole number > 0, not '1e3'\n"),
+        (["--slo-ms", "inf"], "argument --slo-ms: expected a finite number > 0, not 'inf'\n"),
+    ],
+)
+def test_serve_says_why_a_value_that_is_no_number_is_refused(argv, says, capsys):
+    """A bound's reason is said of a number out of bounds, not of one that is infinite or not whole."""
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["serve", *argv])
     assert exited.value.code == 2
@@ -144,14 +168,21 @@ OUTPUT_FILES = [
         ["profile", "latency", "--out", "p.json"],
     ],
 )
-@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:", "cuda:-1", "CPU"])
+# torch's index is a signed byte: cuda:256 ran on cuda:0, cuda:128 was cuda:-128; cuda:07 and an index past 2**31
+# raised as the device was checked, a traceback
+@pytest.mark.parametrize(
+    "device",
+    ["gpu", "cuda0", "cuda:", "cuda:-1", "CPU", "cuda:07", "cuda:128", "cuda:256", "cuda:99999999999999999999"],
+)
 def test_a_device_no_worker_runs_on_is_refused_at_start(argv, device, capsys):
     """Each worker failed as it started, and an engine restarted its local workers so for ever, never ready."""
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([*argv, "--device", device])
     assert exited.value.code == 2
-    assert f"argument --device: expected cpu, cuda, cuda:N or mps, not {device!r}" in capsys.readouterr().err
-    for good in ("cpu", "cuda", "cuda:3", "mps"):
+    assert (
+        f"argument --device: expected cpu, cuda, cuda:N (N 0 to 127) or mps, not {device!r}" in capsys.readouterr().err
+    )
+    for good in ("cpu", "cuda", "cuda:3", "cuda:10", "cuda:127", "mps"):
         build_parser().parse_args([*argv, "--device", good])
 
 
@@ -411,6 +442,23 @@ def test_a_listen_address_zeromq_binds_is_taken(address):
             ["--client-listen", "ipc:///tmp/argus/sock", "--worker-listen", "ipc:///tmp/argus/../argus/sock"],
             "--client-listen ipc:///tmp/argus/sock and --worker-listen ipc:///tmp/argus/../argus/sock would listen",
         ),
+        # a name by the addresses it resolves to, an IPv6 address however written: the second bind was "in use"
+        (
+            ["--host", "localhost", "--port", "20900", "--client-listen", "tcp://127.0.0.1:20900"],
+            "--host localhost --port 20900 and --client-listen tcp://127.0.0.1:20900 would listen on one address",
+        ),
+        (
+            ["--client-listen", "tcp://localhost:20900", "--worker-listen", "tcp://127.0.0.1:20900"],
+            "--client-listen tcp://localhost:20900 and --worker-listen tcp://127.0.0.1:20900 would listen on one",
+        ),
+        (
+            ["--host", "0:0:0:0:0:0:0:1", "--port", "20900", "--client-listen", "tcp://[::1]:20900"],
+            "--host 0:0:0:0:0:0:0:1 --port 20900 and --client-listen tcp://[::1]:20900 would listen on one address",
+        ),
+        (
+            ["--host", "localhost", "--port", "20900", "--client-listen", "tcp://0.0.0.0:20900"],
+            "--host localhost --port 20900 and --client-listen tcp://0.0.0.0:20900 would listen on one address",
+        ),
     ],
 )
 def test_serve_refuses_two_of_its_listeners_on_one_address_naming_both(argv, says):
@@ -425,6 +473,9 @@ def test_serve_refuses_two_of_its_listeners_on_one_address_naming_both(argv, say
         ["--client-listen", "tcp://127.0.0.1:20900", "--worker-listen", "tcp://10.0.0.5:20900"],
         ["--host", "::1", "--port", "20900", "--client-listen", "tcp://0.0.0.0:20900"],  # IPv4's wildcard only
         ["--client-listen", "ipc:///tmp/argus/clients", "--worker-listen", "ipc:///tmp/argus/workers"],
+        # ZeroMQ listens on a name's IPv4 address alone (its IPV6 option is off for all but an IPv6 address)
+        ["--host", "::1", "--port", "20900", "--client-listen", "tcp://localhost:20900"],
+        ["--host", "127.0.0.2", "--port", "20900", "--client-listen", "tcp://localhost:20900"],
     ],
 )
 def test_serve_takes_listeners_on_addresses_of_their_own(argv):

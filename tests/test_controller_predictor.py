@@ -154,7 +154,10 @@ def test_train_predictor_refuses_a_penalty_that_is_not_positive(tmp_path, l2, ca
     with pytest.raises(SystemExit) as exited:
         parser.parse_args(["samples.jsonl", "--out", str(tmp_path / "model.json"), "--l2", l2])
     assert exited.value.code == 2
-    assert f"argus train-predictor: error: argument --l2: expected a number > 0, not '{l2}'" in capsys.readouterr().err
+    number = "finite number" if l2 == "nan" else "number"
+    assert (
+        f"argus train-predictor: error: argument --l2: expected a {number} > 0, not '{l2}'" in capsys.readouterr().err
+    )
 
 
 def test_train_predictor_does_not_write_over_its_samples(tmp_path, capsys):

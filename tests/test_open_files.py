@@ -44,8 +44,9 @@ def test_a_fleet_over_its_hard_limit_says_so_and_exits_2():
     assert "Traceback" not in done.stderr
 
 
-def start_said(hard_limit: int, *args: str) -> list[str]:
-    """What `argus serve ARGS` under a hard limit on open files logs up to its listening line, when it is stopped."""
+def start_said(hard_limit: int, *args: str, code: int = 0) -> list[str]:
+    """What `argus serve ARGS` under a hard limit on open files logs up to its listening line, when it is stopped, or
+    up to its exit, which must be `code`."""
     port, client_port, worker_port = free_port(), free_port(), free_port()
     command = [sys.executable, "-m", "engine.cli", "serve", "--backend", "sim", "--port", str(port), *args]
     command += [
@@ -67,7 +68,7 @@ def start_said(hard_limit: int, *args: str) -> list[str]:
                 break
     finally:
         engine.send_signal(signal.SIGTERM)
-        assert engine.wait(timeout=30) == 0
+        assert engine.wait(timeout=30) == code
     return said
 
 
@@ -96,3 +97,15 @@ def test_a_need_set_by_max_connections_is_said_to_be_its():
     warned = [line for line in said if "may hold at most 4096 open files (ulimit -Hn)" in line]
     assert len(warned) == 1 and " WARNING " in warned[0], said
     assert "--workers 0 and --max-connections 4000 need about 5024: raise the hard limit" in warned[0]
+
+
+def test_local_workers_the_hard_limit_has_no_room_for_are_refused_at_start():
+    """Under a hard limit of 64 open files, --workers 20 started: six could not be started (`Too many open files`,
+    retried), and libzmq aborted the engine as a worker connected (`Too many open files (src/ipc_listener.cpp:297)`,
+    SIGABRT). Refused now, before anything starts, naming how many fit: (100 - 64) // 2 = 18."""
+    said = start_said(100, "--workers", "20", code=2)
+    assert said[-1] == (
+        "argus serve: error: --workers 20 would run the engine out of open files as they start: this process may hold"
+        " 100 (ulimit -Hn), and the engine keeps about 64 of its own and 2 for each worker, which leaves room for 18:"
+        " give at most that, or raise the limit\n"
+    ), said

@@ -120,6 +120,25 @@ async def test_a_worker_at_another_time_scale_is_welcomed_and_warned_of_once_per
     ]
 
 
+async def test_a_worker_of_smaller_batches_than_planned_is_welcomed_and_warned_of_once_per_size(link_for, caplog):
+    """Before, an engine planning each worker's capacity at batches of up to 8 (the sim's default) counted on it from
+    remote workers started with --max-batch 2 without a word; one of larger batches is only planned for less."""
+    h = Harness()
+    link = link_for(h)
+    link.planned_max_batch = 8
+    for i, largest in enumerate([8, 2, 2, 16, 4]):  # the second 2: a fleet's next worker
+        link._on_message(f"w{i}/x".encode(), msgspec.structs.replace(HELLO, worker_id=f"w{i}", max_batch=largest))
+    assert len(h.registry.registered()) == 5  # its images are right: only the plan is off
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "batches" in r.getMessage()]
+    tail = "may count on more images a second from such workers than they make; give argus serve --max-batch"
+    assert warned == [
+        f"worker w1/x runs batches of at most 2 but this engine's controller plans for batches of up to 8: it {tail} 2"
+        " (said once per batch size)",
+        f"worker w4/x runs batches of at most 4 but this engine's controller plans for batches of up to 8: it {tail} 4"
+        " (said once per batch size)",
+    ]
+
+
 async def test_images_dropped_by_workers_that_lost_the_engine_count_no_try(link_for):
     """An engine paused past its heartbeat timeout (SIGSTOP, Ctrl-Z, a paused VM) finds, as it resumes, the hello of
     each worker that gave up on it: each rejoin routed the images it held to a worker whose own hello came next, and
