@@ -43,12 +43,19 @@ _MAX_TIMEOUT_S = (2**31 - 1) / 1000
 
 class EngineUnreachable(TimeoutError):
     """A call timed out, and no handshake with an engine ever succeeded at the client's address: nothing answered
-    there (no engine up, a host that does not resolve or does not answer). A plain TimeoutError is an engine reached
-    that did not reply in time. A TimeoutError too, as it is one: code that handles timeouts still does, and the
-    call may have come only early (an engine that comes up later is dialled, and answers the next call)."""
+    there (no engine up, a host that does not resolve or does not answer), or what answered failed each handshake
+    without a word, too few times yet to refuse the call (its words then say what that suggests: the engine's public
+    key given is not its own, CURVE at one end only, an address that is no engine's). A plain TimeoutError is an
+    engine reached that did not reply in time. A TimeoutError too, as it is one: code that handles timeouts still
+    does, and the call may have come only early (an engine that comes up later is dialled, and answers the next
+    call)."""
 
 
-def _unreached(address: str, waited_s: float) -> EngineUnreachable:
+def _unreached(address: str, waited_s: float, suspected: str | None) -> EngineUnreachable:
+    if suspected:
+        # something took the connections, and failed each handshake: telling its user to check that the engine is up
+        # sent them to an engine that was, refusing their keys
+        return EngineUnreachable(f"nothing at {address} took a handshake in {waited_s:g} s: {suspected}")
     return EngineUnreachable(
         f"nothing answered at {address} in {waited_s:g} s: check that the engine is up and that {address} is its"
         " --client-listen address"
@@ -193,7 +200,7 @@ class ArgusClient(OwnProcess):
     def _timed_out(self, why: str) -> TimeoutError:
         # the handshakes heard up to the deadline: _wait read the monitor last as it ended
         if not self._refusals.handshook:
-            return _unreached(self._address, self._timeout_s)
+            return _unreached(self._address, self._timeout_s, self._refusals.suspected())
         return TimeoutError(why)
 
     def _wait(self, events: int, deadline: float | None) -> bool:
