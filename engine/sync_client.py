@@ -127,9 +127,10 @@ class ArgusClient(OwnProcess):
                 if not retries_left or pause_s is None or not self._pause(pause_s, deadline):
                     return reply
                 retries_left -= 1
-        except (KeyboardInterrupt, ClientClosed):
-            # the caller gave up (Ctrl-C, or close() from another thread), maybe as the request went out: the engine
-            # stops its work, as at a timeout
+        except BaseException:
+            # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another thread,
+            # the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the request to its
+            # end for no one): the engine stops its work. One it does not hold (never sent, answered) it ignores
             self._cancel(request.request_id)
             raise
 
@@ -147,7 +148,6 @@ class ArgusClient(OwnProcess):
     def _reply_to(self, request_id: str, deadline: float | None) -> Reply:
         while True:
             if not self._wait(zmq.POLLIN, deadline):
-                self._cancel(request_id)
                 raise self._timed_out(f"no reply for {request_id}")
             frames = self._socket.recv_multipart(copy=False)
             reply = self._codec.decode(frames)
@@ -158,9 +158,8 @@ class ArgusClient(OwnProcess):
                 answered_id = salvage_request_id(frames[0].buffer)
                 if answered_id and answered_id != request_id:
                     continue  # the late reply to a request given up on: this call's own reply may yet decode
-                if not answered_id:
-                    # maybe this request's answer, maybe not: the engine would go on with it for no one
-                    self._cancel(request_id)
+                # one naming no request is maybe this request's answer, maybe not: cancelled (_exchange), the engine
+                # does not go on with it for no one
                 raise undecodable(self._address, reply.reason)
             if reply.request_id == request_id and (self._asked_after or not is_lost(reply)):
                 return reply
