@@ -46,6 +46,11 @@ def _cancel_in_closed_loop(task: asyncio.Task) -> None:
         pass
 
 
+def _end_pause(pause: asyncio.Future[None]) -> None:
+    if not pause.done():  # ended by close()
+        pause.set_result(None)
+
+
 async def _read_replies(client_ref: weakref.ref[AsyncArgusClient], sock: zmq.asyncio.Socket) -> None:
     """The client's reply reader. A client dropped without close() is closed by its finalizer, which cancels the read
     waiting here: the reader then ends quietly."""
@@ -101,6 +106,8 @@ class AsyncArgusClient(OwnProcess):
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         # of the requests waiting, those sent: the connection (connection_of) each was sent or last asked after on
         self._sent: dict[str, int] = {}
+        # the calls waiting to send their request again (retries), each on a future of its own: close() ends them
+        self._pauses: set[asyncio.Future[None]] = set()
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._unanswered = UnansweredWarning(address, self._refusals)
@@ -115,7 +122,20 @@ class AsyncArgusClient(OwnProcess):
             if not retries_left or pause_s is None:
                 return reply
             retries_left -= 1
-            await asyncio.sleep(pause_s)
+            await self._pause(pause_s)
+
+    async def _pause(self, pause_s: float) -> None:
+        """Waits `pause_s`, or until close(), which raises ClientClosed here (as ArgusClient's _pause): a close() that
+        left it sleeping, up to the minute a Busy may name, held up whoever awaited the call."""
+        loop = asyncio.get_running_loop()
+        pause = loop.create_future()
+        ends = loop.call_later(pause_s, _end_pause, pause)
+        self._pauses.add(pause)
+        try:
+            await pause
+        finally:
+            ends.cancel()
+            self._pauses.discard(pause)
 
     async def _call(self, request: Generate) -> Reply:
         refuse_if_forked(self._made_in)
@@ -191,6 +211,7 @@ class AsyncArgusClient(OwnProcess):
             if future.get_loop().is_closed():
                 del self._waiting[request_id]
                 self._sent.pop(request_id, None)
+        self._pauses = {pause for pause in self._pauses if not pause.get_loop().is_closed()}
 
     def _take_reply(self, frames: list) -> None:
         reply = self._codec.decode(frames)
@@ -274,8 +295,9 @@ class AsyncArgusClient(OwnProcess):
                 future.set_exception(error)
 
     async def close(self) -> None:
-        """Requests still in flight are cancelled at the engine and raise ClientClosed here. Closing again does
-        nothing (as for ArgusClient): a close() inside `async with` raised TypeError at the block's end."""
+        """Requests still in flight are cancelled at the engine and raise ClientClosed here, as do calls waiting to send
+        theirs again (retries). Closing again does nothing (as for ArgusClient): a close() inside `async with` raised
+        TypeError at the block's end."""
         if forked(self._made_in) or self._socket.closed:
             return  # forked: the sockets, and the calls in flight, are the parent's (see refuse_if_forked)
         self._cancel_at_engine()
@@ -292,6 +314,9 @@ class AsyncArgusClient(OwnProcess):
         # as the close) never runs, and its calls waited for ever
         self._forget_calls_of_closed_loops()
         self._fail_waiting(ClientClosed("client closed"))
+        for pause in self._pauses:
+            if not pause.done():
+                pause.set_exception(ClientClosed("client closed during the call"))
         self._dropped.detach()
         close_all(self._context, self._socket, self._refusals)
 

@@ -43,12 +43,19 @@ _MAX_TIMEOUT_S = (2**31 - 1) / 1000
 
 class EngineUnreachable(TimeoutError):
     """A call timed out, and no handshake with an engine ever succeeded at the client's address: nothing answered
-    there (no engine up, a host that does not resolve or does not answer). A plain TimeoutError is an engine reached
-    that did not reply in time. A TimeoutError too, as it is one: code that handles timeouts still does, and the
-    call may have come only early (an engine that comes up later is dialled, and answers the next call)."""
+    there (no engine up, a host that does not resolve or does not answer), or what answered failed each handshake
+    without a word, too few times yet to refuse the call (its words then say what that suggests: the engine's public
+    key given is not its own, CURVE at one end only, an address that is no engine's). A plain TimeoutError is an
+    engine reached that did not reply in time. A TimeoutError too, as it is one: code that handles timeouts still
+    does, and the call may have come only early (an engine that comes up later is dialled, and answers the next
+    call)."""
 
 
-def _unreached(address: str, waited_s: float) -> EngineUnreachable:
+def _unreached(address: str, waited_s: float, suspected: str | None) -> EngineUnreachable:
+    if suspected:
+        # something took the connections, and failed each handshake: telling its user to check that the engine is up
+        # sent them to an engine that was, refusing their keys
+        return EngineUnreachable(f"nothing at {address} took a handshake in {waited_s:g} s: {suspected}")
     return EngineUnreachable(
         f"nothing answered at {address} in {waited_s:g} s: check that the engine is up and that {address} is its"
         " --client-listen address"
@@ -120,9 +127,10 @@ class ArgusClient(OwnProcess):
                 if not retries_left or pause_s is None or not self._pause(pause_s, deadline):
                     return reply
                 retries_left -= 1
-        except (KeyboardInterrupt, ClientClosed):
-            # the caller gave up (Ctrl-C, or close() from another thread), maybe as the request went out: the engine
-            # stops its work, as at a timeout
+        except BaseException:
+            # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another thread,
+            # the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the request to its
+            # end for no one): the engine stops its work. One it does not hold (never sent, answered) it ignores
             self._cancel(request.request_id)
             raise
 
@@ -140,7 +148,6 @@ class ArgusClient(OwnProcess):
     def _reply_to(self, request_id: str, deadline: float | None) -> Reply:
         while True:
             if not self._wait(zmq.POLLIN, deadline):
-                self._cancel(request_id)
                 raise self._timed_out(f"no reply for {request_id}")
             frames = self._socket.recv_multipart(copy=False)
             reply = self._codec.decode(frames)
@@ -151,9 +158,8 @@ class ArgusClient(OwnProcess):
                 answered_id = salvage_request_id(frames[0].buffer)
                 if answered_id and answered_id != request_id:
                     continue  # the late reply to a request given up on: this call's own reply may yet decode
-                if not answered_id:
-                    # maybe this request's answer, maybe not: the engine would go on with it for no one
-                    self._cancel(request_id)
+                # one naming no request is maybe this request's answer, maybe not: cancelled (_exchange), the engine
+                # does not go on with it for no one
                 raise undecodable(self._address, reply.reason)
             if reply.request_id == request_id and (self._asked_after or not is_lost(reply)):
                 return reply
@@ -193,7 +199,7 @@ class ArgusClient(OwnProcess):
     def _timed_out(self, why: str) -> TimeoutError:
         # the handshakes heard up to the deadline: _wait read the monitor last as it ended
         if not self._refusals.handshook:
-            return _unreached(self._address, self._timeout_s)
+            return _unreached(self._address, self._timeout_s, self._refusals.suspected())
         return TimeoutError(why)
 
     def _wait(self, events: int, deadline: float | None) -> bool:

@@ -237,6 +237,15 @@ class RefusedHandshakes:
                 self._stop_monitoring()
         return self._reason
 
+    def suspected(self) -> str | None:
+        """Why the engine may never be reached, once handshakes failed without a word and none succeeded, before there
+        were enough of them to refuse it (about a second and a half): for a call that times out meanwhile, which said
+        that nothing answered at the address, and to check that the engine is up. None once one succeeded, or none
+        failed (as of the events read so far: reason() reads them)."""
+        if self.handshook or not self._silent_failures:
+            return None
+        return self._no_engine_here(certain=False)
+
     def not_an_engine(self) -> str | None:
         """For a message that could not be read: why its sender is no argus engine (kept, as a refusal), or None if a
         handshake succeeded, and it may be one (of another version). libzmq takes a peer that does not greet as

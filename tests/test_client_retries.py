@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from waiting import wait_for
 
-from engine.client import ArgusClient, AsyncArgusClient
+from engine.client import ArgusClient, AsyncArgusClient, ClientClosed
 from engine_process import start_engine
 from protocols.client_messages import Busy, Images
 
@@ -49,6 +49,40 @@ def test_a_call_in_flight_when_the_engine_is_killed_is_sent_again_to_the_engine_
         first.stop()
         if second is not None:
             assert second.stop() == 0
+
+
+def test_closing_the_async_client_ends_a_call_waiting_to_send_its_request_again(tmp_path):
+    """close() ended the calls in flight, not one waiting out a Busy's retry_after_ms (up to a minute) to send its
+    request again: that one slept on, and raised ClientClosed only then. ArgusClient's close() ends such a wait."""
+    engine = start_engine(tmp_path, "--time-scale", "1", "--max-queue", "1", backend="sim", workers=1)
+
+    def refused() -> float:
+        return engine.metric("argus_requests_total", outcome="busy", code="queue_full")
+
+    async def closed_while_it_waits():
+        async with AsyncArgusClient(engine.client_address) as holder:
+            # the one place in the queue, for many of the call's pauses (an image of about 15 s)
+            holding = asyncio.ensure_future(holder.generate("holding the queue", width=1024, height=1024))
+            while engine.metric("argus_queued_images") != 1:
+                await asyncio.sleep(0.05)
+            client = AsyncArgusClient(engine.client_address, retries=100)
+            call = asyncio.ensure_future(client.generate("refused", request_id="refused", width=64, height=64))
+            # refused Busy, its reply read: it waits to send again, in flight nowhere
+            while not (refused() >= 1 and "refused" not in client._waiting or call.done()):
+                await asyncio.sleep(0.05)
+            assert not call.done(), call.result()
+            await client.close()
+            await asyncio.sleep(0)
+            assert call.done()  # was sleeping on
+            with pytest.raises(ClientClosed):
+                call.result()
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+
+    try:
+        asyncio.run(asyncio.wait_for(closed_while_it_waits(), 60))
+    finally:
+        assert engine.stop() == 0
 
 
 @pytest.mark.parametrize("retries", [-1, 1.5, True, None])
