@@ -64,6 +64,9 @@ def _samples_of_every_class(**fields) -> str:
         ("latency_profile", _latency(latency_s={"0": [1.0]}), "no latencies for levels [5, 10, 15, 20, 25]"),
         ("latency_profile", _latency(time_scale=0), "time_scale must be a positive number, got 0.0"),
         ("latency_profile", _latency(batch_sizes=[1, 2]), "one latency per batch size [1, 2]"),
+        # JSON's whole numbers have no bound, and float() of one past a float's range raised OverflowError: a traceback
+        ("latency_profile", _latency(latency_s={str(k): [10**400] for k in range(0, 30, 5)}), "int too large"),
+        ("predictor", _predictor(target=10**400), "int too large to convert to float"),
         ("predictor", "{", "Expecting property name"),
         ("predictor", _predictor(weights=None), "no field 'weights'"),
         # accepted, each would fail every request served from a neighbour
