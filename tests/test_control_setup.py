@@ -106,7 +106,10 @@ def _samples_of_every_class(**fields) -> str:
             "made from the similarities of the embedder model minilm:0123456789abcdef, not of the engine's hash",
         ),
         ("quality_profile", _sample(embedder_identity=3), "embedder_identity 3 is not a model's identity"),
-        ("predictor", _predictor(embedder_identity=3), "embedder_identity 3 is not an embedder model's identity"),
+        ("predictor", _predictor(embedder_identity=3), "embedder_identity 3 is not a model's identity"),
+        # taken, it was named in the engine's warnings as it was: a line break in it forged a line of the log
+        ("predictor", _predictor(model="sdxl:0123\nERROR forged"), "model 'sdxl:0123\\nERROR forged' is not a model"),
+        ("predictor", _predictor(embedder_identity=""), "embedder_identity '' is not a model's identity"),
     ],
 )
 def test_a_file_the_user_named_that_cannot_be_used_stops_the_engine_naming_it(tmp_path, option, content, says):
