@@ -25,11 +25,13 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controller.allocation import Allocator, allocate, fit_allocation
+from controller.demand import WorkPerImage
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, plan_from_rows, plan_from_solution
 from controller.plan import Plan
 from controller.predictor import KPredictor, Lookup, SimilarityPredictor, stored_level_at_most
 from controller.profiles import DegradationMatrix, LatencyProfile
 from controller.route_planner import route
+from workers.limits import DEFAULT_STEPS
 
 # Proteus's single, input-agnostic class
 ANY_PROMPT = -1
@@ -149,8 +151,19 @@ class _Base:
         return ()
 
     def _problem(self, inputs: WindowInputs) -> FlowProblem:
-        capacity = {kp: self.profile.capacity_rps(kp, inputs.slo_s) for kp in self.levels}
+        capacity = {kp: planned_capacity_rps(self.profile, kp, inputs.slo_s) for kp in self.levels}
         return FlowProblem.per_class(self.degradation, capacity, inputs.class_demand(), self.levels)
+
+
+def planned_capacity_rps(profile: LatencyProfile, level: int, slo_s: float) -> float:
+    """One worker's images/s at `level` within the SLO, in images of the profile's N steps (the demand's unit): the
+    rule of LatencyProfile.capacity_rps on batches of the default steps a request runs, which the SLO is of, not on
+    batches of N. On its own batches, a profile measured at 30 steps planned workers to serve half as many again
+    50-step images as they can within the SLO, and one at 100 steps none at all at levels 0 to 20."""
+    if profile.steps == DEFAULT_STEPS:
+        return profile.capacity_rps(level, slo_s)
+    default = profile.at_any_steps.capacity_rps(level, DEFAULT_STEPS, slo_s)
+    return default * WorkPerImage(profile)(level, DEFAULT_STEPS)
 
 
 def where_class_0_runs(picked: Mapping[int, float], far_share: float) -> dict[int, float]:
@@ -213,7 +226,7 @@ class Proteus(_Solved):
         }
         return FlowProblem(
             self.levels,
-            {kp: self.profile.capacity_rps(kp, inputs.slo_s) for kp in self.levels},
+            {kp: planned_capacity_rps(self.profile, kp, inputs.slo_s) for kp in self.levels},
             {ANY_PROMPT: inputs.demand_rps},
             {ANY_PROMPT: average},
             {ANY_PROMPT: {kp: max(0.0, average[0] - q) for kp, q in average.items()}},

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from controller.quality_samples import QualitySample
+from controller.quality_samples import QualitySample, model_identity
 from controller.similarity import SimilarityTable
 from controller.versioned import fields_of, read_versioned, write_versioned
 
@@ -105,10 +105,9 @@ class TrainedPredictor:
             raise ValueError("target must be finite and min_probability within 0..1")
         if not isinstance(self.embedder, str | None):
             raise ValueError(f"embedder {self.embedder!r} is not an embedder's name")
-        if not isinstance(self.embedder_identity, str | None):
-            raise ValueError(f"embedder_identity {self.embedder_identity!r} is not an embedder model's identity")
-        if not isinstance(self.model, str | None):
-            raise ValueError(f"model {self.model!r} is not a model's identity")
+        # as a latency profile's and the samples' are: a line break in one forged a line in the engine's log
+        model_identity(self.embedder_identity, "embedder_identity")
+        model_identity(self.model, "model")
 
     def probability(self, level: int, lookup: Lookup) -> float:
         """P(quality >= target) for this prompt served at `level` from its neighbour."""

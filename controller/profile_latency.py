@@ -518,7 +518,8 @@ def _print(profile: LatencyProfile, batches: list[int], clock: str) -> None:
     print(table(headers, [[k, *profile.latency_s[k]] for k in profile.levels]))
 
 
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m controller.profile_latency", description=__doc__)
-    add_arguments(_parser)
-    sys.exit(run(_parser.parse_args()))
+if __name__ == "__main__":  # the same as `argus profile latency ...`: its own parser ended a usage error, a Ctrl-C or
+    # a worker's death in a traceback (exit 1), with no log line of what it warned of
+    from engine.cli import main
+
+    sys.exit(main(["profile", "latency", *sys.argv[1:]]))

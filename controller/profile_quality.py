@@ -59,7 +59,7 @@ from engine.arg_types import (
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
 from engine.plurals import counted
-from engine.whole_files import written_or_exit, written_whole
+from engine.whole_files import output_of_this_process, written_or_exit, written_whole
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.model_folder import clip_model_problem
@@ -113,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
     # "" read as ".": 'prompts come as .txt ...'; a --model "" as none, the tiny backend profiled
     none_empty(args, "prompts", "--clip", "--embedder-model", "--model")
     not_an_input(args.out, args.prompts)
+    if output_of_this_process(args.out) is not None:
+        # the samples came after the progress and the summary printed there (a file no reader takes), and their
+        # provenance, "beside" them, went to /dev/stdout.provenance.json: made in /dev, or refused after the run
+        raise UsageError(
+            f"--out {args.out} is where this command prints its progress and summary: give a file (the samples'"
+            " provenance is written beside it)"
+        )
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:
         raise UsageError("need at least 2 prompts: each one's neighbours are the others")

@@ -34,7 +34,7 @@ def fields_of(path: str | Path) -> Iterator[None]:
         yield
     except KeyError as error:
         raise ValueError(f"{path}: no field {error}") from None
-    except (TypeError, AttributeError, ValueError) as error:
+    except (TypeError, AttributeError, ValueError, OverflowError) as error:  # OverflowError: float() of 10**400
         raise ValueError(f"{path}: {error}") from None
 
 

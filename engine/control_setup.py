@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from controller.allocation import Allocator, allocate
-from controller.policies import Policy, make_policy
+from controller.policies import Policy, make_policy, planned_capacity_rps
 from controller.predictor import SimilarityPredictor, TrainedPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.quality_estimate import QualityEstimate
@@ -142,16 +142,17 @@ def _warn_if_nothing_fits(planned: LatencyProfile, levels: tuple[int, ...], slo_
     """An SLO under which no level makes one image in half of it leaves the plan no capacity anywhere: it serves
     nothing and moves no worker, whatever the load. Taken without a word (--slo-ms 50 on workers whose fastest image
     takes 57 ms, an SLO given in the wrong unit), every plan said so only in a null quality and 0 served."""
-    if any(planned.capacity_rps(level, slo_s) for level in levels):
+    if any(planned_capacity_rps(planned, level, slo_s) for level in levels):
         return
-    fastest = min(levels, key=lambda level: planned.latency(level, 1))
+    alone = {level: planned.at_any_steps.seconds(level, DEFAULT_STEPS, 1) for level in levels}
+    fastest = min(levels, key=alone.__getitem__)
     log.warning(
         "SLO %.3f s: no level makes an image within half of it (the fastest, level %d, takes %.3f s alone), so the"
         " controller plans no capacity at any level and moves no worker for the load; give --slo-ms above %.0f",
         slo_s,
         fastest,
-        planned.latency(fastest, 1),
-        2000 * planned.latency(fastest, 1),
+        alone[fastest],
+        2000 * alone[fastest],
     )
 
 

@@ -64,6 +64,9 @@ def _samples_of_every_class(**fields) -> str:
         ("latency_profile", _latency(latency_s={"0": [1.0]}), "no latencies for levels [5, 10, 15, 20, 25]"),
         ("latency_profile", _latency(time_scale=0), "time_scale must be a positive number, got 0.0"),
         ("latency_profile", _latency(batch_sizes=[1, 2]), "one latency per batch size [1, 2]"),
+        # JSON's whole numbers have no bound, and float() of one past a float's range raised OverflowError: a traceback
+        ("latency_profile", _latency(latency_s={str(k): [10**400] for k in range(0, 30, 5)}), "int too large"),
+        ("predictor", _predictor(target=10**400), "int too large to convert to float"),
         ("predictor", "{", "Expecting property name"),
         ("predictor", _predictor(weights=None), "no field 'weights'"),
         # accepted, each would fail every request served from a neighbour
@@ -103,7 +106,10 @@ def _samples_of_every_class(**fields) -> str:
             "made from the similarities of the embedder model minilm:0123456789abcdef, not of the engine's hash",
         ),
         ("quality_profile", _sample(embedder_identity=3), "embedder_identity 3 is not a model's identity"),
-        ("predictor", _predictor(embedder_identity=3), "embedder_identity 3 is not an embedder model's identity"),
+        ("predictor", _predictor(embedder_identity=3), "embedder_identity 3 is not a model's identity"),
+        # taken, it was named in the engine's warnings as it was: a line break in it forged a line of the log
+        ("predictor", _predictor(model="sdxl:0123\nERROR forged"), "model 'sdxl:0123\\nERROR forged' is not a model"),
+        ("predictor", _predictor(embedder_identity=""), "embedder_identity '' is not a model's identity"),
     ],
 )
 def test_a_file_the_user_named_that_cannot_be_used_stops_the_engine_naming_it(tmp_path, option, content, says):

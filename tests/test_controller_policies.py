@@ -266,3 +266,22 @@ def test_a_policy_refuses_levels_it_has_no_quality_for():
         policy("argus", levels=(0, 7))
     with pytest.raises(ValueError, match="0 first"):
         policy("argus", levels=(5, 10))
+
+
+@pytest.mark.parametrize("steps", [30, 100])
+def test_workers_profiled_at_other_steps_are_planned_to_serve_as_many_default_step_images(steps):
+    """The SLO is of the default 50 steps a request runs: capacity under it was the largest batch of the profile's own
+    N-step images within half of it. Profiled at 30 steps, 8 workers were planned to serve 2.35 50-step misses/s where
+    they serve 1.57; at 100 steps, none."""
+    from controller.demand import WorkPerImage
+
+    line = {"fixed_s": 0.6, "step_s": 0.09, "batch_marginal": 0.5, "levels": LEVELS, "max_batch": 8}
+    served = {}
+    for n in (50, steps):
+        profile = LatencyProfile.from_model(f"sdxl_a100 at {n} steps", "test", steps=n, **line)
+        per_image = WorkPerImage(profile)(0, 50)  # a 50-step miss, in images of the profile's N
+        argus = make_policy("argus", profile, SIM, SimilarityPredictor(TABLE))
+        plan = argus.plan(inputs(workers=8, demand=10.0 * per_image, mix={0: 1.0}))
+        served[n] = plan.served_rps / per_image
+    assert served[50] == pytest.approx(8 / 5.1)  # one image a batch: two take 7.65 s, past half the 15 s SLO
+    assert served[steps] == pytest.approx(served[50])

@@ -136,3 +136,11 @@ def test_a_profile_that_cannot_be_written_is_one_line_after_the_measurements(tmp
     said = "argus profile latency: could not write the latency profile to /dev/full: No space left on device\n"
     assert done.stderr.endswith(said), done.stderr
     assert "batch" in done.stdout and "written to" not in done.stdout
+
+
+def test_the_module_run_as_a_script_says_a_usage_error_as_the_command_does(tmp_path):
+    # `python -m controller.profile_latency` had a parser of its own: a usage error was a traceback, exit 1
+    done = profile_latency(tmp_path, "--backend", "sim", "--batches", "2,4")
+    assert done.returncode == 2, done.stderr
+    said = "argus profile latency: error: --batches must include 1 (a profile covers batch 1 up): [2, 4]\n"
+    assert done.stderr == said

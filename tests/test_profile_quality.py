@@ -4,6 +4,7 @@ import argparse
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tiny_models import save_tiny_clip
@@ -91,6 +92,19 @@ def test_the_prompts_are_not_written_over(tmp_path, capsys):
     assert main(command) == 2
     assert f"argus profile quality: error: --out {prompts} is the input {prompts}" in capsys.readouterr().err
     assert prompts.read_text().splitlines() == PROMPTS
+
+
+def test_samples_to_this_commands_own_output_are_refused_before_measuring(tmp_path):
+    """`--out /dev/stdout` put the samples after the progress lines and the summary (no reader takes that file), and
+    their provenance in /dev/stdout.provenance.json: made in /dev as root, refused to others after the whole run."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"{p}\n" for p in PROMPTS))
+    command = [sys.executable, "-m", "engine.cli", "profile", "quality", str(prompts), "--clip", str(tmp_path / "clip")]
+    done = subprocess.run([*command, "--out", "/dev/stdout"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    said = "argus profile quality: error: --out /dev/stdout is where this command prints its progress and summary"
+    assert done.stderr.startswith(said), done.stderr
+    assert not Path("/dev/stdout.provenance.json").exists()
 
 
 def test_samples_whose_write_fails_leave_the_last_ones_whole(tmp_path):
