@@ -2,9 +2,9 @@
 request. Simulated workers need no CPU of their own; the Ray instance and its actors are not handed the API key, and
 each actor's log lines are forwarded under its own pid, none held back or folded into another's by Ray; an actor Ray
 cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with a warning
-saying why, and after three such ends left empty; one that does not stop when asked is killed, named alone in the log;
-a cluster that cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its
-Ray instance lost its head (the GCS)."""
+saying why, and after three such ends left empty, and one Ray's memory monitor kills with a warning saying so; one
+that does not stop when asked is killed, named alone in the log; a cluster that cannot be reached ends the engine with
+an error, and SIGTERM stops it while it still tries, or once its Ray instance lost its head (the GCS)."""
 
 import asyncio
 import importlib.util
@@ -181,6 +181,23 @@ async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_then_give
     finally:
         engine.request_stop()
         await running
+
+
+def test_an_actor_that_rays_memory_monitor_kills_is_replaced_with_a_warning_saying_so(tmp_path, monkeypatch):
+    """The line said only the last line of Ray's report, its advice ('Refer to the documentation on how to address the
+    out of memory issue: ...'), not that Ray had killed the actor for the node's memory, nor how much was in use."""
+    # the engine's Ray instance kills any worker running a task, at once: every node is above 1% of its memory
+    monkeypatch.setenv("RAY_memory_usage_threshold", "0.01")
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "100")
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim", wait=False)
+    try:
+        said = "worker ray-0 (Ray actor) ended: "
+        assert waiting.wait_for(lambda: said in engine.log(), timeout_s=120), engine.log()
+        ended = next(line for line in engine.log_path.read_text().splitlines() if said in line)
+        assert "killed due to the node running low on memory. Memory on the node" in ended, ended
+        assert "Refer to the documentation" not in ended, ended
+    finally:
+        engine.stop()
 
 
 async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_names_it_alone(caplog):
