@@ -188,13 +188,27 @@ def connect_in_background(address: str | None) -> concurrent.futures.Future:
     return connected
 
 
-def reasons(error: BaseException) -> str:
-    """The error and what it was raised from, the last line of each: ray.init raises a ConnectionError from an error
-    whose message is a traceback, ending in the reason (a token the cluster refuses)."""
+def last_line(message: str) -> str:
+    return message.splitlines()[-1]
+
+
+def in_one_line(message: str) -> str:
+    """A message on one line, a traceback by its last line (the reason): ray.init's for an http:// address lists the
+    ways out on lines of their own, and the last alone, `2. Set RAY_ADDRESS to the GCS address instead`, was all the
+    engine said."""
+    lines = message.splitlines()
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return lines[-1]
+    return " ".join(line.strip() for line in lines if line.strip())
+
+
+def reasons(error: BaseException, gist: Callable[[str], str] = last_line) -> str:
+    """The error and what it was raised from, the gist of each message: by default its last line, where a task's
+    traceback ends in what it raised, and an actor's death in its cause."""
     said = []
     cause: BaseException | None = error
     while cause is not None:
-        said.append((str(cause).strip() or type(cause).__name__).splitlines()[-1])
+        said.append(gist(str(cause).strip() or type(cause).__name__))
         cause = cause.__cause__ or cause.__context__
     return ": ".join(said)
 
@@ -237,7 +251,7 @@ class RayLauncher(SlotSupervisor):
                 f"could not connect to {cluster} within {self._connect_timeout_s:g} s (--ray-connect-timeout)"
             ) from None
         except Exception as error:  # an address Ray cannot parse, a token it refuses, Ray Client not installed
-            raise UsageError(f"could not connect to {cluster}: {reasons(error)}") from None
+            raise UsageError(f"could not connect to {cluster}: {reasons(error, in_one_line)}") from None
         self._connect = reachable_dial(self._connect, self._ray.util.get_node_ip_address())
         actor_class = self._ray.remote(RayWorker)
         async with asyncio.TaskGroup() as group:

@@ -224,10 +224,19 @@ async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_name
         ("127.0.0.1:{free}", "2.5", "within 2.5 s (--ray-connect-timeout)"),
         ("127.0.0.1:port", "3", "Unable to parse port number"),
         ("ray://127.0.0.1:1", "3", "Ray Client requires pip package `ray[client]`"),  # not in the ray extra
+        # Ray's message lists the ways out on lines of their own: the engine said the last alone, `2. Set RAY_ADDRESS
+        # to the GCS address instead`, not that the address was not one
+        (
+            "http://127.0.0.1:{free}",
+            "3",
+            "http://127.0.0.1:{free}: Invalid Ray address: 'http://127.0.0.1:{free}'. It looks like you set RAY_ADDRESS"
+            " to an HTTP address (e.g. the API server address). To fix this, either: 1. Unset RAY_ADDRESS",
+        ),
     ],
 )
 def test_a_cluster_the_engine_cannot_join_ends_it_in_one_line(tmp_path, address, timeout, error):
-    address = address.format(free=free_port())
+    port = free_port()
+    address, error = address.format(free=port), error.format(free=port)
     options = ("--launcher", "ray", "--ray-address", address, "--ray-connect-timeout", timeout)
     engine = start_engine(tmp_path, *options, workers=1, backend="sim", wait=False)
     try:
