@@ -279,12 +279,14 @@ class RayLauncher(SlotSupervisor):
         ray = self._ray
         if ray is None:  # not connected yet, so no actor: the connection is not waited for
             return
-        serving = dict(self._serving)
-        _, running = await asyncio.wait(serving.values(), timeout=timeout_s) if serving else (set(), set())
+        # the engine told those whose worker said hello; one loading its model, or dialling where it reaches no engine,
+        # was not told, and is killed at once: the stop waited 5 s for it, then said it had not stopped when asked
+        asked = {worker_id: ended for worker_id, ended in self._serving.items() if self._hello[worker_id].is_set()}
+        _, running = await asyncio.wait(asked.values(), timeout=timeout_s) if asked else (set(), set())
         if running:
             # those still running: the line counted every actor, stopped or not
             stuck = [
-                f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in serving.items() if ended in running
+                f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in asked.items() if ended in running
             ]
             log_not_stopped("Ray actor", stuck, timeout_s)
         for actor in self._actors.values():

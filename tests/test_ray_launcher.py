@@ -3,12 +3,14 @@ request. Simulated workers need no CPU of their own; the Ray instance and its ac
 each actor's log lines are forwarded under its own pid, none held back or folded into another's by Ray; an actor Ray
 cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with a warning
 saying why, and after three such ends left empty, and one Ray's memory monitor kills with a warning saying so; one
-that does not stop when asked is killed, named alone in the log; a cluster that cannot be reached ends the engine with
-an error, and SIGTERM stops it while it still tries, or once its Ray instance lost its head (the GCS)."""
+that does not stop when asked is killed, named alone in the log, and one whose worker has not said hello is killed at
+once, unwarned; a cluster that cannot be reached ends the engine with an error, and SIGTERM stops it while it still
+tries, or once its Ray instance lost its head (the GCS)."""
 
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import re
 import signal
@@ -135,7 +137,7 @@ async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path, monke
         await running
 
 
-def ray_engine(launch: LaunchConfig) -> Engine:
+def ray_engine(launch: LaunchConfig, **changes) -> Engine:
     """As `argus serve --launcher ray` builds it: no CURVE of its own, so a key pair made for the run."""
     return Engine(
         EngineConfig(
@@ -144,6 +146,7 @@ def ray_engine(launch: LaunchConfig) -> Engine:
             worker_listen=(f"tcp://127.0.0.1:{free_port()}",),
             launch=launch,
             launcher="ray",
+            **changes,
         )
     )
 
@@ -214,6 +217,22 @@ async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_name
     said = f"1 Ray actor did not stop within 5 s of being asked to ({stuck.hello.worker_id}, pid {stuck.hello.pid})"
     assert f"{said}: killing it" in caplog.text
     await wait_for(lambda: not process_running(stuck.hello.pid), "the stuck actor's end", timeout_s=60)
+
+
+async def test_an_actor_whose_worker_has_not_said_hello_is_killed_at_the_stop_not_waited_for(caplog):
+    """Only a worker that said hello is told to shut down: the stop waited 5 s for one still loading its model (or, as
+    here, dialling where no engine listens), then warned that it 'did not stop within 5 s of being asked to'."""
+    caplog.set_level(logging.INFO, "argus.launcher")
+    engine = ray_engine(LaunchConfig(count=1, backend="sim"), ray_connect=f"tcp://127.0.0.1:{free_port()}")
+    running = asyncio.create_task(engine.run())
+    try:
+        await wait_for(lambda: "started worker ray-0 as a Ray actor" in caplog.text, "the actor")
+        (pid,) = (int(word) for word in re.findall(r"as a Ray actor \(pid (\d+)", caplog.text))
+    finally:
+        engine.request_stop()
+        await running
+    assert "did not stop" not in caplog.text
+    await wait_for(lambda: not process_running(pid), "the actor's end", timeout_s=60)
 
 
 @pytest.mark.parametrize(
