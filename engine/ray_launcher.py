@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -66,6 +67,9 @@ _RAY_LOG_DEDUP_ENV = "RAY_DEDUP_LOGS"
 # Ray colours the prefix of each forwarded line whatever stderr is: a log written to a file (a JSON one for a
 # collector) held terminal escape codes in each actor's line
 _RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
+# a slot's ended actors whose pids are known for theirs, should their workers say hello again: a bound, for a slot whose
+# actors keep ending for the engine's whole life
+_ENDED_PIDS_KEPT = 8
 
 
 class RayWorker:
@@ -239,6 +243,8 @@ class RayLauncher(SlotSupervisor):
         self._actors: dict[str, Any] = {}
         self._serving: dict[str, asyncio.Future] = {}  # worker id -> its actor's loop
         self._pids: dict[str, int | None] = {}  # worker id -> the pid of its slot's live actor (None: none yet)
+        # worker id -> the pids of its slot's last actors that ended, whose workers may yet say hello again
+        self._ended_pids: dict[str, deque[int]] = {}
 
     async def run(self) -> None:
         connected = asyncio.wrap_future(connect_in_background(self._address))
@@ -268,10 +274,13 @@ class RayLauncher(SlotSupervisor):
 
     def refusal(self, worker_id: str, pid: int) -> str | None:
         """Why a worker under a slot's id is not the slot's live actor: one Ray counts ended (its node lost) can run
-        on, out of Ray's reach, and would serve beside its replacement; refused, it ends."""
-        if worker_id in self._pids and pid != self._pids[worker_id]:
+        on, out of Ray's reach, and would serve beside its replacement; refused, it ends. Any other (one started by
+        hand) is told the id is the slot's: it was told Ray counted its actor ended, while that actor served on."""
+        if worker_id not in self._pids or pid == self._pids[worker_id]:
+            return None
+        if pid in self._ended_pids[worker_id]:
             return f"pid {pid} is not the live Ray actor of {worker_id} (Ray counts its actor ended)"
-        return None
+        return f"worker id {worker_id!r} is this engine's own Ray actor slot: give this worker another"
 
     async def stop(self, timeout_s: float) -> None:
         """Lets each actor's loop end (the engine has told its workers to shut down), kills what is left."""
@@ -300,6 +309,7 @@ class RayLauncher(SlotSupervisor):
         resources = actor_resources(config)
         self._new_slot(worker_id)
         self._pids[worker_id] = None
+        self._ended_pids[worker_id] = deque(maxlen=_ENDED_PIDS_KEPT)
         while not self._stopping:
             self._starting(worker_id)
             # named in this engine's job (its own namespace): `ray.get_actor("ray-0")` from the engine
@@ -309,6 +319,8 @@ class RayLauncher(SlotSupervisor):
             self._actors[worker_id] = actor
             ended, cannot_serve = await self._serve(actor, worker_id, resources)
             self._serving.pop(worker_id, None)
+            if self._pids[worker_id] is not None:
+                self._ended_pids[worker_id].append(self._pids[worker_id])
             self._pids[worker_id] = None
             if self._stopping:
                 return

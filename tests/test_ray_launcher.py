@@ -4,8 +4,9 @@ each actor's log lines are forwarded under its own pid, none held back or folded
 cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with a warning
 saying why, and after three such ends left empty, and one Ray's memory monitor kills with a warning saying so; one
 that does not stop when asked is killed, named alone in the log, and one whose worker has not said hello is killed at
-once, unwarned; a cluster that cannot be reached ends the engine with an error, and SIGTERM stops it while it still
-tries, or once its Ray instance lost its head (the GCS)."""
+once, unwarned; a worker started by hand under an actor's id is told the id is the slot's; a cluster that cannot be
+reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its Ray instance lost its
+head (the GCS)."""
 
 import asyncio
 import importlib.util
@@ -14,6 +15,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -28,7 +30,7 @@ from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
-from engine_process import free_port, start_engine
+from engine_process import free_port, start_engine, start_worker
 from loadgen.bench.proc import children_of, read_command
 from protocols.client_messages import Generate, Images, client_side_codec
 from protocols.curve import ClientKeys, create_key_files
@@ -358,6 +360,29 @@ def test_a_worker_whose_actor_ray_counts_ended_is_refused_not_served_beside_its_
         assert f"pid {worker['pid']} is not the live Ray actor of ray-0" in engine.log()
         assert engine.ready()["workers"] == []
     finally:
+        engine.stop()
+
+
+def test_a_worker_started_by_hand_under_an_actors_id_is_told_the_id_is_the_slots(tmp_path):
+    """It was told `pid N is not the live Ray actor of ray-0 (Ray counts its actor ended)`, while that actor served."""
+    keys = tmp_path / "keys"
+    _, engine_secret = create_key_files(keys / "engine", "engine")
+    _, worker_secret = create_key_files(keys / "workers", "worker")
+    (keys / "clients").mkdir()
+    curve = ("--curve-secret", str(engine_secret), "--curve-allow", str(keys / "clients"))
+    curve += ("--curve-allow-workers", str(keys / "workers"))
+    engine = start_engine(tmp_path, "--launcher", "ray", *curve, workers=1, backend="sim")
+    worker_curve = ("--curve-key", str(worker_secret), "--curve-server-key", str(keys / "engine" / "engine.key"))
+    worker = start_worker(engine.worker_address, "sim", "--worker-id", "ray-0", *worker_curve, stderr=subprocess.PIPE)
+    try:
+        _, said = worker.communicate(timeout=60)
+        assert worker.returncode == 2, said
+        assert "worker id 'ray-0' is this engine's own Ray actor slot: give this worker another" in said.decode()
+        assert [worker["name"].partition("/")[0] for worker in engine.ready()["workers"]] == ["ray-0"]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
         engine.stop()
 
 
