@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -66,6 +67,9 @@ _RAY_LOG_DEDUP_ENV = "RAY_DEDUP_LOGS"
 # Ray colours the prefix of each forwarded line whatever stderr is: a log written to a file (a JSON one for a
 # collector) held terminal escape codes in each actor's line
 _RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
+# a slot's ended actors whose pids are known for theirs, should their workers say hello again: a bound, for a slot whose
+# actors keep ending for the engine's whole life
+_ENDED_PIDS_KEPT = 8
 
 
 class RayWorker:
@@ -188,13 +192,27 @@ def connect_in_background(address: str | None) -> concurrent.futures.Future:
     return connected
 
 
-def reasons(error: BaseException) -> str:
-    """The error and what it was raised from, the last line of each: ray.init raises a ConnectionError from an error
-    whose message is a traceback, ending in the reason (a token the cluster refuses)."""
+def last_line(message: str) -> str:
+    return message.splitlines()[-1]
+
+
+def in_one_line(message: str) -> str:
+    """A message on one line, a traceback by its last line (the reason): ray.init's for an http:// address lists the
+    ways out on lines of their own, and the last alone, `2. Set RAY_ADDRESS to the GCS address instead`, was all the
+    engine said."""
+    lines = message.splitlines()
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return lines[-1]
+    return " ".join(line.strip() for line in lines if line.strip())
+
+
+def reasons(error: BaseException, gist: Callable[[str], str] = last_line) -> str:
+    """The error and what it was raised from, the gist of each message: by default its last line, where a task's
+    traceback ends in what it raised, and an actor's death in its cause."""
     said = []
     cause: BaseException | None = error
     while cause is not None:
-        said.append((str(cause).strip() or type(cause).__name__).splitlines()[-1])
+        said.append(gist(str(cause).strip() or type(cause).__name__))
         cause = cause.__cause__ or cause.__context__
     return ": ".join(said)
 
@@ -225,6 +243,8 @@ class RayLauncher(SlotSupervisor):
         self._actors: dict[str, Any] = {}
         self._serving: dict[str, asyncio.Future] = {}  # worker id -> its actor's loop
         self._pids: dict[str, int | None] = {}  # worker id -> the pid of its slot's live actor (None: none yet)
+        # worker id -> the pids of its slot's last actors that ended, whose workers may yet say hello again
+        self._ended_pids: dict[str, deque[int]] = {}
 
     async def run(self) -> None:
         connected = asyncio.wrap_future(connect_in_background(self._address))
@@ -237,7 +257,7 @@ class RayLauncher(SlotSupervisor):
                 f"could not connect to {cluster} within {self._connect_timeout_s:g} s (--ray-connect-timeout)"
             ) from None
         except Exception as error:  # an address Ray cannot parse, a token it refuses, Ray Client not installed
-            raise UsageError(f"could not connect to {cluster}: {reasons(error)}") from None
+            raise UsageError(f"could not connect to {cluster}: {reasons(error, in_one_line)}") from None
         self._connect = reachable_dial(self._connect, self._ray.util.get_node_ip_address())
         actor_class = self._ray.remote(RayWorker)
         async with asyncio.TaskGroup() as group:
@@ -254,10 +274,13 @@ class RayLauncher(SlotSupervisor):
 
     def refusal(self, worker_id: str, pid: int) -> str | None:
         """Why a worker under a slot's id is not the slot's live actor: one Ray counts ended (its node lost) can run
-        on, out of Ray's reach, and would serve beside its replacement; refused, it ends."""
-        if worker_id in self._pids and pid != self._pids[worker_id]:
+        on, out of Ray's reach, and would serve beside its replacement; refused, it ends. Any other (one started by
+        hand) is told the id is the slot's: it was told Ray counted its actor ended, while that actor served on."""
+        if worker_id not in self._pids or pid == self._pids[worker_id]:
+            return None
+        if pid in self._ended_pids[worker_id]:
             return f"pid {pid} is not the live Ray actor of {worker_id} (Ray counts its actor ended)"
-        return None
+        return f"worker id {worker_id!r} is this engine's own Ray actor slot: give this worker another"
 
     async def stop(self, timeout_s: float) -> None:
         """Lets each actor's loop end (the engine has told its workers to shut down), kills what is left."""
@@ -265,12 +288,14 @@ class RayLauncher(SlotSupervisor):
         ray = self._ray
         if ray is None:  # not connected yet, so no actor: the connection is not waited for
             return
-        serving = dict(self._serving)
-        _, running = await asyncio.wait(serving.values(), timeout=timeout_s) if serving else (set(), set())
+        # the engine told those whose worker said hello; one loading its model, or dialling where it reaches no engine,
+        # was not told, and is killed at once: the stop waited 5 s for it, then said it had not stopped when asked
+        asked = {worker_id: ended for worker_id, ended in self._serving.items() if self._hello[worker_id].is_set()}
+        _, running = await asyncio.wait(asked.values(), timeout=timeout_s) if asked else (set(), set())
         if running:
             # those still running: the line counted every actor, stopped or not
             stuck = [
-                f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in serving.items() if ended in running
+                f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in asked.items() if ended in running
             ]
             log_not_stopped("Ray actor", stuck, timeout_s)
         for actor in self._actors.values():
@@ -284,6 +309,7 @@ class RayLauncher(SlotSupervisor):
         resources = actor_resources(config)
         self._new_slot(worker_id)
         self._pids[worker_id] = None
+        self._ended_pids[worker_id] = deque(maxlen=_ENDED_PIDS_KEPT)
         while not self._stopping:
             self._starting(worker_id)
             # named in this engine's job (its own namespace): `ray.get_actor("ray-0")` from the engine
@@ -293,6 +319,8 @@ class RayLauncher(SlotSupervisor):
             self._actors[worker_id] = actor
             ended, cannot_serve = await self._serve(actor, worker_id, resources)
             self._serving.pop(worker_id, None)
+            if self._pids[worker_id] is not None:
+                self._ended_pids[worker_id].append(self._pids[worker_id])
             self._pids[worker_id] = None
             if self._stopping:
                 return
@@ -334,6 +362,9 @@ class RayLauncher(SlotSupervisor):
                 self._ray.kill(actor)
             code = await serving
             return f"returned {code}", code == CANNOT_SERVE_EXIT
+        except self._ray.exceptions.OutOfMemoryError as error:  # Ray's memory monitor killed it
+            # what it measured is the first line; the last, all the line said before, is advice on Ray's settings
+            return f"ended: {str(error).strip().splitlines()[0]}", False
         except self._ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
             # why, not only Ray's class for it: "RayTaskError(FileNotFoundError)" named no file. Ray's error for a
             # task that raised is also an instance of what it raised

@@ -2,16 +2,20 @@
 request. Simulated workers need no CPU of their own; the Ray instance and its actors are not handed the API key, and
 each actor's log lines are forwarded under its own pid, none held back or folded into another's by Ray; an actor Ray
 cannot place is named in a warning and replaced, and one whose worker cannot load its model is replaced with a warning
-saying why, and after three such ends left empty; one that does not stop when asked is killed, named alone in the log;
-a cluster that cannot be reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its
-Ray instance lost its head (the GCS)."""
+saying why, and after three such ends left empty, and one Ray's memory monitor kills with a warning saying so; one
+that does not stop when asked is killed, named alone in the log, and one whose worker has not said hello is killed at
+once, unwarned; a worker started by hand under an actor's id is told the id is the slot's; a cluster that cannot be
+reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its Ray instance lost its
+head (the GCS)."""
 
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import re
 import signal
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -26,7 +30,7 @@ from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
-from engine_process import free_port, start_engine
+from engine_process import free_port, start_engine, start_worker
 from loadgen.bench.proc import children_of, read_command
 from protocols.client_messages import Generate, Images, client_side_codec
 from protocols.curve import ClientKeys, create_key_files
@@ -135,7 +139,7 @@ async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path, monke
         await running
 
 
-def ray_engine(launch: LaunchConfig) -> Engine:
+def ray_engine(launch: LaunchConfig, **changes) -> Engine:
     """As `argus serve --launcher ray` builds it: no CURVE of its own, so a key pair made for the run."""
     return Engine(
         EngineConfig(
@@ -144,6 +148,7 @@ def ray_engine(launch: LaunchConfig) -> Engine:
             worker_listen=(f"tcp://127.0.0.1:{free_port()}",),
             launch=launch,
             launcher="ray",
+            **changes,
         )
     )
 
@@ -183,6 +188,23 @@ async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_then_give
         await running
 
 
+def test_an_actor_that_rays_memory_monitor_kills_is_replaced_with_a_warning_saying_so(tmp_path, monkeypatch):
+    """The line said only the last line of Ray's report, its advice ('Refer to the documentation on how to address the
+    out of memory issue: ...'), not that Ray had killed the actor for the node's memory, nor how much was in use."""
+    # the engine's Ray instance kills any worker running a task, at once: every node is above 1% of its memory
+    monkeypatch.setenv("RAY_memory_usage_threshold", "0.01")
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "100")
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim", wait=False)
+    try:
+        said = "worker ray-0 (Ray actor) ended: "
+        assert waiting.wait_for(lambda: said in engine.log(), timeout_s=120), engine.log()
+        ended = next(line for line in engine.log_path.read_text().splitlines() if said in line)
+        assert "killed due to the node running low on memory. Memory on the node" in ended, ended
+        assert "Refer to the documentation" not in ended, ended
+    finally:
+        engine.stop()
+
+
 async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_names_it_alone(caplog):
     """The line said '2 Ray actors still running after 5 s' of two actors, one of which had stopped, and named none."""
     engine = ray_engine(LaunchConfig(count=2, backend="sim", time_scale=0))
@@ -199,6 +221,22 @@ async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_name
     await wait_for(lambda: not process_running(stuck.hello.pid), "the stuck actor's end", timeout_s=60)
 
 
+async def test_an_actor_whose_worker_has_not_said_hello_is_killed_at_the_stop_not_waited_for(caplog):
+    """Only a worker that said hello is told to shut down: the stop waited 5 s for one still loading its model (or, as
+    here, dialling where no engine listens), then warned that it 'did not stop within 5 s of being asked to'."""
+    caplog.set_level(logging.INFO, "argus.launcher")
+    engine = ray_engine(LaunchConfig(count=1, backend="sim"), ray_connect=f"tcp://127.0.0.1:{free_port()}")
+    running = asyncio.create_task(engine.run())
+    try:
+        await wait_for(lambda: "started worker ray-0 as a Ray actor" in caplog.text, "the actor")
+        (pid,) = (int(word) for word in re.findall(r"as a Ray actor \(pid (\d+)", caplog.text))
+    finally:
+        engine.request_stop()
+        await running
+    assert "did not stop" not in caplog.text
+    await wait_for(lambda: not process_running(pid), "the actor's end", timeout_s=60)
+
+
 @pytest.mark.parametrize(
     "address, timeout, error",
     [
@@ -207,10 +245,19 @@ async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_name
         ("127.0.0.1:{free}", "2.5", "within 2.5 s (--ray-connect-timeout)"),
         ("127.0.0.1:port", "3", "Unable to parse port number"),
         ("ray://127.0.0.1:1", "3", "Ray Client requires pip package `ray[client]`"),  # not in the ray extra
+        # Ray's message lists the ways out on lines of their own: the engine said the last alone, `2. Set RAY_ADDRESS
+        # to the GCS address instead`, not that the address was not one
+        (
+            "http://127.0.0.1:{free}",
+            "3",
+            "http://127.0.0.1:{free}: Invalid Ray address: 'http://127.0.0.1:{free}'. It looks like you set RAY_ADDRESS"
+            " to an HTTP address (e.g. the API server address). To fix this, either: 1. Unset RAY_ADDRESS",
+        ),
     ],
 )
 def test_a_cluster_the_engine_cannot_join_ends_it_in_one_line(tmp_path, address, timeout, error):
-    address = address.format(free=free_port())
+    port = free_port()
+    address, error = address.format(free=port), error.format(free=port)
     options = ("--launcher", "ray", "--ray-address", address, "--ray-connect-timeout", timeout)
     engine = start_engine(tmp_path, *options, workers=1, backend="sim", wait=False)
     try:
@@ -313,6 +360,29 @@ def test_a_worker_whose_actor_ray_counts_ended_is_refused_not_served_beside_its_
         assert f"pid {worker['pid']} is not the live Ray actor of ray-0" in engine.log()
         assert engine.ready()["workers"] == []
     finally:
+        engine.stop()
+
+
+def test_a_worker_started_by_hand_under_an_actors_id_is_told_the_id_is_the_slots(tmp_path):
+    """It was told `pid N is not the live Ray actor of ray-0 (Ray counts its actor ended)`, while that actor served."""
+    keys = tmp_path / "keys"
+    _, engine_secret = create_key_files(keys / "engine", "engine")
+    _, worker_secret = create_key_files(keys / "workers", "worker")
+    (keys / "clients").mkdir()
+    curve = ("--curve-secret", str(engine_secret), "--curve-allow", str(keys / "clients"))
+    curve += ("--curve-allow-workers", str(keys / "workers"))
+    engine = start_engine(tmp_path, "--launcher", "ray", *curve, workers=1, backend="sim")
+    worker_curve = ("--curve-key", str(worker_secret), "--curve-server-key", str(keys / "engine" / "engine.key"))
+    worker = start_worker(engine.worker_address, "sim", "--worker-id", "ray-0", *worker_curve, stderr=subprocess.PIPE)
+    try:
+        _, said = worker.communicate(timeout=60)
+        assert worker.returncode == 2, said
+        assert "worker id 'ray-0' is this engine's own Ray actor slot: give this worker another" in said.decode()
+        assert [worker["name"].partition("/")[0] for worker in engine.ready()["workers"]] == ["ray-0"]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
         engine.stop()
 
 
