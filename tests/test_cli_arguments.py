@@ -646,6 +646,7 @@ def sdxl_checkpoint(tmp_path, index_changes: dict | None = None) -> str:
             (tmp_path / part / config).write_text("{}")
             (tmp_path / part / weights).write_bytes(NO_TENSORS if weights.endswith(".safetensors") else b"")
     (tmp_path / "tokenizer" / "merges.txt").write_text("")
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text("{}")
     write_unet_config(tmp_path, 4)
     index.update(index_changes or {})
     (tmp_path / "model_index.json").write_text(json.dumps({k: v for k, v in index.items() if v is not None}))
@@ -686,6 +687,11 @@ NOT_SDXL_BASE = {
         "unet holds no weights",
     ),
     "no config": ({}, lambda folder: unmake(folder / "text_encoder_2" / "config.json"), "holds no config.json"),
+    "no scheduler config": (
+        {},
+        lambda folder: unmake(folder / "scheduler" / "scheduler_config.json"),
+        "scheduler holds no scheduler_config.json",
+    ),
 }
 
 

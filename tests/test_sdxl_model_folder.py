@@ -302,6 +302,16 @@ def test_a_tokenizer_folder_without_its_files_is_refused(folder, removed, says, 
     assert capsys.readouterr().err.startswith(f"argus worker: error: --model: {model / folder} {says}")
 
 
+def test_a_scheduler_folder_without_its_config_is_refused_before_anything_loads(model, capsys):
+    """diffusers reads it after every part with weights: the worker loaded the UNet (minutes, for SD-XL) and failed,
+    and `argus serve` started, each of its workers doing so three times."""
+    (model / "scheduler" / "scheduler_config.json").unlink()
+    assert main([*WORKER, str(model)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus worker: error: --model: {model / 'scheduler'} holds no scheduler_config.json\n"
+    )
+
+
 def test_a_link_to_nothing_is_named_as_such(model, capsys):
     """A hub cache's snapshot links each file to a blob, which an interrupted download never wrote: such a link was
     reported as a file this user may not read."""

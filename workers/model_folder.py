@@ -78,6 +78,9 @@ def sdxl_model_problem(model_dir: str) -> str | None:
     for name in ("tokenizer", "tokenizer_2"):
         if problem := _tokenizer_problem(os.path.join(model_dir, name)):
             return problem
+    if not os.path.isfile(os.path.join(model_dir, "scheduler", "scheduler_config.json")):
+        # diffusers reads it once every part with weights has loaded: each start of a worker loaded the UNet to fail
+        return f"{os.path.join(model_dir, 'scheduler')} holds no scheduler_config.json"
     try:
         channels = _json_object(os.path.join(model_dir, "unet", "config.json")).get("in_channels")
     except ValueError as error:
