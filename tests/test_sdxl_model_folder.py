@@ -445,3 +445,13 @@ def test_parts_that_fit_still_load_and_run(saved):
     batch = Generate(1, 0, 1, 512, 512, 5.0, "png", [GenerateItem("r", "a red fox " * 40, 1)])
     (done,) = backend.run(batch, NoControl())
     assert isinstance(done, ItemDone)
+
+
+def test_weights_saved_as_bin_load_without_an_error_logged(tmp_path, caplog):
+    """diffusers logged, at every worker's start, "An error occurred while trying to fetch DIR/unet: Error no file
+    named diffusion_pytorch_model.safetensors" at ERROR for a unet and a vae saved as .bin, which it then loaded."""
+    build_tiny_sdxl(seed=0).save_pretrained(tmp_path, safe_serialization=False)
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.bin").is_file()
+    with caplog.at_level(logging.WARNING, logger="diffusers"):
+        assert load_sdxl(str(tmp_path), "cpu").describe().name == "sdxl"
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
