@@ -681,6 +681,11 @@ NOT_SDXL_BASE = {
     ),
     "sd3": ({"_class_name": "StableDiffusion3Pipeline", "unet": None}, None, "names no unet"),
     "no vae folder": ({}, lambda folder: unmake(folder / "vae"), "lacks vae/"),
+    "no folder for a part beyond SD-XL base's": (
+        {"image_encoder": ["transformers", "CLIPVisionModelWithProjection"]},
+        None,
+        "lacks image_encoder/ (named in its model_index.json)",
+    ),
     "no unet weights": (
         {},
         lambda folder: unmake(folder / "unet" / "diffusion_pytorch_model.safetensors"),

@@ -65,7 +65,10 @@ def sdxl_model_problem(model_dir: str) -> str | None:
     if unnamed:
         kind = index.get("_class_name", "a pipeline of no named class")
         return f"{model_dir!r} is not SD-XL base: its model_index.json ({kind}) names no {', '.join(unnamed)}"
-    missing = [f"{name}/" for name in _COMPONENTS if not os.path.isdir(os.path.join(model_dir, name))]
+    # a part beyond SD-XL base's (an image_encoder) loads from its folder too: without it, diffusers failed once the
+    # UNet had loaded, naming the model's folder ("no file named model.safetensors ... in directory DIR")
+    extra = [name for name, entry in index.items() if name not in _COMPONENTS and _named(entry)]
+    missing = [f"{name}/" for name in (*_COMPONENTS, *extra) if not os.path.isdir(os.path.join(model_dir, name))]
     if missing:
         return f"{model_dir!r} lacks {', '.join(missing)} (named in its model_index.json)"
     for name in _COMPONENTS:
