@@ -164,8 +164,9 @@ def build_app(engine: Engine) -> web.Application:
 
 
 def served_model_id(launch: LaunchConfig) -> str:
-    """The name GET /v1/models gives: the --model folder's, else the backend's (tiny, sim: no folder)."""
-    return os.path.basename(os.path.normpath(launch.model)) if launch.model else f"argus-{launch.backend}"
+    """The name GET /v1/models gives: the --model folder's, else the backend's (tiny, sim: no folder). The folder's
+    own name, made absolute first: `--model .` (serve run inside it) or `--model ..` was listed as '.' or '..'."""
+    return os.path.basename(os.path.abspath(launch.model)) if launch.model else f"argus-{launch.backend}"
 
 
 def _json(body: msgspec.Struct, status: int = 200, headers: dict | None = None) -> web.Response:

@@ -697,6 +697,7 @@ def sdxl_checkpoint(tmp_path, index_changes: dict | None = None) -> str:
             (tmp_path / part / config).write_text("{}")
             (tmp_path / part / weights).write_bytes(NO_TENSORS if weights.endswith(".safetensors") else b"")
     (tmp_path / "tokenizer" / "merges.txt").write_text("")
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text("{}")
     write_unet_config(tmp_path, 4)
     index.update(index_changes or {})
     (tmp_path / "model_index.json").write_text(json.dumps({k: v for k, v in index.items() if v is not None}))
@@ -731,12 +732,22 @@ NOT_SDXL_BASE = {
     ),
     "sd3": ({"_class_name": "StableDiffusion3Pipeline", "unet": None}, None, "names no unet"),
     "no vae folder": ({}, lambda folder: unmake(folder / "vae"), "lacks vae/"),
+    "no folder for a part beyond SD-XL base's": (
+        {"image_encoder": ["transformers", "CLIPVisionModelWithProjection"]},
+        None,
+        "lacks image_encoder/ (named in its model_index.json)",
+    ),
     "no unet weights": (
         {},
         lambda folder: unmake(folder / "unet" / "diffusion_pytorch_model.safetensors"),
         "unet holds no weights",
     ),
     "no config": ({}, lambda folder: unmake(folder / "text_encoder_2" / "config.json"), "holds no config.json"),
+    "no scheduler config": (
+        {},
+        lambda folder: unmake(folder / "scheduler" / "scheduler_config.json"),
+        "scheduler holds no scheduler_config.json",
+    ),
 }
 
 

@@ -302,6 +302,16 @@ def test_a_tokenizer_folder_without_its_files_is_refused(folder, removed, says, 
     assert capsys.readouterr().err.startswith(f"argus worker: error: --model: {model / folder} {says}")
 
 
+def test_a_scheduler_folder_without_its_config_is_refused_before_anything_loads(model, capsys):
+    """diffusers reads it after every part with weights: the worker loaded the UNet (minutes, for SD-XL) and failed,
+    and `argus serve` started, each of its workers doing so three times."""
+    (model / "scheduler" / "scheduler_config.json").unlink()
+    assert main([*WORKER, str(model)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus worker: error: --model: {model / 'scheduler'} holds no scheduler_config.json\n"
+    )
+
+
 def test_a_link_to_nothing_is_named_as_such(model, capsys):
     """A hub cache's snapshot links each file to a blob, which an interrupted download never wrote: such a link was
     reported as a file this user may not read."""
@@ -435,3 +445,13 @@ def test_parts_that_fit_still_load_and_run(saved):
     batch = Generate(1, 0, 1, 512, 512, 5.0, "png", [GenerateItem("r", "a red fox " * 40, 1)])
     (done,) = backend.run(batch, NoControl())
     assert isinstance(done, ItemDone)
+
+
+def test_weights_saved_as_bin_load_without_an_error_logged(tmp_path, caplog):
+    """diffusers logged, at every worker's start, "An error occurred while trying to fetch DIR/unet: Error no file
+    named diffusion_pytorch_model.safetensors" at ERROR for a unet and a vae saved as .bin, which it then loaded."""
+    build_tiny_sdxl(seed=0).save_pretrained(tmp_path, safe_serialization=False)
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.bin").is_file()
+    with caplog.at_level(logging.WARNING, logger="diffusers"):
+        assert load_sdxl(str(tmp_path), "cpu").describe().name == "sdxl"
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

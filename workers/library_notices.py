@@ -7,6 +7,10 @@
 - transformers 5, as diffusers imports it, says its CLIP and SigLIP image processors fall back to PIL without
   torchvision: two lines at every worker's start for what argus never runs (text-to-image uses no image
   processor), so a user would look for a fault that is not there.
+- A part whose weights are a .bin (diffusion_pytorch_model.bin, as `save_pretrained(safe_serialization=False)` and
+  older checkpoints write them): diffusers looks for a .safetensors first and logs its absence at ERROR, "An error
+  occurred while trying to fetch DIR/unet: Error no file named diffusion_pytorch_model.safetensors", before it
+  loads the .bin, at every worker's start. A .bin it then cannot load still fails the load, saying why.
 
 Every other message of these loggers still shows. Installed as the `workers` package is imported, before any
 worker module imports diffusers: the image processors' notice comes with the import.
@@ -23,6 +27,7 @@ _NOTICES = {
     "diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img": _TRUNCATED,
     "transformers.tokenization_utils_base": "Token indices sequence length is longer",
     "transformers.utils.import_utils": "requires torchvision (not installed)",
+    "diffusers.models.modeling_utils": "An error occurred while trying to fetch",
 }
 
 

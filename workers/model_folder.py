@@ -65,7 +65,10 @@ def sdxl_model_problem(model_dir: str) -> str | None:
     if unnamed:
         kind = index.get("_class_name", "a pipeline of no named class")
         return f"{model_dir!r} is not SD-XL base: its model_index.json ({kind}) names no {', '.join(unnamed)}"
-    missing = [f"{name}/" for name in _COMPONENTS if not os.path.isdir(os.path.join(model_dir, name))]
+    # a part beyond SD-XL base's (an image_encoder) loads from its folder too: without it, diffusers failed once the
+    # UNet had loaded, naming the model's folder ("no file named model.safetensors ... in directory DIR")
+    extra = [name for name, entry in index.items() if name not in _COMPONENTS and _named(entry)]
+    missing = [f"{name}/" for name in (*_COMPONENTS, *extra) if not os.path.isdir(os.path.join(model_dir, name))]
     if missing:
         return f"{model_dir!r} lacks {', '.join(missing)} (named in its model_index.json)"
     for name in _COMPONENTS:
@@ -78,6 +81,9 @@ def sdxl_model_problem(model_dir: str) -> str | None:
     for name in ("tokenizer", "tokenizer_2"):
         if problem := _tokenizer_problem(os.path.join(model_dir, name)):
             return problem
+    if not os.path.isfile(os.path.join(model_dir, "scheduler", "scheduler_config.json")):
+        # diffusers reads it once every part with weights has loaded: each start of a worker loaded the UNet to fail
+        return f"{os.path.join(model_dir, 'scheduler')} holds no scheduler_config.json"
     try:
         channels = _json_object(os.path.join(model_dir, "unet", "config.json")).get("in_channels")
     except ValueError as error:
