@@ -134,6 +134,18 @@ def start_worker(connect: str, backend: str, *args: str, **popen: object) -> sub
     return subprocess.Popen(command, cwd=ROOT, **popen)
 
 
+def said_as_it_exits_2(worker: subprocess.Popen, timeout_s: float = 60) -> str:
+    """What a worker started with stderr=PIPE said, once it has exited 2, as one it refuses to serve must; killed
+    if it has not."""
+    try:
+        assert worker.wait(timeout=timeout_s) == 2
+        said = worker.stderr.read()
+        return said if isinstance(said, str) else said.decode()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
 def start_lone_and_fleet(tmp_path: Path, connect: str, fleet: int) -> tuple[list[subprocess.Popen], dict[str, Path]]:
     """A lone sim worker and a `--count fleet` one dialling `connect`, and where each logs (stderr): "lone", "fleet"."""
     logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}

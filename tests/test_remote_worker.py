@@ -19,7 +19,14 @@ from waiting import wait_for
 
 from controller.similarity import SimilarityTable
 from engine.client import ArgusClient
-from engine_process import ask_worker_door, free_port, start_engine, start_lone_and_fleet, start_worker
+from engine_process import (
+    ask_worker_door,
+    free_port,
+    said_as_it_exits_2,
+    start_engine,
+    start_lone_and_fleet,
+    start_worker,
+)
 from protocols.client_messages import Images
 from protocols.curve import create_key_files
 from protocols.worker_messages import PROTOCOL_VERSION, Cleared, Hello, Probe, Refused, Welcome
@@ -216,17 +223,12 @@ def test_a_probe_is_answered_as_a_hello_of_its_values_would_be_and_registers_not
 
 def test_a_worker_of_another_backend_is_refused_before_it_loads_its_model(engine):
     worker = start_worker(engine.worker_address, "tiny", "--worker-id", "gpu9", stderr=subprocess.PIPE, text=True)
-    try:
-        assert worker.wait(timeout=60) == 2
-        said = worker.stderr.read()
-        assert "engine refused this worker: backend 'tiny': this engine serves 'sim'" in said, said
-        assert "loading the tiny backend" not in said, said
-        # the engine names the worker, not the identity libzmq made up for the connection it asked on
-        named = f"refusing worker gpu9 (pid {worker.pid}, asking before it loads its model): backend 'tiny'"
-        assert wait_for(lambda: named in engine.log(), timeout_s=60), engine.log()[-2000:]
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    said = said_as_it_exits_2(worker)
+    assert "engine refused this worker: backend 'tiny': this engine serves 'sim'" in said, said
+    assert "loading the tiny backend" not in said, said
+    # the engine names the worker, not the identity libzmq made up for the connection it asked on
+    named = f"refusing worker gpu9 (pid {worker.pid}, asking before it loads its model): backend 'tiny'"
+    assert wait_for(lambda: named in engine.log(), timeout_s=60), engine.log()[-2000:]
 
 
 def test_a_worker_restarted_under_its_id_right_after_a_crash_takes_its_place(tmp_path):
@@ -285,26 +287,21 @@ def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(request, tmp_pa
     worker = start_worker(
         engine.worker_address, backend, *([] if who == "no keys" else keys), *fleet, stderr=subprocess.PIPE
     )
-    try:
-        assert worker.wait(timeout=60) == 2
-        says = {
-            "key not admitted": "does not admit this CURVE key on this socket (a worker's key goes in its",
-            "no keys": "requires CURVE keys",
-            "keys, engine without CURVE": "does not use CURVE",
-            "a fleet, key not admitted": "does not admit this CURVE key",
-            "wrong engine key": "the engine's public key given is not its own",
-            "a model, key not admitted": "does not admit this CURVE key",
-            "a model, wrong engine key": "the engine's public key given is not its own",
-        }[who]
-        # "the engine at ADDRESS does not use CURVE", or, if the engine hung up before the worker named the mismatch
-        # ten times in a row, "every handshake with the engine at ADDRESS failed: ..., the engine does not use CURVE"
-        said = worker.stderr.read().decode()
-        assert "engine refused this worker: " in said and engine.worker_address in said and says in said, said
-        if backend == "tiny":
-            assert "loading the tiny backend" not in said, said
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    said = said_as_it_exits_2(worker)
+    says = {
+        "key not admitted": "does not admit this CURVE key on this socket (a worker's key goes in its",
+        "no keys": "requires CURVE keys",
+        "keys, engine without CURVE": "does not use CURVE",
+        "a fleet, key not admitted": "does not admit this CURVE key",
+        "wrong engine key": "the engine's public key given is not its own",
+        "a model, key not admitted": "does not admit this CURVE key",
+        "a model, wrong engine key": "the engine's public key given is not its own",
+    }[who]
+    # "the engine at ADDRESS does not use CURVE", or, if the engine hung up before the worker named the mismatch
+    # ten times in a row, "every handshake with the engine at ADDRESS failed: ..., the engine does not use CURVE"
+    assert "engine refused this worker: " in said and engine.worker_address in said and says in said, said
+    if backend == "tiny":
+        assert "loading the tiny backend" not in said, said
 
 
 def test_a_worker_or_fleet_that_served_says_why_the_next_engine_can_never_take_it_and_exits_2(tmp_path, curve_files):
@@ -338,29 +335,17 @@ def test_a_worker_with_keys_given_the_engines_http_port_says_so_and_exits_2(curv
     said hello for ever, warning every 10 s of no answer."""
     address = curve_engine.http.replace("http://", "tcp://")
     keys = ["--curve-key", str(curve_files.stranger_secret), "--curve-server-key", str(curve_files.engine_public)]
-    worker = start_worker(address, "sim", *keys, stderr=subprocess.PIPE)
-    try:
-        assert worker.wait(timeout=60) == 2
-        said = worker.stderr.read().decode()
-        assert f"{address} is not an argus engine's ZeroMQ address (the handshake failed: an HTTP port?)" in said, said
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    said = said_as_it_exits_2(start_worker(address, "sim", *keys, stderr=subprocess.PIPE))
+    assert f"{address} is not an argus engine's ZeroMQ address (the handshake failed: an HTTP port?)" in said, said
 
 
 @pytest.mark.parametrize("fleet", [[], ["--count", "3"]], ids=["worker", "fleet"])
 def test_a_worker_given_the_engines_client_address_says_so_and_exits_2(engine, fleet):
     """The client door answers each hello with an Error the worker cannot read: the worker said hello again at once,
     for ever (about 6,600 hellos, warnings in its log and rejected requests in the engine's a second)."""
-    worker = start_worker(engine.client_address, "sim", *fleet, stderr=subprocess.PIPE)
-    try:
-        assert worker.wait(timeout=60) == 2
-        said = worker.stderr.read().decode()
-        assert f"engine refused this worker: {engine.client_address} answered a hello" in said, said
-        assert "not its client one" in said
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    said = said_as_it_exits_2(start_worker(engine.client_address, "sim", *fleet, stderr=subprocess.PIPE))
+    assert f"engine refused this worker: {engine.client_address} answered a hello" in said, said
+    assert "not its client one" in said
 
 
 @pytest.mark.parametrize(
@@ -382,8 +367,7 @@ def test_a_welcome_whose_times_cannot_be_kept_is_refused_and_the_worker_exits_2(
         engine.receive(Hello)
         given = {"heartbeat_interval_s": 1.0, "engine_timeout_s": 600.0, **times}
         engine.send(Welcome(PROTOCOL_VERSION, **given, level=0))
-        assert worker.wait(timeout=30) == 2
-        said = worker.stderr.read().decode()
+        said = said_as_it_exits_2(worker, timeout_s=30)
         assert f"engine refused this worker: {engine.address} welcomed it with a " in said, said
     finally:
         if worker.poll() is None:
