@@ -6,10 +6,13 @@ requires CURVE, pass `curve=ClientKeys.from_files(my.key_secret, engine.key)`. B
 terminal message: Images, Error, Busy or Cancelled (never raise for those). Both raise ConnectionRefusedError,
 saying why, once the engine refuses this client's CURVE key, CURVE is on at one end only, or the address is no
 argus engine's ZeroMQ one (an HTTP port): no reply would ever come. The last is judged only until an engine was reached
-at the address (a tunnel or proxy to an engine that is down takes each connection and closes it). ArgusClient raises
-EngineUnreachable, a TimeoutError, for a call that timed out with no engine ever reached at the address (naming what
-the handshakes that failed there meanwhile suggest, as the refusal would once there are enough of them); a call that
-waits UNANSWERED_WARNING_S so is logged as a warning, once per client (the async client's calls wait for ever). A client
+at the address (a tunnel or proxy to an engine that is down takes each connection and closes it): after, handshakes that
+all fail without a word (that, or an engine come back with another key pair, or with CURVE on at its end only) are
+named in ArgusClient's TimeoutError; AsyncArgusClient's calls wait on, as through an engine's restart.
+ArgusClient raises EngineUnreachable, a TimeoutError, for a call that timed out with no engine ever reached at the
+address (naming what the handshakes that failed there meanwhile suggest, as the refusal would once there are enough of
+them); a call that waits UNANSWERED_WARNING_S so is logged as a warning, once per client (the async client's calls wait
+for ever). A client
 serves the process that made it: in one forked from it, a call raises RuntimeError (ZeroMQ's sockets do not survive a
 fork), and close() does nothing; pickled (to be sent to another), it raises TypeError.
 

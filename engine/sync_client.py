@@ -198,9 +198,11 @@ class ArgusClient(OwnProcess):
 
     def _timed_out(self, why: str) -> TimeoutError:
         # the handshakes heard up to the deadline: _wait read the monitor last as it ended
+        suspected = self._refusals.suspected()
         if not self._refusals.handshook:
-            return _unreached(self._address, self._timeout_s, self._refusals.suspected())
-        return TimeoutError(why)
+            return _unreached(self._address, self._timeout_s, suspected)
+        # an engine reached before: the handshakes failing since say why no reply came (it said only that none had)
+        return TimeoutError(f"{why}: {suspected}" if suspected else why)
 
     def _wait(self, events: int, deadline: float | None) -> bool:
         """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once

@@ -238,13 +238,14 @@ class RefusedHandshakes:
         return self._reason
 
     def suspected(self) -> str | None:
-        """Why the engine may never be reached, once handshakes failed without a word and none succeeded, before there
-        were enough of them to refuse it (about a second and a half): for a call that times out meanwhile, which said
-        that nothing answered at the address, and to check that the engine is up. None once one succeeded, or none
-        failed (as of the events read so far: reason() reads them)."""
-        if self.handshook or not self._silent_failures:
+        """Why the engine may never be reached, once the handshakes since the last that succeeded (or since the socket
+        connected) all failed without a word, before there were enough of them to refuse it (about a second and a
+        half): for a call that times out meanwhile, which said that nothing answered at the address, and to check
+        that the engine is up (or, an engine reached, only that it timed out). None while none failed (as of the
+        events read so far: reason() reads them)."""
+        if not self._silent_failures:
             return None
-        return self._no_engine_here(certain=False)
+        return self._failing_since_reached() if self.handshook else self._no_engine_here(certain=False)
 
     def not_an_engine(self) -> str | None:
         """For a message that could not be read: why its sender is no argus engine (kept, as a refusal), or None if a
@@ -290,7 +291,9 @@ class RefusedHandshakes:
                 # an engine answered at this address: what hangs up without a word now is the way to it while it is
                 # down (a tunnel, docker's port, a proxy, each taking the connection and closing it, about ten times a
                 # second), not an address that is no engine's. Taken for that, the client was refused for good,
-                # in those words, and served no more once the engine was back up
+                # in those words, and served no more once the engine was back up. An engine come back with another key
+                # pair, or with CURVE where this side has none, fails them so too: suspected() says so to a sync call
+                # that times out. An async call waits on: failed, it failed during each restart behind docker's port
                 return None
             return self._no_engine_here(certain=False) if self._silent_failures >= _SILENT_FAILURES else None
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -320,6 +323,23 @@ class RefusedHandshakes:
             f"every handshake with the engine at {self._address} failed: the engine's public key given is not its own,"
             f" the engine does not use CURVE, or {self._address} is not an argus engine's ZeroMQ address (an HTTP"
             " port?)"
+        )
+
+    def _failing_since_reached(self) -> str:
+        """Why, once an engine was reached and every handshake since fails without a word: the engine restarted with
+        other keys, or the way to it takes each connection while it is down."""
+        engine = f"the engine at {self._address}"
+        if self._curve_on:
+            keys = (
+                "the engine's public key given is not its own (restarted with another key pair? make the client"
+                " anew with its new public key), the engine does not use CURVE"
+            )
+        else:
+            keys = "the engine requires CURVE keys (restarted with CURVE on?)"
+        return (
+            f"every handshake with {engine} has failed since it was reached: {keys}, or what takes the connections at"
+            f" {self._address} is the way to an engine that is down (an ssh -L tunnel, docker's published port, a"
+            " proxy)"
         )
 
     def close(self) -> None:
