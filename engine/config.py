@@ -64,6 +64,12 @@ def environment_for_children() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in (API_KEY_ENV, LOCAL_WORKER_KEYS_ENV)}
 
 
+def served_model_name(backend: str, model: str | None) -> str:
+    """The name GET /v1/models gives: the --model folder's, else the backend's (tiny, sim: no folder). The folder's
+    own name, made absolute first: `--model .` (serve run inside it) or `--model ..` was listed as '.' or '..'."""
+    return os.path.basename(os.path.abspath(model)) if model else f"argus-{backend}"
+
+
 @dataclass(frozen=True, slots=True)
 class LaunchConfig:
     """Local worker processes the engine spawns and restarts."""

@@ -6,7 +6,6 @@ import asyncio
 import binascii
 import functools
 import logging
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +18,7 @@ from yarl import URL
 
 from engine.api_keys import ApiKeys
 from engine.arg_types import URL_HOST
-from engine.config import LaunchConfig
+from engine.config import LaunchConfig, served_model_name
 from engine.forwarded_for import TrustedProxies
 from engine.http_half_close import answer_half_closed
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
@@ -164,9 +163,7 @@ def build_app(engine: Engine) -> web.Application:
 
 
 def served_model_id(launch: LaunchConfig) -> str:
-    """The name GET /v1/models gives: the --model folder's, else the backend's (tiny, sim: no folder). The folder's
-    own name, made absolute first: `--model .` (serve run inside it) or `--model ..` was listed as '.' or '..'."""
-    return os.path.basename(os.path.abspath(launch.model)) if launch.model else f"argus-{launch.backend}"
+    return served_model_name(launch.backend, launch.model)
 
 
 def _json(body: msgspec.Struct, status: int = 200, headers: dict | None = None) -> web.Response:

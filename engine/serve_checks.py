@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import ipaddress
+import logging
 import os
 import re
 import resource
@@ -26,6 +27,7 @@ from engine.config import (
     MAX_IMAGE_URL_TTL_S,
     MAX_QUEUE,
     MIN_HEARTBEAT_TIMEOUT_S,
+    served_model_name,
 )
 from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit, workers_that_fit
 from engine.worker_command import check_backend_flags, check_device, check_model
@@ -33,6 +35,8 @@ from protocols.endpoints import Endpoint, parse_endpoint
 from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
 from workers.model_folder import sdxl_model_problem
 from workers.model_id import SIM_PROFILE, folder_model_id, sim_model_id
+
+log = logging.getLogger("argus.engine")
 
 
 def check_serve_args(args: argparse.Namespace) -> None:
@@ -110,12 +114,15 @@ def check_serve_args(args: argparse.Namespace) -> None:
         )
     if args.max_queue > MAX_QUEUE:
         raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
-    if args.backend == "sdxl" and args.workers:
-        if not args.model:
-            raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
-        # Ray actors read --model on the hosts Ray places them on, which this one need not see
-        if args.launcher != "ray":
+    if args.backend == "sdxl" and args.workers and not args.model:
+        raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
+    if args.backend == "sdxl" and args.model:
+        # Ray actors read --model on the hosts Ray places them on, which this one need not see, as workers started
+        # by hand (--workers 0) read it on theirs
+        if args.workers and args.launcher != "ray":
             check_model(args.model)
+        else:
+            _warn_if_model_elsewhere(args.model)
     check_backend_flags(args.backend, args.model, args.device, args.time_scale, args.sim_latents)
     if args.workers and args.device:
         # round-robin: past the --workers, a device got no worker, without a word
@@ -295,6 +302,23 @@ def similarity_table_file(args: argparse.Namespace) -> TableFile | None:
         return None
     return checked_table_file(
         args.similarity_table, args.embedder, args.embedder_path, "--embedder-path", args.levels or DEFAULT_LEVELS
+    )
+
+
+def _warn_if_model_elsewhere(model: str) -> None:
+    """Not refused: workers started elsewhere may hold the folder this host lacks. But a mistyped one was taken without
+    a word, listed by GET /v1/models, and only each worker that came to load it failed."""
+    problem = sdxl_model_problem(model)
+    if not problem:
+        return
+    here = f"is not an SD-XL model on this host ({problem})" if os.path.exists(model) else "is no folder on this host"
+    log.warning(
+        "--model %s %s: workers started elsewhere (argus worker, Ray actors) must find an SD-XL folder at %s on"
+        " their hosts, and GET /v1/models lists it as %r",
+        model,
+        here,
+        model,
+        served_model_name("sdxl", model),
     )
 
 

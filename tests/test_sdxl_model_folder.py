@@ -21,7 +21,7 @@ from run_controls import NoControl
 from tiny_models import empty_weights, keep_weights
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from engine.cli import main
+from engine.cli import build_parser, engine_config, main
 from engine_process import start_engine
 from protocols.worker_messages import Generate, GenerateItem, ItemDone
 from workers.backend import BackendUnavailable
@@ -455,3 +455,34 @@ def test_weights_saved_as_bin_load_without_an_error_logged(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="diffusers"):
         assert load_sdxl(str(tmp_path), "cpu").describe().name == "sdxl"
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# an engine whose workers are all started by hand, on hosts of their own
+_SERVE_ELSEWHERE = ["serve", "--backend", "sdxl", "--workers", "0", "--model"]
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda path: None, "is no folder on this host"),
+        (lambda path: path.mkdir(), "is not an SD-XL model on this host ("),
+    ],
+    ids=["missing", "no model"],
+)
+def test_serve_without_local_workers_warns_once_of_a_model_not_here(make, says, tmp_path, caplog):
+    """Not refused (workers started by hand on other hosts may hold the folder), but a mistyped --model was taken
+    without a word, listed by GET /v1/models, and failed each worker that came to load it."""
+    folder = tmp_path / "typo"
+    make(folder)
+    with caplog.at_level(logging.WARNING, logger="argus"):
+        engine_config(build_parser().parse_args([*_SERVE_ELSEWHERE, str(folder)]))
+    [warning] = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warning.startswith(f"--model {folder} {says}")
+    assert "\n" not in warning
+    assert "workers started elsewhere" in warning and "GET /v1/models lists it as 'typo'" in warning
+
+
+def test_serve_without_local_workers_takes_a_model_found_here_without_a_word(saved, caplog):
+    with caplog.at_level(logging.WARNING, logger="argus"):
+        engine_config(build_parser().parse_args([*_SERVE_ELSEWHERE, str(saved)]))
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
