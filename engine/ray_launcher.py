@@ -40,6 +40,8 @@ from engine.arg_types import UsageError
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.listen_checks import http_address
 from engine.metrics import EngineMetrics
+from engine.ray_calls import RayCalls
+from engine.ray_gcs_watch import watch_gcs
 from engine.ray_logs import RayTokenRefused, watching_ray_logs
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, log_not_stopped, said_hello_or_ended
@@ -240,6 +242,7 @@ class RayLauncher(SlotSupervisor):
         self._address = address
         self._connect_timeout_s = connect_timeout_s
         self._ray: Any = None  # the ray module, once connected
+        self._calls = RayCalls()  # those that may block, off the event loop
         self._actors: dict[str, Any] = {}
         self._serving: dict[str, asyncio.Future] = {}  # worker id -> its actor's loop
         self._pids: dict[str, int | None] = {}  # worker id -> the pid of its slot's live actor (None: none yet)
@@ -260,15 +263,23 @@ class RayLauncher(SlotSupervisor):
             raise UsageError(f"could not connect to {cluster}: {reasons(error, in_one_line)}") from None
         self._connect = reachable_dial(self._connect, self._ray.util.get_node_ip_address())
         actor_class = self._ray.remote(RayWorker)
-        async with asyncio.TaskGroup() as group:
-            for slot in range(self._config.count):
-                group.create_task(self._supervise(actor_class, slot))
+        # Ray Client's GCS (ray://) is the Ray Client server's to reach, not the engine's
+        watched = None if (self._address or "").startswith("ray://") else self._ray.get_runtime_context().gcs_address
+        owned = f"the Ray cluster at {self._address}" if self._address else "the engine's own Ray instance"
+        watching = asyncio.create_task(watch_gcs(watched, owned)) if watched else None
+        try:
+            async with asyncio.TaskGroup() as group:
+                for slot in range(self._config.count):
+                    group.create_task(self._supervise(actor_class, slot))
+        finally:
+            if watching is not None:
+                watching.cancel()
 
     def kill(self, worker_id: str) -> bool:
         """Kills the slot's actor, which is then replaced; False when no actor of ours has the id."""
         actor = self._actors.get(worker_id)
         if actor is not None:
-            self._ray.kill(actor)
+            self._kill(actor)
             return True
         return False
 
@@ -298,12 +309,20 @@ class RayLauncher(SlotSupervisor):
                 f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in asked.items() if ended in running
             ]
             log_not_stopped("Ray actor", stuck, timeout_s)
-        for actor in self._actors.values():
-            ray.kill(actor)
+        # done before the disconnect; waited for no longer than the loops were: a kill behind an actor's start that
+        # waits for a GCS gone waits with it
+        killed = [self._kill(actor) for actor in self._actors.values()]
+        if killed:
+            await asyncio.wait(killed, timeout=timeout_s)
         await asyncio.to_thread(ray.shutdown)
 
+    def _kill(self, actor: Any) -> asyncio.Future:
+        """ray.kill, in the thread of Ray's calls: it waits while the actor's start registers it with the GCS."""
+        killed = self._calls.submit(self._ray.kill, actor)
+        killed.add_done_callback(_said_if_failed)
+        return killed
+
     async def _supervise(self, actor_class: Any, slot: int) -> None:
-        ray = self._ray
         config = self._worker_config(slot)
         worker_id = config.worker_id
         resources = actor_resources(config)
@@ -313,10 +332,11 @@ class RayLauncher(SlotSupervisor):
         while not self._stopping:
             self._starting(worker_id)
             # named in this engine's job (its own namespace): `ray.get_actor("ray-0")` from the engine
-            actor = actor_class.options(
-                name=worker_id, max_restarts=0, runtime_env=self._runtime_env, **resources
-            ).remote(config)
-            self._actors[worker_id] = actor
+            starting = actor_class.options(name=worker_id, max_restarts=0, runtime_env=self._runtime_env, **resources)
+            actor = self._actors[worker_id] = await self._calls.submit(starting.remote, config)
+            if self._stopping:  # the stop came while it started, and killed the slot's last actor
+                self._kill(actor)
+                return
             ended, cannot_serve = await self._serve(actor, worker_id, resources)
             self._serving.pop(worker_id, None)
             if self._pids[worker_id] is not None:
@@ -324,7 +344,7 @@ class RayLauncher(SlotSupervisor):
             self._pids[worker_id] = None
             if self._stopping:
                 return
-            ray.kill(actor)  # one that is unreachable but alive must not serve on, beside its replacement or not
+            self._kill(actor)  # one that is unreachable but alive must not serve on, beside its replacement or not
             replacing = await self._after_end(
                 worker_id,
                 cannot_serve,
@@ -346,7 +366,7 @@ class RayLauncher(SlotSupervisor):
                     pid = await asyncio.wait_for(actor.pid.remote(), timeout_s)
                 except TimeoutError:  # Ray could not place it, or its process does not start
                     # the flag named: a cluster that adds a GPU node on demand takes minutes to place it
-                    shortage = self._shortage(resources)
+                    shortage = await self._shortage(resources)
                     return f"was not started by Ray within {timeout_s:g} s (--startup-timeout; {shortage})", False
                 log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
                 self._pids[worker_id] = pid
@@ -359,7 +379,7 @@ class RayLauncher(SlotSupervisor):
                     pid,
                     timeout_s,
                 )
-                self._ray.kill(actor)
+                self._kill(actor)
             code = await serving
             return f"returned {code}", code == CANNOT_SERVE_EXIT
         except self._ray.exceptions.OutOfMemoryError as error:  # Ray's memory monitor killed it
@@ -371,9 +391,10 @@ class RayLauncher(SlotSupervisor):
             cannot_serve = isinstance(error, (BackendUnavailable, ModelLoadFailed, FileNotFoundError))
             return f"ended: {reasons(error)}", cannot_serve
 
-    def _shortage(self, resources: dict[str, int]) -> str:
-        """What the actor asks for that the cluster has not got free, for the log."""
-        free, total = self._ray.available_resources(), self._ray.cluster_resources()
+    async def _shortage(self, resources: dict[str, int]) -> str:
+        """What the actor asks for that the cluster has not got free, for the log (asked of the GCS)."""
+        free = await self._calls.submit(self._ray.available_resources)
+        total = await self._calls.submit(self._ray.cluster_resources)
         asked = {"CPU": resources.get("num_cpus", 0), "GPU": resources.get("num_gpus", 0)}
         short = [
             f"it needs {amount} {name}, the cluster has {free.get(name, 0):g} free of {total.get(name, 0):g}"
@@ -393,6 +414,11 @@ class RayLauncher(SlotSupervisor):
             die_with_parent=False,
             curve=self._curve,
         )
+
+
+def _said_if_failed(killed: asyncio.Future) -> None:
+    if not killed.cancelled() and killed.exception() is not None:
+        log.warning("could not kill a Ray actor: %s", reasons(killed.exception()))
 
 
 def gpu(config: WorkerConfig) -> bool:

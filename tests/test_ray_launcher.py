@@ -6,7 +6,7 @@ saying why, and after three such ends left empty, and one Ray's memory monitor k
 that does not stop when asked is killed, named alone in the log, and one whose worker has not said hello is killed at
 once, unwarned; a worker started by hand under an actor's id is told the id is the slot's; a cluster that cannot be
 reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its Ray instance lost its
-head (the GCS)."""
+head (the GCS), which the engine says at once, answering HTTP while an actor's start waits for that GCS."""
 
 import asyncio
 import importlib.util
@@ -309,6 +309,36 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
         assert "SIGTERM received" not in engine.log()
         # ray.init's, off the main thread: misleading, as SIGTERM drains the engine as ever
         assert "SIGTERM handler is not set" not in engine.log()
+    finally:
+        engine.stop()
+
+
+def test_the_engine_answers_while_an_actor_start_waits_for_a_gcs_that_is_gone_and_says_it_is_gone(tmp_path):
+    """Its own Ray instance ended under it (a `ray stop`; a closed terminal's SIGHUP, which the engine takes for a key
+    reload): the next actor's start waited for the GCS on the event loop, /health unanswered, until Ray ended the
+    engine 60 s on, and nothing of the engine's said why."""
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim")
+    try:
+        (worker,) = engine.ready()["workers"]
+        ray_processes = [
+            pid
+            for pid in children_of(engine.process.pid)
+            if "gcs_server" in read_command(pid) or "raylet/raylet" in read_command(pid)
+        ]
+        assert len(ray_processes) == 2, ray_processes
+        for pid in ray_processes:
+            os.kill(pid, signal.SIGTERM)
+        if process_running(worker["pid"]):
+            os.kill(worker["pid"], signal.SIGKILL)
+        assert waiting.wait_for(lambda: engine.metric("argus_worker_restarts_total") == 1, timeout_s=60), engine.log()
+        # its replacement's start, after a backoff of 1 s, waits for the GCS: the engine answers meanwhile
+        for _ in range(30):
+            assert engine.get("/health")[0] == 200, engine.log()
+            time.sleep(0.2)
+        assert "ERROR argus.launcher" in engine.log()
+        gone = "lost the engine's own Ray instance: its GCS at 127.0.0.1:"
+        assert gone in engine.log() and "No worker that ends can be replaced while it is gone" in engine.log()
+        assert engine.stop() == 0, engine.log()  # a stop does not wait for the start either
     finally:
         engine.stop()
 
