@@ -383,3 +383,45 @@ def test_a_window_whose_plan_failed_is_planned_at_the_next_look():
     # every worker was at 0 for the misses; re-routed alone, they served the 3 images/s from there, at its capacity
     assert before.workers_per_level[0] == 8 and retried.workers_per_level[0] < 8
     assert controller.maybe_replan(20.2, 8) is None  # made once, not at every look
+
+
+def test_a_window_or_slo_under_a_second_is_taken():
+    config = ControllerConfig(window_s=0.5, slo_s=0.5)
+    assert (config.window_s, config.slo_s) == (0.5, 0.5)
+
+
+def test_a_worker_change_once_the_window_has_run_min_observe_s_plans_on_the_window_so_far():
+    """`min_observe_s` into the window is old enough to tell: the window's own demand, not the last window's."""
+    controller = Controller(Counting(), ControllerConfig(window_s=10.0, min_observe_s=2.0), now=0.0)
+    for t in range(0, 21):
+        arrive(controller, 15, 2)
+        controller.maybe_replan(float(t), 4)
+    assert controller.plan.total_demand_rps == pytest.approx(1.05 * 2.0)
+    arrive(controller, 15, 30)  # 15 images/s over the window's first 2 s
+    changed = controller.maybe_replan(22.0, 3)
+    assert changed.total_demand_rps == pytest.approx(1.05 * 15.0)
+
+
+def test_by_default_a_small_drift_in_demand_mid_window_is_not_rerouted():
+    policy = Counting()
+    controller = Controller(policy, ControllerConfig(), now=0.0)
+    for t in range(0, 11):
+        arrive(controller, 25, 10)
+        controller.maybe_replan(float(t), 8)
+    reroutes = policy.reroutes
+    arrive(controller, 25, 21)  # 10.5 images/s against the 10 planned for: 5% more
+    assert controller.maybe_replan(12.0, 8) is None
+    assert policy.reroutes == reroutes
+
+
+def test_an_arrival_told_only_its_class_and_steps_is_a_miss_run_in_full_at_level_0():
+    """The engine says how each arrival is served; one said without it counts as served from scratch at level 0,
+    with no neighbour's latent."""
+    controller = Controller(
+        make_policy("clipper-ht", PROFILE, SIM, SimilarityPredictor(TABLE)), ControllerConfig(), 0.0
+    )
+    for _ in range(10):
+        controller.observe_arrival(0, steps=150)
+    plan = controller.maybe_replan(10.0, 8)
+    assert plan.redirect[0] == {0: 1.0}  # no far neighbours: none sent to level 25
+    assert plan.total_demand_rps == pytest.approx(1.05 * (0.6 + 0.09 * 150) / 5.1)

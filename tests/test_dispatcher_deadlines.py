@@ -561,3 +561,48 @@ async def test_deadlines_are_judged_at_the_workers_pace_once_it_strays_from_the_
     await settle()
     assert doomed.future.result().code == "deadline_exceeded"
     assert len(h.batches()) == sent
+
+
+async def test_an_upgrade_that_must_queue_goes_back_to_its_k_star_not_to_a_level_between():
+    h = Harness(profile=THREE_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy
+    waiting = h.request(slo_ms=10_000, fallbacks=LADDER, k_star=25)  # planned at 0, below both of its fallbacks
+    assert (waiting.jobs[0].level, waiting.jobs[0].latent) == (25, "latent-25")
+
+
+async def test_without_a_profile_a_request_is_answered_once_its_deadline_comes():
+    """No profile, no prediction: a request still queued when its deadline comes can no longer be served in time."""
+    h = Harness(inflight_batches_per_worker=1)
+    h.add_worker("a", max_batch=1)
+    h.request()
+    due = h.request(slo_ms=1_000)
+    h.clock.now += 1.0
+    h.dispatcher.sweep()
+    await settle()
+    assert due.future.result().code == "deadline_exceeded"
+
+
+async def test_the_work_queued_before_a_job_is_shared_among_the_workers_when_it_is_judged():
+    """Two workers, each free in 1 s, share the job queued before it: it starts after 1.5 s and ends at 2.5 s at its
+    own level, in time. Counted as if one worker ran the work before it, it was moved up a level it had no need of."""
+    h = Harness(profile=TWO_LEVELS, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1), h.add_worker("b", max_batch=1)
+    h.request(), h.request()  # both busy for 1 s
+    h.request(slo_ms=2_500)
+    job = h.request(slo_ms=3_700, fallbacks=(Fallback(25, 25, "latent-25"),))
+    h.dispatcher.sweep()
+    assert job.jobs[0].level == 0 and not job.done
+    assert h.metrics.escalated._value.get() == 0
+
+
+async def test_a_job_at_a_level_the_profile_lacks_sheds_no_one():
+    """Such a job counts as taking no time: it is in time whenever its wait is, and no job before it is shed for it."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, escalate=True)
+    h.add_worker("a", max_batch=1)
+    h.request(slo_ms=10_000)  # busy for 1 s
+    long = h.request(slo_ms=4_000, steps=100)  # 2 s, to start by 2 s from now
+    unprofiled = h.request(slo_ms=3_500, level=10)  # behind it: starts after 3 s, in time
+    h.dispatcher.sweep()
+    await settle()
+    assert not long.done and not unprofiled.done

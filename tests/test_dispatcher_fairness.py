@@ -201,3 +201,15 @@ async def test_an_image_whose_worker_is_lost_keeps_its_place_among_its_clients_i
     h.dispatcher.worker_lost(a, "crashed")
     sent = served_in_order(h, b, lambda: all(r.done for r in [*flood, light]))
     assert [job_id for job_id in sent if job_id in ids] == [ids[1], ids[0], *ids[2:]]
+
+
+async def test_a_client_counts_as_sharing_the_fleet_while_all_the_workers_clear_its_backlog():
+    """A backlog of 3 s on two workers clears in 1.5 s: its client stops counting then, not after the 3 s one worker
+    alone would take, as if it still shared a fleet it had left."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=1.0)
+    h.add_worker("a", max_batch=1), h.add_worker("b", max_batch=1)
+    for _ in range(6):  # two run, four queue
+        h.request(client="pipeline")
+    assert sample(h, "argus_sharing_clients") == 1
+    h.clock.now += 2.0
+    assert sample(h, "argus_sharing_clients") == 0

@@ -72,3 +72,13 @@ def test_the_hint_is_bounded():
     run_for(pace, clock, WINDOW_S, 1000)
     assert pace.retry_s(1) == 1
     assert pace.retry_s(10**9) == MAX_RETRY_AFTER_S
+
+
+def test_the_pace_counts_the_images_freed_and_no_more():
+    """Two images freed over ten seconds held: one every five seconds, so five images ahead take 25 s."""
+    clock = Clock(5000.25)
+    pace = QueuePace(clock)
+    pace.admitted(2)
+    clock.now += 10
+    pace.freed(2)
+    assert pace.retry_s(5) == 25

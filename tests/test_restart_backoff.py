@@ -102,3 +102,10 @@ def test_a_slot_is_given_up_only_after_starts_in_a_row_that_could_not_serve_befo
     assert not any(ends(True) for _ in range(GIVE_UP_AFTER - 1))
     assert not ends(True, said_hello=True)  # it could serve once: what ended it may pass
     assert [ends(True) for _ in range(GIVE_UP_AFTER)] == [False] * (GIVE_UP_AFTER - 1) + [True]
+
+
+def test_a_slot_is_given_up_at_the_third_start_in_a_row_that_could_not_serve_as_the_docs_say():
+    """docs/reliability.md and the argus_workers{state="failed"} help say 3: each start reloads the model (minutes for
+    SD-XL), so one more is not free."""
+    backoff = RestartBackoff(1.0, 30.0, clock=lambda: 0.0)
+    assert [backoff.gives_up(cannot_serve=True) for _ in range(3)] == [False, False, True]
