@@ -247,7 +247,7 @@ class DispatchTiming:
         KeptJobs), else anyone's (None)."""
         return job.request.client if self._put_back(job, self._queued_work.key_of(job)) else None
 
-    def still_wanted(self, job: Job, now: float, wait: float = 0.0, ahead: float | None = None) -> bool:
+    def still_wanted(self, job: Job, now: float, wait: float, ahead: float | None = None) -> bool:
         """False (and the request answered) for a job that is done for, or can no longer meet its deadline.
 
         `wait`: until its worker is free; `ahead`: until the jobs queued before it are done too, each
