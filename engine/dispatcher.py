@@ -102,9 +102,7 @@ class Dispatcher:
         self._clock = clock
         self._pending: deque[Job] = deque()
         self._rerouting: deque[Job] | None = None  # jobs to route again, while _route_again runs
-        # the workers lost together are said in one line: those a loss's images meet gone, and those the worker link
-        # loses at once (a fleet silent, or its key revoked)
-        self.loss_lines = LossLines()
+        self.loss_lines = LossLines()  # workers lost together, said in one line
         self._live: dict[str, Job] = {}
         # the images of the requests admitted and not answered, made ones too (held for the reply): what --max-queue
         # bounds. Freed one by one as made, the room of a request of n admitted as many images again beside it
@@ -114,8 +112,7 @@ class Dispatcher:
         self._batch_ids = itertools.count(1)
         # every job queued on a worker, most urgent first: a worker with room serves the first, wherever it queued
         self._urgency = UrgencyOrder()
-        # a request whose deadline passes while its images run (a worker slower than its profile, or hung) is
-        # answered then, as a queued one is
+        # a request whose deadline passes as its images run (a worker slow, or hung) is answered then, as if queued
         self._sent_deadlines = SentDeadlines()
         # the workers by when each should be free, for the one a job that must queue goes to (and is judged by)
         # without a pass over the fleet
@@ -397,6 +394,11 @@ class Dispatcher:
     def worker_level_set(self, worker: WorkerHandle, level: int) -> None:
         worker.level = level
         self._picks.file(worker)
+
+    def withhold(self, workers: list[WorkerHandle]) -> None:
+        """Routes nothing more to `workers`, about to be lost together (WorkerLink says why)."""
+        for worker in workers:
+            self._picks.drop(worker)
 
     def worker_lost(self, worker: WorkerHandle, cause: str) -> None:
         if not worker.registered:

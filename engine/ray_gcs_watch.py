@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 
 log = logging.getLogger("argus.launcher")
 
@@ -28,6 +29,9 @@ async def gcs_unreachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> s
         _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout_s)
     except TimeoutError:
         return f"no connection within {timeout_s:g} s"
+    except socket.gaierror as error:  # a name (a Kubernetes service's) that does not resolve, now or any more
+        # its own words: os.strerror of getaddrinfo's code, negative, said `Unknown error -2`
+        return error.strerror or str(error)
     except OSError as error:
         # the reason alone: asyncio's message for a refusal is `Connect call failed ('127.0.0.1', 6379)`
         return os.strerror(error.errno) if error.errno else str(error) or type(error).__name__

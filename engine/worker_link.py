@@ -151,11 +151,12 @@ class WorkerLink:
         """Drops the workers whose CURVE key is no longer admitted (after a reload), and routes what they held
         elsewhere; each is told to rejoin, and its hello is refused: it says why and exits. A fleet's workers share
         their key: they are said lost in one line."""
+        revoked = [w for w in self._registry.registered() if w.curve_key is not None and not self._admits(w.curve_key)]
+        self.dispatcher.withhold(revoked)  # as silent ones are (_lose_silent)
         with self.dispatcher.loss_lines.together():
-            for worker in self._registry.registered():
-                if worker.curve_key is not None and not self._admits(worker.curve_key):
-                    self.dispatcher.worker_lost(worker, "revoked")
-                    self._socket.send(worker.identity, self._codec.encode(Rejoin()))
+            for worker in revoked:
+                self.dispatcher.worker_lost(worker, "revoked")
+                self._socket.send(worker.identity, self._codec.encode(Rejoin()))
 
     def close(self) -> None:
         self._files.remove()
@@ -422,6 +423,9 @@ class WorkerLink:
         of their loss, an ERROR; one alone in a line of its own before it."""
         if len(silent) == 1:
             log.error("worker %s silent for over %g s (--heartbeat-timeout)", silent[0].name, self._heartbeat_timeout_s)
+        # none of them is routed the others' images: lost in turn, each one's went to the next, whose loss counted a
+        # try, and an image failed after three (worker_lost) while other workers were free
+        self.dispatcher.withhold(silent)
         with self.dispatcher.loss_lines.together():
             for worker in silent:
                 try:

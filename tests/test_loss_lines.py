@@ -94,8 +94,44 @@ async def test_a_fleet_gone_silent_is_one_error_and_a_worker_silent_alone_two_li
         assert await eventually(lambda: not h.registry.registered())
         assert said(caplog) == [
             ("ERROR", "worker lone/0000abcd silent for over 0.01 s (--heartbeat-timeout)"),
-            ("WARNING", "worker lone/0000abcd lost (heartbeat) holding 0 images"),
+            # the fleet's image, which waited for a worker (it failed, before, on the fleet's workers in turn)
+            ("WARNING", "worker lone/0000abcd lost (heartbeat) holding 1 image (request 'r0-p')"),
         ]
+    finally:
+        watch.cancel()
+        link.close()
+
+
+async def test_images_of_a_fleet_whose_key_is_revoked_go_to_a_worker_that_stays_not_fail(tmp_path):
+    """Lost in turn, the revoked workers took each other's images, each loss a try: the image failed after three
+    (worker_lost) while a worker of another key sat idle."""
+    h = Harness()
+    revoked = fleet(h, 5)
+    for worker in revoked:
+        worker.curve_key = b"the fleet's key"
+    h.request()  # to the fleet's first worker
+    stays = h.add_worker("stays/0000abcd")
+    link = link_over(h, tmp_path, admits=lambda key: key != b"the fleet's key")
+    try:
+        link.drop_revoked()
+    finally:
+        link.close()
+    assert len(h.batches(stays.name)) == 1
+
+
+async def test_images_of_a_fleet_gone_silent_go_to_a_worker_that_stays_not_fail(tmp_path):
+    h = Harness()
+    silent = fleet(h, 5)
+    request = h.request()
+    stays = h.add_worker("stays/0000abcd")
+    link = link_over(h, tmp_path, interval_s=0.02, timeout_s=0.01)
+    watch = asyncio.create_task(link.run())
+    try:
+        stays.last_seen = float("inf")  # beats on
+        for worker in silent:
+            worker.last_seen = 0.0
+        assert await eventually(lambda: [w.name for w in h.registry.registered()] == [stays.name])
+        assert not request.future.done() and len(h.batches(stays.name)) == 1
     finally:
         watch.cancel()
         link.close()

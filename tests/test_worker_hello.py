@@ -1,14 +1,19 @@
 """Hellos at the engine: repeats are answered again, a worker that dropped its work has it routed again."""
 
 import asyncio
+import logging
 import time
 
 import msgspec
 import pytest
 import zmq
 from dispatcher_harness import Harness, settle
+from waiting import eventually
 
+from engine.config import LaunchConfig
+from engine.server import Engine
 from engine.worker_link import WorkerLink
+from engine_process import in_process_config, start_worker, stop_in_process
 from protocols.client_messages import Images
 from protocols.worker_messages import PROTOCOL_VERSION, Heartbeat, Hello, LevelSet, Welcome
 from protocols.worker_messages import Generate as Batch
@@ -221,3 +226,20 @@ async def test_a_heartbeat_naming_a_later_batch_sends_again_the_images_of_those_
     assert again.batch_id not in (lost.batch_id, running.batch_id)
     assert [item.request_id for item in again.items] == [first.jobs[0].job_id]
     assert not first.done and not second.done
+
+
+async def test_an_engine_warns_of_a_worker_started_by_hand_with_a_smaller_max_batch(tmp_path, caplog):
+    """The engine, not a link the test sets up, knows the batches its controller plans for (the sim's 8 here): the
+    warning above came only from a link told so."""
+    caplog.set_level(logging.WARNING)
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=0, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+    worker = start_worker(f"ipc://{tmp_path}/workers", "sim", "--time-scale", "0", "--max-batch", "2")
+    try:
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
+        warned = [r.getMessage() for r in caplog.records if "runs batches of at most 2" in r.getMessage()]
+        assert len(warned) == 1 and "plans for batches of up to 8" in warned[0], warned
+    finally:
+        worker.terminate()
+        await stop_in_process(engine, running, [])
+        worker.wait(timeout=30)
