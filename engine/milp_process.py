@@ -1,4 +1,5 @@
-"""The engine's allocation MILP, solved in a process of its own (`python -m engine.milp_process`).
+"""The engine's allocation MILP, solved in a process of its own (`python -m engine.milp_process REQUESTS ANSWERS
+LEVEL FORMAT`: its pipes' descriptors, and the engine's `argus --log-level` and `--log-format`, which it logs with too).
 
 CBC, the MILP's solver, puts a SIGINT handler of its own in place for each solve, and puts the process's back after
 it: solved in the engine's process, a Ctrl-C that came meanwhile stopped the solve, and the engine served on
@@ -9,6 +10,9 @@ inherited) and keeps them blocked: Ctrl-C in a terminal signals the engine's who
 its whole cgroup, and a signal delivered there would stop a solve early or end the process, the engine's next solve
 failing. It ends when its requests pipe closes: when the engine closes it as it stops, or the kernel as the engine
 dies, however it dies.
+
+It shares the engine's stderr: under `--log-format json`, a warning a library gives there (numpy's, OR-Tools') or an
+exception it did not catch is a JSON line too, as the engine's are (engine/log_setup.py).
 
 Requests and answers cross the pipes as msgpack, decoded strictly into the controller's own dataclasses.
 
@@ -33,6 +37,7 @@ import msgspec
 from controller.allocation import allocate
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions
 from engine.config import environment_for_children
+from engine.log_setup import configure_logging
 from engine.stop_signals import STOP_SIGNALS
 
 log = logging.getLogger("argus.controller")
@@ -56,10 +61,15 @@ class MilpProcess:
     """`allocate` (controller/allocation.py) with the same arguments and result, solved in the child process."""
 
     def __init__(
-        self, answer_margin_s: float = ANSWER_MARGIN_S, first_answer_margin_s: float = FIRST_ANSWER_MARGIN_S
+        self,
+        answer_margin_s: float = ANSWER_MARGIN_S,
+        first_answer_margin_s: float = FIRST_ANSWER_MARGIN_S,
+        log_level: str = "INFO",
+        log_format: str = "text",
     ) -> None:
         self._answer_margin_s = answer_margin_s
         self._first_answer_margin_s = first_answer_margin_s
+        self._logging = [log_level, log_format]  # the process's, as its engine's
         self._answered = False  # whether the process running has answered a solve yet
         # taken now, on the loop's thread: a Ray launcher takes the API key out of os.environ for a moment, from
         # another thread, while the first solve may start the process
@@ -132,7 +142,7 @@ class MilpProcess:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "engine.milp_process", str(request_reader), str(answer_writer)],
+                [sys.executable, "-m", "engine.milp_process", str(request_reader), str(answer_writer), *self._logging],
                 stdin=subprocess.DEVNULL,
                 env=self._environment,
                 pass_fds=(request_reader, answer_writer),
@@ -186,4 +196,5 @@ def serve(requests: Connection, answers: Connection) -> None:
 
 
 if __name__ == "__main__":
+    configure_logging(sys.argv[3], sys.argv[4])
     serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))

@@ -153,7 +153,7 @@ class Engine:
             )
         self._resources.callback(self.link.close)
         # closed after the controller's thread stops (below), which waits for a solve still running
-        milp = MilpProcess()
+        milp = MilpProcess(log_level=config.launch.log_level, log_format=config.launch.log_format)
         self._resources.callback(milp.close)
         self.control = build_control(config, time.monotonic(), milp.allocate)
         self.link.planned_max_batch = self.control.planned.max_batch

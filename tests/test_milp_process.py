@@ -3,6 +3,7 @@ a Ctrl-C never reaches the solves, and a process that dies, fails or is left beh
 
 import ctypes
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from controller.allocation import allocate
 from controller.flow_model import FlowProblem, SolverOptions
 from engine.milp_process import ANSWER_MARGIN_S, MilpProcess, MilpProcessError
 from engine_process import ROOT
+from loadgen.bench.proc import read_command
 
 # enough solves for CBC's handler to show (it is in place for part of each solve only)
 SOLVES = 200
@@ -226,6 +228,31 @@ def test_it_ends_when_its_engine_is_killed():
     done = subprocess.run([sys.executable, "-c", _ABANDONED], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert wait_for(lambda: not process_running(int(done.stdout)))
+
+
+def test_it_logs_as_its_engine_does_a_crash_under_json_a_json_line():
+    """It writes to the engine's stderr: under `--log-format json` a traceback of its own, over plain lines, was one a
+    log collector could not parse. Its command, as the engine starts it, is run here with a requests descriptor it
+    cannot read from, an exception it does not catch."""
+    milp = MilpProcess(log_level="DEBUG", log_format="json")
+    try:
+        milp.allocate(problem(0), 8, {}, OPTIONS)
+        command = read_command(solver_pid()).split("\0")[:-1]
+    finally:
+        milp.close()
+    requests, answers = os.open(os.devnull, os.O_WRONLY), os.open(os.devnull, os.O_WRONLY)
+    try:
+        command[3:5] = [str(requests), str(answers)]
+        ran = subprocess.run(
+            command, pass_fds=(requests, answers), cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        os.close(requests)
+        os.close(answers)
+    assert ran.returncode == 1
+    records = [json.loads(line) for line in ran.stderr.splitlines()]
+    assert [(r["level"], r["logger"], r["message"]) for r in records] == [("CRITICAL", "argus", "uncaught exception")]
+    assert "OSError: [Errno 9] Bad file descriptor" in records[0]["exc_info"]
 
 
 def _raised(call: Callable[[], object]) -> BaseException | None:
