@@ -2,9 +2,10 @@
 json`, as one JSON object a line for a log collector (timestamp, level, logger, pid, message, and a traceback's text
 as exc_info), so that no record's lines are split apart and every field is found by name.
 
-Python writes a library's warning (`warnings.warn`: torch's, diffusers', numpy's) and an exception no code caught, in
-any thread, straight to stderr, over several lines: under json a log collector could not parse them. There they are
-logged instead, a warning by logger `py.warnings` at WARNING, an exception at CRITICAL with its traceback."""
+Python writes a library's warning (`warnings.warn`: torch's, diffusers', numpy's), an exception no code caught, in
+any thread, and one it could not raise (`Exception ignored in ...`: a __del__ or a callback that failed) straight to
+stderr, over several lines: under json a log collector could not parse them. There they are logged instead, a warning
+by logger `py.warnings` at WARNING, an exception uncaught at CRITICAL and one ignored at ERROR, with its traceback."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def configure_logging(level: str, log_format: str) -> None:
         logging.captureWarnings(True)
         sys.excepthook = _log_uncaught
         threading.excepthook = _log_uncaught_in_thread
+        sys.unraisablehook = _log_unraisable
 
 
 def _log_uncaught(kind, value, traceback) -> None:  # noqa: ANN001 (sys.excepthook's arguments)
@@ -48,3 +50,10 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     logging.getLogger("argus").critical(
         "uncaught exception in thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
     )
+
+
+def _log_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    what = unraisable.err_msg or "Exception ignored in"
+    where = f" {unraisable.object!r}" if unraisable.object is not None else ""
+    exc_info = (unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
+    logging.getLogger("argus").error("%s%s", what, where, exc_info=exc_info)

@@ -1,5 +1,6 @@
-"""Under `argus --log-format json` every line on stderr is one JSON object: a library's warning and an exception no
-code caught (in a thread, or the main one) too, which Python writes over several plain lines."""
+"""Under `argus --log-format json` every line on stderr is one JSON object: a library's warning, an exception no code
+caught (in a thread, or the main one) and one Python ignored (a __del__ that raised) too, which Python writes over
+several plain lines."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ _PROGRAM = textwrap.dedent(
 
     configure_logging("INFO", "json")
     warnings.warn("deprecated\\nsoon", FutureWarning)
+
+    class Leaky:
+        def __del__(self):
+            raise OSError("in a finalizer")
+
+    Leaky()
 
     def fail():
         raise RuntimeError("in a thread")
@@ -34,11 +41,14 @@ def test_warnings_and_uncaught_exceptions_are_json_lines():
     assert all(isinstance(record, dict) for record in records)
     assert [(record["level"], record["logger"]) for record in records] == [
         ("WARNING", "py.warnings"),
+        ("ERROR", "argus"),
         ("CRITICAL", "argus"),
         ("CRITICAL", "argus"),
     ]
-    warned, in_thread, at_top = records
+    warned, ignored, in_thread, at_top = records
     assert "FutureWarning: deprecated\nsoon" in warned["message"]
+    assert ignored["message"].startswith("Exception ignored")
+    assert "OSError: in a finalizer" in ignored["exc_info"]
     assert in_thread["message"] == "uncaught exception in thread solver"
     assert "RuntimeError: in a thread" in in_thread["exc_info"]
     assert "ValueError: at the top" in at_top["exc_info"]
