@@ -18,7 +18,7 @@ from yarl import URL
 
 from engine.api_keys import ApiKeys
 from engine.arg_types import URL_HOST
-from engine.config import LaunchConfig, served_model_name
+from engine.config import served_model_name
 from engine.forwarded_for import TrustedProxies
 from engine.http_half_close import answer_half_closed
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
@@ -146,7 +146,8 @@ def build_app(engine: Engine) -> web.Application:
         middlewares.append(_checked_at(door))
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
-    app[MODEL_KEY] = Model(served_model_id(engine.config.launch), created=int(time.time()))
+    launch = engine.config.launch
+    app[MODEL_KEY] = Model(served_model_name(launch.backend, launch.model), created=int(time.time()))
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
     document = openapi_document(argus_version(), engine.api_keys is not None, host_checked, engine.config.public_url)
     app[OPENAPI_KEY] = msgspec.json.encode(document)
@@ -160,10 +161,6 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{model}", model)
     return app
-
-
-def served_model_id(launch: LaunchConfig) -> str:
-    return served_model_name(launch.backend, launch.model)
 
 
 def _json(body: msgspec.Struct, status: int = 200, headers: dict | None = None) -> web.Response:

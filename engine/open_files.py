@@ -49,9 +49,9 @@ def allow_engine_open_files(workers: int, max_queue: int, max_connections: int |
 
 
 def workers_that_fit() -> int | None:
-    """The most local workers (--workers) the hard limit on open files leaves room for, after the engine's own files:
-    past them, the engine ran out of files as they started, and libzmq aborted the process (`Too many open files
-    (src/ipc_listener.cpp)`, SIGABRT). None: no hard limit."""
+    """The most workers (--workers: local processes or Ray actors, a connection each) the hard limit on open files
+    leaves room for, after the engine's own files: past them, the engine ran out of files as they started, and libzmq
+    aborted the process (`Too many open files (src/ipc_listener.cpp)`, SIGABRT). None: no hard limit."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY:
         return None

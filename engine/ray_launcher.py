@@ -384,7 +384,7 @@ class RayLauncher(SlotSupervisor):
             return f"returned {code}", code == CANNOT_SERVE_EXIT
         except self._ray.exceptions.OutOfMemoryError as error:  # Ray's memory monitor killed it
             # what it measured is the first line; the last, all the line said before, is advice on Ray's settings
-            return f"ended: {str(error).strip().splitlines()[0]}", False
+            return f"ended: {(str(error).strip() or type(error).__name__).splitlines()[0]}", False
         except self._ray.exceptions.RayError as error:  # killed, its node lost, or the loop raised
             # why, not only Ray's class for it: "RayTaskError(FileNotFoundError)" named no file. Ray's error for a
             # task that raised is also an instance of what it raised

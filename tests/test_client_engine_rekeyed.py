@@ -59,4 +59,3 @@ def test_a_sync_call_timed_out_says_what_the_handshakes_suggest(rekeyed):
         # the engine's own words (a refusal at once) may come first when CURVE is on at its end only: the same words
         with pytest.raises((TimeoutError, ConnectionRefusedError), match=suggests):
             client.generate("after", width=64, height=64)
-

@@ -10,8 +10,7 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
-from engine.config import LaunchConfig
-from engine.http_api import served_model_id
+from engine.config import served_model_name
 from engine_process import start_engine
 
 
@@ -108,7 +107,7 @@ def test_models_lists_the_one_served_and_retrieves_only_it(client):
 def test_an_sdxl_model_is_listed_by_its_folders_name_however_the_path_is_written(model, cwd, listed, monkeypatch):
     """`argus serve --model .` run inside the model's folder listed the model as '.'."""
     monkeypatch.setattr("os.getcwd", lambda: cwd)
-    assert served_model_id(LaunchConfig(backend="sdxl", model=model)) == listed
+    assert served_model_name("sdxl", model) == listed
 
 
 def test_an_api_argus_does_not_serve_and_a_base_url_without_v1_are_404s_saying_so(engine, client):
