@@ -282,12 +282,31 @@ def read_user_file(read: Callable[[str], T], path: str) -> T:
         return read(path)
     except OSError as error:  # named by the file it is about: `path` may be a directory of them
         raise UsageError(f"{error.filename or path}: {error.strerror or error}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:  # Python's own, which do not name the file
+    except UnicodeDecodeError as error:
+        raise UsageError(_not_utf8(path, error)) from None
+    except json.JSONDecodeError as error:  # Python's own, which does not name the file
         raise UsageError(f"{path}: {error}") from None
     except RecursionError:  # json's, for lists or objects nested a thousand deep
         raise UsageError(f"{path}: nested too deep to read") from None
     except ValueError as error:  # the readers', which name the file (and line)
         raise UsageError(str(error)) from None
+
+
+def _not_utf8(path: str, error: UnicodeDecodeError) -> str:
+    """Where `path` stops being UTF-8. Python's message gives a position in the chunk a text file was decoded in,
+    not in the file: 'position 7103' of a prompt file's line 3,001, 300 KB in. The line is found by reading the
+    file again, which a pipe cannot be: then no place is given."""
+    where = path
+    if os.path.isfile(path):
+        try:
+            data = Path(path).read_bytes()
+            data.decode()
+        except UnicodeDecodeError as whole:
+            newline = b"\n"
+            where = f"{path}:{data.count(newline, 0, whole.start) + 1}"
+        except OSError:
+            pass
+    return f"{where}: not UTF-8: can't decode byte 0x{error.object[error.start]:02x} ({error.reason})"
 
 
 def client_keys(secret_file: str, server_public_file: str) -> ClientKeys:

@@ -72,6 +72,13 @@ def gamma(
     while len(offsets) < limit:
         block = now + np.cumsum(rng.gamma(shape, scale, _BLOCK))
         offsets.extend(float(t) for t in block if t <= horizon)
+        # a huge cv (1e6: shape 1e-12) rounds nearly every gap to 0, so the draws never reach the horizon: the
+        # expected count checked above does not bound them, and the run drew until memory ran out (22 GB)
+        if len(offsets) > MAX_ARRIVALS:
+            raise ValueError(
+                f"cv {cv:g} at rate {rate:g}/s draws more than {MAX_ARRIVALS:,} arrivals (nearly every gap rounds to"
+                " 0): ask for a smaller cv"
+            )
         if block[-1] > horizon:
             break
         now = float(block[-1])

@@ -67,15 +67,21 @@ def _timestamp_csv(lines: Iterable[str], path: str | Path) -> Schedule:
                 stamps.append(stamp)
     except csv.Error as exc:  # a field over the csv module's limit, as a stray quote makes of the rest of the file
         raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
-    try:
+    with warnings.catch_warnings():
         # numpy parses the 7 fractional digits the Azure traces carry; datetime stops at 6. A stamp with a UTC offset
         # (+01:00, Z) it converts to UTC, which is what a gap needs: its warning that the result holds no zone was
         # printed, with a line of this file, above each run of such a trace, as if something were wrong with it
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "no explicit representation of timezones", UserWarning)
+        warnings.filterwarnings("ignore", "no explicit representation of timezones", UserWarning)
+        try:
             times = np.array(stamps, dtype="datetime64[ns]")
-    except ValueError as exc:
-        raise ValueError(f"{path}: unreadable {TIMESTAMP}: {exc}") from None
+        except ValueError as error:
+            # numpy names the stamp, not its line, which in a trace of a million rows is the one thing to know
+            for line, stamp in zip(lines, stamps, strict=True):
+                try:
+                    np.datetime64(stamp, "ns")
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{line}: unreadable {TIMESTAMP}: {exc}") from None
+            raise ValueError(f"{path}: unreadable {TIMESTAMP}: {error}") from None
     missing = np.flatnonzero(np.isnat(times))
     if len(missing):  # numpy reads a blank cell as "not a time", which would sort as the earliest arrival
         raise ValueError(f"{path}:{lines[missing[0]]}: no {TIMESTAMP}")

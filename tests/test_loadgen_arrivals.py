@@ -5,6 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from loadgen import arrivals
 from loadgen.arrivals import (
     Arrival,
     compress_time,
@@ -149,3 +150,11 @@ def test_shape_thins_by_default_and_rejects_an_unknown_mode():
     assert shape(TRACE, rate=1.2, seed=3) == thin_to_rate(TRACE, 1.2, seed=3)
     with pytest.raises(ValueError, match="rescale must be one of thin, stretch"):
         shape(TRACE, rate=1.2, rescale="squeeze")
+
+
+@pytest.mark.timeout(60)
+def test_a_cv_so_large_its_gaps_round_to_zero_is_refused_not_drawn_forever(monkeypatch):
+    """cv 1e6 rounds nearly every gap to 0: the draws never reached duration_s and took memory until none was left."""
+    monkeypatch.setattr(arrivals, "MAX_ARRIVALS", 50_000)
+    with pytest.raises(ValueError, match="cv 1e\\+06 at rate 5/s draws more than 50,000 arrivals"):
+        arrivals.gamma(5.0, 1e6, seed=0, duration_s=2.0)

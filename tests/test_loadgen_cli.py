@@ -254,6 +254,18 @@ def test_an_input_file_that_cannot_be_read_is_a_one_line_error_naming_it(tmp_pat
     assert error.startswith(f"argus loadgen: error: {path}") and error.count("\n") == 1
 
 
+@pytest.mark.parametrize(("name", "flag"), [("p.txt", "--prompts"), ("t.txt", "--trace")])
+def test_a_byte_that_is_not_utf8_is_named_by_its_line(tmp_path, capsys, name, flag):
+    """Python's message gave its position in the 8 KB chunk being decoded ('position 2431'), nowhere in the file."""
+    path = tmp_path / name
+    path.write_bytes(b"".join(b"%d\n" % i for i in range(3000)) + b"caf\xe9\n")
+    files = [flag, str(path)] + (["--rate", "1", "--max-requests", "1"] if flag == "--prompts" else [])
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", *files]) == 2
+    assert capsys.readouterr().err == (
+        f"argus loadgen: error: {path}:3001: not UTF-8: can't decode byte 0xe9 (invalid continuation byte)\n"
+    )
+
+
 def test_a_trace_naming_a_prompt_the_prompt_file_lacks_is_refused_before_the_run_naming_both(tmp_path, capsys):
     """It was refused once the run was announced ('sending 1 requests'), naming neither file."""
     trace, prompts = tmp_path / "t.txt", tmp_path / "p.txt"

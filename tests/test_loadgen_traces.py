@@ -127,6 +127,18 @@ def test_a_timestamp_numpy_would_misread_names_its_line(tmp_path, stamp):
         load_trace(path)
 
 
+@pytest.mark.parametrize(
+    "stamp", ["2024-01-01 00:00:02 UTC", "2024-01-01 00:00:02 +01:00", "2024-02-30 00:00"], ids=["zone", "gap", "day"]
+)
+def test_a_timestamp_numpy_cannot_parse_names_its_line(tmp_path, stamp):
+    """It named the file alone: a reader of a trace of a million rows had to search for the one numpy quoted."""
+    path = tmp_path / "t.csv"
+    rows = "".join(f"r{i},2024-01-01 00:00:01\n" for i in range(50))
+    path.write_text(f"id,TIMESTAMP\n{rows}b,{stamp}\nc,2024-01-01 00:00:03\n")
+    with pytest.raises(ValueError, match="t.csv:52: unreadable TIMESTAMP"):
+        load_trace(path)
+
+
 def test_stamps_centuries_apart_keep_their_order(tmp_path):
     """1700 and 2023, both in range, are more nanoseconds apart than int64 holds: numpy's difference wrapped round to
     a negative offset, and the run said 'all arrivals are at the same instant'."""
