@@ -96,22 +96,12 @@ def check_serve_args(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} {size:,} is more than this host's memory ({memory:,} bytes)")
     most = workers_that_fit()
     if most is not None and args.workers > most:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        raise UsageError(
-            f"--workers {args.workers:,} would run the engine out of open files as they start: this process may hold"
-            f" {hard:,} (ulimit -Hn), and the engine keeps about {ENGINE_OWN_FILES} of its own and {FILES_PER_WORKER}"
-            f" for each worker, which leaves room for {most:,}: give at most that, or raise the limit"
-        )
+        raise _out_of_files(f"--workers {args.workers:,}", "as they start", "each worker", f"room for {most:,}")
     fit = connections_that_fit(args.workers)
     if args.max_connections and fit is not None and args.max_connections > fit:
         # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        raise UsageError(
-            f"--max-connections {args.max_connections:,} would run the engine out of open files before it is reached:"
-            f" this process may hold {hard:,} (ulimit -Hn), and the engine keeps about {ENGINE_OWN_FILES} of its own"
-            f" and {FILES_PER_WORKER} for each of --workers {args.workers}, which leaves {fit:,}: give at most that,"
-            " or raise the limit"
-        )
+        flag = f"--max-connections {args.max_connections:,}"
+        raise _out_of_files(flag, "before it is reached", f"each of --workers {args.workers}", f"{fit:,}")
     if args.max_queue > MAX_QUEUE:
         raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
     if args.backend == "sdxl" and args.workers and not args.model:
@@ -161,6 +151,16 @@ def check_serve_args(args: argparse.Namespace) -> None:
                 f"{' and '.join(ignored)} {'are' if many else 'is'} for the workers the engine starts, and with"
                 f" --workers 0 it starts none: drop {'them' if many else 'it'}"
             )
+
+
+def _out_of_files(flag: str, when: str, per_worker: str, leaves: str) -> UsageError:
+    """A flag the hard limit on open files has no room for, said alike for each (the engine's own files, a worker's)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return UsageError(
+        f"{flag} would run the engine out of open files {when}: this process may hold {hard:,} (ulimit -Hn), and the"
+        f" engine keeps about {ENGINE_OWN_FILES} of its own and {FILES_PER_WORKER} for {per_worker}, which leaves"
+        f" {leaves}: give at most that, or raise the limit"
+    )
 
 
 def _check_listeners_apart(args: argparse.Namespace) -> None:
