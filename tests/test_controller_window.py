@@ -169,6 +169,14 @@ def arrive(controller: Controller, k_star: int, n: int) -> None:
         controller.observe_arrival(k_star)
 
 
+def arrive_steadily(controller: Controller, k_star: int, per_second: int, seconds: range, workers: int) -> None:
+    """`per_second` arrivals of class `k_star` in each second of `seconds`, the controller looking at each second's
+    end with `workers` alive."""
+    for t in seconds:
+        arrive(controller, k_star, per_second)
+        controller.maybe_replan(float(t), workers)
+
+
 def test_full_plans_on_schedule():
     policy = Counting()
     controller = Controller(policy, ControllerConfig(window_s=10.0, min_observe_s=2.0), now=0.0)
@@ -194,9 +202,7 @@ def test_a_demand_shift_mid_window_reroutes_without_moving_workers():
     config = ControllerConfig(window_s=10.0, shift_threshold=0.25, min_observe_s=2.0)
     controller = Controller(policy, config, now=0.0)
     controller.maybe_replan(0.0, 8)
-    for t in range(1, 11):
-        arrive(controller, 25, 2)
-        controller.maybe_replan(float(t), 8)
+    arrive_steadily(controller, 25, 2, range(1, 11), 8)
     planned = controller.plan
     assert planned.created_at == 10.0 and policy.full == 2
     reroutes = policy.reroutes
@@ -221,9 +227,7 @@ def test_a_change_in_workers_replans_at_once():
 def test_a_worker_replaced_within_a_second_leaves_the_demand_estimate_as_it_was():
     policy = Counting()
     controller = Controller(policy, ControllerConfig(), now=0.0)
-    for t in range(0, 21):
-        arrive(controller, 15, 2)
-        controller.maybe_replan(float(t), 4)
+    arrive_steadily(controller, 15, 2, range(0, 21), 4)
     assert controller.plan.total_demand_rps == pytest.approx(1.05 * 2.0)
     arrive(controller, 15, 2)
     # one dies and its replacement joins 0.3 s later, no arrival in between: not a 0.3 s window of no demand
@@ -232,9 +236,7 @@ def test_a_worker_replaced_within_a_second_leaves_the_demand_estimate_as_it_was(
     assert policy.full == 5
     assert lost.total_demand_rps == pytest.approx(1.05 * 2.0)
     assert replaced.total_demand_rps == pytest.approx(1.05 * 2.0)
-    for t in range(22, 31):
-        arrive(controller, 15, 2)
-        controller.maybe_replan(float(t), 4)
+    arrive_steadily(controller, 15, 2, range(22, 31), 4)
     # the window went on: it closes on schedule, as long as every other
     assert controller.plan.created_at == 30.0
     assert controller.plan.total_demand_rps == pytest.approx(1.05 * 2.0)
@@ -256,9 +258,7 @@ def test_a_worker_lost_just_after_a_burst_keeps_the_burst_planned_for():
 
 def test_a_worker_change_late_in_a_window_plans_on_the_window_so_far():
     controller = Controller(Counting(), ControllerConfig(), now=0.0)
-    for t in range(0, 11):
-        arrive(controller, 15, 2)
-        controller.maybe_replan(float(t), 4)
+    arrive_steadily(controller, 15, 2, range(0, 11), 4)
     arrive(controller, 15, 30)  # 30 images/s for 3 s
     arrive(controller, 15, 30)
     arrive(controller, 15, 30)
@@ -269,9 +269,7 @@ def test_a_worker_change_late_in_a_window_plans_on_the_window_so_far():
 @pytest.mark.parametrize("name", ["clipper-ha", "nirvana", "proteus"])
 def test_the_controller_drives_every_policy(name):
     controller = Controller(Counting(name), ControllerConfig(), now=0.0)
-    for t in range(0, 31):
-        arrive(controller, 15, 2)
-        controller.maybe_replan(float(t), 4)
+    arrive_steadily(controller, 15, 2, range(0, 31), 4)
     assert controller.plan.policy == name and controller.plan.created_at == 30.0
 
 
@@ -393,9 +391,7 @@ def test_a_window_or_slo_under_a_second_is_taken():
 def test_a_worker_change_once_the_window_has_run_min_observe_s_plans_on_the_window_so_far():
     """`min_observe_s` into the window is old enough to tell: the window's own demand, not the last window's."""
     controller = Controller(Counting(), ControllerConfig(window_s=10.0, min_observe_s=2.0), now=0.0)
-    for t in range(0, 21):
-        arrive(controller, 15, 2)
-        controller.maybe_replan(float(t), 4)
+    arrive_steadily(controller, 15, 2, range(0, 21), 4)
     assert controller.plan.total_demand_rps == pytest.approx(1.05 * 2.0)
     arrive(controller, 15, 30)  # 15 images/s over the window's first 2 s
     changed = controller.maybe_replan(22.0, 3)
@@ -405,9 +401,7 @@ def test_a_worker_change_once_the_window_has_run_min_observe_s_plans_on_the_wind
 def test_by_default_a_small_drift_in_demand_mid_window_is_not_rerouted():
     policy = Counting()
     controller = Controller(policy, ControllerConfig(), now=0.0)
-    for t in range(0, 11):
-        arrive(controller, 25, 10)
-        controller.maybe_replan(float(t), 8)
+    arrive_steadily(controller, 25, 10, range(0, 11), 8)
     reroutes = policy.reroutes
     arrive(controller, 25, 21)  # 10.5 images/s against the 10 planned for: 5% more
     assert controller.maybe_replan(12.0, 8) is None
