@@ -110,14 +110,13 @@ class WorkerLink:
         # and the one model: named at start when the engine can read it, else by the first worker welcomed
         self._model = model or None
         self._model_named_by = "argus serve --backend/--model/--model-id"
-        # the sim's --time-scale the controller's latency profile is scaled by, and the other ones workers said they
-        # run at, each warned of once (a fleet of a thousand workers sends a thousand hellos)
+        # the sim's --time-scale the controller's latency profile is scaled by
         self._time_scale = time_scale
-        self._time_scales_warned: set[float] = set()
         # set by the engine: the largest batch its controller plans each worker's capacity at (--max-batch, else the
-        # backend's), and the smaller ones workers said they run, each warned of once
+        # backend's)
         self.planned_max_batch: int | None = None
-        self._max_batches_warned: set[int] = set()
+        # what workers' hellos were warned of (their time scale, a smaller batch), each once: see _warn_once
+        self._warned: set[tuple[str, object]] = set()
         self._registry = registry
         self._metrics = metrics
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -152,11 +151,11 @@ class WorkerLink:
         elsewhere; each is told to rejoin, and its hello is refused: it says why and exits. A fleet's workers share
         their key: they are said lost in one line."""
         revoked = [w for w in self._registry.registered() if w.curve_key is not None and not self._admits(w.curve_key)]
-        self.dispatcher.withhold(revoked)  # as silent ones are (_lose_silent)
-        with self.dispatcher.loss_lines.together():
-            for worker in revoked:
-                self.dispatcher.worker_lost(worker, "revoked")
-                self._socket.send(worker.identity, self._codec.encode(Rejoin()))
+        self._lose_together(revoked, self._revoke)
+
+    def _revoke(self, worker: WorkerHandle) -> None:
+        self.dispatcher.worker_lost(worker, "revoked")
+        self._socket.send(worker.identity, self._codec.encode(Rejoin()))
 
     def close(self) -> None:
         self._files.remove()
@@ -331,17 +330,16 @@ class WorkerLink:
         """Warned, not refused: its images are right (unlike another model's), only the controller's plan is off by
         the ratio; and workers of different speeds in one engine can be what a simulation is after."""
         scale = worker.hello.time_scale
-        if self._backend != "sim" or scale == self._time_scale or scale in self._time_scales_warned:
-            return
-        self._time_scales_warned.add(scale)
-        log.warning(
-            "worker %s runs the sim at --time-scale %g but this engine's controller plans with --time-scale %g: its"
-            " latency predictions for such workers are wrong; give argus worker and argus serve the same --time-scale"
-            " (said once per time scale)",
-            worker.name,
-            scale,
-            self._time_scale,
-        )
+        if self._backend == "sim" and scale != self._time_scale:
+            self._warn_once(
+                ("time scale", scale),
+                "worker %s runs the sim at --time-scale %g but this engine's controller plans with --time-scale %g: its"
+                " latency predictions for such workers are wrong; give argus worker and argus serve the same"
+                " --time-scale",
+                worker.name,
+                scale,
+                self._time_scale,
+            )
 
     def _warn_of_smaller_batches(self, worker: WorkerHandle) -> None:
         """Warned, as another time scale is: the controller counts a worker's capacity at the largest batch it plans
@@ -349,18 +347,23 @@ class WorkerLink:
         counts on (a worker started by hand with --max-batch 2 beside the engine's default 8, or 4 for sdxl)."""
         largest = worker.hello.max_batch
         planned = self.planned_max_batch
-        if planned is None or largest >= planned or largest in self._max_batches_warned:
-            return
-        self._max_batches_warned.add(largest)
-        log.warning(
-            "worker %s runs batches of at most %d but this engine's controller plans for batches of up to %d: it"
-            " may count on more images a second from such workers than they make; give argus serve --max-batch %d"
-            " (said once per batch size)",
-            worker.name,
-            largest,
-            planned,
-            largest,
-        )
+        if planned is not None and largest < planned:
+            self._warn_once(
+                ("batch size", largest),
+                "worker %s runs batches of at most %d but this engine's controller plans for batches of up to %d: it"
+                " may count on more images a second from such workers than they make; give argus serve --max-batch %d",
+                worker.name,
+                largest,
+                planned,
+                largest,
+            )
+
+    def _warn_once(self, per: tuple[str, object], message: str, *args: object) -> None:
+        """Warns the first time `per` (what is warned of, and its value in a hello) comes, never again: a fleet of a
+        thousand workers sends a thousand hellos."""
+        if per not in self._warned:
+            self._warned.add(per)
+            log.warning(f"{message} (said once per {per[0]})", *args)
 
     def _refuse(self, identity: bytes, refused: Refused, name: str = "") -> None:
         """`name`: the worker's, if not its identity's. Refusals of an id are said once for all ids: each names its
@@ -423,16 +426,23 @@ class WorkerLink:
         of their loss, an ERROR; one alone in a line of its own before it."""
         if len(silent) == 1:
             log.error("worker %s silent for over %g s (--heartbeat-timeout)", silent[0].name, self._heartbeat_timeout_s)
-        # none of them is routed the others' images: lost in turn, each one's went to the next, whose loss counted a
-        # try, and an image failed after three (worker_lost) while other workers were free
-        self.dispatcher.withhold(silent)
+        self._lose_together(silent, self._lose_silent_one)
+
+    def _lose_silent_one(self, worker: WorkerHandle) -> None:
+        try:
+            self.dispatcher.worker_lost(worker, "heartbeat")
+        except Exception:  # the other silent workers, and the next watches, must still be handled
+            log.exception("handling the loss of worker %s failed", worker.name)
+        self.on_silent(worker)
+
+    def _lose_together(self, workers: list[WorkerHandle], lose: WorkerEvent) -> None:
+        """Loses each of `workers` by `lose`, said in one line (engine/loss_lines.py). None of them is routed the
+        others' images: lost in turn, each one's went to the next, whose loss counted a try, and an image failed after
+        three (worker_lost) while other workers were free."""
+        self.dispatcher.withhold(workers)
         with self.dispatcher.loss_lines.together():
-            for worker in silent:
-                try:
-                    self.dispatcher.worker_lost(worker, "heartbeat")
-                except Exception:  # the other silent workers, and the next watches, must still be handled
-                    log.exception("handling the loss of worker %s failed", worker.name)
-                self.on_silent(worker)
+            for worker in workers:
+                lose(worker)
 
 
 def _repeats(first: Hello, again: Hello) -> bool:
