@@ -1,7 +1,8 @@
 """The log lines of workers lost: one lost alone is a line of its own, naming the requests it held; workers lost
 together are one line that counts them. A fleet's thousand workers are lost at once when its process dies (each gone
 worker a re-routed image meets is lost as unreachable, in turn), when its CURVE key is revoked or when it goes silent,
-and a line each made a thousand WARNINGs (and, for silence, a thousand ERRORs beside them)."""
+and a line each made a thousand WARNINGs (and, for silence, a thousand ERRORs beside them). So are the workers that
+leave holding nothing, gathered a while (`gather_leaves`): a fleet stopped made a thousand INFOs."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class LossLines:
     def __init__(self) -> None:
         self._open = 0  # the `together` blocks entered and not left
         self._losses: list[_Loss] = []
+        self._gathering = False  # the leaves are gathered until say_leaves
+        self._left: list[str] = []  # the workers that left holding nothing, not said yet
 
     @contextmanager
     def together(self) -> Iterator[None]:
@@ -51,10 +54,26 @@ class LossLines:
     def lost(self, worker: WorkerHandle, cause: str, held: list[Job]) -> None:
         if cause == "left" and not held:
             # a worker leaving as asked (a drain, a stop, a scale-down) with nothing on it is no loss to warn of
-            log.info("worker %s left", worker.name)
+            self._left.append(worker.name)
+            if not self._gathering:
+                self.say_leaves()
             return
         with self.together():
             self._losses.append(_Loss(worker.name, cause, held))
+
+    def gather_leaves(self) -> None:
+        """The workers that leave holding nothing from now on are said by `say_leaves`, in one line: a stopped fleet's
+        workers each say they are leaving in a message of their own."""
+        self._gathering = True
+
+    def say_leaves(self) -> None:
+        """Says the workers that left since `gather_leaves`: one alone as `lost` says it, more in one line."""
+        self._gathering = False
+        left, self._left = self._left, []
+        if len(left) == 1:
+            log.info("worker %s left", left[0])
+        elif left:
+            log.info("%d workers left together: %s", len(left), first_named(left))
 
 
 def _say(losses: list[_Loss]) -> None:

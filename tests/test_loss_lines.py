@@ -3,12 +3,15 @@ whose process died, whose key was revoked or which went silent made a thousand W
 
 import asyncio
 import logging
+import signal
 
 import zmq
 from dispatcher_harness import Harness
-from waiting import eventually
+from test_sim_fleet import start_fleet
+from waiting import eventually, wait_for
 
 from engine.worker_link import WorkerLink
+from engine_process import start_engine, start_worker
 
 
 def said(caplog) -> list[tuple[str, str]]:
@@ -135,3 +138,37 @@ async def test_images_of_a_fleet_gone_silent_go_to_a_worker_that_stays_not_fail(
     finally:
         watch.cancel()
         link.close()
+
+
+def left_lines(engine) -> list[str]:
+    """What the engine's lines of workers that left say."""
+    lines = engine.log_path.read_text().splitlines()
+    return [line.partition("]: ")[2] for line in lines if "argus.dispatcher" in line and " left" in line]
+
+
+def test_a_fleet_stopped_leaves_in_one_line_and_a_worker_alone_in_its_own(tmp_path):
+    """Each worker of a fleet stopped (SIGTERM) says Leaving in a message of its own: a line each made 200 INFOs, one
+    "worker ... left" for each worker of a fleet of 200."""
+    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
+    fleet = start_fleet(tmp_path, engine.worker_address, 20, "fleet")
+    lone = start_worker(engine.worker_address, "sim", "--time-scale", "0.1", "--worker-id", "lone")
+    try:
+        workers = engine.wait_ready(21, timeout_s=120)["workers"]
+        (lone_name,) = [w["name"] for w in workers if w["pid"] == lone.pid]
+        fleet.send_signal(signal.SIGTERM)
+        assert fleet.wait(timeout=30) == 0
+        assert wait_for(lambda: len(engine.ready()["workers"]) == 1)
+        wait_for(lambda: any("left together" in line for line in left_lines(engine)))
+        lone.send_signal(signal.SIGTERM)
+        assert lone.wait(timeout=30) == 0
+        assert wait_for(lambda: any(lone_name in line for line in left_lines(engine)))
+        said = left_lines(engine)
+        assert len(said) == 2, said
+        fleet_line, lone_line = said
+        assert fleet_line.startswith("20 workers left together: fleet-") and fleet_line.endswith(" and 15 more")
+        assert lone_line == f"worker {lone_name} left"
+    finally:
+        for worker in (fleet, lone):
+            if worker.poll() is None:
+                worker.kill()
+        assert engine.stop() == 0
