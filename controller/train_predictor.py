@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     not_an_input(args.out, args.samples, args.similarity_table)
     profiled = read_user_file(read_quality_samples, args.samples)
     made = _made_with(args, profiled)
+    _check_levels(args, profiled)
     # samples that name no embedder are --embedder's as the operator says: kept on the predictor all the same, as
     # unsaid `argus serve` took it under any embedder (embedder_mismatch passes a predictor that names none)
     embedder = made.embedder or args.embedder
@@ -142,6 +143,17 @@ def _made_with(args: argparse.Namespace, samples: list[QualitySample]) -> MadeWi
     if args.embedder and (problem := embedder_mismatch(made.embedder, args.embedder)):
         raise UsageError(f"{args.samples}: {problem}")
     return made
+
+
+def _check_levels(args: argparse.Namespace, samples: list[QualitySample]) -> None:
+    """Samples at a level of N (DEFAULT_STEPS, theirs: _made_with) or more are refused, naming the file: a level is
+    the number of a neighbour's N steps an image resumes from, so below N, as `argus serve --levels` and `argus
+    profile` take it. Taken, levels 50 and 60 were fit and written as levels the predictor could choose."""
+    if beyond := sorted({sample.level for sample in samples if sample.level >= DEFAULT_STEPS}):
+        raise UsageError(
+            f"{args.samples}: samples at levels {beyond}, not below N={DEFAULT_STEPS} steps: a level is how many of"
+            " its neighbour's N steps an image reuses"
+        )
 
 
 def _whose_similarities(embedder: str | None, made: MadeWith) -> str:

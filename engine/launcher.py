@@ -125,17 +125,17 @@ class LocalLauncher(SlotSupervisor):
     async def stop(self, timeout_s: float) -> None:
         """Signals every worker to stop, then SIGKILLs whatever is left after the timeout."""
         self._stopping = True
-        live = [p for p in self._processes.values() if p.returncode is None]
-        for process in live:
+        live = {worker_id: p for worker_id, p in self._processes.items() if p.returncode is None}
+        for process in live.values():
             process.send_signal(ENGINE_STOP_SIGNAL)
         try:
-            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), timeout_s)
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live.values())), timeout_s)
         except TimeoutError:
-            stuck = [process for process in live if process.returncode is None]
-            log_not_stopped("worker", [f"pid {process.pid}" for process in stuck], timeout_s)
-            for process in stuck:
+            stuck = {worker_id: process for worker_id, process in live.items() if process.returncode is None}
+            log_not_stopped("worker", {worker_id: process.pid for worker_id, process in stuck.items()}, timeout_s)
+            for process in stuck.values():
                 process.kill()
-            await asyncio.gather(*(p.wait() for p in live))
+            await asyncio.gather(*(p.wait() for p in live.values()))
 
     def refusal(self, worker_id: str, pid: int) -> str | None:
         """Why a worker under a slot's id is not the slot's own process, or None. One started by hand under it took

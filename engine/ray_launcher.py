@@ -305,9 +305,7 @@ class RayLauncher(SlotSupervisor):
         _, running = await asyncio.wait(asked.values(), timeout=timeout_s) if asked else (set(), set())
         if running:
             # those still running: the line counted every actor, stopped or not
-            stuck = [
-                f"{worker_id}, pid {self._pids[worker_id]}" for worker_id, ended in asked.items() if ended in running
-            ]
+            stuck = {worker_id: self._pids[worker_id] for worker_id, ended in asked.items() if ended in running}
             log_not_stopped("Ray actor", stuck, timeout_s)
         # done before the disconnect; waited for no longer than the loops were: a kill behind an actor's start that
         # waits for a GCS gone waits with it

@@ -131,13 +131,15 @@ async def said_hello_or_ended(hello: asyncio.Event, ended: asyncio.Future, timeo
     return hello.is_set() or ended.done()
 
 
-def log_not_stopped(kind: str, stuck: list[str], timeout_s: float) -> None:
-    """The one line for the workers (`kind`: "worker", "Ray actor") asked to stop that had not within `timeout_s`, each
-    named in `stuck`, as they are killed: else the log showed a pause of timeout_s, and nothing of why."""
+def log_not_stopped(kind: str, stuck: dict[str, int | None], timeout_s: float) -> None:
+    """The one line for the workers (`kind`: "worker", "Ray actor") asked to stop that had not within `timeout_s`,
+    `stuck` (worker id -> pid), as they are killed: else the log showed a pause of timeout_s, and nothing of why. Each
+    is named by its id, as the launchers' other lines name it, and its pid (`local-1 (pid 1234)`): the local
+    launcher's named its pid alone."""
     log.warning(
         "%s did not stop within %g s of being asked to (%s): killing %s",
         counted(len(stuck), kind),
         timeout_s,
-        "; ".join(stuck),
+        ", ".join(f"{worker_id} (pid {pid})" for worker_id, pid in stuck.items()),
         "it" if len(stuck) == 1 else "them",
     )

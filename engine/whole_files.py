@@ -4,12 +4,17 @@ A profile, a predictor, a benchmark's JSON, a run's records or its plot written
 in place and cut short (a full disk, Ctrl-C, a value that cannot be encoded
 half-way through) left half a file where the last good one was, which the
 next reader took for spoiled, or worse, for whole.
+
+Each writer has a file beside of its own: two runs writing one place at once (two `argus profile latency --out
+same.json`) shared one `.NAME.partial`, and one moved the other's half-written file into place, or removed it from
+under the other, which then ended in FileNotFoundError.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,9 +32,9 @@ def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]
             yield f
         return
     target = Path(os.path.realpath(path))
-    partial = target.with_name(f".{target.name}.partial")
+    partial, file = _beside(target, binary)
     try:
-        with open(partial, mode) as f:
+        with file as f:
             with contextlib.suppress(FileNotFoundError):
                 # the file it replaces keeps its permissions, before a byte is written: a records file of users'
                 # prompts made private (0600) was replaced by one anyone could read
@@ -39,6 +44,18 @@ def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]
     except BaseException:  # KeyboardInterrupt too: what is left of the attempt is no one's
         partial.unlink(missing_ok=True)
         raise
+
+
+def _beside(target: Path, binary: bool) -> tuple[Path, IO[Any]]:
+    """A new file beside `target` (`.NAME.RANDOM.partial`, hidden) that no other writer has, and its name. Made as
+    `open` makes any file (the umask's permissions), not 0600 as tempfile's: a new profile, plot or summary is as
+    readable as the files its user makes by hand."""
+    while True:
+        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+        try:
+            return partial, open(partial, "xb" if binary else "x")  # "x": made here, never one another writer has
+        except FileExistsError:
+            continue
 
 
 def written_or_exit(command: str, what: str, path: str | Path, write: Callable[[], None]) -> None:

@@ -227,6 +227,22 @@ def test_train_predictor_refuses_samples_of_other_steps_than_the_engines_levels(
         assert not out.exists()
 
 
+@pytest.mark.parametrize(("high", "steps"), [(50, 50), (60, None)])
+def test_train_predictor_refuses_samples_at_a_level_of_n_steps_or_more(tmp_path, capsys, high, steps):
+    """A level is the steps an image resumes from of N, so below N (as `argus serve --levels` takes it): samples at
+    50 and 60 of 50 steps were fit, and the predictor written could choose them."""
+    samples = tmp_path / "samples.jsonl"
+    rows = [vars(s) | {"steps": steps} for s in _samples(200, seed=9)]
+    rows[7]["level"] = rows[8]["level"] = high
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "model.json"
+    assert main(["train-predictor", str(samples), "--out", str(out)]) == 2
+    said = f"argus train-predictor: error: {samples}: samples at levels [{high}], not below N=50 steps"
+    error = capsys.readouterr().err
+    assert error.startswith(said) and error.count("\n") == 1, error
+    assert not out.exists()
+
+
 def test_a_predictor_that_cannot_be_written_is_one_line_after_its_figures(tmp_path, capsys):
     """Checked writable as the command began, the file may not be by its end (a full disk here): that was an
     OSError traceback, and the held-out figures went unprinted."""

@@ -88,14 +88,18 @@ async def test_a_worker_that_does_not_stop_when_asked_is_killed_and_the_log_says
     running = asyncio.create_task(engine.run())
     try:
         assert await eventually(lambda: len(engine.registry.registered()) == count, timeout_s=60)
-        pids = sorted(worker.hello.pid for worker in engine.registry.registered())
+        named = sorted((worker.hello.worker_id, worker.hello.pid) for worker in engine.registry.registered())
+        pids = [pid for _, pid in named]
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)  # it cannot see the signal asking it to stop
         await engine.launcher.stop(timeout_s=0.5)
         (line,) = [record.getMessage() for record in caplog.records if "did not stop" in record.getMessage()]
         killing = "it" if count == 1 else "them"
         assert line.startswith(said) and "within 0.5 s of being asked to (" in line and line.endswith(killing), line
-        assert sorted(map(int, re.findall(r"pid (\d+)", line))) == pids, line  # each one "pid N"
+        # each by its id, as the launcher's other lines name it, and its pid: "local-1 (pid N)" (it was "pid N" alone)
+        said_each = sorted((worker_id, int(pid)) for worker_id, pid in re.findall(r"(local-\d+) \(pid (\d+)\)", line))
+        assert said_each == named, line
+        assert [worker_id for worker_id, _ in named] == [f"local-{i}" for i in range(count)]
         assert not any(process_running(pid) for pid in pids)
     finally:
         await stop_in_process(engine, running)

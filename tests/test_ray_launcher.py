@@ -216,7 +216,7 @@ async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_name
     finally:
         engine.request_stop()
         await running
-    said = f"1 Ray actor did not stop within 5 s of being asked to ({stuck.hello.worker_id}, pid {stuck.hello.pid})"
+    said = f"1 Ray actor did not stop within 5 s of being asked to ({stuck.hello.worker_id} (pid {stuck.hello.pid}))"
     assert f"{said}: killing it" in caplog.text
     await wait_for(lambda: not process_running(stuck.hello.pid), "the stuck actor's end", timeout_s=60)
 

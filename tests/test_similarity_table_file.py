@@ -161,6 +161,22 @@ REFUSED = {
         (),
         "a table of the minilm embedder's similarities, not the hash embedder's",
     ),
+    # a line break forged a second line in the refusal of another model's table (as it would in a log)
+    "an identity of two lines": (
+        lambda c, t: _doctored(c, t, embedder_identity="hash\nargus: forged"),
+        (),
+        "embedder_identity 'hash\\nargus: forged' is not a model's identity",
+    ),
+    "an identity of 65 characters": (
+        lambda c, t: _doctored(c, t, embedder_identity="hash:" + "0" * 60),
+        (),
+        "is not a model's identity",
+    ),
+    "an identity that is no text": (
+        lambda c, t: _doctored(c, t, embedder_identity=["hash"]),
+        (),
+        "embedder_identity ['hash'] is not a model's identity",
+    ),
     "another model's": (
         lambda c, t: _doctored(c, t, embedder_identity="hash:0123456789abcdef"),
         (),

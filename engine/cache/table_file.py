@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from controller.quality_samples import model_identity
 from controller.similarity import SimilarityTable
 from controller.versioned import checked_versioned, fields_of
 from engine.arg_types import UsageError, read_user_file
@@ -40,9 +41,11 @@ def read_table_file(path: str) -> TableFile:
         checked_versioned(data, path, TABLE_KIND)
     with fields_of(path):
         embedder = data["embedder"]
-        identity = data.get("embedder_identity")
-        if not isinstance(embedder, str) or not (identity is None or isinstance(identity, str)):
-            raise ValueError(f"embedder {embedder!r} ({identity!r}) is not an embedder's name (and identity)")
+        if not isinstance(embedder, str):
+            raise ValueError(f"embedder {embedder!r} is not an embedder's name")
+        # as a profile's, a predictor's and the samples' are: a line break in one forged a line in the refusal of a
+        # table of another model, and one of any length was taken
+        identity = model_identity(data.get("embedder_identity"), "embedder_identity")
         return TableFile(path, embedder, identity, _table(data["thresholds"]))
 
 
