@@ -82,14 +82,16 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     backends, backend_help = (
         (["tiny", "sdxl", "sim"], BACKEND_HELP) if simulated else (["tiny", "sdxl"], MEASURED_BACKEND_HELP)
     )
+    # a sim worker runs on no device and no CPU threads: said only where the sim backend is offered
+    no_device, threads_not_for = ("; none for sim", "sim, nor a GPU") if simulated else ("", "a GPU")
     parser.add_argument("--backend", default="tiny", choices=backends, help=backend_help)
-    parser.add_argument("--device", type=torch_device, help="cpu or cuda:N (default cpu; none for sim)")
+    parser.add_argument("--device", type=torch_device, help=f"cpu or cuda:N (default cpu{no_device})")
     parser.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
     parser.add_argument(
         "--threads",
         type=thread_count,
         help="torch threads for a model on the CPU (default: half the CPUs this process may run on, at most"
-        " $OMP_NUM_THREADS, what `argus serve` gives each of its 2 default workers); not for sim, nor a GPU",
+        f" $OMP_NUM_THREADS, what `argus serve` gives each of its 2 default workers); not for {threads_not_for}",
     )
     if simulated:
         parser.add_argument(

@@ -130,3 +130,16 @@ def test_a_command_line_in_the_docs_gives_each_flag_to_the_command_that_takes_it
             line = re.split(r"\s#\s|\(`|;", match.group(2))[0]
             misplaced += [(doc, command, flag) for flag in _FLAG.findall(line) if flag not in flags_of[command]]
     assert not misplaced
+
+
+def test_a_command_that_runs_no_sim_backend_says_nothing_of_one():
+    """`argus profile quality` offers tiny and sdxl alone (a sim worker's quality is its model), yet its --device said
+    'none for sim' and its --threads 'not for sim'."""
+    said = [
+        name
+        for name, parser in _parsers(build_parser())
+        for action in parser._actions
+        if action.dest == "backend" and action.choices and "sim" not in action.choices
+        if re.search(r"\bsim\b", parser.format_help())
+    ]
+    assert not said, said
