@@ -64,6 +64,7 @@ from engine.worker_command import (
     add_sim_latents_argument,
     add_worker_command,
     stopped_as_it_started,
+    worker_log_name,
 )
 from loadgen.bench.commands import add_bench_commands
 from loadgen.bench.subprocesses import ChildDied
@@ -480,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=LOG_FORMATS,
         default="text",
-        help="text, or json: a JSON object a line (timestamp, level, logger, pid, message, exc_info) for a log"
-        " collector",
+        help="text, or json: a JSON object a line (timestamp, level, logger, pid, a worker's id as worker, message,"
+        " exc_info) for a log collector",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
@@ -515,7 +516,7 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
     """`held`: SIGTERM, SIGINT and SIGHUP held since the process started (engine/__main__.py), for `argus serve` to
     act on; any other command gets Python's handlers back, and a signal held meanwhile as if it came now."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format, worker_log_name(args))
     try:
         if held is not None and args.func is not _serve:
             held.release(deliver=True)

@@ -1,6 +1,8 @@
 """How every argus command logs: one line a record on stderr, as text for a terminal or, with `argus --log-format
 json`, as one JSON object a line for a log collector (timestamp, level, logger, pid, message, and a traceback's text
-as exc_info), so that no record's lines are split apart and every field is found by name.
+as exc_info), so that no record's lines are split apart and every field is found by name. A worker process's
+records name it too (in text `argus.worker[4242 worker=local-1]:`, in JSON a `worker` field): an engine's local
+workers log to its stderr, each restart under another pid, which alone told them apart.
 
 Python writes a library's warning (`warnings.warn`: torch's, diffusers', numpy's), an exception no code caught, in
 any thread, and one it could not raise (`Exception ignored in ...`: a __del__ or a callback that failed) straight to
@@ -17,18 +19,31 @@ from pythonjsonlogger.json import JsonFormatter
 
 LOG_FORMATS = ("text", "json")
 _TEXT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+_WORKER_TEXT = "%(asctime)s %(levelname)s %(name)s[%(process)d worker=%(worker)s]: %(message)s"
 _JSON_NAMES = {"levelname": "level", "name": "logger", "process": "pid"}
 
 
-def configure_logging(level: str, log_format: str) -> None:
-    """Leaves logging alone where it is configured already (pytest's capture, a program that calls argus's main)."""
+def configure_logging(level: str, log_format: str, worker: str | None = None) -> None:
+    """Leaves logging alone where it is configured already (pytest's capture, a program that calls argus's main).
+    `worker`: what each record names this process by, a worker's id (a fleet's ids); None for any other process."""
     if logging.getLogger().handlers:
         return  # as basicConfig would, and Python's hooks with it: they are that program's
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         # the timestamp in ISO 8601, in UTC: asctime's is local time, without its zone
         fields = " ".join(f"%({name})s" for name in _JSON_NAMES) + " %(message)s"
-        handler.setFormatter(JsonFormatter(fields, rename_fields=_JSON_NAMES, timestamp=True, json_ensure_ascii=False))
+        handler.setFormatter(
+            JsonFormatter(
+                fields,
+                rename_fields=_JSON_NAMES,
+                static_fields={"worker": worker} if worker is not None else None,
+                timestamp=True,
+                json_ensure_ascii=False,
+            )
+        )
+    elif worker is not None:
+        # a default, not part of the format: an id is a worker's to choose, and a % in it would break the format
+        handler.setFormatter(logging.Formatter(_WORKER_TEXT, defaults={"worker": worker}))
     else:
         handler.setFormatter(logging.Formatter(_TEXT))
     logging.basicConfig(level=level, handlers=[handler])

@@ -91,9 +91,9 @@ class RayWorker:
         from engine.log_setup import configure_logging
         from workers.main import run_worker
 
-        # as a local worker is started with the engine's --log-level and --log-format: Ray sets no logging up for the
-        # actor's process, where Python then said only warnings, without even a level or a time
-        configure_logging(self._config.log_level, self._config.log_format)
+        # as a local worker is started with the engine's --log-level and --log-format, its records naming it: Ray sets
+        # no logging up for the actor's process, where Python then said only warnings, without even a level or a time
+        configure_logging(self._config.log_level, self._config.log_format, self._config.worker_id)
         return run_worker(self._config)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from typing import NoReturn
 
@@ -199,6 +200,19 @@ def check_worker_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--worker-id is {len(longest.encode())} bytes{suffix}; at most {MAX_WORKER_ID_BYTES}")
 
 
+def worker_log_name(args: argparse.Namespace) -> str | None:
+    """What each log record of an `argus worker` process names it by (engine/log_setup.py): its worker id, or a
+    fleet's ids (`gpu-0..999`: a line about one of them names it); None for any other command."""
+    if args.command != "worker":
+        return None
+    worker_id = args.worker_id or _default_worker_id()
+    return worker_id if args.count == 1 else f"{worker_id}-0..{args.count - 1}"
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def _worker(args: argparse.Namespace) -> int:
     try:
         code = _run_worker(args)
@@ -214,12 +228,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    import socket
-
     from workers.main import run_worker
 
     check_worker_args(args)
-    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    worker_id = args.worker_id or _default_worker_id()
     time_scale = 1.0 if args.time_scale is None else args.time_scale
     if args.count != 1:
         from workers.fleet import run_fleet

@@ -343,6 +343,9 @@ def test_an_engine_and_its_workers_log_json_lines_with_log_format_json(tmp_path)
     assert ("argus.worker", "loading the sim backend on no device") in said, said
     assert ("argus.engine", "engine stopped") in said, said
     assert len({record["pid"] for record in records}) == 2  # the engine's and its worker's
+    # each of its worker's records names it, by the id the engine started it as; none of the engine's names a worker
+    assert {record.get("worker") for record in records if record["pid"] != engine.process.pid} == {"local-0"}, records
+    assert not any("worker" in record for record in records if record["pid"] == engine.process.pid), records
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")

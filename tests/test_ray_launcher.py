@@ -349,13 +349,13 @@ ACTOR_PREFIX = re.compile(r"\((ray-\d+) pid=(\d+)\)")
 
 def actors_saying(engine, said: tuple[str, str, str]) -> set[tuple[str, int]]:
     """(worker id, pid) of the engine's actors that logged a JSON record (logger, level, message) `said`, as Ray
-    forwarded it: after a prefix that names the worker, and the pid the record does."""
+    forwarded it: after a prefix that names the worker and its pid, as the record itself does."""
     actors = set()
     for line in engine.log_path.read_text().splitlines():
         forwarded = ACTOR_PREFIX.search(line)
         if forwarded and "{" in line:
             record = json.loads(line[line.index("{") :])  # whole: nothing of Ray's appended
-            assert record["pid"] == int(forwarded[2]), line
+            assert (record["worker"], record["pid"]) == (forwarded[1], int(forwarded[2])), line
             if (record["logger"], record["level"], record["message"]) == said:
                 actors.add((forwarded[1], record["pid"]))
     return actors

@@ -180,7 +180,9 @@ def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_pat
         serves_on_without_one(engine, fleet, tmp_path / "gpu.log", ["gpu-0", "gpu-2"], "worker id 'gpu-1' is in use")
         # before, "1 of its worker ids are in use, those workers refused"
         assert wait_for(lambda: "SIMULATED workers ready" in (tmp_path / "gpu.log").read_text())
+        # the process's lines name the fleet, by its ids
         ready = "fleet of 2 SIMULATED workers ready (1 of its worker ids is in use, that worker refused)"
+        ready = f"[{fleet.pid} worker=gpu-0..2]: {ready}"
         assert ready in (tmp_path / "gpu.log").read_text()
         with ArgusClient(engine.client_address, timeout_s=30) as client:
             assert isinstance(client.generate("a mill by a river", width=64, height=64), Images)

@@ -61,6 +61,19 @@ class _SimulatedRun(Backend):
         return [msgspec.structs.replace(o, run_ms=run_ms) if isinstance(o, ItemDone) else o for o in outcomes]
 
 
+class _NamingWorker(logging.LoggerAdapter):
+    """The fleet's process names the fleet in each of its records (engine/log_setup.py): a line about one of its
+    workers names that one, as the fleet's own lines about one do."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, name: str):
+        super().__init__(logger)
+        self._name = name
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        # an argument, not part of the format: a % in a worker's id would break it
+        super().log(level, "worker %s: " + str(msg), self._name, *args, **kwargs)
+
+
 class SimWorker(WorkerRuntime):
     """One worker of the fleet: WorkerRuntime's protocol, driven by the fleet's loop instead of its own."""
 
@@ -83,6 +96,7 @@ class SimWorker(WorkerRuntime):
         super().__init__(
             backend, connect, worker_id, curve=curve, context=context, owned=owned, watch_handshakes=watch_handshakes
         )
+        self._log = _NamingWorker(self._log, self.identity.decode())
         self._say_for_fleet = say_for_fleet
         self._latency = latency
         self._time_scale = time_scale

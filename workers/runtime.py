@@ -200,6 +200,8 @@ class WorkerRuntime:
         self._backend = backend
         self._info = backend.describe()
         self._worker_id = worker_id
+        # what its lines about itself are said through: a fleet's worker names itself in them (workers/fleet.py)
+        self._log: logging.Logger | logging.LoggerAdapter = log
         # a fresh identity per process: a restarted worker is a new peer
         self.identity = f"{worker_id}/{uuid.uuid4().hex[:8]}".encode()
         # several runtimes in one process (a simulated fleet) share one context
@@ -430,7 +432,7 @@ class WorkerRuntime:
                 self._handle(message)
 
     def _undecodable(self, header: memoryview, reason: str) -> None:
-        log.error("undecodable message from engine: %s", reason)
+        self._log.error("undecodable message from engine: %s", reason)
         batch = generate_ids(header)
         if batch is not None:
             batch_id, request_ids = batch
@@ -460,7 +462,7 @@ class WorkerRuntime:
         elif isinstance(message, (EngineHeartbeat, Welcome)):
             pass  # liveness only (a Welcome repeated for a hello retry)
         else:
-            log.warning("unexpected %s from engine", type(message).__name__)
+            self._log.warning("unexpected %s from engine", type(message).__name__)
 
     def _live_request_ids(self) -> set[str]:
         batches = [*self._pending, *([self._running] if self._running else [])]
@@ -477,10 +479,10 @@ class WorkerRuntime:
         except BatchRefused as exc:
             # the batch's fault, said by the engine in one line naming this worker, the requests and why: a traceback
             # here (in the engine's own log, for a worker it started) said nothing more
-            log.debug("batch %d refused: %s", batch.batch_id, exc)
+            self._log.debug("batch %d refused: %s", batch.batch_id, exc)
             outcomes = [ItemFailed(i.request_id, REFUSED, str(exc)) for i in batch.items]
         except Exception as exc:  # a failed batch becomes one error per member
-            log.exception("batch %d failed", batch.batch_id)
+            self._log.exception("batch %d failed", batch.batch_id)
             outcomes = [ItemFailed(i.request_id, "worker_error", f"{type(exc).__name__}: {exc}") for i in batch.items]
         finally:
             with self._socket_lock:
@@ -542,4 +544,4 @@ class WorkerRuntime:
         try:
             self._socket.send_multipart(self._codec.encode(message), flags=zmq.DONTWAIT, copy=False)
         except zmq.Again:
-            log.debug("no engine to take %s: dropped", type(message).__name__)
+            self._log.debug("no engine to take %s: dropped", type(message).__name__)
