@@ -1,8 +1,9 @@
 """The log lines of workers lost: one lost alone is a line of its own, naming the requests it held; workers lost
 together are one line that counts them. A fleet's thousand workers are lost at once when its process dies (each gone
-worker a re-routed image meets is lost as unreachable, in turn), when its CURVE key is revoked or when it goes silent,
-and a line each made a thousand WARNINGs (and, for silence, a thousand ERRORs beside them). So are the workers that
-leave holding nothing, gathered a while (`gather_leaves`): a fleet stopped made a thousand INFOs."""
+worker a re-routed image meets is lost as unreachable, in turn, and the others as the beats to them bounce), when its
+CURVE key is revoked or when it goes silent, and a line each made a thousand WARNINGs (and, for silence, a thousand
+ERRORs beside them). So are the workers that leave holding nothing, gathered a while (`gather_leaves`): a fleet
+stopped made a thousand INFOs."""
 
 from __future__ import annotations
 
@@ -42,14 +43,21 @@ class LossLines:
     def together(self) -> Iterator[None]:
         """The workers lost within are said as it ends (the outermost, if nested): alone, as `lost` says one; more
         than one, in a line for all."""
-        self._open += 1
+        self.hold()
         try:
             yield
         finally:
-            self._open -= 1
-            if not self._open:
-                losses, self._losses = self._losses, []
-                _say(losses)
+            self.release()
+
+    def hold(self) -> None:
+        """Opens a `together` that `release` ends: for workers found lost over a while, not within one call."""
+        self._open += 1
+
+    def release(self) -> None:
+        self._open -= 1
+        if not self._open:
+            losses, self._losses = self._losses, []
+            _say(losses)
 
     def lost(self, worker: WorkerHandle, cause: str, held: list[Job]) -> None:
         if cause == "left" and not held:

@@ -4,7 +4,8 @@ Handshake: a worker's Hello (its values checked: engine/hello_check.py) is answe
 and registers it; a hello from a new process under the id of a worker heard from
 within 3 heartbeat intervals, whose connection is still up, is Refused. Heartbeats and every message refresh its
 last-seen time; a worker silent past the timeout is declared lost (and its
-process, if ours, killed and restarted by the launcher). A Leaving removes the
+process, if ours, killed and restarted by the launcher). One whose beats bounce, at two in a row, is lost at once: its
+connection closed (its process died) and was not dialled again. A Leaving removes the
 worker at once, and what it held is routed again (its log line waits a second, for those of the workers leaving
 with it). Any other message from an identity that is not a worker here is answered Rejoin: the worker says hello at
 once.
@@ -17,6 +18,7 @@ revoked worker still connected was kept and sent users' prompts until it dropped
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -130,6 +132,7 @@ class WorkerLink:
         self._refusal_lines = QuietLines(REFUSED_LOG_INTERVAL_S)  # one a reason
         self.dispatcher: Dispatcher | None = None
         self._leaves_said: asyncio.TimerHandle | None = None  # the end of a window of leaves: see _gather_leaves
+        self._gone_said_at: int | None = None  # the beat turn a window of workers found gone ends: see _lose_gone
         self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
         self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
         # set by the engine: why a worker of this id and pid is not the process now in a slot of its launcher's (a
@@ -167,6 +170,8 @@ class WorkerLink:
         if self._leaves_said is not None:  # said now: the loop will not run the window's end
             self._leaves_said.cancel()
             self._say_leaves()
+        if self._gone_said_at is not None:
+            self._say_gone()
         self._files.remove()
         self._socket.close()
 
@@ -432,15 +437,45 @@ class WorkerLink:
                 holds.append((now, now - ticked))
             ticked = now
             tick = turn % _BEAT_TICKS
-            for worker in self._registry.registered():
-                if hash(worker.identity) % _BEAT_TICKS == tick:
-                    self._socket.send(worker.identity, beat)
+            gone = [
+                worker
+                for worker in self._registry.registered()
+                if hash(worker.identity) % _BEAT_TICKS == tick and self._beat(worker, beat)
+            ]
+            self._lose_gone(gone, turn)
             if turn % _BEAT_TICKS:
                 continue
             while holds and holds[0][0] < now - self._heartbeat_timeout_s:
                 holds.popleft()
             cutoff = now - self._heartbeat_timeout_s - sum(held for _, held in holds)
             self._lose_silent(self._registry.silent_since(cutoff))
+
+    def _beat(self, worker: WorkerHandle, beat: list) -> bool:
+        """Beats the worker. True: it is gone, its beat bounced (EHOSTUNREACH: it has no connection) as its last one
+        did, an interval before. A process that died (SIGKILL, a crash; a remote one, which no launcher of ours sees
+        end) closed its connection at once, and its images waited out the heartbeat timeout (10 s), unless a batch
+        sent to it bounced first. A link cut that the worker dials again after (ZeroMQ redials in 100 ms) bounces one
+        beat at most; a host gone without closing its connection bounces none, and is found silent."""
+        bounced = self._socket.send(worker.identity, beat) == zmq.EHOSTUNREACH
+        gone, worker.beat_bounced = bounced and worker.beat_bounced, bounced
+        return gone
+
+    def _lose_gone(self, gone: list[WorkerHandle], turn: int) -> None:
+        """Loses the workers found gone at beat turn `turn`, together. Those found in a round of beats from the first
+        are said in one line, at its end: a fleet's process killed, each of its workers is found at its own tick, and
+        a line for each tick made up to 20 (what they held is routed again at once: only the line waits)."""
+        if turn == self._gone_said_at:
+            self._say_gone()
+        if not gone:
+            return
+        if self._gone_said_at is None:
+            self.dispatcher.loss_lines.hold()
+            self._gone_said_at = turn + _BEAT_TICKS
+        self._lose_together(gone, functools.partial(self._lose_one, cause="unreachable"))
+
+    def _say_gone(self) -> None:
+        self._gone_said_at = None
+        self.dispatcher.loss_lines.release()
 
     def _lose_silent(self, silent: list[WorkerHandle]) -> None:
         """Workers silent together (a fleet's process killed or stopped, its host cut off) are said in the one line
@@ -450,11 +485,14 @@ class WorkerLink:
         self._lose_together(silent, self._lose_silent_one)
 
     def _lose_silent_one(self, worker: WorkerHandle) -> None:
-        try:
-            self.dispatcher.worker_lost(worker, "heartbeat")
-        except Exception:  # the other silent workers, and the next watches, must still be handled
-            log.exception("handling the loss of worker %s failed", worker.name)
+        self._lose_one(worker, "heartbeat")
         self.on_silent(worker)
+
+    def _lose_one(self, worker: WorkerHandle, cause: str) -> None:
+        try:
+            self.dispatcher.worker_lost(worker, cause)
+        except Exception:  # the other workers lost with it, and the next watches, must still be handled
+            log.exception("handling the loss of worker %s failed", worker.name)
 
     def _lose_together(self, workers: list[WorkerHandle], lose: WorkerEvent) -> None:
         """Loses each of `workers` by `lose`, said in one line (engine/loss_lines.py). None of them is routed the

@@ -31,6 +31,7 @@ class WorkerHandle:
     busy_until: float = 0.0  # when the batches sent should be done, by the latency profile
     # since when its every heartbeat says it runs nothing (and no batch was sent to it): see WorkerLink._lost_batches
     idle_since: float | None = None
+    beat_bounced: bool = False  # the last beat sent to it bounced: it had no connection (WorkerLink._beat)
     curve_key: bytes | None = None  # with CURVE, the public key it said hello with: a reload may revoke it
     failed_batches: int = 0  # batches in a row that made no image and failed one (engine/failing_workers.py)
     out_for_s: float = 0.0  # how long it was last taken out of rotation for; 0 once a batch made an image

@@ -1,4 +1,5 @@
-"""The engine beats every worker once a heartbeat interval, whatever other workers leave meanwhile.
+"""The engine beats every worker once a heartbeat interval, whatever other workers leave meanwhile; a worker whose
+beats bounce at two in a row (its connection closed, not dialled again) is lost at once.
 
 A worker that hears nothing from its engine for the heartbeat timeout drops what it runs and says hello again. The
 engine spreads its beats over an interval, a slice of the workers each tick; the slice was taken by position, so a
@@ -6,6 +7,7 @@ worker that left moved every later one back a place, and the one whose turn came
 for its beat: past a 2 s heartbeat timeout (the chaos bench's), it dropped its batch as if the engine had died.
 """
 
+import logging
 from collections import defaultdict
 
 import msgspec
@@ -24,35 +26,83 @@ class Enough(Exception):
     """Ends the heartbeat watch after the ticks a test wants."""
 
 
-async def test_a_worker_that_leaves_does_not_delay_the_others_beats(tmp_path, monkeypatch):
-    h = Harness()
+class Ticks:
+    """The heartbeat watch's ticks, run without time passing up to tick `last`; `now`: the tick under way (0 before
+    the first). `before(tick)` runs as each begins."""
+
+    def __init__(self, monkeypatch, last: int, before=lambda tick: None):
+        self.now = 0
+        self._last = last
+        self._before = before
+        monkeypatch.setattr(worker_link.asyncio, "sleep", self._next)
+
+    async def _next(self, _seconds: float) -> None:
+        self.now += 1
+        if self.now > self._last:
+            raise Enough
+        self._before(self.now)
+
+    async def watch(self, link: WorkerLink) -> None:
+        try:
+            with pytest.raises(Enough):
+                await link._watch_heartbeats()
+        finally:
+            link.close()
+
+
+def link_over(h: Harness, tmp_path) -> WorkerLink:
     link = WorkerLink(
         zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 1.0, 10.0, backend="sim"
     )
     link.bind_dispatcher(h.dispatcher)
-    tick = 0
-    beats: dict[bytes, list[int]] = defaultdict(list)  # what the link sends each worker, by tick (Welcome at 0)
-    monkeypatch.setattr(link._socket, "send", lambda identity, frames: beats[identity].append(tick) or 0)
-    for i in range(WORKERS):
-        link._on_message(f"w{i}/0000".encode(), msgspec.structs.replace(HELLO, worker_id=f"w{i}"))
+    return link
 
-    async def next_tick(_seconds: float) -> None:
-        nonlocal tick
-        tick += 1
-        if tick > 3 * _BEAT_TICKS:
-            raise Enough
+
+async def test_a_worker_that_leaves_does_not_delay_the_others_beats(tmp_path, monkeypatch):
+    h = Harness()
+    link = link_over(h, tmp_path)
+
+    def lose_one(tick: int) -> None:
         if tick <= 2 * _BEAT_TICKS:
             # a worker lost just before each tick of two rounds: the first one there is, the others shift
             h.dispatcher.worker_lost(h.registry.registered()[0], "exited")
 
-    monkeypatch.setattr(worker_link.asyncio, "sleep", next_tick)
-    try:
-        with pytest.raises(Enough):
-            await link._watch_heartbeats()
-    finally:
-        link.close()
+    ticks = Ticks(monkeypatch, 3 * _BEAT_TICKS, lose_one)
+    beats: dict[bytes, list[int]] = defaultdict(list)  # what the link sends each worker, by tick (Welcome at 0)
+    monkeypatch.setattr(link._socket, "send", lambda identity, frames: beats[identity].append(ticks.now) or 0)
+    for i in range(WORKERS):
+        link._on_message(f"w{i}/0000".encode(), msgspec.structs.replace(HELLO, worker_id=f"w{i}"))
+    await ticks.watch(link)
     survivors = [worker.identity for worker in h.registry.registered()]
     assert survivors
     for identity in survivors:
-        ticks = [*beats[identity], tick]
-        assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) <= _BEAT_TICKS, identity
+        ticks_beaten = [*beats[identity], ticks.now]
+        assert max(b - a for a, b in zip(ticks_beaten, ticks_beaten[1:], strict=False)) <= _BEAT_TICKS, identity
+
+
+async def test_a_worker_whose_beats_bounce_twice_in_a_row_is_lost_and_one_that_dials_again_between_is_kept(
+    tmp_path, monkeypatch, caplog
+):
+    """A worker process that dies (SIGKILL, a crash) closes its connection, and the beats to it bounce
+    (EHOSTUNREACH): its images waited out the heartbeat timeout, 10 s here. A link cut that the worker dials again
+    after (in 100 ms) bounces one beat, and loses it nothing."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    crashed = h.add_worker("crashed/00000000")
+    request = h.request()  # to the one worker there is
+    cut, spare = h.add_worker("cut/00000000"), h.add_worker("spare/00000000")
+    link = link_over(h, tmp_path)
+    ticks = Ticks(monkeypatch, 3 * _BEAT_TICKS)
+
+    def send(identity: bytes, frames: list) -> int:
+        bounces = identity == crashed.identity or (identity == cut.identity and ticks.now <= _BEAT_TICKS)
+        return zmq.EHOSTUNREACH if bounces else 0
+
+    monkeypatch.setattr(link._socket, "send", send)
+    await ticks.watch(link)
+    assert [worker.name for worker in h.registry.registered()] == [cut.name, spare.name]
+    assert h.metrics.worker_losses.labels("unreachable")._value.get() == 1
+    (_, again) = h.batches()
+    assert [item.request_id for item in again.items] == [request.jobs[0].job_id]  # sent again to a worker there
+    lines = [r.getMessage() for r in caplog.records if r.name == "argus.dispatcher"]
+    assert lines == ["worker crashed/00000000 lost (unreachable) holding 1 image (request 'r0-p')"]

@@ -7,10 +7,11 @@ import signal
 
 import zmq
 from dispatcher_harness import Harness
+from test_engine_beats import Ticks
 from test_sim_fleet import start_fleet
 from waiting import eventually, wait_for
 
-from engine.worker_link import WorkerLink
+from engine.worker_link import _BEAT_TICKS, WorkerLink
 from engine_process import start_engine, start_worker
 
 
@@ -28,6 +29,8 @@ def link_over(h: Harness, tmp_path, admits=None, interval_s: float = 1.0, timeou
         backend="sim", admits=admits,
     )  # fmt: skip
     link.bind_dispatcher(h.dispatcher)
+    # the harness's workers have no connection: the beats to them, bounced, would lose them as gone, not silent
+    link._socket.send = lambda identity, frames: 0
     return link
 
 
@@ -103,6 +106,25 @@ async def test_a_fleet_gone_silent_is_one_error_and_a_worker_silent_alone_two_li
     finally:
         watch.cancel()
         link.close()
+
+
+async def test_a_fleet_whose_beats_bounce_is_lost_in_one_line(tmp_path, monkeypatch, caplog):
+    """A fleet's process killed, the beats to its workers bounce, and each is found gone at its own tick of a round of
+    beats: a line for each tick made up to 20."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    workers = fleet(h, 40)
+    h.request()
+    h.gone = {worker.name for worker in workers}
+    link = link_over(h, tmp_path)
+    link._socket.send = lambda identity, frames: zmq.EHOSTUNREACH
+    ticks = Ticks(monkeypatch, 3 * _BEAT_TICKS)
+    await ticks.watch(link)
+    assert len({hash(worker.identity) % _BEAT_TICKS for worker in workers}) > 1  # found at ticks of their own
+    assert not h.registry.registered()
+    ((level, line),) = said(caplog)
+    assert level == "WARNING"
+    assert line.startswith("40 workers lost together (unreachable) holding 1 image (request 'r0-p'): fleet-")
 
 
 async def test_images_of_a_fleet_whose_key_is_revoked_go_to_a_worker_that_stays_not_fail(tmp_path):
