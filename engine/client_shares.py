@@ -83,7 +83,10 @@ class ClientShares:
         beyond = queued + images + self._kept_for_others(client) - self._max_queue
         if beyond > 0:
             retry_s = self._retry_s(beyond)
-            if held < share:  # room is owed to it: the others give way while it waits
+            # room is owed to it: the others give way while it waits. To one holding nothing too where the share
+            # rounds down to none (more clients than --max-queue): at --max-queue 1, a client was never counted as
+            # waiting, and one retrying at once took every slot as it freed while another retried for ever
+            if held < share or not held:
                 self._wait(client, images, _WAITS * retry_s)
             return Refusal("queue_full", retry_s)
         return None

@@ -68,6 +68,21 @@ def test_a_client_holding_less_than_its_share_is_not_held_back_by_others_waiting
     assert refused(shares, "b", 1, MAX_QUEUE - 2) == "client_share"  # 7 held is past it
 
 
+def test_a_client_holding_nothing_is_given_the_room_where_its_share_rounds_down_to_none():
+    """At --max-queue 1 two clients' shares are 0 images each: the one refused was not counted as waiting, and a
+    pipeline retrying each Busy at once took the one slot every time it freed (a person retrying after each
+    Retry-After was refused 15 times in 15 s, and served never)."""
+    shares = ClientShares(1, one_second, clock=Clock())
+    fill(shares, "pipeline", 1, 0)
+    assert refused(shares, "person", 1, 1) == "queue_full"  # it waits
+    shares.remove("pipeline", 1)
+    assert refused(shares, "pipeline", 1, 0) == "queue_full"  # the slot is kept for the person, waiting first
+    assert refused(shares, "person", 1, 0) is None
+    shares.add("person", 1)
+    shares.remove("person", 1)
+    assert refused(shares, "pipeline", 1, 0) is None  # its turn now: it waited behind the person
+
+
 def test_a_wait_ends_when_the_client_has_not_come_back():
     clock = Clock()
     shares = ClientShares(MAX_QUEUE, one_second, clock=clock)
@@ -227,7 +242,7 @@ class CountedAfresh:
         first = next(iter(self.waiting), client)
         beyond = queued + images + (0 if first == client else self.waiting[first][1]) - self.max_queue
         if beyond > 0:
-            if held < share:
+            if held < share or not held:
                 self.waiting[client] = (self.clock() + 3 * self.retry_s(beyond), images)
             return "queue_full"
         return None
@@ -242,14 +257,15 @@ class CountedAfresh:
             del self.held[client]
 
 
+@pytest.mark.parametrize("max_queue", [MAX_QUEUE, 5])  # 5: six clients' shares round down to none
 @pytest.mark.parametrize("retry_s", [one_second, varied_retry])
 @pytest.mark.parametrize("seed", range(5))
-def test_the_shares_kept_as_clients_come_and_go_answer_as_counting_every_client_afresh(seed, retry_s):
+def test_the_shares_kept_as_clients_come_and_go_answer_as_counting_every_client_afresh(seed, retry_s, max_queue):
     """ClientShares keeps its counts as requests come, are answered and waits end, so that a call costs the same
     however many clients wait; it must refuse exactly as the shares counted afresh at every call do."""
     rng = random.Random(seed)
     clock = Clock()
-    shares, model = ClientShares(MAX_QUEUE, retry_s, clock), CountedAfresh(MAX_QUEUE, retry_s, clock)
+    shares, model = ClientShares(max_queue, retry_s, clock), CountedAfresh(max_queue, retry_s, clock)
     clients = [f"c{i}" for i in range(6)]
     queued = 0
     for _ in range(3000):
