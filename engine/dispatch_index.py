@@ -163,6 +163,10 @@ class QueuedWork:
         """Seconds all the queued jobs take one by one."""
         return sum(self._image_seconds(*kind) * len(keys) for kind, keys in self._keys.items())
 
+    def holds(self, client: str) -> bool:
+        """Whether the client has a job queued."""
+        return client in self._by_client
+
     def client_seconds(self, client: str) -> float:
         """Seconds the jobs the client has queued take one by one."""
         return sum(self._image_seconds(*kind) * count for kind, count in self._by_client.get(client, {}).items())

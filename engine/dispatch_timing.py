@@ -54,7 +54,7 @@ class DispatchTiming:
         # queue is judged by, looked up without a pass over the queue
         self._queued_work = QueuedWork(self._image_seconds)
         # the clients sharing the fleet, among whom a queued job's fair point is reckoned (fair_share.py)
-        self._sharing = SharingClients(least_s=slo_s)
+        self._sharing = SharingClients(least_s=slo_s, queues=self._queued_work.holds)
 
     # -- how long ------------------------------------------------------------
     @property

@@ -11,25 +11,32 @@ one client alone shares the fleet its jobs rank by their deadlines alone, exactl
 
 A client counts as sharing the fleet from a job routed to a worker until the work queued then would be done (one SLO
 at least): one that sends its next request a few seconds after its last was answered is still counted when the jobs
-queued meanwhile come up, and they rank behind its request. When a second client comes, the first one's queued jobs,
-ranked by their deadlines while it was alone, are ranked again as if it had shared the fleet all along (in the order
-they had, which both their deadlines and their fair points keep): else a lone flood's backlog went before the
-newcomer's first requests until it was served, a dozen seconds and more.
+queued meanwhile come up, and they rank behind its request. It counts on while a job of its is queued: a light
+client's request due in 5 s ranks by the time it must start by, later than the queue it came to would be done; once
+the client stopped counting, the flood had the fleet alone again, its next jobs ranked by their own deadlines (one
+without slo_ms as due one SLO after it came) before that request, which was answered deadline_exceeded at its turn.
+When a second client comes, the first one's queued jobs, ranked by their deadlines while it was alone, are ranked
+again as if it had shared the fleet all along (in the order they had, which both their deadlines and their fair points
+keep): else a lone flood's backlog went before the newcomer's first requests until it was served, a dozen seconds
+and more.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 from engine.jobs import AdmittedRequest, Job
 
 
 class SharingClients:
     """The clients sharing the fleet now, counted without a pass over them: one entry a client in a heap by when it
-    stops counting, its time renewed in place by each job it queues and the entry moved on when met."""
+    stops counting, its time renewed in place by each job it queues and the entry moved on when met. `queues`:
+    whether a client has a job queued, which renews its entry by `least_s` when met."""
 
-    def __init__(self, least_s: float):
+    def __init__(self, least_s: float, queues: Callable[[str], bool]):
         self._least_s = least_s  # a client counts at least this long after a job it queued
+        self._queues = queues
         self._until: dict[str, float] = {}  # client -> until when it counts
         self._ends: list[tuple[float, str]] = []  # (until, client), one a client counted: until then at least
 
@@ -48,7 +55,9 @@ class SharingClients:
         while self._ends and self._ends[0][0] <= now:
             _, client = heapq.heappop(self._ends)
             until = self._until[client]
-            if until > now:  # renewed since
+            if until <= now and self._queues(client):
+                until = self._until[client] = now + self._least_s
+            if until > now:  # renewed since, or still queued
                 heapq.heappush(self._ends, (until, client))
             else:
                 del self._until[client]

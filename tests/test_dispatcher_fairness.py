@@ -205,11 +205,36 @@ async def test_an_image_whose_worker_is_lost_keeps_its_place_among_its_clients_i
 
 async def test_a_client_counts_as_sharing_the_fleet_while_all_the_workers_clear_its_backlog():
     """A backlog of 3 s on two workers clears in 1.5 s: its client stops counting then, not after the 3 s one worker
-    alone would take, as if it still shared a fleet it had left."""
+    alone would take, as if it still shared a fleet it had left (its jobs taken as they would be: one still queued
+    counts its client)."""
     h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=1.0)
-    h.add_worker("a", max_batch=1), h.add_worker("b", max_batch=1)
+    workers = h.add_worker("a", max_batch=1), h.add_worker("b", max_batch=1)
     for _ in range(6):  # two run, four queue
         h.request(client="pipeline")
     assert sample(h, "argus_sharing_clients") == 1
-    h.clock.now += 2.0
+    for _ in range(2):  # each worker takes one more at 1 s and the last at 2 s: none is queued
+        h.clock.now += 1.0
+        for worker in workers:
+            h.finish(worker, h.batches(worker.name)[-1])
     assert sample(h, "argus_sharing_clients") == 0
+
+
+async def test_a_client_counts_as_sharing_while_its_request_is_queued():
+    """A light client's request due in 6 s ranks by the time it must start by (5 s on), later than the queue it came
+    to would be done: it stopped counting then, with its request still queued, and the flood, alone again, had its
+    next jobs ranked as due one SLO after they came, before that request, which was answered deadline_exceeded at its
+    turn (docs/reliability.md). Counted while it waits, the flood's jobs rank by its fair point, and it is served."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=1.0)
+    a = h.add_worker("a", max_batch=1)
+    flood = [h.request(prompt="flood", client="flood") for _ in range(4)]  # one runs, three queue
+    light = h.request(slo_ms=6_000, prompt="light", client="light")
+    waiting = light.jobs[0]
+    while not light.done:
+        h.clock.now += 1
+        h.finish(a, h.batches()[-1])
+        await settle()
+        flood.append(h.request(prompt="flood", client="flood"))  # one answered, one more sent
+        assert waiting.batch_id is not None or sample(h, "argus_sharing_clients") == 2  # counted until it is sent
+        h.dispatcher.sweep()
+        await settle()
+    assert isinstance(light.future.result(), Images)
