@@ -106,3 +106,18 @@ async def test_a_worker_whose_beats_bounce_twice_in_a_row_is_lost_and_one_that_d
     assert [item.request_id for item in again.items] == [request.jobs[0].job_id]  # sent again to a worker there
     lines = [r.getMessage() for r in caplog.records if r.name == "argus.dispatcher"]
     assert lines == ["worker crashed/00000000 lost (unreachable) holding 1 image (request 'r0-p')"]
+
+
+async def test_a_worker_lost_to_bounced_beats_is_killed_if_the_engine_started_it(tmp_path, monkeypatch):
+    """A process of ours whose connection closed while it lives is hung (SIGSTOP, a paused container): libzmq dropped
+    the connection at its ping timeout, before the engine counted its silence. Lost as unreachable and not killed, it
+    was never started again. (One that ended is lost by its launcher first, and nothing is killed.)"""
+    h = Harness()
+    hung = h.add_worker("hung/00000000")
+    link = link_over(h, tmp_path)
+    killed = []
+    link.on_silent = killed.append
+    monkeypatch.setattr(link._socket, "send", lambda identity, frames: zmq.EHOSTUNREACH)
+    await Ticks(monkeypatch, 3 * _BEAT_TICKS).watch(link)
+    assert not h.registry.registered()
+    assert killed == [hung]
