@@ -146,7 +146,12 @@ class WorkerLink:
         """True once handed to the worker's connection."""
         if isinstance(message, Generate):
             worker.idle_since = None
-        return not self._socket.send(worker.identity, self._codec.encode(message))
+        sent = not self._socket.send(worker.identity, self._codec.encode(message))
+        if not sent and isinstance(message, Generate):
+            # the dispatcher loses it as unreachable; one of ours is hung (_lose_gone_one), and the batch came before
+            # its silence counted or its beats bounced (an engine held past its ping timeout sends what waited at once)
+            self.on_silent(worker)
+        return sent
 
     def shutdown_all(self) -> None:
         """Tells every worker this engine is stopping; from now on hellos go unanswered (see _on_hello)."""

@@ -18,6 +18,7 @@ from test_worker_hello import HELLO
 
 from engine import worker_link
 from engine.worker_link import _BEAT_TICKS, WorkerLink
+from protocols.worker_messages import EngineHeartbeat
 
 WORKERS = 3 * _BEAT_TICKS
 
@@ -121,3 +122,24 @@ async def test_a_worker_lost_to_bounced_beats_is_killed_if_the_engine_started_it
     await Ticks(monkeypatch, 3 * _BEAT_TICKS).watch(link)
     assert not h.registry.registered()
     assert killed == [hung]
+
+
+async def test_a_worker_that_refuses_a_batch_is_killed_if_the_engine_started_it(tmp_path, monkeypatch):
+    """So is one a batch finds gone first: an engine held past the ping timeout (a paused VM) sends what waited at
+    once, before its beats can bounce twice. Lost as unreachable by the dispatcher and not killed, it was left hung.
+    A message that is no batch (Abort, SetLevel, Shutdown) bouncing kills nothing: the loss is the batch's."""
+    h = Harness()
+    hung = h.add_worker("hung/00000000")
+    h.request()
+    (batch,) = h.batches()
+    link = link_over(h, tmp_path)
+    killed = []
+    link.on_silent = killed.append
+    monkeypatch.setattr(link._socket, "send", lambda identity, frames: zmq.EHOSTUNREACH)
+    try:
+        assert not link.send(hung, EngineHeartbeat())
+        assert not killed
+        assert not link.send(hung, batch)
+        assert killed == [hung]
+    finally:
+        link.close()
