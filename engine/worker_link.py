@@ -18,7 +18,6 @@ revoked worker still connected was kept and sent users' prompts until it dropped
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import time
@@ -147,7 +146,12 @@ class WorkerLink:
         """True once handed to the worker's connection."""
         if isinstance(message, Generate):
             worker.idle_since = None
-        return not self._socket.send(worker.identity, self._codec.encode(message))
+        sent = not self._socket.send(worker.identity, self._codec.encode(message))
+        if not sent and isinstance(message, Generate):
+            # the dispatcher loses it as unreachable; one of ours is hung (_lose_gone_one), and the batch came before
+            # its silence counted or its beats bounced (an engine held past its ping timeout sends what waited at once)
+            self.on_silent(worker)
+        return sent
 
     def shutdown_all(self) -> None:
         """Tells every worker this engine is stopping; from now on hellos go unanswered (see _on_hello)."""
@@ -471,7 +475,15 @@ class WorkerLink:
         if self._gone_said_at is None:
             self.dispatcher.loss_lines.hold()
             self._gone_said_at = turn + _BEAT_TICKS
-        self._lose_together(gone, functools.partial(self._lose_one, cause="unreachable"))
+        self._lose_together(gone, self._lose_gone_one)
+
+    def _lose_gone_one(self, worker: WorkerHandle) -> None:
+        self._lose_one(worker, "unreachable")
+        # a process of ours found so lives on hung (SIGSTOP, a paused container): libzmq drops a connection whose pings
+        # go unanswered for the heartbeat timeout, by its own clock, and the engine's loop held (a paused VM) forgives
+        # that time as silence, so the bounced beats found it first. Not killed, it was never started again. One that
+        # ended was lost by its launcher first: there is nothing to kill
+        self.on_silent(worker)
 
     def _say_gone(self) -> None:
         self._gone_said_at = None

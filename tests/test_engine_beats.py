@@ -18,6 +18,7 @@ from test_worker_hello import HELLO
 
 from engine import worker_link
 from engine.worker_link import _BEAT_TICKS, WorkerLink
+from protocols.worker_messages import EngineHeartbeat
 
 WORKERS = 3 * _BEAT_TICKS
 
@@ -106,3 +107,39 @@ async def test_a_worker_whose_beats_bounce_twice_in_a_row_is_lost_and_one_that_d
     assert [item.request_id for item in again.items] == [request.jobs[0].job_id]  # sent again to a worker there
     lines = [r.getMessage() for r in caplog.records if r.name == "argus.dispatcher"]
     assert lines == ["worker crashed/00000000 lost (unreachable) holding 1 image (request 'r0-p')"]
+
+
+async def test_a_worker_lost_to_bounced_beats_is_killed_if_the_engine_started_it(tmp_path, monkeypatch):
+    """A process of ours whose connection closed while it lives is hung (SIGSTOP, a paused container): libzmq dropped
+    the connection at its ping timeout, before the engine counted its silence. Lost as unreachable and not killed, it
+    was never started again. (One that ended is lost by its launcher first, and nothing is killed.)"""
+    h = Harness()
+    hung = h.add_worker("hung/00000000")
+    link = link_over(h, tmp_path)
+    killed = []
+    link.on_silent = killed.append
+    monkeypatch.setattr(link._socket, "send", lambda identity, frames: zmq.EHOSTUNREACH)
+    await Ticks(monkeypatch, 3 * _BEAT_TICKS).watch(link)
+    assert not h.registry.registered()
+    assert killed == [hung]
+
+
+async def test_a_worker_that_refuses_a_batch_is_killed_if_the_engine_started_it(tmp_path, monkeypatch):
+    """So is one a batch finds gone first: an engine held past the ping timeout (a paused VM) sends what waited at
+    once, before its beats can bounce twice. Lost as unreachable by the dispatcher and not killed, it was left hung.
+    A message that is no batch (Abort, SetLevel, Shutdown) bouncing kills nothing: the loss is the batch's."""
+    h = Harness()
+    hung = h.add_worker("hung/00000000")
+    h.request()
+    (batch,) = h.batches()
+    link = link_over(h, tmp_path)
+    killed = []
+    link.on_silent = killed.append
+    monkeypatch.setattr(link._socket, "send", lambda identity, frames: zmq.EHOSTUNREACH)
+    try:
+        assert not link.send(hung, EngineHeartbeat())
+        assert not killed
+        assert not link.send(hung, batch)
+        assert killed == [hung]
+    finally:
+        link.close()

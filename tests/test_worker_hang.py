@@ -3,8 +3,9 @@
 import asyncio
 import os
 import signal
+import time
 
-from waiting import eventually
+from waiting import eventually, wait_for
 
 from engine.client import AsyncArgusClient
 from engine_process import start_engine
@@ -38,4 +39,25 @@ def test_hung_worker_is_replaced_and_loses_nothing(tmp_path):
         assert f"worker {victim['name']} silent for over 2 s (--heartbeat-timeout)" in engine.log_path.read_text()
         assert engine.metric("argus_worker_restarts_total") == 1
     finally:
+        assert engine.stop() == 0
+
+
+def test_a_hung_worker_whose_connection_closed_before_its_silence_was_counted_is_replaced(tmp_path):
+    """libzmq drops a hung worker's connection once its pings go unanswered for the heartbeat timeout, and counts
+    that timeout on its own clock: held past it (a paused VM, SIGSTOP), the engine's loop forgives the time held as
+    no worker's silence, and the beats that bounce then found the worker gone first. Lost as unreachable, it was left
+    hung: never killed, never started again, and the engine served with no worker."""
+    engine = start_engine(tmp_path, "--time-scale", "0.05", "--heartbeat-timeout", "5", backend="sim", workers=1)
+    try:
+        (hung,) = engine.wait_ready(1)["workers"]
+        os.kill(hung["pid"], signal.SIGSTOP)
+        time.sleep(1)
+        os.kill(engine.process.pid, signal.SIGSTOP)  # past the ping timeout: its connection is dropped as it resumes
+        time.sleep(6)
+        os.kill(engine.process.pid, signal.SIGCONT)
+        assert wait_for(lambda: engine.metric("argus_worker_restarts_total") == 1, timeout_s=60)
+        (replacement,) = engine.wait_ready(1, timeout_s=60)["workers"]
+        assert replacement["pid"] != hung["pid"]
+    finally:
+        os.kill(engine.process.pid, signal.SIGCONT)
         assert engine.stop() == 0
