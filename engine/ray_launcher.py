@@ -43,6 +43,7 @@ from engine.metrics import EngineMetrics
 from engine.ray_calls import RayCalls
 from engine.ray_gcs_watch import watch_gcs
 from engine.ray_logs import RayTokenRefused, watching_ray_logs
+from engine.ray_own_processes import Process, kill_left, own_ray_processes
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, log_not_stopped, said_hello_or_ended
 from protocols.curve import ClientKeys
@@ -241,6 +242,7 @@ class RayLauncher(SlotSupervisor):
         self._runtime_env = {"env_vars": {SIM_SIMILARITY_TABLE_ENV: embedder}}
         self._address = address
         self._connect_timeout_s = connect_timeout_s
+        self._connected: asyncio.Future | None = None  # ray.init's outcome, the ray module, once run() began it
         self._ray: Any = None  # the ray module, once connected
         self._calls = RayCalls()  # those that may block, off the event loop
         self._actors: dict[str, Any] = {}
@@ -250,7 +252,7 @@ class RayLauncher(SlotSupervisor):
         self._ended_pids: dict[str, deque[int]] = {}
 
     async def run(self) -> None:
-        connected = asyncio.wrap_future(connect_in_background(self._address))
+        connected = self._connected = asyncio.wrap_future(connect_in_background(self._address))
         cluster = f"the Ray cluster at {self._address}" if self._address else "a local Ray instance"
         # no worker can start: the engine ends, saying why in one line (a traceback buried the reason)
         try:
@@ -261,6 +263,8 @@ class RayLauncher(SlotSupervisor):
             ) from None
         except Exception as error:  # an address Ray cannot parse, a token it refuses, Ray Client not installed
             raise UsageError(f"could not connect to {cluster}: {reasons(error, in_one_line)}") from None
+        if self._stopping:  # the stop waited for our own instance's start, to end it
+            return
         self._connect = reachable_dial(self._connect, self._ray.util.get_node_ip_address())
         actor_class = self._ray.remote(RayWorker)
         # Ray Client's GCS (ray://) is the Ray Client server's to reach, not the engine's
@@ -294,10 +298,18 @@ class RayLauncher(SlotSupervisor):
         return f"worker id {worker_id!r} is this engine's own Ray actor slot: give this worker another"
 
     async def stop(self, timeout_s: float) -> None:
-        """Lets each actor's loop end (the engine has told its workers to shut down), kills what is left."""
+        """Lets each actor's loop end (the engine has told its workers to shut down), kills what is left, and leaves no
+        process of a Ray instance of our own."""
         self._stopping = True
         ray = self._ray
-        if ray is None:  # not connected yet, so no actor: the connection is not waited for
+        if ray is None and self._address is None and self._connected is not None:
+            # a Ray instance of our own still starting is let start, then stopped: its processes died with the engine
+            # while its raylet's agents, waiting on the GCS gone with them, ran on for a minute or more
+            await asyncio.wait([self._connected], timeout=self._connect_timeout_s)
+            if self._connected.done() and self._connected.exception() is None:
+                ray = self._connected.result()
+        if ray is None:  # not connected, so no actor: a cluster's connection is not waited for
+            kill_left(self._own_processes())
             return
         # the engine told those whose worker said hello; one loading its model, or dialling where it reaches no engine,
         # was not told, and is killed at once: the stop waited 5 s for it, then said it had not stopped when asked
@@ -312,7 +324,16 @@ class RayLauncher(SlotSupervisor):
         killed = [self._kill(actor) for actor in self._actors.values()]
         if killed:
             await asyncio.wait(killed, timeout=timeout_s)
+        own = self._own_processes()  # before the shutdown, which may leave the raylet's agents orphaned
         await asyncio.to_thread(ray.shutdown)
+        kill_left(own)
+
+    def _own_processes(self) -> list[Process]:
+        """The processes of a Ray instance of our own; none of a cluster the engine joined, which is not its to end."""
+        ray = sys.modules.get("ray")
+        if self._address is not None or ray is None:
+            return []
+        return own_ray_processes(os.path.dirname(ray.__file__) + os.sep)
 
     def _kill(self, actor: Any) -> asyncio.Future:
         """ray.kill, in the thread of Ray's calls: it waits while the actor's start registers it with the GCS."""

@@ -1,4 +1,8 @@
-"""What tests ask of the processes they started: whether one still runs, and which is an engine's MILP process."""
+"""What tests ask of the processes they started: whether one still runs, which is an engine's MILP process, and
+which are left in an engine's session."""
+
+import os
+from pathlib import Path
 
 from loadgen.bench.proc import children_of, live_parent, read_command
 
@@ -11,3 +15,19 @@ def process_running(pid: int) -> bool:
 def milp_processes_of(engine_pid: int) -> list[int]:
     """The process the engine solves its allocation MILP in (one, once the first plan is asked for; none before)."""
     return [child for child in children_of(engine_pid) if "engine.milp_process" in read_command(child)]
+
+
+def left_in_session(session: int) -> dict[int, str]:
+    """The live processes (zombies aside) in a session, by pid, with their command lines. For an engine started in a
+    session of its own (start_engine's): every process it or its children started that did not call setsid (Ray's
+    workers take a process group of their own, not a session), wherever it was reparented."""
+    left = {}
+    for entry in os.listdir("/proc"):
+        try:
+            # the fields after the command name: [0] the state letter, [3] the session
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split() if entry.isdigit() else []
+        except OSError:  # it ended meanwhile
+            continue
+        if fields and fields[0] != "Z" and int(fields[3]) == session:
+            left[int(entry)] = read_command(int(entry)).replace("\0", " ")
+    return left
