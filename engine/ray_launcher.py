@@ -70,6 +70,10 @@ _RAY_LOG_DEDUP_ENV = "RAY_DEDUP_LOGS"
 # Ray colours the prefix of each forwarded line whatever stderr is: a log written to a file (a JSON one for a
 # collector) held terminal escape codes in each actor's line
 _RAY_COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
+# Ray's calls start a Ray instance when the driver is not connected (read when ray is imported): once the GCS had gone,
+# the stop's ray.kill started a second local instance of the engine's (or joined whatever cluster
+# /tmp/ray/ray_current_cluster last named), whose processes outlived the engine. A call then fails, and is said
+_RAY_AUTO_CONNECT_ENV = "RAY_ENABLE_AUTO_CONNECT"
 # a slot's ended actors whose pids are known for theirs, should their workers say hello again: a bound, for a slot whose
 # actors keep ending for the engine's whole life
 _ENDED_PIDS_KEPT = 8
@@ -147,6 +151,7 @@ def connect_ray(address: str | None, refused: Callable[[RayTokenRefused], None] 
         os.environ.setdefault(_RAY_CLUSTER_ADDRESSES_ENV, "0")
     os.environ.setdefault(_RAY_CRASH_HANDLER_OFF_ENV, "1")
     os.environ.setdefault(_RAY_LOG_DEDUP_ENV, "0")
+    os.environ.setdefault(_RAY_AUTO_CONNECT_ENV, "0")
     if not sys.stderr.isatty():
         os.environ.setdefault(_RAY_COLOR_PREFIX_ENV, "0")
     try:
