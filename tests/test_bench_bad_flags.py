@@ -38,6 +38,9 @@ def _exit_code(argv: list[str]) -> int:
         ["--warmup", "0"],  # one round is always run (its K=0 run gives the latents): it ran one without a word
         ["--guidance", "nan"],  # it ran, every image from NaN
         ["--guidance", "-1"],
+        # past the engine's bounds: sent to the worker once its model was built, each a traceback
+        ["--steps", "99999999999", "--levels", "10"],  # the worker's MemoryError
+        ["--seed", "99999999999999999999"],  # past 2**64, which msgpack cannot encode
     ],
 )
 def test_worker_bench(flags, capsys):
