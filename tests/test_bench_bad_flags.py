@@ -64,6 +64,8 @@ def test_worker_bench(flags, capsys):
         ["--drain", "-1"],
         ["--hang-share", "2"],
         ["--kill-every", "0"],  # no faults, yet the default --min-kills 10
+        ["--duration", "99999999999"],  # its list of faults: a MemoryError traceback
+        ["--load", "99999999999"],  # its arrivals, drawn once the engine was up: a ValueError traceback there
     ],
 )
 def test_chaos_bench(flags, capsys):
