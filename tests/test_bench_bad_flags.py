@@ -160,6 +160,25 @@ def test_cache_bench(flags, tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--latents", "9", "--entries", "2"], "--latents 9 x 131,072 bytes is more than this host's memory (1 MiB)"),
+        (["--latents", "2", "--entries", "300"], "--entries 300 x 4,096 bytes is more than this host's memory (1 MiB)"),
+    ],
+)
+def test_cache_bench_past_the_hosts_memory(flags, says, monkeypatch, capsys):
+    """Held whole in memory: past the host's, the OOM killer ended the run (a MemoryError under a limit). A host of
+    1 MiB stands in for one smaller than what is asked."""
+    from loadgen.bench import cache_bench
+
+    monkeypatch.setattr(cache_bench, "host_memory_bytes", lambda: 1 << 20, raising=False)
+    small = ["--vectors", "random", "--lookups", "2", "--timed-inserts", "2"]
+    assert _exit_code(["bench", "cache", *small, *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("bench", ["engine", "scale"])
 @pytest.mark.parametrize("size", ["65", "56", "4096"])  # sizes the sim engine answers invalid_size
 def test_an_image_size_the_sim_engine_refuses(bench, size, capsys):
