@@ -67,7 +67,7 @@ from engine.worker_command import (
     worker_log_name,
 )
 from loadgen.bench.commands import add_bench_commands
-from loadgen.bench.subprocesses import ChildDied
+from loadgen.bench.subprocesses import ChildDied, RunFailed
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
 from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
     except (UsageError, ModelLoadFailed) as error:
         _say_last(args, f"{args.prog}: error: {error}")
         return 2
-    except ChildDied as error:  # not a usage error: the command ran, and failed
+    except (ChildDied, RunFailed) as error:  # not a usage error: the command ran, and failed
         _say_last(args, f"{args.prog}: error: {error}")
         return 1
     except KeyboardInterrupt:

@@ -38,6 +38,9 @@ def _exit_code(argv: list[str]) -> int:
         ["--warmup", "0"],  # one round is always run (its K=0 run gives the latents): it ran one without a word
         ["--guidance", "nan"],  # it ran, every image from NaN
         ["--guidance", "-1"],
+        # past the engine's bounds: sent to the worker once its model was built, each a traceback
+        ["--steps", "99999999999", "--levels", "10"],  # the worker's MemoryError
+        ["--seed", "99999999999999999999"],  # past 2**64, which msgpack cannot encode
     ],
 )
 def test_worker_bench(flags, capsys):
@@ -61,6 +64,8 @@ def test_worker_bench(flags, capsys):
         ["--drain", "-1"],
         ["--hang-share", "2"],
         ["--kill-every", "0"],  # no faults, yet the default --min-kills 10
+        ["--duration", "99999999999"],  # its list of faults: a MemoryError traceback
+        ["--load", "99999999999"],  # its arrivals, drawn once the engine was up: a ValueError traceback there
     ],
 )
 def test_chaos_bench(flags, capsys):
@@ -153,6 +158,25 @@ def test_cache_bench(flags, tmp_path, capsys):
     assert _exit_code(["bench", "cache", *(named.get(flag, flag) for flag in flags)]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--latents", "9", "--entries", "2"], "--latents 9 x 131,072 bytes is more than this host's memory (1 MiB)"),
+        (["--latents", "2", "--entries", "300"], "--entries 300 x 4,096 bytes is more than this host's memory (1 MiB)"),
+    ],
+)
+def test_cache_bench_past_the_hosts_memory(flags, says, monkeypatch, capsys):
+    """Held whole in memory: past the host's, the OOM killer ended the run (a MemoryError under a limit). A host of
+    1 MiB stands in for one smaller than what is asked."""
+    from loadgen.bench import cache_bench
+
+    monkeypatch.setattr(cache_bench, "host_memory_bytes", lambda: 1 << 20, raising=False)
+    small = ["--vectors", "random", "--lookups", "2", "--timed-inserts", "2"]
+    assert _exit_code(["bench", "cache", *small, *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("bench", ["engine", "scale"])

@@ -34,7 +34,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.arg_types import UsageError, non_negative_int, none_empty, positive_int, read_user_file
+from engine.arg_types import (
+    UsageError,
+    host_memory_bytes,
+    non_negative_int,
+    none_empty,
+    positive_int,
+    read_user_file,
+)
 from engine.cache.embedders import EMBEDDERS
 from loadgen.bench.output import table, write_json
 from loadgen.shared_data import PROMPTS_DIR
@@ -120,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, name, default)
     if min(args.entries, args.lookups, args.latents) < 2 or not 0 < args.timed_inserts <= args.entries:
         raise UsageError("--entries, --lookups and --latents must be at least 2, --timed-inserts at most --entries")
+    _check_memory(args)
     print(f"storing {args.latents} SD-XL latents ...", flush=True)
     stored = _measure_store(args.latents)  # first: later phases' freed memory would blur the RSS growth
     print(f"inserting {args.entries} prompts ({args.vectors} vectors, dim {args.dim}) one at a time ...", flush=True)
@@ -282,6 +290,20 @@ def _unit_rows(rows):
 
 
 # -- the store -----------------------------------------------------------------------
+def _check_memory(args: argparse.Namespace) -> None:
+    """Refuses latents, or index vectors (float32, their least), that are more than this host's memory: each is held
+    whole, and past it the run ended killed by the OOM killer (or another process did), a MemoryError traceback
+    under a memory limit."""
+    memory = host_memory_bytes()
+    latent_bytes = 2 * SDXL_LATENT[0] * SDXL_LATENT[1] * SDXL_LATENT[2]  # float16
+    for flag, count, each in (("--latents", args.latents, latent_bytes), ("--entries", args.entries, 4 * args.dim)):
+        if memory is not None and count * each > memory:
+            raise UsageError(
+                f"{flag} {count:,} x {each:,} bytes is more than this host's memory ({memory >> 20:,} MiB):"
+                " they are held in memory whole"
+            )
+
+
 def _measure_store(count: int) -> dict:
     import tracemalloc
 

@@ -43,6 +43,7 @@ from engine.arg_types import (
 )
 from engine.config import MIN_HEARTBEAT_TIMEOUT_S
 from engine.plurals import counted
+from loadgen.arrivals import MAX_ARRIVALS, Schedule, poisson
 from loadgen.bench.chaos_faults import Fault, inject_faults
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
 from loadgen.bench.engine_child import start_engine
@@ -102,6 +103,11 @@ class ChaosConfig:
                 raise ValueError("--kill-every 0 (no faults) needs --min-kills 0")
             return []
         slots = int(self.duration_s // self.kill_every_s)
+        if slots > MAX_ARRIVALS:  # a list of them all: --duration 1e11 ended in a MemoryError traceback
+            raise ValueError(
+                f"{self.duration_s:g} s with a fault every {self.kill_every_s:g} s gives {slots:.3g} faults,"
+                f" more than a plan may hold ({MAX_ARRIVALS:,})"
+            )
         if slots < self.min_kills:
             raise ValueError(
                 f"{self.duration_s:g} s with a fault every {self.kill_every_s:g} s gives {slots} faults,"
@@ -111,6 +117,10 @@ class ChaosConfig:
         plan = ["hang"] * hangs + ["kill"] * (slots - hangs)
         random.Random(self.seed).shuffle(plan)
         return plan
+
+    def arrivals(self) -> Schedule:
+        """The load's arrivals; a ValueError when there would be more than a schedule may hold."""
+        return poisson(self.rate_rps, seed=self.seed, duration_s=self.duration_s)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +206,12 @@ def run(args: argparse.Namespace) -> int:
         config.fault_plan()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        # drawn again once the engine is up: too many (--load 1e11) were a traceback there, after it started
+        config.arrivals()
+    except ValueError as exc:
+        said = f"--load {config.load:g} ({config.rate_rps:.3g} req/s) for --duration {config.duration_s:g} s"
+        raise UsageError(f"{said}: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="argus-bench-chaos-") as tmp:
         result = uvloop.run(measure(config, Path(tmp), progress=True))
     report(result)
@@ -264,14 +280,12 @@ async def measure(config: ChaosConfig, log_dir: Path, progress: bool = False) ->
 async def _load_with_faults(config: ChaosConfig, plan: list[str], engine, engine_pid: int, progress: bool) -> dict:
     import asyncio
 
-    from loadgen.arrivals import poisson
-
     ledger = Ledger()
     zmq_door = ZmqDoor(engine.client_address, ledger, config.size)
     http_door = HttpDoor(engine.http, ledger, config.size, timeout_s=config.duration_s + config.drain_s + 30.0)
     sampler = RssSampler(engine_pid)
     faults: list[Fault] = []
-    arrivals = poisson(config.rate_rps, seed=config.seed, duration_s=config.duration_s)
+    arrivals = config.arrivals()
     doors = random.Random(config.seed + 1)
     say = print if progress else (lambda *a, **k: None)
     say(

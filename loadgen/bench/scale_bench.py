@@ -45,7 +45,7 @@ from loadgen.bench.output import table, write_json
 from loadgen.bench.proc import machine_busy_s, process_cpu_s
 from loadgen.bench.scale_load import sleep_until
 from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, INSTANT_SIM_TIME_SCALE, sim_image_side
-from loadgen.bench.subprocesses import Child, python_module, spawn
+from loadgen.bench.subprocesses import Child, RunFailed, python_module, spawn
 from loadgen.stats import p99_caveat, percentile
 from loadgen.wording import counted
 
@@ -146,7 +146,7 @@ def _measure(args: argparse.Namespace, tmp: Path) -> dict:
         steps = _ramp(args, engine, fleets, tmp, pid)
         kept = [min(s.answered_rps, s.offered_rps) for s in steps if s.kept_up(args.p99_limit_ms)]
         if not kept:
-            raise RuntimeError(f"the engine did not keep up with {args.start_rps:g} req/s: lower --start-rps")
+            raise RunFailed(f"the engine did not keep up with {args.start_rps:g} req/s: lower --start-rps")
         peak = max(kept)
         print(f"half the peak: {peak / 2:,.0f} req/s for {args.half_s:g} s ...", flush=True)
         half = _step(args, engine, fleets, tmp, pid, peak / 2, args.half_s)

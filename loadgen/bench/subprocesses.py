@@ -29,6 +29,11 @@ class ChildDied(Exception):
     and exits 1 (engine/cli.py), not in a traceback of wherever it noticed."""
 
 
+class RunFailed(Exception):
+    """A benchmark ran and has no figures to give (the scale bench's engine kept up with none of its steps): said in
+    one line, exit 1 (engine/cli.py), as ChildDied is, not in a RuntimeError traceback."""
+
+
 @dataclass
 class Child:
     """A subprocess in its own process group, logging to a file."""

@@ -29,6 +29,7 @@ from engine.config import DEFAULT_LOCAL_WORKERS
 from engine.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import median
+from protocols.limits import MAX_SEED, MAX_STEPS
 from workers.config import threads_each
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
@@ -73,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     sizes = BACKEND_SIZES["tiny"]
     if not sizes.takes(args.size):
         raise UsageError(f"--size must be {sizes.rule}")
+    # the engine's bounds: past them the worker was sent them all the same, once its model was built, and the bench
+    # ended in a traceback (--steps 1e11 the worker's MemoryError, a --seed past 2**64 the codec's OverflowError)
+    if args.steps > MAX_STEPS:
+        raise UsageError(f"--steps must be from 1 to {MAX_STEPS}, as the engine takes")
+    if args.seed > MAX_SEED:
+        raise UsageError(f"--seed must be from 0 to {MAX_SEED}, as the engine takes")
     with tempfile.TemporaryDirectory(prefix="argus-bench-worker-") as tmp:
         results = _measure(args, levels, Path(tmp))
     _report(args, levels, results)
