@@ -5,7 +5,9 @@ engine's log lines about the request name it (docs/reliability.md), and its repl
 OpenAI's clients read (`result._request_id`, `APIStatusError.request_id`). A client's own is taken within the bounds
 of a ZeroMQ one (1 to MAX_REQUEST_ID_CHARS characters), printable ASCII only: a header carries no other text, and a
 newline would forge a log line. One that is not is a 400 saying why, before anything else is read; on a probe's
-path (liveness, readiness) it is replaced by one of the engine's instead (a header a proxy adds must not fail it).
+path (liveness, readiness) it is replaced by one of the engine's instead (a header a proxy adds must not fail it), and
+so it is for a request the router refuses (a path not served, a method its path does not take): that 404 or 405 is the
+more basic error, and such a request is not served whatever its id.
 """
 
 from __future__ import annotations
@@ -50,15 +52,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def request_id_middleware(refuse: Callable[[web.Request, str], web.Response], probes: frozenset[str]):
     """Gives each request its id (request[REQUEST_ID]) and says it on the reply, errors included; a client's id that
-    is none is answered refuse(request, why), under an id of the engine's, except on the paths of `probes`, which
-    answer under one of the engine's."""
+    is none is answered refuse(request, why), under an id of the engine's, except on the paths of `probes` and for a
+    request the router refuses, which are answered as they would be under one of the engine's."""
     made = request_ids()
 
     @web.middleware
     async def with_request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.getall(HEADER, None)
         problem = None if given is None else header_problem(given)
-        if given is None or problem and request.path in probes:
+        # a request the router refused is answered that (its handler raises the 404 or 405): it was a 400 about the
+        # header, which told a client with a wrong method to mend a header it would then send again in vain
+        if given is None or problem and (request.path in probes or request.match_info.http_exception is not None):
             request_id = next(made)
         elif problem:
             response = refuse(request, problem)

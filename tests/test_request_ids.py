@@ -84,6 +84,25 @@ async def test_an_id_that_is_none_is_a_400_saying_why_under_an_id_of_the_engines
     assert sample("argus_requests_total", {"outcome": "rejected", "code": "invalid_request"}) == 1
 
 
+async def test_a_path_or_method_not_served_is_its_404_or_405_whatever_the_id(engine):
+    """The router's refusal is the more basic error, and a request it refuses is not served: it was a 400 about the
+    header, but for a probe's path. Answered under an id of the engine's, as a probe is."""
+    headers = {"X-Request-ID": ""}
+    async with aiohttp.ClientSession() as session:
+        for method, path, status, allow in (
+            ("DELETE", "/v1/images/generations", 405, "POST"),
+            ("PUT", "/v1/models", 405, "GET,HEAD"),
+            ("POST", "/plan", 405, "GET,HEAD"),
+            ("GET", "/v1/images/edits", 404, None),
+        ):
+            async with session.request(method, engine.url + path, headers=headers) as response:
+                error = (await response.json())["error"]
+                assert (response.status, response.headers.get("Allow")) == (status, allow), (method, path, error)
+                assert response.headers["X-Request-ID"], (method, path)
+    sample = engine.metrics.registry.get_sample_value
+    assert sample("argus_requests_total", {"outcome": "rejected", "code": "invalid_request"}) is None
+
+
 async def test_the_engine_logs_a_request_refused_or_timed_out_by_its_id_over_either_door(engine, tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="argus.requests")
     async with aiohttp.ClientSession() as session:
