@@ -209,6 +209,9 @@ async def _json_errors(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if request.method == hdrs.METH_CONNECT and isinstance(exc, web.HTTPNotFound):
+            # no method is taken on a tunnel's target: the Allow a 405 must carry is empty (RFC 9110, 10.2.1)
+            exc = web.HTTPMethodNotAllowed(request.method, ())
         # keep what the status needs (Allow on a 405), not the plain-text body's own headers
         kept = {name: value for name, value in exc.headers.items() if name.lower() not in _BODY_HEADERS}
         code = exc.reason.lower().replace(" ", "_")
@@ -228,16 +231,24 @@ def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
     """What the router refused, said so that the client learns what to send instead. aiohttp's own words, "Not
     Found", read to a client of OpenAI's API as a wrong host: one whose base_url lacked /v1, or that called an API
     argus does not serve (images.edit, images.create_variation), had nothing else to go on."""
+    if request.method == hdrs.METH_CONNECT:
+        # it names a host:port to tunnel to (sent by a client whose HTTPS_PROXY names the engine, or by a scanner
+        # looking for open proxies), which aiohttp
+        # routes as the path "": every one was a 404 "CONNECT  is not served here", naming nothing
+        target = cut_middle(request.raw_path, _PATH_CHARS, _PATH_CHARS // 2)
+        return f"CONNECT {target}: argus is no proxy and opens no tunnels; {_SERVED}"
     said = f"{request.method} {cut_middle(request.path, _PATH_CHARS, _PATH_CHARS // 2)}"
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return f"{said}: this path takes {', '.join(sorted(exc.allowed_methods))}"
     if isinstance(exc, web.HTTPNotFound):
-        return (
-            f"{said} is not served here: argus serves OpenAI's image generation, POST /v1/images/generations (an"
-            " OpenAI client's base_url ends in /v1), and GET /v1/models; not image edits or variations, nor OpenAI's"
-            " other APIs (GET /openapi.json lists every route)"
-        )
+        return f"{said} is not served here: {_SERVED}"
     return exc.reason
+
+
+_SERVED = (
+    "argus serves OpenAI's image generation, POST /v1/images/generations (an OpenAI client's base_url ends in /v1),"
+    " and GET /v1/models; not image edits or variations, nor OpenAI's other APIs (GET /openapi.json lists every route)"
+)
 
 
 # a front door's check of a request before anything else is read: its refusal, or None to let it in

@@ -415,6 +415,22 @@ def test_a_wrong_method_is_a_json_405_that_names_the_allowed_one(engine):
     assert error["message"] == "GET /v1/images/generations: this path takes POST"
 
 
+def test_connect_is_a_json_405_naming_its_target(engine):
+    """CONNECT names a host:port to tunnel to, which aiohttp routes as the path "": it was a 404 saying
+    "CONNECT  is not served here", naming nothing (a client whose HTTPS_PROXY names the engine sends it)."""
+    host, port = engine.http.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("CONNECT", "images.example:443")
+        response = connection.getresponse()
+        error = json.loads(response.read())["error"]
+    finally:
+        connection.close()
+    assert response.status == 405 and response.headers["Allow"] == "", response.headers  # no method is taken there
+    assert error["code"] == "method_not_allowed", error
+    assert error["message"].startswith("CONNECT images.example:443: argus is no proxy"), error
+
+
 def test_engine_keeps_serving_after_bad_input(engine):
     refused_sizes = engine.metric("argus_requests_total", outcome="rejected", code="invalid_size")
     bodies = (
