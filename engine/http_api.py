@@ -233,8 +233,8 @@ def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
     argus does not serve (images.edit, images.create_variation), had nothing else to go on."""
     if request.method == hdrs.METH_CONNECT:
         # it names a host:port to tunnel to (sent by a client whose HTTPS_PROXY names the engine, or by a scanner
-        # looking for open proxies), which aiohttp
-        # routes as the path "": every one was a 404 "CONNECT  is not served here", naming nothing
+        # looking for open proxies), which aiohttp routes as the path "": every one was a 404 "CONNECT  is not served
+        # here", naming nothing
         target = cut_middle(request.raw_path, _PATH_CHARS, _PATH_CHARS // 2)
         return f"CONNECT {target}: argus is no proxy and opens no tunnels; {_SERVED}"
     said = f"{request.method} {cut_middle(request.path, _PATH_CHARS, _PATH_CHARS // 2)}"
