@@ -84,6 +84,21 @@ def test_chaos_bench_as_a_module(capsys):
 
 
 @pytest.mark.parametrize(
+    "flags",
+    [
+        # slept on the wall clock: an OverflowError traceback (past time_t) once the engine and its fleets were up
+        ["--step-s", "1e11"],
+        ["--half-s", "1e11"],
+        ["--warmup-s", "1e11"],
+    ],
+)
+def test_scale_bench(flags, capsys):
+    assert _exit_code(["bench", "scale", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
     "flags", [["--workers", "8,x"], ["--workers", "0"], ["--workers", ","], ["--solves", "0"], ["--slo", "0"]]
 )
 def test_controller_bench(flags, capsys):

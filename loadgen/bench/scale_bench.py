@@ -58,6 +58,9 @@ BISECTIONS = 2
 DRAIN_S = 30.0
 # allocation MILPs timed for controller_solve_ms
 SOLVES = 5
+# the longest --step-s, --half-s or --warmup-s: they are slept on the wall clock, where 1e11 s ended the bench in an
+# OverflowError traceback (past time_t), and a step of more than an hour is a mistyped number, not a measurement
+MAX_STEP_S = 3600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.fleets > args.workers or args.growth <= 1.0 or args.max_rps < args.start_rps:
         raise UsageError("--fleets must be at most --workers, --growth above 1, --max-rps at least --start-rps")
+    for flag, seconds in (("--step-s", args.step_s), ("--half-s", args.half_s), ("--warmup-s", args.warmup_s)):
+        if seconds > MAX_STEP_S:
+            raise UsageError(f"{flag} must be at most {MAX_STEP_S:,g} s (an hour), not {seconds:g}")
     with tempfile.TemporaryDirectory(prefix="argus-bench-scale-") as tmp:
         result = _measure(args, Path(tmp))
     _report(args, result)
