@@ -98,6 +98,20 @@ def test_scale_bench(flags, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+def test_scale_bench_refuses_more_load_processes_than_the_cores_run(monkeypatch, capsys):
+    """Unbounded, every step started as many as asked. On a machine of 2 cores, 4 a core; the bench is not run."""
+    from loadgen.bench import scale_bench
+
+    def run_anyway(*_):
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(scale_bench, "CORES", 2)
+    monkeypatch.setattr(scale_bench, "_measure", run_anyway)
+    assert _exit_code(["bench", "scale", "--load-processes", "9"]) == 2
+    says = "--load-processes must be at most 8 (4 for each of this machine's 2 cores: more only take turns on them)"
+    assert says in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "flags", [["--workers", "8,x"], ["--workers", "0"], ["--workers", ","], ["--solves", "0"], ["--slo", "0"]]
 )

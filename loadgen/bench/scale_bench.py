@@ -66,7 +66,9 @@ MAX_STEP_S = 3600.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=1024, help="simulated workers in all (default 1024)")
     parser.add_argument("--fleets", type=positive_int, default=4, help="fleet processes sharing them (default 4)")
-    parser.add_argument("--load-processes", type=positive_int, default=2, help="load generator processes (default 2)")
+    parser.add_argument(
+        "--load-processes", type=positive_int, default=2, help="load generator processes, at most 4 a core (default 2)"
+    )
     parser.add_argument("--start-rps", type=positive_float, default=250.0, help="first offered rate (default 250)")
     parser.add_argument("--growth", type=positive_float, default=1.3, help="offered rate factor per step (default 1.3)")
     parser.add_argument("--max-rps", type=positive_float, default=50_000.0, help="stop rising here (default 50000)")
@@ -93,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
     for flag, seconds in (("--step-s", args.step_s), ("--half-s", args.half_s), ("--warmup-s", args.warmup_s)):
         if seconds > MAX_STEP_S:
             raise UsageError(f"{flag} must be at most {MAX_STEP_S:,g} s (an hour), not {seconds:g}")
+    if args.load_processes > LOAD_PROCESSES_PER_CORE * CORES:
+        raise UsageError(
+            f"--load-processes must be at most {LOAD_PROCESSES_PER_CORE * CORES:,} ({LOAD_PROCESSES_PER_CORE} for each"
+            f" of this machine's {counted(CORES, 'core')}: more only take turns on them), not {args.load_processes:,}"
+        )
     with tempfile.TemporaryDirectory(prefix="argus-bench-scale-") as tmp:
         result = _measure(args, Path(tmp))
     _report(args, result)
@@ -102,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
 CORES = os.cpu_count() or 1
 # a share of the machine's cores busy past which a request's hand-offs wait for a core
 MACHINE_BUSY = 0.7
+# --load-processes a core, at most: they share the cores with the engine and its fleets, so past a few a core they
+# only take turns (taking the engine's too) and the bench measures the machine, not the engine; and every step starts
+# them all anew (it started as many as asked, 100,000 a step)
+LOAD_PROCESSES_PER_CORE = 4
 
 
 # -- one step of load, as the parent sees it --------------------------------------------------
