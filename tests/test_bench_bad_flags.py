@@ -319,6 +319,18 @@ def test_checkpoint_bench_refuses_a_cache_no_host_holds():
     assert proc.stderr.count("\n") == 1
 
 
+def test_checkpoint_bench_refuses_a_rate_past_its_bound(monkeypatch, capsys):
+    """Unbounded, --rate 1e11 built the cache, started an engine and created probe tasks as fast as it could."""
+
+    def run_anyway(*_):
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(checkpoint_bench, "_check_room", run_anyway)
+    assert _exit_code(["bench", "checkpoint", "--rate", "1e11"]) == 2
+    err = capsys.readouterr().err
+    assert "--rate must be at most 1,000 requests a second, not 1e+11" in err and "Traceback" not in err
+
+
 def test_checkpoint_bench_refuses_a_cache_its_temporary_folder_cannot_hold(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint_bench, "host_memory_bytes", lambda: None)  # a host that does not say
     half_the_space = shutil.disk_usage(tmp_path).free // 2
