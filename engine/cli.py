@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -67,7 +68,7 @@ from engine.worker_command import (
     worker_log_name,
 )
 from loadgen.bench.commands import add_bench_commands
-from loadgen.bench.subprocesses import ChildDied, RunFailed
+from loadgen.bench.subprocesses import ChildDied, RunFailed, ended_by_sigterm
 from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
 from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
@@ -531,7 +532,11 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> 
         if args.command == "worker":
             return stopped_as_it_started()
         # what the command started is stopped by then (a benchmark's engines, in its finally blocks): one line and
-        # the shells' code for Ctrl-C, not a traceback of wherever it landed
+        # the shells' code for Ctrl-C, not a traceback of wherever it landed; a SIGTERM handed to Ctrl-C's handling
+        # (loadgen/bench/subprocesses.py) ends the same way, with its own code
+        if ended_by_sigterm():
+            _say_last(args, f"{args.prog}: terminated")
+            return 128 + signal.SIGTERM
         _say_last(args, f"{args.prog}: interrupted")
         return INTERRUPTED_EXIT
 

@@ -84,6 +84,35 @@ def test_chaos_bench_as_a_module(capsys):
 
 
 @pytest.mark.parametrize(
+    "flags",
+    [
+        # slept on the wall clock: an OverflowError traceback (past time_t) once the engine and its fleets were up
+        ["--step-s", "1e11"],
+        ["--half-s", "1e11"],
+        ["--warmup-s", "1e11"],
+    ],
+)
+def test_scale_bench(flags, capsys):
+    assert _exit_code(["bench", "scale", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_scale_bench_refuses_more_load_processes_than_the_cores_run(monkeypatch, capsys):
+    """Unbounded, every step started as many as asked. On a machine of 2 cores, 4 a core; the bench is not run."""
+    from loadgen.bench import scale_bench
+
+    def run_anyway(*_):
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(scale_bench, "CORES", 2)
+    monkeypatch.setattr(scale_bench, "_measure", run_anyway)
+    assert _exit_code(["bench", "scale", "--load-processes", "9"]) == 2
+    says = "--load-processes must be at most 8 (4 for each of this machine's 2 cores: more only take turns on them)"
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     "flags", [["--workers", "8,x"], ["--workers", "0"], ["--workers", ","], ["--solves", "0"], ["--slo", "0"]]
 )
 def test_controller_bench(flags, capsys):
@@ -288,6 +317,18 @@ def test_checkpoint_bench_refuses_a_cache_no_host_holds():
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr.startswith("argus bench checkpoint: error: --cache-mib 1,073,741,824 is more than this host's")
     assert proc.stderr.count("\n") == 1
+
+
+def test_checkpoint_bench_refuses_a_rate_past_its_bound(monkeypatch, capsys):
+    """Unbounded, --rate 1e11 built the cache, started an engine and created probe tasks as fast as it could."""
+
+    def run_anyway(*_):
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(checkpoint_bench, "_check_room", run_anyway)
+    assert _exit_code(["bench", "checkpoint", "--rate", "1e11"]) == 2
+    err = capsys.readouterr().err
+    assert "--rate must be at most 1,000 requests a second, not 1e+11" in err and "Traceback" not in err
 
 
 def test_checkpoint_bench_refuses_a_cache_its_temporary_folder_cannot_hold(tmp_path, monkeypatch):

@@ -50,7 +50,7 @@ from loadgen.bench.engine_child import start_engine
 from loadgen.bench.output import cell, table, write_json
 from loadgen.bench.proc import alive_child
 from loadgen.bench.process_watch import RssSampler, metrics_vs_clients, parse_metrics
-from loadgen.bench.subprocesses import unwind_on_sigterm
+from loadgen.bench.subprocesses import ended_by_sigterm, unwind_on_sigterm
 from loadgen.stats import median
 
 
@@ -491,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except UsageError as error:
         parser.error(str(error))
+    except KeyboardInterrupt:
+        if not ended_by_sigterm():
+            raise
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ _CHECKPOINT_LINE = re.compile(
 # the engine's INFO line once the saved cache is read (engine/cache_dir.py)
 _RESTORED_LINE = re.compile(r"prompt cache restored from .*: ([\d,]+) prompts?$", re.MULTILINE)
 
+# the highest --rate: each probe is a task and a request until answered, and the engine admits 1,024 images (its
+# default --max-queue) before it answers Busy, which fails the run; at 2,000 a second its queue filled within 3 s on a
+# 2-core machine, at 1,000 it kept up. Unbounded, 1e11 created tasks as fast as the loop could
+MAX_RATE = 1000.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -59,10 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--interval", type=positive_float, default=5.0, help="--cache-save-interval (default 5 s)")
     parser.add_argument("--duration", type=positive_float, default=30.0, help="seconds of load (default 30)")
-    parser.add_argument("--rate", type=positive_float, default=20.0, help="requests a second (default 20)")
+    parser.add_argument(
+        "--rate", type=positive_float, default=20.0, help=f"requests a second, at most {MAX_RATE:,g} (default 20)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.rate > MAX_RATE:
+        raise UsageError(f"--rate must be at most {MAX_RATE:,g} requests a second, not {args.rate:g}")
     if int(args.rate * args.duration) < 1:  # it built and restored a cache, sent nothing, and printed a table of none
         raise UsageError(f"--rate {args.rate:g} for --duration {args.duration:g} s sends no request")
     _check_room(args.cache_mib << 20, tempfile.gettempdir())

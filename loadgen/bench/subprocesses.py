@@ -1,5 +1,5 @@
 """The processes a benchmark starts: each in a session of its own, logging to a file, stopped with its whole group;
-and a benchmark ended by SIGTERM stops them as an error does.
+and a benchmark ended by SIGTERM stops them as a Ctrl-C does.
 
 Nothing heavy is imported at module level: `argus` imports this module at every start (loadgen/bench/commands.py).
 """
@@ -115,14 +115,35 @@ class Child:
         return self.process.returncode
 
 
+# a SIGTERM came, and was handed to Ctrl-C's handling (unwind_on_sigterm): the command ends on it as on a Ctrl-C, but
+# says so and exits 143
+_terminated = False
+
+
 def unwind_on_sigterm() -> None:
-    """A SIGTERM (a timeout, a cancelled job) unwinds the benchmark as an error does, through the code that stops
+    """A SIGTERM (a timeout, a cancelled job) unwinds the benchmark as a Ctrl-C does, through the code that stops
     its children: they run in sessions of their own (out of a Ctrl-C's reach), and would outlive it."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _stop_as_ctrl_c_does)
 
 
-def _exit_on_sigterm(signum: int, frame) -> None:
-    raise SystemExit(128 + signum)
+def ended_by_sigterm() -> bool:
+    """Whether the KeyboardInterrupt a command ends on came of a SIGTERM (unwind_on_sigterm)."""
+    return _terminated
+
+
+def _stop_as_ctrl_c_does(signum: int, frame) -> None:
+    """Hands the SIGTERM to SIGINT's handler of the moment. Under asyncio.run that handler cancels the run's main
+    task, which then unwinds through its own finally blocks and ends in a KeyboardInterrupt; elsewhere Python's raises
+    KeyboardInterrupt. A SystemExit raised wherever the signal landed (in a task the run did not await) left that
+    task's exception unretrieved and the run's aiohttp session unclosed, both printed as the bench ended. Being
+    Python's handler of SIGTERM, this runs between two bytecodes of the main thread however busy its loop is, as the
+    cancelling of a Ctrl-C does; a second signal raises at once, as a second Ctrl-C does."""
+    global _terminated
+    _terminated = True
+    on_ctrl_c = signal.getsignal(signal.SIGINT)
+    if not callable(on_ctrl_c):  # ignored, or a handler not set from Python
+        raise KeyboardInterrupt
+    on_ctrl_c(signal.SIGINT, frame)
 
 
 def spawn(
