@@ -32,8 +32,19 @@ class RayCalls:
 
     def _run(self) -> None:
         while True:
-            done, call, args = self._calls.get()
-            try:
-                done.set_result(call(*args))
-            except BaseException as error:
-                done.set_exception(error)
+            _run_call(*self._calls.get())
+
+
+def _run_call(done: concurrent.futures.Future, call: Callable[..., Any], args: tuple) -> None:
+    try:
+        done.set_result(call(*args))
+    except BaseException as error:
+        done.set_exception(error)
+
+
+def in_daemon_thread(call: Callable[[], Any]) -> asyncio.Future:
+    """`call()` in a daemon thread of its own, beside those of RayCalls (one may wait for ever); awaited for its result,
+    or given up on: the exit does not wait for it."""
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    threading.Thread(target=_run_call, args=(done, call, ()), name="ray-call", daemon=True).start()
+    return asyncio.wrap_future(done)

@@ -40,7 +40,7 @@ from engine.arg_types import UsageError
 from engine.config import API_KEY_ENV, LaunchConfig
 from engine.listen_checks import http_address
 from engine.metrics import EngineMetrics
-from engine.ray_calls import RayCalls
+from engine.ray_calls import RayCalls, in_daemon_thread
 from engine.ray_gcs_watch import watch_gcs
 from engine.ray_logs import RayTokenRefused, watching_ray_logs
 from engine.ray_own_processes import Process, kill_left, own_ray_processes
@@ -263,6 +263,9 @@ class RayLauncher(SlotSupervisor):
         try:
             self._ray = await asyncio.wait_for(asyncio.shield(connected), self._connect_timeout_s)
         except TimeoutError:
+            # the engine ends with no stop: what of its own instance had started died with it but the raylet's
+            # agents, which ran on, orphaned, waiting on the GCS gone with it
+            kill_left(self._own_processes())
             raise UsageError(
                 f"could not connect to {cluster} within {self._connect_timeout_s:g} s (--ray-connect-timeout)"
             ) from None
@@ -330,8 +333,14 @@ class RayLauncher(SlotSupervisor):
         if killed:
             await asyncio.wait(killed, timeout=timeout_s)
         own = self._own_processes()  # before the shutdown, which may leave the raylet's agents orphaned
-        await asyncio.to_thread(ray.shutdown)
+        # with the raylet gone and the GCS alive but not answering, it waited until Ray ended the engine, 60 s on
+        disconnected = in_daemon_thread(ray.shutdown)
+        done, _ = await asyncio.wait([disconnected], timeout=timeout_s)
+        if not done:
+            log.warning("disconnecting from Ray took over %g s: stopping without it", timeout_s)
         kill_left(own)
+        if done:
+            disconnected.result()  # raised as before the bound
 
     def _own_processes(self) -> list[Process]:
         """The processes of a Ray instance of our own; none of a cluster the engine joined, which is not its to end."""

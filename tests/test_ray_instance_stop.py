@@ -1,6 +1,7 @@
 """An engine's own Ray instance ends with it: stopped (SIGTERM) while that instance still started, or after its GCS
-was killed, the engine left its raylet's agents (ray::DashboardAgent, ray::RuntimeEnvAgent) running for a minute or
-more, orphaned, waiting on the GCS gone with it."""
+was killed, or ended when the instance did not start within --ray-connect-timeout, the engine left its raylet's agents
+(ray::DashboardAgent, ray::RuntimeEnvAgent) running for a minute or more, orphaned, waiting on the GCS gone with it.
+Its stop ends in time when the raylet has gone and the GCS answers nothing."""
 
 import importlib.util
 import os
@@ -28,11 +29,15 @@ def assert_nothing_left(engine) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def own_processes(engine_pid: int, command: str) -> list[int]:
+    """The engine's children running `command` (the processes of its Ray instance it started itself)."""
+    return [pid for pid in children_of(engine_pid) if command in read_command(pid)]
+
+
 def agents_started(engine_pid: int) -> bool:
     """Whether the engine's raylet has started its agents (ray::DashboardAgent, ray::RuntimeEnvAgent), its first
     children."""
-    raylets = [pid for pid in children_of(engine_pid) if "raylet/raylet" in read_command(pid)]
-    return any(children_of(raylet) for raylet in raylets)
+    return any(children_of(raylet) for raylet in own_processes(engine_pid, "raylet/raylet"))
 
 
 def test_a_stop_while_its_ray_instance_starts_leaves_nothing_of_it(tmp_path):
@@ -49,9 +54,40 @@ def test_a_stop_while_its_ray_instance_starts_leaves_nothing_of_it(tmp_path):
 def test_a_stop_after_its_ray_instance_lost_its_gcs_leaves_nothing_of_it(tmp_path):
     engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim")
     try:
-        (gcs,) = (pid for pid in children_of(engine.process.pid) if "gcs_server" in read_command(pid))
+        (gcs,) = own_processes(engine.process.pid, "gcs_server")
         os.kill(gcs, signal.SIGKILL)
         assert engine.stop() == 0, engine.log()
+    finally:
+        engine.stop()
+        assert_nothing_left(engine)
+
+
+def test_an_exit_when_its_ray_instance_did_not_start_in_time_leaves_nothing_of_it(tmp_path):
+    engine = start_engine(
+        tmp_path, "--launcher", "ray", "--ray-connect-timeout", "20", workers=1, backend="sim", wait=False
+    )
+    try:
+        # the instance's start held where it was once the raylet has started its agents: `ray.init` waits on it
+        assert waiting.wait_for(lambda: agents_started(engine.process.pid), timeout_s=120), engine.log()
+        for raylet in own_processes(engine.process.pid, "raylet/raylet"):
+            os.kill(raylet, signal.SIGSTOP)
+        assert engine.process.wait(120) == 2, engine.log()
+        assert "(--ray-connect-timeout)" in engine.log(), engine.log()
+    finally:
+        engine.stop()
+        assert_nothing_left(engine)
+
+
+def test_a_stop_after_its_raylet_ended_while_its_gcs_answers_nothing_ends_in_time(tmp_path):
+    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim")
+    try:
+        (gcs,) = own_processes(engine.process.pid, "gcs_server")
+        (raylet,) = own_processes(engine.process.pid, "raylet/raylet")
+        os.kill(gcs, signal.SIGSTOP)  # alive, its port open, answering nothing
+        os.kill(raylet, signal.SIGTERM)
+        # the stop waited in ray.shutdown until Ray ended the engine, 60 s on, with exit 1
+        assert engine.stop() == 0, engine.log()
+        assert "disconnecting from Ray took over" in engine.log(), engine.log()
     finally:
         engine.stop()
         assert_nothing_left(engine)
