@@ -16,7 +16,7 @@ def main() -> int:
     held = HeldStopSignals()
     from engine.cli import main as run_command
 
-    return run_command(held=held)
+    return run_command(held=held, own_process=True)
 
 
 if __name__ == "__main__":

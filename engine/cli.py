@@ -513,15 +513,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, held: HeldStopSignals | None = None) -> int:
+def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, own_process: bool = False) -> int:
     """`held`: SIGTERM, SIGINT and SIGHUP held since the process started (engine/__main__.py), for `argus serve` to
-    act on; any other command gets Python's handlers back, and a signal held meanwhile as if it came now."""
+    act on; any other command gets Python's handlers back, and a signal held meanwhile as if it came now.
+    `own_process`: the command is this process's (`argus`, `python -m engine.cli`), not a call of a program's."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format, worker_log_name(args))
     try:
         if held is not None and args.func is not _serve:
             held.release(deliver=True)
-        return _serve(args, held) if args.func is _serve else args.func(args)
+        code = _serve(args, held) if args.func is _serve else args.func(args)
+        if own_process and args.command == "worker":
+            # served and stopped, its sockets closed: the interpreter's teardown of a model backend's modules took 2
+            # to 3.4 s of CPU on a loaded 2-core VM, and an engine's two tiny workers, stopping together, missed the
+            # 5 s it gives them (engine/launcher.py): each stop killed them, warning that they 'did not stop within 5
+            # s of being asked to'. A program that calls main keeps its process
+            exit_at_once(code)
+        return code
     except (UsageError, ModelLoadFailed) as error:
         _say_last(args, f"{args.prog}: error: {error}")
         return 2
@@ -554,4 +562,4 @@ def _say_last(args: argparse.Namespace, line: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

@@ -23,7 +23,6 @@ from engine.arg_types import (
     torch_device,
 )
 from engine.help_format import BACKEND_HELP
-from engine.quick_exit import exit_at_once
 from protocols.curve import ClientKeys
 from protocols.limits import MAX_BATCH
 from workers.backend import BackendUnavailable
@@ -215,16 +214,12 @@ def _default_worker_id() -> str:
 
 def _worker(args: argparse.Namespace) -> int:
     try:
-        code = _run_worker(args)
+        return _run_worker(args)
     except (UsageError, ModelLoadFailed) as error:
         # started by an engine (or a profile), which says why once for all its workers and their restarts
         if tell_starter(str(error)):
             return CANNOT_SERVE_EXIT
         raise
-    # served and stopped, its sockets closed: the interpreter's teardown of a model backend's modules took 2 to 3.4 s
-    # of CPU on a loaded 2-core VM, and an engine's two tiny workers, stopping together, missed the 5 s it gives them
-    # (engine/launcher.py): each stop killed them, warning that they 'did not stop within 5 s of being asked to'
-    exit_at_once(code)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
