@@ -138,13 +138,19 @@ async def test_a_fifo_whose_reader_reads_slowly_is_waited_for_to_its_last_record
     path = tmp_path / "records.jsonl"
     os.mkfifo(path)
     read: list[bytes] = []
+    # opened before the writer, the pipe still empty as it is made a page (the writer soon waits on the reader): one
+    # quicker than a reader opening beside it had put more than that in it, and the resize failed (EBUSY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(fd, True)
 
     def read_slowly() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)  # a page: the writer soon waits on the reader
         with os.fdopen(fd, "rb", buffering=0) as f:
-            while chunk := f.read(64):  # 6.4 KB/s: a page in 0.64 s, more than the 0.5 s the writer is given
-                read.append(chunk)
+            # 6.4 KB/s: a page in 0.64 s, more than the 0.5 s the writer is given. Nothing read and no writer yet
+            # reads as an end: it is waited for
+            while (chunk := f.read(64)) or not read:
+                if chunk:
+                    read.append(chunk)
                 time.sleep(0.01)
 
     reading = threading.Thread(target=read_slowly, daemon=True)
