@@ -23,25 +23,44 @@ def _running(pid: int, command: str) -> bool:
         return False
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_stops_the_engine_and_the_baseline(tmp_path, stop):
+@contextlib.contextmanager
+def _bench_under_way(tmp_path: Path, args: list[str], begun: str, servers_run: tuple[str, ...]):
+    """`argus bench ARGS`, with a temporary directory of its own, once `begun` is in its output: the process, its
+    output file, that directory and the servers it started. Killed at the end if it still runs, and with it any of
+    those servers still running one of `servers_run`, not to outlive the test."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     output = tmp_path / "bench.out"
-    command = [sys.executable, "-m", "engine.cli", "bench", "engine", "--doors", "zmq", "--rounds", "1"]
-    command += ["--duration-s", "60", "--warmup-s", "0", "--concurrency", "4"]
+    command = [sys.executable, "-m", "engine.cli", "bench", *args]
     with open(output, "w") as out:
         bench = subprocess.Popen(
             command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(scratch)}
         )
     servers: list[int] = []
     try:
-        # the engine and the bare baseline both run, and the measurement has begun
-        while "1 round of" not in output.read_text():
+        while begun not in output.read_text():
             assert bench.poll() is None, output.read_text()
             time.sleep(0.1)
         servers = children_of(bench.pid)
+        yield bench, output, scratch, servers
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for pid in _still_serving(servers, servers_run):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _still_serving(servers: list[int], commands: tuple[str, ...]) -> list[int]:
+    return [pid for pid in servers if any(_running(pid, command) for command in commands)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_stops_the_engine_and_the_baseline(tmp_path, stop):
+    args = ["engine", "--doors", "zmq", "--rounds", "1", "--duration-s", "60", "--warmup-s", "0", "--concurrency", "4"]
+    # the engine and the bare baseline both run, and the measurement has begun
+    servers_run = ("engine.cli", "baselines")
+    with _bench_under_way(tmp_path, args, "1 round of", servers_run) as (bench, output, scratch, servers):
         assert len(servers) == 2
         bench.send_signal(stop)
         assert bench.wait(60) == 128 + stop, output.read_text()
@@ -49,14 +68,8 @@ def test_a_stop_signal_stops_the_engine_and_the_baseline(tmp_path, stop):
         said = output.read_text()
         ends = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[stop]
         assert said.endswith(f"argus bench engine: {ends}\n") and "Traceback" not in said, said
-        assert not [pid for pid in servers if _running(pid, "engine.cli") or _running(pid, "baselines")]
+        assert not _still_serving(servers, servers_run)
         assert list(scratch.iterdir()) == []
-    finally:
-        if bench.poll() is None:
-            bench.kill()
-        for pid in servers:  # what an old bench left behind, not to outlive the test
-            if _running(pid, "engine.cli") or _running(pid, "baselines"):
-                os.kill(pid, signal.SIGKILL)
 
 
 def _solving_cpu_s(session: int) -> float:
@@ -112,32 +125,15 @@ def test_ctrl_c_stops_the_controller_bench_while_it_solves(tmp_path):
 def test_sigterm_ends_the_chaos_bench_as_ctrl_c_does(tmp_path):
     """It exited 143 with its engine stopped, but printed 'Unclosed client session': SystemExit, raised wherever the
     signal landed, passed by the HTTP door's session close."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    output = tmp_path / "bench.out"
-    command = [sys.executable, "-m", "engine.cli", "bench", "chaos", "--duration", "60", "--kill-every", "0"]
-    command += ["--min-kills", "0", "--workers", "2", "--http-share", "0.5"]
-    with open(output, "w") as out:
-        bench = subprocess.Popen(
-            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(scratch)}
-        )
-    servers: list[int] = []
-    try:
-        while "faults over" not in output.read_text():  # the load has begun, over both doors
-            assert bench.poll() is None, output.read_text()
-            time.sleep(0.1)
-        servers = children_of(bench.pid)
+    args = ["chaos", "--duration", "60", "--kill-every", "0", "--min-kills", "0", "--workers", "2"]
+    args += ["--http-share", "0.5"]
+    # the load has begun, over both doors
+    with _bench_under_way(tmp_path, args, "faults over", ("engine.cli",)) as (bench, output, scratch, servers):
         time.sleep(1.0)
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(60) == 128 + signal.SIGTERM, output.read_text()
         said = output.read_text()
         assert said.endswith("argus bench chaos: terminated\n") and "Unclosed" not in said, said
         assert "Traceback" not in said, said
-        assert not [pid for pid in servers if _running(pid, "engine.cli")]
+        assert not _still_serving(servers, ("engine.cli",))
         assert list(scratch.iterdir()) == []
-    finally:
-        if bench.poll() is None:
-            bench.kill()
-        for pid in servers:
-            if _running(pid, "engine.cli"):
-                os.kill(pid, signal.SIGKILL)
