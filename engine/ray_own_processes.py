@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
-from loadgen.bench.proc import read_command
+from loadgen.bench.proc import read_command, stat_fields
 
 # a process by its pid and its start time (/proc/PID/stat's 22nd field): a pid recycled meanwhile is not it
 Process = tuple[int, str]
@@ -22,16 +22,9 @@ Process = tuple[int, str]
 def _live_processes() -> dict[int, tuple[int, str]]:
     """Every live (not zombie) process's pid: (its parent's pid, its start time)."""
     processes = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # the fields after the command name, which may hold spaces and parentheses
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):  # it ended meanwhile
-            continue
-        if fields[0] != "Z":
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        fields = stat_fields(entry)
+        if fields is not None and fields[0] != "Z":  # None: it ended meanwhile
             processes[int(entry)] = (int(fields[1]), fields[19])
     return processes
 

@@ -2,9 +2,8 @@
 which are left in an engine's session."""
 
 import os
-from pathlib import Path
 
-from loadgen.bench.proc import children_of, live_parent, read_command
+from loadgen.bench.proc import children_of, live_parent, read_command, stat_fields
 
 
 def process_running(pid: int) -> bool:
@@ -22,12 +21,8 @@ def left_in_session(session: int) -> dict[int, str]:
     session of its own (start_engine's): every process it or its children started that did not call setsid (Ray's
     workers take a process group of their own, not a session), wherever it was reparented."""
     left = {}
-    for entry in os.listdir("/proc"):
-        try:
-            # the fields after the command name: [0] the state letter, [3] the session
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split() if entry.isdigit() else []
-        except OSError:  # it ended meanwhile
-            continue
-        if fields and fields[0] != "Z" and int(fields[3]) == session:
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        fields = stat_fields(entry)
+        if fields is not None and fields[0] != "Z" and int(fields[3]) == session:  # None: it ended meanwhile
             left[int(entry)] = read_command(int(entry)).replace("\0", " ")
     return left

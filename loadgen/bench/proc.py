@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int | str) -> list[str] | None:
     """/proc/PID/stat's fields after the command name (which may hold spaces and parentheses, so the split is at the
-    last ')'): [0] the state letter, [1] the parent's pid, [11] and [12] utime and stime. None once it is gone."""
+    last ')'): [0] the state letter, [1] the parent's pid, [3] the session, [11] and [12] utime and stime, [19] the
+    start time. None once it is gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -19,7 +20,7 @@ def _stat_fields(pid: int) -> list[str] | None:
 def live_parent(pid: int) -> int | None:
     """The parent of pid while pid is a live process; None once it is gone, or a zombie that ended and waits to be
     reaped."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return None if fields is None or fields[0] == "Z" else int(fields[1])
 
 
@@ -51,7 +52,7 @@ def process_cpu_s(pid: int) -> float:
     """CPU seconds used so far by a process, utime + stime of every thread it ever ran, ended ones too
     (/proc/PID/stat fields 14 and 15; summing the live threads would miss a thread pool's that ended); 0 if
     the process is gone."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if fields is None:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
