@@ -1,6 +1,6 @@
 """What a command cannot run with, refused before it starts: argparse types for numbers (finite, and above zero or
-from zero; a probability), lists of them, URLs, and files to write into a directory that is not there; and files to
-read that cannot be read, as a UsageError. And what a URL's host is."""
+from zero, at least a bound or between two; a probability), lists of them, URLs, and files to write into a directory
+that is not there; and files to read that cannot be read, as a UsageError. And what a URL's host is."""
 
 from __future__ import annotations
 
@@ -87,6 +87,21 @@ def at_least(kind: type, least: float, unit: str, why: str) -> Callable[[str], f
     return _number(kind, lambda value: value >= least, f">= {least:g}{unit}", f" ({why})")
 
 
+def between(kind: type, least: float, most: float, unit: str, why: str, *, least_allowed: bool = True):
+    """An argparse type: a finite number of `kind` from `least` to `most` (above `least` when not `least_allowed`);
+    `why` ("" when it goes without saying) says why one outside them cannot work."""
+    if least_allowed:
+        admits, bound = (lambda value: least <= value <= most), f"from {_said(least)} to {_said(most)}{unit}"
+    else:
+        admits, bound = (lambda value: least < value <= most), f"above {_said(least)} and at most {_said(most)}{unit}"
+    return _number(kind, admits, bound, f" ({why})" if why else "")
+
+
+def _said(bound: float) -> str:
+    """A bound said whole, as given: :g said 2**63 - 1 as 9.22337e+18, which is no bound."""
+    return f"{int(bound):,}" if float(bound).is_integer() else f"{bound:,}"
+
+
 def thread_count(text: str) -> int:
     """An argparse type: torch's CPU threads for a model, at most the CPUs this process may run on. Past them the
     threads only take turns (a 256x256 matmul took 0.2 ms with 2 threads on 2 cores, 33 ms with 1,000), and past
@@ -100,24 +115,11 @@ def thread_count(text: str) -> int:
     return value
 
 
-def probability(text: str) -> float:
-    """An argparse type: a probability, a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}")
-    return value
-
-
-def tcp_port(text: str) -> int:
-    """An argparse type: a TCP port to listen on, 0 for any free one. A port past 65535 is not an error to the
-    socket layer: it listens on the number modulo 65536 (70000 on 4464)."""
-    value = non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 65535, not {text!r}")
-    return value
+# a probability, a number from 0 to 1
+probability = between(float, 0, 1, "", "")
+# a TCP port to listen on, 0 for any free one. A port past 65535 is not an error to the socket layer: it listens on the
+# number modulo 65536 (70000 on 4464)
+tcp_port = between(int, 0, 65535, "", "")
 
 
 def engine_address(text: str) -> str:
@@ -172,12 +174,8 @@ def torch_device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N (N 0 to {MAX_CUDA_INDEX}) or mps, not {text!r}")
 
 
-def batch_size(text: str) -> int:
-    """An argparse type: the largest batch a worker runs, within what the wire carries."""
-    value = positive_int(text)
-    if value > MAX_BATCH:
-        raise argparse.ArgumentTypeError(f"a batch holds 1 to {MAX_BATCH} images, not {value}")
-    return value
+# the largest batch a worker runs, within what the wire carries
+batch_size = between(int, 1, MAX_BATCH, " images", "what the wire carries")
 
 
 def ip_network(text: str) -> IPNetwork:

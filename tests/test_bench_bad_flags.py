@@ -14,6 +14,8 @@ from engine.cli import main
 from engine_process import ROOT
 from loadgen.bench import checkpoint_bench
 
+_MAX_SEED = "9,223,372,036,854,775,807 (as the engine takes)"
+
 
 def _exit_code(argv: list[str]) -> int:
     try:
@@ -50,6 +52,18 @@ def test_worker_bench(flags, capsys):
 
 
 @pytest.mark.parametrize(
+    ("flag", "value", "bound"),
+    [
+        ("--steps", "201", "from 1 to 200 (as the engine takes)"),
+        ("--seed", "9223372036854775808", f"from 0 to {_MAX_SEED}"),
+    ],
+)
+def test_worker_bench_past_the_engines_bounds(flag, value, bound, capsys):
+    assert _exit_code(["bench", "worker", flag, value]) == 2
+    assert f"argument {flag}: expected a number {bound}, not '{value}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     "flags",
     [
         ["--time-scale", "0"],
@@ -63,6 +77,10 @@ def test_worker_bench(flags, capsys):
         ["--heartbeat-timeout", "1"],  # below the engine's floor of two beats, likewise
         ["--drain", "-1"],
         ["--hang-share", "2"],
+        ["--http-share", "-0.5"],
+        # past the engine's bounds, which it refused once started
+        ["--heartbeat-timeout", "2147484"],
+        ["--max-queue", "9999999999"],
         ["--kill-every", "0"],  # no faults, yet the default --min-kills 10
         ["--duration", "99999999999"],  # its list of faults: a MemoryError traceback
         ["--load", "99999999999"],  # its arrivals, drawn once the engine was up: a ValueError traceback there
@@ -80,22 +98,20 @@ def test_chaos_bench_as_a_module(capsys):
     with pytest.raises(SystemExit) as stop:
         chaos_main(["--hang-share", "2"])
     assert stop.value.code == 2
-    assert "--hang-share must be from 0 to 1" in capsys.readouterr().err
+    assert "argument --hang-share: expected a number from 0 to 1, not '2'" in capsys.readouterr().err
 
 
+# slept on the wall clock: an OverflowError traceback (past time_t) once the engine and its fleets were up
 @pytest.mark.parametrize(
-    "flags",
-    [
-        # slept on the wall clock: an OverflowError traceback (past time_t) once the engine and its fleets were up
-        ["--step-s", "1e11"],
-        ["--half-s", "1e11"],
-        ["--warmup-s", "1e11"],
-    ],
+    ("flag", "bound"),
+    [("--step-s", "above 0 and at most"), ("--half-s", "above 0 and at most"), ("--warmup-s", "from 0 to")],
 )
-def test_scale_bench(flags, capsys):
-    assert _exit_code(["bench", "scale", *flags]) == 2
+def test_scale_bench(flag, bound, capsys):
+    assert _exit_code(["bench", "scale", flag, "1e11"]) == 2
     err = capsys.readouterr().err
-    assert "error:" in err and "Traceback" not in err
+    why = "an hour: a longer one is a mistyped number, not a measurement"
+    says = f"argument {flag}: expected a number {bound} 3,600 s ({why}), not '1e11'"
+    assert says in err and "Traceback" not in err
 
 
 def test_scale_bench_refuses_more_load_processes_than_the_cores_run(monkeypatch, capsys):
@@ -108,8 +124,8 @@ def test_scale_bench_refuses_more_load_processes_than_the_cores_run(monkeypatch,
     monkeypatch.setattr(scale_bench, "CORES", 2)
     monkeypatch.setattr(scale_bench, "_measure", run_anyway)
     assert _exit_code(["bench", "scale", "--load-processes", "9"]) == 2
-    says = "--load-processes must be at most 8 (4 for each of this machine's 2 cores: more only take turns on them)"
-    assert says in capsys.readouterr().err
+    says = "argument --load-processes: expected a number from 1 to 8 (4 for each of this machine's 2 cores: more only"
+    assert f"{says} take turns on them), not '9'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -237,7 +253,7 @@ def test_a_compare_size_the_sim_engine_refuses(size, says, tmp_path, capsys):
     assert not (tmp_path / "logs").exists()  # refused before any engine started
 
 
-_SEEDED = ("chaos", "worker", "cache", "controller")
+_SEEDED = ("chaos", "cache", "controller")
 
 
 @pytest.mark.parametrize(
@@ -252,6 +268,7 @@ _SEEDED = ("chaos", "worker", "cache", "controller")
         # chaos started an engine, then died in numpy's ValueError; worker's is no image seed the engine takes; the
         # cache and controller benches' are refused as every other --seed is
         *[(["bench", bench, "--seed", "-1"], "argument --seed: expected a number >= 0") for bench in _SEEDED],
+        (["bench", "worker", "--seed", "-1"], f"argument --seed: expected a number from 0 to {_MAX_SEED}, not '-1'"),
         # an output named as an input was written over it as the command ended: the prompts, the trace
         (["bench", "compare", "--prompts", "{tmp}/p.txt", "--json", "{tmp}/p.txt"], "p.txt: writing it would destroy"),
         # written at the end, the plot replaced the JSON
@@ -328,7 +345,8 @@ def test_checkpoint_bench_refuses_a_rate_past_its_bound(monkeypatch, capsys):
     monkeypatch.setattr(checkpoint_bench, "_check_room", run_anyway)
     assert _exit_code(["bench", "checkpoint", "--rate", "1e11"]) == 2
     err = capsys.readouterr().err
-    assert "--rate must be at most 1,000 requests a second, not 1e+11" in err and "Traceback" not in err
+    says = "argument --rate: expected a number above 0 and at most 1,000 requests a second (the engine's default queue"
+    assert f"{says} fills past it, and the run fails), not '1e11'" in err and "Traceback" not in err
 
 
 def test_checkpoint_bench_refuses_a_cache_its_temporary_folder_cannot_hold(tmp_path, monkeypatch):

@@ -109,7 +109,8 @@ def test_a_batch_over_what_a_worker_runs_is_refused_by_its_flag(tmp_path):
     # sent on as the worker's --max-batch, which it refused: the profile ended in a traceback of the worker's usage
     done = _sim_profile(tmp_path, "--batches", "1,33")
     assert done.returncode == 2, done.stderr
-    assert "argus profile latency: error: argument --batches: a batch holds 1 to 32 images, not 33" in done.stderr
+    says = "argument --batches: expected a number from 1 to 32 images (what the wire carries), not '33'"
+    assert f"argus profile latency: error: {says}" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "profile.json").exists()
 
 

@@ -80,7 +80,10 @@ def test_a_batch_over_what_a_worker_runs_is_refused_by_its_flag(tmp_path, capsys
     with pytest.raises(SystemExit) as refused:
         build_parser().parse_args([*quality, "--batch", "33"])
     assert refused.value.code == 2
-    assert "argument --batch: a batch holds 1 to 32 images, not 33" in capsys.readouterr().err
+    assert (
+        "argument --batch: expected a number from 1 to 32 images (what the wire carries), not '33'"
+        in capsys.readouterr().err
+    )
     assert build_parser().parse_args([*quality, "--batch", "32"]).batch == 32
 
 

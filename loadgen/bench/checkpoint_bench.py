@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from engine.arg_types import UsageError, host_memory_bytes, positive_float, positive_int
+from engine.arg_types import UsageError, between, host_memory_bytes, positive_float, positive_int
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.output import table, write_json
 from loadgen.cancelling import cancel_and_wait
@@ -65,13 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=positive_float, default=5.0, help="--cache-save-interval (default 5 s)")
     parser.add_argument("--duration", type=positive_float, default=30.0, help="seconds of load (default 30)")
     parser.add_argument(
-        "--rate", type=positive_float, default=20.0, help=f"requests a second, at most {MAX_RATE:,g} (default 20)"
+        "--rate",
+        type=between(
+            float,
+            0,
+            MAX_RATE,
+            " requests a second",
+            "the engine's default queue fills past it, and the run fails",
+            least_allowed=False,
+        ),
+        default=20.0,
+        help=f"requests a second, at most {MAX_RATE:,g} (default 20)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rate > MAX_RATE:
-        raise UsageError(f"--rate must be at most {MAX_RATE:,g} requests a second, not {args.rate:g}")
     if int(args.rate * args.duration) < 1:  # it built and restored a cache, sent nothing, and printed a table of none
         raise UsageError(f"--rate {args.rate:g} for --duration {args.duration:g} s sends no request")
     _check_room(args.cache_mib << 20, tempfile.gettempdir())

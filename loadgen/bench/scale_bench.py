@@ -38,7 +38,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
+from engine.arg_types import UsageError, between, positive_float, positive_int
 from engine.config import environment_for_children
 from loadgen.bench.engine_child import EngineChild, start_engine
 from loadgen.bench.output import table, write_json
@@ -61,22 +61,52 @@ SOLVES = 5
 # the longest --step-s, --half-s or --warmup-s: they are slept on the wall clock, where 1e11 s ended the bench in an
 # OverflowError traceback (past time_t), and a step of more than an hour is a mistyped number, not a measurement
 MAX_STEP_S = 3600.0
+CORES = os.cpu_count() or 1
+# --load-processes a core, at most: they share the cores with the engine and its fleets, so past a few a core they
+# only take turns (taking the engine's too) and the bench measures the machine, not the engine; and every step starts
+# them all anew (it started as many as asked, 100,000 a step)
+LOAD_PROCESSES_PER_CORE = 4
+
+
+def _seconds(*, zero_allowed: bool):
+    return between(
+        float,
+        0,
+        MAX_STEP_S,
+        " s",
+        "an hour: a longer one is a mistyped number, not a measurement",
+        least_allowed=zero_allowed,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=1024, help="simulated workers in all (default 1024)")
     parser.add_argument("--fleets", type=positive_int, default=4, help="fleet processes sharing them (default 4)")
+    load_processes = between(
+        int,
+        1,
+        LOAD_PROCESSES_PER_CORE * CORES,
+        "",
+        f"{LOAD_PROCESSES_PER_CORE} for each of this machine's {counted(CORES, 'core')}: more only take turns on them",
+    )
     parser.add_argument(
-        "--load-processes", type=positive_int, default=2, help="load generator processes, at most 4 a core (default 2)"
+        "--load-processes",
+        type=load_processes,
+        default=2,
+        help=f"load generator processes, at most {LOAD_PROCESSES_PER_CORE} a core (default 2)",
     )
     parser.add_argument("--start-rps", type=positive_float, default=250.0, help="first offered rate (default 250)")
     parser.add_argument("--growth", type=positive_float, default=1.3, help="offered rate factor per step (default 1.3)")
     parser.add_argument("--max-rps", type=positive_float, default=50_000.0, help="stop rising here (default 50000)")
-    parser.add_argument("--step-s", type=positive_float, default=3.0, help="measured seconds of each step (default 3)")
     parser.add_argument(
-        "--half-s", type=positive_float, default=6.0, help="measured seconds at half the peak (default 6)"
+        "--step-s", type=_seconds(zero_allowed=False), default=3.0, help="measured seconds of each step (default 3)"
     )
-    parser.add_argument("--warmup-s", type=non_negative_float, default=0.5, help="unmeasured lead-in of every step")
+    parser.add_argument(
+        "--half-s", type=_seconds(zero_allowed=False), default=6.0, help="measured seconds at half the peak (default 6)"
+    )
+    parser.add_argument(
+        "--warmup-s", type=_seconds(zero_allowed=True), default=0.5, help="unmeasured lead-in of every step"
+    )
     parser.add_argument(
         "--p99-limit-ms",
         type=positive_float,
@@ -92,27 +122,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.fleets > args.workers or args.growth <= 1.0 or args.max_rps < args.start_rps:
         raise UsageError("--fleets must be at most --workers, --growth above 1, --max-rps at least --start-rps")
-    for flag, seconds in (("--step-s", args.step_s), ("--half-s", args.half_s), ("--warmup-s", args.warmup_s)):
-        if seconds > MAX_STEP_S:
-            raise UsageError(f"{flag} must be at most {MAX_STEP_S:,g} s (an hour), not {seconds:g}")
-    if args.load_processes > LOAD_PROCESSES_PER_CORE * CORES:
-        raise UsageError(
-            f"--load-processes must be at most {LOAD_PROCESSES_PER_CORE * CORES:,} ({LOAD_PROCESSES_PER_CORE} for each"
-            f" of this machine's {counted(CORES, 'core')}: more only take turns on them), not {args.load_processes:,}"
-        )
     with tempfile.TemporaryDirectory(prefix="argus-bench-scale-") as tmp:
         result = _measure(args, Path(tmp))
     _report(args, result)
     return 0
 
 
-CORES = os.cpu_count() or 1
 # a share of the machine's cores busy past which a request's hand-offs wait for a core
 MACHINE_BUSY = 0.7
-# --load-processes a core, at most: they share the cores with the engine and its fleets, so past a few a core they
-# only take turns (taking the engine's too) and the bench measures the machine, not the engine; and every step starts
-# them all anew (it started as many as asked, 100,000 a step)
-LOAD_PROCESSES_PER_CORE = 4
 
 
 # -- one step of load, as the parent sees it --------------------------------------------------

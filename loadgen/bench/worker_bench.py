@@ -19,9 +19,9 @@ from pathlib import Path
 
 from engine.arg_types import (
     UsageError,
+    between,
     comma_separated,
     non_negative_float,
-    non_negative_int,
     positive_int,
     thread_count,
 )
@@ -35,10 +35,15 @@ from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
 NEIGHBOUR_PROMPT = "a lighthouse on a cliff at night, highly detailed oil painting"
+ENGINE_TAKES = "as the engine takes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps N (default 50)")
+    # the engine's bounds: past them the worker was sent them all the same, once its model was built, and the bench
+    # ended in a traceback (--steps 1e11 the worker's MemoryError, a --seed past 2**64 the codec's OverflowError)
+    parser.add_argument(
+        "--steps", type=between(int, 1, MAX_STEPS, "", ENGINE_TAKES), default=50, help="denoising steps N (default 50)"
+    )
     parser.add_argument(
         "--levels",
         type=comma_separated(positive_int),
@@ -54,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads, worker and direct alike (default: half the CPUs this process may run on, at most"
         " $OMP_NUM_THREADS, what `argus serve` gives each of its 2 default local workers)",
     )
-    parser.add_argument("--seed", type=non_negative_int, default=7, help="seeds the images")
+    parser.add_argument("--seed", type=between(int, 0, MAX_SEED, "", ENGINE_TAKES), default=7, help="seeds the images")
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
     parser.add_argument(
         "--warmup",
@@ -74,12 +79,6 @@ def run(args: argparse.Namespace) -> int:
     sizes = BACKEND_SIZES["tiny"]
     if not sizes.takes(args.size):
         raise UsageError(f"--size must be {sizes.rule}")
-    # the engine's bounds: past them the worker was sent them all the same, once its model was built, and the bench
-    # ended in a traceback (--steps 1e11 the worker's MemoryError, a --seed past 2**64 the codec's OverflowError)
-    if args.steps > MAX_STEPS:
-        raise UsageError(f"--steps must be from 1 to {MAX_STEPS}, as the engine takes")
-    if args.seed > MAX_SEED:
-        raise UsageError(f"--seed must be from 0 to {MAX_SEED}, as the engine takes")
     with tempfile.TemporaryDirectory(prefix="argus-bench-worker-") as tmp:
         results = _measure(args, levels, Path(tmp))
     _report(args, levels, results)
