@@ -13,14 +13,7 @@ import pytest
 from waiting import wait_for
 
 from engine_process import ROOT
-from loadgen.bench.proc import children_of
-
-
-def _running(pid: int, command: str) -> bool:
-    try:
-        return command in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
+from loadgen.bench.proc import children_of, process_cpu_s, read_command, stat_fields
 
 
 @contextlib.contextmanager
@@ -51,7 +44,7 @@ def _bench_under_way(tmp_path: Path, args: list[str], begun: str, servers_run: t
 
 
 def _still_serving(servers: list[int], commands: tuple[str, ...]) -> list[int]:
-    return [pid for pid in servers if any(_running(pid, command) for command in commands)]
+    return [pid for pid in servers if any(command in read_command(pid) for command in commands)]
 
 
 @pytest.mark.timeout(120)
@@ -75,15 +68,20 @@ def test_a_stop_signal_stops_the_engine_and_the_baseline(tmp_path, stop):
 def _solving_cpu_s(session: int) -> float:
     """CPU seconds of the busiest process of the session that has OR-Tools loaded: once past its imports (about a
     second), it solves back to back."""
-    busiest = 0.0
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[3]) == session and "ortools" in Path(f"/proc/{entry}/maps").read_text():
-                busiest = max(busiest, (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"))
-        except (OSError, IndexError):  # it ended meanwhile
-            continue
-    return busiest
+    in_session = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _session(pid) == session]
+    return max((process_cpu_s(pid) for pid in in_session if _has_loaded(pid, "ortools")), default=0.0)
+
+
+def _session(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[3])
+
+
+def _has_loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:  # it ended meanwhile
+        return False
 
 
 @pytest.mark.timeout(180)
