@@ -3,6 +3,7 @@ was killed, or ended when the instance did not start within --ray-connect-timeou
 (ray::DashboardAgent, ray::RuntimeEnvAgent) running for a minute or more, orphaned, waiting on the GCS gone with it.
 Its stop ends in time when the raylet has gone and the GCS answers nothing."""
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -40,47 +41,44 @@ def agents_started(engine_pid: int) -> bool:
     return any(children_of(raylet) for raylet in own_processes(engine_pid, "raylet/raylet"))
 
 
-def test_a_stop_while_its_ray_instance_starts_leaves_nothing_of_it(tmp_path):
-    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim", wait=False)
+@contextlib.contextmanager
+def own_ray_engine(tmp_path, *flags: str, wait: bool = True):
+    """An engine of one sim worker on a Ray instance of its own, started with `flags` (and, with `wait`, ready);
+    stopped at the end, and then nothing of its session may be left."""
+    engine = start_engine(tmp_path, "--launcher", "ray", *flags, workers=1, backend="sim", wait=wait)
     try:
+        yield engine
+    finally:
+        engine.stop()
+        assert_nothing_left(engine)
+
+
+def test_a_stop_while_its_ray_instance_starts_leaves_nothing_of_it(tmp_path):
+    with own_ray_engine(tmp_path, wait=False) as engine:
         # `ray.init` returns a second or two after the raylet has started its agents
         assert waiting.wait_for(lambda: agents_started(engine.process.pid), timeout_s=120), engine.log()
         assert engine.stop() == 0, engine.log()
-    finally:
-        engine.stop()
-        assert_nothing_left(engine)
 
 
 def test_a_stop_after_its_ray_instance_lost_its_gcs_leaves_nothing_of_it(tmp_path):
-    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim")
-    try:
+    with own_ray_engine(tmp_path) as engine:
         (gcs,) = own_processes(engine.process.pid, "gcs_server")
         os.kill(gcs, signal.SIGKILL)
         assert engine.stop() == 0, engine.log()
-    finally:
-        engine.stop()
-        assert_nothing_left(engine)
 
 
 def test_an_exit_when_its_ray_instance_did_not_start_in_time_leaves_nothing_of_it(tmp_path):
-    engine = start_engine(
-        tmp_path, "--launcher", "ray", "--ray-connect-timeout", "20", workers=1, backend="sim", wait=False
-    )
-    try:
+    with own_ray_engine(tmp_path, "--ray-connect-timeout", "20", wait=False) as engine:
         # the instance's start held where it was once the raylet has started its agents: `ray.init` waits on it
         assert waiting.wait_for(lambda: agents_started(engine.process.pid), timeout_s=120), engine.log()
         for raylet in own_processes(engine.process.pid, "raylet/raylet"):
             os.kill(raylet, signal.SIGSTOP)
         assert engine.process.wait(120) == 2, engine.log()
         assert "(--ray-connect-timeout)" in engine.log(), engine.log()
-    finally:
-        engine.stop()
-        assert_nothing_left(engine)
 
 
 def test_a_stop_after_its_raylet_ended_while_its_gcs_answers_nothing_ends_in_time(tmp_path):
-    engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim")
-    try:
+    with own_ray_engine(tmp_path) as engine:
         (gcs,) = own_processes(engine.process.pid, "gcs_server")
         (raylet,) = own_processes(engine.process.pid, "raylet/raylet")
         os.kill(gcs, signal.SIGSTOP)  # alive, its port open, answering nothing
@@ -88,6 +86,3 @@ def test_a_stop_after_its_raylet_ended_while_its_gcs_answers_nothing_ends_in_tim
         # the stop waited in ray.shutdown until Ray ended the engine, 60 s on, with exit 1
         assert engine.stop() == 0, engine.log()
         assert "disconnecting from Ray took over" in engine.log(), engine.log()
-    finally:
-        engine.stop()
-        assert_nothing_left(engine)
