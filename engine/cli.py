@@ -16,6 +16,7 @@ from engine.arg_types import (
     UsageError,
     at_least,
     batch_size,
+    between,
     cache_levels,
     comma_separated,
     engine_address,
@@ -42,6 +43,7 @@ from engine.config import (
     DEFAULT_SAVE_INTERVAL_S,
     DEFAULT_STARTUP_TIMEOUT_S,
     DEFAULT_WORKER_LISTEN,
+    HEARTBEAT_INTERVAL_S,
     MAX_HEARTBEAT_TIMEOUT_S,
     MAX_IMAGE_URL_TTL_S,
     MAX_QUEUE,
@@ -99,7 +101,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--image-url-ttl",
-        type=positive_float,
+        # an hour given in ms held images in memory for 41 days
+        type=between(
+            float,
+            0,
+            MAX_IMAGE_URL_TTL_S,
+            " s",
+            "a week: the images are held in memory; it counts seconds, not ms",
+            least_allowed=False,
+        ),
         default=DEFAULT_IMAGE_URL_TTL_S,
         metavar="SECONDS",
         help=f"how long an image asked for as response_format url is kept, at most {MAX_IMAGE_URL_TTL_S:,} (a week)",
@@ -157,7 +167,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-queue",
-        type=positive_int,
+        # past a C int, the engine's start failed in a traceback (OverflowError, exit 1)
+        type=between(int, 1, MAX_QUEUE, " images", "ZeroMQ counts a client's replies in an int"),
         default=1024,
         help=f"images admitted at once, at most {MAX_QUEUE:,}; past it, 429/Busy",
     )
@@ -216,7 +227,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--heartbeat-timeout",
-        type=positive_float,
+        type=between(
+            float,
+            MIN_HEARTBEAT_TIMEOUT_S,
+            MAX_HEARTBEAT_TIMEOUT_S,
+            " s",
+            f"workers beat every {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost; ZeroMQ"
+            " counts a longer one in ms, in an int",
+        ),
         default=10.0,
         help=f"seconds of worker silence before it is lost, {MIN_HEARTBEAT_TIMEOUT_S:g} to {MAX_HEARTBEAT_TIMEOUT_S}",
     )

@@ -22,11 +22,6 @@ from engine.config import (
     API_KEY_ENV,
     DEFAULT_CLIENT_LISTEN,
     DEFAULT_WORKER_LISTEN,
-    HEARTBEAT_INTERVAL_S,
-    MAX_HEARTBEAT_TIMEOUT_S,
-    MAX_IMAGE_URL_TTL_S,
-    MAX_QUEUE,
-    MIN_HEARTBEAT_TIMEOUT_S,
     served_model_name,
 )
 from engine.open_files import ENGINE_OWN_FILES, FILES_PER_WORKER, connections_that_fit, workers_that_fit
@@ -75,20 +70,6 @@ def check_serve_args(args: argparse.Namespace) -> None:
     if args.curve_allow_workers and not args.curve_secret:
         raise UsageError("--curve-allow-workers goes with --curve-secret and --curve-allow")
     _check_listeners_apart(args)
-    if args.heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT_S:
-        raise UsageError(
-            f"--heartbeat-timeout must be at least {MIN_HEARTBEAT_TIMEOUT_S:g} s: workers beat every"
-            f" {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost"
-        )
-    if args.heartbeat_timeout > MAX_HEARTBEAT_TIMEOUT_S:
-        raise UsageError(
-            f"--heartbeat-timeout is at most {MAX_HEARTBEAT_TIMEOUT_S} s (ZeroMQ counts it in ms, in an int)"
-        )
-    if args.image_url_ttl > MAX_IMAGE_URL_TTL_S:
-        raise UsageError(
-            f"--image-url-ttl is at most {MAX_IMAGE_URL_TTL_S:,} s (a week: the images are held in memory), not"
-            f" {args.image_url_ttl:,.10g} (it counts seconds, not ms)"
-        )
     memory = host_memory_bytes()
     # the engine would be killed for its memory as the store, or the prompt cache, filled
     for flag, size in (("--image-url-store-bytes", args.image_url_store_bytes), ("--cache-bytes", args.cache_bytes)):
@@ -102,8 +83,6 @@ def check_serve_args(args: argparse.Namespace) -> None:
         # the engine ran out of files first: no worker started again, no /health answered (docs/reliability.md)
         flag = f"--max-connections {args.max_connections:,}"
         raise _out_of_files(flag, "before it is reached", f"each of --workers {args.workers}", f"{fit:,}")
-    if args.max_queue > MAX_QUEUE:
-        raise UsageError(f"--max-queue is at most {MAX_QUEUE:,} images (ZeroMQ counts a client's replies in an int)")
     if args.backend == "sdxl" and args.workers and not args.model:
         raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder) for its --workers")
     if args.backend == "sdxl" and args.model:

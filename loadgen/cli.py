@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import sys
@@ -20,12 +19,15 @@ from urllib.parse import urlsplit
 
 from engine.arg_types import (
     UsageError,
+    between,
     client_keys,
     distinct_outputs,
     non_negative_int,
     none_empty,
     not_an_input,
     output_file,
+    positive_float,
+    positive_int,
     read_user_file,
 )
 from engine.config import API_KEY_ENV
@@ -68,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["poisson", "gamma", "trace"],
         help="arrival process (default: trace with --trace, else poisson)",
     )
-    load.add_argument("--rate", type=float, help="mean requests per second (a trace is rescaled to it)")
+    load.add_argument("--rate", type=positive_float, help="mean requests per second (a trace is rescaled to it)")
     load.add_argument(
         "--rescale",
         choices=RESCALE_MODES,
@@ -77,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     load.add_argument(
         "--load",
-        type=float,
+        type=positive_float,
         help="rate as a multiple of the exact-generation capacity (--capacity-rps or /ready): a trace's busiest "
         "minute (a trace of a minute or less: its mean), a poisson or gamma process's mean, as the engine sees it "
         "(whatever --time-scale; with --rescale stretch, the busiest minute of the trace's own clock, before its "
@@ -85,27 +87,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     load.add_argument(
         "--capacity-rps",
-        type=float,
+        type=positive_float,
         help="exact-generation (K=0) capacity in requests/s; default: exact_capacity_rps of /ready, which is at the "
         "engine's default steps: --steps does not scale it",
     )
     load.add_argument(
-        "--cv", type=float, help="with --arrivals gamma: coefficient of variation of the gaps (default 1)"
+        "--cv", type=positive_float, help="with --arrivals gamma: coefficient of variation of the gaps (default 1)"
     )
     load.add_argument("--trace", metavar="FILE", help="TIMESTAMP CSV or offset_ms[,prompt_index] lines")
     load.add_argument(
         "--time-scale",
-        type=float,
+        type=positive_float,
         default=1.0,
         help="multiply every offset after rescaling: 0.1 replays 10x faster, so the engine sees 10x --rate and "
         "bursts a tenth as long; --load stays a multiple of the capacity (default 1)",
     )
     load.add_argument(
         "--duration-s",
-        type=float,
+        type=positive_float,
         help="send only the arrivals in the run's first this many seconds (counted after --time-scale)",
     )
-    load.add_argument("--max-requests", type=int, help="send at most this many requests")
+    load.add_argument("--max-requests", type=positive_int, help="send at most this many requests")
     load.add_argument(
         "--seed", type=non_negative_int, default=0, help="seeds the arrivals and the image seeds (default 0)"
     )
@@ -116,12 +118,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(DIFFUSIONDB_PROMPTS),
         help="a .txt (one a line), .tsv (Prompt column) or .json (list) file (default: DiffusionDB 5k)",
     )
-    req.add_argument("--slo-ms", type=float, help="latency objective, also sent to the engine (default: none)")
+    req.add_argument("--slo-ms", type=positive_float, help="latency objective, also sent to the engine (default: none)")
     req.add_argument("--size", default="auto", help="WIDTHxHEIGHT, e.g. 64x64 (default auto)")
-    req.add_argument("--steps", type=int, help="num_inference_steps (default: the backend's)")
+    req.add_argument(
+        "--steps",
+        type=between(int, 1, MAX_STEPS, "", "as the engine takes"),
+        help="num_inference_steps (default: the backend's)",
+    )
     req.add_argument(
         "--drain-s",
-        type=float,
+        type=positive_float,
         default=60.0,
         help="after the last send, wait this long for answers, then give up (default 60)",
     )
@@ -132,9 +138,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("--json", metavar="SUMMARY.json", type=output_file, help="write the summary")
     out.add_argument("--plot", metavar="OUT.png", type=output_file, help="write the timeline plot")
-    out.add_argument("--bin-s", type=float, help="timeline bin width in seconds (default: at most 60 bins)")
+    out.add_argument("--bin-s", type=positive_float, help="timeline bin width in seconds (default: at most 60 bins)")
     out.add_argument(
-        "--sample-every-s", type=float, default=1.0, help="poll the engine for workers per level this often (default 1)"
+        "--sample-every-s",
+        type=positive_float,
+        default=1.0,
+        help="poll the engine for workers per level this often (default 1)",
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -183,10 +192,6 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-# flags that must be finite and > 0 when given
-_POSITIVE = "rate load capacity_rps cv time_scale duration_s drain_s slo_ms bin_s sample_every_s".split()
-
-
 def _check(args: argparse.Namespace) -> None:
     # read as left out, `--zmq "$ADDRESS"` with the variable unset sent over HTTP (or, with no --url, raised an
     # AttributeError), and `--trace "$TRACE"` ran a Poisson schedule
@@ -217,19 +222,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--arrivals {args.arrivals} needs --duration-s or --max-requests to end")
     if args.load is not None and args.capacity_rps is None and args.url is None and args.zmq:
         raise UsageError("--load over --zmq needs --capacity-rps, or --url to read it from /ready")
-    for name in _POSITIVE:
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, not {value}")
-    if args.max_requests is not None and args.max_requests < 1:
-        raise UsageError("--max-requests must be >= 1")
     if args.bin_s is not None and not args.plot:
         raise UsageError("--bin-s cuts the --plot timeline into bins: add --plot FILE.png, or drop it")
     if args.slo_ms is not None and args.drain_s * 1000.0 < args.slo_ms:
         # a request unanswered at the hard end is counted a violation, which one still within its SLO is not yet
         raise UsageError(f"--drain-s {args.drain_s:g} is shorter than --slo-ms {args.slo_ms:g}")
-    if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
-        raise UsageError(f"--steps must be from 1 to {MAX_STEPS}")
     if args.zmq is None and args.url is None:
         args.url = DEFAULT_URL
     if args.url is not None:

@@ -73,11 +73,12 @@ def test_a_number_out_of_range_is_a_usage_error(argv, option, capsys):
     assert re.search(f"argument {option}: expected a (whole |finite )?number", capsys.readouterr().err)
 
 
-def test_an_integer_past_a_floats_range_is_read_as_any_other():
+def test_an_integer_past_a_floats_range_is_read_as_any_other(capsys):
     """math.isfinite raised OverflowError on it: a traceback, where the bound that refuses it names the flag."""
     huge = "1" + "0" * 400
-    with pytest.raises(UsageError, match="^--max-queue is at most"):
-        engine_config(build_parser().parse_args(["serve", "--max-queue", huge]))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--max-queue", huge])
+    assert "argument --max-queue: expected a number from 1 to 1,000,000,000 images" in capsys.readouterr().err
     with pytest.raises(argparse.ArgumentTypeError, match="expected a number > 0"):
         positive_int(f"-{huge}")
 
@@ -112,7 +113,10 @@ def test_serve_refuses_a_number_below_what_can_work(argv, says, capsys):
             ["--image-url-store-bytes", "1e9"],
             "argument --image-url-store-bytes: expected a whole number >= 354, not '1e9'\n",
         ),
-        (["--max-queue", "1e3"], "argument --max-queue: expected a whole number > 0, not '1e3'\n"),
+        (
+            ["--max-queue", "1e3"],
+            "argument --max-queue: expected a whole number from 1 to 1,000,000,000 images, not '1e3'\n",
+        ),
         (["--slo-ms", "inf"], "argument --slo-ms: expected a finite number > 0, not 'inf'\n"),
     ],
 )
@@ -233,13 +237,6 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        # below the heartbeat interval, healthy workers were lost and restarted in a loop
-        (["serve", "--heartbeat-timeout", "0.5"], "--heartbeat-timeout must be at least 2"),
-        # past what ZeroMQ counts in a C int, the engine's start failed in a traceback (OverflowError, exit 1)
-        (["serve", "--heartbeat-timeout", "2147484"], "--heartbeat-timeout is at most 2147483 s"),
-        (["serve", "--max-queue", "9999999999"], "--max-queue is at most 1,000,000,000 images"),
-        # an hour given in ms: images held in memory for 41 days
-        (["serve", "--image-url-ttl", "3600000"], "--image-url-ttl is at most 604,800 s (a week"),
         # more than any host has (2^62 bytes): the engine would be killed for its memory as the store filled
         (["serve", "--image-url-store-bytes", str(2**62)], "is more than this host's memory"),
         # accepted: the engine would be killed for its memory as the cache filled, hours in
@@ -306,11 +303,33 @@ def test_serve_refuses_flags_it_would_ignore_or_fail_on(argv, says):
         engine_config(build_parser().parse_args(argv))
 
 
+# refused by the flag, before anything starts
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        # below the heartbeat interval, healthy workers were lost and restarted in a loop
+        (["--heartbeat-timeout", "0.5"], "argument --heartbeat-timeout: expected a number from 2 to 2,147,483 s"),
+        # past what ZeroMQ counts in a C int, the engine's start failed in a traceback (OverflowError, exit 1)
+        (["--heartbeat-timeout", "2147484"], "ZeroMQ counts a longer one in ms, in an int), not '2147484'"),
+        (["--max-queue", "9999999999"], "argument --max-queue: expected a number from 1 to 1,000,000,000 images"),
+        # an hour given in ms: images held in memory for 41 days
+        (["--image-url-ttl", "3600000"], "above 0 and at most 604,800 s (a week: the images are held in memory;"),
+    ],
+)
+def test_serve_refuses_a_flag_out_of_bounds_naming_it(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", *argv])
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 def test_an_image_url_store_out_of_bounds_exits_2_naming_the_flag(capsys):
-    assert main(["serve", "--image-url-ttl", "3600000", "--image-url-store-bytes", "354"]) == 2
-    assert capsys.readouterr().err == (
-        "argus serve: error: --image-url-ttl is at most 604,800 s (a week: the images are held in memory), not"
-        " 3,600,000 (it counts seconds, not ms)\n"
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--image-url-ttl", "3600000", "--image-url-store-bytes", "354"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "argus serve: error: argument --image-url-ttl: expected a number above 0 and at most 604,800 s (a week: the"
+        " images are held in memory; it counts seconds, not ms), not '3600000'\n"
     )
 
 
