@@ -7,21 +7,28 @@ import ipaddress
 import socket
 from collections.abc import Callable
 
+# connections the kernel completes before the engine accepts them: more than the kernel allows gets its most,
+# net.core.somaxconn (4,096 since Linux 5.4; sysctl raises it). At aiohttp's 128, clients connecting at once past it had
+# their SYN, or their handshake's last ACK, dropped: they waited out SYN retries (1 s, 3 s, 7 s), or sent a request on a
+# connection the engine did not have yet (`argus bench engine --http-concurrency 3000`: 19,129 listen overflows, and a
+# request unanswered for 30 s)
+LISTEN_BACKLOG = 65535
 
-async def listen(factory: Callable[[], asyncio.Protocol], host: str, port: int, backlog: int) -> asyncio.Server:
+
+async def listen(factory: Callable[[], asyncio.Protocol], host: str, port: int) -> asyncio.Server:
     """Listens on HOST:PORT. `--host ::` is every interface, IPv4's too, as the engine's checks and its refusal of an
     empty --host take it: asyncio opens the IPv6 wildcard IPv6-only (IPV6_V6ONLY), and every IPv4 client was
     refused its connection. Any other host is asyncio's to open."""
     loop = asyncio.get_running_loop()
     if not _is_ipv6_wildcard(host):
-        return await loop.create_server(factory, host, port, backlog=backlog)
+        return await loop.create_server(factory, host, port, backlog=LISTEN_BACKLOG)
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio sets it: a restart binds at once
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
         sock.setblocking(False)
-        return await loop.create_server(factory, sock=sock, backlog=backlog)
+        return await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise

@@ -458,7 +458,6 @@ class Engine:
                     half_close_aware(connections.protocols(connection)),
                     self.config.host,
                     self.config.port,
-                    backlog=128,
                 )
             except OSError as error:
                 where = f"--host {self.config.host} --port {self.config.port}"

@@ -80,6 +80,40 @@ async def test_a_worker_killed_from_outside_is_logged_as_killed_by_its_signal(mo
         await stop_in_process(engine, running, spawned)
 
 
+async def test_a_worker_killed_from_outside_and_then_found_gone_is_not_said_killed_by_the_engine(
+    monkeypatch, tmp_path, caplog
+):
+    """The engine finds a worker gone (its batch bounced, its beats unanswered) and kills it, often before its loop has
+    handled the worker's end: a kill -9 from outside, under load, was said to be the engine's (8 of 15)."""
+    spawned = spawns_recorded(monkeypatch)
+    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
+        killed = spawned[0]
+        os.kill(killed.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):  # reaped by a watcher thread, its returncode not yet set
+            os.waitid(os.P_PID, killed.pid, os.WEXITED | os.WNOWAIT)  # ended; the loop has not run since
+        assert killed.returncode is None
+        engine.launcher.kill("local-0")  # as the worker link does for one found gone
+        said = f"worker local-0 (pid {killed.pid}) was killed by SIGKILL"
+        assert await eventually(lambda: "; restarting" in caplog.text, timeout_s=60)
+        assert said in caplog.text
+        assert "killed by the engine" not in caplog.text
+    finally:
+        await stop_in_process(engine, running, spawned)
+
+
+@pytest.mark.parametrize(("flags", "ending"), [(0x404044, True), (0x404040, False)])
+def test_a_worker_that_has_begun_to_exit_is_ending(monkeypatch, flags, ending):
+    """A process killed from outside closes its connection before it is a zombie (the kernel closes its files first,
+    its PF_EXITING set): found gone by that, it is ending by itself, not the engine's to kill (5 of 63 kill -9s under
+    load were still said to be the engine's while only a zombie counted)."""
+    stat = ["S", "1", "1", "1", "0", "-1", str(flags)]
+    monkeypatch.setattr(launcher, "stat_fields", lambda pid: stat)
+    assert launcher._ending(os.getpid()) is ending
+
+
 @pytest.mark.parametrize(("count", "said"), [(1, "1 worker did not stop"), (2, "2 workers did not stop")])
 async def test_a_worker_that_does_not_stop_when_asked_is_killed_and_the_log_says_so(tmp_path, caplog, count, said):
     """The engine waited its 5 s and killed it without a word: the log showed a pause, and nothing of why."""

@@ -28,6 +28,7 @@ from engine.arg_types import UsageError, non_negative_float, positive_float, pos
 from engine.plurals import counted
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.engine_load import (
+    OPEN_LOOP_POOL,
     HttpLoad,
     first_reply,
     http_closed_loop,
@@ -42,6 +43,8 @@ from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, sim_image_side
 from loadgen.bench.subprocesses import python_module, spawn, wait_http
 from loadgen.stats import median, p99_caveat
 
+# descriptors the bench holds besides its HTTP connections: stdio, the event loop, its children's pipes and logs
+OWN_FILES = 64
 TARGETS = {"zmq": 0.3, "http": 0.5}
 P99_TARGET_MS = 5.0
 DEFAULT_CONCURRENCY = {"zmq": 128, "http": 32}
@@ -97,10 +100,29 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} is the {door} door's load, and --doors {args.doors} measures no {door}: drop it")
     args.concurrency = args.concurrency or DEFAULT_CONCURRENCY["zmq"]
     args.http_concurrency = args.http_concurrency or DEFAULT_CONCURRENCY["http"]
+    if "http" in doors:
+        _allow_http_connections(args.http_concurrency)
     with tempfile.TemporaryDirectory(prefix="argus-bench-engine-") as tmp:
         results = uvloop.run(_measure(args, doors, Path(tmp)))
     _report(args, doors, results)
     return 0
+
+
+def _allow_http_connections(concurrency: int) -> None:
+    """Raises the soft limit on open files to a descriptor per connection, the client's and the baseline server's
+    (a child: it inherits the limit; the engine raises its own), or refuses a load the hard limit cannot hold. Under a
+    shell's usual soft limit of 1,024, --http-concurrency 1500 ended in a `Too many open files` traceback."""
+    import resource
+
+    from protocols.sockets import allow_open_files
+
+    needed = max(concurrency, OPEN_LOOP_POOL) + OWN_FILES
+    if not allow_open_files(needed):
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        raise UsageError(
+            f"--http-concurrency {concurrency} needs about {needed} open files, a connection each and the bench's"
+            f" own, and this process may hold at most {hard} (ulimit -Hn): raise that, or give a smaller one"
+        )
 
 
 # -- the run -----------------------------------------------------------------------------

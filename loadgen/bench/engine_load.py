@@ -22,6 +22,8 @@ PROMPT = "a photograph of a red fox in a snowy forest, golden light"
 # measured time, a closed-loop run waits this long for the reply that ends it, then fails rather than hang; an
 # HTTP request waits as long for its response
 NO_REPLY_S = 30.0
+# the HTTP open loop's pooled connections, at the least: enough that pacing, not the pool, decides when a request goes
+OPEN_LOOP_POOL = 256
 
 
 # -- ZeroMQ client -----------------------------------------------------------------------
@@ -267,8 +269,7 @@ async def http_open_loop(url: str, args: argparse.Namespace, rate: float, durati
 
     from loadgen.cancelling import cancel_and_wait
 
-    # enough pooled connections that pacing, not the pool, decides when a request goes out
-    client = HttpLoad(url, args.size, max(args.http_concurrency, 256))
+    client = HttpLoad(url, args.size, max(args.http_concurrency, OPEN_LOOP_POOL))
     total = max(1, int(rate * (args.warmup_s + duration_s)))
     skip = int(rate * args.warmup_s)
     tasks: list[asyncio.Task] = []
