@@ -238,3 +238,19 @@ async def test_a_client_counts_as_sharing_while_its_request_is_queued():
         h.dispatcher.sweep()
         await settle()
     assert isinstance(light.future.result(), Images)
+
+
+async def test_a_lone_clients_backlog_is_ranked_again_once_as_a_second_client_comes_not_at_each_job(monkeypatch):
+    """A pass over the queue as each job is routed (O(n) a job) cost a lone client's deep backlog its throughput,
+    for no change of order: it shares the fleet with no one."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    h.add_worker("a", max_batch=1)
+    passes = []
+    rerank = h.dispatcher._timing.rerank
+    monkeypatch.setattr(h.dispatcher._timing, "rerank", lambda queued, now: passes.append(now) or rerank(queued, now))
+    for _ in range(20):
+        h.request(prompt="flood", client="flood")
+    assert not passes
+    h.request(slo_ms=5_000, prompt="light", client="light")
+    h.request(prompt="flood", client="flood")
+    assert len(passes) == 1

@@ -143,3 +143,22 @@ async def test_a_worker_that_refuses_a_batch_is_killed_if_the_engine_started_it(
         assert killed == [hung]
     finally:
         link.close()
+
+
+async def test_a_worker_whose_link_is_cut_once_and_again_rounds_later_is_kept(tmp_path, monkeypatch, caplog):
+    """Only two bounces in a row lose a worker: one beat bounced an hour ago (a link cut it dialled again after) and
+    one now are two cuts, each lasting less than an interval."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    cut = h.add_worker("cut/00000000")
+    link = link_over(h, tmp_path)
+    ticks = Ticks(monkeypatch, 3 * _BEAT_TICKS)
+
+    def send(identity: bytes, frames: list) -> int:
+        cut_now = (ticks.now - 1) // _BEAT_TICKS != 1  # the first and the third round of beats, not the second
+        return zmq.EHOSTUNREACH if identity == cut.identity and cut_now else 0
+
+    monkeypatch.setattr(link._socket, "send", send)
+    await ticks.watch(link)
+    assert [worker.name for worker in h.registry.registered()] == [cut.name]
+    assert not [r for r in caplog.records if r.name == "argus.dispatcher"]

@@ -492,6 +492,20 @@ def test_records_to_stdout_sent_to_a_file_keep_the_summary_after_them(tmp_path, 
     assert lines[20].startswith("sent "), lines[20:]
 
 
+def test_records_to_stderr_sent_to_a_file_keep_the_lines_said_before_them(tmp_path, http_that_answers_nothing_useful):
+    """`--records /dev/stderr 2> run.log`, as for stdout: replaced at the end, the file lost what the run said on
+    stderr before its records (and would lose what it said after)."""
+    out = tmp_path / "run.log"
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "200", "--max-requests", "20", "--records", "/dev/stderr", "--no-progress"]
+    with open(out, "w") as stderr:
+        run = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=60)
+    lines = out.read_text().splitlines()
+    assert run.returncode == 0, lines
+    assert lines[0].startswith("sending "), lines
+    assert sorted(json.loads(line)["id"] for line in lines[1:] if line.startswith("{")) == list(range(20))
+
+
 def test_records_dash_are_the_standard_output():
     """`--records -` wrote a file named '-' in the current directory."""
     assert parsed("--rate", "1", "--max-requests", "1", "--records", "-").records == "/dev/stdout"

@@ -194,3 +194,83 @@ def test_a_fleet_stopped_leaves_in_one_line_and_a_worker_alone_in_its_own(tmp_pa
             if worker.poll() is None:
                 worker.kill()
         assert engine.stop() == 0
+
+
+async def test_the_line_of_a_fleet_whose_beats_bounce_is_said_a_round_after_the_first_found_gone(
+    tmp_path, monkeypatch, caplog
+):
+    """Not held until the engine stops: an operator reads of the loss while the engine runs on."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    fleet(h, 40)
+    link = link_over(h, tmp_path)
+    link._socket.send = lambda identity, frames: zmq.EHOSTUNREACH
+    said_before: dict[int, int] = {}  # lines said as each tick began
+    ticks = Ticks(monkeypatch, 4 * _BEAT_TICKS, lambda tick: said_before.__setitem__(tick, len(said(caplog))))
+    await ticks.watch(link)
+    assert not h.registry.registered()
+    # each found gone at its second bounce, in the second round; the line a round after the first of them at most
+    assert said_before[3 * _BEAT_TICKS + 1] == 1
+    ((level, line),) = said(caplog)
+    assert line.startswith("40 workers lost together (unreachable) holding 0 images: fleet-")
+
+
+async def test_workers_found_gone_just_before_the_engine_stops_are_said_as_it_stops(tmp_path, monkeypatch, caplog):
+    """Found gone within the round whose end says them, and the engine stopped before that end: their loss was said
+    in no line."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    workers = fleet(h, 40)
+    link = link_over(h, tmp_path)
+    link._socket.send = lambda identity, frames: zmq.EHOSTUNREACH
+    # the turn of the first beat that finds one gone (its second, a round after its first); the watch ends with it
+    first_found = _BEAT_TICKS + min(hash(w.identity) % _BEAT_TICKS or _BEAT_TICKS for w in workers)
+    await Ticks(monkeypatch, first_found).watch(link)
+    lost = len(workers) - len(h.registry.registered())
+    assert lost
+    ((level, line),) = said(caplog)
+    assert level == "WARNING"
+    assert line.startswith(f"{lost} workers lost together (unreachable)" if lost > 1 else "worker fleet-")
+
+
+async def test_a_worker_lost_while_none_is_found_gone_is_said_at_once(tmp_path, monkeypatch, caplog):
+    """The round that gathers the workers found gone opens only when one is: a worker that exits meanwhile is said
+    as it is lost, not a round later beside others."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    exits, _ = fleet(h, 2)
+    link = link_over(h, tmp_path)
+    said_before: dict[int, list] = {}
+
+    def tick(now: int) -> None:
+        said_before[now] = said(caplog)
+        if now == _BEAT_TICKS + 5:
+            h.dispatcher.worker_lost(exits, "exited")
+
+    await Ticks(monkeypatch, 2 * _BEAT_TICKS, tick).watch(link)
+    assert said_before[_BEAT_TICKS + 6] == [("WARNING", "worker fleet-0/00000000 lost (exited) holding 0 images")]
+
+
+async def test_a_loss_that_fails_to_be_handled_leaves_the_others_lost_with_it_handled(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    workers = fleet(h, 3)
+    link = link_over(h, tmp_path, interval_s=0.02, timeout_s=0.01)
+    worker_lost = h.dispatcher.worker_lost
+
+    def fails_for_the_first(worker, cause) -> None:
+        if worker is workers[0]:
+            raise RuntimeError("a bug")
+        worker_lost(worker, cause)
+
+    h.dispatcher.worker_lost = fails_for_the_first
+    watch = asyncio.create_task(link.run())
+    try:
+        for worker in workers:
+            worker.last_seen = 0.0
+        assert await eventually(lambda: [w.name for w in h.registry.registered()] == [workers[0].name])
+        assert "handling the loss of worker fleet-0/00000000 failed" in caplog.text
+        assert not watch.done()
+    finally:
+        watch.cancel()
+        link.close()
