@@ -80,7 +80,19 @@ def load_saved_cache(
             return None
         log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
         return None
-    log.info("prompt cache restored from %s: %s", saved, counted(cache.stats().prompts, "prompt"))
+    stats = cache.stats()
+    log.info("prompt cache restored from %s: %s", saved, counted(stats.prompts, "prompt"))
+    if stats.evictions:
+        # what the budgets held no room for: a restart with a lower --cache-bytes named what was kept alone, as if
+        # the file held no more, and the next save wrote only that over it
+        log.warning(
+            "%s of the saved cache found no room (--cache-bytes %s, --cache-dir-bytes %s: lower than it was saved"
+            " with, or spills the disk refused): left out, the best ranked kept (LCBFU); the next save holds only"
+            " what was kept",
+            counted(stats.evictions, "latent"),
+            _size(config.max_bytes),
+            _size(config.directory_bytes),
+        )
     return cache
 
 
