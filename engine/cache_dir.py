@@ -80,7 +80,19 @@ def load_saved_cache(
             return None
         log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
         return None
-    log.info("prompt cache restored from %s: %s", saved, counted(cache.stats().prompts, "prompt"))
+    stats = cache.stats()
+    log.info("prompt cache restored from %s: %s", saved, counted(stats.prompts, "prompt"))
+    if stats.evictions:
+        # what the budgets held no room for: a restart with a lower --cache-bytes named what was kept alone, as if
+        # the file held no more, and the next save wrote only that over it
+        log.warning(
+            "%s of the saved cache found no room (--cache-bytes %s, --cache-dir-bytes %s: lower than it was saved"
+            " with, or spills the disk refused): left out, the best ranked kept (LCBFU); the next save holds only"
+            " what was kept",
+            counted(stats.evictions, "latent"),
+            _size(config.max_bytes),
+            _size(config.directory_bytes),
+        )
     return cache
 
 
@@ -130,13 +142,22 @@ def warn_if_disk_short(config: CacheConfig) -> None:
             " (--cache-dir-bytes), and the saved cache (--cache-bytes and --cache-dir-bytes) twice over while a save"
             " is written beside the last. Once it is full, spills and then saves fail",
             config.directory,
-            _gib(free),
-            _gib(needed),
+            _size(free),
+            _size(needed),
         )
 
 
-def _gib(size: int) -> str:
-    return f"{size / 2**30:.1f} GiB"
+# the binary units a size is said in, largest first
+_UNITS = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+
+
+def _size(size: int) -> str:
+    """In the largest unit it holds one of: in GiB alone, a disk with 40 MiB free had "0.0 GiB free", and a small
+    cache's need was "0.0 GiB" too, the warning saying 0.0 was short of 0.0."""
+    for unit, scale in _UNITS:
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 def cache_dir_problem(directory: str) -> str | None:

@@ -1,0 +1,48 @@
+"""A saved cache restored into budgets lower than it was saved with says what it left out, not only what it kept."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from engine.cache.embedders import HashEmbedder
+from engine.cache.prompt_cache import PromptCache, ShapeKey
+from engine.cache_dir import load_saved_cache
+from engine.config import CacheConfig
+
+LEVELS = (5, 10, 15, 20, 25)
+SHAPE = ShapeKey(50, 64, 64)
+LATENT = np.zeros((4, 8, 8), dtype=np.float16)  # 512 bytes
+EMBEDDER = HashEmbedder()
+MODEL = "tiny:0123456789abcdef"
+
+
+def _restored(tmp_path, caplog, max_bytes: int) -> tuple[int, list[str]]:
+    saved = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20, model=MODEL)
+    for i in range(3):
+        saved.insert(f"prompt {i}", EMBEDDER.embed([f"prompt {i}"])[0], SHAPE, {5: LATENT, 10: LATENT})
+    saved.save(str(tmp_path))
+    saved.close()
+    with caplog.at_level(logging.INFO, logger="argus.cache"):
+        cache = load_saved_cache(CacheConfig(max_bytes=max_bytes, directory=str(tmp_path)), MODEL, EMBEDDER, LEVELS)
+    try:
+        return cache.stats().entries, [record.getMessage() for record in caplog.records]
+    finally:
+        cache.close()
+
+
+def test_latents_left_out_for_room_at_the_restore_are_warned_of(tmp_path, caplog):
+    entries, lines = _restored(tmp_path, caplog, max_bytes=4 * LATENT.nbytes)
+    assert entries == 4
+    assert lines[-1] == (
+        "2 latents of the saved cache found no room (--cache-bytes 2.0 KiB, --cache-dir-bytes 0 bytes: lower than it"
+        " was saved with, or spills the disk refused): left out, the best ranked kept (LCBFU); the next save holds"
+        " only what was kept"
+    )
+
+
+def test_a_cache_restored_whole_says_nothing_of_room(tmp_path, caplog):
+    entries, lines = _restored(tmp_path, caplog, max_bytes=6 * LATENT.nbytes)
+    assert entries == 6
+    assert lines[-1].startswith("prompt cache restored from ") and lines[-1].endswith(": 3 prompts")
