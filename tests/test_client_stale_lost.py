@@ -2,12 +2,14 @@
 its first attempt: that attempt went out as the client connected again, was asked after, and was refused Busy before
 the Inquire was read. The engine answers request_lost only to an Inquire, and holds the retry."""
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from tcp_proxy import DroppingProxy
 from waiting import wait_for
 
+from engine.async_client import AsyncArgusClient
 from engine.client import ArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Busy, Images
@@ -53,6 +55,32 @@ def test_a_sync_retry_after_a_busy_is_not_answered_by_the_first_attempts_request
             assert flowing.seen
         # the engine's answer to the retry, Busy again or, the queue freed by then, its images: was request_lost, the
         # engine running the retry meanwhile
+        assert isinstance(reply, (Busy, Images)), reply
+    finally:
+        proxy.close()
+        caller.shutdown()
+        blocker.close()
+        assert engine.stop() == 0
+
+
+def test_an_async_retry_after_a_busy_is_not_answered_by_the_first_attempts_request_lost(tmp_path):
+    engine = start_engine(tmp_path, "--time-scale", "1", "--max-queue", "1", backend="sim", workers=1)
+    proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
+    blocker, caller = _queue_held(engine)
+
+    async def calls():
+        async with AsyncArgusClient(proxy.address, retries=1) as client:
+            assert isinstance(await client.generate("connected", width=64, height=64), Busy)
+            proxy.flowing.clear()
+            proxy.drop_all()
+            flowing = _FlowOnceSent(proxy, lambda: "retried" in client._sent)
+            reply = await asyncio.wait_for(client.generate("retried", "retried", width=64, height=64), 60)
+            await asyncio.to_thread(flowing.join)
+            assert flowing.seen
+            return reply
+
+    try:
+        reply = asyncio.run(calls())
         assert isinstance(reply, (Busy, Images)), reply
     finally:
         proxy.close()
