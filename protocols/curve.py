@@ -21,6 +21,7 @@ from zmq.utils.monitor import recv_monitor_message
 from zmq.utils.z85 import Z85CHARS
 
 from protocols.secret_files import warn_if_open_to_others
+from protocols.zmq_greeting import greets_as_zeromq
 
 log = logging.getLogger("argus.curve")
 
@@ -177,6 +178,10 @@ def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
 # 100 ms) are not. A CURVE mismatch often ends so too, when the engine hangs up before this side names it: the
 # count leaves the named reason time to come first
 _SILENT_FAILURES = 10
+# once an engine was reached and the address greets as ZeroMQ after as many silent failures as that: the silent
+# failures since, before the engine is judged to fail every handshake. An engine come back with this side's keys
+# (behind a proxy that took and closed the connections while it was down) takes the next one
+_FAILURES_AFTER_GREETING = 3
 
 
 class RefusedHandshakes:
@@ -186,10 +191,15 @@ class RefusedHandshakes:
     does not speak ZeroMQ at all (an HTTP port). libzmq retries the silent failures for ever; the others it does not.
     Waiting on such a socket is waiting for ever."""
 
-    def __init__(self, sock: zmq.Socket, address: str, curve_on: bool, dials: bool = False):
+    def __init__(
+        self, sock: zmq.Socket, address: str, curve_on: bool, dials: bool = False, judges_since_reached: bool = False
+    ):
         """`dials`: hear too each dial that found no one listening, for verdict(). Only for a short-lived socket: a
         monitor left unread (a client between calls, a fleet serving) fills with them, about seven a second while
-        the engine is down, and then stalls libzmq's I/O thread."""
+        the engine is down, and then stalls libzmq's I/O thread. `judges_since_reached`: once an engine was reached,
+        handshakes that all fail without a word are refused for good when the address greets as ZeroMQ does (an
+        engine come back with another key pair, or with CURVE where this side has none), not when it does not (the
+        way to an engine that is down): for a worker, which waited for ever, warned that its engine had stopped."""
         self._socket = sock
         self._address = address
         self._curve_on = curve_on
@@ -200,6 +210,9 @@ class RefusedHandshakes:
         self._handshakes = 0  # that succeeded: a connection made again to the engine is one more
         self._handshake_ended = False  # the current connection's handshake succeeded or failed
         self._no_one_listening = False  # a dial found no one, before any handshake failed
+        self._judges_since_reached = judges_since_reached
+        # the silent failures counted when the address last greeted as ZeroMQ, since the last handshake that succeeded
+        self._greeted_at: int | None = None
         # of the socket's kind: a zmq.asyncio socket's monitor is awaited, a blocking one's polled. Its events are
         # read by plain code alone (_events), so they are heard in order: a read through zmq.asyncio holds an event
         # taken until its coroutine resumes, and reason(), called meanwhile, heard the next one first (a
@@ -282,6 +295,7 @@ class RefusedHandshakes:
         self._handshake_ended = True
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._silent_failures = 0
+            self._greeted_at = None
             self._handshakes += 1
             return None
         engine = f"the engine at {self._address}"
@@ -294,7 +308,7 @@ class RefusedHandshakes:
                 # in those words, and served no more once the engine was back up. An engine come back with another key
                 # pair, or with CURVE where this side has none, fails them so too: suspected() says so to a sync call
                 # that times out. An async call waits on: failed, it failed during each restart behind docker's port
-                return None
+                return self._judged_since_reached() if self._judges_since_reached else None
             return self._no_engine_here(certain=False) if self._silent_failures >= _SILENT_FAILURES else None
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             # the peer cannot tell which socket's keys it was checked against, nor whether the key is admitted on
@@ -306,6 +320,25 @@ class RefusedHandshakes:
         if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             return f"{engine} does not use CURVE" if self._curve_on else f"{engine} requires CURVE keys"
         return f"the handshake with {engine} failed (ZeroMQ protocol error {event['value']:#x})"
+
+    def _judged_since_reached(self) -> str | None:
+        """Why an engine reached before fails every handshake now, once the address greets as ZeroMQ and the next
+        handshakes fail too; None while it may be the way to an engine that is down. The address is asked once per
+        _SILENT_FAILURES: libzmq dials again every 100 ms."""
+        failures = self._silent_failures
+        if self._greeted_at is not None:
+            return self._rekeyed() if failures >= self._greeted_at + _FAILURES_AFTER_GREETING else None
+        if failures % _SILENT_FAILURES == 0 and greets_as_zeromq(self._address):
+            self._greeted_at = failures
+        return None
+
+    def _rekeyed(self) -> str:
+        engine = f"the engine at {self._address}"
+        if self._curve_on:
+            why = "the public key given is not its own (a new key pair? give --curve-server-key its new .key)"
+        else:
+            why = "it requires CURVE keys (restarted with CURVE on?)"
+        return f"every handshake with {engine} has failed since it was reached, and it answers as ZeroMQ: {why}"
 
     def _no_engine_here(self, certain: bool) -> str:
         """Why, once the address answers as no argus engine does: the likeliest cause first, from this side's keys.
