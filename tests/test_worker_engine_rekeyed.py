@@ -1,6 +1,6 @@
 """A worker or fleet with CURVE keys whose engine comes back on its address with another key pair: every handshake
-fails without a word, as it does through a proxy to an engine that is down. The first can never serve and says so,
-exit 2; the second waits for the engine and serves it again."""
+fails without a word, as it does through a proxy to an engine that is down (or not up yet). The first can never serve
+and says so, exit 2; the second waits for the engine and serves it."""
 
 import pytest
 from tcp_proxy import DroppingProxy
@@ -52,7 +52,7 @@ def test_a_worker_and_a_fleet_whose_engine_came_back_with_another_key_pair_say_s
             assert worker.wait(timeout=60) == 2, log.read_text()
             said = (
                 f"every handshake with the engine at {first.worker_address} has failed since it was reached, and it"
-                " answers as ZeroMQ: the public key given is not its own"
+                " answers as ZeroMQ: the engine's public key given is not its own"
             )
             assert said in log.read_text(), log.read_text()
     finally:
@@ -84,4 +84,25 @@ def test_a_worker_and_a_fleet_behind_a_proxy_serve_their_engine_again_after_its_
         for worker in workers:
             worker.kill()
         assert engine.stop() == 0
+        proxy.close()
+
+
+def test_a_worker_and_a_fleet_started_through_a_proxy_before_their_engine_wait_for_it(tmp_path, keys):
+    """Each connection the proxy took and closed was a handshake failed without a word: after ten, both were refused
+    in a second and exited 2, told that the engine's public key given was not its own."""
+    (public, secret), _, worker_secret, allowed = keys
+    worker_port = free_port()
+    proxy = DroppingProxy(worker_port)
+    workers, logs = _start_workers(tmp_path, proxy.address, worker_secret, public)
+    engine = None
+    try:
+        assert wait_for(lambda: proxy.turned_away >= 40)
+        engine = _start_engine(tmp_path, secret, allowed, worker_port)
+        engine.wait_ready(4, timeout_s=60)
+        assert [worker.poll() for worker in workers] == [None, None], [log.read_text() for log in logs]
+    finally:
+        for worker in workers:
+            worker.kill()
+        if engine is not None:
+            assert engine.stop() == 0
         proxy.close()

@@ -212,10 +212,8 @@ class WorkerRuntime:
         # for an engine that will never answer it
         self.refused_handshakes = None
         if watch_handshakes:
-            # and those of an engine come up on the address that never will (another key pair): it waited for ever
-            self.refused_handshakes = RefusedHandshakes(
-                self._socket, connect, curve is not None, judges_since_reached=True
-            )
+            # silent ones judged by the address's greeting: see RefusedHandshakes
+            self.refused_handshakes = RefusedHandshakes(self._socket, connect, curve is not None, asks_greeting=True)
         dial(self._socket, connect)
         self._codec = worker_side_codec()
         self._connect = connect
