@@ -21,6 +21,7 @@ from zmq.utils.monitor import recv_monitor_message
 from zmq.utils.z85 import Z85CHARS
 
 from protocols.secret_files import warn_if_open_to_others
+from protocols.zmq_greeting import greets_as_zeromq
 
 log = logging.getLogger("argus.curve")
 
@@ -177,6 +178,10 @@ def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
 # 100 ms) are not. A CURVE mismatch often ends so too, when the engine hangs up before this side names it: the
 # count leaves the named reason time to come first
 _SILENT_FAILURES = 10
+# the address greeting as ZeroMQ after as many silent failures as that: the silent failures since, before the engine
+# is judged to fail every handshake. An engine come up with this side's keys (behind a proxy that took and closed the
+# connections while it was down) takes the next one
+_FAILURES_AFTER_GREETING = 3
 
 
 class RefusedHandshakes:
@@ -186,10 +191,17 @@ class RefusedHandshakes:
     does not speak ZeroMQ at all (an HTTP port). libzmq retries the silent failures for ever; the others it does not.
     Waiting on such a socket is waiting for ever."""
 
-    def __init__(self, sock: zmq.Socket, address: str, curve_on: bool, dials: bool = False):
+    def __init__(
+        self, sock: zmq.Socket, address: str, curve_on: bool, dials: bool = False, asks_greeting: bool = False
+    ):
         """`dials`: hear too each dial that found no one listening, for verdict(). Only for a short-lived socket: a
         monitor left unread (a client between calls, a fleet serving) fills with them, about seven a second while
-        the engine is down, and then stalls libzmq's I/O thread."""
+        the engine is down, and then stalls libzmq's I/O thread. `asks_greeting` (a worker's): handshakes that all fail
+        without a word are refused for good only when the address greets as ZeroMQ does (an engine of another key
+        pair, or with CURVE where this side has none), not when it does not (the way to an engine that is down, as
+        an ssh -L tunnel, docker's published port or a proxy takes each connection and closes it), before an engine
+        was reached there as after: a worker started before its engine through a tunnel was refused in a second, told
+        that the engine's key was wrong, and one whose engine came back with a new key pair waited for ever."""
         self._socket = sock
         self._address = address
         self._curve_on = curve_on
@@ -200,6 +212,10 @@ class RefusedHandshakes:
         self._handshakes = 0  # that succeeded: a connection made again to the engine is one more
         self._handshake_ended = False  # the current connection's handshake succeeded or failed
         self._no_one_listening = False  # a dial found no one, before any handshake failed
+        self._asks_greeting = asks_greeting
+        # the silent failures counted when the address last greeted as ZeroMQ, since the last handshake that succeeded
+        self._greeted_at: int | None = None
+        self._greeting_due = False  # asked once the events read so far are all heard: see _ask_greeting
         # of the socket's kind: a zmq.asyncio socket's monitor is awaited, a blocking one's polled. Its events are
         # read by plain code alone (_events), so they are heard in order: a read through zmq.asyncio holds an event
         # taken until its coroutine resumes, and reason(), called meanwhile, heard the next one first (a
@@ -235,6 +251,7 @@ class RefusedHandshakes:
                 # for good: nothing more is read, and against an engine that fails every handshake libzmq dials on,
                 # two events a dial, until the unread monitor stalls its I/O thread (232d495)
                 self._stop_monitoring()
+        self._ask_greeting()
         return self._reason
 
     def suspected(self) -> str | None:
@@ -265,6 +282,8 @@ class RefusedHandshakes:
             if left_ms <= 0 or not self.monitor.poll(left_ms):
                 break
             self._reason = self._heard(recv_monitor_message(self.monitor))
+            if not self.monitor.poll(0):
+                self._ask_greeting()
         return self._reason
 
     def _heard(self, event: dict) -> str | None:
@@ -282,11 +301,15 @@ class RefusedHandshakes:
         self._handshake_ended = True
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._silent_failures = 0
+            self._greeted_at = None
+            self._greeting_due = False
             self._handshakes += 1
             return None
         engine = f"the engine at {self._address}"
         if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             self._silent_failures += 1
+            if self._asks_greeting:
+                return self._judged_by_greeting()
             if self.handshook:
                 # an engine answered at this address: what hangs up without a word now is the way to it while it is
                 # down (a tunnel, docker's port, a proxy, each taking the connection and closing it, about ten times a
@@ -306,6 +329,33 @@ class RefusedHandshakes:
         if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             return f"{engine} does not use CURVE" if self._curve_on else f"{engine} requires CURVE keys"
         return f"the handshake with {engine} failed (ZeroMQ protocol error {event['value']:#x})"
+
+    def _ask_greeting(self) -> None:
+        """Asks the address whether it greets as ZeroMQ, when due, once the events waiting were heard: the failures
+        heard after count against it. Asked as a failure's event was read, those still waiting (a worker reads them
+        once a second) came before the answer, and an engine come up meanwhile with this side's keys was refused."""
+        if self._greeting_due and self._reason is None:
+            self._greeting_due = False
+            if greets_as_zeromq(self._address):
+                self._greeted_at = self._silent_failures
+
+    def _judged_by_greeting(self) -> str | None:
+        """Why the engine fails every handshake, once the address greets as ZeroMQ and the next handshakes fail too;
+        None while it may be the way to an engine that is down. The address is asked once per _SILENT_FAILURES:
+        libzmq dials again every 100 ms."""
+        failures = self._silent_failures
+        if self._greeted_at is None:
+            self._greeting_due = self._greeting_due or failures % _SILENT_FAILURES == 0
+            return None
+        if failures < self._greeted_at + _FAILURES_AFTER_GREETING:
+            return None
+        engine = f"the engine at {self._address}"
+        if self._curve_on:
+            why = "the engine's public key given is not its own (a new key pair? give --curve-server-key its .key)"
+        else:
+            why = f"{engine} requires CURVE keys"
+        since = " since it was reached" if self.handshook else ""
+        return f"every handshake with {engine} has failed{since}, and it answers as ZeroMQ: {why}"
 
     def _no_engine_here(self, certain: bool) -> str:
         """Why, once the address answers as no argus engine does: the likeliest cause first, from this side's keys.

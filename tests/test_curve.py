@@ -664,9 +664,9 @@ def test_a_refusal_before_the_watch_would_have_started_is_still_heard(monkeypatc
     process descheduled on a busy host) went unheard, and they waited for ever. Here that moment is stretched."""
     hear = RefusedHandshakes.__init__
 
-    def late(self, *args):
+    def late(self, *args, **kwargs):
         time.sleep(0.5)  # a plaintext handshake with a CURVE engine on loopback is refused well within this
-        hear(self, *args)
+        hear(self, *args, **kwargs)
 
     monkeypatch.setattr(RefusedHandshakes, "__init__", late)
     says = "requires CURVE keys"

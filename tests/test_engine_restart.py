@@ -2,6 +2,7 @@
 it after an orderly stop, it says the engine stopped (not that its CURVE keys may be wrong), less and less often."""
 
 import signal
+import time
 
 import pytest
 from waiting import wait_for
@@ -93,6 +94,37 @@ def test_workers_waiting_after_their_engine_stopped_say_so_without_blaming_keys_
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0
+
+
+def test_a_fleet_whose_engine_was_killed_and_replaced_says_so_once_and_ready_again_once(tmp_path):
+    """The new engine answers each worker's beat with Rejoin, at the worker's own phase, and each is welcomed again at
+    once: the fleet, whole again after each, said the loss and that it was ready again for each worker in turn (15
+    pairs of lines for a fleet of 20)."""
+    worker_port = free_port()
+    first = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
+    log_path = tmp_path / "fleet.log"
+    with open(log_path, "wb") as log:
+        fleet = start_worker(first.worker_address, "sim", "--count", "20", "--time-scale", "0.01", stderr=log)
+    second = None
+    try:
+        first.wait_ready(20, timeout_s=60)
+        assert wait_for(lambda: "fleet of 20 SIMULATED workers ready" in log_path.read_text(), timeout_s=30)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        second = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port, wait=False)
+        second.wait_ready(20, timeout_s=60)
+        back = "fleet of 20 SIMULATED workers ready again"
+        assert wait_for(lambda: back in log_path.read_text(), timeout_s=30), log_path.read_text()
+        time.sleep(3)  # the later workers' Rejoins, had they come one by one
+        said = log_path.read_text()
+        assert said.count("the engine does not know this worker") == 1, said
+        assert said.count("ready again") == 1, said
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        fleet.send_signal(signal.SIGTERM)
+        assert fleet.wait(timeout=30) == 0
 
 
 def test_a_wait_for_an_engine_is_warned_of_as_it_doubles_then_every_ten_minutes():

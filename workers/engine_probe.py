@@ -29,7 +29,7 @@ def refusal_before_loading(
     deadline = time.monotonic() + timeout_s
     context = zmq.Context()
     sock = make_socket(context, zmq.DEALER, curve_client=curve)
-    handshakes = RefusedHandshakes(sock, connect, curve is not None, dials=True)
+    handshakes = RefusedHandshakes(sock, connect, curve is not None, dials=True, asks_greeting=True)
     try:
         dial(sock, connect)
         if refused := handshakes.verdict(timeout_s):

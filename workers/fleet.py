@@ -123,6 +123,11 @@ class SimWorker(WorkerRuntime):
     def joined(self) -> bool:
         return self._joined
 
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """The engine's, as its Welcome gave it."""
+        return self._heartbeat_interval_s
+
     def _say_engine_lost(self, why: str) -> None:
         self._say_for_fleet(self, f"{why}; saying hello again")
 
@@ -244,6 +249,9 @@ class Fleet:
         # why workers lost the engine, and what they ignored before welcome, each said once until the fleet is whole
         # again: the same line from each worker made a thousand at every restart of the engine
         self._said: set[str] = set()
+        # when a worker last had a line of those to say (said or not): the fleet is whole again only a heartbeat
+        # interval after it (see _whole)
+        self._trouble_at = -math.inf
 
     def stop(self) -> None:
         """Safe from a signal handler: the loop notices."""
@@ -286,7 +294,7 @@ class Fleet:
                     worker.wake_at = math.inf
                     self._serve(worker, now, live)
             # and again once whole after a loss was said: that warning stood as the fleet's last word while it served
-            if (not announced or self._said or self._ids_unsaid) and live and all(w.joined for w in live):
+            if (not announced or self._said or self._ids_unsaid) and live and self._whole(live, now):
                 self._say_ready(len(live), again=announced)
                 announced = True
             elif self._refusal is None and (refused := self._handshakes.reason()):
@@ -297,6 +305,14 @@ class Fleet:
             if now >= check_at:
                 check_at = now + UNANSWERED_WARNING_S
                 self._warn_if_unanswered(live, now)
+
+    def _whole(self, live: set[SimWorker], now: float) -> bool:
+        """Every worker welcomed, and none has lost the engine for a heartbeat interval. An engine killed and replaced
+        on the address answers each worker's beat with Rejoin, at the worker's own phase, and each is welcomed again
+        within milliseconds: the fleet, whole again after each, said the loss and "ready again" for each worker in
+        turn (30 lines for a fleet of 20). Within an interval every worker has beaten the new engine."""
+        interval = self._workers[0].heartbeat_interval_s
+        return now - self._trouble_at >= interval and all(w.joined for w in live)
 
     def _warn_if_unanswered(self, live: set[SimWorker], now: float) -> None:
         waiting = [w for w in live if not w.joined]
@@ -322,6 +338,7 @@ class Fleet:
         self._ids_unsaid = 0
 
     def _say_once(self, worker: SimWorker, line: str) -> None:
+        self._trouble_at = time.monotonic()
         if line not in self._said:
             self._said.add(line)
             log.warning(

@@ -212,7 +212,8 @@ class WorkerRuntime:
         # for an engine that will never answer it
         self.refused_handshakes = None
         if watch_handshakes:
-            self.refused_handshakes = RefusedHandshakes(self._socket, connect, curve is not None)
+            # silent ones judged by the address's greeting: see RefusedHandshakes
+            self.refused_handshakes = RefusedHandshakes(self._socket, connect, curve is not None, asks_greeting=True)
         dial(self._socket, connect)
         self._codec = worker_side_codec()
         self._connect = connect
