@@ -116,12 +116,14 @@ class QueuedWork:
         self._counted: dict[str, tuple[tuple[int, int], float]] = {}  # job id -> the kind and key it is counted at
         # by client: the jobs queued of each kind (counts, not sums of seconds: the pace changes what a kind takes)
         self._by_client: dict[str, Counter[tuple[int, int]]] = {}
+        self._with_deadline = 0  # of the jobs counted, those whose request has a deadline
 
     def add(self, job: Job, key: float) -> None:
         kind = (job.start, job.request.steps)
         self._counted[job.job_id] = kind, key
         bisect.insort(self._keys.setdefault(kind, []), key)
         self._by_client.setdefault(job.request.client, Counter())[kind] += 1
+        self._with_deadline += job.request.deadline is not None
 
     def remove(self, job: Job) -> None:
         """The job left the queue (sent, answered, or its worker lost); nothing if it was not counted."""
@@ -129,6 +131,7 @@ class QueuedWork:
         if counted is None:
             return
         kind, key = counted
+        self._with_deadline -= job.request.deadline is not None
         keys = self._keys[kind]
         del keys[bisect.bisect_left(keys, key)]
         if not keys:
@@ -150,6 +153,10 @@ class QueuedWork:
         if counted is not None:
             self.remove(job)
             self.add(job, counted[1])
+
+    def any_deadline(self) -> bool:
+        """Whether a job queued has a deadline (one of a request answered and not yet retired may count)."""
+        return self._with_deadline > 0
 
     def costlier_up_to(self, key: float, seconds: float) -> bool:
         """Whether a job keyed at or before `key` takes longer than `seconds` for its image."""

@@ -23,7 +23,8 @@ engine started it, else routed nothing for a while. What it queued goes elsewher
 
 Whether a job can still meet its deadline, how large its batch may be, and
 moving it up a level to make it are judged in `dispatch_timing.py`; the
-look-ups that keep routing free of scans are in `dispatch_index.py`.
+look-ups that keep routing free of scans are in `dispatch_index.py`, and the moves that read a worker's queue only
+as far as the jobs they move in `queue_moves.py`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from engine.dispatch_timing import DispatchTiming
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.loss_lines import LossLines
 from engine.metrics import EngineMetrics
+from engine.queue_moves import put_back, take_with_mates
 from engine.request_names import clipped, failed_batch_line
 from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -305,11 +307,7 @@ class Dispatcher:
                 worker.queue.remove(job)
                 worker.queue.appendleft(job)
             return True
-        key = job.key
-        taken = [job, *(other for other in owner.queue if other is not job and other.key == key)]
-        taken = taken[: worker.hello.max_batch]
-        moving = set(map(id, taken))
-        owner.queue = deque(other for other in owner.queue if id(other) not in moving)
+        taken = take_with_mates(owner.queue, job, worker.hello.max_batch)
         self._picks.file(owner)
         for other in taken:
             other.worker = worker
@@ -328,7 +326,7 @@ class Dispatcher:
             return batch
         key = head.key
         limit = self._timing.batch_limit(head, worker.hello.max_batch, now, wait)
-        kept: deque[Job] = deque()
+        kept: list[Job] = []
         while worker.queue and len(batch) < limit:
             job = worker.queue.popleft()
             # of this batch's key before still_wanted, which may answer a job or move it up (one of another key is
@@ -344,8 +342,7 @@ class Dispatcher:
                     continue
             if job.job_id in self._live:
                 kept.append(job)
-        kept.extend(worker.queue)
-        worker.queue = kept
+        put_back(worker.queue, kept)
         return batch
 
     def _on_last_try(self, job: Job) -> bool:
