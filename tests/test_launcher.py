@@ -62,9 +62,10 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
         await stop_in_process(engine, running, spawned)
 
 
-async def test_a_worker_killed_from_outside_is_logged_as_killed_by_its_signal(monkeypatch, tmp_path, caplog):
-    """An operator reads the kernel's log for a SIGKILL (the out-of-memory killer's): "exited with -9" read as an exit
-    code the worker chose."""
+@contextlib.asynccontextmanager
+async def _sim_worker_killed_from_outside(monkeypatch, tmp_path):
+    """An engine in this process with one sim worker, SIGKILLed once registered (the loop has not run since): yields
+    the engine and the process killed, and stops the engine after."""
     spawned = spawns_recorded(monkeypatch)
     engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
     running = asyncio.create_task(engine.run())
@@ -72,12 +73,19 @@ async def test_a_worker_killed_from_outside_is_logged_as_killed_by_its_signal(mo
         assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
         killed = spawned[0]
         os.kill(killed.pid, signal.SIGKILL)
+        yield engine, killed
+    finally:
+        await stop_in_process(engine, running, spawned)
+
+
+async def test_a_worker_killed_from_outside_is_logged_as_killed_by_its_signal(monkeypatch, tmp_path, caplog):
+    """An operator reads the kernel's log for a SIGKILL (the out-of-memory killer's): "exited with -9" read as an exit
+    code the worker chose."""
+    async with _sim_worker_killed_from_outside(monkeypatch, tmp_path) as (_, killed):
         said = (
             f"worker local-0 (pid {killed.pid}) was killed by SIGKILL (a kill -9, or the kernel's out-of-memory killer)"
         )
         assert await eventually(lambda: f"{said}; restarting" in caplog.text, timeout_s=60)
-    finally:
-        await stop_in_process(engine, running, spawned)
 
 
 async def test_a_worker_killed_from_outside_and_then_found_gone_is_not_said_killed_by_the_engine(
@@ -85,13 +93,7 @@ async def test_a_worker_killed_from_outside_and_then_found_gone_is_not_said_kill
 ):
     """The engine finds a worker gone (its batch bounced, its beats unanswered) and kills it, often before its loop has
     handled the worker's end: a kill -9 from outside, under load, was said to be the engine's (8 of 15)."""
-    spawned = spawns_recorded(monkeypatch)
-    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
-    running = asyncio.create_task(engine.run())
-    try:
-        assert await eventually(lambda: engine.registry.registered(), timeout_s=60)
-        killed = spawned[0]
-        os.kill(killed.pid, signal.SIGKILL)
+    async with _sim_worker_killed_from_outside(monkeypatch, tmp_path) as (engine, killed):
         with contextlib.suppress(ChildProcessError):  # reaped by a watcher thread, its returncode not yet set
             os.waitid(os.P_PID, killed.pid, os.WEXITED | os.WNOWAIT)  # ended; the loop has not run since
         assert killed.returncode is None
@@ -100,8 +102,6 @@ async def test_a_worker_killed_from_outside_and_then_found_gone_is_not_said_kill
         assert await eventually(lambda: "; restarting" in caplog.text, timeout_s=60)
         assert said in caplog.text
         assert "killed by the engine" not in caplog.text
-    finally:
-        await stop_in_process(engine, running, spawned)
 
 
 @pytest.mark.parametrize(("flags", "ending"), [(0x404044, True), (0x404040, False)])
