@@ -9,8 +9,9 @@ takes the connection and closes it without a byte: the two fail a ZeroMQ handsha
 from __future__ import annotations
 
 import socket
+import time
 
-from protocols.endpoints import NotAnEndpoint, parse_endpoint
+from protocols.endpoints import Endpoint, NotAnEndpoint, parse_endpoint
 
 _SIGNATURE_BYTES = 10
 _SIGNATURE_FIRST = 0xFF
@@ -19,25 +20,40 @@ _SIGNATURE_LAST = 0x7F
 
 def greets_as_zeromq(address: str, timeout_s: float = 0.5) -> bool:
     """Whether a peer at `address` (tcp://HOST:PORT or ipc://PATH) sends ZMTP's signature within `timeout_s` of a
-    connection; False for anything else (no one listening, a close, silence, another protocol)."""
+    connection; False for anything else (no one listening, a close, silence, another protocol). The connection is
+    given `timeout_s` too: the loop that asks waits at most twice that, and a host name's look-up."""
     try:
         endpoint = parse_endpoint(address)
     except NotAnEndpoint:
         return False
     try:
-        if endpoint.scheme == "ipc":
-            peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            peer.settimeout(timeout_s)
-            peer.connect(endpoint.path)
-        else:
-            peer = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s)
+        peer = _connected(endpoint, timeout_s)
     except OSError:
         return False
     with peer:
+        # the signature's bytes may come apart: the reads share the timeout. Each with the whole of it, a peer that
+        # sent a byte a little sooner than that held the loop that asked for ten timeouts
+        deadline = time.monotonic() + timeout_s
         received = b""
         try:
-            while len(received) < _SIGNATURE_BYTES and (more := peer.recv(_SIGNATURE_BYTES - len(received))):
+            while len(received) < _SIGNATURE_BYTES and (left := deadline - time.monotonic()) > 0:
+                peer.settimeout(left)
+                if not (more := peer.recv(_SIGNATURE_BYTES - len(received))):
+                    break
                 received += more
         except OSError:  # a timeout, a reset
             return False
     return len(received) == _SIGNATURE_BYTES and received[0] == _SIGNATURE_FIRST and received[-1] == _SIGNATURE_LAST
+
+
+def _connected(endpoint: Endpoint, timeout_s: float) -> socket.socket:
+    if endpoint.scheme != "ipc":
+        return socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s)
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        peer.settimeout(timeout_s)
+        peer.connect(endpoint.path)
+    except OSError:
+        peer.close()  # not left to the garbage collector: asked once a second while the engine is away
+        raise
+    return peer
