@@ -125,11 +125,11 @@ class QueuedWork:
         self._by_client.setdefault(job.request.client, Counter())[kind] += 1
         self._with_deadline += job.request.deadline is not None
 
-    def remove(self, job: Job) -> None:
-        """The job left the queue (sent, answered, or its worker lost); nothing if it was not counted."""
+    def remove(self, job: Job) -> bool:
+        """The job left the queue (sent, answered, or its worker lost): whether it was counted (nothing if not)."""
         counted = self._counted.pop(job.job_id, None)
         if counted is None:
-            return
+            return False
         kind, key = counted
         self._with_deadline -= job.request.deadline is not None
         keys = self._keys[kind]
@@ -142,6 +142,7 @@ class QueuedWork:
             del kinds[kind]
             if not kinds:
                 del self._by_client[job.request.client]
+        return True
 
     def key_of(self, job: Job) -> float:
         """The key a queued job is counted at."""

@@ -171,9 +171,10 @@ class DispatchTiming:
         if self._sharing.count(now) > 1 and self._put_back(job, rank):
             self._metrics.fair_deferrals.inc()
 
-    def remove_queued(self, job: Job) -> None:
-        """The job left the workers' queues (sent, answered, or its worker lost); nothing if it was in none."""
-        self._queued_work.remove(job)
+    def remove_queued(self, job: Job) -> bool:
+        """The job left the workers' queues (sent, answered, or its worker lost); nothing if it was in none. Whether it
+        was counted among the work queued (every job in a worker's queue is)."""
+        return self._queued_work.remove(job)
 
     def _first_free_in(self, now: float) -> float:
         """Seconds until the first ready worker is free: a freed worker takes the most urgent job queued

