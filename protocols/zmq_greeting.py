@@ -8,10 +8,11 @@ takes the connection and closes it without a byte: the two fail a ZeroMQ handsha
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 
-from protocols.endpoints import Endpoint, NotAnEndpoint, parse_endpoint
+from protocols.endpoints import Endpoint, NotAnEndpoint, parse_endpoint, parse_host_port
 
 _SIGNATURE_BYTES = 10
 _SIGNATURE_FIRST = 0xFF
@@ -47,13 +48,33 @@ def greets_as_zeromq(address: str, timeout_s: float = 0.5) -> bool:
 
 
 def _connected(endpoint: Endpoint, timeout_s: float) -> socket.socket:
+    """A connection made as ZeroMQ would make it: from tcp://SOURCE;'s address, to ipc://@NAME in Linux's abstract
+    namespace. Probed from elsewhere (a file named @NAME, the default route's address), the peer the worker meets was
+    not the one asked, and a worker given another engine's key there waited for ever."""
     if endpoint.scheme != "ipc":
-        return socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s)
+        return socket.create_connection(
+            (endpoint.host, endpoint.port), timeout=timeout_s, source_address=_source_address(endpoint.source)
+        )
     peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         peer.settimeout(timeout_s)
-        peer.connect(endpoint.path)
+        peer.connect("\0" + endpoint.path[1:] if endpoint.path.startswith("@") else endpoint.path)
     except OSError:
         peer.close()  # not left to the garbage collector: asked once a second while the engine is away
         raise
     return peer
+
+
+def _source_address(source: str) -> tuple[str, int] | None:
+    """tcp://SOURCE;'s HOST:PORT to bind to, for an address or * (any); None for none, or an interface's name, which
+    ZeroMQ reads and Python does not (probed from the default route, as before)."""
+    if not source:
+        return None
+    endpoint = parse_host_port(source, listening=True)
+    if endpoint.host == "*":
+        return "", endpoint.port
+    try:
+        ipaddress.ip_address(endpoint.host)
+    except ValueError:
+        return None
+    return endpoint.host, endpoint.port

@@ -3,6 +3,7 @@
 import socket
 import threading
 import time
+import uuid
 
 import zmq
 
@@ -64,3 +65,31 @@ def test_a_signature_sent_at_once_within_the_timeout_greets():
     address, listener = _serving(lambda peer: (peer.sendall(SIGNATURE), time.sleep(0.2)))
     with listener:
         assert greets_as_zeromq(address)
+
+
+def test_a_zeromq_socket_in_linuxs_abstract_namespace_greets():
+    """ZeroMQ takes ipc://@NAME for NAME in Linux's abstract namespace: probed as a file named @NAME, it never greeted,
+    and a worker given another engine's key there waited for ever."""
+    context = zmq.Context()
+    sock = context.socket(zmq.ROUTER)
+    address = f"ipc://@argus-greeting-{uuid.uuid4().hex}"
+    try:
+        sock.bind(address)
+        assert greets_as_zeromq(address)
+    finally:
+        sock.close(linger=0)
+        context.term()
+
+
+def test_a_source_address_dialled_from_is_the_one_probed_from():
+    """tcp://SOURCE;HOST:PORT dials from SOURCE: probed from elsewhere, where the peer (or a firewall) answers
+    otherwise, the probe did not see the peer the worker meets."""
+
+    def greet_from_source_alone(peer):
+        if peer.getpeername()[0] == "127.0.0.2":
+            peer.sendall(SIGNATURE)
+            time.sleep(0.2)
+
+    address, listener = _serving(greet_from_source_alone)
+    with listener:
+        assert greets_as_zeromq(address.replace("tcp://", "tcp://127.0.0.2:0;"))
