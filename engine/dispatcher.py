@@ -23,8 +23,8 @@ engine started it, else routed nothing for a while. What it queued goes elsewher
 
 Whether a job can still meet its deadline, how large its batch may be, and
 moving it up a level to make it are judged in `dispatch_timing.py`; the
-look-ups that keep routing free of scans are in `dispatch_index.py`, and the moves that read a worker's queue only
-as far as the jobs they move in `queue_moves.py`.
+look-ups that keep routing free of scans are in `dispatch_index.py`, and the moves of jobs out of and back into a
+worker's queue, none reading it more than once, in `queue_moves.py`.
 """
 
 from __future__ import annotations
