@@ -155,7 +155,7 @@ def _size(size: int) -> str:
     """In the largest unit it holds one of: in GiB alone, a disk with 40 MiB free had "0.0 GiB free", and a small
     cache's need was "0.0 GiB" too, the warning saying 0.0 was short of 0.0."""
     for unit, scale in _UNITS:
-        if size >= scale:
+        if round(size / scale, 1) >= 1:  # 2**20 - 1 bytes is "1.0 MiB", not "1024.0 KiB"
             return f"{size / scale:.1f} {unit}"
     return f"{size} bytes"
 

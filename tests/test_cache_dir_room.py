@@ -23,6 +23,8 @@ _Usage = namedtuple("_Usage", "total used free")
         (3 << 10, 2 << 10, 1 << 10, "has 3.0 KiB free, and the cache may take up to 8.0 KiB there"),
         (100, 1 << 10, 0, "has 100 bytes free, and the cache may take up to 3.0 KiB there"),
         (1 << 30, 1 << 30, 1 << 30, "has 1.0 GiB free, and the cache may take up to 5.0 GiB there"),
+        # a byte short of a unit rounds up to it: it was "1024.0 KiB"
+        ((1 << 20) - 1, 1 << 20, 0, "has 1.0 MiB free, and the cache may take up to 3.0 MiB there"),
     ],
 )
 def test_a_short_cache_dir_is_warned_of_in_the_unit_its_sizes_need(
