@@ -203,7 +203,7 @@ class WorkerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU seconds the worker process has used so far, all its threads together."""
-        from loadgen.bench.proc import process_cpu_s
+        from engine.proc_reads import process_cpu_s
 
         return process_cpu_s(self.child.process.pid)
 

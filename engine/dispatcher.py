@@ -312,7 +312,7 @@ class Dispatcher:
         self._picks.file(owner)
         for other in taken:
             other.worker = worker
-        worker.queue.extendleft(reversed(taken))
+        put_back(worker.queue, taken)
         return True
 
     def _take_batch(self, worker: WorkerHandle) -> list[Job]:

@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
+from engine.proc_reads import stat_fields
 from engine.process_ends import how_it_ended
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, log_not_stopped, said_hello_or_ended
-from loadgen.bench.proc import stat_fields
 from protocols.curve import LOCAL_WORKER_KEYS_ENV, ClientKeys
 from workers.cannot_serve import ReasonPipe
 from workers.config import WorkerConfig, threads_each
@@ -118,7 +118,8 @@ class LocalLauncher(SlotSupervisor):
                 group.create_task(self._supervise(slot))
 
     def kill(self, worker_id: str) -> bool:
-        """SIGKILLs the slot's process, which is then started again; False when no live process of ours has the id."""
+        """SIGKILLs the slot's process, which is then started again, unless it is ending already (its end then said as
+        its own); False when no live process of ours has the id."""
         process = self._processes.get(worker_id)
         if process and process.returncode is None:
             self._kill(process)

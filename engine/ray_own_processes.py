@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
-from loadgen.bench.proc import read_command, stat_fields
+from engine.proc_reads import read_command, stat_fields
 
 # a process by its pid and its start time (/proc/PID/stat's 22nd field): a pid recycled meanwhile is not it
 Process = tuple[int, str]

@@ -3,7 +3,7 @@ which are left in an engine's session."""
 
 import os
 
-from loadgen.bench.proc import children_of, live_parent, read_command, stat_fields
+from engine.proc_reads import children_of, live_parent, read_command, stat_fields
 
 
 def process_running(pid: int) -> bool:

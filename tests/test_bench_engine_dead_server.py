@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from engine.proc_reads import children_of, live_parent, read_command
 from engine.temp_folders import LOCK_FILE
 from engine_process import ROOT
 from loadgen.bench import engine_bench
-from loadgen.bench.proc import children_of, live_parent, read_command
 from loadgen.bench.subprocesses import ChildDied
 
 KILLED = r"was killed by SIGKILL \(a kill -9, or the kernel's out-of-memory killer\)"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from waiting import wait_for
 
+from engine.proc_reads import children_of, process_cpu_s, read_command, stat_fields
 from engine_process import ROOT
-from loadgen.bench.proc import children_of, process_cpu_s, read_command, stat_fields
 
 
 @contextlib.contextmanager

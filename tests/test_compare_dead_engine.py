@@ -9,10 +9,10 @@ import tempfile
 
 import pytest
 
+from engine.proc_reads import children_of, read_command
 from loadgen import run as run_module
 from loadgen.arrivals import Arrival
 from loadgen.bench import compare_bench
-from loadgen.bench.proc import children_of, read_command
 from loadgen.bench.subprocesses import ChildDied
 
 DIED = r"^its engine-argus process \(pid \d+\) was killed by SIGKILL \(a kill -9, or the kernel's out-of-memory"

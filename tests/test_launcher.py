@@ -23,11 +23,11 @@ from controller.profile_latency import worker_command as profile_worker_command
 from engine import launcher
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
+from engine.proc_reads import local_workers_of, read_command
 from engine.readiness import readiness
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, start_engine, start_worker, stop_in_process
-from loadgen.bench.proc import local_workers_of, read_command
 from workers import config as worker_config
 from workers.cannot_serve import REASON_FD_ENV
 from workers.config import WorkerConfig, usable_cpus

@@ -24,8 +24,8 @@ from waiting import wait_for
 from controller.allocation import allocate
 from controller.flow_model import FlowProblem, SolverOptions
 from engine.milp_process import ANSWER_MARGIN_S, MilpProcess, MilpProcessError
+from engine.proc_reads import read_command
 from engine_process import ROOT
-from loadgen.bench.proc import read_command
 
 # enough solves for CBC's handler to show (it is in place for part of each solve only)
 SOLVES = 200

@@ -9,8 +9,8 @@ import pytest
 from profile_in_progress import profile_in_its_first_batch
 
 from controller.profiles import LatencyProfile
+from engine.proc_reads import children_of
 from engine_process import ROOT
-from loadgen.bench.proc import children_of
 from workers.config import usable_cpus
 from workers.model_id import SIM_PROFILE, sim_model_id
 

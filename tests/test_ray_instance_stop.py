@@ -12,8 +12,8 @@ import pytest
 import waiting
 from process_checks import left_in_session
 
+from engine.proc_reads import children_of, read_command
 from engine_process import start_engine
-from loadgen.bench.proc import children_of, read_command
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 

@@ -27,11 +27,11 @@ import zmq.asyncio
 from process_checks import process_running
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
+from engine.proc_reads import children_of, read_command
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
 from engine_process import free_port, start_engine, start_worker
-from loadgen.bench.proc import children_of, read_command
 from protocols.client_messages import Generate, Images, client_side_codec
 from protocols.curve import ClientKeys, create_key_files
 from protocols.sockets import make_socket

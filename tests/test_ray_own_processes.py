@@ -9,8 +9,8 @@ import sys
 
 from waiting import wait_for
 
+from engine.proc_reads import children_of, stat_fields
 from engine.ray_own_processes import kill_left, own_ray_processes
-from loadgen.bench.proc import children_of, stat_fields
 
 # a process named by its first argument that runs the command in the others
 _RUNS = "import subprocess, sys; subprocess.run(sys.argv[2:])"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from waiting import wait_for
 
+from engine.proc_reads import local_workers_of
 from engine_process import ROOT, start_engine, start_worker
-from loadgen.bench.proc import local_workers_of
 
 SITE = Path(__file__).resolve().parent / "exit_marker_site"
 

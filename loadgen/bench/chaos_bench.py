@@ -45,12 +45,12 @@ from engine.arg_types import (
 )
 from engine.config import MAX_HEARTBEAT_TIMEOUT_S, MAX_QUEUE, MIN_HEARTBEAT_TIMEOUT_S
 from engine.plurals import counted
+from engine.proc_reads import alive_child
 from loadgen.arrivals import MAX_ARRIVALS, Schedule, poisson
 from loadgen.bench.chaos_faults import Fault, inject_faults
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.output import cell, table, write_json
-from loadgen.bench.proc import alive_child
 from loadgen.bench.process_watch import RssSampler, metrics_vs_clients, parse_metrics
 from loadgen.bench.subprocesses import ended_by_sigterm, unwind_on_sigterm
 from loadgen.stats import median

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
 from engine.plurals import counted
+from engine.proc_reads import local_workers_of, process_cpu_s
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.engine_load import (
     OPEN_LOOP_POOL,
@@ -38,7 +39,6 @@ from loadgen.bench.engine_load import (
 )
 from loadgen.bench.output import table, write_json
 from loadgen.bench.ports import LOOPBACK, free_port
-from loadgen.bench.proc import local_workers_of, process_cpu_s
 from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, sim_image_side
 from loadgen.bench.subprocesses import python_module, spawn, wait_http
 from loadgen.stats import median, p99_caveat

@@ -40,9 +40,9 @@ from pathlib import Path
 
 from engine.arg_types import UsageError, between, positive_float, positive_int
 from engine.config import environment_for_children
+from engine.proc_reads import machine_busy_s, process_cpu_s
 from loadgen.bench.engine_child import EngineChild, start_engine
 from loadgen.bench.output import table, write_json
-from loadgen.bench.proc import machine_busy_s, process_cpu_s
 from loadgen.bench.scale_load import sleep_until
 from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, INSTANT_SIM_TIME_SCALE, sim_image_side
 from loadgen.bench.subprocesses import Child, RunFailed, python_module, spawn
