@@ -478,6 +478,12 @@ class WorkerLink:
         self._lose_together(gone, self._lose_gone_one)
 
     def _lose_gone_one(self, worker: WorkerHandle) -> None:
+        if self._stopping:
+            # told to stop (Shutdown), one of ours stops without a Leaving: its closed connection is its word. Lost as
+            # unreachable, a clean stop that went on a while (a large cache's save) warned of a loss and counted one
+            self._gather_leaves()
+            self.dispatcher.worker_lost(worker, "left")
+            return
         self._lose_one(worker, "unreachable")
         # a process of ours found so lives on hung (SIGSTOP, a paused container): libzmq drops a connection whose pings
         # go unanswered for the heartbeat timeout, by its own clock, and the engine's loop held (a paused VM) forgives
