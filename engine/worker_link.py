@@ -29,7 +29,9 @@ import zmq
 
 from engine.curve_gate import WORKERS
 from engine.dispatcher import Dispatcher
+from engine.gathered_lines import GatheredLines
 from engine.hello_check import hello_refusal, identity_refusal, protocol_refusal
+from engine.join_lines import JOINS_GATHERED_S, say_joins
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
 from engine.quiet_lines import QuietLines
@@ -57,7 +59,6 @@ from protocols.worker_messages import (
     Welcome,
     engine_side_codec,
 )
-from workers.devices import on_device
 
 log = logging.getLogger("argus.workers")
 # ticks per heartbeat interval: each sends to its share of the workers
@@ -70,10 +71,6 @@ _ALIVE_INTERVALS = 3
 # started with one mistake
 REFUSED_LOG_INTERVAL_S = 10.0
 _ID_REFUSED = "worker id refused"  # the refusals of ids in use (or a local slot's), each naming its own: one key
-# a worker's Leaving opens a window this long, in which the workers that leave holding nothing are said in one line:
-# the Leavings of a fleet of 200 sim workers stopped came within 50 ms. Only the line waits (what a leaving worker
-# held is routed again at once), as long as this at most
-_LEAVES_GATHERED_S = 1.0
 # a peer's identity in a log line: a worker's is its id, "/" and 8 hex digits, the end kept
 _PEER_NAME_CHARS = 80
 _PEER_NAME_TAIL = 20
@@ -130,7 +127,8 @@ class WorkerLink:
         self._stopping = False  # Shutdown sent: see _on_hello
         self._refusal_lines = QuietLines(REFUSED_LOG_INTERVAL_S)  # one a reason
         self.dispatcher: Dispatcher | None = None
-        self._leaves_said: asyncio.TimerHandle | None = None  # the end of a window of leaves: see _gather_leaves
+        # the workers welcomed: a hello opens a window in which those that join are said in one line
+        self._joins: GatheredLines[WorkerHandle] = GatheredLines(JOINS_GATHERED_S, say_joins)
         self._gone_said_at: int | None = None  # the beat turn a window of workers found gone ends: see _lose_gone
         self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
         self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
@@ -141,6 +139,7 @@ class WorkerLink:
 
     def bind_dispatcher(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+        dispatcher.loss_lines.joins_first = self._joins.say
 
     def send(self, worker: WorkerHandle, message: object) -> bool:
         """True once handed to the worker's connection."""
@@ -171,9 +170,9 @@ class WorkerLink:
         self._socket.send(worker.identity, self._codec.encode(Rejoin()))
 
     def close(self) -> None:
-        if self._leaves_said is not None:  # said now: the loop will not run the window's end
-            self._leaves_said.cancel()
-            self._say_leaves()
+        self._joins.say()
+        if self.dispatcher is not None:
+            self.dispatcher.loss_lines.leaves.say()
         if self._gone_said_at is not None:
             self._say_gone()
         self._files.remove()
@@ -241,23 +240,14 @@ class WorkerLink:
                 log.warning("batch %d to %s was lost on the link: sending its images again", batch_id, worker.name)
                 self.dispatcher.batch_done(worker, BatchDone(batch_id, []))  # each image it leaves out is still owed
         elif isinstance(message, Leaving):
-            self._gather_leaves()
+            # the workers that leave within a second of it holding nothing are said in one line (engine/loss_lines.py):
+            # a fleet or a Deployment stopped made a line for each worker
+            self.dispatcher.loss_lines.leaves.gather()
             self.dispatcher.worker_lost(worker, "left")
         elif not isinstance(message, LevelSet):
             self._metrics.bad_messages.labels("worker").inc()
         # LevelSet only acknowledges: the engine routes by a level from the moment it sends SetLevel, and taking
         # the echo as news would move the worker back when a later SetLevel crossed it on the wire
-
-    def _gather_leaves(self) -> None:
-        """A Leaving opens a window of _LEAVES_GATHERED_S, unless one is open: the workers that leave in it are said
-        in one line at its end (engine/loss_lines.py). A fleet or a Deployment stopped made a line for each worker."""
-        if self._leaves_said is None:
-            self.dispatcher.loss_lines.gather_leaves()
-            self._leaves_said = asyncio.get_running_loop().call_later(_LEAVES_GATHERED_S, self._say_leaves)
-
-    def _say_leaves(self) -> None:
-        self._leaves_said = None
-        self.dispatcher.loss_lines.say_leaves()
 
     def _lost_batches(self, worker: WorkerHandle, running_batch: int) -> list[int]:
         """The batches sent to the worker that its heartbeat shows it will never answer. A link cut loses what is on
@@ -317,15 +307,8 @@ class WorkerLink:
             self._model, self._model_named_by = hello.model, f"named by {worker.name}, the first worker it welcomed"
             log.info("serving model %s, %s", hello.model, self._model_named_by)
             self.on_model(hello.model)
-        log.info(
-            "worker %s ready: %s %s %s, pid %d%s",
-            worker.name,
-            hello.backend,
-            hello.model,
-            on_device(hello.device, hello.simulated),
-            hello.pid,
-            " (SIMULATED)" if hello.simulated else "",
-        )
+        self._joins.gather()
+        self._joins.add(worker)
         self._warn_of_another_time_scale(worker)
         self._warn_of_smaller_batches(worker)
         self.on_joined(worker)
@@ -481,7 +464,7 @@ class WorkerLink:
         if self._stopping:
             # told to stop (Shutdown), one of ours stops without a Leaving: its closed connection is its word. Lost as
             # unreachable, a clean stop that went on a while (a large cache's save) warned of a loss and counted one
-            self._gather_leaves()
+            self.dispatcher.loss_lines.leaves.gather()
             self.dispatcher.worker_lost(worker, "left")
             return
         self._lose_one(worker, "unreachable")
