@@ -48,6 +48,9 @@ class _AllowedKeys:
     def __init__(self, keys_by_domain: dict[str, set[bytes]], clock: Callable[[], float] = time.monotonic):
         self.keys = keys_by_domain  # replaced whole, never changed in place: the authenticator's thread reads it
         self._lines = QuietLines(REFUSED_LOG_INTERVAL_S, clock)  # one a domain
+        # the address of the peer asked about, set by _Authenticator before it asks: zmq.auth hands the callback the
+        # domain and the key alone, and the line named no host to look for
+        self.peer_address = ""
 
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self.keys.get(domain, ()):
@@ -62,12 +65,27 @@ class _AllowedKeys:
         else:
             why = f"({domain} socket)"
         log.warning(
-            "CURVE: refused a peer whose public key %s is not admitted %s%s",
+            "CURVE: refused a peer%s whose public key %s is not admitted %s%s",
+            f" at {self.peer_address}" if self.peer_address else "",
             key.decode(),
             why,
             f"; {unlogged} more refused since the last such line" if unlogged else "",
         )
         return False
+
+
+class _Authenticator(ThreadAuthenticator):
+    """zmq.auth's ZAP handler, telling the keys provider the address of the peer it asks about."""
+
+    def __init__(self, context: zmq.Context, allowed: _AllowedKeys):
+        super().__init__(context)
+        self._keys = allowed  # not _allowed: zmq.auth's own, the addresses it admits
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        # a ZAP request's frames: version, request id, domain, address (the peer's IP), identity, mechanism, ...
+        # (RFC 27). Its thread asks the provider within this call, one request at a time
+        self._keys.peer_address = msg[3].decode(errors="replace") if len(msg) > 3 else ""
+        await super().handle_zap_message(msg)
 
 
 class CurveGate:
@@ -76,8 +94,8 @@ class CurveGate:
         self.server_keys = read_user_file(KeyPair.load, secret_file)
         self.local_worker_keys = ClientKeys(KeyPair.generate(), self.server_keys.public)
         self._allowed_dir, self._workers_dir = allowed_dir, workers_dir
-        self._authenticator = ThreadAuthenticator(context)
         self._allowed = _AllowedKeys(self._read_keys())
+        self._authenticator = _Authenticator(context, self._allowed)
         for domain in (CLIENTS, WORKERS):  # zmq.auth asks a domain's own provider: "*" is only for no domain
             self._authenticator.configure_curve_callback(domain, self._allowed)
 

@@ -30,6 +30,7 @@ import zmq
 from engine.curve_gate import WORKERS
 from engine.dispatcher import Dispatcher
 from engine.gathered_lines import GatheredLines
+from engine.handshake_lines import HandshakeLines
 from engine.hello_check import hello_refusal, identity_refusal, protocol_refusal
 from engine.join_lines import JOINS_GATHERED_S, say_joins
 from engine.loop_socket import LoopSocket
@@ -103,6 +104,8 @@ class WorkerLink:
         sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS, heartbeat_ms=pings)
         self._admits = admits
         self.endpoints = bind_all(sock, listen)
+        # the handshakes that fail, said: a worker with a wrong engine key was never heard, and nothing said why
+        self._handshakes = HandshakeLines(sock, WORKERS) if curve is not None else None
         self._files = SocketFiles(listen)
         self._socket = LoopSocket(sock, self._on_frames, peer_name)
         self._codec = engine_side_codec()
@@ -175,11 +178,15 @@ class WorkerLink:
             self.dispatcher.loss_lines.leaves.say()
         if self._gone_said_at is not None:
             self._say_gone()
+        if self._handshakes is not None:
+            self._handshakes.close()
         self._files.remove()
         self._socket.close()
 
     async def run(self) -> None:
         self._socket.start()
+        if self._handshakes is not None:
+            self._handshakes.start()
         await self._watch_heartbeats()
 
     def _on_frames(self, identity: bytes, frames: list) -> None:

@@ -369,12 +369,12 @@ def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp
             load_public_keys(path.parent).pop().decode() for path in (client_public, worker_public)
         )
         assert (
-            f"refused a peer whose public key {client_key} is not admitted on the workers socket: it is a client key"
-            " (--curve-allow), admitted on the clients socket" in engine.log_path.read_text()
+            f"refused a peer at 127.0.0.1 whose public key {client_key} is not admitted on the workers socket: it is a"
+            " client key (--curve-allow), admitted on the clients socket" in engine.log_path.read_text()
         )
         assert (
-            f"refused a peer whose public key {worker_key} is not admitted on the clients socket: it is a worker key"
-            " (--curve-allow-workers), admitted on the workers socket" in engine.log_path.read_text()
+            f"refused a peer at 127.0.0.1 whose public key {worker_key} is not admitted on the clients socket: it is a"
+            " worker key (--curve-allow-workers), admitted on the workers socket" in engine.log_path.read_text()
         )
     finally:
         assert engine.stop() == 0
