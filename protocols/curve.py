@@ -351,7 +351,12 @@ class RefusedHandshakes:
             return None
         engine = f"the engine at {self._address}"
         if self._curve_on:
-            why = "the engine's public key given is not its own (a new key pair? give --curve-server-key its .key)"
+            # an engine without CURVE hangs up on this side's CURVE hello as often as it names the mismatch: the
+            # greeting's signature does not tell the two apart
+            why = (
+                "the engine's public key given is not its own (a new key pair? give --curve-server-key its .key), or"
+                " the engine does not use CURVE"
+            )
         else:
             why = f"{engine} requires CURVE keys"
         since = " since it was reached" if self.handshook else ""
