@@ -3,6 +3,7 @@ its first attempt: that attempt went out as the client connected again, was aske
 the Inquire was read. The engine answers request_lost only to an Inquire, and holds the retry."""
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,22 +41,15 @@ class _FlowOnceSent(threading.Thread):
         self._proxy.flowing.set()
 
 
-def test_a_sync_retry_after_a_busy_is_not_answered_by_the_first_attempts_request_lost(tmp_path):
+@contextlib.contextmanager
+def _queue_held_behind_a_proxy(tmp_path):
+    """An engine of one place in its queue, held by another client's call, and a proxy to its client door that drops
+    connections and holds handshakes: yields the proxy."""
     engine = start_engine(tmp_path, "--time-scale", "1", "--max-queue", "1", backend="sim", workers=1)
     proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
     blocker, caller = _queue_held(engine)
     try:
-        with ArgusClient(proxy.address, timeout_s=60, retries=1) as client:
-            assert isinstance(client.generate("connected", width=64, height=64), Busy)
-            proxy.flowing.clear()
-            proxy.drop_all()  # the client dials again, its handshake held
-            flowing = _FlowOnceSent(proxy, lambda: client._awaited is not None)
-            reply = client.generate("retried", width=64, height=64)
-            flowing.join()
-            assert flowing.seen
-        # the engine's answer to the retry, Busy again or, the queue freed by then, its images: was request_lost, the
-        # engine running the retry meanwhile
-        assert isinstance(reply, (Busy, Images)), reply
+        yield proxy
     finally:
         proxy.close()
         caller.shutdown()
@@ -63,12 +57,22 @@ def test_a_sync_retry_after_a_busy_is_not_answered_by_the_first_attempts_request
         assert engine.stop() == 0
 
 
-def test_an_async_retry_after_a_busy_is_not_answered_by_the_first_attempts_request_lost(tmp_path):
-    engine = start_engine(tmp_path, "--time-scale", "1", "--max-queue", "1", backend="sim", workers=1)
-    proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
-    blocker, caller = _queue_held(engine)
+def test_a_sync_retry_after_a_busy_is_not_answered_by_the_first_attempts_request_lost(tmp_path):
+    with _queue_held_behind_a_proxy(tmp_path) as proxy, ArgusClient(proxy.address, timeout_s=60, retries=1) as client:
+        assert isinstance(client.generate("connected", width=64, height=64), Busy)
+        proxy.flowing.clear()
+        proxy.drop_all()  # the client dials again, its handshake held
+        flowing = _FlowOnceSent(proxy, lambda: client._awaited is not None)
+        reply = client.generate("retried", width=64, height=64)
+        flowing.join()
+        assert flowing.seen
+    # the engine's answer to the retry, Busy again or, the queue freed by then, its images: was request_lost, the
+    # engine running the retry meanwhile
+    assert isinstance(reply, (Busy, Images)), reply
 
-    async def calls():
+
+def test_an_async_retry_after_a_busy_is_not_answered_by_the_first_attempts_request_lost(tmp_path):
+    async def calls(proxy):
         async with AsyncArgusClient(proxy.address, retries=1) as client:
             assert isinstance(await client.generate("connected", width=64, height=64), Busy)
             proxy.flowing.clear()
@@ -79,11 +83,6 @@ def test_an_async_retry_after_a_busy_is_not_answered_by_the_first_attempts_reque
             assert flowing.seen
             return reply
 
-    try:
-        reply = asyncio.run(calls())
-        assert isinstance(reply, (Busy, Images)), reply
-    finally:
-        proxy.close()
-        caller.shutdown()
-        blocker.close()
-        assert engine.stop() == 0
+    with _queue_held_behind_a_proxy(tmp_path) as proxy:
+        reply = asyncio.run(calls(proxy))
+    assert isinstance(reply, (Busy, Images)), reply
