@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from engine.config import HEARTBEAT_INTERVAL_S, MAX_HEARTBEAT_TIMEOUT_S, MAX_QUEUE, MIN_HEARTBEAT_TIMEOUT_S
 from engine.forwarded_for import IPNetwork
 from protocols.curve import ClientKeys, KeyPair, load_public_key
 from protocols.endpoints import NotAnEndpoint, parse_endpoint
-from protocols.limits import MAX_BATCH
+from protocols.limits import MAX_BATCH, MAX_STEPS
 from workers.config import usable_cpus
 from workers.limits import DEFAULT_LEVELS
 
@@ -176,6 +177,20 @@ def torch_device(text: str) -> str:
 
 # the largest batch a worker runs, within what the wire carries
 batch_size = between(int, 1, MAX_BATCH, " images", "what the wire carries")
+# the engine's own bounds, for `argus serve` and for the commands that pass a value on to an engine:
+# seconds of worker silence before it is lost
+heartbeat_timeout = between(
+    float,
+    MIN_HEARTBEAT_TIMEOUT_S,
+    MAX_HEARTBEAT_TIMEOUT_S,
+    " s",
+    f"workers beat every {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost; ZeroMQ counts a"
+    " longer one in ms, in an int",
+)
+# images admitted at once: past a C int, the engine's start failed in a traceback (OverflowError, exit 1)
+queue_size = between(int, 1, MAX_QUEUE, " images", "ZeroMQ counts a client's replies in an int")
+# denoising steps N of a request
+step_count = between(int, 1, MAX_STEPS, "", "as the engine takes")
 
 
 def ip_network(text: str) -> IPNetwork:

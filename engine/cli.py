@@ -20,6 +20,7 @@ from engine.arg_types import (
     cache_levels,
     comma_separated,
     engine_address,
+    heartbeat_timeout,
     ip_network,
     listen_address,
     non_negative_float,
@@ -28,6 +29,7 @@ from engine.arg_types import (
     positive_float,
     positive_int,
     public_url,
+    queue_size,
     tcp_port,
     torch_device,
 )
@@ -43,7 +45,6 @@ from engine.config import (
     DEFAULT_SAVE_INTERVAL_S,
     DEFAULT_STARTUP_TIMEOUT_S,
     DEFAULT_WORKER_LISTEN,
-    HEARTBEAT_INTERVAL_S,
     MAX_HEARTBEAT_TIMEOUT_S,
     MAX_IMAGE_URL_TTL_S,
     MAX_QUEUE,
@@ -167,8 +168,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-queue",
-        # past a C int, the engine's start failed in a traceback (OverflowError, exit 1)
-        type=between(int, 1, MAX_QUEUE, " images", "ZeroMQ counts a client's replies in an int"),
+        type=queue_size,
         default=1024,
         help=f"images admitted at once, at most {MAX_QUEUE:,}; past it, 429/Busy",
     )
@@ -227,14 +227,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--heartbeat-timeout",
-        type=between(
-            float,
-            MIN_HEARTBEAT_TIMEOUT_S,
-            MAX_HEARTBEAT_TIMEOUT_S,
-            " s",
-            f"workers beat every {HEARTBEAT_INTERVAL_S:g} s, and a shorter wait counts healthy workers lost; ZeroMQ"
-            " counts a longer one in ms, in an int",
-        ),
+        type=heartbeat_timeout,
         default=10.0,
         help=f"seconds of worker silence before it is lost, {MIN_HEARTBEAT_TIMEOUT_S:g} to {MAX_HEARTBEAT_TIMEOUT_S}",
     )

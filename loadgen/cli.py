@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 from engine.arg_types import (
     UsageError,
-    between,
     client_keys,
     distinct_outputs,
     non_negative_int,
@@ -29,6 +28,7 @@ from engine.arg_types import (
     positive_float,
     positive_int,
     read_user_file,
+    step_count,
 )
 from engine.config import API_KEY_ENV
 from loadgen.arrivals import RESCALE_MODES
@@ -36,7 +36,7 @@ from loadgen.interrupts import interruptible, sigint_after_the_run
 from loadgen.outputs import say_records_stopped, write_outputs
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS
 from loadgen.wording import counted
-from protocols.limits import MAX_STEPS, SIZE_MULTIPLE
+from protocols.limits import SIZE_MULTIPLE
 
 if TYPE_CHECKING:
     from loadgen.arrivals import Schedule
@@ -122,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     req.add_argument("--size", default="auto", help="WIDTHxHEIGHT, e.g. 64x64 (default auto)")
     req.add_argument(
         "--steps",
-        type=between(int, 1, MAX_STEPS, "", "as the engine takes"),
+        type=step_count,
         help="num_inference_steps (default: the backend's)",
     )
     req.add_argument(

@@ -35,15 +35,15 @@ from typing import Any
 from engine.arg_types import (
     UsageError,
     batch_size,
-    between,
+    heartbeat_timeout,
     non_negative_float,
     non_negative_int,
     output_file,
     positive_float,
     positive_int,
     probability,
+    queue_size,
 )
-from engine.config import MAX_HEARTBEAT_TIMEOUT_S, MAX_QUEUE, MIN_HEARTBEAT_TIMEOUT_S
 from engine.plurals import counted
 from engine.proc_reads import alive_child
 from loadgen.arrivals import MAX_ARRIVALS, Schedule, poisson
@@ -164,14 +164,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--heartbeat-timeout",
-        # the engine's bounds, refused before it starts
-        type=between(float, MIN_HEARTBEAT_TIMEOUT_S, MAX_HEARTBEAT_TIMEOUT_S, " s", "as argus serve takes"),
+        type=heartbeat_timeout,  # the engine's bounds, refused before it starts
         default=d.heartbeat_timeout_s,
         help=f"the engine's --heartbeat-timeout (default {d.heartbeat_timeout_s:g})",
     )
     parser.add_argument(
         "--max-queue",
-        type=between(int, 1, MAX_QUEUE, " images", "as argus serve takes"),
+        type=queue_size,
         default=d.max_queue,
         help="the engine's --max-queue",
     )

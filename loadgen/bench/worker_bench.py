@@ -23,27 +23,25 @@ from engine.arg_types import (
     comma_separated,
     non_negative_float,
     positive_int,
+    step_count,
     thread_count,
 )
 from engine.config import DEFAULT_LOCAL_WORKERS
 from engine.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import median
-from protocols.limits import MAX_SEED, MAX_STEPS
+from protocols.limits import MAX_SEED
 from workers.config import threads_each
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
 NEIGHBOUR_PROMPT = "a lighthouse on a cliff at night, highly detailed oil painting"
-ENGINE_TAKES = "as the engine takes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # the engine's bounds: past them the worker was sent them all the same, once its model was built, and the bench
     # ended in a traceback (--steps 1e11 the worker's MemoryError, a --seed past 2**64 the codec's OverflowError)
-    parser.add_argument(
-        "--steps", type=between(int, 1, MAX_STEPS, "", ENGINE_TAKES), default=50, help="denoising steps N (default 50)"
-    )
+    parser.add_argument("--steps", type=step_count, default=50, help="denoising steps N (default 50)")
     parser.add_argument(
         "--levels",
         type=comma_separated(positive_int),
@@ -59,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads, worker and direct alike (default: half the CPUs this process may run on, at most"
         " $OMP_NUM_THREADS, what `argus serve` gives each of its 2 default local workers)",
     )
-    parser.add_argument("--seed", type=between(int, 0, MAX_SEED, "", ENGINE_TAKES), default=7, help="seeds the images")
+    parser.add_argument(
+        "--seed", type=between(int, 0, MAX_SEED, "", "as the engine takes"), default=7, help="seeds the images"
+    )
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
     parser.add_argument(
         "--warmup",
