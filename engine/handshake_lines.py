@@ -16,6 +16,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from engine.quiet_lines import QuietLines
+from protocols.curve import stop_monitoring
 
 log = logging.getLogger("argus.curve")
 
@@ -90,10 +91,5 @@ class HandshakeLines:
             return
         if self._loop is not None:
             self._loop.remove_reader(self._monitor.FD)
-        # the events unread go first: libzmq's I/O thread, waiting for room in a full monitor, holds the lock
-        # disable_monitor takes (protocols/curve.py, RefusedHandshakes._stop_monitoring)
-        while self._monitor.poll(0):
-            self._monitor.recv_multipart()
-        if not self._socket.closed:
-            self._socket.disable_monitor()
+        stop_monitoring(self._socket, self._monitor)
         self._monitor.close(linger=0)

@@ -402,17 +402,23 @@ class RefusedHandshakes:
         self.monitor.close()
 
     def _stop_monitoring(self) -> None:
-        # closing the socket ended its monitoring, and a close() before ended it too: its monitor, closed, polled
-        # raised ZMQError, where closing twice was harmless
-        if self._socket.closed or self.monitor.closed:
-            return
-        # the events unread are dropped first: a monitor left unread fills (a client idle while what it dials takes
-        # each connection and closes it: a tunnel to an engine that is down, two events a dial), and libzmq's I/O
-        # thread then waits for room in it holding the lock disable_monitor takes. close() waited for ever, the GIL
-        # held: the whole process hung
-        while self._events.poll(0):
-            self._events.recv_multipart()
-        self._socket.disable_monitor()
+        # a close() before ended it: its monitor, closed, polled raised ZMQError, where closing twice was harmless
+        if not self.monitor.closed:
+            stop_monitoring(self._socket, self._events)
+
+
+def stop_monitoring(sock: zmq.Socket, events: zmq.Socket) -> None:
+    """Ends the monitoring of `sock`, whose events `events` reads (a blocking socket on its monitor), unless the
+    socket is closed (closing it ended its monitoring). The events unread are dropped first: a monitor left unread
+    fills (a client idle while what it dials takes each connection and closes it: a tunnel to an engine that is down,
+    two events a dial; an engine's worker socket failing a fleet's handshakes), and libzmq's I/O thread then waits for
+    room in it holding the lock disable_monitor takes. A close() waited for ever, the GIL held: the whole process
+    hung."""
+    if sock.closed:
+        return
+    while events.poll(0):
+        events.recv_multipart()
+    sock.disable_monitor()
 
 
 def create_key_files(directory: str | Path, name: str, replace: bool = False) -> tuple[Path, Path]:
