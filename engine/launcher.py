@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from engine.config import LaunchConfig, environment_for_children
 from engine.metrics import EngineMetrics
-from engine.proc_reads import stat_fields
+from engine.proc_reads import ending
 from engine.process_ends import how_it_ended
 from engine.restart_backoff import GIVE_UP_AFTER
 from engine.slot_supervision import SlotSupervisor, log_not_stopped, said_hello_or_ended
@@ -35,9 +35,6 @@ from workers.devices import on_device
 from workers.main import CANNOT_SERVE_EXIT, ENGINE_STOP_SIGNAL, PARENT_PID_ENV, SIM_SIMILARITY_TABLE_ENV
 
 log = logging.getLogger("argus.launcher")
-
-# a process's flag, in /proc/PID/stat, once it has begun to exit (the kernel's PF_EXITING)
-_PF_EXITING = 0x4
 
 
 # The Ctrl-C of the engine's terminal sends SIGINT to its whole process group, the workers it launched too, which
@@ -131,7 +128,7 @@ class LocalLauncher(SlotSupervisor):
         Its returncode is set only once the loop has handled its end: a worker killed from outside (the OOM killer)
         was often found gone first, its batch bounced or its beats unanswered, and its exit was said to be the
         engine's kill (19 of 64 kill -9s under load; none of 63 now)."""
-        if _ending(process.pid):
+        if ending(process.pid):
             return
         self._killed.add(process)
         process.send_signal(signal.SIGKILL)
@@ -233,13 +230,3 @@ class LocalLauncher(SlotSupervisor):
             raise
         reason.started()
         return process, reason
-
-
-def _ending(pid: int) -> bool:
-    """Whether our child `pid` has begun to exit, or ended, reaped or not. A process killed from outside closes its
-    connection as it exits, before it is a zombie for the loop to reap (the kernel closes its files first): found
-    gone by that, it is ending by itself. False where there is no /proc to tell (not Linux)."""
-    if not os.path.exists("/proc/self/stat"):
-        return False
-    fields = stat_fields(pid)
-    return fields is None or fields[0] in "ZX" or int(fields[6]) & _PF_EXITING != 0

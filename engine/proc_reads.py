@@ -6,11 +6,14 @@ import math
 import os
 from pathlib import Path
 
+# a process's flag, in /proc/PID/stat, once it has begun to exit (the kernel's PF_EXITING)
+_PF_EXITING = 0x4
+
 
 def stat_fields(pid: int | str) -> list[str] | None:
     """/proc/PID/stat's fields after the command name (which may hold spaces and parentheses, so the split is at the
-    last ')'): [0] the state letter, [1] the parent's pid, [3] the session, [11] and [12] utime and stime, [19] the
-    start time. None once it is gone."""
+    last ')'): [0] the state letter, [1] the parent's pid, [3] the session, [6] the kernel's flags, [11] and [12] utime
+    and stime, [19] the start time. None once it is gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -22,6 +25,16 @@ def live_parent(pid: int) -> int | None:
     reaped."""
     fields = stat_fields(pid)
     return None if fields is None or fields[0] == "Z" else int(fields[1])
+
+
+def ending(pid: int) -> bool:
+    """Whether our child `pid` has begun to exit, or ended, reaped or not. A process killed from outside closes its
+    connections as it exits, before it is a zombie for its parent to reap (the kernel closes its files first): found
+    gone by that, it is ending by itself. False where there is no /proc to tell (not Linux)."""
+    if not os.path.exists("/proc/self/stat"):
+        return False
+    fields = stat_fields(pid)
+    return fields is None or fields[0] in "ZX" or int(fields[6]) & _PF_EXITING != 0
 
 
 def alive_child(pid: int, parent: int) -> bool:

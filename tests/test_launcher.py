@@ -20,7 +20,7 @@ from process_checks import process_running
 from waiting import eventually, wait_for
 
 from controller.profile_latency import worker_command as profile_worker_command
-from engine import launcher
+from engine import launcher, proc_reads
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
 from engine.proc_reads import local_workers_of, read_command
@@ -110,8 +110,8 @@ def test_a_worker_that_has_begun_to_exit_is_ending(monkeypatch, flags, ending):
     its PF_EXITING set): found gone by that, it is ending by itself, not the engine's to kill (5 of 63 kill -9s under
     load were still said to be the engine's while only a zombie counted)."""
     stat = ["S", "1", "1", "1", "0", "-1", str(flags)]
-    monkeypatch.setattr(launcher, "stat_fields", lambda pid: stat)
-    assert launcher._ending(os.getpid()) is ending
+    monkeypatch.setattr(proc_reads, "stat_fields", lambda pid: stat)
+    assert proc_reads.ending(os.getpid()) is ending
 
 
 @pytest.mark.parametrize(("count", "said"), [(1, "1 worker did not stop"), (2, "2 workers did not stop")])
