@@ -283,8 +283,7 @@ class ClientDoor:
         mine = [request for (owner, _), request in self._live.items() if owner == identity]
         if mine:
             log.info("client %s gone: cancelling its %s", _named(identity), counted(len(mine), "request"))
-        for request in mine:
-            self._engine.dispatcher.cancel(request)
+        self._engine.dispatcher.cancel(*mine)
 
 
 def _held_back(held: int, what: str) -> str:

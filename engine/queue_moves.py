@@ -44,6 +44,14 @@ def put_back(queue: deque[Job], jobs: list[Job]) -> None:
     queue.extendleft(reversed(jobs))
 
 
+def discard(queue: deque[Job], job: Job) -> None:
+    """Takes the job out of `queue` if it is there: a search of the queue, for one job alone."""
+    # not remove() alone: for an item it lacks, a deque names it by its repr, and a job's runs over every request, job
+    # and worker it reaches (a job answered as it was routed has a worker but is in no queue)
+    if job in queue:
+        queue.remove(job)
+
+
 def take_out(jobs: list[Job]) -> list[WorkerHandle]:
     """Takes the queued `jobs` out of their workers' queues, the others keeping their order, in one pass over each
     queue; returns those workers. A search for each (`queue.remove`) read the queue once a job, and again as its
