@@ -40,12 +40,12 @@ def assert_each_request_counted_once(records, summary, n):
 @pytest.mark.timeout(90)
 def test_http_trace_replay_through_the_cli(engine, tmp_path, capsys):
     out = {name: tmp_path / name for name in ("records.jsonl", "summary.json", "timeline.png")}
-    # the conversational trace thinned so its busiest minute offers 2 x a stated capacity of 2/s, 5x faster:
-    # its first 12 requests
+    # the conversational trace thinned so its busiest minute offers 2 x a stated capacity of 3/s, 10x faster:
+    # its first 12 requests, over about 4.5 s (at 2/s and 5x faster they took 9 s)
     code = cli.main([
         "--url", engine.http, "--api-key", API_KEY,
         "--trace", str(DATA / "traces" / "azure_llm2023_conv.csv"),
-        "--load", "2", "--capacity-rps", "2", "--time-scale", "0.2", "--max-requests", "12",
+        "--load", "2", "--capacity-rps", "3", "--time-scale", "0.1", "--max-requests", "12",
         "--prompts", str(DATA / "prompts" / "partiprompts.tsv"),
         "--size", "64x64", "--steps", "4", "--slo-ms", "30000", "--seed", "3", "--drain-s", "40",
         "--records", str(out["records.jsonl"]), "--json", str(out["summary.json"]),
