@@ -380,7 +380,8 @@ def test_ctrl_c_held_down_still_gets_the_results_written_and_printed(tmp_path, h
 
 def _start_long_run(tmp_path, url: str, *more: str, records: Path | None = None) -> tuple[subprocess.Popen, Path, Path]:
     records, summary = records or tmp_path / "records.jsonl", tmp_path / "summary.json"
-    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", url, "--rate", "20", "--duration-s", "60"]
+    # a Poisson draw of about 1,200 requests, 12 s of them: far from over by the time a test stops it
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", url, "--rate", "100", "--duration-s", "12"]
     command += ["--records", str(records), "--json", str(summary), "--no-progress", *more]
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return run, records, summary
