@@ -105,7 +105,8 @@ def test_ctrl_c_stops_the_controller_bench_while_it_solves(tmp_path):
                 )
             benches.append((bench, output))
         for bench, output in benches:
-            assert wait_for(lambda bench=bench: _solving_cpu_s(bench.pid) > 3.0, 120), output.read_text()
+            # past its imports (0.5 to 0.9 CPU s) by a second or more: hundreds of solves of 64 workers, some ms each
+            assert wait_for(lambda bench=bench: _solving_cpu_s(bench.pid) > 2.0, 120), output.read_text()
             os.killpg(bench.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches its whole foreground group
             assert bench.wait(30) == 128 + signal.SIGINT, output.read_text()
             said = output.read_text()
