@@ -174,14 +174,28 @@ def test_a_short_wait_set_after_a_long_one_ends_at_its_own_time():
     assert refused(shares, "pipeline", 1, 5) is None
 
 
-def _shares_over_http(tmp_path, flags: tuple[str, ...], naming) -> tuple[tuple[int, dict], ...]:
-    """A pipeline fills a queue of two, a person is refused, the pipeline's first image is answered; then the
-    pipeline and the person ask again. `naming(client)`: the request's JSON fields and headers naming `client`."""
-    # one image at a time, about 2.5 s each: the steps below that need the queue as it is take a few ms, on a machine
-    # at rest (at 1 s each, a CI run beside other jobs answered the pipeline's second image before it asked again)
-    engine = start_engine(
+def _queue_of_two(tmp_path, *flags: str):
+    """An engine whose queue holds two images, made one at a time, about 2.5 s each: the steps of _shares_over_http
+    that need the queue as it is take a few ms, on a machine at rest (at 1 s each, a CI run beside other jobs
+    answered the pipeline's second image before it asked again)."""
+    return start_engine(
         tmp_path, *("--time-scale", "0.5", "--max-queue", "2", "--max-batch", "1", *flags), workers=1, backend="sim"
     )
+
+
+@pytest.fixture(scope="module")
+def queue_of_two(tmp_path_factory):
+    """One for the tests that give the engine no flag of their own: each leaves it as it found it, every request
+    answered, no client holding an image or waiting for room (the one refused at the full queue was admitted
+    after)."""
+    engine = _queue_of_two(tmp_path_factory.mktemp("shares"))
+    yield engine
+    assert engine.stop() == 0
+
+
+def _shares_over_http(engine, naming) -> tuple[tuple[int, dict], ...]:
+    """A pipeline fills a queue of two, a person is refused, the pipeline's first image is answered; then the
+    pipeline and the person ask again. `naming(client)`: the request's JSON fields and headers naming `client`."""
     url = engine.http + "/v1/images/generations"
 
     async def run():
@@ -202,10 +216,7 @@ def _shares_over_http(tmp_path, flags: tuple[str, ...], naming) -> tuple[tuple[i
             first = answered.result()
             return refused, first, await post("pipeline"), await post("person"), await still_queued
 
-    try:
-        return asyncio.run(run())
-    finally:
-        assert engine.stop() == 0
+    return asyncio.run(run())
 
 
 def _told_apart(replies: tuple[tuple[int, dict], ...]) -> None:
@@ -311,16 +322,16 @@ def test_a_client_retrying_at_once_leaves_no_more_behind_than_one_wait():
     assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) is None
 
 
-def test_over_http_the_user_field_names_the_client(tmp_path):
+def test_over_http_the_user_field_names_the_client(queue_of_two):
     """OpenAI's `user` (an end user's id, as a gateway sends it) names the client over HTTP: requests from one
     address are told apart by it."""
-    _told_apart(_shares_over_http(tmp_path, (), lambda client: ({"user": client}, {})))
+    _told_apart(_shares_over_http(queue_of_two, lambda client: ({"user": client}, {})))
 
 
-def test_over_http_safety_identifier_names_the_client_before_user(tmp_path):
+def test_over_http_safety_identifier_names_the_client_before_user(queue_of_two):
     """OpenAI's `safety_identifier` replaced `user` (deprecated), and takes precedence over it when not empty: a
     gateway that sends both, its own name as `user`, had every end user counted as one client."""
-    _told_apart(_shares_over_http(tmp_path, (), lambda client: ({"safety_identifier": client, "user": "gw"}, {})))
+    _told_apart(_shares_over_http(queue_of_two, lambda client: ({"safety_identifier": client, "user": "gw"}, {})))
 
 
 def test_behind_a_trusted_proxy_x_forwarded_for_names_the_client(tmp_path):
@@ -330,13 +341,17 @@ def test_behind_a_trusted_proxy_x_forwarded_for_names_the_client(tmp_path):
     def through_proxy(client: str) -> tuple[dict, dict]:
         return {}, {"X-Forwarded-For": f"10.9.9.9, {_ADDRESSES[client]}"}
 
-    _told_apart(_shares_over_http(tmp_path, ("--forwarded-allow-ips", "127.0.0.0/8"), through_proxy))
+    engine = _queue_of_two(tmp_path, "--forwarded-allow-ips", "127.0.0.0/8")
+    try:
+        _told_apart(_shares_over_http(engine, through_proxy))
+    finally:
+        assert engine.stop() == 0
 
 
-def test_x_forwarded_for_from_a_peer_not_trusted_is_not_read(tmp_path):
+def test_x_forwarded_for_from_a_peer_not_trusted_is_not_read(queue_of_two):
     """Without --forwarded-allow-ips any client could name itself anyone: both are the one client of their
     address, which is not held back for its own wait (the pipeline's retry is admitted)."""
-    replies = _shares_over_http(tmp_path, (), lambda client: ({}, {"X-Forwarded-For": _ADDRESSES[client]}))
+    replies = _shares_over_http(queue_of_two, lambda client: ({}, {"X-Forwarded-For": _ADDRESSES[client]}))
     refused, first, pipeline_again, _, _ = replies
     assert refused[0] == 429 and first[0] == 200
     assert pipeline_again[0] == 200

@@ -66,7 +66,8 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, keys):
-    # one local worker (admitted through its ephemeral key) and one started by hand with its key files
+    # one local worker (admitted through its ephemeral key) and one started by hand with its key files, both at the
+    # engine's time scale (at the sim's own, a request the remote worker took was 5 s)
     engine = start_engine(
         tmp_path_factory.mktemp("curve"),
         "--time-scale", "0.01",
@@ -76,7 +77,7 @@ def engine(tmp_path_factory, keys):
     )  # fmt: skip
     worker = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "worker", "--connect", engine.worker_address, "--backend", "sim",
-         "--worker-id", "remote", "--curve-key", str(keys["worker_secret"]),
+         "--time-scale", "0.01", "--worker-id", "remote", "--curve-key", str(keys["worker_secret"]),
          "--curve-server-key", str(keys["engine_public"])],
         cwd=ROOT,
     )  # fmt: skip
@@ -336,6 +337,8 @@ def test_clients_keys_cannot_join_as_workers_nor_workers_keys_ask_as_clients(tmp
                 engine.worker_address,
                 "--backend",
                 "sim",
+                "--time-scale",  # the engine's: at the sim's own, the request it might take was 5 s
+                "0.01",
                 "--worker-id",
                 name,
                 "--curve-key",
