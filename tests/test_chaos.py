@@ -40,9 +40,9 @@ FAULT_ERRORS = {"worker_lost", "no_worker"}
 
 @pytest.mark.timeout(240)
 def test_kills_and_hangs_lose_nothing_and_duplicate_nothing(tmp_path):
-    # 6 slots of 3 s: 4 SIGKILLs and 2 SIGSTOPs, each of a worker that holds work when one does; 2 may find no live
+    # 6 slots of 2 s: 4 SIGKILLs and 2 SIGSTOPs, each of a worker that holds work when one does; 2 may find no live
     # worker and be skipped (as 4 of 8 could when this ran 24 s)
-    config = ChaosConfig(duration_s=18.0, kill_every_s=3.0, min_kills=3, hang_share=0.35, drain_s=60.0, seed=7)
+    config = ChaosConfig(duration_s=12.0, kill_every_s=2.0, min_kills=3, hang_share=0.35, drain_s=60.0, seed=7)
     result = asyncio.run(asyncio.wait_for(measure(config, tmp_path), 200))
 
     assert result["kills"] + result["hangs"] >= 4 and result["kills"] >= 1 and result["hangs"] >= 1, result["faults"]

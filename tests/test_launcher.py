@@ -39,7 +39,7 @@ def sample(engine: Engine, name: str, **labels: str) -> float:
 
 async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monkeypatch, tmp_path, caplog):
     spawned = spawns_recorded(monkeypatch, first_stopped=True)  # stuck loading its model: it never says hello
-    launch = LaunchConfig(count=1, backend="sim", time_scale=0, startup_timeout_s=5.0)
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0, startup_timeout_s=3.0)
     engine = Engine(in_process_config(tmp_path, launch=launch))
     running = asyncio.create_task(engine.run())
     starting = {"state": "starting"}
@@ -54,7 +54,7 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
         assert [w.hello.pid for w in engine.registry.registered()] != [hung.pid]
         assert hung.returncode == -signal.SIGKILL
         # the flag that gives a slow model load longer: the line named none, and the worker was killed for ever
-        assert "said no hello within 5 s (--startup-timeout); killing it" in caplog.text
+        assert "said no hello within 3 s (--startup-timeout); killing it" in caplog.text
         # its SIGKILL is the engine's, said as such: "exited with -9" read as the OOM killer's
         assert f"worker local-0 (pid {hung.pid}) was killed by the engine (why is above); restarting" in caplog.text
         assert sample(engine, "argus_worker_restarts_total") >= 1
@@ -151,7 +151,8 @@ async def test_a_refused_spawn_is_retried_and_the_engine_goes_on(monkeypatch, tm
         return spawned[-1]
 
     monkeypatch.setattr(asyncio, "create_subprocess_exec", second_one_refused)
-    engine = Engine(in_process_config(tmp_path, launch=LaunchConfig(count=1, backend="sim", time_scale=0)))
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0, restart_backoff_s=0.1)
+    engine = Engine(in_process_config(tmp_path, launch=launch))
     running = asyncio.create_task(engine.run())
     try:
         assert await eventually(lambda: engine.registry.registered(), timeout_s=60)

@@ -26,7 +26,8 @@ CAPACITY_RPS = WORKERS / (TIME_SCALE * 5.1)  # about 7.8 images/s
 MAX_QUEUE = 16
 EXTRA = 8  # requests past the bound in the burst
 OVERLOAD = 10.0  # times the capacity
-SUSTAIN_S = 20.0
+# long enough that the second half's peak would show a leak of ~80 KB a request over the 30 MB margin
+SUSTAIN_S = 10.0
 HTTP_SHARE = 0.3
 # a leak test, not a speed test: the second half's peak may not exceed the first half's by more than this
 RSS_MARGIN_MB = 30.0
@@ -161,7 +162,7 @@ async def _sustain(engine, ledger: Ledger, zmq_door: ZmqDoor, http_door: HttpDoo
     import random
 
     rng = random.Random(3)
-    sampler = RssSampler(engine.process.pid, every_s=0.25)
+    sampler = RssSampler(engine.process.pid, every_s=0.1)  # 100 samples over SUSTAIN_S
     queued: list[float] = []
     rate = OVERLOAD * CAPACITY_RPS
     total = int(rate * SUSTAIN_S)
