@@ -313,14 +313,16 @@ def test_a_written_checkpoint_lets_go_of_the_latents_that_leave_the_cache_after_
 
 
 def test_a_spill_file_that_cannot_be_read_is_left_out_and_later_checkpoints_are_written(tmp_path):
-    """A directory in place of a spill file, of its size (4 KiB on ext4: a latent of the tiny model at 256x128), passes
+    """A directory in place of a spill file, of its size (4 KiB on ext4: a latent of SD-XL's shape at 256x128), passes
     the check by size and fails the read. Before, it failed the checkpoint, and, never evicted, every later one and the
-    drain's save (12 checkpoints of 12, one a second), for the engine's life."""
+    drain's save (12 checkpoints of 12, one a second), for the engine's life. Sim workers passing latents of that shape
+    (--sim-latents sdxl, as the tiny model's): what is checked is the engine's cache, not what a model makes."""
     if directory_sized_latent(tmp_path).shape != (1, 1, 2048):
-        pytest.skip("a directory here is not the size of a tiny 256x128 latent")
+        pytest.skip("a directory here is not the size of a 256x128 latent")
     cache_dir = tmp_path / "cache"
     flags = ("--cache-bytes", "4096", "--cache-dir-bytes", "1000000", "--cache-save-interval", "0.2")
-    engine = start_engine(tmp_path, "--cache-dir", str(cache_dir), *flags, backend="tiny", workers=1)
+    sim = ("--sim-latents", "sdxl", "--time-scale", "0")
+    engine = start_engine(tmp_path, "--cache-dir", str(cache_dir), *flags, *sim, backend="sim", workers=1)
 
     def checkpointed(prompts: int) -> None:
         saved = f"prompt cache checkpointed to {cache_dir}: {prompts} prompts"
@@ -330,7 +332,7 @@ def test_a_spill_file_that_cannot_be_read_is_left_out_and_later_checkpoints_are_
             time.sleep(0.05)
 
     try:
-        with ArgusClient(engine.client_address, timeout_s=600) as client:
+        with ArgusClient(engine.client_address, timeout_s=60) as client:
             # 11 steps: cached at step 5 alone (step 10 is past any level's share of the run), 4 KiB; memory holds
             # one, so the first prompt's is spilled
             for prompt in ("a red fox in the snow", "a blue whale under the sea"):

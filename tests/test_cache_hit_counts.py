@@ -18,8 +18,11 @@ PROMPT = "a red fox in a snowy forest at dawn, oil painting"
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     # argus at light load spends its idle capacity on exact images: a near-duplicate is prepared at level 0, and moved
-    # up to its K* when it must queue behind the others for the one worker
-    engine = start_engine(tmp_path_factory.mktemp("hits"), "--policy", "argus", workers=1, backend="tiny")
+    # up to its K* when it must queue behind the others for the one worker. A sim worker: the counters are the
+    # engine's, and its controller plans with the worker's time scale
+    engine = start_engine(
+        tmp_path_factory.mktemp("hits"), "--policy", "argus", "--time-scale", "0.1", workers=1, backend="sim"
+    )
     yield engine
     assert engine.stop() == 0
 

@@ -1,4 +1,6 @@
-"""The prompt cache on the request path, through a real engine with tiny workers."""
+"""The prompt cache on the request path, through a real engine: of sim workers where what is checked is the cache
+(what it keeps, what a request resumes from), which keeps what they return as it keeps a model's; of tiny workers
+where it is the pictures made."""
 
 import io
 import itertools
@@ -14,13 +16,17 @@ from protocols.client_messages import Images
 
 STEPS = 20  # cache levels below it: 5, 10, 15; the steps a resume may start at: 5, 10
 FOX, NEAR_FOX = "a red fox in a snowy forest at dawn, oil painting", "a red fox in a snowy forest"
+# a sim worker's run of 50 steps: 5.1 s at --time-scale 1 (its latency profile), 0.51 s at this one; a resume from
+# the top level, 0.29 s
+TIME_SCALE = "0.1"
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     # nirvana: the level comes from the similarity table alone (argus, at light load, would rather
-    # spend its idle capacity on exact images)
-    engine = start_engine(tmp_path_factory.mktemp("cache"), "--policy", "nirvana", backend="tiny")
+    # spend its idle capacity on exact images); two workers: a request's images run side by side
+    flags = ("--policy", "nirvana", "--time-scale", TIME_SCALE)
+    engine = start_engine(tmp_path_factory.mktemp("cache"), *flags, backend="sim", workers=2)
     yield engine
     assert engine.stop() == 0
 
@@ -76,14 +82,18 @@ def test_an_exact_request_runs_every_step_though_the_cache_holds_its_neighbour(e
     assert generate(engine, prompt + "?").images[0].level > 0
 
 
-def test_a_request_served_from_the_cache_makes_as_many_pictures_as_it_asks_for(engine):
+def test_a_request_served_from_the_cache_makes_as_many_pictures_as_it_asks_for(tmp_path):
     """A latent starts one image: a request's first image resumes from its neighbour's, the others run in full from
     their own seeds. Resumed from one latent, the three images were one picture three times over: the scheduler steps
     on from a latent without noise of the seed's."""
     prompt = "a windmill in a tulip field, watercolour"
-    exact = generate(engine, prompt).images[0]  # seed 1, in full
-    with ArgusClient(engine.client_address, timeout_s=120) as client:
-        reply = client.generate(prompt, width=64, height=64, steps=STEPS, seed=1, n=3)
+    engine = start_engine(tmp_path, "--policy", "nirvana", backend="tiny", workers=1)  # the pictures a model makes
+    try:
+        exact = generate(engine, prompt).images[0]  # seed 1, in full
+        with ArgusClient(engine.client_address, timeout_s=120) as client:
+            reply = client.generate(prompt, width=64, height=64, steps=STEPS, seed=1, n=3)
+    finally:
+        assert engine.stop() == 0
     assert isinstance(reply, Images), reply
     resumed, *others = reply.images
     assert resumed.level > 0 and resumed.steps_run == STEPS - resumed.level and resumed.similarity > 0.99
@@ -114,8 +124,9 @@ def test_a_request_resumed_below_the_top_level_is_cached_whole_from_an_image_run
     image was done first, and a later prompt near it found no latent at 5 or 10. Its second, run in full, passes
     through every level: the cache keeps those, as many latents as the full run of the prompt before it. The request
     is counted once, by its first image."""
-    # two workers: the images run side by side, and the resumed one, ten steps shorter, is done first
-    engine = start_engine(tmp_path, "--policy", "nirvana", backend="tiny", workers=2)
+    # two workers: the images run side by side, and the resumed one, ten steps shorter, is done first (0.27 s sooner
+    # at this time scale)
+    engine = start_engine(tmp_path, "--policy", "nirvana", "--time-scale", "0.3", backend="sim", workers=2)
 
     def held() -> float:
         return engine.metric("argus_cache_bytes", tier="memory")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_hello_bounds import SIM_MODEL
+from test_sim_latents import SDXL_LATENTS
 from waiting import wait_for
 
 from engine.cache.embedders import HashEmbedder
@@ -20,8 +21,10 @@ from protocols.client_messages import Images
 from workers.limits import DEFAULT_LEVELS
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
-# a short run of the tiny model (its 50 default steps took a minute on a loaded machine), cached at levels 5 and 10
+# a short run, cached at levels 5 and 10
 STEPS = 11
+# sim workers of another model than start()'s: they pass latents of SD-XL's shape (a 64x64 image's: 4 x 8 x 8)
+SDXL_SHAPED = ("--sim-latents", "sdxl")
 
 
 def generate(engine, **fields) -> Images:
@@ -92,15 +95,12 @@ def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
 def test_a_cache_saved_by_another_model_is_set_aside_not_served(saved_cache, tmp_path):
     """Before, a tiny engine restored the sim engine's placeholder latents, and every prompt near a cached one failed
     (worker_error: expected a latent of shape (4, 8, 8)); an sdxl engine would have started SD-XL from the tiny
-    model's latents, which have SD-XL's shape."""
-    flags = ("--cache-dir", str(saved_cache), "--policy", "nirvana")
-    second = start_engine(tmp_path, *flags, backend="tiny", workers=1)
+    model's latents, which have SD-XL's shape. The other model here: sim workers passing latents of SD-XL's shape
+    (--sim-latents sdxl), as the tiny model's are."""
+    second = start(tmp_path, saved_cache, *SDXL_SHAPED)
     try:
-        # tiny steps on a loaded machine can take longer than generate()'s minute
-        with ArgusClient(second.client_address, timeout_s=600) as client:
-            reply = client.generate(PROMPT, width=64, height=64, seed=1, steps=STEPS)  # the saved latents' shape
-        assert isinstance(reply, Images), reply
-        assert reply.images[0].similarity is None  # refused: a miss
+        # the saved latents' request, steps and all
+        assert generate(second, steps=STEPS).images[0].similarity is None  # refused: a miss
     finally:
         assert second.stop() == 0
     assert f"model {SIM_MODEL!r}; this cache uses" in second.log_path.read_text()
@@ -128,25 +128,20 @@ def test_the_next_engine_starts_from_the_last_save_and_a_failed_save_leaves_it_f
 
 def test_a_saved_latent_of_another_shape_than_the_workers_take_is_left_out_not_served(tmp_path):
     """An edited save, or one a build made before the engine checked what workers return: its latents are their
-    records' shape, of the right byte count, but not what the tiny model takes at 64x64 (4 x 8 x 8). Before, it was
-    restored, and every request near its prompt failed (worker_error: expected a float16 or float32 latent of shape
-    (4, 8, 8), got float16 (4, 16, 4)), a hit counted each time."""
-    from workers.config import WorkerConfig
-    from workers.main import load_backend
-
-    model = load_backend(WorkerConfig("tcp://127.0.0.1:9", "w", backend="tiny")).describe().model_id
+    records' shape, of the right byte count, but not what the workers take at 64x64 (4 x 8 x 8: SD-XL's shape, the tiny
+    model's, and that of sim workers passing SD-XL's). Before, it was restored, and every request near its prompt
+    failed (worker_error: expected a float16 or float32 latent of shape (4, 8, 8), got float16 (4, 16, 4)), a hit
+    counted each time."""
     embedder, other = HashEmbedder(), "a bowl of ramen on a wooden table, studio photo"
-    saved = PromptCache("hash", embedder.dim, DEFAULT_LEVELS, 1 << 20, model=model)
+    saved = PromptCache("hash", embedder.dim, DEFAULT_LEVELS, 1 << 20, model=SDXL_LATENTS)
     shape = ShapeKey(STEPS, 64, 64)
     saved.insert(PROMPT, embedder.embed([PROMPT])[0], shape, {k: np.zeros((4, 16, 4), np.float16) for k in (5, 10)})
     saved.insert(other, embedder.embed([other])[0], shape, {k: np.zeros((4, 8, 8), np.float16) for k in (5, 10)})
     saved.save(str(tmp_path / "cache"))
     saved.close()
-    engine = start_engine(
-        tmp_path, "--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana", backend="tiny", workers=1
-    )
+    engine = start(tmp_path, tmp_path / "cache", *SDXL_SHAPED)
     try:
-        with ArgusClient(engine.client_address, timeout_s=600) as client:
+        with ArgusClient(engine.client_address, timeout_s=60) as client:
             left_out = client.generate(PROMPT, width=64, height=64, seed=1, steps=STEPS)
             restored = client.generate(other, width=64, height=64, seed=1, steps=STEPS)
     finally:

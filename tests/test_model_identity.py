@@ -14,7 +14,7 @@ import pytest
 
 from engine.cli import main
 from engine.client import ArgusClient
-from engine_process import ROOT, start_engine, start_worker
+from engine_process import ROOT, free_port, start_engine, start_worker
 from protocols.client_messages import Images
 from workers.model_id import folder_model_id
 
@@ -74,10 +74,8 @@ def test_one_model_has_one_identity_in_every_process(models, tmp_path):
     assert folder_model_id(str(tmp_path / "1")) == folder_model_id(str(tmp_path / "2")) == folder_model_id(models["a"])
 
 
-def sdxl_worker(engine, model: str, worker_id: str) -> subprocess.Popen:
-    return start_worker(
-        engine.worker_address, "sdxl", "--model", model, "--worker-id", worker_id, stderr=subprocess.PIPE, text=True
-    )
+def sdxl_worker(address: str, model: str, worker_id: str) -> subprocess.Popen:
+    return start_worker(address, "sdxl", "--model", model, "--worker-id", worker_id, stderr=subprocess.PIPE, text=True)
 
 
 def refused(worker: subprocess.Popen) -> str:
@@ -95,6 +93,17 @@ def stop(worker: subprocess.Popen) -> None:
     worker.communicate(timeout=60)
 
 
+@pytest.fixture(scope="module")
+def copy_port(models):
+    """The worker port of a worker of model a at another path (a_copy, worker id "copy"), started by hand once for the
+    tests that need one welcomed: it serves each engine a test starts on that port in turn (a hand-started worker
+    outlives its engine, and says hello to the next), so its model loads once."""
+    port = free_port()
+    worker = sdxl_worker(f"tcp://127.0.0.1:{port}", models["a_copy"], "copy")
+    yield port
+    stop(worker)
+
+
 def generate(engine, **fields) -> Images:
     # 10 steps: the fewest whose run leaves a latent a later request may resume from (step 5, half of it: level 25),
     # so that a prompt served enters the cache
@@ -104,21 +113,21 @@ def generate(engine, **fields) -> Images:
     return reply
 
 
-def test_a_worker_of_another_model_is_refused_naming_both(models, tmp_path):
+def test_a_worker_of_another_model_is_refused_naming_both(models, copy_port, tmp_path):
     """Before, both workers were welcomed, and the cache fed the latents one model made to the other: wrong images,
     no error. The engine reads its --model on this host: a copy at another path is the same model."""
-    engine = start_engine(tmp_path, "--model", models["a"], backend="sdxl", workers=0, wait=False)
+    engine = start_engine(
+        tmp_path, "--model", models["a"], backend="sdxl", workers=0, wait=False, worker_port=copy_port
+    )
     served, other = folder_model_id(models["a"]), folder_model_id(models["b"])
-    same = sdxl_worker(engine, models["a_copy"], "same")
     try:
         (worker,) = engine.wait_ready(1)["workers"]
-        assert worker["name"].startswith("same/")
-        err = refused(sdxl_worker(engine, models["b"], "other"))
+        assert worker["name"].startswith("copy/")
+        err = refused(sdxl_worker(engine.worker_address, models["b"], "other"))
         assert f"model {other!r}: this engine serves {served!r} (argus serve --backend/--model/--model-id)" in err
         assert "loading the sdxl backend" not in err  # asked before it loaded its model (minutes, for SD-XL)
         assert len(engine.ready()["workers"]) == 1
     finally:
-        stop(same)
         assert engine.stop() == 0
 
 
@@ -141,17 +150,18 @@ def test_a_model_replaced_in_place_does_not_restore_the_last_one_s_cache(models,
 
 
 def test_without_a_model_it_can_read_the_engine_serves_the_first_worker_s_and_restores_its_saved_cache(
-    models, tmp_path
+    models, copy_port, tmp_path
 ):
     """An engine that cannot read the model serves its first worker's and refuses another, and restores the saved cache
     once its first worker names the model: a copy of the model at another path is served the saved latents, another
     model gets none."""
     flags = ("--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana")
     engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
-    first, second = sdxl_worker(engine, models["a"], "first"), None
+    first, second = sdxl_worker(engine.worker_address, models["a"], "first"), None
     try:
         engine.wait_ready(1)
-        second = sdxl_worker(engine, models["b"], "second")  # named after first: its imports overlap the generation
+        # named after first: its imports overlap the generation
+        second = sdxl_worker(engine.worker_address, models["b"], "second")
         assert generate(engine).images[0].similarity is None  # an empty cache: a miss, saved at the drain
         err = refused(second)
         served = folder_model_id(models["a"])
@@ -162,13 +172,15 @@ def test_without_a_model_it_can_read_the_engine_serves_the_first_worker_s_and_re
         stop(first)
         assert engine.stop() == 0
     for model, similarity in (("a_copy", pytest.approx(1.0)), ("b", None)):
-        engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
-        worker = sdxl_worker(engine, models[model], model)
+        port = copy_port if model == "a_copy" else None  # the worker of a_copy, up already
+        engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False, worker_port=port)
+        worker = None if port else sdxl_worker(engine.worker_address, models[model], model)
         try:
             engine.wait_ready(1)
             assert generate(engine).images[0].similarity == similarity, model
         finally:
-            stop(worker)
+            if worker is not None:
+                stop(worker)
             assert engine.stop() == 0
     assert f"model {folder_model_id(models['a'])!r}; this cache uses" in engine.log_path.read_text()
 
@@ -180,7 +192,7 @@ def test_an_engine_given_its_model_id_refuses_a_first_worker_of_another(models, 
     # up before the worker starts: one started first finds no engine to ask before it loads, and learns at its hello
     engine = start_engine(tmp_path, "--model-id", served, backend="sdxl", workers=0)
     try:
-        err = refused(sdxl_worker(engine, models["a"], "first"))
+        err = refused(sdxl_worker(engine.worker_address, models["a"], "first"))
         assert f"this engine serves {served!r} (argus serve --backend/--model/--model-id)" in err
         assert "loading the sdxl backend" not in err
         assert engine.ready()["workers"] == []
