@@ -68,7 +68,9 @@ def test_a_stop_after_its_ray_instance_lost_its_gcs_leaves_nothing_of_it(tmp_pat
 
 
 def test_an_exit_when_its_ray_instance_did_not_start_in_time_leaves_nothing_of_it(tmp_path):
-    with own_ray_engine(tmp_path, "--ray-connect-timeout", "20", wait=False) as engine:
+    # long enough for the raylet to start its agents (2 to 3 s from the engine's start on a machine with other tests
+    # running), which the exit must leave nothing of
+    with own_ray_engine(tmp_path, "--ray-connect-timeout", "12", wait=False) as engine:
         # the instance's start held where it was once the raylet has started its agents: `ray.init` waits on it
         assert waiting.wait_for(lambda: agents_started(engine.process.pid), timeout_s=120), engine.log()
         for raylet in own_processes(engine.process.pid, "raylet/raylet"):

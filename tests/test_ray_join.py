@@ -4,16 +4,12 @@ the engine's token ends the engine at once, in one line that says so and how to 
 out, after a line from Ray for each try)."""
 
 import importlib.util
-import os
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
+from ray_head import loopback_ray_head
 
-from engine_process import free_port, start_engine
+from engine_process import start_engine
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 
@@ -23,34 +19,10 @@ TOKEN = uuid.uuid4().hex
 @pytest.fixture(scope="module")
 def loopback_head(tmp_path_factory):
     """`ray start --head --node-ip-address=127.0.0.1` with token authentication; its address."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("ray-head") / "head.log"
-    environment = os.environ | {
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": TOKEN,
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    ray = str(Path(sys.executable).with_name("ray"))
-    command = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}"]
-    # workers' ports from the OS: Ray's range (10002 to 19999) may hold the port drawn for the head
-    command += ["--include-dashboard=false", "--num-cpus=1", "--min-worker-port=0", "--max-worker-port=0"]
-    with open(log_path, "wb") as log:
-        head = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while "Ray runtime started" not in log_path.read_text(errors="replace"):
-            assert head.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        # its processes die with it (Ray starts them with PR_SET_PDEATHSIG)
-        head.terminate()
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+    with loopback_ray_head(log_path, "--num-cpus=1", environment=token) as address:
+        yield address
 
 
 def test_a_loopback_address_joins_a_head_that_listens_on_loopback_alone(tmp_path, monkeypatch, loopback_head):

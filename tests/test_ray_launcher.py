@@ -25,6 +25,7 @@ import waiting
 import zmq
 import zmq.asyncio
 from process_checks import process_running
+from ray_head import loopback_ray_head
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.proc_reads import children_of, read_command
@@ -40,7 +41,31 @@ from protocols.sockets import make_socket
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 
 WORKERS = 2
-REQUESTS = 24
+# enough that the actor killed holds several when it is killed: each actor is handed its share at once
+REQUESTS = 8
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A Ray cluster of one CPU and no GPU, for the engines that need one but not an instance of their own (their
+    tests kill or look at none of its GCS, raylet and agents): each joins it (--ray-address) as a driver, its job its
+    own, whose actors end as it disconnects. Started once: an instance of the engine's own took seconds to start and to
+    stop."""
+    log_path = tmp_path_factory.mktemp("ray-head") / "head.log"
+    # the token of a local Ray instance (~/.ray/auth_token), which a driver keeps for the life of its process: Ray
+    # refused an engine in this process the local instance it started after it had joined a cluster of another token
+    with loopback_ray_head(log_path, "--num-cpus=1", "--num-gpus=0", environment={"RAY_AUTH_MODE": "token"}) as head:
+        yield head
+
+
+@pytest.fixture
+def ray_cluster(ray_head, monkeypatch):
+    """The shared cluster's address, for the engines that join it, in this process or started from it: its token is
+    the one of ~/.ray/auth_token, which a local instance's start turns on in this process (RAY_AUTH_MODE=token, left
+    set) and a joining engine is told to send."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    return ray_head
 
 
 class RayEngine(Engine):
@@ -55,6 +80,7 @@ class RayEngine(Engine):
             self._local_worker_exited,
             self._curve.local_worker_keys,
             config.cache.embedder,
+            config.ray_address,
         )
 
 
@@ -70,17 +96,22 @@ async def wait_for(condition, what: str, timeout_s: float = 180.0) -> None:
 
 
 @pytest.mark.parametrize(
-    ("backend", "cpus", "launch", "steps"),
+    ("backend", "cpus", "own_instance", "launch", "steps"),
     [
-        # on an instance of one CPU: sim workers need none of their own, so both actors and the replacement start;
-        # about half a second per image, so the kill lands while they hold work
-        ("sim", 1, {"time_scale": 0.1}, 0),
-        # the tiny SD-XL, a real diffusers pipeline in each actor (one CPU each), at 10 steps
-        ("tiny", 2, {}, 10),
+        # on the shared cluster of one CPU: sim workers need none of their own, so both actors and the replacement
+        # start; about half a second per image, so the kill lands while they hold work
+        ("sim", 1, False, {"time_scale": 0.1}, 0),
+        # the tiny SD-XL, a real diffusers pipeline in each actor (one CPU each), at 10 steps, on an instance of the
+        # engine's own of two CPUs
+        ("tiny", 2, True, {}, 10),
     ],
+    ids=["sim", "tiny"],
 )
-async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path, monkeypatch, backend, cpus, launch, steps):
-    monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", f'{{"CPU": {cpus}}}')
+async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(
+    tmp_path, monkeypatch, request, backend, cpus, own_instance, launch, steps
+):
+    if own_instance:
+        monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", f'{{"CPU": {cpus}}}')
     keys = tmp_path / "keys"
     _, engine_secret = create_key_files(keys / "engine", "engine")
     create_key_files(keys / "allowed", "client")
@@ -93,6 +124,7 @@ async def test_ray_actors_serve_and_a_killed_actor_loses_nothing(tmp_path, monke
         launch=LaunchConfig(count=WORKERS, backend=backend, max_batch=2, **launch),
         curve_secret_file=str(engine_secret),
         curve_allowed_dir=str(keys / "allowed"),
+        ray_address=None if own_instance else request.getfixturevalue("ray_cluster"),
     )
     engine = RayEngine(config)
     running = asyncio.create_task(engine.run())
@@ -153,10 +185,9 @@ def ray_engine(launch: LaunchConfig, **changes) -> Engine:
     )
 
 
-async def test_an_actor_ray_cannot_place_is_named_in_a_warning_and_replaced(monkeypatch, caplog):
-    monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", '{"CPU": 1, "GPU": 0}')
+async def test_an_actor_ray_cannot_place_is_named_in_a_warning_and_replaced(caplog, ray_cluster):
     launch = LaunchConfig(count=1, backend="tiny", devices=("cuda:0",), startup_timeout_s=3.0)
-    engine = ray_engine(launch)
+    engine = ray_engine(launch, ray_address=ray_cluster)  # a cluster of no GPU
     running = asyncio.create_task(engine.run())
     try:
         # waiting for Ray to place it, the slot's capacity is on its way (as a local worker's): it counts starting
@@ -171,11 +202,13 @@ async def test_an_actor_ray_cannot_place_is_named_in_a_warning_and_replaced(monk
         await running
 
 
-async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_then_given_up_and_the_log_says_why(caplog):
+async def test_an_actor_whose_worker_cannot_load_its_model_is_replaced_then_given_up_and_the_log_says_why(
+    caplog, ray_cluster
+):
     """As a local worker's slot is: before, the actor was replaced for as long as the engine ran, every 30 s at
     most, each one placed and loading its model again."""
     launch = LaunchConfig(count=1, backend="sdxl", model="/no/such/sdxl-model", restart_backoff_s=0.1)
-    engine = ray_engine(launch)
+    engine = ray_engine(launch, ray_address=ray_cluster)
     running = asyncio.create_task(engine.run())
     try:
         await wait_for(lambda: sample(engine, "argus_workers", state="failed") == 1, "the slot given up", timeout_s=150)
@@ -205,9 +238,9 @@ def test_an_actor_that_rays_memory_monitor_kills_is_replaced_with_a_warning_sayi
         engine.stop()
 
 
-async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_names_it_alone(caplog):
+async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_names_it_alone(caplog, ray_cluster):
     """The line said '2 Ray actors still running after 5 s' of two actors, one of which had stopped, and named none."""
-    engine = ray_engine(LaunchConfig(count=2, backend="sim", time_scale=0))
+    engine = ray_engine(LaunchConfig(count=2, backend="sim", time_scale=0), ray_address=ray_cluster)
     running = asyncio.create_task(engine.run())
     try:
         await wait_for(lambda: len(engine.registry.registered()) == 2, "the Ray workers")
@@ -221,11 +254,12 @@ async def test_an_actor_that_does_not_stop_when_asked_is_killed_and_the_log_name
     await wait_for(lambda: not process_running(stuck.hello.pid), "the stuck actor's end", timeout_s=60)
 
 
-async def test_an_actor_whose_worker_has_not_said_hello_is_killed_at_the_stop_not_waited_for(caplog):
+async def test_an_actor_whose_worker_has_not_said_hello_is_killed_at_the_stop_not_waited_for(caplog, ray_cluster):
     """Only a worker that said hello is told to shut down: the stop waited 5 s for one still loading its model (or, as
     here, dialling where no engine listens), then warned that it 'did not stop within 5 s of being asked to'."""
     caplog.set_level(logging.INFO, "argus.launcher")
-    engine = ray_engine(LaunchConfig(count=1, backend="sim"), ray_connect=f"tcp://127.0.0.1:{free_port()}")
+    nowhere = f"tcp://127.0.0.1:{free_port()}"
+    engine = ray_engine(LaunchConfig(count=1, backend="sim"), ray_connect=nowhere, ray_address=ray_cluster)
     running = asyncio.create_task(engine.run())
     try:
         await wait_for(lambda: "started worker ray-0 as a Ray actor" in caplog.text, "the actor")
@@ -331,8 +365,11 @@ def test_the_engine_answers_while_an_actor_start_waits_for_a_gcs_that_is_gone_an
         if process_running(worker["pid"]):
             os.kill(worker["pid"], signal.SIGKILL)
         assert waiting.wait_for(lambda: engine.metric("argus_worker_restarts_total") == 1, timeout_s=60), engine.log()
-        # its replacement's start, after a backoff of 1 s, waits for the GCS: the engine answers meanwhile
-        for _ in range(30):
+        # its replacement's start, after a backoff of 1 s (counted restarting until then, from the restart's count on),
+        # waits for the GCS: the engine answers meanwhile (the answer that says the backoff is over among them)
+        started_again = waiting.wait_for(lambda: engine.metric("argus_workers", state="restarting") == 0, timeout_s=60)
+        assert started_again, engine.log()
+        for _ in range(10):
             assert engine.get("/health")[0] == 200, engine.log()
             time.sleep(0.2)
         assert "ERROR argus.launcher" in engine.log()
@@ -375,9 +412,12 @@ def assert_the_ray_processes_are_not_handed_the_api_key(engine, actor_pid: int) 
     assert holding == [], holding
 
 
-def test_a_worker_whose_actor_ray_counts_ended_is_refused_not_served_beside_its_replacement(tmp_path):
+def test_a_worker_whose_actor_ray_counts_ended_is_refused_not_served_beside_its_replacement(tmp_path, monkeypatch):
     # the raylet killed: Ray counts its node lost and the actor ended, but the actor's process runs on (as it does on
-    # a node cut off from the head) and would say hello again, serving beside the actor that takes its slot
+    # a node cut off from the head) and would say hello again, serving beside the actor that takes its slot. Lost
+    # once the GCS's health checks of the raylet have failed a few times in a row: every 0.5 s here (Ray's every 3 s
+    # took 13 s or more)
+    monkeypatch.setenv("RAY_health_check_period_ms", "500")
     engine = start_engine(tmp_path, "--launcher", "ray", workers=1, backend="sim")
     try:
         (worker,) = engine.ready()["workers"]
@@ -393,7 +433,7 @@ def test_a_worker_whose_actor_ray_counts_ended_is_refused_not_served_beside_its_
         engine.stop()
 
 
-def test_a_worker_started_by_hand_under_an_actors_id_is_told_the_id_is_the_slots(tmp_path):
+def test_a_worker_started_by_hand_under_an_actors_id_is_told_the_id_is_the_slots(tmp_path, ray_cluster):
     """It was told `pid N is not the live Ray actor of ray-0 (Ray counts its actor ended)`, while that actor served."""
     keys = tmp_path / "keys"
     _, engine_secret = create_key_files(keys / "engine", "engine")
@@ -401,7 +441,8 @@ def test_a_worker_started_by_hand_under_an_actors_id_is_told_the_id_is_the_slots
     (keys / "clients").mkdir()
     curve = ("--curve-secret", str(engine_secret), "--curve-allow", str(keys / "clients"))
     curve += ("--curve-allow-workers", str(keys / "workers"))
-    engine = start_engine(tmp_path, "--launcher", "ray", *curve, workers=1, backend="sim")
+    ray = ("--launcher", "ray", "--ray-address", ray_cluster)
+    engine = start_engine(tmp_path, *ray, *curve, workers=1, backend="sim")
     worker_curve = ("--curve-key", str(worker_secret), "--curve-server-key", str(keys / "engine" / "engine.key"))
     worker = start_worker(engine.worker_address, "sim", "--worker-id", "ray-0", *worker_curve, stderr=subprocess.PIPE)
     try:
