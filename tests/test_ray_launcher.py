@@ -25,7 +25,7 @@ import waiting
 import zmq
 import zmq.asyncio
 from process_checks import process_running
-from ray_head import loopback_ray_head
+from ray_head import ensure_the_local_token, loopback_ray_head
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.proc_reads import children_of, read_command
@@ -54,6 +54,7 @@ def ray_head(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("ray-head") / "head.log"
     # the token of a local Ray instance (~/.ray/auth_token), which a driver keeps for the life of its process: Ray
     # refused an engine in this process the local instance it started after it had joined a cluster of another token
+    ensure_the_local_token()
     with loopback_ray_head(log_path, "--num-cpus=1", "--num-gpus=0", environment={"RAY_AUTH_MODE": "token"}) as head:
         yield head
 
