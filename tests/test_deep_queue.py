@@ -110,8 +110,9 @@ async def test_jobs_answered_by_the_sweep_leave_a_deep_queue_in_one_pass(monkeyp
 
 
 async def test_requests_cancelled_together_leave_a_deep_queue_in_one_pass(monkeypatch):
-    """A client gone, or a stop's cancel_all: each job cancelled was searched for in its worker's queue as its request
-    retired, 20,000 held the engine's loop a second."""
+    """A stop's cancel_all, or a client gone: each job cancelled was searched for in its worker's queue as its request
+    retired, from the queue's head, however far down it was (cancel_all takes them in no order of the queue's): the
+    second stop signal of an engine holding 20,000 queued ended it in 3.6-4 s, 0.9-1.1 s now."""
     h = Harness(profile=PROFILE, max_queue=10 * DEEP)
     a = h.add_worker("a")
     kept = [h.request(prompt=f"kept{i}") for i in range(DEEP)]
