@@ -196,7 +196,7 @@ class Dispatcher:
             if job.worker is None:
                 discard(self._pending, job)
             elif job.batch_id is None:
-                # not searched for once taken out (take_out, by the sweep that answered it): it is counted while queued
+                # not searched for once taken out (_unqueue, by the sweep or a cancel): it is counted while queued
                 if self._timing.remove_queued(job):
                     discard(job.worker.queue, job)
                 self._picks.file(job.worker)

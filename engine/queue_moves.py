@@ -2,8 +2,8 @@
 touching only the jobs it moves and those queued before them, not the whole queue: under a deep --max-queue a
 worker's queue holds tens of thousands of jobs, and a pass over one for every batch sent made the dispatcher's cost
 per batch grow with the queue's depth (`argus bench engine --concurrency 20000` answered a quarter as many requests
-a second as at 2,000). Jobs taken out together (those the sweep answers) leave each queue in one pass, not a search
-of it for each.
+a second as at 2,000). Jobs taken out together (those the sweep answers, those of requests cancelled together) leave
+each queue in one pass, not a search of it for each; `discard` is that search, for a job leaving alone.
 
 The most urgent job is most often at or near the head of its queue, its batch-mates right behind it: jobs queue in
 the order they come, and that is mostly the order of their deadlines."""
