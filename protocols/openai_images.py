@@ -355,6 +355,9 @@ def _malformed_json_message(body: bytes, error: Exception) -> str:
         return "malformed JSON: the body is empty"
     if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # UTF-32LE's mark begins as UTF-16LE's does
         return "malformed JSON: the body is UTF-16 or UTF-32 (it begins with a byte order mark): send JSON as UTF-8"
+    if _WIDE_JSON.match(body):
+        # .NET's StringContent sends Encoding.Unicode so, without a mark: it was "object keys must be strings (byte 1)"
+        return "malformed JSON: the body is UTF-16 or UTF-32 (NUL bytes between its characters): send JSON as UTF-8"
     if isinstance(error, RecursionError):
         return "malformed JSON: lists or objects nested too deeply"
     message = str(error)
@@ -368,6 +371,9 @@ def _malformed_json_message(body: bytes, error: Exception) -> str:
     return f"malformed JSON: {reason[:1].lower()}{reason[1:]}"
 
 
+# JSON's first two characters are ASCII: in UTF-32BE, UTF-16BE, UTF-32LE or UTF-16LE the NUL bytes among its first
+# four fall so (RFC 4627, section 3). Where else they fall is no JSON's (gzip's header: 1f 8b 08 00)
+_WIDE_JSON = re.compile(rb"\0\0\0[^\0]|\0[^\0]\0[^\0]|[^\0]\0\0\0|[^\0]\0[^\0]\0")
 # msgspec reads the 6 bytes after a \uD800-\uDBFF escape (the first half of a UTF-16 surrogate pair) as the \u escape
 # of its second half: when they are something else, it says this, at the byte after the first half
 _UNPAIRED_HIGH_HALF = re.compile(r"unexpected end of escaped utf-16 surrogate pair \(byte (\d+)\)")

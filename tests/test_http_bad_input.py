@@ -87,6 +87,18 @@ def good(engine) -> None:
             None,
             "malformed JSON: the body is UTF-16 or UTF-32 (it begins with a byte order mark): send JSON as UTF-8",
         ),
+        # without the mark, as .NET's StringContent sends Encoding.Unicode: it said "object keys must be strings
+        # (byte 1)"
+        (
+            '{"prompt": "a"}'.encode("utf-16-le"),
+            400,
+            "invalid_request",
+            None,
+            "malformed JSON: the body is UTF-16 or UTF-32 (NUL bytes between its characters): send JSON as UTF-8",
+        ),
+        ('\n{"prompt": "a"}'.encode("utf-32-be"), 400, "invalid_request", None, "the body is UTF-16 or UTF-32"),
+        # gzip's header holds a NUL byte too: it is no UTF-16
+        (gzip.compress(b'{"prompt": "a"}', mtime=0), 400, "invalid_request", None, "invalid character (byte 0)"),
         (b'{"prompt":"\\ude00"}', 400, "invalid_request", None, "malformed JSON: invalid utf-16 surrogate pair"),
         (b'{"prompt":"\\u12"}', 400, "invalid_request", None, "malformed JSON: invalid character in unicode escape"),
         (b'{"prompt":"\\x"}', 400, "invalid_request", None, "malformed JSON: invalid escape character in string"),
