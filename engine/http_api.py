@@ -340,7 +340,11 @@ async def generate(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         return _refused(engine, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return _refused(engine, "unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
+        response = _refused(engine, "unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
+        # RFC 7694, section 3: which codings the request could have come in, none, so that a client that compressed
+        # it can tell this 415 from one for the media type (which must not say so) and send it again uncompressed
+        response.headers[hdrs.ACCEPT_ENCODING] = "identity"
+        return response
     if unknown := _transfer_codings(request) - {"chunked"}:
         # aiohttp refuses a chunked coding that is not the last (RFC 9112, 6.3) but passes on those before it
         # undecoded: the gzip under `gzip, chunked` was read as JSON, and answered a 400 "malformed JSON"

@@ -67,6 +67,13 @@ _WORKER_BACK = {
         "schema": _WHOLE_SECONDS,
     }
 }
+# said with unsupported_encoding alone (RFC 7694, section 3: a 415 for the media type must not say it)
+_NO_CODINGS = {
+    "Accept-Encoding": {
+        "description": "identity, with unsupported_encoding: the body is taken in no content coding",
+        "schema": {"type": "string", "enum": ["identity"]},
+    }
+}
 _CONNECTIONS_RETRY = {"Retry-After": {"description": "with too_many_connections: 1", "schema": _WHOLE_SECONDS}}
 
 
@@ -125,7 +132,8 @@ def openapi_document(version: str, api_key: bool, host_checked: bool, public_url
             "400": _error("invalid input, naming the field"),
             "408": _error(f"the body did not come whole within {BODY_READ_S:g} s"),
             "413": _error("body over the size limit"),
-            "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)"),
+            "415": _error("a body not sent as Content-Type: application/json, or compressed (Content-Encoding)")
+            | {"headers": _NO_CODINGS},
             "429": _error("queue full; retry after the Retry-After header") | {"headers": _RETRY_AFTER},
             "500": _server_error("a worker failed on this request (worker_error), or the engine did (internal_error)"),
             "503": _server_error(
