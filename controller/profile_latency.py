@@ -36,6 +36,7 @@ from controller.profiles import LatencyProfile
 from engine.arg_types import (
     UsageError,
     batch_size,
+    between,
     comma_separated,
     non_negative_float,
     non_negative_int,
@@ -50,7 +51,7 @@ from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
 from engine.plurals import counted
 from engine.whole_files import written_or_exit
 from engine.worker_command import check_worker_backend
-from protocols.limits import MAX_BATCH
+from protocols.limits import MAX_BATCH, MAX_SEED
 from workers.cannot_serve import ReasonPipe
 from workers.config import runs_on_cpu_threads, threads_each
 
@@ -104,7 +105,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
         parser.set_defaults(time_scale=None)
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps N (default 50)")
     parser.add_argument("--size", type=positive_int, help="image side in pixels (default: the backend's default size)")
-    parser.add_argument("--seed", type=non_negative_int, default=7, help="seeds the images")
+    # past 2**64 msgpack cannot encode it: a traceback once the model was built
+    parser.add_argument(
+        "--seed", type=between(int, 0, MAX_SEED, "", "as the engine takes"), default=7, help="seeds the images"
+    )
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
 
 

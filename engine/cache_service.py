@@ -51,7 +51,7 @@ from engine.cache_dir import (
     warn_if_disk_short,
 )
 from engine.config import CacheConfig
-from engine.jobs import AdmittedRequest, Fallback
+from engine.jobs import AdmittedRequest, Fallback, image_of
 from engine.plurals import counted
 from protocols.worker_messages import ItemDone
 from workers.limits import guided
@@ -77,6 +77,7 @@ class Preparation:
     # policy's the neighbour holds in memory (see Dispatcher)
     fallbacks: tuple[Fallback, ...] = ()
     neighbour: str | None = None  # the cached prompt `latent` and the fallbacks' are of, credited once used
+    resumer: int = 0  # the image `latent` starts (engine/jobs.py image_of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class Returned:
     worker: str  # named in the warning when they do not fit
     run_level: int  # the level the run started from: it passed through the levels above it only
     latent_shape: tuple[int, int, int]  # of one latent, for the worker's backend at the request's size
+    seed: int | None = None  # the image's, which its run drew from
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,7 +441,7 @@ class CacheService:
             )
             return
         if levels := done.by_level():
-            self._cache.insert(prompt, vector, shape, levels)
+            self._cache.insert(prompt, vector, shape, levels, returned.seed)
 
     def _adopt_model(self, model: str) -> None:
         # inserts come after a worker's images, and so after this (one thread, in order): the cache is still empty
@@ -536,20 +538,25 @@ class CacheService:
         latent = self._cache.read_latent(neighbour.prompt_id, start) if neighbour and start else None
         if start and latent is None:
             level = start = 0  # the policy picked a level the neighbour does not have: run in full
-        fallbacks = self._fallbacks(neighbour, lookup, k_star, level, request.steps)
-        return Preparation(
-            k_star, level, start, latent, lookup.similarity, vector, fallbacks, neighbour.prompt if neighbour else None
+        resumer = (
+            image_of(request.seeds, self._cache.latent_seed(neighbour.prompt_id, start)) if latent is not None else 0
         )
+        fallbacks = self._fallbacks(neighbour, lookup, k_star, level, request, resumer)
+        named = neighbour.prompt if neighbour else None
+        return Preparation(k_star, level, start, latent, lookup.similarity, vector, fallbacks, named, resumer)
 
     def _fallbacks(
-        self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int, steps: int
+        self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int, request: AdmittedRequest, job: int
     ) -> tuple[Fallback, ...]:
-        """The latents of the levels the policy lets the job move up to, held in memory, ascending."""
+        """The latents of the levels the policy lets image `job` move up to, held in memory, ascending: not one of a
+        run of another image's seed, whose picture that image makes."""
         if self._fallback_levels is None or neighbour is None:
             return ()
-        ups = self._fallback_levels(k_star, level, lookup.neighbour_levels, steps)
+        ups = self._fallback_levels(k_star, level, lookup.neighbour_levels, request.steps)
         found = (Fallback(up, start, self._cache.peek_latent(neighbour.prompt_id, start)) for up, start in ups)
-        return tuple(fallback for fallback in found if fallback.latent is not None)
+        others = set(request.seeds) - {request.seeds[job]}
+        held = (up for up in found if up.latent is not None)
+        return tuple(up for up in held if self._cache.latent_seed(neighbour.prompt_id, up.start) not in others)
 
 
 def _log_failure(what: str) -> Callable[[Future], None]:

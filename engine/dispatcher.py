@@ -157,7 +157,7 @@ class Dispatcher:
         """The request's level is chosen (and its neighbour's latents fetched): send its images on. `start`: the step
         its runs resume at, when its steps are not the default ones (None: `level`).
 
-        The choice is its first image's: a latent starts one image. Its other images run in full from their own
+        The choice is one image's (request.resumer): a latent starts one image. Its others run in full from their own
         seeds, as misses (ControlLoop.choose counts them so): resumed from the same latent, or moved up to the same
         fallback, `n` images were one image `n` times over (the scheduler steps from a latent without noise of
         the seed's), each costing a run."""
@@ -166,7 +166,7 @@ class Dispatcher:
             return
         for job in request.jobs:
             job.similarity = similarity  # of its nearest cached prompt, reported whether its latent was used or not
-            if job.index == 0:
+            if job.index == request.resumer:
                 job.level, job.latent, job.k_star = level, latent, k_star
                 job.start = level if start is None else start
                 job.fallbacks = fallbacks if self._escalate else ()

@@ -126,6 +126,13 @@ class Job:
         )
 
 
+def image_of(seeds: list[int], seed: int | None) -> int:
+    """Of a request's images, of `seeds`, the one a latent of a run of `seed` starts: that seed's, which it was near
+    made (with its own prompt), else the first. Started by the first, it was a second picture of that seed's beside
+    the image run in full from it."""
+    return seeds.index(seed) if seed in seeds else 0
+
+
 @dataclass(eq=False)
 class AdmittedRequest:
     spec: Generate
@@ -140,6 +147,7 @@ class AdmittedRequest:
     results: dict[int, ImageResult] = field(default_factory=dict)
     vector: np.ndarray | None = None  # the prompt's embedding, once the cache thread made it
     neighbour: str | None = None  # the cached prompt its first image may start from (its latents), once looked up
+    resumer: int = 0  # the image its level was chosen for (image_of); the others run in full (Dispatcher.route)
     latents_cached: bool = False
     client: str = ""  # who sent it, as its front door names clients (engine/client_shares.py)
 

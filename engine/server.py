@@ -283,6 +283,7 @@ class Engine:
             request.fail("internal_error", "the engine failed to prepare this request")
             return
         request.vector, request.neighbour = preparation.vector, preparation.neighbour
+        request.resumer = preparation.resumer
         self.metrics.k_star_at(preparation.k_star).inc()
         try:
             self.dispatcher.route(
@@ -299,7 +300,7 @@ class Engine:
             request.fail("internal_error", "the engine failed to route this request")
 
     def _image_made(self, worker: WorkerHandle, job: Job, done: ItemDone) -> None:
-        if job.index == 0:  # the image its level was chosen for: the others run in full (Dispatcher.route)
+        if job.index == job.request.resumer:  # the image its level was chosen for: the others run in full
             # before its latents are cached: a count and the prompt it was of show in the same statistics
             self.cache.count_start(job.request, job.start)
         self._cache_latents(worker, job, done)
@@ -317,7 +318,7 @@ class Engine:
             return
         request.latents_cached = True
         shape = model_latent_shape(worker.hello.backend, worker.hello.model, request.width, request.height)
-        self.cache.insert(request, request.vector, Returned(done, worker.name, job.start, shape))
+        self.cache.insert(request, request.vector, Returned(done, worker.name, job.start, shape, job.seed))
 
     def request_stop(self) -> None:
         if self.state is EngineState.RUNNING:

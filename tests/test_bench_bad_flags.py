@@ -293,7 +293,19 @@ _SEEDED = ("chaos", "cache", "controller")
         (["profile", "latency", "--backend", "tiny", "--time-scale", "2", "--out", "{tmp}/x.json"], "--time-scale"),
         # taken, where bench worker refuses them: -1 is no image seed the engine takes (0 to 2**63 - 1), and NaN
         # guidance makes NaN images
-        (["profile", "latency", "--seed", "-1", "--out", "{tmp}/x.json"], "argument --seed: expected a number >= 0"),
+        (
+            ["profile", "latency", "--seed", "-1", "--out", "{tmp}/x.json"],
+            f"--seed: expected a number from 0 to {_MAX_SEED}",
+        ),
+        # past 2**64 msgpack cannot encode: a traceback once the model was built; past 2**63 - 1 the engine refuses
+        *[
+            (
+                ["profile", kind, "--seed", seed, "--out", "{tmp}/x.json"],
+                f"--seed: expected a number from 0 to {_MAX_SEED}",
+            )
+            for kind in ("latency", "quality")
+            for seed in ("18446744073709551616", "9223372036854775808")
+        ],
         (["profile", "latency", "--guidance", "nan", "--out", "{tmp}/x.json"], "argument --guidance: expected a"),
         (["train-predictor", "{tmp}/few.jsonl", "--out", "{tmp}/o.json"], "need at least 10 samples"),
         # the replay's flags were ignored without it, and the index benchmark ran (small here: it ran to the end)

@@ -193,7 +193,9 @@ def test_a_checksum_a_failed_read_left_unchecked_is_written_anew_even_with_every
 
 
 def request(text: str) -> SimpleNamespace:
-    return SimpleNamespace(spec=Generate(request_id="r", prompt=text), steps=SHAPE.steps, width=64, height=64)
+    return SimpleNamespace(
+        spec=Generate(request_id="r", prompt=text), steps=SHAPE.steps, width=64, height=64, seeds=[0]
+    )
 
 
 def returned(latents: dict[int, np.ndarray]) -> Returned:

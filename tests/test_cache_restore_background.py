@@ -37,7 +37,9 @@ MODEL = "tiny:0123456789abcdef"  # its workers take LATENT at 64x64: a restore l
 
 
 def request(prompt: str) -> SimpleNamespace:
-    return SimpleNamespace(spec=Generate(request_id="r", prompt=prompt), steps=SHAPE.steps, width=64, height=64)
+    return SimpleNamespace(
+        spec=Generate(request_id="r", prompt=prompt), steps=SHAPE.steps, width=64, height=64, seeds=[0]
+    )
 
 
 def returned(latents: dict[int, np.ndarray], shape: tuple[int, int, int] = LATENT.shape) -> Returned:

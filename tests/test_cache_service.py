@@ -195,7 +195,9 @@ def test_what_a_generation_brings_while_the_model_is_adopted_goes_to_the_adopted
     was queued: the latents were lost with it, and the same prompt asked again was a miss."""
     save_a_cache(tmp_path, prompts=2000)  # restoring it takes a while
     service = build_cache_service(CacheConfig(directory=str(tmp_path)), "", LEVELS, choose=lambda *args: IN_FULL)
-    request = SimpleNamespace(spec=Generate(request_id="r", prompt="a cat"), steps=SHAPE.steps, width=64, height=64)
+    request = SimpleNamespace(
+        spec=Generate(request_id="r", prompt="a cat"), steps=SHAPE.steps, width=64, height=64, seeds=[0]
+    )
 
     async def adopt_insert_and_stop() -> None:
         service.adopt_model(MODEL)
@@ -217,6 +219,39 @@ def test_the_controller_is_told_each_requests_images_and_steps():
         return IN_FULL
 
     service = CacheService(None, None, choose)  # --no-cache: decided at once, on the caller's thread
-    request = SimpleNamespace(spec=Generate(request_id="r", prompt="a cat", n=3), steps=150, width=64, height=64)
+    request = SimpleNamespace(
+        spec=Generate(request_id="r", prompt="a cat", n=3), steps=150, width=64, height=64, seeds=[0, 1, 2]
+    )
     service.prepare(request, lambda *_: None)
     assert asked == [(3, 150)]
+
+
+def test_a_latent_starts_the_image_of_its_runs_seed_and_none_moves_up_to_another_images():
+    """Resumed from a run of its second image's seed, a request's first image was that seed's picture, twice in one
+    response with the second's (docs/cache.md, A request's n images)."""
+    service = build_cache_service(
+        CacheConfig(), MODEL, LEVELS, choose=lambda *args: Choice(5, 5, 5), fallback_levels=lambda *args: ((10, 10),)
+    )
+
+    def request(seeds: list[int]) -> SimpleNamespace:
+        spec = Generate(request_id="r", prompt="a cat", n=len(seeds))
+        return SimpleNamespace(spec=spec, steps=SHAPE.steps, width=64, height=64, seeds=seeds)
+
+    async def prepared(seeds: list[int]) -> tuple[int, list[int]]:
+        done = asyncio.get_running_loop().create_future()
+        service.prepare(request(seeds), lambda _, preparation: done.set_result(preparation))
+        preparation = await asyncio.wait_for(done, timeout=30)
+        return preparation.resumer, [fallback.level for fallback in preparation.fallbacks]
+
+    async def insert_then_prepare() -> list[tuple[int, list[int]]]:
+        vector = EMBEDDER.embed(["a cat"])[0]
+        # level 5 from a run of seed 3, then level 10, which the prompt lacked, from one of seed 1
+        for level, seed in ((5, 3), (10, 1)):
+            done = ItemDone(f"j{seed}", Blob(b"img"), 0, [level], LATENT[np.newaxis], 1.0, SHAPE.steps)
+            service.insert(request([seed]), vector, Returned(done, "w", 0, LATENT.shape, seed))
+        try:
+            return [await prepared(seeds) for seeds in ([0, 1, 2], [3, 4], [1, 3])]
+        finally:
+            await service.close(save_to=None)
+
+    assert asyncio.run(insert_then_prepare()) == [(0, []), (0, [10]), (1, [])]

@@ -92,8 +92,17 @@ def test_a_request_served_from_the_cache_makes_as_many_pictures_as_it_asks_for(t
         exact = generate(engine, prompt).images[0]  # seed 1, in full
         with ArgusClient(engine.client_address, timeout_s=120) as client:
             reply = client.generate(prompt, width=64, height=64, steps=STEPS, seed=1, n=3)
+            # seeds 0 to 2, seed 1's run cached: its first image resumed from it was seed 1's picture, made again in
+            # full by its second
+            overlapping = client.generate(prompt, width=64, height=64, steps=STEPS, seed=0, n=3)
     finally:
         assert engine.stop() == 0
+    assert isinstance(overlapping, Images), overlapping
+    # the image of the seed the cached latent's run had resumes from it; the others run in full
+    assert [(image.seed, image.level > 0) for image in overlapping.images] == [(0, False), (1, True), (2, False)]
+    pictures = [pixels(image) for image in overlapping.images]
+    assert np.abs(pictures[1] - pixels(exact)).max() <= 3
+    assert all(np.abs(a - b).mean() > 10 for a, b in itertools.combinations(pictures, 2))
     assert isinstance(reply, Images), reply
     resumed, *others = reply.images
     assert resumed.level > 0 and resumed.steps_run == STEPS - resumed.level and resumed.similarity > 0.99

@@ -232,6 +232,25 @@ def test_different_seed_gives_a_different_image(backend, full_run):
     assert not np.array_equal(other.by_level()[4], full_run.by_level()[4])
 
 
+def test_seeds_apart_by_two_to_the_32_give_different_images(backend, full_run):
+    # torch's CPU generator keeps a seed's low 32 bits: 7 + 2**32 drew seed 7's noise, and its image
+    (other,) = backend.run(batch(items=(GenerateItem("r1", "a red cat on a roof", 7 + 2**32),)), RecordingControl())
+    assert other.image != full_run.image
+
+
+def test_a_seed_below_two_to_the_32_starts_from_torchs_noise_for_it(pipe, full_run):
+    # its image made before seeds took every bit: the pipeline run alone, with torch's generator seeded so
+    alone = pipe(
+        prompt=["a red cat on a roof"],
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        width=64,
+        height=64,
+        generator=[torch.Generator("cpu").manual_seed(7)],
+    ).images[0]
+    assert np.array_equal(np.asarray(alone), np.asarray(decode(full_run.image)))
+
+
 @pytest.mark.parametrize("level", [0, 8])
 def test_a_negative_prompt_steers_the_steps_run_and_the_same_one_gives_the_same_image(
     backend, full_run, unet_calls, level

@@ -59,6 +59,7 @@ from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_wei
 from workers.model_id import config_bytes, folder_model_id, model_id
 from workers.model_loading import load_pretrained, loading
 from workers.pipeline_fit import pipeline_misfit
+from workers.seed_noise import first_noise
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
@@ -240,7 +241,7 @@ class DiffusionBackend(Backend):
             negative_prompt=_negative_prompts(batch.items),
             num_inference_steps=steps,
             guidance_scale=batch.guidance_scale,
-            # CPU generators: the same seed gives the same noise on any device (rounded to the run's dtype)
+            # for a scheduler that draws noise at each step: a run starts from first_noise (workers/seed_noise.py)
             generator=[torch.Generator("cpu").manual_seed(item.seed) for item in batch.items],
             callback_on_step_end=on_step_end,
         )
@@ -258,7 +259,16 @@ class DiffusionBackend(Backend):
                         **common,
                     )
                 else:
-                    out = pipeline(width=batch.width, height=batch.height, **common)
+                    # drawn on the CPU: the same seed gives the same noise on any device (rounded to the run's dtype)
+                    noise = first_noise(
+                        [item.seed for item in batch.items], latent_shape(self._info.name, batch.width, batch.height)
+                    )
+                    out = pipeline(
+                        width=batch.width,
+                        height=batch.height,
+                        latents=noise.to(self._device, self._text2img.unet.dtype),
+                        **common,
+                    )
         finally:
             # diffusers casts a float16 VAE to float32 for the decode and back after it: a decode that failed (out
             # of memory at a large size) left it float32, and every later batch failed on the dtype mismatch

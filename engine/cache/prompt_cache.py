@@ -95,6 +95,9 @@ class PromptCache:
         self._indexes: dict[ShapeKey, VectorIndex] = {}
         self._prompts: dict[int, _Prompt] = {}
         self._ids_by_text: dict[tuple[ShapeKey, str], int] = {}
+        # the seed of the run each latent is of, where known (not saved: a restored latent's is not). A request's
+        # image of that seed resumes from it: its first, of another seed, was that seed's picture a second time
+        self._seeds: dict[Key, int] = {}
         self._next_id = 1
         self._hits = dict.fromkeys(self.levels, 0)
         self._misses = 0
@@ -166,8 +169,16 @@ class PromptCache:
     def record_miss(self) -> None:
         self._misses += 1
 
-    def insert(self, prompt: str, vector: np.ndarray, shape: ShapeKey, latents: Mapping[int, np.ndarray]) -> int:
-        """Stores a generation's latents by level; returns the prompt's id.
+    def insert(
+        self,
+        prompt: str,
+        vector: np.ndarray,
+        shape: ShapeKey,
+        latents: Mapping[int, np.ndarray],
+        seed: int | None = None,
+    ) -> int:
+        """Stores a generation's latents by level, and the seed its run drew from (latent_seed); returns the
+        prompt's id.
 
         The same prompt text in the same shape is one entry: new levels join it,
         levels it already has are kept as they are (with their hits). Storing may
@@ -197,8 +208,14 @@ class PromptCache:
         entry.levels.update(new_levels)
         # lowest level first: among a prompt's fresh latents it is the oldest, so the first evicted
         for level in new_levels:
+            if seed is not None:
+                self._seeds[(prompt_id, level)] = seed
             self._store.put((prompt_id, level), latents[level])
         return prompt_id
+
+    def latent_seed(self, prompt_id: int, level: int) -> int | None:
+        """The seed of the run the latent after `level` steps is of; None if not known."""
+        return self._seeds.get((prompt_id, level))
 
     def absorb(self, newer: PromptCache) -> None:
         """Inserts what `newer` holds (what generations brought while this cache was being restored), oldest
@@ -400,6 +417,7 @@ class PromptCache:
     def _forget(self, key: Key) -> None:
         """The store dropped a latent for good: the prompt leaves the index with its last one."""
         prompt_id, level = key
+        self._seeds.pop(key, None)
         prompt = self._prompts[prompt_id]
         prompt.levels.discard(level)
         if not prompt.levels:

@@ -114,12 +114,18 @@ class DirectPipeline:
     def __init__(self, args: argparse.Namespace):
         import torch
 
+        from workers.limits import latent_shape
+        from workers.seed_noise import first_noise
         from workers.tiny_pipeline import build_tiny_sdxl
 
         torch.set_num_threads(args.threads)
         self._torch = torch
         self.pipe = build_tiny_sdxl()  # seed 0, as the worker's load_tiny builds it
         self.pipe.set_progress_bar_config(disable=True)
+        # the noise the worker starts from (torch's generator alone draws the same for seeds 2**32 apart), drawn at
+        # each call as the worker draws it
+        self._first_noise = first_noise
+        self._shape = latent_shape("tiny", args.size, args.size)
 
     def generate(self, args: argparse.Namespace):
         torch = self._torch
@@ -133,6 +139,7 @@ class DirectPipeline:
                 height=args.size,
                 guidance_scale=args.guidance,
                 generator=torch.Generator("cpu").manual_seed(args.seed),
+                latents=self._first_noise([args.seed], self._shape),
             )
         seconds = time.perf_counter() - started
         self.last_cpu_s = time.process_time() - cpu

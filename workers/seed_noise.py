@@ -1,0 +1,26 @@
+"""The noise a seed starts an image from, drawn on the CPU whatever the device.
+
+torch's CPU generator (mt19937) keeps only the low 32 bits of the seed it is given: seeds 7 and 7 + 2**32 drew the
+same noise and made the same image, so of the 2**63 seeds a request may name, 2**32 made different images (and a
+seedless request's random seed was as likely to repeat another's as if drawn from 2**32). A seed below 2**32 still
+draws from torch's generator, as diffusers did with it, and makes the image it made; one above draws from numpy's
+PCG64, which takes every bit of its seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_TORCH_SEEDS = 2**32  # the seeds torch's CPU generator tells apart
+
+
+def first_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """Float32 noise of `shape` (one latent's) for each seed, stacked as a batch."""
+    return torch.cat([_noise(seed, (1, *shape)) for seed in seeds])
+
+
+def _noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    if seed < _TORCH_SEEDS:
+        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+    return torch.from_numpy(np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32))
