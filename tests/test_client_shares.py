@@ -81,6 +81,124 @@ def test_a_client_asking_for_an_image_at_a_time_is_not_refused_again_while_its_w
         clock.now += 0.5
 
 
+def test_a_client_holding_less_than_its_share_is_not_held_back_by_others_waiting():
+    shares = ClientShares(MAX_QUEUE, one_second, clock=Clock())
+    fill(shares, "a", 3, 0)
+    fill(shares, "b", 9, 3)
+    assert refused(shares, "c", 1, MAX_QUEUE) == "queue_full"  # three clients: shares of 4
+    shares.remove("b", 2)
+    assert refused(shares, "a", 1, MAX_QUEUE - 2) is None  # 3 + 1 is within its share
+    assert refused(shares, "b", 1, MAX_QUEUE - 2) == "client_share"  # 7 held is past it
+
+
+def test_a_client_holding_nothing_is_given_the_room_where_its_share_rounds_down_to_none():
+    """At --max-queue 1 two clients' shares are 0 images each: the one refused was not counted as waiting, and a
+    pipeline retrying each Busy at once took the one slot every time it freed (a person retrying after each
+    Retry-After was refused 15 times in 15 s, and served never)."""
+    shares = ClientShares(1, one_second, clock=Clock())
+    fill(shares, "pipeline", 1, 0)
+    assert refused(shares, "person", 1, 1) == "queue_full"  # it waits
+    shares.remove("pipeline", 1)
+    assert refused(shares, "pipeline", 1, 0) == "queue_full"  # the slot is kept for the person, waiting first
+    assert refused(shares, "person", 1, 0) is None
+    shares.add("person", 1)
+    shares.remove("person", 1)
+    assert refused(shares, "pipeline", 1, 0) is None  # its turn now: it waited behind the person
+
+
+def test_a_wait_ends_when_the_client_has_not_come_back():
+    clock = Clock()
+    shares = ClientShares(MAX_QUEUE, one_second, clock=clock)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert refused(shares, "person", 1, MAX_QUEUE) == "queue_full"
+    shares.remove("pipeline", 1)
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) == "client_share"
+    clock.now = 3.5  # the person gave up: the pipeline is alone again
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) is None
+
+
+def test_a_client_that_holds_its_share_already_is_not_counted_as_waiting():
+    shares = ClientShares(MAX_QUEUE, one_second, clock=Clock())
+    fill(shares, "a", 6, 0)
+    fill(shares, "b", 6, 6)
+    # b refused at the full queue holds its share (6 of 12): it does not hold a back
+    assert refused(shares, "b", 1, MAX_QUEUE) == "queue_full"
+    shares.remove("a", 1)
+    assert refused(shares, "a", 1, MAX_QUEUE - 1) is None
+
+
+def test_nothing_is_kept_for_clients_that_hold_nothing_and_wait_no_more():
+    clock = Clock()
+    shares = ClientShares(MAX_QUEUE, one_second, clock=clock)
+    for i in range(50):
+        shares.add(f"c{i}", 1)
+        shares.remove(f"c{i}", 1)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    for i in range(50):
+        refused(shares, f"w{i}", 1, MAX_QUEUE)
+    for i in range(0, 50, 2):  # admitted within their waits: counted as waiting until the waits end
+        shares.add(f"w{i}", 1)
+        shares.remove(f"w{i}", 1)
+    clock.now = 10.0
+    refused(shares, "pipeline", 1, MAX_QUEUE)
+    assert shares._held == {"pipeline": MAX_QUEUE} and shares._waiting == {} and shares._served == {}
+
+
+def test_a_request_as_large_as_the_queue_is_served_in_turn_beside_a_client_that_keeps_a_few_queued():
+    """n at --max-queue fits only an empty queue: before, another client that kept three images queued (far below its
+    share) took each slot back as it freed, and the large request got queue_full for as long as it retried."""
+    shares = ClientShares(MAX_QUEUE, one_second, clock=Clock())
+    fill(shares, "pipeline", 3, 0)
+    assert refused(shares, "album", MAX_QUEUE, 3) == "queue_full"  # it waits for room
+    shares.remove("pipeline", 1)
+    assert refused(shares, "pipeline", 1, 2) == "queue_full"  # the room is kept for the album, which waited first
+    shares.remove("pipeline", 2)
+    assert refused(shares, "album", MAX_QUEUE, 0) is None  # not held back by the pipeline, which waits behind it
+    shares.add("album", MAX_QUEUE)
+    shares.remove("album", MAX_QUEUE)
+    assert refused(shares, "pipeline", 1, 0) is None  # next in line
+
+
+def test_a_refusal_says_how_soon_by_the_images_that_must_leave_before_it_fits():
+    """At a full queue, the images asked for beyond the room left; past a client's share, those it holds beyond it,
+    which leave at its part of the pace (one of two clients sharing the queue here)."""
+    asked: list[int] = []
+    shares = ClientShares(MAX_QUEUE, lambda ahead: asked.append(ahead) or 7, clock=Clock())
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert shares.refusal("person", 2, MAX_QUEUE - 1) == ("queue_full", 7)
+    assert asked[-1] == 1  # room for 1 of its 2 images is left
+    assert shares.refusal("pipeline", 1, MAX_QUEUE) == ("client_share", 7)
+    assert asked[-1] == (MAX_QUEUE + 1 - MAX_QUEUE // 2) * 2
+
+
+def test_a_client_told_to_wait_long_keeps_its_place_for_a_few_of_that_wait():
+    """Remembered as waiting for a fixed 3 s, a client told to come back in 20 s was forgotten before it came: the
+    room it was owed went to the client filling the queue."""
+    clock = Clock()
+    shares = ClientShares(MAX_QUEUE, lambda ahead: 20, clock=clock)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert refused(shares, "person", 1, MAX_QUEUE) == "queue_full"
+    shares.remove("pipeline", 1)
+    clock.now = 59.0  # within 3 x 20 s: still waiting
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) == "client_share"
+    clock.now = 61.0  # gone
+    assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) is None
+
+
+def test_a_short_wait_set_after_a_long_one_ends_at_its_own_time():
+    """Waits are of different lengths: one set after a longer one still ends when its own time is up, not after the
+    longer one's (kept in the order set, it was counted as waiting, and shrank the others' shares, until then)."""
+    clock = Clock()
+    retries = iter([20, 1])
+    shares = ClientShares(MAX_QUEUE, lambda ahead: next(retries), clock=clock)
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert refused(shares, "patient", 1, MAX_QUEUE) == "queue_full"  # waits 60 s
+    assert refused(shares, "brief", 1, MAX_QUEUE) == "queue_full"  # waits 3 s
+    shares.remove("pipeline", MAX_QUEUE - 5)
+    clock.now = 4.0
+    # shared by the pipeline and the patient client alone: 5 held and 1 asked are within its share of 6
+
+
 def _queue_of_two(tmp_path, *flags: str):
     """An engine whose queue holds two images, made one at a time, about 2.5 s each: the steps of _shares_over_http
     that need the queue as it is take a few ms, on a machine at rest (at 1 s each, a CI run beside other jobs
