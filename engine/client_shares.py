@@ -2,7 +2,8 @@
 
 Admission is first come, first served while the queue has room, and a lone
 client may fill it. A client refused because the queue is full is remembered
-as waiting for a while (a few of the Retry-After it was told). While any other client
+as waiting for a while (a few of the Retry-After it was told), admitted meanwhile or not: a client
+asking for one image at a time is not refused again at once for room the others took back. While any other client
 waits, a client holding its equal share of --max-queue or more (divided among
 the clients holding images and those waiting) is refused too: the room its
 finished images free goes to the waiting ones, whose retry finds it. Before,
@@ -65,11 +66,16 @@ class ClientShares:
         # clients refused at a full queue, in the order they began to wait (a retry keeps its place): the first is
         # served first
         self._waiting: OrderedDict[str, _Wait] = OrderedDict()
-        # (when, client), soonest first: one entry a waiting client (and those of ended waits, met and dropped), each
-        # at or before its wait's end, moved on to the end when met if the wait was renewed since. A wait lasts as long
-        # as its Retry-After says: one set shorter than the last gets an entry of its own
+        # clients admitted while they waited, until their wait ends: counted as waiting still, but owed no room. A
+        # wait ended at admission, and a client asking for an image at a time came back to a queue the others had
+        # filled again: refused at each request, it waited a Retry-After (1 s at least) for each image
+        self._served: dict[str, _Wait] = {}
+        # (when, client), soonest first: one entry a waiting or served client (and those of ended waits, met and
+        # dropped), each at or before its wait's end, moved on to the end when met if the wait was renewed since. A
+        # wait lasts as long as its Retry-After says: one set shorter than the last gets an entry of its own
         self._wait_ends: list[tuple[float, str]] = []
-        self._waiting_only = 0  # clients waiting that hold no images: with _held, those the queue is shared among
+        # clients waiting or served that hold no images: with _held, those the queue is shared among
+        self._waiting_only = 0
 
     def refusal(self, client: str, images: int, queued: int) -> Refusal | None:
         """None if the client's request may be admitted now, with `queued` images in the engine; else why not, and
@@ -92,7 +98,9 @@ class ClientShares:
         return None
 
     def add(self, client: str, images: int) -> None:
-        if self._waiting.pop(client, None) is not None and client not in self._held:
+        if (wait := self._waiting.pop(client, None)) is not None:
+            self._served[client] = wait
+        if client not in self._held and self._waits(client):
             self._waiting_only -= 1
         self._held[client] = self._held.get(client, 0) + images
 
@@ -102,11 +110,12 @@ class ClientShares:
             self._held[client] = left
         else:
             del self._held[client]
-            self._waiting_only += client in self._waiting
+            self._waiting_only += self._waits(client)
 
     def _wait(self, client: str, images: int, waiting_s: float) -> None:
         until = self._clock() + waiting_s
-        wait = self._waiting.get(client)
+        # one served waits anew behind those waiting: it had its turn
+        wait = self._waiting.get(client) or self._served.pop(client, None)
         if wait is None and client not in self._held:
             self._waiting_only += 1
         if wait is not None and wait.listed <= until:  # its entry comes up in time: moved on then
@@ -124,21 +133,26 @@ class ClientShares:
     def _share(self, client: str) -> int:
         """--max-queue divided among the clients holding images, those waiting, and this one."""
         sharing = len(self._held) + self._waiting_only
-        return self._max_queue // (sharing + (client not in self._held and client not in self._waiting))
+        return self._max_queue // (sharing + (client not in self._held and not self._waits(client)))
 
     def _others_wait(self, client: str) -> bool:
-        return len(self._waiting) > (client in self._waiting)
+        return len(self._waiting) + len(self._served) > self._waits(client)
+
+    def _waits(self, client: str) -> bool:
+        """Counted as waiting: waiting, or served within its wait."""
+        return client in self._waiting or client in self._served
 
     def _forget_stale_waits(self) -> None:
         now = self._clock()
         while self._wait_ends and self._wait_ends[0][0] <= now:
             when, client = heapq.heappop(self._wait_ends)
-            wait = self._waiting.get(client)
+            waits = self._waiting if client in self._waiting else self._served
+            wait = waits.get(client)
             if wait is None or wait.listed != when:  # of a wait that ended, or was set shorter since
                 continue
             if wait.until <= now:
-                del self._waiting[client]
+                del waits[client]
                 self._waiting_only -= client not in self._held
             else:  # renewed since: on to its end
                 heapq.heappush(self._wait_ends, (wait.until, client))
-                self._waiting[client] = wait._replace(listed=wait.until)
+                waits[client] = wait._replace(listed=wait.until)

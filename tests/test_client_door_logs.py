@@ -56,3 +56,36 @@ async def test_a_lost_request_line_says_how_many_were_answered_so_since_the_last
     assert "since the last" not in lines[0]
     # b, c and d: their line was held back
     assert lines[1].endswith("answered request_lost; 3 more answered so since the last such line (any client)")
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_is_named_in_the_log_by_nothing_it_could_be_reached_by(monkeypatch, caplog):
+    """libzmq names a client that gives no identity of its own by 5 bytes, and the log showed 6: the whole name, which
+    a peer connecting under it takes over (ROUTER_HANDOVER), with the client's replies (through an engine, the 10
+    images of a request in flight)."""
+    now = [0.0]
+    monkeypatch.setattr(quiet_lines, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    config = types.SimpleNamespace(client_gone_grace_s=10.0, dispatch=types.SimpleNamespace(max_queue=16))
+    engine = types.SimpleNamespace(config=config, metrics=EngineMetrics())
+    context = zmq.Context()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    door = ClientDoor(engine, context, (address,))
+    door.start()
+    names = [b"\x00\x8f\x02\x11\xe3", b"\x00\x8f\x02\x11\xe4"]  # two clients libzmq named one after the other
+    clients = [raw_client(context, address, name) for name in names]
+    codec = client_side_codec()
+    try:
+        caplog.set_level("INFO", logger="argus.clients")
+        for client in clients:
+            client.send_multipart(codec.encode(Inquire(["a"])))
+            await _answers(client, 1)
+            now[0] += 61.0  # the next client's line is not held back
+    finally:
+        for client in clients:
+            client.close()
+        door.close()
+        context.term()
+    lines = [r.getMessage() for r in caplog.records if "answered request_lost" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert not any(name[1:].hex() in line for line in lines for name in names), lines
+    assert lines[0].split()[1] != lines[1].split()[1]  # told apart all the same
