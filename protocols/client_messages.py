@@ -66,8 +66,10 @@ class Inquire(msgspec.Struct, tag="inquire", frozen=True, forbid_unknown_fields=
 class ImageResult(msgspec.Struct, frozen=True):
     image: Blob
     seed: int
-    level: int  # the cache level K the image was generated from (0: exact)
-    similarity: float | None  # of the cached neighbour whose latent was used
+    level: int  # the cache level K the image resumed from (0: run in full)
+    # of the nearest cached prompt of the same steps and size, its latent used or not (level 0: not); None: no
+    # neighbour, an exact request, or guidance off
+    similarity: float | None
     queue_ms: float
     run_ms: float
     steps_run: int  # denoising steps run for this image (N - level)

@@ -214,7 +214,7 @@ class ArgusImageInfo(msgspec.Struct, frozen=True):
 
     level: int  # cache level K the image resumed from (0: exact generation)
     # of the nearest cached prompt of the same steps and size, its latent used or not (level 0: not); None: no
-    # neighbour, or an exact request
+    # neighbour, an exact request, or guidance off
     similarity: float | None
     seed: int
     queue_ms: float  # admission to the dispatch of the run that made it
