@@ -61,6 +61,7 @@ from engine.log_setup import LOG_FORMATS, configure_logging
 from engine.open_files import allow_engine_open_files
 from engine.quick_exit import exit_at_once
 from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
+from engine.standard_streams import open_closed_standard_streams
 from engine.stop_signals import HeldStopSignals
 from engine.version import argus_version
 from engine.worker_command import (
@@ -528,6 +529,8 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
     """`held`: SIGTERM, SIGINT and SIGHUP held since the process started (engine/__main__.py), for `argus serve` to
     act on; any other command gets Python's handlers back, and a signal held meanwhile as if it came now.
     `own_process`: the command is this process's (`argus`, `python -m engine.cli`), not a call of a program's."""
+    if own_process:
+        open_closed_standard_streams()  # before any event loop, socket or child process
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format, worker_log_name(args))
     try:
