@@ -18,6 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from engine.arg_types import UsageError
+
 log = logging.getLogger("argus.engine")
 
 PREFIX = "argus-"
@@ -39,8 +41,17 @@ def make_temp_folder(prefix: str, resources: contextlib.ExitStack) -> str:
 
 
 def remove_dead_engines_folders() -> None:
-    """Removes the temporary folders of this user's engines that died without removing them."""
-    root = tempfile.gettempdir()
+    """Removes the temporary folders of this user's engines that died without removing them. The first look at the
+    temporary directory: UsageError if there is none the engine can write in."""
+    try:
+        root = tempfile.gettempdir()
+    except FileNotFoundError as error:
+        # $TMPDIR, /tmp, /var/tmp, /usr/tmp and the current directory all unwritable (a container's read-only root
+        # filesystem): it was a traceback
+        raise UsageError(
+            f"{error.strerror}: the engine makes its local workers' IPC socket in one; set TMPDIR to a directory it"
+            " can write in"
+        ) from None
     removed = [folder for folder in Path(root).glob(f"{PREFIX}*") if _remove_if_dead(folder)]
     if removed:
         log.warning(

@@ -1,11 +1,13 @@
 """An engine that starts removes the temporary folders engines killed (SIGKILL) left behind, and only theirs: not a
 live engine's, nor a folder it cannot tell is an engine's (no lock file)."""
 
+import errno
 import os
 import signal
 import tempfile
 from pathlib import Path
 
+from engine.cli import main
 from engine.temp_folders import LOCK_FILE
 from engine_process import start_engine
 
@@ -43,3 +45,17 @@ def test_an_engine_removes_the_folders_of_killed_engines_and_only_theirs(tmp_pat
     finally:
         for engine in engines:
             engine.stop()
+
+
+def test_an_engine_without_a_temporary_directory_it_can_write_in_says_so(monkeypatch, capsys):
+    def none_usable() -> str:  # as tempfile says it of a read-only root filesystem with TMPDIR unset
+        raise FileNotFoundError(errno.ENOENT, "No usable temporary directory found in ['/tmp', '/var/tmp', '/usr/tmp']")
+
+    monkeypatch.setattr(tempfile, "gettempdir", none_usable)
+    ports = ("--port", "0", "--client-listen", "tcp://127.0.0.1:0", "--worker-listen", "tcp://127.0.0.1:0")
+    assert main(["serve", "--backend", "sim", "--workers", "0", *ports]) == 2  # a traceback, exit 1
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said == (
+        "argus serve: error: No usable temporary directory found in ['/tmp', '/var/tmp', '/usr/tmp']: the engine makes"
+        " its local workers' IPC socket in one; set TMPDIR to a directory it can write in"
+    )
