@@ -174,7 +174,9 @@ def lock_cache_dir(directory: str) -> int:
     A second engine would delete the first's spill folder as a dead engine's leftovers, and overwrite its save.
     """
     try:
-        os.makedirs(directory, exist_ok=True)
+        # one made here is the engine's user's alone, whatever the umask, as its save is (0600): under a umask of 000 it
+        # was 0777, and any user could rename a cache file of their own making over the save, restored at next start
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as error:
         problem = cache_dir_problem(directory) or f"--cache-dir {directory}: not writable ({error.strerror or error})"

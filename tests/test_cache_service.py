@@ -9,6 +9,7 @@ import fcntl
 import logging
 import os
 import shutil
+import stat
 from types import SimpleNamespace
 
 import numpy as np
@@ -94,6 +95,17 @@ def test_a_spill_folder_that_cannot_be_made_is_one_line(tmp_path):
     with pytest.raises(UsageError, match=f"--cache-dir {tmp_path}: cannot make a spill folder in it"):
         build_cache_service(config, MODEL, LEVELS, choose=lambda *_: IN_FULL)
     build_cache_service(CacheConfig(directory=str(tmp_path)), MODEL, LEVELS, choose=lambda *_: IN_FULL).abandon()
+
+
+def test_a_cache_dir_the_engine_makes_is_its_users_alone_whatever_the_umask(tmp_path):
+    """Under a umask of 000 it was made 0777: any user could rename a cache file of their own over the save (0600)."""
+    umask = os.umask(0)
+    try:
+        config = CacheConfig(directory=str(tmp_path / "cache"))
+        build_cache_service(config, MODEL, LEVELS, choose=lambda *_: IN_FULL).abandon()
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o700
 
 
 def test_a_cache_dir_on_a_file_system_that_takes_no_locks_is_one_line(tmp_path, monkeypatch):
