@@ -185,8 +185,11 @@ def _run(args: argparse.Namespace) -> int:
     failures = write_outputs(args, records, summary, records_stopped)
     try:
         print(format_summary(summary), flush=True)
-    except BrokenPipeError:  # the Python docs' recipe (signal, SIGPIPE): else the flush at exit fails again
+    except OSError as error:
+        # the Python docs' recipe (signal, SIGPIPE): else the flush at exit fails again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not isinstance(error, BrokenPipeError):  # a reader gone (`| head`) asked for no more; a full disk failed
+            failures.append(f"the summary to the standard output: {error.strerror or error}")
     for failure in failures:
         print(f"argus loadgen: error writing {failure}", file=sys.stderr)
     return 1 if failures else 0

@@ -512,6 +512,19 @@ def test_records_dash_are_the_standard_output():
     assert parsed("--rate", "1", "--max-requests", "1", "--records", "-").records == "/dev/stdout"
 
 
+def test_a_summary_the_standard_output_cannot_take_is_said_not_a_traceback(tmp_path, http_that_answers_nothing_useful):
+    """`argus loadgen ... > summary.txt` on a full disk: the summary's print ended the command in an OSError traceback
+    (a closed pipe alone was handled)."""
+    summary = tmp_path / "summary.json"
+    command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
+    command += ["--rate", "20", "--max-requests", "3", "--json", str(summary), "--no-progress"]
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(command, cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    said = "argus loadgen: error writing the summary to the standard output: No space left on device\n"
+    assert run.stderr.endswith(said) and json.loads(summary.read_text())["sent"] == 3
+
+
 def _files_up_to(size: int) -> None:
     """In the child: a file written past `size` bytes fails as on a full disk (EFBIG, the signal ignored)."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
