@@ -45,8 +45,10 @@ log = logging.getLogger("argus.launcher")
 # stop_signal). The engine's loop (libuv) starts a process with every signal at its default, hence a shell in
 # between, which ignores both and becomes the worker (exec: the same process). A Ctrl-C in the shell's first
 # millisecond ends it without a word. Where there is no /bin/sh (a distroless image), a worker's first second keeps
-# Python's handler, and SIGTERM stops it
-_IGNORING_STOPS = ["/bin/sh", "-c", 'trap "" INT TERM; exec "$0" "$@"'] if os.path.exists("/bin/sh") else []
+# Python's handler, and SIGTERM stops it. SIGHUP too, which a closed terminal sends the engine's whole group: the
+# engine takes it for a reload of its keys and serves on, and its workers died of it, to be started again (their
+# model loaded again, their images made over)
+_IGNORING_STOPS = ["/bin/sh", "-c", 'trap "" INT TERM HUP; exec "$0" "$@"'] if os.path.exists("/bin/sh") else []
 
 
 def worker_command(config: WorkerConfig) -> list[str]:

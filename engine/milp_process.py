@@ -5,11 +5,11 @@ CBC, the MILP's solver, puts a SIGINT handler of its own in place for each solve
 it: solved in the engine's process, a Ctrl-C that came meanwhile stopped the solve, and the engine served on
 (docs/reliability.md). In a process of its own, CBC's handler is that process's alone.
 
-That process starts with SIGINT and SIGTERM blocked (the thread that starts it blocks them for the start; the mask is
-inherited) and keeps them blocked: Ctrl-C in a terminal signals the engine's whole process group, and systemd's stop
-its whole cgroup, and a signal delivered there would stop a solve early or end the process, the engine's next solve
-failing. It ends when its requests pipe closes: when the engine closes it as it stops, or the kernel as the engine
-dies, however it dies.
+That process starts with SIGINT, SIGTERM and SIGHUP blocked (the thread that starts it blocks them for the start; the
+mask is inherited) and keeps them blocked: Ctrl-C in a terminal signals the engine's whole process group, a closed
+terminal SIGHUP (a reload to the engine, which serves on), and systemd's stop its whole cgroup, and a signal delivered
+there would stop a solve early or end the process, the engine's next solve failing. It ends when its requests pipe
+closes: when the engine closes it as it stops, or the kernel as the engine dies, however it dies.
 
 It shares the engine's stderr: under `--log-format json`, a warning a library gives there (numpy's, OR-Tools') or an
 exception it did not catch is a JSON line too, as the engine's are (engine/log_setup.py).
@@ -38,7 +38,7 @@ from controller.allocation import allocate
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions
 from engine.config import environment_for_children
 from engine.log_setup import configure_logging
-from engine.stop_signals import STOP_SIGNALS
+from engine.stop_signals import HELD_SIGNALS
 
 log = logging.getLogger("argus.controller")
 
@@ -139,7 +139,7 @@ class MilpProcess:
     def _start(self) -> None:
         request_reader, request_writer = os.pipe()
         answer_reader, answer_writer = os.pipe()
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "engine.milp_process", str(request_reader), str(answer_writer), *self._logging],

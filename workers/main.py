@@ -124,8 +124,10 @@ def run_worker(config: WorkerConfig) -> int:
     if config.owned:
         # now, not once it serves: Ctrl-C (the engine's, see serve_until_stopped) killed a worker still loading its
         # model (minutes, for SD-XL), each with a traceback in the engine's terminal. A local worker starts with it
-        # ignored already (engine/launcher.py); this is for a Ray actor, and one started by hand with the flag
+        # ignored already (engine/launcher.py); this is for a Ray actor, and one started by hand with the flag. So with
+        # the SIGHUP of the engine's closed terminal, which the engine serves on after
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if config.die_with_parent:
         exit_with_parent()
     model = f" {config.model}" if config.model else ""
