@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -572,7 +573,10 @@ def _say_last(args: argparse.Namespace, line: str) -> None:
         logger = logging.getLogger("argus")
         logger.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "%s", (line,), None))
     else:
-        print(line, file=sys.stderr)
+        # a standard error that takes nothing (a log file's full disk, a pipe whose reader went away) must not change
+        # the exit code: the OSError ended the command with 1, where a supervisor told 2 not to start it again
+        with contextlib.suppress(OSError):
+            print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -988,3 +988,10 @@ def test_under_log_format_json_the_error_a_command_ends_on_is_a_json_record(tmp_
     assert records[-1]["level"] == "ERROR" and records[-1]["message"] == (
         "argus serve: error: --no-cache keeps no prompt cache: drop --predictor"
     )
+
+
+def test_a_refusal_standard_error_cannot_take_still_exits_2(tmp_path):
+    """Its line's print to a full disk (or a pipe whose reader went away) raised, and the command ended with 1."""
+    command = [sys.executable, "-m", "engine", "keys", "--dir", str(tmp_path), "--name", "../elsewhere"]
+    with open("/dev/full", "w") as full:
+        assert subprocess.run(command, stderr=full, timeout=60).returncode == 2
