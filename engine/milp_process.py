@@ -196,5 +196,9 @@ def serve(requests: Connection, answers: Connection) -> None:
 
 
 if __name__ == "__main__":
+    # CBC aborts the process (std::bad_alloc) at a solve once its working directory has been removed: an engine
+    # started in a folder removed since (an old release a deploy cleaned up) planned no more, each of its MILP
+    # processes dying at its first solve. This one reads no path
+    os.chdir("/")
     configure_logging(sys.argv[3], sys.argv[4])
     serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))

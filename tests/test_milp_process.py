@@ -102,6 +102,19 @@ def test_it_solves_as_allocate_does(milp):
         assert (there.workers_per_level, there.flows, there.status) == (here.workers_per_level, here.flows, "optimal")
 
 
+def test_it_solves_once_the_engines_working_directory_is_gone(milp, tmp_path, monkeypatch):
+    """CBC aborts a process whose working directory was removed (std::bad_alloc) at its next solve: an engine started
+    in a folder removed since (an old release a deploy cleaned up) planned no more, each MILP process dying."""
+    release = tmp_path / "release"
+    release.mkdir()
+    monkeypatch.chdir(release)
+    expected = allocate(problem(1), 64, {}, OPTIONS)  # here, before: in this process, CBC would abort pytest's
+    milp.allocate(problem(0), 64, {}, OPTIONS)  # its process started in the folder
+    release.rmdir()
+    solved = milp.allocate(problem(1), 64, {}, OPTIONS)
+    assert (solved.workers_per_level, solved.status) == (expected.workers_per_level, "optimal")
+
+
 def _signals(pid: int, field: str) -> int:
     """A mask from /proc/PID/status (SigBlk: blocked, SigIgn: ignored) as an int."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
