@@ -403,7 +403,11 @@ class WorkerLink:
             # a beat to it is refused (EHOSTUNREACH) once its connection has closed: a process that crashed and
             # was started again at once (systemd, a container's restart policy) is its own replacement
             if holder.last_seen >= alive_since and self.send(holder, EngineHeartbeat()):
-                reason = f"worker id {worker_id!r} is in use by the live worker {holder.name}: give each its own"
+                # the default id (host-pid) is taken twice by containers that are each PID 1 on one host name
+                reason = (
+                    f"worker id {worker_id!r} is in use by the live worker {holder.name}: give each worker its own"
+                    " --worker-id"
+                )
                 return Refused(reason, id_in_use=True)
         return None
 

@@ -210,6 +210,7 @@ def test_a_probe_is_answered_as_a_hello_of_its_values_would_be_and_registers_not
         assert answer(model="") == Cleared()  # a model known only once loaded is not checked
         taken = answer(worker_id="gpu0")
         assert taken.id_in_use and "worker id 'gpu0' is in use by the live worker" in taken.reason, taken
+        assert taken.reason.endswith(": give each worker its own --worker-id"), taken
         other = answer(model="sim:0123456789abcdef")
         assert isinstance(other, Refused) and "model 'sim:0123456789abcdef': this engine serves" in other.reason
         old = answer(protocol=PROTOCOL_VERSION - 1)
