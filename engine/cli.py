@@ -62,7 +62,7 @@ from engine.log_setup import LOG_FORMATS, configure_logging
 from engine.open_files import allow_engine_open_files
 from engine.quick_exit import exit_at_once
 from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
-from engine.standard_streams import open_closed_standard_streams
+from engine.standard_streams import open_closed_standard_streams, standard_output_reader_gone
 from engine.stop_signals import HeldStopSignals
 from engine.version import argus_version
 from engine.worker_command import (
@@ -550,6 +550,13 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
         return 2
     except (ChildDied, RunFailed) as error:  # not a usage error: the command ran, and failed
         _say_last(args, f"{args.prog}: error: {error}")
+        return 1
+    except BrokenPipeError:
+        if not (own_process and standard_output_reader_gone()):
+            raise
+        # its reader took what it wanted (`argus bench controller | head`): the command ends as on SIGPIPE, without
+        # a traceback of the print it was in, and standard output points nowhere, or the flush at exit fails again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         if args.command == "worker":

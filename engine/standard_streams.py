@@ -10,6 +10,7 @@ Its workers and MILP process inherited the stray descriptor as their own stderr 
 from __future__ import annotations
 
 import os
+import select
 import sys
 
 _STREAMS = ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w"))
@@ -31,3 +32,11 @@ def open_closed_standard_streams() -> None:
         if getattr(sys, name) is None:
             errors = "backslashreplace" if name == "stderr" else None  # as Python's own stderr
             setattr(sys, name, open(fd, mode, errors=errors, closefd=False))  # noqa: SIM115 (the process's own)
+
+
+def standard_output_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has gone (`| head`, having read what it wanted): such a pipe's
+    writing end polls as in error."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

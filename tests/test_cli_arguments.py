@@ -3,6 +3,7 @@ naming the option, before starting anything."""
 
 import argparse
 import json
+import os
 import re
 import resource
 import shutil
@@ -995,3 +996,21 @@ def test_a_refusal_standard_error_cannot_take_still_exits_2(tmp_path):
     command = [sys.executable, "-m", "engine", "keys", "--dir", str(tmp_path), "--name", "../elsewhere"]
     with open("/dev/full", "w") as full:
         assert subprocess.run(command, stderr=full, timeout=60).returncode == 2
+
+
+def test_a_command_whose_output_reader_went_away_ends_without_a_traceback(tmp_path):
+    """`argus keys | head -0`: the print of what it made raised BrokenPipeError, a traceback after the pair was made."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "engine", "keys", "--dir", str(tmp_path)],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (1, "")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["engine.key", "engine.key_secret"]
