@@ -176,9 +176,11 @@ class LevelSampler:
                         self.source = "plan" if use_plan else "ready"
                         self.samples.append((time.perf_counter() - run_start, levels))
                 except Exception as exc:  # whatever the server sends (an Infinity count, deep nesting): the
-                    # sampler must not end, as run_load awaits it at the end; a missed sample leaves a gap in one
-                    # panel, and the load itself goes on
+                    # sampler must not end, as run_load awaits it at the end, and the load itself goes on
                     log.debug("status poll failed: %s", exc)
+                    # no reading: an empty sample, a gap in the plot's panel. Left out, the last reading held to
+                    # the end of the run: an engine SIGKILLed 2 s into a 6 s run was drawn serving to the end
+                    self.samples.append((time.perf_counter() - run_start, {}))
                 await asyncio.sleep(self.every_s)
 
 

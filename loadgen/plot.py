@@ -154,7 +154,8 @@ def _quality_panel(ax, bins: TimelineBins) -> None:
 
 
 def _workers_panel(ax, samples: Sequence[tuple[float, Mapping[Any, int]]], end: float) -> None:
-    """Stacked: each sample holds until the next one, the last until the end of the axis."""
+    """Stacked: each sample holds until the next one, the last until the end of the axis; an empty one (a poll that
+    had no answer) draws nothing, a gap."""
     edges = np.array([t for t, _ in samples] + [max(end, samples[-1][0])], dtype=float)
     levels = sorted({int(k) for _, counts in samples for k in counts})
     below = np.zeros(len(samples))
@@ -163,7 +164,10 @@ def _workers_panel(ax, samples: Sequence[tuple[float, Mapping[Any, int]]], end: 
         ax.stairs(below + count, edges, baseline=below, fill=True, label=f"K={level}")
         below = below + count
     ax.set_ylabel("workers")
-    ax.legend(loc="upper right", fontsize="small", ncols=min(len(levels), 6))
+    if levels:  # else no poll was answered: a legend of nothing is a matplotlib warning
+        ax.legend(loc="upper right", fontsize="small", ncols=min(len(levels), 6))
+    else:
+        ax.text(0.5, 0.5, "no worker count read", transform=ax.transAxes, ha="center", va="center", color="gray")
 
 
 def _count(counts: Mapping[Any, int], level: int) -> int:

@@ -177,12 +177,30 @@ async def test_a_status_the_sampler_cannot_read_costs_samples_not_the_run():
             while polls < 3 and not task.done():
                 await asyncio.sleep(0.02)
         assert not task.done(), task.exception()
-        assert sampler.samples == []
+        assert sampler.samples and all(levels == {} for _, levels in sampler.samples)  # a gap each, not a count
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await runner.cleanup()
+
+
+async def test_a_poll_of_an_engine_gone_is_an_empty_sample():
+    """An engine SIGKILLed mid-run: polls with no answer added no sample, and the plot held the last reading to the end
+    of the run, the dead engine's workers drawn serving until then. Each is now an empty sample, a gap."""
+    async with asyncio.timeout(20):
+        async with status_server(READY, {"workers_per_level": {"0": 3}}) as url:
+            sampler = await sample(url)  # two readings, then the engine is gone
+        task = asyncio.create_task(sampler.run(time.perf_counter()))
+        try:
+            while len(sampler.samples) < 4 and not task.done():
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert [levels for _, levels in sampler.samples][:2] == [{0: 3}, {0: 3}]
+    assert all(levels == {} for _, levels in sampler.samples[2:]), sampler.samples
 
 
 SIZES = {"min": 64, "max": 256, "default": 64, "multiple": 8}

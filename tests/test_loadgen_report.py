@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -303,6 +304,14 @@ def test_timeline_and_compare_plots(records, tmp_path):
     # the title is in the file too, where a program reads it
     assert png_title(tmp_path / "no_levels.png") == "no samples" and png_title(tmp_path / "c.png") == "SIMULATED"
     assert png_title(tmp_path / "t.png") is None
+
+
+def test_a_workers_panel_of_polls_never_answered_draws_a_gap(records, tmp_path):
+    """Empty samples (polls of an engine gone) draw nothing, and no legend of nothing (a matplotlib warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        timeline_plot(records, tmp_path / "gone.png", worker_levels=[(0.0, {}), (1.0, {})])
+    assert opens_as_png(tmp_path / "gone.png", wider_than=100)
 
 
 def test_the_summary_docs_loadgen_md_shows_is_what_its_figures_print():
