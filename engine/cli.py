@@ -59,6 +59,7 @@ from engine.config import (
 from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
 from engine.image_files import MIN_STORE_BYTES
 from engine.log_setup import LOG_FORMATS, configure_logging
+from engine.log_thread import stop_log_thread
 from engine.open_files import allow_engine_open_files
 from engine.quick_exit import exit_at_once
 from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
@@ -396,6 +397,8 @@ def _serve(args: argparse.Namespace, held: HeldStopSignals | None = None) -> int
     try:
         return _serve_held(args, held)
     finally:
+        # all the engine logged is written before what ends the command is printed (a usage error's line, a traceback)
+        stop_log_thread()
         # the engine has stopped: a signal that came since asks for nothing more. The process's own are kept held, as
         # it has only to exit: its interpreter's finalization took up to 2 s (torch's modules torn down, with
         # --embedder minilm), and a signal then, given Python's handlers back, killed it (exit 143, 129) or printed a
@@ -533,7 +536,8 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
     if own_process:
         open_closed_standard_streams()  # before any event loop, socket or child process
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format, worker_log_name(args))
+    # the engine's event loop must not wait on a standard error that takes nothing: its log is a thread's to write
+    configure_logging(args.log_level, args.log_format, worker_log_name(args), threaded=args.func is _serve)
     try:
         if held is not None and args.func is not _serve:
             held.release(deliver=True)

@@ -17,41 +17,49 @@ import threading
 
 from pythonjsonlogger.json import JsonFormatter
 
+from engine.log_thread import LogThread
+
 LOG_FORMATS = ("text", "json")
 _TEXT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 _WORKER_TEXT = "%(asctime)s %(levelname)s %(name)s[%(process)d worker=%(worker)s]: %(message)s"
 _JSON_NAMES = {"levelname": "level", "name": "logger", "process": "pid"}
 
 
-def configure_logging(level: str, log_format: str, worker: str | None = None) -> None:
+def configure_logging(level: str, log_format: str, worker: str | None = None, *, threaded: bool = False) -> None:
     """Leaves logging alone where it is configured already (pytest's capture, a program that calls argus's main).
-    `worker`: what each record names this process by, a worker's id (a fleet's ids); None for any other process."""
+    `worker`: what each record names this process by, a worker's id (a fleet's ids); None for any other process.
+    `threaded`: the records are written by a thread of their own (engine/log_thread.py), for `argus serve`."""
     if logging.getLogger().handlers:
         return  # as basicConfig would, and Python's hooks with it: they are that program's
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        # the timestamp in ISO 8601, in UTC: asctime's is local time, without its zone
-        fields = " ".join(f"%({name})s" for name in _JSON_NAMES) + " %(message)s"
-        handler.setFormatter(
-            JsonFormatter(
-                fields,
-                rename_fields=_JSON_NAMES,
-                static_fields={"worker": worker} if worker is not None else None,
-                timestamp=True,
-                json_ensure_ascii=False,
-            )
-        )
-    elif worker is not None:
-        # a default, not part of the format: an id is a worker's to choose, and a % in it would break the format
-        handler.setFormatter(logging.Formatter(_WORKER_TEXT, defaults={"worker": worker}))
+    formatter = _formatter(log_format, worker)
+    if threaded:
+        handler: logging.Handler = LogThread(formatter, sys.stderr)
     else:
-        handler.setFormatter(logging.Formatter(_TEXT))
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler])
     if log_format == "json":
         logging.captureWarnings(True)
         sys.excepthook = _log_uncaught
         threading.excepthook = _log_uncaught_in_thread
         sys.unraisablehook = _log_unraisable
+
+
+def _formatter(log_format: str, worker: str | None) -> logging.Formatter:
+    if log_format == "json":
+        # the timestamp in ISO 8601, in UTC: asctime's is local time, without its zone
+        fields = " ".join(f"%({name})s" for name in _JSON_NAMES) + " %(message)s"
+        return JsonFormatter(
+            fields,
+            rename_fields=_JSON_NAMES,
+            static_fields={"worker": worker} if worker is not None else None,
+            timestamp=True,
+            json_ensure_ascii=False,
+        )
+    if worker is not None:
+        # a default, not part of the format: an id is a worker's to choose, and a % in it would break the format
+        return logging.Formatter(_WORKER_TEXT, defaults={"worker": worker})
+    return logging.Formatter(_TEXT)
 
 
 def _log_uncaught(kind, value, traceback) -> None:  # noqa: ANN001 (sys.excepthook's arguments)

@@ -1,0 +1,149 @@
+"""The queue `argus serve`'s log waits in for its writing thread (engine/log_thread.py): bounded, what it has no room
+for dropped and counted, the count said once in its place in the order, and all it holds written when it stops, at
+any of a process's exits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from engine.log_thread import LogThread
+
+
+class _Gate:
+    """A standard error that takes a line only when let: `entered` counts the writes begun, `let` those allowed."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.let = threading.Semaphore(0)
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.entered.release()
+        assert self.let.acquire(timeout=30)
+        self.lines.append(text.rstrip("\n"))
+
+    def flush(self) -> None:
+        pass
+
+    def begun(self) -> None:
+        assert self.entered.acquire(timeout=30)
+
+
+@pytest.fixture
+def logged():
+    gate = _Gate()
+    handler = LogThread(logging.Formatter("%(levelname)s %(name)s: %(message)s"), gate, size=3)
+    logger = logging.Logger("argus.test")
+    logger.addHandler(handler)
+    yield gate, handler, logger.info
+    for _ in range(100):  # what is left, whatever the test did
+        gate.let.release()
+    handler.close()
+
+
+def test_lines_past_the_bound_are_dropped_and_the_count_said_once_the_queue_is_written(logged):
+    gate, handler, log = logged
+    log("0")
+    gate.begun()  # the writer holds 0: the queue takes 3 more
+    for n in range(1, 6):
+        log(str(n))  # returns at once: 4 and 5 are dropped
+    for _ in range(4):
+        gate.let.release()
+    for _ in range(4):
+        gate.begun()  # 0 to 3 written, and the writer is on a 5th line: the count, with nothing else to write
+    assert gate.lines == ["INFO argus.test: 0", "INFO argus.test: 1", "INFO argus.test: 2", "INFO argus.test: 3"]
+    log("6")
+    for _ in range(2):
+        gate.let.release()
+    handler.stop()
+    assert gate.lines[4:] == [
+        "WARNING argus.log: 2 log lines dropped: standard error took none for a while",
+        "INFO argus.test: 6",
+    ]
+
+
+def test_the_count_goes_before_the_first_line_queued_after_the_drops(logged):
+    gate, handler, log = logged
+    for n in range(6):
+        log(str(n))
+        if n == 0:
+            gate.begun()  # 1 to 3 queued, 4 and 5 dropped
+    gate.let.release()
+    gate.let.release()
+    gate.begun()
+    gate.begun()  # 0 and 1 written, 2 being written: room for 2
+    log("6")
+    for _ in range(5):
+        gate.let.release()
+    handler.stop()
+    assert [line.rpartition(": ")[2] for line in gate.lines] == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "standard error took none for a while",
+        "6",
+    ]
+    assert gate.lines[4].startswith("WARNING argus.log: 2 log lines dropped")
+
+
+def test_a_stop_writes_all_held_and_the_count_of_those_dropped_last(logged):
+    gate, handler, log = logged
+    for n in range(6):
+        log(str(n))
+        if n == 0:
+            gate.begun()
+    for _ in range(10):
+        gate.let.release()
+    handler.stop()
+    assert [line.rpartition(" ")[2] for line in gate.lines[:4]] == ["0", "1", "2", "3"]
+    assert gate.lines[4:] == ["WARNING argus.log: 2 log lines dropped: standard error took none for a while"]
+    log("after")  # written at once, on this thread
+    assert gate.lines[-1] == "INFO argus.test: after"
+
+
+_EXITS = textwrap.dedent(
+    """
+    import logging, sys, time
+    from engine.log_setup import configure_logging
+    from engine.quick_exit import exit_at_once
+
+    configure_logging("INFO", sys.argv[2], threaded=True)
+    log = logging.getLogger("argus.test")
+    for n in range(200):
+        log.info("line %d", n)
+    try:
+        raise ValueError("as it happened")
+    except ValueError:
+        log.exception("failed")
+    if sys.argv[1] == "quick":
+        exit_at_once(3)
+    sys.exit(4)
+    """
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("exit_by", "code"), [("quick", 3), ("sys.exit", 4)])
+def test_every_line_is_written_at_exit_in_either_format(exit_by, code):
+    for log_format in ("text", "json"):
+        ran = subprocess.run(
+            [sys.executable, "-c", _EXITS, exit_by, log_format], capture_output=True, text=True, timeout=60
+        )
+        assert ran.returncode == code, ran.stderr[-2000:]
+        if log_format == "json":
+            records = [json.loads(line) for line in ran.stderr.splitlines()]
+            assert [r["message"] for r in records] == [f"line {n}" for n in range(200)] + ["failed"]
+            assert "ValueError: as it happened" in records[-1]["exc_info"]
+        else:
+            lines = ran.stderr.splitlines()
+            assert [line.rpartition(": ")[2] for line in lines[:200]] == [f"line {n}" for n in range(200)]
+            assert " ERROR argus.test[" in lines[200] and lines[200].endswith("]: failed")
+            assert lines[-1] == "ValueError: as it happened"
