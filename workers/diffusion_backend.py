@@ -260,13 +260,12 @@ class DiffusionBackend(Backend):
                     )
                 else:
                     # drawn on the CPU: the same seed gives the same noise on any device (rounded to the run's dtype)
-                    noise = first_noise(
-                        [item.seed for item in batch.items], latent_shape(self._info.name, batch.width, batch.height)
-                    )
+                    shape = latent_shape(self._info.name, batch.width, batch.height)
+                    noise = first_noise([item.seed for item in batch.items], shape, self._text2img.unet.dtype)
                     out = pipeline(
                         width=batch.width,
                         height=batch.height,
-                        latents=noise.to(self._device, self._text2img.unet.dtype),
+                        latents=noise.to(self._device),
                         **common,
                     )
         finally:

@@ -15,12 +15,15 @@ import torch
 _TORCH_SEEDS = 2**32  # the seeds torch's CPU generator tells apart
 
 
-def first_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
-    """Float32 noise of `shape` (one latent's) for each seed, stacked as a batch."""
-    return torch.cat([_noise(seed, (1, *shape)) for seed in seeds])
+def first_noise(seeds: list[int], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Noise of `shape` (one latent's) in `dtype` (the run's) for each seed, stacked as a batch, on the CPU."""
+    return torch.cat([_noise(seed, (1, *shape), dtype) for seed in seeds])
 
 
-def _noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+def _noise(seed: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     if seed < _TORCH_SEEDS:
-        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
-    return torch.from_numpy(np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32))
+        # drawn in the run's dtype, as diffusers draws it: float16 noise is not float32's rounded at every shape (4 x
+        # 9 x 9, a 72x72 image's latent, is drawn another way), and a float16 worker's images would have changed
+        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype)
+    drawn = np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32)
+    return torch.from_numpy(drawn).to(dtype)

@@ -139,7 +139,7 @@ class DirectPipeline:
                 height=args.size,
                 guidance_scale=args.guidance,
                 generator=torch.Generator("cpu").manual_seed(args.seed),
-                latents=self._first_noise([args.seed], self._shape),
+                latents=self._first_noise([args.seed], self._shape, self.pipe.unet.dtype),
             )
         seconds = time.perf_counter() - started
         self.last_cpu_s = time.process_time() - cpu
