@@ -536,8 +536,11 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
     if own_process:
         open_closed_standard_streams()  # before any event loop, socket or child process
     args = build_parser().parse_args(argv)
-    # the engine's event loop must not wait on a standard error that takes nothing: its log is a thread's to write
-    configure_logging(args.log_level, args.log_format, worker_log_name(args), threaded=args.func is _serve)
+    # the engine's event loop must not wait on a standard error that takes nothing, nor a worker (a local one writes
+    # to the engine's): their logs are a thread's to write. Started again while it took nothing, a worker waited on
+    # its first line, and never served
+    threaded = args.func is _serve or args.command == "worker"
+    configure_logging(args.log_level, args.log_format, worker_log_name(args), threaded=threaded)
     try:
         if held is not None and args.func is not _serve:
             held.release(deliver=True)

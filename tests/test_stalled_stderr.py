@@ -1,7 +1,8 @@
 """An engine whose standard error takes nothing for a while (a terminal paused with Ctrl-S, a pipe whose reader is
 stopped or slow, a log shipper pushing back) still serves: its log lines wait in a bounded queue for the thread that
 writes them, and those past its bound are dropped and counted, said in one line once writing resumes. Before, the
-log's writes were the event loop's own: the first one the pipe could not take held up /health and every request."""
+log's writes were the event loop's own: the first one the pipe could not take held up /health and every request. So
+with a worker's, started again meanwhile: it sends its hello once it has said it loads its backend."""
 
 from __future__ import annotations
 
@@ -26,14 +27,16 @@ def _health(http: str) -> dict:
         return json.loads(response.read())
 
 
-def _wait_ready(http: str, process: subprocess.Popen) -> None:
-    """Until its worker is ready: a worker logs as it starts, and writes its log itself (engine/log_thread.py)."""
+def _ready_worker(http: str, process: subprocess.Popen, not_pid: int | None = None) -> int:
+    """The pid of its worker once one is ready (not `not_pid`): a worker logs as it starts, through a thread of its
+    own too (engine/log_thread.py)."""
     for _ in range(600):
         assert process.poll() is None, f"the engine exited with {process.returncode}"
         try:
             with urllib.request.urlopen(http + "/ready", timeout=10) as response:
-                if json.loads(response.read())["workers"]:
-                    return
+                pids = [worker["pid"] for worker in json.loads(response.read())["workers"]]
+                if pids and pids[0] != not_pid:
+                    return pids[0]
         except OSError:
             pass
         time.sleep(0.1)
@@ -82,11 +85,15 @@ def test_an_engine_whose_stderr_is_not_read_serves_and_says_what_it_dropped():
     os.close(writer)
     http = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(http, engine)
+        worker = _ready_worker(http, engine)
         # far more lines than the pipe and the queue hold, nobody reading them
         for _ in range(1500):
             assert b" 400 " in _malformed(port)
         assert _health(http)["status"] == "alive"
+        assert _image(http)["data"]
+        # its replacement writes to the same stderr: it waited on its first line, and never served
+        os.kill(worker, signal.SIGKILL)
+        _ready_worker(http, engine, not_pid=worker)
         assert _image(http)["data"]
         said = _read_until(reader, b"log lines dropped", 60)
         dropped = [line for line in said.decode(errors="replace").splitlines() if "log lines dropped" in line]
