@@ -27,18 +27,26 @@ async def _answers(sock: zmq.Socket, count: int) -> list:
     raise TimeoutError(f"{len(answers)} of {count} replies")
 
 
-@pytest.mark.timeout(60)
-async def test_a_lost_request_line_says_how_many_were_answered_so_since_the_last(monkeypatch, caplog):
+@pytest.fixture
+async def door(monkeypatch):
+    """A client door of an engine that holds nothing, on a clock of its own (`now`): the loop's own must run on."""
     now = [0.0]
-    # the door's clock alone: the loop's own must run on
     monkeypatch.setattr(quiet_lines, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     config = types.SimpleNamespace(client_gone_grace_s=10.0, dispatch=types.SimpleNamespace(max_queue=16))
     engine = types.SimpleNamespace(config=config, metrics=EngineMetrics())
     context = zmq.Context()
     address = f"tcp://127.0.0.1:{free_port()}"
-    door = ClientDoor(engine, context, (address,))
-    door.start()
-    client = raw_client(context, address)
+    opened = ClientDoor(engine, context, (address,))
+    opened.start()
+    yield types.SimpleNamespace(context=context, address=address, now=now)
+    opened.close()
+    context.term()
+
+
+@pytest.mark.timeout(60)
+async def test_a_lost_request_line_says_how_many_were_answered_so_since_the_last(door, caplog):
+    now = door.now
+    client = raw_client(door.context, door.address)
     codec = client_side_codec()
     try:
         caplog.set_level("INFO", logger="argus.clients")
@@ -49,8 +57,6 @@ async def test_a_lost_request_line_says_how_many_were_answered_so_since_the_last
             assert [(a.request_id, a.code) for a in answers] == [(i, "request_lost") for i in ids]
     finally:
         client.close()
-        door.close()
-        context.term()
     lines = [r.getMessage() for r in caplog.records if "answered request_lost" in r.getMessage()]
     assert len(lines) == 2, lines
     assert "since the last" not in lines[0]
@@ -59,20 +65,13 @@ async def test_a_lost_request_line_says_how_many_were_answered_so_since_the_last
 
 
 @pytest.mark.timeout(60)
-async def test_a_client_is_named_in_the_log_by_nothing_it_could_be_reached_by(monkeypatch, caplog):
+async def test_a_client_is_named_in_the_log_by_nothing_it_could_be_reached_by(door, caplog):
     """libzmq names a client that gives no identity of its own by 5 bytes, and the log showed 6: the whole name, which
     a peer connecting under it takes over (ROUTER_HANDOVER), with the client's replies (through an engine, the 10
     images of a request in flight)."""
-    now = [0.0]
-    monkeypatch.setattr(quiet_lines, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
-    config = types.SimpleNamespace(client_gone_grace_s=10.0, dispatch=types.SimpleNamespace(max_queue=16))
-    engine = types.SimpleNamespace(config=config, metrics=EngineMetrics())
-    context = zmq.Context()
-    address = f"tcp://127.0.0.1:{free_port()}"
-    door = ClientDoor(engine, context, (address,))
-    door.start()
+    now = door.now
     names = [b"\x00\x8f\x02\x11\xe3", b"\x00\x8f\x02\x11\xe4"]  # two clients libzmq named one after the other
-    clients = [raw_client(context, address, name) for name in names]
+    clients = [raw_client(door.context, door.address, name) for name in names]
     codec = client_side_codec()
     try:
         caplog.set_level("INFO", logger="argus.clients")
@@ -83,8 +82,6 @@ async def test_a_client_is_named_in_the_log_by_nothing_it_could_be_reached_by(mo
     finally:
         for client in clients:
             client.close()
-        door.close()
-        context.term()
     lines = [r.getMessage() for r in caplog.records if "answered request_lost" in r.getMessage()]
     assert len(lines) == 2, lines
     assert not any(name[1:].hex() in line for line in lines for name in names), lines

@@ -11,9 +11,15 @@ from loadgen.records import Answer
 from loadgen.run import run_load
 
 
-class _QuickClient(LoadClient):
+class _BusyAfter(LoadClient):
+    """Answers every request busy, `delay_s` after it was sent."""
+
+    def __init__(self, delay_s: float):
+        super().__init__(RequestOptions())
+        self._delay_s = delay_s
+
     async def _exchange(self, prompt, seed, slo_ms) -> Answer:
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(self._delay_s)
         return Answer("busy", code="busy")
 
     async def close(self) -> None:
@@ -27,21 +33,12 @@ def test_no_request_is_sent_before_its_offset_under_uvloop():
 
     async def run():
         return await asyncio.wait_for(
-            run_load(schedule, ["a red fox"], _QuickClient(RequestOptions()), None, drain_s=1.0, progress=False), 10
+            run_load(schedule, ["a red fox"], _BusyAfter(0.002), None, drain_s=1.0, progress=False), 10
         )
 
     records, _ = uvloop.run(run())
     early = [r for r in records if r["sent_at"] < r["scheduled_at"]]
     assert not early, f"{len(early)} of {len(records)} sent early, the first: {early[0]}"
-
-
-class _SilentClient(LoadClient):
-    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
-        await asyncio.sleep(30)
-        return Answer("busy", code="busy")
-
-    async def close(self) -> None:
-        pass
 
 
 def test_no_request_is_given_up_before_the_drain_has_passed_under_uvloop():
@@ -54,7 +51,7 @@ def test_no_request_is_given_up_before_the_drain_has_passed_under_uvloop():
             drain_s = 0.0131 + 0.0001 * i  # off the millisecond
             records, summary = await asyncio.wait_for(
                 run_load(
-                    [Arrival(0.0)], ["a red fox"], _SilentClient(RequestOptions()), drain_s * 1000.0, drain_s=drain_s,
+                    [Arrival(0.0)], ["a red fox"], _BusyAfter(30), drain_s * 1000.0, drain_s=drain_s,
                     progress=False,
                 ),
                 10,
