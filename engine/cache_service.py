@@ -194,11 +194,12 @@ class CacheService:
         self._brought((request.spec.prompt, vector, shape, returned))
 
     def count_start(self, request: AdmittedRequest, step: int) -> None:
-        """Counts what the request's first image, once made, started from: a hit at `step` (where its neighbour's
-        latent was held), or a miss at 0. Not as the request is prepared: a busy dispatcher moves a queued image up to
-        another latent of its neighbour's (back to K*, or to make its deadline), and those counted misses, or hits at
-        the level below (a sim run at twice its capacity: 37% of images from the cache, no hit counted). The request's
-        other images run in full. An `exact` request asks nothing of the cache, and is not counted."""
+        """Counts what the request's image its level was chosen for (request.resumer), once made, started from: a hit
+        at `step` (where its neighbour's latent was held), or a miss at 0. Not as the request is prepared: a busy
+        dispatcher moves a queued image up to another latent of its neighbour's (back to K*, or to make its deadline),
+        and those counted misses, or hits at the level below (a sim run at twice its capacity: 37% of images from the
+        cache, no hit counted). The request's other images run in full. An `exact` request asks nothing of the cache,
+        and is not counted."""
         if self._cache is None or request.spec.exact:
             return
         self._brought(Start(ShapeKey(request.steps, request.width, request.height), request.neighbour, step))

@@ -32,7 +32,7 @@ def take_with_mates(queue: deque[Job], job: Job, most: int) -> list[Job]:
             mates.append(other)
         if found and len(mates) >= most - 1:
             break
-    taken = [job, *mates][:most]
+    taken = [job, *mates]  # most >= 1: a worker says it batches 1 at least (hello_check)
     moving = set(map(id, taken))
     read_part = [queue.popleft() for _ in range(read)]
     put_back(queue, [other for other in read_part if id(other) not in moving])

@@ -353,7 +353,9 @@ def _malformed_json_message(body: bytes, error: Exception) -> str:
     # ...", and an empty or cut short body as "Input data was truncated"
     if not body.strip():
         return "malformed JSON: the body is empty"
-    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # UTF-32LE's mark begins as UTF-16LE's does
+    # UTF-32LE's mark begins as UTF-16LE's does; UTF-32BE's (00 00 FE FF) is named alone: its bytes are no ASCII
+    # character's in a wide encoding (_WIDE_JSON), and a body so begun was "invalid character (byte 0)"
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
         return "malformed JSON: the body is UTF-16 or UTF-32 (it begins with a byte order mark): send JSON as UTF-8"
     if _WIDE_JSON.match(body):
         # .NET's StringContent sends Encoding.Unicode so, without a mark: it was "object keys must be strings (byte 1)"

@@ -1,5 +1,6 @@
 """Any sequence of inserts, lookups, takes, evictions and restarts keeps the prompt cache's invariants:
-byte budgets (memory and disk) are never exceeded, and the index and the latent store agree."""
+byte budgets (memory and disk) are never exceeded, the index and the latent store agree, and the seed of each
+latent's run is known while it is stored, as long as the engine runs."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class CacheMachine(RuleBasedStateMachine):
         self.budgets = dict(max_bytes=max_bytes, spill_dir=str(self.tmp) if spill else None, spill_bytes=spill_bytes)
         self.cache = PromptCache("hash", DIM, LEVELS, **self.budgets)
         self.names: dict[int, tuple[str, ShapeKey]] = {}
+        self.seeds: dict[tuple[int, int], int] = {}  # the seed of the insert each stored latent came with, if any
 
     def teardown(self) -> None:
         if hasattr(self, "cache"):
@@ -44,11 +46,21 @@ class CacheMachine(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     @rule(
-        text=st.sampled_from(TEXTS), shape=st.sampled_from(SHAPES), levels=st.sets(st.sampled_from(LEVELS), min_size=1)
+        text=st.sampled_from(TEXTS),
+        shape=st.sampled_from(SHAPES),
+        levels=st.sets(st.sampled_from(LEVELS), min_size=1),
+        seed=st.none() | st.integers(0, 3),
     )
-    def insert(self, text: str, shape: ShapeKey, levels: set[int]) -> None:
-        prompt_id = self.cache.insert(text, VECTORS[text], shape, {k: latent(text, shape, k) for k in levels})
+    def insert(self, text: str, shape: ShapeKey, levels: set[int], seed: int | None) -> None:
+        stored = self.stored()
+        prompt_id = self.cache.insert(text, VECTORS[text], shape, {k: latent(text, shape, k) for k in levels}, seed)
         assert self.names.setdefault(prompt_id, (text, shape)) == (text, shape)
+        # a level the prompt has keeps its latent, and so the seed of the run it came from
+        for level in levels:
+            if (prompt_id, level) not in stored:
+                self.seeds.pop((prompt_id, level), None)
+                if seed is not None:
+                    self.seeds[(prompt_id, level)] = seed
 
     @rule(text=st.sampled_from(TEXTS), shape=st.sampled_from(SHAPES), pick=st.integers(0, 4))
     def lookup_then_take(self, text: str, shape: ShapeKey, pick: int) -> None:
@@ -80,6 +92,7 @@ class CacheMachine(RuleBasedStateMachine):
         self.cache.close()
         self.budgets.update(max_bytes=max_bytes, spill_bytes=spill_bytes)
         self.cache = PromptCache.load(str(self.tmp / "saved"), "hash", DIM, LEVELS, **self.budgets)
+        self.seeds.clear()  # not saved
 
     @invariant()
     def budgets_hold(self) -> None:
@@ -89,10 +102,13 @@ class CacheMachine(RuleBasedStateMachine):
         spilled = [f for f in self.tmp.glob("argus-spill-*/*")]
         assert sum(f.stat().st_size for f in spilled) == stats.bytes_on_disk
 
+    def stored(self) -> set[tuple[int, int]]:
+        return {key for key, _, _ in self.cache._store.stored()}
+
     @invariant()
     def index_and_store_agree(self) -> None:
         cache = self.cache
-        stored = {key for key, _, _ in cache._store.stored()}
+        stored = self.stored()
         listed = {(prompt_id, level) for prompt_id, p in cache._prompts.items() for level in p.levels}
         assert stored == listed
         assert all(p.levels for p in cache._prompts.values())  # no prompt without a latent
@@ -100,6 +116,12 @@ class CacheMachine(RuleBasedStateMachine):
             in_shape = {prompt_id for prompt_id, p in cache._prompts.items() if p.shape == shape}
             assert len(index) == len(in_shape) and all(prompt_id in index for prompt_id in in_shape)
         assert cache.stats().entries == len(stored)
+
+    @invariant()
+    def seeds_known_of_stored_latents_alone(self) -> None:
+        stored = self.stored()
+        assert {key: self.cache.latent_seed(*key) for key in stored} == {key: self.seeds.get(key) for key in stored}
+        assert set(self.cache._seeds) <= stored  # an evicted latent's is forgotten: kept, it grew without bound
 
 
 CacheMachine.TestCase.settings = settings(

@@ -238,11 +238,21 @@ def test_the_controller_is_told_each_requests_images_and_steps():
     assert asked == [(3, 150)]
 
 
-def test_a_latent_starts_the_image_of_its_runs_seed_and_none_moves_up_to_another_images():
+@pytest.mark.parametrize(
+    ("choice", "ups", "up"),
+    [
+        (Choice(5, 5, 5), ((10, 10), (15, 15)), 10),
+        # levels apart from the steps their latents are after, as at other than the default steps: the seeds are
+        # those of the latents the image starts from
+        (Choice(4, 4, 5), ((8, 10), (12, 15)), 8),
+    ],
+)
+def test_a_latent_starts_the_image_of_its_runs_seed_and_none_moves_up_to_another_images(choice, ups, up):
     """Resumed from a run of its second image's seed, a request's first image was that seed's picture, twice in one
-    response with the second's (docs/cache.md, A request's n images)."""
+    response with the second's (docs/cache.md, A request's n images). `ups`: the levels an image may move up to, and
+    the steps their latents are after; the second's is not cached."""
     service = build_cache_service(
-        CacheConfig(), MODEL, LEVELS, choose=lambda *args: Choice(5, 5, 5), fallback_levels=lambda *args: ((10, 10),)
+        CacheConfig(), MODEL, LEVELS, choose=lambda *args: choice, fallback_levels=lambda *args: ups
     )
 
     def request(seeds: list[int]) -> SimpleNamespace:
@@ -262,8 +272,9 @@ def test_a_latent_starts_the_image_of_its_runs_seed_and_none_moves_up_to_another
             done = ItemDone(f"j{seed}", Blob(b"img"), 0, [level], LATENT[np.newaxis], 1.0, SHAPE.steps)
             service.insert(request([seed]), vector, Returned(done, "w", 0, LATENT.shape, seed))
         try:
-            return [await prepared(seeds) for seeds in ([0, 1, 2], [3, 4], [1, 3])]
+            return [await prepared(seeds) for seeds in ([0, 1, 2], [3, 4], [1, 3], [1, 2])]
         finally:
             await service.close(save_to=None)
 
-    assert asyncio.run(insert_then_prepare()) == [(0, []), (0, [10]), (1, [])]
+    # the last: the image of seed 1 may move up to a latent of its own seed's run
+    assert asyncio.run(insert_then_prepare()) == [(0, []), (0, [up]), (1, []), (0, [up])]

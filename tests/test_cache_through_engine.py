@@ -95,6 +95,14 @@ def test_a_request_served_from_the_cache_makes_as_many_pictures_as_it_asks_for(t
             # seeds 0 to 2, seed 1's run cached: its first image resumed from it was seed 1's picture, made again in
             # full by its second
             overlapping = client.generate(prompt, width=64, height=64, steps=STEPS, seed=0, n=3)
+        # a request counts one start, its resumed image's: a hit at its level (the overlapping one's is its second)
+        hits = [str(reply.images[0].level), str(overlapping.images[1].level)]
+        assert wait_for(
+            lambda: (
+                engine.metric("argus_cache_misses_total") == 1  # the first, in full
+                and all(engine.metric("argus_cache_hits_total", level=k) == hits.count(k) for k in hits)
+            )
+        )
     finally:
         assert engine.stop() == 0
     assert isinstance(overlapping, Images), overlapping

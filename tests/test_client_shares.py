@@ -2,6 +2,7 @@
 for want of room, a client holding its share is refused too, so the room that frees goes to the one waiting."""
 
 import asyncio
+import itertools
 import random
 import tracemalloc
 
@@ -327,29 +328,52 @@ def test_the_shares_kept_as_clients_come_and_go_answer_as_counting_every_client_
             queued += images
 
 
+def grown_by_retries(shares: ClientShares, clock: Clock, every_s: float, retries: int = 20_000) -> int:
+    """The bytes the shares grow by while a client retries every `every_s` at a queue a pipeline keeps full."""
+    fill(shares, "pipeline", MAX_QUEUE, 0)
+    assert refused(shares, "retrier", 1, MAX_QUEUE) == "queue_full"
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(retries):
+            clock.now += every_s
+            assert refused(shares, "retrier", 1, MAX_QUEUE) == "queue_full"
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_client_retrying_at_once_leaves_no_more_behind_than_one_wait():
     """Each renewal of a wait pushed an end of its own, kept until it came up (three Retry-Afters, up to 3 minutes):
     one ZeroMQ client retrying each Busy at once, 32,000 a second at a queue told to come back in 30 s, grew the
     engine by 194 MB in 40 s."""
     clock = Clock()
     shares = ClientShares(MAX_QUEUE, lambda ahead: 60, clock=clock)
-    fill(shares, "pipeline", MAX_QUEUE, 0)
-    assert refused(shares, "retrier", 1, MAX_QUEUE) == "queue_full"
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(20_000):
-            clock.now += 0.001
-            assert refused(shares, "retrier", 1, MAX_QUEUE) == "queue_full"
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert grown < 20_000  # bytes: the one wait, renewed in place (1.8 MB before)
+    assert grown_by_retries(shares, clock, 0.001) < 20_000  # bytes: the one wait, renewed in place (1.8 MB before)
     shares.remove("pipeline", 1)
     clock.now += 179.0  # within three Retry-Afters of the last refusal: still waiting
     assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) == "client_share"
     clock.now += 2.0  # gone
     assert refused(shares, "pipeline", 1, MAX_QUEUE - 1) is None
+
+
+@pytest.mark.parametrize(
+    ("retry_s", "every_s"),
+    [
+        # a clock that reads the same for a burst of retries (a coarse one): each is a wait ending when the last does
+        ([60], 0.0),
+        # Retry-Afters shorter and longer in turn: each shorter one's end is listed, and the longer ones' ends it
+        # leaves behind are dropped as they come up while the client still waits
+        ([3, 2, 1], 0.5),
+    ],
+)
+def test_a_client_retrying_for_long_leaves_no_more_behind_than_its_recent_waits(retry_s, every_s):
+    """Mutation round 8: an end pushed again for a renewal ending as the one listed, or one left behind pushed on
+    again when met rather than dropped, grew the shares without bound (by 1.6 MB or more in 30,000 retries)."""
+    clock = Clock()
+    retries = itertools.cycle(retry_s)
+    shares = ClientShares(MAX_QUEUE, lambda ahead: next(retries), clock=clock)
+    assert grown_by_retries(shares, clock, every_s, retries=30_000) < 20_000
 
 
 def test_over_http_the_user_field_names_the_client(queue_of_two):

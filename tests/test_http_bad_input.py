@@ -59,6 +59,7 @@ def good(engine) -> None:
         (b'{"prompt": "a",}', 400, "invalid_request", None, "malformed JSON: trailing comma in object (byte 15)"),
         # it said "Input data was truncated"
         (b"", 400, "invalid_request", None, "malformed JSON: the body is empty"),
+        (b" \r\n", 400, "invalid_request", None, "malformed JSON: the body is empty"),  # whitespace alone
         (
             b'{"prompt": "a"',
             400,
@@ -97,6 +98,12 @@ def good(engine) -> None:
             "malformed JSON: the body is UTF-16 or UTF-32 (NUL bytes between its characters): send JSON as UTF-8",
         ),
         ('\n{"prompt": "a"}'.encode("utf-32-be"), 400, "invalid_request", None, "the body is UTF-16 or UTF-32"),
+        ('{"prompt": "a"}'.encode("utf-16-be"), 400, "invalid_request", None, "UTF-16 or UTF-32 (NUL bytes between"),
+        ('{"prompt": "a"}'.encode("utf-32-le"), 400, "invalid_request", None, "UTF-16 or UTF-32 (NUL bytes between"),
+        # each byte order mark, UTF-32BE's too (not UTF-16BE's after NUL bytes): it said "invalid character (byte 0)"
+        (codecs.BOM_UTF16_BE + '{"prompt": "a"}'.encode("utf-16-be"), 400, "invalid_request", None, "order mark"),
+        ('{"prompt": "a"}'.encode("utf-32"), 400, "invalid_request", None, "UTF-16 or UTF-32 (it begins with a byte"),
+        (codecs.BOM_UTF32_BE + '{"prompt": "a"}'.encode("utf-32-be"), 400, "invalid_request", None, "order mark"),
         # gzip's header holds a NUL byte too: it is no UTF-16
         (gzip.compress(b'{"prompt": "a"}', mtime=0), 400, "invalid_request", None, "invalid character (byte 0)"),
         (b'{"prompt":"\\ude00"}', 400, "invalid_request", None, "malformed JSON: invalid utf-16 surrogate pair"),

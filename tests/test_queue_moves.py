@@ -1,5 +1,6 @@
-"""Taking a job and its batch-mates out of a worker's queue (engine/queue_moves.py): the jobs a pass over the whole
-queue would take, in its order, while reading only the part of the queue they are in."""
+"""Moving jobs out of a worker's queue (engine/queue_moves.py): a job and its batch-mates, the jobs a pass over the
+whole queue would take, in its order, while reading only the part of the queue they are in; one job alone; and jobs
+taken out together, in one pass over each queue."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections import deque
 import pytest
 
 from engine.jobs import AdmittedRequest, Job
-from engine.queue_moves import put_back, take_with_mates
+from engine.queue_moves import discard, put_back, take_out, take_with_mates
 from protocols.client_messages import Generate
 
 
@@ -55,11 +56,53 @@ def test_the_job_leads_its_mates_queued_before_it_in_their_order():
     assert list(queue) == [other_key, last]
 
 
+class CountedReads(deque):
+    """A queue that counts the jobs a move reads of it."""
+
+    read = 0
+
+    def __iter__(self):
+        for job in super().__iter__():
+            self.read += 1
+            yield job
+
+
 def test_reads_the_queue_only_as_far_as_the_job_and_its_last_mate():
     head = jobs(4)
-    queue = deque([*head, *[Unread() for _ in range(1000)]])
+    queue = CountedReads([*head, *[Unread() for _ in range(1000)]])
     assert take_with_mates(queue, head[2], 3) == [head[2], head[0], head[1]]
+    # not one job past them either, though its key goes unread once the mates are found
+    assert queue.read == 3
     assert list(queue)[0] is head[3] and len(queue) == 1001
+
+
+def test_discard_takes_the_job_out_and_leaves_a_queue_without_it_as_it_was():
+    """A job answered as it was routed has a worker but is in no queue: discarding it there is no error."""
+    first, job, last = jobs(3)
+    queue = deque([first, job, last])
+    discard(queue, job)
+    assert list(queue) == [first, last]
+    discard(queue, job)
+    assert list(queue) == [first, last]
+
+
+class Worker:
+    """What take_out reads of a worker: its queue."""
+
+    def __init__(self, queued: list[Job]) -> None:
+        self.queue = deque(queued)
+        for job in queued:
+            job.worker = self
+
+
+def test_take_out_leaves_each_queue_without_the_jobs_in_order_and_names_the_workers_it_touched():
+    one, two, untouched = Worker(jobs(4)), Worker(jobs(3, steps=40)), Worker(jobs(2, steps=30))
+    first, second, third, fourth = one.queue
+    kept_by_two = list(two.queue)[1:]
+    assert take_out([third, two.queue[0], first]) == [one, two]  # the workers in the order their jobs came
+    assert list(one.queue) == [second, fourth]
+    assert list(two.queue) == kept_by_two
+    assert len(untouched.queue) == 2
 
 
 def test_put_back_restores_the_head_in_order():
