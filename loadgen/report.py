@@ -246,8 +246,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         return "n/a" if value is None else f"{value:.3g}{unit}"
 
     def ms(value: Any) -> str:
-        # whole milliseconds: three significant digits printed a p99 of 14,951 ms as 1.5e+04, at a 15,000 ms SLO
-        return "n/a" if value is None else f"{value:,.0f} ms"
+        # whole milliseconds: three significant digits printed a p99 of 14,951 ms as 1.5e+04, at a 15,000 ms SLO. Below
+        # one, three significant digits: an --slo-ms of 0.5 was printed 'SLO 0 ms'
+        if value is None:
+            return "n/a"
+        return f"{value:,.0f} ms" if value >= 1 or value == 0 else f"{value:.3g} ms"
 
     outcomes = "  ".join(f"{name} {n}" for name, n in summary["outcomes"].items())
     mix = "  ".join(f"K={k}: {share:.0%}" for k, share in summary["level_mix"].items()) or "n/a"

@@ -218,6 +218,13 @@ def test_cancelled_requests_are_left_out_of_the_violation_ratio_and_the_summary_
     assert "SLO violations  n/a: all 8 cancelled" in format_summary(only_cancelled)
 
 
+def test_an_slo_and_latencies_under_a_millisecond_are_not_printed_as_0_ms():
+    served = [make_record(i, 0, 0.0, 0.0, 0.25 + i, Answer("images", images=[image()]), 0.5) for i in range(2)]
+    printed = rows(format_summary(summarize(served, slo_ms=0.5, duration_s=1.0)))
+    assert printed["SLO violations"] == "50.0%  (SLO 0.5 ms)"
+    assert printed["latency"].startswith("p50 0.25 ms ")
+
+
 def test_the_printed_summary_says_why_requests_got_no_image():
     """The codes were only in the JSON: a run refused by the engine printed 'error 4' and nothing of why."""
     refused = [make_record(i, 0, 0.1 * i, 0.1 * i, 5.0, Answer("error", code="unauthorized"), SLO_MS) for i in range(3)]
