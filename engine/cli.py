@@ -397,8 +397,6 @@ def _serve(args: argparse.Namespace, held: HeldStopSignals | None = None) -> int
     try:
         return _serve_held(args, held)
     finally:
-        # all the engine logged is written before what ends the command is printed (a usage error's line, a traceback)
-        stop_log_thread()
         # the engine has stopped: a signal that came since asks for nothing more. The process's own are kept held, as
         # it has only to exit: its interpreter's finalization took up to 2 s (torch's modules torn down, with
         # --embedder minilm), and a signal then, given Python's handlers back, killed it (exit 143, 129) or printed a
@@ -544,7 +542,12 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
     try:
         if held is not None and args.func is not _serve:
             held.release(deliver=True)
-        code = _serve(args, held) if args.func is _serve else args.func(args)
+        try:
+            code = _serve(args, held) if args.func is _serve else args.func(args)
+        finally:
+            # all the command logged (the engine, a worker) is written before what ends it is printed: a usage
+            # error's line, a model that failed to load, a traceback
+            stop_log_thread()
         if own_process and args.command == "worker":
             # served and stopped, its sockets closed: the interpreter's teardown of a model backend's modules took 2
             # to 3.4 s of CPU on a loaded 2-core VM, and an engine's two tiny workers, stopping together, missed the

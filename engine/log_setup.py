@@ -28,7 +28,8 @@ _JSON_NAMES = {"levelname": "level", "name": "logger", "process": "pid"}
 def configure_logging(level: str, log_format: str, worker: str | None = None, *, threaded: bool = False) -> None:
     """Leaves logging alone where it is configured already (pytest's capture, a program that calls argus's main).
     `worker`: what each record names this process by, a worker's id (a fleet's ids); None for any other process.
-    `threaded`: the records are written by a thread of their own (engine/log_thread.py), for `argus serve`."""
+    `threaded`: the records are written by a thread of their own (engine/log_thread.py), for `argus serve` and
+    `argus worker`."""
     if logging.getLogger().handlers:
         return  # as basicConfig would, and Python's hooks with it: they are that program's
     formatter = _formatter(log_format, worker)

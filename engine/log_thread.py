@@ -1,12 +1,13 @@
-"""`argus serve`'s log written by a thread of its own, so that a standard error that takes nothing for a while (a
-terminal paused with Ctrl-S, a pipe whose reader is stopped or slow, a log shipper pushing back, journald throttling)
-holds up no request: the writes were the event loop's, and the first one the pipe could not take stopped /health and
-every request until the reader came back.
+"""`argus serve`'s and `argus worker`'s log written by a thread of its own, so that a standard error that takes
+nothing for a while (a terminal paused with Ctrl-S, a pipe whose reader is stopped or slow, a log shipper pushing
+back, journald throttling) holds up no request: the writes were the event loop's, and the first one the pipe could
+not take stopped /health and every request until the reader came back (a worker started again meanwhile, writing to
+the engine's stderr, waited on its first line and never served).
 
 Each record is formatted where it is logged (its time, arguments and traceback as they were then, in the text or the
 JSON format alike) and queued; the queue is bounded, so a standard error stalled for good costs a bounded amount of
 memory: a record it has no room for is dropped and counted, and one line says how many, in its place in the order,
-once the writing has caught up with those before them. Stopped (`argus serve` stopping, by any path, or
+once the writing has caught up with those before them. Stopped (the command ending, by any path, or
 logging.shutdown at exit and in engine/quick_exit.py), it writes all it holds first, and any record after is written
 at once, on the thread that logs it, as every other command's are."""
 
