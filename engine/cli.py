@@ -63,7 +63,11 @@ from engine.log_thread import stop_log_thread
 from engine.open_files import allow_engine_open_files
 from engine.quick_exit import exit_at_once
 from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
-from engine.standard_streams import open_closed_standard_streams, standard_output_reader_gone
+from engine.standard_streams import (
+    open_closed_standard_streams,
+    silence_standard_output,
+    standard_output_reader_gone,
+)
 from engine.stop_signals import HeldStopSignals
 from engine.version import argus_version
 from engine.worker_command import (
@@ -565,8 +569,8 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
         if not (own_process and standard_output_reader_gone()):
             raise
         # its reader took what it wanted (`argus bench controller | head`): the command ends as on SIGPIPE, without
-        # a traceback of the print it was in, and standard output points nowhere, or the flush at exit fails again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # a traceback of the print it was in
+        silence_standard_output()
         return 1
     except KeyboardInterrupt:
         if args.command == "worker":

@@ -40,3 +40,9 @@ def standard_output_reader_gone() -> bool:
     poller = select.poll()
     poller.register(sys.stdout.fileno(), select.POLLOUT)
     return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def silence_standard_output() -> None:
+    """Points standard output at /dev/null once a write to it failed: else Python's flush at exit fails again on what
+    it still holds, with a second traceback (the Python docs' recipe, signal module, SIGPIPE)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -31,6 +31,7 @@ from engine.arg_types import (
     step_count,
 )
 from engine.config import API_KEY_ENV
+from engine.standard_streams import silence_standard_output
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.interrupts import interruptible, sigint_after_the_run
 from loadgen.outputs import say_records_stopped, write_outputs
@@ -186,8 +187,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         print(format_summary(summary), flush=True)
     except OSError as error:
-        # the Python docs' recipe (signal, SIGPIPE): else the flush at exit fails again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        silence_standard_output()
         if not isinstance(error, BrokenPipeError):  # a reader gone (`| head`) asked for no more; a full disk failed
             failures.append(f"the summary to the standard output: {error.strerror or error}")
     for failure in failures:
