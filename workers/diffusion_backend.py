@@ -259,7 +259,7 @@ class DiffusionBackend(Backend):
                         **common,
                     )
                 else:
-                    # drawn on the CPU: the same seed gives the same noise on any device (rounded to the run's dtype)
+                    # drawn on the CPU in the run's dtype, as diffusers draws it: a seed's noise the same on any device
                     shape = latent_shape(self._info.name, batch.width, batch.height)
                     noise = first_noise([item.seed for item in batch.items], shape, self._text2img.unet.dtype)
                     out = pipeline(
