@@ -321,7 +321,11 @@ class Fleet:
             self._waiting_since, self._warnings = since, UnansweredWarnings()
         if since is None or not self._warnings.due(now - since):
             return
-        unanswered = sum(now - w.unwelcomed_since >= UNANSWERED_WARNING_S for w in waiting)
+        # those waiting a heartbeat interval at least, past a hello's answer (milliseconds): counted by the warning's
+        # own 10 s, the workers that lost a stopping engine a moment after the first (its Shutdown reached their
+        # sockets apart, on a loaded machine) were left out: "1 of this fleet's 2 workers", both waiting
+        interval = self._workers[0].heartbeat_interval_s
+        unanswered = sum(now - w.unwelcomed_since >= interval for w in waiting)
         warn_unanswered(
             self._connect,
             now - since,
