@@ -194,12 +194,13 @@ def test_profile_latency_says_why_its_worker_cannot_load_the_model(model, tmp_pa
 
 def test_serve_says_once_why_its_workers_cannot_load_the_model(model, tmp_path):
     """Each local worker printed its error at each of its three starts, among its load's progress bars, and the
-    engine said only "its error is above"."""
+    engine said only "its error is above". One slot's three starts (test_launcher checks that two slots say it once
+    too): each start of an sdxl worker imports torch and diffusers, for seconds."""
     NOT_LOADING["a tokenizer.json of no tokenizer"][0](model)
-    engine = start_engine(tmp_path, "--model", str(model), workers=2, backend="sdxl", wait=False)
+    engine = start_engine(tmp_path, "--model", str(model), workers=1, backend="sdxl", wait=False)
     try:
         deadline = time.monotonic() + 240
-        while engine.log_path.read_text().count("not restarting it") < 2:
+        while "not restarting it" not in engine.log_path.read_text():
             assert time.monotonic() < deadline and engine.process.poll() is None, engine.log()
             time.sleep(0.5)
     finally:
@@ -208,7 +209,7 @@ def test_serve_says_once_why_its_workers_cannot_load_the_model(model, tmp_path):
     reason = f"cannot load an SD-XL pipeline from {model}: KeyError: 'added_tokens'"
     assert log.count(reason) == 1, log
     assert re.search(
-        rf"ERROR argus.launcher\[\d+\]: worker local-\d cannot serve as configured: {re.escape(reason)}\n", log
+        rf"ERROR argus.launcher\[\d+\]: worker local-0 cannot serve as configured: {re.escape(reason)}\n", log
     )
     assert "argus worker: error" not in log and "Traceback" not in log
 
