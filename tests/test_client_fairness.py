@@ -16,6 +16,13 @@ from protocols.client_messages import Error, Images
 
 FLOOD_IN_FLIGHT = 100
 LIGHT_CLIENTS, LIGHT_REQUESTS = 3, 3
+# SIMULATED: sim workers at a twentieth of SD-XL's time, an image (5.1 s) in a quarter second. Every wait below is in
+# such images, as the engine counts its own (its latency profile and default SLO scale with the workers' time): at
+# another scale the test runs the same, sooner or later
+TIME_SCALE = 0.05
+IMAGE_S = 5.1 * TIME_SCALE
+LIGHT_SLO_MS = round(5 * IMAGE_S * 1000)  # a light request is due in five images
+LIGHT_PAUSE_S = 2 * IMAGE_S  # and sent two after the client's last was answered
 
 
 def outcome(reply) -> str:
@@ -44,31 +51,29 @@ async def flood_until(address: str, done: asyncio.Event, slo_ms: float | None) -
 
 
 async def light(engine, name: int) -> Counter:
-    """A client sending a request due in 5 s, 2 s after its last was answered: over ZeroMQ (its socket names it), or
-    for the last one over HTTP (named by its `user`)."""
+    """A client sending a request due in LIGHT_SLO_MS, LIGHT_PAUSE_S after its last was answered: over ZeroMQ (its
+    socket names it), or for the last one over HTTP (named by its `user`)."""
     outcomes = Counter()
     async with AsyncArgusClient(engine.client_address) as client, aiohttp.ClientSession() as session:
-        await asyncio.sleep(1 + name * 0.7)  # the flood's backlog is there first
+        await asyncio.sleep((1 + name * 0.7) * IMAGE_S)  # the flood's backlog is there first
         for _ in range(LIGHT_REQUESTS):
             if name < LIGHT_CLIENTS - 1:
-                reply = await client.generate(f"light {name}", width=64, height=64, slo_ms=5_000)
+                reply = await client.generate(f"light {name}", width=64, height=64, slo_ms=LIGHT_SLO_MS)
                 outcomes[outcome(reply)] += 1
             else:
-                body = {"prompt": f"light {name}", "size": "64x64", "slo_ms": 5_000, "user": f"light {name}"}
+                body = {"prompt": f"light {name}", "size": "64x64", "slo_ms": LIGHT_SLO_MS, "user": f"light {name}"}
                 async with session.post(engine.http + "/v1/images/generations", json=body) as response:
                     answer = await response.json()
                     outcomes["ok" if response.status == 200 else answer["error"]["code"]] += 1
-            await asyncio.sleep(2)
+            await asyncio.sleep(LIGHT_PAUSE_S)
     return outcomes
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    # SIMULATED: two sim workers at a fifth of SD-XL's time make about 8 images/s; the queue bound is far above
-    # what the flood keeps in flight, so the client shares (admission) never act
-    engine = start_engine(
-        tmp_path_factory.mktemp("fairness"), "--time-scale", "0.2", "--max-queue", "256", workers=2, backend="sim"
-    )
+    # the queue bound is far above what the flood keeps in flight, so the client shares (admission) never act
+    folder = tmp_path_factory.mktemp("fairness")
+    engine = start_engine(folder, "--time-scale", str(TIME_SCALE), "--max-queue", "256", workers=2, backend="sim")
     yield engine
     engine.stop()
 
@@ -80,7 +85,7 @@ def test_a_lone_client_is_served_as_before(engine):
     async def run():
         done = asyncio.Event()
         flood = asyncio.create_task(flood_until(engine.client_address, done, None))
-        await asyncio.sleep(8)
+        await asyncio.sleep(8 * IMAGE_S)
         done.set()
         return await flood
 
@@ -90,7 +95,7 @@ def test_a_lone_client_is_served_as_before(engine):
     assert wait_for(engine.idle)  # the flood's requests left in flight cancelled
 
 
-@pytest.mark.parametrize("flood_slo_ms", [None, 5_000])
+@pytest.mark.parametrize("flood_slo_ms", [None, LIGHT_SLO_MS])
 def test_light_clients_are_served_beside_a_flooding_client(engine, flood_slo_ms):
     """By deadline alone, every light request was answered deadline_exceeded (docs/reliability.md): the flood held
     the earliest deadlines, or (without slo_ms) ranked as due one --slo-ms after it came, went first for ever."""

@@ -14,21 +14,34 @@ from engine_process import start_engine
 from protocols.client_messages import Busy, Images
 
 
-def test_calls_refused_busy_are_sent_again_once_the_queue_has_room(tmp_path):
-    # one image at a time, about 1 s each, and room for one: of three calls at once, two are refused Busy at first
-    engine = start_engine(tmp_path, "--time-scale", "0.2", "--max-queue", "1", backend="sim", workers=1)
+@pytest.fixture(scope="module")
+def one_place(tmp_path_factory):
+    # one image at a time, about half a second each (64 px), and room for one in the queue
+    engine = start_engine(
+        tmp_path_factory.mktemp("one-place"), "--time-scale", "0.1", "--max-queue", "1", backend="sim", workers=1
+    )
+    yield engine
+    assert engine.stop() == 0
+
+
+@pytest.fixture
+def engine(one_place):
+    """The engine of one place, left idle by each test: the next finds its queue empty."""
+    yield one_place
+    assert wait_for(one_place.idle)
+
+
+def test_calls_refused_busy_are_sent_again_once_the_queue_has_room(engine):
+    # of three calls at once, two are refused Busy at first
 
     async def three_at_once(retries: int) -> list:
         async with AsyncArgusClient(engine.client_address, retries=retries) as client:
             calls = (client.generate(f"a fox {i}", width=64, height=64) for i in range(3))
             return await asyncio.wait_for(asyncio.gather(*calls), 60)
 
-    try:
-        assert sum(isinstance(reply, Busy) for reply in asyncio.run(three_at_once(0))) == 2
-        replies = asyncio.run(three_at_once(10))
-        assert all(isinstance(reply, Images) for reply in replies), replies
-    finally:
-        assert engine.stop() == 0
+    assert sum(isinstance(reply, Busy) for reply in asyncio.run(three_at_once(0))) == 2
+    replies = asyncio.run(three_at_once(10))
+    assert all(isinstance(reply, Images) for reply in replies), replies
 
 
 def test_a_call_in_flight_when_the_engine_is_killed_is_sent_again_to_the_engine_that_replaces_it(tmp_path):
@@ -51,18 +64,17 @@ def test_a_call_in_flight_when_the_engine_is_killed_is_sent_again_to_the_engine_
             assert second.stop() == 0
 
 
-def test_closing_the_async_client_ends_a_call_waiting_to_send_its_request_again(tmp_path):
+def test_closing_the_async_client_ends_a_call_waiting_to_send_its_request_again(engine):
     """close() ended the calls in flight, not one waiting out a Busy's retry_after_ms (up to a minute) to send its
     request again: that one slept on, and raised ClientClosed only then. ArgusClient's close() ends such a wait."""
-    engine = start_engine(tmp_path, "--time-scale", "1", "--max-queue", "1", backend="sim", workers=1)
 
     def refused() -> float:
         return engine.metric("argus_requests_total", outcome="busy", code="queue_full")
 
     async def closed_while_it_waits():
         async with AsyncArgusClient(engine.client_address) as holder:
-            # the one place in the queue, for many of the call's pauses (an image of about 15 s)
-            holding = asyncio.ensure_future(holder.generate("holding the queue", width=1024, height=1024))
+            # the one place in the queue, for many of the call's pauses (an image of about 6 s)
+            holding = asyncio.ensure_future(holder.generate("holding the queue", width=1024, height=1024, steps=200))
             while engine.metric("argus_queued_images") != 1:
                 await asyncio.sleep(0.05)
             client = AsyncArgusClient(engine.client_address, retries=100)
@@ -79,10 +91,7 @@ def test_closing_the_async_client_ends_a_call_waiting_to_send_its_request_again(
             holding.cancel()
             await asyncio.gather(holding, return_exceptions=True)
 
-    try:
-        asyncio.run(asyncio.wait_for(closed_while_it_waits(), 60))
-    finally:
-        assert engine.stop() == 0
+    asyncio.run(asyncio.wait_for(closed_while_it_waits(), 60))
 
 
 @pytest.mark.parametrize("retries", [-1, 1.5, True, None])

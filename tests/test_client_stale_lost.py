@@ -17,10 +17,11 @@ from protocols.client_messages import Busy, Images
 
 
 def _queue_held(engine):
-    """A call from another client holding the one place in the queue (an image of about 5 s)."""
+    """A call from another client holding the one place in the queue (an image of about 20 s, cut short by closing
+    the client: the test's calls are refused Busy for as long as they take)."""
     blocker = ArgusClient(engine.client_address, timeout_s=120)
     caller = ThreadPoolExecutor(1)
-    caller.submit(blocker.generate, "holding the queue", width=64, height=64)
+    caller.submit(blocker.generate, "holding the queue", width=64, height=64, steps=200)
     assert wait_for(lambda: engine.metric("argus_queued_images") == 1)
     return blocker, caller
 
@@ -52,8 +53,8 @@ def _queue_held_behind_a_proxy(tmp_path):
         yield proxy
     finally:
         proxy.close()
+        blocker.close()  # the call in the caller's thread ends at once
         caller.shutdown()
-        blocker.close()
         assert engine.stop() == 0
 
 

@@ -3,13 +3,13 @@ whether the official client's retries (twice by default, of every 5xx and 429) a
 cannot change."""
 
 import json
-import threading
 import urllib.error
 import urllib.request
 
 import openai
 import pytest
 from openai import OpenAI
+from test_retry_after import hold_the_queue
 from waiting import wait_for
 
 from engine_process import start_engine
@@ -47,13 +47,8 @@ def test_a_request_past_its_deadline_is_not_sent_again(engine):
 def test_a_full_queue_is_a_rate_limit_error_to_retry_after_retry_after(engine):
     """The client retries it (no x-should-retry: false) after the Retry-After, a whole number of seconds
     (tests/test_retry_after.py: how many)."""
-    running = threading.Thread(
-        target=client(engine, max_retries=0).images.generate,
-        kwargs={"prompt": "a long one", "size": "1024x1024", "extra_body": {"num_inference_steps": 200}},
-    )
-    running.start()
+    held = hold_the_queue(engine)
     try:
-        assert wait_for(lambda: engine.metric("argus_queued_images") == 1)
         before = answers(engine, "busy", "queue_full")
         with pytest.raises(openai.RateLimitError) as raised:
             client(engine, max_retries=0).images.generate(prompt="a fox", size="64x64")
@@ -62,7 +57,8 @@ def test_a_full_queue_is_a_rate_limit_error_to_retry_after_retry_after(engine):
         assert "x-should-retry" not in raised.value.response.headers
         assert answers(engine, "busy", "queue_full") == before + 1
     finally:
-        running.join(60)
+        held.close()
+    assert wait_for(engine.idle)  # the long one cancelled: the queue has room again for the tests after
 
 
 @pytest.mark.parametrize(

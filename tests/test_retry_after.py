@@ -71,7 +71,7 @@ def test_both_doors_say_a_longer_wait_while_nothing_leaves_the_queue(engine):
         held.close()
 
 
-IDLE_S = 8
+IDLE_S = 4
 
 
 @pytest.mark.timeout(120)
@@ -91,10 +91,10 @@ def test_a_refusal_after_an_idle_spell_is_not_told_the_idle_time(engine):
 
 
 async def answer_no_worker(tmp_path, launch: LaunchConfig, before=None) -> aiohttp.ClientResponse:
-    """An in-process engine whose requests wait 1 s for a worker: the 503 no_worker to a request sent once `before`
-    (a coroutine taking the engine) is done."""
+    """An in-process engine whose requests wait a fifth of a second for a worker: the 503 no_worker to a request sent
+    once `before` (a coroutine taking the engine) is done."""
     port = free_port()
-    config = in_process_config(tmp_path, port=port, launch=launch, dispatch=DispatchConfig(no_worker_timeout_s=1))
+    config = in_process_config(tmp_path, port=port, launch=launch, dispatch=DispatchConfig(no_worker_timeout_s=0.2))
     engine = Engine(config)
     running = asyncio.create_task(engine.run())
     try:
