@@ -9,7 +9,7 @@ import urllib.request
 import openai
 import pytest
 from openai import OpenAI
-from test_retry_after import hold_the_queue
+from queue_holding import hold_the_queue
 from waiting import wait_for
 
 from engine_process import start_engine

@@ -7,14 +7,13 @@ A 503 no_worker says Retry-After only when the engine has something to go by: it
 backoff is known and whose last start was timed (engine/slot_supervision.py); with no worker of its own, nothing."""
 
 import asyncio
-import json
-import socket
 import time
 
 import aiohttp
 import openai
 import pytest
 from openai import OpenAI
+from queue_holding import hold_the_queue
 from test_http_app import connect_when_listening
 from waiting import eventually, wait_for
 
@@ -33,19 +32,6 @@ def engine(tmp_path):
     engine = start_engine(tmp_path, "--time-scale", "2", "--max-queue", "1", backend="sim", workers=1)
     yield engine
     assert engine.stop() == 0
-
-
-def hold_the_queue(engine) -> socket.socket:
-    """A long request, sent over a connection of its own: closed, the engine cancels it."""
-    held = socket.create_connection(engine.http.removeprefix("http://").split(":"))
-    body = json.dumps({"prompt": "a long one", "size": "64x64", "num_inference_steps": 200}).encode()
-    held.sendall(
-        b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    assert wait_for(lambda: engine.metric("argus_queued_images") == 1)
-    return held
 
 
 @pytest.mark.timeout(120)
