@@ -51,11 +51,11 @@ def test_engine_bench_writes_both_doors(tmp_path):
         tmp_path,
         "engine",
         "--duration-s",
-        "0.3",
+        "0.2",
         "--rounds",
         "1",
         "--latency-s",
-        "0.3",
+        "0.2",
         "--warmup-s",
         "0.1",
     )

@@ -328,9 +328,10 @@ def test_a_url_with_no_engine_behind_it_is_refused_before_the_run(capsys, http_t
     assert error.count("\n") == 1 and "without the /v1" in error and "--capacity-rps" not in error
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def http_that_answers_nothing_useful():
-    """Something that answers as an engine's /ready does, so a run starts; no request gets an image."""
+    """Something that answers as an engine's /ready does, so a run starts; no request gets an image. One for the
+    module: it keeps no state between requests, so no test sees another's."""
     with serving(_ReadyAndNothingElse) as url:
         yield url
 
@@ -464,7 +465,8 @@ def test_records_to_a_pipe_whose_reader_went_away_are_said_lost(tmp_path, http_t
     out = tmp_path / "out"
     out.symlink_to("/proc/self/fd/1")
     command = [sys.executable, "-m", "engine.cli", "loadgen", "--url", http_that_answers_nothing_useful]
-    command += ["--rate", "200", "--max-requests", "400", "--records", str(out), "--no-progress"]
+    # a second of requests: far from over when the reader goes after the first record, so later ones meet the pipe
+    command += ["--rate", "200", "--max-requests", "200", "--records", str(out), "--no-progress"]
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = run.stdout.readline()
