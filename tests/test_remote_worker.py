@@ -456,8 +456,12 @@ def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(tm
     try:
         (worker,) = engine.ready()["workers"]
         impostor.setsockopt(zmq.IDENTITY, worker["name"].encode())
+        handshakes = impostor.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         impostor.connect(engine.worker_address)
-        time.sleep(1)  # connected, had the engine taken it
+        # connected, its name told (the engine reads it as the handshake ends), had the engine taken it
+        assert handshakes.poll(30_000), "the impostor never reached the engine"
+        impostor.disable_monitor()
+        handshakes.close()
         with ArgusClient(engine.client_address, timeout_s=60) as client:
             for i in range(3):  # past a heartbeat timeout: a worker cut off would be lost by now
                 reply = client.generate(f"another user's prompt {i}", width=64, height=64)
