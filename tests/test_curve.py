@@ -40,7 +40,8 @@ from workers.runtime import EngineRefused, WorkerRuntime
 
 
 def argus_keys(directory, name):
-    subprocess.run([sys.executable, "-m", "engine.cli", "keys", "--dir", str(directory), "--name", name], check=True)
+    """The key pair `argus keys` writes (run in this process: a process of its own took half a second a pair)."""
+    assert main(["keys", "--dir", str(directory), "--name", name]) == 0
     return directory / f"{name}.key", directory / f"{name}.key_secret"
 
 
@@ -514,24 +515,18 @@ def test_a_command_given_a_spoiled_key_file_says_so_in_one_line_and_exits_2(tmp_
         ("{engine} {worker_secret} {engine}", ": its first key is not the public key of its second, the secret"),
     ],
 )
-def test_worker_keys_set_by_hand_that_cannot_be_used_are_said_in_one_line(tmp_path, keys, value, says):
+def test_worker_keys_set_by_hand_that_cannot_be_used_are_said_in_one_line(keys, value, says, monkeypatch, capsys):
     """ARGUS_WORKER_CURVE set by hand (docs/scaling.md gives its form) that was not three keys ended in a traceback;
     three of the wrong length in a socket option's "Invalid argument"; a public key not the secret's, in every
-    handshake failing, said to be the engine key's fault."""
+    handshake failing, said to be the engine key's fault. Run in this process, where a traceback is raised."""
     worker = KeyPair.load(keys["worker_secret"])
     engine = load_public_key(keys["engine_public"])
     value = value.format(worker=worker.public.decode(), worker_secret=worker.secret.decode(), engine=engine.decode())
-    done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "worker", "--connect", "tcp://127.0.0.1:9", "--backend", "sim"],
-        cwd=ROOT,
-        env={**os.environ, LOCAL_WORKER_KEYS_ENV: value},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith(f"argus worker: error: ${LOCAL_WORKER_KEYS_ENV}{says}")
-    assert "Traceback" not in done.stderr and worker.secret.decode() not in done.stderr
+    monkeypatch.setenv(LOCAL_WORKER_KEYS_ENV, value)
+    assert main(["worker", "--connect", "tcp://127.0.0.1:9", "--backend", "sim"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"argus worker: error: ${LOCAL_WORKER_KEYS_ENV}{says}"), err
+    assert "Traceback" not in err and worker.secret.decode() not in err
 
 
 @pytest.fixture

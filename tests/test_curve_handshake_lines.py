@@ -49,11 +49,15 @@ def test_handshakes_a_worker_fails_are_said_with_why_once_per_interval(tmp_path)
     context = zmq.Context()
     try:
         engine.wait_ready(0)
-        # a worker given the engine's old public key: it gives up after a dozen handshakes, each failed
+        # started at once, as each fails its own way, said in lines of their own (per reason): a worker given the
+        # engine's old public key, which gives up after a dozen handshakes, each failed; a worker without CURVE keys;
+        # and one whose key the engine does not admit
         old_public = tmp_path / "old" / "engine.key"
         workers.append(start_worker(engine.worker_address, "old-key", "--curve-key", str(worker_secret),
                                     "--curve-server-key", str(old_public)))  # fmt: skip
-        assert workers[-1].wait(timeout=60) == 2
+        workers.append(start_worker(engine.worker_address, "no-keys"))
+        workers.append(start_worker(engine.worker_address, "stranger", "--curve-key", str(stranger_secret),
+                                    "--curve-server-key", str(engine_public)))  # fmt: skip
         # and a peer that never gives up: libzmq dials again every 100 ms
         old_keys = ClientKeys(KeyPair.load(worker_secret), KeyPair.load(old_engine_secret).public)
         sock = make_socket(context, zmq.DEALER, curve_client=old_keys)
@@ -63,11 +67,7 @@ def test_handshakes_a_worker_fails_are_said_with_why_once_per_interval(tmp_path)
         sock.disable_monitor()
         monitor.close()
         sock.close()
-        # a worker without CURVE keys, and one whose key the engine does not admit
-        workers.append(start_worker(engine.worker_address, "no-keys"))
-        workers.append(start_worker(engine.worker_address, "stranger", "--curve-key", str(stranger_secret),
-                                    "--curve-server-key", str(engine_public)))  # fmt: skip
-        for worker in workers[1:]:
+        for worker in workers:
             assert worker.wait(timeout=60) == 2
         refused = f"refused a peer at 127.0.0.1 whose public key {KeyPair.load(stranger_secret).public.decode()}"
         assert wait_for(lambda: refused in engine.log_path.read_text())

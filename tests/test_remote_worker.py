@@ -398,49 +398,52 @@ def test_hand_started_worker_stops_cleanly_while_no_engine_answers(signum):
         context.term()
 
 
-def test_a_worker_or_fleet_no_engine_answers_says_so(tmp_path):
+@pytest.fixture(scope="module")
+def unanswered(tmp_path_factory):
+    """A lone worker and a fleet of 3 for each address no engine answers at, as (address, [lone, fleet], logs): all
+    started at once, as each warns only after 10 s unanswered (UNANSWERED_WARNING_S), a wait its tests share. Each
+    test stops the two of its address."""
+    addresses = {
+        "no one listens": f"tcp://127.0.0.1:{free_port()}",
+        "unresolved": "tcp://argus-engine.invalid:5556",  # RFC 6761: never resolves
+    }
+    started = {}
+    try:
+        for case, address in addresses.items():
+            started[case] = (address, *start_lone_and_fleet(tmp_path_factory.mktemp("unanswered"), address, fleet=3))
+        yield started
+    finally:
+        for _, workers, _ in started.values():
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+
+
+def test_a_worker_or_fleet_no_engine_answers_says_so(unanswered):
     """A mistyped address or a CURVE key the engine does not admit looks like nothing at all: both warn, after 10 s
     unanswered."""
-    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens here
+    address, workers, logs = unanswered["no one listens"]
     warning = f"no answer from an engine at {address}"
-    with open(tmp_path / "lone.log", "wb") as lone_log, open(tmp_path / "fleet.log", "wb") as fleet_log:
-        lone = start_worker(address, "sim", stderr=lone_log)
-        fleet = start_worker(address, "sim", "--count", "3", stderr=fleet_log)
-    try:
-        assert wait_for(lambda: warning in (tmp_path / "lone.log").read_text(), timeout_s=60)
-        assert wait_for(lambda: warning in (tmp_path / "fleet.log").read_text(), timeout_s=60)
-        for worker in (lone, fleet):
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0
-    finally:
-        for worker in (lone, fleet):
-            if worker.poll() is None:
-                worker.kill()
-    assert "take 3 of this fleet's 3 workers" in (tmp_path / "fleet.log").read_text()
+    for path in logs.values():
+        assert wait_for(lambda path=path: warning in path.read_text(), timeout_s=60), path.read_text()
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    assert [worker.wait(timeout=30) for worker in workers] == [0, 0]
+    assert "take 3 of this fleet's 3 workers" in logs["fleet"].read_text()
 
 
-def test_a_worker_or_fleet_given_a_host_that_does_not_resolve_says_so(tmp_path):
+def test_a_worker_or_fleet_given_a_host_that_does_not_resolve_says_so(unanswered):
     """ZeroMQ dials a name that does not resolve as it does a port no one listens on, without a word: the warning
     asked whether the engine was up and took the worker's CURVE keys."""
-    address = "tcp://argus-engine.invalid:5556"  # RFC 6761: never resolves
+    address, workers, logs = unanswered["unresolved"]
     warning = f"no answer from an engine at {address} for 10 s: its host argus-engine.invalid does not resolve"
-    logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
-    with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
-        workers = [
-            start_worker(address, "sim", stderr=lone_log),
-            start_worker(address, "sim", "--count", "3", stderr=fleet_log),
-        ]
-    try:
-        for path in logs.values():
-            assert wait_for(lambda path=path: warning in path.read_text(), timeout_s=60), path.read_text()
-            assert "CURVE" not in path.read_text()
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    for path in logs.values():
+        assert wait_for(lambda path=path: warning in path.read_text(), timeout_s=60), path.read_text()
+        assert "CURVE" not in path.read_text()
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    assert [worker.wait(timeout=30) for worker in workers] == [0, 0]
 
 
 def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(tmp_path):
@@ -453,8 +456,12 @@ def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(tm
     try:
         (worker,) = engine.ready()["workers"]
         impostor.setsockopt(zmq.IDENTITY, worker["name"].encode())
+        handshakes = impostor.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         impostor.connect(engine.worker_address)
-        time.sleep(1)  # connected, had the engine taken it
+        # connected, its name told (the engine reads it as the handshake ends), had the engine taken it
+        assert handshakes.poll(30_000), "the impostor never reached the engine"
+        impostor.disable_monitor()
+        handshakes.close()
         with ArgusClient(engine.client_address, timeout_s=60) as client:
             for i in range(3):  # past a heartbeat timeout: a worker cut off would be lost by now
                 reply = client.generate(f"another user's prompt {i}", width=64, height=64)
