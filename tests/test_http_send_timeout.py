@@ -1,6 +1,7 @@
 """An HTTP client that takes none of its answers is disconnected after --send-timeout, its answers freed, and the
 engine serves on; one that reads slowly, some within each timeout, gets them all."""
 
+import asyncio
 import json
 import socket
 import time
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from waiting import wait_for
 
+from engine.http_send_timeout import SendTimeout
 from engine_process import start_engine
 
 # ten 2048 px images at JPEG quality 100, base64: about 880 KB an answer
@@ -79,3 +81,40 @@ def test_a_client_that_reads_slowly_gets_every_answer(engine):
         received = read_to_the_end(client, pause_s=0.04)
     assert received.count(b"HTTP/1.1 200") == PIPELINED
     assert timeouts(engine) == before
+
+
+class _DrainingTransport(asyncio.Transport):
+    """A transport whose unsent bytes are `unsent`, one value a look (the last repeated): a client taking some at
+    each look, then none."""
+
+    def __init__(self, unsent: list[int]):
+        super().__init__()
+        self._unsent = unsent
+        self.looks = 0
+        self.aborted_at_look: int | None = None
+
+    def get_write_buffer_size(self) -> int:
+        self.looks += 1
+        return self._unsent[min(self.looks, len(self._unsent)) - 1]
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000) if name == "peername" else default  # no socket: the transport's buffer alone
+
+    def is_closing(self) -> bool:
+        return self.aborted_at_look is not None
+
+    def abort(self) -> None:
+        self.aborted_at_look = self.looks
+
+
+async def test_a_paused_connection_is_kept_while_its_client_takes_some_in_each_timeout():
+    """In process, a timeout of milliseconds: the answer takes five timeouts to go, and the connection is cut only
+    at the look that finds the client took none since the one before (above, the engine's writes resume before a
+    whole timeout, so a real slow reader never reaches that look)."""
+    transport = _DrainingTransport([5_000, 4_000, 3_000, 2_000, 1_000, 1_000])
+    timed_out = asyncio.Event()
+    layer = SendTimeout(asyncio.Protocol(), 0.001, timed_out.set)
+    layer.connection_made(transport)
+    layer.pause_writing()
+    await asyncio.wait_for(timed_out.wait(), 10)
+    assert transport.aborted_at_look == 6
