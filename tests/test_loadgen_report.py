@@ -14,7 +14,7 @@ from pictures import opens_as_png, png_title
 from loadgen.plot import bin_timeline, compare_plot, timeline_plot
 from loadgen.records import OUTCOMES, Answer, ImageMeta, make_record
 from loadgen.report import format_summary, read_records, summarize, write_records, write_summary
-from loadgen.stats import P99_MIN_SAMPLES, p99_caveat, percentile
+from loadgen.stats import P99_MIN_SAMPLES, median, p99_caveat, percentile
 
 SLO_MS = 1000.0
 
@@ -260,6 +260,23 @@ def test_percentile_is_an_observed_value():
     # no values: the figure each caller chose, the summary's None or a bench's NaN
     assert percentile([], 50, empty=None) is None
     assert math.isnan(percentile([], 50, empty=math.nan))
+
+
+def test_percentile_ranks_the_values_whatever_their_order_from_the_least_to_the_greatest():
+    """Ranked in the order given, the p99 of latencies as they came was the last to come, not the slowest."""
+    assert percentile([3.0, 1.0, 2.0], 99, empty=None) == 3.0
+    assert percentile([3.0, 1.0, 2.0], 0, empty=None) == 1.0  # q runs from 0, the least
+    assert percentile([3.0, 1.0, 2.0], 100, empty=None) == 3.0
+
+
+def test_a_p99_is_said_to_be_the_max_for_exactly_the_counts_where_it_is():
+    for n in range(1, 2 * P99_MIN_SAMPLES):
+        assert bool(p99_caveat(n)) == (percentile(range(n), 99) == n - 1), n
+
+
+def test_median_of_an_even_count_is_the_mean_of_the_middle_two():
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert math.isnan(median([]))
 
 
 def test_records_and_summary_round_trip_through_files(records, tmp_path):
