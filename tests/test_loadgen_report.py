@@ -157,6 +157,19 @@ def test_summary_arithmetic(records):
     assert summary["max_send_lag_ms"] == pytest.approx(10.0)
 
 
+def test_an_image_answered_in_exactly_the_slo_is_within_it():
+    on_time, late = (
+        make_record(0, 0, 0.0, 0.0, ms, Answer("images", images=[image()]), SLO_MS) for ms in (1000, 1000.5)
+    )
+    assert (on_time["outcome"], late["outcome"]) == ("ok", "late")
+
+
+def test_a_record_counts_every_image_of_its_answer_and_none_of_a_refusal():
+    two = make_record(0, 0, 0.0, 0.0, 50.0, Answer("images", images=[image(10, 0.9), image(0)]), SLO_MS)
+    busy = make_record(1, 0, 0.0, 0.0, 5.0, Answer("busy", code="busy"), SLO_MS)
+    assert (two["n_images"], two["level"], busy["n_images"]) == (2, 10, 0)  # the level is the first image's
+
+
 def test_no_slo_means_nothing_is_late_and_no_quality_means_none(records):
     bare = [make_record(0, 0, 0.0, 0.0, 5000.0, Answer("images", images=[image(0)]), None)]
     summary = summarize(bare, slo_ms=None, duration_s=1.0)
