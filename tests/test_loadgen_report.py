@@ -303,6 +303,14 @@ def test_records_and_summary_round_trip_through_files(records, tmp_path):
     assert "SLO violations" in format_summary(summary)
 
 
+def test_records_read_back_skip_blank_lines(records, tmp_path):
+    """A records file ended or joined by hand (cat a b > c, an editor's last line) may hold blank lines."""
+    path = tmp_path / "records.jsonl"
+    write_records(records[:2], path)
+    path.write_text(path.read_text() + "\n" + path.read_text() + "\n")
+    assert read_records(path) == records[:2] * 2
+
+
 def test_timeline_bins_what_each_second_of_sends_became(records):
     bins = bin_timeline(records, bin_s=1.0)
     assert list(bins.edges) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
