@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from protocols import client_messages, worker_messages
 from protocols.codec import Blob, Codec, DecodeError
+from protocols.limits import MAX_BATCH
 from protocols.worker_messages import BatchDone, Generate, GenerateItem, ItemDone
 
 
@@ -61,8 +62,8 @@ def test_random_frames_decode_to_an_error_value(frames):
         assert isinstance(result, DecodeError) or isinstance(result, msgspec.Struct)
 
 
-def _header_with_array(index: int, dtype: str, shape: list[int]) -> bytes:
-    ext = msgspec.msgpack.Ext(1, msgspec.msgpack.encode((index, dtype, shape)))
+def _header_with_array(index: int, dtype: str, shape: list[int], code: int = 1) -> bytes:
+    ext = msgspec.msgpack.Ext(code, msgspec.msgpack.encode((index, dtype, shape)))
     item = {"request_id": "j", "prompt": "p", "seed": 1, "latent": ext}
     return msgspec.msgpack.encode(
         {
@@ -84,7 +85,12 @@ def _header_with_array(index: int, dtype: str, shape: list[int]) -> bytes:
     [
         (_header_with_array(1, "float16", [4, 8, 8]), [b"\0" * 512], "missing"),
         (_header_with_array(0, "float16", [4, 8, 8]), [b"\0" * 100], "does not match"),
+        (_header_with_array(0, "float16", [4, 8, 8]), [b"\0" * 1024], "does not match"),  # a frame too long
+        (_header_with_array(-1, "float16", [4, 8, 8]), [b"\0" * 512], "missing"),  # not the last frame
+        # an optional array's field, not left None
+        (_header_with_array(0, "float16", [4, 8, 8], code=7), [b"\0" * 512], "unknown extension code 7"),
         (_header_with_array(0, "object", [1]), [b"\0" * 8], "not allowed"),
+        (_header_with_array(0, "float64", [1]), [b"\0" * 8], "not allowed"),  # twice a latent's size
         (_header_with_array(0, "float16", [-1]), [b""], "negative"),
         # nine dimensions of 1 would be a valid array: refused for its dimensions alone (tens of thousands of huge
         # ones took the size check seconds to hours)
@@ -104,6 +110,43 @@ def test_malformed_multipart_is_refused_with_a_reason(header, frames, reason):
 def test_too_many_frames_are_refused():
     result = worker_messages.worker_side_codec().decode([b"x"] * 1000)
     assert isinstance(result, DecodeError) and "too many frames" in result.reason
+
+
+def test_the_largest_batch_with_an_image_and_latents_each_is_not_too_many_frames():
+    """MAX_BATCH items of an image and a latent stack each, after the header: the most frames a message may be."""
+    done = [
+        ItemDone(f"j{i}", Blob(b"img%d" % i), 5, [10], np.full((1, 4, 8, 8), i, dtype=np.float16), 3.0, 45)
+        for i in range(MAX_BATCH)
+    ]
+    frames = worker_messages.worker_side_codec().encode(BatchDone(1, done))
+    codec = worker_messages.engine_side_codec()
+    decoded = codec.decode(frames).outcomes
+    # each item's image and latents are its own frames, not another's
+    assert [(bytes(d.image), float(d.latents.max())) for d in decoded] == [(b"img%d" % i, i) for i in range(MAX_BATCH)]
+    result = codec.decode([*frames, b""])
+    assert isinstance(result, DecodeError) and "too many frames" in result.reason
+
+
+def test_an_array_not_contiguous_in_memory_travels_as_its_values():
+    latent = np.arange(4 * 8 * 8, dtype=np.float16).reshape(4, 8, 8).transpose(0, 2, 1)  # a view, strided
+    message = Generate(1, 10, 50, 64, 64, 5.0, "png", [GenerateItem("j", "a cat", 3, latent)])
+    frames = worker_messages.engine_side_codec().encode(message)
+    decoded = worker_messages.worker_side_codec().decode(frames)
+    np.testing.assert_array_equal(decoded.items[0].latent, latent)
+
+
+def test_a_codec_keeps_no_hold_on_the_frames_it_encoded_or_decoded():
+    """Held after the call, a message's frames (megabytes of latents) stayed alive until the next one."""
+    frame = bytearray(b"\0" * 512)
+    result = worker_messages.worker_side_codec().decode([_header_with_array(0, "float16", [4, 8, 8]), frame])
+    del result
+    frame.extend(b"\0")  # a buffer still viewed cannot be resized: BufferError
+    latent = bytearray(b"\0" * 512)
+    item = GenerateItem("j", "a cat", 3, np.frombuffer(latent, np.float16))
+    message = Generate(1, 10, 50, 64, 64, 5.0, "png", [item])
+    frames = worker_messages.engine_side_codec().encode(message)
+    del frames, message, item
+    latent.extend(b"\0")
 
 
 def test_only_its_own_types_are_encoded():

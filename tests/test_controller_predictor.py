@@ -3,12 +3,13 @@
 import argparse
 import dataclasses
 import json
+import math
 import random
 
 import pytest
 
 from controller import train_predictor
-from controller.predictor import Lookup, SimilarityPredictor, TrainedPredictor, stored_level_at_most
+from controller.predictor import Lookup, SimilarityPredictor, TrainedPredictor, feature_vector, stored_level_at_most
 from controller.profiles import QualityModel
 from controller.quality_samples import QualitySample, embedder_mismatch
 from controller.similarity import SimilarityTable
@@ -255,3 +256,62 @@ def test_a_predictor_that_cannot_be_written_is_one_line_after_its_figures(tmp_pa
     said = "argus train-predictor: could not write the predictor to /dev/full: No space left on device"
     assert str(exited.value) == said
     assert "held-out" in capsys.readouterr().out
+
+
+def test_the_features_a_saved_predictor_was_fit_on_are_worked_out_the_same_way():
+    """A saved predictor's weights are of these very numbers: log(1 + words), and the Jaccard overlap of the two
+    prompts' words (1 for two empty prompts, nothing told apart)."""
+    names = ("similarity", "log_words", "word_overlap")
+    assert feature_vector(names, 0.9, "A red cat", "a blue CAT") == [0.9, math.log(4), 2 / 4]
+    assert feature_vector(names, 0.9, "", "")[2] == 1.0
+
+
+FIELDS = dict(features=("similarity",), mean=(0.9,), scale=(0.1,), weights={5: (0.0, 1.0)}, target=95.0)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(weights={0: (0.0, 1.0)}), "level 0"),  # level 0 is the full run, P 1 by definition
+        (dict(scale=(0.1, 0.1)), "one value per feature"),
+        (dict(scale=(0.0,)), "scales finite and > 0"),  # a division by 0 at the first hit
+        (dict(scale=(-0.1,)), "scales finite and > 0"),  # every feature's effect turned round
+        (dict(min_probability=1.5), "min_probability within 0..1"),
+    ],
+)
+def test_a_malformed_predictor_is_refused_when_made_not_at_its_first_hit(bad, match):
+    TrainedPredictor(min_probability=0.5, provenance="", **FIELDS)
+    with pytest.raises(ValueError, match=match):
+        TrainedPredictor(**{"min_probability": 0.5, "provenance": "", **FIELDS, **bad})
+
+
+def test_a_level_is_served_when_its_probability_is_just_the_minimum_and_level_0_always_is():
+    """min_probability is the least P a level needs, itself included; level 0 is the full run, sure to keep the
+    quality (train-predictor scores held-out samples of level 0 so)."""
+    predictor = TrainedPredictor(min_probability=0.5, provenance="", **{**FIELDS, "weights": {5: (0.0, 0.0)}})
+    assert predictor.probability(5, Lookup(0.9)) == 0.5
+    assert predictor.predict(Lookup(0.9, (5,))) == 5
+    assert predictor.probability(0, Lookup(None)) == 1.0
+
+
+def test_samples_of_full_runs_are_left_out_of_the_fit_and_a_quality_at_the_target_is_good():
+    """Profiles hold the level-0 reference images: each level's model is of images served from a neighbour. A
+    sample whose quality is the target itself keeps it (>= target)."""
+    at_target = [QualitySample(s / 100, 5, 95.0, "a red cat") for s in range(60, 100)]
+    full_runs = [QualitySample(s / 100, 0, 100.0, "a red cat") for s in range(60, 100)]
+    predictor = TrainedPredictor.fit(at_target + full_runs)
+    assert set(predictor.weights) == {5}
+    assert predictor.probability(5, Lookup(0.8, prompt="a red cat")) > 0.5
+
+
+def test_the_penalty_pulls_the_feature_weights_to_0_and_leaves_the_intercept_free():
+    """l2 shrinks what the features say, not the level's own odds: a level whose every sample kept the quality stays
+    likely to, however heavy the penalty; a zero penalty, with no fit for a separable level, is refused."""
+    split = [QualitySample(s / 100, 5, 100.0 if s > 80 else 90.0, "a red cat") for s in range(60, 100)]
+    all_good = [QualitySample(s / 100, 10, 100.0, "a red cat") for s in range(60, 100)]
+    light, heavy = (TrainedPredictor.fit(split + all_good, l2=l2) for l2 in (1.0, 1e4))
+    similarity = light.features.index("similarity") + 1
+    assert abs(light.weights[5][similarity]) > 1.0 > 100 * abs(heavy.weights[5][similarity])
+    assert heavy.probability(10, Lookup(0.7, prompt="a red cat")) > 0.9
+    with pytest.raises(ValueError, match="l2 must be > 0"):
+        TrainedPredictor.fit(split, l2=0.0)

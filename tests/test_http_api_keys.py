@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from waiting import wait_for
 
-from engine.api_keys import ApiKeys
+from engine.api_keys import ApiKeys, key_problem
 from engine.arg_types import UsageError
 from engine.cli import build_parser, engine_config
 from engine.server import Engine
@@ -33,12 +33,29 @@ def test_a_key_names_its_holder_and_no_other_string_names_anyone(tmp_path):
     assert ApiKeys.single("s3cret").holder(b"s3cret") == ""  # --api-key's key: valid, and names no one
 
 
+def test_only_the_keys_of_a_file_are_named_and_reread_on_sighup(tmp_path):
+    """--api-key's one key has no file to reread: a SIGHUP tried to read the file None."""
+    assert ApiKeys.read(str(keys_file(tmp_path))).named
+    assert not ApiKeys.single("s3cret").named
+
+
 def test_a_file_saved_with_a_byte_order_mark_names_its_first_holder(tmp_path):
     """Saved by an editor that starts UTF-8 with a BOM (Notepad), the file was refused: its first name read
     '\\ufeffalice', not a name."""
     path = tmp_path / "api-keys"
     path.write_text(KEYS, encoding="utf-8-sig")
     assert ApiKeys.read(str(path)).holder(b"alice-key-1") == "alice"
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x1f", "\x7f"], ids=["NUL", "unit-separator", "DEL"])
+def test_every_control_character_makes_a_key_no_client_can_send(control):
+    assert "control character" in key_problem(f"a{control}key")
+    assert key_problem("a~key") is None
+
+
+def test_an_indented_comment_is_a_comment(tmp_path):
+    keys = ApiKeys.read(str(keys_file(tmp_path, "  # rotated monthly\nalice alice-key-1\n")))
+    assert keys.holder(b"alice-key-1") == "alice"
 
 
 @pytest.mark.parametrize(
@@ -48,6 +65,8 @@ def test_a_file_saved_with_a_byte_order_mark_names_its_first_holder(tmp_path):
         ("alice a-key more\n", "line 1: expected NAME KEY, got 3 fields"),
         ("# no one yet\n\n", "no key (lines of NAME KEY)"),
         ("al/ice a-key\n", "line 1: the name, its first field (not shown: it may be a key), must be 1 to 64 of"),
+        ("-alice a-key\n", "line 1: the name, its first field (not shown: it may be a key), must be 1 to 64 of"),
+        ("a" * 65 + " a-key\n", "line 1: the name, its first field (not shown: it may be a key), must be 1 to 64 of"),
         ("alice a-key\nalice b-key\n", "line 2: alice is named twice"),
         ("alice a-key\nbob a-key\n", "line 2: bob's key is alice's too: a key names one client"),
         ("alice a\x01key\n", "line 1: the key starts or ends with a space or holds a control character"),

@@ -120,6 +120,14 @@ def test_the_busiest_minute_of_arrivals_too_far_out_for_a_minute_to_show_is_one_
     assert peak_to_mean(far) == pytest.approx((1 / 60) / mean_rate(far))
 
 
+def test_a_steady_schedule_has_no_busier_minute_than_its_mean():
+    """One arrival a second: a minute's window holds 60 of them, not 61 (the one exactly a minute before its end is
+    outside it), else `--load` sized every steady trace 1.7% under the rate asked."""
+    steady = [Arrival(float(t)) for t in range(600)]
+    assert peak_to_mean(steady) == pytest.approx(1.0)
+    assert peak_to_mean(steady, 10.0) == pytest.approx(1.0)
+
+
 def test_thinning_above_the_schedules_rate_repeats_arrivals():
     doubled = thin_to_rate(TRACE, 2.5 * mean_rate(TRACE), seed=1)
     assert mean_rate(doubled) == pytest.approx(2.5 * mean_rate(TRACE), rel=0.05)
@@ -144,6 +152,25 @@ def test_a_schedule_too_large_to_hold_is_refused_before_it_is_drawn():
     with pytest.raises(ValueError, match="arrivals, more than"):
         thin_to_rate(TRACE, 1e12, seed=0)
     assert len(poisson(1e12, seed=0, max_requests=5)) == 5  # bounded by the count, not the rate
+
+
+def test_thinning_is_refused_by_the_arrivals_it_makes_not_by_its_ratio(monkeypatch):
+    """20 times a schedule of 10 is 200 arrivals, over a limit of 100, though the ratio of 20 is under it."""
+    monkeypatch.setattr(arrivals, "MAX_ARRIVALS", 100)
+    ten = [Arrival(float(t)) for t in range(10)]
+    with pytest.raises(ValueError, match="about 200 arrivals, more than"):
+        thin_to_rate(ten, 20.0, seed=0)
+
+
+def test_a_schedule_bounded_by_its_count_is_not_refused_for_its_duration():
+    """1e12/s for a second is too many to hold, but at most 5 of them are 5."""
+    assert len(poisson(1e12, seed=0, duration_s=1.0, max_requests=5)) == 5
+
+
+def test_a_duration_that_is_not_a_number_is_refused_not_drawn_forever():
+    """No gap is ever past a NaN horizon, nor at or before it: the draws would never end."""
+    with pytest.raises(ValueError, match="nan arrivals"):
+        poisson(1.0, seed=0, duration_s=float("nan"))
 
 
 def test_shape_thins_by_default_and_rejects_an_unknown_mode():

@@ -14,7 +14,7 @@ from pictures import opens_as_png, png_title
 from loadgen.plot import bin_timeline, compare_plot, timeline_plot
 from loadgen.records import OUTCOMES, Answer, ImageMeta, make_record
 from loadgen.report import format_summary, read_records, summarize, write_records, write_summary
-from loadgen.stats import P99_MIN_SAMPLES, p99_caveat, percentile
+from loadgen.stats import P99_MIN_SAMPLES, median, p99_caveat, percentile
 
 SLO_MS = 1000.0
 
@@ -157,6 +157,19 @@ def test_summary_arithmetic(records):
     assert summary["max_send_lag_ms"] == pytest.approx(10.0)
 
 
+def test_an_image_answered_in_exactly_the_slo_is_within_it():
+    on_time, late = (
+        make_record(0, 0, 0.0, 0.0, ms, Answer("images", images=[image()]), SLO_MS) for ms in (1000, 1000.5)
+    )
+    assert (on_time["outcome"], late["outcome"]) == ("ok", "late")
+
+
+def test_a_record_counts_every_image_of_its_answer_and_none_of_a_refusal():
+    two = make_record(0, 0, 0.0, 0.0, 50.0, Answer("images", images=[image(10, 0.9), image(0)]), SLO_MS)
+    busy = make_record(1, 0, 0.0, 0.0, 5.0, Answer("busy", code="busy"), SLO_MS)
+    assert (two["n_images"], two["level"], busy["n_images"]) == (2, 10, 0)  # the level is the first image's
+
+
 def test_no_slo_means_nothing_is_late_and_no_quality_means_none(records):
     bare = [make_record(0, 0, 0.0, 0.0, 5000.0, Answer("images", images=[image(0)]), None)]
     summary = summarize(bare, slo_ms=None, duration_s=1.0)
@@ -262,6 +275,23 @@ def test_percentile_is_an_observed_value():
     assert math.isnan(percentile([], 50, empty=math.nan))
 
 
+def test_percentile_ranks_the_values_whatever_their_order_from_the_least_to_the_greatest():
+    """Ranked in the order given, the p99 of latencies as they came was the last to come, not the slowest."""
+    assert percentile([3.0, 1.0, 2.0], 99, empty=None) == 3.0
+    assert percentile([3.0, 1.0, 2.0], 0, empty=None) == 1.0  # q runs from 0, the least
+    assert percentile([3.0, 1.0, 2.0], 100, empty=None) == 3.0
+
+
+def test_a_p99_is_said_to_be_the_max_for_exactly_the_counts_where_it_is():
+    for n in range(1, 2 * P99_MIN_SAMPLES):
+        assert bool(p99_caveat(n)) == (percentile(range(n), 99) == n - 1), n
+
+
+def test_median_of_an_even_count_is_the_mean_of_the_middle_two():
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert math.isnan(median([]))
+
+
 def test_records_and_summary_round_trip_through_files(records, tmp_path):
     samples = [(0.0, {0: 2}), (1.0, {0: 1, 25: 1})]
     summary = summarize(records, slo_ms=SLO_MS, duration_s=10.0, worker_levels=samples, worker_levels_source="plan")
@@ -271,6 +301,14 @@ def test_records_and_summary_round_trip_through_files(records, tmp_path):
     assert json.loads((tmp_path / "s.json").read_text()) == summary
     assert summary["worker_levels"] == [[0.0, {"0": 2}], [1.0, {"0": 1, "25": 1}]]
     assert "SLO violations" in format_summary(summary)
+
+
+def test_records_read_back_skip_blank_lines(records, tmp_path):
+    """A records file ended or joined by hand (cat a b > c, an editor's last line) may hold blank lines."""
+    path = tmp_path / "records.jsonl"
+    write_records(records[:2], path)
+    path.write_text(path.read_text() + "\n" + path.read_text() + "\n")
+    assert read_records(path) == records[:2] * 2
 
 
 def test_timeline_bins_what_each_second_of_sends_became(records):

@@ -57,6 +57,13 @@ def test_offset_file(tmp_path):
     assert [a.prompt_index for a in schedule] == [None, 3, 1, None]
 
 
+def test_arrivals_at_the_same_instant_are_kept(tmp_path):
+    """Offsets must not decrease; two requests in the same millisecond are a burst, not a bad line."""
+    path = tmp_path / "offsets.txt"
+    path.write_text("0\n250\n250\n")
+    assert [a.offset_s for a in load_trace(path)] == [0.0, 0.25, 0.25]
+
+
 @pytest.mark.parametrize(
     "text, line",
     [
@@ -89,7 +96,9 @@ def test_timestamp_column_anywhere_and_rows_in_any_order(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "header", ["id,TIMESTAMP", '"id","TIMESTAMP"', "\ufeffTIMESTAMP,id"], ids=["plain", "quoted", "byte-order-mark"]
+    "header",
+    ["id,TIMESTAMP", '"id","TIMESTAMP"', "\ufeffTIMESTAMP,id", "id, TIMESTAMP "],
+    ids=["plain", "quoted", "byte-order-mark", "spaced"],
 )
 def test_a_timestamp_header_however_a_csv_writer_spells_it(tmp_path, header):
     path = tmp_path / "t.csv"

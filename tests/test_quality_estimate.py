@@ -8,7 +8,7 @@ from dispatcher_harness import Harness, settle
 from openai import OpenAI
 
 from controller.level_shares import covering_level
-from controller.profiles import QualityModel
+from controller.profiles import DegradationMatrix, QualityModel
 from controller.quality_estimate import QualityEstimate
 from controller.similarity import SimilarityTable
 from engine.client import ArgusClient
@@ -159,3 +159,13 @@ async def test_an_image_resumed_with_no_similarity_known_is_answered_without_an_
     reply = request.future.result()
     assert isinstance(reply, Images) and reply.images[0].estimated_quality is None
     assert QualityEstimate(MODEL)(10, None) is None and QualityEstimate(MODEL)(0, None) == 100.0
+
+
+def test_a_measured_estimate_is_of_the_neighbours_class_served_at_the_level():
+    """In-process: a neighbour of class 25 served at level 5 is the class's row at 5, not class 5's row at 25."""
+    levels = HASH.levels
+    # every figure distinct: class k at level k' is 1000 k + k'
+    rows = {k: {k_prime: float(1000 * k + k_prime) for k_prime in levels} for k in levels}
+    estimate = QualityEstimate(MODEL, DegradationMatrix(HASH, rows, "test"))
+    assert HASH.level_for(0.99) == 25
+    assert estimate(5, 0.99) == 25_005.0
