@@ -13,10 +13,11 @@ from waiting import eventually
 
 from engine.client import AsyncArgusClient
 from engine.config import DispatchConfig
-from engine.http_request_ids import request_ids
+from engine.http_request_ids import header_problem, request_ids
 from engine.server import Engine
 from engine_process import free_port, in_process_config
 from protocols.client_messages import Busy
+from protocols.limits import MAX_REQUEST_ID_CHARS
 
 
 def test_ids_share_one_random_prefix_and_never_repeat(monkeypatch):
@@ -27,6 +28,11 @@ def test_ids_share_one_random_prefix_and_never_repeat(monkeypatch):
     assert len(set(ids)) == 1000
     assert len({i.rsplit("-", 1)[0] for i in ids}) == 1
     assert len(draws) == 1
+
+
+def test_an_id_of_the_longest_length_is_taken_and_one_past_it_refused():
+    assert header_problem(["a" * MAX_REQUEST_ID_CHARS]) is None
+    assert "129 characters long" in header_problem(["a" * (MAX_REQUEST_ID_CHARS + 1)])
 
 
 @pytest.fixture
