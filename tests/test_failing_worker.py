@@ -85,7 +85,7 @@ def taken_out_by_hand(tmp_path, answer: str):
         assert engine.ready()["ready"] is True
         assert engine.metric("argus_workers", state="failing") == 1
         assert engine.metric("argus_workers", state="ready") == 1
-        assert "by-hand/00000001 failed 3 batches in a row: out of rotation for 10 s" in engine.log()
+        assert wait_for(lambda: "by-hand/00000001 failed 3 batches in a row: out of rotation for 10 s" in engine.log())
         yield engine, healed
     finally:
         bad.kill()

@@ -138,7 +138,9 @@ def test_an_engine_says_its_workers_run_slower_than_it_plans(tmp_path):
         replies = asyncio.run(asyncio.wait_for(generate_all(), 90))
         assert all(isinstance(reply, Images) for reply in replies), replies
         assert 2.0 < engine.metric("argus_batch_time_vs_profile") < 4.5
-        assert "the time the latency profile" in engine.log() and "--latency-profile FILE" in engine.log()
+        assert wait_for(
+            lambda: "the time the latency profile" in engine.log() and "--latency-profile FILE" in engine.log()
+        )
         # the controller plans at their pace within a tick: a third of the capacity, in images served exactly
         assert wait_for(lambda: "planning at" in engine.log()), engine.log()
         assert wait_for(lambda: engine.ready()["exact_capacity_rps"] < as_profiled / 2), (as_profiled, engine.ready())

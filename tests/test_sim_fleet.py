@@ -255,6 +255,7 @@ def test_a_fleet_given_the_ids_of_another_says_each_refusal_once_on_both_sides(t
             time.sleep(0.1)
         assert said.count("engine refused worker gpu-") == 1, said
         assert "fleet of 4 SIMULATED workers ready (4 of its worker ids are in use, those workers refused)" in said
+        assert wait_for(lambda: "refusing worker gpu-" in engine.log())  # the engine's log thread may write it later
         assert engine.log().count("refusing worker gpu-") == 1, engine.log()
         assert second.poll() is None
     finally:

@@ -9,6 +9,7 @@ import threading
 import pytest
 from pictures import blank_image, image_as_asked
 from test_worker_latents import engine_with_a_raw_worker
+from waiting import wait_for
 
 from engine.client import ArgusClient
 from protocols.client_messages import Error, Images
@@ -75,7 +76,8 @@ def test_an_image_not_as_asked_fails_with_worker_error_naming_what_came(engine, 
     assert engine.metric("argus_bad_messages_total", link="worker") == bad_before + 1
     # one line, naming the worker, the request and what came
     said = f" (1 image, request {reply.request_id!r}): worker {name} answered {came} where"
-    assert re.search(rf"worker {re.escape(name)} failed batch \d+{re.escape(said)}", engine.log())
+    # written by the engine's log thread (engine/log_thread.py): it may follow the reply
+    assert wait_for(lambda: re.search(rf"worker {re.escape(name)} failed batch \d+{re.escape(said)}", engine.log()))
 
 
 @pytest.mark.timeout(180)
@@ -84,6 +86,7 @@ def test_one_image_not_as_asked_fails_its_request_and_the_batch_gets_one_warning
     warnings_before = engine.log().count("failed batch")
     reply = serve(engine, worker, lambda batch: [done(item, b"img") for item in batch.items], n=3)
     assert isinstance(reply, Error) and reply.code == "worker_error", reply
+    assert wait_for(lambda: engine.log().count("failed batch") > warnings_before)  # the log thread's, after the reply
     assert engine.log().count("failed batch") == warnings_before + 1
     assert f"(3 images, request {reply.request_id!r}): " in engine.log()
     # the other images fine, one not: the request has no image for it, and fails
