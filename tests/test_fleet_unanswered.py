@@ -4,25 +4,42 @@ answers nothing."""
 import logging
 import time
 
+import pytest
+
 from workers.fleet import Fleet
 from workers.runtime import UNANSWERED_WARNING_S
 
 
-def test_the_warning_counts_every_worker_waiting_past_a_heartbeat_not_only_those_waiting_its_10_s(caplog):
+@pytest.fixture
+def fleet():
+    fleet = Fleet("tcp://127.0.0.1:1", 3, "unanswered", time_scale=0.0, max_batch=None, curve=None)
+    yield fleet
+    for worker in fleet._workers:
+        worker.close()
+    fleet._context.term()
+
+
+def warning(fleet: Fleet, caplog, waited_s: list[float]) -> str:
+    """What the fleet warns with its workers waiting `waited_s` each, after a stopping engine's Shutdown."""
+    now = time.monotonic()
+    for worker, waited in zip(fleet._workers, waited_s, strict=True):
+        worker.unwelcomed_since = now - waited
+        worker.engine_stopped = True
+    with caplog.at_level(logging.WARNING, logger="argus"):
+        fleet._warn_if_unanswered(set(fleet._workers), now)
+    return caplog.text
+
+
+def test_the_warning_counts_every_worker_waiting_past_a_heartbeat_not_only_those_waiting_its_10_s(fleet, caplog):
     """A stopping engine's Shutdown reached a fleet's two workers a moment apart on a loaded machine: warned of when
     the first had waited 10 s, the second, 10 ms short of it, was not counted ("1 of this fleet's 2 workers"); one
     that said hello a moment ago, its answer not due yet, is not counted."""
-    fleet = Fleet("tcp://127.0.0.1:1", 3, "unanswered", time_scale=0.0, max_batch=None, curve=None)
-    try:
-        first, second, just_now = fleet._workers
-        now = time.monotonic()
-        for worker, waited_s in ((first, UNANSWERED_WARNING_S), (second, UNANSWERED_WARNING_S - 0.01), (just_now, 0)):
-            worker.unwelcomed_since = now - waited_s
-            worker.engine_stopped = True
-        with caplog.at_level(logging.WARNING, logger="argus"):
-            fleet._warn_if_unanswered(set(fleet._workers), now)
-        assert "no engine has answered 2 of this fleet's 3 workers since" in caplog.text
-    finally:
-        for worker in fleet._workers:
-            worker.close()
-        fleet._context.term()
+    said = warning(fleet, caplog, [UNANSWERED_WARNING_S, UNANSWERED_WARNING_S - 0.01, 0])
+    assert "no engine has answered 2 of this fleet's 3 workers since" in said
+
+
+def test_under_an_engines_heartbeat_interval_longer_than_10_s_the_workers_that_waited_10_s_are_counted(fleet, caplog):
+    """A Welcome may give any positive interval: one of 30 s counted no worker at all ("0 of this fleet's 3")."""
+    for worker in fleet._workers:
+        worker._heartbeat_interval_s = 30.0  # as the last Welcome gave it
+    assert "3 of this fleet's 3 workers" in warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)

@@ -323,8 +323,9 @@ class Fleet:
             return
         # those waiting a heartbeat interval at least, past a hello's answer (milliseconds): counted by the warning's
         # own 10 s, the workers that lost a stopping engine a moment after the first (its Shutdown reached their
-        # sockets apart, on a loaded machine) were left out: "1 of this fleet's 2 workers", both waiting
-        interval = self._workers[0].heartbeat_interval_s
+        # sockets apart, on a loaded machine) were left out: "1 of this fleet's 2 workers", both waiting. At most the
+        # 10 s: an engine may give an interval longer than that, and the first to wait would not be counted
+        interval = min(self._workers[0].heartbeat_interval_s, UNANSWERED_WARNING_S)
         unanswered = sum(now - w.unwelcomed_since >= interval for w in waiting)
         warn_unanswered(
             self._connect,
