@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from types import ModuleType
 
 from controller.policies import POLICY_NAMES
 from controller.window import MIN_WINDOW_S
+from engine import keys_command
 from engine.arg_types import (
     UsageError,
     at_least,
@@ -26,7 +26,6 @@ from engine.arg_types import (
     listen_address,
     non_negative_float,
     non_negative_int,
-    none_empty,
     positive_float,
     positive_int,
     public_url,
@@ -79,7 +78,6 @@ from engine.worker_command import (
 )
 from loadgen.bench.commands import add_bench_commands
 from loadgen.bench.subprocesses import ChildDied, RunFailed, ended_by_sigterm
-from protocols.curve import create_key_files
 from protocols.limits import MAX_BATCH
 from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
 from workers.main import INTERRUPTED_EXIT
@@ -444,35 +442,6 @@ def _serve_held(args: argparse.Namespace, held: HeldStopSignals) -> int:
     return 0
 
 
-def _add_keys(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("keys", help="make a CURVE key pair (NAME.key public, NAME.key_secret private)")
-    p.add_argument("--dir", required=True, help="directory to write the key files into")
-    p.add_argument("--name", default="engine", help="file name stem, e.g. engine, worker-1, client")
-    p.add_argument("--force", action="store_true", help="replace an existing NAME.key / NAME.key_secret pair")
-    p.set_defaults(func=_keys)
-
-
-def _keys(args: argparse.Namespace) -> int:
-    none_empty(args, "--dir")  # a variable left unset: said as ': No such file or directory'
-    if not args.name or os.sep in args.name or "\0" in args.name:
-        # "../evil" wrote the pair beside --dir, without a word
-        raise UsageError(f"--name {args.name!r}: give a plain file name (the key files go in --dir)")
-    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
-        # its FileExistsError read as a key pair's, and --force did not help
-        raise UsageError(f"--dir {args.dir}: not a directory")
-    try:
-        public, secret = create_key_files(args.dir, args.name, replace=args.force)
-    except FileExistsError as error:
-        # whoever holds the old public key would be refused by the new pair
-        raise UsageError(f"{error.filename} exists: pass --force to replace the key pair") from None
-    except OSError as error:  # a --dir that cannot be made or written in, a key file's name taken: a traceback, before
-        raise UsageError(f"{error.filename2 or error.filename or args.dir}: {error.strerror or error}") from None
-    except ValueError as error:  # a libzmq without CURVE
-        raise UsageError(str(error)) from None
-    print(f"public key:  {public}\nsecret key:  {secret} (keep it private)")
-    return 0
-
-
 def _add_command(
     sub: argparse._SubParsersAction,
     name: str,
@@ -506,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     add_worker_command(sub)
-    _add_keys(sub)
+    _add_command(sub, "keys", "make a CURVE key pair (NAME.key public, NAME.key_secret private)", keys_command)
     _add_command(sub, "train-predictor", "fit the Optimal-K predictor on profiled quality samples", train_predictor)
     _add_command(
         sub,
