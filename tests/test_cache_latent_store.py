@@ -274,3 +274,39 @@ def test_a_spill_folder_where_files_cannot_even_be_deleted_keeps_the_books_right
     assert evicted == [(2, 5), (1, 5)]
     assert_only_left(store, (3, 5), LATENT * 3)
     store.close()
+
+
+def spill_files(tmp_path) -> list[str]:
+    return sorted(f.name for f in next(tmp_path.iterdir()).iterdir())
+
+
+def test_a_spill_file_a_snapshot_names_is_kept_until_the_last_snapshot_is_written(tmp_path):
+    """Two snapshots may be written at once (a checkpoint and a drain's save): the first done must not delete a file
+    the other still reads."""
+    store = LatentStore(0, str(tmp_path), LATENT.nbytes)
+    store.put((1, 5), LATENT)
+    store.pin()
+    store.pin()
+    store.put((2, 5), LATENT)  # takes the disk: (1, 5) is evicted, its file kept for the snapshots
+    assert (1, 5) not in store and spill_files(tmp_path) == ["1_5_0.latent", "2_5_1.latent"]
+    store.unpin()
+    assert spill_files(tmp_path) == ["1_5_0.latent", "2_5_1.latent"]
+    store.unpin()
+    assert spill_files(tmp_path) == ["2_5_1.latent"]
+    store.close()
+
+
+def test_a_latent_a_snapshot_found_lost_is_evicted_only_if_still_stored_as_it_was(tmp_path):
+    """Stored again under the same key meanwhile, it is another latent, in a file of its own: it stays."""
+    store = LatentStore(0, str(tmp_path), 2 * LATENT.nbytes)
+    store.put((1, 5), LATENT)
+    store.put((2, 5), LATENT)
+    snapshot = store.pin()
+    lost = [(key, snapshot.entries[key].seq) for key in [(1, 5), (2, 5)]]  # the writer could read neither file
+    (next(tmp_path.iterdir()) / "1_5_0.latent").write_bytes(b"short")
+    assert store.take((1, 5)) is None  # nor could a hit meanwhile: evicted
+    store.put((1, 5), LATENT * 2)  # and stored again
+    store.unpin(lost)
+    assert (1, 5) in store and (2, 5) not in store
+    np.testing.assert_array_equal(store.take((1, 5)), LATENT * 2)
+    store.close()
