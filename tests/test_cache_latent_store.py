@@ -310,3 +310,27 @@ def test_a_latent_a_snapshot_found_lost_is_evicted_only_if_still_stored_as_it_wa
     assert (1, 5) in store and (2, 5) not in store
     np.testing.assert_array_equal(store.take((1, 5)), LATENT * 2)
     store.close()
+
+
+def test_a_restored_latent_keeps_the_hits_it_was_saved_with():
+    """They rank it: restored as fresh, a latent that served many images went before a newcomer never used."""
+    evicted = []
+    store = LatentStore(LATENT.nbytes, on_evict=evicted.append)
+    store.restore((1, 5), LATENT, uses=1, on_disk=False)
+    store.put((2, 5), LATENT)
+    assert evicted == [(2, 5)] and [record.uses for _, record, _ in store.stored()] == [1]
+
+
+def test_a_snapshot_counts_a_spill_file_whole_only_at_its_size(tmp_path):
+    """One that grew since (another process writing there) is no more the latent than one cut short: left out of a
+    save up front, not found unreadable as it is written, each such file costing the save a write of its own."""
+    store = LatentStore(0, str(tmp_path), 3 * LATENT.nbytes)
+    for prompt_id in range(3):
+        store.put((prompt_id, 5), LATENT)
+    folder = next(tmp_path.iterdir())
+    (folder / "1_5_1.latent").write_bytes(LATENT.tobytes() + b"more")
+    (folder / "2_5_2.latent").write_bytes(b"short")
+    snapshot = store.pin()
+    assert [snapshot.intact(key, entry) for key, entry in snapshot.entries.items()] == [True, False, False]
+    store.unpin()
+    store.close()
