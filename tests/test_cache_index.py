@@ -176,12 +176,36 @@ def test_what_comes_and_goes_while_a_graph_is_built_is_applied_to_the_new_one():
         graph = index._search
         assert graph._rebuild is not None and not graph._rebuild.done()
         churn(index, vectors, 2 * live + 3, live // 2, live)  # meanwhile: prompts added and removed, some of both
+        # and one both added and removed meanwhile: in neither graph, so neither deleted from the new one nor added
+        index.add(10**6, unit_rows(1, 16, seed=5)[0])
+        index.remove(10**6)
     graph._rebuild.result()
     old = graph._index
     ids = list(range(live + 3 + live // 2, 2 * live + 3 + live // 2))  # those live now
     assert [found for found, _ in index.nearest_many(vectors[ids])] == ids
-    assert graph._index is not old and len(index) == live
+    assert graph._index is not old and len(index) == live and 10**6 not in index
     assert all(index.nearest(vectors[i])[0] in ids for i in range(0, ids[0], 37))  # removed: never found
+
+
+def test_a_graph_is_built_anew_only_once_its_removed_nodes_outnumber_its_live_ones():
+    live = LIVE
+    index, vectors = full_graph(live * 3)
+    with builder_held():
+        # each step adds before it removes: the live are live + 1 when the removed are counted
+        churn(index, vectors, live, live + 2, live)
+        assert index._search._rebuild is None  # as many removed as live: not yet
+        churn(index, vectors, 2 * live + 2, 1, live)
+        assert index._search._rebuild is not None
+
+
+@pytest.mark.parametrize("count", [300, GRAPH_ABOVE + 300])
+def test_an_exact_repeat_is_no_more_than_perfectly_similar(count):
+    """Rounding put the cosine of a unit vector with itself a hair above 1, which the replies report."""
+    vectors = unit_rows(count, 32, seed=4)
+    index = VectorIndex(32)
+    index.add_many(list(range(count)), vectors)
+    similarities = [similarity for _, similarity in index.nearest_many(vectors)]
+    assert max(similarities) == 1.0
 
 
 def hnswlib_copies_refused(monkeypatch) -> None:

@@ -112,12 +112,17 @@ def test_a_latent_larger_than_every_budget_is_said_once(tmp_path, caplog):
     store.close()
 
 
-def test_an_unreadable_spill_file_is_a_miss_and_an_eviction(tmp_path):
+@pytest.mark.parametrize(
+    "contents",
+    [b"short", LATENT.tobytes() + b"more", np.full_like(LATENT, np.nan).tobytes()],
+    ids=["cut short", "grown", "NaN of the right size"],  # NaN would reach a worker and spoil its image
+)
+def test_an_unreadable_spill_file_is_a_miss_and_an_eviction(tmp_path, contents):
     evicted = []
     store = LatentStore(0, str(tmp_path), LATENT.nbytes, on_evict=evicted.append)
     store.put((1, 5), LATENT)
     [file] = next(tmp_path.iterdir()).iterdir()
-    file.write_bytes(b"short")
+    file.write_bytes(contents)
     assert store.take((1, 5)) is None
     assert evicted == [(1, 5)] and store.bytes_on_disk == 0
     store.close()
@@ -198,13 +203,44 @@ def test_bookkeeping_is_small_next_to_the_latents():
     assert held / 200 <= 1.01 * sdxl.nbytes
 
 
-def test_rejects_a_duplicate_key_and_an_unsupported_dtype():
+def test_rejects_a_duplicate_key_an_unsupported_dtype_and_values_not_finite():
     store = LatentStore(1 << 20)
     store.put((1, 5), LATENT)
     with pytest.raises(KeyError):
-        store.put((1, 5), LATENT)
+        store.put((1, 5), LATENT * 2)
     with pytest.raises(TypeError):
         store.put((2, 5), LATENT.astype(np.int16))
+    with pytest.raises(ValueError):
+        store.put((3, 5), np.full_like(LATENT, np.inf))  # an overflowed fp16 run: it would spoil every image after
+    assert (len(store), store.bytes_in_memory) == (1, LATENT.nbytes)
+    np.testing.assert_array_equal(store.take((1, 5)), LATENT)  # the first, as it was
+
+
+def test_a_stored_latent_is_a_read_only_copy():
+    """A worker's message buffer may be reused, and a caller that changed what it was handed changed the cache."""
+    store = LatentStore(1 << 20)
+    given = LATENT.copy()
+    store.put((1, 5), given)
+    given[0, 0, 0] = 99
+    held = store.take((1, 5))
+    np.testing.assert_array_equal(held, LATENT)
+    with pytest.raises(ValueError, match="read-only"):
+        held[0, 0, 0] = 99
+
+
+def test_an_entry_pushed_down_to_a_full_disk_goes_before_a_newer_one_of_equal_score(tmp_path):
+    """Among equal scores the oldest goes first, in a tier and between them: the one pushed down from memory is
+    older than the one already on disk, so it is the one evicted."""
+    evicted = []
+    store = LatentStore(LATENT.nbytes, str(tmp_path), LATENT.nbytes, on_evict=evicted.append)
+    store.put((1, 5), LATENT)
+    store.take((1, 5))  # score 5, in memory
+    store.put((2, 5), LATENT)  # below (1, 5): straight to disk
+    store.take((2, 5))  # score 5 too, newer
+    store.restore((3, 25), LATENT, uses=1, on_disk=False)  # score 25: pushes (1, 5) down, which displaces nobody
+    assert evicted == [(1, 5)]
+    assert (2, 5) in store and store.peek((3, 25)) is not None
+    store.close()
 
 
 def test_a_spill_directory_that_keeps_failing_is_logged_once_until_it_works_again(tmp_path, caplog):
@@ -237,4 +273,64 @@ def test_a_spill_folder_where_files_cannot_even_be_deleted_keeps_the_books_right
     assert store.take((1, 5)) is None  # unreadable: lost
     assert evicted == [(2, 5), (1, 5)]
     assert_only_left(store, (3, 5), LATENT * 3)
+    store.close()
+
+
+def spill_files(tmp_path) -> list[str]:
+    return sorted(f.name for f in next(tmp_path.iterdir()).iterdir())
+
+
+def test_a_spill_file_a_snapshot_names_is_kept_until_the_last_snapshot_is_written(tmp_path):
+    """Two snapshots may be written at once (a checkpoint and a drain's save): the first done must not delete a file
+    the other still reads."""
+    store = LatentStore(0, str(tmp_path), LATENT.nbytes)
+    store.put((1, 5), LATENT)
+    store.pin()
+    store.pin()
+    store.put((2, 5), LATENT)  # takes the disk: (1, 5) is evicted, its file kept for the snapshots
+    assert (1, 5) not in store and spill_files(tmp_path) == ["1_5_0.latent", "2_5_1.latent"]
+    store.unpin()
+    assert spill_files(tmp_path) == ["1_5_0.latent", "2_5_1.latent"]
+    store.unpin()
+    assert spill_files(tmp_path) == ["2_5_1.latent"]
+    store.close()
+
+
+def test_a_latent_a_snapshot_found_lost_is_evicted_only_if_still_stored_as_it_was(tmp_path):
+    """Stored again under the same key meanwhile, it is another latent, in a file of its own: it stays."""
+    store = LatentStore(0, str(tmp_path), 2 * LATENT.nbytes)
+    store.put((1, 5), LATENT)
+    store.put((2, 5), LATENT)
+    snapshot = store.pin()
+    lost = [(key, snapshot.entries[key].seq) for key in [(1, 5), (2, 5)]]  # the writer could read neither file
+    (next(tmp_path.iterdir()) / "1_5_0.latent").write_bytes(b"short")
+    assert store.take((1, 5)) is None  # nor could a hit meanwhile: evicted
+    store.put((1, 5), LATENT * 2)  # and stored again
+    store.unpin(lost)
+    assert (1, 5) in store and (2, 5) not in store
+    np.testing.assert_array_equal(store.take((1, 5)), LATENT * 2)
+    store.close()
+
+
+def test_a_restored_latent_keeps_the_hits_it_was_saved_with():
+    """They rank it: restored as fresh, a latent that served many images went before a newcomer never used."""
+    evicted = []
+    store = LatentStore(LATENT.nbytes, on_evict=evicted.append)
+    store.restore((1, 5), LATENT, uses=1, on_disk=False)
+    store.put((2, 5), LATENT)
+    assert evicted == [(2, 5)] and [record.uses for _, record, _ in store.stored()] == [1]
+
+
+def test_a_snapshot_counts_a_spill_file_whole_only_at_its_size(tmp_path):
+    """One that grew since (another process writing there) is no more the latent than one cut short: left out of a
+    save up front, not found unreadable as it is written, each such file costing the save a write of its own."""
+    store = LatentStore(0, str(tmp_path), 3 * LATENT.nbytes)
+    for prompt_id in range(3):
+        store.put((prompt_id, 5), LATENT)
+    folder = next(tmp_path.iterdir())
+    (folder / "1_5_1.latent").write_bytes(LATENT.tobytes() + b"more")
+    (folder / "2_5_2.latent").write_bytes(b"short")
+    snapshot = store.pin()
+    assert [snapshot.intact(key, entry) for key, entry in snapshot.entries.items()] == [True, False, False]
+    store.unpin()
     store.close()

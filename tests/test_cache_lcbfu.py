@@ -55,6 +55,16 @@ def test_stale_heap_items_are_dropped():
     assert len(ranks._heap) <= 2 * len(ranks) + 64
 
 
+def test_a_key_removed_and_added_again_ranks_by_its_new_record():
+    """A prompt's latent evicted and stored again (a new seq, the same score): its old heap item is not its rank."""
+    ranks = Lcbfu()
+    ranks.add("a", Record(level=5, uses=0, seq=0))
+    ranks.remove("a")
+    ranks.add("b", Record(level=5, uses=0, seq=1))
+    ranks.add("a", Record(level=5, uses=0, seq=2))
+    assert [key for key, _ in ranks.lowest()] == ["b", "a"]
+
+
 def test_lowest_walks_every_entry_in_rank_order_and_moves_nothing():
     rng = np.random.default_rng(0)
     ranks = Lcbfu()
