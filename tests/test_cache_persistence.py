@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import struct
 
 import msgspec
@@ -100,6 +101,23 @@ def test_hits_survive_a_restart_into_a_smaller_cache(saved):
         restored.close()
 
 
+def test_the_uses_a_latent_was_saved_with_rank_it_after_a_restart(tmp_path):
+    """Five hits on a latent of level 5 outrank the unused one of level 25 (LCBFU scores level x uses): restored into
+    room for one, it is the one kept, though it is the older."""
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
+    used = cache.insert("used", vector(0), SQUARE, {5: latent(0, 5)})
+    cache.insert("unused", vector(1), SQUARE, {25: latent(1, 25)})
+    for _ in range(5):
+        cache.take_latent(used, 5)
+    cache.save(str(tmp_path))
+    cache.close()
+    restored = load(tmp_path, max_bytes=512)
+    try:
+        assert restored.stats().prompts == 1 and restored.lookup(vector(0), SQUARE).prompt == "used"
+    finally:
+        restored.close()
+
+
 def test_a_save_sets_off_no_full_pass_of_the_garbage_collector(tmp_path):
     """A save of N prompts leaves no new object per entry alive while it is written: those set off full passes over
     everything the cache holds, pausing the event loop (tens of ms at 20,000 prompts). As in the engine, what was
@@ -156,6 +174,11 @@ def test_the_header_is_encoded_in_slices_byte_for_byte_as_msgspec_encodes_it_who
     assert data[persistence._PREAMBLE.size :][:length] == whole
     assert max((len(obj) for obj in encoded if isinstance(obj, list)), default=0) <= 1000
     assert persistence.read_cache_file(path, "hash", DIM, LEVELS, "m").prompts == prompts
+
+
+@pytest.mark.parametrize("length", [15, 16, 65_535, 65_536])
+def test_an_array_header_is_msgspecs_at_each_edge_of_its_three_forms(length):
+    assert persistence._array_header(length) + bytes(length) == msgspec.msgpack.encode([0] * length)
 
 
 def test_saving_again_replaces_the_file_atomically(saved):
@@ -272,6 +295,30 @@ def test_a_refused_file_builds_nothing(saved, tmp_path, monkeypatch):
     assert built == [] and list(spill.iterdir()) == []
 
 
+@pytest.mark.parametrize("error", [ValueError, OSError])
+def test_a_restore_that_fails_halfway_is_a_cache_file_error_and_leaves_no_spill_folder(saved, tmp_path, error):
+    """Past the file's checks, what takes the model's latent shape (from its folder) fails: the load raises what a
+    refused file does, and the cache it had begun is closed, its private spill folder with it."""
+
+    def latent_shape(shape):
+        raise error("the model's latent shape")
+
+    _, directory = saved
+    spill = tmp_path / "spill-restored"
+    with pytest.raises(CacheFileError, match="cannot be restored: the model's latent shape"):
+        load(directory, spill_dir=str(spill), spill_bytes=1 << 20, latent_shape=latent_shape)
+    assert list(spill.iterdir()) == []
+
+
+def test_levels_given_in_any_order_read_the_file_saved_with_them(saved):
+    _, directory = saved
+    restored = load(directory, levels=(25, 5, 20, 10, 15, 5))
+    try:
+        assert restored.stats().entries == 9
+    finally:
+        restored.close()
+
+
 def test_an_intact_but_inconsistent_file_is_refused(tmp_path):
     """A file whose checksums hold but whose contents contradict themselves (a buggy writer)."""
     prompts = [persistence.SavedPrompt(1, "p", 50, 64, 64)]
@@ -327,6 +374,18 @@ def test_the_saved_file_is_readable_by_its_owner_alone(saved):
     assert (directory / FILE_NAME).stat().st_mode & 0o777 == 0o600
 
 
+def test_a_save_over_a_temporary_file_a_crash_left_is_readable_by_its_owner_alone(saved, monkeypatch):
+    """A crashed save's file, made under a looser mode (a build before this one, a hand), keeps its mode when opened
+    again: a pid reused by the next engine wrote its prompts into it, and renamed it into place, for all to read."""
+    cache, directory = saved
+    monkeypatch.setattr(os, "getpid", lambda: 4321)
+    left = directory / f"{persistence.TEMPORARY_PREFIX}4321"
+    left.write_bytes(b"half a save")
+    left.chmod(0o644)
+    cache.save(str(directory))
+    assert (directory / FILE_NAME).stat().st_mode & 0o777 == 0o600
+
+
 def test_a_spill_file_overwritten_with_nan_is_neither_served_nor_the_end_of_the_saved_cache(tmp_path, caplog):
     """A spill file of the right size holding NaN (a bad sector, a hand) was served as it was, and once saved, the
     next start refused the whole save over it."""
@@ -363,6 +422,7 @@ def test_a_saved_latent_of_another_shape_than_the_model_takes_is_left_out(tmp_pa
     with caplog.at_level("WARNING", logger="argus.cache"):
         restored = PromptCache.load(str(tmp_path), "hash", DIM, LEVELS, 1 << 20, latent_shape=lambda shape: (4, 8, 8))
     try:
+        assert restored.changes == 1  # the next save leaves it out: not skipped as the file's equal
         assert restored.take_latent(bad, 5) is None
         np.testing.assert_array_equal(restored.take_latent(bad, 25), latent(1, 25))
         np.testing.assert_array_equal(restored.take_latent(good, 5), latent(0, 5))

@@ -116,3 +116,32 @@ def test_a_generation_with_a_non_finite_latent_is_not_cached(bad):
         cache.insert("a cat", unit(0), SHAPE, {5: LATENT, 10: spoiled})
     assert cache.lookup(unit(0), SHAPE) is None
     assert cache.stats().entries == 0
+
+
+@pytest.mark.parametrize("levels", [(), (0, 5), (-5, 5)])
+def test_a_cache_without_positive_levels_is_refused(levels):
+    """Level 0 is a run from noise: no latent of it is worth keeping."""
+    with pytest.raises(ValueError, match="levels must be positive step counts"):
+        PromptCache("hash", 8, levels, max_bytes=1 << 20)
+
+
+def test_a_latents_seed_is_known_while_it_is_stored():
+    """Forgotten with it: kept, the table grew by an entry a latent evicted, and a level stored again without a seed
+    (a prompt taken in from another cache) claimed the seed of the latent before it."""
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=LATENT.nbytes)
+    first = cache.insert("first", unit(0), SHAPE, {5: LATENT}, seed=7)
+    assert (cache.latent_seed(first, 5), cache.latent_seed(first, 25)) == (7, None)
+    cache.insert("first", unit(0), SHAPE, {25: LATENT})  # room for one: level 5 evicted
+    cache.insert("first", unit(0), SHAPE, {5: LATENT})  # level 25 evicted
+    assert cache.latent_seed(first, 5) is None
+
+
+def test_stats_count_the_bytes_of_each_tier(tmp_path):
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=LATENT.nbytes, spill_dir=str(tmp_path), spill_bytes=1 << 20)
+    try:
+        for i in range(3):  # memory holds the last, the first two are spilled
+            cache.insert(f"p{i}", unit(i), SHAPE, {5: LATENT})
+        stats = cache.stats()
+        assert (stats.bytes_in_memory, stats.bytes_on_disk) == (LATENT.nbytes, 2 * LATENT.nbytes)
+    finally:
+        cache.close()
