@@ -88,9 +88,9 @@ class Served:
 
 
 @contextlib.contextmanager
-def worker_runtime(owned: bool = False, hello_retry_s: float = 1.0):
+def worker_runtime(owned: bool = False, hello_retry_s: float = 1.0, backend: HeldFirstRun | None = None):
     """A runtime serving on a thread, not yet welcomed; stopped on the way out."""
-    engine, backend = FakeEngine(), HeldFirstRun()
+    engine, backend = FakeEngine(), backend or HeldFirstRun()
     runtime = WorkerRuntime(backend, engine.address, "turns", owned=owned, hello_retry_s=hello_retry_s)
     served = Served(engine, backend, runtime, threading.Thread(target=lambda: _serve(served), daemon=True))
     served.thread.start()
