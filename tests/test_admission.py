@@ -4,14 +4,16 @@ steps; what it refuses and when; the room a request holds until it is answered, 
 import asyncio
 
 import msgspec
+import pytest
 from fake_clock import Clock
 
 from engine.admission import Admission
 from engine.metrics import EngineMetrics
 from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Error, Generate, Images
-from protocols.limits import MAX_SEED
+from protocols.limits import MAX_SEED, MAX_STEPS
 from protocols.worker_messages import Hello
+from workers.limits import steps_refusal
 
 
 async def test_every_seed_a_client_may_ask_for_is_its_own_and_the_next_images_wrap():
@@ -89,6 +91,31 @@ async def test_a_refusal_names_the_wait_at_the_pace_answers_freed_room_while_the
     admission.check(Generate("second", "p"), queued=0)
     refused = admission.check(Generate("third", "p"), queued=1)
     assert isinstance(refused, Busy) and refused.retry_after_ms == 10_000
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "refused"),
+    [
+        (100, 64, "width 100 must be a multiple of 8 from 64 to 256"),  # in range, but not a multiple of 8
+        (64, 512, "height 512 must be a multiple of 8 from 64 to 256"),  # the width fits, the height does not
+        (64, 256, None),  # the largest and least sides taken
+    ],
+)
+async def test_each_side_is_held_to_the_workers_rule(width, height, refused):
+    registry = WorkerRegistry(EngineMetrics())
+    registry.add(b"w", hello("w", 64, 256, 64), 0)
+    reply = Admission(registry, "tiny", max_queue=4).check(Generate("r", "p", width=width, height=height), queued=0)
+    if refused is None:
+        assert (reply.width, reply.height) == (width, height)
+    else:
+        assert isinstance(reply, Error) and (reply.code, reply.message) == ("invalid_size", refused)
+
+
+@pytest.mark.parametrize(
+    ("steps", "nearest"), [(2, "ask for 1 or 3"), (MAX_STEPS - 1, f"ask for {MAX_STEPS - 2} or {MAX_STEPS}")]
+)
+def test_a_refused_step_count_names_the_nearest_down_to_1_and_up_to_the_most(steps, nearest):
+    assert steps_refusal(steps, {steps}).endswith(nearest)
 
 
 def hello(name: str, min_size: int = 64, max_size: int = 256, default_size: int = 64, default_steps: int = 50):

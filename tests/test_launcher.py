@@ -402,7 +402,7 @@ def test_an_engine_bound_to_fewer_cpus_than_the_host_has_gives_its_workers_threa
 
 
 @pytest.mark.parametrize(
-    ("omp", "each"), [(None, 2), ("1", 1), ("1,1", 1), ("3", 2), ("8", 2), ("0", 2), ("two", 2), ("", 2)]
+    ("omp", "each"), [(None, 2), ("1", 1), ("1,1", 1), ("1,4", 1), ("3", 2), ("8", 2), ("0", 2), ("two", 2), ("", 2)]
 )
 def test_omp_num_threads_caps_the_threads_each_local_worker_is_given(monkeypatch, omp, each):
     """Its share of 4 CPUs among 2 workers, or fewer when $OMP_NUM_THREADS says so (its first level's count; one
@@ -415,6 +415,41 @@ def test_omp_num_threads_caps_the_threads_each_local_worker_is_given(monkeypatch
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     assert worker_config.threads_each(2) == each
+
+
+def test_more_local_workers_than_cpus_run_on_one_thread_each(monkeypatch):
+    """Not none: 3 workers on 2 CPUs would be given --threads 0, which a worker refuses."""
+    monkeypatch.setattr(worker_config, "usable_cpus", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert worker_config.threads_each(3) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_the_cpus_shared_among_workers_are_those_this_process_may_run_on():
+    """Under `taskset -c 0` (or a container's cpuset) one, whatever the host has: in process, not by an engine."""
+    cpus = os.sched_getaffinity(0)
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("a host of one CPU: its count is the affinity's, and the test could not fail")
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        assert usable_cpus() == 1
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "on_threads"),
+    [
+        ("tiny", None, True),
+        ("sdxl", "cpu", True),
+        ("sdxl", "cuda:0", False),
+        ("sim", None, False),
+        ("sim", "cpu", False),
+    ],
+)
+def test_threads_are_given_to_a_model_on_the_cpu_only(backend, device, on_threads):
+    """No --device is the CPU; the sim backend runs no model, and one on a GPU no CPU threads that --threads sets."""
+    assert worker_config.runs_on_cpu_threads(backend, device) is on_threads
 
 
 def test_an_engine_under_omp_num_threads_gives_its_workers_that_many_threads(tmp_path, monkeypatch):

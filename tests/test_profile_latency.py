@@ -1,5 +1,6 @@
 """`argus profile latency` end to end: a real worker process (sim, then tiny) measured into a LatencyProfile file."""
 
+import argparse
 import signal
 import subprocess
 import sys
@@ -8,9 +9,11 @@ from pathlib import Path
 import pytest
 from profile_in_progress import profile_in_its_first_batch
 
+from controller.profile_latency import image_size
 from controller.profiles import LatencyProfile
 from engine.proc_reads import children_of
 from engine_process import ROOT
+from protocols.worker_messages import PROTOCOL_VERSION, Hello
 from workers.config import usable_cpus
 from workers.model_id import SIM_PROFILE, sim_model_id
 
@@ -145,3 +148,9 @@ def test_the_module_run_as_a_script_says_a_usage_error_as_the_command_does(tmp_p
     assert done.returncode == 2, done.stderr
     said = "argus profile latency: error: --batches must include 1 (a profile covers batch 1 up): [2, 4]\n"
     assert done.stderr == said
+
+
+def test_a_profile_without_size_runs_the_workers_default_size():
+    """Not its largest: an SD-XL worker's 1536 (2.25 times the pixels of its 1024) would time another image."""
+    hello = Hello(PROTOCOL_VERSION, "w", "sdxl", "sdxl:0", "cuda:0", False, [5], 4, 50, 512, 1536, 1024, 0, 1)
+    assert image_size(argparse.Namespace(size=None, steps=50), hello) == 1024

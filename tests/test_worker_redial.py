@@ -11,6 +11,8 @@ import zmq
 from tcp_proxy import DroppingProxy
 from test_sim_fleet import start_fleet
 from waiting import wait_for
+from worker_in_process import welcome, worker_runtime
+from zmq.utils.monitor import recv_monitor_message
 
 from engine.client import ArgusClient
 from engine_process import free_port, start_engine, start_worker
@@ -83,3 +85,28 @@ def _hellos_on_binding(context: zmq.Context, address: str) -> int:
         hellos += isinstance(codec.decode(frames), Hello)
     engine.close(linger=0)
     return hellos
+
+
+def _connections(monitor: zmq.Socket, seconds: float) -> int:
+    """The connections the fake engine accepts in the next `seconds`."""
+    accepted, ends = 0, time.monotonic() + seconds
+    while monitor.poll(max(0, int((ends - time.monotonic()) * 1000))):
+        accepted += recv_monitor_message(monitor)["event"] == zmq.EVENT_ACCEPTED
+    return accepted
+
+
+@pytest.mark.parametrize("welcomed", [False, True])
+def test_a_worker_redials_once_a_timeout_not_at_each_hello(welcomed):
+    """Unwelcomed, it goes by 10 s; welcomed, by the engine's timeout (1 s here) from its last dial, not from the
+    last message heard: dialling at each hello (10 a second here) tore down every connection an engine was taking up."""
+    with worker_runtime(hello_retry_s=0.1) as served:
+        monitor = served.engine.socket.get_monitor_socket(zmq.EVENT_ACCEPTED)
+        try:
+            if welcomed:
+                welcome(served.engine, engine_timeout_s=1.0)  # then silent
+            accepted = _connections(monitor, 3.0)  # before: 20 and more
+            assert accepted <= (5 if welcomed else 1)  # unwelcomed, its first may predate the monitor
+            assert accepted >= welcomed  # welcomed, it redials once the engine has been silent for its timeout
+        finally:
+            served.engine.socket.disable_monitor()
+            monitor.close()

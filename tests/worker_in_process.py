@@ -1,0 +1,111 @@
+"""A worker runtime in this process, welcomed by a fake engine: tests drive it message by message.
+
+Its backend is the sim one at time scale 0, holding the first batch it is given until released (serving the socket
+meanwhile), and cut short, as a real backend is, once every image of it is aborted.
+"""
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+
+from fake_engine import FakeEngine
+
+from protocols.worker_messages import (
+    PROTOCOL_VERSION,
+    Generate,
+    GenerateItem,
+    Heartbeat,
+    Hello,
+    LevelSet,
+    SetLevel,
+    Welcome,
+)
+from workers.backend import Backend, all_aborted, cancel_all
+from workers.config import WorkerConfig
+from workers.main import load_backend
+from workers.runtime import WorkerRuntime
+
+
+class HeldFirstRun(Backend):
+    def __init__(self):
+        self._sim = load_backend(WorkerConfig("tcp://unused:1", "held", backend="sim", time_scale=0.0))
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.runs = 0
+        self.cut_short = False
+        # as a stop that comes in a run's last slice: its images are made all the same
+        self.runs_through = False
+
+    def describe(self):
+        return self._sim.describe()
+
+    def run(self, batch, control):
+        self.runs += 1
+        if self.runs == 1:
+            self.started.set()
+            while not self.release.wait(0.01):
+                control.between_steps()
+            if not self.runs_through and all_aborted(batch, control):
+                self.cut_short = True
+                return cancel_all(batch)
+        return self._sim.run(batch, control)
+
+
+def batch(batch_id: int, *request_ids: str) -> Generate:
+    items = [GenerateItem(rid, f"a harbour at dawn {rid}", i) for i, rid in enumerate(request_ids)]
+    return Generate(batch_id, 0, 50, 1024, 1024, 5.0, "png", items)
+
+
+def welcome(engine: FakeEngine, level: int = 0, engine_timeout_s: float = 600) -> Hello:
+    """Welcomes the worker's next hello, which it returns."""
+    hello = engine.receive(Hello)
+    engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=engine_timeout_s, level=level))
+    return hello
+
+
+def taken_in(engine: FakeEngine, level: int = 0, skipping: tuple[type, ...] = ()) -> None:
+    """Returns once the worker has taken in what was sent before: it answers in order."""
+    engine.send(SetLevel(level))
+    engine.receive(LevelSet, skipping=skipping)
+
+
+@dataclass
+class Served:
+    engine: FakeEngine
+    backend: HeldFirstRun
+    runtime: WorkerRuntime
+    thread: threading.Thread
+    failed: list[BaseException] = field(default_factory=list)  # what serve() raised: what the worker's main reports
+
+    def messages_until_stopped(self) -> list:
+        """Every message the worker sends until its serve() has returned and its socket is closed, beats left out."""
+        said = []
+        while self.thread.is_alive() or self.engine.socket.poll(1000):
+            if self.engine.socket.poll(100):
+                _, *frames = self.engine.socket.recv_multipart()
+                said.append(self.engine.codec.decode(frames))
+        return [message for message in said if not isinstance(message, Heartbeat)]
+
+
+@contextlib.contextmanager
+def worker_runtime(owned: bool = False, hello_retry_s: float = 1.0, backend: HeldFirstRun | None = None):
+    """A runtime serving on a thread, not yet welcomed; stopped on the way out."""
+    engine, backend = FakeEngine(), backend or HeldFirstRun()
+    runtime = WorkerRuntime(backend, engine.address, "turns", owned=owned, hello_retry_s=hello_retry_s)
+    served = Served(engine, backend, runtime, threading.Thread(target=lambda: _serve(served), daemon=True))
+    served.thread.start()
+    try:
+        yield served
+    finally:
+        backend.release.set()
+        runtime.stop()
+        served.thread.join(30)
+        engine.close()
+    assert not served.thread.is_alive()
+
+
+def _serve(served: Served) -> None:
+    try:
+        served.runtime.serve()
+    except Exception as exc:
+        served.failed.append(exc)
