@@ -133,6 +133,11 @@ def test_the_model_a_profile_was_measured_on_is_kept_through_its_file_and_the_en
     assert "model" not in json.loads((tmp_path / "unsaid.json").read_text())
 
 
+def test_a_batch_that_takes_as_long_as_a_smaller_one_is_accepted():
+    """A latency must not fall with batch size; a flat one (an idle GPU's, or two times rounded alike) is a profile."""
+    assert LatencyProfile("flat", 50, {0: (1.0, 1.0, 1.5)}, "").latency(0, 2) == 1.0
+
+
 @pytest.mark.parametrize("row", [(2.0, 1.0), (float("nan"), 1.0), (1.0, float("nan")), (1.0, float("inf"))])
 def test_profile_rejects_latency_that_falls_with_batch_or_is_not_finite(row):
     with pytest.raises(ValueError, match="finite, positive and not fall"):
@@ -243,6 +248,18 @@ def test_degradation_from_banded_json(tmp_path):
     # class 25 is the band (0.95, 1.0], midpoint 0.975: quality 100 - K * 0.05
     assert matrix.quality(20, 25) == pytest.approx(100 - 20 * 0.05)
     assert matrix.loss(25, 20) == pytest.approx(25 * 0.1)
+
+
+def test_a_class_measured_better_above_its_own_level_is_capped_at_its_own_level():
+    """Noise made class 10 measure 90 at its own level and 96 above it: above, it is taken at 90, or the MILP would
+    serve the class faster for a better image."""
+    samples = [
+        QualitySample(threshold + 0.01, kp, 90.0 if (k, kp) == (10, 10) else 99.0 - kp / 5)
+        for threshold, k in CLIP.thresholds
+        for kp in LEVELS[1:]
+    ]
+    matrix = DegradationMatrix.from_samples(samples, CLIP, "test")
+    assert [matrix.quality(kp, 10) for kp in LEVELS] == [100.0, 98.0, 90.0, 90.0, 90.0, 90.0]
 
 
 def test_degradation_needs_every_class_at_every_level():

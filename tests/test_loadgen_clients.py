@@ -1,5 +1,5 @@
-"""The clients and run_load when nothing useful answers, or answers at the hard end: every request is still
-recorded, once."""
+"""The clients and run_load when nothing useful answers, answers at the hard end, or the client fails: every request
+is still recorded, once; and the run cut short or refused."""
 
 import asyncio
 import functools
@@ -168,6 +168,60 @@ async def test_a_request_sent_late_still_gets_the_whole_drain():
     assert_counted_once(records, summary, 2)
     assert records[1]["sent_at"] - records[1]["scheduled_at"] > 0.3  # the case at hand
     assert summary["outcomes"]["rejected"] == 2, records
+    assert summary["duration_s"] > records[1]["sent_at"]  # to the last answer
+
+
+class _StallingThenSilentClient(LoadClient):
+    """Request 0 stalls the loop, so request 1 goes out late; it is never answered."""
+
+    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
+        if seed == 0:
+            time.sleep(0.5)  # noqa: ASYNC251 - the stall is the point
+            return Answer("busy", code="busy")
+        await asyncio.sleep(30)
+        return Answer("busy", code="busy")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_request_given_up_on_says_when_it_was_sent_not_when_it_was_due():
+    records, _ = await run_load(
+        [Arrival(0.0), Arrival(0.01)], PROMPTS, _StallingThenSilentClient(RequestOptions()), None, seed=0,
+        drain_s=0.3, progress=False,
+    )  # fmt: skip
+    assert records[1]["code"] == "client_timeout"
+    assert records[1]["sent_at"] >= 0.5  # after request 0's stall
+
+
+class _FailingClient(LoadClient):
+    """A bug in the client: every exchange raises."""
+
+    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
+        raise RuntimeError("a bug in the client")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_request_the_client_failed_is_an_error_record_named_by_the_exception(caplog):
+    records, summary = await run_load([Arrival(0.0)], PROMPTS, _FailingClient(RequestOptions()), None, progress=False)
+    assert_counted_once(records, summary, 1)
+    assert (records[0]["outcome"], records[0]["code"]) == ("error", "exception:RuntimeError")
+    assert records[0]["latency_ms"] is not None  # it was answered, by the exception, not left to the hard end
+    assert "request 0 failed in the client" in caplog.text
+
+
+class _BrokenSendClient(_FailingClient):
+    """A bug in the sending itself: request() raises as it is called."""
+
+    def request(self, planned, run_start, slo_ms):
+        raise RuntimeError("a bug in the sending")
+
+
+async def test_a_bug_in_the_sending_is_raised_not_swallowed():
+    with pytest.raises(RuntimeError, match="a bug in the sending"):
+        await run_load([Arrival(0.0)], PROMPTS, _BrokenSendClient(RequestOptions()), None, progress=False)
 
 
 class _SlowClient(LoadClient):
@@ -212,6 +266,26 @@ async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_
     assert summary["outcomes"][outcome] == sent and summary["error_codes"] == {"interrupted": sent}
     # every request cancelled: none whose fate is known, so no ratio (it said 0.0, none of them a violation)
     assert summary["slo_violation_ratio"] == (1.0 if outcome == "error" else None)
+
+
+def test_ctrl_c_stops_the_sending_then_the_waiting_and_a_stop_signal_both():
+    interrupt = Interrupt()
+    interrupt.next_stage()
+    assert interrupt.stop_sending.is_set() and not interrupt.stop_waiting.is_set()
+    interrupt.next_stage()
+    assert interrupt.stop_waiting.is_set()
+    stopped = Interrupt()
+    stopped.stop_now()
+    assert stopped.stop_sending.is_set() and stopped.stop_waiting.is_set()
+
+
+async def test_a_drain_of_no_time_is_refused():
+    client = HttpLoadClient(f"http://127.0.0.1:{free_port()}", RequestOptions(64, 64))
+    try:
+        with pytest.raises(ValueError, match="drain_s must be > 0, not 0"):
+            await run_load(SCHEDULE, PROMPTS, client, None, drain_s=0.0, progress=False)
+    finally:
+        await client.close()
 
 
 async def test_a_drain_shorter_than_the_slo_is_refused():

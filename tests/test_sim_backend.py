@@ -1,12 +1,14 @@
 """The sim backend: latency from the controller's LatencyProfile, quality from its QualityModel."""
 
 import argparse
+import io
 import math
 import re
 import subprocess
 
 import pytest
 from fake_engine import FakeEngine
+from PIL import Image
 from run_controls import NoControl
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments
@@ -168,12 +170,35 @@ def test_quality_is_the_same_for_the_same_prompt_and_differs_between_prompts():
     assert all(0.0 <= q <= 100.0 and math.isfinite(q) for q in (first, other))
 
 
-@pytest.mark.parametrize(("step", "steps", "level"), [(5, 25, 10), (10, 20, 25), (5, 20, 15), (20, 100, 10)])
+@pytest.mark.parametrize(
+    ("step", "steps", "level"), [(5, 25, 10), (10, 20, 25), (5, 20, 15), (20, 100, 10), (16, 20, 25)]
+)
 def test_a_resume_of_other_steps_has_the_quality_of_the_level_that_covers_its_share(step, steps, level):
-    """Step 10 of 20 takes half the run from the neighbour, as level 25 of 50 does, not as level 10."""
+    """Step 10 of 20 takes half the run from the neighbour, as level 25 of 50 does, not as level 10. Step 16 of 20,
+    past the top level's share, is modelled at the top level."""
     backend = SimBackend(HASH, time_scale=0.0)
     item = [GenerateItem("r", PROMPT, 1, None, 0.9)]
     assert run_items(backend, step, item, steps) == run_items(backend, level, item)
+
+
+class CancelsOne(NoControl):
+    """The engine cancelled one request of the batch (its client went away) as the run came to its end."""
+
+    def cancelled(self, request_id: str) -> bool:
+        return request_id == "r1"
+
+
+def test_an_item_the_engine_cancelled_is_answered_cancelled_and_the_rest_done():
+    items = [GenerateItem(f"r{i}", PROMPT, i, None, None) for i in range(3)]
+    outcomes = SimBackend(HASH, time_scale=0.0).run(Generate(1, 0, 50, 64, 64, 5.0, "png", items), CancelsOne())
+    assert [type(o) for o in outcomes] == [ItemDone, ItemCancelled, ItemDone]
+    assert [o.request_id for o in outcomes] == ["r0", "r1", "r2"]
+
+
+def test_the_image_is_of_the_size_asked_for():
+    items = [GenerateItem("r", PROMPT, 1, None, None)]
+    (done,) = SimBackend(HASH, time_scale=0.0).run(Generate(1, 0, 50, 64, 128, 5.0, "png", items), NoControl())
+    assert Image.open(io.BytesIO(done.image)).size == (64, 128)
 
 
 def test_a_resumed_item_needs_its_neighbours_similarity():
