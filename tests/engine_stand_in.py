@@ -1,0 +1,77 @@
+"""An engine as its front doors (HTTP, ZeroMQ) see it, without a dispatcher or workers: each request admitted waits
+for the reply the test gives it, and what the door then does of its own (count it, cancel it) is kept to be read. For
+what a door decides, in process and in milliseconds; an engine of its own runs the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from engine.config import EngineConfig
+from engine.http_api import build_app
+from engine.image_files import ImageFiles
+from engine.jobs import AdmittedRequest
+from engine.metrics import EngineMetrics
+from protocols.client_messages import Busy, Error, Generate
+
+
+class StandInEngine:
+    def __init__(self, **config):
+        self.config = EngineConfig(**config)
+        self.api_keys = self.config.api_keys
+        self.metrics = EngineMetrics()
+        self.image_files = ImageFiles(self.config.image_url_store_bytes, self.config.image_url_ttl_s)
+        # the one launcher's and dispatcher's calls a door makes (back_in_s, cancel) are answered here
+        self.launcher = self
+        self.dispatcher = self
+        # what submit answers instead of admitting, when set
+        self.refusal: Busy | Error | None = None
+        # when the engine's own workers are back (the launcher's word), for no_worker's Retry-After
+        self.back_in: float | None = None
+        self.admitted: list[AdmittedRequest] = []
+        self.clients: list[str] = []  # whom each request submitted was counted for
+        self.counted: list[object] = []  # the replies the door counted
+        self.cancelled: list[AdmittedRequest] = []
+
+    def submit(self, spec: Generate, client: str = "") -> AdmittedRequest | Busy | Error:
+        self.clients.append(client)
+        if self.refusal is not None:
+            return self.refusal
+        future = asyncio.get_running_loop().create_future()
+        request = AdmittedRequest(
+            spec, spec.width or 64, spec.height or 64, spec.steps or 4, [0] * spec.n, time.monotonic(), None, future
+        )
+        self.admitted.append(request)
+        return request
+
+    def count_reply(self, request: AdmittedRequest, reply: object) -> None:
+        self.counted.append(reply)
+
+    def cancel(self, *requests: AdmittedRequest) -> None:
+        self.cancelled.extend(requests)
+
+    def back_in_s(self) -> float | None:
+        return self.back_in
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0
+
+
+@contextlib.asynccontextmanager
+async def http_door_of(engine: StandInEngine) -> AsyncIterator[TestClient]:
+    """A client of the engine's HTTP app, served on loopback."""
+    async with TestClient(TestServer(build_app(engine), host="127.0.0.1")) as client:
+        yield client
+
+
+async def admitted(engine: StandInEngine, before: int = 0) -> AdmittedRequest:
+    """The request admitted after the first `before`, once it is (its client's post runs as a task)."""
+    for _ in range(1000):
+        if len(engine.admitted) > before:
+            return engine.admitted[before]
+        await asyncio.sleep(0.005)
+    raise TimeoutError("no request admitted")
