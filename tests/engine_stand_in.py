@@ -25,9 +25,12 @@ class StandInEngine:
         self.api_keys = self.config.api_keys
         self.metrics = EngineMetrics()
         self.image_files = ImageFiles(self.config.image_url_store_bytes, self.config.image_url_ttl_s)
-        # the one launcher's and dispatcher's calls a door makes (back_in_s, cancel) are answered here
+        # the calls a door makes of the launcher, dispatcher and controller (back_in_s, cancel, plan_json) are
+        # answered here
         self.launcher = self
         self.dispatcher = self
+        self.control_loop = self
+        self.plan: dict | None = None  # the controller's plan, once it made one
         # what submit answers instead of admitting, when set
         self.refusal: Busy | Error | None = None
         # when the engine's own workers are back (the launcher's word), for no_worker's Retry-After
@@ -56,6 +59,9 @@ class StandInEngine:
 
     def back_in_s(self) -> float | None:
         return self.back_in
+
+    def plan_json(self) -> dict | None:
+        return self.plan
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0
