@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
+import zmq
 from aiohttp.test_utils import TestClient, TestServer
 
+from engine.client_door import ClientDoor
 from engine.config import EngineConfig
 from engine.http_api import build_app
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest
 from engine.metrics import EngineMetrics
-from protocols.client_messages import Busy, Error, Generate
+from engine_process import free_port, raw_client
+from protocols.client_messages import Busy, Error, Generate, client_side_codec
+
+_CLIENT_CODEC = client_side_codec()
 
 
 class StandInEngine:
@@ -67,6 +73,42 @@ class StandInEngine:
         return self.metrics.registry.get_sample_value(name, labels) or 0
 
 
+@dataclasses.dataclass
+class ServedDoor:
+    """The engine's ZeroMQ door served in process, and what its clients connect with."""
+
+    context: zmq.Context
+    address: str
+    door: ClientDoor
+
+    def client(self, identity: bytes) -> zmq.Socket:
+        return raw_client(self.context, self.address, identity)
+
+    async def lost(self, identity: bytes) -> None:
+        """Once the door's socket has dropped the connection of the client `identity`, closed: until then, a reply
+        sent to it is taken by the connection, and lost with it."""
+        for _ in range(2000):
+            if self.door._socket.send(identity, [b""]) != 0:  # nothing reaches a closed client
+                return
+            await asyncio.sleep(0.005)
+        raise TimeoutError("the door still holds the client's connection")
+
+
+@contextlib.asynccontextmanager
+async def zmq_door_of(engine: StandInEngine, address: str | None = None) -> AsyncIterator[ServedDoor]:
+    """The engine's ZeroMQ door, on `address` (TCP on loopback unless given: a client's connection closed is then
+    seen as a remote client's is)."""
+    address = address or f"tcp://127.0.0.1:{free_port()}"
+    context = zmq.Context()
+    door = ClientDoor(engine, context, (address,))
+    door.start()
+    try:
+        yield ServedDoor(context, address, door)
+    finally:
+        door.close()
+        context.term()
+
+
 @contextlib.asynccontextmanager
 async def http_door_of(engine: StandInEngine) -> AsyncIterator[TestClient]:
     """A client of the engine's HTTP app, served on loopback."""
@@ -81,3 +123,20 @@ async def admitted(engine: StandInEngine, before: int = 0) -> AdmittedRequest:
             return engine.admitted[before]
         await asyncio.sleep(0.005)
     raise TimeoutError("no request admitted")
+
+
+def generate(request_id: str) -> list:
+    """A Generate's frames, as a client sends them."""
+    return _CLIENT_CODEC.encode(Generate(request_id, "a heron", width=64, height=64))
+
+
+async def replies(sock: zmq.Socket, count: int) -> list:
+    """The next `count` replies to a client of the ZeroMQ door, read without holding up the loop the door runs on."""
+    answers = []
+    for _ in range(2000):
+        while len(answers) < count and sock.poll(0):
+            answers.append(_CLIENT_CODEC.decode(sock.recv_multipart()))
+        if len(answers) == count:
+            return answers
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"{len(answers)} of {count} replies")
