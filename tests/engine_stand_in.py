@@ -1,0 +1,142 @@
+"""An engine as its front doors (HTTP, ZeroMQ) see it, without a dispatcher or workers: each request admitted waits
+for the reply the test gives it, and what the door then does of its own (count it, cancel it) is kept to be read. For
+what a door decides, in process and in milliseconds; an engine of its own runs the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+
+import zmq
+from aiohttp.test_utils import TestClient, TestServer
+
+from engine.client_door import ClientDoor
+from engine.config import EngineConfig
+from engine.http_api import build_app
+from engine.image_files import ImageFiles
+from engine.jobs import AdmittedRequest
+from engine.metrics import EngineMetrics
+from engine_process import free_port, raw_client
+from protocols.client_messages import Busy, Error, Generate, client_side_codec
+
+_CLIENT_CODEC = client_side_codec()
+
+
+class StandInEngine:
+    def __init__(self, **config):
+        self.config = EngineConfig(**config)
+        self.api_keys = self.config.api_keys
+        self.metrics = EngineMetrics()
+        self.image_files = ImageFiles(self.config.image_url_store_bytes, self.config.image_url_ttl_s)
+        # the calls a door makes of the launcher, dispatcher and controller (back_in_s, cancel, plan_json) are
+        # answered here
+        self.launcher = self
+        self.dispatcher = self
+        self.control_loop = self
+        self.plan: dict | None = None  # the controller's plan, once it made one
+        # what submit answers instead of admitting, when set
+        self.refusal: Busy | Error | None = None
+        # when the engine's own workers are back (the launcher's word), for no_worker's Retry-After
+        self.back_in: float | None = None
+        self.admitted: list[AdmittedRequest] = []
+        self.clients: list[str] = []  # whom each request submitted was counted for
+        self.counted: list[object] = []  # the replies the door counted
+        self.cancelled: list[AdmittedRequest] = []
+
+    def submit(self, spec: Generate, client: str = "") -> AdmittedRequest | Busy | Error:
+        self.clients.append(client)
+        if self.refusal is not None:
+            return self.refusal
+        future = asyncio.get_running_loop().create_future()
+        request = AdmittedRequest(
+            spec, spec.width or 64, spec.height or 64, spec.steps or 4, [0] * spec.n, time.monotonic(), None, future
+        )
+        self.admitted.append(request)
+        return request
+
+    def count_reply(self, request: AdmittedRequest, reply: object) -> None:
+        self.counted.append(reply)
+
+    def cancel(self, *requests: AdmittedRequest) -> None:
+        self.cancelled.extend(requests)
+
+    def back_in_s(self) -> float | None:
+        return self.back_in
+
+    def plan_json(self) -> dict | None:
+        return self.plan
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0
+
+
+@dataclasses.dataclass
+class ServedDoor:
+    """The engine's ZeroMQ door served in process, and what its clients connect with."""
+
+    context: zmq.Context
+    address: str
+    door: ClientDoor
+
+    def client(self, identity: bytes) -> zmq.Socket:
+        return raw_client(self.context, self.address, identity)
+
+    async def lost(self, identity: bytes) -> None:
+        """Once the door's socket has dropped the connection of the client `identity`, closed: until then, a reply
+        sent to it is taken by the connection, and lost with it."""
+        for _ in range(2000):
+            if self.door._socket.send(identity, [b""]) != 0:  # nothing reaches a closed client
+                return
+            await asyncio.sleep(0.005)
+        raise TimeoutError("the door still holds the client's connection")
+
+
+@contextlib.asynccontextmanager
+async def zmq_door_of(engine: StandInEngine, address: str | None = None) -> AsyncIterator[ServedDoor]:
+    """The engine's ZeroMQ door, on `address` (TCP on loopback unless given: a client's connection closed is then
+    seen as a remote client's is)."""
+    address = address or f"tcp://127.0.0.1:{free_port()}"
+    context = zmq.Context()
+    door = ClientDoor(engine, context, (address,))
+    door.start()
+    try:
+        yield ServedDoor(context, address, door)
+    finally:
+        door.close()
+        context.term()
+
+
+@contextlib.asynccontextmanager
+async def http_door_of(engine: StandInEngine) -> AsyncIterator[TestClient]:
+    """A client of the engine's HTTP app, served on loopback."""
+    async with TestClient(TestServer(build_app(engine), host="127.0.0.1")) as client:
+        yield client
+
+
+async def admitted(engine: StandInEngine, before: int = 0) -> AdmittedRequest:
+    """The request admitted after the first `before`, once it is (its client's post runs as a task)."""
+    for _ in range(1000):
+        if len(engine.admitted) > before:
+            return engine.admitted[before]
+        await asyncio.sleep(0.005)
+    raise TimeoutError("no request admitted")
+
+
+def generate(request_id: str) -> list:
+    """A Generate's frames, as a client sends them."""
+    return _CLIENT_CODEC.encode(Generate(request_id, "a heron", width=64, height=64))
+
+
+async def replies(sock: zmq.Socket, count: int) -> list:
+    """The next `count` replies to a client of the ZeroMQ door, read without holding up the loop the door runs on."""
+    answers = []
+    for _ in range(2000):
+        while len(answers) < count and sock.poll(0):
+            answers.append(_CLIENT_CODEC.decode(sock.recv_multipart()))
+        if len(answers) == count:
+            return answers
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"{len(answers)} of {count} replies")

@@ -1,0 +1,62 @@
+"""Which requests the HTTP door lets in before any work, decided in process (tests/engine_stand_in.py). With an engine:
+tests/test_http_hosts.py, tests/test_http_auth.py."""
+
+import pytest
+from engine_stand_in import StandInEngine, http_door_of
+
+from engine.api_keys import ApiKeys
+from protocols.client_messages import Busy
+
+# in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
+pytestmark = pytest.mark.timeout(30)
+
+BODY = b'{"prompt": "a heron", "size": "64x64"}'
+
+
+async def reaches_the_engine(client, engine: StandInEngine, **headers: str) -> bool:
+    """Whether a request for images sent with `headers` is handed to the engine (which answers it Busy at once)."""
+    engine.refusal = Busy("", 1000, "queue_full")
+    before = len(engine.clients)
+    headers = {"Content-Type": "application/json", **headers}
+    async with client.post("/v1/images/generations", data=BODY, headers=headers) as response:
+        await response.read()
+    return len(engine.clients) > before
+
+
+async def test_an_engine_listening_beyond_loopback_without_a_key_takes_any_host():
+    """The Host check guards an engine on loopback from web pages (DNS rebinding); one on every address is reached by
+    names of its own (gpu-box.lan:8000), and refusing them would refuse all of its clients."""
+    async with http_door_of(StandInEngine(host="0.0.0.0")) as client:
+        response = await client.get("/v1/models", headers={"Host": "gpu-box.lan:8000"})
+        assert response.status == 200
+
+
+async def test_a_request_without_the_key_is_told_the_scheme_to_send_it_in():
+    """A 401 must say how to authenticate (RFC 9110, 11.6.1): a client learns there to send the key as a bearer
+    token."""
+    async with http_door_of(StandInEngine(api_keys=ApiKeys.single("a key"))) as client:
+        response = await client.get("/v1/models")
+        assert (response.status, response.headers.get("WWW-Authenticate")) == (401, "Bearer")
+        response = await client.get("/v1/models", headers={"Authorization": "Bearer a key"})
+        assert response.status == 200
+
+
+async def test_a_body_said_to_be_in_the_identity_coding_is_read_whatever_the_case():
+    """Content codings are named case-insensitively (RFC 9110, 8.4.1): "Identity" is no compression."""
+    engine = StandInEngine()
+    async with http_door_of(engine) as client:
+        for coding in ("identity", "Identity", "IDENTITY"):
+            assert await reaches_the_engine(client, engine, **{"Content-Encoding": coding}), coding
+        assert not await reaches_the_engine(client, engine, **{"Content-Encoding": "gzip"})
+
+
+async def test_a_body_over_the_limit_is_refused_and_counted_as_refused():
+    engine = StandInEngine(max_body_bytes=1024)
+    async with http_door_of(engine) as client:
+        body = b'{"prompt": "' + b"a" * 2000 + b'"}'
+        headers = {"Content-Type": "application/json"}
+        async with client.post("/v1/images/generations", data=body, headers=headers) as response:
+            assert response.status == 413
+            assert (await response.json())["error"]["code"] == "body_too_large"
+    assert engine.metric("argus_requests_total", outcome="rejected", code="body_too_large") == 1
+    assert engine.clients == []

@@ -1,0 +1,62 @@
+"""What the HTTP door answers for each refusal or reply the engine gives a request: its status, the field it names,
+when to retry; decided in process with an engine stood in (tests/engine_stand_in.py)."""
+
+import asyncio
+
+import pytest
+from engine_stand_in import StandInEngine, admitted, http_door_of
+
+from protocols.client_messages import Busy, Cancelled, Error
+
+# in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
+pytestmark = pytest.mark.timeout(30)
+
+PATH = "/v1/images/generations"
+BODY = {"prompt": "a heron", "size": "64x64"}
+
+
+async def answer(engine: StandInEngine, reply_of, body: dict = BODY):
+    """The status, headers and JSON the door answers once the engine replies `reply_of(request_id)`."""
+    async with http_door_of(engine) as client:
+        posted = asyncio.create_task(client.post(PATH, json=body))
+        request = await admitted(engine, len(engine.admitted))
+        request.future.set_result(reply_of(request.spec.request_id))
+        response = await posted
+        return response.status, response.headers, await response.json()
+
+
+async def test_a_worker_refusing_the_step_count_names_the_field_as_admission_does():
+    engine = StandInEngine()
+    status, _, body = await answer(engine, lambda rid: Error(rid, "invalid_steps", "no worker runs 7 steps"))
+    assert status == 400
+    assert (body["error"]["code"], body["error"]["param"]) == ("invalid_steps", "num_inference_steps")
+    assert [reply.code for reply in engine.counted] == ["invalid_steps"]
+
+
+async def test_a_request_cancelled_at_the_drains_end_is_a_503_cancelled():
+    status, headers, body = await answer(StandInEngine(), Cancelled)
+    assert status == 503 and body["error"]["code"] == "cancelled"
+    assert "Retry-After" not in headers
+
+
+async def test_no_worker_says_when_the_engines_own_are_back_and_worker_lost_does_not():
+    engine = StandInEngine()
+    engine.back_in = 2.5
+    status, headers, body = await answer(engine, lambda rid: Error(rid, "no_worker", "none"))
+    assert (status, headers.get("Retry-After")) == (503, "3")
+    status, headers, body = await answer(engine, lambda rid: Error(rid, "worker_lost", "lost"))
+    assert status == 503 and "Retry-After" not in headers
+    assert headers["x-should-retry"] == "false"
+
+
+async def test_a_refusal_at_admission_says_its_field_and_busy_says_when_in_whole_seconds():
+    engine = StandInEngine()
+    async with http_door_of(engine) as client:
+        engine.refusal = Error("r", "invalid_request", "n 5 is more images than this engine queues at once")
+        response = await client.post(PATH, json=BODY)
+        assert response.status == 400 and (await response.json())["error"]["param"] == "n"
+        engine.refusal = Busy("r", 2500, "client_share")
+        response = await client.post(PATH, json=BODY)
+        assert (response.status, response.headers["Retry-After"]) == (429, "3")
+        assert "its share" in (await response.json())["error"]["message"]
+    assert engine.counted == []  # refused before admission: the engine counts those

@@ -1,0 +1,94 @@
+"""The replies of a client the ZeroMQ door found gone: kept in order, and handed over whole, each once, when it is back;
+decided in process with an engine stood in (tests/engine_stand_in.py).
+With an engine: tests/test_zmq_front_door.py, tests/test_lost_requests.py."""
+
+import asyncio
+import logging
+
+import pytest
+from engine_stand_in import ServedDoor, StandInEngine, admitted, generate, replies, zmq_door_of
+
+from engine import client_door
+from protocols.client_messages import Busy, Images
+
+# in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
+pytestmark = pytest.mark.timeout(30)
+
+
+async def sent_and_gone(engine: StandInEngine, served: ServedDoor, identity: bytes, ids: list[str]) -> list:
+    """The requests `ids`, sent by a client that then goes away: each admitted, none answered yet."""
+    client = served.client(identity)
+    before = len(engine.admitted)
+    for request_id in ids:
+        client.send_multipart(generate(request_id))
+    requests = [await admitted(engine, before + i) for i in range(len(ids))]
+    client.close()
+    await served.lost(identity)
+    return requests
+
+
+async def answered(*requests) -> None:
+    """Each of `requests` answered, its reply tried (a future's callbacks run on the loop's next turn)."""
+    for request in requests:
+        request.future.set_result(Images(request.spec.request_id, []))
+    await asyncio.sleep(0.01)
+
+
+async def test_a_client_back_gets_the_replies_kept_for_it_in_order_before_any_other(monkeypatch):
+    """Kept, the replies are handed over as soon as the client is heard from, not at the next retry, and each once."""
+    monkeypatch.setattr(client_door, "_GONE_RETRY_S", 60.0)
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as served:
+        await answered(*await sent_and_gone(engine, served, b"client-a", ["g1", "g2"]))
+        client = served.client(b"client-a")  # back, under its identity
+        try:
+            engine.refusal = Busy("g3", 1000, "queue_full")  # answered at once
+            client.send_multipart(generate("g3"))
+            assert [reply.request_id for reply in await replies(client, 3)] == ["g1", "g2", "g3"]
+            await asyncio.sleep(0.05)
+            assert not client.poll(0)
+        finally:
+            client.close()
+
+
+async def test_a_client_back_within_its_grace_gets_its_replies_at_the_next_retry(monkeypatch):
+    """A client back but silent (its calls waiting) is reached by the retries: the grace counts from the first reply
+    that found it gone."""
+    monkeypatch.setattr(client_door, "_GONE_RETRY_S", 0.02)
+    engine = StandInEngine(client_gone_grace_s=30.0)
+    async with zmq_door_of(engine) as served:
+        await answered(*await sent_and_gone(engine, served, b"client-a", ["g1"]))
+        await asyncio.sleep(0.1)  # a few retries find it gone
+        client = served.client(b"client-a")
+        try:
+            assert [reply.request_id for reply in await replies(client, 1)] == ["g1"]
+        finally:
+            client.close()
+    assert engine.cancelled == []
+
+
+async def test_the_retries_end_once_the_client_is_back(monkeypatch, caplog):
+    """One left to run after the client was handed its replies tried a client no longer kept: an error in the loop."""
+    monkeypatch.setattr(client_door, "_GONE_RETRY_S", 0.02)
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    engine = StandInEngine(client_gone_grace_s=30.0)
+    async with zmq_door_of(engine) as served:
+        back, _ = await sent_and_gone(engine, served, b"client-a", ["a1", "a2"])
+        await answered(back)
+        await asyncio.sleep(0.05)  # tried again, and again
+        client = served.client(b"client-a")
+        try:
+            engine.refusal = Busy("a3", 1000, "queue_full")
+            client.send_multipart(generate("a3"))
+            assert [reply.request_id for reply in await replies(client, 2)] == ["a1", "a3"]
+            await asyncio.sleep(0.1)  # past the retries that were due
+        finally:
+            client.close()
+    assert [record.getMessage() for record in caplog.records] == []
+
+
+async def test_the_door_removes_its_socket_file_when_it_closes(tmp_path):
+    path = tmp_path / "clients"
+    async with zmq_door_of(StandInEngine(), f"ipc://{path}"):
+        assert path.exists()
+    assert not path.exists()
