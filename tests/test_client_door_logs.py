@@ -2,29 +2,17 @@
 those held back since the last told of: before, a line an hour into a storm of lost requests read as one client's
 few, the rest unseen in the log."""
 
-import asyncio
 import types
 
 import pytest
 import zmq
+from engine_stand_in import replies
 
 from engine import quiet_lines
 from engine.client_door import ClientDoor
 from engine.metrics import EngineMetrics
 from engine_process import free_port, raw_client
 from protocols.client_messages import Inquire, client_side_codec
-
-
-async def _answers(sock: zmq.Socket, count: int) -> list:
-    """The next `count` replies, read without holding up the loop the door runs on."""
-    codec, answers = client_side_codec(), []
-    for _ in range(1000):
-        while len(answers) < count and sock.poll(0):
-            answers.append(codec.decode(sock.recv_multipart()))
-        if len(answers) == count:
-            return answers
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"{len(answers)} of {count} replies")
 
 
 @pytest.fixture
@@ -53,7 +41,7 @@ async def test_a_lost_request_line_says_how_many_were_answered_so_since_the_last
         for at, ids in ((0.0, ["a"]), (1.0, ["b", "c"]), (2.0, ["d"]), (61.0, ["e"])):
             now[0] = at
             client.send_multipart(codec.encode(Inquire(ids)))
-            answers = await _answers(client, len(ids))
+            answers = await replies(client, len(ids))
             assert [(a.request_id, a.code) for a in answers] == [(i, "request_lost") for i in ids]
     finally:
         client.close()
@@ -77,7 +65,7 @@ async def test_a_client_is_named_in_the_log_by_nothing_it_could_be_reached_by(do
         caplog.set_level("INFO", logger="argus.clients")
         for client in clients:
             client.send_multipart(codec.encode(Inquire(["a"])))
-            await _answers(client, 1)
+            await replies(client, 1)
             now[0] += 61.0  # the next client's line is not held back
     finally:
         for client in clients:

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 import zmq
 from aiohttp import web
+from local_http import served
 from waiting import eventually, wait_for
 
 from engine import client_link as client_module
@@ -570,13 +571,9 @@ async def test_both_clients_pointed_at_an_http_port_say_alike_that_it_is_no_engi
     AsyncArgusClient, finding no request id in it, dropped it, and raised ConnectionRefusedError naming CURVE first
     once ten handshakes had failed. With CURVE, libzmq hangs up at once and never dials again: both waited for ever
     (or for their timeout)."""
-    runner = web.AppRunner(web.Application())
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    address = f"tcp://127.0.0.1:{port}"
-    not_an_engine = f"{address} is not an argus engine's ZeroMQ address (the handshake failed: an HTTP port?)"
-    try:
+    async with served(web.Application()) as url:
+        address = url.replace("http://", "tcp://")
+        not_an_engine = f"{address} is not an argus engine's ZeroMQ address (the handshake failed: an HTTP port?)"
 
         def call_blocking():
             with ArgusClient(address, timeout_s=30, curve=curve) as client:
@@ -592,8 +589,6 @@ async def test_both_clients_pointed_at_an_http_port_say_alike_that_it_is_no_engi
         # before it does
         expected = not_an_engine if curve else f"{not_an_engine}, or the engine at {address} requires CURVE keys"
         assert str(blocking.value) == expected
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("where", ["a port no one listens on", "a host that does not resolve"])

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 import zmq
 from aiohttp import web
+from local_http import served
 
 from engine.client import ClientClosed
 from engine_process import free_port
@@ -33,14 +34,8 @@ async def http_door(status: int, body: bytes):
 
     app = web.Application()
     app.router.add_post("/{path:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with served(app) as url:
+        yield url, seen
 
 
 DEFAULTS = RequestOptions()

@@ -8,8 +8,8 @@ import time
 
 import pytest
 from aiohttp import web
+from local_http import served
 
-from engine_process import free_port
 from loadgen.engine_status import (
     CapacityUnknown,
     EngineUnreachable,
@@ -39,14 +39,8 @@ async def status_server(ready: dict, plan: dict | None, api_key: str | None = No
     app = web.Application(middlewares=[require_key])
     app.router.add_get("/ready", on_ready or get_ready)
     app.router.add_get("/plan", get_plan)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with served(app) as url:
+        yield url
 
 
 READY = {
@@ -166,23 +160,19 @@ async def test_a_status_the_sampler_cannot_read_costs_samples_not_the_run():
 
     app = web.Application()
     app.router.add_get("/plan", get_plan)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    sampler = LevelSampler(f"http://127.0.0.1:{port}", every_s=0.02)
-    task = asyncio.create_task(sampler.run(time.perf_counter()))
-    try:
-        async with asyncio.timeout(20):
-            while polls < 3 and not task.done():
-                await asyncio.sleep(0.02)
-        assert not task.done(), task.exception()
-        assert sampler.samples and all(levels == {} for _, levels in sampler.samples)  # a gap each, not a count
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await runner.cleanup()
+    async with served(app) as url:
+        sampler = LevelSampler(url, every_s=0.02)
+        task = asyncio.create_task(sampler.run(time.perf_counter()))
+        try:
+            async with asyncio.timeout(20):
+                while polls < 3 and not task.done():
+                    await asyncio.sleep(0.02)
+            assert not task.done(), task.exception()
+            assert sampler.samples and all(levels == {} for _, levels in sampler.samples)  # a gap each, not a count
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def test_a_poll_of_an_engine_gone_is_an_empty_sample():

@@ -9,6 +9,7 @@ from urllib.parse import urljoin
 import aiohttp
 import pytest
 from aiohttp import web
+from local_http import served
 
 from engine_process import free_port, start_engine
 from protocols.openapi import openapi_document
@@ -35,13 +36,10 @@ async def proxy_and_engine(tmp_path):
 
     proxy = web.Application()
     proxy.router.add_route("*", "/{path:.*}", forward)
-    runner = web.AppRunner(proxy)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield public, engine
+        async with served(proxy, port):
+            yield public, engine
     finally:
-        await runner.cleanup()
         await session.close()
         assert engine.stop() == 0
 
