@@ -94,6 +94,8 @@ def test_an_abort_is_forgotten_once_answered_and_one_for_no_image_here_is_not_ke
         engine, backend = served.engine, served.backend
         welcome(engine)
         engine.send(batch(1, "a0"))
+        # running: else the worker may take the abort in first, and answer the batch before the level
+        assert backend.started.wait(30)
         engine.send(Abort(["a0", "z0"]))  # z0: answered already, or never sent here
         taken_in(engine)
         backend.release.set()
