@@ -31,7 +31,7 @@ class HeldFirstRun(Backend):
         self._sim = load_backend(WorkerConfig("tcp://unused:1", "held", backend="sim", time_scale=0.0))
         self.started = threading.Event()
         self.release = threading.Event()
-        self.runs = 0
+        self.ran: list[list[str]] = []  # the request ids of each batch it was given
         self.cut_short = False
         # as a stop that comes in a run's last slice: its images are made all the same
         self.runs_through = False
@@ -40,8 +40,8 @@ class HeldFirstRun(Backend):
         return self._sim.describe()
 
     def run(self, batch, control):
-        self.runs += 1
-        if self.runs == 1:
+        self.ran.append([item.request_id for item in batch.items])
+        if len(self.ran) == 1:
             self.started.set()
             while not self.release.wait(0.01):
                 control.between_steps()
