@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import zmq
 from aiohttp import web
-from local_http import served
+from stand_in_http import served
 from waiting import eventually, wait_for
 
 from engine import client_link as client_module

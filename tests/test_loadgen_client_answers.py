@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 import zmq
 from aiohttp import web
-from local_http import served
+from stand_in_http import served
 
 from engine.client import ClientClosed
 from engine_process import free_port

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from aiohttp import web
-from local_http import served
+from stand_in_http import served
 
 from loadgen.engine_status import (
     CapacityUnknown,

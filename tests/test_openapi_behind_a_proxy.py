@@ -9,7 +9,7 @@ from urllib.parse import urljoin
 import aiohttp
 import pytest
 from aiohttp import web
-from local_http import served
+from stand_in_http import served
 
 from engine_process import free_port, start_engine
 from protocols.openapi import openapi_document
