@@ -35,14 +35,19 @@ def test_a_file_that_ends_before_the_bytes_asked_for_is_file_ends_early(tmp_path
         file_reads.read_array(fd, np.dtype("<u2"), (4,), 6)
 
 
-def test_a_saved_cache_cut_short_as_its_latents_are_read_is_a_cache_file_error(tmp_path):
-    """Checked whole by read_cache_file, then cut short (rewritten by another engine on the folder) before its last
-    latent was read: not a latent read short, nor a ValueError the load would take for a bad latent."""
+def saved_cache_file(tmp_path):
+    """The file of a saved cache of one prompt with one latent."""
     cache = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
     cache.insert("p", np.ones(DIM, np.float32), ShapeKey(50, 64, 64), {5: np.ones((4, 8, 8), np.float16)})
     cache.save(str(tmp_path))
     cache.close()
-    path = tmp_path / FILE_NAME
+    return tmp_path / FILE_NAME
+
+
+def test_a_saved_cache_cut_short_as_its_latents_are_read_is_a_cache_file_error(tmp_path):
+    """Checked whole by read_cache_file, then cut short (rewritten by another engine on the folder) before its last
+    latent was read: not a latent read short, nor a ValueError the load would take for a bad latent."""
+    path = saved_cache_file(tmp_path)
     saved = persistence.read_cache_file(path, "hash", DIM, LEVELS, "")
     os.truncate(path, path.stat().st_size - 40)  # the digest and 8 bytes of the latent
     with pytest.raises(CacheFileError, match="changed while it was being loaded"):
@@ -51,11 +56,7 @@ def test_a_saved_cache_cut_short_as_its_latents_are_read_is_a_cache_file_error(t
 
 def test_a_saved_cache_cut_short_after_its_size_was_taken_is_a_cache_file_error(tmp_path, monkeypatch):
     """Not the ValueError of a file ending early, which the engine's start took for no refusal of the file."""
-    cache = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
-    cache.insert("p", np.ones(DIM, np.float32), ShapeKey(50, 64, 64), {5: np.ones((4, 8, 8), np.float16)})
-    cache.save(str(tmp_path))
-    cache.close()
-    path = tmp_path / FILE_NAME
+    path = saved_cache_file(tmp_path)
     fstat = os.fstat
 
     def fstat_then_cut(fd: int) -> os.stat_result:
