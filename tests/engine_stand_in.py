@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import zmq
 from aiohttp.test_utils import TestClient, TestServer
+from waiting import eventually
 
 from engine.client_door import ClientDoor
 from engine.config import EngineConfig
@@ -87,11 +88,9 @@ class ServedDoor:
     async def lost(self, identity: bytes) -> None:
         """Once the door's socket has dropped the connection of the client `identity`, closed: until then, a reply
         sent to it is taken by the connection, and lost with it."""
-        for _ in range(2000):
-            if self.door._socket.send(identity, [b""]) != 0:  # nothing reaches a closed client
-                return
-            await asyncio.sleep(0.005)
-        raise TimeoutError("the door still holds the client's connection")
+        # nothing reaches a closed client
+        if not await eventually(lambda: self.door._socket.send(identity, [b""]) != 0, timeout_s=10):
+            raise TimeoutError("the door still holds the client's connection")
 
 
 @contextlib.asynccontextmanager
@@ -118,11 +117,9 @@ async def http_door_of(engine: StandInEngine) -> AsyncIterator[TestClient]:
 
 async def admitted(engine: StandInEngine, before: int = 0) -> AdmittedRequest:
     """The request admitted after the first `before`, once it is (its client's post runs as a task)."""
-    for _ in range(1000):
-        if len(engine.admitted) > before:
-            return engine.admitted[before]
-        await asyncio.sleep(0.005)
-    raise TimeoutError("no request admitted")
+    if not await eventually(lambda: len(engine.admitted) > before, timeout_s=5):
+        raise TimeoutError("no request admitted")
+    return engine.admitted[before]
 
 
 def generate(request_id: str) -> list:
@@ -133,10 +130,12 @@ def generate(request_id: str) -> list:
 async def replies(sock: zmq.Socket, count: int) -> list:
     """The next `count` replies to a client of the ZeroMQ door, read without holding up the loop the door runs on."""
     answers = []
-    for _ in range(2000):
+
+    def all_read() -> bool:
         while len(answers) < count and sock.poll(0):
             answers.append(_CLIENT_CODEC.decode(sock.recv_multipart()))
-        if len(answers) == count:
-            return answers
-        await asyncio.sleep(0.005)
-    raise TimeoutError(f"{len(answers)} of {count} replies")
+        return len(answers) == count
+
+    if not await eventually(all_read, timeout_s=10):
+        raise TimeoutError(f"{len(answers)} of {count} replies")
+    return answers
