@@ -145,13 +145,18 @@ async def test_an_answer_due_in_the_loop_turn_of_the_hard_end_is_recorded_before
 
 
 class _LateSendingClient(LoadClient):
-    """Request 0 stalls the loop past the drain, so request 1 goes out that late; it is answered soon after."""
+    """Request 0 stalls the loop past the drain, so request 1 goes out that late; it is answered `answer_after_s`
+    after."""
+
+    def __init__(self, answer_after_s: float):
+        super().__init__(RequestOptions())
+        self.answer_after_s = answer_after_s
 
     async def _exchange(self, prompt, seed, slo_ms) -> Answer:
         if seed == 0:
             time.sleep(0.5)  # noqa: ASYNC251 - the stall is the point
         else:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(self.answer_after_s)
         return Answer("busy", code="busy")
 
     async def close(self) -> None:
@@ -162,7 +167,7 @@ async def test_a_request_sent_late_still_gets_the_whole_drain():
     """The generator fell behind by more than --drain-s: a request it sent late is given the drain from its send,
     not cancelled as it goes out and counted as the engine's client_timeout."""
     records, summary = await run_load(
-        [Arrival(0.0), Arrival(0.01)], PROMPTS, _LateSendingClient(RequestOptions()), None, seed=0, drain_s=0.3,
+        [Arrival(0.0), Arrival(0.01)], PROMPTS, _LateSendingClient(answer_after_s=0.05), None, seed=0, drain_s=0.3,
         progress=False,
     )  # fmt: skip
     assert_counted_once(records, summary, 2)
@@ -171,23 +176,9 @@ async def test_a_request_sent_late_still_gets_the_whole_drain():
     assert summary["duration_s"] > records[1]["sent_at"]  # to the last answer
 
 
-class _StallingThenSilentClient(LoadClient):
-    """Request 0 stalls the loop, so request 1 goes out late; it is never answered."""
-
-    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
-        if seed == 0:
-            time.sleep(0.5)  # noqa: ASYNC251 - the stall is the point
-            return Answer("busy", code="busy")
-        await asyncio.sleep(30)
-        return Answer("busy", code="busy")
-
-    async def close(self) -> None:
-        pass
-
-
 async def test_a_request_given_up_on_says_when_it_was_sent_not_when_it_was_due():
     records, _ = await run_load(
-        [Arrival(0.0), Arrival(0.01)], PROMPTS, _StallingThenSilentClient(RequestOptions()), None, seed=0,
+        [Arrival(0.0), Arrival(0.01)], PROMPTS, _LateSendingClient(answer_after_s=30), None, seed=0,
         drain_s=0.3, progress=False,
     )  # fmt: skip
     assert records[1]["code"] == "client_timeout"
