@@ -398,11 +398,12 @@ def test_hand_started_worker_stops_cleanly_while_no_engine_answers(signum):
         context.term()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def unanswered(tmp_path_factory):
     """A lone worker and a fleet of 3 for each address no engine answers at, as (address, [lone, fleet], logs): all
-    started at once, as each warns only after 10 s unanswered (UNANSWERED_WARNING_S), a wait its tests share. Each
-    test stops the two of its address."""
+    started at once, as each warns only after 10 s unanswered (UNANSWERED_WARNING_S), a wait its tests share. Started
+    with the module (autouse), not by the first of its tests, so that the 10 s pass while the tests before them run.
+    Each test stops the two of its address."""
     addresses = {
         "no one listens": f"tcp://127.0.0.1:{free_port()}",
         "unresolved": "tcp://argus-engine.invalid:5556",  # RFC 6761: never resolves
