@@ -7,6 +7,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
@@ -221,18 +222,28 @@ def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too
     assert engine.process.wait(timeout=60) == 0
 
 
-def test_a_client_still_sending_its_body_does_not_hold_the_stop(tmp_path):
-    """The drain refuses it; it held the exit for aiohttp's default 60 s, as long as a response being written."""
-    engine = start_engine(tmp_path, "--time-scale", "0", backend="sim", workers=1)
+@pytest.fixture(scope="module", autouse=True)
+def stopped_beside_a_trickling_client(tmp_path_factory):
+    """An engine stopped while a client still sends its request body, as (whether it served on beside the client, the
+    stop: its exit status once it ends). Begun with the module (autouse): the stop waits out the engine's flush of HTTP
+    responses (10 s, engine/server.py) for that client, while the tests before the one that reads it run."""
+    engine = start_engine(tmp_path_factory.mktemp("trickling"), "--time-scale", "0", backend="sim", workers=1)
     host, port = engine.http.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as trickling:
+    with socket.create_connection((host, int(port))) as trickling, ThreadPoolExecutor(1) as stopping:
         trickling.sendall(
             b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b'Content-Length: 100\r\n\r\n{"pro'
         )
-        assert engine.ready()["ready"]  # the engine serves on beside it
+        served_beside_it = engine.ready()["ready"]
         # past 30 s the engine is killed (-9): well within it the stop ends, well outside aiohttp's 60 s
-        assert engine.stop(timeout_s=30) == 0
+        yield served_beside_it, stopping.submit(engine.stop, timeout_s=30)
+
+
+def test_a_client_still_sending_its_body_does_not_hold_the_stop(stopped_beside_a_trickling_client):
+    """The drain refuses it; it held the exit for aiohttp's default 60 s, as long as a response being written."""
+    served_beside_it, stop = stopped_beside_a_trickling_client
+    assert served_beside_it  # the engine serves on beside it
+    assert stop.result() == 0
 
 
 def test_a_stop_deletes_its_ipc_socket_files(tmp_path):
