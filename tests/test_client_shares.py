@@ -222,18 +222,21 @@ def queue_of_two(tmp_path_factory):
 
 def _shares_over_http(engine, naming) -> tuple[tuple[int, dict], ...]:
     """A pipeline fills a queue of two, a person is refused, the pipeline's first image is answered; then the
-    pipeline and the person ask again. `naming(client)`: the request's JSON fields and headers naming `client`."""
+    pipeline and the person ask again. `naming(client)`: the request's JSON fields and headers naming `client`.
+    The requests asked again are of one step (0.35 s an image, not 2.5): a share counts images whatever their steps,
+    and only the pipeline's first two must last for the queue to be as the steps need it."""
     url = engine.http + "/v1/images/generations"
 
     async def run():
         async with aiohttp.ClientSession() as session:
 
-            async def post(client: str) -> tuple[int, dict]:
+            async def post(client: str, **steps: int) -> tuple[int, dict]:
                 fields, headers = naming(client)
-                body = {"prompt": "a kite", "size": "64x64", **fields}
+                body = {"prompt": "a kite", "size": "64x64", **steps, **fields}
                 async with session.post(url, json=body, headers=headers) as response:
                     return response.status, await response.json()
 
+            again = {"num_inference_steps": 1}
             queued = [asyncio.create_task(post("pipeline")) for _ in range(2)]
             assert await eventually(lambda: engine.metric("argus_queued_images") == 2, timeout_s=30)  # full
             refused = await post("person")
@@ -241,7 +244,7 @@ def _shares_over_http(engine, naming) -> tuple[tuple[int, dict], ...]:
             # one admitted first had both answered by then, the pipeline holding nothing, and its next request taken)
             (answered,), (still_queued,) = await asyncio.wait(queued, return_when=asyncio.FIRST_COMPLETED)
             first = answered.result()
-            return refused, first, await post("pipeline"), await post("person"), await still_queued
+            return refused, first, await post("pipeline", **again), await post("person", **again), await still_queued
 
     return asyncio.run(run())
 

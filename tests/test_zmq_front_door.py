@@ -260,12 +260,20 @@ def test_a_client_refused_at_a_full_queue_gets_the_next_room_not_the_client_that
                 AsyncArgusClient(engine.client_address) as pipeline,
                 AsyncArgusClient(engine.client_address) as person,
             ):
-                queued = [asyncio.create_task(pipeline.generate(f"batch {i}", width=64, height=64)) for i in range(4)]
+                # of one step (0.14 s, not 1 s), those that need not last: the pipeline holds its share (two of four)
+                # as it asks again while its second image runs, and a share counts images whatever their steps
+                one_step = {"steps": 1}
+                queued = [
+                    asyncio.create_task(pipeline.generate(f"batch {i}", width=64, height=64, **fields))
+                    for i, fields in enumerate(({}, {}, one_step, one_step))
+                ]
                 assert await eventually(lambda: engine.metric("argus_queued_images") == 4, timeout_s=30)  # full
                 refused = await person.generate("a portrait", width=64, height=64)
                 first = await asyncio.wait_for(queued[0], 60)  # one image done: room for one
-                pipeline_again = await pipeline.generate("batch 4", width=64, height=64)
-                person_again = await asyncio.wait_for(person.generate("a portrait", width=64, height=64), 60)
+                pipeline_again = await pipeline.generate("batch 4", width=64, height=64, **one_step)
+                person_again = await asyncio.wait_for(
+                    person.generate("a portrait", width=64, height=64, **one_step), 60
+                )
                 return refused, first, pipeline_again, person_again, await asyncio.gather(*queued[1:])
 
         refused, first, pipeline_again, person_again, rest = asyncio.run(run())
@@ -306,7 +314,7 @@ def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(tmp_path):
 def test_a_client_back_after_a_reply_found_it_gone_gets_that_reply_and_keeps_its_other_requests(tmp_path):
     """Before, the reply that found it gone was lost, and its other requests were cancelled at the grace's end though
     it was connected again: the engine hears of no reconnection, and took a client silent since for one gone."""
-    # one image at a time, about 1 s each: `long` ends about 4 s after `short`, past the 1 s grace
+    # one image at a time, about 1 s each: `long` ends about 2 s after `short`, past the 1 s grace
     engine = start_engine(
         tmp_path, "--time-scale", "0.2", "--max-batch", "1", "--client-gone-grace", "1", backend="sim", workers=1
     )
@@ -316,8 +324,8 @@ def test_a_client_back_after_a_reply_found_it_gone_gets_that_reply_and_keeps_its
         async with AsyncArgusClient(proxy.address) as client:
             short = asyncio.create_task(client.generate("short", width=64, height=64))
             assert await asyncio.to_thread(wait_for, lambda: engine.metric("argus_queued_images") == 1)
-            long = asyncio.create_task(client.generate("long", width=64, height=64, n=4))
-            assert await asyncio.to_thread(wait_for, lambda: engine.metric("argus_queued_images") == 5)
+            long = asyncio.create_task(client.generate("long", width=64, height=64, n=2))
+            assert await asyncio.to_thread(wait_for, lambda: engine.metric("argus_queued_images") == 3)
             # the connection is cut, and the client cannot connect again until `short` is answered
             proxy.flowing.clear()
             proxy.drop_all()
@@ -485,7 +493,7 @@ def test_the_requests_of_a_client_killed_with_them_in_flight_are_cancelled(tmp_p
     """Before, the engine made every image a killed pipeline had asked for, for no one."""
     # one worker, one image at a time, about 1.25 s each: the six requests would keep it busy for 7.5 s
     engine = start_engine(
-        tmp_path, "--time-scale", "0.25", "--max-batch", "1", "--client-gone-grace", "1", workers=1, backend="sim"
+        tmp_path, "--time-scale", "0.25", "--max-batch", "1", "--client-gone-grace", "0.5", workers=1, backend="sim"
     )
     pipeline = subprocess.Popen(
         [sys.executable, "-c", _PIPELINE, engine.client_address], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
@@ -502,7 +510,7 @@ def test_the_requests_of_a_client_killed_with_them_in_flight_are_cancelled(tmp_p
             assert time.monotonic() < deadline, f"still in flight: {answered}"
             time.sleep(0.2)
             answered = {o: engine.metric("argus_requests_total", outcome=o, code="") for o in ("ok", "cancelled")}
-        # the first reply found it gone; what was left once it had stayed gone the 1 s grace was cancelled: three
+        # the first reply found it gone; what was left once it had stayed gone the 0.5 s grace was cancelled: three
         # or more of six (1 or 2 with a grace as long as four images: it ends once about 5 of them are made)
         assert answered["ok"] >= 1 and answered["cancelled"] >= 3, answered
         # and every reply, kept for it until it had stayed gone as long in its turn, dropped
