@@ -6,7 +6,8 @@ saying why, and after three such ends left empty, and one Ray's memory monitor k
 that does not stop when asked is killed, named alone in the log, and one whose worker has not said hello is killed at
 once, unwarned; a worker started by hand under an actor's id is told the id is the slot's; a cluster that cannot be
 reached ends the engine with an error, and SIGTERM stops it while it still tries, or once its Ray instance lost its
-head (the GCS), which the engine says at once, answering HTTP while an actor's start waits for that GCS."""
+head (the GCS), which the engine says at once, leaving nothing of that instance; it answers HTTP while an actor's start
+waits for that GCS."""
 
 import asyncio
 import importlib.util
@@ -26,6 +27,7 @@ import zmq
 import zmq.asyncio
 from process_checks import process_running
 from ray_head import ensure_the_local_token, loopback_ray_head
+from session_leftovers import assert_nothing_left
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
 from engine.proc_reads import children_of, read_command
@@ -329,7 +331,7 @@ def test_sigterm_stops_an_engine_still_connecting_to_ray(tmp_path):
         assert engine.stop() == 0, engine.log()  # drained and stopped, without waiting for the connection
 
 
-def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine_after_it_lost_the_gcs(
+def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine_after_it_lost_the_gcs_leaving_nothing(
     tmp_path, monkeypatch
 ):
     monkeypatch.setenv(API_KEY_ENV, "a-key-for-http-only")
@@ -357,6 +359,8 @@ def test_the_ray_instance_is_not_handed_the_api_key_and_sigterm_stops_the_engine
         assert "SIGTERM handler is not set" not in engine.log()
     finally:
         engine.stop()
+        # the raylet's agents, waiting on the GCS gone, ran on for a minute or more, orphaned
+        assert_nothing_left(engine)
 
 
 def test_the_engine_answers_while_an_actor_start_waits_for_a_gcs_that_is_gone_and_says_it_is_gone(tmp_path):
