@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -276,3 +277,14 @@ def test_profile_refuses_the_model_flags_its_worker_would(kind, prompts, tmp_pat
         f"--model: {str(tmp_path)!r} holds no model_index.json; it is not a diffusers checkpoint",
         capsys,
     )
+
+
+def test_the_vocabulary_and_processor_files_transformers_also_reads_pass_the_checks(tmp_path):
+    """A BERT tokenizer of its word-piece list alone (vocab.txt, without tokenizer.json), a CLIP whose image settings
+    are in transformers 5's processor_config.json."""
+    minilm = Path(save_model_folder(tmp_path / "minilm", "bert"))
+    (minilm / "tokenizer.json").rename(minilm / "vocab.txt")
+    assert embedder_model_problem("minilm", str(minilm)) is None
+    clip = Path(save_model_folder(tmp_path / "clip", "clip"))
+    (clip / "processor_config.json").write_text("{}")
+    assert clip_model_problem(str(clip)) is None

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from command_names import command_name
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from model_folders import save_model_folder
@@ -22,7 +24,7 @@ from tiny_models import empty_weights, keep_weights, save_tiny_bert, save_tiny_c
 from engine.cache.embedders import make_embedder
 from engine.cli import main
 from engine_process import start_engine
-from workers.model_loading import ModelLoadFailed, loading
+from workers.model_loading import ModelLoadFailed, load_pretrained, loading
 
 # what each folder is loaded as, and the model type its config.json names
 KINDS = {
@@ -197,3 +199,41 @@ def test_a_bug_keeps_its_traceback(error):
     with pytest.raises(type(error)):
         with loading("/models/m", "a MiniLM model"):
             raise error
+
+
+def loaded_lacking(tensors: dict[str, torch.Tensor], missing: list[str]) -> SimpleNamespace:
+    """A model class whose from_pretrained loads a model of `tensors` and reports `missing` (as transformers does)."""
+    model = SimpleNamespace(state_dict=lambda: tensors)
+    return SimpleNamespace(from_pretrained=lambda path, **options: (model, {"missing_keys": missing}))
+
+
+def test_missing_tensors_are_named_largest_first_and_one_the_model_lacks_counts_as_no_values(caplog):
+    """transformers may report a key its model's state_dict does not hold (a buffer not saved, another version's
+    name): a head missing beside it still loads, with a warning."""
+    tensors = {name: torch.zeros(size) for name, size in [("embeddings.weight", 1000), ("pooler.weight", 10)]}
+    tensors |= {name: torch.zeros(size) for name, size in [("pooler.bias", 2), ("norm.weight", 3), ("norm.bias", 3)]}
+    model_class = loaded_lacking(tensors, ["position_ids", "pooler.bias", "pooler.weight", "norm.bias"])
+    with caplog.at_level(logging.WARNING, logger="argus.models"):
+        load_pretrained(model_class, "/models/m")
+    assert [record.getMessage() for record in caplog.records] == [
+        "the weights in /models/m lack 4 of 5 parameters (1.5% of the values: pooler.weight, norm.bias, pooler.bias"
+        " and 1 more), which start at random"
+    ]
+
+
+def test_a_missing_tensor_left_without_values_is_refused_however_small(caplog):
+    """diffusers leaves what its weights lack on torch's meta device: the model fails at its first use."""
+    tensors = {"conv_in.weight": torch.empty(4, device="meta"), "conv_in.bias": torch.zeros(2)}
+    tensors |= {"body.weight": torch.zeros(1000)}
+    with pytest.raises(ValueError, match="e.g. conv_in.weight\\): the model cannot run without them"):
+        load_pretrained(loaded_lacking(tensors, ["conv_in.weight", "conv_in.bias"]), "/models/m", "unet")
+
+
+def test_a_config_that_is_not_json_is_said_with_its_error_s_type():
+    """json's message ("Expecting value: line 1 column 1 (char 0)") does not say what was read."""
+    with pytest.raises(ModelLoadFailed) as failed:
+        with loading("/models/m", "a MiniLM model"):
+            json.loads("garbage")
+    assert str(failed.value) == (
+        "cannot load a MiniLM model from /models/m: JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
+    )

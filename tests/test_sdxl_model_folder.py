@@ -26,7 +26,7 @@ from engine_process import start_engine
 from protocols.worker_messages import Generate, GenerateItem, ItemDone
 from workers.backend import BackendUnavailable
 from workers.diffusion_backend import StableDiffusionXLPipeline, load_sdxl
-from workers.model_folder import sdxl_model_problem
+from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_weights_variant
 from workers.tiny_pipeline import _build_tokenizer, _text_config, build_tiny_sdxl
 
 # nothing listens there: a worker whose model loads would wait for it, so every case here must fail before
@@ -220,6 +220,12 @@ DAMAGED_SAFETENSORS = {
     "truncated": ("text_encoder/model.safetensors", lambda path: _cut(path, 400_000), "bytes where its header"),
     "empty": ("text_encoder_2/model.safetensors", lambda path: _cut(path, 0), "0 bytes, too few for its header"),
     "a tail added": ("unet/diffusion_pytorch_model.safetensors", lambda path: _add(path, b"\0"), "where its header"),
+    # its header's length read whole, the header itself cut: read as far as the file went, it was no JSON
+    "cut in its header": (
+        "unet/diffusion_pytorch_model.safetensors",
+        lambda path: _cut(path, 4 + int.from_bytes(path.read_bytes()[:8], "little")),
+        "too few for its header",
+    ),
     "not one": (
         "vae/diffusion_pytorch_model.safetensors",
         lambda path: path.write_bytes(b"\x05" + b"\0" * 7 + b"[1,2]"),
@@ -249,17 +255,24 @@ def _replace(path: Path, name: str, data: bytes) -> None:
     (path.parent / name).write_bytes(data)
 
 
-# what this user cannot read, relative to the model folder
-UNREADABLE = ["", "vae", "unet/diffusion_pytorch_model.safetensors", "tokenizer/tokenizer.json"]
+# what this user cannot read, relative to the model folder, and the mode that makes it so
+UNREADABLE = {
+    "the folder": ("", 0),
+    "vae": ("vae", 0),
+    "unet/diffusion_pytorch_model.safetensors": ("unet/diffusion_pytorch_model.safetensors", 0),
+    "tokenizer/tokenizer.json": ("tokenizer/tokenizer.json", 0),
+    # listed, not entered: none of its files can be opened
+    "a folder it lists and cannot enter": ("vae", 0o644),
+}
 
 
-@pytest.mark.parametrize("part", UNREADABLE, ids=[part or "the folder" for part in UNREADABLE])
-def test_a_part_this_user_cannot_read_is_named_before_anything_loads(part, model):
+@pytest.mark.parametrize(("part", "unreadable"), UNREADABLE.values(), ids=UNREADABLE)
+def test_a_part_this_user_cannot_read_is_named_before_anything_loads(part, unreadable, model):
     """The folder itself was reported as holding no model_index.json, a subfolder as holding no config.json, and a
     file as a load failure after torch had been imported (for each local worker of `argus serve`)."""
     target = model / part
     mode = target.stat().st_mode
-    target.chmod(0)
+    target.chmod(unreadable)
     try:
         done = subprocess.run(
             [*_without_root_override(), sys.executable, "-m", "engine.cli", *WORKER, str(model)],
@@ -487,3 +500,45 @@ def test_serve_without_local_workers_takes_a_model_found_here_without_a_word(sav
     with caplog.at_level(logging.WARNING, logger="argus"):
         engine_config(build_parser().parse_args([*_SERVE_ELSEWHERE, str(saved)]))
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def test_a_hub_cache_folder_of_two_revisions_names_both(tmp_path):
+    """The folder above it may hold what glob reads as a pattern ("models [old]": one of o, l, d)."""
+    cache = tmp_path / "models [old]" / "models--stabilityai--stable-diffusion-xl-base-1.0"
+    for revision in ("1a", "2b"):
+        (cache / "snapshots" / revision).mkdir(parents=True)
+        (cache / "snapshots" / revision / "model_index.json").write_text("{}")
+    assert sdxl_model_problem(str(cache)) == (
+        f"{str(cache)!r} is a hub cache folder: pass the checkpoint it holds,"
+        f" --model {cache / 'snapshots' / '1a'} or {cache / 'snapshots' / '2b'}"
+    )
+
+
+def test_hidden_files_are_not_checked(model):
+    """A download's lock left in its .cache/, an editor's swap file: nothing loads them (nor does workers/model_id.py
+    read them)."""
+    (model / "unet" / ".cache").mkdir()
+    (model / "unet" / ".cache" / "diffusion_pytorch_model.lock").symlink_to("../../blobs/gone")
+    (model / "vae" / ".config.json.swp").symlink_to("gone")
+    assert sdxl_model_problem(str(model)) is None
+
+
+def test_a_text_encoder_of_fp16_weights_only_is_loaded_as_that_variant_and_the_other_parts_plain(model):
+    (model / "text_encoder" / "model.safetensors").rename(model / "text_encoder" / "model.fp16.safetensors")
+    assert sdxl_model_problem(str(model)) is None
+    assert sdxl_weights_variant(str(model)) == "fp16"
+    parts = ("unet", "vae", "text_encoder", "text_encoder_2")
+    assert [sdxl_part_variant(str(model), part) for part in parts] == [None, None, "fp16", None]
+
+
+def test_a_config_that_is_not_a_json_object_is_refused(model):
+    (model / "unet" / "config.json").write_text("[4]")
+    assert sdxl_model_problem(str(model)) == f"{model / 'unet' / 'config.json'}: not a JSON object"
+
+
+def test_a_byte_pair_vocabulary_without_its_merges_is_refused(model):
+    """vocab.json alone makes no CLIP tokenizer: its merges say how a word splits into the vocabulary's tokens."""
+    (model / "tokenizer" / "tokenizer.json").rename(model / "tokenizer" / "vocab.json")
+    assert sdxl_model_problem(str(model)) == (
+        f"{model / 'tokenizer'} holds no vocabulary: tokenizer.json, or vocab.json and merges.txt"
+    )

@@ -5,6 +5,7 @@ so no sim engine could hold a cache of real size, and `argus bench checkpoint` t
 sim model: its engine takes latents of that shape, and a cache saved by either kind is refused whole by the other.
 """
 
+import dataclasses
 import re
 
 import numpy as np
@@ -71,6 +72,15 @@ def test_a_cache_of_sdxl_latents_is_restored_whole_by_its_engine_and_refused_who
     # another model's cache: set aside, never served to workers that take 4x2x2
     assert load_saved_cache(config, PLACEHOLDER, EMBEDDER, DEFAULT_LEVELS) is None
     assert [path.name.split(".rejected-")[0] for path in tmp_path.glob("*.rejected-*")] == ["prompt_cache.argus"]
+
+
+def test_a_sim_models_identity_stays_what_saved_caches_were_saved_under():
+    """Its profile's name, steps and latencies, and the kind of latents beside placeholders. A change to how it is
+    taken makes every sim cache saved before another model's, refused whole at the restore."""
+    profile = LatencyProfile("p", 50, {0: (1.0, 1.5), 10: (0.8, 1.2)}, "made in a test", time_scale=0.5, model="x")
+    assert sim_model_id(profile) == "sim:98e05d528bfc97a0"
+    assert sim_model_id(profile, "sdxl") == "sim:54455caccee85255"
+    assert sim_model_id(dataclasses.replace(profile, steps=40)) == "sim:00152b0cb2e6025a"
 
 
 def test_argus_serve_sim_latents_names_the_model_and_gives_its_workers_the_flag():
