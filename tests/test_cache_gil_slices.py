@@ -24,6 +24,7 @@ def test_copied_is_one_dict_of_the_tables_in_order_the_last_one_winning(monkeypa
     first, second = {i: f"a{i}" for i in range(10)}, {i: f"b{i}" for i in range(8, 12)}
     copy = gil_slices.copied(first, second)
     assert list(copy.items()) == list((first | second).items())
+    assert gil_slices.copied(first) == first  # alone too: the second table holds the first one's last keys
     first[0] = "changed"
     assert copy[0] == "a0"
     assert gil_slices.copied() == {}
