@@ -1,10 +1,16 @@
-"""What the ZeroMQ door answers and counts for a message it refuses, decided in process with an engine stood
+"""What the ZeroMQ door answers and counts for each message a client sends, decided in process with an engine stood
 in (tests/engine_stand_in.py). With an engine: tests/test_zmq_front_door.py, tests/test_client_door_ids.py."""
+
+import asyncio
 
 import pytest
 from engine_stand_in import StandInEngine, admitted, generate, replies, zmq_door_of
+from waiting import eventually
 
-from protocols.client_messages import Error
+from engine import client_door
+from protocols.client_messages import Cancel, Error, Generate, Images, Inquire, client_side_codec
+
+_CLIENT_CODEC = client_side_codec()
 
 # in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
 pytestmark = pytest.mark.timeout(30)
@@ -24,3 +30,110 @@ async def test_a_second_generate_under_an_id_in_flight_is_refused_and_counted_re
             client.close()
     assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == 1
     assert len(engine.admitted) == 1
+
+
+async def test_a_request_refused_for_a_value_is_answered_under_its_id_and_is_not_counted_garbage():
+    """A field's bad value (n 0) is a client's bad input, as an HTTP 400 is: an alert on garbage fired on each."""
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as served:
+        client = served.client(b"client-a")
+        try:
+            client.send_multipart(_CLIENT_CODEC.encode(Generate("g1", "a heron", n=0)))
+            (reply,) = await replies(client, 1)
+        finally:
+            client.close()
+    assert (reply.request_id, reply.code) == ("g1", "invalid_request")
+    assert engine.metric("argus_bad_messages_total", link="client") == 0
+    assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == 1
+
+
+async def test_a_message_of_no_known_kind_is_counted_garbage():
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as served:
+        client = served.client(b"client-a")
+        try:
+            client.send_multipart([b"not msgpack at all"])
+            (reply,) = await replies(client, 1)
+        finally:
+            client.close()
+    assert reply.code == "invalid_request"
+    assert engine.metric("argus_bad_messages_total", link="client") == 1
+
+
+async def test_a_cancel_reaches_the_dispatcher_for_the_clients_own_request_only():
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as served:
+        client, other = served.client(b"client-a"), served.client(b"client-b")
+        try:
+            client.send_multipart(generate("g1"))
+            request = await admitted(engine)
+            other.send_multipart(_CLIENT_CODEC.encode(Cancel("g1")))  # the same id, another client's
+            other.send_multipart(generate("o1"))
+            await admitted(engine, 1)  # what came before it on that connection was handled
+            client.send_multipart(_CLIENT_CODEC.encode(Cancel("g1")))
+            assert await eventually(lambda: engine.cancelled == [request], timeout_s=5)
+        finally:
+            client.close()
+            other.close()
+
+
+async def test_an_inquiry_is_answered_request_lost_only_for_what_the_engine_does_not_hold():
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as served:
+        client = served.client(b"client-a")
+        try:
+            client.send_multipart(generate("g1"))
+            request = await admitted(engine)
+            client.send_multipart(_CLIENT_CODEC.encode(Inquire(["g1", "g0"])))
+            (lost,) = await replies(client, 1)
+            assert (lost.request_id, lost.code) == ("g0", "request_lost")
+            request.future.set_result(Images("g1", []))
+            (reply,) = await replies(client, 1)
+            assert isinstance(reply, Images) and reply.request_id == "g1"
+        finally:
+            client.close()
+    assert engine.metric("argus_requests_lost_total") == 1
+
+
+async def test_a_client_back_asking_after_a_reply_kept_for_it_gets_that_reply_and_no_request_lost(monkeypatch):
+    monkeypatch.setattr(client_door, "_GONE_RETRY_S", 60.0)  # handed over because it was heard from, not by a retry
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as served:
+        gone = served.client(b"client-a")
+        gone.send_multipart(generate("g1"))
+        request = await admitted(engine)
+        gone.close()
+        await served.lost(b"client-a")
+        request.future.set_result(Images("g1", []))
+        await asyncio.sleep(0.01)  # the reply finds it gone, and is kept
+        client = served.client(b"client-a")
+        try:
+            client.send_multipart(_CLIENT_CODEC.encode(Inquire(["g1"])))
+            (reply,) = await replies(client, 1)
+            assert isinstance(reply, Images) and reply.request_id == "g1"
+            await asyncio.sleep(0.05)
+            assert not client.poll(0)
+        finally:
+            client.close()
+    assert engine.metric("argus_requests_lost_total") == 0
+
+
+async def test_a_client_connecting_again_under_its_identity_takes_its_replies_from_the_old_connection():
+    """A dropped TCP connection the engine still thinks alive must not keep the client's replies from it."""
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as served:
+        old = served.client(b"client-a")
+        new = None
+        try:
+            old.send_multipart(generate("g1"))
+            request = await admitted(engine)
+            new = served.client(b"client-a")
+            new.send_multipart(generate("g2"))  # heard from on the new connection: it took the identity over
+            await admitted(engine, 1)
+            request.future.set_result(Images("g1", []))
+            (reply,) = await replies(new, 1)
+            assert reply.request_id == "g1"
+        finally:
+            old.close()
+            if new is not None:
+                new.close()
