@@ -9,7 +9,8 @@ import pytest
 from engine_stand_in import ServedDoor, StandInEngine, admitted, generate, replies, zmq_door_of
 
 from engine import client_door
-from protocols.client_messages import Busy, Images
+from protocols.client_messages import Busy, ImageResult, Images
+from protocols.codec import Blob
 
 # in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
 pytestmark = pytest.mark.timeout(30)
@@ -92,3 +93,22 @@ async def test_the_door_removes_its_socket_file_when_it_closes(tmp_path):
     async with zmq_door_of(StandInEngine(), f"ipc://{path}"):
         assert path.exists()
     assert not path.exists()
+
+
+async def test_a_reply_still_queued_as_the_door_closes_reaches_a_client_reading_after():
+    """At shutdown a large image still leaving for a slow client was cut off, and the client waited on in vain."""
+    engine = StandInEngine()
+    size = 32 << 20  # more than loopback's socket buffers take: most of it is still queued in ZeroMQ
+    async with zmq_door_of(engine) as served:
+        client = served.client(b"client-a")
+        try:
+            client.send_multipart(generate("g1"))
+            request = await admitted(engine)
+            image = ImageResult(Blob(bytes(size)), 0, 0, None, 0.0, 0.0, 4, "w0")
+            request.future.set_result(Images("g1", [image]))
+            await asyncio.sleep(0.01)  # handed to the door's socket
+            served.door.close()  # the client has read none of it yet
+            (reply,) = await replies(client, 1)
+            assert len(reply.images[0].image) == size
+        finally:
+            client.close()
