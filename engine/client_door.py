@@ -150,8 +150,8 @@ class ClientDoor:
     def _on_frames(self, identity: bytes, frames: list) -> None:
         kept = self._back(identity)
         message = self._codec.decode(frames)
-        if isinstance(message, DecodeError) and frames:
-            header = frames[0].buffer
+        if isinstance(message, DecodeError):
+            header = frames[0].buffer  # a ROUTER hands on no identity without a frame after it
             if not refuses_a_value(message.reason):
                 # counted as garbage: a request refused for a field's value (n 0, steps 201) is a client's bad input,
                 # as over HTTP, and an alert on these fired on every such request
@@ -169,17 +169,10 @@ class ClientDoor:
                 self._on_generate(identity, message, "zmq:" + client.hex())
         elif isinstance(message, Inquire):
             self._answer_inquiry(identity, message.request_ids, kept)
-        else:
-            self._on_message(identity, message)
-
-    def _on_message(self, identity: bytes, message: object) -> None:
-        if isinstance(message, Cancel):
+        elif isinstance(message, Cancel):  # FromClient has no other kind
             request = self._live.get((identity, message.request_id))
             if request is not None:
                 self._engine.dispatcher.cancel(request)
-        else:
-            reason = message.reason if isinstance(message, DecodeError) else "unexpected message"
-            self._refuse(identity, reason, "")
 
     def _answer_inquiry(self, identity: bytes, request_ids: list[str], kept: AbstractSet[str]) -> None:
         """Each request the client awaits that the engine does not hold is answered request_lost; one it holds gets its
@@ -202,10 +195,6 @@ class ClientDoor:
             )
         for request_id in lost:
             self._reply(identity, Error(request_id, "request_lost", _LOST))
-
-    def _refuse(self, identity: bytes, reason: str, request_id: str) -> None:
-        self._engine.metrics.bad_messages.labels("client").inc()
-        self._refuse_request(identity, request_id, reason)
 
     def _refuse_request(self, identity: bytes, request_id: str, reason: str) -> None:
         """Answered invalid_request before the engine saw it, and counted as the engine counts those it refuses."""
