@@ -233,7 +233,9 @@ def test_a_worker_told_to_rejoin_says_hello_again_and_serves_the_engine_that_wel
         engine.send(batch(2, "r2"))
         assert engine.receive(BatchDone).batch_id == 2
         assert again.session == first.session + 1
-        while "ready again" not in caplog.text:
+        for _ in range(50):  # said an interval after the loss: a beat or two, at 0.2 s a beat
+            if "ready again" in caplog.text:
+                break
             engine.receive(Heartbeat)
     said = caplog.text
     assert said.count("saying hello again") == 1, said
@@ -248,6 +250,7 @@ def test_a_fleet_whose_every_worker_id_is_in_use_raises_that_once_all_are_refuse
                 refused.add(hello.worker_id)
                 engine.send(Refused("in use", id_in_use=True))
         thread.join(30)
+        assert not thread.is_alive()  # ended by the refusals, not by the stop on the way out
     assert len(failed) == 1 and failed[0].id_in_use, failed
 
 
@@ -258,4 +261,5 @@ def test_a_hello_refused_for_another_reason_stops_the_fleets_other_workers_too()
             pass  # said again before its welcome came
         engine.send(Refused("protocol 3 not supported"))
         thread.join(30)
+        assert not thread.is_alive()
     assert len(failed) == 1 and isinstance(failed[0], EngineRefused) and not failed[0].id_in_use
