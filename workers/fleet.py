@@ -31,7 +31,7 @@ from controller.profiles import LatencyProfile, ProfileLatency
 from protocols.curve import ClientKeys
 from protocols.sockets import allow_open_files
 from protocols.worker_messages import Generate, ItemDone, ItemOutcome, Refused
-from workers.backend import Backend, BackendInfo, all_aborted
+from workers.backend import Backend, BackendInfo, all_aborted, cancel_all
 from workers.config import WorkerConfig
 from workers.main import exit_with_parent, load_backend, serve_until_stopped
 from workers.runtime import UNANSWERED_WARNING_S, EngineRefused, UnansweredWarnings, WorkerRuntime, warn_unanswered
@@ -56,6 +56,10 @@ class _SimulatedRun(Backend):
         return self._info
 
     def run(self, batch: Generate, control: SimWorker) -> list[ItemOutcome]:
+        if control.still_busy() and all_aborted(batch, control):
+            # cut short, as SimBackend cuts a run its worker stops: nothing was made. At time scale 0 it finds the
+            # images made, and a fleet stopped mid-batch answered them done long before their simulated time
+            return cancel_all(batch)
         run_ms = control.busy_ms()
         outcomes = self._sim.run(batch, control)
         return [msgspec.structs.replace(o, run_ms=run_ms) if isinstance(o, ItemDone) else o for o in outcomes]
@@ -136,6 +140,10 @@ class SimWorker(WorkerRuntime):
 
     def busy_ms(self) -> float:
         return (time.monotonic() - self._started) * 1000.0
+
+    def still_busy(self) -> bool:
+        """Whether the simulated time of the batch it runs has yet to pass."""
+        return time.monotonic() < self._busy_until
 
     def close(self) -> None:
         self._close()
