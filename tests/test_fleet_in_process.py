@@ -3,6 +3,7 @@ one loop drives them all, without a worker process to start."""
 
 import contextlib
 import logging
+import math
 import threading
 import time
 
@@ -234,9 +235,11 @@ def test_a_worker_told_to_rejoin_says_hello_again_and_serves_the_engine_that_wel
             if "ready again" in caplog.text:
                 break
             engine.receive(Heartbeat)
+        for _ in range(3):
+            engine.receive(Heartbeat)  # whole since: said no more
     said = caplog.text
     assert said.count("saying hello again") == 1, said
-    assert "fleet of 1 SIMULATED workers ready again" in said, said
+    assert said.count("fleet of 1 SIMULATED workers ready again") == 1, said
 
 
 def test_a_fleet_whose_every_worker_id_is_in_use_raises_that_once_all_are_refused():
@@ -260,3 +263,63 @@ def test_a_hello_refused_for_another_reason_stops_the_fleets_other_workers_too()
         thread.join(30)
         assert not thread.is_alive()
     assert len(failed) == 1 and isinstance(failed[0], EngineRefused) and not failed[0].id_in_use
+
+
+def test_a_fleet_that_counted_its_refused_ids_in_its_ready_line_says_it_once(caplog):
+    with caplog.at_level(logging.INFO, logger="argus"), fleet_served(count=2) as (engine, _, _, _):
+        refused = engine.receive(Hello).worker_id
+        engine.send(Refused("in use", id_in_use=True))
+        while engine.receive(Hello, skipping=(Leaving,)).worker_id == refused:
+            pass  # said again before its refusal came
+        engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=BEAT_S, engine_timeout_s=600, level=0))
+        for _ in range(50):
+            if "workers ready" in caplog.text:
+                break
+            engine.receive(Heartbeat, skipping=(Leaving,))
+        for _ in range(3):
+            engine.receive(Heartbeat, skipping=(Leaving,))  # whole since: said no more
+    said = caplog.text
+    assert said.count("workers ready") == 1, said
+    assert "fleet of 1 SIMULATED workers ready (1 of its worker ids is in use" in said, said
+
+
+class Answering:
+    """A worker the engine answers as its first send (its tick) goes out."""
+
+    def __init__(self):
+        self.sent = 0
+        self.answered = False
+        self.wake_at = math.inf
+
+    @property
+    def readable(self) -> bool:
+        return self.sent == 1 and not self.answered
+
+    def on_readable(self) -> None:
+        self.answered = True
+
+    def tick(self, now: float) -> float:
+        self.sent += 1
+        return now + 600
+
+
+def test_what_came_in_as_a_worker_sent_is_read_at_once_not_at_its_next_timer():
+    """A send can take the socket's descriptor signal with it: the select would not wake for what came in meanwhile,
+    and the answer waited for the worker's next timer (a heartbeat interval away)."""
+    fleet = Fleet("tcp://127.0.0.1:1", 1, "answering", time_scale=0.0, max_batch=None, curve=None)
+    worker = Answering()
+    try:
+        fleet._serve(worker, time.monotonic(), {worker})
+    finally:
+        fleet._workers[0].close()
+        fleet._context.term()
+    assert worker.answered
+
+
+def test_a_fleet_past_zeromqs_default_of_1023_sockets_makes_them_all():
+    """ZeroMQ's context refuses its 1024th socket by default, whatever the open-file limit allows."""
+    fleet = Fleet("tcp://127.0.0.1:1", 1100, "many", time_scale=0.0, max_batch=None, curve=None)
+    for worker in fleet._workers:
+        worker.close()
+    fleet._context.term()
+    assert len(fleet._workers) == 1100

@@ -43,3 +43,27 @@ def test_under_an_engines_heartbeat_interval_longer_than_10_s_the_workers_that_w
     for worker in fleet._workers:
         worker._heartbeat_interval_s = 30.0  # as the last Welcome gave it
     assert "3 of this fleet's 3 workers" in warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)
+
+
+def test_the_warning_counts_the_fleets_welcomed_workers_among_its_workers(fleet, caplog):
+    fleet._workers[2]._joined = True  # served on: not waiting, yet one of the fleet's workers
+    assert "2 of this fleet's 3 workers" in warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)
+
+
+def test_workers_waiting_since_a_shutdown_and_since_a_silence_are_not_said_to_wait_on_a_stopped_engine(fleet, caplog):
+    """Only a wait every worker began at a Shutdown is an orderly stop: one gone silent may be a key refused."""
+    now = time.monotonic()
+    for worker in fleet._workers:
+        worker.unwelcomed_since = now - UNANSWERED_WARNING_S
+        worker.engine_stopped = worker is not fleet._workers[2]
+    with caplog.at_level(logging.WARNING, logger="argus"):
+        fleet._warn_if_unanswered(set(fleet._workers), now)
+    assert "no answer from an engine" in caplog.text and "stopped" not in caplog.text
+
+
+def test_a_second_wait_is_warned_of_at_its_own_10_s(fleet, caplog):
+    """The warnings of a wait that ended are not carried on: the next wait's first warning comes at 10 s, not 20."""
+    warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)
+    caplog.clear()
+    time.sleep(0.01)  # the next wait begins later than the first
+    assert "3 of this fleet's 3 workers" in warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)
