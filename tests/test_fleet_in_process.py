@@ -25,6 +25,7 @@ from protocols.worker_messages import (
     Shutdown,
     Welcome,
 )
+from workers import fleet as fleet_module
 from workers.fleet import Fleet
 from workers.runtime import EngineRefused
 
@@ -323,3 +324,16 @@ def test_a_fleet_past_zeromqs_default_of_1023_sockets_makes_them_all():
         worker.close()
     fleet._context.term()
     assert len(fleet._workers) == 1100
+
+
+def test_a_fleet_its_engine_started_has_workers_that_leave_at_the_engines_shutdown(monkeypatch):
+    """--die-with-parent: each worker is owned, so a Shutdown ends it, not a wait for the next engine."""
+    served = []
+    monkeypatch.setattr(fleet_module, "exit_with_parent", lambda: None)
+    monkeypatch.setattr(fleet_module, "serve_until_stopped", lambda fleet, owned: served.append((fleet, owned)) or 0)
+    assert fleet_module.run_fleet("tcp://127.0.0.1:1", 2, "owned", 0.0, None, None, die_with_parent=True) == 0
+    ((fleet, owned),) = served
+    for worker in fleet._workers:
+        worker.close()
+    fleet._context.term()
+    assert owned and all(worker._owned for worker in fleet._workers)
