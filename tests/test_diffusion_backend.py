@@ -571,3 +571,18 @@ def test_a_model_whose_latents_are_not_sd_xls_shape_is_refused(pipe):
     other.vae_scale_factor = 4  # a VAE of three blocks
     with pytest.raises(ValueError, match="at 1/4 of the image's sides, not SD-XL's 4 at 1/8"):
         DiffusionBackend(other, "tiny", "cpu", "tiny:test", levels=LEVELS, default_steps=STEPS, **tiny_sizes())
+
+
+@pytest.mark.parametrize("levels", [(4, 8, STEPS), (0, 8), (8, 4), (4, 4)])
+def test_levels_outside_the_steps_or_out_of_order_are_refused(pipe, levels):
+    """A level at the default step count names the finished image, not a state a neighbour can resume from."""
+    with pytest.raises(ValueError, match="levels must be increasing and within"):
+        DiffusionBackend(pipe, "tiny", "cpu", "tiny:test", levels=levels, default_steps=STEPS, **tiny_sizes())
+
+
+def test_an_item_without_a_negative_prompt_in_a_batch_that_has_them_gets_an_empty_one():
+    def item(negative: str | None) -> GenerateItem:
+        return GenerateItem("r", "a red cat", 1, negative_prompt=negative)
+
+    assert diffusion_backend._negative_prompts([item(None), item(None)]) is None
+    assert diffusion_backend._negative_prompts([item("blurry"), item(None)]) == ["blurry", ""]
