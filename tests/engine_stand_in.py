@@ -82,8 +82,12 @@ class ServedDoor:
     address: str
     door: ClientDoor
 
+    clients: list[zmq.Socket] = dataclasses.field(default_factory=list)
+
     def client(self, identity: bytes) -> zmq.Socket:
-        return raw_client(self.context, self.address, identity)
+        """A client of the door, closed with it (if the test did not close it first)."""
+        self.clients.append(raw_client(self.context, self.address, identity))
+        return self.clients[-1]
 
     async def lost(self, identity: bytes) -> None:
         """Once the door's socket has dropped the connection of the client `identity`, closed: until then, a reply
@@ -101,9 +105,12 @@ async def zmq_door_of(engine: StandInEngine, address: str | None = None) -> Asyn
     context = zmq.Context()
     door = ClientDoor(engine, context, (address,))
     door.start()
+    served = ServedDoor(context, address, door)
     try:
-        yield ServedDoor(context, address, door)
+        yield served
     finally:
+        for client in served.clients:
+            client.close()
         door.close()
         context.term()
 

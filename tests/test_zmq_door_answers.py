@@ -20,14 +20,11 @@ async def test_a_second_generate_under_an_id_in_flight_is_refused_and_counted_re
     engine = StandInEngine()
     async with zmq_door_of(engine) as served:
         client = served.client(b"client-a")
-        try:
-            client.send_multipart(generate("g1"))
-            await admitted(engine)
-            client.send_multipart(generate("g1"))
-            (reply,) = await replies(client, 1)
-            assert isinstance(reply, Error) and (reply.request_id, reply.code) == ("", "invalid_request")
-        finally:
-            client.close()
+        client.send_multipart(generate("g1"))
+        await admitted(engine)
+        client.send_multipart(generate("g1"))
+        (reply,) = await replies(client, 1)
+        assert isinstance(reply, Error) and (reply.request_id, reply.code) == ("", "invalid_request")
     assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == 1
     assert len(engine.admitted) == 1
 
@@ -37,11 +34,8 @@ async def test_a_request_refused_for_a_value_is_answered_under_its_id_and_is_not
     engine = StandInEngine()
     async with zmq_door_of(engine) as served:
         client = served.client(b"client-a")
-        try:
-            client.send_multipart(_CLIENT_CODEC.encode(Generate("g1", "a heron", n=0)))
-            (reply,) = await replies(client, 1)
-        finally:
-            client.close()
+        client.send_multipart(_CLIENT_CODEC.encode(Generate("g1", "a heron", n=0)))
+        (reply,) = await replies(client, 1)
     assert (reply.request_id, reply.code) == ("g1", "invalid_request")
     assert engine.metric("argus_bad_messages_total", link="client") == 0
     assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == 1
@@ -51,11 +45,8 @@ async def test_a_message_of_no_known_kind_is_counted_garbage():
     engine = StandInEngine()
     async with zmq_door_of(engine) as served:
         client = served.client(b"client-a")
-        try:
-            client.send_multipart([b"not msgpack at all"])
-            (reply,) = await replies(client, 1)
-        finally:
-            client.close()
+        client.send_multipart([b"not msgpack at all"])
+        (reply,) = await replies(client, 1)
     assert reply.code == "invalid_request"
     assert engine.metric("argus_bad_messages_total", link="client") == 1
 
@@ -64,34 +55,27 @@ async def test_a_cancel_reaches_the_dispatcher_for_the_clients_own_request_only(
     engine = StandInEngine()
     async with zmq_door_of(engine) as served:
         client, other = served.client(b"client-a"), served.client(b"client-b")
-        try:
-            client.send_multipart(generate("g1"))
-            request = await admitted(engine)
-            other.send_multipart(_CLIENT_CODEC.encode(Cancel("g1")))  # the same id, another client's
-            other.send_multipart(generate("o1"))
-            await admitted(engine, 1)  # what came before it on that connection was handled
-            client.send_multipart(_CLIENT_CODEC.encode(Cancel("g1")))
-            assert await eventually(lambda: engine.cancelled == [request], timeout_s=5)
-        finally:
-            client.close()
-            other.close()
+        client.send_multipart(generate("g1"))
+        request = await admitted(engine)
+        other.send_multipart(_CLIENT_CODEC.encode(Cancel("g1")))  # the same id, another client's
+        other.send_multipart(generate("o1"))
+        await admitted(engine, 1)  # what came before it on that connection was handled
+        client.send_multipart(_CLIENT_CODEC.encode(Cancel("g1")))
+        assert await eventually(lambda: engine.cancelled == [request], timeout_s=5)
 
 
 async def test_an_inquiry_is_answered_request_lost_only_for_what_the_engine_does_not_hold():
     engine = StandInEngine()
     async with zmq_door_of(engine) as served:
         client = served.client(b"client-a")
-        try:
-            client.send_multipart(generate("g1"))
-            request = await admitted(engine)
-            client.send_multipart(_CLIENT_CODEC.encode(Inquire(["g1", "g0"])))
-            (lost,) = await replies(client, 1)
-            assert (lost.request_id, lost.code) == ("g0", "request_lost")
-            request.future.set_result(Images("g1", []))
-            (reply,) = await replies(client, 1)
-            assert isinstance(reply, Images) and reply.request_id == "g1"
-        finally:
-            client.close()
+        client.send_multipart(generate("g1"))
+        request = await admitted(engine)
+        client.send_multipart(_CLIENT_CODEC.encode(Inquire(["g1", "g0"])))
+        (lost,) = await replies(client, 1)
+        assert (lost.request_id, lost.code) == ("g0", "request_lost")
+        request.future.set_result(Images("g1", []))
+        (reply,) = await replies(client, 1)
+        assert isinstance(reply, Images) and reply.request_id == "g1"
     assert engine.metric("argus_requests_lost_total") == 1
 
 
@@ -107,14 +91,11 @@ async def test_a_client_back_asking_after_a_reply_kept_for_it_gets_that_reply_an
         request.future.set_result(Images("g1", []))
         await asyncio.sleep(0.01)  # the reply finds it gone, and is kept
         client = served.client(b"client-a")
-        try:
-            client.send_multipart(_CLIENT_CODEC.encode(Inquire(["g1"])))
-            (reply,) = await replies(client, 1)
-            assert isinstance(reply, Images) and reply.request_id == "g1"
-            await asyncio.sleep(0.05)
-            assert not client.poll(0)
-        finally:
-            client.close()
+        client.send_multipart(_CLIENT_CODEC.encode(Inquire(["g1"])))
+        (reply,) = await replies(client, 1)
+        assert isinstance(reply, Images) and reply.request_id == "g1"
+        await asyncio.sleep(0.05)
+        assert not client.poll(0)
     assert engine.metric("argus_requests_lost_total") == 0
 
 
@@ -123,17 +104,11 @@ async def test_a_client_connecting_again_under_its_identity_takes_its_replies_fr
     engine = StandInEngine()
     async with zmq_door_of(engine) as served:
         old = served.client(b"client-a")
-        new = None
-        try:
-            old.send_multipart(generate("g1"))
-            request = await admitted(engine)
-            new = served.client(b"client-a")
-            new.send_multipart(generate("g2"))  # heard from on the new connection: it took the identity over
-            await admitted(engine, 1)
-            request.future.set_result(Images("g1", []))
-            (reply,) = await replies(new, 1)
-            assert reply.request_id == "g1"
-        finally:
-            old.close()
-            if new is not None:
-                new.close()
+        old.send_multipart(generate("g1"))
+        request = await admitted(engine)
+        new = served.client(b"client-a")
+        new.send_multipart(generate("g2"))  # heard from on the new connection: it took the identity over
+        await admitted(engine, 1)
+        request.future.set_result(Images("g1", []))
+        (reply,) = await replies(new, 1)
+        assert reply.request_id == "g1"

@@ -42,14 +42,11 @@ async def test_a_client_back_gets_the_replies_kept_for_it_in_order_before_any_ot
     async with zmq_door_of(engine) as served:
         await answered(*await sent_and_gone(engine, served, b"client-a", ["g1", "g2"]))
         client = served.client(b"client-a")  # back, under its identity
-        try:
-            engine.refusal = Busy("g3", 1000, "queue_full")  # answered at once
-            client.send_multipart(generate("g3"))
-            assert [reply.request_id for reply in await replies(client, 3)] == ["g1", "g2", "g3"]
-            await asyncio.sleep(0.05)
-            assert not client.poll(0)
-        finally:
-            client.close()
+        engine.refusal = Busy("g3", 1000, "queue_full")  # answered at once
+        client.send_multipart(generate("g3"))
+        assert [reply.request_id for reply in await replies(client, 3)] == ["g1", "g2", "g3"]
+        await asyncio.sleep(0.05)
+        assert not client.poll(0)
 
 
 async def test_a_client_back_within_its_grace_gets_its_replies_at_the_next_retry(monkeypatch):
@@ -61,10 +58,7 @@ async def test_a_client_back_within_its_grace_gets_its_replies_at_the_next_retry
         await answered(*await sent_and_gone(engine, served, b"client-a", ["g1"]))
         await asyncio.sleep(0.1)  # a few retries find it gone
         client = served.client(b"client-a")
-        try:
-            assert [reply.request_id for reply in await replies(client, 1)] == ["g1"]
-        finally:
-            client.close()
+        assert [reply.request_id for reply in await replies(client, 1)] == ["g1"]
     assert engine.cancelled == []
 
 
@@ -78,13 +72,10 @@ async def test_the_retries_end_once_the_client_is_back(monkeypatch, caplog):
         await answered(back)
         await asyncio.sleep(0.05)  # tried again, and again
         client = served.client(b"client-a")
-        try:
-            engine.refusal = Busy("a3", 1000, "queue_full")
-            client.send_multipart(generate("a3"))
-            assert [reply.request_id for reply in await replies(client, 2)] == ["a1", "a3"]
-            await asyncio.sleep(0.1)  # past the retries that were due
-        finally:
-            client.close()
+        engine.refusal = Busy("a3", 1000, "queue_full")
+        client.send_multipart(generate("a3"))
+        assert [reply.request_id for reply in await replies(client, 2)] == ["a1", "a3"]
+        await asyncio.sleep(0.1)  # past the retries that were due
     assert [record.getMessage() for record in caplog.records] == []
 
 
@@ -101,14 +92,11 @@ async def test_a_reply_still_queued_as_the_door_closes_reaches_a_client_reading_
     size = 32 << 20  # more than loopback's socket buffers take: most of it is still queued in ZeroMQ
     async with zmq_door_of(engine) as served:
         client = served.client(b"client-a")
-        try:
-            client.send_multipart(generate("g1"))
-            request = await admitted(engine)
-            image = ImageResult(Blob(bytes(size)), 0, 0, None, 0.0, 0.0, 4, "w0")
-            request.future.set_result(Images("g1", [image]))
-            await asyncio.sleep(0.01)  # handed to the door's socket
-            served.door.close()  # the client has read none of it yet
-            (reply,) = await replies(client, 1)
-            assert len(reply.images[0].image) == size
-        finally:
-            client.close()
+        client.send_multipart(generate("g1"))
+        request = await admitted(engine)
+        image = ImageResult(Blob(bytes(size)), 0, 0, None, 0.0, 0.0, 4, "w0")
+        request.future.set_result(Images("g1", [image]))
+        await asyncio.sleep(0.01)  # handed to the door's socket
+        served.door.close()  # the client has read none of it yet
+        (reply,) = await replies(client, 1)
+        assert len(reply.images[0].image) == size
