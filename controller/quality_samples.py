@@ -123,7 +123,9 @@ def read_quality_samples(path: str | Path) -> list[QualitySample]:
             wrapper = read_versioned(path, QUALITY_KIND)
             data, embedder = wrapper.get("quality"), wrapper.get("embedder")
         return _banded_samples(path, data, embedder)
-    return [_sample_line(f"{path}:{number}", line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    # split at newlines only: JSON lets U+2028 and \x85 stand raw in a string (a prompt's), where splitlines breaks
+    lines = text.split("\n")
+    return [_sample_line(f"{path}:{number}", line) for number, line in enumerate(lines, 1) if line.strip()]
 
 
 def _is_banded(data: object) -> bool:

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from engine.arg_types import read_user_file
+from engine.plurals import counted
 from protocols.secret_files import warn_if_open_to_others
 
 log = logging.getLogger("argus.engine")
@@ -87,13 +88,15 @@ def _read_holders(path: str) -> dict[bytes, str]:
     )
     holders: dict[bytes, str] = {}
     names: set[str] = set()
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
+    # lines as an editor numbers them: splitlines also breaks at \v, \f, \x1c-\x1e, \x85 and U+2028, and a key line
+    # holding one was refused as two, each error after it named a line too far on
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").split("\n"), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split()
         where = f"{path} line {number}"
         if len(fields) != 2:
-            raise ValueError(f"{where}: expected NAME KEY, got {len(fields)} fields")
+            raise ValueError(f"{where}: expected NAME KEY, got {counted(len(fields), 'field')}")
         name, key = fields
         if not _NAME.fullmatch(name):
             # not quoted: in a line written KEY NAME it is the key, and this error is logged at a SIGHUP (a key such

@@ -274,6 +274,19 @@ def test_a_jsonl_file_of_one_sample_is_one_sample_not_a_banded_table(tmp_path):
     assert read_quality_samples(path) == [QualitySample(0.9, 5, 97.0, "a cat")]
 
 
+def test_a_prompt_holding_a_line_separator_is_one_sample(tmp_path):
+    """JSON lets U+2028 and NEL stand raw in a string: the file was split there, its prompt read as two lines that
+    are not JSON, and every line after it named one line too far on."""
+    path = tmp_path / "samples.jsonl"
+    prompt = "a cat\u2028on a mat\x85at dusk"
+    first = json.dumps({"similarity": 0.9, "level": 5, "quality": 97.0, "prompt": prompt}, ensure_ascii=False)
+    path.write_text(first + "\nnot json\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}:2: not JSON"):
+        read_quality_samples(path)
+    path.write_text(first + "\n", encoding="utf-8")
+    assert read_quality_samples(path) == [QualitySample(0.9, 5, 97.0, prompt)]
+
+
 @pytest.mark.parametrize(
     ("second_line", "says"),
     [

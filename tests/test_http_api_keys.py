@@ -61,7 +61,7 @@ def test_an_indented_comment_is_a_comment(tmp_path):
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("alice\n", "line 1: expected NAME KEY, got 1 fields"),
+        ("alice\n", "line 1: expected NAME KEY, got 1 field"),
         ("alice a-key more\n", "line 1: expected NAME KEY, got 3 fields"),
         ("# no one yet\n\n", "no key (lines of NAME KEY)"),
         ("al/ice a-key\n", "line 1: the name, its first field (not shown: it may be a key), must be 1 to 64 of"),
@@ -78,6 +78,16 @@ def test_a_file_no_engine_could_serve_with_is_refused_naming_the_line(tmp_path, 
     with pytest.raises(UsageError) as refused:
         engine_config(build_parser().parse_args(["serve", "--api-keys", str(path)]))
     assert str(refused.value).startswith(str(path)) and says in str(refused.value), refused.value
+
+
+def test_lines_are_numbered_as_an_editor_numbers_them(tmp_path):
+    """Only a newline ends a line: a vertical tab or a file separator in one (as str.splitlines reads them) split it
+    in two, refused as a line of 1 field, and every error after it named a line too far on."""
+    path = keys_file(tmp_path, "alice\x0balice-key-1\nbob\x1cbob-key-1\ncarol\n")
+    with pytest.raises(UsageError, match="line 3: expected NAME KEY, got 1 field$"):
+        ApiKeys.read(str(path))
+    keys = ApiKeys.read(str(keys_file(tmp_path, "alice\x0balice-key-1\nbob\x1cbob-key-1\n")))
+    assert (keys.holder(b"alice-key-1"), keys.holder(b"bob-key-1")) == ("alice", "bob")
 
 
 def test_a_line_written_key_first_is_refused_without_the_key(tmp_path, caplog):
@@ -207,7 +217,7 @@ def test_each_key_names_one_client_and_a_sighup_rereads_them(tmp_path):
         assert [post(engine, key) for key in ("bob-key-2", "carol-key-3", "alice-key-1")] == [401, 200, 200]
         path.write_text("alice alice-key-1\ncarol\n")
         hang_up("SIGHUP: API keys not reloaded, those until now still hold")
-        assert "line 2: expected NAME KEY, got 1 fields" in engine.log()
+        assert "line 2: expected NAME KEY, got 1 field" in engine.log()
         assert [post(engine, key) for key in ("bob-key-2", "carol-key-3")] == [401, 200]
     finally:
         assert engine.stop() == 0
