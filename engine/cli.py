@@ -63,6 +63,8 @@ from engine.open_files import allow_engine_open_files
 from engine.quick_exit import exit_at_once
 from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
 from engine.standard_streams import (
+    StandardOutputFailed,
+    name_standard_output_failures,
     open_closed_standard_streams,
     silence_standard_output,
     standard_output_reader_gone,
@@ -507,6 +509,8 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
     if own_process:
         open_closed_standard_streams()  # before any event loop, socket or child process
     args = build_parser().parse_args(argv)
+    if own_process:
+        name_standard_output_failures()  # argparse's --help and usage errors print, and fail, as they always did
     # the engine's event loop must not wait on a standard error that takes nothing, nor a worker (a local one writes
     # to the engine's): their logs are a thread's to write. Started again while it took nothing, a worker waited on
     # its first line, and never served
@@ -521,6 +525,8 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
             # all the command logged (the engine, a worker) is written before what ends it is printed: a usage
             # error's line, a model that failed to load, a traceback
             stop_log_thread()
+        if own_process:
+            sys.stdout.flush()  # its failure said as the command's, not as an exception ignored at exit
         if own_process and args.command == "worker":
             # served and stopped, its sockets closed: the interpreter's teardown of a model backend's modules took 2
             # to 3.4 s of CPU on a loaded 2-core VM, and an engine's two tiny workers, stopping together, missed the
@@ -540,6 +546,10 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
         # its reader took what it wanted (`argus bench controller | head`): the command ends as on SIGPIPE, without
         # a traceback of the print it was in
         silence_standard_output()
+        return 1
+    except StandardOutputFailed as error:
+        silence_standard_output()  # else Python's flush at exit fails again on what it still holds
+        _say_last(args, f"{args.prog}: error: writing to the standard output: {error.strerror}")
         return 1
     except KeyboardInterrupt:
         if args.command == "worker":

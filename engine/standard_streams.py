@@ -9,6 +9,7 @@ Its workers and MILP process inherited the stray descriptor as their own stderr 
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import sys
@@ -32,6 +33,37 @@ def open_closed_standard_streams() -> None:
         if getattr(sys, name) is None:
             errors = "backslashreplace" if name == "stderr" else None  # as Python's own stderr
             setattr(sys, name, open(fd, mode, errors=errors, closefd=False))  # noqa: SIM115 (the process's own)
+
+
+class StandardOutputFailed(OSError):
+    """A write to standard output failed for another reason than its reader going away: a full disk, an I/O error."""
+
+
+class _StandardOutput(io.FileIO):
+    def write(self, data) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:  # a reader gone (`| head`): a command's usual ending, handled as such
+            raise
+        except OSError as error:
+            raise StandardOutputFailed(error.errno, error.strerror) from None
+
+
+def name_standard_output_failures() -> None:
+    """Standard output's write errors raised as StandardOutputFailed: `argus keys > /dev/full` ended in a traceback
+    of the print it was in, where which stream failed is all there is to say. A file the command writes fails with
+    its own OSError still."""
+    stdout = sys.stdout
+    stdout.flush()
+    raw = _StandardOutput(stdout.fileno(), "w", closefd=False)
+    unbuffered = isinstance(stdout.buffer, io.RawIOBase)  # PYTHONUNBUFFERED, python -u
+    sys.stdout = io.TextIOWrapper(
+        raw if unbuffered else io.BufferedWriter(raw),
+        encoding=stdout.encoding,
+        errors=stdout.errors,
+        line_buffering=stdout.line_buffering,
+        write_through=stdout.write_through,
+    )
 
 
 def standard_output_reader_gone() -> bool:

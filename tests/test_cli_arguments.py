@@ -998,19 +998,36 @@ def test_a_refusal_standard_error_cannot_take_still_exits_2(tmp_path):
         assert subprocess.run(command, stderr=full, timeout=60).returncode == 2
 
 
-def test_a_command_whose_output_reader_went_away_ends_without_a_traceback(tmp_path):
+# Python's standard output is written through at once under PYTHONUNBUFFERED, else at exit: a failure is the
+# command's either way
+STANDARD_OUTPUT_BUFFERING = pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+
+
+def keys_made_writing_to(stdout, folder: Path, unbuffered: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    command = [sys.executable, "-m", "engine", "keys", "--dir", str(folder)]
+    done = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, text=True, env=environment, timeout=60)
+    assert sorted(path.name for path in folder.iterdir()) == ["engine.key", "engine.key_secret"]
+    return done
+
+
+@STANDARD_OUTPUT_BUFFERING
+def test_a_command_whose_output_reader_went_away_ends_without_a_traceback(tmp_path, unbuffered):
     """`argus keys | head -0`: the print of what it made raised BrokenPipeError, a traceback after the pair was made."""
     reader, writer = os.pipe()
     os.close(reader)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "engine", "keys", "--dir", str(tmp_path)],
-            stdout=writer,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
+        done = keys_made_writing_to(writer, tmp_path, unbuffered)
     finally:
         os.close(writer)
     assert (done.returncode, done.stderr) == (1, "")
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["engine.key", "engine.key_secret"]
+
+
+@STANDARD_OUTPUT_BUFFERING
+def test_a_command_whose_output_is_a_full_disk_says_so_in_a_line(tmp_path, unbuffered):
+    """`argus keys > /dev/full`: a traceback of the print it was in (or, buffered, an exception ignored at exit,
+    exit 120), where which stream failed is all there is to say."""
+    with open("/dev/full", "w") as full:
+        done = keys_made_writing_to(full, tmp_path, unbuffered)
+    said = "argus keys: error: writing to the standard output: No space left on device\n"
+    assert (done.returncode, done.stderr) == (1, said)
