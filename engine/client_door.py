@@ -110,6 +110,8 @@ class ClientDoor:
         """`admits` (with `curve`): whether a peer's public key is admitted on this socket now (CurveGate.admits)."""
         self._engine = engine
         self._admits = admits
+        # made at start, a series at 0: an alert on its rate sees the first refusal
+        self._count_refusal = engine.metrics.door_refusals.labels("zmq", "unauthorized").inc if admits else None
         # a client a reply found gone, and not heard from nor reached since, has its other requests cancelled after
         # this long: the engine made every image a killed pipeline had asked for (up to --max-queue), for no one,
         # while the clients still there got Busy
@@ -162,7 +164,7 @@ class ClientDoor:
             # to the next; without CURVE, its socket's identity
             client = peer_key(frames[0]) if self._admits else identity
             if self._admits and not self._admits(client):
-                # not counted, as an HTTP request without the API key is not
+                self._count_refusal()  # not a request: counted as an HTTP request without the API key is
                 reason = "this client's CURVE key is no longer admitted (removed from the engine's allowed keys)"
                 self._reply(identity, Error(message.request_id, "unauthorized", reason))
             else:

@@ -136,9 +136,10 @@ def build_app(engine: Engine) -> web.Application:
     host_checked = engine.api_keys is None and is_loopback(engine.config.host)
     door = _open_door
     if engine.api_keys is not None:
-        door = _api_key_door(engine.api_keys)
+        door = _api_key_door(engine.api_keys, engine.metrics.door_refusals.labels("http", "unauthorized").inc)
     elif host_checked:
-        door = _loopback_host_door(URL(engine.config.public_url).host if engine.config.public_url else None)
+        public_host = URL(engine.config.public_url).host if engine.config.public_url else None
+        door = _loopback_host_door(public_host, engine.metrics.door_refusals.labels("http", "host_not_allowed").inc)
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
     refusal = _request_id_refusal(engine, door)
     middlewares = [answer_half_closed, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
@@ -269,7 +270,7 @@ def _checked_at(door: Door):
     return check
 
 
-def _api_key_door(keys: ApiKeys) -> Door:
+def _api_key_door(keys: ApiKeys, count_refusal: Callable[[], None]) -> Door:
     def check(request: web.Request) -> web.Response | None:
         # an image URL is a capability, as OpenAI's are: unguessable and short-lived, it can be handed to a
         # browser or another service that holds no key
@@ -280,6 +281,7 @@ def _api_key_door(keys: ApiKeys) -> Door:
         # that are not UTF-8 as surrogates: encode them back, or such a header would be a 500
         holder = keys.holder(given.encode("utf-8", "surrogateescape")) if scheme.lower() == "bearer" else None
         if holder is None:
+            count_refusal()  # a client's key gone stale, or someone guessing: an operator's to see
             return _error(
                 "unauthorized",
                 "a valid API key is required (Authorization: Bearer KEY)",
@@ -291,7 +293,7 @@ def _api_key_door(keys: ApiKeys) -> Door:
     return check
 
 
-def _loopback_host_door(public_host: str | None) -> Door:
+def _loopback_host_door(public_host: str | None, count_refusal: Callable[[], None]) -> Door:
     """An engine on loopback without an API key answers only requests that name it by a loopback name or address, a
     name of one label (a proxy's upstream, a hosts-file name: none that DNS outside can answer for) or --public-url's
     host. A web page its user opens could otherwise drive it by DNS rebinding: a name of the page's made to resolve
@@ -310,6 +312,7 @@ def _loopback_host_door(public_host: str | None) -> Door:
 
     def check(request: web.Request) -> web.Response | None:
         if refused(request.headers.get(hdrs.HOST, "")):
+            count_refusal()
             return _error(
                 "host_not_allowed",
                 f"Host {request.headers[hdrs.HOST]!r} does not name this engine: without an API key, an engine on"

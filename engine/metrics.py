@@ -115,6 +115,13 @@ class EngineMetrics:
             "argus_escalated_images", "Images moved up to a higher level to make their deadline", registry=r
         )
         self.bad_messages = Counter("argus_bad_messages", "Undecodable or unexpected messages", ["link"], registry=r)
+        self.door_refusals = Counter(
+            "argus_door_refusals",
+            "Requests a front door refused for who sent them, not counted as requests: http unauthorized (no API key"
+            " or a wrong one), http host_not_allowed, zmq unauthorized (a CURVE key no longer admitted)",
+            ["door", "code"],
+            registry=r,
+        )
         self.replies_dropped = Counter(
             "argus_replies_dropped",
             "ZeroMQ replies not delivered: the client went away, or left too many unread",

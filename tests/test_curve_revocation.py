@@ -55,6 +55,7 @@ def test_a_revoked_worker_is_dropped_and_a_revoked_client_refused_without_reconn
         assert "CURVE key is no longer admitted" in worker.stderr.read()
         assert [w["name"].split("/")[0] for w in engine.ready()["workers"]] == ["local-0"]
         assert engine.metric("argus_worker_losses_total", cause="revoked") == 1
+        assert engine.metric("argus_door_refusals_total", door="zmq", code="unauthorized") == 1
     finally:
         revoked.close()
         kept.close()

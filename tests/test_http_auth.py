@@ -99,11 +99,14 @@ def test_with_a_key_the_host_does_not_matter(engine):
 
 
 @pytest.mark.parametrize("key", [None, "wrong"])
-def test_a_request_without_the_key_is_401_whatever_its_request_id_and_is_not_counted(engine, key):
+def test_a_request_without_the_key_is_401_whatever_its_request_id_and_is_counted_as_a_door_refusal(engine, key):
     """An X-Request-ID that is none was refused first, a 400 counted as a rejected request: any client that could
-    reach the engine, holding no key, moved the series an operator alerts on."""
+    reach the engine, holding no key, moved the series an operator alerts on. A refusal for the key was counted
+    nowhere: a client's stale key, or someone guessing, went unseen."""
     rejected = {"outcome": "rejected", "code": "invalid_request"}
+    refused = {"door": "http", "code": "unauthorized"}
     before = engine.metric("argus_requests_total", **rejected)
+    refused_before = engine.metric("argus_door_refusals_total", **refused)
     address, port = engine.http.removeprefix("http://").rsplit(":", 1)
     connection = http.client.HTTPConnection(address, int(port), timeout=30)
     headers = {"X-Request-ID": "x" * 300, "Content-Type": "application/json"}
@@ -116,6 +119,7 @@ def test_a_request_without_the_key_is_401_whatever_its_request_id_and_is_not_cou
     assert (response.status, reply["error"]["code"]) == (401, "unauthorized")
     assert response.getheader("X-Request-ID")  # one of the engine's, as on every reply
     assert engine.metric("argus_requests_total", **rejected) == before
+    assert engine.metric("argus_door_refusals_total", **refused) == refused_before + 1
 
 
 def test_with_the_key_a_request_id_that_is_none_is_still_400(engine):

@@ -47,12 +47,15 @@ REFUSED = [
 
 @pytest.mark.parametrize("host", REFUSED)
 def test_a_host_that_does_not_name_the_engine_is_403_before_any_work(engine, host):
+    refused = {"door": "http", "code": "host_not_allowed"}
     before = engine.metric("argus_requests_total", outcome="ok", code="")
+    refused_before = engine.metric("argus_door_refusals_total", **refused)
     status, reply = post(engine, host)
     assert status == 403
     assert reply["error"]["code"] == "host_not_allowed" and "DNS rebinding" in reply["error"]["message"]
     assert reply["error"]["type"] == "permission_error"
     assert engine.metric("argus_requests_total", outcome="ok", code="") == before
+    assert engine.metric("argus_door_refusals_total", **refused) == refused_before + 1
 
 
 SERVED = ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "argus", "images.example.com"]
