@@ -4,6 +4,7 @@ left behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,15 +148,35 @@ def said_as_it_exits_2(worker: subprocess.Popen, timeout_s: float = 60) -> str:
             worker.kill()
 
 
-def start_lone_and_fleet(tmp_path: Path, connect: str, fleet: int) -> tuple[list[subprocess.Popen], dict[str, Path]]:
-    """A lone sim worker and a `--count fleet` one dialling `connect`, and where each logs (stderr): "lone", "fleet"."""
+def start_lone_and_fleet(
+    tmp_path: Path, connect: str, fleet: int, fleet_connect: str | None = None
+) -> tuple[list[subprocess.Popen], dict[str, Path]]:
+    """A lone sim worker dialling `connect` and a `--count fleet` one dialling `fleet_connect` (`connect` unless
+    given), and where each logs (stderr): "lone", "fleet"."""
     logs = {"lone": tmp_path / "lone.log", "fleet": tmp_path / "fleet.log"}
     with open(logs["lone"], "wb") as lone_log, open(logs["fleet"], "wb") as fleet_log:
         workers = [
             start_worker(connect, "sim", "--time-scale", "0.01", stderr=lone_log),
-            start_worker(connect, "sim", "--count", str(fleet), "--time-scale", "0.01", stderr=fleet_log),
+            start_worker(
+                fleet_connect or connect, "sim", "--count", str(fleet), "--time-scale", "0.01", stderr=fleet_log
+            ),
         ]
     return workers, logs
+
+
+@contextlib.contextmanager
+def lone_and_fleet(
+    tmp_path: Path, connect: str, fleet: int, fleet_connect: str | None = None
+) -> Iterator[tuple[list[subprocess.Popen], dict[str, Path]]]:
+    """start_lone_and_fleet's two, those still running on the way out killed."""
+    workers, logs = start_lone_and_fleet(tmp_path, connect, fleet, fleet_connect)
+    try:
+        yield workers, logs
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
 
 
 def start_engine(

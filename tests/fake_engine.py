@@ -1,5 +1,7 @@
 """An engine's worker socket and nothing else: a test drives a real worker process message by message."""
 
+from __future__ import annotations
+
 import time
 
 import zmq
@@ -41,3 +43,9 @@ class FakeEngine:
     def close(self):
         self.socket.close()
         self.context.term()
+
+    def __enter__(self) -> FakeEngine:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

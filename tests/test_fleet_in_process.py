@@ -4,11 +4,10 @@ one loop drives them all, without a worker process to start."""
 import contextlib
 import logging
 import math
-import threading
 import time
 
 from fake_engine import FakeEngine
-from worker_in_process import batch
+from worker_in_process import batch, serving, welcome
 
 from controller.profiles import LatencyProfile, ProfileLatency
 from protocols.worker_messages import (
@@ -37,53 +36,29 @@ BEAT_S = 0.2
 @contextlib.contextmanager
 def fleet_served(count: int = 1, time_scale: float = FOR_EVER):
     """A fleet of `count` serving on a thread, not yet welcomed, and what its serve() raised; stopped on the way out."""
-    engine = FakeEngine()
-    fleet = Fleet(engine.address, count, "inproc", time_scale=time_scale, max_batch=None, curve=None)
-    failed: list[BaseException] = []
-
-    def serve():
-        try:
-            fleet.serve()
-        except Exception as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield engine, fleet, thread, failed
-    finally:
-        fleet.stop()
-        thread.join(30)
-        engine.close()
-    assert not thread.is_alive()
-
-
-def welcome(engine: FakeEngine) -> Hello:
-    hello = engine.receive(Hello)
-    engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=BEAT_S, engine_timeout_s=600, level=0))
-    return hello
+    with FakeEngine() as engine:
+        fleet = Fleet(engine.address, count, "inproc", time_scale=time_scale, max_batch=None, curve=None)
+        with serving(fleet.serve, fleet.stop) as (thread, failed):
+            yield engine, fleet, thread, failed
 
 
 @contextlib.contextmanager
 def driven(count: int = 1, owned: bool = False, time_scale: float = FOR_EVER):
     """A fleet's workers, each welcomed in turn, driven by the test instead of the fleet's loop: each step taken when
     told. Under an interval of ten minutes, each beats once that is due, not before."""
-    engine = FakeEngine()
-    fleet = Fleet(engine.address, count, "driven", time_scale=time_scale, max_batch=None, curve=None, owned=owned)
-    try:
-        for worker in fleet._workers:
-            worker.tick(time.monotonic())  # its hello
-            while engine.receive(Hello).worker_id != worker.identity.decode().split("/")[0]:
-                pass  # another's
-            engine.identity = worker.identity
-            engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=600, engine_timeout_s=1200, level=0))
-            read(worker)
-        yield engine, fleet._workers
-    finally:
-        for worker in fleet._workers:
-            worker.close()
-        fleet._context.term()
-        engine.close()
+    with FakeEngine() as engine:
+        fleet = Fleet(engine.address, count, "driven", time_scale=time_scale, max_batch=None, curve=None, owned=owned)
+        try:
+            for worker in fleet.workers:
+                worker.tick(time.monotonic())  # its hello
+                while engine.receive(Hello).worker_id != worker.identity.decode().split("/")[0]:
+                    pass  # another's
+                engine.identity = worker.identity
+                engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=600, engine_timeout_s=1200, level=0))
+                read(worker)
+            yield engine, fleet.workers
+        finally:
+            fleet.close()
 
 
 def read(worker) -> None:
@@ -97,7 +72,7 @@ def test_its_hello_tells_the_fleets_time_scale_and_its_batch_the_time_it_was_bus
     seconds = ProfileLatency(LatencyProfile.bundled()).seconds(0, 50, 1)
     time_scale = 0.2 / seconds  # busy a fifth of a second
     with fleet_served(time_scale=time_scale) as (engine, _, _, _):
-        assert welcome(engine).time_scale == time_scale
+        assert welcome(engine, heartbeat_interval_s=BEAT_S).time_scale == time_scale
         engine.send(batch(1, "r1"))
         (done,) = engine.receive(BatchDone).outcomes
     assert isinstance(done, ItemDone)
@@ -107,7 +82,7 @@ def test_its_hello_tells_the_fleets_time_scale_and_its_batch_the_time_it_was_bus
 
 def test_a_worker_busy_with_a_batch_beats_meanwhile_naming_it():
     with fleet_served() as (engine, _, _, _):
-        welcome(engine)
+        welcome(engine, heartbeat_interval_s=BEAT_S)
         engine.send(batch(7, "r1"))
         while engine.receive(Heartbeat, timeout_s=30).running_batch != 7:
             pass
@@ -127,12 +102,12 @@ def test_workers_welcomed_together_beat_apart():
 def test_a_worker_that_lost_its_engine_mid_batch_tells_the_next_it_is_idle():
     """The batch of the engine it lost is void (that engine re-dispatches it): its beats named it to the next."""
     with fleet_served() as (engine, _, _, _):
-        welcome(engine)
+        welcome(engine, heartbeat_interval_s=BEAT_S)
         engine.send(batch(1, "r1"))
         while engine.receive(Heartbeat).running_batch != 1:
             pass
         engine.send(Rejoin())
-        welcome(engine)
+        welcome(engine, heartbeat_interval_s=BEAT_S)
         assert engine.receive(Heartbeat).running_batch == -1
 
 
@@ -140,8 +115,8 @@ def test_a_worker_that_lost_its_engine_waits_from_then_for_the_next():
     """The fleet's no-answer warning counts each worker's wait from when it lost its engine: counted from the
     fleet's start, a fleet that had served for an hour warned at once of a wait of an hour."""
     with fleet_served() as (engine, fleet, _, _):
-        welcome(engine)
-        (worker,) = fleet._workers
+        welcome(engine, heartbeat_interval_s=BEAT_S)
+        (worker,) = fleet.workers
         worker.unwelcomed_since -= 3600  # as if welcomed an hour after the fleet started
         engine.receive(Heartbeat)
         lost = time.monotonic()
@@ -153,14 +128,13 @@ def test_a_worker_that_lost_its_engine_waits_from_then_for_the_next():
 def test_an_unwelcomed_worker_says_hello_again_each_hello_retry():
     """Its tick says when to come back: a hello's retry (a second) later, saying nothing before then."""
     fleet = Fleet("tcp://127.0.0.1:1", 1, "unanswered", time_scale=0.0, max_batch=None, curve=None)
-    (worker,) = fleet._workers
+    (worker,) = fleet.workers
     try:
         now = time.monotonic()
         assert worker.tick(now) == worker.tick(now + 0.5) == now + 1.0
         assert worker.tick(now + 1.0) == now + 1.0 + 1.0
     finally:
-        worker.close()
-        fleet._context.term()
+        fleet.close()
 
 
 def test_a_batch_is_busy_for_the_time_of_the_items_still_wanted_as_it_starts():
@@ -196,7 +170,7 @@ def test_a_shutdown_heard_as_a_batch_runs_leaves_the_batch_queued_behind_it_unru
 
 def test_a_batch_aborted_while_it_runs_is_answered_at_once():
     with fleet_served() as (engine, _, _, _):
-        welcome(engine)
+        welcome(engine, heartbeat_interval_s=BEAT_S)
         engine.send(batch(1, "r1", "r2"))
         engine.receive(Heartbeat)  # the batch came in before this beat
         engine.send(Abort(["r1", "r2"]))
@@ -208,7 +182,7 @@ def test_a_batch_running_as_the_fleet_stops_is_answered_cancelled_after_its_leav
     """As a lone sim worker gives up a batch it is stopped in: the fleet's backend runs at time scale 0, and its run
     found the images made, answering them done a moment into their simulated time of hours."""
     with fleet_served() as (engine, fleet, thread, failed):
-        welcome(engine)
+        welcome(engine, heartbeat_interval_s=BEAT_S)
         engine.send(batch(1, "r1"))
         while engine.receive(Heartbeat).running_batch != 1:
             pass
@@ -222,13 +196,13 @@ def test_a_batch_running_as_the_fleet_stops_is_answered_cancelled_after_its_leav
 
 def test_a_worker_told_to_rejoin_says_hello_again_and_serves_the_engine_that_welcomes_it(caplog):
     with caplog.at_level(logging.INFO, logger="argus"), fleet_served(time_scale=0.0) as (engine, _, _, _):
-        first = welcome(engine)
+        first = welcome(engine, heartbeat_interval_s=BEAT_S)
         engine.send(batch(1, "r1"))
         engine.receive(BatchDone)
         while "SIMULATED workers ready" not in caplog.text:
             engine.receive(Heartbeat)  # a loss before its first ready line is followed by that line, not "again"
         engine.send(Rejoin())
-        again = welcome(engine)
+        again = welcome(engine, heartbeat_interval_s=BEAT_S)
         engine.send(batch(2, "r2"))
         assert engine.receive(BatchDone).batch_id == 2
         assert again.session == first.session + 1
@@ -257,7 +231,7 @@ def test_a_fleet_whose_every_worker_id_is_in_use_raises_that_once_all_are_refuse
 
 def test_a_hello_refused_for_another_reason_stops_the_fleets_other_workers_too():
     with fleet_served(count=2) as (engine, _, thread, failed):
-        welcomed = welcome(engine).worker_id
+        welcomed = welcome(engine, heartbeat_interval_s=BEAT_S).worker_id
         while engine.receive(Hello).worker_id == welcomed:
             pass  # said again before its welcome came
         engine.send(Refused("protocol 3 not supported"))
@@ -312,18 +286,15 @@ def test_what_came_in_as_a_worker_sent_is_read_at_once_not_at_its_next_timer():
     try:
         fleet._serve(worker, time.monotonic(), {worker})
     finally:
-        fleet._workers[0].close()
-        fleet._context.term()
+        fleet.close()
     assert worker.answered
 
 
 def test_a_fleet_past_zeromqs_default_of_1023_sockets_makes_them_all():
     """ZeroMQ's context refuses its 1024th socket by default, whatever the open-file limit allows."""
     fleet = Fleet("tcp://127.0.0.1:1", 1100, "many", time_scale=0.0, max_batch=None, curve=None)
-    for worker in fleet._workers:
-        worker.close()
-    fleet._context.term()
-    assert len(fleet._workers) == 1100
+    fleet.close()
+    assert len(fleet.workers) == 1100
 
 
 def test_a_fleet_its_engine_started_has_workers_that_leave_at_the_engines_shutdown(monkeypatch):
@@ -333,7 +304,5 @@ def test_a_fleet_its_engine_started_has_workers_that_leave_at_the_engines_shutdo
     monkeypatch.setattr(fleet_module, "serve_until_stopped", lambda fleet, owned: served.append((fleet, owned)) or 0)
     assert fleet_module.run_fleet("tcp://127.0.0.1:1", 2, "owned", 0.0, None, None, die_with_parent=True) == 0
     ((fleet, owned),) = served
-    for worker in fleet._workers:
-        worker.close()
-    fleet._context.term()
-    assert owned and all(worker._owned for worker in fleet._workers)
+    fleet.close()
+    assert owned and all(worker._owned for worker in fleet.workers)

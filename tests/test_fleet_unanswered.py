@@ -14,19 +14,17 @@ from workers.runtime import UNANSWERED_WARNING_S
 def fleet():
     fleet = Fleet("tcp://127.0.0.1:1", 3, "unanswered", time_scale=0.0, max_batch=None, curve=None)
     yield fleet
-    for worker in fleet._workers:
-        worker.close()
-    fleet._context.term()
+    fleet.close()
 
 
 def warning(fleet: Fleet, caplog, waited_s: list[float]) -> str:
     """What the fleet warns with its workers waiting `waited_s` each, after a stopping engine's Shutdown."""
     now = time.monotonic()
-    for worker, waited in zip(fleet._workers, waited_s, strict=True):
+    for worker, waited in zip(fleet.workers, waited_s, strict=True):
         worker.unwelcomed_since = now - waited
         worker.engine_stopped = True
     with caplog.at_level(logging.WARNING, logger="argus"):
-        fleet._warn_if_unanswered(set(fleet._workers), now)
+        fleet._warn_if_unanswered(set(fleet.workers), now)
     return caplog.text
 
 
@@ -40,24 +38,24 @@ def test_the_warning_counts_every_worker_waiting_past_a_heartbeat_not_only_those
 
 def test_under_an_engines_heartbeat_interval_longer_than_10_s_the_workers_that_waited_10_s_are_counted(fleet, caplog):
     """A Welcome may give any positive interval: one of 30 s counted no worker at all ("0 of this fleet's 3")."""
-    for worker in fleet._workers:
+    for worker in fleet.workers:
         worker._heartbeat_interval_s = 30.0  # as the last Welcome gave it
     assert "3 of this fleet's 3 workers" in warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)
 
 
 def test_the_warning_counts_the_fleets_welcomed_workers_among_its_workers(fleet, caplog):
-    fleet._workers[2]._joined = True  # served on: not waiting, yet one of the fleet's workers
+    fleet.workers[2]._joined = True  # served on: not waiting, yet one of the fleet's workers
     assert "2 of this fleet's 3 workers" in warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)
 
 
 def test_workers_waiting_since_a_shutdown_and_since_a_silence_are_not_said_to_wait_on_a_stopped_engine(fleet, caplog):
     """Only a wait every worker began at a Shutdown is an orderly stop: one gone silent may be a key refused."""
     now = time.monotonic()
-    for worker in fleet._workers:
+    for worker in fleet.workers:
         worker.unwelcomed_since = now - UNANSWERED_WARNING_S
-        worker.engine_stopped = worker is not fleet._workers[2]
+        worker.engine_stopped = worker is not fleet.workers[2]
     with caplog.at_level(logging.WARNING, logger="argus"):
-        fleet._warn_if_unanswered(set(fleet._workers), now)
+        fleet._warn_if_unanswered(set(fleet.workers), now)
     assert "no answer from an engine" in caplog.text and "stopped" not in caplog.text
 
 

@@ -1,6 +1,7 @@
 """A worker started by hand with `argus worker --connect`: it joins an engine that spawned none, stops on Ctrl-C
 or SIGTERM (handing its work on), and takes no live worker's id."""
 
+import contextlib
 import math
 import re
 import signal
@@ -22,6 +23,7 @@ from engine.client import ArgusClient
 from engine_process import (
     ask_worker_door,
     free_port,
+    lone_and_fleet,
     said_as_it_exits_2,
     start_engine,
     start_lone_and_fleet,
@@ -408,17 +410,11 @@ def unanswered(tmp_path_factory):
         "no one listens": f"tcp://127.0.0.1:{free_port()}",
         "unresolved": "tcp://argus-engine.invalid:5556",  # RFC 6761: never resolves
     }
-    started = {}
-    try:
-        for case, address in addresses.items():
-            started[case] = (address, *start_lone_and_fleet(tmp_path_factory.mktemp("unanswered"), address, fleet=3))
-        yield started
-    finally:
-        for _, workers, _ in started.values():
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-                    worker.wait()
+    with contextlib.ExitStack() as started:
+        yield {
+            case: (address, *started.enter_context(lone_and_fleet(tmp_path_factory.mktemp("unanswered"), address, 3)))
+            for case, address in addresses.items()
+        }
 
 
 def test_a_worker_or_fleet_no_engine_answers_says_so(unanswered):

@@ -3,19 +3,17 @@ engine's host is gone or a NAT forgets the flow, and it said hello for ever into
 also drops the hellos that queued while no engine was up, which all reached the next one at once."""
 
 import signal
-import subprocess
 import time
 
 import pytest
 import zmq
 from tcp_proxy import DroppingProxy
-from test_sim_fleet import start_fleet
 from waiting import wait_for
 from worker_in_process import welcome, worker_runtime
 from zmq.utils.monitor import recv_monitor_message
 
 from engine.client import ArgusClient
-from engine_process import free_port, start_engine, start_worker
+from engine_process import free_port, lone_and_fleet, start_engine, start_worker
 from protocols.client_messages import Images
 from protocols.worker_messages import Hello, engine_side_codec
 
@@ -32,17 +30,8 @@ def no_engine(tmp_path_factory):
     with the module (autouse), so that the seconds without an engine its test waits for pass while the tests before it
     run."""
     addresses = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
-    workers = [
-        start_worker(addresses[0], "sim", "--worker-id", "alone", stderr=subprocess.DEVNULL),
-        start_fleet(tmp_path_factory.mktemp("no-engine"), addresses[1], FLEET_SIZE, "fleet"),
-    ]
-    try:
+    with lone_and_fleet(tmp_path_factory.mktemp("no-engine"), addresses[0], FLEET_SIZE, addresses[1]) as (workers, _):
         yield addresses, workers, time.monotonic()
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
 
 
 @pytest.mark.timeout(180)

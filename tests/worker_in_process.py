@@ -1,12 +1,14 @@
 """A worker runtime in this process, welcomed by a fake engine: tests drive it message by message.
 
 Its backend is the sim one at time scale 0, holding the first batch it is given until released (serving the socket
-meanwhile), and cut short, as a real backend is, once every image of it is aborted.
+meanwhile), and cut short, as a real backend is, once every image of it is aborted. Its welcome and serving serve
+tests/test_fleet_in_process.py's fleet too.
 """
 
 import contextlib
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from fake_engine import FakeEngine
 
@@ -56,10 +58,12 @@ def batch(batch_id: int, *request_ids: str) -> Generate:
     return Generate(batch_id, 0, 50, 1024, 1024, 5.0, "png", items)
 
 
-def welcome(engine: FakeEngine, level: int = 0, engine_timeout_s: float = 600) -> Hello:
+def welcome(
+    engine: FakeEngine, level: int = 0, engine_timeout_s: float = 600, heartbeat_interval_s: float = 0.5
+) -> Hello:
     """Welcomes the worker's next hello, which it returns."""
     hello = engine.receive(Hello)
-    engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=engine_timeout_s, level=level))
+    engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s, engine_timeout_s, level))
     return hello
 
 
@@ -75,7 +79,7 @@ class Served:
     backend: HeldFirstRun
     runtime: WorkerRuntime
     thread: threading.Thread
-    failed: list[BaseException] = field(default_factory=list)  # what serve() raised: what the worker's main reports
+    failed: list[BaseException]  # what serve() raised: what the worker's main reports
 
     def messages_until_stopped(self) -> list:
         """Every message the worker sends until its serve() has returned and its socket is closed, beats left out."""
@@ -88,24 +92,36 @@ class Served:
 
 
 @contextlib.contextmanager
+def serving(serve: Callable[[], None], stop: Callable[[], None]):
+    """`serve()` on a thread, and a list of what it raised; stopped (`stop()`) and joined on the way out."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve()
+        except Exception as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield thread, failed
+    finally:
+        stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+@contextlib.contextmanager
 def worker_runtime(owned: bool = False, hello_retry_s: float = 1.0, backend: HeldFirstRun | None = None):
     """A runtime serving on a thread, not yet welcomed; stopped on the way out."""
-    engine, backend = FakeEngine(), backend or HeldFirstRun()
-    runtime = WorkerRuntime(backend, engine.address, "turns", owned=owned, hello_retry_s=hello_retry_s)
-    served = Served(engine, backend, runtime, threading.Thread(target=lambda: _serve(served), daemon=True))
-    served.thread.start()
-    try:
-        yield served
-    finally:
-        backend.release.set()
-        runtime.stop()
-        served.thread.join(30)
-        engine.close()
-    assert not served.thread.is_alive()
+    backend = backend or HeldFirstRun()
+    with FakeEngine() as engine:
+        runtime = WorkerRuntime(backend, engine.address, "turns", owned=owned, hello_retry_s=hello_retry_s)
 
+        def stop() -> None:
+            backend.release.set()
+            runtime.stop()
 
-def _serve(served: Served) -> None:
-    try:
-        served.runtime.serve()
-    except Exception as exc:
-        served.failed.append(exc)
+        with serving(runtime.serve, stop) as (thread, failed):
+            yield Served(engine, backend, runtime, thread, failed)

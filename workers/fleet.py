@@ -222,7 +222,7 @@ class Fleet:
         # SimBackend's own default profile
         latency = ProfileLatency(LatencyProfile.bundled())
         self._connect = connect
-        self._workers = [
+        self._workers = tuple(
             SimWorker(
                 backend,
                 connect,
@@ -237,7 +237,7 @@ class Fleet:
                 self._say_once,
             )
             for i in range(count)
-        ]
+        )
         self._selector = selectors.DefaultSelector()
         for worker in self._workers:
             self._selector.register(worker.fd, selectors.EVENT_READ, worker)
@@ -261,6 +261,10 @@ class Fleet:
         # interval after it (see _whole)
         self._trouble_at = -math.inf
 
+    @property
+    def workers(self) -> tuple[SimWorker, ...]:
+        return self._workers
+
     def stop(self) -> None:
         """Safe from a signal handler: the loop notices."""
         self._stop_requested = True
@@ -269,14 +273,19 @@ class Fleet:
         try:
             self._loop()
         finally:
-            self._selector.close()
-            for worker in self._workers:
-                worker.close()
-            self._context.term()
+            self.close()
         if self._refusal is None and self._ids_refused == len(self._workers):
             self._refusal = EngineRefused(Refused("each of this fleet's worker ids is in use", id_in_use=True))
         if self._refusal is not None:
             raise self._refusal  # exit code 2, as a lone worker refused
+
+    def close(self) -> None:
+        """Closes every socket of the fleet, then their context: serve() does on its way out, a fleet never served
+        needs it called."""
+        self._selector.close()
+        for worker in self._workers:
+            worker.close()
+        self._context.term()
 
     def _loop(self) -> None:
         live = set(self._workers)
