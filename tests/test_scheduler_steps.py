@@ -22,6 +22,7 @@ from waiting import wait_for
 from engine.client import ArgusClient
 from engine_process import start_engine, start_worker
 from protocols.client_messages import Error, Images
+from protocols.limits import MAX_STEPS
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     REFUSED,
@@ -33,6 +34,7 @@ from protocols.worker_messages import (
     ItemFailed,
     Welcome,
 )
+from workers import diffusion_backend
 from workers.diffusion_backend import DiffusionBackend
 from workers.limits import INPUT_REFUSALS
 from workers.tiny_pipeline import build_tiny_sdxl
@@ -59,6 +61,23 @@ def test_the_backend_refuses_the_counts_it_cannot_run_and_runs_the_others_exactl
     item = GenerateItem("r2", "a blue dog in the snow", 11, full.by_level()[25])
     (resumed,) = backend.run(batch(level=25, steps=62, items=(item,)), RecordingControl())
     assert calls.count == resumed.steps_run == 62 - 25
+
+
+class RunsTheMiddleCounts:
+    """Makes N timesteps for N from 2 to MAX_STEPS - 1 only: two for fewer, and refuses more (as LCM refuses a count
+    above its original_inference_steps)."""
+
+    def set_timesteps(self, steps: int) -> None:
+        if steps >= MAX_STEPS:
+            raise ValueError(f"{steps} steps: at most {MAX_STEPS - 1}")
+        self.timesteps = list(range(max(steps, 2)))
+
+
+def test_the_counts_a_client_may_ask_for_are_checked_from_1_to_max_steps_both_included():
+    """SD-XL's uneven counts lie inside the range: a check that left out 1 or MAX_STEPS told the engine such a count
+    runs exactly when it does not; one that went a count past either end sent a refused_steps the engine refuses the
+    worker's hello for."""
+    assert diffusion_backend._uneven_steps(RunsTheMiddleCounts()) == (1, MAX_STEPS)
 
 
 @pytest.mark.timeout(180)

@@ -1,0 +1,54 @@
+"""DiffusionBackend under a scheduler that draws noise at each step (Euler ancestral, as an SD-XL folder may ship):
+each item's step noise comes from its own seed. Before this was pinned, one generator shared by the batch, a fixed
+seed or none at all (torch's global RNG) went unnoticed: the tiny model's scheduler (Euler) draws none."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diffusers import EulerAncestralDiscreteScheduler
+from test_diffusion_backend import RecordingControl, batch, decode, tiny_sizes, with_scheduler
+
+from protocols.worker_messages import GenerateItem, ItemDone
+from workers.diffusion_backend import DiffusionBackend
+from workers.tiny_pipeline import build_tiny_sdxl
+
+STEPS = 4
+LEVEL = 2
+PROMPT = "a red cat on a roof"
+
+
+@pytest.fixture(scope="module")
+def ancestral() -> DiffusionBackend:
+    # the template each run's fresh scheduler is made from: the model's own, as load_sdxl takes it from a folder
+    pipe = with_scheduler(build_tiny_sdxl(seed=0), EulerAncestralDiscreteScheduler)
+    return DiffusionBackend(pipe, "tiny", "cpu", "tiny:test", levels=(LEVEL,), default_steps=STEPS, **tiny_sizes())
+
+
+def images(backend: DiffusionBackend, level: int, *seeds: int) -> list[np.ndarray]:
+    """One batch of an item per seed, all of the same prompt (and, resumed, of the same latent): what differs
+    between their images is their seeds' noise."""
+    latent = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float16) if level else None
+    items = tuple(GenerateItem(f"r{i}", PROMPT, seed, latent) for i, seed in enumerate(seeds))
+    outcomes = backend.run(batch(level=level, items=items, steps=STEPS), RecordingControl())
+    assert all(isinstance(outcome, ItemDone) for outcome in outcomes), outcomes
+    return [np.asarray(decode(outcome.image), dtype=int) for outcome in outcomes]
+
+
+def alike(one: np.ndarray, other: np.ndarray) -> bool:
+    """Equal up to the rounding a batch of another size brings (a pixel's level or so): another seed's noise
+    moves pixels by tens of levels, even resumed with a single noisy step left."""
+    return int(np.abs(one - other).max()) <= 2
+
+
+# resumed, a run starts from the latent it is sent, not from its seed's first noise: its step noise alone tells seeds
+# apart
+@pytest.mark.parametrize("level", [0, LEVEL])
+def test_an_image_depends_on_its_own_seed_alone(ancestral, level):
+    (seven,) = images(ancestral, level, 7)
+    (again,) = images(ancestral, level, 7)
+    assert np.array_equal(again, seven)  # not torch's global RNG, which moved on
+    (eight,) = images(ancestral, level, 8)
+    assert not alike(eight, seven)  # not a seed fixed for every item
+    together = images(ancestral, level, 7, 8)
+    assert alike(together[0], seven) and alike(together[1], eight)  # not one generator drawing for the whole batch
