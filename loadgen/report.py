@@ -2,8 +2,8 @@
 
 Definitions (docs/loadgen.md has them in full):
 - image replies: records with outcome ok or late (the request got its image).
-- throughput_rps = image replies / duration_s; goodput_rps = ok / duration_s,
-  where duration_s runs from the start of the run to its last answer.
+- throughput_rps = image replies / duration_s; goodput_rps = ok / duration_s (none when nothing was sent),
+  where duration_s runs from the start of the run to its last answer, or to when it was stopped if that came later.
 - slo_violation_ratio = (late + rejected + error + deadline_exceeded) / (sent - cancelled): a cancelled request's
   fate is unknown, so it is neither a violation nor a success, and is left out.
 - latency percentiles, quality (the sim workers' modelled figure), estimated quality (the engine's, any backend),
@@ -58,8 +58,10 @@ def summarize(
     worker_levels: Sequence[LevelSample] = (),
     worker_levels_source: str | None = None,
     planned: int | None = None,
+    stopped_s: float | None = None,
 ) -> dict[str, Any]:
-    """`planned`: the requests the schedule held; more than were sent when the run was cut short."""
+    """`planned`: the requests the schedule held; more than were sent when the run was cut short, `stopped_s` (from
+    its start) into it."""
     sent = len(records)
     outcomes = {name: 0 for name in OUTCOMES}
     outcomes.update(Counter(r["outcome"] for r in records))
@@ -84,10 +86,12 @@ def summarize(
         "error_codes": dict(Counter(r["code"] or "" for r in records if r["outcome"] not in ("ok", "late"))),
         "slo_ms": slo_ms,
         "duration_s": duration_s,
+        "stopped_s": stopped_s,
         "send_span_s": send_span_s,
         "offered_rps": (sent - 1) / send_span_s if send_span_s > 0 else None,
-        "throughput_rps": len(served) / duration_s if duration_s > 0 else None,
-        "goodput_rps": outcomes["ok"] / duration_s if duration_s > 0 else None,
+        # of a run that sent nothing, none: '0/s' read as an engine that served none of what it was sent
+        "throughput_rps": len(served) / duration_s if sent and duration_s > 0 else None,
+        "goodput_rps": outcomes["ok"] / duration_s if sent and duration_s > 0 else None,
         "slo_violation_ratio": sum(outcomes[v] for v in VIOLATIONS) / judged if judged else None,
         "latency_p50_ms": percentile(latencies, 50, empty=None),
         "latency_p90_ms": percentile(latencies, 90, empty=None),
@@ -314,15 +318,17 @@ def _sent(summary: dict[str, Any]) -> str:
         sends = f"{sent} at one instant (no rate offered)"
     else:
         sends = f"{sent} (no rate offered)"
-    if not sent:
+    stopped_s = summary["stopped_s"]
+    if not sent and stopped_s is None:
         return sends
     codes = summary["error_codes"]
-    # the run ends at its last answer, unless some were still unanswered at the drain's end or when you stopped it
+    # the run ends at its last answer, unless some were still unanswered at the drain's end or when you stopped it, or
+    # it was stopped with none in flight (before its first send, or after its last answer)
     until = (
         "the end of its drain"
         if CLIENT_TIMEOUT in codes
         else "when it was stopped"
-        if INTERRUPTED in codes
+        if INTERRUPTED in codes or stopped_s == summary["duration_s"]
         else "its last answer"
     )
     return f"{sends}; run {summary['duration_s']:.3g} s to {until}"

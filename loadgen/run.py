@@ -103,6 +103,8 @@ async def run_load(
 
     # perf_counter, not the loop's clock: uvloop's ticks in whole milliseconds
     start = time.perf_counter()
+    # when the sending ended: at the last send, or when the run was stopped before it
+    sending_ended = start
 
     def add(record: Record) -> None:
         records.append(record)
@@ -139,14 +141,18 @@ async def run_load(
         last_answer = time.perf_counter()
 
     async def send_all() -> None:
-        for request in planned:
-            # until the offset, however many sleeps that takes: uvloop's timers tick in whole milliseconds, and one
-            # sleep sent a third of a run's requests up to 1.3 ms before their offsets
-            while (delay := start + request.scheduled_at - time.perf_counter()) > 0:
-                await asyncio.sleep(delay)  # the one await: an interrupt cancels the sending here, between sends
-            task = asyncio.create_task(client.request(request, start, slo_ms))
-            in_flight[task] = (request, time.perf_counter() - start)
-            task.add_done_callback(answered)
+        nonlocal sending_ended
+        try:
+            for request in planned:
+                # until the offset, however many sleeps that takes: uvloop's timers tick in whole milliseconds, and one
+                # sleep sent a third of a run's requests up to 1.3 ms before their offsets
+                while (delay := start + request.scheduled_at - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)  # the one await: an interrupt cancels the sending here, between sends
+                task = asyncio.create_task(client.request(request, start, slo_ms))
+                in_flight[task] = (request, time.perf_counter() - start)
+                task.add_done_callback(answered)
+        finally:
+            sending_ended = time.perf_counter()
 
     interrupt = interrupt or Interrupt()
     sampler_task = asyncio.create_task(sampler.run(start)) if sampler else None
@@ -158,7 +164,9 @@ async def run_load(
         if in_flight:
             await _until_done_or_stopped(_done_or_until(list(in_flight), hard_end), interrupt.stop_waiting)
         pending = {task for task in in_flight if not task.done()}
-        end = time.perf_counter() if pending else max(last_answer, start)
+        # to the last answer, or to the stop of a run stopped with nothing in flight: one stopped 30 s in, before a
+        # trace's first arrival, ran for 0.0 s (its last answer, of none, was its start)
+        end = time.perf_counter() if pending else max(last_answer, sending_ended)
         given_up = interrupt.stop_waiting.is_set()
         await cancel_and_wait(pending)
         for task, (request, sent_at) in list(in_flight.items()):
@@ -183,6 +191,7 @@ async def run_load(
         records,
         slo_ms=slo_ms,
         duration_s=end - start,
+        stopped_s=sending_ended - start if len(records) < len(planned) else None,
         worker_levels=sampler.samples if sampler else (),
         worker_levels_source=sampler.source if sampler else None,
         planned=len(planned),

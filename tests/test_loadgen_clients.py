@@ -14,6 +14,7 @@ from engine_process import free_port
 from loadgen.arrivals import Arrival
 from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
 from loadgen.records import Answer
+from loadgen.report import format_summary
 from loadgen.run import Interrupt, run_load
 from protocols.client_messages import Cancel, Generate, engine_side_codec
 from protocols.curve import KeyPair, make_server
@@ -257,6 +258,55 @@ async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_
     assert summary["outcomes"][outcome] == sent and summary["error_codes"] == {"interrupted": sent}
     # every request cancelled: none whose fate is known, so no ratio (it said 0.0, none of them a violation)
     assert summary["slo_violation_ratio"] == (1.0 if outcome == "error" else None)
+
+
+class _BusyAfter(LoadClient):
+    """Answers every request busy, `delay_s` after it was sent."""
+
+    def __init__(self, delay_s: float):
+        super().__init__(RequestOptions())
+        self.delay_s = delay_s
+
+    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
+        await asyncio.sleep(self.delay_s)
+        return Answer("busy", code="busy")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("schedule", "answer_after_s", "ran_to"),
+    [
+        ([Arrival(30.0)], 0.0, "when it was stopped"),
+        ([Arrival(0.0), Arrival(30.0)], 0.0, "when it was stopped"),
+        ([Arrival(0.0), Arrival(30.0)], 0.6, "its last answer"),
+    ],
+    ids=["before its first send", "after its last answer", "before its last answer"],
+)
+async def test_a_run_stopped_while_sending_lasts_until_the_stop_or_its_last_answer(schedule, answer_after_s, ran_to):
+    """A trace whose next arrival was 30 s away, stopped 0.3 s in (Ctrl-C, SIGTERM): duration_s ran from the start to
+    the last answer alone, 0.0 for a run stopped before its first send (however long it had run) and the moment of
+    its last answer for one that had nothing in flight; its throughput was over that span. A request answered after
+    the stop still ends the run."""
+    interrupt = Interrupt()
+
+    async def stop_after(delay_s):
+        await asyncio.sleep(delay_s)
+        interrupt.stop_sending.set()
+
+    stopping = asyncio.create_task(stop_after(0.3))
+    records, summary = await asyncio.wait_for(
+        run_load(schedule, PROMPTS, _BusyAfter(answer_after_s), None, progress=False, interrupt=interrupt), 10
+    )
+    await stopping
+    assert summary["planned"] == len(schedule) and summary["sent"] == len(schedule) - 1
+    assert summary["duration_s"] > max(0.2, answer_after_s - 0.1)  # not wall-clock bounds: the 0.0 it was, or ~0
+    assert summary["stopped_s"] <= summary["duration_s"]
+    assert (summary["stopped_s"] == summary["duration_s"]) == (ran_to == "when it was stopped")
+    assert f" s to {ran_to}, cut short: {len(schedule)} planned" in format_summary(summary).splitlines()[0]
+    # nothing sent, no figure: it said 0.0/s, or with the 0.0 s of the run, n/a for the wrong reason
+    assert summary["throughput_rps"] == (0.0 if records else None)
 
 
 def test_ctrl_c_stops_the_sending_then_the_waiting_and_a_stop_signal_both():

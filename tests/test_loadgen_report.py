@@ -132,6 +132,14 @@ def test_a_run_that_sent_nothing_prints_no_rate_with_a_unit():
     )
 
 
+def test_a_run_stopped_before_its_first_send_says_how_long_it_ran_and_gives_no_throughput():
+    """Stopped 30 s into a trace whose first arrival was later: its sent row said nothing of the 30 s, and over them its
+    throughput of nothing sent would print '0/s', as if the engine had served none of what it was sent."""
+    stopped = rows(format_summary(summarize([], slo_ms=None, duration_s=30.0, planned=2, stopped_s=30.0)))
+    assert stopped["sent"] == "0 (no rate offered); run 30 s to when it was stopped, cut short: 2 planned"
+    assert stopped["throughput"] == "n/a   goodput n/a"
+
+
 def test_engine_times_are_recorded_to_the_microsecond_whichever_the_door():
     """Over HTTP the engine rounds queue_ms and run_ms to 3 decimals; over ZeroMQ they came as its floats
     (1.9954630006395746)."""
