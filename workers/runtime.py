@@ -67,6 +67,7 @@ from protocols.worker_messages import (
 from workers.backend import Backend, BatchAborted, BatchRefused, cancel_all, run_part
 from workers.config import DEFAULT_STALL_TIMEOUT_S
 from workers.devices import on_device
+from workers.wakeup import Wakeup
 
 log = logging.getLogger("argus.worker")
 
@@ -236,6 +237,8 @@ class WorkerRuntime:
         self._running: Generate | None = None
         self._aborted: set[str] = set()
         self._stopping = False
+        # made by serve(), which waits on it beside the socket: a fleet's workers wait in the fleet's loop
+        self._wakeup: Wakeup | None = None
         self._leaving_said = False  # see _say_leaving
         # the beat keeper (see the module's docstring): it touches the socket only under this lock, and only
         # while _in_run; the worker's thread clears _in_run under the lock before it uses the socket unlocked
@@ -259,10 +262,15 @@ class WorkerRuntime:
         return request_id in self._aborted
 
     def stop(self) -> None:
+        """Safe from a signal handler and from another thread: a wait for the engine ends at once."""
         self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
     # -- loop ----------------------------------------------------------------
     def serve(self) -> None:
+        # made before the first look at _stopping: a stop before it is seen there, one after it wakes the wait
+        self._wakeup = Wakeup()
         keeper = threading.Thread(target=self._keep_beating, name="argus-beat-keeper", daemon=True)
         keeper.start()
         try:
@@ -278,12 +286,13 @@ class WorkerRuntime:
                     self._run(self._pending.popleft())
                 elif not self._stopping:
                     timeout_ms = max(1, int((self._next_heartbeat - time.monotonic()) * 1000))
-                    self._socket.poll(timeout_ms, zmq.POLLIN)
+                    self._wait(timeout_ms)
             self._cancel_pending()
         finally:
             self._closing.set()
             keeper.join()
             self._close()
+            self._wakeup.close()
 
     def _keep_beating(self) -> None:
         """The beat keeper's thread: between_steps' work for a run that shows no step for a while."""
@@ -356,7 +365,7 @@ class WorkerRuntime:
         warnings = UnansweredWarnings()
         while not self._stopping:
             self._send(hello)
-            if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
+            if not self._wait(int(self._hello_retry_s * 1000)):
                 refused = self.refused_handshakes and self.refused_handshakes.reason()
                 if refused:
                     raise EngineRefused(Refused(refused))
@@ -369,6 +378,11 @@ class WorkerRuntime:
             if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
                 return True
         return False
+
+    def _wait(self, timeout_ms: int) -> bool:
+        """Waits up to `timeout_ms` for a message (True) or a stop."""
+        ready = zmq.zmq_poll([(self._socket, zmq.POLLIN), (self._wakeup, zmq.POLLIN)], timeout_ms)
+        return any(item is self._socket for item, _ in ready)
 
     def _hello(self) -> Hello:
         return Hello(
