@@ -1,8 +1,10 @@
 """A worker stopped (Ctrl-C, SIGTERM) as it waits ends at once, alone or in a fleet. One that no engine answered saw
 the stop only as its wait for the hello's answer ended (a second), a fleet at its next timer, a welcomed worker with
-no work at its next heartbeat. Here those waits are ten minutes long: a stop seen only at their end fails the test,
-however loaded the machine."""
+no work at its next heartbeat; and one that no engine answered then waited half a second more for its hellos to
+reach an engine that was not there (its socket's linger). Here those waits are ten minutes long: a stop seen only at
+their end fails the test, however loaded the machine."""
 
+import logging
 import signal
 import threading
 
@@ -13,11 +15,13 @@ from worker_in_process import HeldFirstRun, worker_runtime
 
 from protocols.worker_messages import PROTOCOL_VERSION, Heartbeat, Hello, Welcome
 from workers import main
+from workers import runtime as runtime_module
 from workers.fleet import Fleet
 from workers.runtime import WorkerRuntime
 
 FOR_EVER_S = 600.0
 NO_ENGINE = "tcp://127.0.0.1:1"
+UNANSWERED = "no answer from an engine"
 
 
 def served_on_a_thread(serve) -> threading.Thread:
@@ -70,6 +74,17 @@ def test_its_stop_signal_ends_its_wait_for_its_hellos_answer_at_once():
             signal.signal(signum, handler)
 
 
+def test_a_worker_stopped_ends_without_waiting_for_its_hellos_to_reach_no_engine(monkeypatch, caplog):
+    monkeypatch.setattr(runtime_module, "LINGER_MS", int(FOR_EVER_S * 1000))
+    monkeypatch.setattr(runtime_module, "UNANSWERED_WARNING_S", 0.0)
+    runtime = WorkerRuntime(HeldFirstRun(), NO_ENGINE, "unanswered", hello_retry_s=0.01)
+    thread = served_on_a_thread(runtime.serve)
+    with caplog.at_level(logging.WARNING, logger="argus"):
+        assert wait_for(lambda: UNANSWERED in caplog.text)  # a hello waits to go, for no engine
+    runtime.stop()
+    assert ended(thread)
+
+
 def test_a_fleet_stopped_as_its_workers_wait_for_their_hellos_answers_ends_at_once():
     fleet = Fleet(NO_ENGINE, 2, "unanswered", time_scale=0.0, max_batch=None, curve=None)
     for worker in fleet._workers:
@@ -83,3 +98,11 @@ def test_a_fleet_stopped_as_its_workers_wait_for_their_hellos_answers_ends_at_on
     assert waiting.wait(30)
     fleet.stop()
     assert ended(thread)
+
+
+def test_a_fleet_stopped_ends_without_waiting_for_what_its_workers_said_to_reach_no_engine(monkeypatch):
+    """Each worker says its hello, and then that it is leaving, to no engine."""
+    monkeypatch.setattr(runtime_module, "LINGER_MS", int(FOR_EVER_S * 1000))
+    fleet = Fleet(NO_ENGINE, 2, "unanswered", time_scale=0.0, max_batch=None, curve=None)
+    fleet.stop()
+    assert ended(served_on_a_thread(fleet.serve))

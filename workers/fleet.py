@@ -154,7 +154,6 @@ class SimWorker(WorkerRuntime):
             self._last_heard = time.monotonic()
             self._joined = self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False)))
             if self._joined:
-                self._engine_lost = False
                 self._next_heartbeat = time.monotonic() + self._phase * self._heartbeat_interval_s
         if self._joined:
             self._drain()

@@ -75,6 +75,8 @@ log = logging.getLogger("argus.worker")
 # for another engine key, --curve-server-key); then again each time the wait has doubled, and at most this long apart
 UNANSWERED_WARNING_S = 10.0
 UNANSWERED_WARNING_MAX_S = 600.0
+# how long a stopping worker's last messages may take to reach its engine
+LINGER_MS = 500
 # a ZeroMQ identity holds at most 255 bytes: the worker id, "/" and 8 hex digits (see WorkerRuntime.identity)
 MAX_WORKER_ID_BYTES = 255 - 1 - 8
 
@@ -229,7 +231,7 @@ class WorkerRuntime:
         self._next_heartbeat = 0.0
         self._last_heard = 0.0
         self._dialled_at = time.monotonic()  # see _redial_if_unheard
-        self._engine_lost = False
+        self._engine_lost = True  # no engine serves this worker: none has welcomed it yet, or it was lost since
         self.engine_stopped = False  # the engine was lost to its Shutdown (an orderly stop), until the next Welcome
         # a message ignored before the next Welcome was said: those after it are not, until then (see _welcomed)
         self._ignoring_said = False
@@ -313,7 +315,9 @@ class WorkerRuntime:
     def _close(self) -> None:
         if self.refused_handshakes is not None:
             self.refused_handshakes.close()
-        self._socket.close(linger=500)
+        # what waits to go for an engine that serves this worker (a Leaving, images answered) is given time to
+        # reach it; what waits for none (hellos) is not: a worker that no engine answered waited out the linger
+        self._socket.close(linger=0 if self._engine_lost else LINGER_MS)
         if self._own_context:
             self._context.term()
 
@@ -337,8 +341,7 @@ class WorkerRuntime:
 
     def _rejoin(self) -> None:
         self._forget_engine()
-        self._engine_lost = not self._handshake()
-        if not self._engine_lost:
+        if self._handshake():
             # the last line was a warning that it says hello again, or waits for the next engine: read as the
             # worker's state, it was wrong for as long as the worker then served
             self._say_ready(" again")
@@ -417,6 +420,7 @@ class WorkerRuntime:
         if isinstance(message, Welcome):
             if untimely := untimely_welcome(self._connect, message):
                 raise EngineRefused(Refused(untimely))
+            self._engine_lost = False
             self.engine_stopped = False
             self._ignoring_said = False
             self._heartbeat_interval_s = message.heartbeat_interval_s
