@@ -35,6 +35,7 @@ from workers.backend import Backend, BackendInfo, all_aborted, cancel_all
 from workers.config import WorkerConfig
 from workers.main import exit_with_parent, load_backend, serve_until_stopped
 from workers.runtime import UNANSWERED_WARNING_S, EngineRefused, UnansweredWarnings, WorkerRuntime, warn_unanswered
+from workers.wakeup import Wakeup
 
 log = logging.getLogger("argus.fleet")
 
@@ -153,7 +154,6 @@ class SimWorker(WorkerRuntime):
             self._last_heard = time.monotonic()
             self._joined = self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False)))
             if self._joined:
-                self._engine_lost = False
                 self._next_heartbeat = time.monotonic() + self._phase * self._heartbeat_interval_s
         if self._joined:
             self._drain()
@@ -244,6 +244,9 @@ class Fleet:
         self._timers: list[tuple[float, int, SimWorker]] = []
         self._order = itertools.count()
         self._stop_requested = False
+        # a stop ends the selector's wait at once, not at the earliest timer (a worker unanswered: its next hello)
+        self._wakeup = Wakeup()
+        self._selector.register(self._wakeup, selectors.EVENT_READ)
         self._refusal: EngineRefused | None = None  # what ended the fleet: a hello every worker of it sends
         # the workers share one key: a handshake refused for one (libzmq dials no more) is refused for all
         self._handshakes = self._workers[0].refused_handshakes
@@ -266,8 +269,9 @@ class Fleet:
         return self._workers
 
     def stop(self) -> None:
-        """Safe from a signal handler: the loop notices."""
+        """Safe from a signal handler and from another thread: the loop notices at once."""
         self._stop_requested = True
+        self._wakeup.wake()
 
     def serve(self) -> None:
         try:
@@ -283,6 +287,7 @@ class Fleet:
         """Closes every socket of the fleet, then their context: serve() does on its way out, a fleet never served
         needs it called."""
         self._selector.close()
+        self._wakeup.close()
         for worker in self._workers:
             worker.close()
         self._context.term()
@@ -297,6 +302,7 @@ class Fleet:
         while live:
             if self._stop_requested:
                 self._stop_requested = False
+                self._wakeup.clear()  # after the flag: a stop that comes between the two is taken at the next turn
                 for worker in live:
                     worker.stop()
                     self._schedule(worker, now)

@@ -67,6 +67,7 @@ from protocols.worker_messages import (
 from workers.backend import Backend, BatchAborted, BatchRefused, cancel_all, run_part
 from workers.config import DEFAULT_STALL_TIMEOUT_S
 from workers.devices import on_device
+from workers.wakeup import Wakeup
 
 log = logging.getLogger("argus.worker")
 
@@ -74,6 +75,8 @@ log = logging.getLogger("argus.worker")
 # for another engine key, --curve-server-key); then again each time the wait has doubled, and at most this long apart
 UNANSWERED_WARNING_S = 10.0
 UNANSWERED_WARNING_MAX_S = 600.0
+# how long a stopping worker's last messages may take to reach its engine
+LINGER_MS = 500
 # a ZeroMQ identity holds at most 255 bytes: the worker id, "/" and 8 hex digits (see WorkerRuntime.identity)
 MAX_WORKER_ID_BYTES = 255 - 1 - 8
 
@@ -228,7 +231,7 @@ class WorkerRuntime:
         self._next_heartbeat = 0.0
         self._last_heard = 0.0
         self._dialled_at = time.monotonic()  # see _redial_if_unheard
-        self._engine_lost = False
+        self._engine_lost = True  # no engine serves this worker: none has welcomed it yet, or it was lost since
         self.engine_stopped = False  # the engine was lost to its Shutdown (an orderly stop), until the next Welcome
         # a message ignored before the next Welcome was said: those after it are not, until then (see _welcomed)
         self._ignoring_said = False
@@ -236,6 +239,8 @@ class WorkerRuntime:
         self._running: Generate | None = None
         self._aborted: set[str] = set()
         self._stopping = False
+        # made by serve(), which waits on it beside the socket: a fleet's workers wait in the fleet's loop
+        self._wakeup: Wakeup | None = None
         self._leaving_said = False  # see _say_leaving
         # the beat keeper (see the module's docstring): it touches the socket only under this lock, and only
         # while _in_run; the worker's thread clears _in_run under the lock before it uses the socket unlocked
@@ -259,10 +264,15 @@ class WorkerRuntime:
         return request_id in self._aborted
 
     def stop(self) -> None:
+        """Safe from a signal handler and from another thread: a wait for the engine ends at once."""
         self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
     # -- loop ----------------------------------------------------------------
     def serve(self) -> None:
+        # made before the first look at _stopping: a stop before it is seen there, one after it wakes the wait
+        self._wakeup = Wakeup()
         keeper = threading.Thread(target=self._keep_beating, name="argus-beat-keeper", daemon=True)
         keeper.start()
         try:
@@ -278,12 +288,13 @@ class WorkerRuntime:
                     self._run(self._pending.popleft())
                 elif not self._stopping:
                     timeout_ms = max(1, int((self._next_heartbeat - time.monotonic()) * 1000))
-                    self._socket.poll(timeout_ms, zmq.POLLIN)
+                    self._wait(timeout_ms)
             self._cancel_pending()
         finally:
             self._closing.set()
             keeper.join()
             self._close()
+            self._wakeup.close()
 
     def _keep_beating(self) -> None:
         """The beat keeper's thread: between_steps' work for a run that shows no step for a while."""
@@ -304,7 +315,9 @@ class WorkerRuntime:
     def _close(self) -> None:
         if self.refused_handshakes is not None:
             self.refused_handshakes.close()
-        self._socket.close(linger=500)
+        # what waits to go for an engine that serves this worker (a Leaving, images answered) is given time to
+        # reach it; what waits for none (hellos) is not: a worker that no engine answered waited out the linger
+        self._socket.close(linger=0 if self._engine_lost else LINGER_MS)
         if self._own_context:
             self._context.term()
 
@@ -328,8 +341,7 @@ class WorkerRuntime:
 
     def _rejoin(self) -> None:
         self._forget_engine()
-        self._engine_lost = not self._handshake()
-        if not self._engine_lost:
+        if self._handshake():
             # the last line was a warning that it says hello again, or waits for the next engine: read as the
             # worker's state, it was wrong for as long as the worker then served
             self._say_ready(" again")
@@ -356,7 +368,7 @@ class WorkerRuntime:
         warnings = UnansweredWarnings()
         while not self._stopping:
             self._send(hello)
-            if not self._socket.poll(int(self._hello_retry_s * 1000), zmq.POLLIN):
+            if not self._wait(int(self._hello_retry_s * 1000)):
                 refused = self.refused_handshakes and self.refused_handshakes.reason()
                 if refused:
                     raise EngineRefused(Refused(refused))
@@ -369,6 +381,11 @@ class WorkerRuntime:
             if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
                 return True
         return False
+
+    def _wait(self, timeout_ms: int) -> bool:
+        """Waits up to `timeout_ms` for a message (True) or a stop."""
+        ready = zmq.zmq_poll([(self._socket, zmq.POLLIN), (self._wakeup, zmq.POLLIN)], timeout_ms)
+        return any(item is self._socket for item, _ in ready)
 
     def _hello(self) -> Hello:
         return Hello(
@@ -403,6 +420,7 @@ class WorkerRuntime:
         if isinstance(message, Welcome):
             if untimely := untimely_welcome(self._connect, message):
                 raise EngineRefused(Refused(untimely))
+            self._engine_lost = False
             self.engine_stopped = False
             self._ignoring_said = False
             self._heartbeat_interval_s = message.heartbeat_interval_s
