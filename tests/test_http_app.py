@@ -12,12 +12,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine import http_api
 from engine.config import EngineConfig
 from engine.http_api import build_app
+from engine.metrics import EngineMetrics
 from engine.server import Engine
 from engine_process import connect_when_listening, free_port, in_process_config
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():
-    engine = SimpleNamespace(config=EngineConfig(max_body_bytes=1024), api_keys=None)
+    engine = SimpleNamespace(config=EngineConfig(max_body_bytes=1024), api_keys=None, metrics=EngineMetrics())
     app = build_app(engine)
 
     async def broken(request):
