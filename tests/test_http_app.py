@@ -2,11 +2,13 @@
 (Request ids: tests/test_request_ids.py.)"""
 
 import asyncio
+import functools
 import json
 import threading
 from types import SimpleNamespace
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine import http_api
@@ -38,6 +40,9 @@ async def test_a_body_that_stops_coming_is_a_408_that_closes_the_connection(tmp_
     after 120 s), holding the connection, where it drops one idle or still sending headers after its keep-alive
     timeout."""
     monkeypatch.setattr(http_api, "BODY_READ_S", 0.5)
+    # the 408 is answered at once; aiohttp then reads on for the rest of the body for up to its lingering_time (10 s)
+    # before it closes: 1 s here, the wait the read to the end below spent most of this test in
+    monkeypatch.setattr(web, "AppRunner", functools.partial(web.AppRunner, lingering_time=1.0))
     port = free_port()
     engine = Engine(in_process_config(tmp_path, port=port))
     running = asyncio.create_task(engine.run())
