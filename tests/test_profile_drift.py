@@ -54,8 +54,8 @@ def test_a_gap_within_the_tolerance_and_instant_batches_say_nothing(caplog):
     drift, ratios = _drift()
     with caplog.at_level(logging.WARNING, logger="argus.dispatcher"):
         for _ in range(200):
-            drift.batch_ran(1.0, 1.3)
-        assert drift.ratio == pytest.approx(1.3)
+            drift.batch_ran(1.0, 1.12)  # the profile's noise, not a pace
+        assert drift.ratio == pytest.approx(1.12) and drift.pace == 1.0
         instant, instant_ratios = _drift()
         for _ in range(200):
             instant.batch_ran(0.001, 0.02)  # a sim worker at time scale 0: the engine's own hops, not the profile's
@@ -96,11 +96,22 @@ def test_the_pace_is_the_ratio_while_far_and_steady_and_1_once_back_close():
     drift.batch_ran(1.0, 3.0)
     assert drift.pace == pytest.approx(3.0)
     for _ in range(50):
-        drift.batch_ran(1.0, 1.3)
-    assert drift.pace == pytest.approx(1.3)  # within 1.5x, not back within 1.25x: still paced, at 1.3
-    for _ in range(50):
         drift.batch_ran(1.0, 1.1)
+    assert drift.pace == pytest.approx(1.1)  # within 1.15x, not back within 1.05x: still paced, at 1.1
+    for _ in range(50):
+        drift.batch_ran(1.0, 1.04)
     assert drift.pace == 1.0
+
+
+@pytest.mark.parametrize("ratio", [1.3, 1 / 1.3])
+def test_workers_a_third_off_their_profile_are_planned_at_their_pace(ratio):
+    """Only a gap past 1.5x was planned at: sim workers 1.33x slower than the engine's profile missed twice the SLOs
+    they missed at their pace (bench compare, docs/controller.md), and a fleet faster than its profile was planned
+    below what it could do."""
+    drift, _ = _drift()
+    for _ in range(50):
+        drift.batch_ran(1.0, ratio)
+    assert drift.pace == pytest.approx(ratio)
 
 
 def test_the_ratio_is_the_recent_batches_median_which_outliers_do_not_move():
@@ -116,10 +127,11 @@ def test_the_ratio_is_the_recent_batches_median_which_outliers_do_not_move():
 
 @pytest.mark.timeout(120)
 def test_an_engine_says_its_workers_run_slower_than_it_plans(tmp_path):
-    # the engine plans with the sim profile at 0.02 (a miss: about 0.1 s); the workers run three times as slow
-    engine = start_engine(tmp_path, "--time-scale", "0.02", workers=0, backend="sim", wait=False)
+    # the engine plans with the sim profile at 0.03 (a miss: about 0.15 s; a hit at level 25 85 ms, over the 75 ms
+    # the drift is judged from); the workers run three times as slow
+    engine = start_engine(tmp_path, "--time-scale", "0.03", workers=0, backend="sim", wait=False)
     fleet = start_worker(
-        engine.worker_address, "sim", "--time-scale", "0.06", "--count", "4", "--max-batch", "1", "--worker-id", "slow"
+        engine.worker_address, "sim", "--time-scale", "0.09", "--count", "4", "--max-batch", "1", "--worker-id", "slow"
     )
     try:
         engine.wait_ready(4)
