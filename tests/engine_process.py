@@ -218,12 +218,16 @@ def start_engine(
         log_path,
         api_key,
     )
-    if wait:
-        try:
-            engine.wait_ready(workers)
-        except Exception:
-            engine.stop()
-            raise
+    return ready_or_stopped(engine, workers) if wait else engine
+
+
+def ready_or_stopped(engine: EngineProcess, workers: int) -> EngineProcess:
+    """`engine`, once ready with `workers` workers; stopped if it never is."""
+    try:
+        engine.wait_ready(workers)
+    except Exception:
+        engine.stop()
+        raise
     return engine
 
 

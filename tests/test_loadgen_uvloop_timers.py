@@ -4,26 +4,10 @@ before its offset, and none is given up before the hard end."""
 import asyncio
 
 import uvloop
+from load_clients import BusyAfter
 
 from loadgen.arrivals import Arrival
-from loadgen.clients import LoadClient, RequestOptions
-from loadgen.records import Answer
 from loadgen.run import run_load
-
-
-class _BusyAfter(LoadClient):
-    """Answers every request busy, `delay_s` after it was sent."""
-
-    def __init__(self, delay_s: float):
-        super().__init__(RequestOptions())
-        self._delay_s = delay_s
-
-    async def _exchange(self, prompt, seed, slo_ms) -> Answer:
-        await asyncio.sleep(self._delay_s)
-        return Answer("busy", code="busy")
-
-    async def close(self) -> None:
-        pass
 
 
 def test_no_request_is_sent_before_its_offset_under_uvloop():
@@ -33,7 +17,7 @@ def test_no_request_is_sent_before_its_offset_under_uvloop():
 
     async def run():
         return await asyncio.wait_for(
-            run_load(schedule, ["a red fox"], _BusyAfter(0.002), None, drain_s=1.0, progress=False), 10
+            run_load(schedule, ["a red fox"], BusyAfter(0.002), None, drain_s=1.0, progress=False), 10
         )
 
     records, _ = uvloop.run(run())
@@ -51,7 +35,7 @@ def test_no_request_is_given_up_before_the_drain_has_passed_under_uvloop():
             drain_s = 0.0131 + 0.0001 * i  # off the millisecond
             records, summary = await asyncio.wait_for(
                 run_load(
-                    [Arrival(0.0)], ["a red fox"], _BusyAfter(30), drain_s * 1000.0, drain_s=drain_s,
+                    [Arrival(0.0)], ["a red fox"], BusyAfter(30), drain_s * 1000.0, drain_s=drain_s,
                     progress=False,
                 ),
                 10,
