@@ -251,8 +251,13 @@ def test_a_worker_restarted_under_its_id_right_after_a_crash_takes_its_place(tmp
             assert restarted.poll() is None, "the restarted worker was refused"
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        assert engine.metric("argus_worker_losses_total", cause="replaced") == 1
-        assert engine.metric("argus_worker_losses_total", cause="heartbeat") == 0  # not waited for
+        # the new hello under its id replaces the dead link, unless the engine saw that connection drop first (on a
+        # loaded host): either way the loss is counted once, and not waited for
+        lost = {
+            cause: engine.metric("argus_worker_losses_total", cause=cause)
+            for cause in ("replaced", "unreachable", "heartbeat")
+        }
+        assert lost["replaced"] + lost["unreachable"] == 1 and lost["heartbeat"] == 0, lost
         with ArgusClient(engine.client_address, timeout_s=30) as client:
             reply = client.generate("a bridge in fog", width=64, height=64)
         assert isinstance(reply, Images) and reply.images[0].worker != registered["name"]
