@@ -5,6 +5,7 @@ often than the healthy workers and was routed more of the traffic: beside one he
 started by hand is routed nothing for 10 s and then given batches again, on probation."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -94,24 +95,9 @@ def taken_out_by_hand(tmp_path, answer: str):
 
 
 @pytest.mark.timeout(180)
-def test_a_worker_started_by_hand_that_fails_every_batch_is_taken_out_then_probed(tmp_path):
-    """It says each image failed: the client gets worker_error, for 3 requests now."""
-    with taken_out_by_hand(tmp_path, "failed") as (engine, healed):
-        # mended: after its 10 s it is given batches again, and an image puts it back for good
-        healed.touch()
-        assert wait_for(lambda: "by-hand/00000001 back in rotation after 10 s out" in engine.log(), 60), engine.log()
-        assert engine.metric("argus_workers", state="failing") == 0
-        served = Counter()
-        for _ in range(10):
-            served += serve(engine.client_address, requests=2, clients=2)[1]
-        assert served["by-hand"] > 0, served
-        assert states(engine) == {"local-0": "ready", "by-hand": "ready"}
-
-
-@pytest.mark.timeout(180)
 def test_a_worker_started_by_hand_that_answers_images_of_another_size_is_taken_out(tmp_path):
     """It answers images of half the size asked, which the engine fails with worker_error: taken out as one whose
-    images failed is (its probation after, the same once out, is the test above's)."""
+    images failed is (its probation after, the same once out, is the module's last test's)."""
     with taken_out_by_hand(tmp_path, "small"):
         pass
 
@@ -367,3 +353,33 @@ async def test_a_worker_taken_out_does_not_count_to_share_the_queued_work():
     late = h.request(slo_ms=2_700, fallbacks=(Fallback(25, 25, "latent-25"),))
     (job,) = late.jobs
     assert job.level == 25
+
+
+@pytest.fixture(scope="module", autouse=True)
+def probed(tmp_path_factory):
+    """The test of the worker started by hand that fails every batch waits out its 10 s out of rotation: its engine
+    is started, and that worker taken out and mended, in a thread from the module's start, so the wait runs while the
+    other tests do (that test is the module's last). The engine, once its worker was taken out and mended."""
+    held = contextlib.ExitStack()
+
+    def taken_out_and_mended():
+        engine, healed = held.enter_context(taken_out_by_hand(tmp_path_factory.mktemp("probed"), "failed"))
+        healed.touch()
+        return engine
+
+    with held, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        yield pool.submit(taken_out_and_mended)
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_started_by_hand_that_fails_every_batch_is_taken_out_then_probed(probed):
+    """It says each image failed: the client gets worker_error, for 3 requests now."""
+    engine = probed.result()  # taken out (taken_out_by_hand's checks), then mended
+    # mended: after its 10 s it is given batches again, and an image puts it back for good
+    assert wait_for(lambda: "by-hand/00000001 back in rotation after 10 s out" in engine.log(), 60), engine.log()
+    assert engine.metric("argus_workers", state="failing") == 0
+    served = Counter()
+    for _ in range(10):
+        served += serve(engine.client_address, requests=2, clients=2)[1]
+    assert served["by-hand"] > 0, served
+    assert states(engine) == {"local-0": "ready", "by-hand": "ready"}
