@@ -16,7 +16,9 @@ from engine_process import start_engine
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = start_engine(tmp_path_factory.mktemp("openai"), backend="tiny")
+    # one worker: the tests ask one request at a time (n=2 is one batch), and each tiny worker's start imports torch
+    # and diffusers, for seconds
+    engine = start_engine(tmp_path_factory.mktemp("openai"), backend="tiny", workers=1)
     yield engine
     assert engine.stop() == 0
 

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from run_controls import NoControl
 from tiny_models import empty_weights, keep_weights
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
+from waiting import wait_for
 
 from engine.cli import build_parser, engine_config, main
 from engine_process import start_engine
@@ -192,17 +192,27 @@ def test_profile_latency_says_why_its_worker_cannot_load_the_model(model, tmp_pa
     )
 
 
-def test_serve_says_once_why_its_workers_cannot_load_the_model(model, tmp_path):
+@pytest.fixture(scope="module", autouse=True)
+def serving_a_model_that_does_not_load(saved, tmp_path_factory):
+    """An engine whose one local worker cannot load its model, started with the module: the three starts of its
+    worker (each imports torch and diffusers, for seconds, and waits its backoff before) run beside the other tests,
+    and test_serve_says_once_why_its_workers_cannot_load_the_model reads what the engine said."""
+    folder = tmp_path_factory.mktemp("serve")
+    model = Path(shutil.copytree(saved, folder / "model"))
+    NOT_LOADING["a tokenizer.json of no tokenizer"][0](model)
+    engine = start_engine(folder, "--model", str(model), workers=1, backend="sdxl", wait=False)
+    yield engine, model
+    engine.stop()
+
+
+def test_serve_says_once_why_its_workers_cannot_load_the_model(serving_a_model_that_does_not_load):
     """Each local worker printed its error at each of its three starts, among its load's progress bars, and the
     engine said only "its error is above". One slot's three starts (test_launcher checks that two slots say it once
     too): each start of an sdxl worker imports torch and diffusers, for seconds."""
-    NOT_LOADING["a tokenizer.json of no tokenizer"][0](model)
-    engine = start_engine(tmp_path, "--model", str(model), workers=1, backend="sdxl", wait=False)
+    engine, model = serving_a_model_that_does_not_load
     try:
-        deadline = time.monotonic() + 240
-        while "not restarting it" not in engine.log_path.read_text():
-            assert time.monotonic() < deadline and engine.process.poll() is None, engine.log()
-            time.sleep(0.5)
+        wait_for(lambda: "not restarting it" in engine.log_path.read_text() or engine.process.poll() is not None, 240)
+        assert "not restarting it" in engine.log_path.read_text(), engine.log()
     finally:
         engine.stop()
     log = engine.log_path.read_text()
