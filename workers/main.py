@@ -14,6 +14,7 @@ from workers.backend import Backend
 from workers.config import WorkerConfig
 from workers.devices import on_device
 from workers.engine_probe import refusal_before_loading
+from workers.model_folder import sdxl_model_problem
 from workers.model_id import folder_model_id
 from workers.runtime import EngineRefused, WorkerRuntime
 
@@ -45,6 +46,15 @@ def load_backend(config: WorkerConfig) -> Backend:
 
         table = sim_similarity_table(os.environ.get(SIM_SIMILARITY_TABLE_ENV, "hash"))
         return SimBackend(table, time_scale=config.time_scale, latents=config.sim_latents, **_batch_override(config))
+    if config.backend == "sdxl":
+        if not config.model:
+            raise SystemExit("the sdxl backend needs --model DIR (a local diffusers SD-XL folder)")
+        # checked before torch and diffusers are imported (seconds of a core): a Ray actor, which reads --model on the
+        # host Ray placed it on (the engine checks it for its local workers alone), said the folder was not there only
+        # after them, at each of its slot's starts until it was given up (engine/restart_backoff.py)
+        problem = sdxl_model_problem(config.model)
+        if problem:
+            raise FileNotFoundError(problem)
     if config.threads and config.device == "cpu":
         import torch
 
@@ -56,8 +66,6 @@ def load_backend(config: WorkerConfig) -> Backend:
     if config.backend == "sdxl":
         from workers.diffusion_backend import load_sdxl
 
-        if not config.model:
-            raise SystemExit("the sdxl backend needs --model DIR (a local diffusers SD-XL folder)")
         return load_sdxl(config.model, device=config.device, **_batch_override(config))
     raise SystemExit(f"unknown backend {config.backend!r} (tiny, sdxl or sim)")
 
