@@ -11,9 +11,9 @@ import threading
 import pytest
 from fake_engine import FakeEngine
 from waiting import wait_for
-from worker_in_process import HeldFirstRun, worker_runtime
+from worker_in_process import HeldFirstRun, serving, welcome, worker_runtime
 
-from protocols.worker_messages import PROTOCOL_VERSION, Heartbeat, Hello, Welcome
+from protocols.worker_messages import Heartbeat, Hello
 from workers import main
 from workers import runtime as runtime_module
 from workers.fleet import Fleet
@@ -22,12 +22,6 @@ from workers.runtime import WorkerRuntime
 FOR_EVER_S = 600.0
 NO_ENGINE = "tcp://127.0.0.1:1"
 UNANSWERED = "no answer from an engine"
-
-
-def served_on_a_thread(serve) -> threading.Thread:
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return thread
 
 
 def ended(thread: threading.Thread) -> bool:
@@ -43,10 +37,7 @@ def test_a_worker_stopped_as_it_waits_for_its_hellos_answer_ends_at_once():
 
 def test_a_welcomed_worker_stopped_as_it_waits_for_work_ends_at_once():
     with worker_runtime() as served:
-        served.engine.receive(Hello)
-        served.engine.send(
-            Welcome(PROTOCOL_VERSION, heartbeat_interval_s=FOR_EVER_S, engine_timeout_s=2 * FOR_EVER_S, level=0)
-        )
+        welcome(served.engine, engine_timeout_s=2 * FOR_EVER_S, heartbeat_interval_s=FOR_EVER_S)
         served.engine.receive(Heartbeat)  # its first, at once: the next is due in ten minutes
         served.runtime.stop()
         assert ended(served.thread)
@@ -78,26 +69,26 @@ def test_a_worker_stopped_ends_without_waiting_for_its_hellos_to_reach_no_engine
     monkeypatch.setattr(runtime_module, "LINGER_MS", int(FOR_EVER_S * 1000))
     monkeypatch.setattr(runtime_module, "UNANSWERED_WARNING_S", 0.0)
     runtime = WorkerRuntime(HeldFirstRun(), NO_ENGINE, "unanswered", hello_retry_s=0.01)
-    thread = served_on_a_thread(runtime.serve)
-    with caplog.at_level(logging.WARNING, logger="argus"):
-        assert wait_for(lambda: UNANSWERED in caplog.text)  # a hello waits to go, for no engine
-    runtime.stop()
-    assert ended(thread)
+    with serving(runtime.serve, runtime.stop) as (thread, _):
+        with caplog.at_level(logging.WARNING, logger="argus"):
+            assert wait_for(lambda: UNANSWERED in caplog.text)  # a hello waits to go, for no engine
+        runtime.stop()
+        assert ended(thread)
 
 
 def test_a_fleet_stopped_as_its_workers_wait_for_their_hellos_answers_ends_at_once():
     fleet = Fleet(NO_ENGINE, 2, "unanswered", time_scale=0.0, max_batch=None, curve=None)
-    for worker in fleet._workers:
+    for worker in fleet.workers:
         worker._hello_retry_s = FOR_EVER_S
     # stopped once its loop waits (for the earliest timer, each worker's next hello): a stop that came before its
     # loop first looked found the fleet stopping however long that wait
     waiting = threading.Event()
     select = fleet._selector.select
     fleet._selector.select = lambda timeout: waiting.set() or select(timeout)
-    thread = served_on_a_thread(fleet.serve)
-    assert waiting.wait(30)
-    fleet.stop()
-    assert ended(thread)
+    with serving(fleet.serve, fleet.stop) as (thread, _):
+        assert waiting.wait(30)
+        fleet.stop()
+        assert ended(thread)
 
 
 def test_a_fleet_stopped_ends_without_waiting_for_what_its_workers_said_to_reach_no_engine(monkeypatch):
@@ -105,4 +96,5 @@ def test_a_fleet_stopped_ends_without_waiting_for_what_its_workers_said_to_reach
     monkeypatch.setattr(runtime_module, "LINGER_MS", int(FOR_EVER_S * 1000))
     fleet = Fleet(NO_ENGINE, 2, "unanswered", time_scale=0.0, max_batch=None, curve=None)
     fleet.stop()
-    assert ended(served_on_a_thread(fleet.serve))
+    with serving(fleet.serve, fleet.stop) as (thread, _):
+        assert ended(thread)
