@@ -94,7 +94,7 @@ class EngineMetrics:
             " (1: as profiled; NaN before any is judged; engine/profile_drift.py)",
             registry=r,
         )
-        # NaN until a batch is judged (none may ever be: batches the profile puts under 50 ms are not). It read 0, a
+        # NaN until a batch is judged (none may ever be: batches the profile puts under 75 ms are not). It read 0, a
         # fleet infinitely faster than its profile: an alert on a gap either way fired on every engine that had run
         # nothing yet. Prometheus's advice: NaN where 0 would mislead; a comparison with it is never true
         self.batch_time_vs_profile.set(math.nan)
