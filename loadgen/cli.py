@@ -36,7 +36,7 @@ from loadgen.arrivals import RESCALE_MODES
 from loadgen.interrupts import interruptible, sigint_after_the_run
 from loadgen.outputs import say_records_stopped, write_outputs
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS
-from loadgen.wording import counted
+from loadgen.wording import counted, figure
 from protocols.limits import SIZE_MULTIPLE
 
 if TYPE_CHECKING:
@@ -409,8 +409,9 @@ def _sending(schedule: Schedule) -> str:
 
     first, last = schedule[0].offset_s, schedule[-1].offset_s
     if last == first:
-        return f"{counted(len(schedule), 'request')} at {first:.3g} s"
-    return f"{counted(len(schedule), 'request')} from {first:.3g} s to {last:.3g} s (mean {mean_rate(schedule):.3g}/s)"
+        return f"{counted(len(schedule), 'request')} at {figure(first)} s"
+    said = f"from {figure(first)} s to {figure(last)} s (mean {figure(mean_rate(schedule))}/s)"
+    return f"{counted(len(schedule), 'request')} {said}"
 
 
 def _allow_a_connection_each(requests: int) -> None:

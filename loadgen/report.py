@@ -30,6 +30,7 @@ from engine.whole_files import output_of_this_process, written_whole
 from loadgen.pipe_watch import PipeWatch
 from loadgen.records import CLIENT_TIMEOUT, INTERRUPTED, OUTCOMES, VIOLATIONS, Record
 from loadgen.stats import p99_caveat, percentile
+from loadgen.wording import figure
 
 LevelSample = tuple[float, dict[int, int]]
 # a generator this far behind its schedule did not offer the arrivals it reports (a sim engine at --time-scale 0.01
@@ -247,7 +248,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A few aligned lines for a terminal."""
 
     def num(value: Any, unit: str) -> str:
-        return "n/a" if value is None else f"{value:.3g}{unit}"
+        return "n/a" if value is None else f"{figure(value)}{unit}"
 
     def ms(value: Any) -> str:
         # whole milliseconds: three significant digits printed a p99 of 14,951 ms as 1.5e+04, at a 15,000 ms SLO. Below
@@ -313,7 +314,7 @@ def _sent(summary: dict[str, Any]) -> str:
     and all, and the rate was over the 0.52 s between the first send and the last."""
     sent, span, offered = summary["sent"], summary["send_span_s"], summary["offered_rps"]
     if offered is not None:
-        sends = f"{sent} in {span:.3g} s from first to last send (offered {offered:.3g}/s)"
+        sends = f"{sent} in {figure(span)} s from first to last send (offered {figure(offered)}/s)"
     elif sent > 1:
         sends = f"{sent} at one instant (no rate offered)"
     else:
@@ -331,4 +332,4 @@ def _sent(summary: dict[str, Any]) -> str:
         if INTERRUPTED in codes or stopped_s == summary["duration_s"]
         else "its last answer"
     )
-    return f"{sends}; run {summary['duration_s']:.3g} s to {until}"
+    return f"{sends}; run {figure(summary['duration_s'])} s to {until}"

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from loadgen.arrivals import LOAD_WINDOW_S, Arrival, mean_rate, truncate
 from loadgen.prompts import pair_prompts
-from loadgen.wording import counted
+from loadgen.wording import counted, figure
 
 
 def thinned_too_far(
@@ -31,11 +31,11 @@ def cut_too_far(duration_s: float, schedule: Sequence[Arrival], clock: str, need
     """--duration-s kept too few of `schedule`'s arrivals (offsets in seconds `clock` says what of)."""
     kept = truncate(schedule, duration_s=duration_s)
     if not kept:
-        where = f": the first comes at {schedule[0].offset_s:.3g} s{clock}"
+        where = f": the first comes at {figure(schedule[0].offset_s)} s{clock}"
     elif kept[-1].offset_s == kept[0].offset_s:
-        where = f", all at {kept[0].offset_s:.3g} s{clock}"
+        where = f", all at {figure(kept[0].offset_s)} s{clock}"
     else:
-        where = f", from {kept[0].offset_s:.3g} s to {kept[-1].offset_s:.3g} s{clock}"
+        where = f", from {figure(kept[0].offset_s)} s to {figure(kept[-1].offset_s)} s{clock}"
     return f"--duration-s {duration_s:g} keeps {len(kept)} of the {counted(len(schedule), 'arrival')}{where}{need}"
 
 

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 from pictures import opens_as_png, png_title
 
+from loadgen import cli
+from loadgen.arrivals import Arrival
 from loadgen.plot import bin_timeline, compare_plot, timeline_plot
 from loadgen.records import OUTCOMES, Answer, ImageMeta, make_record
 from loadgen.report import format_summary, read_records, summarize, write_records, write_summary
+from loadgen.schedule_errors import cut_too_far
 from loadgen.stats import P99_MIN_SAMPLES, median, p99_caveat, percentile
 
 SLO_MS = 1000.0
@@ -202,6 +205,21 @@ def test_latencies_are_printed_in_whole_milliseconds():
     served = make_record(0, 0, 0.0, 0.0, 14951.2, Answer("images", images=[image()]), 15000.0)
     text = format_summary(summarize([served], slo_ms=15000.0, duration_s=20.0))
     assert "p99 14,951 ms" in text and "(SLO 15,000 ms)" in text
+
+
+def test_figures_of_a_thousand_and_more_are_printed_whole_not_as_powers_of_ten():
+    """An hour of the code trace printed 'sent 1301 in 3.9e+03 s ... run 3.9e+03 s' and a generator 1.6 s behind
+    'max send lag 1.6e+03 ms'; the line before the run 'from 0 s to 3.9e+03 s'."""
+    served = [
+        make_record(i, 0, i * 3.0, i * 3.0 + (1.6 if i == 5 else 0.0), 50.0, Answer("images", images=[image()]), None)
+        for i in range(1301)
+    ]
+    shown = rows(format_summary(summarize(served, slo_ms=None, duration_s=3905.2)))
+    assert shown["sent"] == "1301 in 3,900 s from first to last send (offered 0.333/s); run 3,905 s to its last answer"
+    assert shown["max send lag"] == "1,600 ms"
+    schedule = [Arrival(0.0), Arrival(3900.0)]
+    assert cli._sending(schedule) == "2 requests from 0 s to 3,900 s (mean 0.000256/s)"
+    assert cut_too_far(1.0, schedule[1:], "") == "--duration-s 1 keeps 0 of the 1 arrival: the first comes at 3,900 s"
 
 
 def test_a_p99_over_too_few_images_to_have_a_tail_says_it_is_their_max():
