@@ -160,7 +160,12 @@ def truncate(
     schedule: Sequence[Arrival], *, duration_s: float | None = None, max_requests: int | None = None
 ) -> Schedule:
     """The arrivals at or before `duration_s`, at most `max_requests` of them."""
-    kept = [a for a in schedule if duration_s is None or a.offset_s <= duration_s]
+    # an arrival at `duration_s` as written is in, whatever the rounding of the compression that put it there: 3 s x
+    # --time-scale 0.1 is 0.30000000000000004 in floats, and --duration-s 0.3 cut the arrival that --duration-s 3 kept
+    # on the trace's own clock (a third of such boundaries). Four units in the last place cover the rounding of the
+    # scale, of the product and of the duration
+    bound = math.inf if duration_s is None else duration_s + 4 * math.ulp(duration_s)
+    kept = [a for a in schedule if a.offset_s <= bound]
     return kept if max_requests is None else kept[:max_requests]
 
 

@@ -84,6 +84,17 @@ def test_time_compression_and_truncation():
     assert truncate(BURSTY, duration_s=5.0, max_requests=10) == BURSTY[:4]
 
 
+def test_an_arrival_compressed_onto_the_duration_is_within_it():
+    """3 s x --time-scale 0.1 is 0.30000000000000004 in floats: --duration-s 0.3 cut the arrival at 3 s, which
+    --duration-s 3 keeps on the trace's own clock."""
+    steady = [Arrival(float(s)) for s in range(200)]
+    for scale in (1.0, 0.1, 0.025, 0.01):
+        for seconds in range(1, 200):
+            typed = round(seconds * scale, 9)  # the duration as written: 0.3, not 0.30000000000000004
+            assert len(shape(steady, time_scale=scale, duration_s=typed)) == seconds + 1, (scale, typed)
+    assert truncate(steady, duration_s=2.9999999) == steady[:3]
+
+
 def test_shape_rescales_then_compresses_then_cuts():
     # rate 1/s over the whole schedule, replayed twice as fast: 2/s, then cut at 1.5 s of the run
     shaped = shape(BURSTY, rate=1.0, rescale="stretch", time_scale=0.5, duration_s=1.5)
