@@ -30,7 +30,7 @@ from engine.whole_files import output_of_this_process, written_whole
 from loadgen.pipe_watch import PipeWatch
 from loadgen.records import CLIENT_TIMEOUT, INTERRUPTED, OUTCOMES, VIOLATIONS, Record
 from loadgen.stats import p99_caveat, percentile
-from loadgen.wording import figure
+from loadgen.wording import figure, percent
 
 LevelSample = tuple[float, dict[int, int]]
 # a generator this far behind its schedule did not offer the arrivals it reports (a sim engine at --time-scale 0.01
@@ -258,7 +258,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         return f"{value:,.0f} ms" if value >= 1 or value == 0 else f"{value:.3g} ms"
 
     outcomes = "  ".join(f"{name} {n}" for name, n in summary["outcomes"].items())
-    mix = "  ".join(f"K={k}: {share:.0%}" for k, share in summary["level_mix"].items()) or "n/a"
+    mix = "  ".join(f"K={k}: {percent(share, 0)}" for k, share in summary["level_mix"].items()) or "n/a"
     ratio = summary["slo_violation_ratio"]
     cancelled = summary["outcomes"]["cancelled"]  # left out of the ratio, which says so
     slo = summary["slo_ms"]
@@ -270,7 +270,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     else:
         of = f" of the {summary['sent'] - cancelled} not cancelled" if cancelled else ""
         why = f"SLO {ms(slo)}" if slo is not None else "rejected, error or deadline_exceeded; no SLO, so none late"
-        violations = f"{ratio:.1%}{of}  ({why})"
+        violations = f"{percent(ratio, 1)}{of}  ({why})"
     # why the requests without an image got none: the outcomes say how many, only the codes say what went wrong (a
     # refused CURVE key and an engine gone are both 'error'). Most frequent first
     codes = sorted(summary["error_codes"].items(), key=lambda item: (-item[1], item[0]))
@@ -289,7 +289,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         # by each image's level and neighbour's similarity, not a measurement
         ("est. quality", num(summary["mean_estimated_quality_pct"], " %") + "  (the engine's estimate)"),
         ("level mix", mix),
-        ("cache hits", "n/a" if summary["cache_hit_rate"] is None else f"{summary['cache_hit_rate']:.1%}"),
+        ("cache hits", "n/a" if summary["cache_hit_rate"] is None else percent(summary["cache_hit_rate"], 1)),
         ("max send lag", num(summary["max_send_lag_ms"], " ms")),
     ]
     if (summary["max_send_lag_ms"] or 0.0) > SEND_LAG_WARNING_MS:

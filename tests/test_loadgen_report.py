@@ -222,6 +222,31 @@ def test_figures_of_a_thousand_and_more_are_printed_whole_not_as_powers_of_ten()
     assert cut_too_far(1.0, schedule[1:], "") == "--duration-s 1 keeps 0 of the 1 arrival: the first comes at 3,900 s"
 
 
+def test_a_share_that_is_neither_none_nor_all_is_not_printed_as_either():
+    """1 request late of 4,508 (the conv trace's figure in docs/loadgen.md) printed 'SLO violations 0.0%', and the one
+    image of 300 resumed from the cache 'K=0: 100%  K=25: 0%'."""
+
+    def served(n, late=0, hits=0):
+        return [
+            make_record(
+                i,
+                0,
+                float(i),
+                float(i),
+                SLO_MS + 1 if i < late else 10.0,
+                Answer("images", images=[image(25 * (i < hits))]),
+                SLO_MS,
+            )
+            for i in range(n)
+        ]
+
+    shown = rows(format_summary(summarize(served(4508, late=1), slo_ms=SLO_MS, duration_s=4600.0)))
+    assert shown["SLO violations"] == "0.02%  (SLO 1,000 ms)"
+    shown = rows(format_summary(summarize(served(300, hits=1), slo_ms=SLO_MS, duration_s=310.0)))
+    assert shown["level mix"] == "K=0: 99.7%  K=25: 0.3%" and shown["cache hits"] == "0.3%"
+    assert shown["SLO violations"] == "0.0%  (SLO 1,000 ms)"  # none is still said as none
+
+
 def test_a_p99_over_too_few_images_to_have_a_tail_says_it_is_their_max():
     """Over 26 images the p99 is the slowest of them; printed bare, it read as a tail only 1 in 100 passes."""
 
