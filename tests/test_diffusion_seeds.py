@@ -52,3 +52,10 @@ def test_an_image_depends_on_its_own_seed_alone(ancestral, level):
     assert not alike(eight, seven)  # not a seed fixed for every item
     together = images(ancestral, level, 7, 8)
     assert alike(together[0], seven) and alike(together[1], eight)  # not one generator drawing for the whole batch
+
+
+def test_seeds_two_to_the_32_apart_step_from_different_noise(ancestral):
+    """Resumed, the step noise alone tells seeds apart: torch's generator kept a seed's low 32 bits, and 7 + 2**32
+    made seed 7's image, pixel for pixel."""
+    seven, far = images(ancestral, LEVEL, 7, 7 + 2**32)
+    assert not alike(far, seven)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from workers.seed_noise import first_noise
+from workers.seed_noise import first_noise, step_generator
 
 SHAPE = (4, 2, 2)
 
@@ -50,3 +50,10 @@ def test_a_seed_above_two_to_the_32_draws_the_same_noise_in_each_release():
     drawn = _noise([2**32 + 7]).flatten()[:4].tolist()
     assert drawn == [1.876121997833252, -0.5396082997322083, -2.2867820262908936, -0.18183915317058563]
     assert torch.equal(first_noise([2**32 + 7], SHAPE, torch.float16), _noise([2**32 + 7]).to(torch.float16))
+
+
+def test_a_seeds_step_noise_is_drawn_from_the_same_generator_in_each_release():
+    """A seed below 2**32 seeds torch's generator itself, as diffusers does; one above, a digest of all its bits
+    (numpy's SeedSequence, kept: a seed names an image, under a scheduler that draws noise at each step too)."""
+    assert step_generator(7).initial_seed() == 7
+    assert step_generator(2**32 + 7).initial_seed() == 369571992

@@ -59,7 +59,7 @@ from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_wei
 from workers.model_id import config_bytes, folder_model_id, model_id
 from workers.model_loading import load_pretrained, loading
 from workers.pipeline_fit import pipeline_misfit
-from workers.seed_noise import first_noise
+from workers.seed_noise import first_noise, step_generator
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
@@ -242,7 +242,7 @@ class DiffusionBackend(Backend):
             num_inference_steps=steps,
             guidance_scale=batch.guidance_scale,
             # for a scheduler that draws noise at each step: a run starts from first_noise (workers/seed_noise.py)
-            generator=[torch.Generator("cpu").manual_seed(item.seed) for item in batch.items],
+            generator=[step_generator(item.seed) for item in batch.items],
             callback_on_step_end=on_step_end,
         )
         pipeline = self._resume if first else self._text2img
