@@ -132,6 +132,7 @@ class DirectPipeline:
         torch = self._torch
         cpu = time.process_time()
         started = time.perf_counter()
+        generator = self._step_generator(args.seed)
         with torch.inference_mode():
             out = self.pipe(
                 prompt=PROMPT,
@@ -139,8 +140,8 @@ class DirectPipeline:
                 width=args.size,
                 height=args.size,
                 guidance_scale=args.guidance,
-                generator=self._step_generator(args.seed),
-                latents=self._first_noise([args.seed], self._shape, self.pipe.unet.dtype),
+                generator=generator,
+                latents=self._first_noise([args.seed], [generator], self._shape, self.pipe.unet.dtype),
             )
         seconds = time.perf_counter() - started
         self.last_cpu_s = time.process_time() - cpu
