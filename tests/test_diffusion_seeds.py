@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from diffusers import EulerAncestralDiscreteScheduler
+import torch
+from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline
 from test_diffusion_backend import RecordingControl, batch, decode, tiny_sizes, with_scheduler
 
 from protocols.worker_messages import GenerateItem, ItemDone
@@ -19,10 +20,16 @@ PROMPT = "a red cat on a roof"
 
 
 @pytest.fixture(scope="module")
-def ancestral() -> DiffusionBackend:
+def ancestral_pipe() -> StableDiffusionXLPipeline:
+    return with_scheduler(build_tiny_sdxl(seed=0), EulerAncestralDiscreteScheduler)
+
+
+@pytest.fixture(scope="module")
+def ancestral(ancestral_pipe) -> DiffusionBackend:
     # the template each run's fresh scheduler is made from: the model's own, as load_sdxl takes it from a folder
-    pipe = with_scheduler(build_tiny_sdxl(seed=0), EulerAncestralDiscreteScheduler)
-    return DiffusionBackend(pipe, "tiny", "cpu", "tiny:test", levels=(LEVEL,), default_steps=STEPS, **tiny_sizes())
+    return DiffusionBackend(
+        ancestral_pipe, "tiny", "cpu", "tiny:test", levels=(LEVEL,), default_steps=STEPS, **tiny_sizes()
+    )
 
 
 def images(backend: DiffusionBackend, level: int, *seeds: int) -> list[np.ndarray]:
@@ -52,3 +59,26 @@ def test_an_image_depends_on_its_own_seed_alone(ancestral, level):
     assert not alike(eight, seven)  # not a seed fixed for every item
     together = images(ancestral, level, 7, 8)
     assert alike(together[0], seven) and alike(together[1], eight)  # not one generator drawing for the whole batch
+
+
+def test_seeds_two_to_the_32_apart_step_from_different_noise(ancestral):
+    """Resumed, the step noise alone tells seeds apart: torch's generator kept a seed's low 32 bits, and 7 + 2**32
+    made seed 7's image, pixel for pixel."""
+    seven, far = images(ancestral, LEVEL, 7, 7 + 2**32)
+    assert not alike(far, seven)
+
+
+def test_a_seed_below_two_to_the_32_run_in_full_makes_the_image_diffusers_makes_for_it(ancestral_pipe, ancestral):
+    """diffusers draws a run's first noise from the generator it then draws each step's noise from. Drawn from a
+    generator of its own seeded alike, the first noise was the first step's noise again: that step added the image's
+    own noise back, and the image was another."""
+    (seven,) = images(ancestral, 0, 7)
+    alone = with_scheduler(ancestral_pipe, EulerAncestralDiscreteScheduler)(
+        prompt=[PROMPT],
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        width=64,
+        height=64,
+        generator=[torch.Generator("cpu").manual_seed(7)],
+    ).images[0]
+    assert np.array_equal(np.asarray(alone, dtype=int), seven)

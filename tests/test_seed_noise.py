@@ -8,13 +8,13 @@ import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from workers.seed_noise import first_noise
+from workers.seed_noise import first_noise, step_generator
 
 SHAPE = (4, 2, 2)
 
 
-def _noise(seeds: list[int], shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
-    return first_noise(seeds, shape, torch.float32)
+def _noise(seeds: list[int], shape: tuple[int, ...] = SHAPE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return first_noise(seeds, [step_generator(seed) for seed in seeds], shape, dtype)
 
 
 def test_each_image_of_a_batch_starts_from_its_own_seeds_noise():
@@ -34,7 +34,7 @@ def test_a_seed_below_two_to_the_32_draws_what_diffusers_draws_in_the_runs_dtype
     seeds = (0, 7, 2**31, 2**32 - 1)
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     expected = randn_tensor((len(seeds), *shape), generator=generators, dtype=dtype)
-    drawn = first_noise(list(seeds), shape, dtype)
+    drawn = _noise(list(seeds), shape, dtype)
     assert drawn.dtype == dtype and torch.equal(drawn, expected)
 
 
@@ -49,4 +49,11 @@ def test_a_seed_above_two_to_the_32_draws_the_same_noise_in_each_release():
     and cast to the run's dtype."""
     drawn = _noise([2**32 + 7]).flatten()[:4].tolist()
     assert drawn == [1.876121997833252, -0.5396082997322083, -2.2867820262908936, -0.18183915317058563]
-    assert torch.equal(first_noise([2**32 + 7], SHAPE, torch.float16), _noise([2**32 + 7]).to(torch.float16))
+    assert torch.equal(_noise([2**32 + 7], dtype=torch.float16), _noise([2**32 + 7]).to(torch.float16))
+
+
+def test_a_seeds_step_noise_is_drawn_from_the_same_generator_in_each_release():
+    """A seed below 2**32 seeds torch's generator itself, as diffusers does; one above, a digest of all its bits
+    (numpy's SeedSequence, kept: a seed names an image, under a scheduler that draws noise at each step too)."""
+    assert step_generator(7).initial_seed() == 7
+    assert step_generator(2**32 + 7).initial_seed() == 369571992

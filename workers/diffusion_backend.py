@@ -59,7 +59,7 @@ from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_wei
 from workers.model_id import config_bytes, folder_model_id, model_id
 from workers.model_loading import load_pretrained, loading
 from workers.pipeline_fit import pipeline_misfit
-from workers.seed_noise import first_noise
+from workers.seed_noise import first_noise, step_generator
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
@@ -222,6 +222,8 @@ class DiffusionBackend(Backend):
         capture = set(latents_to_return(self._info, batch))
         captured: dict[int, np.ndarray] = {}
         steps_run = 0
+        # for a scheduler that draws noise at each step; a run in full draws its first noise from them first
+        generators = [step_generator(item.seed) for item in batch.items]
 
         def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, torch.Tensor]) -> dict:
             nonlocal steps_run
@@ -241,8 +243,7 @@ class DiffusionBackend(Backend):
             negative_prompt=_negative_prompts(batch.items),
             num_inference_steps=steps,
             guidance_scale=batch.guidance_scale,
-            # for a scheduler that draws noise at each step: a run starts from first_noise (workers/seed_noise.py)
-            generator=[torch.Generator("cpu").manual_seed(item.seed) for item in batch.items],
+            generator=generators,
             callback_on_step_end=on_step_end,
         )
         pipeline = self._resume if first else self._text2img
@@ -261,7 +262,8 @@ class DiffusionBackend(Backend):
                 else:
                     # drawn on the CPU in the run's dtype, as diffusers draws it: a seed's noise the same on any device
                     shape = latent_shape(self._info.name, batch.width, batch.height)
-                    noise = first_noise([item.seed for item in batch.items], shape, self._text2img.unet.dtype)
+                    seeds = [item.seed for item in batch.items]
+                    noise = first_noise(seeds, generators, shape, self._text2img.unet.dtype)
                     out = pipeline(
                         width=batch.width,
                         height=batch.height,

@@ -4,7 +4,9 @@ torch's CPU generator (mt19937) keeps only the low 32 bits of the seed it is giv
 same noise and made the same image, so of the 2**63 seeds a request may name, 2**32 made different images (and a
 seedless request's random seed was as likely to repeat another's as if drawn from 2**32). A seed below 2**32 still
 draws from torch's generator, as diffusers did with it, and makes the image it made; one above draws from numpy's
-PCG64, which takes every bit of its seed.
+PCG64, which takes every bit of its seed. A scheduler that draws noise at each step (Euler ancestral, DDPM) draws it
+from torch's generator all the same (diffusers takes no other): `step_generator` seeds it from every bit of a seed above
+2**32, not from its low 32 bits alone; below, the first noise is its first draw, and the steps' noise follows on.
 """
 
 from __future__ import annotations
@@ -15,15 +17,33 @@ import torch
 _TORCH_SEEDS = 2**32  # the seeds torch's CPU generator tells apart
 
 
-def first_noise(seeds: list[int], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """Noise of `shape` (one latent's) in `dtype` (the run's) for each seed, stacked as a batch, on the CPU."""
-    return torch.cat([_noise(seed, (1, *shape), dtype) for seed in seeds])
+def first_noise(
+    seeds: list[int], generators: list[torch.Generator], shape: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """Noise of `shape` (one latent's) in `dtype` (the run's) for each seed, stacked as a batch, on the CPU.
+
+    `generators`: each seed's step_generator, which a seed below 2**32 draws its noise from, as diffusers draws a run's
+    first noise from the generator it then draws each step's from. Drawn from a fresh generator seeded alike, the
+    first noise was an ancestral scheduler's first step noise again: that step added the image's own noise back, and
+    the image was not the one diffusers makes for the seed."""
+    pairs = zip(seeds, generators, strict=True)
+    return torch.cat([_noise(seed, generator, (1, *shape), dtype) for seed, generator in pairs])
 
 
-def _noise(seed: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _noise(seed: int, generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     if seed < _TORCH_SEEDS:
         # drawn in the run's dtype, as diffusers draws it: float16 noise is not float32's rounded at every shape (4 x
         # 9 x 9, a 72x72 image's latent, is drawn another way), and a float16 worker's images would have changed
-        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype)
+        return torch.randn(shape, generator=generator, dtype=dtype)
     drawn = np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32)
     return torch.from_numpy(drawn).to(dtype)
+
+
+def step_generator(seed: int) -> torch.Generator:
+    """The generator an image's step noise is drawn from. A seed below 2**32 seeds it as diffusers did; one above, a
+    32-bit digest of all its bits: torch kept the seed's low 32 bits, and seeds 2**32 apart drew the same noise at
+    every step, so resumed from one latent under an ancestral scheduler they made one image, pixel for pixel. 2**32
+    step-noise draws remain (torch's generator has no more), but which seeds share one is chance, not their low bits."""
+    if seed >= _TORCH_SEEDS:
+        seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+    return torch.Generator("cpu").manual_seed(seed)

@@ -115,22 +115,24 @@ class DirectPipeline:
         import torch
 
         from workers.limits import latent_shape
-        from workers.seed_noise import first_noise
+        from workers.seed_noise import first_noise, step_generator
         from workers.tiny_pipeline import build_tiny_sdxl
 
         torch.set_num_threads(args.threads)
         self._torch = torch
         self.pipe = build_tiny_sdxl()  # seed 0, as the worker's load_tiny builds it
         self.pipe.set_progress_bar_config(disable=True)
-        # the noise the worker starts from (torch's generator alone draws the same for seeds 2**32 apart), drawn at
-        # each call as the worker draws it
+        # the noise the worker starts from and the generator of its step noise (torch's generator alone draws the same
+        # for seeds 2**32 apart), made at each call as the worker makes them
         self._first_noise = first_noise
+        self._step_generator = step_generator
         self._shape = latent_shape("tiny", args.size, args.size)
 
     def generate(self, args: argparse.Namespace):
         torch = self._torch
         cpu = time.process_time()
         started = time.perf_counter()
+        generator = self._step_generator(args.seed)
         with torch.inference_mode():
             out = self.pipe(
                 prompt=PROMPT,
@@ -138,8 +140,8 @@ class DirectPipeline:
                 width=args.size,
                 height=args.size,
                 guidance_scale=args.guidance,
-                generator=torch.Generator("cpu").manual_seed(args.seed),
-                latents=self._first_noise([args.seed], self._shape, self.pipe.unet.dtype),
+                generator=generator,
+                latents=self._first_noise([args.seed], [generator], self._shape, self.pipe.unet.dtype),
             )
         seconds = time.perf_counter() - started
         self.last_cpu_s = time.process_time() - cpu
