@@ -408,3 +408,29 @@ def test_a_graph_whose_rebuilds_keep_failing_reuses_removed_slots_until_one_succ
     ids = list(range(step - live, step))
     assert [found for found, _ in index.nearest_many(vectors[ids])] == ids
     assert all(index.nearest(vectors[i])[0] in ids for i in range(0, ids[0], 37))  # removed: never found
+
+
+@pytest.mark.parametrize("failing", ["the graph's build", "a rebuild's start"])
+def test_an_add_that_fails_leaves_the_index_as_it_was(monkeypatch, failing):
+    """Out of memory as a shape's graph was built (its 1,025th prompt), or as the live vectors were copied for a
+    rebuild, the add raised with its id kept: the prompt cache, which registers a prompt once its index took it, never
+    knew that id, and each lookup that found it failed (KeyError), with the requests looked up beside it, for good."""
+
+    def out_of_memory(*args):
+        raise MemoryError("injected")
+
+    if failing == "the graph's build":
+        vectors = unit_rows(GRAPH_ABOVE + 1, 16)
+        index = VectorIndex(16)
+        index.add_many(list(range(GRAPH_ABOVE)), vectors[:GRAPH_ABOVE])
+        monkeypatch.setattr("engine.cache.index._new_graph", out_of_memory)
+    else:
+        index, vectors = full_graph(2 * LIVE + 3)
+        churn(index, vectors, LIVE, LIVE + 2, LIVE)  # worn one removal short of a rebuild, asked for at the next add
+        monkeypatch.setattr(_BUILDER, "submit", out_of_memory)
+    new = len(vectors) - 1
+    held = len(index)
+    with pytest.raises(MemoryError):
+        index.add(new, vectors[new])
+    assert new not in index and len(index) == held
+    assert index.nearest(vectors[new])[0] != new

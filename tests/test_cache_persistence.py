@@ -368,6 +368,18 @@ def test_an_intact_file_a_hostile_writer_made_is_refused(tmp_path, next_prompt_i
         load(tmp_path)
 
 
+@pytest.mark.parametrize("next_prompt_id", [0, -1])
+def test_an_empty_file_whose_next_prompt_id_is_below_1_is_refused(tmp_path, next_prompt_id):
+    """A cache's ids start at 1. Restored, a file of no prompts gave its next id as it stood: at -1 every insert failed
+    (the index takes no negative id), and the cache held nothing for the engine's life; at 0 the first prompt took id
+    0, and the engine's next start refused its own save (prompt ids are checked to be 1 or more)."""
+    persistence.write_cache_file(
+        tmp_path / FILE_NAME, "hash", DIM, LEVELS, next_prompt_id, [], np.zeros((0, DIM), np.float32), [], [], ""
+    )
+    with pytest.raises(CacheFileError, match="next_prompt_id"):
+        load(tmp_path).close()
+
+
 def test_the_saved_file_is_readable_by_its_owner_alone(saved):
     """It holds users' prompts: saved with the umask's 0644 in a 0755 --cache-dir, every user of the host read them."""
     _, directory = saved

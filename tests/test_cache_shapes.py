@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hnswlib
 import numpy as np
+import pytest
 
 from engine.cache.index import GRAPH_ABOVE
 from engine.cache.prompt_cache import PromptCache, ShapeKey
@@ -85,3 +86,19 @@ def test_a_burst_in_many_shapes_is_grouped_in_one_pass():
     found = cache.lookup_many(np.eye(4, dtype=np.float32)[[i % 4 for i in range(200)]], shapes)
     assert [n.prompt for n in found] == [f"prompt {i}" for i in range(200)]
     assert compared <= 2 * len(shapes)  # a scan per shape: 40,000
+
+
+def test_an_embedding_that_is_not_finite_is_similar_to_nothing_and_leaves_no_index():
+    """A broken model's embedding (NaN, inf) was compared with every prompt, and the first was its neighbour at
+    similarity NaN, reported as the request's; cached, it was refused after its shape's index was made, which then
+    stayed, empty, for good (one a shape)."""
+    cache = PromptCache("hash", 4, (5, 25), max_bytes=1 << 20)
+    square, wide = ShapeKey(50, 64, 64), ShapeKey(50, 128, 64)
+    cache.insert("a red fox", np.array([1, 0, 0, 0], dtype=np.float32), square, {5: LATENT})
+    for bad in (np.full(4, np.nan), np.array([np.inf, 0, 0, 0])):
+        assert cache.lookup(bad, square) is None
+        assert cache.lookup_many(np.stack([bad, [1, 0, 0, 0]]), [square, square])[0] is None
+        with pytest.raises(ValueError):
+            cache.insert("noise", bad, wide, {5: LATENT})
+    assert list(cache._indexes) == [square]
+    assert cache.lookup(np.array([1, 0, 0, 0]), square).similarity == 1.0

@@ -138,10 +138,19 @@ class VectorIndex:
         if not np.isfinite(vectors).all():
             raise ValueError("vectors must be finite")
         ids, vectors = [int(i) for i in ids], _unit(vectors)
-        crossing = isinstance(self._search, _Exact) and len(self) + len(ids) > GRAPH_ABOVE
-        self._search.add(ids, vectors)
-        if crossing:
-            self._search = _Graph(self._search)  # built from all of them in one batch
+        search = self._search
+        crossing = isinstance(search, _Exact) and len(self) + len(ids) > GRAPH_ABOVE
+        try:
+            search.add(ids, vectors)
+            if crossing:
+                self._search = _Graph(search)  # built from all of them in one batch
+        except BaseException:
+            # out of memory, most likely (the graph's build, a rebuild's copy of the live vectors): taken back, as an
+            # id left here that its caller never registered was found by lookups, and failed each for good
+            for item_id in ids:
+                if item_id in search:
+                    search.remove(item_id)
+            raise
 
     def remove(self, item_id: int) -> None:
         self._search.remove(item_id)

@@ -333,8 +333,10 @@ def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path, levels: tuple[
         return CacheFileError(f"{path} is inconsistent: {reason}")
 
     prompt_ids = [p.prompt_id for p in meta.prompts]
-    if meta.next_prompt_id > _MAX_NEXT_PROMPT_ID:
-        raise bad(f"next_prompt_id {meta.next_prompt_id} is above {_MAX_NEXT_PROMPT_ID}")
+    # ids start at 1: a file of no prompts is checked by this alone (at 0 its first prompt took an id its next save
+    # was refused for; below, no insert was taken)
+    if not 0 < meta.next_prompt_id <= _MAX_NEXT_PROMPT_ID:
+        raise bad(f"next_prompt_id {meta.next_prompt_id} is not in [1, {_MAX_NEXT_PROMPT_ID}]")
     if len(set(prompt_ids)) != len(prompt_ids) or not all(0 < i < meta.next_prompt_id for i in prompt_ids):
         raise bad("prompt ids are not unique integers in [1, next_prompt_id)")
     if len({(p.steps, p.width, p.height, p.text) for p in meta.prompts}) != len(meta.prompts):

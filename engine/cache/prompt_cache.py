@@ -120,8 +120,12 @@ class PromptCache:
         # grouped in one pass: a scan of the batch per shape was quadratic in a burst of many shapes (4,096 requests
         # in as many cached shapes: 3.4 s of the cache thread)
         rows_by_shape: dict[ShapeKey, list[int]] = {}
+        # an embedding of NaN or inf (a broken model's) is similar to nothing, as the zero vector is: searched, the
+        # first prompt was its neighbour at similarity NaN
+        finite = np.isfinite(vectors).all(axis=1).tolist()
         for row, shape in enumerate(shapes):
-            rows_by_shape.setdefault(shape, []).append(row)
+            if finite[row]:
+                rows_by_shape.setdefault(shape, []).append(row)
         for shape, rows in rows_by_shape.items():
             index = self._indexes.get(shape)
             if index is None:
@@ -199,7 +203,11 @@ class PromptCache:
         if prompt_id is None:
             prompt_id = self._next_id
             self._next_id += 1
-            self._index(shape).add(prompt_id, vector)  # first: it refuses a bad vector
+            # first: it refuses a bad vector, and the shape's index is kept only once it holds one (one made for a
+            # vector refused stayed, empty, for good)
+            index = self._indexes.get(shape) or VectorIndex(self.dim)
+            index.add(prompt_id, vector)
+            self._indexes[shape] = index
             self._register(prompt_id, prompt, shape, set())
         self.changes += bool(new_levels)  # a prompt asked for again may bring only levels it has
         entry = self._prompts[prompt_id]
@@ -347,7 +355,8 @@ class PromptCache:
             self._register(p.prompt_id, p.text, shape, levels_by_id[p.prompt_id])
             rows_by_shape.setdefault(shape, []).append(row)
         for shape, rows in rows_by_shape.items():
-            self._index(shape).add_many([saved.prompts[row].prompt_id for row in rows], saved.vectors[rows])
+            index = self._indexes[shape] = VectorIndex(self.dim)
+            index.add_many([saved.prompts[row].prompt_id for row in rows], saved.vectors[rows])
         self._next_id = saved.next_prompt_id
         expected = {shape: tuple(latent_shape(shape)) for shape in rows_by_shape} if latent_shape else {}
         # oldest first, so the restored entries keep their relative age for LCBFU's tie-break
@@ -407,12 +416,6 @@ class PromptCache:
     def _register(self, prompt_id: int, text: str, shape: ShapeKey, levels: set[int]) -> None:
         self._prompts[prompt_id] = _Prompt(text, shape, levels)
         self._ids_by_text[(shape, text)] = prompt_id
-
-    def _index(self, shape: ShapeKey) -> VectorIndex:
-        index = self._indexes.get(shape)
-        if index is None:
-            index = self._indexes[shape] = VectorIndex(self.dim)
-        return index
 
     def _forget(self, key: Key) -> None:
         """The store dropped a latent for good: the prompt leaves the index with its last one."""
