@@ -205,7 +205,9 @@ class PromptCache:
             self._next_id += 1
             # first: it refuses a bad vector, and the shape's index is kept only once it holds one (one made for a
             # vector refused stayed, empty, for good)
-            index = self._indexes.get(shape) or VectorIndex(self.dim)
+            index = self._indexes.get(shape)
+            if index is None:
+                index = VectorIndex(self.dim)
             index.add(prompt_id, vector)
             self._indexes[shape] = index
             self._register(prompt_id, prompt, shape, set())
