@@ -340,10 +340,12 @@ class AsyncArgusClient(OwnProcess):
     async def close(self) -> None:
         """Requests still in flight are cancelled at the engine and raise ClientClosed here, as do calls waiting to send
         theirs again (retries). Closing again does nothing (as for ArgusClient): a close() inside `async with` raised
-        TypeError at the block's end."""
+        TypeError at the block's end. Cancelled as it closes, it closes all the same, then raises CancelledError."""
         if forked(self._made_in) or self._socket.closed:
             return  # forked: the sockets, and the calls in flight, are the parent's (see refuse_if_forked)
         self._cancel_at_engine(self._unanswered_ids())
+        closing = asyncio.current_task()
+        cancels = closing.cancelling() if closing else 0
         for task in (self._reader, self._watcher):
             if task is not None and task.get_loop().is_closed():
                 _cancel_in_closed_loop(task)  # it can never run again, and awaiting it raised: the sockets stayed open
@@ -362,6 +364,11 @@ class AsyncArgusClient(OwnProcess):
                 pause.set_exception(ClientClosed("client closed during the call"))
         self._dropped.detach()
         close_all(self._context, self._socket, self._refusals)
+        if closing and closing.cancelling() > cancels:
+            # cancelled as it waited for a task above, whose own end raises the same CancelledError: closed all the
+            # same, it ends cancelled. Swallowed, the task ran on past close() (a wait_for of it that timed out
+            # returned; asyncio.run's end waited on a task it had cancelled)
+            raise asyncio.CancelledError
 
     async def __aenter__(self) -> AsyncArgusClient:
         return self
