@@ -114,6 +114,7 @@ class AsyncArgusClient(OwnProcess):
         self._pauses: set[asyncio.Future[None]] = set()
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
+        self._closing = False  # close() is under way
         self._unanswered = UnansweredWarning(address, self._refusals)
 
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
@@ -143,7 +144,7 @@ class AsyncArgusClient(OwnProcess):
 
     async def _call(self, request: Generate) -> Reply:
         refuse_if_forked(self._made_in)
-        refuse_if_closed(self._socket)
+        self._refuse_if_closed()
         if self._refused:
             raise ConnectionRefusedError(self._refused)
         loop = asyncio.get_running_loop()
@@ -157,7 +158,7 @@ class AsyncArgusClient(OwnProcess):
         frames = encoded(self._codec, request)
         if request.request_id in self._orphaned:
             await self._orphan_answered(request.request_id, loop)
-            refuse_if_closed(self._socket)  # by a close() as the orphan's reply came
+            self._refuse_if_closed()  # by a close() begun as the orphan's reply came
         future = loop.create_future()
         self._waiting[request.request_id] = future
         sending = self._socket.send_multipart(frames, copy=False)
@@ -187,6 +188,13 @@ class AsyncArgusClient(OwnProcess):
             unanswered.cancel()
             self._waiting.pop(request.request_id, None)
             self._sent.pop(request.request_id, None)
+
+    def _refuse_if_closed(self) -> None:
+        refuse_if_closed(self._socket)
+        if self._closing:
+            # close() has told the engine to stop the requests in flight, and waits for the reader to end: a request
+            # sent now went out uncancelled, and the engine ran it for no one
+            raise ClientClosed("client closed")
 
     def _read_in(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the reply reader and refusal watcher in `loop`, the running one, unless they run in it already."""
@@ -339,10 +347,12 @@ class AsyncArgusClient(OwnProcess):
 
     async def close(self) -> None:
         """Requests still in flight are cancelled at the engine and raise ClientClosed here, as do calls waiting to send
-        theirs again (retries). Closing again does nothing (as for ArgusClient): a close() inside `async with` raised
-        TypeError at the block's end. Cancelled as it closes, it closes all the same, then raises CancelledError."""
+        theirs again (retries) and calls made while it closes (they send nothing). Closing again does nothing (as for
+        ArgusClient): a close() inside `async with` raised TypeError at the block's end. Cancelled as it closes, it
+        closes all the same, then raises CancelledError."""
         if forked(self._made_in) or self._socket.closed:
             return  # forked: the sockets, and the calls in flight, are the parent's (see refuse_if_forked)
+        self._closing = True
         self._cancel_at_engine(self._unanswered_ids())
         closing = asyncio.current_task()
         cancels = closing.cancelling() if closing else 0
