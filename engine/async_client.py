@@ -90,8 +90,9 @@ async def _watch_connection(client_ref: weakref.ref[AsyncArgusClient], monitor: 
 
 class AsyncArgusClient(OwnProcess):
     """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
-    asyncio.run after another is fine, as is a loop closed with calls pending; a call while another loop the client
-    read replies in is still open raises RuntimeError). `retries` as ArgusClient's."""
+    asyncio.run after another is fine, as is a loop closed with calls pending: their requests are cancelled at the
+    engine, and a call under the id of one waits for that one's reply before it sends; a call while another loop the
+    client read replies in is still open raises RuntimeError). `retries` as ArgusClient's."""
 
     def __init__(self, address: str, curve: ClientKeys | None = None, retries: int = 0):
         self._retries = checked_retries(retries)
@@ -106,10 +107,14 @@ class AsyncArgusClient(OwnProcess):
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         # of the requests waiting, those sent: the connection (connection_of) each was sent or last asked after on
         self._sent: dict[str, int] = {}
+        # the requests of calls left waiting in an event loop closed under them, until their reply (or request_lost)
+        # is read: it is theirs, not that of a call made since under the same id (kept in _sent: asked after)
+        self._orphaned: set[str] = set()
         # the calls waiting to send their request again (retries), each on a future of its own: close() ends them
         self._pauses: set[asyncio.Future[None]] = set()
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
+        self._closing = False  # close() is under way
         self._unanswered = UnansweredWarning(address, self._refusals)
 
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
@@ -139,18 +144,21 @@ class AsyncArgusClient(OwnProcess):
 
     async def _call(self, request: Generate) -> Reply:
         refuse_if_forked(self._made_in)
-        refuse_if_closed(self._socket)
+        self._refuse_if_closed()
         if self._refused:
             raise ConnectionRefusedError(self._refused)
-        waiting = self._waiting.get(request.request_id)
-        # one waiting in a closed event loop will never return: its id is free (_read_in forgets it)
-        if waiting is not None and not waiting.get_loop().is_closed():
+        loop = asyncio.get_running_loop()
+        # first: a call waiting in a closed event loop will never return, and _read_in forgets it (its id is free once
+        # its request's reply is read: _orphan_answered)
+        self._read_in(loop)
+        if request.request_id in self._waiting:
             raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
         # encoded before the id is taken: a field it cannot encode (an object msgpack has no type for) must not leave
         # the id in flight
         frames = encoded(self._codec, request)
-        loop = asyncio.get_running_loop()
-        self._read_in(loop)
+        if request.request_id in self._orphaned:
+            await self._orphan_answered(request.request_id, loop)
+            self._refuse_if_closed()  # by a close() begun as the orphan's reply came
         future = loop.create_future()
         self._waiting[request.request_id] = future
         sending = self._socket.send_multipart(frames, copy=False)
@@ -181,6 +189,13 @@ class AsyncArgusClient(OwnProcess):
             self._waiting.pop(request.request_id, None)
             self._sent.pop(request.request_id, None)
 
+    def _refuse_if_closed(self) -> None:
+        refuse_if_closed(self._socket)
+        if self._closing:
+            # close() has told the engine to stop the requests in flight, and waits for the reader to end: a request
+            # sent now went out uncancelled, and the engine ran it for no one
+            raise ClientClosed("client closed")
+
     def _read_in(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the reply reader and refusal watcher in `loop`, the running one, unless they run in it already."""
         if self._reader is not None and not self._reader.done():
@@ -206,17 +221,49 @@ class AsyncArgusClient(OwnProcess):
     def _forget_calls_of_closed_loops(self) -> None:
         """A call still waiting when its event loop was closed never returns: its future, resolved, raised 'Event loop
         is closed' (its reply read in the next loop ended the reader there, and every call after waited for ever;
-        close() raised, leaving the sockets open), and its request is asked after (Inquire) no more."""
+        close() raised, leaving the sockets open). Its request, if sent, is cancelled at the engine, and orphaned
+        until its reply is read."""
+        orphaned = []
         for request_id, future in list(self._waiting.items()):
             if future.get_loop().is_closed():
                 del self._waiting[request_id]
-                self._sent.pop(request_id, None)
+                # not one whose reply was read (no other is to come), but one whose task was cancelled as it closed
+                if request_id in self._sent and (future.cancelled() or not future.done()):
+                    orphaned.append(request_id)
+                else:
+                    self._sent.pop(request_id, None)
+        self._orphaned.update(orphaned)
+        self._cancel_at_engine(orphaned)
         self._pauses = {pause for pause in self._pauses if not pause.get_loop().is_closed()}
+
+    async def _orphan_answered(self, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Waits for the reply to the orphaned request under `request_id`. A call under its id sent before it was read
+        took it for its own reply (another prompt's images), and the engine, still holding the orphan, refused its
+        request."""
+        answered = loop.create_future()
+        self._waiting[request_id] = answered
+        try:
+            await answered
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def _took_orphans_reply(self, request_id: str) -> bool:
+        """Whether a reply under `request_id` is an orphaned request's (see _orphan_answered), and so dropped."""
+        if request_id not in self._orphaned:
+            return False
+        self._orphaned.discard(request_id)
+        self._sent.pop(request_id, None)
+        answered = self._waiting.get(request_id)
+        if answered is not None and not answered.done():
+            answered.set_result(None)
+        return True
 
     def _take_reply(self, frames: list) -> None:
         reply = self._codec.decode(frames)
         if isinstance(reply, DecodeError):
             self._on_undecodable(frames, reply.reason)
+            return
+        if self._took_orphans_reply(reply.request_id):
             return
         future = self._waiting.get(reply.request_id)
         if future is not None and not future.done():
@@ -235,8 +282,10 @@ class AsyncArgusClient(OwnProcess):
         if not answered_id:
             # it names no request: any call's answer, or none, and each waited for ever. Each raises, as ArgusClient's
             # call in flight does, and the engine is told to go on with none of them
-            self._cancel_at_engine()
+            self._cancel_at_engine(self._unanswered_ids())
             self._fail_waiting(undecodable(self._address, reason))
+            return
+        if self._took_orphans_reply(answered_id):
             return
         future = self._waiting.get(answered_id)
         if future is not None and not future.done():
@@ -275,15 +324,17 @@ class AsyncArgusClient(OwnProcess):
         # socket's own calls pass it on to the reader: asked so, it reads what is there (it waited for ever)
         self._socket.get(zmq.EVENTS)
 
-    def _cancel_at_engine(self) -> None:
-        """Tells the engine to stop the requests in flight, without waiting for room to."""
+    def _unanswered_ids(self) -> list[str]:
+        """The requests in flight (answered ones' calls may be yet to return)."""
+        return [request_id for request_id, future in self._waiting.items() if not future.done()]
+
+    def _cancel_at_engine(self, request_ids: list[str]) -> None:
+        """Tells the engine to stop `request_ids`, without waiting for room to."""
         # through a blocking socket over the same one: an asyncio socket fails the future of a send that would block
         # rather than raise, which left a 'Future exception was never retrieved' traceback per request in flight
         # once the queue was full (the engine down)
         sock = zmq.Socket.shadow(self._socket.underlying)
-        for request_id, future in self._waiting.items():
-            if future.done():
-                continue  # answered, its call yet to return
+        for request_id in request_ids:
             try:
                 sock.send_multipart(self._codec.encode(Cancel(request_id)), zmq.DONTWAIT)
             except zmq.Again:
@@ -296,11 +347,15 @@ class AsyncArgusClient(OwnProcess):
 
     async def close(self) -> None:
         """Requests still in flight are cancelled at the engine and raise ClientClosed here, as do calls waiting to send
-        theirs again (retries). Closing again does nothing (as for ArgusClient): a close() inside `async with` raised
-        TypeError at the block's end."""
+        theirs again (retries) and calls made while it closes (they send nothing). Closing again does nothing (as for
+        ArgusClient): a close() inside `async with` raised TypeError at the block's end. Cancelled as it closes, it
+        closes all the same, then raises CancelledError."""
         if forked(self._made_in) or self._socket.closed:
             return  # forked: the sockets, and the calls in flight, are the parent's (see refuse_if_forked)
-        self._cancel_at_engine()
+        self._closing = True
+        self._cancel_at_engine(self._unanswered_ids())
+        closing = asyncio.current_task()
+        cancels = closing.cancelling() if closing else 0
         for task in (self._reader, self._watcher):
             if task is not None and task.get_loop().is_closed():
                 _cancel_in_closed_loop(task)  # it can never run again, and awaiting it raised: the sockets stayed open
@@ -319,6 +374,11 @@ class AsyncArgusClient(OwnProcess):
                 pause.set_exception(ClientClosed("client closed during the call"))
         self._dropped.detach()
         close_all(self._context, self._socket, self._refusals)
+        if closing and closing.cancelling() > cancels:
+            # cancelled as it waited for a task above, whose own end raises the same CancelledError: closed all the
+            # same, it ends cancelled. Swallowed, the task ran on past close() (a wait_for of it that timed out
+            # returned; asyncio.run's end waited on a task it had cancelled)
+            raise asyncio.CancelledError
 
     async def __aenter__(self) -> AsyncArgusClient:
         return self

@@ -30,7 +30,9 @@ from protocols.limits import (
 RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID_CHARS)]
 
 
-class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_fields=True):
+# a field at its default is left out: an engine made before a field was added refuses it by name (strict decoding), and
+# sent at its default it refused every request of a newer client, whatever the request asked
+class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     request_id: RequestId
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
     # what the images should not show (SD-XL's classifier-free guidance steers away from it); "" is none

@@ -5,11 +5,12 @@ import asyncio
 import os
 
 import pytest
-from waiting import wait_for
+from engine_stand_in import StandInEngine, admitted, zmq_door_of
+from waiting import eventually, wait_for
 
 from engine.client import AsyncArgusClient
 from engine_process import start_engine
-from protocols.client_messages import Images
+from protocols.client_messages import Cancelled, Error, Images
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +47,10 @@ def _served_then_closed_in_a_new_loop(client: AsyncArgusClient) -> None:
 
 
 def _left_waiting_in_a_closed_loop(client: AsyncArgusClient, engine, request_id: str | None = None) -> None:
-    """A call sent, then its loop closed before the reply came (the engine answers it all the same)."""
+    """A call sent, then its loop closed before the reply came (the engine answers it all the same), of seed 3."""
     answered = engine.metric("argus_requests_total", outcome="ok", code="")
     first = asyncio.new_event_loop()
-    first.create_task(client.generate("left waiting", request_id=request_id, width=64, height=64))
+    first.create_task(client.generate("left waiting", request_id=request_id, width=64, height=64, seed=3))
     first.run_until_complete(asyncio.sleep(0))  # the call's first step: it sends
     first.close()
     # at least: a reply of an earlier test's that the engine counts after `answered` was read would have made == wait
@@ -67,18 +68,22 @@ def test_a_call_left_waiting_in_a_closed_loop_leaves_the_next_loop_served(engine
 
 
 def test_the_id_of_a_call_left_waiting_in_a_closed_loop_may_be_used_again(engine):
-    """That call will never return: its id was refused as 'already in flight on this client' all the same."""
+    """That call will never return: its id was refused as 'already in flight on this client' all the same. Its reply,
+    read in the next loop, is not the answer of the call made there under its id: it was (seed 3, another prompt's
+    image), and that call's own reply was dropped."""
     client = AsyncArgusClient(engine.client_address)
     _left_waiting_in_a_closed_loop(client, engine, request_id="asked-again")
 
     async def again():
         try:
-            return await asyncio.wait_for(client.generate("a wolf", request_id="asked-again", width=64, height=64), 30)
+            call = client.generate("a wolf", request_id="asked-again", width=64, height=64, seed=7)
+            return await asyncio.wait_for(call, 30)
         finally:
             await client.close()
 
     reply = asyncio.run(again())
     assert isinstance(reply, Images) and reply.request_id == "asked-again"
+    assert reply.images[0].seed == 7
 
 
 def test_a_client_with_a_call_left_waiting_in_a_closed_loop_closes(engine):
@@ -101,3 +106,68 @@ def test_a_client_whose_replies_another_open_loop_reads_says_so(engine):
         first.run_until_complete(client.close())
     finally:
         first.close()
+
+
+async def test_a_call_under_the_id_of_one_left_waiting_in_a_closed_loop_waits_for_that_ones_reply():
+    """The request left waiting is still held when the next loop's call under its id is made: the engine refused that
+    call's request (an id in flight, answered under none), and the held one's reply answered the call. It is
+    cancelled now, and the call sends its request once the held one's reply is read."""
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as door:
+        client = AsyncArgusClient(door.address)
+
+        def left_waiting() -> None:
+            first = asyncio.new_event_loop()
+            first.create_task(client.generate("left waiting", request_id="held"))
+            first.run_until_complete(asyncio.sleep(0))
+            first.close()
+
+        async def again() -> object:
+            try:
+                return await asyncio.wait_for(client.generate("a wolf", request_id="held"), 30)
+            finally:
+                await client.close()
+
+        await asyncio.to_thread(left_waiting)
+        held = await admitted(engine)
+        call = asyncio.create_task(asyncio.to_thread(asyncio.run, again()))
+        assert await eventually(lambda: engine.cancelled == [held], timeout_s=10)
+        held.future.set_result(Cancelled("held"))
+        (await admitted(engine, before=1)).future.set_result(Error("held", "worker_error", "the wolf's"))
+        assert await call == Error("held", "worker_error", "the wolf's")
+
+
+async def test_the_id_of_a_call_answered_as_its_loop_closed_is_used_again_at_once():
+    """Its reply was read, and the loop closed before the call took it: no reply is to come for that request, and a call
+    under its id in the next loop waiting for one would wait for ever."""
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as door:
+        client = AsyncArgusClient(door.address)
+        first = asyncio.new_event_loop()
+        take_reply = client._take_reply
+
+        def reply_taken_then_stopped(frames) -> None:
+            take_reply(frames)
+            first.stop()  # before the call's task, woken by its reply, runs again
+
+        def answered_as_closed() -> asyncio.Task:
+            client._take_reply = reply_taken_then_stopped
+            task = first.create_task(client.generate("answered", request_id="read"))
+            first.run_forever()
+            first.close()
+            del client._take_reply
+            return task  # held, as a pipeline holds its tasks: the call never ends
+
+        async def again() -> object:
+            try:
+                return await asyncio.wait_for(client.generate("a wolf", request_id="read"), 10)
+            finally:
+                await client.close()
+
+        closed = asyncio.create_task(asyncio.to_thread(answered_as_closed))
+        (await admitted(engine)).future.set_result(Error("read", "worker_error", "the answer's"))
+        left = await closed
+        call = asyncio.create_task(asyncio.to_thread(asyncio.run, again()))
+        (await admitted(engine, before=1)).future.set_result(Error("read", "worker_error", "the wolf's"))
+        assert await call == Error("read", "worker_error", "the wolf's")
+        assert not left.done()

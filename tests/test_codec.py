@@ -191,6 +191,38 @@ def test_an_image_reply_decodes_on_clients_older_and_newer_than_its_estimated_qu
     assert (bytes(new.image), new.level, new.estimated_quality) == (b"png", 0, None)
 
 
+class _GenerateBefore(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_fields=True):
+    """A request as engines before `exact` (2026-12-02) decode it, as strictly as engines do."""
+
+    request_id: str
+    prompt: str
+    negative_prompt: str | None = None
+    n: int = 1
+    width: int = 0
+    height: int = 0
+    steps: int = 0
+    guidance_scale: float = 5.0
+    seed: int | None = None
+    slo_ms: float | None = None
+    output_format: str = "png"
+    output_compression: int | None = None
+
+
+def test_a_request_decodes_on_an_engine_older_than_a_field_it_leaves_at_its_default():
+    """A request left out every field at its default: sent at its default (exact false), a field added since an
+    engine was made had that engine refuse every request of a newer client, unknown field named, whatever it asked.
+    A request that sets the field is still refused there, naming it: that engine cannot do what it asks."""
+    codec = client_messages.client_side_codec()
+    older = Codec(_GenerateBefore)
+    plain = older.decode(codec.encode(client_messages.Generate("r1", "a cat", width=64, exact=False)))
+    assert plain == _GenerateBefore("r1", "a cat", width=64)
+    refused = older.decode(codec.encode(client_messages.Generate("r2", "a cat", exact=True)))
+    assert isinstance(refused, DecodeError) and "exact" in refused.reason
+    # and the engine of today reads each field left out as its default
+    sent = client_messages.engine_side_codec().decode(codec.encode(client_messages.Generate("r3", "a cat", n=1)))
+    assert sent == client_messages.Generate("r3", "a cat")
+
+
 def test_numpy_scalars_are_sent_as_python_numbers():
     codec = client_messages.client_side_codec()
     request = client_messages.Generate("r1", "a cat", seed=np.int64(7), guidance_scale=np.float32(5.5))
