@@ -392,7 +392,7 @@ class Dispatcher:
     def withhold(self, workers: list[WorkerHandle]) -> None:
         """Routes nothing more to `workers`, about to be lost together (WorkerLink says why)."""
         for worker in workers:
-            self._picks.drop(worker)
+            self._picks.withhold(worker)
 
     def worker_lost(self, worker: WorkerHandle, cause: str) -> None:
         if not worker.registered:

@@ -24,12 +24,14 @@ class WorkerPicks:
         self._registry = registry
         self._free_at = free_at
         self._idle = IdleWorkers()
+        # workers about to be lost together (Dispatcher.withhold), until each one's loss drops it
+        self._withheld: set[WorkerHandle] = set()
         self._queued_job_seconds = queued_job_seconds
         self._clock = clock
 
     def file(self, worker: WorkerHandle) -> None:
         """By when the worker should be free, and among the idle workers if it is one."""
-        if not worker.ready:
+        if not worker.ready or worker in self._withheld:
             return
         self._free_at.file(worker)
         if not worker.queue and not worker.inflight:
@@ -39,6 +41,14 @@ class WorkerPicks:
         """The worker takes no job any more (gone, or out of rotation)."""
         self._free_at.drop(worker)
         self._idle.drop(worker)
+        self._withheld.discard(worker)
+
+    def withhold(self, worker: WorkerHandle) -> None:
+        """The worker is about to be lost: it takes no job, though still ready until then. Filed again as the others
+        lost with it were (a worker with room taking the job queued on it), it was routed their images, and its own
+        loss counted a try of each."""
+        self.drop(worker)
+        self._withheld.add(worker)
 
     def pick(self, job: Job, siblings_on: SpreadOver | None = None) -> WorkerHandle | None:
         """The worker the job goes to; None with none in rotation. `siblings_on`: the workers the images of its

@@ -6,13 +6,14 @@ import logging
 import signal
 
 import zmq
-from dispatcher_harness import Harness
+from dispatcher_harness import PROFILE, Harness, settle
 from test_engine_beats import Ticks
 from test_sim_fleet import start_fleet
 from waiting import eventually, wait_for
 
 from engine.worker_link import _BEAT_TICKS, WorkerLink
 from engine_process import start_engine, start_worker
+from protocols.worker_messages import Generate as Batch
 
 
 def said(caplog) -> list[tuple[str, str]]:
@@ -160,6 +161,26 @@ async def test_images_of_a_fleet_gone_silent_go_to_a_worker_that_stays_not_fail(
     finally:
         watch.cancel()
         link.close()
+
+
+async def test_a_worker_lost_with_others_is_routed_none_of_their_images_once_its_queue_was_taken():
+    """A worker with room took the job queued on one of the workers lost together (as the first of them was lost),
+    which filed that one among the picks again: a third's image was sent to it next, and lost with it, a try counted
+    (with max_attempts 2, the request failed worker_lost while another worker had room)."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=2, max_attempts=2)
+    holder, second, third, stays = (h.add_worker(f"{name}/0000000{i}", max_batch=1) for i, name in enumerate("abcd"))
+    running = [h.request() for _ in range(4)]  # one each, for a second
+    h.request(slo_ms=5_000)  # the most urgent job, queued on the first to join
+    assert len(holder.queue) == 1
+    h.clock.now += 1.5  # each worker is past its batch's estimated end: it has room for another
+    lost = [second, third, holder]  # the second's image goes to `stays`, which takes the holder's queued job too
+    h.dispatcher.withhold(lost)
+    with h.dispatcher.loss_lines.together():
+        for worker in lost:
+            h.dispatcher.worker_lost(worker, "heartbeat")
+    await settle()
+    assert not any(request.done for request in running)
+    assert {name for name, message in h.sent[4:] if isinstance(message, Batch)} == {stays.name}
 
 
 def left_lines(engine) -> list[str]:
