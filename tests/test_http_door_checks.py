@@ -1,6 +1,8 @@
 """Which requests the HTTP door lets in before any work, decided in process (tests/engine_stand_in.py). With an engine:
 tests/test_http_hosts.py, tests/test_http_auth.py."""
 
+import gzip
+
 import pytest
 from engine_stand_in import StandInEngine, http_door_of
 
@@ -48,6 +50,20 @@ async def test_a_body_said_to_be_in_the_identity_coding_is_read_whatever_the_cas
         for coding in ("identity", "Identity", "IDENTITY"):
             assert await reaches_the_engine(client, engine, **{"Content-Encoding": coding}), coding
         assert not await reaches_the_engine(client, engine, **{"Content-Encoding": "gzip"})
+
+
+@pytest.mark.parametrize("lines", [("identity", "gzip"), ("gzip", "identity"), ("identity", "identity, gzip")])
+async def test_a_body_compressed_by_a_second_content_encoding_line_is_refused(lines):
+    """A list header's lines are one list (RFC 9110, 5.3). The first line alone was read: `identity` then `gzip` was
+    taken, and aiohttp, which reads the last (its C parser), inflated the body and served it."""
+    engine = StandInEngine()
+    engine.refusal = Busy("", 1000, "queue_full")  # answered at once, if it reaches the engine
+    headers = [("Content-Type", "application/json")] + [("Content-Encoding", line) for line in lines]
+    async with http_door_of(engine) as client:
+        async with client.post("/v1/images/generations", data=gzip.compress(BODY), headers=headers) as response:
+            assert response.status == 415
+            assert (await response.json())["error"]["code"] == "unsupported_encoding"
+    assert engine.clients == []
 
 
 async def test_a_body_over_the_limit_is_refused_and_counted_as_refused():
