@@ -348,6 +348,10 @@ async def generate(request: web.Request) -> web.Response:
         # RFC 7694, section 3: which codings the request could have come in, none, so that a client that compressed
         # it can tell this 415 from one for the media type (which must not say so) and send it again uncompressed
         response.headers[hdrs.ACCEPT_ENCODING] = "identity"
+        # aiohttp inflates the unread body as it reads it to its end, and closes the connection where it does not
+        # inflate (a body said to be gzip that is none): said kept, it failed the client's next request, this one sent
+        # again uncompressed
+        response.force_close()
         return response
     if unknown := _codings(request, hdrs.TRANSFER_ENCODING) - {"chunked"}:
         # aiohttp refuses a chunked coding that is not the last (RFC 9112, 6.3) but passes on those before it

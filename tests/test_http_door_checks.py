@@ -66,6 +66,22 @@ async def test_a_body_compressed_by_a_second_content_encoding_line_is_refused(li
     assert engine.clients == []
 
 
+async def test_a_client_told_to_send_its_body_uncompressed_may_send_it_again_at_once():
+    """A body said to be gzip that is none (the header sent, the body left as it was) does not inflate: aiohttp,
+    reading on to the end of the body after the 415, closed the connection it had said it kept. The client's next
+    request, the body sent again uncompressed on the same connection, failed (the server disconnected)."""
+    engine = StandInEngine()
+    engine.refusal = Busy("", 1000, "queue_full")  # answered at once, once it reaches the engine
+    headers = {"Content-Type": "application/json"}
+    async with http_door_of(engine) as client:
+        coded = {**headers, "Content-Encoding": "gzip"}
+        async with client.post("/v1/images/generations", data=BODY, headers=coded) as response:
+            assert response.status == 415
+        async with client.post("/v1/images/generations", data=BODY, headers=headers) as response:
+            assert response.status == 429
+    assert len(engine.clients) == 1
+
+
 async def test_a_body_over_the_limit_is_refused_and_counted_as_refused():
     engine = StandInEngine(max_body_bytes=1024)
     async with http_door_of(engine) as client:
