@@ -342,13 +342,18 @@ async def generate(request: web.Request) -> web.Response:
     # first (CORS): taking only JSON keeps pages from spending this engine's workers through their visitors
     if request.content_type != "application/json":
         return _refused(engine, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
-    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+    # every line: aiohttp's C parser inflates by the last, and `identity` then `gzip` had the first read alone
+    if _codings(request, hdrs.CONTENT_ENCODING) - {"identity"}:
         response = _refused(engine, "unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
         # RFC 7694, section 3: which codings the request could have come in, none, so that a client that compressed
         # it can tell this 415 from one for the media type (which must not say so) and send it again uncompressed
         response.headers[hdrs.ACCEPT_ENCODING] = "identity"
+        # aiohttp inflates the unread body as it reads it to its end, and closes the connection where it does not
+        # inflate (a body said to be gzip that is none): said kept, it failed the client's next request, this one sent
+        # again uncompressed
+        response.force_close()
         return response
-    if unknown := _transfer_codings(request) - {"chunked"}:
+    if unknown := _codings(request, hdrs.TRANSFER_ENCODING) - {"chunked"}:
         # aiohttp refuses a chunked coding that is not the last (RFC 9112, 6.3) but passes on those before it
         # undecoded: the gzip under `gzip, chunked` was read as JSON, and answered a 400 "malformed JSON"
         return _refused(
@@ -422,9 +427,10 @@ async def generate(request: web.Request) -> web.Response:
     return _json(images_response(data, body, admitted.width, admitted.height))
 
 
-def _transfer_codings(request: web.Request) -> set[str]:
-    """The transfer codings the request's body came in (RFC 9112, 6.1), by name, without their parameters."""
-    codings = (coding for value in request.headers.getall(hdrs.TRANSFER_ENCODING, ()) for coding in value.split(","))
+def _codings(request: web.Request, header: str) -> set[str]:
+    """The codings the request's body came in, as `header` (Content-Encoding, Transfer-Encoding) lists them in all
+    its lines (RFC 9110, 5.3), by name, without their parameters."""
+    codings = (coding for value in request.headers.getall(header, ()) for coding in value.split(","))
     return {name for coding in codings if (name := coding.partition(";")[0].strip().lower())}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 import time
 from typing import Annotated, Literal
@@ -122,11 +123,21 @@ def parse_request(body: bytes) -> ImageGenerationRequest:
     return msgspec.structs.replace(request, **nulls) if nulls else request
 
 
+def _as_sent_if_out_of_range(text: str) -> float | msgspec.Raw:
+    number = float(text)
+    return number if math.isfinite(number) else msgspec.Raw(text.encode())
+
+
+# JSON bounds no number (RFC 8259, section 6): one beyond a 64-bit float (1e400) is kept as sent, to be quoted. Read
+# as a float, it failed the whole untyped read ("number out of range - at `$[...]`"), a body said to be malformed
+# JSON and no field named
+_UNTYPED = msgspec.json.Decoder(float_hook=_as_sent_if_out_of_range)
+
+
 def _untyped(body: bytes) -> object:
     try:
-        return msgspec.json.decode(body)
-    # a number beyond any type's range too; and lists nested a thousand deep, which the typed read refused at the
-    # first (no field nests), were a 500
+        return _UNTYPED.decode(body)
+    # lists nested a thousand deep, which the typed read refused at the first (no field nests), were a 500
     except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRequest(_malformed_json_message(body, exc)) from None
 
@@ -329,6 +340,11 @@ def _invalid_field_message(message: str, param: str | None, sent: object) -> str
         return _CANNOT_DO[param]
     if param == "background" and sent[param] == "transparent":
         return 'background "transparent" cannot be made: argus\'s images are opaque ("auto" or "opaque")'
+    # msgspec reads a number before it checks the field's type: said of any field sent one, a string's too
+    if message.startswith("Number out of range"):
+        if param is None:  # the body is the number
+            return f"the body must be a JSON object, not {kind_words('float')}"
+        return f"{param} {_json_brief(sent[param])} is out of range: beyond a 64-bit float's, about 1.8e308"
     expected = EXPECTED.fullmatch(message)
     if param is None:  # of the whole body: "Expected `object`, got `array`"
         got = expected and expected["got"]

@@ -113,7 +113,19 @@ def good(engine) -> None:
         # a field refused, then JSON that does not parse: read again for the value refused, it was a 500
         (b'{"prompt": "a", "n": 0,', 400, "invalid_request", None, "malformed JSON: the body ends before"),
         (b'{"prompt": "a", "quality": "ultra"}x', 400, "invalid_request", None, "malformed JSON: trailing characters"),
-        (b'{"prompt": "a", "n": [1e400]}', 400, "invalid_request", None, "malformed JSON: number out of range"),
+        # a number beyond a 64-bit float's range, which JSON allows: read again for the value refused, it was
+        # "malformed JSON: number out of range - at `$[...]`", no field named
+        (b'{"prompt": "a", "n": [1e400]}', 400, "invalid_request", "n", "n must be an integer, got [1e400]"),
+        (
+            b'{"prompt": "a", "guidance_scale": 1e400}',
+            400,
+            "invalid_request",
+            "guidance_scale",
+            "guidance_scale 1e400 is out of range",
+        ),
+        (b'{"prompt": "a", "seed": -2E+999}', 400, "invalid_request", "seed", "seed -2E+999 is out of range"),
+        (b'{"prompt": "a", "bogus": 1e400}', 400, "invalid_request", "bogus", "unknown field `bogus`"),
+        (b"1e400", 400, "invalid_request", None, "the body must be a JSON object, not a number"),
         (json.dumps({"prompt": 5}).encode(), 400, "invalid_request", "prompt", "prompt must be a string, got 5"),
         (json.dumps({"prompt": ""}).encode(), 400, "invalid_request", "prompt", "of length >= 1, got 0 characters"),
         (

@@ -1,6 +1,8 @@
 """Which requests the HTTP door lets in before any work, decided in process (tests/engine_stand_in.py). With an engine:
 tests/test_http_hosts.py, tests/test_http_auth.py."""
 
+import gzip
+
 import pytest
 from engine_stand_in import StandInEngine, http_door_of
 
@@ -48,6 +50,36 @@ async def test_a_body_said_to_be_in_the_identity_coding_is_read_whatever_the_cas
         for coding in ("identity", "Identity", "IDENTITY"):
             assert await reaches_the_engine(client, engine, **{"Content-Encoding": coding}), coding
         assert not await reaches_the_engine(client, engine, **{"Content-Encoding": "gzip"})
+
+
+@pytest.mark.parametrize("lines", [("identity", "gzip"), ("gzip", "identity"), ("identity", "identity, gzip")])
+async def test_a_body_compressed_by_a_second_content_encoding_line_is_refused(lines):
+    """A list header's lines are one list (RFC 9110, 5.3). The first line alone was read: `identity` then `gzip` was
+    taken, and aiohttp, which reads the last (its C parser), inflated the body and served it."""
+    engine = StandInEngine()
+    engine.refusal = Busy("", 1000, "queue_full")  # answered at once, if it reaches the engine
+    headers = [("Content-Type", "application/json")] + [("Content-Encoding", line) for line in lines]
+    async with http_door_of(engine) as client:
+        async with client.post("/v1/images/generations", data=gzip.compress(BODY), headers=headers) as response:
+            assert response.status == 415
+            assert (await response.json())["error"]["code"] == "unsupported_encoding"
+    assert engine.clients == []
+
+
+async def test_a_client_told_to_send_its_body_uncompressed_may_send_it_again_at_once():
+    """A body said to be gzip that is none (the header sent, the body left as it was) does not inflate: aiohttp,
+    reading on to the end of the body after the 415, closed the connection it had said it kept. The client's next
+    request, the body sent again uncompressed on the same connection, failed (the server disconnected)."""
+    engine = StandInEngine()
+    engine.refusal = Busy("", 1000, "queue_full")  # answered at once, once it reaches the engine
+    headers = {"Content-Type": "application/json"}
+    async with http_door_of(engine) as client:
+        coded = {**headers, "Content-Encoding": "gzip"}
+        async with client.post("/v1/images/generations", data=BODY, headers=coded) as response:
+            assert response.status == 415
+        async with client.post("/v1/images/generations", data=BODY, headers=headers) as response:
+            assert response.status == 429
+    assert len(engine.clients) == 1
 
 
 async def test_a_body_over_the_limit_is_refused_and_counted_as_refused():
