@@ -19,9 +19,9 @@ window moved 757 workers a minute, 385 with a plain EWMA and now 415 (at 2
 images/s on 8, 203, 157 and 166; a 10 s window 9.5, 5.3 and 5.8), and planned
 for 3.0 images/s of a steady 2 (now 2.5, the plain EWMA's 2.4).
 
-Demand is counted in images of the latency profile's N steps, the unit its
-capacities are in: an image of another step count is weighed by `WorkPerImage`
-(a 150-step image, where the profile's N is 50, is about 3 to 4 of them).
+Demand is counted in images of the default 50 steps, the unit its capacities
+are in: an image of another step count is weighed by `WorkPerImage` (a 150-step
+image is about 3 to 4 of them).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from controller.profiles import LatencyProfile
+from workers.limits import DEFAULT_STEPS
 
 # with fast attack, a window's own rate counts when its arrivals exceed the EWMA's prediction by this many standard
 # deviations of a Poisson count: a steady load passes it at about 1% of the looks (the EWMA is noisy too), a burst
@@ -40,7 +41,7 @@ BURST_SIGNIFICANCE = 3.0
 
 @dataclass(frozen=True)
 class DemandEstimate:
-    rps: float  # images/s to plan for (of the profile's N steps, see WorkPerImage), headroom included
+    rps: float  # images/s to plan for (of the default steps, see WorkPerImage), headroom included
     mix: dict[int, float]  # class K* -> share of arrivals; shares sum to 1
     # of class 0's arrivals, the share that came with a neighbour's latent (too far for any level by the table); the
     # rest are misses, which only run in full whatever level a policy picks
@@ -51,23 +52,25 @@ class DemandEstimate:
 
 
 class WorkPerImage:
-    """How many images of the profile's own N steps one image of `steps` steps at `level` costs a worker: the
-    ratio of their batch-1 latencies (`ProfileLatency`, what the sim backend sleeps for), so that only the N - K
-    steps run scale, not the fixed part. On `sdxl_a100` an image of 150 steps counts 2.8 at K = 0 and 4.2 at
-    K = 25 (125 steps run where 25 are), one of 20 steps 0.47 at K = 0. Counted as one, a client asking for
-    150 steps had the controller plan for a third of the work its workers did, and see capacity to spare."""
+    """How many images of the default steps one image of `steps` steps at `level` costs a worker: the ratio of their
+    batch-1 latencies at that level (`ProfileLatency`, what the sim backend sleeps for), so that only the steps run
+    scale, not the fixed part. On `sdxl_a100` an image of 150 steps counts 2.8 at K = 0 and 4.2 at K = 25 (125 steps
+    run where 25 are), one of 20 steps 0.47 at K = 0. Counted as one, a client asking for 150 steps had the controller
+    plan for a third of the work its workers did, and see capacity to spare. Of the default steps, not the profile's
+    N: a unit that weighs an image alike at every level, as the plan moves classes between levels. In images of a
+    profile of 30 steps, a 50-step image weighed 1.5 at level 0 and 2.7 at level 25, and a class moved from one to
+    the other took the wrong share of the capacity there."""
 
     def __init__(self, profile: LatencyProfile):
-        self._profile = profile
         self._latency = profile.at_any_steps
 
     def __call__(self, level: int, steps: int, start: int | None = None) -> float:
         """`start`: the step of its run an image served at `level` resumes at (None: `level`): its own steps run,
         against level `level`'s capacity, which the plan puts it through."""
         start = level if start is None else start
-        if steps == self._profile.steps and start == level:
+        if steps == DEFAULT_STEPS and start == level:
             return 1.0
-        return self._latency.seconds(start, steps, 1) / self._profile.latency(level, 1)
+        return self._latency.seconds(start, steps, 1) / self._latency.seconds(level, DEFAULT_STEPS, 1)
 
 
 class DemandEstimator:
@@ -85,7 +88,7 @@ class DemandEstimator:
         self._far_share = 0.0
 
     def observe(self, k_star: int, images: float = 1.0, neighbour: bool = False) -> None:
-        """One arrival (a request) of `images`, in images of the profile's N steps; `neighbour`: it came with a
+        """One arrival (a request) of `images`, in images of the default steps; `neighbour`: it came with a
         neighbour's latent it could resume from."""
         self._counts[k_star] += images
         self._squares += images * images

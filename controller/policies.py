@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controller.allocation import Allocator, allocate, fit_allocation
-from controller.demand import WorkPerImage
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, plan_from_rows, plan_from_solution
 from controller.plan import Plan
 from controller.predictor import KPredictor, Lookup, SimilarityPredictor, stored_level_at_most
@@ -46,7 +45,7 @@ class WindowInputs:
     now: float
     workers: int  # workers alive
     current: Mapping[int, int]  # workers per level now
-    demand_rps: float  # images/s to plan for (of the profile's N steps), headroom included
+    demand_rps: float  # images/s to plan for (of the default steps, see WorkPerImage), headroom included
     k_mix: Mapping[int, float]  # share of arrivals per predicted K*
     slo_s: float
     # of class 0's demand, the share with a neighbour's latent (served at the level a policy picks regardless of the
@@ -59,7 +58,7 @@ class WindowInputs:
 
 class Policy(Protocol):
     name: str
-    profile: LatencyProfile  # what capacities are planned with; demand is counted in images of its N steps
+    profile: LatencyProfile  # what capacities are planned with; demand is counted in images of the default steps
     levels: tuple[int, ...]  # the levels it plans and serves, of the default 50 steps; 0 first
 
     def predict(self, lookup: Lookup) -> int:
@@ -156,14 +155,12 @@ class _Base:
 
 
 def planned_capacity_rps(profile: LatencyProfile, level: int, slo_s: float) -> float:
-    """One worker's images/s at `level` within the SLO, in images of the profile's N steps (the demand's unit): the
-    rule of LatencyProfile.capacity_rps on batches of the default steps a request runs, which the SLO is of, not on
-    batches of N. On its own batches, a profile measured at 30 steps planned workers to serve half as many again
-    50-step images as they can within the SLO, and one at 100 steps none at all at levels 0 to 20."""
-    if profile.steps == DEFAULT_STEPS:
-        return profile.capacity_rps(level, slo_s)
-    default = profile.at_any_steps.capacity_rps(level, DEFAULT_STEPS, slo_s)
-    return default * WorkPerImage(profile)(level, DEFAULT_STEPS)
+    """One worker's images/s at `level` within the SLO, in images of the default steps (the demand's unit, see
+    WorkPerImage): the rule of LatencyProfile.capacity_rps on batches of the default steps a request runs, which the
+    SLO is of, not on batches of the profile's N. On its own batches, a profile measured at 30 steps planned workers
+    to serve half as many again 50-step images as they can within the SLO, and one at 100 steps none at all at levels
+    0 to 20."""
+    return profile.at_any_steps.capacity_rps(level, DEFAULT_STEPS, slo_s)
 
 
 def where_class_0_runs(picked: Mapping[int, float], far_share: float) -> dict[int, float]:

@@ -205,6 +205,8 @@ class ProfileLatency:
       proportion to the steps run.
     - a batch above max_batch: extrapolated linearly from the last two batch
       sizes (from batch 1 and an empty batch of 0 s when only batch 1 was profiled).
+    - a batch never takes less than a smaller one: each batch size has its own
+      fit, and off the profiled steps a larger batch's may lie below a smaller's.
 
     For the bundled `sdxl_a100` profile, derived from such a line, the fit is exact.
     """
@@ -220,16 +222,20 @@ class ProfileLatency:
     def seconds(self, level: int, steps: int, batch: int) -> float:
         profile = self._profile
         top = profile.max_batch
+        if batch < 1:  # off the profile's steps, batch 0 read the largest batch's line
+            raise ValueError(f"batch {batch}: a batch holds at least one image")
         if batch > top:
             last = self.seconds(level, steps, top)
             before = self.seconds(level, steps, top - 1) if top > 1 else 0.0
-            # each batch size has its own fit: off the profiled steps the larger's may come out below the smaller's
-            return last + (batch - top) * max(0.0, last - before)
+            return last + (batch - top) * (last - before)
         if steps == profile.steps and level in profile.latency_s:
             return profile.latency(level, batch)
-        fixed, per_step = self._fits[batch - 1]
         # a level at or past the steps runs none of them (no policy picks one; the sum must not run backwards)
-        return fixed + per_step * max(0, steps - level)
+        steps_run = max(0, steps - level)
+        # each batch size has its own line, and off the profiled steps a larger batch's may lie below a smaller's
+        # (bundled tiny_cpu's batch 3 under its batch 2 below 12 steps run): a batch takes at least what any smaller
+        # one does, as on the profile's own steps
+        return max(fixed + per_step * steps_run for fixed, per_step in self._fits[:batch])
 
     def capacity_rps(self, level: int, steps: int, slo_s: float) -> float:
         """`LatencyProfile.capacity_rps` for images of `steps` steps: the same rule on their own batch times, over

@@ -11,8 +11,8 @@
   re-derive the routes for the workers where they are (the route-planner LP).
 
 The engine calls `observe_arrival` for every admitted request (its images, the
-level it runs at and its steps: demand is counted in images of the latency
-profile's N steps, see controller/demand.py) and
+level it runs at and its steps: demand is counted in images of the default
+50 steps, see controller/demand.py) and
 `maybe_replan` every second or so, in a worker thread (a MILP takes
 milliseconds to seconds); one lock keeps the two apart.
 """
@@ -82,7 +82,7 @@ class Controller:
         start: int | None = None,
         neighbour: bool = False,
     ) -> None:
-        """`images` of class `k_star`, served at `level` for `steps` steps (None: the profile's N), resuming at step
+        """`images` of class `k_star`, served at `level` for `steps` steps (None: the default 50), resuming at step
         `start` of them (None: `level`; controller/level_shares.py). `neighbour`: it came with a neighbour's latent
         (of class 0, a far neighbour, not a miss)."""
         work = images if steps is None else images * self._work(level, steps, start)

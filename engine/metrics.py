@@ -155,7 +155,7 @@ class EngineMetrics:
             "argus_plan_workers", "Workers the current plan puts at each level K", ["level"], registry=r
         )
         self.demand_rps = Gauge(
-            "argus_demand_rps", "Demand the current plan is for, images/s of the profile's N steps", registry=r
+            "argus_demand_rps", "Demand the current plan is for, images/s of the default 50 steps", registry=r
         )
         self.plans = Counter(
             "argus_plans",

@@ -279,7 +279,7 @@ def test_workers_profiled_at_other_steps_are_planned_to_serve_as_many_default_st
     served = {}
     for n in (50, steps):
         profile = LatencyProfile.from_model(f"sdxl_a100 at {n} steps", "test", steps=n, **line)
-        per_image = WorkPerImage(profile)(0, 50)  # a 50-step miss, in images of the profile's N
+        per_image = WorkPerImage(profile)(0, 50)  # a 50-step miss, in the demand's unit
         argus = make_policy("argus", profile, SIM, SimilarityPredictor(TABLE))
         plan = argus.plan(inputs(workers=8, demand=10.0 * per_image, mix={0: 1.0}))
         served[n] = plan.served_rps / per_image

@@ -313,6 +313,27 @@ def test_requests_of_more_steps_are_planned_for_as_the_work_they_are():
     assert long.expected_quality < usual.expected_quality
 
 
+@pytest.mark.parametrize("steps", [30, 100])
+def test_workers_profiled_at_other_steps_are_planned_as_when_profiled_at_the_default_steps(steps):
+    """Demand was counted in images of the profile's N at the level each ran, which at 30 steps weighs a 50-step
+    image 1.5 at level 0 and 2.7 at 25: a class moved to another level took the wrong share of its capacity. 8 workers
+    profiled at 30 steps were planned to serve all of 3.15 images/s where their allocation serves 2.88 (profiled at
+    50: all of it, another allocation)."""
+    line = {"fixed_s": 0.6, "step_s": 0.09, "batch_marginal": 0.5, "levels": (0, 5, 10, 15, 20, 25), "max_batch": 8}
+    plans = {}
+    for n in (50, steps):
+        profile = LatencyProfile.from_model(f"sdxl_a100 at {n} steps", "test", steps=n, **line)
+        controller = Controller(make_policy("argus", profile, SIM, SimilarityPredictor(TABLE)), ControllerConfig(), 0)
+        controller.maybe_replan(0.0, 8)
+        for k_star, count in {0: 4, 5: 6, 10: 6, 15: 3, 20: 5, 25: 6}.items():
+            for _ in range(count):
+                controller.observe_arrival(k_star, 1, k_star, 50, k_star)
+        plans[n] = controller.maybe_replan(10.0, 8)
+    assert plans[steps].workers_per_level == plans[50].workers_per_level
+    assert plans[steps].served_rps == pytest.approx(plans[50].served_rps)
+    assert plans[steps].total_demand_rps == pytest.approx(plans[50].total_demand_rps)
+
+
 def test_a_pace_plans_anew_at_once_on_the_profile_scaled_by_it():
     # the workers take twice the profile's times: the same demand is planned on faster levels, at once (mid-window)
     policy = make_policy("argus", PROFILE, SIM, SimilarityPredictor(TABLE))

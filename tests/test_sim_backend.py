@@ -100,6 +100,34 @@ def test_no_request_is_free_whatever_its_steps_and_batch(profile):
             assert latency.seconds(level, min(level, 10), batch) >= 0, (level, batch)
 
 
+@pytest.mark.parametrize(
+    "profile",
+    [
+        SDXL,
+        LatencyProfile.bundled("tiny_cpu"),
+        lines((0, 25), 50, [(0.3, 0.01), (0.4, 0.015), (0.5, 0.02), (0.1, 0.037)]),
+    ],
+    ids=["sdxl_a100", "tiny_cpu", "batch-lines-cross"],
+)
+def test_a_batch_never_takes_less_than_a_smaller_one_whatever_its_steps(profile):
+    """Each batch size has its own line: off the profiled steps a larger batch's may lie below a smaller's. On bundled
+    tiny_cpu a batch of 3 ten-step images took 0.365 s and one of 2 0.386 s, so the dispatcher's batch limit
+    (DispatchTiming.batch_limit) let a job with 0.37 s left into a batch of 3 where its profile says 2 are late."""
+    latency = ProfileLatency(profile)
+    for steps in range(1, 151):
+        for level in (k for k in profile.levels if k < steps):
+            times = [latency.seconds(level, steps, batch) for batch in range(1, profile.max_batch + 5)]
+            assert times == sorted(times), (level, steps)
+
+
+@pytest.mark.parametrize("steps", [50, 20])
+def test_a_batch_of_no_image_has_no_time_at_any_steps(steps):
+    """Off the profile's steps a batch of 0 read the largest batch's line (a negative index), where on them it is
+    refused as the profile's table refuses it."""
+    with pytest.raises(ValueError, match="batch 0"):
+        ProfileLatency(SDXL).seconds(0, steps, 0)
+
+
 # -- stopping (a fake clock: nothing here measures time) ---------------------------------
 class StopsAt:
     """The worker stopping (which aborts every request and cancels none) from `at` on, the clock's time."""
