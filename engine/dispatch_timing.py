@@ -23,6 +23,7 @@ from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
 from engine.profile_drift import ProfileDrift
 from engine.worker_registry import WorkerHandle, WorkerRegistry
+from protocols.worker_messages import ItemDone, ItemOutcome
 
 
 class DispatchTiming:
@@ -90,12 +91,19 @@ class DispatchTiming:
         if self._profiled(start):
             worker.busy_until = max(now, worker.busy_until) + self._seconds(jobs[0], start, len(jobs))
 
-    def batch_ran(self, jobs: list[Job], run_s: float) -> None:
-        """The worker says the batch `jobs` ran `run_s`: held against what the profile said (profile_drift.py)."""
+    def batch_ran(self, jobs: list[Job], outcomes: list[ItemOutcome]) -> None:
+        """The worker answered the batch `jobs` with `outcomes`: the time it ran, held against what the profile says
+        (profile_drift.py), if it made every image. A worker runs only the images not aborted before its run, and
+        answers those aborted during it cancelled too: a run of fewer images, or of a number unknown, held against
+        the whole batch's time said the workers ran faster than they do (half as long, for a batch of two one of
+        whose images was aborted as it queued there), and the engine planned for capacity it lacked."""
         start = jobs[0].start
-        if self._drift is not None and self._profiled(start):
+        if self._drift is None or not self._profiled(start):
+            return
+        run_ms = {outcome.request_id: outcome.run_ms for outcome in outcomes if isinstance(outcome, ItemDone)}
+        if run_ms.keys() == {job.job_id for job in jobs}:
             # against the profile itself, not the pace: that is what is measured
-            self._drift.batch_ran(self._profiled_seconds(jobs[0], start, len(jobs)), run_s)
+            self._drift.batch_ran(self._profiled_seconds(jobs[0], start, len(jobs)), max(run_ms.values()) / 1000.0)
 
     # -- when ----------------------------------------------------------------
     def _start_by(self, job: Job) -> float:

@@ -494,13 +494,11 @@ class Dispatcher:
         made = unasked = False  # whether the batch made an image, and one not as asked
         # the images the worker stopped without the client asking, or left out: still owed, routed again together
         owed: list[Job] = []
-        run_ms = None  # the batch's, as every image of it says
         for outcome in done.outcomes:
             job = by_id.pop(outcome.request_id, None)
             if job is None:
                 continue
             if isinstance(outcome, ItemDone):
-                run_ms = outcome.run_ms
                 outcome = self._as_asked(worker, job, outcome)
                 unasked |= isinstance(outcome, ItemFailed)
             made |= isinstance(outcome, ItemDone)
@@ -518,8 +516,7 @@ class Dispatcher:
         # a batch refused is the batch's fault, as one whose images were all aborted says nothing of the worker
         failed = any(outcome.code != REFUSED for _, outcome in failures)
         self._route_again([*owed, *by_id.values()])  # a worker that answers a batch but leaves items out owes them
-        if run_ms is not None:  # a batch cut short by aborts made nothing, and its time says nothing
-            self._timing.batch_ran(jobs, run_ms / 1000.0)
+        self._timing.batch_ran(jobs, done.outcomes)
         if failing_workers.judge(worker, made, failed) and worker.ready:
             self._take_out(worker)
         self._pump(worker)

@@ -3,15 +3,18 @@ their own pace, and told in a warning that names the cure (engine/profile_drift.
 
 import asyncio
 import logging
+import math
 
 import pytest
-from dispatcher_harness import Clock
+from dispatcher_harness import PROFILE, Clock, Harness
+from pictures import image_as_asked
 from waiting import wait_for
 
 from engine.client import AsyncArgusClient
 from engine.profile_drift import ProfileDrift
 from engine_process import start_engine, start_worker
 from protocols.client_messages import Images
+from protocols.worker_messages import BatchDone, ItemCancelled, ItemDone
 
 
 def _drift(clock=None):
@@ -160,3 +163,22 @@ def test_an_engine_says_its_workers_run_slower_than_it_plans(tmp_path):
         fleet.terminate()
         fleet.wait(30)
         engine.stop()
+
+
+async def test_a_batch_some_of_whose_images_were_aborted_is_not_held_against_the_profile():
+    # the worker runs only the images not aborted before the run (and answers those aborted during it cancelled too):
+    # its run time is of fewer images than were sent, or an unknown number, and judged against the whole batch's
+    # time it said the workers ran twice as fast as their profile
+    h = Harness(profile=PROFILE)
+    worker = h.add_worker("w")
+    h.request(n=2)
+    batch = h.batches()[-1]
+    assert len(batch.items) == 2  # 2.0 s by the profile
+    image = image_as_asked(batch)
+    first, second = (item.request_id for item in batch.items)
+    done = ItemDone(first, image, batch.level, [], None, 1000.0, 50)  # 1 s: the time of one image
+    h.dispatcher.batch_done(worker, BatchDone(batch.batch_id, [done, ItemCancelled(second)]))
+    assert math.isnan(h.metrics.registry.get_sample_value("argus_batch_time_vs_profile"))
+    again = h.batches()[-1]  # the image owed, sent again alone, and its time judged
+    h.finish(worker, again, run_ms=1000.0)
+    assert h.metrics.registry.get_sample_value("argus_batch_time_vs_profile") == pytest.approx(1.0)
