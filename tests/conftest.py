@@ -18,6 +18,8 @@ from port_shares import draw_ports_from_share  # noqa: E402 - a helper beside th
 # a tiny worker, 20 to 26 s with one).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from engines_ahead import EnginesAhead  # noqa: E402 - it imports numpy, whose threads OMP_NUM_THREADS sets
+
 # The engines, workers and Ray instances the suite starts make their temporary folders in one of its own, removed at
 # its end: an engine a test kills (SIGKILL) cannot remove its own, and in /tmp they gathered one a kill. Short, under
 # /tmp: Ray puts AF_UNIX sockets about 60 characters deep in it, within the 107 a socket path may have (pytest's
@@ -50,6 +52,29 @@ def prompts(tmp_path) -> str:
     path = tmp_path / "prompts.txt"
     path.write_text("a red fox\na blue whale\na green frog\n")
     return str(path)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "own_engine(*args, **keywords): the test's own engine (start_engine's arguments), as own_engine"
+    )
+
+
+@pytest.fixture(scope="module")
+def engines_ahead(request, tmp_path_factory):
+    """The engines of the module's tests marked own_engine, started ahead (tests/engines_ahead.py): a module asks for
+    it with all its tests (pytestmark = pytest.mark.usefixtures("engines_ahead")), to have the first start with it."""
+    ahead = EnginesAhead((item for item in request.session.items if item.module is request.module), tmp_path_factory)
+    yield ahead
+    ahead.close()
+
+
+@pytest.fixture
+def own_engine(request, engines_ahead):
+    """The test's own engine, started ahead as its own_engine mark says, stopped after it."""
+    engine = engines_ahead.take(request.node)
+    yield engine
+    assert engine.stop() == 0
 
 
 def pytest_sessionfinish(session, exitstatus):

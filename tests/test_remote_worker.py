@@ -21,6 +21,7 @@ from waiting import wait_for
 from controller.similarity import SimilarityTable
 from engine.client import ArgusClient
 from engine_process import (
+    EngineProcess,
     ask_worker_door,
     free_port,
     lone_and_fleet,
@@ -34,6 +35,9 @@ from protocols.curve import create_key_files
 from protocols.worker_messages import PROTOCOL_VERSION, Cleared, Hello, Probe, Refused, Welcome
 from workers.runtime import WorkerRuntime
 from workers.sim_backend import SimBackend
+
+# the tests marked own_engine find theirs started while the tests before them ran
+pytestmark = pytest.mark.usefixtures("engines_ahead")
 
 
 @pytest.fixture(scope="module")
@@ -94,37 +98,36 @@ def test_hand_started_worker_serves(engine):
         assert worker.wait(timeout=30) == 0
 
 
-def test_a_stopped_worker_hands_its_work_to_another_at_once(tmp_path):
+@pytest.mark.own_engine(workers=0, backend="sim")
+def test_a_stopped_worker_hands_its_work_to_another_at_once(own_engine):
     """SIGTERM mid-batch: the worker says it is leaving before it answers its images cancelled, so they go to
     the other worker at once, not back to the one leaving (two tries spent, and a wait for its heartbeat)."""
-    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
     # a 50-step image takes it 20 s: it is still making it once the fast worker, started after, has joined (1 to 2 s
     # on two loaded cores; at 5 s an image, a slower start would leave it to finish the image itself)
-    slow = start_worker(engine.worker_address, "sim", "--time-scale", "4", "--worker-id", "slow")
+    slow = start_worker(own_engine.worker_address, "sim", "--time-scale", "4", "--worker-id", "slow")
     fast = None
     try:
-        engine.wait_ready(1, timeout_s=60)
-        with ArgusClient(engine.client_address, timeout_s=60) as client, ThreadPoolExecutor(1) as pool:
+        own_engine.wait_ready(1, timeout_s=60)
+        with ArgusClient(own_engine.client_address, timeout_s=60) as client, ThreadPoolExecutor(1) as pool:
             reply = pool.submit(client.generate, "a harbour at dawn", width=64, height=64)
             deadline = time.monotonic() + 30
-            while not engine.ready()["workers"][0]["load"]:
+            while not own_engine.ready()["workers"][0]["load"]:
                 assert time.monotonic() < deadline, "the slow worker never took the image"
                 time.sleep(0.05)
-            fast = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "fast")
-            engine.wait_ready(2, timeout_s=60)
+            fast = start_worker(own_engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "fast")
+            own_engine.wait_ready(2, timeout_s=60)
             slow.send_signal(signal.SIGTERM)
             reply = reply.result()
         assert isinstance(reply, Images) and reply.images[0].worker.startswith("fast/")
         assert slow.wait(timeout=30) == 0
-        assert engine.metric("argus_worker_losses_total", cause="left") == 1
-        assert engine.metric("argus_redispatched_images_total") == 1
+        assert own_engine.metric("argus_worker_losses_total", cause="left") == 1
+        assert own_engine.metric("argus_redispatched_images_total") == 1
         # its cancelled batch, come after its Leaving, is the tail of a worker that went: not garbage
-        assert engine.metric("argus_bad_messages_total", link="worker") == 0
+        assert own_engine.metric("argus_bad_messages_total", link="worker") == 0
     finally:
         for worker in (slow, fast):
             if worker is not None and worker.poll() is None:
                 worker.kill()
-        assert engine.stop() == 0
 
 
 class StopAfterTheSteps:
@@ -147,37 +150,36 @@ class StopAfterTheSteps:
         return outcomes
 
 
-def test_a_worker_stopped_after_making_its_images_answers_them(tmp_path):
+@pytest.mark.own_engine(workers=0, backend="sim")
+def test_a_worker_stopped_after_making_its_images_answers_them(own_engine):
     """Before, it said Leaving before answering: the engine routed the images elsewhere at once, dropped the
     answer that came after, and they were made again (a try each, and a whole run)."""
-    engine = start_engine(tmp_path, workers=0, backend="sim", wait=False)
     backend = StopAfterTheSteps(lambda: runtime)
-    runtime = WorkerRuntime(backend, engine.worker_address, "stopping")
+    runtime = WorkerRuntime(backend, own_engine.worker_address, "stopping")
     serving = threading.Thread(target=runtime.serve, daemon=True)
     serving.start()
     other = None
     try:
-        engine.wait_ready(1, timeout_s=60)
-        with ArgusClient(engine.client_address, timeout_s=60) as client, ThreadPoolExecutor(1) as pool:
+        own_engine.wait_ready(1, timeout_s=60)
+        with ArgusClient(own_engine.client_address, timeout_s=60) as client, ThreadPoolExecutor(1) as pool:
             reply = pool.submit(client.generate, "a harbour at dawn", width=64, height=64)
             assert backend.running.wait(30), "the worker never took the image"
             # another worker, so that an image given up is made again rather than waiting for one
-            other = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "other")
-            engine.wait_ready(2, timeout_s=60)
+            other = start_worker(own_engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "other")
+            own_engine.wait_ready(2, timeout_s=60)
             backend.go.set()
             reply = reply.result()
         assert isinstance(reply, Images) and reply.images[0].worker.startswith("stopping/")
         serving.join(30)
         assert not serving.is_alive()
-        assert engine.metric("argus_worker_losses_total", cause="left") == 1
-        assert engine.metric("argus_redispatched_images_total") == 0
+        assert own_engine.metric("argus_worker_losses_total", cause="left") == 1
+        assert own_engine.metric("argus_redispatched_images_total") == 0
     finally:
         backend.go.set()
         runtime.stop()
         if other is not None:
             other.terminate()
             other.wait(30)
-        assert engine.stop() == 0
 
 
 def test_a_second_worker_given_a_live_workers_id_is_refused(engine):
@@ -234,102 +236,120 @@ def test_a_worker_of_another_backend_is_refused_before_it_loads_its_model(engine
     assert wait_for(lambda: named in engine.log(), timeout_s=60), engine.log()[-2000:]
 
 
-def test_a_worker_restarted_under_its_id_right_after_a_crash_takes_its_place(tmp_path):
+@pytest.mark.own_engine("--heartbeat-timeout", "30", workers=0, backend="sim")
+def test_a_worker_restarted_under_its_id_right_after_a_crash_takes_its_place(own_engine):
     """A supervisor (systemd, a container's restart policy) starts the same worker again within a second of a
     crash, under the same id: the dead one's link is gone, so the id is free (it was refused for 3 heartbeat
     intervals, the new worker exiting 2 each time)."""
-    engine = start_engine(tmp_path, "--heartbeat-timeout", "30", workers=0, backend="sim", wait=False)
-    crashed = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
+    crashed = start_worker(own_engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
     restarted = None
     try:
-        (registered,) = engine.wait_ready(1, timeout_s=60)["workers"]
+        (registered,) = own_engine.wait_ready(1, timeout_s=60)["workers"]
         crashed.kill()
         crashed.wait(timeout=30)
-        restarted = start_worker(engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
+        restarted = start_worker(own_engine.worker_address, "sim", "--time-scale", "0.01", "--worker-id", "gpu0")
         deadline = time.monotonic() + 60
-        while [w["pid"] for w in engine.ready()["workers"]] != [restarted.pid]:
+        while [w["pid"] for w in own_engine.ready()["workers"]] != [restarted.pid]:
             assert restarted.poll() is None, "the restarted worker was refused"
             assert time.monotonic() < deadline
             time.sleep(0.2)
         # the new hello under its id replaces the dead link, unless the engine saw that connection drop first (on a
         # loaded host): either way the loss is counted once, and not waited for
         lost = {
-            cause: engine.metric("argus_worker_losses_total", cause=cause)
+            cause: own_engine.metric("argus_worker_losses_total", cause=cause)
             for cause in ("replaced", "unreachable", "heartbeat")
         }
         assert lost["replaced"] + lost["unreachable"] == 1 and lost["heartbeat"] == 0, lost
-        with ArgusClient(engine.client_address, timeout_s=30) as client:
+        with ArgusClient(own_engine.client_address, timeout_s=30) as client:
             reply = client.generate("a bridge in fog", width=64, height=64)
         assert isinstance(reply, Images) and reply.images[0].worker != registered["name"]
     finally:
         if restarted is not None:
             restarted.send_signal(signal.SIGTERM)
             restarted.wait(timeout=30)
-        assert engine.stop() == 0
     assert restarted.returncode == 0
 
 
-@pytest.mark.parametrize(
-    "who",
-    [
-        "key not admitted",
-        "no keys",
-        "keys, engine without CURVE",
-        "a fleet, key not admitted",
-        "wrong engine key",
-        "a model, key not admitted",
-        "a model, wrong engine key",
-    ],
-)
-def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(request, tmp_path, curve_files, who):
+# who the worker is, and what it says as it exits 2
+_NEVER_TAKEN_SAYS = {
+    "key not admitted": "does not admit this CURVE key on this socket (a worker's key goes in its",
+    "no keys": "requires CURVE keys",
+    "keys, engine without CURVE": "does not use CURVE",
+    "a fleet, key not admitted": "does not admit this CURVE key",
+    "wrong engine key": "the engine's public key given is not its own",
+    "a model, key not admitted": "does not admit this CURVE key",
+    "a model, wrong engine key": "the engine's public key given is not its own",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def never_taken(request, tmp_path_factory, curve_files):
+    """The workers of test_a_worker_the_engine_can_never_take_says_why_and_exits_2, by who: each started in a thread
+    from the module's start, two at a time, as (the engine it dialled, what it said as it exited 2). Each waits a
+    second or more on libzmq's handshakes, hardly on the cores: those waits run while the tests before its own do."""
+    whos = [
+        item.callspec.params["who"]
+        for item in request.session.items
+        if item.module is request.module
+        and item.originalname == test_a_worker_the_engine_can_never_take_says_why_and_exits_2.__name__
+    ]
+    # the engines started here, not in the workers' threads
+    engines = {
+        who: request.getfixturevalue("plain_engine" if who == "keys, engine without CURVE" else "curve_engine")
+        for who in whos
+    }
+    # its hellos sealed for another engine: libzmq dials again for ever, unread
+    other_engine_key, _ = create_key_files(tmp_path_factory.mktemp("other"), "engine")
+
+    def refused(who: str) -> tuple[EngineProcess, str]:
+        engine = engines[who]
+        engine_key = other_engine_key if who.endswith("wrong engine key") else curve_files.engine_public
+        keys = ["--curve-key", str(curve_files.stranger_secret), "--curve-server-key", str(engine_key)]
+        fleet = ["--count", "3"] if who.startswith("a fleet") else []
+        backend = "tiny" if who.startswith("a model") else "sim"
+        worker = start_worker(
+            engine.worker_address, backend, *([] if who == "no keys" else keys), *fleet, stderr=subprocess.PIPE
+        )
+        return engine, said_as_it_exits_2(worker)
+
+    with ThreadPoolExecutor(2) as pool:
+        yield {who: pool.submit(refused, who) for who in whos}
+
+
+@pytest.mark.parametrize("who", list(_NEVER_TAKEN_SAYS))
+def test_a_worker_the_engine_can_never_take_says_why_and_exits_2(never_taken, who):
     """libzmq does not dial again after the engine refused the key, nor when one side speaks CURVE and the other
     not: the worker warned of no answer every 10 s, for ever, and did not join even a restarted engine that
     admitted it. A worker with a model to load hears it before loading it (an SD-XL one loaded for minutes first)."""
-    engine = request.getfixturevalue("engine" if who == "keys, engine without CURVE" else "curve_engine")
-    engine_key = curve_files.engine_public
-    if who.endswith("wrong engine key"):  # its hellos sealed for another engine: libzmq dials again for ever, unread
-        engine_key, _ = create_key_files(tmp_path / "other", "engine")
-    keys = ["--curve-key", str(curve_files.stranger_secret), "--curve-server-key", str(engine_key)]
-    fleet = ["--count", "3"] if who.startswith("a fleet") else []
-    backend = "tiny" if who.startswith("a model") else "sim"
-    worker = start_worker(
-        engine.worker_address, backend, *([] if who == "no keys" else keys), *fleet, stderr=subprocess.PIPE
-    )
-    said = said_as_it_exits_2(worker)
-    says = {
-        "key not admitted": "does not admit this CURVE key on this socket (a worker's key goes in its",
-        "no keys": "requires CURVE keys",
-        "keys, engine without CURVE": "does not use CURVE",
-        "a fleet, key not admitted": "does not admit this CURVE key",
-        "wrong engine key": "the engine's public key given is not its own",
-        "a model, key not admitted": "does not admit this CURVE key",
-        "a model, wrong engine key": "the engine's public key given is not its own",
-    }[who]
+    engine, said = never_taken[who].result()
     # "the engine at ADDRESS does not use CURVE", or, if the engine hung up before the worker named the mismatch
     # ten times in a row, "every handshake with the engine at ADDRESS failed: ..., the engine does not use CURVE"
+    says = _NEVER_TAKEN_SAYS[who]
     assert "engine refused this worker: " in said and engine.worker_address in said and says in said, said
-    if backend == "tiny":
+    if who.startswith("a model"):  # the tiny backend
         assert "loading the tiny backend" not in said, said
 
 
-def test_a_worker_or_fleet_that_served_says_why_the_next_engine_can_never_take_it_and_exits_2(tmp_path, curve_files):
+@pytest.mark.own_engine(workers=0, backend="sim")
+def test_a_worker_or_fleet_that_served_says_why_the_next_engine_can_never_take_it_and_exits_2(
+    own_engine, tmp_path, curve_files
+):
     """The engine restarted on its address with CURVE turned on (or its key pair replaced): a lone worker said why and
     exited 2, a fleet waited for ever, warning that the engine had stopped and that it waited for the next one."""
-    worker_port = free_port()
-    first = start_engine(tmp_path, workers=0, backend="sim", worker_port=worker_port)
-    workers, logs = start_lone_and_fleet(tmp_path, first.worker_address, fleet=3)
+    workers, logs = start_lone_and_fleet(tmp_path, own_engine.worker_address, fleet=3)
     second = None
     try:
-        first.wait_ready(4, timeout_s=60)
-        assert first.stop() == 0
+        own_engine.wait_ready(4, timeout_s=60)
+        assert own_engine.stop() == 0
         curve = ["--curve-secret", str(curve_files.engine_secret), "--curve-allow", str(curve_files.admitted)]
+        worker_port = int(own_engine.worker_address.rsplit(":", 1)[1])
         second = start_engine(tmp_path, *curve, workers=0, backend="sim", worker_port=worker_port)
         for worker, path in zip(workers, logs.values(), strict=True):
             assert worker.wait(timeout=60) == 2, path.read_text()
             # libzmq says the mechanisms differ, or hangs up first (a race): "... is not an argus engine's ZeroMQ
             # address (...), or the engine at ... requires CURVE keys" then (protocols/curve.py, _no_engine_here)
             said = re.search(r"engine refused this worker: (.*)", log := path.read_text())
-            assert said and said[1].endswith(f"the engine at {first.worker_address} requires CURVE keys"), log
+            assert said and said[1].endswith(f"the engine at {own_engine.worker_address} requires CURVE keys"), log
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -448,45 +468,48 @@ def test_a_worker_or_fleet_given_a_host_that_does_not_resolve_says_so(unanswered
     assert [worker.wait(timeout=30) for worker in workers] == [0, 0]
 
 
-def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(tmp_path):
+@pytest.mark.own_engine("--time-scale", "0.2", "--heartbeat-timeout", "2", workers=1, backend="sim")
+def test_a_peer_dialing_in_under_a_live_workers_name_gets_none_of_its_traffic(own_engine):
     """A worker's identity is its public name (in /ready and every reply): a second connection under it is
     refused, not handed the worker's prompts (the worker, gone silent, was then killed as hung)."""
-    engine = start_engine(tmp_path, "--time-scale", "0.2", "--heartbeat-timeout", "2", workers=1, backend="sim")
     context = zmq.Context()
     impostor = context.socket(zmq.DEALER)
     impostor.setsockopt(zmq.LINGER, 0)
     try:
-        (worker,) = engine.ready()["workers"]
+        (worker,) = own_engine.wait_ready(1, timeout_s=60)["workers"]
+        # its worker's losses counted from here: started ahead, the engine sat idle while the tests before ran
+        silent = own_engine.metric("argus_worker_losses_total", cause="heartbeat")
         impostor.setsockopt(zmq.IDENTITY, worker["name"].encode())
         handshakes = impostor.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        impostor.connect(engine.worker_address)
+        impostor.connect(own_engine.worker_address)
         # connected, its name told (the engine reads it as the handshake ends), had the engine taken it
         assert handshakes.poll(30_000), "the impostor never reached the engine"
         impostor.disable_monitor()
         handshakes.close()
-        with ArgusClient(engine.client_address, timeout_s=60) as client:
+        with ArgusClient(own_engine.client_address, timeout_s=60) as client:
             for i in range(3):  # past a heartbeat timeout: a worker cut off would be lost by now
                 reply = client.generate(f"another user's prompt {i}", width=64, height=64)
                 assert isinstance(reply, Images) and reply.images[0].worker == worker["name"]
         assert not impostor.poll(0)  # not a heartbeat, not a prompt
-        assert engine.ready()["workers"][0]["pid"] == worker["pid"]
-        assert engine.metric("argus_worker_losses_total", cause="heartbeat") == 0
+        assert own_engine.ready()["workers"][0]["pid"] == worker["pid"]
+        assert own_engine.metric("argus_worker_losses_total", cause="heartbeat") == silent
     finally:
         impostor.close()
         context.term()
-        assert engine.stop() == 0
 
 
-def test_workers_at_another_time_scale_than_the_engine_are_warned_of_by_name(tmp_path):
+@pytest.mark.own_engine("--time-scale", "0.5", workers=0, backend="sim")
+def test_workers_at_another_time_scale_than_the_engine_are_warned_of_by_name(own_engine):
     """The engine's controller plans with its --time-scale, the workers sleep by theirs: before, a difference went
     without a word. A lone worker and a fleet each say theirs in their hello; the engine warns once per time scale
     (test_worker_hello checks the whole line)."""
-    engine = start_engine(tmp_path, "--time-scale", "0.5", workers=0, backend="sim", wait=False)
-    lone = start_worker(engine.worker_address, "sim", "--time-scale", "0.02", "--worker-id", "lone")
-    fleet = start_worker(engine.worker_address, "sim", "--count", "2", "--time-scale", "0.01", "--worker-id", "fleet")
+    lone = start_worker(own_engine.worker_address, "sim", "--time-scale", "0.02", "--worker-id", "lone")
+    fleet = start_worker(
+        own_engine.worker_address, "sim", "--count", "2", "--time-scale", "0.01", "--worker-id", "fleet"
+    )
     try:
-        engine.wait_ready(3, timeout_s=60)
-        warned = [line for line in engine.log_path.read_text().splitlines() if "plans with --time-scale" in line]
+        own_engine.wait_ready(3, timeout_s=60)
+        warned = [line for line in own_engine.log_path.read_text().splitlines() if "plans with --time-scale" in line]
         said = re.compile(
             r"worker ([a-z]+)[-0-9]*/\S+ runs the sim at --time-scale ([0-9.]+) but .* --time-scale 0\.5: "
         )
@@ -495,4 +518,3 @@ def test_workers_at_another_time_scale_than_the_engine_are_warned_of_by_name(tmp
         for worker in (lone, fleet):
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0
-        assert engine.stop() == 0

@@ -23,6 +23,9 @@ from engine_process import ROOT, in_process_config, raw_client, slow_reading_cli
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec
 from protocols.worker_messages import PROTOCOL_VERSION, Refused, Rejoin, worker_side_codec
 
+# the tests marked own_engine find theirs started while the tests before them ran
+pytestmark = pytest.mark.usefixtures("engines_ahead")
+
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
@@ -151,12 +154,19 @@ def test_a_request_frame_far_larger_than_any_request_is_cut_off_before_it_is_buf
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    dropped = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
     sock.connect(engine.client_address)
     try:
         header = msgspec.msgpack.encode({"type": "generate", "request_id": "huge", "prompt": "x" * (1 << 20)})
         sock.send_multipart([header])
-        assert not sock.poll(1000)  # libzmq drops the connection: nothing reaches the engine to answer
+        # libzmq drops the connection: nothing reaches the engine to answer (the drop waited for, not a second)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(dropped, zmq.POLLIN)
+        assert dict(poller.poll(30_000)) == {dropped: zmq.POLLIN}, "answered, or never dropped"
     finally:
+        sock.disable_monitor()
+        dropped.close()
         sock.close()
         context.term()
     _survives(engine)
@@ -224,78 +234,65 @@ def test_a_client_pointed_at_the_worker_address_is_answered_an_error_naming_the_
     _survives(engine)
 
 
-def test_busy_when_the_queue_is_full(tmp_path):
-    # about 1 s an image: the six are admitted or refused within milliseconds, long before the first is answered
-    engine = start_engine(tmp_path, "--time-scale", "0.2", "--max-queue", "2", workers=1, backend="sim")
-    try:
+# about 1 s an image: the six are admitted or refused within milliseconds, long before the first is answered
+@pytest.mark.own_engine("--time-scale", "0.2", "--max-queue", "2", workers=1, backend="sim")
+def test_busy_when_the_queue_is_full(own_engine):
+    async def run():
+        async with AsyncArgusClient(own_engine.client_address) as client:
+            return await asyncio.wait_for(
+                asyncio.gather(*(client.generate(f"p{i}", width=64, height=64) for i in range(6))), 60
+            )
 
-        async def run():
-            async with AsyncArgusClient(engine.client_address) as client:
-                return await asyncio.wait_for(
-                    asyncio.gather(*(client.generate(f"p{i}", width=64, height=64) for i in range(6))), 60
-                )
-
-        replies = asyncio.run(run())
-        busy = [r for r in replies if isinstance(r, Busy)]
-        served = [r for r in replies if isinstance(r, Images)]
-        assert len(served) == 2 and len(busy) == 4
-        assert all(b.retry_after_ms > 0 for b in busy)
-    finally:
-        assert engine.stop() == 0
+    replies = asyncio.run(run())
+    busy = [r for r in replies if isinstance(r, Busy)]
+    served = [r for r in replies if isinstance(r, Images)]
+    assert len(served) == 2 and len(busy) == 4
+    assert all(b.retry_after_ms > 0 for b in busy)
 
 
-def test_a_client_refused_at_a_full_queue_gets_the_next_room_not_the_client_that_filled_it(tmp_path):
+# one image at a time, about 1 s each
+@pytest.mark.own_engine("--time-scale", "0.2", "--max-queue", "4", "--max-batch", "1", workers=1, backend="sim")
+def test_a_client_refused_at_a_full_queue_gets_the_next_room_not_the_client_that_filled_it(own_engine):
     """Before, room went to whichever request came first: a pipeline that retried each Busy at once kept the queue
     full, and every other client got Busy for as long as it ran."""
-    engine = start_engine(
-        tmp_path,
-        *("--time-scale", "0.2", "--max-queue", "4", "--max-batch", "1"),  # one image at a time, about 1 s each
-        workers=1,
-        backend="sim",
-    )
-    try:
 
-        async def run():
-            async with (
-                AsyncArgusClient(engine.client_address) as pipeline,
-                AsyncArgusClient(engine.client_address) as person,
-            ):
-                # of one step (0.14 s, not 1 s), those that need not last: the pipeline holds its share (two of four)
-                # as it asks again while its second image runs, and a share counts images whatever their steps
-                one_step = {"steps": 1}
-                queued = [
-                    asyncio.create_task(pipeline.generate(f"batch {i}", width=64, height=64, **fields))
-                    for i, fields in enumerate(({}, {}, one_step, one_step))
-                ]
-                assert await eventually(lambda: engine.metric("argus_queued_images") == 4, timeout_s=30)  # full
-                refused = await person.generate("a portrait", width=64, height=64)
-                first = await asyncio.wait_for(queued[0], 60)  # one image done: room for one
-                pipeline_again = await pipeline.generate("batch 4", width=64, height=64, **one_step)
-                person_again = await asyncio.wait_for(
-                    person.generate("a portrait", width=64, height=64, **one_step), 60
-                )
-                return refused, first, pipeline_again, person_again, await asyncio.gather(*queued[1:])
+    async def run():
+        async with (
+            AsyncArgusClient(own_engine.client_address) as pipeline,
+            AsyncArgusClient(own_engine.client_address) as person,
+        ):
+            # of one step (0.14 s, not 1 s), those that need not last: the pipeline holds its share (two of four)
+            # as it asks again while its second image runs, and a share counts images whatever their steps
+            one_step = {"steps": 1}
+            queued = [
+                asyncio.create_task(pipeline.generate(f"batch {i}", width=64, height=64, **fields))
+                for i, fields in enumerate(({}, {}, one_step, one_step))
+            ]
+            assert await eventually(lambda: own_engine.metric("argus_queued_images") == 4, timeout_s=30)  # full
+            refused = await person.generate("a portrait", width=64, height=64)
+            first = await asyncio.wait_for(queued[0], 60)  # one image done: room for one
+            pipeline_again = await pipeline.generate("batch 4", width=64, height=64, **one_step)
+            person_again = await asyncio.wait_for(person.generate("a portrait", width=64, height=64, **one_step), 60)
+            return refused, first, pipeline_again, person_again, await asyncio.gather(*queued[1:])
 
-        refused, first, pipeline_again, person_again, rest = asyncio.run(run())
-        assert isinstance(refused, Busy) and refused.reason == "queue_full"
-        assert isinstance(first, Images)
-        assert isinstance(pipeline_again, Busy) and pipeline_again.reason == "client_share"
-        assert isinstance(person_again, Images) and all(isinstance(r, Images) for r in rest)
-        assert engine.metric("argus_requests_total", outcome="busy", code="client_share") == 1
-        assert engine.metric("argus_requests_total", outcome="busy", code="queue_full") == 1
-    finally:
-        assert engine.stop() == 0
+    refused, first, pipeline_again, person_again, rest = asyncio.run(run())
+    assert isinstance(refused, Busy) and refused.reason == "queue_full"
+    assert isinstance(first, Images)
+    assert isinstance(pipeline_again, Busy) and pipeline_again.reason == "client_share"
+    assert isinstance(person_again, Images) and all(isinstance(r, Images) for r in rest)
+    assert own_engine.metric("argus_requests_total", outcome="busy", code="client_share") == 1
+    assert own_engine.metric("argus_requests_total", outcome="busy", code="queue_full") == 1
 
 
-def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(tmp_path):
+@pytest.mark.own_engine("--time-scale", "0.25", backend="sim", workers=1)  # an image takes about 1.25 s
+def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(own_engine):
     """The reply goes to the identity that asked: a reconnected client must keep it to get its reply."""
-    engine = start_engine(tmp_path, "--time-scale", "0.25", backend="sim", workers=1)  # an image takes about 1.25 s
-    proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
+    proxy = DroppingProxy(int(own_engine.client_address.rsplit(":", 1)[1]))
 
     def drop_once_running() -> None:
         # once the request is in flight, not after a fixed wait: a client slow to connect (a loaded machine) may not
         # have sent it by then, and its one connection would never be cut
-        if wait_for(lambda: engine.metric("argus_running_images") == 1):
+        if wait_for(lambda: own_engine.metric("argus_running_images") == 1):
             proxy.drop_all()
 
     dropping = threading.Thread(target=drop_once_running)
@@ -308,28 +305,27 @@ def test_a_client_whose_connection_drops_gets_its_reply_over_the_next(tmp_path):
         assert proxy.accepted >= 2  # the client did reconnect
     finally:
         proxy.close()
-        assert engine.stop() == 0
 
 
-def test_a_client_back_after_a_reply_found_it_gone_gets_that_reply_and_keeps_its_other_requests(tmp_path):
+# one image at a time, about 1 s each: `long` ends about 2 s after `short`, past the 1 s grace
+@pytest.mark.own_engine(
+    "--time-scale", "0.2", "--max-batch", "1", "--client-gone-grace", "1", backend="sim", workers=1
+)  # fmt: skip
+def test_a_client_back_after_a_reply_found_it_gone_gets_that_reply_and_keeps_its_other_requests(own_engine):
     """Before, the reply that found it gone was lost, and its other requests were cancelled at the grace's end though
     it was connected again: the engine hears of no reconnection, and took a client silent since for one gone."""
-    # one image at a time, about 1 s each: `long` ends about 2 s after `short`, past the 1 s grace
-    engine = start_engine(
-        tmp_path, "--time-scale", "0.2", "--max-batch", "1", "--client-gone-grace", "1", backend="sim", workers=1
-    )
-    proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
+    proxy = DroppingProxy(int(own_engine.client_address.rsplit(":", 1)[1]))
 
     async def scenario():
         async with AsyncArgusClient(proxy.address) as client:
             short = asyncio.create_task(client.generate("short", width=64, height=64))
-            assert await asyncio.to_thread(wait_for, lambda: engine.metric("argus_queued_images") == 1)
+            assert await asyncio.to_thread(wait_for, lambda: own_engine.metric("argus_queued_images") == 1)
             long = asyncio.create_task(client.generate("long", width=64, height=64, n=2))
-            assert await asyncio.to_thread(wait_for, lambda: engine.metric("argus_queued_images") == 3)
+            assert await asyncio.to_thread(wait_for, lambda: own_engine.metric("argus_queued_images") == 3)
             # the connection is cut, and the client cannot connect again until `short` is answered
             proxy.flowing.clear()
             proxy.drop_all()
-            answered = lambda: engine.metric("argus_requests_total", outcome="ok", code="") == 1  # noqa: E731
+            answered = lambda: own_engine.metric("argus_requests_total", outcome="ok", code="") == 1  # noqa: E731
             assert await asyncio.to_thread(wait_for, answered)
             proxy.flowing.set()
             reply = await asyncio.wait_for(long, 60)
@@ -338,19 +334,18 @@ def test_a_client_back_after_a_reply_found_it_gone_gets_that_reply_and_keeps_its
 
     try:
         asyncio.run(scenario())
-        assert engine.metric("argus_replies_dropped_total", reason="gone") == 0
+        assert own_engine.metric("argus_replies_dropped_total", reason="gone") == 0
     finally:
         proxy.close()
-        assert engine.stop() == 0
 
 
-def test_a_client_whose_connection_dies_without_a_word_dials_again(tmp_path, monkeypatch):
+@pytest.mark.own_engine("--time-scale", "0.01", backend="sim", workers=1)
+def test_a_client_whose_connection_dies_without_a_word_dials_again(own_engine, monkeypatch):
     """The engine's host gone, or a NAT that forgot the flow: TCP tells the client nothing, and every call after
     timed out, for ever through a proxy (about 15 minutes to a host gone), whatever engine came up on the address."""
     monkeypatch.setattr(client_module, "_HEARTBEAT_INTERVAL_MS", 200)
     monkeypatch.setattr(client_module, "_HEARTBEAT_TIMEOUT_MS", 1000)
-    served = start_engine(tmp_path, "--time-scale", "0.01", backend="sim", workers=1)
-    proxy = DroppingProxy(int(served.client_address.rsplit(":", 1)[1]))
+    proxy = DroppingProxy(int(own_engine.client_address.rsplit(":", 1)[1]))
     try:
         with ArgusClient(proxy.address, timeout_s=30) as client:
             assert isinstance(client.generate("before", width=64, height=64), Images)
@@ -363,39 +358,39 @@ def test_a_client_whose_connection_dies_without_a_word_dials_again(tmp_path, mon
         assert proxy.accepted == 2
     finally:
         proxy.close()
-        assert served.stop() == 0
 
 
-def test_replies_a_client_leaves_unread_are_bounded_and_counted(tmp_path):
+# it may leave --max-queue + 256 unread: the --max-queue it may have admitted can all be answered at once
+_WAVE = 50
+
+
+@pytest.mark.own_engine("--time-scale", "0", "--max-queue", str(_WAVE), backend="sim")
+def test_replies_a_client_leaves_unread_are_bounded_and_counted(own_engine):
     """Each reply is delivered or counted dropped, and the engine holds a bounded number for a client that
     does not read: it held them all before, gigabytes of images."""
-    # it may leave --max-queue + 256 unread: the --max-queue it may have admitted can all be answered at once
-    wave = 50
-    engine = start_engine(tmp_path, "--time-scale", "0", "--max-queue", str(wave), backend="sim")
     codec = client_side_codec()
     context = zmq.Context()
-    client = slow_reading_client(context, engine.client_address)
+    client = slow_reading_client(context, own_engine.client_address)
     requests = 600  # large images: the kernel's socket buffers take fewer than a hundred
     try:
         deadline = time.monotonic() + 120
-        for first in range(0, requests, wave):  # each wave admitted whole: no Busy
-            for i in range(first, first + wave):
+        for first in range(0, requests, _WAVE):  # each wave admitted whole: no Busy
+            for i in range(first, first + _WAVE):
                 client.send_multipart(codec.encode(Generate(f"r{i}", f"picture {i}", width=2048, height=2048)))
-            while engine.metric("argus_requests_total", outcome="ok", code="") < first + wave:
+            while own_engine.metric("argus_requests_total", outcome="ok", code="") < first + _WAVE:
                 assert time.monotonic() < deadline, "the engine did not answer"
                 time.sleep(0.05)
-        dropped = engine.metric("argus_replies_dropped_total", reason="unread")
+        dropped = own_engine.metric("argus_replies_dropped_total", reason="unread")
         received = 0
         # each held reply, however long the engine takes to pass on the next (a loaded machine), then nothing more
         while (received + dropped < requests and client.poll(30_000)) or client.poll(500):
             assert isinstance(codec.decode(client.recv_multipart()), Images)
             received += 1
         assert dropped > 0 and received + dropped == requests
-        assert engine.metric("argus_replies_dropped_total", reason="gone") == 0
+        assert own_engine.metric("argus_replies_dropped_total", reason="gone") == 0
     finally:
         client.close(linger=0)
         context.term()
-        assert engine.stop() == 0
 
 
 async def test_a_client_sending_faster_than_the_engine_reads_waits_to_send_and_loses_nothing(tmp_path):
@@ -489,18 +484,20 @@ def test_the_name_a_router_gives_a_peer_without_an_identity_differs_at_every_sta
     assert len(names) == 3
 
 
-def test_the_requests_of_a_client_killed_with_them_in_flight_are_cancelled(tmp_path):
+# one worker, one image at a time, about 1.25 s each: the six requests would keep it busy for 7.5 s
+@pytest.mark.own_engine(
+    "--time-scale", "0.25", "--max-batch", "1", "--client-gone-grace", "0.5", workers=1, backend="sim"
+)  # fmt: skip
+def test_the_requests_of_a_client_killed_with_them_in_flight_are_cancelled(own_engine):
     """Before, the engine made every image a killed pipeline had asked for, for no one."""
-    # one worker, one image at a time, about 1.25 s each: the six requests would keep it busy for 7.5 s
-    engine = start_engine(
-        tmp_path, "--time-scale", "0.25", "--max-batch", "1", "--client-gone-grace", "0.5", workers=1, backend="sim"
-    )
     pipeline = subprocess.Popen(
-        [sys.executable, "-c", _PIPELINE, engine.client_address], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        [sys.executable, "-c", _PIPELINE, own_engine.client_address],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
         deadline = time.monotonic() + 60
-        while engine.metric("argus_queued_images") < 6:
+        while own_engine.metric("argus_queued_images") < 6:
             assert time.monotonic() < deadline and pipeline.poll() is None, "the requests were not admitted"
             time.sleep(0.05)
         pipeline.kill()
@@ -509,15 +506,14 @@ def test_the_requests_of_a_client_killed_with_them_in_flight_are_cancelled(tmp_p
         while sum(answered.values()) < 6:
             assert time.monotonic() < deadline, f"still in flight: {answered}"
             time.sleep(0.2)
-            answered = {o: engine.metric("argus_requests_total", outcome=o, code="") for o in ("ok", "cancelled")}
+            answered = {o: own_engine.metric("argus_requests_total", outcome=o, code="") for o in ("ok", "cancelled")}
         # the first reply found it gone; what was left once it had stayed gone the 0.5 s grace was cancelled: three
         # or more of six (1 or 2 with a grace as long as four images: it ends once about 5 of them are made)
         assert answered["ok"] >= 1 and answered["cancelled"] >= 3, answered
         # and every reply, kept for it until it had stayed gone as long in its turn, dropped
-        assert wait_for(lambda: engine.metric("argus_replies_dropped_total", reason="gone") == 6)
+        assert wait_for(lambda: own_engine.metric("argus_replies_dropped_total", reason="gone") == 6)
     finally:
         pipeline.kill()
-        assert engine.stop() == 0
 
 
 _PIPELINE = """
