@@ -172,7 +172,8 @@ def test_a_worker_stopped_after_making_its_images_answers_them(own_engine):
         assert isinstance(reply, Images) and reply.images[0].worker.startswith("stopping/")
         serving.join(30)
         assert not serving.is_alive()
-        assert own_engine.metric("argus_worker_losses_total", cause="left") == 1
+        # its Leaving is sent as its thread ends, and read by the engine in its own time
+        assert wait_for(lambda: own_engine.metric("argus_worker_losses_total", cause="left") == 1)
         assert own_engine.metric("argus_redispatched_images_total") == 0
     finally:
         backend.go.set()
