@@ -106,16 +106,24 @@ def _set_ipv6_for(sock: zmq.Socket, endpoint: Endpoint) -> None:
 
 
 def bind_all(sock: zmq.Socket, addresses: list[str] | tuple[str, ...]) -> list[str]:
-    """Binds every address; returns the concrete endpoints (tcp port 0 resolved)."""
+    """Binds every address; returns the concrete endpoints (tcp port 0 resolved). One that cannot be bound deletes the
+    socket files of those bound before it, which the socket still listens on: libzmq leaves them as the socket closes,
+    and an engine refused its second address (a port in use) left its first ipc:// path behind."""
     endpoints = []
-    for address in addresses:
-        endpoint = _endpoint(address, listening=True)
-        _prepare_ipc_dir(endpoint.path)
-        _refuse_ipc_path_taken(endpoint.path, address)
-        _set_ipv6_for(sock, endpoint)
-        sock.bind(address)
-        _restrict_ipc_file(endpoint.path)
-        endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+    bound = []
+    try:
+        for address in addresses:
+            endpoint = _endpoint(address, listening=True)
+            _prepare_ipc_dir(endpoint.path)
+            _refuse_ipc_path_taken(endpoint.path, address)
+            _set_ipv6_for(sock, endpoint)
+            sock.bind(address)
+            bound.append(address)
+            _restrict_ipc_file(endpoint.path)
+            endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+    except BaseException:
+        SocketFiles(bound).remove()
+        raise
     return endpoints
 
 

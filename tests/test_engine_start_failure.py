@@ -77,6 +77,18 @@ def test_a_worker_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port
     Engine(in_process_config(tmp_path)).close()
 
 
+@pytest.mark.parametrize("field", ["client_listen", "worker_listen"])
+def test_an_address_in_use_leaves_no_socket_file_of_those_bound_before_it(tmp_path, temp_root, busy_port, field):
+    """libzmq leaves an ipc:// socket's file as the socket closes: an engine refused its second address left the
+    first one's path behind, a socket nobody listened on."""
+    first = tmp_path / "first"
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(UsageError, match=f"{flag}: Address already in use"):
+        Engine(in_process_config(tmp_path, **{field: (f"ipc://{first}", f"tcp://127.0.0.1:{busy_port}")}))
+    assert not first.exists()
+    assert list(temp_root.iterdir()) == []
+
+
 def test_an_ipc_path_another_engine_listens_on_is_in_use_and_stays_its(tmp_path, temp_root):
     """libzmq deletes whatever is at an ipc:// path before it binds it: a second engine given a live one's
     --client-listen started without a word, took its new clients, and deleted the path as it stopped, the first
