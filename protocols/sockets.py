@@ -114,7 +114,7 @@ def bind_all(sock: zmq.Socket, addresses: list[str] | tuple[str, ...]) -> list[s
     try:
         for address in addresses:
             endpoint = _endpoint(address, listening=True)
-            _prepare_ipc_dir(endpoint.path)
+            _prepare_ipc_dir(endpoint.path, address)
             _refuse_ipc_path_taken(endpoint.path, address)
             _set_ipv6_for(sock, endpoint)
             sock.bind(address)
@@ -153,9 +153,19 @@ class SocketFiles:
                     os.unlink(path)
 
 
-def _prepare_ipc_dir(path: str) -> None:
-    if path:
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+def _prepare_ipc_dir(path: str, address: str) -> None:
+    """Makes the folder of an ipc:// path. One it cannot make raises ZMQError, as a bind does, for its flag to name:
+    an OSError (ipc:///run/argus/clients started without root, a path under a file) ended `argus serve` in a
+    traceback, exit 1."""
+    if not path:
+        return
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError as error:
+        raise zmq.ZMQError(
+            error.errno, f"cannot make the folder {folder} of its socket: {error.strerror} (addr={address!r})"
+        ) from None
 
 
 def _refuse_ipc_path_taken(path: str, address: str) -> None:

@@ -121,6 +121,17 @@ def test_an_ipc_path_left_by_a_killed_engine_is_taken(tmp_path, temp_root):
     Engine(in_process_config(tmp_path, worker_listen=(f"ipc://{path}",))).close()
 
 
+def test_an_ipc_folder_that_cannot_be_made_is_a_usage_error_naming_the_flag(tmp_path, temp_root):
+    """A folder this user may not make (ipc:///run/argus/clients without root) or a path under a file: the OSError
+    ended `argus serve` in a traceback, exit 1."""
+    under = tmp_path / "notes.txt"
+    under.write_text("kept")
+    address = f"ipc://{under}/clients"
+    with pytest.raises(UsageError, match=f"--client-listen: cannot make the folder {under} of its socket: File exists"):
+        Engine(in_process_config(tmp_path, client_listen=(address,)))
+    assert list(temp_root.iterdir()) == []
+
+
 def test_an_ipc_path_that_is_a_file_is_refused_not_deleted(tmp_path, temp_root):
     path = tmp_path / "notes.txt"
     path.write_text("kept")
