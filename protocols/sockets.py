@@ -156,8 +156,9 @@ class SocketFiles:
 def _prepare_ipc_dir(path: str, address: str) -> None:
     """Makes the folder of an ipc:// path. One it cannot make raises ZMQError, as a bind does, for its flag to name:
     an OSError (ipc:///run/argus/clients started without root, a path under a file) ended `argus serve` in a
-    traceback, exit 1."""
-    if not path:
+    traceback, exit 1. A name in Linux's abstract namespace (@NAME) has no folder: `@argus/clients` made one named
+    @argus in the working directory, and an engine whose working directory it could not write in could not start."""
+    if not path or path.startswith("@"):
         return
     folder = os.path.dirname(path) or "."
     try:

@@ -2,6 +2,7 @@
 opened: no folder, socket or thread is left."""
 
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -130,6 +131,17 @@ def test_an_ipc_folder_that_cannot_be_made_is_a_usage_error_naming_the_flag(tmp_
     with pytest.raises(UsageError, match=f"--client-listen: cannot make the folder {under} of its socket: File exists"):
         Engine(in_process_config(tmp_path, client_listen=(address,)))
     assert list(temp_root.iterdir()) == []
+
+
+def test_an_abstract_ipc_name_makes_no_folder_in_the_working_directory(tmp_path, temp_root, monkeypatch):
+    """ipc://@NAME/clients names no file (Linux's abstract namespace): a folder @NAME was made in the working directory
+    and left there; in one the engine could not write in (/ in a container), it could not start."""
+    working = tmp_path / "working"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    name = f"argus-test-{secrets.token_hex(8)}"
+    Engine(in_process_config(tmp_path, client_listen=(f"ipc://@{name}/clients",))).close()
+    assert list(working.iterdir()) == []
 
 
 def test_an_ipc_path_that_is_a_file_is_refused_not_deleted(tmp_path, temp_root):
