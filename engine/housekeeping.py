@@ -109,9 +109,13 @@ async def reload_keys_on_hangup(
                 link.drop_revoked()
             except UsageError as error:
                 log.error("SIGHUP: CURVE keys not reloaded, those admitted until now still hold: %s", error)
+            except Exception:  # pyzmq's reader raises IndexError for a `public-key` line without `=`, say
+                log.exception("SIGHUP: CURVE keys not reloaded, those admitted until now still hold")
         if http_keys is not None:
             try:
                 count = await asyncio.to_thread(http_keys.reload)
                 log.info("SIGHUP: %s read from %s", counted(count, "API key"), http_keys.path)
             except UsageError as error:
                 log.error("SIGHUP: API keys not reloaded, those until now still hold: %s", error)
+            except Exception:
+                log.exception("SIGHUP: API keys not reloaded, those until now still hold")

@@ -106,16 +106,24 @@ def _set_ipv6_for(sock: zmq.Socket, endpoint: Endpoint) -> None:
 
 
 def bind_all(sock: zmq.Socket, addresses: list[str] | tuple[str, ...]) -> list[str]:
-    """Binds every address; returns the concrete endpoints (tcp port 0 resolved)."""
+    """Binds every address; returns the concrete endpoints (tcp port 0 resolved). One that cannot be bound deletes the
+    socket files of those bound before it, which the socket still listens on: libzmq leaves them as the socket closes,
+    and an engine refused its second address (a port in use) left its first ipc:// path behind."""
     endpoints = []
-    for address in addresses:
-        endpoint = _endpoint(address, listening=True)
-        _prepare_ipc_dir(endpoint.path)
-        _refuse_ipc_path_taken(endpoint.path, address)
-        _set_ipv6_for(sock, endpoint)
-        sock.bind(address)
-        _restrict_ipc_file(endpoint.path)
-        endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+    bound = []
+    try:
+        for address in addresses:
+            endpoint = _endpoint(address, listening=True)
+            _prepare_ipc_dir(endpoint.path, address)
+            _refuse_ipc_path_taken(endpoint.path, address)
+            _set_ipv6_for(sock, endpoint)
+            sock.bind(address)
+            bound.append(address)
+            _restrict_ipc_file(endpoint.path)
+            endpoints.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+    except BaseException:
+        SocketFiles(bound).remove()
+        raise
     return endpoints
 
 
@@ -145,9 +153,20 @@ class SocketFiles:
                     os.unlink(path)
 
 
-def _prepare_ipc_dir(path: str) -> None:
-    if path:
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+def _prepare_ipc_dir(path: str, address: str) -> None:
+    """Makes the folder of an ipc:// path. One it cannot make raises ZMQError, as a bind does, for its flag to name:
+    an OSError (ipc:///run/argus/clients started without root, a path under a file) ended `argus serve` in a
+    traceback, exit 1. A name in Linux's abstract namespace (@NAME) has no folder: `@argus/clients` made one named
+    @argus in the working directory, and an engine whose working directory it could not write in could not start."""
+    if not path or path.startswith("@"):
+        return
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError as error:
+        raise zmq.ZMQError(
+            error.errno, f"cannot make the folder {folder} of its socket: {error.strerror} (addr={address!r})"
+        ) from None
 
 
 def _refuse_ipc_path_taken(path: str, address: str) -> None:

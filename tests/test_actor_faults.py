@@ -8,18 +8,22 @@ unanswered. So each periodic step logs its failure and the actor goes on.
 
 import asyncio
 import contextlib
+from types import SimpleNamespace
 
 import zmq
 from dispatcher_harness import Harness
 from waiting import eventually
 
 from engine.config import CacheConfig, LaunchConfig
+from engine.curve_gate import CurveGate
+from engine.housekeeping import reload_keys_on_hangup
 from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.server import Engine
 from engine.worker_link import WorkerLink
 from engine_process import in_process_config
 from protocols.client_messages import Error, Generate
+from protocols.curve import create_key_files
 from workers.main import ENGINE_STOP_SIGNAL
 
 
@@ -78,6 +82,28 @@ async def test_the_engine_keeps_serving_after_a_sweep_or_a_cache_statistics_read
         await asyncio.wait_for(running, 30)  # the drain ran, and the engine stopped without an error
     assert "sweeping the queues failed" in caplog.text
     assert "reading the cache's statistics failed" in caplog.text
+
+
+async def test_the_key_reload_on_sighup_outlives_a_key_file_its_reader_fails_on(tmp_path, caplog):
+    """pyzmq's key reader raises IndexError for a `public-key` line without `=` (a key file half edited): escaping the
+    reload, it ended the engine's TaskGroup, and the engine with it, without a drain."""
+    allowed = tmp_path / "allowed"
+    _, secret = create_key_files(tmp_path, "engine")
+    create_key_files(allowed, "client")
+    gate = CurveGate(zmq.Context.instance(), str(secret), str(allowed))
+    (allowed / "edited.key").write_text("public-key\n")
+    hangup, reloads = asyncio.Event(), []
+    link = SimpleNamespace(drop_revoked=lambda: reloads.append(()))
+    reloading = asyncio.create_task(reload_keys_on_hangup(hangup, gate, link, None))
+    try:
+        hangup.set()
+        assert await eventually(lambda: reloading.done() or "SIGHUP: CURVE keys not reloaded" in caplog.text)
+        assert not reloading.done(), "the failed reload ended the task"
+        (allowed / "edited.key").unlink()
+        hangup.set()  # the next SIGHUP reloads
+        assert await eventually(lambda: reloads)
+    finally:
+        reloading.cancel()
 
 
 @contextlib.asynccontextmanager

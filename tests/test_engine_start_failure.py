@@ -2,6 +2,7 @@
 opened: no folder, socket or thread is left."""
 
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -77,6 +78,18 @@ def test_a_worker_port_in_use_leaves_nothing_open(tmp_path, temp_root, busy_port
     Engine(in_process_config(tmp_path)).close()
 
 
+@pytest.mark.parametrize("field", ["client_listen", "worker_listen"])
+def test_an_address_in_use_leaves_no_socket_file_of_those_bound_before_it(tmp_path, temp_root, busy_port, field):
+    """libzmq leaves an ipc:// socket's file as the socket closes: an engine refused its second address left the
+    first one's path behind, a socket nobody listened on."""
+    first = tmp_path / "first"
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(UsageError, match=f"{flag}: Address already in use"):
+        Engine(in_process_config(tmp_path, **{field: (f"ipc://{first}", f"tcp://127.0.0.1:{busy_port}")}))
+    assert not first.exists()
+    assert list(temp_root.iterdir()) == []
+
+
 def test_an_ipc_path_another_engine_listens_on_is_in_use_and_stays_its(tmp_path, temp_root):
     """libzmq deletes whatever is at an ipc:// path before it binds it: a second engine given a live one's
     --client-listen started without a word, took its new clients, and deleted the path as it stopped, the first
@@ -107,6 +120,28 @@ def test_an_ipc_path_left_by_a_killed_engine_is_taken(tmp_path, temp_root):
     left.bind(str(path))
     left.close()  # closed without unlinking, as by a process that died
     Engine(in_process_config(tmp_path, worker_listen=(f"ipc://{path}",))).close()
+
+
+def test_an_ipc_folder_that_cannot_be_made_is_a_usage_error_naming_the_flag(tmp_path, temp_root):
+    """A folder this user may not make (ipc:///run/argus/clients without root) or a path under a file: the OSError
+    ended `argus serve` in a traceback, exit 1."""
+    under = tmp_path / "notes.txt"
+    under.write_text("kept")
+    address = f"ipc://{under}/clients"
+    with pytest.raises(UsageError, match=f"--client-listen: cannot make the folder {under} of its socket: File exists"):
+        Engine(in_process_config(tmp_path, client_listen=(address,)))
+    assert list(temp_root.iterdir()) == []
+
+
+def test_an_abstract_ipc_name_makes_no_folder_in_the_working_directory(tmp_path, temp_root, monkeypatch):
+    """ipc://@NAME/clients names no file (Linux's abstract namespace): a folder @NAME was made in the working directory
+    and left there; in one the engine could not write in (/ in a container), it could not start."""
+    working = tmp_path / "working"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    name = f"argus-test-{secrets.token_hex(8)}"
+    Engine(in_process_config(tmp_path, client_listen=(f"ipc://@{name}/clients",))).close()
+    assert list(working.iterdir()) == []
 
 
 def test_an_ipc_path_that_is_a_file_is_refused_not_deleted(tmp_path, temp_root):
