@@ -142,7 +142,11 @@ def _read_key_file(path: str | Path) -> tuple[bytes, bytes | None]:
     no file. Errors are OSError or ValueError naming the file."""
     if not os.path.exists(path):  # pyzmq's own error for it gives no reason
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
-    keys = zmq.auth.load_certificate(path)  # ValueError naming the file when it holds no public key
+    try:
+        keys = zmq.auth.load_certificate(path)  # ValueError naming the file when it holds no public key
+    except IndexError:  # pyzmq's reader splits each key line at its '=' and takes what follows
+        # a traceback at start (exit 1), and at a SIGHUP's reload the end of the engine, with no drain
+        raise ValueError(f"{path}: a public-key or secret-key line without its '=' (public-key = \"...\")") from None
     for what, key in zip(("public", "secret"), keys, strict=True):
         if key is not None and not _is_key(key):
             raise ValueError(f"{path}: its {what} key is not a CURVE key ({_KEY_CHARS} z85 characters)")

@@ -400,6 +400,7 @@ def _spoiled(directory, keys, how):
         "another pair's public key": secret.replace(
             KeyPair.load(keys["engine_secret"]).public.decode(), stranger.public.decode()
         ),
+        "a key line without =": secret.replace("public-key =", "public-key", 1),
     }[how]
     if spoiled is not None:
         path.write_text(spoiled)
@@ -409,11 +410,14 @@ def _spoiled(directory, keys, how):
         "truncated": "holds no secret key",
         "short key": "its secret key is not a CURVE key (40 z85 characters)",
         "another pair's public key": "its public key is not the secret key's",
+        "a key line without =": "a public-key or secret-key line without its '='",
     }[how]
     return path, says
 
 
-@pytest.mark.parametrize("how", ["missing", "empty", "truncated", "short key", "another pair's public key"])
+@pytest.mark.parametrize(
+    "how", ["missing", "empty", "truncated", "short key", "another pair's public key", "a key line without ="]
+)
 def test_a_key_file_that_cannot_be_used_is_refused_naming_it(tmp_path, keys, how, capsys):
     """Each was a traceback (exit 1); a key of the wrong length, ZeroMQ's "Invalid argument" naming no file; and a
     pair whose public key is not its secret's started an engine that its own workers could not join."""
@@ -424,7 +428,7 @@ def test_a_key_file_that_cannot_be_used_is_refused_naming_it(tmp_path, keys, how
     assert str(path) in str(refused.value)
     with pytest.raises(UsageError, match=re.escape(says)):
         client_keys(str(path), str(keys["engine_public"]))
-    if how in ("missing", "empty", "short key"):  # the others hold a good public key
+    if how in ("missing", "empty", "short key", "a key line without ="):  # the others hold a good public key
         with pytest.raises(UsageError, match=re.escape(str(path))):
             client_keys(str(keys["worker_secret"]), str(path))
     (tmp_path / "allowed").mkdir()
