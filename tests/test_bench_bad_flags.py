@@ -208,6 +208,8 @@ def test_compare_bench_files(flags, says, tmp_path, capsys):
         ["--replay", "{not utf-8}"],
         ["--replay", "{prompts}", "--embedder", "bert"],
         ["--data", "/nonexistent", "--entries", "10", "--timed-inserts", "5", "--latents", "2", "--lookups", "2"],
+        # no vector is at cosine 0.9 to another in one dimension: an AttributeError traceback once the index was built
+        ["--vectors", "random", "--dim", "1", "--entries", "10", "--timed-inserts", "5", "--latents", "2"],
     ],
 )
 def test_cache_bench(flags, tmp_path, capsys):
