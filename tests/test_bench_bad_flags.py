@@ -137,6 +137,20 @@ def test_controller_bench(flags, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+def test_controller_bench_refuses_a_time_limit_past_an_hour(monkeypatch, capsys):
+    """Past OR-Tools' int64 it was an OverflowError traceback in the solving process, then a RuntimeError one in the
+    bench's. Refused before the solving process starts."""
+    from loadgen.bench import controller_bench
+
+    def run_anyway(*_, **__):
+        raise AssertionError("the solving process started")
+
+    monkeypatch.setattr(controller_bench.subprocess, "Popen", run_anyway)
+    assert _exit_code(["bench", "controller", "--time-limit-ms", "99999999999999999999"]) == 2
+    says = "argument --time-limit-ms: expected a number from 1 to 3,600,000 ms (an hour: a longer one is a mistyped"
+    assert f"{says} number), not '99999999999999999999'" in capsys.readouterr().err
+
+
 PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / "diffusiondb_5k.txt"
 
 
@@ -194,6 +208,8 @@ def test_compare_bench_files(flags, says, tmp_path, capsys):
         ["--replay", "{not utf-8}"],
         ["--replay", "{prompts}", "--embedder", "bert"],
         ["--data", "/nonexistent", "--entries", "10", "--timed-inserts", "5", "--latents", "2", "--lookups", "2"],
+        # no vector is at cosine 0.9 to another in one dimension: an AttributeError traceback once the index was built
+        ["--vectors", "random", "--dim", "1", "--entries", "10", "--timed-inserts", "5", "--latents", "2"],
     ],
 )
 def test_cache_bench(flags, tmp_path, capsys):

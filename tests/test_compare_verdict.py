@@ -30,6 +30,14 @@ def test_differences_within_the_ties_are_a_tie_on_both_and_say_how_far_apart():
     assert verdict(row(0.0, 100.0), row(0.0, 100.0)) == "a tie on both (equal)"
 
 
+@pytest.mark.parametrize(("argus_late", "baseline_late", "side"), [(3, 4, "lower"), (4, 3, "higher")])
+def test_a_difference_of_the_tie_itself_is_a_tie(argus_late, baseline_late, side):
+    """One request of 200 is a violation ratio of exactly 0.005 apart, within the tie; taken apart in floating point
+    (0.02 - 0.015 is 0.005000000000000001) it was said 'better violations' (or worse)."""
+    argus, baseline = row(argus_late / 200, 98.0), row(baseline_late / 200, 98.0)
+    assert verdict(argus, baseline) == f"a tie on both (argus 0.0050 {side} on violations)"
+
+
 @pytest.mark.parametrize(
     ("argus", "baseline", "said"), [((0.0, 99.0), (0.2, 90.0), "better"), ((0.2, 90.0), (0.0, 99.0), "worse")]
 )

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from engine.arg_types import (
     UsageError,
+    at_least,
     host_memory_bytes,
     non_negative_int,
     none_empty,
@@ -74,7 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--entries", type=positive_int, help=f"prompts in the index (default {INDEX_DEFAULTS['entries']})"
     )
-    parser.add_argument("--dim", type=positive_int, help=f"random vectors' width (default {HASH_WIDTH}, as hash)")
+    parser.add_argument(
+        "--dim",
+        # in one dimension no vector is at cosine PLANTED_SIMILARITY to another: the near-duplicates came out NaN,
+        # found no neighbour, and the run ended in an AttributeError traceback
+        type=at_least(int, 2, "", f"a near-duplicate is a stored vector turned to cosine {PLANTED_SIMILARITY:g}"),
+        help=f"random vectors' width, at least 2 (default {HASH_WIDTH}, as hash)",
+    )
     parser.add_argument(
         "--vectors",
         choices=("prompts", "random"),
