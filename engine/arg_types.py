@@ -228,6 +228,9 @@ def output_file(text: str) -> str:
     """An argparse type: a file a command writes when it ends, checked now, not after a run that may take hours."""
     if not text:  # a variable left unset (--json "$OUT"): it was said to be a directory, " is a directory, not a file"
         raise argparse.ArgumentTypeError("is empty (a variable left unset?): give a file to write, or leave it out")
+    if os.path.basename(text) in ("", ".", ".."):
+        # a directory not there yet (`--json results/`): the command ran, and wrote its output as a file named results
+        raise argparse.ArgumentTypeError(f"{text} names a directory, not a file")
     directory = Path(text).resolve().parent
     if not directory.is_dir():
         raise argparse.ArgumentTypeError(f"no directory {directory} to write {text} in")

@@ -196,7 +196,14 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(argv, t
     option = argv[-1]
     # given empty (a variable left unset), it was said to be a directory: "argument --json:  is a directory, not a file"
     empty = ("", "is empty (a variable left unset?): give a file to write, or leave it out")
-    for path, says in [(tmp_path / "typo" / "out.json", "no directory"), (tmp_path, "is a directory"), empty]:
+    # a directory not there yet: it was written as a file of its name, "results"
+    not_there = (f"{tmp_path / 'results'}/", "names a directory, not a file")
+    for path, says in [
+        (tmp_path / "typo" / "out.json", "no directory"),
+        (tmp_path, "is a directory"),
+        empty,
+        not_there,
+    ]:
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args([*argv, str(path)])
         assert exited.value.code == 2
