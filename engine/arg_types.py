@@ -160,7 +160,9 @@ def public_url(text: str) -> str:
         or port == 0
         or parts.netloc.endswith(":")
         or not _URL_PATH.fullmatch(parts.path)
-        or any(c in text for c in "?#@")
+        # urlsplit drops a tab or newline anywhere, and spaces before the scheme, but the URL is kept as given: an
+        # image URL that no client fetches ("https://HOST\n/v1/images/files/..." of a value read from a file)
+        or any(c in "?#@" or c.isspace() or not c.isprintable() for c in text)
     ):
         raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH] (PORT 1 to 65535), not {text!r}")
     return text.rstrip("/")

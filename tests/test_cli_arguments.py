@@ -381,6 +381,10 @@ def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environ
         "https://images.example.com/?key=1",
         "https://images.example.com/#top",
         "https://user:secret@images.example.com",
+        # dropped by urlsplit, kept in every image URL
+        " https://images.example.com",
+        "https://images.example.com\n",  # a value read from a file, its newline kept
+        "https://images.example.com/ar\tgus",
     ],
 )
 def test_a_public_url_image_urls_cannot_start_with_is_a_usage_error(url, capsys):
