@@ -193,6 +193,11 @@ heartbeat_timeout = between(
 queue_size = between(int, 1, MAX_QUEUE, " images", "ZeroMQ counts a client's replies in an int")
 # denoising steps N of a request
 step_count = between(int, 1, MAX_STEPS, "", "as the engine takes")
+# the sim backend's factor on its profile's GPU time: from about 1e306 the engine's scaled profile overflowed to
+# infinite latencies, and its start ended in a ValueError traceback (from about 1e150, NumPy's overflow warnings
+# first); a million already makes one simulated SD-XL image take two months
+MAX_SIM_TIME_SCALE = 1e6
+sim_time_scale = between(float, 0, MAX_SIM_TIME_SCALE, "", "at a million, one simulated image takes months")
 
 
 def ip_network(text: str) -> IPNetwork:

@@ -43,6 +43,9 @@ from workers.config import usable_cpus
         (["serve", "--image-url-store-bytes", "256MiB"], "--image-url-store-bytes"),
         (["serve", "--heartbeat-timeout", "inf"], "--heartbeat-timeout"),
         (["serve", "--time-scale", "-0.5"], "--time-scale"),
+        # the engine's sim profile, scaled by it, overflowed: its start ended in a ValueError traceback
+        (["serve", "--backend", "sim", "--time-scale", "1e307"], "--time-scale"),
+        (["worker", "--connect", "tcp://127.0.0.1:5556", "--backend", "sim", "--time-scale", "1e307"], "--time-scale"),
         # past 65535 the engine listened on the port modulo 65536 (70000: 4464), -1 failed once it had started
         (["serve", "--port", "70000"], "--port"),
         (["serve", "--port", "-1"], "--port"),
