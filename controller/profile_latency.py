@@ -43,6 +43,7 @@ from engine.arg_types import (
     none_empty,
     output_file,
     positive_int,
+    sim_time_scale,
     thread_count,
     torch_device,
 )
@@ -97,7 +98,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, simulated: bool = T
     if simulated:
         parser.add_argument(
             "--time-scale",
-            type=non_negative_float,
+            type=sim_time_scale,
             help="sim backend: multiply simulated GPU time (default 1; above 0). The profile records it: a sim engine"
             " at another --time-scale plans with it scaled to its own",
         )

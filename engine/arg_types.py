@@ -160,7 +160,9 @@ def public_url(text: str) -> str:
         or port == 0
         or parts.netloc.endswith(":")
         or not _URL_PATH.fullmatch(parts.path)
-        or any(c in text for c in "?#@")
+        # urlsplit drops a tab or newline anywhere, and spaces before the scheme, but the URL is kept as given: an
+        # image URL that no client fetches ("https://HOST\n/v1/images/files/..." of a value read from a file)
+        or any(c in "?#@" or c.isspace() or not c.isprintable() for c in text)
     ):
         raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH] (PORT 1 to 65535), not {text!r}")
     return text.rstrip("/")
@@ -191,6 +193,11 @@ heartbeat_timeout = between(
 queue_size = between(int, 1, MAX_QUEUE, " images", "ZeroMQ counts a client's replies in an int")
 # denoising steps N of a request
 step_count = between(int, 1, MAX_STEPS, "", "as the engine takes")
+# the sim backend's factor on its profile's GPU time: from about 1e306 the engine's scaled profile overflowed to
+# infinite latencies, and its start ended in a ValueError traceback (from about 1e150, NumPy's overflow warnings
+# first); a million already makes one simulated SD-XL image take two months
+MAX_SIM_TIME_SCALE = 1e6
+sim_time_scale = between(float, 0, MAX_SIM_TIME_SCALE, "", "at a million, one simulated image takes months")
 
 
 def ip_network(text: str) -> IPNetwork:
@@ -228,6 +235,9 @@ def output_file(text: str) -> str:
     """An argparse type: a file a command writes when it ends, checked now, not after a run that may take hours."""
     if not text:  # a variable left unset (--json "$OUT"): it was said to be a directory, " is a directory, not a file"
         raise argparse.ArgumentTypeError("is empty (a variable left unset?): give a file to write, or leave it out")
+    if os.path.basename(text) in ("", ".", ".."):
+        # a directory not there yet (`--json results/`): the command ran, and wrote its output as a file named results
+        raise argparse.ArgumentTypeError(f"{text} names a directory, not a file")
     directory = Path(text).resolve().parent
     if not directory.is_dir():
         raise argparse.ArgumentTypeError(f"no directory {directory} to write {text} in")

@@ -30,6 +30,7 @@ from engine.arg_types import (
     positive_int,
     public_url,
     queue_size,
+    sim_time_scale,
     tcp_port,
     torch_device,
 )
@@ -168,7 +169,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="the model every worker must run, as a worker's ready line names it (sdxl:16 hex digits); default:"
         " --model's when this host can read it, else the first worker's",
     )
-    p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
+    p.add_argument("--time-scale", type=sim_time_scale, help="sim backend: multiply simulated GPU time (default 1)")
     add_sim_latents_argument(p)
     p.add_argument(
         "--max-batch", type=batch_size, help=f"largest batch a worker runs, 1 to {MAX_BATCH} (default: the backend's)"

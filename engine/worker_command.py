@@ -15,10 +15,10 @@ from engine.arg_types import (
     batch_size,
     client_keys,
     engine_address,
-    non_negative_float,
     none_empty,
     positive_float,
     positive_int,
+    sim_time_scale,
     thread_count,
     torch_device,
 )
@@ -57,7 +57,7 @@ def add_worker_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="tiny", choices=["tiny", "sdxl", "sim"], help=BACKEND_HELP)
     p.add_argument("--device", type=torch_device, help="cpu or cuda:N (default cpu)")
     p.add_argument("--model", help="local diffusers SD-XL directory (sdxl backend)")
-    p.add_argument("--time-scale", type=non_negative_float, help="sim backend: multiply simulated GPU time (default 1)")
+    p.add_argument("--time-scale", type=sim_time_scale, help="sim backend: multiply simulated GPU time (default 1)")
     add_sim_latents_argument(p)
     p.add_argument("--max-batch", type=batch_size, help=f"largest batch, 1 to {MAX_BATCH} (default: the backend's)")
     p.add_argument(

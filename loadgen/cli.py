@@ -155,7 +155,9 @@ def _records_output(text: str) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    """`argus loadgen`: once the run is over, a Ctrl-C ends the process as SIGINT does, quietly."""
+    """`argus loadgen`: once the run is over, a Ctrl-C ends the process as SIGINT does, quietly. A UsageError is
+    argus's to say, as every command's, in the log's format: printed here, it was the one line of plain text under
+    `argus --log-format json`, which a log collector could not parse."""
     with sigint_after_the_run(signal.SIG_DFL):
         return _run(args)
 
@@ -165,7 +167,16 @@ def run(args: argparse.Namespace) -> int:
     ran loadgen in pytest's process left SIGINT ending that process, and a later test's Ctrl-C killed it (a CI run
     lost a pytest-xdist worker, and hung)."""
     with sigint_after_the_run(signal.getsignal(signal.SIGINT)):
+        return _refusal_said(args)
+
+
+def _refusal_said(args: argparse.Namespace) -> int:
+    """The run outside argus's command line: a UsageError said here, as argparse says its own, exit 2."""
+    try:
         return _run(args)
+    except UsageError as error:
+        print(f"argus loadgen: error: {error}", file=sys.stderr)
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -174,9 +185,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         _check(args)
         records, summary, records_stopped = uvloop.run(_main(args))
-    except (UsageError, ValueError, OSError) as exc:
-        print(f"argus loadgen: error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
     except KeyboardInterrupt:  # before the run started: nothing was sent
         print("argus loadgen: interrupted", file=sys.stderr)
         return 130
@@ -442,4 +452,5 @@ def _parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(command(_parser().parse_args()))
+    with sigint_after_the_run(signal.SIG_DFL):
+        sys.exit(_refusal_said(_parser().parse_args()))

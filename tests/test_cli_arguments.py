@@ -43,6 +43,9 @@ from workers.config import usable_cpus
         (["serve", "--image-url-store-bytes", "256MiB"], "--image-url-store-bytes"),
         (["serve", "--heartbeat-timeout", "inf"], "--heartbeat-timeout"),
         (["serve", "--time-scale", "-0.5"], "--time-scale"),
+        # the engine's sim profile, scaled by it, overflowed: its start ended in a ValueError traceback
+        (["serve", "--backend", "sim", "--time-scale", "1e307"], "--time-scale"),
+        (["worker", "--connect", "tcp://127.0.0.1:5556", "--backend", "sim", "--time-scale", "1e307"], "--time-scale"),
         # past 65535 the engine listened on the port modulo 65536 (70000: 4464), -1 failed once it had started
         (["serve", "--port", "70000"], "--port"),
         (["serve", "--port", "-1"], "--port"),
@@ -196,7 +199,14 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(argv, t
     option = argv[-1]
     # given empty (a variable left unset), it was said to be a directory: "argument --json:  is a directory, not a file"
     empty = ("", "is empty (a variable left unset?): give a file to write, or leave it out")
-    for path, says in [(tmp_path / "typo" / "out.json", "no directory"), (tmp_path, "is a directory"), empty]:
+    # a directory not there yet: it was written as a file of its name, "results"
+    not_there = (f"{tmp_path / 'results'}/", "names a directory, not a file")
+    for path, says in [
+        (tmp_path / "typo" / "out.json", "no directory"),
+        (tmp_path, "is a directory"),
+        empty,
+        not_there,
+    ]:
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args([*argv, str(path)])
         assert exited.value.code == 2
@@ -374,6 +384,10 @@ def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environ
         "https://images.example.com/?key=1",
         "https://images.example.com/#top",
         "https://user:secret@images.example.com",
+        # dropped by urlsplit, kept in every image URL
+        " https://images.example.com",
+        "https://images.example.com\n",  # a value read from a file, its newline kept
+        "https://images.example.com/ar\tgus",
     ],
 )
 def test_a_public_url_image_urls_cannot_start_with_is_a_usage_error(url, capsys):

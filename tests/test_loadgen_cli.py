@@ -16,6 +16,7 @@ import pytest
 from stand_in_http import serving
 from waiting import wait_for
 
+from engine.cli import main as argus_main
 from engine_process import ROOT
 from loadgen import cli
 from loadgen.arrivals import mean_rate
@@ -174,6 +175,21 @@ def test_a_run_in_a_program_of_ones_own_leaves_its_sigint_handler_as_it_was():
     before = signal.getsignal(signal.SIGINT)
     assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--size", "65x64"]) == 2
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_under_log_format_json_the_error_loadgen_ends_on_is_a_json_record(caplog, capsys):
+    """Printed by loadgen itself, it was the one plain line of `argus --log-format json loadgen`, which a log collector
+    could not parse; every other command's is a record (README.md)."""
+    argv = ["--log-format", "json", "loadgen", "--url", NO_ENGINE, "--rate", "1", "--max-requests", "1", "--cv", "4"]
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        assert argus_main(argv) == 2
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # the command's (ending the process) is not pytest's
+    assert capsys.readouterr().err == ""  # said as a record alone (in the log's format), not printed beside it
+    assert [record.getMessage() for record in caplog.records] == [
+        "argus loadgen: error: --cv is for --arrivals gamma, not poisson"
+    ]
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:9", "tcp://127.0.0.1:9", "http://"])
