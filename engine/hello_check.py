@@ -76,6 +76,20 @@ def hello_refusal(hello: Hello, backend: str, model: str | None, named_by: str =
     return None
 
 
+def name_refusal(identity: bytes) -> str | None:
+    """Why a peer's ZeroMQ identity cannot be its worker's name, or None. The name is in each of the engine's lines of
+    the worker and each image's `worker`, and a peer sets its identity apart from its hello's worker id (checked by
+    identity_refusal): a newline in it began a line of the peer's own in the engine's log. A worker of this build is
+    named `{worker id}/{8 hex digits}`."""
+    try:
+        name = identity.decode()
+    except UnicodeDecodeError:
+        return "its identity (the worker's name) is not UTF-8"
+    if not name.isprintable():
+        return "its identity (the worker's name) holds characters that are not printable"
+    return None
+
+
 def identity_refusal(sent: Hello | Probe, backend: str, model: str | None, named_by: str = "") -> str | None:
     """Why a worker cannot join for what a Probe (asked before it loads its model) and a Hello both say: the
     protocol, the worker id, the backend and model it runs ("" in a Probe: known only once loaded); or None.

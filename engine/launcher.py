@@ -95,7 +95,6 @@ class LocalLauncher(SlotSupervisor):
         embedder: str = "hash",
     ):
         super().__init__(config, metrics, on_exit)
-        self._connect = connect
         # a simulated worker models quality on the similarity table of the engine's embedder
         self._environment = {
             **environment_for_children(),
@@ -109,12 +108,18 @@ class LocalLauncher(SlotSupervisor):
         # exit is theirs to name, not a -9 that reads as the OOM killer's
         self._killed: set[asyncio.subprocess.Process] = set()
         self._last_reason: str | None = None  # why a worker last said it cannot serve, as logged
-        self._threads = threads_each(config.count)
+        threads = threads_each(config.count)
+        self._slots = [config.worker_config(connect, slot, threads) for slot in range(config.count)]
+        # the slots' ids are theirs from the start: the engine reads its worker socket before run() has its first turn,
+        # and a worker started by hand as local-0, its hellos queued while the engine started, was welcomed under the
+        # slot's id (refusal knew no slot yet) and the slot's own process refused as a second worker of that id
+        for slot in self._slots:
+            self._new_slot(slot.worker_id)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for slot in range(self._config.count):
-                group.create_task(self._supervise(slot))
+            for config in self._slots:
+                group.create_task(self._supervise(config))
 
     def kill(self, worker_id: str) -> bool:
         """SIGKILLs the slot's process, which is then started again, unless it is ending already (its end then said as
@@ -161,10 +166,9 @@ class LocalLauncher(SlotSupervisor):
             return f"worker id {worker_id!r} is this engine's own local worker slot: give this worker another"
         return None
 
-    async def _supervise(self, slot: int) -> None:
-        config = self._config.worker_config(self._connect, slot, self._threads)
+    async def _supervise(self, config: WorkerConfig) -> None:
         worker_id = config.worker_id
-        backoff = self._new_slot(worker_id)
+        backoff = self._backoff[worker_id]
         while not self._stopping:
             hello = self._starting(worker_id)
             try:

@@ -39,11 +39,14 @@ class RestartBackoff:
         self._max_s = max_s
         self._clock = clock
         self._next_s = initial_s
-        self._joined_at: float | None = None  # when the slot's current worker said hello
+        self._joined_at: float | None = None  # when the slot's current worker first said hello
         self._cannot_serve = 0  # starts in a row that ended saying the worker cannot serve, before its hello
 
     def joined(self) -> None:
-        self._joined_at = self._clock()
+        """The slot's current worker said hello. Its first hello counts: one said again by the same worker (it heard
+        nothing from the engine for its timeout, and rejoined) started the stable period over."""
+        if self._joined_at is None:
+            self._joined_at = self._clock()
 
     def gives_up(self, cannot_serve: bool) -> bool:
         """Counts how the slot's worker ended (asked before after_exit, which forgets its hello); True once

@@ -87,6 +87,7 @@ class SlotSupervisor:
 
     def _new_slot(self, worker_id: str) -> RestartBackoff:
         self._backoff[worker_id] = self._config.restart_backoff()
+        self._hello[worker_id] = asyncio.Event()  # joined() finds one before the slot's first start
         return self._backoff[worker_id]
 
     def _starting(self, worker_id: str) -> asyncio.Event:

@@ -31,7 +31,7 @@ from engine.curve_gate import WORKERS
 from engine.dispatcher import Dispatcher
 from engine.gathered_lines import GatheredLines
 from engine.handshake_lines import HandshakeLines
-from engine.hello_check import hello_refusal, identity_refusal, protocol_refusal
+from engine.hello_check import hello_refusal, identity_refusal, name_refusal, protocol_refusal
 from engine.join_lines import JOINS_GATHERED_S, say_joins
 from engine.loop_socket import LoopSocket
 from engine.metrics import EngineMetrics
@@ -288,7 +288,7 @@ class WorkerLink:
             # worker it was, and the limits and ids derived from that hello would go stale; it joins anew, checked
             self.dispatcher.worker_lost(known, "rejoined")
             known = None
-        checked = hello_refusal(hello, self._backend, self._model, self._model_named_by)
+        checked = hello_refusal(hello, self._backend, self._model, self._model_named_by) or name_refusal(identity)
         if refused := self._refusal(checked, hello.worker_id, hello.pid, taken_by_itself=known is not None):
             self._refuse(identity, refused)
             return

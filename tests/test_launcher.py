@@ -23,6 +23,7 @@ from controller.profile_latency import worker_command as profile_worker_command
 from engine import launcher, proc_reads
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
+from engine.metrics import EngineMetrics
 from engine.proc_reads import local_workers_of, read_command
 from engine.readiness import readiness
 from engine.restart_backoff import GIVE_UP_AFTER
@@ -356,6 +357,15 @@ async def test_a_worker_started_by_hand_under_a_slots_id_is_refused(monkeypatch,
             if process.returncode is None:
                 os.kill(process.pid, signal.SIGCONT)
                 process.kill()
+
+
+def test_a_hello_under_a_slots_id_is_refused_before_the_launcher_has_started_the_slot():
+    """The engine reads its worker socket before the launcher's first turn: a worker started by hand as local-0, whose
+    hellos queued while the engine started, was welcomed under the slot's id, and the slot's own process then refused
+    as a second worker of that id."""
+    slots = launcher.LocalLauncher(LaunchConfig(count=2, backend="sim"), "ipc://x", EngineMetrics(), lambda *_: None)
+    assert "local worker slot" in slots.refusal("local-1", os.getpid())
+    assert slots.refusal("remote-0", os.getpid()) is None
 
 
 def test_the_workers_an_engine_starts_log_at_its_log_level(tmp_path):

@@ -81,6 +81,24 @@ def test_the_wait_doubles_while_workers_die_soon_after_their_hello_and_is_reset_
     assert [backoff.after_exit(), backoff.after_exit()] == [1, 2]  # the second: it died before its hello
 
 
+def test_a_worker_that_says_hello_again_is_stable_from_its_first_hello():
+    """A worker says hello again, in the same process, when it heard nothing from the engine for its timeout (an engine
+    paused past it): the engine registers it anew, and its launcher is told it joined. Before, that hello started its
+    stable period over, and a worker that had served for minutes and then died within 30 s of it was started again
+    after the grown wait of the crashes before it."""
+    clock = Clock()
+    backoff = RestartBackoff(1.0, 30.0, clock)
+    for _ in range(5):  # a crash loop: the wait grows to 30 s
+        backoff.joined()
+        clock.now += 5.0
+        backoff.after_exit()
+    backoff.joined()
+    clock.now += 600.0  # this one serves ten minutes
+    backoff.joined()  # and says hello again
+    clock.now += 10.0
+    assert backoff.after_exit() == 1
+
+
 def test_the_restart_line_says_the_wait_only_once_it_grew():
     backoff = RestartBackoff(1.0, 30.0, Clock())
     assert backoff.said(backoff.after_exit()) == ""

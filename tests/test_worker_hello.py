@@ -111,6 +111,19 @@ async def test_a_known_peer_whose_hello_takes_a_live_workers_id_is_refused(link_
     assert "worker id 'remote-0' is in use" in caplog.text
 
 
+@pytest.mark.parametrize("identity", [b"gpu-0\nERROR argus: forged/1234abcd", b"gpu-0/\xff\xfe"])
+async def test_a_hello_from_a_peer_whose_identity_is_no_printable_name_is_refused(link_for, caplog, identity):
+    """A worker's identity is its name in every log line and each image's `worker`. Its hello's worker id is refused
+    if it could forge a log line, but the identity, set by the peer apart from it, was taken as it came: a newline in
+    it began a line of the peer's own in the engine's log."""
+    h = Harness()
+    link = link_for(h)
+    link._on_message(identity, HELLO)
+    assert not h.registry.registered()
+    assert "refusing worker" in caplog.text and "its identity" in caplog.text
+    assert all("\n" not in record.getMessage() for record in caplog.records)
+
+
 async def test_a_worker_at_another_time_scale_is_welcomed_and_warned_of_once_per_time_scale(link_for, caplog):
     """Before, an engine at --time-scale 0.5 planned with latencies twice those of workers at 0.25 without a word."""
     h = Harness()
