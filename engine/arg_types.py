@@ -37,6 +37,9 @@ _DEVICE = re.compile(r"cpu|mps|cuda(:(?P<index>0|[1-9][0-9]*))?")
 MAX_CUDA_INDEX = 127
 # a URL path that needs no quoting: image URLs are made by appending to it
 _URL_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
+# what a URL is written in, whole (RFC 3986): urlsplit reads past tabs and newlines anywhere, and spaces or controls
+# before the scheme, so checking its parts alone let them through, kept in every image URL
+_VISIBLE_ASCII = re.compile(r"[!-~]+")
 
 
 # here, not in engine/cli.py, which the commands' modules would import again as a second module (and class) when
@@ -161,6 +164,7 @@ def public_url(text: str) -> str:
         or parts.netloc.endswith(":")
         or not _URL_PATH.fullmatch(parts.path)
         or any(c in text for c in "?#@")
+        or not _VISIBLE_ASCII.fullmatch(text)
     ):
         raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH] (PORT 1 to 65535), not {text!r}")
     return text.rstrip("/")

@@ -374,6 +374,13 @@ def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environ
         "https://images.example.com/?key=1",
         "https://images.example.com/#top",
         "https://user:secret@images.example.com",
+        # urlsplit reads past tabs and newlines anywhere and spaces or controls before the scheme, and the URL was
+        # kept as given: image URLs ended their prefix in a newline (a value read from a file, a YAML block) or began
+        # with a space, which clients sent as another path (requests: /argus%0A/v1/...) or not at all
+        "https://images.example.com/argus\n",
+        "https://images.example.com\t/argus",
+        " https://images.example.com",
+        "\x00https://images.example.com",
     ],
 )
 def test_a_public_url_image_urls_cannot_start_with_is_a_usage_error(url, capsys):
