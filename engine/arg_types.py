@@ -35,8 +35,12 @@ _DEVICE = re.compile(r"cpu|mps|cuda(:(?P<index>0|[1-9][0-9]*))?")
 # torch keeps a device's index in a signed byte: cuda:256 was read as cuda:0, and ran there, cuda:255 as the current
 # device, cuda:128 as cuda:-128, and past 2**31 it raised (a traceback)
 MAX_CUDA_INDEX = 127
-# a URL path that needs no quoting: image URLs are made by appending to it
-_URL_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
+# a URL path that needs no quoting: image URLs are made by appending to it. A % starts an escape of two hex digits:
+# one that starts none (/50%off) was sent by each client as it saw fit, Python's as /50%25off, a browser's as is
+_URL_PATH = re.compile(r"(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*")
+# what a URL is written in, whole (RFC 3986): urlsplit reads past tabs and newlines anywhere, and spaces or controls
+# before the scheme, so checking its parts alone let them through, kept in every image URL
+_VISIBLE_ASCII = re.compile(r"[!-~]+")
 
 
 # here, not in engine/cli.py, which the commands' modules would import again as a second module (and class) when
@@ -160,9 +164,8 @@ def public_url(text: str) -> str:
         or port == 0
         or parts.netloc.endswith(":")
         or not _URL_PATH.fullmatch(parts.path)
-        # urlsplit drops a tab or newline anywhere, and spaces before the scheme, but the URL is kept as given: an
-        # image URL that no client fetches ("https://HOST\n/v1/images/files/..." of a value read from a file)
-        or any(c in "?#@" or c.isspace() or not c.isprintable() for c in text)
+        or any(c in text for c in "?#@")
+        or not _VISIBLE_ASCII.fullmatch(text)
     ):
         raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH] (PORT 1 to 65535), not {text!r}")
     return text.rstrip("/")

@@ -384,8 +384,16 @@ def test_serve_refuses_an_api_key_that_is_no_key_or_cannot_be_sent(argv, environ
         "https://images.example.com/?key=1",
         "https://images.example.com/#top",
         "https://user:secret@images.example.com",
-        # dropped by urlsplit, kept in every image URL
+        # urlsplit reads past tabs and newlines anywhere and spaces or controls before the scheme, and the URL was
+        # kept as given: image URLs ended their prefix in a newline (a value read from a file, a YAML block) or began
+        # with a space, which clients sent as another path (requests: /argus%0A/v1/...) or not at all
+        "https://images.example.com/argus\n",
+        "https://images.example.com\t/argus",
         " https://images.example.com",
+        "\x00https://images.example.com",
+        # a % that starts no escape: Python's clients sent /50%25off/..., a browser /50%off/...
+        "https://images.example.com/50%off",
+        "https://images.example.com/argus%",
         "https://images.example.com\n",  # a value read from a file, its newline kept
         "https://images.example.com/ar\tgus",
     ],
@@ -402,6 +410,7 @@ def test_a_public_url_image_urls_cannot_start_with_is_a_usage_error(url, capsys)
     [
         ("https://images.example.com/argus/", "https://images.example.com/argus"),
         ("http://[::1]:8443", "http://[::1]:8443"),
+        ("https://images.example.com/team%2Fa/", "https://images.example.com/team%2Fa"),
     ],
 )
 def test_a_public_url_is_kept_without_its_final_slash(url, kept):
