@@ -400,7 +400,8 @@ def _spoiled(directory, keys, how):
         "another pair's public key": secret.replace(
             KeyPair.load(keys["engine_secret"]).public.decode(), stranger.public.decode()
         ),
-        "a key line without =": secret.replace("public-key =", "public-key", 1),
+        # the whole line: a z85 key may hold an '=' of its own
+        "a key line without =": re.sub(r'public-key = "[^"]*"', "public-key", secret, count=1),
     }[how]
     if spoiled is not None:
         path.write_text(spoiled)
