@@ -507,7 +507,10 @@ class Dispatcher:
                 failures.append((job.request.spec.request_id, outcome))
             if isinstance(outcome, ItemCancelled):
                 owed.append(job)
-            elif job.job_id in self._live:
+            elif job.job_id in self._live and not job.request.done:
+                # not once its request is answered: it leaves _live only as its retirement runs, a loop turn later, and
+                # an image that came meanwhile (an image of its failed first in this batch, or a worker's answer read
+                # in the same turn as a cancel) was counted in argus_images_total, and cached, for no reply
                 self._settle(worker, job, outcome)
         if unasked:
             self._metrics.bad_messages.labels("worker").inc()
