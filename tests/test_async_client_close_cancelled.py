@@ -16,11 +16,7 @@ async def test_a_task_cancelled_as_it_closes_the_async_client_ends_cancelled_wit
     waited on a task it had cancelled)."""
     engine = StandInEngine()
     async with zmq_door_of(engine) as door:
-        client = AsyncArgusClient(door.address)
-        call = asyncio.create_task(client.generate("a heron", request_id="in-flight"))
-        await admitted(engine)
-        closing = asyncio.create_task(client.close())
-        await asyncio.sleep(0)  # it waits for the reply reader to end
+        client, call, closing = await _closing_with_a_call_in_flight(engine, door.address)
         closing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await closing
@@ -34,11 +30,7 @@ async def test_a_call_made_as_the_async_client_closes_sends_nothing():
     meanwhile sent its request, never cancelled, and the engine ran it for no one (the call raised ClientClosed)."""
     engine = StandInEngine()
     async with zmq_door_of(engine) as door:
-        client = AsyncArgusClient(door.address)
-        first = asyncio.create_task(client.generate("a heron", request_id="first"))
-        await admitted(engine)
-        closing = asyncio.create_task(client.close())
-        await asyncio.sleep(0)  # it waits for the reply reader to end
+        client, first, closing = await _closing_with_a_call_in_flight(engine, door.address)
         with pytest.raises(ClientClosed):
             await client.generate("a wolf", request_id="late")
         await closing
@@ -47,3 +39,14 @@ async def test_a_call_made_as_the_async_client_closes_sends_nothing():
         # what the door read of the client, up to its close: each request it admitted, it was told to cancel
         assert await eventually(lambda: len(engine.cancelled) == len(engine.admitted), timeout_s=10)
         assert [request.spec.request_id for request in engine.admitted] == ["first"]
+
+
+async def _closing_with_a_call_in_flight(engine: StandInEngine, address: str):
+    """A client, the task of its call the engine admitted, and the task of its close(), which waits for the reply
+    reader to end."""
+    client = AsyncArgusClient(address)
+    call = asyncio.create_task(client.generate("a heron", request_id="first"))
+    await admitted(engine)
+    closing = asyncio.create_task(client.close())
+    await asyncio.sleep(0)
+    return client, call, closing

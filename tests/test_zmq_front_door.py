@@ -45,14 +45,20 @@ def test_sync_client_gets_images_with_metadata(engine):
         assert image.simulated and image.quality is not None  # sim workers: said so with every image
 
 
-def test_async_client_pipelines_many_requests(engine):
+def _sent_at_once(address: str, prompts: list[str]) -> list:
+    """The replies to `prompts`, all in flight at once on one AsyncArgusClient."""
+
     async def run():
-        async with AsyncArgusClient(engine.client_address) as client:
+        async with AsyncArgusClient(address) as client:
             return await asyncio.wait_for(
-                asyncio.gather(*(client.generate(f"prompt {i}", width=64, height=64) for i in range(40))), 60
+                asyncio.gather(*(client.generate(prompt, width=64, height=64) for prompt in prompts)), 60
             )
 
-    replies = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_async_client_pipelines_many_requests(engine):
+    replies = _sent_at_once(engine.client_address, [f"prompt {i}" for i in range(40)])
     assert all(isinstance(r, Images) and len(r.images) == 1 for r in replies)
     assert len({r.request_id for r in replies}) == 40
 
@@ -237,13 +243,7 @@ def test_a_client_pointed_at_the_worker_address_is_answered_an_error_naming_the_
 # about 1 s an image: the six are admitted or refused within milliseconds, long before the first is answered
 @pytest.mark.own_engine("--time-scale", "0.2", "--max-queue", "2", workers=1, backend="sim")
 def test_busy_when_the_queue_is_full(own_engine):
-    async def run():
-        async with AsyncArgusClient(own_engine.client_address) as client:
-            return await asyncio.wait_for(
-                asyncio.gather(*(client.generate(f"p{i}", width=64, height=64) for i in range(6))), 60
-            )
-
-    replies = asyncio.run(run())
+    replies = _sent_at_once(own_engine.client_address, [f"p{i}" for i in range(6)])
     busy = [r for r in replies if isinstance(r, Busy)]
     served = [r for r in replies if isinstance(r, Images)]
     assert len(served) == 2 and len(busy) == 4
