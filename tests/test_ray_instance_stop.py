@@ -4,6 +4,7 @@ within --ray-connect-timeout, the engine left its raylet's agents (ray::Dashboar
 for a minute or more, orphaned, waiting on the GCS gone with it. Its stop ends in time when the raylet has gone and
 the GCS answers nothing."""
 
+import concurrent.futures
 import contextlib
 import importlib.util
 import os
@@ -61,12 +62,27 @@ def test_an_exit_when_its_ray_instance_did_not_start_in_time_leaves_nothing_of_i
         assert "(--ray-connect-timeout)" in engine.log(), engine.log()
 
 
-def test_a_stop_after_its_raylet_ended_while_its_gcs_answers_nothing_ends_in_time(tmp_path):
-    with own_ray_engine(tmp_path) as engine:
-        (gcs,) = own_processes(engine.process.pid, "gcs_server")
-        (raylet,) = own_processes(engine.process.pid, "raylet/raylet")
-        os.kill(gcs, signal.SIGSTOP)  # alive, its port open, answering nothing
-        os.kill(raylet, signal.SIGTERM)
-        # the stop waited in ray.shutdown until Ray ended the engine, 60 s on, with exit 1
-        assert engine.stop() == 0, engine.log()
-        assert "disconnecting from Ray took over" in engine.log(), engine.log()
+@pytest.fixture(scope="module", autouse=True)
+def stopped_after_its_raylet_ended(tmp_path_factory):
+    """The test of the stop after the raylet ended waits out the stop's bounds, 5 s each (the actors' ends, their
+    kill, the disconnect): its engine is started, its raylet ended and its GCS held, and the engine stopped, in a thread
+    from the module's start, so those waits run while the other tests do. The engine, and its stop's exit code."""
+
+    def stopped():
+        with own_ray_engine(tmp_path_factory.mktemp("raylet-ended")) as engine:
+            (gcs,) = own_processes(engine.process.pid, "gcs_server")
+            (raylet,) = own_processes(engine.process.pid, "raylet/raylet")
+            os.kill(gcs, signal.SIGSTOP)  # alive, its port open, answering nothing
+            os.kill(raylet, signal.SIGTERM)
+            exit_code = engine.stop()
+        return engine, exit_code
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        yield pool.submit(stopped)
+
+
+def test_a_stop_after_its_raylet_ended_while_its_gcs_answers_nothing_ends_in_time(stopped_after_its_raylet_ended):
+    engine, exit_code = stopped_after_its_raylet_ended.result()  # and nothing of its session left (own_ray_engine's)
+    # the stop waited in ray.shutdown until Ray ended the engine, 60 s on, with exit 1
+    assert exit_code == 0, engine.log()
+    assert "disconnecting from Ray took over" in engine.log(), engine.log()
