@@ -34,16 +34,16 @@ def _positive(value) -> bool:
 
 
 def test_worker_bench_writes_levels_and_overhead(tmp_path):
-    # 26 steps: the smallest N that still has K=25 below it
-    data, stdout = _bench(tmp_path, "worker", "--steps", "26", "--repeats", "1")
-    assert data["steps"] == 26
-    assert set(data["levels"]) == {"0", "10", "25"}
+    # two levels, the smallest, and the smallest N above them: the bench runs about six images of up to N steps
+    data, stdout = _bench(tmp_path, "worker", "--steps", "11", "--levels", "5,10", "--repeats", "1")
+    assert data["steps"] == 11
+    assert set(data["levels"]) == {"0", "5", "10"}
     for level in data["levels"].values():
         assert _positive(level["s_per_image"]) and _positive(level["ratio_to_k0"])
     assert data["levels"]["0"]["ratio_to_k0"] == 1.0
     assert _positive(data["overhead_ratio"])
-    assert data["levels"]["25"]["steps_run"] == 1
-    assert "overhead ratio" in stdout and "worker K=25" in stdout
+    assert data["levels"]["10"]["steps_run"] == 1
+    assert "overhead ratio" in stdout and "worker K=10" in stdout
 
 
 def test_engine_bench_writes_both_doors(tmp_path):

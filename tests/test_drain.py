@@ -21,6 +21,9 @@ from engine_process import slow_reading_client, start_engine, start_worker
 from loadgen.clients import HttpLoadClient, Planned, RequestOptions
 from protocols.client_messages import Cancelled, Error, Generate, Images, client_side_codec
 
+# the tests marked own_engine find theirs started while the tests before them ran (tests/engines_ahead.py)
+pytestmark = pytest.mark.usefixtures("engines_ahead")
+
 
 def stop_with_sigterm(engine) -> None:
     engine.process.send_signal(signal.SIGTERM)
@@ -76,11 +79,18 @@ def assert_exited_cleanly(engine, workers: list[int]) -> None:
     assert wait_for(lambda: workers_gone(workers)), "a worker outlived its engine"
 
 
-@pytest.mark.parametrize("stop", [stop_with_sigterm, stop_with_group_sigterm, stop_with_ctrl_c])
-def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
+def with_four_in_flight(stop):
     # an image takes about 1.25 s: the stop is handled long before the four are made (within milliseconds of their
     # admission, on a machine at rest)
-    engine = start_engine(tmp_path, "--time-scale", "0.25", "--shutdown-timeout", "30", backend="sim")
+    in_flight = pytest.mark.own_engine("--time-scale", "0.25", "--shutdown-timeout", "30", backend="sim")
+    return pytest.param(stop, marks=in_flight, id=stop.__name__)
+
+
+@pytest.mark.parametrize(
+    "stop", [with_four_in_flight(stop) for stop in (stop_with_sigterm, stop_with_group_sigterm, stop_with_ctrl_c)]
+)
+def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(own_engine, stop):
+    engine = own_engine
     workers = local_workers_of(engine.process.pid)
     assert len(workers) == 2
 
@@ -102,12 +112,11 @@ def test_a_stop_finishes_in_flight_work_and_leaves_no_worker(tmp_path, stop):
     assert_exited_cleanly(engine, workers)
 
 
-def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp_path):
+@pytest.mark.own_engine("--time-scale", "1", "--max-batch", "1", "--shutdown-timeout", "120", backend="sim", workers=1)
+def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(own_engine):
     """Before, the second Ctrl-C was ignored and the engine waited for the work in flight (about 20 s here) all the
     same; each request is still answered, once."""
-    engine = start_engine(
-        tmp_path, "--time-scale", "1", "--max-batch", "1", "--shutdown-timeout", "120", backend="sim", workers=1
-    )
+    engine = own_engine
     workers = local_workers_of(engine.process.pid)
 
     async def scenario():
@@ -125,8 +134,9 @@ def test_ctrl_c_pressed_again_during_the_drain_cancels_the_work_left_at_once(tmp
     assert f"second stop signal: cancelled the {cancelled} images in flight ({cancelled} requests" in engine.log()
 
 
-def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(tmp_path):
-    engine = start_engine(tmp_path, "--time-scale", "0", backend="sim", workers=1)
+@pytest.mark.own_engine("--time-scale", "0", backend="sim", workers=1)
+def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(own_engine):
+    engine = own_engine
     codec = client_side_codec()
     context = zmq.Context()
     client = slow_reading_client(context, engine.client_address)
@@ -200,9 +210,10 @@ def test_workers_exit_when_the_engine_is_killed(tmp_path):
     assert wait_for(lambda: workers_gone(workers), timeout_s=20)
 
 
-def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too(tmp_path):
-    # an exact image takes about 5 s; the drain gives in-flight work no time at all
-    engine = start_engine(tmp_path, "--time-scale", "1", "--shutdown-timeout", "0", backend="sim", workers=1)
+# an exact image takes about 5 s; the drain gives in-flight work no time at all
+@pytest.mark.own_engine("--time-scale", "1", "--shutdown-timeout", "0", backend="sim", workers=1)
+def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too(own_engine):
+    engine = own_engine
 
     async def scenario():
         client = HttpLoadClient(engine.http, RequestOptions(64, 64))
