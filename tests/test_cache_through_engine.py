@@ -21,6 +21,9 @@ FOX, NEAR_FOX = "a red fox in a snowy forest at dawn, oil painting", "a red fox 
 # the top level, 0.29 s
 TIME_SCALE = "0.1"
 
+# the engine of the test marked own_engine starts while the tests before it run
+pytestmark = pytest.mark.usefixtures("engines_ahead")
+
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
@@ -117,33 +120,31 @@ def test_a_request_resumed_at_the_top_level_is_cached_from_its_images_run_in_ful
     assert again.images[0].similarity > 0.99
 
 
-def test_a_request_resumed_below_the_top_level_is_cached_whole_from_an_image_run_in_full(tmp_path):
+# two workers: the images run side by side, and the resumed one, ten steps shorter, is done first (0.09 s sooner at
+# this time scale: without the check, the test failed 3 runs of 3 on a loaded machine); an engine of its own, its
+# cache empty
+@pytest.mark.own_engine("--policy", "nirvana", "--time-scale", TIME_SCALE, backend="sim", workers=2)
+def test_a_request_resumed_below_the_top_level_is_cached_whole_from_an_image_run_in_full(own_engine):
     """Its first image, resumed at K = 10 of 50, passes through 15, 20 and 25 alone; the cache kept those when that
     image was done first, and a later prompt near it found no latent at 5 or 10. Its second, run in full, passes
     through every level: the cache keeps those, as many latents as the full run of the prompt before it. The request
     is counted once, by its first image."""
-    # two workers: the images run side by side, and the resumed one, ten steps shorter, is done first (0.09 s sooner
-    # at this time scale: without the check, the test failed 3 runs of 3 on a loaded machine)
-    engine = start_engine(tmp_path, "--policy", "nirvana", "--time-scale", TIME_SCALE, backend="sim", workers=2)
 
     def held() -> float:
-        return engine.metric("argus_cache_bytes", tier="memory")
+        return own_engine.metric("argus_cache_bytes", tier="memory")
 
-    try:
-        with ArgusClient(engine.client_address, timeout_s=120) as client:
-            # hash similarity 0.719: level 10 by the bundled hash table (> 0.703; 15 needs > 0.75)
-            assert isinstance(client.generate(FOX, width=64, height=64, seed=1), Images)
-            assert wait_for(lambda: held() > 0)
-            full_entry = held()
-            near = client.generate(NEAR_FOX, width=64, height=64, seed=1, n=2)
-        assert isinstance(near, Images) and [image.level for image in near.images] == [10, 0], near
-        assert wait_for(lambda: engine.metric("argus_cache_prompts") == 2)
-        assert held() == 2 * full_entry
-        # counted by its first image alone, a hit at 10 (its second, run in full, is no miss): the first request's miss
-        assert engine.metric("argus_cache_hits_total", level="10") == 1
-        assert engine.metric("argus_cache_misses_total") == 1
-    finally:
-        assert engine.stop() == 0
+    with ArgusClient(own_engine.client_address, timeout_s=120) as client:
+        # hash similarity 0.719: level 10 by the bundled hash table (> 0.703; 15 needs > 0.75)
+        assert isinstance(client.generate(FOX, width=64, height=64, seed=1), Images)
+        assert wait_for(lambda: held() > 0)
+        full_entry = held()
+        near = client.generate(NEAR_FOX, width=64, height=64, seed=1, n=2)
+    assert isinstance(near, Images) and [image.level for image in near.images] == [10, 0], near
+    assert wait_for(lambda: own_engine.metric("argus_cache_prompts") == 2)
+    assert held() == 2 * full_entry
+    # counted by its first image alone, a hit at 10 (its second, run in full, is no miss): the first request's miss
+    assert own_engine.metric("argus_cache_hits_total", level="10") == 1
+    assert own_engine.metric("argus_cache_misses_total") == 1
 
 
 def test_guided_and_unguided_runs_never_start_from_each_other(engine):

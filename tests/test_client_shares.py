@@ -16,6 +16,9 @@ from engine_process import start_engine
 
 MAX_QUEUE = 12
 
+# the engine of the test marked own_engine starts while the tests before it run
+pytestmark = pytest.mark.usefixtures("engines_ahead")
+
 
 def one_second(images_ahead: int) -> int:
     """A Retry-After of 1 s whatever is ahead: a client refused at a full queue is remembered waiting for 3 s."""
@@ -200,13 +203,11 @@ def test_a_short_wait_set_after_a_long_one_ends_at_its_own_time():
     # shared by the pipeline and the patient client alone: 5 held and 1 asked are within its share of 6
 
 
-def _queue_of_two(tmp_path, *flags: str):
-    """An engine whose queue holds two images, made one at a time, about 2.5 s each: the steps of _shares_over_http
-    that need the queue as it is take a few ms, on a machine at rest (at 1 s each, a CI run beside other jobs
-    answered the pipeline's second image before it asked again)."""
-    return start_engine(
-        tmp_path, *("--time-scale", "0.5", "--max-queue", "2", "--max-batch", "1", *flags), workers=1, backend="sim"
-    )
+# An engine whose queue holds two images, made one at a time, about 2.5 s each: the steps of _shares_over_http that
+# need the queue as it is take a few ms, on a machine at rest (at 1 s each, a CI run beside other jobs answered the
+# pipeline's second image before it asked again).
+QUEUE_OF_TWO = ("--time-scale", "0.5", "--max-queue", "2", "--max-batch", "1")
+ONE_SIM_WORKER = dict(workers=1, backend="sim")
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +216,7 @@ def queue_of_two(tmp_path_factory):
     refused at the full queue counts as waiting for three Retry-Afters, admitted after or not (3 s in the first test,
     the engine's pace unknown yet; 9 s later), which holds a pipeline to its share: the test of one client, which
     leaves no wait, runs between the two that leave one, each over before the last one's wait is."""
-    engine = _queue_of_two(tmp_path_factory.mktemp("shares"))
+    engine = start_engine(tmp_path_factory.mktemp("shares"), *QUEUE_OF_TWO, **ONE_SIM_WORKER)
     yield engine
     assert engine.stop() == 0
 
@@ -400,15 +401,12 @@ def test_over_http_safety_identifier_names_the_client_before_user(queue_of_two):
     _told_apart(_shares_over_http(queue_of_two, lambda client: ({"safety_identifier": client, "user": "gw"}, {})))
 
 
-def test_behind_a_trusted_proxy_x_forwarded_for_names_the_client(tmp_path):
+@pytest.mark.own_engine(*QUEUE_OF_TWO, "--forwarded-allow-ips", "127.0.0.0/8", **ONE_SIM_WORKER)
+def test_behind_a_trusted_proxy_x_forwarded_for_names_the_client(own_engine):
     """Behind a reverse proxy every request comes from its address; with --forwarded-allow-ips naming it, the
     address the proxy appended to X-Forwarded-For names the client (what the client itself put there does not)."""
 
     def through_proxy(client: str) -> tuple[dict, dict]:
         return {}, {"X-Forwarded-For": f"10.9.9.9, {_ADDRESSES[client]}"}
 
-    engine = _queue_of_two(tmp_path, "--forwarded-allow-ips", "127.0.0.0/8")
-    try:
-        _told_apart(_shares_over_http(engine, through_proxy))
-    finally:
-        assert engine.stop() == 0
+    _told_apart(_shares_over_http(own_engine, through_proxy))
