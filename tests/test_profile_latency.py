@@ -18,9 +18,41 @@ from workers.config import usable_cpus
 from workers.model_id import SIM_PROFILE, sim_model_id
 
 
+def start_profile_latency(folder: Path, *options: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "controller.profile_latency", *options, "--out", str(folder / "profile.json")]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(profile: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        out, err = profile.communicate(timeout=240)
+    finally:
+        profile.kill()
+    return subprocess.CompletedProcess(profile.args, profile.returncode, out, err)
+
+
 def profile_latency(tmp_path, *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "controller.profile_latency", *options, "--out", str(tmp_path / "profile.json")]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    return finished(start_profile_latency(tmp_path, *options))
+
+
+TINY_PROFILES = {
+    "few_steps": ("--steps", "6", "--batches", "1,2", "--repeats", "1", "--threads", "1"),
+    "cpu_clock": ("--clock", "cpu", "--threads", "1", "--steps", "4", "--batches", "1", "--repeats", "1"),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_profiles(tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
+    """The profiles of a tiny worker, each run and its folder, started side by side with the module (autouse): each
+    spends seconds importing torch, in the command and in its worker, while the other and the sim tests run."""
+    started = {}
+    for name, options in TINY_PROFILES.items():
+        folder = tmp_path_factory.mktemp(name)
+        started[name] = start_profile_latency(folder, "--backend", "tiny", *options), folder
+    yield started
+    for profile, _ in started.values():
+        profile.kill()
+        profile.wait()
 
 
 def assert_complete(profile: LatencyProfile, levels: tuple[int, ...], max_batch: int) -> None:
@@ -43,12 +75,11 @@ def test_sim_backend_at_a_tiny_time_scale(tmp_path):
     assert "argus serve --latency-profile" not in done.stderr  # every cache level measured: nothing to warn of
 
 
-def test_tiny_backend_at_few_steps(tmp_path):
-    done = profile_latency(
-        tmp_path, "--backend", "tiny", "--steps", "6", "--batches", "1,2", "--repeats", "1", "--threads", "1"
-    )
+def test_tiny_backend_at_few_steps(tiny_profiles):
+    started, folder = tiny_profiles["few_steps"]
+    done = finished(started)
     assert done.returncode == 0, done.stderr
-    profile = LatencyProfile.load(tmp_path / "profile.json")
+    profile = LatencyProfile.load(folder / "profile.json")
     assert_complete(profile, (0, 5), 2)  # at N=6 the worker caches only level 5
     assert (profile.name, profile.steps) == ("tiny_cpu", 6)
     assert "torch 2." in profile.provenance and "(1 torch thread)" in profile.provenance
@@ -85,11 +116,11 @@ def test_the_cpu_clock_of_several_threads_is_refused_before_the_worker_starts(tm
     assert not (tmp_path / "profile.json").exists()
 
 
-def test_the_cpu_clock_of_one_thread_is_a_profile(tmp_path):
-    command = ["--backend", "tiny", "--clock", "cpu", "--threads", "1", "--steps", "4", "--batches", "1"]
-    done = profile_latency(tmp_path, *command, "--repeats", "1")
+def test_the_cpu_clock_of_one_thread_is_a_profile(tiny_profiles):
+    started, folder = tiny_profiles["cpu_clock"]
+    done = finished(started)
     assert done.returncode == 0, done.stderr
-    profile = LatencyProfile.load(tmp_path / "profile.json")
+    profile = LatencyProfile.load(folder / "profile.json")
     assert_complete(profile, (0,), 1)
     assert "CPU seconds the worker process used per batch" in profile.provenance
 

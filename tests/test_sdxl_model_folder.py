@@ -22,7 +22,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 from waiting import wait_for
 
 from engine.cli import build_parser, engine_config, main
-from engine_process import start_engine
+from engine_process import ROOT, start_engine
 from protocols.worker_messages import Generate, GenerateItem, ItemDone
 from workers.backend import BackendUnavailable
 from workers.diffusion_backend import StableDiffusionXLPipeline, load_sdxl
@@ -181,14 +181,32 @@ def test_a_bug_in_loading_keeps_its_traceback(saved, monkeypatch):
         load_sdxl(str(saved), "cpu")
 
 
-def test_profile_latency_says_why_its_worker_cannot_load_the_model(model, tmp_path, capsys):
+@pytest.fixture(scope="module", autouse=True)
+def profiling_a_model_that_does_not_load(saved, tmp_path_factory):
+    """`argus profile latency` of a model that does not load, started with the module: its worker imports torch and
+    diffusers, for seconds, beside the other tests."""
+    folder = tmp_path_factory.mktemp("profile")
+    model = Path(shutil.copytree(saved, folder / "model"))
+    NOT_LOADING["a tokenizer.json of no tokenizer"][0](model)
+    command = [sys.executable, "-m", "engine.cli", "profile", "latency", "--backend", "sdxl", "--model", str(model)]
+    command += ["--out", str(folder / "l.json")]
+    profile = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    yield profile, model
+    profile.kill()
+    profile.wait()
+
+
+def test_profile_latency_says_why_its_worker_cannot_load_the_model(profiling_a_model_that_does_not_load):
     """The profile's worker exited saying so in the profile's log, and the profile ended in a RuntimeError
     traceback quoting it."""
-    NOT_LOADING["a tokenizer.json of no tokenizer"][0](model)
-    argv = ["profile", "latency", "--backend", "sdxl", "--model", str(model), "--out", str(tmp_path / "l.json")]
-    assert main(argv) == 2
-    assert capsys.readouterr().err == (
-        f"argus profile latency: error: cannot load an SD-XL pipeline from {model}: KeyError: 'added_tokens'\n"
+    profile, model = profiling_a_model_that_does_not_load
+    try:
+        _, err = profile.communicate(timeout=240)
+    finally:
+        profile.kill()
+    assert profile.returncode == 2, err
+    assert (
+        err == f"argus profile latency: error: cannot load an SD-XL pipeline from {model}: KeyError: 'added_tokens'\n"
     )
 
 
