@@ -255,6 +255,13 @@ class RayLauncher(SlotSupervisor):
         self._pids: dict[str, int | None] = {}  # worker id -> the pid of its slot's live actor (None: none yet)
         # worker id -> the pids of its slot's last actors that ended, whose workers may yet say hello again
         self._ended_pids: dict[str, deque[int]] = {}
+        # the slots' ids are theirs from the start: the engine reads its worker socket while run() reaches Ray
+        # (seconds), and a worker started by hand as ray-0 then was welcomed under the slot's id (no slot known yet)
+        for slot in range(config.count):
+            worker_id = _slot_id(slot)
+            self._new_slot(worker_id)
+            self._pids[worker_id] = None
+            self._ended_pids[worker_id] = deque(maxlen=_ENDED_PIDS_KEPT)
 
     async def run(self) -> None:
         connected = self._connected = asyncio.wrap_future(connect_in_background(self._address))
@@ -359,9 +366,6 @@ class RayLauncher(SlotSupervisor):
         config = self._worker_config(slot)
         worker_id = config.worker_id
         resources = actor_resources(config)
-        self._new_slot(worker_id)
-        self._pids[worker_id] = None
-        self._ended_pids[worker_id] = deque(maxlen=_ENDED_PIDS_KEPT)
         while not self._stopping:
             self._starting(worker_id)
             # named in this engine's job (its own namespace): `ray.get_actor("ray-0")` from the engine
@@ -441,7 +445,7 @@ class RayLauncher(SlotSupervisor):
         local = self._config.worker_config(self._connect, slot, threads=1)
         return replace(
             local,
-            worker_id=f"ray-{slot}",
+            worker_id=_slot_id(slot),
             # Ray gives a num_gpus=1 actor one device, visible as the first
             device="cuda:0" if gpu(local) else local.device,
             die_with_parent=False,
@@ -462,3 +466,7 @@ def actor_resources(config: WorkerConfig) -> dict[str, int]:
     if config.backend == "sim":  # it sleeps: no core of its own, so a thousand of them need no thousand CPUs
         return {"num_cpus": 0}
     return {"num_gpus": 1} if gpu(config) else {"num_cpus": 1}
+
+
+def _slot_id(slot: int) -> str:
+    return f"ray-{slot}"

@@ -30,6 +30,7 @@ from ray_head import ensure_the_local_token, loopback_ray_head
 from session_leftovers import assert_nothing_left
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
+from engine.metrics import EngineMetrics
 from engine.proc_reads import children_of, read_command
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.restart_backoff import GIVE_UP_AFTER
@@ -88,6 +89,14 @@ class RayEngine(Engine):
             config.cache.embedder,
             config.ray_address,
         )
+
+
+def test_a_hello_under_an_actors_id_is_refused_before_the_launcher_has_reached_ray():
+    """The engine reads its worker socket while its launcher reaches Ray (seconds): a worker started by hand as ray-0
+    then was welcomed under the slot's id (once it has: test_a_worker_started_by_hand_under_an_actors_id_...)."""
+    slots = RayLauncher(LaunchConfig(count=2, backend="sim"), "tcp://127.0.0.1:1", EngineMetrics(), print, None)
+    assert "Ray actor slot" in slots.refusal("ray-1", os.getpid())
+    assert slots.refusal("remote-0", os.getpid()) is None
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float:
