@@ -240,14 +240,7 @@ def test_seeds_apart_by_two_to_the_32_give_different_images(backend, full_run):
 
 def test_a_seed_below_two_to_the_32_starts_from_torchs_noise_for_it(pipe, full_run):
     # its image made before seeds took every bit: the pipeline run alone, with torch's generator seeded so
-    alone = pipe(
-        prompt=["a red cat on a roof"],
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
-        width=64,
-        height=64,
-        generator=[torch.Generator("cpu").manual_seed(7)],
-    ).images[0]
+    alone = diffusers_image(pipe, "a red cat on a roof", STEPS, seed=7)
     assert np.array_equal(np.asarray(alone), np.asarray(decode(full_run.image)))
 
 
@@ -511,6 +504,18 @@ def test_a_model_whose_scheduler_cannot_step_is_refused_as_it_loads(pipe, tmp_pa
     said = str(refused.value)
     assert said.startswith(f"--model {tmp_path} cannot serve: {scheduler_class.__name__} cannot step an SD-XL run")
     assert says in said
+
+
+def diffusers_image(pipe, prompt: str, steps: int, seed: int) -> Image.Image:
+    """The 64x64 image diffusers makes for `seed`: the pipeline called alone, torch's generator seeded with it."""
+    return pipe(
+        prompt=[prompt],
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        width=64,
+        height=64,
+        generator=[torch.Generator("cpu").manual_seed(seed)],
+    ).images[0]
 
 
 def with_scheduler(pipe, scheduler_class, **config: object) -> StableDiffusionXLPipeline:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline
-from test_diffusion_backend import RecordingControl, batch, decode, tiny_sizes, with_scheduler
+from test_diffusion_backend import RecordingControl, batch, decode, diffusers_image, tiny_sizes, with_scheduler
 
 from protocols.worker_messages import GenerateItem, ItemDone
 from workers.diffusion_backend import DiffusionBackend
@@ -73,12 +72,5 @@ def test_a_seed_below_two_to_the_32_run_in_full_makes_the_image_diffusers_makes_
     generator of its own seeded alike, the first noise was the first step's noise again: that step added the image's
     own noise back, and the image was another."""
     (seven,) = images(ancestral, 0, 7)
-    alone = with_scheduler(ancestral_pipe, EulerAncestralDiscreteScheduler)(
-        prompt=[PROMPT],
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
-        width=64,
-        height=64,
-        generator=[torch.Generator("cpu").manual_seed(7)],
-    ).images[0]
+    alone = diffusers_image(with_scheduler(ancestral_pipe, EulerAncestralDiscreteScheduler), PROMPT, STEPS, seed=7)
     assert np.array_equal(np.asarray(alone, dtype=int), seven)
