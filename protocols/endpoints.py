@@ -6,6 +6,7 @@ and what a flag took was refused by ZeroMQ only as a socket dialled it (a traceb
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 FORM = "tcp://HOST:PORT or ipc://PATH"
@@ -95,7 +96,24 @@ def is_loopback(host: str) -> bool:
     name = host.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: resolved to loopback, never by DNS
         return True
-    try:
-        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
-    except ValueError:  # *, an interface name or another host name
+    address = _numeric_address(name.partition("%")[0])
+    if address is None:  # *, an interface name or another host name
         return False
+    # ::ffff:127.0.0.1, IPv4's loopback as an IPv6 socket reaches it, which Python 3.11 calls no loopback
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
+
+
+def _numeric_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    # IPv4's other forms (inet_aton(3): 127.1, 0x7f.0.0.1, 2130706433), which asyncio and ZeroMQ read as the address
+    # they listen on, and curl sends as the Host: `--host 127.1` listened on loopback, was warned of as open, and
+    # answered any Host (no DNS-rebinding guard). Read as they read them, with no name looked up (AI_NUMERICHOST)
+    try:
+        found = socket.getaddrinfo(text, None, socket.AF_INET, socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (OSError, ValueError):  # a name, an interface, *; one IDNA cannot encode, or with a NUL in it
+        return None
+    return ipaddress.IPv4Address(found[0][4][0])

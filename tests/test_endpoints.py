@@ -1,12 +1,14 @@
 """One parser of ZeroMQ addresses (protocols/endpoints.py) for the flags, the client, the sockets and the checks made
 of them: what one took, another refused later (a traceback), or dialled for ever without a word."""
 
+import asyncio
+
 import pytest
 import zmq
 
 from engine.cli import build_parser
 from engine.client import ArgusClient
-from protocols.endpoints import Endpoint, NotAnEndpoint, parse_endpoint, parse_host_port
+from protocols.endpoints import Endpoint, NotAnEndpoint, is_loopback, parse_endpoint, parse_host_port
 from protocols.sockets import bind_all, dial, make_socket
 
 
@@ -69,6 +71,39 @@ def test_what_is_no_address_says_why(text, listening, why):
 )
 def test_a_host_and_port_without_a_scheme_is_parsed(address, loopback):
     assert parse_host_port(address).loopback == loopback
+
+
+# IPv4's short, hex and octal forms (inet_aton(3)) among them: `--host 127.1` listened on loopback, and was warned of
+# as open and left without the guard against DNS rebinding (tests/test_http_hosts.py)
+LOOPBACK = ["127.0.0.1", "127.1", "0x7f.0.0.1", "2130706433", "0177.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"]
+
+
+@pytest.mark.parametrize("host", [*LOOPBACK, "localhost", "LOCALHOST.", "images.localhost"])
+def test_every_spelling_of_loopback_is_loopback(host):
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "*", "0", "10.1", "192.168.1.20", "::ffff:10.0.0.1", "eth0", "gpu-7.example", "127.1 x"]
+)
+def test_what_is_not_loopback_alone_is_not_loopback(host):
+    assert not is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["127.1", "0x7f.0.0.1", "2130706433"])
+async def test_a_short_form_of_ipv4_loopback_is_what_http_and_zeromq_listen_on(host):
+    """What is_loopback decides is what the engine's doors bind: asyncio's listener (HTTP) and ZeroMQ's."""
+    listener = await asyncio.get_running_loop().create_server(asyncio.Protocol, host, 0)
+    try:
+        assert [s.getsockname()[0] for s in listener.sockets] == ["127.0.0.1"]
+    finally:
+        listener.close()
+    context = zmq.Context()
+    try:
+        [bound] = bind_all(make_socket(context, zmq.ROUTER), [f"tcp://{host}:0"])
+        assert parse_endpoint(bound).host == "127.0.0.1"
+    finally:
+        context.destroy(linger=0)
 
 
 # Each was taken by the flag, then refused by ZeroMQ as the worker dialled it (a traceback, and under --launcher ray,

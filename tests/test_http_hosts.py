@@ -3,9 +3,15 @@ it by DNS rebinding (its own name made to resolve to 127.0.0.1, which the browse
 
 import http.client
 import json
+from types import SimpleNamespace
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from engine.config import EngineConfig
+from engine.http_api import build_app
+from engine.metrics import EngineMetrics
 from engine_process import start_engine
 
 PUBLIC = "https://images.example.com"
@@ -74,3 +80,15 @@ def test_a_host_that_does_not_name_the_engine_is_403_whatever_its_request_id_and
     status, reply = post(engine, "rebound.attacker.example", **{"X-Request-ID": ""})
     assert (status, reply["error"]["code"]) == (403, "host_not_allowed")
     assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == before
+
+
+@pytest.mark.parametrize("listening_on", ["127.0.0.1", "127.1", "0x7f.0.0.1"])
+async def test_loopback_however_spelt_refuses_a_rebound_host_and_serves_a_loopback_one(listening_on):
+    """`--host 127.1` listens on 127.0.0.1 (inet_aton's short form), and was taken for beyond loopback: any Host was
+    answered, a rebound one too; and `curl http://127.1:8000/` was refused its own Host."""
+    config = EngineConfig(max_body_bytes=1024, host=listening_on)
+    app = build_app(SimpleNamespace(config=config, api_keys=None, metrics=EngineMetrics()))
+    app.router.add_get("/answered", lambda request: web.Response(text="answered"))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/answered", headers={"Host": "rebound.attacker.example"})).status == 403
+        assert (await client.get("/answered", headers={"Host": "127.1:8000"})).status == 200
