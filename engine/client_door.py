@@ -8,8 +8,8 @@ that leaves _MAX_UNREAD_REPLIES unread beyond the --max-queue the engine may
 answer at once (it would hold engine memory without bound). Both are counted in
 argus_replies_dropped_total. A reply that finds its client gone is kept, with
 those that come after it, and tried again until the client is back; a client
-still gone --client-gone-grace seconds after has its kept replies dropped and its other
-requests cancelled. A client back asks after what it awaits (Inquire), and is
+still gone --client-gone-grace seconds after, or as the engine stops, has its kept replies dropped (and, after the
+grace, its other requests cancelled). A client back asks after what it awaits (Inquire), and is
 told which of those requests the engine does not hold: lost with the connection,
 or sent to an engine since restarted.
 
@@ -144,8 +144,7 @@ class ClientDoor:
         self._socket.start()
 
     def close(self) -> None:
-        for gone in self._gone.values():
-            gone.retry.cancel()
+        self._give_up_the_gone()
         self._files.remove()  # the replies still queued go out over the connections made, not the path
         self._socket.close(linger_ms=_REPLY_FLUSH_MS)
 
@@ -258,11 +257,15 @@ class ClientDoor:
         self._try_again(identity)
         return kept
 
-    def _try_again(self, identity: bytes) -> None:
-        gone = self._gone[identity]
+    def _hand_over_kept(self, identity: bytes, gone: _Gone) -> None:
+        """Sends the client the replies kept for it, in order, until one finds it still gone."""
         gone.retry.cancel()
         while gone.replies and self._deliver(identity, gone.replies[0][1]):
             gone.replies.popleft()
+
+    def _try_again(self, identity: bytes) -> None:
+        gone = self._gone[identity]
+        self._hand_over_kept(identity, gone)
         if not gone.replies:
             del self._gone[identity]
             return
@@ -277,6 +280,23 @@ class ClientDoor:
         if mine:
             log.info("client %s gone: cancelling its %s", _named(identity), counted(len(mine), "request"))
         self._engine.dispatcher.cancel(*mine)
+
+    def _give_up_the_gone(self) -> None:
+        """At shutdown, the replies kept for clients found gone (the drain's among them) go to those back since, and
+        the rest are dropped: counted and said. They were let go with the door, in no count and no line."""
+        dropped, clients = 0, 0
+        for identity, gone in self._gone.items():
+            self._hand_over_kept(identity, gone)
+            dropped += len(gone.replies)
+            clients += bool(gone.replies)
+        self._gone.clear()
+        if dropped:
+            self._engine.metrics.replies_dropped.labels("gone").inc(dropped)
+            log.info(
+                "stopping: dropped the %s kept for %s gone (within --client-gone-grace)",
+                counted(dropped, "reply", "replies"),
+                counted(clients, "client"),
+            )
 
 
 def _held_back(held: int, what: str) -> str:

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from engine_stand_in import ServedDoor, StandInEngine, admitted, generate, replies, zmq_door_of
+from waiting import eventually
 
 from engine import client_door
 from protocols.client_messages import Busy, ImageResult, Images
@@ -100,3 +101,31 @@ async def test_a_reply_still_queued_as_the_door_closes_reaches_a_client_reading_
         served.door.close()  # the client has read none of it yet
         (reply,) = await replies(client, 1)
         assert len(reply.images[0].image) == size
+
+
+async def test_the_replies_kept_for_a_client_still_gone_as_the_door_closes_are_counted_dropped(monkeypatch, caplog):
+    """They were let go with the door, in no count: argus_replies_dropped_total said fewer replies lost than were."""
+    monkeypatch.setattr(client_door, "_GONE_RETRY_S", 60.0)
+    caplog.set_level(logging.INFO, logger="argus.clients")
+    engine = StandInEngine(client_gone_grace_s=30.0)
+    async with zmq_door_of(engine) as served:
+        await answered(*await sent_and_gone(engine, served, b"client-a", ["g1", "g2"]))
+        await answered(*await sent_and_gone(engine, served, b"client-b", ["g3"]))
+        assert engine.metric("argus_replies_dropped_total", reason="gone") == 0  # kept, within the grace
+    assert engine.metric("argus_replies_dropped_total", reason="gone") == 3
+    assert "stopping: dropped the 3 replies kept for 2 clients gone" in caplog.text, caplog.text
+
+
+async def test_a_client_back_as_the_door_closes_gets_the_replies_kept_for_it(monkeypatch):
+    """Back but silent, between two retries: handed what was kept as the door closes, not dropped."""
+    monkeypatch.setattr(client_door, "_GONE_RETRY_S", 60.0)
+    engine = StandInEngine(client_gone_grace_s=30.0)
+    async with zmq_door_of(engine) as served:
+        await answered(*await sent_and_gone(engine, served, b"client-a", ["g1"]))
+        client = served.client(b"client-a")
+        # connected: what is sent to it now reaches it
+        assert await eventually(lambda: served.door._socket.send(b"client-a", [b""]) == 0, timeout_s=10)
+        assert client.recv() == b""
+        served.door.close()
+        assert [reply.request_id for reply in await replies(client, 1)] == ["g1"]
+    assert engine.metric("argus_replies_dropped_total", reason="gone") == 0
