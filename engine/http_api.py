@@ -401,9 +401,13 @@ async def generate(request: web.Request) -> web.Response:
     try:
         reply = await asyncio.shield(admitted.future)
     except asyncio.CancelledError:
-        # the client went away: abort its images, queued or running
-        engine.dispatcher.cancel(admitted)
-        engine.count_reply(admitted, Cancelled(spec.request_id))
+        # the client went away: abort its images, queued or running. A reply made as it went (the handler cancelled
+        # before it woke to it) is counted as made, as for a client that leaves while it is written: counted
+        # cancelled, an error's code was hidden from the alerts on it
+        made = admitted.future.done()
+        if not made:
+            engine.dispatcher.cancel(admitted)
+        engine.count_reply(admitted, admitted.future.result() if made else Cancelled(spec.request_id))
         raise
     names, param = None, None
     if origin is not None and isinstance(reply, Images):

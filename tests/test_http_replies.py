@@ -2,11 +2,14 @@
 when to retry; decided in process with an engine stood in (tests/engine_stand_in.py)."""
 
 import asyncio
+import contextlib
 
+import aiohttp
 import pytest
 from engine_stand_in import StandInEngine, admitted, http_door_of
+from waiting import eventually
 
-from protocols.client_messages import Busy, Cancelled, Error
+from protocols.client_messages import Busy, Cancelled, Error, Images
 
 # in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
 pytestmark = pytest.mark.timeout(30)
@@ -60,3 +63,25 @@ async def test_a_refusal_at_admission_says_its_field_and_busy_says_when_in_whole
         assert (response.status, response.headers["Retry-After"]) == (429, "3")
         assert "its share" in (await response.json())["error"]["message"]
     assert engine.counted == []  # refused before admission: the engine counts those
+
+
+@pytest.mark.parametrize(
+    "reply_of", [lambda rid: Images(rid, []), lambda rid: Error(rid, "worker_lost", "lost")], ids=["ok", "error"]
+)
+async def test_a_reply_made_in_the_turn_its_client_went_away_is_counted_as_made(reply_of):
+    """The handler, cancelled before it woke to the reply, counted it cancelled: an error hidden from the alerts on
+    its code, an image made counted as none. A reply made is counted as made, as for a client that leaves while it is
+    written, and as over ZeroMQ."""
+    engine = StandInEngine()
+    async with http_door_of(engine) as client:
+        posted = asyncio.create_task(client.post(PATH, json=BODY))
+        request = await admitted(engine)
+        [connection] = client.server.runner.server.connections
+        reply = reply_of(request.spec.request_id)
+        request.future.set_result(reply)
+        connection.transport.abort()  # the client gone: seen in the loop's next turn, with the reply
+        assert await eventually(lambda: engine.counted, timeout_s=10)
+        with contextlib.suppress(aiohttp.ClientError):
+            await posted
+    assert engine.counted == [reply]
+    assert engine.cancelled == []
