@@ -57,7 +57,7 @@ from engine.open_files import http_connection_bound
 from engine.plurals import counted
 from engine.ray_launcher import RayLauncher, tcp_endpoint
 from engine.slot_supervision import Launcher
-from engine.stop_signals import HELD_SIGNALS, STOP_SIGNALS, HeldStopSignals
+from engine.stop_signals import HELD_SIGNALS, STOP_SIGNALS, UNUSED_SIGNALS, HeldStopSignals, say_unused
 from engine.temp_folders import make_temp_folder, remove_dead_engines_folders
 from engine.version import argus_version
 from engine.worker_link import WorkerLink
@@ -359,6 +359,8 @@ class Engine:
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._hangup.set)
+        for signum in UNUSED_SIGNALS:
+            loop.add_signal_handler(signum, say_unused, signum)
         if held is not None and held.hung_up:  # the keys were read before it came: read them again once serving
             self._hangup.set()
         stopped = False  # as asked: not ended by an error (a port in use, a Ray cluster it cannot join)

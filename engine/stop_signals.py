@@ -15,10 +15,26 @@ reloaded) killed it; held, the keys are read again once it serves, as the file m
 
 from __future__ import annotations
 
+import logging
 import signal
+
+log = logging.getLogger("argus.engine")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HELD_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
+# signals other servers act on (nginx and gunicorn reopen their logs on SIGUSR1: a log rotation's `kill -USR1`) and
+# argus does not. Left at Python's default, one ended a serving engine at once, without a drain, every request in
+# flight lost: the serving engine says it and serves on. Not held before it serves, nor after: nothing is in flight
+# then, and a worker (`argus worker`) stops on SIGUSR1 (workers/main.py)
+UNUSED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+def say_unused(signum: signal.Signals) -> None:
+    log.warning(
+        "%s: argus does not act on it, and serves on (SIGTERM or SIGINT drains and stops the engine, SIGHUP rereads"
+        " its keys)",
+        signum.name,
+    )
 
 
 class HeldStopSignals:
