@@ -133,6 +133,12 @@ def engine_address(text: str) -> str:
     return _zmq_address(text, listening=False)
 
 
+def http_host(text: str) -> str:
+    """An argparse type: --host, an address or a name, an IPv6 address with or without its brackets. asyncio takes
+    it bare alone: `--host [::1]`, as a URL and --client-listen write it, was refused "Name or service not known"."""
+    return text[1:-1] if text.startswith("[") and text.endswith("]") else text
+
+
 def listen_address(text: str) -> str:
     """An argparse type: an address the engine's ZeroMQ sockets listen on, tcp://HOST:PORT (PORT 0 or * for any free
     one) or ipc://PATH. ZeroMQ refuses any other only as the engine binds it, after the engine has built much of

@@ -22,6 +22,7 @@ from engine.arg_types import (
     comma_separated,
     engine_address,
     heartbeat_timeout,
+    http_host,
     ip_network,
     listen_address,
     non_negative_float,
@@ -91,7 +92,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the engine and its local workers")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: loopback only)")
+    p.add_argument("--host", type=http_host, default="127.0.0.1", help="HTTP bind address (default: loopback only)")
     p.add_argument("--port", type=tcp_port, default=8000, help="HTTP port (0: any free port)")
     p.add_argument(
         "--public-url",

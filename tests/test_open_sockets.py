@@ -16,6 +16,7 @@ from waiting import eventually
 from engine import listen_checks
 from engine.api_keys import ApiKeys
 from engine.arg_types import UsageError
+from engine.cli import build_parser
 from engine.listen_checks import warn_if_http_open, warn_if_open
 from engine.server import Engine
 from engine_process import free_port, in_process_config
@@ -180,3 +181,11 @@ async def test_http_on_the_ipv6_wildcard_serves_ipv4_clients_too(tmp_path, caplo
             for address in ("127.0.0.1", "[::1]"):
                 async with session.get(f"http://{address}:{port}/health") as reply:
                     assert reply.status == 200, address
+
+
+async def test_http_on_ipv6_loopback_written_in_brackets_listens_there_unwarned(tmp_path, caplog):
+    """`--host [::1]`, as a URL and --client-listen write it, was refused: "Name or service not known"."""
+    host = build_parser().parse_args(["serve", "--host", "[::1]"]).host
+    engine = Engine(in_process_config(tmp_path, host=host))
+    async with http_listening(engine, caplog, r"http://\[::1\]:([0-9]+)"):
+        assert "listens without an API key" not in caplog.text
