@@ -87,11 +87,15 @@ class DemandEstimator:
         self._far = 0.0  # the window's class-0 arrivals with a neighbour's latent
         self._far_share = 0.0
 
-    def observe(self, k_star: int, images: float = 1.0, neighbour: bool = False) -> None:
-        """One arrival (a request) of `images`, in images of the default steps; `neighbour`: it came with a
-        neighbour's latent it could resume from."""
+    def observe(self, k_star: int, images: float = 1.0, neighbour: bool = False, misses: float = 0.0) -> None:
+        """One arrival (a request) of `images` of class `k_star` and `misses` more of class 0 (a latent starts one
+        image: a request's others run in full), in images of the default steps; `neighbour`: it came with a
+        neighbour's latent it could resume from. One arrival to the burst test whatever its classes: counted as two,
+        a request of 2 images was taken for half as noisy as it is."""
         self._counts[k_star] += images
-        self._squares += images * images
+        if misses:
+            self._counts[0] += misses
+        self._squares += (images + misses) ** 2
         if neighbour and k_star == 0:
             self._far += images
 

@@ -81,13 +81,15 @@ class Controller:
         steps: int | None = None,
         start: int | None = None,
         neighbour: bool = False,
+        misses: int = 0,
     ) -> None:
-        """`images` of class `k_star`, served at `level` for `steps` steps (None: the default 50), resuming at step
-        `start` of them (None: `level`; controller/level_shares.py). `neighbour`: it came with a neighbour's latent
-        (of class 0, a far neighbour, not a miss)."""
+        """One request: `images` of class `k_star`, served at `level` for `steps` steps (None: the default 50),
+        resuming at step `start` of them (None: `level`; controller/level_shares.py), and `misses` more run in full.
+        `neighbour`: it came with a neighbour's latent (of class 0, a far neighbour, not a miss)."""
         work = images if steps is None else images * self._work(level, steps, start)
+        in_full = misses if steps is None else misses * self._work(0, steps, 0)
         with self._lock:
-            self._demand.observe(k_star, work, neighbour)
+            self._demand.observe(k_star, work, neighbour, in_full)
 
     def plan_at_pace(self, pace: float) -> None:
         """Capacities from the profile's times multiplied by `pace` from now on (the workers' own pace,

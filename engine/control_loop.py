@@ -111,10 +111,8 @@ class ControlLoop:
         level = 0 if plan is None else self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
         start = level if shares is None else shares.start(level)
         # weighed by the steps it runs from where it starts, against level K''s capacity: 150 steps are about 3
-        # images of the default 50
-        self._controller.observe_arrival(k_star, 1, level, steps, start, bool(lookup.neighbour_levels))
-        if images > 1:
-            self._controller.observe_arrival(0, images - 1, 0, steps, 0)
+        # images of the default 50. Its other images are misses, in the same arrival
+        self._controller.observe_arrival(k_star, 1, level, steps, start, bool(lookup.neighbour_levels), images - 1)
         return Choice(k_star, level, start)
 
     def fallback_levels(
