@@ -233,11 +233,18 @@ class Proteus(_Solved):
         plan = plan_from_solution(problem, solution, self.name, inputs.now)
         row = plan.redirect[ANY_PROMPT]
         rows = {k: dict(row) for k in self.levels} | {0: where_class_0_runs(row, inputs.far_share)}
-        # the quality of the images where they run, by class: its solve counted every image at the average of the
-        # hit classes, misses (which run at 0) and far neighbours (which lose more than any hit) alike
+        # what is served, and its quality, where the images run, by class: its solve counted every image at the
+        # average of the hit classes, and at the capacity of the level its row picks, misses (which run at 0) and far
+        # neighbours (which lose more than any hit) alike
         by_class = super()._problem(inputs)
         where = plan_from_rows(by_class, plan.workers_per_level, rows, self.name, inputs.now, plan.status)
-        return replace(plan, redirect=rows, demand_rps=where.demand_rps, expected_quality=where.expected_quality)
+        return replace(
+            plan,
+            redirect=rows,
+            demand_rps=where.demand_rps,
+            served_rps=where.served_rps,
+            expected_quality=where.expected_quality,
+        )
 
     def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         # the hit classes' rows are the one routing row (class 0's also holds its misses); reading the top level's

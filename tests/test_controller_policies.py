@@ -149,6 +149,21 @@ def test_proteus_expects_each_class_where_it_runs(demand):
     assert max(plan.redirect[25]) > 0 or demand < 1.0
 
 
+@pytest.mark.parametrize("demand", [0.5, 3.0, 30.0])
+def test_proteus_expects_to_serve_what_its_workers_can_where_the_images_run(demand):
+    """Its solve counts every image at the level its one row picks, misses too, which run at 0 whatever it picks: on
+    8 workers at levels 10 to 20, /plan said it would serve all of 3 images/s, 60% of them misses, where the workers
+    serve 1.9 of them (each level's images at its capacity, as the fixed policies' plans count them)."""
+    mix = {0: 0.6, 10: 0.2, 25: 0.2}
+    plan = policy("proteus").plan(inputs(demand=demand, mix=mix))
+    busy = sum(
+        demand * share * p / PROFILE.capacity_rps(kp, 15.0)
+        for k, share in mix.items()
+        for kp, p in plan.redirect[k].items()
+    )
+    assert plan.served_rps == pytest.approx(demand * min(1.0, plan.workers / busy))
+
+
 def test_proteus_trades_quality_for_throughput_without_knowing_the_prompt():
     p = policy("proteus")
     light = p.plan(inputs(demand=0.5))
