@@ -56,3 +56,22 @@ def test_time_outside_the_queue_and_the_run_is_measured_and_named_when_it_weighs
     results = json.loads((tmp_path / "compare.json").read_text())["policies"]
     assert results["argus"]["unsimulated_p50_ms"] == pytest.approx(100.0)
     assert results["clipper-ht"]["unsimulated_p50_ms"] == pytest.approx(6500.0)
+
+
+def test_the_mean_load_said_is_that_of_what_was_replayed(tmp_path, monkeypatch, capsys):
+    """With --duration-s, the headline's mean load was the whole trace's: a busy first minute replayed alone, out of a
+    trace that goes quiet after it, was said to offer a fraction of what it did."""
+
+    async def one_policy(policy, args, schedule, prompts, width, height, log_dir):
+        return [], run_summary(len(schedule))
+
+    monkeypatch.setattr(compare_bench, "_one_policy", one_policy)
+    trace = tmp_path / "busy_then_quiet.txt"
+    busy, quiet = range(0, 60_000, 1_000), range(60_000, 660_000, 20_000)
+    trace.write_text("".join(f"{offset}\n" for offset in [*busy, *quiet]))
+    argv = [*compare_argv(tmp_path), "--trace", str(trace), "--duration-s", "60", "--json", str(tmp_path / "c.json")]
+    assert compare_bench.run(build_parser().parse_args(argv)) == 0
+    config = json.loads((tmp_path / "c.json").read_text())["config"]
+    replayed = config["offered_rps"] / config["exact_capacity_rps"]
+    assert replayed > 2 * config["mean_load"]  # the slice is busier than the trace
+    assert f"({replayed:.2f}x on average over the 60 s replayed)" in capsys.readouterr().out
