@@ -51,6 +51,7 @@ from protocols.worker_messages import (
     Heartbeat,
     Hello,
     HelloVersion,
+    ItemFailed,
     Leaving,
     LevelSet,
     Probe,
@@ -58,6 +59,7 @@ from protocols.worker_messages import (
     Rejoin,
     Shutdown,
     Welcome,
+    batch_done_id,
     engine_side_codec,
 )
 
@@ -192,10 +194,26 @@ class WorkerLink:
     def _on_frames(self, identity: bytes, frames: list) -> None:
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError):
+            message = self._failed_answer(identity, frames[0].buffer, message.reason) or message
+        if isinstance(message, DecodeError):
             self._answer_stranger(identity, frames, message.reason)
         curve_key = peer_key(frames[0]) if self._admits and isinstance(message, Hello) else None
         # a message this engine cannot read is counted, even one answered
         self._on_message(identity, message, curve_key)
+
+    def _failed_answer(self, identity: bytes, header: memoryview, reason: str) -> BatchDone | None:
+        """A worker's answer to a batch it holds whose header reads but whose frames do not (a latent of a dtype the
+        wire refuses, a frame of the wrong size): each image of the batch failed, saying why (counted, as garbage
+        is). Dropped, the images waited out the heartbeat timeout, were said lost on the link and sent again, to the
+        worker that answered so again; the cause was said only at DEBUG."""
+        worker = self._registry.get(identity)
+        batch_id = batch_done_id(header) if worker is not None else None
+        jobs = worker.inflight.get(batch_id) if batch_id is not None else None
+        if not jobs:
+            return None
+        self._metrics.bad_messages.labels("worker").inc()
+        failed = f"the worker's answer did not decode: {reason}"
+        return BatchDone(batch_id, [ItemFailed(job.job_id, "undecodable", failed) for job in jobs])
 
     def _answer_stranger(self, identity: bytes, frames: list, reason: str) -> None:
         """Answers what a peer of another kind sends in words it reads: a worker of another version is Refused, both
