@@ -40,7 +40,7 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols import client_messages
 from protocols.codec import Codec, DecodeError
 from protocols.curve import KeyPair, peer_key
-from protocols.shortened import cut_middle
+from protocols.shortened import cut_middle, printable
 from protocols.sockets import SocketFiles, bind_all, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -248,7 +248,7 @@ class WorkerLink:
         if isinstance(message, DecodeError):
             # garbage is counted and dropped, never fatal
             self._metrics.bad_messages.labels("worker").inc()
-            log.debug("dropped %s from %s", message.reason, peer_name(identity))
+            log.debug("dropped %s from %s", printable(message.reason), peer_name(identity))
             return
         if worker is None:
             log.debug("dropped %s from %s, not a worker here", type(message).__name__, peer_name(identity))
@@ -545,7 +545,4 @@ def peer_name(identity: bytes) -> str:
     b'vm-7688/cab35da6'". Any peer that reaches the worker address sets its own, up to 255 bytes: bytes that are not
     UTF-8 are replaced, a character that is not printable is escaped (a newline would forge a log line), and past 80
     characters the middle is cut out."""
-    name = "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode() for c in identity.decode(errors="replace")
-    )
-    return cut_middle(name, _PEER_NAME_CHARS, _PEER_NAME_TAIL)
+    return cut_middle(printable(identity.decode(errors="replace")), _PEER_NAME_CHARS, _PEER_NAME_TAIL)
