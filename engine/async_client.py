@@ -46,6 +46,11 @@ def _cancel_in_closed_loop(task: asyncio.Task) -> None:
         pass
 
 
+def _reply_owed(call: asyncio.Future[Reply]) -> bool:
+    """Whether no reply was taken by the call awaiting `call`: it waits still, or was cancelled awaiting it."""
+    return call.cancelled() or not call.done()
+
+
 def _end_pause(pause: asyncio.Future[None]) -> None:
     if not pause.done():  # ended by close()
         pause.set_result(None)
@@ -183,11 +188,18 @@ class AsyncArgusClient(OwnProcess):
                 # the socket, not awaited: with no engine there, the queue stays full, and a caller that gave up
                 # must not wait for room in it (close() drops what is still queued)
                 self._socket.send_multipart(self._codec.encode(Cancel(request.request_id)))
+                if _reply_owed(future):
+                    # its reply is still to come, and is not the answer of a call made since under its id (a retry
+                    # after asyncio.wait_for timed out): that call took it (another prompt's images), and the engine,
+                    # still holding this request, refused its own. Orphaned, as a call left in a closed loop is
+                    self._orphaned.add(request.request_id)
+                    self._sent.setdefault(request.request_id, connection_of(self._refusals))
             raise
         finally:
             unanswered.cancel()
             self._waiting.pop(request.request_id, None)
-            self._sent.pop(request.request_id, None)
+            if request.request_id not in self._orphaned:
+                self._sent.pop(request.request_id, None)
 
     def _refuse_if_closed(self) -> None:
         refuse_if_closed(self._socket)
@@ -228,7 +240,7 @@ class AsyncArgusClient(OwnProcess):
             if future.get_loop().is_closed():
                 del self._waiting[request_id]
                 # not one whose reply was read (no other is to come), but one whose task was cancelled as it closed
-                if request_id in self._sent and (future.cancelled() or not future.done()):
+                if request_id in self._sent and _reply_owed(future):
                     orphaned.append(request_id)
                 else:
                     self._sent.pop(request_id, None)

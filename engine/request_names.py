@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from engine.plurals import counted
+from protocols.shortened import printable
 from protocols.worker_messages import REFUSED, ItemFailed
 
 _NAMED = 5
@@ -38,7 +39,8 @@ def failed_batch_line(worker: str, batch_id: int, batch_size: int, failures: Seq
     verb = "refused" if all(failed.code == REFUSED for _, failed in failures) else "failed"
     count = len(failures)
     images = f"{count} of {batch_size} images" if count < batch_size else counted(count, "image")
-    reasons = list(dict.fromkeys(failed.message for _, failed in failures))
+    # the worker's words, escaped: a line break in them (a backend's exception over lines) began a line of the log
+    reasons = list(dict.fromkeys(printable(failed.message) for _, failed in failures))
     others = f" (and {counted(len(reasons) - 1, 'other reason')})" if len(reasons) > 1 else ""
     named = requests_named(request_id for request_id, _ in failures)
     return f"worker {worker} {verb} batch {batch_id} ({images}, {named}): {reasons[0]}{others}"

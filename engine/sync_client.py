@@ -39,6 +39,9 @@ from protocols.curve import ClientKeys
 _POLL_SLICE_MS = 200
 # ZeroMQ's send timeout is an int of milliseconds
 _MAX_TIMEOUT_S = (2**31 - 1) / 1000
+# requests given up on whose replies are still to come, kept by id (see ArgusClient._given_up): past this many (an
+# engine that answers none of them), the oldest is forgotten
+_MAX_GIVEN_UP = 1000
 
 
 class EngineUnreachable(TimeoutError):
@@ -96,6 +99,11 @@ class ArgusClient(OwnProcess):
         self._awaited: tuple[str, int] | None = None
         # whether it was asked after: only then can a request_lost under its id be its answer
         self._asked_after = False
+        # the requests sent whose calls ended without their reply (a timeout, Ctrl-C), until that reply is read: a call
+        # under the id of one waits for it before it sends. It took that reply for its own (another prompt's images),
+        # and the engine, still holding the request, refused its own. Each with the connection it was sent or last
+        # asked after on, and whether it was asked after (as _awaited and _asked_after)
+        self._given_up: dict[str, tuple[int, bool]] = {}
 
     def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         # before the turn: a thread of the parent's that held it as the process forked holds it here for ever
@@ -137,18 +145,37 @@ class ArgusClient(OwnProcess):
     def _send_and_wait(self, request: Generate, deadline: float | None) -> Reply:
         # neither the wait for room to send nor the late replies skipped on the way may extend the call's deadline
         self._warn_at = time.monotonic() + self._unanswered.delay_s
+        request_id = request.request_id
+        if request_id in self._given_up:
+            earlier = f"no reply yet to the request given up on under the id {request_id}"
+            self._await(request_id, *self._given_up.pop(request_id), deadline, earlier)
         self._send(request, deadline)
-        self._awaited = (request.request_id, connection_of(self._refusals))
-        self._asked_after = False
+        return self._await(request_id, connection_of(self._refusals), False, deadline, f"no reply for {request_id}")
+
+    def _await(
+        self, request_id: str, connection: int, asked_after: bool, deadline: float | None, unanswered: str
+    ) -> Reply:
+        """The reply under `request_id`, sent on `connection` (or last asked after on it: `asked_after`)."""
+        self._awaited = (request_id, connection)
+        self._asked_after = asked_after
         try:
-            return self._reply_to(request.request_id, deadline)
+            return self._reply_to(request_id, deadline, unanswered)
+        except ValueError:
+            raise  # an undecodable reply, read: the request's own, or one naming none (see _reply_to)
+        except BaseException:
+            # its reply, still to come, is not the answer of a later call under its id
+            self._given_up[request_id] = (self._awaited[1], self._asked_after)
+            if len(self._given_up) > _MAX_GIVEN_UP:
+                del self._given_up[next(iter(self._given_up))]
+            raise
         finally:
             self._awaited = None
 
-    def _reply_to(self, request_id: str, deadline: float | None) -> Reply:
+    def _reply_to(self, request_id: str, deadline: float | None, unanswered: str) -> Reply:
+        """`unanswered`: what a timeout says first."""
         while True:
             if not self._wait(zmq.POLLIN, deadline):
-                raise self._timed_out(f"no reply for {request_id}")
+                raise self._timed_out(unanswered)
             frames = self._socket.recv_multipart(copy=False)
             reply = self._codec.decode(frames)
             if isinstance(reply, DecodeError):
@@ -157,12 +184,15 @@ class ArgusClient(OwnProcess):
                     raise ConnectionRefusedError(refused)
                 answered_id = salvage_request_id(frames[0].buffer)
                 if answered_id and answered_id != request_id:
+                    self._given_up.pop(answered_id, None)
                     continue  # the late reply to a request given up on: this call's own reply may yet decode
                 # one naming no request is maybe this request's answer, maybe not: cancelled (_exchange), the engine
                 # does not go on with it for no one
                 raise undecodable(self._address, reply.reason)
             if reply.request_id == request_id and (self._asked_after or not is_lost(reply)):
                 return reply
+            if reply.request_id != request_id:
+                self._given_up.pop(reply.request_id, None)
             # a stale reply to an earlier request that timed out, or the request_lost after a reply: skip it. So too
             # a request_lost under this id that this attempt was not asked after: the answer to the Inquire of an
             # attempt before it, sent as that one was refused Busy (it went out as the client connected again), and

@@ -40,7 +40,7 @@ from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols import client_messages
 from protocols.codec import Codec, DecodeError
 from protocols.curve import KeyPair, peer_key
-from protocols.shortened import cut_middle
+from protocols.shortened import cut_middle, printable
 from protocols.sockets import SocketFiles, bind_all, make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
@@ -51,6 +51,7 @@ from protocols.worker_messages import (
     Heartbeat,
     Hello,
     HelloVersion,
+    ItemFailed,
     Leaving,
     LevelSet,
     Probe,
@@ -58,6 +59,7 @@ from protocols.worker_messages import (
     Rejoin,
     Shutdown,
     Welcome,
+    batch_done_id,
     engine_side_codec,
 )
 
@@ -192,10 +194,26 @@ class WorkerLink:
     def _on_frames(self, identity: bytes, frames: list) -> None:
         message = self._codec.decode(frames)
         if isinstance(message, DecodeError):
+            message = self._failed_answer(identity, frames[0].buffer, message.reason) or message
+        if isinstance(message, DecodeError):
             self._answer_stranger(identity, frames, message.reason)
         curve_key = peer_key(frames[0]) if self._admits and isinstance(message, Hello) else None
         # a message this engine cannot read is counted, even one answered
         self._on_message(identity, message, curve_key)
+
+    def _failed_answer(self, identity: bytes, header: memoryview, reason: str) -> BatchDone | None:
+        """A worker's answer to a batch it holds whose header reads but whose frames do not (a latent of a dtype the
+        wire refuses, a frame of the wrong size): each image of the batch failed, saying why (counted, as garbage
+        is). Dropped, the images waited out the heartbeat timeout, were said lost on the link and sent again, to the
+        worker that answered so again; the cause was said only at DEBUG."""
+        worker = self._registry.get(identity)
+        batch_id = batch_done_id(header) if worker is not None else None
+        jobs = worker.inflight.get(batch_id) if batch_id is not None else None
+        if not jobs:
+            return None
+        self._metrics.bad_messages.labels("worker").inc()
+        failed = f"the worker's answer did not decode: {reason}"
+        return BatchDone(batch_id, [ItemFailed(job.job_id, "undecodable", failed) for job in jobs])
 
     def _answer_stranger(self, identity: bytes, frames: list, reason: str) -> None:
         """Answers what a peer of another kind sends in words it reads: a worker of another version is Refused, both
@@ -230,7 +248,7 @@ class WorkerLink:
         if isinstance(message, DecodeError):
             # garbage is counted and dropped, never fatal
             self._metrics.bad_messages.labels("worker").inc()
-            log.debug("dropped %s from %s", message.reason, peer_name(identity))
+            log.debug("dropped %s from %s", printable(message.reason), peer_name(identity))
             return
         if worker is None:
             log.debug("dropped %s from %s, not a worker here", type(message).__name__, peer_name(identity))
@@ -527,7 +545,4 @@ def peer_name(identity: bytes) -> str:
     b'vm-7688/cab35da6'". Any peer that reaches the worker address sets its own, up to 255 bytes: bytes that are not
     UTF-8 are replaced, a character that is not printable is escaped (a newline would forge a log line), and past 80
     characters the middle is cut out."""
-    name = "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode() for c in identity.decode(errors="replace")
-    )
-    return cut_middle(name, _PEER_NAME_CHARS, _PEER_NAME_TAIL)
+    return cut_middle(printable(identity.decode(errors="replace")), _PEER_NAME_CHARS, _PEER_NAME_TAIL)

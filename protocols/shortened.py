@@ -9,3 +9,9 @@ def cut_middle(text: str, most: int, tail: int, mark: str = "...") -> str:
     if len(text) <= most:
         return text
     return f"{text[: most - tail - len(mark)]}{mark}{text[-tail:]}"
+
+
+def printable(text: str) -> str:
+    """`text` with each character that is not printable escaped as Python writes it (a newline as \\n): in a log, a
+    line break in a peer's text began a line of the peer's own, read as the engine's."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

@@ -170,6 +170,25 @@ def generate_ids(header: memoryview | bytes) -> tuple[int, list[str]] | None:
     return batch.batch_id, [item.request_id for item in batch.items]
 
 
+class _BatchDoneId(msgspec.Struct, tag="batch_done", frozen=True):
+    """The part of a BatchDone that a frame of the wrong size, or a latent of a dtype the wire refuses, leaves
+    readable."""
+
+    batch_id: int
+
+
+_BATCH_DONE_ID = msgspec.msgpack.Decoder(_BatchDoneId)
+
+
+def batch_done_id(header: memoryview | bytes) -> int | None:
+    """The batch id of a BatchDone whose header decodes but whose frames do not, or None: the engine fails the batch's
+    images, where it would wait for them until its heartbeat watch took them for lost on the link."""
+    try:
+        return _BATCH_DONE_ID.decode(header).batch_id
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+
+
 class Abort(msgspec.Struct, tag="abort", frozen=True):
     request_ids: list[str]
 

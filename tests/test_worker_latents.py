@@ -7,13 +7,16 @@ import contextlib
 import msgspec
 import numpy as np
 import pytest
+import zmq
+from dispatcher_harness import Harness, settle
 from pictures import image_as_asked
 from test_chaos import FakeWorker, ask_in_background
 from waiting import wait_for
 
+from engine.worker_link import WorkerLink
 from engine_process import start_engine
-from protocols.client_messages import Images
-from protocols.worker_messages import BatchDone, ItemDone
+from protocols.client_messages import Error, Images
+from protocols.worker_messages import BatchDone, ItemDone, worker_side_codec
 
 LEVELS = [5, 10, 15, 20, 25]
 
@@ -125,3 +128,27 @@ def test_latents_that_fit_are_cached_and_resumed_from(engine):
     assert batch.level > 0 and item.latent.shape == (4, size // 8, size // 8)
     # and said it passed through levels 5 to 25, some of which a run from that level never sees: not cached
     assert_warned_once(engine, f"({size}x{size}, from step {batch.level} of 50)")
+
+
+async def test_an_answer_whose_latents_do_not_decode_fails_its_images_at_once_saying_why(tmp_path, caplog):
+    """A latent of a dtype the wire does not carry (float64) fails the whole message's decoding. Dropped, with a DEBUG
+    line, its batch's images waited out the heartbeat timeout (10 s), were said lost on the link, and were sent again:
+    to the worker that answered so again, three times, and then failed naming no cause."""
+    h = Harness()
+    link = WorkerLink(
+        zmq.Context.instance(), [f"ipc://{tmp_path}/workers"], h.registry, h.metrics, 1.0, 10.0, backend="sim"
+    )
+    link.bind_dispatcher(h.dispatcher)
+    try:
+        h.add_worker("w")
+        request = h.request()
+        (batch,) = h.batches()
+        answer = BatchDone(batch.batch_id, run_with(latents(batch.width, batch.height, dtype=np.float64))(batch))
+        link._on_frames(b"w", [zmq.Frame(frame) for frame in worker_side_codec().encode(answer)])
+        await settle()
+    finally:
+        link.close()
+    assert request.done, "left to the heartbeat timeout"
+    reply = request.future.result()
+    assert isinstance(reply, Error) and reply.code == "worker_error" and "'float64' not allowed" in reply.message
+    assert f"worker w failed batch {batch.batch_id}" in caplog.text
