@@ -47,6 +47,14 @@ class CommandParser(argparse.ArgumentParser):
             sys.exit(CANNOT_SERVE_EXIT)
         super().error(message)
 
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown and not any(isinstance(action, argparse._SubParsersAction) for action in self._actions):
+            # a command's own to refuse: argparse hands them up to `argus`, which said `argus: error: unrecognized
+            # arguments: --threads 1` under its list of commands, naming neither the command nor the flags it takes
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed, unknown
+
 
 def add_worker_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run one worker process that connects to an engine")
