@@ -241,7 +241,10 @@ def cache_levels(text: str) -> tuple[int, ...]:
 
 
 def output_file(text: str) -> str:
-    """An argparse type: a file a command writes when it ends, checked now, not after a run that may take hours."""
+    """An argparse type: a file a command writes when it ends, checked now, not after a run that may take hours. `-` is
+    the standard output, as it is to most commands (it was a file named '-' in the working directory)."""
+    if text == "-":
+        text = "/dev/stdout"
     if not text:  # a variable left unset (--json "$OUT"): it was said to be a directory, " is a directory, not a file"
         raise argparse.ArgumentTypeError("is empty (a variable left unset?): give a file to write, or leave it out")
     if os.path.basename(text) in ("", ".", ".."):

@@ -35,3 +35,10 @@ def test_a_stream_is_taken_as_an_output_where_its_directory_takes_no_file(argv, 
     with pytest.raises(SystemExit):
         build_parser().parse_args([*argv, str(tmp_path / "out.json")])
     assert "cannot write in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", OUTPUT_FILES, ids=" ".join)
+def test_a_dash_is_the_standard_output(argv):
+    """As it is to --records and to most commands: `argus bench cache --json -` wrote a file named '-' in the working
+    directory, where `--records -` printed."""
+    assert "/dev/stdout" in vars(build_parser().parse_args([*argv, "-"])).values()
