@@ -164,3 +164,13 @@ def test_a_flag_a_command_does_not_take_is_refused_by_that_command(argv, command
     err = capsys.readouterr().err
     assert err.startswith(f"usage: {command} "), err
     assert err.endswith(f"{command}: error: unrecognized arguments: {unknown}\n"), err
+
+
+def test_an_argus_flag_given_after_the_command_is_said_to_go_before_it(capsys):
+    """README.md says `--log-level` goes before the command; after it, it was only `unrecognized`."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--log-level", "DEBUG"])
+    assert capsys.readouterr().err.endswith(
+        "argus serve: error: unrecognized arguments: --log-level DEBUG; --log-level is argus's own flag: give it"
+        " before the command, as `argus --log-level ... serve`\n"
+    )
