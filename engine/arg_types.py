@@ -241,12 +241,22 @@ def cache_levels(text: str) -> tuple[int, ...]:
 
 
 def output_file(text: str) -> str:
-    """An argparse type: a file a command writes when it ends, checked now, not after a run that may take hours."""
+    """An argparse type: a file a command writes when it ends, checked now, not after a run that may take hours. `-` is
+    the standard output, as it is to most commands (it was a file named '-' in the working directory)."""
+    if text == "-":
+        text = "/dev/stdout"
     if not text:  # a variable left unset (--json "$OUT"): it was said to be a directory, " is a directory, not a file"
         raise argparse.ArgumentTypeError("is empty (a variable left unset?): give a file to write, or leave it out")
     if os.path.basename(text) in ("", ".", ".."):
         # a directory not there yet (`--json results/`): the command ran, and wrote its output as a file named results
         raise argparse.ArgumentTypeError(f"{text} names a directory, not a file")
+    if os.path.exists(text) and not os.path.isfile(text) and not os.path.isdir(text):
+        # a stream (a pipe, a terminal, a FIFO, /dev/null), written as it comes: no file is made beside it. Its
+        # directory was asked to take one, which /dev/pts and a pipe's /proc/PID/fd (where /dev/stdout leads) refuse
+        # any user but root: `--json /dev/stdout` was `cannot write in /proc/4242/fd`
+        if not os.access(text, os.W_OK):
+            raise argparse.ArgumentTypeError(f"cannot write to {text}")
+        return text
     directory = Path(text).resolve().parent
     if not directory.is_dir():
         raise argparse.ArgumentTypeError(f"no directory {directory} to write {text} in")

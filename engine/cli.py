@@ -496,8 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_command(kinds, "quality", "CLIPScore quality by level K and neighbour similarity -> JSONL", profile_quality)
     add_bench_commands(sub)
+    argus_flags = frozenset(flag for action in parser._actions for flag in action.option_strings) - {"-h", "--help"}
     for command in command_parsers(parser):
         command.formatter_class = DefaultsHelpFormatter
+        command.argus_flags = argus_flags
         # what the command's usage errors are said under, as argparse says its own: `argus profile quality`, not
         # `argus profile` (a sub-command's default overrides its parent's)
         command.set_defaults(prog=command.prog)

@@ -233,8 +233,7 @@ class ControlLoop:
             plan.solve_ms,
             allocation,
             plan.total_demand_rps,
-            # NaN when no image is to be served: not a figure an operator should have to decode
-            "none (nothing to serve)" if math.isnan(plan.expected_quality) else f"{plan.expected_quality:.1f}",
+            expected_quality_words(plan),
         )
 
     def _count_fallbacks(self, plan: Plan) -> None:
@@ -249,3 +248,16 @@ class ControlLoop:
             )
         elif fallbacks_before and not self._fallbacks:
             log.info("the solver makes plans again, after %d fallback plans in a row", fallbacks_before)
+
+
+def expected_quality_words(plan: Plan) -> str:
+    """A plan's expected quality as its log line says it. It is NaN when the plan serves no image, not a figure an
+    operator should have to decode; and that is not always for want of demand: with every worker gone while requests
+    still come, the line said `demand 6.10 img/s, expected quality none (nothing to serve)`."""
+    if not math.isnan(plan.expected_quality):
+        return f"{plan.expected_quality:.1f}"
+    if plan.total_demand_rps <= 0:
+        return "none (nothing to serve)"
+    if plan.workers == 0:
+        return "none (no worker to serve it)"
+    return "none (the plan serves none of it)"

@@ -47,6 +47,26 @@ class CommandParser(argparse.ArgumentParser):
             sys.exit(CANNOT_SERVE_EXIT)
         super().error(message)
 
+    # argus's own flags (--log-level, --log-format), which go before the command: set on each command by build_parser
+    argus_flags: frozenset[str] = frozenset()
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown and not any(isinstance(action, argparse._SubParsersAction) for action in self._actions):
+            # a command's own to refuse: argparse hands them up to `argus`, which said `argus: error: unrecognized
+            # arguments: --threads 1` under its list of commands, naming neither the command nor the flags it takes
+            self.error(f"unrecognized arguments: {' '.join(unknown)}{self._misplaced(unknown)}")
+        return parsed, unknown
+
+    def _misplaced(self, unknown: list[str]) -> str:
+        """Where an argus flag given after the command goes (`argus serve --log-level DEBUG`: unrecognized, said of
+        the flag README.md names)."""
+        flags = [arg.split("=", 1)[0] for arg in unknown if arg.split("=", 1)[0] in self.argus_flags]
+        if not flags:
+            return ""
+        command = self.prog.removeprefix("argus ")
+        return f"; {flags[0]} is argus's own flag: give it before the command, as `argus {flags[0]} ... {command}`"
+
 
 def add_worker_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run one worker process that connects to an engine")

@@ -177,6 +177,13 @@ class WorkerLink:
     def close(self) -> None:
         self._joins.say()
         if self.dispatcher is not None:
+            if self._stopping:
+                # told Shutdown, a worker is found gone at its beat, up to two heartbeats on, and the engine closes as
+                # soon as its own workers have exited: its last lines said all, some or none of them left, as the race
+                # went. Those not found yet leave now, in the line of those that were
+                self.dispatcher.loss_lines.leaves.gather()
+                for worker in self._registry.registered():
+                    self.dispatcher.worker_lost(worker, "left")
             self.dispatcher.loss_lines.leaves.say()
         if self._gone_said_at is not None:
             self._say_gone()

@@ -135,7 +135,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     out = parser.add_argument_group("output")
     out.add_argument(
-        "--records", metavar="OUT.jsonl", type=_records_output, help="write one record per request (-: stdout)"
+        "--records", metavar="OUT.jsonl", type=output_file, help="write one record per request (-: stdout)"
     )
     out.add_argument("--json", metavar="SUMMARY.json", type=output_file, help="write the summary")
     out.add_argument("--plot", metavar="OUT.png", type=output_file, help="write the timeline plot")
@@ -147,11 +147,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="poll the engine for workers per level this often (default 1)",
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _records_output(text: str) -> str:
-    """--records' type: `-` is the standard output, as it is to most commands (it wrote a file named '-')."""
-    return "/dev/stdout" if text == "-" else output_file(text)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from controller.predictor import Lookup, SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.window import Controller, ControllerConfig
-from engine.control_loop import ControlLoop
+from engine.control_loop import ControlLoop, expected_quality_words
 from engine.milp_process import MilpProcess
 
 
@@ -257,6 +257,32 @@ async def test_a_plan_with_nothing_to_serve_is_logged_without_a_nan(monkeypatch,
         await ticks(loop, monkeypatch, 2, h.clock)
     (logged, *_) = [m for m in caplog.messages if m.startswith("plan (argus, optimal")]
     assert logged.endswith("demand 0.00 img/s, expected quality none (nothing to serve)")
+
+
+async def test_a_plan_of_no_worker_for_its_demand_does_not_say_there_is_nothing_to_serve(monkeypatch, caplog):
+    """Every worker gone (a fleet stopped) while requests still came: the line said `demand 6.10 img/s, expected
+    quality none (nothing to serve)`, contradicting itself where an operator looks for why nothing is served."""
+    policy = argus_policy()
+    h = Harness()
+    h.add_worker("a", level=0)
+    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
+    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    with caplog.at_level(logging.DEBUG, logger="argus.controller"):
+        await ticks(loop, monkeypatch, 1, h.clock)
+        (worker,) = h.registry.registered()
+        h.dispatcher.worker_lost(worker, "exited")
+        for _ in range(20):
+            controller.observe_arrival(0)
+        await ticks(loop, monkeypatch, 2, h.clock)
+    (logged, *_) = [m for m in caplog.messages if "workers {0: 0," in m]
+    assert "expected quality none (no worker to serve it)" in logged
+    assert "nothing to serve" not in logged
+
+
+def test_a_plan_whose_workers_serve_none_of_its_demand_says_so():
+    """Workers whose every batch is past the SLO serve nothing: that is not for want of demand either."""
+    plan = Plan("argus", {0: 2}, {0: {0: 1.0}}, {0: 3.0}, 0.0, float("nan"), 1.0, 0.0, "optimal")
+    assert expected_quality_words(plan) == "none (the plan serves none of it)"
 
 
 async def test_a_solver_that_keeps_falling_back_warns_once(monkeypatch, caplog):

@@ -295,3 +295,17 @@ async def test_a_loss_that_fails_to_be_handled_leaves_the_others_lost_with_it_ha
     finally:
         watch.cancel()
         link.close()
+
+
+async def test_the_workers_told_to_stop_are_said_to_leave_as_the_engine_stops(tmp_path, caplog):
+    """Told Shutdown, a worker was said to leave once the beats to it bounced, up to two heartbeats on, and the engine
+    closes as soon as its own workers have exited: its last lines said both, one or neither of its two workers left,
+    as the race went."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    fleet(h, 2)
+    link = link_over(h, tmp_path)
+    link.shutdown_all()
+    link.close()
+    assert said(caplog) == [("INFO", "2 workers left together: fleet-0/00000000, fleet-1/00000001")]
+    assert h.metrics.registry.get_sample_value("argus_worker_losses_total", {"cause": "left"}) == 2

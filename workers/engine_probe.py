@@ -35,7 +35,13 @@ def refusal_before_loading(
         if refused := handshakes.verdict(timeout_s):
             return refused
         if not handshakes.handshook:
-            return None  # no engine up there yet
+            # no engine up there yet, or a peer that speaks no ZeroMQ 3: libzmq takes an HTTP server (the engine's
+            # --port given for its --worker-listen) for one of ZeroMQ's first version, with no handshake, and hands on
+            # its 400 as a message. Let through, the model loaded (minutes, for SD-XL) before the hello learned it
+            if not sock.poll(0):
+                return None
+            answer = worker_side_codec().decode(sock.recv_multipart(copy=False))
+            return unreadable_answer(connect, "a probe", answer) if isinstance(answer, DecodeError) else None
         sock.send_multipart(engine_side_codec().encode(probe))
         left_ms = int((deadline - time.monotonic()) * 1000)
         if left_ms <= 0 or not sock.poll(left_ms):

@@ -113,6 +113,7 @@ def unreadable_answer(connect: str, asked: str, answer: DecodeError) -> str:
     return (
         f"{connect} answered {asked} with a message no argus engine sends its workers ({answer.reason}): --connect"
         " takes an engine's worker address (argus serve --worker-listen, port 5556 by default), not its client one"
+        " (--client-listen) nor its HTTP port (--port)"
     )
 
 

@@ -1,0 +1,28 @@
+"""What a worker started by hand learns from its engine's address before it loads its model."""
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from engine_process import free_port
+from protocols.worker_messages import PROTOCOL_VERSION, Probe
+from workers.engine_probe import refusal_before_loading
+
+
+async def test_an_http_port_is_said_to_be_one_before_the_model_loads():
+    """`--connect tcp://HOST:8000`, the engine's HTTP port: libzmq takes an HTTP server for a peer of ZeroMQ's first
+    version, with no handshake, and hands on its 400 as a message. The probe took no handshake for no engine up yet
+    and let the model load (minutes, for SD-XL); the hello after was then told it had been given the client
+    address."""
+    port = free_port()
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        probe = Probe(PROTOCOL_VERSION, "gpu-0", "tiny", "", os.getpid())
+        refused = await asyncio.to_thread(refusal_before_loading, f"tcp://127.0.0.1:{port}", None, probe, 2.0)
+    finally:
+        await runner.cleanup()
+    assert refused is not None and "HTTP port" in refused, refused
+    assert refused.endswith("not its client one (--client-listen) nor its HTTP port (--port)"), refused
