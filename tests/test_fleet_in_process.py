@@ -6,18 +6,23 @@ import logging
 import math
 import time
 
+import msgspec
+import pytest
 from fake_engine import FakeEngine
 from worker_in_process import batch, serving, welcome
 
 from controller.profiles import LatencyProfile, ProfileLatency
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
+    REFUSED,
     Abort,
     BatchDone,
+    GenerateItem,
     Heartbeat,
     Hello,
     ItemCancelled,
     ItemDone,
+    ItemFailed,
     Leaving,
     Refused,
     Rejoin,
@@ -150,6 +155,26 @@ def test_a_batch_is_busy_for_the_time_of_the_items_still_wanted_as_it_starts():
         now = time.monotonic()
         # batch 1, every item aborted, is answered; batch 2 starts, and the worker is back when it is done
         assert worker.tick(now) == now + 1.0 * ProfileLatency(LatencyProfile.bundled()).seconds(0, 50, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"items": [GenerateItem(f"r{i}", "a kite", i) for i in range(9)]}, "batch of 9 items"),
+        ({"level": 60}, "level 60 is not below steps 50"),
+        ({"level": 5}, "level 5 items without a neighbour similarity"),
+    ],
+)
+def test_a_batch_it_refuses_is_answered_at_once_not_after_its_simulated_time(change, says):
+    """As a lone sim worker refuses it, before its run: the fleet's worker was busy for the batch's simulated time
+    first (a batch of 9 past its largest of 8: 25.5 s at --time-scale 1, the profile's line extended), then refused
+    it."""
+    with driven() as (engine, (worker,)):
+        engine.send(msgspec.structs.replace(batch(1, "r"), **change))
+        read(worker)
+        worker.tick(time.monotonic())
+        refused = engine.receive(BatchDone, timeout_s=30).outcomes
+    assert refused and all(isinstance(o, ItemFailed) and o.code == REFUSED and says in o.message for o in refused)
 
 
 def test_a_shutdown_heard_as_a_batch_runs_leaves_the_batch_queued_behind_it_unrun():

@@ -56,6 +56,9 @@ class _SimulatedRun(Backend):
     def describe(self) -> BackendInfo:
         return self._info
 
+    def check(self, batch: Generate) -> None:
+        self._sim.check(batch)
+
     def run(self, batch: Generate, control: SimWorker) -> list[ItemOutcome]:
         if control.still_busy() and all_aborted(batch, control):
             # cut short, as SimBackend cuts a run its worker stops: nothing was made. At time scale 0 it finds the
@@ -198,9 +201,12 @@ class SimWorker(WorkerRuntime):
 
     def _seconds(self, batch: Generate) -> float:
         try:
+            # refused as a lone sim worker refuses it, before its run: it was busy for the batch's simulated time first
+            # (a batch of 9 past its largest of 8, 25.5 s at --time-scale 1)
+            self._backend.check(batch)
             return self._latency.seconds(batch.level, batch.steps, len(batch.items))
-        except ValueError:
-            # a batch no profile can time (an empty one): due at once, and _run answers it as a lone worker
+        except ValueError:  # BatchRefused is one
+            # a batch it refuses, or none can time (an empty one): due at once, and _run answers it as a lone worker
             # does, where an exception here would end the loop of every worker in the process
             return 0.0
 

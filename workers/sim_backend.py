@@ -91,14 +91,18 @@ class SimBackend(Backend):
     def describe(self) -> BackendInfo:
         return self._info
 
-    def run(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
-        started = time.perf_counter()
+    def check(self, batch: Generate) -> None:
+        """Raises BatchRefused for a batch it cannot run as asked, before any of its simulated time is spent."""
         check_batch(self._info, batch)
         if batch.level:
             # as a real backend needs a neighbour's latent, the quality model needs its similarity
             lacking = [item.request_id for item in batch.items if item.similarity is None]
             if lacking:
                 raise BatchRefused(f"level {batch.level} items without a neighbour similarity: {lacking}")
+
+    def run(self, batch: Generate, control: StepControl) -> list[ItemOutcome]:
+        started = time.perf_counter()
+        self.check(batch)
         remaining_steps = batch.steps - batch.level
         duration = self._time_scale * self._latency.seconds(batch.level, batch.steps, len(batch.items))
         deadline = started + duration
