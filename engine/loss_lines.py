@@ -2,8 +2,8 @@
 together are one line that counts them. A fleet's thousand workers are lost at once when its process dies (each gone
 worker a re-routed image meets is lost as unreachable, in turn, and the others as the beats to them bounce), when its
 CURVE key is revoked or when it goes silent, and a line each made a thousand WARNINGs (and, for silence, a thousand
-ERRORs beside them). So are the workers that leave holding nothing, gathered a while (`leaves`): a fleet stopped made
-a thousand INFOs."""
+ERRORs beside them). So are the workers that leave, gathered a while (`leaves`): a fleet stopped made a thousand INFOs,
+and a thousand WARNINGs when it held images."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from engine.worker_registry import WorkerHandle
 
 log = logging.getLogger("argus.dispatcher")
 
-# a worker's Leaving opens a window this long, in which the workers that leave holding nothing are said in one line:
+# a worker's Leaving opens a window this long, in which the workers that leave are said in one line:
 # the Leavings of a fleet of 200 sim workers stopped came within 50 ms. Only the line waits (what a leaving worker
 # held is routed again at once), as long as this at most
 LEAVES_GATHERED_S = 1.0
@@ -41,8 +41,8 @@ class LossLines:
     def __init__(self) -> None:
         self._open = 0  # the `together` blocks entered and not left
         self._losses: list[_Loss] = []
-        # the workers that left holding nothing: WorkerLink opens a window at a Leaving
-        self.leaves: GatheredLines[str] = GatheredLines(LEAVES_GATHERED_S, _say_leaves)
+        # the workers that left: WorkerLink opens a window at a Leaving
+        self.leaves: GatheredLines[_Loss] = GatheredLines(LEAVES_GATHERED_S, _say_leaves)
         # says the workers whose joins wait to be said (WorkerLink): a worker's join is said before its loss
         self.joins_first: Callable[[], None] = lambda: None
 
@@ -68,19 +68,22 @@ class LossLines:
 
     def lost(self, worker: WorkerHandle, cause: str, held: list[Job]) -> None:
         self.joins_first()
-        if cause == "left" and not held:
-            # a worker leaving as asked (a drain, a stop, a scale-down) with nothing on it is no loss to warn of
-            self.leaves.add(worker.name)
+        if cause == "left":
+            # gathered with the others leaving, holding images or not: a fleet stopped under load leaves as one
+            self.leaves.add(_Loss(worker.name, cause, held))
             return
         with self.together():
             self._losses.append(_Loss(worker.name, cause, held))
 
 
-def _say_leaves(left: list[str]) -> None:
-    if len(left) == 1:
-        log.info("worker %s left", left[0])
+def _say_leaves(left: list[_Loss]) -> None:
+    if any(loss.held for loss in left):
+        _say(left)  # what they held was routed again as each left: a warning, as for any loss of images
+    elif len(left) == 1:
+        # a worker leaving as asked (a drain, a stop, a scale-down) with nothing on it is no loss to warn of
+        log.info("worker %s left", left[0].name)
     else:
-        log.info("%d workers left together: %s", len(left), first_named(left))
+        log.info("%d workers left together: %s", len(left), first_named([loss.name for loss in left]))
 
 
 def _say(losses: list[_Loss]) -> None:

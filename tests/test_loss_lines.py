@@ -217,6 +217,27 @@ def test_a_fleet_stopped_leaves_in_one_line_and_a_worker_alone_in_its_own(tmp_pa
         assert engine.stop() == 0
 
 
+async def test_a_busy_fleet_stopped_leaves_in_one_line_counting_each_image_once(caplog):
+    """Stopped (SIGTERM) as its workers held images, a fleet's Leavings came as they do for an idle one, within the
+    window a Leaving opens, and a WARNING each was said at once: a fleet of a thousand under load made a thousand,
+    each image counted again on every leaving worker it was routed to in turn."""
+    caplog.set_level(logging.INFO)
+    h = Harness()
+    workers = fleet(h, 3)
+    h.request(n=3)  # one image a worker
+    for worker in workers:
+        h.dispatcher.loss_lines.leaves.gather()  # as WorkerLink does at each worker's Leaving
+        h.dispatcher.worker_lost(worker, "left")
+    h.dispatcher.loss_lines.leaves.say()  # the window's end
+    assert said(caplog) == [
+        (
+            "WARNING",
+            "3 workers lost together (left) holding 3 images (request 'r0-p'): fleet-0/00000000, fleet-1/00000001,"
+            " fleet-2/00000002",
+        )
+    ]
+
+
 async def test_the_line_of_a_fleet_whose_beats_bounce_is_said_a_round_after_the_first_found_gone(
     tmp_path, monkeypatch, caplog
 ):
