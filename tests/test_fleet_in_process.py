@@ -8,10 +8,13 @@ import time
 
 import msgspec
 import pytest
+import zmq
 from fake_engine import FakeEngine
 from worker_in_process import batch, serving, welcome
 
 from controller.profiles import LatencyProfile, ProfileLatency
+from protocols.curve import KeyPair
+from protocols.sockets import make_socket
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     REFUSED,
@@ -263,6 +266,32 @@ def test_a_hello_refused_for_another_reason_stops_the_fleets_other_workers_too()
         thread.join(30)
         assert not thread.is_alive()
     assert len(failed) == 1 and isinstance(failed[0], EngineRefused) and not failed[0].id_in_use
+
+
+def test_a_fleet_whose_first_worker_was_refused_its_id_still_hears_an_engine_that_requires_curve():
+    """Its first worker watches the handshakes for all (they share one key and address): refused its id, it closed its
+    socket, and with it the watch. An engine come up on the address with CURVE on then left the fleet waiting for
+    ever, warning of an engine that did not answer, where it said why and ended (exit 2)."""
+    with fleet_served(count=2) as (engine, _, thread, failed):
+        answered = set()
+        while len(answered) < 2:
+            hello = engine.receive(Hello, skipping=(Leaving,))
+            if hello.worker_id in answered:
+                continue  # said again before its answer came
+            answered.add(hello.worker_id)
+            if hello.worker_id == "inproc-0":
+                engine.send(Refused("in use", id_in_use=True))
+            else:
+                engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=BEAT_S, engine_timeout_s=600, level=0))
+        engine.receive(Heartbeat, skipping=(Leaving,))  # the second serves
+        engine.close()  # its context's end waits for the port to be let go
+        engine.context = zmq.Context()
+        engine.socket = make_socket(engine.context, zmq.ROUTER, curve_server=KeyPair.generate(), curve_domain="workers")
+        engine.socket.bind(engine.address)
+        thread.join(60)
+        assert not thread.is_alive()
+    ((refusal,),) = [failed]
+    assert isinstance(refusal, EngineRefused) and "requires CURVE keys" in str(refusal)
 
 
 def test_a_fleet_that_counted_its_refused_ids_in_its_ready_line_says_it_once(caplog):

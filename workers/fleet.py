@@ -391,7 +391,11 @@ class Fleet:
             wake = worker.tick(now)
             if wake is None:
                 self._selector.unregister(worker.fd)
-                worker.close()
+                if worker.refused_handshakes is not self._handshakes:
+                    # the watcher's socket stays open, unserved, until the fleet closes: it hears the handshakes of
+                    # all. Closed as its id was refused, the fleet waited for ever on an engine come up on the address
+                    # with CURVE on (or a key pair of its own), where it said why and exited 2
+                    worker.close()
                 live.discard(worker)
                 return
             # a send can take the descriptor's signal with it: what came in meanwhile is read now
