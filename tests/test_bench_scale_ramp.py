@@ -1,5 +1,5 @@
-"""`argus bench scale`'s rising ramp, in this process: each step's measurement stood in for by an engine that keeps
-up with any rate up to its capacity."""
+"""`argus bench scale`'s ramp and its wait for the workers, in this process: each step's measurement stood in for by
+an engine that keeps up with any rate up to its capacity, the engine by one that answers as told."""
 
 import argparse
 
@@ -7,6 +7,7 @@ import pytest
 
 from loadgen.bench import scale_bench
 from loadgen.bench.scale_bench import Step
+from loadgen.bench.subprocesses import RunFailed
 
 
 def ramp_against(monkeypatch, capacity_rps: float, **flags) -> list[float]:
@@ -41,3 +42,21 @@ def test_a_ramp_that_saturates_at_max_rps_halves_the_last_interval(monkeypatch):
 
 def test_a_ramp_starting_at_max_rps_offers_it_once(monkeypatch):
     assert ramp_against(monkeypatch, capacity_rps=10_000.0, start_rps=500.0, growth=1.3, max_rps=500.0) == [500.0]
+
+
+class NeverAllJoined:
+    """An engine two of whose four workers have joined, for good."""
+
+    def wait_ready(self, workers, timeout_s):
+        raise TimeoutError(f"engine not ready with {workers} workers:\n(its log)")
+
+    def ready(self):
+        return {"workers": [{"name": "fleet0-0/0"}, {"name": "fleet0-1/0"}]}
+
+
+def test_workers_not_all_joined_within_the_ready_timeout_is_one_line_saying_how_many_did():
+    """It was a TimeoutError traceback, the engine's log's tail in it, naming no flag: a thousand workers on a slow
+    machine may take longer than the default 300 s."""
+    with pytest.raises(RunFailed) as failed:
+        scale_bench._wait_workers(NeverAllJoined(), [], 4, timeout_s=0.01)
+    assert str(failed.value) == "2 of the 4 workers joined within --ready-timeout-s (0.01 s): raise it"

@@ -229,7 +229,12 @@ def _wait_workers(engine: EngineChild, fleets: list[Child], workers: int, timeou
             return
         except TimeoutError:
             if time.monotonic() >= deadline:
-                raise
+                # said in one line naming the flag: it was a TimeoutError traceback (a thousand workers on a slow
+                # machine may take longer than the default)
+                joined = len(engine.ready()["workers"])
+                raise RunFailed(
+                    f"{joined} of the {workers} workers joined within --ready-timeout-s ({timeout_s:g} s): raise it"
+                ) from None
 
 
 def _ramp(args: argparse.Namespace, engine: EngineChild, fleets: list[Child], tmp: Path, pid: int) -> list[Step]:
