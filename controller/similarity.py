@@ -36,7 +36,7 @@ class SimilarityTable:
 
     @classmethod
     def bundled(cls, embedder: str = "clip") -> SimilarityTable:
-        tables = read_versioned(TABLES_FILE, "similarity_tables")["tables"]
+        tables = _bundled_tables()
         if embedder not in tables:
             raise KeyError(f"no bundled similarity table for embedder {embedder!r}; have {sorted(tables)}")
         return cls.from_pairs(tables[embedder]["thresholds"])
@@ -74,3 +74,12 @@ class SimilarityTable:
             return -1.0, self.thresholds[-1][0]
         above = [s for s, k in self.thresholds if k > level]
         return self.threshold(level), min(above, default=1.0)
+
+
+def bundled_embedders() -> list[str]:
+    """The embedders whose similarity tables are bundled, sorted."""
+    return sorted(_bundled_tables())
+
+
+def _bundled_tables() -> dict:
+    return read_versioned(TABLES_FILE, "similarity_tables")["tables"]

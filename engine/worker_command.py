@@ -30,7 +30,7 @@ from workers.cannot_serve import tell_starter
 from workers.config import DEFAULT_STALL_TIMEOUT_S, WorkerConfig, runs_on_cpu_threads
 from workers.devices import device_problem
 from workers.limits import PLACEHOLDER_LATENTS, SDXL_LATENTS, SIM_LATENTS
-from workers.main import CANNOT_SERVE_EXIT, INTERRUPTED_EXIT
+from workers.main import CANNOT_SERVE_EXIT, INTERRUPTED_EXIT, SIM_SIMILARITY_TABLE_ENV
 from workers.model_folder import sdxl_model_problem
 from workers.model_loading import ModelLoadFailed
 from workers.runtime import MAX_WORKER_ID_BYTES, worker_id_problem
@@ -168,6 +168,20 @@ def check_threads(backend: str, device: str | None, threads: int | None) -> None
     raise UsageError(f"--threads sets torch's threads for a model on the CPU; {runs}: drop it")
 
 
+def check_sim_embedder() -> None:
+    """The embedder a sim worker's modelled quality is calibrated on, named by the variable its engine's launchers
+    set (workers/main.py), must have a bundled table: a typo (CLIP) for a worker started by hand ended it, or a fleet,
+    in a KeyError traceback as it built its backend."""
+    from controller.similarity import bundled_embedders
+
+    embedder = os.environ.get(SIM_SIMILARITY_TABLE_ENV)
+    if embedder is not None and embedder not in (known := bundled_embedders()):
+        raise UsageError(
+            f"{SIM_SIMILARITY_TABLE_ENV} {embedder!r}: no bundled similarity table for that embedder"
+            f" ({', '.join(known)}): set it to the engine's --embedder, or unset it for hash"
+        )
+
+
 def check_model(model_dir: str) -> None:
     problem = sdxl_model_problem(model_dir)
     if problem:
@@ -187,6 +201,8 @@ def check_worker_backend(
     check_backend_flags(backend, model, device, time_scale, sim_latents)
     check_threads(backend, device, threads)
     check_device(device)
+    if backend == "sim":
+        check_sim_embedder()
     if backend == "sdxl":
         if not model:
             raise UsageError("--backend sdxl needs --model DIR (a local diffusers SD-XL folder)")

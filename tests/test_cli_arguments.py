@@ -26,6 +26,7 @@ from loadgen.bench import cache_bench
 from loadgen.bench.commands import BENCHMARKS
 from protocols.curve import create_key_files
 from workers.config import usable_cpus
+from workers.main import SIM_SIMILARITY_TABLE_ENV
 
 
 @pytest.mark.parametrize(
@@ -622,6 +623,16 @@ def test_more_threads_than_cpus_are_refused_naming_the_flag_and_the_cpus(command
 def test_worker_refuses_flags_it_would_ignore_or_fail_on(argv, says):
     with pytest.raises(UsageError, match=re.escape(says)):
         check_worker_args(build_parser().parse_args(WORKER + argv))
+
+
+@pytest.mark.parametrize("count", ["1", "4"])
+def test_a_sim_worker_refuses_an_embedder_it_has_no_table_for_naming_the_variable(count, monkeypatch):
+    """ARGUS_SIM_SIMILARITY_TABLE names the engine's embedder to a sim worker started by hand: a typo (CLIP) ended a
+    worker, or a fleet, in a KeyError traceback as it built its backend."""
+    monkeypatch.setenv(SIM_SIMILARITY_TABLE_ENV, "CLIP")
+    says = "ARGUS_SIM_SIMILARITY_TABLE 'CLIP': no bundled similarity table for that embedder (clip, hash, minilm)"
+    with pytest.raises(UsageError, match=f"^{re.escape(says)}"):
+        check_worker_args(build_parser().parse_args([*WORKER, "--backend", "sim", "--count", count]))
 
 
 @pytest.mark.parametrize(
