@@ -70,8 +70,8 @@ def test_engine_bench_writes_both_doors(tmp_path):
 
 
 def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
-    # rates a handful of workers keeps up with on an idle machine: offered 40 then 60 req/s, as 60 x 1.5 passes
-    # --max-rps. Whether a step kept up depends on what else holds the cores: checked is what the figures must be
+    # rates a handful of workers keeps up with on an idle machine: offered 40, 60, then 70 req/s, --max-rps itself
+    # (60 x 1.5 passes it). Whether a step kept up depends on what else holds the cores: checked is what the figures must be
     # whatever it was. A p99 limit of seconds keeps a step held up by other work from passing for saturation.
     data, stdout = _bench(
         tmp_path,
@@ -88,8 +88,8 @@ def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
         assert "(not reached: the ramp stopped at --max-rps first)" in peak_line and "MISSED" not in peak_line
     assert "open-loop load from 1 process" in stdout and "1 processes" not in stdout  # it said '1 processes'
     # the rate answered at a step that kept up (95 % of the rate offered, or more), counted up to the rate offered;
-    # the first step must keep up, else the bench fails; a step that did not is bisected, below 60
-    assert 0.95 * 40 <= data["peak_rps"] <= 60
+    # the first step must keep up, else the bench fails; a step that did not is bisected, below 70
+    assert 0.95 * 40 <= data["peak_rps"] <= 70
     assert isinstance(data["saturated"], bool) and isinstance(data["kept_up_at_half_peak"], bool)
     assert ("(never saturated)" in stdout) is not data["saturated"]
     assert ("the p99 above is not a valid figure" in stdout) is not data["kept_up_at_half_peak"]
