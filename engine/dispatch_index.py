@@ -108,21 +108,20 @@ class QueuedWork:
     """The jobs queued on the workers by their key in the urgency order (the time each must start by, or later its
     client's fair point), for the seconds of work that go before a key: per kind of job (the step it starts from,
     steps), the count of keys up to it, found by bisection, times one image's seconds, instead of a pass over every
-    queued job. And the jobs each client has queued, by kind, for the seconds of work it has queued."""
+    queued job. And how many jobs each client has queued, for whether it has any."""
 
     def __init__(self, image_seconds: Callable[[int, int], float]):
         self._image_seconds = image_seconds  # (start, steps) -> seconds of one image
         self._keys: dict[tuple[int, int], list[float]] = {}  # by kind: the keys of the jobs queued, sorted
         self._counted: dict[str, tuple[tuple[int, int], float]] = {}  # job id -> the kind and key it is counted at
-        # by client: the jobs queued of each kind (counts, not sums of seconds: the pace changes what a kind takes)
-        self._by_client: dict[str, Counter[tuple[int, int]]] = {}
+        self._by_client: Counter[str] = Counter()  # the jobs each client has queued
         self._with_deadline = 0  # of the jobs counted, those whose request has a deadline
 
     def add(self, job: Job, key: float) -> None:
         kind = (job.start, job.request.steps)
         self._counted[job.job_id] = kind, key
         bisect.insort(self._keys.setdefault(kind, []), key)
-        self._by_client.setdefault(job.request.client, Counter())[kind] += 1
+        self._by_client[job.request.client] += 1
         self._with_deadline += job.request.deadline is not None
 
     def remove(self, job: Job) -> bool:
@@ -136,13 +135,22 @@ class QueuedWork:
         del keys[bisect.bisect_left(keys, key)]
         if not keys:
             del self._keys[kind]
-        kinds = self._by_client[job.request.client]
-        kinds[kind] -= 1
-        if not kinds[kind]:
-            del kinds[kind]
-            if not kinds:
-                del self._by_client[job.request.client]
+        self._by_client[job.request.client] -= 1
+        if not self._by_client[job.request.client]:
+            del self._by_client[job.request.client]
         return True
+
+    def rekey(self, ranked: list[tuple[Job, float]]) -> None:
+        """The queued jobs ranked anew (fair_share.py): each counted at its new key, the keys sorted once rather than
+        each taken out and put in again, a pass over the queue for each."""
+        for job, key in ranked:
+            kind, _ = self._counted[job.job_id]
+            self._counted[job.job_id] = kind, key
+        self._keys = {}
+        for kind, key in self._counted.values():
+            self._keys.setdefault(kind, []).append(key)
+        for keys in self._keys.values():
+            keys.sort()
 
     def key_of(self, job: Job) -> float:
         """The key a queued job is counted at."""
@@ -174,10 +182,6 @@ class QueuedWork:
     def holds(self, client: str) -> bool:
         """Whether the client has a job queued."""
         return client in self._by_client
-
-    def client_seconds(self, client: str) -> float:
-        """Seconds the jobs the client has queued take one by one."""
-        return sum(self._image_seconds(*kind) * count for kind, count in self._by_client.get(client, {}).items())
 
 
 class IdleWorkers:

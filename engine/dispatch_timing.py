@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 from controller.profiles import LatencyProfile
 from engine.dispatch_index import FreeAt, QueuedWork
-from engine.fair_share import KeptJobs, SharingClients, fair_rank
+from engine.fair_share import FairClock, KeptJobs, SharingClients, fair_point, fair_rank
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.metrics import EngineMetrics
 from engine.profile_drift import ProfileDrift
@@ -56,6 +56,10 @@ class DispatchTiming:
         self._queued_work = QueuedWork(self._image_seconds)
         # the clients sharing the fleet, among whom a queued job's fair point is reckoned (fair_share.py)
         self._sharing = SharingClients(least_s=slo_s, queues=self._queued_work.holds)
+        self._fair = FairClock()
+        self._ranked_shared = False  # whether the queued jobs were ranked with clients sharing the fleet
+        # seconds the next rerank moves the fair clock back by (ranks_anew); None: it ranks the queue anew from now
+        self._moving_back: float | None = None
 
     # -- how long ------------------------------------------------------------
     @property
@@ -85,8 +89,13 @@ class DispatchTiming:
         profile the engine takes has every one of)."""
         return self._profile is not None and start in self._profile.latency_s
 
-    def expect_busy(self, worker: WorkerHandle, jobs: list[Job], now: float) -> None:
-        """The batch `jobs` was just sent to the worker: it should be busy that much longer."""
+    def batch_sent(self, worker: WorkerHandle, jobs: list[Job], now: float) -> None:
+        """The batch `jobs` was just sent to the worker: it should be busy that much longer, and the fair clock
+        moves on to the fair point of the job that led it, the most urgent queued. Not to its batch-mates': taken
+        from the worker's queue in the order queued there, they can lie far beyond it in the order of fair points,
+        and the clock run that far ahead was moved back past the flood's queued jobs, before a light request."""
+        if jobs[0].fair_point is not None:
+            self._fair.sent(jobs[0].fair_point)
         start = jobs[0].start
         if self._profiled(start):
             worker.busy_until = max(now, worker.busy_until) + self._seconds(jobs[0], start, len(jobs))
@@ -117,31 +126,52 @@ class DispatchTiming:
             deadline = job.request.admitted_at + self._slo_s
         return deadline - (self._seconds(job, job.start) if self._profiled(job.start) else 0.0)
 
-    def shares_fleet(self, job: Job, now: float) -> bool:
+    def ranks_anew(self, job: Job, now: float) -> bool:
         """Counts the job's client among those sharing the fleet (fair_share.py): called for each job routed to a
         worker, before it is judged, so that even a client whose jobs are answered deadline_exceeded at once counts.
-        True when it is the second: the first's queued jobs, ranked by their deadlines while it was alone, are to be
-        ranked again (rerank)."""
-        alone = self._sharing.count(now) == 1
+        True when the queued jobs are to be ranked again (rerank): anew from now as a second client comes (the
+        first's were ranked by their deadlines alone) or the last but one leaves (the lone client's next jobs,
+        ranked by their deadlines, would go before its backlog at its fair points); or moved back, when the fair
+        clock ran ahead of now, its clients served beyond their shares, by more than twice the bound (an SLO, or the
+        time the fleet takes to clear the queue if longer), to the bound. Moved back to now, a flood's next jobs
+        went before a light client's request that came then, due within the SLO; moved back at most once in the
+        time the queue could clear, the pass costs O(log n) a job served."""
         clears_in = self._queued_work.seconds() / max(1, self._registry.in_rotation)
-        return self._sharing.note(job.request.client, now, clears_in) and alone
+        self._sharing.note(job.request.client, now, clears_in)
+        shared = self._sharing.count(now) > 1
+        self._moving_back = None
+        if shared != self._ranked_shared:
+            self._ranked_shared = shared
+            return True
+        bound, ahead = max(self._slo_s, clears_in), self._fair.ahead(now)
+        if shared and ahead > 2 * bound:
+            self._moving_back = ahead - bound
+            return True
+        return False
 
-    def _rank(self, job: Job, now: float, queued_s: float | None = None) -> float:
+    def _rank(self, job: Job, now: float) -> tuple[float, float | None]:
         """The job's place in the order the workers take jobs: the time it must start by, or later, with other
-        clients sharing the fleet, its client's fair point behind the `queued_s` seconds it has queued before it
-        (None: all its client has queued)."""
+        clients sharing the fleet, its client's fair point behind its last job queued (fair_share.py FairClock);
+        and that fair point (None while one client alone shares the fleet)."""
         start_by = self._start_by(job)
         sharing = self._sharing.count(now)
         if sharing < 2:
-            return start_by
-        if queued_s is None:
-            queued_s = self._queued_work.client_seconds(job.request.client)
-        return fair_rank(start_by, now, queued_s, sharing, max(1, self._registry.in_rotation))
+            return start_by, None
+        workers = max(1, self._registry.in_rotation)
+        since, queued_s = self._fair.behind(job.request.client, now)
+        return fair_rank(start_by, since, queued_s, sharing, workers), fair_point(since, queued_s, sharing, workers)
+
+    def _ranked(self, job: Job, now: float) -> float:
+        """Ranks the job as it is queued: its place, and its fair point, which its client's next job goes behind."""
+        job.rank, job.fair_point = self._rank(job, now)
+        if job.fair_point is not None:
+            self._fair.queued(job.request.client, job.fair_point, self._image_seconds(job.start, job.request.steps))
+        return job.rank
 
     def _place(self, job: Job, now: float) -> float:
         """The job's rank: the one it had when queued before, for a job routed again. Ranked anew, an image whose worker
         was lost as it ran ranked at its client's fair point behind all the client's backlog, images it came before."""
-        return job.rank if job.rank is not None else self._rank(job, now)
+        return job.rank if job.rank is not None else self._rank(job, now)[0]
 
     def sharing_clients(self, now: float) -> int:
         return self._sharing.count(now)
@@ -149,26 +179,43 @@ class DispatchTiming:
     def add_queued(self, job: Job, now: float) -> float:
         """Counts a job just queued on a worker among the work queued; returns its place in the order the workers
         take jobs."""
-        job.rank = rank = self._place(job, now)
+        rank = job.rank if job.rank is not None else self._ranked(job, now)
         self._queued_work.add(job, rank)
         self._count_if_put_back(job, rank, now)
         return rank
 
-    def rerank(self, queued: Iterable[Job], now: float) -> Iterator[tuple[Job, float]]:
-        """The jobs queued, in the order the workers take them, each with its place now that a second client shares
-        the fleet: each client's jobs behind those of its own before them. A lone client's jobs, ranked by the time
-        each must start by, keep their order (that time and their fair points only grow along it, and ties keep
-        the order given); a newcomer's job goes before the part of the backlog beyond its fair share. O(n log n),
-        once as the second client comes."""
-        before: dict[str, float] = {}
+    def rerank(self, queued: Iterable[Job], now: float) -> list[tuple[Job, float]]:
+        """The jobs queued, in the order the workers take them, each with its place ranked again (ranks_anew says
+        when and how): the fair clock moved back, or anew from now, with clients sharing the fleet each client's
+        jobs behind those of its own before them, alone by the times they must start by. A client's jobs keep their
+        order (the times they must start by and their fair points only grow along it, and ties keep the order
+        given); ranked anew, a newcomer's job goes before the part of the backlog beyond its fair share. O(n log n).
+        """
+        if self._moving_back is not None:
+            ranked = self._moved_back(queued, self._moving_back)
+        else:
+            self._fair.restart(now)
+            ranked = []
+            for job in queued:
+                rank = self._ranked(job, now)
+                self._count_if_put_back(job, rank, now)
+                ranked.append((job, rank))
+        self._queued_work.rekey(ranked)
+        return ranked
+
+    def _moved_back(self, queued: Iterable[Job], back: float) -> list[tuple[Job, float]]:
+        """The jobs queued, their fair points `back` seconds earlier: a job its fair point put back ranks that much
+        earlier, or by the time it must start by once that is later (none is put back that was not)."""
+        self._fair.move_back(back)
+        ranked = []
         for job in queued:
-            self._queued_work.remove(job)
-            client = job.request.client
-            job.rank = rank = self._rank(job, now, before.get(client, 0.0))
-            before[client] = before.get(client, 0.0) + self._image_seconds(job.start, job.request.steps)
-            self._queued_work.add(job, rank)
-            self._count_if_put_back(job, rank, now)
-            yield job, rank
+            if job.fair_point is not None:
+                job.fair_point -= back
+                start_by = self._start_by(job)
+                if job.rank > start_by:  # ranked at its fair point: its client had jobs queued before it
+                    job.rank = max(start_by, job.fair_point)
+            ranked.append((job, job.rank))
+        return ranked
 
     def _put_back(self, job: Job, rank: float) -> bool:
         """Whether its client's fair point, not the time it must start by, ranks the job (fair_share.py)."""
@@ -182,7 +229,11 @@ class DispatchTiming:
     def remove_queued(self, job: Job) -> bool:
         """The job left the workers' queues (sent, answered, or its worker lost); nothing if it was in none. Whether it
         was counted among the work queued (every job in a worker's queue is)."""
-        return self._queued_work.remove(job)
+        if not self._queued_work.remove(job):
+            return False
+        if not self._queued_work.holds(job.request.client):
+            self._fair.forget(job.request.client)
+        return True
 
     def _first_free_in(self, now: float) -> float:
         """Seconds until the first ready worker is free: a freed worker takes the most urgent job queued

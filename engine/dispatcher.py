@@ -247,8 +247,8 @@ class Dispatcher:
             self._pending.append(job)
             return None
         now = self._clock()
-        if self._timing.shares_fleet(job, now):
-            # the one client that had the fleet, its jobs ranked by their deadlines alone, shares it now (fair_share.py)
+        if self._timing.ranks_anew(job, now):
+            # a second client shares the fleet, the last but one left, or the fair clock ran ahead (fair_share.py)
             self._urgency.rebuild(list(self._timing.rerank(self._urgency.in_order(self._is_queued), now)))
         if not self._has_room(worker, now) and not self._timing.may_queue(job, now):
             return None
@@ -353,7 +353,7 @@ class Dispatcher:
         batch_id = next(self._batch_ids)
         message = self._messages.of(batch_id, jobs)
         now = self._clock()
-        self._timing.expect_busy(worker, jobs, now)
+        self._timing.batch_sent(worker, jobs, now)
         worker.inflight[batch_id] = jobs
         for job in jobs:
             self._timing.remove_queued(job)

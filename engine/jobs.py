@@ -71,6 +71,8 @@ class Job:
     # its place in the order the workers take jobs (dispatch_timing.py), once first queued on a worker: kept when it
     # is routed again (its worker lost or taken out of rotation, or left it out of an answer)
     rank: float | None = None
+    # its client's fair point when it was ranked (fair_share.py FairClock), None if no other client shared the fleet
+    fair_point: float | None = None
     waiting_since: float = 0.0  # when it last found no worker to take it (the no_worker timeout runs from here)
     # where the job is: queued on a worker (batch_id None), or sent in a batch
     worker: WorkerHandle | None = None

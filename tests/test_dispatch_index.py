@@ -96,18 +96,29 @@ class TestIdleWorkers:
 
 
 class TestQueuedWork:
-    def test_client_seconds_count_each_job_once_until_it_leaves(self):
+    def test_a_client_holds_queued_jobs_until_its_last_leaves(self):
         work = QueuedWork(one_second_an_image_below_25)
         first, second = request(n=2, client="a").jobs
         work.add(first, 1.0)
         work.add(second, 2.0)
         work.add(request(client="b").jobs[0], 3.0)
-        assert work.client_seconds("a") == 2.0
         work.remove(first)
-        assert work.client_seconds("a") == 1.0
+        work.remove(first)  # counted once: taken out once
+        assert work.holds("a")
         work.remove(second)
-        assert work.client_seconds("a") == 0.0
-        assert work.client_seconds("b") == 1.0
+        assert not work.holds("a") and work.holds("b")
+
+    def test_jobs_ranked_anew_are_counted_at_their_new_keys_alone(self):
+        work = QueuedWork(one_second_an_image_below_25)
+        hit, first, second = request(n=3).jobs
+        hit.start = 25
+        for job, key in ((hit, 1.0), (first, 2.0), (second, 3.0)):
+            work.add(job, key)
+        work.rekey([(second, 0.5), (hit, 4.0)])
+        assert [work.seconds_up_to(key) for key in (0.5, 2.0, 4.0)] == [1.0, 2.0, 2.5]
+        assert work.key_of(hit) == 4.0 and work.key_of(first) == 2.0
+        work.remove(second)
+        assert work.seconds_up_to(0.5) == 0.0 and work.seconds() == 1.5
 
     def test_a_job_moved_up_is_counted_once_at_its_new_level_in_its_place(self):
         work = QueuedWork(one_second_an_image_below_25)

@@ -2,6 +2,8 @@
 client's request is served beside a flooding client's backlog, the flood's jobs are the ones shed, and a lone
 client's jobs keep the order of their deadlines."""
 
+import itertools
+
 import pytest
 from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, serve_in_turn, settle
 
@@ -254,3 +256,141 @@ async def test_a_lone_clients_backlog_is_ranked_again_once_as_a_second_client_co
     h.request(slo_ms=5_000, prompt="light", client="light")
     h.request(prompt="flood", client="flood")
     assert len(passes) == 1
+
+
+async def serve_for(h: Harness, worker, seconds: int, each_second=lambda second: None) -> list[str]:
+    """Finishes the worker's batches of one image one a second (as long as PROFILE says: the pace stays the
+    profile's) for `seconds`, calling `each_second(second)` after each and sweeping; the ids of the jobs sent, in
+    order."""
+    sent = []
+    for second in range(seconds):
+        batch = h.batches()[-1]
+        sent += [item.request_id for item in batch.items]
+        h.clock.now += 1
+        h.finish(worker, batch, run_ms=1000)
+        await settle()
+        each_second(second)
+        h.dispatcher.sweep()
+        await settle()
+    return sent
+
+
+async def test_a_flood_served_beyond_its_share_keeps_the_order_it_sent_its_jobs_in():
+    """A flood sending five at a time beside a light client sending little: it is served beyond its share, and
+    reckoned from now behind the seconds it had queued, its later jobs ranked before its own earlier ones (in the
+    order sent: ..., 23, 25, 24, 26, 27, 30, 31, 32, 33, 34, 28, 35, 29). Behind its last job queued, they keep the
+    order sent."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a = h.add_worker("a", max_batch=1)
+    flood = []
+
+    def send(second):
+        if second % 5 == 4:
+            flood.extend(h.request(prompt="flood", client="flood").jobs[0].job_id for _ in range(5))
+        if second % 10 == 9:
+            h.request(slo_ms=5_000, prompt="light", client="light")
+
+    send(-1)
+    sent = await serve_for(h, a, 40, send)
+    assert sample(h, "argus_sharing_clients") == 2
+    served = [job_id for job_id in sent if job_id in flood]
+    assert len(served) > 30 and served == flood[: len(served)]
+
+
+def flood_beside_a_light_client(h: Harness, flood: list[str]):
+    """For serve_for: one request a second, the flood's (its job's id noted in `flood`) or every fourth a light
+    client's, due in 5 s, counted on across calls: the queue stays as long, the light client counts as sharing the
+    fleet for good, and the flood is served beyond its share."""
+    seconds = itertools.count()
+
+    def send(_):
+        if next(seconds) % 4 == 0:
+            h.request(slo_ms=5_000, prompt="light", client="light")
+        else:
+            flood.append(h.request(prompt="flood", client="flood").jobs[0].job_id)
+
+    return send
+
+
+async def test_a_client_back_after_a_long_silence_does_not_go_before_a_floods_whole_backlog():
+    """A flood keeping 30 queued, served beyond its share beside a light client for 80 s: reckoned when queued, its
+    backlog's fair points lay as far ahead as half the fleet would take for it, and a client back after that
+    silence had its whole burst of 10 served before the flood's next job. From the fair point of the job that led the
+    batch sent last, the burst's jobs go among the flood's."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a = h.add_worker("a", max_batch=1)
+    h.request(prompt="quiet", client="quiet")
+    flood = [h.request(prompt="flood", client="flood").jobs[0].job_id for _ in range(30)]
+    flood_on = flood_beside_a_light_client(h, flood)
+    await serve_for(h, a, 80, flood_on)
+    burst = {h.request(prompt="quiet", client="quiet").jobs[0].job_id for _ in range(10)}
+    sent = (await serve_for(h, a, 11, flood_on))[1:]  # the first was sent before the burst came
+    assert sum(job_id in burst for job_id in sent) >= 3
+    assert sum(job_id in flood for job_id in sent) >= 3
+
+
+async def test_a_clients_next_jobs_go_behind_its_backlog_once_it_has_the_fleet_alone_again():
+    """A light client stopped counting: the flood had the fleet alone, and its next jobs ranked by their deadlines
+    (due one SLO after they came) before its backlog, still at the fair points it had beside the light client. Its
+    backlog is ranked by deadline again then, and the flood keeps the order it sent its jobs in."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a = h.add_worker("a", max_batch=1)
+    light = h.request(slo_ms=5_000, prompt="light", client="light")
+    flood = [h.request(prompt="flood", client="flood").jobs[0].job_id for _ in range(12)]
+
+    def flood_on(second):
+        if second >= 6:  # the light client was served at 1 s, and counts for an SLO after
+            flood.append(h.request(prompt="flood", client="flood").jobs[0].job_id)
+
+    sent = await serve_for(h, a, 14, flood_on)
+    assert isinstance(light.future.result(), Images) and sample(h, "argus_sharing_clients") == 1
+    assert [job_id for job_id in sent if job_id in flood] == flood[: len(sent) - 1]
+
+
+async def test_a_job_put_back_counts_as_deferred_once_however_often_the_queue_is_ranked_again(monkeypatch):
+    """The fair points of a flood served beyond its share run ahead of now, and the queue is ranked again from now
+    (fair_share.py FairClock): a job put back before and after counts once in argus_fair_deferrals_total."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a = h.add_worker("a", max_batch=1)
+    passes = []
+    rerank = h.dispatcher._timing.rerank
+    monkeypatch.setattr(h.dispatcher._timing, "rerank", lambda queued, now: passes.append(now) or rerank(queued, now))
+    flood = [h.request(prompt="flood", client="flood").jobs[0].job_id for _ in range(10)]
+    await serve_for(h, a, 120, flood_beside_a_light_client(h, flood))
+    assert len(passes) > 2  # the second client came, and the fair clock ran ahead since
+    assert sample(h, "argus_fair_deferrals_total") <= len(flood)
+
+
+async def test_a_light_request_coming_as_the_fair_clock_is_moved_back_goes_before_the_floods_backlog(monkeypatch):
+    """The fair clock run ahead, a flood served beyond its share, is moved back to an SLO (or the time the queue takes
+    to clear) ahead of now, not to now: reckoned from now, the flood's oldest queued job ranked by the time it must
+    start by, long past, and its next ones within the SLO, before a light client's request that came then."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a = h.add_worker("a", max_batch=1)
+    passes = []
+    rerank = h.dispatcher._timing.rerank
+    monkeypatch.setattr(h.dispatcher._timing, "rerank", lambda queued, now: passes.append(now) or rerank(queued, now))
+    flood_on = flood_beside_a_light_client(
+        h, [h.request(prompt="flood", client="flood").jobs[0].job_id for _ in range(10)]
+    )
+    for _ in range(100):  # the second client came, then the fair clock ran ahead (about 40 s on)
+        if len(passes) == 2:
+            break
+        await serve_for(h, a, 1, flood_on)
+    assert len(passes) == 2
+    other = h.request(slo_ms=5_000, prompt="other", client="other").jobs[0].job_id
+    assert (await serve_for(h, a, 2, flood_on))[1] == other
+
+
+async def test_a_request_due_far_ahead_waits_behind_a_floods_backlog_however_long_it_was_served_beyond_its_share():
+    """The fair clock is held to an SLO (or the time the queue takes to clear) ahead of now: let run, a flood
+    served beyond its share for minutes had its fair points minutes ahead, and a request due in a minute went before
+    its whole backlog, due in seconds."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
+    a = h.add_worker("a", max_batch=1)
+    flood = [h.request(prompt="flood", client="flood").jobs[0].job_id for _ in range(10)]
+    flood_on = flood_beside_a_light_client(h, flood)
+    await serve_for(h, a, 200, flood_on)
+    patient = h.request(slo_ms=60_000, prompt="patient", client="patient").jobs[0].job_id
+    sent = await serve_for(h, a, 5, flood_on)
+    assert patient not in sent and sum(job_id in flood for job_id in sent) >= 3
