@@ -71,8 +71,8 @@ def test_engine_bench_writes_both_doors(tmp_path):
 
 def test_scale_bench_ramps_a_small_fleet_and_writes_its_figures(tmp_path):
     # rates a handful of workers keeps up with on an idle machine: offered 40, 60, then 70 req/s, --max-rps itself
-    # (60 x 1.5 passes it). Whether a step kept up depends on what else holds the cores: checked is what the figures must be
-    # whatever it was. A p99 limit of seconds keeps a step held up by other work from passing for saturation.
+    # (60 x 1.5 passes it). Whether a step kept up depends on what else holds the cores: checked is what the figures
+    # must be whatever it was. A p99 limit of seconds keeps a step held up by other work from passing for saturation.
     data, stdout = _bench(
         tmp_path,
         "scale",
