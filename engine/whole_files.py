@@ -16,6 +16,7 @@ import contextlib
 import os
 import secrets
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +29,7 @@ def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]
     link kept); a stream (is_stream) is written as it is, there being nothing to put in its place."""
     mode = "wb" if binary else "w"
     if is_stream(path):
-        with open(path, mode) as f:
+        with _opened_stream(path, mode) as f:
             yield f
         return
     target = Path(os.path.realpath(path))
@@ -44,6 +45,19 @@ def written_whole(path: str | Path, *, binary: bool = False) -> Iterator[IO[Any]
     except BaseException:  # KeyboardInterrupt too: what is left of the attempt is no one's
         partial.unlink(missing_ok=True)
         raise
+
+
+def _opened_stream(path: str | Path, mode: str) -> IO[Any]:
+    """A stream to write as it comes. This process's own output (`--out - > profile.json`) is written through its own
+    open file, after what it printed before: opened anew, the file was truncated and written from its start, over what
+    was printed, and the line printed after (`written to /dev/stdout`) landed inside the JSON, which no reader took."""
+    own = output_of_this_process(path)
+    if own is None:
+        return open(path, mode)
+    printed = sys.stdout if own == 1 else sys.stderr
+    if printed is not None:
+        printed.flush()  # what was printed before goes before it
+    return open(os.dup(own), mode)
 
 
 def _beside(target: Path, binary: bool) -> tuple[Path, IO[Any]]:

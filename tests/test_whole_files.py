@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 import pytest
 
@@ -48,3 +49,25 @@ def test_a_new_file_has_the_permissions_the_umask_gives_not_private_ones(tmp_pat
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "profile.json").stat().st_mode) == 0o644
+
+
+def test_the_standard_output_sent_to_a_file_keeps_what_was_printed_around_it(tmp_path, monkeypatch):
+    """`argus profile latency --out - > profile.json` (train-predictor's, loadgen's and bench's --json alike): the
+    output was opened anew, which truncated the file and wrote it from its start, over the table printed before it,
+    and the `written to /dev/stdout` line printed after it landed inside the JSON, which `argus serve` refused."""
+    out = tmp_path / "out.txt"
+    saved = os.dup(1)
+    try:
+        with open(out, "w") as file:
+            os.dup2(file.fileno(), 1)
+        stdout = open(1, "w", closefd=False)
+        monkeypatch.setattr(sys, "stdout", stdout)
+        print("the table")  # held in the stream's buffer, as a file's standard output is
+        with written_whole("/dev/stdout") as f:
+            f.write('{"profile": 1}\n')
+        print("written to /dev/stdout")
+        stdout.flush()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert out.read_text() == 'the table\n{"profile": 1}\nwritten to /dev/stdout\n'
