@@ -109,10 +109,12 @@ def build_control(config: EngineConfig, now: float, allocator: Allocator = alloc
     controller_config = ControllerConfig(slo_s=slo_s, window_s=window_s, min_observe_s=min(2.0, window_s / 5))
     controller = Controller(policy, controller_config, now)
     log.info(
-        "policy %s, SLO %.2f s, latency profile %s, quality %s, predictor %s, similarity table %s (%s)",
+        "policy %s, SLO %.2f s, latency profile %s (%s), quality %s, predictor %s, similarity table %s (%s)",
         policy.name,
         slo_s,
         planned.name,
+        # the file too: `argus profile latency --backend tiny` names its profile tiny_cpu, as the bundled one is
+        policy_config.latency_profile or "bundled",
         policy_config.quality_profile or "modelled",
         policy_config.predictor or "the similarity table",
         given.path if given else "bundled",

@@ -193,7 +193,7 @@ def test_the_log_names_the_files_the_engine_plans_with_and_the_levels_a_predicto
     path.write_text(_predictor())
     caplog.set_level(logging.INFO, logger="argus.controller")
     build_control(EngineConfig(policy=PolicyConfig(predictor=str(path))), now=0.0)
-    assert f"latency profile tiny_cpu, quality modelled, predictor {path}" in caplog.text
+    assert f"latency profile tiny_cpu (bundled), quality modelled, predictor {path}" in caplog.text
     assert f"{path}: a predictor of levels [25] never serves a request at levels [5, 10, 15, 20]" in caplog.text
     caplog.clear()
     build_control(EngineConfig(), now=0.0)
@@ -249,3 +249,16 @@ def test_profiles_measured_on_another_model_than_the_one_served_are_warned_of(tm
             " controller plans with another model's figures (measure this one, or mind the difference)"
             for flag, path in (("latency-profile", latency), ("quality-profile", quality), ("predictor", predictor))
         ]
+
+
+def test_the_log_tells_a_measured_latency_profile_from_the_bundled_one_of_its_name(tmp_path, caplog):
+    """`argus profile latency --backend tiny` names its profile tiny_cpu, as the bundled one is: the start-up log said
+    `latency profile tiny_cpu` with --latency-profile FILE and without it, whether the file was taken was not said."""
+    path = tmp_path / "measured.json"
+    path.write_text(_latency(name="tiny_cpu"))
+    caplog.set_level(logging.INFO, logger="argus.controller")
+    build_control(EngineConfig(policy=PolicyConfig(latency_profile=str(path))), now=0.0)
+    assert f"latency profile tiny_cpu ({path}), quality modelled" in caplog.text
+    caplog.clear()
+    build_control(EngineConfig(), now=0.0)
+    assert "latency profile tiny_cpu (bundled), quality modelled" in caplog.text
