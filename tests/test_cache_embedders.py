@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_models import CLIP_TEXT_DIM, save_tiny_bert, save_tiny_clip_text
+from tiny_models import CLIP_TEXT_DIM, save_tiny_bert, save_tiny_clip, save_tiny_clip_text
 
 from engine.cache import embedders
 from engine.cache.embedders import HASH_DIM, HashEmbedder, embedder_identity, make_embedder
@@ -143,6 +143,25 @@ def test_clip_from_a_local_directory(tmp_path):
     # more prompts than a forward pass takes: each row is embedded, in its place
     many = embedder.embed(PROMPTS * 14)
     np.testing.assert_allclose(many, np.tile(vectors, (14, 1)), atol=1e-5)
+
+
+def test_clip_reads_the_text_half_of_a_whole_clip_folder(tmp_path):
+    """A whole CLIP folder (CLIPModel.save_pretrained: `argus profile quality --embedder clip` reads --clip's by
+    default) names its projection's width at its top, not in its text_config, which reads 512 unsaid: the text half
+    was built 512 wide, and a CLIP of another width was refused as weights of the wrong shape (`cannot load a CLIP
+    text encoder from DIR: RuntimeError: You set ignore_mismatched_sizes to False`)."""
+    import torch
+    from transformers import CLIPModel, CLIPTokenizer
+
+    save_tiny_clip(tmp_path)
+    embedder = make_embedder("clip", str(tmp_path))
+    whole = CLIPModel.from_pretrained(tmp_path).eval()
+    assert embedder.dim == whole.config.projection_dim != 512
+    tokens = CLIPTokenizer.from_pretrained(tmp_path)(PROMPTS[:3], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        projected = whole.text_projection(whole.text_model(**tokens).pooler_output)
+    expected = torch.nn.functional.normalize(projected, dim=-1).numpy()
+    np.testing.assert_allclose(embedder.embed(PROMPTS[:3]), expected, atol=1e-5)
 
 
 def test_minilm_pools_over_a_prompts_own_tokens_alone(tmp_path):

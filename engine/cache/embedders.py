@@ -165,7 +165,7 @@ class ClipEmbedder(_TorchEmbedder):
 
         with loading(model_path, "a CLIP text encoder"):
             self._tokenizer = CLIPTokenizer.from_pretrained(model_path, local_files_only=True)
-            model = load_pretrained(CLIPTextModelWithProjection, model_path)
+            model = load_pretrained(CLIPTextModelWithProjection, model_path, config=_text_config(model_path))
         self._model = model.to(device).eval()
         self.dim = int(self._model.config.projection_dim)
         self.identity = embedder_folder_id(self.name, model_path)
@@ -180,6 +180,19 @@ class ClipEmbedder(_TorchEmbedder):
             prompts, padding=True, truncation=True, max_length=self._max_tokens, return_tensors="pt"
         )
         return self._model(input_ids=batch["input_ids"].to(self._device)).text_embeds
+
+
+def _text_config(model_path: str):
+    """The text encoder's config of a CLIP folder: a whole CLIPModel's names its projection's width at its top, not in
+    its text_config, which reads the default 512 unsaid. Built from text_config alone, a CLIP of another width was
+    refused as weights of the wrong shape (`ignore_mismatched_sizes`)."""
+    from transformers import AutoConfig, CLIPConfig
+
+    config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    if not isinstance(config, CLIPConfig):
+        return config
+    config.text_config.projection_dim = config.projection_dim
+    return config.text_config
 
 
 EMBEDDERS = ("hash", "minilm", "clip")
