@@ -246,13 +246,18 @@ def argus_policy():
     return make_policy("argus", LatencyProfile.bundled(), degradation, SimilarityPredictor(table))
 
 
+def planning_every_tick(policy, *workers: str) -> tuple[Harness, Controller, ControlLoop]:
+    """A control loop for `workers` (each at level 0) whose window is a tick: a full plan, the MILP, at every tick."""
+    h = Harness()
+    for name in workers:
+        h.add_worker(name, level=0)
+    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
+    return h, controller, ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+
+
 async def test_a_plan_with_nothing_to_serve_is_logged_without_a_nan(monkeypatch, caplog):
     """Its expected quality is NaN (no image to average over): the log said "expected quality nan"."""
-    policy = argus_policy()
-    h = Harness()
-    h.add_worker("a", level=0)
-    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
-    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    h, controller, loop = planning_every_tick(argus_policy(), "a")
     with caplog.at_level(logging.DEBUG, logger="argus.controller"):
         await ticks(loop, monkeypatch, 2, h.clock)
     (logged, *_) = [m for m in caplog.messages if m.startswith("plan (argus, optimal")]
@@ -262,11 +267,7 @@ async def test_a_plan_with_nothing_to_serve_is_logged_without_a_nan(monkeypatch,
 async def test_a_plan_of_no_worker_for_its_demand_does_not_say_there_is_nothing_to_serve(monkeypatch, caplog):
     """Every worker gone (a fleet stopped) while requests still came: the line said `demand 6.10 img/s, expected
     quality none (nothing to serve)`, contradicting itself where an operator looks for why nothing is served."""
-    policy = argus_policy()
-    h = Harness()
-    h.add_worker("a", level=0)
-    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
-    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    h, controller, loop = planning_every_tick(argus_policy(), "a")
     with caplog.at_level(logging.DEBUG, logger="argus.controller"):
         await ticks(loop, monkeypatch, 1, h.clock)
         (worker,) = h.registry.registered()
@@ -291,11 +292,7 @@ async def test_a_solver_that_keeps_falling_back_warns_once(monkeypatch, caplog):
     counter told an operator the controller no longer solved anything."""
     policy = argus_policy()
     policy.options = SolverOptions(mip_solver="NO_SUCH_SOLVER")
-    h = Harness()
-    h.add_worker("a", level=0), h.add_worker("b", level=0)
-    # a window of a tick: a full plan, the MILP, at every tick
-    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
-    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    h, controller, loop = planning_every_tick(policy, "a", "b")
 
     with caplog.at_level(logging.INFO, logger="argus.controller"):
         await ticks(loop, monkeypatch, 4, h.clock)
@@ -459,11 +456,7 @@ async def test_a_milp_process_that_does_not_answer_is_one_line_in_the_log(monkey
     policy.options = SolverOptions(time_limit_ms=100)
     milp = MilpProcess(answer_margin_s=0.5)
     policy.allocator = milp.allocate
-    h = Harness()
-    h.add_worker("a", level=0)
-    # a window of a tick: a full plan, the MILP, at every tick
-    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
-    loop = ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
+    h, controller, loop = planning_every_tick(policy, "a")
     try:
         await ticks(loop, monkeypatch, 1, h.clock)
         (pid,) = milp_processes_of(os.getpid())
