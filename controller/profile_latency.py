@@ -278,17 +278,22 @@ def cache_levels(asked: list[int] | None, hello: Hello, steps: int) -> list[int]
 
 
 def warn_if_unservable(levels: list[int], steps: int) -> None:
-    """Said before measuring (minutes, for a model): argus serve refuses a --latency-profile without every cache
-    level, and the profile was found wanting only once made."""
+    """Said before measuring (minutes, for a model): argus serve refuses a --latency-profile without every level it
+    serves (the cache's, --levels), and the profile was found wanting only once made."""
     from workers.limits import DEFAULT_LEVELS
 
     if missing := sorted(set(DEFAULT_LEVELS) - set(levels)):
+        # not that serve will not take it: `serve --levels 5,10` takes a profile of levels 5 and 10 (said so, one
+        # measured so for an engine serving those was said to be refused)
+        cached = [k for k in levels if k]
+        served_with = f"--levels {','.join(map(str, cached))}" if cached else "--no-cache"
         log.warning(
             "this profile will have no latencies for levels %s (N=%d, levels %s): argus serve --latency-profile"
-            " needs every cache level, so it will not take it; for that, measure with --steps above %d and no --levels",
+            " takes it only with %s; for its default levels, measure with --steps above %d and no --levels",
             missing,
             steps,
             levels,
+            served_with,
             DEFAULT_LEVELS[-1],
         )
 

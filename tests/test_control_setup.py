@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from controller.profile_latency import warn_if_unservable
 from controller.profiles import LatencyProfile
 from controller.similarity import SimilarityTable
 from engine.cli import UsageError
@@ -262,3 +263,17 @@ def test_the_log_tells_a_measured_latency_profile_from_the_bundled_one_of_its_na
     caplog.clear()
     build_control(EngineConfig(), now=0.0)
     assert "latency profile tiny_cpu (bundled), quality modelled" in caplog.text
+
+
+@pytest.mark.parametrize(("measured", "served_with"), [((0, 5, 10), "--levels 5,10"), ((0,), "--no-cache")])
+def test_a_profile_of_some_levels_is_said_to_be_taken_with_them_and_is(tmp_path, caplog, measured, served_with):
+    """`argus profile latency --levels 5,10` warned that argus serve 'needs every cache level, so it will not take
+    it', where `serve --levels 5,10` takes it (and `--no-cache` one of level 0 alone)."""
+    with caplog.at_level(logging.WARNING, logger="argus"):
+        warn_if_unservable(list(measured), 50)
+    assert f"argus serve --latency-profile takes it only with {served_with};" in caplog.text
+    path = tmp_path / "some_levels.json"
+    path.write_text(_latency(latency_s={str(k): [1.0] for k in measured}))
+    cache = CacheConfig(levels=measured[1:]) if served_with.startswith("--levels") else CacheConfig(enabled=False)
+    setup = build_control(EngineConfig(cache=cache, policy=PolicyConfig(latency_profile=str(path))), now=0.0)
+    assert setup.policy.levels == measured
