@@ -34,9 +34,16 @@ def engine(file_engine):
     return file_engine
 
 
-def generation_request(prompt: str, version: str = "HTTP/1.1") -> bytes:
-    """Each test asks for a prompt of its own: an image an earlier one made would be a cache hit, made in less time."""
-    body = json.dumps({"prompt": prompt, "size": "64x64"}).encode()
+# the steps of an image a test waits for: about 1 s on the file's engine, where the default 50 take 5 s; the end of
+# the client's input still comes long before it is made
+STEPS_WAITED_FOR = 5
+
+
+def generation_request(prompt: str, version: str = "HTTP/1.1", steps: int | None = None) -> bytes:
+    """Each test asks for a prompt of its own: an image an earlier one made would be a cache hit, made in less time.
+    `steps`: the engine's default unless given."""
+    fields = {"prompt": prompt, "size": "64x64"} | ({} if steps is None else {"num_inference_steps": steps})
+    body = json.dumps(fields).encode()
     head = f"POST /v1/images/generations {version}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
 
@@ -80,7 +87,7 @@ def test_a_client_that_half_closes_after_its_request_gets_its_images(engine):
     """aiohttp took the end of the client's input for its loss: the request was cancelled and nothing written."""
     before, made = outcomes(engine), engine.metric("argus_images_total", level="0")
     with connect(engine) as client:
-        client.sendall(generation_request("a lighthouse"))
+        client.sendall(generation_request("a lighthouse", steps=STEPS_WAITED_FOR))
         client.shutdown(socket.SHUT_WR)
         received = read_to_end(client)  # the engine closes the connection after the response
     # the interim answers that found the client still there, then the response, which any HTTP/1.1 client reads
@@ -103,7 +110,8 @@ def test_a_client_that_sends_requests_back_to_back_then_half_closes_gets_every_a
     input comes while the images are made, or, after /health, between two requests."""
     before = outcomes(engine)
     with connect(engine) as client:
-        sent = generation_request(f"a harbour in fog, {first}") if first == "images" else HEALTH_REQUEST
+        images = generation_request(f"a harbour in fog, {first}", steps=STEPS_WAITED_FOR)
+        sent = images if first == "images" else HEALTH_REQUEST
         client.sendall(sent + HEALTH_REQUEST * 2)
         client.shutdown(socket.SHUT_WR)
         received = read_to_end(client)
