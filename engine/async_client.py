@@ -197,9 +197,18 @@ class AsyncArgusClient(OwnProcess):
             raise
         finally:
             unanswered.cancel()
-            self._waiting.pop(request.request_id, None)
-            if request.request_id not in self._orphaned:
+            if self._forget_waiting(request.request_id, future) and request.request_id not in self._orphaned:
                 self._sent.pop(request.request_id, None)
+
+    def _forget_waiting(self, request_id: str, future: asyncio.Future) -> bool:
+        """Takes out the call's `future` under `request_id`, if it is still there: whether it was. A call left in a
+        closed event loop was taken out already (_forget_calls_of_closed_loops), and its coroutine is closed when the
+        garbage collector finds it, any time after: taking out whatever was under its id then took the next call's
+        wait for the orphan's reply, which waited for ever, its request never sent."""
+        if self._waiting.get(request_id) is not future:
+            return False
+        del self._waiting[request_id]
+        return True
 
     def _refuse_if_closed(self) -> None:
         refuse_if_closed(self._socket)
@@ -257,7 +266,7 @@ class AsyncArgusClient(OwnProcess):
         try:
             await answered
         finally:
-            self._waiting.pop(request_id, None)
+            self._forget_waiting(request_id, answered)
 
     def _took_orphans_reply(self, request_id: str) -> bool:
         """Whether a reply under `request_id` is an orphaned request's (see _orphan_answered), and so dropped."""
