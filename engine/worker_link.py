@@ -181,9 +181,8 @@ class WorkerLink:
                 # told Shutdown, a worker is found gone at its beat, up to two heartbeats on, and the engine closes as
                 # soon as its own workers have exited: its last lines said all, some or none of them left, as the race
                 # went. Those not found yet leave now, in the line of those that were
-                self.dispatcher.loss_lines.leaves.gather()
                 for worker in self._registry.registered():
-                    self.dispatcher.worker_lost(worker, "left")
+                    self._left(worker)
             self.dispatcher.loss_lines.leaves.say()
         if self._gone_said_at is not None:
             self._say_gone()
@@ -272,10 +271,7 @@ class WorkerLink:
                 log.warning("batch %d to %s was lost on the link: sending its images again", batch_id, worker.name)
                 self.dispatcher.batch_done(worker, BatchDone(batch_id, []))  # each image it leaves out is still owed
         elif isinstance(message, Leaving):
-            # the workers that leave within a second of it holding nothing are said in one line (engine/loss_lines.py):
-            # a fleet or a Deployment stopped made a line for each worker
-            self.dispatcher.loss_lines.leaves.gather()
-            self.dispatcher.worker_lost(worker, "left")
+            self._left(worker)
         elif not isinstance(message, LevelSet):
             self._metrics.bad_messages.labels("worker").inc()
         # LevelSet only acknowledges: the engine routes by a level from the moment it sends SetLevel, and taking
@@ -496,12 +492,17 @@ class WorkerLink:
             self._gone_said_at = turn + _BEAT_TICKS
         self._lose_together(gone, self._lose_gone_one)
 
+    def _left(self, worker: WorkerHandle) -> None:
+        """The worker left as asked: the workers that leave within a second of it are said in one line
+        (engine/loss_lines.py), a fleet or a Deployment stopped having made a line for each worker."""
+        self.dispatcher.loss_lines.leaves.gather()
+        self.dispatcher.worker_lost(worker, "left")
+
     def _lose_gone_one(self, worker: WorkerHandle) -> None:
         if self._stopping:
             # told to stop (Shutdown), one of ours stops without a Leaving: its closed connection is its word. Lost as
             # unreachable, a clean stop that went on a while (a large cache's save) warned of a loss and counted one
-            self.dispatcher.loss_lines.leaves.gather()
-            self.dispatcher.worker_lost(worker, "left")
+            self._left(worker)
             return
         self._lose_one(worker, "unreachable")
         # a process of ours found so lives on hung (SIGSTOP, a paused container): libzmq drops a connection whose pings
