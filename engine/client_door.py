@@ -151,7 +151,12 @@ class ClientDoor:
     def _on_frames(self, identity: bytes, frames: list) -> None:
         kept = self._back(identity)
         message = self._codec.decode(frames)
-        if isinstance(message, DecodeError):
+        if isinstance(message, (Generate, Cancel)) and self._reply_decided(identity, message.request_id):
+            # its id's request was answered in this pass (a Cancel read before it), and holds the id until its reply
+            # goes, a loop turn later: handled after that reply, a Generate is served rather than refused as a second
+            # one in flight, and a Cancel finds the request it came after
+            asyncio.get_running_loop().call_soon(self._on_frames, identity, frames)
+        elif isinstance(message, DecodeError):
             header = frames[0].buffer  # a ROUTER hands on no identity without a frame after it
             if not refuses_a_value(message.reason):
                 # counted as garbage: a request refused for a field's value (n 0, steps 201) is a client's bad input,
@@ -174,6 +179,11 @@ class ClientDoor:
             request = self._live.get((identity, message.request_id))
             if request is not None:
                 self._engine.dispatcher.cancel(request)
+
+    def _reply_decided(self, identity: bytes, request_id: str) -> bool:
+        """Whether the client's request under this id has its reply, not yet sent (_finished runs a loop turn after)."""
+        request = self._live.get((identity, request_id))
+        return request is not None and request.done
 
     def _answer_inquiry(self, identity: bytes, request_ids: list[str], kept: AbstractSet[str]) -> None:
         """Each request the client awaits that the engine does not hold is answered request_lost; one it holds gets its

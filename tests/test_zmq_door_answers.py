@@ -4,11 +4,12 @@ in (tests/engine_stand_in.py). With an engine: tests/test_zmq_front_door.py, tes
 import asyncio
 
 import pytest
+import zmq
 from engine_stand_in import StandInEngine, admitted, generate, replies, zmq_door_of
 from waiting import eventually
 
 from engine import client_door
-from protocols.client_messages import Cancel, Error, Generate, Images, Inquire, client_side_codec
+from protocols.client_messages import Cancel, Cancelled, Error, Generate, Images, Inquire, client_side_codec
 
 _CLIENT_CODEC = client_side_codec()
 
@@ -112,3 +113,24 @@ async def test_a_client_connecting_again_under_its_identity_takes_its_replies_fr
         request.future.set_result(Images("g1", []))
         (reply,) = await replies(new, 1)
         assert reply.request_id == "g1"
+
+
+async def test_a_cancel_and_a_generate_under_one_id_read_in_one_pass_cancel_the_old_request_and_serve_the_new():
+    """The Cancel answers the request at once, but the door lets its id go only when the reply is sent, a loop turn
+    later: the Generate read after it in the same pass was refused as a second one in flight."""
+    engine = StandInEngine()
+    engine.cancel = lambda *requests: [request.finish(Cancelled(request.spec.request_id)) for request in requests]
+    async with zmq_door_of(engine) as served:
+        client = served.client(b"client-a")
+        client.send_multipart(generate("g1"))
+        first = await admitted(engine)
+        for frames in (_CLIENT_CODEC.encode(Cancel("g1")), generate("g1")):  # one pass: no loop turn in between
+            served.door._on_frames(b"client-a", [zmq.Frame(frame) for frame in frames])
+        second = await admitted(engine, 1)
+        (cancelled,) = await replies(client, 1)
+        assert isinstance(cancelled, Cancelled) and cancelled.request_id == "g1"
+        second.future.set_result(Images("g1", []))
+        (served_reply,) = await replies(client, 1)
+        assert isinstance(served_reply, Images) and served_reply.request_id == "g1"
+    assert first.future.result() == Cancelled("g1")
+    assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == 0
