@@ -170,7 +170,7 @@ class ClientDoor:
             if self._admits and not self._admits(client):
                 self._count_refusal()  # not a request: counted as an HTTP request without the API key is
                 reason = "this client's CURVE key is no longer admitted (removed from the engine's allowed keys)"
-                self._reply(identity, Error(message.request_id, "unauthorized", reason))
+                self._reply(identity, self._refusal(identity, message.request_id, "unauthorized", reason))
             else:
                 self._on_generate(identity, message, "zmq:" + client.hex())
         elif isinstance(message, Inquire):
@@ -209,12 +209,16 @@ class ClientDoor:
 
     def _refuse_request(self, identity: bytes, request_id: str, reason: str) -> None:
         """Answered invalid_request before the engine saw it, and counted as the engine counts those it refuses."""
-        if (identity, request_id) in self._live:
-            # that request owes one reply of its own, to come: this error under its id would read as that reply,
-            # and a client matching replies by id would end the request on it
-            reason, request_id = f"request_id {request_id!r} is in flight: {reason}", ""
         self._engine.metrics.requests_by("rejected", "invalid_request").inc()
-        self._reply(identity, Error(request_id, "invalid_request", reason))
+        self._reply(identity, self._refusal(identity, request_id, "invalid_request", reason))
+
+    def _refusal(self, identity: bytes, request_id: str, code: str, reason: str) -> Error:
+        """The Error refusing a message under `request_id`, the id left out if the client has a request in flight
+        under it: that request owes one reply of its own, to come, and this error under its id would read as that
+        reply (a client matching replies by id would end the request on it, then get its images too)."""
+        if (identity, request_id) in self._live:
+            reason, request_id = f"request_id {request_id!r} is in flight: {reason}", ""
+        return Error(request_id, code, reason)
 
     def _on_generate(self, identity: bytes, spec: Generate, client: str) -> None:
         key = (identity, spec.request_id)
