@@ -25,10 +25,9 @@ def readiness(engine: Engine) -> dict:
         # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies. By the profile
         # the controller plans with now: scaled by the workers' pace once it strays far from the profile's. Images of
         # the default steps, which loadgen sends: a profile measured at 30 steps said 1.5 times what they serve
-        "exact_capacity_rps": engine.registry.in_rotation
-        * engine.control.policy.profile.at_any_steps.capacity_rps(
-            0, engine.admission.default_steps(), engine.control.slo_s
-        ),
+        "exact_capacity_rps": None if _unbounded(engine) else _exact_capacity_rps(engine),
+        # why exact_capacity_rps is null (None when it is a number)
+        "exact_capacity_reason": UNBOUNDED if _unbounded(engine) else None,
         # what a request may ask for (every registered worker's, else the --backend's): a client checks its
         # size and steps before it sends a run of requests each refused invalid_size
         "sizes": {
@@ -56,6 +55,21 @@ def readiness(engine: Engine) -> dict:
             for w in workers
         ],
     }
+
+
+# sim workers at --time-scale 0 take no time for an image: the profile scaled by it (to a millionth, the controller
+# needing times above 0) said hundreds of thousands of images/s a worker, which loadgen's --load multiplied
+UNBOUNDED = "its sim workers run at --time-scale 0, where an image takes no time: no capacity bounds them"
+
+
+def _unbounded(engine: Engine) -> bool:
+    return engine.config.launch.backend == "sim" and engine.config.launch.time_scale == 0
+
+
+def _exact_capacity_rps(engine: Engine) -> float:
+    return engine.registry.in_rotation * engine.control.policy.profile.at_any_steps.capacity_rps(
+        0, engine.admission.default_steps(), engine.control.slo_s
+    )
 
 
 def _not_ready_because(engine: Engine, workers: tuple) -> str | None:

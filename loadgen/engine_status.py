@@ -5,7 +5,8 @@
   --size or --steps is outside them would have every request refused.
 - `GET /ready` may carry `exact_capacity_rps`: requests per second the ready
   workers sustain at exact generation (K = 0) and the engine's default steps
-  (`steps.default`); `--load` is a multiple of it.
+  (`steps.default`); `--load` is a multiple of it. `null` (with
+  `exact_capacity_reason`) from sim workers at --time-scale 0, which no capacity bounds.
 - Workers per level over time, for the timeline plot: from `GET /plan` when the
   engine has a controller (expected shape `{"workers_per_level": {"K": n}}`),
   else from the `level` of each worker listed by `GET /ready`.
@@ -134,7 +135,11 @@ async def exact_capacity_rps(base_url: str, api_key: str | None = None) -> Capac
         raise CapacityUnknown(f"could not read {base_url}/ready: {exc}") from None
     capacity = status.get("exact_capacity_rps") if isinstance(status, dict) else None
     if not isinstance(capacity, (int, float)):
-        raise CapacityUnknown(f"{base_url}/ready reports no exact_capacity_rps")
+        # and, from an engine whose sim workers take no time, why
+        why = status.get("exact_capacity_reason") if isinstance(status, dict) else None
+        raise CapacityUnknown(
+            f"{base_url}/ready reports no exact_capacity_rps" + (f" ({why})" if isinstance(why, str) else "")
+        )
     if capacity <= 0:
         # no worker ready (still loading its model, say): "reports none" sent the user to look for a missing field
         reason = status.get("reason")

@@ -84,7 +84,12 @@ async def test_capacity_from_ready():
         async with status_server(with_steps, None) as url:
             assert await exact_capacity_rps(url) == (1.6, 2, 50)
         async with status_server(READY, None) as url:
-            with pytest.raises(CapacityUnknown, match="reports no exact_capacity_rps"):
+            with pytest.raises(CapacityUnknown, match="reports no exact_capacity_rps$"):
+                await exact_capacity_rps(url)
+        # an engine whose sim workers take no time, and say so
+        unbounded = {**READY, "exact_capacity_rps": None, "exact_capacity_reason": "no capacity bounds them"}
+        async with status_server(unbounded, None) as url:
+            with pytest.raises(CapacityUnknown, match=r"reports no exact_capacity_rps \(no capacity bounds them\)$"):
                 await exact_capacity_rps(url)
         # an engine whose workers are all still starting: its capacity is 0, and its reason says why
         starting = {**READY, "workers": [], "exact_capacity_rps": 0.0, "reason": "no worker is connected: of its own"}

@@ -41,6 +41,9 @@ async def test_an_engine_whose_own_workers_are_lost_says_none_is_connected_not_t
     running = asyncio.create_task(engine.run())
     try:
         assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+        # its sim worker takes no time for an image: the profile scaled by 0 said 196,078 images/s
+        said = readiness(engine)
+        assert said["exact_capacity_rps"] is None and "--time-scale 0" in said["exact_capacity_reason"]
         engine.launcher.kill("local-0")
         assert await eventually(lambda: not readiness(engine)["ready"], timeout_s=60)
         # restarting, or already starting again: the slot is the engine's own either way
