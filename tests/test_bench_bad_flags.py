@@ -114,6 +114,23 @@ def test_scale_bench(flag, bound, capsys):
     assert says in err and "Traceback" not in err
 
 
+def test_scale_bench_refuses_a_start_rate_too_low_to_measure(monkeypatch, capsys):
+    """Under a request a step, none was due in the measured window: the engine, its thousand workers and the load ran,
+    to fail saying the engine did not keep up with 0.2 req/s, and to lower --start-rps."""
+    from loadgen.bench import scale_bench
+
+    def run_anyway(*_):
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(scale_bench, "_measure", run_anyway)
+    assert _exit_code(["bench", "scale", "--start-rps", "0.2", "--max-rps", "1"]) == 2
+    assert (
+        "argus bench scale: error: --start-rps 0.2 for --step-s 3 s over 2 load processes is 0.3 requests a load"
+        " process in a measured step: at least 20 are needed to tell whether the engine kept up; raise --start-rps or"
+        " --step-s, or lower --load-processes\n"
+    ) == capsys.readouterr().err
+
+
 def test_scale_bench_refuses_more_load_processes_than_the_cores_run(monkeypatch, capsys):
     """Unbounded, every step started as many as asked. On a machine of 2 cores, 4 a core; the bench is not run."""
     from loadgen.bench import scale_bench

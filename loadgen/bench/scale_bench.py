@@ -54,6 +54,10 @@ P99_TARGET_MS = 10.0
 # a step keeps up when it answers this share of the offered rate, every answer an image, p99 under the limit
 KEEP_UP = 0.95
 BISECTIONS = 2
+# the requests each load process sends in the first measured step, at least: with fewer, one more or less in the
+# window moves the rate answered past the share of the offered a step may fall short by. Under one a step, none was
+# due in the window, nothing was answered in it, and the bench said the engine did not keep up: lower --start-rps
+MIN_REQUESTS_A_STEP = math.ceil(1 / (1 - KEEP_UP))
 # the load generator waits this long for the last replies of a step
 DRAIN_S = 30.0
 # allocation MILPs timed for controller_solve_ms
@@ -122,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.fleets > args.workers or args.growth <= 1.0 or args.max_rps < args.start_rps:
         raise UsageError("--fleets must be at most --workers, --growth above 1, --max-rps at least --start-rps")
+    if (each := args.start_rps * args.step_s / args.load_processes) < MIN_REQUESTS_A_STEP:
+        raise UsageError(
+            f"--start-rps {args.start_rps:g} for --step-s {args.step_s:g} s over"
+            f" {counted(args.load_processes, 'load process', 'load processes')} is {each:.3g} requests a load process"
+            f" in a measured step: at least {MIN_REQUESTS_A_STEP} are needed to tell whether the engine kept up;"
+            " raise --start-rps or --step-s, or lower --load-processes"
+        )
     with tempfile.TemporaryDirectory(prefix="argus-bench-scale-") as tmp:
         result = _measure(args, Path(tmp))
     _report(args, result)
