@@ -43,6 +43,9 @@ from engine.plurals import counted
 from engine.whole_files import written_or_exit
 from workers.limits import DEFAULT_STEPS
 
+# every this many'th sample of each level is held out to score the trial fit
+_HELD_OUT_EVERY = 5
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("samples", help="JSONL of profiled samples (similarity, level, quality, prompt)")
@@ -119,10 +122,18 @@ def run(args: argparse.Namespace) -> int:
     headers = ["level", "held-out", f"share >= {args.target:g}", "trained accuracy"]
     if reference is not None:
         headers.append(f"table ({reference_name}) accuracy")
-    print(f"held-out samples: every 5th of each level, {len(held_out)} of {len(samples)}")
+    print(f"held-out samples: every {_HELD_OUT_EVERY}th of each level, {len(held_out)} of {len(samples)}")
     print(f"features: {', '.join(model.features)}")
     print(f"similarities: {_whose_similarities(embedder, made)}")
-    print(table(headers, rows))
+    if rows:
+        print(table(headers, rows))
+    if unscored := sorted({s.level for s in samples} - {s.level for s in held_out}):
+        # an empty table was printed, headers alone, and no word of why: a level of under 5 samples holds none out
+        which = "any level" if not rows else f"levels {', '.join(map(str, unscored))}"
+        print(
+            f"accuracy not scored at {which}: too few samples (fewer than {_HELD_OUT_EVERY} at each), and every"
+            f" {_HELD_OUT_EVERY}th of a level is held out to score it (profile more prompts: argus profile quality)"
+        )
     written_or_exit("argus train-predictor", "predictor", args.out, lambda: model.save(args.out))
     print(f"predictor written to {args.out}")
     return 0
@@ -194,7 +205,7 @@ def _split(samples: list[QualitySample]) -> tuple[list[QualitySample], list[Qual
     seen: Counter[int] = Counter()
     for s in samples:
         seen[s.level] += 1
-        (held_out if seen[s.level] % 5 == 0 else training).append(s)
+        (held_out if seen[s.level] % _HELD_OUT_EVERY == 0 else training).append(s)
     return training, held_out
 
 

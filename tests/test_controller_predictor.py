@@ -132,6 +132,29 @@ def test_train_predictor_holds_out_every_level_of_samples_in_profile_quality_ord
     assert scored == {k: 12 for k in ALL_STORED}  # every level scored, on a fifth of its 60 samples
 
 
+@pytest.mark.parametrize(("prompts", "unscored"), [(4, "any level"), (6, "levels 20, 25")])
+def test_train_predictor_says_which_levels_have_too_few_samples_to_score(tmp_path, capsys, prompts, unscored):
+    """A level of fewer than 5 samples holds none out: with every level so, an empty table was printed, its headers
+    alone, and no word of why."""
+    rng = random.Random(6)
+    rows = []
+    for i in range(prompts):
+        s, prompt = rng.uniform(0.55, 1.0), _prompt(rng)
+        levels = ALL_STORED if i < 4 else ALL_STORED[:3]  # 20 and 25: 4 samples each
+        rows += [QualitySample(s, k, MODEL.quality(k, s, prompt), prompt) for k in levels]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(vars(s)) + "\n" for s in rows))
+    parser = argparse.ArgumentParser()
+    train_predictor.add_arguments(parser)
+    assert train_predictor.run(parser.parse_args([str(samples), "--out", str(tmp_path / "model.json")])) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"accuracy not scored at {unscored}: too few samples (fewer than 5 at each), and every 5th of a level is held"
+        " out to score it (profile more prompts: argus profile quality)\n"
+    ) in printed
+    assert ("trained accuracy" in printed) is (unscored != "any level")  # no table of headers alone
+
+
 def test_train_predictor_scores_the_features_of_the_predictor_it_writes(tmp_path, capsys):
     # one sample that names no neighbour's prompt, held out (every fifth of its level): the trial fit, on the rest,
     # took word overlap, and scoring that sample failed the command in a ValueError traceback
