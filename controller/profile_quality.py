@@ -59,7 +59,7 @@ from engine.arg_types import (
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS
 from engine.plurals import counted
-from engine.whole_files import output_of_this_process, written_or_exit, written_whole
+from engine.whole_files import is_stream, output_of_this_process, written_or_exit, written_whole
 from engine.worker_command import check_worker_backend
 from protocols.limits import MAX_BATCH
 from workers.model_folder import clip_model_problem
@@ -92,7 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch", type=batch_size, default=4, help=f"images per batch sent to the worker, 1 to {MAX_BATCH} (default 4)"
     )
-    parser.add_argument("--out", required=True, type=output_file, help="where to write the samples (JSONL)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=output_file,
+        help="the file to write the samples to (JSONL; their provenance beside it, FILE.provenance.json)",
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--out {args.out} is where this command prints its progress and summary: give a file (the samples'"
             " provenance is written beside it)"
+        )
+    if is_stream(args.out):
+        # a stream has no file beside it: the provenance went to /dev/null.provenance.json, made in /dev as root,
+        # and refused to others after the whole run
+        raise UsageError(
+            f"--out {args.out} is not a file (a device or a pipe): the samples' provenance is written beside them, in"
+            " FILE.provenance.json; give a file"
         )
     prompts = read_user_file(load_prompts, args.prompts)[: args.limit]
     if len(prompts) < 2:

@@ -110,6 +110,20 @@ def test_samples_to_this_commands_own_output_are_refused_before_measuring(tmp_pa
     assert not Path("/dev/stdout.provenance.json").exists()
 
 
+def test_samples_to_a_stream_are_refused_before_measuring_their_provenance_having_no_file_beside_it(tmp_path, capsys):
+    """`--out /dev/null` had the provenance written to /dev/null.provenance.json: made in /dev as root, refused to
+    others after the whole run."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"{p}\n" for p in PROMPTS))
+    command = ["profile", "quality", str(prompts), "--clip", str(tmp_path / "clip"), "--out", "/dev/null"]
+    assert main(command) == 2
+    assert (
+        "argus profile quality: error: --out /dev/null is not a file (a device or a pipe): the samples' provenance is"
+        " written beside them, in FILE.provenance.json; give a file\n"
+    ) == capsys.readouterr().err
+    assert not Path("/dev/null.provenance.json").exists()
+
+
 def test_samples_whose_write_fails_leave_the_last_ones_whole(tmp_path):
     """The samples were written in place, line by line: a write cut short (Ctrl-C, a full disk; here a value JSON
     cannot hold, half-way through) left the first lines of the new samples where the last run's were, which
