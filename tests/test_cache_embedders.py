@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,35 @@ def test_clip_reads_the_text_half_of_a_whole_clip_folder(tmp_path):
         projected = whole.text_projection(whole.text_model(**tokens).pooler_output)
     expected = torch.nn.functional.normalize(projected, dim=-1).numpy()
     np.testing.assert_allclose(embedder.embed(PROMPTS[:3]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [None, "text_model.extra"])
+def test_a_whole_clip_folders_vision_half_is_left_without_a_report_and_any_other_tensor_unused_is_reported(
+    tmp_path, extra
+):
+    """Every load of a whole CLIP folder as the clip embedder printed transformers' report of some 200 lines of the
+    vision tensors its text half does not use, noise that hid what else it said."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    save_tiny_clip(tmp_path)
+    if extra:  # a tensor of no model: still reported
+        weights = tmp_path / "model.safetensors"
+        save_file({**load_file(weights), extra: torch.zeros(2)}, weights)
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    transformers_log = logging.getLogger("transformers")
+    transformers_log.addHandler(handler)
+    try:
+        make_embedder("clip", str(tmp_path))
+    finally:
+        transformers_log.removeHandler(handler)
+    (report,) = [line for line in said if "LOAD REPORT" in line] or [None]
+    if extra is None:
+        assert report is None, report
+    else:
+        assert extra in report and "vision_model" not in report and "logit_scale" not in report
 
 
 def test_minilm_pools_over_a_prompts_own_tokens_alone(tmp_path):

@@ -161,11 +161,11 @@ class ClipEmbedder(_TorchEmbedder):
 
     def __init__(self, model_path: str, device: str = "cpu"):
         super().__init__(device)
-        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+        from transformers import CLIPTokenizer
 
         with loading(model_path, "a CLIP text encoder"):
             self._tokenizer = CLIPTokenizer.from_pretrained(model_path, local_files_only=True)
-            model = load_pretrained(CLIPTextModelWithProjection, model_path, config=_text_config(model_path))
+            model = load_pretrained(_clip_text_model_class(), model_path, config=_text_config(model_path))
         self._model = model.to(device).eval()
         self.dim = int(self._model.config.projection_dim)
         self.identity = embedder_folder_id(self.name, model_path)
@@ -180,6 +180,18 @@ class ClipEmbedder(_TorchEmbedder):
             prompts, padding=True, truncation=True, max_length=self._max_tokens, return_tensors="pt"
         )
         return self._model(input_ids=batch["input_ids"].to(self._device)).text_embeds
+
+
+def _clip_text_model_class():
+    """CLIPTextModelWithProjection, taking a whole CLIP folder's vision half as the text half's to leave: transformers
+    printed a report of some 200 lines of the vision tensors it did not use at every load of one. Any other tensor it
+    does not use, or lacks, is still reported."""
+    from transformers import CLIPTextModelWithProjection
+
+    class ClipTextModel(CLIPTextModelWithProjection):
+        _keys_to_ignore_on_load_unexpected = [r"^vision_model\.", r"^visual_projection\.", r"^logit_scale$"]
+
+    return ClipTextModel
 
 
 def _text_config(model_path: str):
