@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -27,6 +28,11 @@ from typing import NamedTuple
 _BLOCK = 4096
 # a schedule is held in memory: more arrivals than this is a mistyped rate, not a run
 MAX_ARRIVALS = 10_000_000
+# numpy draws a gamma gap of shape k below 1 from a uniform's power U^(1/k), which is 0 once it passes the smallest
+# float, e^-744: a share e^(-744 k) of the gaps, k = 1/cv^2. Past MAX_CV more than half round to 0, and the schedule
+# is bursts at one instant: --max-requests 5 at cv 1e6 sent all 5 at once, no rate offered, --rate unheeded
+_LOG_SMALLEST = math.log(sys.float_info.min * sys.float_info.epsilon)
+MAX_CV = math.sqrt(-_LOG_SMALLEST / math.log(2))
 
 
 class Arrival(NamedTuple):
@@ -64,6 +70,12 @@ def gamma(
     shape, scale = (1.0 / (cv * cv) if cv * cv > 0 else math.inf), cv * cv / rate
     if not (0 < shape < math.inf and 0 < scale < math.inf):
         raise ValueError(f"no gamma gaps can be drawn for cv {cv:g} at rate {rate:g}/s: floats cannot hold them")
+    if cv > MAX_CV:
+        zero = math.exp(_LOG_SMALLEST * shape)
+        raise ValueError(
+            f"cv {cv:g} rounds more than half the gaps to 0 ({zero * 100:.3g}%): the arrivals would come in bursts at"
+            f" one instant, not at {rate:g}/s; ask for a cv of at most {math.floor(MAX_CV)}"
+        )
     rng = np.random.default_rng(seed)
     limit = math.inf if max_requests is None else max_requests
     horizon = math.inf if duration_s is None else duration_s
@@ -72,12 +84,12 @@ def gamma(
     while len(offsets) < limit:
         block = now + np.cumsum(rng.gamma(shape, scale, _BLOCK))
         offsets.extend(float(t) for t in block if t <= horizon)
-        # a huge cv (1e6: shape 1e-12) rounds nearly every gap to 0, so the draws never reach the horizon: the
-        # expected count checked above does not bound them, and the run drew until memory ran out (22 GB)
+        # a large cv bunches arrivals: the expected count checked above does not bound them, and with a cv that
+        # rounded nearly every gap to 0 (1e6, before MAX_CV) the run drew until memory ran out (22 GB)
         if len(offsets) > MAX_ARRIVALS:
             raise ValueError(
-                f"cv {cv:g} at rate {rate:g}/s draws more than {MAX_ARRIVALS:,} arrivals (nearly every gap rounds to"
-                " 0): ask for a smaller cv"
+                f"cv {cv:g} at rate {rate:g}/s draws more than {MAX_ARRIVALS:,} arrivals (bunched far past the rate's"
+                " count): ask for a smaller cv"
             )
         if block[-1] > horizon:
             break

@@ -93,7 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "engine's default steps: --steps does not scale it",
     )
     load.add_argument(
-        "--cv", type=positive_float, help="with --arrivals gamma: coefficient of variation of the gaps (default 1)"
+        "--cv",
+        type=positive_float,
+        help="with --arrivals gamma: coefficient of variation of the gaps, at most 32 (default 1)",
     )
     load.add_argument("--trace", metavar="FILE", help="TIMESTAMP CSV or offset_ms[,prompt_index] lines")
     load.add_argument(

@@ -191,8 +191,21 @@ def test_shape_thins_by_default_and_rejects_an_unknown_mode():
 
 
 @pytest.mark.timeout(60)
-def test_a_cv_so_large_its_gaps_round_to_zero_is_refused_not_drawn_forever(monkeypatch):
-    """cv 1e6 rounds nearly every gap to 0: the draws never reached duration_s and took memory until none was left."""
-    monkeypatch.setattr(arrivals, "MAX_ARRIVALS", 50_000)
-    with pytest.raises(ValueError, match="cv 1e\\+06 at rate 5/s draws more than 50,000 arrivals"):
-        arrivals.gamma(5.0, 1e6, seed=0, duration_s=2.0)
+@pytest.mark.parametrize("end", [{"duration_s": 2.0}, {"max_requests": 5}])
+def test_a_cv_so_large_most_of_its_gaps_round_to_zero_is_refused(end):
+    """cv 1e6 rounds nearly every gap to 0: the draws never reached duration_s and took memory until none was left;
+    with max_requests, all were drawn at one instant, and the run sent them at once, no rate offered."""
+    said = "cv 1e\\+06 rounds more than half the gaps to 0 \\(100%\\): the arrivals would come in bursts at one instant"
+    with pytest.raises(ValueError, match=f"^{said}, not at 5/s; ask for a cv of at most 32$"):
+        arrivals.gamma(5.0, 1e6, seed=0, **end)
+    # the share said is the share drawn: 50% at 32.8, where the refusals start
+    gaps = np.random.default_rng(0).gamma(1 / 32**2, 1.0, 100_000)
+    assert np.mean(gaps == 0) == pytest.approx(0.483, abs=0.01)
+    assert len(arrivals.gamma(5.0, 32, seed=0, max_requests=5)) == 5
+
+
+@pytest.mark.timeout(60)
+def test_arrivals_a_large_cv_bunches_past_what_a_schedule_holds_are_refused_not_drawn_forever(monkeypatch):
+    monkeypatch.setattr(arrivals, "MAX_ARRIVALS", 100)  # seed 9 draws 637 in 2 s at 5/s
+    with pytest.raises(ValueError, match="cv 30 at rate 5/s draws more than 100 arrivals"):
+        arrivals.gamma(5.0, 30, seed=9, duration_s=2.0)

@@ -38,6 +38,8 @@ def parsed(*argv: str) -> argparse.Namespace:
         # squared, each leaves the floats: it was a ZeroDivisionError traceback
         (["--rate", "1", "--arrivals", "gamma", "--cv", "1e-200", "--duration-s", "1"], "for cv 1e-200 at rate 1/s"),
         (["--rate", "1", "--arrivals", "gamma", "--cv", "1e200", "--duration-s", "1"], "for cv 1e+200 at rate 1/s"),
+        # all 5 drawn at one instant, and sent at once: no rate offered
+        (["--rate", "1", "--arrivals", "gamma", "--cv", "1e6", "--max-requests", "5"], "cv 1e+06 rounds more than"),
         # it ran a Poisson schedule (gap CV 0.97 for --cv 4) without a word
         (["--rate", "1", "--cv", "4", "--duration-s", "1"], "--cv is for --arrivals gamma, not poisson"),
         (["--trace", "t.csv", "--cv", "4"], "--cv is for --arrivals gamma, not trace"),
