@@ -47,10 +47,10 @@ from engine.loss_lines import LossLines
 from engine.metrics import EngineMetrics
 from engine.queue_moves import discard, put_back, take_out, take_with_mates
 from engine.request_names import clipped, failed_batch_line
+from engine.worker_fit import as_asked, refusal
 from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
 from protocols.client_messages import Cancelled
-from protocols.image_header import mismatch
 from protocols.worker_messages import (
     REFUSED,
     Abort,
@@ -58,9 +58,7 @@ from protocols.worker_messages import (
     ItemCancelled,
     ItemDone,
     ItemFailed,
-    ItemOutcome,
 )
-from workers.limits import SizeLimits, input_refusal
 
 log = logging.getLogger("argus.dispatcher")
 
@@ -233,7 +231,7 @@ class Dispatcher:
         """Queues the job on a worker (None: it waits for one, or it was answered) without sending anything.
         `siblings_on`: the workers the images of its request before it were just queued on."""
         worker = self._picks.pick(job, siblings_on)
-        if worker is not None and (refused := self._refusal(job.request, worker)):
+        if worker is not None and (refused := refusal(job.request, worker)):
             # admitted before any worker said which sizes it takes and which step counts its scheduler cannot run,
             # when admission could not check them: refused as admission refuses them (engine/admission.py). Sent, the
             # worker refused the batch, and the client got a 500 worker_error for its own bad input
@@ -256,11 +254,6 @@ class Dispatcher:
         self._picks.file(worker)
         self._urgency.push(job, self._timing.add_queued(job, now), len(self._live), self._is_queued)
         return worker
-
-    @staticmethod
-    def _refusal(request: AdmittedRequest, worker: WorkerHandle) -> tuple[str, str] | None:
-        hello = worker.hello
-        return input_refusal(request.width, request.height, request.steps, SizeLimits.of(hello), hello.refused_steps)
 
     def _is_queued(self, job: Job) -> bool:
         """Waiting in a worker's queue: not sent, not answered (its request may be done before its retirement
@@ -499,7 +492,7 @@ class Dispatcher:
             if job is None:
                 continue
             if isinstance(outcome, ItemDone):
-                outcome = self._as_asked(worker, job, outcome)
+                outcome = as_asked(worker, job, outcome)
                 unasked |= isinstance(outcome, ItemFailed)
             made |= isinstance(outcome, ItemDone)
             if isinstance(outcome, ItemFailed):
@@ -523,17 +516,6 @@ class Dispatcher:
         if failing_workers.judge(worker, made, failed) and worker.ready:
             self._take_out(worker)
         self._pump(worker)
-
-    @staticmethod
-    def _as_asked(worker: WorkerHandle, job: Job, done: ItemDone) -> ItemOutcome:
-        """The image, or the worker's failure to make it when its header says it is not the image its batch asked
-        for: a worker of another build or model folder, or a buggy backend, may answer any bytes, and the client
-        got them as its image. The failure is the one a worker says it had (worker_error, naming what came)."""
-        key = job.key
-        problem = mismatch(done.image, key.output_format, key.width, key.height)
-        if problem is None:
-            return done
-        return ItemFailed(done.request_id, "unasked_image", f"worker {worker.name} answered {problem}")
 
     def _settle(self, worker: WorkerHandle, job: Job, message: ItemDone | ItemFailed) -> None:
         self._live.pop(job.job_id)
