@@ -5,7 +5,7 @@ Moving up a level (argus only; a job's fallbacks are the latents its neighbour h
 plan gave a level below its K* goes back to K* when it must queue, since that upgrade is only worth spare
 capacity. A job that would miss its deadline behind the jobs queued before it moves up to the lowest fallback
 that makes it. A job that cannot make it any more is answered `deadline_exceeded` at once (unless the engine is
-told to serve late). A job late behind costlier ones sheds them (too_late). A batch is the largest that still meets
+told to serve late). A job late behind costlier ones sheds them (answer_late). A batch is the largest that still meets
 the deadline of every job in it.
 
 A level the profile lacks (or no profile at all) counts as taking no time: its jobs are answered
@@ -14,7 +14,7 @@ A level the profile lacks (or no profile at all) counts as taking no time: its j
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from controller.profiles import LatencyProfile
 from engine.dispatch_index import FreeAt, QueuedWork
@@ -257,13 +257,13 @@ class DispatchTiming:
         rank = self._place(job, now)
         ahead = wait + self._work_before(rank)
         if not self._makes_it(job, now, ahead) and self._queued_work.costlier_up_to(rank, self._cheapest_seconds(job)):
-            ahead = wait  # late only behind costlier jobs: the next sweep weighs it against them (too_late)
+            ahead = wait  # late only behind costlier jobs: the next sweep weighs it against them (answer_late)
         return self.still_wanted(job, now, wait, ahead)
 
-    def too_late(self, queued: Iterable[Job], now: float) -> Iterator[Job]:
-        """Of the jobs queued, in the order the workers will take them, those that can no longer meet their
-        deadline, or are shed so that more jobs meet theirs (each answered as it is met; one that makes it by
-        moving up a level is moved). Each is judged behind the ones kept before it, shared among the workers.
+    def answer_late(self, queued: Iterable[Job], now: float) -> None:
+        """Answers, of the jobs queued, in the order the workers will take them, those that can no longer meet their
+        deadline, or are shed so that more jobs meet theirs (each as it is met; one that makes it by moving up a
+        level is moved). Each is judged behind the ones kept before it, shared among the workers.
 
         A job late behind them (even moved up as far as it may go) sheds the costliest job with a deadline kept
         before it while that one takes longer than it would: the rule that serves the most jobs in time on one machine
@@ -288,17 +288,14 @@ class DispatchTiming:
                         break
                     seconds, costlier = shed
                     before -= seconds  # its seconds leave the work before this job
-                    if not costlier.request.done:
-                        self.deadline_exceeded(
-                            costlier.request, "shed", "the request was shed so that more requests meet their deadline"
-                        )
-                        yield costlier
+                    self.deadline_exceeded(
+                        costlier.request, "shed", "the request was shed so that more requests meet their deadline"
+                    )
                     before -= kept.drop(costlier.request)  # its other images kept before this job go with it
                     if job.request.done:  # it shed an image of its own request: no other is shed for one answered
                         break
                 if not self.still_wanted(job, now, wait, wait + before / workers):
                     before -= kept.drop(job.request)
-                    yield job
                     continue
             seconds = self._image_seconds(job.start, job.request.steps)
             before += seconds

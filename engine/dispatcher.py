@@ -33,7 +33,8 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from controller.profiles import LatencyProfile
 from controller.quality_estimate import QualityEstimate
@@ -102,6 +103,8 @@ class Dispatcher:
         self._clock = clock
         self._pending: deque[Job] = deque()
         self._rerouting: deque[Job] | None = None  # jobs to route again, while _route_again runs
+        # while requests are answered together (by the sweep, a cancel): their queued jobs, to take out at its end
+        self._leaving: list[Job] | None = None
         self.loss_lines = LossLines()  # workers lost together, said in one line
         self._live: dict[str, Job] = {}
         # the images of the requests admitted and not answered, made ones too (held for the reply): what --max-queue
@@ -136,7 +139,7 @@ class Dispatcher:
     # -- requests ------------------------------------------------------------
     def admit(self, request: AdmittedRequest) -> None:
         """Counts the request's images against the queue bound; they wait for `route`."""
-        request.future.add_done_callback(lambda _: self._retire(request))
+        request.on_answered = self._retire
         self._unanswered_images += len(request.jobs)
         for job in request.jobs:
             self._live[job.job_id] = job
@@ -171,17 +174,27 @@ class Dispatcher:
         self._route(request.jobs)
 
     def cancel(self, *requests: AdmittedRequest) -> None:
-        """Answers the requests Cancelled, their queued jobs taken out of the queues together first: searched for
-        there one by one as each request retired, in no order of the queue's, a stop's 20,000 held the loop 3.6-4 s."""
-        self._unqueue([job for request in requests for job in request.jobs if self._is_queued(job)])
-        for request in requests:
-            request.finish(Cancelled(request.spec.request_id))
+        """Answers the requests Cancelled, their queued jobs leaving the queues together: searched for there one by
+        one as each request retired, in no order of the queue's, a stop's 20,000 held the loop 3.6-4 s."""
+        with self._answered_together():
+            for request in requests:
+                request.finish(Cancelled(request.spec.request_id))
 
     def cancel_all(self) -> int:
         """Answers every request in flight Cancelled; how many there were."""
         requests = {job.request for job in self._live.values()}
         self.cancel(*requests)
         return len(requests)
+
+    @contextmanager
+    def _answered_together(self) -> Iterator[None]:
+        """The jobs queued of the requests answered within leave their queues at its end, each queue read once."""
+        self._leaving = []
+        try:
+            yield
+        finally:
+            leaving, self._leaving = self._leaving, None
+            self._unqueue(leaving)
 
     def _retire(self, request: AdmittedRequest) -> None:
         """The request has its reply: drop what is left of it, abort what runs."""
@@ -194,8 +207,9 @@ class Dispatcher:
             if job.worker is None:
                 discard(self._pending, job)
             elif job.batch_id is None:
-                # not searched for once taken out (_unqueue, by the sweep or a cancel): it is counted while queued
-                if self._timing.remove_queued(job):
+                if self._leaving is not None:
+                    self._leaving.append(job)  # taken out with the others answered together, not searched for
+                elif self._timing.remove_queued(job):  # not searched for once taken out (_unqueue)
                     discard(job.worker.queue, job)
                 self._picks.file(job.worker)
             else:
@@ -217,6 +231,8 @@ class Dispatcher:
         touched: dict[WorkerHandle, None] = {}
         spread = SpreadOver()
         for job in jobs:
+            if job.job_id not in self._live:
+                continue  # its request was answered as the jobs before it were queued (refused, or past its deadline)
             worker = self._enqueue(job, spread)
             if worker is not None:
                 touched[worker] = None
@@ -256,9 +272,8 @@ class Dispatcher:
         return worker
 
     def _is_queued(self, job: Job) -> bool:
-        """Waiting in a worker's queue: not sent, not answered (its request may be done before its retirement
-        runs), not waiting for a worker."""
-        return job.worker is not None and job.batch_id is None and not job.request.done and job.job_id in self._live
+        """Waiting in a worker's queue: not sent, not answered, not waiting for a worker."""
+        return job.worker is not None and job.batch_id is None and job.job_id in self._live
 
     def _pump(self, worker: WorkerHandle) -> None:
         while worker.ready and self._has_room(worker, self._clock()) and self._send_most_urgent(worker):
@@ -330,10 +345,10 @@ class Dispatcher:
                     batch.append(job)
                     limit = fits
                     continue
-            if job.job_id in self._live:
-                kept.append(job)
-        put_back(worker.queue, kept)
-        return batch
+            kept.append(job)
+        # still_wanted answering a job answers its request: its other jobs, in the batch or put aside, are gone too
+        put_back(worker.queue, [job for job in kept if job.job_id in self._live])
+        return [job for job in batch if job.job_id in self._live]
 
     def _on_last_try(self, job: Job) -> bool:
         """Whether the job's next send is its last try, after sends that did not answer it: it then runs in a batch of
@@ -500,10 +515,7 @@ class Dispatcher:
                 failures.append((job.request.spec.request_id, outcome))
             if isinstance(outcome, ItemCancelled):
                 owed.append(job)
-            elif job.job_id in self._live and not job.request.done:
-                # not once its request is answered: it leaves _live only as its retirement runs, a loop turn later, and
-                # an image that came meanwhile (an image of its failed first in this batch, or a worker's answer read
-                # in the same turn as a cancel) was counted in argus_images_total, and cached, for no reply
+            elif job.job_id in self._live:
                 self._settle(worker, job, outcome)
         if unasked:
             self._metrics.bad_messages.labels("worker").inc()
@@ -570,11 +582,11 @@ class Dispatcher:
             elif now - job.waiting_since > self._config.no_worker_timeout_s:
                 job.request.fail("no_worker", "no worker was available to serve this request")
         # every queued job, judged in the order the workers will take them, each behind the ones before it
-        self._unqueue(list(self._timing.too_late(self._urgency.in_order(self._is_queued), now)))
+        with self._answered_together():
+            self._timing.answer_late(self._urgency.in_order(self._is_queued), now)
 
     def _unqueue(self, jobs: list[Job]) -> None:
-        """Takes the queued jobs out of their queues, each queue read once; their requests' retirement then does not
-        search for them there."""
+        """Takes the queued jobs out of their queues, each queue read once."""
         for job in jobs:
             self._timing.remove_queued(job)
         for worker in take_out(jobs):

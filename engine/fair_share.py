@@ -138,7 +138,7 @@ class FairClock:
 
 
 class KeptJobs:
-    """The jobs with a deadline Moore-Hodgson's rule keeps as it goes down the queue (dispatch_timing.too_late), the
+    """The jobs with a deadline Moore-Hodgson's rule keeps as it goes down the queue (dispatch_timing.answer_late), the
     costliest (then the latest) first: of every client, for a job that ranks by its deadline, or of the job's own
     client, for one its client's fair point put back. That one is late because its client sends more than its share,
     and sheds none of another client's jobs for it: shedding any costlier job, a flood of hits shed a light client's

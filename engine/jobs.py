@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -152,6 +153,9 @@ class AdmittedRequest:
     resumer: int = 0  # the image its level was chosen for (image_of); the others run in full (Dispatcher.route)
     latents_cached: bool = False
     client: str = ""  # who sent it, as its front door names clients (engine/client_shares.py)
+    # called as it is answered, not as a done-callback of its future a loop turn later: the dispatcher drops its jobs
+    # then, and an image of it given back or answered meanwhile was routed again, or counted, for no reply
+    on_answered: Callable[[AdmittedRequest], None] | None = None
 
     def __post_init__(self) -> None:
         self.jobs = [
@@ -174,6 +178,8 @@ class AdmittedRequest:
         if self.done:
             return False
         self.future.set_result(reply)
+        if self.on_answered is not None:
+            self.on_answered(self)
         return True
 
     def fail(self, code: str, message: str) -> bool:

@@ -605,7 +605,7 @@ async def test_retiring_a_job_answered_as_it_was_routed_does_not_describe_the_wh
     h.add_worker("a", max_batch=1)
     h.request(slo_ms=10_000)  # the worker is busy for 1 s
     doomed = h.request(slo_ms=1_500)  # answered at once: it has a worker but is in no queue
-    await settle()  # its retirement runs
+    await settle()
     assert doomed.future.result().code == "deadline_exceeded"
     # a deque's remove() names an item it lacks by its repr, which runs over every job and worker it reaches
     assert described == []

@@ -1,5 +1,5 @@
-"""argus_images_total counts the images delivered: not one a worker made for a request already answered, though its
-request's retirement (a done-callback) has not yet run when the image comes."""
+"""argus_images_total counts the images delivered: not one a worker made for a request already answered earlier in the
+same batch's answer, or in the same loop turn."""
 
 from dispatcher_harness import Harness, settle
 from pictures import image_as_asked
