@@ -60,7 +60,7 @@ from engine.config import (
 from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
 from engine.image_files import MIN_STORE_BYTES
 from engine.log_setup import LOG_FORMATS, configure_logging
-from engine.log_thread import stop_log_thread
+from engine.log_thread import standard_error_stalled, stop_log_thread
 from engine.open_files import allow_engine_open_files
 from engine.quick_exit import exit_at_once
 from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
@@ -576,7 +576,7 @@ def _say_last(args: argparse.Namespace, line: str) -> None:
         # word of why
         logger = logging.getLogger("argus")
         logger.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "%s", (line,), None))
-    else:
+    elif not standard_error_stalled():  # a print would wait for ever (engine/log_thread.py), and the exit with it
         # a standard error that takes nothing (a log file's full disk, a pipe whose reader went away) must not change
         # the exit code: the OSError ended the command with 1, where a supervisor told 2 not to start it again
         with contextlib.suppress(OSError):

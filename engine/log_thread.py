@@ -9,7 +9,10 @@ JSON format alike) and queued; the queue is bounded, so a standard error stalled
 memory: a record it has no room for is dropped and counted, and one line says how many, in its place in the order,
 once the writing has caught up with those before them. Stopped (the command ending, by any path, or
 logging.shutdown at exit and in engine/quick_exit.py), it writes all it holds first, and any record after is written
-at once, on the thread that logs it, as every other command's are."""
+at once, on the thread that logs it, as every other command's are. Unless standard error took nothing for STALL_S
+meanwhile: what it holds is then given up, and any record after is dropped, so that nothing waits on a standard error
+stalled for good (a reader stopped, a pipe nobody reads): the stop waited for it, and an engine told to stop
+(SIGTERM) never exited, nor did a worker."""
 
 from __future__ import annotations
 
@@ -22,24 +25,30 @@ from typing import TextIO
 # lines held while standard error takes nothing: a burst's worth (start-up, a fleet's restarts), 0.75 MB of one-line
 # records (measured, JSON)
 QUEUED_LINES = 1000
+# how long a stop waits for standard error to take a line (a slow one is waited for as long as it takes them)
+STALL_S = 5.0
 
 
 class LogThread(QueueHandler):
     """A root handler whose records a thread writes to `stream`, at most `size` of them waiting."""
 
-    def __init__(self, formatter: logging.Formatter, stream: TextIO, size: int = QUEUED_LINES) -> None:
-        # the records come formatted: the writer writes each as it is (Python's default format, the message alone)
-        self._writer = logging.StreamHandler(stream)
+    def __init__(
+        self, formatter: logging.Formatter, stream: TextIO, size: int = QUEUED_LINES, stall_s: float = STALL_S
+    ) -> None:
+        self._writer = _LineWriter(stream)
         super().__init__(queue.Queue(size))
         self.setFormatter(formatter)
         self._dropped = 0
+        self._stall_s = stall_s
+        self.stalled = False  # a stop found standard error taking nothing: records are dropped from then on
         self._drops_lock = threading.Lock()  # the threads that log, and the writer's, count and tell drops
         self._listener: _WritingThread | None = _WritingThread(self.queue, self._writer, self)
         self._listener.start()
 
     def enqueue(self, record: logging.LogRecord) -> None:
         if self._listener is None:  # stopped (the handler's lock is held here, as in stop)
-            self._writer.handle(record)
+            if not self.stalled:
+                self._writer.handle(record)
             return
         with self._drops_lock:
             self._queue_dropped_line()
@@ -58,13 +67,15 @@ class LogThread(QueueHandler):
             self._dropped = 0
 
     def stop(self) -> None:
-        """Writes all that is queued and ends the thread: a record logged after is written at once."""
+        """Writes all that is queued and ends the thread: a record logged after is written at once (dropped, if
+        standard error took nothing for STALL_S meanwhile)."""
         with self.lock:  # no record is queued meanwhile: those waiting are written after all before them
             if self._listener is None:
                 return
-            self._listener.stop()
+            self.stalled = not self._listener.stop_unless_stalled(self._stall_s)
             self._listener = None
-            if self._dropped:  # dropped after the last record queued: the writer met no empty queue since
+            # dropped after the last record queued: the writer met no empty queue since
+            if self._dropped and not self.stalled:
                 self._writer.handle(self._dropped_line())
                 self._dropped = 0
 
@@ -92,8 +103,23 @@ class LogThread(QueueHandler):
         return self.prepare(record)
 
 
+class _LineWriter:
+    """Writes each record as a line (they come formatted: the message alone). Not a logging.StreamHandler:
+    logging.shutdown takes every handler's lock at exit, and a write standard error never took held the writer's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def handle(self, record: logging.LogRecord) -> None:
+        try:
+            self._stream.write(f"{record.getMessage()}\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # a standard error that takes nothing (its reader gone, a full disk, closed) is told on no other
+
+
 class _WritingThread(QueueListener):
-    def __init__(self, records: queue.Queue, writer: logging.Handler, handler: LogThread) -> None:
+    def __init__(self, records: queue.Queue, writer: _LineWriter, handler: LogThread) -> None:
         super().__init__(records, writer)
         self._handler = handler
 
@@ -102,8 +128,24 @@ class _WritingThread(QueueListener):
             self._handler.queue_dropped_line()
         return super().dequeue(block)
 
-    def enqueue_sentinel(self) -> None:
-        self.queue.put(self._sentinel)  # waits for room, as the records before it are written
+    def stop_unless_stalled(self, stall_s: float) -> bool:
+        """Writes what is queued and ends the thread, or gives up once no line was written for `stall_s` (the thread
+        stays, waiting on standard error, and ends with the process): whether all was written."""
+        while True:  # room for the end's mark, as the records before it are written
+            queued = self.queue.qsize()
+            try:
+                self.queue.put(self._sentinel, timeout=stall_s)
+                break
+            except queue.Full:
+                if self.queue.qsize() >= queued:
+                    return False
+        while self._thread is not None and self._thread.is_alive():
+            queued = self.queue.qsize()
+            self._thread.join(stall_s)
+            if self._thread.is_alive() and self.queue.qsize() >= queued:
+                return False
+        self._thread = None
+        return True
 
 
 def stop_log_thread() -> None:
@@ -112,3 +154,8 @@ def stop_log_thread() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, LogThread):
             handler.stop()
+
+
+def standard_error_stalled() -> bool:
+    """Whether a stop found standard error taking nothing: a line printed there would wait for ever."""
+    return any(isinstance(handler, LogThread) and handler.stalled for handler in logging.getLogger().handlers)

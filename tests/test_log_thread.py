@@ -4,8 +4,10 @@ any of a process's exits."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -147,3 +149,56 @@ def test_every_line_is_written_at_exit_in_either_format(exit_by, code):
             assert [line.rpartition(": ")[2] for line in lines[:200]] == [f"line {n}" for n in range(200)]
             assert " ERROR argus.test[" in lines[200] and lines[200].endswith("]: failed")
             assert lines[-1] == "ValueError: as it happened"
+
+
+def test_a_stop_gives_up_on_a_standard_error_that_takes_nothing_and_drops_what_comes_after():
+    gate = _Gate()
+    handler = LogThread(logging.Formatter("%(message)s"), gate, size=3, stall_s=0.1)
+    logger = logging.Logger("argus.test")
+    logger.addHandler(handler)
+    logger.info("taken by the writer, never written")
+    gate.begun()
+    logger.info("queued")
+    handler.stop()  # waited for the writer for ever
+    assert handler.stalled
+    logger.info("after")  # written at once, it waited on the writer's stalled standard error for ever
+    for _ in range(10):
+        gate.let.release()
+    handler.close()
+    assert "after" not in gate.lines
+
+
+_STALLED_EXIT = textwrap.dedent(
+    """
+    import logging, sys
+    from engine.log_setup import configure_logging
+    from engine.log_thread import stop_log_thread
+
+    configure_logging("INFO", "text", threaded=True)
+    log = logging.getLogger("argus.test")
+    for n in range(5000):
+        log.info("line %d %s", n, "x" * 100)
+    stop_log_thread()
+    log.info("after the stop")
+    print("stopped", flush=True)
+    sys.exit(5)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_process_whose_standard_error_is_not_read_still_exits():
+    """Before, its stop waited for the writer to write all it held, and logging.shutdown at exit for the writer's
+    lock, both for ever: an engine told to stop (SIGTERM) while nobody read its standard error never exited."""
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)
+    try:
+        process = subprocess.Popen([sys.executable, "-c", _STALLED_EXIT], stdout=subprocess.PIPE, stderr=writer)
+        os.close(writer)
+        try:
+            out, _ = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    finally:
+        os.close(reader)
+    assert (process.returncode, out) == (5, b"stopped\n")

@@ -103,7 +103,7 @@ def test_an_engine_whose_stderr_is_not_read_serves_and_says_what_it_dropped():
         if engine.poll() is None:
             engine.send_signal(signal.SIGTERM)
         os.set_blocking(reader, False)
-        # the engine writes what it holds as it stops: read on, or it waits on the pipe
+        # the engine writes what it holds as it stops: read on, or it gives up on the pipe only after log_thread.STALL_S
         deadline = time.monotonic() + 60
         while engine.poll() is None and time.monotonic() < deadline:
             if select.select([reader], [], [], 0.2)[0] and not os.read(reader, 65536):
