@@ -6,9 +6,9 @@ within 3 heartbeat intervals, whose connection is still up, is Refused. Heartbea
 last-seen time; a worker silent past the timeout is declared lost (and its
 process, if ours, killed and restarted by the launcher). One whose beats bounce, at two in a row, is lost at once: its
 connection closed (its process died) and was not dialled again. A Leaving removes the
-worker at once, and what it held is routed again (its log line waits a second, for those of the workers leaving
-with it). Any other message from an identity that is not a worker here is answered Rejoin: the worker says hello at
-once.
+worker at the end of the loop turn it is read in, with the others read in it, and what it held is routed again (its
+log line waits a second, for those of the workers leaving with it). Any other message from an identity that is not a
+worker here is answered Rejoin: the worker says hello at once.
 
 With CURVE, a hello is refused unless its peer's key is admitted now, and a worker whose key a reload (SIGHUP)
 removed is dropped and told to rejoin, which it is refused: ZeroMQ checks a key only at the handshake, and a
@@ -130,6 +130,8 @@ class WorkerLink:
         self._heartbeat_interval_s = heartbeat_interval_s
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._stopping = False  # Shutdown sent: see _on_hello
+        # the workers whose Leaving was read this loop turn, lost together at its end (see _leaving_now)
+        self._leaving: dict[WorkerHandle, None] = {}
         self._refusal_lines = QuietLines(REFUSED_LOG_INTERVAL_S)  # one a reason
         self.dispatcher: Dispatcher | None = None
         # the workers welcomed: a hello opens a window in which those that join are said in one line
@@ -245,6 +247,8 @@ class WorkerLink:
     def _on_message(self, identity: bytes, message: object, curve_key: bytes | None = None) -> None:
         """`curve_key`: with CURVE, the public key a Hello came with."""
         worker = self._registry.get(identity)
+        if worker in self._leaving:
+            return  # what it says after its Leaving is dropped, as once it is lost (it gives back what it held)
         if isinstance(message, Hello):
             self._on_hello(identity, message, worker, curve_key)
             return
@@ -271,7 +275,7 @@ class WorkerLink:
                 log.warning("batch %d to %s was lost on the link: sending its images again", batch_id, worker.name)
                 self.dispatcher.batch_done(worker, BatchDone(batch_id, []))  # each image it leaves out is still owed
         elif isinstance(message, Leaving):
-            self._left(worker)
+            self._leaving_now(worker)
         elif not isinstance(message, LevelSet):
             self._metrics.bad_messages.labels("worker").inc()
         # LevelSet only acknowledges: the engine routes by a level from the moment it sends SetLevel, and taking
@@ -491,6 +495,20 @@ class WorkerLink:
             self.dispatcher.loss_lines.hold()
             self._gone_said_at = turn + _BEAT_TICKS
         self._lose_together(gone, self._lose_gone_one)
+
+    def _leaving_now(self, worker: WorkerHandle) -> None:
+        """The worker said Leaving: routed nothing from now, it is lost at the end of this loop turn, with the others
+        whose Leaving is read in it. Lost at once, what it held went to the next worker of its fleet about to leave
+        (a fleet stopped says each worker's Leaving in turn, within a millisecond), sent there for nothing, and from
+        that one to the next."""
+        if not self._leaving:
+            asyncio.get_running_loop().call_soon(self._lose_leaving)
+        self._leaving[worker] = None
+        self.dispatcher.withhold([worker])
+
+    def _lose_leaving(self) -> None:
+        leaving, self._leaving = self._leaving, {}
+        self._lose_together([worker for worker in leaving if worker.registered], self._left)
 
     def _left(self, worker: WorkerHandle) -> None:
         """The worker left as asked: the workers that leave within a second of it are said in one line
