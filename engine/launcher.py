@@ -94,7 +94,9 @@ class LocalLauncher(SlotSupervisor):
         curve: ClientKeys | None = None,
         embedder: str = "hash",
     ):
-        super().__init__(config, metrics, on_exit)
+        threads = threads_each(config.count)
+        self._slots = [config.worker_config(connect, slot, threads) for slot in range(config.count)]
+        super().__init__(config, metrics, on_exit, [slot.worker_id for slot in self._slots])
         # a simulated worker models quality on the similarity table of the engine's embedder
         self._environment = {
             **environment_for_children(),
@@ -108,13 +110,6 @@ class LocalLauncher(SlotSupervisor):
         # exit is theirs to name, not a -9 that reads as the OOM killer's
         self._killed: set[asyncio.subprocess.Process] = set()
         self._last_reason: str | None = None  # why a worker last said it cannot serve, as logged
-        threads = threads_each(config.count)
-        self._slots = [config.worker_config(connect, slot, threads) for slot in range(config.count)]
-        # the slots' ids are theirs from the start: the engine reads its worker socket before run() has its first turn,
-        # and a worker started by hand as local-0, its hellos queued while the engine started, was welcomed under the
-        # slot's id (refusal knew no slot yet) and the slot's own process refused as a second worker of that id
-        for slot in self._slots:
-            self._new_slot(slot.worker_id)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

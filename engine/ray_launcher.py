@@ -240,7 +240,8 @@ class RayLauncher(SlotSupervisor):
         address: str | None = None,
         connect_timeout_s: float = 60.0,
     ):
-        super().__init__(config, metrics, on_exit)
+        worker_ids = [_slot_id(slot) for slot in range(config.count)]
+        super().__init__(config, metrics, on_exit, worker_ids)
         self._connect = connect
         self._curve = curve
         # a simulated worker models quality on the similarity table of the engine's embedder
@@ -252,16 +253,10 @@ class RayLauncher(SlotSupervisor):
         self._calls = RayCalls()  # those that may block, off the event loop
         self._actors: dict[str, Any] = {}
         self._serving: dict[str, asyncio.Future] = {}  # worker id -> its actor's loop
-        self._pids: dict[str, int | None] = {}  # worker id -> the pid of its slot's live actor (None: none yet)
+        # worker id -> the pid of its slot's live actor (None: none yet)
+        self._pids: dict[str, int | None] = dict.fromkeys(worker_ids)
         # worker id -> the pids of its slot's last actors that ended, whose workers may yet say hello again
-        self._ended_pids: dict[str, deque[int]] = {}
-        # the slots' ids are theirs from the start: the engine reads its worker socket while run() reaches Ray
-        # (seconds), and a worker started by hand as ray-0 then was welcomed under the slot's id (no slot known yet)
-        for slot in range(config.count):
-            worker_id = _slot_id(slot)
-            self._new_slot(worker_id)
-            self._pids[worker_id] = None
-            self._ended_pids[worker_id] = deque(maxlen=_ENDED_PIDS_KEPT)
+        self._ended_pids: dict[str, deque[int]] = {slot: deque(maxlen=_ENDED_PIDS_KEPT) for slot in worker_ids}
 
     async def run(self) -> None:
         connected = self._connected = asyncio.wrap_future(connect_in_background(self._address))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from engine.config import LaunchConfig
@@ -51,17 +51,29 @@ class Launcher(Protocol):
 
 
 class SlotSupervisor:
-    """The slot bookkeeping a launcher inherits: `_backoff` and `_hello` by worker id, set up by `_new_slot` and
+    """The slot bookkeeping a launcher inherits: `_backoff` and `_hello` by worker id, set up as it is made and by
     `_starting`, `joined()`, and `_after_end()` once a slot's worker ended."""
 
-    def __init__(self, config: LaunchConfig, metrics: EngineMetrics, on_exit: Callable[[str, bool], None]):
+    def __init__(
+        self,
+        config: LaunchConfig,
+        metrics: EngineMetrics,
+        on_exit: Callable[[str, bool], None],
+        worker_ids: Iterable[str],
+    ):
+        """`worker_ids`: the slots', theirs from the start: the engine reads its worker socket before the launcher's
+        run() has its first turn (or, with Ray, while it reaches Ray: seconds), and a worker started by hand under a
+        slot's id (local-0, ray-0), its hellos queued meanwhile, was welcomed under it (refusal knew no slot yet) and
+        the slot's own worker refused as a second worker of that id."""
         self._config = config
         self._metrics = metrics
         # told at every exit: the slot's id, and whether it is started again (False: the slot is given up, and a
         # worker the dispatcher restarted there no longer counts as on its way back)
         self._on_exit = on_exit
-        self._backoff: dict[str, RestartBackoff] = {}  # worker id -> its wait before each restart
-        self._hello: dict[str, asyncio.Event] = {}  # worker id -> set when its current worker says hello
+        # worker id -> its wait before each restart
+        self._backoff: dict[str, RestartBackoff] = {worker_id: config.restart_backoff() for worker_id in worker_ids}
+        # worker id -> set when its current worker says hello (joined() finds one before the slot's first start)
+        self._hello: dict[str, asyncio.Event] = {worker_id: asyncio.Event() for worker_id in self._backoff}
         # worker id -> when the slot's next worker starts, or its current one started, until that one says hello
         self._due: dict[str, float] = {}
         self._hello_after_s: dict[str, float] = {}  # worker id -> how long its last worker took from start to hello
@@ -84,11 +96,6 @@ class SlotSupervisor:
         now = time.monotonic()
         due = [at + self._hello_after_s[slot] - now for slot, at in self._due.items() if slot in self._hello_after_s]
         return max(0.0, min(due)) if due else None
-
-    def _new_slot(self, worker_id: str) -> RestartBackoff:
-        self._backoff[worker_id] = self._config.restart_backoff()
-        self._hello[worker_id] = asyncio.Event()  # joined() finds one before the slot's first start
-        return self._backoff[worker_id]
 
     def _starting(self, worker_id: str) -> asyncio.Event:
         """A new worker is about to start in the slot: the event its hello sets."""
