@@ -106,7 +106,7 @@ async def test_a_path_or_method_not_served_is_its_404_or_405_whatever_the_id(eng
                 assert (response.status, response.headers.get("Allow")) == (status, allow), (method, path, error)
                 assert response.headers["X-Request-ID"], (method, path)
     sample = engine.metrics.registry.get_sample_value
-    assert sample("argus_requests_total", {"outcome": "rejected", "code": "invalid_request"}) is None
+    assert sample("argus_requests_total", {"outcome": "rejected", "code": "invalid_request"}) == 0
 
 
 async def test_the_engine_logs_a_request_refused_or_timed_out_by_its_id_over_either_door(engine, tmp_path, caplog):
