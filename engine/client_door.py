@@ -203,8 +203,9 @@ class ClientDoor:
             # that request owes one reply of its own, to come: this error under its id would read as that reply,
             # and a client matching replies by id would end the request on it
             reason, request_id = f"request_id {request_id!r} is in flight: {reason}", ""
-        self._engine.metrics.requests_by("rejected", "invalid_request").inc()
-        self._reply(identity, Error(request_id, "invalid_request", reason))
+        refused = Error(request_id, "invalid_request", reason)
+        self._engine.count_refusal(refused)
+        self._reply(identity, refused)
 
     def _on_generate(self, identity: bytes, spec: Generate, client: str) -> None:
         key = (identity, spec.request_id)
