@@ -136,8 +136,8 @@ class ClientDoor:
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
         self._gone: dict[bytes, _Gone] = {}
-        # a line each for "lost" and "unread": what the lines held back told of is said by the next one. Without, a
-        # line an hour into a storm read as the one client it names, the others unseen
+        # a line each for "lost", "unread" and "gone": what the lines held back told of is said by the next one.
+        # Without, a line an hour into a storm read as the one client it names, the others unseen
         self._log_lines = QuietLines(_LOG_EVERY_S)
 
     def start(self) -> None:
@@ -278,8 +278,14 @@ class ClientDoor:
         del self._gone[identity]
         self._engine.metrics.replies_dropped.labels("gone").inc(len(gone.replies))
         mine = [request for (owner, _), request in self._live.items() if owner == identity]
-        if mine:
-            log.info("client %s gone: cancelling its %s", _named(identity), counted(len(mine), "request"))
+        held = self._log_lines.due("gone", len(mine)) if mine else None
+        if held is not None:
+            log.info(
+                "client %s gone: cancelling its %s%s",
+                _named(identity),
+                counted(len(mine), "request"),
+                _held_back(held, "requests of clients gone cancelled"),
+            )
         self._engine.dispatcher.cancel(*mine)
 
     def _give_up_the_gone(self) -> None:
