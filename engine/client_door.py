@@ -136,8 +136,8 @@ class ClientDoor:
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
         self._gone: dict[bytes, _Gone] = {}
-        # a line each for "lost" and "unread": what the lines held back told of is said by the next one. Without, a
-        # line an hour into a storm read as the one client it names, the others unseen
+        # a line each for "lost", "unread" and "gone": what the lines held back told of is said by the next one.
+        # Without, a line an hour into a storm read as the one client it names, the others unseen
         self._log_lines = QuietLines(_LOG_EVERY_S)
 
     def start(self) -> None:
@@ -209,8 +209,9 @@ class ClientDoor:
 
     def _refuse_request(self, identity: bytes, request_id: str, reason: str) -> None:
         """Answered invalid_request before the engine saw it, and counted as the engine counts those it refuses."""
-        self._engine.metrics.requests_by("rejected", "invalid_request").inc()
-        self._reply(identity, self._refusal(identity, request_id, "invalid_request", reason))
+        refused = self._refusal(identity, request_id, "invalid_request", reason)
+        self._engine.count_refusal(refused)
+        self._reply(identity, refused)
 
     def _refusal(self, identity: bytes, request_id: str, code: str, reason: str) -> Error:
         """The Error refusing a message under `request_id`, the id left out if the client has a request in flight
@@ -291,8 +292,14 @@ class ClientDoor:
         del self._gone[identity]
         self._engine.metrics.replies_dropped.labels("gone").inc(len(gone.replies))
         mine = [request for (owner, _), request in self._live.items() if owner == identity]
-        if mine:
-            log.info("client %s gone: cancelling its %s", _named(identity), counted(len(mine), "request"))
+        held = self._log_lines.due("gone", len(mine)) if mine else None
+        if held is not None:
+            log.info(
+                "client %s gone: cancelling its %s%s",
+                _named(identity),
+                counted(len(mine), "request"),
+                _held_back(held, "requests of clients gone cancelled"),
+            )
         self._engine.dispatcher.cancel(*mine)
 
     def _give_up_the_gone(self) -> None:

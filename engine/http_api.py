@@ -141,7 +141,7 @@ def build_app(engine: Engine) -> web.Application:
         public_host = URL(engine.config.public_url).host if engine.config.public_url else None
         door = _loopback_host_door(public_host, engine.metrics.door_refusals.labels("http", "host_not_allowed").inc)
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
-    refusal = _request_id_refusal(engine, door)
+    refusal = _request_id_refusal(door)
     middlewares = [answer_half_closed, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
     if door is not _open_door:
         middlewares.append(_checked_at(door))
@@ -175,7 +175,7 @@ def _error(code: str, message: str, param: str | None = None, headers: dict | No
     return _json(error_response(message, code, status, param), status, headers)
 
 
-def _request_id_refusal(engine: Engine, door: Door) -> Callable[[web.Request, str], web.Response]:
+def _request_id_refusal(door: Door) -> Callable[[web.Request, str], web.Response]:
     """A 400 for an X-Request-ID that is none; counted on the images path, as a body that is no request is. Not
     for a request the door refuses, which is told that alone, uncounted: one without the API key was answered a 400
     and counted, and any client that could reach the engine moved the series an operator alerts on."""
@@ -184,7 +184,7 @@ def _request_id_refusal(engine: Engine, door: Door) -> Callable[[web.Request, st
         if (refused := door(request)) is not None:
             return refused
         if request.path == GENERATIONS_PATH:
-            return _refused(engine, "invalid_request", message)
+            return _refused(request, "invalid_request", message)
         return _error("invalid_request", message)
 
     return refuse
@@ -341,10 +341,10 @@ async def generate(request: web.Request) -> web.Response:
     # a web page may have a browser post a form, text/plain or an untyped body to any site without asking the site
     # first (CORS): taking only JSON keeps pages from spending this engine's workers through their visitors
     if request.content_type != "application/json":
-        return _refused(engine, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
+        return _refused(request, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
     # every line: aiohttp's C parser inflates by the last, and `identity` then `gzip` had the first read alone
     if _codings(request, hdrs.CONTENT_ENCODING) - {"identity"}:
-        response = _refused(engine, "unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
+        response = _refused(request, "unsupported_encoding", "send the JSON body uncompressed (no Content-Encoding)")
         # RFC 7694, section 3: which codings the request could have come in, none, so that a client that compressed
         # it can tell this 415 from one for the media type (which must not say so) and send it again uncompressed
         response.headers[hdrs.ACCEPT_ENCODING] = "identity"
@@ -357,7 +357,7 @@ async def generate(request: web.Request) -> web.Response:
         # aiohttp refuses a chunked coding that is not the last (RFC 9112, 6.3) but passes on those before it
         # undecoded: the gzip under `gzip, chunked` was read as JSON, and answered a 400 "malformed JSON"
         return _refused(
-            engine,
+            request,
             "unsupported_transfer_encoding",
             f"Transfer-Encoding {', '.join(sorted(unknown))} is not understood: send the JSON body as is, with"
             " Content-Length or Transfer-Encoding: chunked alone",
@@ -365,32 +365,32 @@ async def generate(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(BODY_READ_S):
             raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:  # answered by _json_errors
-        engine.metrics.requests_by("rejected", "body_too_large").inc()
+    except web.HTTPRequestEntityTooLarge as exc:  # answered by _json_errors
+        engine.count_refusal(Error(request[REQUEST_ID], "body_too_large", exc.text or "request body too large"))
         raise
     except TimeoutError:
-        response = _refused(engine, "request_timeout", f"the request body did not come whole within {BODY_READ_S:g} s")
+        response = _refused(request, "request_timeout", f"the request body did not come whole within {BODY_READ_S:g} s")
         response.force_close()  # the rest of the body may come yet: the connection can carry no other request
         return response
     except web.RequestPayloadError:
         # a chunk that does not parse (aiohttp's pure-Python parser fails the body with it; its C parser drops the
         # body without a word and the read waits for the 408: docs/reliability.md). A 500 internal_error before,
         # logged at ERROR with the client's bytes
-        response = _refused(engine, "invalid_request", _MALFORMED_BODY)
+        response = _refused(request, "invalid_request", _MALFORMED_BODY)
         response.force_close()  # where this message ends, and so the next one starts, is not known
         return response
     try:
         body = await asyncio.to_thread(parse_request, raw) if len(raw) > _INLINE_PARSE_BYTES else parse_request(raw)
         spec = to_generate(body, request_id=request[REQUEST_ID])
     except InvalidRequest as exc:
-        return _refused(engine, "invalid_request", str(exc), exc.param)
+        return _refused(request, "invalid_request", str(exc), exc.param)
     origin = None
     if body.response_format == "url":
         try:  # before any work is done for it: without --public-url, the image URLs are made from the Host header
             origin = engine.config.public_url or _request_origin(request)
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
-            return _refused(engine, "invalid_request", reason, "response_format")
+            return _refused(request, "invalid_request", reason, "response_format")
     admitted = engine.submit(spec, _client_name(body.safety_identifier or body.user, request))
     if isinstance(admitted, Busy):
         # whole seconds, as HTTP takes them: the hint is (engine/queue_pace.py)
@@ -448,9 +448,9 @@ _BUSY_MESSAGES = {
 }
 
 
-def _refused(engine: Engine, code: str, message: str, param: str | None = None) -> web.Response:
-    """A request refused before the engine saw it, counted as the engine counts those it refuses."""
-    engine.metrics.requests_by("rejected", code).inc()
+def _refused(request: web.Request, code: str, message: str, param: str | None = None) -> web.Response:
+    """A request refused before the engine saw it, counted and logged as the engine does those it refuses."""
+    request.app[ENGINE_KEY].count_refusal(Error(request[REQUEST_ID], code, message))
     return _error(code, message, param)
 
 

@@ -65,8 +65,9 @@ def request_id_middleware(refuse: Callable[[web.Request, str], web.Response], pr
         if given is None or problem and (request.path in probes or request.match_info.http_exception is not None):
             request_id = next(made)
         elif problem:
+            request[REQUEST_ID] = next(made)  # the refusal is said under it
             response = refuse(request, problem)
-            response.headers[HEADER] = next(made)
+            response.headers[HEADER] = request[REQUEST_ID]
             return response
         else:
             request_id = given[0]

@@ -22,18 +22,27 @@ import termios
 from collections.abc import Callable
 
 from engine.protocol_layer import ProtocolLayer
+from engine.quiet_lines import QuietLines
 
 log = logging.getLogger("argus.http")
+
+# a client can have connections closed so at will (requests pipelined, their answers left unread): a line each is said
+# at most this often, saying how many were closed meanwhile (all of them are counted in argus_http_send_timeouts_total)
+_LOG_EVERY_S = 60.0
 
 
 class SendTimeout(ProtocolLayer):
     """Stands between a connection's transport and aiohttp's protocol, passing all on, and aborts the connection when
     its writes are paused and its client has taken none of what is unsent for `timeout_s`."""
 
-    def __init__(self, inner: asyncio.Protocol, timeout_s: float, timed_out: Callable[[], None]) -> None:
+    def __init__(
+        self, inner: asyncio.Protocol, timeout_s: float, timed_out: Callable[[], None], lines: QuietLines
+    ) -> None:
+        """`lines`: the connections' one, for the line said as one is closed."""
         super().__init__(inner)
         self._timeout_s = timeout_s
         self._timed_out = timed_out
+        self._lines = lines
         self._timer: asyncio.TimerHandle | None = None
         self._unsent = 0  # bytes the client had not taken when last looked at
 
@@ -63,8 +72,14 @@ class SendTimeout(ProtocolLayer):
             self._look_again()  # the client took some
             return
         self._timed_out()
-        peer = self._transport.get_extra_info("peername")
-        log.info("closed an HTTP connection from %s that read nothing for %g s (--send-timeout)", peer, self._timeout_s)
+        held = self._lines.due("timed_out")
+        if held is not None:
+            log.info(
+                "closed an HTTP connection from %s that read nothing for %g s (--send-timeout)%s",
+                self._transport.get_extra_info("peername"),
+                self._timeout_s,
+                f"; {held} more closed so since the last such line" if held else "",
+            )
         self._transport.abort()
 
     def _cancel_timer(self) -> None:
@@ -94,4 +109,5 @@ def send_timeout(
     make_protocol: Callable[[], asyncio.Protocol], timeout_s: float, timed_out: Callable[[], None]
 ) -> Callable[[], SendTimeout]:
     """A protocol factory for loop.create_server, from aiohttp's (a runner's `server`)."""
-    return lambda: SendTimeout(make_protocol(), timeout_s, timed_out)
+    lines = QuietLines(_LOG_EVERY_S)
+    return lambda: SendTimeout(make_protocol(), timeout_s, timed_out, lines)

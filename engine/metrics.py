@@ -32,6 +32,26 @@ _LINKS = ("client", "worker")
 _DROP_REASONS = ("gone", "unread")
 _PLAN_STATUSES = ("optimal", "feasible", "fallback", "fixed")
 _CHECKPOINT_OUTCOMES = ("written", "failed")
+# argus_requests_total's codes by outcome, as the engine answers them (error invalid_request: a response_format url
+# response too large for the URL store), each at 0 from the start: born at its first increment, an engine's first
+# worker_error or internal_error was no increase() to an alert on errors
+_REQUEST_CODES = {
+    "ok": ("",),
+    "cancelled": ("",),
+    "busy": ("queue_full", "client_share"),
+    "error": ("worker_error", "worker_lost", "no_worker", "deadline_exceeded", "internal_error", "invalid_request"),
+    "rejected": (
+        "invalid_request",
+        "invalid_size",
+        "invalid_steps",
+        "shutting_down",
+        "body_too_large",
+        "request_timeout",
+        "unsupported_media_type",
+        "unsupported_encoding",
+        "unsupported_transfer_encoding",
+    ),
+}
 
 
 def children(metric: Any) -> Callable[..., Any]:
@@ -191,6 +211,9 @@ class EngineMetrics:
         ):
             for value in values:
                 metric.labels(value)
+        for outcome, codes in _REQUEST_CODES.items():
+            for code in codes:
+                self.requests_by(outcome, code)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -252,8 +252,9 @@ class Engine:
     def submit(self, spec: Generate, client: str = "") -> AdmittedRequest | Error | Busy:
         """`client`: who sent it, as its front door names clients (engine/client_shares.py)."""
         if not self.running:
-            self.metrics.requests_by("rejected", "shutting_down").inc()
-            return Error(spec.request_id, "shutting_down", "the engine is shutting down")
+            refused = Error(spec.request_id, "shutting_down", "the engine is shutting down")
+            self.count_refusal(refused)
+            return refused
         admitted = self.admission.check(spec, self.dispatcher.outstanding_images, client)
         if isinstance(admitted, Busy):
             self.metrics.requests_by("busy", admitted.reason).inc()
@@ -265,8 +266,7 @@ class Engine:
             )
             return admitted
         if isinstance(admitted, Error):
-            self.metrics.requests_by("rejected", admitted.code).inc()
-            request_log.debug("request %r refused %s: %s", spec.request_id, admitted.code, admitted.message)
+            self.count_refusal(admitted)
             return admitted
         self.dispatcher.admit(admitted)
         self.cache.prepare(admitted, self._prepared)
@@ -326,6 +326,12 @@ class Engine:
             self._stop_requested.set()
         elif self.state is EngineState.DRAINING:
             self._stop_now.set()
+
+    def count_refusal(self, refused: Error) -> None:
+        """Counts a request refused unadmitted, and says it at DEBUG: those the front doors refuse before the engine
+        sees them too (a body or a message that is no request), which were said in no line at any level."""
+        self.metrics.requests_by("rejected", refused.code).inc()
+        request_log.debug("request %r refused %s: %s", refused.request_id, refused.code, refused.message)
 
     def count_reply(self, request: AdmittedRequest, reply: object) -> None:
         """Counts the answer a front door sends for an admitted request, once: the door's, not the engine's, as

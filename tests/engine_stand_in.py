@@ -20,6 +20,7 @@ from engine.http_api import build_app
 from engine.image_files import ImageFiles
 from engine.jobs import AdmittedRequest
 from engine.metrics import EngineMetrics
+from engine.server import Engine
 from engine_process import free_port, raw_client
 from protocols.client_messages import Busy, Error, Generate, client_side_codec
 
@@ -57,6 +58,9 @@ class StandInEngine:
         )
         self.admitted.append(request)
         return request
+
+    # the engine's own: counted in the metrics, as those a door refuses are
+    count_refusal = Engine.count_refusal
 
     def count_reply(self, request: AdmittedRequest, reply: object) -> None:
         self.counted.append(reply)

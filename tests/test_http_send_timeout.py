@@ -3,14 +3,15 @@ engine serves on; one that reads slowly, some within each timeout, gets them all
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from urllib.parse import urlsplit
 
 import pytest
-from waiting import wait_for
+from waiting import eventually, wait_for
 
-from engine.http_send_timeout import SendTimeout
+from engine.http_send_timeout import send_timeout
 from engine_process import start_engine
 
 # ten 2048 px images at JPEG quality 100, base64: about 880 KB an answer
@@ -113,8 +114,25 @@ async def test_a_paused_connection_is_kept_while_its_client_takes_some_in_each_t
     whole timeout, so a real slow reader never reaches that look)."""
     transport = _DrainingTransport([5_000, 4_000, 3_000, 2_000, 1_000, 1_000])
     timed_out = asyncio.Event()
-    layer = SendTimeout(asyncio.Protocol(), 0.001, timed_out.set)
+    layer = send_timeout(asyncio.Protocol, 0.001, timed_out.set)()
     layer.connection_made(transport)
     layer.pause_writing()
     await asyncio.wait_for(timed_out.wait(), 10)
     assert transport.aborted_at_look == 6
+
+
+async def test_connections_closed_together_are_said_in_one_line(caplog):
+    """Any client can have its connections closed so at will (requests pipelined, their answers left unread): each
+    was a line of its own, a client holding thousands of connections wrote thousands a minute. All are counted."""
+    caplog.set_level(logging.INFO, logger="argus.http")
+    closed = []
+    connections = send_timeout(asyncio.Protocol, 0.001, lambda: closed.append(1))
+    transports = [_DrainingTransport([1_000]) for _ in range(3)]  # clients taking nothing
+    for transport in transports:
+        layer = connections()
+        layer.connection_made(transport)
+        layer.pause_writing()
+    assert await eventually(lambda: all(t.aborted_at_look is not None for t in transports))
+    assert len(closed) == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "argus.http"]
+    assert len(said) == 1 and said[0].startswith("closed an HTTP connection from "), said

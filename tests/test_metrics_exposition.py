@@ -132,6 +132,17 @@ def test_a_counter_of_a_fixed_set_of_causes_is_at_0_before_the_first(engine):
     assert set(series("argus_plans", "status")) == {"optimal", "feasible", "fallback", "fixed"}
     states = {s.labels["state"] for s in found["argus_workers"].samples}
     assert states == {"ready", "failing", "starting", "restarting", "failed"}
+    # an alert on errors missed the first worker_error or internal_error (this engine has answered none)
+    answers = {
+        (s.labels["outcome"], s.labels["code"]): s.value
+        for s in found["argus_requests"].samples
+        if s.name.endswith("_total")
+    }
+    errors = [
+        ("error", code) for code in ("worker_error", "worker_lost", "no_worker", "deadline_exceeded", "internal_error")
+    ]
+    busy = [("busy", "queue_full"), ("busy", "client_share")]
+    assert {answer: answers.get(answer) for answer in errors + busy} == dict.fromkeys(errors + busy, 0.0)
 
 
 def test_the_metrics_docs_architecture_md_tables_are_those_exposed(engine):

@@ -16,7 +16,7 @@ from engine.config import DispatchConfig
 from engine.http_request_ids import header_problem, request_ids
 from engine.server import Engine
 from engine_process import free_port, in_process_config
-from protocols.client_messages import Busy
+from protocols.client_messages import Busy, Generate
 from protocols.limits import MAX_REQUEST_ID_CHARS
 
 
@@ -106,7 +106,7 @@ async def test_a_path_or_method_not_served_is_its_404_or_405_whatever_the_id(eng
                 assert (response.status, response.headers.get("Allow")) == (status, allow), (method, path, error)
                 assert response.headers["X-Request-ID"], (method, path)
     sample = engine.metrics.registry.get_sample_value
-    assert sample("argus_requests_total", {"outcome": "rejected", "code": "invalid_request"}) is None
+    assert sample("argus_requests_total", {"outcome": "rejected", "code": "invalid_request"}) == 0
 
 
 async def test_the_engine_logs_a_request_refused_or_timed_out_by_its_id_over_either_door(engine, tmp_path, caplog):
@@ -132,3 +132,39 @@ async def test_the_engine_logs_a_request_refused_or_timed_out_by_its_id_over_eit
     assert any(line.startswith("request 'http-shed' refused busy (queue_full): retry after ") for line in said), said
     assert any(line.startswith("request 'zmq-shed' refused busy (queue_full)") for line in said), said
     assert any(line.startswith("request 'http-held' answered deadline_exceeded after ") for line in said), said
+
+
+async def test_a_request_a_front_door_refuses_is_logged_by_its_id_as_one_refused_at_admission(engine, tmp_path, caplog):
+    """A body or message that is no request, refused before the engine saw it, and one refused as the engine stops,
+    were counted but said in no line at any level: DEBUG showed a client's 429s and 504s, and none of its 400s."""
+    caplog.set_level(logging.DEBUG, logger="argus.requests")
+    async with aiohttp.ClientSession() as session:
+        for request_id, body, content_type in (
+            ("http-field", b'{"prompt": "a fox", "n": 0}', "application/json"),
+            ("http-typed", b'{"prompt": "a fox"}', "text/plain"),
+            ("http-large", b'{"prompt": "' + b"x" * 2_000_000 + b'"}', "application/json"),
+        ):
+            headers = {"X-Request-ID": request_id, "Content-Type": content_type}
+            async with session.post(engine.url + "/v1/images/generations", data=body, headers=headers) as response:
+                assert response.status in (400, 413, 415)
+        # an id that is none: refused under one of the engine's, the one its reply says
+        headers = {"X-Request-ID": "a" * (MAX_REQUEST_ID_CHARS + 1)}
+        async with session.post(
+            engine.url + "/v1/images/generations", json={"prompt": "a fox"}, headers=headers
+        ) as sent:
+            assert sent.status == 400
+            made = sent.headers["X-Request-ID"]
+    async with AsyncArgusClient(f"ipc://{tmp_path}/clients") as client:
+        assert (await client.generate("a fox", n=0, request_id="zmq-field")).code == "invalid_request"
+    engine.request_stop()
+    assert engine.submit(Generate("late", "a fox")).code == "shutting_down"
+    said = [r.getMessage() for r in caplog.records if r.name == "argus.requests"]
+    for request_id, code in (
+        ("http-field", "invalid_request"),
+        ("http-typed", "unsupported_media_type"),
+        ("http-large", "body_too_large"),
+        (made, "invalid_request"),
+        ("zmq-field", "invalid_request"),
+        ("late", "shutting_down"),
+    ):
+        assert any(line.startswith(f"request {request_id!r} refused {code}: ") for line in said), (request_id, said)

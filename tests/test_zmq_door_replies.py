@@ -129,3 +129,18 @@ async def test_a_client_back_as_the_door_closes_gets_the_replies_kept_for_it(mon
         served.door.close()
         assert [reply.request_id for reply in await replies(client, 1)] == ["g1"]
     assert engine.metric("argus_replies_dropped_total", reason="gone") == 0
+
+
+async def test_clients_gone_together_have_their_requests_cancelled_in_one_line(monkeypatch, caplog):
+    """A client can have this line written at will (a connection, two requests, gone): each was a line of its own,
+    as the door's other such lines no longer were. The one said counts the requests of those held back."""
+    monkeypatch.setattr(client_door, "_GONE_RETRY_S", 0.02)
+    caplog.set_level(logging.INFO, logger="argus.clients")
+    engine = StandInEngine(client_gone_grace_s=0.05)
+    async with zmq_door_of(engine) as served:
+        for gone, identity in enumerate((b"client-a", b"client-b"), 1):
+            first, _ = await sent_and_gone(engine, served, identity, ["g1", "g2"])
+            await answered(first)  # found gone: its other request is cancelled once the grace is over
+            assert await eventually(lambda gone=gone: len(engine.cancelled) == gone)
+    said = [r.getMessage() for r in caplog.records if "gone: cancelling" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("gone: cancelling its 1 request"), said

@@ -67,6 +67,8 @@ def metrics_vs_clients(metrics: dict[str, dict[str, float]], summary: dict) -> d
     engine: Counter[str] = Counter()
     engine_errors: Counter[str] = Counter()
     for labels, value in requests.items():
+        if not value:  # the engine shows each outcome and code it answers at 0 from the start
+            continue
         fields = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
         outcome = fields.get("outcome", "")
         engine[outcome] += int(value)
