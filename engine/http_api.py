@@ -277,8 +277,11 @@ def _api_key_door(keys: ApiKeys, count_refusal: Callable[[], None]) -> Door:
         if request.path in _OPEN_PATHS or request.match_info.route.name == "image_file":
             return None
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # the scheme is case-insensitive (RFC 9110): clients and proxies send "bearer" too. aiohttp keeps bytes
-        # that are not UTF-8 as surrogates: encode them back, or such a header would be a 500
+        # the scheme is case-insensitive, and one or more spaces part it from the key (RFC 9110, 11.4; RFC 6750,
+        # 2.1): clients and proxies send "bearer" too, and "Bearer  KEY" was a 401. No key starts with a space
+        # (key_problem). aiohttp keeps bytes that are not UTF-8 as surrogates: encode them back, or such a header
+        # would be a 500
+        given = given.lstrip(" ")
         holder = keys.holder(given.encode("utf-8", "surrogateescape")) if scheme.lower() == "bearer" else None
         if holder is None:
             count_refusal()  # a client's key gone stale, or someone guessing: an operator's to see
