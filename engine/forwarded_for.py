@@ -36,13 +36,13 @@ class TrustedProxies:
         entries = [entry.strip() for header in forwarded_for for entry in header.split(",")]
         while entries and self._trusts(address):
             forwarded = _without_port(entries.pop())
-            if _parsed(forwarded) is None:
+            if parsed_address(forwarded) is None:
                 break
             address = forwarded
         return address
 
     def _trusts(self, address: str) -> bool:
-        parsed = _parsed(address)
+        parsed = parsed_address(address)
         return parsed is not None and any(parsed in network for network in self._networks)
 
 
@@ -51,7 +51,8 @@ def _without_port(entry: str) -> str:
     return entry if written is None else written["bracketed"] or written["ipv4"]
 
 
-def _parsed(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parsed_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address `address` writes, an IPv4-mapped one as the IPv4 address it maps; None if it writes none."""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:

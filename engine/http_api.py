@@ -6,7 +6,6 @@ import asyncio
 import binascii
 import functools
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
@@ -17,10 +16,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from engine.api_keys import ApiKeys
-from engine.arg_types import URL_HOST
 from engine.config import served_model_name
 from engine.forwarded_for import TrustedProxies
 from engine.http_half_close import answer_half_closed
+from engine.http_origins import request_origin
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
@@ -224,8 +223,6 @@ async def _json_errors(request: web.Request, handler):
 
 # a path quoted back: the request line may be 8 KiB long
 _PATH_CHARS = 120
-# a Host header's form, host[:port] (RFC 9110, 7.2): a name (international ones too), or an IP literal in brackets
-_HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]|[^\s\[\]@:/?#]+)(:[0-9]{1,5})?")
 
 
 def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
@@ -277,8 +274,11 @@ def _api_key_door(keys: ApiKeys, count_refusal: Callable[[], None]) -> Door:
         if request.path in _OPEN_PATHS or request.match_info.route.name == "image_file":
             return None
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # the scheme is case-insensitive (RFC 9110): clients and proxies send "bearer" too. aiohttp keeps bytes
-        # that are not UTF-8 as surrogates: encode them back, or such a header would be a 500
+        # the scheme is case-insensitive, and one or more spaces part it from the key (RFC 9110, 11.4; RFC 6750,
+        # 2.1): clients and proxies send "bearer" too, and "Bearer  KEY" was a 401. No key starts with a space
+        # (key_problem). aiohttp keeps bytes that are not UTF-8 as surrogates: encode them back, or such a header
+        # would be a 500
+        given = given.lstrip(" ")
         holder = keys.holder(given.encode("utf-8", "surrogateescape")) if scheme.lower() == "bearer" else None
         if holder is None:
             count_refusal()  # a client's key gone stale, or someone guessing: an operator's to see
@@ -387,7 +387,7 @@ async def generate(request: web.Request) -> web.Response:
     origin = None
     if body.response_format == "url":
         try:  # before any work is done for it: without --public-url, the image URLs are made from the Host header
-            origin = engine.config.public_url or _request_origin(request)
+            origin = engine.config.public_url or request_origin(request)
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
             return _refused(request, "invalid_request", reason, "response_format")
@@ -472,28 +472,6 @@ def _client_address(request: web.Request) -> str:
     if not proxies:
         return peer
     return proxies.client_address(peer, request.headers.getall(hdrs.X_FORWARDED_FOR, ()))
-
-
-def _request_origin(request: web.Request) -> str:
-    # X-Forwarded-Proto and -Host are not read: any client may send them, and only a proxy the engine is told to
-    # trust could be believed (--public-url says where clients reach it instead)
-    host = request.headers.get(hdrs.HOST)
-    origin = request.url.origin() if host is not None else _socket_origin(request)
-    # yarl keeps "a/b", "a b" or "a?b" as a host, reads "evil.com@localhost" as localhost, closes "[::1" and reads
-    # a port of full-width digits: the image URL would then point at another path or site, or at none (port 0)
-    well_formed = host is None or _HOST_HEADER.fullmatch(host)
-    if not (well_formed and URL_HOST.fullmatch(origin.raw_host or "") and origin.port != 0):
-        raise ValueError(f"{request.host!r} is not a host name or address")
-    return str(origin)
-
-
-def _socket_origin(request: web.Request) -> URL:
-    """The origin of a request without a Host header (HTTP/1.0 allows it): aiohttp makes its URL from the address
-    it came on, without the port, and the image URLs named port 80 whatever --port was."""
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    if not isinstance(sockname, tuple):
-        raise ValueError("the request names no host and came on no address")
-    return request.url.origin().with_port(sockname[1])
 
 
 def _b64_response(results: list[ImageResult], body: ImageGenerationRequest, width: int, height: int) -> web.Response:

@@ -381,6 +381,8 @@ def _malformed_json_message(body: bytes, error: Exception) -> str:
     message = str(error)
     if message == "Input data was truncated":
         return _truncated_message(body)
+    if message == "Invalid UTF-8 encoded string":
+        return _not_utf8_message(body)
     reason = message.removeprefix("JSON is malformed: ")
     unpaired = _UNPAIRED_HIGH_HALF.fullmatch(reason)
     if unpaired:
@@ -397,6 +399,19 @@ _WIDE_JSON = re.compile(rb"\0\0\0[^\0]|\0[^\0]\0[^\0]|[^\0]\0\0\0|[^\0]\0[^\0]\0
 _UNPAIRED_HIGH_HALF = re.compile(r"unexpected end of escaped utf-16 surrogate pair \(byte (\d+)\)")
 # such an escape in a JSON string: a backslash after an even run of them (escaped backslashes) starts an escape
 _HIGH_HALF_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})")
+
+
+def _not_utf8_message(body: bytes) -> str:
+    """msgspec says "Invalid UTF-8 encoded string", naming no byte: a prompt of "café" typed in a client that sends
+    Latin-1 or Windows-1252 (Windows PowerShell 5.1's Invoke-RestMethod, whatever charset its Content-Type names) read
+    as a malformed body its user could not find the fault in."""
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        where = f" at byte {exc.start} ({body[exc.start]:#04x})"
+    else:  # msgspec and Python disagree: its word is all there is
+        where = ""
+    return f"malformed JSON: the body is not UTF-8{where}: send it as UTF-8 (RFC 8259: JSON has no other charset)"
 
 
 def _truncated_message(body: bytes) -> str:

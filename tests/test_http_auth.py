@@ -64,9 +64,15 @@ def test_the_scheme_is_case_insensitive(engine, scheme):
     assert call(engine, "/metrics", "s3cret", scheme=scheme)[0] == 200
 
 
-@pytest.mark.parametrize(("scheme", "key"), [("Basic", "s3cret"), ("Bearer", " s3cret"), ("", "s3cret")])
+@pytest.mark.parametrize(("scheme", "key"), [("Basic", "s3cret"), ("", "s3cret"), ("Bearer", "s3cret extra")])
 def test_the_right_key_under_another_scheme_or_spacing_is_401(engine, scheme, key):
     assert call(engine, "/metrics", key, scheme=scheme)[0] == 401
+
+
+@pytest.mark.parametrize("more_spaces", [" ", "  "])
+def test_more_than_one_space_may_part_the_scheme_from_the_key(engine, more_spaces):
+    # "Bearer" 1*SP token (RFC 6750, 2.1), `call` writing one space: "Bearer  s3cret" was a 401
+    assert call(engine, "/metrics", more_spaces + "s3cret")[0] == 200
 
 
 def test_an_image_url_is_fetched_without_the_key(engine):

@@ -106,6 +106,14 @@ def good(engine) -> None:
         (codecs.BOM_UTF32_BE + '{"prompt": "a"}'.encode("utf-32-be"), 400, "invalid_request", None, "order mark"),
         # gzip's header holds a NUL byte too: it is no UTF-16
         (gzip.compress(b'{"prompt": "a"}', mtime=0), 400, "invalid_request", None, "invalid character (byte 0)"),
+        # Latin-1, as Windows PowerShell 5.1 sends a body: it was "invalid UTF-8 encoded string", naming no byte
+        (
+            '{"prompt": "café"}'.encode("latin-1"),
+            400,
+            "invalid_request",
+            None,
+            "malformed JSON: the body is not UTF-8 at byte 15 (0xe9): send it as UTF-8",
+        ),
         (b'{"prompt":"\\ude00"}', 400, "invalid_request", None, "malformed JSON: invalid utf-16 surrogate pair"),
         (b'{"prompt":"\\u12"}', 400, "invalid_request", None, "malformed JSON: invalid character in unicode escape"),
         (b'{"prompt":"\\x"}', 400, "invalid_request", None, "malformed JSON: invalid escape character in string"),

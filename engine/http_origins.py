@@ -1,0 +1,42 @@
+"""Where a client reached the engine, for the image URLs of `response_format=url` (without --public-url): the Host
+header it sent, else the address it came to."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import hdrs, web
+from yarl import URL
+
+from engine.arg_types import URL_HOST
+from engine.forwarded_for import parsed_address
+
+# a Host header's form, host[:port] (RFC 9110, 7.2): a name (international ones too), or an IP literal in brackets
+_HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]|[^\s\[\]@:/?#]+)(:[0-9]{1,5})?")
+
+
+def request_origin(request: web.Request) -> str:
+    """`scheme://host[:port]`, or ValueError when the Host header makes no URL."""
+    # X-Forwarded-Proto and -Host are not read: any client may send them, and only a proxy the engine is told to
+    # trust could be believed (--public-url says where clients reach it instead)
+    host = request.headers.get(hdrs.HOST)
+    origin = request.url.origin() if host is not None else _socket_origin(request)
+    # yarl keeps "a/b", "a b" or "a?b" as a host, reads "evil.com@localhost" as localhost, closes "[::1" and reads
+    # a port of full-width digits: the image URL would then point at another path or site, or at none (port 0)
+    well_formed = host is None or _HOST_HEADER.fullmatch(host)
+    if not (well_formed and URL_HOST.fullmatch(origin.raw_host or "") and origin.port != 0):
+        raise ValueError(f"{request.host!r} is not a host name or address")
+    return str(origin)
+
+
+def _socket_origin(request: web.Request) -> URL:
+    """The origin of a request without a Host header (HTTP/1.0 allows it): aiohttp makes its URL from the address
+    it came on, without the port, and the image URLs named port 80 whatever --port was."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not isinstance(sockname, tuple):
+        raise ValueError("the request names no host and came on no address")
+    origin = request.url.origin().with_port(sockname[1])
+    # on the dual-stack socket of --host ::, an IPv4 client came to an IPv4-mapped address: its URLs named
+    # http://[::ffff:7f00:1]:PORT, which a client without IPv6 cannot reach, for 127.0.0.1
+    address = parsed_address(sockname[0])
+    return origin.with_host(str(address)) if address is not None and address.version == 4 else origin
