@@ -91,6 +91,23 @@ def test_a_restart_with_the_same_budgets_keeps_every_latent_in_its_tier(tmp_path
         cache.close()
 
 
+def test_the_seed_of_each_latents_run_survives_a_restart(tmp_path):
+    """A request's image of that seed resumes from it (engine/jobs.py image_of): not saved, every latent started its
+    request's first image after a restart, the image of that seed beside it the same picture run in full."""
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
+    first = cache.insert("a fox", vector(0), SQUARE, {5: latent(0, 5)}, seed=3)
+    cache.insert("a fox", vector(0), SQUARE, {10: latent(0, 10)}, seed=7)  # a level it lacked, from another run
+    second = cache.insert("a cat", vector(1), SQUARE, {5: latent(1, 5)})  # of no known seed
+    cache.save(str(tmp_path))
+    cache.close()
+    restored = load(tmp_path)
+    try:
+        seeds = [restored.latent_seed(first, 5), restored.latent_seed(first, 10), restored.latent_seed(second, 5)]
+        assert seeds == [3, 7, None]
+    finally:
+        restored.close()
+
+
 def test_hits_survive_a_restart_into_a_smaller_cache(saved):
     _, directory = saved
     restored = load(directory, max_bytes=512)  # room for one latent: the most used one

@@ -95,8 +95,8 @@ class PromptCache:
         self._indexes: dict[ShapeKey, VectorIndex] = {}
         self._prompts: dict[int, _Prompt] = {}
         self._ids_by_text: dict[tuple[ShapeKey, str], int] = {}
-        # the seed of the run each latent is of, where known (not saved: a restored latent's is not). A request's
-        # image of that seed resumes from it: its first, of another seed, was that seed's picture a second time
+        # the seed of the run each latent is of, where known (saved with it). A request's image of that seed resumes
+        # from it: its first, of another seed, was that seed's picture a second time
         self._seeds: dict[Key, int] = {}
         self._next_id = 1
         self._hits = dict.fromkeys(self.levels, 0)
@@ -302,8 +302,10 @@ class PromptCache:
         header = (self.embedder_name, self.dim, self.levels, self._next_id)
         prompts = gil_slices.copied(self._prompts)  # a prompt's text and shape never change
         prompt_ids, vectors = self._vectors()
-        store = self._store.pin()
-        return CacheSnapshot(self.changes, header, self.model, prompt_ids, prompts, vectors, store, self._store.unpin)
+        store, seeds = self._store.pin(), gil_slices.copied(self._seeds)
+        return CacheSnapshot(
+            self.changes, header, self.model, prompt_ids, prompts, vectors, store, seeds, self._store.unpin
+        )
 
     @classmethod
     def load(
@@ -377,6 +379,8 @@ class PromptCache:
                 unusable.append((key, problem))
                 self._forget(key)
                 continue
+            if latent.seed is not None:  # first: a latent the budgets hold no room for forgets it as it goes
+                self._seeds[key] = latent.seed
             self._store.restore(key, array, latent.uses, latent.on_disk)
         if unusable:
             log.warning(
