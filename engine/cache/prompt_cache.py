@@ -233,8 +233,9 @@ class PromptCache:
         counters: the evictions of the cache served while this one was read went missing, and the counter fell at
         the hand-over); `newer` is left as it was, but for the spilled latents it finds unreadable (evicted).
 
-        A prompt both hold keeps this cache's latents and gains the levels only `newer` has; the hits a latent of
-        `newer` served are not carried over (its uses start at 0, as a fresh insert's). A spilled latent whose file
+        A prompt both hold keeps this cache's latents and gains the levels only `newer` has, with the seeds of their
+        runs; the hits a latent of `newer` served are not carried over (its uses start at 0, as a fresh insert's).
+        A spilled latent whose file
         is gone, cut short, unreadable or NaN is left out, with one warning: it raised, and the engine served on
         without the restored cache, never saving over its file again.
         """
@@ -245,8 +246,11 @@ class PromptCache:
             found = {level: newer._store.read((prompt_id, level)) for level in levels}
             latents = {level: latent for level, latent in found.items() if latent is not None}
             unreadable += len(levels) - len(latents)
-            if latents:
-                self.insert(prompt.text, vector, prompt.shape, latents)
+            by_seed: dict[int | None, dict[int, np.ndarray]] = {}  # the levels of one run, inserted with its seed
+            for level, latent in latents.items():
+                by_seed.setdefault(newer.latent_seed(prompt_id, level), {})[level] = latent
+            for seed, of_run in by_seed.items():
+                self.insert(prompt.text, vector, prompt.shape, of_run, seed)
         if unreadable:
             log.warning(
                 "%s cached while the saved cache was read could not be read back: left out",
