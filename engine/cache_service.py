@@ -78,6 +78,7 @@ class Preparation:
     fallbacks: tuple[Fallback, ...] = ()
     neighbour: str | None = None  # the cached prompt `latent` and the fallbacks' are of, credited once used
     resumer: int = 0  # the image `latent` starts (engine/jobs.py image_of)
+    latent_seed: int | None = None  # the seed of the run `latent` is of (None: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ class Returned:
     worker: str  # named in the warning when they do not fit
     run_level: int  # the level the run started from: it passed through the levels above it only
     latent_shape: tuple[int, int, int]  # of one latent, for the worker's backend at the request's size
-    seed: int | None = None  # the image's, which its run drew from
+    seed: int | None = None  # of the run the latents are of (Job.run_seed; None: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,12 +540,11 @@ class CacheService:
         latent = self._cache.read_latent(neighbour.prompt_id, start) if neighbour and start else None
         if start and latent is None:
             level = start = 0  # the policy picked a level the neighbour does not have: run in full
-        resumer = (
-            image_of(request.seeds, self._cache.latent_seed(neighbour.prompt_id, start)) if latent is not None else 0
-        )
+        seed = self._cache.latent_seed(neighbour.prompt_id, start) if latent is not None else None
+        resumer = image_of(request.seeds, seed) if latent is not None else 0
         fallbacks = self._fallbacks(neighbour, lookup, k_star, level, request, resumer)
         named = neighbour.prompt if neighbour else None
-        return Preparation(k_star, level, start, latent, lookup.similarity, vector, fallbacks, named, resumer)
+        return Preparation(k_star, level, start, latent, lookup.similarity, vector, fallbacks, named, resumer, seed)
 
     def _fallbacks(
         self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int, request: AdmittedRequest, job: int
@@ -554,10 +554,10 @@ class CacheService:
         if self._fallback_levels is None or neighbour is None:
             return ()
         ups = self._fallback_levels(k_star, level, lookup.neighbour_levels, request.steps)
-        found = (Fallback(up, start, self._cache.peek_latent(neighbour.prompt_id, start)) for up, start in ups)
+        cache, held = self._cache, neighbour.prompt_id
+        found = [Fallback(up, step, cache.peek_latent(held, step), cache.latent_seed(held, step)) for up, step in ups]
         others = set(request.seeds) - {request.seeds[job]}
-        held = (up for up in found if up.latent is not None)
-        return tuple(up for up in held if self._cache.latent_seed(neighbour.prompt_id, up.start) not in others)
+        return tuple(up for up in found if up.latent is not None and up.seed not in others)
 
 
 def _log_failure(what: str) -> Callable[[Future], None]:

@@ -382,6 +382,6 @@ class DispatchTiming:
         return False
 
     def _move_up(self, job: Job, fallback: Fallback) -> None:
-        job.level, job.start, job.latent = fallback
+        job.level, job.start, job.latent, job.latent_seed = fallback
         job.fallbacks = tuple(higher for higher in job.fallbacks if higher.level > job.level)
         self._queued_work.moved_up(job)

@@ -154,9 +154,10 @@ class Dispatcher:
         fallbacks: tuple[Fallback, ...] = (),
         k_star: int = 0,
         start: int | None = None,
+        latent_seed: int | None = None,
     ) -> None:
         """The request's level is chosen (and its neighbour's latents fetched): send its images on. `start`: the step
-        its runs resume at, when its steps are not the default ones (None: `level`).
+        its runs resume at, when its steps are not the default ones (None: `level`); `latent_seed`: `latent`'s run's.
 
         The choice is one image's (request.resumer): a latent starts one image. Its others run in full from their own
         seeds, as misses (ControlLoop.choose counts them so): resumed from the same latent, or moved up to the same
@@ -168,7 +169,7 @@ class Dispatcher:
         for job in request.jobs:
             job.similarity = similarity  # of its nearest cached prompt, reported whether its latent was used or not
             if job.index == request.resumer:
-                job.level, job.latent, job.k_star = level, latent, k_star
+                job.level, job.latent, job.latent_seed, job.k_star = level, latent, latent_seed, k_star
                 job.start = level if start is None else start
                 job.fallbacks = fallbacks if self._escalate else ()
         self._route(request.jobs)

@@ -33,6 +33,7 @@ class Fallback(NamedTuple):
     level: int  # of the default steps, as the plan knows it
     start: int  # the step of the job's run it resumes at (controller/level_shares.py)
     latent: Any
+    seed: int | None = None  # of the run the latent is of (None: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class Job:
     # at the default steps; what it is batched, timed and sent at
     start: int = 0
     latent: np.ndarray | None = None
+    latent_seed: int | None = None  # of the run `latent` is of (None: not known)
     similarity: float | None = None
     # levels above `level`, ascending, to move up to: those its neighbour holds in memory (argus only; empty for the
     # other policies)
@@ -106,6 +108,12 @@ class Job:
             None if spec.output_format == "png" else spec.output_compression,
             bool(spec.negative_prompt),
         )
+
+    @property
+    def run_seed(self) -> int | None:
+        """The seed of the run its image makes, which the latents it passes are of: resumed, its latent's run's (None:
+        not known), which its own seed changes nothing in (docs/cache.md, The seed); else its own."""
+        return self.latent_seed if self.start else self.seed
 
     @property
     def queued_s(self) -> float:

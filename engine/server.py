@@ -294,6 +294,7 @@ class Engine:
                 preparation.fallbacks,
                 preparation.k_star,
                 preparation.start,
+                preparation.latent_seed,
             )
         except Exception:  # a bug must not leave it unanswered, nor the requests prepared with it unrouted
             log.exception("routing request %r failed", request.spec.request_id)
@@ -318,7 +319,7 @@ class Engine:
             return
         request.latents_cached = True
         shape = model_latent_shape(worker.hello.backend, worker.hello.model, request.width, request.height)
-        self.cache.insert(request, request.vector, Returned(done, worker.name, job.start, shape, job.seed))
+        self.cache.insert(request, request.vector, Returned(done, worker.name, job.start, shape, job.run_seed))
 
     def request_stop(self) -> None:
         if self.state is EngineState.RUNNING:

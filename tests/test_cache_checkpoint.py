@@ -296,8 +296,8 @@ def test_a_written_checkpoint_lets_go_of_the_latents_that_leave_the_cache_after_
     async def stored_latent(prompt: str) -> weakref.ref:
         done = asyncio.get_running_loop().create_future()
         service.prepare(request(prompt), lambda _, preparation: done.set_result(preparation))
-        [(_, _, stored)] = (await done).fallbacks  # the store's own array (no copy)
-        return weakref.ref(stored)
+        [fallback] = (await done).fallbacks
+        return weakref.ref(fallback.latent)  # the store's own array (no copy)
 
     async def evict_after_a_checkpoint() -> None:
         service.insert(request("a red fox"), vector("a red fox"), returned({5: LATENT}))

@@ -410,11 +410,12 @@ def test_a_graph_whose_rebuilds_keep_failing_reuses_removed_slots_until_one_succ
     assert all(index.nearest(vectors[i])[0] in ids for i in range(0, ids[0], 37))  # removed: never found
 
 
-@pytest.mark.parametrize("failing", ["the graph's build", "a rebuild's start"])
+@pytest.mark.parametrize("failing", ["the graph's build", "a rebuild's start", "the matrix's growth"])
 def test_an_add_that_fails_leaves_the_index_as_it_was(monkeypatch, failing):
-    """Out of memory as a shape's graph was built (its 1,025th prompt), or as the live vectors were copied for a
-    rebuild, the add raised with its id kept: the prompt cache, which registers a prompt once its index took it, never
-    knew that id, and each lookup that found it failed (KeyError), with the requests looked up beside it, for good."""
+    """Out of memory as a shape's graph was built (its 1,025th prompt), as the live vectors were copied for a
+    rebuild, or as a graph's matrix of vectors doubled once the graph had taken the prompt, the add raised with its id
+    kept: the prompt cache, which registers a prompt once its index took it, never knew that id, and each lookup that
+    found it failed (KeyError), with the requests looked up beside it, for good."""
 
     def out_of_memory(*args):
         raise MemoryError("injected")
@@ -424,6 +425,9 @@ def test_an_add_that_fails_leaves_the_index_as_it_was(monkeypatch, failing):
         index = VectorIndex(16)
         index.add_many(list(range(GRAPH_ABOVE)), vectors[:GRAPH_ABOVE])
         monkeypatch.setattr("engine.cache.index._new_graph", out_of_memory)
+    elif failing == "the matrix's growth":
+        index, vectors = full_graph(LIVE + 1)  # the matrix holds LIVE rows: the next prompt doubles it
+        monkeypatch.setattr(_Exact, "_resize", out_of_memory)
     else:
         index, vectors = full_graph(2 * LIVE + 3)
         churn(index, vectors, LIVE, LIVE + 2, LIVE)  # worn one removal short of a rebuild, asked for at the next add

@@ -91,6 +91,41 @@ def test_a_restart_with_the_same_budgets_keeps_every_latent_in_its_tier(tmp_path
         cache.close()
 
 
+def test_the_seed_of_each_latents_run_survives_a_restart(tmp_path):
+    """A request's image of that seed resumes from it (engine/jobs.py image_of): not saved, every latent started its
+    request's first image after a restart, the image of that seed beside it the same picture run in full."""
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
+    first = cache.insert("a fox", vector(0), SQUARE, {5: latent(0, 5)}, seed=3)
+    cache.insert("a fox", vector(0), SQUARE, {10: latent(0, 10)}, seed=7)  # a level it lacked, from another run
+    second = cache.insert("a cat", vector(1), SQUARE, {5: latent(1, 5)})  # of no known seed
+    cache.save(str(tmp_path))
+    cache.close()
+    restored = load(tmp_path)
+    try:
+        seeds = [restored.latent_seed(first, 5), restored.latent_seed(first, 10), restored.latent_seed(second, 5)]
+        assert seeds == [3, 7, None]
+    finally:
+        restored.close()
+
+
+def test_the_seeds_of_what_was_cached_while_the_file_was_read_survive_the_hand_over():
+    """absorb(): the prompts cached while the saved cache was read keep the seed of each latent's run."""
+    restored = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
+    newer = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
+    try:
+        restored.insert("a fox", vector(0), SQUARE, {5: latent(0, 5)}, seed=3)
+        newer.insert("a fox", vector(0), SQUARE, {5: latent(0, 5), 10: latent(0, 10)}, seed=8)  # gains level 10
+        newer.insert("a cat", vector(1), SQUARE, {5: latent(1, 5), 25: latent(1, 25)}, seed=4)
+        newer.insert("a cat", vector(1), SQUARE, {10: latent(1, 10)})  # of no known seed
+        restored.absorb(newer)
+        fox, cat = (restored.lookup(vector(i), SQUARE).prompt_id for i in (0, 1))
+        keys = [(fox, 5), (fox, 10), (cat, 5), (cat, 10), (cat, 25)]
+        assert [restored.latent_seed(*key) for key in keys] == [3, 8, 4, None, 4]
+    finally:
+        newer.close()
+        restored.close()
+
+
 def test_hits_survive_a_restart_into_a_smaller_cache(saved):
     _, directory = saved
     restored = load(directory, max_bytes=512)  # room for one latent: the most used one

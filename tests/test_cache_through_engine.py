@@ -120,6 +120,23 @@ def test_a_request_resumed_at_the_top_level_is_cached_from_its_images_run_in_ful
     assert again.images[0].similarity > 0.99
 
 
+def test_the_latents_a_resumed_image_passes_are_of_its_neighbours_seed(engine):
+    """A resumed image continues its neighbour's run, which its own seed changes nothing in (docs/cache.md, The seed):
+    the latents it passes through are of that run's seed. Cached as of the image's own seed, a request near it of
+    two images, the second of that run's seed, resumed its first from them, and was that seed's picture twice (on
+    the tiny engine, the two images within 6 of 255 of each other)."""
+    boat, near_boat = "a paper boat on a puddle after the rain, pastel", "a paper boat on a puddle after rain"
+    with ArgusClient(engine.client_address, timeout_s=120) as client:
+        assert isinstance(client.generate(boat, width=64, height=64, seed=1), Images)
+        # hash similarity 0.819: level 10, from seed 1's run, then through 15, 20 and 25, cached as its prompt's
+        near = client.generate(near_boat, width=64, height=64, seed=7)
+        again = client.generate(near_boat, width=64, height=64, seed=0, n=2)
+    assert isinstance(near, Images) and near.images[0].level == 10, near
+    assert isinstance(again, Images), again
+    # seed 1's image resumes from seed 1's run; seed 0's runs in full
+    assert [(image.seed, image.level) for image in again.images] == [(0, 0), (1, 25)]
+
+
 # two workers: the images run side by side, and the resumed one, ten steps shorter, is done first (0.09 s sooner at
 # this time scale: without the check, the test failed 3 runs of 3 on a loaded machine); an engine of its own, its
 # cache empty

@@ -296,7 +296,12 @@ class _Graph:
         self._take_rebuilt()
         reusable = self._index.get_current_count() - len(self.exact) if self._reuse_slots else 0
         _add(self._index, ids, unit_vectors, reusable)
-        self.exact.add(ids, unit_vectors)
+        try:
+            self.exact.add(ids, unit_vectors)
+        except BaseException:  # out of memory as the matrix doubled: the graph must not find what the matrix lacks
+            for item_id in ids:
+                self._index.mark_deleted(item_id)
+            raise
         if self._rebuild is not None:
             self._added_since.update(ids)
         self._rebuild_if_worn()

@@ -73,6 +73,7 @@ class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=True, g
     offset: int  # from the start of the latents section
     nbytes: int
     on_disk: bool = False  # the tier it was saved from (absent in files saved before it was recorded)
+    seed: int | None = None  # of the run it is of, where known (absent in files saved before it was recorded)
 
 
 class _Meta(msgspec.Struct, forbid_unknown_fields=True):

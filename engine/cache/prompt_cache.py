@@ -95,8 +95,8 @@ class PromptCache:
         self._indexes: dict[ShapeKey, VectorIndex] = {}
         self._prompts: dict[int, _Prompt] = {}
         self._ids_by_text: dict[tuple[ShapeKey, str], int] = {}
-        # the seed of the run each latent is of, where known (not saved: a restored latent's is not). A request's
-        # image of that seed resumes from it: its first, of another seed, was that seed's picture a second time
+        # the seed of the run each latent is of, where known (saved with it). A request's image of that seed resumes
+        # from it: its first, of another seed, was that seed's picture a second time
         self._seeds: dict[Key, int] = {}
         self._next_id = 1
         self._hits = dict.fromkeys(self.levels, 0)
@@ -233,8 +233,9 @@ class PromptCache:
         counters: the evictions of the cache served while this one was read went missing, and the counter fell at
         the hand-over); `newer` is left as it was, but for the spilled latents it finds unreadable (evicted).
 
-        A prompt both hold keeps this cache's latents and gains the levels only `newer` has; the hits a latent of
-        `newer` served are not carried over (its uses start at 0, as a fresh insert's). A spilled latent whose file
+        A prompt both hold keeps this cache's latents and gains the levels only `newer` has, with the seeds of their
+        runs; the hits a latent of `newer` served are not carried over (its uses start at 0, as a fresh insert's).
+        A spilled latent whose file
         is gone, cut short, unreadable or NaN is left out, with one warning: it raised, and the engine served on
         without the restored cache, never saving over its file again.
         """
@@ -245,8 +246,11 @@ class PromptCache:
             found = {level: newer._store.read((prompt_id, level)) for level in levels}
             latents = {level: latent for level, latent in found.items() if latent is not None}
             unreadable += len(levels) - len(latents)
-            if latents:
-                self.insert(prompt.text, vector, prompt.shape, latents)
+            by_seed: dict[int | None, dict[int, np.ndarray]] = {}  # the levels of one run, inserted with its seed
+            for level, latent in latents.items():
+                by_seed.setdefault(newer.latent_seed(prompt_id, level), {})[level] = latent
+            for seed, of_run in by_seed.items():
+                self.insert(prompt.text, vector, prompt.shape, of_run, seed)
         if unreadable:
             log.warning(
                 "%s cached while the saved cache was read could not be read back: left out",
@@ -302,8 +306,10 @@ class PromptCache:
         header = (self.embedder_name, self.dim, self.levels, self._next_id)
         prompts = gil_slices.copied(self._prompts)  # a prompt's text and shape never change
         prompt_ids, vectors = self._vectors()
-        store = self._store.pin()
-        return CacheSnapshot(self.changes, header, self.model, prompt_ids, prompts, vectors, store, self._store.unpin)
+        store, seeds = self._store.pin(), gil_slices.copied(self._seeds)
+        return CacheSnapshot(
+            self.changes, header, self.model, prompt_ids, prompts, vectors, store, seeds, self._store.unpin
+        )
 
     @classmethod
     def load(
@@ -377,6 +383,8 @@ class PromptCache:
                 unusable.append((key, problem))
                 self._forget(key)
                 continue
+            if latent.seed is not None:  # first: a latent the budgets hold no room for forgets it as it goes
+                self._seeds[key] = latent.seed
             self._store.restore(key, array, latent.uses, latent.on_disk)
         if unusable:
             log.warning(

@@ -55,6 +55,7 @@ class CacheSnapshot:
     prompts: dict[int, _Prompt]  # a copy of the cache's table: their text and shape never change
     vectors: np.ndarray  # row i: the vector of prompt_ids[i]
     store: StoreSnapshot
+    seeds: dict[Key, int]  # a copy of the cache's: the seed of the run each latent is of, where known
     unpin: Callable[[Iterable[tuple[Key, int]]], None] | None  # the store's, called by the release
     lost: list[tuple[Key, int]] = field(default_factory=list)  # (key, seq) of spill files found unreadable
 
@@ -105,7 +106,9 @@ class CacheSnapshot:
     def _saved_latent(self, key: Key) -> persistence.SavedLatent:
         entry = self.store.entries[key]
         dtype, uses = DTYPE_NAMES[entry.dtype], self.store.records[key].uses
-        return persistence.SavedLatent(*key, uses, dtype, entry.shape, 0, entry.nbytes, entry.on_disk)
+        return persistence.SavedLatent(
+            *key, uses, dtype, entry.shape, 0, entry.nbytes, entry.on_disk, self.seeds.get(key)
+        )
 
     def release(self) -> None:
         """On the cache's thread, once written (or not): the spill files found lost are evicted, those evicted
@@ -116,5 +119,5 @@ class CacheSnapshot:
         # each freed by a call of its own, between which other threads can take the GIL: freed in one go as the
         # snapshot's last reference went, they held it 7 to 30 ms at 100,000 prompts, pausing the event loop
         # (docs/cache.md, "Freeing a snapshot")
-        for table in (self.prompts, self.prompt_ids, self.store.entries, self.store.records):
+        for table in (self.prompts, self.prompt_ids, self.store.entries, self.store.records, self.seeds):
             table.clear()
