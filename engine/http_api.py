@@ -18,6 +18,7 @@ from yarl import URL
 from engine.api_keys import ApiKeys
 from engine.config import served_model_name
 from engine.forwarded_for import TrustedProxies
+from engine.http_expect import close_if_not_asked, met_later, read_body, unmet_expectation
 from engine.http_half_close import answer_half_closed
 from engine.http_origins import request_origin
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
@@ -85,6 +86,7 @@ _STATUS = {
     "not_found": 404,
     "unauthorized": 401,
     "host_not_allowed": 403,
+    "expectation_failed": 417,
     "no_plan": 503,
     "model_not_found": 404,
     "internal_error": 500,
@@ -141,9 +143,10 @@ def build_app(engine: Engine) -> web.Application:
         door = _loopback_host_door(public_host, engine.metrics.door_refusals.labels("http", "host_not_allowed").inc)
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
     refusal = _request_id_refusal(door)
-    middlewares = [answer_half_closed, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
+    middlewares = [answer_half_closed, close_if_not_asked, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
     if door is not _open_door:
         middlewares.append(_checked_at(door))
+    middlewares.append(_expectations)
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
     launch = engine.config.launch
@@ -151,15 +154,17 @@ def build_app(engine: Engine) -> web.Application:
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
     document = openapi_document(argus_version(), engine.api_keys is not None, host_checked, engine.config.public_url)
     app[OPENAPI_KEY] = msgspec.json.encode(document)
-    app.router.add_post(GENERATIONS_PATH, generate)
-    app.router.add_get("/v1/images/files/{name}", image_file, name="image_file")
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/plan", plan)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/v1/models/{model}", model)
+    # an Expect is met once the request is checked (engine/http_expect.py), not by aiohttp before that
+    expect = {"expect_handler": met_later}
+    app.router.add_post(GENERATIONS_PATH, generate, **expect)
+    app.router.add_get("/v1/images/files/{name}", image_file, name="image_file", **expect)
+    app.router.add_get("/health", health, **expect)
+    app.router.add_get("/ready", ready, **expect)
+    app.router.add_get("/metrics", metrics, **expect)
+    app.router.add_get("/openapi.json", openapi, **expect)
+    app.router.add_get("/plan", plan, **expect)
+    app.router.add_get("/v1/models", models, **expect)
+    app.router.add_get("/v1/models/{model}", model, **expect)
     return app
 
 
@@ -267,6 +272,14 @@ def _checked_at(door: Door):
     return check
 
 
+@web.middleware
+async def _expectations(request: web.Request, handler):
+    """An Expect the engine cannot meet, refused once the door let the request in, as the request itself would be."""
+    if (unmet := unmet_expectation(request)) is not None:
+        return _error("expectation_failed", unmet)
+    return await handler(request)
+
+
 def _api_key_door(keys: ApiKeys, count_refusal: Callable[[], None]) -> Door:
     def check(request: web.Request) -> web.Response | None:
         # an image URL is a capability, as OpenAI's are: unguessable and short-lived, it can be handed to a
@@ -364,7 +377,7 @@ async def generate(request: web.Request) -> web.Response:
         )
     try:
         async with asyncio.timeout(BODY_READ_S):
-            raw = await request.read()
+            raw = await read_body(request)
     except web.HTTPRequestEntityTooLarge as exc:  # answered by _json_errors
         engine.count_refusal(Error(request[REQUEST_ID], "body_too_large", exc.text or "request body too large"))
         raise
