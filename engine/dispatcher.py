@@ -43,11 +43,12 @@ from engine.batch_messages import BatchMessages
 from engine.config import DispatchConfig
 from engine.dispatch_index import FreeAt, SentDeadlines, SpreadOver, UrgencyOrder
 from engine.dispatch_timing import DispatchTiming
+from engine.failed_batch_lines import FailedBatchLines
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.loss_lines import LossLines
 from engine.metrics import EngineMetrics
 from engine.queue_moves import discard, put_back, take_out, take_with_mates
-from engine.request_names import clipped, failed_batch_line
+from engine.request_names import clipped
 from engine.worker_fit import as_asked, refusal
 from engine.worker_picks import WorkerPicks
 from engine.worker_registry import WorkerHandle, WorkerRegistry
@@ -106,6 +107,7 @@ class Dispatcher:
         # while requests are answered together (by the sweep, a cancel): their queued jobs, to take out at its end
         self._leaving: list[Job] | None = None
         self.loss_lines = LossLines()  # workers lost together, said in one line
+        self._failed_batch_lines = FailedBatchLines(clock)
         self._live: dict[str, Job] = {}
         # the images of the requests admitted and not answered, made ones too (held for the reply): what --max-queue
         # bounds. Freed one by one as made, the room of a request of n admitted as many images again beside it
@@ -521,7 +523,7 @@ class Dispatcher:
         if unasked:
             self._metrics.bad_messages.labels("worker").inc()
         if failures:  # one line a batch, not one an image
-            log.warning("%s", failed_batch_line(worker.name, done.batch_id, len(jobs), failures))
+            self._failed_batch_lines.say(worker.name, done.batch_id, len(jobs), failures)
         # a batch refused is the batch's fault, as one whose images were all aborted says nothing of the worker
         failed = any(outcome.code != REFUSED for _, outcome in failures)
         self._route_again([*owed, *by_id.values()])  # a worker that answers a batch but leaves items out owes them

@@ -9,6 +9,7 @@ from pictures import image_as_asked
 
 from controller.profiles import LatencyProfile
 from engine.dispatcher import PIPELINE_HORIZON_S
+from engine.failed_batch_lines import FAILED_LINE_EVERY_S
 from engine.jobs import Fallback, Job
 from engine.request_names import failed_batch_line
 from engine.worker_registry import WorkerHandle
@@ -398,6 +399,32 @@ async def test_a_failed_batch_is_one_line_naming_its_requests(caplog):
         )
     ]
     assert a.failed_batches == 1
+
+
+async def test_a_lone_worker_failing_every_batch_is_said_at_once_then_once_a_while_counting_the_rest(caplog):
+    """The only worker is never taken out of rotation (failing_workers.may_take_out): failing every batch, at once, it
+    made a WARNING a batch, 70 lines in 2 s."""
+    caplog.set_level(logging.INFO, logger="argus.dispatcher")
+    h = Harness()
+    a = h.add_worker("a")
+
+    def fail_a_batch() -> None:
+        h.request(prompt=f"p{len(h.batches())}")
+        batch = h.batches("a")[-1]
+        failed = [ItemFailed(item.request_id, "cuda_error", "CUDA error") for item in batch.items]
+        h.dispatcher.batch_done(a, BatchDone(batch.batch_id, failed))
+
+    for _ in range(5):
+        fail_a_batch()
+    h.clock.now += FAILED_LINE_EVERY_S
+    fail_a_batch()
+    await settle()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "argus.dispatcher"]
+    assert [level for level, _ in said] == ["WARNING", "WARNING"], said
+    first, second = (message for _, message in said)
+    assert first.startswith(f"worker {a.name} failed batch ") and first.endswith(": CUDA error"), first
+    assert second.endswith(": CUDA error (4 more batches failed since its last such line)"), second
+    assert h.registry.taken_out() == []
 
 
 @pytest.mark.parametrize(("reasons", "said"), [(2, "(and 1 other reason)"), (3, "(and 2 other reasons)")])
