@@ -20,7 +20,7 @@ from engine.config import served_model_name
 from engine.forwarded_for import TrustedProxies
 from engine.http_expect import close_if_not_asked, met_later, read_body, unmet_expectation
 from engine.http_half_close import answer_half_closed
-from engine.http_origins import request_origin
+from engine.http_origins import named_hosts, request_origin
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
@@ -324,14 +324,19 @@ def _loopback_host_door(public_host: str | None, count_refusal: Callable[[], Non
         return bool(name) and not _names_this_engine(name, public_host)
 
     def check(request: web.Request) -> web.Response | None:
-        if refused(request.headers.get(hdrs.HOST, "")):
-            count_refusal()
-            return _error(
-                "host_not_allowed",
-                f"Host {request.headers[hdrs.HOST]!r} does not name this engine: without an API key, an engine on"
-                " loopback answers only localhost, a loopback address or a name of one label (a web page could"
-                " otherwise reach it by DNS rebinding). Behind a proxy, give --public-url; or set --api-key",
-            )
+        # an absolute-form target's host too, which the image URLs are made from: with the Host header alone checked,
+        # `POST http://evil.example:1/...` with `Host: localhost` was served URLs on evil.example. Both are checked,
+        # not the target's alone (as RFC 9112, 3.2.2 would read it): what reads the Host header is then never given
+        # a name the engine refuses, and no browser sends either form but with the same host
+        for where, host in named_hosts(request):
+            if refused(host):
+                count_refusal()
+                return _error(
+                    "host_not_allowed",
+                    f"{where} {host!r} does not name this engine: without an API key, an engine on loopback answers"
+                    " only localhost, a loopback address or a name of one label (a web page could otherwise reach it"
+                    " by DNS rebinding). Behind a proxy, give --public-url; or set --api-key",
+                )
         return None
 
     return check

@@ -29,6 +29,17 @@ def request_origin(request: web.Request) -> str:
     return str(origin)
 
 
+def named_hosts(request: web.Request) -> list[tuple[str, str]]:
+    """Each host[:port] the request names the host it is for in, and where: its Host header ("" when it sent none),
+    and the authority of an absolute-form target (`POST http://HOST:PORT/path`, as sent to a forward proxy), from
+    which aiohttp makes the request's URL, and so request_origin the image URLs (RFC 9112, 3.2.2 has a server ignore
+    the Host header then). Not CONNECT's target, the host it asks a tunnel to."""
+    named = [("Host", request.headers.get(hdrs.HOST, ""))]
+    if request.method != hdrs.METH_CONNECT and not request.raw_path.startswith("/"):
+        named.append(("the request target's host", request.url.raw_authority or ""))
+    return named
+
+
 def _socket_origin(request: web.Request) -> URL:
     """The origin of a request without a Host header (HTTP/1.0 allows it): aiohttp makes its URL from the address
     it came on, without the port, and the image URLs named port 80 whatever --port was."""

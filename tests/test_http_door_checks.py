@@ -1,7 +1,9 @@
 """Which requests the HTTP door lets in before any work, decided in process (tests/engine_stand_in.py). With an engine:
 tests/test_http_hosts.py, tests/test_http_auth.py."""
 
+import asyncio
 import gzip
+import json
 
 import pytest
 from engine_stand_in import StandInEngine, http_door_of
@@ -13,6 +15,7 @@ from protocols.client_messages import Busy
 pytestmark = pytest.mark.timeout(30)
 
 BODY = b'{"prompt": "a heron", "size": "64x64"}'
+GENERATIONS = "/v1/images/generations"
 
 
 async def reaches_the_engine(client, engine: StandInEngine, **headers: str) -> bool:
@@ -92,3 +95,34 @@ async def test_a_body_over_the_limit_is_refused_and_counted_as_refused():
             assert (await response.json())["error"]["code"] == "body_too_large"
     assert engine.metric("argus_requests_total", outcome="rejected", code="body_too_large") == 1
     assert engine.clients == []
+
+
+async def status_of_absolute_form(client, target: str, host: str) -> tuple[int, dict]:
+    """The status and JSON body of a request for images sent with an absolute-form target (`POST http://HOST/path`,
+    as a client sends one to a forward proxy) and the Host header `host`."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        head = f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        writer.write(f"{head}Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
+        status_line, _, rest = (await asyncio.wait_for(reader.read(), 5)).partition(b"\r\n")
+        return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+    finally:
+        writer.close()
+
+
+async def test_an_absolute_form_target_that_does_not_name_an_engine_on_loopback_is_refused():
+    """aiohttp takes the request's URL from such a target (RFC 9112, 3.2.2 has a server ignore the Host header then),
+    and the image URLs of response_format url with it: the Host header alone was checked, and `POST
+    http://evil.example:1/v1/images/generations` with `Host: localhost` was served URLs on http://evil.example:1."""
+    engine = StandInEngine()
+    engine.refusal = Busy("", 1000, "queue_full")  # answered at once, if it reaches the engine
+    async with http_door_of(engine) as client:
+        status, body = await status_of_absolute_form(client, "http://evil.example:1" + GENERATIONS, "localhost")
+        assert (status, body["error"]["code"]) == (403, "host_not_allowed")
+        assert "evil.example:1" in body["error"]["message"]
+        status, _ = await status_of_absolute_form(client, "http://localhost:1" + GENERATIONS, "evil.example")
+        assert status == 403
+        assert engine.clients == []
+        status, _ = await status_of_absolute_form(client, "http://localhost:1" + GENERATIONS, "127.0.0.1")
+        assert status == 429
+    assert len(engine.clients) == 1
