@@ -85,6 +85,7 @@ _HOST_NOT_ALLOWED = (
     "host_not_allowed: an engine on loopback without an API key answers only a Host naming it (localhost, a loopback"
     " address, a one-label name, or --public-url's host)"
 )
+_EXPECTATION_FAILED = "expectation_failed: an Expect other than 100-continue"
 _TOO_MANY_CONNECTIONS = (
     "too_many_connections: the engine holds as many HTTP connections as it takes (--max-connections); retry after the"
     " Retry-After header"
@@ -104,7 +105,8 @@ def openapi_document(version: str, api_key: bool, host_checked: bool, public_url
         """`operation` with what its requests may be answered before it sees them. `keyed`: it needs the API key;
         `probe`: an X-Request-ID that is none is replaced, not refused (a probe must not fail for what a proxy adds)."""
         door = {"400": None if probe else _BAD_REQUEST_ID, "401": _NO_KEY if keyed and api_key else None}
-        door |= {"403": _HOST_NOT_ALLOWED if host_checked else None, "503": _TOO_MANY_CONNECTIONS}
+        door |= {"403": _HOST_NOT_ALLOWED if host_checked else None, "417": _EXPECTATION_FAILED}
+        door |= {"503": _TOO_MANY_CONNECTIONS}
         responses = dict(operation["responses"])
         for status, why in door.items():
             if why is None:

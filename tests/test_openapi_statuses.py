@@ -111,3 +111,10 @@ def test_the_hosts_an_open_engine_on_loopback_refuses_are_documented_and_no_key(
         assert refused == 403 and 403 in statuses, (path, refused, statuses)
         served = answer(open_on_loopback, method, path, {})
         assert served in statuses and 401 not in statuses and not operation["security"], (path, served, statuses)
+
+
+def test_an_expectation_not_understood_is_documented_on_every_route(keyed):
+    """Any route answers an Expect other than 100-continue 417 (engine/http_expect.py), which no route listed."""
+    for method, path, operation in operations(keyed):
+        refused = answer(keyed, method, path, {"Authorization": f"Bearer {KEY}", "Expect": "teapot"})
+        assert refused == 417 and 417 in documented(operation), (path, refused, documented(operation))
