@@ -30,6 +30,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from controller.demand_classes import DemandClass, order
 from controller.profiles import LatencyProfile
 from workers.limits import DEFAULT_STEPS
 
@@ -42,12 +43,12 @@ BURST_SIGNIFICANCE = 3.0
 @dataclass(frozen=True)
 class DemandEstimate:
     rps: float  # images/s to plan for (of the default steps, see WorkPerImage), headroom included
-    mix: dict[int, float]  # class K* -> share of arrivals; shares sum to 1
+    mix: dict[DemandClass, float]  # class (K*, or a Reach of it) -> share of arrivals; shares sum to 1
     # of class 0's arrivals, the share that came with a neighbour's latent (too far for any level by the table); the
     # rest are misses, which only run in full whatever level a policy picks
     far_share: float = 0.0
 
-    def per_class(self) -> dict[int, float]:
+    def per_class(self) -> dict[DemandClass, float]:
         return {k: self.rps * share for k, share in self.mix.items()}
 
 
@@ -79,15 +80,15 @@ class DemandEstimator:
         self.alpha = alpha  # EWMA weight of the newest window
         self.headroom = headroom
         self.fast_attack = fast_attack
-        self._counts: Counter[int] = Counter()
+        self._counts: Counter[DemandClass] = Counter()
         self._squares = 0.0  # the sum of the squared sizes of the window's arrivals, for its noise
         self._ewma_rps: float | None = None  # None until a window has been seen
         self._planned_rps = 0.0  # the rate the last window closed planned for (fast attack included)
-        self._mix: dict[int, float] = {0: 1.0}
+        self._mix: dict[DemandClass, float] = {0: 1.0}
         self._far = 0.0  # the window's class-0 arrivals with a neighbour's latent
         self._far_share = 0.0
 
-    def observe(self, k_star: int, images: float = 1.0, neighbour: bool = False, misses: float = 0.0) -> None:
+    def observe(self, k_star: DemandClass, images: float = 1.0, neighbour: bool = False, misses: float = 0.0) -> None:
         """One arrival (a request) of `images` of class `k_star` and `misses` more of class 0 (a latent starts one
         image: a request's others run in full), in images of the default steps; `neighbour`: it came with a
         neighbour's latent it could resume from. One arrival to the burst test whatever its classes: counted as two,
@@ -124,7 +125,7 @@ class DemandEstimator:
         misses_and_far = self._counts[0]
         return self._far / misses_and_far if misses_and_far > 0 else self._far_share
 
-    def _next(self, now: float) -> tuple[float | None, float, dict[int, float]]:
+    def _next(self, now: float) -> tuple[float | None, float, dict[DemandClass, float]]:
         """The EWMA, the rate to plan for and the mix after the window so far. A window of no length tells
         nothing, nor do the quiet ones before the first arrival: an engine's first look, as it starts, taken
         as a rate of 0 had the baselines plan for half the demand in the first window of load."""
@@ -134,7 +135,11 @@ class DemandEstimator:
             return self._ewma_rps, self._ewma_rps or 0.0, dict(self._mix)
         rate = arrivals / elapsed
         ewma = rate if self._ewma_rps is None else self.alpha * rate + (1.0 - self.alpha) * self._ewma_rps
-        mix = {k: n / arrivals for k, n in sorted(self._counts.items())} if arrivals else dict(self._mix)
+        mix = (
+            {k: n / arrivals for k, n in sorted(self._counts.items(), key=lambda item: order(item[0]))}
+            if arrivals
+            else dict(self._mix)
+        )
         return ewma, max(ewma, rate) if self.fast_attack and self._is_burst(arrivals, elapsed) else ewma, mix
 
     def _is_burst(self, arrivals: float, elapsed: float) -> bool:

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.demand_classes import DemandClass, Reach, best_level, order
 from controller.plan import Plan
 from controller.profiles import DegradationMatrix
 
@@ -64,29 +65,44 @@ class SolverOptions:
 class FlowProblem:
     levels: tuple[int, ...]
     capacity_rps: Mapping[int, float]  # level -> images/s of one worker (0: the SLO cannot be met there)
-    demand_rps: Mapping[int, float]  # class -> images/s
+    demand_rps: Mapping[DemandClass, float]  # class -> images/s
     # class -> level -> expected quality (percent) at every level its images may run at: the allowed ones, and class
     # 0's far neighbours above 0 (DegradationMatrix), which only a plan of routes fixed in advance counts
-    quality: Mapping[int, Mapping[int, float]]
-    loss: Mapping[int, Mapping[int, float]]  # class -> allowed level -> quality points lost (the objective's cost)
+    quality: Mapping[DemandClass, Mapping[int, float]]
+    # class -> allowed level -> quality points lost (the objective's cost)
+    loss: Mapping[DemandClass, Mapping[int, float]]
 
     @classmethod
     def per_class(
         cls,
         degradation: DegradationMatrix,
         capacity_rps: Mapping[int, float],
-        demand_rps: Mapping[int, float],
+        demand_rps: Mapping[DemandClass, float],
         levels: tuple[int, ...] | None = None,
     ) -> FlowProblem:
-        """One class per best level K*, with the degradation matrix's costs (Argus). `levels`: some of the matrix's
-        (None: all of them), those the policy serves (level 0 alone without a prompt cache)."""
+        """One class per best level K*, and one per Reach in the demand, with the degradation matrix's costs (Argus).
+        `levels`: some of the matrix's (None: all of them), those the policy serves (level 0 alone without a prompt
+        cache). A Reach may run only at its levels and 0: elsewhere its images do not resume."""
         levels = levels or degradation.levels
+        classes = sorted(set(levels) | {k for k in demand_rps if isinstance(k, Reach)}, key=order)
+
+        def resumable(k: DemandClass) -> tuple[int, ...]:
+            return tuple(kp for kp in levels if not kp or kp in k.levels) if isinstance(k, Reach) else levels
+
+        quality = {k: {kp: degradation.quality(kp, best_level(k)) for kp in resumable(k)} for k in classes}
         return cls(
             levels,
             capacity_rps,
-            {k: demand_rps.get(k, 0.0) for k in levels},
-            {k: {kp: degradation.quality(kp, k) for kp in levels} for k in levels},
-            {k: {kp: degradation.loss(kp, k) for kp in levels if degradation.allowed(kp, k)} for k in levels},
+            {k: demand_rps.get(k, 0.0) for k in classes},
+            quality,
+            {
+                k: {
+                    kp: degradation.loss(kp, best_level(k))
+                    for kp in quality[k]
+                    if degradation.allowed(kp, best_level(k))
+                }
+                for k in classes
+            },
         )
 
     @property
@@ -100,7 +116,7 @@ class FlowProblem:
 @dataclass(frozen=True)
 class FlowSolution:
     workers_per_level: dict[int, int]
-    flows: dict[tuple[int, int], float] | None  # None: nothing was solved (fallback routes)
+    flows: dict[tuple[DemandClass, int], float] | None  # None: nothing was solved (fallback routes)
     status: str
     solve_ms: float
 
@@ -144,11 +160,12 @@ def _busy(problem: FlowProblem, level: int, fleet: int) -> float:
     return HEADROOM_WEIGHT / (capacity * fleet) if capacity > 0 else 0.0
 
 
-def _detour(levels: tuple[int, ...], k: int, kp: int) -> float:
+def _detour(levels: tuple[int, ...], k: DemandClass, kp: int) -> float:
     """The tie-break cost of serving class k at level kp (none for a class that is not a level)."""
-    if k not in levels:
+    own = best_level(k)
+    if own not in levels:
         return 0.0
-    return ROUTE_TIE_BREAK * (levels.index(kp) - levels.index(k)) ** 2
+    return ROUTE_TIE_BREAK * (levels.index(kp) - levels.index(own)) ** 2
 
 
 def solve(solver: Any, time_limit_ms: int, params: Any = None) -> str | None:
@@ -160,19 +177,19 @@ def solve(solver: Any, time_limit_ms: int, params: Any = None) -> str | None:
     return {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "feasible"}.get(status)
 
 
-def flow_values(flows: Mapping[tuple[int, int], Any]) -> dict[tuple[int, int], float]:
+def flow_values(flows: Mapping[tuple[DemandClass, int], Any]) -> dict[tuple[DemandClass, int], float]:
     return {pair: max(0.0, f.solution_value()) for pair, f in flows.items()}
 
 
-def default_row(problem: FlowProblem, k: int, workers_per_level: Mapping[int, int]) -> dict[int, float]:
+def default_row(problem: FlowProblem, k: DemandClass, workers_per_level: Mapping[int, int]) -> dict[int, float]:
     """Where class k goes when nothing of it is routed: its own level when staffed (the cheapest level
     is level 0, the slowest, where a burst of a class that was quiet would cost the most), else the
     cheapest allowed level that has workers, nearest to k on ties, else its cheapest allowed level."""
-    allowed = problem.loss[k]
-    if k in allowed and workers_per_level.get(k, 0) > 0:
-        return {k: 1.0}
+    allowed, own = problem.loss[k], best_level(k)
+    if own in allowed and workers_per_level.get(own, 0) > 0:
+        return {own: 1.0}
     staffed = [kp for kp in allowed if workers_per_level.get(kp, 0) > 0] or list(allowed)
-    return {min(staffed, key=lambda kp: (allowed[kp], abs(kp - k))): 1.0}
+    return {min(staffed, key=lambda kp: (allowed[kp], abs(kp - own))): 1.0}
 
 
 def plan_from_solution(problem: FlowProblem, solution: FlowSolution, policy: str, now: float) -> Plan:
@@ -213,7 +230,7 @@ def plan_from_solution(problem: FlowProblem, solution: FlowSolution, policy: str
 def plan_from_rows(
     problem: FlowProblem,
     workers_per_level: Mapping[int, int],
-    rows: Mapping[int, Mapping[int, float]],
+    rows: Mapping[DemandClass, Mapping[int, float]],
     policy: str,
     now: float,
     status: str,

@@ -7,16 +7,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.demand_classes import DemandClass, order
+
 
 @dataclass(frozen=True)
 class Plan:
     policy: str
     # how many workers serve each level K'; sums to the workers alive when it was made
     workers_per_level: Mapping[int, int]
-    # r[K][K']: the probability that a prompt whose best level is K is served at K'; every row sums to 1
-    redirect: Mapping[int, Mapping[int, float]]
+    # r[K][K']: the probability that a prompt whose best level is K is served at K'; every row sums to 1. A class may
+    # be a Reach (controller/demand_classes.py): requests of K* that can resume at some levels alone
+    redirect: Mapping[DemandClass, Mapping[int, float]]
     # the demand it was made for, images/s per class K (headroom included)
-    demand_rps: Mapping[int, float]
+    demand_rps: Mapping[DemandClass, float]
     served_rps: float
     # expected quality (percent of the exact image) over the images served; NaN when none are
     expected_quality: float
@@ -47,11 +50,13 @@ class Plan:
             "solve_ms": self.solve_ms,
             "workers": self.workers,
             "workers_per_level": {str(k): n for k, n in sorted(self.workers_per_level.items())},
-            "redirect": {
-                str(k): {str(kp): p for kp, p in sorted(row.items())} for k, row in sorted(self.redirect.items())
-            },
-            "demand_rps": {str(k): d for k, d in sorted(self.demand_rps.items())},
+            "redirect": {str(k): {str(kp): p for kp, p in sorted(row.items())} for k, row in _by_class(self.redirect)},
+            "demand_rps": {str(k): d for k, d in _by_class(self.demand_rps)},
             "total_demand_rps": self.total_demand_rps,
             "served_rps": self.served_rps,
             "expected_quality": None if math.isnan(self.expected_quality) else self.expected_quality,
         }
+
+
+def _by_class(by_class: Mapping[DemandClass, Any]) -> list[tuple[DemandClass, Any]]:
+    return sorted(by_class.items(), key=lambda item: order(item[0]))

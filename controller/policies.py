@@ -13,7 +13,10 @@ else 0 (a miss always runs in full). So a plan's row for class 0 (misses and
 neighbours too far for any level) says where both run: the far neighbours at
 the level picked, the misses at 0; its expected quality counts each where it
 runs. Without a prompt cache every prompt is a miss, and a policy plans and
-serves level 0 alone.
+serves level 0 alone. Requests that can resume at some levels alone (of other
+steps than the default) are classes of their own (controller/demand_classes.py):
+argus routes them only to those levels and 0, and a fixed row counts them where
+its picks run for them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controller.allocation import Allocator, allocate, fit_allocation
+from controller.demand_classes import DemandClass, Reach, best_level, demand_class, runs_at
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, plan_from_rows, plan_from_solution
 from controller.plan import Plan
 from controller.predictor import KPredictor, Lookup, SimilarityPredictor, stored_level_at_most
@@ -46,13 +50,13 @@ class WindowInputs:
     workers: int  # workers alive
     current: Mapping[int, int]  # workers per level now
     demand_rps: float  # images/s to plan for (of the default steps, see WorkPerImage), headroom included
-    k_mix: Mapping[int, float]  # share of arrivals per predicted K*
+    k_mix: Mapping[DemandClass, float]  # share of arrivals per predicted K* (or a Reach of it)
     slo_s: float
     # of class 0's demand, the share with a neighbour's latent (served at the level a policy picks regardless of the
     # class); the rest are misses, which run at 0 whatever it picks
     far_share: float = 0.0
 
-    def class_demand(self) -> dict[int, float]:
+    def class_demand(self) -> dict[DemandClass, float]:
         return {k: self.demand_rps * share for k, share in self.k_mix.items()}
 
 
@@ -154,6 +158,12 @@ class _Base:
         return FlowProblem.per_class(self.degradation, capacity, inputs.class_demand(), self.levels)
 
 
+def with_reaches(rows: Mapping[int, Mapping[int, float]], inputs: WindowInputs) -> dict[DemandClass, dict[int, float]]:
+    """`rows`, a policy's picks for each K*, and for each Reach in the demand where its K*'s picks run for it."""
+    reaches = {k: runs_at(rows[k.k_star], k) for k in inputs.k_mix if isinstance(k, Reach)}
+    return {k: dict(row) for k, row in rows.items()} | reaches
+
+
 def planned_capacity_rps(profile: LatencyProfile, level: int, slo_s: float) -> float:
     """One worker's images/s at `level` within the SLO, in images of the default steps (the demand's unit, see
     WorkPerImage): the rule of LatencyProfile.capacity_rps on batches of the default steps a request runs, which the
@@ -204,7 +214,9 @@ class Argus(_Solved):
         )
 
     def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
-        return stored_level_at_most(sample_level(plan.redirect[k_star], rng), neighbour_levels)
+        # a request that can resume at some levels alone has a row of its own, once the plan has seen its like
+        row = plan.redirect.get(demand_class(k_star, neighbour_levels, self.levels)) or plan.redirect[k_star]
+        return stored_level_at_most(sample_level(row, rng), neighbour_levels)
 
 
 class Proteus(_Solved):
@@ -214,7 +226,7 @@ class Proteus(_Solved):
     name = "proteus"
 
     def _problem(self, inputs: WindowInputs) -> FlowProblem:
-        hits = {k: inputs.k_mix.get(k, 0.0) for k in self.levels if k}
+        hits = {k: sum(share for c, share in inputs.k_mix.items() if best_level(c) == k) for k in self.levels if k}
         # no hit class (no prompt cache): level 0 alone, whose quality is class 0's, 100
         weights = hits if sum(hits.values()) > 0 else dict.fromkeys(hits or (0,), 1.0)
         total = sum(weights.values())
@@ -232,7 +244,7 @@ class Proteus(_Solved):
     def _finish(self, inputs: WindowInputs, problem: FlowProblem, solution: FlowSolution) -> Plan:
         plan = plan_from_solution(problem, solution, self.name, inputs.now)
         row = plan.redirect[ANY_PROMPT]
-        rows = {k: dict(row) for k in self.levels} | {0: where_class_0_runs(row, inputs.far_share)}
+        rows = with_reaches({k: row for k in self.levels} | {0: where_class_0_runs(row, inputs.far_share)}, inputs)
         # what is served, and its quality, where the images run, by class: its solve counted every image at the
         # average of the hit classes, and at the capacity of the level its row picks, misses (which run at 0) and far
         # neighbours (which lose more than any hit) alike
@@ -259,6 +271,7 @@ class _Fixed(_Base):
     def plan(self, inputs: WindowInputs) -> Plan:
         rows = {k: self._row(k) for k in self.levels}
         rows[0] = where_class_0_runs(rows[0], inputs.far_share)
+        rows = with_reaches(rows, inputs)
         return plan_from_rows(self._problem(inputs), self._allocation(inputs), rows, self.name, inputs.now, "fixed")
 
     def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:

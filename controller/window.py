@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from controller.demand import DemandEstimator, WorkPerImage
+from controller.demand_classes import DemandClass
 from controller.plan import Plan
 from controller.policies import Policy, WindowInputs
 
@@ -75,7 +76,7 @@ class Controller:
 
     def observe_arrival(
         self,
-        k_star: int,
+        k_star: DemandClass,  # its K*, or a Reach of it for a request that cannot resume at every level
         images: int = 1,
         level: int = 0,
         steps: int | None = None,

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import replace
 
+from controller.demand_classes import demand_class
 from controller.level_shares import Choice, LevelShares, level_shares
 from controller.plan import Plan
 from controller.policies import Policy
@@ -110,9 +111,11 @@ class ControlLoop:
         plan = self._controller.plan
         level = 0 if plan is None else self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
         start = level if shares is None else shares.start(level)
+        # of other steps, a class of the levels it can resume at, which the plan routes it to alone
+        planned_as = k_star if shares is None else demand_class(k_star, shares.levels, self.policy.levels)
         # weighed by the steps it runs from where it starts, against level K''s capacity: 150 steps are about 3
         # images of the default 50. Its other images are misses, in the same arrival
-        self._controller.observe_arrival(k_star, 1, level, steps, start, bool(lookup.neighbour_levels), images - 1)
+        self._controller.observe_arrival(planned_as, 1, level, steps, start, bool(lookup.neighbour_levels), images - 1)
         return Choice(k_star, level, start)
 
     def fallback_levels(
