@@ -215,8 +215,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-bytes",
         type=non_negative_int,
-        help=f"latents held in memory, bytes (default {DEFAULT_CACHE_BYTES}; 0 keeps them on disk alone, which needs"
-        " --cache-dir and --cache-dir-bytes)",
+        help=f"memory the prompt cache may hold, bytes (default {DEFAULT_CACHE_BYTES}): the latents in memory, and each"
+        " cached prompt's text, vector and index entry (about 12 KiB at the default embedder), its latents in memory or"
+        " spilled to --cache-dir",
     )
     p.add_argument(
         "--cache-dir",

@@ -34,7 +34,7 @@ API_KEY_ENV = "ARGUS_API_KEY"
 # rewrites the whole file: at this interval, well under 1% of a core and 4 MB/s of disk writes for the default
 # (docs/cache.md). It was off by default while the write held lookups for all of it.
 DEFAULT_SAVE_INTERVAL_S = 300.0
-DEFAULT_CACHE_BYTES = 1 << 30  # latents held in memory (--cache-bytes)
+DEFAULT_CACHE_BYTES = 1 << 30  # what the prompt cache holds in memory, latents and prompts (--cache-bytes)
 # images kept for response_format=url: OpenAI's URLs last an hour. At SD-XL scale (1.5 MB PNGs) 256 MiB holds about
 # 180 images: a fleet making hundreds a minute turns it over in a minute or two (--image-url-store-bytes)
 DEFAULT_IMAGE_URL_TTL_S = 3600.0

@@ -239,7 +239,11 @@ class CacheCollector:
         yield CounterMetricFamily(
             "argus_cache_misses", "Requests whose first image was made from no latent (run in full)", stats.misses
         )
-        held = GaugeMetricFamily("argus_cache_bytes", "Bytes of latents held, by tier", labels=["tier"])
+        held = GaugeMetricFamily(
+            "argus_cache_bytes",
+            "Bytes the cache holds, by tier (memory: latents, and each cached prompt's text, vector and index entry)",
+            labels=["tier"],
+        )
         held.add_metric(["memory"], stats.bytes_in_memory)
         held.add_metric(["disk"], stats.bytes_on_disk)
         yield held

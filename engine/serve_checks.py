@@ -261,11 +261,12 @@ def _check_embedder(args: argparse.Namespace) -> None:
         return
     if args.cache_dir_bytes and not args.cache_dir:
         raise UsageError("--cache-dir-bytes spills latents to --cache-dir: add --cache-dir DIR")
-    if args.cache_bytes == 0 and not args.cache_dir_bytes:
-        # the engine started, and every image was a miss with no word said: a cache of no room holds nothing
+    if args.cache_bytes == 0:
+        # the engine started, and every image was a miss with no word said: a cache of no room holds nothing, not even
+        # with latents on disk (their prompts are held in memory, charged to --cache-bytes)
         raise UsageError(
-            "--cache-bytes 0 holds no latent in memory, and no --cache-dir-bytes spills any to disk: the cache would"
-            " hold nothing. Give --no-cache for none, or --cache-dir DIR --cache-dir-bytes N for one on disk alone"
+            "--cache-bytes 0 holds nothing: each cached prompt keeps its text, vector and index entry in memory, its"
+            " latents in memory or spilled to --cache-dir. Give --no-cache for none"
         )
     if args.cache_save_interval is not None and not args.cache_dir:
         raise UsageError("--cache-save-interval saves the cache to --cache-dir: add --cache-dir DIR")

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from cache_room import room
 from test_cache_index import hnswlib_copies_refused, unit_rows
 from test_cache_restore_background import (
     EMBEDDER,
@@ -195,8 +196,9 @@ def test_a_snapshot_is_written_whole_though_its_latents_leave_the_cache_meanwhil
     """A latent in memory is shared with the snapshot (no copy); a spilled one's file is kept until the release,
     though evicted meanwhile, and then deleted."""
     spill = tmp_path / "spill"
+    memory = room(LATENT.nbytes, [f"prompt {i}" for i in range(3)], EMBEDDER.dim, LEVELS)  # 3 prompts, 1 latent
     cache = PromptCache(
-        "hash", EMBEDDER.dim, LEVELS, max_bytes=LATENT.nbytes, spill_dir=str(spill), spill_bytes=2 * LATENT.nbytes
+        "hash", EMBEDDER.dim, LEVELS, max_bytes=memory, spill_dir=str(spill), spill_bytes=2 * LATENT.nbytes
     )
     cache.model = MODEL
 
@@ -233,11 +235,12 @@ def test_a_snapshot_of_a_graph_holds_its_vectors_as_they_were_and_reads_none_fro
     graph, which the cache goes on changing: an evicted prompt's row takes the matrix's last."""
     held = GRAPH_ABOVE + 64
     small = np.zeros((4, 8, 8), np.float16)
-    cache = PromptCache("hash", 16, [1], max_bytes=held * small.nbytes)
+    texts = [f"prompt {i:04d}" for i in range(held + 100)]  # of one length: each new prompt takes an old one's room
+    cache = PromptCache("hash", 16, [1], max_bytes=room(held * small.nbytes, texts[:held], 16, [1]))
     vectors = unit_rows(held + 100, 16)
 
     def insert(i: int) -> None:
-        cache.insert(f"prompt {i}", vectors[i], SHAPE, {1: small})
+        cache.insert(texts[i], vectors[i], SHAPE, {1: small})
 
     try:
         for i in range(held):
@@ -248,7 +251,7 @@ def test_a_snapshot_of_a_graph_holds_its_vectors_as_they_were_and_reads_none_fro
         for i in range(held, held + 100):
             insert(i)  # each evicts the oldest prompt
         assert cache.stats().prompts == held and cache.stats().evictions == 100
-        assert [snapshot.prompts[i].text for i in snapshot.prompt_ids] == [f"prompt {i}" for i in range(held)]
+        assert [snapshot.prompts[i].text for i in snapshot.prompt_ids] == texts[:held]
         np.testing.assert_allclose(snapshot.vectors, vectors[:held], rtol=1e-6)
         snapshot.release()
     finally:
@@ -260,16 +263,17 @@ def test_a_snapshot_puts_each_prompts_vector_in_its_row_across_shapes_and_evicti
     eviction reorders (the matrix's last row fills the evicted one's)."""
     small = np.zeros((4, 8, 8), np.float16)
     shapes = [ShapeKey(50, 64, 64), ShapeKey(30, 96, 64), ShapeKey(20, 64, 96)]
-    cache = PromptCache("hash", 16, [1], max_bytes=24 * small.nbytes)
+    texts = [f"prompt {i:02d}" for i in range(30)]
+    cache = PromptCache("hash", 16, [1], max_bytes=room(24 * small.nbytes, texts[:24], 16, [1]))
     empty = cache.snapshot()
     assert empty.prompt_ids == [] and empty.vectors.shape == (0, 16)
     empty.release()
     vectors = unit_rows(30, 16)
     try:
         for i in range(30):  # the first 6 are evicted, the oldest first
-            cache.insert(f"prompt {i}", vectors[i], shapes[i % 3], {1: small})
+            cache.insert(texts[i], vectors[i], shapes[i % 3], {1: small})
         snapshot = cache.snapshot()
-        assert [snapshot.prompts[i].text for i in snapshot.prompt_ids] == [f"prompt {i}" for i in range(6, 30)]
+        assert [snapshot.prompts[i].text for i in snapshot.prompt_ids] == texts[6:]
         assert snapshot.vectors.shape == (24, 16)
         np.testing.assert_allclose(snapshot.vectors, vectors[6:], rtol=1e-6)
         snapshot.release()
@@ -286,7 +290,7 @@ def test_a_written_checkpoint_lets_go_of_the_latents_that_leave_the_cache_after_
         return Choice(5, 0, 0)  # served in full, no hit: the neighbour's latent of level 5 is handed on as a fallback
 
     service = build_cache_service(
-        CacheConfig(directory=str(tmp_path), max_bytes=LATENT.nbytes),  # room for one latent
+        CacheConfig(directory=str(tmp_path), max_bytes=room(LATENT.nbytes, ["a red fox"], EMBEDDER.dim, LEVELS)),
         MODEL,
         LEVELS,
         choose=miss_keeping_level_5,
@@ -320,14 +324,18 @@ def test_a_spill_file_that_cannot_be_read_is_left_out_and_later_checkpoints_are_
     if directory_sized_latent(tmp_path).shape != (1, 1, 2048):
         pytest.skip("a directory here is not the size of a 256x128 latent")
     cache_dir = tmp_path / "cache"
-    flags = ("--cache-bytes", "4096", "--cache-dir-bytes", "1000000", "--cache-save-interval", "0.2")
-    sim = ("--sim-latents", "sdxl", "--time-scale", "0")
+    fox, whale = "a red fox in the snow", "a blue whale under the sea"
+    memory = room(4096, [fox, whale], EMBEDDER.dim, LEVELS)  # their prompts, and one latent
+    flags = ("--cache-bytes", str(memory), "--cache-dir-bytes", "1000000", "--cache-save-interval", "0.2")
+    sim = ("--sim-latents", "sdxl", "--time-scale", "0", "--policy", "nirvana")  # nirvana: a repeat is a hit
     engine = start_engine(tmp_path, "--cache-dir", str(cache_dir), *flags, *sim, backend="sim", workers=1)
 
-    def checkpointed(prompts: int) -> None:
-        saved = f"prompt cache checkpointed to {cache_dir}: {prompts} prompts"
+    def checkpoints(prompts: str = "") -> int:
+        return engine.log_path.read_text().count(f"prompt cache checkpointed to {cache_dir}: {prompts}")
+
+    def checkpointed(prompts: str = "", after: int = 0) -> None:
         deadline = time.monotonic() + 60
-        while saved not in engine.log_path.read_text():
+        while checkpoints(prompts) <= after:
             assert time.monotonic() < deadline, engine.log()
             time.sleep(0.05)
 
@@ -335,14 +343,17 @@ def test_a_spill_file_that_cannot_be_read_is_left_out_and_later_checkpoints_are_
         with ArgusClient(engine.client_address, timeout_s=60) as client:
             # 11 steps: cached at step 5 alone (step 10 is past any level's share of the run), 4 KiB; memory holds
             # one, so the first prompt's is spilled
-            for prompt in ("a red fox in the snow", "a blue whale under the sea"):
+            for prompt in (fox, whale):
                 client.generate(prompt, width=256, height=128, seed=1, steps=11)
-            checkpointed(2)
+            checkpointed("2 prompts")
             spilled = sorted(cache_dir.glob("spill/argus-spill-*/*.latent"))[0]
             spilled.unlink()
             spilled.mkdir()
-            client.generate("a green frog on a leaf", width=256, height=128, seed=1, steps=11)
-            checkpointed(3)
+            before = checkpoints()
+            # a hit on the whale's latent, in memory: a change, which the next checkpoint saves (a new prompt would
+            # take its room in memory from the fox's, evicted, the lowest ranked)
+            client.generate(whale, width=256, height=128, seed=1, steps=11)
+            checkpointed(after=before)
     finally:
         assert engine.stop() == 0
     log = engine.log_path.read_text()

@@ -6,6 +6,7 @@ counters, and one that fell at the hand-over reads as an engine restart."""
 from __future__ import annotations
 
 import numpy as np
+from cache_room import room
 
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 
@@ -41,7 +42,8 @@ def test_a_hit_is_a_change_whether_taken_or_recorded():
 
 def test_a_spill_file_found_unreadable_is_a_change(tmp_path):
     """Its latent is evicted: the next save leaves it out."""
-    cache = PromptCache("hash", 8, LEVELS, max_bytes=512, spill_dir=str(tmp_path), spill_bytes=1 << 20)
+    memory = room(LATENT.nbytes, ["a cat", "a dog"], 8, LEVELS)
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=memory, spill_dir=str(tmp_path), spill_bytes=1 << 20)
     try:
         spilled = cache.insert("a cat", unit(0), SHAPE, {5: LATENT})
         cache.insert("a dog", unit(1), SHAPE, {5: LATENT})  # the cat's latent spilled
@@ -56,7 +58,7 @@ def test_a_spill_file_found_unreadable_is_a_change(tmp_path):
 
 def test_a_hit_recorded_on_a_latent_evicted_since_it_was_read_is_counted_and_credits_nothing():
     """The run started from a latent read earlier; a later insert evicted it, its prompt kept by another level."""
-    cache = PromptCache("hash", 8, LEVELS, max_bytes=512)
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=room(LATENT.nbytes, ["a cat"], 8, LEVELS))
     cache.insert("a cat", unit(0), SHAPE, {5: LATENT, 25: LATENT})  # room for one: the level 5 goes
     assert cache.lookup(unit(0), SHAPE).levels == (25,)
     cache.record_hit(SHAPE, "a cat", 5)
@@ -65,9 +67,11 @@ def test_a_hit_recorded_on_a_latent_evicted_since_it_was_read_is_counted_and_cre
 
 def test_absorb_adds_the_newer_caches_spills_evictions_hits_and_misses(tmp_path):
     restored = PromptCache("hash", 8, LEVELS, max_bytes=1 << 20)
-    newer = PromptCache("hash", 8, LEVELS, max_bytes=512, spill_dir=str(tmp_path), spill_bytes=512)
+    memory = room(LATENT.nbytes, ["prompt 0", "prompt 1"], 8, LEVELS)
+    newer = PromptCache("hash", 8, LEVELS, max_bytes=memory, spill_dir=str(tmp_path), spill_bytes=512)
     try:
-        for i in range(3):  # memory holds one, the spill folder one: two spills, one eviction
+        # memory holds the prompts of two and the latent of one, the spill folder one: two spills, one eviction
+        for i in range(3):
             newer.insert(f"prompt {i}", unit(i), SHAPE, {5: LATENT})
         newer.take_latent(3, 5)
         newer.record_miss()

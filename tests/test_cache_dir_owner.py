@@ -6,17 +6,23 @@ from __future__ import annotations
 import shutil
 import time
 
+from cache_room import room
 from waiting import wait_for
 
+from engine.cache.embedders import HashEmbedder
 from engine.client import ArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Images
+
+# memory holds the prompt these tests ask for alone (the hash embedder, five levels): its latents go to disk
+PROMPT = "a red fox in the snow"
+MEMORY = room(0, [PROMPT], HashEmbedder().dim, (5, 10, 15, 20, 25))
 
 
 def start(tmp_path, cache_dir, *args: str, wait=True):
     return start_engine(
         tmp_path,
-        *("--cache-dir", str(cache_dir), "--cache-dir-bytes", "1000000", "--cache-bytes", "0", *args),
+        *("--cache-dir", str(cache_dir), "--cache-dir-bytes", "1000000", "--cache-bytes", str(MEMORY), *args),
         *("--policy", "nirvana", "--time-scale", "0"),
         backend="sim",
         workers=1,
@@ -40,9 +46,9 @@ def test_a_second_engine_on_a_cache_dir_in_use_is_refused_and_the_first_keeps_it
     first = start(tmp_path, cache_dir)
     try:
         with ArgusClient(first.client_address, timeout_s=60) as client:
-            assert isinstance(client.generate("a red fox in the snow", width=64, height=64), Images)
+            assert isinstance(client.generate(PROMPT, width=64, height=64), Images)
         [spill] = (cache_dir / "spill").iterdir()
-        # --cache-bytes 0: the five latents of a full run go to disk, once the cache thread has inserted them
+        # the five latents of a full run go to disk, once the cache thread has inserted them
         deadline = time.monotonic() + 30
         while len(spilled := sorted(spill.iterdir())) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -71,7 +77,7 @@ def test_a_cache_dir_deleted_under_an_engine_is_locked_again_and_saved_in_full(t
     first = start(tmp_path, cache_dir, "--cache-save-interval", "0.05")
     try:
         with ArgusClient(first.client_address, timeout_s=60) as client:
-            assert isinstance(client.generate("a red fox in the snow", width=64, height=64), Images)
+            assert isinstance(client.generate(PROMPT, width=64, height=64), Images)
         assert wait_for(lambda: (cache_dir / "prompt_cache.argus").exists())
         assert wait_for(lambda: deleted(cache_dir, first))
         assert wait_for(lambda: "was deleted under this engine" in first.log_path.read_text())

@@ -1,6 +1,7 @@
 """Any sequence of inserts, lookups, takes, evictions and restarts keeps the prompt cache's invariants:
-byte budgets (memory and disk) are never exceeded, the index and the latent store agree, and the seed of each
-latent's run is known while it is stored, across a restart too."""
+byte budgets (memory and disk) are never exceeded, memory's counting every cached prompt's own bytes besides the
+latents it holds, the index and the latent store agree, and the seed of each latent's run is known while it is
+stored, across a restart too."""
 
 from __future__ import annotations
 
@@ -10,17 +11,24 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from cache_room import room
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from engine.cache.prompt_cache import PromptCache, ShapeKey
+from engine.cache.prompt_cache import PromptCache, ShapeKey, prompt_bytes
 
 DIM = 8
 LEVELS = (5, 10, 15, 20, 25)
 TEXTS = [f"prompt {i}" for i in range(8)]
 SHAPES = [ShapeKey(50, 64, 64), ShapeKey(30, 64, 64)]
 VECTORS = {text: np.random.default_rng(i).standard_normal(DIM).astype(np.float32) for i, text in enumerate(TEXTS)}
+# memory budgets: room for up to 1500 bytes of latents and up to every prompt (each text in each shape)
+MEMORY = st.builds(
+    lambda latents, prompts: room(latents, TEXTS[:1] * prompts, DIM, LEVELS),
+    st.integers(0, 1500),
+    st.integers(0, len(TEXTS) * len(SHAPES)),
+)
 
 
 def latent(text: str, shape: ShapeKey, level: int) -> np.ndarray:
@@ -32,7 +40,7 @@ def latent(text: str, shape: ShapeKey, level: int) -> np.ndarray:
 
 class CacheMachine(RuleBasedStateMachine):
     # spilling on in three runs of four: it has the most paths
-    @initialize(max_bytes=st.integers(0, 1500), spill=st.integers(0, 3).map(bool), spill_bytes=st.integers(0, 1500))
+    @initialize(max_bytes=MEMORY, spill=st.integers(0, 3).map(bool), spill_bytes=st.integers(0, 1500))
     def start(self, max_bytes: int, spill: bool, spill_bytes: int) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="argus-test-cache-"))
         self.budgets = dict(max_bytes=max_bytes, spill_dir=str(self.tmp) if spill else None, spill_bytes=spill_bytes)
@@ -85,7 +93,7 @@ class CacheMachine(RuleBasedStateMachine):
             text, shape = self.names[prompt_id]
             np.testing.assert_array_equal(taken, latent(text, shape, level))
 
-    @rule(max_bytes=st.integers(0, 1500), spill_bytes=st.integers(0, 1500))
+    @rule(max_bytes=MEMORY, spill_bytes=st.integers(0, 1500))
     def restart(self, max_bytes: int, spill_bytes: int) -> None:
         """Save, then load with other budgets: what does not fit is evicted, by the same rules."""
         self.cache.save(str(self.tmp / "saved"))
@@ -100,6 +108,10 @@ class CacheMachine(RuleBasedStateMachine):
         assert 0 <= stats.bytes_on_disk <= stats.spill_bytes
         spilled = [f for f in self.tmp.glob("argus-spill-*/*")]
         assert sum(f.stat().st_size for f in spilled) == stats.bytes_on_disk
+        # memory holds the latents in it, and each cached prompt's own bytes, its latents in memory or on disk
+        in_memory = sum(entry.nbytes for _, _, entry in self.cache._store.stored() if not entry.on_disk)
+        prompts = sum(prompt_bytes(p.text, DIM, len(LEVELS)) for p in self.cache._prompts.values())
+        assert stats.bytes_in_memory == in_memory + prompts
 
     def stored(self) -> set[tuple[int, int]]:
         return {key for key, _, _ in self.cache._store.stored()}

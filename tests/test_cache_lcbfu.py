@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from cache_room import room
 
 from engine.cache.lcbfu import Lcbfu, Record
 from engine.cache.prompt_cache import PromptCache, ShapeKey
@@ -80,7 +81,7 @@ def test_lowest_walks_every_entry_in_rank_order_and_moves_nothing():
 
 
 def test_cache_evicts_the_least_beneficial_entry():
-    cache = PromptCache("hash", 4, (5, 10, 25), max_bytes=4 * LATENT.nbytes)
+    cache = PromptCache("hash", 4, (5, 10, 25), max_bytes=room(4 * LATENT.nbytes, "abc", 4, (5, 10, 25)))
     rng = np.random.default_rng(0)
     a = cache.insert("a", rng.standard_normal(4), SHAPE, {5: LATENT, 25: LATENT})
     b = cache.insert("b", rng.standard_normal(4), SHAPE, {10: LATENT, 25: LATENT})
@@ -96,7 +97,7 @@ def test_cache_evicts_the_least_beneficial_entry():
 
 
 def test_fresh_latents_of_one_prompt_go_lowest_level_first():
-    cache = PromptCache("hash", 4, (5, 10, 25), max_bytes=3 * LATENT.nbytes)
+    cache = PromptCache("hash", 4, (5, 10, 25), max_bytes=room(3 * LATENT.nbytes, "ab", 4, (5, 10, 25)))
     a = cache.insert("a", np.ones(4), SHAPE, {25: LATENT, 5: LATENT, 10: LATENT})
     cache.insert("b", -np.ones(4), SHAPE, {5: LATENT})
     assert cache.take_latent(a, 5) is None

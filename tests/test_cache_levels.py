@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+from cache_room import room
 from waiting import wait_for
 
+from engine.cache.embedders import HashEmbedder
 from engine.client import ArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Images
@@ -27,8 +29,9 @@ def test_an_engine_keeps_plans_and_serves_the_levels_it_is_given(tmp_path):
         status, body = engine.get("/plan")
         assert status == 200 and set(json.loads(body)["demand_rps"]) == {"0", "10", "20"}  # the classes planned
         # the worker brought back the two levels' latents alone (the others would have crossed the wire to be
-        # dropped), and the cache kept both
+        # dropped), and the cache kept both, with their prompt (the engine's hash embedder's vector)
         two_latents = 2 * np.zeros(SIM_LATENT_SHAPE, np.float16).nbytes
-        assert wait_for(lambda: engine.metric("argus_cache_bytes", tier="memory") == two_latents)
+        held = room(two_latents, [PROMPT], HashEmbedder().dim, (10, 20))
+        assert wait_for(lambda: engine.metric("argus_cache_bytes", tier="memory") == held)
     finally:
         assert engine.stop() == 0

@@ -9,6 +9,7 @@ import struct
 import msgspec
 import numpy as np
 import pytest
+from cache_room import room
 
 from engine.cache import gil_slices, persistence
 from engine.cache.persistence import FILE_NAME, CacheFileError
@@ -30,7 +31,9 @@ def latent(i: int, level: int, dtype=np.float16) -> np.ndarray:
 @pytest.fixture
 def saved(tmp_path):
     """A cache with prompts in two shapes, one latent spilled to disk and some hits, saved to tmp_path/saved."""
-    cache = PromptCache("hash", DIM, LEVELS, max_bytes=9 * 512, spill_dir=str(tmp_path), spill_bytes=4096)
+    texts = ["prompt 0", "prompt 1", "prompt 2", "prompt 3", "prompt 9"]
+    memory = room(9 * 512, texts, DIM, LEVELS)
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=memory, spill_dir=str(tmp_path), spill_bytes=4096)
     for i in range(4):
         cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5), 25: latent(i, 25)})
     cache.insert("prompt 9", vector(9), WIDE, {10: latent(9, 10, np.float32)})
@@ -68,7 +71,8 @@ def test_round_trip(saved):
 
 def test_a_restart_with_the_same_budgets_keeps_every_latent_in_its_tier(tmp_path):
     """Latents of two sizes: placed anew by LCBFU, a small one pushed a large one off a full disk."""
-    budgets = dict(max_bytes=1024, spill_dir=str(tmp_path), spill_bytes=1024)
+    memory = room(1024, [f"p{i}" for i in range(5)], DIM, LEVELS)
+    budgets = dict(max_bytes=memory, spill_dir=str(tmp_path), spill_bytes=1024)
     big, small = ShapeKey(50, 64, 64), ShapeKey(50, 32, 32)
     cache = PromptCache("hash", DIM, LEVELS, **budgets)
     for i, (shape, elements) in enumerate([(big, 128), (big, 128), (small, 64), (big, 128), (small, 64)]):
@@ -128,7 +132,7 @@ def test_the_seeds_of_what_was_cached_while_the_file_was_read_survive_the_hand_o
 
 def test_hits_survive_a_restart_into_a_smaller_cache(saved):
     _, directory = saved
-    restored = load(directory, max_bytes=512)  # room for one latent: the most used one
+    restored = load(directory, max_bytes=room(512, ["prompt 1"], DIM, LEVELS))  # room for one: the most used
     try:
         assert restored.stats().entries == 1
         assert restored.lookup(vector(1), SQUARE).levels == (25,)
@@ -146,7 +150,7 @@ def test_the_uses_a_latent_was_saved_with_rank_it_after_a_restart(tmp_path):
         cache.take_latent(used, 5)
     cache.save(str(tmp_path))
     cache.close()
-    restored = load(tmp_path, max_bytes=512)
+    restored = load(tmp_path, max_bytes=room(512, ["unused"], DIM, LEVELS))
     try:
         assert restored.stats().prompts == 1 and restored.lookup(vector(0), SQUARE).prompt == "used"
     finally:
@@ -228,8 +232,9 @@ def test_saving_again_replaces_the_file_atomically(saved):
 
 def test_a_save_leaves_out_latents_whose_spill_files_are_gone_or_cut_short(tmp_path):
     """Before, one unreadable spill file failed the whole save: a restart lost everything since the last one."""
-    cache = PromptCache("hash", DIM, LEVELS, max_bytes=512, spill_dir=str(tmp_path / "spill"), spill_bytes=4096)
-    ids = [cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5)}) for i in range(4)]  # 3 spilled
+    memory = room(512, [f"prompt {i}" for i in range(4)], DIM, LEVELS)  # the 4 prompts and 1 latent: 3 spilled
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=memory, spill_dir=str(tmp_path / "spill"), spill_bytes=4096)
+    ids = [cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5)}) for i in range(4)]
     [folder] = (tmp_path / "spill").iterdir()
     [gone] = folder.glob(f"{ids[0]}_5_*.latent")
     [cut_short] = folder.glob(f"{ids[1]}_5_*.latent")
@@ -257,7 +262,8 @@ def damage_byte(path, offset: int) -> None:
 
 def test_spill_files_lost_together_are_one_warning_at_the_save(tmp_path, caplog):
     """A spill folder deleted under a large cache: before, the save logged a line per latent, hundreds of thousands."""
-    cache = PromptCache("hash", DIM, LEVELS, max_bytes=0, spill_dir=str(tmp_path / "spill"), spill_bytes=1 << 20)
+    memory = room(0, [f"prompt {i}" for i in range(30)], DIM, LEVELS)  # their prompts, no latent
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=memory, spill_dir=str(tmp_path / "spill"), spill_bytes=1 << 20)
     for i in range(30):
         cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5), 25: latent(i, 25)})
     [folder] = (tmp_path / "spill").iterdir()
@@ -436,8 +442,9 @@ def test_a_save_over_a_temporary_file_a_crash_left_is_readable_by_its_owner_alon
 def test_a_spill_file_overwritten_with_nan_is_neither_served_nor_the_end_of_the_saved_cache(tmp_path, caplog):
     """A spill file of the right size holding NaN (a bad sector, a hand) was served as it was, and once saved, the
     next start refused the whole save over it."""
-    cache = PromptCache("hash", DIM, LEVELS, max_bytes=512, spill_dir=str(tmp_path / "spill"), spill_bytes=4096)
-    ids = [cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5)}) for i in range(4)]  # 3 spilled
+    memory = room(512, [f"prompt {i}" for i in range(4)], DIM, LEVELS)  # the 4 prompts and 1 latent: 3 spilled
+    cache = PromptCache("hash", DIM, LEVELS, max_bytes=memory, spill_dir=str(tmp_path / "spill"), spill_bytes=4096)
+    ids = [cache.insert(f"prompt {i}", vector(i), SQUARE, {5: latent(i, 5)}) for i in range(4)]
     [folder] = (tmp_path / "spill").iterdir()
     for i in (0, 1):
         [spilled] = folder.glob(f"{ids[i]}_5_*.latent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cache_room import room
 
 from engine.cache.prompt_cache import PromptCache, ShapeKey
 
@@ -17,7 +18,7 @@ def unit(i: int) -> np.ndarray:
 
 
 def test_prompt_leaves_the_index_with_its_last_level():
-    cache = PromptCache("hash", 8, LEVELS, max_bytes=3 * LATENT.nbytes)
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=room(3 * LATENT.nbytes, ["first", "second"], 8, LEVELS))
     first = cache.insert("first", unit(0), SHAPE, {5: LATENT, 25: LATENT})
     assert cache.lookup(unit(0), SHAPE).levels == (5, 25)
     cache.insert("second", unit(1), SHAPE, {10: LATENT, 15: LATENT})  # evicts (first, 5)
@@ -70,7 +71,7 @@ def test_misses_and_hits_are_counted():
 def test_a_hit_is_counted_and_credited_where_the_run_started_not_where_it_was_read():
     """The engine reads a latent as a request is prepared, and counts the hit once its image is made: a queued image
     moved up a level starts from another latent of its neighbour's (peeked), which is the one that served."""
-    cache = PromptCache("hash", 8, LEVELS, max_bytes=2 * LATENT.nbytes)
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=room(2 * LATENT.nbytes, "ab", 8, LEVELS))
     a = cache.insert("a", unit(0), SHAPE, {5: LATENT, 25: LATENT})
     cache.read_latent(a, 5)  # prepared at 5 ...
     cache.peek_latent(a, 25)
@@ -128,7 +129,7 @@ def test_a_cache_without_positive_levels_is_refused(levels):
 def test_a_latents_seed_is_known_while_it_is_stored():
     """Forgotten with it: kept, the table grew by an entry a latent evicted, and a level stored again without a seed
     (a prompt taken in from another cache) claimed the seed of the latent before it."""
-    cache = PromptCache("hash", 8, LEVELS, max_bytes=LATENT.nbytes)
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=room(LATENT.nbytes, ["first"], 8, LEVELS))
     first = cache.insert("first", unit(0), SHAPE, {5: LATENT}, seed=7)
     assert (cache.latent_seed(first, 5), cache.latent_seed(first, 25)) == (7, None)
     cache.insert("first", unit(0), SHAPE, {25: LATENT})  # room for one: level 5 evicted
@@ -137,11 +138,14 @@ def test_a_latents_seed_is_known_while_it_is_stored():
 
 
 def test_stats_count_the_bytes_of_each_tier(tmp_path):
-    cache = PromptCache("hash", 8, LEVELS, max_bytes=LATENT.nbytes, spill_dir=str(tmp_path), spill_bytes=1 << 20)
+    """Memory holds its latents and every prompt's text, vector and bookkeeping, those of spilled latents too."""
+    texts = ["p0", "p1", "p2"]
+    budget = room(LATENT.nbytes, texts, 8, LEVELS)
+    cache = PromptCache("hash", 8, LEVELS, max_bytes=budget, spill_dir=str(tmp_path), spill_bytes=1 << 20)
     try:
-        for i in range(3):  # memory holds the last, the first two are spilled
-            cache.insert(f"p{i}", unit(i), SHAPE, {5: LATENT})
+        for i, text in enumerate(texts):  # memory holds the last, the first two are spilled
+            cache.insert(text, unit(i), SHAPE, {5: LATENT})
         stats = cache.stats()
-        assert (stats.bytes_in_memory, stats.bytes_on_disk) == (LATENT.nbytes, 2 * LATENT.nbytes)
+        assert (stats.bytes_in_memory, stats.bytes_on_disk) == (budget, 2 * LATENT.nbytes)
     finally:
         cache.close()

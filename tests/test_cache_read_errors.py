@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from bad_sectors import SECTOR, BadSector, engine_environment, failing_preadv
+from cache_room import room
 from test_cache_restore_background import served
 from test_cache_warm_restart import start as start_engine_on
 from test_hello_bounds import SIM_MODEL
@@ -234,9 +235,14 @@ def test_the_next_checkpoint_writes_what_was_restored_as_a_whole_file(tmp_path, 
 def test_a_hit_whose_spill_file_cannot_be_read_is_served_as_a_miss_and_the_cache_serves_on(tmp_path, monkeypatch):
     """The restore reads the whole file at the start; later, hits read latents from spill files. One the disk fails
     is evicted and its request runs in full, as a miss; the cache thread goes on serving the others."""
-    config = CacheConfig(directory=str(tmp_path), max_bytes=512, directory_bytes=1 << 20)  # memory holds one latent
-    service = build_cache_service(config, MODEL, LEVELS, choose=take_level_5)
-    made = [prompt(i) for i in range(3)]  # the first two spilled
+    made = [prompt(i) for i in range(3)]  # the first two spilled: memory holds their prompts and one latent
+    memory = room(512, made, EMBEDDER.dim, LEVELS)
+    service = build_cache_service(
+        CacheConfig(directory=str(tmp_path), max_bytes=memory, directory_bytes=1 << 20),
+        MODEL,
+        LEVELS,
+        choose=take_level_5,
+    )
 
     async def hit_a_bad_spill_file() -> None:
         for i, text in enumerate(made):

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from cache_room import room
 from test_cache_warm_restart import generate, start
 
 from controller.level_shares import Choice
@@ -262,9 +263,10 @@ def test_a_damaged_spill_file_at_the_hand_over_is_left_out_and_later_saves_work(
     saved.insert("a blue whale", vector("a blue whale"), SHAPE, {5: LATENT})
     saved.save(str(tmp_path))
     saved.close()
-    config = CacheConfig(directory=str(tmp_path), max_bytes=latent.nbytes, directory_bytes=1 << 20)
+    made = ("a cat", "a dog", "a red fox")  # the first two spilled: memory holds their prompts and one latent
+    memory = room(latent.nbytes, made, EMBEDDER.dim, LEVELS)
+    config = CacheConfig(directory=str(tmp_path), max_bytes=memory, directory_bytes=1 << 20)
     service = build_cache_service(config, MODEL, LEVELS, choose=take_level_5)
-    made = ("a cat", "a dog", "a red fox")  # the first two spilled: memory holds one latent
 
     async def hand_over_and_save() -> None:
         for prompt in made:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from cache_room import room
 
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
@@ -32,17 +33,22 @@ def _restored(tmp_path, caplog, max_bytes: int) -> tuple[int, list[str]]:
         cache.close()
 
 
+def _room(latents: int) -> int:
+    """Room for the three prompts and this many latents."""
+    return room(latents * LATENT.nbytes, [f"prompt {i}" for i in range(3)], EMBEDDER.dim, LEVELS)
+
+
 def test_latents_left_out_for_room_at_the_restore_are_warned_of(tmp_path, caplog):
-    entries, lines = _restored(tmp_path, caplog, max_bytes=4 * LATENT.nbytes)
+    entries, lines = _restored(tmp_path, caplog, max_bytes=_room(4))
     assert entries == 4
     assert lines[-1] == (
-        "2 latents of the saved cache found no room (--cache-bytes 2.0 KiB, --cache-dir-bytes 0 bytes: lower than it"
-        " was saved with, or spills the disk refused): left out, the best ranked kept (LCBFU); the next save holds"
-        " only what was kept"
+        f"2 latents of the saved cache found no room (--cache-bytes {_room(4) / 1024:.1f} KiB, --cache-dir-bytes 0"
+        " bytes: lower than it was saved with, or spills the disk refused): left out, the best ranked kept (LCBFU); the"
+        " next save holds only what was kept"
     )
 
 
 def test_a_cache_restored_whole_says_nothing_of_room(tmp_path, caplog):
-    entries, lines = _restored(tmp_path, caplog, max_bytes=6 * LATENT.nbytes)
+    entries, lines = _restored(tmp_path, caplog, max_bytes=_room(6))
     assert entries == 6
     assert lines[-1].startswith("prompt cache restored from ") and lines[-1].endswith(": 3 prompts")

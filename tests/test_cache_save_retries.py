@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 from bad_sectors import SECTOR, BadSector, failing_preadv
+from cache_room import room
 
 from engine.cache.latent_store import StoreSnapshot
 from engine.cache.persistence import FILE_NAME, read_cache_file
@@ -30,7 +31,8 @@ def latent(i: int) -> np.ndarray:
 @pytest.fixture
 def cache(tmp_path):
     spill = dict(spill_dir=str(tmp_path / "spill"), spill_bytes=(PROMPTS - 1) * 512)  # full: one more evicts one
-    cache = PromptCache("hash", DIM, (5,), max_bytes=512, **spill)
+    memory = room(512, [f"prompt {i}" for i in range(PROMPTS)], DIM, (5,))  # the prompts, and one latent
+    cache = PromptCache("hash", DIM, (5,), max_bytes=memory, **spill)
     for i in range(PROMPTS):
         cache.insert(f"prompt {i}", vector(i), SHAPE, {5: latent(i)})
     yield cache

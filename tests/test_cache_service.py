@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from cache_room import room
 from tiny_models import save_tiny_clip_text
 
 from controller.level_shares import Choice
@@ -39,7 +40,7 @@ MODEL = "tiny:0123456789abcdef"
 
 
 def save_a_cache(directory, prompts: int) -> None:
-    cache = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 20, model=MODEL)
+    cache = PromptCache("hash", EMBEDDER.dim, LEVELS, max_bytes=1 << 30, model=MODEL)
     for i in range(prompts):
         cache.insert(f"prompt {i}", EMBEDDER.embed([f"prompt {i}"])[0], SHAPE, {5: LATENT})
     cache.save(str(directory))
@@ -185,7 +186,8 @@ def test_a_cache_saved_with_another_embedder_model_of_the_same_width_is_set_asid
 def test_a_failed_save_still_closes_the_cache_and_stops_the_thread(tmp_path):
     embedder = HashEmbedder()
     spill = str(tmp_path / "spill")
-    cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=0, spill_dir=spill, spill_bytes=4096, model=MODEL)
+    memory = room(0, ["a cat"], embedder.dim, LEVELS)  # its prompt, its latent spilled
+    cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=memory, spill_dir=spill, spill_bytes=4096, model=MODEL)
     cache.insert("a cat", embedder.embed(["a cat"])[0], SHAPE, {5: LATENT})
     service = CacheService(cache, embedder, choose=lambda *args: IN_FULL)
     not_a_directory = tmp_path / "file"

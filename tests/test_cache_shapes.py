@@ -5,6 +5,7 @@ from __future__ import annotations
 import hnswlib
 import numpy as np
 import pytest
+from cache_room import room
 
 from engine.cache.index import GRAPH_ABOVE
 from engine.cache.prompt_cache import PromptCache, ShapeKey
@@ -31,7 +32,7 @@ def test_lookup_sees_only_its_own_shape():
 
 def test_an_index_is_kept_only_while_its_shape_has_prompts():
     """Before, each shape ever seen kept its index (about 2.5 MB resident) for good."""
-    cache = PromptCache("hash", 4, (5, 25), max_bytes=LATENT.nbytes)  # room for one prompt
+    cache = PromptCache("hash", 4, (5, 25), max_bytes=room(LATENT.nbytes, ["a red fox"], 4, (5, 25)))  # one prompt
     shapes = [ShapeKey(50, 64 * i, 64) for i in range(1, 41)]
     for shape in shapes:
         cache.insert("a red fox", np.array([1, 0, 0, 0], dtype=np.float32), shape, {5: LATENT})
@@ -50,7 +51,7 @@ def test_only_a_shape_past_graph_above_holds_an_hnswlib_index(monkeypatch):
 
     monkeypatch.setattr(hnswlib, "Index", counted)
     tiny = np.zeros(1, dtype=np.float16)
-    cache = PromptCache("hash", 8, (5, 25), max_bytes=1 << 20)
+    cache = PromptCache("hash", 8, (5, 25), max_bytes=1 << 30)
     rng = np.random.default_rng(0)
     for i in range(100):
         for text in ("a red fox", "a blue fox"):

@@ -8,9 +8,11 @@ import itertools
 
 import numpy as np
 import pytest
+from cache_room import room
 from PIL import Image
 from waiting import wait_for
 
+from engine.cache.embedders import HashEmbedder
 from engine.client import ArgusClient
 from engine_process import ready_or_stopped, start_engine
 from protocols.client_messages import Images
@@ -154,11 +156,12 @@ def test_a_request_resumed_below_the_top_level_is_cached_whole_from_an_image_run
         # hash similarity 0.719: level 10 by the bundled hash table (> 0.703; 15 needs > 0.75)
         assert isinstance(client.generate(FOX, width=64, height=64, seed=1), Images)
         assert wait_for(lambda: held() > 0)
-        full_entry = held()
+        dim, levels = HashEmbedder().dim, (5, 10, 15, 20, 25)  # the engine's embedder and levels
+        full_run = held() - room(0, [FOX], dim, levels)  # its latents, without its prompt
         near = client.generate(NEAR_FOX, width=64, height=64, seed=1, n=2)
     assert isinstance(near, Images) and [image.level for image in near.images] == [10, 0], near
     assert wait_for(lambda: own_engine.metric("argus_cache_prompts") == 2)
-    assert held() == 2 * full_entry
+    assert held() == room(2 * full_run, [FOX, NEAR_FOX], dim, levels)
     # counted by its first image alone, a hit at 10 (its second, run in full, is no miss): the first request's miss
     assert own_engine.metric("argus_cache_hits_total", level="10") == 1
     assert own_engine.metric("argus_cache_misses_total") == 1

@@ -237,11 +237,11 @@ def test_zero_where_zero_means_something_is_accepted():
     assert build_parser().parse_args(["serve", "--port", "65535"]).port == 65535
 
 
-def test_a_cache_on_disk_alone_is_taken(tmp_path):
-    """--cache-bytes 0 is refused when nothing spills (the cache would hold nothing), not when latents go to disk."""
+def test_a_cache_of_no_memory_is_refused_though_its_latents_go_to_disk(tmp_path):
+    """Its prompts are held in memory, charged to --cache-bytes: a cache of none holds nothing."""
     argv = ["serve", "--cache-bytes", "0", "--cache-dir", str(tmp_path), "--cache-dir-bytes", "1000000"]
-    cache = engine_config(build_parser().parse_args(argv)).cache
-    assert (cache.enabled, cache.max_bytes, cache.directory_bytes) == (True, 0, 1_000_000)
+    with pytest.raises(UsageError, match=re.escape("--cache-bytes 0 holds nothing: each cached prompt keeps its text")):
+        engine_config(build_parser().parse_args(argv))
 
 
 # flags that each parse but cannot run together: refused before anything starts, not accepted and then ignored
@@ -306,7 +306,7 @@ def test_a_cache_on_disk_alone_is_taken(tmp_path):
             "--forwarded-allow-ips names a client by its address, and under --api-keys each request's key names its",
         ),
         # a cache of no room: every image was a miss, the engine saying nothing of it
-        (["serve", "--cache-bytes", "0"], "--cache-bytes 0 holds no latent in memory, and no --cache-dir-bytes"),
+        (["serve", "--cache-bytes", "0"], "--cache-bytes 0 holds nothing: each cached prompt keeps its text, vector"),
         (["serve", "--cache-bytes", "0", "--cache-dir", "/tmp"], "Give --no-cache for none"),
     ],
 )

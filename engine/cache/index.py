@@ -75,6 +75,19 @@ _ID_LIMIT = 1 << 64
 REBUILD_AFTER_REMOVED = GRAPH_ABOVE
 
 
+def element_bytes(dim: int) -> int:
+    """What one prompt holds in its shape's index, charged against the cache's memory budget: its row of the matrix
+    (the rows a matrix keeps spare are never written, so numpy's fresh zeroed pages stay out of memory), and its node
+    in a graph, charged whether or not its shape has one, so that a prompt's charge stays what it was as its shape
+    crosses GRAPH_ABOVE: hnswlib's level-0 record (the vector, 2M links and their count, the label), the node's lock,
+    level, link-list pointer and label-map entry (about 100 bytes), and on average 1/(M - 1) upper levels of M links
+    and their count."""
+    vector = 4 * dim
+    level0 = vector + (2 * M + 1) * 4 + 8
+    upper = -(-(M + 1) * 4 // (M - 1))
+    return vector + level0 + 100 + upper
+
+
 class _Builder:
     """Builds the graphs anew, one at a time for the whole engine (each shape's in turn), beside the cache thread. A
     daemon thread, not a ThreadPoolExecutor's: the interpreter's exit joins an executor's threads, which run every
@@ -262,7 +275,7 @@ class _Graph:
     0.49 s, and paused a thread ticking beside it 54 to 158 ms; get_items builds each vector through a list, 120 us a
     vector. numpy copies rows of the matrix letting the GIL go: 17 to 46 ms for those 20,000, and the ticking thread's
     longest pause during the snapshot 5 to 13 ms, as long as it pauses idle on this loaded 2-core machine.
-    The price is the vectors a second time, 4 bytes a dimension a prompt (docs/cache.md, "Memory outside max_bytes").
+    The price is the vectors a second time, 4 bytes a dimension a prompt (docs/cache.md, "What `max_bytes` counts").
     """
 
     def __init__(self, exact: _Exact):

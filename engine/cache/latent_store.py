@@ -9,10 +9,16 @@ nobody. So a budget is never exceeded, not even for a moment. A spilled
 entry stays on disk (its hits are read from there, and the OS page cache keeps
 the hot ones in RAM); its score keeps growing there and protects it.
 
-Budgets count latent bytes: each latent is held as one contiguous array (memory)
-or one raw file of exactly its bytes (disk), with dtype and shape kept beside
-it, so the overhead per entry is a few hundred bytes of bookkeeping. Arrays are
-copied in (a view could pin a whole message buffer) and handed out read-only.
+The disk budget counts latent bytes: each spilled latent is one raw file of
+exactly its bytes, with dtype and shape kept beside it. The memory budget counts
+the latents held in memory (one contiguous array each) and what each prompt with
+a latent in either tier holds in memory (its text, vector, index entry and
+bookkeeping: `prompt_bytes`, given by the prompt cache with its latents, since a
+spilled latent's prompt stays in memory). A new prompt's bytes take room from
+the latents ranked below its first: memory's are spilled, then the disk's are
+evicted (a prompt's bytes go with its last latent); if that is not room enough,
+the newcomer is evicted. Arrays are copied in (a view could pin a whole message
+buffer) and handed out read-only.
 
 Not thread-safe: the prompt cache owns its store and uses it from one thread. A
 snapshot (pin) hands another thread the store as it stands, in a few copies of
@@ -89,8 +95,12 @@ class LatentStore:
             raise ValueError("byte budgets must not be negative")
         self.max_bytes = max_bytes
         self.spill_bytes = spill_bytes if spill_dir else 0
+        # the latents in memory, and the prompt_bytes of each prompt with a latent stored, whichever tier it is in:
+        # 14 kB a prompt of 4,000 characters, left out of the budget, grew an engine of small images by gigabytes
+        # before anything was evicted
         self.bytes_in_memory = 0
         self.bytes_on_disk = 0
+        self._prompts: dict[int, _HeldPrompt] = {}
         self.spills = 0
         self.evictions = 0
         # spills failed since the last that worked: a full disk fails every one, and is logged once
@@ -122,19 +132,22 @@ class LatentStore:
     def __contains__(self, key: Key) -> bool:
         return key in self._entries
 
-    def put(self, key: Key, latent: np.ndarray) -> None:
-        """Stores a latent; may evict others, or this one."""
-        entry, record = self._admit(key, latent, uses=0)
-        self._to_memory(key, entry, record)
+    def put(self, key: Key, latent: np.ndarray, prompt_bytes: int = 0) -> None:
+        """Stores a latent of a prompt holding `prompt_bytes` in memory while it has a latent stored (charged with
+        its first); may evict others, or this one."""
+        entry, record = self._admit(key, latent, uses=0, prompt_bytes=prompt_bytes)
+        self._place(key, entry, record)
 
-    def restore(self, key: Key, latent: np.ndarray, uses: int, on_disk: bool) -> None:
+    def restore(self, key: Key, latent: np.ndarray, uses: int, on_disk: bool, prompt_bytes: int = 0) -> None:
         """Stores a saved latent in the tier it was saved from while that has room, evicting nothing; else as put.
 
         Entries restored oldest first into budgets that held them all come back as they were: placed by LCBFU
         instead, a small newcomer could push a larger entry down to a full disk, and so out for good.
         """
-        entry, record = self._admit(key, latent, uses)
-        if on_disk and self._spill_path is not None and self.bytes_on_disk + entry.nbytes <= self.spill_bytes:
+        entry, record = self._admit(key, latent, uses, prompt_bytes)
+        if self.bytes_in_memory > self.max_bytes:  # its prompt's bytes found no room
+            self._place(key, entry, record)
+        elif on_disk and self._spill_path is not None and self.bytes_on_disk + entry.nbytes <= self.spill_bytes:
             self._write_to_disk(key, entry, record)
         elif not on_disk and self.bytes_in_memory + entry.nbytes <= self.max_bytes:
             self._memory.add(key, record)
@@ -219,6 +232,52 @@ class LatentStore:
         return StoreSnapshot(gil_slices.copied(self._entries), records, self._spill_path)
 
     # -- tiers -----------------------------------------------------------------------
+    def _place(self, key: Key, entry: StoredLatent, record: Record) -> None:
+        """Makes room in memory for what a newcomer's prompt holds there (admitted, its bytes counted already), then
+        stores its latent by LCBFU; evicts it if that room needs latents ranked above it.
+
+        The room is taken from the latents ranked below the newcomer, lowest first: memory's are pushed down (spilled,
+        each freeing its bytes, its prompt's staying; without a disk, evicted), then the disk's are evicted for good, a
+        prompt's bytes freed with its last latent. Checked before any moves, so none are lost for a newcomer that does
+        not fit after all."""
+        if not self._room_for_prompts(key[0], record):
+            self._evict(key)
+            return
+        for tier in (self._memory, self._disk):
+            while self.bytes_in_memory > self.max_bytes:
+                victim_key, victim = next(tier.lowest(), (None, None))
+                if victim is None or record.rank < victim.rank:
+                    break
+                self._push_out(victim_key)
+        self._to_memory(key, entry, record)
+
+    def _room_for_prompts(self, newcomer_prompt: int, newcomer: Record) -> bool:
+        """Whether the latents ranked below the newcomer free enough memory for it, pushed out as _place does: the
+        bytes of those in memory, and of each prompt all of whose latents are among them."""
+        excess = self.bytes_in_memory - self.max_bytes
+        if excess <= 0:
+            return True
+        below: dict[int, int] = {}  # each prompt's latents ranked below the newcomer
+        for tier in (self._memory, self._disk):
+            for victim_key, victim in tier.lowest():
+                if excess <= 0 or newcomer.rank < victim.rank:
+                    break
+                entry, prompt_id = self._entries[victim_key], victim_key[0]
+                excess -= 0 if entry.on_disk else entry.nbytes
+                below[prompt_id] = below.get(prompt_id, 0) + 1
+                held = self._prompts[prompt_id]
+                excess -= held.nbytes if below[prompt_id] == held.latents and prompt_id != newcomer_prompt else 0
+        return excess <= 0
+
+    def _push_out(self, key: Key) -> None:
+        """Moves a latent down a tier: from memory to disk (evicted if there is no room there), from disk out."""
+        if self._entries[key].on_disk:
+            self._lose_spilled(key)
+            return
+        record = self._memory.remove(key)
+        self.bytes_in_memory -= self._entries[key].nbytes
+        self._to_disk(key, self._entries[key], record)
+
     def _to_memory(self, key: Key, entry: StoredLatent, record: Record) -> None:
         if entry.nbytes > max(self.max_bytes, self.spill_bytes) and not self._said_too_large:
             self._said_too_large = True
@@ -255,8 +314,9 @@ class LatentStore:
         self, tier: Lcbfu, used: int, budget: int, needed: int, newcomer: Record
     ) -> list[tuple[Key, Record]] | None:
         """The entries to push out of a tier, lowest ranked first, to fit `needed` more bytes; None if that needs
-        one ranked above the newcomer. Chosen before any moves: pushing some out and then finding the newcomer
-        cannot fit after all would lose them for nothing."""
+        one ranked above the newcomer, or more than the tier's latents free (memory's `used` counts its prompts too).
+        Chosen before any moves: pushing some out and then finding the newcomer cannot fit after all would lose them
+        for nothing."""
         if needed > budget:
             return None
         victims = []
@@ -267,7 +327,7 @@ class LatentStore:
                 return None
             victims.append((victim_key, victim))
             used -= self._entries[victim_key].nbytes
-        return victims
+        return victims if used + needed <= budget else None
 
     def _write_to_disk(self, key: Key, entry: StoredLatent, record: Record) -> None:
         try:
@@ -303,7 +363,8 @@ class LatentStore:
         with f:
             f.write(entry.array.data)
 
-    def _admit(self, key: Key, latent: np.ndarray, uses: int) -> tuple[StoredLatent, Record]:
+    def _admit(self, key: Key, latent: np.ndarray, uses: int, prompt_bytes: int) -> tuple[StoredLatent, Record]:
+        """Takes a latent in, in no tier yet, and counts its prompt's bytes if it is the prompt's first."""
         if key in self._entries:
             raise KeyError(f"latent {key} is already stored")
         check_latent(latent)
@@ -312,6 +373,11 @@ class LatentStore:
         record = Record(level=key[1], uses=uses, seq=next(self._seq))
         entry = StoredLatent(array.dtype, array.shape, array.nbytes, array, record.seq)
         self._entries[key] = entry
+        held = self._prompts.get(key[0])
+        if held is None:
+            held = self._prompts[key[0]] = _HeldPrompt(prompt_bytes)
+            self.bytes_in_memory += prompt_bytes
+        held.latents += 1
         return entry, record
 
     def _lose_all(self, lost: list[Key]) -> None:
@@ -333,6 +399,11 @@ class LatentStore:
 
     def _evict(self, key: Key) -> None:
         del self._entries[key]
+        held = self._prompts[key[0]]
+        held.latents -= 1
+        if not held.latents:
+            del self._prompts[key[0]]
+            self.bytes_in_memory -= held.nbytes
         self.evictions += 1
         self._on_evict(key)
 
@@ -352,6 +423,14 @@ class LatentStore:
 
     def _read_file(self, key: Key, entry: StoredLatent) -> np.ndarray:
         return read_spill_file(self._file(key, entry), entry)
+
+
+@dataclass(slots=True)
+class _HeldPrompt:
+    """What a prompt holds in memory while it has latents stored, and how many it has."""
+
+    nbytes: int
+    latents: int = 0
 
 
 @dataclass(frozen=True, slots=True)

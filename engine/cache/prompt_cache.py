@@ -17,6 +17,7 @@ other while the cache goes on serving (see snapshot()).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,26 @@ from pathlib import Path
 import numpy as np
 
 from engine.cache import gil_slices, persistence
-from engine.cache.index import VectorIndex
+from engine.cache.index import VectorIndex, element_bytes
 from engine.cache.latent_store import Key, LatentStore, check_latent
 from engine.cache.snapshot import CacheSnapshot
 from engine.plurals import counted
 
 log = logging.getLogger("argus.cache")
+
+# Python's bookkeeping (measured with tracemalloc, rounded up): a prompt's record, its set of levels and its entries
+# in the tables by id and by text, and its id in its index's; a latent's entry in the store and record in LCBFU, their
+# table slots and heap item, its seed and its array's header
+PROMPT_BOOKKEEPING_BYTES = 768
+LATENT_BOOKKEEPING_BYTES = 640
+
+
+def prompt_bytes(text: str, dim: int, levels: int) -> int:
+    """What a cached prompt holds in memory beside its latents, whichever tier they are in, charged against the
+    memory budget (max_bytes, --cache-bytes) while it has one: its text, its vector in its shape's index, and the
+    bookkeeping of the prompt and of a latent at each of the cache's `levels`, held or not (docs/cache.md, "What
+    `max_bytes` counts")."""
+    return sys.getsizeof(text) + element_bytes(dim) + PROMPT_BOOKKEEPING_BYTES + levels * LATENT_BOOKKEEPING_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +68,7 @@ class Neighbour:
 class CacheStats:
     entries: int  # stored (prompt, level) latents
     prompts: int
-    bytes_in_memory: int
+    bytes_in_memory: int  # the latents in memory, and every cached prompt's own bytes (prompt_bytes)
     bytes_on_disk: int
     max_bytes: int
     spill_bytes: int
@@ -216,11 +231,12 @@ class PromptCache:
         # every new level is registered before any is stored: storing one may evict
         # another, and the prompt must not leave the index while some are still to come
         entry.levels.update(new_levels)
+        held = self._prompt_bytes(prompt)
         # lowest level first: among a prompt's fresh latents it is the oldest, so the first evicted
         for level in new_levels:
             if seed is not None:
                 self._seeds[(prompt_id, level)] = seed
-            self._store.put((prompt_id, level), latents[level])
+            self._store.put((prompt_id, level), latents[level], held)
         return prompt_id
 
     def latent_seed(self, prompt_id: int, level: int) -> int | None:
@@ -385,7 +401,8 @@ class PromptCache:
                 continue
             if latent.seed is not None:  # first: a latent the budgets hold no room for forgets it as it goes
                 self._seeds[key] = latent.seed
-            self._store.restore(key, array, latent.uses, latent.on_disk)
+            held = self._prompt_bytes(self._prompts[latent.prompt_id].text)
+            self._store.restore(key, array, latent.uses, latent.on_disk, held)
         if unusable:
             log.warning(
                 "%s no run can start from, left out (%s the first: %s)",
@@ -426,6 +443,9 @@ class PromptCache:
     def _register(self, prompt_id: int, text: str, shape: ShapeKey, levels: set[int]) -> None:
         self._prompts[prompt_id] = _Prompt(text, shape, levels)
         self._ids_by_text[(shape, text)] = prompt_id
+
+    def _prompt_bytes(self, text: str) -> int:
+        return prompt_bytes(text, self.dim, len(self.levels))
 
     def _forget(self, key: Key) -> None:
         """The store dropped a latent for good: the prompt leaves the index with its last one."""

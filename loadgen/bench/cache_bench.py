@@ -207,20 +207,23 @@ def _measure_index(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from engine.cache.index import EF_SEARCH, M
-    from engine.cache.prompt_cache import PromptCache, ShapeKey
+    from engine.cache.prompt_cache import PromptCache, ShapeKey, prompt_bytes
 
     rng = np.random.default_rng(args.seed)
     make = _prompt_vectors if args.vectors == "prompts" else _random_vectors
     vectors, queries = make(rng, args)
     shape = ShapeKey(50, 1024, 1024)
     latent = np.zeros(8, dtype=np.float16)  # the index is measured here, not the store
-    cache = PromptCache("hash", args.dim, (5, 10, 15, 20, 25), max_bytes=args.entries * latent.nbytes)
+    levels = (5, 10, 15, 20, 25)
+    texts = [f"p{i}" for i in range(args.entries)]
+    room = sum(prompt_bytes(text, args.dim, len(levels)) + latent.nbytes for text in texts)  # for every entry
+    cache = PromptCache("hash", args.dim, levels, max_bytes=room)
     untimed = args.entries - args.timed_inserts
     for i in range(untimed):
-        cache.insert(f"p{i}", vectors[i], shape, {25: latent})
+        cache.insert(texts[i], vectors[i], shape, {25: latent})
     started = time.perf_counter()
     for i in range(untimed, args.entries):
-        cache.insert(f"p{i}", vectors[i], shape, {25: latent})
+        cache.insert(texts[i], vectors[i], shape, {25: latent})
     insert_per_s = args.timed_inserts / (time.perf_counter() - started)
 
     wall, cpu, found = [], [], []
@@ -358,14 +361,15 @@ def replay_hit_rates(prompts: list[str], embedder: Embedder, table: LevelTable) 
     """
     import numpy as np
 
-    from engine.cache.prompt_cache import PromptCache, ShapeKey
+    from engine.cache.prompt_cache import PromptCache, ShapeKey, prompt_bytes
     from engine.cache.thresholds import level_for
 
     levels = tuple(sorted(table))
     shape = ShapeKey(50, 1024, 1024)
     latent = np.zeros(1, dtype=np.float16)  # a stand-in: only which levels exist matters here
     vectors = embedder.embed(prompts)
-    cache = PromptCache(embedder.name, embedder.dim, levels, max_bytes=len(prompts) * len(levels) * latent.nbytes)
+    room = sum(prompt_bytes(prompt, embedder.dim, len(levels)) + len(levels) * latent.nbytes for prompt in prompts)
+    cache = PromptCache(embedder.name, embedder.dim, levels, max_bytes=room)
     served = []
     for prompt, vector in zip(prompts, vectors, strict=True):
         neighbour = cache.lookup(vector, shape)

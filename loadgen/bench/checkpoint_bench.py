@@ -170,12 +170,14 @@ def _save_a_cache(directory: Path, cache_bytes: int) -> int:
 
     from controller.profiles import LatencyProfile
     from engine.cache.embedders import HashEmbedder
-    from engine.cache.prompt_cache import PromptCache, ShapeKey
+    from engine.cache.prompt_cache import PromptCache, ShapeKey, prompt_bytes
     from workers.model_id import SIM_PROFILE, sim_model_id
 
     latent = np.random.default_rng(0).standard_normal(SDXL_LATENT).astype(np.float16)
-    prompts = cache_bytes // (len(LEVELS) * latent.nbytes)
     embedder = HashEmbedder()
+    # as many as the budget holds, their latents, texts and vectors (each text's bytes counted as the longest's)
+    longest = f"a saved prompt, number {cache_bytes}"
+    prompts = cache_bytes // (len(LEVELS) * latent.nbytes + prompt_bytes(longest, embedder.dim, len(LEVELS)))
     model = sim_model_id(LatencyProfile.bundled(SIM_PROFILE), "sdxl")
     cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=cache_bytes, model=model)
     texts = [f"a saved prompt, number {i}" for i in range(prompts)]
