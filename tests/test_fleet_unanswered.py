@@ -59,6 +59,22 @@ def test_workers_waiting_since_a_shutdown_and_since_a_silence_are_not_said_to_wa
     assert "no answer from an engine" in caplog.text and "stopped" not in caplog.text
 
 
+def test_workers_whose_engine_went_silent_after_serving_them_are_not_asked_about_their_keys(fleet, caplog):
+    """Their engine killed, they were asked whether it took their CURVE keys, which it had until then."""
+    now = time.monotonic()
+    for worker in fleet.workers:
+        worker.unwelcomed_since = now - UNANSWERED_WARNING_S
+        worker.served = worker is not fleet.workers[2]
+    with caplog.at_level(logging.WARNING, logger="argus"):
+        fleet._warn_if_unanswered(set(fleet.workers), now)
+        assert "no answer from an engine" in caplog.text  # one never welcomed: a key may be why
+        caplog.clear()
+        fleet.workers[2].served = True
+        fleet._warn_if_unanswered(set(fleet.workers), now + 2 * UNANSWERED_WARNING_S)
+    assert "went silent (killed, crashed, or cut off from this host), and no engine has answered 3 of" in caplog.text
+    assert "CURVE" not in caplog.text
+
+
 def test_a_second_wait_is_warned_of_at_its_own_10_s(fleet, caplog):
     """The warnings of a wait that ended are not carried on: the next wait's first warning comes at 10 s, not 20."""
     warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)

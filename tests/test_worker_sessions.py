@@ -6,6 +6,7 @@ import logging
 import math
 
 import pytest
+from waiting import wait_for
 from worker_in_process import batch, taken_in, welcome, worker_runtime
 
 from protocols.worker_messages import (
@@ -21,6 +22,7 @@ from protocols.worker_messages import (
     Shutdown,
     Welcome,
 )
+from workers import runtime
 from workers.runtime import EngineRefused, untimely_welcome
 
 
@@ -67,6 +69,21 @@ def test_a_shutdown_sends_a_worker_started_by_hand_to_hello_as_one_whose_engine_
         engine.send(Welcome(PROTOCOL_VERSION, heartbeat_interval_s=0.5, engine_timeout_s=600, level=0))
         taken_in(engine)
         assert not runtime.engine_stopped
+
+
+def test_a_worker_whose_engine_went_silent_after_serving_it_says_so_and_blames_no_key(caplog, monkeypatch):
+    """Killed (SIGKILL, the OOM killer, a crash), the engine says nothing: the worker it served warned as one that
+    never reached an engine, asking whether the engine took its CURVE keys, which it had taken until then (or which
+    neither end used)."""
+    monkeypatch.setattr(runtime, "UNANSWERED_WARNING_S", 0.2)
+    with caplog.at_level(logging.WARNING, logger="argus"), worker_runtime() as served:
+        engine = served.engine
+        welcome(engine, engine_timeout_s=0.2)
+        engine.receive(Hello, timeout_s=8)  # and its hellos go unanswered
+        said = f"the engine at {engine.address} went silent (killed, crashed, or cut off from this host)"
+        assert wait_for(lambda: said in caplog.text, timeout_s=10), caplog.text
+    assert "no engine has answered this worker for" in caplog.text
+    assert "CURVE" not in caplog.text and "no answer from an engine" not in caplog.text
 
 
 def test_a_batch_running_when_the_engine_was_lost_is_cut_short_not_answered_and_its_aborts_forgotten():

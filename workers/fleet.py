@@ -361,6 +361,7 @@ class Fleet:
             now - since,
             f"{unanswered} of this fleet's {len(live)} workers",
             engine_stopped=all(w.engine_stopped for w in waiting),
+            served=all(w.served for w in waiting),
         )
 
     def _say_ready(self, count: int, again: bool) -> None:

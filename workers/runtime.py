@@ -143,8 +143,12 @@ class UnansweredWarnings:
         return True
 
 
-def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker", engine_stopped: bool = False) -> None:
-    """`engine_stopped`: the wait began when the engine said Shutdown, an orderly stop, so no key is to blame."""
+def warn_unanswered(
+    connect: str, waited_s: float, workers: str = "this worker", engine_stopped: bool = False, served: bool = False
+) -> None:
+    """`engine_stopped`: the wait began when the engine said Shutdown, an orderly stop, so no key is to blame.
+    `served`: an engine on the address welcomed the workers before they lost it to its silence (killed, crashed, cut
+    off), so no key is to blame either: one the next engine there refuses is said at once, and the worker exits 2."""
     if engine_stopped:
         log.warning(
             "the engine at %s stopped %.0f s ago (it said so), and no engine has answered %s since: waiting for the"
@@ -161,6 +165,15 @@ def warn_unanswered(connect: str, waited_s: float, workers: str = "this worker",
             connect,
             waited_s,
             host,
+        )
+        return
+    if served:
+        log.warning(
+            "the engine at %s went silent (killed, crashed, or cut off from this host), and no engine has answered %s"
+            " for %.0f s since: waiting for the next one on that address",
+            connect,
+            workers,
+            waited_s,
         )
         return
     log.warning(
@@ -234,6 +247,8 @@ class WorkerRuntime:
         self._dialled_at = time.monotonic()  # see _redial_if_unheard
         self._engine_lost = True  # no engine serves this worker: none has welcomed it yet, or it was lost since
         self.engine_stopped = False  # the engine was lost to its Shutdown (an orderly stop), until the next Welcome
+        # an engine welcomed it once: a wait since is for an engine lost (see warn_unanswered), not one never reached
+        self.served = False
         # a message ignored before the next Welcome was said: those after it are not, until then (see _welcomed)
         self._ignoring_said = False
         self._pending: deque[Generate] = deque()
@@ -376,7 +391,7 @@ class WorkerRuntime:
                 self._redial_if_unheard()
                 waited_s = time.monotonic() - started
                 if warnings.due(waited_s):
-                    warn_unanswered(self._connect, waited_s, engine_stopped=self.engine_stopped)
+                    warn_unanswered(self._connect, waited_s, engine_stopped=self.engine_stopped, served=self.served)
                 continue  # engine not up yet: say hello again
             self._last_heard = time.monotonic()
             if self._welcomed(self._codec.decode(self._socket.recv_multipart(copy=False))):
@@ -423,6 +438,7 @@ class WorkerRuntime:
                 raise EngineRefused(Refused(untimely))
             self._engine_lost = False
             self.engine_stopped = False
+            self.served = True
             self._ignoring_said = False
             self._heartbeat_interval_s = message.heartbeat_interval_s
             self._engine_timeout_s = message.engine_timeout_s
