@@ -48,12 +48,18 @@ def test_the_warning_counts_the_fleets_welcomed_workers_among_its_workers(fleet,
     assert "2 of this fleet's 3 workers" in warning(fleet, caplog, [UNANSWERED_WARNING_S] * 3)
 
 
-def test_workers_waiting_since_a_shutdown_and_since_a_silence_are_not_said_to_wait_on_a_stopped_engine(fleet, caplog):
-    """Only a wait every worker began at a Shutdown is an orderly stop: one gone silent may be a key refused."""
+def _waiting_but_the_third(fleet, flag: str) -> float:
+    """Every worker unanswered for UNANSWERED_WARNING_S, `flag` set on all but the third; returns now."""
     now = time.monotonic()
     for worker in fleet.workers:
         worker.unwelcomed_since = now - UNANSWERED_WARNING_S
-        worker.engine_stopped = worker is not fleet.workers[2]
+        setattr(worker, flag, worker is not fleet.workers[2])
+    return now
+
+
+def test_workers_waiting_since_a_shutdown_and_since_a_silence_are_not_said_to_wait_on_a_stopped_engine(fleet, caplog):
+    """Only a wait every worker began at a Shutdown is an orderly stop: one gone silent may be a key refused."""
+    now = _waiting_but_the_third(fleet, "engine_stopped")
     with caplog.at_level(logging.WARNING, logger="argus"):
         fleet._warn_if_unanswered(set(fleet.workers), now)
     assert "no answer from an engine" in caplog.text and "stopped" not in caplog.text
@@ -61,10 +67,7 @@ def test_workers_waiting_since_a_shutdown_and_since_a_silence_are_not_said_to_wa
 
 def test_workers_whose_engine_went_silent_after_serving_them_are_not_asked_about_their_keys(fleet, caplog):
     """Their engine killed, they were asked whether it took their CURVE keys, which it had until then."""
-    now = time.monotonic()
-    for worker in fleet.workers:
-        worker.unwelcomed_since = now - UNANSWERED_WARNING_S
-        worker.served = worker is not fleet.workers[2]
+    now = _waiting_but_the_third(fleet, "served")
     with caplog.at_level(logging.WARNING, logger="argus"):
         fleet._warn_if_unanswered(set(fleet.workers), now)
         assert "no answer from an engine" in caplog.text  # one never welcomed: a key may be why
