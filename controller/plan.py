@@ -20,8 +20,9 @@ class Plan:
     redirect: Mapping[DemandClass, Mapping[int, float]]
     # the demand it was made for, images/s per class K (headroom included)
     demand_rps: Mapping[DemandClass, float]
+    # images/s of the demand its workers serve, each arrival following its class's row (the rest: refused or late)
     served_rps: float
-    # expected quality (percent of the exact image) over the images served; NaN when none are
+    # expected quality (percent of the exact image) over those images; NaN when none are
     expected_quality: float
     solve_ms: float
     created_at: float
@@ -40,6 +41,12 @@ class Plan:
     def total_demand_rps(self) -> float:
         return sum(self.demand_rps.values())
 
+    @property
+    def unserved_share(self) -> float:
+        """The share of the demand it cannot serve (0 with no demand)."""
+        demand = self.total_demand_rps
+        return max(0.0, 1.0 - self.served_rps / demand) if demand > 0 else 0.0
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (string keys, no NaN) for `GET /plan`."""
         return {
@@ -54,6 +61,7 @@ class Plan:
             "demand_rps": {str(k): d for k, d in _by_class(self.demand_rps)},
             "total_demand_rps": self.total_demand_rps,
             "served_rps": self.served_rps,
+            "unserved_share": self.unserved_share,
             "expected_quality": None if math.isnan(self.expected_quality) else self.expected_quality,
         }
 

@@ -230,12 +230,13 @@ class ControlLoop:
         moved, self._last_allocation = allocation != self._last_allocation, allocation
         log.log(
             logging.INFO if moved else logging.DEBUG,
-            "plan (%s, %s, %.1f ms): workers %s, demand %.2f img/s, expected quality %s",
+            "plan (%s, %s, %.1f ms): workers %s, demand %.2f img/s%s, expected quality %s",
             plan.policy,
             plan.status,
             plan.solve_ms,
             allocation,
             plan.total_demand_rps,
+            unserved_words(plan),
             expected_quality_words(plan),
         )
 
@@ -251,6 +252,14 @@ class ControlLoop:
             )
         elif fallbacks_before and not self._fallbacks:
             log.info("the solver makes plans again, after %d fallback plans in a row", fallbacks_before)
+
+
+def unserved_words(plan: Plan) -> str:
+    """What share of its demand a plan cannot serve, as its log line says it after the demand: nothing when it serves
+    all of it (to a percent). Its expected quality is of the images it serves, so under overload the line said
+    `demand 52.70 img/s, expected quality 91.2` where 56% of those images would not be made."""
+    share = plan.unserved_share
+    return f" ({share:.0%} of it unserved)" if round(share, 2) > 0 else ""
 
 
 def expected_quality_words(plan: Plan) -> str:

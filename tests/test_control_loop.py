@@ -20,7 +20,7 @@ from controller.predictor import Lookup, SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.window import Controller, ControllerConfig
-from engine.control_loop import ControlLoop, expected_quality_words
+from engine.control_loop import ControlLoop, expected_quality_words, unserved_words
 from engine.milp_process import MilpProcess
 
 
@@ -278,6 +278,26 @@ async def test_a_plan_of_no_worker_for_its_demand_does_not_say_there_is_nothing_
     (logged, *_) = [m for m in caplog.messages if "workers {0: 0," in m]
     assert "expected quality none (no worker to serve it)" in logged
     assert "nothing to serve" not in logged
+
+
+async def test_an_overloaded_plan_logs_the_share_of_its_demand_it_cannot_serve(monkeypatch, caplog):
+    """Its expected quality is of the images it serves: the line said `demand 52.70 img/s, expected quality 91.2`
+    where half the demand would get no image."""
+    h, controller, loop = planning_every_tick(argus_policy(), "a")
+    with caplog.at_level(logging.DEBUG, logger="argus.controller"):
+        await ticks(loop, monkeypatch, 1, h.clock)
+        for _ in range(2000):
+            controller.observe_arrival(25)
+        await ticks(loop, monkeypatch, 1, h.clock)
+    plan = controller.plan
+    assert plan.unserved_share > 0.5  # one worker, 2000 images in a tick
+    (logged,) = [m for m in caplog.messages if m.startswith("plan (argus") and "unserved" in m]
+    assert f"img/s ({plan.unserved_share:.0%} of it unserved), expected quality {plan.expected_quality:.1f}" in logged
+
+
+def test_a_plan_serving_its_whole_demand_logs_no_unserved_share():
+    plan = Plan("argus", {0: 2}, {0: {0: 1.0}}, {0: 0.3}, 0.3 * (1 - 1e-4), 100.0, 1.0, 0.0, "optimal")
+    assert unserved_words(plan) == ""
 
 
 def test_a_plan_whose_workers_serve_none_of_its_demand_says_so():

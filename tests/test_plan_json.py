@@ -37,6 +37,7 @@ def test_a_plans_json_says_each_of_its_fields_by_level_in_order():
         "demand_rps": {"0": 1.0, "10": 2.0},
         "total_demand_rps": 3.0,
         "served_rps": 2.5,
+        "unserved_share": 1 - 2.5 / 3.0,
         "expected_quality": 97.0,
     }
     # levels ascending, as an operator reads them
