@@ -247,6 +247,19 @@ def test_a_negative_prompt_rides_in_extra_body_and_steers_the_image(client):
     assert raised.value.body["param"] == "negative_prompt"
 
 
+@pytest.mark.parametrize(
+    ("field", "meant"),
+    [("steps", "num_inference_steps"), ("negativ_prompt", "negative_prompt"), ("width", "size"), ("Seed", "seed")],
+)
+def test_a_misnamed_extra_body_field_is_a_400_naming_the_field_meant(client, field, meant):
+    """extra_body is sent as written: a field named as argus's ZeroMQ client or diffusers name it, or mistyped, was
+    "Object contains unknown field `steps`", msgspec's words, with no word of the name to send."""
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(prompt="a kite", extra_body={field: 4})
+    assert raised.value.param == field
+    assert raised.value.body["message"] == f'unknown field "{field}": did you mean "{meant}"?'
+
+
 def test_exact_rides_in_extra_body_and_runs_every_step(client):
     response = client.images.generate(prompt="a lantern", extra_body={"exact": True, "num_inference_steps": 4})
     (entry,) = response.data
