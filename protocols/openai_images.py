@@ -259,6 +259,10 @@ class ImagesResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     data: list[ImageData]
     output_format: str
     size: str
+    # OpenAI's report of the images' background, which code written for its GPT image models reads: argus's are
+    # opaque, each an RGB image (workers/image_encoding.py). Not OpenAI's `quality` (its low to max, which argus does
+    # not make: each image's argus.estimated_quality says its own) nor `usage` (tokens, which argus does not count)
+    background: Literal["opaque"]
     model: str | None = None
 
 
@@ -309,6 +313,7 @@ def images_response(data: list[ImageData], request: ImageGenerationRequest, widt
         data=data,
         output_format=request.output_format,
         size=f"{width}x{height}",
+        background="opaque",
         model=request.model,
     )
 

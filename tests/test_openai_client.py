@@ -80,6 +80,22 @@ def test_same_seed_same_image(client):
     assert once() == once()
 
 
+@pytest.mark.parametrize("response_format", ["b64_json", "url"])
+def test_the_response_says_the_images_background_as_openais_does(client, response_format):
+    """OpenAI's GPT image models report the background they made (ImagesResponse.background), which code written
+    for them reads: it was None."""
+    response = client.images.generate(
+        prompt="a kite", response_format=response_format, extra_body={"num_inference_steps": 2}
+    )
+    assert response.background == "opaque"
+    (entry,) = response.data
+    if entry.url is not None:
+        with urllib.request.urlopen(entry.url, timeout=30) as reply:
+            assert decode(reply.read()).mode == "RGB"  # no alpha: opaque indeed
+    else:
+        assert decode(base64.b64decode(entry.b64_json)).mode == "RGB"
+
+
 def test_model_is_echoed_and_default_size_applies(engine, client):
     response = client.images.generate(model="anything", prompt="a tree", extra_body={"num_inference_steps": 4})
     assert response.model_extra["model"] == "anything"
