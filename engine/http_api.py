@@ -22,6 +22,7 @@ from engine.http_expect import close_if_not_asked, met_later, read_body, unmet_e
 from engine.http_half_close import answer_half_closed
 from engine.http_origins import named_hosts, request_origin
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
+from engine.http_stopping import close_to_move_on
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
 from engine.version import argus_version
@@ -143,7 +144,10 @@ def build_app(engine: Engine) -> web.Application:
         door = _loopback_host_door(public_host, engine.metrics.door_refusals.labels("http", "host_not_allowed").inc)
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
     refusal = _request_id_refusal(door)
-    middlewares = [answer_half_closed, close_if_not_asked, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
+    # outside the JSON errors, whose 503s it closes too
+    moving_on = close_to_move_on(lambda: engine.running)
+    middlewares = [answer_half_closed, close_if_not_asked, moving_on, request_id_middleware(refusal, _PROBE_PATHS)]
+    middlewares.append(_json_errors)
     if door is not _open_door:
         middlewares.append(_checked_at(door))
     middlewares.append(_expectations)

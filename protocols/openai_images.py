@@ -15,6 +15,7 @@ lists only values that are served.
 from __future__ import annotations
 
 import codecs
+import difflib
 import json
 import math
 import re
@@ -102,6 +103,11 @@ _NULL_MEANS = {
 }
 
 
+_FIELDS = frozenset(field.name for field in msgspec.structs.fields(ImageGenerationRequest))
+# msgspec's words for a key the schema lacks
+_UNKNOWN = "Object contains unknown field"
+
+
 def parse_request(body: bytes) -> ImageGenerationRequest:
     """The request, with a field sent as null holding its default."""
     # a file saved by a Windows editor begins with UTF-8's byte order mark, which `curl -d @file` sends: RFC 8259 has
@@ -115,6 +121,8 @@ def parse_request(body: bytes) -> ImageGenerationRequest:
         # read again untyped, for the value refused: the typed read stopped at it, and what follows may not parse
         sent = _untyped(body)
         _refuse_duplicate_keys(body, sent)  # else the value named could be either of the two sent
+        if str(exc).startswith(_UNKNOWN):  # the key as sent: msgspec's words end it at a backtick within it
+            param = next(key for key in sent if key not in _FIELDS)
         raise InvalidRequest(_invalid_field_message(str(exc), param, sent), param) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(_malformed_json_message(body, exc)) from None
@@ -251,6 +259,10 @@ class ImagesResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     data: list[ImageData]
     output_format: str
     size: str
+    # OpenAI's report of the images' background, which code written for its GPT image models reads: argus's are
+    # opaque, each an RGB image (workers/image_encoding.py). Not OpenAI's `quality` (its low to max, which argus does
+    # not make: each image's argus.estimated_quality says its own) nor `usage` (tokens, which argus does not count)
+    background: Literal["opaque"]
     model: str | None = None
 
 
@@ -301,6 +313,7 @@ def images_response(data: list[ImageData], request: ImageGenerationRequest, widt
         data=data,
         output_format=request.output_format,
         size=f"{width}x{height}",
+        background="opaque",
         model=request.model,
     )
 
@@ -338,6 +351,8 @@ def _invalid_field_message(message: str, param: str | None, sent: object) -> str
     # value OpenAI takes and argus cannot serve is told why
     if param in _CANNOT_DO:
         return _CANNOT_DO[param]
+    if message.startswith(_UNKNOWN):
+        return _unknown_field_message(param)
     if param == "background" and sent[param] == "transparent":
         return 'background "transparent" cannot be made: argus\'s images are opaque ("auto" or "opaque")'
     # msgspec reads a number before it checks the field's type: said of any field sent one, a string's too
@@ -352,6 +367,23 @@ def _invalid_field_message(message: str, param: str | None, sent: object) -> str
     if param == "size" and expected and expected["got"] is None:  # the pattern, which msgspec quotes as a regex
         return _size_format_message(sent[param])
     return field_message(message, param, sent, _CHOICES.get(param), _json_brief) or message
+
+
+# what other APIs call a field this one has: argus's ZeroMQ client (steps, width, height) and diffusers' pipelines
+_FIELD_NAMED = {"steps": "num_inference_steps", "width": "size", "height": "size", "num_images_per_prompt": "n"}
+_EXTENSIONS = "negative_prompt, seed, num_inference_steps, guidance_scale, slo_ms and exact"
+
+
+def _unknown_field_message(key: str) -> str:
+    """A field the schema lacks, and the one that was likely meant: msgspec's "Object contains unknown field
+    `steps`" left a client of OpenAI's SDK, whose extra_body is sent as written, to find the name alone."""
+    meant = _FIELD_NAMED.get(key) or next(iter(difflib.get_close_matches(key, _FIELDS, n=1, cutoff=0.75)), None)
+    if meant is not None:
+        return f"unknown field {_json_brief(key)}: did you mean {_json_brief(meant)}?"
+    return (
+        f"unknown field {_json_brief(key)}: argus takes the fields of OpenAI's image generation and its own"
+        f" {_EXTENSIONS} (GET /openapi.json lists them all)"
+    )
 
 
 _BRIEF_CHARS = 30  # reprlib's length for a string; the message echoed a value so before (in Python's spelling)

@@ -47,6 +47,7 @@ class StandInEngine:
         self.clients: list[str] = []  # whom each request submitted was counted for
         self.counted: list[object] = []  # the replies the door counted
         self.cancelled: list[AdmittedRequest] = []
+        self.running = True  # admitting requests (Engine.running): false, the door closes each connection it answers
 
     def submit(self, spec: Generate, client: str = "") -> AdmittedRequest | Busy | Error:
         self.clients.append(client)

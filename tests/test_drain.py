@@ -10,8 +10,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+import openai
 import pytest
 import zmq
+from openai import OpenAI
 from process_checks import process_running
 from waiting import eventually, wait_for
 
@@ -230,6 +232,33 @@ def test_work_cancelled_at_the_end_of_a_drain_is_a_cancelled_reply_over_http_too
     with killed_on_failure(engine):
         record = asyncio.run(scenario())
     assert (record["outcome"], record["status"], record["code"]) == ("cancelled", 503, "cancelled")
+    assert engine.process.wait(timeout=60) == 0
+
+
+# an image at the sim backend's default size takes about 5 s: the drain outlasts the requests made during it
+@pytest.mark.own_engine("--time-scale", "1", "--shutdown-timeout", "60", backend="sim", workers=1)
+def test_each_answer_of_a_draining_engine_closes_its_connection(own_engine):
+    """An OpenAI client retries a 503 shutting_down on the connection its pool keeps alive: behind a load balancer
+    that ties each connection to one engine, every retry reached the draining engine again, and the request failed
+    while other engines served. Closed, the connection is opened anew for the retry."""
+    engine = own_engine
+
+    def client() -> OpenAI:
+        return OpenAI(base_url=engine.http + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+    pooled = client()
+    pooled.images.generate(prompt="a fox", size="64x64", extra_body={"num_inference_steps": 1})  # kept alive
+    with killed_on_failure(engine), ThreadPoolExecutor(1) as running:
+        in_flight = running.submit(client().images.with_raw_response.generate, prompt="a long one")
+        assert wait_for(lambda: admitted(engine, 1))
+        stop_with_sigterm(engine)
+        assert wait_for(lambda: draining(engine))
+        with pytest.raises(openai.InternalServerError) as raised:
+            pooled.images.generate(prompt="too late", size="64x64")
+        assert raised.value.code == "shutting_down"
+        assert raised.value.response.headers["Connection"] == "close"
+        # the work in flight is answered: its client's next request, too, goes where a balancer sends it
+        assert in_flight.result(timeout=60).headers["Connection"] == "close"
     assert engine.process.wait(timeout=60) == 0
 
 

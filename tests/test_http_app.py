@@ -20,7 +20,9 @@ from engine_process import connect_when_listening, free_port, in_process_config
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():
-    engine = SimpleNamespace(config=EngineConfig(max_body_bytes=1024), api_keys=None, metrics=EngineMetrics())
+    engine = SimpleNamespace(
+        config=EngineConfig(max_body_bytes=1024), api_keys=None, metrics=EngineMetrics(), running=True
+    )
     app = build_app(engine)
 
     async def broken(request):

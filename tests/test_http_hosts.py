@@ -87,7 +87,7 @@ async def test_loopback_however_spelt_refuses_a_rebound_host_and_serves_a_loopba
     """`--host 127.1` listens on 127.0.0.1 (inet_aton's short form), and was taken for beyond loopback: any Host was
     answered, a rebound one too; and `curl http://127.1:8000/` was refused its own Host."""
     config = EngineConfig(max_body_bytes=1024, host=listening_on)
-    app = build_app(SimpleNamespace(config=config, api_keys=None, metrics=EngineMetrics()))
+    app = build_app(SimpleNamespace(config=config, api_keys=None, metrics=EngineMetrics(), running=True))
     app.router.add_get("/answered", lambda request: web.Response(text="answered"))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         assert (await client.get("/answered", headers={"Host": "rebound.attacker.example"})).status == 403

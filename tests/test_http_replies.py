@@ -52,6 +52,16 @@ async def test_no_worker_says_when_the_engines_own_are_back_and_worker_lost_does
     assert headers["x-should-retry"] == "false"
 
 
+@pytest.mark.parametrize(("code", "status"), [("no_worker", 503), ("worker_lost", 503), ("worker_error", 500)])
+async def test_a_503_closes_its_connection_so_that_a_retry_may_reach_another_engine(code, status):
+    """An OpenAI client retries a 503 on the connection its pool kept alive: behind a load balancer that ties each
+    connection to one engine, each retry of a no_worker went back to the engine without workers, to wait a minute
+    more. A 500 (a batch that failed) keeps its connection."""
+    status_got, headers, body = await answer(StandInEngine(), lambda rid: Error(rid, code, "said"))
+    assert (status_got, body["error"]["code"]) == (status, code)
+    assert (headers.get("Connection") == "close") is (status == 503)
+
+
 async def test_a_refusal_at_admission_says_its_field_and_busy_says_when_in_whole_seconds():
     engine = StandInEngine()
     async with http_door_of(engine) as client:
@@ -61,6 +71,7 @@ async def test_a_refusal_at_admission_says_its_field_and_busy_says_when_in_whole
         engine.refusal = Busy("r", 2500, "client_share")
         response = await client.post(PATH, json=BODY)
         assert (response.status, response.headers["Retry-After"]) == (429, "3")
+        assert "Connection" not in response.headers  # kept: the engine holds room for the retry (client_shares.py)
         assert "its share" in (await response.json())["error"]["message"]
     assert engine.counted == []  # refused before admission: the engine counts those
 

@@ -80,6 +80,22 @@ def test_same_seed_same_image(client):
     assert once() == once()
 
 
+@pytest.mark.parametrize("response_format", ["b64_json", "url"])
+def test_the_response_says_the_images_background_as_openais_does(client, response_format):
+    """OpenAI's GPT image models report the background they made (ImagesResponse.background), which code written
+    for them reads: it was None."""
+    response = client.images.generate(
+        prompt="a kite", response_format=response_format, extra_body={"num_inference_steps": 2}
+    )
+    assert response.background == "opaque"
+    (entry,) = response.data
+    if entry.url is not None:
+        with urllib.request.urlopen(entry.url, timeout=30) as reply:
+            assert decode(reply.read()).mode == "RGB"  # no alpha: opaque indeed
+    else:
+        assert decode(base64.b64decode(entry.b64_json)).mode == "RGB"
+
+
 def test_model_is_echoed_and_default_size_applies(engine, client):
     response = client.images.generate(model="anything", prompt="a tree", extra_body={"num_inference_steps": 4})
     assert response.model_extra["model"] == "anything"
@@ -245,6 +261,19 @@ def test_a_negative_prompt_rides_in_extra_body_and_steers_the_image(client):
     with pytest.raises(openai.BadRequestError) as raised:
         image(negative_prompt="x" * 4001)
     assert raised.value.body["param"] == "negative_prompt"
+
+
+@pytest.mark.parametrize(
+    ("field", "meant"),
+    [("steps", "num_inference_steps"), ("negativ_prompt", "negative_prompt"), ("width", "size"), ("Seed", "seed")],
+)
+def test_a_misnamed_extra_body_field_is_a_400_naming_the_field_meant(client, field, meant):
+    """extra_body is sent as written: a field named as argus's ZeroMQ client or diffusers name it, or mistyped, was
+    "Object contains unknown field `steps`", msgspec's words, with no word of the name to send."""
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(prompt="a kite", extra_body={field: 4})
+    assert raised.value.param == field
+    assert raised.value.body["message"] == f'unknown field "{field}": did you mean "{meant}"?'
 
 
 def test_exact_rides_in_extra_body_and_runs_every_step(client):
