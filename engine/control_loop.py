@@ -55,6 +55,9 @@ _PACE_STEP = 1.1
 # the wait after failed solves in a row doubles at most this often: the shortest tick, 10 ms, doubled 64 times is
 # 5.8 billion years, past any window a run sees
 _MAX_DOUBLINGS = 64
+# the fallback levels kept worked out (ControlLoop.fallback_levels): at the default steps, a few hundred at most (K*,
+# K' and the levels a neighbour holds); other step counts each add theirs
+_MAX_FALLBACK_LEVELS_KEPT = 4096
 
 
 class ControlLoop:
@@ -86,6 +89,9 @@ class ControlLoop:
         # fallback plans in a row (the solver found none): the first is warned of, and the line that ends the run
         # says how many it was
         self._fallbacks = 0
+        # fallback_levels of each (K*, K', the neighbour's steps, steps) asked: the policy's degradation matrix and
+        # levels are fixed, and worked out for every request on the cache thread, the answer cost a tenth of its time
+        self._fallback_levels: dict[tuple[int, int, tuple[int, ...], int], tuple[tuple[int, int], ...]] = {}
 
     @property
     def plan(self) -> Plan | None:
@@ -123,6 +129,17 @@ class ControlLoop:
     ) -> tuple[tuple[int, int], ...]:
         """(level, the step it resumes at) of the levels a job served at `level` may move up to when it must wait or
         would be late: the policy's fallback levels, of those the neighbour's latents cover (as `choose` judges)."""
+        asked = (k_star, level, cached, steps)
+        found = self._fallback_levels.get(asked)
+        if found is None:
+            if len(self._fallback_levels) >= _MAX_FALLBACK_LEVELS_KEPT:
+                self._fallback_levels.clear()  # requests of many step counts: the ones asked since are kept
+            found = self._fallback_levels[asked] = self._work_out_fallback_levels(k_star, level, cached, steps)
+        return found
+
+    def _work_out_fallback_levels(
+        self, k_star: int, level: int, cached: tuple[int, ...], steps: int
+    ) -> tuple[tuple[int, int], ...]:
         shares = self._shares(cached, steps)
         if shares is None:
             return tuple((up, up) for up in self.policy.fallback_levels(k_star, level, cached))

@@ -36,9 +36,9 @@ class Fallback(NamedTuple):
     seed: int | None = None  # of the run the latent is of (None: not known)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchKey:
-    """Jobs batch together only when all of these agree."""
+class BatchKey(NamedTuple):
+    """Jobs batch together only when all of these agree. A tuple: a job's key is made several times on its way to a
+    worker (routed, batched, its image checked), and a frozen dataclass cost three times as much to make."""
 
     start: int  # the step their runs resume at
     steps: int

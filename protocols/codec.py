@@ -25,6 +25,9 @@ _ARRAY_EXT = 1
 _BLOB_EXT = 2
 # dtypes that may cross the wire; anything else is refused at decode
 _DTYPES = {name: np.dtype(name) for name in ("float16", "float32", "uint8")}
+# their names, looked up as an array is encoded: dtype.name is a Python property of a few microseconds, and a batch
+# sends a latent an image resumed from the cache (another dtype is named by the property, and refused at decode)
+_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _ARRAY_META = msgspec.msgpack.Decoder(tuple[int, str, list[int]])
 _BLOB_META = msgspec.msgpack.Decoder(int)
 # a header, then an image and a latent stack per item of the largest batch
@@ -83,7 +86,7 @@ class Codec:
         if isinstance(obj, np.ndarray):
             array = np.ascontiguousarray(obj)
             self._out_frames.append(array.data)
-            meta = (len(self._out_frames) - 1, array.dtype.name, list(array.shape))
+            meta = (len(self._out_frames) - 1, _DTYPE_NAMES.get(array.dtype) or array.dtype.name, list(array.shape))
             return msgspec.msgpack.Ext(_ARRAY_EXT, msgspec.msgpack.encode(meta))
         if isinstance(obj, Blob):
             self._out_frames.append(obj)
