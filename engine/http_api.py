@@ -18,7 +18,7 @@ from yarl import URL
 from engine.api_keys import ApiKeys
 from engine.config import served_model_name
 from engine.forwarded_for import TrustedProxies
-from engine.http_expect import close_if_not_asked, met_later, read_body, unmet_expectation
+from engine.http_expect import close_if_body_unread, met_later, read_body, unmet_expectation
 from engine.http_half_close import answer_half_closed
 from engine.http_origins import host_name, named_hosts, names_this_engine, request_origin
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
@@ -143,7 +143,7 @@ def build_app(engine: Engine) -> web.Application:
         door = _loopback_host_door(public_host, engine.metrics.door_refusals.labels("http", "host_not_allowed").inc)
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
     refusal = _request_id_refusal(door)
-    middlewares = [answer_half_closed, close_if_not_asked, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
+    middlewares = [answer_half_closed, close_if_body_unread, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
     if door is not _open_door:
         middlewares.append(_checked_at(door))
     middlewares.append(_expectations)
