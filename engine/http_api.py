@@ -18,9 +18,9 @@ from yarl import URL
 from engine.api_keys import ApiKeys
 from engine.config import served_model_name
 from engine.forwarded_for import TrustedProxies
-from engine.http_expect import close_if_not_asked, met_later, read_body, unmet_expectation
+from engine.http_expect import close_if_body_unread, met_later, read_body, unmet_expectation
 from engine.http_half_close import answer_half_closed
-from engine.http_origins import named_hosts, request_origin
+from engine.http_origins import host_name, named_hosts, names_this_engine, request_origin
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
 from engine.http_stopping import close_to_move_on
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
@@ -146,7 +146,7 @@ def build_app(engine: Engine) -> web.Application:
     refusal = _request_id_refusal(door)
     # outside the JSON errors, whose 503s it closes too
     moving_on = close_to_move_on(lambda: engine.running)
-    middlewares = [answer_half_closed, close_if_not_asked, moving_on, request_id_middleware(refusal, _PROBE_PATHS)]
+    middlewares = [answer_half_closed, close_if_body_unread, moving_on, request_id_middleware(refusal, _PROBE_PATHS)]
     middlewares.append(_json_errors)
     if door is not _open_door:
         middlewares.append(_checked_at(door))
@@ -324,8 +324,8 @@ def _loopback_host_door(public_host: str | None, count_refusal: Callable[[], Non
         # characters than a URL's host is made of here is checked all the same: browsers take `$`, `!` or `*` in a
         # domain (WHATWG URL), and a wildcard DNS record answers for it. Let through, `a$b.attacker.example` was
         # served
-        name = _host_name(host)
-        return bool(name) and not _names_this_engine(name, public_host)
+        name = host_name(host)
+        return bool(name) and not names_this_engine(name, public_host)
 
     def check(request: web.Request) -> web.Response | None:
         # an absolute-form target's host too, which the image URLs are made from: with the Host header alone checked,
@@ -344,18 +344,6 @@ def _loopback_host_door(public_host: str | None, count_refusal: Callable[[], Non
         return None
 
     return check
-
-
-def _host_name(host: str) -> str:
-    """The name in a Host header, without its port or an IPv6 address's brackets; "" if it is not one."""
-    try:
-        return URL.build(scheme="http", authority=host).host or ""
-    except ValueError:
-        return ""
-
-
-def _names_this_engine(name: str, public_host: str | None) -> bool:
-    return name == public_host or is_loopback(name) or ("." not in name and ":" not in name)
 
 
 async def generate(request: web.Request) -> web.Response:

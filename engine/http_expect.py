@@ -8,7 +8,8 @@ middlewares that give every answer its X-Request-ID and the API's JSON error. So
 the expectation to it (`met_later`): one it cannot meet is refused once the doors have let the request in, and the
 body is asked for by the handler that reads it, as it begins to (`read_body`), after all the request could be refused
 for without it. A handler that reads no body asks for none: its answer is final (RFC 9110, 10.1.1 lets it). A
-request answered with the body it waited to be asked for unread closes its connection (`close_if_not_asked`).
+request answered with the body it waited to be asked for unread, or before its body came whole, closes its connection
+(`close_if_body_unread`).
 """
 
 from __future__ import annotations
@@ -31,13 +32,18 @@ async def met_later(request: web.Request) -> None:
 
 
 @web.middleware
-async def close_if_not_asked(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Closes the connection of a request with an expectation answered without its body being read: its client, not
-    asked for the body, may send it all the same or its next request, and the engine cannot tell which (RFC 9110,
-    10.1.1 has a server that answers before the body say whether it reads on or closes): aiohttp reads an unread body
-    to its end before the next request, and took the next request's bytes for it."""
+async def close_if_body_unread(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Closes the connection (Connection: close) of a request answered with its body unread and not all come: refused
+    before it is read (a 401, 403, 413, 415), or waiting to be asked for. aiohttp reads and drops the rest of a body
+    for up to 10 s after the answer (its lingering close) and then closes the connection, which the answer said would
+    be kept: a refused client that stopped sending held it that long, told nothing. Told to close, it closes at once,
+    and the engine with it; the lingering read stays, so that what a client still sending wrote is not answered with a
+    reset that could overtake the refusal. One with an expectation is closed even with its body come whole: its
+    client, not asked for the body, may send it all the same or its next request, and the engine cannot tell which
+    (RFC 9110, 10.1.1 has a server that answers before the body say whether it reads on or closes): aiohttp reads an
+    unread body to its end before the next request, and took the next request's bytes for it."""
     response = await handler(request)
-    if _expectation(request) and request.can_read_body:
+    if request.can_read_body and (_expectation(request) or not request.content.is_eof()):
         response.force_close()
     return response
 

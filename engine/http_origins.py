@@ -1,5 +1,5 @@
 """Where a client reached the engine, for the image URLs of `response_format=url` (without --public-url): the Host
-header it sent, else the address it came to."""
+header it sent, else the address it came to; and which Host names an engine on loopback answers (http_api's door)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from yarl import URL
 
 from engine.arg_types import URL_HOST
 from engine.forwarded_for import parsed_address
+from protocols.endpoints import is_loopback
 
 # a Host header's form, host[:port] (RFC 9110, 7.2): a name (international ones too), or an IP literal in brackets
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]|[^\s\[\]@:/?#]+)(:[0-9]{1,5})?")
+
+# loopback's names in the hosts file Fedora and RHEL ship (their localhost4 and localhost6 are of one label): no DNS
+# outside answers for .localdomain, a top-level domain that does not exist, as none does for a name of one label.
+# `Host: localhost.localdomain` was refused by an engine on loopback, as a name a web page could have rebound
+_LOOPBACK_NAMES = frozenset({"localhost.localdomain", "localhost4.localdomain4", "localhost6.localdomain6"})
 
 
 def request_origin(request: web.Request) -> str:
@@ -51,3 +57,20 @@ def _socket_origin(request: web.Request) -> URL:
     # http://[::ffff:7f00:1]:PORT, which a client without IPv6 cannot reach, for 127.0.0.1
     address = parsed_address(sockname[0])
     return origin.with_host(str(address)) if address is not None and address.version == 4 else origin
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port or an IPv6 address's brackets; "" if it is not one."""
+    try:
+        return URL.build(scheme="http", authority=host).host or ""
+    except ValueError:
+        return ""
+
+
+def names_this_engine(name: str, public_host: str | None) -> bool:
+    """Whether a host name (host_name's) names an engine on loopback, and no name a web page's DNS could rebind to
+    it: a loopback name or address, a name of one label (a proxy's upstream, a hosts-file name), or --public-url's
+    host."""
+    if name == public_host or is_loopback(name) or name.lower().rstrip(".") in _LOOPBACK_NAMES:
+        return True
+    return "." not in name and ":" not in name

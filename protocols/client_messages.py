@@ -25,6 +25,7 @@ from protocols.limits import (
     MAX_STEPS,
     OutputCompression,
     OutputFormat,
+    Prompt,
 )
 
 RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID_CHARS)]
@@ -34,7 +35,7 @@ RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID_
 # sent at its default it refused every request of a newer client, whatever the request asked
 class Generate(msgspec.Struct, tag="generate", frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     request_id: RequestId
-    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    prompt: Prompt
     # what the images should not show (SD-XL's classifier-free guidance steers away from it); "" is none
     negative_prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_CHARS)] | None = None
     n: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES_PER_REQUEST)] = 1

@@ -279,11 +279,21 @@ class RefusedHandshakes:
 
     def verdict(self, timeout_s: float) -> str | None:
         """Waits up to `timeout_s` for a first handshake to succeed (None) or fail for good (why); None too once a
-        dial finds no one listening (an engine not up yet), or if nothing was heard by then."""
+        dial finds no one listening (an engine not up yet), once a message came with no handshake (a peer of
+        ZeroMQ's first version, as libzmq takes an HTTP server for: the caller reads it), or if nothing was heard by
+        then."""
         deadline = time.monotonic() + timeout_s
+        # the socket too: an HTTP server's 400, handed on as a message, comes with no monitor event after it (the
+        # server keeps the connection open), and a worker given the engine's HTTP port waited out the whole timeout
+        poller = zmq.Poller()
+        poller.register(self.monitor, zmq.POLLIN)
+        poller.register(self._socket, zmq.POLLIN)
         while self._reason is None and not self.handshook and not self._no_one_listening:
             left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0 or not self.monitor.poll(left_ms):
+            if left_ms <= 0:
+                break
+            ready = dict(poller.poll(left_ms))
+            if self.monitor not in ready:
                 break
             self._reason = self._heard(recv_monitor_message(self.monitor))
             if not self.monitor.poll(0):

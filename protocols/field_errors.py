@@ -16,6 +16,8 @@ from typing import Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
+from protocols.limits import PROMPT_PATTERN
+
 # msgspec's "Expected `int` >= 1 - at `$.n`", "Expected `int | null`, got `str` - at `$.n`" and, of a whole message,
 # "Expected `object`, got `array`"
 EXPECTED = re.compile(r"Expected `(?P<kind>[^`]+)`(?:, got `(?P<got>[^`]+)`)?(?P<rule>.*?)(?: - at `\$\.\w+`)?")
@@ -27,6 +29,8 @@ _KIND_WORDS = {
     "array": "a list",
     "null": "null",
 }
+# a rule msgspec says as its regex ("matching regex '\\S'"), in words
+_PATTERN_WORDS = {f" matching regex {PROMPT_PATTERN!r}": " with a character other than whitespace"}
 
 
 def param_of(message: str) -> str | None:
@@ -63,6 +67,7 @@ def field_message(
     if expected is None:
         return None
     kind, got, rule = expected.group("kind", "got", "rule")
+    rule = _PATTERN_WORDS.get(rule, rule)
     value = sent[param]
     # a string too long or too short is told by its length; any other value, spelled
     said = f"{len(value)} characters" if got is None and isinstance(value, str) else spell(value)

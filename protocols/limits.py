@@ -6,6 +6,10 @@ from typing import Annotated, Literal, get_args
 import msgspec
 
 MAX_PROMPT_CHARS = 4000
+# a character other than whitespace (searched for, as msgspec does a pattern): a prompt of spaces alone, which the model
+# and the cache read as the empty prompt refused, was served (its cache similarity 0.0, where no neighbour says null)
+PROMPT_PATTERN = r"\S"
+Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=PROMPT_PATTERN)]
 MAX_IMAGES_PER_REQUEST = 10  # as the OpenAI images API
 MAX_STEPS = 200
 MAX_GUIDANCE = 50.0

@@ -34,6 +34,7 @@ from protocols.limits import (
     MAX_STEPS,
     OutputCompression,
     OutputFormat,
+    Prompt,
 )
 from protocols.shortened import cut_middle
 
@@ -55,7 +56,7 @@ _SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 
 
 class ImageGenerationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    prompt: Prompt
     model: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     # null is the default, as in OpenAI's API: its client sends null for an argument given as None
     n: Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES_PER_REQUEST)] | None = 1

@@ -185,6 +185,15 @@ def good(engine) -> None:
             None,
             "malformed JSON: lists or objects nested too deeply",
         ),
+        # whitespace alone, which the model and the cache read as the empty prompt, was served
+        (json.dumps({"prompt": ""}).encode(), 400, "invalid_request", "prompt", "length >= 1, got 0 characters"),
+        (
+            json.dumps({"prompt": " \n\t\u3000"}).encode(),
+            400,
+            "invalid_request",
+            "prompt",
+            "prompt must be a string with a character other than whitespace, got 4 characters",
+        ),
         # the message named n, but param was null
         (json.dumps({"prompt": "a", "n": 9}).encode(), 400, "invalid_request", "n", "queues at once (--max-queue 8)"),
         (

@@ -48,6 +48,8 @@ REFUSED = [
     "a$b.attacker.example",
     "x!.attacker.example:8000",
     "*.attacker.example",
+    "localhost.localdomain.attacker.example",
+    "lan-host.localdomain",
 ]
 
 
@@ -64,7 +66,16 @@ def test_a_host_that_does_not_name_the_engine_is_403_before_any_work(engine, hos
     assert engine.metric("argus_door_refusals_total", **refused) == refused_before + 1
 
 
-SERVED = ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "argus", "images.example.com"]
+# localhost.localdomain and its IPv4 and IPv6 forms, loopback's names in Fedora's and RHEL's hosts file, were refused
+SERVED = [
+    "127.0.0.1:{port}",
+    "localhost:{port}",
+    "[::1]:{port}",
+    "argus",
+    "images.example.com",
+    "localhost.localdomain:{port}",
+    "LOCALHOST6.localdomain6.",
+]
 
 
 @pytest.mark.parametrize("host", SERVED)

@@ -84,9 +84,11 @@ def test_invalid_request_gets_an_error_reply(engine):
         ({"output_format": "gif"}, "output_format 'gif' must be one of 'png', 'jpeg', 'webp'"),
         ({"seed": "7"}, "seed must be an integer, got '7'"),
         ({"prompt": "x" * 4001}, "prompt must be a string of length <= 4000, got 4001 characters"),
+        # whitespace alone, as HTTP refuses it: it was served
+        ({"prompt": " \n\t"}, "prompt must be a string with a character other than whitespace, got 3 characters"),
         ({"output_format": "g" * 100_000}, "output_format 'gggggggggggg...ggggggggggggg' must be one of"),
     ],
-    ids=["n", "steps", "width", "output_format", "seed", "prompt", "long value"],
+    ids=["n", "steps", "width", "output_format", "seed", "prompt", "blank prompt", "long value"],
 )
 def test_a_refused_field_is_named_in_the_words_http_uses(engine, fields, message):
     bad_messages = engine.metric("argus_bad_messages_total", link="client")
