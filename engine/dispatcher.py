@@ -502,6 +502,7 @@ class Dispatcher:
         self._picks.file(worker)  # the images it settles may be routed again, and find it free
         by_id = {job.job_id: job for job in jobs}
         failures: list[tuple[str, ItemFailed]] = []  # each failed image's request id, and why
+        failed: list[failing_workers.Asked] = []  # what was asked of each but those refused (the batch's fault)
         made = unasked = False  # whether the batch made an image, and one not as asked
         # the images the worker stopped without the client asking, or left out: still owed, routed again together
         owed: list[Job] = []
@@ -516,6 +517,8 @@ class Dispatcher:
             if isinstance(outcome, ItemFailed):
                 outcome = clipped(outcome)
                 failures.append((job.request.spec.request_id, outcome))
+                if outcome.code != REFUSED:
+                    failed.append(failing_workers.asked(job))
             if isinstance(outcome, ItemCancelled):
                 owed.append(job)
             elif job.job_id in self._live:
@@ -524,8 +527,6 @@ class Dispatcher:
             self._metrics.bad_messages.labels("worker").inc()
         if failures:  # one line a batch, not one an image
             self._failed_batch_lines.say(worker.name, done.batch_id, len(jobs), failures)
-        # a batch refused is the batch's fault, as one whose images were all aborted says nothing of the worker
-        failed = any(outcome.code != REFUSED for _, outcome in failures)
         self._route_again([*owed, *by_id.values()])  # a worker that answers a batch but leaves items out owes them
         self._timing.batch_ran(jobs, done.outcomes)
         if failing_workers.judge(worker, made, failed) and worker.ready:

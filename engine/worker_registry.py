@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from engine.jobs import Job
@@ -34,6 +35,8 @@ class WorkerHandle:
     beat_bounced: bool = False  # the last beat sent to it bounced: it had no connection (WorkerLink._beat)
     curve_key: bytes | None = None  # with CURVE, the public key it said hello with: a reload may revoke it
     failed_batches: int = 0  # batches in a row that made no image and failed one (engine/failing_workers.py)
+    # what was asked of the images those batches failed (failing_workers.Asked), oldest first: a retry is not counted
+    failed_asks: dict[Hashable, None] = field(default_factory=dict)
     out_for_s: float = 0.0  # how long it was last taken out of rotation for; 0 once a batch made an image
     back_at: float = 0.0  # when a worker taken out of rotation is given batches again
 

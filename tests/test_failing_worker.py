@@ -7,6 +7,7 @@ started by hand is routed nothing for 10 s and then given batches again, on prob
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -34,6 +35,7 @@ from protocols.worker_messages import REFUSED, BatchDone, ItemCancelled, ItemFai
 from protocols.worker_messages import Generate as Batch
 
 FAILING_WORKER = Path(__file__).parent / "failing_worker.py"
+PROMPTS = itertools.count()
 # a batch may go to the worker behind the one whose failure takes it out (two in flight: engine/config.py)
 MOST_FAILED = FAILING_AFTER + 1
 # the healthy sim workers' images in about 25 ms: slower still than the failing worker's answers, which without the
@@ -214,26 +216,28 @@ def handle() -> WorkerHandle:
 
 
 def test_failed_batches_in_a_row_take_a_worker_out_and_an_image_resets_the_count():
+    """`failed`: what was asked of each image failed (each request a number here)."""
     worker = handle()
-    assert not failing_workers.judge(worker, made=False, failed=True)
-    assert not failing_workers.judge(worker, made=False, failed=False)  # all aborted or left out: no news
-    assert not failing_workers.judge(worker, made=True, failed=True)  # one image made: the worker can serve
-    for _ in range(FAILING_AFTER - 1):
-        assert not failing_workers.judge(worker, made=False, failed=True)
-    assert failing_workers.judge(worker, made=False, failed=True)
+    assert not failing_workers.judge(worker, made=False, failed=[0])
+    assert not failing_workers.judge(worker, made=False, failed=[])  # all aborted or left out: no news
+    assert not failing_workers.judge(worker, made=True, failed=[1])  # one image made: the worker can serve
+    for request in range(FAILING_AFTER - 1):
+        assert not failing_workers.judge(worker, made=False, failed=[request])
+    assert failing_workers.judge(worker, made=False, failed=[FAILING_AFTER])
 
 
 def test_a_worker_taken_out_in_a_row_stays_out_twice_as_long_each_time_until_an_image():
     worker = handle()
-    for _ in range(FAILING_AFTER):
-        failing_workers.judge(worker, made=False, failed=True)
+    for request in range(FAILING_AFTER):
+        failing_workers.judge(worker, made=False, failed=[request])
     outs = []
     for now in range(8):
         failing_workers.take_out(worker, now)
         outs.append(worker.back_at - now)
-        assert failing_workers.judge(worker, made=False, failed=True)  # one failed batch on probation: out again
+        # one failed batch on probation: out again
+        assert failing_workers.judge(worker, made=False, failed=[FAILING_AFTER + now])
     assert outs == [10, 20, 40, 80, 160, 300, 300, 300]
-    assert not failing_workers.judge(worker, made=True, failed=False)
+    assert not failing_workers.judge(worker, made=True, failed=[])
     failing_workers.take_out(worker, 0.0)
     assert worker.back_at == 10
 
@@ -246,7 +250,7 @@ async def test_a_worker_out_again_after_probation_is_said_to_have_failed_every_b
     h.dispatcher.sweep()
     assert workers["b"].ready
     while workers["b"].ready:
-        h.request()
+        another_request(h)
         answer_new_batches(h, workers, answered, failing={"b"})
     assert "worker b failed 4 batches in a row: out of rotation for 20 s" in caplog.messages[-1]
 
@@ -292,6 +296,12 @@ async def test_a_worker_lost_while_out_of_rotation_leaves_the_others_serving():
     assert len(h.batches("a")) == sent + 1 and request.done
 
 
+def another_request(h: Harness):
+    """A request that asks what no other did: a worker that failed one is not judged again for failing its retry
+    (failing_workers.Asked)."""
+    return h.request(prompt=f"a lighthouse, {next(PROMPTS)}")
+
+
 def taken_out_for_failing() -> tuple[Harness, dict, set]:
     """Workers a and b started by hand, b taken out of rotation for failing every batch it was sent while a served:
     the harness, the workers by name, and the ids of the batches answered."""
@@ -300,7 +310,7 @@ def taken_out_for_failing() -> tuple[Harness, dict, set]:
     workers = {name: h.add_worker(name, max_batch=1) for name in "ab"}
     answered = set()
     while workers["b"].ready:  # b fails every batch it is sent, a serves
-        h.request()
+        another_request(h)
         answer_new_batches(h, workers, answered, failing={"b"})
     return h, workers, answered
 
@@ -332,7 +342,7 @@ async def test_at_most_half_the_fleet_is_taken_out_or_restarting_at_once():
     workers = {name: h.add_worker(name, max_batch=1) for name in "abcde"}
     answered = set()
     for _ in range(len(workers) * FAILING_AFTER * 2):
-        h.request()
+        another_request(h)
         answer_new_batches(h, workers, answered, failing=set(workers))
     assert restarted[0] == "a" and len(h.registry.taken_out()) == 1, (restarted, h.registry.taken_out())
     assert h.registry.in_rotation == 3
@@ -345,7 +355,7 @@ async def test_a_worker_taken_out_does_not_count_to_share_the_queued_work():
     workers = {name: h.add_worker(name, max_batch=1) for name in "ab"}
     answered = set()
     while workers["b"].ready:  # b fails every batch it is sent, a serves
-        h.request()
+        another_request(h)
         answer_new_batches(h, workers, answered, failing={"b"})
     h.request(slo_ms=10_000)  # runs on a: 1 s
     h.request(slo_ms=2_500)  # queued, to start first: 1 s more
