@@ -19,12 +19,14 @@ from collections.abc import Callable
 
 import msgspec
 
+from engine.http_request_ids import HEADER, request_ids
 from engine.plurals import counted
 from engine.protocol_layer import ProtocolLayer
 from engine.quiet_lines import QuietLines
 from protocols.openai_images import error_response
 
 log = logging.getLogger("argus.http")
+request_log = logging.getLogger("argus.requests")
 
 # refusals are logged at most this often: a client opening connections in a loop is refused thousands of times a second
 _LOG_EVERY_S = 60.0
@@ -39,14 +41,18 @@ LINGER_S = 2.0
 MAX_LINGERING = 64
 
 
-def _refusal(limit: int) -> bytes:
+def _message(limit: int) -> str:
+    return f"the engine holds {counted(limit, 'HTTP connection')}, its bound (--max-connections): retry later"
+
+
+def _refusal(limit: int, request_id: str) -> bytes:
     """The whole answer to a connection over the bound, written before its request is read: a 503 the OpenAI clients
-    retry, closing the connection."""
-    message = f"the engine holds {counted(limit, 'HTTP connection')}, its bound (--max-connections): retry later"
-    body = msgspec.json.encode(error_response(message, "too_many_connections", 503))
+    retry, closing the connection. Under an id of the engine's, as every reply says one (engine/http_request_ids.py):
+    the client's own is not read. Without it, the OpenAI client's error had no request_id to match a log line by."""
+    body = msgspec.json.encode(error_response(_message(limit), "too_many_connections", 503))
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"{HEADER}: {request_id}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -58,7 +64,7 @@ class ConnectionLimit:
         self.open = 0
         self._lingering = 0  # refused connections not closed yet (LINGER_S)
         self._refused = refused
-        self._answer = _refusal(limit)
+        self._request_ids = request_ids()
         self._lines = QuietLines(_LOG_EVERY_S)
 
     def protocols(self, make_protocol: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
@@ -78,7 +84,11 @@ class ConnectionLimit:
                 counted(self.open, "connection"),
                 f"; {left_out} more refused since the last such line" if left_out else "",
             )
-        return self._answer
+        request_id = next(self._request_ids)
+        # as the front doors' refusals are said (Engine.count_refusal), not counted in argus_requests_total: no
+        # request was read
+        request_log.debug("request %r refused too_many_connections: %s", request_id, _message(self.limit))
+        return _refusal(self.limit, request_id)
 
     def release(self) -> None:
         self.open -= 1

@@ -4,6 +4,7 @@ import asyncio
 import json
 import threading
 
+import openai
 import pytest
 from waiting import eventually, wait_for
 
@@ -96,6 +97,23 @@ def test_http_client_disconnect_aborts_running_and_queued_requests(served):
     # the running image was cut short, and the queued one never ran
     assert ran(backend, runs) == [[ItemCancelled]]
     assert wait_for(lambda: counts(engine)[0] == cancelled + 2)
+    assert counts(engine) == (cancelled + 2, made)
+
+
+def test_an_openai_client_giving_up_at_its_timeout_has_each_try_cancelled(served):
+    """The OpenAI client closes its connection when its read timeout passes (a response half read cannot be reused),
+    then retries: the try it gave up on is cancelled at that close, and its retry does not wait behind it. Why the
+    engine needs no deadline made of the X-Stainless-Read-Timeout header that client sends (docs/reliability.md)."""
+    engine, backend = served
+    (cancelled, made), runs = counts(engine), len(backend.runs)
+    # an image takes about 5 s: each try gives up before its own is made
+    client = openai.OpenAI(base_url=engine.http + "/v1", api_key="unused", max_retries=1, timeout=1.0)
+    with pytest.raises(openai.APITimeoutError):
+        client.images.generate(prompt="a slow one", size="64x64")
+    assert wait_for(lambda: counts(engine)[0] == cancelled + 2)
+    assert wait_for(engine.idle, timeout_s=60)
+    # a try that was running was cut short, one still queued never ran
+    assert all(outcomes == [ItemCancelled] for outcomes in ran(backend, runs))
     assert counts(engine) == (cancelled + 2, made)
 
 

@@ -13,6 +13,8 @@ import socket
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
+import openai
+import pytest
 from waiting import wait_for
 
 from engine import http_connection_limit
@@ -105,6 +107,38 @@ def test_a_client_still_sending_its_request_when_refused_reads_the_503(tmp_path)
         assert engine.stop() == 0
 
 
+def test_the_refusal_says_a_request_id_the_openai_client_reads_and_the_engine_logs(tmp_path):
+    """It carried no X-Request-ID, as every other reply does: the client's error had request_id None, and nothing tied
+    it to the engine's log. Each refusal has its own, said at DEBUG as the engine says the requests it refuses."""
+    engine = start_engine(
+        tmp_path,
+        "--max-connections",
+        "1",
+        "--time-scale",
+        "0",
+        workers=1,
+        backend="sim",
+        argus_options=("--log-level", "DEBUG"),
+    )
+    client = openai.OpenAI(base_url=engine.http + "/v1", api_key="unused", max_retries=0, timeout=30)
+    try:
+        with held_within_the_bound(engine):
+            ids = []
+            for _ in range(2):
+                with pytest.raises(openai.InternalServerError) as refused:
+                    client.images.generate(prompt="a lighthouse", size="64x64")
+                assert refused.value.status_code == 503 and refused.value.code == "too_many_connections"
+                ids.append(refused.value.request_id)
+        assert None not in ids and ids[0] != ids[1]
+        said = [
+            f"request {request_id!r} refused too_many_connections: the engine holds 1 HTTP connection"
+            for request_id in ids
+        ]
+        assert wait_for(lambda: all(line in whole_log(engine) for line in said))  # the log thread's lines may follow
+    finally:
+        assert engine.stop() == 0
+
+
 def test_connections_held_open_leave_the_engine_the_files_to_start_a_worker_again(tmp_path):
     # the engine under a hard limit of 600 open files; the test holds more connections than that
     limit, flood = 600, 700
@@ -131,8 +165,8 @@ def test_connections_held_open_leave_the_engine_the_files_to_start_a_worker_agai
 
 def test_the_refusal_names_a_bound_of_one_connection_in_the_singular(caplog):
     """--max-connections 1 answered 'the engine holds 1 HTTP connections', and logged '1 are open'."""
-    assert b'"the engine holds 1 HTTP connection, its bound' in _refusal(1)
-    assert b'"the engine holds 2 HTTP connections, its bound' in _refusal(2)
+    assert b'"the engine holds 1 HTTP connection, its bound' in _refusal(1, "r1")
+    assert b'"the engine holds 2 HTTP connections, its bound' in _refusal(2, "r1")
     limit = ConnectionLimit(1, lambda: None)
     assert limit.admit() is None and limit.admit() is not None
     assert "refused an HTTP connection: 1 connection open, the bound (--max-connections)" in caplog.text
