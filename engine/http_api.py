@@ -18,7 +18,7 @@ from yarl import URL
 from engine.api_keys import ApiKeys
 from engine.config import served_model_name
 from engine.forwarded_for import TrustedProxies
-from engine.http_expect import close_if_body_unread, met_later, read_body, unmet_expectation
+from engine.http_expect import close_if_body_unread, met_later, read_body, unmet_expectation, unrouted_met_later
 from engine.http_half_close import answer_half_closed
 from engine.http_origins import host_name, named_hosts, names_this_engine, request_origin
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
@@ -169,6 +169,7 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/plan", plan, **expect)
     app.router.add_get("/v1/models", models, **expect)
     app.router.add_get("/v1/models/{model}", model, **expect)
+    unrouted_met_later(app.router)
     return app
 
 

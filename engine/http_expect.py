@@ -5,11 +5,11 @@ API key, the Host (engine/http_api.py's doors) or the body's size were checked, 
 web page that rebound a name to loopback and a body over the limit (curl sent 1 MiB of a 2 MiB one before its 413)
 were all told to send theirs; and it refused an expectation it does not know with a plain-text 417, outside the
 middlewares that give every answer its X-Request-ID and the API's JSON error. So each route the engine serves leaves
-the expectation to it (`met_later`): one it cannot meet is refused once the doors have let the request in, and the
-body is asked for by the handler that reads it, as it begins to (`read_body`), after all the request could be refused
-for without it. A handler that reads no body asks for none: its answer is final (RFC 9110, 10.1.1 lets it). A
-request answered with the body it waited to be asked for unread, or before its body came whole, closes its connection
-(`close_if_body_unread`).
+the expectation to it (`met_later`), as does a request no route takes (`unrouted_met_later`): one it cannot meet is
+refused once the doors have let the request in, and the body is asked for by the handler that reads it, as it begins
+to (`read_body`), after all the request could be refused for without it. A handler that reads no body asks for none:
+its answer is final (RFC 9110, 10.1.1 lets it). A request answered with the body it waited to be asked for unread, or
+before its body came whole, closes its connection (`close_if_body_unread`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from protocols.shortened import cut_middle
 
@@ -29,6 +30,30 @@ _QUOTED_CHARS = 120
 
 async def met_later(request: web.Request) -> None:
     """A route's expect_handler: nothing yet, the request is checked first."""
+
+
+class _Unrouted(MatchInfoError):
+    """What a request no route takes resolves to (a 404, a 405), its expectation left to the engine too."""
+
+    __slots__ = ()
+
+    @property
+    def expect_handler(self) -> Callable[[web.Request], Awaitable[None]]:
+        return met_later
+
+
+def unrouted_met_later(router: web.UrlDispatcher) -> None:
+    """Has the router leave the expectation of a request no route takes to the engine, as its routes do. aiohttp meets
+    it with its own handler, before the middlewares: a POST to a wrong path or with a wrong method was asked for its
+    body before the API key or the Host was checked, and an Expect not understood was a plain-text 417 without an
+    X-Request-ID."""
+    resolve = router.resolve
+
+    async def resolved(request: web.Request) -> web.UrlMappingMatchInfo:
+        found = await resolve(request)
+        return _Unrouted(found.http_exception) if type(found) is MatchInfoError else found
+
+    router.resolve = resolved  # type: ignore[method-assign]
 
 
 @web.middleware

@@ -68,6 +68,18 @@ async def test_a_client_without_the_key_is_refused_before_it_is_asked_for_its_bo
         assert answer[1]["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize("request_line", [b"POST /v1/images/nowhere", b"POST /v1/models"])
+async def test_a_request_no_route_takes_is_refused_before_it_is_asked_for_its_body(request_line):
+    """aiohttp met the expectation of a request no route takes itself, before the engine's checks: a wrong path or
+    method was asked for its body by an engine whose key the client did not hold."""
+    async with http_door_of(StandInEngine(api_keys=ApiKeys.single("a key"))) as client:
+        answer = await first_answer(
+            client, head("Expect: 100-continue").replace(b"POST /v1/images/generations", request_line)
+        )
+        assert_json_error(answer, 401, "unauthorized")
+        assert answer[1]["connection"] == "close"
+
+
 async def test_a_host_that_does_not_name_an_engine_on_loopback_is_refused_before_its_body_is_asked_for():
     async with http_door_of(StandInEngine()) as client:
         answer = await first_answer(client, head("Expect: 100-continue").replace(b"127.0.0.1", b"rebound.example"))
@@ -92,9 +104,13 @@ async def test_a_request_the_door_lets_in_is_asked_for_its_body_and_served():
     assert len(engine.clients) == 1
 
 
-@pytest.mark.parametrize("request_line", [b"POST /v1/images/generations", b"GET /v1/models"])
+# a path no route takes, and a route's path with a method it does not take, too
+@pytest.mark.parametrize(
+    "request_line", [b"POST /v1/images/generations", b"GET /v1/models", b"POST /v1/images/nowhere", b"POST /health"]
+)
 async def test_an_expectation_not_understood_is_a_json_417_with_the_request_id(request_line):
-    """aiohttp's own 417 was plain text, without the X-Request-ID every other answer carries."""
+    """aiohttp's own 417 was plain text, without the X-Request-ID every other answer carries (so it still was for a
+    request no route takes)."""
     async with http_door_of(StandInEngine()) as client:
         answer = await first_answer(
             client, head("Expect: teapot").replace(b"POST /v1/images/generations", request_line)
