@@ -192,9 +192,7 @@ def _request_id_refusal(door: Door) -> Callable[[web.Request, str], web.Response
     def refuse(request: web.Request, message: str) -> web.Response:
         if (refused := door(request)) is not None:
             return refused
-        if request.path == GENERATIONS_PATH:
-            return _refused(request, "invalid_request", message)
-        return _error("invalid_request", message)
+        return _refused_at_the_door(request, "invalid_request", message)
 
     return refuse
 
@@ -281,7 +279,7 @@ def _checked_at(door: Door):
 async def _expectations(request: web.Request, handler):
     """An Expect the engine cannot meet, refused once the door let the request in, as the request itself would be."""
     if (unmet := unmet_expectation(request)) is not None:
-        return _error("expectation_failed", unmet)
+        return _refused_at_the_door(request, "expectation_failed", unmet)
     return await handler(request)
 
 
@@ -457,6 +455,14 @@ _BUSY_MESSAGES = {
     "queue_full": "the engine is at capacity; retry later",
     "client_share": "this client holds its share of the engine's queue while other clients wait for room; retry later",
 }
+
+
+def _refused_at_the_door(request: web.Request, code: str, message: str) -> web.Response:
+    """A request refused before its route's handler ran: counted (as `_refused`) on the images path alone, where the
+    series an operator alerts on counts requests for images."""
+    if request.path == GENERATIONS_PATH:
+        return _refused(request, code, message)
+    return _error(code, message)
 
 
 def _refused(request: web.Request, code: str, message: str, param: str | None = None) -> web.Response:

@@ -50,6 +50,7 @@ _REQUEST_CODES = {
         "unsupported_media_type",
         "unsupported_encoding",
         "unsupported_transfer_encoding",
+        "expectation_failed",
     ),
 }
 

@@ -119,6 +119,20 @@ async def test_an_expectation_not_understood_is_a_json_417_with_the_request_id(r
         assert "teapot" in json.loads(answer[2])["error"]["message"]
 
 
+async def test_an_expectation_not_understood_on_the_images_path_is_counted_as_its_other_refusals_are():
+    """Refused before the engine saw it, as a 413 or 415 is: those are counted in argus_requests_total (and said at
+    DEBUG), the 417 was in no series and no line."""
+    engine = StandInEngine()
+    async with http_door_of(engine) as client:
+        assert_json_error(await first_answer(client, head("Expect: teapot")), 417, "expectation_failed")
+        assert_json_error(
+            await first_answer(client, head("Expect: teapot").replace(b"POST /v1/images/generations", b"GET /health")),
+            417,
+            "expectation_failed",
+        )
+    assert engine.metric("argus_requests_total", outcome="rejected", code="expectation_failed") == 1
+
+
 async def test_a_request_refused_before_its_body_was_asked_for_is_told_its_connection_closes():
     """Refused before the 100 Continue, a client may send its body all the same, or its next request (RFC 9110,
     10.1.1): the engine, which cannot tell which, says it closes the connection. Kept open, it took the next request's
