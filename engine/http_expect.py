@@ -19,9 +19,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.web_urldispatcher import MatchInfoError
 
+from engine.http_request_ids import Handler
 from protocols.shortened import cut_middle
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _CONTINUE = "100-continue"
 # the expectation quoted back: a header line may be 8 KiB long

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from engine.http_request_ids import Handler
 
 
 def close_to_move_on(running: Callable[[], bool]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
