@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controller.allocation import Allocator, allocate, fit_allocation
-from controller.demand_classes import DemandClass, Reach, best_level, demand_class, runs_at
+from controller.demand_classes import DemandClass, Reach, best_level, runs_at
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, plan_from_rows, plan_from_solution
 from controller.plan import Plan
 from controller.predictor import KPredictor, Lookup, SimilarityPredictor, stored_level_at_most
@@ -74,8 +74,9 @@ class Policy(Protocol):
     def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
         """New routes for workers that stay where they are (the demand moved between full plans)."""
 
-    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
-        """K' for one prompt; never a level its neighbour has no latent for."""
+    def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        """K' for one prompt of class `k`, the one its demand is counted in (its K*, or a Reach of it: ControlLoop.
+        choose); never a level its neighbour has no latent for."""
 
     @property
     def escalates(self) -> bool:
@@ -213,9 +214,11 @@ class Argus(_Solved):
             )
         )
 
-    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
-        # a request that can resume at some levels alone has a row of its own, once the plan has seen its like
-        row = plan.redirect.get(demand_class(k_star, neighbour_levels, self.levels)) or plan.redirect[k_star]
+    def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        # the row of the class its demand is counted in (a Reach's once the plan has seen its like): one of the
+        # default steps whose neighbour lacks levels read a Reach's, planned for other steps' traffic, and ran where
+        # the plan had counted that traffic, not its own
+        row = plan.redirect.get(k) or plan.redirect[best_level(k)]
         return stored_level_at_most(sample_level(row, rng), neighbour_levels)
 
 
@@ -258,7 +261,7 @@ class Proteus(_Solved):
             expected_quality=where.expected_quality,
         )
 
-    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+    def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         # the hit classes' rows are the one routing row (class 0's also holds its misses); reading the top level's
         # whatever K* is makes the prompt's irrelevance explicit
         return stored_level_at_most(sample_level(plan.redirect[self.levels[-1]], rng), neighbour_levels)
@@ -294,7 +297,7 @@ class ClipperHA(_Fixed):
     def _row(self, k: int) -> dict[int, float]:
         return {0: 1.0}
 
-    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+    def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         return 0
 
 
@@ -307,7 +310,7 @@ class ClipperHT(_Fixed):
     def _row(self, k: int) -> dict[int, float]:
         return {self.levels[-1]: 1.0}
 
-    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+    def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         return stored_level_at_most(self.levels[-1], neighbour_levels)
 
 
@@ -330,8 +333,8 @@ class Nirvana(_Fixed):
     def _row(self, k: int) -> dict[int, float]:
         return {k: 1.0}
 
-    def choose_level(self, k_star: int, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
-        return stored_level_at_most(k_star, neighbour_levels)
+    def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
+        return stored_level_at_most(best_level(k), neighbour_levels)
 
 
 _POLICIES: dict[str, type[_Base]] = {

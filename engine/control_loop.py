@@ -114,11 +114,12 @@ class ControlLoop:
         if shares is not None:
             lookup = replace(lookup, neighbour_levels=shares.levels)
         k_star = self.policy.predict(lookup)
-        plan = self._controller.plan
-        level = 0 if plan is None else self.policy.choose_level(k_star, lookup.neighbour_levels, plan, rng)
-        start = level if shares is None else shares.start(level)
-        # of other steps, a class of the levels it can resume at, which the plan routes it to alone
+        # of other steps, a class of the levels it can resume at, which the plan routes it to alone; of the default
+        # steps, its K*'s whatever levels its neighbour holds. It is routed by the row of the class it is counted in
         planned_as = k_star if shares is None else demand_class(k_star, shares.levels, self.policy.levels)
+        plan = self._controller.plan
+        level = 0 if plan is None else self.policy.choose_level(planned_as, lookup.neighbour_levels, plan, rng)
+        start = level if shares is None else shares.start(level)
         # weighed by the steps it runs from where it starts, against level K''s capacity: 150 steps are about 3
         # images of the default 50. Its other images are misses, in the same arrival
         self._controller.observe_arrival(planned_as, 1, level, steps, start, bool(lookup.neighbour_levels), images - 1)

@@ -2,11 +2,12 @@
 to 0), and expects of them the quality the engine then serves."""
 
 import random
+from collections import Counter
 
 import pytest
 from dispatcher_harness import Harness
 
-from controller.demand_classes import Reach
+from controller.demand_classes import Reach, runs_at
 from controller.level_shares import level_shares, resumable_steps
 from controller.policies import POLICY_NAMES, WindowInputs, make_policy
 from controller.predictor import Lookup, SimilarityPredictor
@@ -74,3 +75,29 @@ def test_every_policy_counts_a_class_that_resumes_at_some_levels_where_its_picks
     assert set(row) <= {0, 25}
     assert plan.expected_quality == pytest.approx(sum(p * DEGRADATION.quality(kp, 25) for kp, p in row.items()))
     assert plan.to_json()["redirect"]["25@25"] == {str(kp): p for kp, p in sorted(row.items())}
+
+
+def test_a_default_steps_request_whose_neighbour_lacks_levels_follows_the_row_of_the_class_it_is_counted_in():
+    """A request of the default steps keeps its K*'s class in the demand, whatever levels its neighbour holds: it
+    follows its K*'s row. Argus sampled the row of a Reach of the same levels when the plan had one (planned for
+    10-step traffic): two thirds of such requests of class 25 ran at level 25, on capacity the plan had for the
+    10-step ones, where their K*'s row sent them to level 5 (in full, at 0, from a neighbour at 25 alone)."""
+    ten_steps = Reach(25, (25,))
+    loop = _loop()
+    rng = random.Random(7)
+    _requests(loop, 10, [0.99] * 20, rng)
+    _requests(loop, 50, [0.99] * 5, rng)
+    loop._controller.maybe_replan(10.0, 4)
+    plan = loop.plan
+    # where the K*'s row and the Reach's run for a request whose neighbour holds level 25 alone
+    by_k_star, by_reach = runs_at(plan.redirect[25], ten_steps), plan.redirect[ten_steps]
+    assert abs(by_k_star.get(25, 0.0) - by_reach.get(25, 0.0)) > 0.2  # the two rows route apart
+
+    neighbour_at_25 = Lookup(similarity=0.99, neighbour_levels=(25,), prompt="a cat")
+    served = Counter(loop.choose(neighbour_at_25, 1, 50, rng).level for _ in range(2000))
+    assert set(served) <= set(by_k_star)
+    assert served[25] / 2000 == pytest.approx(by_k_star.get(25, 0.0), abs=0.05)
+    # and they were counted in class 25, not in the Reach
+    loop._controller.maybe_replan(20.0, 4)
+    assert loop.plan.demand_rps[25] > 0
+    assert ten_steps not in loop.plan.demand_rps
