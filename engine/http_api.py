@@ -18,11 +18,11 @@ from yarl import URL
 from engine.api_keys import ApiKeys
 from engine.config import served_model_name
 from engine.forwarded_for import TrustedProxies
-from engine.http_expect import close_if_body_unread, met_later, read_body, unmet_expectation, unrouted_met_later
+from engine.http_expect import met_later, read_body, unmet_expectation, unrouted_met_later
 from engine.http_half_close import answer_half_closed
 from engine.http_origins import host_name, named_hosts, names_this_engine, request_origin
 from engine.http_request_ids import REQUEST_ID, request_id_middleware
-from engine.http_stopping import close_to_move_on
+from engine.http_stopping import closing_connections
 from engine.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.readiness import readiness
 from engine.version import argus_version
@@ -145,9 +145,8 @@ def build_app(engine: Engine) -> web.Application:
     # the request's id outside the JSON errors: every reply says it, the engine's own failures too
     refusal = _request_id_refusal(door)
     # outside the JSON errors, whose 503s it closes too
-    moving_on = close_to_move_on(lambda: engine.running)
-    middlewares = [answer_half_closed, close_if_body_unread, moving_on, request_id_middleware(refusal, _PROBE_PATHS)]
-    middlewares.append(_json_errors)
+    closing = closing_connections(lambda: engine.running)
+    middlewares = [answer_half_closed, closing, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
     if door is not _open_door:
         middlewares.append(_checked_at(door))
     middlewares.append(_expectations)

@@ -9,7 +9,7 @@ the expectation to it (`met_later`), as does a request no route takes (`unrouted
 refused once the doors have let the request in, and the body is asked for by the handler that reads it, as it begins
 to (`read_body`), after all the request could be refused for without it. A handler that reads no body asks for none:
 its answer is final (RFC 9110, 10.1.1 lets it). A request answered with the body it waited to be asked for unread, or
-before its body came whole, closes its connection (`close_if_body_unread`).
+before its body came whole, closes its connection (`body_left_unread`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.web_urldispatcher import MatchInfoError
 
-from engine.http_request_ids import Handler
 from protocols.shortened import cut_middle
 
 _CONTINUE = "100-continue"
@@ -55,21 +54,17 @@ def unrouted_met_later(router: web.UrlDispatcher) -> None:
     router.resolve = resolved  # type: ignore[method-assign]
 
 
-@web.middleware
-async def close_if_body_unread(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Closes the connection (Connection: close) of a request answered with its body unread and not all come: refused
-    before it is read (a 401, 403, 413, 415), or waiting to be asked for. aiohttp reads and drops the rest of a body
-    for up to 10 s after the answer (its lingering close) and then closes the connection, which the answer said would
-    be kept: a refused client that stopped sending held it that long, told nothing. Told to close, it closes at once,
-    and the engine with it; the lingering read stays, so that what a client still sending wrote is not answered with a
-    reset that could overtake the refusal. One with an expectation is closed even with its body come whole: its
+def body_left_unread(request: web.Request) -> bool:
+    """Whether a request's connection closes with its answer (Connection: close) for a body unread and not all come:
+    refused before it is read (a 401, 403, 413, 415), or waiting to be asked for. aiohttp reads and drops the rest of a
+    body for up to 10 s after the answer (its lingering close) and then closes the connection, which the answer said
+    would be kept: a refused client that stopped sending held it that long, told nothing. Told to close, it closes at
+    once, and the engine with it; the lingering read stays, so that what a client still sending wrote is not answered
+    with a reset that could overtake the refusal. One with an expectation is closed even with its body come whole: its
     client, not asked for the body, may send it all the same or its next request, and the engine cannot tell which
     (RFC 9110, 10.1.1 has a server that answers before the body say whether it reads on or closes): aiohttp reads an
     unread body to its end before the next request, and took the next request's bytes for it."""
-    response = await handler(request)
-    if request.can_read_body and (_expectation(request) or not request.content.is_eof()):
-        response.force_close()
-    return response
+    return request.can_read_body and (bool(_expectation(request)) or not request.content.is_eof())
 
 
 def _expectation(request: web.Request) -> str:

@@ -17,16 +17,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from engine.http_expect import body_left_unread
 from engine.http_request_ids import Handler
 
 
-def close_to_move_on(running: Callable[[], bool]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """A middleware closing the connection of each 503, and of each answer made while `running()` is false."""
+def closing_connections(running: Callable[[], bool]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """A middleware closing the connection of each 503, of each answer made while `running()` is false, and of each
+    whose request's body is left unread (engine/http_expect.py): one middleware for all three, as each is a frame on
+    every request's path."""
 
     @web.middleware
     async def close(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
-        if response.status == 503 or not running():
+        if response.status == 503 or not running() or body_left_unread(request):
             response.force_close()
         return response
 
