@@ -27,6 +27,7 @@ brought) is put where the plan wants it without waiting for the next plan.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -91,7 +92,9 @@ class ControlLoop:
         self._fallbacks = 0
         # fallback_levels of each (K*, K', the neighbour's steps, steps) asked: the policy's degradation matrix and
         # levels are fixed, and worked out for every request on the cache thread, the answer cost a tenth of its time
-        self._fallback_levels: dict[tuple[int, int, tuple[int, ...], int], tuple[tuple[int, int], ...]] = {}
+        self._kept_fallback_levels = functools.lru_cache(maxsize=_MAX_FALLBACK_LEVELS_KEPT)(
+            self._work_out_fallback_levels
+        )
 
     @property
     def plan(self) -> Plan | None:
@@ -130,13 +133,7 @@ class ControlLoop:
     ) -> tuple[tuple[int, int], ...]:
         """(level, the step it resumes at) of the levels a job served at `level` may move up to when it must wait or
         would be late: the policy's fallback levels, of those the neighbour's latents cover (as `choose` judges)."""
-        asked = (k_star, level, cached, steps)
-        found = self._fallback_levels.get(asked)
-        if found is None:
-            if len(self._fallback_levels) >= _MAX_FALLBACK_LEVELS_KEPT:
-                self._fallback_levels.clear()  # requests of many step counts: the ones asked since are kept
-            found = self._fallback_levels[asked] = self._work_out_fallback_levels(k_star, level, cached, steps)
-        return found
+        return self._kept_fallback_levels(k_star, level, cached, steps)
 
     def _work_out_fallback_levels(
         self, k_star: int, level: int, cached: tuple[int, ...], steps: int
