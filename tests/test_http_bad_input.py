@@ -192,7 +192,15 @@ def good(engine) -> None:
             400,
             "invalid_request",
             "prompt",
-            "prompt must be a string with a character other than whitespace, got 4 characters",
+            "prompt must be a string with a character other than whitespace or control characters, got 4 characters",
+        ),
+        # NULs alone, which the cache's embedder read as spaces: served, its embedding the zero vector, cached
+        (
+            json.dumps({"prompt": "\x00\x00 \x1b\x7f"}).encode(),
+            400,
+            "invalid_request",
+            "prompt",
+            "prompt must be a string with a character other than whitespace or control characters, got 5 characters",
         ),
         # the message named n, but param was null
         (json.dumps({"prompt": "a", "n": 9}).encode(), 400, "invalid_request", "n", "queues at once (--max-queue 8)"),
