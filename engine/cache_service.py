@@ -191,6 +191,8 @@ class CacheService:
         """
         if self._cache is None or not returned.done.brings_latents or not guided(request.spec.guidance_scale):
             return  # an unguided run's composition would start guided requests' images (_decide)
+        if not vector.any():
+            return  # the zero vector is similar to nothing (PromptCache.lookup_many): no prompt would find these
         shape = ShapeKey(request.steps, request.width, request.height)
         self._brought((request.spec.prompt, vector, shape, returned))
 

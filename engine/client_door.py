@@ -81,6 +81,10 @@ _REPLY_FLUSH_MS = 10_000
 # other requests cancelled at the grace's end
 _GONE_RETRY_S = 0.5
 _NOTHING_KEPT: frozenset[str] = frozenset()
+# the (client, request id) pairs last answered request_lost that are remembered, so that a client asking after one again
+# (that answer lost with another dropped connection, or a client of its own asking twice) is answered again, and the
+# request not counted lost a second time: about 1 MB at most
+_LOST_REMEMBERED = 4096
 # what a client asking after a request the engine does not hold is told, under the request's id
 _LOST = (
     "the engine holds no such request: it restarted since the request was sent, or the request or its reply was lost"
@@ -136,6 +140,7 @@ class ClientDoor:
         self._codec = engine_side_codec()
         self._live: dict[tuple[bytes, str], AdmittedRequest] = {}
         self._gone: dict[bytes, _Gone] = {}
+        self._answered_lost: dict[tuple[bytes, str], None] = {}  # oldest first, at most _LOST_REMEMBERED
         # a line each for "lost", "unread" and "gone": what the lines held back told of is said by the next one.
         # Without, a line an hour into a storm read as the one client it names, the others unseen
         self._log_lines = QuietLines(_LOG_EVERY_S)
@@ -194,7 +199,13 @@ class ClientDoor:
             for request_id in dict.fromkeys(request_ids)
             if (identity, request_id) not in self._live and request_id not in kept
         ]
-        self._engine.metrics.requests_lost.inc(len(lost))
+        # counted once: each Inquire of a request lost was counted again
+        first_asked = [request_id for request_id in lost if (identity, request_id) not in self._answered_lost]
+        self._engine.metrics.requests_lost.inc(len(first_asked))
+        for request_id in first_asked:
+            self._answered_lost[identity, request_id] = None
+        for _ in range(len(self._answered_lost) - _LOST_REMEMBERED):
+            del self._answered_lost[next(iter(self._answered_lost))]
         held = self._log_lines.due("lost", len(lost)) if lost else None
         if held is not None:
             log.info(
@@ -226,6 +237,7 @@ class ClientDoor:
         if key in self._live:
             self._refuse_request(identity, spec.request_id, "a second Generate under it is refused")
             return
+        self._answered_lost.pop(key, None)  # a request of its own under the id: lost in turn, it counts
         admitted = self._engine.submit(spec, client)
         if not isinstance(admitted, AdmittedRequest):
             self._reply(identity, admitted)

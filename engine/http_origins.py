@@ -15,11 +15,6 @@ from protocols.endpoints import is_loopback
 # a Host header's form, host[:port] (RFC 9110, 7.2): a name (international ones too), or an IP literal in brackets
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]|[^\s\[\]@:/?#]+)(:[0-9]{1,5})?")
 
-# loopback's names in the hosts file Fedora and RHEL ship (their localhost4 and localhost6 are of one label): no DNS
-# outside answers for .localdomain, a top-level domain that does not exist, as none does for a name of one label.
-# `Host: localhost.localdomain` was refused by an engine on loopback, as a name a web page could have rebound
-_LOOPBACK_NAMES = frozenset({"localhost.localdomain", "localhost4.localdomain4", "localhost6.localdomain6"})
-
 
 def request_origin(request: web.Request) -> str:
     """`scheme://host[:port]`, or ValueError when the Host header makes no URL."""
@@ -71,6 +66,6 @@ def names_this_engine(name: str, public_host: str | None) -> bool:
     """Whether a host name (host_name's) names an engine on loopback, and no name a web page's DNS could rebind to
     it: a loopback name or address, a name of one label (a proxy's upstream, a hosts-file name), or --public-url's
     host."""
-    if name == public_host or is_loopback(name) or name.lower().rstrip(".") in _LOOPBACK_NAMES:
+    if name == public_host or is_loopback(name):  # localhost.localdomain too (protocols/endpoints.py)
         return True
     return "." not in name and ":" not in name

@@ -25,8 +25,12 @@ from typing import TextIO
 # lines held while standard error takes nothing: a burst's worth (start-up, a fleet's restarts), 0.75 MB of one-line
 # records (measured, JSON)
 QUEUED_LINES = 1000
-# how long a stop waits for standard error to take a line (a slow one is waited for as long as it takes them)
+# how long a stop waits for standard error to take a piece of a line (a slow one is waited for as long as it takes them)
 STALL_S = 5.0
+# a line is written in pieces of this many characters, each one write, so that a stop sees a long line progress: a pipe
+# takes up to 4,096 bytes at once without another writer's bytes among them (PIPE_BUF), and a line no longer than that
+# is still one write
+PIECE_CHARS = 4096
 
 
 class LogThread(QueueHandler):
@@ -109,11 +113,15 @@ class _LineWriter:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self.pieces = 0  # written so far: what a stop watches (the writing thread's; read as it is, a plain int)
 
     def handle(self, record: logging.LogRecord) -> None:
+        line = f"{record.getMessage()}\n"
         try:
-            self._stream.write(f"{record.getMessage()}\n")
-            self._stream.flush()
+            for start in range(0, len(line), PIECE_CHARS):
+                self._stream.write(line[start : start + PIECE_CHARS])
+                self._stream.flush()
+                self.pieces += 1
         except (OSError, ValueError):
             pass  # a standard error that takes nothing (its reader gone, a full disk, closed) is told on no other
 
@@ -122,6 +130,7 @@ class _WritingThread(QueueListener):
     def __init__(self, records: queue.Queue, writer: _LineWriter, handler: LogThread) -> None:
         super().__init__(records, writer)
         self._handler = handler
+        self._writer = writer
 
     def dequeue(self, block: bool) -> logging.LogRecord:
         if self.queue.empty():
@@ -129,20 +138,21 @@ class _WritingThread(QueueListener):
         return super().dequeue(block)
 
     def stop_unless_stalled(self, stall_s: float) -> bool:
-        """Writes what is queued and ends the thread, or gives up once no line was written for `stall_s` (the thread
-        stays, waiting on standard error, and ends with the process): whether all was written."""
+        """Writes what is queued and ends the thread, or gives up once no piece of a line was written for `stall_s`
+        (the thread stays, waiting on standard error, and ends with the process): whether all was written. Judged by
+        the lines taken, a line that took longer than `stall_s` was a stall."""
         while True:  # room for the end's mark, as the records before it are written
-            queued = self.queue.qsize()
+            written = self._writer.pieces
             try:
                 self.queue.put(self._sentinel, timeout=stall_s)
                 break
             except queue.Full:
-                if self.queue.qsize() >= queued:
+                if self._writer.pieces == written:
                     return False
         while self._thread is not None and self._thread.is_alive():
-            queued = self.queue.qsize()
+            written = self._writer.pieces
             self._thread.join(stall_s)
-            if self._thread.is_alive() and self.queue.qsize() >= queued:
+            if self._thread.is_alive() and self._writer.pieces == written:
                 return False
         self._thread = None
         return True

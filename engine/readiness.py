@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 def readiness(engine: Engine) -> dict:
     workers = engine.registry.registered()
     sizes = engine.admission.size_limits()
+    unbounded = _unbounded(engine)
     return {
         # a worker taken out of rotation as failing is listed, but serves no one
         "ready": engine.running and engine.registry.in_rotation > 0,
@@ -25,9 +26,9 @@ def readiness(engine: Engine) -> dict:
         # images/s the ready workers serve exactly (K = 0) within the SLO: what `--load` multiplies. By the profile
         # the controller plans with now: scaled by the workers' pace once it strays far from the profile's. Images of
         # the default steps, which loadgen sends: a profile measured at 30 steps said 1.5 times what they serve
-        "exact_capacity_rps": None if _unbounded(engine) else _exact_capacity_rps(engine),
+        "exact_capacity_rps": None if unbounded else _exact_capacity_rps(engine),
         # why exact_capacity_rps is null (None when it is a number)
-        "exact_capacity_reason": UNBOUNDED if _unbounded(engine) else None,
+        "exact_capacity_reason": UNBOUNDED if unbounded else None,
         # what a request may ask for (every registered worker's, else the --backend's): a client checks its
         # size and steps before it sends a run of requests each refused invalid_size
         "sizes": {

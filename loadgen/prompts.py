@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from loadgen.arrivals import Arrival
 from loadgen.wording import counted
-from protocols.limits import MAX_PROMPT_CHARS
+from protocols.limits import MAX_PROMPT_CHARS, PROMPT_PATTERN
 
 PROMPT_COLUMN = "Prompt"
 # an editor's or a spreadsheet's export may begin with a byte-order mark, which is no part of the first prompt (nor
@@ -46,7 +47,7 @@ def load_prompts(path: str | Path) -> list[str]:
 
 def _lines(path: Path) -> list[str]:
     with open(path, encoding=_ENCODING) as f:
-        return [line.rstrip("\r\n") for line in f if line.strip()]
+        return [line.rstrip("\r\n") for line in f if _served(line)]
 
 
 def _tsv(path: Path) -> list[str]:
@@ -55,7 +56,7 @@ def _tsv(path: Path) -> list[str]:
         if reader.fieldnames is None or PROMPT_COLUMN not in reader.fieldnames:
             raise ValueError(f"{path}: no {PROMPT_COLUMN!r} column in the header")
         try:
-            return [row[PROMPT_COLUMN] for row in reader if (row[PROMPT_COLUMN] or "").strip()]
+            return [row[PROMPT_COLUMN] for row in reader if _served(row[PROMPT_COLUMN] or "")]
         except csv.Error as exc:  # a line over the csv module's field limit
             raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
 
@@ -74,7 +75,13 @@ def _json(path: Path) -> list[str]:
             raise ValueError(
                 f"{path}: string {i} holds {prompt[exc.start : exc.end]!r}, half of a UTF-16 pair, which is not text"
             ) from None
-    return [p for p in data if p.strip()]
+    return [p for p in data if _served(p)]
+
+
+def _served(prompt: str) -> bool:
+    """Not blank: a character other than whitespace and control characters, which the engine refuses alone (a 400
+    for every request sent it, where a line of NULs was kept)."""
+    return re.search(PROMPT_PATTERN, prompt) is not None
 
 
 def pair_prompts(schedule: Sequence[Arrival], prompts: Sequence[str]) -> list[int]:

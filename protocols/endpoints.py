@@ -91,10 +91,19 @@ def _is_ipv6(host: str) -> bool:
         return False
 
 
+# loopback's names in the hosts file Fedora and RHEL ship (their localhost4 and localhost6 are of one label): no DNS
+# outside answers for .localdomain, a top-level domain that does not exist. Judged here for every use: the HTTP door
+# answered `Host: localhost.localdomain` as loopback, while `argus serve --host localhost.localdomain` was started as
+# open (warned of as listening to anyone, and without the door's guard against DNS rebinding)
+_LOOPBACK_NAMES = frozenset({"localhost.localdomain", "localhost4.localdomain4", "localhost6.localdomain6"})
+
+
 def is_loopback(host: str) -> bool:
     """Whether a host name or address (no port, no brackets) names this machine's loopback only."""
     name = host.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: resolved to loopback, never by DNS
+        return True
+    if name in _LOOPBACK_NAMES:
         return True
     address = _numeric_address(name.partition("%")[0])
     if address is None:  # *, an interface name or another host name

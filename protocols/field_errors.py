@@ -29,8 +29,10 @@ _KIND_WORDS = {
     "array": "a list",
     "null": "null",
 }
-# a rule msgspec says as its regex ("matching regex '\\S'"), in words
-_PATTERN_WORDS = {f" matching regex {PROMPT_PATTERN!r}": " with a character other than whitespace"}
+# a rule msgspec says as its regex ("matching regex '[^\\s...]'"), in words
+_PATTERN_WORDS = {
+    f" matching regex {PROMPT_PATTERN!r}": " with a character other than whitespace or control characters",
+}
 
 
 def param_of(message: str) -> str | None:

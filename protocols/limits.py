@@ -6,9 +6,11 @@ from typing import Annotated, Literal, get_args
 import msgspec
 
 MAX_PROMPT_CHARS = 4000
-# a character other than whitespace (searched for, as msgspec does a pattern): a prompt of spaces alone, which the model
-# and the cache read as the empty prompt refused, was served (its cache similarity 0.0, where no neighbour says null)
-PROMPT_PATTERN = r"\S"
+# a character other than whitespace and control characters (Unicode Cc; searched for, as msgspec does a pattern): a
+# prompt of spaces alone, which the model and the cache read as the empty prompt refused, was served (its cache
+# similarity 0.0, where no neighbour says null); so was one of NULs alone, which the hash embedder reads as spaces
+# (its embedding the zero vector, cached, and similar to nothing)
+PROMPT_PATTERN = r"[^\s\x00-\x1f\x7f-\x9f]"
 Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=PROMPT_PATTERN)]
 MAX_IMAGES_PER_REQUEST = 10  # as the OpenAI images API
 MAX_STEPS = 200

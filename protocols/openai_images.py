@@ -118,18 +118,46 @@ def parse_request(body: bytes) -> ImageGenerationRequest:
     try:
         request = msgspec.json.decode(body, type=ImageGenerationRequest)
     except msgspec.ValidationError as exc:
-        param = param_of(str(exc))
         # read again untyped, for the value refused: the typed read stopped at it, and what follows may not parse
         sent = _untyped(body)
         _refuse_duplicate_keys(body, sent)  # else the value named could be either of the two sent
-        if str(exc).startswith(_UNKNOWN):  # the key as sent: msgspec's words end it at a backtick within it
-            param = next(key for key in sent if key not in _FIELDS)
-        raise InvalidRequest(_invalid_field_message(str(exc), param, sent), param) from None
+        request = _with_whole_numbers(sent, exc)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(_malformed_json_message(body, exc)) from None
     _refuse_duplicate_keys(body, _untyped(body))
     nulls = {name: default for name, default in _NULL_MEANS.items() if getattr(request, name) is None}
     return msgspec.structs.replace(request, **nulls) if nulls else request
+
+
+def _with_whole_numbers(sent: object, error: msgspec.ValidationError) -> ImageGenerationRequest:
+    """The request `sent` (read untyped) that the typed read refused for `error`, read with each integer field sent as
+    a whole number with a fraction (1.0, 3e1) taken as that integer; else the refusal. JSON has one kind of number,
+    and a JSON Schema's "integer" (/openapi.json's n, seed...) is any number without a fractional part: 1.0 from a
+    JavaScript client was refused, "n must be an integer, got 1.0". 1.5, "1" and true are still refused."""
+    while True:
+        message = str(error)
+        param = param_of(message)
+        if message.startswith(_UNKNOWN):  # the key as sent: msgspec's words end it at a backtick within it
+            param = next(key for key in sent if key not in _FIELDS)
+        whole = _whole_number(message, sent.get(param)) if param is not None else None  # None: a field missing
+        if whole is None:
+            raise InvalidRequest(_invalid_field_message(message, param, sent), param) from None
+        sent[param] = whole  # once per field: the next read refuses another field, or none
+        try:
+            return msgspec.json.decode(msgspec.json.encode(sent), type=ImageGenerationRequest)
+        except msgspec.ValidationError as again:
+            error = again
+
+
+def _whole_number(message: str, value: object) -> int | None:
+    """`value` as an integer, if msgspec's `message` refused it as a float sent for an integer field and it is a whole
+    number msgspec reads as an integer (from int64's least to uint64's greatest; beyond them, refused as it was)."""
+    expected = EXPECTED.fullmatch(message)
+    if not (expected and expected["got"] == "float" and expected["kind"].startswith("int")):
+        return None
+    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**64:
+        return int(value)
+    return None
 
 
 def _as_sent_if_out_of_range(text: str) -> float | msgspec.Raw:

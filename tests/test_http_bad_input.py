@@ -153,6 +153,10 @@ def good(engine) -> None:
             "n must be an integer <= 10, got 11",
         ),
         (json.dumps({"prompt": "a", "n": "2"}).encode(), 400, "invalid_request", "n", 'n must be an integer, got "2"'),
+        # a whole number sent with a fraction is served (test_integral_numbers_are_integers); another number is not
+        (b'{"prompt": "a", "n": 1.5}', 400, "invalid_request", "n", "n must be an integer, got 1.5"),
+        (b'{"prompt": "a", "n": 2.0, "seed": 0.5}', 400, "invalid_request", "seed", "seed must be an integer, got 0.5"),
+        (b'{"prompt": "a", "n": 11.0}', 400, "invalid_request", "n", "n must be an integer <= 10, got 11"),
         # the value refused as JSON spells it, as it was sent: it said None, True, False, {'a': [1, None]}, 1e+300
         (b'{"prompt": null}', 400, "invalid_request", "prompt", "prompt must be a string, got null"),
         (b'{"prompt": "a", "n": true}', 400, "invalid_request", "n", "n must be an integer, got true"),
@@ -192,7 +196,15 @@ def good(engine) -> None:
             400,
             "invalid_request",
             "prompt",
-            "prompt must be a string with a character other than whitespace, got 4 characters",
+            "prompt must be a string with a character other than whitespace or control characters, got 4 characters",
+        ),
+        # NULs alone, which the cache's embedder read as spaces: served, its embedding the zero vector, cached
+        (
+            json.dumps({"prompt": "\x00\x00 \x1b\x7f"}).encode(),
+            400,
+            "invalid_request",
+            "prompt",
+            "prompt must be a string with a character other than whitespace or control characters, got 5 characters",
         ),
         # the message named n, but param was null
         (json.dumps({"prompt": "a", "n": 9}).encode(), 400, "invalid_request", "n", "queues at once (--max-queue 8)"),
@@ -343,6 +355,15 @@ def test_json_saved_with_a_utf8_byte_order_mark_is_served(engine):
     status, body = post(engine, codecs.BOM_UTF8 + json.dumps({"prompt": "a", "size": "64x64"}).encode())
     assert status == 200, body
     assert len(body["data"]) == 1
+
+
+def test_integral_numbers_are_integers(engine):
+    """JSON has one kind of number, and a JSON Schema's integer is any number without a fraction: a JavaScript
+    client's 2.0 was a 400, "n must be an integer, got 2.0"."""
+    sent = {"prompt": "a", "size": "64x64", "n": 2.0, "seed": 5.0, "num_inference_steps": 3e1}
+    status, body = post(engine, json.dumps(sent).encode())
+    assert status == 200, body
+    assert [(image["argus"]["seed"], image["argus"]["steps_run"]) for image in body["data"]] == [(5, 30), (6, 30)]
 
 
 # "evil.com@localhost" (a userinfo, which no Host has), "[::1" (unclosed), port 0 and "８０" (full-width digits, which

@@ -51,6 +51,17 @@ def test_unknown_or_malformed_files_are_refused(tmp_path):
         load_prompts(empty)
 
 
+def test_a_prompt_the_engine_refuses_as_blank_is_skipped_in_any_format(tmp_path):
+    """Whitespace and control characters alone, which the engine refuses as it refuses "": a line of NULs was kept,
+    and each request sent it was a 400."""
+    blank = ["", " \t", "\x00\x00", "\x1b\x7f "]
+    (tmp_path / "p.txt").write_text("\n".join(["a cat", *blank, "a dog\x00"]) + "\n")
+    (tmp_path / "p.tsv").write_text("Prompt\tCategory\n" + "".join(f"{p}\tx\n" for p in ["a cat", *blank, "a dog\x00"]))
+    (tmp_path / "p.json").write_text(json.dumps(["a cat", *blank, "a dog\x00"]))
+    for name in ("p.txt", "p.tsv", "p.json"):
+        assert load_prompts(tmp_path / name) == ["a cat", "a dog\x00"], name
+
+
 def test_prompts_go_in_order_and_cycle_unless_the_trace_names_one():
     schedule = [Arrival(float(i)) for i in range(5)]
     assert pair_prompts(schedule, ["a", "b"]) == [0, 1, 0, 1, 0]

@@ -202,3 +202,35 @@ def test_a_process_whose_standard_error_is_not_read_still_exits():
     finally:
         os.close(reader)
     assert (process.returncode, out) == (5, b"stopped\n")
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_waits_on_one_long_line_a_slow_reader_is_taking():
+    """A line is written in pieces, and standard error is stalled only once it takes no piece for STALL_S: a line
+    that took longer (a long traceback, a reader that is slow, not stopped) was judged a stall, what was held after
+    it given up and every record after the stop dropped."""
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)
+    read: list[bytes] = []
+
+    def read_slowly() -> None:  # a piece at a time, a while apart: the whole line takes some 6 times stall_s
+        while piece := os.read(reader, 4096):
+            read.append(piece)
+            threading.Event().wait(0.02)
+
+    slow = threading.Thread(target=read_slowly)
+    slow.start()
+    stream = os.fdopen(writer, "w")
+    handler = LogThread(logging.Formatter("%(message)s"), stream, stall_s=0.5)
+    logger = logging.Logger("argus.test")
+    logger.addHandler(handler)
+    line = "x" * 600_000
+    logger.info(line)
+    logger.info("held")
+    handler.stop()
+    assert not handler.stalled
+    logger.info("after")
+    handler.close()
+    stream.close()
+    slow.join(30)
+    assert b"".join(read).decode().splitlines() == [line, "held", "after"]

@@ -114,6 +114,28 @@ def test_the_engine_answers_request_lost_for_what_it_does_not_hold_and_nothing_m
         context.term()
 
 
+def test_a_request_asked_after_twice_is_answered_twice_and_counted_lost_once(engine):
+    """A client asks again when the request_lost was lost with another dropped connection: each Inquire counted the
+    request in argus_requests_lost_total again. A request sent again under the id, and lost in turn, counts."""
+    context = zmq.Context()
+    client = raw_client(context, engine.client_address)
+    codec = engine_side_codec()
+    try:
+        lost_before = engine.metric("argus_requests_lost_total")
+        for _ in range(2):
+            client.send_multipart(codec.encode(Inquire(["twice"])))
+            assert _lost(_replies(client, 1)[0])
+        assert engine.metric("argus_requests_lost_total") == lost_before + 1
+        client.send_multipart(codec.encode(Generate("twice", "a lighthouse", width=64, height=64)))
+        assert isinstance(_replies(client, 1)[0], Images)
+        client.send_multipart(codec.encode(Inquire(["twice"])))  # its reply lost, as far as the engine knows
+        assert _lost(_replies(client, 1)[0])
+        assert engine.metric("argus_requests_lost_total") == lost_before + 2
+    finally:
+        client.close()
+        context.term()
+
+
 @pytest.mark.parametrize(
     ("ids", "words"),
     [([], "Expected `array` of length >= 1"), (["x"] * (MAX_INQUIRED_IDS + 1), f"length <= {MAX_INQUIRED_IDS}")],

@@ -73,6 +73,9 @@ def test_invalid_request_gets_an_error_reply(engine):
     assert reply.code == "invalid_request" and "<= 10" in reply.message
 
 
+_VISIBLE = "a character other than whitespace or control characters"
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -85,10 +88,12 @@ def test_invalid_request_gets_an_error_reply(engine):
         ({"seed": "7"}, "seed must be an integer, got '7'"),
         ({"prompt": "x" * 4001}, "prompt must be a string of length <= 4000, got 4001 characters"),
         # whitespace alone, as HTTP refuses it: it was served
-        ({"prompt": " \n\t"}, "prompt must be a string with a character other than whitespace, got 3 characters"),
+        ({"prompt": " \n\t"}, f"prompt must be a string with {_VISIBLE}, got 3 characters"),
+        # control characters alone, as HTTP refuses them: NULs were served, their embedding the zero vector, cached
+        ({"prompt": "\x00\x00\x9f"}, f"prompt must be a string with {_VISIBLE}, got 3 characters"),
         ({"output_format": "g" * 100_000}, "output_format 'gggggggggggg...ggggggggggggg' must be one of"),
     ],
-    ids=["n", "steps", "width", "output_format", "seed", "prompt", "blank prompt", "long value"],
+    ids=["n", "steps", "width", "output_format", "seed", "prompt", "blank prompt", "control prompt", "long value"],
 )
 def test_a_refused_field_is_named_in_the_words_http_uses(engine, fields, message):
     bad_messages = engine.metric("argus_bad_messages_total", link="client")

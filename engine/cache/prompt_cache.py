@@ -135,11 +135,13 @@ class PromptCache:
         # grouped in one pass: a scan of the batch per shape was quadratic in a burst of many shapes (4,096 requests
         # in as many cached shapes: 3.4 s of the cache thread)
         rows_by_shape: dict[ShapeKey, list[int]] = {}
-        # an embedding of NaN or inf (a broken model's) is similar to nothing, as the zero vector is: searched, the
-        # first prompt was its neighbour at similarity NaN
-        finite = np.isfinite(vectors).all(axis=1).tolist()
+        # an embedding of NaN or inf (a broken model's) is similar to nothing: searched, the first prompt was its
+        # neighbour at similarity NaN. So is the zero vector (a prompt of which the embedder reads nothing, NULs up to
+        # where the model stops reading): searched, the first prompt was its neighbour at similarity 0.0, where a
+        # prompt without one says null
+        usable = (np.isfinite(vectors).all(axis=1) & vectors.any(axis=1)).tolist()
         for row, shape in enumerate(shapes):
-            if finite[row]:
+            if usable[row]:
                 rows_by_shape.setdefault(shape, []).append(row)
         for shape, rows in rows_by_shape.items():
             index = self._indexes.get(shape)
