@@ -315,7 +315,7 @@ def test_another_format_version_is_refused(saved):
     data = bytearray(path.read_bytes())
     struct.pack_into("<I", data, 8, persistence.FORMAT_VERSION + 1)
     path.write_bytes(bytes(data))
-    with pytest.raises(CacheFileError, match="format version 2; this build reads version 1"):
+    with pytest.raises(CacheFileError, match="format version 2, a newer build's: this build reads version 1 alone"):
         load(directory)
 
 

@@ -12,16 +12,23 @@ a foreign file is refused after reading only its head; the trailing digest cover
 the whole payload. A part the disk cannot read (a bad sector: its reads fail with
 EIO) leaves the digest unchecked, not the file refused: the prompts and latents it
 holds are left out and the rest restored (see CacheFile). Nothing is pickled: the
-meta is msgpack decoded into strict types, arrays are raw bytes with dtype and
+meta is msgpack decoded into typed records, arrays are raw bytes with dtype and
 shape in the meta. The index graph itself is not stored: it is rebuilt from the
 vectors, so no third-party binary format has to be trusted or kept compatible. A
 file is only ever written under a temporary name and renamed over the old one, so
 a crash mid-save leaves the previous file intact.
+
+Versions: the preamble's version is the format's major one, raised by a change a build before it would misread (a
+field removed or given another meaning, a new section): every other build refuses such a file. A change that only adds
+fields, with defaults, to the meta or its records raises the minor one (the meta's `format_minor`) instead: a build
+before it restores the file without them (a record's unknown fields are skipped as it is decoded), so a rollback keeps
+its warm cache. Builds before this rule decoded strictly and refuse every file with a field they do not know.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import struct
@@ -37,7 +44,8 @@ from engine.cache.latent_store import ALLOWED_DTYPES
 
 FILE_NAME = "prompt_cache.argus"
 TEMPORARY_PREFIX = f"{FILE_NAME}.tmp-"  # a save in progress, or cut short by a crash
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the major version, in the preamble: a file of another is refused
+FORMAT_MINOR = 0  # the fields this build writes: a file of a higher one has fields it drops (see above)
 _MAGIC = b"ARGUSPC\0"
 _PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, meta length, meta digest
 _DIGEST_BYTES = 32
@@ -48,6 +56,8 @@ _ENCODER = msgspec.msgpack.Encoder()
 # hnswlib takes ids below 2**64: a file may not leave fewer than 2**63 ids to come
 _MAX_NEXT_PROMPT_ID = 1 << 63
 
+log = logging.getLogger("argus.cache")
+
 
 class CacheFileError(Exception):
     """A saved cache that cannot be used: missing, corrupt, truncated, foreign or of another version."""
@@ -55,8 +65,10 @@ class CacheFileError(Exception):
 
 # gc=False: one of each a prompt and a latent, all alive at once as a save is written or a file read, they set off the
 # garbage collector's full passes over every object the cache holds (tens of ms at 20,000 prompts, holding the GIL
-# from the event loop); of ints, strings and a tuple of ints, they can be in no reference cycle
-class SavedPrompt(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+# from the event loop); of ints, strings and a tuple of ints, they can be in no reference cycle.
+# forbid_unknown_fields=False: fields a newer build added (trailing elements of a record) are skipped, so a rollback
+# restores its file (FORMAT_MINOR); forbidden, they refused the whole file, and the rolled-back engine started cold
+class SavedPrompt(msgspec.Struct, array_like=True, forbid_unknown_fields=False, gc=False):
     prompt_id: int
     text: str
     steps: int
@@ -64,7 +76,7 @@ class SavedPrompt(msgspec.Struct, array_like=True, forbid_unknown_fields=True, g
     height: int
 
 
-class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=False, gc=False):
     prompt_id: int
     level: int
     uses: int
@@ -76,7 +88,8 @@ class SavedLatent(msgspec.Struct, array_like=True, forbid_unknown_fields=True, g
     seed: int | None = None  # of the run it is of, where known (absent in files saved before it was recorded)
 
 
-class _Meta(msgspec.Struct, forbid_unknown_fields=True):
+# omit_defaults: a file of minor 0 leaves `format_minor` out, and loads in the builds before it was written
+class _Meta(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=True):
     embedder: str  # Embedder.identity: `hash`, or a neural embedder's name and its folder's digest (`clip:...`)
     dim: int
     levels: list[int]
@@ -86,6 +99,7 @@ class _Meta(msgspec.Struct, forbid_unknown_fields=True):
     # what made the latents: another model's, even of the same shape, would start hits from latents it never made
     # ("" in files saved before it was recorded, which no engine naming its model takes)
     model: str = ""
+    format_minor: int = 0  # FORMAT_MINOR of the build that wrote it (absent in files of 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +148,8 @@ def write_cache_file(
     and freed once they are); `arrays` yields each latent's array, in `latents` order, as the file is written."""
     # the record lists go in as msgpack already made (msgspec.Raw), a slice at a time: see _encoded_array
     records = _encoded_array(prompts), _encoded_array(_placed(latents))
-    meta = _ENCODER.encode(_Meta(embedder, dim, list(levels), next_prompt_id, *records, model))  # type: ignore[arg-type]
+    header = embedder, dim, list(levels), next_prompt_id
+    meta = _ENCODER.encode(_Meta(*header, *records, model, FORMAT_MINOR))  # type: ignore[arg-type]
     vectors = np.ascontiguousarray(vectors, dtype=_VECTOR_DTYPE)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}")
@@ -183,6 +198,16 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
     vectors = vectors.astype(np.float32)
     _check_contents(meta, vectors, path, levels)  # an unread vector is zeros: it passes, and goes with its prompt
     read_error = digest_error or vectors_error
+    if meta.format_minor > FORMAT_MINOR:
+        log.warning(
+            "%s was saved by a newer build (format %d.%d; this build's is %d.%d): restored without the fields this"
+            " build does not know, which a save by this build leaves out",
+            path,
+            FORMAT_VERSION,
+            meta.format_minor,
+            FORMAT_VERSION,
+            FORMAT_MINOR,
+        )
     if not unread_rows:
         return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start, read_error)
     if len(unread_rows) == len(meta.prompts):
@@ -266,7 +291,11 @@ def _read_meta(fd: int, path: Path, size: int) -> tuple[_Meta, int]:
     if magic != _MAGIC:
         raise CacheFileError(f"{path} is not a prompt cache file")
     if version != FORMAT_VERSION:
-        raise CacheFileError(f"{path} has format version {version}; this build reads version {FORMAT_VERSION}")
+        newer = "a newer build's" if version > FORMAT_VERSION else "another build's"
+        raise CacheFileError(
+            f"{path} is in format version {version}, {newer}: this build reads version {FORMAT_VERSION} alone (the"
+            " build that wrote it restores it)"
+        )
     if length > min(_MAX_META_BYTES, size - _PREAMBLE.size - _DIGEST_BYTES):
         raise CacheFileError(f"{path} is truncated or damaged (its header is cut short)")
     raw = bytearray(length)
