@@ -35,6 +35,7 @@ from engine.standard_streams import silence_standard_output
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.interrupts import interruptible, sigint_after_the_run
 from loadgen.outputs import say_records_stopped, write_outputs
+from loadgen.plot_files import plot_format
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS
 from loadgen.wording import counted, figure
 from protocols.limits import SIZE_MULTIPLE
@@ -140,7 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--records", metavar="OUT.jsonl", type=output_file, help="write one record per request (-: stdout)"
     )
     out.add_argument("--json", metavar="SUMMARY.json", type=output_file, help="write the summary")
-    out.add_argument("--plot", metavar="OUT.png", type=output_file, help="write the timeline plot")
+    out.add_argument(
+        "--plot", metavar="OUT.png", type=output_file, help="write the timeline plot (.png, .pdf or .svg, by its name)"
+    )
     out.add_argument("--bin-s", type=positive_float, help="timeline bin width in seconds (default: at most 60 bins)")
     out.add_argument(
         "--sample-every-s",
@@ -209,6 +212,8 @@ def _check(args: argparse.Namespace) -> None:
     for flag in ("--records", "--json", "--plot"):
         not_an_input(getattr(args, flag[2:]), args.trace, args.prompts, flag=flag)
     distinct_outputs(*((flag, getattr(args, flag[2:])) for flag in ("--records", "--json", "--plot")))
+    if args.plot:  # a name no format it is written in takes: said now, not once the run is over
+        plot_format(args.plot)
     if args.arrivals is None:
         args.arrivals = "trace" if args.trace else "poisson"
     if (args.arrivals == "trace") != bool(args.trace):

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[Interrupt]:
-    """Ctrl-C stops the sending, a second one the waiting for replies, SIGTERM (or SIGHUP) both: the results of what was
-    sent are still reported and written, as a run cut short."""
+    """Ctrl-C stops the sending, a second one the waiting for replies, SIGTERM (or SIGHUP) both, unless the process was
+    started ignoring it (nohup): the results of what was sent are still reported and written, as a run cut short."""
     from loadgen.run import Interrupt
 
     interrupt = Interrupt()
@@ -32,7 +32,10 @@ def interruptible() -> Iterator[Interrupt]:
 
     loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
     for stop in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal it ran in was closed
-        loop.add_signal_handler(stop, interrupt.stop_now)
+        # one this process was started ignoring stays ignored: `nohup argus loadgen ... &` asks the run to outlive its
+        # terminal, and closing the terminal cut it short (the handler replaced nohup's SIG_IGN)
+        if signal.getsignal(stop) != signal.SIG_IGN:
+            loop.add_signal_handler(stop, interrupt.stop_now)
     try:
         yield interrupt
     finally:

@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from engine.whole_files import written_whole
+from loadgen.plot_files import plot_format
 from loadgen.records import VIOLATIONS, Record
 
 _BIN_CHOICES_S = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -198,12 +199,14 @@ def compare_plot(
 
 
 def _save(figure: Figure, path: str | Path, title: str | None, **title_style: Any) -> None:
-    """The title goes above the panels and into the PNG's Title text too, where a program (or a test) reads it.
-    Written whole: saved in place, a full disk left the first part of a PNG where the last plot was."""
+    """In the format `path` names (plot_format). The title goes above the panels and into the file's Title text too,
+    where a program (or a test) reads it. Written whole: saved in place, a full disk left the first part of a PNG where
+    the last plot was."""
+    fmt = plot_format(path)
     if title:
         figure.suptitle(title, **title_style)
     with written_whole(path, binary=True) as f:
-        figure.savefig(f, format="png", dpi=110, metadata={"Title": title} if title else None)
+        figure.savefig(f, format=fmt, dpi=110, metadata={"Title": title} if title else None)
 
 
 def _or_nan(value: float | None) -> float:
