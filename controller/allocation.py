@@ -18,7 +18,7 @@ from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, add_
 from controller.route_planner import route
 
 # allocate, or what runs it elsewhere with the same arguments and result (the engine solves in a process of its own:
-# engine/milp_process.py)
+# engine/control/milp_process.py)
 Allocator = Callable[[FlowProblem, int, Mapping[int, int], SolverOptions], FlowSolution]
 
 

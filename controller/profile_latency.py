@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from controller.profiles import LatencyProfile
-from engine.arg_types import (
+from engine.commands.arg_types import (
     UsageError,
     batch_size,
     between,
@@ -47,11 +47,11 @@ from engine.arg_types import (
     thread_count,
     torch_device,
 )
+from engine.commands.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
+from engine.commands.worker import check_worker_backend
 from engine.config import DEFAULT_LOCAL_WORKERS
-from engine.help_format import BACKEND_HELP, MEASURED_BACKEND_HELP
-from engine.plurals import counted
-from engine.whole_files import written_or_exit
-from engine.worker_command import check_worker_backend
+from engine.logs.plurals import counted
+from engine.system.whole_files import written_or_exit
 from protocols.limits import MAX_BATCH, MAX_SEED
 from workers.cannot_serve import ReasonPipe
 from workers.config import runs_on_cpu_threads, threads_each
@@ -208,7 +208,7 @@ class WorkerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU seconds the worker process has used so far, all its threads together."""
-        from engine.proc_reads import process_cpu_s
+        from engine.system.proc_reads import process_cpu_s
 
         return process_cpu_s(self.child.process.pid)
 

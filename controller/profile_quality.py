@@ -46,7 +46,9 @@ from controller.profile_latency import (
     now_utc,
 )
 from controller.versioned import write_versioned
-from engine.arg_types import (
+from engine.cache.embedder_flags import check_embedder_model
+from engine.cache.embedders import EMBEDDERS
+from engine.commands.arg_types import (
     UsageError,
     batch_size,
     comma_separated,
@@ -56,11 +58,9 @@ from engine.arg_types import (
     positive_int,
     read_user_file,
 )
-from engine.cache.embedder_flags import check_embedder_model
-from engine.cache.embedders import EMBEDDERS
-from engine.plurals import counted
-from engine.whole_files import is_stream, output_of_this_process, written_or_exit, written_whole
-from engine.worker_command import check_worker_backend
+from engine.commands.worker import check_worker_backend
+from engine.logs.plurals import counted
+from engine.system.whole_files import is_stream, output_of_this_process, written_or_exit, written_whole
 from protocols.limits import MAX_BATCH
 from workers.model_folder import clip_model_problem
 from workers.model_loading import load_pretrained, loading

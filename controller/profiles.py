@@ -50,7 +50,7 @@ class LatencyProfile:
     # the formula the table was computed from, when it was (kept so the file can be checked and rebuilt)
     derivation: Mapping[str, float] | None = None
     # the --time-scale of the sim workers it was measured on (1: real time, a real model's): a sim engine at another
-    # plans with it scaled to its own (engine/control_setup.py)
+    # plans with it scaled to its own (engine/control/setup.py)
     time_scale: float = 1.0
     # the identity of the model it was measured on (workers/model_id.py); None: not said (the bundled profiles)
     model: str | None = None
@@ -326,7 +326,7 @@ class QualityModel:
     @cached_property
     def _per_level(self) -> dict[int, tuple[float, float]]:
         """Each level's (tau_K, the most it loses), worked out once: the engine estimates every image it serves with
-        `expected` (engine/dispatcher.py), where looking them up in the table took 1.2 us of its 1.5."""
+        `expected` (engine/dispatch/dispatcher.py), where looking them up in the table took 1.2 us of its 1.5."""
         top = self.table.levels[-1]
         return {level: (threshold, self.max_loss * level / top) for threshold, level in self.table.thresholds}
 

@@ -2,7 +2,7 @@
 
 A real backend (tiny, sdxl) reports no quality of its images, and an operator's first question of an engine that
 trades quality for latency is what its clients are getting. The controller plans with a quality for each level and
-similarity; the engine tells each image's, in its reply and in /metrics (engine/dispatcher.py).
+similarity; the engine tells each image's, in its reply and in /metrics (engine/dispatch/dispatcher.py).
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ from controller.quality_samples import (
     steps_mismatch,
 )
 from controller.similarity import SimilarityTable
-from engine.arg_types import (
+from engine.cache.embedders import EMBEDDERS
+from engine.cache.table_file import embedder_problem, given_table_file
+from engine.commands.arg_types import (
     UsageError,
     none_empty,
     not_an_input,
@@ -37,10 +39,8 @@ from engine.arg_types import (
     probability,
     read_user_file,
 )
-from engine.cache.embedders import EMBEDDERS
-from engine.cache.table_file import embedder_problem, given_table_file
-from engine.plurals import counted
-from engine.whole_files import written_or_exit
+from engine.logs.plurals import counted
+from engine.system.whole_files import written_or_exit
 from workers.limits import DEFAULT_STEPS
 
 # every this many'th sample of each level is held out to score the trial fit

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engine.whole_files import written_whole
+from engine.system.whole_files import written_whole
 
 VERSION = 1
 DATA_DIR = Path(__file__).resolve().parent / "data"

@@ -30,7 +30,7 @@ from controller.plan import Plan
 from controller.policies import Policy, WindowInputs
 
 # the shortest window `argus serve --window-s` takes: the engine's control loop looks at the window at most this often
-# (engine/control_loop.py), so a shorter one was re-planned every 10 ms all the same, on demand counted over those
+# (engine/control/loop.py), so a shorter one was re-planned every 10 ms all the same, on demand counted over those
 # 10 ms (0 or 1 arrivals: estimates that swung between 0 and 70 img/s under a steady 20), each plan moving
 # workers between levels. A compressed clock (a sim worker at --time-scale 0.01) compresses the window with it: 0.1 s
 # stands for 10 s
@@ -94,7 +94,7 @@ class Controller:
 
     def plan_at_pace(self, pace: float) -> None:
         """Capacities from the profile's times multiplied by `pace` from now on (the workers' own pace,
-        engine/profile_drift.py), in a full plan at the next `maybe_replan`: the plan in force counts on capacity
+        engine/fleet/profile_drift.py), in a full plan at the next `maybe_replan`: the plan in force counts on capacity
         its workers do not have (or leaves theirs unused)."""
         with self._lock:
             self.policy.profile = self._profiled if pace == 1.0 else self._profiled.scaled(pace)

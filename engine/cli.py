@@ -12,8 +12,8 @@ from types import ModuleType
 
 from controller.policies import POLICY_NAMES
 from controller.window import MIN_WINDOW_S
-from engine import keys_command
-from engine.arg_types import (
+from engine.commands import keys as keys_command
+from engine.commands.arg_types import (
     UsageError,
     at_least,
     batch_size,
@@ -34,6 +34,15 @@ from engine.arg_types import (
     sim_time_scale,
     tcp_port,
     torch_device,
+)
+from engine.commands.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
+from engine.commands.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
+from engine.commands.worker import (
+    CommandParser,
+    add_sim_latents_argument,
+    add_worker_command,
+    stopped_as_it_started,
+    worker_log_name,
 )
 from engine.config import (
     API_KEY_ENV,
@@ -57,29 +66,20 @@ from engine.config import (
     LaunchConfig,
     PolicyConfig,
 )
-from engine.help_format import BACKEND_HELP, DefaultsHelpFormatter, command_parsers
-from engine.image_files import MIN_STORE_BYTES
-from engine.log_setup import LOG_FORMATS, configure_logging
-from engine.log_thread import standard_error_stalled, stop_log_thread
-from engine.open_files import allow_engine_open_files
-from engine.quick_exit import exit_at_once
-from engine.serve_checks import check_serve_args, checked_api_keys, serve_model_id, similarity_table_file
-from engine.standard_streams import (
+from engine.http.image_files import MIN_STORE_BYTES
+from engine.logs.setup import LOG_FORMATS, configure_logging
+from engine.logs.thread import standard_error_stalled, stop_log_thread
+from engine.system.open_files import allow_engine_open_files
+from engine.system.quick_exit import exit_at_once
+from engine.system.standard_streams import (
     StandardOutputFailed,
     name_standard_output_failures,
     open_closed_standard_streams,
     silence_standard_output,
     standard_output_reader_gone,
 )
-from engine.stop_signals import HeldStopSignals
+from engine.system.stop_signals import HeldStopSignals
 from engine.version import argus_version
-from engine.worker_command import (
-    CommandParser,
-    add_sim_latents_argument,
-    add_worker_command,
-    stopped_as_it_started,
-    worker_log_name,
-)
 from loadgen.bench.commands import add_bench_commands
 from loadgen.bench.subprocesses import ChildDied, RunFailed, ended_by_sigterm
 from protocols.limits import MAX_BATCH
@@ -535,8 +535,8 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
         if own_process and args.command == "worker":
             # served and stopped, its sockets closed: the interpreter's teardown of a model backend's modules took 2
             # to 3.4 s of CPU on a loaded 2-core VM, and an engine's two tiny workers, stopping together, missed the
-            # 5 s it gives them (engine/launcher.py): each stop killed them, warning that they 'did not stop within 5
-            # s of being asked to'. A program that calls main keeps its process
+            # 5 s it gives them (engine/fleet/launcher.py): each stop killed them, warning that they 'did not stop
+            # within 5 s of being asked to'. A program that calls main keeps its process
             exit_at_once(code)
         return code
     except (UsageError, ModelLoadFailed) as error:
@@ -577,7 +577,7 @@ def _say_last(args: argparse.Namespace, line: str) -> None:
         # word of why
         logger = logging.getLogger("argus")
         logger.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "%s", (line,), None))
-    elif not standard_error_stalled():  # a print would wait for ever (engine/log_thread.py), and the exit with it
+    elif not standard_error_stalled():  # a print would wait for ever (engine/logs/thread.py), and the exit with it
         # a standard error that takes nothing (a log file's full disk, a pipe whose reader went away) must not change
         # the exit code: the OSError ended the command with 1, where a supervisor told 2 not to start it again
         with contextlib.suppress(OSError):

@@ -6,15 +6,15 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.forwarded_for import IPNetwork
-from engine.restart_backoff import RestartBackoff
+from engine.fleet.restart_backoff import RestartBackoff
+from engine.http.forwarded_for import IPNetwork
 from protocols.curve import LOCAL_WORKER_KEYS_ENV
 from workers.config import WorkerConfig, runs_on_cpu_threads
 from workers.limits import DEFAULT_LEVELS, PLACEHOLDER_LATENTS
 
 if TYPE_CHECKING:
-    from engine.api_keys import ApiKeys
     from engine.cache.table_file import TableFile
+    from engine.http.api_keys import ApiKeys
 
 # engine and workers beat this often; each counts the other lost after heartbeat_timeout_s of silence
 HEARTBEAT_INTERVAL_S = 1.0
@@ -23,7 +23,7 @@ HEARTBEAT_INTERVAL_S = 1.0
 MIN_HEARTBEAT_TIMEOUT_S = 2 * HEARTBEAT_INTERVAL_S
 # ZeroMQ takes the timeout of its pings on the worker socket in milliseconds, in a C int: about 24.8 days
 MAX_HEARTBEAT_TIMEOUT_S = (2**31 - 1) // 1000
-# ZeroMQ counts the replies a client may leave queued (--max-queue and 256 more, engine/client_door.py) in a C int: a
+# ZeroMQ counts the replies a client may leave queued (--max-queue and 256 more, engine/zmq/door.py) in a C int: a
 # larger --max-queue failed the engine's start in a traceback
 MAX_QUEUE = 1_000_000_000
 # where the HTTP API key may come from instead of the command line, which ps shows
@@ -143,7 +143,8 @@ class CacheConfig:
     directory_bytes: int = 0
     # a checkpoint of the cache to `directory` this often (0: only at the drain), so a killed engine restarts warm
     save_interval_s: float = DEFAULT_SAVE_INTERVAL_S
-    # --similarity-table, read and checked at start (engine/serve_checks.py); None: the embedder's bundled table
+    # --similarity-table, read and checked at start (engine/commands/serve_checks.py); None: the
+    # embedder's bundled table
     table_file: TableFile | None = None
 
 
@@ -163,7 +164,7 @@ class EngineConfig:
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_timeout_s: float = 10.0
     # a ZeroMQ client a reply found disconnected, and not back within this long, has its kept replies dropped and
-    # its other requests cancelled (engine/client_door.py)
+    # its other requests cancelled (engine/zmq/door.py)
     client_gone_grace_s: float = DEFAULT_CLIENT_GONE_GRACE_S
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
@@ -171,12 +172,12 @@ class EngineConfig:
     # own 3630 s held a connection that trickled its headers for an hour); nginx's default, above AWS's balancers' 60 s
     keepalive_timeout_s: float = 75.0
     send_timeout_s: float = 60.0  # an HTTP client that takes none of its answer this long is disconnected
-    # HTTP connections open at once, past which one is answered 503 and closed (engine/http_connection_limit.py);
-    # None: what the limit on open files leaves (engine/open_files.py)
+    # HTTP connections open at once, past which one is answered 503 and closed (engine/http/connection_limit.py);
+    # None: what the limit on open files leaves (engine/system/open_files.py)
     max_connections: int | None = None
     # when set, every HTTP route but /health and the image URLs (/v1/images/files/...) needs
-    # "Authorization: Bearer KEY": --api-key's one key, or one of --api-keys's named keys (engine/api_keys.py), that
-    # file read once, as it was checked: a second read at start could load what no check had seen
+    # "Authorization: Bearer KEY": --api-key's one key, or one of --api-keys's named keys (engine/http/api_keys.py),
+    # that file read once, as it was checked: a second read at start could load what no check had seen
     api_keys: ApiKeys | None = None
     # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;
     # with curve_workers_dir, the worker socket admits that directory's keys and curve_allowed_dir is for clients
@@ -186,7 +187,7 @@ class EngineConfig:
     # where clients reach the HTTP API (a TLS-terminating proxy's https://HOST/PATH), to make image URLs from;
     # None: the request's Host header, with scheme http
     public_url: str | None = None
-    # the reverse proxies whose X-Forwarded-For names an HTTP request's client (engine/forwarded_for.py)
+    # the reverse proxies whose X-Forwarded-For names an HTTP request's client (engine/http/forwarded_for.py)
     forwarded_allow_ips: tuple[IPNetwork, ...] = ()
     image_url_ttl_s: float = DEFAULT_IMAGE_URL_TTL_S
     image_url_store_bytes: int = DEFAULT_IMAGE_URL_STORE_BYTES

@@ -12,18 +12,18 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from engine.arg_types import UsageError
-from engine.plurals import counted
+from engine.commands.arg_types import UsageError
+from engine.logs.plurals import counted
 
 if TYPE_CHECKING:
-    from engine.api_keys import ApiKeys
-    from engine.cache_service import CacheService
+    from engine.cache.service import CacheService
     from engine.config import CacheConfig
-    from engine.curve_gate import CurveGate
-    from engine.dispatcher import Dispatcher
-    from engine.image_files import ImageFiles
+    from engine.dispatch.dispatcher import Dispatcher
+    from engine.fleet.link import WorkerLink
+    from engine.http.api_keys import ApiKeys
+    from engine.http.image_files import ImageFiles
     from engine.metrics import EngineMetrics
-    from engine.worker_link import WorkerLink
+    from engine.zmq.curve_gate import CurveGate
 
 log = logging.getLogger("argus.engine")
 

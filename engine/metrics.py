@@ -13,7 +13,7 @@ from engine.version import argus_version
 
 if TYPE_CHECKING:
     from engine.cache.prompt_cache import CacheStats
-    from engine.image_files import ImageFiles
+    from engine.http.image_files import ImageFiles
 
 # from the engine's own overhead (a sim worker at time scale 0 answers in about a millisecond) to SD-XL's minutes
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300)
@@ -112,7 +112,7 @@ class EngineMetrics:
         self.batch_time_vs_profile = Gauge(
             "argus_batch_time_vs_profile",
             "Workers' batch run time over what the latency profile predicts, the median of the last 50 batches"
-            " (1: as profiled; NaN before any is judged; engine/profile_drift.py)",
+            " (1: as profiled; NaN before any is judged; engine/fleet/profile_drift.py)",
             registry=r,
         )
         # NaN until a batch is judged (none may ever be: batches the profile puts under 75 ms are not). It read 0, a
@@ -122,7 +122,7 @@ class EngineMetrics:
         self.sharing_clients = Gauge(
             "argus_sharing_clients",
             "Clients sharing the fleet: with more than one, a queued image ranks no earlier than its client's fair"
-            " point (engine/fair_share.py)",
+            " point (engine/dispatch/fair_share.py)",
             registry=r,
         )
         self.fair_deferrals = Counter(

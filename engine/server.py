@@ -7,7 +7,7 @@ every worker is told the engine is stopping (those it launched exit, ones starte
 by hand wait for the next engine), and the sockets close before the context.
 
 The Engine builds, runs and drains; beside it: its periodic tasks (housekeeping.py), what /ready says
-(readiness.py) and the checks on the addresses it listens on (listen_checks.py).
+(engine/http/readiness.py) and the checks on the addresses it listens on (engine/system/listen_checks.py).
 """
 
 from __future__ import annotations
@@ -24,44 +24,44 @@ import time
 import zmq
 from aiohttp import web
 
-from engine.admission import Admission
-from engine.arg_types import UsageError
 from engine.cache.embedder_loading import EmbedderLoading
 from engine.cache.embedders import Embedder
-from engine.cache_service import CacheService, Preparation, Returned, build_cache_service
-from engine.client_door import ClientDoor
+from engine.cache.service import CacheService, Preparation, Returned, build_cache_service
+from engine.commands.arg_types import UsageError
 from engine.config import EngineConfig
-from engine.control_loop import ControlLoop
-from engine.control_setup import build_control
-from engine.curve_gate import CLIENTS, WORKERS, CurveGate
-from engine.dispatcher import Dispatcher
+from engine.control.loop import ControlLoop
+from engine.control.milp_process import MilpProcess
+from engine.control.setup import build_control
+from engine.dispatch.admission import Admission
+from engine.dispatch.dispatcher import Dispatcher
+from engine.dispatch.jobs import AdmittedRequest, Job
+from engine.fleet.launcher import LocalLauncher
+from engine.fleet.link import WorkerLink
+from engine.fleet.ray.launcher import RayLauncher, tcp_endpoint
+from engine.fleet.registry import WorkerHandle, WorkerRegistry
+from engine.fleet.slot_supervision import Launcher
 from engine.housekeeping import cache_stats_forever, checkpoint_forever, reload_keys_on_hangup, sweep_forever
-from engine.http_api import SERVER_LOG, build_app
-from engine.http_connection_limit import ConnectionLimit
-from engine.http_half_close import half_close_aware
-from engine.http_listener import listen
-from engine.http_send_timeout import send_timeout
-from engine.image_files import ImageFiles
-from engine.jobs import AdmittedRequest, Job
-from engine.launcher import LocalLauncher
-from engine.listen_checks import (
+from engine.http.api import SERVER_LOG, build_app
+from engine.http.connection_limit import ConnectionLimit
+from engine.http.half_close import half_close_aware
+from engine.http.image_files import ImageFiles
+from engine.http.listener import listen
+from engine.http.send_timeout import send_timeout
+from engine.logs.plurals import counted
+from engine.metrics import EngineMetrics
+from engine.system.listen_checks import (
     bind_errors_named,
     http_address,
     refuse_long_ipc_path,
     warn_if_http_open,
     warn_if_open,
 )
-from engine.metrics import EngineMetrics
-from engine.milp_process import MilpProcess
-from engine.open_files import http_connection_bound
-from engine.plurals import counted
-from engine.ray_launcher import RayLauncher, tcp_endpoint
-from engine.slot_supervision import Launcher
-from engine.stop_signals import HELD_SIGNALS, STOP_SIGNALS, UNUSED_SIGNALS, HeldStopSignals, say_unused
-from engine.temp_folders import make_temp_folder, remove_dead_engines_folders
+from engine.system.open_files import http_connection_bound
+from engine.system.stop_signals import HELD_SIGNALS, STOP_SIGNALS, UNUSED_SIGNALS, HeldStopSignals, say_unused
+from engine.system.temp_folders import make_temp_folder, remove_dead_engines_folders
 from engine.version import argus_version
-from engine.worker_link import WorkerLink
-from engine.worker_registry import WorkerHandle, WorkerRegistry
+from engine.zmq.curve_gate import CLIENTS, WORKERS, CurveGate
+from engine.zmq.door import ClientDoor
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import create_key_files
 from protocols.worker_messages import ItemDone, SetLevel
@@ -250,7 +250,7 @@ class Engine:
         return self.state is EngineState.RUNNING
 
     def submit(self, spec: Generate, client: str = "") -> AdmittedRequest | Error | Busy:
-        """`client`: who sent it, as its front door names clients (engine/client_shares.py)."""
+        """`client`: who sent it, as its front door names clients (engine/dispatch/client_shares.py)."""
         if not self.running:
             refused = Error(spec.request_id, "shutting_down", "the engine is shutting down")
             self.count_refusal(refused)
@@ -360,8 +360,8 @@ class Engine:
     # -- lifecycle -----------------------------------------------------------
     async def run(self, held: HeldStopSignals | None = None) -> None:
         """Serves until a stop signal, then drains. `held`: the signals held while the engine was imported and built
-        (engine/stop_signals.py): a stop that came then stops it before it serves, a SIGHUP has the keys read again
-        once it serves, and they are held again once the loop is done with them."""
+        (engine/system/stop_signals.py): a stop that came then stops it before it serves, a SIGHUP has the keys read
+        again once it serves, and they are held again once the loop is done with them."""
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)

@@ -17,7 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from engine.arg_types import (
+from engine.commands.arg_types import (
     UsageError,
     client_keys,
     distinct_outputs,
@@ -31,7 +31,7 @@ from engine.arg_types import (
     step_count,
 )
 from engine.config import API_KEY_ENV
-from engine.standard_streams import silence_standard_output
+from engine.system.standard_streams import silence_standard_output
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.interrupts import interruptible, sigint_after_the_run
 from loadgen.outputs import say_records_stopped, write_outputs

@@ -19,7 +19,7 @@ def write_outputs(
     """Each file asked for, whatever became of the others (the records may fill a disk the summary fits on); why
     each that could not be written was not. `records_stopped`: why --records did not have each record as its request
     ended."""
-    from engine.whole_files import is_stream
+    from engine.system.whole_files import is_stream
     from loadgen.report import SIMULATED_RUN, write_records, write_summary
 
     def plot(path: str) -> None:
@@ -62,7 +62,7 @@ def write_outputs(
 
 
 def say_records_stopped(path: str, error: OSError) -> None:
-    from engine.whole_files import is_stream
+    from engine.system.whole_files import is_stream
 
     # only a file is written again at the end (write_outputs)
     then = "what it missed is lost" if is_stream(path) else "they are written again, in full, at the end of the run"

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from engine.whole_files import written_whole
+from engine.system.whole_files import written_whole
 from loadgen.plot_files import plot_format
 from loadgen.records import VIOLATIONS, Record
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.whole_files import output_of_this_process, written_whole
+from engine.system.whole_files import output_of_this_process, written_whole
 from loadgen.pipe_watch import PipeWatch
 from loadgen.records import CLIENT_TIMEOUT, INTERRUPTED, OUTCOMES, VIOLATIONS, Record
 from loadgen.stats import p99_caveat, percentile

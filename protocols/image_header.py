@@ -1,7 +1,7 @@
 """The format and size an encoded image says it has, read from its header alone.
 
-The engine checks every image a worker answers against what its batch asked for (engine/dispatcher.py): a worker
-of another build, another model, or a bug may answer any bytes. It checks on the event loop, so it reads a few
+The engine checks every image a worker answers against what its batch asked for (engine/dispatch/dispatcher.py): a
+worker of another build, another model, or a bug may answer any bytes. It checks on the event loop, so it reads a few
 dozen bytes and never decodes: Pillow's open reads a WebP whole into a decoder (0.4 ms for a 1024x1024 one, where
 these read any image in microseconds). The pixels after a header that reads right are not checked.
 """

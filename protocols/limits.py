@@ -17,13 +17,13 @@ MAX_STEPS = 200
 MAX_GUIDANCE = 50.0
 MAX_SEED = 2**63 - 1
 MAX_REQUEST_ID_CHARS = 128
-# how soon a request refused for room (engine/queue_pace.py), or answered no_worker while the engine's own workers are
-# on their way back (engine/slot_supervision.py), is told to try again, in whole seconds: OpenAI's clients honour a
-# Retry-After of up to 120 s, and give up past it
+# how soon a request refused for room (engine/dispatch/queue_pace.py), or answered no_worker while the engine's own
+# workers are on their way back (engine/fleet/slot_supervision.py), is told to try again, in whole seconds: OpenAI's
+# clients honour a Retry-After of up to 120 s, and give up past it
 MIN_RETRY_AFTER_S = 1
 MAX_RETRY_AFTER_S = 60
 # the largest frame the engine's ZeroMQ client door reads: a request is one small frame (a prompt is at most 16 KB of
-# UTF-8), and a peer that sends a larger one is cut off before the engine buffers it (engine/client_door.py)
+# UTF-8), and a peer that sends a larger one is cut off before the engine buffers it (engine/zmq/door.py)
 MAX_CLIENT_FRAME_BYTES = 256 * 1024
 # request ids in one Inquire: at 512 bytes the longest id (128 characters of 4 bytes), within MAX_CLIENT_FRAME_BYTES;
 # a client asks after more in as many messages

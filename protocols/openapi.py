@@ -39,7 +39,7 @@ def _server_error(description: str) -> dict:
     return _error(description) | {"headers": _NO_RETRY}
 
 
-# a request's id, the client's or one the engine made (engine/http_request_ids.py), said on every reply
+# a request's id, the client's or one the engine made (engine/http/request_ids.py), said on every reply
 _REQUEST_ID = {
     "name": "X-Request-ID",
     "in": "header",
@@ -56,7 +56,7 @@ _RETRY_AFTER = {
     }
 }
 
-# said with no_worker, only when the engine has something to go by (engine/slot_supervision.py); and with
+# said with no_worker, only when the engine has something to go by (engine/fleet/slot_supervision.py); and with
 # too_many_connections, always
 _WORKER_BACK = {
     "Retry-After": {
@@ -77,8 +77,8 @@ _NO_CODINGS = {
 _CONNECTIONS_RETRY = {"Retry-After": {"description": "with too_many_connections: 1", "schema": _WHOLE_SECONDS}}
 
 
-# what a request on any route may be answered before its route sees it (engine/http_api.py's middlewares, and
-# engine/http_connection_limit.py before the request is read): listed on each route, each where it applies
+# what a request on any route may be answered before its route sees it (engine/http/api.py's middlewares, and
+# engine/http/connection_limit.py before the request is read): listed on each route, each where it applies
 _BAD_REQUEST_ID = "an X-Request-ID that is none (see the parameter)"
 _NO_KEY = "missing or wrong API key"
 _HOST_NOT_ALLOWED = (

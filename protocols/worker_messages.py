@@ -225,13 +225,14 @@ class ItemDone(msgspec.Struct, tag="done", frozen=True):
 
 
 # ItemFailed.code of an item whose batch the worker cannot run as asked (a size, a step count it does not take): the
-# batch's fault, not the worker's, which is not counted as failing for it (engine/failing_workers.py)
+# batch's fault, not the worker's, which is not counted as failing for it (engine/dispatch/failing_workers.py)
 REFUSED = "refused"
 
 
 class ItemFailed(msgspec.Struct, tag="failed", frozen=True):
     request_id: str
-    code: str  # REFUSED, or any: the engine answers worker_error whatever it says (engine/dispatcher.py, _settle)
+    # REFUSED, or any: the engine answers worker_error whatever it says (engine/dispatch/dispatcher.py, _settle)
+    code: str
     message: str
 
 

@@ -11,10 +11,10 @@ from controller.profiles import LatencyProfile, QualityModel
 from controller.quality_estimate import QualityEstimate
 from controller.similarity import SimilarityTable
 from engine.config import DispatchConfig
-from engine.dispatcher import Dispatcher
-from engine.jobs import AdmittedRequest, Fallback
+from engine.dispatch.dispatcher import Dispatcher
+from engine.dispatch.jobs import AdmittedRequest, Fallback
+from engine.fleet.registry import WorkerRegistry
 from engine.metrics import EngineMetrics
-from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Generate, Images
 from protocols.worker_messages import BatchDone, Hello, ItemDone
 from protocols.worker_messages import Generate as Batch

@@ -14,13 +14,13 @@ import zmq
 from aiohttp.test_utils import TestClient, TestServer
 from waiting import eventually
 
-from engine.client_door import ClientDoor
 from engine.config import EngineConfig
-from engine.http_api import build_app
-from engine.image_files import ImageFiles
-from engine.jobs import AdmittedRequest
+from engine.dispatch.jobs import AdmittedRequest
+from engine.http.api import build_app
+from engine.http.image_files import ImageFiles
 from engine.metrics import EngineMetrics
 from engine.server import Engine
+from engine.zmq.door import ClientDoor
 from engine_process import free_port, raw_client
 from protocols.client_messages import Busy, Error, Generate, client_side_codec
 

@@ -3,7 +3,7 @@ which are left in an engine's session."""
 
 import os
 
-from engine.proc_reads import children_of, live_parent, read_command, stat_fields
+from engine.system.proc_reads import children_of, live_parent, read_command, stat_fields
 
 
 def process_running(pid: int) -> bool:
@@ -13,7 +13,7 @@ def process_running(pid: int) -> bool:
 
 def milp_processes_of(engine_pid: int) -> list[int]:
     """The process the engine solves its allocation MILP in (one, once the first plan is asked for; none before)."""
-    return [child for child in children_of(engine_pid) if "engine.milp_process" in read_command(child)]
+    return [child for child in children_of(engine_pid) if "engine.control.milp_process" in read_command(child)]
 
 
 def left_in_session(session: int) -> dict[int, str]:

@@ -15,12 +15,12 @@ from dispatcher_harness import Harness
 from waiting import eventually
 
 from engine.config import CacheConfig, LaunchConfig
-from engine.curve_gate import CurveGate
+from engine.fleet.launcher import LocalLauncher
+from engine.fleet.link import WorkerLink
 from engine.housekeeping import reload_keys_on_hangup
-from engine.launcher import LocalLauncher
 from engine.metrics import EngineMetrics
 from engine.server import Engine
-from engine.worker_link import WorkerLink
+from engine.zmq.curve_gate import CurveGate
 from engine_process import in_process_config
 from protocols.client_messages import Error, Generate
 from protocols.curve import create_key_files

@@ -7,9 +7,9 @@ import msgspec
 import pytest
 from fake_clock import Clock
 
-from engine.admission import Admission
+from engine.dispatch.admission import Admission
+from engine.fleet.registry import WorkerRegistry
 from engine.metrics import EngineMetrics
-from engine.worker_registry import WorkerRegistry
 from protocols.client_messages import Busy, Error, Generate, Images
 from protocols.limits import MAX_SEED, MAX_STEPS
 from protocols.worker_messages import Hello
@@ -44,7 +44,7 @@ async def test_a_mixed_fleet_defaults_to_the_usual_size_that_every_worker_takes(
 
 
 async def test_a_worker_sets_the_steps_a_request_without_them_runs_and_those_it_refuses():
-    """The refused counts are read afresh for readiness too (engine/readiness.py), before any request came in."""
+    """The refused counts are read afresh for readiness too (engine/http/readiness.py), before any request came in."""
     registry = WorkerRegistry(EngineMetrics())
     admission = Admission(registry, "tiny", max_queue=4)
     registry.add(b"w", msgspec.structs.replace(hello("w", default_steps=30), refused_steps=[61]), 0)

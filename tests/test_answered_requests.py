@@ -29,8 +29,8 @@ async def test_an_image_given_back_after_its_requests_failure_in_the_same_batch_
 
 
 async def test_a_request_answered_past_its_deadline_as_its_batch_is_formed_is_not_sent():
-    """A job of a request past its deadline is answered as a batch is formed (dispatch_timing.still_wanted); the
-    images of its request taken before it into the batch, or put aside, are not sent nor put back."""
+    """A job of a request past its deadline is answered as a batch is formed (engine/dispatch/timing.py, still_wanted);
+    the images of its request taken before it into the batch, or put aside, are not sent nor put back."""
     h = Harness(inflight_batches_per_worker=1)
     worker = h.add_worker("a", max_batch=4)
     h.request(n=1)  # keeps the worker busy: the next request queues

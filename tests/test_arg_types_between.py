@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from engine.arg_types import between
+from engine.commands.arg_types import between
 
 STEPS = between(int, 1, 200, "", "as the engine takes")
 SECONDS = between(float, 0, 3600.0, " s", "an hour", least_allowed=False)

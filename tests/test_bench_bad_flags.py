@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.arg_types import UsageError
 from engine.cli import main
+from engine.commands.arg_types import UsageError
 from engine_process import ROOT
 from loadgen.bench import checkpoint_bench
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from engine.proc_reads import children_of, live_parent, read_command
-from engine.temp_folders import LOCK_FILE
+from engine.system.proc_reads import children_of, live_parent, read_command
+from engine.system.temp_folders import LOCK_FILE
 from engine_process import ROOT
 from loadgen.bench import engine_bench
 from loadgen.bench.subprocesses import ChildDied
@@ -87,7 +87,7 @@ def test_the_command_ends_in_one_line_with_the_engines_log_kept_and_nothing_left
     # its death said once: the log's tail was printed above the error line too, as a warning of an unclean exit
     assert "warning" not in output.read_text()
     # the bench's temporary folder removed as before; the engine's log, if it wrote one, copied out of it. The killed
-    # engine's own folder (its IPC socket) is left for the next engine to remove (engine/temp_folders.py)
+    # engine's own folder (its IPC socket) is left for the next engine to remove (engine/system/temp_folders.py)
     left = [path.name for path in scratch.iterdir() if not (path / LOCK_FILE).exists()]
     assert left == ([] if said[2] is None else [os.path.basename(said[2])])
     # its workers, its MILP process, the ZeroMQ baseline: stopped with it (a killed process is reaped meanwhile)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from waiting import wait_for
 
-from engine.proc_reads import children_of, process_cpu_s, read_command, stat_fields
+from engine.system.proc_reads import children_of, process_cpu_s, read_command, stat_fields
 from engine_process import ROOT
 
 

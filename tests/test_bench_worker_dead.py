@@ -13,7 +13,7 @@ import pytest
 from profile_in_progress import profile_in_its_first_batch
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments
-from engine.proc_reads import children_of
+from engine.system.proc_reads import children_of
 from loadgen.bench.subprocesses import ChildDied
 from protocols.worker_messages import GenerateItem
 

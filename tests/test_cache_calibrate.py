@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.arg_types import UsageError
 from engine.cache import calibrate
 from engine.cache.thresholds import NIRVANA_CLIP, table_for
+from engine.commands.arg_types import UsageError
 from loadgen.prompts import load_prompts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts"

@@ -40,7 +40,7 @@ from controller.level_shares import Choice
 from engine.cache import persistence
 from engine.cache.index import GRAPH_ABOVE
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_service import build_cache_service
+from engine.cache.service import build_cache_service
 from engine.client import ArgusClient
 from engine.config import CacheConfig
 from engine_process import start_engine

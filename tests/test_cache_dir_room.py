@@ -9,7 +9,7 @@ from collections import namedtuple
 
 import pytest
 
-from engine import cache_dir
+from engine.cache import cache_dir
 from engine.config import CacheConfig
 
 _Usage = namedtuple("_Usage", "total used free")

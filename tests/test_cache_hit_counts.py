@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from waiting import wait_for
 
-from engine.async_client import AsyncArgusClient
+from engine.client.async_client import AsyncArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Images
 

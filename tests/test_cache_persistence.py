@@ -96,8 +96,8 @@ def test_a_restart_with_the_same_budgets_keeps_every_latent_in_its_tier(tmp_path
 
 
 def test_the_seed_of_each_latents_run_survives_a_restart(tmp_path):
-    """A request's image of that seed resumes from it (engine/jobs.py image_of): not saved, every latent started its
-    request's first image after a restart, the image of that seed beside it the same picture run in full."""
+    """A request's image of that seed resumes from it (engine/dispatch/jobs.py image_of): not saved, every latent
+    started its request's first image after a restart, the image of that seed beside it the same picture run in full."""
     cache = PromptCache("hash", DIM, LEVELS, max_bytes=1 << 20)
     first = cache.insert("a fox", vector(0), SQUARE, {5: latent(0, 5)}, seed=3)
     cache.insert("a fox", vector(0), SQUARE, {10: latent(0, 10)}, seed=7)  # a level it lacked, from another run

@@ -21,11 +21,11 @@ from test_hello_bounds import SIM_MODEL
 
 from controller.level_shares import Choice
 from engine.cache import persistence
+from engine.cache.cache_dir import load_saved_cache
 from engine.cache.embedders import HashEmbedder
 from engine.cache.persistence import FILE_NAME
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_dir import load_saved_cache
-from engine.cache_service import Returned, build_cache_service
+from engine.cache.service import Returned, build_cache_service
 from engine.client import ArgusClient
 from engine.config import CacheConfig
 from protocols.client_messages import Generate, Images

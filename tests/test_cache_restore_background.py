@@ -20,11 +20,11 @@ from cache_room import room
 from test_cache_warm_restart import generate, start
 
 from controller.level_shares import Choice
-from engine import cache_service
 from engine.cache import persistence
+from engine.cache import service as cache_service
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_service import Preparation, Returned, build_cache_service
+from engine.cache.service import Preparation, Returned, build_cache_service
 from engine.config import CacheConfig
 from protocols.client_messages import Generate
 from protocols.codec import Blob

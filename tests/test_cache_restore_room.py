@@ -7,9 +7,9 @@ import logging
 import numpy as np
 from cache_room import room
 
+from engine.cache.cache_dir import load_saved_cache
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_dir import load_saved_cache
 from engine.config import CacheConfig
 
 LEVELS = (5, 10, 15, 20, 25)

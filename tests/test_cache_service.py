@@ -18,13 +18,12 @@ from cache_room import room
 from tiny_models import save_tiny_clip_text
 
 from controller.level_shares import Choice
-from engine import cache_dir
-from engine.arg_types import UsageError
-from engine.cache import persistence
+from engine.cache import cache_dir, persistence
+from engine.cache.cache_dir import load_saved_cache, new_prompt_cache, remove_leftovers
 from engine.cache.embedders import HashEmbedder, make_embedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_dir import load_saved_cache, new_prompt_cache, remove_leftovers
-from engine.cache_service import CacheService, Returned, build_cache_service
+from engine.cache.service import CacheService, Returned, build_cache_service
+from engine.commands.arg_types import UsageError
 from engine.config import CacheConfig
 from protocols.client_messages import Generate
 from protocols.codec import Blob

@@ -15,13 +15,13 @@ import pytest
 from command_names import command_name
 from model_folders import save_model_folder
 
-from engine import open_files
-from engine.arg_types import positive_int
 from engine.cache.embedders import MINILM_PACKAGE
 from engine.cli import UsageError, build_parser, engine_config, main
+from engine.commands.arg_types import positive_int
+from engine.commands.worker import check_worker_args
 from engine.config import LaunchConfig
-from engine.launcher import worker_command
-from engine.worker_command import check_worker_args
+from engine.fleet.launcher import worker_command
+from engine.system import open_files
 from loadgen.bench import cache_bench
 from loadgen.bench.commands import BENCHMARKS
 from protocols.curve import create_key_files

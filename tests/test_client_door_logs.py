@@ -8,9 +8,9 @@ import pytest
 import zmq
 from engine_stand_in import replies
 
-from engine import quiet_lines
-from engine.client_door import ClientDoor
+from engine.logs import quiet_lines
 from engine.metrics import EngineMetrics
+from engine.zmq.door import ClientDoor
 from engine_process import free_port, raw_client
 from protocols.client_messages import Inquire, client_side_codec
 

@@ -1,4 +1,4 @@
-"""Service shared among clients (engine/fair_share.py), through a real engine, sim workers and ZeroMQ and HTTP
+"""Service shared among clients (engine/dispatch/fair_share.py), through a real engine, sim workers and ZeroMQ and HTTP
 clients: a light client's requests are served beside a client keeping a hundred requests in flight, and a client alone
 is served as before."""
 
@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from waiting import wait_for
 
-from engine.async_client import AsyncArgusClient
 from engine.client import ClientClosed
+from engine.client.async_client import AsyncArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Error, Images
 

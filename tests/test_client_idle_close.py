@@ -14,7 +14,7 @@ from engine_process import ROOT
 _IDLE_THEN_CLOSED = """
 import asyncio, socket, sys, threading, time
 import zmq
-from engine import client_link
+from engine.client import link as client_link
 from engine.client import ArgusClient, AsyncArgusClient
 
 made = client_link.make_socket

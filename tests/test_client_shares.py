@@ -1,5 +1,5 @@
-"""Shares of the queue among clients (engine/client_shares.py): a lone client may fill it; once another is refused
-for want of room, a client holding its share is refused too, so the room that frees goes to the one waiting."""
+"""Shares of the queue among clients (engine/dispatch/client_shares.py): a lone client may fill it; once another is
+refused for want of room, a client holding its share is refused too, so the room that frees goes to the one waiting."""
 
 import asyncio
 import itertools
@@ -11,7 +11,7 @@ import pytest
 from fake_clock import Clock
 from waiting import eventually
 
-from engine.client_shares import ClientShares
+from engine.dispatch.client_shares import ClientShares
 from engine_process import start_engine
 
 MAX_QUEUE = 12

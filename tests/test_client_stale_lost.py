@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from tcp_proxy import DroppingProxy
 from waiting import wait_for
 
-from engine.async_client import AsyncArgusClient
 from engine.client import ArgusClient
+from engine.client.async_client import AsyncArgusClient
 from engine_process import start_engine
 from protocols.client_messages import Busy, Images
 

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from engine.proc_reads import children_of, read_command
+from engine.system.proc_reads import children_of, read_command
 from loadgen import run as run_module
 from loadgen.arrivals import Arrival
 from loadgen.bench import compare_bench

@@ -20,8 +20,8 @@ from controller.predictor import Lookup, SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.window import Controller, ControllerConfig
-from engine.control_loop import ControlLoop, expected_quality_words, unserved_words
-from engine.milp_process import MilpProcess
+from engine.control.loop import ControlLoop, expected_quality_words, unserved_words
+from engine.control.milp_process import MilpProcess
 
 
 class FixedController:

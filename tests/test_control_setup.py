@@ -12,7 +12,7 @@ from controller.profiles import LatencyProfile
 from controller.similarity import SimilarityTable
 from engine.cli import UsageError
 from engine.config import CacheConfig, EngineConfig, LaunchConfig, PolicyConfig
-from engine.control_setup import build_control
+from engine.control.setup import build_control
 
 
 @pytest.mark.parametrize(("backend", "max_batch", "planned"), [("sim", 1, 1), ("sdxl", None, 4), ("sim", None, 8)])

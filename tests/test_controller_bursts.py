@@ -1,7 +1,7 @@
 """Fast attack against noise: a steady Poisson load is not read as bursts, a real burst is planned for at once.
 
-The real controller and argus policy (real OR-Tools solves) on a fake clock, looked at as engine/control_loop.py
-does (every window/10, at most 1 s) with engine/control_setup.py's min_observe_s (a fifth of the window, at most
+The real controller and argus policy (real OR-Tools solves) on a fake clock, looked at as engine/control/loop.py
+does (every window/10, at most 1 s) with engine/control/setup.py's min_observe_s (a fifth of the window, at most
 2 s), fed a seeded Poisson arrival sequence.
 """
 

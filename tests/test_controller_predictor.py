@@ -231,7 +231,7 @@ def test_samples_that_name_no_embedder_are_kept_as_the_embedders_given(tmp_path,
     assert TrainedPredictor.load(out).embedder == "clip"
     assert TrainedPredictor.load(out).embedder_identity is None  # which model of it, the samples do not say
     assert "the clip embedder (as --embedder says: the samples do not name one)" in capsys.readouterr().out
-    # what `argus serve --embedder hash` refuses it by (engine/control_setup.py)
+    # what `argus serve --embedder hash` refuses it by (engine/control/setup.py)
     assert embedder_mismatch(TrainedPredictor.load(out).embedder, "hash")
     assert main(["train-predictor", str(samples), "--out", str(out)]) == 0
     assert TrainedPredictor.load(out).embedder is None

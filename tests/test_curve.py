@@ -17,11 +17,11 @@ import pytest
 import zmq.auth
 from waiting import wait_for
 
-from engine.arg_types import UsageError, client_keys
 from engine.cli import main
 from engine.client import ArgusClient, AsyncArgusClient
-from engine.curve_gate import CLIENTS, REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
+from engine.commands.arg_types import UsageError, client_keys
 from engine.server import Engine
+from engine.zmq.curve_gate import CLIENTS, REFUSED_LOG_INTERVAL_S, CurveGate, _AllowedKeys
 from engine_process import ROOT, in_process_config, start_engine
 from protocols.client_messages import Images
 from protocols.curve import (

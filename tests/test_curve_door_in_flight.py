@@ -6,8 +6,8 @@ import pytest
 import zmq
 from engine_stand_in import StandInEngine, admitted, generate, replies
 
-from engine.client_door import ClientDoor
-from engine.curve_gate import CLIENTS, CurveGate
+from engine.zmq.curve_gate import CLIENTS, CurveGate
+from engine.zmq.door import ClientDoor
 from engine_process import free_port
 from protocols.client_messages import Error, Images
 from protocols.curve import ClientKeys, KeyPair, create_key_files, make_client

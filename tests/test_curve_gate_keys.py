@@ -5,7 +5,7 @@ import logging
 
 import zmq
 
-from engine.curve_gate import CLIENTS, WORKERS, CurveGate, _AllowedKeys
+from engine.zmq.curve_gate import CLIENTS, WORKERS, CurveGate, _AllowedKeys
 from protocols.curve import create_key_files, load_public_keys
 
 

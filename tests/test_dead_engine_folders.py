@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from engine.cli import main
-from engine.temp_folders import LOCK_FILE
+from engine.system.temp_folders import LOCK_FILE
 from engine_process import start_engine
 
 

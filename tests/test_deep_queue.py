@@ -7,7 +7,7 @@ from collections import Counter
 
 from dispatcher_harness import PROFILE, Harness, settle
 
-from engine.jobs import Job
+from engine.dispatch.jobs import Job
 from protocols.client_messages import Cancelled
 
 DEEP = 1000

@@ -1,4 +1,4 @@
-"""The dispatcher's look-up structures (engine/dispatch_index.py) against what a scan of the fleet or the queue
+"""The dispatcher's look-up structures (engine/dispatch/index.py) against what a scan of the fleet or the queue
 would answer, through the re-filings, stale entries and compactions that a scan has none of."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import gc
 import random
 import weakref
 
-from engine.dispatch_index import HEAP_SLACK, FreeAt, IdleWorkers, QueuedWork, SentDeadlines, SpreadOver, UrgencyOrder
-from engine.jobs import AdmittedRequest
-from engine.worker_registry import WorkerHandle, WorkerState
+from engine.dispatch.index import HEAP_SLACK, FreeAt, IdleWorkers, QueuedWork, SentDeadlines, SpreadOver, UrgencyOrder
+from engine.dispatch.jobs import AdmittedRequest
+from engine.fleet.registry import WorkerHandle, WorkerState
 from protocols.client_messages import Generate
 from protocols.worker_messages import Hello
 

@@ -8,11 +8,11 @@ from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, settle
 from pictures import image_as_asked
 
 from controller.profiles import LatencyProfile
-from engine.dispatcher import PIPELINE_HORIZON_S
-from engine.failed_batch_lines import FAILED_LINE_EVERY_S
-from engine.jobs import Fallback, Job
-from engine.request_names import failed_batch_line
-from engine.worker_registry import WorkerHandle
+from engine.dispatch.dispatcher import PIPELINE_HORIZON_S
+from engine.dispatch.jobs import Fallback, Job
+from engine.fleet.registry import WorkerHandle
+from engine.logs.failed_batch_lines import FAILED_LINE_EVERY_S
+from engine.logs.request_names import failed_batch_line
 from protocols.client_messages import Cancelled, Error, Images
 from protocols.worker_messages import REFUSED, Abort, BatchDone, ItemCancelled, ItemDone, ItemFailed
 from workers.limits import steps_refusal
@@ -578,7 +578,7 @@ async def test_the_images_of_a_request_given_back_leave_again_as_one_batch(given
     if given_back == "worker lost":
         h.dispatcher.worker_lost(a, "exited")
         a = h.add_worker("b", max_batch=4)
-    else:  # a heartbeat showing a batch lost on the link answers it with no outcome (engine/worker_link.py)
+    else:  # a heartbeat showing a batch lost on the link answers it with no outcome (engine/fleet/link.py)
         left_out = [ItemCancelled(item.request_id) for item in batch.items] if given_back == "left out" else []
         h.dispatcher.batch_done(a, BatchDone(batch.batch_id, left_out))
     assert (await _served_by(h, a, request))[-1] == 4

@@ -5,8 +5,8 @@ import pytest
 from dispatcher_harness import LADDER, PROFILE, SIX_LEVELS, THREE_LEVELS, TWO_LEVELS, Harness, serve_in_turn, settle
 
 from controller.profiles import LatencyProfile
-from engine.dispatcher import PIPELINE_HORIZON_S
-from engine.jobs import Fallback
+from engine.dispatch.dispatcher import PIPELINE_HORIZON_S
+from engine.dispatch.jobs import Fallback
 from protocols.client_messages import Error, Images
 from protocols.worker_messages import Abort
 

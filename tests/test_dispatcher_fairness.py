@@ -1,4 +1,4 @@
-"""The dispatcher alone (no sockets, an injected clock) serving several clients (engine/fair_share.py): a light
+"""The dispatcher alone (no sockets, an injected clock) serving several clients (engine/dispatch/fair_share.py): a light
 client's request is served beside a flooding client's backlog, the flood's jobs are the ones shed, and a lone
 client's jobs keep the order of their deadlines."""
 
@@ -7,8 +7,8 @@ import itertools
 import pytest
 from dispatcher_harness import PROFILE, TWO_LEVELS, Harness, serve_in_turn, settle
 
-from engine.fair_share import fair_rank
-from engine.jobs import Fallback
+from engine.dispatch.fair_share import fair_rank
+from engine.dispatch.jobs import Fallback
 from protocols.client_messages import Images
 
 
@@ -349,7 +349,8 @@ async def test_a_clients_next_jobs_go_behind_its_backlog_once_it_has_the_fleet_a
 
 async def test_a_job_put_back_counts_as_deferred_once_however_often_the_queue_is_ranked_again(monkeypatch):
     """The fair points of a flood served beyond its share run ahead of now, and the queue is ranked again from now
-    (fair_share.py FairClock): a job put back before and after counts once in argus_fair_deferrals_total."""
+    (engine/dispatch/fair_share.py FairClock): a job put back before and after counts once in
+    argus_fair_deferrals_total."""
     h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=5.0)
     a = h.add_worker("a", max_batch=1)
     passes = []

@@ -18,7 +18,7 @@ from process_checks import process_running
 from waiting import eventually, wait_for
 
 from engine.client import AsyncArgusClient
-from engine.proc_reads import local_workers_of
+from engine.system.proc_reads import local_workers_of
 from engine_process import slow_reading_client, start_engine, start_worker
 from loadgen.clients import HttpLoadClient, Planned, RequestOptions
 from protocols.client_messages import Cancelled, Error, Generate, Images, client_side_codec

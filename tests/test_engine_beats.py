@@ -16,8 +16,8 @@ import zmq
 from dispatcher_harness import Harness
 from test_worker_hello import HELLO
 
-from engine import worker_link
-from engine.worker_link import _BEAT_TICKS, WorkerLink
+from engine.fleet import link as worker_link
+from engine.fleet.link import _BEAT_TICKS, WorkerLink
 from protocols.worker_messages import EngineHeartbeat
 
 WORKERS = 3 * _BEAT_TICKS

@@ -15,9 +15,8 @@ from aiohttp import web
 from stand_in_http import served
 from waiting import eventually, wait_for
 
-from engine import client_link as client_module
-from engine import sync_client
-from engine.client import ArgusClient, AsyncArgusClient, ClientClosed, EngineUnreachable
+from engine.client import ArgusClient, AsyncArgusClient, ClientClosed, EngineUnreachable, sync_client
+from engine.client import link as client_module
 from engine_process import free_port
 from protocols.client_messages import Cancel, Error, Generate, Inquire, engine_side_codec
 from protocols.curve import ClientKeys, KeyPair

@@ -12,7 +12,7 @@ import threading
 import pytest
 import zmq
 
-from engine.arg_types import UsageError
+from engine.commands.arg_types import UsageError
 from engine.config import CacheConfig
 from engine.server import Engine
 from engine_process import ROOT, in_process_config

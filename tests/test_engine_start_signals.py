@@ -22,7 +22,7 @@ from waiting import wait_for
 from controller.profiles import DATA_DIR
 from engine.config import CacheConfig, LaunchConfig
 from engine.server import Engine
-from engine.stop_signals import HELD_SIGNALS, HeldStopSignals
+from engine.system.stop_signals import HELD_SIGNALS, HeldStopSignals
 from engine_process import ROOT, free_port, has_loaded_numpy, in_process_config
 
 

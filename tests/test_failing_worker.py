@@ -21,14 +21,14 @@ import pytest
 from dispatcher_harness import TWO_LEVELS, Harness
 from waiting import eventually, wait_for
 
-from engine import failing_workers
 from engine.client import ArgusClient
 from engine.config import LaunchConfig
-from engine.failing_workers import FAILING_AFTER
-from engine.jobs import Fallback
-from engine.restart_backoff import GIVE_UP_AFTER
+from engine.dispatch import failing_workers
+from engine.dispatch.failing_workers import FAILING_AFTER
+from engine.dispatch.jobs import Fallback
+from engine.fleet.registry import WorkerHandle
+from engine.fleet.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
-from engine.worker_registry import WorkerHandle
 from engine_process import in_process_config, start_engine, stop_in_process
 from protocols.client_messages import Images
 from protocols.worker_messages import REFUSED, BatchDone, ItemCancelled, ItemFailed

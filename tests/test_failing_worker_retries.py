@@ -13,9 +13,9 @@ import pytest
 from dispatcher_harness import Harness
 from openai import OpenAI
 
-from engine import failing_workers
-from engine.failing_workers import FAILING_AFTER, REMEMBERED_ASKS
-from engine.worker_registry import WorkerHandle
+from engine.dispatch import failing_workers
+from engine.dispatch.failing_workers import FAILING_AFTER, REMEMBERED_ASKS
+from engine.fleet.registry import WorkerHandle
 from engine_process import start_engine
 from protocols.worker_messages import BatchDone, ItemFailed
 from protocols.worker_messages import Generate as Batch

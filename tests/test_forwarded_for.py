@@ -1,11 +1,11 @@
-"""X-Forwarded-For read only as far as trusted proxies vouch for it (engine/forwarded_for.py)."""
+"""X-Forwarded-For read only as far as trusted proxies vouch for it (engine/http/forwarded_for.py)."""
 
 import ipaddress
 
 import pytest
 
-from engine.arg_types import comma_separated, ip_network
-from engine.forwarded_for import TrustedProxies
+from engine.commands.arg_types import comma_separated, ip_network
+from engine.http.forwarded_for import TrustedProxies
 
 PROXY = "10.0.0.5"
 

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from controller.profiles import LatencyProfile
-from engine.hello_check import MAX_NAME_CHARS, hello_refusal, identity_refusal
+from engine.fleet.hello_check import MAX_NAME_CHARS, hello_refusal, identity_refusal
 from protocols.limits import MAX_BATCH, MAX_STEPS
 from protocols.worker_messages import PROTOCOL_VERSION, Hello, Probe
 from workers.model_id import SIM_PROFILE, sim_model_id

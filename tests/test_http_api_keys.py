@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 from waiting import wait_for
 
-from engine.api_keys import ApiKeys, key_problem
-from engine.arg_types import UsageError
 from engine.cli import build_parser, engine_config
+from engine.commands.arg_types import UsageError
+from engine.http.api_keys import ApiKeys, key_problem
 from engine.server import Engine
 from engine_process import in_process_config, start_engine
 

@@ -11,9 +11,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine import http_api
 from engine.config import EngineConfig
-from engine.http_api import build_app
+from engine.http import api as http_api
+from engine.http.api import build_app
 from engine.metrics import EngineMetrics
 from engine.server import Engine
 from engine_process import connect_when_listening, free_port, in_process_config

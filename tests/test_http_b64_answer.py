@@ -17,7 +17,7 @@ from test_chaos import FakeWorker
 from waiting import eventually
 
 from engine.config import LaunchConfig
-from engine.readiness import readiness
+from engine.http.readiness import readiness
 from engine.server import Engine
 from engine_process import free_port, in_process_config
 from protocols.codec import Blob

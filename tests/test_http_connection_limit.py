@@ -17,8 +17,8 @@ import openai
 import pytest
 from waiting import wait_for
 
-from engine import http_connection_limit
-from engine.http_connection_limit import MAX_LINGERING, ConnectionLimit, _refusal
+from engine.http import connection_limit as http_connection_limit
+from engine.http.connection_limit import MAX_LINGERING, ConnectionLimit, _refusal
 from engine.server import Engine
 from engine_process import connect_when_listening, free_port, in_process_config, start_engine
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from engine_stand_in import StandInEngine, http_door_of
 
-from engine.api_keys import ApiKeys
+from engine.http.api_keys import ApiKeys
 from protocols.client_messages import Busy
 
 # in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s

@@ -12,7 +12,7 @@ import json
 import pytest
 from engine_stand_in import StandInEngine, http_door_of
 
-from engine.api_keys import ApiKeys
+from engine.http.api_keys import ApiKeys
 from protocols.client_messages import Busy
 
 pytestmark = pytest.mark.timeout(30)

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from waiting import wait_for
 
-from engine.http_half_close import PROBE, answer_half_closed, half_close_aware
+from engine.http.half_close import PROBE, answer_half_closed, half_close_aware
 from engine_process import start_engine
 
 

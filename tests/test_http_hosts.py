@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import EngineConfig
-from engine.http_api import build_app
+from engine.http.api import build_app
 from engine.metrics import EngineMetrics
 from engine_process import start_engine
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.http_listener import listen
+from engine.http.listener import listen
 
 # more clients connecting at once than aiohttp's backlog of 128, fewer than the kernel's 4,096 most (net.core.somaxconn)
 AT_ONCE = 300

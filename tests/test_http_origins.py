@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from engine.http_origins import request_origin
+from engine.http.origins import request_origin
 
 
 def _came_to(sockname: tuple, headers: dict[str, str]) -> web.Request:

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from engine_stand_in import StandInEngine, http_door_of
 
-from engine.api_keys import ApiKeys
+from engine.http.api_keys import ApiKeys
 
 pytestmark = pytest.mark.timeout(30)
 

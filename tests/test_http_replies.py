@@ -71,7 +71,9 @@ async def test_a_refusal_at_admission_says_its_field_and_busy_says_when_in_whole
         engine.refusal = Busy("r", 2500, "client_share")
         response = await client.post(PATH, json=BODY)
         assert (response.status, response.headers["Retry-After"]) == (429, "3")
-        assert "Connection" not in response.headers  # kept: the engine holds room for the retry (client_shares.py)
+        assert (
+            "Connection" not in response.headers
+        )  # kept: the engine holds room for the retry (engine/dispatch/client_shares.py)
         assert "its share" in (await response.json())["error"]["message"]
     assert engine.counted == []  # refused before admission: the engine counts those
 

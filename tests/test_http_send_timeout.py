@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from waiting import eventually, wait_for
 
-from engine.http_send_timeout import send_timeout
+from engine.http.send_timeout import send_timeout
 from engine_process import start_engine
 
 # ten 2048 px images at JPEG quality 100, base64: about 880 KB an answer

@@ -4,7 +4,7 @@
 import pytest
 from engine_stand_in import StandInEngine, http_door_of
 
-from engine.image_files import ImageFiles
+from engine.http.image_files import ImageFiles
 
 # in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
 pytestmark = pytest.mark.timeout(30)

@@ -11,8 +11,8 @@ from PIL import Image
 from waiting import eventually
 
 from engine.config import LaunchConfig
-from engine.image_files import ENTRY_BYTES, MIN_GONE_NAMES, RUN_CHARS, ImageFiles, ImagesTooLarge, Missing
-from engine.readiness import readiness
+from engine.http.image_files import ENTRY_BYTES, MIN_GONE_NAMES, RUN_CHARS, ImageFiles, ImagesTooLarge, Missing
+from engine.http.readiness import readiness
 from engine.server import Engine
 from engine_process import free_port, in_process_config
 from workers.image_encoding import encode_image

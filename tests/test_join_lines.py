@@ -11,7 +11,7 @@ from test_sim_fleet import start_fleet
 from test_worker_hello import HELLO, IDENTITY
 from waiting import wait_for
 
-from engine.join_lines import say_joins
+from engine.logs.join_lines import say_joins
 from engine_process import free_port, start_engine, start_worker
 
 

@@ -20,14 +20,15 @@ from process_checks import process_running
 from waiting import eventually, wait_for
 
 from controller.profile_latency import worker_command as profile_worker_command
-from engine import launcher, proc_reads
 from engine.cli import build_parser, engine_config
 from engine.config import LaunchConfig
+from engine.fleet import launcher
+from engine.fleet.restart_backoff import GIVE_UP_AFTER
+from engine.http.readiness import readiness
 from engine.metrics import EngineMetrics
-from engine.proc_reads import local_workers_of, read_command
-from engine.readiness import readiness
-from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
+from engine.system import proc_reads
+from engine.system.proc_reads import local_workers_of, read_command
 from engine_process import ROOT, in_process_config, start_engine, start_worker, stop_in_process
 from workers import config as worker_config
 from workers.cannot_serve import REASON_FD_ENV
@@ -305,7 +306,7 @@ def test_the_startup_timeout_is_set_from_the_command_line():
 # start-up reached PR_SET_PDEATHSIG
 SPAWN_AND_DIE = """
 import os, subprocess, sys
-from engine.launcher import worker_command
+from engine.fleet.launcher import worker_command
 from workers.cannot_serve import REASON_FD_ENV
 from workers.config import WorkerConfig
 from workers.main import PARENT_PID_ENV

@@ -12,7 +12,7 @@ from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.window import Controller, ControllerConfig
 from engine.client import ArgusClient
-from engine.control_loop import ControlLoop
+from engine.control.loop import ControlLoop
 from engine_process import start_engine
 from protocols.client_messages import Images
 

@@ -10,7 +10,7 @@ import zmq
 import zmq.asyncio
 from load_clients import BusyAfter
 
-import engine.client_link
+import engine.client.link
 from engine_process import free_port
 from loadgen.arrivals import Arrival
 from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
@@ -77,8 +77,8 @@ async def test_unanswered_requests_time_out_and_the_engine_is_told():
 async def test_a_run_ends_when_the_engine_is_not_there_and_the_send_queue_is_full(monkeypatch):
     """Nothing listens, so every Generate waits in the socket's queue, bounded by its high-water mark (100,000:
     4 here). At the hard end, the Cancel of each request given up on must not wait for room in that queue."""
-    small_queue = functools.partial(engine.client_link.make_socket, send_hwm=4)
-    monkeypatch.setattr(engine.client_link, "make_socket", small_queue)
+    small_queue = functools.partial(engine.client.link.make_socket, send_hwm=4)
+    monkeypatch.setattr(engine.client.link, "make_socket", small_queue)
     client = ZmqLoadClient(f"tcp://127.0.0.1:{free_port()}", RequestOptions(64, 64, steps=4))
     try:
         records, summary = await asyncio.wait_for(

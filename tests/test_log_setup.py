@@ -12,7 +12,7 @@ import textwrap
 _PROGRAM = textwrap.dedent(
     """
     import threading, warnings
-    from engine.log_setup import configure_logging
+    from engine.logs.setup import configure_logging
 
     configure_logging("INFO", "json")
     warnings.warn("deprecated\\nsoon", FutureWarning)

@@ -1,4 +1,4 @@
-"""The queue `argus serve`'s log waits in for its writing thread (engine/log_thread.py): bounded, what it has no room
+"""The queue `argus serve`'s log waits in for its writing thread (engine/logs/thread.py): bounded, what it has no room
 for dropped and counted, the count said once in its place in the order, and all it holds written when it stops, at
 any of a process's exits."""
 
@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from engine.log_thread import LogThread
+from engine.logs.thread import LogThread
 
 
 class _Gate:
@@ -114,8 +114,8 @@ def test_a_stop_writes_all_held_and_the_count_of_those_dropped_last(logged):
 _EXITS = textwrap.dedent(
     """
     import logging, sys, time
-    from engine.log_setup import configure_logging
-    from engine.quick_exit import exit_at_once
+    from engine.logs.setup import configure_logging
+    from engine.system.quick_exit import exit_at_once
 
     configure_logging("INFO", sys.argv[2], threaded=True)
     log = logging.getLogger("argus.test")
@@ -171,8 +171,8 @@ def test_a_stop_gives_up_on_a_standard_error_that_takes_nothing_and_drops_what_c
 _STALLED_EXIT = textwrap.dedent(
     """
     import logging, sys
-    from engine.log_setup import configure_logging
-    from engine.log_thread import stop_log_thread
+    from engine.logs.setup import configure_logging
+    from engine.logs.thread import stop_log_thread
 
     configure_logging("INFO", "text", threaded=True)
     log = logging.getLogger("argus.test")

@@ -6,7 +6,7 @@ import time
 import zmq
 from waiting import eventually
 
-from engine.loop_socket import LoopSocket
+from engine.zmq.loop_socket import LoopSocket
 
 
 async def test_a_burst_of_costly_messages_is_handled_in_slices_that_let_the_loop_run_between():

@@ -11,7 +11,7 @@ from test_engine_beats import Ticks
 from test_sim_fleet import start_fleet
 from waiting import eventually, wait_for
 
-from engine.worker_link import _BEAT_TICKS, WorkerLink
+from engine.fleet.link import _BEAT_TICKS, WorkerLink
 from engine_process import start_engine, start_worker
 from protocols.worker_messages import Generate as Batch
 

@@ -23,8 +23,8 @@ from waiting import wait_for
 
 from controller.allocation import allocate
 from controller.flow_model import FlowProblem, SolverOptions
-from engine.milp_process import ANSWER_MARGIN_S, MilpProcess, MilpProcessError
-from engine.proc_reads import read_command
+from engine.control.milp_process import ANSWER_MARGIN_S, MilpProcess, MilpProcessError
+from engine.system.proc_reads import read_command
 from engine_process import ROOT
 
 # enough solves for CBC's handler to show (it is in place for part of each solve only)
@@ -231,7 +231,7 @@ _ABANDONED = """
 import os, signal, sys
 sys.path.insert(0, "tests")  # run from the repository's root, beside the tests' helpers
 from controller.flow_model import FlowProblem, SolverOptions
-from engine.milp_process import MilpProcess
+from engine.control.milp_process import MilpProcess
 from process_checks import milp_processes_of
 milp = MilpProcess()
 milp.allocate(FlowProblem((0,), {0: 1.0}, {0: 1.0}, {0: {0: 100.0}}, {0: {0: 0.0}}), 1, {}, SolverOptions())

@@ -14,8 +14,8 @@ from command_names import command_name
 from model_folders import save_model_folder
 from tiny_models import save_tiny_clip, save_tiny_clip_text
 
+from engine.cache.cache_dir import lock_cache_dir
 from engine.cache.embedders import minilm_model_dir
-from engine.cache_dir import lock_cache_dir
 from engine.cli import UsageError, build_parser, engine_config, main
 from engine.config import LaunchConfig
 from engine_process import ROOT, start_engine
@@ -232,9 +232,9 @@ def test_a_device_given_to_the_sim_backend_is_refused_without_importing_torch():
     "sim"). Refused, it is not looked up, which would import torch for seconds; left at its default, nothing is said."""
     check = (
         "import sys\n"
-        "from engine.arg_types import UsageError\n"
+        "from engine.commands.arg_types import UsageError\n"
         "from engine.cli import build_parser, engine_config\n"
-        "from engine.worker_command import check_worker_args, check_worker_backend\n"
+        "from engine.commands.worker import check_worker_args, check_worker_backend\n"
         "def refusal(check, argv):\n"
         "    try:\n"
         "        check(build_parser().parse_args(argv))\n"

@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from waiting import eventually
 
-from engine import listen_checks
-from engine.api_keys import ApiKeys
-from engine.arg_types import UsageError
 from engine.cli import build_parser
-from engine.listen_checks import warn_if_http_open, warn_if_open
+from engine.commands.arg_types import UsageError
+from engine.http.api_keys import ApiKeys
 from engine.server import Engine
+from engine.system import listen_checks
+from engine.system.listen_checks import warn_if_http_open, warn_if_open
 from engine_process import free_port, in_process_config
 from protocols.curve import KeyPair, create_key_files
 

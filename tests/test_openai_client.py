@@ -111,7 +111,7 @@ def test_model_is_echoed_and_default_size_applies(engine, client):
     assert response.model_extra["model"] == "anything"
     (entry,) = response.data
     assert decode(base64.b64decode(entry.b64_json)).size == (64, 64)
-    # counted before the reply is sent (engine/dispatcher.py)
+    # counted before the reply is sent (engine/dispatch/dispatcher.py)
     assert images_counted(engine) == before + 1
     assert engine.metric("argus_images_total", level=str(entry.model_extra["argus"]["level"])) >= 1
 

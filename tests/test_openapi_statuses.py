@@ -114,7 +114,7 @@ def test_the_hosts_an_open_engine_on_loopback_refuses_are_documented_and_no_key(
 
 
 def test_an_expectation_not_understood_is_documented_on_every_route(keyed):
-    """Any route answers an Expect other than 100-continue 417 (engine/http_expect.py), which no route listed."""
+    """Any route answers an Expect other than 100-continue 417 (engine/http/expect.py), which no route listed."""
     for method, path, operation in operations(keyed):
         refused = answer(keyed, method, path, {"Authorization": f"Bearer {KEY}", "Expect": "teapot"})
         assert refused == 417 and 417 in documented(operation), (path, refused, documented(operation))

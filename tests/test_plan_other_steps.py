@@ -14,7 +14,7 @@ from controller.predictor import Lookup, SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.window import Controller, ControllerConfig
-from engine.control_loop import ControlLoop
+from engine.control.loop import ControlLoop
 
 LEVELS = (0, 5, 10, 15, 20, 25)
 TABLE = SimilarityTable.bundled("clip")

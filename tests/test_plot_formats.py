@@ -6,8 +6,8 @@ import os
 import pytest
 from compare_runs import compare_argv
 
-from engine.arg_types import UsageError
 from engine.cli import build_parser
+from engine.commands.arg_types import UsageError
 from loadgen import cli
 from loadgen.bench import compare_bench
 from loadgen.plot import compare_plot, timeline_plot

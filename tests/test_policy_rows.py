@@ -64,7 +64,7 @@ def test_proteus_serves_every_prompt_from_the_hit_classes_row_whatever_its_class
 
 
 def test_a_policy_is_refused_a_profile_without_latencies_for_a_level_it_plans():
-    """engine/control_setup.py refuses such a profile first; a policy made elsewhere (a simulation) is refused too."""
+    """engine/control/setup.py refuses such a profile first; a policy made elsewhere (a simulation) is refused too."""
     profile = LatencyProfile("level 0 alone", 50, {0: (1.0,)}, "by hand")
     with pytest.raises(ValueError, match=r"no latencies for levels \[5, 10, 15, 20, 25\]"):
         make_policy("argus", profile, SIM, SimilarityPredictor(SimilarityTable.bundled("clip")))

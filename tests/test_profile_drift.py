@@ -1,5 +1,5 @@
 """Workers slower (or faster) than the latency profile the engine plans with are shown in /metrics, planned at
-their own pace, and told in a warning that names the cure (engine/profile_drift.py)."""
+their own pace, and told in a warning that names the cure (engine/fleet/profile_drift.py)."""
 
 import asyncio
 import logging
@@ -11,7 +11,7 @@ from pictures import image_as_asked
 from waiting import wait_for
 
 from engine.client import AsyncArgusClient
-from engine.profile_drift import ProfileDrift
+from engine.fleet.profile_drift import ProfileDrift
 from engine_process import start_engine, start_worker
 from protocols.client_messages import Images
 from protocols.worker_messages import BatchDone, ItemCancelled, ItemDone

@@ -11,7 +11,7 @@ from profile_in_progress import profile_in_its_first_batch
 
 from controller.profile_latency import image_size
 from controller.profiles import LatencyProfile
-from engine.proc_reads import children_of
+from engine.system.proc_reads import children_of
 from engine_process import ROOT
 from protocols.worker_messages import PROTOCOL_VERSION, Hello
 from workers.config import usable_cpus

@@ -1,5 +1,5 @@
-"""Moving jobs out of a worker's queue (engine/queue_moves.py): a job and its batch-mates, the jobs a pass over the
-whole queue would take, in its order, while reading only the part of the queue they are in; one job alone; and jobs
+"""Moving jobs out of a worker's queue (engine/dispatch/queue_moves.py): a job and its batch-mates, the jobs a pass over
+the whole queue would take, in its order, while reading only the part of the queue they are in; one job alone; and jobs
 taken out together, in one pass over each queue."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections import deque
 
 import pytest
 
-from engine.jobs import AdmittedRequest, Job
-from engine.queue_moves import discard, put_back, take_out, take_with_mates
+from engine.dispatch.jobs import AdmittedRequest, Job
+from engine.dispatch.queue_moves import discard, put_back, take_out, take_with_mates
 from protocols.client_messages import Generate
 
 

@@ -1,10 +1,10 @@
-"""How soon a refused client is told to try again (engine/queue_pace.py): the time the engine takes, at the pace it
-freed room lately while it held images, to free the images ahead of the request; whole seconds, from 1 to 60."""
+"""How soon a refused client is told to try again (engine/dispatch/queue_pace.py): the time the engine takes, at the
+pace it freed room lately while it held images, to free the images ahead of the request; whole seconds, from 1 to 60."""
 
 import pytest
 from fake_clock import Clock
 
-from engine.queue_pace import WINDOW_S, QueuePace
+from engine.dispatch.queue_pace import WINDOW_S, QueuePace
 from protocols.limits import MAX_RETRY_AFTER_S
 
 

@@ -2,7 +2,7 @@
 
 from fake_clock import Clock
 
-from engine.quiet_lines import QuietLines
+from engine.logs.quiet_lines import QuietLines
 
 
 def test_a_key_is_said_once_an_interval_with_the_count_left_out():

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from engine.ray_launcher import reachable_dial
+from engine.fleet.ray.launcher import reachable_dial
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
-"""The probe of a Ray cluster's GCS (engine/ray_gcs_watch.py) says why it takes no connection, in words."""
+"""The probe of a Ray cluster's GCS (engine/fleet/ray/gcs_watch.py) says why it takes no connection, in words."""
 
 import asyncio
 
-from engine.ray_gcs_watch import gcs_unreachable
+from engine.fleet.ray.gcs_watch import gcs_unreachable
 
 
 async def test_a_gcs_that_takes_the_connection_is_reachable():

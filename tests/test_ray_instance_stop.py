@@ -14,7 +14,7 @@ import pytest
 import waiting
 from session_leftovers import assert_nothing_left
 
-from engine.proc_reads import children_of, read_command
+from engine.system.proc_reads import children_of, read_command
 from engine_process import start_engine
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")

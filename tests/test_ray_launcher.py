@@ -30,11 +30,11 @@ from ray_head import ensure_the_local_token, loopback_ray_head
 from session_leftovers import assert_nothing_left
 
 from engine.config import API_KEY_ENV, EngineConfig, LaunchConfig
+from engine.fleet.ray.launcher import RayLauncher, tcp_endpoint
+from engine.fleet.restart_backoff import GIVE_UP_AFTER
 from engine.metrics import EngineMetrics
-from engine.proc_reads import children_of, read_command
-from engine.ray_launcher import RayLauncher, tcp_endpoint
-from engine.restart_backoff import GIVE_UP_AFTER
 from engine.server import Engine
+from engine.system.proc_reads import children_of, read_command
 from engine_process import free_port, start_engine, start_worker
 from protocols.client_messages import Generate, Images, client_side_codec
 from protocols.curve import ClientKeys, create_key_files

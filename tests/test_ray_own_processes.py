@@ -1,4 +1,4 @@
-"""Which processes an engine with a Ray instance of its own ends at its stop (engine/ray_own_processes.py): its
+"""Which processes an engine with a Ray instance of its own ends at its stop (engine/fleet/ray/own_processes.py): its
 children that run something of Ray's package folder and all their descendants; never its other children (the MILP
 process), nor another engine's Ray instance on the machine, nor a process whose pid was taken since it was listed."""
 
@@ -9,8 +9,8 @@ import sys
 
 from waiting import wait_for
 
-from engine.proc_reads import children_of, stat_fields
-from engine.ray_own_processes import kill_left, own_ray_processes
+from engine.fleet.ray.own_processes import kill_left, own_ray_processes
+from engine.system.proc_reads import children_of, stat_fields
 
 # a process named by its first argument that runs the command in the others
 _RUNS = "import subprocess, sys; subprocess.run(sys.argv[2:])"

@@ -5,7 +5,7 @@ import asyncio
 from waiting import eventually
 
 from engine.config import LaunchConfig
-from engine.readiness import readiness
+from engine.http.readiness import readiness
 from engine.server import Engine
 from engine_process import in_process_config, start_worker, stop_in_process
 

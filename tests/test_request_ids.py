@@ -13,7 +13,7 @@ from waiting import eventually
 
 from engine.client import AsyncArgusClient
 from engine.config import DispatchConfig
-from engine.http_request_ids import header_problem, request_ids
+from engine.http.request_ids import header_problem, request_ids
 from engine.server import Engine
 from engine_process import free_port, in_process_config
 from protocols.client_messages import Busy, Generate

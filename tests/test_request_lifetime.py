@@ -12,8 +12,8 @@ from waiting import eventually
 
 from engine.client import AsyncArgusClient
 from engine.config import LaunchConfig
-from engine.jobs import AdmittedRequest, Job
-from engine.readiness import readiness
+from engine.dispatch.jobs import AdmittedRequest, Job
+from engine.http.readiness import readiness
 from engine.server import Engine
 from engine_process import in_process_config
 from protocols.client_messages import Error, Images

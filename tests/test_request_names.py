@@ -1,6 +1,6 @@
-"""The engine's log lines about requests and the batches that held them (engine/request_names.py)."""
+"""The engine's log lines about requests and the batches that held them (engine/logs/request_names.py)."""
 
-from engine.request_names import failed_batch_line
+from engine.logs.request_names import failed_batch_line
 from protocols.worker_messages import ItemFailed
 
 

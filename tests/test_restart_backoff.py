@@ -10,8 +10,8 @@ from fake_clock import Clock
 from waiting import eventually
 
 from engine.config import LaunchConfig
-from engine.launcher import LocalLauncher
-from engine.restart_backoff import GIVE_UP_AFTER, RestartBackoff
+from engine.fleet.launcher import LocalLauncher
+from engine.fleet.restart_backoff import GIVE_UP_AFTER, RestartBackoff
 from engine.server import Engine
 from engine_process import in_process_config, stop_in_process
 

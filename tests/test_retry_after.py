@@ -1,10 +1,11 @@
 """How soon a refused request is told to try again: HTTP's Retry-After and a ZeroMQ Busy's retry_after_ms say the same
-honest estimate (engine/queue_pace.py), where both said 1 s whatever the engine's state. A real engine with one
+honest estimate (engine/dispatch/queue_pace.py), where both said 1 s whatever the engine's state. A real engine with one
 SIMULATED worker, a queue of one image held by a long run: the longer nothing leaves the queue, the longer the wait
 it says (no time is asserted: the hint is read until it says more than a second).
 
 A 503 no_worker says Retry-After only when the engine has something to go by: its own worker restarting, whose
-backoff is known and whose last start was timed (engine/slot_supervision.py); with no worker of its own, nothing."""
+backoff is known and whose last start was timed (engine/fleet/slot_supervision.py); with no worker of its own,
+nothing."""
 
 import asyncio
 import time
@@ -19,7 +20,7 @@ from waiting import eventually, wait_for
 
 from engine.client import ArgusClient
 from engine.config import DispatchConfig, LaunchConfig
-from engine.readiness import readiness
+from engine.http.readiness import readiness
 from engine.server import Engine
 from engine_process import free_port, in_process_config, start_engine, stop_in_process
 from protocols.client_messages import Busy

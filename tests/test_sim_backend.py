@@ -325,7 +325,7 @@ def test_an_engine_logs_its_sim_workers_on_no_device(tmp_path):
         (worker,) = engine.ready()["workers"]
     finally:
         assert engine.stop() == 0
-    log = engine.log()  # a join is said a second after it (engine/join_lines.py), or as the engine stops
+    log = engine.log()  # a join is said a second after it (engine/logs/join_lines.py), or as the engine stops
     assert f"started worker local-0 (pid {worker['pid']}, sim on no device)" in log
     ready = rf"worker local-0/[0-9a-f]{{8}} ready: sim sim:[0-9a-f]{{16}} on no device, pid {worker['pid']}"
     assert re.search(ready, log)

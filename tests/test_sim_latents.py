@@ -13,13 +13,13 @@ import pytest
 from run_controls import NoControl
 
 from controller.profiles import LatencyProfile
+from engine.cache.cache_dir import load_saved_cache
 from engine.cache.embedders import HashEmbedder
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache_dir import load_saved_cache
 from engine.cli import UsageError, build_parser, engine_config
+from engine.commands.worker import check_worker_args
 from engine.config import CacheConfig
-from engine.launcher import worker_command
-from engine.worker_command import check_worker_args
+from engine.fleet.launcher import worker_command
 from protocols.worker_messages import Generate, GenerateItem
 from workers.limits import DEFAULT_LEVELS, SIM_LATENT_SHAPE
 from workers.main import sim_similarity_table

@@ -17,10 +17,10 @@ from controller.predictor import Lookup
 from controller.profiles import DegradationMatrix, QualityModel
 from controller.quality_samples import QualitySample
 from controller.similarity import SimilarityTable
-from engine.arg_types import UsageError
 from engine.cli import build_parser, engine_config, main
 from engine.client import ArgusClient
-from engine.control_setup import build_control
+from engine.commands.arg_types import UsageError
+from engine.control.setup import build_control
 from engine_process import ROOT, start_engine
 from protocols.client_messages import Images
 

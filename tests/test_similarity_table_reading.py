@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from engine.arg_types import UsageError
 from engine.cache import table_file as table_module
 from engine.cache.table_file import TABLE_KIND, checked_table_file, read_table_file
+from engine.commands.arg_types import UsageError
 
 
 def table_file(tmp_path, thresholds: dict[str, object], **fields) -> str:

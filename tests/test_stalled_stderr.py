@@ -29,7 +29,7 @@ def _health(http: str) -> dict:
 
 def _ready_worker(http: str, process: subprocess.Popen, not_pid: int | None = None) -> int:
     """The pid of its worker once one is ready (not `not_pid`): a worker logs as it starts, through a thread of its
-    own too (engine/log_thread.py)."""
+    own too (engine/logs/thread.py)."""
     for _ in range(600):
         assert process.poll() is None, f"the engine exited with {process.returncode}"
         try:
@@ -103,7 +103,8 @@ def test_an_engine_whose_stderr_is_not_read_serves_and_says_what_it_dropped():
         if engine.poll() is None:
             engine.send_signal(signal.SIGTERM)
         os.set_blocking(reader, False)
-        # the engine writes what it holds as it stops: read on, or it gives up on the pipe only after log_thread.STALL_S
+        # the engine writes what it holds as it stops: read on, or it gives up on the pipe only after
+        # engine/logs/thread.py's STALL_S
         deadline = time.monotonic() + 60
         while engine.poll() is None and time.monotonic() < deadline:
             if select.select([reader], [], [], 0.2)[0] and not os.read(reader, 65536):

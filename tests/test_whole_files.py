@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from engine.whole_files import written_whole
+from engine.system.whole_files import written_whole
 
 
 def test_a_writer_finishing_inside_another_leaves_the_other_its_own_file(tmp_path):

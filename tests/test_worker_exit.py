@@ -10,7 +10,7 @@ from pathlib import Path
 
 from waiting import wait_for
 
-from engine.proc_reads import local_workers_of
+from engine.system.proc_reads import local_workers_of
 from engine_process import ROOT, start_engine, start_worker
 
 SITE = Path(__file__).resolve().parent / "exit_marker_site"

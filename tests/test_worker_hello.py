@@ -11,8 +11,8 @@ from dispatcher_harness import Harness, settle
 from waiting import eventually
 
 from engine.config import LaunchConfig
+from engine.fleet.link import WorkerLink
 from engine.server import Engine
-from engine.worker_link import WorkerLink
 from engine_process import in_process_config, start_worker, stop_in_process
 from protocols.client_messages import Images
 from protocols.worker_messages import PROTOCOL_VERSION, Heartbeat, Hello, LevelSet, Welcome

@@ -79,13 +79,14 @@ def test_an_image_not_as_asked_fails_with_worker_error_naming_what_came(engine, 
 @pytest.mark.timeout(180)
 def test_a_batch_of_images_not_as_asked_gets_one_warning_naming_the_worker_the_request_and_what_came(tmp_path):
     """An engine of its own: a worker's failed batches after its first are said at most once every 10 s
-    (engine/failed_batch_lines.py), so the module's engine, whose worker failed batches just before, may say none."""
+    (engine/logs/failed_batch_lines.py), so the module's engine, whose worker failed batches just before, may say
+    none."""
     with engine_with_a_raw_worker(tmp_path, max_batch=4) as (engine, worker):
         reply = serve(engine, worker, lambda batch: [done(item, b"img") for item in batch.items], n=3)
         assert isinstance(reply, Error) and reply.code == "worker_error", reply
         (name,) = [w["name"] for w in engine.ready()["workers"]]
         said = f" (3 images, request {reply.request_id!r}): worker {name} answered bytes that are no png"
-        # written by the engine's log thread (engine/log_thread.py): it may follow the reply
+        # written by the engine's log thread (engine/logs/thread.py): it may follow the reply
         line = rf"worker {re.escape(name)} failed batch \d+{re.escape(said)}"
         assert wait_for(lambda: re.search(line, engine.log())), engine.log()
         assert engine.log().count("failed batch") == 1

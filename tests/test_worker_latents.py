@@ -13,7 +13,7 @@ from pictures import image_as_asked
 from test_chaos import FakeWorker, ask_in_background
 from waiting import wait_for
 
-from engine.worker_link import WorkerLink
+from engine.fleet.link import WorkerLink
 from engine_process import start_engine
 from protocols.client_messages import Error, Images
 from protocols.worker_messages import BatchDone, ItemDone, worker_side_codec

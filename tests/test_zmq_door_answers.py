@@ -8,7 +8,7 @@ import zmq
 from engine_stand_in import StandInEngine, admitted, generate, replies, zmq_door_of
 from waiting import eventually
 
-from engine import client_door
+from engine.zmq import door as client_door
 from protocols.client_messages import Cancel, Cancelled, Error, Generate, Images, Inquire, client_side_codec
 
 _CLIENT_CODEC = client_side_codec()

@@ -9,7 +9,7 @@ import pytest
 from engine_stand_in import ServedDoor, StandInEngine, admitted, generate, replies, zmq_door_of
 from waiting import eventually
 
-from engine import client_door
+from engine.zmq import door as client_door
 from protocols.client_messages import Busy, ImageResult, Images
 from protocols.codec import Blob
 

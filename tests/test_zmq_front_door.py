@@ -14,10 +14,10 @@ import zmq
 from tcp_proxy import DroppingProxy
 from waiting import eventually, wait_for
 
-from engine import client_link as client_module
 from engine.client import ArgusClient, AsyncArgusClient
+from engine.client import link as client_module
 from engine.config import LaunchConfig
-from engine.readiness import readiness
+from engine.http.readiness import readiness
 from engine.server import Engine
 from engine_process import ROOT, in_process_config, raw_client, slow_reading_client, start_engine
 from protocols.client_messages import Busy, Error, Generate, Images, client_side_codec

@@ -1,6 +1,6 @@
 """Why a worker cannot serve as configured, told to the process that started it (an engine's local launcher, an
 `argus profile`) over a pipe, rather than printed. An engine printed each local worker's error line at each of its
-three starts (engine/restart_backoff.py), among its model load's progress bars, and then said only "its error is
+three starts (engine/fleet/restart_backoff.py), among its model load's progress bars, and then said only "its error is
 above"; a profile ended in a traceback quoting the worker's log. Now the engine says it once, and a profile as its
 own usage error.
 """

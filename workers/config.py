@@ -30,8 +30,9 @@ def usable_cpus() -> int:
 
 def threads_each(workers: int) -> int:
     """torch's CPU threads for each of `workers` workers on the CPUs this process may run on: shared among them, so
-    that they do not oversubscribe those CPUs (and never more than a worker takes: engine/arg_types.thread_count);
-    at most $OMP_NUM_THREADS when it is set, the count torch takes for its threads: a worker given its share as
+    that they do not oversubscribe those CPUs (and never more than a worker takes:
+    engine/commands/arg_types.thread_count); at most $OMP_NUM_THREADS when it is set, the count torch takes for its
+    threads: a worker given its share as
     --threads ran on more threads than the user had asked every process for."""
     share = max(1, usable_cpus() // max(1, workers))
     return min(share, _omp_threads() or share)

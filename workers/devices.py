@@ -11,8 +11,8 @@ def on_device(device: str, simulated: bool) -> str:
 
 
 def device_problem(device: str) -> str | None:
-    """Why this host cannot run a model on `device` (a torch device name, engine/arg_types.py), or None. Imports
-    torch for a cuda or mps device only: a cpu or sim run is checked without it."""
+    """Why this host cannot run a model on `device` (a torch device name, engine/commands/arg_types.py), or None.
+    Imports torch for a cuda or mps device only: a cpu or sim run is checked without it."""
     if not device.startswith(("cuda", "mps")):
         return None
     import torch

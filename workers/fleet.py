@@ -70,7 +70,7 @@ class _SimulatedRun(Backend):
 
 
 class _NamingWorker(logging.LoggerAdapter):
-    """The fleet's process names the fleet in each of its records (engine/log_setup.py): a line about one of its
+    """The fleet's process names the fleet in each of its records (engine/logs/setup.py): a line about one of its
     workers names that one, as the fleet's own lines about one do."""
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter, name: str):

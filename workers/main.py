@@ -34,7 +34,7 @@ CANNOT_SERVE_EXIT = 2
 ENGINE_REFUSED = "engine refused this worker: %s"
 # a worker stopped by Ctrl-C before it served: the shells' code for a process that SIGINT ended
 INTERRUPTED_EXIT = 130
-# what stops a worker that started with SIGTERM ignored: an engine's local worker (engine/launcher.py), which its
+# what stops a worker that started with SIGTERM ignored: an engine's local worker (engine/fleet/launcher.py), which its
 # engine stops with it once drained, and Linux when its engine dies (--die-with-parent)
 ENGINE_STOP_SIGNAL = signal.SIGUSR1
 
@@ -51,7 +51,7 @@ def load_backend(config: WorkerConfig) -> Backend:
             raise SystemExit("the sdxl backend needs --model DIR (a local diffusers SD-XL folder)")
         # checked before torch and diffusers are imported (seconds of a core): a Ray actor, which reads --model on the
         # host Ray placed it on (the engine checks it for its local workers alone), said the folder was not there only
-        # after them, at each of its slot's starts until it was given up (engine/restart_backoff.py)
+        # after them, at each of its slot's starts until it was given up (engine/fleet/restart_backoff.py)
         problem = sdxl_model_problem(config.model)
         if problem:
             raise FileNotFoundError(problem)
@@ -132,8 +132,8 @@ def run_worker(config: WorkerConfig) -> int:
     if config.owned:
         # now, not once it serves: Ctrl-C (the engine's, see serve_until_stopped) killed a worker still loading its
         # model (minutes, for SD-XL), each with a traceback in the engine's terminal. A local worker starts with it
-        # ignored already (engine/launcher.py); this is for a Ray actor, and one started by hand with the flag. So with
-        # the SIGHUP of the engine's closed terminal, which the engine serves on after
+        # ignored already (engine/fleet/launcher.py); this is for a Ray actor, and one started by hand with the flag. So
+        # with the SIGHUP of the engine's closed terminal, which the engine serves on after
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if config.die_with_parent:

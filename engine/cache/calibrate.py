@@ -26,13 +26,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from controller.versioned import write_versioned
-from engine.arg_types import UsageError, none_empty, not_an_input, output_file, positive_int, read_user_file
 from engine.cache.embedder_flags import check_embedder_model
 from engine.cache.embedders import EMBEDDERS, make_embedder
 from engine.cache.table_file import TABLE_KIND
 from engine.cache.thresholds import NIRVANA_CLIP, LevelTable, allowed_level, table_for
-from engine.plurals import counted
-from engine.whole_files import written_or_exit
+from engine.commands.arg_types import UsageError, none_empty, not_an_input, output_file, positive_int, read_user_file
+from engine.logs.plurals import counted
+from engine.system.whole_files import written_or_exit
 from loadgen.prompts import load_prompts
 
 NIRVANA = "nirvana"

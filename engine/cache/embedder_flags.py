@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from engine.arg_types import UsageError
 from engine.cache.embedders import MINILM_PACKAGE
+from engine.commands.arg_types import UsageError
 from workers.model_folder import embedder_model_problem
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from engine.cache import file_reads, gil_slices
 from engine.cache.lcbfu import Lcbfu, Record
-from engine.plurals import counted
+from engine.logs.plurals import counted
 
 log = logging.getLogger("argus.cache")
 

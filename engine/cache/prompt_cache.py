@@ -28,7 +28,7 @@ from engine.cache import gil_slices, persistence
 from engine.cache.index import VectorIndex, element_bytes
 from engine.cache.latent_store import Key, LatentStore, check_latent
 from engine.cache.snapshot import CacheSnapshot
-from engine.plurals import counted
+from engine.logs.plurals import counted
 
 log = logging.getLogger("argus.cache")
 

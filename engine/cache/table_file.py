@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from controller.quality_samples import model_identity
 from controller.similarity import SimilarityTable
 from controller.versioned import checked_versioned, fields_of
-from engine.arg_types import UsageError, read_user_file
 from engine.cache.embedders import embedder_identity
+from engine.commands.arg_types import UsageError, read_user_file
 from workers.limits import DEFAULT_LEVELS
 
 TABLE_KIND = "similarity_table"
@@ -34,7 +34,7 @@ class TableFile:
 def read_table_file(path: str) -> TableFile:
     """The table in `path`. Content no engine could serve with is a ValueError naming the file: another kind of file,
     levels that are no cache levels, thresholds that are no cosine similarity or fall as the level rises. Reading's
-    own errors (OSError, json's) come as they are, for engine.arg_types.read_user_file to name the file."""
+    own errors (OSError, json's) come as they are, for engine.commands.arg_types.read_user_file to name the file."""
     with open(path) as f:
         data = json.load(f)
     if not (isinstance(data, dict) and "kind" not in data and data.get("method") in _UNMARKED_METHODS):

@@ -63,7 +63,7 @@ def _http_echo(args: argparse.Namespace) -> int:
     import uvloop
     from aiohttp import web
 
-    from engine.http_listener import LISTEN_BACKLOG
+    from engine.http.listener import LISTEN_BACKLOG
 
     with open(args.template, "rb") as f:
         template = msgspec.json.decode(f.read())

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.arg_types import (
+from engine.cache.embedders import EMBEDDERS
+from engine.commands.arg_types import (
     UsageError,
     at_least,
     host_memory_bytes,
@@ -43,7 +44,6 @@ from engine.arg_types import (
     positive_int,
     read_user_file,
 )
-from engine.cache.embedders import EMBEDDERS
 from loadgen.bench.output import table, write_json
 from loadgen.shared_data import PROMPTS_DIR
 from loadgen.stats import percentile

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.arg_types import (
+from engine.commands.arg_types import (
     UsageError,
     batch_size,
     heartbeat_timeout,
@@ -44,8 +44,8 @@ from engine.arg_types import (
     probability,
     queue_size,
 )
-from engine.plurals import counted
-from engine.proc_reads import alive_child
+from engine.logs.plurals import counted
+from engine.system.proc_reads import alive_child
 from loadgen.arrivals import MAX_ARRIVALS, Schedule, poisson
 from loadgen.bench.chaos_faults import Fault, inject_faults
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor

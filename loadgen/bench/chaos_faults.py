@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.proc_reads import alive_child
+from engine.system.proc_reads import alive_child
 
 if TYPE_CHECKING:
     from loadgen.bench.chaos_bench import ChaosConfig

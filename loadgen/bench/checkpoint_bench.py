@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from engine.arg_types import UsageError, between, host_memory_bytes, positive_float, positive_int
+from engine.commands.arg_types import UsageError, between, host_memory_bytes, positive_float, positive_int
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.output import table, write_json
 from loadgen.cancelling import cancel_and_wait
@@ -39,13 +39,13 @@ from loadgen.stats import percentile
 
 SDXL_LATENT = (4, 128, 128)  # float16: 128 KiB
 LEVELS = (5, 10, 15, 20, 25)
-# the engine's INFO line for each checkpoint (engine/cache_service.py), with the log's own time stamp; the share
+# the engine's INFO line for each checkpoint (engine/cache/service.py), with the log's own time stamp; the share
 # on the cache thread is logged since the save was moved off it
 _CHECKPOINT_LINE = re.compile(
     r"^(\S+ \S+) INFO .*prompt cache checkpointed to .* in ([\d.]+) s(?: \(([\d.]+) s of it on the cache thread)?"
 )
 
-# the engine's INFO line once the saved cache is read (engine/cache_dir.py)
+# the engine's INFO line once the saved cache is read (engine/cache/cache_dir.py)
 _RESTORED_LINE = re.compile(r"prompt cache restored from .*: ([\d,]+) prompts?$", re.MULTILINE)
 
 # the highest --rate: each probe is a task and a request until answered, and the engine admits 1,024 images (its

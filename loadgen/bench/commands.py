@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from engine.arg_types import output_file
+from engine.commands.arg_types import output_file
 from loadgen.bench.subprocesses import unwind_on_sigterm
 
 # name -> (module, help); the module defines add_arguments(parser) and run(args) -> int

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from controller.policies import POLICY_NAMES
 from controller.window import MIN_WINDOW_S
-from engine.arg_types import (
+from engine.commands.arg_types import (
     UsageError,
     at_least,
     distinct_outputs,
@@ -150,7 +150,7 @@ def _policies(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from controller.profiles import LatencyProfile
-    from engine.whole_files import written_or_exit
+    from engine.system.whole_files import written_or_exit
     from loadgen.arrivals import mean_rate, peak_to_mean, shape, truncate
     from loadgen.bench.output import table, write_json
     from loadgen.plot import compare_plot

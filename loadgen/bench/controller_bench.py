@@ -11,7 +11,7 @@ solve of each kind comes first, so importing OR-Tools is not counted.
 
 The solves run in a process of their own (`python -m
 loadgen.bench.controller_bench FLAGS`), started with SIGINT blocked, as the
-engine's are (engine/milp_process.py): CBC and SCIP take SIGINT for themselves
+engine's are (engine/control/milp_process.py): CBC and SCIP take SIGINT for themselves
 while they solve, to stop that solve early, and solving back to back in the
 bench's own process they took a Ctrl-C that landed in a solve (1 in 5 with
 CBC, 3 in 5 with SCIP), and the bench ran on to its end. Blocked there, a
@@ -31,8 +31,15 @@ import sys
 import time
 
 from controller.flow_model import SolverOptions
-from engine.arg_types import UsageError, between, comma_separated, non_negative_int, positive_float, positive_int
-from engine.plurals import counted
+from engine.commands.arg_types import (
+    UsageError,
+    between,
+    comma_separated,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from engine.logs.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import P99_MIN_SAMPLES, p99_caveat, percentile
 

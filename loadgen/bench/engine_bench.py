@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.arg_types import UsageError, non_negative_float, positive_float, positive_int
-from engine.plurals import counted
-from engine.proc_reads import local_workers_of, process_cpu_s
+from engine.commands.arg_types import UsageError, non_negative_float, positive_float, positive_int
+from engine.logs.plurals import counted
+from engine.system.proc_reads import local_workers_of, process_cpu_s
 from loadgen.bench.engine_child import start_engine
 from loadgen.bench.engine_load import (
     OPEN_LOOP_POOL,

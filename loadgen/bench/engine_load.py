@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 
-from engine.plurals import counted
+from engine.logs.plurals import counted
 from loadgen.stats import percentile
 
 # every request of `argus bench engine` and `argus bench scale` (loadgen/bench/scale_load.py) asks for it

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engine.whole_files import written_or_exit, written_whole
+from engine.system.whole_files import written_or_exit, written_whole
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from engine.proc_reads import local_workers_of, status_kb
+from engine.system.proc_reads import local_workers_of, status_kb
 
 
 class RssSampler:

@@ -38,9 +38,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.arg_types import UsageError, between, positive_float, positive_int
+from engine.commands.arg_types import UsageError, between, positive_float, positive_int
 from engine.config import environment_for_children
-from engine.proc_reads import machine_busy_s, process_cpu_s
+from engine.system.proc_reads import machine_busy_s, process_cpu_s
 from loadgen.bench.engine_child import EngineChild, start_engine
 from loadgen.bench.output import table, write_json
 from loadgen.bench.scale_load import sleep_until

@@ -15,7 +15,7 @@ INSTANT_SIM_ENGINE = ("--backend", "sim", "--time-scale", INSTANT_SIM_TIME_SCALE
 def sim_image_side(text: str) -> int:
     """An argparse type: an image side the sim backend takes. The engine answers any other with invalid_size: the
     engine bench failed with a traceback once its engine was up, the scale bench blamed the engine's speed."""
-    from engine.arg_types import positive_int
+    from engine.commands.arg_types import positive_int
     from workers.limits import BACKEND_SIZES
 
     side, sizes = positive_int(text), BACKEND_SIZES["sim"]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.process_ends import how_it_ended
+from engine.system.process_ends import how_it_ended
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.arg_types import (
+from engine.commands.arg_types import (
     UsageError,
     between,
     comma_separated,
@@ -27,7 +27,7 @@ from engine.arg_types import (
     thread_count,
 )
 from engine.config import DEFAULT_LOCAL_WORKERS
-from engine.plurals import counted
+from engine.logs.plurals import counted
 from loadgen.bench.output import table, write_json
 from loadgen.stats import median
 from protocols.limits import MAX_SEED
