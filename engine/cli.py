@@ -556,6 +556,13 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
         silence_standard_output()  # else Python's flush at exit fails again on what it still holds
         _say_last(args, f"{args.prog}: error: writing to the standard output: {error.strerror}")
         return 1
+    except SystemExit as error:
+        if not isinstance(error.code, str):
+            raise
+        # a command's last words (an output it could not write, a benchmark that failed): Python printed them as they
+        # are, which under --log-format json was the one plain line; said as it says them, exit 1
+        _say_last(args, error.code)
+        return 1
     except KeyboardInterrupt:
         if args.command == "worker":
             return stopped_as_it_started()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -36,6 +37,7 @@ from loadgen.arrivals import RESCALE_MODES
 from loadgen.interrupts import interruptible, sigint_after_the_run
 from loadgen.outputs import say_records_stopped, write_outputs
 from loadgen.plot_files import plot_format
+from loadgen.said import say
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS
 from loadgen.wording import counted, figure
 from protocols.limits import SIZE_MULTIPLE
@@ -155,9 +157,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """`argus loadgen`: once the run is over, a Ctrl-C ends the process as SIGINT does, quietly. A UsageError is
-    argus's to say, as every command's, in the log's format: printed here, it was the one line of plain text under
-    `argus --log-format json`, which a log collector could not parse."""
+    """`argus loadgen`: once the run is over, a Ctrl-C ends the process as SIGINT does, quietly. A UsageError, an
+    output not written, a Ctrl-C before the run are argus's to say, as every command's, in the log's format: printed
+    here, each was a line of plain text under `argus --log-format json`, which a log collector could not parse."""
     with sigint_after_the_run(signal.SIG_DFL):
         return _run(args)
 
@@ -171,12 +173,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _refusal_said(args: argparse.Namespace) -> int:
-    """The run outside argus's command line: a UsageError said here, as argparse says its own, exit 2."""
+    """The run outside argus's command line: what ends it said here, as argus says it (engine/cli.py): a UsageError
+    as argparse says its own, exit 2."""
     try:
         return _run(args)
     except UsageError as error:
         print(f"argus loadgen: error: {error}", file=sys.stderr)
         return 2
+    except SystemExit as error:  # outputs not written
+        print(error.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before the run started: nothing was sent
+        print("argus loadgen: interrupted", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -187,9 +196,6 @@ def _run(args: argparse.Namespace) -> int:
         records, summary, records_stopped = uvloop.run(_main(args))
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:  # before the run started: nothing was sent
-        print("argus loadgen: interrupted", file=sys.stderr)
-        return 130
     from loadgen.report import format_summary
 
     # the files first: a reader of the summary that went away (`| head`) must not cost them
@@ -200,9 +206,9 @@ def _run(args: argparse.Namespace) -> int:
         silence_standard_output()
         if not isinstance(error, BrokenPipeError):  # a reader gone (`| head`) asked for no more; a full disk failed
             failures.append(f"the summary to the standard output: {error.strerror or error}")
-    for failure in failures:
-        print(f"argus loadgen: error writing {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    if failures:  # said as argus says a command's last words, in its log's format
+        raise SystemExit("\n".join(f"argus loadgen: error writing {failure}" for failure in failures))
+    return 0
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -285,7 +291,7 @@ async def _target_rate(args: argparse.Namespace) -> _Rate | None:
             # what a run costs whatever its steps (the VAE decode, the text encoders), so it is not scaled at all
             at = f"its default {default_steps} steps" if default_steps else "its default steps"
             said += f", at {at}: the engine gives none at --steps {args.steps}, and this one is not scaled for them"
-        print(said, file=sys.stderr)
+        say(args, said)
     scaled = f" x --time-scale {args.time_scale:g}" if args.time_scale != 1.0 else ""
     return _Rate(args.load * capacity * args.time_scale, f"--load {args.load:g} x {of}{scaled}")
 
@@ -376,24 +382,24 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
         except (ValueError, zmq.ZMQError) as exc:  # ValueError: not an address (engine.client says what it takes)
             raise UsageError(f"--zmq: {exc}") from None
     else:
-        _allow_a_connection_each(len(schedule))
+        _allow_a_connection_each(args, len(schedule))
         client = HttpLoadClient(args.url, options, args.api_key)
     records_stopped: list[OSError] = []
 
     def on_records_stopped(error: OSError) -> None:
         records_stopped.append(error)
-        say_records_stopped(args.records, error)
+        say_records_stopped(args, error)
 
     try:
         # interruptible first: a Ctrl-C once the user is told the run is on is the run's; and a SIGTERM while the
         # records still queued are written does not cut them short
-        with interruptible() as interrupt:
+        with interruptible(args) as interrupt:
             async with (
                 records_as_they_come(args.records, on_records_stopped)
                 if args.records
                 else contextlib.nullcontext() as on_record
             ):
-                print(f"sending {_sending(schedule)} to {args.zmq or args.url}", file=sys.stderr)
+                say(args, f"sending {_sending(schedule)} to {args.zmq or args.url}")
                 records, summary = await run_load(
                     schedule,
                     prompts,
@@ -426,7 +432,7 @@ def _sending(schedule: Schedule) -> str:
     return f"{counted(len(schedule), 'request')} {said}"
 
 
-def _allow_a_connection_each(requests: int) -> None:
+def _allow_a_connection_each(args: argparse.Namespace, requests: int) -> None:
     """Over HTTP each request in flight holds a connection, a descriptor: under a shell's usual soft limit of 1,024,
     the sends past about a thousand in flight failed, recorded as the engine's connection_error."""
     import resource
@@ -435,10 +441,11 @@ def _allow_a_connection_each(requests: int) -> None:
     from protocols.sockets import allow_open_files
 
     if not allow_open_files(requests + _OWN_FILES):  # raised as far as the hard limit goes
-        print(
+        say(
+            args,
             f"argus loadgen: warning: this process may hold at most {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
             f" open files (ulimit -Hn): past about that many requests in flight, sends fail as {CLIENT_OUT_OF_FILES}",
-            file=sys.stderr,
+            logging.WARNING,
         )
 
 

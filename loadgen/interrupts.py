@@ -3,20 +3,24 @@ written; once the run is over, SIGINT goes back to the handler the caller chose.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from loadgen.said import say
+
 if TYPE_CHECKING:
     from loadgen.run import Interrupt
 
 
 @contextlib.contextmanager
-def interruptible() -> Iterator[Interrupt]:
+def interruptible(args: argparse.Namespace) -> Iterator[Interrupt]:
     """Ctrl-C stops the sending, a second one the waiting for replies, SIGTERM (or SIGHUP) both, unless the process was
     started ignoring it (nohup): the results of what was sent are still reported and written, as a run cut short."""
     from loadgen.run import Interrupt
@@ -28,7 +32,7 @@ def interruptible() -> Iterator[Interrupt]:
         waiting = interrupt.stop_sending.is_set()
         interrupt.next_stage()
         said = "not waiting for the replies still due" if waiting else "sending no more (Ctrl-C again: stop waiting)"
-        print(f"\nargus loadgen: interrupted: {said}", file=sys.stderr)
+        say(args, f"\nargus loadgen: interrupted: {said}", logging.WARNING)
 
     loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
     for stop in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal it ran in was closed

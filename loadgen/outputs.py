@@ -4,9 +4,10 @@ of the others."""
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from typing import TYPE_CHECKING, Any
 
+from loadgen.said import say
 from loadgen.wording import counted
 
 if TYPE_CHECKING:
@@ -36,10 +37,10 @@ def write_outputs(
             + (f", workers per level from /{source}" if source else ""),
         )
         if args.bin_s and drawn_s != args.bin_s:
-            print(
+            say(
+                args,
                 f"argus loadgen: note: the plot's bins are {drawn_s:g} s wide, not --bin-s {args.bin_s:g}: the run it"
                 f" draws, to the last worker sample in the drain, would have been more than {MAX_BINS:,} of them",
-                file=sys.stderr,
             )
 
     # a pipe or a terminal (--records /dev/stdout) had each record as its request ended: only a file is written
@@ -61,13 +62,15 @@ def write_outputs(
     return failures
 
 
-def say_records_stopped(path: str, error: OSError) -> None:
+def say_records_stopped(args: argparse.Namespace, error: OSError) -> None:
     from engine.system.whole_files import is_stream
 
     # only a file is written again at the end (write_outputs)
+    path = args.records
     then = "what it missed is lost" if is_stream(path) else "they are written again, in full, at the end of the run"
-    print(
+    say(
+        args,
         f"argus loadgen: warning: records are no longer written to {path} as requests end"
         f" ({error.strerror or error}): {then}",
-        file=sys.stderr,
+        logging.WARNING,
     )

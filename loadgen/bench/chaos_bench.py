@@ -25,7 +25,6 @@ import json
 import os
 import random
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -217,10 +216,9 @@ def run(args: argparse.Namespace) -> int:
     report(result)
     write_json(getattr(args, "json", None), result)
     # said, not only the exit code: a run that failed on the engine's exit or on too few kills printed a table that
-    # looked like a pass
+    # looked like a pass. Said by argus, as a command's last words are, in its log's format (exit 1)
     if failed := failures(result, config):
-        print(f"argus bench chaos: FAILED: {'; '.join(failed)}", file=sys.stderr)
-        return 1
+        raise SystemExit(f"argus bench chaos: FAILED: {'; '.join(failed)}")
     return 0
 
 
