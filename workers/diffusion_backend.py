@@ -18,6 +18,8 @@ import msgspec
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
+from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from protocols.codec import Blob
@@ -62,6 +64,10 @@ from workers.pipeline_fit import pipeline_misfit
 from workers.seed_noise import first_noise, step_generator
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
+_NAN_IMAGE = (
+    "the model made an image of NaN or infinite values, which would be black: a float16 overflow (a VAE whose"
+    " config.json sets force_upcast false though it needs float32, or a UNet that overflows), or spoilt weights"
+)
 # what a latent may hold: the dtypes the engine's cache keeps (the wire also carries uint8, for images)
 _LATENT_DTYPES = (np.float16, np.float32)
 
@@ -195,13 +201,22 @@ class DiffusionBackend(Backend):
             images, captured, steps_run = self._denoise(batch, control)
         except BatchAborted:
             return cancel_all(batch)
-        encoded = [encode_image(image, batch.output_format, batch.output_compression) for image in images]
+        # NaN, cast to a pixel, is 0: the client got a black picture answered as made, the engine heard nothing
+        spoilt = [not np.isfinite(image).all() for image in images]
+        encoded = [
+            None if bad else encode_image(_picture(image), batch.output_format, batch.output_compression)
+            for image, bad in zip(images, spoilt, strict=True)
+        ]
         run_ms = (time.perf_counter() - started) * 1000.0
         outcomes: list[ItemOutcome] = []
         levels = sorted(captured)
         for i, rid in enumerate(ids):
             if control.cancelled(rid):
                 outcomes.append(ItemCancelled(request_id=rid))
+                continue
+            if spoilt[i]:
+                # the worker's fault, not the request's: counted towards taking it out of rotation
+                outcomes.append(ItemFailed(rid, "worker_error", _NAN_IMAGE))
                 continue
             outcomes.append(
                 ItemDone(
@@ -216,8 +231,9 @@ class DiffusionBackend(Backend):
             )
         return outcomes
 
-    def _denoise(self, batch: Generate, control: StepControl) -> tuple[list[Any], dict[int, np.ndarray], int]:
-        """Runs steps level..steps-1; returns PIL images, batched latents by level, steps run."""
+    def _denoise(self, batch: Generate, control: StepControl) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
+        """Runs steps level..steps-1; returns the images (floats in [0, 1], one a row), batched latents by level,
+        steps run."""
         first, steps = batch.level, batch.steps
         capture = set(latents_to_return(self._info, batch))
         captured: dict[int, np.ndarray] = {}
@@ -245,6 +261,7 @@ class DiffusionBackend(Backend):
             guidance_scale=batch.guidance_scale,
             generator=generators,
             callback_on_step_end=on_step_end,
+            output_type="np",  # checked for NaN before it is cast to pixels (_run_checked)
         )
         pipeline = self._resume if first else self._text2img
         # a fresh scheduler per run: step and begin indices are per-run state
@@ -293,6 +310,11 @@ class DiffusionBackend(Backend):
             # a float32 latent beyond float16's range turned infinite as a float16 model took it: a black image
             return f"{item.request_id}: the latent holds values beyond the model's range (±{self._latent_max:g})"
         return None
+
+
+def _picture(image: np.ndarray) -> Image.Image:
+    """An image the pipeline decoded (height x width x 3, in [0, 1]) as diffusers' own output makes it."""
+    return VaeImageProcessor.numpy_to_pil(image[None])[0]
 
 
 def _step_problem(scheduler: Any, steps: int) -> str | None:

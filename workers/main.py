@@ -174,15 +174,22 @@ class Serving(Protocol):
 
 
 def serve_until_stopped(runner: Serving, owned: bool = False) -> int:
-    """Serves until its stop signal (stop_signal), SIGINT or (for an owned worker) the engine's Shutdown; exit code 2
-    if the engine refuses us.
+    """Serves until its stop signal (stop_signal), SIGINT, SIGHUP or (for an owned worker) the engine's Shutdown; exit
+    code 2 if the engine refuses us.
 
     `owned`: the engine that spawned this process stops it, after draining. Ctrl-C in a terminal sends
     SIGINT to the engine and its workers alike; an owned worker ignores it and finishes what it runs.
     """
-    # the handler only flips a state; the loop notices between steps
-    signal.signal(stop_signal(), lambda *_: runner.stop())
-    signal.signal(signal.SIGINT, signal.SIG_IGN if owned else lambda *_: runner.stop())
+
+    def stop(*_: object) -> None:  # only flips a state; the loop notices between steps
+        runner.stop()
+
+    signal.signal(stop_signal(), stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if owned else stop)
+    if not owned and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # ignored under nohup: it serves on
+        # the hangup of the terminal it was started in (an SSH session dropped) killed it mid-batch, its Leaving
+        # unsaid: the engine counted what it held a try lost, once it found it gone
+        signal.signal(signal.SIGHUP, stop)
     try:
         runner.serve()
     except EngineRefused as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import sys
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,12 +35,26 @@ class ModelLoadFailed(Exception):
 def loading(folder: str, kind: str) -> Iterator[None]:
     """Runs the load of `kind` ("an SD-XL pipeline") from `folder`: what the libraries raise on a folder that is
     not one they read is a ModelLoadFailed; anything else (a bug) keeps its traceback."""
+    _no_progress_bars()
     try:
         yield
     except Exception as error:
         if not _from_the_folder(error):
             raise
         raise ModelLoadFailed(f"cannot load {kind} from {folder}: {_one_line(error)}") from None
+
+
+def _no_progress_bars() -> None:
+    """transformers and diffusers draw a progress bar on standard error for each model they load ("Loading weights:
+    100%|...| 52/52", "Loading pipeline components..."): plain text among the log's lines, which broke `--log-format
+    json`'s one object a line at every start of an sdxl worker or a model embedder. The log says what loads."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    if "diffusers" in sys.modules:  # the SD-XL pipeline's load; an embedder's imports no diffusers, nor should it
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
 
 
 def load_pretrained(model_class: Any, folder: str, part: str | None = None, **options: Any) -> Any:
