@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from controller.allocation import Allocator, allocate, fit_allocation
@@ -252,14 +252,7 @@ class Proteus(_Solved):
         # average of the hit classes, and at the capacity of the level its row picks, misses (which run at 0) and far
         # neighbours (which lose more than any hit) alike
         by_class = super()._problem(inputs)
-        where = plan_from_rows(by_class, plan.workers_per_level, rows, self.name, inputs.now, plan.status)
-        return replace(
-            plan,
-            redirect=rows,
-            demand_rps=where.demand_rps,
-            served_rps=where.served_rps,
-            expected_quality=where.expected_quality,
-        )
+        return plan_from_rows(by_class, plan.workers_per_level, rows, self.name, inputs.now, plan.status, plan.solve_ms)
 
     def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         # the hit classes' rows are the one routing row (class 0's also holds its misses); reading the top level's
@@ -269,7 +262,7 @@ class Proteus(_Solved):
 
 # -- nothing to solve ----------------------------------------------------------------------
 class _Fixed(_Base):
-    """Allocation and routes follow from the rule; served and quality are estimates (plan_from_rows)."""
+    """Allocation and routes follow from the rule; served and quality are what those routes serve (plan_from_rows)."""
 
     def plan(self, inputs: WindowInputs) -> Plan:
         rows = {k: self._row(k) for k in self.levels}
