@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from controller.allocation import Allocator, allocate, fit_allocation
@@ -71,8 +71,13 @@ class Policy(Protocol):
     def plan(self, inputs: WindowInputs) -> Plan:
         """A full plan for the window; may solve a MILP, so run it off the event loop."""
 
+    @property
+    def reroutes_between_windows(self) -> bool:
+        """Whether the demand moving between full plans re-derives the routes (`reroute`)."""
+
     def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
-        """New routes for workers that stay where they are (the demand moved between full plans)."""
+        """New routes for workers that stay where they are (the demand moved between full plans); asked only of a
+        policy that `reroutes_between_windows`."""
 
     def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         """K' for one prompt of class `k`, the one its demand is counted in (its K*, or a Reach of it: ControlLoop.
@@ -131,6 +136,10 @@ class _Base:
     escalates = False
     # the baselines plan for the EWMA of the rate, as Proteus does
     plans_for_bursts = False
+    # between full plans, argus re-derives its routes from the demand seen so far (its K-to-K' route planner, the LP);
+    # Proteus keeps the routing fractions of its last solve until the next (its MILP re-solved every 10 s, nothing in
+    # between, as published), and the fixed policies' routes follow from their rule
+    reroutes_between_windows = False
 
     def __init__(
         self,
@@ -189,10 +198,6 @@ class _Solved(_Base):
         problem = self._problem(inputs)
         return self._finish(inputs, problem, self.allocator(problem, inputs.workers, inputs.current, self.options))
 
-    def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
-        problem = self._problem(inputs)
-        return self._finish(inputs, problem, route(problem, workers_per_level, self.options))
-
     def _finish(self, inputs: WindowInputs, problem: FlowProblem, solution: FlowSolution) -> Plan:
         return plan_from_solution(problem, solution, self.name, inputs.now)
 
@@ -201,6 +206,11 @@ class Argus(_Solved):
     name = "argus"
     escalates = True
     plans_for_bursts = True
+    reroutes_between_windows = True
+
+    def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
+        problem = self._problem(inputs)
+        return self._finish(inputs, problem, route(problem, workers_per_level, self.options))
 
     def fallback_levels(self, k_star: int, level: int, neighbour_levels: tuple[int, ...]) -> tuple[int, ...]:
         degradation = self.degradation
@@ -252,14 +262,7 @@ class Proteus(_Solved):
         # average of the hit classes, and at the capacity of the level its row picks, misses (which run at 0) and far
         # neighbours (which lose more than any hit) alike
         by_class = super()._problem(inputs)
-        where = plan_from_rows(by_class, plan.workers_per_level, rows, self.name, inputs.now, plan.status)
-        return replace(
-            plan,
-            redirect=rows,
-            demand_rps=where.demand_rps,
-            served_rps=where.served_rps,
-            expected_quality=where.expected_quality,
-        )
+        return plan_from_rows(by_class, plan.workers_per_level, rows, self.name, inputs.now, plan.status, plan.solve_ms)
 
     def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         # the hit classes' rows are the one routing row (class 0's also holds its misses); reading the top level's
@@ -269,16 +272,13 @@ class Proteus(_Solved):
 
 # -- nothing to solve ----------------------------------------------------------------------
 class _Fixed(_Base):
-    """Allocation and routes follow from the rule; served and quality are estimates (plan_from_rows)."""
+    """Allocation and routes follow from the rule; served and quality are what those routes serve (plan_from_rows)."""
 
     def plan(self, inputs: WindowInputs) -> Plan:
         rows = {k: self._row(k) for k in self.levels}
         rows[0] = where_class_0_runs(rows[0], inputs.far_share)
         rows = with_reaches(rows, inputs)
         return plan_from_rows(self._problem(inputs), self._allocation(inputs), rows, self.name, inputs.now, "fixed")
-
-    def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
-        return self.plan(inputs)
 
     def _allocation(self, inputs: WindowInputs) -> dict[int, int]:
         raise NotImplementedError

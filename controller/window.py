@@ -6,9 +6,9 @@
   after a full plan that failed: a full plan on the demand of the window so
   far (once it has run `min_observe_s`; before, the last closed window's),
   and the window goes on.
-- In between, once a window has run `min_observe_s`: if the demand seen so
-  far has moved more than `shift_threshold` from what the plan was made for,
-  re-derive the routes for the workers where they are (the route-planner LP).
+- In between, for argus alone (`Policy.reroutes_between_windows`), once a window has run `min_observe_s`: if the
+  demand seen so far has moved more than `shift_threshold` from what the plan was made for, re-derive the routes for
+  the workers where they are (the route-planner LP).
 
 The engine calls `observe_arrival` for every admitted request (its images, the
 level it runs at and its steps: demand is counted in images of the default
@@ -120,7 +120,11 @@ class Controller:
                 # demand of a window that goes on. Closed early, a window of a fraction of a second weighed in the
                 # EWMA as much as a whole one
                 estimate = self._demand.peek(now) if window_age >= config.min_observe_s else self._demand.last()
-            elif window_age >= config.min_observe_s and now - self._last_solve_at >= config.min_observe_s:
+            elif (
+                self.policy.reroutes_between_windows
+                and window_age >= config.min_observe_s
+                and now - self._last_solve_at >= config.min_observe_s
+            ):
                 estimate = self._demand.peek(now)
                 if demand_shift(estimate.per_class(), plan.demand_rps) <= config.shift_threshold:
                     return None

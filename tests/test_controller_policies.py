@@ -129,7 +129,8 @@ def test_clipper_ht_expects_far_neighbours_at_their_quality_at_the_largest_level
     counted class 0 at 0, exact: on an engine whose prompts were mostly far from their neighbours it expected 92 where
     its images were 63 (SIMULATED)."""
     mix = {0: 0.8, 15: 0.2}
-    plan = policy("clipper-ht").plan(inputs(demand=2.0, mix=mix, far_share=far_share))
+    # a load its workers serve in full (what they serve under overload: tests/test_plan_overload.py)
+    plan = policy("clipper-ht").plan(inputs(demand=1.0, mix=mix, far_share=far_share))
     assert plan.redirect[0] == pytest.approx({0: 1.0 - far_share, 25: far_share} if far_share else {0: 1.0})
     assert plan.expected_quality == pytest.approx(quality_where_they_run(plan, mix, far_share))
     far = 0.8 * far_share * SIM.quality(25, 0) + 0.8 * (1 - far_share) * 100.0 + 0.2 * SIM.quality(25, 15)
@@ -138,30 +139,16 @@ def test_clipper_ht_expects_far_neighbours_at_their_quality_at_the_largest_level
         assert plan.expected_quality < 70.0
 
 
-@pytest.mark.parametrize("demand", [0.5, 3.0, 30.0])
+@pytest.mark.parametrize("demand", [0.5, 1.5])
 def test_proteus_expects_each_class_where_it_runs(demand):
     """Proteus plans on one average of the hit classes' quality per level, and its plan said that figure: misses
-    (which run at 0) and far neighbours (which lose more than any hit) were counted at it too."""
+    (which run at 0) and far neighbours (which lose more than any hit) were counted at it too. At loads its workers
+    serve in full; what they serve under overload: tests/test_plan_overload.py."""
     mix = {0: 0.6, 10: 0.2, 25: 0.2}
     for far_share in (0.0, 1.0):
         plan = policy("proteus").plan(inputs(demand=demand, mix=mix, far_share=far_share))
         assert plan.expected_quality == pytest.approx(quality_where_they_run(plan, mix, far_share))
     assert max(plan.redirect[25]) > 0 or demand < 1.0
-
-
-@pytest.mark.parametrize("demand", [0.5, 3.0, 30.0])
-def test_proteus_expects_to_serve_what_its_workers_can_where_the_images_run(demand):
-    """Its solve counts every image at the level its one row picks, misses too, which run at 0 whatever it picks: on
-    8 workers at levels 10 to 20, /plan said it would serve all of 3 images/s, 60% of them misses, where the workers
-    serve 1.9 of them (each level's images at its capacity, as the fixed policies' plans count them)."""
-    mix = {0: 0.6, 10: 0.2, 25: 0.2}
-    plan = policy("proteus").plan(inputs(demand=demand, mix=mix))
-    busy = sum(
-        demand * share * p / PROFILE.capacity_rps(kp, 15.0)
-        for k, share in mix.items()
-        for kp, p in plan.redirect[k].items()
-    )
-    assert plan.served_rps == pytest.approx(demand * min(1.0, plan.workers / busy))
 
 
 def test_proteus_trades_quality_for_throughput_without_knowing_the_prompt():
@@ -272,7 +259,9 @@ def test_without_a_prompt_cache_every_policy_plans_level_0_alone(name):
         assert plan.redirect == {0: {0: 1.0}} and set(plan.demand_rps) == {0}
         assert plan.served_rps <= min(demand, workers * PROFILE.capacity_rps(0, 15.0)) + 1e-9
         assert plan.expected_quality == 100.0 if workers else math.isnan(plan.expected_quality)
-        assert p.reroute(inputs(workers=workers, demand=demand, mix={0: 1.0}), {0: workers}).redirect == {0: {0: 1.0}}
+        if p.reroutes_between_windows:
+            rerouted = p.reroute(inputs(workers=workers, demand=demand, mix={0: 1.0}), {0: workers})
+            assert rerouted.redirect == {0: {0: 1.0}}
         assert p.choose_level(0, (), plan, random.Random(0)) == 0
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from controller.demand import DemandEstimate, DemandEstimator, WorkPerImage
-from controller.policies import make_policy
+from controller.policies import POLICY_NAMES, make_policy
 from controller.predictor import SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
@@ -152,6 +152,7 @@ class Counting:
         self.name = name
         self.profile = self.inner.profile
         self.plans_for_bursts = self.inner.plans_for_bursts
+        self.reroutes_between_windows = self.inner.reroutes_between_windows
         self.full = 0
         self.reroutes = 0
 
@@ -213,6 +214,28 @@ def test_a_demand_shift_mid_window_reroutes_without_moving_workers():
     assert shifted.workers_per_level == planned.workers_per_level
     assert shifted.demand_rps[20] > 0 and planned.demand_rps[20] == 0
     assert controller.maybe_replan(13.0, 8) is None  # no second solve within min_observe_s
+
+
+@pytest.mark.parametrize("name", ["proteus", "clipper-ha", "clipper-ht", "nirvana"])
+def test_a_baseline_keeps_its_routes_until_the_next_window(name):
+    """Re-deriving the routes from the demand seen within a window is argus's route planner: Proteus re-solves every
+    window and keeps its last solve's routing fractions in between (as published), and it got argus's LP as well."""
+    policy = Counting(name)
+    assert not policy.reroutes_between_windows
+    controller = Controller(policy, ControllerConfig(window_s=10.0, shift_threshold=0.25, min_observe_s=2.0), now=0.0)
+    controller.maybe_replan(0.0, 8)
+    arrive_steadily(controller, 25, 2, range(1, 11), 8)
+    planned = controller.plan
+    arrive(controller, 20, 12)  # what has argus re-route 2 s into the window
+    assert [controller.maybe_replan(float(t), 8) for t in range(11, 20)] == [None] * 9
+    assert policy.reroutes == 0 and controller.plan is planned
+    assert controller.maybe_replan(20.0, 8).demand_rps[20] > 0  # the next window's full plan
+
+
+def test_argus_alone_reroutes_between_windows():
+    assert {name: Counting(name).reroutes_between_windows for name in POLICY_NAMES} == {
+        name: name == "argus" for name in POLICY_NAMES
+    }
 
 
 def test_a_change_in_workers_replans_at_once():
