@@ -1,5 +1,6 @@
-"""`retries`: the engine.client classes send a request again after a Busy (once the time it names has passed) or a
-request_lost (at once), as OpenAI's clients retry a 429; with none, the call returns that reply."""
+"""`retries`: the engine.client classes send a request again after a Busy (once the time it names has passed), a
+request_lost (at once), or an answer that the engine is stopping (after a backoff), as OpenAI's clients retry a 429 and
+a 503; with none, the call returns that reply."""
 
 import asyncio
 import os
@@ -10,8 +11,9 @@ import pytest
 from waiting import wait_for
 
 from engine.client import ArgusClient, AsyncArgusClient, ClientClosed
+from engine.client.link import Retries
 from engine_process import start_engine
-from protocols.client_messages import Busy, Images
+from protocols.client_messages import Busy, Cancelled, Error, Images
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +104,74 @@ def test_retries_must_be_a_whole_number_of_0_or_more(retries):
     ):
         with pytest.raises(ValueError, match="retries must be a whole number of 0 or more"):
             make()
+
+
+def test_calls_get_through_a_restart_with_retries_and_get_the_drains_answers_without(tmp_path):
+    """An engine SIGTERMed with requests in flight, and more sent as it drains, then a new engine started on its
+    address (a restart, a rolling deploy): with retries, every call is answered by the new engine. A call cut off by the
+    drain's end came back Cancelled, one sent during the drain shutting_down, whatever `retries` said; without
+    retries, so they still do."""
+    # images that outlast the drain: those in flight are cancelled at its end, and it runs its full 4 s
+    first = start_engine(tmp_path, "--time-scale", "1", "--shutdown-timeout", "4", backend="sim", workers=1)
+    slow = {"width": 1024, "height": 1024, "steps": 200}
+    second = []
+
+    def draining() -> bool:
+        return first.get("/ready")[0] == 503
+
+    async def scenario():
+        async with (
+            AsyncArgusClient(first.client_address, retries=10) as retrying,
+            AsyncArgusClient(first.client_address) as once,
+        ):
+            # ArgusClient's calls in threads, each with a client of its own (one call at a time)
+            sync_retrying = [ArgusClient(first.client_address, timeout_s=150, retries=10) for _ in range(2)]
+            try:
+                cut_off = [asyncio.ensure_future(retrying.generate(f"cut off {i}", **slow)) for i in range(3)]
+                cut_off.append(asyncio.ensure_future(asyncio.to_thread(sync_retrying[0].generate, "cut off", **slow)))
+                cut_off_once = asyncio.ensure_future(once.generate("cut off once", **slow))
+                assert await asyncio.to_thread(wait_for, lambda: first.metric("argus_queued_images") == 5)
+                first.process.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(wait_for, draining)
+                refused = [
+                    asyncio.ensure_future(retrying.generate("sent as it drains", width=64, height=64)),
+                    asyncio.ensure_future(
+                        asyncio.to_thread(sync_retrying[1].generate, "sent as it drains", width=64, height=64)
+                    ),
+                ]
+                refused_once = await asyncio.wait_for(once.generate("sent once as it drains", width=64, height=64), 30)
+                assert isinstance(refused_once, Error) and refused_once.code == "shutting_down", refused_once
+                assert isinstance(await asyncio.wait_for(cut_off_once, 60), Cancelled)
+                assert await asyncio.to_thread(first.process.wait, 60) == 0
+                port = int(first.client_address.rsplit(":", 1)[1])
+                second.append(
+                    await asyncio.to_thread(
+                        start_engine, tmp_path, "--time-scale", "0.01", backend="sim", workers=1, client_port=port
+                    )
+                )
+                replies = await asyncio.wait_for(asyncio.gather(*cut_off, *refused), 150)
+            finally:
+                for client in sync_retrying:
+                    client.close()
+        assert all(isinstance(reply, Images) for reply in replies), replies  # Cancelled, shutting_down before
+        # answered by the new engine, not by a connection to the old one
+        assert second[0].metric("argus_requests_total", outcome="ok", code="") == len(replies)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        first.stop()
+        for engine in second:
+            assert engine.stop() == 0
+
+
+def test_answers_that_the_engine_is_stopping_are_sent_again_after_a_backoff_that_doubles_up_to_8_s():
+    retries = Retries(9)
+    stopping = [Error("r", "shutting_down", "the engine is shutting down"), Cancelled("r")] * 4
+    pauses = [retries.pause_s(reply) for reply in stopping]
+    # each less up to a quarter at random, so that the clients of a restarted engine spread out
+    for pause_s, full_s in zip(pauses, [0.5, 1, 2, 4, 8, 8, 8, 8], strict=True):
+        assert 0.75 * full_s <= pause_s <= full_s, pauses
+    assert retries.pause_s(Error("r", "request_lost", "")) == 0  # at once, and the last retry
+    assert retries.pause_s(Cancelled("r")) is None  # spent
+    assert Retries(3).pause_s(Error("r", "worker_error", "")) is None  # an answer on the request's merits

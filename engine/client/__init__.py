@@ -28,9 +28,12 @@ of 1 to 128 characters: any other ("" included) raises ValueError before anythin
 Connected again (a dropped connection, an engine restarted on the address), a
 client asks after the requests it awaits (Inquire): each the engine does not
 hold is answered Error request_lost, where it would never have been answered.
-With `retries`, a call sends its request again, under its id, after a Busy or a
-request_lost: the engine holds nothing under that id then, so no late reply can
-come for it. A request_lost that answers the Inquire of an earlier attempt (it
+With `retries`, a call sends its request again, under its id, after a Busy, a
+request_lost, or an answer that the engine is stopping (shutting_down, or the
+Cancelled of a request still in flight as its drain ended: a call never returns
+the Cancelled of a cancel its own client sent), after a backoff in which an
+engine restarted on the address comes up: the engine holds nothing under that
+id then, so no late reply can come for it. A request_lost that answers the Inquire of an earlier attempt (it
 follows that attempt's Busy) is no answer to the retry: ArgusClient skips it.
 """
 

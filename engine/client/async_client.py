@@ -14,6 +14,7 @@ from engine.client.link import (
     ClientClosed,
     OwnProcess,
     Reply,
+    Retries,
     UnansweredWarning,
     check_address,
     checked_retries,
@@ -26,7 +27,6 @@ from engine.client.link import (
     refuse_if_closed,
     refuse_if_forked,
     request_of,
-    retry_pause_s,
     send_now,
     undecodable,
 )
@@ -125,13 +125,12 @@ class AsyncArgusClient(OwnProcess):
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
         request = request_of(prompt, request_id, fields)
-        retries_left = self._retries
+        retries = Retries(self._retries)
         while True:
             reply = await self._call(request)
-            pause_s = retry_pause_s(reply)
-            if not retries_left or pause_s is None:
+            pause_s = retries.pause_s(reply)
+            if pause_s is None:
                 return reply
-            retries_left -= 1
             await self._pause(pause_s)
 
     async def _pause(self, pause_s: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import reprlib
 import uuid
 import warnings
@@ -38,6 +39,11 @@ _HEARTBEAT_TIMEOUT_MS = 60_000
 # hellos unanswered: a mistyped address or an engine down looks like a slow engine, and a call without a timeout
 # waits for ever
 UNANSWERED_WARNING_S = 10.0
+# after an answer that the engine is stopping, a retry waits this long, each next one twice as long as the last, up to
+# the cap, as OpenAI's Python client backs off its retries of a 503: a drain (--shutdown-timeout, 30 s by default) and
+# the start of the engine that replaces it take seconds, and a retry at once met the same drain again
+_STOPPING_FIRST_PAUSE_S = 0.5
+_STOPPING_MAX_PAUSE_S = 8.0
 # the keywords generate() takes (another is a TypeError, None or not)
 _FIELDS = frozenset(Generate.__struct_fields__)
 
@@ -193,14 +199,43 @@ def checked_retries(retries: int) -> int:
     return retries
 
 
-def retry_pause_s(reply: Reply) -> float | None:
-    """How long to wait before sending a request again after this reply, or None if the reply is the call's answer:
-    Busy after the time it names, request_lost at once (the engine holds nothing of it: sending it again is safe)."""
-    if isinstance(reply, Busy):
-        return reply.retry_after_ms / 1000
-    if is_lost(reply):
-        return 0.0
-    return None
+class Retries:
+    """When a call sends its request again (`retries`), and after how long: one per call, the one rule of both
+    clients. Each reply that is no answer to the request itself is retried while retries are left: Busy after the time
+    it names, request_lost at once (the engine holds nothing of it: sending it again is safe), and an answer that the
+    engine is stopping (is_stopping) after a backoff, in which another engine may come up on the address."""
+
+    def __init__(self, retries: int):
+        self._left = retries
+        # the backoff after the next answer that the engine is stopping: doubled after each, up to its cap
+        self._stopping_pause_s = _STOPPING_FIRST_PAUSE_S
+
+    def pause_s(self, reply: Reply) -> float | None:
+        """How long to wait before sending the request again after `reply`, or None if the reply is the call's answer
+        (so too once the retries are spent)."""
+        if not self._left:
+            return None
+        if isinstance(reply, Busy):
+            pause_s = reply.retry_after_ms / 1000
+        elif is_lost(reply):
+            pause_s = 0.0
+        elif is_stopping(reply):
+            # less up to a quarter at random: the clients of a restarted engine do not all come back at one moment
+            pause_s = self._stopping_pause_s * (1 - 0.25 * random.random())
+            self._stopping_pause_s = min(2 * self._stopping_pause_s, _STOPPING_MAX_PAUSE_S)
+        else:
+            return None
+        self._left -= 1
+        return pause_s
+
+
+def is_stopping(reply: Reply) -> bool:
+    """Whether the reply says the engine is stopping, not what it made of the request: shutting_down, a request sent
+    as it drained, or Cancelled, one still in flight as the drain ended. A call never returns the Cancelled of a cancel
+    of its client's own (sent once its call has ended: the reply is skipped), so a Cancelled it returns is the engine's
+    doing: its drain's end, or its --client-gone-grace run out on a client cut off. After either, the engine holds
+    nothing under the id, so the request can be sent again under it, to the engine that comes up on the address."""
+    return isinstance(reply, Cancelled) or (isinstance(reply, Error) and reply.code == "shutting_down")
 
 
 def is_lost(reply: Reply) -> bool:

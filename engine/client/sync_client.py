@@ -14,6 +14,7 @@ from engine.client.link import (
     ClientClosed,
     OwnProcess,
     Reply,
+    Retries,
     UnansweredWarning,
     check_address,
     checked_retries,
@@ -27,7 +28,6 @@ from engine.client.link import (
     refuse_if_closed,
     refuse_if_forked,
     request_of,
-    retry_pause_s,
     send_now,
     undecodable,
 )
@@ -69,7 +69,8 @@ class ArgusClient(OwnProcess):
     """Blocking client: one request at a time. Calls from several threads take turns, each within its timeout from
     the moment it is called, its wait for the turn included: for requests in parallel, give each thread a client of
     its own, or use AsyncArgusClient. `retries`: how many times a call sends its request again after a Busy (once
-    the time it names has passed, if that is within the timeout) or a request_lost, before it returns that reply."""
+    the time it names has passed), a request_lost, or an answer that the engine is stopping (after a backoff: see
+    link.Retries), before it returns that reply; none that would wait past the timeout."""
 
     def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None, retries: int = 0):
         # checked before the socket is made: ZeroMQ refused a negative one with 'Invalid argument' (NaN, infinity
@@ -128,13 +129,12 @@ class ArgusClient(OwnProcess):
 
     def _exchange(self, request: Generate, deadline: float | None) -> Reply:
         try:
-            retries_left = self._retries
+            retries = Retries(self._retries)
             while True:
                 reply = self._send_and_wait(request, deadline)
-                pause_s = retry_pause_s(reply)
-                if not retries_left or pause_s is None or not self._pause(pause_s, deadline):
+                pause_s = retries.pause_s(reply)
+                if pause_s is None or not self._pause(pause_s, deadline):
                     return reply
-                retries_left -= 1
         except BaseException:
             # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another thread,
             # the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the request to its
