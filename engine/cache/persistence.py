@@ -7,11 +7,13 @@ Layout (integers little-endian):
     | latents: raw bytes, back to back, in meta.latents order (oldest first)
     | blake2b-256 of everything before it
 
-The meta names the embedder, dim, levels and the model that made the latents, so
-a foreign file is refused after reading only its head; the trailing digest covers
-the whole payload. A part the disk cannot read (a bad sector: its reads fail with
-EIO) leaves the digest unchecked, not the file refused: the prompts and latents it
-holds are left out and the rest restored (see CacheFile). Nothing is pickled: the
+The meta names the embedder, dim and the model that made the latents, so a
+foreign file is refused after reading only its head; the trailing digest covers
+the whole payload. It names the levels it was saved with too, but a file of other
+levels is not foreign: its latents at the levels this engine keeps are restored
+with their prompts, the others left out (see CacheFile). A part the disk cannot
+read (a bad sector: its reads fail with EIO) leaves the digest unchecked, not the
+file refused: the prompts and latents it holds are left out and the rest restored. Nothing is pickled: the
 meta is msgpack decoded into typed records, arrays are raw bytes with dtype and
 shape in the meta. The index graph itself is not stored: it is rebuilt from the
 vectors, so no third-party binary format has to be trusted or kept compatible. A
@@ -41,6 +43,7 @@ import numpy as np
 
 from engine.cache import file_reads, gil_slices
 from engine.cache.latent_store import ALLOWED_DTYPES
+from engine.logs.plurals import counted
 
 FILE_NAME = "prompt_cache.argus"
 TEMPORARY_PREFIX = f"{FILE_NAME}.tmp-"  # a save in progress, or cut short by a crash
@@ -109,7 +112,10 @@ class CacheFile:
     A read the disk failed (`read_error`) left the whole file's digest unchecked: what could be read is taken as the
     disk returned it (a disk fails a sector it cannot read, it does not return other bytes), with every other check
     made as for a whole file, and the meta's own digest checked. The prompts whose vectors could not be read are left
-    out with their latents (`latents_unread` of them); a latent that cannot be read is read_latent's OSError."""
+    out with their latents (`latents_unread` of them); a latent that cannot be read is read_latent's OSError.
+
+    A file saved with other levels holds only its latents at the levels asked for, each at its own level (a level is
+    a step count, never a position among the levels), and the prompts that have one of them."""
 
     path: Path
     next_prompt_id: int
@@ -175,12 +181,14 @@ def write_cache_file(
 def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...], model: str) -> CacheFile:
     """Checks everything a load depends on, reading the latents only to verify the digest. A read that fails past
     the meta leaves the digest unchecked and the vectors it holds unread (see CacheFile); one that fails in the meta,
-    or in every vector, leaves nothing to restore: CacheFileError."""
+    or in every vector, leaves nothing to restore: CacheFileError. The latents at levels other than `levels` (a file
+    saved with other --levels) are left out, with one warning, and the prompts left without a latent with them; a
+    file of latents at none of `levels` is refused whole (CacheFileError: a good cache for the levels it names)."""
     try:
         with file_reads.opened(path) as fd:
             size = os.fstat(fd).st_size
             meta, meta_length = _read_meta(fd, path, size)
-            _check_identity(meta, path, embedder, dim, levels, model)
+            _check_identity(meta, path, embedder, dim, model)
             latents_bytes = sum(latent.nbytes for latent in meta.latents)
             vectors_start = _PREAMBLE.size + meta_length
             latents_start = vectors_start + len(meta.prompts) * dim * 4
@@ -196,7 +204,7 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
     except OSError as exc:
         raise CacheFileError(f"cannot read {path}: {exc}") from exc
     vectors = vectors.astype(np.float32)
-    _check_contents(meta, vectors, path, levels)  # an unread vector is zeros: it passes, and goes with its prompt
+    _check_contents(meta, vectors, path)  # an unread vector is zeros: it passes, and goes with its prompt
     read_error = digest_error or vectors_error
     if meta.format_minor > FORMAT_MINOR:
         log.warning(
@@ -208,13 +216,15 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
             FORMAT_VERSION,
             FORMAT_MINOR,
         )
-    if not unread_rows:
-        return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start, read_error)
-    if len(unread_rows) == len(meta.prompts):
+    if unread_rows and len(unread_rows) == len(meta.prompts):
         raise CacheFileError(f"cannot read {path}: no prompt's vector could be read ({read_error})")
+    kept = _latents_at(meta, path, levels)
+    if not unread_rows and len(kept) == len(meta.latents):
+        return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start, read_error)
     unread = {meta.prompts[row].prompt_id for row in unread_rows}
-    rows = [row for row, prompt in enumerate(meta.prompts) if prompt.prompt_id not in unread]
-    latents = [latent for latent in meta.latents if latent.prompt_id not in unread]
+    latents = [latent for latent in kept if latent.prompt_id not in unread]
+    held = {latent.prompt_id for latent in kept}  # a prompt whose every latent is at a level no longer kept goes too
+    rows = [row for row, prompt in enumerate(meta.prompts) if prompt.prompt_id in held - unread]
     return CacheFile(
         path,
         meta.next_prompt_id,
@@ -223,8 +233,45 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
         latents,
         latents_start,
         read_error,
-        len(meta.latents) - len(latents),
+        len(kept) - len(latents),
     )
+
+
+def _latents_at(meta: _Meta, path: Path, levels: tuple[int, ...]) -> list[SavedLatent]:
+    """The file's latents at `levels`, oldest first; the others counted in one warning. A level is a step count: a
+    latent saved at K = 10 is restored at K = 10 whatever levels lie beside it. CacheFileError if none is left of
+    latents the file holds: for this engine it holds nothing, and for the levels it names a good cache, set aside.
+
+    Before, the levels were part of the file's identity: an operator tuning --levels (5,10,15,20,25 to 10,20,30) had
+    the whole file set aside, every prompt lost with the latents at the levels both settings keep."""
+    wanted = set(levels)
+    kept = [latent for latent in meta.latents if latent.level in wanted]
+    if len(kept) == len(meta.latents):
+        return kept
+    saved_with, keeping = _levels_flag(meta.levels), _levels_flag(levels)
+    if not kept:
+        raise CacheFileError(
+            f"{path} was saved with --levels {saved_with} and holds no latent at the levels this engine keeps"
+            f" (--levels {keeping})"
+        )
+    dropped = sorted({latent.level for latent in meta.latents} - wanted)
+    gone = {latent.prompt_id for latent in meta.latents} - {latent.prompt_id for latent in kept}
+    log.warning(
+        "%s at levels no longer kept (%s) dropped from %s, saved with --levels %s (this engine keeps %s); %s"
+        " with none at a kept level left out with them, the rest restored",
+        counted(len(meta.latents) - len(kept), "latent"),
+        _levels_flag(dropped),
+        path,
+        saved_with,
+        keeping,
+        counted(len(gone), "prompt"),
+    )
+    return kept
+
+
+def _levels_flag(levels: Iterable[int]) -> str:
+    """Levels as --levels takes them: 10,20."""
+    return ",".join(map(str, levels))
 
 
 # -- writing -----------------------------------------------------------------------
@@ -308,13 +355,14 @@ def _read_meta(fd: int, path: Path, size: int) -> tuple[_Meta, int]:
         raise CacheFileError(f"{path} has a malformed header: {exc}") from exc
 
 
-def _check_identity(meta: _Meta, path: Path, embedder: str, dim: int, levels: tuple[int, ...], model: str) -> None:
-    saved = (meta.embedder, meta.dim, tuple(meta.levels), meta.model)
-    wanted = (embedder, dim, tuple(levels), model)
+def _check_identity(meta: _Meta, path: Path, embedder: str, dim: int, model: str) -> None:
+    """What made the vectors and the latents: another's, the file is foreign. Not the levels (_latents_at)."""
+    saved = (meta.embedder, meta.dim, meta.model)
+    wanted = (embedder, dim, model)
     if saved != wanted:
         raise CacheFileError(
-            f"{path} was saved for embedder {saved[0]!r}, dim {saved[1]}, levels {saved[2]}, model {saved[3]!r};"
-            f" this cache uses embedder {wanted[0]!r}, dim {wanted[1]}, levels {wanted[2]}, model {wanted[3]!r}"
+            f"{path} was saved for embedder {saved[0]!r}, dim {saved[1]}, model {saved[2]!r};"
+            f" this cache uses embedder {wanted[0]!r}, dim {wanted[1]}, model {wanted[2]!r}"
         )
 
 
@@ -356,7 +404,7 @@ def _read_vectors(fd: int, start: int, count: int, dim: int) -> tuple[np.ndarray
     return vectors, unread, first
 
 
-def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path, levels: tuple[int, ...]) -> None:
+def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path) -> None:
     """What an intact file written by a buggy or hostile writer could still get wrong."""
 
     def bad(reason: str) -> CacheFileError:
@@ -375,6 +423,7 @@ def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path, levels: tuple[
         raise bad("a prompt has a non-positive shape")
     if not np.isfinite(vectors).all():
         raise bad("a vector is not finite")
+    levels = set(meta.levels)  # the file's own: _latents_at keeps those of its latents the engine keeps
     known = set(prompt_ids)
     keys = set()
     offset = 0

@@ -346,6 +346,8 @@ class PromptCache:
 
         Hit and miss counters start at zero. If the budgets are smaller than the
         saved contents, LCBFU keeps the best-ranked latents and evicts the rest.
+        A file saved with other levels gives its latents at `levels` alone, each
+        at its own level, and the prompts that have one (read_cache_file).
         Latents no run can start from are left out, with one warning: NaN or
         infinite ones, and, given `latent_shape` (the shape `model`'s workers take
         at a prompt's shape), those of another shape. So are those the disk cannot
