@@ -205,6 +205,26 @@ async def test_an_image_whose_worker_is_lost_keeps_its_place_among_its_clients_i
     assert [job_id for job_id in sent if job_id in ids] == [ids[1], ids[0], *ids[2:]]
 
 
+async def test_images_routed_again_as_the_last_but_one_client_stops_sharing_are_served():
+    """A worker lost once the light client's time had passed: the first image routed again made the backlog be ranked
+    anew (the flood alone shares the fleet now), and it was among the ranked, already named on its new worker and
+    still in the order from its lost worker's queue, but counted nowhere: a KeyError that ended the engine
+    (`argus bench chaos`, 2026-12-07)."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1, slo_s=1.0)
+    a, b = h.add_worker("a", max_batch=1), h.add_worker("b", max_batch=1)
+    light = h.request(prompt="light", client="light")
+    flood = [h.request(prompt="flood", client="flood") for _ in range(5)]  # one runs on each worker, four queue
+    assert sample(h, "argus_sharing_clients") == 2 and b.queue
+    h.clock.now += 3  # past the light client's time (one SLO): the flood alone shares the fleet
+    h.dispatcher.worker_lost(b, "exited")
+    assert sample(h, "argus_sharing_clients") == 1
+    while not all(r.done for r in [light, *flood]):
+        h.clock.now += 1
+        h.finish(a, h.batches("a")[-1])
+    await settle()
+    assert all(isinstance(r.future.result(), Images) for r in [light, *flood])
+
+
 async def test_a_client_counts_as_sharing_the_fleet_while_all_the_workers_clear_its_backlog():
     """A backlog of 3 s on two workers clears in 1.5 s: its client stops counting then, not after the 3 s one worker
     alone would take, as if it still shared a fleet it had left (its jobs taken as they would be: one still queued

@@ -257,16 +257,18 @@ class Dispatcher:
             job.request.fail(*refused)
             self._picks.file(worker)  # an idle one was taken off the idle list for the job
             return None
-        job.batch_id = None
-        job.worker = worker
+        job.worker = job.batch_id = None
         if worker is None:
             job.waiting_since = self._clock()
             self._pending.append(job)
             return None
         now = self._clock()
         if self._timing.ranks_anew(job, now):
-            # a second client shares the fleet, the last but one left, or the fair clock ran ahead (fair_share.py)
+            # a second client shares the fleet, the last but one left, or the fair clock ran ahead (fair_share.py). Not
+            # on its worker yet: a job routed again has an entry left from its lost worker's queue, and named on a
+            # worker it read as queued, and uncounted, among those ranked again (a KeyError that ended the engine)
             self._urgency.rebuild(list(self._timing.rerank(self._urgency.in_order(self._is_queued), now)))
+        job.worker = worker
         if not self._has_room(worker, now) and not self._timing.may_queue(job, now):
             return None
         worker.queue.append(job)
