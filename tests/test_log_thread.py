@@ -5,6 +5,7 @@ any of a process's exits."""
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import logging
 import os
@@ -234,3 +235,35 @@ def test_a_stop_waits_on_one_long_line_a_slow_reader_is_taking():
     stream.close()
     slow.join(30)
     assert b"".join(read).decode().splitlines() == [line, "held", "after"]
+
+
+class _SharedFile(io.TextIOWrapper):
+    """A log file another process writes to as well (the engine's standard error, its local workers'): a line of its
+    lands after each write of this stream's that is flushed, as it would whenever it could."""
+
+    def __init__(self, path: os.PathLike) -> None:
+        super().__init__(open(path, "ab"), encoding="utf-8")
+        self._other = os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    def flush(self) -> None:
+        super().flush()
+        os.write(self._other, b"worker\n")
+
+    def close(self) -> None:
+        super().close()
+        os.close(self._other)
+
+
+def test_a_long_line_to_a_file_is_one_write_no_other_writer_lands_within(tmp_path):
+    """To a file, a line goes whole, in one write. Written in pieces (as to a pipe, for a stop to see it progress), a
+    long line (a JSON record with its traceback) had the lines another process wrote meanwhile land inside it."""
+    path = tmp_path / "engine.log"
+    line = "x" * 10_000
+    with _SharedFile(path) as stream:
+        handler = LogThread(logging.Formatter("%(message)s"), stream)
+        logger = logging.Logger("argus.test")
+        logger.addHandler(handler)
+        logger.info(line)
+        handler.close()
+    # the other writer's lines after it (one a flush, the stream's close's too), none within
+    assert [text for text in path.read_text().splitlines() if text != "worker"] == [line]

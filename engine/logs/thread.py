@@ -17,7 +17,9 @@ error stalled for good (a reader stopped, a pipe nobody reads): the stop waited 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import stat
 import threading
 from logging.handlers import QueueHandler, QueueListener
 from typing import TextIO
@@ -27,9 +29,9 @@ from typing import TextIO
 QUEUED_LINES = 1000
 # how long a stop waits for standard error to take a piece of a line (a slow one is waited for as long as it takes them)
 STALL_S = 5.0
-# a line is written in pieces of this many characters, each one write, so that a stop sees a long line progress: a pipe
-# takes up to 4,096 bytes at once without another writer's bytes among them (PIPE_BUF), and a line no longer than that
-# is still one write
+# a line is written in pieces of this many characters, each one write, so that a stop sees a long line progress (but to
+# a regular file, _LineWriter): a pipe takes up to 4,096 bytes at once without another writer's bytes among them
+# (PIPE_BUF), and a line no longer than that is still one write
 PIECE_CHARS = 4096
 
 
@@ -114,16 +116,28 @@ class _LineWriter:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self.pieces = 0  # written so far: what a stop watches (the writing thread's; read as it is, a plain int)
+        # a regular file takes each line whole, in one write no other writer's lands within (the engine's local
+        # workers write to its standard error too), and waits on no reader as a pipe does: in pieces, a line longer
+        # than one (a JSON record with its traceback) had a worker's lines written into it, two records spoilt
+        self._piece_chars = 0 if _regular_file(stream) else PIECE_CHARS
 
     def handle(self, record: logging.LogRecord) -> None:
         line = f"{record.getMessage()}\n"
+        piece_chars = self._piece_chars or len(line)
         try:
-            for start in range(0, len(line), PIECE_CHARS):
-                self._stream.write(line[start : start + PIECE_CHARS])
+            for start in range(0, len(line), piece_chars):
+                self._stream.write(line[start : start + piece_chars])
                 self._stream.flush()
                 self.pieces += 1
         except (OSError, ValueError):
             pass  # a standard error that takes nothing (its reader gone, a full disk, closed) is told on no other
+
+
+def _regular_file(stream: TextIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # no descriptor (a stream of Python's own), or closed
+        return False
 
 
 class _WritingThread(QueueListener):
