@@ -180,7 +180,9 @@ def _refusal_said(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"argus loadgen: error: {error}", file=sys.stderr)
         return 2
-    except SystemExit as error:  # outputs not written
+    except SystemExit as error:  # outputs not written; an exit of a code, not words, is the caller's
+        if not isinstance(error.code, str):
+            raise
         print(error.code, file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before the run started: nothing was sent

@@ -30,8 +30,9 @@ QUEUED_LINES = 1000
 # how long a stop waits for standard error to take a piece of a line (a slow one is waited for as long as it takes them)
 STALL_S = 5.0
 # a line is written in pieces of this many characters, each one write, so that a stop sees a long line progress (but to
-# a regular file, _LineWriter): a pipe takes up to 4,096 bytes at once without another writer's bytes among them
-# (PIPE_BUF), and a line no longer than that is still one write
+# a regular file, _LineWriter): a line of ASCII no longer than that is one write of at most 4,096 bytes, which a pipe
+# takes without another writer's bytes among them (PIPE_BUF); other characters take more bytes, past that bound, as
+# they did when a line was one write
 PIECE_CHARS = 4096
 
 
