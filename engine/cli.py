@@ -315,16 +315,23 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="with --launcher ray: the worker address actors dial (default: the first TCP --worker-listen, a wildcard"
         " host replaced by this node's address in the Ray cluster)",
     )
-    p.add_argument("--curve-secret", metavar="FILE", help="require CURVE on ZeroMQ: the engine's .key_secret file")
+    p.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        help="require CURVE on ZeroMQ: the engine's .key_secret file, with --curve-allow (both sockets),"
+        " --curve-allow-workers (the worker socket alone, the client socket plain) or both",
+    )
     p.add_argument(
         "--curve-allow",
         metavar="DIR",
-        help="with --curve-secret: directory of admitted public keys (*.key); clients only with --curve-allow-workers",
+        help="with --curve-secret: CURVE on both sockets, admitting this directory's public keys (*.key) on both;"
+        " beside --curve-allow-workers, its keys are admitted on the client socket only",
     )
     p.add_argument(
         "--curve-allow-workers",
         metavar="DIR",
-        help="with --curve-secret: the keys admitted on the worker socket (default: --curve-allow's, clients' too)",
+        help="with --curve-secret: the keys admitted on the worker socket; without --curve-allow, the client socket"
+        " stays plain, asking no keys (clients on this host)",
     )
     p.set_defaults(func=_serve)
 

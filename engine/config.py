@@ -179,8 +179,9 @@ class EngineConfig:
     # "Authorization: Bearer KEY": --api-key's one key, or one of --api-keys's named keys (engine/http/api_keys.py),
     # that file read once, as it was checked: a second read at start could load what no check had seen
     api_keys: ApiKeys | None = None
-    # CURVE on both ZeroMQ sockets: the engine's .key_secret file, and a directory of admitted public keys;
-    # with curve_workers_dir, the worker socket admits that directory's keys and curve_allowed_dir is for clients
+    # CURVE with the engine's .key_secret file, on the sockets whose admitted public keys are given: curve_allowed_dir
+    # admits on both, or on the client socket alone beside curve_workers_dir, which admits on the worker socket (and
+    # alone leaves the client socket plain)
     curve_secret_file: str | None = None
     curve_allowed_dir: str | None = None
     curve_workers_dir: str | None = None

@@ -116,21 +116,22 @@ class Engine:
             self._curve = CurveGate(
                 self._context, config.curve_secret_file, config.curve_allowed_dir, config.curve_workers_dir
             )
-        # CURVE on the client socket only when configured; on the worker socket also when Ray actors dial in
-        client_keys = self._curve.server_keys if self._curve else None
         self._run_keys_dir = None
         if self._curve is None and config.launcher == "ray":
-            # a key pair made for this run; the gate admits the actors' (its local_worker_keys)
+            # a key pair made for this run, on the worker socket alone; the gate admits the actors' (its
+            # local_worker_keys)
             self._run_keys_dir = make_temp_folder("argus-keys-", self._resources)
             try:
                 _, secret = create_key_files(self._run_keys_dir, "engine")
             except ValueError as error:  # a libzmq without CURVE
                 raise UsageError(f"--launcher ray (its actors dial in over CURVE): {error}") from None
-            self._curve = CurveGate(self._context, str(secret), self._run_keys_dir)
+            self._curve = CurveGate(self._context, str(secret), None, self._run_keys_dir)
         if self._curve:
             self._curve.start()
             self._resources.callback(self._curve.stop)
+        # CURVE on the worker socket with any gate; on the client socket only with --curve-allow's keys
         server_keys = self._curve.server_keys if self._curve else None
+        client_keys = server_keys if self._curve and self._curve.guards_clients else None
         # the HTTP door's keys; those of --api-keys's file reread on SIGHUP
         self.api_keys = config.api_keys
         # local workers connect over a private IPC socket; remote ones over worker_listen
@@ -193,8 +194,13 @@ class Engine:
         self._resources.callback(self.clients.close)
         # once both doors are bound: an address ZeroMQ cannot listen on is an error, not an open door to warn of
         keyed = self.api_keys is not None
-        warn_if_open(self.clients.endpoints, client_keys, "send requests", keyed)
-        warn_if_open(self.link.endpoints, server_keys, "join as a worker and be sent users' prompts", keyed)
+        # the flags that would secure each: with --curve-secret given, the client socket lacks only --curve-allow
+        clients_flags = "--curve-allow" if config.curve_secret_file else "--curve-secret and --curve-allow"
+        warn_if_open(self.clients.endpoints, client_keys, "send requests", keyed, clients_flags)
+        workers_flags = "--curve-secret and --curve-allow-workers (or --curve-allow, for clients too)"
+        warn_if_open(
+            self.link.endpoints, server_keys, "join as a worker and be sent users' prompts", keyed, workers_flags
+        )
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.dispatcher.restart = lambda worker: self.launcher.kill(worker.hello.worker_id)

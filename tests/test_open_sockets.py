@@ -50,8 +50,11 @@ async def http_listening(engine: Engine, caplog, address: str) -> AsyncIterator[
 def test_a_socket_beyond_loopback_without_curve_is_warned_about(caplog, warning):
     """Checked on the warning itself: a test binds beyond loopback only to an address that fails, and the engine
     warns of a door only once it opened (below)."""
-    warn_if_open((ELSEWHERE,), None, warning, api_key=False)
-    assert f"{ELSEWHERE} listens without CURVE: any peer that reaches it can {warning}" in caplog.text
+    warn_if_open((ELSEWHERE,), None, warning, api_key=False, curve_flags="--curve-secret and --curve-allow")
+    assert (
+        f"{ELSEWHERE} listens without CURVE: any peer that reaches it can {warning} (turn CURVE on with --curve-secret"
+        " and --curve-allow, docs/scaling.md)" in caplog.text
+    )
 
 
 @pytest.mark.parametrize("socket", ["worker_listen", "client_listen"])
@@ -119,7 +122,7 @@ def test_curve_or_loopback_is_not_warned_about(tmp_path, caplog, curve, api_key)
     )
     Engine(config).close()
     if curve:
-        warn_if_open((ELSEWHERE,), KeyPair.load(secret), "send requests", api_key=bool(api_key))
+        warn_if_open((ELSEWHERE,), KeyPair.load(secret), "send requests", bool(api_key), "--curve-allow")
     assert ("without CURVE" in caplog.text) == (not curve and bool(api_key)), caplog.text
 
 

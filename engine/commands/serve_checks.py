@@ -61,14 +61,7 @@ def check_serve_args(args: argparse.Namespace) -> None:
             "--forwarded-allow-ips names a client by its address, and under --api-keys each request's key names its"
             " client: drop --forwarded-allow-ips (or give each client behind the proxy a key of its own)"
         )
-    if bool(args.curve_secret) != bool(args.curve_allow):
-        raise UsageError("--curve-secret and --curve-allow go together")
-    for flag, directory in (("--curve-allow", args.curve_allow), ("--curve-allow-workers", args.curve_allow_workers)):
-        if directory and not os.path.isdir(directory):
-            # a mistyped directory would admit no key at all
-            raise UsageError(f"{flag} {directory}: not a directory (it holds the admitted NAME.key files)")
-    if args.curve_allow_workers and not args.curve_secret:
-        raise UsageError("--curve-allow-workers goes with --curve-secret and --curve-allow")
+    _check_curve_flags(args)
     _check_listeners_apart(args)
     memory = host_memory_bytes()
     # the engine would be killed for its memory as the store, or the prompt cache, filled
@@ -130,6 +123,35 @@ def check_serve_args(args: argparse.Namespace) -> None:
                 f"{' and '.join(ignored)} {'are' if many else 'is'} for the workers the engine starts, and with"
                 f" --workers 0 it starts none: drop {'them' if many else 'it'}"
             )
+
+
+def _check_curve_flags(args: argparse.Namespace) -> None:
+    """--curve-secret secures the sockets whose keys are given: --curve-allow both (its keys admitted on each, or on
+    the client socket alone beside --curve-allow-workers), --curve-allow-workers the worker socket alone, the client
+    socket left plain (workers on other hosts, clients on this one). A directory without the secret, or the secret
+    without a directory, secures nothing: refused, as the engine would run without the CURVE it was asked for."""
+    directories = [
+        (flag, directory)
+        for flag, directory in (
+            ("--curve-allow", args.curve_allow),
+            ("--curve-allow-workers", args.curve_allow_workers),
+        )
+        if directory
+    ]
+    if directories and not args.curve_secret:
+        given = " and ".join(flag for flag, _ in directories)
+        raise UsageError(
+            f"{given} {'go' if len(directories) > 1 else 'goes'} with --curve-secret (the engine's .key_secret file)"
+        )
+    if args.curve_secret and not directories:
+        raise UsageError(
+            "--curve-secret goes with --curve-allow DIR (CURVE on both ZeroMQ sockets), --curve-allow-workers DIR"
+            " (on the worker socket alone), or both (each socket its own keys)"
+        )
+    for flag, directory in directories:
+        if not os.path.isdir(directory):
+            # a mistyped directory would admit no key at all
+            raise UsageError(f"{flag} {directory}: not a directory (it holds the admitted NAME.key files)")
 
 
 def _out_of_files(flag: str, when: str, per_worker: str, leaves: str) -> UsageError:

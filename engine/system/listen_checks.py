@@ -54,12 +54,15 @@ def warn_if_http_open(host: str, port: int, api_key: bool) -> None:
         )
 
 
-def warn_if_open(endpoints: Sequence[str], keys: KeyPair | None, what_a_peer_can_do: str, api_key: bool) -> None:
+def warn_if_open(
+    endpoints: Sequence[str], keys: KeyPair | None, what_a_peer_can_do: str, api_key: bool, curve_flags: str
+) -> None:
     """A TCP address without CURVE admits anyone who reaches it: say so at start, beyond loopback; and on loopback
     too when HTTP asks for an API key, which says that not everyone on this host is trusted (every user of the
     host reaches its loopback, and the key guards HTTP alone), as about an ipc://@NAME of Linux's abstract namespace,
     which every user of the host reaches too (it was taken for a socket file, this user's alone). `endpoints` as bound,
-    named as peers reach them: a --client-listen tcp://0.0.0.0:0 was warned of as port 0."""
+    named as peers reach them: a --client-listen tcp://0.0.0.0:0 was warned of as port 0. `curve_flags`: what turns
+    CURVE on for this socket (with --curve-secret given, the client socket lacks only --curve-allow)."""
     if keys is not None:
         return
     for endpoint in endpoints:
@@ -70,16 +73,17 @@ def warn_if_open(endpoints: Sequence[str], keys: KeyPair | None, what_a_peer_can
             continue
         if place.scheme == "tcp" and not place.loopback:
             log.warning(
-                "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with --curve-secret and "
-                "--curve-allow, docs/scaling.md)",
+                "%s listens without CURVE: any peer that reaches it can %s (turn CURVE on with %s, docs/scaling.md)",
                 endpoint,
                 what_a_peer_can_do,
+                curve_flags,
             )
         elif api_key:
             log.warning(
                 "%s listens without CURVE: any user of this host can %s without the API key, which guards HTTP"
-                " alone (turn CURVE on with --curve-secret and --curve-allow, or listen on an ipc:// file path, which"
-                " only this user may open; docs/scaling.md)",
+                " alone (turn CURVE on with %s, or listen on an ipc:// file path, which only this user may open;"
+                " docs/scaling.md)",
                 endpoint,
                 what_a_peer_can_do,
+                curve_flags,
             )

@@ -5,7 +5,8 @@ in the allowed directory, so turning CURVE on never locks out our own workers.
 
 Each socket admits keys of its own (its ZAP domain): a key trusted to send
 requests need not be trusted to join as a worker, which is sent users' prompts.
-Without a directory for workers, the one directory admits both.
+Without a directory for workers, the one directory admits both; without one for
+clients, the client socket has no CURVE (workers elsewhere, clients on this host).
 
 The directories are read at start and again on `reload` (SIGHUP): a key added
 is admitted, a key removed refused, at the peer's next handshake. ZeroMQ checks
@@ -89,11 +90,13 @@ class _Authenticator(ThreadAuthenticator):
 
 
 class CurveGate:
-    def __init__(self, context: zmq.Context, secret_file: str, allowed_dir: str, workers_dir: str | None = None):
-        """`workers_dir`: the keys admitted on the worker socket, where `allowed_dir` then admits clients only."""
+    def __init__(self, context: zmq.Context, secret_file: str, allowed_dir: str | None, workers_dir: str | None = None):
+        """`workers_dir`: the keys admitted on the worker socket, where `allowed_dir` then admits clients only;
+        `allowed_dir` None (then `workers_dir` is given): the client socket goes without CURVE (`guards_clients`)."""
         self.server_keys = read_user_file(KeyPair.load, secret_file)
         self.local_worker_keys = ClientKeys(KeyPair.generate(), self.server_keys.public)
         self._allowed_dir, self._workers_dir = allowed_dir, workers_dir
+        self.guards_clients = allowed_dir is not None
         self._allowed = _AllowedKeys(self._read_keys())
         self._authenticator = _Authenticator(context, self._allowed)
         for domain in (CLIENTS, WORKERS):  # zmq.auth asks a domain's own provider: "*" is only for no domain
@@ -111,7 +114,7 @@ class CurveGate:
         after = self._read_keys()
         self._allowed.keys = after
         own = {self.local_worker_keys.own.public}  # not a key of the directories, which are what a user changes
-        for domain in (CLIENTS, WORKERS):
+        for domain in (CLIENTS, WORKERS) if self.guards_clients else (WORKERS,):
             added, removed = len(after[domain] - before[domain]), len(before[domain] - after[domain])
             log.info(
                 "CURVE keys reloaded: %d admitted on the %s socket (%d added, %d removed)",
@@ -122,7 +125,9 @@ class CurveGate:
             )
 
     def _read_keys(self) -> dict[str, set[bytes]]:
-        clients = _load(self._allowed_dir, "client" if self._workers_dir else "remote worker or client")
+        clients: set[bytes] = set()  # the client socket without CURVE: it asks for no key
+        if self._allowed_dir is not None:
+            clients = _load(self._allowed_dir, "client" if self._workers_dir else "remote worker or client")
         workers = _load(self._workers_dir, "remote worker") if self._workers_dir else clients
         return {CLIENTS: clients, WORKERS: workers | {self.local_worker_keys.own.public}}
 
