@@ -47,7 +47,7 @@ from engine.failed_batch_lines import FailedBatchLines
 from engine.jobs import AdmittedRequest, Fallback, Job
 from engine.loss_lines import LossLines
 from engine.metrics import EngineMetrics
-from engine.queue_moves import discard, put_back, take_out, take_with_mates
+from engine.queue_moves import discard, gather_mates, put_back, take_out, take_with_mates
 from engine.request_names import clipped
 from engine.worker_fit import as_asked, refusal
 from engine.worker_picks import WorkerPicks
@@ -304,22 +304,25 @@ class Dispatcher:
         )
 
     def _bring_most_urgent(self, worker: WorkerHandle) -> bool:
-        """Puts the most urgent job queued anywhere at the head of the worker's queue, with the jobs queued
-        beside it that share its batch key, up to a batch. False: no job is queued."""
+        """Puts the most urgent job queued anywhere at the head of the worker's queue, with the jobs queued beside it
+        that share its batch key, then those near the heads of busy workers' queues (one with room sends its own: the
+        images of a request spread over idle workers run apart), up to a batch. False: no job is queued."""
         job = self._urgency.first(self._is_queued)
         if job is None:
             return False
         owner = job.worker
-        if owner is worker:
-            if worker.queue[0] is not job:
-                worker.queue.remove(job)
-                worker.queue.appendleft(job)
-            return True
-        taken = take_with_mates(owner.queue, job, worker.hello.max_batch)
-        self._picks.file(owner)
-        for other in taken:
-            other.worker = worker
-        put_back(worker.queue, taken)
+        if owner is not worker:
+            taken = take_with_mates(owner.queue, job, worker.hello.max_batch)
+            self._picks.file(owner)
+            for other in taken:
+                other.worker = worker
+            put_back(worker.queue, taken)
+        elif worker.queue[0] is not job:
+            worker.queue.remove(job)
+            worker.queue.appendleft(job)
+        busy = (other for other in self._registry.registered() if not self._has_room(other, self._clock()))
+        for other in gather_mates(worker, busy, worker.hello.max_batch):
+            self._picks.file(other)
         return True
 
     def _take_batch(self, worker: WorkerHandle) -> list[Job]:
