@@ -53,6 +53,20 @@ async def test_queued_jobs_with_the_same_key_batch_together():
     assert sum(r.done for r in rest) == 0
 
 
+async def test_jobs_of_one_key_queued_on_different_workers_leave_as_one_batch():
+    """Jobs that must queue go to the worker free first, a few on each; the worker freed first takes them all, not
+    only those queued on it (a batch of four takes 4 s on PROFILE, four of one each 1 s on one worker, 2 s on two)."""
+    h = Harness(profile=PROFILE, inflight_batches_per_worker=1)
+    a, b = h.add_worker("a", max_batch=4), h.add_worker("b", max_batch=4)
+    h.request(), h.request()
+    queued = [h.request() for _ in range(4)]
+    assert {len(a.queue), len(b.queue)} == {2}  # spread over both
+    h.finish(a, h.batches("a")[0])
+    assert [len(batch.items) for batch in h.batches("a")] == [1, 4]
+    assert {item.request_id for item in h.batches("a")[-1].items} == {r.jobs[0].job_id for r in queued}
+    assert not b.queue
+
+
 async def test_images_with_a_negative_prompt_batch_only_with_others_that_have_one():
     # SD-XL guides a batch by one kind of unconditional embedding: zeros with no negative prompt, encoded text with
     # one; mixed, the images without one would come out as they would not alone

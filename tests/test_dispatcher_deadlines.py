@@ -7,8 +7,19 @@ from dispatcher_harness import LADDER, PROFILE, SIX_LEVELS, THREE_LEVELS, TWO_LE
 from controller.profiles import LatencyProfile
 from engine.dispatch.dispatcher import PIPELINE_HORIZON_S
 from engine.dispatch.jobs import Fallback
+from engine.dispatch.timing import BATCH_MARGIN
 from protocols.client_messages import Error, Images
 from protocols.worker_messages import Abort
+
+
+@pytest.mark.parametrize("spare, sizes", [(BATCH_MARGIN / 2, [1]), (BATCH_MARGIN * 2, [2])], ids=["short", "enough"])
+async def test_a_batch_of_several_leaves_a_margin_before_its_tightest_deadline(spare, sizes):
+    """Two images that fit in one batch only to within less than BATCH_MARGIN of its time do not go as one: the
+    engine's own time past the run made such batches end late, every image at once."""
+    h = Harness(profile=LatencyProfile("t", 50, {0: (1.0, 1.5)}, "a batch of 2 takes 1.5 s"))
+    h.add_worker("a", max_batch=2)
+    h.request(n=2, slo_ms=1500 * (1 + spare))
+    assert [len(batch.items) for batch in h.batches()] == sizes
 
 
 @pytest.mark.parametrize("slo_ms", [100, 1_000], ids=["passed", "due now"])

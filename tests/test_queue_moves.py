@@ -10,7 +10,15 @@ from collections import deque
 import pytest
 
 from engine.dispatch.jobs import AdmittedRequest, Job
-from engine.dispatch.queue_moves import discard, put_back, take_out, take_with_mates
+from engine.dispatch.queue_moves import (
+    MATES_LOOKED_AT,
+    QUEUES_LOOKED_AT,
+    discard,
+    gather_mates,
+    put_back,
+    take_out,
+    take_with_mates,
+)
 from protocols.client_messages import Generate
 
 
@@ -103,6 +111,48 @@ def test_take_out_leaves_each_queue_without_the_jobs_in_order_and_names_the_work
     assert list(one.queue) == [second, fourth]
     assert list(two.queue) == kept_by_two
     assert len(untouched.queue) == 2
+
+
+def test_gather_mates_brings_the_heads_mates_from_other_queues_behind_it_and_leaves_the_rest_in_order():
+    lead, own_mate = jobs(2)
+    other_key = jobs(2, steps=40)
+    here = Worker([lead, other_key[0], own_mate])
+    mates_there = jobs(3)
+    there = Worker([other_key[1], mates_there[0], mates_there[1]])
+    far = Worker([mates_there[2]])
+    empty = Worker([])
+    # four lead: the head, its mate queued here, and two from the first other queue; the third is left where it was
+    assert gather_mates(here, [here, empty, there, far], most=4) == [there]
+    assert list(here.queue) == [lead, mates_there[0], mates_there[1], other_key[0], own_mate]
+    assert all(job.worker is here for job in mates_there[:2])
+    assert list(there.queue) == [other_key[1]]
+    assert list(far.queue) == [mates_there[2]] and mates_there[2].worker is far
+
+
+def test_gather_mates_reads_another_queue_no_further_than_its_head():
+    lead = jobs(1)[0]
+    here = Worker([lead])
+    unrelated = jobs(MATES_LOOKED_AT, steps=40)
+    there = Worker([*unrelated, *[Unread() for _ in range(1000)]])
+    assert gather_mates(here, [here, there], most=4) == []
+    assert list(here.queue) == [lead]
+    assert list(there.queue)[:MATES_LOOKED_AT] == unrelated and len(there.queue) == MATES_LOOKED_AT + 1000
+
+
+def test_gather_mates_reads_no_more_queues_than_its_bound():
+    here = Worker(jobs(1))
+    # a thousand busy workers holding no mate, then one holding one: a batch sent read every queue
+    unrelated = [Worker(jobs(1, steps=40)) for _ in range(1000)]
+    holding = Worker(jobs(1))
+    read: list[Worker] = []
+
+    def busy():
+        for other in [*unrelated, holding]:
+            read.append(other)
+            yield other
+
+    assert gather_mates(here, busy(), most=4) == []
+    assert len(read) == QUEUES_LOOKED_AT and len(holding.queue) == 1
 
 
 def test_put_back_restores_the_head_in_order():

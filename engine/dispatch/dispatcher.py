@@ -43,7 +43,7 @@ from engine.dispatch import failing_workers
 from engine.dispatch.batch_messages import BatchMessages
 from engine.dispatch.index import FreeAt, SentDeadlines, SpreadOver, UrgencyOrder
 from engine.dispatch.jobs import AdmittedRequest, Fallback, Job
-from engine.dispatch.queue_moves import discard, put_back, take_out, take_with_mates
+from engine.dispatch.queue_moves import discard, gather_mates, put_back, take_out, take_with_mates
 from engine.dispatch.timing import DispatchTiming
 from engine.dispatch.worker_fit import as_asked, refusal
 from engine.dispatch.worker_picks import WorkerPicks
@@ -53,14 +53,7 @@ from engine.logs.loss_lines import LossLines
 from engine.logs.request_names import clipped
 from engine.metrics import EngineMetrics
 from protocols.client_messages import Cancelled
-from protocols.worker_messages import (
-    REFUSED,
-    Abort,
-    BatchDone,
-    ItemCancelled,
-    ItemDone,
-    ItemFailed,
-)
+from protocols.worker_messages import REFUSED, Abort, BatchDone, ItemCancelled, ItemDone, ItemFailed
 
 log = logging.getLogger("argus.dispatcher")
 
@@ -306,22 +299,26 @@ class Dispatcher:
         )
 
     def _bring_most_urgent(self, worker: WorkerHandle) -> bool:
-        """Puts the most urgent job queued anywhere at the head of the worker's queue, with the jobs queued
-        beside it that share its batch key, up to a batch. False: no job is queued."""
+        """Puts the most urgent job queued anywhere at the head of the worker's queue, with the jobs queued beside it
+        that share its batch key, then those near the heads of busy workers' queues (one with room sends its own: the
+        images of a request spread over idle workers run apart), up to a batch. False: no job is queued."""
         job = self._urgency.first(self._is_queued)
         if job is None:
             return False
         owner = job.worker
-        if owner is worker:
-            if worker.queue[0] is not job:
-                worker.queue.remove(job)
-                worker.queue.appendleft(job)
-            return True
-        taken = take_with_mates(owner.queue, job, worker.hello.max_batch)
-        self._picks.file(owner)
-        for other in taken:
-            other.worker = worker
-        put_back(worker.queue, taken)
+        if owner is not worker:
+            taken = take_with_mates(owner.queue, job, worker.hello.max_batch)
+            self._picks.file(owner)
+            for other in taken:
+                other.worker = worker
+            put_back(worker.queue, taken)
+        elif worker.queue[0] is not job:
+            worker.queue.remove(job)
+            worker.queue.appendleft(job)
+        now = self._clock()  # the mates of busy workers' queues: one with room sends its own
+        busy = (other for other in self._registry.registered() if other.queue and not self._has_room(other, now))
+        for other in gather_mates(worker, busy, worker.hello.max_batch):
+            self._picks.file(other)
         return True
 
     def _take_batch(self, worker: WorkerHandle) -> list[Job]:

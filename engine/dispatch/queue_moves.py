@@ -10,7 +10,9 @@ the order they come, and that is mostly the order of their deadlines."""
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
+from collections.abc import Iterable
 
 from engine.dispatch.jobs import Job
 from engine.fleet.registry import WorkerHandle
@@ -37,6 +39,48 @@ def take_with_mates(queue: deque[Job], job: Job, most: int) -> list[Job]:
     read_part = [queue.popleft() for _ in range(read)]
     put_back(queue, [other for other in read_part if id(other) not in moving])
     return taken
+
+
+# how far into each other worker's queue a batch's mates are looked for: jobs queue in the order they come, mostly that
+# of their deadlines, so the mates that can still share a batch are near the head; a deeper look would make each batch
+# sent read every queue, tens of thousands of jobs under a deep --max-queue
+MATES_LOOKED_AT = 16
+# and in how many other queues: the ones read first hold enough mates for a batch when a burst spreads them, and a
+# batch sent with none to gather would otherwise read every busy worker's queue (a thousand, at 16 jobs each)
+QUEUES_LOOKED_AT = 32
+
+
+def gather_mates(worker: WorkerHandle, workers: Iterable[WorkerHandle], most: int) -> list[WorkerHandle]:
+    """Moves jobs that share the batch key of the job heading `worker`'s queue from the heads of the other `workers`'
+    queues (their first MATES_LOOKED_AT jobs, in the first QUEUES_LOOKED_AT queues not empty) to right behind it,
+    until `most` jobs of that key lead its queue; the jobs left keep their order. Returns the workers jobs were taken
+    from.
+
+    Jobs that must queue go to whichever worker should be free first, so in a burst those of one key lie a few on each
+    worker's queue, and the worker free first, taking its mates from one queue, sent batches of one or two where four
+    were waiting: a batch of four exact images takes 12.75 s on the sim profile, four batches of one 20.4 s."""
+    queue = worker.queue
+    key = queue[0].key
+    wanted = most - sum(1 for job in itertools.islice(queue, most) if job.key == key)
+    gathered: list[Job] = []
+    taken_from: list[WorkerHandle] = []
+    others = (other for other in workers if other is not worker and other.queue)
+    for other in itertools.islice(others, QUEUES_LOOKED_AT):
+        if wanted <= 0:
+            break
+        looked = [other.queue.popleft() for _ in range(min(MATES_LOOKED_AT, len(other.queue)))]
+        mates = [job for job in looked if job.key == key][:wanted]
+        moving = set(map(id, mates))
+        put_back(other.queue, [job for job in looked if id(job) not in moving])
+        if mates:
+            for job in mates:
+                job.worker = worker
+            gathered += mates
+            taken_from.append(other)
+            wanted -= len(mates)
+    if gathered:
+        put_back(queue, [queue.popleft(), *gathered])
+    return taken_from
 
 
 def put_back(queue: deque[Job], jobs: list[Job]) -> None:
