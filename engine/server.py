@@ -45,7 +45,7 @@ from engine.http.api import SERVER_LOG, build_app
 from engine.http.connection_limit import ConnectionLimit
 from engine.http.half_close import half_close_aware
 from engine.http.image_files import ImageFiles
-from engine.http.listener import listen
+from engine.http.listener import listen, on_loopback
 from engine.http.send_timeout import send_timeout
 from engine.logs.plurals import counted
 from engine.metrics import EngineMetrics
@@ -445,42 +445,42 @@ class Engine:
         self.cache.adopt_model(model)
 
     async def _serve(self) -> None:
-        # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a
-        # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed
-        runner = web.AppRunner(
-            build_app(self),
-            handler_cancellation=True,
-            access_log=None,
-            logger=SERVER_LOG,
-            auto_decompress=False,
-            shutdown_timeout=_HTTP_FLUSH_S,
-            keepalive_timeout=self.config.keepalive_timeout_s,
-        )
         listener = None
+        runner = None
         try:
             self.clients.start()
-            await runner.setup()
+            bound = self.config.max_connections or http_connection_bound(self.config.launch.count)
+            connections = ConnectionLimit(bound, self.metrics.http_connections_refused.inc)
+            self.metrics.http_connections.set_function(lambda: connections.open)
             try:
-                # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it, to
-                # close one whose client stops reading, and to bound how many are open
-                connection = send_timeout(
-                    runner.server, self.config.send_timeout_s, self.metrics.http_send_timeouts.inc
-                )
-                bound = self.config.max_connections or http_connection_bound(self.config.launch.count)
-                connections = ConnectionLimit(bound, self.metrics.http_connections_refused.inc)
-                self.metrics.http_connections.set_function(lambda: connections.open)
-                listener = await listen(
-                    # outermost, the connection answer_half_closed finds as the transport's protocol
-                    half_close_aware(connections.protocols(connection)),
-                    self.config.host,
-                    self.config.port,
-                )
+                # bound first, not yet listening: the app's door depends on the addresses bound, and the connections'
+                # protocol (`accepted`, below) on the app; none is accepted before start_serving()
+                listener = await listen(lambda: accepted(), self.config.host, self.config.port)
             except OSError as error:
                 where = f"--host {self.config.host} --port {self.config.port}"
                 raise UsageError(f"{where}: {error.strerror or error}") from None
+            loopback = on_loopback(listener)
+            # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a
+            # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed
+            runner = web.AppRunner(
+                build_app(self, loopback),
+                handler_cancellation=True,
+                access_log=None,
+                logger=SERVER_LOG,
+                auto_decompress=False,
+                shutdown_timeout=_HTTP_FLUSH_S,
+                keepalive_timeout=self.config.keepalive_timeout_s,
+            )
+            await runner.setup()
+            # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it, to
+            # close one whose client stops reading, and to bound how many are open
+            connection = send_timeout(runner.server, self.config.send_timeout_s, self.metrics.http_send_timeouts.inc)
+            # outermost, the connection answer_half_closed finds as the transport's protocol
+            accepted = half_close_aware(connections.protocols(connection))
             port = listener.sockets[0].getsockname()[1]
             # once bound: the port it names is the one listening (--port 0 named port 0)
-            warn_if_http_open(self.config.host, port, self.api_keys is not None)
+            warn_if_http_open(self.config.host, port, self.api_keys is not None, loopback)
+            await listener.start_serving()
             log.info(
                 "argus %s: HTTP API listening on http://%s (POST /v1/images/generations; at most %s at once,"
                 " --max-connections)",
@@ -511,7 +511,8 @@ class Engine:
         finally:
             if listener is not None:  # stop listening first, as runner.cleanup stops its sites
                 listener.close()
-            await runner.cleanup()
+            if runner is not None:
+                await runner.cleanup()
 
     async def _drain(self, runner: web.AppRunner) -> None:
         log.info(

@@ -134,6 +134,9 @@ def _with_whole_numbers(sent: object, error: msgspec.ValidationError) -> ImageGe
     a whole number with a fraction (1.0, 3e1) taken as that integer; else the refusal. JSON has one kind of number,
     and a JSON Schema's "integer" (/openapi.json's n, seed...) is any number without a fractional part: 1.0 from a
     JavaScript client was refused, "n must be an integer, got 1.0". 1.5, "1" and true are still refused."""
+    # each field's value as sent, before it was taken as an integer: a later refusal of the field quotes it ("n must
+    # be an integer <= 10, got 20.0"), where it quoted the integer, a number the client never sent
+    as_sent: dict[str, object] = {}
     while True:
         message = str(error)
         param = param_of(message)
@@ -141,7 +144,9 @@ def _with_whole_numbers(sent: object, error: msgspec.ValidationError) -> ImageGe
             param = next(key for key in sent if key not in _FIELDS)
         whole = _whole_number(message, sent.get(param)) if param is not None else None  # None: a field missing
         if whole is None:
-            raise InvalidRequest(_invalid_field_message(message, param, sent), param) from None
+            quoted = {**sent, **as_sent} if as_sent else sent  # sent may be no object at all (a body of 1e400)
+            raise InvalidRequest(_invalid_field_message(message, param, quoted), param) from None
+        as_sent[param] = sent[param]
         sent[param] = whole  # once per field: the next read refuses another field, or none
         try:
             return msgspec.json.decode(msgspec.json.encode(sent), type=ImageGenerationRequest)

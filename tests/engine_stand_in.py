@@ -121,9 +121,9 @@ async def zmq_door_of(engine: StandInEngine, address: str | None = None) -> Asyn
 
 
 @contextlib.asynccontextmanager
-async def http_door_of(engine: StandInEngine) -> AsyncIterator[TestClient]:
-    """A client of the engine's HTTP app, served on loopback."""
-    async with TestClient(TestServer(build_app(engine), host="127.0.0.1")) as client:
+async def http_door_of(engine: StandInEngine, loopback: bool = True) -> AsyncIterator[TestClient]:
+    """A client of the engine's HTTP app, served on loopback; `loopback` False: the app of an engine bound beyond it."""
+    async with TestClient(TestServer(build_app(engine, loopback), host="127.0.0.1")) as client:
         yield client
 
 

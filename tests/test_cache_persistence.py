@@ -12,8 +12,11 @@ import pytest
 from cache_room import room
 
 from engine.cache import gil_slices, persistence
+from engine.cache.cache_dir import load_saved_cache
+from engine.cache.embedders import HashEmbedder
 from engine.cache.persistence import FILE_NAME, CacheFileError
 from engine.cache.prompt_cache import PromptCache, ShapeKey
+from engine.config import CacheConfig
 
 DIM = 16
 LEVELS = (5, 10, 15, 20, 25)
@@ -482,5 +485,26 @@ def test_a_saved_latent_of_another_shape_than_the_model_takes_is_left_out(tmp_pa
         assert restored.lookup(vector(1), SQUARE).levels == (25,)
         [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert warning.startswith("1 saved latent no run can start from") and "(4, 16, 4), not the (4, 8, 8)" in warning
+    finally:
+        restored.close()
+
+
+def test_a_prompt_of_the_zero_vector_saved_before_it_was_refused_is_left_out_at_the_restore(tmp_path, caplog):
+    """Files saved before 0a02a0e may hold prompts of the zero vector (NULs as far as the embedder reads): no lookup
+    finds them since, and restored they held their latents' memory for good. Left out, counted in the restore's
+    line, and the next save writes the file without them."""
+    embedder, model = HashEmbedder(), "tiny:0123456789abcdef"  # its workers take (4, 8, 8) latents at 64x64
+    cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=1 << 20, model=model)
+    kept = cache.insert("prompt 0", embedder.embed(["prompt 0"])[0], SQUARE, {5: latent(0, 5)})
+    cache.insert("\0" * 80, np.zeros(embedder.dim, np.float32), SQUARE, {5: latent(1, 5), 25: latent(1, 25)})
+    cache.save(str(tmp_path))
+    cache.close()
+    with caplog.at_level("INFO", logger="argus.cache"):
+        restored = load_saved_cache(CacheConfig(directory=str(tmp_path)), model, embedder, LEVELS)
+    try:
+        assert (restored.stats().prompts, restored.stats().entries) == (1, 1)
+        assert restored.changes == 1  # not skipped at the next save as the file's equal
+        np.testing.assert_array_equal(restored.take_latent(kept, 5), latent(0, 5))
+        assert f"restored from {tmp_path / FILE_NAME}: 1 prompt (1 prompt of the zero vector left out" in caplog.text
     finally:
         restored.close()

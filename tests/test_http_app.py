@@ -23,7 +23,7 @@ async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape(
     engine = SimpleNamespace(
         config=EngineConfig(max_body_bytes=1024), api_keys=None, metrics=EngineMetrics(), running=True
     )
-    app = build_app(engine)
+    app = build_app(engine, loopback=True)
 
     async def broken(request):
         raise RuntimeError("a defect")

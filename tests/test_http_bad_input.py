@@ -156,7 +156,8 @@ def good(engine) -> None:
         # a whole number sent with a fraction is served (test_integral_numbers_are_integers); another number is not
         (b'{"prompt": "a", "n": 1.5}', 400, "invalid_request", "n", "n must be an integer, got 1.5"),
         (b'{"prompt": "a", "n": 2.0, "seed": 0.5}', 400, "invalid_request", "seed", "seed must be an integer, got 0.5"),
-        (b'{"prompt": "a", "n": 11.0}', 400, "invalid_request", "n", "n must be an integer <= 10, got 11"),
+        # quoted as sent, not as the integer it was read as: it said "got 11" of an 11.0
+        (b'{"prompt": "a", "n": 11.0}', 400, "invalid_request", "n", "n must be an integer <= 10, got 11.0"),
         # the value refused as JSON spells it, as it was sent: it said None, True, False, {'a': [1, None]}, 1e+300
         (b'{"prompt": null}', 400, "invalid_request", "prompt", "prompt must be a string, got null"),
         (b'{"prompt": "a", "n": true}', 400, "invalid_request", "n", "n must be an integer, got true"),

@@ -31,7 +31,7 @@ async def reaches_the_engine(client, engine: StandInEngine, **headers: str) -> b
 async def test_an_engine_listening_beyond_loopback_without_a_key_takes_any_host():
     """The Host check guards an engine on loopback from web pages (DNS rebinding); one on every address is reached by
     names of its own (gpu-box.lan:8000), and refusing them would refuse all of its clients."""
-    async with http_door_of(StandInEngine(host="0.0.0.0")) as client:
+    async with http_door_of(StandInEngine(host="0.0.0.0"), loopback=False) as client:
         response = await client.get("/v1/models", headers={"Host": "gpu-box.lan:8000"})
         assert response.status == 200
 

@@ -1,8 +1,10 @@
 """An engine on loopback without an API key answers only requests that name it so: a web page could otherwise drive
 it by DNS rebinding (its own name made to resolve to 127.0.0.1, which the browser sends as the Host)."""
 
+import asyncio
 import http.client
 import json
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import EngineConfig
 from engine.http.api import build_app
+from engine.http.listener import listen, on_loopback
 from engine.metrics import EngineMetrics
+from engine.system.listen_checks import warn_if_http_open
 from engine_process import start_engine
 
 PUBLIC = "https://images.example.com"
@@ -94,12 +98,42 @@ def test_a_host_that_does_not_name_the_engine_is_403_whatever_its_request_id_and
 
 
 @pytest.mark.parametrize("listening_on", ["127.0.0.1", "127.1", "0x7f.0.0.1"])
-async def test_loopback_however_spelt_refuses_a_rebound_host_and_serves_a_loopback_one(listening_on):
+async def test_loopback_however_spelt_refuses_a_rebound_host_and_serves_a_loopback_one(caplog, listening_on):
     """`--host 127.1` listens on 127.0.0.1 (inet_aton's short form), and was taken for beyond loopback: any Host was
     answered, a rebound one too; and `curl http://127.1:8000/` was refused its own Host."""
-    config = EngineConfig(max_body_bytes=1024, host=listening_on)
-    app = build_app(SimpleNamespace(config=config, api_keys=None, metrics=EngineMetrics(), running=True))
-    app.router.add_get("/answered", lambda request: web.Response(text="answered"))
+    app = await app_bound_on(listening_on)
+    assert "listens without an API key" not in caplog.text
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         assert (await client.get("/answered", headers={"Host": "rebound.attacker.example"})).status == 403
         assert (await client.get("/answered", headers={"Host": "127.1:8000"})).status == 200
+
+
+async def test_a_loopback_name_that_resolves_beyond_loopback_is_warned_of_and_not_host_checked(caplog, monkeypatch):
+    """localhost.localdomain is taken for loopback by its name; where a resolver answers for it with another address
+    (a wildcard DNS entry, a search domain), `--host localhost.localdomain` listened beyond loopback without the
+    open door's warning, and with the loopback door's Host check. Here it resolves to 0.0.0.0, bound but never
+    listening (engine/http/listener.listen): no peer reaches it."""
+    resolve = socket.getaddrinfo
+
+    def resolving_beyond_loopback(host, *args, **kwargs):
+        return resolve("0.0.0.0" if host == "localhost.localdomain" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolving_beyond_loopback)
+    app = await app_bound_on("localhost.localdomain")
+    assert "HTTP on localhost.localdomain:8000 listens without an API key" in caplog.text
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/answered", headers={"Host": "rebound.attacker.example"})).status == 200
+
+
+async def app_bound_on(host: str) -> web.Application:
+    """The engine's HTTP app for a door bound on `host` (warned of as the engine warns), with a route /answered."""
+    listener = await listen(asyncio.Protocol, host, 0)
+    try:
+        loopback = on_loopback(listener)
+    finally:
+        listener.close()
+    warn_if_http_open(host, 8000, api_key=False, loopback=loopback)
+    config = EngineConfig(max_body_bytes=1024, host=host)
+    app = build_app(SimpleNamespace(config=config, api_keys=None, metrics=EngineMetrics(), running=True), loopback)
+    app.router.add_get("/answered", lambda request: web.Response(text="answered"))
+    return app

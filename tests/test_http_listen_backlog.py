@@ -56,6 +56,7 @@ def kernel_most() -> int | None:
 async def test_the_accept_queue_holds_hundreds_of_clients_connecting_at_once():
     server = await listen(asyncio.Protocol, "127.0.0.1", 0)
     try:
+        await server.start_serving()  # listen() binds alone: the engine listens once it judged the addresses bound
         port = server.sockets[0].getsockname()[1]
         assert handshakes_done(port) == AT_ONCE
     finally:

@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 from waiting import eventually
 
+from engine import server
 from engine.cli import build_parser
 from engine.commands.arg_types import UsageError
 from engine.http.api_keys import ApiKeys
 from engine.server import Engine
-from engine.system import listen_checks
 from engine.system.listen_checks import warn_if_http_open, warn_if_open
 from engine_process import free_port, in_process_config
 from protocols.curve import KeyPair, create_key_files
@@ -67,23 +67,19 @@ def test_an_address_that_cannot_be_bound_is_refused_without_a_warning_first(tmp_
 
 
 @pytest.mark.parametrize(
-    ("host", "api_key", "warned"),
-    [
-        *(("0.0.0.0", None, True), ("0.0.0.0", "k", False), ("::1", None, False), ("127.1", None, False)),
-        # loopback's name in Fedora's hosts file, which the HTTP door answers as loopback: it was warned of
-        ("localhost.localdomain", None, False),
-    ],
+    ("loopback", "api_key", "warned"), [(False, None, True), (False, "k", False), (True, None, False)]
 )
-def test_http_beyond_loopback_without_an_api_key_is_warned_about(caplog, host, api_key, warned):
-    """Checked on the warning itself, as a test opens HTTP beyond loopback only under a key (below)."""
-    warn_if_http_open(host, 8000, api_key=bool(api_key))
+def test_http_beyond_loopback_without_an_api_key_is_warned_about(caplog, loopback, api_key, warned):
+    """Checked on the warning itself, as a test opens HTTP beyond loopback only under a key (below); whether the
+    addresses bound are loopback ones is tests/test_http_hosts.py's."""
+    warn_if_http_open("0.0.0.0", 8000, api_key=bool(api_key), loopback=loopback)
     assert ("listens without an API key: any client that reaches it can generate images" in caplog.text) == warned
 
 
 async def test_the_http_warning_names_the_port_bound_not_port_0(tmp_path, caplog, monkeypatch):
     """`--port 0` was warned of as `HTTP on 0.0.0.0:0`, a port no client can reach, while the engine listened on
     another. On loopback taken for beyond it, so that no door opens beyond this host."""
-    monkeypatch.setattr(listen_checks, "is_loopback", lambda host: False)
+    monkeypatch.setattr(server, "on_loopback", lambda listener: False)
     engine = Engine(in_process_config(tmp_path, host="127.0.0.1"))
     async with http_listening(engine, caplog, r"http://127\.0\.0\.1:([0-9]+)") as listening:
         port = listening.group(1)
@@ -163,7 +159,7 @@ def test_an_abstract_ipc_socket_without_curve_is_warned_about_as_loopback_is(tmp
 
 
 def test_an_ipv6_host_is_warned_about_in_brackets(caplog):
-    warn_if_http_open("::", 8000, api_key=False)
+    warn_if_http_open("::", 8000, api_key=False, loopback=False)
     assert "HTTP on [::]:8000 listens without an API key" in caplog.text
 
 

@@ -81,7 +81,10 @@ def load_saved_cache(
         log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
         return None
     stats = cache.stats()
-    log.info("prompt cache restored from %s: %s", saved, counted(stats.prompts, "prompt"))
+    dropped = cache.empty_prompts_dropped
+    # saved before 0a02a0e: a prompt no lookup finds (its vector zero), which held its latents' memory for good
+    empty = f" ({counted(dropped, 'prompt')} of the zero vector left out, found by no lookup)" if dropped else ""
+    log.info("prompt cache restored from %s: %s%s", saved, counted(stats.prompts, "prompt"), empty)
     if stats.evictions:
         # what the budgets held no room for: a restart with a lower --cache-bytes named what was kept alone, as if
         # the file held no more, and the next save wrote only that over it

@@ -112,7 +112,8 @@ class CacheFile:
     A read the disk failed (`read_error`) left the whole file's digest unchecked: what could be read is taken as the
     disk returned it (a disk fails a sector it cannot read, it does not return other bytes), with every other check
     made as for a whole file, and the meta's own digest checked. The prompts whose vectors could not be read are left
-    out with their latents (`latents_unread` of them); a latent that cannot be read is read_latent's OSError.
+    out with their latents (`latents_unread` of them); a latent that cannot be read is read_latent's OSError. The
+    prompts of the zero vector, which files saved before 0a02a0e may hold, are left out with their latents.
 
     A file saved with other levels holds only its latents at the levels asked for, each at its own level (a level is
     a step count, never a position among the levels), and the prompts that have one of them."""
@@ -125,6 +126,7 @@ class CacheFile:
     latents_start: int
     read_error: OSError | None = None  # the first read that failed; None: the file was read whole and checked
     latents_unread: int = 0  # of the prompts left out (their vectors could not be read)
+    empty_prompts: int = 0  # prompts of the zero vector, left out with their latents (found by no lookup)
 
     def read_latent(self, latent: SavedLatent) -> np.ndarray:
         """The latent; OSError if the disk cannot read it."""
@@ -219,12 +221,15 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
     if unread_rows and len(unread_rows) == len(meta.prompts):
         raise CacheFileError(f"cannot read {path}: no prompt's vector could be read ({read_error})")
     kept = _latents_at(meta, path, levels)
-    if not unread_rows and len(kept) == len(meta.latents):
-        return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start, read_error)
     unread = {meta.prompts[row].prompt_id for row in unread_rows}
-    latents = [latent for latent in kept if latent.prompt_id not in unread]
+    # zero vectors (prompts of NULs as far as the embedder reads) saved before 0a02a0e: no lookup finds them, and
+    # restored they held their latents' memory for good. An unread vector is zeros too: counted as unread, above
+    empty = {meta.prompts[row].prompt_id for row in np.flatnonzero(~vectors.any(axis=1)).tolist()} - unread
+    if not unread and not empty and len(kept) == len(meta.latents):
+        return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start, read_error)
+    latents = [latent for latent in kept if latent.prompt_id not in unread | empty]
     held = {latent.prompt_id for latent in kept}  # a prompt whose every latent is at a level no longer kept goes too
-    rows = [row for row, prompt in enumerate(meta.prompts) if prompt.prompt_id in held - unread]
+    rows = [row for row, prompt in enumerate(meta.prompts) if prompt.prompt_id in held - unread - empty]
     return CacheFile(
         path,
         meta.next_prompt_id,
@@ -233,7 +238,8 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
         latents,
         latents_start,
         read_error,
-        len(kept) - len(latents),
+        sum(latent.prompt_id in unread for latent in kept),
+        len(empty),
     )
 
 

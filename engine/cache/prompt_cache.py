@@ -120,6 +120,8 @@ class PromptCache:
         # new since the last save is skipped. Not saved: a loaded cache starts at 0, as the file it came from, or
         # above if it left some of the file out (see load)
         self.changes = 0
+        # prompts of the zero vector a restored file held, left out (persistence.CacheFile.empty_prompts)
+        self.empty_prompts_dropped = 0
 
     # -- serving ---------------------------------------------------------------------
     def lookup(self, vector: np.ndarray, shape: ShapeKey) -> Neighbour | None:
@@ -414,7 +416,10 @@ class PromptCache:
                 *unusable[0],
             )
         self._report_unread(saved, unread)
-        self.changes += len(unusable) + len(unread) + saved.latents_unread + bool(saved.read_error)
+        # the dropped zero-vector prompts too: else a save with nothing new skips the file, which keeps them
+        self.empty_prompts_dropped = saved.empty_prompts
+        left_out = len(unusable) + len(unread) + saved.latents_unread + saved.empty_prompts
+        self.changes += left_out + bool(saved.read_error)
 
     @staticmethod
     def _report_unread(saved: persistence.CacheFile, unread: list[OSError]) -> None:

@@ -27,7 +27,6 @@ from engine.http.request_ids import REQUEST_ID, request_id_middleware
 from engine.http.stopping import closing_connections
 from engine.version import argus_version
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
-from protocols.endpoints import is_loopback
 from protocols.limits import retry_after_s
 from protocols.openai_images import (
     BODY_READ_S,
@@ -134,8 +133,9 @@ _PROBE_PATHS = frozenset({"/health", "/ready"})
 GENERATIONS_PATH = "/v1/images/generations"
 
 
-def build_app(engine: Engine) -> web.Application:
-    host_checked = engine.api_keys is None and is_loopback(engine.config.host)
+def build_app(engine: Engine, loopback: bool) -> web.Application:
+    """`loopback`: whether the HTTP door is bound to loopback addresses alone (engine/http/listener.on_loopback)."""
+    host_checked = engine.api_keys is None and loopback
     door = _open_door
     if engine.api_keys is not None:
         door = _api_key_door(engine.api_keys, engine.metrics.door_refusals.labels("http", "unauthorized").inc)

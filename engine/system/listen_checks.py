@@ -12,7 +12,7 @@ import zmq
 
 from engine.commands.arg_types import UsageError
 from protocols.curve import KeyPair
-from protocols.endpoints import is_loopback, parse_endpoint
+from protocols.endpoints import parse_endpoint
 
 log = logging.getLogger("argus.engine")
 
@@ -44,9 +44,10 @@ def http_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def warn_if_http_open(host: str, port: int, api_key: bool) -> None:
-    """HTTP beyond loopback without an API key serves anyone who reaches it."""
-    if not api_key and not is_loopback(host):
+def warn_if_http_open(host: str, port: int, api_key: bool, loopback: bool) -> None:
+    """HTTP beyond loopback without an API key serves anyone who reaches it. `loopback`: whether the addresses bound
+    are all loopback ones (engine/http/listener.on_loopback), `host` as given."""
+    if not api_key and not loopback:
         log.warning(
             "HTTP on %s listens without an API key: any client that reaches it can generate images (set"
             " ARGUS_API_KEY, README.md)",
