@@ -234,7 +234,9 @@ def is_stopping(reply: Reply) -> bool:
     as it drained, or Cancelled, one still in flight as the drain ended. A call never returns the Cancelled of a cancel
     of its client's own (sent once its call has ended: the reply is skipped), so a Cancelled it returns is the engine's
     doing: its drain's end, or its --client-gone-grace run out on a client cut off. After either, the engine holds
-    nothing under the id, so the request can be sent again under it, to the engine that comes up on the address."""
+    nothing under the id, so the request can be sent again under it, to the engine that comes up on the address. One
+    exception: ArgusClient forgets the oldest of more than a thousand calls given up on whose replies never came
+    (sync_client._MAX_GIVEN_UP), and a later call under such an id reads that call's late Cancelled as its own."""
     return isinstance(reply, Cancelled) or (isinstance(reply, Error) and reply.code == "shutting_down")
 
 
