@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from run_controls import NoControl
 
 from protocols.worker_messages import Generate, GenerateItem, ItemDone, ItemFailed
 from workers.diffusion_backend import DiffusionBackend
@@ -23,17 +24,6 @@ from workers.tiny_pipeline import build_tiny_sdxl
 STEPS = 8
 LEVEL = 4
 TINY = BACKEND_SIZES["tiny"]
-
-
-class Control:
-    def between_steps(self) -> None:
-        pass
-
-    def is_aborted(self, request_id: str) -> bool:
-        return False
-
-    def cancelled(self, request_id: str) -> bool:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def generate(level: int, items: list[GenerateItem]) -> Generate:
 
 @pytest.fixture(scope="module")
 def latent(backend) -> object:
-    (done,) = backend.run(generate(0, [GenerateItem("seed-run", "a red cat on a roof", 7)]), Control())
+    (done,) = backend.run(generate(0, [GenerateItem("seed-run", "a red cat on a roof", 7)]), NoControl())
     return done.by_level()[LEVEL]
 
 
@@ -79,7 +69,7 @@ def test_an_image_of_nan_fails_alone_and_its_batch_mate_is_made(backend, latent,
     items = [GenerateItem("spoilt", "a red cat", 1, start), GenerateItem("fine", "a blue dog", 2, start)]
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no NaN is cast to a pixel
-        failed, done = backend.run(generate(level, items), Control())
+        failed, done = backend.run(generate(level, items), NoControl())
     assert isinstance(failed, ItemFailed) and failed.request_id == "spoilt"
     assert failed.code == "worker_error"  # the worker's fault: counted towards taking it out of rotation
     assert re.search(r"NaN or infinite values.*float16", failed.message)
