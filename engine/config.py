@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.fleet.restart_backoff import RestartBackoff
+from engine.fleet.restart_backoff import GIVEN_UP_RETRY_S, RestartBackoff
 from engine.http.forwarded_for import IPNetwork
 from protocols.curve import LOCAL_WORKER_KEYS_ENV
 from workers.config import WorkerConfig, runs_on_cpu_threads
@@ -84,13 +84,16 @@ class LaunchConfig:
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     restart_backoff_s: float = 1.0
     max_restart_backoff_s: float = 30.0
+    given_up_retry_s: float = GIVEN_UP_RETRY_S  # a slot given up is started again this often
     # the engine's `argus --log-level` and `--log-format`, which its workers log with too
     log_level: str = "INFO"
     log_format: str = "text"
 
     def restart_backoff(self) -> RestartBackoff:
         """A slot's wait before each restart, for either launcher."""
-        return RestartBackoff(self.restart_backoff_s, self.max_restart_backoff_s)
+        return RestartBackoff(
+            self.restart_backoff_s, self.max_restart_backoff_s, given_up_retry_s=self.given_up_retry_s
+        )
 
     def worker_config(self, connect: str, slot: int, threads: int | None) -> WorkerConfig:
         """`threads`: given to a worker whose model runs on the CPU (the others refuse it)."""

@@ -127,3 +127,24 @@ def test_a_slot_is_given_up_at_the_third_start_in_a_row_that_could_not_serve_as_
     SD-XL), so one more is not free."""
     backoff = RestartBackoff(1.0, 30.0, clock=lambda: 0.0)
     assert [backoff.gives_up(cannot_serve=True) for _ in range(3)] == [False, False, True]
+
+
+def test_a_slot_given_up_is_started_again_at_the_long_wait_until_a_start_ends_otherwise():
+    """Before, a slot given up was never started again: its cause fixed (a model folder put back), it stayed empty
+    until the engine's restart. Given up, it waits given_up_retry_s between starts; a hello, or an end of another
+    kind, takes it back to the quick restarts, whose doubling it left where it was."""
+    backoff = RestartBackoff(1.0, 30.0, clock=lambda: 0.0, given_up_retry_s=300.0)
+    waits = []
+    for _ in range(GIVE_UP_AFTER + 2):
+        backoff.gives_up(cannot_serve=True)
+        waits.append(backoff.after_exit())
+    assert waits == [1, 2, 300, 300, 300]
+    assert backoff.given_up
+    assert backoff.said(300) == " in 300 s (given up: it still cannot serve as configured)"
+    assert not backoff.gives_up(cannot_serve=False)  # it hung, or crashed: what ended it may pass
+    assert backoff.after_exit() == 4
+    for _ in range(GIVE_UP_AFTER):
+        backoff.gives_up(cannot_serve=True)
+        backoff.after_exit()
+    backoff.joined()  # its cause was fixed
+    assert not backoff.given_up

@@ -6,9 +6,9 @@ a worker that cannot start, or dies soon after it starts, does not spin
 (engine/fleet/restart_backoff.py). Before its hello a worker has no
 heartbeat to miss: one that does not say hello within the startup timeout is
 killed and restarted like one that died. One that exits saying it cannot serve as
-configured (exit 2) before its hello, GIVE_UP_AFTER times in a row, is not
-restarted again (engine/fleet/restart_backoff.py), and its exit tells the engine so; what the
-Ray launcher does for its slots too is in engine/fleet/slot_supervision.py. Why it cannot serve, which it
+configured (exit 2) before its hello, GIVE_UP_AFTER times in a row, is given up:
+started again only every few minutes (engine/fleet/restart_backoff.py), and its exit tells the engine so; what
+the Ray launcher does for its slots too is in engine/fleet/slot_supervision.py. Why it cannot serve, which it
 tells the launcher over a pipe rather than print (workers/cannot_serve.py), is logged once, not at every start of
 every slot.
 """
@@ -179,11 +179,13 @@ class LocalLauncher(SlotSupervisor):
             if self._stopping:  # started while stop() was signalling the others: it missed their signal
                 process.send_signal(ENGINE_STOP_SIGNAL)
             where = on_device(config.device, config.backend == "sim")
-            log.info("started worker %s (pid %d, %s %s)", worker_id, process.pid, config.backend, where)
+            given_up = self._given_up(worker_id)  # its retry's one line is its end's
+            level = logging.DEBUG if given_up else logging.INFO
+            log.log(level, "started worker %s (pid %d, %s %s)", worker_id, process.pid, config.backend, where)
             exited = asyncio.ensure_future(process.wait())
             timeout_s = self._config.startup_timeout_s
             # a worker loading its model (minutes, for SD-XL from a slow disk) is capacity on its way, not missing
-            with self._metrics.workers.labels("starting").track_inprogress():
+            with self._metrics.workers.labels("failed" if given_up else "starting").track_inprogress():
                 started = await said_hello_or_ended(hello, exited, timeout_s)
             if not started and not self._stopping:
                 # stuck loading its model or opening its device: no heartbeat watch covers it before its hello. The
@@ -206,15 +208,13 @@ class LocalLauncher(SlotSupervisor):
                 # once, not for every slot and start: each said the same, among their model loads' progress bars
                 self._last_reason = said
                 log.error("worker %s cannot serve as configured: %s", worker_id, said)
-            restarting = await self._after_end(
+            await self._after_end(
                 worker_id,
                 code == CANNOT_SERVE_EXIT,
                 giving_up=f"worker {worker_id} {how_it_ended(code)} before its hello {GIVE_UP_AFTER} times in a row: it"
-                " cannot serve as configured (why is above); not restarting it",
+                " cannot serve as configured (why is above); given up",
                 restarting=f"worker {worker_id} (pid {process.pid}) {ended}; restarting",
             )
-            if not restarting:
-                return
 
     async def _spawn(self, config: WorkerConfig) -> tuple[asyncio.subprocess.Process, ReasonPipe]:
         """A worker process for the slot, and the pipe it says on why it cannot serve; OSError if either is refused."""

@@ -2,10 +2,12 @@
 actor (engine/fleet/ray/launcher.py).
 
 A slot keeps its backoff (engine/fleet/restart_backoff.py) across its workers and an event set at the hello of the
-current one. When a worker ends, the slot is given up after GIVE_UP_AFTER starts in a row that ended saying it cannot
-serve as configured, or started again after its backoff, counted `restarting` meanwhile; the engine is told either way
-(on_exit). How a worker is started, watched and ended, and the words of the log lines, are each launcher's own,
-but for the line for workers that did not stop when asked (log_not_stopped).
+current one. When a worker ends, the slot is started again after its backoff, counted `restarting` meanwhile, or, after
+GIVE_UP_AFTER starts in a row that ended saying it cannot serve as configured, given up: started again only every
+given_up_retry_s, counted `failed` meanwhile and while each such start is on its way to a hello (it most likely fails as
+those before it did), its start logged at DEBUG and its end in one line. The engine is told at each end (on_exit).
+How a worker is started, watched and ended, and the words of the log lines, are each launcher's own, but for the line
+for workers that did not stop when asked (log_not_stopped).
 
 While no worker serves, a request answered `no_worker` is told when one should be back (HTTP's Retry-After): the
 soonest a slot's worker should say hello, by what is left of its backoff and how long its last worker took from its
@@ -67,8 +69,8 @@ class SlotSupervisor:
         the slot's own worker refused as a second worker of that id."""
         self._config = config
         self._metrics = metrics
-        # told at every exit: the slot's id, and whether it is started again (False: the slot is given up, and a
-        # worker the dispatcher restarted there no longer counts as on its way back)
+        # told at every exit: the slot's id, and whether it is started again after its quick backoff (False: the slot
+        # is given up, and a worker the dispatcher restarted there no longer counts as on its way back)
         self._on_exit = on_exit
         # worker id -> its wait before each restart
         self._backoff: dict[str, RestartBackoff] = {worker_id: config.restart_backoff() for worker_id in worker_ids}
@@ -82,6 +84,8 @@ class SlotSupervisor:
     def joined(self, worker_id: str) -> None:
         """The slot's worker said hello: it starts, and once it has stayed up a while its restart needs no backoff."""
         if worker_id in self._backoff:
+            if self._given_up(worker_id):  # the cause was fixed: said, as the give-up was
+                log.info("worker %s said hello: its slot, given up, serves again", worker_id)
             self._backoff[worker_id].joined()
             self._hello[worker_id].set()
             started = self._due.pop(worker_id, None)
@@ -97,35 +101,47 @@ class SlotSupervisor:
         due = [at + self._hello_after_s[slot] - now for slot, at in self._due.items() if slot in self._hello_after_s]
         return max(0.0, min(due)) if due else None
 
+    def _given_up(self, worker_id: str) -> bool:
+        """The slot is given up: its worker is started only every given_up_retry_s, counted `failed` until its hello."""
+        return self._backoff[worker_id].given_up
+
     def _starting(self, worker_id: str) -> asyncio.Event:
         """A new worker is about to start in the slot: the event its hello sets."""
         self._hello[worker_id] = asyncio.Event()
-        self._due[worker_id] = time.monotonic()
+        if self._given_up(worker_id):
+            self._due.pop(worker_id, None)  # not on its way: most likely it fails as the slot's last starts did
+        else:
+            self._due[worker_id] = time.monotonic()
         return self._hello[worker_id]
 
-    async def _after_end(self, worker_id: str, cannot_serve: bool, giving_up: str, restarting: str) -> bool:
+    async def _after_end(self, worker_id: str, cannot_serve: bool, giving_up: str, restarting: str) -> None:
         """The slot's worker ended, not stopped by the launcher; `cannot_serve`: it said it cannot serve as
-        configured. Logs `giving_up` and gives the slot up, or logs `restarting` (what the backoff says of a growing
-        wait appended) and waits out the backoff. True when the slot is to start a worker again."""
+        configured. Logs `giving_up` as the slot is given up, or `restarting` (what the backoff says of a grown wait,
+        or of a slot given up, appended), and waits out the backoff: the slot is then to start a worker again. Before,
+        a slot given up was left empty for the engine's whole life, its cause fixed or not."""
         backoff = self._backoff[worker_id]
-        if backoff.gives_up(cannot_serve):
-            log.error("%s", giving_up)
-            self._due.pop(worker_id, None)  # no worker is on its way
-            self._on_exit(worker_id, False)
-            self._metrics.workers.labels("failed").inc()
-            return False
+        given_up_before = backoff.given_up
+        given_up = backoff.gives_up(cannot_serve)
         wait_s = backoff.after_exit()
-        log.warning("%s%s", restarting, backoff.said(wait_s))
-        self._on_exit(worker_id, True)
+        if given_up and not given_up_before:
+            log.error("%s; trying it again every %g s", giving_up, wait_s)
+        else:
+            log.warning("%s%s", restarting, backoff.said(wait_s))
+        self._on_exit(worker_id, not given_up)
         self._metrics.worker_restarts.inc()
         await self._restart_after(worker_id, wait_s)
-        return True
 
     async def _restart_after(self, worker_id: str, wait_s: float) -> None:
         """Waits out a slot's backoff, the slot counted `restarting`: it was in no state of argus_workers meanwhile (up
-        to 30 s at a time in a crash loop), as if it were not there at all."""
-        self._due[worker_id] = time.monotonic() + wait_s
-        with self._metrics.workers.labels("restarting").track_inprogress():
+        to 30 s at a time in a crash loop), as if it were not there at all. A slot given up is counted `failed`, and
+        has nothing to go by for when it is back."""
+        if self._given_up(worker_id):
+            self._due.pop(worker_id, None)
+            state = "failed"
+        else:
+            self._due[worker_id] = time.monotonic() + wait_s
+            state = "restarting"
+        with self._metrics.workers.labels(state).track_inprogress():
             await asyncio.sleep(wait_s)
 
 

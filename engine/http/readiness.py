@@ -88,13 +88,17 @@ def _not_ready_because(engine: Engine, workers: tuple) -> str | None:
     return f"no worker is connected{_own_slots(engine)}"
 
 
-# the states of argus_workers the launchers count the engine's own slots in before a hello, in words
-_SLOT_STATES = {"starting": "starting (loading the model)", "restarting": "restarting", "failed": "given up"}
-
-
 def _own_slots(engine: Engine) -> str:
+    # the states of argus_workers the launchers count the engine's own slots in before a hello, in words. A slot given
+    # up is tried again, said so that no one restarts the engine to have it tried
+    retry_s = engine.config.launch.given_up_retry_s
+    slot_states = {
+        "starting": "starting (loading the model)",
+        "restarting": "restarting",
+        "failed": f"given up (tried again every {retry_s:g} s)",
+    }
     # the gauge's own samples, read once: the registry's get_sample_value collected every metric for each state
     (workers,) = engine.metrics.workers.collect()
     counted = {sample.labels["state"]: sample.value for sample in workers.samples}
-    said = [f"{counted[state]:g} {words}" for state, words in _SLOT_STATES.items() if counted.get(state)]
+    said = [f"{counted[state]:g} {words}" for state, words in slot_states.items() if counted.get(state)]
     return f": of its own, {', '.join(said)}" if said else ""

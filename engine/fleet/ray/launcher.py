@@ -13,7 +13,7 @@ not started within the startup timeout (the cluster lacks what it asks for), or
 whose worker has not said hello within it after, is replaced the same way. One
 whose worker says it cannot serve as configured before its hello (its model
 folder missing on that node, a device it lacks, refused by the engine),
-GIVE_UP_AFTER times in a row, is not replaced, as a local worker is not.
+GIVE_UP_AFTER times in a row, is given up: replaced only every few minutes, as a local worker is.
 
 Ray is an optional extra (`pip install ray`), imported only here. With no
 address a Ray instance of our own is started on this machine, bound to the
@@ -377,30 +377,30 @@ class RayLauncher(SlotSupervisor):
             if self._stopping:
                 return
             self._kill(actor)  # one that is unreachable but alive must not serve on, beside its replacement or not
-            replacing = await self._after_end(
+            await self._after_end(
                 worker_id,
                 cannot_serve,
                 giving_up=f"worker {worker_id} (Ray actor) {ended} before its hello {GIVE_UP_AFTER} times in a row: it"
-                " cannot serve as configured; not replacing it",
+                " cannot serve as configured; given up",
                 restarting=f"worker {worker_id} (Ray actor) {ended}; replacing it",
             )
-            if not replacing:
-                return
 
     async def _serve(self, actor: Any, worker_id: str, resources: dict[str, int]) -> tuple[str, bool]:
         """Runs the actor's worker loop until it ends; says what ended it, and whether its worker said it cannot
         serve as configured (as a local worker's exit 2 does)."""
         timeout_s = self._config.startup_timeout_s
+        given_up = self._given_up(worker_id)  # its retry's one line is its end's
         try:
             # an actor Ray places, or whose worker loads its model, is capacity on its way, as a local worker is
-            with self._metrics.workers.labels("starting").track_inprogress():
+            with self._metrics.workers.labels("failed" if given_up else "starting").track_inprogress():
                 try:
                     pid = await asyncio.wait_for(actor.pid.remote(), timeout_s)
                 except TimeoutError:  # Ray could not place it, or its process does not start
                     # the flag named: a cluster that adds a GPU node on demand takes minutes to place it
                     shortage = await self._shortage(resources)
                     return f"was not started by Ray within {timeout_s:g} s (--startup-timeout; {shortage})", False
-                log.info("started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
+                level = logging.DEBUG if given_up else logging.INFO
+                log.log(level, "started worker %s as a Ray actor (pid %d, %s)", worker_id, pid, resources)
                 self._pids[worker_id] = pid
                 serving = self._serving[worker_id] = asyncio.ensure_future(actor.serve.remote())
                 started = await said_hello_or_ended(self._hello[worker_id], serving, timeout_s)
