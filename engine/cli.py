@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -67,8 +65,9 @@ from engine.config import (
     PolicyConfig,
 )
 from engine.http.image_files import MIN_STORE_BYTES
+from engine.logs.said import say_last
 from engine.logs.setup import LOG_FORMATS, configure_logging
-from engine.logs.thread import standard_error_stalled, stop_log_thread
+from engine.logs.thread import stop_log_thread
 from engine.system.open_files import allow_engine_open_files
 from engine.system.quick_exit import exit_at_once
 from engine.system.standard_streams import (
@@ -547,10 +546,10 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
             exit_at_once(code)
         return code
     except (UsageError, ModelLoadFailed) as error:
-        _say_last(args, f"{args.prog}: error: {error}")
+        say_last(args, f"{args.prog}: error: {error}")
         return 2
     except (ChildDied, RunFailed) as error:  # not a usage error: the command ran, and failed
-        _say_last(args, f"{args.prog}: error: {error}")
+        say_last(args, f"{args.prog}: error: {error}")
         return 1
     except BrokenPipeError:
         if not (own_process and standard_output_reader_gone()):
@@ -561,14 +560,14 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
         return 1
     except StandardOutputFailed as error:
         silence_standard_output()  # else Python's flush at exit fails again on what it still holds
-        _say_last(args, f"{args.prog}: error: writing to the standard output: {error.strerror}")
+        say_last(args, f"{args.prog}: error: writing to the standard output: {error.strerror}")
         return 1
     except SystemExit as error:
         if not isinstance(error.code, str):
             raise
         # a command's last words (an output it could not write, a benchmark that failed): Python printed them as they
         # are, which under --log-format json was the one plain line; said as it says them, exit 1
-        _say_last(args, error.code)
+        say_last(args, error.code)
         return 1
     except KeyboardInterrupt:
         if args.command == "worker":
@@ -577,25 +576,10 @@ def main(argv: list[str] | None = None, held: HeldStopSignals | None = None, *, 
         # the shells' code for Ctrl-C, not a traceback of wherever it landed; a SIGTERM handed to Ctrl-C's handling
         # (loadgen/bench/subprocesses.py) ends the same way, with its own code
         if ended_by_sigterm():
-            _say_last(args, f"{args.prog}: terminated")
+            say_last(args, f"{args.prog}: terminated")
             return 128 + signal.SIGTERM
-        _say_last(args, f"{args.prog}: interrupted")
+        say_last(args, f"{args.prog}: interrupted")
         return INTERRUPTED_EXIT
-
-
-def _say_last(args: argparse.Namespace, line: str) -> None:
-    """The line a command ends on, in its log's format: under --log-format json a log collector could not parse the
-    one line that says why the engine stopped."""
-    if args.log_format == "json":
-        # handled whatever --log-level, as the plain line is printed: at CRITICAL the command ended, exit 2, without a
-        # word of why
-        logger = logging.getLogger("argus")
-        logger.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "%s", (line,), None))
-    elif not standard_error_stalled():  # a print would wait for ever (engine/logs/thread.py), and the exit with it
-        # a standard error that takes nothing (a log file's full disk, a pipe whose reader went away) must not change
-        # the exit code: the OSError ended the command with 1, where a supervisor told 2 not to start it again
-        with contextlib.suppress(OSError):
-            print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

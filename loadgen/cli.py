@@ -32,12 +32,12 @@ from engine.commands.arg_types import (
     step_count,
 )
 from engine.config import API_KEY_ENV
+from engine.logs.said import say
 from engine.system.standard_streams import silence_standard_output
 from loadgen.arrivals import RESCALE_MODES
 from loadgen.interrupts import interruptible, sigint_after_the_run
 from loadgen.outputs import say_records_stopped, write_outputs
 from loadgen.plot_files import plot_format
-from loadgen.said import say
 from loadgen.shared_data import DIFFUSIONDB_PROMPTS
 from loadgen.wording import counted, figure
 from protocols.limits import SIZE_MULTIPLE

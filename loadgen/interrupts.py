@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from loadgen.said import say
+from engine.logs.said import say
 
 if TYPE_CHECKING:
     from loadgen.run import Interrupt

@@ -7,7 +7,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any
 
-from loadgen.said import say
+from engine.logs.said import say
 from loadgen.wording import counted
 
 if TYPE_CHECKING:
