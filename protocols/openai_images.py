@@ -124,7 +124,8 @@ def parse_request(body: bytes) -> ImageGenerationRequest:
         request = _with_whole_numbers(sent, exc)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(_malformed_json_message(body, exc)) from None
-    _refuse_duplicate_keys(body, _untyped(body))
+    else:  # what the refusal's read checked already, when whole numbers made it a request
+        _refuse_duplicate_keys(body, _untyped(body))
     nulls = {name: default for name, default in _NULL_MEANS.items() if getattr(request, name) is None}
     return msgspec.structs.replace(request, **nulls) if nulls else request
 
