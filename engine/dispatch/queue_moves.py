@@ -35,10 +35,15 @@ def take_with_mates(queue: deque[Job], job: Job, most: int) -> list[Job]:
         if found and len(mates) >= most - 1:
             break
     taken = [job, *mates]  # most >= 1: a worker says it batches 1 at least (engine/fleet/hello_check.py)
+    _take_from_head(queue, read, taken)
+    return taken
+
+
+def _take_from_head(queue: deque[Job], read: int, taken: list[Job]) -> None:
+    """Takes `taken`, jobs among the first `read` of `queue`, out of it; the jobs left keep their order."""
     moving = set(map(id, taken))
     read_part = [queue.popleft() for _ in range(read)]
     put_back(queue, [other for other in read_part if id(other) not in moving])
-    return taken
 
 
 # how far into each other worker's queue a batch's mates are looked for: jobs queue in the order they come, mostly that
@@ -68,11 +73,10 @@ def gather_mates(worker: WorkerHandle, workers: Iterable[WorkerHandle], most: in
     for other in itertools.islice(others, QUEUES_LOOKED_AT):
         if wanted <= 0:
             break
-        looked = [other.queue.popleft() for _ in range(min(MATES_LOOKED_AT, len(other.queue)))]
+        looked = list(itertools.islice(other.queue, MATES_LOOKED_AT))
         mates = [job for job in looked if job.key == key][:wanted]
-        moving = set(map(id, mates))
-        put_back(other.queue, [job for job in looked if id(job) not in moving])
         if mates:
+            _take_from_head(other.queue, len(looked), mates)
             for job in mates:
                 job.worker = worker
             gathered += mates
