@@ -1,6 +1,6 @@
 """The engine's periodic tasks, each run under its TaskGroup while it serves and cancelled after the drain: the
-sweep that answers expired deadlines (and frees expired image URLs), the cache's statistics for /metrics, the cache
-checkpoints (--cache-save-interval) and the reload on SIGHUP of the CURVE key directories and --api-keys's file.
+sweep that answers expired deadlines (and frees expired image URLs), the cache checkpoints (--cache-save-interval)
+and the reload on SIGHUP of the CURVE key directories and --api-keys's file.
 
 A failed turn is logged and the task goes on: a bug here must not end the TaskGroup, and with it the engine,
 without a drain.
@@ -33,7 +33,6 @@ log = logging.getLogger("argus.engine")
 _SWEEP_INTERVAL_S = 0.1
 _SWEEPS_PER_SLO = 50
 _MIN_SWEEP_INTERVAL_S = 0.005
-_STATS_INTERVAL_S = 1.0
 
 
 async def sweep_forever(dispatcher: Dispatcher, image_files: ImageFiles, slo_s: float) -> None:
@@ -47,15 +46,6 @@ async def sweep_forever(dispatcher: Dispatcher, image_files: ImageFiles, slo_s: 
             image_files.drop_expired()
         except Exception:
             log.exception("sweeping the queues failed")
-
-
-async def cache_stats_forever(cache: CacheService, metrics: EngineMetrics) -> None:
-    while cache.enabled:
-        try:
-            metrics.cache.stats = await cache.stats()
-        except Exception:  # stale gauges until the next turn, but serving goes on
-            log.exception("reading the cache's statistics failed")
-        await asyncio.sleep(_STATS_INTERVAL_S)
 
 
 async def checkpoint_forever(

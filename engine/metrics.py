@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from engine.version import argus_version
+
+log = logging.getLogger("argus.engine")
 
 if TYPE_CHECKING:
     from engine.cache.prompt_cache import CacheStats
@@ -221,14 +224,22 @@ class EngineMetrics:
 
 
 class CacheCollector:
-    """The prompt cache's figures as of its last statistics (the cache thread's counts, read once a second): its
-    running counts are counters, as a dashboard's rate() expects, not gauges. None until the first: no series."""
+    """The prompt cache's figures as each scrape reads them (`read`: CacheService.current_stats, set by the engine once
+    built): its running counts are counters, as a dashboard's rate() expects, not gauges. No series without a cache,
+    nor while `read` fails (logged: the other series are still scraped).
+
+    They were read on the cache thread once a second and kept for the scrapes: a scrape said the cache as it was up
+    to a second before, later still while the thread was busy (lookups, a checkpoint's snapshot, a restore)."""
 
     def __init__(self) -> None:
-        self.stats: CacheStats | None = None
+        self.read: Callable[[], CacheStats | None] = lambda: None
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.stats
+        try:
+            stats = self.read()
+        except Exception:
+            log.exception("reading the cache's statistics failed")
+            return
         if stats is None:
             return
         hits = CounterMetricFamily(

@@ -40,7 +40,7 @@ from engine.fleet.link import WorkerLink
 from engine.fleet.ray.launcher import RayLauncher, tcp_endpoint
 from engine.fleet.registry import WorkerHandle, WorkerRegistry
 from engine.fleet.slot_supervision import Launcher
-from engine.housekeeping import cache_stats_forever, checkpoint_forever, reload_keys_on_hangup, sweep_forever
+from engine.housekeeping import checkpoint_forever, reload_keys_on_hangup, sweep_forever
 from engine.http.api import SERVER_LOG, build_app
 from engine.http.connection_limit import ConnectionLimit
 from engine.http.half_close import half_close_aware
@@ -435,6 +435,7 @@ class Engine:
 
     def _adopt_cache(self, cache: CacheService) -> None:
         self.cache = cache
+        self.metrics.cache.read = cache.current_stats
         # closed by the drain, saved; this is for an engine that never served (a port in use), and does nothing after
         self._resources.callback(cache.abandon)
         self.link.on_model = self._model_named
@@ -498,7 +499,6 @@ class Engine:
                     group.create_task(sweep_forever(self.dispatcher, self.image_files, self.control.slo_s)),
                     group.create_task(self.launcher.run()),
                     group.create_task(self.control_loop.run()),
-                    group.create_task(cache_stats_forever(self.cache, self.metrics)),
                     group.create_task(
                         checkpoint_forever(self.cache, self.config.cache, self._stop_requested, self.metrics)
                     ),

@@ -212,6 +212,28 @@ def test_a_command_other_than_serve_gets_a_held_signal_as_python_would():
         held.release(deliver=True)
 
 
+def test_a_held_signal_ignored_where_the_process_started_does_not_hide_the_next_one():
+    """A shell script's background job starts with SIGINT ignored. A Ctrl-C held as `argus worker` imported, then a
+    SIGTERM (the script's trap stopping its job), had the SIGINT raised again, ignored, and the SIGTERM lost: the
+    worker went on to serve. So with a SIGHUP held after an ignored SIGINT."""
+    heard = []
+    found = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _frame: heard.append(signum))
+    try:
+        for later in (signal.SIGTERM, signal.SIGHUP):
+            held = HeldStopSignals()
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(later)
+            held.release(deliver=True)
+            assert heard == [later]
+            heard.clear()
+    finally:
+        for signum, handler in found.items():
+            signal.signal(signum, handler)
+
+
 def test_a_sighup_while_the_engine_is_built_rereads_its_keys_once_it_serves(tmp_path):
     """A reload sent as the engine starts (a key file rotated as a service is started and reloaded): SIGHUP's default
     ended the process, exit 129, its temporary folder left behind."""

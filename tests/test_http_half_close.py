@@ -189,15 +189,22 @@ def test_an_idle_connection_its_client_half_closes_is_closed(engine):
         assert read_to_end(client) == b""
 
 
-def test_a_request_cut_short_by_a_half_close_is_dropped(engine):
-    """Closed as before: the rest of the body cannot come (not answered 408 when its read times out)."""
+@pytest.mark.parametrize("after", ["nothing", "health", "images"])
+def test_a_request_cut_short_by_a_half_close_is_dropped(engine, after):
+    """Closed as before: the rest of the body cannot come (not answered 408 when its read times out). So after
+    requests sent back to back before it, once they are answered: after images, whose run the end of input came in,
+    the engine waited the body's 30 s for it, holding the connection, then answered 408."""
+    before = outcomes(engine)
     timed_out = engine.metric("argus_requests_total", outcome="rejected", code="request_timeout")
+    sent = {"nothing": b"", "health": HEALTH_REQUEST, "images": generation_request("a quay at noon", steps=1)}[after]
     with connect(engine) as client:
-        client.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
-        client.sendall(b'Content-Length: 100\r\n\r\n{"prompt": ')
+        client.sendall(sent + b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        client.sendall(b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt": ')
         client.shutdown(socket.SHUT_WR)
-        assert read_to_end(client) == b""
+        received = read_to_end(client)
+    assert [status for status, _ in answers(received)] == ([] if after == "nothing" else [200])
     assert engine.metric("argus_requests_total", outcome="rejected", code="request_timeout") == timed_out
+    assert outcomes_since(engine, before) == {"ok": 1 if after == "images" else 0, "cancelled": 0}
 
 
 async def test_a_request_and_the_end_of_input_read_at_once_are_answered():

@@ -33,7 +33,7 @@ def families(engine) -> dict:
 
 
 def test_running_counts_are_counters_and_times_are_in_seconds(engine):
-    # the cache's counts reach /metrics within its stats interval; they were gauges, without _total
+    # the cache's counts reach /metrics once the cache thread takes the miss in; they were gauges, without _total
     assert wait_for(lambda: engine.metric("argus_cache_misses_total") == 1)
     found = families(engine)
     for name in ("argus_cache_hits", "argus_cache_misses", "argus_cache_evictions"):

@@ -67,6 +67,7 @@ from protocols.worker_messages import (
 from workers.backend import Backend, BatchAborted, BatchRefused, cancel_all, run_part
 from workers.config import DEFAULT_STALL_TIMEOUT_S
 from workers.devices import on_device
+from workers.heap_trim import HeapTrim
 from workers.wakeup import Wakeup
 
 log = logging.getLogger("argus.worker")
@@ -291,6 +292,7 @@ class WorkerRuntime:
         self._wakeup = Wakeup()
         keeper = threading.Thread(target=self._keep_beating, name="argus-beat-keeper", daemon=True)
         keeper.start()
+        heap_trim = HeapTrim()
         try:
             if not self._handshake():
                 return
@@ -301,7 +303,8 @@ class WorkerRuntime:
                 if self._engine_lost:
                     self._rejoin()
                 elif self._pending:
-                    self._run(self._pending.popleft())
+                    with heap_trim:  # once the batch is answered: what a large one freed goes back
+                        self._run(self._pending.popleft())
                 elif not self._stopping:
                     timeout_ms = max(1, int((self._next_heartbeat - time.monotonic()) * 1000))
                     self._wait(timeout_ms)

@@ -221,6 +221,17 @@ class CacheService:
         self._restoring = True
         self._submit(self._adopt_model, model).add_done_callback(_log_failure("restoring the prompt cache"))
 
+    def current_stats(self) -> CacheStats | None:
+        """The cache's figures now, read on the loop without waiting for the cache thread (a scrape of /metrics).
+
+        Its counts are plain attributes the thread keeps, read under the GIL: a read lands between two statements of
+        the thread, so each figure is whole, though a figure may be one statement of an insert ahead of another (the
+        bytes held, not yet the prompts). The hit counts are copied from a dict whose keys never change; a restore's
+        hand-over adds what the cache counted to the restored cache before serving from it, so no count goes back.
+        What images brought in the last _IMAGES_WAIT_S, not handed to the thread yet, is not counted yet."""
+        cache = self._cache
+        return cache.stats() if cache is not None else None
+
     async def stats(self) -> CacheStats | None:
         if self._cache is None:
             return None

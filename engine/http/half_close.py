@@ -79,7 +79,14 @@ class HalfCloseAware(ProtocolLayer):
     def handling(self, request: web.BaseRequest) -> None:
         self._request = request
         self._aiohttp = request.protocol
-        if self.half_closed and _probe_allowed(request):  # one the client sent before it half-closed, after others
+        if not self.half_closed:
+            return
+        # one the client sent before it half-closed, after others
+        if not request.content.is_eof() and self._transport is not None:
+            # its body was cut short by the end of the input, and cannot come whole: closed, as a lone one is (_settle).
+            # Read on, it was answered a 408 once the body's 30 s ran out, the connection held meanwhile
+            self._transport.close()
+        elif _probe_allowed(request):
             self._send_probe()
 
     def handled(self) -> None:

@@ -41,10 +41,15 @@ class HeldStopSignals:
     """Holds SIGTERM, SIGINT and SIGHUP from its creation until release()."""
 
     def __init__(self) -> None:
-        self.received: signal.Signals | None = None  # the first stop signal held
+        self._stops: list[signal.Signals] = []  # the stop signals held, in the order they came
         self.hung_up = False  # a SIGHUP was held
         self._found = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
         self.hold()
+
+    @property
+    def received(self) -> signal.Signals | None:
+        """The first stop signal held."""
+        return self._stops[0] if self._stops else None
 
     def hold(self) -> None:
         """Holds them from now on (again, once the loop that handled them is done with them)."""
@@ -56,14 +61,19 @@ class HeldStopSignals:
         a command that handles it as Python does)."""
         for signum, handler in self._found.items():
             signal.signal(signum, handler)
-        if deliver and self.received is not None:
-            signal.raise_signal(self.received)
-        elif deliver and self.hung_up:
-            signal.raise_signal(signal.SIGHUP)
+        if not deliver:
+            return
+        # the first the process does not ignore: one ignored where it started stays so (a shell script's background
+        # job ignores SIGINT). Raised first, it hid the rest: a Ctrl-C, then the script's SIGTERM to its job, and
+        # `argus worker` went on to serve
+        for signum in [*self._stops, *([signal.SIGHUP] if self.hung_up else [])]:
+            if self._found[signum] != signal.SIG_IGN:
+                signal.raise_signal(signum)
+                return
 
     def _keep(self, signum: int, _frame: object) -> None:
         # only flips a state: the engine, or what starts it, acts on it
         if signum == signal.SIGHUP:
             self.hung_up = True
-        elif self.received is None:
-            self.received = signal.Signals(signum)
+        elif signum not in self._stops:
+            self._stops.append(signal.Signals(signum))
