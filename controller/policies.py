@@ -25,7 +25,7 @@ import functools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from controller.allocation import Allocator, allocate, fit_allocation
 from controller.demand_classes import DemandClass, Reach, best_level, runs_at
@@ -73,11 +73,7 @@ class Policy(Protocol):
 
     @property
     def reroutes_between_windows(self) -> bool:
-        """Whether the demand moving between full plans re-derives the routes (`reroute`)."""
-
-    def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
-        """New routes for workers that stay where they are (the demand moved between full plans); asked only of a
-        policy that `reroutes_between_windows`."""
+        """Whether the demand moving between full plans re-derives the routes: whether the policy is also Rerouting."""
 
     def choose_level(self, k: DemandClass, neighbour_levels: tuple[int, ...], plan: Plan, rng: random.Random) -> int:
         """K' for one prompt of class `k`, the one its demand is counted in (its K*, or a Reach of it: ControlLoop.
@@ -93,6 +89,15 @@ class Policy(Protocol):
     @property
     def plans_for_bursts(self) -> bool:
         """Whether a rise in demand is planned for at once (controller/demand.py, fast_attack)."""
+
+
+@runtime_checkable
+class Rerouting(Protocol):
+    """What argus alone can do beside Policy: new routes between full plans. Declared on Policy, every baseline was
+    said to have it, and had none."""
+
+    def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
+        """New routes for workers that stay where they are (the demand moved between full plans)."""
 
 
 def make_policy(
@@ -136,10 +141,6 @@ class _Base:
     escalates = False
     # the baselines plan for the EWMA of the rate, as Proteus does
     plans_for_bursts = False
-    # between full plans, argus re-derives its routes from the demand seen so far (its K-to-K' route planner, the LP);
-    # Proteus keeps the routing fractions of its last solve until the next (its MILP re-solved every 10 s, nothing in
-    # between, as published), and the fixed policies' routes follow from their rule
-    reroutes_between_windows = False
 
     def __init__(
         self,
@@ -156,6 +157,13 @@ class _Base:
         self.options = options
         self.allocator = allocator
         self.levels = levels
+
+    @property
+    def reroutes_between_windows(self) -> bool:
+        # between full plans, argus re-derives its routes from the demand seen so far (its K-to-K' route planner, the
+        # LP); Proteus keeps the routing fractions of its last solve until the next (its MILP re-solved every 10 s,
+        # nothing in between, as published), and the fixed policies' routes follow from their rule
+        return isinstance(self, Rerouting)
 
     def predict(self, lookup: Lookup) -> int:
         return self.predictor.predict(lookup)
@@ -206,7 +214,6 @@ class Argus(_Solved):
     name = "argus"
     escalates = True
     plans_for_bursts = True
-    reroutes_between_windows = True
 
     def reroute(self, inputs: WindowInputs, workers_per_level: Mapping[int, int]) -> Plan:
         problem = self._problem(inputs)

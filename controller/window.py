@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from controller.demand import DemandEstimator, WorkPerImage
 from controller.demand_classes import DemandClass
 from controller.plan import Plan
-from controller.policies import Policy, WindowInputs
+from controller.policies import Policy, Rerouting, WindowInputs
 
 # the shortest window `argus serve --window-s` takes: the engine's control loop looks at the window at most this often
 # (engine/control/loop.py), so a shorter one was re-planned every 10 ms all the same, on demand counted over those
@@ -137,7 +137,7 @@ class Controller:
         current = dict(where) if full and where is not None else planned
         inputs = WindowInputs(now, workers_alive, current, estimate.rps, estimate.mix, config.slo_s, estimate.far_share)
         try:
-            new = self.policy.plan(inputs) if full else replace(self.policy.reroute(inputs, planned), rerouted=True)
+            new = self.policy.plan(inputs) if full else self._rerouted(inputs, planned)
         except Exception:
             if window_due or owed:
                 # still due at the next look: dropped, the allocation for a window that had just closed (or a plan
@@ -148,6 +148,11 @@ class Controller:
             raise
         self._plan = new
         return new
+
+    def _rerouted(self, inputs: WindowInputs, planned: Mapping[int, int]) -> Plan:
+        # asked only of a policy that reroutes_between_windows, which is Rerouting (controller/policies.py)
+        assert isinstance(self.policy, Rerouting)
+        return replace(self.policy.reroute(inputs, planned), rerouted=True)
 
 
 def demand_shift(seen: Mapping[int, float], planned: Mapping[int, float]) -> float:

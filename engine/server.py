@@ -40,6 +40,7 @@ from engine.fleet.link import WorkerLink
 from engine.fleet.ray.launcher import RayLauncher, tcp_endpoint
 from engine.fleet.registry import WorkerHandle, WorkerRegistry
 from engine.fleet.slot_supervision import Launcher
+from engine.fleet.worker_outlook import WorkerOutlook
 from engine.housekeeping import checkpoint_forever, reload_keys_on_hangup, sweep_forever
 from engine.http.api import SERVER_LOG, build_app
 from engine.http.connection_limit import ConnectionLimit
@@ -204,7 +205,18 @@ class Engine:
         self.launcher = self._launcher()
         self.link.on_silent = lambda worker: self.launcher.kill(worker.hello.worker_id)
         self.dispatcher.restart = lambda worker: self.launcher.kill(worker.hello.worker_id)
-        self.link.on_joined = lambda worker: self.launcher.joined(worker.hello.worker_id)
+        # whether a worker is on its way, for how long a request that finds none waits for one
+        self.outlook = WorkerOutlook(
+            self.registry,
+            self.launcher,
+            config.launch.count,
+            config.launch.startup_timeout_s,
+            config.dispatch.no_worker_timeout_s,
+            config.launch.given_up_retry_s,
+        )
+        self.dispatcher.worker_wait = self.outlook.wait
+        self.link.on_cleared = lambda worker_id: self.outlook.probed(worker_id, time.monotonic())
+        self.link.on_joined = self._joined
         # a slot's id is its own process's (or Ray actor's): the launcher's exits, kills and backoff go by it
         self.link.refusal = self.launcher.refusal
         self._stop_requested = asyncio.Event()
@@ -222,6 +234,10 @@ class Engine:
         # as the engine stops: waits for a solve still running (its time limit bounds it), drops one not begun
         self._resources.callback(executor.shutdown, cancel_futures=True)
         return executor
+
+    def _joined(self, worker: WorkerHandle) -> None:
+        self.launcher.joined(worker.hello.worker_id)
+        self.outlook.joined(worker.hello.worker_id)
 
     def _launcher(self) -> Launcher:
         config = self.config

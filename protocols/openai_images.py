@@ -136,7 +136,7 @@ def _with_whole_numbers(sent: object, error: msgspec.ValidationError) -> ImageGe
     and a JSON Schema's "integer" (/openapi.json's n, seed...) is any number without a fractional part: 1.0 from a
     JavaScript client was refused, "n must be an integer, got 1.0". 1.5, "1" and true are still refused."""
     # each field's value as sent, before it was taken as an integer: a later refusal of the field quotes it ("n must
-    # be an integer <= 10, got 20.0"), where it quoted the integer, a number the client never sent
+    # be an integer <= 10, got 2e1"), where it quoted the integer, a number the client never sent
     as_sent: dict[str, object] = {}
     while True:
         message = str(error)
@@ -156,25 +156,25 @@ def _with_whole_numbers(sent: object, error: msgspec.ValidationError) -> ImageGe
 
 
 def _whole_number(message: str, value: object) -> int | None:
-    """`value` as an integer, if msgspec's `message` refused it as a float sent for an integer field and it is a whole
-    number msgspec reads as an integer (from int64's least to uint64's greatest; beyond them, refused as it was)."""
+    """`value` (a number as sent, _UNTYPED) as an integer, if msgspec's `message` refused it as a float sent for an
+    integer field and it is a whole number msgspec reads as an integer (from int64's least to uint64's greatest;
+    beyond them, refused as it was)."""
     expected = EXPECTED.fullmatch(message)
     if not (expected and expected["got"] == "float" and expected["kind"].startswith("int")):
         return None
-    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**64:
-        return int(value)
-    return None
+    number = float(bytes(value)) if isinstance(value, msgspec.Raw) else math.nan
+    return int(number) if number.is_integer() and -(2**63) <= number < 2**64 else None
 
 
-def _as_sent_if_out_of_range(text: str) -> float | msgspec.Raw:
-    number = float(text)
-    return number if math.isfinite(number) else msgspec.Raw(text.encode())
+def _as_sent(text: str) -> msgspec.Raw:
+    return msgspec.Raw(text.encode())
 
 
-# JSON bounds no number (RFC 8259, section 6): one beyond a 64-bit float (1e400) is kept as sent, to be quoted. Read
-# as a float, it failed the whole untyped read ("number out of range - at `$[...]`"), a body said to be malformed
-# JSON and no field named
-_UNTYPED = msgspec.json.Decoder(float_hook=_as_sent_if_out_of_range)
+# each number with a fraction or an exponent is kept as its text, to be quoted as the client wrote it: read as a
+# float, 2e1 was quoted "20.0" and 1.50 "1.5". JSON bounds no number (RFC 8259, section 6): one beyond a 64-bit float
+# (1e400), read as a float, failed the whole untyped read ("number out of range - at `$[...]`"), a body said to be
+# malformed JSON and no field named. Encoded again (_with_whole_numbers), each is the text sent
+_UNTYPED = msgspec.json.Decoder(float_hook=_as_sent)
 
 
 def _untyped(body: bytes) -> object:

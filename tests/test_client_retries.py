@@ -13,7 +13,7 @@ from waiting import wait_for
 from engine.client import ArgusClient, AsyncArgusClient, ClientClosed
 from engine.client.link import Retries
 from engine_process import start_engine
-from protocols.client_messages import Busy, Cancelled, Error, Images
+from protocols.client_messages import Busy, Cancelled, Error, Generate, Images
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_calls_get_through_a_restart_with_retries_and_get_the_drains_answers_wit
 
 
 def test_answers_that_the_engine_is_stopping_are_sent_again_after_a_backoff_that_doubles_up_to_8_s():
-    retries = Retries(9)
+    retries = Retries(9, Generate("r", "a fox"))
     stopping = [Error("r", "shutting_down", "the engine is shutting down"), Cancelled("r")] * 4
     pauses = [retries.pause_s(reply) for reply in stopping]
     # each less up to a quarter at random, so that the clients of a restarted engine spread out
@@ -174,4 +174,74 @@ def test_answers_that_the_engine_is_stopping_are_sent_again_after_a_backoff_that
         assert 0.75 * full_s <= pause_s <= full_s, pauses
     assert retries.pause_s(Error("r", "request_lost", "")) == 0  # at once, and the last retry
     assert retries.pause_s(Cancelled("r")) is None  # spent
-    assert Retries(3).pause_s(Error("r", "worker_error", "")) is None  # an answer on the request's merits
+    # an answer on the request's merits
+    assert Retries(3, Generate("r", "a fox")).pause_s(Error("r", "worker_error", "")) is None
+
+
+class _Clock:
+    def __init__(self):
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_a_request_is_sent_again_with_what_is_left_of_its_deadline():
+    """slo_ms is a deadline from admission: sent again whole after an engine's restart, a request of slo_ms 2000 that
+    waited 5 s for it was served up to 7 s after its first send, by an engine that deemed it on time."""
+    clock = _Clock()
+    request = Generate("r", "a fox", slo_ms=2000)
+    retries = Retries(3, request, clock)
+    assert retries.pause_s(Busy("r", 300)) == 0.3
+    clock.now_s += 0.3
+    assert retries.again() == Generate("r", "a fox", slo_ms=pytest.approx(1700))
+    assert retries.pause_s(Error("r", "request_lost", "")) == 0
+    clock.now_s += 1.8  # the retry waited for an engine to come up past the deadline
+    late = retries.again()
+    assert isinstance(late, Error) and late.code == "deadline_exceeded", late
+    assert "slo_ms 2000 from its first send" in late.message
+    # without a deadline, the request goes as it was
+    unbounded = Retries(1, Generate("r", "a fox"), clock)
+    assert unbounded.pause_s(Cancelled("r")) is not None
+    clock.now_s += 60
+    assert unbounded.again() == Generate("r", "a fox")
+
+
+def test_a_retry_the_deadline_passes_before_is_answered_at_once():
+    """A Busy naming a wait past the request's deadline: the call waited it out to send a request already late."""
+    clock = _Clock()
+    retries = Retries(3, Generate("r", "a fox", slo_ms=1000), clock)
+    assert retries.pause_s(Busy("r", 1000)) == 0  # no wait: its end is the deadline
+    late = retries.again()
+    assert isinstance(late, Error) and late.code == "deadline_exceeded", late
+
+
+def test_calls_told_to_retry_past_their_deadline_answer_deadline_exceeded_without_sending_again(engine):
+    """Both clients, through a real engine: a call refused Busy for longer than its slo_ms is answered
+    deadline_exceeded at once, as the engine answers one that cannot make its deadline. It waited the Busy out, then
+    sent the request again with its full slo_ms."""
+
+    def answered() -> float:
+        """The requests the engine has answered, whatever the answer."""
+        samples = engine.get("/metrics")[1].decode().splitlines()
+        return sum(float(line.rpartition(" ")[2]) for line in samples if line.startswith("argus_requests_total{"))
+
+    async def refused_past_their_deadline() -> list:
+        async with AsyncArgusClient(engine.client_address) as holder:
+            # the one place in the queue, for about 6 s: a Busy names a wait of seconds
+            holding = asyncio.ensure_future(holder.generate("holding the queue", width=1024, height=1024, steps=200))
+            while engine.metric("argus_queued_images") != 1:
+                await asyncio.sleep(0.05)
+            before = answered()
+            fields = {"width": 64, "height": 64, "slo_ms": 100}
+            async with AsyncArgusClient(engine.client_address, retries=5) as client:
+                replies = [await asyncio.wait_for(client.generate("refused, async", **fields), 30)]
+            with ArgusClient(engine.client_address, timeout_s=30, retries=5) as client:
+                replies.append(await asyncio.to_thread(client.generate, "refused, sync", **fields))
+            assert answered() == before + 2  # a Busy each, and not sent again (a Busy or deadline_exceeded after)
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            return replies
+
+    replies = asyncio.run(asyncio.wait_for(refused_past_their_deadline(), 60))
+    assert all(isinstance(reply, Error) and reply.code == "deadline_exceeded" for reply in replies), replies

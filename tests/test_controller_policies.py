@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.policies import ESCALATION_QUALITY_FLOOR, POLICY_NAMES, WindowInputs, make_policy
+from controller.policies import (
+    ESCALATION_QUALITY_FLOOR,
+    POLICY_NAMES,
+    Policy,
+    Rerouting,
+    WindowInputs,
+    make_policy,
+)
 from controller.predictor import Lookup, SimilarityPredictor
 from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
@@ -289,3 +296,17 @@ def test_workers_profiled_at_other_steps_are_planned_to_serve_as_many_default_st
         served[n] = plan.served_rps / per_image
     assert served[50] == pytest.approx(8 / 5.1)  # one image a batch: two take 7.65 s, past half the 15 s SLO
     assert served[steps] == pytest.approx(served[50])
+
+
+def _declared(protocol: type) -> set[str]:
+    """The members a protocol declares (its methods, properties and annotated attributes)."""
+    return {name for name in (*vars(protocol), *getattr(protocol, "__annotations__", {})) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_every_policy_has_what_its_protocols_declare_and_argus_alone_reroutes(name):
+    """Policy declared `reroute`, which argus alone has: each baseline was typed as able to re-route between windows,
+    and would have raised AttributeError if asked. Rerouting is its own capability."""
+    p = policy(name)
+    assert all(hasattr(p, member) for member in _declared(Policy)), _declared(Policy) - set(dir(p))
+    assert isinstance(p, Rerouting) == (name == "argus") == p.reroutes_between_windows

@@ -158,6 +158,11 @@ def good(engine) -> None:
         (b'{"prompt": "a", "n": 2.0, "seed": 0.5}', 400, "invalid_request", "seed", "seed must be an integer, got 0.5"),
         # quoted as sent, not as the integer it was read as: it said "got 11" of an 11.0
         (b'{"prompt": "a", "n": 11.0}', 400, "invalid_request", "n", "n must be an integer <= 10, got 11.0"),
+        # each number with a fraction or an exponent as written: read as a float, it was quoted "got 20.0" of 2e1
+        (b'{"prompt": "a", "n": 2e1}', 400, "invalid_request", "n", "n must be an integer <= 10, got 2e1"),
+        (b'{"prompt": "a", "n": 1E2}', 400, "invalid_request", "n", "n must be an integer <= 10, got 1E2"),
+        (b'{"prompt": "a", "n": 1.50}', 400, "invalid_request", "n", "n must be an integer, got 1.50"),
+        (b'{"prompt": "a", "guidance_scale": 1e3}', 400, "invalid_request", "guidance_scale", "<= 50.0, got 1e3"),
         # the value refused as JSON spells it, as it was sent: it said None, True, False, {'a': [1, None]}, 1e+300
         (b'{"prompt": null}', 400, "invalid_request", "prompt", "prompt must be a string, got null"),
         (b'{"prompt": "a", "n": true}', 400, "invalid_request", "n", "n must be an integer, got true"),

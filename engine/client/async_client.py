@@ -30,7 +30,7 @@ from engine.client.link import (
     send_now,
     undecodable,
 )
-from protocols.client_messages import Cancel, Generate, Inquire, client_side_codec, salvage_request_id
+from protocols.client_messages import Cancel, Error, Generate, Inquire, client_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
 from protocols.limits import MAX_INQUIRED_IDS
@@ -125,13 +125,17 @@ class AsyncArgusClient(OwnProcess):
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
         request = request_of(prompt, request_id, fields)
-        retries = Retries(self._retries)
+        retries = Retries(self._retries, request)
         while True:
             reply = await self._call(request)
             pause_s = retries.pause_s(reply)
             if pause_s is None:
                 return reply
             await self._pause(pause_s)
+            again = retries.again()
+            if isinstance(again, Error):
+                return again
+            request = again
 
     async def _pause(self, pause_s: float) -> None:
         """Waits `pause_s`, or until close(), which raises ClientClosed here (as ArgusClient's _pause): a close() that

@@ -31,7 +31,7 @@ from engine.client.link import (
     send_now,
     undecodable,
 )
-from protocols.client_messages import Cancel, Generate, Inquire, client_side_codec, salvage_request_id
+from protocols.client_messages import Cancel, Error, Generate, Inquire, client_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
 
@@ -129,12 +129,16 @@ class ArgusClient(OwnProcess):
 
     def _exchange(self, request: Generate, deadline: float | None) -> Reply:
         try:
-            retries = Retries(self._retries)
+            retries = Retries(self._retries, request)
             while True:
                 reply = self._send_and_wait(request, deadline)
                 pause_s = retries.pause_s(reply)
                 if pause_s is None or not self._pause(pause_s, deadline):
                     return reply
+                again = retries.again()
+                if isinstance(again, Error):
+                    return again
+                request = again
         except BaseException:
             # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another thread,
             # the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the request to its

@@ -48,6 +48,7 @@ from engine.dispatch.timing import DispatchTiming
 from engine.dispatch.worker_fit import as_asked, refusal
 from engine.dispatch.worker_picks import WorkerPicks
 from engine.fleet.registry import WorkerHandle, WorkerRegistry
+from engine.fleet.worker_outlook import WAITED_IN_VAIN
 from engine.logs.failed_batch_lines import FailedBatchLines
 from engine.logs.loss_lines import LossLines
 from engine.logs.request_names import clipped
@@ -87,6 +88,8 @@ class Dispatcher:
         # set by the engine: kills a worker the engine started, for its launcher to start again; False for one started
         # by hand, which it cannot restart
         self.restart: Callable[[WorkerHandle], bool] = lambda worker: False
+        # set by the engine: how long a job that finds no worker waits for one, and its answer after (WorkerOutlook)
+        self.worker_wait: Callable[[float], tuple[float, str]] = lambda _: (config.no_worker_timeout_s, WAITED_IN_VAIN)
         # ids of workers killed as failing, until their slot's next hello or its launcher gives the slot up
         self._restarting: set[str] = set()
         self._on_image = on_image
@@ -576,14 +579,15 @@ class Dispatcher:
                 self._timing.deadline_exceeded(
                     job.request, "running", "the request's deadline passed while its images were made"
                 )
+        wait_s, told = self.worker_wait(now) if self._pending else (0.0, "")
         for job in list(self._pending):
             left = job.request.seconds_left(now)
             if left is not None and left <= 0 and not self._config.serve_late:
                 self._timing.deadline_exceeded(
                     job.request, "no_worker", "the request's deadline passed while it waited for a worker"
                 )
-            elif now - job.waiting_since > self._config.no_worker_timeout_s:
-                job.request.fail("no_worker", "no worker was available to serve this request")
+            elif now - job.waiting_since > wait_s:
+                job.request.fail("no_worker", told)
         # every queued job, judged in the order the workers will take them, each behind the ones before it
         with self._answered_together():
             self._timing.answer_late(self._urgency.in_order(self._is_queued), now)

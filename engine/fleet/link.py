@@ -139,6 +139,8 @@ class WorkerLink:
         self._gone_said_at: int | None = None  # the beat turn a window of workers found gone ends: see _lose_gone
         self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
         self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
+        # set by the engine: a worker of this id, cleared by its Probe, loads its model (a worker on its way)
+        self.on_cleared: Callable[[str], None] = lambda worker_id: None
         # set by the engine: why a worker of this id and pid is not the process now in a slot of its launcher's (a
         # local worker's, a Ray actor's), or None
         self.refusal: Callable[[str, int], str | None] = lambda worker_id, pid: None
@@ -359,6 +361,7 @@ class WorkerLink:
             self._refuse(identity, refused, asking)
         else:
             self._socket.send(identity, self._codec.encode(Cleared()))
+            self.on_cleared(probe.worker_id)
 
     def _refusal(self, checked: str | None, worker_id: str, pid: int, taken_by_itself: bool = False) -> Refused | None:
         """Why a worker may not join: `checked`, why its values are refused (engine/fleet/hello_check.py), else its id.

@@ -51,6 +51,12 @@ class Launcher(Protocol):
     def back_in_s(self) -> float | None:
         """Seconds until a slot without a worker should have one again, or None: nothing to go by."""
 
+    def coming_back(self) -> bool:
+        """Whether a slot may serve again, its worker serving, starting or to be started again: one not given up."""
+
+    def owns(self, worker_id: str) -> bool:
+        """Whether the id is one of the launcher's slots."""
+
 
 class SlotSupervisor:
     """The slot bookkeeping a launcher inherits: `_backoff` and `_hello` by worker id, set up as it is made and by
@@ -100,6 +106,14 @@ class SlotSupervisor:
         now = time.monotonic()
         due = [at + self._hello_after_s[slot] - now for slot, at in self._due.items() if slot in self._hello_after_s]
         return max(0.0, min(due)) if due else None
+
+    def coming_back(self) -> bool:
+        """Whether a slot may serve again: one not given up (its worker serving, starting, restarting or ending, to be
+        started again), while the launcher is not stopping them all. False for none (--workers 0)."""
+        return not self._stopping and not all(backoff.given_up for backoff in self._backoff.values())
+
+    def owns(self, worker_id: str) -> bool:
+        return worker_id in self._backoff
 
     def _given_up(self, worker_id: str) -> bool:
         """The slot is given up: its worker is started only every given_up_retry_s, counted `failed` until its hello."""
