@@ -20,6 +20,7 @@ from engine.http.api_keys import ApiKeys
 from engine.http.expect import met_later, read_body, unmet_expectation, unrouted_met_later
 from engine.http.forwarded_for import TrustedProxies
 from engine.http.half_close import answer_half_closed
+from engine.http.head_limit import head_bounded
 from engine.http.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.http.origins import host_name, named_hosts, names_this_engine, request_origin
 from engine.http.readiness import readiness
@@ -87,6 +88,7 @@ _STATUS = {
     "unauthorized": 401,
     "host_not_allowed": 403,
     "expectation_failed": 417,
+    "headers_too_large": 431,
     "no_plan": 503,
     "model_not_found": 404,
     "internal_error": 500,
@@ -149,7 +151,7 @@ def build_app(engine: Engine, loopback: bool) -> web.Application:
     middlewares = [answer_half_closed, closing, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
     if door is not _open_door:
         middlewares.append(_checked_at(door))
-    middlewares.append(_expectations)
+    middlewares += [head_bounded(_refused_at_the_door), _expectations]
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
     launch = engine.config.launch
