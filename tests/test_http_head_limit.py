@@ -125,3 +125,22 @@ def test_a_head_over_the_bound_behind_a_request_not_yet_answered_is_answered_431
         got = answers(read_until_closed(sock))
     assert got[0][0] == 200, got
     assert_431(got[1])
+
+
+def test_trailer_fields_over_the_bound_after_a_chunked_body_are_not_held(engine):
+    """Header fields after a chunked body's last chunk, which aiohttp keeps as it keeps headers: never ended, they
+    were held until the body's 408, 30 s on. The request's handler waits for the body's end, so no 431 can be written
+    before its answer: the connection is reset."""
+    trailers = head(MAX_HEAD_BYTES // HEADER_BYTES + 2).partition(b"\r\n")[2].partition(b"\r\n")[2]  # no line, Host
+    posted = (
+        b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    )
+    with connect(engine) as sock:
+        sock.sendall(posted + trailers)
+        try:
+            got = read_until_closed(sock)
+        except ConnectionResetError:
+            got = b""
+    assert got == b"", got
+    assert engine.get("/health")[0] == 200

@@ -9,11 +9,12 @@ such connections took an engine of sim workers from 0.45 to 1.66 GB (the allocat
 default --max-connections, 18,972 under a limit of 20,000 open files, that is past 24 GB, no API key needed: the
 headers are read before it is checked. nginx holds a head to 32 KB (large_client_header_buffers), Node.js to 16 KB.
 
-aiohttp's C parser says nothing of where it is in a message, so the head's bytes are counted from what it made of
-them: bytes that came after the last head aiohttp made whole, less those it took into that request's body, are the
-next head's. Once a head is whole, what came with it is counted against the next one (an overcount by that head,
-pipelined requests' heads and a chunked body's framing: a normal client's are far below the bound); while a body is
-still coming, nothing is held for a head.
+aiohttp's C parser says nothing of where it is in a message, so a head's bytes are counted from what it made of
+them: bytes that came after the last head aiohttp made whole, less those it took into that request's body. They are
+the next head's, or that body's chunked framing and trailer fields, which aiohttp keeps as it keeps headers: they are
+held to the same bound (a 1 MiB body in chunks of 100 bytes has 70 KB of framing; real clients' chunks are KBs). Once
+a head is whole, what came with it is counted against the next message (an overcount by that head and pipelined
+requests' heads: a normal client's are far below the bound).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ request_log = logging.getLogger("argus.requests")
 _BUSY_LOOK_S = 0.05
 
 _MESSAGE = (
-    f"the request's line and headers are over {MAX_HEAD_BYTES // 1024} KiB together, the engine's bound: send fewer or"
-    " shorter headers"
+    f"the request's line and header fields (a chunked body's trailer fields and framing with them) are over"
+    f" {MAX_HEAD_BYTES // 1024} KiB together, the engine's bound: send fewer or shorter headers"
 )
 
 
@@ -77,12 +78,11 @@ class HeadLimit(ProtocolLayer):
         taken = body.total_bytes if body is not None else 0
         super().data_received(data)
         heads = getattr(self._inner, "_request_count", 0)
-        if heads != self._heads:  # a head came whole in these bytes: what else came is the next head's, at most
+        if heads != self._heads:  # a head came whole in these bytes: what else came is the next message's, at most
             self._heads, self._body, self._held, taken = heads, self._newest_body(), 0, 0
             body = self._body
-        if body is not None and not body.is_eof():
-            self._held = 0  # in a body: no head is held
-            return
+        # what aiohttp did not take into a body: a head's bytes, or a chunked body's framing and trailer fields (which
+        # aiohttp keeps as it keeps headers: 120 of 8 KB after the last chunk held 1.8 MB until the 408, 30 s on)
         self._held += len(data) - ((body.total_bytes if body is not None else 0) - taken)
         if self._held > MAX_HEAD_BYTES:
             self._refuse()
