@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-from protocols.limits import MAX_HEAD_BYTES, MAX_REQUEST_ID_CHARS, MAX_RETRY_AFTER_S, MIN_RETRY_AFTER_S, OUTPUT_FORMATS
+from protocols.limits import (
+    BODY_BUDGET_BYTES,
+    MAX_HEAD_BYTES,
+    MAX_REQUEST_ID_CHARS,
+    MAX_RETRY_AFTER_S,
+    MIN_RETRY_AFTER_S,
+    OUTPUT_FORMATS,
+)
 from protocols.openai_images import (
     BODY_READ_S,
     RETRY_CANNOT_HELP,
@@ -63,7 +70,7 @@ _WORKER_BACK = {
         "description": "with no_worker, while the engine's own workers are on their way back: whole seconds until the"
         " first should say hello, by its restart's backoff and how long its last worker took to start; absent when the"
         " engine has nothing to go by (none of its own workers has said hello yet, it has none, or none is to come"
-        " back). With too_many_connections: 1",
+        " back). With too_many_connections and too_many_bodies: 1",
         "schema": _WHOLE_SECONDS,
     }
 }
@@ -142,7 +149,8 @@ def openapi_document(version: str, api_key: bool, host_checked: bool, public_url
             "500": _server_error("a worker failed on this request (worker_error), or the engine did (internal_error)"),
             "503": _server_error(
                 "no worker can serve (no_worker, worker_lost), or the engine is stopping: shutting_down (refused) or"
-                " cancelled (admitted, then cancelled when the drain ended)"
+                " cancelled (admitted, then cancelled when the drain ended); or too_many_bodies: the request bodies"
+                f" being read hold the engine's {BODY_BUDGET_BYTES >> 20} MiB for them, this one refused unread"
             )
             | {"headers": _NO_RETRY | _WORKER_BACK},
             "501": _server_error(
