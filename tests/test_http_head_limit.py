@@ -3,11 +3,13 @@ engine and real sockets: aiohttp held an unfinished one, up to 128 headers of 8 
 until the keep-alive timeout. Heads and bodies within the bound, pipelined or chunked, are served as before."""
 
 import json
+import logging
 import socket
 from urllib.parse import urlsplit
 
 import pytest
 
+import engine.http.head_limit as head_limit_module
 from engine_process import start_engine
 from protocols.limits import MAX_HEAD_BYTES
 
@@ -144,3 +146,16 @@ def test_trailer_fields_over_the_bound_after_a_chunked_body_are_not_held(engine)
             got = b""
     assert got == b"", got
     assert engine.get("/health")[0] == 200
+
+
+def test_an_aiohttp_without_the_state_read_is_served_unbounded_and_said(monkeypatch, caplog):
+    # the count reads aiohttp's private RequestHandler state: without it, every keep-alive connection would be refused
+    # once 64 KiB had passed on it
+    monkeypatch.setattr(head_limit_module, "_AIOHTTP_STATE", (*head_limit_module._AIOHTTP_STATE, "_gone_in_a_release"))
+
+    def aiohttp_protocol():
+        raise AssertionError("not made here")
+
+    with caplog.at_level(logging.WARNING, logger="argus.http"):
+        assert head_limit_module.head_limit(aiohttp_protocol) is aiohttp_protocol
+    assert "_gone_in_a_release" in caplog.text

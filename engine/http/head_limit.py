@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from engine.http.connection_limit import LINGER_S
 from engine.http.protocol_layer import ProtocolLayer
@@ -33,6 +34,12 @@ from protocols.limits import MAX_HEAD_BYTES
 from protocols.openai_images import error_response
 
 request_log = logging.getLogger("argus.requests")
+log = logging.getLogger("argus.http")
+
+# what HeadLimit reads of aiohttp's RequestHandler, none of it public: an aiohttp without one of them is served without
+# the bound (said once at start) rather than with a count that never sees a head made whole, which would refuse every
+# keep-alive connection once 64 KiB had passed on it
+_AIOHTTP_STATE = ("_request_count", "_messages", "_current_request", "_waiter")
 
 # how often a connection refused behind an answer aiohttp owes looks again whether it is written
 _BUSY_LOOK_S = 0.05
@@ -77,7 +84,7 @@ class HeadLimit(ProtocolLayer):
         body = self._body
         taken = body.total_bytes if body is not None else 0
         super().data_received(data)
-        heads = getattr(self._inner, "_request_count", 0)
+        heads = self._inner._request_count
         if heads != self._heads:  # a head came whole in these bytes: what else came is the next message's, at most
             self._heads, self._body, self._held, taken = heads, self._newest_body(), 0, 0
             body = self._body
@@ -89,10 +96,10 @@ class HeadLimit(ProtocolLayer):
 
     def _newest_body(self):
         """The body of the request whose head aiohttp made whole last: queued, or being handled."""
-        queued = getattr(self._inner, "_messages", ())
+        queued = self._inner._messages
         if queued:
             return queued[-1][1]
-        handled = getattr(self._inner, "_current_request", None)
+        handled = self._inner._current_request
         return handled.content if handled is not None else None
 
     def _refuse(self) -> None:
@@ -123,12 +130,20 @@ class HeadLimit(ProtocolLayer):
     def _idle(self) -> bool:
         """Whether aiohttp owes no answer on the connection: no head made whole yet, or waiting for the next (not
         merely none being handled: a request taken from aiohttp's queue is handled a loop turn later)."""
-        waiter = getattr(self._inner, "_waiter", None)
+        waiter = self._inner._waiter
         return self._heads == 0 or (waiter is not None and not waiter.done())
 
 
-def head_limit(make_aiohttp_protocol: Callable[[], asyncio.Protocol]) -> Callable[[], HeadLimit]:
+def head_limit(make_aiohttp_protocol: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
     """A protocol factory for loop.create_server, from aiohttp's (a runner's `server`)."""
+    missing = [name for name in _AIOHTTP_STATE if not hasattr(RequestHandler, name)]
+    if missing:
+        log.warning(
+            "HTTP heads are not bounded to %d KiB: this aiohttp's RequestHandler has no %s",
+            MAX_HEAD_BYTES // 1024,
+            ", ".join(missing),
+        )
+        return make_aiohttp_protocol
     ids = request_ids()
     return lambda: HeadLimit(make_aiohttp_protocol(), ids)
 
