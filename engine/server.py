@@ -45,6 +45,7 @@ from engine.housekeeping import checkpoint_forever, reload_keys_on_hangup, sweep
 from engine.http.api import SERVER_LOG, build_app
 from engine.http.connection_limit import ConnectionLimit
 from engine.http.half_close import half_close_aware
+from engine.http.head_limit import head_limit
 from engine.http.image_files import ImageFiles
 from engine.http.listener import listen, on_loopback
 from engine.http.send_timeout import send_timeout
@@ -490,8 +491,10 @@ class Engine:
             )
             await runner.setup()
             # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it, to
-            # close one whose client stops reading, and to bound how many are open
-            connection = send_timeout(runner.server, self.config.send_timeout_s, self.metrics.http_send_timeouts.inc)
+            # close one whose client stops reading, to bound how many are open and the heads they hold; the head's
+            # bound innermost, where aiohttp's protocol is the one it reads
+            bounded = head_limit(runner.server)
+            connection = send_timeout(bounded, self.config.send_timeout_s, self.metrics.http_send_timeouts.inc)
             # outermost, the connection answer_half_closed finds as the transport's protocol
             accepted = half_close_aware(connections.protocols(connection))
             port = listener.sockets[0].getsockname()[1]

@@ -25,6 +25,12 @@ MAX_RETRY_AFTER_S = 60
 # the largest frame the engine's ZeroMQ client door reads: a request is one small frame (a prompt is at most 16 KB of
 # UTF-8), and a peer that sends a larger one is cut off before the engine buffers it (engine/zmq/door.py)
 MAX_CLIENT_FRAME_BYTES = 256 * 1024
+# an HTTP request's line and headers together, at most (engine/http/head_limit.py): twice nginx's 32 KB, four times
+# Node's 16 KB, past any real client's (a browser with its cookies, a proxy's added headers)
+MAX_HEAD_BYTES = 64 * 1024
+# the HTTP request bodies being read, all together, at most (engine/http/body_budget.py): 256 bodies at the 1 MiB limit,
+# tens of thousands of real requests'
+BODY_BUDGET_BYTES = 256 * 1024 * 1024
 # request ids in one Inquire: at 512 bytes the longest id (128 characters of 4 bytes), within MAX_CLIENT_FRAME_BYTES;
 # a client asks after more in as many messages
 MAX_INQUIRED_IDS = 256

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-from protocols.limits import MAX_REQUEST_ID_CHARS, MAX_RETRY_AFTER_S, MIN_RETRY_AFTER_S, OUTPUT_FORMATS
+from protocols.limits import (
+    BODY_BUDGET_BYTES,
+    MAX_HEAD_BYTES,
+    MAX_REQUEST_ID_CHARS,
+    MAX_RETRY_AFTER_S,
+    MIN_RETRY_AFTER_S,
+    OUTPUT_FORMATS,
+)
 from protocols.openai_images import (
     BODY_READ_S,
     RETRY_CANNOT_HELP,
@@ -63,7 +70,7 @@ _WORKER_BACK = {
         "description": "with no_worker, while the engine's own workers are on their way back: whole seconds until the"
         " first should say hello, by its restart's backoff and how long its last worker took to start; absent when the"
         " engine has nothing to go by (none of its own workers has said hello yet, it has none, or none is to come"
-        " back). With too_many_connections: 1",
+        " back). With too_many_connections and too_many_bodies: 1",
         "schema": _WHOLE_SECONDS,
     }
 }
@@ -78,7 +85,8 @@ _CONNECTIONS_RETRY = {"Retry-After": {"description": "with too_many_connections:
 
 
 # what a request on any route may be answered before its route sees it (engine/http/api.py's middlewares, and
-# engine/http/connection_limit.py before the request is read): listed on each route, each where it applies
+# engine/http/connection_limit.py and head_limit.py before the request is read): listed on each route, each where it
+# applies
 _BAD_REQUEST_ID = "an X-Request-ID that is none (see the parameter)"
 _NO_KEY = "missing or wrong API key"
 _HOST_NOT_ALLOWED = (
@@ -86,6 +94,7 @@ _HOST_NOT_ALLOWED = (
     " address, a one-label name, or --public-url's host)"
 )
 _EXPECTATION_FAILED = "expectation_failed: an Expect other than 100-continue"
+_HEADERS_TOO_LARGE = f"headers_too_large: the request line and headers are over {MAX_HEAD_BYTES // 1024} KiB together"
 _TOO_MANY_CONNECTIONS = (
     "too_many_connections: the engine holds as many HTTP connections as it takes (--max-connections); retry after the"
     " Retry-After header"
@@ -106,7 +115,7 @@ def openapi_document(version: str, api_key: bool, host_checked: bool, public_url
         `probe`: an X-Request-ID that is none is replaced, not refused (a probe must not fail for what a proxy adds)."""
         door = {"400": None if probe else _BAD_REQUEST_ID, "401": _NO_KEY if keyed and api_key else None}
         door |= {"403": _HOST_NOT_ALLOWED if host_checked else None, "417": _EXPECTATION_FAILED}
-        door |= {"503": _TOO_MANY_CONNECTIONS}
+        door |= {"431": _HEADERS_TOO_LARGE, "503": _TOO_MANY_CONNECTIONS}
         responses = dict(operation["responses"])
         for status, why in door.items():
             if why is None:
@@ -140,7 +149,8 @@ def openapi_document(version: str, api_key: bool, host_checked: bool, public_url
             "500": _server_error("a worker failed on this request (worker_error), or the engine did (internal_error)"),
             "503": _server_error(
                 "no worker can serve (no_worker, worker_lost), or the engine is stopping: shutting_down (refused) or"
-                " cancelled (admitted, then cancelled when the drain ended)"
+                " cancelled (admitted, then cancelled when the drain ended); or too_many_bodies: the request bodies"
+                f" being read hold the engine's {BODY_BUDGET_BYTES >> 20} MiB for them, this one refused unread"
             )
             | {"headers": _NO_RETRY | _WORKER_BACK},
             "501": _server_error(

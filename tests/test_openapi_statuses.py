@@ -11,7 +11,7 @@ import pytest
 from waiting import wait_for
 
 from engine_process import start_engine
-from protocols.limits import MAX_REQUEST_ID_CHARS
+from protocols.limits import MAX_HEAD_BYTES, MAX_REQUEST_ID_CHARS
 
 KEY = "statuses-key"
 MAX_CONNECTIONS = 3
@@ -118,3 +118,11 @@ def test_an_expectation_not_understood_is_documented_on_every_route(keyed):
     for method, path, operation in operations(keyed):
         refused = answer(keyed, method, path, {"Authorization": f"Bearer {KEY}", "Expect": "teapot"})
         assert refused == 417 and 417 in documented(operation), (path, refused, documented(operation))
+
+
+def test_a_head_over_the_bound_is_documented_on_every_route(keyed):
+    """Any route answers 431 to a request line and headers over MAX_HEAD_BYTES (engine/http/head_limit.py)."""
+    filler = {f"X-Filler-{n}": "v" * 8000 for n in range(MAX_HEAD_BYTES // 8000 + 1)}
+    for method, path, operation in operations(keyed):
+        refused = answer(keyed, method, path, {"Authorization": f"Bearer {KEY}", **filler})
+        assert refused == 431 and 431 in documented(operation), (path, refused, documented(operation))

@@ -17,9 +17,11 @@ from yarl import URL
 
 from engine.config import served_model_name
 from engine.http.api_keys import ApiKeys
+from engine.http.body_budget import BodiesFull, BodyBudget
 from engine.http.expect import met_later, read_body, unmet_expectation, unrouted_met_later
 from engine.http.forwarded_for import TrustedProxies
 from engine.http.half_close import answer_half_closed
+from engine.http.head_limit import head_bounded
 from engine.http.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.http.origins import host_name, named_hosts, names_this_engine, request_origin
 from engine.http.readiness import readiness
@@ -81,12 +83,14 @@ _STATUS = {
     "no_worker": 503,
     "worker_lost": 503,
     "shutting_down": 503,
+    "too_many_bodies": 503,
     "cancelled": 503,
     "deadline_exceeded": 504,
     "not_found": 404,
     "unauthorized": 401,
     "host_not_allowed": 403,
     "expectation_failed": 417,
+    "headers_too_large": 431,
     "no_plan": 503,
     "model_not_found": 404,
     "internal_error": 500,
@@ -99,6 +103,7 @@ PROXIES_KEY = web.AppKey("proxies", TrustedProxies)
 OPENAPI_KEY = web.AppKey("openapi", bytes)
 # who holds the key a request came with, under --api-keys ("" for --api-key's one key)
 KEY_HOLDER = web.RequestKey("key_holder", str)
+BODY_BUDGET_KEY = web.AppKey("body_budget", BodyBudget)
 _BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
@@ -149,12 +154,13 @@ def build_app(engine: Engine, loopback: bool) -> web.Application:
     middlewares = [answer_half_closed, closing, request_id_middleware(refusal, _PROBE_PATHS), _json_errors]
     if door is not _open_door:
         middlewares.append(_checked_at(door))
-    middlewares.append(_expectations)
+    middlewares += [head_bounded(_refused_at_the_door), _expectations]
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     app[ENGINE_KEY] = engine
     launch = engine.config.launch
     app[MODEL_KEY] = Model(served_model_name(launch.backend, launch.model), created=int(time.time()))
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
+    app[BODY_BUDGET_KEY] = BodyBudget()
     document = openapi_document(argus_version(), engine.api_keys is not None, host_checked, engine.config.public_url)
     app[OPENAPI_KEY] = msgspec.json.encode(document)
     # an Expect is met once the request is checked (engine/http/expect.py), not by aiohttp before that
@@ -372,7 +378,9 @@ async def generate(request: web.Request) -> web.Response:
         )
     try:
         async with asyncio.timeout(BODY_READ_S):
-            raw = await read_body(request)
+            raw = await read_body(request, request.app[BODY_BUDGET_KEY])
+    except BodiesFull as exc:  # its connection closed, as every 503's (engine/http/stopping.py)
+        return _refused(request, "too_many_bodies", str(exc), headers={"Retry-After": "1"})
     except web.HTTPRequestEntityTooLarge as exc:  # answered by _json_errors
         engine.count_refusal(Error(request[REQUEST_ID], "body_too_large", exc.text or "request body too large"))
         raise
@@ -464,10 +472,12 @@ def _refused_at_the_door(request: web.Request, code: str, message: str) -> web.R
     return _error(code, message)
 
 
-def _refused(request: web.Request, code: str, message: str, param: str | None = None) -> web.Response:
+def _refused(
+    request: web.Request, code: str, message: str, param: str | None = None, headers: dict | None = None
+) -> web.Response:
     """A request refused before the engine saw it, counted and logged as the engine does those it refuses."""
     request.app[ENGINE_KEY].count_refusal(Error(request[REQUEST_ID], code, message))
-    return _error(code, message, param)
+    return _error(code, message, param, headers)
 
 
 def _client_name(end_user: str | None, request: web.Request) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.web_urldispatcher import MatchInfoError
 
+from engine.http.body_budget import BodyBudget
 from protocols.shortened import cut_middle
 
 _CONTINUE = "100-continue"
@@ -81,14 +82,14 @@ def unmet_expectation(request: web.Request) -> str | None:
     return f"Expect {quoted!r} is not understood: the engine meets {_CONTINUE} alone"
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request's body; refused (HTTPRequestEntityTooLarge, as aiohttp refuses one that grows past the limit as it
-    is read) before any of it is read if its Content-Length is over the limit, else asked for if the client waits
-    to be."""
+async def read_body(request: web.Request, budget: BodyBudget) -> bytes:
+    """The request's body, read within `budget`; refused (HTTPRequestEntityTooLarge, as aiohttp refuses one that grows
+    past the limit as it is read) before any of it is read if its Content-Length is over the limit, else asked for if
+    the client waits to be."""
     limit = request.client_max_size
     if limit and (request.content_length or 0) > limit:
         raise web.HTTPRequestEntityTooLarge(limit, request.content_length)
     if _expectation(request) == _CONTINUE:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the answer's size, as the access log counts it, starts after it (as aiohttp's)
-    return await request.read()
+    return await budget.read(request)
