@@ -30,6 +30,7 @@ from engine.client.link import (
     send_now,
     undecodable,
 )
+from engine.client.timeouts import checked_timeout, timed_out
 from protocols.client_messages import Cancel, Generate, Inquire, client_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
@@ -97,9 +98,13 @@ class AsyncArgusClient(OwnProcess):
     """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
     asyncio.run after another is fine, as is a loop closed with calls pending: their requests are cancelled at the
     engine, and a call under the id of one waits for that one's reply before it sends; a call while another loop the
-    client read replies in is still open raises RuntimeError). `retries` as ArgusClient's."""
+    client read replies in is still open raises RuntimeError). `timeout_s` and `retries` as ArgusClient's: a call
+    that runs out of its timeout is cancelled at the engine and raises TimeoutError (EngineUnreachable with no engine
+    ever reached), where asyncio.wait_for's said nothing, not even the address."""
 
-    def __init__(self, address: str, curve: ClientKeys | None = None, retries: int = 0):
+    def __init__(self, address: str, curve: ClientKeys | None = None, retries: int = 0, timeout_s: float | None = None):
+        # after the others, unlike ArgusClient's: a call that gave curve and retries by position is served as before
+        self._timeout_s = checked_timeout(timeout_s)
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
@@ -125,13 +130,34 @@ class AsyncArgusClient(OwnProcess):
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
         request = request_of(prompt, request_id, fields)
+        loop = asyncio.get_running_loop()
+        # one deadline for the call, its retries included, from here
+        deadline = None if self._timeout_s is None else loop.time() + self._timeout_s
+        bound = asyncio.timeout_at(deadline)
+        try:
+            async with bound:
+                return await self._answer(request, deadline)
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            raise self._timed_out(request.request_id) from None
+
+    async def _answer(self, request: Generate, deadline: float | None) -> Reply:
         retries = Retries(self._retries)
         while True:
             reply = await self._call(request)
             pause_s = retries.pause_s(reply)
-            if pause_s is None:
+            # as ArgusClient's: no retry that would wait past the timeout (the reply, not a TimeoutError, is the answer)
+            if pause_s is None or (deadline is not None and asyncio.get_running_loop().time() + pause_s >= deadline):
                 return reply
             await self._pause(pause_s)
+
+    def _timed_out(self, request_id: str) -> Exception:
+        # the handshakes heard up to now: the watcher may not have had its turn to read them
+        refused = self._refusal()
+        if refused:
+            return ConnectionRefusedError(refused)
+        return timed_out(self._address, self._refusals, self._timeout_s, f"no reply for {request_id}")
 
     async def _pause(self, pause_s: float) -> None:
         """Waits `pause_s`, or until close(), which raises ClientClosed here (as ArgusClient's _pause): a close() that
