@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import weakref
 from typing import Any
 
@@ -18,7 +19,7 @@ from engine.client.link import (
     UnansweredWarning,
     check_address,
     checked_retries,
-    close_all,
+    close_sockets,
     closed_when_dropped,
     connect,
     connection_of,
@@ -52,9 +53,31 @@ def _reply_owed(call: asyncio.Future[Reply]) -> bool:
     return call.cancelled() or not call.done()
 
 
-def _end_pause(pause: asyncio.Future[None]) -> None:
-    if not pause.done():  # ended by close()
-        pause.set_result(None)
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a pause ended by close(), a wait cancelled
+        future.set_result(None)
+
+
+async def _terminated(context: zmq.Context) -> None:
+    """Terminates `context`, the event loop running meanwhile: term() waits for what is queued to go, up to the
+    sockets' whole linger with no engine to take it, and every other task of the loop stood still so. In a thread of
+    its own: the loop's default executor may be kept busy by the pipeline's own work (a close() waited behind it), and
+    a pool of this module's would be a copy without its threads in a process forked from this one (a close() of a
+    client made there waited for ever)."""
+    loop = asyncio.get_running_loop()
+    terminated = loop.create_future()
+
+    def term() -> None:
+        try:
+            context.term()
+        finally:
+            try:
+                loop.call_soon_threadsafe(_settle, terminated)
+            except RuntimeError:  # the loop closed meanwhile: nobody waits
+                pass
+
+    threading.Thread(target=term, name="argus-client-close", daemon=True).start()
+    await terminated
 
 
 async def _read_replies(client_ref: weakref.ref[AsyncArgusClient], sock: zmq.asyncio.Socket) -> None:
@@ -164,7 +187,7 @@ class AsyncArgusClient(OwnProcess):
         left it sleeping, up to the minute a Busy may name, held up whoever awaited the call."""
         loop = asyncio.get_running_loop()
         pause = loop.create_future()
-        ends = loop.call_later(pause_s, _end_pause, pause)
+        ends = loop.call_later(pause_s, _settle, pause)
         self._pauses.add(pause)
         try:
             await pause
@@ -419,7 +442,9 @@ class AsyncArgusClient(OwnProcess):
             if not pause.done():
                 pause.set_exception(ClientClosed("client closed during the call"))
         self._dropped.detach()
-        close_all(self._context, self._socket, self._refusals)
+        # the sockets in the loop (a zmq.asyncio socket's close takes its reader out of the loop), the context off it
+        close_sockets(self._socket, self._refusals)
+        await _terminated(self._context)
         if closing and closing.cancelling() > cancels:
             # cancelled as it waited for a task above, whose own end raises the same CancelledError: closed all the
             # same, it ends cancelled. Swallowed, the task ran on past close() (a wait_for of it that timed out
