@@ -8,16 +8,16 @@ saying why, once the engine refuses this client's CURVE key, CURVE is on at one 
 argus engine's ZeroMQ one (an HTTP port): no reply would ever come. The last is judged only until an engine was reached
 at the address (a tunnel or proxy to an engine that is down takes each connection and closes it): after, handshakes that
 all fail without a word (that, or an engine come back with another key pair, or with CURVE on at its end only) are
-named in ArgusClient's TimeoutError; AsyncArgusClient's calls wait on, as through an engine's restart.
-ArgusClient raises EngineUnreachable, a TimeoutError, for a call that timed out with no engine ever reached at the
+named in the TimeoutError of a call given `timeout_s`; one without waits on, as through an engine's restart.
+Both raise EngineUnreachable, a TimeoutError, for a call that ran out of `timeout_s` with no engine ever reached at the
 address (naming what the handshakes that failed there meanwhile suggest, as the refusal would once there are enough of
-them); a call that waits UNANSWERED_WARNING_S so is logged as a warning, once per client (the async client's calls wait
-for ever). A client
+them); a call that waits UNANSWERED_WARNING_S so is logged as a warning, once per client. A client
 serves the process that made it: in one forked from it, a call raises RuntimeError (ZeroMQ's sockets do not survive a
 fork), and close() does nothing; pickled (to be sent to another), it raises TypeError.
 
 ArgusClient is in engine/client/sync_client.py, AsyncArgusClient in engine/client/async_client.py, what they share (the
-socket to the engine, the request as sent, when a call sends it again) in engine/client/link.py.
+socket to the engine, the request as sent, when a call sends it again) in engine/client/link.py, a call's timeout in
+engine/client/timeouts.py.
 
 Replies are matched to requests by request id. The engine answers every
 request exactly once, even one the client gave up on (timed out or cancelled),
@@ -41,6 +41,7 @@ follows that attempt's Busy) is no answer to the retry: ArgusClient skips it.
 
 from engine.client.async_client import AsyncArgusClient
 from engine.client.link import ClientClosed, Reply
-from engine.client.sync_client import ArgusClient, EngineUnreachable
+from engine.client.sync_client import ArgusClient
+from engine.client.timeouts import EngineUnreachable
 
 __all__ = ["ArgusClient", "AsyncArgusClient", "ClientClosed", "EngineUnreachable", "Reply"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import weakref
 from typing import Any
 
@@ -18,7 +19,7 @@ from engine.client.link import (
     UnansweredWarning,
     check_address,
     checked_retries,
-    close_all,
+    close_sockets,
     closed_when_dropped,
     connect,
     connection_of,
@@ -30,6 +31,7 @@ from engine.client.link import (
     send_now,
     undecodable,
 )
+from engine.client.timeouts import checked_timeout, timed_out
 from protocols.client_messages import Cancel, Error, Generate, Inquire, client_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
@@ -51,9 +53,31 @@ def _reply_owed(call: asyncio.Future[Reply]) -> bool:
     return call.cancelled() or not call.done()
 
 
-def _end_pause(pause: asyncio.Future[None]) -> None:
-    if not pause.done():  # ended by close()
-        pause.set_result(None)
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a pause ended by close(), a wait cancelled
+        future.set_result(None)
+
+
+async def _terminated(context: zmq.Context) -> None:
+    """Terminates `context`, the event loop running meanwhile: term() waits for what is queued to go, up to the
+    sockets' whole linger with no engine to take it, and every other task of the loop stood still so. In a thread of
+    its own: the loop's default executor may be kept busy by the pipeline's own work (a close() waited behind it), and
+    a pool of this module's would be a copy without its threads in a process forked from this one (a close() of a
+    client made there waited for ever)."""
+    loop = asyncio.get_running_loop()
+    terminated = loop.create_future()
+
+    def term() -> None:
+        try:
+            context.term()
+        finally:
+            try:
+                loop.call_soon_threadsafe(_settle, terminated)
+            except RuntimeError:  # the loop closed meanwhile: nobody waits
+                pass
+
+    threading.Thread(target=term, name="argus-client-close", daemon=True).start()
+    await terminated
 
 
 async def _read_replies(client_ref: weakref.ref[AsyncArgusClient], sock: zmq.asyncio.Socket) -> None:
@@ -97,9 +121,13 @@ class AsyncArgusClient(OwnProcess):
     """asyncio client: any number of requests in flight over one socket, in one event loop at a time (one
     asyncio.run after another is fine, as is a loop closed with calls pending: their requests are cancelled at the
     engine, and a call under the id of one waits for that one's reply before it sends; a call while another loop the
-    client read replies in is still open raises RuntimeError). `retries` as ArgusClient's."""
+    client read replies in is still open raises RuntimeError). `timeout_s` and `retries` as ArgusClient's: a call
+    that runs out of its timeout is cancelled at the engine and raises TimeoutError (EngineUnreachable with no engine
+    ever reached), where asyncio.wait_for's said nothing, not even the address."""
 
-    def __init__(self, address: str, curve: ClientKeys | None = None, retries: int = 0):
+    def __init__(self, address: str, curve: ClientKeys | None = None, retries: int = 0, timeout_s: float | None = None):
+        # after the others, unlike ArgusClient's: a call that gave curve and retries by position is served as before
+        self._timeout_s = checked_timeout(timeout_s)
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
@@ -125,11 +153,25 @@ class AsyncArgusClient(OwnProcess):
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
         request = request_of(prompt, request_id, fields)
+        loop = asyncio.get_running_loop()
+        # one deadline for the call, its retries included, from here
+        deadline = None if self._timeout_s is None else loop.time() + self._timeout_s
+        bound = asyncio.timeout_at(deadline)
+        try:
+            async with bound:
+                return await self._answer(request, deadline)
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            raise self._timed_out(request.request_id) from None
+
+    async def _answer(self, request: Generate, deadline: float | None) -> Reply:
         retries = Retries(self._retries, request)
         while True:
             reply = await self._call(request)
             pause_s = retries.pause_s(reply)
-            if pause_s is None:
+            # as ArgusClient's: no retry that would wait past the timeout (the reply, not a TimeoutError, is the answer)
+            if pause_s is None or (deadline is not None and asyncio.get_running_loop().time() + pause_s >= deadline):
                 return reply
             await self._pause(pause_s)
             again = retries.again()
@@ -137,12 +179,19 @@ class AsyncArgusClient(OwnProcess):
                 return again
             request = again
 
+    def _timed_out(self, request_id: str) -> Exception:
+        # the handshakes heard up to now: the watcher may not have had its turn to read them
+        refused = self._refusal()
+        if refused:
+            return ConnectionRefusedError(refused)
+        return timed_out(self._address, self._refusals, self._timeout_s, f"no reply for {request_id}")
+
     async def _pause(self, pause_s: float) -> None:
         """Waits `pause_s`, or until close(), which raises ClientClosed here (as ArgusClient's _pause): a close() that
         left it sleeping, up to the minute a Busy may name, held up whoever awaited the call."""
         loop = asyncio.get_running_loop()
         pause = loop.create_future()
-        ends = loop.call_later(pause_s, _end_pause, pause)
+        ends = loop.call_later(pause_s, _settle, pause)
         self._pauses.add(pause)
         try:
             await pause
@@ -397,7 +446,9 @@ class AsyncArgusClient(OwnProcess):
             if not pause.done():
                 pause.set_exception(ClientClosed("client closed during the call"))
         self._dropped.detach()
-        close_all(self._context, self._socket, self._refusals)
+        # the sockets in the loop (a zmq.asyncio socket's close takes its reader out of the loop), the context off it
+        close_sockets(self._socket, self._refusals)
+        await _terminated(self._context)
         if closing and closing.cancelling() > cancels:
             # cancelled as it waited for a task above, whose own end raises the same CancelledError: closed all the
             # same, it ends cancelled. Swallowed, the task ran on past close() (a wait_for of it that timed out

@@ -139,9 +139,15 @@ def _close_dropped(
 
 
 def close_all(context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+    close_sockets(sock, refusals)
+    context.term()
+
+
+def close_sockets(sock: zmq.Socket, refusals: RefusedHandshakes) -> None:
+    """Closes the client's sockets, what is queued on them left to go for _CLOSE_LINGER_MS: the context's term() waits
+    for it (the whole linger, when there is no engine to take it)."""
     refusals.close()
     sock.close(linger=_CLOSE_LINGER_MS)
-    context.term()
 
 
 def undecodable(address: str, reason: str) -> ValueError:

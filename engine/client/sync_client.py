@@ -31,38 +31,16 @@ from engine.client.link import (
     send_now,
     undecodable,
 )
+from engine.client.timeouts import checked_timeout, timed_out
 from protocols.client_messages import Cancel, Error, Generate, Inquire, client_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
 
 # the longest a blocking call waits in C before a signal handler can run (see ArgusClient._wait)
 _POLL_SLICE_MS = 200
-# ZeroMQ's send timeout is an int of milliseconds
-_MAX_TIMEOUT_S = (2**31 - 1) / 1000
 # requests given up on whose replies are still to come, kept by id (see ArgusClient._given_up): past this many (an
 # engine that answers none of them), the oldest is forgotten
 _MAX_GIVEN_UP = 1000
-
-
-class EngineUnreachable(TimeoutError):
-    """A call timed out, and no handshake with an engine ever succeeded at the client's address: nothing answered
-    there (no engine up, a host that does not resolve or does not answer), or what answered failed each handshake
-    without a word, too few times yet to refuse the call (its words then say what that suggests: the engine's public
-    key given is not its own, CURVE at one end only, an address that is no engine's). A plain TimeoutError is an
-    engine reached that did not reply in time. A TimeoutError too, as it is one: code that handles timeouts still
-    does, and the call may have come only early (an engine that comes up later is dialled, and answers the next
-    call)."""
-
-
-def _unreached(address: str, waited_s: float, suspected: str | None) -> EngineUnreachable:
-    if suspected:
-        # something took the connections, and failed each handshake: telling its user to check that the engine is up
-        # sent them to an engine that was, refusing their keys
-        return EngineUnreachable(f"nothing at {address} took a handshake in {waited_s:g} s: {suspected}")
-    return EngineUnreachable(
-        f"nothing answered at {address} in {waited_s:g} s: check that the engine is up and that {address} is its"
-        " --client-listen address"
-    )
 
 
 class ArgusClient(OwnProcess):
@@ -73,10 +51,7 @@ class ArgusClient(OwnProcess):
     link.Retries), before it returns that reply; none that would wait past the timeout."""
 
     def __init__(self, address: str, timeout_s: float | None = None, curve: ClientKeys | None = None, retries: int = 0):
-        # checked before the socket is made: ZeroMQ refused a negative one with 'Invalid argument' (NaN, infinity
-        # and over 24 days failed otherwise), each time leaving the socket and context unclosed
-        if timeout_s is not None and not 0 < timeout_s <= _MAX_TIMEOUT_S:
-            raise ValueError(f"timeout_s must be above 0 and at most {_MAX_TIMEOUT_S:.0f} (or None), not {timeout_s}")
+        timeout_s = checked_timeout(timeout_s)
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
@@ -232,11 +207,7 @@ class ArgusClient(OwnProcess):
 
     def _timed_out(self, why: str) -> TimeoutError:
         # the handshakes heard up to the deadline: _wait read the monitor last as it ended
-        suspected = self._refusals.suspected()
-        if not self._refusals.handshook:
-            return _unreached(self._address, self._timeout_s, suspected)
-        # an engine reached before: the handshakes failing since say why no reply came (it said only that none had)
-        return TimeoutError(f"{why}: {suspected}" if suspected else why)
+        return timed_out(self._address, self._refusals, self._timeout_s, why)
 
     def _wait(self, events: int, deadline: float | None) -> bool:
         """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once
