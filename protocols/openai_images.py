@@ -5,7 +5,7 @@ twice or a value out of range is a 400 naming the field (and the value refused,
 as JSON spells it); null is a field's default. OpenAI's other
 fields that argus can honour are accepted with the values OpenAI's own client
 sends, for clients written for OpenAI: `model` is echoed back; the rest do not
-change generation (README.md says why, field by field). Values argus cannot
+change generation (docs/http-api.md says why, field by field). Values argus cannot
 honour are a 400 saying why: `background` transparent, `stream` true,
 `partial_images` above 0, any `frame_count`, `frame_duration_ms` or `svg` but
 null; the types leave them out, so that the published schema (/openapi.json)

@@ -157,7 +157,7 @@ def test_a_command_that_runs_no_sim_backend_says_nothing_of_one():
 def test_a_flag_a_command_does_not_take_is_refused_by_that_command(argv, command, unknown, capsys):
     """argparse hands a sub-command's leftovers up to `argus`, which printed its own usage (the list of commands) and
     `argus: error: unrecognized arguments: --threads 1`: neither the command nor the flags it takes, where every other
-    usage error names the whole command (README.md)."""
+    usage error names the whole command (docs/commands.md)."""
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(argv)
     assert exited.value.code == 2
@@ -167,7 +167,7 @@ def test_a_flag_a_command_does_not_take_is_refused_by_that_command(argv, command
 
 
 def test_an_argus_flag_given_after_the_command_is_said_to_go_before_it(capsys):
-    """README.md says `--log-level` goes before the command; after it, it was only `unrecognized`."""
+    """docs/commands.md says `--log-level` goes before the command; after it, it was only `unrecognized`."""
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--log-level", "DEBUG"])
     assert capsys.readouterr().err.endswith(

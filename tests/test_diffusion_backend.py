@@ -265,8 +265,8 @@ def test_a_negative_prompt_steers_the_steps_run_and_the_same_one_gives_the_same_
 
 
 def test_guidance_at_or_below_one_is_off(backend):
-    """As README says: the prompt alone steers each step, 0 and 1 make the same image, and a negative prompt changes
-    nothing."""
+    """As docs/http-api.md says: the prompt alone steers each step, 0 and 1 make the same image, and a negative prompt
+    changes nothing."""
 
     def image(guidance: float, negative: str | None = None) -> bytes:
         item = GenerateItem("r", "a red cat on a roof", 7, negative_prompt=negative)

@@ -1,6 +1,6 @@
-"""Under `argus --log-format json` the error a command ends on is a JSON record, as a usage error's is (README.md): an
-output that could not be written once the run was over, `argus loadgen`'s or a benchmark's, was a plain line, and so
-was each line `argus loadgen` says as it runs, which a log collector could not parse."""
+"""Under `argus --log-format json` the error a command ends on is a JSON record, as a usage error's is
+(docs/commands.md): an output that could not be written once the run was over, `argus loadgen`'s or a benchmark's, was
+a plain line, and so was each line `argus loadgen` says as it runs, which a log collector could not parse."""
 
 import json
 import subprocess

@@ -181,7 +181,7 @@ def test_a_run_in_a_program_of_ones_own_leaves_its_sigint_handler_as_it_was():
 
 def test_under_log_format_json_the_error_loadgen_ends_on_is_a_json_record(caplog, capsys):
     """Printed by loadgen itself, it was the one plain line of `argus --log-format json loadgen`, which a log collector
-    could not parse; every other command's is a record (README.md)."""
+    could not parse; every other command's is a record (docs/commands.md)."""
     argv = ["--log-format", "json", "loadgen", "--url", NO_ENGINE, "--rate", "1", "--max-requests", "1", "--cv", "4"]
     sigint = signal.getsignal(signal.SIGINT)
     try:

@@ -1,5 +1,5 @@
 """What of a prompt the image model reads: SD-XL's two CLIP tokenizers keep its first 77 tokens, start and end
-tokens included, and cut the rest (README.md, the prompt). The embedders compare prompts by that part alone: two
+tokens included, and cut the rest (docs/http-api.md, The prompt). The embedders compare prompts by that part alone: two
 prompts that differ only past it make the same image, and a long tail the model never reads (a list of style words
 shared by many prompts) made prompts of other subjects look alike.
 

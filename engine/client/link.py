@@ -289,7 +289,7 @@ def request_of(prompt: str, request_id: str | None, fields: dict[str, Any]) -> G
         request_id = uuid.uuid4().hex
     # None is a field's default, as HTTP's null is: a pipeline may pass its own optional settings on (steps=None).
     # Left out here, not sent: on the wire a field is a value or absent, and the engine refuses nil where the
-    # default is not None (README)
+    # default is not None (docs/client.md, Fields)
     fields = {name: value for name, value in fields.items() if value is not None or name not in _FIELDS}
     try:
         # checked here, not left to the engine: it answers an id it cannot read (not a string, too long) under ""

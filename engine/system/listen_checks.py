@@ -50,7 +50,7 @@ def warn_if_http_open(host: str, port: int, api_key: bool, loopback: bool) -> No
     if not api_key and not loopback:
         log.warning(
             "HTTP on %s listens without an API key: any client that reaches it can generate images (set"
-            " ARGUS_API_KEY, README.md)",
+            " ARGUS_API_KEY, docs/http-api.md)",
             http_address(host, port),
         )
 
