@@ -67,9 +67,9 @@ def prompts() -> list[str]:
 # what a prompt is made of: mostly words of one token each, and pieces of every other kind, whose tokens outnumber them
 PARTS = [*WHOLE * 10, "it's", "THEY'LL", "e\u0301te\u0301", "\u0301", "İ", "²", "_", "<|endoftext|>", "8k", "!!", "字"]
 GAPS = [" "] * 20 + [", ", "", "\n"]
-TEXT = st.lists(st.tuples(st.sampled_from(PARTS), st.sampled_from(GAPS)), min_size=60, max_size=120).map(
-    lambda parts: "".join(part + gap for part, gap in parts)
-)
+# each piece a part and the gap after it, drawn as one of their pairs: the same texts, with the same odds, as a part
+# and a gap drawn apart, for about half the CPU time (Hypothesis's two draws an element were most of the test's)
+TEXT = st.lists(st.sampled_from([part + gap for part in PARTS for gap in GAPS]), min_size=60, max_size=120).map("".join)
 
 
 def same_read(tokenizer: str, prompt: str) -> bool:
