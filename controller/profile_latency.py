@@ -213,11 +213,16 @@ class WorkerProcess:
         return process_cpu_s(self.child.process.pid)
 
     def close(self) -> None:
+        import zmq
+
         from protocols.worker_messages import Shutdown
 
         try:
             if self._identity and self.child.alive():
-                self._send(Shutdown())
+                # stopped below whether it hears this or not: a refused send (the worker alive, its connection not the
+                # ROUTER's, as after a rejoin under load) would be raised over the error that ended the run
+                with contextlib.suppress(zmq.ZMQError):
+                    self._socket.send_multipart([self._identity, *self._codec.encode(Shutdown())], copy=False)
         finally:
             self.child.stop(timeout_s=10.0)
             self._close_sockets()

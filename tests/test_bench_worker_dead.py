@@ -61,3 +61,18 @@ def test_a_worker_that_died_between_batches_is_said_to_have_died_with_its_log_ke
     said = f"its sim worker (pid {pid}) was killed by SIGKILL (a kill -9, or the kernel's out-of-memory killer);"
     assert re.fullmatch(re.escape(f"{said} its log is {copy}"), str(died.value))
     assert copy.read_text().endswith("what the worker said last\n")
+
+
+@pytest.mark.timeout(60)
+def test_closing_a_live_worker_the_router_cannot_reach_raises_nothing(tmp_path):
+    """close() runs in the `finally` of a failed measurement: its Shutdown refused by the ROUTER (the worker alive but
+    its connection not known there, as when it rejoined under load) raised zmq's "Host unreachable" over the error
+    that ended the run. The worker is stopped all the same."""
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    args = parser.parse_args(["--backend", "sim", "--time-scale", "0"])
+    worker = WorkerProcess(args, 1, tmp_path)
+    worker.handshake()
+    worker._identity = b"a connection the ROUTER does not hold"
+    worker.close()
+    assert not worker.child.alive()
