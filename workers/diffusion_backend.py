@@ -61,7 +61,7 @@ from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_wei
 from workers.model_id import config_bytes, folder_model_id, model_id
 from workers.model_loading import load_pretrained, loading
 from workers.pipeline_fit import pipeline_misfit
-from workers.seed_noise import first_noise, step_generator
+from workers.seed_noise import first_noise, skip_to_step, step_generator
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 _NAN_IMAGE = (
@@ -267,20 +267,22 @@ class DiffusionBackend(Backend):
         # a fresh scheduler per run: step and begin indices are per-run state
         template = self._scheduler_template
         pipeline.scheduler = type(template).from_config(template.config)
+        shape = latent_shape(self._info.name, batch.width, batch.height)
+        seeds = [item.seed for item in batch.items]
+        dtype = self._text2img.unet.dtype
         try:
             with torch.inference_mode():
                 if first:
+                    skip_to_step(seeds, generators, shape, dtype, first)
                     start = torch.from_numpy(np.stack([item.latent for item in batch.items]))
                     out = pipeline(
-                        image=start.to(self._device, self._text2img.unet.dtype),
+                        image=start.to(self._device, dtype),
                         denoising_start=first / steps,
                         **common,
                     )
                 else:
                     # drawn on the CPU in the run's dtype, as diffusers draws it: a seed's noise the same on any device
-                    shape = latent_shape(self._info.name, batch.width, batch.height)
-                    seeds = [item.seed for item in batch.items]
-                    noise = first_noise(seeds, generators, shape, self._text2img.unet.dtype)
+                    noise = first_noise(seeds, generators, shape, dtype)
                     out = pipeline(
                         width=batch.width,
                         height=batch.height,
