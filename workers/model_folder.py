@@ -24,6 +24,14 @@ _MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
 # index diffusion_pytorch_model.safetensors.index.fp16.json) or, in a shard's, ".fp16-" (model.fp16-00001-of-00002...)
 _WEIGHTS = re.compile(r"\.(safetensors|bin)(\.index(\.fp16)?\.json)?$")
 _FP16 = re.compile(r"\.fp16[.-]")
+# a single-file checkpoint (sd_xl_base_1.0.safetensors, a fine-tune's .ckpt) and how to make a folder of it. Told
+# without config=, from_single_file fetches SD-XL's configs and tokenizers from the hub, and fails offline
+_SINGLE_FILES = (".safetensors", ".ckpt")
+_CONVERT = (
+    "convert a single-file checkpoint once with StableDiffusionXLPipeline.from_single_file(FILE, config=CONFIG)"
+    ".save_pretrained(DIR), CONFIG a diffusers SD-XL base folder whose configs and tokenizers it reads (its weights"
+    " are not; without config= it downloads them from the hub)"
+)
 # a CLIP tokenizer's vocabulary: transformers' one file, or the vocab and merges SD-XL base ships
 _VOCABULARIES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 # a BERT tokenizer's (MiniLM's): transformers' one file, or its word-piece list
@@ -37,10 +45,9 @@ _IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 def sdxl_model_problem(model_dir: str) -> str | None:
     """Why `model_dir` is not a local diffusers SD-XL base checkpoint, or None."""
     if os.path.isfile(model_dir):
-        return (
-            f"{model_dir!r} is a file: argus loads a diffusers folder (one holding model_index.json); convert a"
-            " single-file checkpoint once with StableDiffusionXLPipeline.from_single_file(FILE).save_pretrained(DIR)"
-        )
+        if os.path.basename(model_dir) == "model_index.json":
+            return f"{model_dir!r} is a file: pass the diffusers folder that holds it, {os.path.dirname(model_dir)!r}"
+        return f"{model_dir!r} is a file: argus loads a diffusers folder (one holding model_index.json); {_CONVERT}"
     if not os.path.isdir(model_dir):
         return (
             f"SD-XL model directory {model_dir!r} does not exist; pass a local"
@@ -56,6 +63,9 @@ def sdxl_model_problem(model_dir: str) -> str | None:
         if snapshots:
             revisions = " or ".join(os.path.dirname(path) for path in snapshots)
             return f"{model_dir!r} is a hub cache folder: pass the checkpoint it holds, --model {revisions}"
+        if single := sorted(name for name in os.listdir(model_dir) if name.endswith(_SINGLE_FILES)):
+            # a folder made for a downloaded sd_xl_base_1.0.safetensors: said to be no checkpoint, with no way on
+            return f"{model_dir!r} holds {single[0]}, a single-file checkpoint, and no model_index.json; {_CONVERT}"
         return f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint"
     try:
         index = _json_object(index_path)
