@@ -571,3 +571,16 @@ def test_a_byte_pair_vocabulary_without_its_merges_is_refused(model):
     assert sdxl_model_problem(str(model)) == (
         f"{model / 'tokenizer'} holds no vocabulary: tokenizer.json, or vocab.json and merges.txt"
     )
+
+
+def test_a_scheduler_config_naming_another_class_than_model_index_is_said(model, caplog):
+    """diffusers makes the scheduler model_index.json names, from scheduler_config.json's settings: a folder whose
+    scheduler_config.json was edited to DPM-Solver ran Euler, and nothing said so."""
+    _edit_json(model / "scheduler" / "scheduler_config.json", _class_name="DPMSolverMultistepScheduler")
+    with caplog.at_level(logging.WARNING, logger="argus.models"):
+        load_sdxl(str(model), "cpu")
+    assert [r.getMessage() for r in caplog.records if r.name == "argus.models"] == [
+        f"{model / 'scheduler' / 'scheduler_config.json'} names DPMSolverMultistepScheduler, and the folder's"
+        " model_index.json EulerDiscreteScheduler: diffusers runs EulerDiscreteScheduler, with the settings it"
+        " shares; make them agree to run DPMSolverMultistepScheduler"
+    ]

@@ -8,6 +8,7 @@ cache level so the engine can cache them for later neighbours.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Mapping
@@ -57,11 +58,13 @@ from workers.limits import (
     LATENT_SCALE,
     latent_shape,
 )
-from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_weights_variant
+from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_scheduler_notice, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
 from workers.model_loading import load_pretrained, loading
 from workers.pipeline_fit import pipeline_misfit
 from workers.seed_noise import first_noise, skip_to_step, step_generator
+
+log = logging.getLogger("argus.models")
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 _NAN_IMAGE = (
@@ -398,6 +401,8 @@ def load_sdxl(
     if problem:
         raise FileNotFoundError(problem)
     _check_device(device)
+    if notice := sdxl_scheduler_notice(model_dir):
+        log.warning("%s", notice)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     # a folder whose files pass the checks may still not load (a config of wrong values, a tokenizer that is not
     # one, weights of other shapes); identified before the load: what loads is what was read

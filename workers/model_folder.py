@@ -186,6 +186,22 @@ def _named(entry: object) -> bool:
     return isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)
 
 
+def sdxl_scheduler_notice(model_dir: str) -> str | None:
+    """What to say of a checked folder whose scheduler/scheduler_config.json names another scheduler class than its
+    model_index.json, or None. diffusers makes model_index.json's, from the other's settings (those it does not take
+    dropped without a word): a folder whose scheduler_config.json was edited to DPM-Solver ran Euler, and nothing said
+    so."""
+    named = _json_object(os.path.join(model_dir, "model_index.json"))["scheduler"][1]
+    configured = _json_object(os.path.join(model_dir, "scheduler", "scheduler_config.json")).get("_class_name")
+    if configured in (None, named):
+        return None
+    return (
+        f"{os.path.join(model_dir, 'scheduler', 'scheduler_config.json')} names {configured}, and the folder's"
+        f" model_index.json {named}: diffusers runs {named}, with the settings it shares; make them agree to run"
+        f" {configured}"
+    )
+
+
 def sdxl_weights_variant(model_dir: str) -> str | None:
     """ "fp16" when a part of a checked folder holds fp16-variant weights only (a download of *.fp16.safetensors,
     half the size): diffusers loads such a folder only when told the variant, and then takes a part's plain
