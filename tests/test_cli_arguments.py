@@ -855,6 +855,21 @@ def test_an_sdxl_model_folder_that_cannot_load_is_refused_before_any_worker_star
     )
 
 
+def test_a_model_path_whose_tilde_no_shell_expanded_names_the_folder_meant(tmp_path, monkeypatch, capsys):
+    """bash expands a ~ at a word's start alone: `--model=~/sdxl` reached argus as it was typed, and was said not to
+    exist, as a typo would be, though the user's home folder held it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sdxl").mkdir()
+    model = sdxl_checkpoint(tmp_path / "sdxl")
+    says = "--model: '~/sdxl' does not exist: no shell expanded its ~ (bash expands one at a word's start alone, not"
+    says += f" after an =); pass {model!r}"
+    with pytest.raises(UsageError) as refused:
+        engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "1", "--model=~/sdxl"]))
+    assert str(refused.value) == says
+    assert main([*WORKER, "--backend", "sdxl", "--model=~/sdxl"]) == 2
+    assert capsys.readouterr().err == f"argus worker: error: {says}\n"
+
+
 def test_an_sdxl_worker_needs_a_model(tmp_path):
     with pytest.raises(UsageError, match=re.escape("--backend sdxl needs --model DIR")):
         check_worker_args(build_parser().parse_args([*WORKER, "--backend", "sdxl"]))

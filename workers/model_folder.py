@@ -49,7 +49,7 @@ def sdxl_model_problem(model_dir: str) -> str | None:
             return f"{model_dir!r} is a file: pass the diffusers folder that holds it, {os.path.dirname(model_dir)!r}"
         return f"{model_dir!r} is a file: argus loads a diffusers folder (one holding model_index.json); {_CONVERT}"
     if not os.path.isdir(model_dir):
-        return (
+        return _tilde(model_dir) or (
             f"SD-XL model directory {model_dir!r} does not exist; pass a local"
             " diffusers checkpoint (a directory holding model_index.json)"
         )
@@ -126,7 +126,7 @@ def _transformers_problem(folder: str, kind: str, model_types: tuple[str, ...] |
     """What a transformers model folder lacks: itself, its config.json (of one of `model_types`, None: any) or
     its weights."""
     if not os.path.exists(folder):
-        return f"{folder} does not exist: pass a local folder holding {kind}"
+        return _tilde(folder) or f"{folder} does not exist: pass a local folder holding {kind}"
     if not os.path.isdir(folder):
         return f"{folder} is a file, not a folder holding {kind}"
     if unreadable := _unreadable(folder):
@@ -142,6 +142,15 @@ def _transformers_problem(folder: str, kind: str, model_types: tuple[str, ...] |
         return f"{folder} is not {kind}: its config.json names model_type {model_type!r}"
     # walked once it looks like a model folder, not a home folder passed by mistake
     return _unreadable_within(folder) or _weights_problem(folder, "model.safetensors or pytorch_model.bin")
+
+
+def _tilde(path: str) -> str | None:
+    """Says so when `path` starts with a ~ no shell expanded (`--model=~/sdxl`, a service's unit file) and the
+    folder the user meant is there: said not to exist, it was taken for a typo."""
+    if not path.startswith("~") or not os.path.exists(home := os.path.expanduser(path)):
+        return None
+    said = "no shell expanded its ~ (bash expands one at a word's start alone, not after an =)"
+    return f"{path!r} does not exist: {said}; pass {home!r}"
 
 
 def _unreadable(path: str) -> str | None:
