@@ -584,3 +584,18 @@ def test_a_scheduler_config_naming_another_class_than_model_index_is_said(model,
         " model_index.json EulerDiscreteScheduler: diffusers runs EulerDiscreteScheduler, with the settings it"
         " shares; make them agree to run DPMSolverMultistepScheduler"
     ]
+
+
+@pytest.mark.parametrize("parent", ["models", "models--org--sdxl/snapshots"])
+def test_a_folder_of_checkpoints_names_them(parent, tmp_path, capsys):
+    """The folder of one's models, or a hub cache's snapshots/ (a level below the cache folder, which is named so
+    already): said to hold no model_index.json, it was taken for no checkpoint at all."""
+    folder = tmp_path / parent
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "model_index.json").write_text("{}")
+    assert main([*WORKER, str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus worker: error: --model: {str(folder)!r} holds no model_index.json; its subfolders do: pass one,"
+        f" --model {folder / 'a'} or {folder / 'b'}\n"
+    )

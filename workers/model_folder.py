@@ -63,6 +63,10 @@ def sdxl_model_problem(model_dir: str) -> str | None:
         if snapshots:
             revisions = " or ".join(os.path.dirname(path) for path in snapshots)
             return f"{model_dir!r} is a hub cache folder: pass the checkpoint it holds, --model {revisions}"
+        # the folder of one's models (~/models), or a hub cache's snapshots/: the checkpoints are a level down
+        if within := sorted(glob.glob(os.path.join(glob.escape(model_dir), "*", "model_index.json"))):
+            folders = " or ".join(os.path.dirname(path) for path in within)
+            return f"{model_dir!r} holds no model_index.json; its subfolders do: pass one, --model {folders}"
         if single := sorted(name for name in os.listdir(model_dir) if name.endswith(_SINGLE_FILES)):
             # a folder made for a downloaded sd_xl_base_1.0.safetensors: said to be no checkpoint, with no way on
             return f"{model_dir!r} holds {single[0]}, a single-file checkpoint, and no model_index.json; {_CONVERT}"
