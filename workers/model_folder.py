@@ -24,6 +24,11 @@ _MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
 # index diffusion_pytorch_model.safetensors.index.fp16.json) or, in a shard's, ".fp16-" (model.fp16-00001-of-00002...)
 _WEIGHTS = re.compile(r"\.(safetensors|bin)(\.index(\.fp16)?\.json)?$")
 _FP16 = re.compile(r"\.fp16[.-]")
+# the names diffusers' and transformers' PyTorch loaders read weights under (whole, in shards, or their index)
+_LOADED_STEMS = re.compile(r"(diffusion_pytorch_model|pytorch_model|model)[.-]")
+# the weights of runtimes other than PyTorch, which a hub checkpoint holds beside its own (SD-XL base's: Flax's
+# .msgpack, ONNX's model.onnx and model.onnx_data, OpenVINO's openvino_model.xml and .bin)
+_OTHER_RUNTIMES = re.compile(r"\.(msgpack|onnx|onnx_data|h5)$|^openvino_model\.")
 # a single-file checkpoint (sd_xl_base_1.0.safetensors, a fine-tune's .ckpt) and how to make a folder of it. Told
 # without config=, from_single_file fetches SD-XL's configs and tokenizers from the hub, and fails offline
 _SINGLE_FILES = (".safetensors", ".ckpt")
@@ -219,7 +224,9 @@ def sdxl_weights_variant(model_dir: str) -> str | None:
     """ "fp16" when a part of a checked folder holds fp16-variant weights only (a download of *.fp16.safetensors,
     half the size): diffusers loads such a folder only when told the variant, and then takes a part's plain
     weights where it has no fp16 ones."""
-    return "fp16" if any(not _weights(os.path.join(model_dir, name))[0] for name in _MODELS) else None
+    folders = [os.path.join(model_dir, name) for name in _MODELS]
+    # a folder a part lacks (not SD-XL's, when its identity is taken) holds no weights to tell
+    return "fp16" if any(not _weights(folder)[0] for folder in folders if os.path.isdir(folder)) else None
 
 
 def sdxl_part_variant(model_dir: str, part: str) -> str | None:
@@ -227,6 +234,25 @@ def sdxl_part_variant(model_dir: str, part: str) -> str | None:
     folder's, where the part holds weights of it; else None, the part's plain weights."""
     variant = sdxl_weights_variant(model_dir)
     return variant if variant and _weights(os.path.join(model_dir, part))[1] else None
+
+
+def sdxl_unread_files(model_dir: str, part: str) -> set[str]:
+    """The names of the files in the folder of `part` (any of a diffusers folder's parts) that its load does not
+    read: the weights of other runtimes (Flax, ONNX, OpenVINO), of the variant it does not load (the fp16 ones beside
+    the plain ones it loads, or the reverse) and .bin weights beside the .safetensors ones it reads first. A full
+    download of SD-XL base holds them all; one made with allow_patterns holds fewer. Counted in the model's identity
+    (workers/model_id.py), the same weights loaded on two hosts were two models, and the engine refused the
+    workers of the host whose download differed from its own."""
+    folder = os.path.join(model_dir, part)
+    if part not in _MODELS or not os.path.isdir(folder):
+        return set()
+    names = os.listdir(folder)
+    fp16 = sdxl_part_variant(model_dir, part) is not None
+    weights = [name for name in names if _WEIGHTS.search(name) and _LOADED_STEMS.match(name)]
+    read = [name for name in weights if bool(_FP16.search(name)) == fp16]
+    if any(".safetensors" in name for name in read):
+        read = [name for name in read if ".safetensors" in name]
+    return {name for name in names if _OTHER_RUNTIMES.search(name) or (_WEIGHTS.search(name) and name not in read)}
 
 
 def _weights(folder: str) -> tuple[bool, bool]:
