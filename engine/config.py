@@ -66,8 +66,17 @@ def environment_for_children() -> dict[str, str]:
 
 def served_model_name(backend: str, model: str | None) -> str:
     """The name GET /v1/models gives: the --model folder's, else the backend's (tiny, sim: no folder). The folder's
-    own name, made absolute first: `--model .` (serve run inside it) or `--model ..` was listed as '.' or '..'."""
-    return os.path.basename(os.path.abspath(model)) if model else f"argus-{backend}"
+    own name, made absolute first: `--model .` (serve run inside it) or `--model ..` was listed as '.' or '..'. A hub
+    cache's snapshot (models--ORG--NAME/snapshots/REVISION) is its repository's NAME: it was listed as the 40 hex
+    digits of the revision."""
+    if not model:
+        return f"argus-{backend}"
+    folder = os.path.abspath(model)
+    parent, name = os.path.split(folder)
+    cache, snapshots = os.path.split(parent)
+    if snapshots == "snapshots" and (repository := os.path.basename(cache)).startswith("models--"):
+        return repository.split("--")[-1]  # the hub allows no "--" in a repository's names
+    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -823,7 +823,13 @@ def test_a_folder_that_is_not_sdxl_base_is_refused_before_any_worker_starts(
     [
         ("gone", "SD-XL model directory"),  # a typo
         ("empty", "holds no model_index.json"),  # a folder of weights, not a diffusers checkpoint
-        ("sd_xl_base_1.0.safetensors", "is a file: argus loads a diffusers folder"),  # a single-file checkpoint
+        # a single-file checkpoint: from_single_file(FILE) alone fetches SD-XL's configs from the hub, which fails
+        # offline
+        ("sd_xl_base_1.0.safetensors", "is a file: argus loads a diffusers folder"),
+        ("sd_xl_base_1.0.safetensors", "from_single_file(FILE, config=CONFIG).save_pretrained(DIR), CONFIG a"),
+        # a folder made for the single file: said to hold no model_index.json alone, with no way on
+        ("single", "holds sd_xl_base_1.0.safetensors, a single-file checkpoint, and no model_index.json; convert"),
+        ("single/model_index.json", "is a file: pass the diffusers folder that holds it, "),
     ],
 )
 def test_an_sdxl_model_folder_that_cannot_load_is_refused_before_any_worker_starts(model, says, tmp_path, capsys):
@@ -831,6 +837,10 @@ def test_an_sdxl_model_folder_that_cannot_load_is_refused_before_any_worker_star
     workers so for ever, never ready."""
     (tmp_path / "empty").mkdir()
     (tmp_path / "sd_xl_base_1.0.safetensors").write_bytes(b"")
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "sd_xl_base_1.0.safetensors").write_bytes(b"")
+    if model.endswith(".json"):
+        (tmp_path / "single" / "model_index.json").write_text("{}")
     path = str(tmp_path / model)
     with pytest.raises(UsageError, match=re.escape(says)):
         engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "1", "--model", path]))
@@ -843,6 +853,21 @@ def test_an_sdxl_model_folder_that_cannot_load_is_refused_before_any_worker_star
             ["serve", "--backend", "sdxl", "--workers", "1", "--model", path, "--launcher", "ray"]
         )
     )
+
+
+def test_a_model_path_whose_tilde_no_shell_expanded_names_the_folder_meant(tmp_path, monkeypatch, capsys):
+    """bash expands a ~ at a word's start alone: `--model=~/sdxl` reached argus as it was typed, and was said not to
+    exist, as a typo would be, though the user's home folder held it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sdxl").mkdir()
+    model = sdxl_checkpoint(tmp_path / "sdxl")
+    says = "--model: '~/sdxl' does not exist: no shell expanded its ~ (bash expands one at a word's start alone, not"
+    says += f" after an =); pass {model!r}"
+    with pytest.raises(UsageError) as refused:
+        engine_config(build_parser().parse_args(["serve", "--backend", "sdxl", "--workers", "1", "--model=~/sdxl"]))
+    assert str(refused.value) == says
+    assert main([*WORKER, "--backend", "sdxl", "--model=~/sdxl"]) == 2
+    assert capsys.readouterr().err == f"argus worker: error: {says}\n"
 
 
 def test_an_sdxl_worker_needs_a_model(tmp_path):

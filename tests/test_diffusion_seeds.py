@@ -1,4 +1,4 @@
-"""DiffusionBackend under a scheduler that draws noise at each step (Euler ancestral, as an SD-XL folder may ship):
+"""DiffusionBackend under a scheduler that draws noise at each step (Euler ancestral, DDPM, LCM, as a folder may ship):
 each item's step noise comes from its own seed. Before this was pinned, one generator shared by the batch, a fixed
 seed or none at all (torch's global RNG) went unnoticed: the tiny model's scheduler (Euler) draws none."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline
+from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler, LCMScheduler, StableDiffusionXLPipeline
 from test_diffusion_backend import RecordingControl, batch, decode, diffusers_image, tiny_sizes, with_scheduler
 
 from protocols.worker_messages import GenerateItem, ItemDone
@@ -74,3 +74,33 @@ def test_a_seed_below_two_to_the_32_run_in_full_makes_the_image_diffusers_makes_
     (seven,) = images(ancestral, 0, 7)
     alone = diffusers_image(with_scheduler(ancestral_pipe, EulerAncestralDiscreteScheduler), PROMPT, STEPS, seed=7)
     assert np.array_equal(np.asarray(alone, dtype=int), seven)
+
+
+# a run long enough for the first resumed step's noise to show: at 4 steps, resumed at 2, the image moved by 2 levels
+LONG_STEPS, LONG_LEVEL = 16, 4
+
+
+@pytest.mark.parametrize("scheduler_class", [EulerAncestralDiscreteScheduler, DDPMScheduler, LCMScheduler])
+def test_a_run_resumed_from_its_own_latent_makes_its_full_runs_image(scheduler_class):
+    """Resumed at K, a run's step noise is what its run in full draws from step K on. Drawn from a fresh generator,
+    the first resumed step drew the seed's first noise again: resumed from a latent its own seed made (a neighbour
+    of the same seed, as clients that fix their seed send), that step added the image's own noise back, and the
+    image was not its run in full's (Euler ancestral: 6 of 255 levels apart on average, up to 37)."""
+    backend = DiffusionBackend(
+        with_scheduler(build_tiny_sdxl(seed=0), scheduler_class),
+        "tiny",
+        "cpu",
+        "tiny:test",
+        levels=(LONG_LEVEL,),
+        default_steps=LONG_STEPS,
+        **tiny_sizes(),
+    )
+    (full,) = long_run(backend, 0, GenerateItem("r", PROMPT, 7))
+    (resumed,) = long_run(backend, LONG_LEVEL, GenerateItem("r", PROMPT, 7, full.by_level()[LONG_LEVEL]))
+    assert alike(np.asarray(decode(resumed.image), dtype=int), np.asarray(decode(full.image), dtype=int))
+
+
+def long_run(backend: DiffusionBackend, level: int, *items: GenerateItem) -> list[ItemDone]:
+    outcomes = backend.run(batch(level=level, items=items, steps=LONG_STEPS), RecordingControl())
+    assert all(isinstance(outcome, ItemDone) for outcome in outcomes), outcomes
+    return outcomes

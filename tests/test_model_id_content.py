@@ -106,3 +106,37 @@ def test_an_embedder_folder_is_named_by_its_embedder_and_every_file_in_it(embedd
     assert before.startswith(f"{embedder}:")
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
     assert embedder_folder_id(embedder, str(folder)) != before
+
+
+# beside the PyTorch weights a part loads, what a full download of SD-XL base holds and one made with allow_patterns
+# (or by save_pretrained) does not: the fp16 variant, a .bin copy, Flax's, ONNX's and OpenVINO's weights
+UNREAD = (
+    "diffusion_pytorch_model.fp16.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_flax_model.msgpack",
+    "model.onnx",
+    "model.onnx_data",
+    "openvino_model.bin",
+    "openvino_model.xml",
+)
+
+
+def test_files_the_load_does_not_read_are_no_part_of_the_model(tmp_path):
+    """Counted, the same weights loaded on two hosts whose downloads differed were two models: the engine refused
+    every worker of the host whose download was not its own."""
+    folder = save_folder(tmp_path / "model")
+    before = folder_model_id(folder)
+    for name in UNREAD:
+        Path(folder, "unet", name).write_bytes(b"\x01" * 1000)
+    assert folder_model_id(folder) == before
+
+
+def test_the_fp16_weights_of_a_folder_that_loads_them_are_the_model(tmp_path):
+    """A download of fp16 weights only loads them: theirs are the samples taken, not the plain weights beside."""
+    folder = save_folder(tmp_path / "model")
+    for part in ("unet", "vae"):
+        os.rename(Path(folder, part, "diffusion_pytorch_model.safetensors"), Path(folder, part, UNREAD[0]))
+    before = folder_model_id(folder)
+    weights = Path(folder, "unet", UNREAD[0])
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    assert folder_model_id(folder) != before

@@ -133,6 +133,13 @@ def test_models_lists_the_one_served_and_retrieves_only_it(client):
         ("sdxl-base", "/models", "sdxl-base"),
         (".", "/models/sdxl-base", "sdxl-base"),
         ("..", "/models/sdxl-base/unet", "sdxl-base"),
+        # a hub cache's snapshot: listed as the revision's 40 hex digits
+        (
+            f"/hub/models--stabilityai--stable-diffusion-xl-base-1.0/snapshots/{'4' * 40}",
+            "/",
+            "stable-diffusion-xl-base-1.0",
+        ),
+        (".", f"/hub/models--org--sdxl/snapshots/{'4' * 40}", "sdxl"),
     ],
 )
 def test_an_sdxl_model_is_listed_by_its_folders_name_however_the_path_is_written(model, cwd, listed, monkeypatch):

@@ -99,6 +99,16 @@ def test_a_hello_under_an_actors_id_is_refused_before_the_launcher_has_reached_r
     assert slots.refusal("remote-0", os.getpid()) is None
 
 
+def test_an_actor_is_given_a_relative_model_folder_as_the_engine_names_it(tmp_path, monkeypatch):
+    """An actor runs in its raylet's folder (where `ray start` ran), not the engine's: `--model sdxl`, next to the
+    engine, named a folder there, or none, and every actor's worker failed to find it."""
+    monkeypatch.chdir(tmp_path)
+    slots = RayLauncher(
+        LaunchConfig(count=1, backend="sdxl", model="sdxl"), "tcp://127.0.0.1:1", EngineMetrics(), print, None
+    )
+    assert slots._worker_config(0).model == str(tmp_path / "sdxl")
+
+
 def sample(engine: Engine, name: str, **labels: str) -> float:
     return engine.metrics.registry.get_sample_value(name, labels) or 0.0
 

@@ -571,3 +571,31 @@ def test_a_byte_pair_vocabulary_without_its_merges_is_refused(model):
     assert sdxl_model_problem(str(model)) == (
         f"{model / 'tokenizer'} holds no vocabulary: tokenizer.json, or vocab.json and merges.txt"
     )
+
+
+def test_a_scheduler_config_naming_another_class_than_model_index_is_said(model, caplog):
+    """diffusers makes the scheduler model_index.json names, from scheduler_config.json's settings: a folder whose
+    scheduler_config.json was edited to DPM-Solver ran Euler, and nothing said so."""
+    _edit_json(model / "scheduler" / "scheduler_config.json", _class_name="DPMSolverMultistepScheduler")
+    with caplog.at_level(logging.WARNING, logger="argus.models"):
+        load_sdxl(str(model), "cpu")
+    assert [r.getMessage() for r in caplog.records if r.name == "argus.models"] == [
+        f"{model / 'scheduler' / 'scheduler_config.json'} names DPMSolverMultistepScheduler, and the folder's"
+        " model_index.json EulerDiscreteScheduler: diffusers runs EulerDiscreteScheduler, with the settings it"
+        " shares; make them agree to run DPMSolverMultistepScheduler"
+    ]
+
+
+@pytest.mark.parametrize("parent", ["models", "models--org--sdxl/snapshots"])
+def test_a_folder_of_checkpoints_names_them(parent, tmp_path, capsys):
+    """The folder of one's models, or a hub cache's snapshots/ (a level below the cache folder, which is named so
+    already): said to hold no model_index.json, it was taken for no checkpoint at all."""
+    folder = tmp_path / parent
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "model_index.json").write_text("{}")
+    assert main([*WORKER, str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus worker: error: --model: {str(folder)!r} holds no model_index.json; its subfolders do: pass one,"
+        f" --model {folder / 'a'} or {folder / 'b'}\n"
+    )

@@ -8,6 +8,7 @@ cache level so the engine can cache them for later neighbours.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Mapping
@@ -57,11 +58,13 @@ from workers.limits import (
     LATENT_SCALE,
     latent_shape,
 )
-from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_weights_variant
+from workers.model_folder import sdxl_model_problem, sdxl_part_variant, sdxl_scheduler_notice, sdxl_weights_variant
 from workers.model_id import config_bytes, folder_model_id, model_id
 from workers.model_loading import load_pretrained, loading
 from workers.pipeline_fit import pipeline_misfit
-from workers.seed_noise import first_noise, step_generator
+from workers.seed_noise import first_noise, skip_to_step, step_generator
+
+log = logging.getLogger("argus.models")
 
 _SDXL_SIZES = BACKEND_SIZES["sdxl"]
 _NAN_IMAGE = (
@@ -267,20 +270,22 @@ class DiffusionBackend(Backend):
         # a fresh scheduler per run: step and begin indices are per-run state
         template = self._scheduler_template
         pipeline.scheduler = type(template).from_config(template.config)
+        shape = latent_shape(self._info.name, batch.width, batch.height)
+        seeds = [item.seed for item in batch.items]
+        dtype = self._text2img.unet.dtype
         try:
             with torch.inference_mode():
                 if first:
+                    skip_to_step(seeds, generators, shape, dtype, first)
                     start = torch.from_numpy(np.stack([item.latent for item in batch.items]))
                     out = pipeline(
-                        image=start.to(self._device, self._text2img.unet.dtype),
+                        image=start.to(self._device, dtype),
                         denoising_start=first / steps,
                         **common,
                     )
                 else:
                     # drawn on the CPU in the run's dtype, as diffusers draws it: a seed's noise the same on any device
-                    shape = latent_shape(self._info.name, batch.width, batch.height)
-                    seeds = [item.seed for item in batch.items]
-                    noise = first_noise(seeds, generators, shape, self._text2img.unet.dtype)
+                    noise = first_noise(seeds, generators, shape, dtype)
                     out = pipeline(
                         width=batch.width,
                         height=batch.height,
@@ -396,6 +401,8 @@ def load_sdxl(
     if problem:
         raise FileNotFoundError(problem)
     _check_device(device)
+    if notice := sdxl_scheduler_notice(model_dir):
+        log.warning("%s", notice)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     # a folder whose files pass the checks may still not load (a config of wrong values, a tokenizer that is not
     # one, weights of other shapes); identified before the load: what loads is what was read

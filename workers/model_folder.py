@@ -24,6 +24,19 @@ _MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
 # index diffusion_pytorch_model.safetensors.index.fp16.json) or, in a shard's, ".fp16-" (model.fp16-00001-of-00002...)
 _WEIGHTS = re.compile(r"\.(safetensors|bin)(\.index(\.fp16)?\.json)?$")
 _FP16 = re.compile(r"\.fp16[.-]")
+# the names diffusers' and transformers' PyTorch loaders read weights under (whole, in shards, or their index)
+_LOADED_STEMS = re.compile(r"(diffusion_pytorch_model|pytorch_model|model)[.-]")
+# the weights of runtimes other than PyTorch, which a hub checkpoint holds beside its own (SD-XL base's: Flax's
+# .msgpack, ONNX's model.onnx and model.onnx_data, OpenVINO's openvino_model.xml and .bin)
+_OTHER_RUNTIMES = re.compile(r"\.(msgpack|onnx|onnx_data|h5)$|^openvino_model\.")
+# a single-file checkpoint (sd_xl_base_1.0.safetensors, a fine-tune's .ckpt) and how to make a folder of it. Told
+# without config=, from_single_file fetches SD-XL's configs and tokenizers from the hub, and fails offline
+_SINGLE_FILES = (".safetensors", ".ckpt")
+_CONVERT = (
+    "convert a single-file checkpoint once with StableDiffusionXLPipeline.from_single_file(FILE, config=CONFIG)"
+    ".save_pretrained(DIR), CONFIG a diffusers SD-XL base folder whose configs and tokenizers it reads (its weights"
+    " are not; without config= it downloads them from the hub)"
+)
 # a CLIP tokenizer's vocabulary: transformers' one file, or the vocab and merges SD-XL base ships
 _VOCABULARIES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 # a BERT tokenizer's (MiniLM's): transformers' one file, or its word-piece list
@@ -37,12 +50,11 @@ _IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 def sdxl_model_problem(model_dir: str) -> str | None:
     """Why `model_dir` is not a local diffusers SD-XL base checkpoint, or None."""
     if os.path.isfile(model_dir):
-        return (
-            f"{model_dir!r} is a file: argus loads a diffusers folder (one holding model_index.json); convert a"
-            " single-file checkpoint once with StableDiffusionXLPipeline.from_single_file(FILE).save_pretrained(DIR)"
-        )
+        if os.path.basename(model_dir) == "model_index.json":
+            return f"{model_dir!r} is a file: pass the diffusers folder that holds it, {os.path.dirname(model_dir)!r}"
+        return f"{model_dir!r} is a file: argus loads a diffusers folder (one holding model_index.json); {_CONVERT}"
     if not os.path.isdir(model_dir):
-        return (
+        return _tilde(model_dir) or (
             f"SD-XL model directory {model_dir!r} does not exist; pass a local"
             " diffusers checkpoint (a directory holding model_index.json)"
         )
@@ -56,6 +68,13 @@ def sdxl_model_problem(model_dir: str) -> str | None:
         if snapshots:
             revisions = " or ".join(os.path.dirname(path) for path in snapshots)
             return f"{model_dir!r} is a hub cache folder: pass the checkpoint it holds, --model {revisions}"
+        # the folder of one's models (~/models), or a hub cache's snapshots/: the checkpoints are a level down
+        if within := sorted(glob.glob(os.path.join(glob.escape(model_dir), "*", "model_index.json"))):
+            folders = " or ".join(os.path.dirname(path) for path in within)
+            return f"{model_dir!r} holds no model_index.json; its subfolders do: pass one, --model {folders}"
+        if single := sorted(name for name in os.listdir(model_dir) if name.endswith(_SINGLE_FILES)):
+            # a folder made for a downloaded sd_xl_base_1.0.safetensors: said to be no checkpoint, with no way on
+            return f"{model_dir!r} holds {single[0]}, a single-file checkpoint, and no model_index.json; {_CONVERT}"
         return f"{model_dir!r} holds no model_index.json; it is not a diffusers checkpoint"
     try:
         index = _json_object(index_path)
@@ -116,7 +135,7 @@ def _transformers_problem(folder: str, kind: str, model_types: tuple[str, ...] |
     """What a transformers model folder lacks: itself, its config.json (of one of `model_types`, None: any) or
     its weights."""
     if not os.path.exists(folder):
-        return f"{folder} does not exist: pass a local folder holding {kind}"
+        return _tilde(folder) or f"{folder} does not exist: pass a local folder holding {kind}"
     if not os.path.isdir(folder):
         return f"{folder} is a file, not a folder holding {kind}"
     if unreadable := _unreadable(folder):
@@ -132,6 +151,15 @@ def _transformers_problem(folder: str, kind: str, model_types: tuple[str, ...] |
         return f"{folder} is not {kind}: its config.json names model_type {model_type!r}"
     # walked once it looks like a model folder, not a home folder passed by mistake
     return _unreadable_within(folder) or _weights_problem(folder, "model.safetensors or pytorch_model.bin")
+
+
+def _tilde(path: str) -> str | None:
+    """Says so when `path` starts with a ~ no shell expanded (`--model=~/sdxl`, a service's unit file) and the
+    folder the user meant is there: said not to exist, it was taken for a typo."""
+    if not path.startswith("~") or not os.path.exists(home := os.path.expanduser(path)):
+        return None
+    said = "no shell expanded its ~ (bash expands one at a word's start alone, not after an =)"
+    return f"{path!r} does not exist: {said}; pass {home!r}"
 
 
 def _unreadable(path: str) -> str | None:
@@ -176,11 +204,29 @@ def _named(entry: object) -> bool:
     return isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)
 
 
+def sdxl_scheduler_notice(model_dir: str) -> str | None:
+    """What to say of a checked folder whose scheduler/scheduler_config.json names another scheduler class than its
+    model_index.json, or None. diffusers makes model_index.json's, from the other's settings (those it does not take
+    dropped without a word): a folder whose scheduler_config.json was edited to DPM-Solver ran Euler, and nothing said
+    so."""
+    named = _json_object(os.path.join(model_dir, "model_index.json"))["scheduler"][1]
+    configured = _json_object(os.path.join(model_dir, "scheduler", "scheduler_config.json")).get("_class_name")
+    if configured in (None, named):
+        return None
+    return (
+        f"{os.path.join(model_dir, 'scheduler', 'scheduler_config.json')} names {configured}, and the folder's"
+        f" model_index.json {named}: diffusers runs {named}, with the settings it shares; make them agree to run"
+        f" {configured}"
+    )
+
+
 def sdxl_weights_variant(model_dir: str) -> str | None:
     """ "fp16" when a part of a checked folder holds fp16-variant weights only (a download of *.fp16.safetensors,
     half the size): diffusers loads such a folder only when told the variant, and then takes a part's plain
     weights where it has no fp16 ones."""
-    return "fp16" if any(not _weights(os.path.join(model_dir, name))[0] for name in _MODELS) else None
+    folders = [os.path.join(model_dir, name) for name in _MODELS]
+    # a folder a part lacks (not SD-XL's, when its identity is taken) holds no weights to tell
+    return "fp16" if any(not _weights(folder)[0] for folder in folders if os.path.isdir(folder)) else None
 
 
 def sdxl_part_variant(model_dir: str, part: str) -> str | None:
@@ -188,6 +234,25 @@ def sdxl_part_variant(model_dir: str, part: str) -> str | None:
     folder's, where the part holds weights of it; else None, the part's plain weights."""
     variant = sdxl_weights_variant(model_dir)
     return variant if variant and _weights(os.path.join(model_dir, part))[1] else None
+
+
+def sdxl_unread_files(model_dir: str, part: str) -> set[str]:
+    """The names of the files in the folder of `part` (any of a diffusers folder's parts) that its load does not
+    read: the weights of other runtimes (Flax, ONNX, OpenVINO), of the variant it does not load (the fp16 ones beside
+    the plain ones it loads, or the reverse) and .bin weights beside the .safetensors ones it reads first. A full
+    download of SD-XL base holds them all; one made with allow_patterns holds fewer. Counted in the model's identity
+    (workers/model_id.py), the same weights loaded on two hosts were two models, and the engine refused the
+    workers of the host whose download differed from its own."""
+    folder = os.path.join(model_dir, part)
+    if part not in _MODELS or not os.path.isdir(folder):
+        return set()
+    names = os.listdir(folder)
+    fp16 = sdxl_part_variant(model_dir, part) is not None
+    weights = [name for name in names if _WEIGHTS.search(name) and _LOADED_STEMS.match(name)]
+    read = [name for name in weights if bool(_FP16.search(name)) == fp16]
+    if any(".safetensors" in name for name in read):
+        read = [name for name in read if ".safetensors" in name]
+    return {name for name in names if _OTHER_RUNTIMES.search(name) or (_WEIGHTS.search(name) and name not in read)}
 
 
 def _weights(folder: str) -> tuple[bool, bool]:

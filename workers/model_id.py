@@ -3,7 +3,8 @@
 The engine's cache hands latents one worker made to any other, so every worker must run the same model. A path
 names nothing (the same model sits at another path on each host, and a folder can be replaced in place), so the
 identity is a digest of content, cheap enough to take at every start: a diffusers folder's config files (parsed,
-without the fields that name the library version or where it was saved from), and for each weight file its name,
+without the fields that name the library version or where it was saved from), and for each weight file its load reads
+(not another runtime's, nor the variant or format it does not load, which one download holds and another not) its name,
 its size and 16 samples of 4 KiB spread over it. Name and size alone would miss a fine-tune (the same tensors in the
 same dtype: the same bytes count); the samples see its changed weights without reading gigabytes. Torch-free: the
 engine names its own model (argus serve --model) without importing torch. A prompt embedder's folder is named the
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from controller.profiles import LatencyProfile
 from workers.limits import PLACEHOLDER_LATENTS, SDXL_LATENTS, latent_shape
+from workers.model_folder import sdxl_unread_files
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".h5", ".gguf")
 # a file not named as weights but this large is treated as weights all the same: sampled, not read whole
@@ -57,7 +59,11 @@ def folder_model_id(model_dir: str) -> str:
     for component in components:
         # a component that is null in model_index.json has no folder
         if (root / component).is_dir():
-            files += sorted(path for path in (root / component).rglob("*") if _counted(path, root))
+            # what the load does not read is no part of the model (model_folder.sdxl_unread_files)
+            unread = {root / component / name for name in sdxl_unread_files(model_dir, component)}
+            files += sorted(
+                path for path in (root / component).rglob("*") if _counted(path, root) and path not in unread
+            )
     return model_id("sdxl", (part for path in files for part in _file_parts(path, root)))
 
 

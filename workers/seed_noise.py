@@ -39,6 +39,21 @@ def _noise(seed: int, generator: torch.Generator, shape: tuple[int, ...], dtype:
     return torch.from_numpy(drawn).to(dtype)
 
 
+def skip_to_step(
+    seeds: list[int], generators: list[torch.Generator], shape: tuple[int, ...], dtype: torch.dtype, steps: int
+) -> None:
+    """Moves each seed's step_generator past what its run in full draws before step `steps`: its first noise, then
+    one step noise a step (Euler ancestral, DDPM, LCM draw one, of the latent's shape in the run's dtype; a scheduler
+    that draws none leaves these unused). A run resumed at K then draws the step noise its run in full draws from
+    step K on. Drawn from a fresh generator, the first resumed step's noise was the seed's first noise: resumed from
+    a latent its own seed made (a neighbour of the same seed, as clients that fix their seed send), that step added
+    the image's own noise back into it, and the image was not its run in full's."""
+    first_noise(seeds, generators, shape, dtype)
+    for generator in generators:
+        for _ in range(steps):
+            torch.randn((1, *shape), generator=generator, dtype=dtype)
+
+
 def step_generator(seed: int) -> torch.Generator:
     """The generator an image's step noise is drawn from. A seed below 2**32 seeds it as diffusers did; one above, a
     32-bit digest of all its bits: torch kept the seed's low 32 bits, and seeds 2**32 apart drew the same noise at

@@ -445,6 +445,9 @@ class RayLauncher(SlotSupervisor):
             device="cuda:0" if gpu(local) else local.device,
             die_with_parent=False,
             curve=self._curve,
+            # an actor runs in its raylet's folder (where `ray start` ran), not the engine's: a relative --model named
+            # a folder there, or none, where a local worker's names the one beside the engine
+            model=os.path.abspath(local.model) if local.model else None,
         )
 
 
