@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tracemalloc
 import urllib.error
 import urllib.request
 
@@ -16,7 +17,7 @@ from waiting import wait_for
 
 from engine.fleet.registry import WorkerRegistry
 from engine.fleet.restart_backoff import GIVE_UP_AFTER
-from engine.fleet.worker_outlook import REMOTE_WAIT_S, WorkerOutlook
+from engine.fleet.worker_outlook import PROBES_KEPT, REMOTE_WAIT_S, WorkerOutlook
 from engine.metrics import EngineMetrics
 from engine_process import start_engine, start_worker
 
@@ -42,6 +43,7 @@ def generate(engine, timeout_s: float = PATIENCE_S) -> tuple[int, dict]:
 _CANNOT_SERVE = """
 import os
 import subprocess
+import tracemalloc
 if os.environ.get("ARGUS_PARENT_PID"):
     os._exit(2)
 """
@@ -167,3 +169,22 @@ def test_with_workers_0_a_request_waits_for_a_remote_worker_that_loads_its_model
         worker.wait(30)
         log.close()
         assert engine.stop() == 0
+
+
+def test_probes_under_ever_new_ids_are_remembered_up_to_a_bound():
+    """Any peer of the worker socket may probe under ever-new ids: while a worker was registered, none was forgotten
+    (the outlook prunes its probes only when it asks whether a worker is expected, with none registered)."""
+    remote = outlook(_Slots((), coming_back=False))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(25 * PROBES_KEPT):
+            remote.probed(f"peer-{n}", 10.0)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < PROBES_KEPT * 400  # bytes: the latest probes alone (25 times as many without the bound)
+    remote.probed("gpu-7", 11.0)
+    assert remote.wait(12.0)[0] == 60  # the latest probe counts
+    remote.joined("gpu-7")
+    assert remote.wait(13.0)[0] == 60  # and those before it, still loading

@@ -9,9 +9,20 @@ from engine_stand_in import StandInEngine, admitted, generate, replies, zmq_door
 from waiting import eventually
 
 from engine.zmq import door as client_door
-from protocols.client_messages import Cancel, Cancelled, Error, Generate, Images, Inquire, client_side_codec
+from protocols.client_messages import (
+    Cancel,
+    Cancelled,
+    Error,
+    FromClient,
+    Generate,
+    Images,
+    Inquire,
+    client_side_codec,
+)
+from protocols.codec import Codec
 
 _CLIENT_CODEC = client_side_codec()
+_DOOR_CODEC = Codec(FromClient)  # what a client sends
 
 # in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
 pytestmark = pytest.mark.timeout(30)
@@ -134,3 +145,29 @@ async def test_a_cancel_and_a_generate_under_one_id_read_in_one_pass_cancel_the_
         assert isinstance(served_reply, Images) and served_reply.request_id == "g1"
     assert first.future.result() == Cancelled("g1")
     assert engine.metric("argus_requests_total", outcome="rejected", code="invalid_request") == 0
+
+
+async def test_the_answers_to_the_inquiries_of_a_client_gone_are_not_kept_for_it(monkeypatch):
+    """A client asks again at its next connection: kept, the 64 Inquires of 256 ids the door reads ahead of a client
+    that left made 16,384 answers for each of its connections, and 100 of them grew the engine by 900 MB."""
+    monkeypatch.setattr(client_door, "_GONE_RETRY_S", 60.0)  # kept until it is heard from again
+    engine = StandInEngine()
+    async with zmq_door_of(engine) as served:
+        gone = served.client(b"client-a")
+        gone.send_multipart(generate("g1"))
+        request = await admitted(engine)
+        gone.close()
+        await served.lost(b"client-a")
+        for batch in range(64):  # read from its connection after it left, as libzmq hands them on
+            inquiry = Inquire([f"lost-{batch}-{n}" for n in range(255)] + ["g1"])
+            served.door._on_frames(b"client-a", [zmq.Frame(frame) for frame in _DOOR_CODEC.encode(inquiry)])
+        request.future.set_result(Images("g1", []))  # its reply is kept for it
+        await asyncio.sleep(0.01)
+        client = served.client(b"client-a")
+        client.send_multipart(_CLIENT_CODEC.encode(Inquire(["g1", "lost-63-254"])))  # back, it asks again
+        first, second = await replies(client, 2)
+        assert isinstance(first, Images) and first.request_id == "g1"
+        assert (second.request_id, second.code) == ("lost-63-254", "request_lost")
+        await asyncio.sleep(0.05)
+        assert not client.poll(0)  # nothing more: the answers made while it was gone were not kept
+    assert engine.metric("argus_requests_lost_total") == 64 * 255  # each counted once, asked after twice or not

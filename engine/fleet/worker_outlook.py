@@ -28,6 +28,9 @@ from engine.fleet.slot_supervision import Launcher
 
 # how long a request waits for a remote worker when none is expected (above)
 REMOTE_WAIT_S = 10.0
+# the remote workers remembered loading their model at most, the latest probes kept: any peer of the worker socket may
+# probe under ever-new ids, and while a worker was registered none was forgotten (3 minutes is the most it counts for)
+PROBES_KEPT = 4096
 # the sweep's words for a request that waited its full wait
 WAITED_IN_VAIN = "no worker was available to serve this request"
 
@@ -55,7 +58,10 @@ class WorkerOutlook:
     def probed(self, worker_id: str, now: float) -> None:
         """A worker was cleared by its Probe: it loads its model, and says hello once it has."""
         if not self._launcher.owns(worker_id):
+            self._probed.pop(worker_id, None)  # to the end: oldest first
             self._probed[worker_id] = now
+            if len(self._probed) > PROBES_KEPT:
+                del self._probed[next(iter(self._probed))]
 
     def joined(self, worker_id: str) -> None:
         self._probed.pop(worker_id, None)
