@@ -14,7 +14,8 @@ them: bytes that came after the last head aiohttp made whole, less those it took
 the next head's, or that body's chunked framing and trailer fields, which aiohttp keeps as it keeps headers: they are
 held to the same bound (a 1 MiB body in chunks of 100 bytes has 70 KB of framing; real clients' chunks are KBs). Once
 a head is whole, what came with it is counted against the next message (an overcount by that head and pipelined
-requests' heads: a normal client's are far below the bound).
+requests' heads: a normal client's are far below the bound). What comes while aiohttp has paused reading for a body
+its handler has not read yet waits unparsed in its parser: a body's bytes, mostly, not counted (at most a read's).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ log = logging.getLogger("argus.http")
 # what HeadLimit reads of aiohttp's RequestHandler, none of it public: an aiohttp without one of them is served without
 # the bound (said once at start) rather than with a count that never sees a head made whole, which would refuse every
 # keep-alive connection once 64 KiB had passed on it
-_AIOHTTP_STATE = ("_request_count", "_messages", "_current_request", "_waiter")
+_AIOHTTP_STATE = ("_request_count", "_messages", "_current_request", "_waiter", "_reading_paused")
 
 # how often a connection refused behind an answer aiohttp owes looks again whether it is written
 _BUSY_LOOK_S = 0.05
@@ -78,6 +79,12 @@ class HeadLimit(ProtocolLayer):
         for start in range(0, len(data), MAX_HEAD_BYTES):
             if self._refused:
                 return  # read and dropped until the connection closes
+            if self._inner._reading_paused:
+                # paused for a body its handler has not read (128 KiB waiting): aiohttp keeps what it is given unparsed
+                # until the handler reads on, and parses it then, not through here. The rest of the read goes whole,
+                # as it would without this layer, uncounted: at most a read's 256 KiB, once per pause
+                super().data_received(data[start:])
+                return
             self._take(data[start : start + MAX_HEAD_BYTES])
 
     def _take(self, data: bytes) -> None:
@@ -88,6 +95,10 @@ class HeadLimit(ProtocolLayer):
         if heads != self._heads:  # a head came whole in these bytes: what else came is the next message's, at most
             self._heads, self._body, self._held, taken = heads, self._newest_body(), 0, 0
             body = self._body
+        if self._inner._reading_paused:
+            # paused in these bytes: what of them the body did not take waits unparsed in aiohttp's parser, a chunked
+            # body's next chunks (counted as a head's, a chunked body sent faster than its handler read it was refused)
+            return
         # what aiohttp did not take into a body: a head's bytes, or a chunked body's framing and trailer fields (which
         # aiohttp keeps as it keeps headers: 120 of 8 KB after the last chunk held 1.8 MB until the 408, 30 s on)
         self._held += len(data) - ((body.total_bytes if body is not None else 0) - taken)
