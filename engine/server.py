@@ -26,7 +26,8 @@ from aiohttp import web
 
 from engine.cache.embedder_loading import EmbedderLoading
 from engine.cache.embedders import Embedder
-from engine.cache.service import CacheService, Preparation, Returned, build_cache_service
+from engine.cache.preparation import Preparation
+from engine.cache.service import CacheService, Returned, build_cache_service
 from engine.commands.arg_types import UsageError
 from engine.config import EngineConfig
 from engine.control.loop import ControlLoop

@@ -130,7 +130,7 @@ async def test_a_request_whose_level_choice_fails_without_a_cache_is_answered_an
     for good, and a ZeroMQ client got no reply (over HTTP, a 500 with the request still counted)."""
     async with engine_not_running(in_process_config(tmp_path, cache=CacheConfig(enabled=False))) as engine:
         chosen = []
-        engine.cache._choose = failing_first(chosen, engine.cache._choose)
+        engine.cache._preparer._choose = failing_first(chosen, engine.cache._preparer._choose)
         await assert_answered_with_an_internal_error(engine, "first")
         assert await eventually(lambda: engine.dispatcher.outstanding_images == 0)
         second = engine.submit(Generate("second", "a fox", width=64, height=64))

@@ -23,8 +23,9 @@ from controller.level_shares import Choice
 from engine.cache import persistence
 from engine.cache import service as cache_service
 from engine.cache.embedders import HashEmbedder
+from engine.cache.preparation import Preparation
 from engine.cache.prompt_cache import PromptCache, ShapeKey
-from engine.cache.service import Preparation, Returned, build_cache_service
+from engine.cache.service import Returned, build_cache_service
 from engine.config import CacheConfig
 from protocols.client_messages import Generate
 from protocols.codec import Blob

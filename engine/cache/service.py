@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,8 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.level_shares import Choice
-from controller.predictor import Lookup
 from engine.cache.cache_dir import (
     has_saved_cache,
     load_saved_cache,
@@ -47,38 +44,17 @@ from engine.cache.cache_dir import (
     warn_if_disk_short,
 )
 from engine.cache.embedders import Embedder, make_embedder
-from engine.cache.prompt_cache import CacheSnapshot, CacheStats, Neighbour, PromptCache, ShapeKey
+from engine.cache.preparation import Choose, FallbackLevels, Preparation, Preparer
+from engine.cache.prompt_cache import CacheSnapshot, CacheStats, PromptCache, ShapeKey
 from engine.cache.returned_latents import latents_problem
 from engine.commands.arg_types import UsageError
 from engine.config import CacheConfig
-from engine.dispatch.jobs import AdmittedRequest, Fallback, image_of
+from engine.dispatch.jobs import AdmittedRequest
 from engine.logs.plurals import counted
 from protocols.worker_messages import ItemDone
 from workers.limits import guided
 
 log = logging.getLogger("argus.cache")
-
-# (lookup, images, steps) -> the controller's choice (ControlLoop.choose), safe to call from the cache thread
-Choose = Callable[[Lookup, int, int, random.Random], Choice]
-# (K*, K', the steps the neighbour's latents are held at, steps) -> (level, the step it resumes at) of the levels a
-# job may move up to (ControlLoop.fallback_levels)
-FallbackLevels = Callable[[int, int, tuple[int, ...], int], tuple[tuple[int, int], ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class Preparation:
-    k_star: int
-    level: int  # K' the request is served at
-    start: int  # the step of its run it resumes at (controller/level_shares.py): `level` at the default steps
-    latent: np.ndarray | None  # the neighbour's latent after `start` steps (None at 0)
-    similarity: float | None
-    vector: np.ndarray | None  # the prompt's embedding, kept to cache what its generation brings back
-    # the levels above `level`, ascending, for a job that must wait or would miss its deadline: those of the
-    # policy's the neighbour holds in memory (see Dispatcher)
-    fallbacks: tuple[Fallback, ...] = ()
-    neighbour: str | None = None  # the cached prompt `latent` and the fallbacks' are of, credited once used
-    resumer: int = 0  # the image `latent` starts (engine/dispatch/jobs.py image_of)
-    latent_seed: int | None = None  # the seed of the run `latent` is of (None: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +102,8 @@ class CacheService:
         # folder was deleted and made again (_still_owns)
         self._directory_lock = directory_lock
         self._embedder = embedder
-        self._choose = choose
-        self._fallback_levels = fallback_levels
-        # seeded, so a run's choices can be repeated; used by one thread only: the cache thread, or the loop without a
-        # cache
-        self._rng = random.Random(0)
+        # used by one thread only: the cache thread, or the loop without a cache
+        self._preparer = Preparer(choose, fallback_levels)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache")
         # reads the saved cache, which takes seconds (a 1 GiB save: 6 s), while the cache thread serves
         self._restorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argus-cache-restore")
@@ -171,7 +144,7 @@ class CacheService:
         """Chooses the request's level (and fetches its neighbour's latent); calls `then` on the loop."""
         if self._cache is None:
             try:
-                preparation = self._decide(request, None, None)
+                preparation = self._preparer.prepare(None, request, None, None)
             except Exception as error:  # answered, as on the cache thread: not left admitted, holding its room
                 preparation = error
             then(request, preparation)
@@ -190,7 +163,7 @@ class CacheService:
         after the inserts queued before it.
         """
         if self._cache is None or not returned.done.brings_latents or not guided(request.spec.guidance_scale):
-            return  # an unguided run's composition would start guided requests' images (_decide)
+            return  # an unguided run's composition would start guided requests' images (Preparer)
         if not vector.any():
             return  # the zero vector is similar to nothing (PromptCache.lookup_many): no prompt would find these
         shape = ShapeKey(request.steps, request.width, request.height)
@@ -527,50 +500,9 @@ class CacheService:
         shapes = [ShapeKey(request.steps, request.width, request.height) for request in requests]
         neighbours = self._cache.lookup_many(vectors, shapes)
         return [
-            self._decide(request, vector, neighbour)
+            self._preparer.prepare(self._cache, request, vector, neighbour)
             for request, vector, neighbour in zip(requests, vectors, neighbours, strict=True)
         ]
-
-    def _decide(self, request: AdmittedRequest, vector: np.ndarray | None, neighbour: Neighbour | None) -> Preparation:
-        if request.spec.exact:
-            # not served from a neighbour, nor counted a miss (it did not ask the cache); its K* is 0 in the demand.
-            # Embedded all the same: what its full run brings back is cached for others
-            neighbour = None
-        elif not guided(request.spec.guidance_scale):
-            # guidance off and on do not mix, either way: the first K steps set an image's composition, and an unguided
-            # run's (SD-XL's: loose, often incoherent) would start a guided request's image, a guided one an unguided
-            # request's (not the image asked for). Unguided runs are rare: they run in full, a miss, and are not cached
-            neighbour = None
-        lookup = Lookup(
-            similarity=neighbour.similarity if neighbour else None,
-            neighbour_levels=tuple(k for k in neighbour.levels if k < request.steps) if neighbour else (),
-            prompt=request.spec.prompt,
-            neighbour_prompt=neighbour.prompt if neighbour else None,
-        )
-        k_star, level, start = self._choose(lookup, request.spec.n, request.steps, self._rng)
-        # a neighbour comes from the cache, so with one there is a cache to read its latent from; counted a hit once
-        # the image is made from it (count_start)
-        latent = self._cache.read_latent(neighbour.prompt_id, start) if neighbour and start else None
-        if start and latent is None:
-            level = start = 0  # the policy picked a level the neighbour does not have: run in full
-        seed = self._cache.latent_seed(neighbour.prompt_id, start) if latent is not None else None
-        resumer = image_of(request.seeds, seed) if latent is not None else 0
-        fallbacks = self._fallbacks(neighbour, lookup, k_star, level, request, resumer)
-        named = neighbour.prompt if neighbour else None
-        return Preparation(k_star, level, start, latent, lookup.similarity, vector, fallbacks, named, resumer, seed)
-
-    def _fallbacks(
-        self, neighbour: Neighbour | None, lookup: Lookup, k_star: int, level: int, request: AdmittedRequest, job: int
-    ) -> tuple[Fallback, ...]:
-        """The latents of the levels the policy lets image `job` move up to, held in memory, ascending: not one of a
-        run of another image's seed, whose picture that image makes."""
-        if self._fallback_levels is None or neighbour is None:
-            return ()
-        ups = self._fallback_levels(k_star, level, lookup.neighbour_levels, request.steps)
-        cache, held = self._cache, neighbour.prompt_id
-        found = [Fallback(up, step, cache.peek_latent(held, step), cache.latent_seed(held, step)) for up, step in ups]
-        others = set(request.seeds) - {request.seeds[job]}
-        return tuple(up for up in found if up.latent is not None and up.seed not in others)
 
 
 def _log_failure(what: str) -> Callable[[Future], None]:
