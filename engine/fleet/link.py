@@ -138,7 +138,8 @@ class WorkerLink:
         self._joins: GatheredLines[WorkerHandle] = GatheredLines(JOINS_GATHERED_S, say_joins)
         self._gone_said_at: int | None = None  # the beat turn a window of workers found gone ends: see _lose_gone
         self.on_silent: WorkerEvent = lambda handle: None  # set by the engine: kill what hangs
-        self.on_joined: WorkerEvent = lambda handle: None  # set by the engine: a local slot started
+        # set by the engine: a worker was welcomed (a slot of its own started, a remote worker no longer on its way)
+        self.on_joined: WorkerEvent = lambda handle: None
         # set by the engine: a worker of this id, cleared by its Probe, loads its model (a worker on its way)
         self.on_cleared: Callable[[str], None] = lambda worker_id: None
         # set by the engine: why a worker of this id and pid is not the process now in a slot of its launcher's (a
