@@ -73,7 +73,7 @@ def test_a_large_batch_leaves_the_workers_rss_near_where_it_was_before():
 
 
 def test_a_batch_that_grew_the_rss_little_is_not_trimmed(monkeypatch):
-    rss = iter([100 << 20, 110 << 20, 110 << 20, 150 << 20])
+    rss = iter([100 << 20, 110 << 20, 150 << 20, 100 << 20])
     monkeypatch.setattr(heap_trim, "resident_bytes", lambda: next(rss))
     trims: list[int] = []
     monkeypatch.setattr(heap_trim, "_malloc_trim", lambda: trims.append)
@@ -81,6 +81,25 @@ def test_a_batch_that_grew_the_rss_little_is_not_trimmed(monkeypatch):
     with trim:  # 10 MB
         pass
     assert trims == []
-    with trim:  # 40 MB
+    with trim:  # 150 MB: 50 MB since the first batch
+        pass
+    assert trims == [0]
+
+
+def test_growth_of_many_batches_each_under_the_bound_is_trimmed_once_it_adds_up(monkeypatch):
+    """Measured batch by batch, a worker whose batches each left 20 MB behind was never trimmed however much they
+    added up: growth counts from the RSS after the last trim (or the first batch)."""
+    rss = iter([100 << 20, 120 << 20, 140 << 20, 104 << 20, 124 << 20])
+    monkeypatch.setattr(heap_trim, "resident_bytes", lambda: next(rss))
+    trims: list[int] = []
+    monkeypatch.setattr(heap_trim, "_malloc_trim", lambda: trims.append)
+    trim = HeapTrim(growth_bytes=32 << 20)
+    with trim:  # 100 -> 120 MB: 20 MB since the first batch
+        pass
+    assert trims == []
+    with trim:  # 120 -> 140 MB: 40 MB since the first batch, trimmed to 104
+        pass
+    assert trims == [0]
+    with trim:  # 104 -> 124 MB: 20 MB since the trim
         pass
     assert trims == [0]

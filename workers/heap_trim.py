@@ -42,19 +42,27 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 class HeapTrim:
-    """`with trim:` around a batch's run and answer: trims after it once it grew the RSS noticeably."""
+    """`with trim:` around a batch's run and answer: trims after it once the RSS grew noticeably since the last trim
+    (or the first batch). Counted batch by batch, batches that each left less behind were never trimmed however much
+    they added up; counted from the last trim's RSS, memory the worker does hold for good raises the mark once."""
 
     def __init__(self, growth_bytes: int = TRIM_AFTER_GROWTH_BYTES) -> None:
         self._growth_bytes = growth_bytes
         self._trim = _malloc_trim()
-        self._before: int | None = None
+        self._mark: int | None = None  # the RSS growth is counted from
 
     def __enter__(self) -> None:
-        self._before = resident_bytes() if self._trim else None
+        if self._trim is not None and self._mark is None:
+            self._mark = resident_bytes()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._trim is None or self._before is None:
+        if self._trim is None or self._mark is None:
             return
         after = resident_bytes()
-        if after is not None and after - self._before >= self._growth_bytes:
+        if after is None:
+            return
+        trimmed = after - self._mark >= self._growth_bytes
+        if trimmed:
             self._trim(0)
+            after = resident_bytes() or after
+        self._mark = after if trimmed else min(self._mark, after)
