@@ -134,6 +134,18 @@ async def admitted(engine: StandInEngine, before: int = 0) -> AdmittedRequest:
     return engine.admitted[before]
 
 
+async def sent_and_gone(engine: StandInEngine, served: ServedDoor, identity: bytes, ids: list[str]) -> list:
+    """The requests `ids`, sent by a client that then goes away: each admitted, none answered yet."""
+    client = served.client(identity)
+    before = len(engine.admitted)
+    for request_id in ids:
+        client.send_multipart(generate(request_id))
+    requests = [await admitted(engine, before + i) for i in range(len(ids))]
+    client.close()
+    await served.lost(identity)
+    return requests
+
+
 def generate(request_id: str) -> list:
     """A Generate's frames, as a client sends them."""
     return _CLIENT_CODEC.encode(Generate(request_id, "a heron", width=64, height=64))

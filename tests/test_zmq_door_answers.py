@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 import zmq
-from engine_stand_in import StandInEngine, admitted, generate, replies, zmq_door_of
+from engine_stand_in import StandInEngine, admitted, generate, replies, sent_and_gone, zmq_door_of
 from waiting import eventually
 
 from engine.zmq import door as client_door
@@ -95,11 +95,7 @@ async def test_a_client_back_asking_after_a_reply_kept_for_it_gets_that_reply_an
     monkeypatch.setattr(client_door, "_GONE_RETRY_S", 60.0)  # handed over because it was heard from, not by a retry
     engine = StandInEngine()
     async with zmq_door_of(engine) as served:
-        gone = served.client(b"client-a")
-        gone.send_multipart(generate("g1"))
-        request = await admitted(engine)
-        gone.close()
-        await served.lost(b"client-a")
+        (request,) = await sent_and_gone(engine, served, b"client-a", ["g1"])
         request.future.set_result(Images("g1", []))
         await asyncio.sleep(0.01)  # the reply finds it gone, and is kept
         client = served.client(b"client-a")
@@ -153,11 +149,7 @@ async def test_the_answers_to_the_inquiries_of_a_client_gone_are_not_kept_for_it
     monkeypatch.setattr(client_door, "_GONE_RETRY_S", 60.0)  # kept until it is heard from again
     engine = StandInEngine()
     async with zmq_door_of(engine) as served:
-        gone = served.client(b"client-a")
-        gone.send_multipart(generate("g1"))
-        request = await admitted(engine)
-        gone.close()
-        await served.lost(b"client-a")
+        (request,) = await sent_and_gone(engine, served, b"client-a", ["g1"])
         for batch in range(64):  # read from its connection after it left, as libzmq hands them on
             inquiry = Inquire([f"lost-{batch}-{n}" for n in range(255)] + ["g1"])
             served.door._on_frames(b"client-a", [zmq.Frame(frame) for frame in _DOOR_CODEC.encode(inquiry)])

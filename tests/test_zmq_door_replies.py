@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import pytest
-from engine_stand_in import ServedDoor, StandInEngine, admitted, generate, replies, zmq_door_of
+from engine_stand_in import StandInEngine, admitted, generate, replies, sent_and_gone, zmq_door_of
 from waiting import eventually
 
 from engine.zmq import door as client_door
@@ -15,18 +15,6 @@ from protocols.codec import Blob
 
 # in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
 pytestmark = pytest.mark.timeout(30)
-
-
-async def sent_and_gone(engine: StandInEngine, served: ServedDoor, identity: bytes, ids: list[str]) -> list:
-    """The requests `ids`, sent by a client that then goes away: each admitted, none answered yet."""
-    client = served.client(identity)
-    before = len(engine.admitted)
-    for request_id in ids:
-        client.send_multipart(generate(request_id))
-    requests = [await admitted(engine, before + i) for i in range(len(ids))]
-    client.close()
-    await served.lost(identity)
-    return requests
 
 
 async def answered(*requests) -> None:
