@@ -23,6 +23,7 @@ from engine.http.forwarded_for import TrustedProxies
 from engine.http.half_close import answer_half_closed
 from engine.http.head_limit import head_bounded
 from engine.http.image_files import ImageFiles, ImagesTooLarge, Missing
+from engine.http.keep_alive import advertise_keep_alive
 from engine.http.origins import host_name, named_hosts, names_this_engine, request_origin
 from engine.http.parse_errors import MALFORMED, MALFORMED_BODY
 from engine.http.readiness import readiness
@@ -157,6 +158,7 @@ def build_app(engine: Engine, loopback: bool) -> web.Application:
         middlewares.append(_checked_at(door))
     middlewares += [head_bounded(_refused_at_the_door), _expectations]
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
+    advertise_keep_alive(app, engine.config.keepalive_timeout_s)
     app[ENGINE_KEY] = engine
     launch = engine.config.launch
     app[MODEL_KEY] = Model(served_model_name(launch.backend, launch.model), created=int(time.time()))
