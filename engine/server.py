@@ -482,7 +482,8 @@ class Engine:
                 raise UsageError(f"{where}: {error.strerror or error}") from None
             loopback = on_loopback(listener)
             # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a
-            # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed
+            # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed. Each
+            # connection's aiohttp protocol is made with these (engine/http/parse_errors.py), as the runner's would be
             handler_args = {
                 "access_log": None,
                 "logger": SERVER_LOG,

@@ -9,7 +9,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+from aiohttp import web
 
+from engine.http.parse_errors import json_parse_errors
 from engine_process import start_engine
 
 
@@ -448,6 +450,14 @@ def test_a_request_line_the_parser_refuses_is_a_json_400_saying_why(engine, requ
     assert head.startswith(b"HTTP/1.0 400 "), head
     error = json.loads(body)["error"]
     assert error["code"] == "malformed_request" and error["message"].startswith(words), error
+
+
+async def test_an_aiohttp_whose_request_handler_takes_other_arguments_serves_its_own_plain_errors(caplog):
+    """The engine makes aiohttp's RequestHandler itself (engine/http/parse_errors.py): one it cannot make must not
+    fail every connection."""
+    server = web.Server(lambda request: web.Response())
+    assert json_parse_errors(server, {"argument_of_another_aiohttp": 1}) is server
+    assert "answered in aiohttp's plain text" in caplog.text
 
 
 def assert_logged_no_error_nor_words(engine, logged_before: int) -> None:

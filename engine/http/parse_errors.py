@@ -5,7 +5,8 @@ aiohttp answers these before any of the engine's code runs, with a plain-text 40
 it choked on): a client of the OpenAI API found no `error` in the body, and a head too large for aiohttp was a 400
 where one too large for the engine's own bound (engine/http/head_limit.py) is a 431. aiohttp offers no public hook for
 them (aio-libs/aiohttp#3287, open since 2018; a middleware never sees them): its RequestHandler answers each with
-its `handle_error`, which a subclass made by the same arguments aiohttp's Server makes its own by overrides.
+its `handle_error`, which a subclass made by the same arguments aiohttp's Server makes its own by overrides (an
+aiohttp whose RequestHandler takes other arguments is served as is, its plain text, said once at start).
 
 Its C parser, the usual one, also meets a bad chunk of a body being read that way: it queues the error as the next
 message and leaves the body unfinished, so the request's handler waited out the body's 30 s for a 408, the 400 never
@@ -118,4 +119,10 @@ def json_parse_errors(server: web.Server, handler_args: dict[str, Any]) -> Calla
             ", ".join(missing),
         )
     loop = asyncio.get_running_loop()
+    # made as aiohttp's Server makes its own: an aiohttp whose RequestHandler takes other arguments is served as is
+    try:
+        _JsonParseErrors(server, loop=loop, **handler_args)
+    except TypeError as error:
+        log.warning("messages HTTP cannot parse are answered in aiohttp's plain text: %s", error)
+        return server
     return lambda: _JsonParseErrors(server, loop=loop, **handler_args)
