@@ -45,6 +45,7 @@ _REQUEST_CODES = {
     "error": ("worker_error", "worker_lost", "no_worker", "deadline_exceeded", "internal_error", "invalid_request"),
     "rejected": (
         "invalid_request",
+        "malformed_request",
         "invalid_size",
         "invalid_steps",
         "shutting_down",

@@ -49,6 +49,7 @@ from engine.http.half_close import half_close_aware
 from engine.http.head_limit import head_limit
 from engine.http.image_files import ImageFiles
 from engine.http.listener import listen, on_loopback
+from engine.http.parse_errors import json_parse_errors
 from engine.http.send_timeout import send_timeout
 from engine.logs.plurals import counted
 from engine.metrics import EngineMetrics
@@ -67,6 +68,7 @@ from engine.zmq.curve_gate import CLIENTS, WORKERS, CurveGate
 from engine.zmq.door import ClientDoor
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import create_key_files
+from protocols.limits import MAX_HEAD_LINE_BYTES, MAX_HEADERS
 from protocols.worker_messages import ItemDone, SetLevel
 from workers.limits import INPUT_REFUSALS
 from workers.model_id import model_latent_shape
@@ -480,21 +482,26 @@ class Engine:
                 raise UsageError(f"{where}: {error.strerror or error}") from None
             loopback = on_loopback(listener)
             # aiohttp would inflate a compressed body on the loop, before the size limit or the API key apply: a
-            # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed
+            # megabyte of gzip grows to a gigabyte and stalls every client. Bodies are small; none is compressed. Each
+            # connection's aiohttp protocol is made with these (engine/http/parse_errors.py), as the runner's would be
+            handler_args = {
+                "access_log": None,
+                "logger": SERVER_LOG,
+                "auto_decompress": False,
+                "keepalive_timeout": self.config.keepalive_timeout_s,
+                "max_line_size": MAX_HEAD_LINE_BYTES,
+                "max_field_size": MAX_HEAD_LINE_BYTES,
+                "max_headers": MAX_HEADERS,
+            }
             runner = web.AppRunner(
-                build_app(self, loopback),
-                handler_cancellation=True,
-                access_log=None,
-                logger=SERVER_LOG,
-                auto_decompress=False,
-                shutdown_timeout=_HTTP_FLUSH_S,
-                keepalive_timeout=self.config.keepalive_timeout_s,
+                build_app(self, loopback), handler_cancellation=True, shutdown_timeout=_HTTP_FLUSH_S, **handler_args
             )
             await runner.setup()
             # not web.TCPSite: each connection's protocol is wrapped, to answer a client that half-closes it, to
             # close one whose client stops reading, to bound how many are open and the heads they hold; the head's
-            # bound innermost, where aiohttp's protocol is the one it reads
-            bounded = head_limit(runner.server)
+            # bound innermost but for aiohttp's protocol (made to answer what its parser refuses in JSON), the one it
+            # reads
+            bounded = head_limit(json_parse_errors(runner.server, handler_args))
             connection = send_timeout(bounded, self.config.send_timeout_s, self.metrics.http_send_timeouts.inc)
             # outermost, the connection answer_half_closed finds as the transport's protocol
             accepted = half_close_aware(connections.protocols(connection))

@@ -20,6 +20,7 @@ import zmq
 
 from engine.client import AsyncArgusClient, ClientClosed
 from loadgen.records import Answer, ImageMeta, Record, make_record
+from loadgen.stale_retry import pooled_session, post
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.curve import ClientKeys
 
@@ -123,15 +124,14 @@ class HttpLoadClient(LoadClient):
 
     async def _exchange(self, prompt: str, seed: int | None, slo_ms: float | None) -> Answer:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
+            self._session = pooled_session(
                 connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=None),
                 headers=self._headers,
             )
         try:
-            async with self._session.post(self._url, json=self._body(prompt, seed, slo_ms)) as response:
-                payload = await response.read()
-                status = response.status
+            # sent again on a new connection where the pooled one it went on was closed by the engine as idle
+            status, _, payload = await post(self._session, self._url, json=self._body(prompt, seed, slo_ms))
         except (aiohttp.ClientError, OSError) as exc:
             out_of_files = getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE)
             return Answer("error", code=CLIENT_OUT_OF_FILES if out_of_files else "connection_error")

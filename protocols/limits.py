@@ -28,6 +28,10 @@ MAX_CLIENT_FRAME_BYTES = 256 * 1024
 # an HTTP request's line and headers together, at most (engine/http/head_limit.py): twice nginx's 32 KB, four times
 # Node's 16 KB, past any real client's (a browser with its cookies, a proxy's added headers)
 MAX_HEAD_BYTES = 64 * 1024
+# a line of that head, and its header fields, at most: aiohttp's own bounds, handed to it (engine/server.py), answered
+# 431 as the whole head is (engine/http/parse_errors.py)
+MAX_HEAD_LINE_BYTES = 8190
+MAX_HEADERS = 128
 # the HTTP request bodies being read, all together, at most (engine/http/body_budget.py): 256 bodies at the 1 MiB limit,
 # tens of thousands of real requests'
 BODY_BUDGET_BYTES = 256 * 1024 * 1024

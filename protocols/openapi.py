@@ -7,6 +7,8 @@ import msgspec
 from protocols.limits import (
     BODY_BUDGET_BYTES,
     MAX_HEAD_BYTES,
+    MAX_HEAD_LINE_BYTES,
+    MAX_HEADERS,
     MAX_REQUEST_ID_CHARS,
     MAX_RETRY_AFTER_S,
     MIN_RETRY_AFTER_S,
@@ -94,7 +96,11 @@ _HOST_NOT_ALLOWED = (
     " address, a one-label name, or --public-url's host)"
 )
 _EXPECTATION_FAILED = "expectation_failed: an Expect other than 100-continue"
-_HEADERS_TOO_LARGE = f"headers_too_large: the request line and headers are over {MAX_HEAD_BYTES // 1024} KiB together"
+_HEADERS_TOO_LARGE = (
+    f"headers_too_large: the request line and headers are over {MAX_HEAD_BYTES // 1024} KiB together, a line of them"
+    f" over {MAX_HEAD_LINE_BYTES} bytes, or over {MAX_HEADERS} header fields"
+)
+_MALFORMED = "malformed_request: a message that is not HTTP/1.1 the engine can parse"
 _TOO_MANY_CONNECTIONS = (
     "too_many_connections: the engine holds as many HTTP connections as it takes (--max-connections); retry after the"
     " Retry-After header"
@@ -113,7 +119,10 @@ def openapi_document(version: str, api_key: bool, host_checked: bool, public_url
     def answered(operation: dict, keyed: bool = True, probe: bool = False) -> dict:
         """`operation` with what its requests may be answered before it sees them. `keyed`: it needs the API key;
         `probe`: an X-Request-ID that is none is replaced, not refused (a probe must not fail for what a proxy adds)."""
-        door = {"400": None if probe else _BAD_REQUEST_ID, "401": _NO_KEY if keyed and api_key else None}
+        door = {
+            "400": _MALFORMED if probe else f"{_BAD_REQUEST_ID}; or {_MALFORMED}",
+            "401": _NO_KEY if keyed and api_key else None,
+        }
         door |= {"403": _HOST_NOT_ALLOWED if host_checked else None, "417": _EXPECTATION_FAILED}
         door |= {"431": _HEADERS_TOO_LARGE, "503": _TOO_MANY_CONNECTIONS}
         responses = dict(operation["responses"])

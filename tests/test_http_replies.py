@@ -60,6 +60,15 @@ async def test_a_503_closes_its_connection_so_that_a_retry_may_reach_another_eng
     status_got, headers, body = await answer(StandInEngine(), lambda rid: Error(rid, code, "said"))
     assert (status_got, body["error"]["code"]) == (status, code)
     assert (headers.get("Connection") == "close") is (status == 503)
+    # how long a connection kept may idle, on those alone (engine/http/keep_alive.py)
+    assert headers.get("Keep-Alive") == (None if status == 503 else "timeout=75")
+
+
+async def test_an_answer_keeping_its_connection_says_how_long_the_engine_keeps_it_idle():
+    """A pooled client that reuses a connection as the engine closes it at --keepalive-timeout has its request fail
+    unread; the header lets those that read it (Node's fetch) retire it before."""
+    status, headers, _ = await answer(StandInEngine(keepalive_timeout_s=4.5), lambda rid: Images(rid, []))
+    assert (status, headers["Keep-Alive"]) == (200, "timeout=4")
 
 
 async def test_a_refusal_at_admission_says_its_field_and_busy_says_when_in_whole_seconds():

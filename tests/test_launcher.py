@@ -48,7 +48,8 @@ async def test_a_worker_that_hangs_before_its_hello_is_killed_and_restarted(monk
     try:
         # the slot's capacity is on its way, not missing: an operator sees it starting
         assert await eventually(lambda: spawned and sample(engine, "argus_workers", **starting) == 1, timeout_s=30)
-        assert readiness(engine)["reason"] == "no worker is connected: of its own, 1 starting (loading the model)"
+        said = "no worker is connected: of its own, 1 starting (loading the model); one of its own is on its way"
+        assert readiness(engine)["reason"] == said
         assert await eventually(lambda: engine.registry.registered(), timeout_s=60), "the slot was never served"
         # the slot's supervisor sees the hello at its next turn of the loop, not with the registration
         assert await eventually(lambda: sample(engine, "argus_workers", **starting) == 0)

@@ -59,7 +59,7 @@ def test_with_every_worker_of_its_own_given_up_a_request_is_answered_at_once(tmp
 
         def given_up() -> bool:
             try:
-                return "of its own, 2 given up" in (engine.ready()["reason"] or "")
+                return "none is on its way: the engine's own 2 workers are given up" in (engine.ready()["reason"] or "")
             except OSError:  # not listening yet
                 return False
 
@@ -102,12 +102,16 @@ def test_with_workers_0_a_request_waits_a_short_while_for_a_remote_worker(no_wor
 class _Slots:
     """A launcher's word on its slots, as the outlook asks it."""
 
-    def __init__(self, ids: tuple[str, ...], coming_back: bool):
+    def __init__(self, ids: tuple[str, ...], coming_back: bool, back_in_s: float | None = None):
         self.ids = ids
         self.back = coming_back
+        self.back_in = back_in_s
 
     def coming_back(self) -> bool:
         return self.back
+
+    def back_in_s(self) -> float | None:
+        return self.back_in
 
     def owns(self, worker_id: str) -> bool:
         return worker_id in self.ids
@@ -128,6 +132,21 @@ def test_a_slot_of_its_own_coming_back_is_waited_for_and_none_is_not():
     assert outlook(_Slots(("local-0",), coming_back=True)).wait(0.0)[0] == 60
     wait_s, told = outlook(_Slots(("local-0", "local-1"), coming_back=False)).wait(0.0)
     assert wait_s == 0 and "the engine's own 2 workers are given up" in told and "every 300 s" in told
+
+
+def test_whether_a_worker_is_on_its_way_is_said_as_the_wait_is_decided():
+    """GET /ready's reason (engine/http/readiness.py): it said no worker was connected, whether one was on its way or
+    none would come."""
+    assert outlook(_Slots(("local-0",), coming_back=True)).coming(0.0) == (True, "one of its own is on its way")
+    restarting = outlook(_Slots(("local-0",), coming_back=True, back_in_s=4.2)).coming(0.0)
+    assert restarting == (True, "one of its own is on its way, in about 5 s by its last start")
+    on_its_way, told = outlook(_Slots(("local-0", "local-1"), coming_back=False)).coming(0.0)
+    assert not on_its_way and told.startswith("none is on its way: the engine's own 2 workers are given up"), told
+    remote = outlook(_Slots((), coming_back=False))
+    on_its_way, told = remote.coming(0.0)
+    assert not on_its_way and told.startswith("none is announced (a remote worker may join at any time): --workers 0")
+    remote.probed("gpu-7", 10.0)
+    assert remote.coming(11.0) == (True, "a remote worker is on its way, loading its model")
 
 
 def test_a_remote_worker_cleared_by_its_probe_is_waited_for_while_it_loads_its_model():

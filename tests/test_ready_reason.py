@@ -16,7 +16,10 @@ async def test_not_ready_says_why_until_a_worker_is_in_rotation_and_again_as_the
     running = asyncio.create_task(engine.run())
     worker = None
     try:
-        none_connected = "no worker is connected (--workers 0: none is started here)"
+        none_connected = (
+            "no worker is connected; none is announced (a remote worker may join at any time): --workers 0 starts none"
+            " here, and no remote worker is connected or loading its model"
+        )
         assert readiness(engine)["reason"] == none_connected
         worker = start_worker(f"ipc://{tmp_path}/workers", "sim", "--time-scale", "0")
         assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
@@ -46,8 +49,11 @@ async def test_an_engine_whose_own_workers_are_lost_says_none_is_connected_not_t
         assert said["exact_capacity_rps"] is None and "--time-scale 0" in said["exact_capacity_reason"]
         engine.launcher.kill("local-0")
         assert await eventually(lambda: not readiness(engine)["ready"], timeout_s=60)
-        # restarting, or already starting again: the slot is the engine's own either way
-        assert readiness(engine)["reason"].startswith("no worker is connected: of its own, 1 ")
+        # restarting, or already starting again: the slot is the engine's own either way, and on its way back
+        reason = readiness(engine)["reason"]
+        assert (
+            reason.startswith("no worker is connected: of its own, 1 ") and "; one of its own is on its way" in reason
+        )
     finally:
         await stop_in_process(engine, running, [])
 

@@ -23,6 +23,8 @@ workers are all its own, each given up, answers at once: none will come before a
 
 from __future__ import annotations
 
+import math
+
 from engine.fleet.registry import WorkerRegistry
 from engine.fleet.slot_supervision import Launcher
 
@@ -79,9 +81,28 @@ class WorkerOutlook:
             return wait_s, f"no worker is connected, and none joined within {wait_s:g} s: {self._why_none()}"
         return 0.0, f"no worker is connected, and none is on its way: {self._why_none()}"
 
+    def coming(self, now: float) -> tuple[bool, str]:
+        """Whether a worker is on its way to an engine that has none registered, and that in words (GET /ready's
+        reason): a 503 that said only that none was connected left its reader to guess whether to wait or to act."""
+        if self._launcher.coming_back():
+            back_in_s = self._launcher.back_in_s()
+            if back_in_s is None:  # none of its slots has had a worker say hello yet to go by
+                return True, "one of its own is on its way"
+            if back_in_s == 0:
+                return True, "one of its own is on its way, past the time its last took to say hello"
+            return True, f"one of its own is on its way, in about {math.ceil(back_in_s)} s by its last start"
+        if self._loading(now):
+            return True, "a remote worker is on its way, loading its model"
+        # a remote worker may come unannounced (one already loaded, or a sim worker, says no Probe first)
+        remote = not self._slots or self._remote_joined
+        said = "none is announced (a remote worker may join at any time)" if remote else "none is on its way"
+        return False, f"{said}: {self._why_none()}"
+
     def _expected(self, now: float) -> bool:
-        if self._registry.registered() or self._launcher.coming_back():
-            return True
+        return bool(self._registry.registered()) or self._launcher.coming_back() or self._loading(now)
+
+    def _loading(self, now: float) -> bool:
+        """Whether a remote worker cleared by its Probe may still be loading its model."""
         self._probed = {worker: at for worker, at in self._probed.items() if now - at < self._startup_timeout_s}
         return bool(self._probed)
 

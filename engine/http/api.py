@@ -23,7 +23,9 @@ from engine.http.forwarded_for import TrustedProxies
 from engine.http.half_close import answer_half_closed
 from engine.http.head_limit import head_bounded
 from engine.http.image_files import ImageFiles, ImagesTooLarge, Missing
+from engine.http.keep_alive import advertise_keep_alive
 from engine.http.origins import host_name, named_hosts, names_this_engine, request_origin
+from engine.http.parse_errors import MALFORMED, MALFORMED_BODY
 from engine.http.readiness import readiness
 from engine.http.request_ids import REQUEST_ID, request_id_middleware
 from engine.http.stopping import closing_connections
@@ -71,6 +73,7 @@ _INLINE_PARSE_BYTES = 64 * 1024
 
 _STATUS = {
     "invalid_request": 400,
+    MALFORMED: 400,
     "invalid_size": 400,
     "invalid_steps": 400,
     "body_too_large": 413,
@@ -108,12 +111,11 @@ _BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
 class _MalformedMessages(logging.Filter):
-    """aiohttp answers a message it cannot parse (a bad chunk, a header line over 8 KiB, Content-Length beside
-    Transfer-Encoding) with a plain 400 and logs it at ERROR with a traceback quoting the bytes it choked on: any
-    client, or a scanner on the internet, wrote errors an operator is paged for, and a prompt's or a header's words
-    into the log. They are the client's errors: one line at DEBUG, naming the kind alone. A bad chunk aiohttp's
-    pure-Python parser meets mid-body fails the body too: the engine answers it, and aiohttp, reading what is left of
-    the body before it closes the connection, logs the failure again, the parse error as its cause."""
+    """A bad chunk aiohttp's parser meets mid-body fails the body (engine/http/parse_errors.py): the engine answers
+    it, and aiohttp, reading what is left of the body before it closes the connection, logs the failure at ERROR with
+    a traceback quoting the bytes it choked on, the parse error as its cause: any client, or a scanner on the
+    internet, wrote errors an operator is paged for, and a prompt's words into the log. They are the client's errors:
+    one line at DEBUG, naming the kind alone."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -156,6 +158,7 @@ def build_app(engine: Engine, loopback: bool) -> web.Application:
         middlewares.append(_checked_at(door))
     middlewares += [head_bounded(_refused_at_the_door), _expectations]
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
+    advertise_keep_alive(app, engine.config.keepalive_timeout_s)
     app[ENGINE_KEY] = engine
     launch = engine.config.launch
     app[MODEL_KEY] = Model(served_model_name(launch.backend, launch.model), created=int(time.time()))
@@ -389,10 +392,10 @@ async def generate(request: web.Request) -> web.Response:
         response.force_close()  # the rest of the body may come yet: the connection can carry no other request
         return response
     except web.RequestPayloadError:
-        # a chunk that does not parse (aiohttp's pure-Python parser fails the body with it; its C parser drops the
-        # body without a word and the read waits for the 408: docs/reliability.md). A 500 internal_error before,
-        # logged at ERROR with the client's bytes
-        response = _refused(request, "invalid_request", _MALFORMED_BODY)
+        # a chunk that does not parse (aiohttp's pure-Python parser fails the body with it, and so does
+        # engine/http/parse_errors.py for its C parser). A 500 internal_error before, logged at ERROR with the
+        # client's bytes
+        response = _refused(request, MALFORMED, MALFORMED_BODY)
         response.force_close()  # where this message ends, and so the next one starts, is not known
         return response
     try:
@@ -453,10 +456,6 @@ def _codings(request: web.Request, header: str) -> set[str]:
     codings = (coding for value in request.headers.getall(header, ()) for coding in value.split(","))
     return {name for coding in codings if (name := coding.partition(";")[0].strip().lower())}
 
-
-_MALFORMED_BODY = (
-    "the request body is not valid HTTP/1.1 framing (a chunk of Transfer-Encoding: chunked that does not parse)"
-)
 
 _BUSY_MESSAGES = {
     "queue_full": "the engine is at capacity; retry later",

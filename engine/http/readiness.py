@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from protocols.limits import MAX_STEPS
@@ -81,11 +82,11 @@ def _not_ready_because(engine: Engine, workers: tuple) -> str | None:
     if workers:
         held = "its worker" if len(workers) == 1 else f"each of its {len(workers)} workers"
         return f"{held} is taken out of rotation, its batches failing"
-    if not engine.config.launch.count:
-        # "is", not "has": said too once the workers that connected have left
-        return "no worker is connected (--workers 0: none is started here)"
-    # "is", as above: after its workers were lost it said none had said hello, as if they had never come up
-    return f"no worker is connected{_own_slots(engine)}"
+    # "is", not "has": said too once the workers that connected have left (it said none had said hello, as if they
+    # had never come up)
+    on_its_way, coming = engine.outlook.coming(time.monotonic())
+    # the slots of its own by state, where one is on its way (else each is given up, as `coming` says)
+    return f"no worker is connected{_own_slots(engine) if on_its_way else ''}; {coming}"
 
 
 def _own_slots(engine: Engine) -> str:

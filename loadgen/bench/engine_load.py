@@ -211,9 +211,11 @@ class HttpLoad:
     def __init__(self, url: str, size: int, pool: int):
         import aiohttp
 
+        from loadgen.stale_retry import pooled_session
+
         self._url = url + "/v1/images/generations"
         self._body = json.dumps({"prompt": PROMPT, "size": f"{size}x{size}"}).encode()
-        self._session = aiohttp.ClientSession(
+        self._session = pooled_session(
             connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
             headers={"Content-Type": "application/json"},
             # aiohttp's default waits 5 minutes a request: a hung server held the run that long per request
@@ -221,11 +223,13 @@ class HttpLoad:
         )
 
     async def post(self) -> tuple[int, float, bytes]:
+        from loadgen.stale_retry import post
+
         started = time.perf_counter()
         try:
-            async with self._session.post(self._url, data=self._body) as response:
-                body = await response.read()
-                return response.status, time.perf_counter() - started, body
+            # sent again on a new connection where the pooled one it went on was closed by the engine as idle
+            status, _, body = await post(self._session, self._url, data=self._body)
+            return status, time.perf_counter() - started, body
         except TimeoutError:
             raise RuntimeError(f"{self._url} stopped answering: no response for {NO_REPLY_S:g} s") from None
 
