@@ -46,8 +46,17 @@ def allocate(problem: FlowProblem, workers: int, current: Mapping[int, int], opt
         if status is not None:
             counts = {kp: round(v.solution_value()) for kp, v in x.items()}
             return FlowSolution(counts, flow_values(flows), status, (time.perf_counter() - started) * 1000.0)
-    fallback = route(problem, fit_allocation(current, workers, problem.levels), options)
-    return replace(fallback, status="fallback", solve_ms=(time.perf_counter() - started) * 1000.0)
+    return fallback(problem, workers, current, options, started)
+
+
+def fallback(
+    problem: FlowProblem, workers: int, current: Mapping[int, int], options: SolverOptions, started: float | None = None
+) -> FlowSolution:
+    """The plan without the MILP: the current allocation fitted to `workers`, with the route-planner LP's routes (GLOP,
+    about a millisecond), status fallback. `started`: when the solve it stands in for began (perf_counter)."""
+    started = time.perf_counter() if started is None else started
+    solution = route(problem, fit_allocation(current, workers, problem.levels), options)
+    return replace(solution, status="fallback", solve_ms=(time.perf_counter() - started) * 1000.0)
 
 
 def fit_allocation(current: Mapping[int, int], workers: int, levels: tuple[int, ...]) -> dict[int, int]:

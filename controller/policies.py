@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from controller.allocation import Allocator, allocate, fit_allocation
+from controller.allocation import Allocator, allocate, fallback, fit_allocation
 from controller.demand_classes import DemandClass, Reach, best_level, runs_at
 from controller.flow_model import FlowProblem, FlowSolution, SolverOptions, plan_from_rows, plan_from_solution
 from controller.plan import Plan
@@ -89,6 +89,16 @@ class Policy(Protocol):
     @property
     def plans_for_bursts(self) -> bool:
         """Whether a rise in demand is planned for at once (controller/demand.py, fast_attack)."""
+
+
+@runtime_checkable
+class Solving(Protocol):
+    """What the policies that solve their allocation (argus, Proteus) can do beside Policy: a plan without the solver,
+    for when the solver's process fails (engine/control/milp_process.py)."""
+
+    def plan_without_solver(self, inputs: WindowInputs) -> Plan:
+        """The workers where they are (`inputs.current`, fitted to `inputs.workers`), with the route-planner LP's
+        routes: status fallback, as a solve that finds no plan gives."""
 
 
 @runtime_checkable
@@ -205,6 +215,10 @@ class _Solved(_Base):
     def plan(self, inputs: WindowInputs) -> Plan:
         problem = self._problem(inputs)
         return self._finish(inputs, problem, self.allocator(problem, inputs.workers, inputs.current, self.options))
+
+    def plan_without_solver(self, inputs: WindowInputs) -> Plan:
+        problem = self._problem(inputs)
+        return self._finish(inputs, problem, fallback(problem, inputs.workers, inputs.current, self.options))
 
     def _finish(self, inputs: WindowInputs, problem: FlowProblem, solution: FlowSolution) -> Plan:
         return plan_from_solution(problem, solution, self.name, inputs.now)

@@ -9,6 +9,8 @@
 - In between, for argus alone (`Policy.reroutes_between_windows`), once a window has run `min_observe_s`: if the
   demand seen so far has moved more than `shift_threshold` from what the plan was made for, re-derive the routes for
   the workers where they are (the route-planner LP).
+- After a full plan failed (the solver's process died or stalled), `follow_fleet`: if the workers alive changed since
+  the plan in force, a plan without the solver for them, where they are; the full plan stays owed.
 
 The engine calls `observe_arrival` for every admitted request (its images, the
 level it runs at and its steps: demand is counted in images of the default
@@ -24,10 +26,10 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from controller.demand import DemandEstimator, WorkPerImage
+from controller.demand import DemandEstimate, DemandEstimator, WorkPerImage
 from controller.demand_classes import DemandClass
 from controller.plan import Plan
-from controller.policies import Policy, Rerouting, WindowInputs
+from controller.policies import Policy, Rerouting, Solving, WindowInputs
 
 # the shortest window `argus serve --window-s` takes: the engine's control loop looks at the window at most this often
 # (engine/control/loop.py), so a shorter one was re-planned every 10 ms all the same, on demand counted over those
@@ -119,7 +121,7 @@ class Controller:
                 # a worker came or went, their pace changed, or the last full plan failed: re-allocate now, on the
                 # demand of a window that goes on. Closed early, a window of a fraction of a second weighed in the
                 # EWMA as much as a whole one
-                estimate = self._demand.peek(now) if window_age >= config.min_observe_s else self._demand.last()
+                estimate = self._demand_so_far(now)
             elif (
                 self.policy.reroutes_between_windows
                 and window_age >= config.min_observe_s
@@ -148,6 +150,30 @@ class Controller:
             raise
         self._plan = new
         return new
+
+    def follow_fleet(self, now: float, workers_alive: int, where: Mapping[int, int]) -> Plan | None:
+        """After a full plan failed (the solver's process died or stalled: engine/control/milp_process.py), a plan
+        without the solver for the workers alive, where they are (`where`), when the plan in force was made for
+        another number of them; else None, as for a policy that solves nothing. Kept, the plan in force routed to
+        levels whose workers had gone, for as long as the solver failed. The full plan stays owed, at the next look."""
+        if not isinstance(self.policy, Solving):
+            return None
+        with self._lock:
+            if self._plan is not None and self._plan.workers == workers_alive:
+                return None
+            self._full_plan_owed = True
+            estimate = self._demand_so_far(now)
+        inputs = WindowInputs(
+            now, workers_alive, dict(where), estimate.rps, estimate.mix, self.config.slo_s, estimate.far_share
+        )
+        self._plan = self.policy.plan_without_solver(inputs)
+        return self._plan
+
+    def _demand_so_far(self, now: float) -> DemandEstimate:
+        """The demand of the window so far, once it has run `min_observe_s`; before, the last closed window's."""
+        if now - self._demand.window_started >= self.config.min_observe_s:
+            return self._demand.peek(now)
+        return self._demand.last()
 
     def _rerouted(self, inputs: WindowInputs, planned: Mapping[int, int]) -> Plan:
         # asked only of a policy that reroutes_between_windows, which is Rerouting (controller/policies.py)

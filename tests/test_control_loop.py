@@ -21,7 +21,7 @@ from controller.profiles import DegradationMatrix, LatencyProfile, QualityModel
 from controller.similarity import SimilarityTable
 from controller.window import Controller, ControllerConfig
 from engine.control.loop import ControlLoop, expected_quality_words, unserved_words
-from engine.control.milp_process import MilpProcess
+from engine.control.milp_process import MilpProcess, MilpProcessError
 
 
 class FixedController:
@@ -31,6 +31,9 @@ class FixedController:
         self.plan = Plan("argus", workers_per_level, {}, {}, 0.0, float("nan"), 0.0, 0.0, "optimal")
 
     def maybe_replan(self, now: float, workers_alive: int, where=None) -> Plan | None:
+        return None
+
+    def follow_fleet(self, now: float, workers_alive: int, where) -> Plan | None:
         return None
 
 
@@ -489,3 +492,31 @@ async def test_a_milp_process_that_does_not_answer_is_one_line_in_the_log(monkey
     assert failed.levelno == logging.ERROR and not failed.exc_info
     said = f"re-planning failed: the MILP process did not answer in 1 s (pid {pid}, exit code -9)"
     assert failed.getMessage() == said
+
+
+async def test_a_fleet_changed_while_the_milp_fails_is_planned_where_its_workers_are(monkeypatch):
+    """A MILP process that died or stalled failed the solve, and the plan in force was kept: planned for workers gone
+    since, it routed class 25 to a level 25 whose one worker had died, for as long as the MILP process failed (one
+    that the OOM killer takes at each solve, for ever). The plan now follows the fleet in the meantime: the workers
+    where they are, with the route-planner LP's routes, status fallback; the MILP is tried again at the next look."""
+    policy = argus_policy()
+    solve = policy.allocator
+    h, controller, loop = planning_every_tick(policy, "a", "b")
+    h.add_worker("c", level=25)
+    await ticks(loop, monkeypatch, 1, h.clock)
+    assert dict(controller.plan.workers_per_level) == {0: 2, 5: 0, 10: 0, 15: 0, 20: 0, 25: 1}
+    assert controller.plan.redirect[25] == {25: 1.0}
+
+    def stalled(*args):
+        raise MilpProcessError("the MILP process did not answer in 6 s (pid 1, exit code -9)")
+
+    policy.allocator = stalled
+    h.dispatcher.worker_lost(h.registry.by_worker_id("c")[0], "exited")
+    await ticks(loop, monkeypatch, 1, h.clock)
+    plan = controller.plan
+    assert (plan.workers, plan.status) == (2, "fallback")
+    assert all(plan.workers_per_level[level] for row in plan.redirect.values() for level in row)
+    assert h.metrics.registry.get_sample_value("argus_plan_workers", {"level": "25"}) == 0
+    policy.allocator = solve  # the MILP answers again: its plan replaces the fallback at the next look
+    await ticks(loop, monkeypatch, 1, h.clock)
+    assert controller.plan.status == "optimal"

@@ -10,7 +10,8 @@ With a short window it looks more often (a tenth of the window, at least every
 shorter than a solve (`--window-s 0.01`) would otherwise run the MILP back to
 back, a core's worth of solving taken from serving. After a solve that failed
 (mostly waiting for a MILP process that stalled), a tick, doubling with each
-failure in a row, up to as long as the failed solve took or a window, the longer.
+failure in a row, up to as long as the failed solve took or a window, the longer. If the workers alive changed since
+the plan in force was made, a plan without the solver follows them meanwhile (Controller.follow_fleet).
 
 Workers whose batches take far longer (or shorter) than the latency profile says set the dispatcher's pace
 (engine/fleet/profile_drift.py): the controller is then given the profile scaled by it, and plans anew at once.
@@ -161,10 +162,8 @@ class ControlLoop:
             rest_s = self._tick_s
             try:
                 self._follow_pace()
-                # for the workers in rotation (one taken out as failing serves nothing), where they are
-                where = Counter(worker.level for worker in self._registry.registered() if worker.ready)
                 plan = await asyncio.get_running_loop().run_in_executor(
-                    self._solve_on, self._controller.maybe_replan, started, self._registry.in_rotation, where
+                    self._solve_on, self._controller.maybe_replan, started, self._registry.in_rotation, self._where()
                 )
                 # a tick with nothing due solved nothing: the run of failures goes on to the next solve (ended there,
                 # a solve failing every window was logged with its traceback every window)
@@ -175,7 +174,7 @@ class ControlLoop:
                     failed = 0
                 # after a solve, at least as long as it took
                 rest_s = max(rest_s, self._clock() - started)
-            except Exception as exc:  # a failed solve keeps the plan in force; serving goes on
+            except Exception as exc:  # a failed solve keeps the plan in force (unless the fleet moved); serving goes on
                 # one traceback per run of failures: the next tick would print the same one again. A MILP process
                 # that died, stalled or failed its solve says so in one line (with the solve's own traceback): the
                 # engine's stack above it, ten lines through the window and the policy, told nothing more
@@ -195,6 +194,7 @@ class ControlLoop:
                 # at once with a 1 s window ended the control loop (and the engine) after 17 minutes
                 doubled_s = self._tick_s * 2 ** min(failed - 1, _MAX_DOUBLINGS)
                 rest_s = max(rest_s, min(longest_s, doubled_s))
+                await self._follow_fleet()
             try:
                 # even when the solve failed: a worker that joined (the change that asked for it) is placed
                 if self.plan is not None:
@@ -202,6 +202,23 @@ class ControlLoop:
             except Exception:
                 log.exception("applying the plan failed")
             await asyncio.sleep(rest_s)
+
+    def _where(self) -> Counter[int]:
+        """How many workers are at each level: those in rotation (one taken out as failing serves nothing)."""
+        return Counter(worker.level for worker in self._registry.registered() if worker.ready)
+
+    async def _follow_fleet(self) -> None:
+        """After a failed solve, a plan without the solver for the workers alive now, if they changed since the plan in
+        force (Controller.follow_fleet): the solve may have waited seconds for a MILP process that stalled."""
+        try:
+            plan = await asyncio.get_running_loop().run_in_executor(
+                self._solve_on, self._controller.follow_fleet, self._clock(), self._registry.in_rotation, self._where()
+            )
+        except Exception:
+            log.exception("planning without the solver failed")
+            return
+        if plan is not None:
+            self._record(plan)
 
     def _follow_pace(self) -> None:
         pace = self._pace()
@@ -261,8 +278,8 @@ class ControlLoop:
         self._fallbacks = fallbacks_before + 1 if plan.status == "fallback" else 0
         if self._fallbacks == 1:
             log.warning(
-                "the solver found no plan (%.1f ms; a missing solver or its time limit): plans are fallbacks, the "
-                "allocation kept with routes re-derived, until it does",
+                "the solver found no plan (%.1f ms; a missing solver, its time limit or its process failing): plans"
+                " are fallbacks, the allocation kept with routes re-derived, until it does",
                 plan.solve_ms,
             )
         elif fallbacks_before and not self._fallbacks:
