@@ -32,6 +32,7 @@ from engine.commands.arg_types import (
     step_count,
 )
 from engine.config import API_KEY_ENV
+from engine.http.api_keys import key_problem
 from engine.logs.said import say
 from engine.system.standard_streams import silence_standard_output
 from loadgen.arrivals import RESCALE_MODES
@@ -238,6 +239,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--rescale is for a --trace rescaled to --rate or --load")
     if args.capacity_rps is not None and args.load is None:
         raise UsageError("--capacity-rps is for --load, which it turns into a rate")
+    # "" is no key (none is sent: the engine then says it wants one). Else one the engine would refuse to serve with: a
+    # control character (a key file's carriage return) failed every request in the client, a traceback each
+    if args.api_key and (problem := key_problem(args.api_key)):
+        raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}")
     if bool(args.curve_secret) != bool(args.curve_server_key):
         raise UsageError("--curve-secret and --curve-server-key go together")
     if args.curve_secret and not args.zmq:

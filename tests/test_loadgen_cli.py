@@ -223,6 +223,18 @@ def test_a_flag_given_an_empty_value_is_refused_not_read_as_left_out(argv, capsy
     )
 
 
+@pytest.mark.parametrize("given", ["flag", "environment"])
+def test_an_api_key_no_http_client_can_send_is_refused_before_the_run(given, monkeypatch, capsys):
+    """A key read from a file of Windows line ends (`--api-key "$(cat key.txt)"` keeps its carriage return): the run
+    went on, and every request failed in the client, a traceback each, recorded exception:ValueError."""
+    key = ["--api-key", "k3y\r"] if given == "flag" else []
+    monkeypatch.setenv("ARGUS_API_KEY", "k3y\r")
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--max-requests", "1", *key]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("argus loadgen: error: --api-key (or $ARGUS_API_KEY) starts or ends with a space or holds")
+    assert error.count("\n") == 1
+
+
 def test_a_zmq_address_zeromq_cannot_connect_to_is_one_error_not_one_per_request(capsys):
     assert cli.main(["--zmq", "localhost:5555", "--no-progress", "--rate", "1", "--max-requests", "3"]) == 2
     assert capsys.readouterr().err.startswith(
