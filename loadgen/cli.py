@@ -346,6 +346,13 @@ def _schedule(args: argparse.Namespace) -> Schedule:
     if not schedule:  # --max-requests is at least 1: --duration-s cut them all
         clock = f" of the run (after --time-scale {args.time_scale:g})" if args.time_scale != 1.0 else ""
         raise UsageError(cut_too_far(args.duration_s, arrivals.compress_time(shaped, args.time_scale), clock))
+    # a trace's rows, as many as its file holds (a rate's schedule was refused as it was drawn): each is held in memory,
+    # and its record too as its request ends
+    if len(schedule) > arrivals.MAX_ARRIVALS:
+        raise UsageError(
+            f"--trace {args.trace} makes {len(schedule):,} arrivals, more than a schedule may hold"
+            f" ({arrivals.MAX_ARRIVALS:,}): cut it with --duration-s or --max-requests"
+        )
     return schedule
 
 

@@ -18,7 +18,7 @@ from waiting import wait_for
 
 from engine.cli import main as argus_main
 from engine_process import ROOT
-from loadgen import cli
+from loadgen import arrivals, cli
 from loadgen.arrivals import mean_rate
 
 NO_ENGINE = "http://127.0.0.1:9"  # nothing listens: every case here must stop before reaching it
@@ -251,6 +251,20 @@ def test_a_plot_cut_into_more_bins_than_a_figure_can_hold_is_refused_before_the_
 def test_a_rate_too_high_to_hold_is_refused_not_drawn(capsys):
     assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1e12", "--duration-s", "10"]) == 2
     assert "more than a schedule may hold" in capsys.readouterr().err
+
+
+def test_a_trace_too_long_to_hold_is_refused_unless_cut(tmp_path, monkeypatch, capsys):
+    """A rate's schedule past MAX_ARRIVALS was refused, a trace's of as many rows ran: 12 million offsets, held in
+    memory with a record each as they ended (0.58 KB), where the docs say no schedule is past it."""
+    monkeypatch.setattr(arrivals, "MAX_ARRIVALS", 3)
+    trace = tmp_path / "t.txt"
+    trace.write_text("0\n1\n2\n3\n")
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--trace", str(trace)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus loadgen: error: --trace {trace} makes 4 arrivals, more than a schedule may hold (3): cut it with"
+        " --duration-s or --max-requests\n"
+    )
+    assert len(cli._schedule(parsed("--trace", str(trace), "--max-requests", "3"))) == 3
 
 
 @pytest.mark.parametrize("time_scale", [1.0, 0.1])
