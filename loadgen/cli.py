@@ -32,6 +32,7 @@ from engine.commands.arg_types import (
     step_count,
 )
 from engine.config import API_KEY_ENV
+from engine.http.api_keys import key_problem
 from engine.logs.said import say
 from engine.system.standard_streams import silence_standard_output
 from loadgen.arrivals import RESCALE_MODES
@@ -44,6 +45,7 @@ from protocols.limits import SIZE_MULTIPLE
 
 if TYPE_CHECKING:
     from loadgen.arrivals import Schedule
+    from loadgen.clients import RequestOptions
     from loadgen.records import Record
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -195,7 +197,11 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         _check(args)
-        records, summary, records_stopped = uvloop.run(_main(args))
+        # made before the event loop runs, where a Ctrl-C ends the command at once: in the loop it was asyncio's
+        # runner's, a cancellation that waited for the next await, the end of the making (30 s for a trace of 3
+        # million rows, as long to draw 9 million Poisson arrivals)
+        prepared = _prepare(args)
+        records, summary, records_stopped = uvloop.run(_main(args, prepared))
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     from loadgen.report import format_summary
@@ -233,6 +239,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--rescale is for a --trace rescaled to --rate or --load")
     if args.capacity_rps is not None and args.load is None:
         raise UsageError("--capacity-rps is for --load, which it turns into a rate")
+    # "" is no key (none is sent: the engine then says it wants one). Else one the engine would refuse to serve with: a
+    # control character (a key file's carriage return) failed every request in the client, a traceback each
+    if args.api_key and (problem := key_problem(args.api_key)):
+        raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}")
     if bool(args.curve_secret) != bool(args.curve_server_key):
         raise UsageError("--curve-secret and --curve-server-key go together")
     if args.curve_secret and not args.zmq:
@@ -266,7 +276,7 @@ class _Rate(NamedTuple):
     said: str
 
 
-async def _target_rate(args: argparse.Namespace) -> _Rate | None:
+def _target_rate(args: argparse.Namespace) -> _Rate | None:
     """The rate on the schedule's own clock. --load is what the engine is to see, so it is slowed by
     --time-scale here for the compression to bring it back."""
     if args.load is None:
@@ -274,10 +284,12 @@ async def _target_rate(args: argparse.Namespace) -> _Rate | None:
     if args.capacity_rps is not None:
         capacity, of = args.capacity_rps, f"--capacity-rps {args.capacity_rps:g}"
     else:
+        import uvloop
+
         from loadgen.engine_status import CapacityUnknown, EngineUnreachable, exact_capacity_rps
 
         try:
-            capacity, workers, default_steps = await exact_capacity_rps(args.url, args.api_key)
+            capacity, workers, default_steps = uvloop.run(exact_capacity_rps(args.url, args.api_key))
         except CapacityUnknown as exc:
             raise UsageError(f"{exc}; pass --capacity-rps") from None
         except EngineUnreachable as exc:  # no capacity passed would make a run of it
@@ -298,13 +310,13 @@ async def _target_rate(args: argparse.Namespace) -> _Rate | None:
     return _Rate(args.load * capacity * args.time_scale, f"--load {args.load:g} x {of}{scaled}")
 
 
-async def _schedule(args: argparse.Namespace) -> Schedule:
+def _schedule(args: argparse.Namespace) -> Schedule:
     """The arrivals to send; a UsageError naming the flags (and the step of the shaping) that left none."""
     from loadgen import arrivals
     from loadgen.schedule_errors import cut_too_far, thinned_too_far
     from loadgen.traces import load_trace
 
-    rate = await _target_rate(args)
+    rate = _target_rate(args)
     if args.arrivals == "trace":
         base = read_user_file(load_trace, args.trace)
         shaped = base
@@ -334,15 +346,28 @@ async def _schedule(args: argparse.Namespace) -> Schedule:
     if not schedule:  # --max-requests is at least 1: --duration-s cut them all
         clock = f" of the run (after --time-scale {args.time_scale:g})" if args.time_scale != 1.0 else ""
         raise UsageError(cut_too_far(args.duration_s, arrivals.compress_time(shaped, args.time_scale), clock))
+    # a trace's rows, as many as its file holds (a rate's schedule was refused as it was drawn): each is held in memory,
+    # and its record too as its request ends
+    if len(schedule) > arrivals.MAX_ARRIVALS:
+        raise UsageError(
+            f"--trace {args.trace} makes {len(schedule):,} arrivals, more than a schedule may hold"
+            f" ({arrivals.MAX_ARRIVALS:,}): cut it with --duration-s or --max-requests"
+        )
     return schedule
 
 
-async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any], list[OSError]]:
-    """The records, their summary, and why --records did not have each as its request ended (empty: it did)."""
-    from loadgen.clients import HttpLoadClient, LoadClient, RequestOptions, ZmqLoadClient
+class _Prepared(NamedTuple):
+    """What a run sends: its requests' options, its prompts and its schedule."""
+
+    options: RequestOptions
+    prompts: list[str]
+    schedule: Schedule
+
+
+def _prepare(args: argparse.Namespace) -> _Prepared:
+    """The run's requests, from the flags and the files they name; a UsageError for what no run can use."""
+    from loadgen.clients import RequestOptions
     from loadgen.prompts import load_prompts
-    from loadgen.report import records_as_they_come
-    from loadgen.run import run_load
     from loadgen.schedule_errors import unpaired_prompts
     from protocols.openai_images import parse_size
 
@@ -352,19 +377,28 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
         raise UsageError(f"--size must be auto or WIDTHxHEIGHT (1024x1024), not {args.size!r}") from None
     if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:  # every engine would refuse every request
         raise UsageError(f"--size {args.size}: each side must be a multiple of {SIZE_MULTIPLE}")
-    options = RequestOptions(width=width, height=height, steps=args.steps)
     prompts = read_user_file(load_prompts, args.prompts)
-    schedule = await _schedule(args)
+    schedule = _schedule(args)
     if unpaired := unpaired_prompts(schedule, prompts, args.trace, args.prompts):
         raise UsageError(unpaired)
-    span = schedule[-1].offset_s
     if args.bin_s:
         from loadgen.plot import MAX_BINS
 
+        span = schedule[-1].offset_s
         # the sends alone: the plot runs on to the last worker sample, up to the drain, which is not known yet
         # (timeline_plot widens the bins then, and plot() says so)
         if span / args.bin_s > MAX_BINS:
             raise UsageError(f"--bin-s {args.bin_s:g} cuts {span:.0f} s into more than {MAX_BINS:,} bins")
+    return _Prepared(RequestOptions(width=width, height=height, steps=args.steps), prompts, schedule)
+
+
+async def _main(args: argparse.Namespace, prepared: _Prepared) -> tuple[list[Record], dict[str, Any], list[OSError]]:
+    """The records, their summary, and why --records did not have each as its request ended (empty: it did)."""
+    from loadgen.clients import HttpLoadClient, LoadClient, ZmqLoadClient
+    from loadgen.report import records_as_they_come
+    from loadgen.run import run_load
+
+    options, prompts, schedule = prepared
     if args.url is not None:
         from loadgen.engine_status import EngineUnreachable, check_reachable, request_refusal
 
@@ -373,7 +407,7 @@ async def _main(args: argparse.Namespace) -> tuple[list[Record], dict[str, Any],
         except EngineUnreachable as exc:
             raise UsageError(str(exc)) from None
         # a size the engine does not take was sent the whole run, every request refused invalid_size
-        if refusal := request_refusal(ready, width, height, args.steps):
+        if refusal := request_refusal(ready, options.width, options.height, args.steps):
             raise UsageError(f"{refusal} (GET {args.url.rstrip('/')}/ready): every request would be refused")
     if args.zmq:
         import zmq

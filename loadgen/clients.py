@@ -30,6 +30,8 @@ GENERATIONS_PATH = "/v1/images/generations"
 # a send that failed for want of a descriptor in this process (or the system): the generator's failure, which
 # connection_error would lay at the engine's door
 CLIENT_OUT_OF_FILES = "client_out_of_files"
+# an answer that is not the engine's: not JSON of its schema, or images that hold none
+BAD_RESPONSE = "bad_response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,9 @@ class LoadClient(ABC):
         sent = time.perf_counter()
         answer = await self._exchange(planned.prompt, planned.seed, slo_ms)
         latency_ms = (time.perf_counter() - sent) * 1000.0
+        if answer.kind == "images" and not answer.images:
+            # it asked for one: an answer of none (an HTTP 200 of `"data": []`) was counted ok, an image served
+            answer = Answer("error", code=BAD_RESPONSE, status=answer.status)
         return make_record(
             planned.id, planned.prompt_index, planned.scheduled_at, sent - run_start, latency_ms, answer, slo_ms
         )
@@ -139,7 +144,7 @@ class HttpLoadClient(LoadClient):
             try:
                 entries = _IMAGES.decode(payload).data
             except (msgspec.DecodeError, msgspec.ValidationError):
-                return Answer("error", code="bad_response", status=status)
+                return Answer("error", code=BAD_RESPONSE, status=status)
             return Answer("images", status=status, images=[_image(entry.argus) for entry in entries])
         try:
             code = _ERROR.decode(payload).error.code or f"http_{status}"

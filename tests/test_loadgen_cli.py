@@ -1,9 +1,9 @@
 """`argus loadgen`'s command line: what it refuses up front, and the schedule its flags make."""
 
 import argparse
-import asyncio
 import http.server
 import json
+import os
 import resource
 import signal
 import stat
@@ -18,7 +18,7 @@ from waiting import wait_for
 
 from engine.cli import main as argus_main
 from engine_process import ROOT
-from loadgen import cli
+from loadgen import arrivals, cli
 from loadgen.arrivals import mean_rate
 
 NO_ENGINE = "http://127.0.0.1:9"  # nothing listens: every case here must stop before reaching it
@@ -223,6 +223,18 @@ def test_a_flag_given_an_empty_value_is_refused_not_read_as_left_out(argv, capsy
     )
 
 
+@pytest.mark.parametrize("given", ["flag", "environment"])
+def test_an_api_key_no_http_client_can_send_is_refused_before_the_run(given, monkeypatch, capsys):
+    """A key read from a file of Windows line ends (`--api-key "$(cat key.txt)"` keeps its carriage return): the run
+    went on, and every request failed in the client, a traceback each, recorded exception:ValueError."""
+    key = ["--api-key", "k3y\r"] if given == "flag" else []
+    monkeypatch.setenv("ARGUS_API_KEY", "k3y\r")
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--rate", "1", "--max-requests", "1", *key]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("argus loadgen: error: --api-key (or $ARGUS_API_KEY) starts or ends with a space or holds")
+    assert error.count("\n") == 1
+
+
 def test_a_zmq_address_zeromq_cannot_connect_to_is_one_error_not_one_per_request(capsys):
     assert cli.main(["--zmq", "localhost:5555", "--no-progress", "--rate", "1", "--max-requests", "3"]) == 2
     assert capsys.readouterr().err.startswith(
@@ -241,18 +253,32 @@ def test_a_rate_too_high_to_hold_is_refused_not_drawn(capsys):
     assert "more than a schedule may hold" in capsys.readouterr().err
 
 
+def test_a_trace_too_long_to_hold_is_refused_unless_cut(tmp_path, monkeypatch, capsys):
+    """A rate's schedule past MAX_ARRIVALS was refused, a trace's of as many rows ran: 12 million offsets, held in
+    memory with a record each as they ended (0.58 KB), where the docs say no schedule is past it."""
+    monkeypatch.setattr(arrivals, "MAX_ARRIVALS", 3)
+    trace = tmp_path / "t.txt"
+    trace.write_text("0\n1\n2\n3\n")
+    assert cli.main(["--url", NO_ENGINE, "--no-progress", "--trace", str(trace)]) == 2
+    assert capsys.readouterr().err == (
+        f"argus loadgen: error: --trace {trace} makes 4 arrivals, more than a schedule may hold (3): cut it with"
+        " --duration-s or --max-requests\n"
+    )
+    assert len(cli._schedule(parsed("--trace", str(trace), "--max-requests", "3"))) == 3
+
+
 @pytest.mark.parametrize("time_scale", [1.0, 0.1])
 def test_load_is_what_the_engine_sees_whatever_the_time_scale(time_scale):
     """--load 2 x a capacity of 5/s is 10 requests/s at the engine; --time-scale compresses the schedule's
     clock, not the load."""
     args = parsed("--load", "2", "--capacity-rps", "5", "--time-scale", str(time_scale), "--duration-s", "200")
-    schedule = asyncio.run(cli._schedule(args))
+    schedule = cli._schedule(args)
     assert mean_rate(schedule) == pytest.approx(10.0, rel=0.1)
 
 
 def test_rate_is_on_the_schedules_own_clock_and_compression_speeds_it_up():
     args = parsed("--rate", "2", "--time-scale", "0.1", "--duration-s", "100")
-    assert mean_rate(asyncio.run(cli._schedule(args))) == pytest.approx(20.0, rel=0.1)
+    assert mean_rate(cli._schedule(args)) == pytest.approx(20.0, rel=0.1)
 
 
 @pytest.mark.parametrize(
@@ -641,3 +667,34 @@ def test_records_written_through_a_link_to_a_file(tmp_path, http_that_answers_no
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert link.is_symlink() and [json.loads(line)["id"] for line in target.read_text().splitlines()] == [0, 1, 2, 3, 4]
+
+
+def test_ctrl_c_while_the_trace_is_read_ends_the_command_then(tmp_path, capsys):
+    """A Ctrl-C while the schedule was made (30 s for a trace of 3 million rows, as long to draw 9 million Poisson
+    arrivals) was asyncio's runner's to take: a cancellation, which waited for the next await, after the reading. Here
+    the trace is a pipe its writer keeps open: the command ended only once the pipe was closed."""
+    prompts, trace = tmp_path / "p.txt", tmp_path / "trace"
+    prompts.write_text("a red fox\n")
+    os.mkfifo(trace)
+    ended, closed_for_it = threading.Event(), threading.Event()
+
+    def ctrl_c_as_it_reads():
+        with trace.open("w") as f:  # opened once the command opens it to read
+            f.write("0\n")
+            f.flush()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            if not ended.wait(30):  # a hang's bound: ended, it would have taken the trace as it is and stopped
+                closed_for_it.set()
+                f.write("1000\n")
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a suite run in the background ignores it
+    writer = threading.Thread(target=ctrl_c_as_it_reads, daemon=True)
+    writer.start()
+    try:
+        code = cli.main(["--url", NO_ENGINE, "--no-progress", "--trace", str(trace), "--prompts", str(prompts)])
+    finally:
+        ended.set()
+        writer.join(timeout=10)
+        signal.signal(signal.SIGINT, before)
+    assert (code, capsys.readouterr().err) == (130, "argus loadgen: interrupted\n")
+    assert not closed_for_it.is_set()

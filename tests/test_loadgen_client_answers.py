@@ -75,8 +75,10 @@ async def test_an_http_request_without_options_leaves_them_to_the_engine():
         (504, b'{"error": {"code": "deadline_exceeded", "message": "late"}}', "deadline_exceeded", "deadline_exceeded"),
         (502, b"<html>bad gateway</html>", "error", "http_502"),
         (200, b'{"images": []}', "error", "bad_response"),
+        # a request asks for one image: it was counted ok, an image served, in the throughput and goodput
+        (200, b'{"data": []}', "error", "bad_response"),
     ],
-    ids=["busy", "cancelled", "deadline", "not-the-engine", "bad-images"],
+    ids=["busy", "cancelled", "deadline", "not-the-engine", "bad-images", "no-image"],
 )
 async def test_an_http_answer_other_than_images_is_recorded_by_its_code(status, body, outcome, code):
     record, _ = await http_request(status, body)
@@ -199,8 +201,9 @@ async def test_a_zmq_request_asks_for_the_size_seed_and_slo_given(zmq_client):
         (Error("r", "no_worker", "none"), "error", "no_worker"),
         (zmq.ZMQError(errno.EHOSTUNREACH), "error", "connection_error"),
         (ClientClosed("closed"), "error", "connection_error"),
+        (Images("r", []), "error", "bad_response"),
     ],
-    ids=["busy", "cancelled", "deadline", "no-worker", "zmq-error", "closed"],
+    ids=["busy", "cancelled", "deadline", "no-worker", "zmq-error", "closed", "no-image"],
 )
 async def test_a_zmq_answer_other_than_images_is_recorded_by_its_code(zmq_client, reply, outcome, code):
     record = await zmq_record(zmq_client, reply)
