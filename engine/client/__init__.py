@@ -33,9 +33,9 @@ request_lost, or an answer that the engine is stopping (shutting_down, or the
 Cancelled of a request still in flight as its drain ended: a call never returns
 the Cancelled of a cancel its own client sent), after a backoff in which an
 engine restarted on the address comes up: the engine holds nothing under that
-id then, so no late reply can come for it. A request with slo_ms goes again with
-what is left of it; none left, the call returns Error deadline_exceeded, sending
-nothing. A request_lost that answers the Inquire of an earlier attempt (it
+id then, so no late reply can come for it. A request with slo_ms goes, each time (the
+first too), with what is left of it, counted from the call; none left, the call returns Error deadline_exceeded,
+sending nothing. A request_lost that answers the Inquire of an earlier attempt (it
 follows that attempt's Busy) is no answer to the retry: ArgusClient skips it.
 """
 

@@ -32,7 +32,7 @@ from engine.client.link import (
     undecodable,
 )
 from engine.client.timeouts import checked_timeout, timed_out
-from protocols.client_messages import Cancel, Error, Generate, Inquire, client_side_codec, salvage_request_id
+from protocols.client_messages import Cancel, Error, Inquire, client_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
 from protocols.limits import MAX_INQUIRED_IDS
@@ -153,31 +153,30 @@ class AsyncArgusClient(OwnProcess):
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
         request = request_of(prompt, request_id, fields)
+        # refused before the id is taken: a field it cannot encode (an object msgpack has no type for) must not leave
+        # the id in flight
+        encoded(self._codec, request)
         loop = asyncio.get_running_loop()
-        # one deadline for the call, its retries included, from here
+        # one deadline for the call, its retries included, from here; so too its request's slo_ms
         deadline = None if self._timeout_s is None else loop.time() + self._timeout_s
+        retries = Retries(self._retries, request)
         bound = asyncio.timeout_at(deadline)
         try:
             async with bound:
-                return await self._answer(request, deadline)
+                return await self._answer(retries, deadline)
         except TimeoutError:
             if not bound.expired():
                 raise
             raise self._timed_out(request.request_id) from None
 
-    async def _answer(self, request: Generate, deadline: float | None) -> Reply:
-        retries = Retries(self._retries, request)
+    async def _answer(self, retries: Retries, deadline: float | None) -> Reply:
         while True:
-            reply = await self._call(request)
+            reply = await self._call(retries)
             pause_s = retries.pause_s(reply)
             # as ArgusClient's: no retry that would wait past the timeout (the reply, not a TimeoutError, is the answer)
             if pause_s is None or (deadline is not None and asyncio.get_running_loop().time() + pause_s >= deadline):
                 return reply
             await self._pause(pause_s)
-            again = retries.again()
-            if isinstance(again, Error):
-                return again
-            request = again
 
     def _timed_out(self, request_id: str) -> Exception:
         # the handshakes heard up to now: the watcher may not have had its turn to read them
@@ -199,7 +198,7 @@ class AsyncArgusClient(OwnProcess):
             ends.cancel()
             self._pauses.discard(pause)
 
-    async def _call(self, request: Generate) -> Reply:
+    async def _call(self, retries: Retries) -> Reply:
         refuse_if_forked(self._made_in)
         self._refuse_if_closed()
         if self._refused:
@@ -208,14 +207,16 @@ class AsyncArgusClient(OwnProcess):
         # first: a call waiting in a closed event loop will never return, and _read_in forgets it (its id is free once
         # its request's reply is read: _orphan_answered)
         self._read_in(loop)
-        if request.request_id in self._waiting:
-            raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
-        # encoded before the id is taken: a field it cannot encode (an object msgpack has no type for) must not leave
-        # the id in flight
-        frames = encoded(self._codec, request)
-        if request.request_id in self._orphaned:
-            await self._orphan_answered(request.request_id, loop)
+        request_id = retries.request_id
+        if request_id in self._waiting:
+            raise ValueError(f"request id {request_id!r} is already in flight on this client")
+        if request_id in self._orphaned:
+            await self._orphan_answered(request_id, loop)
             self._refuse_if_closed()  # by a close() begun as the orphan's reply came
+        request = retries.request()  # as it goes out: with what is left of its slo_ms
+        if isinstance(request, Error):
+            return request  # its deadline passed before it could go
+        frames = encoded(self._codec, request)
         future = loop.create_future()
         self._waiting[request.request_id] = future
         sending = self._socket.send_multipart(frames, copy=False)

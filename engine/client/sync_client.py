@@ -85,16 +85,18 @@ class ArgusClient(OwnProcess):
         # before the turn: a thread of the parent's that held it as the process forked holds it here for ever
         refuse_if_forked(self._made_in)
         request = request_of(prompt, request_id, fields)
+        encoded(self._codec, request)  # refused (ValueError) before the call waits for anything
         # one deadline for the call, from here: a call that waited for the turn and then for its own timeout_s took
-        # up to N timeouts behind N - 1 other threads' calls
+        # up to N timeouts behind N - 1 other threads' calls. So too its request's slo_ms
         deadline = self._deadline()
+        retries = Retries(self._retries, request)
         if not self._turn.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
             raise self._timed_out(f"{request.request_id} not sent: other threads' calls held this client")
         try:
             self._calling = threading.get_ident()
             try:
                 refuse_if_closed(self._socket)
-                return self._exchange(request, deadline)
+                return self._exchange(retries, deadline)
             finally:
                 self._calling = None
                 if self._closing:
@@ -102,33 +104,30 @@ class ArgusClient(OwnProcess):
         finally:
             self._turn.release()
 
-    def _exchange(self, request: Generate, deadline: float | None) -> Reply:
+    def _exchange(self, retries: Retries, deadline: float | None) -> Reply:
         try:
-            retries = Retries(self._retries, request)
             while True:
-                reply = self._send_and_wait(request, deadline)
+                reply = self._send_and_wait(retries, deadline)
                 pause_s = retries.pause_s(reply)
                 if pause_s is None or not self._pause(pause_s, deadline):
                     return reply
-                again = retries.again()
-                if isinstance(again, Error):
-                    return again
-                request = again
         except BaseException:
             # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another thread,
             # the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the request to its
             # end for no one): the engine stops its work. One it does not hold (never sent, answered) it ignores
-            self._cancel(request.request_id)
+            self._cancel(retries.request_id)
             raise
 
-    def _send_and_wait(self, request: Generate, deadline: float | None) -> Reply:
+    def _send_and_wait(self, retries: Retries, deadline: float | None) -> Reply:
         # neither the wait for room to send nor the late replies skipped on the way may extend the call's deadline
         self._warn_at = time.monotonic() + self._unanswered.delay_s
-        request_id = request.request_id
+        request_id = retries.request_id
         if request_id in self._given_up:
             earlier = f"no reply yet to the request given up on under the id {request_id}"
             self._await(request_id, *self._given_up.pop(request_id), deadline, earlier)
-        self._send(request, deadline)
+        sent = self._send(retries, deadline)
+        if isinstance(sent, Error):
+            return sent  # its deadline passed before it could go
         return self._await(request_id, connection_of(self._refusals), False, deadline, f"no reply for {request_id}")
 
     def _await(
@@ -177,17 +176,21 @@ class ArgusClient(OwnProcess):
             # attempt before it, sent as that one was refused Busy (it went out as the client connected again), and
             # read by the retry, which the engine holds (the call returned request_lost, `retries` more sent it again)
 
-    def _send(self, request: Generate, deadline: float | None) -> None:
+    def _send(self, retries: Retries, deadline: float | None) -> Generate | Error:
+        """Sends the request once there is room, as it is then (Retries.request: with what is left of its slo_ms); the
+        call's answer instead, nothing sent, if its deadline passed first."""
         # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
         # the engine can refuse the handshake between the poll that saw room and the send, and ZeroMQ then drops the
         # connection's queue, the only one; a blocking send waited for ever (CI, 2026-12-03)
-        frames = encoded(self._codec, request)
         while True:
             if not self._wait(zmq.POLLOUT, deadline):
-                raise self._timed_out(f"could not reach the engine to send {request.request_id}")
+                raise self._timed_out(f"could not reach the engine to send {retries.request_id}")
+            request = retries.request()
+            if isinstance(request, Error):
+                return request
             try:
-                self._socket.send_multipart(frames, zmq.DONTWAIT, copy=False)
-                return
+                self._socket.send_multipart(encoded(self._codec, request), zmq.DONTWAIT, copy=False)
+                return request
             except zmq.Again:
                 continue  # the room went: wait again, hearing the refusal or the deadline
 
