@@ -25,6 +25,9 @@ and that late reply cannot be told from the reply to a retry under the same id:
 retry with a fresh id (the default when none is given). An id must be a string
 of 1 to 128 characters: any other ("" included) raises ValueError before anything is sent.
 
+While no engine is connected, a call waits to send its request until one is: one given up on meanwhile (its timeout,
+a cancelled task) sends nothing, where the socket queued it, and its Cancel, for the engine that came back.
+
 Connected again (a dropped connection, an engine restarted on the address), a
 client asks after the requests it awaits (Inquire): each the engine does not
 hold is answered Error request_lost, where it would never have been answered.

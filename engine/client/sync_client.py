@@ -105,30 +105,36 @@ class ArgusClient(OwnProcess):
             self._turn.release()
 
     def _exchange(self, retries: Retries, deadline: float | None) -> Reply:
+        request_id = retries.request_id
+        # whether the engine may hold a request of this call's id: only then is it told to cancel it. A Cancel of one
+        # never sent is sent for nothing, and with no engine connected it was queued for the next, one per call
+        held = request_id in self._given_up
         try:
             while True:
-                reply = self._send_and_wait(retries, deadline)
+                # neither the wait for room to send nor the late replies skipped on the way may extend the deadline
+                self._warn_at = time.monotonic() + self._unanswered.delay_s
+                if request_id in self._given_up:
+                    earlier = f"no reply yet to the request given up on under the id {request_id}"
+                    self._await(request_id, *self._given_up.pop(request_id), deadline, earlier)
+                request = self._room_to_send(retries, deadline)
+                if isinstance(request, Error):
+                    return request  # its deadline passed before it could go
+                held = True  # before the send: an exception raised as it returns is no request left running
+                if not self._sent(request):
+                    continue  # the room went: wait again, hearing the refusal or the deadline
+                reply = self._await(
+                    request_id, connection_of(self._refusals), False, deadline, f"no reply for {request_id}"
+                )
                 pause_s = retries.pause_s(reply)
                 if pause_s is None or not self._pause(pause_s, deadline):
                     return reply
         except BaseException:
-            # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another thread,
-            # the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the request to its
-            # end for no one): the engine stops its work. One it does not hold (never sent, answered) it ignores
-            self._cancel(retries.request_id)
+            if held:
+                # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another
+                # thread, the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the
+                # request to its end for no one): the engine stops its work. One it does not hold (answered) it ignores
+                self._cancel(request_id)
             raise
-
-    def _send_and_wait(self, retries: Retries, deadline: float | None) -> Reply:
-        # neither the wait for room to send nor the late replies skipped on the way may extend the call's deadline
-        self._warn_at = time.monotonic() + self._unanswered.delay_s
-        request_id = retries.request_id
-        if request_id in self._given_up:
-            earlier = f"no reply yet to the request given up on under the id {request_id}"
-            self._await(request_id, *self._given_up.pop(request_id), deadline, earlier)
-        sent = self._send(retries, deadline)
-        if isinstance(sent, Error):
-            return sent  # its deadline passed before it could go
-        return self._await(request_id, connection_of(self._refusals), False, deadline, f"no reply for {request_id}")
 
     def _await(
         self, request_id: str, connection: int, asked_after: bool, deadline: float | None, unanswered: str
@@ -176,23 +182,23 @@ class ArgusClient(OwnProcess):
             # attempt before it, sent as that one was refused Busy (it went out as the client connected again), and
             # read by the retry, which the engine holds (the call returned request_lost, `retries` more sent it again)
 
-    def _send(self, retries: Retries, deadline: float | None) -> Generate | Error:
-        """Sends the request once there is room, as it is then (Retries.request: with what is left of its slo_ms); the
-        call's answer instead, nothing sent, if its deadline passed first."""
-        # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
-        # the engine can refuse the handshake between the poll that saw room and the send, and ZeroMQ then drops the
-        # connection's queue, the only one; a blocking send waited for ever (CI, 2026-12-03)
-        while True:
-            if not self._wait(zmq.POLLOUT, deadline):
-                raise self._timed_out(f"could not reach the engine to send {retries.request_id}")
-            request = retries.request()
-            if isinstance(request, Error):
-                return request
-            try:
-                self._socket.send_multipart(encoded(self._codec, request), zmq.DONTWAIT, copy=False)
-                return request
-            except zmq.Again:
-                continue  # the room went: wait again, hearing the refusal or the deadline
+    def _room_to_send(self, retries: Retries, deadline: float | None) -> Generate | Error:
+        """The request as it goes once there is room to send it (Retries.request: with what is left of its slo_ms);
+        the call's answer instead if its deadline passed first."""
+        # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
+        if not self._wait(zmq.POLLOUT, deadline):
+            raise self._timed_out(f"could not reach the engine to send {retries.request_id}")
+        return retries.request()
+
+    def _sent(self, request: Generate) -> bool:
+        """Whether the request went. Never blocking: the engine can refuse the handshake between the poll that saw room
+        and the send, and ZeroMQ then drops the connection's queue, the only one; a blocking send waited for ever (CI,
+        2026-12-03)."""
+        try:
+            self._socket.send_multipart(encoded(self._codec, request), zmq.DONTWAIT, copy=False)
+        except zmq.Again:
+            return False
+        return True
 
     def _pause(self, pause_s: float, deadline: float | None) -> bool:
         """Waits `pause_s`, in slices close() can end; False, at once, if the deadline comes first."""
@@ -214,9 +220,13 @@ class ArgusClient(OwnProcess):
 
     def _wait(self, events: int, deadline: float | None) -> bool:
         """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once
-        the engine will never answer."""
-        self._poller.register(self._socket, events)
+        the engine will never answer. Ready to send only while connected to an engine (as heard as each poll began)."""
         while True:
+            # a DEALER queues what is sent with no engine connected, for the next connection: a call that timed out
+            # meanwhile left its request (and its Cancel) queued, and the engine back ran each for no one. Meanwhile
+            # the poll hears the monitor alone, which tells of the next connection
+            connected = events != zmq.POLLOUT or self._refusals.connected
+            self._poller.register(self._socket, events if connected else 0)
             left_ms = None if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1000))
             # in slices: Ctrl-C taken by another of the process's threads interrupts no poll, and is only raised
             # here once the poll returns to Python (a poll without end never would)
