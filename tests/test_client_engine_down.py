@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from test_engine_client import ScriptedEngine
+from waiting import eventually, wait_for
 
 from engine.client import ArgusClient, AsyncArgusClient, EngineUnreachable
 from protocols.client_messages import Error, Generate
@@ -63,3 +64,32 @@ def test_sync_calls_timed_out_while_no_engine_is_up_leave_nothing_queued_for_the
         caller.join()
     assert _is_the_call_now(first), first  # was given-up-0, then its Cancel and the others
     assert replies[0].message == "answered"
+
+
+async def test_both_clients_timed_out_waiting_for_an_engine_to_send_to_say_so_alike(engine):
+    engine.up()
+    async with AsyncArgusClient(engine.address, timeout_s=0.5) as pipelined:
+        answered = asyncio.create_task(pipelined.generate("a fox", request_id="answered"))
+        identity, _ = await asyncio.to_thread(engine.receive)
+        engine.answer(identity, Error("answered", "invalid_size", "answered"))
+        await asyncio.wait_for(answered, 10)  # an engine reached: a plain TimeoutError after, not EngineUnreachable
+        with ArgusClient(engine.address, timeout_s=0.5) as blocking:
+
+            def call_blocking() -> None:
+                blocking.generate("a fox", request_id="answered")
+
+            thread = asyncio.create_task(asyncio.to_thread(call_blocking))
+            identity, _ = await asyncio.to_thread(engine.receive)
+            engine.answer(identity, Error("answered", "invalid_size", "answered"))
+            await thread
+            engine.down()
+            # each client heard its connection end (a call made before still goes, into a connection that is going)
+            assert await eventually(lambda: not pipelined._refusals.connected)
+            assert wait_for(lambda: blocking._refusals.reason() is None and not blocking._refusals.connected)
+            with pytest.raises(TimeoutError) as pipelined_out:
+                await pipelined.generate("a wolf", request_id="unsent")
+            with pytest.raises(TimeoutError) as blocking_out:
+                await asyncio.to_thread(blocking.generate, "a wolf", request_id="unsent")
+    # the async call said 'no reply for unsent', as if the engine had it
+    assert str(pipelined_out.value) == str(blocking_out.value) == "could not reach the engine to send unsent"
+    assert type(pipelined_out.value) is type(blocking_out.value) is TimeoutError

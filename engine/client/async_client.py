@@ -169,7 +169,7 @@ class AsyncArgusClient(OwnProcess):
         except TimeoutError:
             if not bound.expired():
                 raise
-            raise self._timed_out(request.request_id) from None
+            raise self._timed_out(retries) from None
 
     async def _answer(self, retries: Retries, deadline: float | None) -> Reply:
         while True:
@@ -180,12 +180,14 @@ class AsyncArgusClient(OwnProcess):
                 return reply
             await self._pause(pause_s)
 
-    def _timed_out(self, request_id: str) -> Exception:
+    def _timed_out(self, retries: Retries) -> Exception:
         # the handshakes heard up to now: the watcher may not have had its turn to read them
         refused = self._refusal()
         if refused:
             return ConnectionRefusedError(refused)
-        return timed_out(self._address, self._refusals, self._timeout_s, f"no reply for {request_id}")
+        # as ArgusClient's words
+        why = "no reply for" if retries.sent else "could not reach the engine to send"
+        return timed_out(self._address, self._refusals, self._timeout_s, f"{why} {retries.request_id}")
 
     async def _pause(self, pause_s: float) -> None:
         """Waits `pause_s`, or until close(), which raises ClientClosed here (as ArgusClient's _pause): a close() that
@@ -232,6 +234,7 @@ class AsyncArgusClient(OwnProcess):
             if not future.done():
                 await sending
                 self._sent[request_id] = connection_of(self._refusals)
+                retries.sent = True
             elif not sending.done():
                 sending.cancel()
             # else the send ended as the call did: close() fails the calls, then its socket cancels the sends still

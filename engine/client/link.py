@@ -226,6 +226,9 @@ class Retries:
         self._late = False  # the deadline passes before the pause after the last reply ends
         # the backoff after the next answer that the engine is stopping: doubled after each, up to its cap
         self._stopping_pause_s = _STOPPING_FIRST_PAUSE_S
+        # whether the request went out (AsyncArgusClient's, set as it sends; ArgusClient knows where it waits): a call
+        # that times out before it did waited for no reply, and says so
+        self.sent = False
 
     @property
     def request_id(self) -> str:
