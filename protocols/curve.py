@@ -214,6 +214,7 @@ class RefusedHandshakes:
         self._reason: str | None = None
         self._silent_failures = 0  # since the last handshake that succeeded
         self._handshakes = 0  # that succeeded: a connection made again to the engine is one more
+        self._connected = False  # the last handshake succeeded, and its connection has not ended since
         self._handshake_ended = False  # the current connection's handshake succeeded or failed
         self._no_one_listening = False  # a dial found no one, before any handshake failed
         self._asks_greeting = asks_greeting
@@ -246,6 +247,12 @@ class RefusedHandshakes:
         """How many handshakes with an engine succeeded, as of the events read so far: one more each time the
         socket connects again, to the same engine or to another come up on the address."""
         return self._handshakes
+
+    @property
+    def connected(self) -> bool:
+        """Whether the socket is connected to an engine, as of the events read so far: a handshake succeeded, and its
+        connection has not ended since."""
+        return self._connected
 
     def reason(self) -> str | None:
         """Why the engine will never be reached over this socket, or None while it may be."""
@@ -307,6 +314,7 @@ class RefusedHandshakes:
             self._no_one_listening = self._no_one_listening or self._silent_failures == 0
             return None
         if kind == zmq.EVENT_DISCONNECTED:
+            self._connected = False
             ended, self._handshake_ended = self._handshake_ended, False
             # a connection that ended with no handshake event: libzmq met no ZeroMQ 3 greeting, which every argus
             # engine sends, and (CURVE on) hung up on a peer it took for one of ZeroMQ's first version, which has
@@ -318,6 +326,7 @@ class RefusedHandshakes:
             self._greeted_at = None
             self._greeting_due = False
             self._handshakes += 1
+            self._connected = True
             return None
         engine = f"the engine at {self._address}"
         if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:

@@ -5,10 +5,10 @@ import asyncio
 
 import pytest
 from engine_stand_in import StandInEngine, admitted, zmq_door_of
+from test_engine_client import ScriptedEngine
 from waiting import eventually
 
 from engine.client import AsyncArgusClient, ClientClosed
-from engine_process import free_port
 
 
 async def test_a_task_cancelled_as_it_closes_the_async_client_ends_cancelled_with_the_client_closed():
@@ -44,16 +44,23 @@ async def test_a_call_made_as_the_async_client_closes_sends_nothing():
 
 async def test_closing_with_no_engine_to_take_what_is_queued_holds_up_no_other_task():
     """close() waited in the loop for its context's term(), which waits out the sockets' linger (half a second) for
-    what is queued to go, the whole of it with no engine at the address: every other task of the loop stood still."""
-    client = AsyncArgusClient(f"tcp://127.0.0.1:{free_port()}")
-    call = asyncio.create_task(client.generate("a heron"))
-    assert await eventually(lambda: client._sent)  # queued, for an engine that is not there
-    closing = asyncio.create_task(client.close())
-    assert await eventually(lambda: client._socket.closed)
-    assert not closing.done()  # the linger is waited out in a thread: this task ran meanwhile
-    await closing
-    with pytest.raises(ClientClosed):
-        await call
+    what is queued to go, the whole of it with no engine at the address: every other task of the loop stood still.
+    Here the call's Cancel, its request sent to an engine gone since."""
+    engine = ScriptedEngine()
+    try:
+        client = AsyncArgusClient(engine.address)
+        call = asyncio.create_task(client.generate("a heron"))
+        await asyncio.to_thread(engine.receive)
+        engine.down()
+        assert await eventually(lambda: not client._refusals.connected)  # heard gone: the Cancel has nowhere to go
+        closing = asyncio.create_task(client.close())
+        assert await eventually(lambda: client._socket.closed)
+        assert not closing.done()  # the linger is waited out in a thread: this task ran meanwhile
+        await closing
+        with pytest.raises(ClientClosed):
+            await call
+    finally:
+        engine.close()
 
 
 async def _closing_with_a_call_in_flight(engine: StandInEngine, address: str):

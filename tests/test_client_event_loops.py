@@ -52,7 +52,8 @@ def _left_waiting_in_a_closed_loop(client: AsyncArgusClient, engine, request_id:
     answered = engine.metric("argus_requests_total", outcome="ok", code="")
     first = asyncio.new_event_loop()
     first.create_task(client.generate("left waiting", request_id=request_id, width=64, height=64, seed=3))
-    first.run_until_complete(asyncio.sleep(0))  # the call's first step: it sends
+    # until it is sent (once the client has heard it is connected)
+    assert first.run_until_complete(eventually(lambda: client._sent))
     first.close()
     # at least: a reply of an earlier test's that the engine counts after `answered` was read would have made == wait
     # its 30 s and fail (as one CI run did here, cause not seen)
@@ -120,7 +121,7 @@ async def test_a_call_under_the_id_of_one_left_waiting_in_a_closed_loop_waits_fo
         def left_waiting() -> None:
             first = asyncio.new_event_loop()
             first.create_task(client.generate("left waiting", request_id="held"))
-            first.run_until_complete(asyncio.sleep(0))
+            assert first.run_until_complete(eventually(lambda: client._sent))
             first.close()
 
         async def again() -> object:

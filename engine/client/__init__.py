@@ -25,6 +25,9 @@ and that late reply cannot be told from the reply to a retry under the same id:
 retry with a fresh id (the default when none is given). An id must be a string
 of 1 to 128 characters: any other ("" included) raises ValueError before anything is sent.
 
+While no engine is connected, a call waits to send its request until one is: one given up on meanwhile (its timeout,
+a cancelled task) sends nothing, where the socket queued it, and its Cancel, for the engine that came back.
+
 Connected again (a dropped connection, an engine restarted on the address), a
 client asks after the requests it awaits (Inquire): each the engine does not
 hold is answered Error request_lost, where it would never have been answered.
@@ -33,9 +36,9 @@ request_lost, or an answer that the engine is stopping (shutting_down, or the
 Cancelled of a request still in flight as its drain ended: a call never returns
 the Cancelled of a cancel its own client sent), after a backoff in which an
 engine restarted on the address comes up: the engine holds nothing under that
-id then, so no late reply can come for it. A request with slo_ms goes again with
-what is left of it; none left, the call returns Error deadline_exceeded, sending
-nothing. A request_lost that answers the Inquire of an earlier attempt (it
+id then, so no late reply can come for it. A request with slo_ms goes, each time (the
+first too), with what is left of it, counted from the call; none left, the call returns Error deadline_exceeded,
+sending nothing. A request_lost that answers the Inquire of an earlier attempt (it
 follows that attempt's Busy) is no answer to the retry: ArgusClient skips it.
 """
 

@@ -32,7 +32,7 @@ from engine.client.link import (
     undecodable,
 )
 from engine.client.timeouts import checked_timeout, timed_out
-from protocols.client_messages import Cancel, Error, Generate, Inquire, client_side_codec, salvage_request_id
+from protocols.client_messages import Cancel, Error, Inquire, client_side_codec, salvage_request_id
 from protocols.codec import DecodeError
 from protocols.curve import ClientKeys
 from protocols.limits import MAX_INQUIRED_IDS
@@ -145,6 +145,8 @@ class AsyncArgusClient(OwnProcess):
         self._orphaned: set[str] = set()
         # the calls waiting to send their request again (retries), each on a future of its own: close() ends them
         self._pauses: set[asyncio.Future[None]] = set()
+        # the calls waiting for a connection to send their request, each on a future of its own (see _connected)
+        self._connecting: set[asyncio.Future[None]] = set()
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._closing = False  # close() is under way
@@ -153,38 +155,39 @@ class AsyncArgusClient(OwnProcess):
     async def generate(self, prompt: str, request_id: str | None = None, **fields: Any) -> Reply:
         """Raises ValueError for a request id this client already has in flight: replies are told apart by id."""
         request = request_of(prompt, request_id, fields)
+        # refused before the id is taken: a field it cannot encode (an object msgpack has no type for) must not leave
+        # the id in flight
+        encoded(self._codec, request)
         loop = asyncio.get_running_loop()
-        # one deadline for the call, its retries included, from here
+        # one deadline for the call, its retries included, from here; so too its request's slo_ms
         deadline = None if self._timeout_s is None else loop.time() + self._timeout_s
+        retries = Retries(self._retries, request)
         bound = asyncio.timeout_at(deadline)
         try:
             async with bound:
-                return await self._answer(request, deadline)
+                return await self._answer(retries, deadline)
         except TimeoutError:
             if not bound.expired():
                 raise
-            raise self._timed_out(request.request_id) from None
+            raise self._timed_out(retries) from None
 
-    async def _answer(self, request: Generate, deadline: float | None) -> Reply:
-        retries = Retries(self._retries, request)
+    async def _answer(self, retries: Retries, deadline: float | None) -> Reply:
         while True:
-            reply = await self._call(request)
+            reply = await self._call(retries)
             pause_s = retries.pause_s(reply)
             # as ArgusClient's: no retry that would wait past the timeout (the reply, not a TimeoutError, is the answer)
             if pause_s is None or (deadline is not None and asyncio.get_running_loop().time() + pause_s >= deadline):
                 return reply
             await self._pause(pause_s)
-            again = retries.again()
-            if isinstance(again, Error):
-                return again
-            request = again
 
-    def _timed_out(self, request_id: str) -> Exception:
+    def _timed_out(self, retries: Retries) -> Exception:
         # the handshakes heard up to now: the watcher may not have had its turn to read them
         refused = self._refusal()
         if refused:
             return ConnectionRefusedError(refused)
-        return timed_out(self._address, self._refusals, self._timeout_s, f"no reply for {request_id}")
+        # as ArgusClient's words
+        why = "no reply for" if retries.sent else "could not reach the engine to send"
+        return timed_out(self._address, self._refusals, self._timeout_s, f"{why} {retries.request_id}")
 
     async def _pause(self, pause_s: float) -> None:
         """Waits `pause_s`, or until close(), which raises ClientClosed here (as ArgusClient's _pause): a close() that
@@ -199,7 +202,7 @@ class AsyncArgusClient(OwnProcess):
             ends.cancel()
             self._pauses.discard(pause)
 
-    async def _call(self, request: Generate) -> Reply:
+    async def _call(self, retries: Retries) -> Reply:
         refuse_if_forked(self._made_in)
         self._refuse_if_closed()
         if self._refused:
@@ -208,24 +211,30 @@ class AsyncArgusClient(OwnProcess):
         # first: a call waiting in a closed event loop will never return, and _read_in forgets it (its id is free once
         # its request's reply is read: _orphan_answered)
         self._read_in(loop)
-        if request.request_id in self._waiting:
-            raise ValueError(f"request id {request.request_id!r} is already in flight on this client")
-        # encoded before the id is taken: a field it cannot encode (an object msgpack has no type for) must not leave
-        # the id in flight
-        frames = encoded(self._codec, request)
-        if request.request_id in self._orphaned:
-            await self._orphan_answered(request.request_id, loop)
+        request_id = retries.request_id
+        if request_id in self._waiting:
+            raise ValueError(f"request id {request_id!r} is already in flight on this client")
+        if request_id in self._orphaned:
+            await self._orphan_answered(request_id, loop)
             self._refuse_if_closed()  # by a close() begun as the orphan's reply came
         future = loop.create_future()
-        self._waiting[request.request_id] = future
-        sending = self._socket.send_multipart(frames, copy=False)
+        self._waiting[request_id] = future
+        sending: asyncio.Future | None = None
         unanswered = loop.call_later(self._unanswered.delay_s, self._warn_if_unanswered)
         try:
-            # a refusal fails `future`, while the send may wait for good: no engine will take it
+            # a refusal or close() fails `future`, while the waits below may last for good: no engine will take it
+            await self._connected(future, loop)
+            if future.done():
+                return await future
+            request = retries.request()  # as it goes out: with what is left of its slo_ms
+            if isinstance(request, Error):
+                return request  # its deadline passed before it could go
+            sending = self._socket.send_multipart(encoded(self._codec, request), copy=False)
             await asyncio.wait((sending, future), return_when=asyncio.FIRST_COMPLETED)
             if not future.done():
                 await sending
-                self._sent[request.request_id] = connection_of(self._refusals)
+                self._sent[request_id] = connection_of(self._refusals)
+                retries.sent = True
             elif not sending.done():
                 sending.cancel()
             # else the send ended as the call did: close() fails the calls, then its socket cancels the sends still
@@ -233,24 +242,39 @@ class AsyncArgusClient(OwnProcess):
             # which left the ClientClosed unretrieved, a traceback for each)
             return await future
         except asyncio.CancelledError:
-            if not sending.done():
+            if sending is not None and not sending.done():
                 sending.cancel()
-            if not sending.cancelled():
+            if sending is not None and not sending.cancelled():
                 # the caller gave up on a request that went out: tell the engine so it stops the work. Queued on
                 # the socket, not awaited: with no engine there, the queue stays full, and a caller that gave up
                 # must not wait for room in it (close() drops what is still queued)
-                self._socket.send_multipart(self._codec.encode(Cancel(request.request_id)))
+                self._socket.send_multipart(self._codec.encode(Cancel(request_id)))
                 if _reply_owed(future):
                     # its reply is still to come, and is not the answer of a call made since under its id (a retry
                     # after asyncio.wait_for timed out): that call took it (another prompt's images), and the engine,
                     # still holding this request, refused its own. Orphaned, as a call left in a closed loop is
-                    self._orphaned.add(request.request_id)
-                    self._sent.setdefault(request.request_id, connection_of(self._refusals))
+                    self._orphaned.add(request_id)
+                    self._sent.setdefault(request_id, connection_of(self._refusals))
             raise
         finally:
             unanswered.cancel()
-            if self._forget_waiting(request.request_id, future) and request.request_id not in self._orphaned:
-                self._sent.pop(request.request_id, None)
+            if self._forget_waiting(request_id, future) and request_id not in self._orphaned:
+                self._sent.pop(request_id, None)
+
+    async def _connected(self, future: asyncio.Future[Reply], loop: asyncio.AbstractEventLoop) -> None:
+        """Returns once the socket is connected to an engine (as the watcher has heard), or `future` is done. A DEALER
+        queues what is sent with no engine connected, for the next connection, up to its high-water mark: calls that
+        timed out or were cancelled while the engine was down left their requests (50,000: RSS +59 MB) and Cancels
+        queued, and the engine back ran each for no one. Waiting here, a call given up on sends nothing."""
+        while not self._refusals.connected and not future.done():
+            # one each: the done-callbacks of one future all awaited took it out one by one as each call ended, for
+            # 40,000 calls timed out together 120 s of CPU
+            connecting = loop.create_future()
+            self._connecting.add(connecting)
+            try:
+                await asyncio.wait((connecting, future), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._connecting.discard(connecting)
 
     def _forget_waiting(self, request_id: str, future: asyncio.Future) -> bool:
         """Takes out the call's `future` under `request_id`, if it is still there: whether it was. A call left in a
@@ -349,7 +373,7 @@ class AsyncArgusClient(OwnProcess):
             self._refusal()
             return
         # not_an_engine() read the monitor's events: a handshake heard there is none the watcher will hear
-        self._ask_if_reconnected()
+        self._heard()
         # the call it answers raises, as ArgusClient's does, rather than wait for a reply already come
         answered_id = salvage_request_id(frames[0].buffer)
         if not answered_id:
@@ -371,14 +395,24 @@ class AsyncArgusClient(OwnProcess):
     def _refusal(self) -> str | None:
         """Why the engine will never answer, from the monitor as it is now, not as the watcher last read it (a
         handshake it has not had its turn to hear is no silence); the calls waiting fail with it. The watcher does
-        not hear what is read here: so here, the requests sent are asked after once connected again."""
+        not hear what is read here: so here, what it heard is acted on (_heard)."""
         refused = self._refusals.reason()
         if refused and self._refused is None:
             self._refused = refused
             self._fail_waiting(ConnectionRefusedError(refused))
         if not refused:
-            self._ask_if_reconnected()
+            self._heard()
         return refused
+
+    def _heard(self) -> None:
+        """Acts on the monitor's events read: the requests sent are asked after once connected again, and the calls
+        waiting to send theirs go once connected."""
+        self._ask_if_reconnected()
+        if self._refusals.connected:
+            connecting, self._connecting = self._connecting, set()
+            for waiting in connecting:
+                if not waiting.get_loop().is_closed():  # its call never returns (_forget_calls_of_closed_loops)
+                    _settle(waiting)
 
     def _ask_if_reconnected(self) -> None:
         """As ArgusClient's: the requests sent before the socket connected again, sent to an engine since restarted or

@@ -208,27 +208,36 @@ def checked_retries(retries: int) -> int:
 
 
 class Retries:
-    """When a call sends its request again (`retries`), and after how long: one per call, the one rule of both
-    clients. Each reply that is no answer to the request itself is retried while retries are left: Busy after the time
-    it names, request_lost at once (the engine holds nothing of it: sending it again is safe), and an answer that the
-    engine is stopping (is_stopping) after a backoff, in which another engine may come up on the address. A request
-    with a deadline (slo_ms) is sent again with what is left of it, counted from its first send (`clock`: seconds)."""
+    """A call's request as each send takes it, and when the call sends it again (`retries`): one per call, made as the
+    call is made, the one rule of both clients. Each reply that is no answer to the request itself is retried while
+    retries are left: Busy after the time it names, request_lost at once (the engine holds nothing of it: sending it
+    again is safe), and an answer that the engine is stopping (is_stopping) after a backoff, in which another engine
+    may come up on the address. A request with a deadline (slo_ms) goes, each time, with what is left of it, counted
+    from the call (`clock`: seconds)."""
 
     def __init__(self, retries: int, request: Generate, clock: Callable[[], float] = time.monotonic):
         self._left = retries
         self._request = request
         self._clock = clock
-        # slo_ms is a deadline from the engine's admission: sent again whole, a request with slo_ms 2000 that waited
-        # 5 s through a restart was served up to 7 s after the call, and by an engine that deemed it on time
+        # slo_ms is a deadline from the engine's admission: sent whole, a request with slo_ms 2000 that waited 5 s
+        # (through a restart, for another thread's call, for room to send) was served up to 7 s after the call, and by
+        # an engine that deemed it on time
         self._due_s = None if request.slo_ms is None else clock() + request.slo_ms / 1000
         self._late = False  # the deadline passes before the pause after the last reply ends
         # the backoff after the next answer that the engine is stopping: doubled after each, up to its cap
         self._stopping_pause_s = _STOPPING_FIRST_PAUSE_S
+        # whether the request went out (AsyncArgusClient's, set as it sends; ArgusClient knows where it waits): a call
+        # that times out before it did waited for no reply, and says so
+        self.sent = False
+
+    @property
+    def request_id(self) -> str:
+        return self._request.request_id
 
     def pause_s(self, reply: Reply) -> float | None:
-        """How long to wait before sending the request again (again()) after `reply`, or None if the reply is the
-        call's answer (so too once the retries are spent). 0 when the request's deadline passes before the pause
-        would end: again() then answers at once, as the engine answers a request that cannot make its deadline."""
+        """How long to wait before sending the request again after `reply`, or None if the reply is the call's answer
+        (so too once the retries are spent). 0 when the request's deadline passes before the pause would end: request()
+        then answers at once, as the engine answers a request that cannot make its deadline."""
         if not self._left:
             return None
         if isinstance(reply, Busy):
@@ -245,9 +254,10 @@ class Retries:
         self._late = self._due_s is not None and self._clock() + pause_s >= self._due_s
         return 0.0 if self._late else pause_s
 
-    def again(self) -> Generate | Error:
-        """The request to send again, once the pause is over: its slo_ms what is left of the deadline. None left, the
-        call's answer instead, nothing sent: deadline_exceeded, as the engine answers a request past its deadline."""
+    def request(self) -> Generate | Error:
+        """The request to send now, as it goes out (the first time too): its slo_ms what is left of the deadline. None
+        left, the call's answer instead, nothing sent: deadline_exceeded, as the engine answers a request past its
+        deadline."""
         if self._due_s is None:
             return self._request
         left_ms = (self._due_s - self._clock()) * 1000
@@ -255,8 +265,8 @@ class Retries:
             return Error(
                 self._request.request_id,
                 "deadline_exceeded",
-                f"the request's deadline (slo_ms {self._request.slo_ms:g} from its first send) passed before it could"
-                " be sent again",
+                f"the request's deadline (slo_ms {self._request.slo_ms:g} from the call) passed before it could be"
+                " sent",
             )
         return msgspec.structs.replace(self._request, slo_ms=left_ms)
 

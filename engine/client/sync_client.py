@@ -85,16 +85,18 @@ class ArgusClient(OwnProcess):
         # before the turn: a thread of the parent's that held it as the process forked holds it here for ever
         refuse_if_forked(self._made_in)
         request = request_of(prompt, request_id, fields)
+        encoded(self._codec, request)  # refused (ValueError) before the call waits for anything
         # one deadline for the call, from here: a call that waited for the turn and then for its own timeout_s took
-        # up to N timeouts behind N - 1 other threads' calls
+        # up to N timeouts behind N - 1 other threads' calls. So too its request's slo_ms
         deadline = self._deadline()
+        retries = Retries(self._retries, request)
         if not self._turn.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
             raise self._timed_out(f"{request.request_id} not sent: other threads' calls held this client")
         try:
             self._calling = threading.get_ident()
             try:
                 refuse_if_closed(self._socket)
-                return self._exchange(request, deadline)
+                return self._exchange(retries, deadline)
             finally:
                 self._calling = None
                 if self._closing:
@@ -102,34 +104,37 @@ class ArgusClient(OwnProcess):
         finally:
             self._turn.release()
 
-    def _exchange(self, request: Generate, deadline: float | None) -> Reply:
+    def _exchange(self, retries: Retries, deadline: float | None) -> Reply:
+        request_id = retries.request_id
+        # whether the engine may hold a request of this call's id: only then is it told to cancel it. A Cancel of one
+        # never sent is sent for nothing, and with no engine connected it was queued for the next, one per call
+        held = request_id in self._given_up
         try:
-            retries = Retries(self._retries, request)
             while True:
-                reply = self._send_and_wait(request, deadline)
+                # neither the wait for room to send nor the late replies skipped on the way may extend the deadline
+                self._warn_at = time.monotonic() + self._unanswered.delay_s
+                if request_id in self._given_up:
+                    earlier = f"no reply yet to the request given up on under the id {request_id}"
+                    self._await(request_id, *self._given_up.pop(request_id), deadline, earlier)
+                request = self._room_to_send(retries, deadline)
+                if isinstance(request, Error):
+                    return request  # its deadline passed before it could go
+                held = True  # before the send: an exception raised as it returns is no request left running
+                if not self._sent(request):
+                    continue  # the room went: wait again, hearing the refusal or the deadline
+                reply = self._await(
+                    request_id, connection_of(self._refusals), False, deadline, f"no reply for {request_id}"
+                )
                 pause_s = retries.pause_s(reply)
                 if pause_s is None or not self._pause(pause_s, deadline):
                     return reply
-                again = retries.again()
-                if isinstance(again, Error):
-                    return again
-                request = again
         except BaseException:
-            # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another thread,
-            # the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the request to its
-            # end for no one): the engine stops its work. One it does not hold (never sent, answered) it ignores
-            self._cancel(request.request_id)
+            if held:
+                # the call ended without its answer, maybe as the request went out (Ctrl-C, close() from another
+                # thread, the timeout, whatever a signal handler raised: SystemExit from a SIGTERM handler ran the
+                # request to its end for no one): the engine stops its work. One it does not hold (answered) it ignores
+                self._cancel(request_id)
             raise
-
-    def _send_and_wait(self, request: Generate, deadline: float | None) -> Reply:
-        # neither the wait for room to send nor the late replies skipped on the way may extend the call's deadline
-        self._warn_at = time.monotonic() + self._unanswered.delay_s
-        request_id = request.request_id
-        if request_id in self._given_up:
-            earlier = f"no reply yet to the request given up on under the id {request_id}"
-            self._await(request_id, *self._given_up.pop(request_id), deadline, earlier)
-        self._send(request, deadline)
-        return self._await(request_id, connection_of(self._refusals), False, deadline, f"no reply for {request_id}")
 
     def _await(
         self, request_id: str, connection: int, asked_after: bool, deadline: float | None, unanswered: str
@@ -177,19 +182,23 @@ class ArgusClient(OwnProcess):
             # attempt before it, sent as that one was refused Busy (it went out as the client connected again), and
             # read by the retry, which the engine holds (the call returned request_lost, `retries` more sent it again)
 
-    def _send(self, request: Generate, deadline: float | None) -> None:
-        # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too. Never blocking:
-        # the engine can refuse the handshake between the poll that saw room and the send, and ZeroMQ then drops the
-        # connection's queue, the only one; a blocking send waited for ever (CI, 2026-12-03)
-        frames = encoded(self._codec, request)
-        while True:
-            if not self._wait(zmq.POLLOUT, deadline):
-                raise self._timed_out(f"could not reach the engine to send {request.request_id}")
-            try:
-                self._socket.send_multipart(frames, zmq.DONTWAIT, copy=False)
-                return
-            except zmq.Again:
-                continue  # the room went: wait again, hearing the refusal or the deadline
+    def _room_to_send(self, retries: Retries, deadline: float | None) -> Generate | Error:
+        """The request as it goes once there is room to send it (Retries.request: with what is left of its slo_ms);
+        the call's answer instead if its deadline passed first."""
+        # a DEALER with no connected peer (engine down, CURVE refused) blocks on send: bound that too
+        if not self._wait(zmq.POLLOUT, deadline):
+            raise self._timed_out(f"could not reach the engine to send {retries.request_id}")
+        return retries.request()
+
+    def _sent(self, request: Generate) -> bool:
+        """Whether the request went. Never blocking: the engine can refuse the handshake between the poll that saw room
+        and the send, and ZeroMQ then drops the connection's queue, the only one; a blocking send waited for ever (CI,
+        2026-12-03)."""
+        try:
+            self._socket.send_multipart(encoded(self._codec, request), zmq.DONTWAIT, copy=False)
+        except zmq.Again:
+            return False
+        return True
 
     def _pause(self, pause_s: float, deadline: float | None) -> bool:
         """Waits `pause_s`, in slices close() can end; False, at once, if the deadline comes first."""
@@ -211,9 +220,13 @@ class ArgusClient(OwnProcess):
 
     def _wait(self, events: int, deadline: float | None) -> bool:
         """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once
-        the engine will never answer."""
-        self._poller.register(self._socket, events)
+        the engine will never answer. Ready to send only while connected to an engine (as heard as each poll began)."""
         while True:
+            # a DEALER queues what is sent with no engine connected, for the next connection: a call that timed out
+            # meanwhile left its request (and its Cancel) queued, and the engine back ran each for no one. Meanwhile
+            # the poll hears the monitor alone, which tells of the next connection
+            connected = events != zmq.POLLOUT or self._refusals.connected
+            self._poller.register(self._socket, events if connected else 0)
             left_ms = None if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1000))
             # in slices: Ctrl-C taken by another of the process's threads interrupts no poll, and is only raised
             # here once the poll returns to Python (a poll without end never would)
