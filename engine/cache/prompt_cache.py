@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,17 +48,18 @@ def prompt_bytes(text: str, dim: int, levels: int) -> int:
     return sys.getsizeof(text) + element_bytes(dim) + PROMPT_BOOKKEEPING_BYTES + levels * LATENT_BOOKKEEPING_BYTES
 
 
-@dataclass(frozen=True, slots=True)
-class ShapeKey:
-    """Latents are only reusable within one shape."""
+class ShapeKey(NamedTuple):
+    """Latents are only reusable within one shape. A tuple, made and hashed a few times for every request and image
+    (the loop and the cache thread): a frozen dataclass cost twice as much to make, and hashed in Python."""
 
     steps: int
     width: int
     height: int
 
 
-@dataclass(frozen=True, slots=True)
-class Neighbour:
+class Neighbour(NamedTuple):
+    """A tuple, as ShapeKey: one for every request with a neighbour, on the cache thread."""
+
     prompt_id: int
     prompt: str
     similarity: float
@@ -149,7 +151,9 @@ class PromptCache:
             index = self._indexes.get(shape)
             if index is None:
                 continue
-            for row, hit in zip(rows, index.nearest_many(vectors[rows]), strict=True):
+            # the rows themselves when the burst is of one shape, as most are: no copy
+            of_shape = vectors if len(rows) == len(vectors) else vectors[rows]
+            for row, hit in zip(rows, index.nearest_many(of_shape), strict=True):
                 found[row] = hit
         return [self._neighbour(*hit) if hit is not None else None for hit in found]
 
@@ -191,6 +195,12 @@ class PromptCache:
 
     def record_miss(self) -> None:
         self._misses += 1
+
+    def holds(self, prompt: str, shape: ShapeKey, levels: Iterable[int]) -> bool:
+        """Whether `prompt` in `shape` has a latent stored at each of `levels`: an insert of those would keep what it
+        has, and store nothing."""
+        prompt_id = self._ids_by_text.get((shape, prompt))
+        return prompt_id is not None and self._prompts[prompt_id].levels.issuperset(levels)
 
     def insert(
         self,
