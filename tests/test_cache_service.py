@@ -345,3 +345,37 @@ def test_a_burst_whose_preparation_fails_on_the_cache_thread_is_answered_with_th
         service.abandon()
     assert first.level == 0 and after[0].level == 0
     assert len(failed) == 3 and all(isinstance(answer, RuntimeError) for answer in failed)
+
+
+def test_a_prompt_the_cache_holds_is_prepared_without_being_embedded_again():
+    """Its own neighbour, at similarity 1 (PromptCache.find_many): before, each request embedded and searched for it."""
+    asked: list[list[str]] = []
+
+    class Counted(HashEmbedder):
+        def embed(self, prompts: list[str]) -> np.ndarray:
+            asked.append(prompts)
+            return super().embed(prompts)
+
+    embedder = Counted()
+    cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=1 << 30, model=MODEL)
+    cache.insert("a cat", EMBEDDER.embed(["a cat"])[0], SHAPE, {5: LATENT})
+    service = CacheService(cache, embedder, choose=lambda *args: IN_FULL)
+
+    async def prepared(prompt: str):
+        done = asyncio.get_running_loop().create_future()
+        request = SimpleNamespace(spec=Generate(request_id=prompt, prompt=prompt), steps=50, width=64, height=64)
+        service.prepare(request, lambda _, preparation: done.set_result(preparation))
+        return await asyncio.wait_for(done, 30)
+
+    async def prepare_two() -> list:
+        return [await prepared("a cat"), await prepared("a dog")]
+
+    try:
+        held, new = asyncio.run(prepare_two())
+    finally:
+        service.abandon()
+    assert asked == [["a dog"]]
+    assert (
+        held.similarity == 1.0 and held.neighbour == "a cat" and np.allclose(held.vector, EMBEDDER.embed(["a cat"])[0])
+    )
+    assert new.neighbour == "a cat" and new.similarity < 1

@@ -4,8 +4,9 @@ Everything that touches the prompt cache or the embedder runs on ONE dedicated
 thread, so the cache needs no locks and the event loop never waits on a
 lookup. Requests that arrive while the thread is busy are embedded and looked
 up together in the next call, so a burst costs one numpy pass and one index
-query rather than one per prompt. Without a cache there is nothing to look up
-and a request's level is chosen at once, on the loop.
+query rather than one per prompt (and a prompt the cache holds costs neither:
+PromptCache.find_many). Without a cache there is nothing to look up and a
+request's level is chosen at once, on the loop.
 
 The cache saved in --cache-dir is read on a thread of its own while the cache
 thread serves: until it is handed over, lookups see what generations brought
@@ -508,9 +509,9 @@ class CacheService:
 
     def _prepare_all(self, images: list[Insert | Start], requests: list[AdmittedRequest]) -> list[Preparation]:
         self._take_in(images)
-        vectors = self._embedder.embed([request.spec.prompt for request in requests])
+        prompts = [request.spec.prompt for request in requests]
         shapes = [ShapeKey(request.steps, request.width, request.height) for request in requests]
-        neighbours = self._cache.lookup_many(vectors, shapes)
+        vectors, neighbours = self._cache.find_many(prompts, shapes, self._embedder.embed)
         return [
             self._preparer.prepare(self._cache, request, vector, neighbour)
             for request, vector, neighbour in zip(requests, vectors, neighbours, strict=True)
