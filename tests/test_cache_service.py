@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import stat
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -279,3 +280,102 @@ def test_a_latent_starts_the_image_of_its_runs_seed_and_none_moves_up_to_another
 
     # the last: the image of seed 1 may move up to a latent of its own seed's run
     assert asyncio.run(insert_then_prepare()) == [(0, []), (0, [up]), (1, []), (0, [up])]
+
+
+def test_levels_a_prompt_brings_again_are_kept_as_they_were_and_not_read(caplog):
+    """A prompt asked for again brings back levels the cache holds: what is cached is kept, and what came is not
+    read at all (its check cost the cache thread 5 to 7 us an image, for latents it would not keep); a level it lacks
+    is read, and refused when unusable."""
+    service = build_cache_service(CacheConfig(), MODEL, LEVELS, choose=lambda *args: IN_FULL)
+    request = SimpleNamespace(spec=Generate(request_id="r", prompt="a cat"), steps=SHAPE.steps, width=64, height=64)
+    vector = EMBEDDER.embed(["a cat"])[0]
+    unusable = np.full_like(LATENT, np.nan)
+
+    def brought(levels: list[int], latents: list[np.ndarray]) -> Returned:
+        done = ItemDone("j", Blob(b"img"), 0, levels, np.stack(latents), 1.0, SHAPE.steps)
+        return Returned(done, "w", 0, LATENT.shape)
+
+    async def insert_three_times() -> PromptCache:
+        service.insert(request, vector, brought([5], [LATENT]))
+        service.insert(request, vector, brought([5], [unusable]))  # held: not read
+        await service.stats()  # the thread has taken both in
+        assert "not caching" not in caplog.text
+        service.insert(request, vector, brought([5, 10], [unusable, unusable]))  # 10 is new: read, and refused
+        await service.stats()
+        return service._cache
+
+    try:
+        cache = asyncio.run(insert_three_times())
+        assert "not caching the latents worker w returned" in caplog.text
+        assert np.array_equal(cache.read_latent(1, 5), LATENT) and cache.read_latent(1, 10) is None
+    finally:
+        service.abandon()
+
+
+def test_a_burst_whose_preparation_fails_on_the_cache_thread_is_answered_with_the_error_and_the_next_prepared():
+    """Each request of the burst is handed the error (the engine answers it, engine/server.py _prepared), and the
+    thread goes on to the next burst."""
+    held = threading.Event()
+
+    def choose(lookup, *args):
+        if lookup.prompt == "held":
+            held.wait(30)  # the thread is busy: the requests asked for meanwhile make one burst
+        if lookup.prompt == "a bug":
+            raise RuntimeError("a bug")
+        return IN_FULL
+
+    service = build_cache_service(CacheConfig(), MODEL, LEVELS, choose=choose)
+
+    async def prepared(prompts: list[str], then=lambda: None) -> list[object]:
+        loop = asyncio.get_running_loop()
+        answers = [loop.create_future() for _ in prompts]
+        for prompt, answer in zip(prompts, answers, strict=True):
+            spec = Generate(request_id=prompt, prompt=prompt)
+            request = SimpleNamespace(spec=spec, steps=SHAPE.steps, width=64, height=64, seeds=[0])
+            service.prepare(request, lambda _, preparation, answer=answer: answer.set_result(preparation))
+        then()
+        return await asyncio.wait_for(asyncio.gather(*answers), 30)
+
+    async def three_bursts() -> tuple[list[object], list[object]]:
+        return await prepared(["held", "a bug", "a cat", "a dog"], then=held.set), await prepared(["a cow"])
+
+    try:
+        (first, *failed), after = asyncio.run(three_bursts())
+    finally:
+        service.abandon()
+    assert first.level == 0 and after[0].level == 0
+    assert len(failed) == 3 and all(isinstance(answer, RuntimeError) for answer in failed)
+
+
+def test_a_prompt_the_cache_holds_is_prepared_without_being_embedded_again():
+    """Its own neighbour, at similarity 1 (PromptCache.find_many): before, each request embedded and searched for it."""
+    asked: list[list[str]] = []
+
+    class Counted(HashEmbedder):
+        def embed(self, prompts: list[str]) -> np.ndarray:
+            asked.append(prompts)
+            return super().embed(prompts)
+
+    embedder = Counted()
+    cache = PromptCache("hash", embedder.dim, LEVELS, max_bytes=1 << 30, model=MODEL)
+    cache.insert("a cat", EMBEDDER.embed(["a cat"])[0], SHAPE, {5: LATENT})
+    service = CacheService(cache, embedder, choose=lambda *args: IN_FULL)
+
+    async def prepared(prompt: str):
+        done = asyncio.get_running_loop().create_future()
+        request = SimpleNamespace(spec=Generate(request_id=prompt, prompt=prompt), steps=50, width=64, height=64)
+        service.prepare(request, lambda _, preparation: done.set_result(preparation))
+        return await asyncio.wait_for(done, 30)
+
+    async def prepare_two() -> list:
+        return [await prepared("a cat"), await prepared("a dog")]
+
+    try:
+        held, new = asyncio.run(prepare_two())
+    finally:
+        service.abandon()
+    assert asked == [["a dog"]]
+    assert (
+        held.similarity == 1.0 and held.neighbour == "a cat" and np.allclose(held.vector, EMBEDDER.embed(["a cat"])[0])
+    )
+    assert new.neighbour == "a cat" and new.similarity < 1

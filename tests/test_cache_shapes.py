@@ -103,3 +103,28 @@ def test_an_embedding_that_is_not_finite_is_similar_to_nothing_and_leaves_no_ind
             cache.insert("noise", bad, wide, {5: LATENT})
     assert list(cache._indexes) == [square]
     assert cache.lookup(np.array([1, 0, 0, 0]), square).similarity == 1.0
+
+
+def test_a_prompt_held_in_its_shape_is_its_own_neighbour_without_being_embedded():
+    """Embedding and searching for a prompt the cache holds were most of the cache thread's time a request, with the
+    GIL held (every request of `argus bench engine` repeats its one prompt). Held in another shape only, it is
+    embedded and searched for as any other prompt."""
+    cache = PromptCache("hash", 4, (5, 25), max_bytes=1 << 20)
+    square, wide = ShapeKey(50, 64, 64), ShapeKey(50, 128, 64)
+    held = cache.insert("a red fox", np.array([2, 0, 0, 0], dtype=np.float32), square, {5: LATENT, 25: LATENT})
+    near = {"a red fox": np.float32([1, 0.1, 0, 0]), "a red cat": np.float32([0.9, 0.4, 0, 0])}
+    embedded: list[list[str]] = []
+
+    def embed(prompts: list[str]) -> np.ndarray:
+        embedded.append(prompts)
+        return np.stack([near[prompt] for prompt in prompts])
+
+    prompts = ["a red fox", "a red cat", "a red fox", "a red fox"]
+    vectors, found = cache.find_many(prompts, [square, square, square, wide], embed)
+    assert embedded == [["a red cat", "a red fox"]]  # the held prompt in its shape is not asked for
+    assert found[0] == found[2] == (held, "a red fox", 1.0, (5, 25))
+    assert np.array_equal(vectors[0], [1, 0, 0, 0]) and np.array_equal(vectors[2], [1, 0, 0, 0])  # stored, unit
+    assert found[1].prompt_id == held and found[1].similarity < 1  # the others: embedded, and searched for
+    assert np.array_equal(vectors[1], near["a red cat"])
+    assert found[3] is None and np.array_equal(vectors[3], near["a red fox"])  # nothing cached in that shape
+    assert cache.find_many([], [], embed) == ([], []) and len(embedded) == 1

