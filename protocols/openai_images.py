@@ -17,9 +17,9 @@ from __future__ import annotations
 import codecs
 import difflib
 import json
-import math
 import re
 import time
+from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
@@ -162,8 +162,12 @@ def _whole_number(message: str, value: object) -> int | None:
     expected = EXPECTED.fullmatch(message)
     if not (expected and expected["got"] == "float" and expected["kind"].startswith("int")):
         return None
-    number = float(bytes(value)) if isinstance(value, msgspec.Raw) else math.nan
-    return int(number) if number.is_integer() and -(2**63) <= number < 2**64 else None
+    # read exactly, as written: read as a float, 12345678901234567.0 was seed 12345678901234568, 9223372036854775807.0
+    # was 2**63 and refused "<= 9223372036854775807", and 1.0000000000000001 and 1e-400 were taken for 1 and 0
+    number = Decimal(bytes(value).decode()) if isinstance(value, msgspec.Raw) else Decimal("NaN")
+    if number.is_nan() or not -(2**63) <= number < 2**64 or number != number.to_integral_value():
+        return None
+    return int(number)
 
 
 def _as_sent(text: str) -> msgspec.Raw:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from engine.cli import main
 from protocols.codec import Blob
+from protocols.limits import MAX_STEPS
 from protocols.worker_messages import (
     REFUSED,
     BatchDone,
@@ -409,6 +410,8 @@ def test_item_done_crosses_the_wire(full_run):
         batch(level=STEPS),
         batch(items=tuple(GenerateItem(str(i), "p", i) for i in range(5))),
         batch(guidance_scale=float("inf")),  # it ran to a black image answered as made
+        # past the counts the worker checked its scheduler runs exactly (1 to MAX_STEPS): it ran them all
+        batch(steps=MAX_STEPS + 1),
     ],
 )
 def test_unrunnable_batches_are_refused(backend, unet_calls, bad):

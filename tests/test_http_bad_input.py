@@ -164,6 +164,9 @@ def good(engine) -> None:
         (b'{"prompt": "a", "n": 2e1}', 400, "invalid_request", "n", "n must be an integer <= 10, got 2e1"),
         (b'{"prompt": "a", "n": 1E2}', 400, "invalid_request", "n", "n must be an integer <= 10, got 1E2"),
         (b'{"prompt": "a", "n": 1.50}', 400, "invalid_request", "n", "n must be an integer, got 1.50"),
+        # not whole as written, though a float reads them as 1 and 0: they were served as n 1 and seed 0
+        (b'{"prompt": "a", "n": 1.0000000000000001}', 400, "invalid_request", "n", "integer, got 1.0000000000000001"),
+        (b'{"prompt": "a", "seed": 1e-400}', 400, "invalid_request", "seed", "seed must be an integer, got 1e-400"),
         (b'{"prompt": "a", "guidance_scale": 1e3}', 400, "invalid_request", "guidance_scale", "<= 50.0, got 1e3"),
         # the value refused as JSON spells it, as it was sent: it said None, True, False, {'a': [1, None]}, 1e+300
         (b'{"prompt": null}', 400, "invalid_request", "prompt", "prompt must be a string, got null"),
@@ -372,6 +375,21 @@ def test_integral_numbers_are_integers(engine):
     status, body = post(engine, json.dumps(sent).encode())
     assert status == 200, body
     assert [(image["argus"]["seed"], image["argus"]["steps_run"]) for image in body["data"]] == [(5, 30), (6, 30)]
+
+
+@pytest.mark.parametrize(
+    ("written", "seeds"),
+    [
+        # read as a float, it was 12345678901234568: another seed than the client wrote, and another image
+        (b"12345678901234567.0", [12345678901234567, 12345678901234568]),
+        # read as a float, 2**63: refused, "seed must be an integer <= 9223372036854775807, got 9223372036854775807.0"
+        (b"9223372036854775807.0", [9223372036854775807, 0]),
+    ],
+)
+def test_a_whole_number_past_a_floats_precision_is_the_number_written(engine, written, seeds):
+    status, body = post(engine, b'{"prompt": "a", "size": "64x64", "n": 2, "seed": ' + written + b"}")
+    assert status == 200, body
+    assert [image["argus"]["seed"] for image in body["data"]] == seeds
 
 
 # "evil.com@localhost" (a userinfo, which no Host has), "[::1" (unclosed), port 0 and "８０" (full-width digits, which

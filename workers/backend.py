@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocols.limits import OUTPUT_FORMATS
+from protocols.limits import MAX_STEPS, OUTPUT_FORMATS
 from protocols.worker_messages import Generate, ItemCancelled, ItemOutcome
 from workers.limits import SizeLimits, steps_refusal
 
@@ -69,6 +69,10 @@ def check_batch(info: BackendInfo, batch: Generate) -> None:
         raise BatchRefused(f"batch of {len(batch.items)} items; this backend takes 1 to {info.max_batch}")
     if not 0 <= batch.level < batch.steps:
         raise BatchRefused(f"level {batch.level} is not below steps {batch.steps}")
+    if batch.steps > MAX_STEPS:
+        # past the counts the backend checked its scheduler makes exactly (refused_steps): run unchecked, and as long
+        # as the engine asked (a step count of 2**40 its scheduler's timesteps alone would not fit in memory)
+        raise BatchRefused(f"steps {batch.steps}: more than {MAX_STEPS}, the most a request may ask for")
     if refused := steps_refusal(batch.steps, info.refused_steps):
         # run, it would make other than steps - level UNet evaluations, and its latents at every level wrong
         raise BatchRefused(refused)
