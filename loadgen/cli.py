@@ -64,7 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     door.add_argument("--zmq", metavar="ADDRESS", help="send over ZeroMQ to this client address instead of HTTP")
     door.add_argument(
         "--api-key",
-        default=os.environ.get(API_KEY_ENV),
         help=f"for an engine started with --api-key: sent as 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})",
     )
     door.add_argument("--curve-secret", metavar="FILE", help="for a CURVE engine over --zmq: this client's .key_secret")
@@ -219,6 +218,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_api_key(args: argparse.Namespace) -> None:
+    """--api-key, else $ARGUS_API_KEY's, refused as the engine refuses it at start when no HTTP client could send it:
+    one read from a file with its newline was refused by aiohttp at each request, an ERROR traceback each, exit 0.
+    Empty, it is none (no header sent)."""
+    named = "--api-key"
+    if args.api_key is None:
+        args.api_key, named = os.environ.get(API_KEY_ENV), f"${API_KEY_ENV}"
+    if args.api_key and (problem := key_problem(args.api_key)):
+        raise UsageError(f"{named} {problem}")
+
+
 def _check(args: argparse.Namespace) -> None:
     # read as left out, `--zmq "$ADDRESS"` with the variable unset sent over HTTP (or, with no --url, raised an
     # AttributeError), and `--trace "$TRACE"` ran a Poisson schedule
@@ -239,10 +249,7 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--rescale is for a --trace rescaled to --rate or --load")
     if args.capacity_rps is not None and args.load is None:
         raise UsageError("--capacity-rps is for --load, which it turns into a rate")
-    # "" is no key (none is sent: the engine then says it wants one). Else one the engine would refuse to serve with: a
-    # control character (a key file's carriage return) failed every request in the client, a traceback each
-    if args.api_key and (problem := key_problem(args.api_key)):
-        raise UsageError(f"--api-key (or ${API_KEY_ENV}) {problem}")
+    _check_api_key(args)
     if bool(args.curve_secret) != bool(args.curve_server_key):
         raise UsageError("--curve-secret and --curve-server-key go together")
     if args.curve_secret and not args.zmq:

@@ -52,8 +52,9 @@ async def check_reachable(base_url: str, api_key: str | None = None) -> object:
     at `base_url` (nothing answers HTTP, or something that is not an engine's /ready), or the engine requires an API
     key and none was given or it refuses the one given: every request of a run would fail alike, for as long as the
     run lasts."""
-    try:
-        return json.loads(await _read_ready(base_url, api_key))
+    body = await _read_ready(base_url, api_key)
+    try:  # not round the read: a ValueError of aiohttp's (a header it will not send) was taken for a body not JSON
+        return json.loads(body)
     except ValueError:
         return None
 

@@ -74,7 +74,21 @@ class ClientKeys:
 
     @classmethod
     def from_files(cls, secret_file: str | Path, server_public_file: str | Path) -> ClientKeys:
-        return cls(KeyPair.load(secret_file), load_public_key(server_public_file))
+        keys = cls(KeyPair.load(secret_file), load_public_key(server_public_file))
+        keys._refuse_one_pair(f"{secret_file} and {server_public_file} are one key pair")
+        return keys
+
+    def _refuse_one_pair(self, given: str) -> None:
+        """A ValueError saying `given` when this side's key pair is the one whose public key is given as the engine's:
+        the engine's own (engine.key_secret copied where a worker's belongs), refused at the handshake and said to be
+        a key to admit, and admitted so, every host holding it could pose as the engine; or this side's own public key
+        given for the engine's, every handshake failing, said to be a wrong engine key after a second and a half."""
+        if self.own.public == self.server_public:
+            raise ValueError(
+                f"{given}, given as this side's own and as the engine's: a worker or client needs a key pair of its own"
+                " (argus keys) and the engine's public key, its NAME.key; the engine's secret key belongs on its host"
+                " alone"
+            )
 
     def to_env(self) -> str:
         return b" ".join((self.own.public, self.own.secret, self.server_public)).decode()
@@ -97,7 +111,9 @@ class ClientKeys:
         if zmq.curve_public(secret) != public:
             # every handshake would fail without a word, said to be a wrong engine key
             raise ValueError(f"${LOCAL_WORKER_KEYS_ENV}: its first key is not the public key of its second, the secret")
-        return cls(KeyPair(public, secret), server_public)
+        keys = cls(KeyPair(public, secret), server_public)
+        keys._refuse_one_pair(f"${LOCAL_WORKER_KEYS_ENV}: its first key and its third are one key pair")
+        return keys
 
 
 def _refuse_without_curve(keys: str, otherwise: str = ", or connect without CURVE keys") -> None:

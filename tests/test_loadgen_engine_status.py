@@ -120,6 +120,15 @@ async def test_only_an_engines_ready_answer_is_taken_for_an_engine():
                 await check_reachable(url)
 
 
+async def test_a_ready_that_could_not_be_asked_is_not_taken_for_an_engine_that_answers():
+    """aiohttp refuses to send a header holding a newline (an API key read from a file) with a ValueError, which the
+    check took for a body that is not JSON: the engine was said to answer, and the run sent its whole schedule."""
+    async with asyncio.timeout(20):
+        async with status_server(READY, None, api_key="k") as url:
+            with pytest.raises(ValueError, match="control character"):
+                await check_reachable(url, api_key="k\n")
+
+
 async def test_an_address_that_takes_the_connection_and_never_answers_is_said_so(monkeypatch):
     """A listening socket nothing reads from (a hung engine, the wrong service): the error ended 'no engine answers
     at URL: ' with no reason, the timeout's message being empty."""

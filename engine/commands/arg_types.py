@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from engine.config import HEARTBEAT_INTERVAL_S, MAX_HEARTBEAT_TIMEOUT_S, MAX_QUEUE, MIN_HEARTBEAT_TIMEOUT_S
 from engine.http.forwarded_for import IPNetwork
-from protocols.curve import ClientKeys, KeyPair, load_public_key
+from protocols.curve import ClientKeys
 from protocols.endpoints import NotAnEndpoint, parse_endpoint
 from protocols.limits import MAX_BATCH, MAX_STEPS
 from workers.config import usable_cpus
@@ -353,4 +353,5 @@ def _not_utf8(path: str, error: UnicodeDecodeError) -> str:
 
 def client_keys(secret_file: str, server_public_file: str) -> ClientKeys:
     """What a worker or a client reaches a CURVE engine with: a key file it cannot use is a UsageError naming it."""
-    return ClientKeys(read_user_file(KeyPair.load, secret_file), read_user_file(load_public_key, server_public_file))
+    # each error names the file it is about (an OSError by its filename), the server's key file too
+    return read_user_file(lambda path: ClientKeys.from_files(path, server_public_file), secret_file)
