@@ -53,11 +53,13 @@ async def checkpoint_forever(
 ) -> None:
     """Saves the cache every --cache-save-interval, counted from the end of the last save, so a killed engine
     restarts warm. Stops as the drain starts (`draining` set): the drain's own save waits for a checkpoint still
-    being written, never beside it. Each save written or failed is counted: a failing disk is alerted on there,
-    where the log says it once a checkpoint."""
+    being written, never beside it. Each save written or failed is counted: a failing disk is alerted on there.
+    The log says the first failure of a run of them, and how many failed once one is written again: a disk that
+    stayed full or read-only logged a line every interval for as long as it did (every 5 s at an interval of 5)."""
     directory, interval = config.directory, config.save_interval_s
     if not (cache.enabled and directory and interval):
         return
+    failed = 0  # checkpoints the disk failed since the last one written
     while True:
         await asyncio.sleep(interval)
         if draining.is_set():
@@ -67,13 +69,24 @@ async def checkpoint_forever(
         try:
             if await cache.checkpoint(directory):
                 checkpoints.labels("written").inc()
+                if failed:
+                    log.info(
+                        "checkpointing the prompt cache works again: written to %s after %s",
+                        directory,
+                        counted(failed, "failed checkpoint"),
+                    )
+                    failed = 0
         except OSError as error:  # the disk's (full, read-only, the folder gone): one line, not a traceback each time
-            log.error(
-                "checkpointing the prompt cache to %s failed (%s); the last save stays, tried again in %g s",
-                directory,
-                error,
-                interval,
-            )
+            if not failed:
+                log.error(
+                    "checkpointing the prompt cache to %s failed (%s); the last save stays, tried again every %g s"
+                    " (further failures are not logged until a checkpoint is written:"
+                    ' argus_cache_checkpoints_total{outcome="failed"} counts them)',
+                    directory,
+                    error,
+                    interval,
+                )
+            failed += 1
             checkpoints.labels("failed").inc()
         except Exception:
             log.exception("checkpointing the prompt cache failed; the last save stays, tried again in %g s", interval)

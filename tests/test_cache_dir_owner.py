@@ -3,6 +3,8 @@ refused at start with one line (exit 2), through real engines."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import time
 
@@ -99,3 +101,30 @@ def test_a_cache_dir_that_cannot_be_made_is_refused_at_start(tmp_path):
     finally:
         engine.stop()
     assert f"--cache-dir {tmp_path / 'file' / 'cache'}: not writable" in engine.log_path.read_text()
+
+
+def test_a_cache_dir_another_engine_took_is_said_once_and_saved_to_again_once_free(tmp_path):
+    """Before, each checkpoint logged its ERROR again (`the prompt cache is not saved: ... in use by another engine`)
+    for as long as the other engine held the folder, a line every --cache-save-interval, nothing new cached or not.
+    The other engine here is the test's own lock on the folder made again, as an engine's is."""
+    cache_dir = tmp_path / "cache"
+    first = start(tmp_path, cache_dir, "--cache-save-interval", "0.05")
+    not_saved = f"the prompt cache is not saved: --cache-dir {cache_dir} is in use by another engine"
+    try:
+        with ArgusClient(first.client_address, timeout_s=60) as client:
+            assert isinstance(client.generate(PROMPT, width=64, height=64), Images)
+        assert wait_for(lambda: (cache_dir / "prompt_cache.argus").exists())
+        shutil.rmtree(cache_dir)
+        cache_dir.mkdir()
+        other = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert wait_for(lambda: not_saved in first.log_path.read_text())
+            time.sleep(1)  # some 20 checkpoints more, each finding the folder held still
+            assert first.log_path.read_text().count(not_saved) == 1
+        finally:
+            os.close(other)  # the other engine stopped: the folder is free to take, and to save to
+        assert wait_for(lambda: (cache_dir / "prompt_cache.argus").exists())
+    finally:
+        assert first.stop() == 0
+    assert "Traceback" not in first.log_path.read_text()

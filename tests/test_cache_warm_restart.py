@@ -70,26 +70,33 @@ def saved_cache(first_run, tmp_path) -> Path:
 def test_a_failed_save_is_logged_and_the_drain_still_exits_0(tmp_path):
     """Before, the error ended the engine with a traceback and exit 1: a supervisor would restart an engine
     that was asked to stop. A save the disk fails (full, read-only) is one line, checkpoints' too: each logged a
-    traceback (every --cache-save-interval for as long as the disk stayed full)."""
+    traceback (every --cache-save-interval for as long as the disk stayed full). Then each failed checkpoint logged
+    its line again, for as long as the disk stayed so: said once, counted in the metric, until one is written."""
     cache_dir = tmp_path / "cache"
     engine = start(tmp_path, cache_dir, "--cache-save-interval", "0.05", wait=False)
     checkpoint_failed = f"checkpointing the prompt cache to {cache_dir} failed ([Errno 21] Is a directory"
     try:
         # where the save writes before its atomic rename: a directory there makes every save fail (a start leaves it)
-        os.makedirs(cache_dir / f"prompt_cache.argus.tmp-{engine.process.pid}")
+        in_the_way = cache_dir / f"prompt_cache.argus.tmp-{engine.process.pid}"
+        os.makedirs(in_the_way)
         engine.wait_ready(1)
         generate(engine)
-        assert wait_for(lambda: checkpoint_failed in engine.log_path.read_text())
-        # what an alert reads: the log says it once a checkpoint, in words
-        assert engine.metric("argus_cache_checkpoints_total", outcome="failed") >= 1
+        # what an alert reads: the metric counts each failure, the log says the first of them, in words
+        assert wait_for(lambda: engine.metric("argus_cache_checkpoints_total", outcome="failed") >= 3)
+        assert engine.log_path.read_text().count(checkpoint_failed) == 1
         assert engine.metric("argus_cache_checkpoints_total", outcome="written") == 0
+        in_the_way.rmdir()  # the disk has room again: the next checkpoint is written, and says how many failed
+        assert wait_for(lambda: "checkpointing the prompt cache works again" in engine.log_path.read_text())
+        os.makedirs(in_the_way)
+        generate(engine, steps=STEPS)  # something new to save: failing again is said again
+        assert wait_for(lambda: engine.log_path.read_text().count(checkpoint_failed) == 2)
     finally:
         code = engine.stop()
     assert code == 0
     log = engine.log_path.read_text()
     assert f"saving the prompt cache to {cache_dir} failed ([Errno 21] Is a directory" in log
     assert "Traceback" not in log
-    assert not (cache_dir / "prompt_cache.argus").exists()
+    assert (cache_dir / "prompt_cache.argus").exists()  # the checkpoint written between the failures stays
 
 
 def test_a_cache_saved_by_another_model_is_set_aside_not_served(saved_cache, tmp_path):

@@ -120,6 +120,8 @@ class CacheService:
         # the saved file that holds them (saved_file_identity): one deleted, replaced or cut short since is saved again
         self._saved_file: tuple[int, int, int, int] | None = None
         self._keep_saved_file = False
+        # why the last save found --cache-dir not this engine's (_still_owns), said once: None once it is again
+        self._not_owned: str | None = None
         self._closed = False
         self._waiting: Burst = []
         self._busy = False
@@ -337,7 +339,7 @@ class CacheService:
                     "the saved prompt cache in %s could not be restored: left as it was, not saved over", directory
                 )
             return None
-        if not self._still_owns(directory):
+        if not self._still_owns(directory, final):
             return None
         if self._cache.changes == self._saved_changes:
             found = saved_file_identity(directory)
@@ -355,17 +357,22 @@ class CacheService:
         snapshot = self._cache.snapshot()
         return snapshot, started, time.monotonic() - started
 
-    def _still_owns(self, directory: str) -> bool:
+    def _still_owns(self, directory: str, final: bool) -> bool:
         """Whether `directory` is still this engine's to save to: a folder deleted under it and made again is locked
         anew (and the save written in full: the last went with the folder); one another engine took meanwhile is
-        left to it. Checked at each save, so a second engine is refused again from the first save after a deletion."""
+        left to it. Checked at each save, so a second engine is refused again from the first save after a deletion,
+        and one that let go of the folder since leaves it to this engine again. Said once, and again at the drain's
+        save: each checkpoint said it anew, a line every --cache-save-interval for as long as the other engine ran."""
         if self._directory_lock is None:  # a cache made without build_cache_service (tests, benchmarks)
             return True
         try:
             lock = relock_if_replaced(directory, self._directory_lock)
         except UsageError as error:
-            log.error("the prompt cache is not saved: %s (the folder was deleted under this engine)", error)
+            if final or str(error) != self._not_owned:
+                log.error("the prompt cache is not saved: %s (the folder was deleted under this engine)", error)
+            self._not_owned = str(error)
             return False
+        self._not_owned = None
         if lock != self._directory_lock:
             self._directory_lock, self._saved_changes = lock, None
             log.warning(
