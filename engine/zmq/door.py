@@ -23,6 +23,9 @@ behind CURVE (docs/scaling.md).
 With CURVE, a request is refused (unauthorized) unless the key it came with is
 admitted now: ZeroMQ checks a key only at the handshake, and a client whose key
 a reload (SIGHUP) removed was served for as long as it stayed connected.
+
+At most --max-client-connections are open at once (engine/zmq/client_connections.py); the next ones are refused at
+their handshake by the context's ZAP handler, which asks `full` (engine/zmq/zap_handler.py).
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ import zmq
 from engine.dispatch.jobs import AdmittedRequest
 from engine.logs.plurals import counted
 from engine.logs.quiet_lines import QuietLines
-from engine.zmq.curve_gate import CLIENTS
+from engine.zmq.client_connections import ClientConnections
 from engine.zmq.loop_socket import LoopSocket
+from engine.zmq.zap_handler import CLIENTS
 from protocols.client_messages import (
     Cancel,
     Error,
@@ -127,7 +131,7 @@ class ClientDoor:
             context,
             zmq.ROUTER,
             curve_server=curve,
-            curve_domain=CLIENTS,
+            zap_domain=CLIENTS,
             max_frame_bytes=MAX_CLIENT_FRAME_BYTES,
             send_hwm=self._unread_bound,
             recv_hwm=_MAX_READ_AHEAD,
@@ -136,6 +140,10 @@ class ClientDoor:
             # the client's secret (engine.client draws a uuid4: 122 random bits), and never logged (_named)
             handover=True,
         )
+        self._connections = ClientConnections(sock, engine.config.client_max_connections)
+        # whether a connection in its handshake finds the bound taken: the ZAP handler's thread asks
+        self.full = self._connections.full
+        engine.metrics.zmq_client_connections.set_function(lambda: self._connections.open)
         self.endpoints = bind_all(sock, listen)
         self._files = SocketFiles(listen)
         self._socket = LoopSocket(sock, self._on_frames, _named)
@@ -148,11 +156,13 @@ class ClientDoor:
         self._log_lines = QuietLines(_LOG_EVERY_S)
 
     def start(self) -> None:
+        self._connections.start()
         self._socket.start()
 
     def close(self) -> None:
         self._give_up_the_gone()
         self._files.remove()  # the replies still queued go out over the connections made, not the path
+        self._connections.close()
         self._socket.close(linger_ms=_REPLY_FLUSH_MS)
 
     def _on_frames(self, identity: bytes, frames: list) -> None:
