@@ -47,6 +47,7 @@ from engine.config import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CLIENT_GONE_GRACE_S,
     DEFAULT_CLIENT_LISTEN,
+    DEFAULT_CLIENT_MAX_CONNECTIONS,
     DEFAULT_IMAGE_URL_STORE_BYTES,
     DEFAULT_IMAGE_URL_TTL_S,
     DEFAULT_LOCAL_WORKERS,
@@ -248,6 +249,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         f" again until then, then dropped and its other requests cancelled (default {DEFAULT_CLIENT_GONE_GRACE_S:g})",
     )
     p.add_argument(
+        "--max-client-connections",
+        type=positive_int,
+        default=DEFAULT_CLIENT_MAX_CONNECTIONS,
+        help="ZeroMQ client connections open at once; past it, a new one is refused at its handshake and dials again"
+        f" until one ends (default {DEFAULT_CLIENT_MAX_CONNECTIONS:,})",
+    )
+    p.add_argument(
         "--startup-timeout",
         type=positive_float,
         help="seconds a local worker or Ray actor has to start and say hello (load its model) before it is replaced"
@@ -379,6 +387,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         model_id=serve_model_id(args.backend, args.model, args.model_id, sim_latents),
         heartbeat_timeout_s=args.heartbeat_timeout,
         client_gone_grace_s=args.client_gone_grace,
+        client_max_connections=args.max_client_connections,
         shutdown_timeout_s=args.shutdown_timeout,
         keepalive_timeout_s=args.keepalive_timeout,
         send_timeout_s=args.send_timeout,

@@ -47,6 +47,11 @@ MAX_IMAGE_URL_TTL_S = 7 * 24 * 3600
 DEFAULT_LOCAL_WORKERS = 2
 # time enough for a ZeroMQ client whose connection dropped to connect again (--client-gone-grace)
 DEFAULT_CLIENT_GONE_GRACE_S = 10.0
+# ZeroMQ client connections open at once (--max-client-connections): within the 1,024 descriptors the engine keeps
+# beside its HTTP connections (engine/system/open_files.py) for its own files, these and workers started by hand, and
+# about 12 MB of libzmq's buffers. A client program needs one per ArgusClient (AsyncArgusClient: one for any number of
+# requests)
+DEFAULT_CLIENT_MAX_CONNECTIONS = 512
 # a local worker or Ray actor that has not said hello this long after its start is replaced (--startup-timeout)
 DEFAULT_STARTUP_TIMEOUT_S = 180.0
 # ray.init waits for ever on a cluster it cannot reach (--ray-connect-timeout)
@@ -178,6 +183,8 @@ class EngineConfig:
     # a ZeroMQ client a reply found disconnected, and not back within this long, has its kept replies dropped and
     # its other requests cancelled (engine/zmq/door.py)
     client_gone_grace_s: float = DEFAULT_CLIENT_GONE_GRACE_S
+    # ZeroMQ client connections open at once; past them, one is refused at its handshake (engine/zmq/zap_handler.py)
+    client_max_connections: int = DEFAULT_CLIENT_MAX_CONNECTIONS
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
     # an HTTP connection idle between requests, or still sending a request's headers, this long is closed (aiohttp's

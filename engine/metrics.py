@@ -165,6 +165,14 @@ class EngineMetrics:
             registry=r,
         )
         self.http_connections = Gauge("argus_http_connections", "HTTP connections open", registry=r)
+        self.zmq_client_connections = Gauge(
+            "argus_zmq_client_connections", "ZeroMQ client connections open (those being refused too)", registry=r
+        )
+        self.zmq_client_connections_refused = Counter(
+            "argus_zmq_client_connections_refused",
+            "ZeroMQ client connections refused at their handshake: --max-client-connections were open",
+            registry=r,
+        )
         self.http_connections_refused = Counter(
             "argus_http_connections_refused",
             "HTTP connections answered 503 and closed: --max-connections were open",

@@ -66,6 +66,7 @@ from engine.system.temp_folders import make_temp_folder, remove_dead_engines_fol
 from engine.version import argus_version
 from engine.zmq.curve_gate import CLIENTS, WORKERS, CurveGate
 from engine.zmq.door import ClientDoor
+from engine.zmq.zap_handler import ZapHandler
 from protocols.client_messages import Busy, Cancelled, Error, Generate
 from protocols.curve import create_key_files
 from protocols.limits import MAX_HEAD_LINE_BYTES, MAX_HEADERS
@@ -131,9 +132,11 @@ class Engine:
             except ValueError as error:  # a libzmq without CURVE
                 raise UsageError(f"--launcher ray (its actors dial in over CURVE): {error}") from None
             self._curve = CurveGate(self._context, str(secret), None, self._run_keys_dir)
-        if self._curve:
-            self._curve.start()
-            self._resources.callback(self._curve.stop)
+        # the context's one ZAP handler: the CURVE gate's, else one for the client door's bound alone
+        self._zap = self._curve.zap if self._curve else ZapHandler(self._context)
+        self._zap.count_client_refused = self.metrics.zmq_client_connections_refused.inc
+        self._zap.start()  # before the doors bind: it answers their handshakes
+        self._resources.callback(self._zap.stop)
         # CURVE on the worker socket with any gate; on the client socket only with --curve-allow's keys
         server_keys = self._curve.server_keys if self._curve else None
         client_keys = server_keys if self._curve and self._curve.guards_clients else None
@@ -197,6 +200,7 @@ class Engine:
         with bind_errors_named("--client-listen"):
             self.clients = ClientDoor(self, self._context, config.client_listen, client_keys, admits)
         self._resources.callback(self.clients.close)
+        self._zap.clients_full = self.clients.full
         # once both doors are bound: an address ZeroMQ cannot listen on is an error, not an open door to warn of
         keyed = self.api_keys is not None
         # the flags that would secure each: with --curve-secret given, the client socket lacks only --curve-allow

@@ -198,6 +198,9 @@ def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
 # 100 ms) are not. A CURVE mismatch often ends so too, when the engine hangs up before this side names it: the
 # count leaves the named reason time to come first
 _SILENT_FAILURES = 10
+# the ZAP status an engine refuses a client connection with past its --max-client-connections
+# (engine/zmq/zap_handler.py); a CURVE key not admitted is refused 400
+FULL_STATUS = 500
 # the address greeting as ZeroMQ after as many silent failures as that: the silent failures since, before the engine
 # is judged to fail every handshake. An engine come up with this side's keys (behind a proxy that took and closed the
 # connections while it was down) takes the next one
@@ -358,6 +361,13 @@ class RefusedHandshakes:
                 # that times out. An async call waits on: failed, it failed during each restart behind docker's port
                 return None
             return self._no_engine_here(certain=False) if self._silent_failures >= _SILENT_FAILURES else None
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and event["value"] == FULL_STATUS:
+            # libzmq dials no more after it: this socket will not reach the engine, a client made again may
+            return (
+                f"{engine} holds as many ZeroMQ client connections as its --max-client-connections allows, and refused"
+                " this one: close the clients of it no longer used (one AsyncArgusClient serves any number of"
+                " requests at once) or raise its bound; a client made again gets in once a connection has ended"
+            )
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             # the peer cannot tell which socket's keys it was checked against, nor whether the key is admitted on
             # the other (a client's key given to a worker): the engine's log says

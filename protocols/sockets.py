@@ -39,7 +39,7 @@ def make_socket(
     connect: str | None = None,
     identity: bytes | None = None,
     curve_server: KeyPair | None = None,
-    curve_domain: str = "",
+    zap_domain: str = "",
     curve_client: ClientKeys | None = None,
     max_frame_bytes: int = MAX_FRAME_BYTES,
     send_hwm: int = DEFAULT_HWM,
@@ -55,7 +55,10 @@ def make_socket(
     would let anyone who can dial in take a worker's prompts (and get the worker killed as silent).
 
     `heartbeat_ms` (interval, timeout): a ZMTP ping every interval, and a connection on which no whole frame came
-    in for timeout after one is dropped (a connecting socket dials again). libzmq answers pings on any socket."""
+    in for timeout after one is dropped (a connecting socket dials again). libzmq answers pings on any socket.
+
+    `zap_domain`: the context's ZAP handler is asked about each handshake, in this domain (with `curve_server`,
+    whether the peer's key is admitted); without, none is asked."""
     if kind == zmq.ROUTER:
         _seed_peer_numbering()
     sock = context.socket(kind)
@@ -74,7 +77,9 @@ def make_socket(
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_ms[1])
     # security must be set before bind or connect
     if curve_server is not None:
-        make_server(sock, curve_server, curve_domain)
+        make_server(sock, curve_server, zap_domain)
+    elif zap_domain:
+        sock.zap_domain = zap_domain.encode()
     if curve_client is not None:
         make_client(sock, curve_client)
     if connect is not None:

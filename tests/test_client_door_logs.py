@@ -20,7 +20,9 @@ async def door(monkeypatch):
     """A client door of an engine that holds nothing, on a clock of its own (`now`): the loop's own must run on."""
     now = [0.0]
     monkeypatch.setattr(quiet_lines, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
-    config = types.SimpleNamespace(client_gone_grace_s=10.0, dispatch=types.SimpleNamespace(max_queue=16))
+    config = types.SimpleNamespace(
+        client_gone_grace_s=10.0, client_max_connections=16, dispatch=types.SimpleNamespace(max_queue=16)
+    )
     engine = types.SimpleNamespace(config=config, metrics=EngineMetrics())
     context = zmq.Context()
     address = f"tcp://127.0.0.1:{free_port()}"

@@ -674,7 +674,7 @@ def test_a_refusal_before_the_watch_would_have_started_is_still_heard(monkeypatc
     monkeypatch.setattr(RefusedHandshakes, "__init__", late)
     says = "requires CURVE keys"
     with zmq.Context() as context:
-        engine = make_socket(context, zmq.ROUTER, curve_server=KeyPair.generate(), curve_domain="clients")
+        engine = make_socket(context, zmq.ROUTER, curve_server=KeyPair.generate(), zap_domain="clients")
         address = f"tcp://127.0.0.1:{engine.bind_to_random_port('tcp://127.0.0.1')}"
         with ArgusClient(address, timeout_s=10) as client:
             with pytest.raises(ConnectionRefusedError, match=says):

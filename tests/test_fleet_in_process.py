@@ -286,7 +286,7 @@ def test_a_fleet_whose_first_worker_was_refused_its_id_still_hears_an_engine_tha
         engine.receive(Heartbeat, skipping=(Leaving,))  # the second serves
         engine.close()  # its context's end waits for the port to be let go
         engine.context = zmq.Context()
-        engine.socket = make_socket(engine.context, zmq.ROUTER, curve_server=KeyPair.generate(), curve_domain="workers")
+        engine.socket = make_socket(engine.context, zmq.ROUTER, curve_server=KeyPair.generate(), zap_domain="workers")
         engine.socket.bind(engine.address)
         thread.join(60)
         assert not thread.is_alive()

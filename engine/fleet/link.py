@@ -103,7 +103,9 @@ class WorkerLink:
         # written to, never through a proxy that holds it), it held the worker's identity: the worker, dialling
         # again, was not heard, its new connection taken for a second peer under a live worker's name
         pings = (round(heartbeat_interval_s * 1000), round(heartbeat_timeout_s * 1000))
-        sock = make_socket(context, zmq.ROUTER, curve_server=curve, curve_domain=WORKERS, heartbeat_ms=pings)
+        sock = make_socket(
+            context, zmq.ROUTER, curve_server=curve, zap_domain=WORKERS if curve else "", heartbeat_ms=pings
+        )
         self._admits = admits
         self.endpoints = bind_all(sock, listen)
         # the handshakes that fail, said: a worker with a wrong engine key was never heard, and nothing said why

@@ -24,18 +24,15 @@ import time
 from collections.abc import Callable
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from engine.commands.arg_types import read_user_file
 from engine.logs.plurals import counted
 from engine.logs.quiet_lines import QuietLines
+from engine.zmq.zap_handler import CLIENTS, WORKERS, ZapHandler
 from protocols.curve import ClientKeys, KeyPair, load_public_keys
 
 log = logging.getLogger("argus.curve")
 
-# the ZAP domains of the two sockets
-WORKERS = "workers"
-CLIENTS = "clients"
 # a key refused on one socket and admitted on the other: whose it is, and the flag that admits it there
 _KEY_OF = {WORKERS: "a worker key (--curve-allow-workers)", CLIENTS: "a client key (--curve-allow)"}
 # refused peers are logged at most once per socket this often: anyone who holds the engine's public key (every
@@ -49,7 +46,7 @@ class _AllowedKeys:
     def __init__(self, keys_by_domain: dict[str, set[bytes]], clock: Callable[[], float] = time.monotonic):
         self.keys = keys_by_domain  # replaced whole, never changed in place: the authenticator's thread reads it
         self._lines = QuietLines(REFUSED_LOG_INTERVAL_S, clock)  # one a domain
-        # the address of the peer asked about, set by _Authenticator before it asks: zmq.auth hands the callback the
+        # the address of the peer asked about, set by the ZAP handler before it asks: zmq.auth hands the callback the
         # domain and the key alone, and the line named no host to look for
         self.peer_address = ""
 
@@ -75,20 +72,6 @@ class _AllowedKeys:
         return False
 
 
-class _Authenticator(ThreadAuthenticator):
-    """zmq.auth's ZAP handler, telling the keys provider the address of the peer it asks about."""
-
-    def __init__(self, context: zmq.Context, allowed: _AllowedKeys):
-        super().__init__(context)
-        self._keys = allowed  # not _allowed: zmq.auth's own, the addresses it admits
-
-    async def handle_zap_message(self, msg: list[bytes]) -> None:
-        # a ZAP request's frames: version, request id, domain, address (the peer's IP), identity, mechanism, ...
-        # (RFC 27). Its thread asks the provider within this call, one request at a time
-        self._keys.peer_address = msg[3].decode(errors="replace") if len(msg) > 3 else ""
-        await super().handle_zap_message(msg)
-
-
 class CurveGate:
     def __init__(self, context: zmq.Context, secret_file: str, allowed_dir: str | None, workers_dir: str | None = None):
         """`workers_dir`: the keys admitted on the worker socket, where `allowed_dir` then admits clients only;
@@ -98,9 +81,9 @@ class CurveGate:
         self._allowed_dir, self._workers_dir = allowed_dir, workers_dir
         self.guards_clients = allowed_dir is not None
         self._allowed = _AllowedKeys(self._read_keys())
-        self._authenticator = _Authenticator(context, self._allowed)
+        self.zap = ZapHandler(context, self._allowed)  # the context's: the client door's bound is asked there too
         for domain in (CLIENTS, WORKERS):  # zmq.auth asks a domain's own provider: "*" is only for no domain
-            self._authenticator.configure_curve_callback(domain, self._allowed)
+            self.zap.configure_curve_callback(domain, self._allowed)
 
     def admits(self, domain: str, key: bytes) -> bool:
         """Whether the public key (z85) is admitted on the socket of `domain` now (the loop may ask: the keys are
@@ -133,10 +116,10 @@ class CurveGate:
 
     def start(self) -> None:
         """Must run before the secured sockets bind (it answers their ZAP requests)."""
-        self._authenticator.start()
+        self.zap.start()
 
     def stop(self) -> None:
-        self._authenticator.stop()
+        self.zap.stop()
 
 
 def _load(directory: str, who: str) -> set[bytes]:
