@@ -19,6 +19,7 @@ from port_shares import draw_ports_from_share  # noqa: E402 - a helper beside th
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from engines_ahead import EnginesAhead  # noqa: E402 - it imports numpy, whose threads OMP_NUM_THREADS sets
+from scripted_engine import ScriptedEngine  # noqa: E402 - as engines_ahead, after OMP_NUM_THREADS
 
 # The engines, workers and Ray instances the suite starts make their temporary folders in one of its own, removed at
 # its end: an engine a test kills (SIGKILL) cannot remove its own, and in /tmp they gathered one a kill. Short, under
@@ -44,6 +45,14 @@ def ctrl_c_interrupts():
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, before)
+
+
+@pytest.fixture
+def scripted_engine():
+    """A ScriptedEngine (tests/scripted_engine.py) for the test, closed after it: what engine.client's tests talk to."""
+    engine = ScriptedEngine()
+    yield engine
+    engine.close()
 
 
 @pytest.fixture

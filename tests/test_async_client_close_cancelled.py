@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 from engine_stand_in import StandInEngine, admitted, zmq_door_of
-from test_engine_client import ScriptedEngine
+from scripted_engine import ScriptedEngine
 from waiting import eventually
 
 from engine.client import AsyncArgusClient, ClientClosed

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from test_engine_client import ScriptedEngine
 from waiting import eventually, wait_for
 
 from engine.client import ArgusClient, AsyncArgusClient
@@ -20,19 +19,12 @@ _SLO_MS = 60_000
 _HELD_S = 0.5  # how long the test holds a call before its request can go
 
 
-@pytest.fixture
-def engine():
-    engine = ScriptedEngine()
-    yield engine
-    engine.close()
-
-
-def test_a_sync_call_waiting_for_the_reply_to_one_given_up_on_sends_what_is_left_of_its_slo_ms(engine):
-    with ArgusClient(engine.address, timeout_s=0.5) as client:
+def test_a_sync_call_waiting_for_the_reply_to_one_given_up_on_sends_what_is_left_of_its_slo_ms(scripted_engine):
+    with ArgusClient(scripted_engine.address, timeout_s=0.5) as client:
         with pytest.raises(TimeoutError):
             client.generate("a fox", request_id="again")
-        identity, _ = engine.receive()
-        assert engine.receive()[1] == Cancel("again")
+        identity, _ = scripted_engine.receive()
+        assert scripted_engine.receive()[1] == Cancel("again")
         client._timeout_s = 30  # the next call waits as long as the test holds it, however busy the machine
         sent = []
 
@@ -45,29 +37,29 @@ def test_a_sync_call_waiting_for_the_reply_to_one_given_up_on_sends_what_is_left
         waiting_since = time.monotonic()  # the call was made before
         time.sleep(_HELD_S)
         answered_at = time.monotonic()  # its request goes after
-        engine.answer(identity, Error("again", "invalid_size", "the first one's"))
-        _, request = engine.receive()
-        engine.answer(identity, Error("again", "invalid_size", "its own"))
+        scripted_engine.answer(identity, Error("again", "invalid_size", "the first one's"))
+        _, request = scripted_engine.receive()
+        scripted_engine.answer(identity, Error("again", "invalid_size", "its own"))
         caller.join()
     assert sent[0].message == "its own"
     # was slo_ms 60000: counted from the send, the engine took the call's wait for time the request still had
     assert request.slo_ms <= _SLO_MS - 1000 * (answered_at - waiting_since), request
 
 
-async def test_an_async_call_waiting_for_the_reply_to_one_given_up_on_sends_what_is_left_of_its_slo_ms(engine):
-    async with AsyncArgusClient(engine.address) as client:
+async def test_an_async_call_waiting_for_the_reply_to_one_given_up_on_sends_what_is_left_of_its_slo_ms(scripted_engine):
+    async with AsyncArgusClient(scripted_engine.address) as client:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(client.generate("a fox", request_id="again"), 0.5)
-        identity, _ = await asyncio.to_thread(engine.receive)
-        assert (await asyncio.to_thread(engine.receive))[1] == Cancel("again")
+        identity, _ = await asyncio.to_thread(scripted_engine.receive)
+        assert (await asyncio.to_thread(scripted_engine.receive))[1] == Cancel("again")
         call = asyncio.create_task(client.generate("a fox", request_id="again", slo_ms=_SLO_MS))
         assert await eventually(lambda: "again" in client._waiting)  # the call waits for the first one's reply
         waiting_since = time.monotonic()
         await asyncio.sleep(_HELD_S)
         answered_at = time.monotonic()
-        engine.answer(identity, Error("again", "invalid_size", "the first one's"))
-        _, request = await asyncio.to_thread(engine.receive)
-        engine.answer(identity, Error("again", "invalid_size", "its own"))
+        scripted_engine.answer(identity, Error("again", "invalid_size", "the first one's"))
+        _, request = await asyncio.to_thread(scripted_engine.receive)
+        scripted_engine.answer(identity, Error("again", "invalid_size", "its own"))
         assert (await asyncio.wait_for(call, 10)).message == "its own"
     assert isinstance(request, Generate)
     assert request.slo_ms <= _SLO_MS - 1000 * (answered_at - waiting_since), request

@@ -7,7 +7,6 @@ import asyncio
 import threading
 
 import pytest
-from test_engine_client import ScriptedEngine
 from waiting import eventually, wait_for
 
 from engine.client import ArgusClient, AsyncArgusClient, EngineUnreachable
@@ -19,70 +18,68 @@ pytestmark = pytest.mark.timeout(60)
 _GIVEN_UP = 20
 
 
-@pytest.fixture
-def engine():
-    engine = ScriptedEngine()
-    engine.down()
-    yield engine
-    engine.close()
+@pytest.fixture(autouse=True)
+def _no_engine_at_first(scripted_engine):
+    """Each test starts with no engine on the address: scripted_engine.up() brings one."""
+    scripted_engine.down()
 
 
 def _is_the_call_now(message) -> bool:
     return isinstance(message, Generate) and message.request_id == "now"
 
 
-async def test_async_calls_given_up_while_no_engine_is_up_leave_nothing_queued_for_the_next(engine):
-    async with AsyncArgusClient(engine.address, timeout_s=0.2) as client:
+async def test_async_calls_given_up_while_no_engine_is_up_leave_nothing_queued_for_the_next(scripted_engine):
+    async with AsyncArgusClient(scripted_engine.address, timeout_s=0.2) as client:
         calls = (client.generate("a fox", request_id=f"given-up-{i}") for i in range(_GIVEN_UP))
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         assert {type(outcome) for outcome in outcomes} == {EngineUnreachable}
         with pytest.raises(TimeoutError):  # a task cancelled too
             await asyncio.wait_for(client.generate("a fox", request_id="cancelled"), 0.2)
         assert not client._orphaned  # was every one of them: sent, their replies owed
-        engine.up()
+        scripted_engine.up()
         client._timeout_s = 30  # the next call waits for its reply, however busy the machine
         call = asyncio.create_task(client.generate("a wolf", request_id="now"))
-        identity, first = await asyncio.to_thread(engine.receive)
+        identity, first = await asyncio.to_thread(scripted_engine.receive)
         # was given-up-0, then the others and their Cancels
         assert _is_the_call_now(first), first
-        engine.answer(identity, Error("now", "invalid_size", "answered"))
+        scripted_engine.answer(identity, Error("now", "invalid_size", "answered"))
         assert (await asyncio.wait_for(call, 10)).message == "answered"
 
 
-def test_sync_calls_timed_out_while_no_engine_is_up_leave_nothing_queued_for_the_next(engine):
-    with ArgusClient(engine.address, timeout_s=0.2) as client:
+def test_sync_calls_timed_out_while_no_engine_is_up_leave_nothing_queued_for_the_next(scripted_engine):
+    with ArgusClient(scripted_engine.address, timeout_s=0.2) as client:
         for i in range(3):
             with pytest.raises(EngineUnreachable):
                 client.generate("a fox", request_id=f"given-up-{i}")
-        engine.up()
+        scripted_engine.up()
         client._timeout_s = 30
         replies = []
         caller = threading.Thread(target=lambda: replies.append(client.generate("a wolf", request_id="now")))
         caller.start()
-        identity, first = engine.receive()
-        engine.answer(identity, Error(first.request_id, "invalid_size", "answered"))
+        identity, first = scripted_engine.receive()
+        scripted_engine.answer(identity, Error(first.request_id, "invalid_size", "answered"))
         caller.join()
     assert _is_the_call_now(first), first  # was given-up-0, then its Cancel and the others
     assert replies[0].message == "answered"
 
 
-async def test_both_clients_timed_out_waiting_for_an_engine_to_send_to_say_so_alike(engine):
-    engine.up()
-    async with AsyncArgusClient(engine.address, timeout_s=0.5) as pipelined:
+async def test_both_clients_timed_out_waiting_for_an_engine_to_send_to_say_so_alike(scripted_engine):
+    scripted_engine.up()
+    async with AsyncArgusClient(scripted_engine.address, timeout_s=0.5) as pipelined:
         answered = asyncio.create_task(pipelined.generate("a fox", request_id="answered"))
-        identity, _ = await asyncio.to_thread(engine.receive)
-        engine.answer(identity, Error("answered", "invalid_size", "answered"))
+        identity, _ = await asyncio.to_thread(scripted_engine.receive)
+        scripted_engine.answer(identity, Error("answered", "invalid_size", "answered"))
         await asyncio.wait_for(answered, 10)  # an engine reached: a plain TimeoutError after, not EngineUnreachable
-        with ArgusClient(engine.address, timeout_s=0.5) as blocking:
+        with ArgusClient(scripted_engine.address, timeout_s=0.5) as blocking:
 
             def call_blocking() -> None:
                 blocking.generate("a fox", request_id="answered")
 
             thread = asyncio.create_task(asyncio.to_thread(call_blocking))
-            identity, _ = await asyncio.to_thread(engine.receive)
-            engine.answer(identity, Error("answered", "invalid_size", "answered"))
+            identity, _ = await asyncio.to_thread(scripted_engine.receive)
+            scripted_engine.answer(identity, Error("answered", "invalid_size", "answered"))
             await thread
-            engine.down()
+            scripted_engine.down()
             # each client heard its connection end (a call made before still goes, into a connection that is going)
             assert await eventually(lambda: not pipelined._refusals.connected)
             assert wait_for(lambda: blocking._refusals.reason() is None and not blocking._refusals.connected)

@@ -9,20 +9,13 @@ import asyncio
 import threading
 
 import pytest
-from test_engine_client import ScriptedEngine
+from scripted_engine import ScriptedEngine
 
 from engine.client import ArgusClient, AsyncArgusClient
 from protocols.client_messages import Cancel, Error
 
 # in process, each in milliseconds: a hang is a failure, not a wait for the suite's 300 s
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def engine():
-    engine = ScriptedEngine()
-    yield engine
-    engine.close()
 
 
 def _given_up_then_answered(engine: ScriptedEngine) -> list[str]:
@@ -36,12 +29,12 @@ def _given_up_then_answered(engine: ScriptedEngine) -> list[str]:
     return [first.prompt, second.prompt]
 
 
-def test_a_sync_call_under_the_id_of_one_timed_out_gets_its_own_reply(engine):
-    with ArgusClient(engine.address, timeout_s=0.5) as client:
+def test_a_sync_call_under_the_id_of_one_timed_out_gets_its_own_reply(scripted_engine):
+    with ArgusClient(scripted_engine.address, timeout_s=0.5) as client:
         with pytest.raises(TimeoutError):
             client.generate("a fox", request_id="job")
         prompts = []
-        serving = threading.Thread(target=lambda: prompts.extend(_given_up_then_answered(engine)))
+        serving = threading.Thread(target=lambda: prompts.extend(_given_up_then_answered(scripted_engine)))
         serving.start()
         client._timeout_s = 30  # the next call waits for its reply, however busy the machine
         reply = client.generate("a wolf", request_id="job")
@@ -50,11 +43,11 @@ def test_a_sync_call_under_the_id_of_one_timed_out_gets_its_own_reply(engine):
     assert prompts == ["a fox", "a wolf"]
 
 
-async def test_an_async_call_under_the_id_of_one_cancelled_gets_its_own_reply(engine):
-    async with AsyncArgusClient(engine.address) as client:
+async def test_an_async_call_under_the_id_of_one_cancelled_gets_its_own_reply(scripted_engine):
+    async with AsyncArgusClient(scripted_engine.address) as client:
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(client.generate("a fox", request_id="job"), 0.5)
-        serving = asyncio.create_task(asyncio.to_thread(_given_up_then_answered, engine))
+        serving = asyncio.create_task(asyncio.to_thread(_given_up_then_answered, scripted_engine))
         reply = await asyncio.wait_for(client.generate("a wolf", request_id="job"), 30)
         assert reply.message == "the wolf's"  # was the fox's
         assert await serving == ["a fox", "a wolf"]

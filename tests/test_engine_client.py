@@ -12,88 +12,34 @@ import msgspec
 import pytest
 import zmq
 from aiohttp import web
+from scripted_engine import ScriptedEngine
 from stand_in_http import served
 from waiting import eventually, wait_for
 
 from engine.client import ArgusClient, AsyncArgusClient, ClientClosed, EngineUnreachable, sync_client
 from engine.client import link as client_module
 from engine_process import free_port
-from protocols.client_messages import Cancel, Error, Generate, Inquire, engine_side_codec
+from protocols.client_messages import Cancel, Error, Generate, Inquire
 from protocols.curve import ClientKeys, KeyPair, RefusedHandshakes
 from protocols.sockets import make_socket
 
 
-class ScriptedEngine:
-    """A ROUTER that records what clients send and answers only as the test says."""
-
-    def __init__(self):
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.context = zmq.Context()
-        self.socket = self._bound()
-        self.codec = engine_side_codec()
-
-    def _bound(self) -> zmq.Socket:
-        sock = self.context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.address)
-        return sock
-
-    def restart(self) -> None:
-        """Another engine on the address: the clients connect again, and what they had sent is lost."""
-        self.down()
-        self.up()
-
-    def down(self) -> None:
-        """No engine on the address (until up())."""
-        self.socket.close()
-
-    def up(self) -> None:
-        # libzmq lets the port go in its own thread, after close() returns
-        assert wait_for(self._rebound), f"{self.address} was not let go"
-
-    def _rebound(self) -> bool:
-        try:
-            self.socket = self._bound()
-        except zmq.ZMQError:
-            return False
-        return True
-
-    def receive(self, timeout_s: float = 10.0):
-        assert self.socket.poll(int(timeout_s * 1000)), "the client sent nothing"
-        identity, *frames = self.socket.recv_multipart()
-        return identity, self.codec.decode(frames)
-
-    def answer(self, identity: bytes, message) -> None:
-        self.socket.send_multipart([identity, *self.codec.encode(message)])
-
-    def close(self) -> None:
-        self.socket.close()
-        self.context.term()
-
-
-@pytest.fixture
-def engine():
-    engine = ScriptedEngine()
-    yield engine
-    engine.close()
-
-
-def test_stale_replies_do_not_stretch_the_timeout(engine):
+def test_stale_replies_do_not_stretch_the_timeout(scripted_engine):
     stop = threading.Event()
     stale_sent = 0
 
     def stale_replies():
         nonlocal stale_sent
-        identity, _ = engine.receive()
+        identity, _ = scripted_engine.receive()
         # answers to requests the client gave up on long ago, one every 0.1 s for up to 10 s
         while not stop.wait(0.1) and stale_sent < 100:
-            engine.answer(identity, Error(f"old-{stale_sent}", "deadline_exceeded", "late"))
+            scripted_engine.answer(identity, Error(f"old-{stale_sent}", "deadline_exceeded", "late"))
             stale_sent += 1
 
     sender = threading.Thread(target=stale_replies)
     sender.start()
     try:
-        with ArgusClient(engine.address, timeout_s=0.5) as client, pytest.raises(TimeoutError) as timed_out:
+        with ArgusClient(scripted_engine.address, timeout_s=0.5) as client, pytest.raises(TimeoutError) as timed_out:
             client.generate("a fox", request_id="wanted")
         # it gave up on its own deadline, not when the stale replies ran out
         assert stale_sent < 50
@@ -104,7 +50,7 @@ def test_stale_replies_do_not_stretch_the_timeout(engine):
         sender.join()
 
 
-def test_a_call_is_not_timed_out_by_a_reconnection_heard_in_its_last_poll_slice(engine, monkeypatch):
+def test_a_call_is_not_timed_out_by_a_reconnection_heard_in_its_last_poll_slice(scripted_engine, monkeypatch):
     """A call waits in poll slices, on its socket and on the monitor that hears connections, and took a slice that
     ended with no reply for its last whenever the time left was within one: a connection's end or handshake heard
     then timed the call out (a 0.2 s call on a new client, in the 3 ms its handshake took), here before its
@@ -113,30 +59,30 @@ def test_a_call_is_not_timed_out_by_a_reconnection_heard_in_its_last_poll_slice(
     monkeypatch.setattr(sync_client, "_POLL_SLICE_MS", 60_000)
 
     def restart_once_sent():
-        engine.receive()
-        engine.restart()
-        identity, inquiry = engine.receive()
+        scripted_engine.receive()
+        scripted_engine.restart()
+        identity, inquiry = scripted_engine.receive()
         assert inquiry == Inquire(["sent"])
-        engine.answer(identity, Error("sent", "request_lost", "lost"))
+        scripted_engine.answer(identity, Error("sent", "request_lost", "lost"))
 
     restarting = threading.Thread(target=restart_once_sent)
     restarting.start()
     try:
-        with ArgusClient(engine.address, timeout_s=30) as client:
+        with ArgusClient(scripted_engine.address, timeout_s=30) as client:
             reply = client.generate("a fox", request_id="sent")
     finally:
         restarting.join()
     assert reply == Error("sent", "request_lost", "lost")
 
 
-async def test_a_second_request_under_an_id_in_flight_is_refused_and_the_first_still_answered(engine):
-    async with AsyncArgusClient(engine.address) as client:
+async def test_a_second_request_under_an_id_in_flight_is_refused_and_the_first_still_answered(scripted_engine):
+    async with AsyncArgusClient(scripted_engine.address) as client:
         first = asyncio.create_task(client.generate("a fox", request_id="same"))
-        identity, sent = await asyncio.to_thread(engine.receive)
+        identity, sent = await asyncio.to_thread(scripted_engine.receive)
         assert isinstance(sent, Generate) and sent.request_id == "same"
         with pytest.raises(ValueError, match="already in flight"):
             await client.generate("a wolf", request_id="same")
-        engine.answer(identity, Error("same", "invalid_size", "answered"))
+        scripted_engine.answer(identity, Error("same", "invalid_size", "answered"))
         reply = await asyncio.wait_for(first, 10)
         assert isinstance(reply, Error) and reply.message == "answered"
 
@@ -155,38 +101,38 @@ def _answered_once_connected(engine: ScriptedEngine, identity: bytes, reply) -> 
     assert wait_for(sent)
 
 
-async def test_a_reply_landed_as_the_async_client_asks_after_its_requests_is_read(engine):
+async def test_a_reply_landed_as_the_async_client_asks_after_its_requests_is_read(scripted_engine):
     """The Inquire after a reconnection went out through a blocking socket over the client's, which took the wake-up
     ZeroMQ gives the client's reader for a reply landed since the event loop last looked (a loop busy with the
     pipeline's own work, or another reply): the reader never woke, and the call waited for ever, or until another
     call sent. Here the loop is held, as such work holds it, from the restart to the watcher's turn."""
-    async with AsyncArgusClient(engine.address) as client:
+    async with AsyncArgusClient(scripted_engine.address) as client:
         call = asyncio.create_task(client.generate("a fox", request_id="r1"))
-        identity, _ = await asyncio.to_thread(engine.receive)
+        identity, _ = await asyncio.to_thread(scripted_engine.receive)
         assert await eventually(lambda: "r1" in client._sent)  # the call has seen its request out
-        engine.restart()
-        _answered_once_connected(engine, identity, Error("r1", "worker_error", "answered"))
+        scripted_engine.restart()
+        _answered_once_connected(scripted_engine, identity, Error("r1", "worker_error", "answered"))
         time.sleep(0.5)  # the reply lands; were it not there yet, the test could not fail, never the other way
         client._refusal()  # the watcher's turn: it hears the handshake and asks after r1
         reply = await asyncio.wait_for(call, 30)  # a guard against the hang, no bound on how long a reply takes
         assert reply == Error("r1", "worker_error", "answered")
-        assert (await asyncio.to_thread(engine.receive))[1] == Inquire(["r1"])
+        assert (await asyncio.to_thread(scripted_engine.receive))[1] == Inquire(["r1"])
 
 
-async def test_closing_the_async_client_cancels_what_it_has_in_flight(engine):
-    client = AsyncArgusClient(engine.address)
+async def test_closing_the_async_client_cancels_what_it_has_in_flight(scripted_engine):
+    client = AsyncArgusClient(scripted_engine.address)
     pending = asyncio.create_task(client.generate("a fox", request_id="left-behind"))
-    _, sent = await asyncio.to_thread(engine.receive)
+    _, sent = await asyncio.to_thread(scripted_engine.receive)
     assert isinstance(sent, Generate)
     await client.close()
-    _, cancel = await asyncio.to_thread(engine.receive)
+    _, cancel = await asyncio.to_thread(scripted_engine.receive)
     assert isinstance(cancel, Cancel) and cancel.request_id == "left-behind"
     with pytest.raises(ClientClosed):
         await pending
 
 
-async def test_closing_the_async_client_as_a_call_goes_out_ends_the_call(engine):
-    async with AsyncArgusClient(engine.address) as client:
+async def test_closing_the_async_client_as_a_call_goes_out_ends_the_call(scripted_engine):
+    async with AsyncArgusClient(scripted_engine.address) as client:
         call = asyncio.create_task(client.generate("a fox"))
         await asyncio.sleep(0)  # the call is sent; the client's reader has not had its first turn
     # before: the reader, cancelled before it ran, failed no call, and this one waited for ever
@@ -204,44 +150,46 @@ async def test_closing_the_async_client_as_a_call_goes_out_ends_the_call(engine)
         (5, "request_id must be a string, got int 5"),
     ],
 )
-async def test_a_request_id_the_engine_could_not_answer_under_is_refused_before_it_is_sent(engine, request_id, message):
+async def test_a_request_id_the_engine_could_not_answer_under_is_refused_before_it_is_sent(
+    scripted_engine, request_id, message
+):
     # the engine answers it under an id cut short or "", which no call matches: the call waited for ever
-    with ArgusClient(engine.address, timeout_s=10) as client, pytest.raises(ValueError) as refused:
+    with ArgusClient(scripted_engine.address, timeout_s=10) as client, pytest.raises(ValueError) as refused:
         client.generate("a fox", request_id=request_id)
     assert str(refused.value) == message
-    async with AsyncArgusClient(engine.address) as client:
+    async with AsyncArgusClient(scripted_engine.address) as client:
         with pytest.raises(ValueError) as refused:
             await client.generate("a fox", request_id=request_id)
         assert str(refused.value) == message
         pending = asyncio.create_task(client.generate("a fox", request_id="sent"))
-        _, sent = await asyncio.to_thread(engine.receive)
+        _, sent = await asyncio.to_thread(scripted_engine.receive)
         assert sent.request_id == "sent"  # the first message to reach the engine
         pending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await pending
 
 
-async def test_a_request_that_cannot_be_encoded_leaves_its_id_free(engine):
-    async with AsyncArgusClient(engine.address) as client:
+async def test_a_request_that_cannot_be_encoded_leaves_its_id_free(scripted_engine):
+    async with AsyncArgusClient(scripted_engine.address) as client:
         with pytest.raises(NotImplementedError, match="cannot encode object"):
             await client.generate("a fox", request_id="seeded", seed=object())
         # before, the id stayed in flight for ever: this raised ValueError
         retry = asyncio.create_task(client.generate("a fox", request_id="seeded", seed=7))
-        identity, sent = await asyncio.to_thread(engine.receive)
+        identity, sent = await asyncio.to_thread(scripted_engine.receive)
         assert sent.request_id == "seeded" and sent.seed == 7
-        engine.answer(identity, Error("seeded", "invalid_size", "answered"))
+        scripted_engine.answer(identity, Error("seeded", "invalid_size", "answered"))
         assert (await asyncio.wait_for(retry, 10)).message == "answered"
 
 
-async def test_an_undecodable_reply_fails_the_async_call_it_answers(engine):
-    async with AsyncArgusClient(engine.address) as client:
+async def test_an_undecodable_reply_fails_the_async_call_it_answers(scripted_engine):
+    async with AsyncArgusClient(scripted_engine.address) as client:
         call = asyncio.create_task(client.generate("a fox", request_id="garbled"))
-        identity, _ = await asyncio.to_thread(engine.receive)
+        identity, _ = await asyncio.to_thread(scripted_engine.receive)
         # an image that is not bytes: what an engine of another protocol version might send. First one for a request
         # no longer in flight, which the reader passes over
         for request_id in ("gone", "garbled"):
             garbled = {"type": "images", "request_id": request_id, "images": [{"image": 1}]}
-            engine.socket.send_multipart([identity, msgspec.msgpack.encode(garbled)])
+            scripted_engine.socket.send_multipart([identity, msgspec.msgpack.encode(garbled)])
         # before, the reply was dropped and the call waited for ever
         with pytest.raises(ValueError, match="undecodable reply"):
             await asyncio.wait_for(call, 10)
@@ -254,17 +202,17 @@ def _garbled(request_id: str | None) -> bytes:
     return msgspec.msgpack.encode(garbled if request_id is None else {**garbled, "request_id": request_id})
 
 
-def test_an_undecodable_late_reply_to_a_timed_out_request_is_skipped_by_the_next_call(engine):
-    with ArgusClient(engine.address, timeout_s=0.5) as client:
+def test_an_undecodable_late_reply_to_a_timed_out_request_is_skipped_by_the_next_call(scripted_engine):
+    with ArgusClient(scripted_engine.address, timeout_s=0.5) as client:
         with pytest.raises(TimeoutError):
             client.generate("a fox", request_id="late")
-        identity, _ = engine.receive()
-        assert engine.receive()[1] == Cancel("late")
-        engine.socket.send_multipart([identity, _garbled("late")])
+        identity, _ = scripted_engine.receive()
+        assert scripted_engine.receive()[1] == Cancel("late")
+        scripted_engine.socket.send_multipart([identity, _garbled("late")])
 
         def answer_the_next() -> None:
-            _, sent = engine.receive()
-            engine.answer(identity, Error(sent.request_id, "invalid_size", "answered"))
+            _, sent = scripted_engine.receive()
+            scripted_engine.answer(identity, Error(sent.request_id, "invalid_size", "answered"))
 
         answering = threading.Thread(target=answer_the_next)
         answering.start()
@@ -274,12 +222,12 @@ def test_an_undecodable_late_reply_to_a_timed_out_request_is_skipped_by_the_next
         answering.join()
 
 
-def test_an_undecodable_reply_naming_no_request_cancels_the_sync_call_in_flight_at_the_engine(engine):
-    with ArgusClient(engine.address, timeout_s=10) as client:
+def test_an_undecodable_reply_naming_no_request_cancels_the_sync_call_in_flight_at_the_engine(scripted_engine):
+    with ArgusClient(scripted_engine.address, timeout_s=10) as client:
 
         def answer_garbled() -> None:
-            identity, _ = engine.receive()
-            engine.socket.send_multipart([identity, _garbled(None)])
+            identity, _ = scripted_engine.receive()
+            scripted_engine.socket.send_multipart([identity, _garbled(None)])
 
         answering = threading.Thread(target=answer_garbled)
         answering.start()
@@ -287,20 +235,20 @@ def test_an_undecodable_reply_naming_no_request_cancels_the_sync_call_in_flight_
             client.generate("a fox", request_id="now")
         answering.join()
         # before, nothing told the engine, which went on with a request no one awaits
-        assert engine.receive()[1] == Cancel("now")
+        assert scripted_engine.receive()[1] == Cancel("now")
 
 
-async def test_an_undecodable_reply_naming_no_request_fails_the_async_calls_in_flight(engine):
-    async with AsyncArgusClient(engine.address) as client:
+async def test_an_undecodable_reply_naming_no_request_fails_the_async_calls_in_flight(scripted_engine):
+    async with AsyncArgusClient(scripted_engine.address) as client:
         calls = [asyncio.create_task(client.generate("a fox", request_id=name)) for name in ("one", "two")]
-        identity, _ = await asyncio.to_thread(engine.receive)
-        await asyncio.to_thread(engine.receive)
-        engine.socket.send_multipart([identity, _garbled(None)])
+        identity, _ = await asyncio.to_thread(scripted_engine.receive)
+        await asyncio.to_thread(scripted_engine.receive)
+        scripted_engine.socket.send_multipart([identity, _garbled(None)])
         # before, no call could be told it was answered, and each waited for ever
         for call in calls:
             with pytest.raises(ValueError, match="undecodable reply"):
                 await asyncio.wait_for(call, 10)
-        cancelled = {(await asyncio.to_thread(engine.receive))[1] for _ in calls}
+        cancelled = {(await asyncio.to_thread(scripted_engine.receive))[1] for _ in calls}
         assert cancelled == {Cancel("one"), Cancel("two")}
 
 
@@ -323,35 +271,35 @@ async def test_closing_the_async_client_with_its_send_queue_full_cancels_each_ca
     assert "never retrieved" not in caplog.text
 
 
-async def test_a_closed_client_refuses_a_request_as_closed(engine):
+async def test_a_closed_client_refuses_a_request_as_closed(scripted_engine):
     # it was ZeroMQ's 'Socket operation on non-socket', and the async client's reader task failed unretrieved
-    client = ArgusClient(engine.address, timeout_s=10)
+    client = ArgusClient(scripted_engine.address, timeout_s=10)
     client.close()
     with pytest.raises(ClientClosed):
         client.generate("a fox")
-    async_client = AsyncArgusClient(engine.address)
+    async_client = AsyncArgusClient(scripted_engine.address)
     await async_client.close()
     with pytest.raises(ClientClosed):
         await async_client.generate("a fox")
 
 
-async def test_closing_a_client_twice_is_harmless(engine):
-    with ArgusClient(engine.address, timeout_s=10) as client:
+async def test_closing_a_client_twice_is_harmless(scripted_engine):
+    with ArgusClient(scripted_engine.address, timeout_s=10) as client:
         client.close()
     # before: TypeError('context must be specified'), from shadowing the closed socket
-    async with AsyncArgusClient(engine.address) as async_client:
+    async with AsyncArgusClient(scripted_engine.address) as async_client:
         await async_client.close()
 
 
-def test_the_async_client_serves_one_event_loop_after_another(engine):
+def test_the_async_client_serves_one_event_loop_after_another(scripted_engine):
     # a pipeline that calls asyncio.run once per batch: the second loop's replies went to the first loop's reader,
     # ended with that loop, and the call waited for ever
-    client = AsyncArgusClient(engine.address)
+    client = AsyncArgusClient(scripted_engine.address)
 
     async def one(request_id):
         call = asyncio.create_task(client.generate("a fox", request_id=request_id))
-        identity, _ = await asyncio.to_thread(engine.receive)
-        engine.answer(identity, Error(request_id, "invalid_size", "answered"))
+        identity, _ = await asyncio.to_thread(scripted_engine.receive)
+        scripted_engine.answer(identity, Error(request_id, "invalid_size", "answered"))
         return await asyncio.wait_for(call, 10)
 
     assert asyncio.run(one("first")).request_id == "first"
@@ -376,30 +324,30 @@ def test_an_address_that_is_no_engines_is_refused_saying_what_is_taken(make, add
 
 
 @pytest.mark.parametrize("timeout_s", [-1, 0, float("nan"), float("inf"), 1e7])
-def test_a_timeout_zeromq_cannot_take_is_refused_before_a_socket_is_made(engine, timeout_s):
+def test_a_timeout_zeromq_cannot_take_is_refused_before_a_socket_is_made(scripted_engine, timeout_s):
     # ZeroMQ refused -1 with 'Invalid argument', NaN to 1e7 s were int conversion errors, 0 timed every call out
     with pytest.raises(ValueError, match="timeout_s"):
-        ArgusClient(engine.address, timeout_s=timeout_s)
+        ArgusClient(scripted_engine.address, timeout_s=timeout_s)
 
 
-def test_calls_from_several_threads_each_get_their_own_reply(engine):
+def test_calls_from_several_threads_each_get_their_own_reply(scripted_engine):
     calls = 6
 
     def answer_each():
         answered = 0
         while answered < calls:
             # what came together is answered last first, so no call's reply is simply the next to arrive
-            came = [engine.receive()]
-            while engine.socket.poll(300):
-                came.append(engine.receive())
+            came = [scripted_engine.receive()]
+            while scripted_engine.socket.poll(300):
+                came.append(scripted_engine.receive())
             for identity, sent in reversed(came):
-                engine.answer(identity, Error(sent.request_id, "invalid_size", sent.request_id))
+                scripted_engine.answer(identity, Error(sent.request_id, "invalid_size", sent.request_id))
             answered += len(came)
 
     answering = threading.Thread(target=answer_each)
     answering.start()
     replies = {}
-    with ArgusClient(engine.address, timeout_s=10) as client:
+    with ArgusClient(scripted_engine.address, timeout_s=10) as client:
 
         def call(request_id):
             try:
@@ -460,8 +408,8 @@ def test_a_calls_timeout_counts_its_wait_for_another_threads_call(monkeypatch):
     }
 
 
-def test_closing_the_sync_client_from_another_thread_cancels_the_call_in_flight(engine):
-    client = ArgusClient(engine.address)  # no timeout: only close() ends the call
+def test_closing_the_sync_client_from_another_thread_cancels_the_call_in_flight(scripted_engine):
+    client = ArgusClient(scripted_engine.address)  # no timeout: only close() ends the call
     outcome = []
 
     def call():
@@ -472,20 +420,20 @@ def test_closing_the_sync_client_from_another_thread_cancels_the_call_in_flight(
 
     caller = threading.Thread(target=call)
     caller.start()
-    _, sent = engine.receive()
+    _, sent = scripted_engine.receive()
     assert sent.request_id == "in-flight"
     client.close()
     caller.join(timeout=30)
     assert [type(o) for o in outcome] == [ClientClosed]
-    assert engine.receive()[1] == Cancel("in-flight")
+    assert scripted_engine.receive()[1] == Cancel("in-flight")
 
 
-def test_closing_the_sync_client_from_a_signal_handler_during_a_call_ends_the_call(engine):
-    client = ArgusClient(engine.address)
+def test_closing_the_sync_client_from_a_signal_handler_during_a_call_ends_the_call(scripted_engine):
+    client = ArgusClient(scripted_engine.address)
     caller = threading.get_ident()
 
     def close_once_sent():
-        engine.receive()
+        scripted_engine.receive()
         signal.pthread_kill(caller, signal.SIGUSR1)
 
     previous = signal.signal(signal.SIGUSR1, lambda *_: client.close())
@@ -495,7 +443,7 @@ def test_closing_the_sync_client_from_a_signal_handler_during_a_call_ends_the_ca
         with pytest.raises(ClientClosed):
             client.generate("a fox", request_id="r1")
         closer.join()
-        assert engine.receive()[1] == Cancel("r1")
+        assert scripted_engine.receive()[1] == Cancel("r1")
         with pytest.raises(ClientClosed):
             client.generate("a fox")
     finally:
@@ -506,11 +454,11 @@ class _Hung(Exception):
     pass
 
 
-def test_a_second_signal_as_the_sync_client_closes_its_sockets_does_not_hang_it(engine, monkeypatch):
+def test_a_second_signal_as_the_sync_client_closes_its_sockets_does_not_hang_it(scripted_engine, monkeypatch):
     """A handler that closes the client (a pipeline's SIGTERM one) run again as the call it ended closes the sockets
     (a second SIGTERM: pyzmq runs handlers inside its calls, and closing waits up to 0.5 s for the Cancel to go out):
     it waited for the turn its own thread held, and the process hung for ever, deaf to every signal after."""
-    client = ArgusClient(engine.address)
+    client = ArgusClient(scripted_engine.address)
     caller = threading.get_ident()
     closing = sync_client.close_all
 
@@ -520,7 +468,7 @@ def test_a_second_signal_as_the_sync_client_closes_its_sockets_does_not_hang_it(
         closing(*sockets)
 
     def close_once_sent():
-        engine.receive()
+        scripted_engine.receive()
         monkeypatch.setattr(sync_client, "close_all", closing_as_a_second_signal_comes)
         signal.pthread_kill(caller, signal.SIGUSR1)
 
@@ -539,7 +487,7 @@ def test_a_second_signal_as_the_sync_client_closes_its_sockets_does_not_hang_it(
             client.generate("a fox", request_id="r1")
         guard.cancel()
         closer.join()
-        assert engine.receive()[1] == Cancel("r1")
+        assert scripted_engine.receive()[1] == Cancel("r1")
     finally:
         guard.cancel()
         for number, handler in previous.items():
@@ -547,20 +495,20 @@ def test_a_second_signal_as_the_sync_client_closes_its_sockets_does_not_hang_it(
 
 
 @pytest.mark.usefixtures("ctrl_c_interrupts")
-def test_ctrl_c_during_a_call_cancels_it_at_the_engine(engine):
+def test_ctrl_c_during_a_call_cancels_it_at_the_engine(scripted_engine):
     """Ctrl-C is taken by whichever thread of the process the kernel picks: here not the caller's, whose poll it
     does not interrupt (before, a call without a timeout never saw it, and CI timed out)."""
-    client = ArgusClient(engine.address)
+    client = ArgusClient(scripted_engine.address)
     seen = []
 
     def interrupt_once_sent():
-        identity, request = engine.receive()
+        identity, request = scripted_engine.receive()
         seen.append(request)
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         try:
-            seen.append(engine.receive(timeout_s=30)[1])
+            seen.append(scripted_engine.receive(timeout_s=30)[1])
         except AssertionError:  # no Cancel came: answer, so that the call returns and the test fails
-            engine.answer(identity, Error(request.request_id, "worker_error", "unanswered"))
+            scripted_engine.answer(identity, Error(request.request_id, "worker_error", "unanswered"))
 
     interrupter = threading.Thread(target=interrupt_once_sent)
     interrupter.start()
@@ -618,7 +566,7 @@ def test_a_call_to_where_no_engine_answers_says_so_not_that_the_engine_is_slow(w
         )
 
 
-async def test_a_call_waiting_on_no_engine_is_warned_of_once_per_client(engine, monkeypatch, caplog):
+async def test_a_call_waiting_on_no_engine_is_warned_of_once_per_client(scripted_engine, monkeypatch, caplog):
     """As `argus worker` warns of hellos unanswered: a call without a timeout waits for ever, saying nothing."""
     monkeypatch.setattr(client_module, "UNANSWERED_WARNING_S", 0.2)
     caplog.set_level(logging.WARNING, logger="argus.client")
@@ -643,10 +591,10 @@ async def test_a_call_waiting_on_no_engine_is_warned_of_once_per_client(engine, 
     # an engine reached (a call answered: the handshake is over whatever the load), slow to answer the next: no
     # warning
     monkeypatch.setattr(client_module, "UNANSWERED_WARNING_S", 60)
-    async with AsyncArgusClient(engine.address) as client:
+    async with AsyncArgusClient(scripted_engine.address) as client:
         answered = asyncio.create_task(client.generate("a fox", request_id="answered"))
-        identity, _ = await asyncio.to_thread(engine.receive)
-        engine.answer(identity, Error("answered", "invalid_size", "answered"))
+        identity, _ = await asyncio.to_thread(scripted_engine.receive)
+        scripted_engine.answer(identity, Error("answered", "invalid_size", "answered"))
         await asyncio.wait_for(answered, 10)
         monkeypatch.setattr(client_module, "UNANSWERED_WARNING_S", 0.2)
         with pytest.raises(TimeoutError):

@@ -6,6 +6,7 @@ import uuid
 
 import msgspec
 import pytest
+from waiting import wait_for
 
 from controller.profiles import LatencyProfile
 from engine_process import ask_worker_door, start_engine
@@ -123,6 +124,12 @@ def test_a_refused_peer_is_logged_by_its_identity_as_text_escaped_and_cut_short(
     # refused for a reason of its own: a refusal for the reason of another test's, within 10 s of it, is not logged
     answer = say_hello(engine, msgspec.structs.replace(GOOD, level=4242), identity)
     assert isinstance(answer, Refused)
-    (line,) = [line for line in engine.log().splitlines() if "7688/" in line]
+
+    def said() -> list[str]:
+        return [line for line in engine.log().splitlines() if "7688/" in line]
+
+    # the engine's log is written by a thread of its own (engine/logs/thread.py): the line may come after the answer
+    assert wait_for(said), engine.log()
+    (line,) = said()
     # the byte that is not UTF-8 replaced, the newline escaped, the middle cut out and the process's digits kept
     assert "refusing worker \ufffdvm\\n7688/" + "x" * 47 + "..." + "x" * 11 + "/cab35da6: level 4242" in line, line
