@@ -19,7 +19,7 @@ import difflib
 import json
 import re
 import time
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
 import msgspec
@@ -164,10 +164,20 @@ def _whole_number(message: str, value: object) -> int | None:
         return None
     # read exactly, as written: read as a float, 12345678901234567.0 was seed 12345678901234568, 9223372036854775807.0
     # was 2**63 and refused "<= 9223372036854775807", and 1.0000000000000001 and 1e-400 were taken for 1 and 0
-    number = Decimal(bytes(value).decode()) if isinstance(value, msgspec.Raw) else Decimal("NaN")
+    number = _exactly(bytes(value).decode()) if isinstance(value, msgspec.Raw) else Decimal("NaN")
     if number.is_nan() or not -(2**63) <= number < 2**64 or number != number.to_integral_value():
         return None
     return int(number)
+
+
+def _exactly(written: str) -> Decimal:
+    """A JSON number as written. An exponent past what a Decimal holds (about 10**18 either way) raised
+    InvalidOperation, a 500: the number is 0 with a mantissa of zeros, and otherwise no whole number (msgspec refuses
+    as out of range one too great for a float before this reads it, so what is left is a fraction too small for one)."""
+    try:
+        return Decimal(written)
+    except InvalidOperation:
+        return Decimal(0) if not written.lower().partition("e")[0].strip("-0.") else Decimal("NaN")
 
 
 def _as_sent(text: str) -> msgspec.Raw:

@@ -7,6 +7,7 @@ import asyncio
 import threading
 
 import pytest
+import zmq
 from waiting import eventually, wait_for
 
 from engine.client import ArgusClient, AsyncArgusClient, EngineUnreachable
@@ -90,3 +91,57 @@ async def test_both_clients_timed_out_waiting_for_an_engine_to_send_to_say_so_al
     # the async call said 'no reply for unsent', as if the engine had it
     assert str(pipelined_out.value) == str(blocking_out.value) == "could not reach the engine to send unsent"
     assert type(pipelined_out.value) is type(blocking_out.value) is TimeoutError
+
+
+def test_a_sync_call_made_after_its_engine_went_down_unheard_sends_nothing(scripted_engine):
+    """The connection's end heard by the call itself (an idle client: none read the monitor since): the poll that
+    found the socket ready to send read it too, and the call sent all the same, into the queue for the next engine."""
+    scripted_engine.up()
+    with ArgusClient(scripted_engine.address, timeout_s=0.5) as client:
+        caller = threading.Thread(target=lambda: client.generate("a fox", request_id="answered"))
+        caller.start()
+        identity, _ = scripted_engine.receive()
+        scripted_engine.answer(identity, Error("answered", "invalid_size", "answered"))
+        caller.join()
+        scripted_engine.down()
+        # the end of the connection told, and not read: as for a client idle since its last call
+        assert client._refusals.monitor.poll(10_000)
+        assert client._refusals.connected
+        with pytest.raises(TimeoutError, match="^could not reach the engine to send unsent$"):
+            client.generate("a wolf", request_id="unsent")
+        scripted_engine.up()
+        client._timeout_s = 30
+        replies = []
+        caller = threading.Thread(target=lambda: replies.append(client.generate("a wolf", request_id="now")))
+        caller.start()
+        identity, first = scripted_engine.receive()
+        scripted_engine.answer(identity, Error(first.request_id, "invalid_size", "answered"))
+        caller.join()
+    assert _is_the_call_now(first), first  # was unsent, then its Cancel
+    assert replies[0].message == "answered"
+
+
+def test_an_async_call_made_in_a_new_loop_after_its_engine_went_down_unheard_sends_nothing(scripted_engine):
+    """As for ArgusClient: the watcher that would have heard the connection end ran in an event loop since ended."""
+    scripted_engine.up()
+    client = AsyncArgusClient(scripted_engine.address, timeout_s=0.5)
+
+    async def answered() -> None:
+        call = asyncio.create_task(client.generate("a fox", request_id="answered"))
+        identity, _ = await asyncio.to_thread(scripted_engine.receive)
+        scripted_engine.answer(identity, Error("answered", "invalid_size", "answered"))
+        await call
+
+    asyncio.run(answered())
+    scripted_engine.down()
+    assert zmq.Socket.shadow(client._refusals.monitor.underlying).poll(10_000)  # told, and not read
+    assert client._refusals.connected
+
+    async def unsent() -> None:
+        try:
+            with pytest.raises(TimeoutError, match="^could not reach the engine to send unsent$"):
+                await client.generate("a wolf", request_id="unsent")
+        finally:
+            await client.close()
+
+    asyncio.run(unsent())

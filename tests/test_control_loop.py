@@ -520,3 +520,26 @@ async def test_a_fleet_changed_while_the_milp_fails_is_planned_where_its_workers
     policy.allocator = solve  # the MILP answers again: its plan replaces the fallback at the next look
     await ticks(loop, monkeypatch, 1, h.clock)
     assert controller.plan.status == "optimal"
+
+
+async def test_a_plan_without_the_solver_that_fails_too_is_one_traceback_a_run_of_failures(monkeypatch, caplog):
+    """As a failed solve: each tick of a run of failures printed the same traceback at ERROR."""
+    policy = argus_policy()
+    h, controller, loop = planning_every_tick(policy, "a", "b")
+    h.add_worker("c", level=25)
+    await ticks(loop, monkeypatch, 1, h.clock)
+
+    def stalled(*args):
+        raise MilpProcessError("the MILP process did not answer in 6 s (pid 1, exit code -9)")
+
+    def fails(inputs):
+        raise RuntimeError("no route")
+
+    policy.allocator = stalled
+    monkeypatch.setattr(policy, "plan_without_solver", fails)
+    h.dispatcher.worker_lost(h.registry.by_worker_id("c")[0], "exited")
+    with caplog.at_level(logging.DEBUG, logger="argus.controller"):
+        await ticks(loop, monkeypatch, 4, h.clock)
+    failures = [r for r in caplog.records if r.getMessage() == "planning without the solver failed"]
+    assert [r.levelno for r in failures] == [logging.ERROR] + [logging.DEBUG] * 3
+    assert all(r.exc_info for r in failures)

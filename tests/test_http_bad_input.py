@@ -167,6 +167,8 @@ def good(engine) -> None:
         # not whole as written, though a float reads them as 1 and 0: they were served as n 1 and seed 0
         (b'{"prompt": "a", "n": 1.0000000000000001}', 400, "invalid_request", "n", "integer, got 1.0000000000000001"),
         (b'{"prompt": "a", "seed": 1e-400}', 400, "invalid_request", "seed", "seed must be an integer, got 1e-400"),
+        # an exponent past what a Decimal holds: it raised InvalidOperation, a 500
+        (b'{"prompt": "a", "seed": 1e-9999999999999999999}', 400, "invalid_request", "seed", "integer, got 1e-9999"),
         (b'{"prompt": "a", "guidance_scale": 1e3}', 400, "invalid_request", "guidance_scale", "<= 50.0, got 1e3"),
         # the value refused as JSON spells it, as it was sent: it said None, True, False, {'a': [1, None]}, 1e+300
         (b'{"prompt": null}', 400, "invalid_request", "prompt", "prompt must be a string, got null"),
@@ -384,6 +386,8 @@ def test_integral_numbers_are_integers(engine):
         (b"12345678901234567.0", [12345678901234567, 12345678901234568]),
         # read as a float, 2**63: refused, "seed must be an integer <= 9223372036854775807, got 9223372036854775807.0"
         (b"9223372036854775807.0", [9223372036854775807, 0]),
+        # zero, whatever its exponent: one past what a Decimal holds raised InvalidOperation, a 500
+        (b"0.0e9999999999999999999", [0, 1]),
     ],
 )
 def test_a_whole_number_past_a_floats_precision_is_the_number_written(engine, written, seeds):

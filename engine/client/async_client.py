@@ -205,12 +205,12 @@ class AsyncArgusClient(OwnProcess):
     async def _call(self, retries: Retries) -> Reply:
         refuse_if_forked(self._made_in)
         self._refuse_if_closed()
-        if self._refused:
-            raise ConnectionRefusedError(self._refused)
         loop = asyncio.get_running_loop()
         # first: a call waiting in a closed event loop will never return, and _read_in forgets it (its id is free once
         # its request's reply is read: _orphan_answered)
         self._read_in(loop)
+        if self._refused:  # after: _read_in reads what the monitor told while no watcher ran
+            raise ConnectionRefusedError(self._refused)
         request_id = retries.request_id
         if request_id in self._waiting:
             raise ValueError(f"request id {request_id!r} is already in flight on this client")
@@ -314,6 +314,10 @@ class AsyncArgusClient(OwnProcess):
         client = weakref.ref(self)
         self._reader = loop.create_task(_read_replies(client, self._socket))
         self._watcher = loop.create_task(_watch_connection(client, self._refusals.monitor))
+        # the watcher's first look, taken now: its turn comes after this call's send, and a connection that ended
+        # while no loop ran one (the client idle between asyncio.run calls) took the request into its queue, for the
+        # next engine
+        self._refusal()
 
     def _forget_calls_of_closed_loops(self) -> None:
         """A call still waiting when its event loop was closed never returns: its future, resolved, raised 'Event loop

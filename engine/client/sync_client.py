@@ -220,7 +220,7 @@ class ArgusClient(OwnProcess):
 
     def _wait(self, events: int, deadline: float | None) -> bool:
         """True once the socket is ready for `events`, False at the deadline; raises ConnectionRefusedError once
-        the engine will never answer. Ready to send only while connected to an engine (as heard as each poll began)."""
+        the engine will never answer. Ready to send only while connected to an engine, as heard by each poll's end."""
         while True:
             # a DEALER queues what is sent with no engine connected, for the next connection: a call that timed out
             # meanwhile left its request (and its Cancel) queued, and the engine back ran each for no one. Meanwhile
@@ -238,7 +238,10 @@ class ArgusClient(OwnProcess):
                 raise ConnectionRefusedError(refused)
             if time.monotonic() >= self._warn_at:
                 self._unanswered()
-            if self._socket in ready:
+            # connected still, as of the events this poll read: the end of a connection told while the client was
+            # idle (no one reads the monitor between calls) was read here, by the poll that found the socket ready to
+            # send, and the request went into the queue for the next engine all the same
+            if self._socket in ready and (events != zmq.POLLOUT or self._refusals.connected):
                 return True
             # with nothing come to read: a reply already come needs no asking after, and would be followed by the
             # request_lost of an engine that holds the request no more

@@ -90,6 +90,8 @@ class ControlLoop:
         # fallback plans in a row (the solver found none): the first is warned of, and the line that ends the run
         # says how many it was
         self._fallbacks = 0
+        # whether the last plan without the solver raised (_follow_fleet): as for a failed solve, one traceback a run
+        self._unfollowed = False
         # fallback_levels of each (K*, K', the neighbour's steps, steps) asked: the policy's degradation matrix and
         # levels are fixed, and worked out for every request on the cache thread, the answer cost a tenth of its time
         self._kept_fallback_levels = functools.lru_cache(maxsize=_MAX_FALLBACK_LEVELS_KEPT)(
@@ -214,8 +216,16 @@ class ControlLoop:
                 self._solve_on, self._controller.follow_fleet, self._clock(), self._registry.in_rotation, self._where()
             )
         except Exception:
-            log.exception("planning without the solver failed")
+            # one traceback at ERROR a run, as for a failed solve, the rest at DEBUG: the same each tick (a policy
+            # whose problem cannot be made fails both), it was at ERROR each tick, for as long as the solve failed
+            log.log(
+                logging.DEBUG if self._unfollowed else logging.ERROR,
+                "planning without the solver failed",
+                exc_info=True,
+            )
+            self._unfollowed = True
             return
+        self._unfollowed = False
         if plan is not None:
             self._record(plan)
 
