@@ -36,7 +36,9 @@ class _Sent:
 
 
 async def _on_reuse(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
-    context.trace_request_ctx.reused = True
+    # a request of the session not sent by `post` has no _Sent to mark (it raised AttributeError on a reused connection)
+    if isinstance(context.trace_request_ctx, _Sent):
+        context.trace_request_ctx.reused = True
 
 
 def pooled_session(**kwargs: Any) -> aiohttp.ClientSession:

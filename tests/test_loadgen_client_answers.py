@@ -17,6 +17,7 @@ from engine.client import ClientClosed
 from engine_process import free_port
 from loadgen.clients import CLIENT_OUT_OF_FILES, HttpLoadClient, LoadClient, Planned, RequestOptions, ZmqLoadClient
 from loadgen.records import Answer, ImageMeta
+from loadgen.stale_retry import pooled_session
 from protocols.client_messages import Busy, Cancelled, Error, ImageResult, Images
 from protocols.codec import Blob
 
@@ -152,6 +153,17 @@ async def test_a_request_that_fails_on_a_new_connection_is_not_sent_again():
             await http.close()
     assert (record["outcome"], record["code"]) == ("error", "connection_error")
     assert len(connections) == 1
+
+
+async def test_a_pooled_session_serves_requests_not_sent_by_its_post_on_reused_connections():
+    """Its trace of a connection reused marked each request's own _Sent: a request sent otherwise had none, and failed
+    with an AttributeError once it went on a connection from the pool."""
+    async with http_door(200, b"{}") as (url, seen):
+        async with pooled_session() as session:
+            for _ in range(2):  # the second on the first's connection, from the pool
+                async with session.post(url, json={}) as response:
+                    assert response.status == 200
+    assert len(seen) == 2
 
 
 class _StandInArgus:
