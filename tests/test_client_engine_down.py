@@ -145,3 +145,20 @@ def test_an_async_call_made_in_a_new_loop_after_its_engine_went_down_unheard_sen
             await client.close()
 
     asyncio.run(unsent())
+
+
+async def test_async_calls_made_while_no_engine_is_up_go_in_the_order_they_were_made(scripted_engine):
+    """They waited for the connection in a set, and went in its order: a pipeline's requests were shuffled, the engine
+    serving its last before its first."""
+    ids = [f"call-{i}" for i in range(20)]
+    async with AsyncArgusClient(scripted_engine.address, timeout_s=30) as client:
+        calls = [asyncio.create_task(client.generate("a fox", request_id=request_id)) for request_id in ids]
+        assert await eventually(lambda: len(client._connecting) == len(ids))
+        scripted_engine.up()
+        received = []
+        for _ in ids:
+            identity, message = await asyncio.to_thread(scripted_engine.receive)
+            received.append(message.request_id)
+            scripted_engine.answer(identity, Error(message.request_id, "invalid_size", "answered"))
+        await asyncio.gather(*calls)
+    assert received == ids

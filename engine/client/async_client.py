@@ -145,8 +145,9 @@ class AsyncArgusClient(OwnProcess):
         self._orphaned: set[str] = set()
         # the calls waiting to send their request again (retries), each on a future of its own: close() ends them
         self._pauses: set[asyncio.Future[None]] = set()
-        # the calls waiting for a connection to send their request, each on a future of its own (see _connected)
-        self._connecting: set[asyncio.Future[None]] = set()
+        # the calls waiting for a connection to send their request, each on a future of its own (see _connected), in
+        # the order they were made: they go in it (a set's order sent a pipeline's requests shuffled)
+        self._connecting: dict[asyncio.Future[None], None] = {}
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._closing = False  # close() is under way
@@ -270,11 +271,11 @@ class AsyncArgusClient(OwnProcess):
             # one each: the done-callbacks of one future all awaited took it out one by one as each call ended, for
             # 40,000 calls timed out together 120 s of CPU
             connecting = loop.create_future()
-            self._connecting.add(connecting)
+            self._connecting[connecting] = None
             try:
                 await asyncio.wait((connecting, future), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                self._connecting.discard(connecting)
+                self._connecting.pop(connecting, None)
 
     def _forget_waiting(self, request_id: str, future: asyncio.Future) -> bool:
         """Takes out the call's `future` under `request_id`, if it is still there: whether it was. A call left in a
@@ -413,7 +414,7 @@ class AsyncArgusClient(OwnProcess):
         waiting to send theirs go once connected."""
         self._ask_if_reconnected()
         if self._refusals.connected:
-            connecting, self._connecting = self._connecting, set()
+            connecting, self._connecting = self._connecting, {}
             for waiting in connecting:
                 if not waiting.get_loop().is_closed():  # its call never returns (_forget_calls_of_closed_loops)
                     _settle(waiting)
