@@ -215,7 +215,13 @@ class RefusedHandshakes:
     Waiting on such a socket is waiting for ever."""
 
     def __init__(
-        self, sock: zmq.Socket, address: str, curve_on: bool, dials: bool = False, asks_greeting: bool = False
+        self,
+        sock: zmq.Socket,
+        address: str,
+        curve_on: bool,
+        dials: bool = False,
+        asks_greeting: bool = False,
+        rides_out_full: bool = False,
     ):
         """`dials`: hear too each dial that found no one listening, for verdict(). Only for a short-lived socket: a
         monitor left unread (a client between calls, a fleet serving) fills with them, about seven a second while
@@ -224,7 +230,9 @@ class RefusedHandshakes:
         pair, or with CURVE where this side has none), not when it does not (the way to an engine that is down, as
         an ssh -L tunnel, docker's published port or a proxy takes each connection and closes it), before an engine
         was reached there as after: a worker started before its engine through a tunnel was refused in a second, told
-        that the engine's key was wrong, and one whose engine came back with a new key pair waited for ever."""
+        that the engine's key was wrong, and one whose engine came back with a new key pair waited for ever.
+        `rides_out_full` (a client's): a refusal for the engine's --max-client-connections is no reason, only `full`
+        and `shut_out`, the owner dialling again on a socket of its own (watch()) once a connection may have ended."""
         self._socket = sock
         self._address = address
         self._curve_on = curve_on
@@ -237,6 +245,13 @@ class RefusedHandshakes:
         self._handshake_ended = False  # the current connection's handshake succeeded or failed
         self._no_one_listening = False  # a dial found no one, before any handshake failed
         self._asks_greeting = asks_greeting
+        self._rides_out_full = rides_out_full
+        # why the last handshake failed, while that was the engine's bound (until one succeeds), for a call that
+        # times out meanwhile
+        self.full: str | None = None
+        # refused for the bound on this socket, which libzmq then dials no more: mostly. When it reads the
+        # connection's end before the refusal in it, it dials again, and may get in
+        self.shut_out = False
         # the silent failures counted when the address last greeted as ZeroMQ, since the last handshake that succeeded
         self._greeted_at: int | None = None
         self._greeting_due = False  # asked once the events read so far are all heard: see _ask_greeting
@@ -244,7 +259,7 @@ class RefusedHandshakes:
         # read by plain code alone (_events), so they are heard in order: a read through zmq.asyncio holds an event
         # taken until its coroutine resumes, and reason(), called meanwhile, heard the next one first (a
         # connection's end before its failed handshake: taken for a peer that speaks no ZeroMQ)
-        self.monitor = sock.get_monitor_socket(
+        self._kinds = (
             zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -253,7 +268,19 @@ class RefusedHandshakes:
             | zmq.EVENT_DISCONNECTED
             | (zmq.EVENT_CONNECT_RETRIED if dials else 0)
         )
+        self.monitor = sock.get_monitor_socket(self._kinds)
         # the same monitor read without waiting, whatever its kind: an asyncio client asks from plain code too
+        self._events = zmq.Socket.shadow(self.monitor)
+
+    def watch(self, sock: zmq.Socket) -> None:
+        """Hears `sock` from now on, in place of the socket shut out (`shut_out`), before it connects; the handshakes
+        counted so far stay counted, so a request sent before is asked after once `sock` connects."""
+        self.close()
+        self._socket = sock
+        self.shut_out = False
+        self._connected = False
+        self._handshake_ended = False
+        self.monitor = sock.get_monitor_socket(self._kinds)
         self._events = zmq.Socket.shadow(self.monitor)
 
     @property
@@ -341,6 +368,8 @@ class RefusedHandshakes:
             return None if ended or self.handshook else self._no_engine_here(certain=True)
         self._handshake_ended = True
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.full = None
+            self.shut_out = False
             self._silent_failures = 0
             self._greeted_at = None
             self._greeting_due = False
@@ -362,12 +391,14 @@ class RefusedHandshakes:
                 return None
             return self._no_engine_here(certain=False) if self._silent_failures >= _SILENT_FAILURES else None
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and event["value"] == FULL_STATUS:
-            # libzmq dials no more after it: this socket will not reach the engine, a client made again may
-            return (
+            # libzmq dials no more after it: this socket will not reach the engine, another socket may
+            self.full = (
                 f"{engine} holds as many ZeroMQ client connections as its --max-client-connections allows, and refused"
                 " this one: close the clients of it no longer used (one AsyncArgusClient serves any number of"
-                " requests at once) or raise its bound; a client made again gets in once a connection has ended"
+                " requests at once) or raise its bound"
             )
+            self.shut_out = True
+            return None if self._rides_out_full else self.full
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             # the peer cannot tell which socket's keys it was checked against, nor whether the key is admitted on
             # the other (a client's key given to a worker): the engine's log says

@@ -252,28 +252,89 @@ def test_a_client_pointed_at_the_worker_address_is_answered_an_error_naming_the_
     _survives(engine)
 
 
-def test_a_client_connection_past_the_bound_is_refused_in_words_and_the_next_gets_in_once_one_ends(engine):
+def test_a_client_connection_past_the_bound_waits_within_its_timeout_and_gets_in_once_one_ends(engine):
     """libzmq bounds no connections, and each one held a descriptor and about 24 KB of the engine until it ended:
-    5,000 idle clients took an engine from 137 to 257 MB, and 19,000 in turns to 475 MB."""
+    5,000 idle clients took an engine from 137 to 257 MB, and 19,000 in turns to 475 MB. A client refused for the
+    bound dials again: it raised ConnectionRefusedError for good, its user to make another client."""
     codec = client_side_codec()
     context = zmq.Context()
     held = [raw_client(context, engine.client_address) for _ in range(_CLIENT_BOUND)]
+    waiting = []
     try:
         for i, sock in enumerate(held):
             sock.send_multipart(codec.encode(Generate(f"h{i}", "a heron", width=64, height=64)))
         for sock in held:  # each connection made and served
             assert sock.poll(30_000) and isinstance(codec.decode(sock.recv_multipart()), Images)
         refused = engine.metric("argus_zmq_client_connections_refused_total")
-        with ArgusClient(engine.client_address, timeout_s=30) as client:
-            with pytest.raises(ConnectionRefusedError, match="as its --max-client-connections allows"):
+        with ArgusClient(engine.client_address, timeout_s=1) as client:
+            with pytest.raises(TimeoutError, match="as its --max-client-connections allows"):
                 client.generate("one too many", width=64, height=64)
-        # once or more: a client that reads the connection's end before the refusal in it dials again, and is refused
+
+        async def one_too_many() -> None:
+            async with AsyncArgusClient(engine.client_address, timeout_s=1) as client:
+                await client.generate("one too many", width=64, height=64)
+
+        with pytest.raises(TimeoutError, match="as its --max-client-connections allows"):
+            asyncio.run(one_too_many())
         assert engine.metric("argus_zmq_client_connections_refused_total") > refused
+        # made once the door is full: each dials as it is made
+        waiting += [
+            ArgusClient(engine.client_address, timeout_s=60),
+            AsyncArgusClient(engine.client_address, timeout_s=60),
+        ]
+        replies = []
+
+        def blocking() -> None:
+            replies.append(waiting[0].generate("room again", width=64, height=64))
+
+        def pipelined() -> None:
+            replies.append(asyncio.run(waiting[1].generate("room again", width=64, height=64)))
+
+        refused = engine.metric("argus_zmq_client_connections_refused_total")
+        calls = [threading.Thread(target=blocking), threading.Thread(target=pipelined)]
+        for call in calls:
+            call.start()
+        # turned away, and dialling again
+        assert wait_for(lambda: engine.metric("argus_zmq_client_connections_refused_total") >= refused + 4)
         held.pop().close()
-        assert wait_for(lambda: engine.metric("argus_zmq_client_connections") < _CLIENT_BOUND)
-        with ArgusClient(engine.client_address, timeout_s=30) as client:
-            assert isinstance(client.generate("room again", width=64, height=64), Images)
+        held.pop().close()
+        for call in calls:
+            call.join()
+        assert len(replies) == 2 and all(isinstance(reply, Images) for reply in replies), replies
     finally:
+        if waiting:
+            waiting[0].close()
+            asyncio.run(waiting[1].close())
+        for sock in held:
+            sock.close()
+        context.term()
+
+
+def test_a_client_cut_off_and_refused_coming_back_gets_the_reply_kept_for_it_once_in(engine):
+    """A client whose connection dropped, and that met the door full as it dialled again, was refused for good: its
+    reply, kept for it for --client-gone-grace, was lost."""
+    proxy = DroppingProxy(int(engine.client_address.rsplit(":", 1)[1]))
+    context = zmq.Context()
+    held = [raw_client(context, engine.client_address) for _ in range(_CLIENT_BOUND - 1)]
+    replies = []
+    try:
+        with ArgusClient(proxy.address, timeout_s=60) as client:
+
+            def call() -> None:
+                replies.append(client.generate("a slow lighthouse", width=512, height=512))
+
+            calling = threading.Thread(target=call)
+            calling.start()
+            assert wait_for(lambda: engine.metric("argus_running_images") == 1)
+            refused = engine.metric("argus_zmq_client_connections_refused_total")
+            proxy.drop_all()
+            held.append(raw_client(context, engine.client_address))  # the connection the client had
+            assert wait_for(lambda: engine.metric("argus_zmq_client_connections_refused_total") > refused)
+            held.pop(0).close()
+            calling.join()
+        assert len(replies) == 1 and isinstance(replies[0], Images), replies
+    finally:
+        proxy.close()
         for sock in held:
             sock.close()
         context.term()

@@ -11,7 +11,9 @@ all fail without a word (that, or an engine come back with another key pair, or 
 named in the TimeoutError of a call given `timeout_s`; one without waits on, as through an engine's restart.
 Both raise EngineUnreachable, a TimeoutError, for a call that ran out of `timeout_s` with no engine ever reached at the
 address (naming what the handshakes that failed there meanwhile suggest, as the refusal would once there are enough of
-them); a call that waits UNANSWERED_WARNING_S so is logged as a warning, once per client. A client
+them); a call that waits UNANSWERED_WARNING_S so is logged as a warning, once per client. Refused for the engine's
+--max-client-connections, a client dials again on a fresh socket after a backoff (link.FullDoor), its calls waiting
+within their timeouts (a TimeoutError names the bound). A client
 serves the process that made it: in one forked from it, a call raises RuntimeError (ZeroMQ's sockets do not survive a
 fork), and close() does nothing; pickled (to be sent to another), it raises TypeError.
 

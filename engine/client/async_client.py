@@ -13,6 +13,7 @@ import zmq.asyncio
 
 from engine.client.link import (
     ClientClosed,
+    FullDoor,
     OwnProcess,
     Reply,
     Retries,
@@ -25,6 +26,7 @@ from engine.client.link import (
     connection_of,
     encoded,
     forked,
+    redial,
     refuse_if_closed,
     refuse_if_forked,
     request_of,
@@ -93,7 +95,7 @@ async def _read_replies(client_ref: weakref.ref[AsyncArgusClient], sock: zmq.asy
             del client  # not held across the next wait
     except (zmq.ZMQError, asyncio.CancelledError):
         client = client_ref()
-        if client is None:
+        if client is None or client._socket is not sock:  # dropped, or its socket replaced (_redial)
             return
         client._fail_waiting(ClientClosed("client closed"))
         # not held by the exception's traceback, which the task keeps: the client, its reader its own, in a cycle
@@ -111,8 +113,9 @@ async def _watch_connection(client_ref: weakref.ref[AsyncArgusClient], monitor: 
         del client
         try:
             await monitor.poll()
-        except zmq.ZMQError:  # closed by the finalizer of a client dropped without close()
-            if client_ref() is None:
+        except zmq.ZMQError:  # closed by the finalizer of a client dropped without close(), or replaced (_redial)
+            client = client_ref()
+            if client is None or client._refusals.monitor is not monitor:
                 return
             raise
 
@@ -131,11 +134,14 @@ class AsyncArgusClient(OwnProcess):
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
+        self._curve = curve
         self._made_in = os.getpid()
         self._context = zmq.asyncio.Context()
         self._socket, self._refusals = connect(self._context, address, curve)
         self._dropped = closed_when_dropped(self, address, self._context, self._socket, self._refusals)
         self._refused: str | None = None  # why the engine will never answer, once it will not
+        self._full_door = FullDoor(self._refusals)
+        self._redialling: asyncio.TimerHandle | None = None  # the socket shut out by the engine's bound, replaced then
         self._codec = client_side_codec()
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         # of the requests waiting, those sent: the connection (connection_of) each was sent or last asked after on
@@ -310,6 +316,10 @@ class AsyncArgusClient(OwnProcess):
                 _cancel_in_closed_loop(task)
         # else none yet, or done: their event loop ended (asyncio.run returned), and this call runs in another
         self._forget_calls_of_closed_loops()
+        self._redialling = None  # of a loop gone: never to run
+        self._start_tasks(loop)
+
+    def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         # holding the client weakly: the loop holds its tasks, and a client its tasks held was never collected while
         # the loop ran, so one dropped without close() kept its context's I/O thread and sockets open, unwarned
         client = weakref.ref(self)
@@ -407,7 +417,24 @@ class AsyncArgusClient(OwnProcess):
             self._fail_waiting(ConnectionRefusedError(refused))
         if not refused:
             self._heard()
+        if self._refusals.shut_out and self._redialling is None and not self._closing:
+            # the calls wait on, each within its timeout, as for an engine down
+            self._redialling = asyncio.get_running_loop().call_later(self._full_door.pause_s(), self._redial)
         return refused
+
+    def _redial(self) -> None:
+        """Replaces the socket shut out by the engine's bound, and the reader and watcher of the one replaced."""
+        self._redialling = None
+        # or got in meanwhile (see RefusedHandshakes.shut_out): what it sent since would be lost with it
+        if self._closing or self._socket.closed or not self._refusals.shut_out:
+            return
+        for task in (self._reader, self._watcher):
+            if task is not None:
+                task.cancel()  # before their sockets close: each then ends quietly, its socket replaced
+        self._socket = redial(self._context, self._socket, self._refusals, self._address, self._curve)
+        self._dropped.detach()
+        self._dropped = closed_when_dropped(self, self._address, self._context, self._socket, self._refusals)
+        self._start_tasks(asyncio.get_running_loop())
 
     def _heard(self) -> None:
         """Acts on the monitor's events read: the requests sent are asked after once connected again, and the calls
@@ -465,6 +492,8 @@ class AsyncArgusClient(OwnProcess):
         if forked(self._made_in) or self._socket.closed:
             return  # forked: the sockets, and the calls in flight, are the parent's (see refuse_if_forked)
         self._closing = True
+        if self._redialling is not None:
+            self._redialling.cancel()
         self._cancel_at_engine(self._unanswered_ids())
         closing = asyncio.current_task()
         cancels = closing.cancelling() if closing else 0

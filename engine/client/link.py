@@ -46,6 +46,11 @@ UNANSWERED_WARNING_S = 10.0
 # the start of the engine that replaces it take seconds, and a retry at once met the same drain again
 _STOPPING_FIRST_PAUSE_S = 0.5
 _STOPPING_MAX_PAUSE_S = 8.0
+# after a refusal for the engine's --max-client-connections, the client dials again this long after, each next time
+# twice as long, up to the cap: a connection ends when a client of it closes, any moment, and a refused client that
+# dialled at once met the same full door again, as do the others refused with it
+_FULL_FIRST_PAUSE_S = 0.25
+_FULL_MAX_PAUSE_S = 4.0
 # the keywords generate() takes (another is a TypeError, None or not)
 _FIELDS = frozenset(Generate.__struct_fields__)
 
@@ -72,6 +77,9 @@ class UnansweredWarning:
         if self._said or self._refusals.handshook:
             return
         self._said = True
+        if self._refusals.full:
+            log.warning("%s; calls wait for a connection to end", self._refusals.full)
+            return
         log.warning(
             "no answer from an engine at %s for %g s: is it up, and is that its --client-listen address?",
             self._address,
@@ -101,11 +109,10 @@ def connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tup
     # and libzmq would give a reconnected socket a new one, so a dropped connection would lose every reply
     identity = uuid.uuid4().hex.encode()
     try:
-        heartbeat = (_HEARTBEAT_INTERVAL_MS, _HEARTBEAT_TIMEOUT_MS)
-        sock = make_socket(context, zmq.DEALER, identity=identity, curve_client=curve, heartbeat_ms=heartbeat)
+        sock = _socket(context, identity, curve)
         # heard from before the socket connects: a refusal that came first would go unheard, and a call wait for
         # ever (or for its timeout) on an engine that will never answer it
-        refusals = RefusedHandshakes(sock, address, curve is not None)
+        refusals = RefusedHandshakes(sock, address, curve is not None, rides_out_full=True)
         dial(sock, address)
         return sock, refusals
     except zmq.ZMQError:
@@ -113,6 +120,59 @@ def connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tup
         # context left with a socket in it blocks whoever terminates it (the garbage collector: for ever)
         context.destroy(linger=0)
         raise
+
+
+def redial(
+    context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes, address: str, curve: ClientKeys | None
+) -> zmq.Socket:
+    """A socket in place of `sock`, which the engine refused for its bound (refusals.shut_out: libzmq dials it no
+    more), dialling the engine under the same identity: the replies the engine keeps for a client cut off go to that
+    identity, and the requests sent before are asked after (Inquire) once it connects. Nothing is lost with `sock`:
+    a call sends only while connected, and a Cancel or an Inquire with no connection is not queued (send_now)."""
+    new = _socket(context, sock.get(zmq.ROUTING_ID), curve)
+    refusals.watch(new)
+    dial(new, address)
+    sock.close(linger=0)
+    return new
+
+
+def _socket(context: zmq.Context, identity: bytes, curve: ClientKeys | None) -> zmq.Socket:
+    heartbeat = (_HEARTBEAT_INTERVAL_MS, _HEARTBEAT_TIMEOUT_MS)
+    return make_socket(context, zmq.DEALER, identity=identity, curve_client=curve, heartbeat_ms=heartbeat)
+
+
+class Backoff:
+    """Pauses that grow: each twice the last, up to `max_s`, less up to a quarter at random (as OpenAI's Python client
+    backs off its retries), so that clients turned away together do not all come back at one moment."""
+
+    def __init__(self, first_s: float, max_s: float):
+        self._first_s = first_s
+        self._max_s = max_s
+        self._next_s = first_s
+
+    def pause_s(self) -> float:
+        pause_s = self._next_s * (1 - 0.25 * random.random())
+        self._next_s = min(2 * self._next_s, self._max_s)
+        return pause_s
+
+    def reset(self) -> None:
+        self._next_s = self._first_s
+
+
+class FullDoor:
+    """When a client shut out by the engine's bound (refusals.shut_out) dials again: after a Backoff, begun anew once
+    a handshake has succeeded since the last refusal."""
+
+    def __init__(self, refusals: RefusedHandshakes):
+        self._refusals = refusals
+        self._backoff = Backoff(_FULL_FIRST_PAUSE_S, _FULL_MAX_PAUSE_S)
+        self._handshakes = 0  # as of the last refusal
+
+    def pause_s(self) -> float:
+        if self._refusals.handshakes > self._handshakes:
+            self._handshakes = self._refusals.handshakes
+            self._backoff.reset()
+        return self._backoff.pause_s()
 
 
 def closed_when_dropped(
@@ -224,8 +284,8 @@ class Retries:
         # an engine that deemed it on time
         self._due_s = None if request.slo_ms is None else clock() + request.slo_ms / 1000
         self._late = False  # the deadline passes before the pause after the last reply ends
-        # the backoff after the next answer that the engine is stopping: doubled after each, up to its cap
-        self._stopping_pause_s = _STOPPING_FIRST_PAUSE_S
+        # the backoff after each answer that the engine is stopping
+        self._stopping = Backoff(_STOPPING_FIRST_PAUSE_S, _STOPPING_MAX_PAUSE_S)
         # whether the request went out (AsyncArgusClient's, set as it sends; ArgusClient knows where it waits): a call
         # that times out before it did waited for no reply, and says so
         self.sent = False
@@ -245,9 +305,7 @@ class Retries:
         elif is_lost(reply):
             pause_s = 0.0
         elif is_stopping(reply):
-            # less up to a quarter at random: the clients of a restarted engine do not all come back at one moment
-            pause_s = self._stopping_pause_s * (1 - 0.25 * random.random())
-            self._stopping_pause_s = min(2 * self._stopping_pause_s, _STOPPING_MAX_PAUSE_S)
+            pause_s = self._stopping.pause_s()
         else:
             return None
         self._left -= 1

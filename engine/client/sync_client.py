@@ -12,6 +12,7 @@ import zmq
 
 from engine.client.link import (
     ClientClosed,
+    FullDoor,
     OwnProcess,
     Reply,
     Retries,
@@ -25,6 +26,7 @@ from engine.client.link import (
     encoded,
     forked,
     is_lost,
+    redial,
     refuse_if_closed,
     refuse_if_forked,
     request_of,
@@ -55,12 +57,14 @@ class ArgusClient(OwnProcess):
         self._retries = checked_retries(retries)
         check_address(address)
         self._address = address
+        self._curve = curve
         self._made_in = os.getpid()
         self._context = zmq.Context()
         self._socket, self._refusals = connect(self._context, address, curve)
         self._dropped = closed_when_dropped(self, address, self._context, self._socket, self._refusals)
-        self._poller = zmq.Poller()
-        self._poller.register(self._refusals.monitor, zmq.POLLIN)
+        self._poller = self._polling()
+        self._full_door = FullDoor(self._refusals)
+        self._redial_at: float | None = None  # when a socket shut out by the engine's bound is replaced
         self._codec = client_side_codec()
         # a call takes every reply that is not its own for a stale one and drops it: another thread's call in
         # between would lose its reply (and ZeroMQ sockets must not be used by two threads at once). Reentrant for
@@ -236,6 +240,7 @@ class ArgusClient(OwnProcess):
             refused = self._refusals.reason()
             if refused:
                 raise ConnectionRefusedError(refused)
+            self._redial_when_due()
             if time.monotonic() >= self._warn_at:
                 self._unanswered()
             # connected still, as of the events this poll read: the end of a connection told while the client was
@@ -250,6 +255,26 @@ class ArgusClient(OwnProcess):
             # call's request goes out), and a call with under a slice left timed out then, a 0.2 s one in 3 ms
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+
+    def _redial_when_due(self) -> None:
+        """Replaces the socket shut out by the engine's bound once its pause (FullDoor) has passed: the call waits on,
+        within its timeout, as for an engine down."""
+        if not self._refusals.shut_out:
+            self._redial_at = None  # none, or it got in meanwhile (see RefusedHandshakes.shut_out)
+        elif self._redial_at is None:
+            self._redial_at = time.monotonic() + self._full_door.pause_s()
+        elif time.monotonic() >= self._redial_at:
+            self._redial_at = None
+            self._socket = redial(self._context, self._socket, self._refusals, self._address, self._curve)
+            self._poller = self._polling()
+            self._dropped.detach()
+            self._dropped = closed_when_dropped(self, self._address, self._context, self._socket, self._refusals)
+
+    def _polling(self) -> zmq.Poller:
+        """A poller of the monitor (_wait adds the socket as each wait needs it)."""
+        poller = zmq.Poller()
+        poller.register(self._refusals.monitor, zmq.POLLIN)
+        return poller
 
     def _ask_if_reconnected(self) -> None:
         """Asks the engine after the request awaited once connected again since it was sent (as of the events

@@ -30,6 +30,9 @@ def checked_timeout(timeout_s: float | None) -> float | None:
 def timed_out(address: str, refusals: RefusedHandshakes, timeout_s: float, why: str) -> TimeoutError:
     """What a call that ran out of `timeout_s` raises, `why` its own words, by the handshakes heard up to then (the
     caller reads the monitor's events first)."""
+    if refusals.full:
+        # turned away at each dial since: no engine unreachable, one whose every connection is taken
+        return TimeoutError(f"{why} in {timeout_s:g} s: {refusals.full}")
     suspected = refusals.suspected()
     if not refusals.handshook:
         return _unreached(address, timeout_s, suspected)
