@@ -29,6 +29,18 @@ def _is_the_call_now(message) -> bool:
     return isinstance(message, Generate) and message.request_id == "now"
 
 
+def _the_next_sync_call_is_the_first_the_engine_gets(scripted_engine, client: ArgusClient) -> None:
+    client._timeout_s = 30  # the call waits for its reply, however busy the machine
+    replies = []
+    caller = threading.Thread(target=lambda: replies.append(client.generate("a wolf", request_id="now")))
+    caller.start()
+    identity, first = scripted_engine.receive()
+    scripted_engine.answer(identity, Error(first.request_id, "invalid_size", "answered"))
+    caller.join()
+    assert _is_the_call_now(first), first
+    assert replies[0].message == "answered"
+
+
 async def test_async_calls_given_up_while_no_engine_is_up_leave_nothing_queued_for_the_next(scripted_engine):
     async with AsyncArgusClient(scripted_engine.address, timeout_s=0.2) as client:
         calls = (client.generate("a fox", request_id=f"given-up-{i}") for i in range(_GIVEN_UP))
@@ -53,15 +65,7 @@ def test_sync_calls_timed_out_while_no_engine_is_up_leave_nothing_queued_for_the
             with pytest.raises(EngineUnreachable):
                 client.generate("a fox", request_id=f"given-up-{i}")
         scripted_engine.up()
-        client._timeout_s = 30
-        replies = []
-        caller = threading.Thread(target=lambda: replies.append(client.generate("a wolf", request_id="now")))
-        caller.start()
-        identity, first = scripted_engine.receive()
-        scripted_engine.answer(identity, Error(first.request_id, "invalid_size", "answered"))
-        caller.join()
-    assert _is_the_call_now(first), first  # was given-up-0, then its Cancel and the others
-    assert replies[0].message == "answered"
+        _the_next_sync_call_is_the_first_the_engine_gets(scripted_engine, client)  # was given-up-0, its Cancel, ...
 
 
 async def test_both_clients_timed_out_waiting_for_an_engine_to_send_to_say_so_alike(scripted_engine):
@@ -110,15 +114,7 @@ def test_a_sync_call_made_after_its_engine_went_down_unheard_sends_nothing(scrip
         with pytest.raises(TimeoutError, match="^could not reach the engine to send unsent$"):
             client.generate("a wolf", request_id="unsent")
         scripted_engine.up()
-        client._timeout_s = 30
-        replies = []
-        caller = threading.Thread(target=lambda: replies.append(client.generate("a wolf", request_id="now")))
-        caller.start()
-        identity, first = scripted_engine.receive()
-        scripted_engine.answer(identity, Error(first.request_id, "invalid_size", "answered"))
-        caller.join()
-    assert _is_the_call_now(first), first  # was unsent, then its Cancel
-    assert replies[0].message == "answered"
+        _the_next_sync_call_is_the_first_the_engine_gets(scripted_engine, client)  # was unsent, then its Cancel
 
 
 def test_an_async_call_made_in_a_new_loop_after_its_engine_went_down_unheard_sends_nothing(scripted_engine):
