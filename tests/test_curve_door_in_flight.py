@@ -21,7 +21,7 @@ async def test_a_revoked_clients_refusal_under_the_id_of_its_request_in_flight_l
     engine = StandInEngine()
     context = zmq.Context()
     gate = CurveGate(context, str(engine_secret), str(tmp_path / "clients"))
-    gate.start()
+    gate.zap.start()  # before the door binds: it answers its handshakes
     address = f"tcp://127.0.0.1:{free_port()}"
     door = ClientDoor(engine, context, (address,), gate.server_keys, lambda key: gate.admits(CLIENTS, key))
     door.start()
@@ -44,5 +44,5 @@ async def test_a_revoked_clients_refusal_under_the_id_of_its_request_in_flight_l
     finally:
         client.close()
         door.close()
-        gate.stop()
+        gate.zap.stop()
         context.term()

@@ -114,13 +114,6 @@ class CurveGate:
         workers = _load(self._workers_dir, "remote worker") if self._workers_dir else clients
         return {CLIENTS: clients, WORKERS: workers | {self.local_worker_keys.own.public}}
 
-    def start(self) -> None:
-        """Must run before the secured sockets bind (it answers their ZAP requests)."""
-        self.zap.start()
-
-    def stop(self) -> None:
-        self.zap.stop()
-
 
 def _load(directory: str, who: str) -> set[bytes]:
     keys = read_user_file(load_public_keys, directory)
