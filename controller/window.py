@@ -137,7 +137,7 @@ class Controller:
         # a full plan moves workers from where they are; new routes are for the plan's allocation, which the engine
         # staffs (a worker that joined at another level is moved there)
         current = dict(where) if full and where is not None else planned
-        inputs = WindowInputs(now, workers_alive, current, estimate.rps, estimate.mix, config.slo_s, estimate.far_share)
+        inputs = self._inputs(now, workers_alive, current, estimate)
         try:
             new = self.policy.plan(inputs) if full else self._rerouted(inputs, planned)
         except Exception:
@@ -163,11 +163,12 @@ class Controller:
                 return None
             self._full_plan_owed = True
             estimate = self._demand_so_far(now)
-        inputs = WindowInputs(
-            now, workers_alive, dict(where), estimate.rps, estimate.mix, self.config.slo_s, estimate.far_share
-        )
-        self._plan = self.policy.plan_without_solver(inputs)
+        self._plan = self.policy.plan_without_solver(self._inputs(now, workers_alive, dict(where), estimate))
         return self._plan
+
+    def _inputs(self, now: float, workers: int, where: dict[int, int], estimate: DemandEstimate) -> WindowInputs:
+        """What a policy plans from: the workers alive, where they are, and the demand estimated."""
+        return WindowInputs(now, workers, where, estimate.rps, estimate.mix, self.config.slo_s, estimate.far_share)
 
     def _demand_so_far(self, now: float) -> DemandEstimate:
         """The demand of the window so far, once it has run `min_observe_s`; before, the last closed window's."""
