@@ -431,9 +431,9 @@ class AsyncArgusClient(OwnProcess):
         for task in (self._reader, self._watcher):
             if task is not None:
                 task.cancel()  # before their sockets close: each then ends quietly, its socket replaced
-        self._socket = redial(self._context, self._socket, self._refusals, self._address, self._curve)
-        self._dropped.detach()
-        self._dropped = closed_when_dropped(self, self._address, self._context, self._socket, self._refusals)
+        self._socket, self._dropped = redial(
+            self, self._dropped, self._context, self._socket, self._refusals, self._address, self._curve
+        )
         self._start_tasks(asyncio.get_running_loop())
 
     def _heard(self) -> None:

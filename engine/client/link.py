@@ -123,17 +123,25 @@ def connect(context: zmq.Context, address: str, curve: ClientKeys | None) -> tup
 
 
 def redial(
-    context: zmq.Context, sock: zmq.Socket, refusals: RefusedHandshakes, address: str, curve: ClientKeys | None
-) -> zmq.Socket:
+    client: object,
+    dropped: weakref.finalize,
+    context: zmq.Context,
+    sock: zmq.Socket,
+    refusals: RefusedHandshakes,
+    address: str,
+    curve: ClientKeys | None,
+) -> tuple[zmq.Socket, weakref.finalize]:
     """A socket in place of `sock`, which the engine refused for its bound (refusals.shut_out: libzmq dials it no
     more), dialling the engine under the same identity: the replies the engine keeps for a client cut off go to that
     identity, and the requests sent before are asked after (Inquire) once it connects. Nothing is lost with `sock`:
-    a call sends only while connected, and a Cancel or an Inquire with no connection is not queued (send_now)."""
+    a call sends only while connected, and a Cancel or an Inquire with no connection is not queued (send_now).
+    With it, the client's closed_when_dropped in place of `dropped`, which holds `sock`."""
     new = _socket(context, sock.get(zmq.ROUTING_ID), curve)
     refusals.watch(new)
     dial(new, address)
     sock.close(linger=0)
-    return new
+    dropped.detach()
+    return new, closed_when_dropped(client, address, context, new, refusals)
 
 
 def _socket(context: zmq.Context, identity: bytes, curve: ClientKeys | None) -> zmq.Socket:

@@ -265,10 +265,10 @@ class ArgusClient(OwnProcess):
             self._redial_at = time.monotonic() + self._full_door.pause_s()
         elif time.monotonic() >= self._redial_at:
             self._redial_at = None
-            self._socket = redial(self._context, self._socket, self._refusals, self._address, self._curve)
+            self._socket, self._dropped = redial(
+                self, self._dropped, self._context, self._socket, self._refusals, self._address, self._curve
+            )
             self._poller = self._polling()
-            self._dropped.detach()
-            self._dropped = closed_when_dropped(self, self._address, self._context, self._socket, self._refusals)
 
     def _polling(self) -> zmq.Poller:
         """A poller of the monitor (_wait adds the socket as each wait needs it)."""
