@@ -1,11 +1,12 @@
 """A scripted ZeroMQ ROUTER standing in for an engine's client door, for the tests of engine.client: it records what
 clients send and answers only as the test says (the fixture `scripted_engine`, tests/conftest.py)."""
 
+import pytest
 import zmq
 from waiting import wait_for
 
 from engine_process import free_port
-from protocols.client_messages import engine_side_codec
+from protocols.client_messages import Cancel, engine_side_codec
 
 
 class ScriptedEngine:
@@ -47,6 +48,15 @@ class ScriptedEngine:
         assert self.socket.poll(int(timeout_s * 1000)), "the client sent nothing"
         identity, *frames = self.socket.recv_multipart()
         return identity, self.codec.decode(frames)
+
+    def timed_out(self, client, request_id: str) -> bytes:
+        """A call of ArgusClient `client` (a short timeout_s) under `request_id`, left unanswered until it timed out:
+        its request and its Cancel read here. The client's identity, to answer it by."""
+        with pytest.raises(TimeoutError):
+            client.generate("a fox", request_id=request_id)
+        identity, _ = self.receive()
+        assert self.receive()[1] == Cancel(request_id)
+        return identity
 
     def answer(self, identity: bytes, message) -> None:
         self.socket.send_multipart([identity, *self.codec.encode(message)])
