@@ -24,8 +24,9 @@ from engine.http.half_close import answer_half_closed
 from engine.http.head_limit import head_bounded
 from engine.http.image_files import ImageFiles, ImagesTooLarge, Missing
 from engine.http.keep_alive import advertise_keep_alive
-from engine.http.origins import host_name, named_hosts, names_this_engine, request_origin
+from engine.http.origins import host_name, named_hosts, names_this_engine
 from engine.http.parse_errors import MALFORMED, MALFORMED_BODY
+from engine.http.proxy_hints import PROXY_HINTS_KEY, ProxyHints
 from engine.http.readiness import readiness
 from engine.http.request_ids import REQUEST_ID, request_id_middleware
 from engine.http.stopping import closing_connections
@@ -160,6 +161,7 @@ def build_app(engine: Engine, loopback: bool) -> web.Application:
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     advertise_keep_alive(app, engine.config.keepalive_timeout_s)
     app[ENGINE_KEY] = engine
+    app[PROXY_HINTS_KEY] = ProxyHints()
     launch = engine.config.launch
     app[MODEL_KEY] = Model(served_model_name(launch.backend, launch.model), created=int(time.time()))
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
@@ -406,7 +408,7 @@ async def generate(request: web.Request) -> web.Response:
     origin = None
     if body.response_format == "url":
         try:  # before any work is done for it: without --public-url, the image URLs are made from the Host header
-            origin = engine.config.public_url or request_origin(request)
+            origin = engine.config.public_url or request.app[PROXY_HINTS_KEY].origin(request)
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
             return _refused(request, "invalid_request", reason, "response_format")
