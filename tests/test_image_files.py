@@ -225,7 +225,7 @@ async def test_a_request_without_a_host_header_gets_urls_on_the_port_it_came_to(
 
 async def test_an_image_may_be_kept_by_its_client_alone_and_no_longer_than_its_ttl(tmp_path):
     """It was sent with no Cache-Control: a proxy or CDN in front of the engine could keep it as long as it liked
-    (RFC 9111 4.2.2), past the TTL and for everyone who could reach that cache."""
+    (RFC 9111 4.2.2), past the TTL and for everyone who could reach that cache. An image URL's 404 is kept by none."""
     port = free_port()
     launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
     engine = Engine(in_process_config(tmp_path, port=port, launch=launch, image_url_ttl_s=600))
@@ -241,7 +241,12 @@ async def test_an_image_may_be_kept_by_its_client_alone_and_no_longer_than_its_t
                 directives = dict(
                     d.strip().partition("=")[::2] for d in image.headers.get("Cache-Control", "").split(",")
                 )
-        assert "private" in directives and 590 <= int(directives["max-age"]) <= 600, directives
+            assert "private" in directives and 590 <= int(directives["max-age"]) <= 600, directives
+            # nor its 404, cacheable unless it says otherwise: a CDN kept that of an image another engine behind the
+            # same balancer made, and the client's retry never reached the engine holding it
+            base, _, name = entry["url"].rpartition("/")
+            async with session.get(f"{base}/{'a' * RUN_CHARS}{name[RUN_CHARS:]}") as missing:
+                assert missing.status == 404 and missing.headers.get("Cache-Control") == "no-store"
     finally:
         engine.request_stop()
         await asyncio.wait_for(running, 30)

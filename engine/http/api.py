@@ -22,10 +22,11 @@ from engine.http.expect import met_later, read_body, unmet_expectation, unrouted
 from engine.http.forwarded_for import TrustedProxies
 from engine.http.half_close import answer_half_closed
 from engine.http.head_limit import head_bounded
-from engine.http.image_files import ImageFiles, ImagesTooLarge, Missing
+from engine.http.image_files import ImageFiles, ImagesTooLarge
 from engine.http.keep_alive import advertise_keep_alive
-from engine.http.origins import host_name, named_hosts, names_this_engine, request_origin
+from engine.http.origins import host_name, named_hosts, names_this_engine
 from engine.http.parse_errors import MALFORMED, MALFORMED_BODY
+from engine.http.proxy_hints import PROXY_HINTS_KEY, ProxyHints
 from engine.http.readiness import readiness
 from engine.http.request_ids import REQUEST_ID, request_id_middleware
 from engine.http.stopping import closing_connections
@@ -160,6 +161,7 @@ def build_app(engine: Engine, loopback: bool) -> web.Application:
     app = web.Application(client_max_size=engine.config.max_body_bytes, middlewares=middlewares)
     advertise_keep_alive(app, engine.config.keepalive_timeout_s)
     app[ENGINE_KEY] = engine
+    app[PROXY_HINTS_KEY] = ProxyHints()
     launch = engine.config.launch
     app[MODEL_KEY] = Model(served_model_name(launch.backend, launch.model), created=int(time.time()))
     app[PROXIES_KEY] = TrustedProxies(engine.config.forwarded_allow_ips)
@@ -406,7 +408,7 @@ async def generate(request: web.Request) -> web.Response:
     origin = None
     if body.response_format == "url":
         try:  # before any work is done for it: without --public-url, the image URLs are made from the Host header
-            origin = engine.config.public_url or request_origin(request)
+            origin = engine.config.public_url or request.app[PROXY_HINTS_KEY].origin(request)
         except ValueError as exc:
             reason = f"no image URL can be made from this Host header: {exc}"
             return _refused(request, "invalid_request", reason, "response_format")
@@ -529,32 +531,15 @@ async def image_file(request: web.Request) -> web.Response:
     files: ImageFiles = request.app[ENGINE_KEY].image_files
     found = files.get(request.match_info["name"])
     if found is None:
-        return _error("not_found", _missing_image_message(files, request.match_info["name"]))
+        # a 404 is cacheable unless it says otherwise (RFC 9110, 15.1): a CDN kept one of an image another engine behind
+        # the same balancer made (Cloudflare keeps a .png's 3 minutes), and no retry reached the engine holding it
+        message = files.missing_message(request.match_info["name"])
+        return _error("not_found", message, headers={"Cache-Control": "no-store"})
     # without a lifetime of its own, a 200 may be kept by any cache on the way for as long as it likes (RFC 9111
     # 4.2.2; a CDN keeps images for hours by default): the image outlived its TTL there, and stayed at a URL
     # that is its only key for everyone who could reach the cache. A browser may keep it until it expires here
     cache_control = f"private, max-age={int(found.seconds_left)}"
     return web.Response(body=found.data, content_type=found.content_type, headers={"Cache-Control": cache_control})
-
-
-def _missing_image_message(files: ImageFiles, name: str) -> str:
-    """What became of an image, and which flag keeps such images longer: one pushed out for room got the same "may
-    have expired" as one past its TTL, and an operator whose store turned over in minutes could not tell."""
-    ttl = f"images are kept {files.ttl_s:g} s (--image-url-ttl)"
-    room = f"at most {files.max_bytes} bytes of them (--image-url-store-bytes)"
-    why = files.why_missing(name)
-    if why is Missing.EXPIRED:
-        return f"this image has expired: {ttl}"
-    if why is Missing.EVICTED_EARLY:
-        return f"this image was removed before its TTL ended, to make room for newer ones: the engine keeps {room}"
-    if why is Missing.OTHER_ENGINE:
-        # told "expired, evicted or never was", an operator raised the flags, which keep no image across a restart
-        return (
-            "this image was made by another engine process: this one has restarted since, or another behind the"
-            " same address made it. Images are kept in the memory of the engine that made them, and lost when it"
-            " stops; behind a load balancer, keep a client on one engine, or ask for response_format b64_json"
-        )
-    return f"no such image: it expired ({ttl}), was removed sooner to make room (the engine keeps {room}), or never was"
 
 
 async def health(request: web.Request) -> web.Response:

@@ -168,12 +168,16 @@ def _head_bytes(request: web.BaseRequest) -> int:
 
 def head_bounded(refuse: Callable[[web.Request, str, str], web.StreamResponse]):
     """A middleware answering refuse(request, code, message) to a request whose whole head is over the bound: one
-    that came within a read of its end was parsed whole before HeadLimit counted past the bound."""
+    that came within a read of its end was parsed whole before HeadLimit counted past the bound. The connection is
+    closed, as HeadLimit's 431 closes it: kept (a GET's, whose body there was none to leave unread), a client that
+    sent such a head sent the next over it too, each parsed whole before it was refused again."""
 
     @web.middleware
     async def bounded(request: web.Request, handler):
         if _head_bytes(request) > MAX_HEAD_BYTES:
-            return refuse(request, "headers_too_large", _MESSAGE)
+            response = refuse(request, "headers_too_large", _MESSAGE)
+            response.force_close()
+            return response
         return await handler(request)
 
     return bounded

@@ -110,6 +110,29 @@ class ImageFiles:
             return Missing.OTHER_ENGINE if made_elsewhere else Missing.UNKNOWN
         return Missing.EVICTED_EARLY if expires >= self._clock() else Missing.EXPIRED
 
+    def missing_message(self, name: str) -> str:
+        """What became of an image, and which flag keeps such images longer, for its 404: one pushed out for room got
+        the same "may have expired" as one past its TTL, and an operator whose store turned over in minutes could not
+        tell."""
+        ttl = f"images are kept {self.ttl_s:g} s (--image-url-ttl)"
+        room = f"at most {self.max_bytes} bytes of them (--image-url-store-bytes)"
+        why = self.why_missing(name)
+        if why is Missing.EXPIRED:
+            return f"this image has expired: {ttl}"
+        if why is Missing.EVICTED_EARLY:
+            return f"this image was removed before its TTL ended, to make room for newer ones: the engine keeps {room}"
+        if why is Missing.OTHER_ENGINE:
+            # told "expired, evicted or never was", an operator raised the flags, which keep no image across a restart
+            return (
+                "this image was made by another engine process: this one has restarted since, or another behind the"
+                " same address made it. Images are kept in the memory of the engine that made them, and lost when it"
+                " stops; behind a load balancer, keep a client on one engine, or ask for response_format b64_json"
+            )
+        return (
+            f"no such image: it expired ({ttl}), was removed sooner to make room (the engine keeps {room}), or never"
+            " was"
+        )
+
     def drop_expired(self) -> None:
         """Frees the images past their TTL (the engine calls it periodically: else only a put would)."""
         self._evict(self._clock(), room_for=0)

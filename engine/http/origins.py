@@ -13,18 +13,19 @@ from engine.http.forwarded_for import parsed_address
 from protocols.endpoints import is_loopback
 
 # a Host header's form, host[:port] (RFC 9110, 7.2): a name (international ones too), or an IP literal in brackets
-_HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]|[^\s\[\]@:/?#]+)(:[0-9]{1,5})?")
+HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]|[^\s\[\]@:/?#]+)(:[0-9]{1,5})?")
 
 
 def request_origin(request: web.Request) -> str:
     """`scheme://host[:port]`, or ValueError when the Host header makes no URL."""
     # X-Forwarded-Proto and -Host are not read: any client may send them, and only a proxy the engine is told to
-    # trust could be believed (--public-url says where clients reach it instead)
+    # trust could be believed (--public-url says where clients reach it instead; proxy_hints.py logs their word against
+    # the URLs made)
     host = request.headers.get(hdrs.HOST)
     origin = request.url.origin() if host is not None else _socket_origin(request)
     # yarl keeps "a/b", "a b" or "a?b" as a host, reads "evil.com@localhost" as localhost, closes "[::1" and reads
     # a port of full-width digits: the image URL would then point at another path or site, or at none (port 0)
-    well_formed = host is None or _HOST_HEADER.fullmatch(host)
+    well_formed = host is None or HOST_HEADER.fullmatch(host)
     if not (well_formed and URL_HOST.fullmatch(origin.raw_host or "") and origin.port != 0):
         raise ValueError(f"{request.host!r} is not a host name or address")
     return str(origin)
