@@ -3,15 +3,16 @@ tasks leaves no call of the next waiting for ever, and one still open is named."
 
 import asyncio
 import gc
+import logging
 import os
 
 import pytest
 from engine_stand_in import StandInEngine, admitted, zmq_door_of
 from waiting import eventually, wait_for
 
-from engine.client import AsyncArgusClient
+from engine.client import AsyncArgusClient, link
 from engine_process import start_engine
-from protocols.client_messages import Cancelled, Error, Images
+from protocols.client_messages import Cancelled, Error, Generate, Images
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,40 @@ async def test_the_id_of_a_call_answered_as_its_loop_closed_is_used_again_at_onc
         (await admitted(engine, before=1)).future.set_result(Error("read", "worker_error", "the wolf's"))
         assert await call == Error("read", "worker_error", "the wolf's")
         assert not left.done()
+
+
+def test_a_call_made_in_the_next_loop_as_the_engine_is_down_goes_once_it_is_back(scripted_engine, monkeypatch, caplog):
+    """The connection watcher's wait, left in the loop closed under it, was still first in line for the monitor's next
+    event: the engine's coming back went to it, in vain ('Event loop is closed' logged by the next loop), and the
+    watcher waiting in the next loop never heard it. A call made there as the engine was down sent its request at its
+    unanswered warning (10 s; here ten minutes), or never, with the engine back after those."""
+    monkeypatch.setattr(link, "UNANSWERED_WARNING_S", 600.0)
+    client = AsyncArgusClient(scripted_engine.address)
+    first = asyncio.new_event_loop()
+    first.create_task(client.generate("left waiting", request_id="left"))
+    assert first.run_until_complete(eventually(lambda: client._sent))
+    first.close()
+    scripted_engine.down()
+    assert wait_for(lambda: client._refusals.reason() is None and not client._refusals.connected)
+
+    def request_of(request_id: str) -> bytes:
+        """The identity that sent the request `request_id` (what else the client sends meanwhile skipped)."""
+        while True:
+            identity, message = scripted_engine.receive()
+            if isinstance(message, Generate) and message.request_id == request_id:
+                return identity
+
+    async def made_as_the_engine_is_down() -> object:
+        try:
+            call = asyncio.create_task(client.generate("a wolf", request_id="wolf"))
+            assert await eventually(lambda: client._connecting)  # waits for a connection, its watcher with it
+            await asyncio.to_thread(scripted_engine.up)
+            identity = await asyncio.to_thread(request_of, "wolf")
+            scripted_engine.answer(identity, Error("wolf", "worker_error", "the wolf's"))
+            return await asyncio.wait_for(call, 30)
+        finally:
+            await client.close()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        assert asyncio.run(made_as_the_engine_is_down()) == Error("wolf", "worker_error", "the wolf's")
+    assert "Event loop is closed" not in caplog.text

@@ -281,7 +281,8 @@ class Fleet:
 
     def serve(self) -> None:
         try:
-            self._loop()
+            with self._wakeup.on_signals():
+                self._loop()
         finally:
             self.close()
         if self._refusal is None and self._ids_refused == len(self._workers):
@@ -308,14 +309,17 @@ class Fleet:
         while live:
             if self._stop_requested:
                 self._stop_requested = False
-                self._wakeup.clear()  # after the flag: a stop that comes between the two is taken at the next turn
                 for worker in live:
                     worker.stop()
                     self._schedule(worker, now)
             events = self._selector.select(max(0.0, self._timers[0][0] - time.monotonic()))
             now = time.monotonic()
             for key, _ in events:
-                if key.data in live:
+                if key.fileobj is self._wakeup:
+                    # after the flag was read: a stop's is read again at the next turn, and a signal's handler (see
+                    # Wakeup.on_signals), which stops the fleet, has run by then
+                    self._wakeup.clear()
+                elif key.data in live:
                     self._serve(key.data, now, live)
             while self._timers and self._timers[0][0] <= now:
                 due, _, worker = heapq.heappop(self._timers)

@@ -294,21 +294,22 @@ class WorkerRuntime:
         keeper.start()
         heap_trim = HeapTrim()
         try:
-            if not self._handshake():
-                return
-            self._say_ready()
-            while not self._stopping:
-                self._drain()
-                self._heartbeat_if_due()
-                if self._engine_lost:
-                    self._rejoin()
-                elif self._pending:
-                    with heap_trim:  # once the batch is answered: what a large one freed goes back
-                        self._run(self._pending.popleft())
-                elif not self._stopping:
-                    timeout_ms = max(1, int((self._next_heartbeat - time.monotonic()) * 1000))
-                    self._wait(timeout_ms)
-            self._cancel_pending()
+            with self._wakeup.on_signals():
+                if not self._handshake():
+                    return
+                self._say_ready()
+                while not self._stopping:
+                    self._drain()
+                    self._heartbeat_if_due()
+                    if self._engine_lost:
+                        self._rejoin()
+                    elif self._pending:
+                        with heap_trim:  # once the batch is answered: what a large one freed goes back
+                            self._run(self._pending.popleft())
+                    elif not self._stopping:
+                        timeout_ms = max(1, int((self._next_heartbeat - time.monotonic()) * 1000))
+                        self._wait(timeout_ms)
+                self._cancel_pending()
         finally:
             self._closing.set()
             keeper.join()
@@ -403,8 +404,16 @@ class WorkerRuntime:
 
     def _wait(self, timeout_ms: int) -> bool:
         """Waits up to `timeout_ms` for a message (True) or a stop."""
-        ready = zmq.zmq_poll([(self._socket, zmq.POLLIN), (self._wakeup, zmq.POLLIN)], timeout_ms)
-        return any(item is self._socket for item, _ in ready)
+        deadline = time.monotonic() + timeout_ms / 1000
+        waited_on = [(self._socket, zmq.POLLIN), (self._wakeup, zmq.POLLIN)]
+        while True:
+            ready = [item for item, _ in zmq.zmq_poll(waited_on, timeout_ms)]  # the wake-up as its descriptor
+            if self._stopping or self._socket in ready or self._wakeup.fileno() not in ready:
+                return self._socket in ready
+            # woken by a signal whose handler has yet to run (see Wakeup.on_signals): it runs before the next poll,
+            # which a stop then ends. Left readable, a signal that is no stop ended each wait after it at once
+            self._wakeup.clear()
+            timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
 
     def _hello(self) -> Hello:
         return Hello(

@@ -40,14 +40,26 @@ from protocols.curve import ClientKeys
 from protocols.limits import MAX_INQUIRED_IDS
 
 
-def _cancel_in_closed_loop(task: asyncio.Task) -> None:
-    """Cancels the zmq.asyncio read a task of a closed event loop waits on, so that pyzmq skips it and hands the next
-    message to a read in the running loop. The read is marked cancelled before its loop refuses to schedule the
-    task's wake-up (pyzmq's own close() cancels its reads so, in a loop torn down)."""
+def _cancel_in_closed_loop(waiting: asyncio.Future) -> None:
+    """Cancels the zmq.asyncio read a task of a closed event loop waits on (or the read itself), so that pyzmq skips it
+    and hands the next message to a read in the running loop. The read is marked cancelled before its loop refuses to
+    schedule the task's wake-up (pyzmq's own close() cancels its reads so, in a loop torn down)."""
     try:
-        task.cancel()
+        waiting.cancel()
     except RuntimeError:  # 'Event loop is closed'
         pass
+
+
+def _cancel_polls_in_closed_loops(sock: zmq.asyncio.Socket) -> None:
+    """Cancels the waits on `sock` left in closed event loops. The watcher's poll is a future pyzmq keeps in line
+    behind the one awaited, cancelled through callbacks a closed loop never runs: cancelling the task left it first in
+    line, and the monitor's next event went to it, in vain ('Event loop is closed', logged by the next loop, whose
+    watcher never heard that event: a call made there as the engine was down waited to send its request until its
+    unanswered warning, or for ever with the engine back after that). The line is pyzmq's own (_recv_futures):
+    test_client_event_loops fails should a pyzmq keep it otherwise."""
+    for waiting in getattr(sock, "_recv_futures", None) or ():
+        if waiting.future.get_loop().is_closed():
+            _cancel_in_closed_loop(waiting.future)
 
 
 def _reply_owed(call: asyncio.Future[Reply]) -> bool:
@@ -314,6 +326,7 @@ class AsyncArgusClient(OwnProcess):
             # them): every reply went on to the read the reader left pending there, and each call waited for ever
             for task in (self._reader, self._watcher):
                 _cancel_in_closed_loop(task)
+            _cancel_polls_in_closed_loops(self._refusals.monitor)
         # else none yet, or done: their event loop ended (asyncio.run returned), and this call runs in another
         self._forget_calls_of_closed_loops()
         self._redialling = None  # of a loop gone: never to run
