@@ -6,6 +6,7 @@ The directory holds the saved cache (`prompt_cache.argus`) and the spill folders
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -131,6 +132,24 @@ def remove_leftovers(directory: str) -> None:
         )
 
 
+def writable(directory: str) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def restore_only(config: CacheConfig) -> CacheConfig:
+    """For a --cache-dir that holds a save but cannot be written (a file system remounted read-only after a disk
+    error, a permission): the save is restored, and nothing is spilled there; checkpoints fail, the save left as it
+    is, until the folder can be written again."""
+    unused = f"; no latent is spilled there (--cache-dir-bytes {_size(config.directory_bytes)} unused)"
+    log.warning(
+        "--cache-dir %s cannot be written (read-only or permission denied): its saved cache is restored, and saves"
+        " fail, leaving it as it is, until the folder can be written again%s",
+        config.directory,
+        unused if config.directory_bytes else "",
+    )
+    return dataclasses.replace(config, directory_bytes=0)
+
+
 def warn_if_disk_short(config: CacheConfig) -> None:
     """Warns when --cache-dir's filesystem has less room than the cache may take there at its bounds: the latents
     spilled (--cache-dir-bytes), and the saved cache (every latent, spilled ones too) with its next save written
@@ -186,8 +205,10 @@ def lock_cache_dir(directory: str) -> int:
         raise UsageError(problem) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # checked now, not at the drain: without a spill folder nothing is written there until the save
-        if not os.access(directory, os.W_OK | os.X_OK):
+        # checked now, not at the drain: without a spill folder nothing is written there until the save. One that
+        # holds a save is let in (restore_only): refused, an engine restarted on a file system remounted read-only
+        # after an error neither restored its last good save nor served at all
+        if not writable(directory) and not os.path.isfile(os.path.join(directory, FILE_NAME)):
             raise UsageError(f"--cache-dir {directory}: not writable (read-only or permission denied)")
     except BlockingIOError:
         os.close(fd)

@@ -41,8 +41,10 @@ from engine.cache.cache_dir import (
     new_prompt_cache,
     relock_if_replaced,
     remove_leftovers,
+    restore_only,
     saved_file_identity,
     warn_if_disk_short,
+    writable,
 )
 from engine.cache.embedders import Embedder, make_embedder
 from engine.cache.preparation import Choose, FallbackLevels, Preparation, Preparer
@@ -549,7 +551,9 @@ def build_cache_service(
     embedder = embedder or make_embedder(config.embedder, config.embedder_path)
     lock = lock_cache_dir(config.directory) if config.directory else None
     try:
-        if config.directory:
+        if config.directory and not writable(config.directory):
+            config = restore_only(config)
+        elif config.directory:
             remove_leftovers(config.directory)
             warn_if_disk_short(config)
         cache = new_prompt_cache(config, model, embedder, levels)
