@@ -212,7 +212,11 @@ def write_cache_file(
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        # a folder gone read-only refuses this as it refused the rename: raised here, this error took the place of
+        # the rename's, and the save's failure was said as one of a temporary file. One left is removed at the next
+        # start (remove_leftovers), or written over by the next save, of the same name
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
