@@ -72,3 +72,22 @@ def test_an_engine_restarted_on_a_read_only_cache_dir_restores_its_last_save_and
         assert "prompt cache restored from" in log and "Traceback" not in log
     finally:
         engine.stop()
+
+
+def test_a_refused_save_that_cannot_be_set_aside_is_said_in_one_line_and_left_as_it_is(tmp_path):
+    """Before, the set-aside's OSError failed the restore as a bug would: a traceback, `restoring the saved prompt
+    cache failed`."""
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / FILE_NAME).write_bytes(b"not a prompt cache")
+    with read_only(cache_dir):
+        engine = start(tmp_path, cache_dir, wait=False)
+        try:
+            engine.wait_ready(1, timeout_s=120)
+            assert generate(engine).images[0].similarity is None  # served, cold
+        finally:
+            assert engine.stop() == 0
+    assert (cache_dir / FILE_NAME).read_bytes() == b"not a prompt cache"
+    log = engine.log_path.read_text()
+    assert log.count("refused the saved prompt cache") == 1 and "it cannot be set aside" in log
+    assert "Traceback" not in log

@@ -56,7 +56,8 @@ def load_saved_cache(
     """The cache saved in `config.directory` if `model` made it; None if there is none, or it was refused.
 
     A file that cannot be trusted (corrupt, foreign, another version) is set
-    aside under a name of its own (never half-loaded, never overwritten).
+    aside under a name of its own (never half-loaded, never overwritten); one that cannot be (a folder that cannot be
+    written) raises its CacheFileError, said here, so that the caller leaves it as it is.
     """
     saved = os.path.join(config.directory, FILE_NAME)
     if not os.path.exists(saved):
@@ -79,6 +80,15 @@ def load_saved_cache(
             # Raised, it was a failed restore, and the engine never saved its cache for the rest of its life
             log.warning("the saved prompt cache %s went as it was read (%s): starting empty", saved, error)
             return None
+        except OSError as refused:
+            # a folder that cannot be written (restore_only): raised, the caller keeps the file from being saved over
+            log.error(
+                "refused the saved prompt cache (%s); it cannot be set aside (%s): left as it is, not saved over,"
+                " starting empty",
+                error,
+                refused,
+            )
+            raise error from refused
         log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
         return None
     stats = cache.stats()

@@ -47,6 +47,7 @@ from engine.cache.cache_dir import (
     writable,
 )
 from engine.cache.embedders import Embedder, make_embedder
+from engine.cache.persistence import CacheFileError
 from engine.cache.preparation import Choose, FallbackLevels, Preparation, Preparer
 from engine.cache.prompt_cache import CacheSnapshot, CacheStats, PromptCache, ShapeKey
 from engine.cache.returned_latents import latents_problem
@@ -477,6 +478,9 @@ class CacheService:
         restore, self._restore = self._restore, None
         try:
             restored = restore.result()
+        except CacheFileError:  # refused, and it could not be set aside: said by load_saved_cache
+            self._keep_saved_file = True
+            return
         except Exception:
             self._give_up_restore()
             return
