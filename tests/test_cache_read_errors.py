@@ -63,7 +63,7 @@ class Saved:
         }
 
     def vectors_start(self) -> int:
-        return self.file.latents_start - self.file.vectors.nbytes
+        return self.file.vectors_start
 
 
 def save(directory: Path, prompts: int, model: str = MODEL, shape: tuple[int, ...] = LATENT_SHAPE) -> Saved:

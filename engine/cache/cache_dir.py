@@ -6,6 +6,7 @@ The directory holds the saved cache (`prompt_cache.argus`) and the spill folders
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -55,7 +56,8 @@ def load_saved_cache(
     """The cache saved in `config.directory` if `model` made it; None if there is none, or it was refused.
 
     A file that cannot be trusted (corrupt, foreign, another version) is set
-    aside under a name of its own (never half-loaded, never overwritten).
+    aside under a name of its own (never half-loaded, never overwritten); one that cannot be (a folder that cannot be
+    written) raises its CacheFileError, said here, so that the caller leaves it as it is.
     """
     saved = os.path.join(config.directory, FILE_NAME)
     if not os.path.exists(saved):
@@ -78,6 +80,15 @@ def load_saved_cache(
             # Raised, it was a failed restore, and the engine never saved its cache for the rest of its life
             log.warning("the saved prompt cache %s went as it was read (%s): starting empty", saved, error)
             return None
+        except OSError as refused:
+            # a folder that cannot be written (restore_only): raised, the caller keeps the file from being saved over
+            log.error(
+                "refused the saved prompt cache (%s); it cannot be set aside (%s): left as it is, not saved over,"
+                " starting empty",
+                error,
+                refused,
+            )
+            raise error from refused
         log.error("refused the saved prompt cache (%s); kept it as %s, starting empty", error, aside)
         return None
     stats = cache.stats()
@@ -129,6 +140,24 @@ def remove_leftovers(directory: str) -> None:
             directory,
             left[0],
         )
+
+
+def writable(directory: str) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def restore_only(config: CacheConfig) -> CacheConfig:
+    """For a --cache-dir that holds a save but cannot be written (a file system remounted read-only after a disk
+    error, a permission): the save is restored, and nothing is spilled there; checkpoints fail, the save left as it
+    is, until the folder can be written again."""
+    unused = f"; no latent is spilled there (--cache-dir-bytes {_size(config.directory_bytes)} unused)"
+    log.warning(
+        "--cache-dir %s cannot be written (read-only or permission denied): its saved cache is restored, and saves"
+        " fail, leaving it as it is, until the folder can be written again%s",
+        config.directory,
+        unused if config.directory_bytes else "",
+    )
+    return dataclasses.replace(config, directory_bytes=0)
 
 
 def warn_if_disk_short(config: CacheConfig) -> None:
@@ -186,8 +215,10 @@ def lock_cache_dir(directory: str) -> int:
         raise UsageError(problem) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # checked now, not at the drain: without a spill folder nothing is written there until the save
-        if not os.access(directory, os.W_OK | os.X_OK):
+        # checked now, not at the drain: without a spill folder nothing is written there until the save. One that
+        # holds a save is let in (restore_only): refused, an engine restarted on a file system remounted read-only
+        # after an error neither restored its last good save nor served at all
+        if not writable(directory) and not os.path.isfile(os.path.join(directory, FILE_NAME)):
             raise UsageError(f"--cache-dir {directory}: not writable (read-only or permission denied)")
     except BlockingIOError:
         os.close(fd)

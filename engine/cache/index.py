@@ -130,12 +130,20 @@ class VectorIndex:
     def __init__(self, dim: int):
         self.dim = dim
         self._search: _Exact | _Graph = _Exact(dim)
+        self._reserved = 0  # room asked for: the graph made as the shape crosses GRAPH_ABOVE takes it too
 
     def __len__(self) -> int:
         return len(self._search)
 
     def __contains__(self, item_id: int) -> bool:
         return item_id in self._search
+
+    def reserve(self, count: int) -> None:
+        """Room for `count` prompts, for an empty index given them a block at a time (a restore): the matrix made
+        that size at once, and the graph when the shape crosses GRAPH_ABOVE, so no block doubles the matrix (a copy
+        of its rows) or grows the graph. Rows not written yet are numpy's fresh zeroed pages, out of memory."""
+        self._reserved = count
+        self._search.reserve(count)
 
     def add(self, item_id: int, vector: np.ndarray) -> None:
         self.add_many([item_id], vector.reshape(1, -1))
@@ -156,7 +164,7 @@ class VectorIndex:
         try:
             search.add(ids, vectors)
             if crossing:
-                self._search = _Graph(search)  # built from all of them in one batch
+                self._search = _Graph(search, self._reserved)  # built from all of them in one batch
         except BaseException:
             # out of memory, most likely (the graph's build, a rebuild's copy of the live vectors): taken back, as an
             # id left here that its caller never registered was found by lookups, and failed each for good
@@ -230,6 +238,10 @@ class _Exact:
         self._rows.update(zip(ids, range(start, end), strict=True))
         self._ids.extend(ids)
 
+    def reserve(self, count: int) -> None:
+        if count > len(self._matrix):
+            self._resize(count)
+
     def remove(self, item_id: int) -> None:
         row = self._rows.pop(item_id)
         last_id = self._ids.pop()
@@ -279,10 +291,10 @@ class _Graph:
     The price is the vectors a second time, 4 bytes a dimension a prompt (docs/cache.md, "What `max_bytes` counts").
     """
 
-    def __init__(self, exact: _Exact):
+    def __init__(self, exact: _Exact, capacity: int = 0):
         self.exact = exact  # the live prompts, by id, with their vectors
         self._dim = exact.dim
-        self._index = _new_graph(exact.dim, len(exact))
+        self._index = _new_graph(exact.dim, max(len(exact), capacity))
         _add(self._index, *exact.items())
         # a graph being built anew from the live vectors, and what came and went since its vectors were read: ids
         # added and ids removed, applied to it when it is taken
@@ -305,6 +317,9 @@ class _Graph:
     @property
     def capacity(self) -> int:
         return self._index.get_max_elements()
+
+    def reserve(self, count: int) -> None:
+        self.exact.reserve(count)
 
     def add(self, ids: list[int], unit_vectors: np.ndarray) -> None:
         self._take_rebuilt()

@@ -29,13 +29,14 @@ its warm cache. Builds before this rule decoded strictly and refuse every file w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -54,6 +55,11 @@ _PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, meta length, meta diges
 _DIGEST_BYTES = 32
 _MAX_META_BYTES = 1 << 30
 _CHUNK = 1 << 20
+# vectors read at a time, to check them and to restore them: 4 MiB at 1,024 dimensions. Read whole, a restore held
+# the file's vectors, a float32 copy and each shape's gathered rows beside the index being built from them: 50,000
+# prompts of 1,024 dimensions peaked 200 MB above the engine's memory once restored (docs/cache.md, "Restoring in
+# chunks")
+VECTOR_ROWS = 1024
 _VECTOR_DTYPE = np.dtype("<f4")
 _ENCODER = msgspec.msgpack.Encoder()
 # hnswlib takes ids below 2**64: a file may not leave fewer than 2**63 ids to come
@@ -107,7 +113,7 @@ class _Meta(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=True):
 
 @dataclass(frozen=True, slots=True)
 class CacheFile:
-    """A validated cache file: its prompts and vectors in memory, its latents read on demand.
+    """A validated cache file: its prompts in memory, its vectors (vector_blocks) and latents read on demand.
 
     A read the disk failed (`read_error`) left the whole file's digest unchecked: what could be read is taken as the
     disk returned it (a disk fails a sector it cannot read, it does not return other bytes), with every other check
@@ -121,12 +127,42 @@ class CacheFile:
     path: Path
     next_prompt_id: int
     prompts: list[SavedPrompt]
-    vectors: np.ndarray
+    rows: np.ndarray  # the row of each of `prompts` among the file's vectors, ascending
+    vectors_start: int
+    dim: int
     latents: list[SavedLatent]  # oldest first
     latents_start: int
     read_error: OSError | None = None  # the first read that failed; None: the file was read whole and checked
     latents_unread: int = 0  # of the prompts left out (their vectors could not be read)
     empty_prompts: int = 0  # prompts of the zero vector, left out with their latents (found by no lookup)
+
+    def vector_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The prompts' vectors, float32, read VECTOR_ROWS rows of the file at a time: (the index in `prompts` of a
+        block's first, its vectors). A block with a row the disk could not read (left out) has its others read one
+        by one; OSError if one of them cannot be read now."""
+        stored = int(self.rows[-1]) + 1 if len(self.rows) else 0
+        first = 0
+        with file_reads.opened(self.path) as fd:
+            for start in range(0, stored, VECTOR_ROWS):
+                count = min(VECTOR_ROWS, stored - start)
+                end = int(np.searchsorted(self.rows, start + count))
+                if end == first:
+                    continue
+                rows = self.rows[first:end]
+                try:
+                    block = file_reads.read_array(fd, _VECTOR_DTYPE, (count, self.dim), self._row_offset(start))
+                    block = block if len(rows) == count else block[rows - start]
+                except OSError:
+                    block = np.empty((len(rows), self.dim), _VECTOR_DTYPE)
+                    for i, row in enumerate(rows.tolist()):
+                        file_reads.read_into(fd, block[i].view(np.uint8), self._row_offset(row))
+                except file_reads.FileEndsEarly:
+                    raise CacheFileError(f"{self.path} changed while it was being loaded") from None
+                yield first, block.astype(np.float32, copy=False)
+                first = end
+
+    def _row_offset(self, row: int) -> int:
+        return self.vectors_start + row * self.dim * _VECTOR_DTYPE.itemsize
 
     def read_latent(self, latent: SavedLatent) -> np.ndarray:
         """The latent; OSError if the disk cannot read it."""
@@ -176,7 +212,11 @@ def write_cache_file(
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        # a folder gone read-only refuses this as it refused the rename: raised here, this error took the place of
+        # the rename's, and the save's failure was said as one of a temporary file. One left is removed at the next
+        # start (remove_leftovers), or written over by the next save, of the same name
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
@@ -198,16 +238,15 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
             if size != expected:
                 raise CacheFileError(f"{path} is {size} bytes, its header describes {expected}: truncated or damaged")
             digest_error = _check_digest(fd, path, size)
-            vectors, unread_rows, vectors_error = _read_vectors(fd, vectors_start, len(meta.prompts), dim)
+            scan = _scan_vectors(fd, vectors_start, len(meta.prompts), dim)
     except FileNotFoundError:
         raise CacheFileError(f"no saved cache at {path}") from None
     except file_reads.FileEndsEarly:
         raise CacheFileError(f"{path} shrank while it was being read") from None
     except OSError as exc:
         raise CacheFileError(f"cannot read {path}: {exc}") from exc
-    vectors = vectors.astype(np.float32)
-    _check_contents(meta, vectors, path)  # an unread vector is zeros: it passes, and goes with its prompt
-    read_error = digest_error or vectors_error
+    _check_contents(meta, scan.finite, path)  # an unread vector is not checked: it goes with its prompt
+    read_error = digest_error or scan.error
     if meta.format_minor > FORMAT_MINOR:
         log.warning(
             "%s was saved by a newer build (format %d.%d; this build's is %d.%d): restored without the fields this"
@@ -218,15 +257,18 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
             FORMAT_VERSION,
             FORMAT_MINOR,
         )
-    if unread_rows and len(unread_rows) == len(meta.prompts):
+    if scan.unread and len(scan.unread) == len(meta.prompts):
         raise CacheFileError(f"cannot read {path}: no prompt's vector could be read ({read_error})")
     kept = _latents_at(meta, path, levels)
-    unread = {meta.prompts[row].prompt_id for row in unread_rows}
+    unread = {meta.prompts[row].prompt_id for row in scan.unread}
     # zero vectors (prompts of NULs as far as the embedder reads) saved before 0a02a0e: no lookup finds them, and
-    # restored they held their latents' memory for good. An unread vector is zeros too: counted as unread, above
-    empty = {meta.prompts[row].prompt_id for row in np.flatnonzero(~vectors.any(axis=1)).tolist()} - unread
+    # restored they held their latents' memory for good (an unread vector is counted as unread, above, not here)
+    empty = {meta.prompts[row].prompt_id for row in scan.zero}
     if not unread and not empty and len(kept) == len(meta.latents):
-        return CacheFile(path, meta.next_prompt_id, meta.prompts, vectors, meta.latents, latents_start, read_error)
+        every = np.arange(len(meta.prompts))
+        return CacheFile(
+            path, meta.next_prompt_id, meta.prompts, every, vectors_start, dim, meta.latents, latents_start, read_error
+        )
     gone = unread | empty
     latents = [latent for latent in kept if latent.prompt_id not in gone]
     # a prompt whose every latent is at a level no longer kept goes too. Made once, not per prompt as the test of each
@@ -237,7 +279,9 @@ def read_cache_file(path: Path, embedder: str, dim: int, levels: tuple[int, ...]
         path,
         meta.next_prompt_id,
         [meta.prompts[row] for row in rows],
-        vectors[rows],
+        np.array(rows, dtype=np.int64),
+        vectors_start,
+        dim,
         latents,
         latents_start,
         read_error,
@@ -394,26 +438,40 @@ def _check_digest(fd: int, path: Path, size: int) -> OSError | None:
     return None
 
 
-def _read_vectors(fd: int, start: int, count: int, dim: int) -> tuple[np.ndarray, list[int], OSError | None]:
-    """The prompts' vectors, the rows the disk could not read (left zero) and the first error: after a failed read,
-    the rows are read one by one, so a bad sector costs the prompts whose vectors it holds (one or two at 1,024
-    dimensions), not every prompt."""
-    try:
-        return file_reads.read_array(fd, _VECTOR_DTYPE, (count, dim), start), [], None
-    except OSError as error:
-        first = error
-    vectors = np.zeros((count, dim), _VECTOR_DTYPE)
+@dataclass(slots=True)
+class _VectorScan:
+    """What read_cache_file learns of the vectors, read VECTOR_ROWS at a time and not kept."""
+
+    finite: bool = True
+    zero: list[int] = field(default_factory=list)  # rows of the zero vector, read
+    unread: list[int] = field(default_factory=list)  # rows the disk could not read
+    error: OSError | None = None  # the first read that failed
+
+
+def _scan_vectors(fd: int, start: int, count: int, dim: int) -> _VectorScan:
+    """The vectors' rows checked a block at a time: after a failed read, the block's rows are read one by one, so a
+    bad sector costs the prompts whose vectors it holds (one or two at 1,024 dimensions), not every prompt."""
+    scan = _VectorScan()
     row_bytes = dim * _VECTOR_DTYPE.itemsize
-    unread = []
-    for row in range(count):
+    for first in range(0, count, VECTOR_ROWS):
+        rows = min(VECTOR_ROWS, count - first)
         try:
-            file_reads.read_into(fd, vectors[row].view(np.uint8), start + row * row_bytes)
-        except OSError:
-            unread.append(row)
-    return vectors, unread, first
+            block = file_reads.read_array(fd, _VECTOR_DTYPE, (rows, dim), start + first * row_bytes)
+            read = np.ones(rows, dtype=bool)
+        except OSError as error:
+            scan.error = scan.error or error
+            block, read = np.zeros((rows, dim), _VECTOR_DTYPE), np.zeros(rows, dtype=bool)
+            for row in range(rows):
+                with contextlib.suppress(OSError):
+                    file_reads.read_into(fd, block[row].view(np.uint8), start + (first + row) * row_bytes)
+                    read[row] = True
+            scan.unread += (first + np.flatnonzero(~read)).tolist()
+        scan.finite = scan.finite and bool(np.isfinite(block).all())
+        scan.zero += (first + np.flatnonzero(read & ~block.any(axis=1))).tolist()
+    return scan
 
 
-def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path) -> None:
+def _check_contents(meta: _Meta, finite_vectors: bool, path: Path) -> None:
     """What an intact file written by a buggy or hostile writer could still get wrong."""
 
     def bad(reason: str) -> CacheFileError:
@@ -430,7 +488,7 @@ def _check_contents(meta: _Meta, vectors: np.ndarray, path: Path) -> None:
         raise bad("a prompt appears twice in one shape")
     if any(min(p.steps, p.width, p.height) <= 0 for p in meta.prompts):
         raise bad("a prompt has a non-positive shape")
-    if not np.isfinite(vectors).all():
+    if not finite_vectors:
         raise bad("a vector is not finite")
     levels = set(meta.levels)  # the file's own: _latents_at keeps those of its latents the engine keeps
     known = set(prompt_ids)

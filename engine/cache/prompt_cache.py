@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,16 +421,22 @@ class PromptCache:
         levels_by_id: dict[int, set[int]] = {}
         for latent in saved.latents:
             levels_by_id.setdefault(latent.prompt_id, set()).add(latent.level)
-        rows_by_shape: dict[ShapeKey, list[int]] = {}
-        for row, p in enumerate(saved.prompts):
-            shape = ShapeKey(p.steps, p.width, p.height)
+        shapes = [ShapeKey(p.steps, p.width, p.height) for p in saved.prompts]
+        for p, shape in zip(saved.prompts, shapes, strict=True):
             self._register(p.prompt_id, p.text, shape, levels_by_id[p.prompt_id])
-            rows_by_shape.setdefault(shape, []).append(row)
-        for shape, rows in rows_by_shape.items():
-            index = self._indexes[shape] = VectorIndex(self.dim)
-            index.add_many([saved.prompts[row].prompt_id for row in rows], saved.vectors[rows])
+        for shape, count in Counter(shapes).items():
+            self._indexes[shape] = VectorIndex(self.dim)
+            self._indexes[shape].reserve(count)
+        # the vectors a block at a time, each shape's rows of it into its index: see persistence.VECTOR_ROWS
+        for first, vectors in saved.vector_blocks():
+            rows_by_shape: dict[ShapeKey, list[int]] = {}
+            for row, shape in enumerate(shapes[first : first + len(vectors)]):
+                rows_by_shape.setdefault(shape, []).append(row)
+            for shape, rows in rows_by_shape.items():
+                ids = [saved.prompts[first + row].prompt_id for row in rows]
+                self._indexes[shape].add_many(ids, vectors if len(rows) == len(vectors) else vectors[rows])
         self._next_id = saved.next_prompt_id
-        expected = {shape: tuple(latent_shape(shape)) for shape in rows_by_shape} if latent_shape else {}
+        expected = {shape: tuple(latent_shape(shape)) for shape in self._indexes} if latent_shape else {}
         # oldest first, so the restored entries keep their relative age for LCBFU's tie-break
         unusable: list[tuple[Key, str]] = []
         unread: list[OSError] = []

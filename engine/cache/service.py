@@ -41,10 +41,13 @@ from engine.cache.cache_dir import (
     new_prompt_cache,
     relock_if_replaced,
     remove_leftovers,
+    restore_only,
     saved_file_identity,
     warn_if_disk_short,
+    writable,
 )
 from engine.cache.embedders import Embedder, make_embedder
+from engine.cache.persistence import CacheFileError
 from engine.cache.preparation import Choose, FallbackLevels, Preparation, Preparer
 from engine.cache.prompt_cache import CacheSnapshot, CacheStats, PromptCache, ShapeKey
 from engine.cache.returned_latents import latents_problem
@@ -475,6 +478,9 @@ class CacheService:
         restore, self._restore = self._restore, None
         try:
             restored = restore.result()
+        except CacheFileError:  # refused, and it could not be set aside: said by load_saved_cache
+            self._keep_saved_file = True
+            return
         except Exception:
             self._give_up_restore()
             return
@@ -549,7 +555,9 @@ def build_cache_service(
     embedder = embedder or make_embedder(config.embedder, config.embedder_path)
     lock = lock_cache_dir(config.directory) if config.directory else None
     try:
-        if config.directory:
+        if config.directory and not writable(config.directory):
+            config = restore_only(config)
+        elif config.directory:
             remove_leftovers(config.directory)
             warn_if_disk_short(config)
         cache = new_prompt_cache(config, model, embedder, levels)
