@@ -438,3 +438,21 @@ def test_an_add_that_fails_leaves_the_index_as_it_was(monkeypatch, failing):
         index.add(new, vectors[new])
     assert new not in index and len(index) == held
     assert index.nearest(vectors[new])[0] != new
+
+
+def test_a_restored_shape_back_on_its_matrix_grows_a_graph_as_any_other_does():
+    """The room reserved for a restore is for the restore's own crossing: kept, the graph made as the shape grew past
+    GRAPH_ABOVE again, long after, was of the restore's size, and four times the prompts it held, so the next removal
+    took it back to the matrix, and the next insert built a graph anew: one each insert and eviction at that size."""
+    dim, restored = 8, 4 * GRAPH_ABOVE
+    index = VectorIndex(dim)
+    index.reserve(restored)
+    for first in range(0, restored, GRAPH_ABOVE):  # a block at a time, as PromptCache._restore gives them
+        index.add_many(list(range(first, first + GRAPH_ABOVE)), unit_rows(GRAPH_ABOVE, dim, seed=first))
+    for item_id in range(GRAPH_ABOVE, restored):  # evicted down to GRAPH_ABOVE: a graph of 4x that goes
+        index.remove(item_id)
+    assert isinstance(index._search, _Exact)
+    index.add(restored, unit_rows(1, dim, seed=1)[0])  # grown past GRAPH_ABOVE: a graph of its size
+    assert isinstance(index._search, _Graph) and index._search.capacity == GRAPH_ABOVE + 1
+    index.remove(0)  # and the hysteresis of any graph: back to the matrix only at EXACT_AT
+    assert isinstance(index._search, _Graph)

@@ -144,6 +144,46 @@ def test_a_signal_that_is_no_stop_leaves_its_wait_for_its_hellos_answer_as_it_wa
 
 
 @pytest.mark.timeout(60)
+def test_its_stop_signal_handled_as_its_wait_clears_another_signals_wake_up_ends_the_wait(monkeypatch):
+    """A signal that is no stop wakes the wait, which clears the wake-up and waits on. A stop signal landing between
+    the wait's look at the stop flag and that clear has its handler run as the clear is called: its wake-up was cleared
+    with the other's, and the worker, its flag set, waited out its hello's retry (ten minutes here) before stopping."""
+    clear, sent = Wakeup.clear, []
+
+    def stop_signal_as_it_clears(wakeup: Wakeup) -> None:
+        if not sent:  # the first clear, the other signal's: on the main thread, whose handler runs in pthread_kill
+            sent.append(signal.SIGTERM)
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        clear(wakeup)
+
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the worker's stop signal, whose handler serve_until_stopped sets
+    served, failed = threading.Event(), []
+    with another_signal_handled() as handled, FakeEngine() as engine:
+        runtime = WorkerRuntime(HeldFirstRun(), engine.address, "signalled", hello_retry_s=FOR_EVER_S)
+        monkeypatch.setattr(Wakeup, "clear", stop_signal_as_it_clears)
+
+        def another_signal_in_its_wait() -> None:
+            try:
+                engine.receive(Hello)
+                signal_in_its_poll(WorkerRuntime._wait, signal.SIGUSR2, "on another thread")
+                assert handled.wait(30)
+                assert wait_for(served.is_set), "its stop was seen only as its wait ended"
+            except Exception as exc:  # stopped all the same, and said once it has
+                failed.append(exc)
+                runtime.stop()
+
+        threading.Thread(target=another_signal_in_its_wait, daemon=True).start()
+        try:
+            assert main.serve_until_stopped(runtime) == 0
+            served.set()
+        finally:
+            for signum, handler in kept.items():
+                signal.signal(signum, handler)
+    assert sent == [signal.SIGTERM] and failed == []
+
+
+@pytest.mark.timeout(60)
 def test_a_signal_that_is_no_stop_leaves_a_fleet_waiting_as_it_was():
     """Left woken, its loop went round and round, a core's worth, until it was stopped."""
     with another_signal_handled() as handled, FakeEngine() as engine:

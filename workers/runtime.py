@@ -413,6 +413,10 @@ class WorkerRuntime:
             # woken by a signal whose handler has yet to run (see Wakeup.on_signals): it runs before the next poll,
             # which a stop then ends. Left readable, a signal that is no stop ended each wait after it at once
             self._wakeup.clear()
+            if self._stopping:
+                # a stop's handler that ran as the wake-up was cleared (its signal landed after the look above) had
+                # its wake-up cleared with it: polled again, the worker waited the whole wait out
+                return False
             timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
 
     def _hello(self) -> Hello:

@@ -130,7 +130,7 @@ class VectorIndex:
     def __init__(self, dim: int):
         self.dim = dim
         self._search: _Exact | _Graph = _Exact(dim)
-        self._reserved = 0  # room asked for: the graph made as the shape crosses GRAPH_ABOVE takes it too
+        self._reserved = 0  # room asked for: the graph made as the shape next crosses GRAPH_ABOVE takes it too
 
     def __len__(self) -> int:
         return len(self._search)
@@ -165,6 +165,9 @@ class VectorIndex:
             search.add(ids, vectors)
             if crossing:
                 self._search = _Graph(search, self._reserved)  # built from all of them in one batch
+                # taken: kept, the graph made as the shape grew back past GRAPH_ABOVE, long after, was of the
+                # restore's size, which took it back to the matrix at the next removal (see VectorIndex.remove)
+                self._reserved = 0
         except BaseException:
             # out of memory, most likely (the graph's build, a rebuild's copy of the live vectors): taken back, as an
             # id left here that its caller never registered was found by lookups, and failed each for good
