@@ -252,8 +252,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--max-client-connections",
         type=positive_int,
         default=DEFAULT_CLIENT_MAX_CONNECTIONS,
-        help="ZeroMQ client connections open at once; past it, a new one is refused at its handshake and dials again"
-        f" until one ends (default {DEFAULT_CLIENT_MAX_CONNECTIONS:,})",
+        help="ZeroMQ client connections admitted at once; past it, a new one is refused at its handshake and dials"
+        f" again until one ends (default {DEFAULT_CLIENT_MAX_CONNECTIONS:,})",
     )
     p.add_argument(
         "--startup-timeout",

@@ -47,7 +47,7 @@ MAX_IMAGE_URL_TTL_S = 7 * 24 * 3600
 DEFAULT_LOCAL_WORKERS = 2
 # time enough for a ZeroMQ client whose connection dropped to connect again (--client-gone-grace)
 DEFAULT_CLIENT_GONE_GRACE_S = 10.0
-# ZeroMQ client connections open at once (--max-client-connections): within the 1,024 descriptors the engine keeps
+# ZeroMQ client connections admitted at once (--max-client-connections): within the 1,024 descriptors the engine keeps
 # beside its HTTP connections (engine/system/open_files.py) for its own files, these and workers started by hand, and
 # about 12 MB of libzmq's buffers. A client program needs one per ArgusClient (AsyncArgusClient: one for any number of
 # requests)

@@ -170,7 +170,7 @@ class EngineMetrics:
         )
         self.zmq_client_connections_refused = Counter(
             "argus_zmq_client_connections_refused",
-            "ZeroMQ client connections refused at their handshake: --max-client-connections were open",
+            "ZeroMQ client connections refused at their handshake: --max-client-connections were admitted",
             registry=r,
         )
         self.http_connections_refused = Counter(

@@ -200,7 +200,7 @@ class Engine:
         with bind_errors_named("--client-listen"):
             self.clients = ClientDoor(self, self._context, config.client_listen, client_keys, admits)
         self._resources.callback(self.clients.close)
-        self._zap.clients_full = self.clients.full
+        self._zap.client_slots = self.clients.slots
         # once both doors are bound: an address ZeroMQ cannot listen on is an error, not an open door to warn of
         keyed = self.api_keys is not None
         # the flags that would secure each: with --curve-secret given, the client socket lacks only --curve-allow

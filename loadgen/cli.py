@@ -10,6 +10,7 @@ module level: `argus` builds every sub-command's parser at each start.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -419,11 +420,17 @@ async def _main(args: argparse.Namespace, prepared: _Prepared) -> tuple[list[Rec
     if args.zmq:
         import zmq
 
+        from loadgen.zmq_check import zmq_refusal
+
         curve = client_keys(args.curve_secret, args.curve_server_key) if args.curve_secret else None
         try:
             client: LoadClient = ZmqLoadClient(args.zmq, options, curve)
         except (ValueError, zmq.ZMQError) as exc:  # ValueError: not an address (engine.client says what it takes)
             raise UsageError(f"--zmq: {exc}") from None
+        # every request would be refused alike, the run sent whole: a key not admitted, as a refused --api-key
+        if refused := await asyncio.to_thread(zmq_refusal, args.zmq, curve):
+            await client.close()
+            raise UsageError(f"--curve-secret {args.curve_secret}: {refused}" if curve else f"--zmq: {refused}")
     else:
         _allow_a_connection_each(args, len(schedule))
         client = HttpLoadClient(args.url, options, args.api_key)

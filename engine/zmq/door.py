@@ -24,8 +24,8 @@ With CURVE, a request is refused (unauthorized) unless the key it came with is
 admitted now: ZeroMQ checks a key only at the handshake, and a client whose key
 a reload (SIGHUP) removed was served for as long as it stayed connected.
 
-At most --max-client-connections are open at once (engine/zmq/client_connections.py); the next ones are refused at
-their handshake by the context's ZAP handler, which asks `full` (engine/zmq/zap_handler.py).
+At most --max-client-connections are admitted at once (engine/zmq/client_connections.py); the next ones are refused at
+their handshake by the context's ZAP handler, which asks `slots` (engine/zmq/zap_handler.py).
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ class ClientDoor:
             handover=True,
         )
         self._connections = ClientConnections(sock, engine.config.client_max_connections)
-        # whether a connection in its handshake finds the bound taken: the ZAP handler's thread asks
-        self.full = self._connections.full
+        # whether a connection in its handshake finds room: the ZAP handler's thread asks
+        self.slots = self._connections
         engine.metrics.zmq_client_connections.set_function(lambda: self._connections.open)
         self.endpoints = bind_all(sock, listen)
         self._files = SocketFiles(listen)
