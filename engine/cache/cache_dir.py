@@ -105,14 +105,22 @@ def load_saved_cache(
             " what was kept",
             counted(stats.evictions, "latent"),
             _size(config.max_bytes),
-            _size(config.directory_bytes),
+            _spill_budget(config),
         )
     return cache
 
 
 def _cache_arguments(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> tuple:
     spill = os.path.join(config.directory, "spill") if config.directory else None
-    return embedder.identity, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model
+    spill_bytes = 0 if config.read_only else config.directory_bytes
+    return embedder.identity, embedder.dim, levels, config.max_bytes, spill, spill_bytes, model
+
+
+def _spill_budget(config: CacheConfig) -> str:
+    """--cache-dir-bytes as the operator gave it: a read-only folder's forced 0 read as their figure (`0 bytes`)."""
+    if config.read_only and config.directory_bytes:
+        return f"{_size(config.directory_bytes)}, unused while the folder cannot be written"
+    return _size(config.directory_bytes)
 
 
 def remove_leftovers(directory: str) -> None:
@@ -157,7 +165,7 @@ def restore_only(config: CacheConfig) -> CacheConfig:
         config.directory,
         unused if config.directory_bytes else "",
     )
-    return dataclasses.replace(config, directory_bytes=0)
+    return dataclasses.replace(config, read_only=True)
 
 
 def warn_if_disk_short(config: CacheConfig) -> None:
