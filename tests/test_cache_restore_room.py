@@ -59,9 +59,10 @@ def test_a_read_only_cache_dir_names_the_spill_budget_the_operator_gave_as_unuse
     operator never gave, for their 1 MiB."""
     entries, lines = _restored(tmp_path, caplog, max_bytes=_room(4), read_only_spilling=1 << 20)
     assert entries == 4
-    assert lines[-1].startswith(
+    assert lines[-1] == (
         f"2 latents of the saved cache found no room (--cache-bytes {_room(4) / 1024:.1f} KiB, --cache-dir-bytes 1.0"
-        " MiB, unused while the folder cannot be written: "
+        " MiB, unused while the folder cannot be written): left out, the best ranked kept (LCBFU); the save is restored"
+        " anew, spilling, once the folder can be written, before it is saved over"
     )
 
 
