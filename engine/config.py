@@ -158,6 +158,9 @@ class CacheConfig:
     max_bytes: int = DEFAULT_CACHE_BYTES
     directory: str | None = None  # spill directory and warm-restart file
     directory_bytes: int = 0
+    # `directory` cannot be written but holds a save (cache_dir.restore_only): restored, and nothing spilled there,
+    # directory_bytes kept as the operator's figure for the messages that name it
+    read_only: bool = False
     # a checkpoint of the cache to `directory` this often (0: only at the drain), so a killed engine restarts warm
     save_interval_s: float = DEFAULT_SAVE_INTERVAL_S
     # --similarity-table, read and checked at start (engine/commands/serve_checks.py); None: the

@@ -112,6 +112,20 @@ def test_a_latent_larger_than_every_budget_is_said_once(tmp_path, caplog):
     store.close()
 
 
+def test_a_latent_larger_than_memory_without_a_spill_budget_is_said_too_large_naming_no_disk_budget(tmp_path, caplog):
+    """Spilling off (no --cache-dir-bytes, or a --cache-dir that cannot be written, whatever it was) was said as
+    "its disk budget (0, --cache-dir-bytes)": for a read-only folder, a figure the operator never gave."""
+    store = LatentStore(300, str(tmp_path), 0)
+    with caplog.at_level("WARNING", logger="argus.cache"):
+        store.put((1, 5), np.zeros(200, np.float16))  # 400 bytes
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith(
+        "a latent of 400 bytes is larger than the cache's memory budget (300 bytes, --cache-bytes) and it spills none:"
+        " not cached"
+    )
+    store.close()
+
+
 @pytest.mark.parametrize(
     "contents",
     [b"short", LATENT.tobytes() + b"more", np.full_like(LATENT, np.nan).tobytes()],

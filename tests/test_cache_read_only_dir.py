@@ -9,11 +9,17 @@ import os
 import subprocess
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
-from test_cache_warm_restart import generate, start
+from cache_room import room
+from test_cache_warm_restart import SDXL_SHAPED, generate, start
 from waiting import wait_for
 
+from engine.cache.embedders import HashEmbedder
 from engine.cache.persistence import FILE_NAME
+from engine.client import ArgusClient
+from protocols.client_messages import Images
+from workers.limits import DEFAULT_LEVELS, SDXL_LATENTS, latent_shape
 
 
 @contextmanager
@@ -90,4 +96,62 @@ def test_a_refused_save_that_cannot_be_set_aside_is_said_in_one_line_and_left_as
     assert (cache_dir / FILE_NAME).read_bytes() == b"not a prompt cache"
     log = engine.log_path.read_text()
     assert log.count("refused the saved prompt cache") == 1 and "it cannot be set aside" in log
+    assert "Traceback" not in log
+
+
+def ask(engine, prompt: str) -> Images:
+    """A short run: its latent cached at level 5 alone (level 10 is past any level's share of the run)."""
+    with ArgusClient(engine.client_address, timeout_s=60) as client:
+        reply = client.generate(prompt, width=512, height=512, seed=1, steps=11)
+    assert isinstance(reply, Images), reply
+    return reply
+
+
+@pytest.mark.parametrize("interval", ["0.5", "0"], ids=["a checkpoint", "the drain's save"])
+def test_a_save_restored_without_spilling_is_restored_anew_before_it_is_written_over(tmp_path, interval):
+    """Restored from a read-only folder with spilling off, the latents that had been spilled found no room in memory
+    and were left out; once the folder could be written again, the next checkpoint wrote the save over with what
+    memory had kept: the spilled prompts lost, where a restart once the disk was fixed restored them."""
+    cache_dir = tmp_path / "cache"
+    fox, whale, cat = "a red fox in the snow", "a blue whale under the sea", "a black cat on a wall"
+    # SD-XL's latents at 512x512 (32 KiB, float16), each larger than a prompt's own bytes (12 KiB)
+    latent = int(np.prod(latent_shape("sim", 512, 512, SDXL_LATENTS))) * 2
+    # memory holds the three prompts and one latent: the others go to disk
+    memory = room(latent, [fox, whale, cat], HashEmbedder().dim, DEFAULT_LEVELS)
+    budgets = ("--cache-bytes", str(memory), "--cache-dir-bytes", "1000000", *SDXL_SHAPED)
+    first = start(tmp_path, cache_dir, *budgets)
+    try:
+        for prompt in (fox, whale):
+            ask(first, prompt)
+    finally:
+        assert first.stop() == 0
+    assert f"prompt cache saved to {cache_dir}: 2 prompts" in first.log_path.read_text()
+
+    with read_only(cache_dir):
+        engine = start(tmp_path, cache_dir, *budgets, "--cache-save-interval", interval, wait=False)
+        try:
+            engine.wait_ready(1, timeout_s=120)
+            ask(engine, cat)
+            assert ask(engine, cat).images[0].similarity == pytest.approx(1.0)  # cached: memory's one prompt now
+        except BaseException:
+            engine.stop()
+            raise
+    what = "checkpointed" if interval != "0" else "saved"
+
+    def saves() -> list[str]:
+        lines = engine.log_path.read_text().splitlines()
+        return [line for line in lines if f"prompt cache {what} to {cache_dir}: " in line]
+
+    try:
+        assert interval == "0" or wait_for(saves, timeout_s=60), engine.log()
+    finally:
+        assert engine.stop() == 0
+    # the save's two prompts, restored anew with spilling, and the one cached since; before, memory's one
+    assert f"{what} to {cache_dir}: 3 prompts in" in saves()[0]
+    log = engine.log_path.read_text()
+    assert (
+        "1 latent of the saved cache found no room" in log
+        and "--cache-dir-bytes 1.0 MiB, unused while the folder" in log
+    )
+    assert f"--cache-dir {cache_dir} can be written again: its saved cache is restored anew" in log
     assert "Traceback" not in log

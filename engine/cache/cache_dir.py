@@ -100,19 +100,33 @@ def load_saved_cache(
         # what the budgets held no room for: a restart with a lower --cache-bytes named what was kept alone, as if
         # the file held no more, and the next save wrote only that over it
         log.warning(
-            "%s of the saved cache found no room (--cache-bytes %s, --cache-dir-bytes %s: lower than it was saved"
-            " with, or spills the disk refused): left out, the best ranked kept (LCBFU); the next save holds only"
-            " what was kept",
+            "%s of the saved cache found no room (--cache-bytes %s, --cache-dir-bytes %s): left out, the best ranked"
+            " kept (LCBFU); %s",
             counted(stats.evictions, "latent"),
             _size(config.max_bytes),
-            _size(config.directory_bytes),
+            *_no_room_words(config),
         )
     return cache
 
 
 def _cache_arguments(config: CacheConfig, model: str, embedder: Embedder, levels: tuple[int, ...]) -> tuple:
     spill = os.path.join(config.directory, "spill") if config.directory else None
-    return embedder.identity, embedder.dim, levels, config.max_bytes, spill, config.directory_bytes, model
+    spill_bytes = 0 if config.read_only else config.directory_bytes
+    return embedder.identity, embedder.dim, levels, config.max_bytes, spill, spill_bytes, model
+
+
+def _no_room_words(config: CacheConfig) -> tuple[str, str]:
+    """--cache-dir-bytes as the operator gave it and why latents found no room, and what the next save holds. A
+    folder that cannot be written spills nothing whatever was given: said `0 bytes`, a figure nobody gave."""
+    if config.read_only and config.directory_bytes:
+        return (
+            f"{_size(config.directory_bytes)}, unused while the folder cannot be written",
+            "the save is restored anew, spilling, once the folder can be written, before it is saved over",
+        )
+    return (
+        f"{_size(config.directory_bytes)}: lower than it was saved with, or spills the disk refused",
+        "the next save holds only what was kept",
+    )
 
 
 def remove_leftovers(directory: str) -> None:
@@ -149,15 +163,36 @@ def writable(directory: str) -> bool:
 def restore_only(config: CacheConfig) -> CacheConfig:
     """For a --cache-dir that holds a save but cannot be written (a file system remounted read-only after a disk
     error, a permission): the save is restored, and nothing is spilled there; checkpoints fail, the save left as it
-    is, until the folder can be written again."""
-    unused = f"; no latent is spilled there (--cache-dir-bytes {_size(config.directory_bytes)} unused)"
+    is, until the folder can be written again (then writable_again)."""
+    unused = (
+        f"; no latent is spilled there (--cache-dir-bytes {_size(config.directory_bytes)} unused), and once it can"
+        " be, the save is restored anew, spilling, before it is saved over"
+    )
     log.warning(
         "--cache-dir %s cannot be written (read-only or permission denied): its saved cache is restored, and saves"
         " fail, leaving it as it is, until the folder can be written again%s",
         config.directory,
         unused if config.directory_bytes else "",
     )
-    return dataclasses.replace(config, directory_bytes=0)
+    return dataclasses.replace(config, read_only=True)
+
+
+def writable_again(config: CacheConfig) -> CacheConfig | None:
+    """The config to restore the save anew with, spilling, once a folder restore_only restored from without spilling
+    can be written again; None while it cannot, or when spilling was not given (the restore was the operator's).
+
+    Restored without spilling, the latents that had been spilled found no room in memory and were left out: saved
+    as it was, the cache wrote over the file without them, where a restart once the disk was fixed restored them."""
+    if not (config.read_only and config.directory_bytes and writable(config.directory)):
+        return None
+    log.warning(
+        "--cache-dir %s can be written again: its saved cache is restored anew, spilling up to --cache-dir-bytes %s,"
+        " and what was cached since joins it; saved from the next checkpoint on",
+        config.directory,
+        _size(config.directory_bytes),
+    )
+    warn_if_disk_short(config)
+    return dataclasses.replace(config, read_only=False)
 
 
 def warn_if_disk_short(config: CacheConfig) -> None:

@@ -281,12 +281,16 @@ class LatentStore:
     def _to_memory(self, key: Key, entry: StoredLatent, record: Record) -> None:
         if entry.nbytes > max(self.max_bytes, self.spill_bytes) and not self._said_too_large:
             self._said_too_large = True
+            # a spill budget of 0 is not named as --cache-dir-bytes: a --cache-dir that cannot be written spills
+            # nothing whatever the operator gave (cache_dir.restore_only), and "(0, --cache-dir-bytes)" named a figure
+            # they never set
+            disk = f"its disk budget ({self.spill_bytes}, --cache-dir-bytes)" if self.spill_bytes else "it spills none"
             log.warning(
-                "a latent of %d bytes is larger than the cache's memory budget (%d bytes, --cache-bytes) and its disk"
-                " budget (%d, --cache-dir-bytes): not cached, nor any other this large (said once)",
+                "a latent of %d bytes is larger than the cache's memory budget (%d bytes, --cache-bytes) and %s: not"
+                " cached, nor any other this large (said once)",
                 entry.nbytes,
                 self.max_bytes,
-                self.spill_bytes,
+                disk,
             )
         victims = self._room(self._memory, self.bytes_in_memory, self.max_bytes, entry.nbytes, record)
         if victims is None:

@@ -45,6 +45,7 @@ from engine.cache.cache_dir import (
     saved_file_identity,
     warn_if_disk_short,
     writable,
+    writable_again,
 )
 from engine.cache.embedders import Embedder, make_embedder
 from engine.cache.persistence import CacheFileError
@@ -344,6 +345,16 @@ class CacheService:
             return None
         if not self._still_owns(directory, final):
             return None
+        if self._config is not None and (spilling := writable_again(self._config)) is not None:
+            # a restore without spilling (restore_only) kept what memory held: restored anew before the file is
+            # written over
+            self._config, self._restoring = spilling, True
+            # as at a start, left while the folder could not be written (the folder is this engine's: _still_owns);
+            # on the restore's thread, before it reads
+            self._restorer.submit(remove_leftovers, spilling.directory)
+            self._start_restore()
+            # the drain's save: once handed over, saved as after any restore (not over a file it could not restore)
+            return self._snapshot(directory, final) if final else None
         if self._cache.changes == self._saved_changes:
             found = saved_file_identity(directory)
             if found is not None and found == self._saved_file:

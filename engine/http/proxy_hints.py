@@ -12,6 +12,7 @@ only compared with what the URLs name, and a difference is logged, at most once 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 from yarl import URL
@@ -37,9 +38,10 @@ class ProxyHints:
     def origin(self, request: web.Request) -> str:
         """request_origin(request) (ValueError when the Host header makes no URL), the mismatch logged."""
         origin = request_origin(request)
-        reached = _forwarded_origin(request, URL(origin))
-        if reached is None or reached == origin:
+        forwarded = _forwarded_origin(request, URL(origin))
+        if forwarded is None or forwarded[0] == origin:
             return origin
+        reached, named_by = forwarded
         held = self._lines.due("forwarded")
         if held is not None:
             log.warning(
@@ -48,7 +50,7 @@ class ProxyHints:
                 " where clients reach it (with the path the proxy serves it under, if any)%s",
                 request[REQUEST_ID],
                 cut_middle(reached, _QUOTED_CHARS, _QUOTED_CHARS // 2),
-                "Forwarded header" if request.headers.get(hdrs.FORWARDED) else "X-Forwarded-Host and -Proto",
+                named_by,
                 origin,
                 f"; {held} more such requests since the last such line" if held else "",
             )
@@ -58,21 +60,32 @@ class ProxyHints:
 PROXY_HINTS_KEY = web.AppKey("proxy_hints", ProxyHints)
 
 
-def _forwarded_origin(request: web.Request, made: URL) -> str | None:
+def _forwarded_origin(request: web.Request, made: URL) -> tuple[str, str] | None:
     """Where the proxy nearest the client says the client reached it, as an origin (`made`'s scheme or host where the
-    headers name none), or None when they name neither or name no URL."""
+    headers name none), and the headers that said it; None when they name neither or name no URL."""
     forwarded = next(iter(request.forwarded), {}) if request.headers.get(hdrs.FORWARDED) else {}
-    proto = (forwarded.get("proto") or _first(request, hdrs.X_FORWARDED_PROTO)).lower()
-    host = forwarded.get("host") or _first(request, hdrs.X_FORWARDED_HOST)
+    proto, proto_from = _said(request, forwarded, "proto", hdrs.X_FORWARDED_PROTO)
+    host, host_from = _said(request, forwarded, "host", hdrs.X_FORWARDED_HOST)
     # what names no URL says nothing of where the client is: a proxy writes a scheme and a host[:port]
-    proto = proto if proto in ("http", "https") else ""
+    proto = proto.lower() if proto.lower() in ("http", "https") else ""
     host = host if HOST_HEADER.fullmatch(host) else ""
     if not (proto or host):
         return None
     try:
-        return str(URL.build(scheme=proto or made.scheme, authority=host or made.raw_authority).origin())
+        origin = str(URL.build(scheme=proto or made.scheme, authority=host or made.raw_authority).origin())
     except ValueError:  # a port out of range
         return None
+    # the headers the quoted values came from: a Forwarded of for= alone beside X-Forwarded-Host was named as the
+    # source of a host it never carried, and the operator looked for it in the wrong proxy's settings
+    named_by = [source for value, source in ((proto, proto_from), (host, host_from)) if value]
+    return origin, " and ".join(named_by)
+
+
+def _said(request: web.Request, forwarded: Mapping[str, str], parameter: str, header: str) -> tuple[str, str]:
+    """A Forwarded `parameter`'s value, else `header`'s first, and where it was read."""
+    if value := forwarded.get(parameter):
+        return value, f"Forwarded {parameter}="
+    return _first(request, header), header
 
 
 def _first(request: web.Request, header: str) -> str:
