@@ -11,13 +11,15 @@ aiohttp whose RequestHandler takes other arguments is served as is, its plain te
 Its C parser, the usual one, also meets a bad chunk of a body being read that way: it queues the error as the next
 message and leaves the body unfinished, so the request's handler waited out the body's 30 s for a 408, the 400 never
 written (aiohttp's Python parser fails the body with it). The body is failed here as the Python parser fails it, so
-the handler answers it at once. That reads aiohttp's queue of parsed messages, none of it public: an aiohttp without
-it is served without this (said once at start), a bad chunk answered 408 as before.
+the handler answers it at once, whatever segments its head and the bad chunk came in. That reads aiohttp's queue of
+parsed messages, none of it public: an aiohttp without it is served without this (said once at start), a bad chunk
+answered 408 as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +36,7 @@ request_log = logging.getLogger("argus.requests")
 log = logging.getLogger("argus.http")
 
 # what failing a body read the C parser's way needs of aiohttp's RequestHandler, none of it public
-_AIOHTTP_STATE = ("_messages", "_current_request")
+_AIOHTTP_STATE = ("_messages",)
 # aiohttp's words for a head of more than its max_headers, a BadHttpMessage like any other: its text tells it apart (in
 # other words, it would be answered a 400 malformed_request, as every other message aiohttp cannot parse)
 _TOO_MANY_HEADERS = "Too many headers received"
@@ -61,7 +63,12 @@ def _refusal(exc: HttpProcessingError, max_line_bytes: int, max_headers: int) ->
 
 
 class _JsonParseErrors(RequestHandler):
-    __slots__ = ()
+    __slots__ = ("_latest_body",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # the body of the latest request parsed, the one a chunk that does not parse belongs to if it is not whole
+        self._latest_body: Any = None
 
     def handle_error(
         self,
@@ -87,18 +94,34 @@ class _JsonParseErrors(RequestHandler):
         if not _BODIES_FAILED:
             super().data_received(data)
             return
+        # the C parser drops a head parsed in the segment whose body then fails to parse, and the message is refused
+        # whole, never counted: the same request with its bad chunk in a later segment was a request refused and
+        # counted. Fed apart, the head is a request whatever the segments (a split in a body changes nothing)
+        head_ends = data.find(b"\r\n\r\n") + 4
+        if 3 < head_ends < len(data):
+            self._fed(data[:head_ends])
+            data = data[head_ends:]
+        self._fed(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._latest_body = None
+        super().connection_lost(exc)
+
+    def _fed(self, data: bytes) -> None:
         queued = len(self._messages)
         super().data_received(data)
-        if len(self._messages) <= queued:
-            return
-        # aiohttp's _ErrInfo for a message it could not parse, or a request parsed (which has no `exc`)
-        error = getattr(self._messages[-1][0], "exc", None)
-        if not isinstance(error, HttpProcessingError):
-            return
-        # the body being read when the parser failed: the last request's, queued or being handled
-        body = self._messages[-2][1] if len(self._messages) > 1 else None
-        if body is None and self._current_request is not None:
-            body = self._current_request.content
+        for message, body in itertools.islice(self._messages, queued, None):
+            # aiohttp's _ErrInfo for a message it could not parse, or a request parsed (which has no `exc`)
+            error = getattr(message, "exc", None)
+            if isinstance(error, HttpProcessingError):
+                self._fail_latest_body(error)
+            else:
+                self._latest_body = body
+
+    def _fail_latest_body(self, error: HttpProcessingError) -> None:
+        # the body being read when the parser failed: the latest request's, queued, being handled, or between the
+        # two (taken from the queue, its handler not yet run: a bad chunk that came then was waited on for the 408)
+        body, self._latest_body = self._latest_body, None
         if body is not None and not body.is_eof():
             failure = web.RequestPayloadError(MALFORMED_BODY)
             failure.__cause__ = error  # as the Python parser's: what its log filter (engine/http/api.py) tells apart
