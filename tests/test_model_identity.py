@@ -156,32 +156,34 @@ def test_without_a_model_it_can_read_the_engine_serves_the_first_worker_s_and_re
     once its first worker names the model: a copy of the model at another path is served the saved latents, another
     model gets none."""
     flags = ("--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana")
-    engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
-    first, second = sdxl_worker(engine.worker_address, models["a"], "first"), None
+    # the worker of model b the last engine serves, started now on that engine's port: it loads its model (seconds of
+    # imports) while the engines before it serve, and says hello once its engine is up
+    b_port = free_port()
+    b_worker = sdxl_worker(f"tcp://127.0.0.1:{b_port}", models["b"], "b")
     try:
-        engine.wait_ready(1)
-        # named after first: its imports overlap the generation
-        second = sdxl_worker(engine.worker_address, models["b"], "second")
-        assert generate(engine).images[0].similarity is None  # an empty cache: a miss, saved at the drain
-        err = refused(second)
-        served = folder_model_id(models["a"])
-        assert f"this engine serves {served!r} (named by first/" in err and "the first worker it welcomed" in err
-    finally:
-        if second is not None:
-            second.kill()  # refused() reaped it, unless the generation failed first
-        stop(first)
-        assert engine.stop() == 0
-    for model, similarity in (("a_copy", pytest.approx(1.0)), ("b", None)):
-        port = copy_port if model == "a_copy" else None  # the worker of a_copy, up already
-        engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False, worker_port=port)
-        worker = None if port else sdxl_worker(engine.worker_address, models[model], model)
+        # the worker of a_copy, up already, the first this engine welcomes
+        engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False, worker_port=copy_port)
+        second = None
         try:
             engine.wait_ready(1)
-            assert generate(engine).images[0].similarity == similarity, model
+            second = sdxl_worker(engine.worker_address, models["b"], "second")  # its imports overlap the generation
+            assert generate(engine).images[0].similarity is None  # an empty cache: a miss, saved at the drain
+            err = refused(second)
+            served = folder_model_id(models["a"])
+            assert f"this engine serves {served!r} (named by copy/" in err and "the first worker it welcomed" in err
         finally:
-            if worker is not None:
-                stop(worker)
+            if second is not None:
+                second.kill()  # refused() reaped it, unless the generation failed first
             assert engine.stop() == 0
+        for port, similarity in ((copy_port, pytest.approx(1.0)), (b_port, None)):
+            engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False, worker_port=port)
+            try:
+                engine.wait_ready(1)
+                assert generate(engine).images[0].similarity == similarity, port
+            finally:
+                assert engine.stop() == 0
+    finally:
+        stop(b_worker)
     assert f"model {folder_model_id(models['a'])!r}; this cache uses" in engine.log_path.read_text()
 
 
