@@ -47,12 +47,15 @@ print(load_backend(WorkerConfig("tcp://127.0.0.1:9", "w", backend="tiny")).descr
 """
 
 
-def test_one_model_has_one_identity_in_every_process(models, tmp_path):
-    """diffusers lists a config's fields left at their defaults in a set's order, which differs from one process
-    to the next: an engine's two local tiny workers were refused as two models."""
+@pytest.fixture(scope="module", autouse=True)
+def named_in_two_processes(tmp_path_factory):
+    """Two processes that each save the tiny model in a folder of their own here and name it, under hash seeds 1 and 2,
+    started with the module: each spends seconds importing torch and diffusers, beside the other tests. Yields that
+    folder and the two processes."""
+    folder = tmp_path_factory.mktemp("named")
     naming = [
         subprocess.Popen(
-            [sys.executable, "-c", _NAME_IN_A_PROCESS, str(tmp_path / hash_seed)],
+            [sys.executable, "-c", _NAME_IN_A_PROCESS, str(folder / hash_seed)],
             env={**os.environ, "PYTHONHASHSEED": hash_seed},
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -60,18 +63,11 @@ def test_one_model_has_one_identity_in_every_process(models, tmp_path):
             text=True,
         )
         for hash_seed in ("1", "2")
-    ]  # side by side: each spends seconds importing torch and diffusers
-    try:
-        outputs = [process.communicate(timeout=300) for process in naming]
-    finally:
-        for process in naming:
-            process.kill()
-    named = []
-    for process, (out, err) in zip(naming, outputs, strict=True):
-        assert process.returncode == 0, err
-        named.append(out.split()[-1])
-    assert named[0] == named[1]
-    assert folder_model_id(str(tmp_path / "1")) == folder_model_id(str(tmp_path / "2")) == folder_model_id(models["a"])
+    ]
+    yield folder, naming
+    for process in naming:
+        process.kill()
+        process.wait()
 
 
 def sdxl_worker(address: str, model: str, worker_id: str) -> subprocess.Popen:
@@ -215,3 +211,16 @@ def test_a_model_id_that_cannot_be_served_is_refused_at_start(models, flags, say
     named = {"{a}": models["a"], "{b}": folder_model_id(models["b"])}
     assert main(["serve", "--workers", "0", *(named.get(flag, flag) for flag in flags)]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_one_model_has_one_identity_in_every_process(models, named_in_two_processes):
+    """diffusers lists a config's fields left at their defaults in a set's order, which differs from one process
+    to the next: an engine's two local tiny workers were refused as two models."""
+    folder, naming = named_in_two_processes
+    outputs = [process.communicate(timeout=300) for process in naming]
+    named = []
+    for process, (out, err) in zip(naming, outputs, strict=True):
+        assert process.returncode == 0, err
+        named.append(out.split()[-1])
+    assert named[0] == named[1]
+    assert folder_model_id(str(folder / "1")) == folder_model_id(str(folder / "2")) == folder_model_id(models["a"])
