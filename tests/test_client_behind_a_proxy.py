@@ -20,40 +20,37 @@ def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
-def _down_while_turned_away(engine, proxy: DroppingProxy, tmp_path):
-    """Stops the engine, lets the proxy turn the client's dials away more times than would refuse an address that is
+def _down_while_turned_away(engine, proxies: list[DroppingProxy], tmp_path):
+    """Stops the engine, lets each proxy turn its client's dials away more times than would refuse an address that is
     no engine's, and starts another engine on the same address."""
     assert engine.stop() == 0
-    turned_away = proxy.turned_away
-    assert wait_for(lambda: proxy.turned_away >= turned_away + 2 * _SILENT_FAILURES)
+    turned_away = [proxy.turned_away for proxy in proxies]
+    for proxy, before in zip(proxies, turned_away, strict=True):
+        assert wait_for(lambda proxy=proxy, before=before: proxy.turned_away >= before + 2 * _SILENT_FAILURES)
     return start_engine(tmp_path, *_SIM, backend="sim", workers=1, client_port=_port(engine.client_address))
 
 
-def test_a_sync_client_is_served_by_the_engine_back_behind_the_proxy(tmp_path):
-    engines = [start_engine(tmp_path, *_SIM, backend="sim", workers=1)]
-    proxy = DroppingProxy(_port(engines[0].client_address))
-    try:
-        with ArgusClient(proxy.address, timeout_s=60) as client:
-            assert isinstance(client.generate("before", width=64, height=64), Images)
-            engines.append(_down_while_turned_away(engines[0], proxy, tmp_path))
-            reply = client.generate("after", width=64, height=64)  # was ConnectionRefusedError
-            assert isinstance(reply, Images), reply
-    finally:
-        proxy.close()
-        for engine in engines:
-            engine.stop()
-
-
-async def test_an_async_client_is_served_by_the_engine_back_behind_the_proxy(tmp_path):
+async def test_a_sync_and_an_async_client_are_served_by_the_engine_back_behind_a_proxy_each(tmp_path):
+    """One engine's stop and restart for both kinds of client, each behind a proxy of its own (which counts the dials
+    it turns away for that client alone)."""
     engines = [await asyncio.to_thread(start_engine, tmp_path, *_SIM, backend="sim", workers=1)]
-    proxy = DroppingProxy(_port(engines[0].client_address))
+    proxies = [DroppingProxy(_port(engines[0].client_address)) for _ in range(2)]
     try:
-        async with AsyncArgusClient(proxy.address) as client:
-            assert isinstance(await asyncio.wait_for(client.generate("before", width=64, height=64), 60), Images)
-            engines.append(await asyncio.to_thread(_down_while_turned_away, engines[0], proxy, tmp_path))
-            reply = await asyncio.wait_for(client.generate("after", width=64, height=64), 60)
-            assert isinstance(reply, Images), reply  # was ConnectionRefusedError
+        with ArgusClient(proxies[0].address, timeout_s=60) as sync_client:
+            async with AsyncArgusClient(proxies[1].address) as async_client:
+                before = await asyncio.to_thread(sync_client.generate, "before", width=64, height=64)
+                assert isinstance(before, Images), before
+                assert isinstance(
+                    await asyncio.wait_for(async_client.generate("before", width=64, height=64), 60), Images
+                )
+                engines.append(await asyncio.to_thread(_down_while_turned_away, engines[0], proxies, tmp_path))
+                replies = await asyncio.gather(
+                    asyncio.to_thread(sync_client.generate, "after", width=64, height=64),
+                    asyncio.wait_for(async_client.generate("after", width=64, height=64), 60),
+                )
+        assert all(isinstance(reply, Images) for reply in replies), replies  # was ConnectionRefusedError, each
     finally:
-        proxy.close()
+        for proxy in proxies:
+            proxy.close()
         for engine in engines:
             await asyncio.to_thread(engine.stop)

@@ -15,6 +15,9 @@ from engine.client.link import Retries
 from engine_process import start_engine
 from protocols.client_messages import Busy, Cancelled, Error, Generate, Images
 
+# the tests marked own_engine find theirs started while the tests before them ran (tests/engines_ahead.py)
+pytestmark = pytest.mark.usefixtures("engines_ahead")
+
 
 @pytest.fixture(scope="module")
 def one_place(tmp_path_factory):
@@ -106,13 +109,14 @@ def test_retries_must_be_a_whole_number_of_0_or_more(retries):
             make()
 
 
-def test_calls_get_through_a_restart_with_retries_and_get_the_drains_answers_without(tmp_path):
+@pytest.mark.own_engine("--time-scale", "1", "--shutdown-timeout", "4", backend="sim", workers=1)
+def test_calls_get_through_a_restart_with_retries_and_get_the_drains_answers_without(tmp_path, own_engine):
     """An engine SIGTERMed with requests in flight, and more sent as it drains, then a new engine started on its
     address (a restart, a rolling deploy): with retries, every call is answered by the new engine. A call cut off by the
     drain's end came back Cancelled, one sent during the drain shutting_down, whatever `retries` said; without
     retries, so they still do."""
     # images that outlast the drain: those in flight are cancelled at its end, and it runs its full 4 s
-    first = start_engine(tmp_path, "--time-scale", "1", "--shutdown-timeout", "4", backend="sim", workers=1)
+    first = own_engine
     slow = {"width": 1024, "height": 1024, "steps": 200}
     second = []
 

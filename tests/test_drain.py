@@ -162,11 +162,12 @@ def test_replies_written_before_a_stop_reach_a_client_that_reads_slowly(own_engi
         context.term()
 
 
-def test_a_client_gets_every_reply_when_the_drain_cancels_all_its_requests_at_once(tmp_path):
+@pytest.mark.own_engine("--shutdown-timeout", "0", "--max-queue", "1000", workers=0, backend="sim")
+def test_a_client_gets_every_reply_when_the_drain_cancels_all_its_requests_at_once(own_engine):
     """A client may have --max-queue requests admitted, and the end of a drain answers them all in one go: before,
     a client that had left some images unread (fewer than the 256 of one that does not read) lost most of them."""
     images, waiting = 100, 900
-    engine = start_engine(tmp_path, "--shutdown-timeout", "0", "--max-queue", "1000", workers=0, backend="sim")
+    engine = own_engine
     worker = start_worker(engine.worker_address, "sim", "--time-scale", "0", "--worker-id", "by-hand")
     codec = client_side_codec()
     context = zmq.Context()

@@ -83,9 +83,11 @@ def test_a_retry_counts_again_once_the_worker_made_an_image_and_on_another_worke
 
 
 @pytest.mark.timeout(120)
-def test_openai_clients_retries_of_a_request_that_fails_on_its_own_account_take_no_worker_out(tmp_path):
+def test_openai_clients_retries_of_a_request_that_fails_on_its_own_account_take_no_worker_out(tmp_path, monkeypatch):
     """Two workers started by hand that fail only prompts saying "poison"; the SDK sends each of 3 such requests 3
     times: before, the worker that failed one 3 times in a row was out of rotation for 10 s."""
+    # the SDK's pauses before its retries (0.5 then 1 s, each request): what it sends counts here, not when
+    monkeypatch.setattr(OpenAI, "_calculate_retry_timeout", lambda *_: 0.01)
     engine = start_engine(tmp_path, workers=0, backend="sim")
     command = [sys.executable, str(FAILING_WORKER), "--connect", engine.worker_address, "--answer", "poison"]
     workers = [subprocess.Popen([*command, "--worker-id", name]) for name in ("gpu-a", "gpu-b")]

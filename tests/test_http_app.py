@@ -2,21 +2,23 @@
 (Request ids: tests/test_request_ids.py.)"""
 
 import asyncio
-import functools
 import json
 import threading
 from types import SimpleNamespace
 
 import aiohttp
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from engine import server
 from engine.config import EngineConfig
 from engine.http import api as http_api
 from engine.http.api import build_app
+from engine.http.parse_errors import json_parse_errors
 from engine.metrics import EngineMetrics
 from engine.server import Engine
 from engine_process import connect_when_listening, free_port, in_process_config
+
+LINGER_1_S = {"lingering_time": 1.0}
 
 
 async def test_a_failure_inside_the_engine_is_a_json_500_in_the_api_error_shape():
@@ -43,8 +45,10 @@ async def test_a_body_that_stops_coming_is_a_408_that_closes_the_connection(tmp_
     timeout."""
     monkeypatch.setattr(http_api, "BODY_READ_S", 0.5)
     # the 408 is answered at once; aiohttp then reads on for the rest of the body for up to its lingering_time (10 s)
-    # before it closes: 1 s here, the wait the read to the end below spent most of this test in
-    monkeypatch.setattr(web, "AppRunner", functools.partial(web.AppRunner, lingering_time=1.0))
+    # before it closes: 1 s here, the wait the read to the end below spent most of this test in. Given to the protocol
+    # the engine makes with its runner's handler arguments (engine/http/parse_errors.py), not to the runner: one given
+    # to the runner alone was never used, and the test waited the 10 s
+    monkeypatch.setattr(server, "json_parse_errors", lambda runs, args: json_parse_errors(runs, args | LINGER_1_S))
     port = free_port()
     engine = Engine(in_process_config(tmp_path, port=port))
     running = asyncio.create_task(engine.run())

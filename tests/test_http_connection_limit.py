@@ -22,6 +22,9 @@ from engine.http.connection_limit import MAX_LINGERING, ConnectionLimit, _refusa
 from engine.server import Engine
 from engine_process import connect_when_listening, free_port, in_process_config, start_engine
 
+# the tests marked own_engine find theirs started while the tests before them ran (tests/engines_ahead.py)
+pytestmark = pytest.mark.usefixtures("engines_ahead")
+
 
 def connect(engine) -> socket.socket:
     address = urlsplit(engine.http)
@@ -86,12 +89,13 @@ def held_within_the_bound(engine) -> socket.socket:
         held.close()
 
 
-def test_a_client_still_sending_its_request_when_refused_reads_the_503(tmp_path):
+@pytest.mark.own_engine("--max-connections", "1", "--time-scale", "0", workers=1, backend="sim")
+def test_a_client_still_sending_its_request_when_refused_reads_the_503(own_engine):
     """An HTTP client writes a POST's body after its headers. The engine closed a connection it refused as soon as
     it had written the 503: what came after was answered with a reset, and the client's next write failed (a broken
     pipe, or a connection reset), so it never read the 503 nor its Retry-After. Here the body is sent once the 503
     has come, as it is whenever the refusal is written before the client is done sending."""
-    engine = start_engine(tmp_path, "--max-connections", "1", "--time-scale", "0", workers=1, backend="sim")
+    engine = own_engine
     body = json.dumps({"prompt": "a lighthouse", "size": "64x64"}).encode()
     head = (
         "POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -139,13 +143,17 @@ def test_the_refusal_says_a_request_id_the_openai_client_reads_and_the_engine_lo
         assert engine.stop() == 0
 
 
-def test_connections_held_open_leave_the_engine_the_files_to_start_a_worker_again(tmp_path):
-    # the engine under a hard limit of 600 open files; the test holds more connections than that
-    limit, flood = 600, 700
+# the engine's hard limit on open files in the test below; the test holds more connections than that
+ENGINE_OPEN_FILES = 600
+
+
+@pytest.mark.own_engine("--time-scale", "0", workers=1, backend="sim", open_files=ENGINE_OPEN_FILES)
+def test_connections_held_open_leave_the_engine_the_files_to_start_a_worker_again(own_engine):
+    limit, flood = ENGINE_OPEN_FILES, 700
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < flood + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, flood + 100), hard))
-    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim", open_files=limit)
+    engine = own_engine
     try:
         bound = int(re.search(r"at most (\d+) connections at once", whole_log(engine))[1])
         assert bound < limit - 100  # room for the engine's own files and its worker

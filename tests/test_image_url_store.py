@@ -6,9 +6,13 @@ store, and every 404 said "it may have expired"."""
 import json
 import urllib.request
 
+import pytest
 from waiting import wait_for
 
 from engine_process import start_engine
+
+# the tests marked own_engine find theirs started while the tests before them ran (tests/engines_ahead.py)
+pytestmark = pytest.mark.usefixtures("engines_ahead")
 
 
 def url_image(engine) -> str:
@@ -56,8 +60,9 @@ def test_a_small_store_evicts_the_oldest_image_counts_it_and_says_which_flag_to_
         assert engine.stop() == 0
 
 
-def test_a_short_ttl_ends_an_image_url_and_the_404_names_the_ttl_flag(tmp_path):
-    engine = start_engine(tmp_path, "--time-scale", "0", "--image-url-ttl", "0.5", workers=1, backend="sim")
+@pytest.mark.own_engine("--time-scale", "0", "--image-url-ttl", "0.5", workers=1, backend="sim")
+def test_a_short_ttl_ends_an_image_url_and_the_404_names_the_ttl_flag(own_engine):
+    engine = own_engine
     try:
         path = url_image(engine)
         assert wait_for(lambda: not_found(engine, path) is not None)  # kept for an hour before
@@ -75,10 +80,11 @@ def test_a_short_ttl_ends_an_image_url_and_the_404_names_the_ttl_flag(tmp_path):
         assert engine.stop() == 0
 
 
-def test_an_image_url_of_an_engine_since_restarted_says_so(tmp_path):
+@pytest.mark.own_engine("--time-scale", "0", workers=1, backend="sim")
+def test_an_image_url_of_an_engine_since_restarted_says_so(tmp_path, own_engine):
     """Its 404 said "it expired (--image-url-ttl), was removed sooner to make room (--image-url-store-bytes), or never
     was": neither flag keeps an image across a restart, nor on an engine beside it behind a load balancer."""
-    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim")
+    engine = own_engine
     try:
         path = url_image(engine)
     finally:

@@ -34,6 +34,9 @@ from workers import config as worker_config
 from workers.cannot_serve import REASON_FD_ENV
 from workers.config import WorkerConfig, usable_cpus
 
+# the tests marked own_engine find theirs started while the tests before them ran (tests/engines_ahead.py)
+pytestmark = pytest.mark.usefixtures("engines_ahead")
+
 
 def sample(engine: Engine, name: str, **labels: str) -> float:
     return engine.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -370,19 +373,19 @@ def test_a_hello_under_a_slots_id_is_refused_before_the_launcher_has_started_the
     assert slots.refusal("remote-0", os.getpid()) is None
 
 
-def test_the_workers_an_engine_starts_log_at_its_log_level(tmp_path):
+@pytest.mark.own_engine("--time-scale", "0", workers=1, backend="sim", argus_options=("--log-level", "WARNING"))
+def test_the_workers_an_engine_starts_log_at_its_log_level(own_engine):
     """`argus --log-level WARNING serve` left its workers at INFO: their lines ('loading the sim backend', 'ready')
     filled the log it was told to quiet."""
-    options = ("--log-level", "WARNING")
-    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim", argus_options=options)
+    engine = own_engine
     assert engine.stop() == 0  # its worker said hello first (start_engine waits for it)
     assert " INFO " not in engine.log_path.read_text(), engine.log()
 
 
-def test_an_engine_and_its_workers_log_json_lines_with_log_format_json(tmp_path):
+@pytest.mark.own_engine("--time-scale", "0", workers=1, backend="sim", argus_options=("--log-format", "json"))
+def test_an_engine_and_its_workers_log_json_lines_with_log_format_json(own_engine):
     """For a log collector: every line one record, its fields by name (a traceback's lines inside its record)."""
-    options = ("--log-format", "json")
-    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim", argus_options=options)
+    engine = own_engine
     assert engine.stop() == 0
     records = [json.loads(line) for line in engine.log_path.read_text().splitlines()]
     assert all({"timestamp", "level", "logger", "pid", "message"} <= set(record) for record in records), records

@@ -5,7 +5,6 @@ calls waited for their timeout, or for ever without one."""
 import asyncio
 import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 import pytest
@@ -38,43 +37,36 @@ def _lost(reply) -> bool:
     return isinstance(reply, Error) and reply.code == "request_lost"
 
 
-def test_a_sync_call_in_flight_when_the_engine_is_killed_is_answered_by_the_engine_that_replaces_it(tmp_path):
-    first = start_engine(tmp_path, *_SLOW, backend="sim", workers=1)
-    second = None
-    try:
-        with ArgusClient(first.client_address, timeout_s=120) as client, ThreadPoolExecutor(1) as caller:
-            call = caller.submit(client.generate, "in flight", width=64, height=64)
-            assert wait_for(lambda: first.metric("argus_queued_images") == 1)
-            second = _killed_and_replaced(first, tmp_path)
-            reply = call.result(timeout=110)
-            assert _lost(reply), reply  # was a TimeoutError after 120 s
-            assert "sending it again is safe" in reply.message
-            assert isinstance(client.generate("again", width=64, height=64), Images)
-    finally:
-        for engine in (first, second):
-            if engine is not None:
-                engine.stop()
-
-
-def test_async_calls_in_flight_when_the_engine_is_killed_are_answered_and_the_client_serves_on(tmp_path):
-    first = start_engine(tmp_path, *_SLOW, backend="sim", workers=1)
+async def test_calls_in_flight_when_the_engine_is_killed_are_answered_by_the_engine_that_replaces_it(tmp_path):
+    """A sync client's call and an async client's three, in flight together at one engine's kill: each is answered
+    request_lost by its replacement (a TimeoutError after 120 s before, or a wait for ever), and each client serves
+    on."""
+    first = await asyncio.to_thread(start_engine, tmp_path, *_SLOW, backend="sim", workers=1)
     replaced = []
 
-    async def scenario():
-        async with AsyncArgusClient(first.client_address) as client:
-            calls = [asyncio.create_task(client.generate(f"in flight {i}", width=64, height=64)) for i in range(3)]
-            assert await asyncio.to_thread(wait_for, lambda: first.metric("argus_queued_images") == 3)
-            replaced.append(await asyncio.to_thread(_killed_and_replaced, first, tmp_path))
-            replies = await asyncio.wait_for(asyncio.gather(*calls), 110)  # waited for ever before
-            assert all(_lost(reply) for reply in replies), replies
-            assert isinstance(await asyncio.wait_for(client.generate("after", width=64, height=64), 60), Images)
-
     try:
-        asyncio.run(scenario())
+        with ArgusClient(first.client_address, timeout_s=120) as sync_client:
+            async with AsyncArgusClient(first.client_address) as client:
+                sync_call = asyncio.ensure_future(
+                    asyncio.to_thread(sync_client.generate, "in flight", width=64, height=64)
+                )
+                calls = [
+                    asyncio.ensure_future(client.generate(f"in flight {i}", width=64, height=64)) for i in range(3)
+                ]
+                assert await asyncio.to_thread(wait_for, lambda: first.metric("argus_queued_images") == 4)
+                replaced.append(await asyncio.to_thread(_killed_and_replaced, first, tmp_path))
+                reply = await asyncio.wait_for(sync_call, 110)
+                assert _lost(reply), reply
+                assert "sending it again is safe" in reply.message
+                replies = await asyncio.wait_for(asyncio.gather(*calls), 110)
+                assert all(_lost(reply) for reply in replies), replies
+                again = await asyncio.to_thread(sync_client.generate, "again", width=64, height=64)
+                assert isinstance(again, Images), again
+                assert isinstance(await asyncio.wait_for(client.generate("after", width=64, height=64), 60), Images)
     finally:
-        first.stop()
+        await asyncio.to_thread(first.stop)
         for engine in replaced:
-            assert engine.stop() == 0
+            assert await asyncio.to_thread(engine.stop) == 0
 
 
 @pytest.fixture(scope="module")

@@ -47,12 +47,15 @@ print(load_backend(WorkerConfig("tcp://127.0.0.1:9", "w", backend="tiny")).descr
 """
 
 
-def test_one_model_has_one_identity_in_every_process(models, tmp_path):
-    """diffusers lists a config's fields left at their defaults in a set's order, which differs from one process
-    to the next: an engine's two local tiny workers were refused as two models."""
+@pytest.fixture(scope="module", autouse=True)
+def named_in_two_processes(tmp_path_factory):
+    """Two processes that each save the tiny model in a folder of their own here and name it, under hash seeds 1 and 2,
+    started with the module: each spends seconds importing torch and diffusers, beside the other tests. Yields that
+    folder and the two processes."""
+    folder = tmp_path_factory.mktemp("named")
     naming = [
         subprocess.Popen(
-            [sys.executable, "-c", _NAME_IN_A_PROCESS, str(tmp_path / hash_seed)],
+            [sys.executable, "-c", _NAME_IN_A_PROCESS, str(folder / hash_seed)],
             env={**os.environ, "PYTHONHASHSEED": hash_seed},
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -60,18 +63,11 @@ def test_one_model_has_one_identity_in_every_process(models, tmp_path):
             text=True,
         )
         for hash_seed in ("1", "2")
-    ]  # side by side: each spends seconds importing torch and diffusers
-    try:
-        outputs = [process.communicate(timeout=300) for process in naming]
-    finally:
-        for process in naming:
-            process.kill()
-    named = []
-    for process, (out, err) in zip(naming, outputs, strict=True):
-        assert process.returncode == 0, err
-        named.append(out.split()[-1])
-    assert named[0] == named[1]
-    assert folder_model_id(str(tmp_path / "1")) == folder_model_id(str(tmp_path / "2")) == folder_model_id(models["a"])
+    ]
+    yield folder, naming
+    for process in naming:
+        process.kill()
+        process.wait()
 
 
 def sdxl_worker(address: str, model: str, worker_id: str) -> subprocess.Popen:
@@ -156,32 +152,34 @@ def test_without_a_model_it_can_read_the_engine_serves_the_first_worker_s_and_re
     once its first worker names the model: a copy of the model at another path is served the saved latents, another
     model gets none."""
     flags = ("--cache-dir", str(tmp_path / "cache"), "--policy", "nirvana")
-    engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False)
-    first, second = sdxl_worker(engine.worker_address, models["a"], "first"), None
+    # the worker of model b the last engine serves, started now on that engine's port: it loads its model (seconds of
+    # imports) while the engines before it serve, and says hello once its engine is up
+    b_port = free_port()
+    b_worker = sdxl_worker(f"tcp://127.0.0.1:{b_port}", models["b"], "b")
     try:
-        engine.wait_ready(1)
-        # named after first: its imports overlap the generation
-        second = sdxl_worker(engine.worker_address, models["b"], "second")
-        assert generate(engine).images[0].similarity is None  # an empty cache: a miss, saved at the drain
-        err = refused(second)
-        served = folder_model_id(models["a"])
-        assert f"this engine serves {served!r} (named by first/" in err and "the first worker it welcomed" in err
-    finally:
-        if second is not None:
-            second.kill()  # refused() reaped it, unless the generation failed first
-        stop(first)
-        assert engine.stop() == 0
-    for model, similarity in (("a_copy", pytest.approx(1.0)), ("b", None)):
-        port = copy_port if model == "a_copy" else None  # the worker of a_copy, up already
-        engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False, worker_port=port)
-        worker = None if port else sdxl_worker(engine.worker_address, models[model], model)
+        # the worker of a_copy, up already, the first this engine welcomes
+        engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False, worker_port=copy_port)
+        second = None
         try:
             engine.wait_ready(1)
-            assert generate(engine).images[0].similarity == similarity, model
+            second = sdxl_worker(engine.worker_address, models["b"], "second")  # its imports overlap the generation
+            assert generate(engine).images[0].similarity is None  # an empty cache: a miss, saved at the drain
+            err = refused(second)
+            served = folder_model_id(models["a"])
+            assert f"this engine serves {served!r} (named by copy/" in err and "the first worker it welcomed" in err
         finally:
-            if worker is not None:
-                stop(worker)
+            if second is not None:
+                second.kill()  # refused() reaped it, unless the generation failed first
             assert engine.stop() == 0
+        for port, similarity in ((copy_port, pytest.approx(1.0)), (b_port, None)):
+            engine = start_engine(tmp_path, *flags, backend="sdxl", workers=0, wait=False, worker_port=port)
+            try:
+                engine.wait_ready(1)
+                assert generate(engine).images[0].similarity == similarity, port
+            finally:
+                assert engine.stop() == 0
+    finally:
+        stop(b_worker)
     assert f"model {folder_model_id(models['a'])!r}; this cache uses" in engine.log_path.read_text()
 
 
@@ -213,3 +211,16 @@ def test_a_model_id_that_cannot_be_served_is_refused_at_start(models, flags, say
     named = {"{a}": models["a"], "{b}": folder_model_id(models["b"])}
     assert main(["serve", "--workers", "0", *(named.get(flag, flag) for flag in flags)]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_one_model_has_one_identity_in_every_process(models, named_in_two_processes):
+    """diffusers lists a config's fields left at their defaults in a set's order, which differs from one process
+    to the next: an engine's two local tiny workers were refused as two models."""
+    folder, naming = named_in_two_processes
+    outputs = [process.communicate(timeout=300) for process in naming]
+    named = []
+    for process, (out, err) in zip(naming, outputs, strict=True):
+        assert process.returncode == 0, err
+        named.append(out.split()[-1])
+    assert named[0] == named[1]
+    assert folder_model_id(str(folder / "1")) == folder_model_id(str(folder / "2")) == folder_model_id(models["a"])

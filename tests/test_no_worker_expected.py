@@ -5,6 +5,7 @@ wait, fails the test where the engine waits as it did."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -172,22 +173,35 @@ def test_with_its_own_slots_given_up_a_remote_worker_once_seen_is_waited_for_a_s
     assert given_up.wait(2.0)[0] == REMOTE_WAIT_S
 
 
-def test_with_workers_0_a_request_waits_for_a_remote_worker_that_loads_its_model(tmp_path):
-    """A worker probes the engine before it loads its model: the engine, knowing it on its way, waits for it as for
-    one of its own, past REMOTE_WAIT_S."""
+def served_by_a_remote_worker_loading_its_model(tmp_path) -> tuple[int, dict]:
+    """The answer to a request sent to an engine of --workers 0 once a tiny worker started by hand has probed it, and
+    loads its model: run in a thread from the module's start (remote_worker_loading), its worker's imports (seconds)
+    beside the other tests, which wait on the engine's clock, not the cores."""
     engine = start_engine(tmp_path, backend="tiny", workers=0)
     log = (tmp_path / "worker.log").open("w+")
     worker = start_worker(engine.worker_address, "tiny", stdout=log, stderr=subprocess.STDOUT)
     try:
         # said once its Probe was answered (workers/main.py)
         assert wait_for(lambda: "loading the tiny backend" in (tmp_path / "worker.log").read_text(), timeout_s=60)
-        status, body = generate(engine, timeout_s=120)
-        assert status == 200, body
+        return generate(engine, timeout_s=120)
     finally:
         worker.terminate()
         worker.wait(30)
         log.close()
         assert engine.stop() == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remote_worker_loading(tmp_path_factory):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        yield pool.submit(served_by_a_remote_worker_loading_its_model, tmp_path_factory.mktemp("loading"))
+
+
+def test_with_workers_0_a_request_waits_for_a_remote_worker_that_loads_its_model(remote_worker_loading):
+    """A worker probes the engine before it loads its model: the engine, knowing it on its way, waits for it as for
+    one of its own, past REMOTE_WAIT_S."""
+    status, body = remote_worker_loading.result()
+    assert status == 200, body
 
 
 def test_probes_under_ever_new_ids_are_remembered_up_to_a_bound():

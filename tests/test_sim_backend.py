@@ -13,7 +13,7 @@ from run_controls import NoControl
 
 from controller.profile_latency import WorkerProcess, add_worker_arguments
 from controller.profiles import LatencyProfile, ProfileLatency, QualityModel
-from engine_process import start_engine, start_worker
+from engine_process import start_worker
 from protocols.worker_messages import (
     PROTOCOL_VERSION,
     REFUSED,
@@ -29,6 +29,9 @@ from protocols.worker_messages import (
 )
 from workers.main import SIM_SIMILARITY_TABLE_ENV, sim_similarity_table
 from workers.sim_backend import SimBackend
+
+# the tests marked own_engine find theirs started while the tests before them ran (tests/engines_ahead.py)
+pytestmark = pytest.mark.usefixtures("engines_ahead")
 
 SDXL = LatencyProfile.bundled("sdxl_a100")
 HASH = sim_similarity_table("hash")
@@ -318,9 +321,10 @@ def test_a_sim_worker_refuses_a_batch_it_cannot_run_and_serves_on(change, says):
         engine.close()
 
 
-def test_an_engine_logs_its_sim_workers_on_no_device(tmp_path):
+@pytest.mark.own_engine("--time-scale", "0", workers=1, backend="sim")
+def test_an_engine_logs_its_sim_workers_on_no_device(own_engine):
     """It said 'started worker local-0 (pid N, sim on cpu)' and 'ready: sim ... on sim', where sim runs on none."""
-    engine = start_engine(tmp_path, "--time-scale", "0", workers=1, backend="sim")
+    engine = own_engine
     try:
         (worker,) = engine.ready()["workers"]
     finally:

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import zmq
 from fake_engine import FakeEngine
 from waiting import wait_for
@@ -27,6 +28,9 @@ from protocols.worker_messages import (
     Welcome,
 )
 from protocols.worker_messages import Generate as WorkerGenerate
+
+# the tests marked own_engine find theirs started while the tests before them ran (tests/engines_ahead.py)
+pytestmark = pytest.mark.usefixtures("engines_ahead")
 
 FLEET = 50
 SPARE = 10
@@ -192,10 +196,11 @@ def test_a_worker_whose_id_is_in_use_stops_alone_and_the_fleet_serves_on(tmp_pat
         assert_all_stop_cleanly(engine, fleet, lone)
 
 
-def test_a_worker_under_a_local_slots_id_stops_alone_and_the_fleet_serves_on(tmp_path):
+@pytest.mark.own_engine(workers=1, backend="sim")
+def test_a_worker_under_a_local_slots_id_stops_alone_and_the_fleet_serves_on(tmp_path, own_engine):
     """The engine refuses its local slots' ids to any other process: a fleet named `local` lost every worker to the
     refusal of local-0, exit 2, its workers under ids of their own never served."""
-    engine = start_engine(tmp_path, workers=1, backend="sim")
+    engine = own_engine
     fleet = start_fleet(tmp_path, engine.worker_address, 3, "local")
     try:
         refusal = "'local-0' is this engine's own local worker slot"
@@ -235,10 +240,11 @@ def test_a_refused_hello_stops_the_whole_fleet_and_its_welcomed_workers_say_leav
         engine.close()
 
 
-def test_a_fleet_given_the_ids_of_another_says_each_refusal_once_on_both_sides(tmp_path):
+@pytest.mark.own_engine(workers=0, backend="sim")
+def test_a_fleet_given_the_ids_of_another_says_each_refusal_once_on_both_sides(tmp_path, own_engine):
     """Two fleets started with one --worker-id (a `fleet$i` loop run twice): each worker of the second refused for its
     id was a line of its own, in its log and in the engine's, a thousand of each for a fleet of a thousand."""
-    engine = start_engine(tmp_path, workers=0, backend="sim")
+    engine = own_engine
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()

@@ -13,6 +13,9 @@ from engine_process import start_engine, start_worker
 from protocols.client_messages import Images
 from protocols.worker_messages import BatchDone, Heartbeat, ItemDone
 
+# the tests marked own_engine find theirs started while the tests before them ran (tests/engines_ahead.py)
+pytestmark = pytest.mark.usefixtures("engines_ahead")
+
 
 @pytest.mark.timeout(120)
 def test_a_batch_lost_to_an_idle_worker_is_sent_again(tmp_path):
@@ -38,9 +41,10 @@ def test_a_batch_lost_to_an_idle_worker_is_sent_again(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_the_batches_sent_before_the_one_a_worker_runs_are_sent_again(tmp_path):
+@pytest.mark.own_engine("--time-scale", "0.1", workers=0, backend="sim")
+def test_the_batches_sent_before_the_one_a_worker_runs_are_sent_again(own_engine):
     # an image takes 0.5 s by the latency profile: past that, a second batch goes beside the first
-    engine = start_engine(tmp_path, "--time-scale", "0.1", workers=0, backend="sim")
+    engine = own_engine
     worker = FakeWorker(engine.worker_address)
     replies = []
     try:
