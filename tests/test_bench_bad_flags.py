@@ -84,6 +84,7 @@ def test_worker_bench_past_the_engines_bounds(flag, value, bound, capsys):
         ["--kill-every", "0"],  # no faults, yet the default --min-kills 10
         ["--duration", "99999999999"],  # its list of faults: a MemoryError traceback
         ["--load", "99999999999"],  # its arrivals, drawn once the engine was up: a ValueError traceback there
+        ["--time-scale", "1e7"],  # past the engine's bound: its engine was started to refuse it, and exit 1
     ],
 )
 def test_chaos_bench(flags, capsys):
@@ -296,7 +297,12 @@ _SEEDED = ("chaos", "cache", "controller")
         # taken, and thinned the trace as --seed 1 does; numpy's generators take no negative seed
         (["bench", "compare", "--seed", "-1"], "argument --seed: expected a number >= 0, not '-1'"),
         # its engines' 10 s window of the simulated clock would be under the 0.01 s argus serve --window-s takes
-        (["bench", "compare", "--time-scale", "0.0005"], "argument --time-scale: expected a number >= 0.001 (the eng"),
+        (
+            ["bench", "compare", "--time-scale", "0.0005"],
+            "argument --time-scale: expected a number from 0.001 to 1,000",
+        ),
+        # past the engines' bound: the first was started to refuse it, and the bench failed with exit 1
+        (["bench", "compare", "--time-scale", "1e7"], "argument --time-scale: expected a number from 0.001 to 1,000"),
         (["loadgen", "--rate", "1", "--duration-s", "1", "--seed", "-1"], "argument --seed: expected a number >= 0"),
         # chaos started an engine, then died in numpy's ValueError; worker's is no image seed the engine takes; the
         # cache and controller benches' are refused as every other --seed is
