@@ -12,7 +12,7 @@ import pytest
 from engine.cli import main
 from engine.commands.arg_types import UsageError
 from engine_process import ROOT
-from loadgen.bench import checkpoint_bench
+from loadgen.bench import checkpoint_bench, engine_bench
 
 _MAX_SEED = "9,223,372,036,854,775,807 (as the engine takes)"
 
@@ -104,11 +104,25 @@ def test_chaos_bench_as_a_module(capsys):
 
 # slept on the wall clock: an OverflowError traceback (past time_t) once the engine and its fleets were up
 @pytest.mark.parametrize(
-    ("flag", "bound"),
-    [("--step-s", "above 0 and at most"), ("--half-s", "above 0 and at most"), ("--warmup-s", "from 0 to")],
+    ("bench", "flag", "bound"),
+    [
+        ("scale", "--step-s", "above 0 and at most"),
+        ("scale", "--half-s", "above 0 and at most"),
+        ("scale", "--warmup-s", "from 0 to"),
+        # taken: each ran, saying nothing, until stopped
+        ("engine", "--duration-s", "above 0 and at most"),
+        ("engine", "--latency-s", "above 0 and at most"),
+        ("engine", "--warmup-s", "from 0 to"),
+        ("checkpoint", "--duration", "above 0 and at most"),
+    ],
 )
-def test_scale_bench(flag, bound, capsys):
-    assert _exit_code(["bench", "scale", flag, "1e11"]) == 2
+def test_a_measured_span_past_an_hour(bench, flag, bound, monkeypatch, capsys):
+    def run_anyway(*_, **__):
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(engine_bench, "start_engine", run_anyway)
+    monkeypatch.setattr(checkpoint_bench, "_check_room", run_anyway)
+    assert _exit_code(["bench", bench, flag, "1e11"]) == 2
     err = capsys.readouterr().err
     why = "an hour: a longer one is a mistyped number, not a measurement"
     says = f"argument {flag}: expected a number {bound} 3,600 s ({why}), not '1e11'"
