@@ -352,12 +352,12 @@ def _report(args: argparse.Namespace, doors: list[str], results: dict) -> None:
     print()
     print("argus bench engine: the whole engine with SIMULATED workers (sim backend, --time-scale 0: no model")
     print(
-        f"runs); {args.workers} workers, {args.size}x{args.size} images; baselines are bare servers measured in"
-        " the same run with the same client"
+        f"runs); {counted(args.workers, 'worker')}, {args.size}x{args.size} images; baselines are bare servers"
+        " measured in the same run with the same client"
     )
     print(
-        f"peak: median of {args.rounds} alternating {args.duration_s:g} s closed-loop runs; latency: open loop"
-        f" for {args.latency_s:g} s at half the engine's peak, end to end from the client"
+        f"peak: median of {counted(args.rounds, f'alternating {args.duration_s:g} s closed-loop run')}; latency:"
+        f" open loop for {args.latency_s:g} s at half the engine's peak, end to end from the client"
     )
     print()
     rows = []
