@@ -12,7 +12,7 @@ import pytest
 from engine.cli import main
 from engine.commands.arg_types import UsageError
 from engine_process import ROOT
-from loadgen.bench import checkpoint_bench
+from loadgen.bench import checkpoint_bench, engine_bench
 
 _MAX_SEED = "9,223,372,036,854,775,807 (as the engine takes)"
 
@@ -84,6 +84,7 @@ def test_worker_bench_past_the_engines_bounds(flag, value, bound, capsys):
         ["--kill-every", "0"],  # no faults, yet the default --min-kills 10
         ["--duration", "99999999999"],  # its list of faults: a MemoryError traceback
         ["--load", "99999999999"],  # its arrivals, drawn once the engine was up: a ValueError traceback there
+        ["--time-scale", "1e7"],  # past the engine's bound: its engine was started to refuse it, and exit 1
     ],
 )
 def test_chaos_bench(flags, capsys):
@@ -103,11 +104,25 @@ def test_chaos_bench_as_a_module(capsys):
 
 # slept on the wall clock: an OverflowError traceback (past time_t) once the engine and its fleets were up
 @pytest.mark.parametrize(
-    ("flag", "bound"),
-    [("--step-s", "above 0 and at most"), ("--half-s", "above 0 and at most"), ("--warmup-s", "from 0 to")],
+    ("bench", "flag", "bound"),
+    [
+        ("scale", "--step-s", "above 0 and at most"),
+        ("scale", "--half-s", "above 0 and at most"),
+        ("scale", "--warmup-s", "from 0 to"),
+        # taken: each ran, saying nothing, until stopped
+        ("engine", "--duration-s", "above 0 and at most"),
+        ("engine", "--latency-s", "above 0 and at most"),
+        ("engine", "--warmup-s", "from 0 to"),
+        ("checkpoint", "--duration", "above 0 and at most"),
+    ],
 )
-def test_scale_bench(flag, bound, capsys):
-    assert _exit_code(["bench", "scale", flag, "1e11"]) == 2
+def test_a_measured_span_past_an_hour(bench, flag, bound, monkeypatch, capsys):
+    def run_anyway(*_, **__):
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(engine_bench, "start_engine", run_anyway)
+    monkeypatch.setattr(checkpoint_bench, "_check_room", run_anyway)
+    assert _exit_code(["bench", bench, flag, "1e11"]) == 2
     err = capsys.readouterr().err
     why = "an hour: a longer one is a mistyped number, not a measurement"
     says = f"argument {flag}: expected a number {bound} 3,600 s ({why}), not '1e11'"
@@ -296,7 +311,12 @@ _SEEDED = ("chaos", "cache", "controller")
         # taken, and thinned the trace as --seed 1 does; numpy's generators take no negative seed
         (["bench", "compare", "--seed", "-1"], "argument --seed: expected a number >= 0, not '-1'"),
         # its engines' 10 s window of the simulated clock would be under the 0.01 s argus serve --window-s takes
-        (["bench", "compare", "--time-scale", "0.0005"], "argument --time-scale: expected a number >= 0.001 (the eng"),
+        (
+            ["bench", "compare", "--time-scale", "0.0005"],
+            "argument --time-scale: expected a number from 0.001 to 1,000",
+        ),
+        # past the engines' bound: the first was started to refuse it, and the bench failed with exit 1
+        (["bench", "compare", "--time-scale", "1e7"], "argument --time-scale: expected a number from 0.001 to 1,000"),
         (["loadgen", "--rate", "1", "--duration-s", "1", "--seed", "-1"], "argument --seed: expected a number >= 0"),
         # chaos started an engine, then died in numpy's ValueError; worker's is no image seed the engine takes; the
         # cache and controller benches' are refused as every other --seed is

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.commands.arg_types import (
+    MAX_SIM_TIME_SCALE,
     UsageError,
     batch_size,
+    between,
     heartbeat_timeout,
     non_negative_float,
     non_negative_int,
@@ -142,7 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--time-scale",
-        type=positive_float,
+        # past the engine's bound, its engine was started to refuse it, and the bench failed with exit 1
+        type=between(float, 0, MAX_SIM_TIME_SCALE, "", "as the engine takes", least_allowed=False),
         default=d.time_scale,
         help=f"sim time scale (default {d.time_scale:g}: about {d.seconds_per_image:.2f} s per image)",
     )

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 from engine.commands.arg_types import UsageError, between, host_memory_bytes, positive_float, positive_int
 from loadgen.bench.engine_child import start_engine
+from loadgen.bench.measured_seconds import measured_seconds
 from loadgen.bench.output import table, write_json
 from loadgen.cancelling import cancel_and_wait
 from loadgen.stats import percentile
@@ -63,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " (default 1024)",
     )
     parser.add_argument("--interval", type=positive_float, default=5.0, help="--cache-save-interval (default 5 s)")
-    parser.add_argument("--duration", type=positive_float, default=30.0, help="seconds of load (default 30)")
+    parser.add_argument(
+        "--duration", type=measured_seconds(zero_allowed=False), default=30.0, help="seconds of load (default 30)"
+    )
     parser.add_argument(
         "--rate",
         type=between(

@@ -31,8 +31,9 @@ from pathlib import Path
 from controller.policies import POLICY_NAMES
 from controller.window import MIN_WINDOW_S
 from engine.commands.arg_types import (
+    MAX_SIM_TIME_SCALE,
     UsageError,
-    at_least,
+    between,
     distinct_outputs,
     non_negative_int,
     none_empty,
@@ -92,13 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo-ms", type=positive_float, default=15_000.0, help="SLO on the simulated clock")
     parser.add_argument(
         "--time-scale",
-        # the engines' window is _WINDOW_S of the simulated clock, which `argus serve --window-s` takes from 0.01 s
-        type=at_least(
+        # the engines' window is _WINDOW_S of the simulated clock, which `argus serve --window-s` takes from 0.01 s;
+        # past the engines' own bound, each engine was started to refuse it, and the bench failed with exit 1
+        type=between(
             float,
             MIN_WINDOW_S / _WINDOW_S,
+            MAX_SIM_TIME_SCALE,
             "",
             f"the engines' window, {_WINDOW_S:g} s of the simulated clock, takes {MIN_WINDOW_S:g} s of wall time at"
-            " least: argus serve --window-s",
+            " least: argus serve --window-s; the engines take no larger --time-scale",
         ),
         default=0.025,
         help="wall seconds per simulated second",

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.commands.arg_types import UsageError, non_negative_float, positive_float, positive_int
+from engine.commands.arg_types import UsageError, positive_int
 from engine.logs.plurals import counted
 from engine.system.proc_reads import local_workers_of, process_cpu_s
 from loadgen.bench.engine_child import start_engine
@@ -37,6 +37,7 @@ from loadgen.bench.engine_load import (
     zmq_closed_loop,
     zmq_open_loop,
 )
+from loadgen.bench.measured_seconds import measured_seconds
 from loadgen.bench.output import table, write_json
 from loadgen.bench.ports import LOOPBACK, free_port
 from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, sim_image_side
@@ -53,7 +54,7 @@ DEFAULT_CONCURRENCY = {"zmq": 128, "http": 32}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration-s",
-        type=positive_float,
+        type=measured_seconds(zero_allowed=False),
         default=2.0,
         help="seconds of each closed-loop (peak) measurement (default 2)",
     )
@@ -65,11 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latency-s",
-        type=positive_float,
+        type=measured_seconds(zero_allowed=False),
         default=4.0,
         help="seconds of the open-loop latency run at half the peak (default 4)",
     )
-    parser.add_argument("--warmup-s", type=non_negative_float, default=0.5, help="unmeasured lead-in of every run")
+    parser.add_argument(
+        "--warmup-s", type=measured_seconds(zero_allowed=True), default=0.5, help="unmeasured lead-in of every run"
+    )
     # no default here, so that one given for a door not measured is told from one left out
     parser.add_argument(
         "--concurrency", type=positive_int, help=f"ZeroMQ requests in flight (default {DEFAULT_CONCURRENCY['zmq']})"
@@ -349,12 +352,12 @@ def _report(args: argparse.Namespace, doors: list[str], results: dict) -> None:
     print()
     print("argus bench engine: the whole engine with SIMULATED workers (sim backend, --time-scale 0: no model")
     print(
-        f"runs); {args.workers} workers, {args.size}x{args.size} images; baselines are bare servers measured in"
-        " the same run with the same client"
+        f"runs); {counted(args.workers, 'worker')}, {args.size}x{args.size} images; baselines are bare servers"
+        " measured in the same run with the same client"
     )
     print(
-        f"peak: median of {args.rounds} alternating {args.duration_s:g} s closed-loop runs; latency: open loop"
-        f" for {args.latency_s:g} s at half the engine's peak, end to end from the client"
+        f"peak: median of {counted(args.rounds, f'alternating {args.duration_s:g} s closed-loop run')}; latency:"
+        f" open loop for {args.latency_s:g} s at half the engine's peak, end to end from the client"
     )
     print()
     rows = []

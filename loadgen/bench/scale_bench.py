@@ -42,6 +42,7 @@ from engine.commands.arg_types import UsageError, between, positive_float, posit
 from engine.config import environment_for_children
 from engine.system.proc_reads import machine_busy_s, process_cpu_s
 from loadgen.bench.engine_child import EngineChild, start_engine
+from loadgen.bench.measured_seconds import measured_seconds
 from loadgen.bench.output import table, write_json
 from loadgen.bench.scale_load import sleep_until
 from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, INSTANT_SIM_TIME_SCALE, sim_image_side
@@ -62,25 +63,11 @@ MIN_REQUESTS_A_STEP = math.ceil(1 / (1 - KEEP_UP))
 DRAIN_S = 30.0
 # allocation MILPs timed for controller_solve_ms
 SOLVES = 5
-# the longest --step-s, --half-s or --warmup-s: they are slept on the wall clock, where 1e11 s ended the bench in an
-# OverflowError traceback (past time_t), and a step of more than an hour is a mistyped number, not a measurement
-MAX_STEP_S = 3600.0
 CORES = os.cpu_count() or 1
 # --load-processes a core, at most: they share the cores with the engine and its fleets, so past a few a core they
 # only take turns (taking the engine's too) and the bench measures the machine, not the engine; and every step starts
 # them all anew (it started as many as asked, 100,000 a step)
 LOAD_PROCESSES_PER_CORE = 4
-
-
-def _seconds(*, zero_allowed: bool):
-    return between(
-        float,
-        0,
-        MAX_STEP_S,
-        " s",
-        "an hour: a longer one is a mistyped number, not a measurement",
-        least_allowed=zero_allowed,
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,13 +90,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--growth", type=positive_float, default=1.3, help="offered rate factor per step (default 1.3)")
     parser.add_argument("--max-rps", type=positive_float, default=50_000.0, help="stop rising here (default 50000)")
     parser.add_argument(
-        "--step-s", type=_seconds(zero_allowed=False), default=3.0, help="measured seconds of each step (default 3)"
+        "--step-s",
+        type=measured_seconds(zero_allowed=False),
+        default=3.0,
+        help="measured seconds of each step (default 3)",
     )
     parser.add_argument(
-        "--half-s", type=_seconds(zero_allowed=False), default=6.0, help="measured seconds at half the peak (default 6)"
+        "--half-s",
+        type=measured_seconds(zero_allowed=False),
+        default=6.0,
+        help="measured seconds at half the peak (default 6)",
     )
     parser.add_argument(
-        "--warmup-s", type=_seconds(zero_allowed=True), default=0.5, help="unmeasured lead-in of every step"
+        "--warmup-s", type=measured_seconds(zero_allowed=True), default=0.5, help="unmeasured lead-in of every step"
     )
     parser.add_argument(
         "--p99-limit-ms",
