@@ -4,8 +4,9 @@ start, what is queued before it, whether it can still meet its deadline, and how
 Moving up a level (argus only; a job's fallbacks are the latents its neighbour has above its level): a job the
 plan gave a level below its K* goes back to K* when it must queue, since that upgrade is only worth spare
 capacity. A job that would miss its deadline behind the jobs queued before it moves up to the lowest fallback
-that makes it. A job that cannot make it any more is answered `deadline_exceeded` at once (unless the engine is
-told to serve late). A job late behind costlier ones sheds them (answer_late). A batch is the largest that still meets
+that makes it. A job that cannot make it any more, or whose request's own images not yet sent cannot all be made in
+time however they batch (own_work.py), is answered `deadline_exceeded` at once (unless the engine is told to serve
+late). A job late behind costlier ones sheds them (answer_late). A batch is the largest that still meets
 the deadline of every job in it, with a margin (BATCH_MARGIN).
 
 A level the profile lacks (or no profile at all) counts as taking no time: its jobs are answered
@@ -20,6 +21,7 @@ from controller.profiles import LatencyProfile
 from engine.dispatch.fair_share import FairClock, KeptJobs, SharingClients, fair_point, fair_rank
 from engine.dispatch.index import FreeAt, QueuedWork
 from engine.dispatch.jobs import AdmittedRequest, Fallback, Job
+from engine.dispatch.own_work import OwnWork
 from engine.fleet.profile_drift import ProfileDrift
 from engine.fleet.registry import WorkerHandle, WorkerRegistry
 from engine.metrics import EngineMetrics
@@ -49,6 +51,8 @@ class DispatchTiming:
         self._profile = profile
         # a request's steps need not be the profile's N: its time is read off the profile's fit in steps run
         self._latency = profile.at_any_steps if profile is not None else None
+        # the least time a request's own images still need, however they batch (own_work.py)
+        self._own_work = OwnWork(self._latency, profile.latency_s, registry) if profile is not None else None
         self._drift = ProfileDrift(profile.name, metrics.batch_time_vs_profile.set) if profile is not None else None
         self._registry = registry
         self._free_at = free_at
@@ -318,7 +322,9 @@ class DispatchTiming:
         """False (and the request answered) for a job that is done for, or can no longer meet its deadline.
 
         `wait`: until its worker is free; `ahead`: until the jobs queued before it are done too, each
-        counted as if it ran alone (batching only shortens it). A job that would be late behind them
+        counted as if it ran alone (batching only shortens it). Its request's own images not yet sent are counted
+        at the least time any batch could make them in (own_work.py): a request that needs more than it has left
+        for them alone is answered before an image is made for nothing. A job that would be late behind them
         moves up to its fallback now (argus), while that still makes its deadline: moved early, it
         leaves the time it saves to the jobs behind it, misses among them, which cannot move up.
         """
@@ -332,19 +338,30 @@ class DispatchTiming:
             return False
         if not self._profiled(job.start):
             return True
+        if self._own_work.exceeds(job.request, self._starts, left / self.pace):
+            return self._predicted(job.request)  # its own images alone, at the fleet's best, take longer than it has
         latency = self._seconds(job, job.start)
         if ahead is not None and ahead > wait and ahead + latency > left:
             self._escalated(job, left - ahead)
             latency = self._seconds(job, job.start)
         if wait + latency > left and not self._escalated(job, left - wait):
-            self.deadline_exceeded(job.request, "predicted", "the request can no longer be served within its deadline")
-            return False
+            return self._predicted(job.request)
         return True
+
+    def _predicted(self, request: AdmittedRequest) -> bool:
+        self.deadline_exceeded(request, "predicted", "the request can no longer be served within its deadline")
+        return False
+
+    def _starts(self, job: Job) -> list[int]:
+        """The profiled steps the job may run from: its own and its fallbacks' (none when its own is not profiled)."""
+        if not self._profiled(job.start):
+            return []
+        return [job.start, *(fallback.start for fallback in job.fallbacks if self._profiled(fallback.start))]
 
     def _cheapest_seconds(self, job: Job) -> float:
         """How long the job takes alone at the highest level it may move up to (its own if none)."""
-        starts = [job.start, *(fallback.start for fallback in job.fallbacks if self._profiled(fallback.start))]
-        return self._seconds(job, max(starts)) if self._profiled(job.start) else 0.0
+        starts = self._starts(job)
+        return self._seconds(job, max(starts)) if starts else 0.0
 
     def _makes_it(self, job: Job, now: float, ahead: float) -> bool:
         """Whether the job, started after `ahead` seconds, would meet its deadline at some level it may take."""
