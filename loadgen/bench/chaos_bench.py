@@ -423,10 +423,7 @@ async def _sample_ready(http, counts: list[int], every_s: float = 0.5) -> None:
 def report(result: dict) -> None:
     c = result["config"]
     print()
-    print(
-        f"argus bench chaos: SIMULATED workers (sim backend, --time-scale {c['time_scale']:g}, no model runs); "
-        f"{c['workers']} workers, max batch {c['max_batch']}, --heartbeat-timeout {c['heartbeat_timeout_s']:g}"
-    )
+    print(_heading(c))
     print(
         f"open-loop Poisson load {c['rate_rps']:.1f} req/s ({c['load']:.0%} of {c['capacity_rps']:.1f} req/s at"
         f" batch 1) for {c['duration_s']:g} s, {c['http_share']:.0%} over HTTP, --max-queue {c['max_queue']}; "
@@ -474,6 +471,15 @@ def report(result: dict) -> None:
     print()
     keys = ("sent", "replies", "lost", "duplicates", "kills", "hangs", "p99_ms", "peak_rss_mb")
     print(json.dumps({k: result[k] for k in keys}))
+
+
+def _heading(c: dict) -> str:
+    """The first line of the report: what ran, with its workers counted in words ("1 workers" was said)."""
+    return (
+        f"argus bench chaos: SIMULATED workers (sim backend, --time-scale {c['time_scale']:g}, no model runs); "
+        f"{counted(c['workers'], 'worker')}, max batch {c['max_batch']}, "
+        f"--heartbeat-timeout {c['heartbeat_timeout_s']:g}"
+    )
 
 
 def _codes(values: dict | float) -> str:
