@@ -93,6 +93,18 @@ def test_chaos_bench(flags, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--kill-every", "1e-300"], "--duration 75 s with --kill-every 1e-300 s gives 7.5e+301 faults, more than"),
+        (["--duration", "30"], "--duration 30 s with --kill-every 4 s gives 7 faults, fewer than --min-kills 10"),
+    ],
+)
+def test_chaos_bench_names_the_flags_that_plan_its_faults(flags, says, capsys):
+    assert _exit_code(["bench", "chaos", *flags]) == 2
+    assert f"argus bench chaos: error: {says}" in capsys.readouterr().err
+
+
 def test_chaos_bench_as_a_module(capsys):
     from loadgen.bench.chaos_bench import main as chaos_main
 
@@ -114,6 +126,8 @@ def test_chaos_bench_as_a_module(capsys):
         ("engine", "--latency-s", "above 0 and at most"),
         ("engine", "--warmup-s", "from 0 to"),
         ("checkpoint", "--duration", "above 0 and at most"),
+        # refused for the faults it planned, in words that named no flag: "1e+11 s with a fault every 4 s gives ..."
+        ("chaos", "--duration", "above 0 and at most"),
     ],
 )
 def test_a_measured_span_past_an_hour(bench, flag, bound, monkeypatch, capsys):
