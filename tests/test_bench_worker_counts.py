@@ -1,4 +1,4 @@
-"""The chaos bench's heading and the compare bench's plot title count the workers in words: one worker, not workers."""
+"""The benches count what they ran in words: one worker, one thread, one repeat, where "1 workers" was said."""
 
 import argparse
 
@@ -21,3 +21,13 @@ def test_compare_plot_title_says_one_sim_worker_singular_and_two_plural():
     assert compare_bench._plot_title(args).startswith("SIMULATED: 1 sim worker, code.jsonl\nload 1.5x")
     args.workers = 2
     assert compare_bench._plot_title(args).startswith("SIMULATED: 2 sim workers, code.jsonl\n")
+
+
+def test_worker_bench_says_one_thread_and_one_repeat_singular():
+    from loadgen.bench import worker_bench
+
+    args = argparse.Namespace(size=64, steps=50, threads=1, repeats=1)
+    # it said "1 torch thread(s), 1 interleaved repeats"
+    assert "N=50 steps, 1 torch thread, 1 interleaved repeat; s/image" in worker_bench._run_line(args)
+    args.threads, args.repeats = 2, 20
+    assert "N=50 steps, 2 torch threads, 20 interleaved repeats; s/image" in worker_bench._run_line(args)

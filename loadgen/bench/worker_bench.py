@@ -218,6 +218,15 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
     }
 
 
+def _run_line(args: argparse.Namespace) -> str:
+    """What each run was, its threads and rounds counted in words ("1 torch thread(s), 1 interleaved repeats")."""
+    return (
+        f"{args.size}x{args.size}, batch 1, N={args.steps} steps, {counted(args.threads, 'torch thread')}, "
+        f"{counted(args.repeats, 'interleaved repeat')}; s/image and CPU s are medians (end to end: Generate sent"
+        " -> BatchDone received)"
+    )
+
+
 def _report(args: argparse.Namespace, levels: list[int], results: dict) -> None:
     samples, cpu, internal = results["samples"], results["cpu"], results["internal"]
     k0 = median(samples[("worker", 0)])
@@ -272,11 +281,7 @@ def _report(args: argparse.Namespace, levels: list[int], results: dict) -> None:
 
     print()
     print("argus bench worker: tiny backend (SD-XL-shaped, random weights) on CPU through a real `argus worker`")
-    print(
-        f"{args.size}x{args.size}, batch 1, N={args.steps} steps, {args.threads} torch thread(s), "
-        f"{args.repeats} interleaved repeats; s/image and CPU s are medians (end to end: Generate sent"
-        " -> BatchDone received)"
-    )
+    print(_run_line(args))
     print()
     print(
         table(
