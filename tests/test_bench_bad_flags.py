@@ -63,16 +63,17 @@ def test_worker_bench_past_the_engines_bounds(flag, value, bound, capsys):
     assert f"argument {flag}: expected a number {bound}, not '{value}'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag", ["--repeats", "--warmup"])
-def test_worker_bench_rounds_past_a_thousand(flag, monkeypatch, capsys):
-    """Taken, they ran rounds of a worker and diffusers until stopped."""
+@pytest.mark.parametrize(("bench", "flag"), [("worker", "--repeats"), ("worker", "--warmup"), ("engine", "--rounds")])
+def test_rounds_past_a_thousand(bench, flag, monkeypatch, capsys):
+    """Taken, they ran rounds of a worker and diffusers, or of an engine and bare servers, until stopped."""
     from loadgen.bench import worker_bench
 
-    def run_anyway(*_):
+    def run_anyway(*_, **__):
         raise AssertionError("the bench ran")
 
     monkeypatch.setattr(worker_bench, "_measure", run_anyway)
-    assert _exit_code(["bench", "worker", flag, "99999999999"]) == 2
+    monkeypatch.setattr(engine_bench, "start_engine", run_anyway)
+    assert _exit_code(["bench", bench, flag, "99999999999"]) == 2
     why = "a thousand: more is a mistyped number, not a measurement"
     assert f"argument {flag}: expected a number from 1 to 1,000 ({why}), not '99999999999'" in capsys.readouterr().err
 

@@ -29,16 +29,11 @@ from engine.commands.arg_types import (
 from engine.config import DEFAULT_LOCAL_WORKERS
 from engine.logs.plurals import counted
 from loadgen.bench.output import table, write_json
+from loadgen.bench.round_count import MAX_ROUNDS, round_count
 from loadgen.stats import median
 from protocols.limits import MAX_SEED
 from workers.config import threads_each
 from workers.limits import BACKEND_SIZES, DEFAULT_LEVELS
-
-# the most rounds of either kind, measured (--repeats) or not (--warmup): fifty times the default 20, hours of the
-# default 64x64 runs. More is a mistyped number: --repeats 99999999999 was taken, and ran until stopped
-MAX_ROUNDS = 1000
-# an argparse type: a count of rounds from 1 to MAX_ROUNDS
-rounds = between(int, 1, MAX_ROUNDS, "", "a thousand: more is a mistyped number, not a measurement")
 
 PROMPT = "a lighthouse on a cliff at dusk, highly detailed oil painting"
 NEIGHBOUR_PROMPT = "a lighthouse on a cliff at night, highly detailed oil painting"
@@ -55,7 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"cache levels K to resume from, comma separated, of the worker's {','.join(map(str, DEFAULT_LEVELS))}",
     )
     parser.add_argument(
-        "--repeats", type=rounds, default=20, help=f"measurements of each kind (default 20, at most {MAX_ROUNDS:,})"
+        "--repeats",
+        type=round_count,
+        default=20,
+        help=f"measurements of each kind (default 20, at most {MAX_ROUNDS:,})",
     )
     parser.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     parser.add_argument(
@@ -71,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
     parser.add_argument(
         "--warmup",
-        type=rounds,
+        type=round_count,
         default=1,
         help=f"unmeasured rounds of every kind of run first (default 1, at most {MAX_ROUNDS:,}, at least 1: its K=0"
         " run gives the latents the level-K runs resume from and the image compared with the direct call's, and a"
