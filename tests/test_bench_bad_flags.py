@@ -63,6 +63,21 @@ def test_worker_bench_past_the_engines_bounds(flag, value, bound, capsys):
     assert f"argument {flag}: expected a number {bound}, not '{value}'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("bench", "flag"), [("worker", "--repeats"), ("worker", "--warmup"), ("engine", "--rounds")])
+def test_rounds_past_a_thousand(bench, flag, monkeypatch, capsys):
+    """Taken, they ran rounds of a worker and diffusers, or of an engine and bare servers, until stopped."""
+    from loadgen.bench import worker_bench
+
+    def run_anyway(*_, **__):
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(worker_bench, "_measure", run_anyway)
+    monkeypatch.setattr(engine_bench, "start_engine", run_anyway)
+    assert _exit_code(["bench", bench, flag, "99999999999"]) == 2
+    why = "a thousand: more is a mistyped number, not a measurement"
+    assert f"argument {flag}: expected a number from 1 to 1,000 ({why}), not '99999999999'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "flags",
     [
@@ -93,6 +108,18 @@ def test_chaos_bench(flags, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--kill-every", "1e-300"], "--duration 75 s with --kill-every 1e-300 s gives 7.5e+301 faults, more than"),
+        (["--duration", "30"], "--duration 30 s with --kill-every 4 s gives 7 faults, fewer than --min-kills 10"),
+    ],
+)
+def test_chaos_bench_names_the_flags_that_plan_its_faults(flags, says, capsys):
+    assert _exit_code(["bench", "chaos", *flags]) == 2
+    assert f"argus bench chaos: error: {says}" in capsys.readouterr().err
+
+
 def test_chaos_bench_as_a_module(capsys):
     from loadgen.bench.chaos_bench import main as chaos_main
 
@@ -114,6 +141,8 @@ def test_chaos_bench_as_a_module(capsys):
         ("engine", "--latency-s", "above 0 and at most"),
         ("engine", "--warmup-s", "from 0 to"),
         ("checkpoint", "--duration", "above 0 and at most"),
+        # refused for the faults it planned, in words that named no flag: "1e+11 s with a fault every 4 s gives ..."
+        ("chaos", "--duration", "above 0 and at most"),
     ],
 )
 def test_a_measured_span_past_an_hour(bench, flag, bound, monkeypatch, capsys):

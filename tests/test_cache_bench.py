@@ -63,7 +63,10 @@ def test_small_bench_writes_the_documented_json(tmp_path, capsys, vectors):
     assert data["vectors"] == vectors and list(data["lookups"]) == ["near-duplicate", "unrelated", "all"]
     assert data["lookups"]["all"]["p99"] == data["lookup_p99_us"]
     assert 0 < data["lookups"]["near-duplicate"]["cpu_p50"] and 0 <= data["lookups"]["near-duplicate"]["recall"] <= 1
-    assert "recall@1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "recall@1" in printed
+    # grouped in thousands, as the rows of bytes held beside it are: it printed 131072
+    assert "131,072  4 x 128 x 128 float16" in printed and "2,000  " in printed
 
 
 def test_replay_reads_prompts_as_loadgen_reads_them(tmp_path):

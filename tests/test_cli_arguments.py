@@ -207,6 +207,8 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(argv, t
         (tmp_path, "is a directory"),
         empty,
         not_there,
+        # root may write anywhere to os.access, /proc too, which refused the file as the run ended: the run went first
+        ("/proc/out.json", "cannot write in /proc"),
     ]:
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args([*argv, str(path)])
@@ -215,6 +217,7 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(argv, t
         assert f"argument {option}: " in error and says in error
     args = build_parser().parse_args([*argv, str(tmp_path / "out.json")])
     assert str(tmp_path / "out.json") in vars(args).values()
+    assert list(tmp_path.iterdir()) == []  # the file made to see whether one can be is gone
 
 
 def test_comma_separated_numbers_are_read_as_a_list():

@@ -264,6 +264,13 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot write in {directory}")
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    from engine.system.whole_files import check_writable_whole
+
+    try:
+        # what os.access passes and the write at the end is refused: root's --json /proc/x.json ran the bench first
+        check_writable_whole(text)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot write in {directory}: {error.strerror or error}") from None
     return text
 
 

@@ -72,6 +72,14 @@ def _beside(target: Path, binary: bool) -> tuple[Path, IO[Any]]:
             continue
 
 
+def check_writable_whole(path: str | Path) -> None:
+    """The OSError written_whole(path) would meet as it makes its file beside `path`, raised now: one is made and
+    removed. os.access cannot tell: it lets root write anywhere, and /proc refused root's file at the end of the run."""
+    partial, file = _beside(Path(os.path.realpath(path)), binary=True)
+    file.close()
+    partial.unlink()
+
+
 def written_or_exit(command: str, what: str, path: str | Path, write: Callable[[], None]) -> None:
     """`write()`; a file it cannot write, though checked writable as the run began (the disk filled, the folder went,
     a directory in its place, a folder this user may not write in), ends `command` in one line naming `what` and

@@ -51,6 +51,7 @@ from loadgen.arrivals import MAX_ARRIVALS, Schedule, poisson
 from loadgen.bench.chaos_faults import Fault, inject_faults
 from loadgen.bench.chaos_ledger import HttpDoor, Ledger, ZmqDoor
 from loadgen.bench.engine_child import start_engine
+from loadgen.bench.measured_seconds import measured_seconds
 from loadgen.bench.output import cell, table, write_json
 from loadgen.bench.process_watch import RssSampler, metrics_vs_clients, parse_metrics
 from loadgen.bench.subprocesses import ended_by_sigterm, unwind_on_sigterm
@@ -100,12 +101,12 @@ class ChaosConfig:
         slots = int(self.duration_s // self.kill_every_s)
         if slots > MAX_ARRIVALS:  # a list of them all: --duration 1e11 ended in a MemoryError traceback
             raise ValueError(
-                f"{self.duration_s:g} s with a fault every {self.kill_every_s:g} s gives {slots:.3g} faults,"
+                f"--duration {self.duration_s:g} s with --kill-every {self.kill_every_s:g} s gives {slots:.3g} faults,"
                 f" more than a plan may hold ({MAX_ARRIVALS:,})"
             )
         if slots < self.min_kills:
             raise ValueError(
-                f"{self.duration_s:g} s with a fault every {self.kill_every_s:g} s gives {slots} faults,"
+                f"--duration {self.duration_s:g} s with --kill-every {self.kill_every_s:g} s gives {slots} faults,"
                 f" fewer than --min-kills {self.min_kills}"
             )
         hangs = min(round(slots * self.hang_share), slots - self.min_kills)
@@ -121,7 +122,11 @@ class ChaosConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = ChaosConfig()
     parser.add_argument(
-        "--duration", type=positive_float, default=d.duration_s, help=f"seconds of load (default {d.duration_s:g})"
+        "--duration",
+        # a span as the other benches bound theirs: 1e300 was refused for the faults it planned, naming no flag
+        type=measured_seconds(zero_allowed=False),
+        default=d.duration_s,
+        help=f"seconds of load, at most an hour (default {d.duration_s:g})",
     )
     parser.add_argument(
         "--kill-every",
@@ -423,10 +428,7 @@ async def _sample_ready(http, counts: list[int], every_s: float = 0.5) -> None:
 def report(result: dict) -> None:
     c = result["config"]
     print()
-    print(
-        f"argus bench chaos: SIMULATED workers (sim backend, --time-scale {c['time_scale']:g}, no model runs); "
-        f"{c['workers']} workers, max batch {c['max_batch']}, --heartbeat-timeout {c['heartbeat_timeout_s']:g}"
-    )
+    print(_heading(c))
     print(
         f"open-loop Poisson load {c['rate_rps']:.1f} req/s ({c['load']:.0%} of {c['capacity_rps']:.1f} req/s at"
         f" batch 1) for {c['duration_s']:g} s, {c['http_share']:.0%} over HTTP, --max-queue {c['max_queue']}; "
@@ -474,6 +476,15 @@ def report(result: dict) -> None:
     print()
     keys = ("sent", "replies", "lost", "duplicates", "kills", "hangs", "p99_ms", "peak_rss_mb")
     print(json.dumps({k: result[k] for k in keys}))
+
+
+def _heading(c: dict) -> str:
+    """The first line of the report: what ran, with its workers counted in words ("1 workers" was said)."""
+    return (
+        f"argus bench chaos: SIMULATED workers (sim backend, --time-scale {c['time_scale']:g}, no model runs); "
+        f"{counted(c['workers'], 'worker')}, max batch {c['max_batch']}, "
+        f"--heartbeat-timeout {c['heartbeat_timeout_s']:g}"
+    )
 
 
 def _codes(values: dict | float) -> str:

@@ -284,15 +284,20 @@ def run(args: argparse.Namespace) -> int:
     # the verdicts before the plot, which a full disk may refuse
     write_json(args.json, {"config": config, "policies": results})
     if args.plot:
-        title = (
-            f"SIMULATED: {args.workers} sim workers, {Path(args.trace).name}\n"
-            f"load {args.load}x in the busiest minute, SLO {args.slo_ms / 1000:g} s"
-        )
         plotted = {p: _for_plot(results[p]) for p in policies}
+        title = _plot_title(args)
         written_or_exit(
             "argus bench compare", "plot", args.plot, functools.partial(compare_plot, plotted, args.plot, title=title)
         )
     return 0
+
+
+def _plot_title(args: argparse.Namespace) -> str:
+    """The plot's title: the simulated cluster, its workers counted in words ("1 sim workers" was said), the load."""
+    return (
+        f"SIMULATED: {counted(args.workers, 'sim worker')}, {Path(args.trace).name}\n"
+        f"load {args.load}x in the busiest minute, SLO {args.slo_ms / 1000:g} s"
+    )
 
 
 async def _one_policy(policy, args, schedule, prompts, width, height, log_dir: Path) -> tuple[list, dict]:

@@ -40,6 +40,7 @@ from loadgen.bench.engine_load import (
 from loadgen.bench.measured_seconds import measured_seconds
 from loadgen.bench.output import table, write_json
 from loadgen.bench.ports import LOOPBACK, free_port
+from loadgen.bench.round_count import MAX_ROUNDS, round_count
 from loadgen.bench.sim_flags import INSTANT_SIM_ENGINE, sim_image_side
 from loadgen.bench.subprocesses import python_module, spawn, wait_http
 from loadgen.stats import median, p99_caveat
@@ -60,9 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rounds",
-        type=positive_int,
+        type=round_count,
         default=3,
-        help="alternating baseline/engine peak measurements per door (default 3)",
+        help=f"alternating baseline/engine peak measurements per door (default 3, at most {MAX_ROUNDS:,})",
     )
     parser.add_argument(
         "--latency-s",

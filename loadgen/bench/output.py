@@ -33,6 +33,8 @@ def cell(value: Any) -> str:
         return "n/a"
     if isinstance(value, bool):
         return str(value)
+    if isinstance(value, int):  # a count, grouped as the floats beside it are: it printed 131072 above 138,240
+        return f"{value:,}"
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"

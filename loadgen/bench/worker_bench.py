@@ -29,6 +29,7 @@ from engine.commands.arg_types import (
 from engine.config import DEFAULT_LOCAL_WORKERS
 from engine.logs.plurals import counted
 from loadgen.bench.output import table, write_json
+from loadgen.bench.round_count import MAX_ROUNDS, round_count
 from loadgen.stats import median
 from protocols.limits import MAX_SEED
 from workers.config import threads_each
@@ -48,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="10,25",
         help=f"cache levels K to resume from, comma separated, of the worker's {','.join(map(str, DEFAULT_LEVELS))}",
     )
-    parser.add_argument("--repeats", type=positive_int, default=20, help="measurements of each kind (default 20)")
+    parser.add_argument(
+        "--repeats",
+        type=round_count,
+        default=20,
+        help=f"measurements of each kind (default 20, at most {MAX_ROUNDS:,})",
+    )
     parser.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     parser.add_argument(
         "--threads",
@@ -63,11 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=non_negative_float, default=5.0, help="guidance scale")
     parser.add_argument(
         "--warmup",
-        type=positive_int,
+        type=round_count,
         default=1,
-        help="unmeasured rounds of every kind of run first (default 1, at least 1: its K=0 run gives the latents the"
-        " level-K runs resume from and the image compared with the direct call's, and a first run pays one-time"
-        " costs no measured run should)",
+        help=f"unmeasured rounds of every kind of run first (default 1, at most {MAX_ROUNDS:,}, at least 1: its K=0"
+        " run gives the latents the level-K runs resume from and the image compared with the direct call's, and a"
+        " first run pays one-time costs no measured run should)",
     )
 
 
@@ -210,6 +216,15 @@ def _measure(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
     }
 
 
+def _run_line(args: argparse.Namespace) -> str:
+    """What each run was, its threads and rounds counted in words ("1 torch thread(s), 1 interleaved repeats")."""
+    return (
+        f"{args.size}x{args.size}, batch 1, N={args.steps} steps, {counted(args.threads, 'torch thread')}, "
+        f"{counted(args.repeats, 'interleaved repeat')}; s/image and CPU s are medians (end to end: Generate sent"
+        " -> BatchDone received)"
+    )
+
+
 def _report(args: argparse.Namespace, levels: list[int], results: dict) -> None:
     samples, cpu, internal = results["samples"], results["cpu"], results["internal"]
     k0 = median(samples[("worker", 0)])
@@ -264,11 +279,7 @@ def _report(args: argparse.Namespace, levels: list[int], results: dict) -> None:
 
     print()
     print("argus bench worker: tiny backend (SD-XL-shaped, random weights) on CPU through a real `argus worker`")
-    print(
-        f"{args.size}x{args.size}, batch 1, N={args.steps} steps, {args.threads} torch thread(s), "
-        f"{args.repeats} interleaved repeats; s/image and CPU s are medians (end to end: Generate sent"
-        " -> BatchDone received)"
-    )
+    print(_run_line(args))
     print()
     print(
         table(
