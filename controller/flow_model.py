@@ -48,7 +48,7 @@ ROUTE_TIE_BREAK = 1e-4
 # a class at its own level K* rather than spending a lower, slower level's capacity on it)
 HEADROOM_WEIGHT = 0.5
 # flows below this share of their class are solver noise, not routing
-_NEGLIGIBLE = 1e-9
+NEGLIGIBLE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def plan_from_solution(problem: FlowProblem, solution: FlowSolution, policy: str
         for k in problem.demand_rps:
             row = {kp: f for (c, kp), f in solution.flows.items() if c == k}
             total = sum(row.values())
-            kept = {kp: f for kp, f in row.items() if f > _NEGLIGIBLE * total and kp in serving}
+            kept = {kp: f for kp, f in row.items() if f > NEGLIGIBLE * total and kp in serving}
             rows[k] = (
                 {kp: f / sum(kept.values()) for kp, f in kept.items()} if kept else default_row(problem, k, workers)
             )

@@ -249,12 +249,12 @@ def argus_policy():
     return make_policy("argus", LatencyProfile.bundled(), degradation, SimilarityPredictor(table))
 
 
-def planning_every_tick(policy, *workers: str) -> tuple[Harness, Controller, ControlLoop]:
+def planning_every_tick(policy, *workers: str, slo_s: float = 15.0) -> tuple[Harness, Controller, ControlLoop]:
     """A control loop for `workers` (each at level 0) whose window is a tick: a full plan, the MILP, at every tick."""
     h = Harness()
     for name in workers:
         h.add_worker(name, level=0)
-    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0), h.clock.now)
+    controller = Controller(policy, ControllerConfig(window_s=1e-9, min_observe_s=0.0, slo_s=slo_s), h.clock.now)
     return h, controller, ControlLoop(policy, controller, h.registry, lambda w, k: None, h.metrics, h.clock, 1e-9)
 
 
@@ -385,7 +385,35 @@ def test_a_request_of_many_images_is_one_arrival_to_the_burst_test():
 async def test_a_plan_for_a_changed_fleet_moves_no_worker_the_demand_does_not_ask_for(monkeypatch):
     """The MILP's moving penalty was counted from the plan before, not from where the workers were: a sim engine of 8
     with no demand moved a worker that joined at level 0 to level 15, and when that one died, moved another from 0 to
-    15 to fill the gap the plan before had there. Plans move workers for the demand alone."""
+    15 to fill the gap the plan before had there. Plans move workers for the demand alone. (At an SLO of 10 s, where
+    level 0 makes no image in time: at one it does, a plan of no demand puts every worker there, the test below.)"""
+    policy = argus_policy()
+    h = Harness()
+    for name, level in (("a", 0), ("b", 0), ("c", 15), ("d", 25)):
+        h.add_worker(name, level=level)
+    moves = []
+
+    def move(worker, level):
+        moves.append((worker.name, level))
+        worker.level = level
+
+    controller = Controller(policy, ControllerConfig(window_s=10.0, slo_s=10.0), h.clock.now)
+    loop = ControlLoop(policy, controller, h.registry, move, h.metrics, h.clock, 10.0)
+    fleets = []
+    for change in (lambda: None, lambda: h.dispatcher.worker_lost(h.registry.by_worker_id("c")[0], "exited")):
+        change()
+        await ticks(loop, monkeypatch, 2, h.clock)
+        fleets.append(dict(controller.plan.workers_per_level))
+    h.add_worker("e", level=10)
+    await ticks(loop, monkeypatch, 2, h.clock)
+    assert controller.plan.workers == 4
+    assert moves == []
+    assert fleets == [{0: 2, 5: 0, 10: 0, 15: 1, 20: 0, 25: 1}, {0: 2, 5: 0, 10: 0, 15: 0, 20: 0, 25: 1}]
+
+
+async def test_an_idle_engine_moves_its_workers_at_cache_levels_back_to_level_0(monkeypatch):
+    """After a burst, an idle sim engine of 4 kept a worker at level 15 for good: with no demand every allocation scored
+    the same, and the move penalty kept the one running. A worker that serves nothing costs nothing to move."""
     policy = argus_policy()
     h = Harness()
     for name, level in (("a", 0), ("b", 0), ("c", 15), ("d", 25)):
@@ -398,16 +426,10 @@ async def test_a_plan_for_a_changed_fleet_moves_no_worker_the_demand_does_not_as
 
     controller = Controller(policy, ControllerConfig(window_s=10.0), h.clock.now)
     loop = ControlLoop(policy, controller, h.registry, move, h.metrics, h.clock, 10.0)
-    fleets = []
-    for change in (lambda: None, lambda: h.dispatcher.worker_lost(h.registry.by_worker_id("c")[0], "exited")):
-        change()
-        await ticks(loop, monkeypatch, 2, h.clock)
-        fleets.append(dict(controller.plan.workers_per_level))
-    h.add_worker("e", level=10)
     await ticks(loop, monkeypatch, 2, h.clock)
-    assert controller.plan.workers == 4
-    assert moves == []
-    assert fleets == [{0: 2, 5: 0, 10: 0, 15: 1, 20: 0, 25: 1}, {0: 2, 5: 0, 10: 0, 15: 0, 20: 0, 25: 1}]
+    assert controller.plan.workers_per_level == {0: 4, 5: 0, 10: 0, 15: 0, 20: 0, 25: 0}
+    assert sorted(moves) == [("c", 0), ("d", 0)]
+    assert sorted(w.level for w in h.registry.registered()) == [0, 0, 0, 0]
 
 
 async def test_a_solve_failing_every_window_logs_one_traceback(monkeypatch, caplog):
@@ -498,10 +520,11 @@ async def test_a_fleet_changed_while_the_milp_fails_is_planned_where_its_workers
     """A MILP process that died or stalled failed the solve, and the plan in force was kept: planned for workers gone
     since, it routed class 25 to a level 25 whose one worker had died, for as long as the MILP process failed (one
     that the OOM killer takes at each solve, for ever). The plan now follows the fleet in the meantime: the workers
-    where they are, with the route-planner LP's routes, status fallback; the MILP is tried again at the next look."""
+    where they are, with the route-planner LP's routes, status fallback; the MILP is tried again at the next look. (At
+    an SLO where level 0 makes no image in time, so that a plan of no demand keeps the worker at 25 where it is.)"""
     policy = argus_policy()
     solve = policy.allocator
-    h, controller, loop = planning_every_tick(policy, "a", "b")
+    h, controller, loop = planning_every_tick(policy, "a", "b", slo_s=10.0)
     h.add_worker("c", level=25)
     await ticks(loop, monkeypatch, 1, h.clock)
     assert dict(controller.plan.workers_per_level) == {0: 2, 5: 0, 10: 0, 15: 0, 20: 0, 25: 1}

@@ -266,12 +266,30 @@ def test_fit_allocation():
     assert fit_allocation({}, 4, LEVELS)[0] == 4
 
 
-@pytest.mark.parametrize("current", [{0: 2, 15: 6}, {0: 5, 10: 1, 25: 2}, {0: 1, 5: 3, 20: 4}])
+@pytest.mark.parametrize("current", [{0: 2, 5: 6}, {0: 5, 5: 1, 25: 2}, {0: 1, 5: 3, 20: 4}])
 def test_among_equally_good_plans_the_running_allocation_is_kept(current):
-    """Misses alone, well within one worker's capacity: every allocation with a worker at level 0 serves them all as
-    well, and the move penalty resolves them to the one running, so the plan stays put while demand does (without
-    it the solver returned any of them: a mutation test deleted it, and no test failed)."""
-    light_misses = problem({0: 0.2 * CAPACITY[0]})
-    solution = allocate(light_misses, 8, current, OPTIONS)
+    """Misses, and hits of class 25 that level 5 serves at no loss, each well within one worker's capacity: every
+    allocation with a worker at level 0 and one at 5 serves them all as well, and the move penalty resolves them to the
+    one running, so the plan stays put while demand does (without it the solver returned any of them: a mutation test
+    deleted it, and no test failed)."""
+    light = problem({0: 0.2 * CAPACITY[0], 25: 0.2 * CAPACITY[5]})
+    solution = allocate(light, 8, current, OPTIONS)
     assert solution.status == "optimal"
+    assert solution.flows[(25, 5)] > 0.0  # an approximation is planned: the workers not serving stay where they are
     assert solution.workers_per_level == {kp: current.get(kp, 0) for kp in LEVELS}
+
+
+@pytest.mark.parametrize(
+    "demand", [{}, {0: 0.2 * CAPACITY[0]}, mixed_demand(3e-5), mixed_demand(1e-9), mixed_demand(1e-12)]
+)
+@pytest.mark.parametrize("current", [{0: 3, 15: 1}, {25: 4}])
+def test_with_no_approximation_needed_every_worker_goes_back_to_level_0(demand, current):
+    """After a burst, an idle engine of 4 sim workers kept {0: 3, 15: 1} for good (at 3e-5 images/s): with nothing
+    routed above level 0, every allocation that staffs it scores the same, and the move penalty kept the one running.
+    A worker that serves nothing costs nothing to move: the plan goes back to exact, all its routes at level 0."""
+    solution = allocate(problem(demand), 4, current, OPTIONS)
+    plan = plan_from_solution(problem(demand), solution, "argus", 0.0)
+    assert solution.status == "optimal"
+    assert plan.workers_per_level == {0: 4, 5: 0, 10: 0, 15: 0, 20: 0, 25: 0}
+    assert all(row == {0: 1.0} for row in plan.redirect.values())
+    assert plan.served_rps == pytest.approx(sum(demand.values()))
