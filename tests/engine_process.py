@@ -13,11 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
+from waiting import eventually
 
 from engine.config import EngineConfig, LaunchConfig
 from loadgen.bench.ports import free_port
@@ -47,6 +48,18 @@ class EngineProcess:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
+
+    def generate(self, body: dict) -> tuple[int, dict]:
+        """POST /v1/images/generations: the status and the JSON answered, an error's too."""
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.http + "/v1/images/generations", json.dumps(body).encode(), headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                return reply.status, json.load(reply)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
 
     def ready(self) -> dict:
         return json.loads(self.get("/ready")[1])
@@ -266,6 +279,25 @@ def in_process_config(tmp_path: Path, **changes) -> EngineConfig:
     free port, no local workers."""
     endpoints = {"client_listen": (f"ipc://{tmp_path}/clients",), "worker_listen": (f"ipc://{tmp_path}/workers",)}
     return EngineConfig(**({"port": 0, "launch": LaunchConfig(count=0)} | endpoints | changes))
+
+
+@contextlib.asynccontextmanager
+async def ready_sim_engine(tmp_path: Path, **changes) -> AsyncIterator[tuple[object, int]]:
+    """An Engine run in this process with one sim worker (images in a millisecond), ready: (engine, its HTTP port)."""
+    # here, not at the top: most tests that import this module run the engine in a process of its own
+    from engine.http.readiness import readiness
+    from engine.server import Engine
+
+    port = free_port()
+    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
+    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, **changes))
+    running = asyncio.create_task(engine.run())
+    try:
+        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+        yield engine, port
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(running, 30)
 
 
 async def connect_when_listening(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -41,12 +41,27 @@ class Levels:
     levels = (0, 5, 10, 15, 20, 25)
 
 
-def control_loop(h: Harness, workers_per_level: dict[int, int], moves: list) -> ControlLoop:
+def recorded_in(moves: list):
+    """A worker move that places the worker and records (its name, the level) in `moves`."""
+
     def move(worker, level):
         moves.append((worker.name, level))
         worker.level = level
 
-    return ControlLoop(Levels(), FixedController(workers_per_level), h.registry, move, h.metrics, h.clock, 1.0)
+    return move
+
+
+def control_loop(h: Harness, workers_per_level: dict[int, int], moves: list) -> ControlLoop:
+    return ControlLoop(
+        Levels(), FixedController(workers_per_level), h.registry, recorded_in(moves), h.metrics, h.clock, 1.0
+    )
+
+
+def fleet_at_0_0_15_25() -> Harness:
+    h = Harness()
+    for name, level in (("a", 0), ("b", 0), ("c", 15), ("d", 25)):
+        h.add_worker(name, level=level)
+    return h
 
 
 async def test_the_least_loaded_worker_leaves_an_overstaffed_level():
@@ -93,12 +108,9 @@ async def test_a_failed_solve_still_staffs_the_plan_in_force():
     h = Harness()
     h.add_worker("a", level=0)
     moves = []
-
-    def move(worker, level):
-        moves.append((worker.name, level))
-        worker.level = level
-
-    loop = ControlLoop(Levels(), FailingController({0: 1, 25: 1}), h.registry, move, h.metrics, h.clock, 1.0)
+    loop = ControlLoop(
+        Levels(), FailingController({0: 1, 25: 1}), h.registry, recorded_in(moves), h.metrics, h.clock, 1.0
+    )
     running = asyncio.create_task(loop.run())
     try:
         # a worker joins: the controller re-plans for the new fleet, fails, and the plan in force places it
@@ -388,17 +400,10 @@ async def test_a_plan_for_a_changed_fleet_moves_no_worker_the_demand_does_not_as
     15 to fill the gap the plan before had there. Plans move workers for the demand alone. (At an SLO of 10 s, where
     level 0 makes no image in time: at one it does, a plan of no demand puts every worker there, the test below.)"""
     policy = argus_policy()
-    h = Harness()
-    for name, level in (("a", 0), ("b", 0), ("c", 15), ("d", 25)):
-        h.add_worker(name, level=level)
+    h = fleet_at_0_0_15_25()
     moves = []
-
-    def move(worker, level):
-        moves.append((worker.name, level))
-        worker.level = level
-
     controller = Controller(policy, ControllerConfig(window_s=10.0, slo_s=10.0), h.clock.now)
-    loop = ControlLoop(policy, controller, h.registry, move, h.metrics, h.clock, 10.0)
+    loop = ControlLoop(policy, controller, h.registry, recorded_in(moves), h.metrics, h.clock, 10.0)
     fleets = []
     for change in (lambda: None, lambda: h.dispatcher.worker_lost(h.registry.by_worker_id("c")[0], "exited")):
         change()
@@ -415,17 +420,10 @@ async def test_an_idle_engine_moves_its_workers_at_cache_levels_back_to_level_0(
     """After a burst, an idle sim engine of 4 kept a worker at level 15 for good: with no demand every allocation scored
     the same, and the move penalty kept the one running. A worker that serves nothing costs nothing to move."""
     policy = argus_policy()
-    h = Harness()
-    for name, level in (("a", 0), ("b", 0), ("c", 15), ("d", 25)):
-        h.add_worker(name, level=level)
+    h = fleet_at_0_0_15_25()
     moves = []
-
-    def move(worker, level):
-        moves.append((worker.name, level))
-        worker.level = level
-
     controller = Controller(policy, ControllerConfig(window_s=10.0), h.clock.now)
-    loop = ControlLoop(policy, controller, h.registry, move, h.metrics, h.clock, 10.0)
+    loop = ControlLoop(policy, controller, h.registry, recorded_in(moves), h.metrics, h.clock, 10.0)
     await ticks(loop, monkeypatch, 2, h.clock)
     assert controller.plan.workers_per_level == {0: 4, 5: 0, 10: 0, 15: 0, 20: 0, 25: 0}
     assert sorted(moves) == [("c", 0), ("d", 0)]

@@ -3,10 +3,6 @@
 at a time answered a request of 10 that could never make it only once the image ahead of its next was late alone,
 six images made and thrown away."""
 
-import json
-import urllib.error
-import urllib.request
-
 import pytest
 from dispatcher_harness import PROFILE, Harness, settle
 
@@ -27,15 +23,7 @@ def engine(tmp_path_factory):
 
 
 def post(engine, slo_ms: float) -> tuple[int, dict]:
-    body = {"prompt": "ten lighthouses", "n": 10, "size": "64x64", "slo_ms": slo_ms}
-    request = urllib.request.Request(
-        engine.http + "/v1/images/generations", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            return reply.status, json.load(reply)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
+    return engine.generate({"prompt": "ten lighthouses", "n": 10, "size": "64x64", "slo_ms": slo_ms})
 
 
 def images_made(engine) -> float:

@@ -10,11 +10,9 @@ from fake_clock import Clock
 from PIL import Image
 from waiting import eventually
 
-from engine.config import LaunchConfig
 from engine.http.image_files import ENTRY_BYTES, MIN_GONE_NAMES, RUN_CHARS, ImageFiles, ImagesTooLarge, Missing
-from engine.http.readiness import readiness
 from engine.server import Engine
-from engine_process import free_port, in_process_config
+from engine_process import in_process_config, ready_sim_engine
 from workers.image_encoding import encode_image
 
 
@@ -137,15 +135,10 @@ def counted(engine: Engine, outcome: str, code: str = "") -> float:
 
 
 async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_handed_out_works(tmp_path):
-    port = free_port()
-    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
     # a sim 64x64 PNG takes a few hundred bytes: two fit, three do not
     budget = 600 + 2 * ENTRY_BYTES
-    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, image_url_store_bytes=budget))
-    running = asyncio.create_task(engine.run())
-    url = f"http://127.0.0.1:{port}/v1/images/generations"
-    try:
-        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+    async with ready_sim_engine(tmp_path, image_url_store_bytes=budget) as (engine, port):
+        url = f"http://127.0.0.1:{port}/v1/images/generations"
         async with aiohttp.ClientSession() as session:
             async with session.post(url, json={"prompt": "a", "size": "64x64", "response_format": "url"}) as reply:
                 assert reply.status == 200
@@ -166,22 +159,14 @@ async def test_a_url_response_larger_than_the_store_is_a_400_and_every_url_hande
                 data = (await reply.json())["data"]
                 assert reply.status == 200 and len(data) == 3
                 assert all(entry["argus"]["simulated"] for entry in data)  # sim workers: said so with every image
-    finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 30)
 
 
 async def test_image_urls_start_with_the_public_url_whatever_the_host_header_or_forwarded_headers_say(tmp_path):
     """Before, behind a TLS-terminating proxy, image URLs were http:// and named the Host the proxy sent on; the
     X-Forwarded headers, which any client may send, are not believed either."""
-    port = free_port()
-    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
     public = "https://images.example.com/argus"
-    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, public_url=public))
-    running = asyncio.create_task(engine.run())
     forwarded = {"Host": "argus:8000", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}
-    try:
-        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+    async with ready_sim_engine(tmp_path, public_url=public) as (_, port):
         async with aiohttp.ClientSession() as session:
             body = {"prompt": "a", "size": "64x64", "response_format": "url"}
             url = f"http://127.0.0.1:{port}/v1/images/generations"
@@ -192,20 +177,12 @@ async def test_image_urls_start_with_the_public_url_whatever_the_host_header_or_
             # the proxy takes /argus off, as it does for every route
             async with session.get(f"http://127.0.0.1:{port}" + entry["url"].removeprefix(public)) as image:
                 assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
-    finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 30)
 
 
 async def test_a_request_without_a_host_header_gets_urls_on_the_port_it_came_to(tmp_path):
     """HTTP/1.0 needs no Host header: aiohttp then names the host by the address alone, and the image URL named
     port 80 rather than the engine's port."""
-    port = free_port()
-    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
-    engine = Engine(in_process_config(tmp_path, port=port, launch=launch))
-    running = asyncio.create_task(engine.run())
-    try:
-        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+    async with ready_sim_engine(tmp_path) as (_, port):
         body = json.dumps({"prompt": "a", "size": "64x64", "response_format": "url"}).encode()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = f"POST /v1/images/generations HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
@@ -218,20 +195,12 @@ async def test_a_request_without_a_host_header_gets_urls_on_the_port_it_came_to(
         assert entry["url"].startswith(f"http://127.0.0.1:{port}/v1/images/files/")
         async with aiohttp.ClientSession() as session, session.get(entry["url"]) as image:
             assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
-    finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 30)
 
 
 async def test_an_image_may_be_kept_by_its_client_alone_and_no_longer_than_its_ttl(tmp_path):
     """It was sent with no Cache-Control: a proxy or CDN in front of the engine could keep it as long as it liked
     (RFC 9111 4.2.2), past the TTL and for everyone who could reach that cache. An image URL's 404 is kept by none."""
-    port = free_port()
-    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
-    engine = Engine(in_process_config(tmp_path, port=port, launch=launch, image_url_ttl_s=600))
-    running = asyncio.create_task(engine.run())
-    try:
-        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+    async with ready_sim_engine(tmp_path, image_url_ttl_s=600) as (_, port):
         async with aiohttp.ClientSession() as session:
             body = {"prompt": "a", "size": "64x64", "response_format": "url"}
             async with session.post(f"http://127.0.0.1:{port}/v1/images/generations", json=body) as reply:
@@ -247,9 +216,6 @@ async def test_an_image_may_be_kept_by_its_client_alone_and_no_longer_than_its_t
             base, _, name = entry["url"].rpartition("/")
             async with session.get(f"{base}/{'a' * RUN_CHARS}{name[RUN_CHARS:]}") as missing:
                 assert missing.status == 404 and missing.headers.get("Cache-Control") == "no-store"
-    finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 30)
 
 
 def test_the_budget_bounds_the_memory_held_for_small_images():

@@ -3,18 +3,13 @@ upstream's (127.0.0.1:8000), and the URLs are http:// where the client reached t
 failed in the client's hands and the engine said nothing; it now logs a warning naming --public-url when the proxy's
 X-Forwarded-Host and -Proto (or Forwarded) say the client reached it elsewhere, still never making URLs from them."""
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
-from waiting import eventually
 
-from engine.config import LaunchConfig
-from engine.http.readiness import readiness
-from engine.server import Engine
-from engine_process import free_port, in_process_config
+from engine_process import ready_sim_engine
 
 WARNED = "came through a proxy that says its client reached it at"
 
@@ -22,16 +17,8 @@ WARNED = "came through a proxy that says its client reached it at"
 @asynccontextmanager
 async def sim_engine(tmp_path):
     """A ready engine, and the Host nginx sends it by default: its proxy_pass's."""
-    port = free_port()
-    launch = LaunchConfig(count=1, backend="sim", time_scale=0.001)
-    engine = Engine(in_process_config(tmp_path, port=port, launch=launch))
-    running = asyncio.create_task(engine.run())
-    try:
-        assert await eventually(lambda: readiness(engine)["ready"], timeout_s=60)
+    async with ready_sim_engine(tmp_path) as (_, port):
         yield f"127.0.0.1:{port}"
-    finally:
-        engine.request_stop()
-        await asyncio.wait_for(running, 30)
 
 
 async def url_of(session: aiohttp.ClientSession, upstream: str, **headers: str) -> str:
