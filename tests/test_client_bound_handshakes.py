@@ -3,14 +3,13 @@ it counted every connection open, so clients that would fit were refused while o
 burst of 600 clients at a bound of 512 had 446 admitted, 154 refused), and a client slow with its greeting held a slot
 it was never given."""
 
-import contextlib
 import socket
 
 import pytest
 import zmq
 from waiting import wait_for
 
-from engine_process import raw_client, start_engine
+from engine_process import start_engine
 from protocols.client_messages import Generate, Images, client_side_codec
 from protocols.curve import FULL_STATUS
 
@@ -28,9 +27,12 @@ def engine(tmp_path_factory):
 
 def _handshake(context: zmq.Context, address: str) -> tuple[zmq.Socket, int | None]:
     """A client connected, and how its handshake ended: None admitted, else the ZAP status it was refused with."""
-    client = raw_client(context, address)
+    client = context.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    # watched before it connects: over loopback the handshake may end before a monitor added after the connect
     monitor = client.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
     try:
+        client.connect(address)
         assert monitor.poll(30_000), "no end to the handshake"
         event = zmq.utils.monitor.recv_monitor_message(monitor)
     finally:
@@ -87,10 +89,10 @@ def test_connections_that_end_with_no_handshake_open_no_slot(engine):
             clients.append(client)
             assert refused is None
         for _ in range(3 * _BOUND):
+            # hung up on by this end: libzmq may read the request's first bytes as a ZMTP 1.0 greeting and wait out its
+            # handshake's 30 s for the rest, so the engine's hanging up is not waited for
             with socket.create_connection(("127.0.0.1", port)) as http:
                 http.sendall(b"GET /ready HTTP/1.1\r\nHost: engine\r\n\r\n")
-                with contextlib.suppress(ConnectionResetError):
-                    http.recv(1)  # the engine hangs up
         assert wait_for(lambda: engine.metric("argus_zmq_client_connections") == _BOUND)
         client, refused = _handshake(context, engine.client_address)
         clients.append(client)
