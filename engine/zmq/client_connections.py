@@ -49,10 +49,9 @@ class ClientConnections:
     def __init__(self, sock: zmq.Socket, bound: int):
         """`bound`: the connections admitted at once; `sock` not yet bound (an accept before the monitor is unseen)."""
         self.bound = bound
-        self.open = 0  # accepted and not yet ended: those refused at their handshake too, until they end
         # handshakes that succeeded: a client the door found gone can be back only after one (engine/zmq/door.py)
         self.handshakes = 0
-        # the open connections as told (their sum is `open`): in their handshake, whose handshake failed, admitted
+        # the open connections as told: in their handshake, whose handshake failed, admitted
         self._handshaking = 0
         self._failed = 0
         self._admitted = 0  # never fewer than are: see above
@@ -68,6 +67,11 @@ class ClientConnections:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._monitor.FD, self.read)
         self.read()  # events may have come before the reader was added
+
+    @property
+    def open(self) -> int:
+        """Accepted and not yet ended: those refused at their handshake too, until they end."""
+        return self._handshaking + self._failed + self._admitted
 
     def has_room(self) -> bool:
         """Whether the connection in its handshake that the ZAP handler asks about may be admitted. From its thread,
@@ -100,7 +104,6 @@ class ClientConnections:
                 return
             event = _EVENT_ID.unpack_from(frames[0])[0]
             if event == _ACCEPTED:
-                self.open += 1
                 self._handshaking += 1
             elif event == _HANDSHAKE_SUCCEEDED:
                 self.handshakes += 1
@@ -112,7 +115,6 @@ class ClientConnections:
                     self._failed -= 1
                     self._admitted += 1
             elif event == _DISCONNECTED:
-                self.open -= 1
                 if self._failed:
                     self._failed -= 1
                 elif self._handshaking:
